@@ -1,0 +1,48 @@
+# One entry point for every check; CI runs `make check` exactly as developers do.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system-deps lint test smoke check demo bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# promtool/amtool and the real servers come from Debian's packages (tests start them on loopback).
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	  echo "installing Debian packages prometheus prometheus-alertmanager"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+setup: $(STAMP) system-deps
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup
+	$(BIN)/pytest -q
+
+smoke: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
+
+check: setup lint
+	promtool check rules rules/recording.yaml rules/alerts/*.yaml
+	amtool check-config alertmanager/alertmanager.yml
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/watchtower demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_correlator.py --events 1000000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,280 @@
+"""The one configuration object: every key, default and validation rule lives here.
+
+Loaded once by the CLI from YAML, validated with pydantic (unknown keys are rejected by name),
+then handed whole to the daemon; the hot path only ever sees plain attributes copied out of it.
+`docs/config.md` documents every key and `tests/test_docs.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
+RECORD_ALIASES: dict[str, str] = {
+    "delivery": "d",
+    "bounce": "b",
+    "transient": "t",
+    "transient-queue": "tq",
+    "feedback-loop": "f",
+    "remote-bounce": "rb",
+    "remote-status": "rs",
+    "receipt": "r",
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as `250ms`, `5s`, `10m`, `7d`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 5s, 10m or 7d")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"invalid duration {value!r}: expected a number of seconds or e.g. 5s, 10m, 7d")
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from a number or a string such as `512KiB`, `1MiB`, `2GB`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
+            return int(m.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
+    raise ValueError(f"invalid size {value!r}: expected bytes or e.g. 512KiB, 1MiB")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """One family of accounting files, e.g. every `acct-*.csv` PMTA writes for one `<acct-file>`."""
+
+    paths: list[str] = Field(min_length=1, description="Glob patterns of the CSV files PMTA writes.")
+    name: str | None = Field(
+        default=None,
+        description="Label value for self-metrics; defaults to the file stem of the first glob.",
+    )
+    records: list[str] | None = Field(
+        default=None,
+        description="Record types this source feeds (d, b, t, tq, f, rb, rs, r or long aliases); "
+        "others are skipped so a record PMTA writes to two files is counted once. Default: all.",
+    )
+
+    @field_validator("records")
+    @classmethod
+    def _known_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = []
+        for item in value:
+            code = RECORD_ALIASES.get(item, item)
+            if code not in RECORD_TYPES:
+                raise ValueError(f"unknown record type {item!r}; expected one of {', '.join(RECORD_TYPES)}")
+            out.append(code)
+        return out
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        stem = Path(self.paths[0]).name.split("*")[0].rstrip("-_.") or "source"
+        return stem
+
+
+class TailConfig(_Strict):
+    start_position: Literal["beginning", "end"] = Field(
+        default="end",
+        description="Where to start in files that already exist the very first time the daemon runs "
+        "(no state yet). Files found later, and every file after the first run, are read from byte 0.",
+    )
+    poll_interval: Duration = Field(default=1.0, description="How often followed files are read.")
+    rescan_interval: Duration = Field(default=5.0, description="How often the globs are re-evaluated.")
+    chunk_bytes: Size = Field(default=1024 * 1024, description="Largest read from one file at a time.")
+    checkpoint_interval: Duration = Field(
+        default=1.0, description="How often offsets and counters are committed to the state database."
+    )
+    idle_close_after: Duration = Field(
+        default=300.0, description="Close the descriptor of a file that has not grown for this long."
+    )
+    forget_after: Duration = Field(
+        default=14 * 86400.0,
+        description="Drop the checkpoint of a file that has been gone from every glob for this long.",
+    )
+
+
+class ClassifyConfig(_Strict):
+    isp_file: Path | None = Field(
+        default=None, description="YAML that replaces the shipped ISP table (recipient domains, MX suffixes)."
+    )
+    replies_file: Path | None = Field(
+        default=None, description="YAML that replaces the shipped SMTP reply classification rules."
+    )
+
+
+class LabelsConfig(_Strict):
+    senders: list[str] = Field(
+        default_factory=list,
+        description="Sending domains (MAIL FROM domain) kept as the `sender` label; others become `other`. "
+        "When empty, the first `max_senders` distinct domains seen are kept.",
+    )
+    max_senders: int = Field(default=20, ge=0, description="Cap on auto-admitted `sender` values.")
+    max_vmtas: int = Field(
+        default=2000, ge=1, description="Cap on distinct `vmta` values; beyond it new VMTAs become `overflow`."
+    )
+    max_pools: int = Field(
+        default=200, ge=1, description="Cap on distinct `vmta_pool` values; beyond it `overflow`."
+    )
+
+
+class MetricsConfig(_Strict):
+    delay_buckets: list[float] = Field(
+        default_factory=lambda: [1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0],
+        min_length=1,
+        description="Upper bounds (seconds) of `pmta_delivery_delay_seconds`; +Inf is implied.",
+    )
+
+    @field_validator("delay_buckets")
+    @classmethod
+    def _sorted(cls, value: list[float]) -> list[float]:
+        if sorted(set(value)) != value:
+            raise ValueError("buckets must be strictly increasing")
+        return value
+
+
+class PmtaApiConfig(_Strict):
+    url: str | None = Field(
+        default=None,
+        description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080. "
+        "Unset: no queue gauges.",
+    )
+    poll_interval: Duration = Field(default=15.0, description="Time between polls of the management API.")
+    timeout: Duration = Field(default=5.0, description="Timeout of one HTTP request to PMTA.")
+    api_key: str | None = Field(default=None, description="Sent as the X-API-Key header (PMTA 5).")
+    api_key_file: Path | None = Field(default=None, description="File holding the API key.")
+    username: str | None = Field(default=None, description="HTTP basic auth user (a proxy in front of PMTA).")
+    password: str | None = Field(default=None, description="HTTP basic auth password.")
+    verify_tls: bool = Field(default=True, description="Verify PMTA's certificate (PMTA 5 self-signs).")
+    ca_file: Path | None = Field(default=None, description="CA bundle to verify PMTA's certificate with.")
+    format: Literal["xml", "json"] = Field(default="xml", description="Response format asked of PMTA.")
+    per_vmta_queries: bool = Field(
+        default=True,
+        description="Ask /queues?queue=*/VMTA for every VMTA so queues beyond PMTA's top-N are seen.",
+    )
+    max_backoff: Duration = Field(default=300.0, description="Longest wait between failing polls.")
+
+
+class CorrelatorConfig(_Strict):
+    enabled: bool = Field(default=True, description="Store per-message timelines in SQLite.")
+    retention: Duration = Field(default=7 * 86400.0, description="Keep events this long (by timeLogged).")
+    max_db_size: Size = Field(default=20 * 1024**3, description="Prune oldest events above this size.")
+    fallback_window: Duration = Field(
+        default=7 * 86400.0,
+        description="How far back an FBL/remote-bounce record without id is matched on rcpt + orig.",
+    )
+    hash_recipients: bool = Field(
+        default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
+    )
+    hmac_key_file: Path | None = Field(default=None, description="Key for hash_recipients (created if absent).")
+    max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
+
+
+class WebConfig(_Strict):
+    tls_cert_file: Path | None = Field(default=None, description="Serve HTTPS with this certificate.")
+    tls_key_file: Path | None = Field(default=None, description="Key for tls_cert_file.")
+    basic_auth_users: dict[str, str] = Field(
+        default_factory=dict, description="user: password pairs required on every route when set."
+    )
+
+
+class Config(_Strict):
+    """The whole daemon configuration (`watchtower check-config` validates exactly this)."""
+
+    sources: list[SourceConfig] = Field(min_length=1)
+    state_dir: Path
+    listen: str = Field(description="host:port of the HTTP listener serving /metrics and the API.")
+    tail: TailConfig = Field(default_factory=TailConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    pmta: PmtaApiConfig = Field(default_factory=PmtaApiConfig)
+    correlator: CorrelatorConfig = Field(default_factory=CorrelatorConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: list[SourceConfig]) -> list[SourceConfig]:
+        labels = [s.label for s in value]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, each with its key path."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["top level must be a mapping of keys"])
+    if overrides:
+        data.update(overrides)
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(source, problems) from exc

@@ -1,0 +1,230 @@
+"""One followed file: bytes -> complete lines -> parser, with the offset that makes restarts exact.
+
+A file is known by (device, inode) plus a fingerprint of its first bytes, never by its name, so a
+file PMTA moves away keeps its place and a reused inode is not mistaken for the old file. Only
+newline-terminated lines are handed on; a partial last line waits for the rest. `offset` is the
+byte just after the last complete line consumed: the value a checkpoint stores and a restart
+resumes from. A file that gets shorter than `offset` was truncated and is read again from 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiofiles
+from aiofiles.threadpool.binary import AsyncBufferedReader
+
+from exporter.metrics import SelfMetrics
+from exporter.parser import ErrorLog, FileParser
+from exporter.records import Columns, RecordBatch
+
+log = logging.getLogger("watchtower.tailer")
+
+FINGERPRINT_BYTES = 1024
+MAX_PENDING_LINE = 16 * 1024 * 1024
+"""A 'line' longer than this without a newline is not PMTA output: it is dropped as one error."""
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What the state database remembers about one file."""
+
+    file_id: str
+    source: str
+    path: str
+    dev: int
+    ino: int
+    fingerprint: bytes
+    offset: int
+    line_no: int
+    header: str
+    gone_since: float | None = None
+
+
+def new_file_id() -> str:
+    return secrets.token_hex(8)
+
+
+def read_fingerprint(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
+    if isinstance(path_or_fd, int):
+        return os.pread(path_or_fd, size, 0)
+    with open(path_or_fd, "rb") as f:
+        return f.read(size)
+
+
+def same_file(cp: Checkpoint, st: os.stat_result, fingerprint: bytes) -> bool:
+    """Is the file at (dev, ino) with these first bytes the one the checkpoint describes?"""
+    if (cp.dev, cp.ino) != (st.st_dev, st.st_ino) or st.st_size < cp.offset:
+        return False
+    return fingerprint[: len(cp.fingerprint)] == cp.fingerprint
+
+
+OnBatch = Callable[["FileStream", RecordBatch], None]
+
+
+class FileStream:
+    """Reads one file from `offset` onwards and hands each chunk's valid rows to `on_batch`."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        allowed: frozenset[str] | None,
+        metrics: SelfMetrics | None,
+        error_log: ErrorLog,
+        chunk_bytes: int,
+    ) -> None:
+        self.cp = checkpoint
+        columns = Columns.from_header(checkpoint.header.split(",")) if checkpoint.header else None
+        self.parser = FileParser(checkpoint.source, checkpoint.path, allowed, columns, checkpoint.line_no,
+                                 error_log)
+        self.metrics = metrics
+        self.chunk_bytes = chunk_bytes
+        self.file: AsyncBufferedReader | None = None
+        self.pending = b""
+        self.size = 0
+        self.last_growth = time.monotonic()
+        self.gone = False
+        self.committed_offset = -1  # offset last handed to the state database
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.cp.dev, self.cp.ino)
+
+    @property
+    def behind(self) -> int:
+        return max(0, self.size - self.cp.offset)
+
+    async def open(self) -> bool:
+        """Open (or reopen) at the checkpoint offset; False if the file cannot be read now."""
+        if self.file is not None:
+            return True
+        src = self.cp.source
+        try:
+            f = await aiofiles.open(self.cp.path, "rb")
+        except PermissionError:
+            self._read_error("permission", "permission denied")
+            return False
+        except FileNotFoundError:
+            self._read_error("not_found", "vanished before it could be opened")
+            return False
+        except OSError as exc:
+            self._read_error("io", exc.strerror or str(exc))
+            return False
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) != self.key:  # replaced between stat and open
+            await f.close()
+            return False
+        self.file = f
+        await f.seek(self.cp.offset)
+        self.pending = b""
+        if self.metrics:
+            self.metrics.file_opens.labels(src).inc()
+        return True
+
+    def _read_error(self, reason: str, text: str) -> None:
+        log.warning("%s: cannot read (source %s): %s; will retry", self.cp.path, self.cp.source, text)
+        if self.metrics:
+            self.metrics.read_errors.labels(self.cp.source, reason).inc()
+
+    async def close(self) -> None:
+        if self.file is not None:
+            await self.file.close()
+            self.file = None
+            self.pending = b""
+
+    def _check_truncation(self, size: int) -> bool:
+        if size >= self.cp.offset:
+            return False
+        log.warning("%s: truncated from %d to %d bytes; reading it again from the start",
+                    self.cp.path, self.cp.offset, size)
+        if self.metrics:
+            self.metrics.truncations.labels(self.cp.source).inc()
+        self.cp.offset = 0
+        self.cp.line_no = 0
+        self.cp.header = ""
+        self.cp.fingerprint = b""
+        self.parser.reset()
+        self.pending = b""
+        return True
+
+    async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False) -> bool:
+        """Read up to `max_chunks` chunks; True if the file may hold more right now."""
+        if self.file is None and not await self.open():
+            return False
+        f = self.file
+        assert f is not None
+        try:
+            size = os.fstat(f.fileno()).st_size
+        except OSError as exc:
+            self._read_error("io", exc.strerror or str(exc))
+            await self.close()
+            return False
+        if self._check_truncation(size):
+            await f.seek(0)
+        self.size = size
+        if len(self.cp.fingerprint) < FINGERPRINT_BYTES and size > len(self.cp.fingerprint):
+            self.cp.fingerprint = read_fingerprint(f.fileno())
+        for _ in range(max_chunks):
+            try:
+                data = await f.read(self.chunk_bytes)
+            except OSError as exc:
+                self._read_error("io", exc.strerror or str(exc))
+                await self.close()
+                return False
+            if not data:
+                if final and self.pending:  # oneshot: the unterminated last line is complete
+                    self._consume(self.pending + b"\n", len(self.pending), on_batch)
+                    self.pending = b""
+                return False
+            self.last_growth = time.monotonic()
+            buf = self.pending + data if self.pending else data
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                self.pending = buf
+                if len(buf) > MAX_PENDING_LINE:
+                    self._drop_overlong(len(buf))
+                continue
+            self.pending = buf[cut + 1 :]
+            self._consume(buf[: cut + 1], cut + 1, on_batch)
+        return True
+
+    def _drop_overlong(self, n: int) -> None:
+        self.parser._error("long_row", self.parser.line_no + 1, "<line over 16 MiB without a newline>")
+        self._drain_tallies()
+        self.cp.offset += n
+        self.pending = b""
+
+    def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch) -> None:
+        batch, nlines = self.parser.parse(data)
+        self.cp.offset += nbytes
+        self.cp.line_no = self.parser.line_no
+        if self.parser.columns is not None:
+            self.cp.header = self.parser.columns.header_line
+        if self.metrics:
+            src = self.cp.source
+            self.metrics.lines_read.labels(src).inc(nlines)
+            self.metrics.bytes_read.labels(src).inc(nbytes)
+        self._drain_tallies()
+        if batch is not None:
+            batch.file_id = self.cp.file_id
+            on_batch(self, batch)
+
+    def _drain_tallies(self) -> None:
+        p = self.parser
+        m = self.metrics
+        if m is not None:
+            src = self.cp.source
+            for reason, n in p.errors.items():
+                m.parse_errors.labels(src, reason).inc(n)
+            for t, n in p.skipped.items():
+                m.records_skipped.labels(src, t).inc(n)
+            for t, n in p.read.items():
+                m.records_read.labels(src, t).inc(n)
+        p.errors.clear()
+        p.skipped.clear()
+        p.read.clear()

@@ -1,0 +1,235 @@
+"""THE metric table: every metric Watchtower exposes, its type, help and labels, in one place.
+
+Everything else imports from here: the record aggregator (`aggregate.py`) serves the `pmta_*`
+record metrics, the queue poller serves `pmta_queue_*`, and `SelfMetrics` holds the
+`watchtower_*` health metrics. `docs/metrics.md` is checked against this table by tests, so a
+metric cannot be added without being documented. Label values are closed sets (see
+`LABEL_VALUES`): no recipient, domain, message id or job id is ever a label.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from exporter import __version__
+
+disable_created_metrics()  # no `_created` series: they double the series count and confuse users
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+PLACEHOLDER_NONE = "none"
+"""Label value when PMTA wrote an empty vmta / vmtaPool field (no VirtualMTA or pool selected)."""
+PLACEHOLDER_UNKNOWN = "unknown"
+"""Label value when the record type carries no vmta / pool (f, rb, rs) and nothing correlates."""
+PLACEHOLDER_OVERFLOW = "overflow"
+"""Label value once a label's cap (`labels.max_vmtas`, `labels.max_pools`) is reached."""
+PLACEHOLDER_OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+    group: Literal["records", "queue", "self", "correlator"]
+
+
+RECORD_LABELS = ("vmta", "vmta_pool", "isp")
+
+METRICS: tuple[MetricSpec, ...] = (
+    # --- from accounting records -------------------------------------------------------------
+    MetricSpec("pmta_delivered_total", "counter", "Recipients delivered (d records).", RECORD_LABELS, "records"),
+    MetricSpec(
+        "pmta_delivered_bytes_total", "counter", "Bytes delivered (dlvSize of d records).",
+        RECORD_LABELS, "records",
+    ),
+    MetricSpec(
+        "pmta_bounced_total", "counter", "Recipients bounced by PMTA (b records).",
+        (*RECORD_LABELS, "category", "class"), "records",
+    ),
+    MetricSpec(
+        "pmta_deferred_total", "counter",
+        "Deferred delivery attempts: recipient-level (t) and queue-level (tq) transient errors.",
+        (*RECORD_LABELS, "class"), "records",
+    ),
+    MetricSpec(
+        "pmta_complaints_total", "counter", "Feedback-loop complaints (f records).",
+        (*RECORD_LABELS, "feedback_type"), "records",
+    ),
+    MetricSpec(
+        "pmta_remote_bounced_total", "counter", "Asynchronous bounces from remote servers (rb records).",
+        (*RECORD_LABELS, "category", "class"), "records",
+    ),
+    MetricSpec(
+        "pmta_remote_status_total", "counter", "Remote delivery status notifications (rs records).",
+        (*RECORD_LABELS, "action"), "records",
+    ),
+    MetricSpec("pmta_received_total", "counter", "Recipients received by PMTA (r records).",
+               ("vmta", "vmta_pool"), "records"),
+    MetricSpec(
+        "pmta_delivery_delay_seconds", "histogram",
+        "Time from queueing to delivery (timeLogged - timeQueued of d records).", RECORD_LABELS, "records",
+    ),
+    MetricSpec(
+        "pmta_deferral_age_seconds", "histogram",
+        "Age of the message at each recipient deferral (timeLogged - timeQueued of t records).",
+        ("vmta_pool", "isp"), "records",
+    ),
+    MetricSpec("pmta_sender_delivered_total", "counter", "Recipients delivered, by sending domain.",
+               ("sender", "isp"), "records"),
+    MetricSpec("pmta_sender_bounced_total", "counter", "Recipients bounced (b), by sending domain.",
+               ("sender", "isp", "class"), "records"),
+    MetricSpec("pmta_sender_deferred_total", "counter", "Recipient deferrals (t), by sending domain.",
+               ("sender", "isp", "class"), "records"),
+    MetricSpec("pmta_sender_complaints_total", "counter", "Feedback-loop complaints, by sending domain.",
+               ("sender", "isp"), "records"),
+    # --- from PMTA's HTTP management interface ---------------------------------------------
+    MetricSpec("pmta_queue_recipients", "gauge", "Recipients queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_bytes", "gauge", "Bytes queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_connections", "gauge", "Open outbound connections, per VMTA and ISP.",
+               ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_backoff", "gauge", "Queues in backoff mode, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_paused", "gauge", "Paused queues, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_status_queue_recipients", "gauge", "Recipients queued on the host (/status), by delivery type.",
+               ("type",), "queue"),
+    MetricSpec("pmta_status_queue_domains", "gauge", "Domains with queued mail on the host (/status).",
+               ("type",), "queue"),
+    MetricSpec("pmta_status_queue_bytes", "gauge", "Bytes queued on the host (/status).", ("type",), "queue"),
+    MetricSpec("pmta_status_connections", "gauge", "Open SMTP connections on the host (/status).",
+               ("direction",), "queue"),
+    MetricSpec("pmta_status_spool_files", "gauge", "Spool files in use on the host (/status).", (), "queue"),
+    # --- Watchtower's own health -------------------------------------------------------------
+    MetricSpec("watchtower_build_info", "gauge", "Always 1; labels carry the build.", ("version", "python"), "self"),
+    MetricSpec("watchtower_records_read_total", "counter", "Valid records read.", ("source", "type"), "self"),
+    MetricSpec("watchtower_records_skipped_total", "counter",
+               "Valid records of a type the source does not feed (its `records` list).", ("source", "type"), "self"),
+    MetricSpec("watchtower_parse_errors_total", "counter", "Lines that could not be used, by reason.",
+               ("source", "reason"), "self"),
+    MetricSpec("watchtower_lines_read_total", "counter", "Complete lines read, headers and bad lines included.",
+               ("source",), "self"),
+    MetricSpec("watchtower_bytes_read_total", "counter", "Bytes consumed from accounting files.", ("source",), "self"),
+    MetricSpec("watchtower_files_followed", "gauge", "Files currently followed.", ("source",), "self"),
+    MetricSpec("watchtower_file_opens_total", "counter", "Files opened for reading.", ("source",), "self"),
+    MetricSpec("watchtower_rotations_total", "counter",
+               "Files retired after being drained (rotated away, moved or deleted).", ("source",), "self"),
+    MetricSpec("watchtower_truncations_total", "counter", "Files found shorter than the read offset.",
+               ("source",), "self"),
+    MetricSpec("watchtower_read_errors_total", "counter", "Failed opens or reads, by reason.",
+               ("source", "reason"), "self"),
+    MetricSpec("watchtower_last_record_timestamp_seconds", "gauge",
+               "timeLogged of the newest record read (Unix time).", ("source",), "self"),
+    MetricSpec("watchtower_bytes_behind", "gauge", "Bytes written to followed files but not yet read.",
+               ("source",), "self"),
+    MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",
+               "When offsets and counters were last committed (Unix time).", (), "self"),
+    MetricSpec("watchtower_checkpoint_errors_total", "counter", "Failed commits to the state database.", (), "self"),
+    MetricSpec("watchtower_label_overflow_total", "counter",
+               "Records whose label value was replaced by `overflow`/`other` because a cap was reached.",
+               ("label",), "self"),
+    MetricSpec("watchtower_metric_series", "gauge", "Series currently held per record metric family.",
+               ("metric",), "self"),
+    MetricSpec("watchtower_pmta_api_up", "gauge", "1 if the last poll of PMTA's management API succeeded.", (),
+               "self"),
+    MetricSpec("watchtower_pmta_api_poll_duration_seconds", "gauge", "Duration of the last complete API poll.", (),
+               "self"),
+    MetricSpec("watchtower_pmta_api_errors_total", "counter", "Failed API requests, by reason.", ("reason",),
+               "self"),
+    MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
+               "Share of the host's queued recipients (/status) seen in the per-queue gauges.", (), "self"),
+)
+
+SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+
+PARSE_ERROR_REASONS: tuple[str, ...] = (
+    "invalid_utf8",
+    "bad_quoting",
+    "short_row",
+    "long_row",
+    "unknown_type",
+    "missing_header",
+    "bad_timestamp",
+)
+READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io")
+
+LABEL_VALUES: dict[str, str] = {
+    "vmta": "PMTA's VirtualMTA name as logged; `none` when empty, `unknown` on f/rb/rs records with no "
+    "correlated delivery, `overflow` past `labels.max_vmtas`.",
+    "vmta_pool": "PMTA's vmtaPool as logged; `none` when empty, `unknown` as for vmta, `overflow` past "
+    "`labels.max_pools`.",
+    "isp": "Mailbox provider from the shipped ISP table: gmail, google_workspace, yahoo, microsoft, office365, "
+    "apple, comcast, gmx, mailru, yandex, orange, other (the table is overridable).",
+    "category": "PMTA's bounceCat: the 17 PMTA categories, `none` when empty, `unknown` otherwise.",
+    "class": "Response class: throttled, reputation, blocklisted, auth_failure, tls, content, policy, "
+    "user_unknown, mailbox_disabled, mailbox_full, recipient_rate, bad_domain, network, transient_remote, "
+    "message_too_large, protocol, expired, other.",
+    "feedback_type": "ARF Feedback-Type: abuse, auth-failure, fraud, not-spam, virus, other; `unknown` when empty.",
+    "action": "dsnAction: delivered, relayed, failed, delayed, expanded; `unknown` otherwise.",
+    "sender": "Sending domain (MAIL FROM) from `labels.senders`, or the first `labels.max_senders` seen; else "
+    "`other`.",
+    "source": "The `name` of a configured source.",
+    "type": "Record type (d, b, t, tq, f, rb, rs, r) or, on pmta_status_*, PMTA's delivery type (smtp, ...).",
+    "reason": "Parse errors: " + ", ".join(PARSE_ERROR_REASONS) + ". Read errors: "
+    + ", ".join(READ_ERROR_REASONS) + ". API errors: timeout, connect, http_status, parse.",
+    "direction": "in or out.",
+    "label": "vmta, vmta_pool or sender.",
+    "metric": "A record metric family name.",
+    "version": "Watchtower version.",
+    "python": "Python version.",
+}
+
+RECORD_TYPE_VALUES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
+
+
+def _make(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+    name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
+    cls = {"counter": Counter, "gauge": Gauge}[spec.kind]  # self metrics are never histograms
+    return cls(name, spec.help, list(spec.labels), registry=registry)
+
+
+class SelfMetrics:
+    """Watchtower's own health metrics (the `watchtower_*` rows of the table) on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def m(name: str) -> Counter | Gauge:
+            return _make(SPECS[name], registry)  # type: ignore[return-value]
+
+        self.build_info = m("watchtower_build_info")
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.records_read = m("watchtower_records_read_total")
+        self.records_skipped = m("watchtower_records_skipped_total")
+        self.parse_errors = m("watchtower_parse_errors_total")
+        self.lines_read = m("watchtower_lines_read_total")
+        self.bytes_read = m("watchtower_bytes_read_total")
+        self.files_followed = m("watchtower_files_followed")
+        self.file_opens = m("watchtower_file_opens_total")
+        self.rotations = m("watchtower_rotations_total")
+        self.truncations = m("watchtower_truncations_total")
+        self.read_errors = m("watchtower_read_errors_total")
+        self.last_record_ts = m("watchtower_last_record_timestamp_seconds")
+        self.bytes_behind = m("watchtower_bytes_behind")
+        self.last_checkpoint_ts = m("watchtower_last_checkpoint_timestamp_seconds")
+        self.checkpoint_errors = m("watchtower_checkpoint_errors_total")
+        self.label_overflow = m("watchtower_label_overflow_total")
+
+    def init_source(self, source: str) -> None:
+        """Create a source's series at 0 so rate() works from the first scrape."""
+        for t in RECORD_TYPE_VALUES:
+            self.records_read.labels(source, t)
+        for reason in PARSE_ERROR_REASONS:
+            self.parse_errors.labels(source, reason)
+        for reason in READ_ERROR_REASONS:
+            self.read_errors.labels(source, reason)
+        for metric in (self.lines_read, self.bytes_read, self.file_opens, self.rotations, self.truncations,
+                       self.files_followed, self.bytes_behind):
+            metric.labels(source)
+
+
+def self_metrics_for_api(registry: CollectorRegistry) -> dict[str, Counter | Gauge]:
+    """The watchtower_pmta_api_* metrics, created on demand by the queue poller."""
+    names = [n for n in SPECS if n.startswith("watchtower_pmta_")]
+    return {n: _make(SPECS[n], registry) for n in names}

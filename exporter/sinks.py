@@ -1,0 +1,34 @@
+"""What a consumer of the record stream besides the metrics must provide (the correlator is one).
+
+The daemon calls `observe` on the event loop as each batch is parsed, `lookup_vmta` when an f/rb
+record lacks its vmta/pool, and `setup` / `write` / `maintain` on the state writer thread, where
+`write` runs inside the same SQLite transaction that stores the tailer checkpoints covering those
+rows: a restart (kill -9 included) neither loses nor repeats a row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol
+
+from exporter.records import Columns, RecordBatch
+
+
+class RecordSink(Protocol):
+    def setup(self, conn: sqlite3.Connection) -> None:
+        """Create or migrate tables (writer thread, once, before any write)."""
+
+    def observe(self, batch: RecordBatch) -> None:
+        """See a batch as soon as it is parsed (event loop; keep it cheap)."""
+
+    def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
+        """(vmta, vmta_pool) of the delivery each f/rb row refers to, or None (event loop)."""
+
+    def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
+        """Store batches inside the caller's open transaction (writer thread)."""
+
+    def maintain(self, conn: sqlite3.Connection) -> None:
+        """Bounded housekeeping such as retention pruning, between commits (writer thread)."""
+
+    def asgi_routes(self) -> Any:
+        """A FastAPI APIRouter mounted on the daemon's listener, or None."""

@@ -1,0 +1,215 @@
+"""Globs -> the set of followed files: new files from byte 0, rotated-away files drained, then retired.
+
+PMTA rotates by starting new files (`acct-YYYY-MM-DD-NNNN.csv`), and `move-to` / `delete-after`
+move or delete old ones. So the tailer re-evaluates the globs periodically, follows every
+matching file by (device, inode), reads files that appear after start from byte 0, and keeps
+reading a file that left the globs (renamed or deleted) through its open descriptor until EOF
+before retiring it. Checkpoints of retired files are kept for a while so a file that comes
+back is not read twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+from exporter.config import SourceConfig, TailConfig
+from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, read_fingerprint, same_file
+from exporter.metrics import SelfMetrics
+from exporter.parser import ErrorLog
+
+log = logging.getLogger("watchtower.tailer")
+
+MAX_CHUNKS_PER_PASS = 8
+"""Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
+
+
+def _count_lines(path: str, upto: int) -> tuple[int, str]:
+    """Newlines in the first `upto` bytes and the header line (for starting at the end of a file)."""
+    lines = 0
+    header = ""
+    with open(path, "rb") as f:
+        first = f.readline()
+        if first.endswith(b"\n"):
+            header = first.decode("utf-8", "replace").rstrip("\r\n")
+        f.seek(0)
+        left = upto
+        while left > 0:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                break
+            lines += block.count(b"\n")
+            left -= len(block)
+    return lines, header
+
+
+class Tailer:
+    """Every followed file of every source; `poll()` does one pass of discovery and reading."""
+
+    def __init__(
+        self,
+        sources: list[SourceConfig],
+        tail: TailConfig,
+        metrics: SelfMetrics | None,
+        checkpoints: Iterable[Checkpoint] = (),
+        first_run: bool = True,
+        oneshot: bool = False,
+    ) -> None:
+        self.sources = sources
+        self.tail = tail
+        self.metrics = metrics
+        self.oneshot = oneshot
+        self.start_at_end = first_run and tail.start_position == "end" and not oneshot
+        self.error_log = ErrorLog()
+        self.streams: dict[tuple[int, int], FileStream] = {}
+        self.known: dict[tuple[int, int], Checkpoint] = {(c.dev, c.ino): c for c in checkpoints}
+        self.retired: list[Checkpoint] = []
+        self._last_scan = float("-inf")
+        self._scanned_once = False
+        self._allowed = {s.label: frozenset(s.records) if s.records else None for s in sources}
+        self._order = {s.label: i for i, s in enumerate(sources)}
+        if metrics:
+            for s in sources:
+                metrics.init_source(s.label)
+
+    # --- discovery -------------------------------------------------------------------------------
+    def _matches(self) -> dict[tuple[int, int], tuple[str, str, os.stat_result]]:
+        found: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
+        for source in self.sources:
+            for pattern in source.paths:
+                for path in sorted(glob.glob(pattern)):
+                    try:
+                        st = os.stat(path)
+                    except FileNotFoundError:
+                        continue
+                    except PermissionError:
+                        if self.metrics:
+                            self.metrics.read_errors.labels(source.label, "permission").inc()
+                        log.warning("%s: cannot stat (source %s): permission denied", path, source.label)
+                        continue
+                    if not os.path.isfile(path):
+                        continue
+                    found.setdefault((st.st_dev, st.st_ino), (source.label, path, st))
+        return found
+
+    def scan(self) -> None:
+        """Re-evaluate the globs: follow new files, notice files that left."""
+        now = time.time()
+        found = self._matches()
+        for key, (source, path, st) in found.items():
+            stream = self.streams.get(key)
+            if stream is not None:
+                stream.cp.path = path
+                stream.parser.path = path
+                stream.gone = False
+                stream.cp.gone_since = None
+                continue
+            self._follow(key, source, path, st)
+        for key, stream in self.streams.items():
+            if key not in found and not stream.gone:
+                stream.gone = True
+                stream.cp.gone_since = now
+        self._scanned_once = True
+        self._last_scan = time.monotonic()
+
+    def _follow(self, key: tuple[int, int], source: str, path: str, st: os.stat_result) -> None:
+        try:
+            fingerprint = read_fingerprint(path)
+        except OSError:
+            fingerprint = b""  # unreadable for now: the stream's open() reports and retries
+        cp = self.known.get(key)
+        if cp is not None and same_file(cp, st, fingerprint) and cp.source == source:
+            cp.path = path
+            cp.gone_since = None
+            log.info("%s: resuming at byte %d (line %d)", path, cp.offset, cp.line_no)
+        else:
+            if cp is not None:
+                log.info("%s: inode reused or file replaced; reading it from the start", path)
+            offset, line_no, header = 0, 0, ""
+            if self.start_at_end and not self._scanned_once:
+                try:
+                    line_no, header = _count_lines(path, st.st_size)
+                    offset = st.st_size
+                except OSError:
+                    offset, line_no, header = 0, 0, ""
+            cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no,
+                            header)
+            self.known[key] = cp
+        self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
+                                       self.tail.chunk_bytes)
+
+    # --- reading ---------------------------------------------------------------------------------
+    async def poll(self, on_batch: OnBatch, force_scan: bool = False) -> bool:
+        """One pass over every file; True if some file may have more to read right now."""
+        if force_scan or time.monotonic() - self._last_scan >= self.tail.rescan_interval:
+            self.scan()
+        more = False
+        budget = 1 << 30 if self.oneshot else MAX_CHUNKS_PER_PASS  # oneshot: config order, file by file
+        for key in sorted(self.streams, key=lambda k: (self._order.get(self.streams[k].cp.source, 0),
+                                                       self.streams[k].cp.path)):
+            stream = self.streams[key]
+            if stream.gone and stream.file is None:
+                continue  # fully read when it was closed; retired below
+            if stream.gone or stream.file is not None or self._grew(stream):
+                more |= await stream.read(on_batch, budget, final=self.oneshot)
+        await self._retire_and_idle()
+        self._update_gauges()
+        return more
+
+    def _grew(self, stream: FileStream) -> bool:
+        try:
+            st = os.stat(stream.cp.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == stream.key and st.st_size != stream.cp.offset
+
+    async def _retire_and_idle(self) -> None:
+        now = time.monotonic()
+        for key in list(self.streams):
+            stream = self.streams[key]
+            if stream.gone:
+                if stream.file is not None and stream.behind > 0:
+                    continue  # still draining a rotated-away file
+                await stream.close()
+                del self.streams[key]
+                self.retired.append(stream.cp)
+                if self.metrics:
+                    self.metrics.rotations.labels(stream.cp.source).inc()
+                log.info("%s: drained and retired at byte %d", stream.cp.path, stream.cp.offset)
+            elif stream.file is not None and not stream.pending and stream.behind == 0 \
+                    and now - stream.last_growth >= self.tail.idle_close_after:
+                await stream.close()
+        cutoff = time.time() - self.tail.forget_after
+        for key, cp in list(self.known.items()):
+            if key not in self.streams and cp.gone_since is not None and cp.gone_since < cutoff:
+                del self.known[key]
+
+    def _update_gauges(self) -> None:
+        if not self.metrics:
+            return
+        per_source: dict[str, list[int]] = {s.label: [0, 0] for s in self.sources}
+        for stream in self.streams.values():
+            acc = per_source.setdefault(stream.cp.source, [0, 0])
+            acc[0] += 1
+            acc[1] += stream.behind
+        for source, (n, behind) in per_source.items():
+            self.metrics.files_followed.labels(source).set(n)
+            self.metrics.bytes_behind.labels(source).set(behind)
+
+    def take_checkpoints(self) -> list[Checkpoint]:
+        """Checkpoints whose offset changed since the last call, plus retired ones."""
+        out = []
+        for stream in self.streams.values():
+            if stream.cp.offset != stream.committed_offset or stream.gone:
+                stream.committed_offset = stream.cp.offset
+                out.append(stream.cp)
+        out.extend(self.retired)
+        self.retired = []
+        return out
+
+    async def close(self) -> None:
+        for stream in self.streams.values():
+            await stream.close()

@@ -1,0 +1,51 @@
+"""PMTA timestamps in both forms it writes: `2016-05-29 01:10:51+0200` (iso-times) and epoch seconds.
+
+Records written in the same second share a timeLogged string, so results are cached: the cache
+turns most parses on the hot path into one dict lookup. It is cleared when full to stay bounded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+_CACHE_LIMIT = 65536
+_cache: dict[str, float | None] = {}
+
+
+def _parse(value: str) -> float | None:
+    s = value.strip()
+    if not s:
+        return None
+    if s.isdigit():
+        return float(s)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        try:
+            return float(s)  # epoch with a fraction
+        except ValueError:
+            return None
+    if dt.tzinfo is None:  # no offset written: PMTA host local time
+        return dt.timestamp()
+    return dt.timestamp()
+
+
+def parse_pmta_time(value: str) -> float | None:
+    """Unix seconds, or None for an empty or unparseable value."""
+    try:
+        return _cache[value]
+    except KeyError:
+        pass
+    result = _parse(value)
+    if len(_cache) >= _CACHE_LIMIT:
+        _cache.clear()
+    _cache[value] = result
+    return result
+
+
+def format_pmta_time(ts: float, offset_minutes: int = 0) -> str:
+    """The iso-times form PMTA writes (space separator, `+HHMM` offset without colon)."""
+    from datetime import timedelta, timezone
+
+    tz = timezone(timedelta(minutes=offset_minutes))
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S%z")

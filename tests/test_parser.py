@@ -1,0 +1,79 @@
+"""FileParser: header mapping, RFC 4180 quoting, CRLF, and every bad-line reason counted exactly."""
+
+from __future__ import annotations
+
+from exporter.parser import FileParser
+
+HEADER = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,vmtaPool\n"
+
+
+def parse(text: str | bytes, allowed: frozenset[str] | None = None, parser: FileParser | None = None):
+    p = parser or FileParser("acct", "/x/acct-2026-11-25-0000.csv", allowed)
+    data = text.encode() if isinstance(text, str) else text
+    batch, n = p.parse(data)
+    return p, batch, n
+
+
+def test_rows_are_mapped_by_header_name_and_quotes_unescaped():
+    p, batch, n = parse(
+        "type,vmta,rcpt\n"  # reordered columns (type always leads): parse by name
+        'd,vmta-1,"a,b@x.com"\n'
+        'b,vmta-2,"say ""hi""@y.com"\r\n'
+    )
+    assert n == 3
+    assert batch is not None
+    assert batch.columns.type == 0 and batch.columns.vmta == 1 and batch.columns.rcpt == 2
+    assert batch.rows == [["d", "vmta-1", "a,b@x.com"], ["b", "vmta-2", 'say "hi"@y.com']]
+    assert batch.line_numbers == [2, 3]
+    assert p.read == {"d": 1, "b": 1}
+    assert p.errors == {}
+
+
+def test_every_bad_line_reason_is_counted_once_with_its_line():
+    text = (
+        HEADER
+        + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n"  # line 2 ok
+        + "d,1,2\n"  # 3 short_row
+        + "d,1,2,o@a,r@b,2.0.0,ok,v,p,extra\n"  # 4 long_row
+        + "zz,1,2,o@a,r@b,2.0.0,ok,v,p\n"  # 5 unknown_type
+        + 'd,1,2,"o@a,r@b,2.0.0,ok,v,p\n'  # 6 bad_quoting (unbalanced)
+        + "t,1,2,o@a,r@b,4.0.0,later,v,p\n"  # 7 ok
+        + "\n"  # 8 blank: ignored
+    )
+    data = text.encode() + b"d,1,2,o@a,\xff\xfe@b,2.0.0,ok,v,p\n"  # 9 invalid_utf8
+    p, batch, n = parse(data)
+    assert n == 9
+    assert batch is not None
+    assert batch.line_numbers == [2, 7]
+    assert [r[0] for r in batch.rows] == ["d", "t"]
+    assert p.errors == {"short_row": 1, "long_row": 1, "unknown_type": 1, "bad_quoting": 1, "invalid_utf8": 1}
+    assert p.read == {"d": 1, "t": 1}
+
+
+def test_rows_before_any_header_are_missing_header_errors():
+    p, batch, n = parse("d,1,2\nb,3,4\n")
+    assert batch is None and n == 2
+    assert p.errors == {"missing_header": 2}
+
+
+def test_header_state_and_line_numbers_continue_across_chunks():
+    p, batch, _ = parse(HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n")
+    p.errors.clear()
+    p.read.clear()
+    _, batch2, n = parse("t,1,2,o@a,r@b,4.0.0,x,v,p\n", parser=p)
+    assert n == 1 and batch2 is not None
+    assert batch2.line_numbers == [3]
+
+
+def test_a_header_mid_file_remaps_columns():
+    p, batch, _ = parse(HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n" + "type,vmta\n" + "d,vm-9\n")
+    assert batch is not None
+    assert batch.rows[-1] == ["d", "vm-9"]
+    assert batch.columns.vmta == 1  # the batch carries the newest header
+
+
+def test_types_not_fed_by_the_source_are_skipped_not_errors():
+    p, batch, _ = parse(HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\nb,1,2,o@a,r@b,5.1.1,no,v,p\n",
+                        allowed=frozenset({"b"}))
+    assert batch is not None and [r[0] for r in batch.rows] == ["b"]
+    assert p.skipped == {"d": 1} and p.errors == {}
