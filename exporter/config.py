@@ -207,8 +207,8 @@ class WebConfig(_Strict):
 class Config(_Strict):
     """The whole daemon configuration (`watchtower check-config` validates exactly this)."""
 
-    sources: list[SourceConfig] = Field(min_length=1)
-    state_dir: Path
+    sources: list[SourceConfig] = Field(min_length=1, description="The accounting file families to follow.")
+    state_dir: Path = Field(description="Directory of the state database (offsets, counters, timelines).")
     listen: str = Field(description="host:port of the HTTP listener serving /metrics and the API.")
     tail: TailConfig = Field(default_factory=TailConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
@@ -217,7 +217,7 @@ class Config(_Strict):
     pmta: PmtaApiConfig = Field(default_factory=PmtaApiConfig)
     correlator: CorrelatorConfig = Field(default_factory=CorrelatorConfig)
     web: WebConfig = Field(default_factory=WebConfig)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
 
     @field_validator("listen")
     @classmethod

@@ -1,0 +1,175 @@
+"""Recipient domain + remote MX host -> mailbox provider (the bounded `isp` label).
+
+Resolution order: the exact recipient-domain table, then MX-host suffix rules applied to PMTA's
+`dsnMta` (which catches Google Workspace / Microsoft 365 custom domains without any DNS of our
+own), then `other`. A domain placed by its MX is remembered, so later records for it that carry no
+`dsnMta` (a deferral on connect) get the same provider. The tables are data: `isps.yaml`.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OTHER = "other"
+
+# The closed set of provider names, in dashboard order. Tables may use a subset, never more.
+ISP_NAMES: tuple[str, ...] = (
+    "gmail",
+    "google_workspace",
+    "yahoo",
+    "microsoft",
+    "office365",
+    "apple",
+    "comcast",
+    "gmx",
+    "mailru",
+    "yandex",
+    "orange",
+    OTHER,
+)
+
+_CACHE_LIMIT = 65_536  # per dict; cleared (not LRU-evicted) when full: one O(1) check per insert
+_HOST = re.compile(r"^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9])?$")
+
+
+def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
+    """(name for error messages, parsed YAML) of `path`, or of the file shipped in this package."""
+    if path is None:
+        name = f"exporter/classify/{shipped}"
+        text = resources.files("exporter.classify").joinpath(shipped).read_text(encoding="utf-8")
+    else:
+        name = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return name, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{name}: not valid YAML: {exc}") from exc
+
+
+def check_keys(name: str, where: str, data: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
+    """`data` as a mapping with only `allowed` keys and all `required` ones, else ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{name}: {where}: expected a mapping, got {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise ValueError(f"{name}: {where}: unknown key(s) {unknown} (allowed: {sorted(allowed)})")
+    missing = sorted(required - data.keys())
+    if missing:
+        raise ValueError(f"{name}: {where}: missing key(s) {missing}")
+    return data
+
+
+def _hosts(name: str, where: str, value: Any) -> list[str]:
+    """Lower-cased host names from a YAML list; `*.x` / `.x` mean the same as `x` (suffix match)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{name}: {where}: expected a list of names")
+    out = []
+    for item in value:
+        host = str(item).strip().lower().removeprefix("*.").removeprefix(".").rstrip(".")
+        if not isinstance(item, str) or "." not in host or not _HOST.match(host):
+            raise ValueError(f"{name}: {where}: bad entry {item!r} (expected a name such as example.com)")
+        out.append(host)
+    return out
+
+
+class IspClassifier:
+    """Maps (recipient domain, dsnMta) to one of `VALUES`. Built once; `classify` is the hot path."""
+
+    VALUES: tuple[str, ...] = ISP_NAMES
+    """The closed set this table can return (always ends with `other`); the class default is the full set."""
+
+    def __init__(self, domains: dict[str, str], mx_suffixes: dict[str, str], date: str = "", source: str = ""):
+        for isp in (*domains.values(), *mx_suffixes.values()):
+            if isp not in ISP_NAMES:
+                raise ValueError(f"{source or 'IspClassifier'}: unknown provider {isp!r}")
+        present = {*domains.values(), *mx_suffixes.values(), OTHER}
+        self.VALUES = tuple(n for n in ISP_NAMES if n in present)
+        self.date = date
+        self.source = source
+        self._domains = dict(domains)
+        self._suffixes = dict(mx_suffixes)
+        self._mx_cache: dict[str, str] = {}
+        self._learned: dict[str, str] = {}
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> IspClassifier:
+        """Read and validate an ISP table (None -> the shipped isps.yaml)."""
+        name, data = read_yaml(path, "isps.yaml")
+        data = check_keys(name, "top level", data, {"version", "date", "providers"}, {"date", "providers"})
+        providers = data["providers"]
+        if not isinstance(providers, dict) or not providers:
+            raise ValueError(f"{name}: providers: expected a non-empty mapping of provider -> tables")
+        domains: dict[str, str] = {}
+        suffixes: dict[str, str] = {}
+        for isp, spec in providers.items():
+            where = f"providers.{isp}"
+            if isp not in ISP_NAMES:
+                raise ValueError(f"{name}: {where}: unknown provider {isp!r} (allowed: {', '.join(ISP_NAMES)})")
+            spec = check_keys(name, where, spec or {}, {"domains", "mx_suffixes", "note"}, set())
+            for table, key in ((domains, "domains"), (suffixes, "mx_suffixes")):
+                for host in _hosts(name, f"{where}.{key}", spec.get(key)):
+                    if table.get(host, isp) != isp:
+                        raise ValueError(f"{name}: {where}.{key}: {host!r} is already listed for {table[host]!r}")
+                    table[host] = isp
+        return cls(domains, suffixes, date=str(data["date"]), source=name)
+
+    def classify(self, domain: str, dsn_mta: str = "") -> str:
+        """Provider of a recipient domain (any case, may be ''), using `dsnMta` when the table misses."""
+        isp = self._domains.get(domain)
+        if isp is not None:
+            return isp
+        dom = domain.lower().rstrip(".")
+        isp = self._domains.get(dom)
+        if isp is not None:
+            return isp
+        learned = self._learned
+        if not dsn_mta:
+            return learned.get(dom, OTHER)
+        isp = self._mx_cache.get(dsn_mta) or self._resolve_mx(dsn_mta)
+        if dom:
+            if isp != OTHER:
+                if learned.get(dom) != isp:
+                    if len(learned) >= _CACHE_LIMIT:
+                        learned.clear()
+                    learned[dom] = isp
+            elif dom in learned:  # the domain moved away from a known provider
+                del learned[dom]
+        return isp
+
+    def classify_rcpt(self, rcpt: str, dsn_mta: str = "") -> str:
+        """Provider of a recipient address such as `user@Example.COM` (or `<user@example.com>`)."""
+        domain = rcpt.rpartition("@")[2]
+        if domain.endswith(">"):
+            domain = domain[:-1]
+        return self.classify(domain, dsn_mta)
+
+    def classify_mx(self, dsn_mta: str) -> str:
+        """Provider of a remote MTA as PMTA logs it: `host (ip)`, a bare host, or ''."""
+        if not dsn_mta:
+            return OTHER
+        return self._mx_cache.get(dsn_mta) or self._resolve_mx(dsn_mta)
+
+    def _resolve_mx(self, dsn_mta: str) -> str:
+        host = dsn_mta.partition("(")[0].strip().lower().rstrip(".")
+        isp = OTHER
+        suffixes = self._suffixes
+        while host:
+            found = suffixes.get(host)
+            if found is not None:  # longest suffix first: gmail-smtp-in.l.google.com before google.com
+                isp = found
+                break
+            host = host.partition(".")[2]
+        if len(self._mx_cache) >= _CACHE_LIMIT:
+            self._mx_cache.clear()
+        self._mx_cache[dsn_mta] = isp
+        return isp

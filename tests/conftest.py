@@ -1,0 +1,193 @@
+"""Shared fixtures: a real `watchtower run` process on loopback, PMTA-like files, exposition reading."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+
+ACCT_HEADER = (
+    "type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,srcType,srcMta,"
+    "dlvType,dlvSourceIp,dlvDestinationIp,dlvEsmtpAvailable,dlvSize,vmta,jobId,envId,queue,vmtaPool"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def d_line(n: int, vmta: str = "vmta-1", domain: str = "gmail.com", pool: str = "pool-a") -> str:
+    """One realistic `d` record with a unique recipient (default acct field order)."""
+    return (
+        f"d,2026-11-25 12:00:{n % 60:02d}+0000,2026-11-25 11:59:00+0000,bounce@sender.example,u{n}@{domain},,"
+        f"relayed,2.0.0 (success),smtp;250 2.0.0 OK {n} - gsmtp,gmail-smtp-in.l.google.com (142.250.1.27),"
+        f"success,smtp,app (10.0.0.1),smtp,10.1.1.1,142.250.1.27,\"PIPELINING,8BITMIME\",1234,{vmta},job{n % 7},,"
+        f"{domain}/{vmta},{pool}"
+    )
+
+
+class AcctWriter:
+    """Writes PMTA-style rotated files into a directory and keeps the ground truth."""
+
+    def __init__(self, directory: Path, base: str = "acct") -> None:
+        self.dir = directory
+        self.base = base
+        self.seq = 0
+        self.n = 0
+        self.written: dict[str, int] = {}
+        self.path = self.rotate()
+
+    def rotate(self) -> Path:
+        """Start a new file as PMTA does: a higher -NNNN, a header line first."""
+        self.path = self.dir / f"{self.base}-2026-11-25-{self.seq:04d}.csv"
+        self.seq += 1
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(ACCT_HEADER + "\n")
+        return self.path
+
+    def write(self, count: int, vmta: str = "vmta-1", path: Path | None = None) -> None:
+        with open(path or self.path, "a", encoding="utf-8") as f:
+            for _ in range(count):
+                f.write(d_line(self.n, vmta) + "\n")
+                self.n += 1
+        self.written[vmta] = self.written.get(vmta, 0) + count
+
+    @property
+    def total(self) -> int:
+        return sum(self.written.values())
+
+
+def write_config(tmp: Path, sources: list[dict[str, Any]] | None = None, **overrides: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "sources": sources or [{"name": "acct", "paths": [str(tmp / "logs" / "acct-*.csv")]}],
+        "state_dir": str(tmp / "state"),
+        "listen": f"127.0.0.1:{free_port()}",
+        "tail": {"start_position": "beginning", "poll_interval": 0.05, "rescan_interval": 0.05,
+                 "checkpoint_interval": 0.1},
+        "correlator": {"enabled": False},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    (tmp / "logs").mkdir(exist_ok=True)
+    path = tmp / "watchtower.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """All samples of a /metrics page keyed by (name, sorted labels)."""
+    text = httpx.get(url, timeout=5).text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+class Watchtower:
+    """A `watchtower run` subprocess: start, stop gracefully, kill -9, scrape."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.listen = yaml.safe_load(config.read_text())["listen"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "watchtower.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}"
+
+    def start(self) -> Watchtower:
+        logf = open(self.log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config", str(self.config)],
+            stdout=logf, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"watchtower exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("watchtower did not start listening: " + self.log.read_text()[-3000:])
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        self.proc = None
+        return rc
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return scrape(self.url + "/metrics")
+
+    def wait_for(self, check: Callable[[dict[Any, float]], bool], timeout: float = 30.0) -> dict[Any, float]:
+        """Scrape until `check` holds (bounded); returns the last scrape."""
+        deadline = time.monotonic() + timeout
+        samples: dict[Any, float] = {}
+        while time.monotonic() < deadline:
+            try:
+                samples = self.scrape()
+                if check(samples):
+                    return samples
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met in {timeout}s; last delivered total "
+                             f"{total(samples, 'pmta_delivered_total')}; log: {self.log.read_text()[-2000:]}")
+
+    def settle(self) -> dict[Any, float]:
+        """Scrape after the daemon has had time for several more poll passes (to catch over-counting)."""
+        time.sleep(0.5)
+        return self.scrape()
+
+
+@pytest.fixture
+def watchtower_factory(tmp_path: Path) -> Iterator[Callable[[Path], Watchtower]]:
+    started: list[Watchtower] = []
+
+    def make(config: Path) -> Watchtower:
+        wt = Watchtower(config)
+        started.append(wt)
+        return wt
+
+    yield make
+    for wt in started:
+        if wt.proc is not None:
+            wt.proc.kill()
+            wt.proc.wait()

@@ -1,0 +1,162 @@
+"""The rotation matrix against a running `watchtower run`: totals in /metrics equal records written.
+
+Each scenario runs twice: stepwise (the daemon catches up between steps) and `race` (all steps
+back to back, so rotation, deletion or truncation happens while the daemon is mid-read).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ACCT_HEADER, AcctWriter, d_line, total, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def delivered(samples, **labels) -> float:
+    return total(samples, "pmta_delivered_total", **labels)
+
+
+def caught_up(wt, writer: AcctWriter) -> None:
+    wt.wait_for(lambda s: delivered(s) >= writer.total)
+
+
+def assert_exact(wt, writer: AcctWriter) -> None:
+    wt.wait_for(lambda s: delivered(s) >= writer.total)
+    samples = wt.settle()
+    for vmta, n in writer.written.items():
+        assert delivered(samples, vmta=vmta) == n, vmta
+    assert delivered(samples) == writer.total
+
+
+@pytest.fixture(params=[False, True], ids=["stepwise", "race"])
+def race(request) -> bool:
+    return bool(request.param)
+
+
+def test_new_file_mid_stream(tmp_path: Path, watchtower_factory, race: bool):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer.write(300, "vmta-1")
+    if not race:
+        caught_up(wt, writer)
+    writer.rotate()  # PMTA starts acct-...-0001.csv with its own header
+    writer.write(200, "vmta-2")
+    writer.rotate()
+    writer.write(100, "vmta-1")
+    assert_exact(wt, writer)
+    samples = wt.scrape()
+    assert total(samples, "watchtower_files_followed", source="acct") == 3
+    assert total(samples, "watchtower_parse_errors_total") == 0
+
+
+def test_partial_line_completed_later(tmp_path: Path, watchtower_factory, race: bool):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer.write(10)
+    line = d_line(10_000, "vmta-3") + "\n"
+    with open(writer.path, "a") as f:
+        f.write(line[:37])
+        f.flush()
+    if not race:
+        caught_up(wt, writer)
+        samples = wt.settle()
+        assert delivered(samples, vmta="vmta-3") == 0  # half a line is never counted
+    with open(writer.path, "a") as f:
+        f.write(line[37:])
+    writer.written["vmta-3"] = 1
+    writer.write(5)
+    assert_exact(wt, writer)
+    assert total(wt.scrape(), "watchtower_parse_errors_total") == 0
+
+
+def test_file_deleted_after_rotation_is_drained(tmp_path: Path, watchtower_factory, race: bool):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer.write(100)
+    caught_up(wt, writer)  # the daemon now holds the file open
+    old = writer.path
+    writer.write(250, "vmta-2")  # written just before PMTA's delete-after removes it
+    if not race:
+        caught_up(wt, writer)
+    os.unlink(old)
+    writer.rotate()
+    writer.write(50, "vmta-4")
+    assert_exact(wt, writer)
+    samples = wt.settle()
+    assert total(samples, "watchtower_rotations_total", source="acct") == 1
+    assert total(samples, "watchtower_files_followed", source="acct") == 1
+
+
+def test_file_moved_out_of_the_glob_is_drained(tmp_path: Path, watchtower_factory, race: bool):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "moved").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer.write(100)
+    caught_up(wt, writer)
+    writer.write(80, "vmta-2")
+    old = writer.path
+    os.rename(old, tmp_path / "moved" / old.name)  # PMTA's move-to
+    writer.rotate()
+    writer.write(20)
+    assert_exact(wt, writer)
+
+
+def test_truncated_file_is_read_again_from_the_start(tmp_path: Path, watchtower_factory, race: bool):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer.write(400)
+    caught_up(wt, writer)
+    with open(writer.path, "w") as f:  # truncate in place (copytruncate-style) and start over
+        f.write(ACCT_HEADER + "\n")
+    writer.write(30, "vmta-5")
+    assert_exact(wt, writer)
+    assert total(wt.scrape(), "watchtower_truncations_total", source="acct") >= 1
+
+
+def test_files_that_appear_while_the_daemon_is_down(tmp_path: Path, watchtower_factory):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer.write(120)
+    caught_up(wt, writer)
+    assert wt.stop() == 0
+    writer.write(30)  # appended to the file it knew
+    writer.rotate()
+    writer.write(70, "vmta-2")  # a file it has never seen
+    writer.rotate()
+    writer.write(10, "vmta-3")
+    wt.start()
+    assert_exact(wt, writer)
+
+
+def test_kill_9_at_random_points_then_restart(tmp_path: Path, watchtower_factory):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    rng = random.Random(20261125)
+    wt = watchtower_factory(write_config(tmp_path, tail={"checkpoint_interval": 0.05})).start()
+    for _round in range(12):
+        for _ in range(rng.randint(1, 4)):
+            writer.write(rng.randint(1, 400), rng.choice(["vmta-1", "vmta-2", "vmta-3"]))
+            if rng.random() < 0.3:
+                writer.rotate()
+        # kill at a random moment: sometimes mid-read, sometimes after catching up
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            caught_up(wt, writer)
+        wt.kill9()
+        if rng.random() < 0.5:  # more traffic while it is down
+            writer.write(rng.randint(1, 200), "vmta-4")
+        wt.start()
+    assert_exact(wt, writer)
