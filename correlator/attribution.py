@@ -1,0 +1,189 @@
+"""vmta / pool attribution of f and rb records from the delivery they report on.
+
+FBL and remote-bounce records carry no vmta, so the metrics would say `unknown`. The delivery is
+found by Message-Id, then jobId + rcpt, then rcpt + orig within the fallback window: first among
+rows observed but perhaps not yet committed (a small bounded in-memory index, so attribution works
+inside one commit interval and in oneshot runs), then in the store through a read connection.
+
+Entries leave the in-memory index once the write that stored them is known to be committed (the
+next write or maintain call), so there is no gap where a row is in neither place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
+from correlator.store import ReadPool, StoreNotReady
+from exporter.records import Columns, RecordBatch
+from exporter.timeparse import parse_pmta_time
+
+log = logging.getLogger(__name__)
+
+_DELIVERY_TYPES = frozenset(("d", "b", "t", "delivery", "bounce", "transient"))
+Key = tuple[str, str, str]
+
+
+class RecentDeliveries:
+    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time, batch sequence)."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._index: dict[Key, tuple[str, str, float, int]] = {}
+        self._observed: dict[int, tuple[RecordBatch, int, list[Key]]] = {}
+        self._written: list[tuple[int, list[Key]]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def observe(self, batch: RecordBatch) -> None:
+        c = batch.columns
+        if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0):
+            return
+        vi, pi, ri, oi, mi, ji, ti = c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged
+        found: list[tuple[Key, str, str, float]] = []
+        for row in batch.rows:
+            if row[c.type] not in _DELIVERY_TYPES:
+                continue
+            vmta = row[vi] if vi >= 0 else ""
+            pool = row[pi] if pi >= 0 else ""
+            if not vmta and not pool:
+                continue
+            rcpt = row[ri].strip().lower() if ri >= 0 else ""
+            t = (parse_pmta_time(row[ti]) if ti >= 0 else None) or 0.0
+            mid = norm_message_id(row[mi]) if mi >= 0 and row[mi] else ""
+            if mid:
+                found.append((("m", mid, rcpt), vmta, pool, t))
+                if rcpt:
+                    found.append((("m", mid, ""), vmta, pool, t))
+            if rcpt:
+                job = row[ji].strip() if ji >= 0 else ""
+                if job:
+                    found.append((("j", job, rcpt), vmta, pool, t))
+                found.append((("r", rcpt, row[oi].strip().lower() if oi >= 0 else ""), vmta, pool, t))
+        if not found:
+            return
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            index = self._index
+            for key, vmta, pool, t in found:
+                index.pop(key, None)  # re-insert at the end: eviction is oldest first
+                index[key] = (vmta, pool, t, seq)
+            self._observed[id(batch)] = (batch, seq, [k for k, *_ in found])
+            excess = len(index) - self._limit
+            if excess > 0:
+                for key in list(_take(index, excess)):
+                    del index[key]
+            if len(self._observed) > 10_000:
+                for bid in list(_take(self._observed, len(self._observed) - 10_000)):
+                    del self._observed[bid]
+
+    def written(self, batches: list[RecordBatch]) -> None:
+        """These batches are in the open transaction; forget them once it has committed."""
+        with self._lock:
+            for batch in batches:
+                entry = self._observed.pop(id(batch), None)
+                if entry is not None and entry[0] is batch:
+                    self._written.append((entry[1], entry[2]))
+
+    def committed(self) -> None:
+        """The transaction that stored the last `written` batches has committed."""
+        with self._lock:
+            index = self._index
+            for seq, keys in self._written:
+                for key in keys:
+                    hit = index.get(key)
+                    if hit is not None and hit[3] == seq:
+                        del index[key]
+            self._written.clear()
+
+    def get(self, key: Key) -> tuple[str, str, float] | None:
+        hit = self._index.get(key)
+        return None if hit is None else hit[:3]
+
+
+def _take(d: dict, n: int):  # type: ignore[no-untyped-def]
+    it = iter(d)
+    for _ in range(n):
+        yield next(it)
+
+
+class Attributor:
+    """Answers `lookup_vmta` from the in-memory index, then the store."""
+
+    def __init__(
+        self, recent: RecentDeliveries, pool: ReadPool, hasher: RcptHasher, window: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._recent = recent
+        self._pool = pool
+        self._hasher = hasher
+        self._window = window
+        self._clock = clock
+
+    def lookup(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
+        if not rows:
+            return []
+        try:
+            with self._pool.connection() as conn:
+                return [self._one(columns, row, conn) for row in rows]
+        except (StoreNotReady, sqlite3.Error) as exc:
+            log.debug("correlator store not readable for attribution: %s", exc)
+            return [self._one(columns, row, None) for row in rows]
+
+    def _one(self, c: Columns, row: list[str], conn: sqlite3.Connection | None) -> tuple[str, str] | None:
+        def val(i: int) -> str:
+            return row[i].strip() if i >= 0 else ""
+
+        rcpt = val(c.rcpt).lower()
+        orig = val(c.orig).lower()
+        mid = norm_message_id(val(c.message_id))
+        job = val(c.jobId)
+        t = parse_pmta_time(val(c.timeLogged)) or self._clock()
+        recent = self._recent
+        rh = self._hasher(rcpt)[0] if rcpt else None
+        q = "SELECT vmta, vmta_pool FROM corr_timelines WHERE "
+        has_vmta = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
+        if mid:
+            hit = recent.get(("m", mid, rcpt))
+            if hit is None and rcpt:
+                hit = recent.get(("m", mid, ""))
+            if hit is not None:
+                return hit[0], hit[1]
+            if conn is not None:
+                mh = message_hash(mid)
+                row_ = None
+                if rh is not None:
+                    row_ = conn.execute(q + "mid_h=? AND rcpt_h=?" + has_vmta + " ORDER BY id DESC LIMIT 1",
+                                        (mh, rh)).fetchone()
+                if row_ is None:
+                    row_ = conn.execute(q + "mid_h=?" + has_vmta + " LIMIT 1", (mh,)).fetchone()
+                if row_ is not None:
+                    return row_[0] or "", row_[1] or ""
+        if job and rcpt:
+            hit = recent.get(("j", job, rcpt))
+            if hit is not None:
+                return hit[0], hit[1]
+            if conn is not None:
+                row_ = conn.execute(q + "job_h=? AND rcpt_h=?" + has_vmta + " ORDER BY id DESC LIMIT 1",
+                                    (job_hash(job), rh)).fetchone()
+                if row_ is not None:
+                    return row_[0] or "", row_[1] or ""
+        if rcpt:
+            lo = t - self._window
+            hit = recent.get(("r", rcpt, orig))
+            if hit is not None and lo <= hit[2] <= t:
+                return hit[0], hit[1]
+            if conn is not None:
+                row_ = conn.execute(
+                    q + "rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3 AND (?4 = '' OR orig = ?4)" + has_vmta
+                    + " ORDER BY t0 DESC LIMIT 1", (rh, lo, t, orig)).fetchone()
+                if row_ is not None:
+                    return row_[0] or "", row_[1] or ""
+        return None

@@ -1,0 +1,544 @@
+"""Linking records into timelines and writing them, inside the caller's transaction.
+
+A timeline is one recipient of one message. A record joins a timeline by, in order:
+1. Message-Id + rcpt (any `header_Message-Id` column),
+2. jobId + rcpt; when jobId is empty, d/b/t/r records use sender + timeQueued + rcpt instead
+   (timeQueued is the same on every attempt of one message),
+3. for report records (f, rb, rs) that matched neither: Message-Id alone when the message has
+   exactly one recipient timeline and the report has no rcpt, else rcpt + orig with a timeline
+   that began at most `fallback_window` before the report.
+A record carrying two keys that point at two timelines merges them (lower id wins), so the result
+does not depend on the order files are read. tq records are queue-level and are stored apart.
+
+Writes are appends plus one summary UPDATE per touched timeline per batch, all via executemany.
+Links found or created are kept in a bounded int-keyed cache, misses are probed in bulk with one
+VALUES join per batch. A write sequence number in corr_meta reveals a rolled-back transaction, which
+drops every cache (they may name rows that no longer exist).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from correlator import store
+from correlator.keys import (
+    RcptHasher,
+    domain_of,
+    job_hash,
+    link_key,
+    message_hash,
+    norm_message_id,
+    queued_hash,
+)
+from exporter.records import Columns, RecordBatch
+from exporter.timeparse import parse_pmta_time
+
+IspOf = Callable[[str, str], str]
+
+R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
+REPORTS = frozenset((F, RB, RS))
+DELIVERY = frozenset((T, D, B))
+QUEUED_KEY_TYPES = frozenset((R, T, D, B))
+_FLOW_COLUMN = {D: "delivered", B: "bounced", T: "deferred", F: "complained", RB: "remote_bounced"}
+_PROBE_CHUNK = 300
+
+# Fields pulled out of every row, in this order, by a getter compiled per header.
+_FIELDS = (
+    "type", "timeLogged", "timeQueued", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta",
+    "bounceCat", "dlvSourceIp", "vmta", "vmtaPool", "jobId", "queue", "message_id", "feedbackType",
+    "userAgent", "reportingMta",
+)
+
+
+def row_getter(columns: Columns) -> Callable[[list[str]], tuple[str, ...]]:
+    """A compiled `row -> tuple` for this header: one tuple per row, '' for absent columns."""
+    parts = []
+    for name in _FIELDS:
+        pos = getattr(columns, name)
+        parts.append(f"r[{pos}]" if pos >= 0 else "''")
+    return eval(f"lambda r: ({', '.join(parts)},)")  # noqa: S307 - positions are ints we formatted
+
+
+class _Getters:
+    """Compiled getters by Columns identity (a few headers per daemon)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[Columns, Callable[[list[str]], tuple[str, ...]]]] = {}
+
+    def __call__(self, columns: Columns) -> Callable[[list[str]], tuple[str, ...]]:
+        hit = self._by_id.get(id(columns))
+        if hit is not None and hit[0] is columns:
+            return hit[1]
+        if len(self._by_id) > 256:
+            self._by_id.clear()
+        getter = row_getter(columns)
+        self._by_id[id(columns)] = (columns, getter)
+        return getter
+
+
+class _Acc:
+    """What one write adds to one timeline: a full row if new, else deltas merged by SQL."""
+
+    __slots__ = (
+        "id", "new", "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig",
+        "sender", "vmta", "pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts",
+        "keys_changed",
+    )
+
+    def __init__(self, tl: int, new: bool) -> None:
+        self.id = tl
+        self.new = new
+        self.mid_h: int | None = None
+        self.message_id: str | None = None
+        self.job_h: int | None = None
+        self.job_id: str | None = None
+        self.rcpt_h: int | None = None
+        self.rcpt: str | None = None
+        self.rcpt_domain: str | None = None
+        self.orig: str | None = None
+        self.sender: str | None = None
+        self.vmta: str | None = None
+        self.pool: str | None = None
+        self.queue: str | None = None
+        self.isp: str | None = None
+        self.t0 = math.inf
+        self.t_last = -math.inf
+        self.t_queued: float | None = None
+        self.t_done: float | None = None
+        self.flags = 0
+        self.attempts = 0
+        self.keys_changed = False
+
+
+@dataclass
+class _Pending:
+    """Rows of the current batch waiting for one executemany each."""
+
+    accs: dict[int, _Acc] = field(default_factory=dict)
+    events: list[tuple] = field(default_factory=list)
+    queue_events: list[tuple] = field(default_factory=list)
+    merges: list[tuple[int, int]] = field(default_factory=list)
+    flows: dict[tuple[int, str, str, str], list[int]] = field(default_factory=dict)
+    report_flows: list[tuple[int, int, str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.accs or self.events or self.queue_events or self.merges or self.flows
+                    or self.report_flows)
+
+
+_INSERT_TL = (
+    "INSERT INTO corr_timelines (id, mid_h, message_id, job_h, job_id, rcpt_h, rcpt, rcpt_domain, orig, sender,"
+    " vmta, vmta_pool, queue, isp, t0, t_last, t_queued, t_done, flags, attempts)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_UPDATE_TL = (
+    "UPDATE corr_timelines SET orig=coalesce(orig, ?), sender=coalesce(sender, ?),"
+    " vmta=coalesce(?, vmta), vmta_pool=coalesce(?, vmta_pool), queue=coalesce(?, queue), isp=coalesce(?, isp),"
+    " t_last=max(t_last, ?), t_queued=coalesce(min(t_queued, ?), t_queued, ?),"
+    " t_done=coalesce(min(t_done, ?), t_done, ?), flags=flags | ?, attempts=attempts + ? WHERE id=?"
+)
+_UPDATE_T0 = "UPDATE corr_timelines SET t0=? WHERE id=? AND t0>?"
+_UPDATE_MID = "UPDATE corr_timelines SET mid_h=?, message_id=? WHERE id=? AND mid_h IS NULL"
+_UPDATE_JOB = "UPDATE corr_timelines SET job_h=?, job_id=? WHERE id=? AND job_h IS NULL"
+_INSERT_EV = "INSERT OR IGNORE INTO corr_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_QE = "INSERT OR IGNORE INTO corr_queue_events VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_MERGE = (
+    "UPDATE corr_timelines AS w SET mid_h=coalesce(w.mid_h, l.mid_h), message_id=coalesce(w.message_id, l.message_id),"
+    " job_h=coalesce(w.job_h, l.job_h), job_id=coalesce(w.job_id, l.job_id), rcpt_h=coalesce(w.rcpt_h, l.rcpt_h),"
+    " rcpt=coalesce(w.rcpt, l.rcpt), rcpt_domain=coalesce(w.rcpt_domain, l.rcpt_domain),"
+    " orig=coalesce(w.orig, l.orig), sender=coalesce(w.sender, l.sender),"
+    " vmta=CASE WHEN l.t_last > w.t_last THEN coalesce(l.vmta, w.vmta) ELSE coalesce(w.vmta, l.vmta) END,"
+    " vmta_pool=CASE WHEN l.t_last > w.t_last THEN coalesce(l.vmta_pool, w.vmta_pool)"
+    " ELSE coalesce(w.vmta_pool, l.vmta_pool) END,"
+    " queue=coalesce(w.queue, l.queue), isp=coalesce(w.isp, l.isp),"
+    " t0=min(w.t0, l.t0), t_last=max(w.t_last, l.t_last),"
+    " t_queued=coalesce(min(w.t_queued, l.t_queued), w.t_queued, l.t_queued),"
+    " t_done=coalesce(min(w.t_done, l.t_done), w.t_done, l.t_done),"
+    " flags=w.flags | l.flags, attempts=w.attempts + l.attempts FROM corr_timelines AS l WHERE w.id=? AND l.id=?"
+)
+_FLOW_UPSERT = (
+    "INSERT INTO corr_flows (bucket, sender, vmta, isp, delivered, bounced, deferred, complained, remote_bounced)"
+    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (bucket, sender, vmta, isp) DO UPDATE SET"
+    " delivered=delivered+excluded.delivered, bounced=bounced+excluded.bounced,"
+    " deferred=deferred+excluded.deferred, complained=complained+excluded.complained,"
+    " remote_bounced=remote_bounced+excluded.remote_bounced"
+)
+_FLOW_INDEX = {"delivered": 0, "bounced": 1, "deferred": 2, "complained": 3, "remote_bounced": 4}
+
+
+class Ingestor:
+    """Turns RecordBatches into corr_* rows on the writer thread (never commits)."""
+
+    def __init__(
+        self,
+        hasher: RcptHasher,
+        isp_of: IspOf,
+        fallback_window: float,
+        clock: Callable[[], float] = time.time,
+        cache_limit: int = 250_000,
+    ) -> None:
+        self._hasher = hasher
+        self._isp_of = isp_of
+        self._window = fallback_window
+        self._clock = clock
+        self._cache_limit = cache_limit
+        self._getters = _Getters()
+        self._link: dict[int, int] = {}
+        self._alias: dict[int, int] = {}
+        self._files: dict[str, list[int]] = {}
+        self._isp_cache: dict[tuple[str, str], str] = {}
+        self._next_tl = 0
+        self._seq: int | None = None
+
+    # --- cache lifecycle ---------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop link caches (after pruning deleted timelines or a rollback)."""
+        self._link.clear()
+        self._alias.clear()
+
+    def _sync(self, conn: sqlite3.Connection) -> int:
+        seq = int(conn.execute("SELECT value FROM corr_meta WHERE key='write_seq'").fetchone()[0])
+        if seq != self._seq:
+            self.forget()
+            self._files.clear()
+            self._next_tl = 0
+        self._seq = None  # unknown until this write returns; a raise leaves it so
+        top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
+        self._next_tl = max(self._next_tl, top + 1)
+        if len(self._link) > self._cache_limit:
+            self.forget()
+        if len(self._isp_cache) > 50_000:
+            self._isp_cache.clear()
+        return seq
+
+    def _find(self, tl: int | None) -> int | None:
+        alias = self._alias
+        if tl is None or tl not in alias:
+            return tl
+        root = tl
+        while root in alias:
+            root = alias[root]
+        while tl != root:
+            alias[tl], tl = root, alias[tl]
+        return root
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> int:
+        """Store the batches; returns rows stored (replayed lines are skipped)."""
+        seq = self._sync(conn)
+        stored = 0
+        for batch in batches:
+            if batch.rows:
+                stored += self._batch(conn, batch)
+        conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
+        self._seq = seq + 1
+        return stored
+
+    def _file(self, conn: sqlite3.Connection, key: str) -> list[int]:
+        rec = self._files.get(key)
+        if rec is None:
+            row = conn.execute("SELECT num, max_line FROM corr_files WHERE key=?", (key,)).fetchone()
+            if row is None:
+                num = conn.execute("INSERT INTO corr_files (key) VALUES (?)", (key,)).lastrowid
+                row = (num, 0)
+            rec = self._files[key] = [row[0], row[1]]
+        return rec
+
+    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, list[str]]]]:
+        """(file number, [(line, row)]) minus lines already stored for this file."""
+        rec = self._file(conn, getattr(batch, "file_id", None) or batch.path)
+        num, max_line = rec
+        lines = batch.line_numbers
+        if len(lines) != len(batch.rows):  # no line numbers: continue after the last stored line
+            lines = list(range(max_line + 1, max_line + 1 + len(batch.rows)))
+        pairs = list(zip(lines, batch.rows, strict=True))
+        if pairs and min(lines) <= max_line:
+            lo, hi = store.event_id(num, min(lines)), store.event_id(num, max(lines))
+            seen = {r[0] for r in conn.execute(
+                "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
+                " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))}
+            base = num << store.LINE_BITS
+            pairs = [p for p in pairs if (base | p[0]) not in seen]
+        if lines:
+            rec[1] = max(max_line, max(lines))
+            conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
+        return num, pairs
+
+    # --- one batch -----------------------------------------------------------------------------
+
+    def _batch(self, conn: sqlite3.Connection, batch: RecordBatch) -> int:
+        num, pairs = self._fresh_rows(conn, batch)
+        if not pairs:
+            return 0
+        base = num << store.LINE_BITS
+        get = self._getters(batch.columns)
+        hasher = self._hasher
+        link = self._link
+        codes = store.TYPE_CODES
+        recs = []
+        probe_m: dict[int, tuple[int, int]] = {}
+        probe_j: dict[int, tuple[int, int]] = {}
+        now = self._clock()
+        # Pass 1: parse and compute keys; gather the keys the cache does not know.
+        for line, row in pairs:
+            f = get(row)
+            code = codes.get(f[0])
+            if code is None:
+                ty = f[0].strip().lower()
+                code = codes.get(store.ALIASES.get(ty, ty))
+                if code is None:
+                    continue
+            t = parse_pmta_time(f[1])
+            tq = parse_pmta_time(f[2]) if f[2] else None
+            if t is None:
+                t = tq if tq is not None else now
+            if code == TQ:
+                recs.append((base | line, code, t, tq, f, None, None, None, None, None, None, None, None, None))
+                continue
+            rcpt_l = f[4].strip().lower()
+            rh, rstore = hasher(rcpt_l) if rcpt_l else (None, None)
+            orig_l = f[3].strip().lower()
+            mid = norm_message_id(f[15]) if f[15] else ""
+            mh = message_hash(mid) if mid else None
+            job = f[13].strip()
+            if job:
+                jh: int | None = job_hash(job)
+            elif tq is not None and code in QUEUED_KEY_TYPES:
+                jh = queued_hash(orig_l, tq)
+            else:
+                jh = None
+            mk = jk = None
+            if rh is not None:
+                if mh is not None:
+                    mk = link_key(1, mh, rh)
+                    if mk not in link:
+                        probe_m[mk] = (mh, rh)
+                if jh is not None:
+                    jk = link_key(2, jh, rh)
+                    if jk not in link:
+                        probe_j[jk] = (jh, rh)
+            recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, (mk, jk)))
+        self._probe(conn, "mid_h", probe_m)
+        self._probe(conn, "job_h", probe_j)
+        pending = _Pending()
+        for rec in recs:
+            self._link_one(conn, rec, pending)
+        self._flush(conn, pending)
+        return len(recs)
+
+    def _probe(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int]]) -> None:
+        """Fill the link cache for `wanted` keys with one VALUES join per chunk (newest timeline wins)."""
+        if not wanted:
+            return
+        link = self._link
+        items = list(wanted.items())
+        for i in range(0, len(items), _PROBE_CHUNK):
+            chunk = items[i : i + _PROBE_CHUNK]
+            params: list[int] = []
+            for key, (h, rh) in chunk:
+                params += (h, rh, key)
+            marks = ",".join(["(?,?,?)"] * len(chunk))
+            sql = (f"SELECT v.column3, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t"
+                   f" ON t.{column} = v.column1 AND t.rcpt_h = v.column2 ORDER BY t.id")
+            for key, tl in conn.execute(sql, params):
+                link[key] = tl
+
+    def _link_one(self, conn: sqlite3.Connection, rec: tuple, pending: _Pending) -> None:
+        eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, keys = rec
+        if code == TQ:
+            queue = f[14].strip()
+            pending.queue_events.append(
+                (eid, t, queue, f[11], f[12], f[5], f[6], self._redact(f[7], ""), f[8], f[9], f[10]))
+            return
+        mk, jk = keys
+        link = self._link
+        a = self._find(link.get(mk)) if mk is not None else None
+        b = self._find(link.get(jk)) if jk is not None else None
+        if a is not None and b is not None and a != b:
+            tl: int | None = min(a, b)
+            loser = max(a, b)
+            self._alias[loser] = tl
+            pending.merges.append((tl, loser))
+        else:
+            tl = a if a is not None else b
+        if tl is None and code in REPORTS:
+            if pending:
+                self._flush(conn, pending)
+            if mh is not None and rh is None:
+                ids = conn.execute("SELECT id FROM corr_timelines WHERE mid_h=? LIMIT 2", (mh,)).fetchall()
+                if len(ids) == 1:
+                    tl = self._find(ids[0][0])
+            if tl is None and rh is not None:
+                tl = self._fallback(conn, rh, orig_l, t)
+        acc = pending.accs.get(tl) if tl is not None else None
+        if acc is None:
+            if tl is None:
+                tl = self._next_tl
+                self._next_tl += 1
+                acc = _Acc(tl, True)
+                acc.rcpt_h, acc.rcpt = rh, rstore
+                acc.rcpt_domain = domain_of(rcpt_l) if rcpt_l else None
+            else:
+                acc = _Acc(tl, False)
+            pending.accs[tl] = acc
+        if mk is not None and link.get(mk) != tl:
+            link[mk] = tl
+        if jk is not None and link.get(jk) != tl:
+            link[jk] = tl
+        # summary
+        if t < acc.t0:
+            acc.t0 = t
+        if t > acc.t_last:
+            acc.t_last = t
+        acc.flags |= store.FLAG[code]
+        if mh is not None and acc.mid_h is None:
+            acc.mid_h, acc.message_id, acc.keys_changed = mh, mid, True
+        if jh is not None and acc.job_h is None:
+            acc.job_h, acc.job_id, acc.keys_changed = jh, job or None, True
+        if orig_l and acc.orig is None:
+            acc.orig, acc.sender = orig_l, domain_of(orig_l)
+        vmta, pool = f[11], f[12]
+        isp = None
+        if code in DELIVERY or code == R:
+            if tq is not None:
+                if tq < acc.t0:
+                    acc.t0 = tq
+                if acc.t_queued is None or tq < acc.t_queued:
+                    acc.t_queued = tq
+            if code != R:
+                acc.attempts += 1
+                if code != T and (acc.t_done is None or t < acc.t_done):
+                    acc.t_done = t
+                queue = f[14].strip() or (f"{domain_of(rcpt_l)}/{vmta}" if vmta and rcpt_l else "")
+                if queue:
+                    acc.queue = queue
+                if vmta:
+                    acc.vmta = vmta
+                if pool:
+                    acc.pool = pool
+                if rcpt_l:
+                    isp = acc.isp = self._isp(rcpt_l, f[8])
+        if acc.new and acc.isp is None and rcpt_l:
+            acc.isp = self._isp(rcpt_l, "")
+        extra = None
+        if code in REPORTS:
+            ex = {k: v for k, v in (("feedback_type", f[16]), ("user_agent", f[17]), ("reporting_mta", f[18])) if v}
+            extra = json.dumps(ex, separators=(",", ":")) if ex else None
+        pending.events.append(
+            (eid, tl, code, t, f[5], f[6], self._redact(f[7], rcpt_l), f[8], f[9], vmta, pool, f[10], extra))
+        column = _FLOW_COLUMN.get(code)
+        if column is not None:
+            bucket = int(t // store.FLOW_BUCKET) * store.FLOW_BUCKET
+            sender = domain_of(orig_l) if orig_l else ""
+            if code in REPORTS:
+                pending.report_flows.append((bucket, tl, column, sender))
+            else:
+                counts = pending.flows.get((bucket, sender, vmta, isp or ""))
+                if counts is None:
+                    counts = pending.flows[(bucket, sender, vmta, isp or "")] = [0, 0, 0, 0, 0]
+                counts[_FLOW_INDEX[column]] += 1
+
+    def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float) -> int | None:
+        """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window."""
+        delivered = store.FLAG[D] | store.FLAG[B] | store.FLAG[T]
+        row = conn.execute(
+            "SELECT id FROM corr_timelines WHERE rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3 AND (?4 = '' OR orig = ?4)"
+            f" ORDER BY (flags & {delivered}) != 0 DESC, t0 DESC LIMIT 1",
+            (rh, t - self._window, t, orig_l),
+        ).fetchone()
+        return self._find(row[0]) if row else None
+
+    def _isp(self, rcpt_l: str, dsn_mta: str) -> str:
+        key = (domain_of(rcpt_l), dsn_mta.split(" ", 1)[0].lower())
+        isp = self._isp_cache.get(key)
+        if isp is None:
+            isp = self._isp_cache[key] = self._isp_of(rcpt_l, dsn_mta) or ""
+        return isp
+
+    def _redact(self, diag: str, rcpt_l: str | None) -> str:
+        """With hashed recipients the SMTP reply must not keep the address either."""
+        if not self._hasher.hashed or not diag or not rcpt_l:
+            return diag
+        low = diag.lower()
+        if rcpt_l not in low:
+            return diag
+        out, start = [], 0
+        while (i := low.find(rcpt_l, start)) >= 0:
+            out += (diag[start:i], "<rcpt>")
+            start = i + len(rcpt_l)
+        out.append(diag[start:])
+        return "".join(out)
+
+    # --- flush ---------------------------------------------------------------------------------
+
+    def _flush(self, conn: sqlite3.Connection, p: _Pending) -> None:
+        find = self._find
+        inserts, updates, t0s, mids, jobs = [], [], [], [], []
+        for acc in p.accs.values():
+            if acc.new:
+                inserts.append((
+                    acc.id, acc.mid_h, acc.message_id, acc.job_h, acc.job_id, acc.rcpt_h, acc.rcpt,
+                    acc.rcpt_domain, acc.orig, acc.sender, acc.vmta, acc.pool, acc.queue, acc.isp,
+                    acc.t0, acc.t_last, acc.t_queued, acc.t_done, acc.flags, acc.attempts))
+                continue
+            updates.append((acc.orig, acc.sender, acc.vmta, acc.pool, acc.queue, acc.isp, acc.t_last,
+                            acc.t_queued, acc.t_queued, acc.t_done, acc.t_done, acc.flags, acc.attempts, acc.id))
+            t0s.append((acc.t0, acc.id, acc.t0))
+            if acc.keys_changed:
+                if acc.mid_h is not None:
+                    mids.append((acc.mid_h, acc.message_id, acc.id))
+                if acc.job_h is not None:
+                    jobs.append((acc.job_h, acc.job_id, acc.id))
+        if inserts:
+            conn.executemany(_INSERT_TL, inserts)
+        if updates:
+            conn.executemany(_UPDATE_TL, updates)
+            conn.executemany(_UPDATE_T0, t0s)
+        if mids:
+            conn.executemany(_UPDATE_MID, mids)
+        if jobs:
+            conn.executemany(_UPDATE_JOB, jobs)
+        if p.events:
+            if self._alias:
+                p.events = [(e[0], find(e[1]), *e[2:]) for e in p.events]
+            conn.executemany(_INSERT_EV, p.events)
+        if p.queue_events:
+            conn.executemany(_INSERT_QE, p.queue_events)
+        for winner, loser in p.merges:
+            conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
+            conn.execute(_MERGE, (winner, loser))
+            conn.execute("DELETE FROM corr_timelines WHERE id=?", (loser,))
+        if p.report_flows:
+            self._report_flows(conn, p)
+        if p.flows:
+            conn.executemany(_FLOW_UPSERT, [(*k, *v) for k, v in p.flows.items()])
+        p.accs.clear()
+        p.events = []
+        p.queue_events = []
+        p.merges = []
+        p.flows = {}
+        p.report_flows = []
+
+    def _report_flows(self, conn: sqlite3.Connection, p: _Pending) -> None:
+        """f/rb count under the vmta and isp of the delivery they report on (read after the flush)."""
+        ids = sorted({self._find(tl) for _, tl, _, _ in p.report_flows})
+        info: dict[int, tuple[str, str, str]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            sql = f"SELECT id, vmta, isp, sender FROM corr_timelines WHERE id IN ({','.join('?' * len(chunk))})"
+            for tl, vmta, isp, sender in conn.execute(sql, chunk):
+                info[tl] = (vmta or "", isp or "", sender or "")
+        for bucket, tl, column, sender in p.report_flows:
+            vmta, isp, tl_sender = info.get(self._find(tl), ("", "", ""))
+            key = (bucket, sender or tl_sender, vmta, isp)
+            counts = p.flows.get(key)
+            if counts is None:
+                counts = p.flows[key] = [0, 0, 0, 0, 0]
+            counts[_FLOW_INDEX[column]] += 1

@@ -1,0 +1,97 @@
+"""Link keys: stable 64-bit hashes of Message-Id, jobId and recipient, plus optional HMAC of recipients.
+
+Indexes hold 8-byte integers instead of long strings, which keeps them small and the random-key
+inserts cheap. The hashes must be identical across processes (they are stored), so Python's
+salted `hash()` is out; blake2b is fast and stable. With `hash_recipients` the recipient key is
+derived from an HMAC-SHA256 so neither the index nor the stored text reveals the address, while a
+lookup by address (hashed the same way) still finds it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from hashlib import blake2b, sha256
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HASHED_PREFIX = "hmac-sha256:"
+
+
+def h64(value: str) -> int:
+    """Signed 64-bit blake2b of a string (fits SQLite INTEGER)."""
+    return int.from_bytes(blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big", signed=True)
+
+
+def norm_message_id(value: str) -> str:
+    """`<abc@host>`, ` abc@host ` and `abc@host` are the same Message-Id."""
+    return value.strip().strip("<>").strip()
+
+
+def message_hash(message_id: str) -> int:
+    return h64("m\0" + message_id)
+
+
+def job_hash(job_id: str) -> int:
+    return h64("j\0" + job_id)
+
+
+def queued_hash(orig: str, time_queued: float) -> int:
+    """Fallback message identity when no jobId: sender + queue time (shared by all attempts)."""
+    return h64(f"q\0{orig}\0{time_queued:.0f}")
+
+
+def domain_of(address: str) -> str:
+    at = address.rfind("@")
+    return address[at + 1 :].strip().lower() if at >= 0 else ""
+
+
+def link_key(kind: int, a: int, b: int) -> int:
+    """One int dict key for (kind, a, b): cheaper than tuples in the bounded link cache."""
+    return ((a * 0x9E3779B97F4A7C15) ^ b ^ (kind << 62)) & 0xFFFFFFFFFFFFFFFF
+
+
+class RcptHasher:
+    """Recipient -> (index key, stored text); plain by default, HMAC-SHA256 when a key is given."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key
+
+    @property
+    def hashed(self) -> bool:
+        return self._key is not None
+
+    def __call__(self, rcpt_lower: str) -> tuple[int, str]:
+        if self._key is None:
+            return h64("r\0" + rcpt_lower), rcpt_lower
+        digest = hmac.new(self._key, rcpt_lower.encode("utf-8", "surrogateescape"), sha256).digest()
+        return int.from_bytes(digest[:8], "big", signed=True), HASHED_PREFIX + digest.hex()
+
+    def fingerprint(self) -> str:
+        """Identifies the key (not the key itself) so a changed key is noticed at startup."""
+        if self._key is None:
+            return "plain"
+        return "hmac:" + sha256(b"fingerprint\0" + self._key).hexdigest()[:16]
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the HMAC key, creating a random one with mode 0600 if the file is absent."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o077
+        if mode:
+            log.warning("correlator HMAC key %s is readable by group/other (mode %o)", path, mode)
+        key = path.read_bytes().strip()
+        if not key:
+            raise ValueError(f"HMAC key file {path} is empty") from None
+        return key
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    log.info("created correlator HMAC key %s", path)
+    return path.read_bytes().strip()

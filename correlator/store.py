@@ -1,0 +1,246 @@
+"""SQLite schema of the correlator, its migrations, read connections and bounded pruning.
+
+Tables live in the daemon's state DB next to the tailer checkpoints (prefix `corr_`), so one
+transaction covers both. Shape, chosen for the write path first:
+
+* `corr_timelines`: one row per recipient of one message, with a summary (outcome, vmta, isp,
+  first/last time) so search and attribution never scan events. Link keys are 64-bit hashes
+  (see keys.py); the indexes serve Message-Id, (jobId, rcpt), rcpt+time and time lookups.
+* `corr_events`: one row per d/b/t/r/f/rb/rs record. Its rowid is `file_num << 32 | line`, which
+  makes a replayed line a no-op without an extra UNIQUE index.
+* `corr_queue_events`: tq records (queue-level, no rcpt), shown at query time in the timelines of
+  recipients of that queue during their lifetime, so ingestion never fans them out.
+* `corr_flows`: per 5-minute bucket (sender domain, vmta, isp) counters for /api/v1/flows.
+* `corr_files`: file identity -> small number and highest line stored.
+* `corr_meta`: schema version, recipient-hash fingerprint and a write sequence number that lets
+  the ingestor notice a rolled-back transaction and drop its caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+LINE_BITS = 32
+FLOW_BUCKET = 300  # seconds per corr_flows bucket
+
+# Record type codes stored in corr_events.type and the flag bit each sets on its timeline.
+TYPE_CODES: dict[str, int] = {"r": 1, "t": 2, "d": 3, "b": 4, "rs": 5, "rb": 6, "f": 7, "tq": 8}
+TYPE_NAMES: dict[int, str] = {v: k for k, v in TYPE_CODES.items()}
+ALIASES = {
+    "receipt": "r", "transient": "t", "delivery": "d", "bounce": "b", "remote-status": "rs",
+    "remote-bounce": "rb", "feedback-loop": "f", "transient-queue": "tq",
+}
+FLAG = {code: 1 << code for code in TYPE_CODES.values()}
+OUTCOMES: tuple[str, ...] = ("pending", "deferred", "delivered", "bounced", "complained")
+_F, _B, _RB, _D, _T = FLAG[7], FLAG[4], FLAG[6], FLAG[3], FLAG[2]
+OUTCOME_SQL = (
+    f"CASE WHEN flags & {_F} THEN 4 WHEN flags & {_B | _RB} THEN 3 WHEN flags & {_D} THEN 2 "
+    f"WHEN flags & {_T} THEN 1 ELSE 0 END"
+)
+
+_V1 = [
+    "CREATE TABLE IF NOT EXISTS corr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS corr_files (
+        num INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, max_line INTEGER NOT NULL DEFAULT 0)""",
+    f"""CREATE TABLE IF NOT EXISTS corr_timelines (
+        id INTEGER PRIMARY KEY,
+        mid_h INTEGER, message_id TEXT,
+        job_h INTEGER, job_id TEXT,
+        rcpt_h INTEGER, rcpt TEXT, rcpt_domain TEXT,
+        orig TEXT, sender TEXT,
+        vmta TEXT, vmta_pool TEXT, queue TEXT, isp TEXT,
+        t0 REAL NOT NULL, t_last REAL NOT NULL, t_queued REAL, t_done REAL,
+        flags INTEGER NOT NULL, attempts INTEGER NOT NULL,
+        outcome INTEGER GENERATED ALWAYS AS ({OUTCOME_SQL}) VIRTUAL)""",
+    "CREATE INDEX IF NOT EXISTS corr_tl_mid ON corr_timelines (mid_h, rcpt_h) WHERE mid_h IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS corr_tl_job ON corr_timelines (job_h, rcpt_h) WHERE job_h IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS corr_tl_rcpt ON corr_timelines (rcpt_h, t0)",
+    "CREATE INDEX IF NOT EXISTS corr_tl_t0 ON corr_timelines (t0)",
+    """CREATE TABLE IF NOT EXISTS corr_events (
+        id INTEGER PRIMARY KEY, tl INTEGER NOT NULL, type INTEGER NOT NULL, t REAL NOT NULL,
+        action TEXT, status TEXT, diag TEXT, mta TEXT, bcat TEXT,
+        vmta TEXT, pool TEXT, src_ip TEXT, extra TEXT)""",
+    "CREATE INDEX IF NOT EXISTS corr_ev_tl ON corr_events (tl)",
+    """CREATE TABLE IF NOT EXISTS corr_queue_events (
+        id INTEGER PRIMARY KEY, t REAL NOT NULL, queue TEXT NOT NULL, vmta TEXT, pool TEXT,
+        action TEXT, status TEXT, diag TEXT, mta TEXT, bcat TEXT, src_ip TEXT)""",
+    "CREATE INDEX IF NOT EXISTS corr_qe_queue ON corr_queue_events (queue, t)",
+    "CREATE INDEX IF NOT EXISTS corr_qe_t ON corr_queue_events (t)",
+    """CREATE TABLE IF NOT EXISTS corr_flows (
+        bucket INTEGER NOT NULL, sender TEXT NOT NULL, vmta TEXT NOT NULL, isp TEXT NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0, bounced INTEGER NOT NULL DEFAULT 0,
+        deferred INTEGER NOT NULL DEFAULT 0, complained INTEGER NOT NULL DEFAULT 0,
+        remote_bounced INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (bucket, sender, vmta, isp)) WITHOUT ROWID""",
+]
+MIGRATIONS: dict[int, list[str]] = {1: _V1}
+
+
+def event_id(file_num: int, line: int) -> int:
+    return (file_num << LINE_BITS) | line
+
+
+def split_event_id(eid: int) -> tuple[int, int]:
+    return eid >> LINE_BITS, eid & ((1 << LINE_BITS) - 1)
+
+
+def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
+    """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open."""
+    own = not conn.in_transaction
+    if own:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_V1[0])
+        row = conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"correlator schema {current} is newer than this build ({SCHEMA_VERSION})")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS[version]:
+                conn.execute(stmt)
+        conn.execute("INSERT OR REPLACE INTO corr_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR IGNORE INTO corr_meta VALUES ('write_seq', '0')")
+        row = conn.execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', ?)", (rcpt_fingerprint,))
+        elif row[0] != rcpt_fingerprint:
+            log.warning(
+                "correlator recipients were stored as %s but are now keyed as %s: older timelines will "
+                "not be found by recipient", row[0], rcpt_fingerprint,
+            )
+            conn.execute("UPDATE corr_meta SET value=? WHERE key='rcpt_mode'", (rcpt_fingerprint,))
+    except BaseException:
+        if own:
+            conn.execute("ROLLBACK")
+        raise
+    if own:
+        conn.execute("COMMIT")
+
+
+class StoreNotReady(Exception):
+    """The DB or the correlator tables do not exist yet (daemon still starting)."""
+
+
+class ReadPool:
+    """A few read-only connections shared by API worker threads (FastAPI runs sync routes in a pool).
+
+    Each use runs in its own read transaction, so one response sees one consistent snapshot.
+    """
+
+    def __init__(self, path: Path, size: int = 4, cache_kib: int = 16384) -> None:
+        self._path = path
+        self._cache_kib = cache_kib
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._size = size
+        self._opened = 0
+        self._closed = False
+
+    def _open(self) -> sqlite3.Connection:
+        if not self._path.exists():
+            raise StoreNotReady(f"{self._path} does not exist yet")
+        conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._open()
+            self._opened += 1
+        conn.execute("BEGIN")
+        ok = False
+        try:
+            yield conn
+            ok = True
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise StoreNotReady(str(exc)) from exc
+            raise
+        finally:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                ok = False
+            if ok and not self._closed and self._idle.qsize() < self._size:
+                self._idle.put(conn)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes in use by the whole DB file (freed pages are reused, so they do not count)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * page_size)
+
+
+def prune(
+    conn: sqlite3.Connection, cutoff: float, max_bytes: int, batch: int = 2000, budget_s: float = 0.1
+) -> int:
+    """Delete up to a few batches of timelines (with their events) past retention or over the size cap.
+
+    Timelines go when their *latest* event is older than the cutoff, oldest first; over the size
+    cap the oldest go regardless of age. Queue events and flow buckets follow the cutoff (and,
+    under the cap, the oldest timeline still kept). Returns the number of timelines deleted.
+    """
+    deadline = time.monotonic() + budget_s
+    deleted = 0
+    while time.monotonic() < deadline:
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM corr_timelines WHERE t0 < ? AND t_last < ? ORDER BY t0 LIMIT ?",
+            (cutoff, cutoff, batch),
+        )]
+        over = False
+        if not ids and used_bytes(conn) > max_bytes:
+            over = True
+            ids = [r[0] for r in conn.execute("SELECT id FROM corr_timelines ORDER BY t0 LIMIT ?", (batch,))]
+        if not ids:
+            break
+        _delete_timelines(conn, ids)
+        deleted += len(ids)
+        if over:
+            row = conn.execute("SELECT min(t0) FROM corr_timelines").fetchone()
+            horizon = row[0] if row and row[0] is not None else time.time()
+            _delete_before(conn, min(max(cutoff, horizon), time.time()), batch)
+    _delete_before(conn, cutoff, batch)
+    return deleted
+
+
+def _delete_timelines(conn: sqlite3.Connection, ids: list[int]) -> None:
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        conn.execute(f"DELETE FROM corr_events WHERE tl IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM corr_timelines WHERE id IN ({marks})", chunk)
+
+
+def _delete_before(conn: sqlite3.Connection, cutoff: float, batch: int) -> None:
+    conn.execute(
+        "DELETE FROM corr_queue_events WHERE id IN (SELECT id FROM corr_queue_events WHERE t < ? LIMIT ?)",
+        (cutoff, batch * 5),
+    )
+    conn.execute("DELETE FROM corr_flows WHERE bucket < ?", (int(cutoff // FLOW_BUCKET) * FLOW_BUCKET,))

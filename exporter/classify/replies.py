@@ -1,0 +1,261 @@
+"""Remote SMTP reply (PMTA dsnStatus / dsnDiag / bounceCat) -> one bounded reply class.
+
+The reply code alone is not enough (Yahoo TS03 is a 4xx that will never pass, Gmail 550 5.2.1 is
+either an inactive mailbox or one receiving too fast), so classes come from an ordered rule table
+(`replies.yaml`) matched on (provider, reply code, enhanced code, text): first match wins. Then
+PMTA's bounceCat, then the enhanced code's class/subject, then `other`.
+
+Hot path: one precompiled regex reads the codes, rules are pre-filtered per (isp, code, enhanced)
+so only a handful of patterns run, and results are cached per (isp, reply text, status, bounceCat),
+with Gmail's per-message id dropped from the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.classify.isp import ISP_NAMES, check_keys, read_yaml
+
+OTHER = "other"
+
+# The closed set of reply classes (isp-responses.md §2.10), in dashboard order.
+REPLY_CLASSES: tuple[str, ...] = (
+    "throttled",
+    "reputation",
+    "blocklisted",
+    "auth_failure",
+    "tls",
+    "content",
+    "policy",
+    "user_unknown",
+    "mailbox_disabled",
+    "mailbox_full",
+    "recipient_rate",
+    "bad_domain",
+    "network",
+    "transient_remote",
+    "message_too_large",
+    "protocol",
+    "expired",
+    OTHER,
+)
+
+_CACHE_LIMIT = 32_768  # cleared (not LRU-evicted) when full: one O(1) check per insert
+_GSMTP = " - gsmtp"
+# Optional `smtp;` prefix, optional 3-digit reply code, optional enhanced code right after it.
+_REPLY = re.compile(r"\s*(?:[A-Za-z][\w.-]*;\s*)?(?:([245]\d\d)(?:[ -]+|$))?(?:#?([245])\.(\d{1,3})\.(\d{1,3})(?!\d))?")
+_STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
+_CODE_SPEC = re.compile(r"^[245]\d{0,2}$")
+_ENHANCED_SPEC = re.compile(r"^([245x])(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?$")
+_RULE_KEYS = {"name", "isp", "code", "enhanced", "pattern", "class", "examples", "note"}
+_TOP_KEYS = {"version", "date", "rules", "bounce_cat_override", "bounce_cat_fallback", "enhanced_fallback"}
+
+Enhanced = tuple[str, str, str]  # (class digit, subject, detail) as strings, e.g. ("4", "7", "28")
+EnhancedSpec = tuple[str | None, str | None, str | None]  # None = any; a prefix on component boundaries
+_Candidate = tuple[Callable[[str], Any] | None, str, str]  # (pattern.search or None, class, rule name)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One validated row of the rule table; empty `isps`/`codes`/`enhanced` mean "any"."""
+
+    index: int
+    name: str
+    cls: str
+    isps: frozenset[str]
+    codes: tuple[str, ...]
+    enhanced: tuple[EnhancedSpec, ...]
+    pattern: re.Pattern[str] | None
+
+    def selects(self, isp: str, code: str, enh: Enhanced | None) -> bool:
+        """Whether the non-text conditions hold (the pattern is checked separately)."""
+        if self.isps and isp not in self.isps:
+            return False
+        if self.codes and not any(code.startswith(c) for c in self.codes):
+            return False
+        if self.enhanced:
+            if enh is None:
+                return False
+            return any(all(want is None or want == got for want, got in zip(spec, enh, strict=True))
+                       for spec in self.enhanced)
+        return True
+
+
+def parse_codes(dsn_status: str, dsn_diag: str) -> tuple[str, Enhanced | None, Enhanced | None]:
+    """(reply code or '', enhanced code for rules, enhanced code for the fallback) of one record.
+
+    Rules see the reply's own enhanced code; PMTA's dsnStatus stands in only when the diag carries
+    no SMTP reply at all (connect errors, ''), because PMTA invents a status for code-only replies.
+    """
+    m = _REPLY.match(dsn_diag)  # every part is optional: it always matches
+    assert m is not None
+    code = m.group(1) or ""
+    if m.group(2):
+        enh: Enhanced = (m.group(2), m.group(3), m.group(4))
+        return code, enh, enh
+    s = _STATUS.match(dsn_status)
+    status: Enhanced | None = (s.group(1), s.group(2), s.group(3)) if s else None
+    return code, (None if code else status), status
+
+
+class ReplyClassifier:
+    """Maps one PMTA reply to a member of `CLASSES`. Built once; `classify` is the hot path."""
+
+    CLASSES: tuple[str, ...] = REPLY_CLASSES
+
+    def __init__(
+        self,
+        rules: list[Rule],
+        bounce_cat_override: dict[str, str] | None = None,
+        bounce_cat_fallback: dict[str, str] | None = None,
+        enhanced_fallback: dict[str, str] | None = None,
+        date: str = "",
+        source: str = "",
+    ):
+        self.rules = tuple(rules)
+        self.date = date
+        self.source = source
+        self._override = dict(bounce_cat_override or {})
+        self._bc_fallback = dict(bounce_cat_fallback or {})
+        self._enh_fallback = dict(enhanced_fallback or {})
+        self._cache: dict[tuple[str, str, str, str], str] = {}
+        self._candidates: dict[tuple[str, str, Enhanced | None], tuple[_Candidate, ...]] = {}
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ReplyClassifier:
+        """Read and validate a rule table (None -> the shipped replies.yaml)."""
+        name, data = read_yaml(path, "replies.yaml")
+        data = check_keys(name, "top level", data, _TOP_KEYS, {"date", "rules"})
+        if not isinstance(data["rules"], list):
+            raise ValueError(f"{name}: rules: expected a list of rules")
+        rules = [_rule(name, i, raw) for i, raw in enumerate(data["rules"])]
+        maps = {}
+        for key in ("bounce_cat_override", "bounce_cat_fallback", "enhanced_fallback"):
+            table = data.get(key) or {}
+            if not isinstance(table, dict):
+                raise ValueError(f"{name}: {key}: expected a mapping of name -> class")
+            for k, v in table.items():
+                if isinstance(k, float):
+                    raise ValueError(f"{name}: {key}: key {k!r} must be quoted (YAML reads 4.10 as 4.1)")
+                _check_class(name, f"{key}.{k}", v)
+                if key == "enhanced_fallback" and not _ENHANCED_SPEC.match(str(k)):
+                    raise ValueError(f"{name}: {key}: bad enhanced code {k!r} (expected e.g. 5.4.4, x.1.1, x.7)")
+            maps[key] = {str(k): v for k, v in table.items()}
+        return cls(rules, **maps, date=str(data["date"]), source=name)
+
+    def classify(self, isp: str, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> str:
+        """Class of one reply; `isp` is an IspClassifier value, the rest are PMTA fields ('' if absent)."""
+        diag_key = dsn_diag
+        if dsn_diag.endswith(_GSMTP):  # "... s142si14934335lfe.256 - gsmtp": drop the per-message id
+            diag_key = dsn_diag[: -len(_GSMTP)].rpartition(" ")[0]
+        key = (isp, diag_key, dsn_status, bounce_cat)
+        found = self._cache.get(key)
+        if found is None:
+            found = self.explain(isp, dsn_status, dsn_diag, bounce_cat)[0]
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def explain(self, isp: str, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> tuple[str, str]:
+        """(class, what decided it): a rule name, `bounceCat:<cat>`, `enhanced:<key>` or `none`. Uncached."""
+        found = self._override.get(bounce_cat)
+        if found is not None:
+            return found, f"bounceCat:{bounce_cat}"
+        code, enh, fallback_enh = parse_codes(dsn_status, dsn_diag)
+        candidates = self._candidates.get((isp, code, enh))
+        if candidates is None:
+            candidates = self._select(isp, code, enh)
+        for search, cls, rule_name in candidates:
+            if search is None or search(dsn_diag):
+                return cls, rule_name
+        found = self._bc_fallback.get(bounce_cat)
+        if found is not None:
+            return found, f"bounceCat:{bounce_cat}"
+        if fallback_enh is not None:
+            c, s, d = fallback_enh
+            for k in (f"{c}.{s}.{d}", f"x.{s}.{d}", f"{c}.{s}", f"x.{s}"):
+                found = self._enh_fallback.get(k)
+                if found is not None:
+                    return found, f"enhanced:{k}"
+        return OTHER, "none"
+
+    def _select(self, isp: str, code: str, enh: Enhanced | None) -> tuple[_Candidate, ...]:
+        """The rules that can apply to this (isp, code, enhanced), in order; memoised per key."""
+        picked: list[_Candidate] = []
+        for rule in self.rules:
+            if rule.selects(isp, code, enh):
+                picked.append((rule.pattern.search if rule.pattern else None, rule.cls, rule.name))
+                if rule.pattern is None:
+                    break  # an unconditional match: nothing after it can be reached
+        if len(self._candidates) >= _CACHE_LIMIT:
+            self._candidates.clear()
+        self._candidates[(isp, code, enh)] = found = tuple(picked)
+        return found
+
+
+def _check_class(name: str, where: str, value: Any) -> str:
+    if value not in REPLY_CLASSES:
+        raise ValueError(f"{name}: {where}: unknown class {value!r} (allowed: {', '.join(REPLY_CLASSES)})")
+    return str(value)
+
+
+def _strings(name: str, where: str, value: Any) -> list[str]:
+    """A YAML scalar or list as strings; floats are refused because YAML turns 4.7 into 4.7 and 4.10 into 4.1."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError(f"{name}: {where}: empty list")
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError(f"{name}: {where}: {item!r} must be a quoted string")
+        out.append(str(item).strip())
+    return out
+
+
+def _rule(name: str, index: int, raw: Any) -> Rule:
+    """Validate one rule; errors name the file and `rules[index]` (plus the rule's name if it has one)."""
+    label = f"rules[{index}]"
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        label += f" ({raw['name']})"
+    raw = check_keys(name, label, raw, _RULE_KEYS, {"class"})
+    cls = _check_class(name, label, raw["class"])
+    isps = _strings(name, f"{label}.isp", raw["isp"]) if "isp" in raw else []
+    for isp in isps:
+        if isp not in ISP_NAMES:
+            raise ValueError(f"{name}: {label}.isp: unknown provider {isp!r} (allowed: {', '.join(ISP_NAMES)})")
+    codes = _strings(name, f"{label}.code", raw["code"]) if "code" in raw else []
+    for code in codes:
+        if not _CODE_SPEC.match(code):
+            raise ValueError(f"{name}: {label}.code: bad reply code {code!r} (expected a prefix such as 4, 42 or 421)")
+    specs: list[EnhancedSpec] = []
+    for text in _strings(name, f"{label}.enhanced", raw["enhanced"]) if "enhanced" in raw else []:
+        m = _ENHANCED_SPEC.match(text)
+        if not m or (m.group(3) and not m.group(2)):
+            raise ValueError(f"{name}: {label}.enhanced: bad enhanced code {text!r} (expected e.g. 4.7.28, x.2.2, 5.7)")
+        c, s, d = m.groups()
+        specs.append((None if c == "x" else c, s, d))
+    pattern = None
+    if "pattern" in raw:
+        if not isinstance(raw["pattern"], str) or not raw["pattern"]:
+            raise ValueError(f"{name}: {label}.pattern: expected a non-empty string")
+        try:
+            pattern = re.compile(raw["pattern"], re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"{name}: {label}.pattern: bad regular expression: {exc}") from exc
+    if not (isps or codes or specs or pattern):
+        raise ValueError(f"{name}: {label}: a rule needs at least one of isp, code, enhanced, pattern")
+    rule = Rule(index, str(raw.get("name") or label), cls, frozenset(isps), tuple(codes), tuple(specs), pattern)
+    examples = raw.get("examples") or []
+    if not isinstance(examples, list):
+        raise ValueError(f"{name}: {label}.examples: expected a list of reply texts")
+    for example in examples:
+        code, enh, _ = parse_codes("", str(example))
+        isp = next(iter(sorted(rule.isps)), OTHER)
+        if not rule.selects(isp, code, enh) or (pattern and not pattern.search(str(example))):
+            raise ValueError(f"{name}: {label}.examples: the rule does not match its own example {example!r}")
+    return rule

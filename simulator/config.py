@@ -1,0 +1,148 @@
+"""The simulator's settings: topology (VMTAs, pools, senders), traffic, queue behaviour, files, API.
+
+Everything has a default that gives a realistic small PMTA host (8 VMTAs in 2 pools, US B2C mix,
+acct/diag/fbl/bounce files). A scenario may override the traffic block and the pools; `pmta-sim
+--config` reads the same model from YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from simulator.scenario import Mix, Offset, Quality, Scenario
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def _size(value: Any) -> Any:
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"invalid size {value!r}: use bytes or e.g. 512KiB, 250MiB")
+        unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
+        return int(m.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSpec(_Strict):
+    """One `<acct-file>`: its base name, record types, columns and output details."""
+
+    name: str = Field(description="Base name: files are <dir>/<name>-YYYY-MM-DD-NNNN.csv.")
+    records: list[Literal["d", "b", "t", "tq", "f", "rb"]]
+    fields: list[str] = Field(
+        default_factory=lambda: ["*", "header_Message-Id"],
+        description="PMTA record-fields syntax: `*` = defaults of the file's record types, `!x` removes, "
+        "any other name adds (header_* included); an explicit list without `*` sets order exactly.",
+    )
+    max_size: Size = 250 * 1024**2
+    iso_times: bool = True
+    newline: Literal["lf", "crlf"] = "lf"
+    split_writes: bool = False
+    """Hold back the tail of each write (a partial line) until the next tick, as a slow writer would."""
+
+
+class SenderSpec(_Strict):
+    domain: str = Field(description="MAIL FROM domain; orig is bounces@<domain>.")
+    tag: str = Field(description="Prefix of this sender's jobIds.")
+    pool: str
+    weight: float = Field(default=1.0, gt=0)
+
+
+class QueueSpec(_Strict):
+    backoff_rate: float = Field(default=1.0, gt=0, description="Attempts/s of a queue in backoff mode.")
+    backoff_to_normal_after: Offset = 600.0
+    retry: list[Offset] = Field(default_factory=lambda: [300.0, 600.0, 1200.0, 1800.0, 3600.0])
+    bounce_after: Offset = 8 * 3600.0
+    first_attempt_delay: tuple[int, int] = (1, 20)
+    connect_retry: Offset = 60.0
+    """After a queue-level (tq) failure the queue waits this long before connecting again."""
+
+
+class ApiSpec(_Strict):
+    max_items: int = Field(default=10, ge=1, description="PMTA's http-default-max-items (top-N lists).")
+    api_key: str | None = None
+    allow_without_key: bool = True
+    """False: only requests with the right X-API-Key get in (others 403), like an IP not in http-access."""
+    xml_content_type: str = "text/xml"
+    json_paused: Literal["text", "bool"] = "text"
+
+
+def _default_pools() -> dict[str, list[str]]:
+    return {"pool-a": [f"vmta-{i:02d}" for i in range(1, 5)], "pool-b": [f"vmta-{i:02d}" for i in range(5, 9)]}
+
+
+def _default_senders() -> list[SenderSpec]:
+    return [
+        SenderSpec(domain="news.acme-shop.example", tag="acme", pool="pool-a", weight=0.35),
+        SenderSpec(domain="mail.travelco.example", tag="travelco", pool="pool-a", weight=0.25),
+        SenderSpec(domain="alerts.bankly.example", tag="bankly", pool="pool-b", weight=0.25),
+        SenderSpec(domain="em.fitclub.example", tag="fitclub", pool="pool-b", weight=0.15),
+    ]
+
+
+def _default_files() -> list[FileSpec]:
+    return [
+        FileSpec(name="acct", records=["d", "b"]),
+        FileSpec(name="diag", records=["t", "tq"]),
+        FileSpec(name="fbl", records=["f"]),
+        FileSpec(name="bounce", records=["rb"]),
+    ]
+
+
+class SimConfig(_Strict):
+    seed: int = 1
+    utc_offset_minutes: int = Field(default=0, ge=-720, le=840, description="The simulated host's zone.")
+    pools: dict[str, list[str]] = Field(default_factory=_default_pools)
+    senders: list[SenderSpec] = Field(default_factory=_default_senders, min_length=1)
+    rate: float = Field(default=10.0, gt=0, description="Baseline recipients injected per simulated second.")
+    mix: Mix = "us_b2c"
+    quality: Quality = Field(default_factory=Quality)
+    complaint_rate: float = Field(default=0.0004, ge=0, le=1, description="Per delivery to an FBL provider.")
+    message_kb: tuple[int, int] = (15, 90)
+    fbl_delay: tuple[Offset, Offset] = (1800.0, 12 * 3600.0)
+    rb_delay: tuple[Offset, Offset] = (300.0, 3600.0)
+    queue: QueueSpec = Field(default_factory=QueueSpec)
+    files: list[FileSpec] = Field(default_factory=_default_files)
+    api: ApiSpec = Field(default_factory=ApiSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimConfig:
+        vmtas = [v for members in self.pools.values() for v in members]
+        if not vmtas or len(vmtas) != len(set(vmtas)):
+            raise ValueError("pools must list at least one VMTA, each in one pool only")
+        for s in self.senders:
+            if s.pool not in self.pools:
+                raise ValueError(f"sender {s.domain}: unknown pool {s.pool!r}")
+        routed = [t for f in self.files for t in f.records]
+        if len(routed) != len(set(routed)):
+            raise ValueError("each record type may go to one file only")
+        return self
+
+    @property
+    def vmtas(self) -> list[str]:
+        return [v for members in self.pools.values() for v in members]
+
+    def pool_of(self) -> dict[str, str]:
+        return {v: pool for pool, members in self.pools.items() for v in members}
+
+    def vmta_ip(self, vmta: str) -> str:
+        return f"198.51.100.{10 + self.vmtas.index(vmta) % 240}"
+
+    def with_scenario(self, scenario: Scenario) -> SimConfig:
+        """This config with the scenario's traffic and pool overrides applied."""
+        t = scenario.traffic
+        changes: dict[str, Any] = {k: v for k, v in (("rate", t.rate), ("mix", t.mix), ("quality", t.quality),
+                                                     ("complaint_rate", t.complaint_rate)) if v is not None}
+        if scenario.pools:
+            changes["pools"] = scenario.pools
+        return SimConfig.model_validate({**self.model_dump(), **changes}) if changes else self

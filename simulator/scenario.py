@@ -1,0 +1,230 @@
+"""Scenarios: what happens when, as YAML on a time axis relative to the simulation start.
+
+A scenario = baseline traffic settings + a list of events, each active in a window
+(`at` .. `until`, optionally repeating `every` .. `for` against the simulated local clock).
+Event kinds: `reply` (force an SMTP reply on matching attempts), `complaints` (FBL complaint
+probability), `pause` (queues paused), `inject` (an extra campaign). The schema is documented in
+docs/simulator.md; shipped scenarios live in simulator/scenarios/*.yaml.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from simulator.providers import MIXES, PROVIDERS
+from simulator.replies import CATALOGUE
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_offset(value: Any) -> float:
+    """Seconds from a number or `90s`, `20m`, `1h30m`, `3d`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).replace(" ", "")
+    if not text or _PART.sub("", text):
+        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 20m, 1h30m, 3d")
+    return sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))
+
+
+Offset = Annotated[float, BeforeValidator(parse_offset), Field(ge=0)]
+Patterns = Annotated[list[str] | None, BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Match(_Strict):
+    """Which recipients/queues an event applies to; each key takes a glob or a list of globs (all must hold)."""
+
+    vmta: Patterns = None
+    pool: Patterns = None
+    isp: Patterns = None
+    domain: Patterns = None
+    sender: Patterns = None
+    job: Patterns = None
+
+    def matches(self, **values: str) -> bool:
+        for key, patterns in self:
+            if patterns is not None and not any(fnmatch.fnmatchcase(values.get(key, ""), p) for p in patterns):
+                return False
+        return True
+
+
+class Quality(_Strict):
+    """Per-recipient chances decided at injection: the list's quality."""
+
+    user_unknown: float = Field(default=0.005, ge=0, le=1)
+    bad_domain: float = Field(default=0.001, ge=0, le=1)
+    mailbox_full: float = Field(default=0.002, ge=0, le=1)
+    content_block: float = Field(default=0.0005, ge=0, le=1)
+
+
+def _check_mix(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in MIXES:
+            raise ValueError(f"unknown mix {value!r}; presets: {', '.join(MIXES)}")
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - set(PROVIDERS))
+        if unknown:
+            raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
+    return value
+
+
+Mix = Annotated[str | dict[str, float], BeforeValidator(_check_mix)]
+
+
+class _Window(_Strict):
+    at: Offset = 0.0
+    until: Offset | None = None
+    every: Offset | None = None
+    for_: Offset | None = Field(default=None, alias="for")
+    match: Match = Field(default_factory=Match)
+
+    @model_validator(mode="after")
+    def _window(self) -> _Window:
+        if self.until is not None and self.until <= self.at:
+            raise ValueError("`until` must be after `at`")
+        if (self.every is None) != (self.for_ is None):
+            raise ValueError("`every` and `for` go together")
+        return self
+
+    def active(self, rel: float, sec_of_day: int) -> bool:
+        if rel < self.at or (self.until is not None and rel >= self.until):
+            return False
+        if self.every:
+            return sec_of_day % self.every < (self.for_ or 0)
+        return True
+
+
+class _Chance(_Window):
+    probability: float | None = Field(default=None, ge=0, le=1)
+    ramp: tuple[float, float] | None = None
+    """Probability rising linearly from ramp[0] at `at` to ramp[1] at `until`."""
+
+    @model_validator(mode="after")
+    def _one_chance(self) -> _Chance:
+        if (self.probability is None) == (self.ramp is None):
+            raise ValueError("give exactly one of `probability` or `ramp`")
+        if self.ramp is not None and self.until is None:
+            raise ValueError("`ramp` needs `until`")
+        return self
+
+    def chance(self, rel: float) -> float:
+        if self.ramp is None:
+            return self.probability or 0.0
+        lo, hi = self.ramp
+        frac = min(1.0, max(0.0, (rel - self.at) / ((self.until or rel) - self.at or 1)))
+        return lo + (hi - lo) * frac
+
+
+class ReplyEvent(_Chance):
+    kind: Literal["reply"] = "reply"
+    reply: str
+    level: Literal["recipient", "queue"] = "recipient"
+    """`queue`: the reply comes on connect, PMTA logs one `tq` record and tries the queue later."""
+
+    @field_validator("reply")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CATALOGUE:
+            raise ValueError(f"unknown reply {value!r}; see simulator/replies.py")
+        return value
+
+
+class ComplaintEvent(_Chance):
+    kind: Literal["complaints"]
+    feedback_type: str = "abuse"
+
+
+class PauseEvent(_Window):
+    kind: Literal["pause"]
+
+
+class InjectEvent(_Window):
+    kind: Literal["inject"]
+    name: str = "campaign"
+    rate: float = Field(gt=0, description="Recipients per simulated second.")
+    sender: str | None = None
+    job: str | None = None
+    vmta: str | None = None
+    pool: str | None = None
+    mix: Mix | None = None
+    quality: Quality | None = None
+
+
+Event = Annotated[ReplyEvent | ComplaintEvent | PauseEvent | InjectEvent, Field(discriminator="kind")]
+
+
+def _default_kind(value: Any) -> Any:
+    if isinstance(value, list):
+        return [dict(e, kind=e.get("kind", "reply")) if isinstance(e, dict) else e for e in value]
+    return value
+
+
+class Traffic(_Strict):
+    rate: float | None = Field(default=None, gt=0, description="Baseline recipients per simulated second.")
+    mix: Mix | None = None
+    quality: Quality | None = None
+    complaint_rate: float | None = Field(default=None, ge=0, le=1)
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    duration: Offset = 3600.0
+    start: str | None = None
+    """Default simulated start, ISO 8601 with offset (e.g. `2024-06-12 08:00:00+00:00`)."""
+    traffic: Traffic = Field(default_factory=Traffic)
+    pools: dict[str, list[str]] | None = None
+    events: Annotated[list[Event], BeforeValidator(_default_kind)] = Field(default_factory=list)
+
+    def of_kind(self, cls: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, cls)]
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def list_scenarios() -> list[str]:
+    folder = resources.files("simulator").joinpath("scenarios")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A shipped scenario by name (`gmail-throttle`) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    else:
+        res = resources.files("simulator").joinpath("scenarios", f"{name_or_path}.yaml")
+        if not res.is_file():
+            raise ScenarioError(f"unknown scenario {name_or_path!r}; shipped: {', '.join(list_scenarios())}")
+        text, where = res.read_text(encoding="utf-8"), f"simulator/scenarios/{name_or_path}.yaml"
+    return parse_scenario(text, where)
+
+
+def parse_scenario(text: str, where: str = "<scenario>") -> Scenario:
+    try:
+        data = yaml.safe_load(text)
+        return Scenario.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{where}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ScenarioError(f"{where}: {problems}") from exc

@@ -1,0 +1,158 @@
+"""Accounting files written the way PMTA writes them: `<name>-YYYY-MM-DD-NNNN.csv`, header first.
+
+A new file starts at local midnight (new date, NNNN from 0000) and before a record that would take
+the current file past `max_size` (NNNN + 1); an existing name is never reused, so a restart
+continues with the next free NNNN. Every write() hands the OS complete lines, except in
+`split_writes` mode, which holds back half of the last line until the next flush so readers see a
+partial line in between.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+from simulator.clock import format_acct_time, local_date
+from simulator.config import FileSpec
+from simulator.fields import csv_line, resolve_fields
+
+TIME_FIELDS = frozenset({"timeLogged", "timeQueued"})
+
+
+class AcctFile:
+    """One `<acct-file>`: the current file of a family plus everything it has written."""
+
+    def __init__(self, directory: Path, spec: FileSpec, tz: timezone) -> None:
+        self.directory = directory
+        self.spec = spec
+        self.tz = tz
+        self.fields = resolve_fields(spec.fields, list(spec.records))
+        self.newline = "\r\n" if spec.newline == "crlf" else "\n"
+        self.header = csv_line(list(self.fields), self.newline).encode()
+        self.paths: list[Path] = []
+        self.records_written = 0
+        self._fd: int | None = None
+        self._date = ""
+        self._seq = -1
+        self._size = 0
+        self._has_records = False
+        self._tail = b""
+        self._time_pos = [i for i, f in enumerate(self.fields) if f in TIME_FIELDS]
+        self._time_cache: dict[int, str] = {}
+
+    def _time(self, ts: int) -> str:
+        """Records carry epoch ints in time fields; rendered per `iso_times`, cached (many share a second)."""
+        s = self._time_cache.get(ts)
+        if s is None:
+            if len(self._time_cache) > 100_000:
+                self._time_cache.clear()
+            s = self._time_cache[ts] = format_acct_time(ts, self.tz) if self.spec.iso_times else str(ts)
+        return s
+
+    @property
+    def current(self) -> Path | None:
+        return self.paths[-1] if self._fd is not None else None
+
+    def write(self, rows: list[dict[str, Any]], now: int) -> None:
+        """Append `rows` (field -> value) as of simulated time `now`, rotating as PMTA would."""
+        date = local_date(now, self.tz)
+        if self._fd is not None and date != self._date:
+            self._rotate(date, new_day=True)
+        if not rows:
+            if self._tail:
+                self._flush(b"")
+            return
+        if self._fd is None:
+            self._rotate(date, new_day=True)
+        fields, nl, limit, times, fmt = self.fields, self.newline, self.spec.max_size, self._time_pos, self._time
+        chunk: list[bytes] = []
+        pending = 0
+        for row in rows:
+            values = [row.get(f, "") for f in fields]
+            for i in times:
+                if values[i] != "":
+                    values[i] = fmt(values[i])
+            line = csv_line(values, nl).encode()
+            if self._has_records and self._size + pending + len(line) > limit:
+                self._flush(b"".join(chunk), hold=False)
+                chunk, pending = [], 0
+                self._rotate(date, new_day=False)
+            chunk.append(line)
+            pending += len(line)
+            self._has_records = True
+        self.records_written += len(rows)
+        self._flush(b"".join(chunk))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._flush(b"", hold=False)
+            os.close(self._fd)
+            self._fd = None
+
+    # ------------------------------------------------------------------------------------------
+    def _flush(self, data: bytes, hold: bool = True) -> None:
+        assert self._fd is not None
+        data = self._tail + data
+        self._tail = b""
+        if hold and self.spec.split_writes and data:
+            start = data.rstrip(b"\r\n").rfind(b"\n") + 1  # first byte of the last line
+            cut = start + max(1, (len(data) - start) // 2)
+            data, self._tail = data[:cut], data[cut:]
+        if data:
+            _write_all(self._fd, data)
+            self._size += len(data)
+
+    def _rotate(self, date: str, new_day: bool) -> None:
+        if self._fd is not None:
+            self._flush(b"", hold=False)
+            os.close(self._fd)
+        seq = 0 if new_day else self._seq + 1
+        while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.csv").exists():
+            seq += 1
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._date, self._seq, self._size, self._has_records = date, seq, 0, False
+        self.paths.append(path)
+        _write_all(self._fd, self.header)
+        self._size = len(self.header)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class FileSet:
+    """All configured files; routes each record to the file that takes its type."""
+
+    def __init__(self, directory: Path, specs: list[FileSpec], tz: timezone) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.files = [AcctFile(directory, spec, tz) for spec in specs]
+        self.route = {t: f for f in self.files for t in f.spec.records}
+        self._batch: dict[AcctFile, list[dict[str, Any]]] = {f: [] for f in self.files}
+
+    def add(self, row: dict[str, Any]) -> bool:
+        f = self.route.get(row["type"])
+        if f is None:
+            return False
+        self._batch[f].append(row)
+        return True
+
+    def flush(self, now: int) -> None:
+        for f, rows in self._batch.items():
+            f.write(rows, now)
+            rows.clear()
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for f in self.files for p in f.paths]
+
+
+__all__ = ["AcctFile", "FileSet"]

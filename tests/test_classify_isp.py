@@ -1,0 +1,254 @@
+"""ISP classifier: the domain table, MX suffixes from dsnMta, learned domains, `other`, bad tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.classify import isp as isp_module
+from exporter.classify.isp import ISP_NAMES, IspClassifier
+
+EXPECTED_VALUES = (
+    "gmail",
+    "google_workspace",
+    "yahoo",
+    "microsoft",
+    "office365",
+    "apple",
+    "comcast",
+    "gmx",
+    "mailru",
+    "yandex",
+    "orange",
+    "other",
+)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> IspClassifier:
+    return IspClassifier.load()
+
+
+@pytest.fixture
+def fresh() -> IspClassifier:
+    return IspClassifier.load()
+
+
+DOMAINS = [
+    ("gmail.com", "gmail"),
+    ("googlemail.com", "gmail"),
+    ("GMail.COM", "gmail"),
+    ("gmail.com.", "gmail"),
+    ("yahoo.com", "yahoo"),
+    ("yahoo.co.uk", "yahoo"),
+    ("yahoo.fr", "yahoo"),
+    ("ymail.com", "yahoo"),
+    ("rocketmail.com", "yahoo"),
+    ("aol.com", "yahoo"),
+    ("aim.com", "yahoo"),
+    ("verizon.net", "yahoo"),
+    ("att.net", "yahoo"),
+    ("sbcglobal.net", "yahoo"),
+    ("bellsouth.net", "yahoo"),
+    ("worldnet.att.net", "yahoo"),
+    ("YMAIL.COM", "yahoo"),
+    ("yahoo.co.jp", "other"),
+    ("yahoo.ne.jp", "other"),
+    ("ybb.ne.jp", "other"),
+    ("hotmail.com", "microsoft"),
+    ("hotmail.co.uk", "microsoft"),
+    ("outlook.com", "microsoft"),
+    ("outlook.fr", "microsoft"),
+    ("live.com", "microsoft"),
+    ("live.co.uk", "microsoft"),
+    ("msn.com", "microsoft"),
+    ("icloud.com", "apple"),
+    ("me.com", "apple"),
+    ("mac.com", "apple"),
+    ("comcast.net", "comcast"),
+    ("gmx.de", "gmx"),
+    ("gmx.net", "gmx"),
+    ("gmx.com", "gmx"),
+    ("web.de", "gmx"),
+    ("mail.com", "gmx"),
+    ("mail.ru", "mailru"),
+    ("bk.ru", "mailru"),
+    ("inbox.ru", "mailru"),
+    ("list.ru", "mailru"),
+    ("yandex.ru", "yandex"),
+    ("yandex.com", "yandex"),
+    ("ya.ru", "yandex"),
+    ("orange.fr", "orange"),
+    ("wanadoo.fr", "orange"),
+    ("example.com", "other"),
+    ("mail.gmail.com", "other"),  # exact table: subdomains are not the provider's mailboxes
+    ("", "other"),
+]
+
+
+@pytest.mark.parametrize(("domain", "expected"), DOMAINS)
+def test_domain_table(shipped: IspClassifier, domain: str, expected: str) -> None:
+    assert shipped.classify(domain) == expected
+
+
+MX_HOSTS = [
+    ("gmail-smtp-in.l.google.com (64.233.161.27)", "gmail"),
+    ("alt1.gmail-smtp-in.l.google.com (142.250.153.27)", "gmail"),
+    ("gmail-smtp-in.l.google.com", "gmail"),
+    ("GMAIL-SMTP-IN.L.GOOGLE.COM. (64.233.161.27)", "gmail"),
+    ("aspmx.l.google.com (142.250.102.27)", "google_workspace"),
+    ("alt4.aspmx.l.google.com (1.2.3.4)", "google_workspace"),
+    ("smtp.google.com (1.2.3.4)", "google_workspace"),
+    ("aspmx2.googlemail.com (1.2.3.4)", "google_workspace"),
+    ("outlook-com.olc.protection.outlook.com (52.101.8.36)", "microsoft"),
+    ("hotmail-com.olc.protection.outlook.com (1.2.3.4)", "microsoft"),
+    ("eur.olc.protection.outlook.com (1.2.3.4)", "microsoft"),
+    ("acme-com.mail.protection.outlook.com (52.101.1.1)", "office365"),
+    ("acme-com.o-v1.mx.microsoft (1.2.3.4)", "office365"),
+    ("mta7.am0.yahoodns.net (66.196.118.35)", "yahoo"),
+    ("mx-aol.mail.gm0.yahoodns.net (1.2.3.4)", "yahoo"),
+    ("mx-att.mail.am0.yahoodns.net (1.2.3.4)", "yahoo"),
+    ("mailin-01.mx.aol.com (1.2.3.4)", "yahoo"),
+    ("mx01.mail.icloud.com (17.57.154.6)", "apple"),
+    ("mx2c1.comcast.net (96.102.18.149)", "comcast"),
+    ("mx00.emig.gmx.net (212.227.15.9)", "gmx"),
+    ("mx-ha03.web.de (1.2.3.4)", "gmx"),
+    ("mxs.mail.ru (94.100.180.31)", "mailru"),
+    ("mx.yandex.net (77.88.21.249)", "yandex"),
+    ("mx.yandex.ru (1.2.3.4)", "yandex"),
+    ("smtp-in.orange.fr (80.12.242.27)", "orange"),
+    ("mx1.destindomain.com (2.2.2.2)", "other"),
+    ("uniqsoft.net (204.93.177.138)", "other"),
+    ("mx.gmail.com", "other"),
+    ("evilgoogle.com (1.2.3.4)", "other"),  # suffixes match on label boundaries only
+    ("notyahoodns.net", "other"),
+    ("64.233.161.27", "other"),
+    ("", "other"),
+]
+
+
+@pytest.mark.parametrize(("dsn_mta", "expected"), MX_HOSTS)
+def test_mx_suffix(fresh: IspClassifier, dsn_mta: str, expected: str) -> None:
+    assert fresh.classify("custom-domain.example", dsn_mta) == expected
+    assert fresh.classify_mx(dsn_mta) == expected
+
+
+def test_domain_table_wins_over_mx(fresh: IspClassifier) -> None:
+    assert fresh.classify("comcast.net", "mta5.am0.yahoodns.net (1.2.3.4)") == "comcast"
+    assert fresh.classify("yahoo.co.jp", "mx.yahoodns.net") == "other"
+
+
+def test_mx_result_is_learned_for_later_records_without_dsn_mta(fresh: IspClassifier) -> None:
+    assert fresh.classify("acme.io") == "other"
+    assert fresh.classify("acme.io", "aspmx.l.google.com (1.2.3.4)") == "google_workspace"
+    assert fresh.classify("acme.io") == "google_workspace"
+    assert fresh.classify("ACME.io", "") == "google_workspace"
+    assert fresh.classify_rcpt("bob@Acme.IO") == "google_workspace"
+    # the domain moved to a host we do not know: forget it
+    assert fresh.classify("acme.io", "mx.acme.io (1.2.3.4)") == "other"
+    assert fresh.classify("acme.io") == "other"
+
+
+def test_learned_cache_is_bounded(fresh: IspClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isp_module, "_CACHE_LIMIT", 10)
+    for i in range(25):
+        assert fresh.classify(f"d{i}.example", f"mx{i}.mail.protection.outlook.com (1.2.3.{i})") == "office365"
+    assert 0 < len(fresh._learned) <= 10
+    assert 0 < len(fresh._mx_cache) <= 10
+    assert fresh.classify("d24.example") == "office365"
+
+
+RCPTS = [
+    ("user@Example.COM", "", "other"),
+    ("koul.vibhawxxxx1@gmail.com", "gmail-smtp-in.l.google.com (64.233.161.27)", "gmail"),
+    ("VJAYPRAKASH@YMAIL.COM", "mta7.am0.yahoodns.net (66.196.118.35)", "yahoo"),
+    ("<x@hotmail.com>", "", "microsoft"),
+    ('"odd@name"@icloud.com', "", "apple"),
+    ("bob@example.com", "example-com.mail.protection.outlook.com (1.2.3.4)", "office365"),
+    ("no-at-sign", "", "other"),
+    ("", "", "other"),
+]
+
+
+@pytest.mark.parametrize(("rcpt", "dsn_mta", "expected"), RCPTS)
+def test_classify_rcpt(fresh: IspClassifier, rcpt: str, dsn_mta: str, expected: str) -> None:
+    assert fresh.classify_rcpt(rcpt, dsn_mta) == expected
+
+
+def test_values_are_the_closed_set(shipped: IspClassifier) -> None:
+    assert ISP_NAMES == EXPECTED_VALUES
+    assert shipped.VALUES == EXPECTED_VALUES
+    assert IspClassifier.VALUES == EXPECTED_VALUES
+    assert shipped.date == "2026-03-15"
+
+
+def test_every_provider_in_the_shipped_yaml_is_in_the_closed_set() -> None:
+    raw = yaml.safe_load(Path(isp_module.__file__).with_name("isps.yaml").read_text())
+    assert set(raw["providers"]) <= set(EXPECTED_VALUES)
+    assert set(raw["providers"]) == set(EXPECTED_VALUES)
+
+
+def test_every_result_is_in_values(shipped: IspClassifier) -> None:
+    for domain, _ in DOMAINS:
+        for dsn_mta, _ in MX_HOSTS:
+            assert shipped.classify(domain, dsn_mta) in shipped.VALUES
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "isps.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_user_table_replaces_the_shipped_one(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "date: 2026-01-02\nproviders:\n  gmail:\n    domains: [Corp.Example]\n"
+        "    mx_suffixes: ['*.mx.corp.example']\n",
+    )
+    table = IspClassifier.load(path)
+    assert table.VALUES == ("gmail", "other")
+    assert table.date == "2026-01-02"
+    assert table.classify("corp.example") == "gmail"
+    assert table.classify("x.example", "a.mx.corp.example (1.2.3.4)") == "gmail"
+    assert table.classify("gmail.com") == "other"
+
+
+BAD_TABLES = [
+    ("providers: {gmail: {domains: [gmail.com]}}\n", "top level: missing key(s) ['date']"),
+    ("date: 2026-01-01\n", "top level: missing key(s) ['providers']"),
+    ("date: 2026-01-01\nproviders: {}\nextra: 1\n", "top level: unknown key(s) ['extra']"),
+    ("date: 2026-01-01\nproviders: []\n", "providers: expected a non-empty mapping"),
+    ("date: 2026-01-01\nproviders: {hotmail: {domains: [hotmail.com]}}\n", "providers.hotmail: unknown provider"),
+    ("date: 2026-01-01\nproviders: {gmail: {domain: [gmail.com]}}\n", "providers.gmail: unknown key(s) ['domain']"),
+    ("date: 2026-01-01\nproviders: {gmail: {domains: gmail.com}}\n", "providers.gmail.domains: expected a list"),
+    ("date: 2026-01-01\nproviders: {gmail: {domains: [localhost]}}\n", "providers.gmail.domains: bad entry 'localhost'"),
+    ("date: 2026-01-01\nproviders: {gmail: {domains: [a b.com]}}\n", "providers.gmail.domains: bad entry 'a b.com'"),
+    ("date: 2026-01-01\nproviders: {gmail: {domains: [7]}}\n", "providers.gmail.domains: bad entry 7"),
+    (
+        "date: 2026-01-01\nproviders: {gmail: {domains: [x.com]}, yahoo: {domains: [X.com]}}\n",
+        "providers.yahoo.domains: 'x.com' is already listed for 'gmail'",
+    ),
+    (
+        "date: 2026-01-01\nproviders: {gmail: {mx_suffixes: [g.com]}, other: {mx_suffixes: ['.g.com']}}\n",
+        "providers.other.mx_suffixes: 'g.com' is already listed for 'gmail'",
+    ),
+    ("date: 2026-01-01\nproviders: {gmail: {domains: [gmail.com]\n", "not valid YAML"),
+    ("- just\n- a list\n", "top level: expected a mapping, got list"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_TABLES)
+def test_bad_table_names_the_file_and_the_entry(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError) as info:
+        IspClassifier.load(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"nope\.yaml: cannot read"):
+        IspClassifier.load(tmp_path / "nope.yaml")

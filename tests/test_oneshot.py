@@ -1,0 +1,172 @@
+"""`watchtower oneshot` on a generated multi-file corpus equals the generator's ground truth exactly.
+
+The corpus varies everything PMTA lets operators vary: field order, `header_*` columns, CRLF vs LF,
+ISO vs epoch times, several files per source, a `b` record written to two files (counted once
+through `records`), plus garbage lines whose reasons are counted exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE_FIELDS = ["type", "timeLogged", "timeQueued", "orig", "rcpt", "orcpt", "dsnAction", "dsnStatus", "dsnDiag",
+               "dsnMta", "bounceCat", "srcType", "srcMta", "dlvType", "dlvSourceIp", "dlvDestinationIp",
+               "dlvEsmtpAvailable", "dlvSize", "vmta", "jobId", "envId", "queue", "vmtaPool"]
+# (domain, dsnMta host, expected isp)
+RECIPIENTS = [("gmail.com", "gmail-smtp-in.l.google.com", "gmail"),
+              ("yahoo.com", "mta7.am0.yahoodns.net", "yahoo"),
+              ("aol.com", "mx-aol.mail.gm0.yahoodns.net", "yahoo"),
+              ("hotmail.com", "hotmail-com.olc.protection.outlook.com", "microsoft"),
+              ("bigcorp.example", "bigcorp-example.mail.protection.outlook.com", "office365"),
+              ("startup.example", "aspmx.l.google.com", "google_workspace"),
+              ("icloud.com", "mx01.mail.icloud.com", "apple"),
+              ("tiny.example", "mx.tiny.example", "other")]
+# (record type, dsnStatus, dsnDiag, bounceCat, expected class)
+OUTCOMES = [
+    ("t", "4.7.28 (delivery not authorized, message refused)",
+     "smtp;421-4.7.28 [10.1.1.1 15] Our system has detected an unusual rate of unsolicited mail originating from "
+     "your IP address. To protect our users from spam, mail sent from your IP address has been temporarily rate "
+     "limited. Please visit https://support.google.com/mail/?p=UnsolicitedRateLimitError to review our Bulk Email "
+     "Senders Guidelines. a1si123.45 - gsmtp", "", "throttled"),
+    ("t", "4.2.2 (mailbox full)", "smtp;452-4.2.2 The email account that you tried to reach is over quota. "
+     "b2si1.2 - gsmtp", "", "mailbox_full"),
+    ("b", "5.1.1 (bad destination mailbox address)", "smtp;550 5.1.1 The email account that you tried to reach "
+     "does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. "
+     "c3si4.5 - gsmtp", "bad-mailbox", "user_unknown"),
+    ("b", "5.0.0 (undefined status)", "smtp;550 5.7.1 Unfortunately, messages from [10.1.1.1] weren't sent. Please "
+     "contact your Internet service provider since part of their network is on our block list (S3150).",
+     "policy-related", "blocklisted"),
+]
+
+
+def _fmt_time(ts: int, epoch: bool) -> str:
+    import datetime as dt
+
+    if epoch:
+        return str(ts)
+    return dt.datetime.fromtimestamp(ts, dt.timezone(dt.timedelta(hours=2))).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+def _write(path: Path, fields: list[str], rows: list[dict[str, str]], crlf: bool) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n" if crlf else "\n")
+    w.writerow(fields)
+    for r in rows:
+        w.writerow([r.get(f, "") for f in fields])
+    path.write_text(buf.getvalue(), encoding="utf-8", newline="")
+
+
+def generate(root: Path, seed: int = 11) -> dict[str, Counter]:
+    """Write the corpus; return the ground truth it was built from."""
+    rng = random.Random(seed)
+    truth: dict[str, Counter] = {k: Counter() for k in ("d", "b", "t", "errors", "delay_sum")}
+    acct_fields = BASE_FIELDS + ["header_Message-Id", "header_X-Campaign"]
+    diag_fields = ["type", "vmta", "rcpt", "dsnDiag", "dsnStatus", "timeLogged", "timeQueued", "orig", "dsnMta",
+                   "vmtaPool", "queue", "header_message-id"]  # reordered, lower-case header name
+    bounce_fields = ["type", "timeLogged", "bounceCat", "vmta", "orig", "rcpt", "dsnStatus", "dsnMta", "dsnDiag",
+                     "vmtaPool", "jobId"]
+    t0 = 1_764_072_000
+    n = 0
+    for fno in range(3):
+        acct, diag, bounce = [], [], []
+        for _ in range(400):
+            n += 1
+            dom, mx, isp = rng.choice(RECIPIENTS)
+            v = rng.randrange(6)
+            vmta, pool = (f"vmta-{v:02d}", f"pool-{v % 2}") if v else ("", "")
+            vl, pl = (vmta or "none", pool or "none")
+            queued = t0 + n
+            base = {"rcpt": f"user{n}@{dom}", "orig": f"news@s{n % 3}.example", "vmta": vmta, "vmtaPool": pool,
+                    "dsnMta": f"{mx} (192.0.2.{n % 250})", "queue": f"{dom}/{vmta or '{default}'}",
+                    "jobId": f"job{n % 9}", "header_Message-Id": f"<m{n}@s.example>",
+                    "header_message-id": f"<m{n}@s.example>", "timeQueued": _fmt_time(queued, fno == 1)}
+            if rng.random() < 0.75:
+                delay = rng.choice([0, 5, 45, 700, 5000])
+                acct.append({**base, "type": "d", "timeLogged": _fmt_time(queued + delay, fno == 1),
+                             "dsnAction": "relayed", "dsnStatus": "2.0.0 (success)", "bounceCat": "success",
+                             "dsnDiag": "smtp;250 2.0.0 OK, with, commas - gsmtp",
+                             "dlvEsmtpAvailable": "PIPELINING,8BITMIME", "dlvSize": "2048"})
+                truth["d"][(vl, pl, isp)] += 1
+                truth["delay_sum"][(vl, pl, isp)] += delay
+            else:
+                kind, status, text, cat, cls = rng.choice(OUTCOMES)
+                if cls == "blocklisted" and isp not in ("microsoft", "office365"):
+                    kind, status, text, cat, cls = OUTCOMES[2]  # S3150 is Microsoft's reply only
+                rec = {**base, "type": kind, "timeLogged": _fmt_time(queued + 60, fno == 1), "dsnStatus": status,
+                       "dsnDiag": text, "bounceCat": cat, "dsnAction": "failed" if kind == "b" else "delayed"}
+                if kind == "t":
+                    diag.append(rec)
+                    truth["t"][(vl, pl, isp, cls)] += 1
+                else:
+                    acct.append(rec)
+                    bounce.append(rec)  # PMTA writes b to both files; the bounce source feeds only rb
+                    truth["b"][(vl, pl, isp, cat, cls)] += 1
+        _write(root / f"acct-2026-11-25-{fno:04d}.csv", acct_fields, acct, crlf=fno == 2)
+        _write(root / f"diag-2026-11-25-{fno:04d}.csv", diag_fields, diag, crlf=False)
+        _write(root / f"bounce-2026-11-25-{fno:04d}.csv", bounce_fields, bounce, crlf=False)
+    garbage = ("d,too,short\n"  # short_row
+               'd,"unbalanced quote,x\n'  # bad_quoting
+               "zz" + ",x" * (len(acct_fields) - 1) + "\n")  # unknown_type
+    with open(root / "acct-2026-11-25-0000.csv", "ab") as f:
+        f.write(garbage.encode() + b"d,\xff\xfe" + b",x" * (len(acct_fields) - 2) + b"\n")  # invalid_utf8
+    truth["errors"].update({"short_row": 1, "bad_quoting": 1, "unknown_type": 1, "invalid_utf8": 1})
+    return truth
+
+
+def samples(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_oneshot_counts_equal_the_generators_ground_truth(tmp_path: Path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    truth = generate(logs)
+    cfg = {"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]},
+                       {"name": "diag", "paths": [str(logs / "diag-*.csv")], "records": ["t", "tq"]},
+                       {"name": "bounce", "paths": [str(logs / "bounce-*.csv")], "records": ["rb", "rs"]}],
+           "state_dir": str(tmp_path / "state"), "listen": "127.0.0.1:9", "correlator": {"enabled": False},
+           "metrics": {"delay_buckets": [1, 60, 3600]}}
+    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(tmp_path / "c.yml")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = samples(proc.stdout)
+
+    delivered = {tuple(v for _, v in sorted(k, key=lambda kv: ["vmta", "vmta_pool", "isp"].index(kv[0]))): val
+                 for k, val in got["pmta_delivered_total"].items()}
+    assert delivered == {k: float(v) for k, v in truth["d"].items()}
+
+    order = ["vmta", "vmta_pool", "isp", "class"]
+    deferred = {tuple(dict(k)[x] for x in order): v for k, v in got["pmta_deferred_total"].items()}
+    assert deferred == {k: float(v) for k, v in truth["t"].items()}
+
+    order = ["vmta", "vmta_pool", "isp", "category", "class"]
+    bounced = {tuple(dict(k)[x] for x in order): v for k, v in got["pmta_bounced_total"].items()}
+    assert bounced == {k: float(v) for k, v in truth["b"].items()}  # once, although written to two files
+
+    delay_sum = {tuple(dict(k)[x] for x in ["vmta", "vmta_pool", "isp"]): v
+                 for k, v in got["pmta_delivery_delay_seconds_sum"].items()}
+    assert delay_sum == {k: float(v) for k, v in truth["delay_sum"].items()}
+
+    errors = {dict(k)["reason"]: v for k, v in got["watchtower_parse_errors_total"].items()
+              if dict(k)["source"] == "acct" and v}
+    assert errors == {k: float(v) for k, v in truth["errors"].items()}
+    skipped = {dict(k)["type"]: v for k, v in got["watchtower_records_skipped_total"].items()
+               if dict(k)["source"] == "bounce"}
+    assert skipped == {"b": float(sum(truth["b"].values()))}
+    assert not any(name.endswith("_created") for name in got)
