@@ -28,14 +28,22 @@ Key = tuple[str, str, str]
 
 
 class RecentDeliveries:
-    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time, batch sequence)."""
+    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time, batch sequence).
 
-    def __init__(self, limit: int = 200_000) -> None:
+    `observe` only queues the batch (it runs for every batch on the event loop); batches are
+    indexed when a lookup needs them, which happens only for f/rb rows, and dropped unindexed
+    once committed: most batches are never indexed at all.
+    """
+
+    def __init__(self, limit: int = 200_000, max_batches: int = 5_000) -> None:
         self._limit = limit
+        self._max_batches = max_batches
         self._lock = threading.Lock()
         self._index: dict[Key, tuple[str, str, float, int]] = {}
-        self._observed: dict[int, tuple[RecordBatch, int, list[Key]]] = {}
-        self._written: list[tuple[int, list[Key]]] = []
+        self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not indexed yet
+        self._keys: dict[int, list[Key]] = {}  # seq -> keys of an indexed batch
+        self._seq_of: dict[int, tuple[RecordBatch, int]] = {}  # id(batch) -> (batch, seq)
+        self._written: list[int] = []
         self._seq = 0
 
     def __len__(self) -> int:
@@ -43,69 +51,83 @@ class RecentDeliveries:
 
     def observe(self, batch: RecordBatch) -> None:
         c = batch.columns
-        if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0):
-            return
-        vi, pi, ri, oi, mi, ji, ti = c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged
-        found: list[tuple[Key, str, str, float]] = []
-        for row in batch.rows:
-            if row[c.type] not in _DELIVERY_TYPES:
-                continue
-            vmta = row[vi] if vi >= 0 else ""
-            pool = row[pi] if pi >= 0 else ""
-            if not vmta and not pool:
-                continue
-            rcpt = row[ri].strip().lower() if ri >= 0 else ""
-            t = (parse_pmta_time(row[ti]) if ti >= 0 else None) or 0.0
-            mid = norm_message_id(row[mi]) if mi >= 0 and row[mi] else ""
-            if mid:
-                found.append((("m", mid, rcpt), vmta, pool, t))
-                if rcpt:
-                    found.append((("m", mid, ""), vmta, pool, t))
-            if rcpt:
-                job = row[ji].strip() if ji >= 0 else ""
-                if job:
-                    found.append((("j", job, rcpt), vmta, pool, t))
-                found.append((("r", rcpt, row[oi].strip().lower() if oi >= 0 else ""), vmta, pool, t))
-        if not found:
+        if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0) or not batch.rows:
             return
         with self._lock:
             self._seq += 1
-            seq = self._seq
-            index = self._index
-            for key, vmta, pool, t in found:
-                index.pop(key, None)  # re-insert at the end: eviction is oldest first
-                index[key] = (vmta, pool, t, seq)
-            self._observed[id(batch)] = (batch, seq, [k for k, *_ in found])
-            excess = len(index) - self._limit
-            if excess > 0:
-                for key in list(_take(index, excess)):
-                    del index[key]
-            if len(self._observed) > 10_000:
-                for bid in list(_take(self._observed, len(self._observed) - 10_000)):
-                    del self._observed[bid]
+            self._queued[self._seq] = batch
+            self._seq_of[id(batch)] = (batch, self._seq)
+            if len(self._seq_of) > self._max_batches:
+                for bid in list(_take(self._seq_of, len(self._seq_of) - self._max_batches)):
+                    _b, seq = self._seq_of.pop(bid)
+                    self._queued.pop(seq, None)
 
     def written(self, batches: list[RecordBatch]) -> None:
         """These batches are in the open transaction; forget them once it has committed."""
         with self._lock:
             for batch in batches:
-                entry = self._observed.pop(id(batch), None)
+                entry = self._seq_of.pop(id(batch), None)
                 if entry is not None and entry[0] is batch:
-                    self._written.append((entry[1], entry[2]))
+                    self._written.append(entry[1])
 
     def committed(self) -> None:
         """The transaction that stored the last `written` batches has committed."""
         with self._lock:
             index = self._index
-            for seq, keys in self._written:
-                for key in keys:
+            for seq in self._written:
+                self._queued.pop(seq, None)
+                for key in self._keys.pop(seq, ()):
                     hit = index.get(key)
                     if hit is not None and hit[3] == seq:
                         del index[key]
             self._written.clear()
 
     def get(self, key: Key) -> tuple[str, str, float] | None:
-        hit = self._index.get(key)
+        with self._lock:
+            if self._queued:
+                self._index_queued()
+            hit = self._index.get(key)
         return None if hit is None else hit[:3]
+
+    def _index_queued(self) -> None:
+        index = self._index
+        for seq, batch in self._queued.items():
+            keys = self._keys[seq] = []
+            for key, vmta, pool, t in _delivery_keys(batch):
+                index.pop(key, None)  # re-insert at the end: eviction is oldest first
+                index[key] = (vmta, pool, t, seq)
+                keys.append(key)
+        self._queued.clear()
+        excess = len(index) - self._limit
+        if excess > 0:
+            for key in list(_take(index, excess)):
+                del index[key]
+
+
+def _delivery_keys(batch: RecordBatch) -> list[tuple[Key, str, str, float]]:
+    c = batch.columns
+    vi, pi, ri, oi, mi, ji, ti = c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged
+    found: list[tuple[Key, str, str, float]] = []
+    for row in batch.rows:
+        if row[c.type] not in _DELIVERY_TYPES:
+            continue
+        vmta = row[vi] if vi >= 0 else ""
+        pool = row[pi] if pi >= 0 else ""
+        if not vmta and not pool:
+            continue
+        rcpt = row[ri].strip().lower() if ri >= 0 else ""
+        t = (parse_pmta_time(row[ti]) if ti >= 0 else None) or 0.0
+        mid = norm_message_id(row[mi]) if mi >= 0 and row[mi] else ""
+        if mid:
+            found.append((("m", mid, rcpt), vmta, pool, t))
+            if rcpt:
+                found.append((("m", mid, ""), vmta, pool, t))
+        if rcpt:
+            job = row[ji].strip() if ji >= 0 else ""
+            if job:
+                found.append((("j", job, rcpt), vmta, pool, t))
+            found.append((("r", rcpt, row[oi].strip().lower() if oi >= 0 else ""), vmta, pool, t))
+    return found
 
 
 def _take(d: dict, n: int):  # type: ignore[no-untyped-def]

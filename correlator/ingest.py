@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from correlator import store
 from correlator.keys import (
     RcptHasher,
-    domain_of,
     job_hash,
     link_key,
     message_hash,
@@ -44,7 +43,7 @@ R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "
 REPORTS = frozenset((F, RB, RS))
 DELIVERY = frozenset((T, D, B))
 QUEUED_KEY_TYPES = frozenset((R, T, D, B))
-_FLOW_COLUMN = {D: "delivered", B: "bounced", T: "deferred", F: "complained", RB: "remote_bounced"}
+_FLOW_COLUMN = {D: 0, B: 1, T: 2, F: 3, RB: 4}  # index into the corr_flows counters
 _PROBE_CHUNK = 300
 
 # Fields pulled out of every row, in this order, by a getter compiled per header.
@@ -81,45 +80,23 @@ class _Getters:
         return getter
 
 
-class _Acc:
-    """What one write adds to one timeline: a full row if new, else deltas merged by SQL."""
+# An accumulator is a list: what one write adds to one timeline. Slots 0..19 are the corr_timelines
+# INSERT columns in order (so a new timeline inserts `acc[:20]`); an existing one is updated by SQL
+# that merges these values into the stored row. Lists: a row-rate object, and cheaper than a class.
+(A_ID, A_MID_H, A_MID, A_JOB_H, A_JOB, A_RCPT_H, A_RCPT, A_RDOM, A_ORIG, A_SENDER, A_VMTA, A_POOL, A_QUEUE,
+ A_ISP, A_T0, A_TLAST, A_TQ, A_TDONE, A_FLAGS, A_ATT, A_NEW, A_KEYS) = range(22)
 
-    __slots__ = (
-        "id", "new", "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig",
-        "sender", "vmta", "pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts",
-        "keys_changed",
-    )
 
-    def __init__(self, tl: int, new: bool) -> None:
-        self.id = tl
-        self.new = new
-        self.mid_h: int | None = None
-        self.message_id: str | None = None
-        self.job_h: int | None = None
-        self.job_id: str | None = None
-        self.rcpt_h: int | None = None
-        self.rcpt: str | None = None
-        self.rcpt_domain: str | None = None
-        self.orig: str | None = None
-        self.sender: str | None = None
-        self.vmta: str | None = None
-        self.pool: str | None = None
-        self.queue: str | None = None
-        self.isp: str | None = None
-        self.t0 = math.inf
-        self.t_last = -math.inf
-        self.t_queued: float | None = None
-        self.t_done: float | None = None
-        self.flags = 0
-        self.attempts = 0
-        self.keys_changed = False
+def _acc(tl: int, new: bool, rcpt_h: int | None = None, rcpt: str | None = None, rdom: str | None = None) -> list:
+    return [tl, None, None, None, None, rcpt_h, rcpt, rdom, None, None, None, None, None, None,
+            math.inf, -math.inf, None, None, 0, 0, new, False]
 
 
 @dataclass
 class _Pending:
     """Rows of the current batch waiting for one executemany each."""
 
-    accs: dict[int, _Acc] = field(default_factory=dict)
+    accs: dict[int, list] = field(default_factory=dict)
     events: list[tuple] = field(default_factory=list)
     queue_events: list[tuple] = field(default_factory=list)
     merges: list[tuple[int, int]] = field(default_factory=list)
@@ -168,7 +145,6 @@ _FLOW_UPSERT = (
     " deferred=deferred+excluded.deferred, complained=complained+excluded.complained,"
     " remote_bounced=remote_bounced+excluded.remote_bounced"
 )
-_FLOW_INDEX = {"delivered": 0, "bounced": 1, "deferred": 2, "complained": 3, "remote_bounced": 4}
 
 
 class Ingestor:
@@ -192,6 +168,7 @@ class Ingestor:
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
+        self._job_hashes: dict[str, int] = {}
         self._next_tl = 0
         self._seq: int | None = None
 
@@ -277,16 +254,26 @@ class Ingestor:
         num, pairs = self._fresh_rows(conn, batch)
         if not pairs:
             return 0
-        base = num << store.LINE_BITS
-        get = self._getters(batch.columns)
+        recs, probe_m, probe_j = self._parse(pairs, num << store.LINE_BITS, self._getters(batch.columns))
+        self._probe(conn, "mid_h", probe_m)
+        self._probe(conn, "job_h", probe_j)
+        pending = _Pending()
+        self._link_all(conn, recs, pending)
+        self._flush(conn, pending)
+        return len(recs)
+
+    def _parse(
+        self, pairs: list[tuple[int, list[str]]], base: int, get: Callable[[list[str]], tuple[str, ...]]
+    ) -> tuple[list[tuple], dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+        """Pass 1: fields, times and link keys per row, plus the keys the cache does not know."""
         hasher = self._hasher
         link = self._link
         codes = store.TYPE_CODES
+        jobs = self._job_hashes
         recs = []
         probe_m: dict[int, tuple[int, int]] = {}
         probe_j: dict[int, tuple[int, int]] = {}
         now = self._clock()
-        # Pass 1: parse and compute keys; gather the keys the cache does not know.
         for line, row in pairs:
             f = get(row)
             code = codes.get(f[0])
@@ -300,7 +287,7 @@ class Ingestor:
             if t is None:
                 t = tq if tq is not None else now
             if code == TQ:
-                recs.append((base | line, code, t, tq, f, None, None, None, None, None, None, None, None, None))
+                recs.append((base | line, code, t, tq, f, "", None, None, "", "", None, "", None, None, None))
                 continue
             rcpt_l = f[4].strip().lower()
             rh, rstore = hasher(rcpt_l) if rcpt_l else (None, None)
@@ -309,7 +296,11 @@ class Ingestor:
             mh = message_hash(mid) if mid else None
             job = f[13].strip()
             if job:
-                jh: int | None = job_hash(job)
+                jh = jobs.get(job)
+                if jh is None:
+                    if len(jobs) > 10_000:
+                        jobs.clear()
+                    jh = jobs[job] = job_hash(job)
             elif tq is not None and code in QUEUED_KEY_TYPES:
                 jh = queued_hash(orig_l, tq)
             else:
@@ -324,14 +315,8 @@ class Ingestor:
                     jk = link_key(2, jh, rh)
                     if jk not in link:
                         probe_j[jk] = (jh, rh)
-            recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, (mk, jk)))
-        self._probe(conn, "mid_h", probe_m)
-        self._probe(conn, "job_h", probe_j)
-        pending = _Pending()
-        for rec in recs:
-            self._link_one(conn, rec, pending)
-        self._flush(conn, pending)
-        return len(recs)
+            recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk))
+        return recs, probe_m, probe_j
 
     def _probe(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int]]) -> None:
         """Fill the link cache for `wanted` keys with one VALUES join per chunk (newest timeline wins)."""
@@ -342,108 +327,117 @@ class Ingestor:
         for i in range(0, len(items), _PROBE_CHUNK):
             chunk = items[i : i + _PROBE_CHUNK]
             params: list[int] = []
-            for key, (h, rh) in chunk:
-                params += (h, rh, key)
+            for pos, (_key, (h, rh)) in enumerate(chunk):
+                params += (h, rh, pos)
             marks = ",".join(["(?,?,?)"] * len(chunk))
             sql = (f"SELECT v.column3, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t"
                    f" ON t.{column} = v.column1 AND t.rcpt_h = v.column2 ORDER BY t.id")
-            for key, tl in conn.execute(sql, params):
-                link[key] = tl
+            for pos, tl in conn.execute(sql, params):
+                link[chunk[pos][0]] = tl
 
-    def _link_one(self, conn: sqlite3.Connection, rec: tuple, pending: _Pending) -> None:
-        eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, keys = rec
-        if code == TQ:
-            queue = f[14].strip()
-            pending.queue_events.append(
-                (eid, t, queue, f[11], f[12], f[5], f[6], self._redact(f[7], ""), f[8], f[9], f[10]))
-            return
-        mk, jk = keys
-        link = self._link
-        a = self._find(link.get(mk)) if mk is not None else None
-        b = self._find(link.get(jk)) if jk is not None else None
-        if a is not None and b is not None and a != b:
-            tl: int | None = min(a, b)
-            loser = max(a, b)
-            self._alias[loser] = tl
-            pending.merges.append((tl, loser))
-        else:
-            tl = a if a is not None else b
-        if tl is None and code in REPORTS:
-            if pending:
-                self._flush(conn, pending)
-            if mh is not None and rh is None:
-                ids = conn.execute("SELECT id FROM corr_timelines WHERE mid_h=? LIMIT 2", (mh,)).fetchall()
-                if len(ids) == 1:
-                    tl = self._find(ids[0][0])
-            if tl is None and rh is not None:
-                tl = self._fallback(conn, rh, orig_l, t)
-        acc = pending.accs.get(tl) if tl is not None else None
-        if acc is None:
+    def _link_all(self, conn: sqlite3.Connection, recs: list[tuple], p: _Pending) -> None:
+        """Pass 2, in file order: find or create each record's timeline and accumulate its changes."""
+        link, alias, find = self._link, self._alias, self._find
+        accs, events, flows = p.accs, p.events, p.flows
+        flag = store.FLAG
+        bucket_s = store.FLOW_BUCKET
+        redact = self._hasher.hashed
+        for eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk in recs:
+            if code == TQ:
+                p.queue_events.append((eid, t, f[14].strip(), f[11], f[12], f[5], f[6], f[7], f[8], f[9], f[10]))
+                continue
+            a = link.get(mk) if mk is not None else None
+            b = link.get(jk) if jk is not None else None
+            if alias:
+                a, b = find(a), find(b)
+            if a is not None and b is not None and a != b:
+                tl: int | None = a if a < b else b
+                loser = b if a < b else a
+                alias[loser] = tl
+                p.merges.append((tl, loser))
+            else:
+                tl = a if a is not None else b
+            if tl is None and code in REPORTS:
+                tl = self._report_link(conn, p, mh, rh, orig_l, t)
             if tl is None:
                 tl = self._next_tl
                 self._next_tl += 1
-                acc = _Acc(tl, True)
-                acc.rcpt_h, acc.rcpt = rh, rstore
-                acc.rcpt_domain = domain_of(rcpt_l) if rcpt_l else None
+                acc = accs[tl] = _acc(tl, True, rh, rstore, rcpt_l.rpartition("@")[2] if rcpt_l else None)
             else:
-                acc = _Acc(tl, False)
-            pending.accs[tl] = acc
-        if mk is not None and link.get(mk) != tl:
-            link[mk] = tl
-        if jk is not None and link.get(jk) != tl:
-            link[jk] = tl
-        # summary
-        if t < acc.t0:
-            acc.t0 = t
-        if t > acc.t_last:
-            acc.t_last = t
-        acc.flags |= store.FLAG[code]
-        if mh is not None and acc.mid_h is None:
-            acc.mid_h, acc.message_id, acc.keys_changed = mh, mid, True
-        if jh is not None and acc.job_h is None:
-            acc.job_h, acc.job_id, acc.keys_changed = jh, job or None, True
-        if orig_l and acc.orig is None:
-            acc.orig, acc.sender = orig_l, domain_of(orig_l)
-        vmta, pool = f[11], f[12]
-        isp = None
-        if code in DELIVERY or code == R:
-            if tq is not None:
-                if tq < acc.t0:
-                    acc.t0 = tq
-                if acc.t_queued is None or tq < acc.t_queued:
-                    acc.t_queued = tq
-            if code != R:
-                acc.attempts += 1
-                if code != T and (acc.t_done is None or t < acc.t_done):
-                    acc.t_done = t
-                queue = f[14].strip() or (f"{domain_of(rcpt_l)}/{vmta}" if vmta and rcpt_l else "")
-                if queue:
-                    acc.queue = queue
-                if vmta:
-                    acc.vmta = vmta
-                if pool:
-                    acc.pool = pool
-                if rcpt_l:
-                    isp = acc.isp = self._isp(rcpt_l, f[8])
-        if acc.new and acc.isp is None and rcpt_l:
-            acc.isp = self._isp(rcpt_l, "")
-        extra = None
-        if code in REPORTS:
-            ex = {k: v for k, v in (("feedback_type", f[16]), ("user_agent", f[17]), ("reporting_mta", f[18])) if v}
-            extra = json.dumps(ex, separators=(",", ":")) if ex else None
-        pending.events.append(
-            (eid, tl, code, t, f[5], f[6], self._redact(f[7], rcpt_l), f[8], f[9], vmta, pool, f[10], extra))
-        column = _FLOW_COLUMN.get(code)
-        if column is not None:
-            bucket = int(t // store.FLOW_BUCKET) * store.FLOW_BUCKET
-            sender = domain_of(orig_l) if orig_l else ""
+                acc = accs.get(tl)
+                if acc is None:
+                    acc = accs[tl] = _acc(tl, False)
+            if mk is not None and a != tl:
+                link[mk] = tl
+            if jk is not None and b != tl:
+                link[jk] = tl
+            if t < acc[A_T0]:
+                acc[A_T0] = t
+            if t > acc[A_TLAST]:
+                acc[A_TLAST] = t
+            acc[A_FLAGS] |= flag[code]
+            if mh is not None and acc[A_MID_H] is None:
+                acc[A_MID_H], acc[A_MID], acc[A_KEYS] = mh, mid, True
+            if jh is not None and acc[A_JOB_H] is None:
+                acc[A_JOB_H], acc[A_JOB], acc[A_KEYS] = jh, job or None, True
+            sender = orig_l.rpartition("@")[2]
+            if orig_l and acc[A_ORIG] is None:
+                acc[A_ORIG], acc[A_SENDER] = orig_l, sender
+            vmta = f[11]
+            isp = ""
+            if code in DELIVERY or code == R:
+                if tq is not None:
+                    if tq < acc[A_T0]:
+                        acc[A_T0] = tq
+                    if acc[A_TQ] is None or tq < acc[A_TQ]:
+                        acc[A_TQ] = tq
+                if code != R:
+                    acc[A_ATT] += 1
+                    if code != T and (acc[A_TDONE] is None or t < acc[A_TDONE]):
+                        acc[A_TDONE] = t
+                    queue = f[14].strip() or (f"{rcpt_l.rpartition('@')[2]}/{vmta}" if vmta and rcpt_l else "")
+                    if queue:
+                        acc[A_QUEUE] = queue
+                    if vmta:
+                        acc[A_VMTA] = vmta
+                    if f[12]:
+                        acc[A_POOL] = f[12]
+                    if rcpt_l:
+                        isp = acc[A_ISP] = self._isp(rcpt_l, f[8])
+            if acc[A_NEW] and acc[A_ISP] is None and rcpt_l:
+                acc[A_ISP] = self._isp(rcpt_l, "")
+            extra = None
             if code in REPORTS:
-                pending.report_flows.append((bucket, tl, column, sender))
-            else:
-                counts = pending.flows.get((bucket, sender, vmta, isp or ""))
-                if counts is None:
-                    counts = pending.flows[(bucket, sender, vmta, isp or "")] = [0, 0, 0, 0, 0]
-                counts[_FLOW_INDEX[column]] += 1
+                ex = {k: v for k, v in (("feedback_type", f[16]), ("user_agent", f[17]), ("reporting_mta", f[18]))
+                      if v}
+                extra = json.dumps(ex, separators=(",", ":")) if ex else None
+            diag = self._redact(f[7], rcpt_l) if redact else f[7]
+            events.append((eid, tl, code, t, f[5], f[6], diag, f[8], f[9], vmta, f[12], f[10], extra))
+            column = _FLOW_COLUMN.get(code)
+            if column is not None:
+                bucket = int(t // bucket_s) * bucket_s
+                if code in REPORTS:
+                    p.report_flows.append((bucket, tl, column, sender))
+                else:
+                    key = (bucket, sender, vmta, isp)
+                    counts = flows.get(key)
+                    if counts is None:
+                        counts = flows[key] = [0, 0, 0, 0, 0]
+                    counts[column] += 1
+
+    def _report_link(
+        self, conn: sqlite3.Connection, p: _Pending, mh: int | None, rh: int | None, orig_l: str, t: float
+    ) -> int | None:
+        """f/rb/rs that matched no key: the only recipient of its Message-Id, else rcpt + orig in the window."""
+        if p:
+            self._flush(conn, p)  # the probes below must see this batch's rows
+        if mh is not None and rh is None:
+            ids = conn.execute("SELECT id FROM corr_timelines WHERE mid_h=? LIMIT 2", (mh,)).fetchall()
+            if len(ids) == 1:
+                return self._find(ids[0][0])
+        if rh is not None:
+            return self._fallback(conn, rh, orig_l, t)
+        return None
 
     def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float) -> int | None:
         """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window."""
@@ -456,7 +450,7 @@ class Ingestor:
         return self._find(row[0]) if row else None
 
     def _isp(self, rcpt_l: str, dsn_mta: str) -> str:
-        key = (domain_of(rcpt_l), dsn_mta.split(" ", 1)[0].lower())
+        key = (rcpt_l.rpartition("@")[2], dsn_mta)
         isp = self._isp_cache.get(key)
         if isp is None:
             isp = self._isp_cache[key] = self._isp_of(rcpt_l, dsn_mta) or ""
@@ -482,20 +476,19 @@ class Ingestor:
         find = self._find
         inserts, updates, t0s, mids, jobs = [], [], [], [], []
         for acc in p.accs.values():
-            if acc.new:
-                inserts.append((
-                    acc.id, acc.mid_h, acc.message_id, acc.job_h, acc.job_id, acc.rcpt_h, acc.rcpt,
-                    acc.rcpt_domain, acc.orig, acc.sender, acc.vmta, acc.pool, acc.queue, acc.isp,
-                    acc.t0, acc.t_last, acc.t_queued, acc.t_done, acc.flags, acc.attempts))
+            if acc[A_NEW]:
+                inserts.append(acc[:20])
                 continue
-            updates.append((acc.orig, acc.sender, acc.vmta, acc.pool, acc.queue, acc.isp, acc.t_last,
-                            acc.t_queued, acc.t_queued, acc.t_done, acc.t_done, acc.flags, acc.attempts, acc.id))
-            t0s.append((acc.t0, acc.id, acc.t0))
-            if acc.keys_changed:
-                if acc.mid_h is not None:
-                    mids.append((acc.mid_h, acc.message_id, acc.id))
-                if acc.job_h is not None:
-                    jobs.append((acc.job_h, acc.job_id, acc.id))
+            tl = acc[A_ID]
+            updates.append((acc[A_ORIG], acc[A_SENDER], acc[A_VMTA], acc[A_POOL], acc[A_QUEUE], acc[A_ISP],
+                            acc[A_TLAST], acc[A_TQ], acc[A_TQ], acc[A_TDONE], acc[A_TDONE], acc[A_FLAGS],
+                            acc[A_ATT], tl))
+            t0s.append((acc[A_T0], tl, acc[A_T0]))
+            if acc[A_KEYS]:
+                if acc[A_MID_H] is not None:
+                    mids.append((acc[A_MID_H], acc[A_MID], tl))
+                if acc[A_JOB_H] is not None:
+                    jobs.append((acc[A_JOB_H], acc[A_JOB], tl))
         if inserts:
             conn.executemany(_INSERT_TL, inserts)
         if updates:
@@ -507,8 +500,9 @@ class Ingestor:
             conn.executemany(_UPDATE_JOB, jobs)
         if p.events:
             if self._alias:
-                p.events = [(e[0], find(e[1]), *e[2:]) for e in p.events]
-            conn.executemany(_INSERT_EV, p.events)
+                conn.executemany(_INSERT_EV, [(e[0], find(e[1]), *e[2:]) for e in p.events])
+            else:
+                conn.executemany(_INSERT_EV, p.events)
         if p.queue_events:
             conn.executemany(_INSERT_QE, p.queue_events)
         for winner, loser in p.merges:
@@ -519,12 +513,13 @@ class Ingestor:
             self._report_flows(conn, p)
         if p.flows:
             conn.executemany(_FLOW_UPSERT, [(*k, *v) for k, v in p.flows.items()])
+        # cleared in place: the pass-2 loop holds references to these containers
         p.accs.clear()
-        p.events = []
-        p.queue_events = []
-        p.merges = []
-        p.flows = {}
-        p.report_flows = []
+        p.events.clear()
+        p.queue_events.clear()
+        p.merges.clear()
+        p.flows.clear()
+        p.report_flows.clear()
 
     def _report_flows(self, conn: sqlite3.Connection, p: _Pending) -> None:
         """f/rb count under the vmta and isp of the delivery they report on (read after the flush)."""
@@ -541,4 +536,4 @@ class Ingestor:
             counts = p.flows.get(key)
             if counts is None:
                 counts = p.flows[key] = [0, 0, 0, 0, 0]
-            counts[_FLOW_INDEX[column]] += 1
+            counts[column] += 1

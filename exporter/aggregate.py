@@ -9,10 +9,10 @@ daemon persist exactly the series that changed alongside each checkpoint.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import polars as pl
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -25,7 +25,7 @@ from exporter.metrics import (
     SPECS,
     SelfMetrics,
 )
-from exporter.records import Columns, RecordBatch
+from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
 
 BOUNCE_CATEGORIES = frozenset({
@@ -43,6 +43,7 @@ Key = tuple[str, ...]
 Lookup = Callable[[Columns, list[list[str]]], list[tuple[str, str] | None]]
 
 _CACHE_LIMIT = 100_000
+SEP = "\x1f"
 
 
 def _domain(address: str) -> str:
@@ -52,11 +53,10 @@ def _domain(address: str) -> str:
 class _Capped:
     """Admits label values up to a cap; later values map to `overflow` (bounded cardinality)."""
 
-    def __init__(self, label: str, cap: int, on_overflow: Callable[[str], None]) -> None:
+    def __init__(self, label: str, cap: int) -> None:
         self.label = label
         self.cap = cap
         self.admitted: set[str] = set()
-        self.on_overflow = on_overflow
 
     def __call__(self, value: str) -> str:
         if value in self.admitted:
@@ -64,7 +64,6 @@ class _Capped:
         if len(self.admitted) < self.cap:
             self.admitted.add(value)
             return value
-        self.on_overflow(self.label)
         return PLACEHOLDER_OVERFLOW
 
 
@@ -93,10 +92,10 @@ class RecordAggregator(Collector):
         self.histograms: dict[str, dict[Key, list[float]]] = {name: {} for name in HISTOGRAMS}
         self.dirty: set[tuple[str, Key]] = set()
         self.overflows: dict[str, int] = {}
-        self._vmta = _Capped("vmta", max_vmtas, self._overflow)
-        self._pool = _Capped("vmta_pool", max_pools, self._overflow)
+        self._vmta = _Capped("vmta", max_vmtas)
+        self._pool = _Capped("vmta_pool", max_pools)
         self._sender_fixed = frozenset(s.lower() for s in senders or [])
-        self._sender_auto = _Capped("sender", 0 if self._sender_fixed else max_senders, self._overflow)
+        self._sender_auto = _Capped("sender", 0 if self._sender_fixed else max_senders)
         self._labels_cache: dict[tuple[str, str], tuple[str, str]] = {}
         self._sender_cache: dict[str, str] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
@@ -112,17 +111,17 @@ class RecordAggregator(Collector):
             v = vmta.strip()
             p = pool.strip()
             hit = (self._vmta(v) if v else PLACEHOLDER_NONE, self._pool(p) if p else PLACEHOLDER_NONE)
-            if PLACEHOLDER_OVERFLOW in hit:
-                return hit  # not cached, so the overflow count stays exact per record
             if len(self._labels_cache) >= _CACHE_LIMIT:
                 self._labels_cache.clear()
             self._labels_cache[key] = hit
         return hit
 
     def _sender(self, orig: str) -> str:
-        hit = self._sender_cache.get(orig)
+        return self._sender_for_domain(_domain(orig))
+
+    def _sender_for_domain(self, dom: str) -> str:
+        hit = self._sender_cache.get(dom)
         if hit is None:
-            dom = _domain(orig)
             if self._sender_fixed:
                 hit = dom if dom in self._sender_fixed else PLACEHOLDER_OTHER
             elif not dom:
@@ -130,10 +129,10 @@ class RecordAggregator(Collector):
             else:
                 hit = self._sender_auto(dom)
                 if hit == PLACEHOLDER_OVERFLOW:
-                    hit = PLACEHOLDER_OTHER
+                    hit = PLACEHOLDER_OTHER  # counted per record by the callers
             if len(self._sender_cache) >= _CACHE_LIMIT:
                 self._sender_cache.clear()
-            self._sender_cache[orig] = hit
+            self._sender_cache[dom] = hit
         return hit
 
     def _isp(self, domain: str, mta: str) -> str:
@@ -148,132 +147,192 @@ class RecordAggregator(Collector):
 
     # --- the hot path ----------------------------------------------------------------------
     def apply(self, batch: RecordBatch) -> None:
-        """Fold one batch into the series. Rows are already validated by the parser."""
+        """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
         c = batch.columns
-        ti, tl, tq_, orig_i, rcpt_i = c.type, c.timeLogged, c.timeQueued, c.orig, c.rcpt
-        vm_i, pool_i, mta_i, diag_i, st_i = c.vmta, c.vmtaPool, c.dsnMta, c.dsnDiag, c.dsnStatus
-        cat_i, size_i, queue_i = c.bounceCat, c.dlvSize, c.queue
-        bounds = self.bounds
-        nb = len(bounds)
-        vmta_pool = self._vmta_pool
-        isp_of = self._isp
-        sender_of = self._sender
-        class_of = self.class_of
-        when = parse_pmta_time
+        frame = batch.frame
+        t = pl.col("c0")
+        main = frame.filter(t.is_in(["d", "t", "tq", "b"]))
+        if main.height:
+            self._apply_main(batch.source, c, main)
+        late = frame.filter(t.is_in(["f", "rb", "rs", "r"]))
+        if late.height:
+            sub = RecordBatch(batch.source, batch.path, c, frame=late)
+            self._apply_late(sub, sub.rows)
+        if self.self_metrics is not None and self.overflows:
+            for label, n in self.overflows.items():
+                self.self_metrics.label_overflow.labels(label).inc(n)
+            self.overflows.clear()
 
-        delivered: dict[Key, int] = {}
-        dbytes: dict[Key, int] = {}
-        delay_n: dict[tuple[Key, int], int] = {}
-        delay_sum: dict[Key, float] = {}
-        bounced: dict[Key, int] = {}
-        deferred: dict[Key, int] = {}
-        age_n: dict[tuple[Key, int], int] = {}
-        age_sum: dict[Key, float] = {}
-        s_deliv: dict[Key, int] = {}
-        s_bounce: dict[Key, int] = {}
-        s_defer: dict[Key, int] = {}
-        received: dict[Key, int] = {}
-        late: list[list[str]] = []
-        bad_ts = 0
-        newest = 0.0
-        for row in batch.rows:
-            t = row[ti]
-            vmta = row[vm_i] if vm_i >= 0 else ""
-            pool = row[pool_i] if pool_i >= 0 else ""
-            mta = row[mta_i] if mta_i >= 0 else ""
-            if t == "d":
-                rcpt = row[rcpt_i] if rcpt_i >= 0 else ""
-                v, p = vmta_pool(vmta, pool)
-                isp = isp_of(rcpt[rcpt.rfind("@") + 1 :].lower(), mta)
-                key = (v, p, isp)
-                delivered[key] = delivered.get(key, 0) + 1
-                if size_i >= 0:
-                    size = row[size_i]
-                    if size.isdigit():
-                        dbytes[key] = dbytes.get(key, 0) + int(size)
-                a = when(row[tl]) if tl >= 0 else None
-                b = when(row[tq_]) if tq_ >= 0 else None
-                if a is not None and b is not None:
-                    delay = a - b
-                    if delay < 0:
-                        delay = 0.0
-                    hk = (key, bisect_left(bounds, delay, 0, nb))
-                    delay_n[hk] = delay_n.get(hk, 0) + 1
-                    delay_sum[key] = delay_sum.get(key, 0.0) + delay
-                    if a > newest:
-                        newest = a
-                elif tl >= 0 and tq_ >= 0:
-                    bad_ts += 1
-                if orig_i >= 0:
-                    sk = (sender_of(row[orig_i]), isp)
-                    s_deliv[sk] = s_deliv.get(sk, 0) + 1
-            elif t == "t" or t == "tq" or t == "b":
-                v, p = vmta_pool(vmta, pool)
-                if t == "tq" or rcpt_i < 0:
-                    queue = row[queue_i] if queue_i >= 0 else ""
-                    dom = queue[: queue.find("/")].lower() if "/" in queue else queue.lower()
-                    if not vmta and "/" in queue:
-                        v, p = vmta_pool(queue[queue.find("/") + 1 :], pool)
-                else:
-                    rcpt = row[rcpt_i]
-                    dom = rcpt[rcpt.rfind("@") + 1 :].lower()
-                isp = isp_of(dom, mta)
-                cat = row[cat_i] if cat_i >= 0 else ""
-                cls = class_of(isp, row[st_i] if st_i >= 0 else "", row[diag_i] if diag_i >= 0 else "", cat)
-                if t == "b":
-                    if not cat or cat == "success":
-                        cat = PLACEHOLDER_NONE
-                    elif cat not in BOUNCE_CATEGORIES:
-                        cat = PLACEHOLDER_UNKNOWN
-                    key = (v, p, isp, cat, cls)
-                    bounced[key] = bounced.get(key, 0) + 1
-                    if orig_i >= 0:
-                        sk = (sender_of(row[orig_i]), isp, cls)
-                        s_bounce[sk] = s_bounce.get(sk, 0) + 1
-                else:
-                    key = (v, p, isp, cls)
-                    deferred[key] = deferred.get(key, 0) + 1
-                    if t == "t":
-                        if orig_i >= 0:
-                            sk = (sender_of(row[orig_i]), isp, cls)
-                            s_defer[sk] = s_defer.get(sk, 0) + 1
-                        a = when(row[tl]) if tl >= 0 else None
-                        b = when(row[tq_]) if tq_ >= 0 else None
-                        if a is not None and b is not None:
-                            age = a - b if a > b else 0.0
-                            ak = (p, isp)
-                            hk = (ak, bisect_left(bounds, age, 0, nb))
-                            age_n[hk] = age_n.get(hk, 0) + 1
-                            age_sum[ak] = age_sum.get(ak, 0.0) + age
-                        elif tl >= 0 and tq_ >= 0:
-                            bad_ts += 1
-            elif t == "r":
-                key = vmta_pool(vmta, pool)
-                received[key] = received.get(key, 0) + 1
-            else:  # f, rb, rs: may need their vmta from the correlated delivery
-                late.append(row)
-        merge = self._merge
-        merge("pmta_delivered_total", delivered)
-        merge("pmta_delivered_bytes_total", dbytes)
-        merge("pmta_bounced_total", bounced)
-        merge("pmta_deferred_total", deferred)
-        merge("pmta_received_total", received)
-        merge("pmta_sender_delivered_total", s_deliv)
-        merge("pmta_sender_bounced_total", s_bounce)
-        merge("pmta_sender_deferred_total", s_defer)
-        self._merge_hist("pmta_delivery_delay_seconds", delay_n, delay_sum)
-        self._merge_hist("pmta_deferral_age_seconds", age_n, age_sum)
-        if late:
-            self._apply_late(batch, late)
-        if self.self_metrics is not None:
-            if bad_ts:
-                self.self_metrics.parse_errors.labels(batch.source, "bad_timestamp").inc(bad_ts)
-            if newest:
-                self.self_metrics.last_record_ts.labels(batch.source).set(newest)
-            if self.overflows:
-                for label, n in self.overflows.items():
-                    self.self_metrics.label_overflow.labels(label).inc(n)
-                self.overflows.clear()
+    def _mapped(self, series: pl.Series, fn: Callable[[str], Any]) -> dict[str, Any]:
+        return {value: fn(value) for value in series.unique(maintain_order=True).to_list()}
+
+    def _apply_main(self, source: str, c: Columns, df: pl.DataFrame) -> None:
+        def field(i: int) -> pl.Expr:
+            return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
+
+        rcpt, queue, vmta = field(c.rcpt), field(c.queue), field(c.vmta)
+        t = pl.col("c0")
+        use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
+        df = df.select(
+            t=t,
+            vraw=pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
+            .then(queue.str.splitn("/", 2).struct.field("field_1"))
+            .otherwise(vmta),
+            praw=field(c.vmtaPool),
+            dom=pl.when(use_queue)
+            .then(queue.str.splitn("/", 2).struct.field("field_0"))
+            .otherwise(rcpt.str.split("@").list.last())
+            .str.to_lowercase(),
+            mta=field(c.dsnMta),
+            odom=pl.when(field(c.orig).str.contains("@", literal=True))
+            .then(field(c.orig).str.split("@").list.last().str.to_lowercase())
+            .otherwise(pl.lit("")),
+            status=field(c.dsnStatus),
+            diag=field(c.dsnDiag),
+            cat=field(c.bounceCat),
+            size=field(c.dlvSize),
+            tl=field(c.timeLogged),
+            tq=field(c.timeQueued),
+        )
+        # Label values and classifications: Python functions over the distinct values only.
+        vp_key = pl.concat_str([pl.col("vraw"), pl.col("praw")], separator=SEP)
+        isp_key = pl.concat_str([pl.col("dom"), pl.col("mta")], separator=SEP)
+        df = df.with_columns(vp=vp_key, ik=isp_key)
+        vp = self._mapped(df.get_column("vp"), lambda k: self._vmta_pool(*k.split(SEP, 1)))
+        isp = self._mapped(df.get_column("ik"), lambda k: self._isp(*k.split(SEP, 1)))
+        senders = self._mapped(df.get_column("odom"), self._sender_for_domain)
+        df = df.with_columns(
+            v=pl.col("vp").replace_strict({k: x[0] for k, x in vp.items()}, return_dtype=pl.String),
+            p=pl.col("vp").replace_strict({k: x[1] for k, x in vp.items()}, return_dtype=pl.String),
+            isp=pl.col("ik").replace_strict(isp, return_dtype=pl.String),
+            sender=pl.col("odom").replace_strict(senders, return_dtype=pl.String),
+        )
+        for label, name, value in (("vmta", "v", PLACEHOLDER_OVERFLOW), ("vmta_pool", "p", PLACEHOLDER_OVERFLOW),
+                                   ("sender", "sender", PLACEHOLDER_OTHER if self._sender_auto.cap else None)):
+            n = int((df.get_column(name) == value).sum()) if value else 0
+            if n:
+                self.overflows[label] = self.overflows.get(label, 0) + n
+        has_orig = c.orig >= 0
+        has_times = c.timeLogged >= 0 and c.timeQueued >= 0
+        t = pl.col("t")
+        if has_times:  # only d (delay) and t (deferral age) need parsed times
+            timed = df.filter((t == "d") | (t == "t"))
+            df = pl.concat([self._with_times(timed), df.filter((t != "d") & (t != "t")).with_columns(
+                a=pl.lit(None, pl.Float64), b=pl.lit(None, pl.Float64))])
+        rest = df.filter(t != "d")
+        if rest.height:
+            cls_key = pl.concat_str([pl.col("isp"), pl.col("status"), pl.col("diag"), pl.col("cat")], separator=SEP)
+            rest = rest.with_columns(ck=cls_key)
+            classes = self._mapped(rest.get_column("ck"), lambda k: self.class_of(*k.split(SEP, 3)))
+            cat = pl.col("cat")
+            rest = rest.with_columns(
+                cls=pl.col("ck").replace_strict(classes, return_dtype=pl.String),
+                catl=pl.when((cat == "") | (cat == "success")).then(pl.lit(PLACEHOLDER_NONE))
+                .when(cat.is_in(list(BOUNCE_CATEGORIES))).then(cat)
+                .otherwise(pl.lit(PLACEHOLDER_UNKNOWN)),
+            )
+            self._merge_failures(rest)
+        d = df.filter(t == "d")
+        if d.height:
+            self._merge_delivered(source, d, has_times)
+        if has_orig:
+            self._merge_senders(d, rest)
+        if has_times and rest.height:
+            recip = rest.filter(t == "t")
+            if recip.height:
+                bad = self._merge_histogram("pmta_deferral_age_seconds", recip, ["p", "isp"])
+                self._bad_times(source, bad)
+
+    def _with_times(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Columns a/b: timeLogged/timeQueued as Unix seconds (null when empty or unparseable)."""
+
+        def native(e: pl.Expr) -> pl.Expr:
+            iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
+            return pl.coalesce(iso, e.cast(pl.Float64, strict=False))
+
+        df = df.with_columns(a=native(pl.col("tl")), b=native(pl.col("tq")))
+        odd = df.filter((pl.col("a").is_null() & (pl.col("tl") != "")) | (pl.col("b").is_null() & (pl.col("tq") != "")))
+        if odd.height:  # other ISO spellings PMTA versions may write: Python's parser, on the distinct values
+            times = self._mapped(pl.concat([odd.get_column("tl"), odd.get_column("tq")]), parse_pmta_time)
+            df = df.with_columns(
+                a=pl.coalesce(pl.col("a"), pl.col("tl").replace_strict(times, default=None, return_dtype=pl.Float64)),
+                b=pl.coalesce(pl.col("b"), pl.col("tq").replace_strict(times, default=None, return_dtype=pl.Float64)),
+            )
+        return df
+
+    def _bad_times(self, source: str, n: int) -> None:
+        if n and self.self_metrics is not None:
+            self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
+
+    def _merge_failures(self, rest: pl.DataFrame) -> None:
+        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total: one group-by for both."""
+        bounced = self.counters["pmta_bounced_total"]
+        deferred = self.counters["pmta_deferred_total"]
+        dirty = self.dirty
+        for typ, v, p, isp, cls, catl, n in rest.group_by(["t", "v", "p", "isp", "cls", "catl"]).len().iter_rows():
+            if typ == "b":
+                key, name, series = (v, p, isp, catl, cls), "pmta_bounced_total", bounced
+            else:
+                key, name, series = (v, p, isp, cls), "pmta_deferred_total", deferred
+            series[key] = series.get(key, 0) + n
+            dirty.add((name, key))
+
+    def _merge_senders(self, d: pl.DataFrame, rest: pl.DataFrame) -> None:
+        """pmta_sender_*: d by (sender, isp); b and t by (sender, isp, class); tq has no sender."""
+        if d.height:
+            self._merge("pmta_sender_delivered_total",
+                        {(s, i): n for s, i, n in d.group_by(["sender", "isp"]).len().iter_rows()})
+        if rest.height:
+            grouped = rest.filter(pl.col("t") != "tq").group_by(["t", "sender", "isp", "cls"]).len()
+            for typ in ("b", "t"):
+                name = "pmta_sender_bounced_total" if typ == "b" else "pmta_sender_deferred_total"
+                self._merge(name, {(s, i, c): n for t, s, i, c, n in grouped.iter_rows() if t == typ})
+
+    def _merge_delivered(self, source: str, d: pl.DataFrame, has_times: bool) -> None:
+        """Counts, bytes and the delay histogram of d records in one group-by per label set."""
+        size_ok = pl.col("size").str.contains(r"^[0-9]+$")
+        grouped = d.group_by(["v", "p", "isp"]).agg(
+            n=pl.len(),
+            nbytes=size_ok.sum(),
+            bytes=pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum(),
+        )
+        delivered = self.counters["pmta_delivered_total"]
+        dbytes = self.counters["pmta_delivered_bytes_total"]
+        dirty = self.dirty
+        for v, p, isp, n, nbytes, total in grouped.iter_rows():
+            key = (v, p, isp)
+            delivered[key] = delivered.get(key, 0) + n
+            dirty.add(("pmta_delivered_total", key))
+            if nbytes:
+                dbytes[key] = dbytes.get(key, 0) + total
+                dirty.add(("pmta_delivered_bytes_total", key))
+        if has_times:
+            self._bad_times(source, self._merge_histogram("pmta_delivery_delay_seconds", d, ["v", "p", "isp"]))
+            if self.self_metrics is not None:
+                top = d.get_column("a").max()
+                if top is not None and d.get_column("b").null_count() < d.height:
+                    self.self_metrics.last_record_ts.labels(source).set(float(top))  # type: ignore[arg-type]
+
+    def _merge_histogram(self, name: str, df: pl.DataFrame, keys: list[str]) -> int:
+        """Observe max(a - b, 0) per row into one histogram; returns rows with an unusable time."""
+        ok = df.filter(pl.col("a").is_not_null() & pl.col("b").is_not_null())
+        if ok.height:
+            delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
+            idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in self.bounds])
+            width = len(self.bounds) + 1
+            grouped = ok.with_columns(delay=delay, idx=idx).group_by(keys).agg(
+                *[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(width)],
+                s=pl.col("delay").sum(),
+            )
+            series = self.histograms[name]
+            nk = len(keys)
+            dirty = self.dirty
+            for row in grouped.iter_rows():
+                key = tuple(row[:nk])
+                h = series.get(key)
+                series[key] = list(row[nk:]) if h is None else [x + y for x, y in zip(h, row[nk:], strict=True)]
+                dirty.add((name, key))
+        return df.height - ok.height
 
     def _apply_late(self, batch: RecordBatch, rows: list[list[str]]) -> None:
         """f, rb and rs records: rare, so clarity over speed; vmta/pool attributed when missing."""
@@ -294,6 +353,10 @@ class RecordAggregator(Collector):
                 v, p = self._vmta_pool(*hit) if hit else (PLACEHOLDER_UNKNOWN, PLACEHOLDER_UNKNOWN)
             else:
                 v, p = self._vmta_pool(row[c.vmta], row[c.vmtaPool] if c.vmtaPool >= 0 else "")
+            if v == PLACEHOLDER_OVERFLOW:
+                self._overflow("vmta")
+            if p == PLACEHOLDER_OVERFLOW:
+                self._overflow("vmta_pool")
             rcpt = row[c.rcpt] if c.rcpt >= 0 else ""
             mta = row[c.dsnMta] if c.dsnMta >= 0 else ""
             if t == "f" and not mta and c.reportingMta >= 0:
@@ -305,7 +368,10 @@ class RecordAggregator(Collector):
                 key = (v, p, isp, ft)
                 complaints[key] = complaints.get(key, 0) + 1
                 if c.orig >= 0:
-                    sk = (self._sender(row[c.orig]), isp)
+                    sender = self._sender(row[c.orig])
+                    if sender == PLACEHOLDER_OTHER and self._sender_auto.cap:
+                        self._overflow("sender")
+                    sk = (sender, isp)
                     s_compl[sk] = s_compl.get(sk, 0) + 1
             elif t == "rb":
                 cat = row[c.bounceCat] if c.bounceCat >= 0 else ""
@@ -332,20 +398,6 @@ class RecordAggregator(Collector):
         for key, n in local.items():
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
-
-    def _merge_hist(self, name: str, counts: dict[tuple[Key, int], int], sums: dict[Key, float]) -> None:
-        if not sums:
-            return
-        series = self.histograms[name]
-        width = len(self.bounds) + 1
-        for (key, idx), n in counts.items():
-            h = series.get(key)
-            if h is None:
-                h = series[key] = [0.0] * (width + 1)
-            h[idx] += n
-        for key, s in sums.items():
-            series[key][width] += s
-            self.dirty.add((name, key))
 
     # --- persistence ---------------------------------------------------------------------------
     def take_dirty(self) -> list[tuple[str, Key, Any]]:

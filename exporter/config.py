@@ -107,7 +107,7 @@ class TailConfig(_Strict):
     )
     poll_interval: Duration = Field(default=1.0, description="How often followed files are read.")
     rescan_interval: Duration = Field(default=5.0, description="How often the globs are re-evaluated.")
-    chunk_bytes: Size = Field(default=1024 * 1024, description="Largest read from one file at a time.")
+    chunk_bytes: Size = Field(default=4 * 1024 * 1024, description="Largest read from one file at a time.")
     checkpoint_interval: Duration = Field(
         default=1.0, description="How often offsets and counters are committed to the state database."
     )

@@ -9,7 +9,9 @@ rows by the positions in `Columns` (-1 means the file has no such column).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import polars as pl
 
 # Fields the exporter and correlator read; anything else is carried but ignored.
 KNOWN_FIELDS: tuple[str, ...] = (
@@ -100,18 +102,77 @@ def is_header(row: list[str]) -> bool:
     return bool(row) and row[0].strip().lower() == "type"
 
 
-@dataclass(slots=True)
-class RecordBatch:
-    """Valid rows from one read of one file, in file order."""
+def col(i: int) -> str:
+    """Name of the frame column holding CSV field number `i` (frames name fields by position)."""
+    return f"c{i}"
 
-    source: str
-    path: str
-    columns: Columns
-    rows: list[list[str]] = field(default_factory=list)
-    line_numbers: list[int] = field(default_factory=list)
-    """1-based line number of each row in its file (parallel to `rows`), for error messages and timelines."""
-    file_id: str = ""
-    """Stable id of the file (kept across renames and restarts); (file_id, line number) names a record."""
+
+LINE = "__line"
+"""Frame column with each row's 1-based line number in its file."""
+
+
+class RecordBatch:
+    """Valid rows from one read of one file, in file order.
+
+    Built either from a polars frame (the fast path: columns `c0..cN` as strings, empty fields
+    null, plus `__line`) or from Python rows (the exact fallback path). Each form is derived from
+    the other on first use, so the aggregator reads the frame and the correlator the rows.
+    """
+
+    __slots__ = ("source", "path", "columns", "file_id", "_rows", "_lines", "_frame")
+
+    def __init__(
+        self,
+        source: str,
+        path: str,
+        columns: Columns,
+        rows: list[list[str]] | None = None,
+        line_numbers: list[int] | None = None,
+        file_id: str = "",
+        frame: pl.DataFrame | None = None,
+    ) -> None:
+        self.source = source
+        self.path = path
+        self.columns = columns
+        self.file_id = file_id
+        """Stable id of the file (kept across renames and restarts); (file_id, line number) names a record."""
+        self._rows = rows
+        self._lines = line_numbers
+        self._frame = frame
+        if rows is None and frame is None:
+            self._rows, self._lines = [], []
+
+    @property
+    def rows(self) -> list[list[str]]:
+        """Each row a list of exactly len(columns.names) strings ('' for empty fields)."""
+        if self._rows is None:
+            assert self._frame is not None
+            n = len(self.columns.names)
+            fields = self._frame.select([pl.col(col(i)).fill_null("") for i in range(n)])
+            self._rows = [list(r) for r in fields.iter_rows()]
+        return self._rows
+
+    @property
+    def line_numbers(self) -> list[int]:
+        """1-based line number of each row in its file (parallel to `rows`)."""
+        if self._lines is None:
+            assert self._frame is not None
+            self._lines = self._frame.get_column(LINE).to_list()
+        return self._lines
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if self._frame is None:
+            n = len(self.columns.names)
+            schema = {col(i): pl.String for i in range(n)}
+            rows = self.rows
+            frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+            frame = frame.with_columns([pl.col(col(i)).replace("", None) for i in range(n)])
+            self._frame = frame.with_columns(pl.Series(LINE, self.line_numbers, dtype=pl.Int64))
+        return self._frame
 
     def __len__(self) -> int:
-        return len(self.rows)
+        if self._rows is not None:
+            return len(self._rows)
+        assert self._frame is not None
+        return self._frame.height

@@ -17,8 +17,7 @@ from datetime import datetime
 from simulator.clock import seconds_of_day, tz_of
 from simulator.config import SimConfig
 from simulator.providers import PROVIDERS, mx_for
-from simulator.queues import (F_BAD_DOMAIN, F_CONTENT, F_MAILBOX_FULL, F_USER_UNKNOWN, Queue, QueueBook,
-                              Recipient)
+from simulator.queues import F_BAD_DOMAIN, F_CONTENT, F_MAILBOX_FULL, F_USER_UNKNOWN, Queue, QueueBook, Recipient
 from simulator.records import Row, fbl_record, queue_record, recipient_record, remote_bounce_record
 from simulator.replies import CATALOGUE, REMOTE_BOUNCE, Reply
 from simulator.scenario import ComplaintEvent, InjectEvent, PauseEvent, ReplyEvent, Scenario
@@ -130,46 +129,48 @@ class TrafficModel:
 
     # --- injection -----------------------------------------------------------------------------
     def _inject(self, stream: Stream, now: int) -> None:
-        rng = self.rng
+        n = stream.count(self.rng)
+        if not n:
+            return
+        rng_random = self.rng.random
         cfg = self.config
-        for _ in range(stream.count(rng)):
-            sender = stream.senders.pick(rng)
-            provider = stream.mix.pick(rng)
-            quality = stream.quality
+        pick_sender, pick_provider = stream.senders.pick, stream.mix.pick
+        q_bad, q_user, q_full, q_content = stream.quality.bad_domain, *stream.thresholds
+        lo, span = cfg.message_kb[0] * 1024, (cfg.message_kb[1] - cfg.message_kb[0] + 1) * 1024
+        d0, d1 = cfg.queue.first_attempt_delay
+        dspan = d1 - d0 + 1
+        traffic, due, rr, pools = self.book.traffic, self._due, self._rr, cfg.pools
+        for _ in range(n):
+            sender = pick_sender(self.rng)
+            provider = pick_provider(self.rng)
             flags = 0
-            if rng.random() < quality.bad_domain:
-                provider, domain, flags = PROVIDERS["other"], _DEAD.pick(rng), F_BAD_DOMAIN
+            if q_bad and rng_random() < q_bad:
+                provider, domain, flags = PROVIDERS["other"], _DEAD.pick(self.rng), F_BAD_DOMAIN
             else:
-                domain = pick_domain(provider, rng)  # type: ignore[arg-type]
-                x = rng.random()
-                if x < quality.user_unknown:
-                    flags = F_USER_UNKNOWN
-                elif x < quality.user_unknown + quality.mailbox_full:
-                    flags = F_MAILBOX_FULL
-                elif x < quality.user_unknown + quality.mailbox_full + quality.content_block:
-                    flags = F_CONTENT
+                domain = pick_domain(provider, self.rng)  # type: ignore[arg-type]
+                x = rng_random()
+                if x < q_content:
+                    flags = F_USER_UNKNOWN if x < q_user else (F_MAILBOX_FULL if x < q_full else F_CONTENT)
             if stream.vmta:
                 vmta = stream.vmta
             else:
                 pool = stream.pool or sender.pool  # type: ignore[attr-defined]
-                members = cfg.pools[pool]
-                vmta = members[self._rr[pool] % len(members)]
-                self._rr[pool] += 1
+                members = pools[pool]
+                vmta = members[rr[pool] % len(members)]
+                rr[pool] += 1
             q = self._queue(domain, vmta, provider.name)  # type: ignore[attr-defined]
             seq = self._seq
-            self._seq += 1
-            lo, hi = cfg.message_kb
-            size = rng.randint(lo, hi) * 1024 + rng.randrange(1024)
+            self._seq = seq + 1
+            size = int(lo + rng_random() * span)
             tag, sdomain = sender.tag, sender.domain  # type: ignore[attr-defined]
-            r = Recipient(seq, f"{local_part(rng, seq)}@{domain}", domain, q, sdomain, f"bounces@{sdomain}",
+            r = Recipient(seq, f"{local_part(self.rng, seq)}@{domain}", domain, q, sdomain, f"bounces@{sdomain}",
                           stream.job or f"{tag}-{self._job_suffix}", now, size, f"<{now:x}.{seq:07x}@{sdomain}>",
                           flags, self._src.get(sdomain) or f"{tag}-app.example (10.20.1.11)")
             q.rcp += 1
             q.bytes += size
-            self.book.traffic.received(size)
-            self.injected += 1
-            d0, d1 = cfg.queue.first_attempt_delay
-            heapq.heappush(self._due, (now + rng.randint(d0, d1), seq, r))
+            traffic.received(size)
+            heapq.heappush(due, (now + d0 + int(rng_random() * dspan), seq, r))
+        self.injected += n
 
     def _queue(self, domain: str, vmta: str, isp: str) -> Queue:
         name = f"{domain}/{vmta}"
@@ -227,7 +228,7 @@ class TrafficModel:
             return
         reply = self._decide(r, q, rel)
         mxs = q.mxs
-        mx = mxs[0] if len(mxs) == 1 else mxs[self.rng.randrange(len(mxs))]
+        mx = mxs[0] if len(mxs) == 1 else mxs[int(self.rng.random() * len(mxs))]
         diag = reply.render_diag(self._ctx(q, r, mx))
         if reply.success:
             self._final(recipient_record("d", now, r, reply, diag, mx, ip), q, r, reply)

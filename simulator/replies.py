@@ -14,7 +14,8 @@ from dataclasses import dataclass
 _DESCRIPTIONS = {
     "0.0": "undefined status", "1.0": "unknown address-related status", "1.1": "bad destination mailbox address",
     "1.2": "bad destination system: no such domain", "2.0": "undefined mailbox status",
-    "2.1": "mailbox disabled, not accepting messages", "2.2": "mailbox full", "3.0": "other or undefined mail system status",
+    "2.1": "mailbox disabled, not accepting messages", "2.2": "mailbox full",
+    "3.0": "other or undefined mail system status",
     "3.4": "message too big for system", "4.0": "other or undefined network or routing status",
     "4.1": "no answer from host", "4.2": "bad connection", "4.4": "unable to route", "4.7": "delivery time expired",
     "5.0": "other or undefined protocol status", "7.0": "other or undefined security status",
@@ -106,7 +107,7 @@ CATALOGUE: dict[str, Reply] = {r.id: r for r in (
     _R("yahoo.tss04", 421, "4.7.0",
        "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume or user complaints - "
        "4.16.55.1; see https://postmaster.yahooinc.com/error-codes", "", "throttled", backoff=True),
-    _R("yahoo.busy", 451, "4.3.2",
+    _R("yahoo.busy", 451, "4.0.0",
        "451 Resources temporarily unavailable. Please try again later [#4.16.1].", "", "transient_remote"),
     _R("yahoo.max_per_conn", 421, "4.0.0",
        "421 Max message per connection reached, closing transmission channel", "", "throttled"),

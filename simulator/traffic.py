@@ -36,6 +36,8 @@ class Weighted:
         self.cum[-1] = 1.0
 
     def pick(self, rng: random.Random) -> object:
+        if len(self.values) == 1:
+            return self.values[0]
         return self.values[bisect.bisect_right(self.cum, rng.random())]
 
 
@@ -57,6 +59,12 @@ class Stream:
     vmta: str | None = None
     pool: str | None = None
     event: InjectEvent | None = None
+
+    @property
+    def thresholds(self) -> tuple[float, float, float]:
+        """Cumulative bounds of user_unknown / mailbox_full / content_block on one random draw."""
+        q = self.quality
+        return q.user_unknown, q.user_unknown + q.mailbox_full, q.user_unknown + q.mailbox_full + q.content_block
 
     def count(self, rng: random.Random) -> int:
         """Recipients this tick: stochastic rounding keeps the mean exactly `rate`."""
@@ -85,4 +93,5 @@ def pick_domain(provider: Provider, rng: random.Random) -> str:
 
 
 def local_part(rng: random.Random, seq: int) -> str:
-    return f"{FIRST[rng.randrange(20)]}.{LAST[rng.randrange(20)]}{seq}"
+    i = int(rng.random() * 400)
+    return f"{FIRST[i % 20]}.{LAST[i // 20]}{seq}"

@@ -9,6 +9,8 @@ partial line in between.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from datetime import timezone
 from pathlib import Path
@@ -41,6 +43,8 @@ class AcctFile:
         self._tail = b""
         self._time_pos = [i for i, f in enumerate(self.fields) if f in TIME_FIELDS]
         self._time_cache: dict[int, str] = {}
+        self._buf = io.StringIO(newline="")
+        self._csv = csv.writer(self._buf, lineterminator=self.newline, quoting=csv.QUOTE_MINIMAL)
 
     def _time(self, ts: int) -> str:
         """Records carry epoch ints in time fields; rendered per `iso_times`, cached (many share a second)."""
@@ -66,24 +70,31 @@ class AcctFile:
             return
         if self._fd is None:
             self._rotate(date, new_day=True)
-        fields, nl, limit, times, fmt = self.fields, self.newline, self.spec.max_size, self._time_pos, self._time
-        chunk: list[bytes] = []
-        pending = 0
+        fields, limit, times, fmt = self.fields, self.spec.max_size, self._time_pos, self._time
+        buf, writer = self._buf, self._csv
+        buf.seek(0)
+        buf.truncate()
+        line_start = 0
         for row in rows:
             values = [row.get(f, "") for f in fields]
             for i in times:
                 if values[i] != "":
                     values[i] = fmt(values[i])
-            line = csv_line(values, nl).encode()
-            if self._has_records and self._size + pending + len(line) > limit:
-                self._flush(b"".join(chunk), hold=False)
-                chunk, pending = [], 0
+            writer.writerow(values)
+            end = buf.tell()
+            # Values are ASCII, so characters == bytes here.
+            if self._has_records and self._size + end > limit:
+                text = buf.getvalue()
+                self._flush(text[:line_start].encode(), hold=False)
                 self._rotate(date, new_day=False)
-            chunk.append(line)
-            pending += len(line)
+                buf.seek(0)
+                buf.truncate()
+                buf.write(text[line_start:end])
+                end = buf.tell()
+            line_start = end
             self._has_records = True
         self.records_written += len(rows)
-        self._flush(b"".join(chunk))
+        self._flush(buf.getvalue().encode())
 
     def close(self) -> None:
         if self._fd is not None:

@@ -205,8 +205,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_user_table_replaces_the_shipped_one(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "date: 2026-01-02\nproviders:\n  gmail:\n    domains: [Corp.Example]\n"
-        "    mx_suffixes: ['*.mx.corp.example']\n",
+        "date: 2026-01-02\nproviders:\n  gmail:\n    domains: [Corp.Example]\n    mx_suffixes: ['*.mx.corp.example']\n",
     )
     table = IspClassifier.load(path)
     assert table.VALUES == ("gmail", "other")
@@ -224,7 +223,10 @@ BAD_TABLES = [
     ("date: 2026-01-01\nproviders: {hotmail: {domains: [hotmail.com]}}\n", "providers.hotmail: unknown provider"),
     ("date: 2026-01-01\nproviders: {gmail: {domain: [gmail.com]}}\n", "providers.gmail: unknown key(s) ['domain']"),
     ("date: 2026-01-01\nproviders: {gmail: {domains: gmail.com}}\n", "providers.gmail.domains: expected a list"),
-    ("date: 2026-01-01\nproviders: {gmail: {domains: [localhost]}}\n", "providers.gmail.domains: bad entry 'localhost'"),
+    (
+        "date: 2026-01-01\nproviders: {gmail: {domains: [localhost]}}\n",
+        "providers.gmail.domains: bad entry 'localhost'",
+    ),
     ("date: 2026-01-01\nproviders: {gmail: {domains: [a b.com]}}\n", "providers.gmail.domains: bad entry 'a b.com'"),
     ("date: 2026-01-01\nproviders: {gmail: {domains: [7]}}\n", "providers.gmail.domains: bad entry 7"),
     (

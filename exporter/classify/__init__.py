@@ -1,0 +1,15 @@
+"""Bounded labels for a PMTA record: which mailbox provider (`isp`) and what kind of reply (`class`).
+
+    isp.py      recipient domain + dsnMta host -> one of ISP_NAMES       (table: isps.yaml)
+    replies.py  isp + dsnStatus + dsnDiag + bounceCat -> one of REPLY_CLASSES  (rules: replies.yaml)
+
+Both tables are data shipped in this package and replaceable from the config (`classify.isp_file`,
+`classify.replies_file`); both load with validation (ValueError naming the file and entry) and then
+answer from bounded plain-dict caches, because the aggregator calls them for every record.
+See docs/classification.md.
+"""
+
+from exporter.classify.isp import ISP_NAMES, IspClassifier
+from exporter.classify.replies import REPLY_CLASSES, ReplyClassifier
+
+__all__ = ["ISP_NAMES", "REPLY_CLASSES", "IspClassifier", "ReplyClassifier"]

@@ -5,9 +5,10 @@ either an inactive mailbox or one receiving too fast), so classes come from an o
 (`replies.yaml`) matched on (provider, reply code, enhanced code, text): first match wins. Then
 PMTA's bounceCat, then the enhanced code's class/subject, then `other`.
 
-Hot path: one precompiled regex reads the codes, rules are pre-filtered per (isp, code, enhanced)
-so only a handful of patterns run, and results are cached per (isp, reply text, status, bounceCat),
-with Gmail's per-message id dropped from the key.
+Hot path: results are cached per (isp, reply text, dsnStatus, bounceCat), with what varies per
+message (Gmail's id before `- gsmtp`, address local parts) taken out of the text first. On a miss,
+one precompiled regex reads the codes, the rules are pre-selected per (isp, code, enhanced), and a
+substring pre-check on literals each pattern requires skips most of the (slow) regex searches.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from exporter.classify.isp import ISP_NAMES, check_keys, read_yaml
+
+try:  # the stdlib regex parser, only for the literal pre-check (required_literals)
+    from re import _constants as sre_c
+    from re import _parser as sre_parse
+
+    _REPEATS = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", sre_c.MAX_REPEAT)}
+    _ATOMIC_GROUP = getattr(sre_c, "ATOMIC_GROUP", object())
+except ImportError:  # pragma: no cover - a future Python without it: no pre-check (see required_literals)
+    sre_c = sre_parse = None  # type: ignore[assignment]
+    _REPEATS, _ATOMIC_GROUP = set(), object()
 
 OTHER = "other"
 
@@ -46,6 +57,8 @@ REPLY_CLASSES: tuple[str, ...] = (
 
 _CACHE_LIMIT = 32_768  # cleared (not LRU-evicted) when full: one O(1) check per insert
 _GSMTP = " - gsmtp"
+_GMAIL_ID = re.compile(r"[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+")  # s142si14934335lfe.256
+_LOCAL_PART = re.compile(r"[^\s<>()\[\]\"',;:]+@")  # the per-recipient part of an address in a reply
 # Optional `smtp;` prefix, optional 3-digit reply code, optional enhanced code right after it.
 _REPLY = re.compile(r"\s*(?:[A-Za-z][\w.-]*;\s*)?(?:([245]\d\d)(?:[ -]+|$))?(?:#?([245])\.(\d{1,3})\.(\d{1,3})(?!\d))?")
 _STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
@@ -56,7 +69,8 @@ _TOP_KEYS = {"version", "date", "rules", "bounce_cat_override", "bounce_cat_fall
 
 Enhanced = tuple[str, str, str]  # (class digit, subject, detail) as strings, e.g. ("4", "7", "28")
 EnhancedSpec = tuple[str | None, str | None, str | None]  # None = any; a prefix on component boundaries
-_Candidate = tuple[Callable[[str], Any] | None, str, str]  # (pattern.search or None, class, rule name)
+# (pattern.search or None, required_literals() of the pattern or None, class, rule name)
+_Candidate = tuple[Callable[[str], Any] | None, tuple[tuple[str, ...], ...] | None, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,8 @@ class Rule:
     codes: tuple[str, ...]
     enhanced: tuple[EnhancedSpec, ...]
     pattern: re.Pattern[str] | None
+    keywords: tuple[tuple[str, ...], ...] | None = None
+    """required_literals(pattern): a cheap pre-check before the regex, or None."""
 
     def selects(self, isp: str, code: str, enh: Enhanced | None) -> bool:
         """Whether the non-text conditions hold (the pattern is checked separately)."""
@@ -80,8 +96,9 @@ class Rule:
         if self.enhanced:
             if enh is None:
                 return False
-            return any(all(want is None or want == got for want, got in zip(spec, enh, strict=True))
-                       for spec in self.enhanced)
+            return any(
+                all(want is None or want == got for want, got in zip(spec, enh, strict=True)) for spec in self.enhanced
+            )
         return True
 
 
@@ -148,21 +165,32 @@ class ReplyClassifier:
         return cls(rules, **maps, date=str(data["date"]), source=name)
 
     def classify(self, isp: str, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> str:
-        """Class of one reply; `isp` is an IspClassifier value, the rest are PMTA fields ('' if absent)."""
-        diag_key = dsn_diag
-        if dsn_diag.endswith(_GSMTP):  # "... s142si14934335lfe.256 - gsmtp": drop the per-message id
-            diag_key = dsn_diag[: -len(_GSMTP)].rpartition(" ")[0]
-        key = (isp, diag_key, dsn_status, bounce_cat)
+        """Class of one reply; `isp` is an IspClassifier value, the rest are PMTA fields ('' if absent).
+
+        Rules see the reply with what varies per message taken out, so that it can be the cache key:
+        Gmail's message id before ` - gsmtp`, and the local part of any address (`*@example.com`).
+        """
+        text = dsn_diag
+        if text.endswith(_GSMTP):
+            head, _, last = text[: -len(_GSMTP)].rpartition(" ")
+            if _GMAIL_ID.fullmatch(last):
+                text = head + _GSMTP
+        if "@" in text:
+            text = _LOCAL_PART.sub("*@", text)
+        key = (isp, text, dsn_status, bounce_cat)
         found = self._cache.get(key)
         if found is None:
-            found = self.explain(isp, dsn_status, dsn_diag, bounce_cat)[0]
+            found = self.explain(isp, dsn_status, text, bounce_cat)[0]
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = found
         return found
 
     def explain(self, isp: str, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> tuple[str, str]:
-        """(class, what decided it): a rule name, `bounceCat:<cat>`, `enhanced:<key>` or `none`. Uncached."""
+        """(class, what decided it): a rule name, `bounceCat:<cat>`, `enhanced:<key>` or `none`.
+
+        Uncached and applied to the text exactly as given; for debugging rules and for tests.
+        """
         found = self._override.get(bounce_cat)
         if found is not None:
             return found, f"bounceCat:{bounce_cat}"
@@ -170,7 +198,13 @@ class ReplyClassifier:
         candidates = self._candidates.get((isp, code, enh))
         if candidates is None:
             candidates = self._select(isp, code, enh)
-        for search, cls, rule_name in candidates:
+        lowered = None
+        for search, keywords, cls, rule_name in candidates:
+            if keywords is not None:
+                if lowered is None:
+                    lowered = dsn_diag.lower()
+                if not all([any(map(lowered.__contains__, group)) for group in keywords]):
+                    continue  # the pattern cannot match: skip the (slow, case-insensitive) regex
             if search is None or search(dsn_diag):
                 return cls, rule_name
         found = self._bc_fallback.get(bounce_cat)
@@ -189,7 +223,8 @@ class ReplyClassifier:
         picked: list[_Candidate] = []
         for rule in self.rules:
             if rule.selects(isp, code, enh):
-                picked.append((rule.pattern.search if rule.pattern else None, rule.cls, rule.name))
+                search = rule.pattern.search if rule.pattern else None
+                picked.append((search, rule.keywords, rule.cls, rule.name))
                 if rule.pattern is None:
                     break  # an unconditional match: nothing after it can be reached
         if len(self._candidates) >= _CACHE_LIMIT:
@@ -205,7 +240,7 @@ def _check_class(name: str, where: str, value: Any) -> str:
 
 
 def _strings(name: str, where: str, value: Any) -> list[str]:
-    """A YAML scalar or list as strings; floats are refused because YAML turns 4.7 into 4.7 and 4.10 into 4.1."""
+    """A YAML scalar or list as strings; floats are refused because YAML reads 4.10 as the number 4.1."""
     items = value if isinstance(value, list) else [value]
     if not items:
         raise ValueError(f"{name}: {where}: empty list")
@@ -249,7 +284,10 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
             raise ValueError(f"{name}: {label}.pattern: bad regular expression: {exc}") from exc
     if not (isps or codes or specs or pattern):
         raise ValueError(f"{name}: {label}: a rule needs at least one of isp, code, enhanced, pattern")
-    rule = Rule(index, str(raw.get("name") or label), cls, frozenset(isps), tuple(codes), tuple(specs), pattern)
+    keywords = required_literals(pattern.pattern) if pattern else None
+    rule = Rule(
+        index, str(raw.get("name") or label), cls, frozenset(isps), tuple(codes), tuple(specs), pattern, keywords
+    )
     examples = raw.get("examples") or []
     if not isinstance(examples, list):
         raise ValueError(f"{name}: {label}.examples: expected a list of reply texts")
@@ -259,3 +297,47 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
         if not rule.selects(isp, code, enh) or (pattern and not pattern.search(str(example))):
             raise ValueError(f"{name}: {label}.examples: the rule does not match its own example {example!r}")
     return rule
+
+
+def required_literals(pattern: str) -> tuple[tuple[str, ...], ...] | None:
+    """Groups of lower-case literals such that every match of `pattern` holds one literal of each group.
+
+    Python's `re` scans a case-insensitive alternation slowly (tens of µs on a long reply); plain
+    substring tests on the lowercased text rule most patterns out first. Uses the stdlib regex parser
+    (`re._parser`); anything unexpected means None, "no pre-check", which is always correct, only slower.
+    """
+    try:
+        groups = _requirements(sre_parse.parse(pattern, re.IGNORECASE))
+    except Exception:  # a private module: never let its changes break loading
+        return None
+    best = sorted(set(groups), key=_rank)[:3]
+    # within a group "exceeded" already covers "exceeded storage"
+    return tuple(tuple(sorted(k for k in g if not any(o != k and o in k for o in g))) for g in best) or None
+
+
+def _rank(group: frozenset[str]) -> tuple[int, int]:
+    return len(group), -min(map(len, group))  # fewer alternatives first, then longer literals
+
+
+def _requirements(seq: Any) -> list[frozenset[str]]:
+    """Literal sets (3+ chars each) that a parsed regex sequence requires: one of each set appears."""
+    out: list[frozenset[str]] = []
+    run: list[str] = []
+    for op, av in [*seq, (None, None)]:  # the sentinel flushes the last run of literals
+        if op is sre_c.LITERAL:
+            run.append(chr(av))
+            continue
+        if len(run) >= 3:
+            out.append(frozenset(["".join(run).lower()]))
+        run = []
+        if op is sre_c.SUBPATTERN:
+            out += _requirements(av[-1])
+        elif op is _ATOMIC_GROUP:
+            out += _requirements(av)
+        elif op in _REPEATS and av[0] >= 1:
+            out += _requirements(av[2])
+        elif op is sre_c.BRANCH:
+            options = [min(_requirements(branch), key=_rank, default=None) for branch in av[1]]
+            if all(options):
+                out.append(frozenset().union(*options))  # type: ignore[arg-type]
+    return out

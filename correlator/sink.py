@@ -1,0 +1,134 @@
+"""CorrelatorSink: the RecordSink the daemon drives (see exporter/sinks.py for the call contract).
+
+Threads: `observe` and `lookup_vmta` run on the event loop, `setup`/`write`/`maintain` on the
+state writer thread, API queries in FastAPI's threadpool. They share only the in-memory attribution
+index (locked) and the read pool; the writer's caches are touched by the writer thread alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from correlator import store
+from correlator.api import Api, build_router
+from correlator.attribution import Attributor, RecentDeliveries
+from correlator.ingest import Ingestor, IspOf
+from correlator.keys import RcptHasher, domain_of, load_or_create_key
+from correlator.timeline import ClassOf
+from exporter.config import CorrelatorConfig
+from exporter.records import Columns, RecordBatch
+
+log = logging.getLogger(__name__)
+
+
+def default_isp_of() -> IspOf:
+    """exporter.classify's ISP classifier, imported on first use (rcpt domain if unavailable)."""
+    fn: list[IspOf] = []
+
+    def isp_of(rcpt: str, dsn_mta: str) -> str:
+        if not fn:
+            try:
+                from exporter.classify import IspClassifier
+
+                fn.append(IspClassifier.load().classify_rcpt)
+            except Exception as exc:  # noqa: BLE001 - degrade to the domain, say so once
+                log.warning("ISP classifier unavailable (%s): timelines use the recipient domain", exc)
+                fn.append(lambda r, _m: domain_of(r) or "unknown")
+        return fn[0](rcpt, dsn_mta)
+
+    return isp_of
+
+
+def default_class_of() -> ClassOf:
+    """exporter.classify's reply classifier, imported on first use ('' if unavailable)."""
+    fn: list[ClassOf] = []
+
+    def class_of(isp: str, status: str, diag: str, bounce_cat: str) -> str:
+        if not fn:
+            try:
+                from exporter.classify import ReplyClassifier
+
+                fn.append(ReplyClassifier.load().classify)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("reply classifier unavailable (%s): events carry no response_class", exc)
+                fn.append(lambda *_a: "")
+        return fn[0](isp, status, diag, bounce_cat)
+
+    return class_of
+
+
+class CorrelatorSink:
+    """Per-message timelines in the state DB, vmta attribution for f/rb, and the /api/v1 routes."""
+
+    def __init__(
+        self,
+        config: CorrelatorConfig,
+        db_path: Path,
+        isp_of: IspOf | None = None,
+        class_of: ClassOf | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db_path = Path(db_path)
+        key = None
+        if config.hash_recipients:
+            key = load_or_create_key(config.hmac_key_file or self.db_path.with_name("correlator-hmac.key"))
+        self.hasher = RcptHasher(key)
+        self.class_of = class_of or default_class_of()
+        self.clock = clock
+        self.pool = store.ReadPool(self.db_path)
+        self.recent = RecentDeliveries()
+        self.ingestor = Ingestor(self.hasher, isp_of or default_isp_of(), config.fallback_window, clock)
+        self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock)
+        self.rows_written = 0
+        self.timelines_pruned = 0
+        self._router: Any = None
+
+    # --- RecordSink ----------------------------------------------------------------------------
+
+    def setup(self, conn: sqlite3.Connection) -> None:
+        store.migrate(conn, self.hasher.fingerprint())
+
+    def observe(self, batch: RecordBatch) -> None:
+        self.recent.observe(batch)
+
+    def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
+        return self.attributor.lookup(columns, rows)
+
+    def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
+        self.recent.committed()  # the previous write's transaction has ended by now
+        self.rows_written += self.ingestor.write(conn, batches)
+        self.recent.written(batches)
+
+    def maintain(self, conn: sqlite3.Connection) -> None:
+        """Bounded retention/size pruning; in its own short transaction unless one is open."""
+        self.recent.committed()
+        cutoff = self.clock() - self.config.retention
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = store.prune(conn, cutoff, self.config.max_db_size)
+        except BaseException:
+            if own:
+                conn.execute("ROLLBACK")
+            raise
+        if own:
+            conn.execute("COMMIT")
+        if deleted:
+            self.timelines_pruned += deleted
+            self.ingestor.forget()
+
+    def asgi_routes(self) -> Any:
+        if self._router is None:
+            api = Api(self.pool, self.hasher, self.class_of, self.config.max_flow_senders, self.clock)
+            self._router = build_router(api)
+        return self._router
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,307 @@
+"""Read-side queries: timelines with their events, search pages and flow aggregates (plain dicts).
+
+Everything here takes an open read connection and returns JSON-ready dicts shaped like the models
+in models.py, so the API, the text renderer, the tests and the benchmark share one code path.
+The response class of each attempt is computed here, at read time, with the current classifier:
+it costs nothing at ingestion and follows classifier rule changes.
+
+tq records are queue events: a timeline shows those of its queue (`domain/vmta`) logged between
+its first event and its final d/b (or now when still pending), at most `max_queue_events` of the
+latest, with `queue_events_omitted` counting the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from correlator import store
+
+ClassOf = Callable[[str, str, str, str], str]
+
+KINDS = {
+    "r": "received", "t": "deferred", "d": "delivered", "b": "bounced", "rs": "remote_status",
+    "rb": "remote_bounce", "f": "complaint", "tq": "queue_deferred",
+}
+_RANK = {"queued": 0, "r": 0, "t": 1, "tq": 1, "d": 2, "b": 2, "rs": 3, "rb": 4, "f": 5}
+_CLASSIFIED = frozenset(("t", "tq", "d", "b", "rs", "rb"))
+TL_COLUMNS = (
+    "id, message_id, job_id, rcpt, rcpt_domain, orig, sender, vmta, vmta_pool, queue, isp,"
+    " t0, t_last, t_queued, t_done, flags, attempts, outcome"
+)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def summary(row: tuple, hashed: bool) -> dict[str, Any]:
+    (tl, mid, job, rcpt, rdom, orig, sender, vmta, pool, queue, isp, t0, t_last, t_queued, t_done, flags,
+     attempts, outcome) = row
+    return {
+        "id": tl, "message_id": mid, "job_id": job, "rcpt": rcpt, "rcpt_hashed": hashed and rcpt is not None,
+        "rcpt_domain": rdom, "orig": orig, "sender_domain": sender, "vmta": vmta, "vmta_pool": pool,
+        "queue": queue, "isp": isp, "outcome": store.OUTCOMES[outcome], "attempts": attempts,
+        "first_seen": iso(t0), "last_seen": iso(t_last), "queued_at": iso(t_queued), "done_at": iso(t_done),
+        "complained": bool(flags & store.FLAG[store.TYPE_CODES["f"]]),
+        "remote_bounced": bool(flags & store.FLAG[store.TYPE_CODES["rb"]]),
+        "_t0": t0, "_t_done": t_done, "_t_queued": t_queued,
+    }
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+class Reader:
+    """Queries over one read connection; `class_of` is the reply classifier used for events."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, class_of: ClassOf, hashed: bool, max_queue_events: int = 100,
+        now: float | None = None,
+    ) -> None:
+        self.conn = conn
+        self.class_of = class_of
+        self.hashed = hashed
+        self.max_queue_events = max_queue_events
+        self.now = now
+
+    # --- timelines -----------------------------------------------------------------------------
+
+    def by_message(self, mid_h: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        total = self.conn.execute("SELECT count(*) FROM corr_timelines WHERE mid_h=?", (mid_h,)).fetchone()[0]
+        rows = self.conn.execute(
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE mid_h=? ORDER BY t0, id LIMIT ?", (mid_h, limit)
+        ).fetchall()
+        return self._with_events(rows), total
+
+    def by_job_rcpt(self, job_h: int, rcpt_h: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE job_h=? AND rcpt_h=? ORDER BY t0, id", (job_h, rcpt_h)
+        ).fetchall()
+        return self._with_events(rows)
+
+    def by_message_rcpt(self, mid_h: int, rcpt_h: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE mid_h=? AND rcpt_h=? ORDER BY t0, id", (mid_h, rcpt_h)
+        ).fetchall()
+        return self._with_events(rows)
+
+    def by_id(self, tl: int) -> dict[str, Any] | None:
+        rows = self.conn.execute(f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE id=?", (tl,)).fetchall()
+        found = self._with_events(rows)
+        return found[0] if found else None
+
+    def _with_events(self, rows: list[tuple]) -> list[dict[str, Any]]:
+        if not rows:
+            return []
+        items = [summary(r, self.hashed) for r in rows]
+        ids = [it["id"] for it in items]
+        marks = ",".join("?" * len(ids))
+        events: dict[int, list[tuple]] = {i: [] for i in ids}
+        for ev in self.conn.execute(
+            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
+            f" FROM corr_events WHERE tl IN ({marks})", ids,
+        ):
+            events[ev[1]].append(ev)
+        files = self._file_names({e[0] >> store.LINE_BITS for evs in events.values() for e in evs})
+        for item in items:
+            item["events"], item["queue_events_omitted"] = self._events(item, events[item["id"]], files)
+        return [_public(it) for it in items]
+
+    def _file_names(self, nums: set[int]) -> dict[int, str]:
+        if not nums:
+            return {}
+        marks = ",".join("?" * len(nums))
+        return dict(self.conn.execute(f"SELECT num, key FROM corr_files WHERE num IN ({marks})", list(nums)))
+
+    def _events(self, item: dict[str, Any], rows: list[tuple], files: dict[int, str]) -> tuple[list[dict], int]:
+        isp = item["isp"] or ""
+        out: list[tuple[float, int, int, dict[str, Any]]] = []
+        has_r = False
+        for eid, _tl, code, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra in rows:
+            rtype = store.TYPE_NAMES[code]
+            has_r = has_r or rtype == "r"
+            ev = _event(t, KINDS[rtype], rtype)
+            ev.update(vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
+                      dsn_action=action or None, dsn_status=status or None, dsn_diag=diag or None,
+                      dsn_mta=mta or None, bounce_category=bcat or None)
+            if extra:
+                ev.update(json.loads(extra))
+            if rtype in _CLASSIFIED:
+                ev["response_class"] = self.class_of(isp, status or "", diag or "", bcat or "") or None
+            num, line = store.split_event_id(eid)
+            ev["source"] = f"{files.get(num, '?')}:{line}"
+            out.append((t, _RANK[rtype], eid, ev))
+        if item["_t_queued"] is not None and not has_r:
+            out.append((item["_t_queued"], 0, -1, _event(item["_t_queued"], "queued", None)))
+        omitted = 0
+        if item["queue"]:
+            omitted = self._queue_events(item, out)
+        out.sort(key=lambda e: (e[0], e[1], e[2]))
+        attempt = 0
+        for _, _, _, ev in out:
+            if ev["record_type"] in ("t", "d", "b"):
+                attempt += 1
+                ev["attempt"] = attempt
+        return [ev for *_, ev in out], omitted
+
+    def _queue_events(self, item: dict[str, Any], out: list) -> int:
+        lo = item["_t0"]
+        hi = item["_t_done"] if item["_t_done"] is not None else math.inf
+        hi_param = hi if hi != math.inf else 1e18
+        count = self.conn.execute(
+            "SELECT count(*) FROM corr_queue_events WHERE queue=? AND t BETWEEN ? AND ?", (item["queue"], lo, hi_param)
+        ).fetchone()[0]
+        if not count:
+            return 0
+        rows = self.conn.execute(
+            "SELECT id, t, vmta, pool, action, status, diag, mta, bcat, src_ip FROM corr_queue_events"
+            " WHERE queue=? AND t BETWEEN ? AND ? ORDER BY t DESC, id DESC LIMIT ?",
+            (item["queue"], lo, hi_param, self.max_queue_events),
+        ).fetchall()
+        files = self._file_names({r[0] >> store.LINE_BITS for r in rows})
+        isp = item["isp"] or ""
+        for eid, t, vmta, pool, action, status, diag, mta, bcat, src_ip in rows:
+            ev = _event(t, "queue_deferred", "tq")
+            ev.update(queue=item["queue"], vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
+                      dsn_action=action or None, dsn_status=status or None, dsn_diag=diag or None,
+                      dsn_mta=mta or None, bounce_category=bcat or None,
+                      response_class=self.class_of(isp, status or "", diag or "", bcat or "") or None)
+            num, line = store.split_event_id(eid)
+            ev["source"] = f"{files.get(num, '?')}:{line}"
+            out.append((t, _RANK["tq"], eid, ev))
+        return count - len(rows)
+
+    # --- search --------------------------------------------------------------------------------
+
+    def search(
+        self, *, rcpt_h: int | None, job_h: int | None, vmta: str | None, outcome: int | None,
+        since: float | None, until: float | None, limit: int, after: tuple[float, int] | None,
+        budget: int = 100_000,
+    ) -> tuple[list[dict[str, Any]], tuple[float, int] | None, bool]:
+        """One page, newest first by first_seen. Returns (items, position to continue after, scan_limited).
+
+        The rcpt or job_id filter picks the index; vmta and outcome are checked on at most `budget`
+        rows per page, so a rare combination over a long range returns a short page with a cursor
+        instead of scanning the whole store in one request.
+        """
+        where, params = [], []
+        if rcpt_h is not None:
+            where.append("rcpt_h=?")
+            params.append(rcpt_h)
+        if job_h is not None:
+            where.append("job_h=?")
+            params.append(job_h)
+        if since is not None:
+            where.append("t0>=?")
+            params.append(since)
+        if until is not None:
+            where.append("t0<?")
+            params.append(until)
+        if after is not None:
+            where.append("(t0, id) < (?, ?)")
+            params += after
+        base = f"FROM corr_timelines WHERE {' AND '.join(where) or '1'} ORDER BY t0 DESC, id DESC"
+        filters, fparams = [], []
+        if vmta is not None:
+            filters.append("vmta=?")
+            fparams.append(vmta)
+        if outcome is not None:
+            filters.append("outcome=?")
+            fparams.append(outcome)
+        if filters:
+            sql = (f"SELECT * FROM (SELECT {TL_COLUMNS} {base} LIMIT ?) WHERE {' AND '.join(filters)}"
+                   " ORDER BY t0 DESC, id DESC LIMIT ?")
+            rows = self.conn.execute(sql, [*params, budget, *fparams, limit + 1]).fetchall()
+        else:
+            rows = self.conn.execute(f"SELECT {TL_COLUMNS} {base} LIMIT ?", [*params, limit + 1]).fetchall()
+        items = [summary(r, self.hashed) for r in rows[:limit]]
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            return [_public(i) for i in items], (last[11], last[0]), False
+        if filters:
+            edge = self.conn.execute(f"SELECT t0, id {base} LIMIT 1 OFFSET ?", [*params, budget - 1]).fetchone()
+            if edge is not None:
+                return [_public(i) for i in items], (edge[0], edge[1]), True
+        return [_public(i) for i in items], None, False
+
+    # --- flows ---------------------------------------------------------------------------------
+
+    def flows(self, since: float, until: float | None, max_senders: int) -> dict[str, Any]:
+        lo = int(since // store.FLOW_BUCKET) * store.FLOW_BUCKET
+        params: list[float] = [lo]
+        cond = "bucket >= ?"
+        if until is not None:
+            cond += " AND bucket < ?"
+            params.append(until)
+        rows = self.conn.execute(
+            "SELECT sender, vmta, isp, sum(delivered), sum(bounced), sum(deferred), sum(complained),"
+            f" sum(remote_bounced) FROM corr_flows WHERE {cond} GROUP BY sender, vmta, isp", params,
+        ).fetchall()
+        return build_flows(rows, max_senders)
+
+
+_STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")
+
+
+def build_flows(rows: list[tuple], max_senders: int) -> dict[str, Any]:
+    """sender -> vmta -> isp nodes and edges in the field names Grafana's Node graph panel reads."""
+    by_sender: dict[str, int] = {}
+    for sender, _v, _i, d, b, t, *_ in rows:
+        by_sender[sender] = by_sender.get(sender, 0) + d + b + t
+    top = set(sorted(by_sender, key=lambda s: (-by_sender[s], s))[:max_senders])
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: dict[tuple[str, str], list[int]] = {}
+
+    def add(store_: dict, key: Any, stats: tuple[int, ...]) -> None:
+        acc = store_.setdefault(key, [0] * len(_STATS))
+        for i, v in enumerate(stats):
+            acc[i] += v
+
+    node_stats: dict[str, list[int]] = {}
+    for sender, vmta, isp, *stats in rows:
+        s = "sender:" + ((sender or "<>") if sender in top else "other")
+        v, i = "vmta:" + (vmta or "none"), "isp:" + (isp or "unknown")
+        st = tuple(int(x or 0) for x in stats)
+        for n in (s, v, i):
+            add(node_stats, n, st)
+        add(edges, (s, v), st)
+        add(edges, (v, i), st)
+    for nid, st in node_stats.items():
+        kind, _, title = nid.partition(":")
+        nodes[nid] = {"id": nid, "title": title, "subtitle": kind, **_stats_fields(st), "detail__kind": kind}
+    top_volume = max((st[0] + st[1] for st in edges.values()), default=0) or 1
+    edge_list = []
+    for (src, dst), st in sorted(edges.items()):
+        vol = st[0] + st[1]
+        fields = _stats_fields(st)
+        del fields["arc__delivered"], fields["arc__bounced"], fields["arc__deferred"]
+        edge_list.append({"id": f"{src}->{dst}", "source": src, "target": dst, **fields,
+                          "thickness": round(1 + 9 * math.sqrt(vol / top_volume), 2)})
+    order = {"sender": 0, "vmta": 1, "isp": 2}
+    node_list = sorted(nodes.values(), key=lambda n: (order[n["subtitle"]], -n["mainstat"], n["id"]))
+    return {"nodes": node_list, "edges": edge_list}
+
+
+def _stats_fields(st: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    d, b, t, f, rb = st
+    attempts = d + b + t
+    return {
+        "mainstat": d + b, "secondarystat": t,
+        "arc__delivered": round(d / attempts, 4) if attempts else 0.0,
+        "arc__bounced": round(b / attempts, 4) if attempts else 0.0,
+        "arc__deferred": round(t / attempts, 4) if attempts else 0.0,
+        "detail__delivered": d, "detail__bounced": b, "detail__deferred": t,
+        "detail__complained": f, "detail__remote_bounced": rb,
+    }
+
+
+def _event(t: float, kind: str, record_type: str | None) -> dict[str, Any]:
+    return {"time": iso(t), "ts": t, "kind": kind, "record_type": record_type, "attempt": None}

@@ -1,0 +1,387 @@
+"""A small async client for PMTA's HTTP management interface (/status, /queues, /vmtas, /domains).
+
+Parsing is tolerant because most of the response shapes are undocumented (pmta-http-api.md §3, §5,
+§7, §12): XML and JSON are first turned into the same nested dict/list tree, a repeated element may
+come as one object or as a list, `paused` may be yes/no/true/false/0/1, `kb` is a float, and a
+missing `<succ/>` (or a JSON status other than "success") is an error. The parser is chosen from the
+format we asked for, never from Content-Type (old PMTA sends XML as text/html). Every failure is a
+`PmtaApiError` whose `reason` is one of `API_ERROR_REASONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from exporter import __version__
+from exporter.config import PmtaApiConfig
+
+Reason = Literal["timeout", "connect", "http_status", "parse"]
+API_ERROR_REASONS: tuple[Reason, ...] = ("timeout", "connect", "http_status", "parse")
+MAX_BODY_BYTES = 64 * 1024 * 1024
+THREAD_PARSE_BYTES = 256 * 1024
+"""Bodies larger than this are parsed in a worker thread so a huge queue list never stalls the loop."""
+
+
+class PmtaApiError(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    """`domain/vmta` as PMTA prints it."""
+    rcp: int
+    kb: float
+    conn: int
+    paused: bool
+    mode: str
+    retry_time: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.name.partition("/")[0]
+
+    @property
+    def vmta(self) -> str:
+        return self.name.partition("/")[2]
+
+    @property
+    def backoff(self) -> bool:
+        return self.mode.strip().lower() == "backoff"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueList:
+    queues: list[QueueInfo]
+    total_rcp: int | None = None
+    """`totalRcp` of the listing: recipients in every queue matching the request, not only those shown."""
+    total_queues: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VmtaInfo:
+    name: str
+    rcp: int
+    kb: float = 0.0
+    conn: int = 0
+    dom: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    name: str
+    rcp: int
+    kb: float = 0.0
+    conn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTotals:
+    rcp: int
+    dom: int
+    kb: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    version: str = ""
+    queue: dict[str, QueueTotals] = field(default_factory=dict)
+    """Per delivery type (smtp, pipe, discard, file, alias, bounceProcessor, ...)."""
+    conn_in: int | None = None
+    conn_out: int | None = None
+    spool_files: int | None = None
+    state: str = ""
+
+    @property
+    def smtp_rcp(self) -> int | None:
+        q = self.queue.get("smtp")
+        return q.rcp if q is not None else None
+
+
+# --- value coercion --------------------------------------------------------------------------------
+def to_int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value.strip().replace(",", "")))
+        except ValueError:
+            return default
+    return default
+
+
+def to_float(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().replace(",", ""))
+        except ValueError:
+            return default
+    return default
+
+
+def to_bool(value: Any) -> bool:
+    """yes/no, true/false, 1/0, on/off, in any case; anything else is False."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("yes", "y", "true", "1", "on", "paused")
+    return False
+
+
+def to_str(value: Any) -> str:
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value).strip()
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+# --- envelopes -----------------------------------------------------------------------------------
+def _element_tree(elem: ET.Element) -> Any:
+    """An element's children as a dict (a repeated tag becomes a list); a leaf is its text."""
+    children = list(elem)
+    if not children:
+        return (elem.text or "").strip()
+    out: dict[str, Any] = {}
+    for child in children:
+        value = _element_tree(child)
+        if child.tag in out:
+            prev = out[child.tag]
+            if isinstance(prev, _Repeated):
+                prev.append(value)
+            else:
+                out[child.tag] = _Repeated([prev, value])
+        else:
+            out[child.tag] = value
+    return {k: list(v) if isinstance(v, _Repeated) else v for k, v in out.items()}
+
+
+class _Repeated(list):  # type: ignore[type-arg]
+    """Marks lists built from repeated XML elements (as opposed to a leaf that happens to be a list)."""
+
+
+def parse_envelope(body: bytes, fmt: str) -> Any:
+    """The `data` part of a response, as nested dicts/lists/strings; PmtaApiError("parse") otherwise."""
+    if fmt == "json":
+        return _json_envelope(body)
+    return _xml_envelope(body)
+
+
+def _xml_envelope(body: bytes) -> Any:
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise PmtaApiError("parse", f"not XML: {exc} (starts {body[:60]!r})") from exc
+    if root.tag != "rsp":
+        raise PmtaApiError("parse", f"unexpected XML root <{root.tag}>, expected <rsp>")
+    if root.find("succ") is None:
+        detail = " ".join(t.strip() for t in root.itertext() if t.strip())[:200]
+        raise PmtaApiError("parse", f"PMTA did not report success (no <succ/>): {detail or 'no detail'}")
+    data = root.find("data")
+    return _element_tree(data) if data is not None else {}
+
+
+def _json_envelope(body: bytes) -> Any:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PmtaApiError("parse", f"not JSON: {exc} (starts {body[:60]!r})") from exc
+    if not isinstance(obj, dict):
+        raise PmtaApiError("parse", "JSON response is not an object")
+    status = obj.get("status", "success" if "data" in obj else None)
+    if not isinstance(status, str) or status.lower() != "success" or "data" not in obj:
+        message = to_str(obj.get("message")) or json.dumps(obj.get("errors", ""))[:200]
+        raise PmtaApiError("parse", f"PMTA did not report success (status {status!r}): {message or 'no detail'}")
+    return obj["data"]
+
+
+def find_items(data: Any, key: str) -> list[dict[str, Any]]:
+    """The repeated `key` elements of a listing: under `key` or `key`+s (object or list), one level
+    down, or failing that the first list of objects that have a `name`."""
+    if isinstance(data, list):
+        return [x for x in data if isinstance(x, dict)]
+    if not isinstance(data, dict):
+        return []
+    for k in (key, key + "s"):
+        if k in data:
+            inner = data[k]
+            if isinstance(inner, dict) and "name" not in inner and (key in inner or key + "s" in inner):
+                return find_items(inner, key)
+            return [x for x in as_list(inner) if isinstance(x, dict)]
+    for value in data.values():
+        if isinstance(value, list) and value and all(isinstance(x, dict) and "name" in x for x in value):
+            return value
+    if "name" in data and "rcp" in data:
+        return [data]
+    return []
+
+
+# --- pages ---------------------------------------------------------------------------------------
+def parse_status(body: bytes, fmt: str) -> StatusInfo:
+    data = parse_envelope(body, fmt)
+    if not isinstance(data, dict) or not isinstance(data.get("status"), dict):
+        raise PmtaApiError("parse", "/status without a <status> element")
+    st = data["status"]
+    mta = data.get("mta") if isinstance(data.get("mta"), dict) else {}
+    product = mta.get("product") if isinstance(mta.get("product"), dict) else {}
+    queue = {}
+    for qtype, totals in (st.get("queue") or {}).items() if isinstance(st.get("queue"), dict) else ():
+        if isinstance(totals, dict):
+            queue[qtype] = QueueTotals(to_int(totals.get("rcp")), to_int(totals.get("dom")), to_float(totals.get("kb")))
+    conn = st.get("conn") if isinstance(st.get("conn"), dict) else {}
+    spool = st.get("spool") if isinstance(st.get("spool"), dict) else {}
+    files = spool.get("files") if isinstance(spool.get("files"), dict) else {}
+
+    def cur(direction: str) -> int | None:
+        c = conn.get(direction)
+        return to_int(c.get("cur")) if isinstance(c, dict) and "cur" in c else None
+
+    return StatusInfo(
+        version=to_str(product.get("version")),
+        queue=queue,
+        conn_in=cur("smtpIn"),
+        conn_out=cur("smtpOut"),
+        spool_files=to_int(files["inUse"]) if "inUse" in files else None,
+        state=to_str(st.get("status")),
+    )
+
+
+def parse_queues(body: bytes, fmt: str) -> QueueList:
+    data = parse_envelope(body, fmt)
+    queues = []
+    for item in find_items(data, "queue"):
+        name = to_str(item.get("name"))
+        if not name:
+            continue
+        queues.append(QueueInfo(name=name, rcp=to_int(item.get("rcp")), kb=to_float(item.get("kb")),
+                                conn=to_int(item.get("conn")), paused=to_bool(item.get("paused")),
+                                mode=to_str(item.get("mode")) or "normal", retry_time=to_str(item.get("retryTime"))))
+    total_rcp = total_queues = None
+    if isinstance(data, dict):
+        if "totalRcp" in data:
+            total_rcp = to_int(data["totalRcp"])
+        if "totalQueuesWithRcp" in data:
+            total_queues = to_int(data["totalQueuesWithRcp"])
+    return QueueList(queues, total_rcp, total_queues)
+
+
+def parse_vmtas(body: bytes, fmt: str) -> list[VmtaInfo]:
+    return [VmtaInfo(name=to_str(v.get("name")), rcp=to_int(v.get("rcp")), kb=to_float(v.get("kb")),
+                     conn=to_int(v.get("conn")), dom=to_int(v.get("dom")))
+            for v in find_items(parse_envelope(body, fmt), "vmta") if to_str(v.get("name"))]
+
+
+def parse_domains(body: bytes, fmt: str) -> list[DomainInfo]:
+    return [DomainInfo(name=to_str(d.get("name")), rcp=to_int(d.get("rcp")), kb=to_float(d.get("kb")),
+                       conn=to_int(d.get("conn")))
+            for d in find_items(parse_envelope(body, fmt), "domain") if to_str(d.get("name"))]
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
+    if config.ca_file is not None:
+        return ssl.create_default_context(cafile=str(config.ca_file))
+    return config.verify_tls
+
+
+def read_api_key(config: PmtaApiConfig) -> str | None:
+    if config.api_key:
+        return config.api_key
+    if config.api_key_file is not None:
+        try:
+            return config.api_key_file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise PmtaApiError("connect", f"cannot read api_key_file {config.api_key_file}: {exc}") from exc
+    return None
+
+
+class PmtaApiClient:
+    """`async with PmtaApiClient(config) as api: await api.status()`; one pooled httpx client."""
+
+    def __init__(self, config: PmtaApiConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if not config.url:
+            raise ValueError("pmta.url is not set")
+        self.config = config
+        self.format = config.format
+        headers = {"User-Agent": f"pmta-watchtower/{__version__}"}
+        key = read_api_key(config)
+        if key:
+            headers["X-API-Key"] = key
+        auth = httpx.BasicAuth(config.username, config.password or "") if config.username else None
+        self._client = httpx.AsyncClient(
+            base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
+            verify=_verify(config), follow_redirects=True, transport=transport,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
+
+    async def get(self, path: str, queue: str | None = None) -> bytes:
+        """Raw body of `path?format=...` (`queue` is sent unescaped: `*` and `/` are legal in a query)."""
+        url = f"{path}?format={self.format}"
+        if queue is not None:
+            url += "&queue=" + quote(queue, safe="*/@.-_{}")
+        try:
+            async with asyncio.timeout(self.config.timeout or None):
+                resp = await self._client.get(url)
+                body = resp.content
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise PmtaApiError("timeout", f"GET {path}: no answer within {self.config.timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            raise PmtaApiError("connect", f"GET {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            hint = " (access refused: allow this host with http-access ... monitor, or set an api_key)" \
+                if resp.status_code == 403 else ""
+            raise PmtaApiError("http_status", f"GET {path}: HTTP {resp.status_code}{hint}")
+        if len(body) > MAX_BODY_BYTES:
+            raise PmtaApiError("parse", f"GET {path}: response larger than {MAX_BODY_BYTES} bytes")
+        return body
+
+    async def _page(self, path: str, parse: Any, queue: str | None = None) -> Any:
+        body = await self.get(path, queue)
+        if len(body) > THREAD_PARSE_BYTES:
+            return await asyncio.to_thread(parse, body, self.format)
+        return parse(body, self.format)
+
+    async def status(self) -> StatusInfo:
+        return await self._page("/status", parse_status)  # type: ignore[no-any-return]
+
+    async def queues(self, queue: str | None = None) -> QueueList:
+        return await self._page("/queues", parse_queues, queue)  # type: ignore[no-any-return]
+
+    async def vmtas(self) -> list[VmtaInfo]:
+        return await self._page("/vmtas", parse_vmtas)  # type: ignore[no-any-return]
+
+    async def domains(self) -> list[DomainInfo]:
+        return await self._page("/domains", parse_domains)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> PmtaApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,494 @@
+"""Small builders for the Grafana JSON that `grafana/build.py` writes: PromQL, targets, panels, layout.
+
+Plain dicts in, plain dicts out (no Grafana SDK), so the committed JSON is exactly what this
+file says and regenerating it is byte-for-byte deterministic. Every query goes through `sel()`,
+which puts the `job`/`instance` matchers in; every counter goes through `rate()`, which uses
+`$__rate_interval`. tests/test_dashboards.py lints the output, not this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+PROMETHEUS: Json = {"type": "prometheus", "uid": "${datasource}"}
+INFINITY: Json = {"type": "yesoreyeram-infinity-datasource", "uid": "${infinity}"}
+TAG = "pmta-watchtower"
+
+# --- PromQL ---------------------------------------------------------------------------------
+
+JOB = 'job=~"$job"'
+INSTANCE = 'instance=~"$instance"'
+VMTA = 'vmta=~"$vmta"'
+POOL = 'vmta_pool=~"$vmta_pool"'
+ISP = 'isp=~"$isp"'
+SENDER = 'sender=~"$sender"'
+THROTTLED = 'class=~"throttled|reputation"'
+
+
+def sel(metric: str, *matchers: str) -> str:
+    """`metric{job=~"$job", instance=~"$instance", ...}`: every per-host series is selected so."""
+    return metric + "{" + ", ".join((JOB, INSTANCE, *matchers)) + "}"
+
+
+def sel_cluster(metric: str, *matchers: str) -> str:
+    """For cluster-wide recording rules, which are summed `without (instance)`: job only."""
+    return metric + "{" + ", ".join((JOB, *matchers)) + "}"
+
+
+def rate(metric: str, *matchers: str) -> str:
+    return f"rate({sel(metric, *matchers)}[$__rate_interval])"
+
+
+def sum_by(by: str, expr: str) -> str:
+    return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
+
+
+def ratio(num: str, den: str) -> str:
+    """num / den, 0 (not absent) where den has traffic but num has no series, absent where den is 0.
+
+    Both sides must already be aggregated to the same labels: numerators and denominators are
+    summed first and divided last, never averaged (as in rules/recording.yaml).
+    """
+    return f"({num} or 0 * {den}) / ({den} > 0)"
+
+
+def rule_ratio(by: str, num_rule: str, den_rule: str, num_matchers: tuple[str, ...], matchers: tuple[str, ...]) -> str:
+    """Ratio of two `vmta_isp:` recording rules (they keep `instance`), re-aggregated by `by`."""
+    num = sum_by(by, sel(num_rule, *matchers, *num_matchers))
+    den = sum_by(by, sel(den_rule, *matchers))
+    return ratio(num, den)
+
+
+def success_ratio(by: str, *matchers: str) -> str:
+    return rule_ratio(by, "vmta_isp:pmta_delivered:rate10m", "vmta_isp:pmta_attempts:rate10m", (), matchers)
+
+
+def deferral_ratio(by: str, *matchers: str) -> str:
+    return rule_ratio(by, "vmta_isp:pmta_deferred:rate10m", "vmta_isp:pmta_attempts:rate10m", (), matchers)
+
+
+def throttled_ratio(by: str, *matchers: str) -> str:
+    return rule_ratio(
+        by, "vmta_isp:pmta_deferred_by_class:rate10m", "vmta_isp:pmta_attempts:rate10m", (THROTTLED,), matchers
+    )
+
+
+def bounce_share(by: str, *matchers: str) -> str:
+    return rule_ratio(by, "vmta_isp:pmta_bounced:rate10m", "vmta_isp:pmta_attempts:rate10m", (), matchers)
+
+
+def complaint_ratio(by: str, *matchers: str) -> str:
+    """FBL complaints / delivered over the rate interval (user complaints only, as the daily rule)."""
+    num = sum_by(by, rate("pmta_complaints_total", *matchers, 'feedback_type!~"not-spam|auth-failure"'))
+    den = sum_by(by, rate("pmta_delivered_total", *matchers))
+    return ratio(num, den)
+
+
+def pool_of_vmta(*matchers: str) -> str:
+    """One series of value 1 per (job, instance, vmta) carrying the VMTA's busiest `vmta_pool`.
+
+    Queue gauges only have {vmta, isp}; multiplying them by this with `group_left (vmta_pool)`
+    attributes a VMTA's queue to one pool (a VMTA in several pools is not counted twice).
+    """
+    attempts = sum_by("job, instance, vmta, vmta_pool", sel("vmta_isp:pmta_attempts:rate10m", *matchers))
+    return f"group by (job, instance, vmta, vmta_pool) (topk by (job, instance, vmta) (1, {attempts}))"
+
+
+def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_matchers: tuple[str, ...]) -> str:
+    joined = f"{sel(metric, *queue_matchers)} * on (job, instance, vmta) group_left (vmta_pool) " + pool_of_vmta(
+        *pool_matchers
+    )
+    return sum_by(by, joined)
+
+
+def quantile(q: float, bucket_expr: str, by: str = "") -> str:
+    labels = f"{by}, le" if by else "le"
+    return f"histogram_quantile({q}, sum by ({labels}) ({bucket_expr}))"
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+def prom(expr: str, legend: str = "", *, instant: bool = False, fmt: str = "time_series") -> Json:
+    return {
+        "datasource": PROMETHEUS,
+        "editorMode": "code",
+        "expr": expr,
+        "format": fmt,
+        "instant": instant,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+    }
+
+
+def table_query(expr: str) -> Json:
+    return prom(expr, instant=True, fmt="table")
+
+
+def infinity(url: str, root_selector: str, fmt: str = "table") -> Json:
+    """A GET on Watchtower's HTTP API through the Infinity data source (URL relative to its base URL)."""
+    return {
+        "columns": [],
+        "datasource": INFINITY,
+        "filters": [],
+        "format": fmt,
+        "parser": "backend",
+        "root_selector": root_selector,
+        "source": "url",
+        "type": "json",
+        "url": url,
+        "url_options": {"data": "", "method": "GET"},
+    }
+
+
+# --- field config -------------------------------------------------------------------------------
+
+
+def steps(*pairs: tuple[str, float | None]) -> Json:
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in pairs]}
+
+
+GREEN = steps(("green", None))
+SUCCESS = steps(("red", None), ("orange", 0.5), ("yellow", 0.8), ("green", 0.95))
+THROTTLE = steps(("green", None), ("yellow", 0.1), ("orange", 0.3), ("red", 0.5))
+DEFERRAL = steps(("green", None), ("yellow", 0.2), ("orange", 0.4), ("red", 0.6))
+BOUNCE = steps(("green", None), ("yellow", 0.02), ("red", 0.05))
+COMPLAINT = steps(("green", None), ("yellow", 0.001), ("red", 0.003))
+UP_DOWN = [{"type": "value", "options": {"0": {"text": "DOWN", "color": "red", "index": 0},
+                                          "1": {"text": "UP", "color": "green", "index": 1}}}]
+
+
+def _targets(targets: list[Json]) -> list[Json]:
+    return [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)]
+
+
+def _base(kind: str, title: str, description: str, targets: list[Json], datasource: Json = PROMETHEUS) -> Json:
+    panel: Json = {"type": kind, "title": title, "description": description}
+    if targets:
+        panel["datasource"] = datasource
+        panel["targets"] = _targets(targets)
+    return panel
+
+
+def timeseries(
+    title: str,
+    description: str,
+    targets: list[Json],
+    unit: str,
+    *,
+    stack: bool = False,
+    bars: bool = False,
+    ratio_axis: bool = False,
+    thresholds: Json | None = None,
+    legend: str = "table",
+) -> Json:
+    defaults: Json = {
+        "unit": unit,
+        "color": {"mode": "palette-classic"},
+        "custom": {
+            "drawStyle": "bars" if bars else "line",
+            "fillOpacity": 60 if stack or bars else 10,
+            "lineWidth": 1,
+            "showPoints": "never",
+            "spanNulls": False,
+            "stacking": {"group": "A", "mode": "normal" if stack else "none"},
+            "thresholdsStyle": {"mode": "dashed" if thresholds else "off"},
+        },
+        "min": 0,
+        "thresholds": thresholds or GREEN,
+    }
+    if ratio_axis:
+        defaults["max"] = 1
+    panel = _base("timeseries", title, description, targets)
+    panel["fieldConfig"] = {"defaults": defaults, "overrides": []}
+    panel["options"] = {
+        "legend": {
+            "calcs": ["mean", "max", "lastNotNull"] if legend == "table" else [],
+            "displayMode": legend,
+            "placement": "bottom",
+            "showLegend": True,
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return panel
+
+
+def stat(
+    title: str,
+    description: str,
+    targets: list[Json],
+    unit: str,
+    *,
+    thresholds: Json | None = None,
+    mappings: list[Json] | None = None,
+    color_mode: str = "value",
+    graph: bool = True,
+) -> Json:
+    panel = _base("stat", title, description, targets)
+    panel["fieldConfig"] = {
+        "defaults": {
+            "unit": unit,
+            "color": {"mode": "thresholds"},
+            "mappings": mappings or [],
+            "thresholds": thresholds or GREEN,
+        },
+        "overrides": [],
+    }
+    panel["options"] = {
+        "colorMode": color_mode,
+        "graphMode": "area" if graph else "none",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "textMode": "auto",
+    }
+    return panel
+
+
+def bargauge(title: str, description: str, targets: list[Json], unit: str, *, thresholds: Json | None = None) -> Json:
+    panel = _base("bargauge", title, description, targets)
+    panel["fieldConfig"] = {
+        "defaults": {"unit": unit, "color": {"mode": "thresholds"}, "min": 0, "thresholds": thresholds or GREEN},
+        "overrides": [],
+    }
+    panel["options"] = {
+        "displayMode": "gradient",
+        "orientation": "horizontal",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "showUnfilled": True,
+        "valueMode": "color",
+    }
+    return panel
+
+
+def status_history(title: str, description: str, targets: list[Json], unit: str, thresholds: Json) -> Json:
+    """One row per series, one cell per interval, coloured by thresholds (Grafana core panel)."""
+    panel = _base("status-history", title, description, targets)
+    panel["interval"] = "1m"
+    panel["maxDataPoints"] = 120
+    panel["fieldConfig"] = {
+        "defaults": {
+            "unit": unit,
+            "color": {"mode": "thresholds"},
+            "custom": {"fillOpacity": 80, "lineWidth": 0},
+            "min": 0,
+            "max": 1,
+            "thresholds": thresholds,
+        },
+        "overrides": [],
+    }
+    panel["options"] = {
+        "colWidth": 0.9,
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "rowHeight": 0.9,
+        "showValue": "never",
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    return panel
+
+
+def column(ref: str, name: str, unit: str, thresholds: Json | None = None, decimals: int | None = None) -> Json:
+    """Table override for the `Value #<ref>` column of a merged instant query: name, unit, cell colour."""
+    props: list[Json] = [{"id": "displayName", "value": name}, {"id": "unit", "value": unit}]
+    if decimals is not None:
+        props.append({"id": "decimals", "value": decimals})
+    if thresholds:
+        props += [
+            {"id": "color", "value": {"mode": "thresholds"}},
+            {"id": "thresholds", "value": thresholds},
+            {"id": "custom.cellOptions", "value": {"mode": "basic", "type": "color-background"}},
+        ]
+    return {"matcher": {"id": "byName", "options": f"Value #{ref}"}, "properties": props}
+
+
+def link_column(field: str, title: str, url: str) -> Json:
+    return {"matcher": {"id": "byName", "options": field}, "properties": [{"id": "links", "value": [
+        {"title": title, "url": url}]}]}
+
+
+def table(
+    title: str,
+    description: str,
+    targets: list[Json],
+    keys: list[str],
+    columns: list[Json],
+    *,
+    sort_by: str | None = None,
+    datasource: Json = PROMETHEUS,
+) -> Json:
+    """Instant queries merged into one row per `keys` tuple, one column per query."""
+    panel = _base("table", title, description, targets, datasource)
+    order = {k: i for i, k in enumerate(keys)}
+    order.update({f"Value #{t['refId']}": len(keys) + i for i, t in enumerate(panel.get("targets", []))})
+    panel["fieldConfig"] = {"defaults": {"unit": "short", "custom": {"align": "auto", "filterable": True}},
+                            "overrides": columns}
+    panel["options"] = {
+        "cellHeight": "sm",
+        "footer": {"show": False, "reducer": ["sum"], "countRows": False, "fields": ""},
+        "showHeader": True,
+        "sortBy": [{"desc": True, "displayName": sort_by}] if sort_by else [],
+    }
+    if datasource["type"] == "prometheus":
+        panel["transformations"] = [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "indexByName": order,
+                                           "renameByName": {}}},
+        ]
+    return panel
+
+
+def heatmap(title: str, description: str, targets: list[Json], unit: str) -> Json:
+    panel = _base("heatmap", title, description, targets)
+    panel["maxDataPoints"] = 60
+    panel["fieldConfig"] = {"defaults": {"unit": "cps", "custom": {"hideFrom": {"legend": False, "tooltip": False,
+                                                                                  "viz": False}}},
+                            "overrides": []}
+    panel["options"] = {
+        "calculate": False,
+        "cellGap": 1,
+        "cellValues": {"unit": "cps"},
+        "color": {"exponent": 0.5, "fill": "dark-orange", "mode": "scheme", "reverse": False, "scale": "exponential",
+                  "scheme": "Oranges", "steps": 64},
+        "filterValues": {"le": 1e-9},
+        "legend": {"show": True},
+        "rowsFrame": {"layout": "auto"},
+        "tooltip": {"mode": "single", "show": True, "yHistogram": False},
+        "yAxis": {"axisPlacement": "left", "reverse": False, "unit": unit},
+    }
+    return panel
+
+
+def node_graph(title: str, description: str, targets: list[Json]) -> Json:
+    panel = _base("nodeGraph", title, description, targets, INFINITY)
+    panel["options"] = {"edges": {"mainStatUnit": "short", "secondaryStatUnit": "short"},
+                        "nodes": {"mainStatUnit": "short", "secondaryStatUnit": "short"}}
+    return panel
+
+
+def text(title: str, description: str, markdown: str) -> Json:
+    return {"type": "text", "title": title, "description": description,
+            "options": {"code": {"language": "plaintext", "showLineNumbers": False, "showMiniMap": False},
+                        "content": markdown, "mode": "markdown"}}
+
+
+# --- variables ----------------------------------------------------------------------------------
+
+
+def datasource_var(name: str = "datasource", plugin: str = "prometheus", label: str = "Data source") -> Json:
+    return {"hide": 0, "includeAll": False, "label": label, "multi": False, "name": name, "options": [],
+            "query": plugin, "refresh": 1, "regex": "", "skipUrlSync": False, "type": "datasource"}
+
+
+def query_var(name: str, label: str, query: str, *, all_value: str = ".*", description: str = "") -> Json:
+    """A multi-value Prometheus label_values() variable with an All option, refreshed on time range change."""
+    return {
+        "allValue": all_value,
+        "datasource": PROMETHEUS,
+        "definition": query,
+        "description": description,
+        "hide": 0,
+        "includeAll": True,
+        "label": label,
+        "multi": True,
+        "name": name,
+        "options": [],
+        "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,
+        "regex": "",
+        "skipUrlSync": False,
+        "sort": 1,
+        "type": "query",
+    }
+
+
+def textbox_var(name: str, label: str, description: str) -> Json:
+    return {"description": description, "hide": 0, "label": label, "name": name, "options": [], "query": "",
+            "skipUrlSync": False, "type": "textbox"}
+
+
+def job_instance_vars() -> list[Json]:
+    return [
+        query_var("job", "Job", "label_values(watchtower_build_info, job)", all_value=".+",
+                  description="Prometheus job(s) scraping Watchtower."),
+        query_var("instance", "Instance", 'label_values(watchtower_build_info{job=~"$job"}, instance)',
+                  all_value=".+", description="Watchtower instances, one per PMTA host."),
+    ]
+
+
+# --- layout -------------------------------------------------------------------------------------
+
+
+class Grid:
+    """Flows panels left to right on Grafana's 24-column grid; rows start a new line.
+
+    Panels after a collapsed row go inside that row (Grafana's JSON for collapsed rows), so
+    their queries only run when the row is opened.
+    """
+
+    def __init__(self) -> None:
+        self.panels: list[Json] = []
+        self._into: list[Json] = self.panels
+        self._x = self._y = self._line_h = 0
+        self._id = 0
+
+    def _next_id(self) -> int:
+        self._id += 1
+        return self._id
+
+    def _newline(self) -> None:
+        self._y += self._line_h
+        self._x = self._line_h = 0
+
+    def row(self, title: str, *, collapsed: bool = False, repeat: str | None = None) -> None:
+        self._newline()
+        row: Json = {"type": "row", "title": title, "collapsed": collapsed, "id": self._next_id(),
+                     "gridPos": {"h": 1, "w": 24, "x": 0, "y": self._y}, "panels": []}
+        if repeat:
+            row["repeat"] = repeat
+        self.panels.append(row)
+        self._into = row["panels"] if collapsed else self.panels
+        self._y += 1
+
+    def add(self, panel: Json, w: int, h: int) -> None:
+        if self._x + w > 24:
+            self._newline()
+        placed = {"id": self._next_id(), "gridPos": {"h": h, "w": w, "x": self._x, "y": self._y}, **panel}
+        self._into.append(placed)
+        self._x += w
+        self._line_h = max(self._line_h, h)
+
+
+def dashboard(uid: str, title: str, description: str, variables: list[Json], grid: Grid,
+              *, refresh: str = "1m", time_from: str = "now-6h") -> Json:
+    return {
+        "annotations": {"list": [{
+            "builtIn": 1,
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        }]},
+        "description": description,
+        "editable": False,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": None,
+        "links": [{"asDropdown": True, "icon": "external link", "includeVars": True, "keepTime": True,
+                   "tags": [TAG], "targetBlank": False, "title": "Watchtower dashboards", "type": "dashboards"}],
+        "panels": grid.panels,
+        "refresh": refresh,
+        "schemaVersion": 39,
+        "tags": [TAG, "pmta"],
+        "templating": {"list": variables},
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "title": title,
+        "uid": uid,
+        "version": 1,
+        "weekStart": "",
+    }

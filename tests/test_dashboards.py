@@ -1,0 +1,491 @@
+"""A dashboard linter over grafana/dashboards/*.json, in the spirit of grafana/dashboard-linter.
+
+Checks: the five fixed uids, provisioning form (a `datasource` variable, no `__inputs`, no
+leftover `current`, not editable), `job`/`instance` matchers on every selector, `$__rate_interval`
+in every rate/irate/increase, counters only inside them, every metric in exporter/metrics.py or
+rules/recording.yaml, titles/descriptions/units, and, with promtool installed, that every query
+parses as PromQL. Also: the JSON is what grafana/build.py generates, and the provisioning YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.metrics import METRICS
+
+REPO = Path(__file__).resolve().parent.parent
+GRAFANA = REPO / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+EXPECTED_UIDS = {
+    "watchtower-overview", "watchtower-vmta", "watchtower-cluster", "watchtower-flows", "watchtower-forensics",
+}
+INFINITY = "yesoreyeram-infinity-datasource"
+INFINITY_ALLOWED = {"watchtower-flows", "watchtower-forensics"}
+CORE_PANELS = {
+    "row", "timeseries", "stat", "gauge", "bargauge", "table", "status-history", "state-timeline", "heatmap",
+    "nodeGraph", "text",
+}
+NEEDS_UNIT = {"timeseries", "stat", "gauge", "bargauge", "status-history", "state-timeline"}
+VALID_UNITS = {"short", "none", "percent", "percentunit", "s", "ms", "bytes", "decbytes", "Bps", "cps", "ops",
+               "reqps", "dateTimeAsIso", "dateTimeFromNow"}
+BUILTIN_SERIES = {"up"}  # Prometheus' own per-target series
+GRAFANA_VARS = {"__rate_interval", "__interval", "__range", "__from", "__to", "__data", "__url_time_range",
+                "__all_variables", "__dashboard", "__org", "__user", "__field", "__series", "__value"}
+VAR_REF = re.compile(r"\$\{(\w+)(?:[:.][^}]*)?\}|\$(\w+)")
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows."""
+    stack = list(dashboard.get("panels", []))
+    while stack:
+        panel = stack.pop(0)
+        yield panel
+        stack[0:0] = panel.get("panels", [])
+
+
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+def prom_exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, expr) for every Prometheus target of every panel."""
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            if "expr" in target:
+                yield f"{panel.get('title')!r}/{target.get('refId')}", target["expr"]
+
+
+def variable_query(var: dict[str, Any]) -> str:
+    query = var.get("query", "")
+    return query.get("query", "") if isinstance(query, dict) else query
+
+
+def recording_rules() -> dict[str, list[str]]:
+    """Recording rule name -> its expressions (a name may be recorded by several rules)."""
+    path = REPO / "rules" / "recording.yaml"
+    if not path.exists():
+        return {}
+    rules: dict[str, list[str]] = {}
+    for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+        for rule in group["rules"]:
+            if "record" in rule:
+                rules.setdefault(rule["record"], []).append(rule["expr"])
+    return rules
+
+
+RULES = recording_rules()
+HISTOGRAMS = {m.name for m in METRICS if m.kind == "histogram"}
+KNOWN = ({m.name for m in METRICS} | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+         | set(RULES) | BUILTIN_SERIES)
+
+
+# --- PromQL scanning ------------------------------------------------------------------------------
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
+             "group_right", "inf", "nan", "Inf", "NaN"}
+
+
+def _skeleton(expr: str) -> str:
+    """The expression with strings emptied, `${var}` made `$var`, and label matchers/ranges kept as markers."""
+    s = _STRING.sub('""', re.sub(r"\$\{(\w+)(?::\w+)?\}", r"$\1", expr))
+    s = re.sub(r"\{[^}]*\}", "{}", s)
+    return re.sub(r"\[[^\]]*\]", "[]", s)
+
+
+def metric_names(expr: str) -> list[str]:
+    s = _GROUPING.sub(" ", _skeleton(expr))
+    names = re.findall(r"(?<![\w.:$])([A-Za-z_:][\w:]*)\b(?!\s*\()", s)
+    return [n for n in names if n not in _KEYWORDS]
+
+
+def _call_args(expr: str, open_paren: int) -> str:
+    depth = 0
+    for i in range(open_paren, len(expr)):
+        depth += {"(": 1, ")": -1}.get(expr[i], 0)
+        if depth == 0:
+            return expr[open_paren + 1:i]
+    return expr[open_paren + 1:]
+
+
+def rules_without_instance() -> set[str]:
+    """Recording rules whose series carry no `instance` (cluster-wide levels): no instance matcher needed."""
+    dropped: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, exprs in RULES.items():
+            if name in dropped:
+                continue
+            for expr in exprs:
+                refs = metric_names(expr)
+                by_lists = re.findall(r"\bby\s*\(([^)]*)\)", expr)
+                if (not refs or re.search(r"\bwithout\s*\([^)]*\binstance\b", expr)
+                        or any("instance" not in b for b in by_lists) or any(r in dropped for r in refs)):
+                    dropped.add(name)
+                    changed = True
+                    break
+    return dropped
+
+
+NO_INSTANCE = rules_without_instance()
+
+
+def lint_expr(expr: str) -> list[str]:
+    """dashboard-linter's PromQL rules, as problems found in one query."""
+    problems = []
+    flat = re.sub(r"\$\{(\w+)(?::\w+)?\}", r"$\1", expr)
+    skeleton = _skeleton(expr)
+    names = metric_names(expr)
+    if not names:
+        problems.append("no metric selected")
+    for name in sorted(set(names)):
+        if name not in KNOWN:
+            problems.append(f"unknown metric {name} (not in exporter/metrics.py nor rules/recording.yaml)")
+        bare = len(re.findall(rf"(?<![\w:]){re.escape(name)}(?![\w:])", skeleton))
+        braced = len(re.findall(rf"(?<![\w:]){re.escape(name)}\s*\{{", skeleton))
+        if bare != braced:
+            problems.append(f"{name} selected without label matchers")
+    for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", flat):
+        name, matchers = m.groups()
+        if not re.search(r'\bjob\s*=~\s*"\$job"', matchers):
+            problems.append(f'{name}: no job=~"$job" matcher')
+        if name not in NO_INSTANCE and not re.search(r'\binstance\s*=~\s*"\$instance"', matchers):
+            problems.append(f'{name}: no instance=~"$instance" matcher')
+    masked = _STRING.sub(lambda s: '"' + "x" * (len(s.group()) - 2) + '"', flat)  # same offsets as flat
+    for m in re.finditer(r"\b(rate|irate|increase)\s*\(", masked):
+        args = _call_args(flat, m.end() - 1)
+        if "[$__rate_interval]" not in args.replace(" ", ""):
+            problems.append(f"{m.group(1)}() without [$__rate_interval]: {args}")
+    for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*_total)(?![\w:])", skeleton):
+        if not re.search(r"\b(rate|irate|increase)\s*\(\s*$", skeleton[:m.start()]):
+            problems.append(f"counter {m.group(1)} outside rate()/irate()/increase()")
+    return problems
+
+
+# --- the generated JSON ----------------------------------------------------------------------------
+
+
+def _build_module() -> Any:
+    sys.path.insert(0, str(GRAFANA))
+    try:
+        import build  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(GRAFANA))
+    return build
+
+
+def test_the_five_dashboards_exist_with_fixed_uids():
+    uids = [load(p)["uid"] for p in DASHBOARDS]
+    assert sorted(uids) == sorted(EXPECTED_UIDS)
+    assert {p.stem for p in DASHBOARDS} == EXPECTED_UIDS  # file name = uid
+
+
+def test_committed_json_is_what_build_py_generates():
+    build = _build_module()
+    assert set(build.DASHBOARDS) == {p.name for p in DASHBOARDS}
+    for path in DASHBOARDS:
+        assert path.read_text(encoding="utf-8") == build.render(path.name), (
+            f"{path.name} is stale: run `python grafana/build.py`")
+    # and rendering twice gives the same bytes
+    assert all(build.render(p.name) == build.render(p.name) for p in DASHBOARDS)
+
+
+# --- per-dashboard lint ------------------------------------------------------------------------------
+
+ids = [p.stem for p in DASHBOARDS]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_provisioning_form(path: Path):
+    d = load(path)
+    assert "__inputs" not in d and "__requires" not in d, "export-for-sharing form breaks file provisioning"
+    assert d["editable"] is False
+    assert d["id"] is None
+    assert d["schemaVersion"] >= 39
+    assert d["title"].startswith("PMTA Watchtower / ")
+    assert d["description"]
+    assert "pmta-watchtower" in d["tags"]
+    assert "${DS_" not in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_templating(path: Path):
+    d = load(path)
+    v = variables(d)
+    assert v["datasource"]["type"] == "datasource" and v["datasource"]["query"] == "prometheus"
+    for name in ("job", "instance"):
+        assert v[name]["type"] == "query", name
+    for name, var in v.items():
+        assert "current" not in var, f"{name}: leftover `current` value"
+        assert not var.get("options"), f"{name}: leftover options"
+        if var["type"] == "query":
+            assert var["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, name
+    uses_infinity = any(p.get("datasource", {}).get("type") == INFINITY for p in panels(d))
+    if uses_infinity:
+        assert v["infinity"]["type"] == "datasource" and v["infinity"]["query"] == INFINITY
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_variable_queries(path: Path):
+    problems = []
+    for name, var in variables(load(path)).items():
+        if var["type"] != "query":
+            continue
+        query = variable_query(var)
+        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+        assert m, f"{name}: expected label_values(selector, label), got {query}"
+        selector, label = m.groups()
+        if name == "job":  # the job/instance variables cannot filter on themselves
+            selector = selector + '{job=~"$job", instance=~"$instance"}' if "{" not in selector else selector
+        elif name == "instance":
+            selector = selector.replace("}", ', instance=~"$instance"}')
+        problems += [f"variable {name}: {problem}" for problem in lint_expr(selector)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_every_variable_used_exists(path: Path):
+    d = load(path)
+    defined = set(variables(d))
+    text = json.dumps(d["panels"]) + json.dumps([variable_query(v) for v in variables(d).values()])
+    used = {a or b for a, b in VAR_REF.findall(text)}
+    assert used - defined - GRAFANA_VARS == set()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_panels_have_title_description_unit(path: Path):
+    d = load(path)
+    problems = []
+    seen_ids = set()
+    for p in panels(d):
+        where = f"panel {p.get('id')} {p.get('title')!r}"
+        assert p["type"] in CORE_PANELS, f"{where}: {p['type']} is not a core panel"
+        assert p.get("id") not in seen_ids, f"{where}: duplicate id"
+        seen_ids.add(p.get("id"))
+        pos = p["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, f"{where}: wider than the grid"
+        if p["type"] == "row":
+            assert p.get("title"), where
+            continue
+        if not p.get("title"):
+            problems.append(f"{where}: no title")
+        if not p.get("description"):
+            problems.append(f"{where}: no description")
+        if p["type"] in NEEDS_UNIT:
+            unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+            if unit not in VALID_UNITS:
+                problems.append(f"{where}: unit {unit!r}")
+        if p["type"] == "heatmap" and p["options"]["yAxis"].get("unit") not in VALID_UNITS:
+            problems.append(f"{where}: heatmap y axis unit")
+        for override in p.get("fieldConfig", {}).get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "unit" and prop["value"] not in VALID_UNITS:
+                    problems.append(f"{where}: column unit {prop['value']!r}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_every_query_uses_the_datasource_variable(path: Path):
+    d = load(path)
+    problems = []
+    for p in panels(d):
+        targets = p.get("targets", [])
+        if not targets:
+            assert p["type"] in ("row", "text"), f"{p['title']!r} has no queries"
+            continue
+        ds = p.get("datasource", {})
+        allowed = [{"type": "prometheus", "uid": "${datasource}"}]
+        if d["uid"] in INFINITY_ALLOWED:
+            allowed.append({"type": INFINITY, "uid": "${infinity}"})
+        if ds not in allowed:
+            problems.append(f"{p['title']!r}: panel datasource {ds}")
+        for t in targets:
+            if t.get("datasource") != ds:
+                problems.append(f"{p['title']!r}/{t.get('refId')}: target datasource {t.get('datasource')}")
+            if ds.get("type") == "prometheus" and not t.get("expr"):
+                problems.append(f"{p['title']!r}/{t.get('refId')}: no expr")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_promql_follows_the_linter_rules(path: Path):
+    problems = [f"{where}: {problem}" for where, expr in prom_exprs(load(path)) for problem in lint_expr(expr)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_links_point_at_provisioned_dashboards(path: Path):
+    for uid in re.findall(r"/d/([\w-]+)", json.dumps(load(path)["panels"])):
+        assert uid in EXPECTED_UIDS, uid
+
+
+# --- the linter catches what it should -------------------------------------------------------------
+
+GOOD = 'sum by (isp) (rate(pmta_delivered_total{job=~"$job", instance=~"$instance"}[$__rate_interval]))'
+
+
+@pytest.mark.parametrize(("expr", "problem"), [
+    ('sum(rate(pmta_delivered_total{instance=~"$instance"}[$__rate_interval]))', "no job"),
+    ('sum(rate(pmta_delivered_total{job=~"$job"}[$__rate_interval]))', "no instance"),
+    ('sum(rate(pmta_delivered_total{job=~"$job", instance=~"$instance"}[5m]))', "$__rate_interval"),
+    ('sum(pmta_delivered_total{job=~"$job", instance=~"$instance"})', "outside rate"),
+    ('sum(pmta_queue_recipient{job=~"$job", instance=~"$instance"})', "unknown metric"),
+    ("sum(pmta_queue_recipients)", "without label matchers"),
+    ('histogram_quantile(0.9, sum by (le) (rate(pmta_delivery_delay_seconds_bucket{job=~"$job"}[5m])))', "5m"),
+])
+def test_linter_catches(expr: str, problem: str):
+    assert lint_expr(GOOD) == []
+    assert any(problem in p for p in lint_expr(expr)), lint_expr(expr)
+
+
+def test_linter_accepts_cluster_rules_without_instance():
+    if "isp:pmta_complaints:ratio_rate1d" not in RULES:
+        pytest.skip("rule not defined")
+    assert lint_expr('isp:pmta_complaints:ratio_rate1d{job=~"$job"}') == []
+    assert "vmta_isp:pmta_attempts:rate10m" not in NO_INSTANCE
+
+
+# --- promtool -----------------------------------------------------------------------------------------
+
+
+def substitute(expr: str) -> str:
+    """Template variables -> values PromQL accepts: ranges become 5m, every other variable a regex."""
+    expr = re.sub(r"\$\{?__(rate_interval|interval|range)\}?", "5m", expr)
+    return VAR_REF.sub(".*", expr)
+
+
+def promtool_check(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    rules = {"groups": [{"name": "dashboard-queries", "rules": [
+        {"record": f"dashboard:query:{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+    return subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+
+
+needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+
+
+@needs_promtool
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_promql_parses(path: Path, tmp_path: Path):
+    d = load(path)
+    exprs = [substitute(e) for _, e in prom_exprs(d)]
+    for var in variables(d).values():
+        if var["type"] == "query":  # label_values(sel, l) is Grafana's; check its selector as `group by (l) (sel)`
+            sel, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable_query(var)).groups()  # type: ignore[union-attr]
+            exprs.append(substitute(f"group by ({label}) ({sel})"))
+    assert all("$" not in e for e in exprs)
+    result = promtool_check(exprs, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_check_rejects_broken_promql(tmp_path: Path):
+    assert promtool_check([substitute(GOOD)], tmp_path).returncode == 0
+    assert promtool_check([substitute(GOOD.replace("))", ")"))], tmp_path).returncode != 0
+
+
+# --- specific dashboards -------------------------------------------------------------------------------
+
+
+def by_uid(uid: str) -> dict[str, Any]:
+    return load(GRAFANA / "dashboards" / f"{uid}.json")
+
+
+def test_status_board_variables_match_alert_links():
+    v = variables(by_uid("watchtower-vmta"))
+    for name in ("vmta_pool", "vmta", "isp"):
+        assert v[name]["multi"] and v[name]["includeAll"], name
+    links = []
+    for path in sorted((REPO / "rules" / "alerts").glob("*.yaml")):
+        links += re.findall(r"dashboard_url:\s*(\S+)", path.read_text(encoding="utf-8"))
+    for link in links:
+        m = re.match(r"/d/([\w-]+)/[\w-]*\?(.*)", link)
+        assert m, link
+        uid, query = m.groups()
+        assert uid in EXPECTED_UIDS, link
+        assert set(re.findall(r"var-(\w+)=", query)) <= set(variables(by_uid(uid))), link
+
+
+def test_status_board_has_status_history_table_and_drilldown_rows():
+    d = by_uid("watchtower-vmta")
+    kinds = [p["type"] for p in panels(d)]
+    assert kinds.count("status-history") >= 2 and "table" in kinds
+    rows = [p for p in panels(d) if p["type"] == "row" and p.get("repeat") == "vmta"]
+    assert rows and rows[0]["collapsed"] and rows[0]["panels"]
+
+
+def test_flow_graph_reads_nodes_and_edges_from_the_api():
+    graph = next(p for p in panels(by_uid("watchtower-flows")) if p["type"] == "nodeGraph")
+    formats = {t["format"]: t for t in graph["targets"]}
+    assert set(formats) == {"node-graph-nodes", "node-graph-edges"}
+    assert formats["node-graph-nodes"]["root_selector"] == "nodes"
+    assert formats["node-graph-edges"]["root_selector"] == "edges"
+    assert all(t["url"].startswith("/api/v1/flows?since=") for t in graph["targets"])
+
+
+def test_forensics_calls_the_message_api():
+    d = by_uid("watchtower-forensics")
+    assert variables(d)["message_id"]["type"] == "textbox"
+    urls = [t["url"] for p in panels(d) for t in p.get("targets", []) if "url" in t]
+    assert any(u.startswith("/api/v1/messages/${message_id") for u in urls)
+    texts = " ".join(p["options"]["content"] for p in panels(d) if p["type"] == "text")
+    for route in ("/api/v1/messages/", "/api/v1/timeline?job_id=", "/api/v1/search?"):
+        assert route in texts, route
+
+
+def test_only_flows_and_forensics_need_a_plugin():
+    for path in DASHBOARDS:
+        d = load(path)
+        plugin_panels = [p["title"] for p in panels(d) if p.get("datasource", {}).get("type") == INFINITY]
+        assert not plugin_panels or d["uid"] in INFINITY_ALLOWED, plugin_panels
+
+
+# --- provisioning and docs ---------------------------------------------------------------------------------
+
+
+def test_dashboard_provider():
+    conf = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "watchtower.yml").read_text(encoding="utf-8"))
+    assert conf["apiVersion"] == 1
+    (provider,) = conf["providers"]
+    assert provider["type"] == "file"
+    assert provider["folder"] == "PMTA Watchtower"
+    assert provider["disableDeletion"] is True
+    assert provider["allowUiUpdates"] is False
+    assert provider["options"]["path"].startswith("/")
+
+
+def test_datasource_provisioning():
+    conf = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "watchtower.yml").read_text(encoding="utf-8"))
+    assert conf["apiVersion"] == 1
+    types = {ds["type"]: ds for ds in conf["datasources"]}
+    assert types["prometheus"]["url"].startswith("http")
+    assert types[INFINITY]["url"].startswith("http")
+    assert sum(ds.get("isDefault", False) for ds in conf["datasources"]) == 1
+
+
+def test_docs_describe_every_dashboard():
+    doc = (REPO / "docs" / "dashboards.md").read_text(encoding="utf-8")
+    for path in DASHBOARDS:
+        d = load(path)
+        assert d["uid"] in doc and d["title"] in doc, d["uid"]
+    assert INFINITY in doc
