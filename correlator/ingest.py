@@ -24,16 +24,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import blake2b as b2b
 
 from correlator import store
-from correlator.keys import (
-    RcptHasher,
-    job_hash,
-    link_key,
-    message_hash,
-    norm_message_id,
-    queued_hash,
-)
+from correlator.keys import MID_STRIP, RcptHasher, job_hash, queued_hash
 from exporter.records import Columns, RecordBatch
 from exporter.timeparse import parse_pmta_time
 
@@ -169,6 +163,7 @@ class Ingestor:
         self._files: dict[str, list[int]] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
         self._job_hashes: dict[str, int] = {}
+        self._times: dict[str, float | None] = {}
         self._next_tl = 0
         self._seq: int | None = None
 
@@ -267,9 +262,15 @@ class Ingestor:
     ) -> tuple[list[tuple], dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
         """Pass 1: fields, times and link keys per row, plus the keys the cache does not know."""
         hasher = self._hasher
+        plain = not hasher.hashed
+        from_bytes = int.from_bytes
+        enc, err = "utf-8", "surrogateescape"
         link = self._link
         codes = store.TYPE_CODES
         jobs = self._job_hashes
+        times = self._times
+        if len(times) > 20_000:
+            times.clear()
         recs = []
         probe_m: dict[int, tuple[int, int]] = {}
         probe_j: dict[int, tuple[int, int]] = {}
@@ -282,18 +283,32 @@ class Ingestor:
                 code = codes.get(store.ALIASES.get(ty, ty))
                 if code is None:
                     continue
-            t = parse_pmta_time(f[1])
-            tq = parse_pmta_time(f[2]) if f[2] else None
+            t = times.get(f[1])
+            if t is None:
+                t = times[f[1]] = parse_pmta_time(f[1])
+            tq = None
+            if f[2]:
+                tq = times.get(f[2])
+                if tq is None:
+                    tq = times[f[2]] = parse_pmta_time(f[2])
             if t is None:
                 t = tq if tq is not None else now
             if code == TQ:
                 recs.append((base | line, code, t, tq, f, "", None, None, "", "", None, "", None, None, None))
                 continue
             rcpt_l = f[4].strip().lower()
-            rh, rstore = hasher(rcpt_l) if rcpt_l else (None, None)
+            if not rcpt_l:
+                rh = rstore = None
+            elif plain:  # inlined RcptHasher/h64: this loop runs once per record
+                rh = from_bytes(b2b(("r\0" + rcpt_l).encode(enc, err), digest_size=8).digest(), "big", signed=True)
+                rstore = rcpt_l
+            else:
+                rh, rstore = hasher(rcpt_l)
             orig_l = f[3].strip().lower()
-            mid = norm_message_id(f[15]) if f[15] else ""
-            mh = message_hash(mid) if mid else None
+            mid = f[15].strip(MID_STRIP) if f[15] else ""
+            mh = None
+            if mid:
+                mh = from_bytes(b2b(("m\0" + mid).encode(enc, err), digest_size=8).digest(), "big", signed=True)
             job = f[13].strip()
             if job:
                 jh = jobs.get(job)
@@ -306,13 +321,13 @@ class Ingestor:
             else:
                 jh = None
             mk = jk = None
-            if rh is not None:
+            if rh is not None:  # link keys: XOR of independent 64-bit hashes (mh, jh never equal)
                 if mh is not None:
-                    mk = link_key(1, mh, rh)
+                    mk = mh ^ rh
                     if mk not in link:
                         probe_m[mk] = (mh, rh)
                 if jh is not None:
-                    jk = link_key(2, jh, rh)
+                    jk = jh ^ rh
                     if jk not in link:
                         probe_j[jk] = (jh, rh)
             recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk))
@@ -342,6 +357,7 @@ class Ingestor:
         flag = store.FLAG
         bucket_s = store.FLOW_BUCKET
         redact = self._hasher.hashed
+        isp_cache = self._isp_cache
         for eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk in recs:
             if code == TQ:
                 p.queue_events.append((eid, t, f[14].strip(), f[11], f[12], f[5], f[6], f[7], f[8], f[9], f[10]))
@@ -359,10 +375,11 @@ class Ingestor:
                 tl = a if a is not None else b
             if tl is None and code in REPORTS:
                 tl = self._report_link(conn, p, mh, rh, orig_l, t)
+            rdom = rcpt_l.rpartition("@")[2]
             if tl is None:
                 tl = self._next_tl
                 self._next_tl += 1
-                acc = accs[tl] = _acc(tl, True, rh, rstore, rcpt_l.rpartition("@")[2] if rcpt_l else None)
+                acc = accs[tl] = _acc(tl, True, rh, rstore, rdom or None)
             else:
                 acc = accs.get(tl)
                 if acc is None:
@@ -395,7 +412,7 @@ class Ingestor:
                     acc[A_ATT] += 1
                     if code != T and (acc[A_TDONE] is None or t < acc[A_TDONE]):
                         acc[A_TDONE] = t
-                    queue = f[14].strip() or (f"{rcpt_l.rpartition('@')[2]}/{vmta}" if vmta and rcpt_l else "")
+                    queue = f[14] or (f"{rdom}/{vmta}" if vmta and rdom else "")
                     if queue:
                         acc[A_QUEUE] = queue
                     if vmta:
@@ -403,7 +420,8 @@ class Ingestor:
                     if f[12]:
                         acc[A_POOL] = f[12]
                     if rcpt_l:
-                        isp = acc[A_ISP] = self._isp(rcpt_l, f[8])
+                        isp = isp_cache.get((rdom, f[8])) or self._isp(rcpt_l, f[8])
+                        acc[A_ISP] = isp
             if acc[A_NEW] and acc[A_ISP] is None and rcpt_l:
                 acc[A_ISP] = self._isp(rcpt_l, "")
             extra = None

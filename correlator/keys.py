@@ -26,9 +26,12 @@ def h64(value: str) -> int:
     return int.from_bytes(blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big", signed=True)
 
 
+MID_STRIP = " \t\r\n<>"
+
+
 def norm_message_id(value: str) -> str:
     """`<abc@host>`, ` abc@host ` and `abc@host` are the same Message-Id."""
-    return value.strip().strip("<>").strip()
+    return value.strip(MID_STRIP)
 
 
 def message_hash(message_id: str) -> int:
@@ -47,11 +50,6 @@ def queued_hash(orig: str, time_queued: float) -> int:
 def domain_of(address: str) -> str:
     at = address.rfind("@")
     return address[at + 1 :].strip().lower() if at >= 0 else ""
-
-
-def link_key(kind: int, a: int, b: int) -> int:
-    """One int dict key for (kind, a, b): cheaper than tuples in the bounded link cache."""
-    return ((a * 0x9E3779B97F4A7C15) ^ b ^ (kind << 62)) & 0xFFFFFFFFFFFFFFFF
 
 
 class RcptHasher:

@@ -136,6 +136,8 @@ class RecordAggregator(Collector):
         return hit
 
     def _isp(self, domain: str, mta: str) -> str:
+        if not mta:  # never cached here: the classifier may learn this domain's MX from a later record
+            return self.isp_of(domain, mta)
         key = (domain, mta)
         hit = self._isp_cache.get(key)
         if hit is None:

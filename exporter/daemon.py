@@ -22,8 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from exporter.aggregate import RecordAggregator
-from exporter.classify.isp import IspClassifier
-from exporter.classify.replies import ReplyClassifier
+from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.http import build_app, make_server

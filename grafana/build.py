@@ -35,6 +35,7 @@ from dashlib import (
     bounce_share,
     column,
     complaint_ratio,
+    custom_var,
     dashboard,
     datasource_var,
     deferral_ratio,
@@ -86,74 +87,75 @@ def overview() -> Json:
         ("Deferred", "pmta_deferred_total", "Deferred delivery attempts (t and tq records)."),
         ("Complaints", "pmta_complaints_total", "Feedback-loop complaints (f records), all feedback types."),
     ):
-        g.add(stat(f"{title} per second", f"{what} {PER_S}", [prom(sum_by("", rate(metric)))], "cps"), 4, 4)
+        g.add(stat(f"{title} per second", f"{what} {PER_S}", [prom(sum_by("", rate(metric, ISP)))], "cps"), 4, 4)
     g.add(stat("Success ratio", f"Delivered / attempts over 10 minutes. {ATTEMPTS_DEF} {RULE_10M}",
-               [prom(success_ratio(""))], "percentunit", thresholds=SUCCESS), 4, 4)
+               [prom(success_ratio("", ISP))], "percentunit", thresholds=SUCCESS), 4, 4)
     g.add(stat("Complaint ratio", "User complaints (FBL, excluding not-spam and auth-failure reports) / delivered, "
                f"{PER_S} Gmail and Yahoo act at 0.1% and 0.3% per day: see the daily per-ISP panel below.",
-               [prom(complaint_ratio(""))], "percentunit", thresholds=COMPLAINT), 4, 4)
-    outcomes = f"Every record type Watchtower counts, summed over VMTAs and ISPs. {PER_S}"
+               [prom(complaint_ratio("", ISP))], "percentunit", thresholds=COMPLAINT), 4, 4)
+    outcomes = f"Every record type Watchtower counts, summed over VMTAs and the selected ISPs (r has no ISP). {PER_S}"
     g.add(timeseries("Outcomes per second", outcomes, [
-        prom(sum_by("", rate("pmta_delivered_total")), "delivered (d)"),
-        prom(sum_by("", rate("pmta_bounced_total")), "bounced (b)"),
-        prom(sum_by("", rate("pmta_deferred_total")), "deferred (t, tq)"),
-        prom(sum_by("", rate("pmta_remote_bounced_total")), "remote bounced (rb)"),
-        prom(sum_by("", rate("pmta_complaints_total")), "complaints (f)"),
+        prom(sum_by("", rate("pmta_delivered_total", ISP)), "delivered (d)"),
+        prom(sum_by("", rate("pmta_bounced_total", ISP)), "bounced (b)"),
+        prom(sum_by("", rate("pmta_deferred_total", ISP)), "deferred (t, tq)"),
+        prom(sum_by("", rate("pmta_remote_bounced_total", ISP)), "remote bounced (rb)"),
+        prom(sum_by("", rate("pmta_complaints_total", ISP)), "complaints (f)"),
         prom(sum_by("", rate("pmta_received_total")), "received (r)"),
     ], "cps"), 12, 8)
     g.add(timeseries("Success ratio by ISP", f"Delivered / attempts per mailbox provider. {RULE_10M}",
-                     [prom(success_ratio("isp"), "{{isp}}")], "percentunit", ratio_axis=True), 12, 8)
+                     [prom(success_ratio("isp", ISP), "{{isp}}")], "percentunit", ratio_axis=True), 12, 8)
 
     g.row("Deferrals, bounces and complaints")
     g.add(timeseries("Deferrals by class", "Deferred attempts per second by response class. throttled, reputation "
                      f"and blocklisted are provider-level signals; mailbox_full and recipient_rate are not. {PER_S}",
-                     [prom(sum_by("class", rate("pmta_deferred_total")), "{{class}}")], "cps", stack=True), 12, 8)
+                     [prom(sum_by("class", rate("pmta_deferred_total", ISP)), "{{class}}")], "cps", stack=True), 12, 8)
     g.add(timeseries("Bounces by category", f"Recipients bounced by PMTA per second, by PMTA bounceCat. {PER_S}",
-                     [prom(sum_by("category", rate("pmta_bounced_total")), "{{category}}")], "cps", stack=True), 12, 8)
+                     [prom(sum_by("category", rate("pmta_bounced_total", ISP)), "{{category}}")], "cps",
+                     stack=True), 12, 8)
     g.add(timeseries("Remote bounces by class", "Asynchronous bounces from remote servers (rb records) per second, "
                      f"by response class. {PER_S}",
-                     [prom(sum_by("class", rate("pmta_remote_bounced_total")), "{{class}}")], "cps", stack=True),
+                     [prom(sum_by("class", rate("pmta_remote_bounced_total", ISP)), "{{class}}")], "cps", stack=True),
           12, 8)
     g.add(timeseries("Complaints by feedback type", f"FBL reports per second by ARF Feedback-Type. {PER_S}",
-                     [prom(sum_by("feedback_type", rate("pmta_complaints_total")), "{{feedback_type}}")], "cps",
+                     [prom(sum_by("feedback_type", rate("pmta_complaints_total", ISP)), "{{feedback_type}}")], "cps",
                      stack=True), 12, 8)
 
     g.row("ISPs")
     g.add(bargauge("Top ISPs by attempts", f"The 10 busiest mailbox providers, attempts per second. {RULE_10M}",
-                   [prom(f"topk(10, {sum_by('isp', sel(ATTEMPTS))})", "{{isp}}", instant=True)], "cps"), 8, 9)
+                   [prom(f"topk(10, {sum_by('isp', sel(ATTEMPTS, ISP))})", "{{isp}}", instant=True)], "cps"), 8, 9)
     g.add(bargauge("Throttled share by ISP", "Share of attempts deferred as throttled or reputation, worst 10 "
                    f"providers. The throttling alert fires above 30% per VMTA. {RULE_10M}",
-                   [prom(f"topk(10, {throttled_ratio('isp')})", "{{isp}}", instant=True)], "percentunit",
+                   [prom(f"topk(10, {throttled_ratio('isp', ISP)})", "{{isp}}", instant=True)], "percentunit",
                    thresholds=THROTTLE), 8, 9)
     g.add(bargauge("Complaint ratio by ISP (1 day)", "Daily user complaints / delivered per provider (warn 0.1%, "
                    f"critical 0.3%). {CLUSTER}",
-                   [prom(sel_cluster("isp:pmta_complaints:ratio_rate1d"), "{{isp}}", instant=True)], "percentunit",
+                   [prom(sel_cluster("isp:pmta_complaints:ratio_rate1d", ISP), "{{isp}}", instant=True)], "percentunit",
                    thresholds=COMPLAINT), 8, 9)
 
     g.row("Latency and queues")
     g.add(timeseries("Delivery delay p50 / p95", "Time from queueing to delivery of delivered recipients, over "
                      "5 minutes, from summed histogram buckets (rules/recording.yaml).", [
-                         prom(quantile(0.5, sel(DELAY_BUCKETS)), "p50"),
-                         prom(quantile(0.95, sel(DELAY_BUCKETS)), "p95"),
+                         prom(quantile(0.5, sel(DELAY_BUCKETS, ISP)), "p50"),
+                         prom(quantile(0.95, sel(DELAY_BUCKETS, ISP)), "p95"),
                      ], "s"), 12, 8)
     g.add(timeseries("Delivery delay p95 by ISP", "95th percentile queue-to-delivery time per mailbox provider, "
-                     "over 5 minutes.", [prom(quantile(0.95, sel(DELAY_BUCKETS), "isp"), "{{isp}}")], "s"), 12, 8)
+                     "over 5 minutes.", [prom(quantile(0.95, sel(DELAY_BUCKETS, ISP), "isp"), "{{isp}}")], "s"), 12, 8)
     g.add(timeseries("Deferral age p50 / p99", "Age of the message at each deferral: how long deferred mail has "
                      f"already waited (the 'oldest message' signal). {PER_S}", [
-                         prom(quantile(0.5, rate("pmta_deferral_age_seconds_bucket")), "p50"),
-                         prom(quantile(0.99, rate("pmta_deferral_age_seconds_bucket")), "p99"),
+                         prom(quantile(0.5, rate("pmta_deferral_age_seconds_bucket", ISP)), "p50"),
+                         prom(quantile(0.99, rate("pmta_deferral_age_seconds_bucket", ISP)), "p99"),
                      ], "s"), 12, 8)
     g.add(timeseries("Queued recipients", "Recipients queued on the PMTA hosts (/status, by delivery type) and the "
                      "sum of the per-queue gauges; a gap between them means queues beyond PMTA's top-N list.", [
                          prom(sum_by("type", sel("pmta_status_queue_recipients")), "host: {{type}}"),
-                         prom(sum_by("", sel("pmta_queue_recipients")), "per-queue gauges"),
+                         prom(sum_by("", sel("pmta_queue_recipients", ISP)), "per-queue gauges"),
                      ], "short"), 12, 8)
     g.add(timeseries("Queued recipients by ISP", "Recipients queued per mailbox provider (per-queue gauges).",
-                     [prom(sum_by("isp", sel("pmta_queue_recipients")), "{{isp}}")], "short", stack=True), 12, 8)
+                     [prom(sum_by("isp", sel("pmta_queue_recipients", ISP)), "{{isp}}")], "short", stack=True), 12, 8)
     g.add(timeseries("Queues in backoff and paused", "Queues PMTA has put in backoff mode (retrying slowly after "
                      "errors) and queues paused by an operator.", [
-                         prom(sum_by("isp", sel("pmta_queue_backoff")), "backoff {{isp}}"),
-                         prom(sum_by("isp", sel("pmta_queue_paused")), "paused {{isp}}"),
+                         prom(sum_by("isp", sel("pmta_queue_backoff", ISP)), "backoff {{isp}}"),
+                         prom(sum_by("isp", sel("pmta_queue_paused", ISP)), "paused {{isp}}"),
                      ], "short", stack=True), 12, 8)
     g.add(stat("Outbound connections", "Open outbound SMTP connections on the PMTA hosts (/status).",
                [prom(sum_by("", sel("pmta_status_connections", 'direction="out"')))], "short"), 6, 4)
@@ -214,7 +216,12 @@ def overview() -> Json:
                      [prom(sum_by("metric", sel("watchtower_metric_series")), "{{metric}}")], "short"), 8, 8)
     return dashboard("watchtower-overview", "PMTA Watchtower / Global health",
                      "Delivery outcomes, deferral classes, ISPs, latency, queues and Watchtower's own health.",
-                     [PROMETHEUS_VAR, *job_instance_vars()], g)
+                     [PROMETHEUS_VAR, *job_instance_vars(), isp_var()], g)
+
+
+def isp_var(*matchers: str) -> Json:
+    selector = ", ".join((JOB, INSTANCE, *matchers))
+    return query_var("isp", "ISP", f"label_values({ATTEMPTS}{{{selector}}}, isp)", description="Mailbox provider.")
 
 
 def vmta_board() -> Json:
@@ -311,14 +318,12 @@ def pool_vmta_isp_vars(*, vmta: bool) -> list[Json]:
     base = f"{ATTEMPTS}{{{JOB}, {INSTANCE}"
     out = [query_var("vmta_pool", "VMTA pool", f"label_values({base}}}, vmta_pool)",
                      description="PMTA vmtaPool (`none` when empty).")]
-    if vmta:
-        out.append(query_var("vmta", "VMTA", f"label_values({base}, {POOL}}}, vmta)",
-                             description="PMTA VirtualMTA; one drilldown row per selected VMTA."))
-        out.append(query_var("isp", "ISP", f"label_values({base}, {POOL}, {VMTA}}}, isp)",
-                             description="Mailbox provider."))
-    else:
-        out.append(query_var("isp", "ISP", f"label_values({base}, {POOL}}}, isp)", description="Mailbox provider."))
-    return out
+    if not vmta:
+        return [*out, isp_var(POOL)]
+    return [*out,
+            query_var("vmta", "VMTA", f"label_values({base}, {POOL}}}, vmta)",
+                      description="PMTA VirtualMTA; one drilldown row per selected VMTA."),
+            isp_var(POOL, VMTA)]
 
 
 def cluster() -> Json:
@@ -394,8 +399,8 @@ def cluster() -> Json:
 
 FLOWS_HELP = """\
 The graph is drawn by Grafana's core **Node graph** panel from Watchtower's own HTTP endpoint
-`GET /api/v1/flows?since=<unix seconds>` (nodes and edges in Node graph field names; edge
-thickness ∝ recipients), read through the **Infinity** data source plugin
+`GET /api/v1/flows?since=&until=` (nodes and edges in Node graph field names; edge thickness ∝
+recipients; arcs split delivered / bounced / deferred), read through the **Infinity** data source plugin
 (`yesoreyeram-infinity-datasource`), the only plugin these dashboards use. Pick the Watchtower
 host in the *Watchtower API* variable: provision one Infinity data source per host, with its
 URL set to `http://<host>:9469`. Everything below the graph is plain Prometheus."""
@@ -406,12 +411,13 @@ def flows() -> Json:
     by = "sender, isp"
     g = Grid()
     g.add(text("About this dashboard", "How the flow graph is fed and what it needs.", FLOWS_HELP), 24, 4)
-    url = "/api/v1/flows?since=${__from:date:seconds}"
+    url = "/api/v1/flows?since=${__from:date:seconds}&until=${__to:date:seconds}"
     g.add(node_graph("Sender → VMTA → ISP", "Mail flow over the dashboard time range from the correlator: sending "
-                     "domains, VMTAs and ISPs as nodes, recipients as edges (thickness ∝ volume). Needs the Infinity "
-                     "data source pointed at a Watchtower host with the correlator enabled.",
-                     [infinity(url, "nodes", "node-graph-nodes"), infinity(url, "edges", "node-graph-edges")]),
-          24, 20)
+                     "domains, VMTAs and ISPs as nodes (main stat: recipients delivered + bounced; second: deferrals), "
+                     "edges as thick as their volume. Needs the Infinity data source pointed at a Watchtower host "
+                     "with the correlator enabled.",
+                     [infinity(url, "nodes", "node-graph-nodes"), infinity(url, "edges", "node-graph-edges")],
+                     [("arc__delivered", "green"), ("arc__bounced", "red"), ("arc__deferred", "orange")]), 24, 20)
 
     g.row("Senders × ISPs (Prometheus)")
     g.add(table("Sender × ISP", "One row per sending domain and ISP. Rates are per second over $__rate_interval; "
@@ -466,34 +472,60 @@ def flows() -> Json:
 
 
 FORENSICS_HELP = """\
-Watchtower keeps a per-message timeline (acct, transient, bounce and FBL records correlated by
-message and recipient) in its SQLite store and serves it on the same port as `/metrics`:
+Watchtower keeps a per-recipient timeline (acct, transient, bounce and FBL records correlated by
+message, job and recipient) in its SQLite store and serves it on the same port as `/metrics`.
+Add `format=text` (or `Accept: text/plain`) for a terminal rendering instead of JSON:
 
 ```sh
-# every event of one message (PMTA's header Message-ID or envId)
-curl -s 'http://pmta-01:9469/api/v1/messages/<message_id>' | jq .
-# one recipient's history within a job (jobId)
+# every recipient's timeline of one message (header Message-Id)
+curl -s 'http://pmta-01:9469/api/v1/messages/<message_id>?format=text'
+# one recipient of one job (PMTA jobId), or of one message with message_id= instead of job_id=
 curl -s 'http://pmta-01:9469/api/v1/timeline?job_id=<job_id>&rcpt=<user@example.com>' | jq .
-# search, e.g. everything a recipient received since a time
-curl -s 'http://pmta-01:9469/api/v1/search?rcpt=<user@example.com>&since=<unix seconds>' | jq .
+# find timelines, newest first: by rcpt, job_id, vmta, outcome, since/until (epoch, ISO 8601 or 2h)
+curl -s 'http://pmta-01:9469/api/v1/search?rcpt=<user@example.com>&since=7d' | jq .
+curl -s 'http://pmta-01:9469/api/v1/search?vmta=vmta-05&outcome=bounced&since=2h&limit=100' | jq .
 ```
 
 The tables below make the same calls through the Infinity data source: type a message id, or a
-job id and recipient, in the variables above. Parameters and fields: `docs/api.md`, or
+job id and recipient, in the variables above. Every parameter and field: `docs/api.md`, or
 `/docs` on a running Watchtower."""
+
+RECIPIENT_COLUMNS = (
+    ("rcpt", "Recipient", "string"), ("outcome", "Outcome", "string"), ("attempts", "Attempts", "number"),
+    ("vmta", "VMTA", "string"), ("vmta_pool", "Pool", "string"), ("isp", "ISP", "string"),
+    ("sender_domain", "Sender", "string"), ("job_id", "Job", "string"), ("first_seen", "First seen", "timestamp"),
+    ("done_at", "Done", "timestamp"), ("complained", "Complained", "boolean"),
+    ("remote_bounced", "Remote bounce", "boolean"),
+)
+EVENT_COLUMNS = (
+    ("time", "Time", "timestamp"), ("kind", "Event", "string"), ("record_type", "Record", "string"),
+    ("attempt", "Attempt", "number"), ("vmta", "VMTA", "string"), ("source_ip", "Source IP", "string"),
+    ("dsn_status", "Status", "string"), ("response_class", "Class", "string"), ("dsn_diag", "Remote reply", "string"),
+    ("dsn_mta", "Remote MTA", "string"), ("feedback_type", "Feedback type", "string"),
+    ("source", "Read from", "string"),
+)
+EVENTS = "#.events|@flatten"  # GJSON: the events of every timeline, in one list
 
 
 def forensics() -> Json:
     g = Grid()
-    g.add(text("Looking up a message", "curl examples for Watchtower's per-message API.", FORENSICS_HELP), 24, 10)
-    g.add(table("Message timeline: $message_id", "GET /api/v1/messages/$message_id through the Infinity data "
-                "source: every correlated event of the message, oldest first. Enter a message id above.",
-                [infinity("/api/v1/messages/${message_id:percentencode}", "events")], [], [],
-                datasource=INFINITY), 24, 10)
-    g.add(table("Recipient timeline: $rcpt in job $job_id", "GET /api/v1/timeline?job_id=&rcpt= through the "
-                "Infinity data source: every attempt for one recipient of one job. Enter a job id and recipient above.",
-                [infinity("/api/v1/timeline?job_id=${job_id:percentencode}&rcpt=${rcpt:percentencode}", "events")],
-                [], [], datasource=INFINITY), 24, 10)
+    g.add(text("Looking up a message", "curl examples for Watchtower's per-message API.", FORENSICS_HELP), 24, 11)
+    message = "/api/v1/messages/${message_id:percentencode}"
+    g.add(table("Recipients of message $message_id", "GET /api/v1/messages/$message_id through the Infinity data "
+                "source: one row per recipient with its current outcome. Enter a Message-Id above.",
+                [infinity(message, "recipients", columns=RECIPIENT_COLUMNS)], [], [], datasource=INFINITY), 24, 8)
+    g.add(table("Events of message $message_id", "Every correlated event (queued, deferrals, delivery, bounces, "
+                "remote bounces, complaints) of every recipient of the message, oldest first per recipient.",
+                [infinity(message, f"recipients.{EVENTS}", columns=EVENT_COLUMNS)], [], [], datasource=INFINITY),
+          24, 10)
+    g.add(table("Timeline of $rcpt in job $job_id", "GET /api/v1/timeline?job_id=&rcpt= through the Infinity data "
+                "source: every event for one recipient of one job. Enter a job id and a recipient above.",
+                [infinity("/api/v1/timeline?job_id=${job_id:percentencode}&rcpt=${rcpt:percentencode}",
+                          f"timelines.{EVENTS}", columns=EVENT_COLUMNS)], [], [], datasource=INFINITY), 24, 10)
+    g.add(table("Latest $outcome timelines", "GET /api/v1/search?outcome=$outcome over the dashboard time range "
+                "(newest first, at most 100): pick the outcome above, then look a recipient up in the panels above.",
+                [infinity("/api/v1/search?outcome=${outcome}&since=${__from:date:seconds}&until=${__to:date:seconds}"
+                          "&limit=100", "items", columns=RECIPIENT_COLUMNS)], [], [], datasource=INFINITY), 24, 10)
 
     g.row("Input quality")
     g.add(stat("Parse error ratio", f"Lines that could not be used / lines read. {PER_S}",
@@ -538,6 +570,8 @@ def forensics() -> Json:
                          textbox_var("message_id", "Message id", "Message-ID (header) or envId to look up."),
                          textbox_var("job_id", "Job id", "PMTA jobId for the recipient timeline."),
                          textbox_var("rcpt", "Recipient", "Recipient address for the recipient timeline."),
+                         custom_var("outcome", "Outcome", ["bounced", "complained", "deferred", "pending", "delivered"],
+                                    "Current outcome of the timelines listed by the search panel."),
                      ], g, refresh="")
 
 

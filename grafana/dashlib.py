@@ -127,10 +127,14 @@ def table_query(expr: str) -> Json:
     return prom(expr, instant=True, fmt="table")
 
 
-def infinity(url: str, root_selector: str, fmt: str = "table") -> Json:
-    """A GET on Watchtower's HTTP API through the Infinity data source (URL relative to its base URL)."""
+def infinity(url: str, root_selector: str, fmt: str = "table", columns: tuple[tuple[str, str, str], ...] = ()) -> Json:
+    """A GET on Watchtower's HTTP API through the Infinity data source (URL relative to its base URL).
+
+    `columns` are (selector, title, type) triples; none means every field. Root selectors are
+    GJSON, which the Infinity backend parser tries first in every version (then JSONata).
+    """
     return {
-        "columns": [],
+        "columns": [{"selector": sel, "text": title, "type": kind} for sel, title, kind in columns],
         "datasource": INFINITY,
         "filters": [],
         "format": fmt,
@@ -360,10 +364,14 @@ def heatmap(title: str, description: str, targets: list[Json], unit: str) -> Jso
     return panel
 
 
-def node_graph(title: str, description: str, targets: list[Json]) -> Json:
+def node_graph(title: str, description: str, targets: list[Json], arcs: list[tuple[str, str]]) -> Json:
     panel = _base("nodeGraph", title, description, targets, INFINITY)
+    panel["fieldConfig"] = {"defaults": {"unit": "short"}, "overrides": [
+        {"matcher": {"id": "byName", "options": field},
+         "properties": [{"id": "color", "value": {"fixedColor": color, "mode": "fixed"}}]} for field, color in arcs]}
     panel["options"] = {"edges": {"mainStatUnit": "short", "secondaryStatUnit": "short"},
-                        "nodes": {"mainStatUnit": "short", "secondaryStatUnit": "short"}}
+                        "nodes": {"arcs": [{"color": color, "field": field} for field, color in arcs],
+                                  "mainStatUnit": "short", "secondaryStatUnit": "short"}}
     return panel
 
 
@@ -406,6 +414,12 @@ def query_var(name: str, label: str, query: str, *, all_value: str = ".*", descr
 def textbox_var(name: str, label: str, description: str) -> Json:
     return {"description": description, "hide": 0, "label": label, "name": name, "options": [], "query": "",
             "skipUrlSync": False, "type": "textbox"}
+
+
+def custom_var(name: str, label: str, values: list[str], description: str) -> Json:
+    """A fixed list of values; the first one is selected when the dashboard loads."""
+    return {"description": description, "hide": 0, "includeAll": False, "label": label, "multi": False,
+            "name": name, "options": [], "query": ",".join(values), "skipUrlSync": False, "type": "custom"}
 
 
 def job_instance_vars() -> list[Json]:

@@ -108,6 +108,7 @@ class SimConfig(_Strict):
     mix: Mix = "us_b2c"
     quality: Quality = Field(default_factory=Quality)
     complaint_rate: float = Field(default=0.0004, ge=0, le=1, description="Per delivery to an FBL provider.")
+    remote_bounce_scale: float = Field(default=1.0, ge=0, description="Multiplies each provider's rb chance.")
     message_kb: tuple[int, int] = (15, 90)
     fbl_delay: tuple[Offset, Offset] = (1800.0, 12 * 3600.0)
     rb_delay: tuple[Offset, Offset] = (300.0, 3600.0)

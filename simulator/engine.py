@@ -22,8 +22,8 @@ from simulator.truth import GroundTruth, TruthKey
 from simulator.writer import FileSet
 
 DEFAULT_START = "2024-06-12 08:00:00+00:00"
-_MAX_TICKS_PER_SLICE = 500
-"""In `run`, yield to the event loop after this many ticks so the API stays responsive when catching up."""
+_SLICE_SECONDS = 0.02
+"""In `run`, hand the event loop a millisecond after this much work, so the API answers while catching up."""
 
 
 def to_epoch(value: datetime | int | float | str) -> int:
@@ -103,14 +103,17 @@ class Simulator:
             target = clock.now()
             if sim_end is not None:
                 target = min(target, sim_end)
-            done = 0
-            while self.t + 1 <= target and done < _MAX_TICKS_PER_SLICE:
+            slice_end = time.monotonic() + _SLICE_SECONDS
+            busy = False
+            while self.t + 1 <= target:
                 self.step()
-                done += 1
+                if time.monotonic() >= slice_end:
+                    busy = True
+                    break
             if (sim_end is not None and self.t >= sim_end) or (real_end is not None and time.monotonic() >= real_end):
                 break
-            if done >= _MAX_TICKS_PER_SLICE:
-                await asyncio.sleep(0)
+            if busy:
+                await asyncio.sleep(0.001)
                 continue
             wait = min(max(clock.real_delay_until(self.t + 1), 0.01), 0.25)
             try:

@@ -278,7 +278,7 @@ class TrafficModel:
             if rng.random() < chance:
                 lo, hi = self.config.fbl_delay
                 self._later(now + rng.randint(int(lo), int(hi)), "f", r, ftype)
-        elif p.remote_bounce and rng.random() < p.remote_bounce:
+        elif p.remote_bounce and rng.random() < p.remote_bounce * self.config.remote_bounce_scale:
             lo, hi = self.config.rb_delay
             self._later(now + rng.randint(int(lo), int(hi)), "rb", r, "")
 

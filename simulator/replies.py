@@ -143,12 +143,16 @@ CATALOGUE: dict[str, Reply] = {r.id: r for r in (
        "(S2017) [BN8NAM12FT061.eop-nam12.prod.protection.outlook.com]", "bad-mailbox", "user_unknown"),
     _R("microsoft.mailbox_full", 452, "4.2.2", "452 4.2.2 The recipient's mailbox is full.", "quota-issues",
        "mailbox_full"),
-    _R("microsoft.content", 550, "5.7.1", "550 5.7.1 Service unavailable, Client host [{ip}] blocked using "
+    _R("microsoft.content", 550, "5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering. "
+       "[BN8NAM12FT061.eop-nam12.prod.protection.outlook.com]", "spam-related", "content"),
+    _R("microsoft.spamhaus", 550, "5.7.1", "550 5.7.1 Service unavailable, Client host [{ip}] blocked using "
        "Spamhaus. To request removal from this list see https://www.spamhaus.org/query/ip/{ip} (AS3130). "
        "[BN8NAM12FT061.eop-nam12.prod.protection.outlook.com]", "spam-related", "blocklisted"),
     # --- Apple iCloud --------------------------------------------------------------------------
     _R("apple.ok", 250, "2.0.0", "250 2.0.0 Ok: queued as 01000190ABCD1234-{id}", "success", "delivered"),
     _R("apple.busy", 451, "4.7.1", "451 4.7.1 Service unavailable - try again later", "", "transient_remote"),
+    _R("apple.excessive_volume", 421, "4.7.1", "421 4.7.1 Messages to {rcpt} deferred due to excessive volume. "
+       "Try again later - https://support.apple.com/en-us/HT204137", "", "recipient_rate"),
     _R("apple.user_unknown", 550, "5.1.1", "550 5.1.1 <{rcpt}>: user does not exist", "bad-mailbox",
        "user_unknown"),
     _R("apple.mailbox_full", 552, "5.2.2", "552 5.2.2 <{rcpt}>: user is over quota", "quota-issues",

@@ -115,3 +115,16 @@ def test_attribution_lookup_fills_vmta_of_complaints():
     agg.apply(batch_of(ROWS[-1:]))
     assert value(agg, "pmta_complaints_total", vmta="vmta-7", vmta_pool="pool-z", isp="yahoo",
                  feedback_type="abuse") == 1
+
+
+def test_a_domain_placed_by_its_mx_keeps_its_isp_on_records_without_mx():
+    from exporter.classify import IspClassifier
+
+    isp = IspClassifier.load()
+    agg = RecordAggregator(isp.classify, class_of, buckets=[1.0])
+    no_mx = "t,1764072000,1764071000,a@s1.com,u1@hosted.example,4.0.0,timeout,,,,vmta-1,pool-a,hosted.example/vmta-1,"
+    with_mx = no_mx.replace(",timeout,,", ",ok,hosted-example.mail.protection.outlook.com (1.1.1.1),")
+    agg.apply(batch_of([with_mx]))
+    agg.apply(batch_of([no_mx]))
+    assert value(agg, "pmta_deferred_total", vmta="vmta-1", vmta_pool="pool-a", isp="office365",
+                 **{"class": "other"}) == 2

@@ -258,7 +258,8 @@ def test_variable_queries(path: Path):
             selector = selector + '{job=~"$job", instance=~"$instance"}' if "{" not in selector else selector
         elif name == "instance":
             selector = selector.replace("}", ', instance=~"$instance"}')
-        problems += [f"variable {name}: {problem}" for problem in lint_expr(selector)]
+        # label_values() reads label values, not samples: a counter needs no rate() there
+        problems += [f"variable {name}: {p}" for p in lint_expr(selector) if not p.startswith("counter ")]
     assert not problems, "\n".join(problems)
 
 

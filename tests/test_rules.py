@@ -1,0 +1,298 @@
+"""Prometheus rules: `promtool check rules` / `promtool test rules`, and the conventions promtool
+cannot check (severity, annotations, runbook anchors, test coverage, metric and label names)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.metrics import LABEL_VALUES, SPECS
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "rules"
+RECORDING = RULES / "recording.yaml"
+ALERT_FILES = sorted((RULES / "alerts").glob("*.yaml"))
+TEST_FILES = sorted((RULES / "tests").glob("*_test.yaml"))
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+ALERTS_DOC = REPO / "docs" / "alerts.md"
+
+RUNBOOK_BASE = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#"
+DASHBOARD_UIDS = {"watchtower-overview", "watchtower-vmta", "watchtower-cluster", "watchtower-flows",
+                  "watchtower-forensics"}
+SEVERITIES = {"critical", "warning", "info"}
+NOISE_CLASSES = {"mailbox_full", "recipient_rate", "transient_remote"}
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not on PATH. Install it (Debian/Ubuntu: `apt-get install prometheus`; CI installs "
+    "it) to run `promtool check rules` and `promtool test rules` on rules/.",
+)
+
+
+# --- loading ----------------------------------------------------------------------------------
+@cache
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def groups(path: Path) -> list[dict[str, Any]]:
+    return load(path)["groups"]
+
+
+def alert_rules() -> list[tuple[Path, str, dict[str, Any]]]:
+    return [(f, g["name"], r) for f in ALERT_FILES for g in groups(f) for r in g["rules"]]
+
+
+def alert_names() -> set[str]:
+    return {r["alert"] for _, _, r in alert_rules()}
+
+
+def recording_names() -> set[str]:
+    return {r["record"] for g in groups(RECORDING) for r in g["rules"]}
+
+
+def rule_id(rule: dict[str, Any]) -> str:
+    return f"{rule['alert']}[{rule['labels']['severity']}]"
+
+
+def all_promql() -> list[tuple[str, str]]:
+    """(where, text) for every expression and every annotation (templates run queries too)."""
+    out = [(f"{g['name']}/{r['record']}", r["expr"]) for g in groups(RECORDING) for r in g["rules"]]
+    for _, gname, r in alert_rules():
+        out.append((f"{gname}/{rule_id(r)}", r["expr"]))
+        out += [(f"{gname}/{rule_id(r)}.{k}", v) for k, v in r.get("annotations", {}).items()]
+    return out
+
+
+def closed_set(label: str) -> set[str]:
+    """Label values documented in exporter.metrics.LABEL_VALUES, e.g. the 18 response classes."""
+    text = LABEL_VALUES[label].split(":", 1)[1]
+    text = re.split(r"[;(]", text)[0]
+    return {v.strip(" .`") for v in text.split(",") if v.strip(" .`")}
+
+
+# --- promtool ---------------------------------------------------------------------------------
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    files = [str(RECORDING.relative_to(REPO))] + [str(f.relative_to(REPO)) for f in ALERT_FILES]
+    proc = run(str(PROMTOOL), "check", "rules", "--lint=all", "--lint-fatal", *files)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_promtool
+def test_promtool_test_rules() -> None:
+    proc = run(str(PROMTOOL), "test", "rules", *(str(f.relative_to(REPO)) for f in TEST_FILES))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == len(TEST_FILES), proc.stdout
+
+
+# --- rule files -------------------------------------------------------------------------------
+def test_rule_files_exist() -> None:
+    assert RECORDING.is_file()
+    assert {f.stem for f in ALERT_FILES} >= {"isp", "reputation", "queue", "watchtower"}
+    assert TEST_FILES
+
+
+def test_groups_are_small_and_named() -> None:
+    for path in [RECORDING, *ALERT_FILES]:
+        for g in groups(path):
+            assert len(g["rules"]) <= 20, f"{path.name}: group {g['name']} has {len(g['rules'])} rules"
+            assert len(g["name"]) <= 40, g["name"]
+    for path in ALERT_FILES:
+        assert len(groups(path)) == 1, f"{path.name}: one group per area"
+        assert all("alert" in r for r in groups(path)[0]["rules"]), path.name
+    assert all("record" in r for g in groups(RECORDING) for r in g["rules"])
+
+
+def test_group_names_are_unique() -> None:
+    names = [g["name"] for path in [RECORDING, *ALERT_FILES] for g in groups(path)]
+    assert len(names) == len(set(names)), names
+
+
+def test_recording_rules_are_named_level_metric_operations() -> None:
+    for name in recording_names():
+        assert re.fullmatch(r"[a-z_]+:[a-z][a-z0-9_]*:[a-z0-9_]+", name), name
+
+
+def test_every_recording_rule_has_a_comment_above() -> None:
+    lines = RECORDING.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("- record:"):
+            assert lines[i - 1].strip().startswith("#"), f"recording.yaml:{i + 1}: no comment above {line.strip()}"
+
+
+def test_recording_rules_aggregate_without_instance_above_vmta_level() -> None:
+    """vmta_isp keeps `instance` (a VMTA is host-local); every other level drops it."""
+    for g in groups(RECORDING):
+        for r in g["rules"]:
+            name, expr = r["record"], r["expr"]
+            if name.startswith("vmta_isp:") or "without" not in expr or "histogram_quantile" in expr:
+                continue
+            if re.search(r"\bsum without \((?![^)]*\binstance\b)", expr) and "vmta_isp:" not in expr:
+                pytest.fail(f"{name}: aggregates without dropping instance")
+
+
+# --- alerts -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule", [r for _, _, r in alert_rules()], ids=rule_id)
+def test_alert_conventions(rule: dict[str, Any]) -> None:
+    name = rule["alert"]
+    assert re.fullmatch(r"(Pmta|Watchtower)[A-Z][A-Za-z]+", name), name
+    assert len(name) <= 40
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert "for" in rule, f"{name}: no `for`"
+
+    ann = rule["annotations"]
+    assert set(ann) == {"summary", "description", "runbook_url", "dashboard_url"}, name
+    assert "{{" not in ann["summary"] and ann["summary"][0].isupper() and ann["summary"].endswith("."), name
+    assert "{{" in ann["description"], f"{name}: description must carry the numbers (templated)"
+    assert "$value" in ann["description"] or "query" in ann["description"], name
+
+    assert ann["runbook_url"] == RUNBOOK_BASE + name.lower(), name
+    uid = re.fullmatch(r"/d/([a-z-]+)/[a-z-]+\?var-\S+", ann["dashboard_url"])
+    assert uid and uid.group(1) in DASHBOARD_UIDS, ann["dashboard_url"]
+
+
+def github_anchors(markdown: str) -> set[str]:
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_runbook_anchor_exists_for_every_alert() -> None:
+    anchors = github_anchors(RUNBOOKS.read_text())
+    for _, _, rule in alert_rules():
+        anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
+        assert anchor in anchors, f"{rule['alert']}: docs/runbooks.md has no section #{anchor}"
+
+
+def test_noise_classes_never_feed_throttling_or_block_alerts() -> None:
+    """Per-recipient 4xx (mailbox full, per-mailbox rate) and remote hiccups must not page."""
+    recorded = {r["record"]: r["expr"] for g in groups(RECORDING) for r in g["rules"]}
+    for _, _, rule in alert_rules():
+        if rule["alert"] not in {"PmtaIspThrottling", "PmtaIspBlock"}:
+            continue
+        exprs = [rule["expr"]] + [e for n, e in recorded.items() if n in rule["expr"]]
+        for expr in exprs:
+            assert not NOISE_CLASSES & set(re.findall(r"[a-z_]+", expr)), expr
+        selectors = re.findall(r'class\s*(=~|=|!=|!~)\s*"([^"]*)"', rule["expr"])
+        assert selectors and all(op in ("=", "=~") for op, _ in selectors), rule["expr"]
+
+
+# --- tests cover every alert ------------------------------------------------------------------
+def alert_test_cases() -> list[tuple[Path, dict[str, Any]]]:
+    return [(f, case) for f in TEST_FILES for t in load(f)["tests"] for case in t.get("alert_rule_test", [])]
+
+
+def test_every_alert_rule_is_tested_firing_and_not_firing() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for _, case in alert_test_cases():
+        if not case["exp_alerts"]:
+            silent.add(case["alertname"])
+        for exp in case["exp_alerts"]:
+            firing.add(f"{case['alertname']}[{exp['exp_labels']['severity']}]")
+            assert set(exp.get("exp_annotations", {})) == {"summary", "description", "runbook_url",
+                                                            "dashboard_url"}, case
+    rules = {rule_id(r) for _, _, r in alert_rules()}
+    assert rules <= firing, f"alert rules never seen firing in rules/tests: {sorted(rules - firing)}"
+    assert alert_names() <= silent, f"alerts without a not-yet-firing case: {sorted(alert_names() - silent)}"
+    assert {n for n in firing} <= rules, "tests expect alerts that do not exist"
+
+
+def test_each_alert_is_checked_one_minute_before_it_fires() -> None:
+    """For every alert name: some test has exp_alerts=[] at T-1m (or T-1m maps to the previous
+    evaluation) and the alert firing at T, in the same test group."""
+    for_by_name = {r["alert"]: r["for"] for _, _, r in alert_rules()}
+
+    def minutes(d: str) -> int:
+        m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?", d)
+        assert m, d
+        return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+    checked = set()
+    for f in TEST_FILES:
+        for t in load(f)["tests"]:
+            cases = t.get("alert_rule_test", [])
+            for c in cases:
+                if c["exp_alerts"]:
+                    continue
+                before = minutes(c["eval_time"])
+                if any(o["alertname"] == c["alertname"] and o["exp_alerts"] and minutes(o["eval_time"]) == before + 1
+                       for o in cases):
+                    checked.add(c["alertname"])
+    assert set(for_by_name) <= checked, sorted(set(for_by_name) - checked)
+
+
+def test_promtool_test_files_order_all_their_groups() -> None:
+    """promtool evaluates groups in random order unless group_eval_order lists them all; the
+    recording groups must come before the alert groups that read them."""
+    for f in TEST_FILES:
+        spec = load(f)
+        loaded = [g["name"] for rf in spec["rule_files"] for g in groups((f.parent / rf).resolve())]
+        assert spec.get("group_eval_order") == loaded, f"{f.name}: group_eval_order must be {loaded}"
+        assert spec["rule_files"][0] == "../recording.yaml", f.name
+
+
+# --- names used in expressions exist ------------------------------------------------------------
+def test_every_metric_in_rules_exists_in_the_metric_table() -> None:
+    recorded = recording_names()
+    known = set(SPECS) | {"up"}
+    for name, spec in SPECS.items():
+        if spec.kind == "histogram":
+            known |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+    for where, text in all_promql():
+        for metric in re.findall(r"\b((?:pmta|watchtower)_[a-z0-9_]+)\b", text):
+            if f"{metric}:" in text or f":{metric}" in text:  # part of a recording-rule name
+                continue
+            assert metric in known, f"{where}: unknown metric {metric}"
+        for rec in re.findall(r"\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b", text):
+            assert rec in recorded, f"{where}: unknown recording rule {rec}"
+
+
+def test_label_values_in_selectors_are_documented() -> None:
+    allowed = {"class": closed_set("class"), "isp": closed_set("isp"), "feedback_type": closed_set("feedback_type")}
+    assert "throttled" in allowed["class"] and "gmail" in allowed["isp"] and "abuse" in allowed["feedback_type"]
+    for where, text in all_promql():
+        for label, _, values in re.findall(r'\b(class|isp|feedback_type)\s*(=~|!~|=|!=)\s*"([^"%]*)"', text):
+            for value in values.split("|"):
+                assert value in allowed[label], f"{where}: {label}={value!r} is not a documented value"
+
+
+def test_isp_display_names_cover_the_shipped_isp_table() -> None:
+    named = {r["labels"]["isp"] for g in groups(RECORDING) for r in g["rules"]
+             if r["record"] == "isp:pmta_isp_display_name:info"}
+    assert named == closed_set("isp")
+
+
+# --- docs ---------------------------------------------------------------------------------------
+def test_docs_alerts_lists_every_alert_and_its_parameters() -> None:
+    """docs/alerts.md's parameter table: each row's expression fragment appears in the rules it
+    names, so the documented defaults cannot drift from the YAML."""
+    doc = ALERTS_DOC.read_text()
+    for name in alert_names():
+        assert f"`{name}`" in doc, f"docs/alerts.md does not mention {name}"
+    rows = re.findall(r"^\|\s*`([a-z_]+)`\s*\|\s*`([^`]+)`\s*\|\s*([^|]+)\|", doc, flags=re.M)
+    assert len(rows) >= 20, "parameter table not found in docs/alerts.md"
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for _, _, r in alert_rules():
+        by_name.setdefault(r["alert"], []).append(r)
+    for param, fragment, used_by in rows:
+        targets = re.findall(r"`((?:Pmta|Watchtower)[A-Za-z]+)`", used_by)
+        assert targets, f"parameter {param}: no alert named"
+        for target in targets:
+            texts = [r["expr"] + f"\nfor: {r['for']}" for r in by_name[target]]
+            assert any(fragment in t for t in texts), f"{param}: `{fragment}` not in {target}"

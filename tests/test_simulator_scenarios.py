@@ -1,0 +1,160 @@
+"""Each shipped scenario does what its description says, checked against the ground truth and the files."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from simulator import SimConfig, Simulator, list_scenarios, load_scenario
+from simulator.scenario import ScenarioError, parse_scenario
+
+SHIPPED = ["auth-regression", "bad-list-upload", "baseline", "complaint-creep", "gmail-throttle",
+           "microsoft-s3150-block", "noise", "spamhaus-listing", "yahoo-tss04-pool"]
+
+
+def slow(rate: float = 2.0, **kw: object) -> SimConfig:
+    """Fewer recipients per second: the same events, a fraction of the CPU."""
+    return SimConfig(rate=rate, **kw)  # type: ignore[arg-type]
+
+
+def rows(directory: Path, family: str) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for p in sorted(directory.glob(f"{family}-*.csv")):
+        with p.open(newline="") as f:
+            out += list(csv.DictReader(f))
+    return out
+
+
+def test_shipped_scenarios() -> None:
+    assert list_scenarios() == SHIPPED
+    for name in SHIPPED:
+        sim = Simulator(name, None, config=slow())
+        truth = sim.generate(2)
+        assert truth.injected > 0 and truth.count(type="d") > 0, name
+
+
+def test_bad_scenarios_are_refused_by_name() -> None:
+    with pytest.raises(ScenarioError, match="unknown scenario 'nope'"):
+        load_scenario("nope")
+    with pytest.raises(ScenarioError, match="unknown reply"):
+        parse_scenario("name: x\nevents: [{reply: gmail.nope, probability: 1}]")
+    with pytest.raises(ScenarioError, match="exactly one of `probability` or `ramp`"):
+        parse_scenario("name: x\nevents: [{reply: gmail.ok}]")
+    with pytest.raises(ScenarioError, match="events.0.inject.vmtaa"):
+        parse_scenario("name: x\nevents: [{kind: inject, rate: 1, vmtaa: v}]")
+    s = parse_scenario("name: x\nduration: 1h30m\nevents: [{at: 90s, until: 2h, reply: gmail.ok, probability: 1}]")
+    assert s.duration == 5400 and s.events[0].at == 90 and s.events[0].until == 7200
+
+
+def test_every_recipient_is_accounted_for() -> None:
+    sim = Simulator("baseline", None, config=slow(5))
+    truth = sim.generate(20, close=False)
+    pending = sim.book.totals()[0]
+    assert truth.injected == 6000
+    assert truth.count(type=("d", "b")) + pending == truth.injected
+
+
+def test_ground_truth_equals_what_the_files_hold(tmp_path: Path) -> None:
+    truth = Simulator("gmail-throttle", tmp_path, config=slow(4)).generate(25)
+    got: Counter[tuple[str, str, str]] = Counter()
+    delays: Counter[tuple[str, int]] = Counter()
+    nbytes = 0
+    for family in ("acct", "diag", "fbl", "bounce"):
+        for r in rows(tmp_path, family):
+            got[(r["type"], r.get("vmta", ""), r.get("bounceCat", ""))] += 1
+            if r["type"] == "d":
+                nbytes += int(r["dlvSize"])
+    want = Counter({(k.type, k.vmta if k.type in ("d", "b", "t", "tq") else "", k.bounce_cat): 0
+                    for k in truth.records})
+    for k, n in truth.records.items():
+        want[(k.type, k.vmta if k.type in ("d", "b", "t", "tq") else "", k.bounce_cat)] += n
+    assert got == want
+    assert nbytes == sum(truth.delivered_bytes.values())
+    for r in rows(tmp_path, "acct"):
+        if r["type"] == "d":
+            from datetime import datetime
+
+            fmt = "%Y-%m-%d %H:%M:%S%z"
+            seconds = int((datetime.strptime(r["timeLogged"], fmt) - datetime.strptime(r["timeQueued"], fmt))
+                          .total_seconds())
+            delays[(r["vmta"], seconds)] += 1
+    want_delays: Counter[tuple[str, int]] = Counter()
+    for (v, _, _, s), n in truth.delivery_delays.items():
+        want_delays[(v, s)] += n
+    assert delays == want_delays
+    assert truth.count(type="t", vmta="vmta-03", klass="throttled") > 50
+    assert truth.count(type="t", klass="throttled", vmta=("vmta-01", "vmta-02", "vmta-04"), isp="gmail") == 0
+
+
+def test_microsoft_block_hits_one_ip() -> None:
+    truth = Simulator("microsoft-s3150-block", None, config=slow()).generate(100)
+    blocked = truth.by("vmta", "isp", reply="microsoft.blocklist_s3150")
+    assert list(blocked) == [("vmta-06", "microsoft")] and blocked[("vmta-06", "microsoft")] > 50
+    assert truth.count(type="b", reply="microsoft.blocklist_s3150", klass="blocklisted",
+                       bounce_cat="policy-related") == blocked[("vmta-06", "microsoft")]
+    assert truth.by("vmta", reply="microsoft.rate_limited_s775") .keys() == {("vmta-06",)}
+    assert truth.count(type="d", isp="microsoft", vmta=("vmta-05", "vmta-07", "vmta-08")) > 100
+
+
+def test_auth_regression_is_one_sender_across_providers() -> None:
+    truth = Simulator("auth-regression", None, config=slow(4)).generate(45)
+    auth = truth.by("sender", "isp", klass="auth_failure")
+    assert {s for s, _ in auth} == {"alerts.bankly.example"}
+    assert {i for _, i in auth} == {"gmail", "microsoft", "yahoo"}
+    assert truth.count(reply="gmail.auth_unauthenticated", type="b") > 0
+    assert truth.count(reply="gmail.dkim_not_pass", type="t") > 0
+    assert truth.by("pool", klass="auth_failure").keys() == {("pool-b",)}  # bankly sends through pool-b
+
+
+def test_bad_list_upload_is_one_job() -> None:
+    truth = Simulator("bad-list-upload", None, config=slow()).generate(80)
+    job = "fitclub-import-0612"
+    unknown = truth.count(job=job, klass="user_unknown")
+    sent = truth.count(job=job, type=("d", "b"))
+    assert 0.09 < unknown / sent < 0.15
+    others = truth.count(klass="user_unknown") - unknown
+    assert others / (truth.count(type=("d", "b")) - sent) < 0.015
+    assert truth.count(job=job, reply="pmta.no_such_domain", bounce_cat="bad-domain") > 0
+
+
+def test_yahoo_tss04_is_pool_b_on_connect(tmp_path: Path) -> None:
+    truth = Simulator("yahoo-tss04-pool", tmp_path, config=slow(3)).generate(45)
+    assert truth.by("pool", "isp", type="tq").keys() == {("pool-b", "yahoo")}
+    tq = [r for r in rows(tmp_path, "diag") if r["type"] == "tq"]
+    assert len(tq) == truth.count(type="tq") > 20
+    assert all(r["rcpt"] == r["orig"] == r["jobId"] == r["header_Message-Id"] == "" for r in tq)
+    assert all("[TSS04]" in r["dsnDiag"] and r["queue"].endswith("/" + r["vmta"]) for r in tq)
+    assert truth.count(pool="pool-a", isp="yahoo", reply="yahoo.tss04") == 0
+
+
+def test_healthy_traffic_has_no_alerting_classes() -> None:
+    truth = Simulator("baseline", None, config=slow(20)).generate(30)
+    assert truth.count(klass=("reputation", "blocklisted", "auth_failure", "tls")) == 0
+    assert truth.count(type="tq") == 0
+    sent = truth.count(type=("d", "b"))
+    assert 0.003 < truth.count(klass=("user_unknown", "bad_domain")) / sent < 0.01
+
+
+def test_noise_is_recipient_level_and_top_of_hour(tmp_path: Path) -> None:
+    truth = Simulator("noise", tmp_path, config=slow(3)).generate(70)
+    apple = [r for r in rows(tmp_path, "diag") if "Service unavailable - try again later" in r["dsnDiag"]]
+    assert apple and {r["timeLogged"][14:16] for r in apple} <= {"00", "01", "02", "03", "04"}
+    assert truth.count(type="t", reply="gmail.mailbox_full") > 0
+    assert truth.count(type="t", reply="gmail.recipient_rate") > 0
+    assert truth.count(type="tq") == 0
+    assert truth.count(klass=("reputation", "blocklisted", "auth_failure")) == 0
+
+
+def test_complaints_come_later_and_only_from_fbl_providers(tmp_path: Path) -> None:
+    cfg = slow(4, fbl_delay=(60, 600))
+    truth = Simulator("complaint-creep", tmp_path, config=cfg).generate(60)
+    f = rows(tmp_path, "fbl")
+    assert len(f) == truth.count(type="f") > 0
+    assert {k.isp for k in truth.records if k.type == "f"} <= {"yahoo", "microsoft", "comcast"}
+    assert {r["feedbackType"] for r in f} == {"abuse"} and {r["format"] for r in f} == {"arf"}
+    assert all(r["header_Message-Id"].startswith("<") for r in f)
+    acme = truth.count(type="f", sender="news.acme-shop.example")
+    assert acme >= truth.count(type="f") - acme
