@@ -213,19 +213,19 @@ class Ingestor:
         self._seq = seq + 1
         return stored
 
-    def _file(self, conn: sqlite3.Connection, key: str) -> list[int]:
+    def _file(self, conn: sqlite3.Connection, key: str, path: str) -> list[int]:
         rec = self._files.get(key)
         if rec is None:
             row = conn.execute("SELECT num, max_line FROM corr_files WHERE key=?", (key,)).fetchone()
             if row is None:
-                num = conn.execute("INSERT INTO corr_files (key) VALUES (?)", (key,)).lastrowid
+                num = conn.execute("INSERT INTO corr_files (key, path) VALUES (?, ?)", (key, path)).lastrowid
                 row = (num, 0)
             rec = self._files[key] = [row[0], row[1]]
         return rec
 
     def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, list[str]]]]:
         """(file number, [(line, row)]) minus lines already stored for this file."""
-        rec = self._file(conn, getattr(batch, "file_id", None) or batch.path)
+        rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
         num, max_line = rec
         lines = batch.line_numbers
         if len(lines) != len(batch.rows):  # no line numbers: continue after the last stored line

@@ -25,6 +25,9 @@ from exporter.records import Columns, RecordBatch
 
 log = logging.getLogger(__name__)
 
+WRITER_CACHE_BYTES = 64 * 1024**2
+"""Page cache the writer connection gets at least: the link indexes take random-key inserts."""
+
 
 def default_isp_of() -> IspOf:
     """exporter.classify's ISP classifier, imported on first use (rcpt domain if unavailable)."""
@@ -93,6 +96,7 @@ class CorrelatorSink:
 
     def setup(self, conn: sqlite3.Connection) -> None:
         store.migrate(conn, self.hasher.fingerprint())
+        store.raise_cache(conn, WRITER_CACHE_BYTES)
 
     def observe(self, batch: RecordBatch) -> None:
         self.recent.observe(batch)
@@ -106,23 +110,12 @@ class CorrelatorSink:
         self.recent.written(batches)
 
     def maintain(self, conn: sqlite3.Connection) -> None:
-        """Bounded retention/size pruning; in its own short transaction unless one is open."""
-        self.recent.committed()
-        cutoff = self.clock() - self.config.retention
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN IMMEDIATE")
-        try:
-            deleted = store.prune(conn, cutoff, self.config.max_db_size)
-        except BaseException:
-            if own:
-                conn.execute("ROLLBACK")
-            raise
-        if own:
-            conn.execute("COMMIT")
+        """Bounded retention/size pruning, in short transactions of its own unless one is open."""
+        self.recent.committed()  # the last write's transaction has ended by now
+        deleted = store.prune(conn, self.clock() - self.config.retention, self.config.max_db_size)
         if deleted:
             self.timelines_pruned += deleted
-            self.ingestor.forget()
+            self.ingestor.forget()  # cached links may name deleted timelines
 
     def asgi_routes(self) -> Any:
         if self._router is None:

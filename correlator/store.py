@@ -50,7 +50,8 @@ OUTCOME_SQL = (
 _V1 = [
     "CREATE TABLE IF NOT EXISTS corr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS corr_files (
-        num INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, max_line INTEGER NOT NULL DEFAULT 0)""",
+        num INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
+        max_line INTEGER NOT NULL DEFAULT 0)""",
     f"""CREATE TABLE IF NOT EXISTS corr_timelines (
         id INTEGER PRIMARY KEY,
         mid_h INTEGER, message_id TEXT,
@@ -190,6 +191,15 @@ class ReadPool:
                 return
 
 
+def raise_cache(conn: sqlite3.Connection, nbytes: int) -> None:
+    """Grow the connection's page cache to at least `nbytes` (never shrink what the owner chose)."""
+    current = conn.execute("PRAGMA cache_size").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    have = -current * 1024 if current < 0 else current * page_size
+    if have < nbytes:
+        conn.execute(f"PRAGMA cache_size=-{nbytes // 1024}")
+
+
 def used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes in use by the whole DB file (freed pages are reused, so they do not count)."""
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -199,35 +209,52 @@ def used_bytes(conn: sqlite3.Connection) -> int:
 
 
 def prune(
-    conn: sqlite3.Connection, cutoff: float, max_bytes: int, batch: int = 2000, budget_s: float = 0.1
+    conn: sqlite3.Connection, cutoff: float, max_bytes: int, batch: int = 1000, budget_s: float = 1.0
 ) -> int:
-    """Delete up to a few batches of timelines (with their events) past retention or over the size cap.
+    """Delete timelines (with their events) past retention or over the size cap, a batch at a time.
 
     Timelines go when their *latest* event is older than the cutoff, oldest first; over the size
     cap the oldest go regardless of age. Queue events and flow buckets follow the cutoff (and,
-    under the cap, the oldest timeline still kept). Returns the number of timelines deleted.
+    under the cap, the oldest timeline kept). Each batch is its own short transaction when the
+    caller has none open, so the writer is never held for long and a crash loses no progress.
+    Stops after `budget_s`. Returns the number of timelines deleted.
     """
     deadline = time.monotonic() + budget_s
     deleted = 0
-    while time.monotonic() < deadline:
-        ids = [r[0] for r in conn.execute(
-            "SELECT id FROM corr_timelines WHERE t0 < ? AND t_last < ? ORDER BY t0 LIMIT ?",
-            (cutoff, cutoff, batch),
-        )]
-        over = False
-        if not ids and used_bytes(conn) > max_bytes:
-            over = True
-            ids = [r[0] for r in conn.execute("SELECT id FROM corr_timelines ORDER BY t0 LIMIT ?", (batch,))]
-        if not ids:
-            break
-        _delete_timelines(conn, ids)
-        deleted += len(ids)
-        if over:
-            row = conn.execute("SELECT min(t0) FROM corr_timelines").fetchone()
-            horizon = row[0] if row and row[0] is not None else time.time()
-            _delete_before(conn, min(max(cutoff, horizon), time.time()), batch)
-    _delete_before(conn, cutoff, batch)
-    return deleted
+    while True:
+        with _txn(conn):
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM corr_timelines WHERE t0 < ? AND t_last < ? ORDER BY t0 LIMIT ?",
+                (cutoff, cutoff, batch),
+            )]
+            over = not ids and used_bytes(conn) > max_bytes
+            if over:
+                ids = [r[0] for r in conn.execute("SELECT id FROM corr_timelines ORDER BY t0 LIMIT ?", (batch,))]
+            if ids:
+                _delete_timelines(conn, ids)
+                deleted += len(ids)
+            horizon = cutoff
+            if over:
+                row = conn.execute("SELECT min(t0) FROM corr_timelines").fetchone()
+                horizon = max(cutoff, row[0] if row and row[0] is not None else cutoff)
+            _delete_before(conn, horizon, batch)
+        if not ids or time.monotonic() >= deadline:
+            return deleted
+
+
+@contextmanager
+def _txn(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction of our own unless the caller already has one open (then theirs is used)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _delete_timelines(conn: sqlite3.Connection, ids: list[int]) -> None:

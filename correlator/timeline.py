@@ -119,7 +119,7 @@ class Reader:
         if not nums:
             return {}
         marks = ",".join("?" * len(nums))
-        return dict(self.conn.execute(f"SELECT num, key FROM corr_files WHERE num IN ({marks})", list(nums)))
+        return dict(self.conn.execute(f"SELECT num, path FROM corr_files WHERE num IN ({marks})", list(nums)))
 
     def _events(self, item: dict[str, Any], rows: list[tuple], files: dict[int, str]) -> tuple[list[dict], int]:
         isp = item["isp"] or ""

@@ -1,9 +1,10 @@
 """Queue gauges from PMTA's management API: a poller task plus a custom collector over its last snapshot.
 
 Each poll reads /status (host totals) and the queue list. PMTA lists only its top N queues
-(`http-default-max-items`, default 10), so with `per_vmta_queries` the poller asks /vmtas and then
-`/queues?queue=*/<vmta>` for every VMTA it knows, falling back to the plain top-N list when that
-fails. Queues (`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label.
+(`http-default-max-items`, default 10), so with `per_vmta_queries` the poller also asks /vmtas and
+then `/queues?queue=*/<vmta>` for every VMTA it knows (listed by /vmtas - itself a top-N list -,
+present in the top-N queue list, or seen with mail in the last polls); whatever part fails, the
+rest is merged. Queues (`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label.
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
 A down, slow or garbled API never raises out of `run()`: every request has a hard deadline, errors
@@ -17,17 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
 from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_OVERFLOW, SPECS, self_metrics_for_api
-from exporter.pmta_api import API_ERROR_REASONS, PmtaApiClient, PmtaApiError, QueueInfo, StatusInfo
+from exporter.pmta_api import API_ERROR_REASONS, PmtaApiClient, PmtaApiError, QueueInfo, QueueList, StatusInfo
 
 log = logging.getLogger("watchtower.queues")
+T = TypeVar("T")
 
 MAX_VMTA_LABELS = 2000
 """Same bound as `labels.max_vmtas`' default; further VMTAs are summed under `overflow`."""
@@ -175,9 +178,9 @@ class QueuePoller:
             self._was_up = ok
         return ok
 
-    async def _try(self, coro: object) -> object | None:
+    async def _try(self, coro: Awaitable[T]) -> T | None:
         try:
-            return await coro  # type: ignore[misc]
+            return await coro
         except PmtaApiError as exc:
             self._failed(exc)
             return None
@@ -187,53 +190,42 @@ class QueuePoller:
         log.debug("PMTA API: %s", exc)
 
     async def _queues(self, client: PmtaApiClient) -> list[QueueInfo] | None:
-        """Every queue we can see: per VMTA when configured (and working), else PMTA's top-N list."""
-        if self.config.per_vmta_queries:
-            listed = await self._try(client.vmtas())
-            if listed is not None:
-                names = self._vmtas_to_query([v.name for v in listed])  # type: ignore[attr-defined]
-                sem = asyncio.Semaphore(CONCURRENCY)
-
-                async def one(vmta: str) -> object | None:
-                    async with sem:
-                        return await self._try(client.queues(f"*/{vmta}"))
-
-                results = await asyncio.gather(*(one(v) for v in names))
-                merged: dict[str, QueueInfo] = {}
-                for res in results:
-                    for q in getattr(res, "queues", ()):
-                        merged[q.name] = q
-                if all(r is not None for r in results):
-                    self._remember(merged.values())
-                    return list(merged.values())
-                top = await self._try(client.queues())
-                if top is None and not merged:
-                    return None
-                for q in getattr(top, "queues", ()):
-                    merged.setdefault(q.name, q)
-                self._remember(merged.values())
-                return list(merged.values())
-        top = await self._try(client.queues())
-        if top is None:
+        """Every queue we can see: PMTA's top-N list, plus (when configured) `*/<vmta>` for every VMTA
+        listed by /vmtas, present in the top-N list or seen recently. None when nothing could be read."""
+        if not self.config.per_vmta_queries:
+            top = await self._try(client.queues())
+            return list(top.queues) if top is not None else None
+        listed, top = await asyncio.gather(self._try(client.vmtas()), self._try(client.queues()))
+        if listed is None and top is None:
             return None
-        self._remember(top.queues)  # type: ignore[attr-defined]
-        return list(top.queues)  # type: ignore[attr-defined]
+        top_queues = top.queues if top is not None else []
+        names = self._vmtas_to_query([v.name for v in listed or ()] + [q.vmta for q in top_queues])
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(vmta: str) -> QueueList | None:
+            async with sem:
+                return await self._try(client.queues(f"*/{vmta}"))
+
+        merged = {q.name: q for q in top_queues}
+        for res in await asyncio.gather(*(one(v) for v in names)):
+            for q in res.queues if res is not None else ():
+                merged[q.name] = q
+        for q in merged.values():
+            if q.rcp and q.vmta in self._vmtas:
+                self._vmtas[q.vmta] = 0
+        return list(merged.values())
 
     def _vmtas_to_query(self, listed: list[str]) -> list[str]:
         for name in self._vmtas:
             self._vmtas[name] += 1
         for name in listed:
-            self._vmtas[name] = 0
+            if name:
+                self._vmtas[name] = 0
         self._vmtas = {n: age for n, age in self._vmtas.items() if age <= VMTA_FORGET_POLLS}
         if len(self._vmtas) > MAX_VMTA_LABELS:
             keep = sorted(self._vmtas.items(), key=lambda kv: (kv[1], kv[0]))[:MAX_VMTA_LABELS]
             self._vmtas = dict(keep)
         return sorted(self._vmtas)
-
-    def _remember(self, queues: Iterable[QueueInfo]) -> None:
-        for q in queues:
-            if q.rcp and q.vmta in self._vmtas:
-                self._vmtas[q.vmta] = 0
 
     # --- labels ----------------------------------------------------------------------------------
     def _vmta_label(self, vmta: str) -> str:

@@ -9,6 +9,7 @@ parses as PromQL. Also: the JSON is what grafana/build.py generates, and the pro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -185,12 +186,16 @@ def lint_expr(expr: str) -> list[str]:
 
 
 def _build_module() -> Any:
+    """grafana/build.py under a private name (PyPA's `build` may be installed), dashlib beside it."""
+    spec = importlib.util.spec_from_file_location("watchtower_grafana_build", GRAFANA / "build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(GRAFANA))
     try:
-        import build  # type: ignore[import-not-found]
+        spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(GRAFANA))
-    return build
+    return module
 
 
 def test_the_five_dashboards_exist_with_fixed_uids():

@@ -1,0 +1,254 @@
+"""Timelines built from a multi-file corpus: exact events, order and content, whatever the file order."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from correlator.keys import job_hash, message_hash
+from tests.test_correlator_support import (
+    ACCT_0,
+    ACCT_1,
+    BOUNCE,
+    CORPUS_RECORDS,
+    DIAG_0,
+    DIAG_1,
+    FBL,
+    RECV,
+    Harness,
+    batch,
+    brief,
+    split,
+)
+
+ORDERS = {
+    "acct-first": [(ACCT_0, ACCT_1, RECV), (DIAG_0, DIAG_1), (BOUNCE, FBL)],
+    "diag-first": [(DIAG_1,), (DIAG_0, RECV), (ACCT_1, ACCT_0), (FBL, BOUNCE)],
+    "one-commit": [(RECV, ACCT_0, DIAG_0, ACCT_1, DIAG_1, BOUNCE, FBL)],
+    "small-reads": [tuple(split(DIAG_0, 1, 1, 1)), tuple(split(ACCT_0, 1)), (ACCT_1, DIAG_1, RECV), (BOUNCE,),
+                    tuple(split(FBL, 2))],
+}
+
+
+@pytest.fixture(params=list(ORDERS))
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    harness = Harness(tmp_path)
+    for commit in ORDERS[request.param]:
+        harness.commit(*commit)
+    yield harness
+    harness.close()
+
+
+def _by_rcpt(h: Harness, rcpt: str) -> dict:
+    rh = h.sink.hasher(rcpt.strip().lower())[0]
+    with h.reader() as r:
+        rows = r.conn.execute("SELECT id FROM corr_timelines WHERE rcpt_h=?", (rh,)).fetchall()
+        assert len(rows) == 1, f"{rcpt}: {len(rows)} timelines"
+        item = r.by_id(rows[0][0])
+    assert item is not None
+    return item
+
+
+def test_every_record_stored_once(h: Harness) -> None:
+    events = h.conn.execute("SELECT count(*), count(DISTINCT id) FROM corr_events").fetchone()
+    queue = h.conn.execute("SELECT count(*) FROM corr_queue_events").fetchone()[0]
+    assert events[0] == events[1]
+    assert events[0] + queue == CORPUS_RECORDS
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 5  # alice bob carol dave eve
+
+
+def test_alice_receipt_deferral_queue_event_delivery_status_and_fbl_by_message_id(h: Harness) -> None:
+    tl = _by_rcpt(h, "alice@gmail.com")
+    assert brief(tl["events"]) == [
+        ("2024-05-01T10:00:00Z", "received", "r", None, None, None, None, "recv-2024-05-01-0000.csv:2"),
+        ("2024-05-01T10:05:00Z", "deferred", "t", 1, "4.7.28 (unusual rate)", "vmta1", "deferred",
+         "diag-2024-05-01-0000.csv:2"),
+        ("2024-05-01T10:10:00Z", "queue_deferred", "tq", None, "4.0.0 (other)", "vmta1", "deferred",
+         "diag-2024-05-01-0000.csv:3"),
+        ("2024-05-01T10:20:00Z", "delivered", "d", 2, "2.0.0 (success)", "vmta1", "accepted",
+         "acct-2024-05-01-0000.csv:2"),
+        ("2024-05-01T10:40:00Z", "remote_status", "rs", None, "2.0.0 (success)", None, "accepted",
+         "bounce-2024-05-01-0000.csv:3"),
+        ("2024-05-02T08:00:00Z", "complaint", "f", None, None, None, None, "fbl-2024-05-01-0000.csv:2"),
+    ]
+    ev = tl["events"]
+    assert ev[1]["dsn_diag"] == "smtp;421-4.7.28 unusual rate of unsolicited mail, try later"
+    assert ev[1]["dsn_mta"] == "gmail-smtp-in.l.google.com (142.250.1.27)"
+    assert ev[1]["bounce_category"] == "policy-related" and ev[1]["dsn_action"] == "delayed"
+    assert ev[2]["queue"] == "gmail.com/vmta1"
+    assert ev[3]["vmta_pool"] == "pool-a" and ev[3]["source_ip"] == "192.0.2.10"
+    assert ev[5]["feedback_type"] == "abuse" and ev[5]["user_agent"] == "Yahoo!-Mail-Feedback/2.0"
+    assert ev[5]["reporting_mta"] == "fbl.example"
+    assert {k: tl[k] for k in ("message_id", "job_id", "rcpt", "orig", "sender_domain", "vmta", "vmta_pool",
+                               "queue", "isp", "outcome", "attempts", "complained", "remote_bounced")} == {
+        "message_id": "m1@shop.example", "job_id": "J1", "rcpt": "alice@gmail.com", "orig": "news@shop.example",
+        "sender_domain": "shop.example", "vmta": "vmta1", "vmta_pool": "pool-a", "queue": "gmail.com/vmta1",
+        "isp": "gmail", "outcome": "complained", "attempts": 2, "complained": True, "remote_bounced": False,
+    }
+    assert (tl["first_seen"], tl["queued_at"], tl["done_at"], tl["last_seen"]) == (
+        "2024-05-01T10:00:00Z", "2024-05-01T10:00:00Z", "2024-05-01T10:20:00Z", "2024-05-02T08:00:00Z")
+    assert tl["queue_events_omitted"] == 0  # the 12:00 tq came after the delivery: not part of it
+
+
+def test_bob_linked_by_job_across_rotated_reordered_files_and_fbl_by_job(h: Harness) -> None:
+    tl = _by_rcpt(h, "bob@yahoo.com")
+    assert brief(tl["events"]) == [
+        ("2024-05-01T10:00:00Z", "queued", None, None, None, None, None, None),
+        ("2024-05-01T10:30:00Z", "deferred", "t", 1, "4.7.0 (TSS04)", "vmta1", "deferred",
+         "diag-2024-05-01-0000.csv:4"),
+        ("2024-05-01T11:00:00Z", "bounced", "b", 2, "5.1.1 (bad destination mailbox address)", "vmta1",
+         "rejected", "acct-2024-05-01-0001.csv:2"),
+        ("2024-05-02T09:00:00Z", "complaint", "f", None, None, None, None, "fbl-2024-05-01-0000.csv:3"),
+    ]
+    assert tl["message_id"] is None and tl["job_id"] == "J1" and tl["isp"] == "yahoo"
+    assert tl["events"][2]["dsn_diag"] == "smtp;550 5.1.1 <bob@yahoo.com>: user unknown"
+    assert tl["outcome"] == "complained" and tl["attempts"] == 2
+
+
+def test_carol_delivery_then_remote_bounce_by_message_id_and_iso_offsets(h: Harness) -> None:
+    tl = _by_rcpt(h, "carol@outlook.com")
+    assert brief(tl["events"]) == [
+        ("2024-05-01T09:59:00Z", "queued", None, None, None, None, None, None),
+        ("2024-05-01T10:00:00Z", "delivered", "d", 1, "2.0.0 (success)", "vmta2", "accepted",
+         "acct-2024-05-01-0000.csv:3"),
+        ("2024-05-01T14:00:00Z", "remote_bounce", "rb", None, "5.2.2 (mailbox full)", None, "rejected",
+         "bounce-2024-05-01-0000.csv:2"),
+    ]
+    assert tl["events"][2]["reporting_mta"] == "bounce.outlook.com"
+    assert tl["events"][2]["bounce_category"] == "quota-issues"
+    assert (tl["outcome"], tl["remote_bounced"], tl["vmta"], tl["isp"]) == ("bounced", True, "vmta2", "microsoft")
+
+
+def test_dave_without_ids_links_by_sender_and_queue_time_and_fbl_by_rcpt_orig(h: Harness) -> None:
+    tl = _by_rcpt(h, "dave@gmail.com")
+    assert brief(tl["events"]) == [
+        ("2024-05-01T09:00:00Z", "queued", None, None, None, None, None, None),
+        ("2024-05-01T09:10:00Z", "deferred", "t", 1, "4.2.2 (mailbox full)", "vmta3", "deferred",
+         "diag-2024-05-01-0001.csv:2"),
+        ("2024-05-01T09:30:00Z", "delivered", "d", 2, "2.0.0 (success)", "vmta3", "accepted",
+         "acct-2024-05-01-0001.csv:3"),
+        ("2024-05-03T09:00:00Z", "complaint", "f", None, None, None, None, "fbl-2024-05-01-0000.csv:4"),
+    ]
+    assert tl["job_id"] is None and tl["message_id"] is None
+    assert tl["queue"] == "gmail.com/vmta3"
+
+
+def test_unmatched_fbl_stands_alone(h: Harness) -> None:
+    tl = _by_rcpt(h, "eve@example.net")
+    assert [e["kind"] for e in tl["events"]] == ["complaint"]
+    assert (tl["vmta"], tl["outcome"], tl["attempts"], tl["orig"]) == (None, "complained", 0, "nobody@else.example")
+
+
+def test_message_and_job_lookups(h: Harness) -> None:
+    with h.reader() as r:
+        items, total = r.by_message(message_hash("m1@shop.example"), 10)
+        assert total == 1 and items[0]["rcpt"] == "alice@gmail.com"
+        job = r.by_job_rcpt(job_hash("J1"), h.sink.hasher("bob@yahoo.com")[0])
+        assert [t["rcpt"] for t in job] == ["bob@yahoo.com"]
+        assert r.by_job_rcpt(job_hash("J1"), h.sink.hasher("nobody@yahoo.com")[0]) == []
+
+
+def test_flows_count_each_outcome_under_sender_vmta_isp(h: Harness) -> None:
+    rows = h.conn.execute(
+        "SELECT sender, vmta, isp, sum(delivered), sum(bounced), sum(deferred), sum(complained), sum(remote_bounced)"
+        " FROM corr_flows GROUP BY sender, vmta, isp ORDER BY sender, vmta, isp").fetchall()
+    assert rows == [
+        ("else.example", "", "other", 0, 0, 0, 1, 0),
+        ("other.example", "vmta3", "gmail", 1, 0, 1, 1, 0),
+        ("shop.example", "vmta1", "gmail", 1, 0, 1, 1, 0),
+        ("shop.example", "vmta1", "yahoo", 0, 1, 1, 1, 0),
+        ("shop.example", "vmta2", "microsoft", 1, 0, 0, 0, 1),
+    ]
+
+
+def test_records_with_two_keys_merge_partial_timelines(tmp_path: Path) -> None:
+    """A t known by job only and an f known by Message-Id only become one timeline when a d names both."""
+    h = Harness(tmp_path)
+    t = batch("/l/diag-0.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus
+t,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta9,J7,4.0.0 (x)
+""")
+    f = batch("/l/fbl-0.csv", """
+type,timeLogged,orig,rcpt,header_Message-Id
+f,2024-05-01 11:00:00+0000,a@s.example,zed@gmail.com,<mz@s.example>
+""")
+    d = batch("/l/acct-0.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,header_Message-Id
+d,2024-05-01 10:10:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta9,J7,2.0.0 (ok),<mz@s.example>
+""")
+    h.commit(t)
+    h.commit(f)
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 1  # f fell back on rcpt+orig
+    h2 = Harness(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path)
+    h2.commit(f)  # here the f comes first: nothing to fall back on
+    h2.commit(t)
+    assert h2.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2
+    h2.commit(d)
+    assert h2.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 1
+    tl = _by_rcpt(h2, "zed@gmail.com")
+    assert [(e["kind"], e["attempt"]) for e in tl["events"]] == [
+        ("queued", None), ("deferred", 1), ("delivered", 2), ("complaint", None)]
+    assert (tl["message_id"], tl["job_id"], tl["outcome"], tl["attempts"]) == ("mz@s.example", "J7", "complained", 2)
+    # later records of either key still land on the merged timeline, also after the caches are dropped
+    h2.sink.ingestor.forget()
+    h2.commit(batch("/l/bounce-0.csv", """
+type,timeLogged,orig,rcpt,jobId,dsnStatus
+rs,2024-05-01 12:00:00+0000,a@s.example,zed@gmail.com,J7,2.0.0 (delivered)
+"""))
+    assert h2.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 1
+    h.close()
+    h2.close()
+
+
+def test_message_id_only_report_with_several_recipients_stays_apart(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct.csv", """
+type,timeLogged,orig,rcpt,vmta,header_Message-Id
+d,2024-05-01 10:00:00+0000,a@s.example,one@gmail.com,v1,<multi@s.example>
+d,2024-05-01 10:00:01+0000,a@s.example,two@gmail.com,v1,<multi@s.example>
+"""))
+    h.commit(batch("/l/fbl.csv", """
+type,timeLogged,orig,rcpt,header_Message-Id
+f,2024-05-02 10:00:00+0000,a@s.example,,<multi@s.example>
+"""))
+    with h.reader() as r:
+        items, total = r.by_message(message_hash("multi@s.example"), 10)
+    assert total == 3
+    assert sorted((i["rcpt"] or "?", i["outcome"]) for i in items) == [
+        ("?", "complained"), ("one@gmail.com", "delivered"), ("two@gmail.com", "delivered")]
+    h.close()
+
+
+def test_hashed_recipients_leave_no_address_in_the_db(tmp_path: Path) -> None:
+    from exporter.config import CorrelatorConfig
+
+    key = tmp_path / "keys" / "hmac.key"
+    key.parent.mkdir()
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=key))
+    assert key.stat().st_mode & 0o777 == 0o600
+    for b in (ACCT_0, ACCT_1, DIAG_0, DIAG_1, BOUNCE, FBL, RECV):
+        h.commit(b)
+    h.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*")).lower()
+    for local in (b"alice@", b"bob@", b"carol@", b"dave@", b"eve@"):
+        assert local not in blob
+    tl = _by_rcpt(h, "Bob@Yahoo.com")  # lookups by address still work
+    assert tl["rcpt"].startswith("hmac-sha256:") and tl["rcpt_hashed"] and tl["rcpt_domain"] == "yahoo.com"
+    assert tl["events"][2]["dsn_diag"] == "smtp;550 5.1.1 <<rcpt>>: user unknown"
+    # the same key file gives the same hashes in a new process
+    h2 = Harness(tmp_path / "keys", CorrelatorConfig(hash_recipients=True, hmac_key_file=key))
+    assert h2.sink.hasher("bob@yahoo.com") == h.sink.hasher("bob@yahoo.com")
+    h.close()
+    h2.close()
+
+
+def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sink.setup(h.conn)  # idempotent
+    conn = sqlite3.connect(h.db)
+    assert conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+    h.close()

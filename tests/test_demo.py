@@ -1,0 +1,93 @@
+"""`watchtower demo`: simulator + management API + generated config + the exporter daemon, on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from exporter.config import config_from_dict
+from simulator import demo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def args(tmp_path: Path | None, **kw: object) -> argparse.Namespace:
+    base = {"scenario": "gmail-throttle", "listen": f"127.0.0.1:{free_port()}", "speed": 60.0, "dir": tmp_path,
+            "duration": 1.0}
+    return argparse.Namespace(**(base | kw))
+
+
+def test_generated_config_is_valid(tmp_path: Path) -> None:
+    data = demo.demo_config(tmp_path, "127.0.0.1:9469", "http://127.0.0.1:5555")
+    config = config_from_dict(data)
+    assert [s.label for s in config.sources] == ["acct", "diag", "fbl", "bounce"]
+    assert config.sources[0].paths == [str(tmp_path / "logs" / "acct-*.csv")]
+    assert config.state_dir == tmp_path / "state" and config.tail.start_position == "beginning"
+    assert config.pmta.url == "http://127.0.0.1:5555" and config.listen == "127.0.0.1:9469"
+
+
+def test_demo_runs_for_its_duration_with_a_stand_in_exporter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    started: list[Path] = []
+
+    class FakeDaemon:
+        def __init__(self) -> None:
+            self.should_exit = asyncio.Event()
+
+    async def fake_exporter(config_path: Path) -> tuple[FakeDaemon, asyncio.Task[None]]:
+        started.append(config_path)
+        d = FakeDaemon()
+        return d, asyncio.create_task(d.should_exit.wait())
+
+    monkeypatch.setattr(demo, "serve_exporter", fake_exporter)
+    t0 = time.monotonic()
+    assert demo.run_demo(args(tmp_path, duration=1.0)) == 0
+    assert 0.9 < time.monotonic() - t0 < 10
+    assert started == [tmp_path / "watchtower.yaml"]
+    config = yaml.safe_load(started[0].read_text())
+    assert config["pmta"]["url"].startswith("http://127.0.0.1:")
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "logs").glob("*.csv")) == ["acct", "diag"]
+    out = capsys.readouterr().out
+    assert "/metrics" in out and "curl -s" in out and "/queues?format=json" in out and "gmail-throttle" in out
+
+
+def test_unknown_scenario_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.run_demo(args(tmp_path, scenario="no-such-thing")) == 2
+    assert "unknown scenario" in capsys.readouterr().err
+
+
+def test_newcomer_sees_live_metrics(tmp_path: Path) -> None:
+    """End to end with the real daemon: metrics from files and from the API within seconds."""
+    a = args(tmp_path, duration=20.0, speed=30.0)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(demo.run_demo(a)))
+    thread.start()
+    url = f"http://{a.listen}/metrics"
+    text = ""
+    deadline = time.monotonic() + 18
+    try:
+        while time.monotonic() < deadline:
+            try:
+                text = httpx.get(url, timeout=1).text
+            except httpx.HTTPError:
+                text = ""
+            if "pmta_delivered_total{" in text and "pmta_queue_recipients{" in text:
+                break
+            time.sleep(0.25)
+    finally:
+        thread.join(timeout=40)
+    assert "pmta_delivered_total{" in text and 'vmta_pool="pool-a"' in text
+    assert "pmta_queue_recipients{" in text and "watchtower_pmta_api_up 1.0" in text
+    assert result == [0]

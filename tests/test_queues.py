@@ -1,0 +1,288 @@
+"""QueuePoller against the simulator's live management API (real loopback HTTP) and against failures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter import queues as queues_mod
+from exporter.config import PmtaApiConfig
+from exporter.pmta_api import PmtaApiClient
+from exporter.queues import QueuePoller
+from simulator import SimConfig, Simulator
+from simulator.api import build_app
+from simulator.config import ApiSpec
+from simulator.providers import provider_of_domain
+from simulator.server import ApiServer
+
+PROVIDER = provider_of_domain()
+
+
+def isp_of(domain: str) -> str:
+    return PROVIDER.get(domain, "other")
+
+
+def make_sim(max_items: int = 10, minutes: float = 35) -> Simulator:
+    sim = Simulator("gmail-throttle", None, config=SimConfig(api=ApiSpec(max_items=max_items)))
+    sim.run_until(sim.start + minutes * 60)
+    return sim
+
+
+@pytest.fixture(scope="module")
+def sim() -> Simulator:
+    return make_sim(max_items=1000)
+
+
+def expected(sim: Simulator, queues: list | None = None) -> dict[tuple[str, str], list[float]]:  # type: ignore[type-arg]
+    """Gauge values computed from the simulator's own state (kb as the API rounds it)."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for q in queues if queues is not None else sim.book.queues.values():
+        if q.rcp:
+            row = out.setdefault((q.vmta, q.isp), [0, 0, 0, 0, 0])
+            row[0] += q.rcp
+            row[1] += round(round(q.bytes / 1024, 1) * 1024)
+            row[2] += q.connections(sim.t)
+            row[3] += q.in_backoff(sim.t)
+            row[4] += q.paused
+    return out
+
+
+def gauges(registry: CollectorRegistry) -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for i, name in enumerate(queues_mod.QUEUE_METRICS):
+        for metric in registry.collect():
+            if metric.name == name:
+                for s in metric.samples:
+                    out.setdefault((s.labels["vmta"], s.labels["isp"]), [0, 0, 0, 0, 0])[i] = s.value
+    return out
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def errors(registry: CollectorRegistry) -> dict[str, float]:
+    return {r: value(registry, "watchtower_pmta_api_errors_total", reason=r) or 0.0
+            for r in ("timeout", "connect", "http_status", "parse")}
+
+
+async def test_exact_gauges_from_the_live_api(sim: Simulator) -> None:
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+    want = expected(sim)
+    assert gauges(registry) == want
+    assert want[("vmta-03", "gmail")][0] > 10_000 and want[("vmta-03", "gmail")][3] == 2  # gmail + googlemail
+    rcp, dom, nbytes = sim.book.totals()
+    assert value(registry, "pmta_status_queue_recipients", type="smtp") == rcp
+    assert value(registry, "pmta_status_queue_domains", type="smtp") == dom
+    assert value(registry, "pmta_status_queue_bytes", type="smtp") == round(round(nbytes / 1024, 1) * 1024)
+    assert value(registry, "pmta_status_queue_recipients", type="pipe") == 0
+    assert value(registry, "pmta_status_connections", direction="out") == sum(
+        q.connections(sim.t) for q in sim.book.queues.values())
+    assert value(registry, "pmta_status_spool_files") == rcp
+    assert value(registry, "watchtower_pmta_api_up") == 1
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 1.0
+    assert 0 < value(registry, "watchtower_pmta_api_poll_duration_seconds") < 5  # type: ignore[operator]
+    assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
+    text = generate_latest(registry).decode()
+    assert "gmail.com" not in text and 'domain="' not in text
+
+
+async def test_run_follows_the_simulation(sim: Simulator) -> None:
+    live = Simulator("gmail-throttle", None, config=SimConfig(api=ApiSpec(max_items=1000)))
+    live.run_until(live.start + 25 * 60)
+    registry = CollectorRegistry()
+    async with ApiServer(live) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, poll_interval=0.01), registry, isp_of)
+        task = asyncio.create_task(poller.run())
+        for _ in range(3):
+            before = poller.polls
+            live.run_until(live.t + 120)
+            while poller.polls < before + 2:  # a poll that started after the step
+                await asyncio.sleep(0.01)
+            assert gauges(registry) == expected(live)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert poller.polls >= 6 and value(registry, "watchtower_pmta_api_up") == 1
+
+
+@pytest.mark.parametrize("per_vmta", [True, False])
+async def test_top_n_limits_and_coverage(per_vmta: bool) -> None:
+    small = make_sim(max_items=3)
+    registry = CollectorRegistry()
+    async with ApiServer(small) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, per_vmta_queries=per_vmta), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+    ranked = sorted((q for q in small.book.queues.values() if q.rcp), key=lambda q: (-q.rcp, q.name))
+    shown = ranked[:3]
+    if per_vmta:  # /vmtas is a top-3 list too: those VMTAs plus the ones in the top-3 queues, 3 queues each
+        per_vmta_rcp: dict[str, int] = {}
+        for q in ranked:
+            per_vmta_rcp[q.vmta] = per_vmta_rcp.get(q.vmta, 0) + q.rcp
+        vmtas = set(sorted(per_vmta_rcp, key=lambda v: (-per_vmta_rcp[v], v))[:3]) | {q.vmta for q in shown}
+        shown = list({q.name: q for v in vmtas for q in [r for r in ranked if r.vmta == v][:3] + shown}.values())
+    assert gauges(registry) == expected(small, shown)
+    coverage = value(registry, "watchtower_pmta_queue_coverage_ratio")
+    assert coverage == pytest.approx(sum(q.rcp for q in shown) / small.book.totals()[0])
+    assert coverage < 1.0
+
+
+class FailingTransport(httpx.AsyncBaseTransport):
+    """The simulator's app in-process, with chosen paths failing."""
+
+    def __init__(self, app: object, fail: Callable[[httpx.Request], httpx.Response | None]) -> None:
+        self.inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self.fail = fail
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.fail(request) or await self.inner.handle_async_request(request)
+
+
+async def test_falls_back_to_the_top_n_list_when_vmtas_fails(sim: Simulator) -> None:
+    registry = CollectorRegistry()
+    transport = FailingTransport(build_app(sim), lambda r: httpx.Response(500) if r.url.path == "/vmtas" else None)
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
+    async with PmtaApiClient(poller.config, transport=transport) as client:
+        assert await poller.poll_once(client)
+    assert gauges(registry) == expected(sim)  # the top-N list (complete at max_items=1000) names every VMTA
+    assert errors(registry)["http_status"] == 1 and value(registry, "watchtower_pmta_api_up") == 1
+
+
+async def test_a_failing_vmta_query_is_counted_and_the_rest_merged(sim: Simulator) -> None:
+    registry = CollectorRegistry()
+    bad = lambda r: httpx.Response(200, text="<html/>") if "vmta-02" in str(r.url) else None  # noqa: E731
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
+    async with PmtaApiClient(poller.config, transport=FailingTransport(build_app(sim), bad)) as client:
+        assert await poller.poll_once(client)
+    assert gauges(registry) == expected(sim)
+    assert errors(registry)["parse"] == 1
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_api_down_backs_off_and_never_raises() -> None:
+    registry = CollectorRegistry()
+    cfg = PmtaApiConfig(url=f"http://127.0.0.1:{closed_port()}", poll_interval=0.01, max_backoff=0.04, timeout=1)
+    poller = QueuePoller(cfg, registry, isp_of)
+    task = asyncio.create_task(poller.run())
+    while poller.failures < 3:
+        await asyncio.sleep(0.01)
+    assert not task.done()
+    assert value(registry, "watchtower_pmta_api_up") == 0
+    assert errors(registry)["connect"] >= 9  # /status, /vmtas and the top-N fallback, every poll
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    text = generate_latest(registry).decode()
+    assert "pmta_queue_recipients{" not in text and "pmta_status_queue_recipients{" not in text
+
+
+def test_backoff_doubles_up_to_max_and_resets() -> None:
+    poller = QueuePoller(PmtaApiConfig(url="http://x", poll_interval=15, max_backoff=100), CollectorRegistry(), isp_of)
+    assert [poller.next_delay(False) for _ in range(5)] == [15, 30, 60, 100, 100]
+    assert poller.next_delay(True) == 15 and poller.failures == 0
+
+
+async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator) -> None:
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        srv.app.state.delay = 1.0
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=0.1), registry, isp_of)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        async with PmtaApiClient(poller.config) as client:
+            assert not await poller.poll_once(client)
+        t.cancel()
+        srv.app.state.delay = 0
+    assert errors(registry)["timeout"] == 3  # /status, /vmtas and the top-N list
+    assert value(registry, "watchtower_pmta_api_up") == 0
+    assert 0.15 < value(registry, "watchtower_pmta_api_poll_duration_seconds") < 1.0  # type: ignore[operator]
+    assert ticks >= 15
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("garbled", "parse"), ("no_succ", "parse"), ("http_500", "http_status")])
+async def test_bad_answers_keep_the_last_good_snapshot_until_stale(sim: Simulator, fault: str, reason: str) -> None:
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+            good = gauges(registry)
+            srv.app.state.fault = fault
+            assert not await poller.poll_once(client)
+            srv.app.state.fault = None
+    assert errors(registry)[reason] == 3 and value(registry, "watchtower_pmta_api_up") == 0
+    assert gauges(registry) == good
+    assert poller.snapshot is not None
+    poller.snapshot.taken -= queues_mod.STALE_POLLS * poller.config.poll_interval + 1
+    assert gauges(registry) == {}
+    assert value(registry, "pmta_status_spool_files") is None
+
+
+async def test_labels_stay_bounded_and_odd_names_are_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ("<rsp><data>" + "".join(
+        f"<queue><name>{n}</name><rcp>{r}</rcp><kb>1.0</kb><conn>0</conn><paused>no</paused><mode>normal</mode></queue>"
+        for n, r in [("gmail.com/{default}", 1), ("boom.example/", 2), ("gmail.com/v1", 3), ("gmail.com/v2", 4),
+                     ("gmail.com/v3", 5), ("yahoo.com/v3", 6)]) + "<totalRcp>21</totalRcp></data><succ/></rsp>")
+    status = (b"<rsp><data><status><queue><smtp><rcp>42</rcp><dom>3</dom><kb>6.0</kb></smtp></queue></status>"
+              b"</data><succ/></rsp>")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=status if request.url.path == "/status" else body.encode())
+
+    def classify(domain: str) -> str:
+        if domain == "boom.example":
+            raise ValueError("classifier bug")
+        return {"gmail.com": "gmail", "yahoo.com": "yahoo"}[domain]
+
+    monkeypatch.setattr(queues_mod, "MAX_VMTA_LABELS", 2)
+    registry = CollectorRegistry()
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=False), registry, classify)
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(handler)) as client:
+        assert await poller.poll_once(client)
+    got = {k: v[0] for k, v in gauges(registry).items()}
+    assert got == {("none", "gmail"): 1, ("none", "other"): 2, ("v1", "gmail"): 3, ("v2", "gmail"): 4,
+                   ("overflow", "gmail"): 5, ("overflow", "yahoo"): 6}
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 0.5
+
+
+async def test_an_unexpected_bug_does_not_kill_run(monkeypatch: pytest.MonkeyPatch, sim: Simulator) -> None:
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, poll_interval=0.01, max_backoff=0.02), registry, isp_of)
+        calls = 0
+
+        def broken(queues: object) -> dict:  # type: ignore[type-arg]
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(poller, "_aggregate", broken)
+        task = asyncio.create_task(poller.run())
+        while calls < 3:
+            await asyncio.sleep(0.01)
+        assert not task.done() and value(registry, "watchtower_pmta_api_up") == 0
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
