@@ -146,7 +146,7 @@ class LabelsConfig(_Strict):
 
 class MetricsConfig(_Strict):
     delay_buckets: list[float] = Field(
-        default_factory=lambda: [1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0],
+        default_factory=lambda: [1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0],
         min_length=1,
         description="Upper bounds (seconds) of `pmta_delivery_delay_seconds`; +Inf is implied.",
     )

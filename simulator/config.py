@@ -105,6 +105,9 @@ class SimConfig(_Strict):
     pools: dict[str, list[str]] = Field(default_factory=_default_pools)
     senders: list[SenderSpec] = Field(default_factory=_default_senders, min_length=1)
     rate: float = Field(default=10.0, gt=0, description="Baseline recipients injected per simulated second.")
+    vmta_rate_factor: dict[str, float] = Field(
+        default_factory=dict, description="Per-VMTA factor on every queue's attempt rate (IP warm-up: 0.2)."
+    )
     mix: Mix = "us_b2c"
     quality: Quality = Field(default_factory=Quality)
     complaint_rate: float = Field(default=0.0004, ge=0, le=1, description="Per delivery to an FBL provider.")
@@ -124,6 +127,9 @@ class SimConfig(_Strict):
         for s in self.senders:
             if s.pool not in self.pools:
                 raise ValueError(f"sender {s.domain}: unknown pool {s.pool!r}")
+        unknown = sorted(set(self.vmta_rate_factor) - set(vmtas))
+        if unknown:
+            raise ValueError(f"vmta_rate_factor: unknown VMTA(s) {unknown}")
         routed = [t for f in self.files for t in f.records]
         if len(routed) != len(set(routed)):
             raise ValueError("each record type may go to one file only")

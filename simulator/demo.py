@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,11 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
     metrics = f"http://{host}:{port}/metrics"
     pace = "simulated time = real time" if speed == 1 else f"{speed:g} simulated seconds per real second"
-    desc = " ".join(sim.scenario.description.split())
+    desc = textwrap.fill(" ".join(sim.scenario.description.split()), width=100, initial_indent="  ",
+                         subsequent_indent="  ")
     return "\n".join([
         f"PMTA Watchtower demo: scenario '{sim.scenario.name}' ({pace})",
-        f"  {desc}",
+        desc,
         "",
         f"  metrics           {metrics}",
         f"  simulated PMTA    {api}/status?format=json",

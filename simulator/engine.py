@@ -16,6 +16,7 @@ from pathlib import Path
 from simulator.clock import SimClock, tz_of
 from simulator.config import SimConfig
 from simulator.model import TrafficModel
+from simulator.queues import QueueBook
 from simulator.records import Row
 from simulator.scenario import Scenario, load_scenario
 from simulator.truth import GroundTruth, TruthKey
@@ -58,7 +59,8 @@ class Simulator:
         self.closed = False
 
     @property
-    def book(self):  # noqa: ANN201 - QueueBook; a property so the API always sees the live state
+    def book(self) -> QueueBook:
+        """The live queue state (what the management API serves)."""
         return self.model.book
 
     def _emit(self, row: Row, key: TruthKey) -> None:

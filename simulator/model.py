@@ -53,6 +53,7 @@ class TrafficModel:
         self._rr = {pool: 0 for pool in config.pools}
         self._match_cache: dict[tuple[int, str, str, str], bool] = {}
         self._baseline = baseline_stream(config)
+        self._factor = dict(config.vmta_rate_factor)
         self._src = {s.domain: f"{s.tag}-app.example (10.20.0.{11 + i})" for i, s in enumerate(config.senders)}
         events = list(scenario.events)
         self._events = events
@@ -75,8 +76,9 @@ class TrafficModel:
         rel = now - self.start
         sod = seconds_of_day(now, self.config.utc_offset_minutes)
         self._activate(rel, sod)
-        if now // 3600 != self._hour:
-            self._hour = now // 3600
+        hour = (now + self.config.utc_offset_minutes * 60) // 3600
+        if hour != self._hour:
+            self._hour = hour
             self._job_suffix = datetime.fromtimestamp(now, self.tz).strftime("%m%d-%H")
         self._inject(self._baseline, now)
         for stream in self._streams.values():
@@ -119,8 +121,9 @@ class TrafficModel:
             if len(self._match_cache) > 500_000:
                 self._match_cache.clear()
             m = self._events[i].match
-            hit = m.matches(vmta=q.vmta, pool=q.pool, isp=q.isp, domain=q.domain, sender=sender, job=job) if (
-                sender or (m.sender is None and m.job is None)) else False
+            about_messages = m.sender is not None or m.job is not None  # needs a recipient to decide
+            hit = (bool(sender) or not about_messages) and m.matches(
+                vmta=q.vmta, pool=q.pool, isp=q.isp, domain=q.domain, sender=sender, job=job)
             self._match_cache[key] = hit
         return hit
 
@@ -187,7 +190,7 @@ class TrafficModel:
         if q.paused or now < q.blocked_until:
             return
         backoff = now < q.backoff_until
-        rate = self.config.queue.backoff_rate if backoff else q.provider.max_rate
+        rate = (self.config.queue.backoff_rate if backoff else q.provider.max_rate) * self._factor.get(q.vmta, 1.0)
         q.tokens = min(q.tokens + rate, max(rate, 1.0))
         n = min(int(q.tokens), len(q.ready))
         if n == 0:
@@ -299,9 +302,11 @@ class TrafficModel:
 
     # --- helpers -------------------------------------------------------------------------------
     def _ctx(self, q: Queue, r: Recipient | None, mx: object) -> dict[str, str]:
+        bits = self.rng.getrandbits(64)
         return {"ip": self.ips[q.vmta], "rcpt": r.rcpt if r else "", "domain": q.domain,
-                "sender": r.sender if r else "", "mx": getattr(mx, "host", ""),
-                "id": f"{self.rng.getrandbits(40):010x}"}
+                "sender": r.sender if r else "", "mx": getattr(mx, "host", ""), "id": f"{bits & 0xFFFFFFFFFF:010x}",
+                "gid": f"{chr(97 + bits % 26)}{bits >> 8 & 0xFFF}si{bits >> 20 & 0xFFFFFFF}"
+                       f"{chr(97 + (bits >> 48) % 26)}{chr(97 + (bits >> 53) % 26)}x.{bits >> 58}"}
 
     def _emit(self, row: Row, q: Queue, r: Recipient | None, reply: Reply) -> None:
         typ = row["type"]

@@ -4,7 +4,7 @@ Each `Reply` knows its dsnStatus (enhanced code + PMTA's description), the dsnDi
 (`smtp;` + the reply, multi-line replies joined with spaces), the bounceCat PMTA would assign, the
 response class the exporter should derive (ground truth for the classifier) and whether PMTA's
 smtp-pattern-list would put the queue into backoff. Templates take {ip} {rcpt} {domain} {sender}
-{mx} {id}; scenarios refer to replies by id.
+{mx} {id} {gid} (a Gmail-style transaction id); scenarios refer to replies by id.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Reply:
         return "smtp;" + self.diag.format_map(ctx)
 
 
-_GSMTP = "{id} - gsmtp"
+_GSMTP = "{gid} - gsmtp"
 _R = Reply
 CATALOGUE: dict[str, Reply] = {r.id: r for r in (
     # --- Gmail (support.google.com/a/answer/3726730) -------------------------------------------

@@ -159,6 +159,50 @@ CORPUS = (ACCT_0, ACCT_1, DIAG_0, DIAG_1, BOUNCE, FBL, RECV)
 CORPUS_RECORDS = sum(len(b) for b in CORPUS)
 
 
+def generated(messages: int, per_chunk: int = 40, rotate: int = 50) -> list[list[RecordBatch]]:
+    """A deterministic larger corpus in commit-sized chunks: t (diag, job only), d/b (acct, with
+    Message-Id), tq and f (fbl, Message-Id only); files rotate every `rotate` lines."""
+    lines = {"acct": 0, "diag": 0, "fbl": 0}
+    files = {"acct": 0, "diag": 0, "fbl": 0}
+    headers = {
+        "acct": "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId,header_Message-Id",
+        "diag": "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId,queue",
+        "fbl": "type,timeLogged,orig,rcpt,header_Message-Id",
+    }
+    chunks: list[list[RecordBatch]] = []
+    pending: dict[str, list[str]] = {"diag": [], "acct": [], "fbl": []}
+
+    def flush() -> None:
+        out = []
+        for kind, rows in pending.items():
+            while rows:
+                if lines[kind] >= rotate:
+                    files[kind], lines[kind] = files[kind] + 1, 0
+                take = rows[: rotate - lines[kind]]
+                del rows[: len(take)]
+                text = headers[kind] + "\n" + "\n".join(take)
+                out.append(batch(f"/gen/{kind}-{files[kind]:04d}.csv", text, first_line=lines[kind] + 2))
+                lines[kind] += len(take)
+        chunks.append(out)
+
+    base = 1714550400  # 2024-05-01
+    for i in range(messages):
+        tq = base + i * 60
+        rcpt, job, mid, vmta = f"u{i}@{('gmail.com', 'yahoo.com', 'x.org')[i % 3]}", f"J{i // 25}", f"<g{i}@s>", f"v{i % 4}"
+        if i % 3 == 0:
+            pending["diag"].append(f"t,{tq + 30},{tq},n@s.example,{rcpt},4.0.0,{vmta},{job},{rcpt.split('@')[1]}/{vmta}")
+        if i % 50 == 0:
+            pending["diag"].append(f"tq,{tq + 40},,,,4.0.0,{vmta},,gmail.com/{vmta}")
+        pending["acct"].append(f"{'b' if i % 10 == 7 else 'd'},{tq + 60},{tq},n@s.example,{rcpt},2.0.0,{vmta},{job},{mid}")
+        if i % 7 == 0:
+            pending["fbl"].append(f"f,{tq + 3600},n@s.example,,{mid}")
+        if sum(len(v) for v in pending.values()) >= per_chunk:
+            flush()
+    if any(pending.values()):
+        flush()
+    return chunks
+
+
 def brief(events: list[dict[str, Any]]) -> list[tuple]:
     """(time, kind, record_type, attempt, dsn_status, vmta, response_class, source file:line) per event."""
     return [(e["time"], e["kind"], e["record_type"], e["attempt"], e.get("dsn_status"), e.get("vmta"),

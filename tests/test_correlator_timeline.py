@@ -181,7 +181,8 @@ d,2024-05-01 10:10:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vm
     h.commit(t)
     h.commit(f)
     assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 1  # f fell back on rcpt+orig
-    h2 = Harness(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path)
+    (tmp_path / "x").mkdir()
+    h2 = Harness(tmp_path / "x")
     h2.commit(f)  # here the f comes first: nothing to fall back on
     h2.commit(t)
     assert h2.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2

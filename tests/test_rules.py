@@ -24,8 +24,13 @@ RUNBOOKS = REPO / "docs" / "runbooks.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 
 RUNBOOK_BASE = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#"
-DASHBOARD_UIDS = {"watchtower-overview", "watchtower-vmta", "watchtower-cluster", "watchtower-flows",
-                  "watchtower-forensics"}
+DASHBOARD_UIDS = {
+    "watchtower-overview",
+    "watchtower-vmta",
+    "watchtower-cluster",
+    "watchtower-flows",
+    "watchtower-forensics",
+}
 SEVERITIES = {"critical", "warning", "info"}
 NOISE_CLASSES = {"mailbox_full", "recipient_rate", "transient_remote"}
 
@@ -209,8 +214,9 @@ def test_every_alert_rule_is_tested_firing_and_not_firing() -> None:
             silent.add(case["alertname"])
         for exp in case["exp_alerts"]:
             firing.add(f"{case['alertname']}[{exp['exp_labels']['severity']}]")
-            assert set(exp.get("exp_annotations", {})) == {"summary", "description", "runbook_url",
-                                                            "dashboard_url"}, case
+            assert set(exp.get("exp_annotations", {})) == {"summary", "description", "runbook_url", "dashboard_url"}, (
+                case
+            )
     rules = {rule_id(r) for _, _, r in alert_rules()}
     assert rules <= firing, f"alert rules never seen firing in rules/tests: {sorted(rules - firing)}"
     assert alert_names() <= silent, f"alerts without a not-yet-firing case: {sorted(alert_names() - silent)}"
@@ -235,8 +241,10 @@ def test_each_alert_is_checked_one_minute_before_it_fires() -> None:
                 if c["exp_alerts"]:
                     continue
                 before = minutes(c["eval_time"])
-                if any(o["alertname"] == c["alertname"] and o["exp_alerts"] and minutes(o["eval_time"]) == before + 1
-                       for o in cases):
+                if any(
+                    o["alertname"] == c["alertname"] and o["exp_alerts"] and minutes(o["eval_time"]) == before + 1
+                    for o in cases
+                ):
                     checked.add(c["alertname"])
     assert set(for_by_name) <= checked, sorted(set(for_by_name) - checked)
 
@@ -275,8 +283,12 @@ def test_label_values_in_selectors_are_documented() -> None:
 
 
 def test_isp_display_names_cover_the_shipped_isp_table() -> None:
-    named = {r["labels"]["isp"] for g in groups(RECORDING) for r in g["rules"]
-             if r["record"] == "isp:pmta_isp_display_name:info"}
+    named = {
+        r["labels"]["isp"]
+        for g in groups(RECORDING)
+        for r in g["rules"]
+        if r["record"] == "isp:pmta_isp_display_name:info"
+    }
     assert named == closed_set("isp")
 
 
@@ -287,7 +299,8 @@ def test_docs_alerts_lists_every_alert_and_its_parameters() -> None:
     doc = ALERTS_DOC.read_text()
     for name in alert_names():
         assert f"`{name}`" in doc, f"docs/alerts.md does not mention {name}"
-    rows = re.findall(r"^\|\s*`([a-z_]+)`\s*\|\s*`([^`]+)`\s*\|\s*([^|]+)\|", doc, flags=re.M)
+    section = doc.split("\n## Parameters\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|\s*`([a-z_]+)`\s*\|\s*`([^`]+)`\s*\|\s*([^|]+)\|", section, flags=re.M)
     assert len(rows) >= 20, "parameter table not found in docs/alerts.md"
     by_name: dict[str, list[dict[str, Any]]] = {}
     for _, _, r in alert_rules():

@@ -89,6 +89,17 @@ def test_ground_truth_equals_what_the_files_hold(tmp_path: Path) -> None:
     assert truth.count(type="t", klass="throttled", vmta=("vmta-01", "vmta-02", "vmta-04"), isp="gmail") == 0
 
 
+def test_a_slow_vmta_builds_a_queue() -> None:
+    scenario = parse_scenario("name: warmup\nevents: [{kind: inject, rate: 8, vmta: vmta-08, mix: {comcast: 1}}]")
+    sim = Simulator(scenario, None, config=SimConfig(rate=1, vmta_rate_factor={"vmta-08": 0.5}))
+    sim.generate(10, close=False)
+    queued = sim.book.by_vmta_isp()
+    assert queued[("vmta-08", "comcast")] > 1000  # comcast.net/vmta-08: 5 attempts/s against 8 injected/s
+    assert max(n for (v, _), n in queued.items() if v != "vmta-08") < 50
+    with pytest.raises(ValueError, match="unknown VMTA"):
+        SimConfig(vmta_rate_factor={"vmta-99": 1})
+
+
 def test_microsoft_block_hits_one_ip() -> None:
     truth = Simulator("microsoft-s3150-block", None, config=slow()).generate(100)
     blocked = truth.by("vmta", "isp", reply="microsoft.blocklist_s3150")

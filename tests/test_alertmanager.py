@@ -1,0 +1,314 @@
+"""Alertmanager example: `amtool check-config`, routing (`amtool config routes test`), notification
+templates (`amtool template render`: the headline comes first), and the inhibitions against a real
+Alertmanager."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+AM_DIR = REPO / "alertmanager"
+CONFIG = AM_DIR / "alertmanager.yml"
+TEMPLATES = AM_DIR / "templates" / "watchtower.tmpl"
+GLOB = "alertmanager/templates/*.tmpl"
+GRAFANA = "https://grafana.example.invalid"
+
+AMTOOL = shutil.which("amtool")
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+needs_amtool = pytest.mark.skipif(
+    AMTOOL is None,
+    reason="amtool is not on PATH. Install it (Debian/Ubuntu: `apt-get install prometheus-alertmanager`; CI "
+    "installs it) to check alertmanager/alertmanager.yml and render its templates.",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(AMTOOL), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def config() -> dict[str, Any]:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+# --- config -----------------------------------------------------------------------------------
+@needs_amtool
+def test_amtool_check_config() -> None:
+    proc = amtool("check-config", str(CONFIG.relative_to(REPO)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout and "1 templates" in proc.stdout, proc.stdout
+
+
+# (labels, receivers the alert reaches, in order)
+ROUTES = [
+    ("alertname=PmtaIspThrottling severity=warning isp=gmail", "webhook,deliverability-slack"),
+    ("alertname=PmtaIspThrottling severity=critical isp=gmail", "webhook,deliverability-oncall"),
+    ("alertname=PmtaIspBlock severity=critical", "webhook,deliverability-oncall"),
+    ("alertname=PmtaComplaintRate severity=warning isp=yahoo", "webhook,deliverability-slack"),
+    ("alertname=WatchtowerDown severity=critical", "webhook,deliverability-oncall"),
+    ("alertname=WatchtowerParseErrors severity=warning", "webhook,monitoring-slack"),
+    ("alertname=PmtaQueueBacklog severity=info", "webhook,blackhole"),
+    ("alertname=SomethingElse severity=warning", "deliverability-slack"),
+]
+
+
+@needs_amtool
+@pytest.mark.parametrize(("labels", "receivers"), ROUTES)
+def test_routing(labels: str, receivers: str) -> None:
+    proc = amtool(
+        "config",
+        "routes",
+        "test",
+        f"--config.file={CONFIG.relative_to(REPO)}",
+        f"--verify.receivers={receivers}",
+        *labels.split(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_grouping_and_inhibitions() -> None:
+    cfg = config()
+    assert cfg["route"]["group_by"] == ["alertname", "isp", "vmta_pool"]
+    rules = [(r["source_matchers"], r["target_matchers"], r["equal"]) for r in cfg["inhibit_rules"]]
+    assert (['alertname = "PmtaIspBlock"'], ['alertname = "PmtaIspThrottling"'], ["instance", "vmta", "isp"]) in rules
+    down = [r for r in rules if r[0] == ['alertname = "WatchtowerDown"']]
+    assert len(down) == 1 and down[0][2] == ["instance"]
+    assert re.search(r'alertname =~ "Pmta\.\+', down[0][1][0])
+
+
+def test_secrets_are_placeholders_read_from_files() -> None:
+    text = CONFIG.read_text()
+    cfg = config()
+    assert "slack_api_url_file" in cfg["global"] and "smtp_auth_password_file" in cfg["global"]
+    assert not re.search(r"^\s*(api_url|auth_password|slack_api_url|smtp_auth_password):", text, flags=re.M)
+    assert "hooks.slack.com" not in text
+    hosts = re.findall(r"[\w.-]+\.(?:com|net|org|io)\b", text)
+    assert hosts == [], hosts
+    kinds = {k for r in cfg["receivers"] for k in r if k.endswith("_configs")}
+    assert kinds == {"slack_configs", "email_configs", "webhook_configs"}
+    assert any(r["name"] == "webhook" for r in cfg["receivers"])
+
+
+def test_every_template_used_is_defined() -> None:
+    defined = set(re.findall(r'{{-?\s*define\s+"([^"]+)"', TEMPLATES.read_text()))
+    used = set(re.findall(r'template\s+"([^"]+)"', CONFIG.read_text()))
+    used |= set(re.findall(r'template\s+"([^"]+)"', TEMPLATES.read_text()))
+    assert used and used <= defined, used - defined
+
+
+# --- templates --------------------------------------------------------------------------------
+def throttling_alerts() -> list[dict[str, Any]]:
+    """The alerts exactly as the rule unit test expects Prometheus to send them: one notification
+    group (PmtaIspThrottling, gmail, gmail-pool) with the warning and critical alert of vmta-05."""
+    spec = yaml.safe_load((REPO / "rules" / "tests" / "isp_test.yaml").read_text())
+    case = next(c for t in spec["tests"] if t["name"] == "throttling" for c in t["alert_rule_test"] if c["exp_alerts"])
+    out = []
+    for exp in case["exp_alerts"]:
+        if exp["exp_labels"]["isp"] != "gmail":
+            continue
+        out.append(
+            {
+                "status": "firing",
+                "labels": {"alertname": case["alertname"], **exp["exp_labels"]},
+                "annotations": exp["exp_annotations"],
+                "startsAt": "2026-11-25T12:11:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": str(len(out)),
+                "generatorURL": "http://prometheus.example.invalid/graph?g0.expr=x",
+            }
+        )
+    assert [a["labels"]["severity"] for a in out] == ["warning", "critical"]
+    return out
+
+
+def notification(alerts: list[dict[str, Any]], status: str = "firing") -> dict[str, Any]:
+    common = {k: v for k, v in alerts[0]["labels"].items() if all(a["labels"].get(k) == v for a in alerts)}
+    return {
+        "receiver": "deliverability-oncall",
+        "status": status,
+        "alerts": alerts,
+        "groupLabels": {k: common[k] for k in ("alertname", "isp", "vmta_pool") if k in common},
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example.invalid",
+    }
+
+
+def render(name: str, data: dict[str, Any], tmp_path: Path, kind: str = "text") -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    proc = amtool(
+        "template",
+        "render",
+        f"--template.glob={GLOB}",
+        f"--template.type={kind}",
+        f'--template.text={{{{ template "{name}" . }}}}',
+        f"--template.data={path}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.rstrip("\n")
+
+
+@pytest.fixture
+def firing() -> dict[str, Any]:
+    return notification(throttling_alerts())
+
+
+@pytest.fixture
+def headline() -> str:
+    text = throttling_alerts()[0]["annotations"]["description"]
+    assert text.startswith("Gmail is throttling vmta-05: 41k recipients queued, success rate 12%.")
+    return text
+
+
+@needs_amtool
+def test_slack_leads_with_the_headline(firing: dict[str, Any], headline: str, tmp_path: Path) -> None:
+    assert render("watchtower.slack.title", firing, tmp_path).startswith(headline)
+    text = render("watchtower.slack.text", firing, tmp_path)
+    lines = text.splitlines()
+    assert lines[0] == f"*{headline}*"
+    assert lines[1] == "WARNING · PmtaIspThrottling · " + throttling_alerts()[0]["annotations"]["summary"]
+    runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#pmtaispthrottling"
+    dashboard = f"{GRAFANA}/d/watchtower-vmta/vmta?var-instance=pmta-01%3A9469&var-vmta=vmta-05&var-isp=gmail"
+    assert lines[2].startswith(f"<{runbook}|Runbook> · <{dashboard}|Dashboard> · <http://prometheus.")
+    assert text.count(headline) == 2  # warning and critical
+    assert render("watchtower.slack.title_link", firing, tmp_path) == dashboard
+    assert render("watchtower.slack.color", firing, tmp_path) == "warning"  # severities differ
+
+
+@needs_amtool
+def test_email_leads_with_the_headline(firing: dict[str, Any], headline: str, tmp_path: Path) -> None:
+    subject = render("watchtower.email.subject", firing, tmp_path)
+    assert subject.startswith(headline) and subject.endswith("[2 firing, 0 resolved]")
+    text = render("watchtower.email.text", firing, tmp_path)
+    assert text.splitlines()[0].startswith(headline)
+    assert f"Dashboard: {GRAFANA}/d/watchtower-vmta/vmta?" in text and "Runbook:   https://" in text
+    html = render("watchtower.email.html", firing, tmp_path, kind="html")
+    body = html.split("<body", 1)[1].split(">", 1)[1].lstrip()
+    assert body.startswith("<h2>" + escape(headline, quote=True))
+    assert 'href="https://grafana.example.invalid/d/watchtower-vmta/vmta?var-instance=pmta-01%3A9469&amp;' in html
+
+
+@needs_amtool
+def test_resolved_notification(headline: str, tmp_path: Path) -> None:
+    alert = throttling_alerts()[1] | {"status": "resolved", "endsAt": "2026-11-25T13:00:00Z"}
+    data = notification([alert], status="resolved")
+    assert render("watchtower.slack.title", data, tmp_path) == f"{headline} (resolved)"
+    assert render("watchtower.slack.color", data, tmp_path) == "good"
+    assert render("watchtower.slack.text", data, tmp_path).splitlines() == [
+        "*Resolved:*",
+        f"~{headline}~ (PmtaIspThrottling)",
+    ]
+    assert render("watchtower.email.subject", data, tmp_path) == f"{headline} (resolved)"
+
+
+@needs_amtool
+def test_absolute_dashboard_urls_are_kept(firing: dict[str, Any], tmp_path: Path) -> None:
+    firing["alerts"][0]["annotations"]["dashboard_url"] = "https://grafana.corp.example.invalid/d/x/y?var-a=b"
+    assert (
+        render("watchtower.slack.title_link", firing, tmp_path) == "https://grafana.corp.example.invalid/d/x/y?var-a=b"
+    )
+
+
+# --- inhibitions, against the real Alertmanager --------------------------------------------------
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    if ALERTMANAGER is None:
+        pytest.skip("prometheus-alertmanager is not on PATH (Debian/Ubuntu: `apt-get install prometheus-alertmanager`)")
+    port = free_port()
+    log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={CONFIG}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "alertmanager not ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def alert(**labels: str) -> dict[str, Any]:
+    return {"labels": labels, "annotations": {"summary": "s.", "description": "d"}}
+
+
+@pytest.mark.integration
+def test_inhibitions(alertmanager: str) -> None:
+    host = {"job": "watchtower", "instance": "pmta-01:9469"}
+    other = {"job": "watchtower", "instance": "pmta-02:9469"}
+    pair = {"vmta": "vmta-05", "vmta_pool": "gmail-pool", "isp": "gmail"}
+    sent = {
+        "block": alert(alertname="PmtaIspBlock", severity="critical", **host, **pair),
+        "throttled-blocked": alert(alertname="PmtaIspThrottling", severity="warning", **host, **pair),
+        "throttled-elsewhere": alert(
+            alertname="PmtaIspThrottling",
+            severity="warning",
+            **host,
+            vmta="vmta-06",
+            vmta_pool="gmail-pool",
+            isp="gmail",
+        ),
+        "down": alert(alertname="WatchtowerDown", severity="critical", **other),
+        "backlog-down-host": alert(
+            alertname="PmtaQueueBacklog", severity="warning", **other, vmta="vmta-21", isp="yahoo"
+        ),
+        "lagging-down-host": alert(alertname="WatchtowerTailerLagging", severity="warning", **other, source="acct"),
+        "cluster-wide": alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="yahoo"),
+        "complaint-critical": alert(
+            alertname="PmtaComplaintRate", severity="critical", job="watchtower", isp="microsoft"
+        ),
+        "complaint-warning": alert(
+            alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="microsoft"
+        ),
+    }
+    expect_muted = {"throttled-blocked", "backlog-down-host", "lagging-down-host", "complaint-warning"}
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
+
+    def key(labels: dict[str, str]) -> str:
+        return next(k for k, a in sent.items() if a["labels"] == labels)
+
+    deadline = time.monotonic() + 15
+    while True:
+        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        muted = {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]}
+        if len(got) == len(sent) and muted == expect_muted:
+            break
+        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}, expected {sorted(expect_muted)}"
+        time.sleep(0.2)

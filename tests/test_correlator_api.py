@@ -1,0 +1,242 @@
+"""The /api/v1 routes through httpx against a FastAPI app: JSON, text, paging, 4xx bodies, flows shape."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from correlator import CorrelatorSink
+from exporter.config import CorrelatorConfig
+from tests.test_correlator_support import CORPUS, NOW, Harness, batch, class_of, isp_of
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    harness = Harness(tmp_path)
+    for b in CORPUS:
+        harness.commit(b)
+    yield harness
+    harness.close()
+
+
+def _error(r: httpx.Response, status: int, parameter: str | None) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["status"] == status and body["parameter"] == parameter and body["error"]
+    return body
+
+
+async def test_message_json(h: Harness) -> None:
+    async with h.client() as c:
+        r = await c.get("/api/v1/messages/" + quote("<m1@shop.example>", safe=""))
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["message_id"], body["recipients_total"], body["truncated"]) == ("m1@shop.example", 1, False)
+    (tl,) = body["recipients"]
+    assert tl["rcpt"] == "alice@gmail.com" and tl["outcome"] == "complained"
+    assert [e["kind"] for e in tl["events"]] == [
+        "received", "deferred", "queue_deferred", "delivered", "remote_status", "complaint"]
+    assert tl["events"][3] | {"ts": 0} == {
+        "time": "2024-05-01T10:20:00Z", "ts": 0, "kind": "delivered", "record_type": "d", "attempt": 2,
+        "vmta": "vmta1", "vmta_pool": "pool-a", "source_ip": "192.0.2.10", "dsn_action": "relayed",
+        "dsn_status": "2.0.0 (success)", "dsn_diag": "smtp;250 2.0.0 OK 1714558800 - gsmtp",
+        "dsn_mta": "gmail-smtp-in.l.google.com (142.250.1.27)", "bounce_category": "success",
+        "response_class": "accepted", "queue": None, "feedback_type": None, "user_agent": None,
+        "reporting_mta": None, "source": "/var/log/pmta/acct-2024-05-01-0000.csv:2",
+    }
+
+
+async def test_message_text_by_query_and_by_accept(h: Harness) -> None:
+    async with h.client() as c:
+        r1 = await c.get("/api/v1/messages/m1@shop.example", params={"format": "text"})
+        r2 = await c.get("/api/v1/messages/m1@shop.example", headers={"Accept": "text/plain"})
+    for r in (r1, r2):
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r1.text == r2.text
+    lines = r1.text.splitlines()
+    assert lines[0] == "Message-Id <m1@shop.example>"
+    assert lines[1] == "rcpt alice@gmail.com  message-id m1@shop.example  job J1"
+    assert "outcome COMPLAINED  attempts 2" in lines[2]
+    assert lines[4].startswith("  2024-05-01 10:05:00Z  deferred         #1  vmta1  4.7.28 (unusual rate)")
+    assert lines[4].endswith("[deferred]")
+    assert lines[-1].startswith("  2024-05-02 08:00:00Z  complaint") and "abuse" in lines[-1]
+
+
+async def test_unknown_message_is_404_json(h: Harness) -> None:
+    async with h.client() as c:
+        _error(await c.get("/api/v1/messages/nope@nowhere"), 404, "message_id")
+        _error(await c.get("/api/v1/messages/%3C%3E"), 400, "message_id")
+
+
+async def test_timeline_by_job_and_rcpt(h: Harness) -> None:
+    async with h.client() as c:
+        r = await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": "Bob@Yahoo.com"})
+        assert r.status_code == 200
+        body = r.json()
+        assert (body["job_id"], body["rcpt"], len(body["timelines"])) == ("J1", "bob@yahoo.com", 1)
+        assert [e["kind"] for e in body["timelines"][0]["events"]] == ["queued", "deferred", "bounced", "complaint"]
+        r = await c.get("/api/v1/timeline", params={"message_id": "<m3@shop.example>", "rcpt": "carol@outlook.com"})
+        assert r.json()["timelines"][0]["outcome"] == "bounced"
+        t = await c.get("/api/v1/timeline?job_id=J1&rcpt=bob@yahoo.com&format=text")
+        assert t.text.startswith("job J1 rcpt bob@yahoo.com\nrcpt bob@yahoo.com")
+        tid = body["timelines"][0]["id"]
+        assert (await c.get(f"/api/v1/timelines/{tid}")).json()["timelines"][0]["rcpt"] == "bob@yahoo.com"
+        _error(await c.get("/api/v1/timelines/999999"), 404, "timeline_id")
+        _error(await c.get("/api/v1/timelines/abc"), 400, "timeline_id")
+        _error(await c.get("/api/v1/timeline", params={"job_id": "J1"}), 400, "rcpt")
+        _error(await c.get("/api/v1/timeline", params={"rcpt": "bob@yahoo.com"}), 400, "job_id")
+        _error(await c.get("/api/v1/timeline", params={"rcpt": " ", "job_id": "J1"}), 400, "rcpt")
+        _error(await c.get("/api/v1/timeline", params={"job_id": "J2", "rcpt": "bob@yahoo.com"}), 404, "job_id")
+        _error(await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": "b@y.com", "format": "xml"}),
+               400, "format")
+
+
+def _many(h: Harness, n: int) -> None:
+    lines = "\n".join(
+        f"d,{1714550400 + i * 60},,s@shop.example,p{i}@gmail.com,2.0.0,{'vA' if i % 3 else 'vB'},JP" for i in range(n))
+    h.commit(batch("/l/acct-many.csv", "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId\n" + lines))
+
+
+async def test_search_pages_with_cursor(h: Harness) -> None:
+    _many(h, 25)
+    async with h.client() as c:
+        seen, cursor, pages = [], None, 0
+        while True:
+            params = {"job_id": "JP", "limit": 10} | ({"cursor": cursor} if cursor else {})
+            body = (await c.get("/api/v1/search", params=params)).json()
+            pages += 1
+            seen += [i["rcpt"] for i in body["items"]]
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+        assert pages == 3 and seen == [f"p{i}@gmail.com" for i in range(24, -1, -1)]  # newest first, no repeats
+        # filters combine; vmta and outcome narrow a job / time scan
+        body = (await c.get("/api/v1/search", params={"vmta": "vB", "job_id": "JP", "limit": 100})).json()
+        assert [i["rcpt"] for i in body["items"]] == [f"p{i}@gmail.com" for i in range(24, -1, -3)]
+        body = (await c.get("/api/v1/search", params={"outcome": "bounced"})).json()
+        assert sorted(i["rcpt"] for i in body["items"]) == ["carol@outlook.com"]
+        body = (await c.get("/api/v1/search", params={"rcpt": "ALICE@gmail.com"})).json()
+        assert [i["message_id"] for i in body["items"]] == ["m1@shop.example"]
+        assert "events" not in body["items"][0]
+        body = (await c.get("/api/v1/search", params={"since": "2024-05-01T10:00:00Z",
+                                                      "until": "2024-05-01 10:10:00+0000"})).json()
+        assert [i["rcpt"] for i in body["items"]] == ["bob@yahoo.com", "alice@gmail.com"]  # carol began 09:59
+        body = (await c.get("/api/v1/search", params={"since": str(1714550400 + 23 * 60), "until": "1714550400"})).json()
+        assert body["items"] == []
+        body = (await c.get("/api/v1/search", params={"since": str(1714550400 + 23 * 60), "job_id": "JP"})).json()
+        assert [i["rcpt"] for i in body["items"]] == ["p24@gmail.com", "p23@gmail.com"]
+        body = (await c.get("/api/v1/search", params={"since": "1d"})).json()  # NOW is 2024-05-04T00:00Z
+        assert [i["rcpt"] for i in body["items"]] == ["eve@example.net"]
+        text = (await c.get("/api/v1/search", params={"job_id": "JP", "limit": 2, "format": "text"})).text
+        assert text.splitlines()[0].startswith("2024-05-01 08:24:00Z  delivered   p24@gmail.com  job=JP")
+        assert text.splitlines()[-1].startswith("next cursor: ")
+
+
+async def test_search_bad_input_is_400_naming_the_parameter(h: Harness) -> None:
+    async with h.client() as c:
+        first = (await c.get("/api/v1/search", params={"limit": 1})).json()
+        cursor = first["next_cursor"]
+        _error(await c.get("/api/v1/search", params={"limit": 1, "vmta": "vmta1", "cursor": cursor}), 400, "cursor")
+        _error(await c.get("/api/v1/search", params={"cursor": "!!not-a-cursor"}), 400, "cursor")
+        bogus = base64.urlsafe_b64encode(json.dumps({"a": 1}).encode()).decode()
+        _error(await c.get("/api/v1/search", params={"cursor": bogus}), 400, "cursor")
+        _error(await c.get("/api/v1/search", params={"since": "yesterday"}), 400, "since")
+        _error(await c.get("/api/v1/search", params={"until": "2024-13-01"}), 400, "until")
+        _error(await c.get("/api/v1/search", params={"limit": 0}), 400, "limit")
+        _error(await c.get("/api/v1/search", params={"limit": "ten"}), 400, "limit")
+        _error(await c.get("/api/v1/search", params={"outcome": "lost"}), 400, "outcome")
+        _error(await c.get("/api/v1/search", params={"rcpt": ""}), 400, "rcpt")
+
+
+def test_search_scan_budget_returns_a_cursor_that_continues(h: Harness) -> None:
+    _many(h, 25)
+    with h.reader() as r:
+        items, nxt, limited = r.search(rcpt_h=None, job_h=None, vmta="vB", outcome=None, since=None, until=None,
+                                       limit=50, after=None, budget=5)
+        assert limited and nxt is not None
+        found = [i["rcpt"] for i in items]
+        while nxt is not None:
+            items, nxt, limited = r.search(rcpt_h=None, job_h=None, vmta="vB", outcome=None, since=None,
+                                           until=None, limit=50, after=nxt, budget=5)
+            found += [i["rcpt"] for i in items]
+    assert found == [f"p{i}@gmail.com" for i in range(24, -1, -3)]
+
+
+async def test_flows_node_graph_shape(h: Harness) -> None:
+    async with h.client() as c:
+        r = await c.get("/api/v1/flows", params={"since": "2024-05-01T00:00:00Z"})
+        assert r.status_code == 200
+        body = r.json()
+        text = (await c.get("/api/v1/flows", params={"since": "2024-05-01T00:00:00Z", "format": "text"})).text
+        _error(await c.get("/api/v1/flows", params={"since": "soon"}), 400, "since")
+        empty = (await c.get("/api/v1/flows")).json()  # default: the last hour before NOW
+    assert body["since"] == "2024-05-01T00:00:00Z" and body["until"] is None
+    nodes = {n["id"]: n for n in body["nodes"]}
+    assert set(nodes) == {"sender:shop.example", "sender:other.example", "sender:else.example", "vmta:vmta1",
+                          "vmta:vmta2", "vmta:vmta3", "vmta:none", "isp:gmail", "isp:yahoo", "isp:microsoft",
+                          "isp:other"}
+    assert nodes["vmta:vmta1"] | {"arc__delivered": 0, "arc__bounced": 0, "arc__deferred": 0} == {
+        "id": "vmta:vmta1", "title": "vmta1", "subtitle": "vmta", "mainstat": 2, "secondarystat": 2,
+        "arc__delivered": 0, "arc__bounced": 0, "arc__deferred": 0, "detail__delivered": 1, "detail__bounced": 1,
+        "detail__deferred": 2, "detail__complained": 2, "detail__remote_bounced": 0, "detail__kind": "vmta",
+    }
+    assert nodes["vmta:vmta1"]["arc__delivered"] == 0.25 and nodes["vmta:vmta1"]["arc__deferred"] == 0.5
+    for n in body["nodes"]:
+        assert abs(n["arc__delivered"] + n["arc__bounced"] + n["arc__deferred"] - 1) < 1e-3 or n["mainstat"] == 0
+    edges = {e["id"]: e for e in body["edges"]}
+    e = edges["sender:shop.example->vmta:vmta1"]
+    assert (e["source"], e["target"], e["mainstat"], e["secondarystat"]) == (
+        "sender:shop.example", "vmta:vmta1", 2, 2)
+    assert 1 <= e["thickness"] <= 10 and max(x["thickness"] for x in body["edges"]) == 10
+    assert all(x["source"] in nodes and x["target"] in nodes for x in body["edges"])
+    assert "sender:shop.example -> vmta:vmta1  delivered=1 bounced=1 deferred=2 complained=2" in text
+    assert empty["nodes"] == [] and empty["edges"] == []
+
+
+async def test_flows_bound_senders(tmp_path: Path) -> None:
+    h = Harness(tmp_path, CorrelatorConfig(max_flow_senders=1))
+    for b in CORPUS:
+        h.commit(b)
+    async with h.client() as c:
+        body = (await c.get("/api/v1/flows", params={"since": "2024-05-01"})).json()
+    senders = {n["id"] for n in body["nodes"] if n["subtitle"] == "sender"}
+    assert senders == {"sender:shop.example", "sender:other"}
+    other = next(n for n in body["nodes"] if n["id"] == "sender:other")
+    assert other["detail__delivered"] == 1 and other["detail__complained"] == 2
+    h.close()
+
+
+async def test_store_not_ready_is_503(tmp_path: Path) -> None:
+    sink = CorrelatorSink(CorrelatorConfig(), tmp_path / "absent.db", isp_of=isp_of, class_of=class_of,
+                          clock=lambda: NOW)
+    app = FastAPI()
+    app.include_router(sink.asgi_routes())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        _error(await c.get("/api/v1/messages/x@y"), 503, None)
+        _error(await c.get("/api/v1/search"), 503, None)
+    sink.close()
+
+
+async def test_openapi_documents_routes_and_models(h: Harness) -> None:
+    app = FastAPI()
+    app.include_router(h.sink.asgi_routes())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        spec = (await c.get("/openapi.json")).json()
+    paths = spec["paths"]
+    assert set(paths) == {"/api/v1/messages/{message_id}", "/api/v1/timeline", "/api/v1/timelines/{timeline_id}",
+                          "/api/v1/search", "/api/v1/flows"}
+    schemas = spec["components"]["schemas"]
+    assert {"MessageResponse", "TimelineResponse", "SearchResponse", "FlowsResponse", "Timeline", "Event",
+            "ApiError", "FlowNode", "FlowEdge"} <= set(schemas)
+    ok = paths["/api/v1/search"]["get"]["responses"]
+    assert ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/SearchResponse")
+    assert ok["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ApiError")
+    params = {p["name"] for p in paths["/api/v1/search"]["get"]["parameters"]}
+    assert params == {"rcpt", "job_id", "vmta", "outcome", "since", "until", "limit", "cursor", "format"}

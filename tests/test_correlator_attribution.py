@@ -1,0 +1,102 @@
+"""vmta/pool attribution of f and rb rows: Message-Id, then jobId + rcpt, then rcpt + orig in the window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from correlator import CorrelatorSink
+from exporter.config import CorrelatorConfig
+from tests.test_correlator_support import (
+    ACCT_0,
+    ACCT_1,
+    BOUNCE,
+    DIAG_0,
+    FBL,
+    Harness,
+    batch,
+    class_of,
+    isp_of,
+)
+
+# FBL rows: Message-Id only (alice), jobId + rcpt (bob), rcpt + orig (dave), nothing (eve)
+EXPECTED_FBL = [("vmta1", "pool-a"), ("vmta1", "pool-a"), ("vmta3", ""), None]
+
+
+def test_from_rows_observed_but_not_yet_written(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    for b in (ACCT_0, ACCT_1, DIAG_0):
+        h.sink.observe(b)
+    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    assert h.sink.lookup_vmta(BOUNCE.columns, BOUNCE.rows) == [("vmta2", "pool-b"), ("vmta1", "pool-a")]
+    h.close()
+
+
+def test_from_the_store_after_commit_and_memory_is_released(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(ACCT_0, ACCT_1, DIAG_0)  # commit() ends with maintain(), i.e. after the COMMIT
+    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    assert len(h.sink.recent) == 0
+    assert h.sink.lookup_vmta(BOUNCE.columns, BOUNCE.rows) == [("vmta2", "pool-b"), ("vmta1", "pool-a")]
+    h.close()
+
+
+def test_rows_written_but_not_committed_are_still_found(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    for b in (ACCT_0, ACCT_1):
+        h.sink.observe(b)
+    h.conn.execute("BEGIN IMMEDIATE")
+    h.sink.write(h.conn, [ACCT_0, ACCT_1])
+    # the read connection cannot see the open transaction; the in-memory index answers
+    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    h.conn.execute("COMMIT")
+    h.sink.maintain(h.conn)
+    assert len(h.sink.recent) == 0
+    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    h.close()
+
+
+def test_each_level_separately(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(ACCT_0, ACCT_1)
+    rows = batch("/l/fbl.csv", """
+type,timeLogged,orig,rcpt,jobId,header_Message-Id
+f,2024-05-02 08:00:00+0000,x@y.example,someone@else.example,,m3@shop.example
+f,2024-05-02 08:00:00+0000,x@y.example,bob@yahoo.com,J1,
+f,2024-05-02 08:00:00+0000,news@shop.example,Bob@Yahoo.com,,
+f,2024-05-02 08:00:00+0000,other@shop.example,bob@yahoo.com,,
+f,2024-05-02 08:00:00+0000,x@y.example,bob@yahoo.com,J9,<unknown@id>
+""")
+    assert h.sink.lookup_vmta(rows.columns, rows.rows) == [
+        ("vmta2", "pool-b"),  # Message-Id wins over a wrong rcpt/orig
+        ("vmta1", "pool-a"),  # jobId + rcpt
+        ("vmta1", "pool-a"),  # rcpt + orig, case-insensitive
+        None,  # rcpt matches but orig does not
+        None,  # unknown ids, no rcpt + orig match
+    ]
+    h.close()
+
+
+def test_fallback_window(tmp_path: Path) -> None:
+    late = batch("/l/fbl.csv", """
+type,timeLogged,orig,rcpt
+f,2024-05-20 08:00:00+0000,promo@other.example,dave@gmail.com
+""")
+    h = Harness(tmp_path)
+    h.commit(ACCT_1)
+    assert h.sink.lookup_vmta(late.columns, late.rows) == [None]  # 19 days > the 7-day default
+    h.close()
+    (tmp_path / "wide").mkdir()
+    h = Harness(tmp_path / "wide", CorrelatorConfig(fallback_window="30d"))
+    h.commit(ACCT_1)
+    assert h.sink.lookup_vmta(late.columns, late.rows) == [("vmta3", "")]
+    h.commit(late)  # and the timeline links the same way
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2
+    h.close()
+
+
+def test_before_the_store_exists(tmp_path: Path) -> None:
+    sink = CorrelatorSink(CorrelatorConfig(), tmp_path / "missing" / "state.db", isp_of=isp_of, class_of=class_of)
+    assert sink.lookup_vmta(FBL.columns, FBL.rows) == [None, None, None, None]
+    sink.observe(ACCT_0)
+    assert sink.lookup_vmta(FBL.columns, FBL.rows[:1]) == [("vmta1", "pool-a")]
+    sink.close()
