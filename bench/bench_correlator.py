@@ -32,7 +32,7 @@ from correlator.keys import job_hash, message_hash  # noqa: E402
 from correlator.timeline import Reader  # noqa: E402
 from exporter.config import CorrelatorConfig  # noqa: E402
 from exporter.records import Columns, RecordBatch  # noqa: E402
-from exporter.timeparse import format_pmta_time  # noqa: E402
+from exporter.timeparse import format_pmta_time as _fmt  # noqa: E402
 
 ACCT = Columns.from_header(
     "type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,srcType,srcMta,"
@@ -48,6 +48,20 @@ DOMAINS = ["gmail.com"] * 40 + ["yahoo.com"] * 15 + ["outlook.com"] * 10 + ["hot
     "comcast.net", "aol.com", "icloud.com", "gmx.de", "web.de", "orange.fr"] * 4
 MX = {"gmail.com": "gmail-smtp-in.l.google.com (142.250.1.27)", "yahoo.com": "mta7.am0.yahoodns.net (67.195.1.1)"}
 T0 = 1_714_550_400.0  # 2024-05-01
+
+
+_FMT: dict[int, str] = {}
+
+
+def format_pmta_time(ts: float) -> str:
+    """PMTA iso-times are whole seconds: cache per second (the generator is not what we measure)."""
+    sec = int(ts)
+    hit = _FMT.get(sec)
+    if hit is None:
+        if len(_FMT) > 100_000:
+            _FMT.clear()
+        hit = _FMT[sec] = _fmt(sec)
+    return hit
 
 
 def isp_of(rcpt: str, mta: str) -> str:

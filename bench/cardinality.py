@@ -81,7 +81,7 @@ def corpus(directory: Path) -> int:
     tq = "2026-11-25 11:00:00+0000"
     for v in range(200):
         vmta, pool = f"vmta-{v:03d}", f"pool-{v % 10}"
-        for isp, (dom, mx, deferrals, bounces, fbl) in ISPS.items():
+        for dom, mx, deferrals, bounces, fbl in ISPS.values():
             base = f"news@s{v % 20}.example,u{n}@{dom}"
             for delay_ts in ("2026-11-25 11:00:01+0000", "2026-11-25 11:07:00+0000", "2026-11-25 13:00:00+0000",
                              "2026-11-27 12:00:00+0000", "2026-11-25 11:00:09+0000"):
