@@ -28,7 +28,7 @@ def timeline(tl: dict[str, Any]) -> str:
                 parts.append(str(ev[key]))
         if ev.get("response_class"):
             parts.append(f"[{ev['response_class']}]")
-        lines.append("  " + "  ".join(parts))
+        lines.append(("  " + "  ".join(parts)).rstrip())
     return "\n".join(head + lines) + "\n"
 
 

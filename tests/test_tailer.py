@@ -1,0 +1,85 @@
+"""Tailer behaviours best shown in-process: start position, permission errors, identity by inode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiofiles
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import SourceConfig, TailConfig
+from exporter.metrics import SelfMetrics
+from exporter.tailer import Tailer
+from tests.conftest import AcctWriter
+
+
+def tailer_for(directory: Path, **kw) -> tuple[Tailer, CollectorRegistry]:
+    reg = CollectorRegistry()
+    src = SourceConfig(name="acct", paths=[str(directory / "acct-*.csv")])
+    return Tailer([src], TailConfig(rescan_interval=0, **kw.pop("tail", {})), SelfMetrics(reg), **kw), reg
+
+
+async def drain(tailer: Tailer) -> list[int]:
+    """Line numbers of every row read until the files are exhausted."""
+    lines: list[int] = []
+    more = await tailer.poll(lambda stream, batch: lines.extend(batch.line_numbers), force_scan=True)
+    while more:
+        more = await tailer.poll(lambda stream, batch: lines.extend(batch.line_numbers))
+    return lines
+
+
+async def test_start_at_end_skips_existing_records_on_the_first_run_only(tmp_path: Path):
+    w = AcctWriter(tmp_path)
+    w.write(50)
+    tailer, _ = tailer_for(tmp_path, tail={"start_position": "end"}, first_run=True)
+    assert await drain(tailer) == []  # existing lines are history
+    w.write(3)
+    assert await drain(tailer) == [52, 53, 54]  # header is line 1: line numbers stay true
+    w.rotate()
+    w.write(2)  # a file that appears later is read from byte 0
+    assert await drain(tailer) == [2, 3]
+    await tailer.close()
+
+
+async def test_not_the_first_run_reads_unknown_files_from_the_start(tmp_path: Path):
+    w = AcctWriter(tmp_path)
+    w.write(5)
+    tailer, _ = tailer_for(tmp_path, tail={"start_position": "end"}, first_run=False)
+    assert await drain(tailer) == [2, 3, 4, 5, 6]
+    await tailer.close()
+
+
+async def test_permission_denied_is_reported_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    w = AcctWriter(tmp_path)
+    w.write(4)
+    real_open = aiofiles.open
+    denied = {"on": True}
+
+    def fake_open(path, *a, **k):  # type: ignore[no-untyped-def]
+        if denied["on"]:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("exporter.filestream.aiofiles.open", fake_open)
+    tailer, reg = tailer_for(tmp_path, first_run=False)
+    assert await drain(tailer) == []
+    assert await drain(tailer) == []
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "permission"}) == 2
+    denied["on"] = False  # the operator fixes the group or mode
+    assert await drain(tailer) == [2, 3, 4, 5]
+    assert reg.get_sample_value("watchtower_records_read_total", {"source": "acct", "type": "d"}) == 4
+    await tailer.close()
+
+
+async def test_a_renamed_file_keeps_its_offset(tmp_path: Path):
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    tailer, reg = tailer_for(tmp_path, first_run=False)
+    assert await drain(tailer) == [2, 3, 4]
+    w.path.rename(tmp_path / "acct-2026-11-25-0099.csv")  # same inode, new name still in the glob
+    w.path = tmp_path / "acct-2026-11-25-0099.csv"
+    w.write(1)
+    assert await drain(tailer) == [5]
+    assert reg.get_sample_value("watchtower_file_opens_total", {"source": "acct"}) == 1
+    await tailer.close()
