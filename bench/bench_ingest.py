@@ -37,12 +37,17 @@ DOMAINS = [("gmail.com", "gmail-smtp-in.l.google.com"), ("yahoo.com", "mta6.am0.
 DEFERRALS = [
     ("4.7.28 (delivery not authorized)", "smtp;421-4.7.28 [10.1.1.1 15] Our system has detected an unusual rate "
      "of unsolicited mail originating from your IP address. To protect our users from spam, mail sent from your "
-     "IP address has been temporarily rate limited. s{n}si1234.56 - gsmtp"),
+     "IP address has been temporarily rate limited. {gid} - gsmtp"),
     ("4.2.2 (mailbox full)", "smtp;452-4.2.2 The email account that you tried to reach is over quota. "
-     "x{n}.77 - gsmtp"),
+     "{gid} - gsmtp"),
     ("4.7.0 (delivery not authorized)", "smtp;421 4.7.0 [TSS04] Messages from 10.1.1.1 temporarily deferred due "
      "to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"),
 ]
+
+
+def gmail_id(n: int) -> str:
+    """The per-message id Gmail appends to every reply (`s142si14934335lfe.256`)."""
+    return f"{'abcdefghijklmnopqrstuvwxyz'[n % 26]}{n % 997}si{(n * 7919) % 99999999}lfe.{n % 300}"
 
 
 def make_corpus(directory: Path, records: int, seed: int = 7) -> int:
@@ -67,12 +72,12 @@ def make_corpus(directory: Path, records: int, seed: int = 7) -> int:
             elif r < 0.97:
                 st, diag = rng.choice(DEFERRALS)
                 lines.append(f"t,{ts},{tq},news@sender{n % 5}.example,u{n}@{dom},,delayed,{st},"
-                             f"\"{diag.format(n=n)}\",{mx} (1.2.3.4),,smtp,app (10.0.0.1),smtp,10.1.1.{v % 250},"
+                             f"\"{diag.format(gid=gmail_id(n))}\",{mx} (1.2.3.4),,smtp,app (10.0.0.1),smtp,10.1.1.{v % 250},"
                              f"1.2.3.4,,,{vmta},job{n % 40},,{dom}/{vmta},{pool}")
             else:
                 lines.append(f"b,{ts},{tq},news@sender{n % 5}.example,u{n}@{dom},,failed,"
                              "5.1.1 (bad destination mailbox address),\"smtp;550 5.1.1 The email account that you "
-                             f"tried to reach does not exist. q{n} - gsmtp\",{mx} (1.2.3.4),bad-mailbox,smtp,"
+                             f"tried to reach does not exist. {gmail_id(n)} - gsmtp\",{mx} (1.2.3.4),bad-mailbox,smtp,"
                              f"app (10.0.0.1),smtp,10.1.1.{v % 250},1.2.3.4,,,{vmta},job{n % 40},,{dom}/{vmta},"
                              f"{pool}")
         (directory / f"acct-2026-11-25-{f:04d}.csv").write_text("\n".join(lines) + "\n")

@@ -79,6 +79,7 @@ class RcptHasher:
 
 def load_or_create_key(path: Path) -> bytes:
     """Read the HMAC key, creating a random one with mode 0600 if the file is absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -44,6 +44,8 @@ Lookup = Callable[[Columns, list[list[str]]], list[tuple[str, str] | None]]
 
 _CACHE_LIMIT = 100_000
 SEP = "\x1f"
+_MAIN = frozenset({"d", "t", "tq", "b"})
+_LATE = frozenset({"f", "rb", "rs", "r"})
 
 
 def _domain(address: str) -> str:
@@ -152,126 +154,155 @@ class RecordAggregator(Collector):
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
         c = batch.columns
         frame = batch.frame
-        t = pl.col("c0")
-        main = frame.filter(t.is_in(["d", "t", "tq", "b"]))
-        if main.height:
-            self._apply_main(batch.source, c, main)
-        late = frame.filter(t.is_in(["f", "rb", "rs", "r"]))
-        if late.height:
-            sub = RecordBatch(batch.source, batch.path, c, frame=late)
+        types = set(frame.get_column("c0").unique().to_list())
+        if types & _MAIN:
+            self._apply_main(batch.source, c, frame)
+        if types & _LATE:
+            sub = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
             self._apply_late(sub, sub.rows)
         if self.self_metrics is not None and self.overflows:
             for label, n in self.overflows.items():
                 self.self_metrics.label_overflow.labels(label).inc(n)
             self.overflows.clear()
 
-    def _mapped(self, series: pl.Series, fn: Callable[[str], Any]) -> dict[str, Any]:
-        return {value: fn(value) for value in series.unique(maintain_order=True).to_list()}
+    def _apply_main(self, source: str, c: Columns, frame: pl.DataFrame) -> None:
+        """d/t/tq/b rows: three polars passes (derive; distinct values; every group-by at once).
 
-    def _apply_main(self, source: str, c: Columns, df: pl.DataFrame) -> None:
+        Python only touches distinct values (labels, ISP, sender, reply class) and group results.
+        """
+
         def field(i: int) -> pl.Expr:
             return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
 
-        rcpt, queue, vmta = field(c.rcpt), field(c.queue), field(c.vmta)
+        def epoch(e: pl.Expr) -> pl.Expr:
+            iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
+            return pl.coalesce(iso, e.cast(pl.Float64, strict=False))
+
+        has_orig = c.orig >= 0
+        has_times = c.timeLogged >= 0 and c.timeQueued >= 0
+        rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
         t = pl.col("c0")
         use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
-        df = df.select(
+        vraw = (pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
+                .then(queue.str.splitn("/", 2).struct.field("field_1")).otherwise(vmta))
+        dom = (pl.when(use_queue).then(queue.str.splitn("/", 2).struct.field("field_0"))
+               .otherwise(rcpt.str.split("@").list.last()).str.to_lowercase())
+        timed = (t == "d") | (t == "t")
+        # Pass 1: the columns everything else reads.
+        df = frame.lazy().filter(t.is_in(list(_MAIN))).select(
             t=t,
-            vraw=pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
-            .then(queue.str.splitn("/", 2).struct.field("field_1"))
-            .otherwise(vmta),
-            praw=field(c.vmtaPool),
-            dom=pl.when(use_queue)
-            .then(queue.str.splitn("/", 2).struct.field("field_0"))
-            .otherwise(rcpt.str.split("@").list.last())
-            .str.to_lowercase(),
-            mta=field(c.dsnMta),
-            odom=pl.when(field(c.orig).str.contains("@", literal=True))
-            .then(field(c.orig).str.split("@").list.last().str.to_lowercase())
-            .otherwise(pl.lit("")),
-            status=field(c.dsnStatus),
-            diag=field(c.dsnDiag),
+            vp=pl.concat_str([vraw, field(c.vmtaPool)], separator=SEP),
+            ik=pl.concat_str([dom, field(c.dsnMta)], separator=SEP),
+            odom=pl.when(orig.str.contains("@", literal=True))
+            .then(orig.str.split("@").list.last().str.to_lowercase()).otherwise(pl.lit("")),
+            ck=pl.concat_str([field(c.dsnStatus), field(c.dsnDiag), field(c.bounceCat)], separator=SEP),
             cat=field(c.bounceCat),
             size=field(c.dlvSize),
             tl=field(c.timeLogged),
             tq=field(c.timeQueued),
-        )
-        # Label values and classifications: Python functions over the distinct values only.
-        vp_key = pl.concat_str([pl.col("vraw"), pl.col("praw")], separator=SEP)
-        isp_key = pl.concat_str([pl.col("dom"), pl.col("mta")], separator=SEP)
-        df = df.with_columns(vp=vp_key, ik=isp_key)
-        vp = self._mapped(df.get_column("vp"), lambda k: self._vmta_pool(*k.split(SEP, 1)))
-        isp = self._mapped(df.get_column("ik"), lambda k: self._isp(*k.split(SEP, 1)))
-        senders = self._mapped(df.get_column("odom"), self._sender_for_domain)
-        df = df.with_columns(
+            a=pl.when(timed).then(epoch(field(c.timeLogged))) if has_times else pl.lit(None, pl.Float64),
+            b=pl.when(timed).then(epoch(field(c.timeQueued))) if has_times else pl.lit(None, pl.Float64),
+        ).collect()
+        # Pass 2: distinct values, mapped by the Python classifiers (first-seen order keeps caps stable).
+        lz = df.lazy()
+        rest_keys = pl.concat_str([pl.col("ik"), pl.col("ck")], separator=SEP)
+        plans = [lz.select(pl.col("vp").unique(maintain_order=True)),
+                 lz.select(pl.col("ik").unique(maintain_order=True)),
+                 lz.select(pl.col("odom").unique(maintain_order=True)),
+                 lz.filter(pl.col("t") != "d").select(rest_keys.unique(maintain_order=True).alias("k"))]
+        if has_times:
+            timed = pl.col("t").is_in(["d", "t"])
+            plans += [lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique()),
+                      lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())]
+        uniq = [f.to_series().to_list() for f in pl.collect_all(plans)]
+        vp = {k: self._vmta_pool(*k.split(SEP, 1)) for k in uniq[0]}
+        isp = {k: self._isp(*k.split(SEP, 1)) for k in uniq[1]}
+        senders = {k: self._sender_for_domain(k) for k in uniq[2]}
+        classes = {}
+        for k in uniq[3]:
+            d_, mta, status, rest_ = k.split(SEP, 3)
+            diag, cat = rest_.rsplit(SEP, 1)
+            classes[k] = self.class_of(isp[d_ + SEP + mta], status, diag, cat)
+        lab = lz.with_columns(
             v=pl.col("vp").replace_strict({k: x[0] for k, x in vp.items()}, return_dtype=pl.String),
             p=pl.col("vp").replace_strict({k: x[1] for k, x in vp.items()}, return_dtype=pl.String),
             isp=pl.col("ik").replace_strict(isp, return_dtype=pl.String),
             sender=pl.col("odom").replace_strict(senders, return_dtype=pl.String),
         )
-        for label, name, value in (("vmta", "v", PLACEHOLDER_OVERFLOW), ("vmta_pool", "p", PLACEHOLDER_OVERFLOW),
-                                   ("sender", "sender", PLACEHOLDER_OTHER if self._sender_auto.cap else None)):
-            n = int((df.get_column(name) == value).sum()) if value else 0
+        odd = {v: parse_pmta_time(v) for v in (uniq[4] + uniq[5] if has_times else [])}
+        if odd:  # other ISO spellings some PMTA versions write: Python's parser, distinct values only
+            lab = lab.with_columns(
+                a=pl.coalesce(pl.col("a"), pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
+                b=pl.coalesce(pl.col("b"), pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
+            )
+        # Pass 3: the labelled rows, materialised once; pass 4: every aggregate in one collect_all.
+        lab = lab.with_columns(
+            cls=pl.when(pl.col("t") != "d").then(rest_keys.replace_strict(classes, default="", return_dtype=pl.String)),
+        ).collect().lazy()
+        rest = lab.filter(pl.col("t") != "d").with_columns(
+            catl=pl.when((pl.col("cat") == "") | (pl.col("cat") == "success")).then(pl.lit(PLACEHOLDER_NONE))
+            .when(pl.col("cat").is_in(list(BOUNCE_CATEGORIES))).then(pl.col("cat"))
+            .otherwise(pl.lit(PLACEHOLDER_UNKNOWN)),
+        )
+        d = lab.filter(pl.col("t") == "d")
+        size_ok = pl.col("size").str.contains(r"^[0-9]+$")
+        ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
+        out: dict[str, pl.LazyFrame] = {
+            "overflow": lab.select(
+                v=(pl.col("v") == PLACEHOLDER_OVERFLOW).sum(), p=(pl.col("p") == PLACEHOLDER_OVERFLOW).sum(),
+                s=(pl.col("sender") == PLACEHOLDER_OTHER).sum(),
+                bad=(pl.col("t").is_in(["d", "t"]) & ~ok).sum()),
+            "failures": rest.group_by(["t", "v", "p", "isp", "cls", "catl"]).len(),
+            "delivered": d.group_by(["v", "p", "isp"]).agg(
+                n=pl.len(), nbytes=size_ok.sum(),
+                bytes=pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum()),
+        }
+        if has_orig:
+            out["s_delivered"] = d.group_by(["sender", "isp"]).len()
+            out["s_failures"] = rest.filter(pl.col("t") != "tq").group_by(["t", "sender", "isp", "cls"]).len()
+        if has_times:
+            out["delay"] = self._histogram_plan(d.filter(ok), ["v", "p", "isp"])
+            out["newest"] = d.filter(ok).select(pl.col("a").max())
+            out["age"] = self._histogram_plan(rest.filter((pl.col("t") == "t") & ok), ["p", "isp"])
+        res = dict(zip(out, pl.collect_all(list(out.values())), strict=True))
+
+        nv, np_, ns, bad = res["overflow"].row(0)
+        for label, n in (("vmta", nv), ("vmta_pool", np_), ("sender", ns if self._sender_auto.cap else 0)):
             if n:
                 self.overflows[label] = self.overflows.get(label, 0) + n
-        has_orig = c.orig >= 0
-        has_times = c.timeLogged >= 0 and c.timeQueued >= 0
-        t = pl.col("t")
-        if has_times:  # only d (delay) and t (deferral age) need parsed times
-            timed = df.filter((t == "d") | (t == "t"))
-            df = pl.concat([self._with_times(timed), df.filter((t != "d") & (t != "t")).with_columns(
-                a=pl.lit(None, pl.Float64), b=pl.lit(None, pl.Float64))])
-        rest = df.filter(t != "d")
-        if rest.height:
-            cls_key = pl.concat_str([pl.col("isp"), pl.col("status"), pl.col("diag"), pl.col("cat")], separator=SEP)
-            rest = rest.with_columns(ck=cls_key)
-            classes = self._mapped(rest.get_column("ck"), lambda k: self.class_of(*k.split(SEP, 3)))
-            cat = pl.col("cat")
-            rest = rest.with_columns(
-                cls=pl.col("ck").replace_strict(classes, return_dtype=pl.String),
-                catl=pl.when((cat == "") | (cat == "success")).then(pl.lit(PLACEHOLDER_NONE))
-                .when(cat.is_in(list(BOUNCE_CATEGORIES))).then(cat)
-                .otherwise(pl.lit(PLACEHOLDER_UNKNOWN)),
-            )
-            self._merge_failures(rest)
-        d = df.filter(t == "d")
-        if d.height:
-            self._merge_delivered(source, d, has_times)
+        if has_times:
+            self._bad_times(source, bad)
+        self._merge_failures(res["failures"])
+        self._merge_delivered(res["delivered"])
         if has_orig:
-            self._merge_senders(d, rest)
-        if has_times and rest.height:
-            recip = rest.filter(t == "t")
-            if recip.height:
-                bad = self._merge_histogram("pmta_deferral_age_seconds", recip, ["p", "isp"])
-                self._bad_times(source, bad)
+            self._merge("pmta_sender_delivered_total", {(s, i): n for s, i, n in res["s_delivered"].iter_rows()})
+            for typ, name in (("b", "pmta_sender_bounced_total"), ("t", "pmta_sender_deferred_total")):
+                self._merge(name, {(s, i, k): n for x, s, i, k, n in res["s_failures"].iter_rows() if x == typ})
+        if has_times:
+            self._merge_histogram("pmta_delivery_delay_seconds", res["delay"], 3)
+            self._merge_histogram("pmta_deferral_age_seconds", res["age"], 2)
+            top = res["newest"].item()
+            if top is not None and self.self_metrics is not None:
+                self.self_metrics.last_record_ts.labels(source).set(float(top))
 
-    def _with_times(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Columns a/b: timeLogged/timeQueued as Unix seconds (null when empty or unparseable)."""
-
-        def native(e: pl.Expr) -> pl.Expr:
-            iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
-            return pl.coalesce(iso, e.cast(pl.Float64, strict=False))
-
-        df = df.with_columns(a=native(pl.col("tl")), b=native(pl.col("tq")))
-        odd = df.filter((pl.col("a").is_null() & (pl.col("tl") != "")) | (pl.col("b").is_null() & (pl.col("tq") != "")))
-        if odd.height:  # other ISO spellings PMTA versions may write: Python's parser, on the distinct values
-            times = self._mapped(pl.concat([odd.get_column("tl"), odd.get_column("tq")]), parse_pmta_time)
-            df = df.with_columns(
-                a=pl.coalesce(pl.col("a"), pl.col("tl").replace_strict(times, default=None, return_dtype=pl.Float64)),
-                b=pl.coalesce(pl.col("b"), pl.col("tq").replace_strict(times, default=None, return_dtype=pl.Float64)),
-            )
-        return df
+    def _histogram_plan(self, lf: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+        """Per label set: a count per bucket (le semantics: bisect_left) and the sum of max(a - b, 0)."""
+        delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
+        idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in self.bounds])
+        width = len(self.bounds) + 1
+        return lf.with_columns(delay=delay, idx=idx).group_by(keys).agg(
+            *[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(width)], s=pl.col("delay").sum())
 
     def _bad_times(self, source: str, n: int) -> None:
         if n and self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
 
-    def _merge_failures(self, rest: pl.DataFrame) -> None:
-        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total: one group-by for both."""
+    def _merge_failures(self, grouped: pl.DataFrame) -> None:
+        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total."""
         bounced = self.counters["pmta_bounced_total"]
         deferred = self.counters["pmta_deferred_total"]
         dirty = self.dirty
-        for typ, v, p, isp, cls, catl, n in rest.group_by(["t", "v", "p", "isp", "cls", "catl"]).len().iter_rows():
+        for typ, v, p, isp, cls, catl, n in grouped.iter_rows():
             if typ == "b":
                 key, name, series = (v, p, isp, catl, cls), "pmta_bounced_total", bounced
             else:
@@ -279,25 +310,7 @@ class RecordAggregator(Collector):
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
 
-    def _merge_senders(self, d: pl.DataFrame, rest: pl.DataFrame) -> None:
-        """pmta_sender_*: d by (sender, isp); b and t by (sender, isp, class); tq has no sender."""
-        if d.height:
-            self._merge("pmta_sender_delivered_total",
-                        {(s, i): n for s, i, n in d.group_by(["sender", "isp"]).len().iter_rows()})
-        if rest.height:
-            grouped = rest.filter(pl.col("t") != "tq").group_by(["t", "sender", "isp", "cls"]).len()
-            for typ in ("b", "t"):
-                name = "pmta_sender_bounced_total" if typ == "b" else "pmta_sender_deferred_total"
-                self._merge(name, {(s, i, c): n for t, s, i, c, n in grouped.iter_rows() if t == typ})
-
-    def _merge_delivered(self, source: str, d: pl.DataFrame, has_times: bool) -> None:
-        """Counts, bytes and the delay histogram of d records in one group-by per label set."""
-        size_ok = pl.col("size").str.contains(r"^[0-9]+$")
-        grouped = d.group_by(["v", "p", "isp"]).agg(
-            n=pl.len(),
-            nbytes=size_ok.sum(),
-            bytes=pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum(),
-        )
+    def _merge_delivered(self, grouped: pl.DataFrame) -> None:
         delivered = self.counters["pmta_delivered_total"]
         dbytes = self.counters["pmta_delivered_bytes_total"]
         dirty = self.dirty
@@ -308,33 +321,15 @@ class RecordAggregator(Collector):
             if nbytes:
                 dbytes[key] = dbytes.get(key, 0) + total
                 dirty.add(("pmta_delivered_bytes_total", key))
-        if has_times:
-            self._bad_times(source, self._merge_histogram("pmta_delivery_delay_seconds", d, ["v", "p", "isp"]))
-            if self.self_metrics is not None:
-                top = d.get_column("a").max()
-                if top is not None and d.get_column("b").null_count() < d.height:
-                    self.self_metrics.last_record_ts.labels(source).set(float(top))  # type: ignore[arg-type]
 
-    def _merge_histogram(self, name: str, df: pl.DataFrame, keys: list[str]) -> int:
-        """Observe max(a - b, 0) per row into one histogram; returns rows with an unusable time."""
-        ok = df.filter(pl.col("a").is_not_null() & pl.col("b").is_not_null())
-        if ok.height:
-            delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
-            idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in self.bounds])
-            width = len(self.bounds) + 1
-            grouped = ok.with_columns(delay=delay, idx=idx).group_by(keys).agg(
-                *[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(width)],
-                s=pl.col("delay").sum(),
-            )
-            series = self.histograms[name]
-            nk = len(keys)
-            dirty = self.dirty
-            for row in grouped.iter_rows():
-                key = tuple(row[:nk])
-                h = series.get(key)
-                series[key] = list(row[nk:]) if h is None else [x + y for x, y in zip(h, row[nk:], strict=True)]
-                dirty.add((name, key))
-        return df.height - ok.height
+    def _merge_histogram(self, name: str, grouped: pl.DataFrame, nk: int) -> None:
+        series = self.histograms[name]
+        dirty = self.dirty
+        for row in grouped.iter_rows():
+            key = tuple(row[:nk])
+            h = series.get(key)
+            series[key] = list(row[nk:]) if h is None else [x + y for x, y in zip(h, row[nk:], strict=True)]
+            dirty.add((name, key))
 
     def _apply_late(self, batch: RecordBatch, rows: list[list[str]]) -> None:
         """f, rb and rs records: rare, so clarity over speed; vmta/pool attributed when missing."""
