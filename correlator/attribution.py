@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
-from correlator.store import ReadPool, StoreNotReady
+from correlator.store import DAYS, ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch
 from exporter.timeparse import parse_pmta_time
 
@@ -170,7 +170,7 @@ class Attributor:
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
         recent = self._recent
         rh = self._hasher(rcpt)[0] if rcpt else None
-        q = "SELECT vmta, vmta_pool FROM corr_timelines WHERE "
+        q = f"SELECT vmta, vmta_pool FROM corr_timelines WHERE {DAYS} AND "
         has_vmta = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
         if mid:
             hit = recent.get(("m", mid, rcpt))

@@ -9,6 +9,8 @@ A timeline is one recipient of one message. A record joins a timeline by, in ord
    that began at most `fallback_window` before the report.
 A record carrying two keys that point at two timelines merges them (lower id wins), so the result
 does not depend on the order files are read. tq records are queue-level and are stored apart.
+Keys 1 and 2 are looked up in the slice of the record's timeQueued day and in the no-day slice
+(see store.py): a d/b/t/r with the same ids but queued on another day is another message.
 
 Writes are appends plus one summary UPDATE per touched timeline per batch, all via executemany.
 Links found or created are kept in a bounded int-keyed cache, misses are probed in bulk with one
@@ -38,7 +40,8 @@ REPORTS = frozenset((F, RB, RS))
 DELIVERY = frozenset((T, D, B))
 QUEUED_KEY_TYPES = frozenset((R, T, D, B))
 _FLOW_COLUMN = {D: 0, B: 1, T: 2, F: 3, RB: 4}  # index into the corr_flows counters
-_PROBE_CHUNK = 300
+_PROBE_CHUNK = 300  # VALUES rows per probe statement
+DAY = store.DAY
 
 # Fields pulled out of every row, in this order, by a getter compiled per header.
 _FIELDS = (
@@ -74,16 +77,17 @@ class _Getters:
         return getter
 
 
-# An accumulator is a list: what one write adds to one timeline. Slots 0..19 are the corr_timelines
-# INSERT columns in order (so a new timeline inserts `acc[:20]`); an existing one is updated by SQL
+# An accumulator is a list: what one write adds to one timeline. Slots 0..20 are the corr_timelines
+# INSERT columns in order (so a new timeline inserts `acc[:21]`); an existing one is updated by SQL
 # that merges these values into the stored row. Lists: a row-rate object, and cheaper than a class.
 (A_ID, A_MID_H, A_MID, A_JOB_H, A_JOB, A_RCPT_H, A_RCPT, A_RDOM, A_ORIG, A_SENDER, A_VMTA, A_POOL, A_QUEUE,
- A_ISP, A_T0, A_TLAST, A_TQ, A_TDONE, A_FLAGS, A_ATT, A_NEW, A_KEYS) = range(22)
+ A_ISP, A_T0, A_TLAST, A_TQ, A_TDONE, A_FLAGS, A_ATT, A_QDAY, A_NEW, A_KEYS) = range(23)
 
 
-def _acc(tl: int, new: bool, rcpt_h: int | None = None, rcpt: str | None = None, rdom: str | None = None) -> list:
+def _acc(tl: int, new: bool, qday: int = store.NO_DAY, rcpt_h: int | None = None, rcpt: str | None = None,
+         rdom: str | None = None) -> list:
     return [tl, None, None, None, None, rcpt_h, rcpt, rdom, None, None, None, None, None, None,
-            math.inf, -math.inf, None, None, 0, 0, new, False]
+            math.inf, -math.inf, None, None, 0, 0, qday, new, False]
 
 
 @dataclass
@@ -104,8 +108,8 @@ class _Pending:
 
 _INSERT_TL = (
     "INSERT INTO corr_timelines (id, mid_h, message_id, job_h, job_id, rcpt_h, rcpt, rcpt_domain, orig, sender,"
-    " vmta, vmta_pool, queue, isp, t0, t_last, t_queued, t_done, flags, attempts)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " vmta, vmta_pool, queue, isp, t0, t_last, t_queued, t_done, flags, attempts, qday)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPDATE_TL = (
     "UPDATE corr_timelines SET orig=coalesce(orig, ?), sender=coalesce(sender, ?),"
@@ -163,6 +167,8 @@ class Ingestor:
         self._files: dict[str, list[int]] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
         self._job_hashes: dict[str, int] = {}
+        self._days: set[int] = set()
+        self._days_loaded = False
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
         self._seq: int | None = None
@@ -173,6 +179,7 @@ class Ingestor:
         """Drop link caches (after pruning deleted timelines or a rollback)."""
         self._link.clear()
         self._alias.clear()
+        self._days_loaded = False
 
     def _sync(self, conn: sqlite3.Connection) -> int:
         seq = int(conn.execute("SELECT value FROM corr_meta WHERE key='write_seq'").fetchone()[0])
@@ -181,6 +188,9 @@ class Ingestor:
             self._files.clear()
             self._next_tl = 0
         self._seq = None  # unknown until this write returns; a raise leaves it so
+        if not self._days_loaded:
+            self._days = {r[0] for r in conn.execute("SELECT day FROM corr_days")}
+            self._days_loaded = True
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)
         if len(self._link) > self._cache_limit:
@@ -294,8 +304,10 @@ class Ingestor:
             if t is None:
                 t = tq if tq is not None else now
             if code == TQ:
-                recs.append((base | line, code, t, tq, f, "", None, None, "", "", None, "", None, None, None))
+                recs.append((base | line, code, t, tq, f, "", None, None, "", "", None, "", None, None, None, None))
                 continue
+            # the index slice of this record's timeline: every record of one delivery shares timeQueued
+            qd = int(tq // DAY) if tq is not None and code in QUEUED_KEY_TYPES else None
             rcpt_l = f[4].strip().lower()
             if not rcpt_l:
                 rh = rstore = None
@@ -325,30 +337,50 @@ class Ingestor:
                 if mh is not None:
                     mk = mh ^ rh
                     if mk not in link:
-                        probe_m[mk] = (mh, rh)
+                        probe_m[mk] = (mh, rh, qd)
                 if jh is not None:
                     jk = jh ^ rh
                     if jk not in link:
-                        probe_j[jk] = (jh, rh)
-            recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk))
+                        probe_j[jk] = (jh, rh, qd)
+            recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk, qd))
         return recs, probe_m, probe_j
 
-    def _probe(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int]]) -> None:
-        """Fill the link cache for `wanted` keys with one VALUES join per chunk (newest timeline wins)."""
+    def _probe(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, int | None]]) -> None:
+        """Fill the link cache for `wanted` keys with one VALUES join per chunk (newest timeline wins).
+
+        A key with a day is looked up in that day's slice and the no-day slice; one without (a
+        report) in every slice: each (day, hash, rcpt) row of the VALUES list is one index seek.
+        """
         if not wanted:
             return
         link = self._link
+        days = self._days
+        every = sorted(days)
         items = list(wanted.items())
-        for i in range(0, len(items), _PROBE_CHUNK):
-            chunk = items[i : i + _PROBE_CHUNK]
-            params: list[int] = []
-            for pos, (_key, (h, rh)) in enumerate(chunk):
-                params += (h, rh, pos)
-            marks = ",".join(["(?,?,?)"] * len(chunk))
-            sql = (f"SELECT v.column3, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t"
-                   f" ON t.{column} = v.column1 AND t.rcpt_h = v.column2 ORDER BY t.id")
+        params: list[int] = []
+        rows = 0
+
+        def run() -> None:
+            marks = ",".join(["(?,?,?,?)"] * rows)
+            sql = (f"SELECT v.column4, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t"
+                   f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3 ORDER BY t.id")
             for pos, tl in conn.execute(sql, params):
-                link[chunk[pos][0]] = tl
+                link[items[pos][0]] = tl
+
+        for pos, (_key, (h, rh, qd)) in enumerate(items):
+            slices = every if qd is None else ((qd, store.NO_DAY) if qd in days else (store.NO_DAY,))
+            for day in slices:
+                params += (day, h, rh, pos)
+                rows += 1
+            if rows >= _PROBE_CHUNK:
+                run()
+                params, rows = [], 0
+        if rows:
+            run()
+
+    def _add_day(self, conn: sqlite3.Connection, day: int) -> None:
+        conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (day,))
+        self._days.add(day)
 
     def _link_all(self, conn: sqlite3.Connection, recs: list[tuple], p: _Pending) -> None:
         """Pass 2, in file order: find or create each record's timeline and accumulate its changes."""
@@ -358,7 +390,8 @@ class Ingestor:
         bucket_s = store.FLOW_BUCKET
         redact = self._hasher.hashed
         isp_cache = self._isp_cache
-        for eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk in recs:
+        days = self._days
+        for eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk, qd in recs:
             if code == TQ:
                 p.queue_events.append((eid, t, f[14].strip(), f[11], f[12], f[5], f[6], f[7], f[8], f[9], f[10]))
                 continue
@@ -379,7 +412,10 @@ class Ingestor:
             if tl is None:
                 tl = self._next_tl
                 self._next_tl += 1
-                acc = accs[tl] = _acc(tl, True, rh, rstore, rdom or None)
+                qday = store.NO_DAY if qd is None else qd
+                if qday not in days:
+                    self._add_day(conn, qday)
+                acc = accs[tl] = _acc(tl, True, qday, rh, rstore, rdom or None)
             else:
                 acc = accs.get(tl)
                 if acc is None:
@@ -450,7 +486,8 @@ class Ingestor:
         if p:
             self._flush(conn, p)  # the probes below must see this batch's rows
         if mh is not None and rh is None:
-            ids = conn.execute("SELECT id FROM corr_timelines WHERE mid_h=? LIMIT 2", (mh,)).fetchall()
+            ids = conn.execute(f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? LIMIT 2",
+                               (mh,)).fetchall()
             if len(ids) == 1:
                 return self._find(ids[0][0])
         if rh is not None:
@@ -461,7 +498,8 @@ class Ingestor:
         """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window."""
         delivered = store.FLAG[D] | store.FLAG[B] | store.FLAG[T]
         row = conn.execute(
-            "SELECT id FROM corr_timelines WHERE rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3 AND (?4 = '' OR orig = ?4)"
+            f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
+            " AND (?4 = '' OR orig = ?4)"
             f" ORDER BY (flags & {delivered}) != 0 DESC, t0 DESC LIMIT 1",
             (rh, t - self._window, t, orig_l),
         ).fetchone()
@@ -495,7 +533,7 @@ class Ingestor:
         inserts, updates, t0s, mids, jobs = [], [], [], [], []
         for acc in p.accs.values():
             if acc[A_NEW]:
-                inserts.append(acc[:20])
+                inserts.append(acc[:21])
                 continue
             tl = acc[A_ID]
             updates.append((acc[A_ORIG], acc[A_SENDER], acc[A_VMTA], acc[A_POOL], acc[A_QUEUE], acc[A_ISP],

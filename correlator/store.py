@@ -6,6 +6,12 @@ transaction covers both. Shape, chosen for the write path first:
 * `corr_timelines`: one row per recipient of one message, with a summary (outcome, vmta, isp,
   first/last time) so search and attribution never scan events. Link keys are 64-bit hashes
   (see keys.py); the indexes serve Message-Id, (jobId, rcpt), rcpt+time and time lookups.
+  Hash keys are random, and random inserts into big indexes are what makes a store slow as it
+  grows (every insert dirties another page). So the key indexes lead with `qday`, the UTC day of
+  the timeQueued of the record that created the timeline (-1 when it had none): inserts land in
+  the current day's slice, which stays in cache. Every record of one delivery carries the same
+  timeQueued, so linking probes two slices (its day and -1); a lookup without a day probes each
+  day listed in `corr_days` (about retention + 1 of them), still a handful of index seeks.
 * `corr_events`: one row per d/b/t/r/f/rb/rs record. Its rowid is `file_num << 32 | line`, which
   makes a replayed line a no-op without an extra UNIQUE index.
 * `corr_queue_events`: tq records (queue-level, no rcpt), shown at query time in the timelines of
@@ -49,11 +55,12 @@ OUTCOME_SQL = (
 
 _V1 = [
     "CREATE TABLE IF NOT EXISTS corr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS corr_days (day INTEGER PRIMARY KEY) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS corr_files (
         num INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
         max_line INTEGER NOT NULL DEFAULT 0)""",
     f"""CREATE TABLE IF NOT EXISTS corr_timelines (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY, qday INTEGER NOT NULL,
         mid_h INTEGER, message_id TEXT,
         job_h INTEGER, job_id TEXT,
         rcpt_h INTEGER, rcpt TEXT, rcpt_domain TEXT,
@@ -62,9 +69,9 @@ _V1 = [
         t0 REAL NOT NULL, t_last REAL NOT NULL, t_queued REAL, t_done REAL,
         flags INTEGER NOT NULL, attempts INTEGER NOT NULL,
         outcome INTEGER GENERATED ALWAYS AS ({OUTCOME_SQL}) VIRTUAL)""",
-    "CREATE INDEX IF NOT EXISTS corr_tl_mid ON corr_timelines (mid_h, rcpt_h) WHERE mid_h IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS corr_tl_job ON corr_timelines (job_h, rcpt_h) WHERE job_h IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS corr_tl_rcpt ON corr_timelines (rcpt_h, t0)",
+    "CREATE INDEX IF NOT EXISTS corr_tl_mid ON corr_timelines (qday, mid_h, rcpt_h) WHERE mid_h IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS corr_tl_job ON corr_timelines (qday, job_h, rcpt_h) WHERE job_h IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS corr_tl_rcpt ON corr_timelines (qday, rcpt_h, t0)",
     "CREATE INDEX IF NOT EXISTS corr_tl_t0 ON corr_timelines (t0)",
     """CREATE TABLE IF NOT EXISTS corr_events (
         id INTEGER PRIMARY KEY, tl INTEGER NOT NULL, type INTEGER NOT NULL, t REAL NOT NULL,
@@ -84,6 +91,11 @@ _V1 = [
         PRIMARY KEY (bucket, sender, vmta, isp)) WITHOUT ROWID""",
 ]
 MIGRATIONS: dict[int, list[str]] = {1: _V1}
+DAY = 86400
+NO_DAY = -1
+"""qday of timelines created by a record without timeQueued."""
+DAYS = "qday IN (SELECT day FROM corr_days)"
+"""SQL condition that lets a lookup without a known day use the qday-led indexes (one seek per day)."""
 
 
 def event_id(file_num: int, line: int) -> int:
@@ -113,6 +125,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
                 conn.execute(stmt)
         conn.execute("INSERT OR REPLACE INTO corr_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO corr_meta VALUES ('write_seq', '0')")
+        conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (NO_DAY,))
         row = conn.execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'").fetchone()
         if row is None:
             conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', ?)", (rcpt_fingerprint,))
@@ -271,3 +284,6 @@ def _delete_before(conn: sqlite3.Connection, cutoff: float, batch: int) -> None:
         (cutoff, batch * 5),
     )
     conn.execute("DELETE FROM corr_flows WHERE bucket < ?", (int(cutoff // FLOW_BUCKET) * FLOW_BUCKET,))
+    conn.execute(
+        "DELETE FROM corr_days WHERE day >= 0 AND day < ?"
+        " AND NOT EXISTS (SELECT 1 FROM corr_timelines WHERE qday = corr_days.day)", (cutoff // DAY,))

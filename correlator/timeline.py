@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from correlator import store
+from correlator.store import DAYS
 
 ClassOf = Callable[[str, str, str, str], str]
 
@@ -75,21 +76,25 @@ class Reader:
     # --- timelines -----------------------------------------------------------------------------
 
     def by_message(self, mid_h: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        total = self.conn.execute("SELECT count(*) FROM corr_timelines WHERE mid_h=?", (mid_h,)).fetchone()[0]
+        total = self.conn.execute(f"SELECT count(*) FROM corr_timelines WHERE {DAYS} AND mid_h=?",
+                                  (mid_h,)).fetchone()[0]
         rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE mid_h=? ORDER BY t0, id LIMIT ?", (mid_h, limit)
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {DAYS} AND mid_h=? ORDER BY t0, id LIMIT ?",
+            (mid_h, limit),
         ).fetchall()
         return self._with_events(rows), total
 
     def by_job_rcpt(self, job_h: int, rcpt_h: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE job_h=? AND rcpt_h=? ORDER BY t0, id", (job_h, rcpt_h)
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {DAYS} AND job_h=? AND rcpt_h=? ORDER BY t0, id",
+            (job_h, rcpt_h),
         ).fetchall()
         return self._with_events(rows)
 
     def by_message_rcpt(self, mid_h: int, rcpt_h: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE mid_h=? AND rcpt_h=? ORDER BY t0, id", (mid_h, rcpt_h)
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {DAYS} AND mid_h=? AND rcpt_h=? ORDER BY t0, id",
+            (mid_h, rcpt_h),
         ).fetchall()
         return self._with_events(rows)
 
@@ -192,7 +197,10 @@ class Reader:
         rows per page, so a rare combination over a long range returns a short page with a cursor
         instead of scanning the whole store in one request.
         """
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
+        if rcpt_h is not None or job_h is not None:
+            where.append(DAYS)  # the rcpt and job indexes lead with qday
         if rcpt_h is not None:
             where.append("rcpt_h=?")
             params.append(rcpt_h)

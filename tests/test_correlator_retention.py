@@ -38,8 +38,10 @@ def test_age_retention_keeps_recent_and_late_reported_timelines(tmp_path: Path) 
     rcpts = {r[0] for r in h.conn.execute("SELECT rcpt FROM corr_timelines")}
     assert rcpts == {"old0@gmail.com"} | {f"new{i}@gmail.com" for i in range(5)}
     assert h.sink.timelines_pruned == 29
-    # a record for a pruned timeline's keys makes a new timeline (no link to a deleted id)
-    h.commit(_acct("old-again", T0 + 10 * DAY, 2, "old"))
+    # late records of the same deliveries (same timeQueued): old0 is still there, old1 was pruned and
+    # comes back as a new timeline (nothing may link to a deleted id)
+    rows = "\n".join(f"rs,{T0 + 10 * DAY},{T0 + i},s@shop.example,old{i}@gmail.com,v1,J-old" for i in range(2))
+    h.commit(batch("/l/late.csv", "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId\n" + rows))
     orphans = h.conn.execute("SELECT count(*) FROM corr_events WHERE tl NOT IN (SELECT id FROM corr_timelines)")
     assert orphans.fetchone()[0] == 0
     assert _counts(h)[0] == 7  # old0 existed, old1 is new

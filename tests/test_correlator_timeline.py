@@ -253,3 +253,45 @@ def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
     h.close()
+
+
+def test_day_slices_join_one_delivery_across_midnight_and_split_resends(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(batch("/l/recv.csv", """
+type,timeLogged,orig,rcpt,jobId
+r,2024-05-01 23:58:00+0000,a@s.example,yan@gmail.com,J5
+"""))  # no timeQueued: the no-day slice
+    h.commit(batch("/l/diag.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,queue
+t,2024-05-02 00:05:00+0000,2024-05-01 23:58:00+0000,a@s.example,yan@gmail.com,v1,J5,4.0.0 (later),
+tq,2024-05-02 00:06:00+0000,,,,v1,,4.0.0 (busy),
+"""))
+    h.commit(batch("/l/acct.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus
+d,2024-05-02 00:10:00+0000,2024-05-01 23:58:00+0000,a@s.example,yan@gmail.com,v1,J5,2.0.0 (ok)
+d,2024-05-01 10:00:00+0000,2024-05-01 09:00:00+0000,a@s.example,zoe@gmail.com,v1,J5,2.0.0 (ok)
+d,2024-05-03 10:00:00+0000,2024-05-03 09:00:00+0000,a@s.example,zoe@gmail.com,v1,J5,2.0.0 (ok)
+"""))
+    with h.reader() as r:
+        rows = r.conn.execute("SELECT id FROM corr_timelines ORDER BY id").fetchall()
+        first, zoe1, zoe2 = (r.by_id(x[0]) for x in rows)
+    # the receipt (no timeQueued) started the timeline in the no-day slice; the attempts queued
+    # before midnight and logged after it join it
+    assert [(e["kind"], e["attempt"]) for e in first["events"]] == [
+        ("received", None), ("deferred", 1), ("delivered", 2)]  # the tq has no queue field: shown nowhere
+    # the same job sent to the same recipient again two days later is another message
+    assert [(e["kind"], e["time"]) for e in zoe1["events"] + zoe2["events"]] == [
+        ("queued", "2024-05-01T09:00:00Z"), ("delivered", "2024-05-01T10:00:00Z"),
+        ("queued", "2024-05-03T09:00:00Z"), ("delivered", "2024-05-03T10:00:00Z")]
+    assert h.conn.execute("SELECT count(*) FROM corr_queue_events").fetchone()[0] == 1
+    days = [d for (d,) in h.conn.execute("SELECT day FROM corr_days ORDER BY day")]
+    assert days == [-1, 19844, 19846]  # 2024-05-01 and 2024-05-03 (UTC days since the epoch)
+    h.close()
+
+
+def test_receipt_only_is_pending(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(RECV)
+    tl = _by_rcpt(h, "alice@gmail.com")
+    assert (tl["outcome"], tl["attempts"], [e["kind"] for e in tl["events"]]) == ("pending", 0, ["received"])
+    h.close()
