@@ -71,8 +71,9 @@ def make_corpus(directory: Path, records: int, seed: int = 7) -> int:
                              f"{vmta},job{n % 40},,{dom}/{vmta},{pool}")
             elif r < 0.97:
                 st, diag = rng.choice(DEFERRALS)
-                lines.append(f"t,{ts},{tq},news@sender{n % 5}.example,u{n}@{dom},,delayed,{st},"
-                             f"\"{diag.format(gid=gmail_id(n))}\",{mx} (1.2.3.4),,smtp,app (10.0.0.1),smtp,10.1.1.{v % 250},"
+                text = diag.format(gid=gmail_id(n))
+                lines.append(f"t,{ts},{tq},news@sender{n % 5}.example,u{n}@{dom},,delayed,{st},\"{text}\","
+                             f"{mx} (1.2.3.4),,smtp,app (10.0.0.1),smtp,10.1.1.{v % 250},"
                              f"1.2.3.4,,,{vmta},job{n % 40},,{dom}/{vmta},{pool}")
             else:
                 lines.append(f"b,{ts},{tq},news@sender{n % 5}.example,u{n}@{dom},,failed,"

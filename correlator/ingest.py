@@ -41,6 +41,16 @@ DELIVERY = frozenset((T, D, B))
 QUEUED_KEY_TYPES = frozenset((R, T, D, B))
 _FLOW_COLUMN = {D: 0, B: 1, T: 2, F: 3, RB: 4}  # index into the corr_flows counters
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
+_MIX = 0x9E3779B97F4A7C15
+
+
+def _slice_mix(day: int, cache: dict[int, int]) -> int:
+    """A 64-bit value XORed into a cache key to make it specific to one day slice (never 0)."""
+    mix = cache[day] = ((day + 2) * _MIX) & 0xFFFFFFFFFFFFFFFF
+    return mix
+
+
+NO_DAY_MIX = _slice_mix(-1, {})
 DAY = store.DAY
 
 # Fields pulled out of every row, in this order, by a getter compiled per header.
@@ -168,6 +178,7 @@ class Ingestor:
         self._isp_cache: dict[tuple[str, str], str] = {}
         self._job_hashes: dict[str, int] = {}
         self._days: set[int] = set()
+        self._mixes: dict[int, int] = {}
         self._days_loaded = False
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
@@ -188,13 +199,13 @@ class Ingestor:
             self._files.clear()
             self._next_tl = 0
         self._seq = None  # unknown until this write returns; a raise leaves it so
+        if len(self._link) > self._cache_limit:
+            self.forget()
         if not self._days_loaded:
             self._days = {r[0] for r in conn.execute("SELECT day FROM corr_days")}
             self._days_loaded = True
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)
-        if len(self._link) > self._cache_limit:
-            self.forget()
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
@@ -278,6 +289,7 @@ class Ingestor:
         link = self._link
         codes = store.TYPE_CODES
         jobs = self._job_hashes
+        mixes = self._mixes
         times = self._times
         if len(times) > 20_000:
             times.clear()
@@ -332,15 +344,19 @@ class Ingestor:
                 jh = queued_hash(orig_l, tq)
             else:
                 jh = None
+            # Cache keys: XOR of independent 64-bit hashes (mh and jh never collide). A record with a
+            # day looks in its day's slice (key ^ slice mix), then the no-day slice; a report in any
+            # slice (the bare key, set for every timeline that has the ids).
             mk = jk = None
-            if rh is not None:  # link keys: XOR of independent 64-bit hashes (mh, jh never equal)
+            if rh is not None:
+                smix = 0 if qd is None else mixes.get(qd) or _slice_mix(qd, mixes)
                 if mh is not None:
-                    mk = mh ^ rh
-                    if mk not in link:
+                    mk = mh ^ rh ^ smix
+                    if mk not in link and (qd is None or mk ^ smix ^ NO_DAY_MIX not in link):
                         probe_m[mk] = (mh, rh, qd)
                 if jh is not None:
-                    jk = jh ^ rh
-                    if jk not in link:
+                    jk = jh ^ rh ^ smix
+                    if jk not in link and (qd is None or jk ^ smix ^ NO_DAY_MIX not in link):
                         probe_j[jk] = (jh, rh, qd)
             recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk, qd))
         return recs, probe_m, probe_j
@@ -391,12 +407,21 @@ class Ingestor:
         redact = self._hasher.hashed
         isp_cache = self._isp_cache
         days = self._days
+        mixes = self._mixes
         for eid, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk, qd in recs:
             if code == TQ:
                 p.queue_events.append((eid, t, f[14].strip(), f[11], f[12], f[5], f[6], f[7], f[8], f[9], f[10]))
                 continue
-            a = link.get(mk) if mk is not None else None
-            b = link.get(jk) if jk is not None else None
+            smix = 0 if qd is None else mixes[qd]
+            a = b = None
+            if mk is not None:
+                a = link.get(mk)
+                if a is None and qd is not None:
+                    a = link.get(mk ^ smix ^ NO_DAY_MIX)
+            if jk is not None:
+                b = link.get(jk)
+                if b is None and qd is not None:
+                    b = link.get(jk ^ smix ^ NO_DAY_MIX)
             if alias:
                 a, b = find(a), find(b)
             if a is not None and b is not None and a != b:
@@ -420,10 +445,18 @@ class Ingestor:
                 acc = accs.get(tl)
                 if acc is None:
                     acc = accs[tl] = _acc(tl, False)
-            if mk is not None and a != tl:
+            if mk is not None:
                 link[mk] = tl
-            if jk is not None and b != tl:
+                if smix:
+                    link[mk ^ smix] = tl  # the bare key, which reports look up
+                elif acc[A_NEW] and acc[A_QDAY] == store.NO_DAY:
+                    link[mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
+            if jk is not None:
                 link[jk] = tl
+                if smix:
+                    link[jk ^ smix] = tl
+                elif acc[A_NEW] and acc[A_QDAY] == store.NO_DAY:
+                    link[jk ^ NO_DAY_MIX] = tl
             if t < acc[A_T0]:
                 acc[A_T0] = t
             if t > acc[A_TLAST]:

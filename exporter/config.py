@@ -183,7 +183,7 @@ class PmtaApiConfig(_Strict):
 
 class CorrelatorConfig(_Strict):
     enabled: bool = Field(default=True, description="Store per-message timelines in SQLite.")
-    retention: Duration = Field(default=7 * 86400.0, description="Keep events this long (by timeLogged).")
+    retention: Duration = Field(default=7 * 86400.0, description="Keep a timeline until its latest event is this old.")
     max_db_size: Size = Field(default=20 * 1024**3, description="Prune oldest events above this size.")
     fallback_window: Duration = Field(
         default=7 * 86400.0,
@@ -192,7 +192,9 @@ class CorrelatorConfig(_Strict):
     hash_recipients: bool = Field(
         default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
     )
-    hmac_key_file: Path | None = Field(default=None, description="Key for hash_recipients (created if absent).")
+    hmac_key_file: Path | None = Field(
+        default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600."
+    )
     max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
 
 

@@ -295,3 +295,18 @@ def test_receipt_only_is_pending(tmp_path: Path) -> None:
     tl = _by_rcpt(h, "alice@gmail.com")
     assert (tl["outcome"], tl["attempts"], [e["kind"] for e in tl["events"]]) == ("pending", 0, ["received"])
     h.close()
+
+
+def test_undated_and_dated_records_of_one_delivery_link_within_one_batch(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(batch("/l/all.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,header_Message-Id
+r,2024-05-01 10:00:00+0000,,a@s.example,kim@gmail.com,,J8,<k1@s>
+t,2024-05-01 10:01:00+0000,2024-05-01 10:00:00+0000,a@s.example,kim@gmail.com,v1,J8,
+d,2024-05-01 10:02:00+0000,2024-05-01 10:00:00+0000,a@s.example,kim@gmail.com,v1,,<k1@s>
+f,2024-05-02 10:00:00+0000,,a@s.example,kim@gmail.com,,J8,
+"""))
+    tl = _by_rcpt(h, "kim@gmail.com")
+    assert [(e["kind"], e["attempt"]) for e in tl["events"]] == [
+        ("received", None), ("deferred", 1), ("delivered", 2), ("complaint", None)]
+    h.close()
