@@ -71,6 +71,8 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
         f"  curl -s {metrics} | grep '^pmta_queue_recipients'",
         f"  curl -s '{api}/queues?format=json'",
         f"  curl -s '{api}/vmtas?format=xml'",
+        f"  curl -s 'http://{host}:{port}/api/v1/search?outcome=deferred&limit=3&format=text'   # message timelines",
+        f"  curl -s 'http://{host}:{port}/api/v1/flows'   # sender -> VMTA -> ISP (Grafana node graph)",
         "Timed events are minutes into the scenario; use --speed 60 to see them sooner. Ctrl-C stops.",
     ])
 
