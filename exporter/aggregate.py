@@ -1,10 +1,12 @@
 """Record batches -> the `pmta_*` counter and histogram series, held as plain dicts.
 
-This is the hot path. Each batch is tallied into chunk-local dicts keyed by label tuples, then
-merged into the global series once per distinct key, so the per-row work is a few dict lookups
-(label normalisation, ISP, sender and reply class are all cached). The series are served by a
-custom collector (client_python's pattern for state the exporter owns), which also lets the
-daemon persist exactly the series that changed alongside each checkpoint.
+This is the hot path. d/t/tq/b rows (nearly all of them) are aggregated column-wise with polars:
+one pass derives the fields, the Python classifiers (labels, ISP, sender, reply class) run only
+on each chunk's distinct values, and every group-by runs in one `collect_all`; Python then merges
+one row per label set. The rare f/rb/rs/r rows go row by row, with vmta/pool attributed from the
+correlator when missing. The series are served by a custom collector (client_python's pattern
+for state the exporter owns), which also lets the daemon persist exactly the series that changed
+alongside each checkpoint.
 """
 
 from __future__ import annotations
