@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import polars as pl
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -336,19 +336,21 @@ class RecordAggregator(Collector):
     def _apply_late(self, batch: RecordBatch, rows: list[list[str]]) -> None:
         """f, rb and rs records: rare, so clarity over speed; vmta/pool attributed when missing."""
         c = batch.columns
-        need = [r for r in rows if c.vmta < 0 or not r[c.vmta]]
-        found: dict[int, tuple[str, str] | None] = {}
-        if need and self.lookup_vmta is not None:
-            for row, hit in zip(need, self.lookup_vmta(c, need), strict=True):
-                found[id(row)] = hit
+
+        def missing(row: list[str]) -> bool:
+            return c.vmta < 0 or not row[c.vmta]
+
+        need = [r for r in rows if missing(r)]
+        hits = self.lookup_vmta(c, need) if need and self.lookup_vmta is not None else [None] * len(need)
+        found = {id(row): hit for row, hit in zip(need, hits, strict=True)}
         complaints: dict[Key, int] = {}
         s_compl: dict[Key, int] = {}
         rbounced: dict[Key, int] = {}
         rstatus: dict[Key, int] = {}
         for row in rows:
             t = row[c.type]
-            if id(row) in found or c.vmta < 0 or not row[c.vmta]:
-                hit = found.get(id(row))
+            if missing(row):
+                hit = found[id(row)]
                 v, p = self._vmta_pool(*hit) if hit else (PLACEHOLDER_UNKNOWN, PLACEHOLDER_UNKNOWN)
             else:
                 v, p = self._vmta_pool(row[c.vmta], row[c.vmtaPool] if c.vmtaPool >= 0 else "")
@@ -456,3 +458,8 @@ class RecordAggregator(Collector):
                     buckets.append((les[i], acc))
                 fam.add_metric(list(key), buckets, sum_value=h[width])
             yield fam
+        spec = SPECS["watchtower_metric_series"]
+        counts = GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+        for name, n in self.series_counts().items():
+            counts.add_metric([name], n)
+        yield counts

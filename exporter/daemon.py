@@ -26,7 +26,7 @@ from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.http import build_app, make_server
-from exporter.metrics import SPECS, SelfMetrics
+from exporter.metrics import SelfMetrics
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.state import Commit, StateStore
@@ -158,7 +158,6 @@ class Daemon:
             if now - last_maintain >= MAINTAIN_INTERVAL and self.store.sinks:
                 await self.store.maintain()
                 last_maintain = now
-            self._update_series_gauge()
             if more:
                 await asyncio.sleep(0)
                 continue
@@ -228,16 +227,6 @@ class Daemon:
                 stream.committed_offset = -1
 
     # --- health ----------------------------------------------------------------------------------
-    def _update_series_gauge(self) -> None:
-        gauge = getattr(self, "_series_gauge", None)
-        if gauge is None:
-            from prometheus_client import Gauge
-
-            spec = SPECS["watchtower_metric_series"]
-            gauge = self._series_gauge = Gauge(spec.name, spec.help, list(spec.labels), registry=self.registry)
-        for name, n in self.pipeline.aggregator.series_counts().items():
-            gauge.labels(name).set(n)
-
     def health(self) -> dict[str, Any]:
         tailer = self.tailer
         files = len(tailer.streams) if tailer else 0

@@ -6,7 +6,7 @@ turns most parses on the hot path into one dict lookup. It is cleared when full 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 _CACHE_LIMIT = 65536
 _cache: dict[str, float | None] = {}
@@ -25,9 +25,7 @@ def _parse(value: str) -> float | None:
             return float(s)  # epoch with a fraction
         except ValueError:
             return None
-    if dt.tzinfo is None:  # no offset written: PMTA host local time
-        return dt.timestamp()
-    return dt.timestamp()
+    return dt.timestamp()  # without an offset, timestamp() reads it as PMTA host local time
 
 
 def parse_pmta_time(value: str) -> float | None:
@@ -45,7 +43,5 @@ def parse_pmta_time(value: str) -> float | None:
 
 def format_pmta_time(ts: float, offset_minutes: int = 0) -> str:
     """The iso-times form PMTA writes (space separator, `+HHMM` offset without colon)."""
-    from datetime import timedelta, timezone
-
     tz = timezone(timedelta(minutes=offset_minutes))
     return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S%z")
