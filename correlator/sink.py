@@ -120,7 +120,9 @@ class CorrelatorSink:
     def asgi_routes(self) -> Any:
         if self._router is None:
             api = Api(self.pool, self.hasher, self.class_of, self.config.max_flow_senders, self.clock)
-            self._router = build_router(api)
+            from correlator.replies import with_replies  # /api/v1/replies (issue 11), owned by grafana
+
+            self._router = with_replies(build_router(api), api)
         return self._router
 
     def close(self) -> None:

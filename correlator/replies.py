@@ -1,0 +1,292 @@
+"""GET /api/v1/replies: the remote SMTP replies behind a VMTA x ISP's deferrals and bounces.
+
+Prometheus says *that* Gmail throttles vmta-03 (a class count); an operator then needs *what Gmail
+said*. This route groups the dsnDiag texts of t, tq and b records over a time window, after taking
+out what varies per message (IPs, addresses, Gmail ids, long numbers), and returns the top texts
+with counts, their response class and share. The status board's drill-down shows it (Infinity).
+
+Cost is bounded whatever the request: the window is capped (`MAX_WINDOW`), the SQL scans at most
+`SCAN_BUDGET` timelines and queue events and groups in SQLite (`LIMIT` on every statement), and
+`limit` caps the answer. The store is read through `reply_rows()` only, so a change of the
+correlator's write model touches one function.
+
+Mounted by `correlator/sink.py` through `with_replies()`, which also answers `//api/v1/...`: the
+Infinity data source joins its base URL and a query URL by plain concatenation, so a base URL
+ending in `/` asks for `//api/v1/flows`; those requests are redirected to the single-slash path.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
+
+from correlator import store
+from correlator.api import Api, BadRequest, ErrorRoute, parse_time
+from correlator.models import ApiError
+from correlator.timeline import iso
+
+MAX_WINDOW = 86400.0
+"""Longest window read (s): an older `since` is moved up to `until - MAX_WINDOW` (`window_capped`)."""
+SCAN_BUDGET = 200_000
+"""Most timelines, and most queue events, one request reads."""
+TIMELINE_LOOKBACK = 86400.0
+"""A deferral in the window may belong to a message first seen this long before the window."""
+MAX_FILTER_VALUES = 50
+ANY = frozenset(("", "*", ".*", ".+", "$__all", "All"))
+"""Filter values meaning "every VMTA/ISP" (what Grafana sends for All)."""
+_T, _TQ, _B = store.TYPE_CODES["t"], store.TYPE_CODES["tq"], store.TYPE_CODES["b"]
+KINDS = {"t": "deferred", "tq": "queue_deferred", "b": "bounced"}
+
+_PREFIX = re.compile(r"^\s*[A-Za-z][\w.-]*;\s*")  # smtp; / x-pmta;
+_EMAIL = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
+_GMAIL_ID = re.compile(r"\b[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+(?= - gsmtp)")
+_TOKEN_ID = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{12,}\b")
+_LONG_NUMBER = re.compile(r"\b\d{5,}\b")
+_SPACES = re.compile(r"\s+")
+MAX_TEXT = 400
+
+
+def normalise(diag: str) -> str:
+    """One reply text per kind of reply: the per-message parts replaced by <ip>, <addr>, <id>, <n>."""
+    text = _PREFIX.sub("", diag or "")
+    text = _EMAIL.sub("<addr>", text)
+    text = _IPV4.sub("<ip>", text)
+    text = _IPV6.sub("<ip>", text)
+    text = _GMAIL_ID.sub("<id>", text)
+    text = _TOKEN_ID.sub("<id>", text)
+    text = _LONG_NUMBER.sub("<n>", text)
+    text = _SPACES.sub(" ", text).strip()
+    return text[:MAX_TEXT] + ("…" if len(text) > MAX_TEXT else "")
+
+
+# --- the one place that knows the store layout ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRow:
+    """Records with one exact (type, status, diag) for one vmta x isp, with their time span."""
+
+    kind: str
+    vmta: str
+    isp: str
+    status: str
+    diag: str
+    bounce_cat: str
+    dsn_mta: str
+    count: int
+    first: float
+    last: float
+
+
+def reply_rows(
+    conn: sqlite3.Connection, since: float, until: float, vmtas: list[str] | None, budget: int = SCAN_BUDGET,
+) -> tuple[list[ReplyRow], bool]:
+    """t/b events of timelines and tq queue events logged in [since, until), grouped by exact text.
+
+    `vmtas` None means all. Returns (rows, scan_limited): scan_limited is True when a budget cut
+    the scan short, so the counts cover part of the window. tq rows have no ISP here (isp='')
+    and keep the queue domain in `dsn_mta`'s place for the caller to classify.
+    """
+    vm_sql, vm_params = "", []
+    if vmtas is not None:
+        vm_sql = f" AND e.vmta IN ({','.join('?' * len(vmtas))})"
+        vm_params = list(vmtas)
+    tl_sql = (
+        "SELECT id, isp FROM corr_timelines WHERE t0 >= ? AND t0 < ? AND t_last >= ? ORDER BY t0 DESC LIMIT ?"
+    )
+    sql = (
+        f"SELECT e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat, e.mta, count(*), min(e.t), max(e.t)"
+        f" FROM ({tl_sql}) tl JOIN corr_events e ON e.tl = tl.id"
+        f" WHERE e.type IN ({_T}, {_B}) AND e.t >= ? AND e.t < ?{vm_sql}"
+        " GROUP BY e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat ORDER BY count(*) DESC LIMIT ?"
+    )
+    params: list[Any] = [since - TIMELINE_LOOKBACK, until, since, budget + 1, since, until, *vm_params, budget]
+    rows = [ReplyRow(store.TYPE_NAMES[r[0]], r[1] or "", r[2] or "", r[3] or "", r[4] or "", r[5] or "",
+                     r[6] or "", r[7], r[8], r[9]) for r in conn.execute(sql, params)]
+    scanned = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM corr_timelines WHERE t0 >= ? AND t0 < ? AND t_last >= ? LIMIT ?)",
+        (since - TIMELINE_LOOKBACK, until, since, budget + 1),
+    ).fetchone()[0]
+    limited = scanned > budget
+
+    q_vm = f" AND vmta IN ({','.join('?' * len(vmtas))})" if vmtas is not None else ""
+    q_sql = (
+        "SELECT vmta, queue, status, diag, bcat, mta, count(*), min(t), max(t) FROM"
+        f" (SELECT vmta, queue, status, diag, bcat, mta, t FROM corr_queue_events WHERE t >= ? AND t < ?{q_vm}"
+        " ORDER BY t DESC LIMIT ?) GROUP BY vmta, queue, status, diag, bcat ORDER BY count(*) DESC LIMIT ?"
+    )
+    q_rows = conn.execute(q_sql, [since, until, *(vm_params if vmtas is not None else []), budget + 1, budget])
+    queued = 0
+    for vmta, queue, status, diag, bcat, mta, n, first, last in q_rows:
+        queued += n
+        domain = (queue or "").partition("/")[0]
+        rows.append(ReplyRow("tq", vmta or "", "", status or "", diag or "", bcat or "", f"{domain}\n{mta or ''}",
+                             n, first, last))
+    return rows, limited or queued > budget
+
+
+# --- response models ------------------------------------------------------------------------------
+
+
+class Reply(BaseModel):
+    """One normalised reply text and how often it came back."""
+
+    reply: str = Field(description="dsnDiag with IPs, addresses, ids and long numbers replaced by <ip>, <addr>, "
+                       "<id>, <n>; the `smtp;` prefix removed.")
+    status: str = Field(description="dsnStatus of the most frequent exact text, e.g. `4.7.28 (...)`.")
+    response_class: str | None = Field(description="Reply class from the classifier (throttled, reputation, ...).")
+    kind: str = Field(description="deferred (t), queue_deferred (tq) or bounced (b).")
+    vmta: str
+    isp: str
+    count: int = Field(description="Records with this text in the window.")
+    share: float = Field(description="count / all t, tq and b records of the selection in the window.")
+    first_seen: str | None
+    last_seen: str | None
+    example: str = Field(description="One exact dsnDiag of this group.")
+
+
+class RepliesResponse(BaseModel):
+    vmta: list[str] | None = Field(description="VMTAs asked for; null = all.")
+    isp: list[str] | None = Field(description="ISPs asked for; null = all.")
+    since: str | None
+    until: str | None
+    window_capped: bool = Field(description="`since` was moved up to `until` minus 24 hours.")
+    scan_limited: bool = Field(description="The scan budget was reached: counts cover part of the window.")
+    total: int = Field(description="t, tq and b records of the selection in the window.")
+    replies: list[Reply]
+
+
+# --- route -----------------------------------------------------------------------------------------
+
+
+def _values(name: str, raw: str | None) -> list[str] | None:
+    """Comma-separated filter values; None (all) for empty, `.*`, `*` or Grafana's All."""
+    if raw is None:
+        return None
+    values = [v.strip() for v in raw.split(",")]
+    values = [v.strip("{}") for v in values if v.strip()]
+    if not values or any(v in ANY for v in values):
+        return None
+    if len(values) > MAX_FILTER_VALUES:
+        raise BadRequest(400, f"at most {MAX_FILTER_VALUES} values", name)
+    if any(len(v) > 200 for v in values):
+        raise BadRequest(400, "value longer than 200 characters", name)
+    return values
+
+
+IspOfDomain = Callable[[str, str], str]
+
+
+def default_isp_of_domain() -> IspOfDomain:
+    """exporter.classify's ISP table for tq queue domains (the raw domain if unavailable)."""
+    fn: list[IspOfDomain] = []
+
+    def isp_of(domain: str, dsn_mta: str) -> str:
+        if not fn:
+            try:
+                from exporter.classify import IspClassifier
+
+                fn.append(IspClassifier.load().classify)
+            except Exception:  # noqa: BLE001 - degrade to the domain
+                fn.append(lambda d, _m: d or "unknown")
+        return fn[0](domain, dsn_mta)
+
+    return isp_of
+
+
+def top_replies(
+    rows: list[ReplyRow], isps: list[str] | None, limit: int, class_of: Callable[[str, str, str, str], str],
+    isp_of_domain: IspOfDomain,
+) -> tuple[list[dict[str, Any]], int]:
+    """Merge exact texts into normalised groups per (vmta, isp, kind); the `limit` largest first."""
+    groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    total = 0
+    for r in rows:
+        isp, mta = r.isp, r.dsn_mta
+        if r.kind == "tq":
+            domain, _, mta = r.dsn_mta.partition("\n")
+            isp = isp_of_domain(domain, mta)
+        if isps is not None and isp not in isps:
+            continue
+        total += r.count
+        key = (r.vmta, isp, r.kind, normalise(r.diag) or r.status or "(no reply text)")
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"reply": key[3], "kind": KINDS[r.kind], "vmta": r.vmta, "isp": isp, "count": 0,
+                               "first": r.first, "last": r.last, "_best": -1, "status": r.status,
+                               "example": r.diag, "response_class": class_of(isp, r.status, r.diag, r.bounce_cat)}
+        g["count"] += r.count
+        g["first"], g["last"] = min(g["first"], r.first), max(g["last"], r.last)
+        if r.count > g["_best"]:
+            g["_best"], g["status"], g["example"] = r.count, r.status, r.diag
+    ranked = sorted(groups.values(), key=lambda g: (-g["count"], g["vmta"], g["isp"], g["reply"]))[:limit]
+    out = []
+    for g in ranked:
+        out.append({"reply": g["reply"], "status": g["status"], "response_class": g["response_class"] or None,
+                    "kind": g["kind"], "vmta": g["vmta"], "isp": g["isp"], "count": g["count"],
+                    "share": round(g["count"] / total, 4) if total else 0.0, "first_seen": iso(g["first"]),
+                    "last_seen": iso(g["last"]), "example": g["example"]})
+    return out, total
+
+
+def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["correlator"], route_class=ErrorRoute)
+    isp_of = isp_of_domain or default_isp_of_domain()
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": ApiError, "description": "Bad parameter (named in `parameter`)."},
+        503: {"model": ApiError, "description": "Store not ready or busy."},
+    }
+
+    @router.get("/replies", response_model=RepliesResponse, responses=errors,
+                summary="Top remote replies (normalised) behind the deferrals and bounces of a VMTA x ISP")
+    def replies(
+        vmta: Annotated[str | None, Query(description="VMTA(s), comma-separated; empty, `.*` or All = every VMTA.")]
+        = None,
+        isp: Annotated[str | None, Query(description="ISP label value(s) as in the metrics (`gmail`), "
+                                         "comma-separated; empty, `.*` or All = every ISP.")] = None,
+        since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago; at most 24h before "
+                                    "`until` (older starts are moved up).")] = "1h",
+        until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
+    ) -> Any:
+        now = api.clock()
+        lo = parse_time("since", since, now)
+        hi = parse_time("until", until, now)
+        hi = now if hi is None else hi
+        if lo is None:
+            raise BadRequest(400, "since is required", "since")
+        if lo >= hi:
+            raise BadRequest(400, "since must be before until", "since")
+        capped = hi - lo > MAX_WINDOW
+        lo = max(lo, hi - MAX_WINDOW)
+        vmtas, isps = _values("vmta", vmta), _values("isp", isp)
+        with api.pool.connection() as conn:
+            rows, limited = reply_rows(conn, lo, hi, vmtas)
+        items, total = top_replies(rows, isps, limit, api.class_of, isp_of)
+        return {"vmta": vmtas, "isp": isps, "since": iso(lo), "until": iso(hi), "window_capped": capped,
+                "scan_limited": limited, "total": total, "replies": items}
+
+    return router
+
+
+def with_replies(api_router: APIRouter, api: Api) -> APIRouter:
+    """The correlator's routes plus /api/v1/replies, and `//api/v1/...` redirected to `/api/v1/...`."""
+    top = APIRouter()
+    top.include_router(api_router)
+    top.include_router(build_replies_router(api))
+
+    @top.get("//api/v1/{rest:path}", include_in_schema=False)
+    def double_slash(rest: str, request: Request) -> RedirectResponse:
+        query = request.url.query
+        return RedirectResponse("/api/v1/" + rest.lstrip("/") + ("?" + query if query else ""), status_code=308)
+
+    return top

@@ -1,0 +1,103 @@
+"""GET /api/v1/replies on a real SQLite store written by the correlator's real ingest path (CorrelatorSink.write)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from correlator.replies import normalise
+from tests.test_correlator_support import CORPUS, LOG, Harness, batch
+
+GMAIL_428 = (
+    "smtp;421-4.7.28 [{ip}      15] Gmail has detected an unusual rate of unsolicited mail originating from your IP "
+    "address. 421-4.7.28 https://support.google.com/mail/?p=UnsolicitedRateLimitError {gid} - gsmtp"
+)
+# Two more Gmail 4.7.28 deferrals of vmta1 that differ only in the per-message parts, one Yahoo
+# deferral of vmta2, and one Gmail bounce of vmta1 outside the queried window.
+THROTTLE = batch(f"{LOG}/diag-2024-05-01-0002.csv", f"""
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+t,2024-05-01 11:00:00+0000,2024-05-01 10:50:00+0000,news@shop.example,frank@gmail.com,delayed,4.7.28 (unusual rate),\
+"{GMAIL_428.format(ip='198.51.100.12', gid='d75a77b69052e-4a9b3b1c2f1si123456qtb.12')}",\
+gmail-smtp-in.l.google.com (142.250.1.27),,vmta1,J9,gmail.com/vmta1,pool-a
+t,2024-05-01 11:01:00+0000,2024-05-01 10:51:00+0000,news@shop.example,gina@gmail.com,delayed,4.7.28 (unusual rate),\
+"{GMAIL_428.format(ip='198.51.100.13', gid='a640c23a62f3a-5b0c4c2d3g2si99qtb.7')}",\
+gmail-smtp-in.l.google.com (142.250.1.27),,vmta1,J9,gmail.com/vmta1,pool-a
+t,2024-05-01 11:02:00+0000,2024-05-01 10:52:00+0000,news@shop.example,hank@yahoo.com,delayed,4.7.0 (TSS04),\
+smtp;421 4.7.0 [TSS04] Messages from 198.51.100.20 temporarily deferred,mta7.am0.yahoodns.net (67.195.1.1),,vmta2,\
+J9,yahoo.com/vmta2,pool-b
+""")
+WINDOW = {"since": "2024-05-01T10:00:00Z", "until": "2024-05-01T13:00:00Z"}
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
+    for b in (*CORPUS, THROTTLE):
+        harness.commit(b)
+    yield harness
+    harness.close()
+
+
+def test_normalise_takes_out_what_varies_per_message() -> None:
+    a = normalise(GMAIL_428.format(ip="198.51.100.12", gid="d75a77b69052e-4a9b3b1c2f1si123456qtb.12"))
+    b = normalise(GMAIL_428.format(ip="203.0.113.9", gid="x1si99qtb.7"))
+    assert a == b == (
+        "421-4.7.28 [<ip> 15] Gmail has detected an unusual rate of unsolicited mail originating from your IP "
+        "address. 421-4.7.28 https://support.google.com/mail/?p=UnsolicitedRateLimitError <id> - gsmtp")
+    assert normalise("smtp;550 5.1.1 <bob@yahoo.com>: user unknown") == "550 5.1.1 <<addr>>: user unknown"
+    assert normalise("250 2.0.0 OK  1718190000 s1si2.3 - gsmtp") == "250 2.0.0 OK <n> <id> - gsmtp"
+
+
+async def test_top_replies_of_one_vmta_and_isp(h: Harness) -> None:
+    async with h.client() as c:
+        r = await c.get("/api/v1/replies", params={"vmta": "vmta1", "isp": "gmail", **WINDOW})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["vmta"], body["isp"], body["total"], body["window_capped"], body["scan_limited"]) == (
+        ["vmta1"], ["gmail"], 5, False, False)
+    got = [(x["kind"], x["count"], x["reply"][:39], x["status"], x["vmta"], x["isp"]) for x in body["replies"]]
+    assert got == [
+        ("deferred", 2, "421-4.7.28 [<ip> 15] Gmail has detected", "4.7.28 (unusual rate)", "vmta1", "gmail"),
+        ("queue_deferred", 1, "421 later", "4.0.0 (other)", "vmta1", "gmail"),
+        ("queue_deferred", 1, "421 too many connections", "4.0.0 (other)", "vmta1", "gmail"),
+        ("deferred", 1, "421-4.7.28 unusual rate of unsolicited ", "4.7.28 (unusual rate)", "vmta1", "gmail"),
+    ]
+    top = body["replies"][0]
+    assert top["share"] == 0.4 and top["response_class"] == "deferred"  # the harness's class_of
+    assert (top["first_seen"], top["last_seen"]) == ("2024-05-01T11:00:00Z", "2024-05-01T11:01:00Z")
+    assert "198.51.100.1" in top["example"]
+
+
+async def test_all_vmtas_and_isps_as_grafana_sends_them(h: Harness) -> None:
+    async with h.client() as c:
+        every = (await c.get("/api/v1/replies", params={"vmta": ".*", "isp": "$__all", **WINDOW})).json()
+        two = (await c.get("/api/v1/replies", params={"vmta": "{vmta1,vmta2}", "isp": "yahoo", **WINDOW})).json()
+        limited = (await c.get("/api/v1/replies", params={"limit": 1, **WINDOW})).json()
+    assert every["vmta"] is None and every["isp"] is None
+    assert every["total"] == 8  # + bob's TSS04 deferral and bounce (vmta1, yahoo) and hank's deferral (vmta2)
+    assert sorted((x["vmta"], x["kind"], x["count"]) for x in two["replies"]) == [
+        ("vmta1", "bounced", 1), ("vmta1", "deferred", 1), ("vmta2", "deferred", 1)]
+    assert {x["isp"] for x in two["replies"]} == {"yahoo"}
+    assert [x["count"] for x in limited["replies"]] == [2] and limited["total"] == 8
+
+
+async def test_window_is_capped_and_bad_input_is_400(h: Harness) -> None:
+    async with h.client() as c:
+        capped = (await c.get("/api/v1/replies", params={"since": "2024-04-01T00:00:00Z",
+                                                        "until": "2024-05-01T13:00:00Z"})).json()
+        bad = [await c.get("/api/v1/replies", params=p) for p in (
+            {"limit": 0}, {"limit": 101}, {"since": "yesterday-ish"}, {"since": "2024-05-02", "until": "2024-05-01"},
+            {"vmta": ",".join(f"v{i}" for i in range(51))})]
+    assert capped["window_capped"] and capped["since"] == "2024-04-30T13:00:00Z"
+    assert [(r.status_code, r.json()["parameter"]) for r in bad] == [
+        (400, "limit"), (400, "limit"), (400, "since"), (400, "since"), (400, "vmta")]
+
+
+async def test_double_slash_from_an_infinity_base_url_with_a_trailing_slash(h: Harness) -> None:
+    async with h.client() as c:
+        r = await c.get("http://test//api/v1/replies", params={"vmta": "vmta1", "limit": 1, **WINDOW})
+        assert r.status_code == 308 and r.headers["location"].startswith("/api/v1/replies?vmta=vmta1&limit=1&")
+        followed = await c.get("http://test//api/v1/flows", params={"since": WINDOW["since"]}, follow_redirects=True)
+    assert followed.status_code == 200 and followed.json()["nodes"]
