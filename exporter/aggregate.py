@@ -11,6 +11,7 @@ alongside each checkpoint.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,6 +53,60 @@ _LATE = frozenset({"f", "rb", "rs", "r"})
 
 def _domain(address: str) -> str:
     return address[address.rfind("@") + 1 :].lower() if "@" in address else ""
+
+
+MAX_FUTURE = 86_400.0
+"""A record timestamp more than this ahead of the clock is not believed for the last-record gauge."""
+_GSMTP_ID = r"(^| )[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+ - gsmtp$"
+# Python's str `\s` also matches \x1c-\x1f (str.isspace); Rust's does not: listed so both agree.
+_LOCAL_PART = r"[^\s\x1c-\x1f<>()\[\]\"',;:]+@"
+
+
+def reply_key(diag: pl.Expr) -> pl.Expr:
+    """The reply as the reply classifier keys it (ReplyClassifier.classify): no Gmail id, no local parts."""
+    return diag.str.replace(_GSMTP_ID, " - gsmtp").str.replace_all(_LOCAL_PART, "*@", literal=False)
+
+
+def mx_host(mta: pl.Expr) -> pl.Expr:
+    """dsnMta without its `(ip)` part, which is all the ISP classifier reads of it ('' stays '')."""
+    host = mta.str.splitn("(", 2).struct.field("field_0").str.strip_chars().str.to_lowercase()
+    return pl.when(host == "").then(mta).otherwise(host)
+
+
+def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
+    """The columns the group-bys read, from one chunk's d/t/tq/b rows (keys reduced, times parsed)."""
+
+    def field(i: int) -> pl.Expr:
+        return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
+
+    def epoch(e: pl.Expr) -> pl.Expr:
+        iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
+        return pl.coalesce(iso, e.cast(pl.Float64, strict=False))
+
+    rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
+    t = pl.col("c0")
+    use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
+    vraw = (pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
+            .then(queue.str.splitn("/", 2).struct.field("field_1")).otherwise(vmta))
+    dom = (pl.when(use_queue).then(queue.str.splitn("/", 2).struct.field("field_0"))
+           .otherwise(rcpt.str.split("@").list.last()).str.to_lowercase())
+    timed = (t == "d") | (t == "t")
+    failure = t != "d"
+    diag = pl.when(failure).then(field(c.dsnDiag))
+    out = [
+        t.alias("t"), vraw.alias("v"), field(c.vmtaPool).alias("p"), dom.alias("dom"),
+        mx_host(field(c.dsnMta)).alias("host"),
+        pl.when(orig.str.contains("@", literal=True))
+        .then(orig.str.split("@").list.last().str.to_lowercase()).otherwise(pl.lit("")).alias("od"),
+        pl.when(failure).then(field(c.dsnStatus)).alias("st"), diag.alias("diag"), reply_key(diag).alias("ck"),
+        pl.when(failure).then(field(c.bounceCat)).alias("cat"),
+        pl.when(t == "d").then(field(c.dlvSize)).alias("size"),
+    ]
+    if has_times:
+        out += [field(c.timeLogged).alias("tl"), field(c.timeQueued).alias("tq"),
+                pl.when(timed).then(epoch(field(c.timeLogged))).alias("a"),
+                pl.when(timed).then(epoch(field(c.timeQueued))).alias("b")]
+    return out
 
 
 class _Capped:
@@ -103,6 +158,8 @@ class RecordAggregator(Collector):
         self._labels_cache: dict[tuple[str, str], tuple[str, str]] = {}
         self._sender_cache: dict[str, str] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
+        self._class_cache: dict[tuple[str, str, str, str], str] = {}
+        self._newest_ts: dict[str, float] = {}
 
     # --- label normalisation (cached) -----------------------------------------------------
     def _overflow(self, label: str) -> None:
@@ -162,183 +219,203 @@ class RecordAggregator(Collector):
         if types & _LATE:
             sub = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
             self._apply_late(sub, sub.rows)
+        if batch.repaired and self.self_metrics is not None:
+            self.self_metrics.records_repaired.labels(batch.source, "invalid_utf8").inc(batch.repaired)
         if self.self_metrics is not None and self.overflows:
             for label, n in self.overflows.items():
                 self.self_metrics.label_overflow.labels(label).inc(n)
             self.overflows.clear()
 
     def _apply_main(self, source: str, c: Columns, frame: pl.DataFrame) -> None:
-        """d/t/tq/b rows: three polars passes (derive; distinct values; every group-by at once).
+        """d/t/tq/b rows: group first in polars on reduced raw keys, then label the groups in Python.
 
-        Python only touches distinct values (labels, ISP, sender, reply class) and group results.
+        Keys are reduced before grouping the way the classifiers reduce them (dsnMta to its host,
+        replies without Gmail ids or address local parts), so a chunk has a few thousand groups
+        however unique its rows are; labels (caps, ISP, sender, class) are then decided once per
+        distinct key, in first-seen order, exactly as a row-by-row pass would.
         """
-
-        def field(i: int) -> pl.Expr:
-            return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
-
-        def epoch(e: pl.Expr) -> pl.Expr:
-            iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
-            return pl.coalesce(iso, e.cast(pl.Float64, strict=False))
-
         has_orig = c.orig >= 0
         has_times = c.timeLogged >= 0 and c.timeQueued >= 0
-        rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
-        t = pl.col("c0")
-        use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
-        vraw = (pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
-                .then(queue.str.splitn("/", 2).struct.field("field_1")).otherwise(vmta))
-        dom = (pl.when(use_queue).then(queue.str.splitn("/", 2).struct.field("field_0"))
-               .otherwise(rcpt.str.split("@").list.last()).str.to_lowercase())
-        timed = (t == "d") | (t == "t")
-        # Pass 1: the columns everything else reads.
-        df = frame.lazy().filter(t.is_in(list(_MAIN))).select(
-            t=t,
-            vp=pl.concat_str([vraw, field(c.vmtaPool)], separator=SEP),
-            ik=pl.concat_str([dom, field(c.dsnMta)], separator=SEP),
-            odom=pl.when(orig.str.contains("@", literal=True))
-            .then(orig.str.split("@").list.last().str.to_lowercase()).otherwise(pl.lit("")),
-            ck=pl.concat_str([field(c.dsnStatus), field(c.dsnDiag), field(c.bounceCat)], separator=SEP),
-            cat=field(c.bounceCat),
-            size=field(c.dlvSize),
-            tl=field(c.timeLogged),
-            tq=field(c.timeQueued),
-            a=pl.when(timed).then(epoch(field(c.timeLogged))) if has_times else pl.lit(None, pl.Float64),
-            b=pl.when(timed).then(epoch(field(c.timeQueued))) if has_times else pl.lit(None, pl.Float64),
-        ).collect()
-        # Pass 2: distinct values, mapped by the Python classifiers (first-seen order keeps caps stable).
-        lz = df.lazy()
-        rest_keys = pl.concat_str([pl.col("ik"), pl.col("ck")], separator=SEP)
-        plans = [lz.select(pl.col("vp").unique(maintain_order=True)),
-                 lz.select(pl.col("ik").unique(maintain_order=True)),
-                 lz.select(pl.col("odom").unique(maintain_order=True)),
-                 lz.filter(pl.col("t") != "d").select(rest_keys.unique(maintain_order=True).alias("k"))]
-        if has_times:
-            timed = pl.col("t").is_in(["d", "t"])
-            plans += [lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique()),
-                      lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())]
-        uniq = [f.to_series().to_list() for f in pl.collect_all(plans)]
-        vp = {k: self._vmta_pool(*k.split(SEP, 1)) for k in uniq[0]}
-        isp = {k: self._isp(*k.split(SEP, 1)) for k in uniq[1]}
-        senders = {k: self._sender_for_domain(k) for k in uniq[2]}
-        classes = {}
-        for k in uniq[3]:
-            d_, mta, status, rest_ = k.split(SEP, 3)
-            diag, cat = rest_.rsplit(SEP, 1)
-            classes[k] = self.class_of(isp[d_ + SEP + mta], status, diag, cat)
-        lab = lz.with_columns(
-            v=pl.col("vp").replace_strict({k: x[0] for k, x in vp.items()}, return_dtype=pl.String),
-            p=pl.col("vp").replace_strict({k: x[1] for k, x in vp.items()}, return_dtype=pl.String),
-            isp=pl.col("ik").replace_strict(isp, return_dtype=pl.String),
-            sender=pl.col("odom").replace_strict(senders, return_dtype=pl.String),
-        )
-        odd = {v: parse_pmta_time(v) for v in (uniq[4] + uniq[5] if has_times else [])}
-        if odd:  # other ISO spellings some PMTA versions write: Python's parser, distinct values only
-            lab = lab.with_columns(
-                a=pl.coalesce(pl.col("a"), pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
-                b=pl.coalesce(pl.col("b"), pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
-            )
-        # Pass 3: the labelled rows, materialised once; pass 4: every aggregate in one collect_all.
-        lab = lab.with_columns(
-            cls=pl.when(pl.col("t") != "d").then(rest_keys.replace_strict(classes, default="", return_dtype=pl.String)),
-        ).collect().lazy()
-        rest = lab.filter(pl.col("t") != "d").with_columns(
-            catl=pl.when((pl.col("cat") == "") | (pl.col("cat") == "success")).then(pl.lit(PLACEHOLDER_NONE))
-            .when(pl.col("cat").is_in(list(BOUNCE_CATEGORIES))).then(pl.col("cat"))
-            .otherwise(pl.lit(PLACEHOLDER_UNKNOWN)),
-        )
-        d = lab.filter(pl.col("t") == "d")
-        size_ok = pl.col("size").str.contains(r"^[0-9]+$")
-        ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
-        out: dict[str, pl.LazyFrame] = {
-            "overflow": lab.select(
-                v=(pl.col("v") == PLACEHOLDER_OVERFLOW).sum(), p=(pl.col("p") == PLACEHOLDER_OVERFLOW).sum(),
-                s=(pl.col("sender") == PLACEHOLDER_OTHER).sum(),
-                bad=(pl.col("t").is_in(["d", "t"]) & ~ok).sum()),
-            "failures": rest.group_by(["t", "v", "p", "isp", "cls", "catl"]).len(),
-            "delivered": d.group_by(["v", "p", "isp"]).agg(
-                n=pl.len(), nbytes=size_ok.sum(),
-                bytes=pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum()),
+        derived = frame.lazy().filter(pl.col("c0").is_in(list(_MAIN))).select(_derive(c, has_times)).collect()
+        lz = derived.lazy()
+        timed = pl.col("t").is_in(["d", "t"])
+        first: dict[str, pl.LazyFrame] = {
+            "vp": lz.group_by(["v", "p"], maintain_order=True).len(),
+            "ik": lz.select("dom", "host").unique(maintain_order=True),
         }
         if has_orig:
-            out["s_delivered"] = d.group_by(["sender", "isp"]).len()
-            out["s_failures"] = rest.filter(pl.col("t") != "tq").group_by(["t", "sender", "isp", "cls"]).len()
+            first["od"] = lz.group_by("od", maintain_order=True).len()
         if has_times:
-            out["delay"] = self._histogram_plan(d.filter(ok), ["v", "p", "isp"])
-            out["newest"] = d.filter(ok).select(pl.col("a").max())
-            out["age"] = self._histogram_plan(rest.filter((pl.col("t") == "t") & ok), ["p", "isp"])
-        res = dict(zip(out, pl.collect_all(list(out.values())), strict=True))
-
-        nv, np_, ns, bad = res["overflow"].row(0)
+            first["tl"] = lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
+            first["tq"] = lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())
+        got = dict(zip(first, pl.collect_all(list(first.values())), strict=True))
+        # Labels of every distinct key, in first-seen order (caps admit values in that order).
+        vp = {}
+        nv = np_ = 0
+        for v, p, n in got["vp"].iter_rows():
+            vp[(v, p)] = labels = self._vmta_pool(v, p)
+            nv += n if labels[0] == PLACEHOLDER_OVERFLOW else 0
+            np_ += n if labels[1] == PLACEHOLDER_OVERFLOW else 0
+        isp = {(d, h): self._isp(d, h) for d, h in got["ik"].iter_rows()}
+        senders: dict[str, str] = {}
+        ns = 0
+        if has_orig:
+            for od, n in got["od"].iter_rows():
+                senders[od] = sender = self._sender_for_domain(od)
+                ns += n if sender == PLACEHOLDER_OTHER else 0
         for label, n in (("vmta", nv), ("vmta_pool", np_), ("sender", ns if self._sender_auto.cap else 0)):
             if n:
                 self.overflows[label] = self.overflows.get(label, 0) + n
         if has_times:
-            self._bad_times(source, bad)
-        self._merge_failures(res["failures"])
-        self._merge_delivered(res["delivered"])
+            odd = {x: parse_pmta_time(x) for x in got["tl"].to_series().to_list() + got["tq"].to_series().to_list()}
+            if odd:  # other ISO spellings some PMTA versions write: Python's parser, distinct values only
+                lz = lz.with_columns(
+                    a=pl.coalesce("a", pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
+                    b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
+                )
+        res = dict(zip(*self._group_plans(lz, has_orig, has_times), strict=True))
+        self._merge_delivered(res["delivered"], vp, isp, has_times)
+        self._merge_failures(res["failures"], vp, isp, has_times)
         if has_orig:
-            self._merge("pmta_sender_delivered_total", {(s, i): n for s, i, n in res["s_delivered"].iter_rows()})
-            for typ, name in (("b", "pmta_sender_bounced_total"), ("t", "pmta_sender_deferred_total")):
-                self._merge(name, {(s, i, k): n for x, s, i, k, n in res["s_failures"].iter_rows() if x == typ})
+            self._merge_senders(res, senders, isp)
         if has_times:
-            self._merge_histogram("pmta_delivery_delay_seconds", res["delay"], 3)
-            self._merge_histogram("pmta_deferral_age_seconds", res["age"], 2)
-            top = res["newest"].item()
-            if top is not None and self.self_metrics is not None:
-                self.self_metrics.last_record_ts.labels(source).set(float(top))
+            bad, neg, newest = res["times"].row(0)
+            self._bad_times(source, bad)
+            if neg and self.self_metrics is not None:
+                self.self_metrics.negative_delays.labels(source).inc(neg)
+            if newest is not None:
+                self._newest(source, float(newest))
 
-    def _histogram_plan(self, lf: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
-        """Per label set: a count per bucket (le semantics: bisect_left) and the sum of max(a - b, 0)."""
+    def _group_plans(self, lz: pl.LazyFrame, has_orig: bool, has_times: bool) -> tuple[list[str], list[pl.DataFrame]]:
+        """Every aggregate of one chunk in one collect_all (polars shares the common input)."""
+        ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
         delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
-        idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in self.bounds])
-        width = len(self.bounds) + 1
-        return lf.with_columns(delay=delay, idx=idx).group_by(keys).agg(
-            *[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(width)], s=pl.col("delay").sum())
+        hist: list[pl.Expr] = []
+        if has_times:
+            idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in self.bounds])
+            lz = lz.with_columns(ok=ok, idx=pl.when(ok).then(idx), delay=pl.when(ok).then(delay))
+            hist = [*[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(len(self.bounds) + 1)],
+                    pl.col("delay").sum().alias("s"), pl.col("ok").sum().alias("nok")]
+        d = lz.filter(pl.col("t") == "d")
+        rest = lz.filter(pl.col("t") != "d")
+        size_ok = pl.col("size").str.contains(r"^[0-9]+$")
+        plans: dict[str, pl.LazyFrame] = {
+            "delivered": d.group_by(["v", "p", "dom", "host"], maintain_order=True).agg(
+                pl.len().alias("n"), size_ok.sum().alias("nbytes"),
+                pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum().alias("bytes"),
+                *hist),
+            "failures": rest.group_by(["t", "v", "p", "dom", "host", "st", "ck", "cat"], maintain_order=True).agg(
+                pl.len().alias("n"), pl.col("diag").first(),
+                *[(pl.col("idx").filter(pl.col("t") == "t") == i).sum().alias(f"b{i}")
+                  for i in range(len(self.bounds) + 1) if has_times],
+                *([pl.col("delay").filter(pl.col("t") == "t").sum().alias("s"),
+                   pl.col("ok").filter(pl.col("t") == "t").sum().alias("nok")] if has_times else []),
+            ),
+        }
+        if has_orig:
+            plans["s_delivered"] = d.group_by(["od", "dom", "host"], maintain_order=True).len()
+            plans["s_failures"] = rest.filter(pl.col("t") != "tq").group_by(
+                ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
+            ).agg(pl.len(), pl.col("diag").first())
+        if has_times:
+            timed = pl.col("t").is_in(["d", "t"])
+            plans["times"] = lz.select(
+                bad=(timed & ~ok).sum(), neg=(timed & ok & (pl.col("a") < pl.col("b"))).sum(),
+                newest=pl.col("a").filter(timed).max())
+        return list(plans), pl.collect_all(list(plans.values()))
+
+    def _class(self, isp: str, st: str, ck: str, cat: str, diag: str) -> str:
+        """Reply class of a group: keyed by the reduced text, decided on one raw text of the group."""
+        key = (isp, st, ck, cat)
+        cls = self._class_cache.get(key)
+        if cls is None:
+            if len(self._class_cache) >= _CACHE_LIMIT:
+                self._class_cache.clear()
+            cls = self._class_cache[key] = self.class_of(isp, st, diag, cat)
+        return cls
+
+    def _newest(self, source: str, ts: float) -> None:
+        """watchtower_last_record_timestamp_seconds: never backwards, never more than a day ahead of now."""
+        if self.self_metrics is None or ts > time.time() + MAX_FUTURE or ts <= self._newest_ts.get(source, -1.0):
+            return
+        self._newest_ts[source] = ts
+        self.self_metrics.last_record_ts.labels(source).set(ts)
 
     def _bad_times(self, source: str, n: int) -> None:
         if n and self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
 
-    def _merge_failures(self, grouped: pl.DataFrame) -> None:
-        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total."""
-        bounced = self.counters["pmta_bounced_total"]
-        deferred = self.counters["pmta_deferred_total"]
-        dirty = self.dirty
-        for typ, v, p, isp, cls, catl, n in grouped.iter_rows():
-            if typ == "b":
-                key, name, series = (v, p, isp, catl, cls), "pmta_bounced_total", bounced
-            else:
-                key, name, series = (v, p, isp, cls), "pmta_deferred_total", deferred
-            series[key] = series.get(key, 0) + n
-            dirty.add((name, key))
-
-    def _merge_delivered(self, grouped: pl.DataFrame) -> None:
+    def _merge_delivered(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
         delivered = self.counters["pmta_delivered_total"]
         dbytes = self.counters["pmta_delivered_bytes_total"]
+        hists = self.histograms["pmta_delivery_delay_seconds"]
         dirty = self.dirty
-        for v, p, isp, n, nbytes, total in grouped.iter_rows():
-            key = (v, p, isp)
+        width = len(self.bounds) + 2
+        for row in grouped.iter_rows():
+            v, p, dom, host, n, nbytes, total = row[:7]
+            key = (*vp[(v, p)], isp[(dom, host)])
             delivered[key] = delivered.get(key, 0) + n
             dirty.add(("pmta_delivered_total", key))
             if nbytes:
                 dbytes[key] = dbytes.get(key, 0) + total
                 dirty.add(("pmta_delivered_bytes_total", key))
+            if has_times and row[7 + width]:
+                self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[7:7 + width])
 
-    def _merge_histogram(self, name: str, grouped: pl.DataFrame, nk: int) -> None:
-        series = self.histograms[name]
+    def _add_hist(self, series: dict[Key, list[float]], name: str, key: Key, values: tuple) -> None:
+        h = series.get(key)
+        if h is None:
+            series[key] = [float(x or 0) for x in values]
+        else:
+            for i, x in enumerate(values):
+                h[i] += x or 0
+        self.dirty.add((name, key))
+
+    def _merge_failures(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
+        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total; t ages -> pmta_deferral_age_seconds."""
+        bounced = self.counters["pmta_bounced_total"]
+        deferred = self.counters["pmta_deferred_total"]
+        ages = self.histograms["pmta_deferral_age_seconds"]
         dirty = self.dirty
+        width = len(self.bounds) + 2
         for row in grouped.iter_rows():
-            key = tuple(row[:nk])
-            h = series.get(key)
-            series[key] = list(row[nk:]) if h is None else [x + y for x, y in zip(h, row[nk:], strict=True)]
+            typ, v, p, dom, host, st, ck, cat, n, diag = row[:10]
+            vl, pl_ = vp[(v, p)]
+            i = isp[(dom, host)]
+            cls = self._class(i, st, ck, cat, diag)
+            if typ == "b":
+                catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
+                    cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
+                key, name, series = (vl, pl_, i, catl, cls), "pmta_bounced_total", bounced
+            else:
+                key, name, series = (vl, pl_, i, cls), "pmta_deferred_total", deferred
+            series[key] = series.get(key, 0) + n
             dirty.add((name, key))
+            if has_times and typ == "t" and row[10 + width]:
+                self._add_hist(ages, "pmta_deferral_age_seconds", (pl_, i), row[10:10 + width])
+
+    def _merge_senders(self, res: dict[str, pl.DataFrame], senders: dict[str, str], isp: dict) -> None:
+        local: dict[Key, int] = {}
+        for od, dom, host, n in res["s_delivered"].iter_rows():
+            key = (senders[od], isp[(dom, host)])
+            local[key] = local.get(key, 0) + n
+        self._merge("pmta_sender_delivered_total", local)
+        bounced: dict[Key, int] = {}
+        deferred: dict[Key, int] = {}
+        for typ, od, dom, host, st, ck, cat, n, diag in res["s_failures"].iter_rows():
+            i = isp[(dom, host)]
+            key = (senders[od], i, self._class(i, st, ck, cat, diag))
+            target = bounced if typ == "b" else deferred
+            target[key] = target.get(key, 0) + n
+        self._merge("pmta_sender_bounced_total", bounced)
+        self._merge("pmta_sender_deferred_total", deferred)
 
     def _apply_late(self, batch: RecordBatch, rows: list[list[str]]) -> None:
-        """f, rb and rs records: rare, so clarity over speed; vmta/pool attributed when missing."""
+        """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r)."""
         c = batch.columns
 
-        def missing(row: list[str]) -> bool:
-            return c.vmta < 0 or not row[c.vmta]
+        def missing(row: list[str]) -> bool:  # r (a reception) has no delivery to attribute: `none` if empty
+            return (c.vmta < 0 or not row[c.vmta]) and row[c.type] != "r"
 
         need = [r for r in rows if missing(r)]
         hits = self.lookup_vmta(c, need) if need and self.lookup_vmta is not None else [None] * len(need)
@@ -347,13 +424,14 @@ class RecordAggregator(Collector):
         s_compl: dict[Key, int] = {}
         rbounced: dict[Key, int] = {}
         rstatus: dict[Key, int] = {}
+        received: dict[Key, int] = {}
         for row in rows:
             t = row[c.type]
             if missing(row):
                 hit = found[id(row)]
                 v, p = self._vmta_pool(*hit) if hit else (PLACEHOLDER_UNKNOWN, PLACEHOLDER_UNKNOWN)
             else:
-                v, p = self._vmta_pool(row[c.vmta], row[c.vmtaPool] if c.vmtaPool >= 0 else "")
+                v, p = self._vmta_pool(row[c.vmta] if c.vmta >= 0 else "", row[c.vmtaPool] if c.vmtaPool >= 0 else "")
             if v == PLACEHOLDER_OVERFLOW:
                 self._overflow("vmta")
             if p == PLACEHOLDER_OVERFLOW:
@@ -382,14 +460,17 @@ class RecordAggregator(Collector):
                     cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
                 key = (v, p, isp, cat, cls)
                 rbounced[key] = rbounced.get(key, 0) + 1
-            else:
+            elif t == "rs":
                 action = (row[c.dsnAction] if c.dsnAction >= 0 else "").strip().lower()
                 key = (v, p, isp, action if action in DSN_ACTIONS else PLACEHOLDER_UNKNOWN)
                 rstatus[key] = rstatus.get(key, 0) + 1
+            else:  # r: a reception, counted under the vmta/pool it was received for
+                received[(v, p)] = received.get((v, p), 0) + 1
         self._merge("pmta_complaints_total", complaints)
         self._merge("pmta_sender_complaints_total", s_compl)
         self._merge("pmta_remote_bounced_total", rbounced)
         self._merge("pmta_remote_status_total", rstatus)
+        self._merge("pmta_received_total", received)
 
     def _merge(self, name: str, local: dict[Key, int]) -> None:
         if not local:

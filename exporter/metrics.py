@@ -110,6 +110,12 @@ METRICS: tuple[MetricSpec, ...] = (
                "Valid records of a type the source does not feed (its `records` list).", ("source", "type"), "self"),
     MetricSpec("watchtower_parse_errors_total", "counter", "Lines that could not be used, by reason.",
                ("source", "reason"), "self"),
+    MetricSpec("watchtower_records_repaired_total", "counter",
+               "Records used after repair: invalid UTF-8 bytes replaced by U+FFFD (reason `invalid_utf8`).",
+               ("source", "reason"), "self"),
+    MetricSpec("watchtower_negative_delays_total", "counter",
+               "d/t records whose timeLogged precedes timeQueued (clock skew); counted in the histograms as 0.",
+               ("source",), "self"),
     MetricSpec("watchtower_lines_read_total", "counter", "Complete lines read, headers and bad lines included.",
                ("source",), "self"),
     MetricSpec("watchtower_bytes_read_total", "counter", "Bytes consumed from accounting files.", ("source",), "self"),
@@ -215,6 +221,8 @@ class SelfMetrics:
         self.last_checkpoint_ts = m("watchtower_last_checkpoint_timestamp_seconds")
         self.checkpoint_errors = m("watchtower_checkpoint_errors_total")
         self.label_overflow = m("watchtower_label_overflow_total")
+        self.records_repaired = m("watchtower_records_repaired_total")
+        self.negative_delays = m("watchtower_negative_delays_total")
 
     def init_source(self, source: str) -> None:
         """Create a source's series at 0 so rate() works from the first scrape."""
@@ -224,6 +232,8 @@ class SelfMetrics:
             self.parse_errors.labels(source, reason)
         for reason in READ_ERROR_REASONS:
             self.read_errors.labels(source, reason)
+        self.records_repaired.labels(source, "invalid_utf8")
+        self.negative_delays.labels(source)
         for metric in (self.lines_read, self.bytes_read, self.file_opens, self.rotations, self.truncations,
                        self.files_followed, self.bytes_behind):
             metric.labels(source)

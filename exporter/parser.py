@@ -8,10 +8,15 @@ that swallows the lines after it.
 
 Fast path: polars parses the whole chunk with a sentinel field appended to every line, so a
 valid row has the sentinel exactly after its last column and a short row has it earlier; long
-rows, bad quoting and bad UTF-8 make polars refuse the chunk, and a row count that differs from
-the line count reveals a quoted newline. Any such chunk takes the exact path instead: one
-`csv.reader` over the chunk, and line by line where a line is malformed, so every error is
-counted once against its own line.
+rows and bad quoting make polars refuse the chunk, and a row count that differs from the line
+count reveals a quoted newline. Any such chunk takes the exact path instead: one `csv.reader`
+over the chunk, and line by line where a line is malformed, so every error is counted once
+against its own line.
+
+Invalid UTF-8 (remote MXs answer in latin-1: `Empf\xe4nger unbekannt`) does not cost the record:
+undecodable bytes become U+FFFD, the record is used, and `repaired` counts such records. Only the
+bad lines are located (by decoding); the chunk stays on the fast path, read with polars' lossy
+decoder, which substitutes exactly as Python's `errors="replace"` does.
 """
 
 from __future__ import annotations
@@ -41,6 +46,29 @@ def _schema(n: int) -> dict[str, type[pl.DataType]]:
     if schema is None:
         schema = _SCHEMAS[n] = {col(i): pl.String for i in range(n + 1)}
     return schema
+
+
+_SENTINEL_EOL = ("," + SENTINEL + "\n").encode()
+
+
+def invalid_utf8_lines(data: bytes) -> list[int]:
+    """0-based indexes of the lines of `data` holding invalid UTF-8 (usually none: one C-speed decode)."""
+    try:
+        data.decode("utf-8")
+        return []
+    except UnicodeDecodeError as exc:
+        pos = exc.start
+    bad: list[int] = []
+    while True:
+        start = data.rfind(b"\n", 0, pos) + 1
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        bad.append(data.count(b"\n", 0, start))
+        try:
+            data[end:].decode("utf-8")
+            return bad
+        except UnicodeDecodeError as exc:
+            pos = end + exc.start
 
 
 class _Fallback(Exception):
@@ -74,7 +102,8 @@ class ErrorLog:
 class FileParser:
     """Parsing state of one file: its header and how many lines have been consumed."""
 
-    __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast")
+    __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast",
+                 "repaired")
 
     def __init__(
         self,
@@ -98,6 +127,8 @@ class FileParser:
         self.errors: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         self.read: dict[str, int] = {}
+        self.repaired = 0
+        """Records of the last `parse()` that held invalid UTF-8 (also set on the batch it returned)."""
 
     def reset(self) -> None:
         """The file was truncated or replaced: forget its header and start at line 0."""
@@ -110,10 +141,13 @@ class FileParser:
 
     def parse(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """Rows of the complete lines in `data`; returns (batch or None, number of lines consumed)."""
+        self.repaired = 0
         fast = self._parse_frame(data) if self.fast else None
-        if fast is not None:
-            return fast
-        return self._parse_exact(data)
+        if fast is None:
+            fast = self._parse_exact(data)
+        if fast[0] is not None:
+            fast[0].repaired = self.repaired
+        return fast
 
     def _parse_frame(self, data: bytes) -> tuple[RecordBatch | None, int] | None:
         """The polars path; None when the chunk needs the exact path."""
@@ -123,7 +157,7 @@ class FileParser:
         if body.startswith(b"type"):  # a file's first chunk: its header line
             nl = body.find(b"\n")
             try:
-                row = next(csv.reader([body[:nl].decode("utf-8")], strict=True))
+                row = next(csv.reader([body[:nl].decode("utf-8", "replace").removesuffix("\r")], strict=True))
             except (UnicodeDecodeError, csv.Error, StopIteration):
                 return None
             if not is_header(row):
@@ -141,10 +175,13 @@ class FileParser:
             self.line_no += head_lines
             return None, head_lines
         n = len(columns.names)
+        bad_utf8 = invalid_utf8_lines(body)
+        if b"\r\n" in body:
+            body = body.replace(b"\r\n", b"\n")
         try:
             frame = pl.read_csv(
-                io.BytesIO(body.replace(b"\r\n", b"\n").replace(b"\n", b"," + SENTINEL.encode() + b"\n")),
-                has_header=False, schema=_schema(n), quote_char='"', raise_if_empty=False,
+                io.BytesIO(body.replace(b"\n", _SENTINEL_EOL)), has_header=False, schema=_schema(n),
+                quote_char='"', raise_if_empty=False, encoding="utf8-lossy" if bad_utf8 else "utf8",
             )
         except Exception:  # noqa: BLE001 - polars raises several types; the exact path explains
             return None
@@ -176,6 +213,8 @@ class FileParser:
                 good = good.filter(t.is_in(list(allowed)))
         for typ, cnt in good.get_column("c0").value_counts().iter_rows():
             self.read[typ] = self.read.get(typ, 0) + cnt
+        if bad_utf8 and good.height:
+            self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
         if not good.height:
             return None, head_lines + nlines
         good = good.drop(col(n))
@@ -193,15 +232,8 @@ class FileParser:
 
     def _parse_exact(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """The exact path: csv.reader over the chunk, line by line where a line is malformed."""
-        try:
-            lines: list[str | None] = data.decode("utf-8").split("\n")  # type: ignore[assignment]
-        except UnicodeDecodeError:
-            lines = []
-            for raw in data.split(b"\n"):
-                try:
-                    lines.append(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    lines.append(None)
+        bad_utf8 = invalid_utf8_lines(data)
+        lines = data.decode("utf-8", "replace").split("\n") if bad_utf8 else data.decode("utf-8").split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the empty tail after the final newline
         base = self.line_no
@@ -209,9 +241,7 @@ class FileParser:
         batch_rows: list[list[str]] = []
         numbers: list[int] = []
         try:
-            if None in lines:
-                raise _Fallback
-            self._parse_rows(csv.reader(lines, strict=True), base, batch_rows, numbers, len(lines))  # type: ignore[arg-type]
+            self._parse_rows(csv.reader(lines, strict=True), base, batch_rows, numbers, len(lines))
         except (_Fallback, csv.Error):
             batch_rows.clear()
             numbers.clear()
@@ -221,6 +251,9 @@ class FileParser:
             self.read.clear()
             self._parse_each(lines, base, batch_rows, numbers)
         self.line_no = base + len(lines)
+        if bad_utf8 and batch_rows:
+            used = set(numbers)
+            self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in used)
         if not batch_rows or self.columns is None:
             return None, len(lines)
         return RecordBatch(self.source, self.path, self.columns, batch_rows, numbers), len(lines)
@@ -272,15 +305,10 @@ class FileParser:
             self.skipped[t] = self.skipped.get(t, 0) + 1
         return self.columns
 
-    def _parse_each(
-        self, lines: list[str | None], base: int, out: list[list[str]], numbers: list[int]
-    ) -> None:
+    def _parse_each(self, lines: list[str], base: int, out: list[list[str]], numbers: list[int]) -> None:
         """Slow path for a chunk with a malformed line: each line parsed alone, errors pinned to it."""
         allowed = self.allowed
         for i, line in enumerate(lines, start=1):
-            if line is None:
-                self._error("invalid_utf8", base + i, "<undecodable bytes>")
-                continue
             try:
                 parsed = list(csv.reader([line], strict=True))
             except csv.Error:

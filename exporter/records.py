@@ -119,7 +119,7 @@ class RecordBatch:
     the other on first use, so the aggregator reads the frame and the correlator the rows.
     """
 
-    __slots__ = ("source", "path", "columns", "file_id", "_rows", "_lines", "_frame")
+    __slots__ = ("source", "path", "columns", "file_id", "repaired", "_rows", "_lines", "_frame")
 
     def __init__(
         self,
@@ -136,6 +136,8 @@ class RecordBatch:
         self.columns = columns
         self.file_id = file_id
         """Stable id of the file (kept across renames and restarts); (file_id, line number) names a record."""
+        self.repaired = 0
+        """Rows whose invalid UTF-8 bytes were replaced by U+FFFD (counted once, by the aggregator)."""
         self._rows = rows
         self._lines = line_numbers
         self._frame = frame
@@ -170,6 +172,16 @@ class RecordBatch:
             frame = frame.with_columns([pl.col(col(i)).replace("", None) for i in range(n)])
             self._frame = frame.with_columns(pl.Series(LINE, self.line_numbers, dtype=pl.Int64))
         return self._frame
+
+    def slice(self, start: int, stop: int) -> RecordBatch:
+        """Rows [start, stop) as a batch of the same file (the state writer commits big batches in slices)."""
+        if self._frame is not None:
+            part = RecordBatch(self.source, self.path, self.columns, file_id=self.file_id,
+                               frame=self._frame.slice(start, stop - start))
+        else:
+            part = RecordBatch(self.source, self.path, self.columns, self.rows[start:stop],
+                               self.line_numbers[start:stop], file_id=self.file_id)
+        return part
 
     def __len__(self) -> int:
         if self._rows is not None:

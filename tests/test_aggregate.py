@@ -128,3 +128,109 @@ def test_a_domain_placed_by_its_mx_keeps_its_isp_on_records_without_mx():
     agg.apply(batch_of([no_mx]))
     assert value(agg, "pmta_deferred_total", vmta="vmta-1", vmta_pool="pool-a", isp="office365",
                  **{"class": "other"}) == 2
+
+
+def test_receipts_count_as_received_not_as_remote_status():
+    """#8 defect 5: r records were counted as pmta_remote_status_total{action="unknown"}."""
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg), lookup_vmta=lambda cols, rows: [None] * len(rows))
+    r = "r,2026-11-25 12:00:00+0000,,a@s1.com,u1@gmail.com,,,,,,vmta-1,pool-a,,"
+    rs = "rs,2026-11-25 12:00:00+0000,,a@s1.com,u1@gmail.com,,,,,,vmta-1,pool-a,,"
+    agg.apply(batch_of([r, r, r.replace("vmta-1,pool-a", ","), rs]))
+    assert value(agg, "pmta_received_total", vmta="vmta-1", vmta_pool="pool-a") == 2
+    assert value(agg, "pmta_received_total", vmta="none", vmta_pool="none") == 1
+    assert agg.series_counts()["pmta_remote_status_total"] == 1
+    assert value(agg, "pmta_remote_status_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail",
+                 action="unknown") == 1
+
+
+def test_last_record_timestamp_never_goes_backwards_nor_into_the_far_future():
+    import time
+
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg))
+    d = "d,{t},{q},a@s1.com,u1@gmail.com,2.0.0,ok,,success,1,vmta-1,pool-a,,"
+
+    def last() -> float | None:
+        return reg.get_sample_value("watchtower_last_record_timestamp_seconds", {"source": "acct"})
+
+    agg.apply(batch_of([d.format(t=1764072000, q=1764071000)]))
+    assert last() == 1764072000
+    agg.apply(batch_of([d.format(t=1764000000, q=1763999000)]))  # an older file read later
+    assert last() == 1764072000
+    agg.apply(batch_of([d.format(t=4102444800, q=4102444000)]))  # year 2100: a broken clock
+    assert last() == 1764072000
+    soon = int(time.time()) + 3600
+    agg.apply(batch_of([d.format(t=soon, q=soon - 10)]))
+    assert last() == soon
+
+
+def test_negative_delays_are_counted_and_observed_as_zero():
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg))
+    d = "d,{t},{q},a@s1.com,u1@gmail.com,2.0.0,ok,,success,1,vmta-1,pool-a,,"
+    t = "t,{t},{q},a@s1.com,u1@gmail.com,4.0.0,later,,,,vmta-1,pool-a,,"
+    agg.apply(batch_of([d.format(t=1000, q=1100), d.format(t=1000, q=900), t.format(t=1000, q=1001)]))
+    assert reg.get_sample_value("watchtower_negative_delays_total", {"source": "acct"}) == 2
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    assert value(agg, "pmta_delivery_delay_seconds_count", **labels) == 2
+    assert value(agg, "pmta_delivery_delay_seconds_sum", **labels) == 100
+    assert value(agg, "pmta_delivery_delay_seconds_bucket", le="1.0", **labels) == 1
+
+
+def test_repaired_records_are_counted_by_the_aggregator():
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg))
+    line = b"b,1000,900,a@s1.com,u@gmx.de,5.1.1,smtp;550 5.1.1 Empf\xe4nger unbekannt,,bad-mailbox,,v,p,,\n"
+    batch, _ = FileParser("acct", "/x/a.csv", None).parse(HEADER.encode() + b"\n" + line)
+    agg.apply(batch)
+    assert reg.get_sample_value("watchtower_records_repaired_total", {"source": "acct", "reason": "invalid_utf8"}) == 1
+    assert value(agg, "pmta_bounced_total", vmta="v", vmta_pool="p", isp="other", category="bad-mailbox",
+                 **{"class": "user_unknown"}) == 1
+
+
+def test_reduced_keys_give_the_labels_of_the_raw_rows():
+    """dsnMta IPs and per-message reply ids are grouped away before classification, labels unchanged."""
+    from exporter.classify import IspClassifier, ReplyClassifier
+
+    isp, replies = IspClassifier.load(), ReplyClassifier.load()
+    seen: list[tuple[str, str]] = []
+
+    def isp_of(dom: str, mta: str) -> str:
+        seen.append((dom, mta))
+        return isp.classify(dom, mta)
+
+    agg = RecordAggregator(isp_of, replies.classify, buckets=[1.0])
+    t = ("t,1000,900,a@s1.com,u{n}@gmail.com,4.7.28,\"smtp;421-4.7.28 [10.1.1.1] Our system has detected an unusual "
+         "rate of unsolicited mail originating from your IP address. s{n}si{m}lfe.{n} - gsmtp\","
+         "gmail-smtp-in.l.google.com (142.250.{n}.{m}),,,vmta-1,pool-a,gmail.com/vmta-1,")
+    b = ("b,1000,900,a@s1.com,U{n}.x@Tiny.Example,5.1.1,\"smtp;550 5.1.1 <u{n}.x@tiny.example>: Recipient address "
+         "rejected: User unknown\",mx.tiny.example (203.0.{n}.{m}),bad-mailbox,,vmta-1,pool-a,tiny.example/vmta-1,")
+    agg.apply(batch_of([x.format(n=n, m=n * 7) for n in range(1, 60) for x in (t, b)]))
+    assert sorted(seen) == [("gmail.com", "gmail-smtp-in.l.google.com"), ("tiny.example", "mx.tiny.example")]
+    assert value(agg, "pmta_deferred_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail",
+                 **{"class": "throttled"}) == 59
+    assert value(agg, "pmta_bounced_total", vmta="vmta-1", vmta_pool="pool-a", isp="other",
+                 category="bad-mailbox", **{"class": "user_unknown"}) == 59
+    assert len(agg._class_cache) == 2
+
+
+def test_polars_reply_key_matches_the_classifiers_own_normalisation():
+    import polars as pl
+
+    from exporter.aggregate import reply_key
+    from exporter.classify.replies import normalize_reply
+
+    texts = ["smtp;452-4.2.2 over quota. s142si14934335lfe.256 - gsmtp", "x.1 - gsmtp", " - gsmtp",
+             "a b.12 c.34 - gsmtp", "550 <john.doe@x.com>: unknown, also jane@y", "a\x1cb@c", "tab\tx@y",
+             "4.16.55.1 - gsmtp", "sp ace.9 - gsmtp\n", "über@x.de ok", "", "a@b@c", "\u2003w@z"]
+    got = pl.DataFrame({"d": texts}).select(reply_key(pl.col("d"))).to_series().to_list()
+    assert got == [normalize_reply(t) for t in texts]

@@ -118,9 +118,16 @@ def generate(root: Path, seed: int = 11) -> dict[str, Counter]:
     garbage = ("d,too,short\n"  # short_row
                'd,"unbalanced quote,x\n'  # bad_quoting
                "zz" + ",x" * (len(acct_fields) - 1) + "\n")  # unknown_type
+    # A German MX answering in latin-1 (#8 defect 2): the bounce is counted, its byte repaired.
+    latin1 = {"type": "b", "rcpt": "kunde@tiny.example", "vmta": "vmta-01", "vmtaPool": "pool-1",
+              "timeLogged": _fmt_time(t0, False), "timeQueued": _fmt_time(t0, False), "bounceCat": "bad-mailbox",
+              "dsnStatus": "5.1.1 (bad destination mailbox address)", "dsnDiag": "smtp;550 5.1.1 Empf@E4@nger unbekannt"}
+    line = ",".join(latin1.get(f, "") for f in acct_fields).encode().replace(b"@E4@", b"\xe4")
+    truth["b"][("vmta-01", "pool-1", "other", "bad-mailbox", "user_unknown")] += 1
+    truth["repaired"] = Counter({"acct": 1})
     with open(root / "acct-2026-11-25-0000.csv", "ab") as f:
-        f.write(garbage.encode() + b"d,\xff\xfe" + b",x" * (len(acct_fields) - 2) + b"\n")  # invalid_utf8
-    truth["errors"].update({"short_row": 1, "bad_quoting": 1, "unknown_type": 1, "invalid_utf8": 1})
+        f.write(garbage.encode() + line + b"\n")
+    truth["errors"].update({"short_row": 1, "bad_quoting": 1, "unknown_type": 1})
     return truth
 
 
@@ -168,5 +175,7 @@ def test_oneshot_counts_equal_the_generators_ground_truth(tmp_path: Path):
     assert errors == {k: float(v) for k, v in truth["errors"].items()}
     skipped = {dict(k)["type"]: v for k, v in got["watchtower_records_skipped_total"].items()
                if dict(k)["source"] == "bounce"}
-    assert skipped == {"b": float(sum(truth["b"].values()))}
+    assert skipped == {"b": float(sum(truth["b"].values()) - 1)}  # the latin-1 bounce is in acct only
+    repaired = {dict(k)["source"]: v for k, v in got["watchtower_records_repaired_total"].items() if v}
+    assert repaired == {"acct": 1.0}
     assert not any(name.endswith("_created") for name in got)

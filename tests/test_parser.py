@@ -40,14 +40,16 @@ def test_every_bad_line_reason_is_counted_once_with_its_line():
         + "t,1,2,o@a,r@b,4.0.0,later,v,p\n"  # 7 ok
         + "\n"  # 8 blank: ignored
     )
-    data = text.encode() + b"d,1,2,o@a,\xff\xfe@b,2.0.0,ok,v,p\n"  # 9 invalid_utf8
+    data = text.encode() + b"d,1,2,o@a,\xff\xfe@b,2.0.0,ok,v,p\n"  # 9 invalid UTF-8: repaired, not lost
     p, batch, n = parse(data)
     assert n == 9
     assert batch is not None
-    assert batch.line_numbers == [2, 7]
-    assert [r[0] for r in batch.rows] == ["d", "t"]
-    assert p.errors == {"short_row": 1, "long_row": 1, "unknown_type": 1, "bad_quoting": 1, "invalid_utf8": 1}
-    assert p.read == {"d": 1, "t": 1}
+    assert batch.line_numbers == [2, 7, 9]
+    assert [r[0] for r in batch.rows] == ["d", "t", "d"]
+    assert batch.rows[2][4] == "\ufffd\ufffd@b"
+    assert p.errors == {"short_row": 1, "long_row": 1, "unknown_type": 1, "bad_quoting": 1}
+    assert p.read == {"d": 2, "t": 1}
+    assert batch.repaired == 1
 
 
 def test_rows_before_any_header_are_missing_header_errors():
@@ -77,3 +79,37 @@ def test_types_not_fed_by_the_source_are_skipped_not_errors():
                         allowed=frozenset({"b"}))
     assert batch is not None and [r[0] for r in batch.rows] == ["b"]
     assert p.skipped == {"d": 1} and p.errors == {}
+
+
+LATIN1 = b"b,1,2,o@a,r@b,5.1.1,smtp;550 5.1.1 Empf\xe4nger unbekannt,v,p\n"
+SHORT_REPLY = b"t,1,2,o@a,s@b,4.0.0,451 \xff,v,p\n"
+
+
+def test_invalid_utf8_in_free_text_keeps_the_record_with_replacement_characters():
+    """#8 defect 2: a latin-1 reply from a remote MX must not cost the record."""
+    for fast in (True, False):
+        p = FileParser("acct", "/x/a.csv", None, fast=fast)
+        good = b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n" * 50
+        batch, n = p.parse(HEADER.encode() + good + LATIN1 + good + SHORT_REPLY)
+        assert n == 103 and batch is not None
+        assert len(batch.rows) == 102
+        assert p.errors == {}
+        assert p.read == {"d": 100, "b": 1, "t": 1}
+        assert batch.repaired == 2
+        by_line = dict(zip(batch.line_numbers, batch.rows, strict=True))
+        assert by_line[52][6] == "smtp;550 5.1.1 Empf\ufffdnger unbekannt"
+        assert by_line[103][6] == "451 \ufffd"
+
+
+def test_only_the_bad_line_leaves_the_fast_path(monkeypatch):
+    """One bad byte must not send the whole chunk to the csv fallback."""
+    p = FileParser("acct", "/x/a.csv", None)
+    monkeypatch.setattr(FileParser, "_parse_exact", lambda self, data: (_ for _ in ()).throw(AssertionError("fell")))
+    batch, n = p.parse(HEADER.encode() + b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n" * 1000 + LATIN1)
+    assert n == 1002 and batch is not None and len(batch) == 1001 and batch.repaired == 1
+
+
+def test_a_repaired_record_of_a_skipped_type_is_not_counted_as_repaired():
+    p = FileParser("acct", "/x/a.csv", frozenset({"d"}))
+    batch, _n = p.parse(HEADER.encode() + b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n" + LATIN1)
+    assert batch is not None and batch.repaired == 0 and p.skipped == {"b": 1}

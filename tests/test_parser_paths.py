@@ -34,6 +34,8 @@ line = st.one_of(
     st.builds(lambda v: _csv_line(["zz", *v]), st.lists(field_text, min_size=3, max_size=3)),
     st.just(""),
     st.just('d,"open,quote,x'),
+    st.just("d,a@x,Empf\udce4nger,v"),  # an invalid UTF-8 byte (surrogateescape below)
+    st.just("t,\udcff,\"451 \udcff\",v"),
     st.just("type,rcpt,dsnDiag,vmta"),
 )
 
@@ -42,14 +44,15 @@ def outcome(parser: FileParser, data: bytes):
     batch, n = parser.parse(data)
     rows = [list(r) for r in batch.rows] if batch else []
     lines = list(batch.line_numbers) if batch else []
-    return rows, lines, n, dict(parser.errors), dict(parser.read), dict(parser.skipped), parser.line_no
+    repaired = batch.repaired if batch else 0
+    return rows, lines, n, dict(parser.errors), dict(parser.read), dict(parser.skipped), parser.line_no, repaired
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(line, min_size=1, max_size=30), st.booleans(), st.booleans())
 def test_fast_and_exact_paths_agree(lines: list[str], crlf: bool, restricted: bool):
     eol = "\r\n" if crlf else "\n"
-    data = ("type,rcpt,dsnDiag,vmta" + eol + eol.join(lines) + eol).encode()
+    data = ("type,rcpt,dsnDiag,vmta" + eol + eol.join(lines) + eol).encode("utf-8", "surrogateescape")
     allowed = frozenset({"d", "t"}) if restricted else None
     fast = FileParser("s", "/f.csv", allowed)
     exact = FileParser("s", "/f.csv", allowed, fast=False)

@@ -102,6 +102,18 @@ class Rule:
         return True
 
 
+def normalize_reply(dsn_diag: str) -> str:
+    """The reply with what varies per message taken out (the cache key; exporter.aggregate mirrors it in polars)."""
+    text = dsn_diag
+    if text.endswith(_GSMTP):
+        head, _, last = text[: -len(_GSMTP)].rpartition(" ")
+        if _GMAIL_ID.fullmatch(last):
+            text = head + _GSMTP
+    if "@" in text:
+        text = _LOCAL_PART.sub("*@", text)
+    return text
+
+
 def parse_codes(dsn_status: str, dsn_diag: str) -> tuple[str, Enhanced | None, Enhanced | None]:
     """(reply code or '', enhanced code for rules, enhanced code for the fallback) of one record.
 
@@ -170,13 +182,7 @@ class ReplyClassifier:
         Rules see the reply with what varies per message taken out, so that it can be the cache key:
         Gmail's message id before ` - gsmtp`, and the local part of any address (`*@example.com`).
         """
-        text = dsn_diag
-        if text.endswith(_GSMTP):
-            head, _, last = text[: -len(_GSMTP)].rpartition(" ")
-            if _GMAIL_ID.fullmatch(last):
-                text = head + _GSMTP
-        if "@" in text:
-            text = _LOCAL_PART.sub("*@", text)
+        text = normalize_reply(dsn_diag)
         key = (isp, text, dsn_status, bounce_cat)
         found = self._cache.get(key)
         if found is None:

@@ -1,0 +1,120 @@
+"""Whole-process benchmark: `watchtower oneshot` against a bare `csv.reader` loop, both as processes.
+
+What a user sees is the whole process (interpreter start, imports, reading, parsing,
+classification, aggregation, the correlator's SQLite writes, the exposition), on varied data.
+So both paths run as subprocesses over the same corpus (bench/corpus.py: acct + diag + fbl,
+varied dsnMta IPs, Gmail-style ids, one invalid byte, one CRLF file), interleaved, median of
+`--repeat` runs; the ratio is baseline time / watchtower time (1.0 = as fast as the bare read)
+and peak RSS comes from each child's own rusage (os.wait4).
+
+    .venv/bin/python bench/bench_e2e.py                  # 250k lines (~108 MB), both paths
+    .venv/bin/python bench/bench_e2e.py --lines 50000    # quick run
+    .venv/bin/python bench/bench_e2e.py --only metrics   # one path
+
+Targets (issue #10): metrics-only >= 1.0x; correlator on >= 0.25x with peak RSS <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus import make_corpus  # noqa: E402
+
+BASELINE = """
+import csv, sys
+n = 0
+for path in sys.argv[1:]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        for _row in csv.reader(f):
+            n += 1
+print(n)
+"""
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes]:
+    """(wall seconds, peak RSS in MB, stdout) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0, out
+
+
+def write_config(directory: Path, correlator: bool) -> Path:
+    state = directory / ("state-corr" if correlator else "state")
+    state.mkdir(exist_ok=True)
+    config = {
+        "sources": [
+            {"name": "acct", "paths": [str(directory / "acct-*.csv")], "records": ["d", "b"]},
+            {"name": "diag", "paths": [str(directory / "diag-*.csv")], "records": ["t", "tq"]},
+            {"name": "fbl", "paths": [str(directory / "fbl-*.csv")], "records": ["f"]},
+        ],
+        "state_dir": str(state),
+        "listen": "127.0.0.1:0",
+        "log_level": "warning",
+        "correlator": {"enabled": correlator},
+    }
+    path = directory / ("corr.yml" if correlator else "metrics.yml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=250_000, help="corpus size in lines (default 250k)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", choices=["metrics", "correlator"], default=None)
+    ap.add_argument("--dir", type=Path, default=None, help="reuse/keep the corpus here")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wt-bench-") as tmp:
+        directory = args.dir or Path(tmp)
+        if not list(directory.glob("acct-*.csv")):
+            make_corpus(directory, args.lines)
+        files = sorted(str(p) for p in directory.glob("*.csv"))
+        size = sum(Path(p).stat().st_size for p in files)
+        watchtower = [sys.executable, "-m", "exporter", "oneshot", "--config"]
+        paths = {"metrics": False, "correlator": True}
+        if args.only:
+            paths = {args.only: paths[args.only]}
+        configs = {name: write_config(directory, corr) for name, corr in paths.items()}
+        base: list[tuple[float, float]] = []
+        ours: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        for _ in range(args.repeat):  # interleaved so machine drift hits every path alike
+            wall, rss, out = run([sys.executable, "-c", BASELINE, *files])
+            base.append((wall, rss))
+            rows = int(out)
+            for name in paths:
+                wall, rss, _out = run([*watchtower, str(configs[name])], env=env)
+                ours[name].append((wall, rss))
+        b = statistics.median(w for w, _ in base)
+        print(f"corpus: {rows:,} rows in {len(files)} files, {size / 1e6:.1f} MB; median of {args.repeat} runs")
+        print(f"{'path':<32} {'seconds':>8} {'ratio':>7} {'peak RSS':>10}")
+        print(f"{'bare csv.reader (ceiling)':<32} {b:8.2f} {1.0:7.2f} {max(r for _, r in base):8.0f} MB")
+        for name, runs in ours.items():
+            w = statistics.median(x for x, _ in runs)
+            label = "watchtower oneshot, " + ("correlator on" if paths[name] else "correlator off")
+            print(f"{label:<32} {w:8.2f} {b / w:7.2f} {max(r for _, r in runs):8.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
