@@ -1,0 +1,194 @@
+"""The hub's /api/v1: the daemon's routes and parameters, answered by fanning out to every host.
+
+Every answer carries `partial`, `missing_hosts` and `hosts`; items carry `host`. A host that is
+down or slow never turns an answer into a 500: only when no host answered at all is the status
+503 (with the same fields), and a Message-Id found nowhere is a 404 naming the hosts not asked.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from correlator import render
+from correlator.api import BadRequest, ErrorRoute, FormatParam
+from correlator.models import ApiError, Outcome
+from hub import merge
+from hub.fanout import Fanout, HostAnswer
+from hub.models import HubFlowsResponse, HubMessageResponse, HubSearchResponse, HubTimelineResponse
+from hub.search import search as merged_search
+from hub.targets import Target, TargetSet
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ApiError, "description": "Bad parameter (named in `parameter`)."},
+    404: {"model": ApiError, "description": "No host holds this key (see `missing_hosts`)."},
+    503: {"model": ApiError, "description": "No host answered."},
+}
+
+
+def _want_text(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "text"
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "application/json" not in accept
+
+
+def _params(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _fail(status: int, error: str, parameter: str | None, part: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"error": error, "parameter": parameter, "status": status, **part}, status_code=status)
+
+
+def _missing_note(part: dict[str, Any]) -> str:
+    if not part["missing_hosts"]:
+        return ""
+    return " (hosts not answering: " + ", ".join(m["host"] for m in part["missing_hosts"]) + ")"
+
+
+class Hub:
+    """Targets + fan-out; what the routes and the pages' backend share."""
+
+    def __init__(self, targets: TargetSet, fanout: Fanout) -> None:
+        self.targets = targets
+        self.fanout = fanout
+
+    async def ask(self, path: str, params: dict[str, Any]) -> tuple[list[Target], list[HostAnswer]]:
+        targets = await self.targets.current()
+        return targets, await self.fanout.all(targets, path, params)
+
+
+def build_hub_router(hub: Hub) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["hub"], route_class=ErrorRoute)
+
+    def client_error(answers: list[HostAnswer], part: dict[str, Any]) -> JSONResponse | None:
+        err = merge.first_client_error(answers)
+        if err is None:
+            return None
+        return _fail(400, str(err.get("error")), err.get("parameter"), part)
+
+    def none_answered(answers: list[HostAnswer], part: dict[str, Any]) -> JSONResponse | None:
+        if answers and all(not a.ok for a in answers):
+            return _fail(503, "no host answered" + _missing_note(part), None, part)
+        if not answers:
+            return _fail(503, "no targets configured or discovered", None, part)
+        return None
+
+    @router.get("/messages/{message_id:path}", response_model=HubMessageResponse, responses=_ERRORS,
+                summary="Every recipient's timeline of one Message-Id, on every host")
+    async def get_message(
+        request: Request, message_id: str,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
+        format: FormatParam = None,
+    ) -> Any:
+        if not message_id.strip().strip("<>").strip():
+            raise BadRequest(400, "empty Message-Id", "message_id")
+        targets, answers = await hub.ask("/api/v1/messages/" + quote(message_id, safe="@"), {"limit": limit})
+        part = merge.partial_fields(targets, answers)
+        body = merge.merge_message(answers, limit)
+        if body is None:
+            early = client_error(answers, part) or none_answered(answers, part)
+            if early is not None:
+                return early
+            return _fail(404, f"no timeline for Message-Id {message_id.strip().strip('<>')!r} on any host"
+                         + _missing_note(part), "message_id", part)
+        if _want_text(request, format):
+            return PlainTextResponse(render.timelines(f"Message-Id <{body['message_id']}>", body["recipients"],
+                                                      _missing_note(part).strip()))
+        return {**body, **part}
+
+    @router.get("/timeline", response_model=HubTimelineResponse, responses=_ERRORS,
+                summary="Timeline of one recipient of one job (or Message-Id), on every host")
+    async def get_timeline(
+        request: Request,
+        rcpt: Annotated[str, Query(description="Recipient address.")],
+        job_id: Annotated[str | None, Query(description="PMTA jobId; one of job_id / message_id is required.")] = None,
+        message_id: Annotated[str | None, Query(description="Message-Id instead of job_id.")] = None,
+        format: FormatParam = None,
+    ) -> Any:
+        targets, answers = await hub.ask("/api/v1/timeline", _params(rcpt=rcpt, job_id=job_id, message_id=message_id))
+        part = merge.partial_fields(targets, answers)
+        items = merge.tagged(answers, "timelines")
+        if not items:
+            early = client_error(answers, part) or none_answered(answers, part)
+            if early is not None:
+                return early
+            return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
+                         "job_id" if job_id else "message_id", part)
+        if _want_text(request, format):
+            return PlainTextResponse(render.timelines(f"job {job_id or '-'} rcpt {rcpt}", items))
+        first = next(a.body for a in answers if a.ok and a.status == 200)
+        return {"job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
+                "timelines": items, **part}
+
+    @router.get("/timelines/{timeline_id}", response_model=HubTimelineResponse, responses=_ERRORS,
+                summary="One timeline by the id and host a search returned")
+    async def get_timeline_by_id(
+        request: Request, timeline_id: int,
+        host: Annotated[str, Query(description="The `host` of the search item (ids are per host).")],
+        format: FormatParam = None,
+    ) -> Any:
+        targets = await hub.targets.current()
+        target = next((t for t in targets if t.name == host), None)
+        if target is None:
+            raise BadRequest(404, f"unknown host {host!r}", "host")
+        ans = await hub.fanout.one(target, f"/api/v1/timelines/{timeline_id}", {})
+        part = merge.partial_fields([target], [ans])
+        if not ans.ok:
+            return _fail(503, f"host {host} did not answer: {ans.error}", None, part)
+        if ans.status != 200:
+            body = ans.body if isinstance(ans.body, dict) else {}
+            return _fail(ans.status, str(body.get("error")), body.get("parameter"), part)
+        items = merge.tagged([ans], "timelines")
+        if _want_text(request, format):
+            return PlainTextResponse(render.timeline(items[0]))
+        return {**ans.body, "timelines": items, **part}
+
+    @router.get("/search", response_model=HubSearchResponse, responses=_ERRORS,
+                summary="Find timelines on every host, newest first, one cursor for all hosts")
+    async def search(
+        request: Request,
+        rcpt: Annotated[str | None, Query(description="Exact recipient address.")] = None,
+        job_id: Annotated[str | None, Query(description="Exact jobId.")] = None,
+        vmta: Annotated[str | None, Query(description="VirtualMTA of the latest attempt.")] = None,
+        outcome: Annotated[Outcome | None, Query(description="Current outcome of the timeline.")] = None,
+        since: Annotated[str | None, Query(description="first_seen >= this: epoch, ISO 8601 or e.g. `2h` ago.")] = None,
+        until: Annotated[str | None, Query(description="first_seen < this (same forms).")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+        format: FormatParam = None,
+    ) -> Any:
+        filters = _params(rcpt=rcpt, job_id=job_id, vmta=vmta, outcome=outcome, since=since, until=until)
+        targets = await hub.targets.current()
+        body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters)
+        part = merge.partial_fields(targets, failed)
+        if targets and len(failed) == len(targets):
+            return _fail(503, "no host answered" + _missing_note(part), None, part)
+        if _want_text(request, format):
+            return PlainTextResponse(render.search(body))
+        return {**body, **part}
+
+    @router.get("/flows", response_model=HubFlowsResponse, responses=_ERRORS,
+                summary="Sender domain -> VMTA -> ISP volumes summed over every host")
+    async def flows(
+        request: Request,
+        since: Annotated[str, Query(description="Start (5-minute buckets): epoch, ISO 8601 or e.g. `1h` ago.")] = "1h",
+        until: Annotated[str | None, Query(description="End (exclusive), same forms.")] = None,
+        format: FormatParam = None,
+    ) -> Any:
+        targets, answers = await hub.ask("/api/v1/flows", _params(since=since, until=until))
+        part = merge.partial_fields(targets, answers)
+        early = client_error(answers, part) or none_answered(answers, part)
+        if early is not None:
+            return early
+        body = merge.merge_flows(answers)
+        body["since"] = body["since"] or since
+        if _want_text(request, format):
+            return PlainTextResponse(render.flows(body))
+        return {**body, **part}
+
+    return router

@@ -1,0 +1,73 @@
+"""`watchtower hub`: the listener (same `listen`/`web` settings as the daemon), routes and pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from exporter.config import ConfigError
+from exporter.http import build_app, make_server
+from hub.api import Hub, build_hub_router
+from hub.config import HubConfig, load_hub_config
+from hub.fanout import Fanout, make_client
+from hub.targets import TargetSet
+
+log = logging.getLogger(__name__)
+
+
+def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
+    """The FastAPI app of a hub: /healthz, /api/v1 (fan-out) and the pages under /ui."""
+    from pages import with_pages
+
+    hub = Hub(TargetSet(config.hub), Fanout(make_client(config.hub), config.hub.timeout))
+
+    def health() -> dict[str, Any]:
+        return {"ok": True, "role": "hub", "targets": [t.name for t in hub.targets.static] or "dynamic"}
+
+    router = with_pages(build_hub_router(hub), config.pages.grafana_url, title="PMTA Watchtower hub")
+    app = build_app(CollectorRegistry(), health, [router], config.web.basic_auth_users)
+    return app, hub
+
+
+async def serve(config: HubConfig) -> int:
+    app, hub = build_hub_app(config)
+    server = make_server(app, config)  # type: ignore[arg-type]  # same listen/web attributes as Config
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    log.info("hub listening on %s", config.listen)
+    try:
+        await server.serve()
+    finally:
+        await hub.fanout.client.aclose()
+    return 0
+
+
+def run_hub(path: Path) -> int:
+    """CLI entry: exit 2 on a bad config, naming every problem; 0 after SIGTERM."""
+    try:
+        config = load_hub_config(path)
+    except ConfigError as exc:
+        print(f"{exc.path}: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    from exporter import logsetup
+
+    logsetup.setup(config.log_level, config.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
+    try:
+        return asyncio.run(serve(config))
+    except OSError as exc:  # secrets or TLS files unreadable, port taken
+        print(f"watchtower hub: {exc}", file=sys.stderr)
+        return 2

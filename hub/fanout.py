@@ -1,0 +1,104 @@
+"""Concurrent GETs to every daemon, each bounded by the per-host timeout, never raising.
+
+A host that refuses, times out, answers 5xx or garbage becomes a `HostAnswer` with `error` set:
+the merge layer turns those into a partial answer naming the host. The bound is enforced with
+`asyncio.wait_for` around the whole request, since httpx's timeouts apply per read and a server
+that drips bytes could otherwise hold a request far longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hub.config import HubSection
+from hub.targets import Target
+
+
+@dataclass
+class HostAnswer:
+    target: Target
+    status: int = 0
+    body: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _verify(section: HubSection) -> ssl.SSLContext | bool:
+    tls = section.tls
+    if tls.insecure_skip_verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    return ctx
+
+
+def _read_secret(path: Any) -> str:
+    return str(open(path, encoding="utf-8").read()).strip()  # noqa: SIM115 - tiny file, read once
+
+
+def make_client(section: HubSection) -> httpx.AsyncClient:
+    """One pooled client for all daemons, with the configured auth and TLS (secrets read from files)."""
+    headers = {"accept": "application/json", "user-agent": "watchtower-hub"}
+    auth: httpx.Auth | None = None
+    if section.auth.bearer_token_file:
+        headers["authorization"] = "Bearer " + _read_secret(section.auth.bearer_token_file)
+    elif section.auth.username and section.auth.password_file:
+        auth = httpx.BasicAuth(section.auth.username, _read_secret(section.auth.password_file))
+    t = section.timeout
+    return httpx.AsyncClient(
+        headers=headers, auth=auth, verify=_verify(section), timeout=httpx.Timeout(t, connect=t),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50), follow_redirects=False,
+        trust_env=False,
+    )
+
+
+class Fanout:
+    """GET one path on many targets at once."""
+
+    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
+        budget = self.timeout if deadline is None else max(0.0, min(self.timeout, deadline - time.monotonic()))
+        start = time.monotonic()
+        ans = HostAnswer(target)
+        try:
+            resp = await asyncio.wait_for(self.client.get(target.url + path, params=params), budget)
+            ans.status = resp.status_code
+            if resp.status_code >= 500 or resp.status_code in (401, 403):
+                ans.error = f"HTTP {resp.status_code}: {_short(resp.text)}"
+            else:
+                ans.body = resp.json()
+        except TimeoutError:
+            ans.error = f"timed out after {budget:.3g}s"
+        except httpx.HTTPError as exc:
+            ans.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except ValueError:
+            ans.error = f"HTTP {ans.status}: not JSON"
+        ans.seconds = time.monotonic() - start
+        return ans
+
+    async def all(
+        self, targets: list[Target], path: str, params: dict[str, Any], deadline: float | None = None
+    ) -> list[HostAnswer]:
+        return list(await asyncio.gather(*(self.one(t, path, params, deadline) for t in targets)))
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:200] + ("..." if len(text) > 200 else "")

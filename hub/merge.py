@@ -1,0 +1,99 @@
+"""Merging per-host answers: timelines concatenated with their host, flows summed.
+
+Pure functions over `HostAnswer`s so they are tested without a network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hub.fanout import HostAnswer
+from hub.targets import Target
+
+STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")
+
+
+def partial_fields(targets: list[Target], answers: list[HostAnswer]) -> dict[str, Any]:
+    missing = [{"host": a.target.name, "url": a.target.url, "error": a.error} for a in answers if not a.ok]
+    return {"partial": bool(missing), "missing_hosts": missing, "hosts": [t.name for t in targets]}
+
+
+def first_client_error(answers: list[HostAnswer]) -> dict[str, Any] | None:
+    """A 400 from any host is the caller's mistake (same parameters everywhere): pass it on."""
+    for a in answers:
+        if a.ok and a.status == 400 and isinstance(a.body, dict):
+            return a.body
+    return None
+
+
+def tagged(answers: list[HostAnswer], key: str) -> list[dict[str, Any]]:
+    """The list `key` of every 200 answer, each item with its host, hosts in target order."""
+    out = []
+    for a in answers:
+        if a.ok and a.status == 200 and isinstance(a.body, dict):
+            for item in a.body.get(key) or []:
+                out.append({**item, "host": a.target.name})
+    return out
+
+
+def merge_message(answers: list[HostAnswer], limit: int) -> dict[str, Any] | None:
+    found = [a for a in answers if a.ok and a.status == 200 and isinstance(a.body, dict)]
+    if not found:
+        return None
+    recipients = tagged(answers, "recipients")
+    total = sum(int(a.body.get("recipients_total", 0)) for a in found)
+    return {"message_id": found[0].body.get("message_id"), "recipients_total": total,
+            "truncated": total > min(len(recipients), limit), "recipients": recipients[:limit]}
+
+
+def _stats(item: dict[str, Any]) -> list[int]:
+    return [int(item.get("detail__" + s, 0) or 0) for s in STATS]
+
+
+def stat_fields(st: list[int]) -> dict[str, Any]:
+    """The derived fields of a flow node/edge from its summed counts (same formulas as the daemon)."""
+    d, b, t, f, rb = st
+    attempts = d + b + t
+    return {
+        "mainstat": d + b, "secondarystat": t,
+        "arc__delivered": round(d / attempts, 4) if attempts else 0.0,
+        "arc__bounced": round(b / attempts, 4) if attempts else 0.0,
+        "arc__deferred": round(t / attempts, 4) if attempts else 0.0,
+        "detail__delivered": d, "detail__bounced": b, "detail__deferred": t,
+        "detail__complained": f, "detail__remote_bounced": rb,
+    }
+
+
+def merge_flows(answers: list[HostAnswer]) -> dict[str, Any]:
+    """Nodes and edges summed by id across hosts; thickness recomputed over the merged edges."""
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: dict[str, dict[str, Any]] = {}
+    since, until = None, None
+    for a in answers:
+        if not (a.ok and a.status == 200 and isinstance(a.body, dict)):
+            continue
+        since, until = since or a.body.get("since"), until or a.body.get("until")
+        for kind, acc in (("nodes", nodes), ("edges", edges)):
+            for item in a.body.get(kind) or []:
+                cur = acc.get(item["id"])
+                if cur is None:
+                    cur = acc[item["id"]] = {**item, "_st": [0] * len(STATS), "hosts": []}
+                cur["_st"] = [x + y for x, y in zip(cur["_st"], _stats(item), strict=True)]
+                if a.target.name not in cur["hosts"]:
+                    cur["hosts"].append(a.target.name)
+    order = {"sender": 0, "vmta": 1, "isp": 2}
+    node_list = []
+    for n in nodes.values():
+        fields = stat_fields(n.pop("_st"))
+        node_list.append({**n, **fields})
+    node_list.sort(key=lambda n: (order.get(n.get("subtitle", ""), 3), -n["mainstat"], n["id"]))
+    top = max((e["_st"][0] + e["_st"][1] for e in edges.values()), default=0) or 1
+    edge_list = []
+    for e in sorted(edges.values(), key=lambda e: (e["source"], e["target"])):
+        st = e.pop("_st")
+        fields = stat_fields(st)
+        for k in ("arc__delivered", "arc__bounced", "arc__deferred"):
+            del fields[k]
+        edge_list.append({**e, **fields, "thickness": round(1 + 9 * math.sqrt((st[0] + st[1]) / top), 2)})
+    return {"since": since, "until": until, "nodes": node_list, "edges": edge_list}

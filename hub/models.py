@@ -1,0 +1,64 @@
+"""Response models of the hub's /api/v1: the daemon's models plus the host of each item and the
+hosts that did not answer (documented in the hub's /openapi.json)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from correlator.models import FlowEdge, FlowNode, Timeline, TimelineSummary
+
+
+class MissingHost(BaseModel):
+    host: str = Field(description="Target name (host:port or the configured name).")
+    url: str
+    error: str = Field(description="Why its answer is missing: refused, timed out, HTTP 5xx, ...")
+
+
+class Partial(BaseModel):
+    partial: bool = Field(description="True when at least one host did not answer: the result may be incomplete.")
+    missing_hosts: list[MissingHost]
+    hosts: list[str] = Field(description="Every host asked.")
+
+
+class HostTimeline(Timeline):
+    host: str = Field(description="The host whose correlator holds this timeline.")
+
+
+class HostTimelineSummary(TimelineSummary):
+    host: str
+
+
+class HubMessageResponse(Partial):
+    message_id: str
+    recipients_total: int
+    truncated: bool
+    recipients: list[HostTimeline]
+
+
+class HubTimelineResponse(Partial):
+    job_id: str | None
+    message_id: str | None
+    rcpt: str
+    timelines: list[HostTimeline]
+
+
+class HubSearchResponse(Partial):
+    items: list[HostTimelineSummary] = Field(description="Newest first by first_seen across all hosts.")
+    next_cursor: str | None = Field(description="Encodes every host's position; null when all are exhausted.")
+    limit: int
+    scan_limited: bool
+
+
+class HubFlowNode(FlowNode):
+    hosts: list[str] = Field(description="Hosts contributing to this node.")
+
+
+class HubFlowEdge(FlowEdge):
+    hosts: list[str]
+
+
+class HubFlowsResponse(Partial):
+    since: str
+    until: str | None
+    nodes: list[HubFlowNode]
+    edges: list[HubFlowEdge]

@@ -1,0 +1,155 @@
+"""Search across hosts: a k-way merge, newest first, with one cursor holding every host's position.
+
+Each host pages on its own (its own opaque cursor). The hub cursor stores, per host URL, the host
+cursor its current page started from and how many items of that page were already handed out
+(`[cursor, skip]`), or `0` once the host is exhausted. An item is emitted only while every
+unexhausted host still has a buffered item to compare it with, so pages are exactly the
+newest-first merge of the hosts' own orders, whatever the page size. Ties on first_seen go to the
+host whose name sorts first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from hashlib import blake2b
+from typing import Any
+
+from correlator.api import BadRequest
+from hub.fanout import Fanout, HostAnswer
+from hub.targets import Target
+
+MAX_ROUNDS = 4
+"""Host pages fetched per host per hub page at most (scan-limited or empty host pages refill)."""
+
+
+def fingerprint(filters: dict[str, Any]) -> str:
+    return blake2b(json.dumps(filters, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+
+def encode_cursor(fp: str, state: dict[str, Any]) -> str:
+    raw = json.dumps({"f": fp, "h": state}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fp: str) -> dict[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        state, got = data["h"], data["f"]
+        if not isinstance(state, dict):
+            raise TypeError
+        for v in state.values():
+            if v != 0 and not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], int)
+                               and (v[0] is None or isinstance(v[0], str))):
+                raise TypeError
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise BadRequest(400, "malformed cursor", "cursor") from None
+    if got != fp:
+        raise BadRequest(400, "cursor belongs to a search with other filters", "cursor")
+    return state
+
+
+def _key(item: dict[str, Any]) -> float:
+    fs = item.get("first_seen")
+    if not fs:
+        return float("-inf")
+    return datetime.fromisoformat(fs.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class HostPager:
+    target: Target
+    start: str | None  # host cursor the buffered page began at
+    skip: int  # items of that page already emitted (by earlier hub pages or this one)
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+    next: str | None = None
+    fetched: bool = False
+    done: bool = False
+    failed: HostAnswer | None = None
+    rounds: int = 0
+    scan_limited: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        """True when the merge cannot go on without another page of this host."""
+        return not self.done and self.failed is None and not self.buffer
+
+    def state(self) -> Any:
+        if self.failed is not None:  # retried from the same position next page
+            return [self.start, self.skip]
+        if self.done and not self.buffer:
+            return 0
+        return [self.start, self.skip]
+
+
+async def search(
+    fanout: Fanout, targets: list[Target], params: dict[str, Any], limit: int, cursor: str | None,
+    filters: dict[str, Any],
+) -> tuple[dict[str, Any], list[HostAnswer]]:
+    """One merged page; returns (body without partial fields, the failed answers)."""
+    fp = fingerprint(filters)
+    state = decode_cursor(cursor, fp) if cursor else {}
+    pagers = []
+    for t in targets:
+        s = state.get(t.url, [None, 0])
+        pagers.append(HostPager(t, None, 0, done=True) if s == 0 else HostPager(t, s[0], s[1]))
+    deadline = time.monotonic() + 1.5 * fanout.timeout
+    out: list[dict[str, Any]] = []
+    limited = False
+    while len(out) < limit:
+        need = [p for p in pagers if p.waiting]
+        if need:
+            if any(p.rounds >= MAX_ROUNDS for p in need) or time.monotonic() >= deadline:
+                limited = True
+                break
+            await _refill(fanout, need, params, limit, deadline)
+            continue
+        live = [p for p in pagers if p.buffer]
+        if not live:
+            break
+        best = max(live, key=lambda p: (_key(p.buffer[0]), -pagers.index(p)))
+        out.append({**best.buffer.pop(0), "host": best.target.name})
+        best.skip += 1
+    new_state = {p.target.url: p.state() for p in pagers}
+    more = any(v != 0 for v in new_state.values())
+    body = {"items": out, "next_cursor": encode_cursor(fp, new_state) if more else None, "limit": limit,
+            "scan_limited": limited or any(p.scan_limited for p in pagers)}
+    return body, [p.failed for p in pagers if p.failed is not None]
+
+
+async def _refill(fanout: Fanout, pagers: list[HostPager], params: dict[str, Any], limit: int,
+                  deadline: float) -> None:
+    """Fetch the next page of every waiting host concurrently."""
+
+    async def fetch(p: HostPager) -> None:
+        if p.fetched:  # the buffered page is used up: move on to the host's next page
+            if p.next is None:
+                p.done = True
+                return
+            p.start, p.skip = p.next, 0
+        q = {**params, "limit": min(500, limit + p.skip)}
+        if p.start:
+            q["cursor"] = p.start
+        p.rounds += 1
+        ans = await fanout.one(p.target, "/api/v1/search", q, deadline)
+        if ans.ok and ans.status == 400 and isinstance(ans.body, dict):  # the caller's parameters
+            raise BadRequest(400, str(ans.body.get("error")), ans.body.get("parameter"))
+        if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
+            if ans.ok:
+                ans.error = f"HTTP {ans.status}: {ans.body.get('error') if isinstance(ans.body, dict) else ans.body}"
+            p.failed = ans
+            return
+        p.fetched = True
+        items = ans.body.get("items") or []
+        p.buffer = items[p.skip:]
+        p.next = ans.body.get("next_cursor")
+        p.scan_limited = p.scan_limited or bool(ans.body.get("scan_limited"))
+        if not p.buffer and p.next is None:
+            p.done = True
+
+    await asyncio.gather(*(fetch(p) for p in pagers))

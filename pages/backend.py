@@ -1,0 +1,41 @@
+"""The pages' backend protocol: GET an /api/v1 path, get (status, JSON body) back.
+
+`AsgiBackend` calls the very app that serves the page, in-process through httpx's ASGI transport:
+no socket and no second listener, the same auth (the page request's Authorization header is
+passed on), the same /api/v1 concurrency limits, and exactly the JSON (and errors) a remote
+client would get. On a daemon that is the local correlator, on the hub the fan-out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+from fastapi import Request
+
+
+class Backend(Protocol):
+    async def get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+        """GET `path` (e.g. `/api/v1/search`) with query `params`; (HTTP status, decoded JSON)."""
+        ...
+
+
+class AsgiBackend:
+    def __init__(self, app: Any, headers: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.headers = {"accept": "application/json", **(headers or {})}
+
+    @classmethod
+    def for_request(cls, request: Request) -> AsgiBackend:
+        auth = request.headers.get("authorization")
+        return cls(request.app, {"authorization": auth} if auth else None)
+
+    async def get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+        transport = httpx.ASGITransport(app=self.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://backend", timeout=60) as client:
+            resp = await client.get(path, params={k: v for k, v in params.items() if v not in (None, "")},
+                                    headers=self.headers)
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, {"error": resp.text[:500], "status": resp.status_code}

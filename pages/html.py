@@ -1,0 +1,78 @@
+"""HTML building blocks: every value goes through `e()` (escape) or `u()` (URL-quote then escape).
+
+No template engine and no JavaScript: pages are small, and an f-string that only ever sees
+escaped values is easy to audit. The CSP forbids scripts and every off-origin fetch.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi.responses import HTMLResponse
+
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2126;background:#f6f7f9}
+header{background:#1f2937;color:#fff;padding:8px 16px;display:flex;gap:16px;align-items:baseline}
+header a{color:#cbd5e1;text-decoration:none}header a:hover{color:#fff}header b{margin-right:16px}
+main{padding:16px;max-width:1400px}
+form.search{display:flex;gap:8px;flex-wrap:wrap;align-items:end;margin-bottom:16px}
+label{display:flex;flex-direction:column;font-size:12px;color:#4b5563}
+input{font:inherit;padding:4px 6px;border:1px solid #cbd5e1;border-radius:3px;min-width:14em}
+button{font:inherit;padding:5px 14px;border:0;border-radius:3px;background:#2563eb;color:#fff}
+table{border-collapse:collapse;background:#fff;margin:8px 0 20px;width:100%}
+th,td{border:1px solid #e5e7eb;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f1f5f9;font-weight:600;font-size:12px}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
+.badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;color:#fff;background:#6b7280}
+.o-delivered{background:#15803d}.o-bounced{background:#b91c1c}.o-complained{background:#7c2d12}
+.o-deferred{background:#b45309}.o-pending{background:#6b7280}
+.warn{background:#fef3c7;border:1px solid #f59e0b;padding:6px 10px;margin-bottom:12px}
+.err{background:#fee2e2;border:1px solid #ef4444;padding:6px 10px;margin-bottom:12px}
+section.rcpt{background:#fff;border:1px solid #e5e7eb;padding:8px 12px;margin-bottom:16px}
+section.rcpt h2{font-size:15px;margin:0 0 4px}
+.meta{color:#4b5563;font-size:12px}
+svg text{font-size:12px;fill:#1d2126}
+"""
+
+
+def e(value: Any) -> str:
+    """Escaped text; None becomes an en dash."""
+    return "\u2013" if value is None or value == "" else html.escape(str(value), quote=True)
+
+
+def u(path: str, **params: Any) -> str:
+    """An escaped URL: `path` plus the non-empty params, URL-encoded."""
+    q = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return html.escape(path + ("?" + q if q else ""), quote=True)
+
+
+def page(title: str, body: str, root: str, status: int = 200, subtitle: str = "") -> HTMLResponse:
+    nav = (f'<header><b>{e(subtitle or "PMTA Watchtower")}</b><a href="{u(root + "/ui/")}">Search</a>'
+           f'<a href="{u(root + "/ui/flows")}">Flows</a></header>')
+    doc = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+           f'<link rel="icon" href="data:,"><title>{e(title)}</title><style>{STYLE}</style></head>'
+           f"<body>{nav}<main>{body}</main></body></html>")
+    return HTMLResponse(doc, status_code=status, headers={
+        "content-security-policy": CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+        "cache-control": "no-store"})
+
+
+def partial_banner(body: Any) -> str:
+    if not isinstance(body, dict) or not body.get("missing_hosts"):
+        return ""
+    hosts = ", ".join(f"{m.get('host')} ({m.get('error')})" for m in body["missing_hosts"])
+    return f'<div class="warn" id="partial">Partial answer: hosts not answering: {e(hosts)}</div>'
+
+
+def error_box(status: int, body: Any) -> str:
+    msg = body.get("error") if isinstance(body, dict) else str(body)
+    param = body.get("parameter") if isinstance(body, dict) else None
+    where = f" (parameter <code>{e(param)}</code>)" if param else ""
+    return f'<div class="err" id="error">{e(status)}: {e(msg)}{where}</div>' + partial_banner(body)

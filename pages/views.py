@@ -1,0 +1,234 @@
+"""The page routes under /ui: search, a message's forensic view, a timeline, the Sankey flows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from pages.backend import Backend
+from pages.html import e, error_box, page, partial_banner, u
+from pages.sankey import attempts, sankey_svg, shares
+
+VMTA_DASHBOARD_UID = "watchtower-vmta"
+"""uid of grafana/dashboards/watchtower-vmta.json (tests/browser checks they agree)."""
+
+Text = Annotated[str | None, Query(max_length=998)]
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str | None) -> str:
+    """The VMTA drill-down dashboard around the event time (one hour either side)."""
+    params: dict[str, Any] = {"var-vmta": vmta}
+    if host:
+        params["var-instance"] = host
+    if ts is not None:
+        params["from"], params["to"] = int((ts - 3600) * 1000), int((ts + 3600) * 1000)
+    return u(grafana_url.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/", **params)
+
+
+def _time(iso: str | None) -> str:
+    if not iso:
+        return e(None)
+    try:
+        return e(datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S") + "Z")
+    except ValueError:
+        return e(iso)
+
+
+def _outcome(o: str | None) -> str:
+    return f'<span class="badge o-{e(o)}">{e(o)}</span>'
+
+
+def _reply(ev: dict[str, Any]) -> str:
+    if ev.get("kind") == "complaint":
+        bits = [ev.get("feedback_type"), ev.get("user_agent"), ev.get("reporting_mta")]
+    else:
+        bits = [ev.get("dsn_status"), ev.get("dsn_diag"), ev.get("dsn_mta"), ev.get("reporting_mta")]
+    return "<br>".join(e(b) for b in bits if b) or e(None)
+
+
+BackendFor = Callable[[Request], Backend]
+
+
+class Views:
+    def __init__(self, backend_for: BackendFor, grafana_url: str, title: str) -> None:
+        self.backend_for, self.grafana_url, self.title = backend_for, grafana_url, title
+
+    async def ask(self, request: Request, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+        return await self.backend_for(request).get(path, params)
+
+    def page(self, request: Request, title: str, body: str, status: int = 200) -> HTMLResponse:
+        return page(title, body, _root(request), status, self.title)
+
+    # --- search -------------------------------------------------------------------------------
+
+    def form(self, root: str, message_id: str = "", rcpt: str = "", job_id: str = "") -> str:
+        return (f'<form class="search" method="get" action="{u(root + "/ui/")}" role="search">'
+                f'<label>Message-Id<input name="message_id" value="{e(message_id or "")}" '
+                f'placeholder="abc@mail.example"></label>'
+                f'<label>Recipient<input name="rcpt" value="{e(rcpt or "")}" placeholder="user@example.com"></label>'
+                f'<label>Job<input name="job_id" value="{e(job_id or "")}" placeholder="jobId"></label>'
+                f'<button type="submit">Search</button></form>')
+
+    def summary_rows(self, root: str, items: list[dict[str, Any]]) -> str:
+        rows = []
+        for it in items:
+            if it.get("message_id"):
+                href = u(root + "/ui/messages/" + quote(str(it["message_id"]), safe="@"))
+            elif it.get("job_id") and it.get("rcpt") and not it.get("rcpt_hashed"):
+                href = u(root + "/ui/timeline", rcpt=it["rcpt"], job_id=it["job_id"])
+            else:
+                href = ""
+            first = f'<a href="{href}">{_time(it.get("first_seen"))}</a>' if href else _time(it.get("first_seen"))
+            rows.append(
+                f"<tr><td>{first}</td><td>{_outcome(it.get('outcome'))}</td><td class=mono>{e(it.get('rcpt'))}</td>"
+                f"<td class=mono>{e(it.get('message_id'))}</td><td>{e(it.get('job_id'))}</td>"
+                f"<td>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td><td>{e(it.get('host'))}</td>"
+                f"<td class=num>{e(it.get('attempts'))}</td></tr>")
+        return ('<table id="results"><thead><tr><th>First seen (UTC)</th><th>Outcome</th><th>Recipient</th>'
+                "<th>Message-Id</th><th>Job</th><th>VMTA</th><th>ISP</th><th>Host</th><th>Attempts</th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>")
+
+    async def search(self, request: Request, message_id: str | None, rcpt: str | None, job_id: str | None,
+                     cursor: str | None) -> Response:
+        root = _root(request)
+        mid = (message_id or "").strip().strip("<>").strip()
+        if mid:
+            return RedirectResponse(root + "/ui/messages/" + quote(mid, safe="@"), status_code=303)
+        params = {"rcpt": (rcpt or "").strip() or None, "job_id": (job_id or "").strip() or None,
+                  "cursor": cursor, "limit": 50}
+        status, body = await self.ask(request, "/api/v1/search", params)
+        form = self.form(root, "", rcpt or "", job_id or "")
+        heading = "Matching timelines" if params["rcpt"] or params["job_id"] else "Latest timelines"
+        if status != 200:
+            return self.page(request, "Search", form + error_box(status, body), status)
+        more = ""
+        if body.get("next_cursor"):
+            href = u(root + "/ui/", rcpt=params["rcpt"], job_id=params["job_id"], cursor=body["next_cursor"])
+            more = f'<p><a id="next" href="{href}">Next page</a></p>'
+        empty = "" if body.get("items") else '<p id="none">No timeline matches.</p>'
+        return self.page(request, "Search", form + partial_banner(body) + f"<h1>{e(heading)}</h1>" + empty
+                         + self.summary_rows(root, body.get("items") or []) + more)
+
+    # --- forensics ----------------------------------------------------------------------------
+
+    def timeline_section(self, n: int, tl: dict[str, Any]) -> str:
+        host = tl.get("host")
+        rows = []
+        for i, ev in enumerate(tl.get("events") or []):
+            vmta = ev.get("vmta")
+            vcell = (f'<a class="grafana" href="{grafana_link(self.grafana_url, vmta, ev.get("ts"), host)}">'
+                     f"{e(vmta)}</a>") if vmta else e(None)
+            rows.append(
+                f'<tr class="event" data-kind="{e(ev.get("kind"))}" data-ts="{e(ev.get("ts"))}">'
+                f"<td class=num>{i + 1}</td><td>{_time(ev.get('time'))}</td><td>{e(ev.get('kind'))}</td>"
+                f"<td class=num>{e(ev.get('attempt'))}</td><td>{vcell}</td><td class=mono>{e(ev.get('source_ip'))}</td>"
+                f"<td class=mono>{_reply(ev)}</td><td>{e(ev.get('response_class'))}</td>"
+                f"<td class=mono>{e(ev.get('source'))}</td></tr>")
+        omitted = tl.get("queue_events_omitted") or 0
+        note = f'<p class="meta">{e(omitted)} older queue deferrals not listed.</p>' if omitted else ""
+        tl_vmta = tl.get("vmta")
+        vlink = (f'<a class="grafana" href="{grafana_link(self.grafana_url, tl_vmta, None, host)}">{e(tl_vmta)}</a>'
+                 if tl_vmta else e(None))
+        return (
+            f'<section class="rcpt" id="rcpt-{n}"><h2><span class="mono">{e(tl.get("rcpt"))}</span> '
+            f'{_outcome(tl.get("outcome"))}</h2><div class="meta">host {e(host)} &middot; job {e(tl.get("job_id"))}'
+            f' &middot; from <span class="mono">{e(tl.get("orig"))}</span> &middot; VMTA {vlink} (pool '
+            f'{e(tl.get("vmta_pool"))}) &middot; ISP {e(tl.get("isp"))} &middot; attempts {e(tl.get("attempts"))}'
+            f' &middot; queued {_time(tl.get("queued_at"))} &middot; done {_time(tl.get("done_at"))}</div>'
+            '<table class="events"><thead><tr><th>#</th><th>Time (UTC)</th><th>Kind</th><th>Attempt</th>'
+            "<th>VMTA</th><th>Source IP</th><th>Reply</th><th>Class</th><th>Record (file:line)</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>{note}</section>")
+
+    async def message(self, request: Request, message_id: str) -> Response:
+        root = _root(request)
+        status, body = await self.ask(request, "/api/v1/messages/" + quote(message_id, safe="@"), {"limit": 1000})
+        form = self.form(root, message_id)
+        if status != 200:
+            return self.page(request, f"Message {message_id}", form + error_box(status, body), status)
+        recips = body.get("recipients") or []
+        trunc = (f'<p class="meta">{len(recips)} of {e(body.get("recipients_total"))} recipients shown.</p>'
+                 if body.get("truncated") else "")
+        head = (f'<h1>Message-Id <span class="mono" id="message-id">&lt;{e(body.get("message_id"))}&gt;</span></h1>'
+                f'<p class="meta">{e(body.get("recipients_total"))} recipient(s)</p>')
+        sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(recips))
+        return self.page(request, f"Message {body.get('message_id')}",
+                         form + partial_banner(body) + head + trunc + sections)
+
+    async def timeline(self, request: Request, rcpt: str, job_id: str | None, message_id: str | None) -> Response:
+        root = _root(request)
+        status, body = await self.ask(request, "/api/v1/timeline",
+                                              {"rcpt": rcpt, "job_id": job_id, "message_id": message_id})
+        form = self.form(root, "", rcpt, job_id or "")
+        if status != 200:
+            return self.page(request, "Timeline", form + error_box(status, body), status)
+        head = f'<h1>Recipient <span class="mono">{e(body.get("rcpt"))}</span> job {e(body.get("job_id"))}</h1>'
+        sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(body.get("timelines") or []))
+        return self.page(request, "Timeline", form + partial_banner(body) + head + sections)
+
+    # --- flows --------------------------------------------------------------------------------
+
+    async def flows(self, request: Request, since: str, until: str | None) -> Response:
+        root = _root(request)
+        form = (f'<form class="search" method="get" action="{u(root + "/ui/flows")}">'
+                f'<label>Since<input name="since" value="{e(since)}" placeholder="1h, 7d, ISO 8601"></label>'
+                f'<label>Until<input name="until" value="{e(until or "")}" placeholder="(now)"></label>'
+                '<button type="submit">Show</button></form>')
+        status, body = await self.ask(request, "/api/v1/flows", {"since": since, "until": until})
+        if status != 200:
+            return self.page(request, "Flows", form + error_box(status, body), status)
+        rows = []
+        nodes = {n["id"]: n for n in body.get("nodes") or []}
+        for x in body.get("edges") or []:
+            ok, deferred, bounced = shares(x)
+            src, dst = nodes.get(x["source"], {}), nodes.get(x["target"], {})
+            rows.append(
+                f'<tr data-edge="{e(x["id"])}"><td>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
+                f'<td>{e(dst.get("subtitle"))} {e(dst.get("title"))}</td><td class=num>{attempts(x)}</td>'
+                f"<td class=num>{e(x.get('detail__delivered'))}</td><td class=num>{ok:.1%}</td>"
+                f"<td class=num>{deferred:.1%}</td><td class=num>{bounced:.1%}</td>"
+                f"<td class=num>{e(x.get('detail__complained'))}</td></tr>")
+        table = ('<table id="links"><thead><tr><th>From</th><th>To</th><th>Attempts</th><th>Delivered</th>'
+                 "<th>Delivered share</th><th>Deferral share</th><th>Bounce share</th><th>Complaints</th></tr></thead>"
+                 f"<tbody>{''.join(rows)}</tbody></table>")
+        head = (f"<h1>Flows since {_time(body.get('since'))}"
+                f"{' until ' + _time(body.get('until')) if body.get('until') else ''}</h1>"
+                '<p class="meta">sender &rarr; VMTA &rarr; ISP; link width by attempts (delivered + deferred + '
+                "bounced), colour from red (none delivered) to green (all delivered).</p>")
+        return self.page(request, "Flows", form + partial_banner(body) + head + sankey_svg(body) + table)
+
+
+def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://localhost:3000",
+                       title: str = "PMTA Watchtower") -> APIRouter:
+    views = Views(backend_for, grafana_url, title)
+    router = APIRouter(prefix="/ui", include_in_schema=False)
+
+    @router.get("/")
+    async def search(request: Request, message_id: Text = None, rcpt: Text = None, job_id: Text = None,
+                     cursor: Text = None) -> Response:
+        return await views.search(request, message_id, rcpt, job_id, cursor)
+
+    @router.get("/messages/{message_id:path}")
+    async def message(request: Request, message_id: str) -> Response:
+        return await views.message(request, message_id)
+
+    @router.get("/timeline")
+    async def timeline(request: Request, rcpt: Text = None, job_id: Text = None, message_id: Text = None) -> Response:
+        if not rcpt:
+            return await views.search(request, None, None, job_id, None)
+        return await views.timeline(request, rcpt, job_id, message_id)
+
+    @router.get("/flows")
+    async def flows(request: Request, since: Annotated[str, Query(max_length=64)] = "1h",
+                    until: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+        return await views.flows(request, since, until)
+
+    return router
