@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 # promtool/amtool and the real servers come from Debian's packages (tests start them on loopback).
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
-	  echo "installing Debian packages prometheus prometheus-alertmanager"; \
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing Debian packages prometheus prometheus-alertmanager chromium chromium-driver"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	    --no-install-recommends prometheus prometheus-alertmanager chromium chromium-driver >/dev/null; \
 	fi
 
 setup: $(STAMP) system-deps

@@ -123,6 +123,9 @@ class CorrelatorSink:
             from correlator.replies import with_replies  # /api/v1/replies (issue 11), owned by grafana
 
             self._router = with_replies(build_router(api), api)
+            from pages import with_pages  # the HTML pages under /ui (issue 12), owned by hub
+
+            self._router = with_pages(self._router, self.config.grafana_url)
         return self._router
 
     def close(self) -> None:

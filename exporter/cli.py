@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     demo.add_argument("--dir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    hub = sub.add_parser("hub", help="one /api/v1 and the /ui pages over many daemons (fan-out, docs/scaling.md)")
+    hub.add_argument("--config", required=True, type=Path, help="hub YAML config file")
     return p
 
 
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from simulator.demo import run_demo
 
         return run_demo(args)
+    if args.command == "hub":
+        from hub.app import run_hub
+
+        return run_hub(args.config)
     config = _load(args.config)
     if config is None:
         return 2

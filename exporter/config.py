@@ -196,6 +196,9 @@ class CorrelatorConfig(_Strict):
         default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600."
     )
     max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
+    grafana_url: str = Field(
+        default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."
+    )
 
 
 class WebConfig(_Strict):
