@@ -1,63 +1,85 @@
-"""Plain-text renderings for `Accept: text/plain` / `?format=text`: readable in a terminal."""
+"""Plain-text renderings for `Accept: text/plain` / `?format=text`: readable in a terminal.
+
+Every value comes from accounting files that remote parties write into (dsnDiag, Message-Id,
+feedbackType...), so C0/C1 control characters are shown as `\\xNN` / `\\u00NN` escapes: a
+`curl | less` must never run an attacker's terminal escape sequence. Only the renderer's own
+newlines reach the output.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def safe(value: object) -> str:
+    """str(value) with control characters (C0, DEL, C1, line/paragraph separators) escaped."""
+    return _CONTROLS.sub(_escape_char, str(value))
 
 
 def _t(value: str | None) -> str:
-    return (value or "-").replace("T", " ")
+    return safe(value or "-").replace("T", " ")
 
 
 def timeline(tl: dict[str, Any]) -> str:
+    e = safe
     head = [
-        f"rcpt {tl['rcpt'] or '(unknown)'}  message-id {tl['message_id'] or '-'}  job {tl['job_id'] or '-'}",
-        f"from {tl['orig'] or '-'}  vmta {tl['vmta'] or '-'}"
-        + (f" (pool {tl['vmta_pool']})" if tl["vmta_pool"] else "")
-        + f"  isp {tl['isp'] or '-'}  outcome {tl['outcome'].upper()}  attempts {tl['attempts']}",
+        f"rcpt {e(tl['rcpt'] or '(unknown)')}  message-id {e(tl['message_id'] or '-')}  job {e(tl['job_id'] or '-')}",
+        f"from {e(tl['orig'] or '-')}  vmta {e(tl['vmta'] or '-')}"
+        + (f" (pool {e(tl['vmta_pool'])})" if tl["vmta_pool"] else "")
+        + f"  isp {e(tl['isp'] or '-')}  outcome {e(tl['outcome']).upper()}  attempts {tl['attempts']}",
     ]
     if tl.get("queue_events_omitted"):
-        head.append(f"({tl['queue_events_omitted']} older queue events of {tl['queue']} omitted)")
+        head.append(f"({tl['queue_events_omitted']} older queue events of {e(tl['queue'])} omitted)")
     lines = []
     for ev in tl["events"]:
-        parts = [_t(ev["time"]), f"{ev['kind']:<15}"]
+        parts = [_t(ev["time"]), f"{e(ev['kind']):<15}"]
         if ev.get("attempt"):
             parts.append(f"#{ev['attempt']}")
         for key in ("vmta", "dsn_status", "dsn_diag", "dsn_mta", "feedback_type", "reporting_mta"):
             if ev.get(key):
-                parts.append(str(ev[key]))
+                parts.append(e(ev[key]))
         if ev.get("response_class"):
-            parts.append(f"[{ev['response_class']}]")
+            parts.append(f"[{e(ev['response_class'])}]")
         lines.append(("  " + "  ".join(parts)).rstrip())
     return "\n".join(head + lines) + "\n"
 
 
 def timelines(title: str, items: list[dict[str, Any]], note: str = "") -> str:
-    blocks = [title + (f"  {note}" if note else "")]
+    blocks = [safe(title) + (f"  {safe(note)}" if note else "")]
     blocks += [timeline(tl) for tl in items]
     return "\n".join(blocks)
 
 
 def search(page: dict[str, Any]) -> str:
+    e = safe
     lines = []
     for it in page["items"]:
         lines.append("  ".join((
-            _t(it["first_seen"]), f"{it['outcome']:<10}", it["rcpt"] or "-", f"job={it['job_id'] or '-'}",
-            f"vmta={it['vmta'] or '-'}", f"mid={it['message_id'] or '-'}", f"id={it['id']}",
+            _t(it["first_seen"]), f"{e(it['outcome']):<10}", e(it["rcpt"] or "-"), f"job={e(it['job_id'] or '-')}",
+            f"vmta={e(it['vmta'] or '-')}", f"mid={e(it['message_id'] or '-')}", f"id={it['id']}",
         )))
     if not lines:
         lines.append("(no matching timelines)")
     if page["next_cursor"]:
-        lines.append(f"next cursor: {page['next_cursor']}")
+        lines.append(f"next cursor: {e(page['next_cursor'])}")
     return "\n".join(lines) + "\n"
 
 
 def flows(data: dict[str, Any]) -> str:
+    e = safe
     lines = [f"flows since {_t(data['since'])}" + (f" until {_t(data['until'])}" if data["until"] else "")]
-    for e in data["edges"]:
+    for x in data["edges"]:
         lines.append(
-            f"  {e['source']} -> {e['target']}  delivered={e['detail__delivered']} bounced={e['detail__bounced']}"
-            f" deferred={e['detail__deferred']} complained={e['detail__complained']}"
+            f"  {e(x['source'])} -> {e(x['target'])}  delivered={x['detail__delivered']} "
+            f"bounced={x['detail__bounced']} deferred={x['detail__deferred']} complained={x['detail__complained']}"
         )
     if not data["edges"]:
         lines.append("  (no traffic)")

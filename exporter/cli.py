@@ -1,7 +1,11 @@
-"""The `watchtower` command: run | oneshot | check-config | demo.
+"""The `watchtower` command: run | oneshot | check-config | healthcheck | demo.
 
-Parses arguments, loads the one Config object and hands it to the daemon. Exit codes: 0 ok,
-2 invalid configuration or usage.
+Parses arguments, loads the one Config object, checks it against the machine (exporter.preflight)
+and hands it to the daemon. A config problem is never a traceback: one line per problem naming
+the key, exit 2.
+
+Exit codes (docs/security.md, README): 0 ok; 1 runtime failure (listener could not bind, state
+database unusable, unhealthy for `healthcheck`); 2 invalid configuration or usage.
 """
 
 from __future__ import annotations
@@ -9,23 +13,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__
-from exporter.config import ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+log = logging.getLogger("watchtower.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="watchtower", description="PowerMTA observability daemon.")
+    p = argparse.ArgumentParser(prog="watchtower", description="PowerMTA observability daemon.",
+                                epilog="exit codes: 0 ok, 1 runtime failure or unhealthy, 2 invalid configuration")
     p.add_argument("--version", action="version", version=f"watchtower {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="tail accounting files and serve /metrics until SIGTERM")
     run.add_argument("--config", required=True, type=Path, help="YAML config file")
     one = sub.add_parser("oneshot", help="read every matching file from byte 0, print the exposition, exit")
     one.add_argument("--config", required=True, type=Path, help="YAML config file")
-    chk = sub.add_parser("check-config", help="validate a config file; exit 2 listing every problem")
-    chk.add_argument("file", type=Path)
+    chk = sub.add_parser("check-config", help="validate a config file against this machine; exit 2 listing "
+                         "every problem")
+    chk.add_argument("file", type=Path, nargs="?", help="YAML config file (or --config FILE)")
+    chk.add_argument("--config", dest="config_opt", type=Path, default=None, help="YAML config file")
+    hc = sub.add_parser("healthcheck", help="GET /healthz of the running daemon (for Docker HEALTHCHECK); "
+                        "exit 0 healthy, 1 not")
+    hc.add_argument("--config", required=True, type=Path, help="YAML config file of the daemon")
+    hc.add_argument("--timeout", type=float, default=4.0, help="seconds")
     demo = sub.add_parser("demo", help="simulated PMTA traffic + the exporter, on loopback")
     demo.add_argument("--scenario", default="gmail-throttle", help="scenario name or YAML file")
     demo.add_argument("--listen", default="127.0.0.1:9469", help="exporter listener host:port")
@@ -37,46 +53,123 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: Path) -> object:
+def _report(path: Path, problems: list[str]) -> None:
+    print(f"{path}: invalid configuration", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _load(path: Path, preflight: bool = True) -> Config | None:
+    """The validated config, or None after printing every problem (shape first, then the machine)."""
+    from exporter import preflight as checks
+
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
-        print(f"{exc.path}: invalid configuration", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(path, exc.problems)
         return None
     except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return None
+    if preflight:
+        problems = checks.problems(config)
+        if problems:
+            _report(path, problems)
+            return None
+    return config
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from exporter import preflight
+
+    path = args.config_opt or args.file
+    if path is None or (args.config_opt and args.file):
+        print("watchtower check-config: give the config file once: FILE or --config FILE", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    for warning in preflight.warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    print(f"{path}: ok")
+    return EXIT_OK
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """0 when /healthz says ok. With auth on and no WATCHTOWER_HEALTHCHECK_USER/_PASSWORD, a 401 from the
+    listener counts as alive (the process answers HTTP); with them, the full status is checked."""
+    import httpx
+
+    config = _load(args.config, preflight=False)
+    if config is None:
+        return EXIT_CONFIG
+    host = config.listen_host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    scheme = "https" if config.web.tls_cert_file else "http"
+    url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{config.listen_port}/healthz"
+    user = os.environ.get("WATCHTOWER_HEALTHCHECK_USER")
+    password = os.environ.get("WATCHTOWER_HEALTHCHECK_PASSWORD", "")
+    auth: Any = (user, password) if user else None
+    try:
+        # The certificate names the public host, not loopback; this is a local liveness probe.
+        r = httpx.get(url, auth=auth, timeout=args.timeout, verify=False)  # noqa: S501
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if r.status_code == 401 and auth is None and config.web.basic_auth_users:
+        print(f"alive: {url} answers (auth required; set WATCHTOWER_HEALTHCHECK_USER and "
+              "WATCHTOWER_HEALTHCHECK_PASSWORD for the full check)")
+        return EXIT_OK
+    if r.status_code == 200:
+        print(f"healthy: {url}")
+        return EXIT_OK
+    print(f"unhealthy: {url}: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from exporter import logsetup, preflight
+    from exporter.http import raise_fd_limit
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    logsetup.setup(config.log_level, config.log_format)
+    if args.command == "oneshot":
+        from exporter.daemon import run_oneshot
+
+        sys.stdout.write(run_oneshot(config))
+        return EXIT_OK
+    raise_fd_limit()
+    for warning in preflight.warnings(config):
+        if "basic_auth_users" in warning:
+            log.warning("%s", warning)
+    try:
+        from exporter.daemon import Daemon
+
+        return int(asyncio.run(Daemon(config).serve()) or 0)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
+        log.critical("watchtower could not run: %s: %s", type(exc).__name__, exc)
+        log.debug("traceback", exc_info=exc)
+        return EXIT_FAILURE
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        config = _load(args.file)
-        if config is None:
-            return 2
-        print(f"{args.file}: ok")
-        return 0
+        return _check_config(args)
+    if args.command == "healthcheck":
+        return _healthcheck(args)
     if args.command == "demo":
+        from exporter import logsetup
         from simulator.demo import run_demo
 
+        logsetup.setup("info", "text")
         return run_demo(args)
     if args.command == "hub":
         from hub.app import run_hub
 
         return run_hub(args.config)
-    config = _load(args.config)
-    if config is None:
-        return 2
-    from exporter.daemon import Daemon, run_oneshot
-
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper()),  # type: ignore[attr-defined]
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.command == "oneshot":
-        sys.stdout.write(run_oneshot(config))  # type: ignore[arg-type]
-        return 0
-    return asyncio.run(Daemon(config).serve())  # type: ignore[arg-type]
+    return _run(args)

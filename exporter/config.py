@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
@@ -67,7 +75,10 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     """One family of accounting files, e.g. every `acct-*.csv` PMTA writes for one `<acct-file>`."""
 
-    paths: list[str] = Field(min_length=1, description="Glob patterns of the CSV files PMTA writes.")
+    paths: list[str] = Field(
+        min_length=1, description="Glob patterns of the CSV files PMTA writes: absolute paths, e.g. "
+        "`/var/log/pmta/acct-*.csv`."
+    )
     name: str | None = Field(
         default=None,
         description="Label value for self-metrics; defaults to the file stem of the first glob.",
@@ -77,6 +88,15 @@ class SourceConfig(_Strict):
         description="Record types this source feeds (d, b, t, tq, f, rb, rs, r or long aliases); "
         "others are skipped so a record PMTA writes to two files is counted once. Default: all.",
     )
+
+    @field_validator("paths")
+    @classmethod
+    def _sane_globs(cls, value: list[str]) -> list[str]:
+        for i, pattern in enumerate(value):
+            problem = glob_problem(pattern)
+            if problem:
+                raise ValueError(f"paths[{i}] {pattern!r}: {problem}")
+        return value
 
     @field_validator("records")
     @classmethod
@@ -118,6 +138,20 @@ class TailConfig(_Strict):
         default=14 * 86400.0,
         description="Drop the checkpoint of a file that has been gone from every glob for this long.",
     )
+    max_open_files: int = Field(
+        default=128, ge=1,
+        description="Most accounting files held open at once; the least recently grown idle ones are closed "
+        "first (a file rotated away is kept open until drained).",
+    )
+    max_pending_rows: int = Field(
+        default=50_000, ge=1000,
+        description="Rows read but not yet committed to the state database; reading pauses above it (memory "
+        "stays bounded while the database is slow or failing).",
+    )
+    shutdown_timeout: Duration = Field(
+        default=4.0,
+        description="On SIGTERM, time allowed to commit what was read; the rest is read again at the next start.",
+    )
 
 
 class ClassifyConfig(_Strict):
@@ -146,7 +180,8 @@ class LabelsConfig(_Strict):
 
 class MetricsConfig(_Strict):
     delay_buckets: list[float] = Field(
-        default_factory=lambda: [1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0],
+        default_factory=lambda: [1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
+                                 21600.0, 86400.0],  # 1 min to 6 h: steps of at most x3
         min_length=1,
         description="Upper bounds (seconds) of `pmta_delivery_delay_seconds`; +Inf is implied.",
     )
@@ -167,10 +202,18 @@ class PmtaApiConfig(_Strict):
     )
     poll_interval: Duration = Field(default=15.0, description="Time between polls of the management API.")
     timeout: Duration = Field(default=5.0, description="Timeout of one HTTP request to PMTA.")
+    poll_deadline: Duration = Field(
+        default=10.0, gt=0,
+        description="Bound on one whole poll, every per-VMTA request included; a VMTA not read by then has no "
+        "queue gauges until a later poll reads it.",
+    )
     api_key: str | None = Field(default=None, description="Sent as the X-API-Key header (PMTA 5).")
     api_key_file: Path | None = Field(default=None, description="File holding the API key.")
     username: str | None = Field(default=None, description="HTTP basic auth user (a proxy in front of PMTA).")
-    password: str | None = Field(default=None, description="HTTP basic auth password.")
+    password: str | None = Field(default=None, description="HTTP basic auth password (prefer password_file).")
+    password_file: Path | None = Field(
+        default=None, description="File holding the basic auth password (first line; keep it 0600)."
+    )
     verify_tls: bool = Field(default=True, description="Verify PMTA's certificate (PMTA 5 self-signs).")
     ca_file: Path | None = Field(default=None, description="CA bundle to verify PMTA's certificate with.")
     format: Literal["xml", "json"] = Field(default="xml", description="Response format asked of PMTA.")
@@ -179,6 +222,19 @@ class PmtaApiConfig(_Strict):
         description="Ask /queues?queue=*/VMTA for every VMTA so queues beyond PMTA's top-N are seen.",
     )
     max_backoff: Duration = Field(default=300.0, description="Longest wait between failing polls.")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> PmtaApiConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The basic auth password, read from password_file when that is set (raises OSError if unreadable)."""
+        if self.password_file is not None:
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+            return lines[0] if lines else ""
+        return self.password
 
 
 class CorrelatorConfig(_Strict):
@@ -202,11 +258,42 @@ class CorrelatorConfig(_Strict):
 
 
 class WebConfig(_Strict):
-    tls_cert_file: Path | None = Field(default=None, description="Serve HTTPS with this certificate.")
-    tls_key_file: Path | None = Field(default=None, description="Key for tls_cert_file.")
+    tls_cert_file: Path | None = Field(default=None, description="Serve HTTPS with this certificate (PEM).")
+    tls_key_file: Path | None = Field(default=None, description="Key for tls_cert_file (PEM); both or neither.")
     basic_auth_users: dict[str, str] = Field(
-        default_factory=dict, description="user: password pairs required on every route when set."
+        default_factory=dict,
+        description="user: bcrypt hash (`$2b$...`, as node_exporter's web-config; make one with "
+        "`htpasswd -nbBC 10 '' PASSWORD | cut -c2-`) required on every route when set. A value that is not "
+        "a bcrypt hash is taken as a plain password (discouraged).",
     )
+    max_connections: int = Field(
+        default=512, ge=8,
+        description="Open HTTP connections kept at most; past it the longest-idle one is closed. Also held "
+        "below the process's open-file limit so sockets never starve the tailer and the database.",
+    )
+    header_timeout: Duration = Field(
+        default=10.0, description="Close a connection that has not sent a complete request for this long."
+    )
+    keep_alive_timeout: Duration = Field(
+        default=5.0, description="Close a keep-alive connection idle for this long after a response."
+    )
+    api_max_concurrency: int = Field(
+        default=2, ge=1, description="/api/v1 requests served at once; others wait up to api_queue_timeout."
+    )
+    api_queue_timeout: Duration = Field(
+        default=2.0, description="How long an /api/v1 request waits for a slot before a 503 answer."
+    )
+    api_query_timeout: Duration = Field(
+        default=5.0, description="Time budget of one /api/v1 query; past it the query is interrupted (503)."
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> WebConfig:
+        if self.tls_cert_file is not None and self.tls_key_file is None:
+            raise ValueError("tls_cert_file is set but tls_key_file is not (set both, or neither)")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_key_file is set but tls_cert_file is not (set both, or neither)")
+        return self
 
 
 class Config(_Strict):
@@ -214,7 +301,11 @@ class Config(_Strict):
 
     sources: list[SourceConfig] = Field(min_length=1, description="The accounting file families to follow.")
     state_dir: Path = Field(description="Directory of the state database (offsets, counters, timelines).")
-    listen: str = Field(description="host:port of the HTTP listener serving /metrics and the API.")
+    listen: str = Field(
+        default="127.0.0.1:9469",
+        description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "
+        "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469`, `[::]:9469` or an address.",
+    )
     tail: TailConfig = Field(default_factory=TailConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
@@ -223,6 +314,9 @@ class Config(_Strict):
     correlator: CorrelatorConfig = Field(default_factory=CorrelatorConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text` lines, or one JSON object per line (uvicorn's logs too)."
+    )
 
     @field_validator("listen")
     @classmethod
@@ -230,6 +324,8 @@ class Config(_Strict):
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected host:port, got {value!r}")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9469, got {value!r}")
         return value
 
     @field_validator("sources")
@@ -243,7 +339,8 @@ class Config(_Strict):
 
     @property
     def listen_host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+        """The bind address; a bare `:port` is loopback, so nothing is exposed unless asked for by name."""
+        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
 
     @property
     def listen_port(self) -> int:
@@ -259,13 +356,65 @@ class ConfigError(Exception):
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
+def glob_problem(pattern: str) -> str | None:
+    """Why a source glob can never match what the operator meant, or None when it is usable."""
+    if not pattern.strip():
+        return "empty pattern"
+    if "\x00" in pattern:
+        return "contains a NUL byte"
+    if not pattern.startswith("/"):
+        return "must be an absolute path (the daemon's working directory is not the log directory)"
+    if pattern.endswith("/"):
+        return "names a directory; add a file pattern such as acct-*.csv"
+    depth = 0
+    for ch in pattern:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+    if depth:
+        return "unclosed '[' in the pattern"
+    if "**" in pattern:
+        return "'**' is not supported (patterns are matched one directory level at a time)"
+    return None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line})",
+                    key_node.start_mark)
+            seen[key] = line
+        except TypeError:  # unhashable key: let the base constructor report it
+            break
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML config file; raise ConfigError listing every problem."""
-    text = Path(path).read_text(encoding="utf-8")
+    raw = Path(path).read_bytes()
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), [f"line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                                      f"{exc.start}); save the file as UTF-8"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["top level must be a mapping of keys"])
     if overrides:

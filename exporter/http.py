@@ -2,25 +2,55 @@
 
 uvicorn runs inside the daemon's event loop (signals stay with the daemon), so /metrics is
 rendered on the loop thread and never races the aggregator that mutates the series.
-Optional TLS and basic auth follow node_exporter's web config in spirit.
+Optional TLS and basic auth (bcrypt, see exporter.webauth) follow node_exporter's web config.
+
+Hardening, because the API holds every recipient address of the host:
+- every error is an ApiError-shaped JSON body (`error`, `parameter`, `status`), 404/405 included;
+- no Swagger UI (it would load scripts from a CDN), no `server:` header;
+- connections are capped (ConnectionGuard): one that sends no complete request within
+  `web.header_timeout` is closed, and past `web.max_connections` the longest-idle one is closed,
+  so idle sockets cannot exhaust the process's file descriptors (which the tailer and SQLite need);
+- accept() failures (EMFILE) are logged at most once per ACCEPT_LOG_INTERVAL, without traceback.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import contextlib
-import hmac
+import ipaddress
+import logging
+import resource
+import socket
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporter import __version__
 from exporter.config import Config
+from exporter.webauth import BasicAuth
+
+log = logging.getLogger("watchtower.http")
+
+FD_RESERVE = 128
+"""File descriptors kept free for the tailer, SQLite and the PMTA poller whatever the sockets do."""
+ACCEPT_LOG_INTERVAL = 10.0
+MAX_REQUEST_HEAD = 16 * 1024
+"""Largest request line + headers accepted (h11 answers 400 above it)."""
+
+
+def error_body(status: int, error: str, parameter: str | None = None) -> dict[str, Any]:
+    """The ApiError shape (correlator.models.ApiError) used by every non-2xx answer of the listener."""
+    return {"error": error, "parameter": parameter, "status": status}
 
 
 def build_app(
@@ -29,7 +59,7 @@ def build_app(
     routers: list[Any] | None = None,
     basic_auth_users: dict[str, str] | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="PMTA Watchtower", version=__version__,
+    app = FastAPI(title="PMTA Watchtower", version=__version__, docs_url=None, redoc_url=None,
                   description="Prometheus metrics and per-message timelines for PowerMTA.")
 
     @app.get("/metrics", include_in_schema=False)
@@ -47,38 +77,227 @@ def build_app(
     async def index() -> PlainTextResponse:
         return PlainTextResponse(
             "PMTA Watchtower " + __version__ + "\n\n/metrics       Prometheus metrics\n/healthz       health\n"
-            "/api/v1/...    message timelines (see /docs)\n/openapi.json  API description\n"
+            "/api/v1/...    message timelines (docs/api.md)\n/openapi.json  API description\n"
         )
 
     for router in routers or []:
         app.include_router(router)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        what = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed"}
+        return JSONResponse(error_body(exc.status_code, what.get(exc.status_code, str(exc.detail))),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
+        return JSONResponse(error_body(400, first.get("msg", "invalid request"), loc[-1] if loc else None), 400)
+
+    _openapi_without_422(app)
+    # gzip when the client asks (Prometheus does): /metrics pages shrink ~10x.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+
     if basic_auth_users:
-        users = dict(basic_auth_users)
+        auth = BasicAuth(basic_auth_users)
 
         @app.middleware("http")
         async def basic_auth(request: Request, call_next: Any) -> Response:
-            if not _authorized(request.headers.get("authorization", ""), users):
-                return PlainTextResponse("unauthorized\n", status_code=401,
-                                         headers={"WWW-Authenticate": 'Basic realm="watchtower"'})
+            if not await auth.check(request.headers.get("authorization", "")):
+                return JSONResponse(error_body(401, "authentication required"), status_code=401,
+                                    headers={"WWW-Authenticate": 'Basic realm="watchtower"'})
             return await call_next(request)  # type: ignore[no-any-return]
 
     return app
 
 
-def _authorized(header: str, users: dict[str, str]) -> bool:
-    if not header.lower().startswith("basic "):
-        return False
+def _openapi_without_422(app: FastAPI) -> None:
+    """Validation failures are answered 400 ApiError app-wide, so the schema must not promise a 422."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            for ops in spec.get("paths", {}).values():
+                for op in ops.values():
+                    responses = op.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {"description": "Bad parameter (named in `parameter`).",
+                                            "content": {"application/json": {"schema": _API_ERROR_SCHEMA}}}
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_API_ERROR_SCHEMA = {
+    "type": "object", "title": "ApiError", "required": ["error", "status"],
+    "properties": {"error": {"type": "string"}, "parameter": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                   "status": {"type": "integer"}},
+}
+
+
+# --- exposure -----------------------------------------------------------------------------------
+
+def _is_loopback(host: str) -> bool:
     try:
-        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
         return False
-    expected = users.get(user)
-    return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def exposure_warning(config: Config) -> str | None:
+    """A warning line when the listener is reachable off-host without auth or TLS, else None.
+
+    The daemon logs it at WARNING at startup. Loopback binds never warn (a local reverse proxy
+    adds TLS and auth in front).
+    """
+    if _is_loopback(config.listen_host):
+        return None
+    web = config.web
+    missing = [name for name, present in (("basic auth", bool(web.basic_auth_users)),
+                                          ("TLS", web.tls_cert_file is not None)) if not present]
+    if not missing:
+        return None
+    return (f"listening on {config.listen} (not loopback) without {' and '.join(missing)}: anyone who can reach "
+            "this port can read /metrics and every stored recipient through /api/v1. Set web.basic_auth_users "
+            "and web.tls_cert_file/tls_key_file, or bind 127.0.0.1 behind a reverse proxy (docs/security.md).")
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+class ConnectionGuard:
+    """Tracks open HTTP connections; closes idle ones past the header timeout or the cap.
+
+    "Idle" means no request in flight: waiting for the first request (or the rest of its head), or
+    between keep-alive requests. A connection with a request being answered is never cut.
+    """
+
+    def __init__(self, max_connections: int, header_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.waiting: dict[GuardedH11Protocol, float] = {}  # oldest idle first
+        self.evicted = 0
+        self.timed_out = 0
+
+    def opened(self, proto: GuardedH11Protocol) -> None:
+        self.waiting[proto] = time.monotonic()
+        if len(self.waiting) > self.max_connections:
+            for other in self.waiting:
+                if other is not proto and not other.in_flight():
+                    self.evicted += 1
+                    other.drop()
+                    return
+            proto.drop()  # every other connection is busy: refuse the newcomer
+            self.evicted += 1
+
+    def idle_again(self, proto: GuardedH11Protocol) -> None:
+        if proto in self.waiting:
+            del self.waiting[proto]
+            self.waiting[proto] = time.monotonic()
+
+    def closed(self, proto: GuardedH11Protocol) -> None:
+        self.waiting.pop(proto, None)
+
+    def sweep(self) -> None:
+        cutoff = time.monotonic() - self.header_timeout
+        late = [p for p, since in self.waiting.items() if since < cutoff and not p.in_flight()]
+        for proto in late:
+            self.timed_out += 1
+            proto.drop()
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol reporting to a ConnectionGuard (bound by `guarded_protocol`)."""
+
+    guard: ConnectionGuard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.guard.opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.closed(self)
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        self.guard.idle_again(self)
+        super().on_response_complete()
+
+    def in_flight(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def drop(self) -> None:
+        self.guard.closed(self)
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that does not read must not pin the socket
+        else:
+            self.transport.close()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+    return type("GuardedH11", (GuardedH11Protocol,), {"guard": guard})
+
+
+def connection_cap(configured: int) -> int:
+    """max_connections, lowered to leave FD_RESERVE descriptors free under RLIMIT_NOFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(8, min(configured, soft - FD_RESERVE))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go programs do); returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+class AcceptErrorLog:
+    """Loop exception handler: accept() failures once per interval with a count, others unchanged."""
+
+    def __init__(self, previous: Any, interval: float = ACCEPT_LOG_INTERVAL) -> None:
+        self.previous = previous
+        self.interval = interval
+        self.suppressed = 0
+        self.last = -interval
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            now = time.monotonic()
+            if now - self.last >= self.interval:
+                exc = context.get("exception")
+                log.error("accept() failed: %s (%d more in the last %.0fs); new connections wait",
+                          exc, self.suppressed, self.interval)
+                self.last, self.suppressed = now, 0
+            else:
+                self.suppressed += 1
+            return
+        if self.previous is not None:
+            self.previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon decides when to stop."""
+    """uvicorn without its own signal handling (the daemon decides when to stop), plus the guard."""
+
+    guard: ConnectionGuard | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -87,17 +306,39 @@ class EmbeddedServer(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # older uvicorn versions
         return None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(AcceptErrorLog(loop.get_exception_handler()))
+        await super().startup(sockets)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.guard is not None and counter % 10 == 0:
+            self.guard.sweep()
+        return await super().on_tick(counter)
+
 
 def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
+    from correlator.api import ApiLimits
+
     web = config.web
+    app.state.api_limits = ApiLimits(web.api_max_concurrency, web.api_queue_timeout, web.api_query_timeout)
+    guard = ConnectionGuard(connection_cap(web.max_connections), web.header_timeout)
     ucfg = uvicorn.Config(
         app,
         host=config.listen_host,
         port=config.listen_port,
-        log_level="warning",
+        http=guarded_protocol(guard),
+        log_level=config.log_level if config.log_level != "info" else "warning",
+        log_config=None,  # logging is set up once by exporter.logsetup; uvicorn's records go through it
         access_log=False,
         lifespan="off",
+        server_header=False,
+        timeout_keep_alive=web.keep_alive_timeout,  # type: ignore[arg-type]  # float works (call_later)
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
+        backlog=512,
         ssl_certfile=str(web.tls_cert_file) if web.tls_cert_file else None,
         ssl_keyfile=str(web.tls_key_file) if web.tls_key_file else None,
     )
-    return EmbeddedServer(ucfg)
+    server = EmbeddedServer(ucfg)
+    server.guard = guard
+    return server

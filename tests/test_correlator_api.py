@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from correlator import CorrelatorSink
+from correlator import api as api_module
+from correlator.api import ApiLimits
 from exporter.config import CorrelatorConfig
 from tests.test_correlator_support import CORPUS, NOW, Harness, batch, class_of, isp_of
 
@@ -230,8 +234,8 @@ async def test_openapi_documents_routes_and_models(h: Harness) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         spec = (await c.get("/openapi.json")).json()
     paths = spec["paths"]
-    assert set(paths) == {"/api/v1/messages/{message_id}", "/api/v1/timeline", "/api/v1/timelines/{timeline_id}",
-                          "/api/v1/search", "/api/v1/flows"}
+    assert {"/api/v1/messages/{message_id}", "/api/v1/timeline", "/api/v1/timelines/{timeline_id}",
+            "/api/v1/search", "/api/v1/flows"} <= set(paths)
     schemas = spec["components"]["schemas"]
     assert {"MessageResponse", "TimelineResponse", "SearchResponse", "FlowsResponse", "Timeline", "Event",
             "ApiError", "FlowNode", "FlowEdge"} <= set(schemas)
@@ -240,3 +244,109 @@ async def test_openapi_documents_routes_and_models(h: Harness) -> None:
     assert ok["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ApiError")
     params = {p["name"] for p in paths["/api/v1/search"]["get"]["parameters"]}
     assert params == {"rcpt", "job_id", "vmta", "outcome", "since", "until", "limit", "cursor", "format"}
+
+
+# --- issue 9: crafted input, limits, terminal escapes ---------------------------------------------
+
+def _app(h: Harness, limits: object = None) -> FastAPI:
+    from exporter.http import build_app
+
+    app = build_app(CollectorRegistry(), lambda: {"ok": True}, [h.sink.asgi_routes()])
+    if limits is not None:
+        app.state.api_limits = limits
+    return app
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+CRAFTED_TIMES = ["nan", "NaN", "inf", "-inf", "1e20", "-1", "0001-01-01T00:00:00+1400", "9999-12-31T23:59:59-1400",
+                 "99999999999999999999w", "1e400"]
+
+
+async def test_crafted_times_are_400(h: Harness) -> None:
+    async with h.client() as c:
+        for value in CRAFTED_TIMES:
+            _error(await c.get("/api/v1/search", params={"since": value}), 400, "since")
+            _error(await c.get("/api/v1/search", params={"until": value}), 400, "until")
+            _error(await c.get("/api/v1/flows", params={"since": value}), 400, "since")
+
+
+def _cursor(obj: object) -> str:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+CRAFTED_CURSORS = [b"[Infinity, 1, \"x\"]", b"[NaN, 1, \"x\"]", b"[1e400, 1, \"x\"]", [10**29, 1, "x"],
+                   [1.0, 10**29, "x"], [1.0, -1, "x"], [1.0, 1.5, "x"], [True, 1, "x"], b"[" * 1000 + b"]" * 1000,
+                   [1, 2], "x" * 300, [1, 2, ["x"]], b"\xff\xfe"]
+
+
+async def test_crafted_cursors_are_400(h: Harness) -> None:
+    async with h.client() as c:
+        for raw in CRAFTED_CURSORS:
+            _error(await c.get("/api/v1/search", params={"cursor": _cursor(raw)}), 400, "cursor")
+
+
+async def test_timeline_ids_beyond_int64_are_400(h: Harness) -> None:
+    async with h.client() as c:
+        for tid in ("9223372036854775808", "0", "-1", "1" * 400):
+            _error(await c.get(f"/api/v1/timelines/{tid}"), 400, "timeline_id")
+        _error(await c.get("/api/v1/timelines/9223372036854775807"), 404, "timeline_id")
+
+
+async def test_routes_methods_and_openapi_through_the_listener_app(h: Harness) -> None:
+    async with _client(_app(h)) as c:
+        _error(await c.get("/api/v1/nope"), 404, None)
+        r = await c.delete("/api/v1/search")
+        _error(r, 405, None)
+        spec = (await c.get("/openapi.json")).json()
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            assert "422" not in op["responses"], path
+            if path.startswith(("/api/v1/search", "/api/v1/timeline", "/api/v1/messages", "/api/v1/flows")):
+                ref = op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ApiError"), path
+    assert "HTTPValidationError" not in spec.get("components", {}).get("schemas", {})
+
+
+async def test_api_concurrency_limit_answers_503_and_recovers(h: Harness) -> None:
+    app = _app(h, ApiLimits(max_concurrency=1, queue_timeout=0.05, query_timeout=5))
+    async with _client(app) as c:
+        assert (await c.get("/api/v1/search")).status_code == 200
+        slots = app.state.api_slots
+        await slots.acquire()  # a request in flight holds the only slot
+        r = await c.get("/api/v1/search")
+        body = _error(r, 503, None)
+        assert "concurrent" in body["error"] and r.headers["retry-after"] == "1"
+        assert (await c.get("/metrics")).status_code == 200  # scrapes never wait for API slots
+        slots.release()
+        assert (await c.get("/api/v1/search")).status_code == 200
+
+
+async def test_query_time_budget_interrupts_with_503(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api_module, "PROGRESS_STEPS", 1)
+    async with _client(_app(h, ApiLimits(max_concurrency=2, queue_timeout=1, query_timeout=0))) as c:
+        body = _error(await c.get("/api/v1/search", params={"vmta": "vmta1"}), 503, None)
+        assert "time budget" in body["error"]
+    async with _client(_app(h)) as c:  # the pooled connection is usable again, without the handler
+        assert len((await c.get("/api/v1/search", params={"vmta": "vmta1"})).json()["items"]) == 2
+
+
+ESC_DIAG = "smtp;421 \x1b]0;pwned\x07\x1b[2J\x9b31m try later\u2028x"
+
+
+async def test_text_rendering_escapes_control_characters(h: Harness) -> None:
+    h.commit(batch("/l/acct-esc.csv", "type,timeLogged,orig,rcpt,dsnStatus,dsnDiag,vmta,jobId,header_Message-Id\n"
+                   f"t,1714550400,s@shop.example,esc@gmail.com,4.0.0,\"{ESC_DIAG}\",v\x1bE,JE,<e\x1b[1m@x>\n"))
+    async with h.client() as c:
+        texts = [(await c.get("/api/v1/timeline", params={"job_id": "JE", "rcpt": "esc@gmail.com",
+                                                          "format": "text"})).text,
+                 (await c.get("/api/v1/search", params={"job_id": "JE", "format": "text"})).text]
+        js = (await c.get("/api/v1/timeline", params={"job_id": "JE", "rcpt": "esc@gmail.com"})).json()
+    assert js["timelines"][0]["events"][-1]["dsn_diag"] == ESC_DIAG  # JSON keeps the exact bytes
+    for text in texts:
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028]", text), repr(text)
+    assert "smtp;421 \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m try later\\u2028x" in texts[0]
+    assert "vmta=v\\x1bE" in texts[1]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bcrypt
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from exporter.http import build_app
+from exporter import webauth
+from exporter.config import config_from_dict
+from exporter.http import build_app, exposure_warning
 
 
 def client(users: dict[str, str] | None = None, ok: bool = True) -> httpx.AsyncClient:
@@ -35,3 +39,80 @@ async def test_basic_auth_guards_every_route():
         assert (await c.get("/metrics")).status_code == 401
         assert (await c.get("/healthz", auth=("prom", "wrong"))).status_code == 401
         assert (await c.get("/metrics", auth=("prom", "s3cret"))).status_code == 200
+
+
+# --- issue 9: errors, auth, exposure -------------------------------------------------------------
+
+
+
+def _cfg(listen: str, **web: object):
+    return config_from_dict({"sources": [{"paths": ["/l/acct-*.csv"]}], "state_dir": "/s", "listen": listen,
+                             "web": web})
+
+
+def test_exposure_warning_only_off_loopback_without_auth_or_tls(tmp_path):
+    for listen in ("127.0.0.1:9469", ":9469", "[::1]:9469", "localhost:9469"):
+        assert exposure_warning(_cfg(listen)) is None, listen
+    warn = exposure_warning(_cfg("0.0.0.0:9469"))
+    assert warn is not None and "without basic auth and TLS" in warn and "0.0.0.0:9469" in warn
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    assert "without TLS" in exposure_warning(_cfg("[::]:9469", basic_auth_users={"p": "x"}))
+    assert "without basic auth:" in exposure_warning(_cfg("0.0.0.0:9469", tls_cert_file=str(cert),
+                                                          tls_key_file=str(key)))
+    assert exposure_warning(_cfg("0.0.0.0:9469", basic_auth_users={"p": "x"}, tls_cert_file=str(cert),
+                                 tls_key_file=str(key))) is None
+
+
+async def test_unknown_routes_and_methods_are_api_errors_and_no_swagger():
+    async with client() as c:
+        for path in ("/nope", "/docs", "/redoc", "/api/v1/nope"):
+            r = await c.get(path)
+            assert r.status_code == 404 and r.json() == {"error": f"no route {path}", "parameter": None,
+                                                          "status": 404}, path
+        r = await c.post("/metrics")
+        assert r.status_code == 405 and r.json()["status"] == 405 and r.headers["allow"] == "GET"
+        assert "422" not in (await c.get("/openapi.json")).text
+
+
+async def test_metrics_gzip_when_asked():
+    reg = CollectorRegistry()
+    for i in range(200):
+        Counter(f"watchtower_probe_{i}", "probe", registry=reg).inc(i)
+    app = build_app(reg, lambda: {"ok": True})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
+        gz = await c.get("/metrics", headers={"accept-encoding": "gzip"})
+        plain = await c.get("/metrics", headers={"accept-encoding": "identity"})
+    assert gz.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert gz.text == plain.text and "watchtower_probe_199_total 199.0" in gz.text
+
+
+HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+
+
+async def test_bcrypt_users_like_node_exporter():
+    async with client({"prom": HASH}) as c:
+        assert (await c.get("/metrics")).status_code == 401
+        r = await c.get("/metrics", auth=("prom", "wrong"))
+        assert r.status_code == 401 and r.json()["status"] == 401 and r.headers["www-authenticate"]
+        assert (await c.get("/metrics", auth=("prom", "s3cret"))).status_code == 200
+        assert (await c.get("/metrics", auth=("prom", "s3cret"))).status_code == 200  # cached path
+        assert (await c.get("/healthz", auth=("nobody", "s3cret"))).status_code == 401
+        assert (await c.get("/healthz", headers={"authorization": "Basic !!!"})).status_code == 401
+
+
+def test_unknown_user_costs_one_bcrypt_check_of_the_same_cost(monkeypatch):
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(webauth.bcrypt, "checkpw", lambda pw, h: calls.append(h) or real(pw, h))
+    auth = webauth.BasicAuth({"prom": HASH, "other": bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=5)).decode()})
+    assert not auth.verify("prom", "wrong") and not auth.verify("nobody", "wrong")
+    assert len(calls) == 2 and calls[0] == HASH.encode()
+    assert calls[1] != HASH.encode() and calls[1].startswith(b"$2b$05$")  # the dummy, as slow as the slowest
+    plain = webauth.BasicAuth({"prom": "s3cret"})
+    assert plain.verify("prom", "s3cret") and not plain.verify("prom", "s3cre") and not plain.verify("x", "s3cret")
+    assert len(calls) == 2  # plain-text users never pay for bcrypt
+
+
+@pytest.mark.parametrize("header", ["", "Bearer x", "Basic", "Basic bm9jb2xvbg==", "Basic \u00e9\u00e9"])
+def test_malformed_authorization_headers(header):
+    assert webauth.parse_header(header) is None

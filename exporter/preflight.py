@@ -1,0 +1,112 @@
+"""Checks of a valid config against the machine: files exist, dirs are writable, the listen host resolves.
+
+The pydantic model only checks shape. `check-config` and `run` both call `problems()` so that
+whatever would make `run` fail at startup is reported first, as one line naming the key, never
+as a traceback. `warnings()` lists what is legal but probably not meant (a glob matching nothing).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import ssl
+from pathlib import Path
+
+from exporter.config import Config
+
+
+def _readable_file(key: str, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if not path.exists():
+        return f"{key}: {path} does not exist"
+    if not path.is_file():
+        return f"{key}: {path} is not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"{key}: {path} is not readable by this user (uid {os.getuid()})"
+    return None
+
+
+def _writable_dir(key: str, path: Path) -> str | None:
+    """The state dir must be writable, or creatable in a writable parent."""
+    path = path.expanduser()
+    if path.exists():
+        if not path.is_dir():
+            return f"{key}: {path} exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{key}: {path} is not writable by this user (uid {os.getuid()})"
+        return None
+    parent = path.parent
+    if not parent.exists():
+        return f"{key}: cannot create {path}: its parent {parent} does not exist (a typo?)"
+    if not parent.is_dir():
+        return f"{key}: cannot create {path}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{key}: cannot create {path}: {parent} is not writable by this user (uid {os.getuid()})"
+    return None
+
+
+def _classifier(key: str, path: Path | None, kind: str) -> str | None:
+    problem = _readable_file(key, path)
+    if problem or path is None:
+        return problem
+    from exporter.classify import IspClassifier, ReplyClassifier
+
+    loader = IspClassifier if kind == "isp" else ReplyClassifier
+    try:
+        loader.load(path)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is a config problem, reported as one line
+        return f"{key}: {exc}"
+    return None
+
+
+def _tls(config: Config) -> list[str]:
+    web = config.web
+    out = [p for p in (_readable_file("web.tls_cert_file", web.tls_cert_file),
+                       _readable_file("web.tls_key_file", web.tls_key_file)) if p]
+    if out or web.tls_cert_file is None or web.tls_key_file is None:
+        return out
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(web.tls_cert_file, web.tls_key_file)
+    except (ssl.SSLError, OSError) as exc:
+        out.append(f"web.tls_cert_file: cannot load {web.tls_cert_file} with {web.tls_key_file}: {exc}")
+    return out
+
+
+def _listen(config: Config) -> str | None:
+    host = config.listen_host
+    try:
+        socket.getaddrinfo(host, config.listen_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"listen: host {host!r} does not resolve ({exc})"
+    return None
+
+
+def problems(config: Config) -> list[str]:
+    """Everything that would stop `watchtower run` at startup, each as `key.path: what`."""
+    out = [
+        _classifier("classify.isp_file", config.classify.isp_file, "isp"),
+        _classifier("classify.replies_file", config.classify.replies_file, "replies"),
+        _writable_dir("state_dir", Path(config.state_dir)),
+        _listen(config),
+        _readable_file("pmta.api_key_file", config.pmta.api_key_file),
+        _readable_file("pmta.password_file", config.pmta.password_file),
+        _readable_file("pmta.ca_file", config.pmta.ca_file),
+    ]
+    return [p for p in out if p] + _tls(config)
+
+
+def warnings(config: Config) -> list[str]:
+    """Legal but suspicious: globs matching no file right now, a plain-text password in the config."""
+    out = []
+    for i, source in enumerate(config.sources):
+        for j, pattern in enumerate(source.paths):
+            if not glob.glob(pattern):
+                out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet")
+    from exporter.webauth import is_bcrypt
+
+    for user, secret in config.web.basic_auth_users.items():
+        if not is_bcrypt(secret):
+            out.append(f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead")
+    return out
