@@ -1,10 +1,14 @@
 """The daemon's lifecycle: startup -> main loop -> shutdown, and the one-shot mode.
 
-startup: open the state database, reload counters and checkpoints from the last commit, start the
-listener and the PMTA API poller. main loop: one tailer pass (read -> parse -> aggregate), a
-commit every `tail.checkpoint_interval` on the writer thread, then wait for the next poll.
-shutdown (SIGTERM/SIGINT): stop reading, commit what was read, close. A crash between commits
-loses nothing: the next start resumes from the last commit, counters and offsets alike.
+startup: open the state database (refusing a damaged one), reload counters and checkpoints from the
+last commit, persist a first run's start decision before reading anything, start the listener and
+the PMTA API poller. main loop: one tailer pass (read -> parse -> aggregate); every
+`tail.checkpoint_interval` the rows read and the offsets + counter values that cover them are queued
+to the commit queue (exporter/writer.py), which writes them in order on the state writer thread.
+Reading pauses while `tail.max_pending_rows` rows wait, so memory stays bounded when the database is
+slow or failing. shutdown (SIGTERM/SIGINT): stop reading, commit what was read within
+`tail.shutdown_timeout`, close. A crash at any point loses nothing: the next start resumes from the
+last checkpoint, counters and offsets alike, and the correlator skips lines it already holds.
 """
 
 from __future__ import annotations
@@ -18,26 +22,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
 from exporter.aggregate import RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
-from exporter.http import build_app, make_server
 from exporter.metrics import SelfMetrics
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.state import Commit, StateStore
+from exporter.state import Commit, StateError, StateStore
 from exporter.tailer import Tailer
+from exporter.writer import CommitQueue, describe
 
 log = logging.getLogger("watchtower.daemon")
 
 STATE_DB = "watchtower.db"
-MAX_PENDING_ROWS = 200_000
-"""Rows read but not yet committed; past this the reader waits for the writer (backpressure)."""
 MAINTAIN_INTERVAL = 30.0
+PAUSED_WAIT = 0.05
+"""How often a paused reader looks again at the commit backlog."""
 
 
 def _classifiers(config: Config) -> tuple[IspClassifier, ReplyClassifier]:
@@ -51,6 +55,10 @@ def _correlator(config: Config, db_path: Path, isp: IspClassifier, replies: Repl
 
     return CorrelatorSink(config.correlator, db_path, isp_of=isp.classify_rcpt,  # type: ignore[no-any-return]
                           class_of=replies.classify)
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured (e.g. the listen address is taken); the message says why."""
 
 
 class Pipeline:
@@ -81,8 +89,24 @@ class Pipeline:
         if self.sink is not None:
             self.sink.observe(batch)
             self.pending.append(batch)
-            self.pending_rows += len(batch.rows)
+            self.pending_rows += len(batch)
         self.aggregator.apply(batch)
+
+    def take_pending(self) -> list[RecordBatch]:
+        batches, self.pending, self.pending_rows = self.pending, [], 0
+        return batches
+
+    def reload_classifiers(self, isp: IspClassifier, replies: ReplyClassifier) -> None:
+        """Swap the classification tables (SIGHUP); cached answers of the old tables are dropped."""
+        self.aggregator.isp_of = isp.classify
+        self.aggregator.class_of = replies.classify
+        reset = getattr(self.aggregator, "reset_caches", None)
+        if reset is not None:
+            reset()
+        else:
+            for name, value in vars(self.aggregator).items():
+                if "cache" in name and isinstance(value, dict):
+                    value.clear()
 
 
 class Daemon:
@@ -91,21 +115,27 @@ class Daemon:
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=self.registry)
         self.isp, self.replies = _classifiers(config)
         self.db_path = Path(config.state_dir) / STATE_DB
         sink = _correlator(config, self.db_path, self.isp, self.replies)
         self.pipeline = Pipeline(config, self.registry, sink, self.isp, self.replies)
         self.store = StateStore(self.db_path, [sink] if sink is not None else [])
+        metrics = self.pipeline.self_metrics
+        self.queue = CommitQueue(self.store, on_committed=self._committed,
+                                 on_error=metrics.checkpoint_errors.inc)
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
-        self._commit_task: asyncio.Task[None] | None = None
+        self.paused = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: Any = None
         self._last_commit_ok = time.time()
+        self._maintain_error: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when the state database cannot be used."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -113,8 +143,22 @@ class Daemon:
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
         try:
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        except (NotImplementedError, RuntimeError, AttributeError):
+            pass
+        try:
             await self.startup()
             await self.main_loop()
+        except StartupError as exc:
+            log.error("%s", exc)
+            return 1
+        except StateError as exc:
+            log.error("%s", exc)
+            return 1
+        except Exception as exc:  # noqa: BLE001 - one line for the operator, the traceback at debug level
+            log.critical("stopped by an internal error: %s (log_level: debug shows the traceback)", describe(exc))
+            log.debug("internal error", exc_info=exc)
+            return 1
         finally:
             await self.shutdown()
         return 0
@@ -127,52 +171,120 @@ class Daemon:
                              loaded.checkpoints, first_run=loaded.first_run)
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
-        routes = self.pipeline.sink.asgi_routes() if self.pipeline.sink is not None else None
-        app = build_app(self.registry, self.health, [routes] if routes is not None else [],
-                        self.config.web.basic_auth_users)
-        self._server = make_server(app, self.config)
-        self._tasks.append(asyncio.create_task(self._server.serve(), name="http"))
+        if loaded.first_run:
+            await self._persist_start_decision()
+        self.queue.start()
+        await self._start_listener()
         if self.config.pmta.url:
             from exporter.queues import QueuePoller
 
             poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
             self._tasks.append(asyncio.create_task(poller.run(), name="pmta-api"))
+        self.started.set()
+
+    async def _persist_start_decision(self) -> None:
+        """First run: where each existing file starts (its end, or 0) is committed before any read.
+
+        Otherwise a stop before the first commit would make the next start a first run again and skip,
+        to the new end, every record written in between.
+        """
+        assert self.tailer is not None
+        self.tailer.scan()
+        cps = [dataclasses.replace(cp) for cp in self.tailer.take_checkpoints()]
+        await self.store.write_checkpoint(Commit(checkpoints=cps))
+        log.info("first run: start positions of %d existing files committed (tail.start_position: %s)",
+                 len(cps), self.config.tail.start_position)
+
+    async def _start_listener(self) -> None:
+        from exporter.http import build_app, make_server
+
+        routes = self.pipeline.sink.asgi_routes() if self.pipeline.sink is not None else None
+        app = build_app(self.registry, self.health, [routes] if routes is not None else [],
+                        self.config.web.basic_auth_users)
+        self._server = make_server(app, self.config)
+        task = asyncio.create_task(self._server.serve(), name="http")
+        self._tasks.insert(0, task)
         while not self._server.started:
-            if self._tasks[0].done():
-                self._tasks[0].result()  # raises the bind error
-                raise RuntimeError(f"listener on {self.config.listen} stopped during startup")
+            if task.done():
+                exc = task.exception() if not task.cancelled() else None
+                raise StartupError(f"listener on {self.config.listen} could not start"
+                                 + (f": {describe(exc)}" if exc else " (see the error above)"))
             await asyncio.sleep(0.01)
         log.info("listening on %s", self.config.listen)
-        self.started.set()
 
     async def main_loop(self) -> None:
         assert self.tailer is not None
         tail = self.config.tail
         last_commit = last_maintain = time.monotonic()
         while not self.should_exit.is_set():
-            more = await self.tailer.poll(self.pipeline.on_batch)
+            if self.queue.backlog_rows + self.pipeline.pending_rows >= tail.max_pending_rows:
+                self._set_paused(True)
+                await self._wait(PAUSED_WAIT)
+                now = time.monotonic()
+                if now - last_commit >= tail.checkpoint_interval:
+                    self._enqueue_checkpoint()
+                    last_commit = now
+                continue
+            self._set_paused(False)
+            more = await self.tailer.poll(self.pipeline.on_batch, should_stop=self._should_stop_reading)
             now = time.monotonic()
-            if now - last_commit >= tail.checkpoint_interval or self.pipeline.pending_rows >= MAX_PENDING_ROWS:
-                await self._checkpoint(wait=self.pipeline.pending_rows >= MAX_PENDING_ROWS)
+            if now - last_commit >= tail.checkpoint_interval or self.pipeline.pending_rows >= tail.max_pending_rows:
+                self._enqueue_checkpoint()
                 last_commit = now
-            if now - last_maintain >= MAINTAIN_INTERVAL and self.store.sinks:
-                await self.store.maintain()
-                last_maintain = now
+            if now - last_maintain >= MAINTAIN_INTERVAL and self.store.sinks and self.queue.error is None:
+                await self._maintain()
+                last_maintain = time.monotonic()
             if more:
                 await asyncio.sleep(0)
                 continue
-            try:
-                await asyncio.wait_for(self.should_exit.wait(), timeout=tail.poll_interval)
-            except TimeoutError:
-                pass
+            await self._wait(tail.poll_interval)
+
+    def _should_stop_reading(self) -> bool:
+        """Asked between chunks: stop requested, or enough rows wait for the writer (memory bound)."""
+        return self.should_exit.is_set() or \
+            self.queue.backlog_rows + self.pipeline.pending_rows >= self.config.tail.max_pending_rows
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.should_exit.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            self.paused = paused
+            if paused:
+                log.info("reading paused: %d rows wait to be committed (tail.max_pending_rows %d)",
+                         self.queue.backlog_rows + self.pipeline.pending_rows, self.config.tail.max_pending_rows)
+            else:
+                log.info("reading resumed")
+
+    async def _maintain(self) -> None:
+        """Retention pruning; a failure (disk full, ...) is reported and retried later, never fatal."""
+        try:
+            await self.store.maintain()
+        except Exception as exc:  # noqa: BLE001
+            text = describe(exc)
+            if text != self._maintain_error:
+                log.error("correlator maintenance on %s failed: %s; retrying in %.0fs", self.db_path, text,
+                          MAINTAIN_INTERVAL)
+            self._maintain_error = text
+            self.pipeline.self_metrics.maintenance_errors.inc()
+        else:
+            self._maintain_error = None
 
     async def shutdown(self) -> None:
         log.info("shutting down")
+        deadline = time.monotonic() + self.config.tail.shutdown_timeout
         try:
+            if self.tailer is not None and self.started.is_set():
+                self._enqueue_checkpoint()
+                complete = await self.queue.drain(max(0.0, deadline - time.monotonic()))
+                if not complete:
+                    log.warning("stopped before committing everything read (%d rows wait, commit error: %s); "
+                                "those records are read again at the next start", self.queue.backlog_rows,
+                                self.queue.error or "none")
             if self.tailer is not None:
-                await self._checkpoint(wait=True)
-                if self._commit_task is not None:
-                    await self._commit_task
                 await self.tailer.close()
         finally:
             if self._server is not None:
@@ -182,58 +294,60 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.store.close()
 
+    def reload(self) -> None:
+        """SIGHUP: load the classification tables again; on error keep the current ones and say why."""
+        try:
+            isp, replies = _classifiers(self.config)
+        except Exception as exc:  # noqa: BLE001 - a bad table must not kill the daemon
+            log.error("SIGHUP: classification tables not reloaded (%s); keeping the current ones", describe(exc))
+            return
+        self.isp, self.replies = isp, replies
+        self.pipeline.reload_classifiers(isp, replies)
+        log.info("SIGHUP: classification tables reloaded (isp: %s, replies: %s)",
+                 self.config.classify.isp_file or "shipped", self.config.classify.replies_file or "shipped")
+
     # --- commits ---------------------------------------------------------------------------------
-    async def _checkpoint(self, wait: bool) -> None:
-        if self._commit_task is not None and not self._commit_task.done():
-            if not wait:
-                return  # the writer is busy; keep reading and commit more next time
-            await self._commit_task
+    def _enqueue_checkpoint(self) -> None:
         assert self.tailer is not None
         p = self.pipeline
         commit = Commit(
             checkpoints=[dataclasses.replace(cp) for cp in self.tailer.take_checkpoints()],
             series=p.aggregator.take_dirty(),
-            batches=p.pending,
+            batches=p.take_pending(),
             forget_before=time.time() - self.config.tail.forget_after,
         )
-        p.pending = []
-        p.pending_rows = 0
-        if not commit.checkpoints and not commit.series and not commit.batches:
-            return
-        self._commit_task = asyncio.create_task(self._commit(commit))
-        if wait:
-            await self._commit_task
+        if commit.checkpoints or commit.series or commit.batches:
+            self.queue.put(commit)
+        p.self_metrics.commit_backlog_rows.set(self.queue.backlog_rows)
 
-    async def _commit(self, commit: Commit) -> None:
-        try:
-            await self.store.commit(commit)
-        except Exception:
-            log.exception("commit to %s failed; will retry with the next checkpoint", self.db_path)
-            self.pipeline.self_metrics.checkpoint_errors.inc()
-            # Put the series back so the next commit carries them; offsets are re-taken anyway.
-            for name, key, _ in commit.series:
-                self.pipeline.aggregator.dirty.add((name, key))
-            self.pipeline.pending[:0] = commit.batches
-            for cp in commit.checkpoints:
-                self._uncommit(cp.file_id)
-            return
-        self._last_commit_ok = time.time()
-        self.pipeline.self_metrics.last_checkpoint_ts.set(self._last_commit_ok)
-
-    def _uncommit(self, file_id: str) -> None:
-        assert self.tailer is not None
-        for stream in self.tailer.streams.values():
-            if stream.cp.file_id == file_id:
-                stream.committed_offset = -1
+    def _committed(self, when: float) -> None:
+        self._last_commit_ok = when
+        self.pipeline.self_metrics.last_checkpoint_ts.set(when)
+        self.pipeline.self_metrics.commit_backlog_rows.set(self.queue.backlog_rows)
 
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         tailer = self.tailer
         files = len(tailer.streams) if tailer else 0
         behind = sum(s.behind for s in tailer.streams.values()) if tailer else 0
-        stale = time.time() - self._last_commit_ok > max(60.0, 10 * self.config.tail.checkpoint_interval)
-        return {"ok": self.started.is_set() and not stale, "files_followed": files, "bytes_behind": behind,
-                "last_commit": self._last_commit_ok}
+        stuck = self.queue.stuck_for > max(60.0, 10 * self.config.tail.checkpoint_interval)
+        problems = []
+        if self.queue.error is not None:
+            problems.append(f"commits failing: {self.queue.error}")
+        elif stuck:
+            problems.append(f"commit backlog not written for {self.queue.stuck_for:.0f}s")
+        if self._maintain_error is not None:
+            problems.append(f"maintenance failing: {self._maintain_error}")
+        return {
+            "ok": self.started.is_set() and self.queue.error is None and not stuck,
+            "files_followed": files,
+            "bytes_behind": behind,
+            "last_commit": self._last_commit_ok,
+            "commit_backlog_rows": self.queue.backlog_rows + self.pipeline.pending_rows,
+            "reading_paused": self.paused,
+            "sources_without_files": tailer.sources_without_files() if tailer else [],
+            "problems": problems,
+        }
 
 
 def run_oneshot(config: Config) -> str:
@@ -253,12 +367,12 @@ async def _oneshot(config: Config) -> str:
         tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
         more = True
         first = True
+        limit = config.tail.max_pending_rows
         while more:
             more = await tailer.poll(pipeline.on_batch, force_scan=first)
             first = False
-            if pipeline.pending_rows >= MAX_PENDING_ROWS or (not more and pipeline.pending):
-                await store.commit(Commit(batches=pipeline.pending))
-                pipeline.pending, pipeline.pending_rows = [], 0
+            if pipeline.pending_rows >= limit or (not more and pipeline.pending):
+                await store.commit(Commit(batches=pipeline.take_pending()))
         await tailer.close()
         await store.close()
     return generate_latest(registry).decode()

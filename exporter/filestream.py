@@ -9,6 +9,7 @@ resumes from. A file that gets shorter than `offset` was truncated and is read a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -50,18 +51,47 @@ def new_file_id() -> str:
     return secrets.token_hex(8)
 
 
-def read_fingerprint(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
+_DIGEST_TAG = b"h1"
+
+
+def read_head(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
+    """The first bytes of a file: what identifies it besides (device, inode)."""
     if isinstance(path_or_fd, int):
         return os.pread(path_or_fd, size, 0)
     with open(path_or_fd, "rb") as f:
         return f.read(size)
 
 
-def same_file(cp: Checkpoint, st: os.stat_result, fingerprint: bytes) -> bool:
-    """Is the file at (dev, ino) with these first bytes the one the checkpoint describes?"""
+def fingerprint_of(head: bytes) -> bytes:
+    """A digest of a file's first bytes, with their length: the state DB never holds raw log lines
+    (they carry recipient addresses), yet a file whose head grows is still recognised."""
+    if not head:
+        return b""
+    return _DIGEST_TAG + len(head).to_bytes(2, "big") + hashlib.sha256(head).digest()
+
+
+def fingerprint_len(fingerprint: bytes) -> int:
+    """How many bytes of the file a fingerprint covers (raw fingerprints of older versions included)."""
+    if len(fingerprint) == 36 and fingerprint.startswith(_DIGEST_TAG):
+        return int.from_bytes(fingerprint[2:4], "big")
+    return len(fingerprint)
+
+
+def read_fingerprint(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
+    return fingerprint_of(read_head(path_or_fd, size))
+
+
+def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
+    """Is the file at (dev, ino) whose first bytes are `head` the one the checkpoint describes?"""
     if (cp.dev, cp.ino) != (st.st_dev, st.st_ino) or st.st_size < cp.offset:
         return False
-    return fingerprint[: len(cp.fingerprint)] == cp.fingerprint
+    fp = cp.fingerprint
+    n = fingerprint_len(fp)
+    if len(head) < n:
+        return False
+    if len(fp) == 36 and fp.startswith(_DIGEST_TAG):
+        return fingerprint_of(head[:n]) == fp
+    return head[:n] == fp  # a raw fingerprint stored by an older version
 
 
 OnBatch = Callable[["FileStream", RecordBatch], None]
@@ -152,8 +182,9 @@ class FileStream:
         self.pending = b""
         return True
 
-    async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False) -> bool:
-        """Read up to `max_chunks` chunks; True if the file may hold more right now."""
+    async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
+                   should_stop: Callable[[], bool] | None = None) -> bool:
+        """Read up to `max_chunks` chunks (fewer once `should_stop()`); True if the file may hold more now."""
         if self.file is None and not await self.open():
             return False
         f = self.file
@@ -167,9 +198,12 @@ class FileStream:
         if self._check_truncation(size):
             await f.seek(0)
         self.size = size
-        if len(self.cp.fingerprint) < FINGERPRINT_BYTES and size > len(self.cp.fingerprint):
+        covered = fingerprint_len(self.cp.fingerprint)
+        if covered < FINGERPRINT_BYTES and size > covered:
             self.cp.fingerprint = read_fingerprint(f.fileno())
         for _ in range(max_chunks):
+            if should_stop is not None and should_stop():
+                return True
             try:
                 data = await f.read(self.chunk_bytes)
             except OSError as exc:

@@ -134,16 +134,28 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",
                "When offsets and counters were last committed (Unix time).", (), "self"),
     MetricSpec("watchtower_checkpoint_errors_total", "counter", "Failed commits to the state database.", (), "self"),
+    MetricSpec("watchtower_commit_backlog_rows", "gauge",
+               "Rows read but not yet committed to the state database; reading pauses at tail.max_pending_rows.",
+               (), "self"),
+    MetricSpec("watchtower_maintenance_errors_total", "counter",
+               "Failed correlator maintenance runs (retention pruning); retried later.", (), "self"),
+    MetricSpec("watchtower_files_open", "gauge", "Accounting files held open (bounded by tail.max_open_files).",
+               (), "self"),
     MetricSpec("watchtower_label_overflow_total", "counter",
                "Records whose label value was replaced by `overflow`/`other` because a cap was reached.",
                ("label",), "self"),
     MetricSpec("watchtower_metric_series", "gauge", "Series currently held per record metric family.",
                ("metric",), "self"),
-    MetricSpec("watchtower_pmta_api_up", "gauge", "1 if the last poll of PMTA's management API succeeded.", (),
-               "self"),
-    MetricSpec("watchtower_pmta_api_poll_duration_seconds", "gauge", "Duration of the last complete API poll.", (),
-               "self"),
-    MetricSpec("watchtower_pmta_api_errors_total", "counter", "Failed API requests, by reason.", ("reason",),
+    MetricSpec("watchtower_pmta_api_up", "gauge",
+               "1 if the last poll of PMTA's management API read anything (then its pmta_queue_*/pmta_status_* "
+               "series are served); 0 if it read nothing or the poller is stuck (then none are).", (), "self"),
+    MetricSpec("watchtower_pmta_api_partial", "gauge",
+               "1 if the last poll was up but a request failed or missed `pmta.poll_deadline`: the series it "
+               "would have given (a VMTA's pmta_queue_*, or pmta_status_*) are absent, not stale.", (), "self"),
+    MetricSpec("watchtower_pmta_api_poll_duration_seconds", "gauge",
+               "Duration of the last API poll (at most `pmta.poll_deadline`).", (), "self"),
+    MetricSpec("watchtower_pmta_api_errors_total", "counter",
+               "Failed API requests, by reason; a request cut by the poll deadline is a timeout.", ("reason",),
                "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
                "Share of the host's queued recipients (/status) seen in the per-queue gauges.", (), "self"),
@@ -160,7 +172,9 @@ PARSE_ERROR_REASONS: tuple[str, ...] = (
     "missing_header",
     "bad_timestamp",
 )
-READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io")
+READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io", "stat", "scan")
+"""stat: a glob match that cannot be stat'ed (symlink loop, stale NFS handle, ...); scan: a directory of a glob
+that cannot be listed (descriptors exhausted, I/O error): the files already followed are kept."""
 
 LABEL_VALUES: dict[str, str] = {
     "vmta": "PMTA's VirtualMTA name as logged; `none` when empty, `unknown` on f/rb/rs records with no "
@@ -220,6 +234,9 @@ class SelfMetrics:
         self.bytes_behind = m("watchtower_bytes_behind")
         self.last_checkpoint_ts = m("watchtower_last_checkpoint_timestamp_seconds")
         self.checkpoint_errors = m("watchtower_checkpoint_errors_total")
+        self.commit_backlog_rows = m("watchtower_commit_backlog_rows")
+        self.maintenance_errors = m("watchtower_maintenance_errors_total")
+        self.files_open = m("watchtower_files_open")
         self.label_overflow = m("watchtower_label_overflow_total")
         self.records_repaired = m("watchtower_records_repaired_total")
         self.negative_delays = m("watchtower_negative_delays_total")
@@ -239,7 +256,7 @@ class SelfMetrics:
             metric.labels(source)
 
 
-def self_metrics_for_api(registry: CollectorRegistry) -> dict[str, Counter | Gauge]:
-    """The watchtower_pmta_api_* metrics, created on demand by the queue poller."""
-    names = [n for n in SPECS if n.startswith("watchtower_pmta_")]
+def self_metrics_for_api(registry: CollectorRegistry, names: tuple[str, ...]) -> dict[str, Counter | Gauge]:
+    """The named watchtower_pmta_* metrics, created on demand by the queue poller (its collector serves the
+    others from the same snapshot as the queue gauges)."""
     return {n: _make(SPECS[n], registry) for n in names}

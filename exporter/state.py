@@ -1,10 +1,17 @@
-"""The state database: checkpoints, counter values and correlator rows, committed together.
+"""The state database: checkpoints, counter values and correlator rows.
 
-One SQLite file (WAL) in `state_dir`, written by one dedicated thread. Each commit stores, in a
-single transaction, the sinks' rows (the correlator's events), the file offsets that cover them
-and the current values of the metric series that changed. After a crash (kill -9 included) the
-daemon reloads offsets and counters from the same instant, so `/metrics` totals continue exactly:
-nothing read before the last commit is lost, nothing after it is counted twice.
+One SQLite file (WAL) in `state_dir`, private to the daemon's user (dir 0700, files 0600), written by
+one dedicated thread. Two kinds of transaction:
+
+* row slices: the sinks' rows (the correlator's events) for part of what was read, each slice small
+  enough to commit in a fraction of a second. Sinks are idempotent per (file, line), so a slice
+  written again after a crash is skipped, never stored twice.
+* checkpoints: the file offsets and the current values of the metric series that changed, in one
+  transaction, written only after every row slice read before them.
+
+After a crash (kill -9 included) the daemon reloads offsets and counters from the same instant, so
+`/metrics` totals continue exactly: nothing read before the last checkpoint is lost, nothing after
+it is counted twice, and the correlator skips the lines it already holds.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +35,7 @@ from exporter.sinks import RecordSink
 log = logging.getLogger("watchtower.state")
 
 SEP = "\x1f"
+SCHEMA_VERSION = "1"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS wt_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wt_checkpoints (
@@ -37,14 +47,30 @@ CREATE TABLE IF NOT EXISTS wt_series (
     metric TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (metric, labels)
 ) WITHOUT ROWID;
 """
+FULL_CHECK_BYTES = 512 * 1024**2
+"""Up to this size `PRAGMA quick_check` covers the whole database at start (about a second per 512 MiB)."""
+WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and start again: counters restart "
+           "at 0 and existing files are read according to tail.start_position")
+
+
+class StateError(Exception):
+    """The state database cannot be used as it is; the message names the file and the way out."""
 
 
 @dataclass(slots=True)
 class Commit:
+    """One checkpoint: offsets + series values, and the rows read since the previous one."""
+
     checkpoints: list[Checkpoint] = field(default_factory=list)
     series: list[tuple[str, tuple[str, ...], Any]] = field(default_factory=list)
     batches: list[RecordBatch] = field(default_factory=list)
     forget_before: float = 0.0
+    rows_done: int = 0
+    """Rows of `batches` already written by committed slices (a retry resumes after them)."""
+
+    @property
+    def rows(self) -> int:
+        return sum(len(b) for b in self.batches)
 
 
 @dataclass(slots=True)
@@ -52,6 +78,41 @@ class Loaded:
     first_run: bool
     checkpoints: list[Checkpoint]
     series: list[tuple[str, tuple[str, ...], Any]]
+
+
+def _private_dir(path: Path) -> None:
+    """Create the state directory 0700; warn when an existing one is open to others."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)  # mkdir honours the umask
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("state_dir %s is accessible to other users (mode %o); it holds recipient data: "
+                    "chmod 700 it", path, mode)
+
+
+def _private_file(path: Path) -> bool:
+    """Create the database file 0600 if absent (SQLite gives -wal/-shm the same mode); True if created."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.warning("%s was readable by other users (mode %o); set to 0600", path, mode)
+        return False
+    os.close(fd)
+    return True
+
+
+def rollback_quietly(conn: sqlite3.Connection) -> None:
+    """ROLLBACK if a transaction is still open: SQLite may have rolled back already (disk full)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the original error is the one worth reporting
+            log.debug("rollback after a failed commit: %s", exc)
 
 
 class StateStore:
@@ -65,16 +126,81 @@ class StateStore:
 
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self) -> Loaded:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._open_checked()
+        except StateError:
+            self._close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._close()
+            raise StateError(f"{self.path}: not a usable SQLite database ({exc}); {WAY_OUT}") from exc
+        except OSError as exc:
+            self._close()
+            raise StateError(f"{self.path}: cannot open the state database: {exc.strerror or exc}") from exc
+
+    def _create(self) -> None:
+        """Schema and marker written to a temporary file renamed into place: never a half-made database."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        _private_file(tmp)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(
+                f"BEGIN IMMEDIATE;{SCHEMA}INSERT INTO wt_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                f"INSERT INTO wt_meta VALUES ('created', '{time.time()}');COMMIT;"
+            )
+        finally:
+            conn.close()
+        os.replace(tmp, self.path)
+
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
+        """Refuse a damaged database at start rather than fail every commit while claiming to resume.
+
+        The whole file is checked up to FULL_CHECK_BYTES; above that only the tables that hold offsets and
+        counters (a large correlator store would delay the start by minutes; its damage shows as commit errors).
+        """
+        size = self.path.stat().st_size
+        tables = [None] if size <= FULL_CHECK_BYTES else ["wt_meta", "wt_checkpoints", "wt_series"]
+        for table in tables:
+            sql = "PRAGMA quick_check(5)" if table is None else f"PRAGMA quick_check({table})"
+            try:
+                check = [r[0] for r in conn.execute(sql)]
+            except sqlite3.OperationalError as exc:
+                if table is not None and "no such table" in str(exc):
+                    continue
+                raise
+            if check != ["ok"]:
+                raise StateError(f"{self.path}: the state database is damaged ({'; '.join(check)}); {WAY_OUT}")
+
+    def _open_checked(self) -> Loaded:
+        _private_dir(self.path.parent)
+        if not self.path.exists():
+            self._create()
+        elif self.path.stat().st_size == 0:
+            raise StateError(f"{self.path}: the state database is an empty file (emptied or truncated outside "
+                             f"the daemon); {WAY_OUT}")
+        _private_file(self.path)  # tighten the mode of a database made by an older version
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn = conn
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
+        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._quick_check(conn)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        meta: dict[str, str] = {}
+        if "wt_meta" in tables:
+            meta = dict(conn.execute("SELECT key, value FROM wt_meta").fetchall())
+        if "schema_version" not in meta and "initialized" not in meta:
+            what = f"tables ({', '.join(sorted(tables)[:4])})" if tables else "no tables"
+            raise StateError(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
+                             f"its content was lost (a deleted -wal file?); {WAY_OUT}")
+        conn.executescript(SCHEMA)  # tables added by later versions
+        conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         for sink in self.sinks:
             sink.setup(conn)
-        self._conn = conn
-        first_run = conn.execute("SELECT 1 FROM wt_meta WHERE key='initialized'").fetchone() is None
+        first_run = "initialized" not in meta
         cps = [
             Checkpoint(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9])
             for r in conn.execute(
@@ -88,15 +214,34 @@ class StateStore:
         ]
         return Loaded(first_run, cps, series)
 
-    def _commit(self, c: Commit) -> None:
+    def _write_rows(self, batches: list[RecordBatch]) -> None:
+        """One row slice, in its own transaction (sinks skip lines they already hold)."""
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sink in self.sinks:
+                sink.write(conn, batches)
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback_quietly(conn)
+            raise
+
+    def _write_slice(self, c: Commit, limit: int) -> int:
+        """The next `limit` rows of `c` after those already written; returns how many were written."""
+        from exporter.writer import take_slice
+
+        part, n = take_slice(c.batches, c.rows_done, limit)
+        if n:
+            self._write_rows(part)
+        return n
+
+    def _write_checkpoint(self, c: Commit) -> None:
         conn = self._conn
         assert conn is not None
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if c.batches:
-                for sink in self.sinks:
-                    sink.write(conn, c.batches)
             conn.executemany(
                 "INSERT INTO wt_checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(file_id) DO UPDATE SET"
                 " path=excluded.path, fingerprint=excluded.fingerprint, offset=excluded.offset,"
@@ -118,14 +263,24 @@ class StateStore:
             conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('initialized', ?)", (str(now),))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback_quietly(conn)
             raise
+
+    def _commit(self, c: Commit) -> None:
+        """Rows and checkpoint of `c` at once (oneshot and tests; the daemon goes through CommitQueue)."""
+        if c.batches and self.sinks:
+            self._write_rows(c.batches)
+        self._write_checkpoint(c)
 
     def _maintain(self) -> None:
         conn = self._conn
         assert conn is not None
-        for sink in self.sinks:
-            sink.maintain(conn)
+        try:
+            for sink in self.sinks:
+                sink.maintain(conn)
+        except BaseException:
+            rollback_quietly(conn)
+            raise
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -138,6 +293,15 @@ class StateStore:
 
     async def open(self) -> Loaded:
         return await self._run(self._open)  # type: ignore[no-any-return]
+
+    async def write_rows(self, batches: list[RecordBatch]) -> None:
+        await self._run(self._write_rows, batches)
+
+    async def write_slice(self, c: Commit, limit: int) -> int:
+        return await self._run(self._write_slice, c, limit)  # type: ignore[no-any-return]
+
+    async def write_checkpoint(self, c: Commit) -> None:
+        await self._run(self._write_checkpoint, c)
 
     async def commit(self, c: Commit) -> None:
         await self._run(self._commit, c)

@@ -10,14 +10,16 @@ back is not read twice.
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import glob
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from exporter.config import SourceConfig, TailConfig
-from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, read_fingerprint, same_file
+from exporter.filestream import Checkpoint, FileStream, OnBatch, fingerprint_of, new_file_id, read_head, same_file
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog
 
@@ -25,6 +27,18 @@ log = logging.getLogger("watchtower.tailer")
 
 MAX_CHUNKS_PER_PASS = 8
 """Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
+
+
+def _static_root(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard (`/var/log/pmta/acct-*.csv` -> `/var/log/pmta`)."""
+    parts = pattern.split(os.sep)
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    root = os.sep.join(fixed)
+    return root or (os.sep if pattern.startswith(os.sep) else ".")
 
 
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
@@ -71,6 +85,10 @@ class Tailer:
         self._scanned_once = False
         self._allowed = {s.label: frozenset(s.records) if s.records else None for s in sources}
         self._order = {s.label: i for i, s in enumerate(sources)}
+        self._incomplete: set[str] = set()
+        self._empty_sources: set[str] = set()
+        self._warned_empty: set[str] = set()
+        self._reported: set[str] = set()
         if metrics:
             for s in sources:
                 metrics.init_source(s.label)
@@ -78,22 +96,89 @@ class Tailer:
     # --- discovery -------------------------------------------------------------------------------
     def _matches(self) -> dict[tuple[int, int], tuple[str, str, os.stat_result]]:
         found: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
+        self._incomplete = set()
+        self._empty_sources = set()
         for source in self.sources:
+            matched = False
             for pattern in source.paths:
+                if not self._root_listable(source.label, pattern):
+                    self._incomplete.add(source.label)
                 for path in sorted(glob.glob(pattern)):
-                    try:
-                        st = os.stat(path)
-                    except FileNotFoundError:
-                        continue
-                    except PermissionError:
-                        if self.metrics:
-                            self.metrics.read_errors.labels(source.label, "permission").inc()
-                        log.warning("%s: cannot stat (source %s): permission denied", path, source.label)
-                        continue
-                    if not os.path.isfile(path):
+                    matched = True
+                    st = self._stat(source.label, path)
+                    if st is None:
                         continue
                     found.setdefault((st.st_dev, st.st_ino), (source.label, path, st))
+            if not matched and source.label not in self._incomplete:
+                self._empty_sources.add(source.label)
+        self._report_empty_sources()
         return found
+
+    def _root_listable(self, source: str, pattern: str) -> bool:
+        """Can the fixed directory part of a glob be listed? glob() says nothing when it cannot (EMFILE...)."""
+        root = _static_root(pattern)
+        try:
+            with os.scandir(root):
+                pass
+        except (FileNotFoundError, NotADirectoryError):
+            return True  # nothing there: a legitimately empty match
+        except OSError as exc:
+            self._count_error(source, "scan", root, exc)
+            return False
+        return True
+
+    def _stat(self, source: str, path: str) -> os.stat_result | None:
+        """stat() a glob match; any error on one path is counted and reported, never fatal."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None  # removed since the glob listed it
+        except PermissionError as exc:
+            self._count_error(source, "permission", path, exc)
+            return None
+        except OSError as exc:  # ELOOP, ESTALE, EIO, ENAMETOOLONG, ...
+            self._count_error(source, "stat", path, exc)
+            return None
+        if not os.path.isfile(path):
+            return None
+        self._reported.discard(path)
+        return st
+
+    def _count_error(self, source: str, reason: str, path: str, exc: OSError) -> None:
+        if self.metrics:
+            self.metrics.read_errors.labels(source, reason).inc()
+        if path not in self._reported:  # once per path until it recovers: no log flood every rescan
+            self._reported.add(path)
+            what = "cannot list directory" if reason == "scan" else "cannot stat"
+            log.warning("%s: %s (source %s): %s; files already followed are kept", path, what, source,
+                        exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)))
+
+    def _report_empty_sources(self) -> None:
+        for source in self.sources:
+            label = source.label
+            if label in self._empty_sources and label not in self._warned_empty:
+                self._warned_empty.add(label)
+                log.warning("source %s: no file matches %s (yet); check the paths and PMTA's <acct-file> blocks",
+                            label, ", ".join(source.paths))
+            elif label not in self._empty_sources:
+                self._warned_empty.discard(label)
+
+    def sources_without_files(self) -> list[str]:
+        """Sources whose globs matched nothing at the last scan (shown by /healthz)."""
+        return sorted(self._empty_sources)
+
+    def _still_there(self, stream: FileStream) -> bool:
+        """A followed file missing from a scan has left only if its path no longer names it."""
+        try:
+            st = os.stat(stream.cp.path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: keep following rather than call it rotated
+        if (st.st_dev, st.st_ino) != stream.key:
+            return False
+        source = next((s for s in self.sources if s.label == stream.cp.source), None)
+        return source is not None and any(fnmatch.fnmatch(stream.cp.path, p) for p in source.paths)
 
     def scan(self) -> None:
         """Re-evaluate the globs: follow new files, notice files that left."""
@@ -110,6 +195,8 @@ class Tailer:
             self._follow(key, source, path, st)
         for key, stream in self.streams.items():
             if key not in found and not stream.gone:
+                if stream.cp.source in self._incomplete or self._still_there(stream):
+                    continue  # a failed or partial scan is not a rotation
                 stream.gone = True
                 stream.cp.gone_since = now
         self._scanned_once = True
@@ -117,11 +204,12 @@ class Tailer:
 
     def _follow(self, key: tuple[int, int], source: str, path: str, st: os.stat_result) -> None:
         try:
-            fingerprint = read_fingerprint(path)
+            head = read_head(path)
         except OSError:
-            fingerprint = b""  # unreadable for now: the stream's open() reports and retries
+            head = b""  # unreadable for now: the stream's open() reports and retries
+        fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
-        if cp is not None and same_file(cp, st, fingerprint) and cp.source == source:
+        if cp is not None and same_file(cp, st, head) and cp.source == source:
             cp.path = path
             cp.gone_since = None
             log.info("%s: resuming at byte %d (line %d)", path, cp.offset, cp.line_no)
@@ -142,22 +230,45 @@ class Tailer:
                                        self.tail.chunk_bytes)
 
     # --- reading ---------------------------------------------------------------------------------
-    async def poll(self, on_batch: OnBatch, force_scan: bool = False) -> bool:
-        """One pass over every file; True if some file may have more to read right now."""
+    async def poll(self, on_batch: OnBatch, force_scan: bool = False,
+                   should_stop: Callable[[], bool] | None = None) -> bool:
+        """One pass over every file; True if some file may have more to read right now.
+
+        `should_stop` is asked between files so a stop request is not held up by a long pass.
+        """
         if force_scan or time.monotonic() - self._last_scan >= self.tail.rescan_interval:
             self.scan()
         more = False
         budget = 1 << 30 if self.oneshot else MAX_CHUNKS_PER_PASS  # oneshot: config order, file by file
         for key in sorted(self.streams, key=lambda k: (self._order.get(self.streams[k].cp.source, 0),
                                                        self.streams[k].cp.path)):
+            if should_stop is not None and should_stop():
+                more = True
+                break
             stream = self.streams[key]
             if stream.gone and stream.file is None:
                 continue  # fully read when it was closed; retired below
             if stream.gone or stream.file is not None or self._grew(stream):
-                more |= await stream.read(on_batch, budget, final=self.oneshot)
+                if stream.file is None:
+                    await self._make_room()
+                more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
         await self._retire_and_idle()
         self._update_gauges()
         return more
+
+    async def _make_room(self) -> None:
+        """Keep at most `tail.max_open_files` descriptors: close the least recently grown idle file first.
+
+        A file that left the globs stays open until drained (after a delete its descriptor is the only
+        way to its data); a closed file is reopened at its offset when it grows again.
+        """
+        open_streams = [s for s in self.streams.values() if s.file is not None]
+        excess = len(open_streams) + 1 - self.tail.max_open_files
+        if excess <= 0:
+            return
+        closable = sorted((s for s in open_streams if not s.gone), key=lambda s: s.last_growth)
+        for stream in closable[:excess]:
+            await stream.close()
 
     def _grew(self, stream: FileStream) -> bool:
         try:
@@ -198,6 +309,7 @@ class Tailer:
         for source, (n, behind) in per_source.items():
             self.metrics.files_followed.labels(source).set(n)
             self.metrics.bytes_behind.labels(source).set(behind)
+        self.metrics.files_open.set(sum(1 for s in self.streams.values() if s.file is not None))
 
     def take_checkpoints(self) -> list[Checkpoint]:
         """Checkpoints whose offset changed since the last call, plus retired ones."""

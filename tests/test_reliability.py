@@ -1,0 +1,287 @@
+"""Issue #8 defects shown in-process or with one short-lived daemon: each failed before its fix.
+
+Scan faults (symlink loops, descriptors exhausted) must be counted, never fatal and never mistaken
+for rotation; descriptors stay within `tail.max_open_files`; a damaged, emptied or foreign state
+database is refused with a message naming the file; commit and maintenance failures never kill the
+daemon and never lose or double-count a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import SourceConfig, TailConfig, load_config
+from exporter.daemon import Daemon
+from exporter.filestream import read_fingerprint
+from exporter.metrics import SelfMetrics
+from exporter.state import Commit, StateError, StateStore
+from exporter.tailer import Tailer
+from tests.conftest import REPO, AcctWriter, total, write_config
+
+
+def tailer_for(directory: Path, **tail: object) -> tuple[Tailer, CollectorRegistry]:
+    reg = CollectorRegistry()
+    src = SourceConfig(name="acct", paths=[str(directory / "acct-*.csv")])
+    return Tailer([src], TailConfig(rescan_interval=0, start_position="beginning", **tail), SelfMetrics(reg)), reg
+
+
+async def drain(tailer: Tailer, force: bool = True) -> int:
+    rows = 0
+
+    def on_batch(stream, batch) -> None:  # type: ignore[no-untyped-def]
+        nonlocal rows
+        rows += len(batch)
+
+    more = await tailer.poll(on_batch, force_scan=force)
+    while more:
+        more = await tailer.poll(on_batch)
+    return rows
+
+
+def sample(reg: CollectorRegistry, name: str, **labels: str) -> float:
+    return reg.get_sample_value(name, labels) or 0.0
+
+
+# --- defect 3: a stat error on one glob match is counted, never fatal ------------------------------
+async def test_symlink_loop_in_the_glob_is_counted_and_the_other_files_are_read(tmp_path: Path):
+    w = AcctWriter(tmp_path)
+    w.write(7)
+    os.symlink(tmp_path / "acct-loop.csv", tmp_path / "acct-loop.csv")  # ELOOP on stat
+    tailer, reg = tailer_for(tmp_path)
+    assert await drain(tailer) == 7
+    assert await drain(tailer) == 0  # rescans keep counting, still no crash
+    assert sample(reg, "watchtower_read_errors_total", source="acct", reason="stat") == 2
+    await tailer.close()
+
+
+# --- defect 8: a failed scan is not an empty one; descriptors are bounded ---------------------------
+async def test_a_scan_that_fails_with_emfile_is_not_a_rotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    w = AcctWriter(tmp_path)
+    for _ in range(20):
+        w.write(3)
+        w.rotate()
+    tailer, reg = tailer_for(tmp_path)
+    assert await drain(tailer) == 60
+    real_scandir = os.scandir
+
+    def no_fds(path=".", *a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "scandir", no_fds)  # glob() swallows this and returns []
+    assert await drain(tailer) == 0
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    assert sample(reg, "watchtower_rotations_total", source="acct") == 0
+    assert sample(reg, "watchtower_files_followed", source="acct") == 21
+    assert sample(reg, "watchtower_read_errors_total", source="acct", reason="scan") == 1
+    w.write(4)
+    assert await drain(tailer) == 4  # still following the newest file, nothing re-read
+    await tailer.close()
+
+
+async def test_open_descriptors_stay_within_max_open_files(tmp_path: Path):
+    w = AcctWriter(tmp_path)
+    paths = []
+    for _ in range(40):
+        paths.append(w.path)
+        w.write(2)
+        w.rotate()
+    tailer, reg = tailer_for(tmp_path, max_open_files=8)
+    assert await drain(tailer) == 80
+    assert sum(1 for s in tailer.streams.values() if s.file is not None) <= 8
+    for p in paths:  # every file grows again: reopened at its offset, never re-read
+        w.write(1, path=p)
+    assert await drain(tailer) == 40
+    assert sample(reg, "watchtower_files_open") <= 8
+    await tailer.close()
+
+
+def test_fingerprints_are_digests_not_raw_log_lines(tmp_path: Path):
+    w = AcctWriter(tmp_path)
+    w.write(20)
+    fp = read_fingerprint(str(w.path))
+    assert b"@" not in fp and b"gmail" not in fp and len(fp) == 36
+
+
+# --- defect 10: a state database that is not what it should be is refused, by name -----------------
+def run_watchtower(config: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("damage", ["zero_bytes", "schema_without_marker", "garbage"])
+def test_a_damaged_or_emptied_state_database_is_refused_with_its_name(tmp_path: Path, damage: str):
+    cfg = write_config(tmp_path)
+    db = tmp_path / "state" / "watchtower.db"
+    db.parent.mkdir(mode=0o700)
+    if damage == "zero_bytes":
+        db.write_bytes(b"")
+    elif damage == "schema_without_marker":
+        conn = sqlite3.connect(db)
+        conn.executescript("CREATE TABLE wt_checkpoints (file_id TEXT); CREATE TABLE wt_series (metric TEXT);")
+        conn.close()
+    else:
+        db.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    proc = run_watchtower(cfg)
+    assert proc.returncode == 1, proc.stderr
+    assert str(db) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "move the file aside" in proc.stderr
+
+
+async def test_a_corrupted_page_is_found_by_quick_check_at_start(tmp_path: Path):
+    db = tmp_path / "watchtower.db"
+    store = StateStore(db)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("CREATE TABLE filler (x)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(200),) for _ in range(400)])
+    conn.commit()
+    conn.close()
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for p in range(4, len(data) // page - 1):  # break the page-type byte of the filler table's b-tree pages
+        data[p * page] = 0x00
+    db.write_bytes(bytes(data))
+    with pytest.raises(StateError, match="damaged|not a usable"):
+        await StateStore(db).open()
+
+
+async def test_state_files_are_private(tmp_path: Path):
+    db = tmp_path / "state" / "watchtower.db"
+    store = StateStore(db)
+    await store.open()
+    await store.write_checkpoint(Commit())
+    assert (db.parent.stat().st_mode & 0o777) == 0o700
+    for f in db.parent.iterdir():
+        assert (f.stat().st_mode & 0o777) == 0o600, f
+    await store.close()
+
+
+# --- defect 1: the first run's start decision is committed before anything is read -----------------
+def test_kill_before_the_first_commit_does_not_skip_records_written_meanwhile(tmp_path: Path, watchtower_factory):
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(300)  # history: skipped by start_position end
+    cfg = write_config(tmp_path, tail={"start_position": "end", "checkpoint_interval": 30})
+    wt = watchtower_factory(cfg).start()
+    wt.kill9()  # long before the first periodic checkpoint
+    w.write(300)  # written while the daemon is down: must be counted
+    wt.start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") == 300)
+    assert total(wt.settle(), "pmta_delivered_total") == 300
+    wt.stop()
+
+
+# --- defects 4 and 6: failing commits and maintenance never kill the daemon or lose a record --------
+class FailingSink:
+    """A correlator stand-in whose writes fail while `failing` is set (as SQLITE_FULL would)."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.maintain_fails = True
+        self.rows: set[tuple[str, int]] = set()
+        self.maintained = 0
+
+    def setup(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def observe(self, batch) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def lookup_vmta(self, columns, rows):  # type: ignore[no-untyped-def]
+        return [None] * len(rows)
+
+    def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
+        if self.failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        for b in batches:
+            self.rows.update((b.file_id, n) for n in b.line_numbers)
+
+    def maintain(self, conn: sqlite3.Connection) -> None:
+        self.maintained += 1
+        if self.maintain_fails:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def asgi_routes(self) -> None:
+        return None
+
+
+async def test_commit_failures_pause_reading_and_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import exporter.daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "MAINTAIN_INTERVAL", 0.05)
+    monkeypatch.setattr("exporter.writer.RETRY_MAX", 0.05)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 64 * 1024}))
+    sink = FailingSink()
+    monkeypatch.setattr(daemon_mod, "_correlator", lambda *a: sink)
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 10)
+    sink.failing = True
+    w.write(5000)
+    peak = 0
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        peak = max(peak, d.queue.backlog_rows + d.pipeline.pending_rows)
+    health = d.health()
+    assert health["ok"] is False and "disk is full" in health["problems"][0]
+    assert health["reading_paused"] is True
+    assert peak < 1000 + 300  # bounded: at most one 64 KiB chunk (~200 rows) past the limit
+    assert sink.maintained >= 1  # maintenance failed too, and the daemon lives on
+    sink.failing = False
+    sink.maintain_fails = False
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if len(sink.rows) == 5000 and d.queue.backlog_rows == 0:
+            break
+    assert len(sink.rows) == 5000
+    assert d.registry.get_sample_value("pmta_delivered_total", {"vmta": "vmta-1", "vmta_pool": "pool-a",
+                                                                 "isp": "gmail"}) == 5000
+    assert d.health()["ok"] is True
+    assert d.registry.get_sample_value("watchtower_maintenance_errors_total") >= 1
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    conn = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+    stored = conn.execute("SELECT value FROM wt_series WHERE metric='pmta_delivered_total'").fetchone()[0]
+    assert float(stored) == 5000
+
+
+async def test_sigterm_mid_backfill_commits_within_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A slow sink (5k rows/s) and a big backlog: stop returns within shutdown_timeout + one slice."""
+    import exporter.daemon as daemon_mod
+
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(20000)
+    cfg = load_config(write_config(tmp_path, tail={"shutdown_timeout": 1.0}))
+    sink = FailingSink()
+    sink.maintain_fails = False
+    real_write = sink.write
+
+    def slow_write(conn, batches):  # type: ignore[no-untyped-def]
+        time.sleep(sum(len(b) for b in batches) * 2e-4)  # 5,000 rows/s: 4 s for the backlog
+        real_write(conn, batches)
+
+    sink.write = slow_write  # type: ignore[method-assign]
+    monkeypatch.setattr(daemon_mod, "_correlator", lambda *a: sink)
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 10)
+    await asyncio.sleep(0.5)
+    d.should_exit.set()
+    started = time.monotonic()
+    assert await asyncio.wait_for(task, 15) == 0
+    stop_took = time.monotonic() - started
+    assert stop_took < 1.0 + 8 * 0.25 + 1.0, stop_took  # shutdown_timeout + the slice in flight, generously
+    assert 0 < len(sink.rows) < 20000  # stopped mid-backlog: the rest is read again at the next start
