@@ -5,13 +5,17 @@ Parsing is tolerant because most of the response shapes are undocumented (pmta-h
 come as one object or as a list, `paused` may be yes/no/true/false/0/1, `kb` is a float, and a
 missing `<succ/>` (or a JSON status other than "success") is an error. The parser is chosen from the
 format we asked for, never from Content-Type (old PMTA sends XML as text/html). Every failure is a
-`PmtaApiError` whose `reason` is one of `API_ERROR_REASONS`.
+`PmtaApiError` whose `reason` is one of `API_ERROR_REASONS`, whatever the peer sends: bodies are
+streamed against a size cap (a huge or endless body, or a decompression bomb, is refused once the
+cap is passed), a parser that gives up (deep nesting, absurd numbers) is a `parse` error, and any
+transport failure (reset, truncated body, not HTTP at all) is `connect`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -25,7 +29,8 @@ from exporter.config import PmtaApiConfig
 
 Reason = Literal["timeout", "connect", "http_status", "parse"]
 API_ERROR_REASONS: tuple[Reason, ...] = ("timeout", "connect", "http_status", "parse")
-MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Largest (decoded) response read; ~80,000 queues of XML. A bigger answer is a `parse` error."""
 THREAD_PARSE_BYTES = 256 * 1024
 """Bodies larger than this are parsed in a worker thread so a huge queue list never stalls the loop."""
 
@@ -110,31 +115,33 @@ class StatusInfo:
 
 # --- value coercion --------------------------------------------------------------------------------
 def to_int(value: Any, default: int = 0) -> int:
+    """A count; anything that is not a finite number (`1e400`, `nan`, a dict) is `default`."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(float(value.strip().replace(",", "")))
-        except ValueError:
-            return default
-    return default
+    number = to_float(value, math.nan)
+    return int(number) if math.isfinite(number) else default
 
 
 def to_float(value: Any, default: float = 0.0) -> float:
+    """A finite float; `inf`, `nan` and unparsable text are `default` (a gauge must never be inf/NaN)."""
     if isinstance(value, bool):
         return float(value)
+    number: float
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
         try:
-            return float(value.strip().replace(",", ""))
+            number = float(value)
+        except OverflowError:  # an int with hundreds of digits
+            return default
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip().replace(",", ""))
         except ValueError:
             return default
-    return default
+    else:
+        return default
+    return number if math.isfinite(number) else default
 
 
 def to_bool(value: Any) -> bool:
@@ -319,6 +326,15 @@ def read_api_key(config: PmtaApiConfig) -> str | None:
     return None
 
 
+def _password(config: PmtaApiConfig) -> str:
+    resolve = getattr(config, "resolved_password", None)  # password_file support, when the config has it
+    try:
+        password = resolve() if resolve is not None else config.password
+    except OSError as exc:
+        raise PmtaApiError("connect", f"cannot read password_file: {exc}") from exc
+    return password or ""
+
+
 class PmtaApiClient:
     """`async with PmtaApiClient(config) as api: await api.status()`; one pooled httpx client."""
 
@@ -327,11 +343,12 @@ class PmtaApiClient:
             raise ValueError("pmta.url is not set")
         self.config = config
         self.format = config.format
+        self.max_body = MAX_BODY_BYTES
         headers = {"User-Agent": f"pmta-watchtower/{__version__}"}
         key = read_api_key(config)
         if key:
             headers["X-API-Key"] = key
-        auth = httpx.BasicAuth(config.username, config.password or "") if config.username else None
+        auth = httpx.BasicAuth(config.username, _password(config)) if config.username else None
         self._client = httpx.AsyncClient(
             base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
             verify=_verify(config), follow_redirects=True, transport=transport,
@@ -339,31 +356,53 @@ class PmtaApiClient:
         )
 
     async def get(self, path: str, queue: str | None = None) -> bytes:
-        """Raw body of `path?format=...` (`queue` is sent unescaped: `*` and `/` are legal in a query)."""
+        """Raw body of `path?format=...` (`queue` is sent unescaped: `*` and `/` are legal in a query).
+
+        `pmta.timeout` bounds the whole exchange, body included (httpx's own timeouts are per read, so
+        a body trickled one byte at a time would never trip them)."""
         url = f"{path}?format={self.format}"
         if queue is not None:
             url += "&queue=" + quote(queue, safe="*/@.-_{}")
         try:
             async with asyncio.timeout(self.config.timeout or None):
-                resp = await self._client.get(url)
-                body = resp.content
+                return await self._fetch(path, url)
+        except PmtaApiError:
+            raise
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise PmtaApiError("timeout", f"GET {path}: no answer within {self.config.timeout:g}s") from exc
-        except httpx.HTTPError as exc:
+        except httpx.DecodingError as exc:
+            raise PmtaApiError("parse", f"GET {path}: undecodable body: {exc}") from exc
+        except Exception as exc:  # httpx.HTTPError, InvalidURL, ssl/OS errors: the exchange failed
             raise PmtaApiError("connect", f"GET {path}: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code != 200:
-            hint = " (access refused: allow this host with http-access ... monitor, or set an api_key)" \
-                if resp.status_code == 403 else ""
-            raise PmtaApiError("http_status", f"GET {path}: HTTP {resp.status_code}{hint}")
-        if len(body) > MAX_BODY_BYTES:
-            raise PmtaApiError("parse", f"GET {path}: response larger than {MAX_BODY_BYTES} bytes")
-        return body
+
+    async def _fetch(self, path: str, url: str) -> bytes:
+        async with self._client.stream("GET", url) as resp:
+            if resp.status_code != 200:  # the body of an error page is never read
+                hint = " (access refused: allow this host with http-access ... monitor, or set an api_key)" \
+                    if resp.status_code == 403 else ""
+                raise PmtaApiError("http_status", f"GET {path}: HTTP {resp.status_code}{hint}")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body:
+                raise PmtaApiError("parse", f"GET {path}: response announces {declared} bytes, "
+                                            f"more than the {self.max_body}-byte cap")
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():  # decoded bytes: a gzip bomb is capped too
+                body += chunk
+                if len(body) > self.max_body:
+                    raise PmtaApiError("parse", f"GET {path}: response larger than {self.max_body} bytes")
+            return bytes(body)
 
     async def _page(self, path: str, parse: Any, queue: str | None = None) -> Any:
         body = await self.get(path, queue)
-        if len(body) > THREAD_PARSE_BYTES:
-            return await asyncio.to_thread(parse, body, self.format)
-        return parse(body, self.format)
+        try:
+            if len(body) > THREAD_PARSE_BYTES:
+                return await asyncio.to_thread(parse, body, self.format)
+            return parse(body, self.format)
+        except PmtaApiError:
+            raise
+        except Exception as exc:  # RecursionError on deep nesting, MemoryError, a shape we did not foresee
+            raise PmtaApiError("parse", f"GET {path}: unusable {self.format.upper()}: "
+                                        f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
     async def status(self) -> StatusInfo:
         return await self._page("/status", parse_status)  # type: ignore[no-any-return]

@@ -1,16 +1,26 @@
-"""Queue gauges from PMTA's management API: a poller task plus a custom collector over its last snapshot.
+"""Queue gauges from PMTA's management API: a poller task plus a custom collector over its last poll.
 
 Each poll reads /status (host totals) and the queue list. PMTA lists only its top N queues
 (`http-default-max-items`, default 10), so with `per_vmta_queries` the poller also asks /vmtas and
 then `/queues?queue=*/<vmta>` for every VMTA it knows (listed by /vmtas - itself a top-N list -,
-present in the top-N queue list, or seen with mail in the last polls); whatever part fails, the
-rest is merged. Queues (`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label.
+present in the top-N queue list, or seen with mail in the last polls), a few at a time. Queues
+(`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label.
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
-A down, slow or garbled API never raises out of `run()`: every request has a hard deadline, errors
-are counted by reason, polls back off exponentially up to `max_backoff`, and the collector keeps
-serving the last good snapshot until it is older than `STALE_POLLS` poll intervals (then the
-gauges disappear and only `watchtower_pmta_api_up 0` remains).
+The collector serves exactly what the last poll read, and nothing older (the Prometheus
+convention: absent, not stale):
+- one deadline (`pmta.poll_deadline`) bounds the whole poll; a request still running or not yet
+  started when it passes is cancelled and counted as a `timeout`, like every failed request is
+  counted by reason;
+- a VMTA whose own query failed has no `pmta_queue_*` series at all (not even from the top-N list,
+  which would be a partial sum), the /status gauges exist only when /status was read;
+- `watchtower_pmta_api_up` is 1 when the poll read anything, `watchtower_pmta_api_partial` is 1 when
+  it was up but some request failed; both come from the same snapshot as the gauges, so they can
+  never disagree with them. A snapshot older than `STALE_POLLS` x (interval + deadline) means the
+  poller is stuck: then nothing but `up 0` is served.
+
+Whatever PMTA answers, `run()` never raises: errors are counted, polls that read nothing back off
+exponentially up to `max_backoff`, and even a bug only costs one poll.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -30,27 +40,48 @@ from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_OV
 from exporter.pmta_api import API_ERROR_REASONS, PmtaApiClient, PmtaApiError, QueueInfo, QueueList, StatusInfo
 
 log = logging.getLogger("watchtower.queues")
-T = TypeVar("T")
 
 MAX_VMTA_LABELS = 2000
 """Same bound as `labels.max_vmtas`' default; further VMTAs are summed under `overflow`."""
-STALE_POLLS = 5
+STALE_POLLS = 2
+"""A snapshot older than this many (poll_interval + poll_deadline) is not served: the poller is stuck."""
 VMTA_FORGET_POLLS = 3
 """A VMTA missing from /vmtas is still queried for this many polls (/vmtas is itself a top-N list)."""
 CONCURRENCY = 4
+"""Per-VMTA queries in flight at once (PMTA's web monitor is a small server; so is our pool of 8)."""
+LOG_VMTAS = 10
 
 QUEUE_METRICS = ("pmta_queue_recipients", "pmta_queue_bytes", "pmta_queue_connections", "pmta_queue_backoff",
                  "pmta_queue_paused")
+SERVED_SELF_METRICS = ("watchtower_pmta_api_up", "watchtower_pmta_api_partial", "watchtower_pmta_queue_coverage_ratio")
+"""Self metrics the collector derives from the snapshot (so they always match the gauges served)."""
 
 
 @dataclass
 class Snapshot:
-    """What one successful poll saw, already aggregated to label values."""
+    """What one poll read, already aggregated to label values; the collector serves exactly this."""
 
     taken: float
+    up: bool = False
+    partial: bool = False
     queues: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused]."""
     status: StatusInfo | None = None
+    coverage: float | None = None
+
+
+@dataclass
+class _Poll:
+    """The requests of one poll: key -> outcome (None while running, "ok" or an error reason), and results."""
+
+    outcomes: dict[str, str | None] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def failed(self) -> dict[str, str]:
+        return {k: o or "timeout" for k, o in self.outcomes.items() if o != "ok"}
+
+    def vmta_results(self) -> list[QueueList]:
+        return [r for k, r in self.results.items() if k.startswith("vmta:")]
 
 
 class QueueCollector:
@@ -60,26 +91,25 @@ class QueueCollector:
         self.poller = poller
 
     def describe(self) -> Iterable[Metric]:
-        return self._families(None, None)
+        return self._families(None)
 
     def collect(self) -> Iterable[Metric]:
-        fresh = self.poller.fresh()
-        return self._families(fresh.queues if fresh else None, fresh.status if fresh else None)
+        return self._families(self.poller.fresh())
 
     @staticmethod
     def _family(name: str) -> GaugeMetricFamily:
         spec = SPECS[name]
         return GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
 
-    def _families(self, queues: dict[tuple[str, str], list[float]] | None,
-                  status: StatusInfo | None) -> list[Metric]:
+    def _families(self, snap: Snapshot | None) -> list[Metric]:
         fams = [self._family(n) for n in QUEUE_METRICS]
-        for (vmta, isp), values in sorted((queues or {}).items()):
+        for (vmta, isp), values in sorted((snap.queues if snap else {}).items()):
             for fam, value in zip(fams, values, strict=True):
                 fam.add_metric([vmta, isp], value)
         rcp, dom, kb = (self._family(n) for n in ("pmta_status_queue_recipients", "pmta_status_queue_domains",
                                                   "pmta_status_queue_bytes"))
         conn, spool = self._family("pmta_status_connections"), self._family("pmta_status_spool_files")
+        status = snap.status if snap else None
         if status is not None:
             for qtype, totals in sorted(status.queue.items()):
                 rcp.add_metric([qtype], totals.rcp)
@@ -90,7 +120,12 @@ class QueueCollector:
                     conn.add_metric([direction], value)
             if status.spool_files is not None:
                 spool.add_metric([], status.spool_files)
-        return [*fams, rcp, dom, kb, conn, spool]
+        up, partial, coverage = (self._family(n) for n in SERVED_SELF_METRICS)
+        up.add_metric([], 1 if snap is not None and snap.up else 0)
+        partial.add_metric([], 1 if snap is not None and snap.partial else 0)
+        if snap is not None and snap.coverage is not None:
+            coverage.add_metric([], snap.coverage)
+        return [*fams, rcp, dom, kb, conn, spool, up, partial, coverage]
 
 
 class QueuePoller:
@@ -99,23 +134,24 @@ class QueuePoller:
     def __init__(self, config: PmtaApiConfig, registry: CollectorRegistry, isp_of_domain: Callable[[str], str],
                  *, transport: object | None = None) -> None:
         self.config = config
+        self.deadline = config.poll_deadline
         self.isp_of_domain = isp_of_domain
         self._transport = transport
-        m = self_metrics_for_api(registry)
-        self.up = m["watchtower_pmta_api_up"]
+        m = self_metrics_for_api(registry, ("watchtower_pmta_api_poll_duration_seconds",
+                                            "watchtower_pmta_api_errors_total"))
         self.duration = m["watchtower_pmta_api_poll_duration_seconds"]
         self.errors = m["watchtower_pmta_api_errors_total"]
-        self.coverage = m["watchtower_pmta_queue_coverage_ratio"]
         for reason in API_ERROR_REASONS:
             self.errors.labels(reason)
         self.snapshot: Snapshot | None = None
         self.failures = 0
         self.polls = 0
+        """Polls completed (whatever their outcome)."""
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
         self._vmta_labels: set[str] = set()
         self._isp_cache: dict[str, str] = {}
-        self._was_up: bool | None = None
+        self._state: tuple[bool, bool] | None = None
         registry.register(QueueCollector(self))
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -130,16 +166,21 @@ class QueuePoller:
                     ok = await self.poll_once(client)
                 except asyncio.CancelledError:
                     raise
-                except PmtaApiError as exc:
-                    self._failed(exc)
-                    self.up.set(0)
+                except PmtaApiError as exc:  # the client could not even be built (unreadable key file)
+                    self.errors.labels(exc.reason).inc()
+                    self._down(f"{exc}")
                 except Exception:  # a bug must not kill the poller (or the daemon)
                     log.exception("PMTA API poll failed unexpectedly")
-                    self.up.set(0)
+                    self._down("unexpected error")
                 await asyncio.sleep(self.next_delay(ok))
         finally:
             if client is not None:
                 await asyncio.shield(client.aclose())
+
+    def _down(self, why: str) -> None:
+        self.snapshot = Snapshot(time.monotonic())
+        self.polls += 1
+        self._log_state(False, False, why)
 
     def next_delay(self, ok: bool) -> float:
         interval = self.config.poll_interval
@@ -149,83 +190,155 @@ class QueuePoller:
         self.failures += 1
         return max(interval, min(self.config.max_backoff, interval * 2 ** (self.failures - 1)))
 
+    def max_age(self) -> float:
+        return STALE_POLLS * (max(self.config.poll_interval, 1.0) + self.deadline)
+
     def fresh(self) -> Snapshot | None:
         snap = self.snapshot
-        max_age = STALE_POLLS * max(self.config.poll_interval, 1.0)
-        if snap is None or time.monotonic() - snap.taken > max_age:
+        if snap is None or time.monotonic() - snap.taken > self.max_age():
             return None
         return snap
 
     # --- one poll --------------------------------------------------------------------------------
     async def poll_once(self, client: PmtaApiClient) -> bool:
-        """One full poll; updates the snapshot and self-metrics. True when status and queues were read."""
+        """One poll, bounded by `pmta.poll_deadline`; replaces the snapshot. True when anything was read."""
         t0 = time.monotonic()
-        self.polls += 1
-        status = await self._try(client.status())
-        queues = await self._queues(client)
-        ok = status is not None and queues is not None
-        if ok:
-            assert status is not None and queues is not None
-            self.snapshot = Snapshot(time.monotonic(), self._aggregate(queues), status)
-            total = status.smtp_rcp
-            seen = sum(q.rcp for q in queues)
-            self.coverage.set(1.0 if not total else min(1.0, seen / total))
-        self.up.set(1 if ok else 0)
-        self.duration.set(time.monotonic() - t0)
-        if ok != self._was_up:
-            (log.info if ok else log.warning)("PMTA management API at %s is %s", self.config.url,
-                                              "reachable" if ok else "failing; queue gauges go stale")
-            self._was_up = ok
-        return ok
-
-    async def _try(self, coro: Awaitable[T]) -> T | None:
+        poll = _Poll()
         try:
-            return await coro
+            async with asyncio.timeout(self.deadline or None):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._call(poll, "status", client.status))
+                    tg.create_task(self._read_queues(client, poll))
+        except TimeoutError:
+            pass  # what is unfinished is counted below
+        failed = poll.failed()
+        unfinished = sum(1 for outcome in poll.outcomes.values() if outcome is None)
+        if unfinished:  # cancelled by the deadline, while running or still waiting for a slot
+            self.errors.labels("timeout").inc(unfinished)
+        snap = self._snapshot(poll, failed)
+        self.snapshot = snap
+        self.polls += 1
+        self.duration.set(time.monotonic() - t0)
+        self._log_state(snap.up, snap.partial, self._summary(poll, failed))
+        return snap.up
+
+    async def _call(self, poll: _Poll, key: str, request: Callable[[], Awaitable[Any]]) -> None:
+        """Runs one request, recording its outcome; never raises (but lets cancellation through)."""
+        poll.outcomes[key] = None
+        try:
+            result = await request()
         except PmtaApiError as exc:
-            self._failed(exc)
-            return None
+            poll.outcomes[key] = exc.reason
+            self.errors.labels(exc.reason).inc()
+            log.debug("PMTA API: %s", exc)
+            return
+        except Exception:  # the client converts every failure it knows; this is a bug
+            log.exception("PMTA API request %s failed unexpectedly", key)
+            poll.outcomes[key] = "error"
+            return
+        poll.results[key] = result
+        poll.outcomes[key] = "ok"
 
-    def _failed(self, exc: PmtaApiError) -> None:
-        self.errors.labels(exc.reason).inc()
-        log.debug("PMTA API: %s", exc)
-
-    async def _queues(self, client: PmtaApiClient) -> list[QueueInfo] | None:
-        """Every queue we can see: PMTA's top-N list, plus (when configured) `*/<vmta>` for every VMTA
-        listed by /vmtas, present in the top-N list or seen recently. None when nothing could be read."""
+    async def _read_queues(self, client: PmtaApiClient, poll: _Poll) -> None:
+        """PMTA's top-N list, plus (when configured) `*/<vmta>` for every VMTA listed by /vmtas, present
+        in the top-N list or seen recently, `CONCURRENCY` at a time. Each listing starts its VMTAs'
+        queries as soon as it answers, so one listing that hangs does not hold back the other's."""
         if not self.config.per_vmta_queries:
-            top = await self._try(client.queues())
-            return list(top.queues) if top is not None else None
-        listed, top = await asyncio.gather(self._try(client.vmtas()), self._try(client.queues()))
-        if listed is None and top is None:
-            return None
-        top_queues = top.queues if top is not None else []
-        names = self._vmtas_to_query([v.name for v in listed or ()] + [q.vmta for q in top_queues])
+            await self._call(poll, "top", client.queues)
+            return
+        self._age_vmtas()
         sem = asyncio.Semaphore(CONCURRENCY)
+        queried: set[str] = set()
 
-        async def one(vmta: str) -> QueueList | None:
+        async def one(vmta: str) -> None:
             async with sem:
-                return await self._try(client.queues(f"*/{vmta}"))
+                await self._call(poll, f"vmta:{vmta}", lambda: client.queues(f"*/{vmta}"))
 
-        merged = {q.name: q for q in top_queues}
-        for res in await asyncio.gather(*(one(v) for v in names)):
-            for q in res.queues if res is not None else ():
-                merged[q.name] = q
-        for q in merged.values():
-            if q.rcp and q.vmta in self._vmtas:
-                self._vmtas[q.vmta] = 0
-        return list(merged.values())
+        async with asyncio.TaskGroup() as tg:
+            def query(listed: list[str]) -> None:
+                self._seen_vmtas(listed)
+                for vmta in sorted(set(self._vmtas) - queried):
+                    queried.add(vmta)
+                    poll.outcomes[f"vmta:{vmta}"] = None  # planned: unread at the deadline means a timeout
+                    tg.create_task(one(vmta))
 
-    def _vmtas_to_query(self, listed: list[str]) -> list[str]:
-        for name in self._vmtas:
-            self._vmtas[name] += 1
+            async def listing(key: str, request: Callable[[], Awaitable[Any]],
+                              names: Callable[[Any], list[str]]) -> None:
+                await self._call(poll, key, request)
+                if key in poll.results:
+                    query(names(poll.results[key]))
+
+            tg.create_task(listing("vmtas", client.vmtas, lambda r: [v.name for v in r]))
+            tg.create_task(listing("top", client.queues, lambda r: [q.vmta for q in r.queues]))
+
+    def _snapshot(self, poll: _Poll, failed: dict[str, str]) -> Snapshot:
+        """The gauges this poll may serve: what was read, minus every VMTA whose own query failed."""
+        status: StatusInfo | None = poll.results.get("status")
+        top: QueueList | None = poll.results.get("top")
+        per_vmta = poll.vmta_results()
+        queues: list[QueueInfo] | None = None
+        if top is not None or per_vmta:
+            unread = {k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")}
+            merged = {q.name: q for q in top.queues} if top is not None else {}
+            for res in per_vmta:
+                merged.update((q.name, q) for q in res.queues)
+            queues = [q for q in merged.values() if q.vmta not in unread]
+            for q in queues:
+                if q.rcp and q.vmta in self._vmtas:
+                    self._vmtas[q.vmta] = 0
+        up = status is not None or queues is not None
+        snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed), status=status)
+        if queues is not None:
+            snap.queues = self._aggregate(queues)
+            if status is not None:
+                total = status.smtp_rcp
+                seen = sum(q.rcp for q in queues)
+                snap.coverage = 1.0 if not total else min(1.0, seen / total)
+        return snap
+
+    @staticmethod
+    def _summary(poll: _Poll, failed: dict[str, str]) -> str:
+        if not failed:
+            return ""
+        reasons: dict[str, int] = {}
+        for reason in failed.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        vmtas = sorted(k.removeprefix("vmta:") for k in failed if k.startswith("vmta:"))
+        other = sorted(k for k in failed if not k.startswith("vmta:"))
+        text = f"{len(failed)} of {len(poll.outcomes)} requests failed (" + \
+            ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) + ")"
+        if other:
+            text += "; unread: " + ", ".join(other)
+        if vmtas:
+            more = f" and {len(vmtas) - LOG_VMTAS} more" if len(vmtas) > LOG_VMTAS else ""
+            text += "; VMTAs without gauges: " + ", ".join(vmtas[:LOG_VMTAS]) + more
+        return text
+
+    def _log_state(self, up: bool, partial: bool, detail: str) -> None:
+        """One line when the API goes up, partial or down (not every poll)."""
+        state = (up, partial)
+        if state == self._state:
+            return
+        self._state = state
+        suffix = f": {detail}" if detail else ""
+        if up and not partial:
+            log.info("PMTA management API at %s is reachable", self.config.url)
+        elif up:
+            log.warning("PMTA management API at %s answers in part%s", self.config.url, suffix)
+        else:
+            log.warning("PMTA management API at %s is failing; no queue gauges%s", self.config.url, suffix)
+
+    def _age_vmtas(self) -> None:
+        """One more poll for every VMTA we know; those unseen for `VMTA_FORGET_POLLS` are no longer queried."""
+        self._vmtas = {n: age + 1 for n, age in self._vmtas.items() if age < VMTA_FORGET_POLLS}
+
+    def _seen_vmtas(self, listed: list[str]) -> None:
         for name in listed:
             if name:
                 self._vmtas[name] = 0
-        self._vmtas = {n: age for n, age in self._vmtas.items() if age <= VMTA_FORGET_POLLS}
         if len(self._vmtas) > MAX_VMTA_LABELS:
             keep = sorted(self._vmtas.items(), key=lambda kv: (kv[1], kv[0]))[:MAX_VMTA_LABELS]
             self._vmtas = dict(keep)
-        return sorted(self._vmtas)
 
     # --- labels ----------------------------------------------------------------------------------
     def _vmta_label(self, vmta: str) -> str:

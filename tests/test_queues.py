@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from simulator import SimConfig, Simulator
 from simulator.api import build_app
 from simulator.config import ApiSpec
 from simulator.providers import provider_of_domain
+from simulator.queues import Queue
 from simulator.server import ApiServer
 
 PROVIDER = provider_of_domain()
@@ -88,7 +91,7 @@ async def test_exact_gauges_from_the_live_api(sim: Simulator) -> None:
     assert value(registry, "pmta_status_connections", direction="out") == sum(
         q.connections(sim.t) for q in sim.book.queues.values())
     assert value(registry, "pmta_status_spool_files") == rcp
-    assert value(registry, "watchtower_pmta_api_up") == 1
+    assert value(registry, "watchtower_pmta_api_up") == 1 and value(registry, "watchtower_pmta_api_partial") == 0
     assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 1.0
     assert 0 < value(registry, "watchtower_pmta_api_poll_duration_seconds") < 5  # type: ignore[operator]
     assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
@@ -156,16 +159,25 @@ async def test_falls_back_to_the_top_n_list_when_vmtas_fails(sim: Simulator) -> 
         assert await poller.poll_once(client)
     assert gauges(registry) == expected(sim)  # the top-N list (complete at max_items=1000) names every VMTA
     assert errors(registry)["http_status"] == 1 and value(registry, "watchtower_pmta_api_up") == 1
+    assert value(registry, "watchtower_pmta_api_partial") == 1  # a VMTA beyond the top-N list could be missing
 
 
-async def test_a_failing_vmta_query_is_counted_and_the_rest_merged(sim: Simulator) -> None:
+async def test_a_failing_vmta_query_drops_that_vmta_and_says_partial(sim: Simulator) -> None:
+    """Before the fix vmta-02 kept its series from the top-N list (a partial sum) and nothing said so."""
     registry = CollectorRegistry()
     bad = lambda r: httpx.Response(200, text="<html/>") if "vmta-02" in str(r.url) else None  # noqa: E731
     poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
     async with PmtaApiClient(poller.config, transport=FailingTransport(build_app(sim), bad)) as client:
         assert await poller.poll_once(client)
-    assert gauges(registry) == expected(sim)
-    assert errors(registry)["parse"] == 1
+    assert gauges(registry) == expected(sim, without(sim, "vmta-02"))
+    assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 1}
+    assert value(registry, "watchtower_pmta_api_up") == 1 and value(registry, "watchtower_pmta_api_partial") == 1
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") == pytest.approx(
+        sum(q.rcp for q in without(sim, "vmta-02")) / sim.book.totals()[0])
+
+
+def without(sim: Simulator, *vmtas: str) -> list[Queue]:
+    return [q for q in sim.book.queues.values() if q.vmta not in vmtas]
 
 
 def closed_port() -> int:
@@ -201,7 +213,7 @@ async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator) -> N
     registry = CollectorRegistry()
     async with ApiServer(sim) as srv:
         srv.app.state.delay = 1.0
-        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=0.1), registry, isp_of)
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=0.3), registry, isp_of)
         ticks = 0
 
         async def ticker() -> None:
@@ -217,27 +229,154 @@ async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator) -> N
         srv.app.state.delay = 0
     assert errors(registry)["timeout"] == 3  # /status, /vmtas and the top-N list
     assert value(registry, "watchtower_pmta_api_up") == 0
-    assert 0.15 < value(registry, "watchtower_pmta_api_poll_duration_seconds") < 1.0  # type: ignore[operator]
+    assert value(registry, "watchtower_pmta_api_poll_duration_seconds") < 1.0  # type: ignore[operator]
     assert ticks >= 15
 
 
 @pytest.mark.parametrize(("fault", "reason"), [("garbled", "parse"), ("no_succ", "parse"), ("http_500", "http_status")])
-async def test_bad_answers_keep_the_last_good_snapshot_until_stale(sim: Simulator, fault: str, reason: str) -> None:
+async def test_bad_answers_drop_every_gauge_and_say_down(sim: Simulator, fault: str, reason: str) -> None:
+    """A poll that read nothing serves nothing: no series of the previous poll is kept."""
     registry = CollectorRegistry()
     async with ApiServer(sim) as srv:
         poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
         async with PmtaApiClient(poller.config) as client:
             assert await poller.poll_once(client)
-            good = gauges(registry)
+            assert gauges(registry) == expected(sim)
             srv.app.state.fault = fault
             assert not await poller.poll_once(client)
             srv.app.state.fault = None
     assert errors(registry)[reason] == 3 and value(registry, "watchtower_pmta_api_up") == 0
-    assert gauges(registry) == good
-    assert poller.snapshot is not None
-    poller.snapshot.taken -= queues_mod.STALE_POLLS * poller.config.poll_interval + 1
+    assert value(registry, "watchtower_pmta_api_partial") == 0
     assert gauges(registry) == {}
     assert value(registry, "pmta_status_spool_files") is None
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") is None
+
+
+async def test_up_is_0_when_the_gauges_are_gone(sim: Simulator) -> None:
+    """The headline of defect 9: the gauges vanished (stale snapshot) while `up` still said 1."""
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+    assert value(registry, "watchtower_pmta_api_up") == 1 and gauges(registry) == expected(sim)
+    assert poller.snapshot is not None
+    poller.snapshot.taken -= 3600  # the poller is stuck: nothing has replaced this snapshot for an hour
+    assert gauges(registry) == {} and value(registry, "pmta_status_spool_files") is None
+    assert value(registry, "watchtower_pmta_api_up") == 0
+
+
+class Hang:
+    """ASGI middleware in front of the simulator's API: a request whose `path?query` is in `targets` is
+    read and never answered, until the client hangs up. `hung` counts them: the server-side truth the
+    poller's timeout counter must match."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.targets: set[str] = set()
+        self.hung = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and f"{scope['path']}?{unquote(scope['query_string'].decode())}" in self.targets:
+            self.hung += 1
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        await self.app(scope, receive, send)
+
+
+def hanging_server(sim: Simulator) -> tuple[ApiServer, Hang]:
+    srv = ApiServer(sim)
+    hang = Hang(srv.app)
+    srv.app = hang  # type: ignore[assignment]
+    return srv, hang
+
+
+STATUS, VMTAS, TOP = "/status?format=xml", "/vmtas?format=xml", "/queues?format=xml"
+
+
+def per_vmta(vmta: str) -> str:
+    return f"/queues?format=xml&queue=*/{vmta}"
+
+
+async def test_one_hanging_vmta_call_ends_the_poll_by_its_deadline(sim: Simulator) -> None:
+    """Before the fix the poll waited for the hanging call as long as `pmta.timeout` allowed (here an hour),
+    then kept vmta-02's top-N series with `up` 1 and nothing saying the poll was partial."""
+    registry = CollectorRegistry()
+    srv, hang = hanging_server(sim)
+    hang.targets = {per_vmta("vmta-02")}
+    async with srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=0.5), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await asyncio.wait_for(poller.poll_once(client), timeout=60)  # liveness guard, not a timing
+    assert hang.hung == 1
+    assert value(registry, "watchtower_pmta_api_up") == 1 and value(registry, "watchtower_pmta_api_partial") == 1
+    assert gauges(registry) == expected(sim, without(sim, "vmta-02"))
+    assert not [k for k in gauges(registry) if k[0] == "vmta-02"]
+    assert errors(registry) == {"timeout": 1, "connect": 0, "http_status": 0, "parse": 0}
+    assert value(registry, "pmta_status_queue_recipients", type="smtp") == sim.book.totals()[0]
+
+
+@pytest.mark.fault
+async def test_api_hanging_per_call_exact_totals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run()` against the live API while different calls hang in each poll (and the queues move between
+    polls): after every poll the served series are exactly what was read, `up`/`partial` are right,
+    and the timeout counter equals the number of requests the server left hanging."""
+    live = Simulator("gmail-throttle", None, config=SimConfig(api=ApiSpec(max_items=1000)))
+    live.run_until(live.start + 25 * 60)
+    scenarios: list[tuple[set[str], set[str]]] = [  # (hanging requests, VMTAs that lose their series)
+        (set(), set()),
+        ({per_vmta("vmta-02"), per_vmta("vmta-03")}, {"vmta-02", "vmta-03"}),
+        ({STATUS, TOP}, set()),  # the per-VMTA queries still give every queue; no /status gauges
+        ({VMTAS, TOP}, set()),  # no VMTA known: only /status
+        ({STATUS, VMTAS, TOP}, set()),  # nothing read: down
+        (set(), set()),
+    ]
+    registry = CollectorRegistry()
+    srv, hang = hanging_server(live)
+    await srv.start()
+    cfg = PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=0.8, poll_interval=0.01, max_backoff=0.02)
+    poller = QueuePoller(cfg, registry, isp_of)
+    seen: list[dict[str, Any]] = []
+    poll_once = poller.poll_once
+
+    async def observed(client: PmtaApiClient) -> bool:
+        targets, dropped = scenarios[min(len(seen), len(scenarios) - 1)]
+        hang.targets = targets
+        hung, timeouts = hang.hung, errors(registry)["timeout"]
+        ok = await poll_once(client)
+        queues_read = not {VMTAS, TOP} <= targets
+        status_read = STATUS not in targets
+        rcp = live.book.totals()[0]
+        kept = without(live, *dropped) if queues_read else []
+        seen.append({
+            "got": (ok, gauges(registry), value(registry, "pmta_status_queue_recipients", type="smtp"),
+                    value(registry, "watchtower_pmta_api_up"), value(registry, "watchtower_pmta_api_partial"),
+                    value(registry, "watchtower_pmta_queue_coverage_ratio"), errors(registry)["timeout"] - timeouts),
+            "want": (queues_read or status_read, expected(live, kept), rcp if status_read else None,
+                     1 if queues_read or status_read else 0, 1 if targets and (queues_read or status_read) else 0,
+                     pytest.approx(sum(q.rcp for q in kept) / rcp) if queues_read and status_read else None,
+                     hang.hung - hung),
+        })
+        live.run_until(live.t + 60)  # the queues move before the next poll
+        return ok
+
+    monkeypatch.setattr(poller, "poll_once", observed)
+    try:
+        task = asyncio.create_task(poller.run())
+        while len(seen) < len(scenarios) and not task.done():
+            await asyncio.sleep(0.01)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await srv.stop()
+    assert len({repr(sorted(s["want"][1].items())) for s in seen}) > 2  # the values did move
+    for i, s in enumerate(seen[:len(scenarios)]):
+        assert s["got"] == s["want"], f"poll {i}: hanging {sorted(scenarios[i][0])}"
+    assert hang.hung == 9  # 2 + 2 + 2 + 3
+    assert errors(registry) == {"timeout": hang.hung, "connect": 0, "http_status": 0, "parse": 0}
 
 
 async def test_labels_stay_bounded_and_odd_names_are_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
