@@ -11,6 +11,7 @@ import glob
 import os
 import socket
 import ssl
+import tempfile
 from pathlib import Path
 
 from exporter.config import Config
@@ -28,13 +29,23 @@ def _readable_file(key: str, path: Path | None) -> str | None:
     return None
 
 
+def _can_create_in(directory: Path) -> bool:
+    """Try it: os.access() says yes to root on a read-only mount or an immutable directory."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".watchtower-check-", dir=directory)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
+
+
 def _writable_dir(key: str, path: Path) -> str | None:
-    """The state dir must be writable, or creatable in a writable parent."""
+    """The state dir must be writable, or creatable in an existing writable parent."""
     path = path.expanduser()
     if path.exists():
         if not path.is_dir():
             return f"{key}: {path} exists and is not a directory"
-        if not os.access(path, os.W_OK | os.X_OK):
+        if not _can_create_in(path):
             return f"{key}: {path} is not writable by this user (uid {os.getuid()})"
         return None
     parent = path.parent
@@ -42,7 +53,7 @@ def _writable_dir(key: str, path: Path) -> str | None:
         return f"{key}: cannot create {path}: its parent {parent} does not exist (a typo?)"
     if not parent.is_dir():
         return f"{key}: cannot create {path}: {parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _can_create_in(parent):
         return f"{key}: cannot create {path}: {parent} is not writable by this user (uid {os.getuid()})"
     return None
 

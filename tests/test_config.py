@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter.cli import main
-from exporter.config import ConfigError, load_config, parse_duration, parse_size
+from exporter.config import ConfigError, config_from_dict, load_config, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,3 +58,110 @@ def test_record_aliases_and_units():
 def test_unreadable_file_exits_2(tmp_path: Path, capsys):
     assert main(["check-config", str(tmp_path / "missing.yml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+# --- issue 9: private by default, honest checks ----------------------------------------------------
+
+
+
+def _minimal(tmp_path: Path, **extra) -> dict:
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    return {"sources": [{"paths": [str(tmp_path / "logs" / "acct-*.csv")]}], "state_dir": str(tmp_path / "state"),
+            **extra}
+
+
+def test_listener_is_loopback_unless_an_address_is_named(tmp_path: Path):
+    assert config_from_dict(_minimal(tmp_path)).listen == "127.0.0.1:9469"
+    assert config_from_dict(_minimal(tmp_path, listen=":9469")).listen_host == "127.0.0.1"
+    assert config_from_dict(_minimal(tmp_path, listen="0.0.0.0:9469")).listen_host == "0.0.0.0"
+    assert config_from_dict(_minimal(tmp_path, listen="[::]:9469")).listen_host == "::"
+    example = load_config(ROOT / "examples" / "watchtower.yml")
+    assert example.listen_host == "127.0.0.1" and example.correlator.hash_recipients
+    assert not example.web.basic_auth_users  # loopback needs none; docs/security.md for exposing it
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(_minimal(tmp_path, listen="::1:9469"))
+    assert "brackets" in exc.value.problems[0]
+
+
+def _check(tmp_path: Path, cfg: dict | str | bytes, capsys, *, flag: bool = False) -> tuple[int, str]:
+    f = tmp_path / "c.yml"
+    if isinstance(cfg, dict):
+        f.write_text(yaml.safe_dump(cfg))
+    elif isinstance(cfg, bytes):
+        f.write_bytes(cfg)
+    else:
+        f.write_text(cfg)
+    capsys.readouterr()
+    rc = main(["check-config", "--config", str(f)] if flag else ["check-config", str(f)])
+    return rc, capsys.readouterr().err
+
+
+def test_check_config_checks_the_machine_not_only_the_shape(tmp_path: Path, capsys):
+    cert = tmp_path / "tls.crt"
+    cert.write_text("not a certificate")
+    base = _minimal(tmp_path)
+    cases = {
+        "classify.isp_file: ": {"classify": {"isp_file": str(tmp_path / "nope.yaml")}},
+        "classify.replies_file: ": {"classify": {"replies_file": str(tmp_path)}},
+        "web.tls_cert_file: " + str(tmp_path / "missing.crt") + " does not exist": {
+            "web": {"tls_cert_file": str(tmp_path / "missing.crt"), "tls_key_file": str(cert)}},
+        "web: Value error, tls_key_file is set but tls_cert_file is not": {"web": {"tls_key_file": str(cert)}},
+        "web: Value error, tls_cert_file is set but tls_key_file is not": {"web": {"tls_cert_file": str(cert)}},
+        "web.tls_cert_file: cannot load": {"web": {"tls_cert_file": str(cert), "tls_key_file": str(cert)}},
+        "state_dir: cannot create " + str(tmp_path / "absent" / "state") + ": its parent": {
+            "state_dir": str(tmp_path / "absent" / "state")},
+        "state_dir: cannot create": {"state_dir": str(cert / "state")},
+        "listen: host 'no-such-host.invalid' does not resolve": {"listen": "no-such-host.invalid:9469"},
+        "pmta.password_file: ": {"pmta": {"password_file": str(tmp_path / "pw")}},
+        "pmta: Value error, set password or password_file, not both": {
+            "pmta": {"password": "x", "password_file": str(cert)}},
+        "sources.0.paths: Value error, paths[0] '': empty pattern": {"sources": [{"paths": [""]}]},
+        "paths[0] 'logs/acct-*.csv': must be an absolute path": {"sources": [{"paths": ["logs/acct-*.csv"]}]},
+        "paths[0] '/var/log/pmta/acct-[0-9.csv': unclosed '['": {"sources": [{"paths": ["/var/log/pmta/acct-[0-9.csv"]}]},
+        "names a directory": {"sources": [{"paths": ["/var/log/pmta/"]}]},
+    }
+    for expected, patch in cases.items():
+        rc, err = _check(tmp_path, {**base, **patch}, capsys)
+        assert rc == 2 and expected in err, (expected, err)
+        assert "Traceback" not in err
+    rc, err = _check(tmp_path, base, capsys, flag=True)
+    assert rc == 0 and "matches no file yet" in err  # a warning, not an error
+
+
+def test_check_config_rejects_non_utf8_and_duplicate_keys(tmp_path: Path, capsys):
+    rc, err = _check(tmp_path, b"sources: []\nstate_dir: /s\n# caf\xe9\n", capsys)
+    assert rc == 2 and "line 3: not UTF-8 (byte 0xe9" in err
+    rc, err = _check(tmp_path, f"sources:\n  - paths: ['{tmp_path}/a-*.csv']\nstate_dir: {tmp_path}/s\n"
+                     f"listen: 127.0.0.1:1\nlisten: 0.0.0.0:9469\n", capsys)
+    assert rc == 2 and "duplicate key 'listen' (first on line 4, again on line 5)" in err
+    rc, err = _check(tmp_path, "web:\n  basic_auth_users:\n    a: x\n    a: y\n", capsys)
+    assert rc == 2 and "duplicate key 'a'" in err
+
+
+def test_run_reports_config_problems_in_one_line_without_traceback(tmp_path: Path):
+    cfg = _minimal(tmp_path, classify={"isp_file": str(tmp_path / "missing-isps.yaml")})
+    f = tmp_path / "c.yml"
+    f.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(f)], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and f"classify.isp_file: {tmp_path / 'missing-isps.yaml'} does not exist" \
+        in out.stderr
+    assert out.stderr.count("\n") == 2  # the file, then one line per problem
+
+
+def test_unwritable_state_dir_parent_is_reported(tmp_path: Path, capsys):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    if os.geteuid() == 0:  # root ignores permission bits: make the directory immutable instead
+        if subprocess.run(["chattr", "+i", str(parent)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i not supported here and running as root")
+    else:
+        parent.chmod(0o555)
+    try:
+        rc, err = _check(tmp_path, _minimal(tmp_path, state_dir=str(parent / "state")), capsys)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(parent)], check=True)
+        parent.chmod(0o755)
+    assert rc == 2 and f"state_dir: cannot create {parent / 'state'}: {parent} is not writable by this user" in err

@@ -145,3 +145,15 @@ def test_dockerfile():
     assert any(op == "RUN" and "groupadd" in args and "pmta" in args for op, args in instructions)
     assert ops["ENTRYPOINT"] == '["watchtower"]'
     assert ops["CMD"] == '["run", "--config", "/etc/watchtower/watchtower.yml"]'
+
+
+def test_healthcheck_follows_the_config_and_auth():
+    """The HEALTHCHECK is `watchtower healthcheck` on the config the image runs (https and auth aware)."""
+    ops = dict(dockerfile())
+    assert ops["HEALTHCHECK"].endswith('CMD ["watchtower", "healthcheck", "--config", "/etc/watchtower/watchtower.yml", '
+                                       '"--timeout", "4"]')
+    copied = next(a.split() for op, a in dockerfile() if op == "COPY" and a.endswith("/etc/watchtower/watchtower.yml"))
+    config = yaml.safe_load((REPO / copied[0]).read_text(encoding="utf-8"))
+    assert config["listen"] == "0.0.0.0:9469"  # inside the container; published on the host's loopback only
+    for name in ("watchtower", "watchtower-demo"):
+        assert compose()["services"][name]["ports"] == ["127.0.0.1:9469:9469"], name
