@@ -37,6 +37,7 @@ code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-al
 section.rcpt{background:#fff;border:1px solid #e5e7eb;padding:8px 12px;margin-bottom:16px}
 section.rcpt h2{font-size:15px;margin:0 0 4px}
 .meta{color:#4b5563;font-size:12px}
+td a.grafana{white-space:nowrap}
 svg text{font-size:12px;fill:#1d2126}
 """
 
@@ -44,6 +45,11 @@ svg text{font-size:12px;fill:#1d2126}
 def e(value: Any) -> str:
     """Escaped text; None becomes an en dash."""
     return "\u2013" if value is None or value == "" else html.escape(str(value), quote=True)
+
+
+def attr(value: Any) -> str:
+    """Escaped text for an attribute or input value; None and "" stay empty."""
+    return "" if value is None else html.escape(str(value), quote=True)
 
 
 def u(path: str, **params: Any) -> str:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pages.backend import Backend
-from pages.html import e, error_box, page, partial_banner, u
+from pages.html import attr, e, error_box, page, partial_banner, u
 from pages.sankey import attempts, sankey_svg, shares
 
 VMTA_DASHBOARD_UID = "watchtower-vmta"
@@ -72,10 +72,10 @@ class Views:
 
     def form(self, root: str, message_id: str = "", rcpt: str = "", job_id: str = "") -> str:
         return (f'<form class="search" method="get" action="{u(root + "/ui/")}" role="search">'
-                f'<label>Message-Id<input name="message_id" value="{e(message_id or "")}" '
+                f'<label>Message-Id<input name="message_id" value="{attr(message_id)}" '
                 f'placeholder="abc@mail.example"></label>'
-                f'<label>Recipient<input name="rcpt" value="{e(rcpt or "")}" placeholder="user@example.com"></label>'
-                f'<label>Job<input name="job_id" value="{e(job_id or "")}" placeholder="jobId"></label>'
+                f'<label>Recipient<input name="rcpt" value="{attr(rcpt)}" placeholder="user@example.com"></label>'
+                f'<label>Job<input name="job_id" value="{attr(job_id)}" placeholder="jobId"></label>'
                 f'<button type="submit">Search</button></form>')
 
     def summary_rows(self, root: str, items: list[dict[str, Any]]) -> str:
@@ -179,8 +179,8 @@ class Views:
     async def flows(self, request: Request, since: str, until: str | None) -> Response:
         root = _root(request)
         form = (f'<form class="search" method="get" action="{u(root + "/ui/flows")}">'
-                f'<label>Since<input name="since" value="{e(since)}" placeholder="1h, 7d, ISO 8601"></label>'
-                f'<label>Until<input name="until" value="{e(until or "")}" placeholder="(now)"></label>'
+                f'<label>Since<input name="since" value="{attr(since)}" placeholder="1h, 7d, ISO 8601"></label>'
+                f'<label>Until<input name="until" value="{attr(until)}" placeholder="(now)"></label>'
                 '<button type="submit">Show</button></form>')
         status, body = await self.ask(request, "/api/v1/flows", {"since": since, "until": until})
         if status != 200:
