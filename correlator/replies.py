@@ -10,6 +10,9 @@ Cost is bounded whatever the request: the window is capped (`MAX_WINDOW`), the S
 `limit` caps the answer. The store is read through `reply_rows()` only, so a change of the
 correlator's write model touches one function.
 
+`/api/v1/lookup` serves the forensics dashboard: 200 with an empty list for an empty or unknown
+key (the strict routes answer 400/404, which Grafana shows as a panel error on first open).
+
 Mounted by `correlator/sink.py` through `with_replies()`, which also answers `//api/v1/...`: the
 Infinity data source joins its base URL and a query URL by plain concatenation, so a base URL
 ending in `/` asks for `//api/v1/flows`; those requests are redirected to the single-slash path.
@@ -29,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from correlator import store
 from correlator.api import Api, BadRequest, ErrorRoute, parse_time
+from correlator.keys import job_hash, message_hash, norm_message_id
 from correlator.models import ApiError
 from correlator.timeline import iso
 
@@ -278,11 +282,63 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
     return router
 
 
+class LookupResponse(BaseModel):
+    message_id: str | None
+    job_id: str | None
+    rcpt: str | None
+    hint: str | None = Field(description="What to enter when nothing was asked for or nothing matched.")
+    timelines: list[dict[str, Any]] = Field(description="Timelines with their events, as /api/v1/timeline.")
+
+
+def build_lookup_router(api: Api) -> APIRouter:
+    """/api/v1/lookup: the forensics dashboard's tables, which open with empty text boxes.
+
+    The /api/v1/messages and /api/v1/timeline routes answer an empty or unknown key with 400/404,
+    which the Infinity data source shows as a panel error. This route answers 200 with an empty
+    list and a hint instead, so an unfilled or mistyped lookup reads as "No data".
+    """
+    router = APIRouter(prefix="/api/v1", tags=["correlator"], route_class=ErrorRoute)
+
+    @router.get("/lookup", response_model=LookupResponse,
+                responses={400: {"model": ApiError}, 503: {"model": ApiError}},
+                summary="Timelines by Message-Id and/or (jobId, rcpt); empty input or no match is an empty list")
+    def lookup(
+        message_id: Annotated[str | None, Query(description="Message-Id (header), with or without <>.")] = None,
+        job_id: Annotated[str | None, Query(description="PMTA jobId; needs rcpt.")] = None,
+        rcpt: Annotated[str | None, Query(description="Recipient address; with job_id or message_id.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most timelines returned.")] = 100,
+    ) -> Any:
+        mid = norm_message_id(message_id or "")
+        job = (job_id or "").strip()
+        addr = (rcpt or "").strip().lower()
+        body: dict[str, Any] = {"message_id": mid or None, "job_id": job or None, "rcpt": addr or None,
+                                "hint": None, "timelines": []}
+        if not mid and not (job and addr):
+            body["hint"] = "enter a Message-Id, or a job id and a recipient"
+            return body
+        with api.pool.connection() as conn:
+            reader = api.reader(conn)
+            if addr and job:
+                items = reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr))
+            elif addr:
+                items = reader.by_message_rcpt(message_hash(mid), api.rcpt_key(addr))
+            else:
+                items, _ = reader.by_message(message_hash(mid), limit)
+        body["timelines"] = items[:limit]
+        if not items:
+            body["hint"] = "no timeline stored for this key (check the id, or the retention)"
+        return body
+
+    return router
+
+
 def with_replies(api_router: APIRouter, api: Api) -> APIRouter:
-    """The correlator's routes plus /api/v1/replies, and `//api/v1/...` redirected to `/api/v1/...`."""
+    """The correlator's routes plus /api/v1/replies and /api/v1/lookup, and `//api/v1/...`
+    redirected to `/api/v1/...`."""
     top = APIRouter()
     top.include_router(api_router)
     top.include_router(build_replies_router(api))
+    top.include_router(build_lookup_router(api))
 
     @top.get("//api/v1/{rest:path}", include_in_schema=False)
     def double_slash(rest: str, request: Request) -> RedirectResponse:

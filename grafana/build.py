@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dashlib import (
+    ALERTMANAGER,
+    ATTEMPTS_RULE,
     BOUNCE,
     COMPLAINT,
     DEFERRAL,
@@ -23,6 +25,9 @@ from dashlib import (
     INSTANCE,
     ISP,
     JOB,
+    LEVEL_TEXT,
+    LEVELS,
+    MIN_ATTEMPTS,
     POOL,
     SENDER,
     SUCCESS,
@@ -31,19 +36,23 @@ from dashlib import (
     VMTA,
     Grid,
     Json,
+    alert_annotation,
     bargauge,
     bounce_share,
     column,
-    complaint_ratio,
     custom_var,
     dashboard,
     datasource_var,
     deferral_ratio,
+    gated,
     heatmap,
     infinity,
     job_instance_vars,
     link_column,
+    matrix,
     node_graph,
+    nonzero,
+    or_zero,
     prom,
     quantile,
     query_var,
@@ -63,10 +72,11 @@ from dashlib import (
     textbox_var,
     throttled_ratio,
     timeseries,
+    worst_level,
 )
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
-ATTEMPTS = "vmta_isp:pmta_attempts:rate10m"
+ATTEMPTS = ATTEMPTS_RULE
 DELAY_BUCKETS = "vmta_isp:pmta_delivery_delay_seconds_bucket:rate5m"
 PER_S = "Per second over $__rate_interval."
 RULE_10M = "From the 10-minute recording rules (rules/recording.yaml), the same numbers the alerts use."
@@ -75,7 +85,10 @@ ATTEMPTS_DEF = "Attempts = delivered + bounced + deferred attempts (d + b + t/tq
 QUEUE_JOIN = ("Queue gauges carry only {vmta, isp}; each VMTA's queue is attributed to the pool that carried "
               "most of its attempts in the last 10 minutes.")
 PROMETHEUS_VAR = datasource_var()
-INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Watchtower API (Infinity)")
+INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Watchtower API (Infinity)",
+                              regex="/^(?!.*[Aa]lertmanager)/")
+ALERTMANAGER_VAR = datasource_var("alertmanager", "yesoreyeram-infinity-datasource", "Alertmanager API (Infinity)",
+                                  regex="/[Aa]lertmanager/")
 
 
 def overview() -> Json:
@@ -87,12 +100,16 @@ def overview() -> Json:
         ("Deferred", "pmta_deferred_total", "Deferred delivery attempts (t and tq records)."),
         ("Complaints", "pmta_complaints_total", "Feedback-loop complaints (f records), all feedback types."),
     ):
-        g.add(stat(f"{title} per second", f"{what} {PER_S}", [prom(sum_by("", rate(metric, ISP)))], "cps"), 4, 4)
+        g.add(stat(f"{title} per second", f"{what} {PER_S} 0 until the first one.",
+                   [prom(or_zero(sum_by("", rate(metric, ISP))))], "cps"), 4, 4)
     g.add(stat("Success ratio", f"Delivered / attempts over 10 minutes. {ATTEMPTS_DEF} {RULE_10M}",
                [prom(success_ratio("", ISP))], "percentunit", thresholds=SUCCESS), 4, 4)
-    g.add(stat("Complaint ratio", "User complaints (FBL, excluding not-spam and auth-failure reports) / delivered, "
-               f"{PER_S} Gmail and Yahoo act at 0.1% and 0.3% per day: see the daily per-ISP panel below.",
-               [prom(complaint_ratio("", ISP))], "percentunit", thresholds=COMPLAINT), 4, 4)
+    g.add(stat("Complaint ratio (1 day)", "User complaints (FBL, excluding not-spam and auth-failure reports) / "
+               "delivered over the last 24 hours, the window of Gmail's and Yahoo's 0.1% / 0.3% limits (a shorter "
+               f"window turns one complaint in 100 deliveries red). {CLUSTER}",
+               [prom(ratio(sum_by("", sel_cluster("isp:pmta_complaints:rate1d", ISP)),
+                           sum_by("", sel_cluster("isp:pmta_delivered:rate1d", ISP))))], "percentunit",
+               thresholds=COMPLAINT), 4, 4)
     outcomes = f"Every record type Watchtower counts, summed over VMTAs and the selected ISPs (r has no ISP). {PER_S}"
     g.add(timeseries("Outcomes per second", outcomes, [
         prom(sum_by("", rate("pmta_delivered_total", ISP)), "delivered (d)"),
@@ -108,16 +125,19 @@ def overview() -> Json:
     g.row("Deferrals, bounces and complaints")
     g.add(timeseries("Deferrals by class", "Deferred attempts per second by response class. throttled, reputation "
                      f"and blocklisted are provider-level signals; mailbox_full and recipient_rate are not. {PER_S}",
-                     [prom(sum_by("class", rate("pmta_deferred_total", ISP)), "{{class}}")], "cps", stack=True), 12, 8)
+                     [prom(nonzero(sum_by("class", rate("pmta_deferred_total", ISP))), "{{class}}")], "cps",
+                     stack=True), 12, 8)
     g.add(timeseries("Bounces by category", f"Recipients bounced by PMTA per second, by PMTA bounceCat. {PER_S}",
-                     [prom(sum_by("category", rate("pmta_bounced_total", ISP)), "{{category}}")], "cps",
+                     [prom(nonzero(sum_by("category", rate("pmta_bounced_total", ISP))), "{{category}}")], "cps",
                      stack=True), 12, 8)
     g.add(timeseries("Remote bounces by class", "Asynchronous bounces from remote servers (rb records) per second, "
                      f"by response class. {PER_S}",
-                     [prom(sum_by("class", rate("pmta_remote_bounced_total", ISP)), "{{class}}")], "cps", stack=True),
+                     [prom(nonzero(sum_by("class", rate("pmta_remote_bounced_total", ISP))), "{{class}}")], "cps",
+                     stack=True),
           12, 8)
     g.add(timeseries("Complaints by feedback type", f"FBL reports per second by ARF Feedback-Type. {PER_S}",
-                     [prom(sum_by("feedback_type", rate("pmta_complaints_total", ISP)), "{{feedback_type}}")], "cps",
+                     [prom(nonzero(sum_by("feedback_type", rate("pmta_complaints_total", ISP))), "{{feedback_type}}")],
+                     "cps",
                      stack=True), 12, 8)
 
     g.row("ISPs")
@@ -126,11 +146,11 @@ def overview() -> Json:
     g.add(bargauge("Throttled share by ISP", "Share of attempts deferred as throttled or reputation, worst 10 "
                    f"providers. The throttling alert fires above 30% per VMTA. {RULE_10M}",
                    [prom(f"topk(10, {throttled_ratio('isp', ISP)})", "{{isp}}", instant=True)], "percentunit",
-                   thresholds=THROTTLE), 8, 9)
+                   thresholds=THROTTLE, max_=1), 8, 9)
     g.add(bargauge("Complaint ratio by ISP (1 day)", "Daily user complaints / delivered per provider (warn 0.1%, "
                    f"critical 0.3%). {CLUSTER}",
                    [prom(sel_cluster("isp:pmta_complaints:ratio_rate1d", ISP), "{{isp}}", instant=True)], "percentunit",
-                   thresholds=COMPLAINT), 8, 9)
+                   thresholds=COMPLAINT, max_=0.005), 8, 9)
 
     g.row("Latency and queues")
     g.add(timeseries("Delivery delay p50 / p95", "Time from queueing to delivery of delivered recipients, over "
@@ -154,8 +174,8 @@ def overview() -> Json:
                      [prom(sum_by("isp", sel("pmta_queue_recipients", ISP)), "{{isp}}")], "short", stack=True), 12, 8)
     g.add(timeseries("Queues in backoff and paused", "Queues PMTA has put in backoff mode (retrying slowly after "
                      "errors) and queues paused by an operator.", [
-                         prom(sum_by("isp", sel("pmta_queue_backoff", ISP)), "backoff {{isp}}"),
-                         prom(sum_by("isp", sel("pmta_queue_paused", ISP)), "paused {{isp}}"),
+                         prom(nonzero(sum_by("isp", sel("pmta_queue_backoff", ISP))), "backoff {{isp}}"),
+                         prom(nonzero(sum_by("isp", sel("pmta_queue_paused", ISP))), "paused {{isp}}"),
                      ], "short", stack=True), 12, 8)
     g.add(stat("Outbound connections", "Open outbound SMTP connections on the PMTA hosts (/status).",
                [prom(sum_by("", sel("pmta_status_connections", 'direction="out"')))], "short"), 6, 4)
@@ -192,31 +212,31 @@ def overview() -> Json:
                      [prom(sum_by("instance, source", rate("watchtower_records_read_total")),
                            "{{instance}} {{source}}")], "cps"), 12, 8)
     g.add(timeseries("Parse errors per second", f"Lines that could not be used, by source and reason. {PER_S}",
-                     [prom(sum_by("instance, source, reason", rate("watchtower_parse_errors_total")),
+                     [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_parse_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     g.add(timeseries("Bytes behind", "Bytes written to followed files but not yet read: the tailing backlog.",
                      [prom(sum_by("instance, source", sel("watchtower_bytes_behind")), "{{instance}} {{source}}")],
                      "bytes"), 12, 8)
     g.add(timeseries("Errors per second", f"Failed file opens/reads, failed PMTA API requests and failed state "
                      f"commits. {PER_S}", [
-                         prom(sum_by("instance, reason", rate("watchtower_read_errors_total")),
+                         prom(nonzero(sum_by("instance, reason", rate("watchtower_read_errors_total"))),
                               "read {{reason}} {{instance}}"),
-                         prom(sum_by("instance, reason", rate("watchtower_pmta_api_errors_total")),
+                         prom(nonzero(sum_by("instance, reason", rate("watchtower_pmta_api_errors_total"))),
                               "api {{reason}} {{instance}}"),
-                         prom(sum_by("instance", rate("watchtower_checkpoint_errors_total")),
+                         prom(nonzero(sum_by("instance", rate("watchtower_checkpoint_errors_total"))),
                               "checkpoint {{instance}}"),
                      ], "cps"), 12, 8)
     g.add(timeseries("PMTA API poll duration", "Duration of the last complete poll of PMTA's management API.",
                      [prom(sel("watchtower_pmta_api_poll_duration_seconds"), "{{instance}}")], "s"), 8, 8)
     g.add(timeseries("Label overflow per second", "Records whose vmta, vmta_pool or sender was replaced by "
                      f"overflow/other because a label cap was reached: raise the cap or list the values. {PER_S}",
-                     [prom(sum_by("instance, label", rate("watchtower_label_overflow_total")),
+                     [prom(nonzero(sum_by("instance, label", rate("watchtower_label_overflow_total"))),
                            "{{instance}} {{label}}")], "cps"), 8, 8)
     g.add(timeseries("Series per record metric", "Series currently held per record metric family (cardinality).",
                      [prom(sum_by("metric", sel("watchtower_metric_series")), "{{metric}}")], "short"), 8, 8)
     return dashboard("watchtower-overview", "PMTA Watchtower / Global health",
                      "Delivery outcomes, deferral classes, ISPs, latency, queues and Watchtower's own health.",
-                     [PROMETHEUS_VAR, *job_instance_vars(), isp_var()], g)
+                     [PROMETHEUS_VAR, *job_instance_vars(), isp_var()], g, annotations=[alert_annotation()])
 
 
 def isp_var(*matchers: str) -> Json:
@@ -224,19 +244,50 @@ def isp_var(*matchers: str) -> Json:
     return query_var("isp", "ISP", f"label_values({ATTEMPTS}{{{selector}}}, isp)", description="Mailbox provider.")
 
 
+def replies_panel(vmta: str, isp: str, title: str) -> Json:
+    """The "why" behind a class: /api/v1/replies for the VMTA(s) x ISP(s) over the dashboard range."""
+    url = (f"/api/v1/replies?vmta={vmta}&isp={isp}&since=${{__from:date:seconds}}&until=${{__to:date:seconds}}"
+           "&limit=10")
+    return table(title, "The remote SMTP replies behind the deferrals (t, tq) and bounces (b) of the selected VMTA "
+                 "× ISP over the dashboard range (at most the last 24 hours), from Watchtower's correlator "
+                 "(GET /api/v1/replies through the Infinity data source): IPs, addresses and message ids are "
+                 "replaced by <ip>, <addr>, <id> so one kind of reply is one row. The alerts' dashboard links "
+                 "select one VMTA and one ISP, so this is the first thing an alert shows.",
+                 [infinity(url, "replies", columns=REPLY_COLUMNS)], [], [
+                     {"matcher": {"id": "byName", "options": "Share"},
+                      "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 1}]},
+                     {"matcher": {"id": "byName", "options": "Reply"},
+                      "properties": [{"id": "custom.width", "value": 700}]},
+                 ], datasource=INFINITY)
+
+
+REPLY_COLUMNS = (
+    ("count", "Count", "number"), ("share", "Share", "number"), ("response_class", "Class", "string"),
+    ("reply", "Reply", "string"), ("status", "Status", "string"), ("kind", "Record", "string"),
+    ("vmta", "VMTA", "string"), ("isp", "ISP", "string"), ("first_seen", "First", "timestamp"),
+    ("last_seen", "Last", "timestamp"),
+)
+
+
 def vmta_board() -> Json:
     f = (POOL, VMTA, ISP)
     by = "instance, vmta"
+    cell = "instance, vmta, isp"  # a VMTA's standing is its worst ISP, never the sum of all ISPs
+    worst_succ = f"min by ({by}) ({gated(success_ratio(cell, *f), cell, *f)})"
+    worst_thr = f"max by ({by}) ({gated(throttled_ratio(cell, *f), cell, *f)})"
+    per_cell = (f"Computed per VMTA × ISP (cells with at least {MIN_ATTEMPTS} attempts in 10 minutes, as the alert) "
+                "and the worst ISP kept, so one provider's problem is never averaged away.")
     g = Grid()
     g.row("Board")
     g.add(stat("VMTAs", f"VMTAs (per host) with delivery attempts in the last 10 minutes. {RULE_10M}",
                [prom(f"count({sum_by(by, sel(ATTEMPTS, *f))})")], "short", graph=False), 4, 4)
-    g.add(stat("VMTAs throttled over 30%", "VMTAs where more than 30% of attempts were deferred as throttled or "
-               f"reputation (the throttling alert threshold). {RULE_10M}",
-               [prom(f"count({throttled_ratio(by, *f)} > 0.3) or vector(0)")], "short",
+    g.add(stat("VMTAs throttled over 30% at an ISP", "VMTAs where, at one ISP or more, more than 30% of attempts "
+               f"were deferred as throttled or reputation: the throttling alert's condition. {per_cell} {RULE_10M}",
+               [prom(f"count({worst_thr} > 0.3) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background"), 4, 4)
-    g.add(stat("VMTAs below 50% success", f"VMTAs delivering fewer than half of their attempts. {RULE_10M}",
-               [prom(f"count({success_ratio(by, *f)} < 0.5) or vector(0)")], "short",
+    g.add(stat("VMTAs below 50% success at an ISP", "VMTAs delivering fewer than half of their attempts at one ISP "
+               f"or more. {per_cell} {RULE_10M}",
+               [prom(f"count({worst_succ} < 0.5) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background"), 4, 4)
     g.add(stat("Queued recipients", f"Recipients queued for the selected VMTAs and ISPs. {QUEUE_JOIN}",
                [prom(queue_by_pool("pmta_queue_recipients", "", (VMTA, ISP), (POOL, VMTA)))], "short"), 4, 4)
@@ -246,39 +297,45 @@ def vmta_board() -> Json:
     g.add(stat("Paused queues", "Queues of the selected VMTAs and ISPs paused by an operator.",
                [prom(queue_by_pool("pmta_queue_paused", "", (VMTA, ISP), (POOL, VMTA)))], "short",
                thresholds=steps(("green", None), ("blue", 1))), 4, 4)
-    g.add(status_history("Success ratio by VMTA", "One row per VMTA, one cell per interval: delivered / attempts "
-                         f"for the selected ISPs. Red below 50%, orange below 80%, yellow below 95%. {RULE_10M}",
-                         [prom(success_ratio(by, *f), "{{vmta}} {{instance}}")], "percentunit", SUCCESS), 12, 18)
-    g.add(status_history("Throttled share by VMTA", "One row per VMTA: share of attempts deferred as throttled or "
-                         "reputation for the selected ISPs. Orange from 30% (the alert threshold), red from 50%. "
-                         + RULE_10M, [prom(throttled_ratio(by, *f), "{{vmta}} {{instance}}")], "percentunit",
-                         THROTTLE), 12, 18)
+    g.add(status_history("Success ratio by VMTA (worst ISP)", "One row per VMTA, one cell per interval: delivered / "
+                         "attempts at the VMTA's worst ISP among the selected ones. Red below 50%, orange below 80%, "
+                         f"yellow below 95%. {per_cell} {RULE_10M}",
+                         [prom(worst_succ, "{{vmta}} {{instance}}")], "percentunit", SUCCESS), 12, 18)
+    g.add(status_history("Throttled share by VMTA (worst ISP)", "One row per VMTA: share of attempts deferred as "
+                         "throttled or reputation at the VMTA's worst ISP. Orange from 30% (the alert threshold), "
+                         f"red from 50%. {per_cell} {RULE_10M}",
+                         [prom(worst_thr, "{{vmta}} {{instance}}")], "percentunit", THROTTLE), 12, 18)
     keys = "instance, vmta, vmta_pool"
+    cells = "instance, vmta, vmta_pool, isp"
     drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
              "&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
     g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs; cells are "
-                f"coloured by the same thresholds as the status history. Click a VMTA to drill down. {RULE_10M} "
-                + QUEUE_JOIN, [
+                "coloured by the same thresholds as the status history. *Worst ISP* columns are computed per "
+                f"VMTA × ISP (≥ {MIN_ATTEMPTS} attempts in 10 minutes) and keep the worst; the others are over all "
+                f"selected ISPs. Click a VMTA to drill down. {RULE_10M} " + QUEUE_JOIN, [
+                    table_query(f"min by ({keys}) ({gated(success_ratio(cells, *f), cells, *f)})"),
                     table_query(success_ratio(keys, *f)),
                     table_query(sum_by(keys, sel("vmta_isp:pmta_delivered:rate10m", *f))),
                     table_query(deferral_ratio(keys, *f)),
-                    table_query(throttled_ratio(keys, *f)),
+                    table_query(f"max by ({keys}) ({gated(throttled_ratio(cells, *f), cells, *f)})"),
                     table_query(bounce_share(keys, *f)),
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_backoff", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_connections", keys, (VMTA, ISP), (POOL, VMTA))),
                 ], ["instance", "vmta", "vmta_pool"], [
-                    column("A", "Success", "percentunit", SUCCESS, 1),
-                    column("B", "Delivered/s", "cps", None, 2),
-                    column("C", "Deferral share", "percentunit", DEFERRAL, 1),
-                    column("D", "Throttled share", "percentunit", THROTTLE, 1),
-                    column("E", "Bounce share", "percentunit", BOUNCE, 1),
-                    column("F", "Queued recipients", "short", steps(("green", None), ("yellow", 10000),
+                    column("A", "Success (worst ISP)", "percentunit", SUCCESS, 1),
+                    column("B", "Success (all ISPs)", "percentunit", SUCCESS, 1),
+                    column("C", "Delivered/s", "cps", None, 2),
+                    column("D", "Deferral share", "percentunit", DEFERRAL, 1),
+                    column("E", "Throttled (worst ISP)", "percentunit", THROTTLE, 1),
+                    column("F", "Bounce share", "percentunit", BOUNCE, 1),
+                    column("G", "Queued recipients", "short", steps(("green", None), ("yellow", 10000),
                                                                     ("red", 50000)), 0),
-                    column("G", "Backoff queues", "short", steps(("green", None), ("orange", 1)), 0),
-                    column("H", "Connections", "short", None, 0),
+                    column("H", "Backoff queues", "short", steps(("green", None), ("orange", 1)), 0),
+                    column("I", "Connections", "short", None, 0),
                     link_column("vmta", "Drill down into ${__data.fields.vmta}", drill),
-                ], sort_by="Throttled share"), 24, 14)
+                ], sort_by="Throttled (worst ISP)"), 24, 14)
+    g.add(replies_panel("${vmta:csv}", "${isp:csv}", "Why: top replies for $vmta × $isp"), 24, 10)
 
     g.row("Drilldown: $vmta", collapsed=True, repeat="vmta")
     d = (VMTA, ISP)
@@ -291,11 +348,11 @@ def vmta_board() -> Json:
     g.add(timeseries("Delivered per second by ISP: $vmta", f"Recipients delivered by this VMTA. {PER_S}",
                      [prom(sum_by("isp", rate("pmta_delivered_total", *d)), "{{isp}}")], "cps", stack=True), 8, 8)
     g.add(timeseries("Deferrals by ISP and class: $vmta", f"Deferred attempts of this VMTA by response class. {PER_S}",
-                     [prom(sum_by("isp, class", rate("pmta_deferred_total", *d)), "{{isp}} {{class}}")], "cps",
-                     stack=True), 8, 8)
+                     [prom(nonzero(sum_by("isp, class", rate("pmta_deferred_total", *d))), "{{isp}} {{class}}")],
+                     "cps", stack=True), 8, 8)
     g.add(timeseries("Bounces by ISP and class: $vmta", f"Recipients bounced by this VMTA by response class. {PER_S}",
-                     [prom(sum_by("isp, class", rate("pmta_bounced_total", *d)), "{{isp}} {{class}}")], "cps",
-                     stack=True), 8, 8)
+                     [prom(nonzero(sum_by("isp, class", rate("pmta_bounced_total", *d))), "{{isp}} {{class}}")],
+                     "cps", stack=True), 8, 8)
     g.add(timeseries("Delivery delay p95 by ISP: $vmta", "95th percentile queue-to-delivery time of this VMTA, "
                      "over 5 minutes.", [prom(quantile(0.95, sel(DELAY_BUCKETS, *d), "isp"), "{{isp}}")], "s"), 8, 8)
     g.add(timeseries("Queued recipients by ISP: $vmta", "Recipients queued on this VMTA per ISP (PMTA API).",
@@ -303,15 +360,17 @@ def vmta_board() -> Json:
     g.add(timeseries("Connections and backoff by ISP: $vmta", "Open outbound connections and queues in backoff "
                      "mode on this VMTA per ISP (PMTA API).", [
                          prom(sum_by("isp", sel("pmta_queue_connections", *d)), "{{isp}} connections"),
-                         prom(sum_by("isp", sel("pmta_queue_backoff", *d)), "{{isp}} backoff queues"),
+                         prom(nonzero(sum_by("isp", sel("pmta_queue_backoff", *d))), "{{isp}} backoff queues"),
                      ], "short"), 8, 8)
     g.add(timeseries("Deferral share by ISP: $vmta", f"Share of this VMTA's attempts deferred, all classes. {RULE_10M}",
                      [prom(deferral_ratio("isp", *d), "{{isp}}")], "percentunit", ratio_axis=True,
                      thresholds=DEFERRAL), 8, 8)
+    g.add(replies_panel("${vmta}", "${isp:csv}", "Why: top replies of $vmta"), 24, 8)
     return dashboard("watchtower-vmta", "PMTA Watchtower / Status board",
                      "Every VMTA at a glance: success and throttling status history, a colour-coded board and "
                      "per-VMTA drilldown rows (one per selected VMTA). Alerts link here with var-vmta and var-isp.",
-                     [PROMETHEUS_VAR, *job_instance_vars(), *pool_vmta_isp_vars(vmta=True)], g)
+                     [PROMETHEUS_VAR, INFINITY_VAR, *job_instance_vars(), *pool_vmta_isp_vars(vmta=True)], g,
+                     annotations=[alert_annotation('vmta=~"$vmta", isp=~"$isp"')])
 
 
 def pool_vmta_isp_vars(*, vmta: bool) -> list[Json]:
@@ -332,13 +391,13 @@ def cluster() -> Json:
     g = Grid()
     g.row("Pool × ISP")
     g.add(table("Pool × ISP board", "One row per pool and ISP, cells coloured by the alert thresholds. "
-                f"{ATTEMPTS_DEF} {RULE_10M} The complaint ratio is over $__rate_interval. {QUEUE_JOIN}", [
+                f"{ATTEMPTS_DEF} {RULE_10M} The complaint ratio is over 1 day (cluster-wide rule). {QUEUE_JOIN}", [
                     table_query(sum_by(by, sel(ATTEMPTS, *f))),
                     table_query(success_ratio(by, *f)),
                     table_query(deferral_ratio(by, *f)),
                     table_query(throttled_ratio(by, *f)),
                     table_query(bounce_share(by, *f)),
-                    table_query(complaint_ratio(by, *f)),
+                    table_query(f"max by ({by}) ({sel_cluster('vmta_pool_isp:pmta_complaints:ratio_rate1d', *f)})"),
                     table_query(queue_by_pool("pmta_queue_recipients", by, (ISP,), (POOL,))),
                 ], ["vmta_pool", "isp"], [
                     column("A", "Attempts/s", "cps", None, 2),
@@ -346,7 +405,7 @@ def cluster() -> Json:
                     column("C", "Deferral share", "percentunit", DEFERRAL, 1),
                     column("D", "Throttled share", "percentunit", THROTTLE, 1),
                     column("E", "Bounce share", "percentunit", BOUNCE, 2),
-                    column("F", "Complaint ratio", "percentunit", COMPLAINT, 3),
+                    column("F", "Complaint ratio (1d)", "percentunit", COMPLAINT, 3),
                     column("G", "Queued recipients", "short", steps(("green", None), ("yellow", 10000),
                                                                     ("red", 50000)), 0),
                 ], sort_by="Attempts/s"), 24, 12)
@@ -360,9 +419,10 @@ def cluster() -> Json:
                      thresholds=THROTTLE), 12, 9)
     g.add(timeseries("Bounce share by pool × ISP", f"Bounced recipients / attempts. {RULE_10M}",
                      [prom(bounce_share(by, *f), legend)], "percentunit", thresholds=BOUNCE), 12, 9)
-    g.add(timeseries("Complaint ratio by pool × ISP", "User complaints (FBL) / delivered over $__rate_interval; "
-                     "the daily view is on the Global health dashboard.",
-                     [prom(complaint_ratio(by, *f), legend)], "percentunit", thresholds=COMPLAINT), 12, 9)
+    g.add(timeseries("Complaint ratio by pool × ISP (1 day)", "User complaints (FBL) / delivered over the last "
+                     f"24 hours, against the 0.1% / 0.3% daily limits. {CLUSTER}",
+                     [prom(sel_cluster("vmta_pool_isp:pmta_complaints:ratio_rate1d", *f), legend)], "percentunit",
+                     thresholds=COMPLAINT), 12, 9)
     g.add(timeseries("Delivered per second by pool", f"Recipients delivered per pool. {RULE_10M}",
                      [prom(sum_by("vmta_pool", sel("vmta_isp:pmta_delivered:rate10m", *f)), "{{vmta_pool}}")],
                      "cps", stack=True), 12, 9)
@@ -374,8 +434,8 @@ def cluster() -> Json:
         ("Open connections by pool", "pmta_queue_connections", "Open outbound connections"),
     ):
         g.add(timeseries(title, f"{what} for the selected ISPs, per pool. {QUEUE_JOIN}",
-                         [prom(queue_by_pool(metric, "vmta_pool", (ISP,), (POOL,)), "{{vmta_pool}}")], "short",
-                         stack=True), 8, 8)
+                         [prom(nonzero(queue_by_pool(metric, "vmta_pool", (ISP,), (POOL,))), "{{vmta_pool}}")],
+                         "short", stack=True), 8, 8)
 
     g.row("Delivery delay by pool")
     g.add(timeseries("Delivery delay p95 by pool", "95th percentile queue-to-delivery time per pool over 5 minutes, "
@@ -394,7 +454,8 @@ def cluster() -> Json:
     return dashboard("watchtower-cluster", "PMTA Watchtower / Cluster by pool",
                      "Success, deferral, bounce and complaint ratios per VMTA pool × ISP, queues by pool and "
                      "delivery-delay heatmaps per pool.", [PROMETHEUS_VAR, *job_instance_vars(),
-                                                           *pool_vmta_isp_vars(vmta=False)], g)
+                                                           *pool_vmta_isp_vars(vmta=False)], g,
+                     annotations=[alert_annotation()])
 
 
 FLOWS_HELP = """\
@@ -441,10 +502,12 @@ def flows() -> Json:
                      [prom(sum_by("sender", rate("pmta_sender_delivered_total", *f)), "{{sender}}")], "cps",
                      stack=True), 12, 8)
     g.add(timeseries("Deferrals by sender and class", f"Recipient deferrals per sending domain and class. {PER_S}",
-                     [prom(sum_by("sender, class", rate("pmta_sender_deferred_total", *f)), "{{sender}} {{class}}")],
+                     [prom(nonzero(sum_by("sender, class", rate("pmta_sender_deferred_total", *f))),
+                           "{{sender}} {{class}}")],
                      "cps", stack=True), 12, 8)
     g.add(timeseries("Bounces by sender and class", f"Recipients bounced per sending domain and class. {PER_S}",
-                     [prom(sum_by("sender, class", rate("pmta_sender_bounced_total", *f)), "{{sender}} {{class}}")],
+                     [prom(nonzero(sum_by("sender, class", rate("pmta_sender_bounced_total", *f))),
+                           "{{sender}} {{class}}")],
                      "cps", stack=True), 12, 8)
     g.add(timeseries("Complaint ratio by sender × ISP (1 day)", "Daily user complaints / delivered (warn 0.1%, "
                      f"critical 0.3%, Gmail and Yahoo's limits). {CLUSTER}",
@@ -510,17 +573,19 @@ EVENTS = "#.events|@flatten"  # GJSON: the events of every timeline, in one list
 def forensics() -> Json:
     g = Grid()
     g.add(text("Looking up a message", "curl examples for Watchtower's per-message API.", FORENSICS_HELP), 24, 11)
-    message = "/api/v1/messages/${message_id:percentencode}"
-    g.add(table("Recipients of message $message_id", "GET /api/v1/messages/$message_id through the Infinity data "
+    # /api/v1/lookup answers an empty or unknown key with an empty list (200): the panels read "No
+    # data" until a key is entered, where /api/v1/messages and /timeline answer 400/404 (a panel error).
+    message = "/api/v1/lookup?message_id=${message_id:percentencode}"
+    g.add(table("Recipients of message $message_id", "GET /api/v1/lookup?message_id= through the Infinity data "
                 "source: one row per recipient with its current outcome. Enter a Message-Id above.",
-                [infinity(message, "recipients", columns=RECIPIENT_COLUMNS)], [], [], datasource=INFINITY), 24, 8)
+                [infinity(message, "timelines", columns=RECIPIENT_COLUMNS)], [], [], datasource=INFINITY), 24, 8)
     g.add(table("Events of message $message_id", "Every correlated event (queued, deferrals, delivery, bounces, "
                 "remote bounces, complaints) of every recipient of the message, oldest first per recipient.",
-                [infinity(message, f"recipients.{EVENTS}", columns=EVENT_COLUMNS)], [], [], datasource=INFINITY),
+                [infinity(message, f"timelines.{EVENTS}", columns=EVENT_COLUMNS)], [], [], datasource=INFINITY),
           24, 10)
-    g.add(table("Timeline of $rcpt in job $job_id", "GET /api/v1/timeline?job_id=&rcpt= through the Infinity data "
+    g.add(table("Timeline of $rcpt in job $job_id", "GET /api/v1/lookup?job_id=&rcpt= through the Infinity data "
                 "source: every event for one recipient of one job. Enter a job id and a recipient above.",
-                [infinity("/api/v1/timeline?job_id=${job_id:percentencode}&rcpt=${rcpt:percentencode}",
+                [infinity("/api/v1/lookup?job_id=${job_id:percentencode}&rcpt=${rcpt:percentencode}",
                           f"timelines.{EVENTS}", columns=EVENT_COLUMNS)], [], [], datasource=INFINITY), 24, 10)
     g.add(table("Latest $outcome timelines", "GET /api/v1/search?outcome=$outcome over the dashboard time range "
                 "(newest first, at most 100): pick the outcome above, then look a recipient up in the panels above.",
@@ -534,17 +599,17 @@ def forensics() -> Json:
                thresholds=steps(("green", None), ("yellow", 0.001), ("red", 0.01))), 6, 4)
     g.add(stat("Skipped records per second", "Valid records of a type their source does not feed (its `records` "
                f"list): usually a config mismatch with PMTA's <acct-file> blocks. {PER_S}",
-               [prom(sum_by("", rate("watchtower_records_skipped_total")))], "cps"), 6, 4)
+               [prom(or_zero(sum_by("", rate("watchtower_records_skipped_total"))))], "cps"), 6, 4)
     g.add(stat("Read errors per second", f"Failed opens or reads of accounting files. {PER_S}",
-               [prom(sum_by("", rate("watchtower_read_errors_total")))], "cps",
+               [prom(or_zero(sum_by("", rate("watchtower_read_errors_total"))))], "cps",
                thresholds=steps(("green", None), ("red", 0.001))), 6, 4)
     g.add(stat("Truncations per second", f"Files found shorter than the read offset (copytruncate). {PER_S}",
-               [prom(sum_by("", rate("watchtower_truncations_total")))], "cps"), 6, 4)
+               [prom(or_zero(sum_by("", rate("watchtower_truncations_total"))))], "cps"), 6, 4)
     g.add(timeseries("Parse errors by reason", f"Unusable lines per source and reason. {PER_S}",
-                     [prom(sum_by("instance, source, reason", rate("watchtower_parse_errors_total")),
+                     [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_parse_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     g.add(timeseries("Skipped records by source and type", f"Records a source read but does not count. {PER_S}",
-                     [prom(sum_by("instance, source, type", rate("watchtower_records_skipped_total")),
+                     [prom(nonzero(sum_by("instance, source, type", rate("watchtower_records_skipped_total"))),
                            "{{instance}} {{source}} {{type}}")], "cps"), 12, 8)
     g.add(timeseries("Lines and records read per second", "Complete lines read (headers and bad lines included) "
                      f"against valid records, per source. {PER_S}", [
@@ -557,11 +622,11 @@ def forensics() -> Json:
     activity = f"File opens, rotations (files retired after draining) and truncations. {PER_S}"
     g.add(timeseries("File activity", activity, [
         prom(sum_by("source", rate("watchtower_file_opens_total")), "opens {{source}}"),
-        prom(sum_by("source", rate("watchtower_rotations_total")), "rotations {{source}}"),
-        prom(sum_by("source", rate("watchtower_truncations_total")), "truncations {{source}}"),
+        prom(nonzero(sum_by("source", rate("watchtower_rotations_total"))), "rotations {{source}}"),
+        prom(nonzero(sum_by("source", rate("watchtower_truncations_total"))), "truncations {{source}}"),
     ], "cps"), 12, 8)
     g.add(timeseries("Read errors by reason", f"Failed opens or reads per source and reason. {PER_S}",
-                     [prom(sum_by("instance, source, reason", rate("watchtower_read_errors_total")),
+                     [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_read_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     return dashboard("watchtower-forensics", "PMTA Watchtower / Message forensics",
                      "Per-message timelines from Watchtower's correlator API, and the input-quality counters that "
@@ -575,7 +640,205 @@ def forensics() -> Json:
                      ], g, refresh="")
 
 
+# --- incidents -------------------------------------------------------------------------------------
+
+CELL_ALERTS = ("PmtaIspThrottling", "PmtaIspBlock", "PmtaSuccessRateDrop", "PmtaQueueBacklog")
+"""The alerts about one VMTA x ISP cell (labels instance, vmta, isp): one incident row each."""
+WHAT = {"PmtaIspThrottling": "is throttling", "PmtaIspBlock": "is blocking",
+        "PmtaSuccessRateDrop": "halved the success rate of", "PmtaQueueBacklog": "has a backlog on"}
+INCIDENT_KEYS = "alertname, severity, instance, vmta, isp"
+DISPLAY_NAMES = 'isp:pmta_isp_display_name:info{isp!=""}'
+FIRING_CELLS = (f'ALERTS{{alertstate="firing", {JOB}, {INSTANCE}, '
+                f'alertname=~"{"|".join(CELL_ALERTS)}"}}')
+
+
+def incident_rows() -> str:
+    """One series per firing VMTA x ISP alert, value 1, labelled for the table: `headline`
+    ("Gmail is throttling vmta-03": the ISP's display name, a verb per alert, the VMTA) and `runbook`."""
+    rows = f"max by ({INCIDENT_KEYS}) ({FIRING_CELLS})"
+    # The display-name rule is a constant per ISP, without job or instance (rules/recording.yaml).
+    named = (f"({rows} * on (isp) group_left (provider) max by (isp, provider) ({DISPLAY_NAMES}))"
+             f' or label_replace({rows}, "provider", "$1", "isp", "(.*)")')
+    expr = named
+    for alert, verb in WHAT.items():
+        expr = f'label_replace({expr}, "what", "{verb}", "alertname", "{alert}")'
+        expr = f'label_replace({expr}, "runbook", "{alert.lower()}", "alertname", "{alert}")'
+    return f'label_join({expr}, "headline", " ", "provider", "what", "vmta")'
+
+
+def per_incident(cell_expr: str) -> str:
+    """A per-cell value (aggregated by instance, vmta, isp) on every incident row of that cell."""
+    return f"{cell_expr} * on (instance, vmta, isp) group_right () {incident_rows()}"
+
+
+def incidents() -> Json:
+    cell = "instance, vmta, isp"
+    queue = sum_by(cell, sel("pmta_queue_recipients"))
+    delivered = sum_by(cell, sel("vmta_isp:pmta_delivered:rate10m"))
+    g = Grid()
+    g.add(text("How to read this page", "What the panels come from.", INCIDENTS_HELP), 24, 3)
+    for title, sev, color in (("Critical alerts firing", "critical", "red"), ("Warnings firing", "warning", "orange")):
+        g.add(stat(title, f"Prometheus alerts with severity={sev} firing now (the ALERTS series), over every "
+                   "Watchtower alert (hosts, pools, senders, ISPs). The Instance filter does not apply.",
+                   [prom(f'count(ALERTS{{alertstate="firing", severity="{sev}", {JOB}}}) or vector(0)')], "short",
+                   thresholds=steps(("green", None), (color, 1)), color_mode="background", graph=False), 6, 4)
+    g.add(stat("Pending alerts", "Alert conditions that hold but have not lasted their `for` duration yet: the "
+               "next incidents, unless they clear.",
+               [prom(f'count(ALERTS{{alertstate="pending", {JOB}}}) or vector(0)')], "short",
+               thresholds=steps(("green", None), ("yellow", 1)), graph=False), 6, 4)
+    g.add(stat("VMTA × ISP cells in the red", "Cells of the war room at level CRIT: success below 50% or throttled "
+               f"share above 50% (≥ {MIN_ATTEMPTS} attempts in 10 minutes), or over 200k recipients queued.",
+               [prom(f"count({worst_level(cell, ISP)} >= 3) or vector(0)")], "short",
+               thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
+    link = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
+            "&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
+    runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#${__data.fields.runbook}"
+    g.add(table("Active incidents", "One row per firing VMTA × ISP alert (PmtaIspThrottling, PmtaIspBlock, "
+                "PmtaSuccessRateDrop, PmtaQueueBacklog), from the ALERTS and ALERTS_FOR_STATE series of the "
+                "Prometheus data source: the headline (ISP display name, what, VMTA), severity, how long the "
+                "condition has held, and that cell's success, throttled share, queue and time to drain (queue / "
+                "delivered per second over 10 minutes; empty = not draining). Click the headline for the status "
+                "board on that VMTA × ISP (with the top replies), the alert name for its runbook.", [
+                    table_query(per_incident(f"(time() - max by ({INCIDENT_KEYS}) "
+                                             f"({sel('ALERTS_FOR_STATE', ISP)}))")),
+                    table_query(per_incident(success_ratio(cell))),
+                    table_query(per_incident(throttled_ratio(cell))),
+                    table_query(per_incident(queue)),
+                    table_query(per_incident(f"({queue} / ({delivered} > 0))")),
+                ], ["severity", "headline", "alertname", "instance", "vmta", "isp"], [
+                    column("A", "Active for", "s", None, 0),
+                    column("B", "Success", "percentunit", SUCCESS, 1),
+                    column("C", "Throttled", "percentunit", THROTTLE, 1),
+                    column("D", "Queued", "short", steps(("green", None), ("yellow", 10000), ("red", 50000)), 0),
+                    column("E", "Time to drain", "s", steps(("green", None), ("yellow", 3600), ("red", 14400)), 0),
+                    link_column("headline", "Status board: ${__data.fields.vmta} × ${__data.fields.isp}", link),
+                    link_column("alertname", "Runbook: ${__data.fields.alertname}", runbook),
+                    {"matcher": {"id": "byName", "options": "severity"}, "properties": [
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "mappings", "value": [{"type": "value", "options": {
+                            "critical": {"color": "red", "index": 0}, "warning": {"color": "orange", "index": 1}}}]}]},
+                ], sort_by="severity", sort_desc=False, hidden=("provider", "what", "runbook")), 24, 8)
+    g.add(table("Alert headlines (Alertmanager)", "Every active alert as Alertmanager holds it (silenced and "
+                "inhibited ones left out, so a critical hides its warning twin): the description is the headline "
+                "the alert sent, with its links. Read through the Infinity data source from Alertmanager's "
+                "GET /api/v2/alerts; pick the Alertmanager API in the variable above.",
+                [infinity("/api/v2/alerts?active=true&silenced=false&inhibited=false", "", columns=ALERT_COLUMNS,
+                          datasource=ALERTMANAGER)],
+                [], [
+                    {"matcher": {"id": "byName", "options": "Headline"},
+                     "properties": [{"id": "custom.width", "value": 900},
+                                    {"id": "links", "value": [{"title": "Dashboard",
+                                                               "url": "${__data.fields.Dashboard}"}]}]},
+                    {"matcher": {"id": "byName", "options": "Runbook"},
+                     "properties": [{"id": "links", "value": [{"title": "Runbook", "url": "${__value.raw}",
+                                                               "targetBlank": True}]}]},
+                    {"matcher": {"id": "byName", "options": "Since"},
+                     "properties": [{"id": "unit", "value": "dateTimeFromNow"}]},
+                ], sort_by="Severity", sort_desc=False, datasource=ALERTMANAGER), 24, 8)
+
+    g.row("Affected VMTA × ISP cells over time")
+    recent = f"max_over_time({FIRING_CELLS}[$__range])"
+    only = f" and on ({cell}) {recent}"
+    legend = "{{vmta}} × {{isp}}"
+    about = ("Only the VMTA × ISP cells with a firing alert in the dashboard range; the red regions are the "
+             "alerts' start and end (annotations).")
+    g.add(timeseries("Success ratio of affected cells", f"Delivered / attempts. {about} {RULE_10M}",
+                     [prom(f"({success_ratio(cell)}){only}", legend)], "percentunit", ratio_axis=True,
+                     thresholds=SUCCESS), 12, 8)
+    g.add(timeseries("Throttled share of affected cells", f"Throttled + reputation deferrals / attempts. {about}",
+                     [prom(f"({throttled_ratio(cell)}){only}", legend)], "percentunit", ratio_axis=True,
+                     thresholds=THROTTLE), 12, 8)
+    g.add(timeseries("Queued recipients of affected cells", f"Recipients queued (PMTA API). {about}",
+                     [prom(f"({queue}){only}", legend)], "short"), 12, 8)
+    g.add(timeseries("Time to drain of affected cells", "Queued recipients / delivered per second over 10 "
+                     f"minutes: how long the queue takes to empty at the current pace. {about}",
+                     [prom(f"({queue} / ({delivered} > 0)){only}", legend)], "s"), 12, 8)
+    return dashboard("watchtower-incidents", "PMTA Watchtower / Incidents",
+                     "The landing page: what is firing now, with its headline, age and links; per incident the "
+                     "affected VMTA × ISP's success, throttled share, queue and time to drain; alert start and "
+                     "end marked on every graph.",
+                     [PROMETHEUS_VAR, INFINITY_VAR, ALERTMANAGER_VAR, *job_instance_vars(), isp_var()], g,
+                     refresh="30s", time_from="now-3h", annotations=[alert_annotation()])
+
+
+INCIDENTS_HELP = """\
+**Active incidents** is built from Prometheus alone (the `ALERTS` and `ALERTS_FOR_STATE` series, joined
+with the recording rules); **Alert headlines** shows each alert's own description from Alertmanager
+(Infinity data source). Open a headline for the status board on that VMTA × ISP and the SMTP replies
+behind it; the [war room](/d/watchtower-warroom/war-room) shows every VMTA × ISP at once."""
+
+ALERT_COLUMNS = (
+    ("labels.severity", "Severity", "string"), ("annotations.description", "Headline", "string"),
+    ("startsAt", "Since", "timestamp"), ("labels.alertname", "Alert", "string"), ("labels.vmta", "VMTA", "string"),
+    ("labels.isp", "ISP", "string"), ("labels.instance", "Host", "string"),
+    ("annotations.dashboard_url", "Dashboard", "string"), ("annotations.runbook_url", "Runbook", "string"),
+)
+
+
+# --- war room --------------------------------------------------------------------------------------
+
+WAR_ROOM_HELP = """\
+One row per VMTA, one column per ISP; a cell is the worst of three signals of that VMTA × ISP, on the
+alert thresholds: **success** (warn < 95%, ALERT < 80%, CRIT < 50%), **throttled share** (warn > 10%,
+ALERT > 30% = PmtaIspThrottling, CRIT > 50%), both judged only with ≥ 50 attempts in 10 minutes as the
+alert does, and **queued recipients** (warn > 10k, ALERT > 50k = PmtaQueueBacklog, CRIT > 200k). The
+`worst` column sorts the worst VMTAs to the top. Click a cell for the status board on that VMTA × ISP."""
+
+
+def warroom() -> Json:
+    cell = "instance, vmta, isp"
+    f = (POOL, ISP)
+    level = worst_level(cell, *f)
+    grid_expr = (f"max by (vmta, isp) ({level})"
+                 f' or label_replace(max by (vmta) ({level}), "isp", " worst", "", "")')
+    g = Grid()
+    g.add(text("Reading the grid", "What a cell means.", WAR_ROOM_HELP), 24, 4)
+    for title, expr, what in (
+        ("Cells at CRIT", f"count({level} >= 3)", "VMTA × ISP cells at level CRIT (red)."),
+        ("Cells at ALERT or worse", f"count({level} >= 2)", "Cells past an alert threshold (orange or red)."),
+        ("VMTAs with a red cell", f"count(count by (instance, vmta) ({level} >= 3))",
+         "VMTAs with at least one ISP at CRIT: a single-ISP problem counts."),
+        ("ISPs with a red cell", f"count(count by (isp) ({level} >= 3))", "ISPs at CRIT on at least one VMTA."),
+    ):
+        g.add(stat(title, f"{what} {RULE_10M}", [prom(f"{expr} or vector(0)")], "short",
+                   thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
+    link = {"title": "Status board: ${__data.fields[0]} × ${__field.name}", "url":
+            "/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
+            "&${instance:queryparam}&var-vmta=${__data.fields[0]}&var-isp=${__field.name}"}
+    g.add(matrix("VMTA × ISP", "Rows VMTAs, columns ISPs, cell = worst of success, throttled share and queue "
+                 "(ok / warn / ALERT / CRIT, coloured on the alert thresholds; empty = no traffic). Sorted by the "
+                 f"` worst` column. A VMTA on several hosts shows its worst host; filter Instance for one. {RULE_10M}",
+                 prom(grid_expr, instant=True, fmt="table"), "vmta", "isp", LEVEL_TEXT, LEVELS, link, " worst"),
+          24, 26)
+    cells = "instance, vmta, vmta_pool, isp"
+    g.add(table("Worst cells", "The 25 worst VMTA × ISP cells with their numbers (the grid's cells, with "
+                f"the values behind the colour). {RULE_10M}", [
+                    table_query(f"topk(25, {level})"),
+                    table_query(success_ratio(cell, *f)),
+                    table_query(gated(throttled_ratio(cell, *f), cell, *f)),
+                    table_query(sum_by(cell, sel("pmta_queue_recipients", ISP))),
+                    table_query(f"{sum_by(cell, sel(ATTEMPTS, *f))} * 600"),
+                ], ["instance", "vmta", "isp"], [
+                    column("A", "Level", "none", LEVELS, 0),
+                    column("B", "Success", "percentunit", SUCCESS, 1),
+                    column("C", "Throttled", "percentunit", THROTTLE, 1),
+                    column("D", "Queued", "short", steps(("green", None), ("yellow", 10000), ("orange", 50000),
+                                                         ("red", 200000)), 0),
+                    column("E", "Attempts (10m)", "short", None, 0),
+                    {"matcher": {"id": "byName", "options": "Value #A"},
+                     "properties": [{"id": "mappings", "value": LEVEL_TEXT}]},
+                ], sort_by="Level"), 24, 10)
+    del cells
+    return dashboard("watchtower-warroom", "PMTA Watchtower / War room",
+                     "Every VMTA × ISP at once: a grid coloured by the alert thresholds, readable for 200 VMTAs × "
+                     "12 ISPs, and the worst cells with their numbers.",
+                     [PROMETHEUS_VAR, *job_instance_vars(), *pool_vmta_isp_vars(vmta=False)], g, refresh="30s",
+                     time_from="now-1h", annotations=[alert_annotation()])
+
+
 DASHBOARDS: dict[str, Callable[[], Json]] = {
+    "watchtower-incidents.json": incidents,
+    "watchtower-warroom.json": warroom,
     "watchtower-overview.json": overview,
     "watchtower-vmta.json": vmta_board,
     "watchtower-cluster.json": cluster,

@@ -14,6 +14,8 @@ Json = dict[str, Any]
 
 PROMETHEUS: Json = {"type": "prometheus", "uid": "${datasource}"}
 INFINITY: Json = {"type": "yesoreyeram-infinity-datasource", "uid": "${infinity}"}
+ALERTMANAGER: Json = {"type": "yesoreyeram-infinity-datasource", "uid": "${alertmanager}"}
+"""An Infinity data source whose URL is Alertmanager's (its /api/v2/alerts carries the annotations)."""
 TAG = "pmta-watchtower"
 
 # --- PromQL ---------------------------------------------------------------------------------
@@ -103,6 +105,56 @@ def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_ma
     return sum_by(by, joined)
 
 
+ATTEMPTS_RULE = "vmta_isp:pmta_attempts:rate10m"
+MIN_ATTEMPTS = 50
+"""The throttling alert's floor: a VMTA x ISP cell with fewer attempts in 10 minutes is not judged."""
+
+
+def busy(by: str, *matchers: str) -> str:
+    """Cells (grouped `by`) with at least MIN_ATTEMPTS attempts in the last 10 minutes, as the alert."""
+    return f"({sum_by(by, sel(ATTEMPTS_RULE, *matchers))} * 600 >= {MIN_ATTEMPTS})"
+
+
+def gated(expr: str, by: str, *matchers: str) -> str:
+    """`expr` (aggregated `by`) only where the cell has enough attempts to be judged."""
+    return f"({expr} and on ({by}) {busy(by, *matchers)})"
+
+
+def levels(expr: str, op: str, cuts: tuple[float, ...]) -> str:
+    """0..len(cuts): how many thresholds `expr` is past (`op` is `<` for success, `>` otherwise)."""
+    return "(" + " + ".join(f"({expr} {op} bool {c})" for c in cuts) + ")"
+
+
+def worst_level(by: str, *matchers: str) -> str:
+    """Per cell (`by` = instance, vmta, isp): the worst of success, throttled share and queue, as 0 ok,
+    1 yellow, 2 orange, 3 red on the alert thresholds (SUCCESS, THROTTLE, QUEUE_LEVELS)."""
+    succ = levels(gated(success_ratio(by, *matchers), by, *matchers), "<", (0.95, 0.8, 0.5))
+    thr = levels(gated(throttled_ratio(by, *matchers), by, *matchers), ">", (0.1, 0.3, 0.5))
+    # Queue gauges have no vmta_pool: keep the cells of VMTAs active in the selected pools, even a
+    # cell with no attempt at all (a stalled queue is the worst case).
+    active = f"group by (instance, vmta) ({sel(ATTEMPTS_RULE, *matchers)})"
+    queue_sel = sel("pmta_queue_recipients", *[m for m in matchers if "vmta_pool" not in m])
+    que = levels(f"({sum_by(by, queue_sel)} and on (instance, vmta) {active})", ">", (10000, 50000, 200000))
+    parts = [f'label_replace({e}, "signal", "{n}", "", "")' for n, e in (("success", succ), ("throttled", thr),
+                                                                        ("queue", que))]
+    return f"max by ({by}) ({' or '.join(parts)})"
+
+
+def or_zero(expr: str) -> str:
+    """`expr`, or 0 while Watchtower is scraped but the counter has no series yet (no event so far).
+
+    A counter series appears with its first event, so "no complaint yet" would read "No data";
+    with no Watchtower target selected at all the panel still says "No data".
+    """
+    return f"({expr}) or on () (0 * count({sel('watchtower_build_info')}))"
+
+
+def nonzero(expr: str) -> str:
+    """Only the points above 0: a breakdown by class or reason keeps the series that happened, so a
+    legend lists the 3 classes seen, not the 18 that could be."""
+    return f"({expr}) > 0"
+
+
 def quantile(q: float, bucket_expr: str, by: str = "") -> str:
     labels = f"{by}, le" if by else "le"
     return f"histogram_quantile({q}, sum by ({labels}) ({bucket_expr}))"
@@ -127,7 +179,8 @@ def table_query(expr: str) -> Json:
     return prom(expr, instant=True, fmt="table")
 
 
-def infinity(url: str, root_selector: str, fmt: str = "table", columns: tuple[tuple[str, str, str], ...] = ()) -> Json:
+def infinity(url: str, root_selector: str, fmt: str = "table", columns: tuple[tuple[str, str, str], ...] = (),
+             datasource: Json = INFINITY) -> Json:
     """A GET on Watchtower's HTTP API through the Infinity data source (URL relative to its base URL).
 
     `columns` are (selector, title, type) triples; none means every field. Root selectors are
@@ -135,7 +188,7 @@ def infinity(url: str, root_selector: str, fmt: str = "table", columns: tuple[tu
     """
     return {
         "columns": [{"selector": sel, "text": title, "type": kind} for sel, title, kind in columns],
-        "datasource": INFINITY,
+        "datasource": datasource,
         "filters": [],
         "format": fmt,
         "parser": "backend",
@@ -155,6 +208,10 @@ def steps(*pairs: tuple[str, float | None]) -> Json:
 
 
 GREEN = steps(("green", None))
+LEVELS = steps(("green", None), ("yellow", 1), ("orange", 2), ("red", 3))
+LEVEL_TEXT = [{"type": "value", "options": {
+    "0": {"text": "ok", "index": 0}, "1": {"text": "warn", "index": 1}, "2": {"text": "ALERT", "index": 2},
+    "3": {"text": "CRIT", "index": 3}}}]
 SUCCESS = steps(("red", None), ("orange", 0.5), ("yellow", 0.8), ("green", 0.95))
 THROTTLE = steps(("green", None), ("yellow", 0.1), ("orange", 0.3), ("red", 0.5))
 DEFERRAL = steps(("green", None), ("yellow", 0.2), ("orange", 0.4), ("red", 0.6))
@@ -213,6 +270,8 @@ def timeseries(
             "displayMode": legend,
             "placement": "bottom",
             "showLegend": True,
+            "sortBy": "Max",
+            "sortDesc": True,
         },
         "tooltip": {"mode": "multi", "sort": "desc"},
     }
@@ -251,12 +310,16 @@ def stat(
     return panel
 
 
-def bargauge(title: str, description: str, targets: list[Json], unit: str, *, thresholds: Json | None = None) -> Json:
+def bargauge(
+    title: str, description: str, targets: list[Json], unit: str, *, thresholds: Json | None = None,
+    max_: float | None = None,
+) -> Json:
+    """Horizontal bars; ratios need `max_` (else Grafana scales the longest bar to full width)."""
     panel = _base("bargauge", title, description, targets)
-    panel["fieldConfig"] = {
-        "defaults": {"unit": unit, "color": {"mode": "thresholds"}, "min": 0, "thresholds": thresholds or GREEN},
-        "overrides": [],
-    }
+    defaults: Json = {"unit": unit, "color": {"mode": "thresholds"}, "min": 0, "thresholds": thresholds or GREEN}
+    if max_ is not None:
+        defaults["max"] = max_
+    panel["fieldConfig"] = {"defaults": defaults, "overrides": []}
     panel["options"] = {
         "displayMode": "gradient",
         "orientation": "horizontal",
@@ -320,7 +383,9 @@ def table(
     columns: list[Json],
     *,
     sort_by: str | None = None,
+    sort_desc: bool = True,
     datasource: Json = PROMETHEUS,
+    hidden: tuple[str, ...] = (),
 ) -> Json:
     """Instant queries merged into one row per `keys` tuple, one column per query."""
     panel = _base("table", title, description, targets, datasource)
@@ -332,14 +397,42 @@ def table(
         "cellHeight": "sm",
         "footer": {"show": False, "reducer": ["sum"], "countRows": False, "fields": ""},
         "showHeader": True,
-        "sortBy": [{"desc": True, "displayName": sort_by}] if sort_by else [],
+        "sortBy": [{"desc": sort_desc, "displayName": sort_by}] if sort_by else [],
     }
     if datasource["type"] == "prometheus":
         panel["transformations"] = [
             {"id": "merge", "options": {}},
-            {"id": "organize", "options": {"excludeByName": {"Time": True}, "indexByName": order,
-                                           "renameByName": {}}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True, **{h: True for h in hidden}},
+                                           "indexByName": order, "renameByName": {}}},
         ]
+    return panel
+
+
+def matrix(title: str, description: str, target: Json, row: str, col: str, mappings: list[Json], thresholds: Json,
+           link: Json, sort_by: str) -> Json:
+    """One instant query pivoted into a grid: a row per `row` label value, a column per `col` value.
+
+    Grafana's core *Grouping to matrix* transformation; cells are coloured by `thresholds` and
+    their text comes from `mappings`. `link` applies to every cell (`${__field.name}` is the column).
+    """
+    panel = _base("table", title, description, [target])
+    panel["fieldConfig"] = {
+        "defaults": {
+            "unit": "none", "decimals": 0, "mappings": mappings, "thresholds": thresholds,
+            "color": {"mode": "thresholds"}, "links": [link],
+            "custom": {"align": "center", "cellOptions": {"type": "color-background", "mode": "basic"},
+                       "filterable": False, "width": 70},
+        },
+        "overrides": [{"matcher": {"id": "byName", "options": f"{row}\\{col}"},
+                       "properties": [{"id": "custom.width", "value": 160},
+                                      {"id": "custom.cellOptions", "value": {"type": "auto"}},
+                                      {"id": "links", "value": []}]}],
+    }
+    panel["options"] = {"cellHeight": "sm", "showHeader": True, "footer": {"show": False, "reducer": ["sum"],
+                                                                            "countRows": False, "fields": ""},
+                        "sortBy": [{"desc": True, "displayName": sort_by}]}
+    panel["transformations"] = [{"id": "groupingToMatrix", "options": {
+        "columnField": col, "rowField": row, "valueField": "Value", "emptyValue": "null"}}]
     return panel
 
 
@@ -384,13 +477,18 @@ def text(title: str, description: str, markdown: str) -> Json:
 # --- variables ----------------------------------------------------------------------------------
 
 
-def datasource_var(name: str = "datasource", plugin: str = "prometheus", label: str = "Data source") -> Json:
+def datasource_var(name: str = "datasource", plugin: str = "prometheus", label: str = "Data source",
+                   regex: str = "") -> Json:
+    """A data source picker; `regex` filters instance names (two variables of one plugin type)."""
     return {"hide": 0, "includeAll": False, "label": label, "multi": False, "name": name, "options": [],
-            "query": plugin, "refresh": 1, "regex": "", "skipUrlSync": False, "type": "datasource"}
+            "query": plugin, "refresh": 1, "regex": regex, "skipUrlSync": False, "type": "datasource"}
 
 
-def query_var(name: str, label: str, query: str, *, all_value: str = ".*", description: str = "") -> Json:
-    """A multi-value Prometheus label_values() variable with an All option, refreshed on time range change."""
+def query_var(name: str, label: str, query: str, *, all_value: str | None = ".*", description: str = "") -> Json:
+    """A multi-value Prometheus label_values() variable with an All option, refreshed on time range change.
+
+    `all_value` None: All means the values found (Grafana sends `(v1|v2|...)`), never "anything".
+    """
     return {
         "allValue": all_value,
         "datasource": PROMETHEUS,
@@ -424,7 +522,9 @@ def custom_var(name: str, label: str, values: list[str], description: str) -> Js
 
 def job_instance_vars() -> list[Json]:
     return [
-        query_var("job", "Job", "label_values(watchtower_build_info, job)", all_value=".+",
+        # No allValue: All = the jobs that scrape a Watchtower (`.+` would be every target of a
+        # shared Prometheus, e.g. in the `up` panel).
+        query_var("job", "Job", "label_values(watchtower_build_info, job)", all_value=None,
                   description="Prometheus job(s) scraping Watchtower."),
         query_var("instance", "Instance", 'label_values(watchtower_build_info{job=~"$job"}, instance)',
                   all_value=".+", description="Watchtower instances, one per PMTA host."),
@@ -474,8 +574,26 @@ class Grid:
         self._line_h = max(self._line_h, h)
 
 
+def alert_annotation(matchers: str = "") -> Json:
+    """Firing Prometheus alerts as annotation regions (start to end) on every time series panel."""
+    extra = f", {matchers}" if matchers else ""
+    return {
+        "datasource": PROMETHEUS,
+        "enable": True,
+        "expr": f'ALERTS{{alertstate="firing", job=~"$job"{extra}}}',
+        "hide": False,
+        "iconColor": "red",
+        "name": "Firing alerts",
+        "step": "1m",
+        "tagKeys": "severity,vmta,isp",
+        "textFormat": "{{alertname}} {{severity}}: {{vmta}}{{vmta_pool}}{{sender}} {{isp}} {{instance}}",
+        "titleFormat": "{{alertname}}",
+        "useValueForTime": False,
+    }
+
+
 def dashboard(uid: str, title: str, description: str, variables: list[Json], grid: Grid,
-              *, refresh: str = "1m", time_from: str = "now-6h") -> Json:
+              *, refresh: str = "1m", time_from: str = "now-6h", annotations: list[Json] | None = None) -> Json:
     return {
         "annotations": {"list": [{
             "builtIn": 1,
@@ -485,7 +603,7 @@ def dashboard(uid: str, title: str, description: str, variables: list[Json], gri
             "iconColor": "rgba(0, 211, 255, 1)",
             "name": "Annotations & Alerts",
             "type": "dashboard",
-        }]},
+        }, *(annotations or [])]},
         "description": description,
         "editable": False,
         "fiscalYearStartMonth": 0,

@@ -29,9 +29,10 @@ GRAFANA = REPO / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 EXPECTED_UIDS = {
     "watchtower-overview", "watchtower-vmta", "watchtower-cluster", "watchtower-flows", "watchtower-forensics",
+    "watchtower-incidents", "watchtower-warroom",
 }
 INFINITY = "yesoreyeram-infinity-datasource"
-INFINITY_ALLOWED = {"watchtower-flows", "watchtower-forensics"}
+INFINITY_ALLOWED = {"watchtower-flows", "watchtower-forensics", "watchtower-vmta", "watchtower-incidents"}
 CORE_PANELS = {
     "row", "timeseries", "stat", "gauge", "bargauge", "table", "status-history", "state-timeline", "heatmap",
     "nodeGraph", "text",
@@ -39,7 +40,9 @@ CORE_PANELS = {
 NEEDS_UNIT = {"timeseries", "stat", "gauge", "bargauge", "status-history", "state-timeline"}
 VALID_UNITS = {"short", "none", "percent", "percentunit", "s", "ms", "bytes", "decbytes", "Bps", "cps", "ops",
                "reqps", "dateTimeAsIso", "dateTimeFromNow"}
-BUILTIN_SERIES = {"up"}  # Prometheus' own per-target series
+BUILTIN_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}  # Prometheus' own series
+ALERT_SERIES = {"ALERTS", "ALERTS_FOR_STATE"}  # cluster-level alerts have no instance label
+STATIC_RULES = {"isp:pmta_isp_display_name:info"}  # constants (vector(1)): no job, no instance
 GRAFANA_VARS = {"__rate_interval", "__interval", "__range", "__from", "__to", "__data", "__url_time_range",
                 "__all_variables", "__dashboard", "__org", "__user", "__field", "__series", "__value"}
 VAR_REF = re.compile(r"\$\{(\w+)(?:[:.][^}]*)?\}|\$(\w+)")
@@ -147,7 +150,7 @@ def rules_without_instance() -> set[str]:
     return dropped
 
 
-NO_INSTANCE = rules_without_instance()
+NO_INSTANCE = rules_without_instance() | ALERT_SERIES
 
 
 def lint_expr(expr: str) -> list[str]:
@@ -167,6 +170,8 @@ def lint_expr(expr: str) -> list[str]:
             problems.append(f"{name} selected without label matchers")
     for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", flat):
         name, matchers = m.groups()
+        if name in STATIC_RULES:
+            continue
         if not re.search(r'\bjob\s*=~\s*"\$job"', matchers):
             problems.append(f'{name}: no job=~"$job" matcher')
         if name not in NO_INSTANCE and not re.search(r'\binstance\s*=~\s*"\$instance"', matchers):
@@ -198,7 +203,7 @@ def _build_module() -> Any:
     return module
 
 
-def test_the_five_dashboards_exist_with_fixed_uids():
+def test_the_dashboards_exist_with_fixed_uids():
     uids = [load(p)["uid"] for p in DASHBOARDS]
     assert sorted(uids) == sorted(EXPECTED_UIDS)
     assert {p.stem for p in DASHBOARDS} == EXPECTED_UIDS  # file name = uid
@@ -274,6 +279,7 @@ def test_every_variable_used_exists(path: Path):
     defined = set(variables(d))
     text = json.dumps(d["panels"]) + json.dumps([variable_query(v) for v in variables(d).values()])
     used = {a or b for a, b in VAR_REF.findall(text)}
+    used = {u for u in used if not u.isdigit()}  # $1 in label_replace is a regex group, not a variable
     assert used - defined - GRAFANA_VARS == set()
 
 
@@ -322,6 +328,8 @@ def test_every_query_uses_the_datasource_variable(path: Path):
         allowed = [{"type": "prometheus", "uid": "${datasource}"}]
         if d["uid"] in INFINITY_ALLOWED:
             allowed.append({"type": INFINITY, "uid": "${infinity}"})
+        if d["uid"] == "watchtower-incidents":
+            allowed.append({"type": INFINITY, "uid": "${alertmanager}"})
         if ds not in allowed:
             problems.append(f"{p['title']!r}: panel datasource {ds}")
         for t in targets:
@@ -453,13 +461,15 @@ def test_forensics_calls_the_message_api():
     d = by_uid("watchtower-forensics")
     assert variables(d)["message_id"]["type"] == "textbox"
     urls = [t["url"] for p in panels(d) for t in p.get("targets", []) if "url" in t]
-    assert any(u.startswith("/api/v1/messages/${message_id") for u in urls)
+    # /api/v1/lookup answers an empty text box with 200 and an empty list: no error on first open
+    assert any(u.startswith("/api/v1/lookup?message_id=${message_id") for u in urls)
+    assert not [u for u in urls if u.startswith(("/api/v1/messages/", "/api/v1/timeline?"))]
     texts = " ".join(p["options"]["content"] for p in panels(d) if p["type"] == "text")
     for route in ("/api/v1/messages/", "/api/v1/timeline?job_id=", "/api/v1/search?"):
         assert route in texts, route
 
 
-def test_only_flows_and_forensics_need_a_plugin():
+def test_only_the_api_dashboards_need_a_plugin():
     for path in DASHBOARDS:
         d = load(path)
         plugin_panels = [p["title"] for p in panels(d) if p.get("datasource", {}).get("type") == INFINITY]
@@ -495,3 +505,76 @@ def test_docs_describe_every_dashboard():
         d = load(path)
         assert d["uid"] in doc and d["title"] in doc, d["uid"]
     assert INFINITY in doc
+
+
+# --- issue 11: defects that once shipped ----------------------------------------------------------------
+
+
+def test_job_variable_all_means_the_watchtower_jobs_not_every_target():
+    for path in DASHBOARDS:
+        job = variables(load(path))["job"]
+        assert job["includeAll"] and job["allValue"] is None, path.name  # `.+` showed every `up` of Prometheus
+
+
+def test_ratio_bar_gauges_have_a_max():
+    for path in DASHBOARDS:
+        for p in panels(load(path)):
+            if p["type"] == "bargauge" and p["fieldConfig"]["defaults"]["unit"] == "percentunit":
+                assert "max" in p["fieldConfig"]["defaults"], p["title"]
+
+
+def test_complaint_ratios_use_the_daily_rules():
+    """Gmail's and Yahoo's limits are per day: a complaint ratio over $__rate_interval turns red on one complaint."""
+    seen = 0
+    for path in DASHBOARDS:
+        for p in panels(load(path)):
+            for t in p.get("targets", []):
+                expr = t.get("expr", "")
+                if "complaints" in expr and "ratio" in (p["title"] + expr).lower():
+                    assert "rate(pmta_complaints_total" not in expr and "rate1d" in expr, p["title"]
+                    seen += 1
+    assert seen >= 4
+
+
+def test_status_board_judges_each_vmta_by_its_worst_isp():
+    d = by_uid("watchtower-vmta")
+    by_title = {p["title"]: p for p in panels(d)}
+    for title in ("VMTAs throttled over 30% at an ISP", "VMTAs below 50% success at an ISP",
+                  "Throttled share by VMTA (worst ISP)", "Success ratio by VMTA (worst ISP)"):
+        expr = by_title[title]["targets"][0]["expr"]
+        assert "sum by (instance, vmta, isp)" in expr, title  # per VMTA x ISP cell ...
+        assert "* 600 >= 50" in expr, title  # ... with the alert's >= 50 attempts in 10 minutes
+        assert re.search(r"\b(min|max) by \(instance, vmta\)", expr), title  # ... then the worst cell
+
+
+def test_alert_links_reach_the_replies_panel():
+    d = by_uid("watchtower-vmta")
+    urls = [t["url"] for p in panels(d) for t in p.get("targets", []) if "url" in t]
+    assert "/api/v1/replies?vmta=${vmta:csv}&isp=${isp:csv}&since=${__from:date:seconds}" \
+        "&until=${__to:date:seconds}&limit=10" in urls
+    top = [p for p in d["panels"] if p["type"] == "table" and p["title"].startswith("Why")]
+    assert top, "the replies table must be outside the collapsed rows, where an alert link lands"
+
+
+def test_breakdown_legends_list_only_what_happened():
+    for path in DASHBOARDS:
+        for p in panels(load(path)):
+            for t in p.get("targets", []):
+                expr = t.get("expr", "")
+                if re.search(r"sum by \([^)]*\b(class|reason|category|feedback_type)\b", expr) \
+                        and p["type"] == "timeseries" and "ratio" not in expr:
+                    assert expr.rstrip().endswith("> 0"), p["title"]
+
+
+def test_incidents_and_war_room():
+    inc = by_uid("watchtower-incidents")
+    exprs = " ".join(e for _, e in prom_exprs(inc))
+    assert "ALERTS_FOR_STATE" in exprs and 'ALERTS{alertstate="firing"' in exprs
+    assert any(a.get("expr", "").startswith("ALERTS{") for a in inc["annotations"]["list"])
+    headline = next(p for p in panels(inc) if p["title"] == "Alert headlines (Alertmanager)")
+    assert headline["targets"][0]["url"].startswith("/api/v2/alerts?active=true")
+    war = by_uid("watchtower-warroom")
+    grid = next(p for p in panels(war) if p["title"] == "VMTA × ISP")
+    assert grid["transformations"][0]["id"] == "groupingToMatrix"
+    assert grid["transformations"][0]["options"] | {} == {
+        "columnField": "isp", "rowField": "vmta", "valueField": "Value", "emptyValue": "null"}

@@ -101,3 +101,17 @@ async def test_double_slash_from_an_infinity_base_url_with_a_trailing_slash(h: H
         assert r.status_code == 308 and r.headers["location"].startswith("/api/v1/replies?vmta=vmta1&limit=1&")
         followed = await c.get("http://test//api/v1/flows", params={"since": WINDOW["since"]}, follow_redirects=True)
     assert followed.status_code == 200 and followed.json()["nodes"]
+
+
+async def test_lookup_answers_empty_and_unknown_keys_with_an_empty_list(h: Harness) -> None:
+    async with h.client() as c:
+        empty = await c.get("/api/v1/lookup", params={"message_id": "", "job_id": "", "rcpt": ""})
+        unknown = await c.get("/api/v1/lookup", params={"message_id": "nope@nowhere"})
+        by_message = await c.get("/api/v1/lookup", params={"message_id": "<m1@shop.example>", "rcpt": ""})
+        by_job = await c.get("/api/v1/lookup", params={"message_id": "", "job_id": "J1", "rcpt": "Bob@Yahoo.com"})
+    assert [r.status_code for r in (empty, unknown, by_message, by_job)] == [200, 200, 200, 200]
+    assert empty.json()["timelines"] == [] and empty.json()["hint"].startswith("enter a Message-Id")
+    assert unknown.json()["timelines"] == [] and unknown.json()["hint"].startswith("no timeline")
+    (tl,) = by_message.json()["timelines"]
+    assert tl["rcpt"] == "alice@gmail.com" and len(tl["events"]) == 6 and by_message.json()["hint"] is None
+    assert [t["rcpt"] for t in by_job.json()["timelines"]] == ["bob@yahoo.com"]

@@ -30,6 +30,8 @@ DASHBOARD_UIDS = {
     "watchtower-cluster",
     "watchtower-flows",
     "watchtower-forensics",
+    "watchtower-incidents",
+    "watchtower-warroom",
 }
 SEVERITIES = {"critical", "warning", "info"}
 NOISE_CLASSES = {"mailbox_full", "recipient_rate", "transient_remote"}
@@ -119,6 +121,19 @@ def test_groups_are_small_and_named() -> None:
         assert len(groups(path)) == 1, f"{path.name}: one group per area"
         assert all("alert" in r for r in groups(path)[0]["rules"]), path.name
     assert all("record" in r for g in groups(RECORDING) for r in g["rules"])
+
+
+def test_group_intervals_stay_inside_the_lookback() -> None:
+    """A group evaluated every 5m leaves its series at Prometheus' 5-minute lookback edge: an
+    instant query just before the next evaluation (or after one late evaluation) finds nothing.
+    Every group runs at least twice per lookback window."""
+    lookback = 300
+    for path in [RECORDING, *ALERT_FILES]:
+        for g in groups(path):
+            m = re.fullmatch(r"(\d+)([smh])", g.get("interval", "1m"))
+            assert m, g["name"]
+            seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+            assert seconds <= lookback / 2, f"{g['name']}: interval {g['interval']} at the lookback edge"
 
 
 def test_group_names_are_unique() -> None:
