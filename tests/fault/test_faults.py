@@ -1,0 +1,188 @@
+"""Fault suite (issue #8): real daemons under kill -9, SIGTERM mid-backfill, a full state disk and a
+low descriptor limit. In each, /metrics totals and the correlator's stored deliveries equal the
+records written, exactly. Run alone with `pytest -m fault`.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, AcctWriter, Watchtower, total, write_config
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+
+def stored_deliveries(state: Path) -> int:
+    """Delivery events in the correlator store (one per `d` record written)."""
+    with sqlite3.connect(state / "watchtower.db") as db:
+        return int(db.execute("SELECT count(*) FROM corr_events").fetchone()[0])
+
+
+def committed(wt: Watchtower, timeout: float = 120) -> None:
+    """Wait until everything read is in the state database (the correlator may trail /metrics)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(wt.url + "/healthz", timeout=5).json().get("commit_backlog_rows") == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("commit backlog not drained")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_kill_9_twenty_times_from_the_first_second_of_a_first_run(tmp_path: Path, watchtower_factory):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    writer.write(500)  # history before the very first start: skipped (start_position: end)
+    history = writer.total
+    cfg = write_config(tmp_path, correlator={"enabled": True},
+                       tail={"start_position": "end", "checkpoint_interval": 0.05})
+    wt = watchtower_factory(cfg)
+    rng = random.Random(8)
+    wt.start()
+    time.sleep(rng.uniform(0.0, 0.2))  # inside the first second of the first run
+    wt.kill9()
+    writer.write(300)  # while down after a first run that never reached a periodic commit
+    for _ in range(20):
+        wt.start()
+        for _ in range(rng.randint(1, 3)):
+            writer.write(rng.randint(50, 600), rng.choice(["vmta-1", "vmta-2", "vmta-3"]))
+            if rng.random() < 0.3:
+                writer.rotate()
+        time.sleep(rng.uniform(0.0, 0.4))
+        wt.kill9()
+        if rng.random() < 0.4:
+            writer.write(rng.randint(1, 200), "vmta-4")
+    wt.start()
+    want = writer.total - history
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= want, timeout=60)
+    assert total(wt.settle(), "pmta_delivered_total") == want
+    committed(wt)
+    wt.stop()
+    assert stored_deliveries(tmp_path / "state") == want
+
+
+def test_sigterm_mid_backfill_exits_within_5s_and_resumes_exactly(tmp_path: Path, watchtower_factory):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    for _ in range(3):
+        writer.write(40_000, random.Random(writer.n).choice(["vmta-1", "vmta-2"]))
+        writer.rotate()
+    cfg = write_config(tmp_path, correlator={"enabled": True}, tail={"checkpoint_interval": 1.0})
+    wt = watchtower_factory(cfg).start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5_000, timeout=60)
+    assert wt.proc is not None
+    started = time.monotonic()
+    wt.proc.send_signal(signal.SIGTERM)
+    rc = wt.proc.wait(timeout=30)
+    took = time.monotonic() - started
+    wt.proc = None
+    assert rc == 0
+    assert took < 5.0, f"SIGTERM took {took:.1f}s"
+    wt.start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= writer.total, timeout=120)
+    assert total(wt.settle(), "pmta_delivered_total") == writer.total
+    committed(wt)
+    wt.stop()
+    assert stored_deliveries(tmp_path / "state") == writer.total
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    mnt = tmp_path / "state"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the state dir (needs root): {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_state_disk_full_then_freed_loses_and_repeats_nothing(tmp_path: Path, small_tmpfs: Path, watchtower_factory):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    cfg = write_config(tmp_path, correlator={"enabled": True},
+                       tail={"checkpoint_interval": 0.2, "max_pending_rows": 20_000})
+    wt = watchtower_factory(cfg).start()
+    assert wt.proc is not None
+    for _ in range(6):
+        writer.write(10_000)
+        writer.rotate()
+    deadline = time.monotonic() + 60
+    health: dict = {}
+    while time.monotonic() < deadline:  # the 2 MiB state disk fills up
+        health = httpx.get(wt.url + "/healthz", timeout=5).json()
+        if health.get("problems") and "full" in " ".join(health["problems"]):
+            break
+        time.sleep(0.2)
+    assert health.get("ok") is False, health
+    assert httpx.get(wt.url + "/healthz", timeout=5).status_code == 503
+    peak = 0.0
+    for _ in range(20):  # keeps failing, reading paused: memory flat
+        peak = max(peak, rss_mb(wt.proc.pid))
+        time.sleep(0.1)
+    assert wt.proc.poll() is None  # alive
+    assert peak < 300, f"RSS {peak:.0f} MB while the disk is full"
+    assert httpx.get(wt.url + "/healthz", timeout=5).json()["reading_paused"] is True
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_tmpfs)], check=True)  # space freed
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= writer.total, timeout=120)
+    assert total(wt.settle(), "pmta_delivered_total") == writer.total
+    assert httpx.get(wt.url + "/healthz", timeout=5).json()["ok"] is True
+    assert total(wt.scrape(), "watchtower_checkpoint_errors_total") >= 1
+    wt.kill9()  # what is stored is exact too: a restart continues from the committed counters
+    wt.start()
+    assert total(wt.settle(), "pmta_delivered_total") == writer.total
+    committed(wt)
+    wt.stop()
+    assert stored_deliveries(small_tmpfs) == writer.total
+
+
+def test_a_low_descriptor_limit_is_neither_a_crash_nor_a_rotation(tmp_path: Path):
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    for i in range(300):
+        writer.write(2, f"vmta-{i % 5}")
+        writer.rotate()
+    cfg = write_config(tmp_path, tail={"max_open_files": 32})
+    wt = Watchtower(cfg)
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    log = open(wt.log, "ab")  # noqa: SIM115
+    wt.proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=REPO,
+                               stdout=log, stderr=subprocess.STDOUT, preexec_fn=low_limit)
+    log.close()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(wt.url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= writer.total, timeout=60)
+        samples = wt.settle()
+        assert total(samples, "pmta_delivered_total") == writer.total
+        assert total(samples, "watchtower_rotations_total") == 0
+        assert total(samples, "watchtower_files_open") <= 32
+        assert total(samples, "watchtower_files_followed") == 301
+        assert "Traceback" not in wt.log.read_text()
+    finally:
+        wt.proc.send_signal(signal.SIGTERM)
+        wt.proc.wait(timeout=30)
