@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import gzip
+import socket
+import struct
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from exporter import pmta_api
 from exporter.config import PmtaApiConfig
 from exporter.pmta_api import (
     PmtaApiClient,
@@ -21,6 +28,7 @@ from exporter.pmta_api import (
     parse_vmtas,
     to_bool,
 )
+from exporter.queues import QueuePoller
 
 DATA = Path(__file__).parent / "testdata" / "pmta_api"
 
@@ -186,3 +194,189 @@ async def test_large_bodies_parse_off_the_event_loop() -> None:
                              transport=mock(lambda r: httpx.Response(200, content=body))) as api:
         ql = await api.queues()
     assert len(ql.queues) == 8000 and ql.queues[-1].rcp == 7999
+
+
+# --- a misbehaving PMTA on a real loopback socket ----------------------------------------------
+QUEUE_XML = ("<queue><name>{domain}/{vmta}</name><rcp>{rcp}</rcp><kb>{kb}</kb><conn>1</conn><paused>no</paused>"
+             "<mode>normal</mode></queue>")
+STATUS_XML = (b"<rsp><data><status><queue><smtp><rcp>100</rcp><dom>3</dom><kb>6.0</kb></smtp></queue>"
+              b"<conn><smtpOut><cur>4</cur></smtpOut></conn></status></data><succ/></rsp>")
+BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE rsp [<!ENTITY a "aaaaaaaaaa">'
+                  + b"".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">'.encode()
+                             for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+                  + b"]><rsp><data><queue><name>&i;</name></queue></data><succ/></rsp>")
+HUGE = 64 * 1024 * 1024
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """16 MiB of zeros in 16 KiB: compressed once, never on the server's (shared) event loop."""
+    return gzip.compress(b"\0" * (16 * 1024 * 1024), compresslevel=1)
+
+
+def xml_queues(*rows: tuple[str, str, object, object]) -> bytes:
+    items = "".join(QUEUE_XML.format(domain=d, vmta=v, rcp=r, kb=k) for d, v, r, k in rows)
+    return f"<rsp><data>{items}</data><succ/></rsp>".encode()
+
+
+class RawPmta:
+    """Just enough HTTP/1.1 on a loopback socket to misbehave as a broken PMTA (or a proxy in front of it)
+    might. The behaviour is chosen by the VMTA of `queue=*/<mode>`; `/status` and `/vmtas` answer well,
+    and `/vmtas` lists `vmtas`. `sent[mode]` is how many body bytes were written before the peer left."""
+
+    def __init__(self, vmtas: list[str] | None = None) -> None:
+        self.vmtas = vmtas or []
+        self.sent: dict[str, int] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = asyncio.Event()
+        self.url = ""
+
+    async def __aenter__(self) -> RawPmta:
+        gzip_bomb()
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        self.closing.set()  # the hanging handlers return (cancelling them makes asyncio log tracebacks)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1].decode()
+            path, _, query = target.partition("?")
+            params = dict(parse_qsl(query))
+            mode = params.get("queue", "").removeprefix("*/") or path.strip("/")
+            await self._answer(mode, params.get("format", "xml"), writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.tasks.discard(task)
+            writer.close()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, body: bytes, status: str = "200 OK", ctype: str = "text/html",
+                    extra: str = "") -> None:
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{extra}"
+                     "Connection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+
+    async def _answer(self, mode: str, fmt: str, w: asyncio.StreamWriter) -> None:
+        if mode == "status":
+            await self._send(w, STATUS_XML)
+        elif mode == "vmtas":
+            await self._send(w, b"<rsp><data>" + b"".join(f"<vmta><name>{v}</name><rcp>1</rcp></vmta>".encode()
+                                                         for v in self.vmtas) + b"</data><succ/></rsp>")
+        elif mode == "queues":  # the top-N list: only the well-behaved VMTAs' queues
+            await self._send(w, xml_queues(*[("gmail.com", v, 5, 1.0) for v in self.vmtas if v.startswith("ok")]))
+        elif mode.startswith("ok"):
+            await self._send(w, xml_queues(("gmail.com", mode, 5, 1.0), ("yahoo.com", mode, 2, 0.5)))
+        elif mode == "png":  # a right body under a wrong content type
+            await self._send(w, xml_queues(("gmail.com", mode, 3, 1.0)), ctype="image/png")
+        elif mode == "absurd":  # numbers no gauge can hold
+            await self._send(w, xml_queues(("gmail.com", mode, "1e400", "inf"), ("yahoo.com", mode, "9" * 500, "nan")))
+        elif mode == "garbled":
+            await self._send(w, b'<rsp><data><queue><name>gmail.com/vm\x00\xff{"data": [')
+        elif mode == "deep":
+            body = (b"<rsp><data>" + b"<q>" * 50_000 + b"</q>" * 50_000 + b"</data><succ/></rsp>" if fmt == "xml"
+                    else b'{"status": "success", "data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+            await self._send(w, body)
+        elif mode == "laughs":
+            await self._send(w, BILLION_LAUGHS)
+        elif mode == "http500":
+            await self._send(w, b"internal error", status="500 Internal Server Error")
+        elif mode == "reset":
+            w.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                            struct.pack("ii", 1, 0))
+            w.transport.abort()
+        elif mode == "truncated":
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n<rsp><data>")
+            await w.drain()
+        elif mode == "nothttp":
+            w.write(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+            await w.drain()
+        elif mode == "redirect":
+            await self._send(w, b"", status="302 Found", extra="Location: /queues?format=xml&queue=*/redirect\r\n")
+        elif mode == "silent":
+            await self.closing.wait()
+        elif mode == "slowloris":
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not self.closing.is_set():
+                w.write(b"<")
+                await w.drain()
+                await asyncio.sleep(0.02)
+        elif mode in ("endless", "announced"):
+            length = "Transfer-Encoding: chunked" if mode == "endless" else f"Content-Length: {100 * HUGE}"
+            w.write(f"HTTP/1.1 200 OK\r\n{length}\r\n\r\n".encode())
+            chunk = b"<" * 65536
+            self.sent[mode] = 0
+            while self.sent[mode] < HUGE:
+                w.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if mode == "endless" else chunk)
+                await w.drain()
+                self.sent[mode] += len(chunk)
+        elif mode == "gzipbomb":
+            await self._send(w, gzip_bomb(), extra="Content-Encoding: gzip\r\n")
+        else:
+            raise AssertionError(f"unknown mode {mode}")
+
+
+BAD_ANSWERS: dict[str, str] = {  # mode -> reason of the PmtaApiError
+    "garbled": "parse", "deep": "parse", "laughs": "parse", "endless": "parse", "announced": "parse",
+    "gzipbomb": "parse", "http500": "http_status", "reset": "connect", "truncated": "connect",
+    "nothttp": "connect", "redirect": "connect", "silent": "timeout", "slowloris": "timeout",
+}
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+async def test_whatever_pmta_answers_is_a_counted_error(fmt: str) -> None:
+    """Before the fix: deep nesting raised RecursionError, an absurd number OverflowError, and a huge or
+    endless body was read whole into memory (here: until the timeout) instead of being refused at the cap."""
+    got = {}
+    async with RawPmta() as pmta:
+        slow = [m for m, r in BAD_ANSWERS.items() if r == "timeout"]
+        for timeout, modes in ((0.3, slow), (20, [m for m in BAD_ANSWERS if m not in slow])):
+            async with PmtaApiClient(PmtaApiConfig(url=pmta.url, timeout=timeout, format=fmt)) as api:
+                api.max_body = 1024 * 1024
+                for mode in modes:
+                    try:
+                        await asyncio.wait_for(api.queues(f"*/{mode}"), timeout=60)  # liveness guard only
+                        got[mode] = "no error"
+                    except PmtaApiError as exc:
+                        got[mode] = exc.reason
+                absurd = None if fmt == "json" else await api.queues("*/absurd")
+                png = None if fmt == "json" else await api.queues("*/png")
+    assert got == BAD_ANSWERS
+    assert pmta.sent["endless"] < HUGE and pmta.sent["announced"] < HUGE  # refused at the cap, not read whole
+    if absurd is not None and png is not None:
+        assert [(q.rcp, q.kb) for q in absurd.queues] == [(0, 0.0), (0, 0.0)]
+        assert [(q.name, q.rcp) for q in png.queues] == [("gmail.com/png", 3)]
+
+
+async def test_a_poll_over_every_bad_answer_keeps_the_good_vmtas_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One poll in which each VMTA's query misbehaves differently: poll_once returns (never raises), the
+    well-behaved VMTAs are exact, the others have no series, and each failure is counted once by reason."""
+    monkeypatch.setattr(pmta_api, "MAX_BODY_BYTES", 1024 * 1024)
+    vmtas = ["ok-1", "ok-2", "png", "absurd", *BAD_ANSWERS]
+    registry = CollectorRegistry()
+    async with RawPmta(vmtas) as pmta:
+        poller = QueuePoller(PmtaApiConfig(url=pmta.url, timeout=0.5, poll_deadline=20), registry,
+                             lambda d: d.split(".")[0])
+        async with PmtaApiClient(poller.config) as client:
+            assert await asyncio.wait_for(poller.poll_once(client), timeout=60)
+    rcp = {(s.labels["vmta"], s.labels["isp"]): s.value
+           for m in registry.collect() if m.name == "pmta_queue_recipients" for s in m.samples}
+    assert rcp == {("ok-1", "gmail"): 5, ("ok-1", "yahoo"): 2, ("ok-2", "gmail"): 5, ("ok-2", "yahoo"): 2,
+                   ("png", "gmail"): 3, ("absurd", "gmail"): 0, ("absurd", "yahoo"): 0}
+    want: dict[str, float] = {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
+    for reason in BAD_ANSWERS.values():
+        want[reason] += 1
+    assert {r: registry.get_sample_value("watchtower_pmta_api_errors_total", {"reason": r}) for r in want} == want
+    assert registry.get_sample_value("watchtower_pmta_api_up") == 1
+    assert registry.get_sample_value("watchtower_pmta_api_partial") == 1
+    assert registry.get_sample_value("pmta_status_queue_recipients", {"type": "smtp"}) == 100
