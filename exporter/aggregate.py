@@ -363,12 +363,11 @@ class RecordAggregator(Collector):
                 self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[7:7 + width])
 
     def _add_hist(self, series: dict[Key, list[float]], name: str, key: Key, values: tuple) -> None:
-        h = series.get(key)
+        h = series.get(key)  # replaced, never mutated: the /metrics renderer holds snapshots of these lists
         if h is None:
             series[key] = [float(x or 0) for x in values]
         else:
-            for i, x in enumerate(values):
-                h[i] += x or 0
+            series[key] = [a + (b or 0) for a, b in zip(h, values, strict=True)]
         self.dirty.add((name, key))
 
     def _merge_failures(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
@@ -519,6 +518,19 @@ class RecordAggregator(Collector):
         out.update({name: len(s) for name, s in self.histograms.items()})
         return out
 
+    def exposition_snapshot(self) -> tuple[list[tuple[str, dict[Key, Any]]], list[Metric]]:
+        """Copies of every family for exporter.exposition (event loop; values are never mutated in place)."""
+        families = [(name, dict(series)) for name, series in self.counters.items()]
+        families += [(name, dict(series)) for name, series in self.histograms.items()]
+        return families, [self._series_gauge()]
+
+    def _series_gauge(self) -> Metric:
+        spec = SPECS["watchtower_metric_series"]
+        counts = GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+        for name, n in self.series_counts().items():
+            counts.add_metric([name], n)
+        return counts
+
     def collect(self) -> Iterator[Metric]:
         for name, series in self.counters.items():
             spec = SPECS[name]
@@ -539,8 +551,4 @@ class RecordAggregator(Collector):
                     buckets.append((les[i], acc))
                 fam.add_metric(list(key), buckets, sum_value=h[width])
             yield fam
-        spec = SPECS["watchtower_metric_series"]
-        counts = GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
-        for name, n in self.series_counts().items():
-            counts.add_metric([name], n)
-        yield counts
+        yield self._series_gauge()

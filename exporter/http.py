@@ -30,13 +30,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporter import __version__
 from exporter.config import Config
+from exporter.exposition import render_metrics
 from exporter.webauth import BasicAuth
 
 log = logging.getLogger("watchtower.http")
@@ -64,9 +64,10 @@ def build_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        # async on purpose: exposition runs on the loop thread, never concurrently with apply().
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), media_type=content_type)
+        # series are copied on the loop (never concurrently with apply()), formatted and gzipped in a thread
+        body, headers = await render_metrics(registry, request.headers.get("accept", ""),
+                                             request.headers.get("accept-encoding", ""))
+        return Response(body, headers=headers)
 
     @app.get("/healthz", summary="Liveness and tailing status")
     async def healthz() -> JSONResponse:

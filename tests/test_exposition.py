@@ -1,0 +1,73 @@
+"""exporter.exposition: byte-identical to prometheus_client's encoders, cache follows changes, gzip honoured."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.aggregate import RecordAggregator
+from exporter.exposition import render_sync, wants_gzip, wants_openmetrics
+from exporter.metrics import SelfMetrics
+from exporter.parser import FileParser
+
+HEADER = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSize,vmta,vmtaPool,queue"
+ROWS = [
+    "d,1000,990,a@s1.com,u1@gmail.com,2.0.0,ok,,success,10,vmta-1,pool-a,",
+    'd,1000,400,a@s2.com,u2@yahoo.com,2.0.0,ok,,success,2000000,"vm ""quoted"" \\\\ x",pool-b,',
+    "t,1000,100,a@s1.com,u3@gmail.com,4.7.28,rate 4.7.28,,,,vmta-1,pool-a,",
+    "b,1000,100,a@s1.com,u4@gmail.com,5.1.1,unknown,,bad-mailbox,,vmta-2,pool-a,",
+]
+
+
+def registry_with(rows: list[str]) -> tuple[CollectorRegistry, RecordAggregator, FileParser]:
+    reg = CollectorRegistry()
+    metrics = SelfMetrics(reg)
+    metrics.init_source("acct")
+    agg = RecordAggregator(lambda d, m: d.split(".")[0] or "other", lambda *a: "other", buckets=[1.0, 60.0, 1e7],
+                           self_metrics=metrics)
+    reg.register(agg)
+    parser = FileParser("acct", "/x/a.csv", None)
+    batch, _ = parser.parse(("\n".join([HEADER, *rows]) + "\n").encode())
+    agg.apply(batch)
+    return reg, agg, parser
+
+
+def test_output_is_what_prometheus_client_writes_in_both_formats():
+    reg, agg, parser = registry_with(ROWS)
+    assert render_sync(reg) == generate_latest(reg)
+    assert render_sync(reg, openmetrics=True) == generate_openmetrics(reg)
+    # after more traffic the cached lines of changed series are re-rendered, unchanged ones reused
+    batch, _ = parser.parse((ROWS[0] + "\n" + ROWS[2].replace("vmta-1", "vmta-9") + "\n").encode())
+    agg.apply(batch)
+    assert render_sync(reg) == generate_latest(reg)
+    assert b'pmta_delivered_total{isp="gmail",vmta="vmta-1",vmta_pool="pool-a"} 2.0' in render_sync(reg)
+
+
+def test_content_negotiation():
+    prometheus = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                  "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    assert not wants_openmetrics(prometheus) and not wants_openmetrics("") and not wants_openmetrics("text/plain")
+    assert wants_openmetrics("application/openmetrics-text; version=1.0.0")
+    assert wants_gzip("gzip") and wants_gzip("br, gzip;q=0.5") and wants_gzip("*")
+    assert not wants_gzip("") and not wants_gzip("identity") and not wants_gzip("gzip;q=0")
+
+
+async def test_http_metrics_gzip_and_plain_carry_the_same_page():
+    from exporter.http import build_app
+
+    reg, _agg, _p = registry_with(ROWS)
+    Counter("watchtower_probe", "probe", registry=reg).inc(3)
+    app = build_app(reg, lambda: {"ok": True})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
+        gz = await c.get("/metrics", headers={"accept-encoding": "gzip"})
+        plain = await c.get("/metrics", headers={"accept-encoding": "identity"})
+        om = await c.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0",
+                                              "accept-encoding": "identity"})
+    assert gz.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert gz.content == plain.content  # httpx decodes the gzip body
+    assert plain.content == generate_latest(reg)
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert om.content == generate_openmetrics(reg) and om.headers["content-type"].startswith(
+        "application/openmetrics-text")
