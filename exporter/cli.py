@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    logsetup.setup(config.log_level, config.log_format)
+    logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
     if args.command == "oneshot":
         from exporter.daemon import run_oneshot
 

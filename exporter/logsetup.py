@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from exporter.redact import RedactFilter
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -28,13 +30,22 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)
 
 
-def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
-    """Install the one handler (replacing earlier ones, so calling twice is harmless)."""
+def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,
+          redact_addresses: bool = False) -> logging.Handler:
+    """Install the one handler (replacing earlier ones, so calling twice is harmless).
+
+    `redact_addresses` (on when `correlator.hash_recipients` is) removes the local part of every
+    e-mail address from every line, whichever module logged it.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    if redact_addresses:
+        handler.addFilter(RedactFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -165,3 +165,11 @@ def test_unwritable_state_dir_parent_is_reported(tmp_path: Path, capsys):
             subprocess.run(["chattr", "-i", str(parent)], check=True)
         parent.chmod(0o755)
     assert rc == 2 and f"state_dir: cannot create {parent / 'state'}: {parent} is not writable by this user" in err
+
+
+def test_pmta_password_file(tmp_path: Path):
+    pw = tmp_path / "pmta-password"
+    pw.write_text("s3cret  \nignored\n")
+    cfg = config_from_dict(_minimal(tmp_path, pmta={"username": "mon", "password_file": str(pw)}))
+    assert cfg.pmta.resolved_password() == "s3cret  " and cfg.pmta.password is None
+    assert config_from_dict(_minimal(tmp_path, pmta={"password": "x"})).pmta.resolved_password() == "x"
