@@ -285,3 +285,46 @@ async def test_sigterm_mid_backfill_commits_within_the_timeout(tmp_path: Path, m
     stop_took = time.monotonic() - started
     assert stop_took < 1.0 + 8 * 0.25 + 1.0, stop_took  # shutdown_timeout + the slice in flight, generously
     assert 0 < len(sink.rows) < 20000  # stopped mid-backlog: the rest is read again at the next start
+
+
+# --- SIGHUP reloads the classification tables; a bad table is refused and the daemon lives on -------
+def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, watchtower_factory):
+    import shutil
+    import signal
+
+    from tests.conftest import d_line
+
+    table = tmp_path / "isps.yaml"
+    shutil.copy(REPO / "exporter" / "classify" / "isps.yaml", table)
+    (tmp_path / "logs").mkdir()
+    w = AcctWriter(tmp_path / "logs")
+    cfg = write_config(tmp_path, classify={"isp_file": str(table)})
+    wt = watchtower_factory(cfg).start()
+
+    def write_mycorp(n: int) -> None:
+        with open(w.path, "a", encoding="utf-8") as f:
+            for i in range(n):
+                f.write(d_line(10_000 + w.n + i, domain="mycorp.test") + "\n")
+        w.n += n
+
+    write_mycorp(5)  # its MX is Google's: gmail
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="gmail") == 5)
+    text = table.read_text().replace("domains: [yahoo.co.jp,", "domains: [mycorp.test, yahoo.co.jp,", 1)
+    table.write_text(text)
+    assert wt.proc is not None
+    wt.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "classification tables reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    write_mycorp(3)  # pinned to other by the reloaded table
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="other") == 3)
+    table.write_text("version: 1\nproviders: {nonsense: {}}\n")
+    wt.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "not reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    write_mycorp(2)
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="other") == 5)
+    assert wt.proc.poll() is None
+    assert "Traceback" not in wt.log.read_text()
+    assert wt.stop() == 0
