@@ -277,7 +277,7 @@ class QueuePoller:
         top: QueueList | None = poll.results.get("top")
         per_vmta = poll.vmta_results()
         queues: list[QueueInfo] | None = None
-        if top is not None or per_vmta:
+        if top is not None or "vmtas" in poll.results:  # a listing was read: we know which VMTAs have mail
             unread = {k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")}
             merged = {q.name: q for q in top.queues} if top is not None else {}
             for res in per_vmta:

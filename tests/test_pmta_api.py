@@ -339,8 +339,8 @@ async def test_whatever_pmta_answers_is_a_counted_error(fmt: str) -> None:
     endless body was read whole into memory (here: until the timeout) instead of being refused at the cap."""
     got = {}
     async with RawPmta() as pmta:
-        slow = [m for m, r in BAD_ANSWERS.items() if r == "timeout"]
-        for timeout, modes in ((0.3, slow), (20, [m for m in BAD_ANSWERS if m not in slow])):
+        slow = [m for m, r in BAD_ANSWERS.items() if r == "timeout"]  # the format does not matter to them
+        for timeout, modes in ((0.3, slow if fmt == "xml" else []), (20, [m for m in BAD_ANSWERS if m not in slow])):
             async with PmtaApiClient(PmtaApiConfig(url=pmta.url, timeout=timeout, format=fmt)) as api:
                 api.max_body = 1024 * 1024
                 for mode in modes:
@@ -351,7 +351,7 @@ async def test_whatever_pmta_answers_is_a_counted_error(fmt: str) -> None:
                         got[mode] = exc.reason
                 absurd = None if fmt == "json" else await api.queues("*/absurd")
                 png = None if fmt == "json" else await api.queues("*/png")
-    assert got == BAD_ANSWERS
+    assert got == (BAD_ANSWERS if fmt == "xml" else {m: r for m, r in BAD_ANSWERS.items() if m not in slow})
     assert pmta.sent["endless"] < HUGE and pmta.sent["announced"] < HUGE  # refused at the cap, not read whole
     if absurd is not None and png is not None:
         assert [(q.rcp, q.kb) for q in absurd.queues] == [(0, 0.0), (0, 0.0)]
@@ -360,12 +360,15 @@ async def test_whatever_pmta_answers_is_a_counted_error(fmt: str) -> None:
 
 async def test_a_poll_over_every_bad_answer_keeps_the_good_vmtas_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     """One poll in which each VMTA's query misbehaves differently: poll_once returns (never raises), the
-    well-behaved VMTAs are exact, the others have no series, and each failure is counted once by reason."""
+    well-behaved VMTAs are exact, the others have no series, and each failure is counted once by reason.
+    (Hanging answers are left to the tests above and in test_queues.py: one short timeout for all would
+    also cut a slow good answer on a loaded machine.)"""
     monkeypatch.setattr(pmta_api, "MAX_BODY_BYTES", 1024 * 1024)
-    vmtas = ["ok-1", "ok-2", "png", "absurd", *BAD_ANSWERS]
+    bad = {m: r for m, r in BAD_ANSWERS.items() if r != "timeout"}
+    vmtas = ["ok-1", "ok-2", "png", "absurd", *bad]
     registry = CollectorRegistry()
     async with RawPmta(vmtas) as pmta:
-        poller = QueuePoller(PmtaApiConfig(url=pmta.url, timeout=0.5, poll_deadline=20), registry,
+        poller = QueuePoller(PmtaApiConfig(url=pmta.url, timeout=20, poll_deadline=60), registry,
                              lambda d: d.split(".")[0])
         async with PmtaApiClient(poller.config) as client:
             assert await asyncio.wait_for(poller.poll_once(client), timeout=60)
@@ -374,7 +377,7 @@ async def test_a_poll_over_every_bad_answer_keeps_the_good_vmtas_exact(monkeypat
     assert rcp == {("ok-1", "gmail"): 5, ("ok-1", "yahoo"): 2, ("ok-2", "gmail"): 5, ("ok-2", "yahoo"): 2,
                    ("png", "gmail"): 3, ("absurd", "gmail"): 0, ("absurd", "yahoo"): 0}
     want: dict[str, float] = {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
-    for reason in BAD_ANSWERS.values():
+    for reason in bad.values():
         want[reason] += 1
     assert {r: registry.get_sample_value("watchtower_pmta_api_errors_total", {"reason": r}) for r in want} == want
     assert registry.get_sample_value("watchtower_pmta_api_up") == 1

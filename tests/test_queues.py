@@ -306,7 +306,7 @@ async def test_one_hanging_vmta_call_ends_the_poll_by_its_deadline(sim: Simulato
     srv, hang = hanging_server(sim)
     hang.targets = {per_vmta("vmta-02")}
     async with srv:
-        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=0.5), registry, isp_of)
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=0.8), registry, isp_of)
         async with PmtaApiClient(poller.config) as client:
             assert await asyncio.wait_for(poller.poll_once(client), timeout=60)  # liveness guard, not a timing
     assert hang.hung == 1
@@ -335,7 +335,7 @@ async def test_api_hanging_per_call_exact_totals(monkeypatch: pytest.MonkeyPatch
     registry = CollectorRegistry()
     srv, hang = hanging_server(live)
     await srv.start()
-    cfg = PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=0.8, poll_interval=0.01, max_backoff=0.02)
+    cfg = PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=1.0, poll_interval=0.01, max_backoff=0.02)
     poller = QueuePoller(cfg, registry, isp_of)
     seen: list[dict[str, Any]] = []
     poll_once = poller.poll_once
