@@ -16,9 +16,11 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+import polars as pl
+
 from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
 from correlator.store import DAYS, ReadPool, StoreNotReady
-from exporter.records import Columns, RecordBatch
+from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class RecentDeliveries:
 
     def observe(self, batch: RecordBatch) -> None:
         c = batch.columns
-        if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0) or not batch.rows:
+        if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0) or not len(batch):  # never batch.rows: event loop
             return
         with self._lock:
             self._seq += 1
@@ -104,29 +106,40 @@ class RecentDeliveries:
                 del index[key]
 
 
-def _delivery_keys(batch: RecordBatch) -> list[tuple[Key, str, str, float]]:
+def _delivery_rows(batch: RecordBatch) -> list[tuple[str, ...]]:
+    """(vmta, pool, rcpt, orig, message id, job, timeLogged) of the batch's d/b/t rows that name a vmta or pool.
+
+    Read column-wise from the frame when the batch has one (filtered in polars first), never via `rows`.
+    """
     c = batch.columns
-    vi, pi, ri, oi, mi, ji, ti = c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged
+    idx = (c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged)
+    frame = batch._frame if batch._rows is None else None  # noqa: SLF001 - the columnar form, when it is the source
+    if frame is None:
+        return [tuple(row[i] if i >= 0 else "" for i in idx) for row in batch.rows if row[c.type] in _DELIVERY_TYPES]
+    named = [pl.col(col(i)).is_not_null() for i in (c.vmta, c.vmtaPool) if i >= 0]
+    sub = frame.filter(pl.col(col(c.type)).is_in(list(_DELIVERY_TYPES)) & pl.any_horizontal(named))
+    blank = [""] * sub.height
+    cols = [sub.get_column(col(i)).fill_null("").to_list() if i >= 0 else blank for i in idx]
+    return list(zip(*cols, strict=True))
+
+
+def _delivery_keys(batch: RecordBatch) -> list[tuple[Key, str, str, float]]:
     found: list[tuple[Key, str, str, float]] = []
-    for row in batch.rows:
-        if row[c.type] not in _DELIVERY_TYPES:
-            continue
-        vmta = row[vi] if vi >= 0 else ""
-        pool = row[pi] if pi >= 0 else ""
+    for vmta, pool, rcpt_raw, orig, mid_raw, job_raw, tl in _delivery_rows(batch):
         if not vmta and not pool:
             continue
-        rcpt = row[ri].strip().lower() if ri >= 0 else ""
-        t = (parse_pmta_time(row[ti]) if ti >= 0 else None) or 0.0
-        mid = norm_message_id(row[mi]) if mi >= 0 and row[mi] else ""
+        rcpt = rcpt_raw.strip().lower()
+        t = parse_pmta_time(tl) or 0.0
+        mid = norm_message_id(mid_raw) if mid_raw else ""
         if mid:
             found.append((("m", mid, rcpt), vmta, pool, t))
             if rcpt:
                 found.append((("m", mid, ""), vmta, pool, t))
         if rcpt:
-            job = row[ji].strip() if ji >= 0 else ""
+            job = job_raw.strip()
             if job:
                 found.append((("j", job, rcpt), vmta, pool, t))
-            found.append((("r", rcpt, row[oi].strip().lower() if oi >= 0 else ""), vmta, pool, t))
+            found.append((("r", rcpt, orig.strip().lower()), vmta, pool, t))
     return found
 
 

@@ -28,9 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b as b2b
 
+import polars as pl
+
 from correlator import store
 from correlator.keys import MID_STRIP, RcptHasher, job_hash, queued_hash
-from exporter.records import Columns, RecordBatch
+from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
 
 IspOf = Callable[[str, str], str]
@@ -85,6 +87,43 @@ class _Getters:
         getter = row_getter(columns)
         self._by_id[id(columns)] = (columns, getter)
         return getter
+
+
+_GETTERS = _Getters()
+
+
+def batch_fields(batch: RecordBatch) -> list[tuple[str, ...]]:
+    """One `_FIELDS` tuple per row ('' for empty or absent fields), read column-wise from the frame.
+
+    The polars frame is never turned into full Python rows (24+ strings each): only the columns
+    the correlator reads are converted, each in one call.
+    """
+    frame = batch._frame if batch._rows is None else None  # noqa: SLF001 - the columnar form, when it is the source
+    if frame is None:
+        get = _GETTERS(batch.columns)
+        return [(*f, mx_host(f[8])) for f in map(get, batch.rows)]
+    n = frame.height
+    c = batch.columns
+    blank = [""] * n
+    columns = []
+    for name in _FIELDS:
+        pos = getattr(c, name)
+        columns.append(frame.get_column(col(pos)).fill_null("").to_list() if pos >= 0 else blank)
+    if c.dsnMta >= 0:
+        columns.append(frame.select(_mx_host_expr(pl.col(col(c.dsnMta)).fill_null(""))).to_series().to_list())
+    else:
+        columns.append(blank)
+    return list(zip(*columns, strict=True))
+
+
+def mx_host(dsn_mta: str) -> str:
+    """dsnMta without its `(ip)`: all the ISP classifier reads of it, so the ISP cache is keyed by host."""
+    return dsn_mta.partition("(")[0].strip().lower() or dsn_mta
+
+
+def _mx_host_expr(mta: pl.Expr) -> pl.Expr:
+    host = mta.str.splitn("(", 2).struct.field("field_0").str.strip_chars().str.to_lowercase()
+    return pl.when(host == "").then(mta).otherwise(host)
 
 
 # An accumulator is a list: what one write adds to one timeline. Slots 0..20 are the corr_timelines
@@ -171,7 +210,6 @@ class Ingestor:
         self._window = fallback_window
         self._clock = clock
         self._cache_limit = cache_limit
-        self._getters = _Getters()
         self._link: dict[int, int] = {}
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
@@ -228,7 +266,7 @@ class Ingestor:
         seq = self._sync(conn)
         stored = 0
         for batch in batches:
-            if batch.rows:
+            if len(batch):
                 stored += self._batch(conn, batch)
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
@@ -244,14 +282,15 @@ class Ingestor:
             rec = self._files[key] = [row[0], row[1]]
         return rec
 
-    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, list[str]]]]:
-        """(file number, [(line, row)]) minus lines already stored for this file."""
+    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, tuple]]]:
+        """(file number, [(line, fields)]) minus lines already stored for this file."""
         rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
         num, max_line = rec
+        fields = batch_fields(batch)
         lines = batch.line_numbers
-        if len(lines) != len(batch.rows):  # no line numbers: continue after the last stored line
-            lines = list(range(max_line + 1, max_line + 1 + len(batch.rows)))
-        pairs = list(zip(lines, batch.rows, strict=True))
+        if len(lines) != len(fields):  # no line numbers: continue after the last stored line
+            lines = list(range(max_line + 1, max_line + 1 + len(fields)))
+        pairs = list(zip(lines, fields, strict=True))
         if pairs and min(lines) <= max_line:
             lo, hi = store.event_id(num, min(lines)), store.event_id(num, max(lines))
             seen = {r[0] for r in conn.execute(
@@ -270,7 +309,7 @@ class Ingestor:
         num, pairs = self._fresh_rows(conn, batch)
         if not pairs:
             return 0
-        recs, probe_m, probe_j = self._parse(pairs, num << store.LINE_BITS, self._getters(batch.columns))
+        recs, probe_m, probe_j = self._parse(pairs, num << store.LINE_BITS)
         self._probe(conn, "mid_h", probe_m)
         self._probe(conn, "job_h", probe_j)
         pending = _Pending()
@@ -279,7 +318,7 @@ class Ingestor:
         return len(recs)
 
     def _parse(
-        self, pairs: list[tuple[int, list[str]]], base: int, get: Callable[[list[str]], tuple[str, ...]]
+        self, pairs: list[tuple[int, tuple]], base: int
     ) -> tuple[list[tuple], dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
         """Pass 1: fields, times and link keys per row, plus the keys the cache does not know."""
         hasher = self._hasher
@@ -297,8 +336,7 @@ class Ingestor:
         probe_m: dict[int, tuple[int, int]] = {}
         probe_j: dict[int, tuple[int, int]] = {}
         now = self._clock()
-        for line, row in pairs:
-            f = get(row)
+        for line, f in pairs:
             code = codes.get(f[0])
             if code is None:
                 ty = f[0].strip().lower()
@@ -489,7 +527,7 @@ class Ingestor:
                     if f[12]:
                         acc[A_POOL] = f[12]
                     if rcpt_l:
-                        isp = isp_cache.get((rdom, f[8])) or self._isp(rcpt_l, f[8])
+                        isp = isp_cache.get((rdom, f[19])) or self._isp(rcpt_l, f[19])
                         acc[A_ISP] = isp
             if acc[A_NEW] and acc[A_ISP] is None and rcpt_l:
                 acc[A_ISP] = self._isp(rcpt_l, "")
