@@ -34,6 +34,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from correlator import render, store
 from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
@@ -157,6 +158,12 @@ def parse_time(name: str, value: str | None, now: float) -> float | None:
     return ts
 
 
+def _json(model: type[BaseModel], body: dict[str, Any]) -> Response:
+    """Validate and encode with the response model here, in the worker thread: for a returned dict
+    FastAPI would encode on the event loop, where every millisecond delays /metrics."""
+    return Response(model.model_validate(body).model_dump_json(), media_type="application/json")
+
+
 def _want_text(request: Request, fmt: str | None) -> bool:
     if fmt is not None:
         return fmt == "text"
@@ -270,7 +277,7 @@ def build_router(api: Api) -> APIRouter:
         if _want_text(request, format):
             note = f"({len(items)} of {total} recipients)" if total > len(items) else ""
             return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items, note))
-        return body
+        return _json(MessageResponse, body)
 
     @router.get("/timeline", response_model=TimelineResponse, responses={**errors, **_TEXT},
                 summary="Timeline of one recipient of one job (or Message-Id)")
@@ -293,7 +300,8 @@ def build_router(api: Api) -> APIRouter:
             raise BadRequest(404, "no timeline for this recipient", "job_id" if job else "message_id")
         if _want_text(request, format):
             return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {rcpt}", items))
-        return {"job_id": job or None, "message_id": mid or None, "rcpt": rcpt.strip().lower(), "timelines": items}
+        body = {"job_id": job or None, "message_id": mid or None, "rcpt": rcpt.strip().lower(), "timelines": items}
+        return _json(TimelineResponse, body)
 
     @router.get("/timelines/{timeline_id}", response_model=TimelineResponse, responses={**errors, **_TEXT},
                 summary="One timeline by the id a search returned")
@@ -308,8 +316,9 @@ def build_router(api: Api) -> APIRouter:
             raise BadRequest(404, f"no timeline {timeline_id}", "timeline_id")
         if _want_text(request, format):
             return PlainTextResponse(render.timeline(item))
-        return {"job_id": item["job_id"], "message_id": item["message_id"], "rcpt": item["rcpt"] or "",
+        body = {"job_id": item["job_id"], "message_id": item["message_id"], "rcpt": item["rcpt"] or "",
                 "timelines": [item]}
+        return _json(TimelineResponse, body)
 
     @router.get("/search", response_model=SearchResponse, responses={**errors, **_TEXT},
                 summary="Find timelines, newest first, paged with an opaque cursor")
@@ -339,7 +348,7 @@ def build_router(api: Api) -> APIRouter:
                 "scan_limited": limited}
         if _want_text(request, format):
             return PlainTextResponse(render.search(page))
-        return page
+        return _json(SearchResponse, page)
 
     @router.get("/flows", response_model=FlowsResponse, responses={**errors, **_TEXT},
                 summary="Sender domain -> VMTA -> ISP volumes for Grafana's Node graph panel")
@@ -359,6 +368,6 @@ def build_router(api: Api) -> APIRouter:
         body = {"since": iso(lo), "until": iso(hi), **data}
         if _want_text(request, format):
             return PlainTextResponse(render.flows(body))
-        return body
+        return _json(FlowsResponse, body)
 
     return router
