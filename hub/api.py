@@ -11,14 +11,21 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from correlator import render
 from correlator.api import BadRequest, ErrorRoute, FormatParam
 from correlator.models import ApiError, Outcome
 from hub import merge
 from hub.fanout import Fanout, HostAnswer
-from hub.models import HubFlowsResponse, HubMessageResponse, HubSearchResponse, HubTimelineResponse
+from hub.models import (
+    HubFlowsResponse,
+    HubLookupResponse,
+    HubMessageResponse,
+    HubRepliesResponse,
+    HubSearchResponse,
+    HubTimelineResponse,
+)
 from hub.search import search as merged_search
 from hub.targets import Target, TargetSet
 
@@ -172,6 +179,44 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return PlainTextResponse(render.search(body))
         return {**body, **part}
 
+    @router.get("/lookup", response_model=HubLookupResponse, responses=_ERRORS,
+                summary="Timelines by Message-Id and/or (jobId, rcpt) on every host; no match is an empty list")
+    async def lookup(
+        message_id: Annotated[str | None, Query(description="Message-Id (header), with or without <>.")] = None,
+        job_id: Annotated[str | None, Query(description="PMTA jobId; needs rcpt.")] = None,
+        rcpt: Annotated[str | None, Query(description="Recipient address; with job_id or message_id.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most timelines returned.")] = 100,
+    ) -> Any:
+        targets, answers = await hub.ask("/api/v1/lookup", _params(message_id=message_id, job_id=job_id,
+                                                                     rcpt=rcpt, limit=limit))
+        part = merge.partial_fields(targets, answers)
+        early = client_error(answers, part)
+        if early is not None:
+            return early
+        oks = [a.body for a in answers if a.ok and a.status == 200 and isinstance(a.body, dict)]
+        items = merge.tagged(answers, "timelines")[:limit]
+        first = oks[0] if oks else {}
+        hint = None if items else next((b.get("hint") for b in oks if b.get("hint")), "no host answered")
+        return {"message_id": first.get("message_id"), "job_id": first.get("job_id"), "rcpt": first.get("rcpt"),
+                "hint": hint, "timelines": items, **part}
+
+    @router.get("/replies", response_model=HubRepliesResponse, responses=_ERRORS,
+                summary="Top remote replies behind deferrals and bounces, summed over every host")
+    async def replies(
+        vmta: Annotated[str | None, Query(description="VMTA(s), comma-separated; empty or All = every VMTA.")] = None,
+        isp: Annotated[str | None, Query(description="ISP label value(s), comma-separated.")] = None,
+        since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago.")] = "1h",
+        until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
+    ) -> Any:
+        targets, answers = await hub.ask("/api/v1/replies", _params(vmta=vmta, isp=isp, since=since, until=until,
+                                                                      limit=100))
+        part = merge.partial_fields(targets, answers)
+        early = client_error(answers, part) or none_answered(answers, part)
+        if early is not None:
+            return early
+        return {**merge.merge_replies(answers, limit), **part}
+
     @router.get("/flows", response_model=HubFlowsResponse, responses=_ERRORS,
                 summary="Sender domain -> VMTA -> ISP volumes summed over every host")
     async def flows(
@@ -192,3 +237,17 @@ def build_hub_router(hub: Hub) -> APIRouter:
         return {**body, **part}
 
     return router
+
+
+def build_hub_routes(hub: Hub) -> APIRouter:
+    """The /api/v1 router plus `//api/v1/...` redirected to `/api/v1/...`, as on a daemon (Grafana's
+    Infinity data source joins a base URL ending in `/` and a query URL starting with `/`)."""
+    top = APIRouter()
+    top.include_router(build_hub_router(hub))
+
+    @top.get("//api/v1/{rest:path}", include_in_schema=False)
+    def double_slash(rest: str, request: Request) -> RedirectResponse:
+        query = request.url.query
+        return RedirectResponse("/api/v1/" + rest.lstrip("/") + ("?" + query if query else ""), status_code=308)
+
+    return top

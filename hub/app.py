@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config import ConfigError
 from exporter.http import build_app, make_server
-from hub.api import Hub, build_hub_router
+from hub.api import Hub, build_hub_routes
 from hub.config import HubConfig, load_hub_config
 from hub.fanout import Fanout, make_client
 from hub.targets import TargetSet
@@ -31,7 +31,7 @@ def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
     def health() -> dict[str, Any]:
         return {"ok": True, "role": "hub", "targets": [t.name for t in hub.targets.static] or "dynamic"}
 
-    router = with_pages(build_hub_router(hub), config.pages.grafana_url, title="PMTA Watchtower hub")
+    router = with_pages(build_hub_routes(hub), config.pages.grafana_url, title="PMTA Watchtower hub")
     app = build_app(CollectorRegistry(), health, [router], config.web.basic_auth_users)
     return app, hub
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from exporter.config import ConfigError, Duration, WebConfig
 
+HUB_API_CONCURRENCY = 16
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,10 +80,21 @@ class HubConfig(_Strict):
 
     listen: str = Field(default="127.0.0.1:9470", description="host:port of the hub's listener.")
     hub: HubSection
-    web: WebConfig = Field(default_factory=WebConfig)
+    web: WebConfig = Field(
+        default_factory=lambda: WebConfig(api_max_concurrency=HUB_API_CONCURRENCY),
+        description="Listener settings as the daemon's `web`; api_max_concurrency defaults to 16 (fan-out waits "
+        "on the network, not on a disk).",
+    )
     pages: PagesConfig = Field(default_factory=PagesConfig)
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
     log_format: Literal["text", "json"] = Field(default="text", description="`text` lines or JSON lines.")
+
+    @field_validator("web", mode="before")
+    @classmethod
+    def _web_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {"api_max_concurrency": HUB_API_CONCURRENCY, **value}
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -97,3 +97,38 @@ def merge_flows(answers: list[HostAnswer]) -> dict[str, Any]:
             del fields[k]
         edge_list.append({**e, **fields, "thickness": round(1 + 9 * math.sqrt((st[0] + st[1]) / top), 2)})
     return {"since": since, "until": until, "nodes": node_list, "edges": edge_list}
+
+
+def merge_replies(answers: list[HostAnswer], limit: int) -> dict[str, Any]:
+    """Reply groups summed by (text, kind, vmta, isp) over the hosts, shares over the summed total, top `limit`.
+
+    Each host sends its own top list (the hub asks for 100), so a text that is in no host's top
+    100 but would be in the merged top is missed: fine for "what are the ISPs saying".
+    """
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    total, capped, limited, first = 0, False, False, None
+    for a in answers:
+        if not (a.ok and a.status == 200 and isinstance(a.body, dict)):
+            continue
+        first = first or a.body
+        total += int(a.body.get("total", 0))
+        capped = capped or bool(a.body.get("window_capped"))
+        limited = limited or bool(a.body.get("scan_limited"))
+        for r in a.body.get("replies") or []:
+            key = (r.get("reply"), r.get("kind"), r.get("vmta"), r.get("isp"))
+            g = groups.get(key)
+            if g is None:
+                groups[key] = {**r, "hosts": [a.target.name]}
+                continue
+            if r.get("count", 0) > g.get("_best", g.get("count", 0)):
+                g.update(status=r.get("status"), example=r.get("example"), _best=r.get("count", 0))
+            g["count"] = g.get("count", 0) + r.get("count", 0)
+            g["first_seen"] = min(filter(None, [g.get("first_seen"), r.get("first_seen")]), default=None)
+            g["last_seen"] = max(filter(None, [g.get("last_seen"), r.get("last_seen")]), default=None)
+            g["hosts"].append(a.target.name)
+    items = sorted(groups.values(), key=lambda g: (-g.get("count", 0), str(g.get("reply"))))[:limit]
+    for g in items:
+        g.pop("_best", None)
+        g["share"] = round(g.get("count", 0) / total, 4) if total else 0.0
+    body = {k: first.get(k) for k in ("vmta", "isp", "since", "until")} if first else {}
+    return {**body, "window_capped": capped, "scan_limited": limited, "total": total, "replies": items}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from correlator.models import FlowEdge, FlowNode, Timeline, TimelineSummary
+from correlator.replies import LookupResponse, RepliesResponse, Reply
 
 
 class MissingHost(BaseModel):
@@ -62,3 +63,15 @@ class HubFlowsResponse(Partial):
     until: str | None
     nodes: list[HubFlowNode]
     edges: list[HubFlowEdge]
+
+
+class HubLookupResponse(LookupResponse, Partial):
+    """Each timeline also carries `host`."""
+
+
+class HubReply(Reply):
+    hosts: list[str] = Field(description="Hosts where this reply text was seen.")
+
+
+class HubRepliesResponse(RepliesResponse, Partial):
+    replies: list[HubReply]  # type: ignore[assignment]

@@ -23,7 +23,7 @@ class Backend(Protocol):
 class AsgiBackend:
     def __init__(self, app: Any, headers: dict[str, str] | None = None) -> None:
         self.app = app
-        self.headers = {"accept": "application/json", **(headers or {})}
+        self.headers = {"accept": "application/json", "accept-encoding": "identity", **(headers or {})}
 
     @classmethod
     def for_request(cls, request: Request) -> AsgiBackend:

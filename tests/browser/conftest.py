@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.hub.cluster import Cluster, start_cluster
+from tests.hub.cluster import Cluster, acquire, release
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -19,9 +19,8 @@ SCREENS = Path("/tmp/watchtower-screens")
 
 @pytest.fixture(scope="session")
 def browser_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path_factory.mktemp("browser-cluster"), timeout=1.0)
-    yield c
-    c.stop()
+    yield acquire(lambda: tmp_path_factory.mktemp("cluster"))
+    release()
 
 
 @pytest.fixture(scope="session")

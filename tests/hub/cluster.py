@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,7 +107,7 @@ def daemon_config(host: Host) -> Path:
 
 
 def wait_ingested(host: Host, timeout: float = 30.0) -> None:
-    """Until the host's search lists every timeline and the complaint is attached."""
+    """Until the host's search lists every timeline, each with its final record, and the complaint."""
     assert host.wt is not None
     deadline = time.monotonic() + timeout
     seen = -1
@@ -116,7 +117,9 @@ def wait_ingested(host: Host, timeout: float = 30.0) -> None:
             if r.status_code == 200:
                 items = r.json()["items"]
                 seen = len(items)
-                done = host.n != 2 or any(i["outcome"] == "complained" for i in items)
+                # every timeline here ends in d or b: one still deferred means its acct line is not read yet
+                done = all(i["outcome"] in ("delivered", "bounced", "complained") for i in items) and (
+                    host.n != 2 or any(i["outcome"] == "complained" for i in items))
                 if seen == host.timelines and done:
                     return
         except httpx.HTTPError:
@@ -204,3 +207,21 @@ def start_cluster(root: Path, timeout: float = 1.0) -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+_shared: list[Cluster] = []
+_users = [0]
+
+
+def acquire(root: Callable[[], Path]) -> Cluster:
+    """One cluster for tests/hub and tests/browser together (starting it is the slow part)."""
+    if not _shared:
+        _shared.append(start_cluster(root(), timeout=1.0))
+    _users[0] += 1
+    return _shared[0]
+
+
+def release() -> None:
+    _users[0] -= 1
+    if _users[0] == 0 and _shared:
+        _shared.pop().stop()

@@ -1,4 +1,4 @@
-"""One three-host cluster + hub for the whole tests/hub directory (starting it is the slow part)."""
+"""One three-host cluster + hub, shared with tests/browser (starting it is the slow part)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hub.cluster import Cluster, start_cluster
+from tests.hub.cluster import Cluster, acquire, release
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path_factory.mktemp("hub-cluster"), timeout=1.0)
-    yield c
-    c.stop()
+    yield acquire(lambda: tmp_path_factory.mktemp("cluster"))
+    release()

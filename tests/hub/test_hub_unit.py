@@ -1,0 +1,171 @@
+"""The hub without daemons processes: target discovery, per-host timeouts against a host that never
+answers, credentials from files, config errors. Fake daemons are tiny loopback HTTP servers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from exporter.cli import main
+from hub.app import build_hub_app
+from hub.config import HubConfig
+from hub.targets import Target, TargetSet
+
+SUMMARY = {"id": 1, "message_id": "a@b", "job_id": "j", "rcpt": "x@gmail.com", "rcpt_hashed": False,
+           "rcpt_domain": "gmail.com", "orig": "s@news.example", "sender_domain": "news.example", "vmta": "v1",
+           "vmta_pool": "p", "queue": "gmail.com/v1", "isp": "gmail", "outcome": "delivered", "attempts": 1,
+           "first_seen": "2026-11-30T10:00:00Z", "last_seen": "2026-11-30T10:00:05Z",
+           "queued_at": "2026-11-30T10:00:00Z", "done_at": "2026-11-30T10:00:05Z", "complained": False,
+           "remote_bounced": False}
+
+
+class FakeDaemon:
+    """Answers /api/v1 like a daemon holding one timeline; records the headers it got."""
+
+    def __init__(self, prometheus_body: dict[str, Any] | None = None) -> None:
+        self.headers: list[dict[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                path = self.path.split("?")[0]
+                if prometheus_body is not None and path == "/api/v1/targets":
+                    body: Any = prometheus_body
+                elif path.startswith("/api/v1/messages/"):
+                    body = {"message_id": "a@b", "recipients_total": 1, "truncated": False,
+                            "recipients": [{**SUMMARY, "events": [], "queue_events_omitted": 0}]}
+                elif path == "/api/v1/search":
+                    body = {"items": [SUMMARY], "next_cursor": None, "limit": 50, "scan_limited": False}
+                elif path == "/api/v1/flows":
+                    body = {"since": "2026-11-30T09:00:00Z", "until": None, "nodes": [], "edges": []}
+                else:
+                    body = {"error": "no route", "parameter": None, "status": 404}
+                raw = json.dumps(body).encode()
+                self.send_response(200 if "error" not in body else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDaemon]:
+    d = FakeDaemon()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """Accepts connections (the kernel does) and never answers a byte."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+
+
+async def hub_get(config: HubConfig, path: str, **params: Any) -> tuple[httpx.Response, float]:
+    app, hub = build_hub_app(config)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            start = time.monotonic()
+            r = await client.get(path, params=params)
+            return r, time.monotonic() - start
+    finally:
+        await hub.fanout.client.aclose()
+
+
+@pytest.mark.parametrize("path,params", [("/api/v1/messages/a@b", {}), ("/api/v1/search", {"limit": 5}),
+                                         ("/api/v1/flows", {}), ("/api/v1/timeline", {"rcpt": "x@gmail.com",
+                                                                                       "job_id": "j"})])
+async def test_a_host_that_never_answers_is_named_missing_within_the_timeout(fake, black_hole, path, params):
+    timeout = 0.4
+    config = HubConfig.model_validate({"hub": {"targets": [fake.url, {"url": black_hole, "name": "slow-host"}],
+                                               "timeout": timeout}})
+    r, elapsed = await hub_get(config, path, **params)
+    if path == "/api/v1/timeline":  # the fake has no /timeline route: found nowhere, and says who was not asked
+        assert r.status_code == 404
+    else:
+        assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["partial"] is True
+    assert [(m["host"], m["url"]) for m in body["missing_hosts"]] == [("slow-host", black_hole)]
+    assert "timed out" in body["missing_hosts"][0]["error"]
+    assert elapsed < 2 * timeout + 1.0  # generous upper bound; the hub's bound is 2 x timeout
+
+
+async def test_no_host_answering_is_a_503_naming_them(black_hole):
+    config = HubConfig.model_validate({"hub": {"targets": [black_hole], "timeout": 0.2}})
+    r, _ = await hub_get(config, "/api/v1/search")
+    assert r.status_code == 503
+    assert [m["url"] for m in r.json()["missing_hosts"]] == [black_hole]
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_credentials_towards_the_daemons_come_from_files(fake, tmp_path, scheme):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    auth = {"username": "hub", "password_file": str(secret)} if scheme == "basic" else {
+        "bearer_token_file": str(secret)}
+    config = HubConfig.model_validate({"hub": {"targets": [fake.url], "auth": auth}})
+    r, _ = await hub_get(config, "/api/v1/search")
+    assert r.status_code == 200 and r.json()["items"][0]["host"] == fake.url.split("//")[1]
+    want = ("Basic " + base64.b64encode(b"hub:s3cret").decode()) if scheme == "basic" else "Bearer s3cret"
+    assert fake.headers[-1]["authorization"] == want
+
+
+async def test_targets_from_file_sd_and_prometheus(tmp_path):
+    prom = FakeDaemon(prometheus_body={"status": "success", "data": {"activeTargets": [
+        {"labels": {"job": "watchtower", "instance": "pmta-7:9469"}, "scrapeUrl": "http://10.0.0.7:9469/metrics"},
+        {"labels": {"job": "node", "instance": "pmta-7:9100"}, "scrapeUrl": "http://10.0.0.7:9100/metrics"},
+    ]}})
+    try:
+        (tmp_path / "a.json").write_text(json.dumps([{"targets": ["pmta-1:9469", "pmta-2:9469"], "labels": {}}]))
+        (tmp_path / "b.yml").write_text(yaml.safe_dump([{"targets": ["pmta-2:9469", "pmta-3:9469"]}]))
+        section = HubConfig.model_validate({"hub": {
+            "targets": ["http://static:9469/"], "file_sd": [str(tmp_path / "a.json"), str(tmp_path / "b.yml")],
+            "prometheus": {"url": prom.url, "job": "watchtower"}}}).hub
+        ts = TargetSet(section)
+        got = await ts.current()
+        assert got == sorted([Target("static:9469", "http://static:9469"), Target("pmta-1:9469", "http://pmta-1:9469"),
+                              Target("pmta-2:9469", "http://pmta-2:9469"), Target("pmta-3:9469", "http://pmta-3:9469"),
+                              Target("pmta-7:9469", "http://10.0.0.7:9469")])
+        (tmp_path / "a.json").write_text("{not json")  # a broken rewrite keeps the last good list
+        ts._fresh_at = None
+        assert await ts.current() == got
+    finally:
+        prom.close()
+
+
+def test_bad_hub_config_exits_2_naming_each_key(tmp_path, capsys):
+    bad = tmp_path / "hub.yml"
+    bad.write_text(yaml.safe_dump({"listen": "nowhere", "hub": {"targets": [], "timeout": "soon"}, "extra": 1}))
+    assert main(["hub", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    for key in ("listen:", "hub.timeout:", "extra: unknown key"):
+        assert key in err, err
+    assert "Traceback" not in err
+    assert main(["hub", "--config", str(tmp_path / "missing.yml")]) == 2
