@@ -67,7 +67,12 @@ class RecentDeliveries:
     def written(self, batches: list[RecordBatch]) -> None:
         """These batches are in the open transaction; forget them once it has committed."""
         with self._lock:
-            for batch in batches:
+            for part in batches:
+                batch: RecordBatch | None = part
+                if part.origin is not None:  # a slice: its batch is done once its last slice is written
+                    batch = part.origin if part.origin_end >= len(part.origin) else None
+                if batch is None:
+                    continue
                 entry = self._seq_of.pop(id(batch), None)
                 if entry is not None and entry[0] is batch:
                     self._written.append(entry[1])

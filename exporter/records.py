@@ -119,7 +119,8 @@ class RecordBatch:
     the other on first use, so the aggregator reads the frame and the correlator the rows.
     """
 
-    __slots__ = ("source", "path", "columns", "file_id", "repaired", "_rows", "_lines", "_frame")
+    __slots__ = ("source", "path", "columns", "file_id", "repaired", "origin", "origin_end", "_rows", "_lines",
+                 "_frame")
 
     def __init__(
         self,
@@ -138,6 +139,10 @@ class RecordBatch:
         """Stable id of the file (kept across renames and restarts); (file_id, line number) names a record."""
         self.repaired = 0
         """Rows whose invalid UTF-8 bytes were replaced by U+FFFD (counted once, by the aggregator)."""
+        self.origin: RecordBatch | None = None
+        """For a `slice()`: the batch it was cut from (sinks track what they saw by that batch)."""
+        self.origin_end = 0
+        """For a `slice()`: where it ends in `origin` (== len(origin) for the last slice)."""
         self._rows = rows
         self._lines = line_numbers
         self._frame = frame
@@ -181,6 +186,9 @@ class RecordBatch:
         else:
             part = RecordBatch(self.source, self.path, self.columns, self.rows[start:stop],
                                self.line_numbers[start:stop], file_id=self.file_id)
+        origin = self.origin if self.origin is not None else self
+        part.origin = origin
+        part.origin_end = (self.origin_end - len(self) if self.origin is not None else 0) + stop
         return part
 
     def __len__(self) -> int:

@@ -100,3 +100,24 @@ def test_before_the_store_exists(tmp_path: Path) -> None:
     sink.observe(ACCT_0)
     assert sink.lookup_vmta(FBL.columns, FBL.rows[:1]) == [("vmta1", "pool-a")]
     sink.close()
+
+
+def test_batches_written_in_slices_are_released_after_their_last_slice(tmp_path: Path) -> None:
+    """The daemon commits big batches in time-sized slices: memory must follow the slices, not leak."""
+    from exporter.records import RecordBatch
+
+    h = Harness(tmp_path)
+    big = RecordBatch(ACCT_0.source, ACCT_0.path, ACCT_0.columns, frame=ACCT_0.frame, file_id="f-acct")
+    assert big.origin is None and len(big) >= 2
+    h.sink.observe(big)
+    parts = [big.slice(0, 1), big.slice(1, len(big))]
+    for i, part in enumerate(parts):
+        h.conn.execute("BEGIN IMMEDIATE")
+        h.sink.write(h.conn, [part])
+        h.conn.execute("COMMIT")
+        h.sink.maintain(h.conn)
+        assert len(h.sink.recent._seq_of) == (1 if i == 0 else 0)  # the batch is held until its last slice
+    assert h.sink.lookup_vmta(FBL.columns, FBL.rows[:1]) == EXPECTED_FBL[:1]
+    with h.reader() as r:
+        assert r.conn.execute("SELECT count(*) FROM corr_events").fetchone()[0] == len(big)
+    h.close()
