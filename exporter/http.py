@@ -97,8 +97,9 @@ def build_app(
         return JSONResponse(error_body(400, first.get("msg", "invalid request"), loc[-1] if loc else None), 400)
 
     _openapi_without_422(app)
-    # gzip when the client asks (Prometheus does): /metrics pages shrink ~10x.
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # gzip when the client asks (Prometheus does): /metrics pages shrink ~10x. Not for /api/v1: its
+    # answers are bounded pages, and compressing them would put that CPU on the event loop.
+    app.add_middleware(MetricsGZip, minimum_size=1024)
 
     if basic_auth_users:
         auth = BasicAuth(basic_auth_users)
@@ -111,6 +112,16 @@ def build_app(
             return await call_next(request)  # type: ignore[no-any-return]
 
     return app
+
+
+class MetricsGZip(GZipMiddleware):
+    """Starlette's gzip, skipped for /api/ paths."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _openapi_without_422(app: FastAPI) -> None:
