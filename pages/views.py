@@ -79,6 +79,7 @@ class Views:
                 f'<button type="submit">Search</button></form>')
 
     def summary_rows(self, root: str, items: list[dict[str, Any]]) -> str:
+        hosts = any(it.get("host") for it in items)  # the hub names hosts; a daemon has one
         rows = []
         for it in items:
             if it.get("message_id"):
@@ -91,10 +92,12 @@ class Views:
             rows.append(
                 f"<tr><td>{first}</td><td>{_outcome(it.get('outcome'))}</td><td class=mono>{e(it.get('rcpt'))}</td>"
                 f"<td class=mono>{e(it.get('message_id'))}</td><td>{e(it.get('job_id'))}</td>"
-                f"<td>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td><td>{e(it.get('host'))}</td>"
+                f"<td>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td>"
+                + (f"<td>{e(it.get('host'))}</td>" if hosts else "") +
                 f"<td class=num>{e(it.get('attempts'))}</td></tr>")
         return ('<table id="results"><thead><tr><th>First seen (UTC)</th><th>Outcome</th><th>Recipient</th>'
-                "<th>Message-Id</th><th>Job</th><th>VMTA</th><th>ISP</th><th>Host</th><th>Attempts</th></tr></thead>"
+                "<th>Message-Id</th><th>Job</th><th>VMTA</th><th>ISP</th>" + ("<th>Host</th>" if hosts else "")
+                + "<th>Attempts</th></tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table>")
 
     async def search(self, request: Request, message_id: str | None, rcpt: str | None, job_id: str | None,
@@ -140,7 +143,8 @@ class Views:
                  if tl_vmta else e(None))
         return (
             f'<section class="rcpt" id="rcpt-{n}"><h2><span class="mono">{e(tl.get("rcpt"))}</span> '
-            f'{_outcome(tl.get("outcome"))}</h2><div class="meta">host {e(host)} &middot; job {e(tl.get("job_id"))}'
+            f'{_outcome(tl.get("outcome"))}</h2><div class="meta">{"host " + e(host) + " &middot; " if host else ""}'
+            f'job {e(tl.get("job_id"))}'
             f' &middot; from <span class="mono">{e(tl.get("orig"))}</span> &middot; VMTA {vlink} (pool '
             f'{e(tl.get("vmta_pool"))}) &middot; ISP {e(tl.get("isp"))} &middot; attempts {e(tl.get("attempts"))}'
             f' &middot; queued {_time(tl.get("queued_at"))} &middot; done {_time(tl.get("done_at"))}</div>'
