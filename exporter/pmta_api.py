@@ -327,12 +327,10 @@ def read_api_key(config: PmtaApiConfig) -> str | None:
 
 
 def _password(config: PmtaApiConfig) -> str:
-    resolve = getattr(config, "resolved_password", None)  # password_file support, when the config has it
     try:
-        password = resolve() if resolve is not None else config.password
+        return config.resolved_password() or ""
     except OSError as exc:
-        raise PmtaApiError("connect", f"cannot read password_file: {exc}") from exc
-    return password or ""
+        raise PmtaApiError("connect", f"cannot read password_file {config.password_file}: {exc}") from exc
 
 
 class PmtaApiClient:

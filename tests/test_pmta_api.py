@@ -383,3 +383,19 @@ async def test_a_poll_over_every_bad_answer_keeps_the_good_vmtas_exact(monkeypat
     assert registry.get_sample_value("watchtower_pmta_api_up") == 1
     assert registry.get_sample_value("watchtower_pmta_api_partial") == 1
     assert registry.get_sample_value("pmta_status_queue_recipients", {"type": "smtp"}) == 100
+
+
+async def test_basic_auth_password_from_a_file(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=fixture("status-5.0r1.xml"))
+
+    (tmp_path / "pw").write_text("s3cret\n")
+    cfg = PmtaApiConfig(url="http://pmta", username="mon", password_file=tmp_path / "pw")
+    async with PmtaApiClient(cfg, transport=mock(handler)) as api:
+        await api.status()
+    assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(b"mon:s3cret").decode()
+    with pytest.raises(PmtaApiError, match="cannot read password_file"):
+        PmtaApiClient(PmtaApiConfig(url="http://pmta", username="mon", password_file=tmp_path / "missing"))
