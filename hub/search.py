@@ -44,7 +44,7 @@ def decode_cursor(cursor: str, fp: str) -> dict[str, Any]:
         if not isinstance(state, dict):
             raise TypeError
         for v in state.values():
-            if v != 0 and not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], int)
+            if v != 0 and not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], int) and 0 <= v[1] <= 500
                                and (v[0] is None or isinstance(v[0], str))):
                 raise TypeError
     except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):

@@ -169,3 +169,16 @@ def test_bad_hub_config_exits_2_naming_each_key(tmp_path, capsys):
         assert key in err, err
     assert "Traceback" not in err
     assert main(["hub", "--config", str(tmp_path / "missing.yml")]) == 2
+
+
+async def test_the_hub_listener_has_the_daemons_auth_and_the_pages_pass_it_on(fake):
+    config = HubConfig.model_validate({"hub": {"targets": [fake.url]}, "web": {"basic_auth_users": {"op": "pw"}}})
+    app, hub = build_hub_app(config)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            assert (await client.get("/ui/")).status_code == 401
+            assert (await client.get("/api/v1/search")).status_code == 401
+            page = await client.get("/ui/", auth=("op", "pw"))
+            assert page.status_code == 200 and "x@gmail.com" in page.text  # the inner /api/v1 call got through
+    finally:
+        await hub.fanout.client.aclose()
