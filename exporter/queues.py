@@ -154,6 +154,11 @@ class QueuePoller:
         self._state: tuple[bool, bool] | None = None
         registry.register(QueueCollector(self))
 
+    def reload_isp(self, isp_of_domain: Callable[[str], str]) -> None:
+        """SIGHUP: classify with the new ISP table from the next poll on (cached answers are dropped)."""
+        self.isp_of_domain = isp_of_domain
+        self._isp_cache = {}
+
     # --- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
         client: PmtaApiClient | None = None

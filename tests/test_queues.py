@@ -425,3 +425,16 @@ async def test_an_unexpected_bug_does_not_kill_run(monkeypatch: pytest.MonkeyPat
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_reload_isp_applies_from_the_next_poll(sim: Simulator) -> None:
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+            poller.reload_isp(lambda domain: "gmail" if isp_of(domain) == "gmail" else "other")
+            assert await poller.poll_once(client)
+    got = gauges(registry)
+    assert {isp for _, isp in got} == {"gmail", "other"}
+    assert sum(v[0] for v in got.values()) == sim.book.totals()[0]
