@@ -58,6 +58,7 @@ def test_run_with_bcrypt_auth_json_logs_and_healthcheck(tmp_path: Path):
         _wait_http(url + "/healthz", proc, log)
         r = httpx.get(url + "/metrics", auth=("prom", "s3cret"), timeout=5)
         assert r.status_code == 200 and "server" not in r.headers and "pmta_" in r.text
+        assert "process_open_fds" in r.text and "process_max_fds" in r.text  # ProcessCollector
         r = httpx.get(url + "/no/such/route", auth=("prom", "s3cret"), timeout=5)
         assert r.status_code == 404 and r.json()["status"] == 404 and "server" not in r.headers
         assert httpx.get(url + "/docs", auth=("prom", "s3cret"), timeout=5).status_code == 404

@@ -116,3 +116,19 @@ def test_unknown_user_costs_one_bcrypt_check_of_the_same_cost(monkeypatch):
 @pytest.mark.parametrize("header", ["", "Bearer x", "Basic", "Basic bm9jb2xvbg==", "Basic \u00e9\u00e9"])
 def test_malformed_authorization_headers(header):
     assert webauth.parse_header(header) is None
+
+
+def test_accept_errors_are_logged_rate_limited_without_traceback(caplog):
+    from exporter.http import AcceptErrorLog
+
+    passed: list[dict] = []
+    handler = AcceptErrorLog(lambda loop, ctx: passed.append(ctx), interval=3600)
+    exc = OSError(24, "Too many open files")
+    with caplog.at_level("ERROR", logger="watchtower.http"):
+        for _ in range(1000):
+            handler(None, {"message": "socket.accept() out of system resource", "exception": exc})
+        handler(None, {"message": "something else"})
+    (record,) = caplog.records
+    assert record.getMessage().startswith("accept() failed: [Errno 24] Too many open files (0 more")
+    assert record.exc_info is None and handler.suppressed == 999
+    assert passed == [{"message": "something else"}]  # other loop errors go to the previous handler
