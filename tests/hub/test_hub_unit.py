@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +36,7 @@ SUMMARY = {"id": 1, "message_id": "a@b", "job_id": "j", "rcpt": "x@gmail.com", "
 class FakeDaemon:
     """Answers /api/v1 like a daemon holding one timeline; records the headers it got."""
 
-    def __init__(self, prometheus_body: dict[str, Any] | None = None) -> None:
+    def __init__(self, prometheus_body: dict[str, Any] | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.headers: list[dict[str, str]] = []
         fake = self
 
@@ -62,7 +66,9 @@ class FakeDaemon:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -182,3 +188,32 @@ async def test_the_hub_listener_has_the_daemons_auth_and_the_pages_pass_it_on(fa
             assert page.status_code == 200 and "x@gmail.com" in page.text  # the inner /api/v1 call got through
     finally:
         await hub.fanout.client.aclose()
+
+
+def self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    cert, key = tmp / f"{name}.pem", tmp / f"{name}-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make test certificates")
+async def test_tls_towards_the_daemons_verifies_them_and_presents_a_client_certificate(tmp_path):
+    server_cert, server_key = self_signed(tmp_path, "daemon")
+    client_cert, client_key = self_signed(tmp_path, "hub")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(server_cert, server_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the daemon side only trusts the hub's certificate
+    ctx.load_verify_locations(client_cert)
+    daemon = FakeDaemon(tls=ctx)
+    try:
+        tls = {"ca_file": str(server_cert), "cert_file": str(client_cert), "key_file": str(client_key)}
+        ok = HubConfig.model_validate({"hub": {"targets": [daemon.url], "tls": tls}})
+        r, _ = await hub_get(ok, "/api/v1/search")
+        assert r.status_code == 200 and r.json()["partial"] is False
+        unverified = HubConfig.model_validate({"hub": {"targets": [daemon.url], "timeout": 1}})  # system CAs only
+        r, _ = await hub_get(unverified, "/api/v1/search")
+        assert r.status_code == 503 and "CERTIFICATE_VERIFY_FAILED" in r.json()["missing_hosts"][0]["error"]
+    finally:
+        daemon.close()
