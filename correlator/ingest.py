@@ -66,6 +66,15 @@ class Ingestor(Preparer, Linker, Writer):
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
         self._seq: int | None = None
+        self._synced = False
+        self._tl_qday: dict[int, int] = {}
+        """qday of each timeline created while the cache is complete (where its added keys are stored)."""
+        self._complete = False
+        """The link cache holds every key of every stored timeline (slice for slice), so misses need no probe.
+
+        True from an empty store until anything could make the store know a key the cache does not:
+        a forget() (rollback, pruning, cache limit), a merge, a key added to an existing timeline.
+        """
 
     # --- cache lifecycle ---------------------------------------------------------------------
 
@@ -74,6 +83,8 @@ class Ingestor(Preparer, Linker, Writer):
         self._link.clear()
         self._alias.clear()
         self._days_loaded = False
+        self._complete = False
+        self._tl_qday.clear()
 
     def _sync(self, conn: sqlite3.Connection) -> int:
         seq = int(conn.execute("SELECT value FROM corr_meta WHERE key='write_seq'").fetchone()[0])
@@ -89,6 +100,9 @@ class Ingestor(Preparer, Linker, Writer):
             self._days_loaded = True
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)
+        if not self._synced:
+            self._synced = True
+            self._complete = top == 0  # a backfill into an empty store: every link key will be in the cache
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
@@ -144,8 +158,9 @@ class Ingestor(Preparer, Linker, Writer):
         if not pairs:
             return 0
         recs, probe_m, probe_j = self._parse(pairs, num << store.LINE_BITS)
-        self._probe(conn, "mid_h", probe_m)
-        self._probe(conn, "job_h", probe_j)
+        if not self._complete:  # else a key the cache lacks is in no stored timeline either: nothing to probe
+            self._probe(conn, "mid_h", probe_m)
+            self._probe(conn, "job_h", probe_j)
         pending = _Pending()
         self._link_all(conn, recs, pending)
         self._flush(conn, pending)

@@ -13,7 +13,7 @@ import json
 import sqlite3
 
 from correlator import store
-from correlator.prepare import DELIVERY, NO_DAY_MIX, RB, REPORTS, TQ, B, D, F, R, T
+from correlator.prepare import DELIVERY, NO_DAY_MIX, RB, REPORTS, TQ, B, D, F, R, T, _slice_mix
 from correlator.writes import (
     A_ATT,
     A_FLAGS,
@@ -88,6 +88,19 @@ class Linker:
         if rows:
             run()
 
+    def _mirror(self, bare: int, tl: int) -> None:
+        """A key the record adds to an existing timeline is stored under *that timeline's* day slice:
+        put it there in the cache too, as a probe would find it (newest timeline wins), so the cache
+        stays complete. Unknown slice (not created by this cache): leave the complete mode."""
+        qday = self._tl_qday.get(tl)
+        if qday is None:
+            self._complete = False
+            return
+        key = bare ^ (NO_DAY_MIX if qday == store.NO_DAY else (self._mixes.get(qday) or _slice_mix(qday, self._mixes)))
+        have = self._link.get(key)
+        if have is None or have < tl:
+            self._link[key] = tl
+
     def _add_day(self, conn: sqlite3.Connection, day: int) -> None:
         conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (day,))
         self._days.add(day)
@@ -123,10 +136,16 @@ class Linker:
                 loser = b if a < b else a
                 alias[loser] = tl
                 p.merges.append((tl, loser))
+                self._complete = False  # the winner now holds keys in slices the cache does not name
             else:
                 tl = a if a is not None else b
             if tl is None and code in REPORTS:
                 tl = self._report_link(conn, p, mh, rh, orig_l, t)
+            if self._complete and tl is not None:
+                if mk is not None and a is None:
+                    self._mirror(mk ^ smix, tl)
+                if jk is not None and b is None:
+                    self._mirror(jk ^ smix, tl)
             rdom = rcpt_l.rpartition("@")[2]
             if tl is None:
                 tl = self._next_tl
@@ -135,6 +154,8 @@ class Linker:
                 if qday not in days:
                     self._add_day(conn, qday)
                 acc = accs[tl] = _acc(tl, True, qday, rh, rstore, rdom or None)
+                if self._complete:
+                    self._tl_qday[tl] = qday
             else:
                 acc = accs.get(tl)
                 if acc is None:

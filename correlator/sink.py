@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from correlator import store
-from correlator.api import Api, build_router
 from correlator.attribution import Attributor, RecentDeliveries
 from correlator.ingest import Ingestor, IspOf
 from correlator.keys import RcptHasher, domain_of, load_or_create_key
@@ -119,6 +118,8 @@ class CorrelatorSink:
 
     def asgi_routes(self) -> Any:
         if self._router is None:
+            from correlator.api import Api, build_router  # the web stack only when a listener mounts it
+
             api = Api(self.pool, self.hasher, self.class_of, self.config.max_flow_senders, self.clock)
             from correlator.replies import with_replies  # /api/v1/replies (issue 11), owned by grafana
 

@@ -155,3 +155,28 @@ def test_event_key_is_file_id_and_line(tmp_path: Path) -> None:
     h.commit(RecordBatch("s", "/l/acct.csv", ACCT_0.columns, ACCT_0.rows[:1], [2], file_id="F2"))
     assert len(_stored(h.conn)) == 3
     h.close()
+
+
+def test_a_backfill_without_probes_stores_what_probing_stores(tmp_path: Path) -> None:
+    """Into an empty store the link cache is complete and probes are skipped; the result must not change."""
+    stores = []
+    counts: list[int] = []
+    for name, complete in (("skip", True), ("probe", False)):
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name)
+        if not complete:
+            h.sink.ingestor._synced = True  # never enter the complete mode: probe every miss
+        probes: list[int] = []
+        real = h.sink.ingestor._probe
+        h.sink.ingestor._probe = lambda conn, column, wanted, real=real, probes=probes: (  # type: ignore[method-assign]
+            probes.append(len(wanted)), real(conn, column, wanted))
+        for b in CORPUS:
+            h.commit(b)
+        for chunk in CHUNKS:
+            h.commit(*chunk)
+        stores.append((_all_timelines(h), h.conn.execute("SELECT * FROM corr_flows ORDER BY 1, 2, 3, 4").fetchall(),
+                       h.conn.execute("SELECT id, tl FROM corr_events ORDER BY id").fetchall()))
+        counts.append(sum(probes))
+        h.close()
+    assert stores[0] == stores[1]
+    assert counts[1] > 0 and counts[0] < counts[1] / 2, counts
