@@ -12,6 +12,7 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,8 +47,8 @@ def _verify(section: HubSection) -> ssl.SSLContext | bool:
     return ctx
 
 
-def _read_secret(path: Any) -> str:
-    return str(open(path, encoding="utf-8").read()).strip()  # noqa: SIM115 - tiny file, read once
+def _read_secret(path: Path) -> str:
+    return Path(path).read_text(encoding="utf-8").strip()
 
 
 def make_client(section: HubSection) -> httpx.AsyncClient:
