@@ -658,7 +658,7 @@ def incident_rows() -> str:
     rows = f"max by ({INCIDENT_KEYS}) ({FIRING_CELLS})"
     # The display-name rule is a constant per ISP, without job or instance (rules/recording.yaml).
     named = (f"({rows} * on (isp) group_left (provider) max by (isp, provider) ({DISPLAY_NAMES}))"
-             f' or label_replace({rows}, "provider", "$1", "isp", "(.*)")')
+             f' or on ({INCIDENT_KEYS}) label_replace({rows}, "provider", "$1", "isp", "(.*)")')
     expr = named
     for alert, verb in WHAT.items():
         expr = f'label_replace({expr}, "what", "{verb}", "alertname", "{alert}")'
@@ -666,9 +666,9 @@ def incident_rows() -> str:
     return f'label_join({expr}, "headline", " ", "provider", "what", "vmta")'
 
 
-def per_incident(cell_expr: str) -> str:
-    """A per-cell value (aggregated by instance, vmta, isp) on every incident row of that cell."""
-    return f"{cell_expr} * on (instance, vmta, isp) group_right () {incident_rows()}"
+def per_incident(cell_expr: str, on: str = "instance, vmta, isp") -> str:
+    """A per-cell value (aggregated by `on`) on every incident row of that cell."""
+    return f"{cell_expr} * on ({on}) group_right () {incident_rows()}"
 
 
 def incidents() -> Json:
@@ -700,7 +700,7 @@ def incidents() -> Json:
                 "delivered per second over 10 minutes; empty = not draining). Click the headline for the status "
                 "board on that VMTA × ISP (with the top replies), the alert name for its runbook.", [
                     table_query(per_incident(f"(time() - max by ({INCIDENT_KEYS}) "
-                                             f"({sel('ALERTS_FOR_STATE', ISP)}))")),
+                                             f"({sel('ALERTS_FOR_STATE', ISP)}))", INCIDENT_KEYS)),
                     table_query(per_incident(success_ratio(cell))),
                     table_query(per_incident(throttled_ratio(cell))),
                     table_query(per_incident(queue)),

@@ -150,9 +150,10 @@ def alertmanager_config(webhook_url: str, factor: float) -> dict[str, Any]:
 
 
 class Stack:
-    """prometheus + alertmanager scraping one Watchtower listener, rules scaled by `factor`."""
+    """prometheus + alertmanager scraping one Watchtower listener (and itself with `self_scrape`), rules
+    scaled by `factor`."""
 
-    def __init__(self, workdir: Path, target: str, factor: float) -> None:
+    def __init__(self, workdir: Path, target: str, factor: float, self_scrape: bool = False) -> None:
         if not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")):
             raise RuntimeError("Debian packages prometheus and prometheus-alertmanager are required (make setup)")
         self.dir = workdir
@@ -172,6 +173,9 @@ class Stack:
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": "watchtower", "static_configs": [{"targets": [target]}]}],
         }
+        if self_scrape:  # a foreign target, as in a shared Prometheus
+            prom_cfg["scrape_configs"].append(
+                {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]})
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
         self.prom_url = f"http://127.0.0.1:{prom_port}"
         self.prometheus = Process(

@@ -1,0 +1,180 @@
+"""Every panel of every dashboard, on live data: the Gmail-throttle incident as Grafana would show it.
+
+The session's Gmail-throttle stack (tests/e2e/conftest.py: simulator -> `watchtower run` with the
+correlator -> Prometheus with the shipped rules -> Alertmanager) runs until the critical page is out;
+then every panel target, variable query and annotation of every dashboard runs as Grafana would
+send it (tests/e2e/grafana.py), once on first open (All everywhere) and once for the status board
+as the alert's link opens it. A target that errors fails the test; a panel with no data fails it
+unless ALLOWED_EMPTY says why this scenario leaves it empty.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.e2e.conftest import Pipeline
+from tests.e2e.grafana import DASHBOARDS, Grafana, Result, merge_table
+
+pytestmark = pytest.mark.live
+
+REPO_DASH = {p.stem: p for p in DASHBOARDS}
+# (dashboard uid, panel title) -> why the Gmail-throttle scenario leaves it empty (after ~45 simulated minutes).
+ALLOWED_EMPTY = {
+    ("watchtower-overview", "Remote bounces by class"):
+        "rb records come 5-60 simulated minutes after a delivery, from a few office365/long-tail recipients only",
+    ("watchtower-overview", "Complaints by feedback type"):
+        "f records arrive 30 min-12 h after the delivery (fbl_delay) at 0.04%: none yet",
+    ("watchtower-overview", "Parse errors per second"): "the simulator writes only valid lines",
+    ("watchtower-overview", "Errors per second"): "no read, PMTA API or checkpoint error happens",
+    ("watchtower-overview", "Label overflow per second"): "8 VMTAs, 2 pools, 4 senders: far below every cap",
+    ("watchtower-forensics", "Parse errors by reason"): "the simulator writes only valid lines",
+    ("watchtower-forensics", "Skipped records by source and type"):
+        "each source's `records` list matches what the simulator writes to that file",
+    ("watchtower-forensics", "Read errors by reason"): "no file is unreadable",
+    ("watchtower-forensics", "Recipients of message $message_id"): "the Message-Id text box is empty on first open",
+    ("watchtower-forensics", "Events of message $message_id"): "the Message-Id text box is empty on first open",
+    ("watchtower-forensics", "Timeline of $rcpt in job $job_id"): "the job id and recipient boxes are empty",
+    ("watchtower-forensics", "Latest $outcome timelines"):
+        "first open selects outcome=bounced; bounces are rare (0.6% of recipients) but may show up",
+    ("watchtower-flows", "Bounces by sender and class"): "bounces are rare early in the run; may show up",
+    ("watchtower-flows", "Complaint ratio by sender × ISP (1 day)"):
+        "the daily rule needs deliveries to an FBL provider per sender x ISP; may show up",
+    ("watchtower-flows", "Hard-bounce ratio by sender (1 hour)"): "hard bounces are rare early in the run",
+    ("watchtower-flows", "Auth failures by sender × ISP (15 minutes)"): "no authentication failure in this scenario",
+    ("watchtower-vmta", "Bounces by ISP and class: $vmta"): "a single VMTA's bounces are rare early in the run",
+}
+MUST_LIGHT = {  # panels this incident must light up, whatever else is allowed
+    ("watchtower-incidents", "Active incidents"), ("watchtower-incidents", "Alert headlines (Alertmanager)"),
+    ("watchtower-incidents", "annotation: Firing alerts"), ("watchtower-warroom", "VMTA × ISP"),
+    ("watchtower-vmta", "Why: top replies for $vmta × $isp"), ("watchtower-overview", "Exporter up"),
+    ("watchtower-overview", "Complaints per second"),
+}
+
+
+def link_vars(dashboard_url: str) -> tuple[str, dict[str, list[str]]]:
+    parts = urlsplit(dashboard_url)
+    uid = re.match(r"/d/([\w-]+)/", parts.path).group(1)  # type: ignore[union-attr]
+    return uid, {k.removeprefix("var-"): v for k, v in parse_qs(parts.query).items() if k.startswith("var-")}
+
+
+@pytest.fixture(scope="module")
+def live(gmail_throttle: Pipeline) -> dict[str, list[Result]]:
+    """dashboard (or `uid@alert-link`) -> the result of every target, run once for all the checks."""
+    stack, wt = gmail_throttle.stack, gmail_throttle.wt
+    # The Watchtower base URL ends in `/`, as it may in a provisioned Infinity data source: the
+    # queries then ask for `//api/v1/...` (Infinity concatenates), which must still answer.
+    g = Grafana(stack.prom_url, {"infinity": wt.url + "/", "alertmanager": stack.am_url}, scrape_interval=1.0,
+                record_time=gmail_throttle.record_time)
+    try:
+        out = {uid: g.run(path) for uid, path in REPO_DASH.items()}
+        assert gmail_throttle.critical is not None
+        uid, link = link_vars(gmail_throttle.critical["annotations"]["dashboard_url"])
+        out[f"{uid}@alert-link"] = g.run(REPO_DASH[uid], link=link)
+    finally:
+        g.close()
+    report = []
+    for name, results in out.items():
+        for title, status in panel_status(results).items():
+            report.append(f"{name:36} {status:6} {title}")
+    print("\n".join(report))
+    Path("/tmp/watchtower-panels-live.txt").write_text("\n".join(report))
+    return out
+
+
+def panel_status(results: list[Result]) -> dict[str, str]:
+    """Per panel: error if a target errored, data if any target returned data, else empty."""
+    by_panel: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        by_panel[r.panel].append(r)
+    status = {}
+    for title, rs in by_panel.items():
+        if any(r.status == "error" for r in rs):
+            status[title] = "error"
+        else:
+            status[title] = "data" if any(r.status == "data" for r in rs) else "empty"
+    return status
+
+
+def test_every_target_and_variable_query_runs_without_error(live: dict[str, list[Result]]) -> None:
+    errors = [f"{r.dashboard} / {r.panel} / {r.ref}: {r.detail} <- {r.query[:300]}"
+              for results in live.values() for r in results if r.status == "error"]
+    assert errors == []
+    assert set(live) >= set(REPO_DASH) and sum(len(v) for v in live.values()) > 150
+
+
+def test_panels_the_incident_should_light_up_have_data(live: dict[str, list[Result]]) -> None:
+    empty = []
+    for name, results in live.items():
+        uid = name.split("@")[0]
+        for title, status in panel_status(results).items():
+            if status == "empty" and ((uid, title) in MUST_LIGHT or (uid, title) not in ALLOWED_EMPTY):
+                empty.append(f"{name} / {title}")
+    assert empty == []
+
+
+def _rows(live: dict[str, list[Result]], name: str, title: str) -> list[Result]:
+    rs = [r for r in live[name] if r.panel == title]
+    assert rs, title
+    return rs
+
+
+def test_incidents_dashboard_shows_the_gmail_throttle(live: dict[str, list[Result]]) -> None:
+    rows = merge_table(_rows(live, "watchtower-incidents", "Active incidents"),
+                       ["severity", "headline", "alertname", "instance", "vmta", "isp", "runbook"])
+    print(json.dumps(rows, indent=1))
+    crit = [r for r in rows if r["severity"] == "critical"]
+    assert [(r["headline"], r["alertname"], r["runbook"]) for r in crit] == [
+        ("Gmail is throttling vmta-03", "PmtaIspThrottling", "pmtaispthrottling")]
+    row = crit[0]
+    assert row["Value #A"] > 0  # active for
+    assert 0 <= row["Value #B"] < 0.7  # success
+    assert row["Value #C"] > 0.3  # throttled share above the alert threshold
+    assert row["Value #D"] > 10_000  # queued: the critical condition
+    assert row.get("Value #E", 0) >= 0  # time to drain (absent when not draining at all)
+    assert {r["vmta"] for r in rows} == {"vmta-03"}  # nobody else is in trouble
+    (am,) = _rows(live, "watchtower-incidents", "Alert headlines (Alertmanager)")
+    heads = [a["annotations"]["description"] for a in am.frames
+             if a["labels"]["alertname"] == "PmtaIspThrottling"]
+    print("\n".join(heads))
+    assert len(heads) == 1 and heads[0].startswith("Gmail is throttling vmta-03: ")  # the warning is inhibited
+
+
+def test_exporter_up_shows_only_the_watchtower_targets(live: dict[str, list[Result]]) -> None:
+    (up,) = _rows(live, "watchtower-overview", "Exporter up")
+    assert [s["metric"]["job"] for s in up.frames] == ["watchtower"]  # not the `prometheus` job beside it
+
+
+def test_absent_counters_read_0(live: dict[str, list[Result]]) -> None:
+    (complaints,) = _rows(live, "watchtower-overview", "Complaints per second")
+    assert complaints.status == "data" and complaints.frames[0]["values"]
+
+
+def test_a_single_isp_problem_turns_the_vmta_red(live: dict[str, list[Result]]) -> None:
+    def last(title: str, name: str = "watchtower-vmta") -> float:
+        (r,) = _rows(live, name, title)
+        return float(r.frames[0]["values"][-1][1])
+
+    assert last("VMTAs throttled over 30% at an ISP") == 1
+    (hist,) = _rows(live, "watchtower-vmta", "Throttled share by VMTA (worst ISP)")
+    worst = {s["metric"]["vmta"]: float(s["values"][-1][1]) for s in hist.frames}
+    assert worst["vmta-03"] > 0.3 and all(v < 0.3 for k, v in worst.items() if k != "vmta-03")
+    (grid,) = _rows(live, "watchtower-warroom", "VMTA × ISP")
+    cells = {(s["metric"]["vmta"], s["metric"]["isp"]): float(s["value"][1]) for s in grid.frames}
+    assert cells[("vmta-03", "gmail")] == 3 and cells[("vmta-03", " worst")] == 3
+    # Small cells may flicker to ALERT (a 10-minute window of ~50 attempts); none other is CRIT.
+    others = {k: v for k, v in cells.items() if k[0] != "vmta-03" and v >= 3}
+    assert others == {}, _rows(live, "watchtower-warroom", "Worst cells")[0].frames
+
+
+def test_the_alert_link_shows_the_replies_behind_it(live: dict[str, list[Result]]) -> None:
+    (replies,) = _rows(live, "watchtower-vmta@alert-link", "Why: top replies for $vmta × $isp")
+    assert "vmta=vmta-03&isp=gmail&" in replies.query
+    top = replies.frames[0]
+    assert (top["vmta"], top["isp"], top["response_class"]) == ("vmta-03", "gmail", "throttled")
+    assert "4.7.28" in top["reply"] and "<ip>" in top["reply"] and top["count"] > 100
