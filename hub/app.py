@@ -42,16 +42,28 @@ async def serve(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    log.info("hub listening on %s", config.listen)
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind; it has logged why
+            log.critical("watchtower hub could not listen on %s (exit %s)", config.listen, exc.code)
+
+    task = asyncio.create_task(run())
     try:
-        await server.serve()
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            log.info("hub listening on %s, asking %s", config.listen,
+                     ", ".join(t.name for t in hub.targets.static) or "discovered targets")
+        await task
     finally:
         await hub.fanout.client.aclose()
-    return 0
+    return 0 if server.started else 1
 
 
 def run_hub(path: Path) -> int:
-    """CLI entry: exit 2 on a bad config, naming every problem; 0 after SIGTERM."""
+    """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
+    listener cannot bind, 0 after SIGTERM."""
     try:
         config = load_hub_config(path)
     except ConfigError as exc:
@@ -68,6 +80,8 @@ def run_hub(path: Path) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:
         return asyncio.run(serve(config))
-    except OSError as exc:  # secrets or TLS files unreadable, port taken
+    except OSError as exc:  # secrets or TLS files unreadable
         print(f"watchtower hub: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 0

@@ -217,3 +217,16 @@ async def test_tls_towards_the_daemons_verifies_them_and_presents_a_client_certi
         assert r.status_code == 503 and "CERTIFICATE_VERIFY_FAILED" in r.json()["missing_hosts"][0]["error"]
     finally:
         daemon.close()
+
+
+def test_a_taken_port_exits_1_without_a_traceback(tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr("exporter.logsetup.setup", lambda *a, **k: None)  # keep pytest's own log handlers
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        cfg = tmp_path / "hub.yml"
+        cfg.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{taken.getsockname()[1]}",
+                                       "hub": {"targets": ["http://127.0.0.1:1"]}}))
+        assert main(["hub", "--config", str(cfg)]) == 1
+    err = capfd.readouterr().err
+    assert "could not listen" in err and "Traceback" not in err
