@@ -16,6 +16,41 @@ from typing import Any, TextIO
 from exporter.redact import RedactFilter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FLOOD_BURST = 10
+FLOOD_INTERVAL = 60.0
+
+
+class FloodFilter(logging.Filter):
+    """At most FLOOD_BURST records per message template per FLOOD_INTERVAL from uvicorn's loggers.
+
+    Any client can make uvicorn log ("Invalid HTTP request received."): without a bound, garbage
+    requests fill the disk. The first record after a quiet window says how many were dropped.
+    """
+
+    def __init__(self, burst: int = FLOOD_BURST, interval: float = FLOOD_INTERVAL) -> None:
+        super().__init__()
+        self.burst, self.interval = burst, interval
+        self._windows: dict[str, list[float]] = {}  # template -> [window start, shown, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("uvicorn"):
+            return True
+        now = time.monotonic()
+        key = str(record.msg)[:200]
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.interval:
+            dropped = int(window[2]) if window else 0
+            self._windows[key] = [now, 1, 0]
+            if len(self._windows) > 1000:
+                self._windows = {key: self._windows[key]}
+            if dropped:
+                record.msg, record.args = f"{record.getMessage()} ({dropped} similar lines dropped)", None
+            return True
+        if window[1] < self.burst:
+            window[1] += 1
+            return True
+        window[2] += 1
+        return False
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,6 +79,7 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,
     """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(FloodFilter())
     if redact_addresses:
         handler.addFilter(RedactFilter())
     root = logging.getLogger()

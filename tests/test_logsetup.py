@@ -52,3 +52,14 @@ def test_text_lines_without_redaction_by_default():
     logsetup.setup("info", "text", stream=out)
     logging.getLogger("watchtower.x").info("rcpt alice@gmail.com")
     assert out.getvalue().rstrip().endswith("INFO watchtower.x: rcpt alice@gmail.com")
+
+
+def test_uvicorn_lines_are_bounded_per_template():
+    out = io.StringIO()
+    logsetup.setup("info", "text", stream=out)
+    for _ in range(500):
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        logging.getLogger("watchtower.daemon").warning("ours are never dropped")
+    lines = out.getvalue().splitlines()
+    assert sum("Invalid HTTP request" in ln for ln in lines) == logsetup.FLOOD_BURST
+    assert sum("ours are never dropped" in ln for ln in lines) == 500
