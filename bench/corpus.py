@@ -167,7 +167,8 @@ class _Gen:
 def make_corpus(directory: Path, lines: int = 250_000, files: int = 4, seed: int = 7) -> dict[str, int]:
     """Write acct-*.csv (one with CRLF), diag-*.csv and fbl-*.csv totalling about `lines` lines."""
     directory.mkdir(parents=True, exist_ok=True)
-    gen = _Gen(seed, start=1_764_000_000.0, invalid_at=lines // 3)
+    start = (time.time() // 86400 - 2) * 86400  # recent: within the correlator's default retention
+    gen = _Gen(seed, start=start, invalid_at=lines // 3)
     acct: list[list[str]] = [[] for _ in range(files)]
     diag: list[str] = []
     fbl: list[str] = []

@@ -41,9 +41,9 @@ class RecentDeliveries:
         self._limit = limit
         self._max_batches = max_batches
         self._lock = threading.Lock()
-        self._index: dict[Key, tuple[str, str, float, int]] = {}
+        self._index: dict[int, tuple[str, str, float, int]] = {}
         self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not indexed yet
-        self._keys: dict[int, list[Key]] = {}  # seq -> keys of an indexed batch
+        self._keys: dict[int, list[int]] = {}  # seq -> keys (hashed) of an indexed batch
         self._seq_of: dict[int, tuple[RecordBatch, int]] = {}  # id(batch) -> (batch, seq)
         self._written: list[int] = []
         self._seq = 0
@@ -93,22 +93,32 @@ class RecentDeliveries:
         with self._lock:
             if self._queued:
                 self._index_queued()
-            hit = self._index.get(key)
+            hit = self._index.get(hash(key))
         return None if hit is None else hit[:3]
 
     def _index_queued(self) -> None:
+        """Index the queued batches one at a time, evicting as it goes (memory: the index, not the backlog).
+
+        Keys are stored as their `hash()` (a 64-bit int instead of a tuple of three strings) and
+        vmta/pool strings are shared: a collision could only mislabel one complaint's vmta.
+        """
         index = self._index
+        names: dict[str, str] = {}
         for seq, batch in self._queued.items():
             keys = self._keys[seq] = []
             for key, vmta, pool, t in _delivery_keys(batch):
-                index.pop(key, None)  # re-insert at the end: eviction is oldest first
-                index[key] = (vmta, pool, t, seq)
-                keys.append(key)
+                h = hash(key)
+                index.pop(h, None)  # re-insert at the end: eviction is oldest first
+                index[h] = (names.setdefault(vmta, vmta), names.setdefault(pool, pool), t, seq)
+                keys.append(h)
+            excess = len(index) - self._limit
+            if excess > 0:
+                for h in list(_take(index, excess)):
+                    del index[h]
+                oldest = index[next(iter(index))][3]  # key lists of older batches name only evicted entries
+                for old in [s for s in self._keys if s < oldest]:
+                    del self._keys[old]
         self._queued.clear()
-        excess = len(index) - self._limit
-        if excess > 0:
-            for key in list(_take(index, excess)):
-                del index[key]
 
 
 def _delivery_rows(batch: RecordBatch) -> list[tuple[str, ...]]:

@@ -154,6 +154,9 @@ class Ingestor(Preparer, Linker, Writer):
     # --- one batch -----------------------------------------------------------------------------
 
     def _batch(self, conn: sqlite3.Connection, batch: RecordBatch) -> int:
+        if len(self._link) > self._cache_limit:  # per batch: one write may carry a whole backfill
+            self.forget()
+            self._days_loaded = True  # the day list is still right: nothing was pruned
         num, pairs = self._fresh_rows(conn, batch)
         if not pairs:
             return 0
