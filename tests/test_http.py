@@ -128,6 +128,8 @@ def test_accept_errors_are_logged_rate_limited_without_traceback(caplog):
         for _ in range(1000):
             handler(None, {"message": "socket.accept() out of system resource", "exception": exc})
         handler(None, {"message": "something else"})
+        handler(None, {"message": "Exception in callback", "exception": ValueError("Invalid file descriptor: -1"),
+                       "handle": "<TimerHandle BaseSelectorEventLoop._start_serving(...)>"})  # retry after close
     (record,) = caplog.records
     assert record.getMessage().startswith("accept() failed: [Errno 24] Too many open files (0 more")
     assert record.exc_info is None and handler.suppressed == 999

@@ -72,6 +72,9 @@ def test_scrapes_answered_with_2000_idle_connections(tmp_path: Path):
         slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # a head that never ends (slowloris)
         socks.append(slow)
 
+        time.sleep(0.5)  # let the guard see every accepted socket
+        fds = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
+        assert fds <= 512 + 64, fds  # web.max_connections (+ the daemon's own files), far from the 1024 limit
         acct.write(5)  # the tailer still has descriptors to read with
         for _ in range(5):
             r = httpx.get(url + "/metrics", timeout=10)
