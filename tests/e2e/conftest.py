@@ -96,8 +96,13 @@ def release_shared_stacks() -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests of the shared Gmail-throttle stack run first and back to back, while the incident is on."""
-    items.sort(key=lambda item: "gmail_throttle" not in getattr(item, "fixturenames", ()))
+    """Within tests/e2e/, the tests of the shared Gmail-throttle stack run first and back to back, while
+    the incident is on (the rest of the session keeps its order)."""
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if here in Path(str(item.fspath)).parents]
+    ours = sorted((items[i] for i in slots), key=lambda it: "gmail_throttle" not in getattr(it, "fixturenames", ()))
+    for i, item in zip(slots, ours, strict=True):
+        items[i] = item
 
 
 @pytest.fixture(scope="session")
