@@ -160,6 +160,7 @@ class RecordAggregator(Collector):
         self._isp_cache: dict[tuple[str, str], str] = {}
         self._class_cache: dict[tuple[str, str, str, str], str] = {}
         self._newest_ts: dict[str, float] = {}
+        self._delivered: list[pl.DataFrame] = []
 
     # --- label normalisation (cached) -----------------------------------------------------
     def _overflow(self, label: str) -> None:
@@ -274,7 +275,7 @@ class RecordAggregator(Collector):
                     b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
                 )
         res = dict(zip(*self._group_plans(lz, has_orig, has_times), strict=True))
-        self._merge_delivered(res["delivered"], vp, isp, has_times)
+        self._defer_delivered(res["delivered"], vp, isp, has_times)
         self._merge_failures(res["failures"], vp, isp, has_times)
         if has_orig:
             self._merge_senders(res, senders, isp)
@@ -345,22 +346,50 @@ class RecordAggregator(Collector):
         if n and self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
 
-    def _merge_delivered(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
+    def _defer_delivered(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
+        """Label this chunk's d groups in polars and keep them: they are summed and merged into the
+        series in one go when the series are next read (exposition, checkpoint) or every few chunks,
+        instead of a Python loop over thousands of (vmta, pool, domain, MX) groups per chunk."""
+        if not grouped.height:
+            return
+        s = pl.String
+        vpf = pl.DataFrame([list(k) + list(x) for k, x in vp.items()], schema={"v": s, "p": s, "vl": s, "pl": s},
+                           orient="row")
+        ispf = pl.DataFrame([(*k, x) for k, x in isp.items()], schema={"dom": s, "host": s, "il": s}, orient="row")
+        width = len(self.bounds) + 1
+        hist = ([pl.col(f"b{i}") for i in range(width)] + [pl.col("s"), pl.col("nok")] if has_times
+                else [pl.lit(0).alias(f"b{i}") for i in range(width)] + [pl.lit(0).alias("s"), pl.lit(0).alias("nok")])
+        labelled = grouped.lazy().join(vpf.lazy(), on=["v", "p"]).join(ispf.lazy(), on=["dom", "host"]).select(
+            "vl", "pl", "il", *[e.cast(pl.Float64) for e in [pl.col("n"), pl.col("nbytes"), pl.col("bytes"), *hist]])
+        self._delivered.append(labelled.collect())
+        if len(self._delivered) >= 32:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the deferred d groups into the series (call before reading them)."""
+        if not self._delivered:
+            return
+        frames, self._delivered = self._delivered, []
+        merged = pl.concat(frames).group_by(["vl", "pl", "il"]).sum()
+        self._merge_delivered(merged)
+
+    def _merge_delivered(self, grouped: pl.DataFrame) -> None:
         delivered = self.counters["pmta_delivered_total"]
         dbytes = self.counters["pmta_delivered_bytes_total"]
         hists = self.histograms["pmta_delivery_delay_seconds"]
         dirty = self.dirty
         width = len(self.bounds) + 2
         for row in grouped.iter_rows():
-            v, p, dom, host, n, nbytes, total = row[:7]
-            key = (*vp[(v, p)], isp[(dom, host)])
+            v, p, i, n, nbytes, total = row[:6]
+            key = (v, p, i)
+            n = int(n)
             delivered[key] = delivered.get(key, 0) + n
             dirty.add(("pmta_delivered_total", key))
             if nbytes:
                 dbytes[key] = dbytes.get(key, 0) + total
                 dirty.add(("pmta_delivered_bytes_total", key))
-            if has_times and row[7 + width]:
-                self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[7:7 + width])
+            if row[6 + width]:
+                self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[6:6 + width])
 
     def _add_hist(self, series: dict[Key, list[float]], name: str, key: Key, values: tuple) -> None:
         h = series.get(key)  # replaced, never mutated: the /metrics renderer holds snapshots of these lists
@@ -483,6 +512,7 @@ class RecordAggregator(Collector):
     # --- persistence ---------------------------------------------------------------------------
     def take_dirty(self) -> list[tuple[str, Key, Any]]:
         """Current values of the series changed since the last call (for the state database)."""
+        self.flush()
         out: list[tuple[str, Key, Any]] = []
         for name, key in self.dirty:
             if name in self.counters:
@@ -514,12 +544,14 @@ class RecordAggregator(Collector):
 
     # --- exposition ----------------------------------------------------------------------------
     def series_counts(self) -> dict[str, int]:
+        self.flush()
         out = {name: len(s) for name, s in self.counters.items()}
         out.update({name: len(s) for name, s in self.histograms.items()})
         return out
 
     def exposition_snapshot(self) -> tuple[list[tuple[str, dict[Key, Any]]], list[Metric]]:
         """Copies of every family for exporter.exposition (event loop; values are never mutated in place)."""
+        self.flush()
         families = [(name, dict(series)) for name, series in self.counters.items()]
         families += [(name, dict(series)) for name, series in self.histograms.items()]
         return families, [self._series_gauge()]
@@ -532,6 +564,7 @@ class RecordAggregator(Collector):
         return counts
 
     def collect(self) -> Iterator[Metric]:
+        self.flush()
         for name, series in self.counters.items():
             spec = SPECS[name]
             fam = CounterMetricFamily(name.removesuffix("_total"), spec.help, labels=list(spec.labels))

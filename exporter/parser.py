@@ -176,7 +176,7 @@ class FileParser:
             return None, head_lines
         n = len(columns.names)
         bad_utf8 = invalid_utf8_lines(body)
-        if b"\r\n" in body:
+        if b"\r" in body:  # memchr; a two-byte search would scan much slower
             body = body.replace(b"\r\n", b"\n")
         try:
             frame = pl.read_csv(
@@ -193,25 +193,28 @@ class FileParser:
         known = t.is_in(_KNOWN_LIST).fill_null(False)
         start = self.line_no + head_lines + 1
         frame = frame.with_columns(pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE))
-        flags = frame.select(
-            header=(t == "type").any(),
-            bad=(~blank.fill_null(False) & ~(known & valid.fill_null(False))).any(),
+        usable = known & valid.fill_null(False)
+        # One pass over two columns decides everything; the wide frame is filtered only when needed.
+        header, bad, unusable, types = frame.select(
+            (t == "type").any().alias("h"), (~blank.fill_null(False) & ~usable).any().alias("b"),
+            (~usable).any().alias("u"), t.filter(usable).value_counts().implode().alias("v"),
         ).row(0)
-        if flags[0]:
+        if header:
             return None  # a header line mid-chunk: the exact path remaps columns in place
         self.columns = columns
         self.line_no += head_lines + nlines
-        if flags[1]:
+        if bad:
             self._count_bad(frame, n, known, valid, blank)
-        good = frame.filter(known & valid.fill_null(False))
+        good = frame.filter(usable) if unusable else frame
+        counts = {x["c0"]: x["count"] for x in types}
         allowed = self.allowed
-        if allowed is not _KNOWN:
-            skipped = good.filter(~t.is_in(list(allowed)))
-            if skipped.height:
-                for typ, cnt in skipped.get_column("c0").value_counts().iter_rows():
+        if allowed is not _KNOWN and not counts.keys() <= allowed:
+            for typ, cnt in counts.items():
+                if typ not in allowed:
                     self.skipped[typ] = self.skipped.get(typ, 0) + cnt
-                good = good.filter(t.is_in(list(allowed)))
-        for typ, cnt in good.get_column("c0").value_counts().iter_rows():
+            counts = {typ: cnt for typ, cnt in counts.items() if typ in allowed}
+            good = good.filter(t.is_in(list(allowed)))
+        for typ, cnt in counts.items():
             self.read[typ] = self.read.get(typ, 0) + cnt
         if bad_utf8 and good.height:
             self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
