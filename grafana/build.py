@@ -642,24 +642,33 @@ def forensics() -> Json:
 
 # --- incidents -------------------------------------------------------------------------------------
 
-CELL_ALERTS = ("PmtaIspThrottling", "PmtaIspBlock", "PmtaSuccessRateDrop", "PmtaQueueBacklog")
-"""The alerts about one VMTA x ISP cell (labels instance, vmta, isp): one incident row each."""
 WHAT = {"PmtaIspThrottling": "is throttling", "PmtaIspBlock": "is blocking",
-        "PmtaSuccessRateDrop": "halved the success rate of", "PmtaQueueBacklog": "has a backlog on"}
+        "PmtaSuccessRateDrop": "halved the success rate of", "PmtaQueueBacklog": "has a backlog on",
+        "PmtaDeliveryStalled": "receives nothing from"}
+"""Headline verb per alert about one VMTA x ISP; another such alert reads "<ISP> <alertname> <vmta>"."""
 INCIDENT_KEYS = "alertname, severity, instance, vmta, isp"
+TWINS = "alertname, instance, vmta, isp"
 DISPLAY_NAMES = 'isp:pmta_isp_display_name:info{isp!=""}'
-FIRING_CELLS = (f'ALERTS{{alertstate="firing", {JOB}, {INSTANCE}, '
-                f'alertname=~"{"|".join(CELL_ALERTS)}"}}')
+
+
+def firing_cells(*matchers: str) -> str:
+    """Firing alerts about one VMTA x ISP cell (labels instance, vmta, isp)."""
+    return sel("ALERTS", 'alertstate="firing"', 'vmta!=""', 'isp!=""', *matchers)
 
 
 def incident_rows() -> str:
-    """One series per firing VMTA x ISP alert, value 1, labelled for the table: `headline`
-    ("Gmail is throttling vmta-03": the ISP's display name, a verb per alert, the VMTA) and `runbook`."""
-    rows = f"max by ({INCIDENT_KEYS}) ({FIRING_CELLS})"
+    """One series per incident (a firing VMTA x ISP alert; a warning whose critical twin fires is left
+    out, as Alertmanager's inhibition does), value 1, labelled for the table: `headline` ("Gmail is
+    throttling vmta-03": the ISP's display name, a verb per alert, the VMTA) and `runbook`."""
+    every = f"max by ({INCIDENT_KEYS}) ({firing_cells()})"
+    critical = firing_cells('severity="critical"')
+    crit = f"max by ({INCIDENT_KEYS}) ({critical})"
+    rows = f"({crit} or ({every} unless on ({TWINS}) {crit}))"
     # The display-name rule is a constant per ISP, without job or instance (rules/recording.yaml).
     named = (f"({rows} * on (isp) group_left (provider) max by (isp, provider) ({DISPLAY_NAMES}))"
              f' or on ({INCIDENT_KEYS}) label_replace({rows}, "provider", "$1", "isp", "(.*)")')
-    expr = named
+    expr = f'label_replace(label_replace({named}, "what", "$1", "alertname", "(.*)"), "runbook", "$1", ' \
+           '"alertname", "(.*)")'
     for alert, verb in WHAT.items():
         expr = f'label_replace({expr}, "what", "{verb}", "alertname", "{alert}")'
         expr = f'label_replace({expr}, "runbook", "{alert.lower()}", "alertname", "{alert}")'
@@ -693,8 +702,9 @@ def incidents() -> Json:
     link = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
             "&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
     runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#${__data.fields.runbook}"
-    g.add(table("Active incidents", "One row per firing VMTA × ISP alert (PmtaIspThrottling, PmtaIspBlock, "
-                "PmtaSuccessRateDrop, PmtaQueueBacklog), from the ALERTS and ALERTS_FOR_STATE series of the "
+    g.add(table("Active incidents", "One row per firing alert about a VMTA × ISP (PmtaIspThrottling, PmtaIspBlock, "
+                "PmtaSuccessRateDrop, PmtaQueueBacklog, PmtaDeliveryStalled; a warning whose critical twin fires "
+                "is left out, as Alertmanager inhibits it), from the ALERTS and ALERTS_FOR_STATE series of the "
                 "Prometheus data source: the headline (ISP display name, what, VMTA), severity, how long the "
                 "condition has held, and that cell's success, throttled share, queue and time to drain (queue / "
                 "delivered per second over 10 minutes; empty = not draining). Click the headline for the status "
@@ -737,7 +747,7 @@ def incidents() -> Json:
                 ], sort_by="Severity", sort_desc=False, datasource=ALERTMANAGER), 24, 8)
 
     g.row("Affected VMTA × ISP cells over time")
-    recent = f"max_over_time({FIRING_CELLS}[$__range])"
+    recent = f"max_over_time({firing_cells()}[$__range])"
     only = f" and on ({cell}) {recent}"
     legend = "{{vmta}} × {{isp}}"
     about = ("Only the VMTA × ISP cells with a firing alert in the dashboard range; the red regions are the "

@@ -118,8 +118,10 @@ class Grafana:
     # --- variables -------------------------------------------------------------------------------
 
     def variables(self, dash: dict[str, Any], start: float, end: float,
-                  link: dict[str, list[str]] | None = None) -> dict[str, Variable]:
+                  link: dict[str, list[str]] | None = None) -> tuple[dict[str, Variable], list[Result]]:
+        """The variables in order (each query sees the ones before it) and the result of each query."""
         out: dict[str, Variable] = {}
+        results: list[Result] = []
         for spec in dash["templating"]["list"]:
             var = Variable(spec["name"], spec)
             kind = spec["type"]
@@ -137,8 +139,11 @@ class Grafana:
                 selector = self.interpolate(m.group(1), out, "prometheus", start, end, {})
                 r = self.http.get(f"{self.prom}/api/v1/label/{m.group(2)}/values",
                                   params={"match[]": selector, "start": start, "end": end})
-                r.raise_for_status()
-                var.options = sorted(r.json()["data"])
+                ok = r.status_code == 200 and r.json().get("status") == "success"
+                var.options = sorted(r.json()["data"]) if ok else []
+                results.append(Result(dash["uid"], f"variable: {var.name}", "-", "variable", selector,
+                                      ("data" if var.options else "empty") if ok else "error", len(var.options),
+                                      "" if ok else r.text[:300], var.options))
                 if spec.get("includeAll"):
                     var.values = [ALL]
                 else:
@@ -146,7 +151,7 @@ class Grafana:
             if link and spec["name"] in link:
                 var.values = link[spec["name"]]
             out[var.name] = var
-        return out
+        return out, results
 
     # --- interpolation --------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class Grafana:
         start = end - seconds(dash["time"]["from"].removeprefix("now-"))
         if since is not None:
             start = max(start, since)
-        vars = self.variables(dash, start, end, link)
+        vars, var_results = self.variables(dash, start, end, link)
         jobs: list[tuple[str, str, str, str, bool, dict[str, str], dict[str, Any] | None]] = []
         uid = dash["uid"]
         for panel, scoped in expand(dash, vars, max_repeats):
@@ -266,7 +271,7 @@ class Grafana:
             return Result(uid, title, ref, kind, expr, status, n, detail, frames)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
-            return list(pool.map(do, jobs))
+            return var_results + list(pool.map(do, jobs))
 
 
 def expand(dash: dict[str, Any], vars: dict[str, Variable],

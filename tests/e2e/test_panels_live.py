@@ -106,6 +106,8 @@ def test_every_target_and_variable_query_runs_without_error(live: dict[str, list
               for results in live.values() for r in results if r.status == "error"]
     assert errors == []
     assert set(live) >= set(REPO_DASH) and sum(len(v) for v in live.values()) > 150
+    variables = {(r.dashboard, r.panel): r.series for rs in live.values() for r in rs if r.kind == "variable"}
+    assert all(variables.values()), variables  # every job, instance, pool, vmta, isp, sender list is filled
 
 
 def test_panels_the_incident_should_light_up_have_data(live: dict[str, list[Result]]) -> None:
@@ -128,16 +130,15 @@ def test_incidents_dashboard_shows_the_gmail_throttle(live: dict[str, list[Resul
     rows = merge_table(_rows(live, "watchtower-incidents", "Active incidents"),
                        ["severity", "headline", "alertname", "instance", "vmta", "isp", "runbook"])
     print(json.dumps(rows, indent=1))
-    crit = [r for r in rows if r["severity"] == "critical"]
-    assert [(r["headline"], r["alertname"], r["runbook"]) for r in crit] == [
-        ("Gmail is throttling vmta-03", "PmtaIspThrottling", "pmtaispthrottling")]
-    row = crit[0]
+    # one row per incident: the warning twin of the critical alert is left out, as Alertmanager does
+    assert [(r["severity"], r["headline"], r["alertname"], r["runbook"]) for r in rows] == [
+        ("critical", "Gmail is throttling vmta-03", "PmtaIspThrottling", "pmtaispthrottling")]
+    row = rows[0]
     assert row["Value #A"] > 0  # active for
     assert 0 <= row["Value #B"] < 0.7  # success
     assert row["Value #C"] > 0.3  # throttled share above the alert threshold
     assert row["Value #D"] > 10_000  # queued: the critical condition
     assert row.get("Value #E", 0) >= 0  # time to drain (absent when not draining at all)
-    assert {r["vmta"] for r in rows} == {"vmta-03"}  # nobody else is in trouble
     (am,) = _rows(live, "watchtower-incidents", "Alert headlines (Alertmanager)")
     heads = [a["annotations"]["description"] for a in am.frames
              if a["labels"]["alertname"] == "PmtaIspThrottling"]
