@@ -359,7 +359,8 @@ class RecordAggregator(Collector):
         width = len(self.bounds) + 1
         hist = ([pl.col(f"b{i}") for i in range(width)] + [pl.col("s"), pl.col("nok")] if has_times
                 else [pl.lit(0).alias(f"b{i}") for i in range(width)] + [pl.lit(0).alias("s"), pl.lit(0).alias("nok")])
-        labelled = grouped.lazy().join(vpf.lazy(), on=["v", "p"]).join(ispf.lazy(), on=["dom", "host"]).select(
+        labelled = grouped.lazy().join(vpf.lazy(), on=["v", "p"], maintain_order="left").join(
+            ispf.lazy(), on=["dom", "host"], maintain_order="left").select(
             "vl", "pl", "il", *[e.cast(pl.Float64) for e in [pl.col("n"), pl.col("nbytes"), pl.col("bytes"), *hist]])
         self._delivered.append(labelled.collect())
         if len(self._delivered) >= 32:
@@ -370,7 +371,7 @@ class RecordAggregator(Collector):
         if not self._delivered:
             return
         frames, self._delivered = self._delivered, []
-        merged = pl.concat(frames).group_by(["vl", "pl", "il"]).sum()
+        merged = pl.concat(frames).group_by(["vl", "pl", "il"], maintain_order=True).sum()
         self._merge_delivered(merged)
 
     def _merge_delivered(self, grouped: pl.DataFrame) -> None:
