@@ -44,8 +44,11 @@ log = logging.getLogger("watchtower.http")
 FD_RESERVE = 128
 """File descriptors kept free for the tailer, SQLite and the PMTA poller whatever the sockets do."""
 ACCEPT_BATCH = 64
-"""Listen backlog, which asyncio also uses as the number of accept() calls per wake-up. Accepted
+"""asyncio makes as many accept() calls per wake-up as the backlog given to create_server. Accepted
 sockets reach the guard a couple of loop turns later, so up to ~2 batches can exceed the cap."""
+LISTEN_BACKLOG = 1024
+"""The kernel's queue of connections not yet accepted (set after start, apart from the batch):
+a short queue would drop SYNs, and a scraper would wait a second for its retry."""
 ACCEPT_LOG_INTERVAL = 10.0
 MAX_REQUEST_HEAD = 16 * 1024
 """Largest request line + headers accepted (h11 answers 400 above it)."""
@@ -329,6 +332,10 @@ class EmbeddedServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrorLog(loop.get_exception_handler()))
         await super().startup(sockets)
+        for server in getattr(self, "servers", []):
+            for tsock in server.sockets:
+                with contextlib.suppress(OSError), tsock.dup() as sock:
+                    sock.listen(LISTEN_BACKLOG)  # same listening socket, longer kernel queue
 
     async def on_tick(self, counter: int) -> bool:
         if self.guard is not None and counter % 10 == 0:
