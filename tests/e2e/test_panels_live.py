@@ -76,6 +76,16 @@ def live(gmail_throttle: Pipeline) -> dict[str, list[Result]]:
         assert gmail_throttle.critical is not None
         uid, link = link_vars(gmail_throttle.critical["annotations"]["dashboard_url"])
         out[f"{uid}@alert-link"] = g.run(REPO_DASH[uid], link=link)
+        # the forensics lookups with the keys of a timeline the search panel listed, as an operator types them
+        listed = [t for r in out["watchtower-forensics"] if r.panel == "Latest $outcome timelines"
+                  for t in r.frames or [] if t.get("message_id") and t.get("job_id")]
+        if not listed:  # no bounce yet: deferred timelines are plentiful in this scenario
+            listed = [t for r in g.run(REPO_DASH["watchtower-forensics"], link={"outcome": ["deferred"]})
+                      if r.panel == "Latest $outcome timelines" for t in r.frames or []
+                      if t.get("message_id") and t.get("job_id")]
+        tl = listed[0]
+        out["watchtower-forensics@typed-keys"] = g.run(REPO_DASH["watchtower-forensics"], link={
+            "message_id": [tl["message_id"]], "job_id": [tl["job_id"]], "rcpt": [tl["rcpt"]]})
     finally:
         g.close()
     report = []
@@ -179,3 +189,10 @@ def test_the_alert_link_shows_the_replies_behind_it(live: dict[str, list[Result]
     top = replies.frames[0]
     assert (top["vmta"], top["isp"], top["response_class"]) == ("vmta-03", "gmail", "throttled")
     assert "4.7.28" in top["reply"] and "<ip>" in top["reply"] and top["count"] > 100
+
+
+def test_forensics_lookups_find_what_the_search_listed(live: dict[str, list[Result]]) -> None:
+    status = panel_status(live["watchtower-forensics@typed-keys"])
+    for title in ("Recipients of message $message_id", "Events of message $message_id",
+                  "Timeline of $rcpt in job $job_id"):
+        assert status[title] == "data", title
