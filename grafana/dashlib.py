@@ -391,8 +391,11 @@ def table(
     panel = _base("table", title, description, targets, datasource)
     order = {k: i for i, k in enumerate(keys)}
     order.update({f"Value #{t['refId']}": len(keys) + i for i, t in enumerate(panel.get("targets", []))})
+    # Hidden columns stay in the frame (custom.hidden), so data links can still use their values.
+    hide = [{"matcher": {"id": "byName", "options": h}, "properties": [{"id": "custom.hidden", "value": True}]}
+            for h in hidden]
     panel["fieldConfig"] = {"defaults": {"unit": "short", "custom": {"align": "auto", "filterable": True}},
-                            "overrides": columns}
+                            "overrides": columns + hide}
     panel["options"] = {
         "cellHeight": "sm",
         "footer": {"show": False, "reducer": ["sum"], "countRows": False, "fields": ""},
@@ -402,8 +405,8 @@ def table(
     if datasource["type"] == "prometheus":
         panel["transformations"] = [
             {"id": "merge", "options": {}},
-            {"id": "organize", "options": {"excludeByName": {"Time": True, **{h: True for h in hidden}},
-                                           "indexByName": order, "renameByName": {}}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "indexByName": order,
+                                           "renameByName": {}}},
         ]
     return panel
 
@@ -426,7 +429,9 @@ def matrix(title: str, description: str, target: Json, row: str, col: str, mappi
         "overrides": [{"matcher": {"id": "byName", "options": f"{row}\\{col}"},
                        "properties": [{"id": "custom.width", "value": 160},
                                       {"id": "custom.cellOptions", "value": {"type": "auto"}},
-                                      {"id": "links", "value": []}]}],
+                                      {"id": "links", "value": []}]},
+                      {"matcher": {"id": "byName", "options": sort_by},
+                       "properties": [{"id": "links", "value": []}, {"id": "custom.width", "value": 80}]}],
     }
     panel["options"] = {"cellHeight": "sm", "showHeader": True, "footer": {"show": False, "reducer": ["sum"],
                                                                             "countRows": False, "fields": ""},
