@@ -38,7 +38,7 @@ from correlator.timeline import iso
 
 MAX_WINDOW = 86400.0
 """Longest window read (s): an older `since` is moved up to `until - MAX_WINDOW` (`window_capped`)."""
-SCAN_BUDGET = 200_000
+SCAN_BUDGET = 100_000
 """Most timelines, and most queue events, one request reads."""
 TIMELINE_LOOKBACK = 86400.0
 """A deferral in the window may belong to a message first seen this long before the window."""
