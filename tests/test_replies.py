@@ -115,3 +115,16 @@ async def test_lookup_answers_empty_and_unknown_keys_with_an_empty_list(h: Harne
     (tl,) = by_message.json()["timelines"]
     assert tl["rcpt"] == "alice@gmail.com" and len(tl["events"]) == 6 and by_message.json()["hint"] is None
     assert [t["rcpt"] for t in by_job.json()["timelines"]] == ["bob@yahoo.com"]
+
+
+def test_the_scan_budget_bounds_the_work_and_says_so(h: Harness) -> None:
+    from correlator.replies import reply_rows
+    from correlator.timeline import iso
+
+    since, until = 1714557600.0, 1714568400.0  # the WINDOW
+    assert iso(since) == WINDOW["since"] and iso(until) == WINDOW["until"]
+    with h.sink.pool.connection() as conn:
+        full, limited = reply_rows(conn, since, until, None)
+        cut, cut_limited = reply_rows(conn, since, until, ["vmta1"], budget=1)
+    assert not limited and sum(r.count for r in full) == 8
+    assert cut_limited and sum(r.count for r in cut) < 8
