@@ -37,7 +37,7 @@ class RecentDeliveries:
     once committed: most batches are never indexed at all.
     """
 
-    def __init__(self, limit: int = 200_000, max_batches: int = 5_000) -> None:
+    def __init__(self, limit: int = 100_000, max_batches: int = 5_000) -> None:
         self._limit = limit
         self._max_batches = max_batches
         self._lock = threading.Lock()

@@ -48,7 +48,7 @@ class Ingestor(Preparer, Linker, Writer):
         isp_of: IspOf,
         fallback_window: float,
         clock: Callable[[], float] = time.time,
-        cache_limit: int = 250_000,
+        cache_limit: int = 150_000,
     ) -> None:
         self._hasher = hasher
         self._isp_of = isp_of

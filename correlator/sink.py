@@ -24,7 +24,7 @@ from exporter.records import Columns, RecordBatch
 
 log = logging.getLogger(__name__)
 
-WRITER_CACHE_BYTES = 32 * 1024**2
+WRITER_CACHE_BYTES = 16 * 1024**2
 """Page cache the writer connection gets at least: the link indexes take random-key inserts."""
 
 
