@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import resource
@@ -320,6 +321,7 @@ class EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling (the daemon decides when to stop), plus the guard."""
 
     guard: ConnectionGuard | None = None
+    handshake_timeout: float = 10.0
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -331,7 +333,17 @@ class EmbeddedServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrorLog(loop.get_exception_handler()))
-        await super().startup(sockets)
+        if self.config.ssl is None:
+            await super().startup(sockets)
+        else:
+            # A TLS client that never finishes its handshake is invisible to the guard (the protocol
+            # sees the connection only after it): bound it like a request head (asyncio's default is 60 s).
+            loop.create_server = functools.partial(  # type: ignore[method-assign]
+                loop.create_server, ssl_handshake_timeout=self.handshake_timeout)
+            try:
+                await super().startup(sockets)
+            finally:
+                del loop.create_server  # back to the class's method
         for server in getattr(self, "servers", []):
             for tsock in server.sockets:
                 with contextlib.suppress(OSError), tsock.dup() as sock:
@@ -367,4 +379,5 @@ def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
     )
     server = EmbeddedServer(ucfg)
     server.guard = guard
+    server.handshake_timeout = max(0.1, web.header_timeout)
     return server

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -83,3 +85,36 @@ def test_run_with_bcrypt_auth_json_logs_and_healthcheck(tmp_path: Path):
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
     assert any(r["logger"].startswith("uvicorn") for r in records), lines
     assert proc.returncode == 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_tls_listener_drops_stalled_handshakes_and_serves_https(tmp_path: Path):
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    config = write_config(tmp_path, web={"tls_cert_file": str(cert), "tls_key_file": str(key), "header_timeout": 1})
+    listen = config.read_text().split("listen: ")[1].split()[0].strip("'\"")
+    host, port = listen.rsplit(":", 1)
+    log = tmp_path / "run.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
+                                stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            try:
+                r = httpx.get(f"https://{listen}/healthz", verify=ssl.create_default_context(cafile=str(cert)), timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert r.status_code == 200
+        with socket.create_connection((host, int(port)), timeout=15) as stalled:  # no ClientHello, ever
+            assert stalled.recv(1024) == b""  # closed by the server after ~web.header_timeout, not 60 s
+        assert _healthcheck(config).returncode == 0  # https, from the config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
