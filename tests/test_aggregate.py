@@ -234,3 +234,13 @@ def test_polars_reply_key_matches_the_classifiers_own_normalisation():
              "4.16.55.1 - gsmtp", "sp ace.9 - gsmtp\n", "über@x.de ok", "", "a@b@c", "\u2003w@z"]
     got = pl.DataFrame({"d": texts}).select(reply_key(pl.col("d"))).to_series().to_list()
     assert got == [normalize_reply(t) for t in texts]
+
+
+def test_files_without_times_count_deliveries_without_histograms():
+    batch, _ = FileParser("acct", "/x/a.csv", None).parse(
+        b"type,rcpt,vmta,vmtaPool,dlvSize\nd,u1@gmail.com,vmta-1,pool-a,100\nd,u2@gmail.com,vmta-1,pool-a,x\n")
+    agg = make()
+    agg.apply(batch)
+    assert value(agg, "pmta_delivered_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail") == 2
+    assert value(agg, "pmta_delivered_bytes_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail") == 100
+    assert agg.series_counts()["pmta_delivery_delay_seconds"] == 0
