@@ -164,7 +164,6 @@ METRICS: tuple[MetricSpec, ...] = (
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
 PARSE_ERROR_REASONS: tuple[str, ...] = (
-    "invalid_utf8",
     "bad_quoting",
     "short_row",
     "long_row",
@@ -193,7 +192,7 @@ LABEL_VALUES: dict[str, str] = {
     "`other`.",
     "source": "The `name` of a configured source.",
     "type": "Record type (d, b, t, tq, f, rb, rs, r) or, on pmta_status_*, PMTA's delivery type (smtp, ...).",
-    "reason": "Parse errors: " + ", ".join(PARSE_ERROR_REASONS) + ". Read errors: "
+    "reason": "Parse errors: " + ", ".join(PARSE_ERROR_REASONS) + ". Repairs: invalid_utf8. Read errors: "
     + ", ".join(READ_ERROR_REASONS) + ". API errors: timeout, connect, http_status, parse.",
     "direction": "in or out.",
     "label": "vmta, vmta_pool or sender.",
