@@ -1,0 +1,192 @@
+"""The daemon under load, whole process: a backfill with the correlator on, then live appends.
+
+1. backfill: `watchtower run` (correlator on, start_position beginning) over a varied corpus
+   (bench/corpus.py, 600k lines by default); prints records/s, peak RSS (VmHWM), and the time a
+   SIGTERM sent mid-backfill took; then restarts and checks the totals are exact.
+2. live: appends acct+diag+fbl records at `--rate` records/s for `--seconds` to a running daemon;
+   prints metrics lag (records written minus records counted, as seconds of traffic) p50/p99, the
+   commit backlog (rows of timelines not yet stored) at the end, and RSS at start and end.
+
+Ratios are against the target in the same run (`--rate`); no assertion, just figures:
+`python bench/bench_daemon.py [--lines 600000] [--rate 20000] [--seconds 30]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import ACCT_HEADER, DIAG_HEADER, FBL_HEADER, _Gen, make_corpus  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(directory: Path, logs: Path) -> tuple[Path, str]:
+    listen = f"127.0.0.1:{free_port()}"
+    cfg = {
+        "sources": [
+            {"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]},
+            {"name": "diag", "paths": [str(logs / "diag-*.csv")], "records": ["t", "tq"]},
+            {"name": "fbl", "paths": [str(logs / "fbl-*.csv")], "records": ["f"]},
+        ],
+        "state_dir": str(directory / "state"),
+        "listen": listen,
+        "log_level": "warning",
+        "tail": {"start_position": "beginning"},
+        "correlator": {"enabled": True},
+    }
+    path = directory / "watchtower.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, listen
+
+
+def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=REPO,
+                                stdout=f, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        try:
+            httpx.get(f"http://{listen}/healthz", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit("daemon did not start: " + log.read_text()[-2000:])
+
+
+def counted(listen: str) -> tuple[float, int]:
+    """(records counted by the persisted pmta_* counters, rows waiting to be committed).
+
+    The corpus holds d, b (acct), t (diag) and f (fbl) records: each is counted by exactly one of these.
+    (watchtower_* self-metrics restart at 0 with the process, so they cannot measure across a restart.)
+    """
+    text = httpx.get(f"http://{listen}/metrics", timeout=10).text
+    n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith(("pmta_delivered_total{", "pmta_bounced_total{", "pmta_deferred_total{",
+                                "pmta_complaints_total{")))
+    backlog = httpx.get(f"http://{listen}/healthz", timeout=10).json().get("commit_backlog_rows", -1)
+    return n, int(backlog)
+
+
+def status(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def backfill(work: Path, lines: int) -> None:
+    logs = work / "logs"
+    counts = make_corpus(logs, lines)
+    records = counts["acct"] + counts["diag"] + counts["fbl"]
+    cfg, listen = config(work, logs)
+    log = work / "daemon.log"
+    t0 = time.perf_counter()
+    proc = start(cfg, listen, log)
+    while counted(listen)[0] < records // 2:
+        time.sleep(0.1)
+    stop0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    stop_s = time.perf_counter() - stop0
+    proc = start(cfg, listen, log)
+    hwm = 0.0
+    while True:
+        n, backlog = counted(listen)
+        hwm = max(hwm, status(proc.pid, "VmHWM"))
+        if n >= records and backlog == 0:
+            break
+        time.sleep(0.1)
+    took = time.perf_counter() - t0
+    hwm = max(hwm, status(proc.pid, "VmHWM"))
+    exact = counted(listen)[0] == records
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    print(f"backfill: {records:,} records (correlator on) in {took:.1f}s = {records / took:,.0f} records/s "
+          f"incl. one restart; peak RSS {hwm:.0f} MB; SIGTERM mid-backfill exited in {stop_s:.2f}s; "
+          f"totals exact after restart: {exact}")
+
+
+def live(work: Path, rate: int, seconds: float) -> None:
+    logs = work / "live"
+    logs.mkdir()
+    files = {"acct": (logs / "acct-2026-11-30-0000.csv", ACCT_HEADER), "diag":
+             (logs / "diag-2026-11-30-0000.csv", DIAG_HEADER), "fbl": (logs / "fbl-2026-11-30-0000.csv", FBL_HEADER)}
+    handles = {}
+    for name, (path, header) in files.items():
+        handles[name] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        handles[name].write(header + "\n")
+        handles[name].flush()
+    cfg, listen = config(work / "live-state" if (work / "live-state").mkdir() is None else work, logs)
+    proc = start(cfg, listen, work / "live.log")
+    rss0 = status(proc.pid, "VmRSS")
+    gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
+    written = 0
+    lags: list[float] = []
+    t0 = time.perf_counter()
+    next_sample = t0 + 0.25
+    while (now := time.perf_counter()) - t0 < seconds:
+        due = int((now - t0) * rate) - written
+        while due > 0:
+            a, d, f = gen.message()
+            for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
+                if rows:
+                    handles[name].write("\n".join(rows) + "\n")
+            written += len(a) + len(d) + len(f)
+            due -= len(a) + len(d) + len(f)
+        for h in handles.values():
+            h.flush()
+        if now >= next_sample:
+            n, _ = counted(listen)
+            lags.append(max(0.0, (written - n) / rate))
+            next_sample = now + 0.25
+        time.sleep(0.01)
+    n, backlog = counted(listen)
+    rss1 = status(proc.pid, "VmRSS")
+    lags.sort()
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    print(f"live: {written:,} records at {written / seconds:,.0f}/s for {seconds:.0f}s (target {rate:,}/s = "
+          f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
+          f"timeline backlog at the end {backlog:,} rows; RSS {rss0:.0f} -> {rss1:.0f} MB")
+    for h in handles.values():
+        h.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=600_000)
+    ap.add_argument("--rate", type=int, default=20_000)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--only", choices=["backfill", "live"])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wt-bench-daemon-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "backfill"):
+            backfill(work, args.lines)
+        if args.only in (None, "live"):
+            live(work, args.rate, args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
