@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import generate_latest
 
 from exporter.aggregate import RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier
@@ -32,7 +31,7 @@ from exporter.filestream import FileStream
 from exporter.metrics import SelfMetrics
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.state import Commit, StateError, StateStore
+from exporter.state import Commit, StateError, StateStore, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
 
@@ -118,6 +117,7 @@ class Daemon:
         ProcessCollector(registry=self.registry)
         self.isp, self.replies = _classifiers(config)
         self.db_path = Path(config.state_dir) / STATE_DB
+        private_dir(self.db_path.parent)  # before the correlator writes its key there
         sink = _correlator(config, self.db_path, self.isp, self.replies)
         self.pipeline = Pipeline(config, self.registry, sink, self.isp, self.replies)
         self.store = StateStore(self.db_path, [sink] if sink is not None else [])
@@ -132,6 +132,7 @@ class Daemon:
         self._server: Any = None
         self._last_commit_ok = time.time()
         self._maintain_error: str | None = None
+        self.poller: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def serve(self) -> int:
@@ -178,8 +179,8 @@ class Daemon:
         if self.config.pmta.url:
             from exporter.queues import QueuePoller
 
-            poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
-            self._tasks.append(asyncio.create_task(poller.run(), name="pmta-api"))
+            self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
+            self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
         self.started.set()
 
     async def _persist_start_decision(self) -> None:
@@ -202,6 +203,10 @@ class Daemon:
         app = build_app(self.registry, self.health, [routes] if routes is not None else [],
                         self.config.web.basic_auth_users)
         self._server = make_server(app, self.config)
+        from exporter.http import exposure_warning
+
+        if (warning := exposure_warning(self.config)) is not None:
+            log.warning("%s", warning)
         task = asyncio.create_task(self._server.serve(), name="http")
         self._tasks.insert(0, task)
         while not self._server.started:
@@ -303,6 +308,8 @@ class Daemon:
             return
         self.isp, self.replies = isp, replies
         self.pipeline.reload_classifiers(isp, replies)
+        if self.poller is not None:
+            self.poller.reload_isp(isp.classify)
         log.info("SIGHUP: classification tables reloaded (isp: %s, replies: %s)",
                  self.config.classify.isp_file or "shipped", self.config.classify.replies_file or "shipped")
 
@@ -369,10 +376,13 @@ async def _oneshot(config: Config) -> str:
         first = True
         limit = config.tail.max_pending_rows
         while more:
-            more = await tailer.poll(pipeline.on_batch, force_scan=first)
+            more = await tailer.poll(pipeline.on_batch, force_scan=first,
+                                     should_stop=lambda: pipeline.pending_rows >= limit)
             first = False
             if pipeline.pending_rows >= limit or (not more and pipeline.pending):
                 await store.commit(Commit(batches=pipeline.take_pending()))
         await tailer.close()
         await store.close()
-    return generate_latest(registry).decode()
+    from exporter.exposition import render_sync
+
+    return render_sync(registry).decode()

@@ -92,7 +92,9 @@ class ErrorLog:
                             now - start)
             start, shown, suppressed = now, 0, 0
         if shown < self.burst:
-            log.warning("%s:%d: %s (source %s): %.120r", path, line, reason, source, sample)
+            if len(sample) > 120:  # cut at a field boundary: a half address would escape redaction
+                sample = sample[:120].rsplit(",", 1)[0] + ",..."
+            log.warning("%s:%d: %s (source %s): %r", path, line, reason, source, sample)
             shown += 1
         else:
             suppressed += 1

@@ -80,16 +80,25 @@ class Loaded:
     series: list[tuple[str, tuple[str, ...], Any]]
 
 
-def _private_dir(path: Path) -> None:
-    """Create the state directory 0700; warn when an existing one is open to others."""
+def private_dir(path: Path) -> None:
+    """Create the state directory 0700; tighten an existing one of ours that is open to others.
+
+    Called before anything else writes there (the correlator's HMAC key included).
+    """
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir honours the umask
         return
-    mode = stat.S_IMODE(path.stat().st_mode)
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        log.warning("state_dir %s is accessible to other users (mode %o); it holds recipient data: "
-                    "chmod 700 it", path, mode)
+        if st.st_uid == os.geteuid():
+            os.chmod(path, 0o700)
+            log.warning("state_dir %s was accessible to other users (mode %o); set to 0700: it holds "
+                        "recipient data", path, mode)
+        else:
+            log.warning("state_dir %s is accessible to other users (mode %o) and not ours to change; it "
+                        "holds recipient data: chmod 700 it", path, mode)
 
 
 def _private_file(path: Path) -> bool:
@@ -174,7 +183,7 @@ class StateStore:
                 raise StateError(f"{self.path}: the state database is damaged ({'; '.join(check)}); {WAY_OUT}")
 
     def _open_checked(self) -> Loaded:
-        _private_dir(self.path.parent)
+        private_dir(self.path.parent)
         if not self.path.exists():
             self._create()
         elif self.path.stat().st_size == 0:
