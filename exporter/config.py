@@ -297,7 +297,32 @@ class WebConfig(_Strict):
         return self
 
 
-class Config(_Strict):
+def check_listen(value: str) -> str:
+    """`host:port`, `[v6]:port` or `:port` (loopback); the same rule for the daemon and the hub."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9469, got {value!r}")
+    return value
+
+
+class Listener:
+    """Bind address and port of a model with a `listen` field (the daemon's and the hub's config)."""
+
+    listen: str
+
+    @property
+    def listen_host(self) -> str:
+        """The bind address; a bare `:port` is loopback, so nothing is exposed unless asked for by name."""
+        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Config(_Strict, Listener):
     """The whole daemon configuration (`watchtower check-config` validates exactly this)."""
 
     sources: list[SourceConfig] = Field(min_length=1, description="The accounting file families to follow.")
@@ -322,12 +347,7 @@ class Config(_Strict):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected host:port, got {value!r}")
-        if ":" in host and not (host.startswith("[") and host.endswith("]")):
-            raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9469, got {value!r}")
-        return value
+        return check_listen(value)
 
     @field_validator("sources")
     @classmethod
@@ -338,14 +358,6 @@ class Config(_Strict):
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
         return value
 
-    @property
-    def listen_host(self) -> str:
-        """The bind address; a bare `:port` is loopback, so nothing is exposed unless asked for by name."""
-        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
-
-    @property
-    def listen_port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class ConfigError(Exception):

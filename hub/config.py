@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from exporter.config import ConfigError, Duration, WebConfig
+from exporter.config import ConfigError, Duration, Listener, WebConfig, check_listen
 
 HUB_API_CONCURRENCY = 16
 
@@ -75,7 +75,7 @@ class PagesConfig(_Strict):
     grafana_url: str = Field(default="http://localhost:3000", description="Grafana base URL for drill-down links.")
 
 
-class HubConfig(_Strict):
+class HubConfig(_Strict, Listener):
     """The whole `watchtower hub` configuration."""
 
     listen: str = Field(default="127.0.0.1:9470", description="host:port of the hub's listener.")
@@ -99,20 +99,7 @@ class HubConfig(_Strict):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected host:port, got {value!r}")
-        if ":" in _host and not (_host.startswith("[") and _host.endswith("]")):
-            raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9470, got {value!r}")
-        return value
-
-    @property
-    def listen_host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
-
-    @property
-    def listen_port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return check_listen(value)
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
