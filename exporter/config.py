@@ -149,7 +149,7 @@ class TailConfig(_Strict):
         "stays bounded while the database is slow or failing).",
     )
     shutdown_timeout: Duration = Field(
-        default=4.0,
+        default=3.0,
         description="On SIGTERM, time allowed to commit what was read; the rest is read again at the next start.",
     )
 
