@@ -126,6 +126,31 @@ class _Capped:
         return PLACEHOLDER_OVERFLOW
 
 
+class _LabelFrames:
+    """One chunk's label decisions as small frames, joined onto its groups (raw key -> label)."""
+
+    __slots__ = ("vp", "isp", "sender")
+
+    def __init__(self, vp: dict[tuple[str, str], tuple[str, str]], isp: dict[tuple[str, str], str],
+                 senders: dict[str, str] | None) -> None:
+        s = pl.String
+        self.vp = pl.LazyFrame({"v": [k[0] for k in vp], "p": [k[1] for k in vp], "vl": [x[0] for x in vp.values()],
+                                "pl": [x[1] for x in vp.values()]}, schema={"v": s, "p": s, "vl": s, "pl": s})
+        self.isp = pl.LazyFrame({"dom": [k[0] for k in isp], "host": [k[1] for k in isp], "il": list(isp.values())},
+                                schema={"dom": s, "host": s, "il": s})
+        self.sender = pl.LazyFrame({"od": list(senders or {}), "sl": list((senders or {}).values())},
+                                   schema={"od": s, "sl": s})
+
+    def with_vp(self, lz: pl.LazyFrame) -> pl.LazyFrame:
+        return lz.join(self.vp, on=["v", "p"], how="left", maintain_order="left")
+
+    def with_isp(self, lz: pl.LazyFrame) -> pl.LazyFrame:
+        return lz.join(self.isp, on=["dom", "host"], how="left", maintain_order="left")
+
+    def with_sender(self, lz: pl.LazyFrame) -> pl.LazyFrame:
+        return lz.join(self.sender, on="od", how="left", maintain_order="left")
+
+
 class RecordAggregator(Collector):
     """Holds every `pmta_*` record series; `apply()` folds a batch in, `collect()` serves it."""
 
@@ -275,10 +300,12 @@ class RecordAggregator(Collector):
                     b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
                 )
         res = dict(zip(*self._group_plans(lz, has_orig, has_times), strict=True))
-        self._defer_delivered(res["delivered"], vp, isp, has_times)
-        self._merge_failures(res["failures"], vp, isp, has_times)
+        labels = _LabelFrames(vp, isp, senders if has_orig else None)
+        self._defer_delivered(res["delivered"], labels, has_times)
+        classes = self._class_frame(res["failures"], labels)
+        self._merge_failures(res["failures"], labels, classes, has_times)
         if has_orig:
-            self._merge_senders(res, senders, isp)
+            self._merge_senders(res, labels, classes)
         if has_times:
             bad, neg, newest = res["times"].row(0)
             self._bad_times(source, bad)
@@ -325,6 +352,35 @@ class RecordAggregator(Collector):
                 newest=pl.col("a").filter(timed).max())
         return list(plans), pl.collect_all(list(plans.values()))
 
+    def _class_frame(self, failures: pl.DataFrame, labels: _LabelFrames) -> pl.LazyFrame:
+        """(il, st, ck, cat) -> cls for this chunk's failure groups; new keys decided in one batch.
+
+        Replies carrying queue ids are distinct per message: thousands of new keys per chunk, which the
+        classifier's batch entry point (`classify_many`) decides far faster than one call each. Each key
+        is decided on the first raw reply of its first group, as a group-by-group pass would.
+        """
+        s = pl.String
+        if not failures.height:
+            return pl.LazyFrame(schema={"il": s, "st": s, "ck": s, "cat": s, "cls": s})
+        keys = labels.with_isp(failures.lazy().select("dom", "host", "st", "ck", "cat", "diag")).unique(
+            subset=["il", "st", "ck", "cat"], keep="first", maintain_order=True).select(
+            "il", "st", "ck", "cat", "diag").collect()
+        cache = self._class_cache
+        rows = list(zip(*(keys.get_column(c).to_list() for c in ("il", "st", "ck", "cat", "diag")), strict=True))
+        many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
+        todo = [(i, st, diag, cat) for i, st, ck, cat, diag in rows if (i, st, ck, cat) not in cache]
+        decided: dict[tuple[str, str, str, str], str] = {}
+        if todo and many is not None:
+            found = many(todo)
+            for (i, st, ck, cat, _diag), cls in zip((r for r in rows if r[:4] not in cache), found, strict=True):
+                decided[(i, st, ck, cat)] = cls
+            for key, cls in decided.items():
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = cls
+        out = [decided.get(r[:4]) or self._class(*r) for r in rows]
+        return keys.lazy().select("il", "st", "ck", "cat").with_columns(pl.Series("cls", out, dtype=s))
+
     def _class(self, isp: str, st: str, ck: str, cat: str, diag: str) -> str:
         """Reply class of a group: keyed by the reduced text, decided on one raw text of the group."""
         key = (isp, st, ck, cat)
@@ -346,21 +402,16 @@ class RecordAggregator(Collector):
         if n and self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
 
-    def _defer_delivered(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
+    def _defer_delivered(self, grouped: pl.DataFrame, labels: _LabelFrames, has_times: bool) -> None:
         """Label this chunk's d groups in polars and keep them: they are summed and merged into the
         series in one go when the series are next read (exposition, checkpoint) or every few chunks,
         instead of a Python loop over thousands of (vmta, pool, domain, MX) groups per chunk."""
         if not grouped.height:
             return
-        s = pl.String
-        vpf = pl.DataFrame([list(k) + list(x) for k, x in vp.items()], schema={"v": s, "p": s, "vl": s, "pl": s},
-                           orient="row")
-        ispf = pl.DataFrame([(*k, x) for k, x in isp.items()], schema={"dom": s, "host": s, "il": s}, orient="row")
         width = len(self.bounds) + 1
         hist = ([pl.col(f"b{i}") for i in range(width)] + [pl.col("s"), pl.col("nok")] if has_times
                 else [pl.lit(0).alias(f"b{i}") for i in range(width)] + [pl.lit(0).alias("s"), pl.lit(0).alias("nok")])
-        labelled = grouped.lazy().join(vpf.lazy(), on=["v", "p"], maintain_order="left").join(
-            ispf.lazy(), on=["dom", "host"], maintain_order="left").select(
+        labelled = labels.with_isp(labels.with_vp(grouped.lazy())).select(
             "vl", "pl", "il", *[e.cast(pl.Float64) for e in [pl.col("n"), pl.col("nbytes"), pl.col("bytes"), *hist]])
         self._delivered.append(labelled.collect())
         if len(self._delivered) >= 32:
@@ -400,18 +451,28 @@ class RecordAggregator(Collector):
             series[key] = [a + (b or 0) for a, b in zip(h, values, strict=True)]
         self.dirty.add((name, key))
 
-    def _merge_failures(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
-        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total; t ages -> pmta_deferral_age_seconds."""
+    def _merge_failures(self, grouped: pl.DataFrame, labels: _LabelFrames, classes: pl.LazyFrame,
+                        has_times: bool) -> None:
+        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total; t ages -> pmta_deferral_age_seconds.
+
+        The groups are labelled in polars and summed per label set (first-seen order, as a group-by-group
+        pass would add them), so Python merges a few hundred rows, not one per distinct reply.
+        """
+        if not grouped.height:
+            return
         bounced = self.counters["pmta_bounced_total"]
         deferred = self.counters["pmta_deferred_total"]
-        ages = self.histograms["pmta_deferral_age_seconds"]
         dirty = self.dirty
-        width = len(self.bounds) + 2
-        for row in grouped.iter_rows():
-            typ, v, p, dom, host, st, ck, cat, n, diag = row[:10]
-            vl, pl_ = vp[(v, p)]
-            i = isp[(dom, host)]
-            cls = self._class(i, st, ck, cat, diag)
+        width = len(self.bounds) + 1
+        lz = labels.with_isp(labels.with_vp(grouped.lazy())).join(
+            classes, on=["il", "st", "ck", "cat"], how="left", maintain_order="left")
+        plans = [lz.group_by(["t", "vl", "pl", "il", "cat", "cls"], maintain_order=True).agg(pl.col("n").sum())]
+        if has_times:
+            plans.append(lz.filter((pl.col("t") == "t") & (pl.col("nok") > 0)).group_by(
+                ["pl", "il"], maintain_order=True).agg(*[pl.col(f"b{i}").sum() for i in range(width)],
+                                                       pl.col("s").sum()))
+        done = pl.collect_all(plans)
+        for typ, vl, pl_, i, cat, cls, n in done[0].iter_rows():
             if typ == "b":
                 catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
                     cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
@@ -420,22 +481,27 @@ class RecordAggregator(Collector):
                 key, name, series = (vl, pl_, i, cls), "pmta_deferred_total", deferred
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
-            if has_times and typ == "t" and row[10 + width]:
-                self._add_hist(ages, "pmta_deferral_age_seconds", (pl_, i), row[10:10 + width])
+        if has_times:
+            ages = self.histograms["pmta_deferral_age_seconds"]
+            for pl_, i, *values in done[1].iter_rows():
+                self._add_hist(ages, "pmta_deferral_age_seconds", (pl_, i), tuple(values))
 
-    def _merge_senders(self, res: dict[str, pl.DataFrame], senders: dict[str, str], isp: dict) -> None:
-        local: dict[Key, int] = {}
-        for od, dom, host, n in res["s_delivered"].iter_rows():
-            key = (senders[od], isp[(dom, host)])
-            local[key] = local.get(key, 0) + n
-        self._merge("pmta_sender_delivered_total", local)
+    def _merge_senders(self, res: dict[str, pl.DataFrame], labels: _LabelFrames, classes: pl.LazyFrame) -> None:
+        plans = [labels.with_isp(labels.with_sender(res["s_delivered"].lazy())).group_by(
+            ["sl", "il"], maintain_order=True).agg(pl.col("len").sum())]
+        failures = res["s_failures"]
+        if failures.height:
+            plans.append(labels.with_isp(labels.with_sender(failures.lazy())).join(
+                classes, on=["il", "st", "ck", "cat"], how="left", maintain_order="left").group_by(
+                ["t", "sl", "il", "cls"], maintain_order=True).agg(pl.col("len").sum()))
+        done = pl.collect_all(plans)
+        self._merge("pmta_sender_delivered_total", {(sl, i): n for sl, i, n in done[0].iter_rows()})
         bounced: dict[Key, int] = {}
         deferred: dict[Key, int] = {}
-        for typ, od, dom, host, st, ck, cat, n, diag in res["s_failures"].iter_rows():
-            i = isp[(dom, host)]
-            key = (senders[od], i, self._class(i, st, ck, cat, diag))
-            target = bounced if typ == "b" else deferred
-            target[key] = target.get(key, 0) + n
+        if failures.height:
+            for typ, sl, i, cls, n in done[1].iter_rows():
+                target = bounced if typ == "b" else deferred
+                target[(sl, i, cls)] = target.get((sl, i, cls), 0) + n
         self._merge("pmta_sender_bounced_total", bounced)
         self._merge("pmta_sender_deferred_total", deferred)
 

@@ -129,17 +129,21 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from exporter import logsetup, preflight
-    from exporter.http import raise_fd_limit
 
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
     logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
     if args.command == "oneshot":
-        from exporter.daemon import run_oneshot
+        if config.correlator.enabled:
+            from exporter.daemon import run_oneshot
+        else:  # metrics only: no state database, no web stack (exporter/oneshot.py)
+            from exporter.oneshot import run_oneshot
 
         sys.stdout.write(run_oneshot(config))
         return EXIT_OK
+    from exporter.http import raise_fd_limit  # the web stack is imported by `run` only
+
     raise_fd_limit()
     for warning in preflight.warnings(config):
         if "basic_auth_users" in warning:
