@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -186,6 +187,8 @@ class RecordAggregator(Collector):
         self._class_cache: dict[tuple[str, str, str, str], str] = {}
         self._newest_ts: dict[str, float] = {}
         self._delivered: list[pl.DataFrame] = []
+        self._worker: ThreadPoolExecutor | None = None
+        self._in_flight: Future[None] | None = None
 
     # --- label normalisation (cached) -----------------------------------------------------
     def _overflow(self, label: str) -> None:
@@ -235,7 +238,50 @@ class RecordAggregator(Collector):
         return hit
 
     # --- the hot path ----------------------------------------------------------------------
+    # --- background folding ----------------------------------------------------------------
+    def run_in_background(self) -> bool:
+        """Fold each batch on a worker thread while the caller reads and parses the next one.
+
+        Parsing and the polars parts of folding release the GIL, so on two cores chunk N+1 is parsed
+        while chunk N is aggregated. Batches are folded one at a time in arrival order (the same
+        series, labels and cap admissions as inline); every reader of the series (flush, take_dirty,
+        collect, the exposition snapshot, restore) first waits for the batch in flight. Not with a
+        correlator: its vmta lookups belong to the event loop. Returns whether it was switched on.
+        """
+        if self.lookup_vmta is None and self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="watchtower-aggregate")
+        return self._worker is not None
+
+    def wait(self) -> None:
+        """Until the batch in flight (if any) is folded in; re-raises what folding it raised."""
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Fold what is in flight and stop the worker thread (if any)."""
+        try:
+            self.wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown()
+                self._worker = None
+
+    def reset_caches(self) -> None:
+        """Forget cached classification answers (the daemon swaps the tables on SIGHUP)."""
+        self.wait()
+        for cache in (self._labels_cache, self._sender_cache, self._isp_cache, self._class_cache):
+            cache.clear()
+
     def apply(self, batch: RecordBatch) -> None:
+        """Fold one batch into the series (on the worker thread once `run_in_background()` was called)."""
+        if self._worker is None:
+            self._apply(batch)
+            return
+        self.wait()
+        self._in_flight = self._worker.submit(self._apply, batch)
+
+    def _apply(self, batch: RecordBatch) -> None:
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
         c = batch.columns
         frame = batch.frame
@@ -415,10 +461,14 @@ class RecordAggregator(Collector):
             "vl", "pl", "il", *[e.cast(pl.Float64) for e in [pl.col("n"), pl.col("nbytes"), pl.col("bytes"), *hist]])
         self._delivered.append(labelled.collect())
         if len(self._delivered) >= 32:
-            self.flush()
+            self._merge_deferred()
 
     def flush(self) -> None:
         """Merge the deferred d groups into the series (call before reading them)."""
+        self.wait()
+        self._merge_deferred()
+
+    def _merge_deferred(self) -> None:
         if not self._delivered:
             return
         frames, self._delivered = self._delivered, []
@@ -591,6 +641,7 @@ class RecordAggregator(Collector):
 
     def restore(self, name: str, key: Key, value: Any) -> None:
         """Reload one persisted series (startup), re-admitting its label values first."""
+        self.wait()
         spec = SPECS.get(name)
         if spec is None:
             return

@@ -34,10 +34,14 @@ async def _oneshot(config: Config) -> str:
     pipeline = Pipeline(config, registry, None, isp, replies)
     tail = config.tail.model_copy(update={"chunk_bytes": max(config.tail.chunk_bytes, BACKFILL_CHUNK_BYTES)})
     tailer = Tailer(config.sources, tail, pipeline.self_metrics, first_run=True, oneshot=True)
+    aggregator = pipeline.aggregator
+    aggregator.run_in_background()  # chunk N is aggregated while chunk N+1 is parsed
     try:
         more = await tailer.poll(pipeline.on_batch, force_scan=True)
         while more:
             more = await tailer.poll(pipeline.on_batch)
+        aggregator.flush()  # the self-metrics it updates are rendered before its own series
     finally:
+        aggregator.close()
         await tailer.close()
     return render_sync(registry).decode()

@@ -1,0 +1,79 @@
+"""ReplyClassifier.classify_many (the aggregator's batch entry point) answers exactly as classify does.
+
+The batch path finds rule literals with polars' Aho-Corasick and visits only the rules they allow;
+these tests hold it to the one-at-a-time path on the reference catalogue, on generated replies that
+mix rule literals, overlapping literals, case and non-ASCII text, and through a bounded cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.classify import replies as replies_module
+from exporter.classify.isp import ISP_NAMES
+from exporter.classify.replies import ReplyClassifier
+
+_SHIPPED = ReplyClassifier.load()
+LITERALS = sorted(_SHIPPED._literals)
+CODES = ["", "421 ", "450-", "451 ", "452 ", "550 ", "552 ", "554 ", "smtp;421-", "smtp;550 "]
+ENHANCED = ["", "4.7.0 ", "4.7.28 ", "4.3.0 ", "4.2.2 ", "5.1.1 ", "5.7.1 ", "5.2.2 ", "#5.1.1 "]
+STATUSES = ["", "4.7.28 (delivery not authorized)", "5.1.1 (bad destination mailbox address)", "4.4.1", "2.0.0"]
+CATS = ["", "bad-mailbox", "spam-related", "policy-related", "quota-issues", "success", "other"]
+
+
+def _fresh() -> ReplyClassifier:
+    """A classifier with empty caches (the shipped rules, without parsing the YAML again)."""
+    return ReplyClassifier(list(_SHIPPED.rules), _SHIPPED._override, _SHIPPED._bc_fallback, _SHIPPED._enh_fallback)
+
+
+def _word() -> st.SearchStrategy[str]:
+    literal = st.sampled_from(LITERALS)
+    return (literal | literal.map(str.upper) | literal.map(str.title)
+            | st.text(alphabet="abcdeiklmnorstuxyzKİẞ.- @:[]()0123456789", max_size=10) | st.text(max_size=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.tuples(st.sampled_from(ISP_NAMES), st.sampled_from(STATUSES),
+                                st.tuples(st.sampled_from(CODES), st.sampled_from(ENHANCED),
+                                          st.lists(_word(), max_size=10)),
+                                st.sampled_from(CATS)), min_size=1, max_size=24))
+def test_classify_many_equals_classify(items: list[tuple[str, str, tuple[str, str, list[str]], str]]) -> None:
+    batch = [(isp, status, code + enh + " ".join(words), cat) for isp, status, (code, enh, words), cat in items]
+    single = _fresh()
+    assert _fresh().classify_many(batch) == [single.classify(*item) for item in batch]
+
+
+def test_classify_many_on_the_reference_catalogue() -> None:
+    from tests.test_classify_replies import ALL_CASES
+
+    batch = [tuple(case[:4]) for case in ALL_CASES]
+    assert _fresh().classify_many(batch) == [case[4] for case in ALL_CASES]  # type: ignore[misc]
+    assert _fresh().classify_many(batch * 3)[: len(batch)] == [case[4] for case in ALL_CASES]  # type: ignore[misc]
+
+
+def test_every_rule_literal_found_even_when_literals_overlap() -> None:
+    rc = _fresh()
+    texts = [" ".join(LITERALS), "".join(LITERALS), "xx" + LITERALS[0] + LITERALS[-1], "", "no literal here ÿ"]
+    texts += [k[1:] + k for k in LITERALS]  # overlapping partial repeats
+    want = [frozenset(k for k in LITERALS if k in t) for t in texts]
+    assert rc._present(texts) == want  # polars' Aho-Corasick (batch of 8 or more)
+    assert rc._present(texts[:3]) == want[:3]  # the plain substring loop (small batches)
+
+
+def test_cache_stays_bounded_and_answers_stay_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replies_module, "_CACHE_LIMIT", 16)
+    rc = ReplyClassifier.load()
+    batch = [("other", "", f"550 5.1.1 user unknown queue {i}", "") for i in range(40)]
+    batch += [("gmail", "", f"421 4.7.28 rate limited {i} s1si{i}.2 - gsmtp", "") for i in range(40)]
+    got = rc.classify_many(batch)
+    assert got == ["user_unknown"] * 40 + ["throttled"] * 40
+    assert 0 < len(rc._cache) <= 16
+    assert rc.classify_many(batch) == got
+
+
+def test_text_polars_cannot_hold_falls_back_to_the_substring_loop() -> None:
+    rc = _fresh()
+    batch = [("other", "", f"550 5.1.1 user unknown \ud800 {i}", "") for i in range(10)]  # lone surrogate
+    assert rc.classify_many(batch) == [_fresh().classify(*item) for item in batch]

@@ -1,0 +1,54 @@
+"""`watchtower oneshot` with the correlator off (exporter/oneshot.py): the daemon's exact output, and
+none of the web stack or the correlator loaded to produce it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from bench.corpus import make_corpus
+from exporter.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config(tmp_path: Path) -> Path:
+    make_corpus(tmp_path, 4000, files=2)  # acct (one CRLF file, one latin-1 byte) + diag + fbl
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({
+        "sources": [{"name": "acct", "paths": [str(tmp_path / "acct-*.csv")], "records": ["d", "b"]},
+                    {"name": "diag", "paths": [str(tmp_path / "diag-*.csv")], "records": ["t", "tq"]},
+                    {"name": "fbl", "paths": [str(tmp_path / "fbl-*.csv")], "records": ["f"]}],
+        "state_dir": str(tmp_path / "state"), "correlator": {"enabled": False},
+        "tail": {"chunk_bytes": 65536}, "labels": {"max_vmtas": 50, "max_senders": 9},
+    }))
+    return path
+
+
+def test_metrics_only_oneshot_writes_what_the_daemon_path_writes(tmp_path: Path, monkeypatch) -> None:
+    from exporter import daemon, oneshot
+
+    config = load_config(_config(tmp_path))
+    reference = daemon.run_oneshot(config)  # tail.chunk_bytes reads, inline folding, generate_latest
+    monkeypatch.setattr(oneshot, "BACKFILL_CHUNK_BYTES", 200_000)  # several chunks per file, folded behind
+    fast = oneshot.run_oneshot(config)
+    assert 'watchtower_records_repaired_total{reason="invalid_utf8",source="acct"} 1.0' in fast
+    assert "pmta_deferral_age_seconds_bucket" in fast and 'label="vmta"' in fast
+    assert fast == reference
+
+
+def test_oneshot_imports_no_web_stack_and_no_correlator(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    probe = ("import sys, io, contextlib\n"
+             "from exporter.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             f"    rc = main(['oneshot', '--config', {str(config)!r}])\n"
+             "heavy = ('fastapi', 'uvicorn', 'starlette', 'httpx', 'sqlite_utils', 'correlator')\n"
+             "print(rc, len(out.getvalue()) > 0, sorted(m for m in heavy if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "0 True []"
