@@ -47,6 +47,11 @@ Key = tuple[str, ...]
 Lookup = Callable[[Columns, list[list[str]]], list[tuple[str, str] | None]]
 
 _CACHE_LIMIT = 100_000
+FIELDS = frozenset({
+    "type", "timeLogged", "timeQueued", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat",
+    "dlvSize", "vmta", "vmtaPool", "queue", "feedbackType", "reportingMta",
+})
+"""Every record field the aggregator reads (a metrics-only reader parses just these: FileParser.fields)."""
 SEP = "\x1f"
 _MAIN = frozenset({"d", "t", "tq", "b"})
 _LATE = frozenset({"f", "rb", "rs", "r"})
@@ -347,11 +352,14 @@ class RecordAggregator(Collector):
                 )
         res = dict(zip(*self._group_plans(lz, has_orig, has_times), strict=True))
         labels = _LabelFrames(vp, isp, senders if has_orig else None)
-        self._defer_delivered(res["delivered"], labels, has_times)
         classes = self._class_frame(res["failures"], labels)
-        self._merge_failures(res["failures"], labels, classes, has_times)
-        if has_orig:
-            self._merge_senders(res, labels, classes)
+        plans = {**self._delivered_plan(res["delivered"], labels, has_times),
+                 **self._failure_plans(res["failures"], labels, classes, has_times),
+                 **(self._sender_plans(res, labels, classes) if has_orig else {})}
+        done = dict(zip(plans, pl.collect_all(list(plans.values())), strict=True)) if plans else {}
+        self._defer_delivered(done.get("delivered"))
+        self._merge_failures(done)
+        self._merge_senders(done)
         if has_times:
             bad, neg, newest = res["times"].row(0)
             self._bad_times(source, bad)
@@ -372,6 +380,10 @@ class RecordAggregator(Collector):
                     pl.col("delay").sum().alias("s"), pl.col("ok").sum().alias("nok")]
         d = lz.filter(pl.col("t") == "d")
         rest = lz.filter(pl.col("t") != "d")
+        if has_times:  # deferral ages count t rows only: masked once, not filtered per group and bucket
+            is_t = pl.col("t") == "t"
+            rest = rest.with_columns(tidx=pl.when(is_t).then(pl.col("idx")), tdelay=pl.when(is_t).then(pl.col("delay")),
+                                     tok=is_t & pl.col("ok"))
         size_ok = pl.col("size").str.contains(r"^[0-9]+$")
         plans: dict[str, pl.LazyFrame] = {
             "delivered": d.group_by(["v", "p", "dom", "host"], maintain_order=True).agg(
@@ -380,10 +392,8 @@ class RecordAggregator(Collector):
                 *hist),
             "failures": rest.group_by(["t", "v", "p", "dom", "host", "st", "ck", "cat"], maintain_order=True).agg(
                 pl.len().alias("n"), pl.col("diag").first(),
-                *[(pl.col("idx").filter(pl.col("t") == "t") == i).sum().alias(f"b{i}")
-                  for i in range(len(self.bounds) + 1) if has_times],
-                *([pl.col("delay").filter(pl.col("t") == "t").sum().alias("s"),
-                   pl.col("ok").filter(pl.col("t") == "t").sum().alias("nok")] if has_times else []),
+                *[(pl.col("tidx") == i).sum().alias(f"b{i}") for i in range(len(self.bounds) + 1) if has_times],
+                *([pl.col("tdelay").sum().alias("s"), pl.col("tok").sum().alias("nok")] if has_times else []),
             ),
         }
         if has_orig:
@@ -448,18 +458,23 @@ class RecordAggregator(Collector):
         if n and self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
 
-    def _defer_delivered(self, grouped: pl.DataFrame, labels: _LabelFrames, has_times: bool) -> None:
-        """Label this chunk's d groups in polars and keep them: they are summed and merged into the
-        series in one go when the series are next read (exposition, checkpoint) or every few chunks,
-        instead of a Python loop over thousands of (vmta, pool, domain, MX) groups per chunk."""
+    def _delivered_plan(self, grouped: pl.DataFrame, labels: _LabelFrames, has_times: bool) -> dict[str, pl.LazyFrame]:
+        """This chunk's d groups with their labels (vmta, pool, isp) instead of raw keys."""
         if not grouped.height:
-            return
+            return {}
         width = len(self.bounds) + 1
         hist = ([pl.col(f"b{i}") for i in range(width)] + [pl.col("s"), pl.col("nok")] if has_times
                 else [pl.lit(0).alias(f"b{i}") for i in range(width)] + [pl.lit(0).alias("s"), pl.lit(0).alias("nok")])
-        labelled = labels.with_isp(labels.with_vp(grouped.lazy())).select(
-            "vl", "pl", "il", *[e.cast(pl.Float64) for e in [pl.col("n"), pl.col("nbytes"), pl.col("bytes"), *hist]])
-        self._delivered.append(labelled.collect())
+        return {"delivered": labels.with_isp(labels.with_vp(grouped.lazy())).select(
+            "vl", "pl", "il", *[e.cast(pl.Float64) for e in [pl.col("n"), pl.col("nbytes"), pl.col("bytes"), *hist]])}
+
+    def _defer_delivered(self, labelled: pl.DataFrame | None) -> None:
+        """Keep this chunk's labelled d groups: they are summed and merged into the series in one go when
+        the series are next read (exposition, checkpoint) or every few chunks, instead of a Python loop
+        over thousands of (vmta, pool, domain, MX) groups per chunk."""
+        if labelled is None:
+            return
+        self._delivered.append(labelled)
         if len(self._delivered) >= 32:
             self._merge_deferred()
 
@@ -501,28 +516,31 @@ class RecordAggregator(Collector):
             series[key] = [a + (b or 0) for a, b in zip(h, values, strict=True)]
         self.dirty.add((name, key))
 
-    def _merge_failures(self, grouped: pl.DataFrame, labels: _LabelFrames, classes: pl.LazyFrame,
-                        has_times: bool) -> None:
-        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total; t ages -> pmta_deferral_age_seconds.
-
-        The groups are labelled in polars and summed per label set (first-seen order, as a group-by-group
-        pass would add them), so Python merges a few hundred rows, not one per distinct reply.
-        """
+    def _failure_plans(self, grouped: pl.DataFrame, labels: _LabelFrames, classes: pl.LazyFrame,
+                       has_times: bool) -> dict[str, pl.LazyFrame]:
+        """The b/t/tq groups labelled and summed per label set (first-seen order, as a group-by-group pass
+        would add them), so Python merges a few hundred rows, not one per distinct reply."""
         if not grouped.height:
+            return {}
+        lz = labels.with_isp(labels.with_vp(grouped.lazy())).join(
+            classes, on=["il", "st", "ck", "cat"], how="left", maintain_order="left")
+        plans = {"f_counts": lz.group_by(["t", "vl", "pl", "il", "cat", "cls"], maintain_order=True).agg(
+            pl.col("n").sum())}
+        if has_times:
+            plans["f_ages"] = lz.filter((pl.col("t") == "t") & (pl.col("nok") > 0)).group_by(
+                ["pl", "il"], maintain_order=True).agg(*[pl.col(f"b{i}").sum() for i in range(len(self.bounds) + 1)],
+                                                       pl.col("s").sum())
+        return plans
+
+    def _merge_failures(self, done: dict[str, pl.DataFrame]) -> None:
+        """b -> pmta_bounced_total; t and tq -> pmta_deferred_total; t ages -> pmta_deferral_age_seconds."""
+        counts = done.get("f_counts")
+        if counts is None:
             return
         bounced = self.counters["pmta_bounced_total"]
         deferred = self.counters["pmta_deferred_total"]
         dirty = self.dirty
-        width = len(self.bounds) + 1
-        lz = labels.with_isp(labels.with_vp(grouped.lazy())).join(
-            classes, on=["il", "st", "ck", "cat"], how="left", maintain_order="left")
-        plans = [lz.group_by(["t", "vl", "pl", "il", "cat", "cls"], maintain_order=True).agg(pl.col("n").sum())]
-        if has_times:
-            plans.append(lz.filter((pl.col("t") == "t") & (pl.col("nok") > 0)).group_by(
-                ["pl", "il"], maintain_order=True).agg(*[pl.col(f"b{i}").sum() for i in range(width)],
-                                                       pl.col("s").sum()))
-        done = pl.collect_all(plans)
-        for typ, vl, pl_, i, cat, cls, n in done[0].iter_rows():
+        for typ, vl, pl_, i, cat, cls, n in counts.iter_rows():
             if typ == "b":
                 catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
                     cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
@@ -531,27 +549,31 @@ class RecordAggregator(Collector):
                 key, name, series = (vl, pl_, i, cls), "pmta_deferred_total", deferred
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
-        if has_times:
-            ages = self.histograms["pmta_deferral_age_seconds"]
-            for pl_, i, *values in done[1].iter_rows():
-                self._add_hist(ages, "pmta_deferral_age_seconds", (pl_, i), tuple(values))
+        ages = done.get("f_ages")
+        if ages is not None:
+            series = self.histograms["pmta_deferral_age_seconds"]
+            for pl_, i, *values in ages.iter_rows():
+                self._add_hist(series, "pmta_deferral_age_seconds", (pl_, i), tuple(values))
 
-    def _merge_senders(self, res: dict[str, pl.DataFrame], labels: _LabelFrames, classes: pl.LazyFrame) -> None:
-        plans = [labels.with_isp(labels.with_sender(res["s_delivered"].lazy())).group_by(
-            ["sl", "il"], maintain_order=True).agg(pl.col("len").sum())]
-        failures = res["s_failures"]
-        if failures.height:
-            plans.append(labels.with_isp(labels.with_sender(failures.lazy())).join(
+    def _sender_plans(self, res: dict[str, pl.DataFrame], labels: _LabelFrames,
+                      classes: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+        plans = {"s_delivered": labels.with_isp(labels.with_sender(res["s_delivered"].lazy())).group_by(
+            ["sl", "il"], maintain_order=True).agg(pl.col("len").sum())}
+        if res["s_failures"].height:
+            plans["s_failures"] = labels.with_isp(labels.with_sender(res["s_failures"].lazy())).join(
                 classes, on=["il", "st", "ck", "cat"], how="left", maintain_order="left").group_by(
-                ["t", "sl", "il", "cls"], maintain_order=True).agg(pl.col("len").sum()))
-        done = pl.collect_all(plans)
-        self._merge("pmta_sender_delivered_total", {(sl, i): n for sl, i, n in done[0].iter_rows()})
+                ["t", "sl", "il", "cls"], maintain_order=True).agg(pl.col("len").sum())
+        return plans
+
+    def _merge_senders(self, done: dict[str, pl.DataFrame]) -> None:
+        if "s_delivered" not in done:
+            return
+        self._merge("pmta_sender_delivered_total", {(sl, i): n for sl, i, n in done["s_delivered"].iter_rows()})
         bounced: dict[Key, int] = {}
         deferred: dict[Key, int] = {}
-        if failures.height:
-            for typ, sl, i, cls, n in done[1].iter_rows():
-                target = bounced if typ == "b" else deferred
-                target[(sl, i, cls)] = target.get((sl, i, cls), 0) + n
+        for typ, sl, i, cls, n in done["s_failures"].iter_rows() if "s_failures" in done else ():
+            target = bounced if typ == "b" else deferred
+            target[(sl, i, cls)] = target.get((sl, i, cls), 0) + n
         self._merge("pmta_sender_bounced_total", bounced)
         self._merge("pmta_sender_deferred_total", deferred)
 

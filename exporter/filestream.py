@@ -107,11 +107,12 @@ class FileStream:
         metrics: SelfMetrics | None,
         error_log: ErrorLog,
         chunk_bytes: int,
+        fields: frozenset[str] | None = None,
     ) -> None:
         self.cp = checkpoint
         columns = Columns.from_header(checkpoint.header.split(",")) if checkpoint.header else None
         self.parser = FileParser(checkpoint.source, checkpoint.path, allowed, columns, checkpoint.line_no,
-                                 error_log)
+                                 error_log, fields=fields)
         self.metrics = metrics
         self.chunk_bytes = chunk_bytes
         self.file: AsyncBufferedReader | None = None

@@ -14,6 +14,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
+from exporter.aggregate import FIELDS
 from exporter.config import Config
 from exporter.daemon import Pipeline, _classifiers
 from exporter.exposition import render_sync
@@ -33,7 +34,7 @@ async def _oneshot(config: Config) -> str:
     isp, replies = _classifiers(config)
     pipeline = Pipeline(config, registry, None, isp, replies)
     tail = config.tail.model_copy(update={"chunk_bytes": max(config.tail.chunk_bytes, BACKFILL_CHUNK_BYTES)})
-    tailer = Tailer(config.sources, tail, pipeline.self_metrics, first_run=True, oneshot=True)
+    tailer = Tailer(config.sources, tail, pipeline.self_metrics, first_run=True, oneshot=True, fields=FIELDS)
     aggregator = pipeline.aggregator
     aggregator.run_in_background()  # chunk N is aggregated while chunk N+1 is parsed
     try:

@@ -106,7 +106,7 @@ class FileParser:
     """Parsing state of one file: its header and how many lines have been consumed."""
 
     __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast",
-                 "repaired")
+                 "repaired", "fields")
 
     def __init__(
         self,
@@ -117,8 +117,13 @@ class FileParser:
         line_no: int = 0,
         error_log: ErrorLog | None = None,
         fast: bool = True,
+        fields: frozenset[str] | None = None,
     ) -> None:
         self.fast = fast
+        self.fields = fields
+        """KNOWN_FIELDS the consumer reads, or None for every column. With a set (metrics only, no
+        correlator), the fast path materialises just those columns of valid rows: a batch's other
+        columns are absent from its frame and read as '' (RecordBatch.rows). Counting is unchanged."""
         """Use the polars path where it can judge a chunk exactly (tests compare both paths)."""
         self.source = source
         self.path = path
@@ -181,11 +186,10 @@ class FileParser:
         bad_utf8 = invalid_utf8_lines(body)
         if b"\r" in body:  # memchr; a two-byte search would scan much slower
             body = body.replace(b"\r\n", b"\n")
+        marked = body.replace(b"\n", _SENTINEL_EOL)
+        keep = self._projection(columns)
         try:
-            frame = pl.read_csv(  # bytes, not a BytesIO: polars reads them without a copy
-                body.replace(b"\n", _SENTINEL_EOL), has_header=False, schema=_schema(n),
-                quote_char='"', raise_if_empty=False, encoding="utf8-lossy" if bad_utf8 else "utf8",
-            )
+            frame = self._read(marked, n, keep, bad_utf8)
         except Exception:  # noqa: BLE001 - polars raises several types; the exact path explains
             return None
         if frame.height != nlines:
@@ -207,6 +211,9 @@ class FileParser:
         self.columns = columns
         self.line_no += head_lines + nlines
         if bad:
+            if keep is not None:  # bad lines are logged whole: read the chunk again with every column
+                frame = self._read(marked, n, None, bad_utf8).with_columns(
+                    pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE))
             self._count_bad(frame, n, known, valid, blank)
         good = frame.filter(usable) if unusable else frame
         counts = {x["c0"]: x["count"] for x in types}
@@ -225,6 +232,21 @@ class FileParser:
             return None, head_lines + nlines
         good = good.drop(col(n))
         return RecordBatch(self.source, self.path, columns, frame=good), head_lines + nlines
+
+    def _projection(self, columns: Columns) -> list[int] | None:
+        """Column indexes to materialise (type, the blank-line probe, the wanted fields, the sentinel)."""
+        if self.fields is None:
+            return None
+        n = len(columns.names)
+        keep = {0, 1, n} | {getattr(columns, f) for f in self.fields}
+        keep.discard(-1)
+        return sorted(keep) if len(keep) < n + 1 else None
+
+    @staticmethod
+    def _read(marked: bytes, n: int, keep: list[int] | None, bad_utf8: list[int]) -> pl.DataFrame:
+        """polars' CSV reader over sentinel-marked lines (bytes, not a BytesIO: read without a copy)."""
+        return pl.read_csv(marked, has_header=False, schema=_schema(n), columns=keep, quote_char='"',
+                           raise_if_empty=False, encoding="utf8-lossy" if bad_utf8 else "utf8")
 
     def _count_bad(self, frame: pl.DataFrame, n: int, known: pl.Expr, valid: pl.Expr, blank: pl.Expr) -> None:
         """Unknown types and short rows found by the fast path (rare): counted and logged per line."""

@@ -155,7 +155,9 @@ class RecordBatch:
         if self._rows is None:
             assert self._frame is not None
             n = len(self.columns.names)
-            fields = self._frame.select([pl.col(col(i)).fill_null("") for i in range(n)])
+            have = set(self._frame.columns)  # a projected batch (FileParser.fields) lacks the unread columns
+            fields = self._frame.select([pl.col(col(i)).fill_null("") if col(i) in have else pl.lit("").alias(col(i))
+                                         for i in range(n)])
             self._rows = [list(r) for r in fields.iter_rows()]
         return self._rows
 

@@ -71,8 +71,11 @@ class Tailer:
         checkpoints: Iterable[Checkpoint] = (),
         first_run: bool = True,
         oneshot: bool = False,
+        fields: frozenset[str] | None = None,
     ) -> None:
         self.sources = sources
+        self.fields = fields
+        """Record fields the consumers read (None: all); see FileParser.fields."""
         self.tail = tail
         self.metrics = metrics
         self.oneshot = oneshot
@@ -227,7 +230,7 @@ class Tailer:
                             header)
             self.known[key] = cp
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
-                                       self.tail.chunk_bytes)
+                                       self.tail.chunk_bytes, self.fields)
 
     # --- reading ---------------------------------------------------------------------------------
     async def poll(self, on_batch: OnBatch, force_scan: bool = False,
