@@ -48,6 +48,7 @@ def _schema(n: int) -> dict[str, type[pl.DataType]]:
 
 
 _SENTINEL_EOL = ("," + SENTINEL + "\n").encode()
+_SENTINEL_BYTE = SENTINEL.encode()
 
 
 def invalid_utf8_lines(data: bytes) -> list[int]:
@@ -175,10 +176,7 @@ class FileParser:
             head_lines = 1
         if columns is None or len(columns.names) < 2:
             return None
-        nlines = body.count(b"\n")
-        if nlines == 0:
-            if body:
-                return None
+        if not body:
             self.columns = columns
             self.line_no += head_lines
             return None, head_lines
@@ -187,7 +185,12 @@ class FileParser:
         if b"\r" in body:  # memchr; a two-byte search would scan much slower
             body = body.replace(b"\r\n", b"\n")
         marked = body.replace(b"\n", _SENTINEL_EOL)
-        keep = self._projection(columns)
+        nlines = (len(marked) - len(body)) // (len(_SENTINEL_EOL) - 1)  # each newline grew: no counting pass
+        if nlines == 0:
+            return None
+        # Projected, polars ignores fields past the schema: a long row is then caught only because the
+        # sentinel is missing from its place, which holds only if no field of the chunk is the sentinel.
+        keep = self._projection(columns) if _SENTINEL_BYTE not in body else None
         try:
             frame = self._read(marked, n, keep, bad_utf8)
         except Exception:  # noqa: BLE001 - polars raises several types; the exact path explains
@@ -208,12 +211,15 @@ class FileParser:
         ).row(0)
         if header:
             return None  # a header line mid-chunk: the exact path remaps columns in place
+        if bad and keep is not None:  # bad lines are logged whole: read the chunk again with every column
+            try:
+                frame = self._read(marked, n, None, bad_utf8).with_columns(
+                    pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE))
+            except Exception:  # noqa: BLE001 - e.g. a long row, which only the unprojected read refuses
+                return None
         self.columns = columns
         self.line_no += head_lines + nlines
         if bad:
-            if keep is not None:  # bad lines are logged whole: read the chunk again with every column
-                frame = self._read(marked, n, None, bad_utf8).with_columns(
-                    pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE))
             self._count_bad(frame, n, known, valid, blank)
         good = frame.filter(usable) if unusable else frame
         counts = {x["c0"]: x["count"] for x in types}
