@@ -75,7 +75,7 @@ def reply_key(diag: pl.Expr) -> pl.Expr:
 
 def mx_host(mta: pl.Expr) -> pl.Expr:
     """dsnMta without its `(ip)` part, which is all the ISP classifier reads of it ('' stays '')."""
-    host = mta.str.splitn("(", 2).struct.field("field_0").str.strip_chars().str.to_lowercase()
+    host = mta.str.split_exact("(", 1).struct.field("field_0").str.strip_chars().str.to_lowercase()
     return pl.when(host == "").then(mta).otherwise(host)
 
 
@@ -94,7 +94,7 @@ def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
     use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
     vraw = (pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
             .then(queue.str.splitn("/", 2).struct.field("field_1")).otherwise(vmta))
-    dom = (pl.when(use_queue).then(queue.str.splitn("/", 2).struct.field("field_0"))
+    dom = (pl.when(use_queue).then(queue.str.split_exact("/", 1).struct.field("field_0"))
            .otherwise(rcpt.str.split("@").list.last()).str.to_lowercase())
     timed = (t == "d") | (t == "t")
     failure = t != "d"
