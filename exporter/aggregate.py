@@ -47,6 +47,8 @@ Key = tuple[str, ...]
 Lookup = Callable[[Columns, list[list[str]]], list[tuple[str, str] | None]]
 
 _CACHE_LIMIT = 100_000
+SMALL_GROUPS = 4096
+"""Failure groups up to which a chunk is merged by a Python loop; above, labelled and summed in polars."""
 FIELDS = frozenset({
     "type", "timeLogged", "timeQueued", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat",
     "dlvSize", "vmta", "vmtaPool", "queue", "feedbackType", "reportingMta",
@@ -135,7 +137,7 @@ class _Capped:
 class _LabelFrames:
     """One chunk's label decisions as small frames, joined onto its groups (raw key -> label)."""
 
-    __slots__ = ("vp", "isp", "sender")
+    __slots__ = ("vp", "isp", "_senders")
 
     def __init__(self, vp: dict[tuple[str, str], tuple[str, str]], isp: dict[tuple[str, str], str],
                  senders: dict[str, str] | None) -> None:
@@ -144,8 +146,12 @@ class _LabelFrames:
                                 "pl": [x[1] for x in vp.values()]}, schema={"v": s, "p": s, "vl": s, "pl": s})
         self.isp = pl.LazyFrame({"dom": [k[0] for k in isp], "host": [k[1] for k in isp], "il": list(isp.values())},
                                 schema={"dom": s, "host": s, "il": s})
-        self.sender = pl.LazyFrame({"od": list(senders or {}), "sl": list((senders or {}).values())},
-                                   schema={"od": s, "sl": s})
+        self._senders = senders or {}
+
+    @property
+    def sender(self) -> pl.LazyFrame:
+        return pl.LazyFrame({"od": list(self._senders), "sl": list(self._senders.values())},
+                            schema={"od": pl.String, "sl": pl.String})
 
     def with_vp(self, lz: pl.LazyFrame) -> pl.LazyFrame:
         return lz.join(self.vp, on=["v", "p"], how="left", maintain_order="left")
@@ -352,14 +358,22 @@ class RecordAggregator(Collector):
                 )
         res = dict(zip(*self._group_plans(lz, has_orig, has_times), strict=True))
         labels = _LabelFrames(vp, isp, senders if has_orig else None)
-        classes = self._class_frame(res["failures"], labels)
-        plans = {**self._delivered_plan(res["delivered"], labels, has_times),
-                 **self._failure_plans(res["failures"], labels, classes, has_times),
-                 **(self._sender_plans(res, labels, classes) if has_orig else {})}
-        done = dict(zip(plans, pl.collect_all(list(plans.values())), strict=True)) if plans else {}
-        self._defer_delivered(done.get("delivered"))
-        self._merge_failures(done)
-        self._merge_senders(done)
+        groups = res["failures"].height + (res["s_failures"].height if has_orig else 0)
+        if groups <= SMALL_GROUPS:  # a small chunk (the daemon's polls): fewer polars plans, a short loop
+            done = self._collect(self._delivered_plan(res["delivered"], labels, has_times))
+            self._defer_delivered(done.get("delivered"))
+            self._classify_rows(res["failures"], isp)
+            self._merge_failure_rows(res["failures"], vp, isp, has_times)
+            if has_orig:
+                self._merge_sender_rows(res, senders, isp)
+        else:
+            classes = self._class_frame(res["failures"], labels)
+            done = self._collect({**self._delivered_plan(res["delivered"], labels, has_times),
+                                  **self._failure_plans(res["failures"], labels, classes, has_times),
+                                  **(self._sender_plans(res, labels, classes) if has_orig else {})})
+            self._defer_delivered(done.get("delivered"))
+            self._merge_failures(done)
+            self._merge_senders(done)
         if has_times:
             bad, neg, newest = res["times"].row(0)
             self._bad_times(source, bad)
@@ -407,6 +421,68 @@ class RecordAggregator(Collector):
                 bad=(timed & ~ok).sum(), neg=(timed & ok & (pl.col("a") < pl.col("b"))).sum(),
                 newest=pl.col("a").filter(timed).max())
         return list(plans), pl.collect_all(list(plans.values()))
+
+    @staticmethod
+    def _collect(plans: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
+        return dict(zip(plans, pl.collect_all(list(plans.values())), strict=True)) if plans else {}
+
+    def _classify_rows(self, failures: pl.DataFrame, isp: dict) -> None:
+        """Reply classes of a small chunk's new keys, decided in one batch before the merge loop reads them."""
+        many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
+        if many is None or not failures.height:
+            return
+        cache = self._class_cache
+        todo: dict[tuple[str, str, str, str], str] = {}
+        for dom, host, st, ck, cat, diag in failures.select("dom", "host", "st", "ck", "cat", "diag").iter_rows():
+            key = (isp[(dom, host)], st, ck, cat)
+            if key not in cache and key not in todo:
+                todo[key] = diag
+        if todo:
+            found = many([(i, st, diag, cat) for (i, st, _ck, cat), diag in todo.items()])
+            for key, cls in zip(todo, found, strict=True):
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = cls
+
+    def _merge_failure_rows(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
+        """_merge_failures for a small chunk: one loop over its groups (the same sums, in the same order)."""
+        bounced = self.counters["pmta_bounced_total"]
+        deferred = self.counters["pmta_deferred_total"]
+        ages = self.histograms["pmta_deferral_age_seconds"]
+        dirty = self.dirty
+        width = len(self.bounds) + 2
+        for row in grouped.iter_rows():
+            typ, v, p, dom, host, st, ck, cat, n, diag = row[:10]
+            vl, pl_ = vp[(v, p)]
+            i = isp[(dom, host)]
+            cls = self._class(i, st, ck, cat, diag)
+            if typ == "b":
+                catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
+                    cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
+                key, name, series = (vl, pl_, i, catl, cls), "pmta_bounced_total", bounced
+            else:
+                key, name, series = (vl, pl_, i, cls), "pmta_deferred_total", deferred
+            series[key] = series.get(key, 0) + n
+            dirty.add((name, key))
+            if has_times and typ == "t" and row[10 + width]:
+                self._add_hist(ages, "pmta_deferral_age_seconds", (pl_, i), row[10:10 + width])
+
+    def _merge_sender_rows(self, res: dict[str, pl.DataFrame], senders: dict[str, str], isp: dict) -> None:
+        """_merge_senders for a small chunk: loops over its groups."""
+        local: dict[Key, int] = {}
+        for od, dom, host, n in res["s_delivered"].iter_rows():
+            key = (senders[od], isp[(dom, host)])
+            local[key] = local.get(key, 0) + n
+        self._merge("pmta_sender_delivered_total", local)
+        bounced: dict[Key, int] = {}
+        deferred: dict[Key, int] = {}
+        for typ, od, dom, host, st, ck, cat, n, diag in res["s_failures"].iter_rows():
+            i = isp[(dom, host)]
+            key = (senders[od], i, self._class(i, st, ck, cat, diag))
+            target = bounced if typ == "b" else deferred
+            target[key] = target.get(key, 0) + n
+        self._merge("pmta_sender_bounced_total", bounced)
+        self._merge("pmta_sender_deferred_total", deferred)
 
     def _class_frame(self, failures: pl.DataFrame, labels: _LabelFrames) -> pl.LazyFrame:
         """(il, st, ck, cat) -> cls for this chunk's failure groups; new keys decided in one batch.

@@ -1,7 +1,9 @@
-"""RecordAggregator.run_in_background(): folding on a worker thread changes nothing a reader can see.
+"""How the aggregator folds a chunk changes nothing a reader can see.
 
-Same series, same order, same label-cap admissions and the same self-metrics as folding inline, on
-a varied corpus read in many small chunks; errors raised while folding reach the next reader.
+run_in_background() (a worker thread) and the two merge strategies (a Python loop for small chunks,
+labelled polars group-bys for big ones) give the same series, in the same order, with the same
+label-cap admissions and self-metrics, on a varied corpus; errors raised while folding in the
+background reach the next reader.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from bench.corpus import make_corpus
+from exporter import aggregate
 from exporter.aggregate import RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.metrics import SelfMetrics
@@ -35,7 +38,7 @@ def _batches(directory: Path, chunk: int = 64 * 1024) -> list:
     return out
 
 
-def _aggregate(batches: list, background: bool) -> bytes:
+def _aggregate(batches: list, background: bool = False) -> bytes:
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
     for source in ("acct", "diag", "fbl"):
@@ -62,6 +65,16 @@ def test_background_folding_equals_inline_folding(tmp_path: Path) -> None:
     inline = _aggregate(batches, background=False)
     assert b'watchtower_label_overflow_total{label="vmta"}' in inline  # the caps were exercised
     assert _aggregate(batches, background=True) == inline
+
+
+def test_loop_and_polars_merges_give_the_same_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_corpus(tmp_path, 6000, files=2)
+    batches = _batches(tmp_path, chunk=400 * 1024)
+    monkeypatch.setattr(aggregate, "SMALL_GROUPS", 10**9)
+    loops = _aggregate(batches)
+    monkeypatch.setattr(aggregate, "SMALL_GROUPS", 0)
+    assert _aggregate(batches) == loops
+    assert b"pmta_sender_deferred_total" in loops and b"pmta_deferral_age_seconds_bucket" in loops
 
 
 def test_an_error_while_folding_reaches_the_next_reader() -> None:
