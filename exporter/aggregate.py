@@ -331,7 +331,11 @@ class RecordAggregator(Collector):
         if has_times:
             first["tl"] = lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
             first["tq"] = lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())
-        got = dict(zip(first, pl.collect_all(list(first.values())), strict=True))
+        # The group-bys need no label, only the times: run them with the key scans (one polars round),
+        # again below only in the rare chunk whose times need Python's parser.
+        group = self._group_plans(lz, has_orig, has_times)
+        got = self._collect({**first, **group})
+        res = {name: got.pop(name) for name in group}
         # Labels of every distinct key, in first-seen order (caps admit values in that order).
         vp = {}
         nv = np_ = 0
@@ -356,7 +360,7 @@ class RecordAggregator(Collector):
                     a=pl.coalesce("a", pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
                     b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
                 )
-        res = dict(zip(*self._group_plans(lz, has_orig, has_times), strict=True))
+                res = self._collect(self._group_plans(lz, has_orig, has_times))
         labels = _LabelFrames(vp, isp, senders if has_orig else None)
         groups = res["failures"].height + (res["s_failures"].height if has_orig else 0)
         if groups <= SMALL_GROUPS:  # a small chunk (the daemon's polls): fewer polars plans, a short loop
@@ -382,8 +386,8 @@ class RecordAggregator(Collector):
             if newest is not None:
                 self._newest(source, float(newest))
 
-    def _group_plans(self, lz: pl.LazyFrame, has_orig: bool, has_times: bool) -> tuple[list[str], list[pl.DataFrame]]:
-        """Every aggregate of one chunk in one collect_all (polars shares the common input)."""
+    def _group_plans(self, lz: pl.LazyFrame, has_orig: bool, has_times: bool) -> dict[str, pl.LazyFrame]:
+        """Every aggregate of one chunk, to run in one collect_all (polars shares the common input)."""
         ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
         delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
         hist: list[pl.Expr] = []
@@ -420,7 +424,7 @@ class RecordAggregator(Collector):
             plans["times"] = lz.select(
                 bad=(timed & ~ok).sum(), neg=(timed & ok & (pl.col("a") < pl.col("b"))).sum(),
                 newest=pl.col("a").filter(timed).max())
-        return list(plans), pl.collect_all(list(plans.values()))
+        return plans
 
     @staticmethod
     def _collect(plans: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:

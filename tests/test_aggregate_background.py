@@ -20,7 +20,7 @@ from exporter.aggregate import RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.metrics import SelfMetrics
 from exporter.parser import FileParser
-from tests.test_aggregate import batch_of, class_of, isp_of
+from tests.test_aggregate import batch_of, class_of, isp_of, make
 
 
 def _batches(directory: Path, chunk: int = 64 * 1024) -> list:
@@ -94,3 +94,25 @@ def test_not_in_background_with_a_correlator_lookup() -> None:
     assert not agg.run_in_background()
     agg.apply(batch_of(["f,1000,,a@s1.com,u@yahoo.com,,,,,,,,,abuse"]))  # folded inline, lookup on this thread
     assert agg.counters["pmta_complaints_total"] == {("unknown", "unknown", "yahoo", "abuse"): 1}
+
+
+@pytest.mark.parametrize("small_groups", [0, 10**9])
+def test_times_only_pythons_parser_reads_are_folded_in(small_groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`2026-11-25T12:00:30+00:00` (no polars fast path) and junk: parsed or counted, either merge strategy."""
+    monkeypatch.setattr(aggregate, "SMALL_GROUPS", small_groups)
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    agg = make(self_metrics=metrics)
+    registry.register(agg)
+    agg.apply(batch_of([
+        "d,2026-11-25T12:00:30+00:00,2026-11-25T12:00:00+00:00,a@s1.com,u1@gmail.com,2.0.0,ok,,success,10,vmta-1,p,q,",
+        "t,2026-11-25T13:00:00+00:00,2026-11-25 12:00:00+0000,a@s1.com,u2@gmail.com,4.7.28,421 4.7.28,,,,vmta-1,p,q,",
+        "d,soon,2026-11-25 12:00:00+0000,a@s1.com,u3@gmail.com,2.0.0,ok,,success,10,vmta-1,p,q,",
+    ]))
+    get = registry.get_sample_value
+    assert get("pmta_delivery_delay_seconds_bucket", {"vmta": "vmta-1", "vmta_pool": "p", "isp": "gmail",
+                                                      "le": "60.0"}) == 1
+    assert get("pmta_delivery_delay_seconds_sum", {"vmta": "vmta-1", "vmta_pool": "p", "isp": "gmail"}) == 30
+    assert get("pmta_deferral_age_seconds_sum", {"vmta_pool": "p", "isp": "gmail"}) == 3600
+    assert get("pmta_deferral_age_seconds_count", {"vmta_pool": "p", "isp": "gmail"}) == 1
+    assert get("watchtower_parse_errors_total", {"source": "acct", "reason": "bad_timestamp"}) == 1
