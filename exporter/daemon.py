@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from exporter.aggregate import RecordAggregator
+from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
@@ -97,15 +97,10 @@ class Pipeline:
 
     def reload_classifiers(self, isp: IspClassifier, replies: ReplyClassifier) -> None:
         """Swap the classification tables (SIGHUP); cached answers of the old tables are dropped."""
+        self.aggregator.wait()  # the batch being folded finishes with the tables it started with
         self.aggregator.isp_of = isp.classify
         self.aggregator.class_of = replies.classify
-        reset = getattr(self.aggregator, "reset_caches", None)
-        if reset is not None:
-            reset()
-        else:
-            for name, value in vars(self.aggregator).items():
-                if "cache" in name and isinstance(value, dict):
-                    value.clear()
+        self.aggregator.reset_caches()
 
 
 class Daemon:
@@ -168,8 +163,12 @@ class Daemon:
         loaded = await self.store.open()
         for name, key, value in loaded.series:
             self.pipeline.aggregator.restore(name, key, value)
+        metrics_only = self.pipeline.sink is None
         self.tailer = Tailer(self.config.sources, self.config.tail, self.pipeline.self_metrics,
-                             loaded.checkpoints, first_run=loaded.first_run)
+                             loaded.checkpoints, first_run=loaded.first_run,
+                             fields=FIELDS if metrics_only else None)
+        if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
+            self.pipeline.aggregator.run_in_background()
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
         if loaded.first_run:
@@ -292,6 +291,7 @@ class Daemon:
             if self.tailer is not None:
                 await self.tailer.close()
         finally:
+            self.pipeline.aggregator.close()
             if self._server is not None:
                 self._server.should_exit = True
             for task in self._tasks[1:]:
