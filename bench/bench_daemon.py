@@ -39,6 +39,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CORRELATOR = True
+POLL = 0.25
+
+
 def config(directory: Path, logs: Path) -> tuple[Path, str]:
     listen = f"127.0.0.1:{free_port()}"
     cfg = {
@@ -50,8 +54,8 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
         "state_dir": str(directory / "state"),
         "listen": listen,
         "log_level": "warning",
-        "tail": {"start_position": "beginning"},
-        "correlator": {"enabled": True},
+        "tail": {"start_position": "beginning", "poll_interval": POLL},
+        "correlator": {"enabled": CORRELATOR},
     }
     path = directory / "watchtower.yml"
     path.write_text(yaml.safe_dump(cfg))
@@ -119,7 +123,8 @@ def backfill(work: Path, lines: int) -> None:
     exact = counted(listen)[0] == records
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    print(f"backfill: {records:,} records (correlator on) in {took:.1f}s = {records / took:,.0f} records/s "
+    mode = "on" if CORRELATOR else "off"
+    print(f"backfill: {records:,} records (correlator {mode}) in {took:.1f}s = {records / took:,.0f} records/s "
           f"incl. one restart; peak RSS {hwm:.0f} MB; SIGTERM mid-backfill exited in {stop_s:.2f}s; "
           f"totals exact after restart: {exact}")
 
@@ -162,7 +167,9 @@ def live(work: Path, rate: int, seconds: float) -> None:
     rss1 = status(proc.pid, "VmRSS")
     lags.sort()
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    print(f"live: {written:,} records at {written / seconds:,.0f}/s for {seconds:.0f}s (target {rate:,}/s = "
+    mode = "on" if CORRELATOR else "off"
+    print(f"live (correlator {mode}, poll {POLL}s): {written:,} records at {written / seconds:,.0f}/s "
+          f"for {seconds:.0f}s (target {rate:,}/s = "
           f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
           f"timeline backlog at the end {backlog:,} rows; RSS {rss0:.0f} -> {rss1:.0f} MB")
     for h in handles.values():
@@ -177,7 +184,12 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=20_000)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--only", choices=["backfill", "live"])
+    ap.add_argument("--poll", type=float, default=0.25, help="tail.poll_interval of the daemon (default 0.25 s)")
+    ap.add_argument("--no-correlator", action="store_true", help="metrics only (the reference for the lag)")
     args = ap.parse_args()
+    global CORRELATOR, POLL
+    CORRELATOR = not args.no_correlator
+    POLL = args.poll
     with tempfile.TemporaryDirectory(prefix="wt-bench-daemon-") as tmp:
         work = Path(tmp)
         if args.only in (None, "backfill"):

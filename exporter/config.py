@@ -125,7 +125,9 @@ class TailConfig(_Strict):
         description="Where to start in files that already exist the very first time the daemon runs "
         "(no state yet). Files found later, and every file after the first run, are read from byte 0.",
     )
-    poll_interval: Duration = Field(default=1.0, description="How often followed files are read.")
+    poll_interval: Duration = Field(
+        default=0.25, description="How often followed files are checked for growth (a stat each; cheap)."
+    )
     rescan_interval: Duration = Field(default=5.0, description="How often the globs are re-evaluated.")
     chunk_bytes: Size = Field(default=4 * 1024 * 1024, description="Largest read from one file at a time.")
     checkpoint_interval: Duration = Field(
