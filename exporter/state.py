@@ -132,6 +132,8 @@ class StateStore:
         self.sinks = sinks or []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
         self._conn: sqlite3.Connection | None = None
+        self._registered: set[str] = set()
+        """File ids that have a row in wt_checkpoints (writer thread only)."""
 
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self) -> Loaded:
@@ -217,24 +219,33 @@ class StateStore:
                 " FROM wt_checkpoints"
             )
         ]
+        self._registered = {cp.file_id for cp in cps}
         series = [
             (m, tuple(labels.split(SEP)) if labels else (), json.loads(value))
             for m, labels, value in conn.execute("SELECT metric, labels, value FROM wt_series")
         ]
         return Loaded(first_run, cps, series)
 
-    def _write_rows(self, batches: list[RecordBatch]) -> None:
+    def _write_rows(self, batches: list[RecordBatch], new_files: list[Checkpoint] | None = None) -> None:
         """One row slice, in its own transaction (sinks skip lines they already hold)."""
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if new_files:
+                now = time.time()
+                conn.executemany(
+                    "INSERT OR IGNORE INTO wt_checkpoints VALUES (?,?,?,?,?,?,0,0,'',NULL,?)",
+                    [(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, now) for cp in new_files],
+                )
             for sink in self.sinks:
                 sink.write(conn, batches)
             conn.execute("COMMIT")
         except BaseException:
             rollback_quietly(conn)
             raise
+        if new_files:
+            self._registered.update(cp.file_id for cp in new_files)
 
     def _write_slice(self, c: Commit, limit: int) -> int:
         """The next `limit` rows of `c` after those already written; returns how many were written."""
@@ -242,8 +253,20 @@ class StateStore:
 
         part, n = take_slice(c.batches, c.rows_done, limit)
         if n:
-            self._write_rows(part)
+            self._write_rows(part, self._unregistered(c, part))
         return n
+
+    def _unregistered(self, c: Commit, part: list[RecordBatch]) -> list[Checkpoint]:
+        """Checkpoints of files in `part` that the database does not know yet.
+
+        A file found since the last checkpoint has a fresh random id. Its rows may be stored (slices)
+        before the checkpoint that names it; were the process killed in between, the next start would
+        not know the id, read the file again under a new one, and the sinks would store its lines
+        twice. So the slice that first stores a file's rows also stores the file, at offset 0: the next
+        start resumes it under the same id from its beginning, and the sinks skip what they hold.
+        """
+        ids = {b.file_id for b in part} - self._registered
+        return [cp for cp in c.checkpoints if cp.file_id in ids]
 
     def _write_checkpoint(self, c: Commit) -> None:
         conn = self._conn
@@ -274,6 +297,7 @@ class StateStore:
         except BaseException:
             rollback_quietly(conn)
             raise
+        self._registered.update(cp.file_id for cp in c.checkpoints)
 
     def _commit(self, c: Commit) -> None:
         """Rows and checkpoint of `c` at once (oneshot and tests; the daemon goes through CommitQueue)."""

@@ -328,3 +328,36 @@ def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, 
     assert wt.proc.poll() is None
     assert "Traceback" not in wt.log.read_text()
     assert wt.stop() == 0
+
+
+# --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
+async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(tmp_path: Path):
+    """kill -9 between a row slice and the checkpoint: the next start knows the file under the same id
+    (at offset 0), so the sinks skip its stored lines instead of storing them again under a new id."""
+    from exporter.filestream import Checkpoint, fingerprint_of, read_head
+    from exporter.records import Columns, RecordBatch
+    from tests.conftest import ACCT_HEADER
+
+    w = AcctWriter(tmp_path)
+    w.write(10)
+    st = w.path.stat()
+    cp = Checkpoint("f00d", "acct", str(w.path), st.st_dev, st.st_ino, fingerprint_of(read_head(str(w.path))),
+                    st.st_size, 11, ACCT_HEADER)
+    rows = [line.split(",") for line in w.path.read_text().splitlines()[1:]]
+    columns = Columns.from_header(ACCT_HEADER.split(","))
+    rows = [r[: len(columns.names)] for r in rows]
+    batch = RecordBatch("acct", str(w.path), columns, rows, list(range(2, 12)), file_id="f00d")
+    sink = FailingSink()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
+    await store.open()
+    commit = Commit(checkpoints=[cp], batches=[batch])
+    assert await store.write_slice(commit, 4) == 4  # rows 1-4 stored; then "kill -9" before the checkpoint
+    await store.close()
+    loaded = await StateStore(tmp_path / "state" / "watchtower.db", [sink]).open()
+    assert [(c.file_id, c.offset, c.line_no) for c in loaded.checkpoints] == [("f00d", 0, 0)]
+    tailer = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")])],
+                    TailConfig(start_position="end"), None, loaded.checkpoints, first_run=False)
+    tailer.scan()
+    (stream,) = tailer.streams.values()
+    assert (stream.cp.file_id, stream.cp.offset) == ("f00d", 0)  # same id, read again from the start
+    await tailer.close()
