@@ -55,9 +55,10 @@ class RecentDeliveries:
         c = batch.columns
         if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0) or not len(batch):  # never batch.rows: event loop
             return
+        narrow = _narrow(batch)
         with self._lock:
             self._seq += 1
-            self._queued[self._seq] = batch
+            self._queued[self._seq] = narrow
             self._seq_of[id(batch)] = (batch, self._seq)
             if len(self._seq_of) > self._max_batches:
                 for bid in list(_take(self._seq_of, len(self._seq_of) - self._max_batches)):
@@ -119,6 +120,21 @@ class RecentDeliveries:
                 for old in [s for s in self._keys if s < oldest]:
                     del self._keys[old]
         self._queued.clear()
+
+
+def _narrow(batch: RecordBatch) -> RecordBatch:
+    """The batch with only the columns attribution reads (a zero-copy projection of its frame).
+
+    Queued batches wait here until their commit is known, one slice longer than the commit queue
+    holds them: the other 15-20 columns need not wait with them.
+    """
+    frame = batch._frame if batch._rows is None else None  # noqa: SLF001 - the columnar form, when it is the source
+    if frame is None:
+        return batch
+    c = batch.columns
+    keep = [col(i) for i in sorted({c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId,
+                                    c.timeLogged}) if i >= 0]
+    return RecordBatch(batch.source, batch.path, c, frame=frame.select(keep), file_id=batch.file_id)
 
 
 def _delivery_rows(batch: RecordBatch) -> list[tuple[str, ...]]:

@@ -12,6 +12,8 @@ transaction covers both. Shape, chosen for the write path first:
   the current day's slice, which stays in cache. Every record of one delivery carries the same
   timeQueued, so linking probes two slices (its day and -1); a lookup without a day probes each
   day listed in `corr_days` (about retention + 1 of them), still a handful of index seeks.
+  Search by vmta or outcome alone reads `corr_tl_vmta` / `corr_tl_outcome` ((vmta|outcome, t0),
+  rowid implied), newest first from the cursor's (t0, id) without scanning other timelines.
 * `corr_events`: one row per d/b/t/r/f/rb/rs record. Its rowid is `file_num << 32 | line`, which
   makes a replayed line a no-op without an extra UNIQUE index.
 * `corr_queue_events`: tq records (queue-level, no rcpt), shown at query time in the timelines of
@@ -91,6 +93,13 @@ _V1 = [
         PRIMARY KEY (bucket, sender, vmta, isp)) WITHOUT ROWID""",
 ]
 MIGRATIONS: dict[int, list[str]] = {1: _V1}
+ENSURE = [
+    # search by vmta / outcome alone, newest first with the (t0, id) keyset: one index range each.
+    # Run at every start (IF NOT EXISTS): a store created before they existed gets them too.
+    "CREATE INDEX IF NOT EXISTS corr_tl_vmta ON corr_timelines (vmta, t0)",
+    "CREATE INDEX IF NOT EXISTS corr_tl_outcome ON corr_timelines (outcome, t0)",
+]
+"""Statements that keep the version-1 schema current without a version step (idempotent)."""
 DAY = 86400
 NO_DAY = -1
 """qday of timelines created by a record without timeQueued."""
@@ -123,6 +132,8 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[version]:
                 conn.execute(stmt)
+        for stmt in ENSURE:
+            conn.execute(stmt)
         conn.execute("INSERT OR REPLACE INTO corr_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO corr_meta VALUES ('write_seq', '0')")
         conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (NO_DAY,))

@@ -193,9 +193,10 @@ class Reader:
     ) -> tuple[list[dict[str, Any]], tuple[float, int] | None, bool]:
         """One page, newest first by first_seen. Returns (items, position to continue after, scan_limited).
 
-        The rcpt or job_id filter picks the index; vmta and outcome are checked on at most `budget`
-        rows per page, so a rare combination over a long range returns a short page with a cursor
-        instead of scanning the whole store in one request.
+        The rcpt or job_id filter picks the index; without them a vmta (else outcome) filter does,
+        through corr_tl_vmta / corr_tl_outcome in (t0, id) order. The filters no index serves are
+        checked on at most `budget` rows per page, so a rare combination over a long range returns a
+        short page with a cursor instead of scanning the whole store in one request.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -207,6 +208,19 @@ class Reader:
         if job_h is not None:
             where.append("job_h=?")
             params.append(job_h)
+        filters, fparams = [], []
+        if rcpt_h is None and job_h is None and vmta is not None:
+            where.append("vmta=?")  # corr_tl_vmta: (vmta, t0) in keyset order
+            params.append(vmta)
+        elif vmta is not None:
+            filters.append("vmta=?")
+            fparams.append(vmta)
+        if rcpt_h is None and job_h is None and vmta is None and outcome is not None:
+            where.append("outcome=?")  # corr_tl_outcome: (outcome, t0) in keyset order
+            params.append(outcome)
+        elif outcome is not None:
+            filters.append("outcome=?")
+            fparams.append(outcome)
         if since is not None:
             where.append("t0>=?")
             params.append(since)
@@ -217,24 +231,19 @@ class Reader:
             where.append("(t0, id) < (?, ?)")
             params += after
         base = f"FROM corr_timelines WHERE {' AND '.join(where) or '1'} ORDER BY t0 DESC, id DESC"
-        filters, fparams = [], []
-        if vmta is not None:
-            filters.append("vmta=?")
-            fparams.append(vmta)
-        if outcome is not None:
-            filters.append("outcome=?")
-            fparams.append(outcome)
+        budgeted = vmta is not None or outcome is not None  # the budget bounds the rows one page reads
         if filters:
             sql = (f"SELECT * FROM (SELECT {TL_COLUMNS} {base} LIMIT ?) WHERE {' AND '.join(filters)}"
                    " ORDER BY t0 DESC, id DESC LIMIT ?")
             rows = self.conn.execute(sql, [*params, budget, *fparams, limit + 1]).fetchall()
         else:
-            rows = self.conn.execute(f"SELECT {TL_COLUMNS} {base} LIMIT ?", [*params, limit + 1]).fetchall()
+            cap = min(budget, limit + 1) if budgeted else limit + 1
+            rows = self.conn.execute(f"SELECT {TL_COLUMNS} {base} LIMIT ?", [*params, cap]).fetchall()
         items = [summary(r, self.hashed) for r in rows[:limit]]
         if len(rows) > limit:
             last = rows[limit - 1]
             return [_public(i) for i in items], (last[11], last[0]), False
-        if filters:
+        if budgeted:
             edge = self.conn.execute(f"SELECT t0, id {base} LIMIT 1 OFFSET ?", [*params, budget - 1]).fetchone()
             if edge is not None:
                 return [_public(i) for i in items], (edge[0], edge[1]), True

@@ -362,7 +362,17 @@ def run_oneshot(config: Config) -> str:
     return asyncio.run(_oneshot(config))
 
 
+ONESHOT_SLICE_ROWS = 10_000
+"""Rows per oneshot commit: two such slices (one read, one written) bound the correlator's memory."""
+
+
 async def _oneshot(config: Config) -> str:
+    """Read everything once (correlator on; the metrics-only oneshot is exporter/oneshot.py). Reading
+    stops every ONESHOT_SLICE_ROWS rows (or `tail.max_pending_rows`, if lower) and those rows are
+    committed on the writer thread while the next ones are read, one commit in flight at a time: memory
+    stays bounded by about two slices whatever the input size."""
+    from exporter.exposition import render_sync
+
     registry = CollectorRegistry()
     isp, replies = _classifiers(config)
     with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
@@ -372,17 +382,24 @@ async def _oneshot(config: Config) -> str:
         store = StateStore(db_path, [sink] if sink is not None else [])
         await store.open()
         tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
+        limit = min(config.tail.max_pending_rows, ONESHOT_SLICE_ROWS)
+        inflight: asyncio.Future[None] | None = None
         more = True
         first = True
-        limit = config.tail.max_pending_rows
-        while more:
-            more = await tailer.poll(pipeline.on_batch, force_scan=first,
-                                     should_stop=lambda: pipeline.pending_rows >= limit)
-            first = False
-            if pipeline.pending_rows >= limit or (not more and pipeline.pending):
-                await store.commit(Commit(batches=pipeline.take_pending()))
-        await tailer.close()
-        await store.close()
-    from exporter.exposition import render_sync
-
+        try:
+            while more:
+                more = await tailer.poll(pipeline.on_batch, force_scan=first,
+                                         should_stop=lambda: pipeline.pending_rows >= limit)
+                first = False
+                if pipeline.pending_rows >= limit or (not more and pipeline.pending):
+                    if inflight is not None:
+                        await inflight
+                    inflight = asyncio.ensure_future(store.commit(Commit(batches=pipeline.take_pending())))
+            if inflight is not None:
+                await inflight
+        finally:
+            if inflight is not None and not inflight.done():
+                await asyncio.gather(inflight, return_exceptions=True)
+            await tailer.close()
+            await store.close()
     return render_sync(registry).decode()
