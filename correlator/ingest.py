@@ -29,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from correlator import orphans, store
+from correlator import store
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
 from correlator.prepare import Preparer, batch_fields
@@ -58,8 +58,6 @@ class Ingestor(Preparer, Linker, Writer):
         self._link: dict[int, int] = {}
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
-        self._own_keys: set[str] = set()
-        """File keys this process has written under (never orphans; kept across rollbacks)."""
         self._isp_cache: dict[tuple[str, str], str] = {}
         self._job_hashes: dict[str, int] = {}
         self._days: set[int] = set()
@@ -122,33 +120,25 @@ class Ingestor(Preparer, Linker, Writer):
         self._seq = seq + 1
         return stored
 
-    def _file(self, conn: sqlite3.Connection, key: str, path: str) -> tuple[list[int], bool]:
-        """[number, max_line] of the file, and whether its row was created just now."""
-        self._own_keys.add(key)
+    def _file(self, conn: sqlite3.Connection, key: str, path: str) -> list[int]:
         rec = self._files.get(key)
-        created = False
         if rec is None:
             row = conn.execute("SELECT num, max_line FROM corr_files WHERE key=?", (key,)).fetchone()
             if row is None:
                 num = conn.execute("INSERT INTO corr_files (key, path) VALUES (?, ?)", (key, path)).lastrowid
-                row, created = (num, 0), True
+                row = (num, 0)
             rec = self._files[key] = [row[0], row[1]]
-        return rec, created
+        return rec
 
     def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, tuple]]]:
         """(file number, [(line, fields)]) minus lines already stored for this file."""
-        key = getattr(batch, "file_id", None) or batch.path
-        rec, created = self._file(conn, key, batch.path)
+        rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
+        num, max_line = rec
         fields = batch_fields(batch)
         lines = batch.line_numbers
         if len(lines) != len(fields):  # no line numbers: continue after the last stored line
-            lines = list(range(rec[1] + 1, rec[1] + 1 + len(fields)))
+            lines = list(range(max_line + 1, max_line + 1 + len(fields)))
         pairs = list(zip(lines, fields, strict=True))
-        if created:  # the same file stored under an id no checkpoint kept (see orphans.py)?
-            adopted = orphans.adopt(conn, rec[0], key, batch.path, pairs, self._own_keys)
-            if adopted is not None:
-                rec[0], rec[1] = adopted
-        num, max_line = rec
         if pairs and min(lines) <= max_line:
             lo, hi = store.event_id(num, min(lines)), store.event_id(num, max(lines))
             seen = {r[0] for r in conn.execute(
