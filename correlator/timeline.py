@@ -293,12 +293,12 @@ def build_flows(rows: list[tuple], max_senders: int) -> dict[str, Any]:
         add(edges, (v, i), st)
     for nid, st in node_stats.items():
         kind, _, title = nid.partition(":")
-        nodes[nid] = {"id": nid, "title": title, "subtitle": kind, **_stats_fields(st), "detail__kind": kind}
+        nodes[nid] = {"id": nid, "title": title, "subtitle": kind, **flow_stat_fields(st), "detail__kind": kind}
     top_volume = max((st[0] + st[1] for st in edges.values()), default=0) or 1
     edge_list = []
     for (src, dst), st in sorted(edges.items()):
         vol = st[0] + st[1]
-        fields = _stats_fields(st)
+        fields = flow_stat_fields(st)
         del fields["arc__delivered"], fields["arc__bounced"], fields["arc__deferred"]
         edge_list.append({"id": f"{src}->{dst}", "source": src, "target": dst, **fields,
                           "thickness": round(1 + 9 * math.sqrt(vol / top_volume), 2)})
@@ -307,7 +307,9 @@ def build_flows(rows: list[tuple], max_senders: int) -> dict[str, Any]:
     return {"nodes": node_list, "edges": edge_list}
 
 
-def _stats_fields(st: tuple[int, ...] | list[int]) -> dict[str, Any]:
+def flow_stat_fields(st: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """The derived fields of a flows node or edge from its counts (delivered, bounced, deferred, complained,
+    remote-bounced); the hub sums hosts' counts and derives them again with this same function."""
     d, b, t, f, rb = st
     attempts = d + b + t
     return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from correlator.timeline import flow_stat_fields
 from hub.fanout import HostAnswer
 from hub.targets import Target
 
@@ -51,20 +52,6 @@ def _stats(item: dict[str, Any]) -> list[int]:
     return [int(item.get("detail__" + s, 0) or 0) for s in STATS]
 
 
-def stat_fields(st: list[int]) -> dict[str, Any]:
-    """The derived fields of a flow node/edge from its summed counts (same formulas as the daemon)."""
-    d, b, t, f, rb = st
-    attempts = d + b + t
-    return {
-        "mainstat": d + b, "secondarystat": t,
-        "arc__delivered": round(d / attempts, 4) if attempts else 0.0,
-        "arc__bounced": round(b / attempts, 4) if attempts else 0.0,
-        "arc__deferred": round(t / attempts, 4) if attempts else 0.0,
-        "detail__delivered": d, "detail__bounced": b, "detail__deferred": t,
-        "detail__complained": f, "detail__remote_bounced": rb,
-    }
-
-
 def merge_flows(answers: list[HostAnswer]) -> dict[str, Any]:
     """Nodes and edges summed by id across hosts; thickness recomputed over the merged edges."""
     nodes: dict[str, dict[str, Any]] = {}
@@ -85,14 +72,14 @@ def merge_flows(answers: list[HostAnswer]) -> dict[str, Any]:
     order = {"sender": 0, "vmta": 1, "isp": 2}
     node_list = []
     for n in nodes.values():
-        fields = stat_fields(n.pop("_st"))
+        fields = flow_stat_fields(n.pop("_st"))
         node_list.append({**n, **fields})
     node_list.sort(key=lambda n: (order.get(n.get("subtitle", ""), 3), -n["mainstat"], n["id"]))
     top = max((e["_st"][0] + e["_st"][1] for e in edges.values()), default=0) or 1
     edge_list = []
     for e in sorted(edges.values(), key=lambda e: (e["source"], e["target"])):
         st = e.pop("_st")
-        fields = stat_fields(st)
+        fields = flow_stat_fields(st)
         for k in ("arc__delivered", "arc__bounced", "arc__deferred"):
             del fields[k]
         edge_list.append({**e, **fields, "thickness": round(1 + 9 * math.sqrt((st[0] + st[1]) / top), 2)})
