@@ -163,6 +163,15 @@ class _LabelFrames:
         return lz.join(self.sender, on="od", how="left", maintain_order="left")
 
 
+def failure_series(typ: str, vmta: str, pool: str, isp: str, cat: str | None, cls: str) -> tuple[str, Key]:
+    """(metric, label key) a bounce (`b`) or deferral (`t`/`tq`) group is counted in."""
+    if typ == "b":
+        catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
+            cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
+        return "pmta_bounced_total", (vmta, pool, isp, catl, cls)
+    return "pmta_deferred_total", (vmta, pool, isp, cls)
+
+
 class RecordAggregator(Collector):
     """Holds every `pmta_*` record series; `apply()` folds a batch in, `collect()` serves it."""
 
@@ -460,12 +469,8 @@ class RecordAggregator(Collector):
             vl, pl_ = vp[(v, p)]
             i = isp[(dom, host)]
             cls = self._class(i, st, ck, cat, diag)
-            if typ == "b":
-                catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
-                    cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
-                key, name, series = (vl, pl_, i, catl, cls), "pmta_bounced_total", bounced
-            else:
-                key, name, series = (vl, pl_, i, cls), "pmta_deferred_total", deferred
+            name, key = failure_series(typ, vl, pl_, i, cat, cls)
+            series = bounced if typ == "b" else deferred
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
             if has_times and typ == "t" and row[10 + width]:
@@ -621,12 +626,8 @@ class RecordAggregator(Collector):
         deferred = self.counters["pmta_deferred_total"]
         dirty = self.dirty
         for typ, vl, pl_, i, cat, cls, n in counts.iter_rows():
-            if typ == "b":
-                catl = PLACEHOLDER_NONE if not cat or cat == "success" else (
-                    cat if cat in BOUNCE_CATEGORIES else PLACEHOLDER_UNKNOWN)
-                key, name, series = (vl, pl_, i, catl, cls), "pmta_bounced_total", bounced
-            else:
-                key, name, series = (vl, pl_, i, cls), "pmta_deferred_total", deferred
+            name, key = failure_series(typ, vl, pl_, i, cat, cls)
+            series = bounced if typ == "b" else deferred
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
         ages = done.get("f_ages")
