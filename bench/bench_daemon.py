@@ -41,6 +41,7 @@ def free_port() -> int:
 
 CORRELATOR = True
 POLL = 0.25
+MAX_PENDING: int | None = None
 
 
 def config(directory: Path, logs: Path) -> tuple[Path, str]:
@@ -54,7 +55,8 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
         "state_dir": str(directory / "state"),
         "listen": listen,
         "log_level": "warning",
-        "tail": {"start_position": "beginning", "poll_interval": POLL},
+        "tail": {"start_position": "beginning", "poll_interval": POLL,
+                 **({"max_pending_rows": MAX_PENDING} if MAX_PENDING else {})},
         "correlator": {"enabled": CORRELATOR},
     }
     path = directory / "watchtower.yml"
@@ -185,11 +187,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--only", choices=["backfill", "live"])
     ap.add_argument("--poll", type=float, default=0.25, help="tail.poll_interval of the daemon (default 0.25 s)")
+    ap.add_argument("--max-pending", type=int, default=None, help="tail.max_pending_rows (default: the daemon's)")
     ap.add_argument("--no-correlator", action="store_true", help="metrics only (the reference for the lag)")
     args = ap.parse_args()
-    global CORRELATOR, POLL
+    global CORRELATOR, POLL, MAX_PENDING
     CORRELATOR = not args.no_correlator
     POLL = args.poll
+    MAX_PENDING = args.max_pending
     with tempfile.TemporaryDirectory(prefix="wt-bench-daemon-") as tmp:
         work = Path(tmp)
         if args.only in (None, "backfill"):

@@ -146,7 +146,7 @@ class TailConfig(_Strict):
         "first (a file rotated away is kept open until drained).",
     )
     max_pending_rows: int = Field(
-        default=50_000, ge=1000,
+        default=20_000, ge=1000,
         description="Rows read but not yet committed to the state database; reading pauses above it (memory "
         "stays bounded while the database is slow or failing).",
     )
