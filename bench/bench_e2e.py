@@ -30,7 +30,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus import make_corpus  # noqa: E402
 
 BASELINE = """
 import csv, sys
@@ -87,7 +86,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wt-bench-") as tmp:
         directory = args.dir or Path(tmp)
         if not list(directory.glob("acct-*.csv")):
-            make_corpus(directory, args.lines)
+            # in a child process: a child's peak RSS counts the parent image it was forked from, so
+            # building the corpus here would inflate every measured RSS below by its size
+            subprocess.run([sys.executable, str(Path(__file__).with_name("corpus.py")), str(directory),
+                            "--lines", str(args.lines)], check=True, stdout=subprocess.DEVNULL)
         files = sorted(str(p) for p in directory.glob("*.csv"))
         size = sum(Path(p).stat().st_size for p in files)
         watchtower = [sys.executable, "-m", "exporter", "oneshot", "--config"]
