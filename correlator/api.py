@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
@@ -245,6 +245,16 @@ class Api:
         if not value:
             raise BadRequest(400, "empty recipient", name)
         return self.hasher(value)[0]
+
+
+def redirect_double_slash(router: APIRouter) -> None:
+    """Answer `//api/v1/...` with a 308 to `/api/v1/...` (daemon and hub alike): Grafana's Infinity data
+    source joins a base URL ending in `/` and a query URL starting with `/`."""
+
+    @router.get("//api/v1/{rest:path}", include_in_schema=False)
+    def double_slash(rest: str, request: Request) -> RedirectResponse:
+        query = request.url.query
+        return RedirectResponse("/api/v1/" + rest.lstrip("/") + ("?" + query if query else ""), status_code=308)
 
 
 def build_router(api: Api) -> APIRouter:

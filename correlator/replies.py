@@ -26,12 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from correlator import store
-from correlator.api import Api, BadRequest, ErrorRoute, parse_time
+from correlator.api import Api, BadRequest, ErrorRoute, parse_time, redirect_double_slash
 from correlator.keys import job_hash, message_hash, norm_message_id
 from correlator.models import ApiError
 from correlator.timeline import iso
@@ -339,10 +338,5 @@ def with_replies(api_router: APIRouter, api: Api) -> APIRouter:
     top.include_router(api_router)
     top.include_router(build_replies_router(api))
     top.include_router(build_lookup_router(api))
-
-    @top.get("//api/v1/{rest:path}", include_in_schema=False)
-    def double_slash(rest: str, request: Request) -> RedirectResponse:
-        query = request.url.query
-        return RedirectResponse("/api/v1/" + rest.lstrip("/") + ("?" + query if query else ""), status_code=308)
-
+    redirect_double_slash(top)
     return top

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from correlator import render
-from correlator.api import BadRequest, ErrorRoute, FormatParam
+from correlator.api import BadRequest, ErrorRoute, FormatParam, redirect_double_slash
 from correlator.models import ApiError, Outcome
 from hub import merge
 from hub.fanout import Fanout, HostAnswer
@@ -244,10 +244,5 @@ def build_hub_routes(hub: Hub) -> APIRouter:
     Infinity data source joins a base URL ending in `/` and a query URL starting with `/`)."""
     top = APIRouter()
     top.include_router(build_hub_router(hub))
-
-    @top.get("//api/v1/{rest:path}", include_in_schema=False)
-    def double_slash(rest: str, request: Request) -> RedirectResponse:
-        query = request.url.query
-        return RedirectResponse("/api/v1/" + rest.lstrip("/") + ("?" + query if query else ""), status_code=308)
-
+    redirect_double_slash(top)
     return top
