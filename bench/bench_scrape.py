@@ -18,17 +18,13 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cardinality import corpus  # noqa: E402
-from exporter.config import config_from_dict  # noqa: E402
-from exporter.daemon import Pipeline, _classifiers  # noqa: E402
+from bench.cardinality import reference_pipeline  # noqa: E402
 from exporter.http import build_app  # noqa: E402
 from exporter.parser import FileParser  # noqa: E402
-from exporter.tailer import Tailer  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -39,14 +35,8 @@ def pct(xs: list[float], p: float) -> float:
 async def main_async(scrapes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        corpus(directory)
-        config = config_from_dict({"sources": [{"name": "acct", "paths": [str(directory / "acct-*.csv")]}],
-                                   "state_dir": tmp, "listen": "127.0.0.1:0", "correlator": {"enabled": False}})
-        registry = CollectorRegistry()
-        isp, replies = _classifiers(config)
-        pipeline = Pipeline(config, registry, None, isp, replies)
-        tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
-        await tailer.poll(pipeline.on_batch, force_scan=True)
+        pipeline, _records = await reference_pipeline(directory)
+        registry = pipeline.registry
         lines = (directory / "acct-2026-11-25-0000.csv").read_text().splitlines()
         header, body = lines[0], lines[1:]
     parser = FileParser("acct", "/x", None)

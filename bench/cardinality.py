@@ -105,18 +105,25 @@ def corpus(directory: Path) -> int:
     return len(lines) - 1
 
 
+async def reference_pipeline(directory: Path) -> tuple[Pipeline, int]:
+    """The reference deployment's corpus written to `directory` and read through the daemon's pipeline
+    (metrics only); also used by bench_scrape.py. Returns the pipeline and the record count."""
+    records = corpus(directory)
+    config = config_from_dict({"sources": [{"name": "acct", "paths": [str(directory / "acct-*.csv")]}],
+                               "state_dir": str(directory), "listen": "127.0.0.1:0",
+                               "correlator": {"enabled": False}})
+    isp, replies = _classifiers(config)
+    pipeline = Pipeline(config, CollectorRegistry(), None, isp, replies)
+    tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
+    await tailer.poll(pipeline.on_batch, force_scan=True)
+    await tailer.close()
+    return pipeline, records
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        records = corpus(directory)
-        config = config_from_dict({"sources": [{"name": "acct", "paths": [str(directory / "acct-*.csv")]}],
-                                   "state_dir": tmp, "listen": "127.0.0.1:0", "correlator": {"enabled": False}})
-        registry = CollectorRegistry()
-        isp, replies = _classifiers(config)
-        pipeline = Pipeline(config, registry, None, isp, replies)
-        tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
-        asyncio.run(tailer.poll(pipeline.on_batch, force_scan=True))
-        text = generate_latest(registry).decode()
+        pipeline, records = asyncio.run(reference_pipeline(Path(tmp)))
+        text = generate_latest(pipeline.registry).decode()
     per_family: Counter[str] = Counter()
     for fam in text_string_to_metric_families(text):
         per_family[fam.name] += len(fam.samples)
