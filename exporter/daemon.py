@@ -145,10 +145,7 @@ class Daemon:
         try:
             await self.startup()
             await self.main_loop()
-        except StartupError as exc:
-            log.error("%s", exc)
-            return 1
-        except StateError as exc:
+        except (StartupError, StateError) as exc:
             log.error("%s", exc)
             return 1
         except Exception as exc:  # noqa: BLE001 - one line for the operator, the traceback at debug level

@@ -124,6 +124,26 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             log.debug("rollback after a failed commit: %s", exc)
 
 
+def take_slice(batches: list[RecordBatch], skip: int, limit: int) -> tuple[list[RecordBatch], int]:
+    """Up to `limit` rows after the first `skip` rows of `batches`, splitting a batch where needed."""
+    out: list[RecordBatch] = []
+    taken = 0
+    seen = 0
+    for batch in batches:
+        n = len(batch)
+        if seen + n <= skip:
+            seen += n
+            continue
+        start = max(0, skip - seen)
+        stop = min(n, start + (limit - taken))
+        out.append(batch if (start, stop) == (0, n) else batch.slice(start, stop))
+        taken += stop - start
+        seen += n
+        if taken >= limit:
+            break
+    return out, taken
+
+
 class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
@@ -249,8 +269,6 @@ class StateStore:
 
     def _write_slice(self, c: Commit, limit: int) -> int:
         """The next `limit` rows of `c` after those already written; returns how many were written."""
-        from exporter.writer import take_slice
-
         part, n = take_slice(c.batches, c.rows_done, limit)
         if n:
             self._write_rows(part, self._unregistered(c, part))

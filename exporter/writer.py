@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from exporter.records import RecordBatch
 from exporter.state import Commit, StateStore
 
 log = logging.getLogger("watchtower.state")
@@ -28,26 +27,6 @@ SLICE_SECONDS = 0.25
 MIN_SLICE_ROWS, MAX_SLICE_ROWS = 256, 50_000
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 REPEAT_LOG_EVERY = 60.0
-
-
-def take_slice(batches: list[RecordBatch], skip: int, limit: int) -> tuple[list[RecordBatch], int]:
-    """Up to `limit` rows after the first `skip` rows of `batches`, splitting a batch where needed."""
-    out: list[RecordBatch] = []
-    taken = 0
-    seen = 0
-    for batch in batches:
-        n = len(batch)
-        if seen + n <= skip:
-            seen += n
-            continue
-        start = max(0, skip - seen)
-        stop = min(n, start + (limit - taken))
-        out.append(batch if (start, stop) == (0, n) else batch.slice(start, stop))
-        taken += stop - start
-        seen += n
-        if taken >= limit:
-            break
-    return out, taken
 
 
 def describe(exc: BaseException) -> str:
