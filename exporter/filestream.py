@@ -23,6 +23,7 @@ from aiofiles.threadpool.binary import AsyncBufferedReader
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import Columns, RecordBatch
+from exporter.spans import Span
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -235,6 +236,7 @@ class FileStream:
         self.pending = b""
 
     def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch) -> None:
+        start, line_no, columns = self.cp.offset, self.parser.line_no, self.parser.columns
         batch, nlines = self.parser.parse(data)
         self.cp.offset += nbytes
         self.cp.line_no = self.parser.line_no
@@ -246,7 +248,10 @@ class FileStream:
             self.metrics.bytes_read.labels(src).inc(nbytes)
         self._drain_tallies()
         if batch is not None:
-            batch.file_id = self.cp.file_id
+            cp = self.cp
+            batch.file_id = cp.file_id
+            batch.span = Span(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, start, cp.offset, line_no, columns,
+                              self.parser.allowed, cp)
             on_batch(self, batch)
 
     def _drain_tallies(self) -> None:

@@ -24,6 +24,10 @@ class RecordSink(Protocol):
     def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
         """(vmta, vmta_pool) of the delivery each f/rb row refers to, or None (event loop)."""
 
+    def release(self, batch: RecordBatch) -> None:
+        """An observed batch will not be written as such (its rows come again, read from its file, when the
+        sink is behind): drop any reference kept to it (event loop)."""
+
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
         """Store batches inside the caller's open transaction (writer thread)."""
 

@@ -4,8 +4,9 @@ One SQLite file (WAL) in `state_dir`, private to the daemon's user (dir 0700, fi
 one dedicated thread. Two kinds of transaction:
 
 * row slices: the sinks' rows (the correlator's events) for part of what was read, each slice small
-  enough to commit in a fraction of a second. Sinks are idempotent per (file, line), so a slice
-  written again after a crash is skipped, never stored twice.
+  enough to commit in a fraction of a second. Rows the daemon did not keep in memory (a slow sink,
+  see exporter/spans.py) are read again from their files, a bounded piece per slice. Sinks are
+  idempotent per (file, line), so a slice written again after a crash is skipped, never stored twice.
 * checkpoints: the file offsets and the current values of the metric series that changed, in one
   transaction, written only after every row slice read before them.
 
@@ -31,6 +32,7 @@ from typing import Any
 from exporter.filestream import Checkpoint
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
+from exporter.spans import Span, SpanGone, append_span, read_span
 
 log = logging.getLogger("watchtower.state")
 
@@ -67,10 +69,33 @@ class Commit:
     forget_before: float = 0.0
     rows_done: int = 0
     """Rows of `batches` already written by committed slices (a retry resumes after them)."""
+    spans: list[Span] = field(default_factory=list)
+    """Bytes read after `batches` whose rows the sinks still need, read again from the files."""
 
     @property
     def rows(self) -> int:
         return sum(len(b) for b in self.batches)
+
+    @property
+    def span_bytes(self) -> int:
+        return sum(s.remaining for s in self.spans)
+
+    def absorb(self, later: Commit) -> None:
+        """Take a later commit that holds no in-memory rows into this one (not yet started).
+
+        Its offsets and counter values supersede ours, its spans follow ours: writing the merged commit
+        stores exactly what writing both would, so a backlog of them costs no memory per interval.
+        """
+        assert not later.batches
+        cps = {cp.file_id: cp for cp in self.checkpoints}
+        cps.update((cp.file_id, cp) for cp in later.checkpoints)
+        self.checkpoints = list(cps.values())
+        series = {(m, k): v for m, k, v in self.series}
+        series.update(((m, k), v) for m, k, v in later.series)
+        self.series = [(m, k, v) for (m, k), v in series.items()]
+        for span in later.spans:
+            append_span(self.spans, span)
+        self.forget_before = max(self.forget_before, later.forget_before)
 
 
 @dataclass(slots=True)
@@ -154,6 +179,8 @@ class StateStore:
         self._conn: sqlite3.Connection | None = None
         self._registered: set[str] = set()
         """File ids that have a row in wt_checkpoints (writer thread only)."""
+        self.bytes_lost = 0
+        """Bytes of spans whose file was gone before the sinks could read them again."""
 
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self) -> Loaded:
@@ -274,6 +301,36 @@ class StateStore:
             self._write_rows(part, self._unregistered(c, part))
         return n
 
+    def _write_span(self, c: Commit, max_bytes: int) -> tuple[int, int]:
+        """Read again the next piece (about `max_bytes`) of `c`'s first span and store its rows.
+
+        Returns (rows stored, bytes done). The span moves on only once its rows are committed, so a
+        failed slice is retried from the same byte. A file gone or replaced meanwhile: its remaining
+        bytes are skipped with a warning (the metrics counted them when they were first read).
+        """
+        while c.spans:
+            span = c.spans[0]
+            if span.remaining <= 0:
+                c.spans.pop(0)
+                continue
+            try:
+                batch, consumed, line_no, columns = read_span(span, max_bytes)
+            except SpanGone as exc:
+                lost = span.remaining
+                log.warning("%s: its last %d bytes (from line %d) were counted in the metrics but cannot be read "
+                            "again for the correlator; their timelines are incomplete", exc, lost, span.line_no + 1)
+                self.bytes_lost += lost
+                c.spans.pop(0)
+                return 0, lost
+            if batch is not None and len(batch):
+                self._write_rows([batch], self._unregistered(c, [batch]))
+            span.start += consumed
+            span.line_no, span.columns = line_no, columns
+            if span.remaining <= 0:
+                c.spans.pop(0)
+            return (len(batch) if batch is not None else 0), consumed
+        return 0, 0
+
     def _unregistered(self, c: Commit, part: list[RecordBatch]) -> list[Checkpoint]:
         """Checkpoints of files in `part` that the database does not know yet.
 
@@ -321,6 +378,8 @@ class StateStore:
         """Rows and checkpoint of `c` at once (oneshot and tests; the daemon goes through CommitQueue)."""
         if c.batches and self.sinks:
             self._write_rows(c.batches)
+        while c.spans and self.sinks:
+            self._write_span(c, 16 * 1024 * 1024)
         self._write_checkpoint(c)
 
     def _maintain(self) -> None:
@@ -350,6 +409,9 @@ class StateStore:
 
     async def write_slice(self, c: Commit, limit: int) -> int:
         return await self._run(self._write_slice, c, limit)  # type: ignore[no-any-return]
+
+    async def write_span(self, c: Commit, max_bytes: int) -> tuple[int, int]:
+        return await self._run(self._write_span, c, max_bytes)  # type: ignore[no-any-return]
 
     async def write_checkpoint(self, c: Commit) -> None:
         await self._run(self._write_checkpoint, c)

@@ -7,6 +7,10 @@ replayed after a crash is harmless), then its checkpoint in one short transactio
 retried, in order, with backoff, until it succeeds: nothing read is dropped and the queue never
 reorders, so the stored counters always match the stored offsets. While it fails the backlog grows
 only up to the daemon's limit (reading pauses) and health reports the error.
+
+Commits that hold no rows in memory (only offsets, counters and spans of files to read again, see
+exporter/spans.py) are merged into the last queued one, so however far the sinks fall behind the
+queue holds at most a few commits: memory stays flat.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger("watchtower.state")
 SLICE_SECONDS = 0.25
 """Target duration of one row-slice transaction: short enough for a prompt shutdown and checkpoint."""
 MIN_SLICE_ROWS, MAX_SLICE_ROWS = 256, 50_000
+MIN_SPAN_BYTES, MAX_SPAN_BYTES = 64 * 1024, 16 * 1024 * 1024
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 REPEAT_LOG_EVERY = 60.0
 
@@ -50,6 +55,7 @@ class CommitQueue:
         self.failures = 0
         self.oldest_since: float | None = None
         self.slice_rows = 2_000
+        self.span_bytes_per_slice = 1024 * 1024
         self._on_committed = on_committed
         self._on_error = on_error
         self._wake = asyncio.Event()
@@ -63,6 +69,10 @@ class CommitQueue:
         self._task = asyncio.create_task(self._run(), name="state-writer")
 
     def put(self, commit: Commit) -> None:
+        if len(self.items) >= 2 and not commit.batches:  # the tail is not in progress (the head is)
+            self.items[-1].absorb(commit)
+            self._wake.set()
+            return
         if not self.items:
             self.oldest_since = time.monotonic()
         self.items.append(commit)
@@ -70,8 +80,13 @@ class CommitQueue:
         self._wake.set()
 
     @property
+    def span_bytes(self) -> int:
+        """Bytes the sinks still need that are not in memory (read again from the files)."""
+        return sum(c.span_bytes for c in self.items)
+
+    @property
     def stuck_for(self) -> float:
-        """Seconds the head of the queue has waited (0 when empty)."""
+        """Seconds since the queue last made progress (a slice or a checkpoint) while it held work (0 when empty)."""
         return time.monotonic() - self.oldest_since if self.items and self.oldest_since else 0.0
 
     async def drain(self, timeout: float) -> bool:
@@ -142,11 +157,22 @@ class CommitQueue:
                 elapsed = max(time.monotonic() - started, 1e-3)
                 c.rows_done += n
                 self.backlog_rows -= n
+                self.oldest_since = time.monotonic()
                 rate = n / elapsed
                 self.slice_rows = int(min(MAX_SLICE_ROWS, max(MIN_SLICE_ROWS, rate * SLICE_SECONDS)))
+            while c.spans:
+                if self._abort:
+                    raise _Aborted
+                started = time.monotonic()
+                _rows, nbytes = await self.store.write_span(c, self.span_bytes_per_slice)
+                elapsed = max(time.monotonic() - started, 1e-3)
+                self.oldest_since = time.monotonic()
+                rate = nbytes / elapsed
+                self.span_bytes_per_slice = int(min(MAX_SPAN_BYTES, max(MIN_SPAN_BYTES, rate * SLICE_SECONDS)))
         else:
             self.backlog_rows -= c.rows - c.rows_done
             c.rows_done = c.rows
+            c.spans = []
         if self._abort:
             raise _Aborted
         await self.store.write_checkpoint(c)

@@ -191,7 +191,11 @@ class FailingSink:
         self.failing = False
         self.maintain_fails = True
         self.rows: set[tuple[str, int]] = set()
+        self.stored: list[tuple[str, int, str]] = []
         self.maintained = 0
+        self.released = 0
+        self.delay = 0.0
+        """Seconds per row written: a correlator slower than the traffic."""
 
     def setup(self, conn: sqlite3.Connection) -> None:
         pass
@@ -199,13 +203,21 @@ class FailingSink:
     def observe(self, batch) -> None:  # type: ignore[no-untyped-def]
         pass
 
+    def release(self, batch) -> None:  # type: ignore[no-untyped-def]
+        self.released += len(batch)
+
     def lookup_vmta(self, columns, rows):  # type: ignore[no-untyped-def]
         return [None] * len(rows)
 
     def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
         if self.failing:
             raise sqlite3.OperationalError("database or disk is full")
+        if self.delay:
+            time.sleep(self.delay * sum(len(b) for b in batches))
         for b in batches:
+            rcpt = b.columns.rcpt
+            for n, row in zip(b.line_numbers, b.rows, strict=True):
+                self.stored.append((b.file_id, n, row[rcpt]))
             self.rows.update((b.file_id, n) for n in b.line_numbers)
 
     def maintain(self, conn: sqlite3.Connection) -> None:
@@ -361,3 +373,90 @@ async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(
     (stream,) = tailer.streams.values()
     assert (stream.cp.file_id, stream.cp.offset) == ("f00d", 0)  # same id, read again from the start
     await tailer.close()
+
+
+# --- issue #10: a slow correlator never holds the metrics back, and its backlog is not held in memory -----
+async def slow_sink_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float
+                           ) -> tuple[Daemon, asyncio.Task[int], FailingSink, AcctWriter]:
+    """A started daemon (1,000 rows in memory at most, 16 KiB reads) whose correlator takes `delay` s a row."""
+    import exporter.daemon as daemon_mod
+
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 16 * 1024}))
+    sink = FailingSink()
+    sink.maintain_fails = False
+    sink.delay = delay
+    monkeypatch.setattr(daemon_mod, "_correlator", lambda *a: sink)
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 10)
+    return d, task, sink, w
+
+
+async def test_a_slow_correlator_lags_on_spans_while_the_metrics_keep_up(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    d, task, sink, w = await slow_sink_daemon(tmp_path, monkeypatch, 0.0003)  # 8,000 rows: 2.4 s behind
+    w.write(4000)
+    w.rotate()
+    w.write(4000)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    counted_at = stored_then = None
+    peak_rows = peak_items = 0
+    for _ in range(400):
+        await asyncio.sleep(0.02)
+        peak_rows = max(peak_rows, d.queue.backlog_rows + d.pipeline.pending_rows)
+        peak_items = max(peak_items, len(d.queue.items))
+        if counted_at is None and d.registry.get_sample_value("pmta_delivered_total", labels) == 8000:
+            counted_at, stored_then = time.monotonic(), len(sink.rows)
+        if len(sink.rows) == 8000:
+            break
+    assert counted_at is not None and stored_then is not None
+    assert stored_then < 8000  # every record counted while the correlator was still behind
+    assert sink.released > 0  # rows past the limit were let go, to be read again from the files
+    assert peak_rows <= 1000 + 200  # memory: the limit plus at most one 16 KiB chunk
+    assert peak_items <= 3  # commits without rows in memory merge into the last one queued
+    assert len(sink.rows) == 8000 and len(sink.stored) == 8000  # each line once, none lost
+    names = sorted({f for f, _n, _r in sink.stored})
+    assert len(names) == 2
+    for file_id in names:  # the same line numbers and content as a first read gives
+        got = sorted((n, r) for f, n, r in sink.stored if f == file_id)
+        assert [n for n, _ in got] == list(range(2, 4002))
+    assert sorted(r for _f, _n, r in sink.stored) == sorted(f"u{i}@gmail.com" for i in range(8000))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not d.queue.items:
+            break
+    assert d.registry.get_sample_value("watchtower_commit_backlog_bytes") == 0
+    assert d.health()["ok"] is True
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    conn = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+    stored = conn.execute("SELECT value FROM wt_series WHERE metric='pmta_delivered_total'").fetchone()[0]
+    assert float(stored) == 8000
+
+
+async def test_a_backlog_file_removed_before_it_is_read_again_is_reported(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture):
+    d, task, sink, w = await slow_sink_daemon(tmp_path, monkeypatch, 0.002)  # far behind while counted
+    w.write(4000)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if d.registry.get_sample_value("pmta_delivered_total", labels) == 4000:
+            break
+    assert d.pipeline.spans or d.queue.span_bytes
+    w.path.unlink()
+    sink.delay = 0
+    for _ in range(300):
+        await asyncio.sleep(0.02)
+        if not d.queue.items and d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total"):
+            break
+    lost = d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total")
+    assert lost and lost > 0
+    assert 0 < len(sink.rows) < 4000
+    assert d.registry.get_sample_value("pmta_delivered_total", labels) == 4000  # the metrics counted them all
+    assert any("cannot be read again for the correlator" in r.getMessage() for r in caplog.records)
+    assert all(r.exc_info is None for r in caplog.records)
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 10) == 0

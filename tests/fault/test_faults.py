@@ -142,7 +142,10 @@ def test_state_disk_full_then_freed_loses_and_repeats_nothing(tmp_path: Path, sm
     subprocess.run(["mount", "-o", "remount,size=256m", str(small_tmpfs)], check=True)  # space freed
     wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= writer.total, timeout=120)
     assert total(wt.settle(), "pmta_delivered_total") == writer.total
-    assert httpx.get(wt.url + "/healthz", timeout=5).json()["ok"] is True
+    deadline = time.monotonic() + 30  # the metrics may be complete before the next commit retry succeeds
+    while not (health := httpx.get(wt.url + "/healthz", timeout=5).json())["ok"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert health["ok"] is True, health["problems"]
     assert total(wt.scrape(), "watchtower_checkpoint_errors_total") >= 1
     wt.kill9()  # what is stored is exact too: a restart continues from the committed counters
     wt.start()
