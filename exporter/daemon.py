@@ -32,7 +32,7 @@ from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.metrics import SelfMetrics
-from exporter.records import RecordBatch
+from exporter.records import Columns, RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, span_of
 from exporter.state import Commit, StateError, StateStore, private_dir
@@ -135,7 +135,7 @@ class Daemon:
         self.store = StateStore(self.db_path, [sink] if sink is not None else [])
         metrics = self.pipeline.self_metrics
         self.queue = CommitQueue(self.store, on_committed=self._committed,
-                                 on_error=metrics.checkpoint_errors.inc)
+                                 on_error=metrics.checkpoint_errors.inc, on_progress=self._backlog_gauges)
         self.pipeline.spill_check = self._sinks_behind
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
@@ -185,6 +185,8 @@ class Daemon:
                              fields=FIELDS if metrics_only else None)
         if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
             self.pipeline.aggregator.run_in_background()
+        else:
+            self._resume_sinks(loaded.sink_positions)
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
         if loaded.first_run:
@@ -197,6 +199,23 @@ class Daemon:
             self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
             self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
         self.started.set()
+
+    def _resume_sinks(self, positions: dict[str, tuple[int, int, str]]) -> None:
+        """The sinks stopped behind some checkpoints: they read those files again from their own positions."""
+        assert self.tailer is not None
+        by_id = {cp.file_id: cp for cp in self.tailer.known.values()}
+        spans = []
+        for file_id, (offset, line_no, header) in positions.items():
+            cp = by_id.get(file_id)
+            if cp is None or offset >= cp.offset:
+                continue
+            columns = Columns.from_header(header.split(",")) if header else None
+            spans.append(Span(file_id, cp.source, cp.path, cp.dev, cp.ino, offset, cp.offset, line_no, columns,
+                              self.tailer.allowed_records(cp.source), cp))
+        if spans:
+            self.queue.add_backlog(spans)
+            log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),
+                     sum(s.remaining for s in spans))
 
     async def _persist_start_decision(self) -> None:
         """First run: where each existing file starts (its end, or 0) is committed before any read.
@@ -366,7 +385,6 @@ class Daemon:
     def _committed(self, when: float) -> None:
         self._last_commit_ok = when
         self.pipeline.self_metrics.last_checkpoint_ts.set(when)
-        self._backlog_gauges()
 
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

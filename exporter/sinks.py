@@ -2,8 +2,9 @@
 
 The daemon calls `observe` on the event loop as each batch is parsed, `lookup_vmta` when an f/rb
 record lacks its vmta/pool, and `setup` / `write` / `maintain` on the state writer thread, where
-`write` runs inside the same SQLite transaction that stores the tailer checkpoints covering those
-rows: a restart (kill -9 included) neither loses nor repeats a row.
+`write` runs inside the same SQLite transaction that stores the sinks' new position in each file
+(exporter/backlog.py): a restart (kill -9 included) resumes them there. A sink must skip lines it
+already holds (by file id and line number): the rows of a slice may come again after a crash.
 """
 
 from __future__ import annotations

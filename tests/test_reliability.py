@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.backlog import RowBacklog
 from exporter.config import SourceConfig, TailConfig, load_config
 from exporter.daemon import Daemon
 from exporter.filestream import read_fingerprint
@@ -362,8 +363,9 @@ async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(
     sink = FailingSink()
     store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
     await store.open()
-    commit = Commit(checkpoints=[cp], batches=[batch])
-    assert await store.write_slice(commit, 4) == 4  # rows 1-4 stored; then "kill -9" before the checkpoint
+    backlog = RowBacklog()
+    backlog.add([batch], [])
+    assert await store.write_backlog(backlog, [cp], 4, 1 << 20) == (4, 0)  # rows 1-4; "kill -9" before the checkpoint
     await store.close()
     loaded = await StateStore(tmp_path / "state" / "watchtower.db", [sink]).open()
     assert [(c.file_id, c.offset, c.line_no) for c in loaded.checkpoints] == [("f00d", 0, 0)]
@@ -400,21 +402,24 @@ async def test_a_slow_correlator_lags_on_spans_while_the_metrics_keep_up(tmp_pat
     w.rotate()
     w.write(4000)
     labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
-    counted_at = stored_then = None
-    peak_rows = peak_items = 0
+    db = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+    counted_then = checkpointed_then = None
+    peak_rows = 0
     for _ in range(400):
         await asyncio.sleep(0.02)
         peak_rows = max(peak_rows, d.queue.backlog_rows + d.pipeline.pending_rows)
-        peak_items = max(peak_items, len(d.queue.items))
-        if counted_at is None and d.registry.get_sample_value("pmta_delivered_total", labels) == 8000:
-            counted_at, stored_then = time.monotonic(), len(sink.rows)
+        if counted_then is None and d.registry.get_sample_value("pmta_delivered_total", labels) == 8000:
+            counted_then = len(sink.rows)
+        row = db.execute("SELECT value FROM wt_series WHERE metric='pmta_delivered_total'").fetchone()
+        if checkpointed_then is None and row and float(row[0]) == 8000:
+            checkpointed_then = len(sink.rows)
         if len(sink.rows) == 8000:
             break
-    assert counted_at is not None and stored_then is not None
-    assert stored_then < 8000  # every record counted while the correlator was still behind
+    db.close()
+    assert counted_then is not None and counted_then < 8000  # every record counted, the correlator behind
+    assert checkpointed_then is not None and checkpointed_then < 8000  # and the count committed
     assert sink.released > 0  # rows past the limit were let go, to be read again from the files
     assert peak_rows <= 1000 + 200  # memory: the limit plus at most one 16 KiB chunk
-    assert peak_items <= 3  # commits without rows in memory merge into the last one queued
     assert len(sink.rows) == 8000 and len(sink.stored) == 8000  # each line once, none lost
     names = sorted({f for f, _n, _r in sink.stored})
     assert len(names) == 2
@@ -424,7 +429,7 @@ async def test_a_slow_correlator_lags_on_spans_while_the_metrics_keep_up(tmp_pat
     assert sorted(r for _f, _n, r in sink.stored) == sorted(f"u{i}@gmail.com" for i in range(8000))
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if not d.queue.items:
+        if not d.queue.pending:
             break
     assert d.registry.get_sample_value("watchtower_commit_backlog_bytes") == 0
     assert d.health()["ok"] is True
@@ -450,7 +455,7 @@ async def test_a_backlog_file_removed_before_it_is_read_again_is_reported(tmp_pa
     sink.delay = 0
     for _ in range(300):
         await asyncio.sleep(0.02)
-        if not d.queue.items and d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total"):
+        if not d.queue.pending and d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total"):
             break
     lost = d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total")
     assert lost and lost > 0
@@ -460,3 +465,25 @@ async def test_a_backlog_file_removed_before_it_is_read_again_is_reported(tmp_pa
     assert all(r.exc_info is None for r in caplog.records)
     d.should_exit.set()
     assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_state_database_of_an_older_version_gets_the_sink_positions_as_caught_up(tmp_path: Path):
+    """Before sink positions, a checkpoint was written only after its rows: every file is caught up."""
+    db = tmp_path / "state" / "watchtower.db"
+    db.parent.mkdir(mode=0o700)
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE wt_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE wt_checkpoints (file_id TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL,"
+        " dev INTEGER NOT NULL, ino INTEGER NOT NULL, fingerprint BLOB NOT NULL, offset INTEGER NOT NULL,"
+        " line_no INTEGER NOT NULL, header TEXT NOT NULL, gone_since REAL, updated REAL NOT NULL);"
+        "INSERT INTO wt_meta VALUES ('schema_version', '1'), ('initialized', '1');"
+        "INSERT INTO wt_checkpoints VALUES ('f1', 'acct', '/x.csv', 1, 2, x'00', 500, 9, 'type', NULL, 0);")
+    conn.close()
+    loaded = await StateStore(db).open()
+    assert [(c.file_id, c.offset) for c in loaded.checkpoints] == [("f1", 500)]
+    assert loaded.sink_positions == {}
+    conn = sqlite3.connect(db)
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
+    assert {"sink_offset", "sink_line", "sink_header"} <= cols
+    conn.close()
