@@ -333,6 +333,9 @@ class Daemon:
                     log.warning("stopped before committing everything read (%d rows wait, commit error: %s); "
                                 "those records are read again at the next start", self.queue.backlog_rows,
                                 self.queue.error or "none")
+                elif self.queue.span_bytes:
+                    log.info("the correlator resumes %d bytes behind at the next start (read again from the "
+                             "files)", self.queue.span_bytes)
             if self.tailer is not None:
                 await self.tailer.close()
         finally:

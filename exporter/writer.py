@@ -111,15 +111,16 @@ class CommitQueue:
         return time.monotonic() - self.oldest_since if self.pending and self.oldest_since else 0.0
 
     async def drain(self, timeout: float) -> bool:
-        """Stop accepting work, write what is queued within `timeout`; True if everything was written.
+        """Stop accepting work; write the checkpoint and the rows held in memory within `timeout`.
 
-        The checkpoint goes first. Past the deadline the slice in flight completes and the rest stays
-        in the files: the sink positions committed say where the next start resumes them.
+        True if both were written. Spans are not read again now: the sink positions committed already
+        say where the next start resumes them, so reading them here would only delay the stop. Past the
+        deadline the slice in flight completes and the rest stays in the files, positioned likewise.
         """
         self._closing = True
         self._wake.set()
         if self._task is None:
-            return not self.pending
+            return not self._closing_work
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
@@ -130,15 +131,20 @@ class CommitQueue:
             except TimeoutError:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
-        return not self.pending
+        return not self._closing_work
+
+    @property
+    def _closing_work(self) -> bool:
+        """What a stop still writes: the checkpoint and the rows in memory (not the spans)."""
+        return self.checkpoint is not None or self.backlog.rows > 0
 
     # --- the writer task -------------------------------------------------------------------------
     async def _run(self) -> None:
         delay = RETRY_FIRST
         while not self._abort:
+            if self._closing and not self._closing_work:
+                return
             if not self.pending:
-                if self._closing:
-                    return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
