@@ -396,6 +396,11 @@ class StateStore:
             self._conn.close()
             self._conn = None
 
+    def interrupt(self) -> None:
+        """Stop the statement running on the writer thread (any thread; used at the shutdown deadline)."""
+        if self._conn is not None:
+            self._conn.interrupt()
+
     # --- event-loop API ------------------------------------------------------------------------
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

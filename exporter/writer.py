@@ -27,8 +27,10 @@ log = logging.getLogger("watchtower.state")
 
 SLICE_SECONDS = 0.25
 """Target duration of one row-slice transaction: short enough for a prompt shutdown and checkpoint."""
-MIN_SLICE_ROWS, MAX_SLICE_ROWS = 256, 50_000
-MIN_SPAN_BYTES, MAX_SPAN_BYTES = 64 * 1024, 16 * 1024 * 1024
+MIN_SLICE_ROWS, MAX_SLICE_ROWS = 256, 10_000
+MIN_SPAN_BYTES, MAX_SPAN_BYTES = 64 * 1024, 4 * 1024 * 1024
+"""A slice grows at most 2x from one to the next: rows the sinks already hold (a restart) are skipped
+fast, and a size learnt on them must not become a multi-second slice of new rows."""
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 REPEAT_LOG_EVERY = 60.0
 
@@ -127,10 +129,14 @@ class CommitQueue:
             self._abort = True
             self._wake.set()
             try:
-                await asyncio.wait_for(self._task, SLICE_SECONDS * 8)
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                await asyncio.wait_for(asyncio.shield(self._task), SLICE_SECONDS)
+            except TimeoutError:  # a slow slice: SQLite stops it, the transaction rolls back (positions hold)
+                self.store.interrupt()
+                try:
+                    await asyncio.wait_for(self._task, SLICE_SECONDS * 4)
+                except TimeoutError:
+                    self._task.cancel()
+                    await asyncio.gather(self._task, return_exceptions=True)
         return not self._closing_work
 
     @property
@@ -157,6 +163,8 @@ class CommitQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure is retried; the daemon must not die
+                if self._abort:  # interrupted at the shutdown deadline: nothing to report or retry
+                    return
                 self._failed(kind, exc)
                 try:
                     await asyncio.wait_for(self._abort_requested(), delay)
@@ -191,9 +199,11 @@ class CommitQueue:
                                                       self.span_bytes_per_slice)
         elapsed = max(time.monotonic() - started, 1e-3)
         if rows and not nbytes:
-            self.slice_rows = int(min(MAX_SLICE_ROWS, max(MIN_SLICE_ROWS, rows / elapsed * SLICE_SECONDS)))
+            self.slice_rows = _next_size(self.slice_rows, rows / elapsed * SLICE_SECONDS, MIN_SLICE_ROWS,
+                                         MAX_SLICE_ROWS)
         elif nbytes:
-            self.span_bytes_per_slice = int(min(MAX_SPAN_BYTES, max(MIN_SPAN_BYTES, nbytes / elapsed * SLICE_SECONDS)))
+            self.span_bytes_per_slice = _next_size(self.span_bytes_per_slice, nbytes / elapsed * SLICE_SECONDS,
+                                                   MIN_SPAN_BYTES, MAX_SPAN_BYTES)
 
     def _failed(self, kind: str, exc: BaseException) -> None:
         self.failures += 1
@@ -219,3 +229,8 @@ class CommitQueue:
             self._on_committed(time.time())
         if self._on_progress is not None:
             self._on_progress()
+
+
+def _next_size(current: int, fits: float, low: int, high: int) -> int:
+    """The size that fits SLICE_SECONDS at the rate just measured, at most twice the current one."""
+    return int(min(high, current * 2, max(low, fits)))

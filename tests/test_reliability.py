@@ -487,3 +487,35 @@ async def test_a_state_database_of_an_older_version_gets_the_sink_positions_as_c
     cols = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
     assert {"sink_offset", "sink_line", "sink_header"} <= cols
     conn.close()
+
+
+async def test_a_slow_slice_is_interrupted_at_the_shutdown_deadline(tmp_path: Path):
+    """SIGTERM must not wait for a long SQLite statement: past the deadline it is interrupted, rolled back,
+    and the committed checkpoint says where the correlator resumes (the batch's first byte)."""
+    from exporter.filestream import Checkpoint
+    from exporter.records import Columns, RecordBatch
+    from exporter.writer import CommitQueue
+    from tests.conftest import ACCT_HEADER, d_line
+
+    class EndlessSink(FailingSink):
+        def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
+            conn.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                         "SELECT count(*) FROM c WHERE x > 1e15").fetchone()
+
+    columns = Columns.from_header(ACCT_HEADER.split(","))
+    rows = [d_line(n).split(",")[: len(columns.names)] for n in range(10)]
+    batch = RecordBatch("acct", "/logs/acct.csv", columns, rows, list(range(2, 12)), file_id="f00d")
+    cp = Checkpoint("f00d", "acct", "/logs/acct.csv", 1, 2, b"", 5000, 11, ACCT_HEADER)
+    store = StateStore(tmp_path / "state" / "watchtower.db", [EndlessSink()])
+    await store.open()
+    queue = CommitQueue(store)
+    queue.start()
+    queue.put(Commit(checkpoints=[cp], batches=[batch]))
+    started = time.monotonic()
+    assert await queue.drain(0.3) is False  # the rows were not stored
+    assert time.monotonic() - started < 2.0
+    assert queue.error is None  # an interrupt at the deadline is not a failure to report
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+    assert conn.execute("SELECT offset, sink_offset, sink_line FROM wt_checkpoints").fetchall() == [(5000, 0, 0)]
+    conn.close()
