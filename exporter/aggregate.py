@@ -55,6 +55,9 @@ FIELDS = frozenset({
 })
 """Every record field the aggregator reads (a metrics-only reader parses just these: FileParser.fields)."""
 SEP = "\x1f"
+ENGINE = "in-memory"
+"""polars engine of every plan here: 'auto' picks the streaming engine, whose start-up costs ~4 ms per
+plan set; a poll's batch of a few hundred rows then cost ~13 ms to fold instead of ~8 (bench_ingest)."""
 _MAIN = frozenset({"d", "t", "tq", "b"})
 _LATE = frozenset({"f", "rb", "rs", "r"})
 
@@ -328,7 +331,7 @@ class RecordAggregator(Collector):
         """
         has_orig = c.orig >= 0
         has_times = c.timeLogged >= 0 and c.timeQueued >= 0
-        derived = frame.lazy().filter(pl.col("c0").is_in(list(_MAIN))).select(_derive(c, has_times)).collect()
+        derived = frame.lazy().filter(pl.col("c0").is_in(list(_MAIN))).select(_derive(c, has_times)).collect(engine=ENGINE)
         lz = derived.lazy()
         timed = pl.col("t").is_in(["d", "t"])
         first: dict[str, pl.LazyFrame] = {
@@ -437,7 +440,7 @@ class RecordAggregator(Collector):
 
     @staticmethod
     def _collect(plans: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
-        return dict(zip(plans, pl.collect_all(list(plans.values())), strict=True)) if plans else {}
+        return dict(zip(plans, pl.collect_all(list(plans.values()), engine=ENGINE), strict=True)) if plans else {}
 
     def _classify_rows(self, failures: pl.DataFrame, isp: dict) -> None:
         """Reply classes of a small chunk's new keys, decided in one batch before the merge loop reads them."""
@@ -505,7 +508,7 @@ class RecordAggregator(Collector):
             return pl.LazyFrame(schema={"il": s, "st": s, "ck": s, "cat": s, "cls": s})
         keys = labels.with_isp(failures.lazy().select("dom", "host", "st", "ck", "cat", "diag")).unique(
             subset=["il", "st", "ck", "cat"], keep="first", maintain_order=True).select(
-            "il", "st", "ck", "cat", "diag").collect()
+            "il", "st", "ck", "cat", "diag").collect(engine=ENGINE)
         cache = self._class_cache
         rows = list(zip(*(keys.get_column(c).to_list() for c in ("il", "st", "ck", "cat", "diag")), strict=True))
         many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
