@@ -80,8 +80,9 @@ def reply_key(diag: pl.Expr) -> pl.Expr:
 
 def mx_host(mta: pl.Expr) -> pl.Expr:
     """dsnMta without its `(ip)` part, which is all the ISP classifier reads of it ('' stays '')."""
-    host = mta.str.split_exact("(", 1).struct.field("field_0").str.strip_chars().str.to_lowercase()
-    return pl.when(host == "").then(mta).otherwise(host)
+    # head(find) rather than split_exact: one string column built instead of a two-field struct (~35% less)
+    host = pl.coalesce(mta.str.head(mta.str.find("(", literal=True)), mta).str.strip_chars()
+    return pl.when(host == "").then(mta).otherwise(host.str.to_lowercase())
 
 
 def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
@@ -118,6 +119,24 @@ def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
                 pl.when(timed).then(epoch(field(c.timeLogged))).alias("a"),
                 pl.when(timed).then(epoch(field(c.timeQueued))).alias("b")]
     return out
+
+
+def _has_times(c: Columns) -> bool:
+    return c.timeLogged >= 0 and c.timeQueued >= 0
+
+
+_Prepared = tuple[set[str], "pl.DataFrame | None"]
+
+
+def _prepare(batch: RecordBatch) -> _Prepared:
+    """(record types present, derived d/t/tq/b columns or None): the stateless part of folding a batch."""
+    frame = batch.frame
+    types = set(frame.get_column("c0").unique().to_list())
+    if not types & _MAIN:
+        return types, None
+    c = batch.columns
+    main = frame.lazy() if types <= _MAIN else frame.lazy().filter(pl.col("c0").is_in(list(_MAIN)))
+    return types, main.select(_derive(c, _has_times(c))).collect(engine=ENGINE)
 
 
 class _Capped:
@@ -297,20 +316,26 @@ class RecordAggregator(Collector):
             cache.clear()
 
     def apply(self, batch: RecordBatch) -> None:
-        """Fold one batch into the series (on the worker thread once `run_in_background()` was called)."""
-        if self._worker is None:
-            self._apply(batch)
-            return
-        self.wait()
-        self._in_flight = self._worker.submit(self._apply, batch)
+        """Fold one batch into the series (on the worker thread once `run_in_background()` was called).
 
-    def _apply(self, batch: RecordBatch) -> None:
+        In the background, the batch's keys and times are derived on the caller's thread first (no
+        series is read for that) while the worker still folds the previous batch: each thread then
+        does about half of a chunk's work, instead of the worker doing all of it behind the parser.
+        """
+        if self._worker is None:
+            self._apply(batch, _prepare(batch))
+            return
+        prepared = _prepare(batch)
+        self.wait()
+        self._in_flight = self._worker.submit(self._apply, batch, prepared)
+
+    def _apply(self, batch: RecordBatch, prepared: _Prepared) -> None:
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
         c = batch.columns
         frame = batch.frame
-        types = set(frame.get_column("c0").unique().to_list())
-        if types & _MAIN:
-            self._apply_main(batch.source, c, frame)
+        types, derived = prepared
+        if derived is not None:
+            self._apply_main(batch.source, c, derived)
         if types & _LATE:
             sub = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
             self._apply_late(sub, sub.rows)
@@ -321,7 +346,7 @@ class RecordAggregator(Collector):
                 self.self_metrics.label_overflow.labels(label).inc(n)
             self.overflows.clear()
 
-    def _apply_main(self, source: str, c: Columns, frame: pl.DataFrame) -> None:
+    def _apply_main(self, source: str, c: Columns, derived: pl.DataFrame) -> None:
         """d/t/tq/b rows: group first in polars on reduced raw keys, then label the groups in Python.
 
         Keys are reduced before grouping the way the classifiers reduce them (dsnMta to its host,
@@ -330,8 +355,7 @@ class RecordAggregator(Collector):
         distinct key, in first-seen order, exactly as a row-by-row pass would.
         """
         has_orig = c.orig >= 0
-        has_times = c.timeLogged >= 0 and c.timeQueued >= 0
-        derived = frame.lazy().filter(pl.col("c0").is_in(list(_MAIN))).select(_derive(c, has_times)).collect(engine=ENGINE)
+        has_times = _has_times(c)
         lz = derived.lazy()
         timed = pl.col("t").is_in(["d", "t"])
         first: dict[str, pl.LazyFrame] = {
