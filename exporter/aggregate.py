@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -125,18 +126,29 @@ def _has_times(c: Columns) -> bool:
     return c.timeLogged >= 0 and c.timeQueued >= 0
 
 
-_Prepared = tuple[set[str], "pl.DataFrame | None"]
+@dataclass(slots=True)
+class _Prepared:
+    """What folding one batch needs, taken from it by the stateless first step (`_prepare`): the worker
+    holds this, not the batch, so a chunk's parsed frame is freed as soon as its keys are derived."""
+
+    source: str
+    repaired: int
+    derived: pl.DataFrame | None  # the d/t/tq/b rows' derived columns (_derive)
+    late: RecordBatch | None  # the f/rb/rs/r rows
 
 
 def _prepare(batch: RecordBatch) -> _Prepared:
-    """(record types present, derived d/t/tq/b columns or None): the stateless part of folding a batch."""
+    """The stateless part of folding a batch (no series read): safe on any thread."""
     frame = batch.frame
     types = set(frame.get_column("c0").unique().to_list())
-    if not types & _MAIN:
-        return types, None
     c = batch.columns
-    main = frame.lazy() if types <= _MAIN else frame.lazy().filter(pl.col("c0").is_in(list(_MAIN)))
-    return types, main.select(_derive(c, _has_times(c))).collect(engine=ENGINE)
+    derived = late = None
+    if types & _MAIN:
+        main = frame.lazy() if types <= _MAIN else frame.lazy().filter(pl.col("c0").is_in(list(_MAIN)))
+        derived = main.select(_derive(c, _has_times(c))).collect(engine=ENGINE)
+    if types & _LATE:
+        late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
+    return _Prepared(batch.source, batch.repaired, derived, late)
 
 
 class _Capped:
@@ -323,24 +335,20 @@ class RecordAggregator(Collector):
         does about half of a chunk's work, instead of the worker doing all of it behind the parser.
         """
         if self._worker is None:
-            self._apply(batch, _prepare(batch))
+            self._apply(batch.columns, _prepare(batch))
             return
         prepared = _prepare(batch)
         self.wait()
-        self._in_flight = self._worker.submit(self._apply, batch, prepared)
+        self._in_flight = self._worker.submit(self._apply, batch.columns, prepared)
 
-    def _apply(self, batch: RecordBatch, prepared: _Prepared) -> None:
+    def _apply(self, c: Columns, job: _Prepared) -> None:
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
-        c = batch.columns
-        frame = batch.frame
-        types, derived = prepared
-        if derived is not None:
-            self._apply_main(batch.source, c, derived)
-        if types & _LATE:
-            sub = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
-            self._apply_late(sub, sub.rows)
-        if batch.repaired and self.self_metrics is not None:
-            self.self_metrics.records_repaired.labels(batch.source, "invalid_utf8").inc(batch.repaired)
+        if job.derived is not None:
+            self._apply_main(job.source, c, job.derived)
+        if job.late is not None:
+            self._apply_late(job.late, job.late.rows)
+        if job.repaired and self.self_metrics is not None:
+            self.self_metrics.records_repaired.labels(job.source, "invalid_utf8").inc(job.repaired)
         if self.self_metrics is not None and self.overflows:
             for label, n in self.overflows.items():
                 self.self_metrics.label_overflow.labels(label).inc(n)
