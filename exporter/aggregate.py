@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import polars as pl
@@ -50,6 +51,9 @@ Lookup = Callable[[Columns, list[list[str]]], list[tuple[str, str] | None]]
 _CACHE_LIMIT = 100_000
 SMALL_GROUPS = 4096
 """Failure groups up to which a chunk is merged by a Python loop; above, labelled and summed in polars."""
+SMALL_DELIVERED = 512
+"""Delivery groups up to which a small chunk's are merged by a Python loop too (a daemon poll then costs
+one polars round, not two); above, labelled in polars and merged every few chunks (_defer_delivered)."""
 FIELDS = frozenset({
     "type", "timeLogged", "timeQueued", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat",
     "dlvSize", "vmta", "vmtaPool", "queue", "feedbackType", "reportingMta",
@@ -86,8 +90,23 @@ def mx_host(mta: pl.Expr) -> pl.Expr:
     return pl.when(host == "").then(mta).otherwise(host.str.to_lowercase())
 
 
+_DERIVED: dict[tuple[tuple[str, ...], bool], list[pl.Expr]] = {}
+
+
 def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
-    """The columns the group-bys read, from one chunk's d/t/tq/b rows (keys reduced, times parsed)."""
+    """The columns the group-bys read, from one chunk's d/t/tq/b rows (keys reduced, times parsed).
+
+    Built once per header layout: they depend on column positions only."""
+    key = (c.names, has_times)
+    found = _DERIVED.get(key)
+    if found is None:
+        if len(_DERIVED) >= 256:
+            _DERIVED.clear()
+        found = _DERIVED[key] = _derive_exprs(c, has_times)
+    return found
+
+
+def _derive_exprs(c: Columns, has_times: bool) -> list[pl.Expr]:
 
     def field(i: int) -> pl.Expr:
         return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
@@ -120,6 +139,35 @@ def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
                 pl.when(timed).then(epoch(field(c.timeLogged))).alias("a"),
                 pl.when(timed).then(epoch(field(c.timeQueued))).alias("b")]
     return out
+
+
+@lru_cache(maxsize=16)
+def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
+    """The expressions of `_group_plans`, built once per bucket layout (building them per chunk cost
+    ~1.5 ms of a daemon poll's ~8)."""
+    ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
+    delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
+    idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in bounds])
+    width = len(bounds) + 1
+    is_t = pl.col("t") == "t"
+    timed = pl.col("t").is_in(["d", "t"])
+    size_ok = pl.col("size").str.contains(r"^[0-9]+$")
+    return {
+        "with": {"ok": ok, "idx": pl.when(ok).then(idx), "delay": pl.when(ok).then(delay)},
+        "hist": [*[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(width)],
+                 pl.col("delay").sum().alias("s"), pl.col("ok").sum().alias("nok")],
+        "tmask": {"tidx": pl.when(is_t).then(pl.col("idx")), "tdelay": pl.when(is_t).then(pl.col("delay")),
+                  "tok": is_t & pl.col("ok")},
+        "thist": [*[(pl.col("tidx") == i).sum().alias(f"b{i}") for i in range(width)],
+                  pl.col("tdelay").sum().alias("s"), pl.col("tok").sum().alias("nok")],
+        "sizes": [pl.len().alias("n"), size_ok.sum().alias("nbytes"),
+                  pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum().alias("bytes")],
+        "failed": [pl.len().alias("n"), pl.col("diag").first()],
+        "s_failed": [pl.len(), pl.col("diag").first()],
+        "is_d": pl.col("t") == "d", "not_d": pl.col("t") != "d", "not_tq": pl.col("t") != "tq",
+        "times": {"bad": (timed & ~ok).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum(),
+                  "newest": pl.col("a").filter(timed).max()},
+    }
 
 
 def _has_times(c: Columns) -> bool:
@@ -408,8 +456,12 @@ class RecordAggregator(Collector):
         labels = _LabelFrames(vp, isp, senders if has_orig else None)
         groups = res["failures"].height + (res["s_failures"].height if has_orig else 0)
         if groups <= SMALL_GROUPS:  # a small chunk (the daemon's polls): fewer polars plans, a short loop
-            done = self._collect(self._delivered_plan(res["delivered"], labels, has_times))
-            self._defer_delivered(done.get("delivered"))
+            if res["delivered"].height <= SMALL_DELIVERED:  # no second polars round at all
+                self._merge_deferred()  # series keep their first-seen order
+                self._merge_delivered_rows(res["delivered"], vp, isp, has_times)
+            else:
+                done = self._collect(self._delivered_plan(res["delivered"], labels, has_times))
+                self._defer_delivered(done.get("delivered"))
             self._classify_rows(res["failures"], isp)
             self._merge_failure_rows(res["failures"], vp, isp, has_times)
             if has_orig:
@@ -432,42 +484,27 @@ class RecordAggregator(Collector):
 
     def _group_plans(self, lz: pl.LazyFrame, has_orig: bool, has_times: bool) -> dict[str, pl.LazyFrame]:
         """Every aggregate of one chunk, to run in one collect_all (polars shares the common input)."""
-        ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
-        delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
+        x = _group_exprs(tuple(self.bounds))
         hist: list[pl.Expr] = []
         if has_times:
-            idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in self.bounds])
-            lz = lz.with_columns(ok=ok, idx=pl.when(ok).then(idx), delay=pl.when(ok).then(delay))
-            hist = [*[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(len(self.bounds) + 1)],
-                    pl.col("delay").sum().alias("s"), pl.col("ok").sum().alias("nok")]
-        d = lz.filter(pl.col("t") == "d")
-        rest = lz.filter(pl.col("t") != "d")
+            lz = lz.with_columns(**x["with"])
+            hist = x["hist"]
+        d = lz.filter(x["is_d"])
+        rest = lz.filter(x["not_d"])
         if has_times:  # deferral ages count t rows only: masked once, not filtered per group and bucket
-            is_t = pl.col("t") == "t"
-            rest = rest.with_columns(tidx=pl.when(is_t).then(pl.col("idx")), tdelay=pl.when(is_t).then(pl.col("delay")),
-                                     tok=is_t & pl.col("ok"))
-        size_ok = pl.col("size").str.contains(r"^[0-9]+$")
+            rest = rest.with_columns(**x["tmask"])
         plans: dict[str, pl.LazyFrame] = {
-            "delivered": d.group_by(["v", "p", "dom", "host"], maintain_order=True).agg(
-                pl.len().alias("n"), size_ok.sum().alias("nbytes"),
-                pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum().alias("bytes"),
-                *hist),
+            "delivered": d.group_by(["v", "p", "dom", "host"], maintain_order=True).agg(*x["sizes"], *hist),
             "failures": rest.group_by(["t", "v", "p", "dom", "host", "st", "ck", "cat"], maintain_order=True).agg(
-                pl.len().alias("n"), pl.col("diag").first(),
-                *[(pl.col("tidx") == i).sum().alias(f"b{i}") for i in range(len(self.bounds) + 1) if has_times],
-                *([pl.col("tdelay").sum().alias("s"), pl.col("tok").sum().alias("nok")] if has_times else []),
-            ),
+                *x["failed"], *(x["thist"] if has_times else [])),
         }
         if has_orig:
             plans["s_delivered"] = d.group_by(["od", "dom", "host"], maintain_order=True).len()
-            plans["s_failures"] = rest.filter(pl.col("t") != "tq").group_by(
+            plans["s_failures"] = rest.filter(x["not_tq"]).group_by(
                 ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
-            ).agg(pl.len(), pl.col("diag").first())
+            ).agg(*x["s_failed"])
         if has_times:
-            timed = pl.col("t").is_in(["d", "t"])
-            plans["times"] = lz.select(
-                bad=(timed & ~ok).sum(), neg=(timed & ok & (pl.col("a") < pl.col("b"))).sum(),
-                newest=pl.col("a").filter(timed).max())
+            plans["times"] = lz.select(**x["times"])
         return plans
 
     @staticmethod
@@ -627,6 +664,25 @@ class RecordAggregator(Collector):
                 dirty.add(("pmta_delivered_bytes_total", key))
             if row[6 + width]:
                 self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[6:6 + width])
+
+    def _merge_delivered_rows(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
+        """_merge_delivered for a small chunk's raw d groups, labelled here (the same sums, in the same order)."""
+        delivered = self.counters["pmta_delivered_total"]
+        dbytes = self.counters["pmta_delivered_bytes_total"]
+        hists = self.histograms["pmta_delivery_delay_seconds"]
+        dirty = self.dirty
+        width = len(self.bounds) + 2
+        for row in grouped.iter_rows():
+            v, p, dom, host, n, nbytes, total = row[:7]
+            vl, pl_ = vp[(v, p)]
+            key = (vl, pl_, isp[(dom, host)])
+            delivered[key] = delivered.get(key, 0) + int(n)
+            dirty.add(("pmta_delivered_total", key))
+            if nbytes:
+                dbytes[key] = dbytes.get(key, 0) + float(total)
+                dirty.add(("pmta_delivered_bytes_total", key))
+            if has_times and row[7 + width]:
+                self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[7:7 + width])
 
     def _add_hist(self, series: dict[Key, list[float]], name: str, key: Key, values: tuple) -> None:
         h = series.get(key)  # replaced, never mutated: the /metrics renderer holds snapshots of these lists

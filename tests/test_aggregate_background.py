@@ -71,7 +71,12 @@ def test_loop_and_polars_merges_give_the_same_series(tmp_path: Path, monkeypatch
     make_corpus(tmp_path, 6000, files=2)
     batches = _batches(tmp_path, chunk=400 * 1024)
     monkeypatch.setattr(aggregate, "SMALL_GROUPS", 10**9)
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 10**9)  # d groups merged by the loop as well
     loops = _aggregate(batches)
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 0)  # d groups labelled in polars, merged deferred
+    assert _aggregate(batches) == loops
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 615)  # mixed: these chunks have 601-639 d groups
+    assert _aggregate(batches) == loops
     monkeypatch.setattr(aggregate, "SMALL_GROUPS", 0)
     assert _aggregate(batches) == loops
     assert b"pmta_sender_deferred_total" in loops and b"pmta_deferral_age_seconds_bucket" in loops
