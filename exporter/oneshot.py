@@ -19,6 +19,8 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,8 +38,8 @@ _M_MMAP_THRESHOLD = -3
 
 
 def tune_process() -> None:
-    """Allocator and GC settings for a single pass; call before polars is imported (it reads its
-    jemalloc settings when it loads). An operator's own `_RJEM_MALLOC_CONF` is kept."""
+    """Allocator settings for a single pass; call before polars is imported (it reads its jemalloc
+    settings when it loads). An operator's own `_RJEM_MALLOC_CONF` is kept."""
     if "polars" not in sys.modules and os.environ.get("_RJEM_MALLOC_CONF", DAEMON_JEMALLOC) == DAEMON_JEMALLOC:
         os.environ["_RJEM_MALLOC_CONF"] = ONESHOT_JEMALLOC
     if sys.platform.startswith("linux"):
@@ -49,8 +51,20 @@ def tune_process() -> None:
             libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
         except (OSError, AttributeError):  # not glibc (musl): its defaults, only slower
             pass
-    gc.freeze()  # what is loaded so far is never collected: full collections skip it
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """During the pass: what is loaded so far is never rescanned and young collections are rarer;
+    the caller's settings come back afterwards (tests run oneshot in their own process)."""
+    threshold = gc.get_threshold()
+    gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def run_oneshot(config: Config) -> str:
@@ -58,7 +72,8 @@ def run_oneshot(config: Config) -> str:
     import asyncio
 
     tune_process()
-    return asyncio.run(_oneshot(config))
+    with _fewer_collections():
+        return asyncio.run(_oneshot(config))
 
 
 async def _oneshot(config: Config) -> str:
