@@ -291,6 +291,7 @@ class RecordAggregator(Collector):
         self._delivered: list[pl.DataFrame] = []
         self._worker: ThreadPoolExecutor | None = None
         self._in_flight: Future[None] | None = None
+        self._derive_here = False
 
     # --- label normalisation (cached) -----------------------------------------------------
     def _overflow(self, label: str) -> None:
@@ -341,7 +342,7 @@ class RecordAggregator(Collector):
 
     # --- the hot path ----------------------------------------------------------------------
     # --- background folding ----------------------------------------------------------------
-    def run_in_background(self) -> bool:
+    def run_in_background(self, derive_here: bool = False) -> bool:
         """Fold each batch on a worker thread while the caller reads and parses the next one.
 
         Parsing and the polars parts of folding release the GIL, so on two cores chunk N+1 is parsed
@@ -349,9 +350,14 @@ class RecordAggregator(Collector):
         series, labels and cap admissions as inline); every reader of the series (flush, take_dirty,
         collect, the exposition snapshot, restore) first waits for the batch in flight. Not with a
         correlator: its vmta lookups belong to the event loop. Returns whether it was switched on.
+
+        `derive_here` (a backfill with nothing else to serve, oneshot): each batch's keys and times
+        are derived on the caller's thread (`apply`) while the worker still folds the previous one,
+        so the two threads share a chunk's work about evenly; the daemon keeps its event loop free.
         """
         if self.lookup_vmta is None and self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="watchtower-aggregate")
+            self._derive_here = derive_here
         return self._worker is not None
 
     def wait(self) -> None:
@@ -376,21 +382,18 @@ class RecordAggregator(Collector):
             cache.clear()
 
     def apply(self, batch: RecordBatch) -> None:
-        """Fold one batch into the series (on the worker thread once `run_in_background()` was called).
-
-        In the background, the batch's keys and times are derived on the caller's thread first (no
-        series is read for that) while the worker still folds the previous batch: each thread then
-        does about half of a chunk's work, instead of the worker doing all of it behind the parser.
-        """
+        """Fold one batch into the series (on the worker thread once `run_in_background()` was called)."""
         if self._worker is None:
-            self._apply(batch.columns, _prepare(batch))
+            self._apply(batch.columns, batch)
             return
-        prepared = _prepare(batch)
+        job = _prepare(batch) if self._derive_here else batch  # the stateless step (no series read)
         self.wait()
-        self._in_flight = self._worker.submit(self._apply, batch.columns, prepared)
+        self._in_flight = self._worker.submit(self._apply, batch.columns, job)
 
-    def _apply(self, c: Columns, job: _Prepared) -> None:
+    def _apply(self, c: Columns, job: _Prepared | RecordBatch) -> None:
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
+        if isinstance(job, RecordBatch):
+            job = _prepare(job)
         if job.derived is not None:
             self._apply_main(job.source, c, job.derived)
         if job.late is not None:

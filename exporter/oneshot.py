@@ -90,7 +90,7 @@ async def _oneshot(config: Config) -> str:
     tail = config.tail.model_copy(update={"chunk_bytes": max(config.tail.chunk_bytes, BACKFILL_CHUNK_BYTES)})
     tailer = Tailer(config.sources, tail, pipeline.self_metrics, first_run=True, oneshot=True, fields=FIELDS)
     aggregator = pipeline.aggregator
-    aggregator.run_in_background()  # chunk N is aggregated while chunk N+1 is parsed
+    aggregator.run_in_background(derive_here=True)  # chunk N is aggregated while chunk N+1 is parsed
     try:
         more = await tailer.poll(pipeline.on_batch, force_scan=True)
         while more:
