@@ -127,7 +127,7 @@ def poll_cost(directory: Path, lines: int, batches: int = 60) -> tuple[float, fl
     pipeline = Pipeline(config, CollectorRegistry(), None, isp, replies)
     path = sorted(directory.glob("acct-*.csv"))[0]
     with open(path, "rb") as f:
-        data = [f.readline() for _ in range(lines * batches)]
+        data = f.read().splitlines(keepends=True)[1 : 1 + lines * batches]  # after the header line
     parser = FileParser("acct", str(path), None)
     parser.parse(HEADER.encode() + b"\n")
     chunks = [b"".join(data[i : i + lines]) for i in range(0, len(data), lines)]
@@ -140,7 +140,7 @@ def poll_cost(directory: Path, lines: int, batches: int = 60) -> tuple[float, fl
             pipeline.aggregator.apply(batch)
         parse_t.append(t1 - t0)
         fold_t.append(time.perf_counter() - t1)
-    skip = batches // 4  # warm-up: first label admissions, classifier caches
+    skip = len(chunks) // 4  # warm-up: first label admissions, classifier caches
     return statistics.median(parse_t[skip:]) * 1000, statistics.median(fold_t[skip:]) * 1000
 
 
