@@ -5,7 +5,8 @@
    SIGTERM sent mid-backfill took; then restarts and checks the totals are exact.
 2. live: appends acct+diag+fbl records at `--rate` records/s for `--seconds` to a running daemon;
    prints metrics lag (records written minus records counted, as seconds of traffic) p50/p99, the
-   commit backlog (rows of timelines not yet stored) at the end, and RSS at start and end.
+   timeline backlog (rows held in memory + bytes the writer reads again from the files) at the middle
+   and at the end of the run (flat = the correlator keeps up), and RSS at start, middle and end.
 
 Ratios are against the target in the same run (`--rate`); no assertion, just figures:
 `python bench/bench_daemon.py [--lines 600000] [--rate 20000] [--seconds 30]`.
@@ -77,8 +78,8 @@ def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("daemon did not start: " + log.read_text()[-2000:])
 
 
-def counted(listen: str) -> tuple[float, int]:
-    """(records counted by the persisted pmta_* counters, rows waiting to be committed).
+def counted(listen: str) -> tuple[float, int, int]:
+    """(records counted by the persisted pmta_* counters, rows waiting to be committed, bytes to read again).
 
     The corpus holds d, b (acct), t (diag) and f (fbl) records: each is counted by exactly one of these.
     (watchtower_* self-metrics restart at 0 with the process, so they cannot measure across a restart.)
@@ -87,8 +88,8 @@ def counted(listen: str) -> tuple[float, int]:
     n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith(("pmta_delivered_total{", "pmta_bounced_total{", "pmta_deferred_total{",
                                 "pmta_complaints_total{")))
-    backlog = httpx.get(f"http://{listen}/healthz", timeout=10).json().get("commit_backlog_rows", -1)
-    return n, int(backlog)
+    health = httpx.get(f"http://{listen}/healthz", timeout=10).json()
+    return n, int(health.get("commit_backlog_rows", -1)), int(health.get("commit_backlog_bytes", 0))
 
 
 def status(pid: int, key: str) -> float:
@@ -115,9 +116,9 @@ def backfill(work: Path, lines: int) -> None:
     proc = start(cfg, listen, log)
     hwm = 0.0
     while True:
-        n, backlog = counted(listen)
+        n, backlog, _bytes = counted(listen)
         hwm = max(hwm, status(proc.pid, "VmHWM"))
-        if n >= records and backlog == 0:
+        if n >= records and backlog == 0 and _bytes == 0:
             break
         time.sleep(0.1)
     took = time.perf_counter() - t0
@@ -147,6 +148,7 @@ def live(work: Path, rate: int, seconds: float) -> None:
     gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
     written = 0
     lags: list[float] = []
+    middle: tuple[int, int, float] | None = None
     t0 = time.perf_counter()
     next_sample = t0 + 0.25
     while (now := time.perf_counter()) - t0 < seconds:
@@ -161,19 +163,23 @@ def live(work: Path, rate: int, seconds: float) -> None:
         for h in handles.values():
             h.flush()
         if now >= next_sample:
-            n, _ = counted(listen)
+            n, _rows, _bytes = counted(listen)
             lags.append(max(0.0, (written - n) / rate))
             next_sample = now + 0.25
+            if middle is None and now - t0 >= seconds / 2:
+                middle = (_rows, _bytes, status(proc.pid, "VmRSS"))
         time.sleep(0.01)
-    n, backlog = counted(listen)
+    n, backlog, backlog_bytes = counted(listen)
     rss1 = status(proc.pid, "VmRSS")
+    mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
     lags.sort()
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
     mode = "on" if CORRELATOR else "off"
     print(f"live (correlator {mode}, poll {POLL}s): {written:,} records at {written / seconds:,.0f}/s "
           f"for {seconds:.0f}s (target {rate:,}/s = "
           f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
-          f"timeline backlog at the end {backlog:,} rows; RSS {rss0:.0f} -> {rss1:.0f} MB")
+          f"timeline backlog (rows in memory + MB to read again) middle {mid_rows:,} + {mid_bytes / 1e6:.1f} MB, "
+          f"end {backlog:,} + {backlog_bytes / 1e6:.1f} MB; RSS {rss0:.0f} -> {mid_rss:.0f} -> {rss1:.0f} MB")
     for h in handles.values():
         h.close()
     proc.send_signal(signal.SIGTERM)

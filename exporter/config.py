@@ -147,8 +147,9 @@ class TailConfig(_Strict):
     )
     max_pending_rows: int = Field(
         default=20_000, ge=1000,
-        description="Rows read but not yet committed to the state database; reading pauses above it (memory "
-        "stays bounded while the database is slow or failing).",
+        description="Rows read and held in memory for the correlator; past it the correlator's backlog is kept "
+        "as file ranges and read again from the files (the metrics never wait), and while commits fail reading "
+        "pauses (memory stays bounded).",
     )
     shutdown_timeout: Duration = Field(
         default=3.0,

@@ -5,8 +5,10 @@ last commit, persist a first run's start decision before reading anything, start
 the PMTA API poller. main loop: one tailer pass (read -> parse -> aggregate); every
 `tail.checkpoint_interval` the rows read and the offsets + counter values that cover them are queued
 to the commit queue (exporter/writer.py), which writes them in order on the state writer thread.
-Reading pauses while `tail.max_pending_rows` rows wait, so memory stays bounded when the database is
-slow or failing. shutdown (SIGTERM/SIGINT): stop reading, commit what was read within
+A slow correlator never holds the metrics back: once `tail.max_pending_rows` rows wait, later batches
+are counted and kept only as spans of their files, which the writer reads again (exporter/spans.py),
+so memory stays bounded. Reading pauses only while commits fail (the database is unwritable).
+shutdown (SIGTERM/SIGINT): stop reading, commit what was read within
 `tail.shutdown_timeout`, close. A crash at any point loses nothing: the next start resumes from the
 last checkpoint, counters and offsets alike, and the correlator skips lines it already holds.
 """
@@ -19,6 +21,7 @@ import logging
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,9 @@ from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.metrics import SelfMetrics
-from exporter.records import RecordBatch
+from exporter.records import Columns, RecordBatch
 from exporter.sinks import RecordSink
+from exporter.spans import Span, append_span, span_of
 from exporter.state import Commit, StateError, StateStore, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
@@ -83,17 +87,30 @@ class Pipeline:
         registry.register(self.aggregator)
         self.pending: list[RecordBatch] = []
         self.pending_rows = 0
+        self.spans: list[Span] = []
+        """Batches after `pending` that the sinks get by reading their files again (in read order)."""
+        self.spill_check: Callable[[], bool] | None = None
+        """Asked per batch (daemon): True when a sink is so far behind that rows must not wait in memory."""
 
     def on_batch(self, stream: FileStream, batch: RecordBatch) -> None:
         if self.sink is not None:
             self.sink.observe(batch)
-            self.pending.append(batch)
-            self.pending_rows += len(batch)
+            span = span_of(batch)
+            if span is not None and (self.spans or (self.spill_check is not None and self.spill_check())):
+                append_span(self.spans, span)  # once spilling, the rest of this commit spills too (order)
+                self.sink.release(batch)
+            else:
+                self.pending.append(batch)
+                self.pending_rows += len(batch)
         self.aggregator.apply(batch)
 
     def take_pending(self) -> list[RecordBatch]:
         batches, self.pending, self.pending_rows = self.pending, [], 0
         return batches
+
+    def take_spans(self) -> list[Span]:
+        spans, self.spans = self.spans, []
+        return spans
 
     def reload_classifiers(self, isp: IspClassifier, replies: ReplyClassifier) -> None:
         """Swap the classification tables (SIGHUP); cached answers of the old tables are dropped."""
@@ -118,7 +135,8 @@ class Daemon:
         self.store = StateStore(self.db_path, [sink] if sink is not None else [])
         metrics = self.pipeline.self_metrics
         self.queue = CommitQueue(self.store, on_committed=self._committed,
-                                 on_error=metrics.checkpoint_errors.inc)
+                                 on_error=metrics.checkpoint_errors.inc, on_progress=self._backlog_gauges)
+        self.pipeline.spill_check = self._sinks_behind
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
@@ -127,6 +145,7 @@ class Daemon:
         self._server: Any = None
         self._last_commit_ok = time.time()
         self._maintain_error: str | None = None
+        self._bytes_lost_seen = 0
         self.poller: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -166,6 +185,8 @@ class Daemon:
                              fields=FIELDS if metrics_only else None)
         if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
             self.pipeline.aggregator.run_in_background()
+        else:
+            self._resume_sinks(loaded.sink_positions)
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
         if loaded.first_run:
@@ -178,6 +199,23 @@ class Daemon:
             self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
             self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
         self.started.set()
+
+    def _resume_sinks(self, positions: dict[str, tuple[int, int, str]]) -> None:
+        """The sinks stopped behind some checkpoints: they read those files again from their own positions."""
+        assert self.tailer is not None
+        by_id = {cp.file_id: cp for cp in self.tailer.known.values()}
+        spans = []
+        for file_id, (offset, line_no, header) in positions.items():
+            cp = by_id.get(file_id)
+            if cp is None or offset >= cp.offset:
+                continue
+            columns = Columns.from_header(header.split(",")) if header else None
+            spans.append(Span(file_id, cp.source, cp.path, cp.dev, cp.ino, offset, cp.offset, line_no, columns,
+                              self.tailer.allowed_records(cp.source), cp))
+        if spans:
+            self.queue.add_backlog(spans)
+            log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),
+                     sum(s.remaining for s in spans))
 
     async def _persist_start_decision(self) -> None:
         """First run: where each existing file starts (its end, or 0) is committed before any read.
@@ -218,7 +256,7 @@ class Daemon:
         tail = self.config.tail
         last_commit = last_maintain = time.monotonic()
         while not self.should_exit.is_set():
-            if self.queue.backlog_rows + self.pipeline.pending_rows >= tail.max_pending_rows:
+            if self._must_pause():
                 self._set_paused(True)
                 await self._wait(PAUSED_WAIT)
                 now = time.monotonic()
@@ -241,9 +279,19 @@ class Daemon:
             await self._wait(tail.poll_interval)
 
     def _should_stop_reading(self) -> bool:
-        """Asked between chunks: stop requested, or enough rows wait for the writer (memory bound)."""
-        return self.should_exit.is_set() or \
-            self.queue.backlog_rows + self.pipeline.pending_rows >= self.config.tail.max_pending_rows
+        """Asked between chunks: stop requested, or commits fail with a full backlog."""
+        return self.should_exit.is_set() or self._must_pause()
+
+    def _sinks_behind(self) -> bool:
+        """The sinks are `tail.max_pending_rows` behind, or still reading spans: keep new rows as spans."""
+        q = self.queue
+        return q.span_bytes > 0 or q.backlog_rows + self.pipeline.pending_rows >= self.config.tail.max_pending_rows
+
+    def _must_pause(self) -> bool:
+        """Commits are failing and the backlog is full: reading on would only widen what is re-read later."""
+        q, p = self.queue, self.pipeline
+        return q.error is not None and (
+            q.backlog_rows + p.pending_rows >= self.config.tail.max_pending_rows or bool(p.spans) or q.span_bytes > 0)
 
     async def _wait(self, seconds: float) -> None:
         try:
@@ -285,6 +333,9 @@ class Daemon:
                     log.warning("stopped before committing everything read (%d rows wait, commit error: %s); "
                                 "those records are read again at the next start", self.queue.backlog_rows,
                                 self.queue.error or "none")
+                elif self.queue.span_bytes:
+                    log.info("the correlator resumes %d bytes behind at the next start (read again from the "
+                             "files)", self.queue.span_bytes)
             if self.tailer is not None:
                 await self.tailer.close()
         finally:
@@ -319,15 +370,24 @@ class Daemon:
             series=p.aggregator.take_dirty(),
             batches=p.take_pending(),
             forget_before=time.time() - self.config.tail.forget_after,
+            spans=p.take_spans(),
         )
-        if commit.checkpoints or commit.series or commit.batches:
+        if commit.checkpoints or commit.series or commit.batches or commit.spans:
             self.queue.put(commit)
-        p.self_metrics.commit_backlog_rows.set(self.queue.backlog_rows)
+        self._backlog_gauges()
+
+    def _backlog_gauges(self) -> None:
+        m = self.pipeline.self_metrics
+        m.commit_backlog_rows.set(self.queue.backlog_rows)
+        m.commit_backlog_bytes.set(self.queue.span_bytes)
+        lost = self.store.bytes_lost - self._bytes_lost_seen
+        if lost > 0:
+            m.commit_backlog_bytes_lost.inc(lost)
+            self._bytes_lost_seen += lost
 
     def _committed(self, when: float) -> None:
         self._last_commit_ok = when
         self.pipeline.self_metrics.last_checkpoint_ts.set(when)
-        self.pipeline.self_metrics.commit_backlog_rows.set(self.queue.backlog_rows)
 
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -348,6 +408,7 @@ class Daemon:
             "bytes_behind": behind,
             "last_commit": self._last_commit_ok,
             "commit_backlog_rows": self.queue.backlog_rows + self.pipeline.pending_rows,
+            "commit_backlog_bytes": self.queue.span_bytes + sum(s.remaining for s in self.pipeline.spans),
             "reading_paused": self.paused,
             "sources_without_files": tailer.sources_without_files() if tailer else [],
             "problems": problems,

@@ -23,6 +23,7 @@ from aiofiles.threadpool.binary import AsyncBufferedReader
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import Columns, RecordBatch
+from exporter.spans import Span
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -228,7 +229,7 @@ class FileStream:
             lines = data if cut + 1 == len(data) and not pending else b"".join((pending, memoryview(data)[: cut + 1]))
             del data
             nbytes = len(lines)
-            parsed = self.parser.parse(lines)
+            parsed = self._parse(lines)
             del lines  # freed before the batch is folded: the next read reuses the memory
             self._deliver(*parsed, nbytes, on_batch)
         return True
@@ -240,10 +241,17 @@ class FileStream:
         self.pending = b""
 
     def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch) -> None:
-        self._deliver(*self.parser.parse(data), nbytes, on_batch)
+        self._deliver(*self._parse(data), nbytes, on_batch)
 
-    def _deliver(self, batch: RecordBatch | None, nlines: int, nbytes: int, on_batch: OnBatch) -> None:
-        """Account for `nbytes` parsed into `nlines` lines and hand the batch on."""
+    def _parse(self, data: bytes) -> tuple[RecordBatch | None, int, int, int, Columns | None]:
+        """(batch, lines, and where they started: offset, line number, header) of complete lines."""
+        start, line_no, columns = self.cp.offset, self.parser.line_no, self.parser.columns
+        batch, nlines = self.parser.parse(data)
+        return batch, nlines, start, line_no, columns
+
+    def _deliver(self, batch: RecordBatch | None, nlines: int, start: int, line_no: int, columns: Columns | None,
+                 nbytes: int, on_batch: OnBatch) -> None:
+        """Account for `nbytes` parsed into `nlines` lines and hand the batch (with its Span) on."""
         self.cp.offset += nbytes
         self.cp.line_no = self.parser.line_no
         if self.parser.columns is not None:
@@ -254,7 +262,10 @@ class FileStream:
             self.metrics.bytes_read.labels(src).inc(nbytes)
         self._drain_tallies()
         if batch is not None:
-            batch.file_id = self.cp.file_id
+            cp = self.cp
+            batch.file_id = cp.file_id
+            batch.span = Span(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, start, cp.offset, line_no, columns,
+                              self.parser.allowed, cp)
             on_batch(self, batch)
 
     def _drain_tallies(self) -> None:

@@ -135,7 +135,13 @@ METRICS: tuple[MetricSpec, ...] = (
                "When offsets and counters were last committed (Unix time).", (), "self"),
     MetricSpec("watchtower_checkpoint_errors_total", "counter", "Failed commits to the state database.", (), "self"),
     MetricSpec("watchtower_commit_backlog_rows", "gauge",
-               "Rows read but not yet committed to the state database; reading pauses at tail.max_pending_rows.",
+               "Rows read and held in memory for the correlator, not yet committed (at most tail.max_pending_rows).",
+               (), "self"),
+    MetricSpec("watchtower_commit_backlog_bytes", "gauge",
+               "Bytes of accounting files counted in the metrics whose rows the correlator has not stored yet and "
+               "that are not held in memory: the state writer reads them again from the files.", (), "self"),
+    MetricSpec("watchtower_commit_backlog_bytes_lost_total", "counter",
+               "Backlog bytes whose file was removed or replaced before the correlator could read them again.",
                (), "self"),
     MetricSpec("watchtower_maintenance_errors_total", "counter",
                "Failed correlator maintenance runs (retention pruning); retried later.", (), "self"),
@@ -234,6 +240,8 @@ class SelfMetrics:
         self.last_checkpoint_ts = m("watchtower_last_checkpoint_timestamp_seconds")
         self.checkpoint_errors = m("watchtower_checkpoint_errors_total")
         self.commit_backlog_rows = m("watchtower_commit_backlog_rows")
+        self.commit_backlog_bytes = m("watchtower_commit_backlog_bytes")
+        self.commit_backlog_bytes_lost = m("watchtower_commit_backlog_bytes_lost_total")
         self.maintenance_errors = m("watchtower_maintenance_errors_total")
         self.files_open = m("watchtower_files_open")
         self.label_overflow = m("watchtower_label_overflow_total")

@@ -10,6 +10,7 @@ rows by the positions in `Columns` (-1 means the file has no such column).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -119,8 +120,8 @@ class RecordBatch:
     the other on first use, so the aggregator reads the frame and the correlator the rows.
     """
 
-    __slots__ = ("source", "path", "columns", "file_id", "repaired", "origin", "origin_end", "_rows", "_lines",
-                 "_frame")
+    __slots__ = ("source", "path", "columns", "file_id", "repaired", "origin", "origin_end", "span", "_rows",
+                 "_lines", "_frame")
 
     def __init__(
         self,
@@ -143,6 +144,8 @@ class RecordBatch:
         """For a `slice()`: the batch it was cut from (sinks track what they saw by that batch)."""
         self.origin_end = 0
         """For a `slice()`: where it ends in `origin` (== len(origin) for the last slice)."""
+        self.span: Any = None
+        """The exporter.spans.Span of bytes this batch was parsed from (set by FileStream)."""
         self._rows = rows
         self._lines = line_numbers
         self._frame = frame

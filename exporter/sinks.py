@@ -2,8 +2,9 @@
 
 The daemon calls `observe` on the event loop as each batch is parsed, `lookup_vmta` when an f/rb
 record lacks its vmta/pool, and `setup` / `write` / `maintain` on the state writer thread, where
-`write` runs inside the same SQLite transaction that stores the tailer checkpoints covering those
-rows: a restart (kill -9 included) neither loses nor repeats a row.
+`write` runs inside the same SQLite transaction that stores the sinks' new position in each file
+(exporter/backlog.py): a restart (kill -9 included) resumes them there. A sink must skip lines it
+already holds (by file id and line number): the rows of a slice may come again after a crash.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class RecordSink(Protocol):
 
     def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
         """(vmta, vmta_pool) of the delivery each f/rb row refers to, or None (event loop)."""
+
+    def release(self, batch: RecordBatch) -> None:
+        """An observed batch will not be written as such (its rows come again, read from its file, when the
+        sink is behind): drop any reference kept to it (event loop)."""
 
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
         """Store batches inside the caller's open transaction (writer thread)."""

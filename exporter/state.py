@@ -3,15 +3,19 @@
 One SQLite file (WAL) in `state_dir`, private to the daemon's user (dir 0700, files 0600), written by
 one dedicated thread. Two kinds of transaction:
 
-* row slices: the sinks' rows (the correlator's events) for part of what was read, each slice small
-  enough to commit in a fraction of a second. Sinks are idempotent per (file, line), so a slice
-  written again after a crash is skipped, never stored twice.
 * checkpoints: the file offsets and the current values of the metric series that changed, in one
-  transaction, written only after every row slice read before them.
+  transaction, written as soon as they are taken, with each file's *sink position*: the first byte
+  whose rows the sinks (the correlator) may not hold yet, NULL when they hold everything before the
+  offset (exporter/backlog.py).
+* row slices: the sinks' rows for part of the backlog, each slice small enough to commit in a
+  fraction of a second, with the new sink positions of the files it touched. Rows the daemon did not
+  keep in memory (a slow sink, see exporter/spans.py) are read again from their files, a bounded
+  piece per slice. Sinks are idempotent per (file, line): a slice written again is a no-op.
 
 After a crash (kill -9 included) the daemon reloads offsets and counters from the same instant, so
 `/metrics` totals continue exactly: nothing read before the last checkpoint is lost, nothing after
-it is counted twice, and the correlator skips the lines it already holds.
+it is counted twice; and the sinks resume at their own positions (a span from each position to its
+checkpoint is read again), skipping the lines they already hold.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
+from exporter.spans import Span, SpanGone, read_span
 
 log = logging.getLogger("watchtower.state")
 
@@ -41,12 +47,15 @@ CREATE TABLE IF NOT EXISTS wt_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wt_checkpoints (
     file_id TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL, dev INTEGER NOT NULL,
     ino INTEGER NOT NULL, fingerprint BLOB NOT NULL, offset INTEGER NOT NULL, line_no INTEGER NOT NULL,
-    header TEXT NOT NULL, gone_since REAL, updated REAL NOT NULL
+    header TEXT NOT NULL, gone_since REAL, updated REAL NOT NULL,
+    sink_offset INTEGER, sink_line INTEGER, sink_header TEXT
 );
 CREATE TABLE IF NOT EXISTS wt_series (
     metric TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (metric, labels)
 ) WITHOUT ROWID;
 """
+SINK_COLUMNS = (("sink_offset", "INTEGER"), ("sink_line", "INTEGER"), ("sink_header", "TEXT"))
+"""Where the sinks stand in each file (NULL: they hold every row before `offset`); added to older databases."""
 FULL_CHECK_BYTES = 512 * 1024**2
 """Up to this size `PRAGMA quick_check` covers the whole database at start (about a second per 512 MiB)."""
 WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and start again: counters restart "
@@ -59,18 +68,30 @@ class StateError(Exception):
 
 @dataclass(slots=True)
 class Commit:
-    """One checkpoint: offsets + series values, and the rows read since the previous one."""
+    """One checkpoint: offsets + series values, and the rows read since the previous one (in memory, then
+    as spans of files to read again)."""
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
     series: list[tuple[str, tuple[str, ...], Any]] = field(default_factory=list)
     batches: list[RecordBatch] = field(default_factory=list)
     forget_before: float = 0.0
-    rows_done: int = 0
-    """Rows of `batches` already written by committed slices (a retry resumes after them)."""
+    spans: list[Span] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
         return sum(len(b) for b in self.batches)
+
+    def absorb(self, later: Commit) -> None:
+        """Take a later checkpoint (offsets and counter values only) into this one, not yet written:
+        its values supersede ours, so writing the merged one stores exactly what writing both would."""
+        assert not later.batches and not later.spans
+        cps = {cp.file_id: cp for cp in self.checkpoints}
+        cps.update((cp.file_id, cp) for cp in later.checkpoints)
+        self.checkpoints = list(cps.values())
+        series = {(m, k): v for m, k, v in self.series}
+        series.update(((m, k), v) for m, k, v in later.series)
+        self.series = [(m, k, v) for (m, k), v in series.items()]
+        self.forget_before = max(self.forget_before, later.forget_before)
 
 
 @dataclass(slots=True)
@@ -78,6 +99,8 @@ class Loaded:
     first_run: bool
     checkpoints: list[Checkpoint]
     series: list[tuple[str, tuple[str, ...], Any]]
+    sink_positions: dict[str, Position] = field(default_factory=dict)
+    """Files whose rows the sinks hold only up to a byte before the checkpoint: (offset, line, header)."""
 
 
 def private_dir(path: Path) -> None:
@@ -124,26 +147,6 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             log.debug("rollback after a failed commit: %s", exc)
 
 
-def take_slice(batches: list[RecordBatch], skip: int, limit: int) -> tuple[list[RecordBatch], int]:
-    """Up to `limit` rows after the first `skip` rows of `batches`, splitting a batch where needed."""
-    out: list[RecordBatch] = []
-    taken = 0
-    seen = 0
-    for batch in batches:
-        n = len(batch)
-        if seen + n <= skip:
-            seen += n
-            continue
-        start = max(0, skip - seen)
-        stop = min(n, start + (limit - taken))
-        out.append(batch if (start, stop) == (0, n) else batch.slice(start, stop))
-        taken += stop - start
-        seen += n
-        if taken >= limit:
-            break
-    return out, taken
-
-
 class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
@@ -154,6 +157,8 @@ class StateStore:
         self._conn: sqlite3.Connection | None = None
         self._registered: set[str] = set()
         """File ids that have a row in wt_checkpoints (writer thread only)."""
+        self.bytes_lost = 0
+        """Bytes of spans whose file was gone before the sinks could read them again."""
 
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self) -> Loaded:
@@ -228,6 +233,10 @@ class StateStore:
             raise StateError(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
                              f"its content was lost (a deleted -wal file?); {WAY_OUT}")
         conn.executescript(SCHEMA)  # tables added by later versions
+        have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
+        for name, kind in SINK_COLUMNS:
+            if name not in have:  # an older database: its sinks held every row before each offset
+                conn.execute(f"ALTER TABLE wt_checkpoints ADD COLUMN {name} {kind}")
         conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         for sink in self.sinks:
             sink.setup(conn)
@@ -240,14 +249,21 @@ class StateStore:
             )
         ]
         self._registered = {cp.file_id for cp in cps}
+        behind = {
+            r[0]: (r[1], r[2], r[3] or "")
+            for r in conn.execute("SELECT file_id, sink_offset, sink_line, sink_header FROM wt_checkpoints"
+                                  " WHERE sink_offset IS NOT NULL AND sink_offset < offset")
+        }
         series = [
             (m, tuple(labels.split(SEP)) if labels else (), json.loads(value))
             for m, labels, value in conn.execute("SELECT metric, labels, value FROM wt_series")
         ]
-        return Loaded(first_run, cps, series)
+        return Loaded(first_run, cps, series, behind)
 
-    def _write_rows(self, batches: list[RecordBatch], new_files: list[Checkpoint] | None = None) -> None:
-        """One row slice, in its own transaction (sinks skip lines they already hold)."""
+    def _write_rows(self, batches: list[RecordBatch], new_files: list[Checkpoint] | None = None,
+                    progress: dict[str, Position | None] | None = None) -> None:
+        """One row slice and where it leaves the sinks in each file it touched, in one transaction
+        (sinks skip lines they already hold)."""
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
@@ -255,11 +271,18 @@ class StateStore:
             if new_files:
                 now = time.time()
                 conn.executemany(
-                    "INSERT OR IGNORE INTO wt_checkpoints VALUES (?,?,?,?,?,?,0,0,'',NULL,?)",
+                    "INSERT OR IGNORE INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset,"
+                    " line_no, header, gone_since, updated) VALUES (?,?,?,?,?,?,0,0,'',NULL,?)",
                     [(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, now) for cp in new_files],
                 )
-            for sink in self.sinks:
-                sink.write(conn, batches)
+            if batches:
+                for sink in self.sinks:
+                    sink.write(conn, batches)
+            if progress:
+                conn.executemany(
+                    "UPDATE wt_checkpoints SET sink_offset=?, sink_line=?, sink_header=? WHERE file_id=?",
+                    [(*(pos or (None, None, None)), file_id) for file_id, pos in progress.items()],
+                )
             conn.execute("COMMIT")
         except BaseException:
             rollback_quietly(conn)
@@ -267,15 +290,43 @@ class StateStore:
         if new_files:
             self._registered.update(cp.file_id for cp in new_files)
 
-    def _write_slice(self, c: Commit, limit: int) -> int:
-        """The next `limit` rows of `c` after those already written; returns how many were written."""
-        part, n = take_slice(c.batches, c.rows_done, limit)
-        if n:
-            self._write_rows(part, self._unregistered(c, part))
-        return n
+    def _write_backlog(self, backlog: RowBacklog, pending: list[Checkpoint], limit: int,
+                       max_bytes: int) -> tuple[int, int]:
+        """Store the next slice of the sinks' backlog: up to `limit` rows in memory, else a piece (about
+        `max_bytes`) of its first span, read again from the file; with the files' new positions, in one
+        transaction. The backlog moves on only once it is committed (a failure retries the same slice).
+        Returns (rows stored, span bytes done)."""
+        if backlog.rows > 0:
+            part, n = backlog.take_rows(limit)
+            after = backlog.positions(skip_rows=n)
+            touched = {b.file_id for b in part}
+            self._write_rows(part, self._unregistered(touched, pending), {f: after.get(f) for f in touched})
+            backlog.rows_stored(n)
+            return n, 0
+        span = backlog.head_span()
+        if span is None:
+            return 0, 0
+        try:
+            batch, consumed, line_no, columns = read_span(span, max_bytes)
+        except SpanGone as exc:
+            lost = span.remaining
+            log.warning("%s: its last %d bytes (from line %d) were counted in the metrics but cannot be read "
+                        "again for the correlator; their timelines are incomplete", exc, lost, span.line_no + 1)
+            backlog.drop_span(span)
+            self._write_rows([], None, {span.file_id: backlog.positions().get(span.file_id)})
+            self.bytes_lost += lost
+            return 0, lost
+        if consumed < span.remaining:
+            pos: Position | None = (span.start + consumed, line_no, columns.header_line if columns else "")
+        else:
+            pos = backlog.positions_after(span)
+        rows = [batch] if batch is not None and len(batch) else []
+        self._write_rows(rows, self._unregistered({span.file_id}, pending), {span.file_id: pos})
+        backlog.span_stored(span, consumed, line_no, columns)
+        return (len(batch) if rows else 0), consumed
 
-    def _unregistered(self, c: Commit, part: list[RecordBatch]) -> list[Checkpoint]:
-        """Checkpoints of files in `part` that the database does not know yet.
+    def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:
+        """Checkpoints (from `pending`, not yet committed) of files the database does not know yet.
 
         A file found since the last checkpoint has a fresh random id. Its rows may be stored (slices)
         before the checkpoint that names it; were the process killed in between, the next start would
@@ -283,23 +334,30 @@ class StateStore:
         twice. So the slice that first stores a file's rows also stores the file, at offset 0: the next
         start resumes it under the same id from its beginning, and the sinks skip what they hold.
         """
-        ids = {b.file_id for b in part} - self._registered
-        return [cp for cp in c.checkpoints if cp.file_id in ids]
+        ids = file_ids - self._registered
+        return [cp for cp in pending if cp.file_id in ids] if ids else []
 
-    def _write_checkpoint(self, c: Commit) -> None:
+    def _write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None) -> None:
+        """Offsets and counter values of `c`, and for each of its files where the sinks stand: the first
+        byte of the file still in `backlog`, or NULL (they hold every row before the offset)."""
         conn = self._conn
         assert conn is not None
         now = time.time()
+        positions = backlog.positions() if backlog is not None else {}
+        blank = (None, None, None)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
-                "INSERT INTO wt_checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(file_id) DO UPDATE SET"
+                "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header,"
+                " gone_since, updated, sink_offset, sink_line, sink_header) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(file_id) DO UPDATE SET"
                 " path=excluded.path, fingerprint=excluded.fingerprint, offset=excluded.offset,"
                 " line_no=excluded.line_no, header=excluded.header, gone_since=excluded.gone_since,"
-                " updated=excluded.updated",
+                " updated=excluded.updated, sink_offset=excluded.sink_offset, sink_line=excluded.sink_line,"
+                " sink_header=excluded.sink_header",
                 [
                     (cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
-                     cp.header, cp.gone_since, now)
+                     cp.header, cp.gone_since, now, *positions.get(cp.file_id, blank))
                     for cp in c.checkpoints
                 ],
             )
@@ -308,8 +366,8 @@ class StateStore:
                 [(m, SEP.join(k), json.dumps(v)) for m, k, v in c.series],
             )
             if c.forget_before:
-                conn.execute("DELETE FROM wt_checkpoints WHERE gone_since IS NOT NULL AND gone_since < ?",
-                             (c.forget_before,))
+                conn.execute("DELETE FROM wt_checkpoints WHERE gone_since IS NOT NULL AND gone_since < ?"
+                             " AND sink_offset IS NULL", (c.forget_before,))
             conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('initialized', ?)", (str(now),))
             conn.execute("COMMIT")
         except BaseException:
@@ -348,11 +406,12 @@ class StateStore:
     async def write_rows(self, batches: list[RecordBatch]) -> None:
         await self._run(self._write_rows, batches)
 
-    async def write_slice(self, c: Commit, limit: int) -> int:
-        return await self._run(self._write_slice, c, limit)  # type: ignore[no-any-return]
+    async def write_backlog(self, backlog: RowBacklog, pending: list[Checkpoint], limit: int,
+                            max_bytes: int) -> tuple[int, int]:
+        return await self._run(self._write_backlog, backlog, pending, limit, max_bytes)  # type: ignore[no-any-return]
 
-    async def write_checkpoint(self, c: Commit) -> None:
-        await self._run(self._write_checkpoint, c)
+    async def write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None) -> None:
+        await self._run(self._write_checkpoint, c, backlog)
 
     async def commit(self, c: Commit) -> None:
         await self._run(self._commit, c)

@@ -166,6 +166,10 @@ class Tailer:
             elif label not in self._empty_sources:
                 self._warned_empty.discard(label)
 
+    def allowed_records(self, source: str) -> frozenset[str] | None:
+        """The record types a source keeps (None: every type)."""
+        return self._allowed.get(source)
+
     def sources_without_files(self) -> list[str]:
         """Sources whose globs matched nothing at the last scan (shown by /healthz)."""
         return sorted(self._empty_sources)

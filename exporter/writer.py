@@ -1,12 +1,14 @@
-"""The commit queue: what was read reaches the state database in order, in slices sized by time.
+"""The commit queue: checkpoints reach the state database at once, the sinks' rows in slices after them.
 
-The event loop enqueues one `Commit` per checkpoint interval (offsets + changed counter values + the
-rows read since the previous one). One task drains the queue on the state writer thread: each
-commit's rows go in slices of about SLICE_SECONDS each (sinks skip lines they already hold, so a slice
-replayed after a crash is harmless), then its checkpoint in one short transaction. A failed write is
-retried, in order, with backoff, until it succeeds: nothing read is dropped and the queue never
-reorders, so the stored counters always match the stored offsets. While it fails the backlog grows
-only up to the daemon's limit (reading pauses) and health reports the error.
+The event loop hands over one `Commit` per checkpoint interval (offsets + changed counter values + the
+rows read since the previous one). One task writes on the state writer thread, checkpoint first: the
+offsets and counters in one short transaction, with each file's sink position (exporter/backlog.py),
+so the metrics' durability never waits for the correlator. Then the rows, in slices of about
+SLICE_SECONDS each (sinks skip lines they already hold, so a slice replayed after a crash is
+harmless). A checkpoint not yet written absorbs the next one, so however far the sinks fall behind
+the queue holds one checkpoint and the backlog (bounded rows in memory, then spans of files).
+A failed write is retried, in order, with backoff, until it succeeds: nothing read is dropped. While
+writes fail, the backlog grows only up to the daemon's limit (reading pauses) and health reports it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable
 
+from exporter.backlog import RowBacklog
+from exporter.spans import Span
 from exporter.state import Commit, StateStore
 
 log = logging.getLogger("watchtower.state")
@@ -25,6 +28,7 @@ log = logging.getLogger("watchtower.state")
 SLICE_SECONDS = 0.25
 """Target duration of one row-slice transaction: short enough for a prompt shutdown and checkpoint."""
 MIN_SLICE_ROWS, MAX_SLICE_ROWS = 256, 50_000
+MIN_SPAN_BYTES, MAX_SPAN_BYTES = 64 * 1024, 16 * 1024 * 1024
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 REPEAT_LOG_EVERY = 60.0
 
@@ -37,21 +41,23 @@ def describe(exc: BaseException) -> str:
 
 
 class CommitQueue:
-    """Ordered, retried, time-sliced commits; one instance per daemon."""
+    """Prompt checkpoints, then ordered, retried, time-sliced row writes; one instance per daemon."""
 
     def __init__(self, store: StateStore, on_committed: Callable[[float], None] | None = None,
-                 on_error: Callable[[], None] | None = None) -> None:
+                 on_error: Callable[[], None] | None = None, on_progress: Callable[[], None] | None = None) -> None:
         self.store = store
-        self.items: deque[Commit] = deque()
-        self.backlog_rows = 0
-        """Rows queued but not yet written (the daemon pauses reading above its limit)."""
-        self.error: str | None = None
-        """The last failure while commits are failing; None once one succeeds."""
+        self.checkpoint: Commit | None = None
+        """The checkpoint waiting to be written (later ones merge into it)."""
+        self.backlog = RowBacklog()
+        self.errors: dict[str, str] = {}
+        """The last failure of each kind of write ("checkpoint", "rows") while it fails."""
         self.failures = 0
         self.oldest_since: float | None = None
         self.slice_rows = 2_000
+        self.span_bytes_per_slice = 1024 * 1024
         self._on_committed = on_committed
         self._on_error = on_error
+        self._on_progress = on_progress
         self._wake = asyncio.Event()
         self._closing = False
         self._abort = False
@@ -62,28 +68,59 @@ class CommitQueue:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="state-writer")
 
+    def add_backlog(self, spans: list[Span]) -> None:
+        """Spans the sinks must read again before anything new (a restart behind its checkpoints)."""
+        if spans and self.store.sinks:
+            self.backlog.add([], spans)
+            self._wake.set()
+
     def put(self, commit: Commit) -> None:
-        if not self.items:
+        if not self.pending:
             self.oldest_since = time.monotonic()
-        self.items.append(commit)
-        self.backlog_rows += commit.rows
+        if self.store.sinks:  # rows first: a checkpoint's sink positions must see them
+            self.backlog.add(commit.batches, commit.spans)
+        marks = Commit(checkpoints=commit.checkpoints, series=commit.series, forget_before=commit.forget_before)
+        if self.checkpoint is None:
+            self.checkpoint = marks
+        else:
+            self.checkpoint.absorb(marks)
         self._wake.set()
 
     @property
+    def pending(self) -> bool:
+        return self.checkpoint is not None or bool(self.backlog)
+
+    @property
+    def backlog_rows(self) -> int:
+        """Rows held in memory for the sinks, not yet written (the daemon spills past its limit)."""
+        return self.backlog.rows
+
+    @property
+    def span_bytes(self) -> int:
+        """Bytes the sinks still need that are not in memory (read again from the files)."""
+        return self.backlog.span_bytes
+
+    @property
+    def error(self) -> str | None:
+        """The current failure, None while every kind of write succeeds."""
+        return next(iter(self.errors.values()), None)
+
+    @property
     def stuck_for(self) -> float:
-        """Seconds the head of the queue has waited (0 when empty)."""
-        return time.monotonic() - self.oldest_since if self.items and self.oldest_since else 0.0
+        """Seconds since the queue last made progress while it held work (0 when idle)."""
+        return time.monotonic() - self.oldest_since if self.pending and self.oldest_since else 0.0
 
     async def drain(self, timeout: float) -> bool:
-        """Stop accepting work, write what is queued within `timeout`; True if everything was written.
+        """Stop accepting work; write the checkpoint and the rows held in memory within `timeout`.
 
-        Past the deadline the slice in flight completes and the rest is dropped: it was never
-        checkpointed, so the next start reads it again (the sinks skip what they already hold).
+        True if both were written. Spans are not read again now: the sink positions committed already
+        say where the next start resumes them, so reading them here would only delay the stop. Past the
+        deadline the slice in flight completes and the rest stays in the files, positioned likewise.
         """
         self._closing = True
         self._wake.set()
         if self._task is None:
-            return not self.items
+            return not self._closing_work
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
@@ -94,27 +131,33 @@ class CommitQueue:
             except TimeoutError:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
-        return not self.items
+        return not self._closing_work
+
+    @property
+    def _closing_work(self) -> bool:
+        """What a stop still writes: the checkpoint and the rows in memory (not the spans)."""
+        return self.checkpoint is not None or self.backlog.rows > 0
 
     # --- the writer task -------------------------------------------------------------------------
     async def _run(self) -> None:
         delay = RETRY_FIRST
         while not self._abort:
-            if not self.items:
-                if self._closing:
-                    return
+            if self._closing and not self._closing_work:
+                return
+            if not self.pending:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            head = self.items[0]
+            kind = "checkpoint" if self.checkpoint is not None else "rows"
             try:
-                await self._write(head)
+                if kind == "checkpoint":
+                    await self._write_checkpoint()
+                else:
+                    await self._write_slice()
             except asyncio.CancelledError:
                 raise
-            except _Aborted:
-                return
             except Exception as exc:  # noqa: BLE001 - any failure is retried; the daemon must not die
-                self._failed(exc)
+                self._failed(kind, exc)
                 try:
                     await asyncio.wait_for(self._abort_requested(), delay)
                 except TimeoutError:
@@ -122,59 +165,57 @@ class CommitQueue:
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_FIRST
-            self.items.popleft()
-            self.oldest_since = time.monotonic() if self.items else None
-            self._succeeded()
+            self.oldest_since = time.monotonic()
+            self._succeeded(kind)
 
     async def _abort_requested(self) -> None:
         while not self._abort:
             self._wake.clear()
             await self._wake.wait()
 
-    async def _write(self, c: Commit) -> None:
-        if self.store.sinks:
-            total = c.rows
-            while c.rows_done < total:
-                if self._abort:
-                    raise _Aborted
-                started = time.monotonic()
-                n = await self.store.write_slice(c, self.slice_rows)
-                elapsed = max(time.monotonic() - started, 1e-3)
-                c.rows_done += n
-                self.backlog_rows -= n
-                rate = n / elapsed
-                self.slice_rows = int(min(MAX_SLICE_ROWS, max(MIN_SLICE_ROWS, rate * SLICE_SECONDS)))
-        else:
-            self.backlog_rows -= c.rows - c.rows_done
-            c.rows_done = c.rows
-        if self._abort:
-            raise _Aborted
-        await self.store.write_checkpoint(c)
-        c.batches = []
+    async def _write_checkpoint(self) -> None:
+        c, self.checkpoint = self.checkpoint, None
+        assert c is not None
+        try:
+            await self.store.write_checkpoint(c, self.backlog if self.store.sinks else None)
+        except BaseException:
+            if self.checkpoint is not None:  # a later one arrived meanwhile: it still supersedes ours
+                c.absorb(self.checkpoint)
+            self.checkpoint = c
+            raise
 
-    def _failed(self, exc: BaseException) -> None:
+    async def _write_slice(self) -> None:
+        started = time.monotonic()
+        pending = self.checkpoint.checkpoints if self.checkpoint is not None else []
+        rows, nbytes = await self.store.write_backlog(self.backlog, pending, self.slice_rows,
+                                                      self.span_bytes_per_slice)
+        elapsed = max(time.monotonic() - started, 1e-3)
+        if rows and not nbytes:
+            self.slice_rows = int(min(MAX_SLICE_ROWS, max(MIN_SLICE_ROWS, rows / elapsed * SLICE_SECONDS)))
+        elif nbytes:
+            self.span_bytes_per_slice = int(min(MAX_SPAN_BYTES, max(MIN_SPAN_BYTES, nbytes / elapsed * SLICE_SECONDS)))
+
+    def _failed(self, kind: str, exc: BaseException) -> None:
         self.failures += 1
         text = describe(exc)
         now = time.monotonic()
-        if self.error is None or now - self._last_error_log >= REPEAT_LOG_EVERY or text != self.error:
+        if self.error is None or now - self._last_error_log >= REPEAT_LOG_EVERY or text != self.errors.get(kind):
             how = "failed" if self.error is None else f"still failing ({self.failures} attempts)"
-            log.error("commit to %s %s: %s; nothing is lost: reading pauses once %d rows wait, and the "
-                      "commit is retried", self.store.path, how, text, self.backlog_rows)
+            what = "checkpoint" if kind == "checkpoint" else "write of the correlator's rows"
+            log.error("%s to %s %s: %s; nothing is lost: it is retried, and reading pauses once %d rows wait",
+                      what, self.store.path, how, text, self.backlog_rows)
             if not isinstance(exc, sqlite3.Error | OSError):
                 log.debug("commit failure detail", exc_info=exc)
             self._last_error_log = now
-        self.error = text
+        self.errors[kind] = text
         if self._on_error is not None:
             self._on_error()
 
-    def _succeeded(self) -> None:
-        if self.error is not None:
+    def _succeeded(self, kind: str) -> None:
+        if self.errors.pop(kind, None) is not None and not self.errors:
             log.warning("commits to %s resumed after %d failed attempts", self.store.path, self.failures)
-        self.error = None
-        self.failures = 0
-        if self._on_committed is not None:
+            self.failures = 0
+        if kind == "checkpoint" and self._on_committed is not None:
             self._on_committed(time.time())
-
-
-class _Aborted(Exception):
-    """The shutdown deadline passed: stop between slices."""
+        if self._on_progress is not None:
+            self._on_progress()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.backlog import RowBacklog
 from exporter.config import SourceConfig, TailConfig, load_config
 from exporter.daemon import Daemon
 from exporter.filestream import read_fingerprint
@@ -191,7 +192,11 @@ class FailingSink:
         self.failing = False
         self.maintain_fails = True
         self.rows: set[tuple[str, int]] = set()
+        self.stored: list[tuple[str, int, str]] = []
         self.maintained = 0
+        self.released = 0
+        self.delay = 0.0
+        """Seconds per row written: a correlator slower than the traffic."""
 
     def setup(self, conn: sqlite3.Connection) -> None:
         pass
@@ -199,13 +204,21 @@ class FailingSink:
     def observe(self, batch) -> None:  # type: ignore[no-untyped-def]
         pass
 
+    def release(self, batch) -> None:  # type: ignore[no-untyped-def]
+        self.released += len(batch)
+
     def lookup_vmta(self, columns, rows):  # type: ignore[no-untyped-def]
         return [None] * len(rows)
 
     def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
         if self.failing:
             raise sqlite3.OperationalError("database or disk is full")
+        if self.delay:
+            time.sleep(self.delay * sum(len(b) for b in batches))
         for b in batches:
+            rcpt = b.columns.rcpt
+            for n, row in zip(b.line_numbers, b.rows, strict=True):
+                self.stored.append((b.file_id, n, row[rcpt]))
             self.rows.update((b.file_id, n) for n in b.line_numbers)
 
     def maintain(self, conn: sqlite3.Connection) -> None:
@@ -350,8 +363,9 @@ async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(
     sink = FailingSink()
     store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
     await store.open()
-    commit = Commit(checkpoints=[cp], batches=[batch])
-    assert await store.write_slice(commit, 4) == 4  # rows 1-4 stored; then "kill -9" before the checkpoint
+    backlog = RowBacklog()
+    backlog.add([batch], [])
+    assert await store.write_backlog(backlog, [cp], 4, 1 << 20) == (4, 0)  # rows 1-4; "kill -9" before the checkpoint
     await store.close()
     loaded = await StateStore(tmp_path / "state" / "watchtower.db", [sink]).open()
     assert [(c.file_id, c.offset, c.line_no) for c in loaded.checkpoints] == [("f00d", 0, 0)]
@@ -361,3 +375,115 @@ async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(
     (stream,) = tailer.streams.values()
     assert (stream.cp.file_id, stream.cp.offset) == ("f00d", 0)  # same id, read again from the start
     await tailer.close()
+
+
+# --- issue #10: a slow correlator never holds the metrics back, and its backlog is not held in memory -----
+async def slow_sink_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float
+                           ) -> tuple[Daemon, asyncio.Task[int], FailingSink, AcctWriter]:
+    """A started daemon (1,000 rows in memory at most, 16 KiB reads) whose correlator takes `delay` s a row."""
+    import exporter.daemon as daemon_mod
+
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 16 * 1024}))
+    sink = FailingSink()
+    sink.maintain_fails = False
+    sink.delay = delay
+    monkeypatch.setattr(daemon_mod, "_correlator", lambda *a: sink)
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 10)
+    return d, task, sink, w
+
+
+async def test_a_slow_correlator_lags_on_spans_while_the_metrics_keep_up(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    d, task, sink, w = await slow_sink_daemon(tmp_path, monkeypatch, 0.0003)  # 8,000 rows: 2.4 s behind
+    w.write(4000)
+    w.rotate()
+    w.write(4000)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    db = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+    counted_then = checkpointed_then = None
+    peak_rows = 0
+    for _ in range(400):
+        await asyncio.sleep(0.02)
+        peak_rows = max(peak_rows, d.queue.backlog_rows + d.pipeline.pending_rows)
+        if counted_then is None and d.registry.get_sample_value("pmta_delivered_total", labels) == 8000:
+            counted_then = len(sink.rows)
+        row = db.execute("SELECT value FROM wt_series WHERE metric='pmta_delivered_total'").fetchone()
+        if checkpointed_then is None and row and float(row[0]) == 8000:
+            checkpointed_then = len(sink.rows)
+        if len(sink.rows) == 8000:
+            break
+    db.close()
+    assert counted_then is not None and counted_then < 8000  # every record counted, the correlator behind
+    assert checkpointed_then is not None and checkpointed_then < 8000  # and the count committed
+    assert sink.released > 0  # rows past the limit were let go, to be read again from the files
+    assert peak_rows <= 1000 + 200  # memory: the limit plus at most one 16 KiB chunk
+    assert len(sink.rows) == 8000 and len(sink.stored) == 8000  # each line once, none lost
+    names = sorted({f for f, _n, _r in sink.stored})
+    assert len(names) == 2
+    for file_id in names:  # the same line numbers and content as a first read gives
+        got = sorted((n, r) for f, n, r in sink.stored if f == file_id)
+        assert [n for n, _ in got] == list(range(2, 4002))
+    assert sorted(r for _f, _n, r in sink.stored) == sorted(f"u{i}@gmail.com" for i in range(8000))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not d.queue.pending:
+            break
+    assert d.registry.get_sample_value("watchtower_commit_backlog_bytes") == 0
+    assert d.health()["ok"] is True
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    conn = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+    stored = conn.execute("SELECT value FROM wt_series WHERE metric='pmta_delivered_total'").fetchone()[0]
+    assert float(stored) == 8000
+
+
+async def test_a_backlog_file_removed_before_it_is_read_again_is_reported(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture):
+    d, task, sink, w = await slow_sink_daemon(tmp_path, monkeypatch, 0.002)  # far behind while counted
+    w.write(4000)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if d.registry.get_sample_value("pmta_delivered_total", labels) == 4000:
+            break
+    assert d.pipeline.spans or d.queue.span_bytes
+    w.path.unlink()
+    sink.delay = 0
+    for _ in range(300):
+        await asyncio.sleep(0.02)
+        if not d.queue.pending and d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total"):
+            break
+    lost = d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total")
+    assert lost and lost > 0
+    assert 0 < len(sink.rows) < 4000
+    assert d.registry.get_sample_value("pmta_delivered_total", labels) == 4000  # the metrics counted them all
+    assert any("cannot be read again for the correlator" in r.getMessage() for r in caplog.records)
+    assert all(r.exc_info is None for r in caplog.records)
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_state_database_of_an_older_version_gets_the_sink_positions_as_caught_up(tmp_path: Path):
+    """Before sink positions, a checkpoint was written only after its rows: every file is caught up."""
+    db = tmp_path / "state" / "watchtower.db"
+    db.parent.mkdir(mode=0o700)
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE wt_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE wt_checkpoints (file_id TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL,"
+        " dev INTEGER NOT NULL, ino INTEGER NOT NULL, fingerprint BLOB NOT NULL, offset INTEGER NOT NULL,"
+        " line_no INTEGER NOT NULL, header TEXT NOT NULL, gone_since REAL, updated REAL NOT NULL);"
+        "INSERT INTO wt_meta VALUES ('schema_version', '1'), ('initialized', '1');"
+        "INSERT INTO wt_checkpoints VALUES ('f1', 'acct', '/x.csv', 1, 2, x'00', 500, 9, 'type', NULL, 0);")
+    conn.close()
+    loaded = await StateStore(db).open()
+    assert [(c.file_id, c.offset) for c in loaded.checkpoints] == [("f1", 500)]
+    assert loaded.sink_positions == {}
+    conn = sqlite3.connect(db)
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
+    assert {"sink_offset", "sink_line", "sink_header"} <= cols
+    conn.close()

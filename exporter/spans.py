@@ -1,0 +1,121 @@
+"""Byte ranges of accounting files that the sinks still need, read again from disk when their turn comes.
+
+A slow sink (the correlator) must never hold the metrics back, and the rows it has not stored yet
+must not pile up in memory. So once `tail.max_pending_rows` rows wait for the state writer, the
+daemon keeps reading and counting, but for the sinks it keeps only *where* each batch came from: a
+`Span` (file, first byte, end byte, lines consumed before it, header in force). Contiguous spans of
+one file are merged, so the memory they take is a few dozen bytes per followed file whatever the
+backlog. The state writer reads each span again (`read_span`, in pieces of a bounded size), parses it
+with the same parser and stores the rows: the same records, with the same line numbers, as the
+batches the daemon would have kept. A file removed or replaced before its span was read again is
+reported, and its remaining lines skipped (their counters were already counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.parser import ErrorLog, FileParser
+from exporter.records import Columns, RecordBatch
+
+log = logging.getLogger("watchtower.state")
+
+
+@dataclass(slots=True)
+class Span:
+    """Bytes [start, end) of one file, not yet stored by the sinks; `start` advances as pieces are stored."""
+
+    file_id: str
+    source: str
+    path: str
+    dev: int
+    ino: int
+    start: int
+    end: int
+    line_no: int
+    """Lines of the file before `start` (the parser numbers the next line line_no + 1)."""
+    columns: Columns | None
+    """The header in force at `start` (None before the file's header line)."""
+    allowed: frozenset[str] | None
+    live: Any = None
+    """The tailer's checkpoint of the file: its `path` follows a rename made after the span was taken."""
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def span_of(batch: RecordBatch) -> Span | None:
+    """The span a batch was parsed from (set by FileStream), or None for batches built elsewhere."""
+    return getattr(batch, "span", None)
+
+
+def append_span(spans: list[Span], span: Span) -> None:
+    """Add `span`, merged into the last span of the same file when it continues it."""
+    for i in range(len(spans) - 1, -1, -1):
+        last = spans[i]
+        if last.file_id == span.file_id:
+            if last.end == span.start and last.dev == span.dev and last.ino == span.ino:
+                last.end = span.end
+                last.path = span.path
+                last.live = span.live
+                return
+            break
+    spans.append(Span(span.file_id, span.source, span.path, span.dev, span.ino, span.start, span.end,
+                      span.line_no, span.columns, span.allowed, span.live))
+
+
+class SpanGone(Exception):
+    """The file of a span was removed, replaced or truncated before it could be read again."""
+
+
+class _Silent(ErrorLog):
+    """Bad lines were logged and counted when first read; a second read of them says nothing."""
+
+    def report(self, source: str, path: str, line: int, reason: str, sample: str) -> None:
+        return None
+
+
+_QUIET = _Silent()
+
+
+def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int, Columns | None]:
+    """Parse up to `max_bytes` (whole lines) from the span's start.
+
+    Returns (batch or None, bytes consumed, line_no after them, header after them); the caller moves
+    the span on only once the batch is stored. Raises SpanGone when the file is not the one read.
+    """
+    if span.live is not None:
+        span.path = span.live.path
+    try:
+        fd = os.open(span.path, os.O_RDONLY)
+    except OSError as exc:
+        raise SpanGone(f"{span.path}: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (span.dev, span.ino):
+            raise SpanGone(f"{span.path}: replaced by another file")
+        if st.st_size < span.end:
+            raise SpanGone(f"{span.path}: truncated to {st.st_size} bytes")
+        want = min(span.remaining, max(max_bytes, 1))
+        data = os.pread(fd, want, span.start)
+    finally:
+        os.close(fd)
+    if len(data) < want:
+        raise SpanGone(f"{span.path}: shorter than expected")
+    if want < span.remaining:
+        cut = data.rfind(b"\n")
+        if cut < 0:  # one line longer than max_bytes: read it whole
+            return read_span(span, max_bytes * 4)
+        data = data[: cut + 1]
+    consumed = len(data)
+    if not data.endswith(b"\n"):  # oneshot's unterminated last line
+        data += b"\n"
+    parser = FileParser(span.source, span.path, span.allowed, span.columns, span.line_no, _QUIET)
+    batch, _lines = parser.parse(data)
+    if batch is not None:
+        batch.file_id = span.file_id
+    return batch, consumed, parser.line_no, parser.columns
