@@ -58,13 +58,16 @@ def _fewer_collections() -> Iterator[None]:
     """During the pass: what is loaded so far is never rescanned and young collections are rarer;
     the caller's settings come back afterwards (tests run oneshot in their own process)."""
     threshold = gc.get_threshold()
-    gc.freeze()
+    ours = gc.get_freeze_count() == 0  # a caller's own frozen objects stay frozen
+    if ours:
+        gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     try:
         yield
     finally:
         gc.set_threshold(*threshold)
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 def run_oneshot(config: Config) -> str:
