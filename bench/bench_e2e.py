@@ -42,8 +42,8 @@ print(n)
 """
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes]:
-    """(wall seconds, peak RSS in MB, stdout) of one child process."""
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes, float]:
+    """(wall seconds, peak RSS in MB, stdout, CPU seconds user+sys) of one child process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
@@ -54,7 +54,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0, out
+    return wall, usage.ru_maxrss / 1024.0, out, usage.ru_utime + usage.ru_stime
 
 
 def write_config(directory: Path, correlator: bool) -> Path:
@@ -97,24 +97,29 @@ def main() -> int:
         if args.only:
             paths = {args.only: paths[args.only]}
         configs = {name: write_config(directory, corr) for name, corr in paths.items()}
-        base: list[tuple[float, float]] = []
-        ours: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+        base: list[tuple[float, float, float]] = []
+        ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         for _ in range(args.repeat):  # interleaved so machine drift hits every path alike
-            wall, rss, out = run([sys.executable, "-c", BASELINE, *files])
-            base.append((wall, rss))
+            wall, rss, out, cpu = run([sys.executable, "-c", BASELINE, *files])
+            base.append((wall, rss, cpu))
             rows = int(out)
             for name in paths:
-                wall, rss, _out = run([*watchtower, str(configs[name])], env=env)
-                ours[name].append((wall, rss))
-        b = statistics.median(w for w, _ in base)
-        print(f"corpus: {rows:,} rows in {len(files)} files, {size / 1e6:.1f} MB; median of {args.repeat} runs")
-        print(f"{'path':<32} {'seconds':>8} {'ratio':>7} {'peak RSS':>10}")
-        print(f"{'bare csv.reader (ceiling)':<32} {b:8.2f} {1.0:7.2f} {max(r for _, r in base):8.0f} MB")
+                wall, rss, _out, cpu = run([*watchtower, str(configs[name])], env=env)
+                ours[name].append((wall, rss, cpu))
+        b = statistics.median(w for w, _, _ in base)
+        load = os.getloadavg()[0]
+        print(f"corpus: {rows:,} rows in {len(files)} files, {size / 1e6:.1f} MB; median of {args.repeat} runs;"
+              f" load {load:.2f}")
+        print(f"{'path':<32} {'seconds':>8} {'ratio':>7} {'peak RSS':>10} {'CPU s':>7} {'CPU ratio':>9}")
+        bc = statistics.median(c for _, _, c in base)
+        print(f"{'bare csv.reader (ceiling)':<32} {b:8.2f} {1.0:7.2f} {max(r for _, r, _ in base):8.0f} MB"
+              f" {bc:7.2f} {1.0:9.2f}")
         for name, runs in ours.items():
-            w = statistics.median(x for x, _ in runs)
+            w = statistics.median(x for x, _, _ in runs)
+            c = statistics.median(x for _, _, x in runs)
             label = "watchtower oneshot, " + ("correlator on" if paths[name] else "correlator off")
-            print(f"{label:<32} {w:8.2f} {b / w:7.2f} {max(r for _, r in runs):8.0f} MB")
+            print(f"{label:<32} {w:8.2f} {b / w:7.2f} {max(r for _, r, _ in runs):8.0f} MB {c:7.2f} {bc / c:9.2f}")
     return 0
 
 

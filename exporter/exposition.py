@@ -21,6 +21,7 @@ import gzip
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -36,8 +37,18 @@ GZIP_LEVEL = 1
 Key = tuple[str, ...]
 
 
+_ESCAPED: dict[str, str] = {}
+
+
 def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    """A label value as the text format writes it (memoised: a few hundred distinct values, 60k uses)."""
+    done = _ESCAPED.get(value)
+    if done is None:
+        done = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+        if len(_ESCAPED) >= 65_536:
+            _ESCAPED.clear()
+        _ESCAPED[value] = done
+    return done
 
 
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
@@ -65,13 +76,17 @@ class _Collected:
 class _Family:
     """Cached sample lines of one record family: key -> (value rendered, lines)."""
 
-    __slots__ = ("name", "kind", "labels", "lines", "headers")
+    __slots__ = ("name", "kind", "labels", "lines", "headers", "_order", "_fmt")
 
     def __init__(self, name: str, kind: str, labels: tuple[str, ...], help_text: str, bounds: list[float]) -> None:
         self.name = name
         self.kind = kind
         self.labels = labels
         self.lines: dict[Key, tuple[Any, str]] = {}
+        # `name{a="%s",b="%s"} %s`: label names sorted once per family, not per line
+        self._order = sorted(range(len(labels)), key=labels.__getitem__)
+        body = ",".join(f'{labels[i]}="%s"' for i in self._order)
+        self._fmt = f"{name}{{{body}}} %s\n" if labels else f"{name} %s\n"
         base = name.removesuffix("_total")
         empty: Metric = (CounterMetricFamily(base, help_text, labels=list(labels)) if kind == "counter"
                          else HistogramMetricFamily(name, help_text, labels=list(labels)))
@@ -90,22 +105,24 @@ class _Family:
         self.lines = fresh  # series that went away (never, for counters) drop out of the cache
 
     def _lines(self, key: Key, value: Any, les: list[str]) -> str:
+        if self.kind == "counter" and len(key) == len(self.labels):
+            return self._fmt % (*[_escape(key[i]) for i in self._order], _num(value))
         pairs = list(zip(self.labels, key, strict=False))
         if self.kind == "counter":
             return f"{self.name}{_labels(pairs)} {_num(value)}\n"
         items = sorted(pairs)
         cut = sum(1 for k, _ in items if k < "le")  # where `le` sorts among the label names
-        head = "".join(f'{k}="{_escape(v)}",' for k, v in items[:cut])
-        tail = "".join(f',{k}="{_escape(v)}"' for k, v in items[cut:])
-        parts = []
-        acc = 0.0
-        for le, n in zip(les, value, strict=False):
-            acc += n
-            parts.append(f'{self.name}_bucket{{{head}le="{le}"{tail}}} {_num(acc)}\n')
+        start = self.name + "_bucket{" + "".join(f'{k}="{_escape(v)}",' for k, v in items[:cut]) + 'le="'
+        end = '"' + "".join(f',{k}="{_escape(v)}"' for k, v in items[cut:]) + "} "
+        # cumulative counts as `acc += n` from 0.0 gives them (initial=0.0: the same floats, -0.0 included)
+        sums = list(accumulate(value[: len(les)], initial=0.0))[1:]
+        lines = [f"{start}{le}{end}{repr(a) if -1e300 < a < 1e6 else _num(a)}\n"
+                 for le, a in zip(les, map(float, sums), strict=False)]
+        acc = sums[-1] if sums else 0.0
         plain = _labels(pairs)
-        parts.append(f"{self.name}_count{plain} {_num(acc)}\n")
-        parts.append(f"{self.name}_sum{plain} {_num(value[len(les)])}\n")
-        return "".join(parts)
+        lines.append(f"{self.name}_count{plain} {_num(acc)}\n")
+        lines.append(f"{self.name}_sum{plain} {_num(value[len(les)])}\n")
+        return "".join(lines)
 
 
 class Renderer:

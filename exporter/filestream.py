@@ -218,15 +218,20 @@ class FileStream:
                     self.pending = b""
                 return False
             self.last_growth = time.monotonic()
-            buf = self.pending + data if self.pending else data
-            cut = buf.rfind(b"\n")
+            cut = data.rfind(b"\n")
             if cut < 0:
-                self.pending = buf
-                if len(buf) > MAX_PENDING_LINE:
-                    self._drop_overlong(len(buf))
+                self.pending += data
+                if len(self.pending) > MAX_PENDING_LINE:
+                    self._drop_overlong(len(self.pending))
                 continue
-            self.pending = buf[cut + 1 :]
-            self._consume(buf[: cut + 1], cut + 1, on_batch)
+            pending, self.pending = self.pending, data[cut + 1 :]
+            # The complete lines in one copy (the pending head and this read's lines joined), not two
+            lines = data if cut + 1 == len(data) and not pending else b"".join((pending, memoryview(data)[: cut + 1]))
+            del data
+            nbytes = len(lines)
+            parsed = self._parse(lines)
+            del lines  # freed before the batch is folded: the next read reuses the memory
+            self._deliver(*parsed, nbytes, on_batch)
         return True
 
     def _drop_overlong(self, n: int) -> None:
@@ -236,8 +241,17 @@ class FileStream:
         self.pending = b""
 
     def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch) -> None:
+        self._deliver(*self._parse(data), nbytes, on_batch)
+
+    def _parse(self, data: bytes) -> tuple[RecordBatch | None, int, int, int, Columns | None]:
+        """(batch, lines, and where they started: offset, line number, header) of complete lines."""
         start, line_no, columns = self.cp.offset, self.parser.line_no, self.parser.columns
         batch, nlines = self.parser.parse(data)
+        return batch, nlines, start, line_no, columns
+
+    def _deliver(self, batch: RecordBatch | None, nlines: int, start: int, line_no: int, columns: Columns | None,
+                 nbytes: int, on_batch: OnBatch) -> None:
+        """Account for `nbytes` parsed into `nlines` lines and hand the batch (with its Span) on."""
         self.cp.offset += nbytes
         self.cp.line_no = self.parser.line_no
         if self.parser.columns is not None:

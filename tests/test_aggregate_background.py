@@ -38,7 +38,7 @@ def _batches(directory: Path, chunk: int = 64 * 1024) -> list:
     return out
 
 
-def _aggregate(batches: list, background: bool = False) -> bytes:
+def _aggregate(batches: list, background: bool = False, derive_here: bool = False) -> bytes:
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
     for source in ("acct", "diag", "fbl"):
@@ -48,7 +48,7 @@ def _aggregate(batches: list, background: bool = False) -> bytes:
                            self_metrics=metrics)
     registry.register(agg)
     if background:
-        assert agg.run_in_background()
+        assert agg.run_in_background(derive_here=derive_here)
     for batch in batches:
         agg.apply(batch)
     agg.flush()
@@ -65,13 +65,19 @@ def test_background_folding_equals_inline_folding(tmp_path: Path) -> None:
     inline = _aggregate(batches, background=False)
     assert b'watchtower_label_overflow_total{label="vmta"}' in inline  # the caps were exercised
     assert _aggregate(batches, background=True) == inline
+    assert _aggregate(batches, background=True, derive_here=True) == inline  # oneshot: keys derived by the caller
 
 
 def test_loop_and_polars_merges_give_the_same_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_corpus(tmp_path, 6000, files=2)
     batches = _batches(tmp_path, chunk=400 * 1024)
     monkeypatch.setattr(aggregate, "SMALL_GROUPS", 10**9)
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 10**9)  # d groups merged by the loop as well
     loops = _aggregate(batches)
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 0)  # d groups labelled in polars, merged deferred
+    assert _aggregate(batches) == loops
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 615)  # mixed: these chunks have 601-639 d groups
+    assert _aggregate(batches) == loops
     monkeypatch.setattr(aggregate, "SMALL_GROUPS", 0)
     assert _aggregate(batches) == loops
     assert b"pmta_sender_deferred_total" in loops and b"pmta_deferral_age_seconds_bucket" in loops
