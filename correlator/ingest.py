@@ -29,12 +29,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+import polars as pl
+
 from correlator import store
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
-from correlator.prepare import Preparer, batch_fields
-from correlator.writes import Writer, _Pending
-from exporter.records import RecordBatch
+from correlator.prepare import Preparer, batch_frame
+from correlator.writes import _INSERT_QE, Writer
+from exporter.records import LINE, RecordBatch
 
 IspOf = Callable[[str, str], str]
 
@@ -65,6 +67,7 @@ class Ingestor(Preparer, Linker, Writer):
         self._days_loaded = False
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
+        self._flow_parts: list[pl.DataFrame] = []
         self._seq: int | None = None
         self._synced = False
         self._tl_qday: dict[int, int] = {}
@@ -113,9 +116,11 @@ class Ingestor(Preparer, Linker, Writer):
         """Store the batches; returns rows stored (replayed lines are skipped)."""
         seq = self._sync(conn)
         stored = 0
+        self._flow_parts.clear()
         for batch in batches:
             if len(batch):
                 stored += self._batch(conn, batch)
+        self._write_flows(conn)
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
         return stored
@@ -130,26 +135,28 @@ class Ingestor(Preparer, Linker, Writer):
             rec = self._files[key] = [row[0], row[1]]
         return rec
 
-    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, tuple]]]:
-        """(file number, [(line, fields)]) minus lines already stored for this file."""
+    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, pl.DataFrame]:
+        """(file number, frame of the batch's fields) minus lines already stored for this file."""
         rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
         num, max_line = rec
-        fields = batch_fields(batch)
-        lines = batch.line_numbers
-        if len(lines) != len(fields):  # no line numbers: continue after the last stored line
-            lines = list(range(max_line + 1, max_line + 1 + len(fields)))
-        pairs = list(zip(lines, fields, strict=True))
-        if pairs and min(lines) <= max_line:
-            lo, hi = store.event_id(num, min(lines)), store.event_id(num, max(lines))
-            seen = {r[0] for r in conn.execute(
-                "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
-                " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))}
+        frame = batch_frame(batch)
+        if LINE not in frame.columns:  # no line numbers: continue after the last stored line
+            frame = frame.with_columns(pl.int_range(max_line + 1, max_line + 1 + frame.height, dtype=pl.Int64)
+                                       .alias(LINE))
+        if not frame.height:
+            return num, frame
+        lo_line, hi_line = frame.get_column(LINE).min(), frame.get_column(LINE).max()
+        if lo_line <= max_line:
+            lo, hi = store.event_id(num, lo_line), store.event_id(num, hi_line)
             base = num << store.LINE_BITS
-            pairs = [p for p in pairs if (base | p[0]) not in seen]
-        if lines:
-            rec[1] = max(max_line, max(lines))
-            conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
-        return num, pairs
+            seen = [r[0] - base for r in conn.execute(
+                "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
+                " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))]
+            if seen:
+                frame = frame.filter(~pl.col(LINE).is_in(seen))
+        rec[1] = max(max_line, hi_line)
+        conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
+        return num, frame
 
     # --- one batch -----------------------------------------------------------------------------
 
@@ -157,14 +164,16 @@ class Ingestor(Preparer, Linker, Writer):
         if len(self._link) > self._cache_limit:  # per batch: one write may carry a whole backfill
             self.forget()
             self._days_loaded = True  # the day list is still right: nothing was pruned
-        num, pairs = self._fresh_rows(conn, batch)
-        if not pairs:
+        num, frame = self._fresh_rows(conn, batch)
+        if not frame.height:
             return 0
-        recs, probe_m, probe_j = self._parse(pairs, num << store.LINE_BITS)
-        if not self._complete:  # else a key the cache lacks is in no stored timeline either: nothing to probe
-            self._probe(conn, "mid_h", probe_m)
-            self._probe(conn, "job_h", probe_j)
-        pending = _Pending()
-        self._link_all(conn, recs, pending)
-        self._flush(conn, pending)
-        return len(recs)
+        prepared = self._prepare(frame, num << store.LINE_BITS)
+        if prepared.queue_events:
+            conn.executemany(_INSERT_QE, prepared.queue_events)
+        if prepared.frame.height:
+            if not self._complete:  # else a key the cache lacks is in no stored timeline either: nothing to probe
+                probe_m, probe_j = self._probes(prepared)
+                self._probe(conn, "mid_h", probe_m)
+                self._probe(conn, "job_h", probe_j)
+            self._link_all(conn, prepared)
+        return prepared.stored
