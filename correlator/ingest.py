@@ -32,6 +32,7 @@ from collections.abc import Callable
 import polars as pl
 
 from correlator import store
+from correlator.keyfilter import KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
 from correlator.prepare import Preparer, batch_frame
@@ -39,6 +40,8 @@ from correlator.writes import _INSERT_QE, Writer
 from exporter.records import LINE, RecordBatch
 
 IspOf = Callable[[str, str], str]
+FILTER_LOAD_LIMIT = 2_000_000
+"""At start, the key filter is loaded from a store of at most this many timelines (else every miss is probed)."""
 
 
 class Ingestor(Preparer, Linker, Writer):
@@ -68,6 +71,8 @@ class Ingestor(Preparer, Linker, Writer):
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
         self._flow_parts: list[pl.DataFrame] = []
+        self._filter = KeyFilter()
+        """Every link key ever stored (Bloom filter): a miss outside it needs no probe (keyfilter.py)."""
         self._seq: int | None = None
         self._synced = False
         self._tl_qday: dict[int, int] = {}
@@ -106,6 +111,10 @@ class Ingestor(Preparer, Linker, Writer):
         if not self._synced:
             self._synced = True
             self._complete = top == 0  # a backfill into an empty store: every link key will be in the cache
+            if top == 0:
+                self._filter.valid = True
+            else:  # a restart: the filter must hold every stored key before it can rule a probe out
+                self._filter.load(conn, FILTER_LOAD_LIMIT)
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
@@ -175,5 +184,8 @@ class Ingestor(Preparer, Linker, Writer):
                 probe_m, probe_j = self._probes(prepared)
                 self._probe(conn, "mid_h", probe_m)
                 self._probe(conn, "job_h", probe_j)
+            if prepared.bare_m is not None and prepared.bare_j is not None:
+                self._filter.add(prepared.bare_m)
+                self._filter.add(prepared.bare_j)
             self._link_all(conn, prepared)
         return prepared.stored

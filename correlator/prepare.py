@@ -133,6 +133,9 @@ class Prepared:
     jkn: list[int | None] = field(default_factory=list)
     smix: list[int] = field(default_factory=list)
     stored: int = 0
+    bare_m: pl.Series | None = None
+    """Message-Id hash ^ recipient hash (the key without its day slice), for the key filter."""
+    bare_j: pl.Series | None = None
 
 
 class Preparer:
@@ -211,8 +214,8 @@ class Preparer:
         job = _mapped(df.get_column("jobId"), str.strip, pl.String)
         jh = _mapped(df.get_column("jobId"), self._job_h, pl.Int64)
         orig_l = _mapped(df.get_column("orig"), lambda v: v.strip().lower(), pl.String)
-        df = df.with_columns(*rk.struct.unnest().get_columns(), mid.alias("mid"), mh.alias("mh"), job.alias("job"), jh.alias("jh"),
-                             orig_l.alias("orig_l"))
+        df = df.with_columns(*rk.struct.unnest().get_columns(), mid.alias("mid"), mh.alias("mh"), job.alias("job"),
+                             jh.alias("jh"), orig_l.alias("orig_l"))
         queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
         qd = pl.when(queued).then(pl.col("tq")).otherwise(None)
         qd_s = _mapped_float(df.select(qd).to_series(), lambda v: int(v // DAY))
@@ -240,6 +243,7 @@ class Preparer:
         bare_m = pl.col("mh").xor(pl.col("rh"))
         bare_j = pl.col("jh").xor(pl.col("rh"))
         keys = df.select(
+            bare_m.alias("bm"), bare_j.alias("bj"),
             bare_m.xor(pl.col("smix")).alias("mk"),
             pl.when(has_day).then(bare_m.xor(pl.lit(NO_DAY_MIX, dtype=pl.Int64))).alias("mkn"),
             bare_j.xor(pl.col("smix")).alias("jk"),
@@ -253,6 +257,7 @@ class Preparer:
             mk=keys.get_column("mk").to_list(), mkn=keys.get_column("mkn").to_list(),
             jk=keys.get_column("jk").to_list(), jkn=keys.get_column("jkn").to_list(),
             smix=df.get_column("smix").to_list(), stored=stored,
+            bare_m=keys.get_column("bm"), bare_j=keys.get_column("bj"),
         )
 
     def _derived(self, df: pl.DataFrame) -> pl.DataFrame:
@@ -301,10 +306,20 @@ class Preparer:
         link = self._link
         probe_m: dict[int, tuple[int, int, int | None]] = {}
         probe_j: dict[int, tuple[int, int, int | None]] = {}
-        jh = None
-        for i, (mk, mkn, jk, jkn) in enumerate(zip(p.mk, p.mkn, p.jk, p.jkn, strict=True)):
+        rows_m: list[int] | range = range(len(p.mk))
+        rows_j: list[int] | range = rows_m
+        if self._filter.valid and p.bare_m is not None and p.bare_j is not None:  # only keys the store may hold
+            rows_m = self._filter.may_contain(p.bare_m).arg_true().to_list()
+            rows_j = self._filter.may_contain(p.bare_j).arg_true().to_list()
+        mks, mkns = p.mk, p.mkn
+        for i in rows_m:
+            mk, mkn = mks[i], mkns[i]
             if mk is not None and mk not in link and (mkn is None or mkn not in link):
                 probe_m[mk] = (p.mh[i], p.rh[i], p.qd[i])
+        jks, jkns = p.jk, p.jkn
+        jh = None
+        for i in rows_j:
+            jk, jkn = jks[i], jkns[i]
             if jk is not None and jk not in link and (jkn is None or jkn not in link):
                 if jh is None:
                     jh = p.frame.get_column("jh").to_list()
