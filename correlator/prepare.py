@@ -114,6 +114,11 @@ _RCPT_H = _h64("r\0")
 _MID_H = _h64("m\0")
 
 
+def _mid_key(value: str) -> tuple[str, int | None]:
+    mid = value.strip(MID_STRIP) if value else ""
+    return mid, (_MID_H(mid) if mid else None)
+
+
 @dataclass
 class Prepared:
     """One batch's fresh rows after stage 1: `frame` holds the non-tq rows in file order; the lists
@@ -207,15 +212,21 @@ class Preparer:
             return Prepared(df, queue_events, stored=stored)
 
         # per distinct value: recipient (lowercase, hash, stored text), Message-Id, jobId, sender
-        rk = _mapped(df.get_column("rcpt"), self._rcpt_key,
-                     pl.Struct({"rcpt_l": pl.String, "rh": pl.Int64, "rstore": pl.String})).alias("rk")
-        mid = _mapped(df.get_column("message_id"), lambda v: v.strip(MID_STRIP) if v else "", pl.String)
-        mh = _mapped(mid, lambda v: _MID_H(v) if v else None, pl.Int64)
+        # recipients and Message-Ids are nearly unique per batch: a memo per row beats a polars mapping
+        rcpt_key = self._rcpt_key
+        memo: dict[str, tuple[str, int | None, str | None]] = {}
+        rk = [memo[v] if v in memo else memo.setdefault(v, rcpt_key(v)) for v in df.get_column("rcpt").to_list()]
+        rcpt_l, rh, rstore = zip(*rk, strict=True)
+        mids: dict[str, tuple[str, int | None]] = {}
+        mk_ = [mids[v] if v in mids else mids.setdefault(v, _mid_key(v)) for v in df.get_column("message_id").to_list()]
+        mid, mh = zip(*mk_, strict=True)
         job = _mapped(df.get_column("jobId"), str.strip, pl.String)
         jh = _mapped(df.get_column("jobId"), self._job_h, pl.Int64)
         orig_l = _mapped(df.get_column("orig"), lambda v: v.strip().lower(), pl.String)
-        df = df.with_columns(*rk.struct.unnest().get_columns(), mid.alias("mid"), mh.alias("mh"), job.alias("job"),
-                             jh.alias("jh"), orig_l.alias("orig_l"))
+        df = df.with_columns(
+            pl.Series("rcpt_l", rcpt_l, dtype=pl.String), pl.Series("rh", rh, dtype=pl.Int64),
+            pl.Series("rstore", rstore, dtype=pl.String), pl.Series("mid", mid, dtype=pl.String),
+            pl.Series("mh", mh, dtype=pl.Int64), job.alias("job"), jh.alias("jh"), orig_l.alias("orig_l"))
         queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
         qd = pl.when(queued).then(pl.col("tq")).otherwise(None)
         qd_s = _mapped_float(df.select(qd).to_series(), lambda v: int(v // DAY))

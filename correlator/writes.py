@@ -96,6 +96,11 @@ _AGGS = [
 ]
 
 
+def _rows(frame: pl.DataFrame, *names: str) -> zip:
+    """Rows of these columns as tuples, built from one Python list per column (cheaper than frame.rows())."""
+    return zip(*(frame.get_column(name).to_list() for name in names), strict=True)
+
+
 class Writer:
     """Mixin of Ingestor: stage 3."""
 
@@ -131,10 +136,10 @@ class Writer:
             conn.executemany(_UPDATE_T0, zip(c["t0"], c["tl"], c["t0"], strict=True))
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:
-                conn.executemany(_UPDATE_MID, mids.select("mid_h", "message_id", "tl").rows())
+                conn.executemany(_UPDATE_MID, _rows(mids, "mid_h", "message_id", "tl"))
             jobs = old.filter(pl.col("job_h").is_not_null())
             if jobs.height:
-                conn.executemany(_UPDATE_JOB, jobs.select("job_h", "job_id", "tl").rows())
+                conn.executemany(_UPDATE_JOB, _rows(jobs, "job_h", "job_id", "tl"))
         ev_tl = tls[start:stop]
         if seg.merges:  # a row linked before a merge in this segment names the loser
             find = self._find
@@ -155,11 +160,12 @@ class Writer:
             vals = [isp(r, "") for r in fallback.get_column("rcpt_any").to_list()]
             new = new.update(pl.DataFrame({"tl": fallback.get_column("tl"), "isp": pl.Series(vals, dtype=pl.String)}),
                              on="tl", how="left")
-        qday = new.get_column("tl").replace_strict(list(qdays), list(qdays.values()), return_dtype=pl.Int64)
-        conn.executemany(_INSERT_TL, new.with_columns(qday.alias("qday")).select(
-            "tl", "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig", "sender",
-            "vmta", "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts",
-            "qday").rows())
+        tls = new.get_column("tl").to_list()
+        conn.executemany(_INSERT_TL, zip(
+            tls, *(new.get_column(name).to_list() for name in (
+                "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig", "sender", "vmta",
+                "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts")),
+            [qdays[tl] for tl in tls], strict=True))
 
     def _flows_of(self, conn: sqlite3.Connection, rows: pl.DataFrame) -> None:
         """Flow counts of a segment: d/b/t by their own row, f/rb under the vmta and isp of their timeline."""
@@ -197,5 +203,5 @@ class Writer:
         total = pl.concat([p.select(*_FLOW_SCHEMA).cast(_FLOW_SCHEMA) for p in parts]).group_by(_FLOW_KEY).agg(
             pl.col(name).sum() for name in _FLOW_COUNTS)
         parts.clear()
-        conn.executemany(_FLOW_UPSERT, total.rows())
+        conn.executemany(_FLOW_UPSERT, _rows(total.sort(_FLOW_KEY), *_FLOW_KEY, *_FLOW_COUNTS))
 
