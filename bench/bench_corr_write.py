@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--sql", action="store_true")
     ap.add_argument("--keep", type=Path, help="directory for the state DB (kept)")
     ap.add_argument("--per-txn", type=int, default=8)
+    ap.add_argument("--no-autocheckpoint", action="store_true", help="to see what WAL checkpoints cost in COMMIT")
     args = ap.parse_args()
     cfg = load_config(args.config)
     tmp = args.keep or Path(tempfile.mkdtemp())
@@ -97,6 +98,8 @@ def main() -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     sink.setup(conn)
+    if args.no_autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     if args.sql:
         conn = TimedConn(conn)
     prof = cProfile.Profile() if args.profile else None

@@ -154,26 +154,28 @@ class Preparer:
             code = codes.get(store.ALIASES.get(low, low))
         return code
 
-    def _rcpt_key(self, rcpt: str) -> tuple[str, int | None, str | None]:
+    def _rcpt_key(self, rcpt: str) -> tuple[str, int | None, str | None, str]:
+        """(lowercase, hash, stored text, domain) of a recipient."""
         rcpt_l = rcpt.strip().lower()
         if not rcpt_l:
-            return rcpt_l, None, None
+            return rcpt_l, None, None, ""
         if not self._hasher.hashed:
-            return rcpt_l, _RCPT_H(rcpt_l), rcpt_l
+            return rcpt_l, _RCPT_H(rcpt_l), rcpt_l, rcpt_l.rpartition("@")[2]
         rh, rstore = self._hasher(rcpt_l)
-        return rcpt_l, rh, rstore
+        return rcpt_l, rh, rstore, rcpt_l.rpartition("@")[2]
 
-    def _job_h(self, job: str) -> int | None:
+    def _job_key(self, job: str) -> tuple[str, int | None]:
+        """(stripped jobId, its hash or None when empty)."""
         job = job.strip()
         if not job:
-            return None
+            return job, None
         jobs = self._job_hashes
         jh = jobs.get(job)
         if jh is None:
             if len(jobs) > 10_000:
                 jobs.clear()
             jh = jobs[job] = job_hash(job)
-        return jh
+        return job, jh
 
     def _prepare(self, df: pl.DataFrame, base: int) -> Prepared:
         """Fields, times and link keys of every fresh row (`df` from batch_frame, LINE holding line numbers)."""
@@ -211,31 +213,26 @@ class Preparer:
         if not df.height:
             return Prepared(df, queue_events, stored=stored)
 
-        # per distinct value: recipient (lowercase, hash, stored text), Message-Id, jobId, sender
         # recipients and Message-Ids are nearly unique per batch: a memo per row beats a polars mapping
         rcpt_key = self._rcpt_key
-        memo: dict[str, tuple[str, int | None, str | None]] = {}
-        rk = [memo[v] if v in memo else memo.setdefault(v, rcpt_key(v)) for v in df.get_column("rcpt").to_list()]
-        rcpt_l, rh, rstore = zip(*rk, strict=True)
-        mids: dict[str, tuple[str, int | None]] = {}
-        mk_ = [mids[v] if v in mids else mids.setdefault(v, _mid_key(v)) for v in df.get_column("message_id").to_list()]
+        rmemo: dict[str, tuple[str, int | None, str | None, str]] = {}
+        rk = [rmemo[v] if v in rmemo else rmemo.setdefault(v, rcpt_key(v)) for v in df.get_column("rcpt").to_list()]
+        rcpt_l, rh, rstore, rdom = zip(*rk, strict=True)
+        mmemo: dict[str, tuple[str, int | None]] = {}
+        mk_ = [mmemo[v] if v in mmemo else mmemo.setdefault(v, _mid_key(v))
+               for v in df.get_column("message_id").to_list()]
         mid, mh = zip(*mk_, strict=True)
-        job = _mapped(df.get_column("jobId"), str.strip, pl.String)
-        jh = _mapped(df.get_column("jobId"), self._job_h, pl.Int64)
-        orig_l = _mapped(df.get_column("orig"), lambda v: v.strip().lower(), pl.String)
+        queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
         df = df.with_columns(
             pl.Series("rcpt_l", rcpt_l, dtype=pl.String), pl.Series("rh", rh, dtype=pl.Int64),
-            pl.Series("rstore", rstore, dtype=pl.String), pl.Series("mid", mid, dtype=pl.String),
-            pl.Series("mh", mh, dtype=pl.Int64), job.alias("job"), jh.alias("jh"), orig_l.alias("orig_l"))
-        queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
-        qd = pl.when(queued).then(pl.col("tq")).otherwise(None)
-        qd_s = _mapped_float(df.select(qd).to_series(), lambda v: int(v // DAY))
-        df = df.with_columns(qd_s.alias("qd"))
-        df = df.with_columns(
-            _mapped_int(df.get_column("qd"), lambda d: mixes.get(d) or _slice_mix(d, mixes)).fill_null(0).alias("smix"),
-            _mapped(df.get_column("orig_l"), lambda v: v.rpartition("@")[2], pl.String).alias("sender"),
-            _mapped(df.get_column("rcpt_l"), lambda v: v.rpartition("@")[2], pl.String).alias("rdom"),
+            pl.Series("rstore", rstore, dtype=pl.String), pl.Series("rdom", rdom, dtype=pl.String),
+            pl.Series("mid", mid, dtype=pl.String), pl.Series("mh", mh, dtype=pl.Int64),
+            *_mapped_many(df.get_column("jobId"), self._job_key, {"job": pl.String, "jh": pl.Int64}),
+            *_mapped_many(df.get_column("orig"), _orig_key, {"orig_l": pl.String, "sender": pl.String}),
+            pl.when(queued).then(_mapped_float(df.get_column("tq"), lambda v: int(v // DAY))).alias("qd"),
         )
+        df = df.with_columns(
+            _mapped_int(df.get_column("qd"), lambda d: mixes.get(d) or _slice_mix(d, mixes)).fill_null(0).alias("smix"))
         need_q = df.select(pl.col("jh").is_null() & (pl.col("job") == "") & queued).to_series()
         if need_q.any():  # no jobId: sender + timeQueued identify the message
             sub = df.filter(need_q)
@@ -336,6 +333,24 @@ class Preparer:
                     jh = p.frame.get_column("jh").to_list()
                 probe_j[jk] = (jh[i], p.rh[i], p.qd[i])
         return probe_m, probe_j
+
+
+def _orig_key(orig: str) -> tuple[str, str]:
+    """(lowercase sender address, its domain)."""
+    orig_l = orig.strip().lower()
+    return orig_l, orig_l.rpartition("@")[2]
+
+
+def _mapped_many(
+    series: pl.Series, fn: Callable[[str], tuple], schema: dict[str, type[pl.DataType]]
+) -> list[pl.Series]:
+    """`fn` (returning one value per schema column) once per distinct value, mapped back: one Series per column."""
+    uniq = series.unique()
+    out = [fn(v) for v in uniq.to_list()]
+    small = pl.DataFrame([uniq.alias("k"), *(pl.Series(name, [o[i] for o in out], dtype=dtype)
+                                             for i, (name, dtype) in enumerate(schema.items()))])
+    joined = series.alias("k").to_frame().join(small, on="k", how="left", maintain_order="left", nulls_equal=True)
+    return [joined.get_column(name) for name in schema]
 
 
 def _mapped_float(series: pl.Series, fn: Callable[[float], int]) -> pl.Series:
