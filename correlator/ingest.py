@@ -35,11 +35,13 @@ from correlator import store
 from correlator.keyfilter import KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
-from correlator.prepare import Preparer, batch_frame
+from correlator.prepare import REPORTS, Preparer, batch_frame
 from correlator.writes import _INSERT_QE, Writer
 from exporter.records import LINE, RecordBatch
 
 IspOf = Callable[[str, str], str]
+GROUP_ROWS = 16_384
+"""Rows prepared and linked together at most (bounds the memory of one group's columns)."""
 FILTER_LOAD_LIMIT = 2_000_000
 """At start, the key filter is loaded from a store of at most this many timelines (else every miss is probed)."""
 
@@ -71,6 +73,7 @@ class Ingestor(Preparer, Linker, Writer):
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
         self._flow_parts: list[pl.DataFrame] = []
+        self._stored = 0
         self._filter = KeyFilter()
         """Every link key ever stored (Bloom filter): a miss outside it needs no probe (keyfilter.py)."""
         self._seq: int | None = None
@@ -122,17 +125,40 @@ class Ingestor(Preparer, Linker, Writer):
     # --- entry point ---------------------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> int:
-        """Store the batches; returns rows stored (replayed lines are skipped)."""
+        """Store the batches; returns rows stored (replayed lines are skipped).
+
+        Consecutive batches are prepared, linked and flushed as one group (the fixed cost of the
+        column-wise stages is paid per group, not per batch). A group ends where per-batch
+        processing could have seen something different: before a batch that may replay lines
+        (its replay check must see the rows before it stored) and after a batch with f/rb
+        records (their flows take the vmta and isp of their timeline as of the end of the batch);
+        and after GROUP_ROWS rows.
+        """
         seq = self._sync(conn)
-        stored = 0
         self._flow_parts.clear()
+        self._stored = 0
+        group: list[pl.DataFrame] = []
         for batch in batches:
-            if len(batch):
-                stored += self._batch(conn, batch)
+            if not len(batch):
+                continue
+            rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
+            frame = batch_frame(batch)
+            if LINE not in frame.columns:  # no line numbers: continue after the last stored line
+                frame = frame.with_columns(pl.int_range(rec[1] + 1, rec[1] + 1 + frame.height, dtype=pl.Int64)
+                                           .alias(LINE))
+            if group and frame.get_column(LINE).min() <= rec[1]:
+                self._group(conn, group)
+            frame = self._fresh_rows(conn, rec, frame)
+            if frame.height:
+                group.append(frame)
+                if self._has_reports(frame) or sum(f.height for f in group) >= GROUP_ROWS:
+                    self._group(conn, group)
+        if group:
+            self._group(conn, group)
         self._write_flows(conn)
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
-        return stored
+        return self._stored
 
     def _file(self, conn: sqlite3.Connection, key: str, path: str) -> list[int]:
         rec = self._files.get(key)
@@ -144,20 +170,15 @@ class Ingestor(Preparer, Linker, Writer):
             rec = self._files[key] = [row[0], row[1]]
         return rec
 
-    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, pl.DataFrame]:
-        """(file number, frame of the batch's fields) minus lines already stored for this file."""
-        rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
+    def _fresh_rows(self, conn: sqlite3.Connection, rec: list[int], frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame minus lines already stored for this file, with each row's event id (`eid`)."""
         num, max_line = rec
-        frame = batch_frame(batch)
-        if LINE not in frame.columns:  # no line numbers: continue after the last stored line
-            frame = frame.with_columns(pl.int_range(max_line + 1, max_line + 1 + frame.height, dtype=pl.Int64)
-                                       .alias(LINE))
+        base = num << store.LINE_BITS
         if not frame.height:
-            return num, frame
+            return frame
         lo_line, hi_line = frame.get_column(LINE).min(), frame.get_column(LINE).max()
         if lo_line <= max_line:
             lo, hi = store.event_id(num, lo_line), store.event_id(num, hi_line)
-            base = num << store.LINE_BITS
             seen = [r[0] - base for r in conn.execute(
                 "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
                 " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))]
@@ -165,18 +186,22 @@ class Ingestor(Preparer, Linker, Writer):
                 frame = frame.filter(~pl.col(LINE).is_in(seen))
         rec[1] = max(max_line, hi_line)
         conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
-        return num, frame
+        return frame.with_columns((pl.col(LINE) | base).alias("eid"))
 
-    # --- one batch -----------------------------------------------------------------------------
+    def _has_reports(self, frame: pl.DataFrame) -> bool:
+        return any(self._code_of(ty) in REPORTS for ty in frame.get_column("type").unique().to_list())
 
-    def _batch(self, conn: sqlite3.Connection, batch: RecordBatch) -> int:
-        if len(self._link) > self._cache_limit:  # per batch: one write may carry a whole backfill
+    # --- one group of batches ------------------------------------------------------------------
+
+    def _group(self, conn: sqlite3.Connection, frames: list[pl.DataFrame]) -> None:
+        """Prepare, probe, link and flush these fresh rows (in this order: the batches' order); empties `frames`."""
+        if len(self._link) > self._cache_limit:  # per group: one write may carry a whole backfill
             self.forget()
             self._days_loaded = True  # the day list is still right: nothing was pruned
-        num, frame = self._fresh_rows(conn, batch)
-        if not frame.height:
-            return 0
-        prepared = self._prepare(frame, num << store.LINE_BITS)
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+        frames.clear()
+        prepared = self._prepare(frame)
+        self._stored += prepared.stored
         if prepared.queue_events:
             conn.executemany(_INSERT_QE, prepared.queue_events)
         if prepared.frame.height:
@@ -188,4 +213,3 @@ class Ingestor(Preparer, Linker, Writer):
                 self._filter.add(prepared.bare_m)
                 self._filter.add(prepared.bare_j)
             self._link_all(conn, prepared)
-        return prepared.stored

@@ -81,7 +81,7 @@ def batch_frame(batch: RecordBatch) -> pl.DataFrame:
             exprs.append(pl.col(col(pos)).fill_null("").alias(name))
         else:
             exprs.append(pl.lit("", dtype=pl.String).alias(name))
-    return frame.select(*exprs, pl.col(LINE))
+    return frame.select(*exprs, pl.col(LINE).cast(pl.Int64))
 
 
 def mx_host(dsn_mta: str) -> str:
@@ -177,8 +177,8 @@ class Preparer:
             jh = jobs[job] = job_hash(job)
         return job, jh
 
-    def _prepare(self, df: pl.DataFrame, base: int) -> Prepared:
-        """Fields, times and link keys of every fresh row (`df` from batch_frame, LINE holding line numbers)."""
+    def _prepare(self, df: pl.DataFrame) -> Prepared:
+        """Fields, times and link keys of every fresh row (`df`: batch_frame columns plus `eid`)."""
         mixes = self._mixes
         times = self._times
         if len(times) > 20_000:
@@ -193,7 +193,6 @@ class Preparer:
         now = self._clock()
         df = df.with_columns(
             _mapped(df.get_column("type"), self._code_of, pl.Int64).alias("code"),
-            (pl.col(LINE) | base).alias("eid"),
         ).filter(pl.col("code").is_not_null())
         stored = df.height
         tq = _mapped(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
