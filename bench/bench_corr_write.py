@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--sql", action="store_true")
     ap.add_argument("--keep", type=Path, help="directory for the state DB (kept)")
     ap.add_argument("--per-txn", type=int, default=8)
+    ap.add_argument("--slice", type=int, default=0, help="cut batches into slices of this many rows (live-like)")
+    ap.add_argument("--max-rows", type=int, default=0, help="write only the first N rows")
     ap.add_argument("--no-autocheckpoint", action="store_true", help="to see what WAL checkpoints cost in COMMIT")
     args = ap.parse_args()
     cfg = load_config(args.config)
@@ -93,6 +95,16 @@ def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     sink, batches = asyncio.run(collect(cfg, db))
+    if args.slice:
+        batches = [b.slice(i, min(i + args.slice, len(b))) for b in batches for i in range(0, len(b), args.slice)]
+    if args.max_rows:
+        kept, total = [], 0
+        for b in batches:
+            if total >= args.max_rows:
+                break
+            kept.append(b)
+            total += len(b)
+        batches = kept
     rows = sum(len(b) for b in batches)
     conn: Any = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")

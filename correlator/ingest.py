@@ -12,15 +12,19 @@ does not depend on the order files are read. tq records are queue-level and are 
 Keys 1 and 2 are looked up in the slice of the record's timeQueued day and in the no-day slice
 (see store.py): a d/b/t/r with the same ids but queued on another day is another message.
 
-Writes are appends plus one summary UPDATE per touched timeline per batch, all via executemany.
-Links found or created are kept in a bounded int-keyed cache, misses are probed in bulk with one
-VALUES join per batch. A write sequence number in corr_meta reveals a rolled-back transaction, which
-drops every cache (they may name rows that no longer exist).
+Writes are appends plus one summary UPDATE per touched timeline per group, all via executemany.
+Links found or created are kept in a bounded int-keyed cache; a miss is probed (one VALUES join
+per group) only if the key filter (keyfilter.py: every key ever stored, 8 MiB) says the store may
+hold it, so a backfill past the cache limit does not probe its new messages. A write sequence
+number in corr_meta reveals a rolled-back transaction, which drops the caches (they may name rows
+that no longer exist; the filter may only hold too much, so it stays).
 
-A write runs per batch: fresh rows (lines not stored yet) -> prepare.py (fields, times, keys) ->
-one bulk probe of unknown keys -> linking.py (timelines, accumulators) -> writes.py (executemany).
-Each write is self-contained (no state assumes one transaction per checkpoint): it may be called
-with small slices, several times before the commit that stores the covering checkpoints.
+A write runs per group of consecutive batches (see `write`): fresh rows (lines not stored yet) ->
+prepare.py (column-wise: types, times, hashed keys, once per distinct value) -> one bulk probe of
+the keys the filter cannot rule out -> linking.py (the per-row decisions: which timeline) ->
+writes.py (per-timeline aggregation in polars, executemany). Flow counters are summed over the
+whole write. Each write is self-contained (no state assumes one transaction per checkpoint): it
+may be called with small slices, several times before the commit that stores the covering checkpoints.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Stage 2 of a write, link: find or create each record's timeline, in file order, and accumulate.
+"""Stage 2 of a write, link: find or create each record's timeline, in file order.
 
 The rules (Message-Id + rcpt, then jobId + rcpt or sender + timeQueued + rcpt, then the report
 fallbacks) are described in ingest.py. Links found or created are kept in a bounded int-keyed
-cache; misses are probed in bulk with one VALUES join per batch; a record whose two keys name two
-timelines merges them (lower id wins). What one write adds to one timeline is an accumulator
-(below), turned into INSERTs and UPDATEs by writes.py.
+cache; misses the key filter cannot rule out are probed in bulk with one VALUES join per group; a
+record whose two keys name two timelines merges them (lower id wins). This is the only per-row
+Python loop of a write: it decides a timeline id per row, and writes.py aggregates the rest.
 """
 
 from __future__ import annotations
