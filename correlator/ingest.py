@@ -44,7 +44,7 @@ from correlator.writes import _INSERT_QE, Writer
 from exporter.records import LINE, RecordBatch
 
 IspOf = Callable[[str, str], str]
-GROUP_ROWS = 16_384
+GROUP_ROWS = 4_096
 """Rows prepared and linked together at most (bounds the memory of one group's columns)."""
 FILTER_LOAD_LIMIT = 2_000_000
 """At start, the key filter is loaded from a store of at most this many timelines (else every miss is probed)."""

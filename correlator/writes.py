@@ -10,6 +10,7 @@ counters are summed over the whole write and upserted once at its end (Flows).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -96,9 +97,15 @@ _AGGS = [
 ]
 
 
-def _rows(frame: pl.DataFrame, *names: str) -> zip:
-    """Rows of these columns as tuples, built from one Python list per column (cheaper than frame.rows())."""
-    return zip(*(frame.get_column(name).to_list() for name in names), strict=True)
+_CHUNK = 2048
+
+
+def _rows(frame: pl.DataFrame, *names: str) -> Iterator[tuple]:
+    """Rows of these columns as tuples for executemany, from one Python list per column (cheaper than
+    frame.rows()), a chunk at a time: only _CHUNK rows exist as Python objects at once."""
+    for start in range(0, frame.height, _CHUNK):
+        part = frame.slice(start, _CHUNK)
+        yield from zip(*(part.get_column(name).to_list() for name in names), strict=True)
 
 
 class Writer:
@@ -127,26 +134,20 @@ class Writer:
         if new.height:
             self._insert_new(conn, new, seg.new)
         if old.height:
-            c = {name: old.get_column(name).to_list() for name in (
-                "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued", "t_done", "flags",
-                "attempts", "tl", "t0")}
-            conn.executemany(_UPDATE_TL, zip(
-                c["orig"], c["sender"], c["vmta"], c["vmta_pool"], c["queue"], c["isp"], c["t_last"], c["t_queued"],
-                c["t_queued"], c["t_done"], c["t_done"], c["flags"], c["attempts"], c["tl"], strict=True))
-            conn.executemany(_UPDATE_T0, zip(c["t0"], c["tl"], c["t0"], strict=True))
+            conn.executemany(_UPDATE_TL, _rows(
+                old, "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued", "t_queued",
+                "t_done", "t_done", "flags", "attempts", "tl"))
+            conn.executemany(_UPDATE_T0, _rows(old, "t0", "tl", "t0"))
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:
                 conn.executemany(_UPDATE_MID, _rows(mids, "mid_h", "message_id", "tl"))
             jobs = old.filter(pl.col("job_h").is_not_null())
             if jobs.height:
                 conn.executemany(_UPDATE_JOB, _rows(jobs, "job_h", "job_id", "tl"))
-        ev_tl = tls[start:stop]
         if seg.merges:  # a row linked before a merge in this segment names the loser
             find = self._find
-            ev_tl = [find(tl) for tl in ev_tl]
-        conn.executemany(_INSERT_EV, zip(
-            rows.get_column("eid").to_list(), ev_tl, rows.get_column("code").to_list(), rows.get_column("t").to_list(),
-            *(rows.get_column(n).to_list() for n in _EVENT_FIELDS), rows.get_column("extra").to_list(), strict=True))
+            rows = rows.with_columns(pl.Series("tl", [find(tl) for tl in tls[start:stop]], dtype=pl.Int64))
+        conn.executemany(_INSERT_EV, _rows(rows, "eid", "tl", "code", "t", *_EVENT_FIELDS, "extra"))
         for winner, loser in seg.merges:
             conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
             conn.execute(_MERGE, (winner, loser))
@@ -160,12 +161,11 @@ class Writer:
             vals = [isp(r, "") for r in fallback.get_column("rcpt_any").to_list()]
             new = new.update(pl.DataFrame({"tl": fallback.get_column("tl"), "isp": pl.Series(vals, dtype=pl.String)}),
                              on="tl", how="left")
-        tls = new.get_column("tl").to_list()
-        conn.executemany(_INSERT_TL, zip(
-            tls, *(new.get_column(name).to_list() for name in (
-                "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig", "sender", "vmta",
-                "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts")),
-            [qdays[tl] for tl in tls], strict=True))
+        new = new.with_columns(pl.col("tl").replace_strict(list(qdays), list(qdays.values()), default=None,
+                                                           return_dtype=pl.Int64).alias("qday"))
+        conn.executemany(_INSERT_TL, _rows(
+            new, "tl", "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig", "sender",
+            "vmta", "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts", "qday"))
 
     def _flows_of(self, conn: sqlite3.Connection, rows: pl.DataFrame) -> None:
         """Flow counts of a segment: d/b/t by their own row, f/rb under the vmta and isp of their timeline."""
