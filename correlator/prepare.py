@@ -1,8 +1,9 @@
 """Stage 1 of a write, prepare: each fresh row's type, times, hashed link keys and cache keys, column-wise.
 
-The batch's polars frame is read a column at a time (never as Python rows). Whatever must match
-Python exactly (time parsing, strip/lower, the stored 64-bit hashes) is computed once per
-*distinct* value and mapped back; the per-row work left in Python is the linking loop alone.
+The batches' polars frames are read a column at a time (never as Python rows). Whatever must match
+the Python semantics exactly (time parsing, strip/lower, the stored 64-bit hashes) is computed in
+Python once per *distinct* value and mapped back (recipients and Message-Ids, nearly unique, through
+a per-row memo); the per-row work left in Python is the linking loop (linking.py).
 Link keys are 64-bit hashes (keys.py) XORed with the slice mix of the record's timeQueued day,
 so one int-keyed dict answers "which timeline" for both slices (see linking.py). All cache keys
 are signed 64-bit values, so polars computes them with the same XOR as Python.
@@ -121,8 +122,8 @@ def _mid_key(value: str) -> tuple[str, int | None]:
 
 @dataclass
 class Prepared:
-    """One batch's fresh rows after stage 1: `frame` holds the non-tq rows in file order; the lists
-    are its columns the linking loop reads, as Python values."""
+    """A group's fresh rows after stage 1: `frame` holds the non-tq rows in file order (what writes.py
+    aggregates); the lists are the columns the linking loop reads, as Python values."""
 
     frame: pl.DataFrame
     queue_events: list[tuple] = field(default_factory=list)
