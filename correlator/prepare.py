@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b as b2b
+from typing import Any
 
 import polars as pl
 
@@ -102,22 +103,13 @@ def _mapped(series: pl.Series, fn: Callable[[str], object], dtype: pl.DataType |
     return series.replace_strict(uniq, values, return_dtype=dtype)
 
 
-def _h64(prefix: str) -> Callable[[str], int]:
-    enc, err, from_bytes = "utf-8", "surrogateescape", int.from_bytes
-
-    def h(value: str) -> int:
-        return from_bytes(b2b((prefix + value).encode(enc, err), digest_size=8).digest(), "big", signed=True)
-
-    return h
-
-
-_RCPT_H = _h64("r\0")
-_MID_H = _h64("m\0")
-
-
-def _mid_key(value: str) -> tuple[str, int | None]:
-    mid = value.strip(MID_STRIP) if value else ""
-    return mid, (_MID_H(mid) if mid else None)
+def _mid_keys(memo: dict[str, Any]) -> None:
+    """Fill memo[value] = (Message-Id without <> and blanks, its hash or None) for each distinct value."""
+    from_bytes = int.from_bytes
+    for value in memo:
+        mid = value.strip(MID_STRIP) if value else ""
+        memo[value] = (mid, from_bytes(b2b(("m\0" + mid).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                                       "big", signed=True) if mid else None)
 
 
 @dataclass
@@ -155,15 +147,23 @@ class Preparer:
             code = codes.get(store.ALIASES.get(low, low))
         return code
 
-    def _rcpt_key(self, rcpt: str) -> tuple[str, int | None, str | None, str]:
-        """(lowercase, hash, stored text, domain) of a recipient."""
-        rcpt_l = rcpt.strip().lower()
-        if not rcpt_l:
-            return rcpt_l, None, None, ""
-        if not self._hasher.hashed:
-            return rcpt_l, _RCPT_H(rcpt_l), rcpt_l, rcpt_l.rpartition("@")[2]
-        rh, rstore = self._hasher(rcpt_l)
-        return rcpt_l, rh, rstore, rcpt_l.rpartition("@")[2]
+    def _rcpt_keys(self, memo: dict[str, Any]) -> None:
+        """Fill memo[rcpt] = (lowercase, hash, stored text, domain) for each distinct recipient (the hot loop:
+        the plain hash is inlined)."""
+        hasher = self._hasher
+        plain = not hasher.hashed
+        from_bytes = int.from_bytes
+        for rcpt in memo:
+            rcpt_l = rcpt.strip().lower()
+            if not rcpt_l:
+                memo[rcpt] = (rcpt_l, None, None, "")
+            elif plain:
+                rh = from_bytes(b2b(("r\0" + rcpt_l).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                                "big", signed=True)
+                memo[rcpt] = (rcpt_l, rh, rcpt_l, rcpt_l.rpartition("@")[2])
+            else:
+                rh, rstore = hasher(rcpt_l)
+                memo[rcpt] = (rcpt_l, rh, rstore, rcpt_l.rpartition("@")[2])
 
     def _job_key(self, job: str) -> tuple[str, int | None]:
         """(stripped jobId, its hash or None when empty)."""
@@ -213,15 +213,15 @@ class Preparer:
         if not df.height:
             return Prepared(df, queue_events, stored=stored)
 
-        # recipients and Message-Ids are nearly unique per batch: a memo per row beats a polars mapping
-        rcpt_key = self._rcpt_key
-        rmemo: dict[str, tuple[str, int | None, str | None, str]] = {}
-        rk = [rmemo[v] if v in rmemo else rmemo.setdefault(v, rcpt_key(v)) for v in df.get_column("rcpt").to_list()]
-        rcpt_l, rh, rstore, rdom = zip(*rk, strict=True)
-        mmemo: dict[str, tuple[str, int | None]] = {}
-        mk_ = [mmemo[v] if v in mmemo else mmemo.setdefault(v, _mid_key(v))
-               for v in df.get_column("message_id").to_list()]
-        mid, mh = zip(*mk_, strict=True)
+        # recipients and Message-Ids are nearly unique per group: a dict of the distinct values beats a polars mapping
+        rcpts = df.get_column("rcpt").to_list()
+        rmemo = dict.fromkeys(rcpts)
+        self._rcpt_keys(rmemo)
+        rcpt_l, rh, rstore, rdom = zip(*map(rmemo.__getitem__, rcpts), strict=True)
+        mids = df.get_column("message_id").to_list()
+        mmemo = dict.fromkeys(mids)
+        _mid_keys(mmemo)
+        mid, mh = zip(*map(mmemo.__getitem__, mids), strict=True)
         queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
         df = df.with_columns(
             pl.Series("rcpt_l", rcpt_l, dtype=pl.String), pl.Series("rh", rh, dtype=pl.Int64),
