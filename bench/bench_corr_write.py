@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--per-txn", type=int, default=8)
     ap.add_argument("--slice", type=int, default=0, help="cut batches into slices of this many rows (live-like)")
     ap.add_argument("--max-rows", type=int, default=0, help="write only the first N rows")
-    ap.add_argument("--no-autocheckpoint", action="store_true", help="to see what WAL checkpoints cost in COMMIT")
+    ap.add_argument("--autocheckpoint", type=int, default=None,
+                    help="PRAGMA wal_autocheckpoint for the writer (0: none), to see what checkpoints cost in COMMIT")
     args = ap.parse_args()
     cfg = load_config(args.config)
     tmp = args.keep or Path(tempfile.mkdtemp())
@@ -110,8 +111,8 @@ def main() -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     sink.setup(conn)
-    if args.no_autocheckpoint:
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+    if args.autocheckpoint is not None:
+        conn.execute(f"PRAGMA wal_autocheckpoint={args.autocheckpoint}")
     if args.sql:
         conn = TimedConn(conn)
     prof = cProfile.Profile() if args.profile else None
