@@ -18,6 +18,7 @@ import polars as pl
 
 _LOG2_BITS = 26  # 64 Mi bits = 8 MiB (a bit-packed Boolean series); 2 bits per key: ~0.4% false positives at 2 M keys
 _MASK = (1 << _LOG2_BITS) - 1
+_LOAD_CHUNK = 50_000
 
 
 def _positions(keys: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -49,10 +50,10 @@ class KeyFilter:
         """Fill from the store's timelines (at most `limit` of them); valid if it could."""
         if conn.execute("SELECT count(*) > ? FROM corr_timelines", (limit,)).fetchone()[0]:
             return False
-        rows = conn.execute(
+        cursor = conn.execute(
             "SELECT mid_h, job_h, rcpt_h FROM corr_timelines WHERE rcpt_h IS NOT NULL"
-            " AND (mid_h IS NOT NULL OR job_h IS NOT NULL)").fetchall()
-        if rows:
+            " AND (mid_h IS NOT NULL OR job_h IS NOT NULL)")
+        while rows := cursor.fetchmany(_LOAD_CHUNK):  # a chunk at a time: start-up memory stays flat
             frame = pl.DataFrame(rows, schema={"m": pl.Int64, "j": pl.Int64, "r": pl.Int64}, orient="row")
             self.add(frame.select(pl.col("m").xor(pl.col("r"))).to_series())
             self.add(frame.select(pl.col("j").xor(pl.col("r"))).to_series())
