@@ -12,15 +12,19 @@ does not depend on the order files are read. tq records are queue-level and are 
 Keys 1 and 2 are looked up in the slice of the record's timeQueued day and in the no-day slice
 (see store.py): a d/b/t/r with the same ids but queued on another day is another message.
 
-Writes are appends plus one summary UPDATE per touched timeline per batch, all via executemany.
-Links found or created are kept in a bounded int-keyed cache, misses are probed in bulk with one
-VALUES join per batch. A write sequence number in corr_meta reveals a rolled-back transaction, which
-drops every cache (they may name rows that no longer exist).
+Writes are appends plus one summary UPDATE per touched timeline per group, all via executemany.
+Links found or created are kept in a bounded int-keyed cache; a miss is probed (one VALUES join
+per group) only if the key filter (keyfilter.py: every key ever stored, 8 MiB) says the store may
+hold it, so a backfill past the cache limit does not probe its new messages. A write sequence
+number in corr_meta reveals a rolled-back transaction, which drops the caches (they may name rows
+that no longer exist; the filter may only hold too much, so it stays).
 
-A write runs per batch: fresh rows (lines not stored yet) -> prepare.py (fields, times, keys) ->
-one bulk probe of unknown keys -> linking.py (timelines, accumulators) -> writes.py (executemany).
-Each write is self-contained (no state assumes one transaction per checkpoint): it may be called
-with small slices, several times before the commit that stores the covering checkpoints.
+A write runs per group of consecutive batches (see `write`): fresh rows (lines not stored yet) ->
+prepare.py (column-wise: types, times, hashed keys, once per distinct value) -> one bulk probe of
+the keys the filter cannot rule out -> linking.py (the per-row decisions: which timeline) ->
+writes.py (per-timeline aggregation in polars, executemany). Flow counters are summed over the
+whole write. Each write is self-contained (no state assumes one transaction per checkpoint): it
+may be called with small slices, several times before the commit that stores the covering checkpoints.
 """
 
 from __future__ import annotations
@@ -29,14 +33,21 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+import polars as pl
+
 from correlator import store
+from correlator.keyfilter import KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
-from correlator.prepare import Preparer, batch_fields
-from correlator.writes import Writer, _Pending
-from exporter.records import RecordBatch
+from correlator.prepare import REPORTS, Preparer, batch_frame
+from correlator.writes import _INSERT_QE, Writer
+from exporter.records import LINE, RecordBatch
 
 IspOf = Callable[[str, str], str]
+GROUP_ROWS = 4_096
+"""Rows prepared and linked together at most (bounds the memory of one group's columns)."""
+FILTER_LOAD_LIMIT = 2_000_000
+"""At start, the key filter is loaded from a store of at most this many timelines (else every miss is probed)."""
 
 
 class Ingestor(Preparer, Linker, Writer):
@@ -65,6 +76,10 @@ class Ingestor(Preparer, Linker, Writer):
         self._days_loaded = False
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
+        self._flow_parts: list[pl.DataFrame] = []
+        self._stored = 0
+        self._filter = KeyFilter()
+        """Every link key ever stored (Bloom filter): a miss outside it needs no probe (keyfilter.py)."""
         self._seq: int | None = None
         self._synced = False
         self._tl_qday: dict[int, int] = {}
@@ -103,6 +118,10 @@ class Ingestor(Preparer, Linker, Writer):
         if not self._synced:
             self._synced = True
             self._complete = top == 0  # a backfill into an empty store: every link key will be in the cache
+            if top == 0:
+                self._filter.valid = True
+            else:  # a restart: the filter must hold every stored key before it can rule a probe out
+                self._filter.load(conn, FILTER_LOAD_LIMIT)
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
@@ -110,15 +129,40 @@ class Ingestor(Preparer, Linker, Writer):
     # --- entry point ---------------------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> int:
-        """Store the batches; returns rows stored (replayed lines are skipped)."""
+        """Store the batches; returns rows stored (replayed lines are skipped).
+
+        Consecutive batches are prepared, linked and flushed as one group (the fixed cost of the
+        column-wise stages is paid per group, not per batch). A group ends where per-batch
+        processing could have seen something different: before a batch that may replay lines
+        (its replay check must see the rows before it stored) and after a batch with f/rb
+        records (their flows take the vmta and isp of their timeline as of the end of the batch);
+        and after GROUP_ROWS rows.
+        """
         seq = self._sync(conn)
-        stored = 0
+        self._flow_parts.clear()
+        self._stored = 0
+        group: list[pl.DataFrame] = []
         for batch in batches:
-            if len(batch):
-                stored += self._batch(conn, batch)
+            if not len(batch):
+                continue
+            rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
+            frame = batch_frame(batch)
+            if LINE not in frame.columns:  # no line numbers: continue after the last stored line
+                frame = frame.with_columns(pl.int_range(rec[1] + 1, rec[1] + 1 + frame.height, dtype=pl.Int64)
+                                           .alias(LINE))
+            if group and frame.get_column(LINE).min() <= rec[1]:
+                self._group(conn, group)
+            frame = self._fresh_rows(conn, rec, frame)
+            if frame.height:
+                group.append(frame)
+                if self._has_reports(frame) or sum(f.height for f in group) >= GROUP_ROWS:
+                    self._group(conn, group)
+        if group:
+            self._group(conn, group)
+        self._write_flows(conn)
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
-        return stored
+        return self._stored
 
     def _file(self, conn: sqlite3.Connection, key: str, path: str) -> list[int]:
         rec = self._files.get(key)
@@ -130,41 +174,46 @@ class Ingestor(Preparer, Linker, Writer):
             rec = self._files[key] = [row[0], row[1]]
         return rec
 
-    def _fresh_rows(self, conn: sqlite3.Connection, batch: RecordBatch) -> tuple[int, list[tuple[int, tuple]]]:
-        """(file number, [(line, fields)]) minus lines already stored for this file."""
-        rec = self._file(conn, getattr(batch, "file_id", None) or batch.path, batch.path)
+    def _fresh_rows(self, conn: sqlite3.Connection, rec: list[int], frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame minus lines already stored for this file, with each row's event id (`eid`)."""
         num, max_line = rec
-        fields = batch_fields(batch)
-        lines = batch.line_numbers
-        if len(lines) != len(fields):  # no line numbers: continue after the last stored line
-            lines = list(range(max_line + 1, max_line + 1 + len(fields)))
-        pairs = list(zip(lines, fields, strict=True))
-        if pairs and min(lines) <= max_line:
-            lo, hi = store.event_id(num, min(lines)), store.event_id(num, max(lines))
-            seen = {r[0] for r in conn.execute(
+        base = num << store.LINE_BITS
+        if not frame.height:
+            return frame
+        lo_line, hi_line = frame.get_column(LINE).min(), frame.get_column(LINE).max()
+        if lo_line <= max_line:
+            lo, hi = store.event_id(num, lo_line), store.event_id(num, hi_line)
+            seen = [r[0] - base for r in conn.execute(
                 "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
-                " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))}
-            base = num << store.LINE_BITS
-            pairs = [p for p in pairs if (base | p[0]) not in seen]
-        if lines:
-            rec[1] = max(max_line, max(lines))
-            conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
-        return num, pairs
+                " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))]
+            if seen:
+                frame = frame.filter(~pl.col(LINE).is_in(seen))
+        rec[1] = max(max_line, hi_line)
+        conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
+        return frame.with_columns((pl.col(LINE) | base).alias("eid"))
 
-    # --- one batch -----------------------------------------------------------------------------
+    def _has_reports(self, frame: pl.DataFrame) -> bool:
+        return any(self._code_of(ty) in REPORTS for ty in frame.get_column("type").unique().to_list())
 
-    def _batch(self, conn: sqlite3.Connection, batch: RecordBatch) -> int:
-        if len(self._link) > self._cache_limit:  # per batch: one write may carry a whole backfill
+    # --- one group of batches ------------------------------------------------------------------
+
+    def _group(self, conn: sqlite3.Connection, frames: list[pl.DataFrame]) -> None:
+        """Prepare, probe, link and flush these fresh rows (in this order: the batches' order); empties `frames`."""
+        if len(self._link) > self._cache_limit:  # per group: one write may carry a whole backfill
             self.forget()
             self._days_loaded = True  # the day list is still right: nothing was pruned
-        num, pairs = self._fresh_rows(conn, batch)
-        if not pairs:
-            return 0
-        recs, probe_m, probe_j = self._parse(pairs, num << store.LINE_BITS)
-        if not self._complete:  # else a key the cache lacks is in no stored timeline either: nothing to probe
-            self._probe(conn, "mid_h", probe_m)
-            self._probe(conn, "job_h", probe_j)
-        pending = _Pending()
-        self._link_all(conn, recs, pending)
-        self._flush(conn, pending)
-        return len(recs)
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+        frames.clear()
+        prepared = self._prepare(frame)
+        self._stored += prepared.stored
+        if prepared.queue_events:
+            conn.executemany(_INSERT_QE, prepared.queue_events)
+        if prepared.frame.height:
+            if not self._complete:  # else a key the cache lacks is in no stored timeline either: nothing to probe
+                probe_m, probe_j = self._probes(prepared)
+                self._probe(conn, "mid_h", probe_m)
+                self._probe(conn, "job_h", probe_j)
+            if prepared.bare_m is not None and prepared.bare_j is not None:
+                self._filter.add(prepared.bare_m)
+                self._filter.add(prepared.bare_j)
+            self._link_all(conn, prepared)

@@ -1,21 +1,27 @@
-"""Stage 1 of a write, prepare: each fresh row's fields, times, hashed link keys and cache keys.
+"""Stage 1 of a write, prepare: each fresh row's type, times, hashed link keys and cache keys, column-wise.
 
-Fields are read column-wise from the batch's polars frame (never as full Python rows); the link
-keys are 64-bit hashes (keys.py) XORed with the slice mix of the record's timeQueued day, so one
-int-keyed dict answers "which timeline" for both slices (see linking.py). Keys the link cache
-does not know are collected for one bulk probe per batch.
+The batches' polars frames are read a column at a time (never as Python rows). Whatever must match
+the Python semantics exactly (time parsing, strip/lower, the stored 64-bit hashes) is computed in
+Python once per *distinct* value and mapped back (recipients and Message-Ids, nearly unique, through
+a per-row memo); the per-row work left in Python is the linking loop (linking.py).
+Link keys are 64-bit hashes (keys.py) XORed with the slice mix of the record's timeQueued day,
+so one int-keyed dict answers "which timeline" for both slices (see linking.py). All cache keys
+are signed 64-bit values, so polars computes them with the same XOR as Python.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from hashlib import blake2b as b2b
+from typing import Any
 
 import polars as pl
 
 from correlator import store
 from correlator.keys import MID_STRIP, job_hash, queued_hash
-from exporter.records import Columns, RecordBatch, col
+from exporter.records import LINE, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
 
 R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
@@ -23,76 +29,61 @@ REPORTS = frozenset((F, RB, RS))
 DELIVERY = frozenset((T, D, B))
 QUEUED_KEY_TYPES = frozenset((R, T, D, B))
 _MIX = 0x9E3779B97F4A7C15
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _signed(value: int) -> int:
+    value &= _U64
+    return value - (1 << 64) if value >> 63 else value
 
 
 def _slice_mix(day: int, cache: dict[int, int]) -> int:
-    """A 64-bit value XORed into a cache key to make it specific to one day slice (never 0)."""
-    mix = cache[day] = ((day + 2) * _MIX) & 0xFFFFFFFFFFFFFFFF
+    """A signed 64-bit value XORed into a cache key to make it specific to one day slice (never 0)."""
+    mix = cache[day] = _signed((day + 2) * _MIX)
     return mix
 
 
 NO_DAY_MIX = _slice_mix(-1, {})
 DAY = store.DAY
 
-# Fields pulled out of every row, in this order, by a getter compiled per header.
+# Fields the correlator reads, by Columns attribute name.
 _FIELDS = (
     "type", "timeLogged", "timeQueued", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta",
     "bounceCat", "dlvSourceIp", "vmta", "vmtaPool", "jobId", "queue", "message_id", "feedbackType",
     "userAgent", "reportingMta",
 )
+_EVENT_FIELDS = ("dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "vmta", "vmtaPool", "dlvSourceIp")
+"""The corr_events columns after (id, tl, type, t), in table order."""
 
 
-def row_getter(columns: Columns) -> Callable[[list[str]], tuple[str, ...]]:
-    """A compiled `row -> tuple` for this header: one tuple per row, '' for absent columns."""
-    parts = []
-    for name in _FIELDS:
-        pos = getattr(columns, name)
-        parts.append(f"r[{pos}]" if pos >= 0 else "''")
-    return eval(f"lambda r: ({', '.join(parts)},)")  # noqa: S307 - positions are ints we formatted
+def batch_frame(batch: RecordBatch) -> pl.DataFrame:
+    """The batch as a frame with one String column per `_FIELDS` name ('' for empty or absent) plus LINE.
 
-
-class _Getters:
-    """Compiled getters by Columns identity (a few headers per daemon)."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, tuple[Columns, Callable[[list[str]], tuple[str, ...]]]] = {}
-
-    def __call__(self, columns: Columns) -> Callable[[list[str]], tuple[str, ...]]:
-        hit = self._by_id.get(id(columns))
-        if hit is not None and hit[0] is columns:
-            return hit[1]
-        if len(self._by_id) > 256:
-            self._by_id.clear()
-        getter = row_getter(columns)
-        self._by_id[id(columns)] = (columns, getter)
-        return getter
-
-
-_GETTERS = _Getters()
-
-
-def batch_fields(batch: RecordBatch) -> list[tuple[str, ...]]:
-    """One `_FIELDS` tuple per row ('' for empty or absent fields), read column-wise from the frame.
-
-    The polars frame is never turned into full Python rows (24+ strings each): only the columns
-    the correlator reads are converted, each in one call.
+    A frame batch is projected (no Python rows are built); a row batch (the exact fallback path)
+    is converted for the fields read only. LINE may be missing when a row batch has no line numbers.
     """
+    c = batch.columns
     frame = batch._frame if batch._rows is None else None  # noqa: SLF001 - the columnar form, when it is the source
     if frame is None:
-        get = _GETTERS(batch.columns)
-        return [(*f, mx_host(f[8])) for f in map(get, batch.rows)]
-    n = frame.height
-    c = batch.columns
-    blank = [""] * n
-    columns = []
+        rows = batch.rows
+        data: dict[str, list] = {}
+        for name in _FIELDS:
+            pos = getattr(c, name)
+            data[name] = [r[pos] for r in rows] if pos >= 0 else [""] * len(rows)
+        out = pl.DataFrame(data, schema={name: pl.String for name in _FIELDS})
+        lines = batch.line_numbers
+        if len(lines) == len(rows):
+            out = out.with_columns(pl.Series(LINE, lines, dtype=pl.Int64))
+        return out
+    have = set(frame.columns)
+    exprs = []
     for name in _FIELDS:
         pos = getattr(c, name)
-        columns.append(frame.get_column(col(pos)).fill_null("").to_list() if pos >= 0 else blank)
-    if c.dsnMta >= 0:
-        columns.append(frame.select(_mx_host_expr(pl.col(col(c.dsnMta)).fill_null(""))).to_series().to_list())
-    else:
-        columns.append(blank)
-    return list(zip(*columns, strict=True))
+        if pos >= 0 and col(pos) in have:
+            exprs.append(pl.col(col(pos)).fill_null("").alias(name))
+        else:
+            exprs.append(pl.lit("", dtype=pl.String).alias(name))
+    return frame.select(*exprs, pl.col(LINE).cast(pl.Int64))
 
 
 def mx_host(dsn_mta: str) -> str:
@@ -105,87 +96,276 @@ def _mx_host_expr(mta: pl.Expr) -> pl.Expr:
     return pl.when(host == "").then(mta).otherwise(host)
 
 
+def _mapped(series: pl.Series, fn: Callable[[str], object], dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
+    """`fn` applied once per distinct value of a String series (no nulls), mapped back to every row."""
+    uniq = series.unique()
+    values = pl.Series([fn(v) for v in uniq.to_list()], dtype=dtype)
+    return series.replace_strict(uniq, values, return_dtype=dtype)
+
+
+def _mid_keys(memo: dict[str, Any]) -> None:
+    """Fill memo[value] = (Message-Id without <> and blanks, its hash or None) for each distinct value."""
+    from_bytes = int.from_bytes
+    for value in memo:
+        mid = value.strip(MID_STRIP) if value else ""
+        memo[value] = (mid, from_bytes(b2b(("m\0" + mid).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                                       "big", signed=True) if mid else None)
+
+
+@dataclass
+class Prepared:
+    """A group's fresh rows after stage 1: `frame` holds the non-tq rows in file order (what writes.py
+    aggregates); the lists are the columns the linking loop reads, as Python values."""
+
+    frame: pl.DataFrame
+    queue_events: list[tuple] = field(default_factory=list)
+    code: list[int] = field(default_factory=list)
+    t: list[float] = field(default_factory=list)
+    qd: list[int | None] = field(default_factory=list)
+    rh: list[int | None] = field(default_factory=list)
+    mh: list[int | None] = field(default_factory=list)
+    orig_l: list[str] = field(default_factory=list)
+    mk: list[int | None] = field(default_factory=list)
+    mkn: list[int | None] = field(default_factory=list)
+    jk: list[int | None] = field(default_factory=list)
+    jkn: list[int | None] = field(default_factory=list)
+    smix: list[int] = field(default_factory=list)
+    stored: int = 0
+    bare_m: pl.Series | None = None
+    """Message-Id hash ^ recipient hash (the key without its day slice), for the key filter."""
+    bare_j: pl.Series | None = None
+
+
 class Preparer:
     """Mixin of Ingestor: stage 1 (uses its hasher, link cache and small string caches)."""
 
-    def _parse(
-        self, pairs: list[tuple[int, tuple]], base: int
-    ) -> tuple[list[tuple], dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-        """Pass 1: fields, times and link keys per row, plus the keys the cache does not know."""
+    def _code_of(self, ty: str) -> int | None:
+        codes = store.TYPE_CODES
+        code = codes.get(ty)
+        if code is None:
+            low = ty.strip().lower()
+            code = codes.get(store.ALIASES.get(low, low))
+        return code
+
+    def _rcpt_keys(self, memo: dict[str, Any]) -> None:
+        """Fill memo[rcpt] = (lowercase, hash, stored text, domain) for each distinct recipient (the hot loop:
+        the plain hash is inlined)."""
         hasher = self._hasher
         plain = not hasher.hashed
         from_bytes = int.from_bytes
-        enc, err = "utf-8", "surrogateescape"
-        link = self._link
-        codes = store.TYPE_CODES
+        for rcpt in memo:
+            rcpt_l = rcpt.strip().lower()
+            if not rcpt_l:
+                memo[rcpt] = (rcpt_l, None, None, "")
+            elif plain:
+                rh = from_bytes(b2b(("r\0" + rcpt_l).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                                "big", signed=True)
+                memo[rcpt] = (rcpt_l, rh, rcpt_l, rcpt_l.rpartition("@")[2])
+            else:
+                rh, rstore = hasher(rcpt_l)
+                memo[rcpt] = (rcpt_l, rh, rstore, rcpt_l.rpartition("@")[2])
+
+    def _job_key(self, job: str) -> tuple[str, int | None]:
+        """(stripped jobId, its hash or None when empty)."""
+        job = job.strip()
+        if not job:
+            return job, None
         jobs = self._job_hashes
+        jh = jobs.get(job)
+        if jh is None:
+            if len(jobs) > 10_000:
+                jobs.clear()
+            jh = jobs[job] = job_hash(job)
+        return job, jh
+
+    def _prepare(self, df: pl.DataFrame) -> Prepared:
+        """Fields, times and link keys of every fresh row (`df`: batch_frame columns plus `eid`)."""
         mixes = self._mixes
         times = self._times
         if len(times) > 20_000:
             times.clear()
-        recs = []
-        probe_m: dict[int, tuple[int, int]] = {}
-        probe_j: dict[int, tuple[int, int]] = {}
+
+        def parse(value: str) -> float | None:
+            t = times.get(value)
+            if t is None and value not in times:
+                t = times[value] = parse_pmta_time(value)
+            return t
+
         now = self._clock()
-        for line, f in pairs:
-            code = codes.get(f[0])
-            if code is None:
-                ty = f[0].strip().lower()
-                code = codes.get(store.ALIASES.get(ty, ty))
-                if code is None:
-                    continue
-            t = times.get(f[1])
-            if t is None:
-                t = times[f[1]] = parse_pmta_time(f[1])
-            tq = None
-            if f[2]:
-                tq = times.get(f[2])
-                if tq is None:
-                    tq = times[f[2]] = parse_pmta_time(f[2])
-            if t is None:
-                t = tq if tq is not None else now
-            if code == TQ:
-                recs.append((base | line, code, t, tq, f, "", None, None, "", "", None, "", None, None, None, None))
-                continue
-            # the index slice of this record's timeline: every record of one delivery shares timeQueued
-            qd = int(tq // DAY) if tq is not None and code in QUEUED_KEY_TYPES else None
-            rcpt_l = f[4].strip().lower()
-            if not rcpt_l:
-                rh = rstore = None
-            elif plain:  # inlined RcptHasher/h64: this loop runs once per record
-                rh = from_bytes(b2b(("r\0" + rcpt_l).encode(enc, err), digest_size=8).digest(), "big", signed=True)
-                rstore = rcpt_l
-            else:
-                rh, rstore = hasher(rcpt_l)
-            orig_l = f[3].strip().lower()
-            mid = f[15].strip(MID_STRIP) if f[15] else ""
-            mh = None
-            if mid:
-                mh = from_bytes(b2b(("m\0" + mid).encode(enc, err), digest_size=8).digest(), "big", signed=True)
-            job = f[13].strip()
-            if job:
-                jh = jobs.get(job)
+        df = df.with_columns(
+            _mapped(df.get_column("type"), self._code_of, pl.Int64).alias("code"),
+        ).filter(pl.col("code").is_not_null())
+        stored = df.height
+        tq = _mapped(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
+        tl = _mapped(df.get_column("timeLogged"), parse, pl.Float64)
+        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(
+            pl.coalesce("t_raw", "tq", pl.lit(now, dtype=pl.Float64)).alias("t"))
+        is_tq = pl.col("code") == TQ
+        qev = df.filter(is_tq)
+        queue_events: list[tuple] = []
+        if qev.height:
+            queue_events = list(zip(
+                qev.get_column("eid").to_list(), qev.get_column("t").to_list(),
+                _mapped(qev.get_column("queue"), str.strip, pl.String).to_list(),
+                *(qev.get_column(n).to_list() for n in ("vmta", "vmtaPool", "dsnAction", "dsnStatus", "dsnDiag",
+                                                           "dsnMta", "bounceCat", "dlvSourceIp")), strict=True))
+            df = df.filter(~is_tq)
+        if not df.height:
+            return Prepared(df, queue_events, stored=stored)
+
+        # recipients and Message-Ids are nearly unique per group: a dict of the distinct values beats a polars mapping
+        rcpts = df.get_column("rcpt").to_list()
+        rmemo = dict.fromkeys(rcpts)
+        self._rcpt_keys(rmemo)
+        rcpt_l, rh, rstore, rdom = zip(*map(rmemo.__getitem__, rcpts), strict=True)
+        mids = df.get_column("message_id").to_list()
+        mmemo = dict.fromkeys(mids)
+        _mid_keys(mmemo)
+        mid, mh = zip(*map(mmemo.__getitem__, mids), strict=True)
+        queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
+        df = df.with_columns(
+            pl.Series("rcpt_l", rcpt_l, dtype=pl.String), pl.Series("rh", rh, dtype=pl.Int64),
+            pl.Series("rstore", rstore, dtype=pl.String), pl.Series("rdom", rdom, dtype=pl.String),
+            pl.Series("mid", mid, dtype=pl.String), pl.Series("mh", mh, dtype=pl.Int64),
+            *_mapped_many(df.get_column("jobId"), self._job_key, {"job": pl.String, "jh": pl.Int64}),
+            *_mapped_many(df.get_column("orig"), _orig_key, {"orig_l": pl.String, "sender": pl.String}),
+            pl.when(queued).then(_mapped_float(df.get_column("tq"), lambda v: int(v // DAY))).alias("qd"),
+        )
+        df = df.with_columns(
+            _mapped_int(df.get_column("qd"), lambda d: mixes.get(d) or _slice_mix(d, mixes)).fill_null(0).alias("smix"))
+        need_q = df.select(pl.col("jh").is_null() & (pl.col("job") == "") & queued).to_series()
+        if need_q.any():  # no jobId: sender + timeQueued identify the message
+            sub = df.filter(need_q)
+            memo: dict[tuple[str, float], int] = {}
+            qh = []
+            for o, q in zip(sub.get_column("orig_l").to_list(), sub.get_column("tq").to_list(), strict=True):
+                h = memo.get((o, q))
+                if h is None:
+                    h = memo[(o, q)] = queued_hash(o, q)
+                qh.append(h)
+            idx = need_q.arg_true()
+            jh_full = df.get_column("jh").scatter(idx, pl.Series(qh, dtype=pl.Int64))
+            df = df.with_columns(jh_full.alias("jh"))
+        df = self._derived(df)
+        has_day = pl.col("qd").is_not_null()
+        bare_m = pl.col("mh").xor(pl.col("rh"))
+        bare_j = pl.col("jh").xor(pl.col("rh"))
+        keys = df.select(
+            bare_m.alias("bm"), bare_j.alias("bj"),
+            bare_m.xor(pl.col("smix")).alias("mk"),
+            pl.when(has_day).then(bare_m.xor(pl.lit(NO_DAY_MIX, dtype=pl.Int64))).alias("mkn"),
+            bare_j.xor(pl.col("smix")).alias("jk"),
+            pl.when(has_day).then(bare_j.xor(pl.lit(NO_DAY_MIX, dtype=pl.Int64))).alias("jkn"),
+        )
+        return Prepared(
+            df, queue_events,
+            code=df.get_column("code").to_list(), t=df.get_column("t").to_list(), qd=df.get_column("qd").to_list(),
+            rh=df.get_column("rh").to_list(), mh=df.get_column("mh").to_list(),
+            orig_l=df.get_column("orig_l").to_list(),
+            mk=keys.get_column("mk").to_list(), mkn=keys.get_column("mkn").to_list(),
+            jk=keys.get_column("jk").to_list(), jkn=keys.get_column("jkn").to_list(),
+            smix=df.get_column("smix").to_list(), stored=stored,
+            bare_m=keys.get_column("bm"), bare_j=keys.get_column("bj"),
+        )
+
+    def _derived(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Per-row values linking does not decide: ISP, queue name, flag bit, flow bucket, report extra, diag."""
+        deliv = pl.col("code").is_in(list(DELIVERY))
+        want = deliv & (pl.col("rcpt_l") != "")
+        key = pl.concat_str(["rdom", "host"], separator="\0")
+        df = df.with_columns(_mx_host_expr(pl.col("dsnMta")).alias("host"))
+        pairs = df.filter(want).select(key.alias("key"), "rcpt_l", "host").unique(
+            subset=["key"], keep="first", maintain_order=True)
+        isp_cache = self._isp_cache
+        isps = [isp_cache.get((rcpt_l.rpartition("@")[2], host)) or self._isp(rcpt_l, host)
+                for _k, rcpt_l, host in pairs.iter_rows()]
+        vmta, rdom = pl.col("vmta"), pl.col("rdom")
+        df = df.with_columns(
+            pl.when(want).then(key.replace_strict(pairs.get_column("key"), pl.Series(isps, dtype=pl.String),
+                                                  default=None, return_dtype=pl.String)).alias("isp"),
+            pl.when(pl.col("queue") != "").then(pl.col("queue"))
+            .when((vmta != "") & (rdom != "")).then(pl.concat_str([rdom, pl.lit("/"), vmta]))
+            .otherwise(pl.lit("")).alias("qname"),
+            pl.col("code").replace_strict(store.FLAG, return_dtype=pl.Int64).alias("flag"),
+            _mapped_float(df.get_column("t"), lambda v: int(v // store.FLOW_BUCKET) * store.FLOW_BUCKET)
+            .alias("bucket"),
+        )
+        extra = pl.Series("extra", [None] * df.height, dtype=pl.String)
+        is_report = df.get_column("code").is_in(list(REPORTS))
+        if is_report.any():
+            sub = df.filter(is_report)
+            vals = []
+            for fbt, ua, rmta in sub.select("feedbackType", "userAgent", "reportingMta").iter_rows():
+                ex = {k: v for k, v in (("feedback_type", fbt), ("user_agent", ua), ("reporting_mta", rmta)) if v}
+                vals.append(json.dumps(ex, separators=(",", ":")) if ex else None)
+            extra = extra.scatter(is_report.arg_true(), pl.Series(vals, dtype=pl.String))
+        df = df.with_columns(extra)
+        if self._hasher.hashed:  # the SMTP reply must not keep the address either
+            redact = self._redact
+            diag = [redact(d, r) for d, r in zip(df.get_column("dsnDiag").to_list(), df.get_column("rcpt_l").to_list(),
+                                               strict=True)]
+            df = df.with_columns(pl.Series("dsnDiag", diag, dtype=pl.String))
+        return df
+
+    def _probes(
+        self, p: Prepared
+    ) -> tuple[dict[int, tuple[int, int, int | None]], dict[int, tuple[int, int, int | None]]]:
+        """Keys of `p` the link cache does not know, in either slice: (key -> (hash, rcpt hash, day))."""
+        link = self._link
+        probe_m: dict[int, tuple[int, int, int | None]] = {}
+        probe_j: dict[int, tuple[int, int, int | None]] = {}
+        rows_m: list[int] | range = range(len(p.mk))
+        rows_j: list[int] | range = rows_m
+        if self._filter.valid and p.bare_m is not None and p.bare_j is not None:  # only keys the store may hold
+            rows_m = self._filter.may_contain(p.bare_m).arg_true().to_list()
+            rows_j = self._filter.may_contain(p.bare_j).arg_true().to_list()
+        mks, mkns = p.mk, p.mkn
+        for i in rows_m:
+            mk, mkn = mks[i], mkns[i]
+            if mk is not None and mk not in link and (mkn is None or mkn not in link):
+                probe_m[mk] = (p.mh[i], p.rh[i], p.qd[i])
+        jks, jkns = p.jk, p.jkn
+        jh = None
+        for i in rows_j:
+            jk, jkn = jks[i], jkns[i]
+            if jk is not None and jk not in link and (jkn is None or jkn not in link):
                 if jh is None:
-                    if len(jobs) > 10_000:
-                        jobs.clear()
-                    jh = jobs[job] = job_hash(job)
-            elif tq is not None and code in QUEUED_KEY_TYPES:
-                jh = queued_hash(orig_l, tq)
-            else:
-                jh = None
-            # Cache keys: XOR of independent 64-bit hashes (mh and jh never collide). A record with a
-            # day looks in its day's slice (key ^ slice mix), then the no-day slice; a report in any
-            # slice (the bare key, set for every timeline that has the ids).
-            mk = jk = None
-            if rh is not None:
-                smix = 0 if qd is None else mixes.get(qd) or _slice_mix(qd, mixes)
-                if mh is not None:
-                    mk = mh ^ rh ^ smix
-                    if mk not in link and (qd is None or mk ^ smix ^ NO_DAY_MIX not in link):
-                        probe_m[mk] = (mh, rh, qd)
-                if jh is not None:
-                    jk = jh ^ rh ^ smix
-                    if jk not in link and (qd is None or jk ^ smix ^ NO_DAY_MIX not in link):
-                        probe_j[jk] = (jh, rh, qd)
-            recs.append((base | line, code, t, tq, f, rcpt_l, rh, rstore, orig_l, mid, mh, job, jh, mk, jk, qd))
-        return recs, probe_m, probe_j
+                    jh = p.frame.get_column("jh").to_list()
+                probe_j[jk] = (jh[i], p.rh[i], p.qd[i])
+        return probe_m, probe_j
+
+
+def _orig_key(orig: str) -> tuple[str, str]:
+    """(lowercase sender address, its domain)."""
+    orig_l = orig.strip().lower()
+    return orig_l, orig_l.rpartition("@")[2]
+
+
+def _mapped_many(
+    series: pl.Series, fn: Callable[[str], tuple], schema: dict[str, type[pl.DataType]]
+) -> list[pl.Series]:
+    """`fn` (returning one value per schema column) once per distinct value, mapped back: one Series per column."""
+    uniq = series.unique()
+    out = [fn(v) for v in uniq.to_list()]
+    small = pl.DataFrame([uniq.alias("k"), *(pl.Series(name, [o[i] for o in out], dtype=dtype)
+                                             for i, (name, dtype) in enumerate(schema.items()))])
+    joined = series.alias("k").to_frame().join(small, on="k", how="left", maintain_order="left", nulls_equal=True)
+    return [joined.get_column(name) for name in schema]
+
+
+def _mapped_float(series: pl.Series, fn: Callable[[float], int]) -> pl.Series:
+    """`fn` once per distinct non-null float, mapped back (nulls stay null), as Int64."""
+    uniq = series.drop_nulls().unique()
+    if not len(uniq):
+        return pl.Series(series.name, [None] * len(series), dtype=pl.Int64)
+    values = pl.Series([fn(v) for v in uniq.to_list()], dtype=pl.Int64)
+    return series.replace_strict(uniq, values, default=None, return_dtype=pl.Int64)
+
+
+def _mapped_int(series: pl.Series, fn: Callable[[int], int]) -> pl.Series:
+    """`fn` once per distinct non-null int, mapped back (nulls stay null), as Int64."""
+    uniq = series.drop_nulls().unique()
+    if not len(uniq):
+        return pl.Series(series.name, [None] * len(series), dtype=pl.Int64)
+    values = pl.Series([fn(v) for v in uniq.to_list()], dtype=pl.Int64)
+    return series.replace_strict(uniq, values, default=None, return_dtype=pl.Int64)

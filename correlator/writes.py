@@ -1,45 +1,31 @@
-"""Stage 3 of a write: the accumulated rows of one batch as a few executemany calls.
+"""Stage 3 of a write: what one segment of a batch adds to its timelines, as a few executemany calls.
 
-New timelines are INSERTed whole, touched ones get one summary UPDATE each, events and queue
-events are appended (`INSERT OR IGNORE` on the `file << 32 | line` id: a replayed line is a no-op),
-merges move events to the winner, flow counters are upserted.
+Linking (linking.py) decides a timeline per row; everything else is an aggregation per timeline
+over the segment's rows, done in polars: new timelines are INSERTed whole, touched ones get one
+summary UPDATE each, events and queue events are appended (`INSERT OR IGNORE` on the
+`file << 32 | line` id: a replayed line is a no-op), merges move events to the winner. Flow
+counters are summed over the whole write and upserted once at its end (Flows).
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from correlator import store
+import polars as pl
 
-# An accumulator is a list: what one write adds to one timeline. Slots 0..20 are the corr_timelines
-# INSERT columns in order (so a new timeline inserts `acc[:21]`); an existing one is updated by SQL
-# that merges these values into the stored row. Lists: a row-rate object, and cheaper than a class.
-(A_ID, A_MID_H, A_MID, A_JOB_H, A_JOB, A_RCPT_H, A_RCPT, A_RDOM, A_ORIG, A_SENDER, A_VMTA, A_POOL, A_QUEUE,
- A_ISP, A_T0, A_TLAST, A_TQ, A_TDONE, A_FLAGS, A_ATT, A_QDAY, A_NEW, A_KEYS) = range(23)
-
-
-def _acc(tl: int, new: bool, qday: int = store.NO_DAY, rcpt_h: int | None = None, rcpt: str | None = None,
-         rdom: str | None = None) -> list:
-    return [tl, None, None, None, None, rcpt_h, rcpt, rdom, None, None, None, None, None, None,
-            math.inf, -math.inf, None, None, 0, 0, qday, new, False]
+from correlator.prepare import _EVENT_FIELDS, DELIVERY, QUEUED_KEY_TYPES, RB, B, D, F, Prepared, T
 
 
 @dataclass
-class _Pending:
-    """Rows of the current batch waiting for one executemany each."""
+class Segment:
+    """The rows [start, ...) of a batch not flushed yet, and what linking did to them."""
 
-    accs: dict[int, list] = field(default_factory=dict)
-    events: list[tuple] = field(default_factory=list)
-    queue_events: list[tuple] = field(default_factory=list)
+    start: int = 0
+    new: dict[int, int] = field(default_factory=dict)
+    """Timelines created in this segment -> their qday."""
     merges: list[tuple[int, int]] = field(default_factory=list)
-    flows: dict[tuple[int, str, str, str], list[int]] = field(default_factory=dict)
-    report_flows: list[tuple[int, int, str, str]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.accs or self.events or self.queue_events or self.merges or self.flows
-                    or self.report_flows)
 
 
 _INSERT_TL = (
@@ -79,75 +65,143 @@ _FLOW_UPSERT = (
     " deferred=deferred+excluded.deferred, complained=complained+excluded.complained,"
     " remote_bounced=remote_bounced+excluded.remote_bounced"
 )
+_FLOW_KEY = ("bucket", "sender", "vmta", "isp")
+_FLOW_COUNTS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")
+_FLOW_CODES = (D, B, T, F, RB)  # in _FLOW_COUNTS order
+_FLOW_SCHEMA = {"bucket": pl.Int64, "sender": pl.String, "vmta": pl.String, "isp": pl.String,
+                **{name: pl.Int64 for name in _FLOW_COUNTS}}
+
+_code = pl.col("code")
+_DELIV = _code.is_in(list(DELIVERY))
+_AGGS = [
+    pl.col("t").min().alias("tmin"),
+    pl.col("t").max().alias("t_last"),
+    pl.col("tq").filter(_code.is_in(list(QUEUED_KEY_TYPES))).min().alias("t_queued"),
+    pl.col("mh").drop_nulls().first().alias("mid_h"),
+    pl.col("mid").filter(pl.col("mh").is_not_null()).first().alias("message_id"),
+    pl.col("jh").drop_nulls().first().alias("job_h"),
+    pl.col("job").filter(pl.col("jh").is_not_null()).first().alias("job_id"),
+    pl.col("orig_l").filter(pl.col("orig_l") != "").first().alias("orig"),
+    pl.col("sender").filter(pl.col("orig_l") != "").first().alias("sender"),
+    pl.col("vmta").filter(_DELIV & (pl.col("vmta") != "")).last().alias("vmta"),
+    pl.col("vmtaPool").filter(_DELIV & (pl.col("vmtaPool") != "")).last().alias("vmta_pool"),
+    pl.col("qname").filter(_DELIV & (pl.col("qname") != "")).last().alias("queue"),
+    pl.col("isp").filter(_DELIV & (pl.col("rcpt_l") != "")).last().alias("isp"),
+    pl.col("t").filter(_code.is_in([D, B])).min().alias("t_done"),
+    _DELIV.sum().cast(pl.Int64).alias("attempts"),
+    pl.col("flag").bitwise_or().alias("flags"),
+    pl.col("rh").first().alias("rcpt_h"),
+    pl.col("rstore").first().alias("rcpt"),
+    pl.col("rdom").first().alias("rcpt_domain"),
+    pl.col("rcpt_l").filter(pl.col("rcpt_l") != "").first().alias("rcpt_any"),
+]
+
+
+_CHUNK = 2048
+
+
+def _rows(frame: pl.DataFrame, *names: str) -> Iterator[tuple]:
+    """Rows of these columns as tuples for executemany, from one Python list per column (cheaper than
+    frame.rows()), a chunk at a time: only _CHUNK rows exist as Python objects at once."""
+    for start in range(0, frame.height, _CHUNK):
+        part = frame.slice(start, _CHUNK)
+        yield from zip(*(part.get_column(name).to_list() for name in names), strict=True)
 
 
 class Writer:
     """Mixin of Ingestor: stage 3."""
 
-    # --- flush ---------------------------------------------------------------------------------
+    def _flush(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment) -> None:
+        """Store rows [seg.start, len(tls)) of `p`, linked to `tls`, then start a new segment there."""
+        start, stop = seg.start, len(tls)
+        if stop > start:
+            self._flush_rows(conn, p, tls, seg, start, stop)
+        seg.start = stop
+        seg.new.clear()
+        seg.merges.clear()
 
-    def _flush(self, conn: sqlite3.Connection, p: _Pending) -> None:
-        find = self._find
-        inserts, updates, t0s, mids, jobs = [], [], [], [], []
-        for acc in p.accs.values():
-            if acc[A_NEW]:
-                inserts.append(acc[:21])
-                continue
-            tl = acc[A_ID]
-            updates.append((acc[A_ORIG], acc[A_SENDER], acc[A_VMTA], acc[A_POOL], acc[A_QUEUE], acc[A_ISP],
-                            acc[A_TLAST], acc[A_TQ], acc[A_TQ], acc[A_TDONE], acc[A_TDONE], acc[A_FLAGS],
-                            acc[A_ATT], tl))
-            t0s.append((acc[A_T0], tl, acc[A_T0]))
-            if acc[A_KEYS]:
-                if acc[A_MID_H] is not None:
-                    mids.append((acc[A_MID_H], acc[A_MID], tl))
-                if acc[A_JOB_H] is not None:
-                    jobs.append((acc[A_JOB_H], acc[A_JOB], tl))
-        if inserts:
-            conn.executemany(_INSERT_TL, inserts)
-        if updates:
-            conn.executemany(_UPDATE_TL, updates)
-            conn.executemany(_UPDATE_T0, t0s)
-        if mids:
-            conn.executemany(_UPDATE_MID, mids)
-        if jobs:
-            conn.executemany(_UPDATE_JOB, jobs)
-        if p.events:
-            if self._alias:
-                conn.executemany(_INSERT_EV, [(e[0], find(e[1]), *e[2:]) for e in p.events])
-            else:
-                conn.executemany(_INSERT_EV, p.events)
-        if p.queue_events:
-            conn.executemany(_INSERT_QE, p.queue_events)
-        for winner, loser in p.merges:
+    def _flush_rows(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, start: int,
+                    stop: int) -> None:
+        rows = p.frame.slice(start, stop - start).with_columns(pl.Series("tl", tls[start:stop], dtype=pl.Int64))
+        acc = rows.group_by("tl", maintain_order=True).agg(_AGGS).with_columns(
+            pl.min_horizontal("tmin", "t_queued").alias("t0"),
+            pl.when(pl.col("job_id") == "").then(None).otherwise(pl.col("job_id")).alias("job_id"),
+            pl.when(pl.col("rcpt_domain") == "").then(None).otherwise(pl.col("rcpt_domain")).alias("rcpt_domain"),
+        )
+        is_new = pl.col("tl").is_in(list(seg.new))
+        new = acc.filter(is_new)
+        old = acc.filter(~is_new)
+        if new.height:
+            self._insert_new(conn, new, seg.new)
+        if old.height:
+            conn.executemany(_UPDATE_TL, _rows(
+                old, "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued", "t_queued",
+                "t_done", "t_done", "flags", "attempts", "tl"))
+            conn.executemany(_UPDATE_T0, _rows(old, "t0", "tl", "t0"))
+            mids = old.filter(pl.col("mid_h").is_not_null())
+            if mids.height:
+                conn.executemany(_UPDATE_MID, _rows(mids, "mid_h", "message_id", "tl"))
+            jobs = old.filter(pl.col("job_h").is_not_null())
+            if jobs.height:
+                conn.executemany(_UPDATE_JOB, _rows(jobs, "job_h", "job_id", "tl"))
+        if seg.merges:  # a row linked before a merge in this segment names the loser
+            find = self._find
+            rows = rows.with_columns(pl.Series("tl", [find(tl) for tl in tls[start:stop]], dtype=pl.Int64))
+        conn.executemany(_INSERT_EV, _rows(rows, "eid", "tl", "code", "t", *_EVENT_FIELDS, "extra"))
+        for winner, loser in seg.merges:
             conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
             conn.execute(_MERGE, (winner, loser))
             conn.execute("DELETE FROM corr_timelines WHERE id=?", (loser,))
-        if p.report_flows:
-            self._report_flows(conn, p)
-        if p.flows:
-            conn.executemany(_FLOW_UPSERT, [(*k, *v) for k, v in p.flows.items()])
-        # cleared in place: the pass-2 loop holds references to these containers
-        p.accs.clear()
-        p.events.clear()
-        p.queue_events.clear()
-        p.merges.clear()
-        p.flows.clear()
-        p.report_flows.clear()
+        self._flows_of(conn, rows)
 
-    def _report_flows(self, conn: sqlite3.Connection, p: _Pending) -> None:
-        """f/rb count under the vmta and isp of the delivery they report on (read after the flush)."""
-        ids = sorted({self._find(tl) for _, tl, _, _ in p.report_flows})
-        info: dict[int, tuple[str, str, str]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            sql = f"SELECT id, vmta, isp, sender FROM corr_timelines WHERE id IN ({','.join('?' * len(chunk))})"
-            for tl, vmta, isp, sender in conn.execute(sql, chunk):
-                info[tl] = (vmta or "", isp or "", sender or "")
-        for bucket, tl, column, sender in p.report_flows:
-            vmta, isp, tl_sender = info.get(self._find(tl), ("", "", ""))
-            key = (bucket, sender or tl_sender, vmta, isp)
-            counts = p.flows.get(key)
-            if counts is None:
-                counts = p.flows[key] = [0, 0, 0, 0, 0]
-            counts[column] += 1
+    def _insert_new(self, conn: sqlite3.Connection, new: pl.DataFrame, qdays: dict[int, int]) -> None:
+        fallback = new.filter(pl.col("isp").is_null() & pl.col("rcpt_any").is_not_null())
+        if fallback.height:  # a new timeline no delivery classified: the ISP of its recipient domain
+            isp = self._isp
+            vals = [isp(r, "") for r in fallback.get_column("rcpt_any").to_list()]
+            new = new.update(pl.DataFrame({"tl": fallback.get_column("tl"), "isp": pl.Series(vals, dtype=pl.String)}),
+                             on="tl", how="left")
+        new = new.with_columns(pl.col("tl").replace_strict(list(qdays), list(qdays.values()), default=None,
+                                                           return_dtype=pl.Int64).alias("qday"))
+        conn.executemany(_INSERT_TL, _rows(
+            new, "tl", "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig", "sender",
+            "vmta", "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts", "qday"))
+
+    def _flows_of(self, conn: sqlite3.Connection, rows: pl.DataFrame) -> None:
+        """Flow counts of a segment: d/b/t by their own row, f/rb under the vmta and isp of their timeline."""
+        counts = [(pl.col("code") == code).sum().cast(pl.Int64).alias(name)
+                  for code, name in zip(_FLOW_CODES, _FLOW_COUNTS, strict=True)]
+        direct = rows.filter(pl.col("code").is_in([D, B, T]))
+        if direct.height:
+            self._flow_parts.append(direct.with_columns(pl.col("isp").fill_null("")).group_by(_FLOW_KEY).agg(counts))
+        reports = rows.filter(pl.col("code").is_in([F, RB]))
+        if reports.height:  # read after the flush: the timeline's vmta and isp as this segment left them
+            find = self._find
+            ids = [find(tl) for tl in reports.get_column("tl").to_list()]
+            info: dict[int, tuple[str, str, str]] = {}
+            uniq = sorted(set(ids))
+            for i in range(0, len(uniq), 500):
+                chunk = uniq[i : i + 500]
+                sql = f"SELECT id, vmta, isp, sender FROM corr_timelines WHERE id IN ({','.join('?' * len(chunk))})"
+                for tl, vmta, isp, sender in conn.execute(sql, chunk):
+                    info[tl] = (vmta or "", isp or "", sender or "")
+            keyed = []
+            for tl, sender in zip(ids, reports.get_column("sender").to_list(), strict=True):
+                vmta, isp, tl_sender = info.get(tl, ("", "", ""))
+                keyed.append((sender or tl_sender, vmta, isp))
+            senders, vmtas, isps = zip(*keyed, strict=True)
+            part = reports.select("bucket", "code").with_columns(
+                pl.Series("sender", senders, dtype=pl.String), pl.Series("vmta", vmtas, dtype=pl.String),
+                pl.Series("isp", isps, dtype=pl.String))
+            self._flow_parts.append(part.group_by(_FLOW_KEY).agg(counts))
+
+    def _write_flows(self, conn: sqlite3.Connection) -> None:
+        """The write's flow counts, summed over all its batches, as one upsert per (bucket, sender, vmta, isp)."""
+        parts = self._flow_parts
+        if not parts:
+            return
+        total = pl.concat([p.select(*_FLOW_SCHEMA).cast(_FLOW_SCHEMA) for p in parts]).group_by(_FLOW_KEY).agg(
+            pl.col(name).sum() for name in _FLOW_COUNTS)
+        parts.clear()
+        conn.executemany(_FLOW_UPSERT, _rows(total.sort(_FLOW_KEY), *_FLOW_KEY, *_FLOW_COUNTS))
+

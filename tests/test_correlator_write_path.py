@@ -1,0 +1,146 @@
+"""The write path's shortcuts change nothing stored: the key filter, grouped batches, a restart mid-stream."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from correlator.keyfilter import KeyFilter
+from exporter.records import RecordBatch
+from tests.test_correlator_support import ACCT_0, ACCT_1, BOUNCE, CORPUS, DIAG_0, DIAG_1, FBL, RECV, Harness, generated
+
+CHUNKS = generated(300)
+
+
+def _snapshot(conn: sqlite3.Connection) -> tuple[list, list, list, list]:
+    return (conn.execute("SELECT * FROM corr_timelines ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM corr_events ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM corr_queue_events ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM corr_flows ORDER BY 1, 2, 3, 4").fetchall())
+
+
+def _counting_probes(h: Harness) -> list[int]:
+    """Record how many keys each probe asks the store for."""
+    probes: list[int] = []
+    real = h.sink.ingestor._probe
+    h.sink.ingestor._probe = lambda conn, column, wanted: (  # type: ignore[method-assign]
+        probes.append(len(wanted)), real(conn, column, wanted))
+    return probes
+
+
+def test_key_filter_keeps_every_key_and_rules_out_almost_every_other() -> None:
+    rnd = random.Random(7)
+    keys = [rnd.getrandbits(64) - (1 << 63) for _ in range(20_000)]
+    others = [rnd.getrandbits(64) - (1 << 63) for _ in range(20_000)]
+    f = KeyFilter()
+    for i in range(0, len(keys), 3000):
+        f.add(pl.Series(keys[i : i + 3000], dtype=pl.Int64))
+    f.add(pl.Series([None, None], dtype=pl.Int64))
+    assert f.may_contain(pl.Series(keys, dtype=pl.Int64)).all()
+    assert f.may_contain(pl.Series([None, keys[0]], dtype=pl.Int64)).to_list() == [False, True]
+    assert f.may_contain(pl.Series(others, dtype=pl.Int64)).sum() < 20  # ~0 at this load
+
+
+_SPLIT_CORPUS = ([[DIAG_0], [DIAG_1, RECV]], [[ACCT_0], [ACCT_1], [BOUNCE], [FBL]])  # t/r before, d/b/rb/f after
+_HALF = len(CHUNKS) // 2
+
+
+@pytest.mark.parametrize(("before", "after", "hits"), [
+    (*_SPLIT_CORPUS, True),  # every delivery links to a timeline stored before the restart
+    (CHUNKS[:_HALF], CHUNKS[_HALF:], False),  # almost every message is new after the restart
+])
+def test_a_restart_loads_the_key_filter_and_probes_only_keys_the_store_may_hold(
+        tmp_path: Path, before: list[list[RecordBatch]], after: list[list[RecordBatch]], hits: bool) -> None:
+    (tmp_path / "one").mkdir()
+    one = Harness(tmp_path / "one")
+    for write in (*before, *after):
+        one.commit(*write)
+    expected = _snapshot(one.conn)
+    one.close()
+
+    results, counts = [], []
+    for name, use_filter in (("filtered", True), ("probing", False)):
+        (tmp_path / name).mkdir()
+        first = Harness(tmp_path / name)
+        for write in before:
+            first.commit(*write)
+        first.close()
+        second = Harness(tmp_path / name)  # a new process: fresh caches, the filter loaded from the store
+        if not use_filter:
+            second.sink.ingestor._synced = True  # skip the start-up sync: no filter, every miss is probed
+        probes = _counting_probes(second)
+        for write in after:
+            second.commit(*write)
+        assert second.sink.ingestor._filter.valid is use_filter
+        results.append(_snapshot(second.conn))
+        counts.append(sum(probes))
+        second.close()
+    assert results[0] == results[1] == expected
+    if hits:
+        assert counts[0] > 0, counts  # the keys stored before the restart pass the filter and are probed
+    else:
+        assert counts[0] < counts[1] / 3, counts
+
+
+def test_a_backfill_past_the_cache_limit_probes_only_possible_hits(tmp_path: Path) -> None:
+    results, counts = [], []
+    for name, use_filter in (("filtered", True), ("probing", False)):
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name)
+        h.sink.ingestor._cache_limit = 40  # dropped every few writes, as a long backfill does
+        probes = _counting_probes(h)
+        for chunk in CHUNKS:
+            h.commit(*chunk)
+            if not use_filter:
+                h.sink.ingestor._filter.valid = False
+        results.append(_snapshot(h.conn))
+        counts.append(sum(probes))
+        h.close()
+    assert results[0] == results[1]
+    assert counts[0] < counts[1] / 3, counts
+
+
+def test_batches_grouped_in_one_write_store_what_one_write_per_batch_stores(tmp_path: Path) -> None:
+    """Grouping ends before a possible replay and after f/rb batches, so per-batch results hold exactly."""
+    batches = [b for chunk in CHUNKS for b in chunk]
+    runs = {
+        "per batch": [[b] for b in batches],
+        "per chunk": [list(chunk) for chunk in CHUNKS],
+        "all at once": [batches],
+        "with replays": [[*chunk, chunk[0]] for chunk in CHUNKS],  # a batch twice in one write
+    }
+    snaps = {}
+    for name, writes in runs.items():
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name)
+        for write in writes:
+            h.commit(*write)
+        snaps[name] = _snapshot(h.conn)
+        h.close()
+    first = snaps["per batch"]
+    for name, snap in snaps.items():
+        assert snap == first, name
+
+
+def test_a_group_mixing_row_and_frame_batches_and_files_without_line_numbers(tmp_path: Path) -> None:
+    """Row batches (exact fallback path), frame batches and a batch without line numbers share one group."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Harness(tmp_path / "a"), Harness(tmp_path / "b")
+    for x in CORPUS:
+        a.commit(x)
+    mixed: list[RecordBatch] = []
+    for i, x in enumerate(CORPUS):
+        if i % 2:
+            frame = x.frame  # the columnar form, as the parser builds it
+            mixed.append(RecordBatch(x.source, x.path, x.columns, frame=frame, file_id=x.file_id))
+        else:
+            mixed.append(x)
+    b.commit(*mixed)
+    assert _snapshot(a.conn) == _snapshot(b.conn)
+    a.close()
+    b.close()
