@@ -437,7 +437,7 @@ async def _oneshot(config: Config) -> str:
         db_path = Path(tmp) / STATE_DB
         sink = _correlator(config, db_path, isp, replies)
         pipeline = Pipeline(config, registry, sink, isp, replies)
-        store = StateStore(db_path, [sink] if sink is not None else [])
+        store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
         await store.open()
         tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
         limit = min(config.tail.max_pending_rows, ONESHOT_SLICE_ROWS)

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS wt_series (
 """
 SINK_COLUMNS = (("sink_offset", "INTEGER"), ("sink_line", "INTEGER"), ("sink_header", "TEXT"))
 """Where the sinks stand in each file (NULL: they hold every row before `offset`); added to older databases."""
+PAGE_SIZE = 16384
+"""Page size of a new state database: the correlator's random-key index inserts touch fewer, fuller pages
+(its write path ~7% faster than with SQLite's 4 KiB default, bench/bench_corr_write.py)."""
 FULL_CHECK_BYTES = 512 * 1024**2
 """Up to this size `PRAGMA quick_check` covers the whole database at start (about a second per 512 MiB)."""
 WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and start again: counters restart "
@@ -150,9 +153,11 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
 class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
-    def __init__(self, path: Path, sinks: list[RecordSink] | None = None) -> None:
+    def __init__(self, path: Path, sinks: list[RecordSink] | None = None, throwaway: bool = False) -> None:
         self.path = path
         self.sinks = sinks or []
+        self.throwaway = throwaway
+        """A database deleted at exit (oneshot): no fsync, a power loss cannot matter to it."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
         self._conn: sqlite3.Connection | None = None
         self._registered: set[str] = set()
@@ -181,6 +186,7 @@ class StateStore:
         _private_file(tmp)
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before anything is written; fixed from then on
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(
                 f"BEGIN IMMEDIATE;{SCHEMA}INSERT INTO wt_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
@@ -222,7 +228,7 @@ class StateStore:
         conn.execute("PRAGMA busy_timeout=5000")
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
         self._quick_check(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         meta: dict[str, str] = {}

@@ -168,6 +168,9 @@ async def test_state_files_are_private(tmp_path: Path):
     for f in db.parent.iterdir():
         assert (f.stat().st_mode & 0o777) == 0o600, f
     await store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384  # a new database: 16 KiB pages
+    conn.close()
 
 
 # --- defect 1: the first run's start decision is committed before anything is read -----------------
