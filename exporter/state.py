@@ -322,10 +322,11 @@ class StateStore:
             self._write_rows([], None, {span.file_id: backlog.positions().get(span.file_id)})
             self.bytes_lost += lost
             return 0, lost
-        if consumed < span.remaining:
-            pos: Position | None = (span.start + consumed, line_no, columns.header_line if columns else "")
-        else:
-            pos = backlog.positions_after(span)
+        # the next span of this file if one waits, else the explicit end: never NULL here, as the checkpoint
+        # offset may already be past what this span covered
+        pos = backlog.positions_after(span) if consumed >= span.remaining else None
+        if pos is None:
+            pos = (span.start + consumed, line_no, columns.header_line if columns else "")
         rows = [batch] if batch is not None and len(batch) else []
         self._write_rows(rows, self._unregistered({span.file_id}, pending), {span.file_id: pos})
         backlog.span_stored(span, consumed, line_no, columns)
