@@ -27,6 +27,7 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,8 +297,8 @@ class StateStore:
         if new_files:
             self._registered.update(cp.file_id for cp in new_files)
 
-    def _write_backlog(self, backlog: RowBacklog, pending: list[Checkpoint], limit: int,
-                       max_bytes: int) -> tuple[int, int]:
+    def _write_backlog(self, backlog: RowBacklog, pending: list[Checkpoint] | Callable[[], list[Checkpoint]],
+                       limit: int, max_bytes: int) -> tuple[int, int]:
         """Store the next slice of the sinks' backlog: up to `limit` rows in memory, else a piece (about
         `max_bytes`) of its first span, read again from the file; with the files' new positions, in one
         transaction. The backlog moves on only once it is committed (a failure retries the same slice).
@@ -306,7 +307,8 @@ class StateStore:
             part, n = backlog.take_rows(limit)
             after = backlog.positions(skip_rows=n)
             touched = {b.file_id for b in part}
-            self._write_rows(part, self._unregistered(touched, pending), {f: after.get(f) for f in touched})
+            self._write_rows(part, self._unregistered(touched, pending() if callable(pending) else pending),
+                             {f: after.get(f) for f in touched})
             backlog.rows_stored(n)
             return n, 0
         span = backlog.head_span()
@@ -328,7 +330,8 @@ class StateStore:
         if pos is None:
             pos = (span.start + consumed, line_no, columns.header_line if columns else "")
         rows = [batch] if batch is not None and len(batch) else []
-        self._write_rows(rows, self._unregistered({span.file_id}, pending), {span.file_id: pos})
+        self._write_rows(rows, self._unregistered({span.file_id}, pending() if callable(pending) else pending),
+                         {span.file_id: pos})
         backlog.span_stored(span, consumed, line_no, columns)
         return (len(batch) if rows else 0), consumed
 
@@ -421,6 +424,13 @@ class StateStore:
     async def write_backlog(self, backlog: RowBacklog, pending: list[Checkpoint], limit: int,
                             max_bytes: int) -> tuple[int, int]:
         return await self._run(self._write_backlog, backlog, pending, limit, max_bytes)  # type: ignore[no-any-return]
+
+    write_backlog_now = _write_backlog
+    """The same, called on the writer thread itself (exporter.writer runs several slices per call)."""
+
+    async def on_writer(self, fn: Any) -> Any:
+        """Run `fn()` on the writer thread (it may call the `*_now` methods)."""
+        return await self._run(fn)
 
     async def write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None) -> None:
         await self._run(self._write_checkpoint, c, backlog)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from exporter.backlog import RowBacklog
+from exporter.filestream import Checkpoint
 from exporter.spans import Span
 from exporter.state import Commit, StateStore
 
@@ -29,6 +30,8 @@ SLICE_SECONDS = 0.25
 """Target duration of one row-slice transaction: short enough for a prompt shutdown and checkpoint."""
 MIN_SLICE_ROWS, MAX_SLICE_ROWS = 256, 10_000
 MIN_SPAN_BYTES, MAX_SPAN_BYTES = 64 * 1024, 4 * 1024 * 1024
+BATCH_SECONDS = 1.0
+"""Slices written back to back on the writer thread per call (a waiting checkpoint or a stop ends it sooner)."""
 """A slice grows at most 2x from one to the next: rows the sinks already hold (a restart) are skipped
 fast, and a size learnt on them must not become a multi-second slice of new rows."""
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
@@ -79,13 +82,16 @@ class CommitQueue:
     def put(self, commit: Commit) -> None:
         if not self.pending:
             self.oldest_since = time.monotonic()
-        if self.store.sinks:  # rows first: a checkpoint's sink positions must see them
-            self.backlog.add(commit.batches, commit.spans)
+        # The checkpoint first, then its rows: a slice the writer thread takes meanwhile finds the checkpoints
+        # of new files it must register (`_pending_checkpoints`); the checkpoint itself is written later, on
+        # this loop, once the rows are in the backlog, so its sink positions see them.
         marks = Commit(checkpoints=commit.checkpoints, series=commit.series, forget_before=commit.forget_before)
         if self.checkpoint is None:
             self.checkpoint = marks
         else:
             self.checkpoint.absorb(marks)
+        if self.store.sinks:
+            self.backlog.add(commit.batches, commit.spans)
         self._wake.set()
 
     @property
@@ -193,17 +199,31 @@ class CommitQueue:
             raise
 
     async def _write_slice(self) -> None:
-        started = time.monotonic()
-        pending = self.checkpoint.checkpoints if self.checkpoint is not None else []
-        rows, nbytes = await self.store.write_backlog(self.backlog, pending, self.slice_rows,
-                                                      self.span_bytes_per_slice)
-        elapsed = max(time.monotonic() - started, 1e-3)
-        if rows and not nbytes:
-            self.slice_rows = _next_size(self.slice_rows, rows / elapsed * SLICE_SECONDS, MIN_SLICE_ROWS,
-                                         MAX_SLICE_ROWS)
-        elif nbytes:
-            self.span_bytes_per_slice = _next_size(self.span_bytes_per_slice, nbytes / elapsed * SLICE_SECONDS,
-                                                   MIN_SPAN_BYTES, MAX_SPAN_BYTES)
+        await self.store.on_writer(self._slices)
+
+    def _slices(self) -> None:
+        """Writer thread: slices back to back for up to BATCH_SECONDS, or until a checkpoint waits or a stop
+        is requested. Each slice is its own transaction; the loop does not wait for the event loop
+        between them (a busy poll would otherwise leave the writer idle)."""
+        deadline = time.monotonic() + BATCH_SECONDS
+        while self.backlog and self.checkpoint is None and not self._abort and time.monotonic() < deadline:
+            started = time.monotonic()
+            rows, nbytes = self.store.write_backlog_now(self.backlog, self._pending_checkpoints, self.slice_rows,
+                                                        self.span_bytes_per_slice)
+            elapsed = max(time.monotonic() - started, 1e-3)
+            if rows and not nbytes:
+                self.slice_rows = _next_size(self.slice_rows, rows / elapsed * SLICE_SECONDS, MIN_SLICE_ROWS,
+                                             MAX_SLICE_ROWS)
+            elif nbytes:
+                self.span_bytes_per_slice = _next_size(self.span_bytes_per_slice, nbytes / elapsed * SLICE_SECONDS,
+                                                       MIN_SPAN_BYTES, MAX_SPAN_BYTES)
+            else:
+                return
+
+    def _pending_checkpoints(self) -> list[Checkpoint]:
+        """The checkpoint not written yet (asked after a slice is taken: `put` sets it before adding rows)."""
+        c = self.checkpoint
+        return c.checkpoints if c is not None else []
 
     def _failed(self, kind: str, exc: BaseException) -> None:
         self.failures += 1
