@@ -64,6 +64,20 @@ class RecentDeliveries:
                 for bid in list(_take(self._seq_of, len(self._seq_of) - self._max_batches)):
                     _b, seq = self._seq_of.pop(bid)
                     self._queued.pop(seq, None)
+            if len(self._queued) > self._max_batches:  # released batches are bounded here (oldest first)
+                for seq in list(_take(self._queued, len(self._queued) - self._max_batches)):
+                    del self._queued[seq]
+
+    def release(self, batch: RecordBatch) -> None:
+        """The batch will not be written as such (the sink is behind: its rows come again from its file).
+
+        The full batch is let go; its narrow copy (or its indexed keys) stays, bounded by `max_batches`
+        and `limit`, oldest first: an f/rb record arriving before the store has the delivery still finds it.
+        """
+        with self._lock:
+            entry = self._seq_of.get(id(batch))
+            if entry is not None and entry[0] is batch:
+                del self._seq_of[id(batch)]
 
     def written(self, batches: list[RecordBatch]) -> None:
         """These batches are in the open transaction; forget them once it has committed."""

@@ -101,8 +101,8 @@ class CorrelatorSink:
         self.recent.observe(batch)
 
     def release(self, batch: RecordBatch) -> None:
-        """A spilled batch (read again later from its file): the attribution index lets it go at the next write."""
-        self.recent.written([batch])
+        """A spilled batch (read again later from its file): attribution keeps only its narrow, bounded copy."""
+        self.recent.release(batch)
 
     def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
         return self.attributor.lookup(columns, rows)

@@ -121,3 +121,26 @@ def test_batches_written_in_slices_are_released_after_their_last_slice(tmp_path:
     with h.reader() as r:
         assert r.conn.execute("SELECT count(*) FROM corr_events").fetchone()[0] == len(big)
     h.close()
+
+
+def test_released_batches_stay_found_until_the_store_has_them(tmp_path: Path) -> None:
+    """A slow correlator: batches are let go (their rows are read again from the files later), yet an
+    FBL arriving meanwhile still finds its delivery's vmta in memory, across later writes."""
+    h = Harness(tmp_path)
+    for b in (ACCT_0, ACCT_1, DIAG_0):
+        h.sink.observe(b)
+        h.sink.release(b)
+    h.commit()  # other writes commit meanwhile; the store still lacks these rows
+    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    h.close()
+
+
+def test_released_batches_are_bounded(tmp_path: Path) -> None:
+    from correlator.attribution import RecentDeliveries
+
+    recent = RecentDeliveries(limit=1000, max_batches=3)
+    for _ in range(10):
+        for b in (ACCT_0, ACCT_1, DIAG_0):
+            recent.observe(b)
+            recent.release(b)
+    assert len(recent._queued) <= 3 and not recent._seq_of  # noqa: SLF001 - the bound is the point
