@@ -42,6 +42,7 @@ def free_port() -> int:
 
 CORRELATOR = True
 POLL = 0.25
+WORKER = "thread"
 SAMPLE_EVERY = 0.5
 """Seconds between two lag samples (each one /metrics scrape)."""
 MAX_PENDING: int | None = None
@@ -60,7 +61,7 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
         "log_level": "warning",
         "tail": {"start_position": "beginning", "poll_interval": POLL,
                  **({"max_pending_rows": MAX_PENDING} if MAX_PENDING else {})},
-        "correlator": {"enabled": CORRELATOR},
+        "correlator": {"enabled": CORRELATOR, "worker": WORKER},
     }
     path = directory / "watchtower.yml"
     path.write_text(yaml.safe_dump(cfg))
@@ -177,7 +178,7 @@ def live(work: Path, rate: int, seconds: float) -> None:
     mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
     lags.sort()
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    mode = "on" if CORRELATOR else "off"
+    mode = f"on, {WORKER}" if CORRELATOR else "off"
     print(f"live (correlator {mode}, poll {POLL}s): {written:,} records at {written / seconds:,.0f}/s "
           f"for {seconds:.0f}s (target {rate:,}/s = "
           f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
@@ -198,9 +199,11 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=0.25, help="tail.poll_interval of the daemon (default 0.25 s)")
     ap.add_argument("--max-pending", type=int, default=None, help="tail.max_pending_rows (default: the daemon's)")
     ap.add_argument("--no-correlator", action="store_true", help="metrics only (the reference for the lag)")
+    ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="correlator.worker")
     args = ap.parse_args()
-    global CORRELATOR, POLL, MAX_PENDING
+    global CORRELATOR, POLL, MAX_PENDING, WORKER
     CORRELATOR = not args.no_correlator
+    WORKER = args.worker
     POLL = args.poll
     MAX_PENDING = args.max_pending
     with tempfile.TemporaryDirectory(prefix="wt-bench-daemon-") as tmp:

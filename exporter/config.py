@@ -256,6 +256,12 @@ class CorrelatorConfig(_Strict):
         default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600."
     )
     max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
+    worker: Literal["thread", "process"] = Field(
+        default="thread",
+        description="Where timelines are written: `thread` (the state writer thread of the daemon) or `process` "
+        "(a child process of its own, with its own interpreter lock, reading the files from its positions in the "
+        "state database; restarted if it dies).",
+    )
     grafana_url: str = Field(
         default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."
     )

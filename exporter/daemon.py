@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +44,10 @@ log = logging.getLogger("watchtower.daemon")
 
 STATE_DB = "watchtower.db"
 MAINTAIN_INTERVAL = 30.0
+FOLLOWER_GAUGE_INTERVAL = 0.5
+"""Seconds between two reads of the correlator process's backlog (watchtower_commit_backlog_bytes)."""
+FOLLOWER_RESTART_WAIT = 2.0
+"""Seconds before a correlator process that died is started again."""
 PAUSED_WAIT = 0.05
 """How often a paused reader looks again at the commit backlog."""
 
@@ -91,10 +96,16 @@ class Pipeline:
         """Batches after `pending` that the sinks get by reading their files again (in read order)."""
         self.spill_check: Callable[[], bool] | None = None
         """Asked per batch (daemon): True when a sink is so far behind that rows must not wait in memory."""
+        self.keep_rows = True
+        """False when the sinks write in another process, which reads the files itself."""
 
     def on_batch(self, stream: FileStream, batch: RecordBatch) -> None:
         if self.sink is not None:
             self.sink.observe(batch)
+            if not self.keep_rows:
+                self.sink.release(batch)
+                self.aggregator.apply(batch)
+                return
             span = span_of(batch)
             if span is not None and (self.spans or (self.spill_check is not None and self.spill_check())):
                 append_span(self.spans, span)  # once spilling, the rest of this commit spills too (order)
@@ -132,11 +143,18 @@ class Daemon:
         private_dir(self.db_path.parent)  # before the correlator writes its key there
         sink = _correlator(config, self.db_path, self.isp, self.replies)
         self.pipeline = Pipeline(config, self.registry, sink, self.isp, self.replies)
-        self.store = StateStore(self.db_path, [sink] if sink is not None else [])
+        self.follows = sink is not None and config.correlator.worker == "process"
+        """The correlator writes in a process of its own (exporter/follower.py); this one only reads and counts."""
+        self.store = StateStore(self.db_path, [sink] if sink is not None else [], sinks_elsewhere=self.follows)
         metrics = self.pipeline.self_metrics
         self.queue = CommitQueue(self.store, on_committed=self._committed,
                                  on_error=metrics.checkpoint_errors.inc, on_progress=self._backlog_gauges)
         self.pipeline.spill_check = self._sinks_behind
+        self.pipeline.keep_rows = not self.follows
+        self.follower: Any = None
+        self._follower_restarts = 0
+        self._follower_next_start = 0.0
+        self._follower_exit: str | None = None
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
@@ -192,6 +210,8 @@ class Daemon:
         if loaded.first_run:
             await self._persist_start_decision()
         self.queue.start()
+        if self.follows:
+            self._start_follower()
         await self._start_listener()
         if self.config.pmta.url:
             from exporter.queues import QueuePoller
@@ -226,7 +246,7 @@ class Daemon:
         assert self.tailer is not None
         self.tailer.scan()
         cps = [dataclasses.replace(cp) for cp in self.tailer.take_checkpoints()]
-        await self.store.write_checkpoint(Commit(checkpoints=cps))
+        await self.store.write_checkpoint(Commit(checkpoints=cps), start=True)
         log.info("first run: start positions of %d existing files committed (tail.start_position: %s)",
                  len(cps), self.config.tail.start_position)
 
@@ -270,7 +290,12 @@ class Daemon:
             if now - last_commit >= tail.checkpoint_interval or self.pipeline.pending_rows >= tail.max_pending_rows:
                 self._enqueue_checkpoint()
                 last_commit = now
-            if now - last_maintain >= MAINTAIN_INTERVAL and self.store.sinks and self.queue.error is None:
+            if self.follows:
+                self._watch_follower()
+                if now - last_maintain >= FOLLOWER_GAUGE_INTERVAL:
+                    await self._follower_gauges()
+                    last_maintain = time.monotonic()
+            elif now - last_maintain >= MAINTAIN_INTERVAL and self.store.sinks and self.queue.error is None:
                 await self._maintain()
                 last_maintain = time.monotonic()
             if more:
@@ -339,6 +364,7 @@ class Daemon:
             if self.tailer is not None:
                 await self.tailer.close()
         finally:
+            await self._stop_follower(deadline)
             self.pipeline.aggregator.close()
             if self._server is not None:
                 self._server.should_exit = True
@@ -346,6 +372,48 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.store.close()
+
+    # --- the correlator process (correlator.worker: process) --------------------------------------
+    def _start_follower(self) -> None:
+        from exporter import follower
+
+        self.follower = follower.start(self.config)
+        log.info("correlator process started (pid %s)", self.follower.pid)
+
+    def _watch_follower(self) -> None:
+        """Restart a dead correlator process, at most every FOLLOWER_RESTART_WAIT seconds; say why once."""
+        proc = self.follower
+        if proc is None or proc.is_alive():
+            return
+        now = time.monotonic()
+        if self._follower_exit is None:
+            self._follower_exit = f"correlator process exited with code {proc.exitcode}"
+            self._follower_next_start = now + FOLLOWER_RESTART_WAIT
+            log.error("%s; restarting it in %.0fs (nothing is lost: it resumes from its positions)",
+                      self._follower_exit, FOLLOWER_RESTART_WAIT)
+        if now >= self._follower_next_start:
+            self._follower_restarts += 1
+            self._follower_exit = None
+            self._start_follower()
+
+    async def _follower_gauges(self) -> None:
+        try:
+            await self.store.sink_behind()
+        except sqlite3.Error as exc:  # busy for long: the next look will do
+            log.debug("correlator backlog not read: %s", exc)
+        self._backlog_gauges()
+
+    async def _stop_follower(self, deadline: float) -> None:
+        proc = self.follower
+        if proc is None:
+            return
+        if proc.is_alive():
+            proc.terminate()  # SIGTERM: it ends after the slice in flight; its positions are committed
+        while proc.is_alive() and time.monotonic() < deadline + 1.0:
+            await asyncio.sleep(0.05)
+        if proc.is_alive():
+            proc.kill()  # the slice in flight rolls back; nothing is lost
+        proc.join(timeout=1.0)
 
     def reload(self) -> None:
         """SIGHUP: load the classification tables again; on error keep the current ones and say why."""
@@ -379,7 +447,7 @@ class Daemon:
     def _backlog_gauges(self) -> None:
         m = self.pipeline.self_metrics
         m.commit_backlog_rows.set(self.queue.backlog_rows)
-        m.commit_backlog_bytes.set(self.queue.span_bytes)
+        m.commit_backlog_bytes.set(self.queue.span_bytes + self.store.sink_behind_bytes)
         lost = self.store.bytes_lost - self._bytes_lost_seen
         if lost > 0:
             m.commit_backlog_bytes_lost.inc(lost)
@@ -402,13 +470,16 @@ class Daemon:
             problems.append(f"commit backlog not written for {self.queue.stuck_for:.0f}s")
         if self._maintain_error is not None:
             problems.append(f"maintenance failing: {self._maintain_error}")
+        if self._follower_exit is not None:
+            problems.append(self._follower_exit)
         return {
             "ok": self.started.is_set() and self.queue.error is None and not stuck,
             "files_followed": files,
             "bytes_behind": behind,
             "last_commit": self._last_commit_ok,
             "commit_backlog_rows": self.queue.backlog_rows + self.pipeline.pending_rows,
-            "commit_backlog_bytes": self.queue.span_bytes + sum(s.remaining for s in self.pipeline.spans),
+            "commit_backlog_bytes": self.queue.span_bytes + sum(s.remaining for s in self.pipeline.spans)
+            + self.store.sink_behind_bytes,
             "reading_paused": self.paused,
             "sources_without_files": tailer.sources_without_files() if tailer else [],
             "problems": problems,

@@ -35,7 +35,7 @@ from typing import Any
 
 from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
-from exporter.records import RecordBatch
+from exporter.records import Columns, RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, SpanGone, read_span
 
@@ -154,9 +154,15 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
 class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
-    def __init__(self, path: Path, sinks: list[RecordSink] | None = None, throwaway: bool = False) -> None:
+    def __init__(self, path: Path, sinks: list[RecordSink] | None = None, throwaway: bool = False,
+                 sinks_elsewhere: bool = False) -> None:
         self.path = path
         self.sinks = sinks or []
+        self.sinks_elsewhere = sinks_elsewhere
+        """The sinks write in another process (exporter/follower.py), which owns the sink positions: checkpoints
+        leave them alone, a file new to the database starts its position at byte 0."""
+        self.sink_behind_bytes = 0
+        """Bytes between the sink positions and the offsets, read after each checkpoint (sinks_elsewhere)."""
         self.throwaway = throwaway
         """A database deleted at exit (oneshot): no fsync, a power loss cannot matter to it."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
@@ -167,9 +173,9 @@ class StateStore:
         """Bytes of spans whose file was gone before the sinks could read them again."""
 
     # --- writer-thread functions -----------------------------------------------------------------
-    def _open(self) -> Loaded:
+    def _open(self, check: bool = True) -> Loaded:
         try:
-            return self._open_checked()
+            return self._open_checked(check)
         except StateError:
             self._close()
             raise
@@ -216,7 +222,7 @@ class StateStore:
             if check != ["ok"]:
                 raise StateError(f"{self.path}: the state database is damaged ({'; '.join(check)}); {WAY_OUT}")
 
-    def _open_checked(self) -> Loaded:
+    def _open_checked(self, check: bool = True) -> Loaded:
         private_dir(self.path.parent)
         if not self.path.exists():
             self._create()
@@ -230,7 +236,8 @@ class StateStore:
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
         conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
-        self._quick_check(conn)
+        if check:
+            self._quick_check(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         meta: dict[str, str] = {}
         if "wt_meta" in tables:
@@ -244,6 +251,9 @@ class StateStore:
         for name, kind in SINK_COLUMNS:
             if name not in have:  # an older database: its sinks held every row before each offset
                 conn.execute(f"ALTER TABLE wt_checkpoints ADD COLUMN {name} {kind}")
+        if self.sinks_elsewhere:  # NULL (caught up) made explicit: the sink process follows explicit positions
+            conn.execute("UPDATE wt_checkpoints SET sink_offset=offset, sink_line=line_no, sink_header=header"
+                         " WHERE sink_offset IS NULL")
         conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         for sink in self.sinks:
             sink.setup(conn)
@@ -335,6 +345,28 @@ class StateStore:
         backlog.span_stored(span, consumed, line_no, columns)
         return (len(batch) if rows else 0), consumed
 
+    def _sink_behind(self) -> int:
+        """Bytes between the sink positions and the offsets (the sink process's backlog)."""
+        conn = self._conn
+        assert conn is not None
+        self.sink_behind_bytes = int(conn.execute(
+            "SELECT coalesce(sum(offset - sink_offset), 0) FROM wt_checkpoints"
+            " WHERE sink_offset IS NOT NULL AND sink_offset < offset").fetchone()[0])
+        return self.sink_behind_bytes
+
+    def behind_spans(self, allowed: dict[str, frozenset[str] | None]) -> list[Span]:
+        """Each file whose sink position is behind its committed offset, as a span to read (sink process)."""
+        conn = self._conn
+        assert conn is not None
+        spans = []
+        for file_id, source, path, dev, ino, offset, start, line_no, header in conn.execute(
+                "SELECT file_id, source, path, dev, ino, offset, sink_offset, sink_line, sink_header"
+                " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated"):
+            columns = Columns.from_header(header.split(",")) if header else None
+            spans.append(Span(file_id, source, path, dev, ino, start, offset, line_no or 0, columns,
+                              allowed.get(source)))
+        return spans
+
     def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:
         """Checkpoints (from `pending`, not yet committed) of files the database does not know yet.
 
@@ -347,14 +379,22 @@ class StateStore:
         ids = file_ids - self._registered
         return [cp for cp in pending if cp.file_id in ids] if ids else []
 
-    def _write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None) -> None:
+    def _write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None, start: bool = False) -> None:
         """Offsets and counter values of `c`, and for each of its files where the sinks stand: the first
-        byte of the file still in `backlog`, or NULL (they hold every row before the offset)."""
+        byte of the file still in `backlog`, or NULL (they hold every row before the offset).
+
+        With `sinks_elsewhere` the positions belong to the sink process: a file new to the database gets
+        byte 0 (NULL, caught up, for the first run's `start` decision) and existing ones keep theirs.
+        """
         conn = self._conn
         assert conn is not None
         now = time.time()
         positions = backlog.positions() if backlog is not None else {}
         blank = (None, None, None)
+        keep = self.sinks_elsewhere
+        if keep:  # the sink process reads a new file from byte 0, or from the first run's start position
+            positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start else (0, 0, "")
+                         for cp in c.checkpoints}
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
@@ -363,8 +403,9 @@ class StateStore:
                 " ON CONFLICT(file_id) DO UPDATE SET"
                 " path=excluded.path, fingerprint=excluded.fingerprint, offset=excluded.offset,"
                 " line_no=excluded.line_no, header=excluded.header, gone_since=excluded.gone_since,"
-                " updated=excluded.updated, sink_offset=excluded.sink_offset, sink_line=excluded.sink_line,"
-                " sink_header=excluded.sink_header",
+                " updated=excluded.updated"
+                + ("" if keep else ", sink_offset=excluded.sink_offset, sink_line=excluded.sink_line,"
+                   " sink_header=excluded.sink_header"),
                 [
                     (cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
                      cp.header, cp.gone_since, now, *positions.get(cp.file_id, blank))
@@ -428,12 +469,15 @@ class StateStore:
     write_backlog_now = _write_backlog
     """The same, called on the writer thread itself (exporter.writer runs several slices per call)."""
 
+    async def sink_behind(self) -> int:
+        return await self._run(self._sink_behind)  # type: ignore[no-any-return]
+
     async def on_writer(self, fn: Any) -> Any:
         """Run `fn()` on the writer thread (it may call the `*_now` methods)."""
         return await self._run(fn)
 
-    async def write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None) -> None:
-        await self._run(self._write_checkpoint, c, backlog)
+    async def write_checkpoint(self, c: Commit, backlog: RowBacklog | None = None, start: bool = False) -> None:
+        await self._run(self._write_checkpoint, c, backlog, start)
 
     async def commit(self, c: Commit) -> None:
         await self._run(self._commit, c)

@@ -522,3 +522,59 @@ async def test_a_slow_slice_is_interrupted_at_the_shutdown_deadline(tmp_path: Pa
     conn = sqlite3.connect(tmp_path / "state" / "watchtower.db")
     assert conn.execute("SELECT offset, sink_offset, sink_line FROM wt_checkpoints").fetchall() == [(5000, 0, 0)]
     conn.close()
+
+
+# --- correlator.worker: process: the correlator in a process of its own, following the checkpoints -------
+def _events(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM corr_events").fetchone()[0])
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+async def test_the_correlator_process_stores_every_record_once_and_is_restarted_when_killed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import signal
+
+    import exporter.daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "FOLLOWER_RESTART_WAIT", 0.2)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(300)  # history: start_position end, so neither counted nor stored
+    cfg = load_config(write_config(tmp_path, tail={"start_position": "end", "max_pending_rows": 1000},
+                                   correlator={"enabled": True, "worker": "process"}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    first = d.follower
+    assert first is not None and first.is_alive()
+    for _ in range(4):
+        w.write(2000)
+        w.rotate()
+    db = tmp_path / "state" / "watchtower.db"
+    for _ in range(400):  # kill it once it has stored some, not all
+        await asyncio.sleep(0.05)
+        if _events(db) > 0:
+            break
+    os.kill(first.pid, signal.SIGKILL)
+    problems: list[str] = []
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    for _ in range(600):
+        await asyncio.sleep(0.05)
+        problems += d.health()["problems"]
+        if _events(db) >= 8000 and d.health()["commit_backlog_bytes"] == 0:
+            break
+    assert any("correlator process exited" in p for p in problems)
+    assert d.follower is not first and d.follower.is_alive()  # restarted
+    assert d.registry.get_sample_value("pmta_delivered_total", labels) == 8000
+    assert _events(db) == 8000  # every record once: none of the history, none twice
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 20) == 0
+    assert not d.follower.is_alive()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM wt_checkpoints WHERE sink_offset IS NULL OR sink_offset != offset"
+                        ).fetchone()[0] == 0
+    conn.close()

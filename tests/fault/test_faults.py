@@ -88,15 +88,18 @@ def test_kill_9_twenty_times_from_the_first_second_of_a_first_run(tmp_path: Path
     assert stored_deliveries(tmp_path / "state") == want
 
 
-def test_kill_9_while_the_correlator_reads_its_backlog_again_from_the_files(tmp_path: Path, watchtower_factory):
-    """The correlator far behind (1,000 rows in memory, the rest as file ranges): each kill -9 lands while
-    it reads ranges again; the checkpoints kept up, so each restart resumes it from its own positions."""
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_kill_9_while_the_correlator_reads_its_backlog_again_from_the_files(tmp_path: Path, watchtower_factory,
+                                                                           worker: str):
+    """The correlator far behind (1,000 rows in memory, the rest as file ranges; or in its own process):
+    each kill -9 lands while it reads ranges again; the checkpoints kept up, so each restart resumes it
+    from its own positions (a correlator process left by a killed daemon exits, its successor waits)."""
     (tmp_path / "logs").mkdir()
     writer = AcctWriter(tmp_path / "logs")
     for vmta in ("vmta-1", "vmta-2"):
         writer.write(30_000, vmta)
         writer.rotate()
-    cfg = write_config(tmp_path, correlator={"enabled": True},
+    cfg = write_config(tmp_path, correlator={"enabled": True, "worker": worker},
                        tail={"checkpoint_interval": 0.2, "max_pending_rows": 1000})
     wt = watchtower_factory(cfg)
     behind = 0
