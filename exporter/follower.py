@@ -27,7 +27,10 @@ log = logging.getLogger("watchtower.follower")
 
 IDLE_WAIT = 0.2
 """Seconds between two looks at the checkpoints when the correlator has caught up."""
-BATCH_SECONDS = 1.0
+BATCH_SECONDS = 2.0
+FOLLOWER_SLICE_SECONDS, FOLLOWER_MAX_SPAN_BYTES = 1.0, 16 * 1024 * 1024
+"""Bigger slices than the daemon's writer (fewer commits rewriting the same index pages): a stop here
+only rolls the slice in flight back, and the positions committed say where to resume."""
 MAINTAIN_INTERVAL = 30.0
 LOCK_FILE = "correlator.lock"
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
@@ -94,7 +97,7 @@ class Follower:
         from exporter.backlog import RowBacklog
         from exporter.daemon import _classifiers, _correlator
         from exporter.state import StateStore
-        from exporter.writer import MAX_SPAN_BYTES, MIN_SPAN_BYTES, SLICE_SECONDS, _next_size
+        from exporter.writer import MIN_SPAN_BYTES, _next_size
 
         lock = self._lock()
         if lock is None:
@@ -121,8 +124,8 @@ class Follower:
                         started = time.monotonic()
                         _rows, nbytes = store.write_backlog_now(backlog, [], self.slice_rows, self.span_bytes)
                         rate = nbytes / max(time.monotonic() - started, 1e-3)
-                        self.span_bytes = _next_size(self.span_bytes, rate * SLICE_SECONDS, MIN_SPAN_BYTES,
-                                                     MAX_SPAN_BYTES)
+                        self.span_bytes = _next_size(self.span_bytes, rate * FOLLOWER_SLICE_SECONDS, MIN_SPAN_BYTES,
+                                                     FOLLOWER_MAX_SPAN_BYTES)
                     if time.monotonic() - last_maintain >= MAINTAIN_INTERVAL:
                         store._maintain()  # noqa: SLF001
                         last_maintain = time.monotonic()
