@@ -153,6 +153,7 @@ class Daemon:
         self.pipeline.keep_rows = not self.follows
         self.follower: Any = None
         self._follower_restarts = 0
+        self._follower_failures = 0
         self._follower_next_start = 0.0
         self._follower_exit: str | None = None
         self.tailer: Tailer | None = None
@@ -378,12 +379,21 @@ class Daemon:
         from exporter import follower
 
         self.follower = follower.start(self.config)
-        log.info("correlator process started (pid %s)", self.follower.pid)
+        self._follower_failures = 0
+        log.info("correlator process started (pid %s)", self.follower.process.pid)
 
     def _watch_follower(self) -> None:
-        """Restart a dead correlator process, at most every FOLLOWER_RESTART_WAIT seconds; say why once."""
-        proc = self.follower
-        if proc is None or proc.is_alive():
+        """Report the correlator process's failed writes; restart it when dead (at most every
+        FOLLOWER_RESTART_WAIT seconds), saying why once."""
+        handle = self.follower
+        if handle is None:
+            return
+        failures = handle.failures.value
+        if failures > self._follower_failures:
+            self.pipeline.self_metrics.checkpoint_errors.inc(failures - self._follower_failures)
+            self._follower_failures = failures
+        proc = handle.process
+        if proc.is_alive():
             return
         now = time.monotonic()
         if self._follower_exit is None:
@@ -404,9 +414,9 @@ class Daemon:
         self._backlog_gauges()
 
     async def _stop_follower(self, deadline: float) -> None:
-        proc = self.follower
-        if proc is None:
+        if self.follower is None:
             return
+        proc = self.follower.process
         if proc.is_alive():
             proc.terminate()  # SIGTERM: it ends after the slice in flight; its positions are committed
         while proc.is_alive() and time.monotonic() < deadline + 1.0:
@@ -472,8 +482,11 @@ class Daemon:
             problems.append(f"maintenance failing: {self._maintain_error}")
         if self._follower_exit is not None:
             problems.append(self._follower_exit)
+        follower_error = self.follower.failing if self.follower is not None else None
+        if follower_error is not None:
+            problems.append(f"correlator process: writes failing: {follower_error}")
         return {
-            "ok": self.started.is_set() and self.queue.error is None and not stuck,
+            "ok": self.started.is_set() and self.queue.error is None and not stuck and follower_error is None,
             "files_followed": files,
             "bytes_behind": behind,
             "last_commit": self._last_commit_ok,

@@ -33,21 +33,37 @@ FOLLOWER_SLICE_SECONDS, FOLLOWER_MAX_SPAN_BYTES = 1.0, 16 * 1024 * 1024
 only rolls the slice in flight back, and the positions committed say where to resume."""
 MAINTAIN_INTERVAL = 30.0
 LOCK_FILE = "correlator.lock"
+ERROR_BYTES = 300
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
 """SQLite page cache of the follower: the random-key link indexes stay in memory (live: ~17k rows/s
 stored at 20k records/s appended, against ~15k with the daemon's 16 MiB)."""
 
 
-def start(config: Any) -> multiprocessing.process.BaseProcess:
+class Handle:
+    """The daemon's side of a follower: its process, and what it reports (shared memory, no I/O)."""
+
+    def __init__(self, config: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.failures = ctx.Value("q", 0)
+        """Failed writes so far (the daemon adds them to watchtower_checkpoint_errors_total)."""
+        self.error = ctx.Array("c", ERROR_BYTES)
+        """The current failure, empty while writes succeed (the daemon's /healthz shows it)."""
+        self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
+                                   args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error))
+        self.process.start()
+
+    @property
+    def failing(self) -> str | None:
+        text = self.error.value.decode("utf-8", "replace")
+        return text or None
+
+
+def start(config: Any) -> Handle:
     """Spawn the follower for this daemon's configuration (a fresh interpreter: nothing inherited)."""
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=main, args=(config.model_dump(mode="json"), os.getpid()), name="watchtower-correlator",
-                       daemon=True)
-    proc.start()
-    return proc
+    return Handle(config)
 
 
-def main(config_data: dict[str, Any], parent: int) -> None:
+def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: Any = None) -> None:
     """Entry point of the child process."""
     from exporter import logsetup
     from exporter.config import config_from_dict
@@ -58,7 +74,7 @@ def main(config_data: dict[str, Any], parent: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_a: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
     try:
-        Follower(config, parent, stop).run()
+        Follower(config, parent, stop, failures, error).run()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the daemon restarts this process
         log.critical("correlator process stopped by an internal error: %s: %s", type(exc).__name__, exc)
         log.debug("internal error", exc_info=exc)
@@ -68,7 +84,9 @@ def main(config_data: dict[str, Any], parent: int) -> None:
 class Follower:
     """Reads what the checkpoints say the correlator lacks, slice by slice, until told to stop."""
 
-    def __init__(self, config: Any, parent: int, stop: list[bool]) -> None:
+    def __init__(self, config: Any, parent: int, stop: list[bool], failures: Any = None, error: Any = None) -> None:
+        self.failures = failures
+        self.error = error
         self.config = config
         self.parent = parent
         self.stop = stop
@@ -76,6 +94,19 @@ class Follower:
         self.allowed = {s.label: frozenset(s.records) if s.records else None for s in config.sources}
         self.slice_rows = 2_000
         self.span_bytes = 1024 * 1024
+
+    def _report(self, text: str | None) -> bool:
+        """Share the current failure with the daemon; True when it is new (worth a log line)."""
+        if self.error is None:
+            return text is not None
+        old = self.error.value
+        new = (text or "").encode("utf-8", "replace")[: ERROR_BYTES - 1]
+        if text is not None:
+            self.failures.value += 1
+        if new != old:
+            self.error.value = new
+            return text is not None
+        return False
 
     def _running(self) -> bool:
         return not self.stop and os.getppid() == self.parent
@@ -130,9 +161,12 @@ class Follower:
                         store._maintain()  # noqa: SLF001
                         last_maintain = time.monotonic()
                     delay = 0.5
+                    self._report(None)
                 except (sqlite3.Error, OSError) as exc:  # disk full, locked too long: retried, never fatal
-                    log.error("correlator process: write to %s failed: %s: %s; retrying in %.1fs", self.db_path,
-                              type(exc).__name__, exc, delay)
+                    text = f"{type(exc).__name__}: {exc}"
+                    if self._report(text):
+                        log.error("correlator process: write to %s failed: %s; retried until it succeeds",
+                                  self.db_path, text)
                     backlog = RowBacklog()  # positions in the database say where to resume
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)

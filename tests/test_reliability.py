@@ -549,8 +549,8 @@ async def test_the_correlator_process_stores_every_record_once_and_is_restarted_
     d = Daemon(cfg)
     task = asyncio.create_task(d.serve())
     await asyncio.wait_for(d.started.wait(), 20)
-    first = d.follower
-    assert first is not None and first.is_alive()
+    first = d.follower.process
+    assert first.is_alive()
     for _ in range(4):
         w.write(2000)
         w.rotate()
@@ -568,12 +568,12 @@ async def test_the_correlator_process_stores_every_record_once_and_is_restarted_
         if _events(db) >= 8000 and d.health()["commit_backlog_bytes"] == 0:
             break
     assert any("correlator process exited" in p for p in problems)
-    assert d.follower is not first and d.follower.is_alive()  # restarted
+    assert d.follower.process is not first and d.follower.process.is_alive()  # restarted
     assert d.registry.get_sample_value("pmta_delivered_total", labels) == 8000
     assert _events(db) == 8000  # every record once: none of the history, none twice
     d.should_exit.set()
     assert await asyncio.wait_for(task, 20) == 0
-    assert not d.follower.is_alive()
+    assert not d.follower.process.is_alive()
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM wt_checkpoints WHERE sink_offset IS NULL OR sink_offset != offset"
                         ).fetchone()[0] == 0
