@@ -107,9 +107,11 @@ def test_tls_listener_drops_stalled_handshakes_and_serves_https(tmp_path: Path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             try:
                 r = httpx.get(f"https://{listen}/healthz", verify=ssl.create_default_context(cafile=str(cert)), timeout=2)
-                break
+                if r.status_code == 200:  # 503 while the daemon is still starting (listener up first)
+                    break
             except httpx.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         assert r.status_code == 200
         with socket.create_connection((host, int(port)), timeout=15) as stalled:  # no ClientHello, ever
             assert stalled.recv(1024) == b""  # closed by the server after ~web.header_timeout, not 60 s
