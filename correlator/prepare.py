@@ -229,10 +229,11 @@ class Preparer:
             pl.Series("mid", mid, dtype=pl.String), pl.Series("mh", mh, dtype=pl.Int64),
             *_mapped_many(df.get_column("jobId"), self._job_key, {"job": pl.String, "jh": pl.Int64}),
             *_mapped_many(df.get_column("orig"), _orig_key, {"orig_l": pl.String, "sender": pl.String}),
-            pl.when(queued).then(_mapped_float(df.get_column("tq"), lambda v: int(v // DAY))).alias("qd"),
+            pl.when(queued).then(_mapped_number(df.get_column("tq"), lambda v: int(v // DAY))).alias("qd"),
         )
         df = df.with_columns(
-            _mapped_int(df.get_column("qd"), lambda d: mixes.get(d) or _slice_mix(d, mixes)).fill_null(0).alias("smix"))
+            _mapped_number(df.get_column("qd"), lambda d: mixes.get(d) or _slice_mix(d, mixes))
+            .fill_null(0).alias("smix"))
         need_q = df.select(pl.col("jh").is_null() & (pl.col("job") == "") & queued).to_series()
         if need_q.any():  # no jobId: sender + timeQueued identify the message
             sub = df.filter(need_q)
@@ -287,7 +288,7 @@ class Preparer:
             .when((vmta != "") & (rdom != "")).then(pl.concat_str([rdom, pl.lit("/"), vmta]))
             .otherwise(pl.lit("")).alias("qname"),
             pl.col("code").replace_strict(store.FLAG, return_dtype=pl.Int64).alias("flag"),
-            _mapped_float(df.get_column("t"), lambda v: int(v // store.FLOW_BUCKET) * store.FLOW_BUCKET)
+            _mapped_number(df.get_column("t"), lambda v: int(v // store.FLOW_BUCKET) * store.FLOW_BUCKET)
             .alias("bucket"),
         )
         extra = pl.Series("extra", [None] * df.height, dtype=pl.String)
@@ -353,17 +354,8 @@ def _mapped_many(
     return [joined.get_column(name) for name in schema]
 
 
-def _mapped_float(series: pl.Series, fn: Callable[[float], int]) -> pl.Series:
-    """`fn` once per distinct non-null float, mapped back (nulls stay null), as Int64."""
-    uniq = series.drop_nulls().unique()
-    if not len(uniq):
-        return pl.Series(series.name, [None] * len(series), dtype=pl.Int64)
-    values = pl.Series([fn(v) for v in uniq.to_list()], dtype=pl.Int64)
-    return series.replace_strict(uniq, values, default=None, return_dtype=pl.Int64)
-
-
-def _mapped_int(series: pl.Series, fn: Callable[[int], int]) -> pl.Series:
-    """`fn` once per distinct non-null int, mapped back (nulls stay null), as Int64."""
+def _mapped_number(series: pl.Series, fn: Callable[[Any], int]) -> pl.Series:
+    """`fn` once per distinct non-null number, mapped back (nulls stay null), as Int64."""
     uniq = series.drop_nulls().unique()
     if not len(uniq):
         return pl.Series(series.name, [None] * len(series), dtype=pl.Int64)

@@ -651,41 +651,31 @@ class RecordAggregator(Collector):
         self._merge_delivered(merged)
 
     def _merge_delivered(self, grouped: pl.DataFrame) -> None:
-        delivered = self.counters["pmta_delivered_total"]
-        dbytes = self.counters["pmta_delivered_bytes_total"]
-        hists = self.histograms["pmta_delivery_delay_seconds"]
-        dirty = self.dirty
         width = len(self.bounds) + 2
         for row in grouped.iter_rows():
             v, p, i, n, nbytes, total = row[:6]
-            key = (v, p, i)
-            n = int(n)
-            delivered[key] = delivered.get(key, 0) + n
-            dirty.add(("pmta_delivered_total", key))
-            if nbytes:
-                dbytes[key] = dbytes.get(key, 0) + total
-                dirty.add(("pmta_delivered_bytes_total", key))
-            if row[6 + width]:
-                self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[6:6 + width])
+            self._add_delivered((v, p, i), int(n), nbytes, total, row[6:6 + width] if row[6 + width] else None)
 
     def _merge_delivered_rows(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
         """_merge_delivered for a small chunk's raw d groups, labelled here (the same sums, in the same order)."""
-        delivered = self.counters["pmta_delivered_total"]
-        dbytes = self.counters["pmta_delivered_bytes_total"]
-        hists = self.histograms["pmta_delivery_delay_seconds"]
-        dirty = self.dirty
         width = len(self.bounds) + 2
         for row in grouped.iter_rows():
             v, p, dom, host, n, nbytes, total = row[:7]
             vl, pl_ = vp[(v, p)]
-            key = (vl, pl_, isp[(dom, host)])
-            delivered[key] = delivered.get(key, 0) + int(n)
-            dirty.add(("pmta_delivered_total", key))
-            if nbytes:
-                dbytes[key] = dbytes.get(key, 0) + float(total)
-                dirty.add(("pmta_delivered_bytes_total", key))
-            if has_times and row[7 + width]:
-                self._add_hist(hists, "pmta_delivery_delay_seconds", key, row[7:7 + width])
+            hist = row[7:7 + width] if has_times and row[7 + width] else None
+            self._add_delivered((vl, pl_, isp[(dom, host)]), int(n), nbytes, float(total), hist)
+
+    def _add_delivered(self, key: Key, n: int, nbytes: Any, total: Any, hist: tuple | None) -> None:
+        """One labelled group of d records: delivered count, bytes (when any record had a size), delay histogram."""
+        delivered = self.counters["pmta_delivered_total"]
+        delivered[key] = delivered.get(key, 0) + n
+        self.dirty.add(("pmta_delivered_total", key))
+        if nbytes:
+            dbytes = self.counters["pmta_delivered_bytes_total"]
+            dbytes[key] = dbytes.get(key, 0) + total
+            self.dirty.add(("pmta_delivered_bytes_total", key))
+        if hist is not None:
+            self._add_hist(self.histograms["pmta_delivery_delay_seconds"], "pmta_delivery_delay_seconds", key, hist)
 
     def _add_hist(self, series: dict[Key, list[float]], name: str, key: Key, values: tuple) -> None:
         h = series.get(key)  # replaced, never mutated: the /metrics renderer holds snapshots of these lists
