@@ -33,9 +33,9 @@ from exporter.classify import IspClassifier, ReplyClassifier
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.metrics import SelfMetrics
-from exporter.records import Columns, RecordBatch
+from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.spans import Span, append_span, span_of
+from exporter.spans import Span, append_span, span_at, span_of
 from exporter.state import Commit, StateError, StateStore, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
@@ -226,13 +226,12 @@ class Daemon:
         assert self.tailer is not None
         by_id = {cp.file_id: cp for cp in self.tailer.known.values()}
         spans = []
-        for file_id, (offset, line_no, header) in positions.items():
+        for file_id, position in positions.items():
             cp = by_id.get(file_id)
-            if cp is None or offset >= cp.offset:
+            if cp is None or position[0] >= cp.offset:
                 continue
-            columns = Columns.from_header(header.split(",")) if header else None
-            spans.append(Span(file_id, cp.source, cp.path, cp.dev, cp.ino, offset, cp.offset, line_no, columns,
-                              self.tailer.allowed_records(cp.source), cp))
+            spans.append(span_at(file_id, cp.source, cp.path, cp.dev, cp.ino, position, cp.offset,
+                                 self.tailer.allowed_records(cp.source), cp))
         if spans:
             self.queue.add_backlog(spans)
             log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),

@@ -92,8 +92,6 @@ class Follower:
         self.stop = stop
         self.db_path = Path(config.state_dir) / "watchtower.db"
         self.allowed = {s.label: frozenset(s.records) if s.records else None for s in config.sources}
-        self.slice_rows = 2_000
-        self.span_bytes = 1024 * 1024
 
     def _report(self, text: str | None) -> bool:
         """Share the current failure with the daemon; True when it is new (worth a log line)."""
@@ -128,7 +126,7 @@ class Follower:
         from exporter.backlog import RowBacklog
         from exporter.daemon import _classifiers, _correlator
         from exporter.state import StateStore
-        from exporter.writer import MIN_SPAN_BYTES, _next_size
+        from exporter.writer import SliceSizes, write_slices
 
         lock = self._lock()
         if lock is None:
@@ -141,6 +139,7 @@ class Follower:
             raise_cache(store._conn, FOLLOWER_CACHE_BYTES)  # noqa: SLF001
         log.info("correlator process following %s", self.db_path)
         backlog = RowBacklog()
+        sizes = SliceSizes(seconds=FOLLOWER_SLICE_SECONDS, max_span_bytes=FOLLOWER_MAX_SPAN_BYTES)
         last_maintain = time.monotonic()
         delay = 0.5
         try:
@@ -150,13 +149,7 @@ class Follower:
                         backlog.add([], store.behind_spans(self.allowed))
                     if not backlog:
                         time.sleep(IDLE_WAIT)
-                    deadline = time.monotonic() + BATCH_SECONDS
-                    while backlog and self._running() and time.monotonic() < deadline:
-                        started = time.monotonic()
-                        _rows, nbytes = store.write_backlog_now(backlog, [], self.slice_rows, self.span_bytes)
-                        rate = nbytes / max(time.monotonic() - started, 1e-3)
-                        self.span_bytes = _next_size(self.span_bytes, rate * FOLLOWER_SLICE_SECONDS, MIN_SPAN_BYTES,
-                                                     FOLLOWER_MAX_SPAN_BYTES)
+                    write_slices(store, backlog, [], sizes, BATCH_SECONDS, self._running)
                     if time.monotonic() - last_maintain >= MAINTAIN_INTERVAL:
                         store._maintain()  # noqa: SLF001
                         last_maintain = time.monotonic()

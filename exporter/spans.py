@@ -48,6 +48,14 @@ class Span:
         return max(0, self.end - self.start)
 
 
+def span_at(file_id: str, source: str, path: str, dev: int, ino: int, position: tuple[int, int, str], end: int,
+            allowed: frozenset[str] | None, live: Any = None) -> Span:
+    """The span from a stored sink position (offset, lines before it, header line there) to `end`."""
+    offset, line_no, header = position
+    columns = Columns.from_header(header.split(",")) if header else None
+    return Span(file_id, source, path, dev, ino, offset, end, line_no, columns, allowed, live)
+
+
 def span_of(batch: RecordBatch) -> Span | None:
     """The span a batch was parsed from (set by FileStream), or None for batches built elsewhere."""
     return getattr(batch, "span", None)

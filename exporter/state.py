@@ -35,9 +35,9 @@ from typing import Any
 
 from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
-from exporter.records import Columns, RecordBatch
+from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.spans import Span, SpanGone, read_span
+from exporter.spans import Span, SpanGone, read_span, span_at
 
 log = logging.getLogger("watchtower.state")
 
@@ -362,9 +362,8 @@ class StateStore:
         for file_id, source, path, dev, ino, offset, start, line_no, header in conn.execute(
                 "SELECT file_id, source, path, dev, ino, offset, sink_offset, sink_line, sink_header"
                 " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated"):
-            columns = Columns.from_header(header.split(",")) if header else None
-            spans.append(Span(file_id, source, path, dev, ino, start, offset, line_no or 0, columns,
-                              allowed.get(source)))
+            spans.append(span_at(file_id, source, path, dev, ino, (start, line_no or 0, header or ""), offset,
+                                 allowed.get(source)))
         return spans
 
     def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:

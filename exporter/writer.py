@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter.backlog import RowBacklog
 from exporter.filestream import Checkpoint
@@ -58,8 +59,7 @@ class CommitQueue:
         """The last failure of each kind of write ("checkpoint", "rows") while it fails."""
         self.failures = 0
         self.oldest_since: float | None = None
-        self.slice_rows = 2_000
-        self.span_bytes_per_slice = 1024 * 1024
+        self.sizes = SliceSizes()
         self._on_committed = on_committed
         self._on_error = on_error
         self._on_progress = on_progress
@@ -203,22 +203,10 @@ class CommitQueue:
 
     def _slices(self) -> None:
         """Writer thread: slices back to back for up to BATCH_SECONDS, or until a checkpoint waits or a stop
-        is requested. Each slice is its own transaction; the loop does not wait for the event loop
-        between them (a busy poll would otherwise leave the writer idle)."""
-        deadline = time.monotonic() + BATCH_SECONDS
-        while self.backlog and self.checkpoint is None and not self._abort and time.monotonic() < deadline:
-            started = time.monotonic()
-            rows, nbytes = self.store.write_backlog_now(self.backlog, self._pending_checkpoints, self.slice_rows,
-                                                        self.span_bytes_per_slice)
-            elapsed = max(time.monotonic() - started, 1e-3)
-            if rows and not nbytes:
-                self.slice_rows = _next_size(self.slice_rows, rows / elapsed * SLICE_SECONDS, MIN_SLICE_ROWS,
-                                             MAX_SLICE_ROWS)
-            elif nbytes:
-                self.span_bytes_per_slice = _next_size(self.span_bytes_per_slice, nbytes / elapsed * SLICE_SECONDS,
-                                                       MIN_SPAN_BYTES, MAX_SPAN_BYTES)
-            else:
-                return
+        is requested (the loop does not wait for the event loop between them: a busy poll would otherwise
+        leave the writer idle)."""
+        write_slices(self.store, self.backlog, self._pending_checkpoints, self.sizes, BATCH_SECONDS,
+                     lambda: self.checkpoint is None and not self._abort)
 
     def _pending_checkpoints(self) -> list[Checkpoint]:
         """The checkpoint not written yet (asked after a slice is taken: `put` sets it before adding rows)."""
@@ -254,3 +242,34 @@ class CommitQueue:
 def _next_size(current: int, fits: float, low: int, high: int) -> int:
     """The size that fits SLICE_SECONDS at the rate just measured, at most twice the current one."""
     return int(min(high, current * 2, max(low, fits)))
+
+
+@dataclass(slots=True)
+class SliceSizes:
+    """Rows (in memory) and span bytes per slice, learnt from the rate of the last slice of each kind."""
+
+    rows: int = 2_000
+    span_bytes: int = 1024 * 1024
+    seconds: float = SLICE_SECONDS
+    max_span_bytes: int = MAX_SPAN_BYTES
+
+    def learn(self, rows: int, nbytes: int, elapsed: float) -> None:
+        elapsed = max(elapsed, 1e-3)
+        if rows and not nbytes:
+            self.rows = _next_size(self.rows, rows / elapsed * self.seconds, MIN_SLICE_ROWS, MAX_SLICE_ROWS)
+        elif nbytes:
+            self.span_bytes = _next_size(self.span_bytes, nbytes / elapsed * self.seconds, MIN_SPAN_BYTES,
+                                         self.max_span_bytes)
+
+
+def write_slices(store: StateStore, backlog: RowBacklog, pending: Callable[[], list[Checkpoint]] | list[Checkpoint],
+                 sizes: SliceSizes, seconds: float, go_on: Callable[[], bool]) -> None:
+    """On the writer thread: slices of `backlog` back to back for up to `seconds`, while `go_on()`; each slice
+    is its own transaction (StateStore._write_backlog) and teaches `sizes` the rate it ran at."""
+    deadline = time.monotonic() + seconds
+    while backlog and go_on() and time.monotonic() < deadline:
+        started = time.monotonic()
+        rows, nbytes = store.write_backlog_now(backlog, pending, sizes.rows, sizes.span_bytes)
+        if not rows and not nbytes:
+            return
+        sizes.learn(rows, nbytes, time.monotonic() - started)
