@@ -152,7 +152,6 @@ class Daemon:
         self.pipeline.spill_check = self._sinks_behind
         self.pipeline.keep_rows = not self.follows
         self.follower: Any = None
-        self._follower_restarts = 0
         self._follower_failures = 0
         self._follower_next_start = 0.0
         self._follower_exit: str | None = None
@@ -401,7 +400,6 @@ class Daemon:
             log.error("%s; restarting it in %.0fs (nothing is lost: it resumes from its positions)",
                       self._follower_exit, FOLLOWER_RESTART_WAIT)
         if now >= self._follower_next_start:
-            self._follower_restarts += 1
             self._follower_exit = None
             self._start_follower()
 
