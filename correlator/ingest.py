@@ -72,6 +72,9 @@ class Ingestor(Preparer, Linker, Writer):
         self._isp_cache: dict[tuple[str, str], str] = {}
         self._job_hashes: dict[str, int] = {}
         self._days: set[int] = set()
+        """Every slice in corr_days (store.slice_of: a day and a generation)."""
+        self._day_slices: dict[int, list[int]] = {}
+        """Day -> its slices (the ones a dated key is probed in; NO_DAY -> the undated ones)."""
         self._mixes: dict[int, int] = {}
         self._days_loaded = False
         self._times: dict[str, float | None] = {}
@@ -83,7 +86,7 @@ class Ingestor(Preparer, Linker, Writer):
         self._seq: int | None = None
         self._synced = False
         self._tl_qday: dict[int, int] = {}
-        """qday of each timeline created while the cache is complete (where its added keys are stored)."""
+        """Slice of each timeline created while the cache is complete (where its added keys are stored)."""
         self._complete = False
         """The link cache holds every key of every stored timeline (slice for slice), so misses need no probe.
 
@@ -111,7 +114,10 @@ class Ingestor(Preparer, Linker, Writer):
         if len(self._link) > self._cache_limit:
             self.forget()
         if not self._days_loaded:
-            self._days = {r[0] for r in conn.execute("SELECT day FROM corr_days")}
+            self._days = set()
+            self._day_slices = {}
+            for (value,) in conn.execute("SELECT day FROM corr_days"):
+                self._note_slice(value)
             self._days_loaded = True
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)

@@ -35,15 +35,30 @@ class Linker:
     def _probe(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, int | None]]) -> None:
         """Fill the link cache for `wanted` keys with one VALUES join per chunk (newest timeline wins).
 
-        A key with a day is looked up in that day's slice and the no-day slice; one without (a
-        report) in every slice: each (day, hash, rcpt) row of the VALUES list is one index seek.
+        A key with a day is looked up in that day's slices and the no-day ones; one without (a report)
+        in every slice: each (slice, hash, rcpt) row of the VALUES list is one index seek. The two
+        newest generations are tried first, and only the keys not found there in the older ones: a
+        record mostly belongs to a recent message, and every id of an older generation is lower, so
+        the newest timeline still wins.
         """
         if not wanted:
             return
+        gen = store.generation_of_slice
+        cut = max(map(gen, self._days)) - 1
+        recent = {d: [v for v in vs if gen(v) >= cut] for d, vs in self._day_slices.items()}
+        older = {d: [v for v in vs if gen(v) < cut] for d, vs in self._day_slices.items()}
+        left = self._probe_in(conn, column, wanted, recent)
+        if left and any(older.values()):
+            self._probe_in(conn, column, left, older)
+
+    def _probe_in(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, int | None]],
+                  by_day: dict[int, list[int]]) -> dict[int, tuple[int, int, int | None]]:
+        """Probe `wanted` in these slices (day -> its slices); returns the keys not found."""
         link = self._link
-        days = self._days
-        every = sorted(days)
+        every = sorted(v for vs in by_day.values() for v in vs)
+        undated = by_day.get(store.NO_DAY, [])
         items = list(wanted.items())
+        found: set[int] = set()
         params: list[int] = []
         rows = 0
 
@@ -53,34 +68,41 @@ class Linker:
                    f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3 ORDER BY t.id")
             for pos, tl in conn.execute(sql, params):
                 link[items[pos][0]] = tl
+                found.add(pos)
 
         for pos, (_key, (h, rh, qd)) in enumerate(items):
-            slices = every if qd is None else ((qd, store.NO_DAY) if qd in days else (store.NO_DAY,))
-            for day in slices:
-                params += (day, h, rh, pos)
+            for value in every if qd is None else by_day.get(qd, []) + undated:
+                params += (value, h, rh, pos)
                 rows += 1
             if rows >= _PROBE_CHUNK:
                 run()
                 params, rows = [], 0
         if rows:
             run()
+        return {key: item for pos, (key, item) in enumerate(items) if pos not in found}
 
     def _mirror(self, bare: int, tl: int) -> None:
         """A key the record adds to an existing timeline is stored under *that timeline's* day slice:
         put it there in the cache too, as a probe would find it (newest timeline wins), so the cache
         stays complete. Unknown slice (not created by this cache): leave the complete mode."""
-        qday = self._tl_qday.get(tl)
-        if qday is None:
+        value = self._tl_qday.get(tl)
+        if value is None:
             self._complete = False
             return
+        qday = store.day_of_slice(value)
         key = bare ^ (NO_DAY_MIX if qday == store.NO_DAY else (self._mixes.get(qday) or _slice_mix(qday, self._mixes)))
         have = self._link.get(key)
         if have is None or have < tl:
             self._link[key] = tl
 
-    def _add_day(self, conn: sqlite3.Connection, day: int) -> None:
-        conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (day,))
-        self._days.add(day)
+    def _add_slice(self, conn: sqlite3.Connection, value: int) -> None:
+        conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (value,))
+        self._note_slice(value)
+
+    def _note_slice(self, value: int) -> None:
+        if value not in self._days:
+            self._days.add(value)
+            self._day_slices.setdefault(store.day_of_slice(value), []).append(value)
 
     def _link_all(self, conn: sqlite3.Connection, p: Prepared) -> None:
         """In file order: find or create each row's timeline (merging two when a row names both), then flush.
@@ -89,6 +111,7 @@ class Linker:
         aggregated per timeline by writes.py.
         """
         link, alias, find = self._link, self._alias, self._find
+        slice_of, day_of_slice = store.slice_of, store.day_of_slice
         days = self._days
         reports = REPORTS
         no_day = store.NO_DAY
@@ -126,23 +149,23 @@ class Linker:
             if tl is None:
                 tl = self._next_tl
                 self._next_tl += 1
-                qday = no_day if qd is None else qd
-                if qday not in days:
-                    self._add_day(conn, qday)
-                new[tl] = qday
+                value = slice_of(no_day if qd is None else qd, tl)
+                if value not in days:
+                    self._add_slice(conn, value)
+                new[tl] = value
                 if self._complete:
-                    self._tl_qday[tl] = qday
+                    self._tl_qday[tl] = value
             if mk is not None:
                 link[mk] = tl
                 if smix:
                     link[mk ^ smix] = tl  # the bare key, which reports look up
-                elif new.get(tl) == no_day:
+                elif tl in new and day_of_slice(new[tl]) == no_day:
                     link[mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
             if jk is not None:
                 link[jk] = tl
                 if smix:
                     link[jk ^ smix] = tl
-                elif new.get(tl) == no_day:
+                elif tl in new and day_of_slice(new[tl]) == no_day:
                     link[jk ^ NO_DAY_MIX] = tl
             tls.append(tl)
         self._flush(conn, p, tls, seg)

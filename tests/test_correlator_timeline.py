@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from correlator import store
 from correlator.keys import job_hash, message_hash
 from tests.test_correlator_support import (
     ACCT_0,
@@ -284,8 +285,11 @@ d,2024-05-03 10:00:00+0000,2024-05-03 09:00:00+0000,a@s.example,zoe@gmail.com,v1
         ("queued", "2024-05-01T09:00:00Z"), ("delivered", "2024-05-01T10:00:00Z"),
         ("queued", "2024-05-03T09:00:00Z"), ("delivered", "2024-05-03T10:00:00Z")]
     assert h.conn.execute("SELECT count(*) FROM corr_queue_events").fetchone()[0] == 1
-    days = [d for (d,) in h.conn.execute("SELECT day FROM corr_days ORDER BY day")]
-    assert days == [-1, 19844, 19846]  # 2024-05-01 and 2024-05-03 (UTC days since the epoch)
+    slices = [d for (d,) in h.conn.execute("SELECT day FROM corr_days ORDER BY day")]
+    # 2024-05-01 and 2024-05-03 (UTC days since the epoch) and the no-day slice, all of generation 1
+    # (the legacy no-day slice -1 is always listed)
+    assert [(store.day_of_slice(v), max(v, 0) >> store.DAY_BITS) for v in slices] == [
+        (-1, 0), (19844, 1), (19846, 1), (-1, 1)]
     h.close()
 
 
