@@ -15,10 +15,11 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from itertools import repeat
 
 import polars as pl
 
-from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
+from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_message_id
 from correlator.store import DAYS, ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
@@ -41,7 +42,8 @@ class RecentDeliveries:
         self._limit = limit
         self._max_batches = max_batches
         self._lock = threading.Lock()
-        self._index: dict[int, tuple[str, str, float, int]] = {}
+        self._index: dict[int, tuple[tuple[str, str], float, int]] = {}
+        """key_hash -> ((vmta, pool), time, batch sequence)."""
         self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not indexed yet
         self._keys: dict[int, list[int]] = {}  # seq -> keys (hashed) of an indexed batch
         self._seq_of: dict[int, tuple[RecordBatch, int]] = {}  # id(batch) -> (batch, seq)
@@ -100,7 +102,7 @@ class RecentDeliveries:
                 self._queued.pop(seq, None)
                 for key in self._keys.pop(seq, ()):
                     hit = index.get(key)
-                    if hit is not None and hit[3] == seq:
+                    if hit is not None and hit[2] == seq:
                         del index[key]
             self._written.clear()
 
@@ -108,32 +110,48 @@ class RecentDeliveries:
         with self._lock:
             if self._queued:
                 self._index_queued()
-            hit = self._index.get(hash(key))
-        return None if hit is None else hit[:3]
+            hit = self._index.get(key_hash(key))
+        return None if hit is None else (*hit[0], hit[1])
 
     def _index_queued(self) -> None:
         """Index the queued batches one at a time, evicting as it goes (memory: the index, not the backlog).
 
-        Keys are stored as their `hash()` (a 64-bit int instead of a tuple of three strings) and
-        vmta/pool strings are shared: a collision could only mislabel one complaint's vmta.
+        Keys are stored as a 64-bit hash of their text (`key_hash`: computed column-wise for a whole
+        batch) and (vmta, pool) pairs are shared: a collision could only mislabel one complaint's vmta.
+        A key seen again moves to the end: eviction is oldest first.
         """
         index = self._index
-        names: dict[str, str] = {}
+        shared: dict[tuple[str, str], tuple[str, str]] = {}
         for seq, batch in self._queued.items():
-            keys = self._keys[seq] = []
-            for key, vmta, pool, t in _delivery_keys(batch):
-                h = hash(key)
-                index.pop(h, None)  # re-insert at the end: eviction is oldest first
-                index[h] = (names.setdefault(vmta, vmta), names.setdefault(pool, pool), t, seq)
-                keys.append(h)
+            keys, pairs = _delivery_keys(batch)
+            hashes = keys.get_column("h").to_list()
+            pair_of = [shared.setdefault(p, p) for p in pairs]
+            pop = index.pop
+            for h in hashes:
+                pop(h, None)
+            index.update(zip(hashes, zip(map(pair_of.__getitem__, keys.get_column("vp").to_list()),
+                                         keys.get_column("t").to_list(), repeat(seq)), strict=True))
+            self._keys[seq] = hashes
             excess = len(index) - self._limit
             if excess > 0:
                 for h in list(_take(index, excess)):
                     del index[h]
-                oldest = index[next(iter(index))][3]  # key lists of older batches name only evicted entries
+                oldest = index[next(iter(index))][2]  # key lists of older batches name only evicted entries
                 for old in [s for s in self._keys if s < oldest]:
                     del self._keys[old]
         self._queued.clear()
+
+
+PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                 "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+"""The characters Python's `str.strip()` removes, so polars strips delivery fields as the lookup side does."""
+_HASH_SEED = 0x57A7
+_SEP = "\0"
+
+
+def key_hash(key: Key) -> int:
+    """The index's hash of one key: polars' hash of its parts joined by NUL, as `_delivery_keys` computes it."""
+    return int(pl.Series((_SEP.join(key),), dtype=pl.String).hash(_HASH_SEED)[0])
 
 
 def _narrow(batch: RecordBatch) -> RecordBatch:
@@ -151,8 +169,11 @@ def _narrow(batch: RecordBatch) -> RecordBatch:
     return RecordBatch(batch.source, batch.path, c, frame=frame.select(keep), file_id=batch.file_id)
 
 
-def _delivery_rows(batch: RecordBatch) -> list[tuple[str, ...]]:
-    """(vmta, pool, rcpt, orig, message id, job, timeLogged) of the batch's d/b/t rows that name a vmta or pool.
+_FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl")
+
+
+def _delivery_frame(batch: RecordBatch) -> pl.DataFrame:
+    """(vmta, pool, rcpt, orig, mid, job, tl) of the batch's d/b/t rows, as Strings ('' for empty or absent).
 
     Read column-wise from the frame when the batch has one (filtered in polars first), never via `rows`.
     """
@@ -160,32 +181,52 @@ def _delivery_rows(batch: RecordBatch) -> list[tuple[str, ...]]:
     idx = (c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged)
     frame = batch._frame if batch._rows is None else None  # noqa: SLF001 - the columnar form, when it is the source
     if frame is None:
-        return [tuple(row[i] if i >= 0 else "" for i in idx) for row in batch.rows if row[c.type] in _DELIVERY_TYPES]
-    named = [pl.col(col(i)).is_not_null() for i in (c.vmta, c.vmtaPool) if i >= 0]
-    sub = frame.filter(pl.col(col(c.type)).is_in(list(_DELIVERY_TYPES)) & pl.any_horizontal(named))
-    blank = [""] * sub.height
-    cols = [sub.get_column(col(i)).fill_null("").to_list() if i >= 0 else blank for i in idx]
-    return list(zip(*cols, strict=True))
+        rows = [row for row in batch.rows if row[c.type] in _DELIVERY_TYPES]
+        return pl.DataFrame({name: [row[i] for row in rows] if i >= 0 else [""] * len(rows)
+                             for name, i in zip(_FIELDS, idx, strict=True)}, schema=dict.fromkeys(_FIELDS, pl.String))
+    sub = frame.filter(pl.col(col(c.type)).is_in(list(_DELIVERY_TYPES)))
+    return sub.select(*(pl.col(col(i)).fill_null("").alias(name) if i >= 0 else pl.lit("", dtype=pl.String).alias(name)
+                        for name, i in zip(_FIELDS, idx, strict=True)))
 
 
-def _delivery_keys(batch: RecordBatch) -> list[tuple[Key, str, str, float]]:
-    found: list[tuple[Key, str, str, float]] = []
-    for vmta, pool, rcpt_raw, orig, mid_raw, job_raw, tl in _delivery_rows(batch):
-        if not vmta and not pool:
-            continue
-        rcpt = rcpt_raw.strip().lower()
-        t = parse_pmta_time(tl) or 0.0
-        mid = norm_message_id(mid_raw) if mid_raw else ""
-        if mid:
-            found.append((("m", mid, rcpt), vmta, pool, t))
-            if rcpt:
-                found.append((("m", mid, ""), vmta, pool, t))
-        if rcpt:
-            job = job_raw.strip()
-            if job:
-                found.append((("j", job, rcpt), vmta, pool, t))
-            found.append((("r", rcpt, orig.strip().lower()), vmta, pool, t))
-    return found
+def _delivery_keys(batch: RecordBatch) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    """The link keys of the batch's d/b/t rows that name a vmta or pool, in row order: (h, vp, t), where
+    vp indexes the returned list of distinct (vmta, pool) pairs.
+
+    Per row: Message-Id + rcpt and Message-Id alone (with a Message-Id), jobId + rcpt (with both),
+    rcpt + orig (with a rcpt). Fields are normalised as `Attributor._one` normalises a report's
+    (`str.strip()`'s characters, `str.lower()`'s mapping), then hashed (`key_hash`), all column-wise.
+    """
+    df = _delivery_frame(batch).filter((pl.col("vmta") != "") | (pl.col("pool") != ""))
+    if not df.height:
+        return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "t": pl.Float64}), []
+    rcpt = pl.col("rcpt").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
+    orig = pl.col("orig").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
+    mid = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
+    job = pl.col("job").str.strip_chars(PY_WHITESPACE)
+    pairs = df.select("vmta", "pool").unique(maintain_order=True).with_row_index("vp")
+    df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").with_columns(
+        rcpt.alias("rcpt"), orig.alias("orig"), mid.alias("mid"), job.alias("job"),
+        _times(df.get_column("tl")).alias("t"))
+    has_mid, has_rcpt = pl.col("mid") != "", pl.col("rcpt") != ""
+
+    def key(kind: str, a: str, b: str | None, when: pl.Expr) -> pl.Expr:
+        parts = [pl.lit(kind), pl.col(a), pl.col(b) if b else pl.lit("")]
+        return pl.when(when).then(pl.concat_str(parts, separator=_SEP).hash(_HASH_SEED))
+
+    keys = pl.concat_list(
+        key("m", "mid", "rcpt", has_mid), key("m", "mid", None, has_mid & has_rcpt),
+        key("j", "job", "rcpt", has_rcpt & (pl.col("job") != "")), key("r", "rcpt", "orig", has_rcpt),
+    ).alias("h")
+    out = df.select(keys, "vp", "t").explode("h").drop_nulls("h")
+    return out, list(zip(pairs.get_column("vmta").to_list(), pairs.get_column("pool").to_list(), strict=True))
+
+
+def _times(tl: pl.Series) -> pl.Series:
+    """timeLogged as epoch seconds (0.0 when unparsable), parsed once per distinct value."""
+    uniq = tl.unique()
+    values = pl.Series([parse_pmta_time(v) or 0.0 for v in uniq.to_list()], dtype=pl.Float64)
+    return tl.replace_strict(uniq, values, return_dtype=pl.Float64)
 
 
 def _take(d: dict, n: int):  # type: ignore[no-untyped-def]

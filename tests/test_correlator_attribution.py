@@ -6,6 +6,7 @@ from pathlib import Path
 
 from correlator import CorrelatorSink
 from exporter.config import CorrelatorConfig
+from exporter.records import RecordBatch
 from tests.test_correlator_support import (
     ACCT_0,
     ACCT_1,
@@ -144,3 +145,32 @@ def test_released_batches_are_bounded(tmp_path: Path) -> None:
             recent.observe(b)
             recent.release(b)
     assert len(recent._queued) <= 3 and not recent._seq_of  # noqa: SLF001 - the bound is the point
+
+
+def test_the_index_normalises_fields_as_the_lookup_does(tmp_path: Path) -> None:
+    """Unicode spaces around fields, upper case, <> around Message-Ids: the in-memory index (fields
+    normalised column-wise) finds what a report's fields (normalised in Python) name, for frame batches
+    and row batches alike, each level on its own."""
+    deliveries = (
+        "type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,jobId,header_Message-Id\n"
+        "d,2024-05-01 10:00:00+0000,2024-05-01 09:59:00+0000,News@Shop.example,"
+        "\u3000\xa0Ünïcode@Example.COM\x1c,vmta7,pool-u,\x85J9\u2009,\xa0<Mixed.ID@Shop.example>\x1f\n"
+        "d,2024-05-01 10:00:00+0000,2024-05-01 09:59:00+0000,\u2003Other@Shop.example,ΣΟΦΟΣ@example.gr,vmta8,,,\n"
+    )
+    reports = batch("/l/fbl.csv",
+                    "type,timeLogged,orig,rcpt,jobId,header_Message-Id\n"
+                    "f,2024-05-01 11:00:00+0000,,,,<Mixed.ID@Shop.example>\n"  # Message-Id alone
+                    "f,2024-05-01 11:00:00+0000,,ünïcode@example.com,J9,\n"  # jobId + rcpt
+                    "f,2024-05-01 11:00:00+0000,other@shop.example,σοφος@EXAMPLE.GR,,\n"  # rcpt + orig
+                    "f,2024-05-01 11:00:00+0000,other@shop.example,σοφοσ@example.gr,,\n")  # not the same address
+    expected = [("vmta7", "pool-u"), ("vmta7", "pool-u"), ("vmta8", ""), None]
+    for name, as_rows in (("frame", False), ("rows", True)):
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name)
+        b = batch("/l/acct.csv", deliveries)  # a row batch (the parser's exact fallback path)
+        if not as_rows:
+            b = RecordBatch(b.source, b.path, b.columns, frame=b.frame)  # the columnar form, as the parser builds it
+            assert b._rows is None
+        h.sink.observe(b)
+        assert h.sink.lookup_vmta(reports.columns, reports.rows) == expected, name
+        h.close()
