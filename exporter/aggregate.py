@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -33,6 +33,9 @@ from exporter.metrics import (
 )
 from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
+
+if TYPE_CHECKING:
+    from exporter.config import Config
 
 BOUNCE_CATEGORIES = frozenset({
     "bad-configuration", "bad-connection", "bad-domain", "bad-mailbox", "content-related", "inactive-mailbox",
@@ -292,6 +295,16 @@ class RecordAggregator(Collector):
         self._worker: ThreadPoolExecutor | None = None
         self._in_flight: Future[None] | None = None
         self._derive_here = False
+
+    @classmethod
+    def for_config(cls, config: Config, isp_of: Callable[[str, str], str],
+                   class_of: Callable[[str, str, str, str], str], self_metrics: SelfMetrics | None,
+                   lookup_vmta: Lookup | None = None) -> RecordAggregator:
+        """The aggregator `config` describes (buckets and label caps), as the daemon's Pipeline builds it."""
+        return cls(isp_of=isp_of, class_of=class_of, buckets=config.metrics.delay_buckets,
+                   max_vmtas=config.labels.max_vmtas, max_pools=config.labels.max_pools,
+                   senders=config.labels.senders, max_senders=config.labels.max_senders,
+                   self_metrics=self_metrics, lookup_vmta=lookup_vmta)
 
     # --- label normalisation (cached) -----------------------------------------------------
     def _overflow(self, label: str) -> None:

@@ -16,7 +16,6 @@ _GC = gc.isenabled()
 gc.disable()  # the start-up imports (pydantic, the config models) create long-lived objects: collecting is wasted
 
 import argparse  # noqa: E402
-import asyncio  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -161,6 +160,8 @@ def _run(args: argparse.Namespace) -> int:
     for warning in preflight.warnings(config):
         if "basic_auth_users" in warning:
             log.warning("%s", warning)
+    import asyncio  # `run` only: the metrics-only oneshot has no event loop
+
     try:
         from exporter.daemon import Daemon
 

@@ -16,7 +16,6 @@ a 4.6 MB page compresses ~10x in a few tens of ms, in the worker thread).
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import threading
 import weakref
@@ -222,6 +221,8 @@ async def render_metrics(
     registry: CollectorRegistry, accept: str, accept_encoding: str
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of a /metrics response: snapshot on the loop, format and gzip in a thread."""
+    import asyncio  # the listener's only: a oneshot renders without an event loop (no asyncio import)
+
     r = renderer_for(registry)
     om = wants_openmetrics(accept)
     parts = r.snapshot()
