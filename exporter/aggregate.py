@@ -12,6 +12,7 @@ alongside each checkpoint.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ FIELDS = frozenset({
 })
 """Every record field the aggregator reads (a metrics-only reader parses just these: FileParser.fields)."""
 SEP = "\x1f"
+PIPELINE_DEPTH = 2
+"""Batches a pipelined aggregator (oneshot) holds before `apply` waits: one grouped, one folded."""
 ENGINE = "in-memory"
 """polars engine of every plan here: 'auto' picks the streaming engine, whose start-up costs ~4 ms per
 plan set; a poll's batch of a few hundred rows then cost ~13 ms to fold instead of ~8 (bench_ingest)."""
@@ -177,6 +180,85 @@ def _has_times(c: Columns) -> bool:
     return c.timeLogged >= 0 and c.timeQueued >= 0
 
 
+def _group_plans(lz: pl.LazyFrame, bounds: tuple[float, ...], has_orig: bool,
+                 has_times: bool) -> dict[str, pl.LazyFrame]:
+    """Every aggregate of one chunk, to run in one collect_all (polars shares the common input)."""
+    x = _group_exprs(bounds)
+    hist: list[pl.Expr] = []
+    if has_times:
+        lz = lz.with_columns(**x["with"])
+        hist = x["hist"]
+    d = lz.filter(x["is_d"])
+    rest = lz.filter(x["not_d"])
+    if has_times:  # deferral ages count t rows only: masked once, not filtered per group and bucket
+        rest = rest.with_columns(**x["tmask"])
+    plans: dict[str, pl.LazyFrame] = {
+        "delivered": d.group_by(["v", "p", "dom", "host"], maintain_order=True).agg(*x["sizes"], *hist),
+        "failures": rest.group_by(["t", "v", "p", "dom", "host", "st", "ck", "cat"], maintain_order=True).agg(
+            *x["failed"], *(x["thist"] if has_times else [])),
+    }
+    if has_orig:
+        plans["s_delivered"] = d.group_by(["od", "dom", "host"], maintain_order=True).len()
+        plans["s_failures"] = rest.filter(x["not_tq"]).group_by(
+            ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
+        ).agg(*x["s_failed"])
+    if has_times:
+        plans["times"] = lz.select(**x["times"])
+    return plans
+
+
+def _collect(plans: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
+    return dict(zip(plans, pl.collect_all(list(plans.values()), engine=ENGINE), strict=True)) if plans else {}
+
+
+@dataclass(slots=True)
+class _Grouped:
+    """One chunk's d/t/tq/b rows grouped on raw keys, before any label is decided (`_group`)."""
+
+    has_orig: bool
+    has_times: bool
+    keys: dict[str, pl.DataFrame]
+    """The distinct (vmta, pool), (domain, MX host) and sender domains, in first-seen order."""
+    res: dict[str, pl.DataFrame]
+    """Every aggregate of `_group_plans`."""
+
+
+def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Grouped:
+    """The stateless half of folding the d/t/tq/b rows: group in polars on reduced raw keys.
+
+    Keys are reduced before grouping the way the classifiers reduce them (dsnMta to its host,
+    replies without Gmail ids or address local parts), so a chunk has a few thousand groups
+    however unique its rows are. No label or series is read: safe on any thread, in any order.
+    """
+    has_orig = c.orig >= 0
+    has_times = _has_times(c)
+    lz = derived.lazy()
+    timed = pl.col("t").is_in(["d", "t"])
+    first: dict[str, pl.LazyFrame] = {
+        "vp": lz.group_by(["v", "p"], maintain_order=True).len(),
+        "ik": lz.select("dom", "host").unique(maintain_order=True),
+    }
+    if has_orig:
+        first["od"] = lz.group_by("od", maintain_order=True).len()
+    if has_times:
+        first["tl"] = lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
+        first["tq"] = lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())
+    # The group-bys need no label, only the times: run them with the key scans (one polars round),
+    # again below only in the rare chunk whose times need Python's parser.
+    group = _group_plans(lz, bounds, has_orig, has_times)
+    got = _collect({**first, **group})
+    res = {name: got.pop(name) for name in group}
+    if has_times:
+        odd = {x: parse_pmta_time(x) for x in got.pop("tl").to_series().to_list() + got.pop("tq").to_series().to_list()}
+        if odd:  # other ISO spellings some PMTA versions write: Python's parser, distinct values only
+            lz = lz.with_columns(
+                a=pl.coalesce("a", pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
+                b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
+            )
+            res = _collect(_group_plans(lz, bounds, has_orig, has_times))
+    return _Grouped(has_orig, has_times, got, res)
+
+
 @dataclass(slots=True)
 class _Prepared:
     """What folding one batch needs, taken from it by the stateless first step (`_prepare`): the worker
@@ -186,10 +268,12 @@ class _Prepared:
     repaired: int
     derived: pl.DataFrame | None  # the d/t/tq/b rows' derived columns (_derive)
     late: RecordBatch | None  # the f/rb/rs/r rows
+    grouped: _Grouped | None = None  # `derived` grouped (then `derived` is dropped): `_prepare(bounds=...)`
 
 
-def _prepare(batch: RecordBatch) -> _Prepared:
-    """The stateless part of folding a batch (no series read): safe on any thread."""
+def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Prepared:
+    """The stateless part of folding a batch (no series read): safe on any thread. With `bounds`, the
+    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging."""
     frame = batch.frame
     types = set(frame.get_column("c0").unique().to_list())
     c = batch.columns
@@ -199,6 +283,8 @@ def _prepare(batch: RecordBatch) -> _Prepared:
         derived = main.select(_derive(c, _has_times(c))).collect(engine=ENGINE)
     if types & _LATE:
         late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
+    if bounds is not None and derived is not None:
+        return _Prepared(batch.source, batch.repaired, None, late, _group(c, derived, bounds))
     return _Prepared(batch.source, batch.repaired, derived, late)
 
 
@@ -293,7 +379,8 @@ class RecordAggregator(Collector):
         self._newest_ts: dict[str, float] = {}
         self._delivered: list[pl.DataFrame] = []
         self._worker: ThreadPoolExecutor | None = None
-        self._in_flight: Future[None] | None = None
+        self._stage: ThreadPoolExecutor | None = None
+        self._in_flight: deque[Future[None]] = deque()
         self._derive_here = False
 
     @classmethod
@@ -355,38 +442,42 @@ class RecordAggregator(Collector):
 
     # --- the hot path ----------------------------------------------------------------------
     # --- background folding ----------------------------------------------------------------
-    def run_in_background(self, derive_here: bool = False) -> bool:
+    def run_in_background(self, derive_here: bool = False, pipelined: bool = False) -> bool:
         """Fold each batch on a worker thread while the caller reads and parses the next one.
 
         Parsing and the polars parts of folding release the GIL, so on two cores chunk N+1 is parsed
         while chunk N is aggregated. Batches are folded one at a time in arrival order (the same
         series, labels and cap admissions as inline); every reader of the series (flush, take_dirty,
-        collect, the exposition snapshot, restore) first waits for the batch in flight. Not with a
+        collect, the exposition snapshot, restore) first waits for the batches in flight. Not with a
         correlator: its vmta lookups belong to the event loop. Returns whether it was switched on.
 
-        `derive_here` (a backfill with nothing else to serve, oneshot): each batch's keys and times
-        are derived on the caller's thread (`apply`) while the worker still folds the previous one,
-        so the two threads share a chunk's work about evenly; the daemon keeps its event loop free.
+        `derive_here` (a backfill with nothing else to serve): each batch's keys and times are derived
+        on the caller's thread (`apply`) while the worker still folds the previous one; the daemon
+        keeps its event loop free. `pipelined` (oneshot): three stages on three threads instead, the
+        caller parsing chunk N+2 while a second thread derives and groups chunk N+1 (`_prepare` with
+        the bounds: all the per-row work, no state) and the worker labels and merges chunk N.
         """
         if self.lookup_vmta is None and self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="watchtower-aggregate")
             self._derive_here = derive_here
+            if pipelined:
+                self._stage = ThreadPoolExecutor(1, thread_name_prefix="watchtower-group")
         return self._worker is not None
 
     def wait(self) -> None:
-        """Until the batch in flight (if any) is folded in; re-raises what folding it raised."""
-        pending, self._in_flight = self._in_flight, None
-        if pending is not None:
-            pending.result()
+        """Until the batches in flight (if any) are folded in; re-raises what folding them raised."""
+        while self._in_flight:
+            self._in_flight.popleft().result()
 
     def close(self) -> None:
-        """Fold what is in flight and stop the worker thread (if any)."""
+        """Fold what is in flight and stop the worker threads (if any)."""
         try:
             self.wait()
         finally:
-            if self._worker is not None:
-                self._worker.shutdown()
-                self._worker = None
+            for pool in (self._stage, self._worker):
+                if pool is not None:
+                    pool.shutdown()
+            self._worker = self._stage = None
 
     def reset_caches(self) -> None:
         """Forget cached classification answers (the daemon swaps the tables on SIGHUP)."""
@@ -399,16 +490,28 @@ class RecordAggregator(Collector):
         if self._worker is None:
             self._apply(batch.columns, batch)
             return
-        job = _prepare(batch) if self._derive_here else batch  # the stateless step (no series read)
-        self.wait()
-        self._in_flight = self._worker.submit(self._apply, batch.columns, job)
+        job: _Prepared | RecordBatch | Future[_Prepared] = batch
+        if self._stage is not None:  # the stateless step on its own thread, the fold waits for it
+            job = self._stage.submit(_prepare, batch, tuple(self.bounds))
+            while len(self._in_flight) >= PIPELINE_DEPTH:  # bounded read-ahead: memory of a few chunks
+                self._in_flight.popleft().result()
+        else:
+            if self._derive_here:
+                job = _prepare(batch)  # the stateless step (no series read), here
+            self.wait()
+        self._in_flight.append(self._worker.submit(self._apply, batch.columns, job))
 
-    def _apply(self, c: Columns, job: _Prepared | RecordBatch) -> None:
+    def _apply(self, c: Columns, job: _Prepared | RecordBatch | Future[_Prepared]) -> None:
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
+        if isinstance(job, Future):
+            job = job.result()  # the stateless step, on the other thread (run_in_background(pipelined=True))
         if isinstance(job, RecordBatch):
             job = _prepare(job)
-        if job.derived is not None:
-            self._apply_main(job.source, c, job.derived)
+        grouped = job.grouped
+        if grouped is None and job.derived is not None:
+            grouped = _group(c, job.derived, tuple(self.bounds))
+        if grouped is not None:
+            self._apply_main(job.source, grouped)
         if job.late is not None:
             self._apply_late(job.late, job.late.rows)
         if job.repaired and self.self_metrics is not None:
@@ -418,32 +521,13 @@ class RecordAggregator(Collector):
                 self.self_metrics.label_overflow.labels(label).inc(n)
             self.overflows.clear()
 
-    def _apply_main(self, source: str, c: Columns, derived: pl.DataFrame) -> None:
-        """d/t/tq/b rows: group first in polars on reduced raw keys, then label the groups in Python.
+    def _apply_main(self, source: str, g: _Grouped) -> None:
+        """d/t/tq/b rows, grouped first (`_group`), then labelled group by group in Python.
 
-        Keys are reduced before grouping the way the classifiers reduce them (dsnMta to its host,
-        replies without Gmail ids or address local parts), so a chunk has a few thousand groups
-        however unique its rows are; labels (caps, ISP, sender, class) are then decided once per
-        distinct key, in first-seen order, exactly as a row-by-row pass would.
+        Labels (caps, ISP, sender, class) are decided once per distinct key, in first-seen order,
+        exactly as a row-by-row pass would.
         """
-        has_orig = c.orig >= 0
-        has_times = _has_times(c)
-        lz = derived.lazy()
-        timed = pl.col("t").is_in(["d", "t"])
-        first: dict[str, pl.LazyFrame] = {
-            "vp": lz.group_by(["v", "p"], maintain_order=True).len(),
-            "ik": lz.select("dom", "host").unique(maintain_order=True),
-        }
-        if has_orig:
-            first["od"] = lz.group_by("od", maintain_order=True).len()
-        if has_times:
-            first["tl"] = lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
-            first["tq"] = lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())
-        # The group-bys need no label, only the times: run them with the key scans (one polars round),
-        # again below only in the rare chunk whose times need Python's parser.
-        group = self._group_plans(lz, has_orig, has_times)
-        got = self._collect({**first, **group})
-        res = {name: got.pop(name) for name in group}
+        has_orig, has_times, got, res = g.has_orig, g.has_times, g.keys, g.res
         # Labels of every distinct key, in first-seen order (caps admit values in that order).
         vp = {}
         nv = np_ = 0
@@ -461,14 +545,6 @@ class RecordAggregator(Collector):
         for label, n in (("vmta", nv), ("vmta_pool", np_), ("sender", ns if self._sender_auto.cap else 0)):
             if n:
                 self.overflows[label] = self.overflows.get(label, 0) + n
-        if has_times:
-            odd = {x: parse_pmta_time(x) for x in got["tl"].to_series().to_list() + got["tq"].to_series().to_list()}
-            if odd:  # other ISO spellings some PMTA versions write: Python's parser, distinct values only
-                lz = lz.with_columns(
-                    a=pl.coalesce("a", pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
-                    b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
-                )
-                res = self._collect(self._group_plans(lz, has_orig, has_times))
         labels = _LabelFrames(vp, isp, senders if has_orig else None)
         groups = res["failures"].height + (res["s_failures"].height if has_orig else 0)
         if groups <= SMALL_GROUPS:  # a small chunk (the daemon's polls): fewer polars plans, a short loop
@@ -476,7 +552,7 @@ class RecordAggregator(Collector):
                 self._merge_deferred()  # series keep their first-seen order
                 self._merge_delivered_rows(res["delivered"], vp, isp, has_times)
             else:
-                done = self._collect(self._delivered_plan(res["delivered"], labels, has_times))
+                done = _collect(self._delivered_plan(res["delivered"], labels, has_times))
                 self._defer_delivered(done.get("delivered"))
             self._classify_rows(res["failures"], isp)
             self._merge_failure_rows(res["failures"], vp, isp, has_times)
@@ -484,9 +560,9 @@ class RecordAggregator(Collector):
                 self._merge_sender_rows(res, senders, isp)
         else:
             classes = self._class_frame(res["failures"], labels)
-            done = self._collect({**self._delivered_plan(res["delivered"], labels, has_times),
-                                  **self._failure_plans(res["failures"], labels, classes, has_times),
-                                  **(self._sender_plans(res, labels, classes) if has_orig else {})})
+            done = _collect({**self._delivered_plan(res["delivered"], labels, has_times),
+                             **self._failure_plans(res["failures"], labels, classes, has_times),
+                             **(self._sender_plans(res, labels, classes) if has_orig else {})})
             self._defer_delivered(done.get("delivered"))
             self._merge_failures(done)
             self._merge_senders(done)
@@ -497,35 +573,6 @@ class RecordAggregator(Collector):
                 self.self_metrics.negative_delays.labels(source).inc(neg)
             if newest is not None:
                 self._newest(source, float(newest))
-
-    def _group_plans(self, lz: pl.LazyFrame, has_orig: bool, has_times: bool) -> dict[str, pl.LazyFrame]:
-        """Every aggregate of one chunk, to run in one collect_all (polars shares the common input)."""
-        x = _group_exprs(tuple(self.bounds))
-        hist: list[pl.Expr] = []
-        if has_times:
-            lz = lz.with_columns(**x["with"])
-            hist = x["hist"]
-        d = lz.filter(x["is_d"])
-        rest = lz.filter(x["not_d"])
-        if has_times:  # deferral ages count t rows only: masked once, not filtered per group and bucket
-            rest = rest.with_columns(**x["tmask"])
-        plans: dict[str, pl.LazyFrame] = {
-            "delivered": d.group_by(["v", "p", "dom", "host"], maintain_order=True).agg(*x["sizes"], *hist),
-            "failures": rest.group_by(["t", "v", "p", "dom", "host", "st", "ck", "cat"], maintain_order=True).agg(
-                *x["failed"], *(x["thist"] if has_times else [])),
-        }
-        if has_orig:
-            plans["s_delivered"] = d.group_by(["od", "dom", "host"], maintain_order=True).len()
-            plans["s_failures"] = rest.filter(x["not_tq"]).group_by(
-                ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
-            ).agg(*x["s_failed"])
-        if has_times:
-            plans["times"] = lz.select(**x["times"])
-        return plans
-
-    @staticmethod
-    def _collect(plans: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
-        return dict(zip(plans, pl.collect_all(list(plans.values()), engine=ENGINE), strict=True)) if plans else {}
 
     def _classify_rows(self, failures: pl.DataFrame, isp: dict) -> None:
         """Reply classes of a small chunk's new keys, decided in one batch before the merge loop reads them."""

@@ -130,7 +130,7 @@ def _oneshot(config: Config) -> str:
     def on_batch(_stream: object, batch: RecordBatch) -> None:
         aggregator.apply(batch)
 
-    aggregator.run_in_background(derive_here=True)  # chunk N is aggregated while chunk N+1 is parsed
+    aggregator.run_in_background(pipelined=True)  # parse, group and fold of three chunks overlap
     try:
         more = _drive(tailer.poll(on_batch, force_scan=True))
         while more:
