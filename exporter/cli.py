@@ -139,21 +139,43 @@ def _healthcheck(args: argparse.Namespace) -> int:
     return EXIT_FAILURE
 
 
-def _run(args: argparse.Namespace) -> int:
-    from exporter import logsetup, preflight
+def _oneshot(args: argparse.Namespace) -> int:
+    """One pass, then exit. The metrics-only pass runs without the cyclic garbage collector from the
+    config load on (it frees what it allocates by reference counting: collections would only rescan
+    what is alive); the correlator's pass (asyncio, SQLite) keeps it."""
+    from exporter import logsetup
 
-    config = _load(args.config)
-    if config is None:
-        return EXIT_CONFIG
-    logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
-    if args.command == "oneshot":
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
         if config.correlator.enabled:
             from exporter.daemon import run_oneshot
-        else:  # metrics only: no state database, no web stack (exporter/oneshot.py)
+
+            if collecting:
+                gc.enable()
+        else:  # metrics only: no state database, no web stack, no event loop (exporter/oneshot.py)
             from exporter.oneshot import run_oneshot
 
         sys.stdout.write(run_oneshot(config))
         return EXIT_OK
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from exporter import logsetup, preflight
+
+    if args.command == "oneshot":
+        return _oneshot(args)
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
     from exporter.http import raise_fd_limit  # the web stack is imported by `run` only
 
     raise_fd_limit()
