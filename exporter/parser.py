@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import time
 from collections.abc import Iterable
 
@@ -51,10 +52,33 @@ _SENTINEL_EOL = ("," + SENTINEL + "\n").encode()
 _SENTINEL_BYTE = SENTINEL.encode()
 
 
+_UTF8_BLOCK = 1 << 16
+
+
 def invalid_utf8_lines(data: bytes) -> list[int]:
-    """0-based indexes of the lines of `data` holding invalid UTF-8 (usually none: one C-speed scan)."""
+    """0-based indexes of the lines of `data` holding invalid UTF-8 (usually none: one C-speed scan).
+
+    A chunk that is not all ASCII is checked in blocks of whole lines: only the blocks that hold a
+    non-ASCII byte are decoded (one latin-1 byte in 16 MiB costs one 64 KiB decode, not 16 MiB)."""
     if data.isascii():  # word-at-a-time, no allocation: PMTA logs are nearly always plain ASCII
         return []
+    bad: list[int] = []
+    start = 0
+    size = len(data)
+    while start < size:
+        end = data.find(b"\n", min(start + _UTF8_BLOCK, size) - 1) + 1 or size  # a block ends on a line end
+        block = data[start:end]
+        if not block.isascii():
+            found = _invalid_lines(block)
+            if found:
+                base = data.count(b"\n", 0, start)
+                bad.extend(base + i for i in found)
+        start = end
+    return bad
+
+
+def _invalid_lines(data: bytes) -> list[int]:
+    """invalid_utf8_lines of one block: decode, and after each error resume at the next line."""
     try:
         data.decode("utf-8")
         return []
@@ -71,6 +95,17 @@ def invalid_utf8_lines(data: bytes) -> list[int]:
             return bad
         except UnicodeDecodeError as exc:
             pos = end + exc.start
+
+
+_LONE_CR = re.compile(b"\r(?!\n)")
+
+
+def _lf_lines(data: bytes) -> bytes:
+    """`data` with CRLF line ends as LF. Removing every CR is a one-byte scan (~20x faster than replacing
+    the two-byte CRLF) and the same thing when no CR stands alone, which one regex scan tells."""
+    if _LONE_CR.search(data) is None:
+        return data.replace(b"\r", b"")
+    return data.replace(b"\r\n", b"\n")
 
 
 class _Fallback(Exception):
@@ -180,7 +215,7 @@ class FileParser:
             return None
         n = len(columns.names)
         bad_utf8 = [i - head_lines for i in invalid_utf8_lines(data) if i >= head_lines]
-        body = data.replace(b"\r\n", b"\n") if b"\r" in data else data  # memchr first: a two-byte search is slower
+        body = _lf_lines(data) if b"\r" in data else data  # memchr first: CRLF files are the rare case
         marked = body.replace(b"\n", _SENTINEL_EOL)
         nlines = (len(marked) - len(body)) // (len(_SENTINEL_EOL) - 1) - head_lines  # each newline grew: no count
         if nlines <= 0:
