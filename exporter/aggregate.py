@@ -271,9 +271,11 @@ class _Prepared:
     grouped: _Grouped | None = None  # `derived` grouped (then `derived` is dropped): `_prepare(bounds=...)`
 
 
-def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Prepared:
+def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None,
+             warm: Callable[[_Grouped], None] | None = None) -> _Prepared:
     """The stateless part of folding a batch (no series read): safe on any thread. With `bounds`, the
-    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging."""
+    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging;
+    `warm` then gets the groups (RecordAggregator._warm: reply classes decided ahead of the fold)."""
     frame = batch.frame
     types = set(frame.get_column("c0").unique().to_list())
     c = batch.columns
@@ -284,7 +286,10 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Pr
     if types & _LATE:
         late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
     if bounds is not None and derived is not None:
-        return _Prepared(batch.source, batch.repaired, None, late, _group(c, derived, bounds))
+        grouped = _group(c, derived, bounds)
+        if warm is not None:
+            warm(grouped)
+        return _Prepared(batch.source, batch.repaired, None, late, grouped)
     return _Prepared(batch.source, batch.repaired, derived, late)
 
 
@@ -464,6 +469,27 @@ class RecordAggregator(Collector):
                 self._stage = ThreadPoolExecutor(1, thread_name_prefix="watchtower-group")
         return self._worker is not None
 
+    def _warm(self, g: _Grouped) -> None:
+        """Decide the reply classes of a chunk's failure groups on the grouping thread, ahead of its fold.
+
+        The classifier caches its answers, which depend on (provider, status, reply, bounceCat) only, so
+        the fold then finds them decided: its own calls, in file order, stay the only ones that choose
+        which reply text decides a key. Skipped where the provider depends on what earlier records
+        taught the ISP classifier (no dsnMta), which only the fold may ask.
+        """
+        known = getattr(getattr(self.isp_of, "__self__", None), "known", None)
+        many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
+        failures = g.res["failures"]
+        if known is None or many is None or not failures.height:
+            return
+        items = []
+        for dom, host, st, cat, diag in failures.select("dom", "host", "st", "cat", "diag").iter_rows():
+            isp = known(dom, host)
+            if isp is not None:
+                items.append((isp, st, diag, cat))
+        if items:
+            many(items)
+
     def wait(self) -> None:
         """Until the batches in flight (if any) are folded in; re-raises what folding them raised."""
         while self._in_flight:
@@ -492,7 +518,7 @@ class RecordAggregator(Collector):
             return
         job: _Prepared | RecordBatch | Future[_Prepared] = batch
         if self._stage is not None:  # the stateless step on its own thread, the fold waits for it
-            job = self._stage.submit(_prepare, batch, tuple(self.bounds))
+            job = self._stage.submit(_prepare, batch, tuple(self.bounds), self._warm)
             while len(self._in_flight) >= PIPELINE_DEPTH:  # bounded read-ahead: memory of a few chunks
                 self._in_flight.popleft().result()
         else:
