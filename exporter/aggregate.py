@@ -96,23 +96,34 @@ def mx_host(mta: pl.Expr) -> pl.Expr:
     return pl.when(host == "").then(mta).otherwise(host.str.to_lowercase())
 
 
-_DERIVED: dict[tuple[tuple[str, ...], bool], list[pl.Expr]] = {}
+_DERIVED: dict[tuple[tuple[str, ...], bool, frozenset[str]], list[pl.Expr]] = {}
 
 
-def _derive(c: Columns, has_times: bool) -> list[pl.Expr]:
+def _derive(c: Columns, has_times: bool, types: frozenset[str] = _MAIN) -> list[pl.Expr]:
     """The columns the group-bys read, from one chunk's d/t/tq/b rows (keys reduced, times parsed).
 
-    Built once per header layout: they depend on column positions only."""
-    key = (c.names, has_times)
+    Built once per header layout and set of record types present: a branch no row of the chunk takes
+    is left out instead of being computed for every row and thrown away (an acct file's d and b rows
+    never read the queue name, a diag file's t and tq rows never read dlvSize)."""
+    key = (c.names, has_times, types)
     found = _DERIVED.get(key)
     if found is None:
         if len(_DERIVED) >= 256:
             _DERIVED.clear()
-        found = _DERIVED[key] = _derive_exprs(c, has_times)
+        found = _DERIVED[key] = _derive_exprs(c, has_times, types)
     return found
 
 
-def _derive_exprs(c: Columns, has_times: bool) -> list[pl.Expr]:
+def _when(cond: pl.Expr, always: bool, never: bool, value: pl.Expr, dtype: type[pl.DataType]) -> pl.Expr:
+    """`pl.when(cond).then(value)` (null otherwise), without the per-row test when every or no row passes."""
+    if always:
+        return value
+    if never:
+        return pl.lit(None, dtype=dtype)
+    return pl.when(cond).then(value)
+
+
+def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str] = _MAIN) -> list[pl.Expr]:
 
     def field(i: int) -> pl.Expr:
         return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
@@ -123,27 +134,37 @@ def _derive_exprs(c: Columns, has_times: bool) -> list[pl.Expr]:
 
     rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
     t = pl.col("c0")
+    queue_only = c.rcpt < 0 or types <= {"tq"}  # where the domain and vmta come from: the queue name
+    rcpt_only = c.rcpt >= 0 and "tq" not in types  # or the recipient
     use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
-    vraw = (pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True))
-            .then(queue.str.splitn("/", 2).struct.field("field_1")).otherwise(vmta))
-    dom = (pl.when(use_queue).then(queue.str.split_exact("/", 1).struct.field("field_0"))
-           .otherwise(rcpt.str.split("@").list.last()).str.to_lowercase())
+    from_queue = queue.str.splitn("/", 2).struct.field("field_1")
+    vraw = (vmta if rcpt_only else
+            pl.when((vmta == "") & queue.str.contains("/", literal=True)).then(from_queue).otherwise(vmta) if queue_only
+            else pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True)).then(from_queue)
+            .otherwise(vmta))
+    queue_dom = queue.str.split_exact("/", 1).struct.field("field_0")
+    rcpt_dom = rcpt.str.split("@").list.last()
+    dom = (rcpt_dom if rcpt_only else queue_dom if queue_only
+           else pl.when(use_queue).then(queue_dom).otherwise(rcpt_dom)).str.to_lowercase()
     timed = (t == "d") | (t == "t")
+    all_timed, none_timed = types <= {"d", "t"}, not types & {"d", "t"}
     failure = t != "d"
-    diag = pl.when(failure).then(field(c.dsnDiag))
+    all_failures, no_failures = "d" not in types, types == {"d"}
+    diag = _when(failure, all_failures, no_failures, field(c.dsnDiag), pl.String)
     out = [
         t.alias("t"), vraw.alias("v"), field(c.vmtaPool).alias("p"), dom.alias("dom"),
         mx_host(field(c.dsnMta)).alias("host"),
         pl.when(orig.str.contains("@", literal=True))
         .then(orig.str.split("@").list.last().str.to_lowercase()).otherwise(pl.lit("")).alias("od"),
-        pl.when(failure).then(field(c.dsnStatus)).alias("st"), diag.alias("diag"), reply_key(diag).alias("ck"),
-        pl.when(failure).then(field(c.bounceCat)).alias("cat"),
-        pl.when(t == "d").then(field(c.dlvSize)).alias("size"),
+        _when(failure, all_failures, no_failures, field(c.dsnStatus), pl.String).alias("st"), diag.alias("diag"),
+        (pl.lit(None, dtype=pl.String) if no_failures else reply_key(diag)).alias("ck"),
+        _when(failure, all_failures, no_failures, field(c.bounceCat), pl.String).alias("cat"),
+        _when(t == "d", types == {"d"}, all_failures, field(c.dlvSize), pl.String).alias("size"),
     ]
     if has_times:
         out += [field(c.timeLogged).alias("tl"), field(c.timeQueued).alias("tq"),
-                pl.when(timed).then(epoch(field(c.timeLogged))).alias("a"),
-                pl.when(timed).then(epoch(field(c.timeQueued))).alias("b")]
+                _when(timed, all_timed, none_timed, epoch(field(c.timeLogged)), pl.Float64).alias("a"),
+                _when(timed, all_timed, none_timed, epoch(field(c.timeQueued)), pl.Float64).alias("b")]
     return out
 
 
@@ -282,7 +303,7 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None,
     derived = late = None
     if types & _MAIN:
         main = frame.lazy() if types <= _MAIN else frame.lazy().filter(pl.col("c0").is_in(list(_MAIN)))
-        derived = main.select(_derive(c, _has_times(c))).collect(engine=ENGINE)
+        derived = main.select(_derive(c, _has_times(c), frozenset(types & _MAIN))).collect(engine=ENGINE)
     if types & _LATE:
         late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
     if bounds is not None and derived is not None:
