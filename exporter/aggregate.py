@@ -292,11 +292,9 @@ class _Prepared:
     grouped: _Grouped | None = None  # `derived` grouped (then `derived` is dropped): `_prepare(bounds=...)`
 
 
-def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None,
-             warm: Callable[[_Grouped], None] | None = None) -> _Prepared:
+def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Prepared:
     """The stateless part of folding a batch (no series read): safe on any thread. With `bounds`, the
-    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging;
-    `warm` then gets the groups (RecordAggregator._warm: reply classes decided ahead of the fold)."""
+    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging."""
     frame = batch.frame
     types = set(frame.get_column("c0").unique().to_list())
     c = batch.columns
@@ -307,10 +305,7 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None,
     if types & _LATE:
         late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
     if bounds is not None and derived is not None:
-        grouped = _group(c, derived, bounds)
-        if warm is not None:
-            warm(grouped)
-        return _Prepared(batch.source, batch.repaired, None, late, grouped)
+        return _Prepared(batch.source, batch.repaired, None, late, _group(c, derived, bounds))
     return _Prepared(batch.source, batch.repaired, derived, late)
 
 
@@ -406,6 +401,7 @@ class RecordAggregator(Collector):
         self._delivered: list[pl.DataFrame] = []
         self._worker: ThreadPoolExecutor | None = None
         self._stage: ThreadPoolExecutor | None = None
+        self._warmer: ThreadPoolExecutor | None = None
         self._in_flight: deque[Future[None]] = deque()
         self._derive_here = False
 
@@ -479,16 +475,26 @@ class RecordAggregator(Collector):
 
         `derive_here` (a backfill with nothing else to serve): each batch's keys and times are derived
         on the caller's thread (`apply`) while the worker still folds the previous one; the daemon
-        keeps its event loop free. `pipelined` (oneshot): three stages on three threads instead, the
-        caller parsing chunk N+2 while a second thread derives and groups chunk N+1 (`_prepare` with
-        the bounds: all the per-row work, no state) and the worker labels and merges chunk N.
+        keeps its event loop free. `pipelined` (oneshot): a pipeline of four threads instead: the caller
+        parses a chunk while a second thread derives and groups the one before (`_prepare` with the
+        bounds: all the per-row work, polars, no state), a third decides the reply classes of that one's
+        failure groups (`_warmed`: the classifier, Python) and the worker labels and merges the oldest.
         """
         if self.lookup_vmta is None and self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="watchtower-aggregate")
             self._derive_here = derive_here
             if pipelined:
                 self._stage = ThreadPoolExecutor(1, thread_name_prefix="watchtower-group")
+                self._warmer = ThreadPoolExecutor(1, thread_name_prefix="watchtower-classify")
         return self._worker is not None
+
+    def _warmed(self, job: Future[_Prepared]) -> _Prepared:
+        """The grouping thread's result once its reply classes are decided (`_warm`): a fourth stage, as
+        the classifier is Python (it holds the GIL) while grouping is polars (it releases it)."""
+        prepared = job.result()
+        if prepared.grouped is not None:
+            self._warm(prepared.grouped)
+        return prepared
 
     def _warm(self, g: _Grouped) -> None:
         """Decide the reply classes of a chunk's failure groups on the grouping thread, ahead of its fold.
@@ -521,10 +527,10 @@ class RecordAggregator(Collector):
         try:
             self.wait()
         finally:
-            for pool in (self._stage, self._worker):
+            for pool in (self._stage, self._warmer, self._worker):
                 if pool is not None:
                     pool.shutdown()
-            self._worker = self._stage = None
+            self._worker = self._stage = self._warmer = None
 
     def reset_caches(self) -> None:
         """Forget cached classification answers (the daemon swaps the tables on SIGHUP)."""
@@ -538,8 +544,8 @@ class RecordAggregator(Collector):
             self._apply(batch.columns, batch)
             return
         job: _Prepared | RecordBatch | Future[_Prepared] = batch
-        if self._stage is not None:  # the stateless step on its own thread, the fold waits for it
-            job = self._stage.submit(_prepare, batch, tuple(self.bounds), self._warm)
+        if self._stage is not None and self._warmer is not None:  # stateless steps on their own threads
+            job = self._warmer.submit(self._warmed, self._stage.submit(_prepare, batch, tuple(self.bounds)))
             while len(self._in_flight) >= PIPELINE_DEPTH:  # bounded read-ahead: memory of a few chunks
                 self._in_flight.popleft().result()
         else:
