@@ -100,6 +100,17 @@ def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
 
 OnBatch = Callable[["FileStream", RecordBatch], None]
 
+
+def __getattr__(name: str) -> Any:
+    """`exporter.filestream.aiofiles`, imported on first use: blocking reads (oneshot) never load it
+    (nor asyncio, which it imports)."""
+    if name == "aiofiles":
+        import aiofiles
+
+        return aiofiles
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _BLOCKING: ContextVar[bool] = ContextVar("watchtower_blocking_reads", default=False)
 
 
