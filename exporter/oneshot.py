@@ -1,17 +1,23 @@
 """`watchtower oneshot` with the correlator off: read every file once, print the exposition, exit.
 
-The metrics-only run needs neither the state database (nothing is checkpointed) nor the web stack,
-so it imports neither; it reads in bigger chunks than the daemon's per-poll reads (fewer fixed
-per-chunk costs) and renders with the cached-line renderer of `/metrics` (exporter.exposition,
-byte-identical to prometheus_client's `generate_latest`, ~5x faster at this size). The same
-Pipeline, tailer, parser and aggregator as `watchtower run` do the work. With the correlator on,
-`exporter.daemon.run_oneshot` runs instead (it commits the timelines as it reads).
+The metrics-only run needs neither the state database (nothing is checkpointed), the web stack nor
+an event loop, so it imports none of them: the Tailer's `poll()` is driven to completion directly
+(`_drive`) over FileStreams that read with plain blocking calls (`filestream.blocking_reads`), a
+file's rest in one read when it is at most two chunks. The same tailer, parser and aggregator as
+`watchtower run` do the work; the aggregator is the one the daemon's Pipeline builds
+(`RecordAggregator.for_config`). It renders with the cached-line renderer of `/metrics`
+(exporter.exposition, byte-identical to prometheus_client's `generate_latest`). With the
+correlator on, `exporter.daemon.run_oneshot` runs instead (it commits the timelines as it reads).
+
+Folding is a pipeline of four threads (`RecordAggregator.run_in_background(pipelined=True)`): this
+thread reads and parses a chunk while one thread derives and groups the previous chunk (polars),
+one decides that chunk's reply classes (the classifier, Python) and one labels and merges the
+oldest, in file order, so the series, cap admissions and self-metrics are those of an inline pass.
 
 A oneshot process lives for one pass and then exits, so it trades memory the daemon must give
 back for CPU (`tune_process`): freed buffers are kept for the next chunk instead of being returned to
 the kernel and faulted in again page by page (that alone was ~0.5 s of system time on 116 MB),
-and the cyclic garbage collector does not rescan the imported modules after every few thousand
-allocations.
+and the cyclic garbage collector stays off (a pass creates no reference cycles to collect).
 """
 
 from __future__ import annotations
@@ -112,7 +118,7 @@ def _oneshot(config: Config) -> str:
     def on_batch(_stream: object, batch: RecordBatch) -> None:
         aggregator.apply(batch)
 
-    aggregator.run_in_background(pipelined=True)  # parse, group and fold of three chunks overlap
+    aggregator.run_in_background(pipelined=True)  # parse | derive+group | reply classes | label+merge
     try:
         more = _drive(tailer.poll(on_batch, force_scan=True))
         while more:

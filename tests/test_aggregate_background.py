@@ -97,12 +97,13 @@ def test_loop_and_polars_merges_give_the_same_series(tmp_path: Path, monkeypatch
     assert b"pmta_sender_deferred_total" in loops and b"pmta_deferral_age_seconds_bucket" in loops
 
 
-def test_an_error_while_folding_reaches_the_next_reader() -> None:
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_an_error_while_folding_reaches_the_next_reader(pipelined: bool) -> None:
     def broken(isp: str, status: str, diag: str, cat: str) -> str:
         raise RuntimeError("rule table exploded")
 
     agg = RecordAggregator(isp_of, broken, buckets=[1.0])
-    assert agg.run_in_background()
+    assert agg.run_in_background(pipelined=pipelined)
     agg.apply(batch_of(["t,1000,900,a@s1.com,u@gmail.com,4.7.28,smtp;421 4.7.28 rate,,,,vmta-1,pool-a,q,"]))
     with pytest.raises(RuntimeError, match="rule table exploded"):
         agg.flush()
@@ -136,3 +137,17 @@ def test_times_only_pythons_parser_reads_are_folded_in(small_groups: int, monkey
     assert get("pmta_deferral_age_seconds_sum", {"vmta_pool": "p", "isp": "gmail"}) == 3600
     assert get("pmta_deferral_age_seconds_count", {"vmta_pool": "p", "isp": "gmail"}) == 1
     assert get("watchtower_parse_errors_total", {"source": "acct", "reason": "bad_timestamp"}) == 1
+
+
+def test_an_error_while_grouping_reaches_the_next_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipelined: a failure on the grouping thread surfaces through the fold that waits for it."""
+    def broken_group(*_args: object) -> None:
+        raise RuntimeError("grouping exploded")
+
+    monkeypatch.setattr(aggregate, "_group", broken_group)
+    agg = RecordAggregator(isp_of, class_of, buckets=[1.0])
+    assert agg.run_in_background(pipelined=True)
+    agg.apply(batch_of(["t,1000,900,a@s1.com,u@gmail.com,4.7.28,smtp;421 4.7.28 rate,,,,vmta-1,pool-a,q,"]))
+    with pytest.raises(RuntimeError, match="grouping exploded"):
+        agg.flush()
+    agg.close()
