@@ -134,18 +134,20 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str] = _MAIN) ->
 
     rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
     t = pl.col("c0")
-    queue_only = c.rcpt < 0 or types <= {"tq"}  # where the domain and vmta come from: the queue name
-    rcpt_only = c.rcpt >= 0 and "tq" not in types  # or the recipient
-    use_queue = (t == "tq") | pl.lit(c.rcpt < 0)
+    # tq rows (and files without rcpt) take the domain, and a missing vmta, from the queue name
+    queue_vmta = (vmta == "") & queue.str.contains("/", literal=True)
     from_queue = queue.str.splitn("/", 2).struct.field("field_1")
-    vraw = (vmta if rcpt_only else
-            pl.when((vmta == "") & queue.str.contains("/", literal=True)).then(from_queue).otherwise(vmta) if queue_only
-            else pl.when(use_queue & (vmta == "") & queue.str.contains("/", literal=True)).then(from_queue)
-            .otherwise(vmta))
     queue_dom = queue.str.split_exact("/", 1).struct.field("field_0")
     rcpt_dom = rcpt.str.split("@").list.last()
-    dom = (rcpt_dom if rcpt_only else queue_dom if queue_only
-           else pl.when(use_queue).then(queue_dom).otherwise(rcpt_dom)).str.to_lowercase()
+    if c.rcpt >= 0 and "tq" not in types:  # no row reads the queue name
+        vraw, dom = vmta, rcpt_dom
+    elif c.rcpt < 0 or types <= {"tq"}:  # every row does
+        vraw, dom = pl.when(queue_vmta).then(from_queue).otherwise(vmta), queue_dom
+    else:
+        use_queue = t == "tq"
+        vraw = pl.when(use_queue & queue_vmta).then(from_queue).otherwise(vmta)
+        dom = pl.when(use_queue).then(queue_dom).otherwise(rcpt_dom)
+    dom = dom.str.to_lowercase()
     timed = (t == "d") | (t == "t")
     all_timed, none_timed = types <= {"d", "t"}, not types & {"d", "t"}
     failure = t != "d"
