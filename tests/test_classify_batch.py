@@ -88,6 +88,7 @@ def test_most_shipped_patterns_are_decided_by_their_literals() -> None:
     assert replies_module.literal_expansions(r"4\.16\.5\d") is None  # a class
     assert replies_module.literal_expansions("a(?-i:B)") is None  # an inline flag change
     assert replies_module.literal_expansions("x?") is None  # matches the empty string
+    assert replies_module.literal_expansions("a?+a") is None  # possessive: "a" has no match, though it holds "a"
     assert replies_module.literal_expansions("ex[ck]eeded|Over ?Quota") == frozenset(
         {"exceeded", "exkeeded", "over quota", "overquota"})
 

@@ -426,6 +426,7 @@ def required_literals(pattern: str) -> tuple[tuple[str, ...], ...] | None:
 
 
 _EXPANSIONS = 512
+_BACKTRACKING = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT} if sre_c is not None else set()
 
 
 def literal_expansions(pattern: str) -> frozenset[str] | None:
@@ -464,7 +465,7 @@ def _expand(seq: Any) -> set[str] | None:
                 if more is None:
                     return None
                 options |= more
-        elif op in _REPEATS and av[1] <= 3:
+        elif op in _BACKTRACKING and av[1] <= 3:  # a possessive repeat may refuse a match its strings allow
             item = _expand(av[2])
             options = None if item is None else {
                 "".join(combo) for k in range(av[0], av[1] + 1) for combo in itertools.product(item, repeat=k)}
