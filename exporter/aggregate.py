@@ -499,23 +499,26 @@ class RecordAggregator(Collector):
         return prepared
 
     def _warm(self, g: _Grouped) -> None:
-        """Decide the reply classes of a chunk's failure groups on the grouping thread, ahead of its fold.
+        """Decide the reply classes of a chunk's new failure keys ahead of its fold (another thread).
 
         The classifier caches its answers, which depend on (provider, status, reply, bounceCat) only, so
         the fold then finds them decided: its own calls, in file order, stay the only ones that choose
         which reply text decides a key. Skipped where the provider depends on what earlier records
-        taught the ISP classifier (no dsnMta), which only the fold may ask.
+        taught the ISP classifier (no dsnMta), which only the fold may ask, and for keys the fold has
+        already decided (a read of its cache: a stale one only warms a key twice).
         """
         known = getattr(getattr(self.isp_of, "__self__", None), "known", None)
         many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
         failures = g.res["failures"]
         if known is None or many is None or not failures.height:
             return
-        items = []
-        for dom, host, st, cat, diag in failures.select("dom", "host", "st", "cat", "diag").iter_rows():
+        decided = self._class_cache  # read only (a stale answer only means a key is warmed twice)
+        todo: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
+        for dom, host, st, ck, cat, diag in failures.select("dom", "host", "st", "ck", "cat", "diag").iter_rows():
             isp = known(dom, host)
-            if isp is not None:
-                items.append((isp, st, diag, cat))
+            if isp is not None and (isp, st, ck, cat) not in decided:
+                todo.setdefault((isp, st, ck, cat), (isp, st, diag, cat))
+        items = list(todo.values())
         if items:
             many(items)
 
