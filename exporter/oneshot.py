@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 BACKFILL_CHUNK_BYTES = 16 * 1024 * 1024
 """Read size of a oneshot run (at least `tail.chunk_bytes`): a backfill reads whole files anyway."""
+FIRST_READ_BYTES = 4 * 1024 * 1024
+"""The run's first read: the threads folding behind the reader wait for it alone."""
 
 DAEMON_JEMALLOC = "dirty_decay_ms:0,muzzy_decay_ms:0"
 """What exporter.cli sets for polars' jemalloc unless the operator did (a daemon returns pages at once)."""
@@ -83,7 +85,7 @@ def run_oneshot(config: Config) -> str:
     with _no_collections():  # imports create long-lived objects only: ~50 collections saved there too
         from exporter.filestream import blocking_reads
 
-        with blocking_reads():
+        with blocking_reads(first_read=FIRST_READ_BYTES):
             return _oneshot(config)
 
 
