@@ -111,30 +111,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _Blocking:
-    """The state FileStreams created inside one `blocking_reads()` share."""
-
-    __slots__ = ("first_read",)
-
-    def __init__(self, first_read: int) -> None:
-        self.first_read = first_read
-        """Size of the very first read (then 0): what a pipeline behind the reader waits for first."""
-
-
-_BLOCKING: ContextVar[_Blocking | None] = ContextVar("watchtower_blocking_reads", default=None)
+_BLOCKING: ContextVar[bool] = ContextVar("watchtower_blocking_reads", default=False)
 
 
 @contextmanager
-def blocking_reads(first_read: int = 0) -> Iterator[None]:
+def blocking_reads() -> Iterator[None]:
     """FileStreams created inside (in this thread/context) read with plain blocking calls.
 
     For a process with nothing else to serve (the metrics-only oneshot): their coroutines then never
     suspend, so the Tailer's `poll()` can be driven to completion without an event loop (no asyncio,
     no aiofiles, no executor thread per read), and a read returns the file's bytes without a hop
-    through a thread pool. A read that ends inside a line seeks back to that line's start instead of
-    keeping it for the next read (no join copy). `first_read` bytes, if set, bound the first read of
-    all (a small first chunk: the threads folding behind the reader start sooner)."""
-    token = _BLOCKING.set(_Blocking(first_read))
+    through a thread pool. The reads themselves are the same (`chunk_bytes` at a time): the same
+    chunks, so the same output, as the event loop's reads would give."""
+    token = _BLOCKING.set(True)
     try:
         yield
     finally:
@@ -159,8 +148,7 @@ class FileStream:
                                  error_log, fields=fields)
         self.metrics = metrics
         self.chunk_bytes = chunk_bytes
-        self._blocking = _BLOCKING.get()
-        self.blocking = self._blocking is not None
+        self.blocking = _BLOCKING.get()
         """Plain blocking file calls instead of aiofiles (`blocking_reads`)."""
         self.file: AsyncBufferedReader | Any | None = None
         self.pending = b""
@@ -280,7 +268,7 @@ class FileStream:
             if should_stop is not None and should_stop():
                 return True
             try:
-                data = await self._read_bytes(self._read_size(size))
+                data = await self._read_bytes(self.chunk_bytes)
             except OSError as exc:
                 self._read_error("io", exc.strerror or str(exc))
                 await self.close()
@@ -298,9 +286,6 @@ class FileStream:
                     self._drop_overlong(len(self.pending))
                 continue
             pending, self.pending = self.pending, data[cut + 1 :]
-            if self.blocking and self.pending:  # read the partial line again next time: nothing to join
-                f.seek(-len(self.pending), os.SEEK_CUR)
-                self.pending = b""
             # The complete lines in one copy (the pending head and this read's lines joined), not two
             lines = data if cut + 1 == len(data) and not pending else b"".join((pending, memoryview(data)[: cut + 1]))
             del data
@@ -309,18 +294,6 @@ class FileStream:
             del lines  # freed before the batch is folded: the next read reuses the memory
             self._deliver(*parsed, nbytes, on_batch)
         return True
-
-    def _read_size(self, size: int) -> int:
-        """Bytes to ask for: a chunk; with blocking reads, the rest of the file when that is at most two
-        chunks (one read, one parse and no partial line to join for a file of a backfill)."""
-        if self._blocking is not None:
-            left = size - self.cp.offset - len(self.pending)
-            first, self._blocking.first_read = self._blocking.first_read, 0
-            if 0 < first < left:
-                return first
-            if 0 < left <= 2 * self.chunk_bytes:
-                return left
-        return self.chunk_bytes
 
     def _drop_overlong(self, n: int) -> None:
         self.parser._error("long_row", self.parser.line_no + 1, "<line over 16 MiB without a newline>")

@@ -2,10 +2,11 @@
 
 The metrics-only run needs neither the state database (nothing is checkpointed), the web stack nor
 an event loop, so it imports none of them: the Tailer's `poll()` is driven to completion directly
-(`_drive`) over FileStreams that read with plain blocking calls (`filestream.blocking_reads`), a
-file's rest in one read when it is at most two chunks. The same tailer, parser and aggregator as
-`watchtower run` do the work; the aggregator is the one the daemon's Pipeline builds
-(`RecordAggregator.for_config`). It renders with the cached-line renderer of `/metrics`
+(`_drive`) over FileStreams that read with plain blocking calls (`filestream.blocking_reads`),
+BACKFILL_CHUNK_BYTES at a time (the chunk boundaries decide the order in which label-cap overflows
+are first counted: other boundaries could reorder `watchtower_label_overflow_total`'s series). The
+same tailer, parser and aggregator as `watchtower run` do the work; the aggregator is the one the
+daemon's Pipeline builds (`RecordAggregator.for_config`). It renders with the cached-line renderer of `/metrics`
 (exporter.exposition, byte-identical to prometheus_client's `generate_latest`). With the
 correlator on, `exporter.daemon.run_oneshot` runs instead (it commits the timelines as it reads).
 
@@ -37,8 +38,6 @@ T = TypeVar("T")
 
 BACKFILL_CHUNK_BYTES = 16 * 1024 * 1024
 """Read size of a oneshot run (at least `tail.chunk_bytes`): a backfill reads whole files anyway."""
-FIRST_READ_BYTES = 4 * 1024 * 1024
-"""The run's first read: the threads folding behind the reader wait for it alone."""
 
 DAEMON_JEMALLOC = "dirty_decay_ms:0,muzzy_decay_ms:0"
 """What exporter.cli sets for polars' jemalloc unless the operator did (a daemon returns pages at once)."""
@@ -85,7 +84,7 @@ def run_oneshot(config: Config) -> str:
     with _no_collections():  # imports create long-lived objects only: ~50 collections saved there too
         from exporter.filestream import blocking_reads
 
-        with blocking_reads(first_read=FIRST_READ_BYTES):
+        with blocking_reads():
             return _oneshot(config)
 
 

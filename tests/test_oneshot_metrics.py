@@ -35,7 +35,6 @@ def test_metrics_only_oneshot_writes_what_the_daemon_path_writes(tmp_path: Path,
     config = load_config(_config(tmp_path))
     reference = daemon.run_oneshot(config)  # tail.chunk_bytes reads, inline folding, generate_latest
     monkeypatch.setattr(oneshot, "BACKFILL_CHUNK_BYTES", 200_000)  # several chunks per file, folded behind
-    monkeypatch.setattr(oneshot, "FIRST_READ_BYTES", 30_001)  # a small first read, ending inside a line
     fast = oneshot.run_oneshot(config)
     assert 'watchtower_records_repaired_total{reason="invalid_utf8",source="acct"} 1.0' in fast
     assert "pmta_deferral_age_seconds_bucket" in fast and 'label="vmta"' in fast
