@@ -41,6 +41,29 @@ def test_metrics_only_oneshot_writes_what_the_daemon_path_writes(tmp_path: Path,
     assert fast == reference
 
 
+def test_same_chunks_same_page_whatever_the_label_overflows(tmp_path: Path, monkeypatch) -> None:
+    """Read in the same chunks, the pipelined oneshot and the daemon's inline path write the same page,
+    including the order of `watchtower_label_overflow_total`'s series. That order follows the chunks
+    (a chunk counts its vmta overflows before its sender ones): here the 21st sender comes ~1.4 KB
+    before the 21st vmta, so 10 kB chunks count `sender` first and 64 KiB chunks `vmta` first. So
+    oneshot must read in the chunks it always read, blocking reads or not."""
+    from exporter import daemon, oneshot
+
+    path = _config(tmp_path)
+    pages = []
+    for chunk in (10_000, 65_536):
+        config = load_config(path)
+        config = config.model_copy(update={
+            "tail": config.tail.model_copy(update={"chunk_bytes": chunk}),
+            "labels": config.labels.model_copy(update={"max_vmtas": 20, "max_pools": 200, "max_senders": 20})})
+        monkeypatch.setattr(oneshot, "BACKFILL_CHUNK_BYTES", chunk)
+        fast = oneshot.run_oneshot(config)
+        assert fast == daemon.run_oneshot(config)
+        pages.append([line for line in fast.splitlines() if line.startswith("watchtower_label_overflow_total")])
+    assert [line.split('"')[1] for line in pages[0]] == ["sender", "vmta"]
+    assert [line.split('"')[1] for line in pages[1]] == ["vmta", "sender"]
+
+
 def test_oneshot_imports_no_web_stack_and_no_correlator(tmp_path: Path) -> None:
     config = _config(tmp_path)
     probe = ("import sys, io, contextlib\n"
