@@ -199,6 +199,11 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
     }
 
 
+def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
+    """frame.iter_rows(), from one list per column (~30% faster on a chunk's few thousand groups)."""
+    return zip(*(column.to_list() for column in frame.get_columns()), strict=True)
+
+
 def _has_times(c: Columns) -> bool:
     return c.timeLogged >= 0 and c.timeQueued >= 0
 
@@ -514,7 +519,7 @@ class RecordAggregator(Collector):
             return
         decided = self._class_cache  # read only (a stale answer only means a key is warmed twice)
         todo: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
-        for dom, host, st, ck, cat, diag in failures.select("dom", "host", "st", "ck", "cat", "diag").iter_rows():
+        for dom, host, st, ck, cat, diag in _rows(failures.select("dom", "host", "st", "ck", "cat", "diag")):
             isp = known(dom, host)
             if isp is not None and (isp, st, ck, cat) not in decided:
                 todo.setdefault((isp, st, ck, cat), (isp, st, diag, cat))
@@ -589,15 +594,15 @@ class RecordAggregator(Collector):
         # Labels of every distinct key, in first-seen order (caps admit values in that order).
         vp = {}
         nv = np_ = 0
-        for v, p, n in got["vp"].iter_rows():
+        for v, p, n in _rows(got["vp"]):
             vp[(v, p)] = labels = self._vmta_pool(v, p)
             nv += n if labels[0] == PLACEHOLDER_OVERFLOW else 0
             np_ += n if labels[1] == PLACEHOLDER_OVERFLOW else 0
-        isp = {(d, h): self._isp(d, h) for d, h in got["ik"].iter_rows()}
+        isp = {(d, h): self._isp(d, h) for d, h in _rows(got["ik"])}
         senders: dict[str, str] = {}
         ns = 0
         if has_orig:
-            for od, n in got["od"].iter_rows():
+            for od, n in _rows(got["od"]):
                 senders[od] = sender = self._sender_for_domain(od)
                 ns += n if sender == PLACEHOLDER_OTHER else 0
         for label, n in (("vmta", nv), ("vmta_pool", np_), ("sender", ns if self._sender_auto.cap else 0)):
@@ -639,7 +644,7 @@ class RecordAggregator(Collector):
             return
         cache = self._class_cache
         todo: dict[tuple[str, str, str, str], str] = {}
-        for dom, host, st, ck, cat, diag in failures.select("dom", "host", "st", "ck", "cat", "diag").iter_rows():
+        for dom, host, st, ck, cat, diag in _rows(failures.select("dom", "host", "st", "ck", "cat", "diag")):
             key = (isp[(dom, host)], st, ck, cat)
             if key not in cache and key not in todo:
                 todo[key] = diag
@@ -657,7 +662,7 @@ class RecordAggregator(Collector):
         ages = self.histograms["pmta_deferral_age_seconds"]
         dirty = self.dirty
         width = len(self.bounds) + 2
-        for row in grouped.iter_rows():
+        for row in _rows(grouped):
             typ, v, p, dom, host, st, ck, cat, n, diag = row[:10]
             vl, pl_ = vp[(v, p)]
             i = isp[(dom, host)]
@@ -672,13 +677,13 @@ class RecordAggregator(Collector):
     def _merge_sender_rows(self, res: dict[str, pl.DataFrame], senders: dict[str, str], isp: dict) -> None:
         """_merge_senders for a small chunk: loops over its groups."""
         local: dict[Key, int] = {}
-        for od, dom, host, n in res["s_delivered"].iter_rows():
+        for od, dom, host, n in _rows(res["s_delivered"]):
             key = (senders[od], isp[(dom, host)])
             local[key] = local.get(key, 0) + n
         self._merge("pmta_sender_delivered_total", local)
         bounced: dict[Key, int] = {}
         deferred: dict[Key, int] = {}
-        for typ, od, dom, host, st, ck, cat, n, diag in res["s_failures"].iter_rows():
+        for typ, od, dom, host, st, ck, cat, n, diag in _rows(res["s_failures"]):
             i = isp[(dom, host)]
             key = (senders[od], i, self._class(i, st, ck, cat, diag))
             target = bounced if typ == "b" else deferred
@@ -770,14 +775,14 @@ class RecordAggregator(Collector):
 
     def _merge_delivered(self, grouped: pl.DataFrame) -> None:
         width = len(self.bounds) + 2
-        for row in grouped.iter_rows():
+        for row in _rows(grouped):
             v, p, i, n, nbytes, total = row[:6]
             self._add_delivered((v, p, i), int(n), nbytes, total, row[6:6 + width] if row[6 + width] else None)
 
     def _merge_delivered_rows(self, grouped: pl.DataFrame, vp: dict, isp: dict, has_times: bool) -> None:
         """_merge_delivered for a small chunk's raw d groups, labelled here (the same sums, in the same order)."""
         width = len(self.bounds) + 2
-        for row in grouped.iter_rows():
+        for row in _rows(grouped):
             v, p, dom, host, n, nbytes, total = row[:7]
             vl, pl_ = vp[(v, p)]
             hist = row[7:7 + width] if has_times and row[7 + width] else None
@@ -827,7 +832,7 @@ class RecordAggregator(Collector):
         bounced = self.counters["pmta_bounced_total"]
         deferred = self.counters["pmta_deferred_total"]
         dirty = self.dirty
-        for typ, vl, pl_, i, cat, cls, n in counts.iter_rows():
+        for typ, vl, pl_, i, cat, cls, n in _rows(counts):
             name, key = failure_series(typ, vl, pl_, i, cat, cls)
             series = bounced if typ == "b" else deferred
             series[key] = series.get(key, 0) + n
@@ -835,7 +840,7 @@ class RecordAggregator(Collector):
         ages = done.get("f_ages")
         if ages is not None:
             series = self.histograms["pmta_deferral_age_seconds"]
-            for pl_, i, *values in ages.iter_rows():
+            for pl_, i, *values in _rows(ages):
                 self._add_hist(series, "pmta_deferral_age_seconds", (pl_, i), tuple(values))
 
     def _sender_plans(self, res: dict[str, pl.DataFrame], labels: _LabelFrames,
@@ -851,10 +856,10 @@ class RecordAggregator(Collector):
     def _merge_senders(self, done: dict[str, pl.DataFrame]) -> None:
         if "s_delivered" not in done:
             return
-        self._merge("pmta_sender_delivered_total", {(sl, i): n for sl, i, n in done["s_delivered"].iter_rows()})
+        self._merge("pmta_sender_delivered_total", {(sl, i): n for sl, i, n in _rows(done["s_delivered"])})
         bounced: dict[Key, int] = {}
         deferred: dict[Key, int] = {}
-        for typ, sl, i, cls, n in done["s_failures"].iter_rows() if "s_failures" in done else ():
+        for typ, sl, i, cls, n in _rows(done["s_failures"]) if "s_failures" in done else ():
             target = bounced if typ == "b" else deferred
             target[(sl, i, cls)] = target.get((sl, i, cls), 0) + n
         self._merge("pmta_sender_bounced_total", bounced)
