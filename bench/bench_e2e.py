@@ -10,6 +10,7 @@ and peak RSS comes from each child's own rusage (os.wait4).
     .venv/bin/python bench/bench_e2e.py                  # 250k lines (~108 MB), both paths
     .venv/bin/python bench/bench_e2e.py --lines 50000    # quick run
     .venv/bin/python bench/bench_e2e.py --only metrics   # one path
+    .venv/bin/python bench/bench_e2e.py --only metrics --also main=../main   # and another checkout's oneshot
 
 Targets (issue #10): metrics-only >= 1.0x; correlator on >= 0.25x with peak RSS <= 300 MB.
 """
@@ -42,10 +43,11 @@ print(n)
 """
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes, float]:
+def run(cmd: list[str], env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> tuple[float, float, bytes, float]:
     """(wall seconds, peak RSS in MB, stdout, CPU seconds user+sys) of one child process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
     assert proc.stdout is not None and proc.stderr is not None
     out = proc.stdout.read()
     err = proc.stderr.read()
@@ -82,6 +84,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=["metrics", "correlator"], default=None)
     ap.add_argument("--dir", type=Path, default=None, help="reuse/keep the corpus here")
+    ap.add_argument("--installed", action="store_true",
+                    help="run watchtower from cached bytecode, as an installed package does (pip compiles it at "
+                         "install); by default it inherits the environment, and PYTHONDONTWRITEBYTECODE=1 "
+                         "makes every run compile the checkout's modules again (~60 ms)")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=CHECKOUT",
+                    help="also run the metrics-only oneshot of another checkout (e.g. main=/work/main), interleaved")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wt-bench-") as tmp:
         directory = args.dir or Path(tmp)
@@ -97,29 +105,44 @@ def main() -> int:
         if args.only:
             paths = {args.only: paths[args.only]}
         configs = {name: write_config(directory, corr) for name, corr in paths.items()}
+        roots = {name: ROOT for name in paths}
+        labels = {name: "watchtower oneshot, " + ("correlator on" if corr else "correlator off")
+                  for name, corr in paths.items()}
+        for item in args.also:
+            other, _, checkout = item.partition("=")
+            configs[other] = write_config(directory, False)
+            roots[other] = Path(checkout).resolve()
+            labels[other] = f"oneshot, correlator off ({other})"
         base: list[tuple[float, float, float]] = []
-        ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configs}
+        extra_env: dict[str, str] = {}
+        if args.installed:  # bytecode in a cache of this run (never written into a checkout), compiled once
+            extra_env = {"PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
+            for name in configs:
+                env = dict(os.environ, PYTHONPATH=str(roots[name]), **extra_env)
+                run([*watchtower, str(configs[name])], env=env, cwd=roots[name])
         for _ in range(args.repeat):  # interleaved so machine drift hits every path alike
             wall, rss, out, cpu = run([sys.executable, "-c", BASELINE, *files])
             base.append((wall, rss, cpu))
             rows = int(out)
-            for name in paths:
-                wall, rss, _out, cpu = run([*watchtower, str(configs[name])], env=env)
+            for name in configs:
+                env = dict(os.environ, PYTHONPATH=str(roots[name]), **extra_env)
+                # cwd too: `python -m` puts the working directory first on sys.path
+                wall, rss, _out, cpu = run([*watchtower, str(configs[name])], env=env, cwd=roots[name])
                 ours[name].append((wall, rss, cpu))
         b = statistics.median(w for w, _, _ in base)
         load = os.getloadavg()[0]
         print(f"corpus: {rows:,} rows in {len(files)} files, {size / 1e6:.1f} MB; median of {args.repeat} runs;"
-              f" load {load:.2f}")
-        print(f"{'path':<32} {'seconds':>8} {'ratio':>7} {'peak RSS':>10} {'CPU s':>7} {'CPU ratio':>9}")
+              f" load {load:.2f}" + ("; bytecode cached (--installed)" if args.installed else ""))
+        print(f"{'path':<40} {'seconds':>8} {'ratio':>7} {'peak RSS':>10} {'CPU s':>7} {'CPU ratio':>9}")
         bc = statistics.median(c for _, _, c in base)
-        print(f"{'bare csv.reader (ceiling)':<32} {b:8.2f} {1.0:7.2f} {max(r for _, r, _ in base):8.0f} MB"
+        print(f"{'bare csv.reader (ceiling)':<40} {b:8.2f} {1.0:7.2f} {max(r for _, r, _ in base):8.0f} MB"
               f" {bc:7.2f} {1.0:9.2f}")
         for name, runs in ours.items():
             w = statistics.median(x for x, _, _ in runs)
             c = statistics.median(x for _, _, x in runs)
-            label = "watchtower oneshot, " + ("correlator on" if paths[name] else "correlator off")
-            print(f"{label:<32} {w:8.2f} {b / w:7.2f} {max(r for _, r, _ in runs):8.0f} MB {c:7.2f} {bc / c:9.2f}")
+            rss = max(r for _, r, _ in runs)
+            print(f"{labels[name]:<40} {w:8.2f} {b / w:7.2f} {rss:8.0f} MB {c:7.2f} {bc / c:9.2f}")
     return 0
 
 

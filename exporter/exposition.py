@@ -16,7 +16,6 @@ a 4.6 MB page compresses ~10x in a few tens of ms, in the worker thread).
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import threading
 import weakref
@@ -76,7 +75,7 @@ class _Collected:
 class _Family:
     """Cached sample lines of one record family: key -> (value rendered, lines)."""
 
-    __slots__ = ("name", "kind", "labels", "lines", "headers", "_order", "_fmt")
+    __slots__ = ("name", "kind", "labels", "lines", "headers", "_order", "_fmt", "_cut")
 
     def __init__(self, name: str, kind: str, labels: tuple[str, ...], help_text: str, bounds: list[float]) -> None:
         self.name = name
@@ -87,6 +86,7 @@ class _Family:
         self._order = sorted(range(len(labels)), key=labels.__getitem__)
         body = ",".join(f'{labels[i]}="%s"' for i in self._order)
         self._fmt = f"{name}{{{body}}} %s\n" if labels else f"{name} %s\n"
+        self._cut = sum(1 for k in labels if k < "le")  # where a bucket's `le` sorts among the label names
         base = name.removesuffix("_total")
         empty: Metric = (CounterMetricFamily(base, help_text, labels=list(labels)) if kind == "counter"
                          else HistogramMetricFamily(name, help_text, labels=list(labels)))
@@ -105,8 +105,10 @@ class _Family:
         self.lines = fresh  # series that went away (never, for counters) drop out of the cache
 
     def _lines(self, key: Key, value: Any, les: list[str]) -> str:
-        if self.kind == "counter" and len(key) == len(self.labels):
-            return self._fmt % (*[_escape(key[i]) for i in self._order], _num(value))
+        if len(key) == len(self.labels):
+            if self.kind == "counter":
+                return self._fmt % (*[_escape(key[i]) for i in self._order], _num(value))
+            return self._histogram(key, value, les)
         pairs = list(zip(self.labels, key, strict=False))
         if self.kind == "counter":
             return f"{self.name}{_labels(pairs)} {_num(value)}\n"
@@ -122,6 +124,23 @@ class _Family:
         plain = _labels(pairs)
         lines.append(f"{self.name}_count{plain} {_num(acc)}\n")
         lines.append(f"{self.name}_sum{plain} {_num(value[len(les)])}\n")
+        return "".join(lines)
+
+    def _histogram(self, key: Key, value: Any, les: list[str]) -> str:
+        """_lines of a histogram series with every label: the label text assembled once (names in their
+        family's sorted order), the buckets summed as `acc += n` from 0.0 (the same floats)."""
+        labels = self.labels
+        pairs = [f'{labels[i]}="{_escape(key[i])}"' for i in self._order]
+        cut = self._cut
+        start = f'{self.name}_bucket{{{"".join(p + "," for p in pairs[:cut])}le="'
+        end = '"' + "".join("," + p for p in pairs[cut:]) + "} "
+        plain = "{" + ",".join(pairs) + "}" if pairs else ""
+        acc = 0.0
+        lines = []
+        for le, n in zip(les, value, strict=False):
+            acc += n
+            lines.append(f"{start}{le}{end}{repr(acc) if -1e300 < acc < 1e6 else _num(acc)}\n")
+        lines.append(f"{self.name}_count{plain} {_num(acc)}\n{self.name}_sum{plain} {_num(value[len(les)])}\n")
         return "".join(lines)
 
 
@@ -222,6 +241,8 @@ async def render_metrics(
     registry: CollectorRegistry, accept: str, accept_encoding: str
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of a /metrics response: snapshot on the loop, format and gzip in a thread."""
+    import asyncio  # the listener's only: a oneshot renders without an event loop (no asyncio import)
+
     r = renderer_for(registry)
     om = wants_openmetrics(accept)
     parts = r.snapshot()

@@ -14,16 +14,19 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-
-import aiofiles
-from aiofiles.threadpool.binary import AsyncBufferedReader
+from typing import TYPE_CHECKING, Any
 
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import Columns, RecordBatch
 from exporter.spans import Span
+
+if TYPE_CHECKING:
+    from aiofiles.threadpool.binary import AsyncBufferedReader
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -98,6 +101,35 @@ def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
 OnBatch = Callable[["FileStream", RecordBatch], None]
 
 
+def __getattr__(name: str) -> Any:
+    """`exporter.filestream.aiofiles`, imported on first use: blocking reads (oneshot) never load it
+    (nor asyncio, which it imports)."""
+    if name == "aiofiles":
+        import aiofiles
+
+        return aiofiles
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_BLOCKING: ContextVar[bool] = ContextVar("watchtower_blocking_reads", default=False)
+
+
+@contextmanager
+def blocking_reads() -> Iterator[None]:
+    """FileStreams created inside (in this thread/context) read with plain blocking calls.
+
+    For a process with nothing else to serve (the metrics-only oneshot): their coroutines then never
+    suspend, so the Tailer's `poll()` can be driven to completion without an event loop (no asyncio,
+    no aiofiles, no executor thread per read), and a read returns the file's bytes without a hop
+    through a thread pool. The reads themselves are the same (`chunk_bytes` at a time): the same
+    chunks, so the same output, as the event loop's reads would give."""
+    token = _BLOCKING.set(True)
+    try:
+        yield
+    finally:
+        _BLOCKING.reset(token)
+
+
 class FileStream:
     """Reads one file from `offset` onwards and hands each chunk's valid rows to `on_batch`."""
 
@@ -116,7 +148,9 @@ class FileStream:
                                  error_log, fields=fields)
         self.metrics = metrics
         self.chunk_bytes = chunk_bytes
-        self.file: AsyncBufferedReader | None = None
+        self.blocking = _BLOCKING.get()
+        """Plain blocking file calls instead of aiofiles (`blocking_reads`)."""
+        self.file: AsyncBufferedReader | Any | None = None
         self.pending = b""
         self.size = 0
         self.last_growth = time.monotonic()
@@ -137,7 +171,7 @@ class FileStream:
             return True
         src = self.cp.source
         try:
-            f = await aiofiles.open(self.cp.path, "rb")
+            f = await self._open_file()
         except PermissionError:
             self._read_error("permission", "permission denied")
             return False
@@ -149,10 +183,10 @@ class FileStream:
             return False
         st = os.fstat(f.fileno())
         if (st.st_dev, st.st_ino) != self.key:  # replaced between stat and open
-            await f.close()
+            await self._close_file(f)
             return False
         self.file = f
-        await f.seek(self.cp.offset)
+        await self._seek(self.cp.offset)
         self.pending = b""
         if self.metrics:
             self.metrics.file_opens.labels(src).inc()
@@ -165,9 +199,36 @@ class FileStream:
 
     async def close(self) -> None:
         if self.file is not None:
-            await self.file.close()
+            await self._close_file(self.file)
             self.file = None
             self.pending = b""
+
+    # The only calls that differ between the two modes: everything else is shared.
+    async def _open_file(self) -> Any:
+        if self.blocking:
+            return open(self.cp.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        import aiofiles  # the daemon's event loop only (blocking_reads: not imported at all)
+
+        return await aiofiles.open(self.cp.path, "rb")
+
+    async def _close_file(self, f: Any) -> None:
+        if self.blocking:
+            f.close()
+        else:
+            await f.close()
+
+    async def _seek(self, offset: int) -> None:
+        assert self.file is not None
+        if self.blocking:
+            self.file.seek(offset)
+        else:
+            await self.file.seek(offset)
+
+    async def _read_bytes(self, size: int) -> bytes:
+        assert self.file is not None
+        if self.blocking:
+            return self.file.read(size)  # type: ignore[no-any-return]
+        return await self.file.read(size)  # type: ignore[no-any-return]
 
     def _check_truncation(self, size: int) -> bool:
         if size >= self.cp.offset:
@@ -198,7 +259,7 @@ class FileStream:
             await self.close()
             return False
         if self._check_truncation(size):
-            await f.seek(0)
+            await self._seek(0)
         self.size = size
         covered = fingerprint_len(self.cp.fingerprint)
         if covered < FINGERPRINT_BYTES and size > covered:
@@ -207,7 +268,7 @@ class FileStream:
             if should_stop is not None and should_stop():
                 return True
             try:
-                data = await f.read(self.chunk_bytes)
+                data = await self._read_bytes(self.chunk_bytes)
             except OSError as exc:
                 self._read_error("io", exc.strerror or str(exc))
                 await self.close()

@@ -1,17 +1,24 @@
 """`watchtower oneshot` with the correlator off: read every file once, print the exposition, exit.
 
-The metrics-only run needs neither the state database (nothing is checkpointed) nor the web stack,
-so it imports neither; it reads in bigger chunks than the daemon's per-poll reads (fewer fixed
-per-chunk costs) and renders with the cached-line renderer of `/metrics` (exporter.exposition,
-byte-identical to prometheus_client's `generate_latest`, ~5x faster at this size). The same
-Pipeline, tailer, parser and aggregator as `watchtower run` do the work. With the correlator on,
-`exporter.daemon.run_oneshot` runs instead (it commits the timelines as it reads).
+The metrics-only run needs neither the state database (nothing is checkpointed), the web stack nor
+an event loop, so it imports none of them: the Tailer's `poll()` is driven to completion directly
+(`_drive`) over FileStreams that read with plain blocking calls (`filestream.blocking_reads`),
+BACKFILL_CHUNK_BYTES at a time (the chunk boundaries decide the order in which label-cap overflows
+are first counted: other boundaries could reorder `watchtower_label_overflow_total`'s series). The
+same tailer, parser and aggregator as `watchtower run` do the work; the aggregator is the one the
+daemon's Pipeline builds (`RecordAggregator.for_config`). It renders with the cached-line renderer of `/metrics`
+(exporter.exposition, byte-identical to prometheus_client's `generate_latest`). With the
+correlator on, `exporter.daemon.run_oneshot` runs instead (it commits the timelines as it reads).
+
+Folding is a pipeline of four threads (`RecordAggregator.run_in_background(pipelined=True)`): this
+thread reads and parses a chunk while one thread derives and groups the previous chunk (polars),
+one decides that chunk's reply classes (the classifier, Python) and one labels and merges the
+oldest, in file order, so the series, cap admissions and self-metrics are those of an inline pass.
 
 A oneshot process lives for one pass and then exits, so it trades memory the daemon must give
 back for CPU (`tune_process`): freed buffers are kept for the next chunk instead of being returned to
 the kernel and faulted in again page by page (that alone was ~0.5 s of system time on 116 MB),
-and the cyclic garbage collector does not rescan the imported modules after every few thousand
-allocations.
+and the cyclic garbage collector stays off (a pass creates no reference cycles to collect).
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from exporter.config import Config
+    from exporter.records import RecordBatch
+
+T = TypeVar("T")
 
 BACKFILL_CHUNK_BYTES = 16 * 1024 * 1024
 """Read size of a oneshot run (at least `tail.chunk_bytes`): a backfill reads whole files anyway."""
@@ -54,52 +64,68 @@ def tune_process() -> None:
 
 
 @contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """During the pass: what is loaded so far is never rescanned and young collections are rarer;
-    the caller's settings come back afterwards (tests run oneshot in their own process)."""
-    threshold = gc.get_threshold()
-    ours = gc.get_freeze_count() == 0  # a caller's own frozen objects stay frozen
-    if ours:
-        gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+def _no_collections() -> Iterator[None]:
+    """No cyclic garbage collection during the pass: a pass creates few reference cycles (frames, rows
+    and groups are freed by reference counting), so a collection only rescans what is alive (~30 ms in
+    ~10 collections, one of them of the older generations). The caller's setting comes back afterwards
+    (tests run oneshot in their own process)."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        if ours:
-            gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 def run_oneshot(config: Config) -> str:
     """Read every matching file from byte 0 to EOF and return the exposition text (metrics only)."""
-    import asyncio
+    tune_process()  # before polars loads
+    with _no_collections():  # imports create long-lived objects only: ~50 collections saved there too
+        from exporter.filestream import blocking_reads
 
-    tune_process()
-    with _fewer_collections():
-        return asyncio.run(_oneshot(config))
+        with blocking_reads():
+            return _oneshot(config)
 
 
-async def _oneshot(config: Config) -> str:
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the Tailer's poll over blocking FileStreams) to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a oneshot read suspended: only blocking FileStreams can be driven without an event loop")
+
+
+def _oneshot(config: Config) -> str:
     from prometheus_client import CollectorRegistry
 
-    from exporter.aggregate import FIELDS
-    from exporter.daemon import Pipeline, _classifiers
+    from exporter.aggregate import FIELDS, RecordAggregator
+    from exporter.classify import IspClassifier, ReplyClassifier
     from exporter.exposition import render_sync
+    from exporter.metrics import SelfMetrics
     from exporter.tailer import Tailer
 
     registry = CollectorRegistry()
-    isp, replies = _classifiers(config)
-    pipeline = Pipeline(config, registry, None, isp, replies)
+    self_metrics = SelfMetrics(registry)  # registered first, as the daemon's Pipeline does: same output order
+    isp = IspClassifier.load(config.classify.isp_file)
+    replies = ReplyClassifier.load(config.classify.replies_file)
+    aggregator = RecordAggregator.for_config(config, isp.classify, replies.classify, self_metrics)
+    registry.register(aggregator)
     tail = config.tail.model_copy(update={"chunk_bytes": max(config.tail.chunk_bytes, BACKFILL_CHUNK_BYTES)})
-    tailer = Tailer(config.sources, tail, pipeline.self_metrics, first_run=True, oneshot=True, fields=FIELDS)
-    aggregator = pipeline.aggregator
-    aggregator.run_in_background(derive_here=True)  # chunk N is aggregated while chunk N+1 is parsed
+    tailer = Tailer(config.sources, tail, self_metrics, first_run=True, oneshot=True, fields=FIELDS)
+
+    def on_batch(_stream: object, batch: RecordBatch) -> None:
+        aggregator.apply(batch)
+
+    aggregator.run_in_background(pipelined=True)  # parse | derive+group | reply classes | label+merge
     try:
-        more = await tailer.poll(pipeline.on_batch, force_scan=True)
+        more = _drive(tailer.poll(on_batch, force_scan=True))
         while more:
-            more = await tailer.poll(pipeline.on_batch)
+            more = _drive(tailer.poll(on_batch))
         aggregator.flush()  # the self-metrics it updates are rendered before its own series
     finally:
         aggregator.close()
-        await tailer.close()
+        _drive(tailer.close())
     return render_sync(registry).decode()

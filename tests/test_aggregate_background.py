@@ -38,7 +38,7 @@ def _batches(directory: Path, chunk: int = 64 * 1024) -> list:
     return out
 
 
-def _aggregate(batches: list, background: bool = False, derive_here: bool = False) -> bytes:
+def _aggregate(batches: list, background: bool = False, derive_here: bool = False, pipelined: bool = False) -> bytes:
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
     for source in ("acct", "diag", "fbl"):
@@ -48,7 +48,7 @@ def _aggregate(batches: list, background: bool = False, derive_here: bool = Fals
                            self_metrics=metrics)
     registry.register(agg)
     if background:
-        assert agg.run_in_background(derive_here=derive_here)
+        assert agg.run_in_background(derive_here=derive_here, pipelined=pipelined)
     for batch in batches:
         agg.apply(batch)
     agg.flush()
@@ -65,7 +65,21 @@ def test_background_folding_equals_inline_folding(tmp_path: Path) -> None:
     inline = _aggregate(batches, background=False)
     assert b'watchtower_label_overflow_total{label="vmta"}' in inline  # the caps were exercised
     assert _aggregate(batches, background=True) == inline
-    assert _aggregate(batches, background=True, derive_here=True) == inline  # oneshot: keys derived by the caller
+    assert _aggregate(batches, background=True, derive_here=True) == inline  # keys derived by the caller
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_pipelined_folding_equals_inline_folding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
+    """oneshot's four threads (parse | derive+group | reply classes | label+merge), however far ahead the
+    caller reads: the same series in the same order, the same cap admissions and self-metrics."""
+    make_corpus(tmp_path, 6000, files=2)
+    batches = _batches(tmp_path)
+    inline = _aggregate(batches)
+    monkeypatch.setattr(aggregate, "PIPELINE_DEPTH", depth)
+    assert _aggregate(batches, background=True, pipelined=True) == inline
+    monkeypatch.setattr(aggregate, "SMALL_GROUPS", 0)  # labelled polars group-bys, classes from the warm cache
+    monkeypatch.setattr(aggregate, "SMALL_DELIVERED", 0)
+    assert _aggregate(batches, background=True, pipelined=True) == _aggregate(batches)
 
 
 def test_loop_and_polars_merges_give_the_same_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,12 +97,13 @@ def test_loop_and_polars_merges_give_the_same_series(tmp_path: Path, monkeypatch
     assert b"pmta_sender_deferred_total" in loops and b"pmta_deferral_age_seconds_bucket" in loops
 
 
-def test_an_error_while_folding_reaches_the_next_reader() -> None:
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_an_error_while_folding_reaches_the_next_reader(pipelined: bool) -> None:
     def broken(isp: str, status: str, diag: str, cat: str) -> str:
         raise RuntimeError("rule table exploded")
 
     agg = RecordAggregator(isp_of, broken, buckets=[1.0])
-    assert agg.run_in_background()
+    assert agg.run_in_background(pipelined=pipelined)
     agg.apply(batch_of(["t,1000,900,a@s1.com,u@gmail.com,4.7.28,smtp;421 4.7.28 rate,,,,vmta-1,pool-a,q,"]))
     with pytest.raises(RuntimeError, match="rule table exploded"):
         agg.flush()
@@ -122,3 +137,17 @@ def test_times_only_pythons_parser_reads_are_folded_in(small_groups: int, monkey
     assert get("pmta_deferral_age_seconds_sum", {"vmta_pool": "p", "isp": "gmail"}) == 3600
     assert get("pmta_deferral_age_seconds_count", {"vmta_pool": "p", "isp": "gmail"}) == 1
     assert get("watchtower_parse_errors_total", {"source": "acct", "reason": "bad_timestamp"}) == 1
+
+
+def test_an_error_while_grouping_reaches_the_next_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipelined: a failure on the grouping thread surfaces through the fold that waits for it."""
+    def broken_group(*_args: object) -> None:
+        raise RuntimeError("grouping exploded")
+
+    monkeypatch.setattr(aggregate, "_group", broken_group)
+    agg = RecordAggregator(isp_of, class_of, buckets=[1.0])
+    assert agg.run_in_background(pipelined=True)
+    agg.apply(batch_of(["t,1000,900,a@s1.com,u@gmail.com,4.7.28,smtp;421 4.7.28 rate,,,,vmta-1,pool-a,q,"]))
+    with pytest.raises(RuntimeError, match="grouping exploded"):
+        agg.flush()
+    agg.close()

@@ -77,3 +77,29 @@ def test_text_polars_cannot_hold_falls_back_to_the_substring_loop() -> None:
     rc = _fresh()
     batch = [("other", "", f"550 5.1.1 user unknown \ud800 {i}", "") for i in range(10)]  # lone surrogate
     assert rc.classify_many(batch) == [_fresh().classify(*item) for item in batch]
+
+
+_EXACT = [rule for rule in _SHIPPED.rules if rule.exact]
+
+
+def test_most_shipped_patterns_are_decided_by_their_literals() -> None:
+    assert len(_EXACT) >= 40 and any(rule.name == "transient-remote" for rule in _EXACT)
+    assert replies_module.literal_expansions(r"\bspam\b") is None  # a word boundary: the regex decides
+    assert replies_module.literal_expansions(r"4\.16\.5\d") is None  # a class
+    assert replies_module.literal_expansions("a(?-i:B)") is None  # an inline flag change
+    assert replies_module.literal_expansions("x?") is None  # matches the empty string
+    assert replies_module.literal_expansions("a?+a") is None  # possessive: "a" has no match, though it holds "a"
+    assert replies_module.literal_expansions("ex[ck]eeded|Over ?Quota") == frozenset(
+        {"exceeded", "exkeeded", "over quota", "overquota"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from(_EXACT), data=st.data())
+def test_literal_expansions_decide_exactly_what_the_regex_decides_on_ascii_text(rule, data) -> None:
+    """On an ASCII text, `pattern.search` finds a match iff a literal expansion is in the lowered text."""
+    expansions = sorted(rule.exact)
+    piece = st.sampled_from(expansions).flatmap(
+        lambda e: st.sampled_from([e, e.upper(), e.title(), e[:-1], e[1:], e.replace(" ", "  ")]))
+    words = data.draw(st.lists(piece | st.text(alphabet="abeiklnorstuy .-()[]0123", max_size=8), max_size=6))
+    text = " ".join(words)
+    assert (rule.pattern.search(text) is not None) == any(e in text.lower() for e in rule.exact)

@@ -71,3 +71,28 @@ async def test_http_metrics_gzip_and_plain_carry_the_same_page():
     assert plain.headers["content-type"].startswith("text/plain")
     assert om.content == generate_openmetrics(reg) and om.headers["content-type"].startswith(
         "application/openmetrics-text")
+
+
+def test_a_oneshot_page_is_what_prometheus_client_writes(tmp_path, monkeypatch) -> None:
+    """Thousands of series of every family (histograms with every label, escapes, large values)."""
+    import yaml
+
+    from bench.corpus import make_corpus
+    from exporter import oneshot
+    from exporter.config import load_config
+
+    make_corpus(tmp_path, 4000, files=2)
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({
+        "sources": [{"name": "acct", "paths": [str(tmp_path / "acct-*.csv")]},
+                    {"name": "diag", "paths": [str(tmp_path / "diag-*.csv")]}],
+        "state_dir": str(tmp_path), "correlator": {"enabled": False}}))
+    captured = {}
+
+    def capture(registry: CollectorRegistry, openmetrics: bool = False) -> bytes:
+        captured["registry"] = registry
+        return render_sync(registry, openmetrics)
+
+    monkeypatch.setattr("exporter.exposition.render_sync", capture)
+    page = oneshot.run_oneshot(load_config(tmp_path / "c.yml"))
+    assert page.count("pmta_delivery_delay_seconds_bucket") > 100
+    assert page.encode() == generate_latest(captured["registry"])

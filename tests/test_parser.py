@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from exporter.parser import FileParser
+import random
+
+import pytest
+
+from exporter import parser as parser_module
+from exporter.parser import FileParser, invalid_utf8_lines
 
 HEADER = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,vmtaPool\n"
 
@@ -113,3 +118,38 @@ def test_a_repaired_record_of_a_skipped_type_is_not_counted_as_repaired():
     p = FileParser("acct", "/x/a.csv", frozenset({"d"}))
     batch, _n = p.parse(HEADER.encode() + b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n" + LATIN1)
     assert batch is not None and batch.repaired == 0 and p.skipped == {"b": 1}
+
+
+def _invalid_lines_one_by_one(data: bytes) -> list[int]:
+    bad = []
+    for i, line in enumerate(data.split(b"\n")):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(i)
+    return bad
+
+
+@pytest.mark.parametrize("block", [1, 5, 64, 1 << 16])
+def test_invalid_utf8_lines_are_found_whatever_the_block_size(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Only blocks holding a non-ASCII byte are decoded: every bad line is still found, with its index,
+    including several in one block, one at a block's edge, multi-byte UTF-8 and a last line without \\n."""
+    monkeypatch.setattr(parser_module, "_UTF8_BLOCK", block)
+    rng = random.Random(block)
+    pieces = [b"d,ok,v", b"d,Empf\xe4nger,v", b"d,\xc3\xa4 fine,v", b"d,\xe2\x82,v", b"", b"t,\xff\xfe,x"]
+    for _ in range(200):
+        lines = [rng.choice(pieces) * rng.randint(1, 3) for _ in range(rng.randint(1, 40))]
+        data = b"\n".join(lines) + rng.choice([b"\n", b""])
+        assert invalid_utf8_lines(data) == _invalid_lines_one_by_one(data)
+
+
+def test_a_crlf_chunk_and_a_chunk_with_a_lone_cr_keep_their_bytes() -> None:
+    """CRLF ends are dropped by removing every CR only when no CR stands alone (the fast one-byte path)."""
+    crlf = (HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n" * 3).replace("\n", "\r\n").encode()
+    lone = crlf.replace(b"ok,v,p\r\nd,1", b'"o\rk",v,p\r\nd,1', 1)
+    for data, diag in ((crlf, "ok"), (lone, "o\rk")):
+        p = FileParser("acct", "/x/a.csv", None)
+        batch, n = p.parse(data)
+        assert n == 4 and batch is not None and p.errors == {}
+        assert [r[6] for r in batch.rows] == [diag, "ok", "ok"]
+        assert [r[8] for r in batch.rows] == ["p", "p", "p"]  # no CR left at the end of a line

@@ -37,6 +37,8 @@ line = st.one_of(
     st.just("d,a@x,Empf\udce4nger,v"),  # an invalid UTF-8 byte (surrogateescape below)
     st.just("t,\udcff,\"451 \udcff\",v"),
     st.just("type,rcpt,dsnDiag,vmta"),
+    st.just("d,a@x,\"lone\rcr\",v"),  # a CR that ends no line: CRLF files must not lose it
+    st.just("t,a@x,crlf,v\r"),  # with a LF eol, one CRLF line in a LF file
 )
 
 

@@ -146,6 +146,18 @@ class IspClassifier:
                 del learned[dom]
         return isp
 
+    def known(self, domain: str, dsn_mta: str = "") -> str | None:
+        """`classify(domain, dsn_mta)` when the answer does not depend on what earlier records taught
+        (a listed domain, or a non-empty dsnMta), else None; learns nothing, so any thread may ask."""
+        isp = self._domains.get(domain)
+        if isp is None:
+            isp = self._domains.get(domain.lower().rstrip("."))
+        if isp is not None:
+            return isp
+        if not dsn_mta:
+            return None  # the domain's learned MX decides: only the reader in file order may ask
+        return self._mx_cache.get(dsn_mta) or self._resolve_mx(dsn_mta)
+
     def classify_rcpt(self, rcpt: str, dsn_mta: str = "") -> str:
         """Provider of a recipient address such as `user@Example.COM` (or `<user@example.com>`)."""
         domain = rcpt.rpartition("@")[2]

@@ -18,6 +18,8 @@ same answers as `classify` (a property test compares them), at a fraction of the
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,8 +76,9 @@ _TOP_KEYS = {"version", "date", "rules", "bounce_cat_override", "bounce_cat_fall
 
 Enhanced = tuple[str, str, str]  # (class digit, subject, detail) as strings, e.g. ("4", "7", "28")
 EnhancedSpec = tuple[str | None, str | None, str | None]  # None = any; a prefix on component boundaries
-# (pattern.search or None, required_literals() of the pattern or None, class, rule name)
-_Candidate = tuple[Callable[[str], Any] | None, tuple[tuple[str, ...], ...] | None, str, str]
+# (pattern.search or None, required_literals() of the pattern or None, class, rule name,
+# (..., literal_expansions() of the pattern or None)
+_Candidate = tuple[Callable[[str], Any] | None, tuple[tuple[str, ...], ...] | None, str, str, frozenset[str] | None]
 # (candidates, indexes of those without literals, literal -> indexes of those requiring it first)
 _Plan = tuple[tuple[_Candidate, ...], frozenset[int], dict[str, frozenset[int]]]
 
@@ -93,6 +96,8 @@ class Rule:
     pattern: re.Pattern[str] | None
     keywords: tuple[tuple[str, ...], ...] | None = None
     """required_literals(pattern): a cheap pre-check before the regex, or None."""
+    exact: frozenset[str] | None = None
+    """literal_expansions(pattern): on an ASCII text the pattern matches iff one of these is in it, or None."""
 
     def selects(self, isp: str, code: str, enh: Enhanced | None) -> bool:
         """Whether the non-text conditions hold (the pattern is checked separately)."""
@@ -161,7 +166,8 @@ class ReplyClassifier:
         self._cache: dict[tuple[str, str, str, str], str] = {}
         self._candidates: dict[tuple[str, str, Enhanced | None], tuple[_Candidate, ...]] = {}
         self._plans: dict[tuple[str, str, Enhanced | None], _Plan] = {}
-        self._literals = tuple(sorted({k for r in self.rules if r.keywords for g in r.keywords for k in g}))
+        self._literals = tuple(sorted({k for r in self.rules if r.keywords for g in r.keywords for k in g}
+                                      | {k for r in self.rules if r.exact for k in r.exact}))
         # literal -> every literal it contains (itself included): presence is closed under substrings
         self._implied = {k: tuple(o for o in self._literals if o in k) for k in self._literals}
 
@@ -214,7 +220,7 @@ class ReplyClassifier:
         decided: dict[tuple[str, str, str, str], str] = {}
         for key, found in zip(todo, self._present([k[1].lower() for k in todo]), strict=True):
             isp, text, status, cat = key
-            decided[key] = cls = self._decide(isp, status, text, cat, found)
+            decided[key] = cls = self._decide(isp, status, text, cat, found, text.isascii())
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
             cache[key] = cls
@@ -236,8 +242,10 @@ class ReplyClassifier:
         implied = self._implied
         return [frozenset(x for k in hits for x in implied[k]) if hits else frozenset() for hits in found]
 
-    def _decide(self, isp: str, dsn_status: str, text: str, bounce_cat: str, present: frozenset[str]) -> str:
-        """explain(...)[0] given the rule literals present in text.lower(): only rules they allow are tried."""
+    def _decide(self, isp: str, dsn_status: str, text: str, bounce_cat: str, present: frozenset[str],
+                ascii_text: bool = False) -> str:
+        """explain(...)[0] given the rule literals present in text.lower(): only rules they allow are tried,
+        and on an ASCII text a pattern that is a set of literals (`Rule.exact`) is decided by them, no regex."""
         found = self._override.get(bounce_cat)
         if found is not None:
             return found
@@ -252,10 +260,11 @@ class ReplyClassifier:
             if more is not None:
                 picked = picked | more
         for i in sorted(picked):
-            search, groups, cls, _name = candidates[i]
+            search, groups, cls, _name, exact = candidates[i]
             if groups is not None and not all(not present.isdisjoint(g) for g in groups):
                 continue
-            if search is None or search(text):
+            if search is None or (not present.isdisjoint(exact) if exact is not None and ascii_text
+                                  else search(text)):
                 return cls
         found = self._bc_fallback.get(bounce_cat)
         if found is not None:
@@ -273,7 +282,7 @@ class ReplyClassifier:
         candidates = self._candidates.get((isp, code, enh)) or self._select(isp, code, enh)
         always: set[int] = set()
         index: dict[str, set[int]] = {}
-        for i, (_search, groups, _cls, _name) in enumerate(candidates):
+        for i, (_search, groups, _cls, _name, _exact) in enumerate(candidates):
             if groups is None:
                 always.add(i)
             else:
@@ -298,7 +307,7 @@ class ReplyClassifier:
         if candidates is None:
             candidates = self._select(isp, code, enh)
         lowered = None
-        for search, keywords, cls, rule_name in candidates:
+        for search, keywords, cls, rule_name, _exact in candidates:
             if keywords is not None:
                 if lowered is None:
                     lowered = dsn_diag.lower()
@@ -323,7 +332,7 @@ class ReplyClassifier:
         for rule in self.rules:
             if rule.selects(isp, code, enh):
                 search = rule.pattern.search if rule.pattern else None
-                picked.append((search, rule.keywords, rule.cls, rule.name))
+                picked.append((search, rule.keywords, rule.cls, rule.name, rule.exact))
                 if rule.pattern is None:
                     break  # an unconditional match: nothing after it can be reached
         if len(self._candidates) >= _CACHE_LIMIT:
@@ -384,8 +393,10 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
     if not (isps or codes or specs or pattern):
         raise ValueError(f"{name}: {label}: a rule needs at least one of isp, code, enhanced, pattern")
     keywords = required_literals(pattern.pattern) if pattern else None
+    exact = literal_expansions(pattern.pattern) if pattern else None
     rule = Rule(
-        index, str(raw.get("name") or label), cls, frozenset(isps), tuple(codes), tuple(specs), pattern, keywords
+        index, str(raw.get("name") or label), cls, frozenset(isps), tuple(codes), tuple(specs), pattern, keywords,
+        exact,
     )
     examples = raw.get("examples") or []
     if not isinstance(examples, list):
@@ -406,12 +417,68 @@ def required_literals(pattern: str) -> tuple[tuple[str, ...], ...] | None:
     (`re._parser`); anything unexpected means None, "no pre-check", which is always correct, only slower.
     """
     try:
-        groups = _requirements(sre_parse.parse(pattern, re.IGNORECASE))
+        groups = _requirements(_parse(pattern))
     except Exception:  # a private module: never let its changes break loading
         return None
     best = sorted(set(groups), key=_rank)[:3]
     # within a group "exceeded" already covers "exceeded storage"
     return tuple(tuple(sorted(k for k in g if not any(o != k and o in k for o in g))) for g in best) or None
+
+
+_EXPANSIONS = 512
+_BACKTRACKING = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT} if sre_c is not None else set()
+
+
+def literal_expansions(pattern: str) -> frozenset[str] | None:
+    """The lower-case strings a case-insensitive `pattern` matches, when they are a short finite list of
+    ASCII literals (alternations, optional parts, one-character sets of them); else None.
+
+    Then, on an ASCII text, `re.search(pattern, text, re.IGNORECASE)` finds a match iff one of them is a
+    substring of `text.lower()` (ASCII letters fold to ASCII letters only): the batch path reads that off
+    the literals it finds anyway instead of running the regex. Anchors, word boundaries, classes such as
+    \\d or \\s, wide repeats and inline flag changes make it None (the regex decides, as always)."""
+    try:
+        found = _expand(_parse(pattern))
+    except Exception:  # a private module: never let its changes break loading
+        return None
+    return frozenset(found) if found and "" not in found else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(pattern: str) -> Any:
+    """The stdlib parser's tree of a case-insensitive pattern (shared by the two readers of a rule's pattern)."""
+    return sre_parse.parse(pattern, re.IGNORECASE)
+
+
+def _expand(seq: Any) -> set[str] | None:
+    out = {""}
+    for op, av in seq:
+        options: set[str] | None
+        if op is sre_c.LITERAL:
+            options = {chr(av).lower()} if av < 128 else None
+        elif op is sre_c.SUBPATTERN:
+            options = None if av[1] or av[2] else _expand(av[-1])  # no inline flag changes
+        elif op is sre_c.BRANCH:
+            options = set()
+            for branch in av[1]:
+                more = _expand(branch)
+                if more is None:
+                    return None
+                options |= more
+        elif op in _BACKTRACKING and av[1] <= 3:  # a possessive repeat may refuse a match its strings allow
+            item = _expand(av[2])
+            options = None if item is None else {
+                "".join(combo) for k in range(av[0], av[1] + 1) for combo in itertools.product(item, repeat=k)}
+        elif op is sre_c.IN and all(kind is sre_c.LITERAL and ch < 128 for kind, ch in av):
+            options = {chr(ch).lower() for _kind, ch in av}
+        else:
+            return None
+        if options is None:
+            return None
+        out = {head + tail for head in out for tail in options}
+        if len(out) > _EXPANSIONS:
+            return None
+    return out
 
 
 def _rank(group: frozenset[str]) -> tuple[int, int]:
