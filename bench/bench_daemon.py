@@ -6,7 +6,9 @@
 2. live: appends acct+diag+fbl records at `--rate` records/s for `--seconds` to a running daemon;
    prints metrics lag (records written minus records counted, as seconds of traffic) p50/p99, the
    timeline backlog (rows held in memory + bytes the writer reads again from the files) at the middle
-   and at the end of the run (flat = the correlator keeps up), and RSS at start, middle and end.
+   and at the end of the run, the timeline lag per quarter of the run as seconds of traffic (flat = the
+   correlator keeps up) and how long it takes to catch up once the appends stop, and RSS (daemon plus
+   its children) at start, middle and end.
 
 Ratios are against the target in the same run (`--rate`); no assertion, just figures:
 `python bench/bench_daemon.py [--lines 600000] [--rate 20000] [--seconds 30]`.
@@ -103,6 +105,18 @@ def status(pid: int, key: str) -> float:
     return 0.0
 
 
+def rss_with_children(pid: int) -> float:
+    """VmRSS of the daemon plus its child processes (the correlator process with `--worker process`), MB."""
+    total = status(pid, "VmRSS")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += status(int(child), "VmRSS")
+            except OSError:  # gone meanwhile
+                pass
+    return total
+
+
 def backfill(work: Path, lines: int) -> None:
     logs = work / "logs"
     counts = make_corpus(logs, lines)
@@ -136,6 +150,32 @@ def backfill(work: Path, lines: int) -> None:
           f"totals exact after restart: {exact}")
 
 
+def drain(listen: str, limit: float = 120.0) -> str:
+    """How long the correlator takes to store what is left once nothing is appended (flat lag: a second or two)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        _n, rows, nbytes = counted(listen)
+        if rows == 0 and nbytes == 0:
+            return f"in {time.perf_counter() - t0:.1f}s"
+        time.sleep(0.2)
+    return f"not within {limit:.0f}s"
+
+
+def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float) -> str:
+    """Median and max of the timeline lag in each quarter of the run: flat when the quarters agree."""
+    def seconds(rows: int, nbytes: int) -> float:
+        return rows / rate + (nbytes / traffic if traffic else 0.0)
+
+    end = behind[-1][0] if behind else 0.0
+    parts = []
+    for q in range(4):
+        lo, hi = q * end / 4, (q + 1) * end / 4
+        lags = sorted(seconds(r, b) for t, r, b in behind if lo <= t < hi or (q == 3 and t == end))
+        if lags:
+            parts.append(f"Q{q + 1} {statistics.median(lags):.1f}/{lags[-1]:.1f}s")
+    return "median/max " + ", ".join(parts)
+
+
 def live(work: Path, rate: int, seconds: float) -> None:
     logs = work / "live"
     logs.mkdir()
@@ -148,10 +188,12 @@ def live(work: Path, rate: int, seconds: float) -> None:
         handles[name].flush()
     cfg, listen = config(work / "live-state" if (work / "live-state").mkdir() is None else work, logs)
     proc = start(cfg, listen, work / "live.log")
-    rss0 = status(proc.pid, "VmRSS")
+    rss0 = rss_with_children(proc.pid)
     gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
     written = 0
     lags: list[float] = []
+    behind: list[tuple[float, int, int]] = []
+    """(seconds since the start, rows in memory, bytes to read again) at each sample."""
     middle: tuple[int, int, float] | None = None
     t0 = time.perf_counter()
     next_sample = t0 + SAMPLE_EVERY
@@ -169,12 +211,15 @@ def live(work: Path, rate: int, seconds: float) -> None:
         if now >= next_sample:
             n, _rows, _bytes = counted(listen)
             lags.append(max(0.0, (written - n) / rate))
+            behind.append((now - t0, _rows, _bytes))
             next_sample = now + SAMPLE_EVERY
             if middle is None and now - t0 >= seconds / 2:
-                middle = (_rows, _bytes, status(proc.pid, "VmRSS"))
+                middle = (_rows, _bytes, rss_with_children(proc.pid))
         time.sleep(0.01)
     n, backlog, backlog_bytes = counted(listen)
-    rss1 = status(proc.pid, "VmRSS")
+    rss1 = rss_with_children(proc.pid)
+    drained = drain(listen)
+    traffic = sum(h.tell() for h in handles.values()) / seconds  # bytes appended per second
     mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
     lags.sort()
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
@@ -183,7 +228,10 @@ def live(work: Path, rate: int, seconds: float) -> None:
           f"for {seconds:.0f}s (target {rate:,}/s = "
           f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
           f"timeline backlog (rows in memory + MB to read again) middle {mid_rows:,} + {mid_bytes / 1e6:.1f} MB, "
-          f"end {backlog:,} + {backlog_bytes / 1e6:.1f} MB; RSS {rss0:.0f} -> {mid_rss:.0f} -> {rss1:.0f} MB")
+          f"end {backlog:,} + {backlog_bytes / 1e6:.1f} MB; "
+          f"RSS (with children) {rss0:.0f} -> {mid_rss:.0f} -> {rss1:.0f} MB")
+    print("  timeline lag (backlog as seconds of traffic, one sample per 0.5 s): " + lag_summary(behind, rate, traffic)
+          + f"; caught up {drained} after the appends stopped")
     for h in handles.values():
         h.close()
     proc.send_signal(signal.SIGTERM)

@@ -1,8 +1,9 @@
 """The correlator in a process of its own (`correlator.worker: process`), following the checkpoints.
 
 In the daemon's own process the correlator shares the interpreter lock and polars' thread pool with
-the event loop that reads and counts; measured at 20k records/s appended it then stores ~12k rows/s,
-against ~28k rows/s when nothing else runs. Here it runs alone. It needs nothing from the daemon but
+the event loop that reads and counts; measured at 20k records/s appended it then stores ~16-17k rows/s,
+against ~30k rows/s when nothing else runs. Here it runs alone and keeps up (`bench/bench_daemon.py
+--worker process`: timeline lag flat at ~0.5-0.7 s). It needs nothing from the daemon but
 the state database: every checkpoint the daemon commits says, per file, how far the metrics have read
 (`offset`) and how far the correlator has stored (`sink_offset`, exporter/backlog.py). This process
 reads each range between the two from its file again (exporter/spans.py), stores its rows and moves
@@ -35,8 +36,8 @@ MAINTAIN_INTERVAL = 30.0
 LOCK_FILE = "correlator.lock"
 ERROR_BYTES = 300
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
-"""SQLite page cache of the follower: the random-key link indexes stay in memory (live: ~17k rows/s
-stored at 20k records/s appended, against ~15k with the daemon's 16 MiB)."""
+"""SQLite page cache of the follower (the daemon's writer has 16 MiB): the newest generation of each key index
+(correlator/store.py) and the pages the summary updates touch stay in memory."""
 
 
 class Handle:
