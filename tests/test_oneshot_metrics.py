@@ -64,32 +64,28 @@ def test_same_chunks_same_page_whatever_the_label_overflows(tmp_path: Path, monk
     assert [line.split('"')[1] for line in pages[1]] == ["vmta", "sender"]
 
 
-def test_oneshot_imports_no_web_stack_and_no_correlator(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+def _oneshot_in_fresh_process(config: Path, modules: tuple[str, ...], marker: str) -> str:
+    """Run `main(['oneshot', ...])` in a new interpreter: "<rc> <marker in the page> <which of `modules` got imported>"."""
     probe = ("import sys, io, contextlib\n"
              "from exporter.cli import main\n"
              "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
              f"    rc = main(['oneshot', '--config', {str(config)!r}])\n"
-             "heavy = ('fastapi', 'uvicorn', 'starlette', 'httpx', 'sqlite_utils', 'correlator')\n"
-             "print(rc, len(out.getvalue()) > 0, sorted(m for m in heavy if m in sys.modules))\n")
+             f"print(rc, {marker!r} in out.getvalue(), sorted(m for m in {modules!r} if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[0] == "0 True []"
+    return proc.stdout.split("\n")[0]
+
+
+def test_oneshot_imports_no_web_stack_and_no_correlator(tmp_path: Path) -> None:
+    heavy = ("fastapi", "uvicorn", "starlette", "httpx", "sqlite_utils", "correlator")
+    assert _oneshot_in_fresh_process(_config(tmp_path), heavy, "# HELP") == "0 True []"
 
 
 def test_oneshot_needs_no_event_loop_and_no_state_database(tmp_path: Path) -> None:
     """The Tailer is driven over blocking FileStreams (no asyncio, no aiofiles threads) and the aggregator
     is built without the daemon's Pipeline (no exporter.daemon, state, writer, sqlite3)."""
-    config = _config(tmp_path)
-    probe = ("import sys, io, contextlib\n"
-             "from exporter.cli import main\n"
-             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-             f"    rc = main(['oneshot', '--config', {str(config)!r}])\n"
-             "unneeded = ('asyncio', 'aiofiles', 'exporter.daemon', 'exporter.state', 'exporter.writer', 'sqlite3')\n"
-             "print(rc, 'pmta_delivered_total' in out.getvalue(), sorted(m for m in unneeded if m in sys.modules))\n")
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[0] == "0 True []"
+    unneeded = ("asyncio", "aiofiles", "exporter.daemon", "exporter.state", "exporter.writer", "sqlite3")
+    assert _oneshot_in_fresh_process(_config(tmp_path), unneeded, "pmta_delivered_total") == "0 True []"
 
 
 def test_the_command_line_flushes_everything_before_it_ends(tmp_path: Path) -> None:
