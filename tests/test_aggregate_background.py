@@ -102,10 +102,14 @@ def test_an_error_while_folding_reaches_the_next_reader(pipelined: bool) -> None
     def broken(isp: str, status: str, diag: str, cat: str) -> str:
         raise RuntimeError("rule table exploded")
 
-    agg = RecordAggregator(isp_of, broken, buckets=[1.0])
+    _first_flush_raises(RecordAggregator(isp_of, broken, buckets=[1.0]), pipelined, "rule table exploded")
+
+
+def _first_flush_raises(agg: RecordAggregator, pipelined: bool, message: str) -> None:
+    """One deferral folded in the background: the error of the background thread surfaces at the flush."""
     assert agg.run_in_background(pipelined=pipelined)
     agg.apply(batch_of(["t,1000,900,a@s1.com,u@gmail.com,4.7.28,smtp;421 4.7.28 rate,,,,vmta-1,pool-a,q,"]))
-    with pytest.raises(RuntimeError, match="rule table exploded"):
+    with pytest.raises(RuntimeError, match=message):
         agg.flush()
     agg.close()
 
@@ -145,9 +149,4 @@ def test_an_error_while_grouping_reaches_the_next_reader(monkeypatch: pytest.Mon
         raise RuntimeError("grouping exploded")
 
     monkeypatch.setattr(aggregate, "_group", broken_group)
-    agg = RecordAggregator(isp_of, class_of, buckets=[1.0])
-    assert agg.run_in_background(pipelined=True)
-    agg.apply(batch_of(["t,1000,900,a@s1.com,u@gmail.com,4.7.28,smtp;421 4.7.28 rate,,,,vmta-1,pool-a,q,"]))
-    with pytest.raises(RuntimeError, match="grouping exploded"):
-        agg.flush()
-    agg.close()
+    _first_flush_raises(RecordAggregator(isp_of, class_of, buckets=[1.0]), True, "grouping exploded")
