@@ -20,6 +20,7 @@ from itertools import repeat
 import polars as pl
 
 from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_message_id
+from correlator.prepare import map_distinct
 from correlator.store import DAYS, ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
@@ -207,7 +208,7 @@ def _delivery_keys(batch: RecordBatch) -> tuple[pl.DataFrame, list[tuple[str, st
     pairs = df.select("vmta", "pool").unique(maintain_order=True).with_row_index("vp")
     df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").with_columns(
         rcpt.alias("rcpt"), orig.alias("orig"), mid.alias("mid"), job.alias("job"),
-        _times(df.get_column("tl")).alias("t"))
+        map_distinct(df.get_column("tl"), lambda v: parse_pmta_time(v) or 0.0, pl.Float64).alias("t"))
     has_mid, has_rcpt = pl.col("mid") != "", pl.col("rcpt") != ""
 
     def key(kind: str, a: str, b: str | None, when: pl.Expr) -> pl.Expr:
@@ -220,13 +221,6 @@ def _delivery_keys(batch: RecordBatch) -> tuple[pl.DataFrame, list[tuple[str, st
     ).alias("h")
     out = df.select(keys, "vp", "t").explode("h").drop_nulls("h")
     return out, list(zip(pairs.get_column("vmta").to_list(), pairs.get_column("pool").to_list(), strict=True))
-
-
-def _times(tl: pl.Series) -> pl.Series:
-    """timeLogged as epoch seconds (0.0 when unparsable), parsed once per distinct value."""
-    uniq = tl.unique()
-    values = pl.Series([parse_pmta_time(v) or 0.0 for v in uniq.to_list()], dtype=pl.Float64)
-    return tl.replace_strict(uniq, values, return_dtype=pl.Float64)
 
 
 def _take(d: dict, n: int):  # type: ignore[no-untyped-def]

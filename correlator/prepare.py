@@ -96,7 +96,7 @@ def _mx_host_expr(mta: pl.Expr) -> pl.Expr:
     return pl.when(host == "").then(mta).otherwise(host)
 
 
-def _mapped(series: pl.Series, fn: Callable[[str], object], dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
+def map_distinct(series: pl.Series, fn: Callable[[str], object], dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
     """`fn` applied once per distinct value of a String series (no nulls), mapped back to every row."""
     uniq = series.unique()
     values = pl.Series([fn(v) for v in uniq.to_list()], dtype=dtype)
@@ -193,11 +193,11 @@ class Preparer:
 
         now = self._clock()
         df = df.with_columns(
-            _mapped(df.get_column("type"), self._code_of, pl.Int64).alias("code"),
+            map_distinct(df.get_column("type"), self._code_of, pl.Int64).alias("code"),
         ).filter(pl.col("code").is_not_null())
         stored = df.height
-        tq = _mapped(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
-        tl = _mapped(df.get_column("timeLogged"), parse, pl.Float64)
+        tq = map_distinct(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
+        tl = map_distinct(df.get_column("timeLogged"), parse, pl.Float64)
         df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(
             pl.coalesce("t_raw", "tq", pl.lit(now, dtype=pl.Float64)).alias("t"))
         is_tq = pl.col("code") == TQ
@@ -206,7 +206,7 @@ class Preparer:
         if qev.height:
             queue_events = list(zip(
                 qev.get_column("eid").to_list(), qev.get_column("t").to_list(),
-                _mapped(qev.get_column("queue"), str.strip, pl.String).to_list(),
+                map_distinct(qev.get_column("queue"), str.strip, pl.String).to_list(),
                 *(qev.get_column(n).to_list() for n in ("vmta", "vmtaPool", "dsnAction", "dsnStatus", "dsnDiag",
                                                            "dsnMta", "bounceCat", "dlvSourceIp")), strict=True))
             df = df.filter(~is_tq)
