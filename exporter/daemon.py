@@ -78,17 +78,9 @@ class Pipeline:
         self.registry = registry
         self.self_metrics = SelfMetrics(registry)
         self.sink = sink
-        self.aggregator = RecordAggregator(
-            isp_of=isp.classify,
-            class_of=replies.classify,
-            buckets=config.metrics.delay_buckets,
-            max_vmtas=config.labels.max_vmtas,
-            max_pools=config.labels.max_pools,
-            senders=config.labels.senders,
-            max_senders=config.labels.max_senders,
-            self_metrics=self.self_metrics,
-            lookup_vmta=sink.lookup_vmta if sink is not None else None,
-        )
+        self.aggregator = RecordAggregator.for_config(
+            config, isp.classify, replies.classify, self.self_metrics,
+            lookup_vmta=sink.lookup_vmta if sink is not None else None)
         registry.register(self.aggregator)
         self.pending: list[RecordBatch] = []
         self.pending_rows = 0
