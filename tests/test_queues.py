@@ -230,7 +230,9 @@ async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator) -> N
     assert errors(registry)["timeout"] == 3  # /status, /vmtas and the top-N list
     assert value(registry, "watchtower_pmta_api_up") == 0
     assert value(registry, "watchtower_pmta_api_poll_duration_seconds") < 1.0  # type: ignore[operator]
-    assert ticks >= 15
+    # the loop ran other tasks while the poll waited for its 3 timeouts (~0.9 s): a blocked loop would
+    # tick at most once; how often it ticks depends on the machine's load (8 seen under a full test run)
+    assert ticks >= 3
 
 
 @pytest.mark.parametrize(("fault", "reason"), [("garbled", "parse"), ("no_succ", "parse"), ("http_500", "http_status")])
