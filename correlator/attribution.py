@@ -15,7 +15,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from itertools import repeat
 
 import polars as pl
 
@@ -32,27 +31,30 @@ Key = tuple[str, str, str]
 
 
 class RecentDeliveries:
-    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time, batch sequence).
+    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time), newest observation first.
 
-    `observe` only queues the batch (it runs for every batch on the event loop); batches are
-    indexed when a lookup needs them, which happens only for f/rb rows, and dropped unindexed
-    once committed: most batches are never indexed at all.
+    `observe` only queues the batch (it runs for every batch on the event loop); batches are keyed
+    when a lookup needs them, which happens only for f/rb rows, and dropped unkeyed once committed:
+    most batches are never keyed at all. A keyed batch is one small frame of hashed keys (computed
+    column-wise by `_delivery_keys`): keying costs no Python per row, and `find` answers all the keys
+    of one report batch with one filter over the frames, newest first.
     """
 
     def __init__(self, limit: int = 100_000, max_batches: int = 5_000) -> None:
         self._limit = limit
         self._max_batches = max_batches
         self._lock = threading.Lock()
-        self._index: dict[int, tuple[tuple[str, str], float, int]] = {}
-        """key_hash -> ((vmta, pool), time, batch sequence)."""
-        self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not indexed yet
-        self._keys: dict[int, list[int]] = {}  # seq -> keys (hashed) of an indexed batch
+        self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not keyed yet
+        self._keyed: dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]] = {}
+        """seq -> (its keys (h, vp, t) in row order, its distinct (vmta, pool) pairs), oldest first."""
+        self._size = 0  # keys held in _keyed
+        self._table: pl.DataFrame | None = None  # _keyed concatenated, with a seq column (rebuilt when it changes)
         self._seq_of: dict[int, tuple[RecordBatch, int]] = {}  # id(batch) -> (batch, seq)
         self._written: list[int] = []
         self._seq = 0
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._size
 
     def observe(self, batch: RecordBatch) -> None:
         c = batch.columns
@@ -74,8 +76,8 @@ class RecentDeliveries:
     def release(self, batch: RecordBatch) -> None:
         """The batch will not be written as such (the sink is behind: its rows come again from its file).
 
-        The full batch is let go; its narrow copy (or its indexed keys) stays, bounded by `max_batches`
-        and `limit`, oldest first: an f/rb record arriving before the store has the delivery still finds it.
+        The full batch is let go; its narrow copy (or its keys) stays, bounded by `max_batches` and
+        `limit`, oldest first: an f/rb record arriving before the store has the delivery still finds it.
         """
         with self._lock:
             entry = self._seq_of.get(id(batch))
@@ -96,51 +98,55 @@ class RecentDeliveries:
                     self._written.append(entry[1])
 
     def committed(self) -> None:
-        """The transaction that stored the last `written` batches has committed."""
+        """The transaction that stored the last `written` batches has committed: the store answers for them."""
         with self._lock:
-            index = self._index
             for seq in self._written:
                 self._queued.pop(seq, None)
-                for key in self._keys.pop(seq, ()):
-                    hit = index.get(key)
-                    if hit is not None and hit[2] == seq:
-                        del index[key]
+                self._drop(seq)
             self._written.clear()
 
-    def get(self, key: Key) -> tuple[str, str, float] | None:
+    def find(self, keys: list[Key]) -> list[tuple[str, str, float] | None]:
+        """(vmta, pool, time) of the newest observed delivery row with each key, or None."""
+        if not keys:
+            return []
+        hashes = key_hashes(keys)
         with self._lock:
             if self._queued:
-                self._index_queued()
-            hit = self._index.get(key_hash(key))
-        return None if hit is None else (*hit[0], hit[1])
+                self._key_queued()
+            if not self._size:
+                return [None] * len(keys)
+            if self._table is None:
+                self._table = pl.concat([frame.with_columns(pl.lit(seq, dtype=pl.Int64).alias("seq"))
+                                         for seq, (frame, _pairs) in self._keyed.items()])
+            hits = self._table.filter(pl.col("h").is_in(hashes)).unique("h", keep="last")  # the newest of each key
+            found: dict[int, tuple[str, str, float]] = {}
+            keyed = self._keyed
+            for h, vp, t, seq in hits.iter_rows():
+                vmta, pool = keyed[seq][1][vp]
+                found[h] = (vmta, pool, t)
+        return [found.get(h) for h in hashes]
 
-    def _index_queued(self) -> None:
-        """Index the queued batches one at a time, evicting as it goes (memory: the index, not the backlog).
-
-        Keys are stored as a 64-bit hash of their text (`key_hash`: computed column-wise for a whole
-        batch) and (vmta, pool) pairs are shared: a collision could only mislabel one complaint's vmta.
-        A key seen again moves to the end: eviction is oldest first.
-        """
-        index = self._index
-        shared: dict[tuple[str, str], tuple[str, str]] = {}
+    def _key_queued(self) -> None:
+        """Key the queued batches (oldest first), then drop the oldest keyed batches past `limit` keys."""
         for seq, batch in self._queued.items():
             keys, pairs = _delivery_keys(batch)
-            hashes = keys.get_column("h").to_list()
-            pair_of = [shared.setdefault(p, p) for p in pairs]
-            pop = index.pop
-            for h in hashes:
-                pop(h, None)
-            index.update(zip(hashes, zip(map(pair_of.__getitem__, keys.get_column("vp").to_list()),
-                                         keys.get_column("t").to_list(), repeat(seq)), strict=True))
-            self._keys[seq] = hashes
-            excess = len(index) - self._limit
-            if excess > 0:
-                for h in list(_take(index, excess)):
-                    del index[h]
-                oldest = index[next(iter(index))][2]  # key lists of older batches name only evicted entries
-                for old in [s for s in self._keys if s < oldest]:
-                    del self._keys[old]
+            if keys.height:
+                self._keyed[seq] = (keys, pairs)
+                self._size += keys.height
         self._queued.clear()
+        self._table = None
+        while self._size > self._limit and len(self._keyed) > 1:
+            self._drop(next(iter(self._keyed)))
+        if self._size > self._limit:  # one batch alone holds more: its newest rows
+            seq, (frame, pairs) = next(iter(self._keyed.items()))
+            self._keyed[seq] = (frame.tail(self._limit), pairs)
+            self._size = self._limit
+
+    def _drop(self, seq: int) -> None:
+        entry = self._keyed.pop(seq, None)
+        if entry is not None:
+            self._size -= entry[0].height
+            self._table = None
 
 
 PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
@@ -150,9 +156,9 @@ _HASH_SEED = 0x57A7
 _SEP = "\0"
 
 
-def key_hash(key: Key) -> int:
-    """The index's hash of one key: polars' hash of its parts joined by NUL, as `_delivery_keys` computes it."""
-    return int(pl.Series((_SEP.join(key),), dtype=pl.String).hash(_HASH_SEED)[0])
+def key_hashes(keys: list[Key]) -> list[int]:
+    """The index's hash of each key: polars' hash of its parts joined by NUL, as `_delivery_keys` computes it."""
+    return pl.Series([_SEP.join(key) for key in keys], dtype=pl.String).hash(_HASH_SEED).to_list()
 
 
 def _narrow(batch: RecordBatch) -> RecordBatch:
@@ -245,30 +251,37 @@ class Attributor:
     def lookup(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
         if not rows:
             return []
+        reports = [self._fields(columns, row) for row in rows]
+        keys: list[Key] = []
+        for rcpt, orig, mid, job, _t in reports:  # every key a report may need, asked of memory at once
+            keys += (("m", mid, rcpt), ("m", mid, ""), ("j", job, rcpt), ("r", rcpt, orig))
+        hits = self._recent.find(keys)
         try:
             with self._pool.connection() as conn:
-                return [self._one(columns, row, conn) for row in rows]
+                return [self._one(report, hits[4 * i : 4 * i + 4], conn) for i, report in enumerate(reports)]
         except (StoreNotReady, sqlite3.Error) as exc:
             log.debug("correlator store not readable for attribution: %s", exc)
-            return [self._one(columns, row, None) for row in rows]
+            return [self._one(report, hits[4 * i : 4 * i + 4], None) for i, report in enumerate(reports)]
 
-    def _one(self, c: Columns, row: list[str], conn: sqlite3.Connection | None) -> tuple[str, str] | None:
+    def _fields(self, c: Columns, row: list[str]) -> tuple[str, str, str, str, float]:
+        """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries."""
         def val(i: int) -> str:
             return row[i].strip() if i >= 0 else ""
 
-        rcpt = val(c.rcpt).lower()
-        orig = val(c.orig).lower()
-        mid = norm_message_id(val(c.message_id))
-        job = val(c.jobId)
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
-        recent = self._recent
+        return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
+
+    def _one(self, report: tuple[str, str, str, str, float], recent: list[tuple[str, str, float] | None],
+             conn: sqlite3.Connection | None) -> tuple[str, str] | None:
+        """Message-Id, then jobId + rcpt, then rcpt + orig in the window; each in memory (`recent`: the
+        hits of this report's four keys, as `lookup` asked them) first, then in the store."""
+        rcpt, orig, mid, job, t = report
+        mid_rcpt, mid_alone, job_rcpt, rcpt_orig = recent
         rh = self._hasher(rcpt)[0] if rcpt else None
         q = f"SELECT vmta, vmta_pool FROM corr_timelines WHERE {DAYS} AND "
         has_vmta = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
         if mid:
-            hit = recent.get(("m", mid, rcpt))
-            if hit is None and rcpt:
-                hit = recent.get(("m", mid, ""))
+            hit = mid_rcpt if mid_rcpt is not None or not rcpt else mid_alone
             if hit is not None:
                 return hit[0], hit[1]
             if conn is not None:
@@ -282,9 +295,8 @@ class Attributor:
                 if row_ is not None:
                     return row_[0] or "", row_[1] or ""
         if job and rcpt:
-            hit = recent.get(("j", job, rcpt))
-            if hit is not None:
-                return hit[0], hit[1]
+            if job_rcpt is not None:
+                return job_rcpt[0], job_rcpt[1]
             if conn is not None:
                 row_ = conn.execute(q + "job_h=? AND rcpt_h=?" + has_vmta + " ORDER BY id DESC LIMIT 1",
                                     (job_hash(job), rh)).fetchone()
@@ -292,9 +304,8 @@ class Attributor:
                     return row_[0] or "", row_[1] or ""
         if rcpt:
             lo = t - self._window
-            hit = recent.get(("r", rcpt, orig))
-            if hit is not None and lo <= hit[2] <= t:
-                return hit[0], hit[1]
+            if rcpt_orig is not None and lo <= rcpt_orig[2] <= t:
+                return rcpt_orig[0], rcpt_orig[1]
             if conn is not None:
                 row_ = conn.execute(
                     q + "rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3 AND (?4 = '' OR orig = ?4)" + has_vmta

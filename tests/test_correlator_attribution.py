@@ -174,3 +174,71 @@ def test_the_index_normalises_fields_as_the_lookup_does(tmp_path: Path) -> None:
         h.sink.observe(b)
         assert h.sink.lookup_vmta(reports.columns, reports.rows) == expected, name
         h.close()
+
+
+def _deliveries(seed: int, n: int) -> str:
+    """d/t rows whose Message-Ids, jobs and recipients repeat across rows with other vmtas."""
+    import random
+
+    r = random.Random(seed)
+    lines = ["type,timeLogged,orig,rcpt,vmta,vmtaPool,jobId,header_Message-Id"]
+    for i in range(n):
+        lines.append(f"{r.choice('dt')},2024-05-01 10:{i // 60 % 60:02d}:{i % 60:02d}+0000,s{r.randrange(3)}@x.example,"
+                     f"u{r.randrange(40)}@y.example,vmta{r.randrange(9)},pool-{r.randrange(3)},"
+                     f"J{r.randrange(5)},<m{r.randrange(30)}@x.example>")
+    return "\n".join(lines) + "\n"
+
+
+def test_memory_answers_with_the_newest_delivery_of_each_key(tmp_path: Path) -> None:
+    """Keys repeat across and within batches: each report gets the vmta of the last delivery row observed
+    with its key (Message-Id + rcpt, else Message-Id alone, else jobId + rcpt, else rcpt + orig), as a
+    row-by-row model of the index says. Nothing is committed: only memory can answer."""
+    from exporter.records import RecordBatch as Batch
+
+    h = Harness(tmp_path)
+    model: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for seed in range(6):
+        b = batch(f"/l/acct-{seed}.csv", _deliveries(seed, 200))
+        if seed % 2:
+            b = Batch(b.source, b.path, b.columns, frame=b.frame)  # frame and row batches alike
+        h.sink.observe(b)
+        c = b.columns
+        for row in b.rows:
+            rcpt, orig, mid, job = row[c.rcpt], row[c.orig], row[c.message_id].strip("<>"), row[c.jobId]
+            for key in (("m", mid, rcpt), ("m", mid, ""), ("j", job, rcpt), ("r", rcpt, orig)):
+                model[key] = (row[c.vmta], row[c.vmtaPool])
+    reports = ("type,timeLogged,orig,rcpt,jobId,header_Message-Id\n"
+               + "".join(f"f,2024-05-01 10:59:00+0000,,u{u}@y.example,,<m{m}@x.example>\n" for u in range(0, 40, 3)
+                         for m in range(0, 30, 4))
+               + "".join(f"f,2024-05-01 10:59:00+0000,,,,<m{m}@x.example>\n" for m in range(31))
+               + "".join(f"f,2024-05-01 10:59:00+0000,,u{u}@y.example,J{j},\n" for u in range(40) for j in range(6))
+               + "".join(f"f,2024-05-01 10:59:00+0000,s{s}@x.example,u{u}@y.example,,\n" for u in range(41)
+                         for s in range(3)))
+    fbl = batch("/l/fbl.csv", reports)
+    c = fbl.columns
+    expected = []
+    for row in fbl.rows:
+        rcpt, orig, mid, job = row[c.rcpt], row[c.orig], row[c.message_id].strip("<>"), row[c.jobId]
+        keys = ([("m", mid, rcpt)] if mid else []) + ([("m", mid, "")] if mid and rcpt else []) \
+            + ([("j", job, rcpt)] if job and rcpt else []) + ([("r", rcpt, orig)] if rcpt else [])
+        expected.append(next((model[k] for k in keys if k in model), None))
+    assert sum(e is None for e in expected) == 44  # m30 alone, u40 with its three origs, J5 with each rcpt
+    assert len(set(expected)) > 20
+    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == expected
+    h.close()
+
+
+def test_memory_holds_the_newest_keys_up_to_its_limit() -> None:
+    """Past `limit` keys the oldest batches go first; what remains still answers."""
+    from correlator.attribution import RecentDeliveries
+
+    recent = RecentDeliveries(limit=2 * 8 + 1)  # each batch below holds 8 keys (2 rows x 4 keys)
+    for i in range(5):
+        recent.observe(batch(f"/l/acct-{i}.csv", "type,timeLogged,orig,rcpt,vmta,vmtaPool,jobId,header_Message-Id\n"
+                             + "".join(f"d,2024-05-01 10:00:0{r}+0000,s@x,u{r}@y,vmta{i},p,J{i},<m{i}.{r}@x>\n"
+                                       for r in range(2))))
+    keys = [("m", f"m{i}.1@x", "u1@y") for i in range(5)] + [("j", "J4", "u0@y"), ("r", "u0@y", "s@x")]
+    found = recent.find(keys)
+    assert len(recent) == 16
+    assert [hit and hit[0] for hit in found] == [None, None, None, "vmta3", "vmta4", "vmta4", "vmta4"]
+    assert found[4] == ("vmta4", "p", 1714557601.0)
