@@ -22,10 +22,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-# polars allocates through its own jemalloc, which keeps freed pages for seconds by default: a daemon
-# that parses 4 MiB chunks all day then sits ~10% above what it uses. Return them at once (read when
-# polars loads, so before any import of it; an operator's own setting wins).
-os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+from exporter import allocator  # noqa: E402
+
+allocator.set_default()  # polars' page-return policy is read when polars loads: before any import of it
 
 from exporter import __version__  # noqa: E402
 from exporter.config import Config, ConfigError, load_config  # noqa: E402
@@ -157,6 +156,7 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
             return EXIT_CONFIG
         logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
         if config.correlator.enabled:
+            allocator.use(allocator.ONESHOT_CORRELATOR)
             from exporter.daemon import run_oneshot
 
             if collecting:

@@ -24,11 +24,12 @@ and the cyclic garbage collector stays off (a pass creates no reference cycles t
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from exporter import allocator
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -39,10 +40,6 @@ T = TypeVar("T")
 BACKFILL_CHUNK_BYTES = 16 * 1024 * 1024
 """Read size of a oneshot run (at least `tail.chunk_bytes`): a backfill reads whole files anyway."""
 
-DAEMON_JEMALLOC = "dirty_decay_ms:0,muzzy_decay_ms:0"
-"""What exporter.cli sets for polars' jemalloc unless the operator did (a daemon returns pages at once)."""
-ONESHOT_JEMALLOC = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-"""A oneshot run reuses what it freed: no purging (the process exits after one pass)."""
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
@@ -50,8 +47,7 @@ _M_MMAP_THRESHOLD = -3
 def tune_process() -> None:
     """Allocator settings for a single pass; call before polars is imported (it reads its jemalloc
     settings when it loads). An operator's own `_RJEM_MALLOC_CONF` is kept."""
-    if "polars" not in sys.modules and os.environ.get("_RJEM_MALLOC_CONF", DAEMON_JEMALLOC) == DAEMON_JEMALLOC:
-        os.environ["_RJEM_MALLOC_CONF"] = ONESHOT_JEMALLOC
+    allocator.use(allocator.ONESHOT_METRICS)  # freed pages are reused, never returned: the process exits after one pass
     if sys.platform.startswith("linux"):
         try:  # glibc: chunk-sized bytes from the heap (reused), not a fresh mmap per chunk and copy
             import ctypes
