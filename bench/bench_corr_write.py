@@ -1,9 +1,12 @@
 """The correlator's write path alone: collect a corpus's RecordBatches like oneshot, then time `sink.write`.
 
-Usage: python bench/bench_corr_write.py CONFIG [--profile] [--sql] [--keep DIR] [--per-txn 8]
+Usage: python bench/bench_corr_write.py CONFIG [--profile] [--sql] [--floor] [--keep DIR] [--per-txn 8]
 The batches are collected first (tailer + pipeline, not timed), then written in transactions of
 `--per-txn` batches on one connection, as the daemon's writer thread does. Prints wall and CPU
 seconds of the write alone; `--sql` times each statement kind, `--profile` runs cProfile.
+`--floor` then times SQLite alone storing the same result: the stored timelines, events and flows
+inserted as ready-made tuples into a fresh database set up the same way, in as many transactions.
+That is what today's schema costs with no preparation, linking or summary updates at all.
 """
 
 from __future__ import annotations
@@ -77,6 +80,38 @@ async def collect(cfg: Any, db: Path) -> tuple[Any, list]:
     return sink, pipe.take_pending()
 
 
+def floor(src: Any, path: Path, sink: Any, transactions: int, wall: float) -> None:
+    """Insert what `src` holds (timelines, events, flows) into a fresh store at `path`, timed per table."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    dst = sqlite3.connect(path, isolation_level=None)
+    dst.execute("PRAGMA journal_mode=WAL")
+    dst.execute("PRAGMA synchronous=NORMAL")
+    sink.setup(dst)
+    tables = []
+    for table in ("corr_timelines", "corr_events", "corr_flows"):
+        cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]  # without the generated `outcome`
+        rows = src.execute(f"SELECT {','.join(cols)} FROM {table}").fetchall()
+        sql = f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+        tables.append((table, sql, rows))
+    took: collections.Counter[str] = collections.Counter()
+    t0 = time.perf_counter()
+    for i in range(transactions):
+        dst.execute("BEGIN IMMEDIATE")
+        for table, sql, rows in tables:
+            a = time.perf_counter()
+            dst.executemany(sql, rows[i * len(rows) // transactions : (i + 1) * len(rows) // transactions])
+            took[table] += time.perf_counter() - a
+        a = time.perf_counter()
+        dst.execute("COMMIT")
+        took["COMMIT"] += time.perf_counter() - a
+    total = time.perf_counter() - t0
+    parts = ", ".join(f"{name} {sec:.2f}s" for name, sec in took.items())
+    print(f"floor {total:.2f}s ({parts}; {', '.join(f'{len(r):,} {t}' for t, _s, r in tables)}):"
+          f" the write took {wall / total:.1f}x its SQL floor")
+    dst.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config", type=Path)
@@ -86,6 +121,7 @@ def main() -> None:
     ap.add_argument("--per-txn", type=int, default=8)
     ap.add_argument("--slice", type=int, default=0, help="cut batches into slices of this many rows (live-like)")
     ap.add_argument("--max-rows", type=int, default=0, help="write only the first N rows")
+    ap.add_argument("--floor", action="store_true", help="then time SQLite alone inserting the same stored rows")
     ap.add_argument("--autocheckpoint", type=int, default=None,
                     help="PRAGMA wal_autocheckpoint for the writer (0: none), to see what checkpoints cost in COMMIT")
     args = ap.parse_args()
@@ -134,6 +170,8 @@ def main() -> None:
           f" {rows / wall:,.0f} rows/s, maxrss {r1.ru_maxrss // 1024} MB")
     if args.sql:
         conn.report()
+    if args.floor:
+        floor(conn, tmp / "floor.db", sink, -(-len(batches) // args.per_txn), wall)
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
