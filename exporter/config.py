@@ -261,7 +261,7 @@ class CorrelatorConfig(_Strict):
         description="Where timelines are written: `thread` (the state writer thread of the daemon) or `process` "
         "(a child process of its own, with its own interpreter lock, reading the files from its positions in the "
         "state database; restarted if it dies). Measured on 2 cores: `thread` stores ~16-17k records/s while the "
-        "daemon reads live, `process` keeps up with 20k records/s for ~170 MB more resident memory.",
+        "daemon reads live, `process` keeps up with 20k records/s for ~160 MB more resident memory.",
     )
     grafana_url: str = Field(
         default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."
