@@ -260,7 +260,7 @@ class CorrelatorConfig(_Strict):
         default="thread",
         description="Where timelines are written: `thread` (the state writer thread of the daemon) or `process` "
         "(a child process of its own, with its own interpreter lock, reading the files from its positions in the "
-        "state database; restarted if it dies). Measured on 2 cores: `thread` stores ~16-17k records/s while the "
+        "state database; restarted if it dies). Measured on 2 cores: `thread` stores ~18k records/s while the "
         "daemon reads live, `process` keeps up with 20k records/s for ~160 MB more resident memory.",
     )
     grafana_url: str = Field(

@@ -1,7 +1,7 @@
 """The correlator in a process of its own (`correlator.worker: process`), following the checkpoints.
 
 In the daemon's own process the correlator shares the interpreter lock and polars' thread pool with
-the event loop that reads and counts; measured at 20k records/s appended it then stores ~16-17k rows/s,
+the event loop that reads and counts; measured at 20k records/s appended it then stores ~18k rows/s,
 against ~30k rows/s when nothing else runs. Here it runs alone and keeps up (`bench/bench_daemon.py
 --worker process`: timeline lag flat at ~0.5-0.7 s). It needs nothing from the daemon but
 the state database: every checkpoint the daemon commits says, per file, how far the metrics have read
