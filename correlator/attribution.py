@@ -47,7 +47,7 @@ class RecentDeliveries:
         self._lock = threading.Lock()
         self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not keyed yet
         self._keyed: dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]] = {}
-        """seq -> (its keys (h, vp, t) in row order, its distinct (vmta, pool) pairs), oldest first."""
+        """seq -> (its keys (h, vp, t, seq) in row order, its (vmta, pool) pairs, which vp indexes), oldest first."""
         self._size = 0  # keys held in _keyed
         self._table: pl.DataFrame | None = None
         """The _keyed frames in one (h, vp, t, seq) frame, oldest first: None once a batch left it."""
