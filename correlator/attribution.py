@@ -212,7 +212,7 @@ def _keys_by_batch(queued: list[tuple[int, RecordBatch]]) -> dict[int, tuple[pl.
     for frame in frames:
         keys, pairs = _delivery_keys(frame)
         for (seq,), part in keys.partition_by(_SEQ, as_dict=True, maintain_order=True).items():
-            out[int(seq)] = (part, pairs)  # type: ignore[call-overload]
+            out[int(seq)] = (part, pairs)
     return out
 
 
@@ -303,12 +303,13 @@ class Attributor:
         for rcpt, orig, mid, job, _t in reports:  # every key a report may need, asked of memory at once
             keys += (("m", mid, rcpt), ("m", mid, ""), ("j", job, rcpt), ("r", rcpt, orig))
         hits = self._recent.find(keys)
+        pairs = [(report, hits[4 * i : 4 * i + 4]) for i, report in enumerate(reports)]
         try:
             with self._pool.connection() as conn:
-                return [self._one(report, hits[4 * i : 4 * i + 4], conn) for i, report in enumerate(reports)]
+                return [self._one(report, recent, conn) for report, recent in pairs]
         except (StoreNotReady, sqlite3.Error) as exc:
             log.debug("correlator store not readable for attribution: %s", exc)
-            return [self._one(report, hits[4 * i : 4 * i + 4], None) for i, report in enumerate(reports)]
+            return [self._one(report, recent, None) for report, recent in pairs]
 
     def _fields(self, c: Columns, row: list[str]) -> tuple[str, str, str, str, float]:
         """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries."""
