@@ -139,18 +139,17 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
-    """One pass, then exit. The metrics-only pass runs without the cyclic garbage collector from the
-    config load on (it frees what it allocates by reference counting: collections would only rescan
-    what is alive); the correlator's pass (asyncio, SQLite) keeps it.
+    """One pass, then exit. The start (config, logging, imports) and the metrics-only pass run without the
+    cyclic garbage collector (`oneshot.no_collections`: they free what they allocate by reference counting,
+    so collections would only rescan what is alive); the correlator's pass (asyncio, SQLite) keeps it.
 
     `exit_now` (the command line, not a caller of main()): once the metrics-only exposition is written
     and flushed, the process ends without the interpreter's teardown, which would free every frame,
     table and module one object at a time (~60 ms) only to give the memory back to the kernel."""
     from exporter import logsetup
+    from exporter.oneshot import no_collections
 
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with no_collections():  # the config load, logging and the imports of the pass create long-lived objects
         config = _load(args.config)
         if config is None:
             return EXIT_CONFIG
@@ -158,19 +157,13 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
         if config.correlator.enabled:
             allocator.use(allocator.ONESHOT_CORRELATOR)
             from exporter.daemon import run_oneshot
-
-            if collecting:
-                gc.enable()
-        else:  # metrics only: no state database, no web stack, no event loop (exporter/oneshot.py)
+        else:  # metrics only: no state database, no web stack, no event loop, no collections (exporter/oneshot.py)
             from exporter.oneshot import run_oneshot
 
-        sys.stdout.write(run_oneshot(config))
-        if exit_now and not config.correlator.enabled:
-            _exit_now(EXIT_OK)
-        return EXIT_OK
-    finally:
-        if collecting:
-            gc.enable()
+    sys.stdout.write(run_oneshot(config))
+    if exit_now and not config.correlator.enabled:
+        _exit_now(EXIT_OK)
+    return EXIT_OK
 
 
 def _exit_now(code: int) -> None:

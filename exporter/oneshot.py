@@ -60,7 +60,7 @@ def tune_process() -> None:
 
 
 @contextmanager
-def _no_collections() -> Iterator[None]:
+def no_collections() -> Iterator[None]:
     """No cyclic garbage collection during the pass: a pass creates few reference cycles (frames, rows
     and groups are freed by reference counting), so a collection only rescans what is alive (~30 ms in
     ~10 collections, one of them of the older generations). The caller's setting comes back afterwards
@@ -77,7 +77,7 @@ def _no_collections() -> Iterator[None]:
 def run_oneshot(config: Config) -> str:
     """Read every matching file from byte 0 to EOF and return the exposition text (metrics only)."""
     tune_process()  # before polars loads
-    with _no_collections():  # imports create long-lived objects only: ~50 collections saved there too
+    with no_collections():  # imports create long-lived objects only: ~50 collections saved there too
         from exporter.filestream import blocking_reads
 
         with blocking_reads():
