@@ -63,7 +63,7 @@ def invalid_utf8_lines(data: bytes) -> list[int]:
     if data.isascii():  # word-at-a-time, no allocation: PMTA logs are nearly always plain ASCII
         return []
     bad: list[int] = []
-    start = 0
+    start = base = counted = 0  # lines before `counted` (counted once each, not again per bad block)
     size = len(data)
     while start < size:
         end = data.find(b"\n", min(start + _UTF8_BLOCK, size) - 1) + 1 or size  # a block ends on a line end
@@ -71,7 +71,8 @@ def invalid_utf8_lines(data: bytes) -> list[int]:
         if not block.isascii():
             found = _invalid_lines(block)
             if found:
-                base = data.count(b"\n", 0, start)
+                base += data.count(b"\n", counted, start)
+                counted = start
                 bad.extend(base + i for i in found)
         start = end
     return bad
