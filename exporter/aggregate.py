@@ -705,7 +705,7 @@ class RecordAggregator(Collector):
             subset=["il", "st", "ck", "cat"], keep="first", maintain_order=True).select(
             "il", "st", "ck", "cat", "diag").collect(engine=ENGINE)
         cache = self._class_cache
-        rows = list(zip(*(keys.get_column(c).to_list() for c in ("il", "st", "ck", "cat", "diag")), strict=True))
+        rows = list(_rows(keys))  # (il, st, ck, cat, diag), as selected
         many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
         todo = [(i, st, diag, cat) for i, st, ck, cat, diag in rows if (i, st, ck, cat) not in cache]
         decided: dict[tuple[str, str, str, str], str] = {}

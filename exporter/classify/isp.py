@@ -156,7 +156,7 @@ class IspClassifier:
             return isp
         if not dsn_mta:
             return None  # the domain's learned MX decides: only the reader in file order may ask
-        return self._mx_cache.get(dsn_mta) or self._resolve_mx(dsn_mta)
+        return self.classify_mx(dsn_mta)
 
     def classify_rcpt(self, rcpt: str, dsn_mta: str = "") -> str:
         """Provider of a recipient address such as `user@Example.COM` (or `<user@example.com>`)."""
