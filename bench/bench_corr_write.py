@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from exporter.classify import load_classifiers  # noqa: E402
 from exporter.config import load_config  # noqa: E402
-from exporter.daemon import Pipeline, _classifiers, _correlator  # noqa: E402
+from exporter.daemon import Pipeline, _correlator  # noqa: E402
 from exporter.tailer import Tailer  # noqa: E402
 
 
@@ -69,7 +70,7 @@ class TimedConn:
 
 async def collect(cfg: Any, db: Path) -> tuple[Any, list]:
     reg = CollectorRegistry()
-    isp, rep = _classifiers(cfg)
+    isp, rep = load_classifiers(cfg)
     sink = _correlator(cfg, db, isp, rep)
     pipe = Pipeline(cfg, reg, sink, isp, rep)
     tailer = Tailer(cfg.sources, cfg.tail, pipe.self_metrics, first_run=True, oneshot=True)

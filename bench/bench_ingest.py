@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from exporter.classify import load_classifiers  # noqa: E402
 from exporter.config import config_from_dict  # noqa: E402
-from exporter.daemon import Pipeline, _classifiers  # noqa: E402
+from exporter.daemon import Pipeline  # noqa: E402
 from exporter.tailer import Tailer  # noqa: E402
 
 HEADER = (
@@ -101,7 +102,7 @@ def watchtower_path(directory: Path) -> float:
                                "state_dir": str(directory / "state"), "listen": "127.0.0.1:0",
                                "correlator": {"enabled": False}})
     registry = CollectorRegistry()
-    isp, replies = _classifiers(config)
+    isp, replies = load_classifiers(config)
     pipeline = Pipeline(config, registry, None, isp, replies)
     tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
 
@@ -123,7 +124,7 @@ def poll_cost(directory: Path, lines: int, batches: int = 60) -> tuple[float, fl
     config = config_from_dict({"sources": [{"name": "acct", "paths": [str(directory / "acct-*.csv")]}],
                                "state_dir": str(directory / "state"), "listen": "127.0.0.1:0",
                                "correlator": {"enabled": False}})
-    isp, replies = _classifiers(config)
+    isp, replies = load_classifiers(config)
     pipeline = Pipeline(config, CollectorRegistry(), None, isp, replies)
     path = sorted(directory.glob("acct-*.csv"))[0]
     with open(path, "rb") as f:

@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from exporter.classify import load_classifiers  # noqa: E402
 from exporter.config import config_from_dict  # noqa: E402
-from exporter.daemon import Pipeline, _classifiers  # noqa: E402
+from exporter.daemon import Pipeline  # noqa: E402
 from exporter.tailer import Tailer  # noqa: E402
 
 HEADER = ("type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSize,vmta,queue,"
@@ -112,7 +113,7 @@ async def reference_pipeline(directory: Path) -> tuple[Pipeline, int]:
     config = config_from_dict({"sources": [{"name": "acct", "paths": [str(directory / "acct-*.csv")]}],
                                "state_dir": str(directory), "listen": "127.0.0.1:0",
                                "correlator": {"enabled": False}})
-    isp, replies = _classifiers(config)
+    isp, replies = load_classifiers(config)
     pipeline = Pipeline(config, CollectorRegistry(), None, isp, replies)
     tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
     await tailer.poll(pipeline.on_batch, force_scan=True)

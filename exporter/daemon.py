@@ -29,7 +29,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter.aggregate import FIELDS, RecordAggregator
-from exporter.classify import IspClassifier, ReplyClassifier
+from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.metrics import SelfMetrics
@@ -50,10 +50,6 @@ FOLLOWER_RESTART_WAIT = 2.0
 """Seconds before a correlator process that died is started again."""
 PAUSED_WAIT = 0.05
 """How often a paused reader looks again at the commit backlog."""
-
-
-def _classifiers(config: Config) -> tuple[IspClassifier, ReplyClassifier]:
-    return IspClassifier.load(config.classify.isp_file), ReplyClassifier.load(config.classify.replies_file)
 
 
 def _correlator(config: Config, db_path: Path, isp: IspClassifier, replies: ReplyClassifier) -> RecordSink | None:
@@ -130,7 +126,7 @@ class Daemon:
         self.config = config
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.isp, self.replies = _classifiers(config)
+        self.isp, self.replies = load_classifiers(config)
         self.db_path = Path(config.state_dir) / STATE_DB
         private_dir(self.db_path.parent)  # before the correlator writes its key there
         sink = _correlator(config, self.db_path, self.isp, self.replies)
@@ -417,7 +413,7 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: load the classification tables again; on error keep the current ones and say why."""
         try:
-            isp, replies = _classifiers(self.config)
+            isp, replies = load_classifiers(self.config)
         except Exception as exc:  # noqa: BLE001 - a bad table must not kill the daemon
             log.error("SIGHUP: classification tables not reloaded (%s); keeping the current ones", describe(exc))
             return
@@ -505,7 +501,7 @@ async def _oneshot(config: Config) -> str:
     from exporter.exposition import render_sync
 
     registry = CollectorRegistry()
-    isp, replies = _classifiers(config)
+    isp, replies = load_classifiers(config)
     with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
         db_path = Path(tmp) / STATE_DB
         sink = _correlator(config, db_path, isp, replies)

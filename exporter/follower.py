@@ -125,14 +125,15 @@ class Follower:
     def run(self) -> None:
         from correlator.store import raise_cache
         from exporter.backlog import RowBacklog
-        from exporter.daemon import _classifiers, _correlator
+        from exporter.classify import load_classifiers
+        from exporter.daemon import _correlator
         from exporter.state import StateStore
         from exporter.writer import SliceSizes, write_slices
 
         lock = self._lock()
         if lock is None:
             return
-        isp, replies = _classifiers(self.config)
+        isp, replies = load_classifiers(self.config)
         sink = _correlator(self.config, self.db_path, isp, replies)
         store = StateStore(self.db_path, [sink] if sink is not None else [])
         store._open(check=False)  # noqa: SLF001 - this process has no event loop: the writer calls directly

@@ -98,15 +98,14 @@ def _oneshot(config: Config) -> str:
     from prometheus_client import CollectorRegistry
 
     from exporter.aggregate import FIELDS, RecordAggregator
-    from exporter.classify import IspClassifier, ReplyClassifier
+    from exporter.classify import load_classifiers
     from exporter.exposition import render_sync
     from exporter.metrics import SelfMetrics
     from exporter.tailer import Tailer
 
     registry = CollectorRegistry()
     self_metrics = SelfMetrics(registry)  # registered first, as the daemon's Pipeline does: same output order
-    isp = IspClassifier.load(config.classify.isp_file)
-    replies = ReplyClassifier.load(config.classify.replies_file)
+    isp, replies = load_classifiers(config)
     aggregator = RecordAggregator.for_config(config, isp.classify, replies.classify, self_metrics)
     registry.register(aggregator)
     tail = config.tail.model_copy(update={"chunk_bytes": max(config.tail.chunk_bytes, BACKFILL_CHUNK_BYTES)})

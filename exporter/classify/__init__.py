@@ -9,7 +9,19 @@ answer from bounded plain-dict caches, because the aggregator calls them for eve
 See docs/classification.md.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from exporter.classify.isp import ISP_NAMES, IspClassifier
 from exporter.classify.replies import REPLY_CLASSES, ReplyClassifier
 
-__all__ = ["ISP_NAMES", "REPLY_CLASSES", "IspClassifier", "ReplyClassifier"]
+if TYPE_CHECKING:
+    from exporter.config import Config
+
+__all__ = ["ISP_NAMES", "REPLY_CLASSES", "IspClassifier", "ReplyClassifier", "load_classifiers"]
+
+
+def load_classifiers(config: Config) -> tuple[IspClassifier, ReplyClassifier]:
+    """Both tables of a configuration (the shipped ones unless `classify.*_file` names others)."""
+    return IspClassifier.load(config.classify.isp_file), ReplyClassifier.load(config.classify.replies_file)
