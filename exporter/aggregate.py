@@ -99,7 +99,7 @@ def mx_host(mta: pl.Expr) -> pl.Expr:
 _DERIVED: dict[tuple[tuple[str, ...], bool, frozenset[str]], list[pl.Expr]] = {}
 
 
-def _derive(c: Columns, has_times: bool, types: frozenset[str] = _MAIN) -> list[pl.Expr]:
+def _derive(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl.Expr]:
     """The columns the group-bys read, from one chunk's d/t/tq/b rows (keys reduced, times parsed).
 
     Built once per header layout and set of record types present: a branch no row of the chunk takes
@@ -123,7 +123,7 @@ def _when(cond: pl.Expr, always: bool, never: bool, value: pl.Expr, dtype: type[
     return pl.when(cond).then(value)
 
 
-def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str] = _MAIN) -> list[pl.Expr]:
+def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl.Expr]:
 
     def field(i: int) -> pl.Expr:
         return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")

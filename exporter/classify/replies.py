@@ -243,7 +243,7 @@ class ReplyClassifier:
         return [frozenset(x for k in hits for x in implied[k]) if hits else frozenset() for hits in found]
 
     def _decide(self, isp: str, dsn_status: str, text: str, bounce_cat: str, present: frozenset[str],
-                ascii_text: bool = False) -> str:
+                ascii_text: bool) -> str:
         """explain(...)[0] given the rule literals present in text.lower(): only rules they allow are tried,
         and on an ASCII text a pattern that is a set of literals (`Rule.exact`) is decided by them, no regex."""
         found = self._override.get(bounce_cat)
