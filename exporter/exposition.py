@@ -20,7 +20,6 @@ import gzip
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -105,33 +104,21 @@ class _Family:
         self.lines = fresh  # series that went away (never, for counters) drop out of the cache
 
     def _lines(self, key: Key, value: Any, les: list[str]) -> str:
-        if len(key) == len(self.labels):
-            if self.kind == "counter":
-                return self._fmt % (*[_escape(key[i]) for i in self._order], _num(value))
-            return self._histogram(key, value, les)
-        pairs = list(zip(self.labels, key, strict=False))
+        full = len(key) == len(self.labels)
         if self.kind == "counter":
-            return f"{self.name}{_labels(pairs)} {_num(value)}\n"
-        items = sorted(pairs)
-        cut = sum(1 for k, _ in items if k < "le")  # where `le` sorts among the label names
-        start = self.name + "_bucket{" + "".join(f'{k}="{_escape(v)}",' for k, v in items[:cut]) + 'le="'
-        end = '"' + "".join(f',{k}="{_escape(v)}"' for k, v in items[cut:]) + "} "
-        # cumulative counts as `acc += n` from 0.0 gives them (initial=0.0: the same floats, -0.0 included)
-        sums = list(accumulate(value[: len(les)], initial=0.0))[1:]
-        lines = [f"{start}{le}{end}{repr(a) if -1e300 < a < 1e6 else _num(a)}\n"
-                 for le, a in zip(les, map(float, sums), strict=False)]
-        acc = sums[-1] if sums else 0.0
-        plain = _labels(pairs)
-        lines.append(f"{self.name}_count{plain} {_num(acc)}\n")
-        lines.append(f"{self.name}_sum{plain} {_num(value[len(les)])}\n")
-        return "".join(lines)
+            if full:
+                return self._fmt % (*[_escape(key[i]) for i in self._order], _num(value))
+            return f"{self.name}{_labels(zip(self.labels, key, strict=False))} {_num(value)}\n"
+        if full:  # the label names' sorted order and where `le` goes among them are the family's, known once
+            return self._histogram([f'{self.labels[i]}="{_escape(key[i])}"' for i in self._order], self._cut,
+                                   value, les)
+        items = sorted(zip(self.labels, key, strict=False))
+        return self._histogram([f'{k}="{_escape(v)}"' for k, v in items], sum(1 for k, _ in items if k < "le"),
+                               value, les)
 
-    def _histogram(self, key: Key, value: Any, les: list[str]) -> str:
-        """_lines of a histogram series with every label: the label text assembled once (names in their
-        family's sorted order), the buckets summed as `acc += n` from 0.0 (the same floats)."""
-        labels = self.labels
-        pairs = [f'{labels[i]}="{_escape(key[i])}"' for i in self._order]
-        cut = self._cut
+    def _histogram(self, pairs: list[str], cut: int, value: Any, les: list[str]) -> str:
+        """The lines of a histogram series, given its `name="value"` labels in sorted order and how many
+        sort before `le`: the bucket counts summed as `acc += n` from 0.0 (prometheus_client's floats)."""
         start = f'{self.name}_bucket{{{"".join(p + "," for p in pairs[:cut])}le="'
         end = '"' + "".join("," + p for p in pairs[cut:]) + "} "
         plain = "{" + ",".join(pairs) + "}" if pairs else ""
