@@ -204,6 +204,27 @@ def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
     return zip(*(column.to_list() for column in frame.get_columns()), strict=True)
 
 
+ClassKey = tuple[str, str, str, str]
+"""(provider, dsnStatus, reply key, bounceCat): what a reply class depends on."""
+
+
+def _undecided(failures: pl.DataFrame, isp_of: Callable[[str, str], str | None],
+               decided: dict[ClassKey, str]) -> dict[ClassKey, str]:
+    """The class keys of failure groups not in `decided`, each with the first reply text that has it
+    (groups whose provider `isp_of` cannot tell, None, are left out)."""
+    todo: dict[ClassKey, str] = {}
+    for dom, host, st, ck, cat, diag in _rows(failures.select("dom", "host", "st", "ck", "cat", "diag")):
+        isp = isp_of(dom, host)
+        if isp is not None and (key := (isp, st, ck, cat)) not in decided and key not in todo:
+            todo[key] = diag
+    return todo
+
+
+def _requests(todo: dict[ClassKey, str]) -> list[tuple[str, str, str, str]]:
+    """`classify_many`'s (provider, dsnStatus, reply text, bounceCat) for each key of `_undecided`."""
+    return [(isp, st, diag, cat) for (isp, st, _ck, cat), diag in todo.items()]
+
+
 def _has_times(c: Columns) -> bool:
     return c.timeLogged >= 0 and c.timeQueued >= 0
 
@@ -517,15 +538,9 @@ class RecordAggregator(Collector):
         failures = g.res["failures"]
         if known is None or many is None or not failures.height:
             return
-        decided = self._class_cache  # read only (a stale answer only means a key is warmed twice)
-        todo: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
-        for dom, host, st, ck, cat, diag in _rows(failures.select("dom", "host", "st", "ck", "cat", "diag")):
-            isp = known(dom, host)
-            if isp is not None and (isp, st, ck, cat) not in decided:
-                todo.setdefault((isp, st, ck, cat), (isp, st, diag, cat))
-        items = list(todo.values())
-        if items:
-            many(items)
+        todo = _undecided(failures, known, self._class_cache)  # a read only: a stale cache warms a key twice
+        if todo:
+            many(_requests(todo))
 
     def wait(self) -> None:
         """Until the batches in flight (if any) are folded in; re-raises what folding them raised."""
@@ -643,13 +658,9 @@ class RecordAggregator(Collector):
         if many is None or not failures.height:
             return
         cache = self._class_cache
-        todo: dict[tuple[str, str, str, str], str] = {}
-        for dom, host, st, ck, cat, diag in _rows(failures.select("dom", "host", "st", "ck", "cat", "diag")):
-            key = (isp[(dom, host)], st, ck, cat)
-            if key not in cache and key not in todo:
-                todo[key] = diag
+        todo = _undecided(failures, lambda dom, host: isp[(dom, host)], cache)
         if todo:
-            found = many([(i, st, diag, cat) for (i, st, _ck, cat), diag in todo.items()])
+            found = many(_requests(todo))
             for key, cls in zip(todo, found, strict=True):
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
