@@ -1,8 +1,9 @@
 """The daemon under load, whole process: a backfill with the correlator on, then live appends.
 
 1. backfill: `watchtower run` (correlator on, start_position beginning) over a varied corpus
-   (bench/corpus.py, 600k lines by default); prints records/s, peak RSS (VmHWM), and the time a
-   SIGTERM sent mid-backfill took; then restarts and checks the totals are exact.
+   (bench/corpus.py, 600k lines by default); prints records/s, peak RSS (the daemon's VmHWM, and with its
+   children sampled every 0.1 s), and the time a SIGTERM sent mid-backfill took; then restarts and checks
+   the totals are exact.
 2. live: appends acct+diag+fbl records at `--rate` records/s for `--seconds` to a running daemon;
    prints metrics lag (records written minus records counted, as seconds of traffic) p50/p99, the
    timeline backlog (rows held in memory + bytes the writer reads again from the files) at the middle
@@ -31,7 +32,10 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from corpus import ACCT_HEADER, DIAG_HEADER, FBL_HEADER, _Gen, make_corpus  # noqa: E402
+
+from exporter.config import CorrelatorConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +48,9 @@ def free_port() -> int:
 
 CORRELATOR = True
 POLL = 0.25
-WORKER = "thread"
+DEFAULT_WORKER = CorrelatorConfig.model_fields["worker"].default
+WORKER = DEFAULT_WORKER
+"""correlator.worker of the daemon under test: the daemon's default unless --worker says otherwise."""
 SAMPLE_EVERY = 0.5
 """Seconds between two lag samples (each one /metrics scrape)."""
 MAX_PENDING: int | None = None
@@ -132,10 +138,11 @@ def backfill(work: Path, lines: int) -> None:
     proc.wait(timeout=60)
     stop_s = time.perf_counter() - stop0
     proc = start(cfg, listen, log)
-    hwm = 0.0
+    hwm = together = 0.0
     while True:
         n, backlog, _bytes = counted(listen)
         hwm = max(hwm, status(proc.pid, "VmHWM"))
+        together = max(together, rss_with_children(proc.pid))
         if n >= records and backlog == 0 and _bytes == 0:
             break
         time.sleep(0.1)
@@ -146,7 +153,8 @@ def backfill(work: Path, lines: int) -> None:
     proc.wait(timeout=60)
     mode = "on" if CORRELATOR else "off"
     print(f"backfill: {records:,} records (correlator {mode}) in {took:.1f}s = {records / took:,.0f} records/s "
-          f"incl. one restart; peak RSS {hwm:.0f} MB; SIGTERM mid-backfill exited in {stop_s:.2f}s; "
+          f"incl. one restart; peak RSS {hwm:.0f} MB, with children {max(hwm, together):.0f} MB (sampled); "
+          f"SIGTERM mid-backfill exited in {stop_s:.2f}s; "
           f"totals exact after restart: {exact}")
 
 
@@ -247,7 +255,8 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=0.25, help="tail.poll_interval of the daemon (default 0.25 s)")
     ap.add_argument("--max-pending", type=int, default=None, help="tail.max_pending_rows (default: the daemon's)")
     ap.add_argument("--no-correlator", action="store_true", help="metrics only (the reference for the lag)")
-    ap.add_argument("--worker", choices=["thread", "process"], default="thread", help="correlator.worker")
+    ap.add_argument("--worker", choices=["thread", "process"], default=DEFAULT_WORKER,
+                    help=f"correlator.worker (default: the daemon's, {DEFAULT_WORKER})")
     args = ap.parse_args()
     global CORRELATOR, POLL, MAX_PENDING, WORKER
     CORRELATOR = not args.no_correlator

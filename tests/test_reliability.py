@@ -29,6 +29,9 @@ from exporter.state import Commit, StateError, StateStore
 from exporter.tailer import Tailer
 from tests.conftest import REPO, AcctWriter, total, write_config
 
+THREAD_WORKER = {"worker": "thread"}
+"""Tests of the daemon's own state writer thread (a sink injected in-process) pin that worker."""
+
 
 def tailer_for(directory: Path, **tail: object) -> tuple[Tailer, CollectorRegistry]:
     reg = CollectorRegistry()
@@ -239,7 +242,8 @@ async def test_commit_failures_pause_reading_and_lose_nothing(tmp_path: Path, mo
     monkeypatch.setattr(daemon_mod, "MAINTAIN_INTERVAL", 0.05)
     monkeypatch.setattr("exporter.writer.RETRY_MAX", 0.05)
     w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
-    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 64 * 1024}))
+    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 64 * 1024},
+                                   correlator=THREAD_WORKER))
     sink = FailingSink()
     monkeypatch.setattr(daemon_mod, "_correlator", lambda *a: sink)
     d = Daemon(cfg)
@@ -284,7 +288,7 @@ async def test_sigterm_mid_backfill_commits_within_the_timeout(tmp_path: Path, m
 
     w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
     w.write(20000)
-    cfg = load_config(write_config(tmp_path, tail={"shutdown_timeout": 1.0}))
+    cfg = load_config(write_config(tmp_path, tail={"shutdown_timeout": 1.0}, correlator=THREAD_WORKER))
     sink = FailingSink()
     sink.maintain_fails = False
     real_write = sink.write
@@ -391,7 +395,8 @@ async def slow_sink_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dela
     import exporter.daemon as daemon_mod
 
     w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
-    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 16 * 1024}))
+    cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 16 * 1024},
+                                   correlator=THREAD_WORKER))
     sink = FailingSink()
     sink.maintain_fails = False
     sink.delay = delay
