@@ -63,6 +63,8 @@ class Ingestor(Preparer, Linker, Writer):
     ) -> None:
         self._hasher = hasher
         self._isp_of = isp_of
+        self._next_isp_of: IspOf | None = None
+        """A reloaded ISP table (SIGHUP), taken by the writer at the start of its next write."""
         self._window = fallback_window
         self._clock = clock
         self._cache_limit = cache_limit
@@ -132,6 +134,10 @@ class Ingestor(Preparer, Linker, Writer):
             self._isp_cache.clear()
         return seq
 
+    def reload_isp(self, isp_of: IspOf) -> None:
+        """Use this ISP table from the next write on (any thread: the writer swaps it in itself)."""
+        self._next_isp_of = isp_of
+
     # --- entry point ---------------------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> int:
@@ -144,6 +150,9 @@ class Ingestor(Preparer, Linker, Writer):
         records (their flows take the vmta and isp of their timeline as of the end of the batch);
         and after GROUP_ROWS rows.
         """
+        if self._next_isp_of is not None:  # on the writer's thread, between writes: no batch sees both tables
+            self._isp_of, self._next_isp_of = self._next_isp_of, None
+            self._isp_cache.clear()
         seq = self._sync(conn)
         self._flow_parts.clear()
         self._stored = 0

@@ -90,6 +90,7 @@ class CorrelatorSink:
         self.rows_written = 0
         self.timelines_pruned = 0
         self._router: Any = None
+        self._api: Any = None
 
     # --- RecordSink ----------------------------------------------------------------------------
 
@@ -106,6 +107,14 @@ class CorrelatorSink:
 
     def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
         return self.attributor.lookup(columns, rows)
+
+    def reload_classifiers(self, isp_of: IspOf, class_of: ClassOf) -> None:
+        """SIGHUP: timelines written from now on take their ISP from `isp_of`; reply classes shown by the
+        API come from `class_of` (the metrics' aggregator gets the same tables)."""
+        self.ingestor.reload_isp(isp_of)
+        self.class_of = class_of
+        if self._api is not None:
+            self._api.class_of = class_of
 
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
         self.recent.committed()  # the previous write's transaction has ended by now
@@ -124,7 +133,7 @@ class CorrelatorSink:
         if self._router is None:
             from correlator.api import Api, build_router  # the web stack only when a listener mounts it
 
-            api = Api(self.pool, self.hasher, self.class_of, self.config.max_flow_senders, self.clock)
+            api = self._api = Api(self.pool, self.hasher, self.class_of, self.config.max_flow_senders, self.clock)
             from correlator.replies import with_replies  # /api/v1/replies (issue 11), owned by grafana
 
             self._router = with_replies(build_router(api), api)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sqlite3
 import tempfile
@@ -398,6 +399,15 @@ class Daemon:
             log.debug("correlator backlog not read: %s", exc)
         self._backlog_gauges()
 
+    def _signal_follower(self, signum: int) -> None:
+        handle = self.follower
+        if handle is None or not handle.process.is_alive() or handle.process.pid is None:
+            return
+        try:
+            os.kill(handle.process.pid, signum)
+        except ProcessLookupError:  # exited meanwhile: its successor loads the tables at start
+            pass
+
     async def _stop_follower(self, deadline: float) -> None:
         if self.follower is None:
             return
@@ -419,6 +429,10 @@ class Daemon:
             return
         self.isp, self.replies = isp, replies
         self.pipeline.reload_classifiers(isp, replies)
+        reload_sink = getattr(self.pipeline.sink, "reload_classifiers", None)
+        if reload_sink is not None:  # the timelines' ISP and the API's reply classes follow the same tables
+            reload_sink(isp.classify_rcpt, replies.classify)
+        self._signal_follower(signal.SIGHUP)  # the correlator's own process loads them too
         if self.poller is not None:
             self.poller.reload_isp(isp.classify)
         log.info("SIGHUP: classification tables reloaded (isp: %s, replies: %s)",

@@ -74,8 +74,10 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_a: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
+    follower = Follower(config, parent, stop, failures, error)
+    signal.signal(signal.SIGHUP, lambda *_a: follower.reload_requested.append(True))  # sent by the daemon's SIGHUP
     try:
-        Follower(config, parent, stop, failures, error).run()
+        follower.run()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the daemon restarts this process
         log.critical("correlator process stopped by an internal error: %s: %s", type(exc).__name__, exc)
         log.debug("internal error", exc_info=exc)
@@ -93,6 +95,8 @@ class Follower:
         self.stop = stop
         self.db_path = Path(config.state_dir) / "watchtower.db"
         self.allowed = {s.label: frozenset(s.records) if s.records else None for s in config.sources}
+        self.reload_requested: list[bool] = []
+        """Set by SIGHUP (the daemon forwards its own): load the classification tables again between slices."""
 
     def _report(self, text: str | None) -> bool:
         """Share the current failure with the daemon; True when it is new (worth a log line)."""
@@ -106,6 +110,22 @@ class Follower:
             self.error.value = new
             return text is not None
         return False
+
+    def _reload(self, sink: Any) -> None:
+        """SIGHUP: the tables the daemon has just loaded, here too; a broken one keeps the current tables
+        (the daemon's log says why, as it refuses the same file)."""
+        from exporter.classify import load_classifiers
+
+        self.reload_requested.clear()
+        try:
+            isp, replies = load_classifiers(self.config)
+        except Exception as exc:  # noqa: BLE001 - a bad table must not stop the correlator
+            log.warning("correlator process: classification tables not reloaded (%s); keeping the current ones",
+                        f"{type(exc).__name__}: {exc}")
+            return
+        if sink is not None:
+            sink.reload_classifiers(isp.classify_rcpt, replies.classify)
+        log.info("correlator process: classification tables reloaded")
 
     def _running(self) -> bool:
         return not self.stop and os.getppid() == self.parent
@@ -146,6 +166,8 @@ class Follower:
         delay = 0.5
         try:
             while self._running():
+                if self.reload_requested:
+                    self._reload(sink)
                 try:
                     if not backlog:
                         backlog.add([], store.behind_spans(self.allowed))

@@ -354,6 +354,61 @@ def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, 
     assert wt.stop() == 0
 
 
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_sighup_reloads_the_tables_the_correlator_uses_too(tmp_path: Path, watchtower_factory, worker: str):
+    """Timelines take their ISP from the same table as the metrics: after SIGHUP, new timelines follow the
+    reloaded table in either worker (the correlator's own process is told too), so the API and the
+    metrics never disagree about a recipient domain's provider."""
+    import shutil
+    import signal
+
+    from tests.conftest import d_line
+
+    table = tmp_path / "isps.yaml"
+    shutil.copy(REPO / "exporter" / "classify" / "isps.yaml", table)
+    (tmp_path / "logs").mkdir()
+    w = AcctWriter(tmp_path / "logs")
+    cfg = write_config(tmp_path, classify={"isp_file": str(table)}, correlator={"enabled": True, "worker": worker})
+    wt = watchtower_factory(cfg).start()
+    db = tmp_path / "state" / "watchtower.db"
+
+    def write_mycorp(n: int) -> None:
+        with open(w.path, "a", encoding="utf-8") as f:
+            for i in range(n):
+                f.write(d_line(10_000 + w.n + i, domain="mycorp.test") + "\n")
+        w.n += n
+
+    def timeline_isps(want: int) -> dict[str, int]:
+        deadline = time.monotonic() + 30
+        while True:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                counts = dict(conn.execute("SELECT isp, count(*) FROM corr_timelines GROUP BY isp").fetchall())
+            except sqlite3.OperationalError:  # tables not created yet
+                counts = {}
+            finally:
+                conn.close()
+            if sum(counts.values()) >= want or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.1)
+
+    write_mycorp(4)  # its MX is Google's: gmail
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="gmail") == 4)
+    assert timeline_isps(4) == {"gmail": 4}
+    table.write_text(table.read_text().replace("domains: [yahoo.co.jp,", "domains: [mycorp.test, yahoo.co.jp,", 1))
+    assert wt.proc is not None
+    wt.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "classification tables reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    write_mycorp(3)  # pinned to other by the reloaded table, in the metrics and in the timelines
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="other") == 3)
+    assert timeline_isps(7) == {"gmail": 4, "other": 3}
+    assert wt.proc.poll() is None
+    assert "Traceback" not in wt.log.read_text()
+    assert wt.stop() == 0
+
+
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
 async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(tmp_path: Path):
     """kill -9 between a row slice and the checkpoint: the next start knows the file under the same id
