@@ -147,9 +147,10 @@ class TailConfig(_Strict):
     )
     max_pending_rows: int = Field(
         default=20_000, ge=1000,
-        description="Rows read and held in memory for the correlator; past it the correlator's backlog is kept "
-        "as file ranges and read again from the files (the metrics never wait), and while commits fail reading "
-        "pauses (memory stays bounded).",
+        description="With `correlator.worker: thread`: rows read and held in memory for the correlator; past it "
+        "the correlator's backlog is kept as file ranges and read again from the files (the metrics never wait), "
+        "and while commits fail reading pauses (memory stays bounded). The process worker holds no rows: its "
+        "child reads the files itself.",
     )
     shutdown_timeout: Duration = Field(
         default=3.0,
