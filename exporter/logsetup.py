@@ -16,6 +16,9 @@ from typing import Any, TextIO
 from exporter.redact import RedactFilter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PER_REQUEST_LOGGERS = ("httpx",)
+"""Libraries that log every request they make at INFO (the PMTA poller, the hub's fan-out): at the default
+level that is a line per queue read per poll, so their INFO lines show at `log_level: debug` only."""
 FLOOD_BURST = 10
 FLOOD_INTERVAL = 60.0
 
@@ -86,7 +89,10 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper()))
+    level_no = getattr(logging, level.upper())
+    root.setLevel(level_no)
+    for name in PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
         lg = logging.getLogger(name)
         for old in list(lg.handlers):

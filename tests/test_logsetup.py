@@ -17,9 +17,12 @@ from exporter.redact import redact
 def restore_root() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in logsetup.PER_REQUEST_LOGGERS}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
 
 
 def test_redact_keeps_domains_only():
@@ -63,3 +66,18 @@ def test_uvicorn_lines_are_bounded_per_template():
     lines = out.getvalue().splitlines()
     assert sum("Invalid HTTP request" in ln for ln in lines) == logsetup.FLOOD_BURST
     assert sum("ours are never dropped" in ln for ln in lines) == 500
+
+
+@pytest.mark.parametrize(("level", "logged"), [("info", False), ("warning", False), ("debug", True)])
+def test_each_http_request_is_logged_at_debug_only(level: str, logged: bool):
+    """httpx logs every request at INFO: with pmta.url set that was ~11 lines per poll per host at the default
+    level (one per VMTA queue read), and the hub's fan-out one per host per request. Debug keeps them."""
+    import httpx
+
+    out = io.StringIO()
+    logsetup.setup(level, "text", stream=out)
+    with httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, text="ok"))) as client:
+        assert client.get("http://127.0.0.1:8080/status?format=xml").status_code == 200
+    assert ("HTTP Request: GET http://127.0.0.1:8080/status?format=xml" in out.getvalue()) is logged
+    logging.getLogger("httpx").warning("a warning still shows")
+    assert "WARNING httpx: a warning still shows" in out.getvalue()
