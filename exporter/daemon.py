@@ -144,6 +144,8 @@ class Daemon:
         self._follower_failures = 0
         self._follower_next_start = 0.0
         self._follower_exit: str | None = None
+        self._follower_start_error: str | None = None
+        """Why the last attempt to start the correlator process failed (None once one succeeded)."""
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
@@ -363,15 +365,36 @@ class Daemon:
 
     # --- the correlator process (correlator.worker: process) --------------------------------------
     def _start_follower(self) -> None:
+        """Start the correlator process. Spawning it can fail (no /dev/shm for its shared counters, the
+        process limit, ENOMEM): that is reported and retried like an exit, and the metrics go on."""
         from exporter import follower
 
-        self.follower = follower.start(self.config)
+        try:
+            handle = follower.start(self.config)
+        except Exception as exc:  # noqa: BLE001 - the correlator's problem, never the daemon's end
+            text = f"correlator process could not start: {describe(exc)}"
+            if text != self._follower_start_error:
+                log.error("%s; retrying every %.0fs (nothing is lost: it resumes from its positions)", text,
+                          FOLLOWER_RESTART_WAIT)
+            self._follower_start_error = self._follower_exit = text
+            self._follower_next_start = time.monotonic() + FOLLOWER_RESTART_WAIT
+            return
+        self.follower = handle
         self._follower_failures = 0
-        log.info("correlator process started (pid %s)", self.follower.process.pid)
+        if self._follower_start_error is not None:
+            log.warning("correlator process started after failed attempts (the last: %s)",
+                        self._follower_start_error.split(": ", 1)[1])
+            self._follower_start_error = None
+        log.info("correlator process started (pid %s)", handle.process.pid)
 
     def _watch_follower(self) -> None:
-        """Report the correlator process's failed writes; restart it when dead (at most every
-        FOLLOWER_RESTART_WAIT seconds), saying why once."""
+        """Report the correlator process's failed writes; restart it when dead or when it could not be
+        started (at most every FOLLOWER_RESTART_WAIT seconds), saying why once."""
+        if self._follower_start_error is not None:
+            if time.monotonic() >= self._follower_next_start:
+                self._follower_exit = None
+                self._start_follower()
+            return
         handle = self.follower
         if handle is None:
             return

@@ -642,3 +642,45 @@ async def test_the_correlator_process_stores_every_record_once_and_is_restarted_
     assert conn.execute("SELECT count(*) FROM wt_checkpoints WHERE sink_offset IS NULL OR sink_offset != offset"
                         ).fetchone()[0] == 0
     conn.close()
+
+
+async def test_a_correlator_process_that_cannot_start_is_retried_and_the_metrics_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Spawning the child can fail (no /dev/shm for its shared counters, the process limit reached,
+    ENOMEM). That is the correlator's problem, reported and retried; it must not stop the daemon or its
+    metrics, at start or at a restart."""
+    import exporter.daemon as daemon_mod
+    from exporter import follower
+
+    monkeypatch.setattr(daemon_mod, "FOLLOWER_RESTART_WAIT", 0.2)
+    real_start = follower.start
+    attempts: list[int] = []
+
+    def failing_start(config):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        if len(attempts) <= 3:
+            raise OSError(28, "No space left on device")  # sem_open on a full /dev/shm
+        return real_start(config)
+
+    monkeypatch.setattr(follower, "start", failing_start)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True, "worker": "process"}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    w.write(500)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    problems: list[str] = []
+    db = tmp_path / "state" / "watchtower.db"
+    for _ in range(400):
+        await asyncio.sleep(0.05)
+        problems += d.health()["problems"]
+        if _events(db) >= 500:
+            break
+    assert d.registry.get_sample_value("pmta_delivered_total", labels) == 500
+    assert any("correlator process could not start: OSError" in p for p in problems), problems
+    assert len(attempts) == 4 and d.follower is not None and d.follower.process.is_alive()
+    assert _events(db) == 500  # the retried child stored them all
+    assert d.health()["ok"] is True
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 20) == 0
