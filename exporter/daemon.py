@@ -5,9 +5,12 @@ last commit, persist a first run's start decision before reading anything, start
 the PMTA API poller. main loop: one tailer pass (read -> parse -> aggregate); every
 `tail.checkpoint_interval` the rows read and the offsets + counter values that cover them are queued
 to the commit queue (exporter/writer.py), which writes them in order on the state writer thread.
-A slow correlator never holds the metrics back: once `tail.max_pending_rows` rows wait, later batches
-are counted and kept only as spans of their files, which the writer reads again (exporter/spans.py),
-so memory stays bounded. Reading pauses only while commits fail (the database is unwritable).
+The correlator writes its timelines in a child process of its own by default (`correlator.worker:
+process`, exporter/follower.py): it reads the files again from its positions, so the daemon holds no
+rows for it. With `worker: thread` the writer thread stores them too, and a slow correlator still
+never holds the metrics back: once `tail.max_pending_rows` rows wait, later batches are counted and
+kept only as spans of their files, which the writer reads again (exporter/spans.py), so memory stays
+bounded; reading pauses only while commits fail (the database is unwritable).
 shutdown (SIGTERM/SIGINT): stop reading, commit what was read within
 `tail.shutdown_timeout`, close. A crash at any point loses nothing: the next start resumes from the
 last checkpoint, counters and offsets alike, and the correlator skips lines it already holds.
