@@ -381,6 +381,7 @@ class Daemon:
                           FOLLOWER_RESTART_WAIT)
             self._follower_start_error = self._follower_exit = text
             self._follower_next_start = time.monotonic() + FOLLOWER_RESTART_WAIT
+            self.follower = None  # a dead predecessor's last write error is not current any more
             return
         self.follower = handle
         self._follower_failures = 0
