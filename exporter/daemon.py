@@ -149,6 +149,8 @@ class Daemon:
         self._follower_exit: str | None = None
         self._follower_start_error: str | None = None
         """Why the last attempt to start the correlator process failed (None once one succeeded)."""
+        if self.follows:  # its memory and CPU on /metrics too: process_* describe this process only
+            ProcessCollector(namespace="watchtower_correlator", pid=self._follower_pid, registry=self.registry)
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
@@ -425,6 +427,13 @@ class Daemon:
         except sqlite3.Error as exc:  # busy for long: the next look will do
             log.debug("correlator backlog not read: %s", exc)
         self._backlog_gauges()
+
+    def _follower_pid(self) -> str:
+        """For ProcessCollector: the correlator process's pid; a name with no /proc entry while there is
+        none (it then reports nothing)."""
+        handle = self.follower
+        pid = handle.process.pid if handle is not None else None
+        return str(pid) if pid is not None else "none"
 
     def _signal_follower(self, signum: int) -> None:
         handle = self.follower

@@ -44,6 +44,14 @@ def render_metrics() -> str:
             labels = ", ".join(f"`{x}`" for x in m.labels) or "—"
             lines.append(f"| `{m.name}` | {m.kind} | {labels} | {m.help} |")
         lines.append("")
+    lines += [
+        "## Processes", "",
+        "`process_*` are prometheus_client's standard process metrics (CPU, resident and virtual memory, open "
+        "and maximum file descriptors, start time) of the daemon. With `correlator.worker: process` (the "
+        "default) the correlator's own process has the same set as `watchtower_correlator_process_*` "
+        "(e.g. `watchtower_correlator_process_resident_memory_bytes`), absent while it is not running: "
+        "add both for the host's footprint. `watchtower oneshot` prints neither.", "",
+    ]
     lines += ["## Label values", "", "Every label has a closed set of values:", "", "| label | values |", "|---|---|"]
     used = sorted({x for m in METRICS for x in m.labels})
     for label in used:

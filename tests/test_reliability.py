@@ -684,3 +684,27 @@ async def test_a_correlator_process_that_cannot_start_is_retried_and_the_metrics
     assert d.health()["ok"] is True
     d.should_exit.set()
     assert await asyncio.wait_for(task, 20) == 0
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+async def test_the_correlator_process_has_process_metrics_of_its_own(tmp_path: Path, worker: str):
+    """`process_*` describe the daemon only; with the correlator in its own process (the default) its
+    memory and CPU are `watchtower_correlator_process_*`, so the whole footprint is on /metrics."""
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True, "worker": worker}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    try:
+        rss = d.registry.get_sample_value("watchtower_correlator_process_resident_memory_bytes")
+        cpu = d.registry.get_sample_value("watchtower_correlator_process_cpu_seconds_total")
+        if worker == "thread":
+            assert rss is None and cpu is None
+        else:
+            assert rss is not None and rss > 5 * 2**20  # an interpreter of its own
+            assert cpu is not None and cpu >= 0
+            started = d.registry.get_sample_value("watchtower_correlator_process_start_time_seconds")
+            assert started is not None and abs(started - time.time()) < 60
+        assert d.registry.get_sample_value("process_resident_memory_bytes") > 10 * 2**20  # the daemon's own
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
