@@ -428,6 +428,22 @@ class Daemon:
             log.debug("correlator backlog not read: %s", exc)
         self._backlog_gauges()
 
+    def _sink_process_behind(self) -> int:
+        """Bytes the correlator process has yet to store: from its positions to what this daemon has *read*.
+
+        The database's offsets lag the reading by up to a checkpoint interval, and the process can only
+        see committed ones; measured against them alone a backlog read since the last checkpoint looked
+        caught up. The positions are refreshed every FOLLOWER_GAUGE_INTERVAL: an older one only makes the
+        figure larger, never 0 too soon. A file read but not committed yet counts whole (the process
+        starts it at byte 0)."""
+        if not self.follows:
+            return self.store.sink_behind_bytes
+        read = {cp.file_id: cp.offset for cp in self.tailer.known.values()} if self.tailer is not None else {}
+        behind = 0
+        for file_id, (offset, sink) in self.store.sink_files.items():
+            behind += max(0, max(offset, read.pop(file_id, 0)) - sink)
+        return behind + sum(read.values())
+
     def _follower_pid(self) -> str:
         """For ProcessCollector: the correlator process's pid; a name with no /proc entry while there is
         none (it then reports nothing)."""
@@ -492,7 +508,7 @@ class Daemon:
     def _backlog_gauges(self) -> None:
         m = self.pipeline.self_metrics
         m.commit_backlog_rows.set(self.queue.backlog_rows)
-        m.commit_backlog_bytes.set(self.queue.span_bytes + self.store.sink_behind_bytes)
+        m.commit_backlog_bytes.set(self.queue.span_bytes + self._sink_process_behind())
         lost = self.store.bytes_lost - self._bytes_lost_seen
         if lost > 0:
             m.commit_backlog_bytes_lost.inc(lost)
@@ -527,7 +543,7 @@ class Daemon:
             "last_commit": self._last_commit_ok,
             "commit_backlog_rows": self.queue.backlog_rows + self.pipeline.pending_rows,
             "commit_backlog_bytes": self.queue.span_bytes + sum(s.remaining for s in self.pipeline.spans)
-            + self.store.sink_behind_bytes,
+            + self._sink_process_behind(),
             "reading_paused": self.paused,
             "sources_without_files": tailer.sources_without_files() if tailer else [],
             "problems": problems,

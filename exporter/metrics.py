@@ -139,7 +139,8 @@ METRICS: tuple[MetricSpec, ...] = (
                (), "self"),
     MetricSpec("watchtower_commit_backlog_bytes", "gauge",
                "Bytes of accounting files counted in the metrics whose rows the correlator has not stored yet and "
-               "that are not held in memory: the state writer reads them again from the files.", (), "self"),
+               "that are not held in memory: its own process (correlator.worker: process) or the state writer "
+               "thread reads them again from the files.", (), "self"),
     MetricSpec("watchtower_commit_backlog_bytes_lost_total", "counter",
                "Backlog bytes whose file was removed or replaced before the correlator could read them again.",
                (), "self"),

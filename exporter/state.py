@@ -162,7 +162,9 @@ class StateStore:
         """The sinks write in another process (exporter/follower.py), which owns the sink positions: checkpoints
         leave them alone, a file new to the database starts its position at byte 0."""
         self.sink_behind_bytes = 0
-        """Bytes between the sink positions and the offsets, read after each checkpoint (sinks_elsewhere)."""
+        """Bytes between the sink positions and the committed offsets, as of the last `sink_behind()`."""
+        self.sink_files: dict[str, tuple[int, int]] = {}
+        """file_id -> (committed offset, sink position) as of the last `sink_behind()` (sinks_elsewhere)."""
         self.throwaway = throwaway
         """A database deleted at exit (oneshot): no fsync, a power loss cannot matter to it."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
@@ -346,12 +348,13 @@ class StateStore:
         return (len(batch) if rows else 0), consumed
 
     def _sink_behind(self) -> int:
-        """Bytes between the sink positions and the offsets (the sink process's backlog)."""
+        """Bytes between the sink positions and the committed offsets (the sink process's backlog as far as
+        the database knows), and each file's pair of them (`sink_files`; a NULL position is caught up)."""
         conn = self._conn
         assert conn is not None
-        self.sink_behind_bytes = int(conn.execute(
-            "SELECT coalesce(sum(offset - sink_offset), 0) FROM wt_checkpoints"
-            " WHERE sink_offset IS NOT NULL AND sink_offset < offset").fetchone()[0])
+        self.sink_files = {fid: (offset, offset if sink is None else sink) for fid, offset, sink in conn.execute(
+            "SELECT file_id, offset, sink_offset FROM wt_checkpoints")}
+        self.sink_behind_bytes = sum(max(0, offset - sink) for offset, sink in self.sink_files.values())
         return self.sink_behind_bytes
 
     def behind_spans(self, allowed: dict[str, frozenset[str] | None]) -> list[Span]:

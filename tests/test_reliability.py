@@ -708,3 +708,32 @@ async def test_the_correlator_process_has_process_metrics_of_its_own(tmp_path: P
     finally:
         d.should_exit.set()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_the_correlator_process_backlog_counts_what_was_read_but_not_yet_committed(tmp_path: Path):
+    """With the correlator in its own process, its backlog is measured from its positions to what the
+    daemon has *read*, not only to the last committed checkpoint: between two checkpoints (here 60 s apart)
+    the metrics already count rows the child cannot even see yet, and /healthz must not call that caught up
+    (the fault suite's `committed()` and WatchtowerStateCommitsFailing rely on it)."""
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(2000)
+    cfg = load_config(write_config(tmp_path, tail={"checkpoint_interval": 60.0},
+                                   correlator={"enabled": True, "worker": "process"}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if d.registry.get_sample_value("pmta_delivered_total", labels) == 2000:
+                break
+        await asyncio.sleep(1.5)  # several gauge refreshes (FOLLOWER_GAUGE_INTERVAL) after the read
+        size = w.path.stat().st_size
+        header = len(w.path.read_bytes().split(b"\n", 1)[0]) + 1
+        assert _events(tmp_path / "state" / "watchtower.db") == 0  # nothing committed for the child to read
+        assert d.health()["commit_backlog_bytes"] in (size, size - header)
+        assert d.registry.get_sample_value("watchtower_commit_backlog_bytes") in (size, size - header)
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
