@@ -3,7 +3,7 @@
 In the daemon's own process the correlator shares the interpreter lock and polars' thread pool with
 the event loop that reads and counts; measured at 20k records/s appended it then stores ~18k rows/s,
 against ~30k rows/s when nothing else runs. Here it runs alone and keeps up (`bench/bench_daemon.py
---worker process`: timeline lag flat at ~0.5-0.7 s). It needs nothing from the daemon but
+--worker process`: timeline lag 2-4 s over 150 s at 20k records/s). It needs nothing from the daemon but
 the state database: every checkpoint the daemon commits says, per file, how far the metrics have read
 (`offset`) and how far the correlator has stored (`sink_offset`, exporter/backlog.py). This process
 reads each range between the two from its file again (exporter/spans.py), stores its rows and moves
