@@ -263,8 +263,7 @@ class CorrelatorConfig(_Strict):
         "lock, reading the files from its positions in the state database; restarted if it dies) or `thread` (the "
         "state writer thread of the daemon: one process, ~150 MB less resident memory). Measured on 2 cores at "
         "20k records/s appended: `process` keeps up or nearly (timeline lag 2-4 s over 150 s, a 1 s checkpoint "
-        "interval included), `thread` stores ~19k "
-        "records/s and falls behind until the rate drops.",
+        "interval included), `thread` stores ~19k records/s and falls behind until the rate drops.",
     )
     grafana_url: str = Field(
         default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."

@@ -116,11 +116,15 @@ class Pipeline:
         return spans
 
     def reload_classifiers(self, isp: IspClassifier, replies: ReplyClassifier) -> None:
-        """Swap the classification tables (SIGHUP); cached answers of the old tables are dropped."""
+        """Swap the classification tables (SIGHUP) of the metrics and of the sink (its timelines' ISP, the
+        API's reply classes); cached answers of the old tables are dropped."""
         self.aggregator.wait()  # the batch being folded finishes with the tables it started with
         self.aggregator.isp_of = isp.classify
         self.aggregator.class_of = replies.classify
         self.aggregator.reset_caches()
+        reload_sink = getattr(self.sink, "reload_classifiers", None)  # a RecordSink may have no tables
+        if reload_sink is not None:
+            reload_sink(isp.classify_rcpt, replies.classify)
 
 
 class Daemon:
@@ -148,7 +152,7 @@ class Daemon:
         self._follower_next_start = 0.0
         self._follower_exit: str | None = None
         self._follower_start_error: str | None = None
-        """Why the last attempt to start the correlator process failed (None once one succeeded)."""
+        """The error of the last failed attempt to start the correlator process (None once one succeeded)."""
         if self.follows:  # its memory and CPU on /metrics too: process_* describe this process only
             ProcessCollector(namespace="watchtower_correlator", pid=self._follower_pid, registry=self.registry)
         self.tailer: Tailer | None = None
@@ -377,11 +381,12 @@ class Daemon:
         try:
             handle = follower.start(self.config)
         except Exception as exc:  # noqa: BLE001 - the correlator's problem, never the daemon's end
-            text = f"correlator process could not start: {describe(exc)}"
-            if text != self._follower_start_error:
-                log.error("%s; retrying every %.0fs (nothing is lost: it resumes from its positions)", text,
-                          FOLLOWER_RESTART_WAIT)
-            self._follower_start_error = self._follower_exit = text
+            error = describe(exc)
+            self._follower_exit = f"correlator process could not start: {error}"
+            if error != self._follower_start_error:
+                log.error("%s; retrying every %.0fs (nothing is lost: it resumes from its positions)",
+                          self._follower_exit, FOLLOWER_RESTART_WAIT)
+            self._follower_start_error = error
             self._follower_next_start = time.monotonic() + FOLLOWER_RESTART_WAIT
             self.follower = None  # a dead predecessor's last write error is not current any more
             return
@@ -389,7 +394,7 @@ class Daemon:
         self._follower_failures = 0
         if self._follower_start_error is not None:
             log.warning("correlator process started after failed attempts (the last: %s)",
-                        self._follower_start_error.split(": ", 1)[1])
+                        self._follower_start_error)
             self._follower_start_error = None
         log.info("correlator process started (pid %s)", handle.process.pid)
 
@@ -423,7 +428,7 @@ class Daemon:
 
     async def _follower_gauges(self) -> None:
         try:
-            await self.store.sink_behind()
+            await self.store.read_sink_files()
         except sqlite3.Error as exc:  # busy for long: the next look will do
             log.debug("correlator backlog not read: %s", exc)
         self._backlog_gauges()
@@ -436,8 +441,8 @@ class Daemon:
         caught up. The positions are refreshed every FOLLOWER_GAUGE_INTERVAL: an older one only makes the
         figure larger, never 0 too soon. A file read but not committed yet counts whole (the process
         starts it at byte 0)."""
-        if not self.follows:
-            return self.store.sink_behind_bytes
+        if not self.follows:  # the writer thread's backlog is its spans (queue.span_bytes)
+            return 0
         read = {cp.file_id: cp.offset for cp in self.tailer.known.values()} if self.tailer is not None else {}
         behind = 0
         for file_id, (offset, sink) in self.store.sink_files.items():
@@ -481,9 +486,6 @@ class Daemon:
             return
         self.isp, self.replies = isp, replies
         self.pipeline.reload_classifiers(isp, replies)
-        reload_sink = getattr(self.pipeline.sink, "reload_classifiers", None)
-        if reload_sink is not None:  # the timelines' ISP and the API's reply classes follow the same tables
-            reload_sink(isp.classify_rcpt, replies.classify)
         self._signal_follower(signal.SIGHUP)  # the correlator's own process loads them too
         if self.poller is not None:
             self.poller.reload_isp(isp.classify)

@@ -161,10 +161,8 @@ class StateStore:
         self.sinks_elsewhere = sinks_elsewhere
         """The sinks write in another process (exporter/follower.py), which owns the sink positions: checkpoints
         leave them alone, a file new to the database starts its position at byte 0."""
-        self.sink_behind_bytes = 0
-        """Bytes between the sink positions and the committed offsets, as of the last `sink_behind()`."""
         self.sink_files: dict[str, tuple[int, int]] = {}
-        """file_id -> (committed offset, sink position) as of the last `sink_behind()` (sinks_elsewhere)."""
+        """file_id -> (committed offset, sink position) as of the last `read_sink_files()` (sinks_elsewhere)."""
         self.throwaway = throwaway
         """A database deleted at exit (oneshot): no fsync, a power loss cannot matter to it."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
@@ -347,15 +345,13 @@ class StateStore:
         backlog.span_stored(span, consumed, line_no, columns)
         return (len(batch) if rows else 0), consumed
 
-    def _sink_behind(self) -> int:
-        """Bytes between the sink positions and the committed offsets (the sink process's backlog as far as
-        the database knows), and each file's pair of them (`sink_files`; a NULL position is caught up)."""
+    def _read_sink_files(self) -> None:
+        """Each file's committed offset and sink position (`sink_files`; a NULL position is caught up): what
+        the sink process has stored, as far as the database knows (daemon.Daemon._sink_process_behind)."""
         conn = self._conn
         assert conn is not None
         self.sink_files = {fid: (offset, offset if sink is None else sink) for fid, offset, sink in conn.execute(
             "SELECT file_id, offset, sink_offset FROM wt_checkpoints")}
-        self.sink_behind_bytes = sum(max(0, offset - sink) for offset, sink in self.sink_files.values())
-        return self.sink_behind_bytes
 
     def behind_spans(self, allowed: dict[str, frozenset[str] | None]) -> list[Span]:
         """Each file whose sink position is behind its committed offset, as a span to read (sink process)."""
@@ -471,8 +467,8 @@ class StateStore:
     write_backlog_now = _write_backlog
     """The same, called on the writer thread itself (exporter.writer runs several slices per call)."""
 
-    async def sink_behind(self) -> int:
-        return await self._run(self._sink_behind)  # type: ignore[no-any-return]
+    async def read_sink_files(self) -> None:
+        await self._run(self._read_sink_files)
 
     async def on_writer(self, fn: Any) -> Any:
         """Run `fn()` on the writer thread (it may call the `*_now` methods)."""
