@@ -27,7 +27,7 @@ from exporter.filestream import read_fingerprint
 from exporter.metrics import SelfMetrics
 from exporter.state import Commit, StateError, StateStore
 from exporter.tailer import Tailer
-from tests.conftest import REPO, AcctWriter, total, write_config
+from tests.conftest import REPO, AcctWriter, Watchtower, total, write_config
 
 THREAD_WORKER = {"worker": "thread"}
 """Tests of the daemon's own state writer thread (a sink injected in-process) pin that worker."""
@@ -312,11 +312,33 @@ async def test_sigterm_mid_backfill_commits_within_the_timeout(tmp_path: Path, m
 
 
 # --- SIGHUP reloads the classification tables; a bad table is refused and the daemon lives on -------
-def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, watchtower_factory):
-    import shutil
+def _write_mycorp(w: AcctWriter, n: int) -> None:
+    """n deliveries to mycorp.test, whose MX is Google's (gmail until a table pins the domain)."""
+    from tests.conftest import d_line
+
+    with open(w.path, "a", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(d_line(10_000 + w.n + i, domain="mycorp.test") + "\n")
+    w.n += n
+
+
+def _pin_mycorp_to_other(table: Path) -> None:
+    table.write_text(table.read_text().replace("domains: [yahoo.co.jp,", "domains: [mycorp.test, yahoo.co.jp,", 1))
+
+
+def _sighup(wt: Watchtower, logged: str) -> None:
+    """SIGHUP the daemon and wait (up to 10 s) until its log says `logged`."""
     import signal
 
-    from tests.conftest import d_line
+    assert wt.proc is not None
+    wt.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while logged not in wt.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, watchtower_factory):
+    import shutil
 
     table = tmp_path / "isps.yaml"
     shutil.copy(REPO / "exporter" / "classify" / "isps.yaml", table)
@@ -324,30 +346,15 @@ def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, 
     w = AcctWriter(tmp_path / "logs")
     cfg = write_config(tmp_path, classify={"isp_file": str(table)})
     wt = watchtower_factory(cfg).start()
-
-    def write_mycorp(n: int) -> None:
-        with open(w.path, "a", encoding="utf-8") as f:
-            for i in range(n):
-                f.write(d_line(10_000 + w.n + i, domain="mycorp.test") + "\n")
-        w.n += n
-
-    write_mycorp(5)  # its MX is Google's: gmail
+    _write_mycorp(w, 5)  # its MX is Google's: gmail
     wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="gmail") == 5)
-    text = table.read_text().replace("domains: [yahoo.co.jp,", "domains: [mycorp.test, yahoo.co.jp,", 1)
-    table.write_text(text)
-    assert wt.proc is not None
-    wt.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "classification tables reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    write_mycorp(3)  # pinned to other by the reloaded table
+    _pin_mycorp_to_other(table)
+    _sighup(wt, "classification tables reloaded")
+    _write_mycorp(w, 3)  # pinned to other by the reloaded table
     wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="other") == 3)
     table.write_text("version: 1\nproviders: {nonsense: {}}\n")
-    wt.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "not reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    write_mycorp(2)
+    _sighup(wt, "not reloaded")
+    _write_mycorp(w, 2)
     wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="other") == 5)
     assert wt.proc.poll() is None
     assert "Traceback" not in wt.log.read_text()
@@ -360,9 +367,6 @@ def test_sighup_reloads_the_tables_the_correlator_uses_too(tmp_path: Path, watch
     reloaded table in either worker (the correlator's own process is told too), so the API and the
     metrics never disagree about a recipient domain's provider."""
     import shutil
-    import signal
-
-    from tests.conftest import d_line
 
     table = tmp_path / "isps.yaml"
     shutil.copy(REPO / "exporter" / "classify" / "isps.yaml", table)
@@ -371,12 +375,6 @@ def test_sighup_reloads_the_tables_the_correlator_uses_too(tmp_path: Path, watch
     cfg = write_config(tmp_path, classify={"isp_file": str(table)}, correlator={"enabled": True, "worker": worker})
     wt = watchtower_factory(cfg).start()
     db = tmp_path / "state" / "watchtower.db"
-
-    def write_mycorp(n: int) -> None:
-        with open(w.path, "a", encoding="utf-8") as f:
-            for i in range(n):
-                f.write(d_line(10_000 + w.n + i, domain="mycorp.test") + "\n")
-        w.n += n
 
     def timeline_isps(want: int) -> dict[str, int]:
         deadline = time.monotonic() + 30
@@ -392,16 +390,12 @@ def test_sighup_reloads_the_tables_the_correlator_uses_too(tmp_path: Path, watch
                 return counts
             time.sleep(0.1)
 
-    write_mycorp(4)  # its MX is Google's: gmail
+    _write_mycorp(w, 4)  # its MX is Google's: gmail
     wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="gmail") == 4)
     assert timeline_isps(4) == {"gmail": 4}
-    table.write_text(table.read_text().replace("domains: [yahoo.co.jp,", "domains: [mycorp.test, yahoo.co.jp,", 1))
-    assert wt.proc is not None
-    wt.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "classification tables reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    write_mycorp(3)  # pinned to other by the reloaded table, in the metrics and in the timelines
+    _pin_mycorp_to_other(table)
+    _sighup(wt, "classification tables reloaded")
+    _write_mycorp(w, 3)  # pinned to other by the reloaded table, in the metrics and in the timelines
     wt.wait_for(lambda s: total(s, "pmta_delivered_total", isp="other") == 3)
     assert timeline_isps(7) == {"gmail": 4, "other": 3}
     assert wt.proc.poll() is None
