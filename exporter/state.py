@@ -38,6 +38,7 @@ from exporter.filestream import Checkpoint
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, SpanGone, read_span, span_at
+from exporter.walcheckpoint import WalCheckpointer
 
 log = logging.getLogger("watchtower.state")
 
@@ -167,6 +168,8 @@ class StateStore:
         """A database deleted at exit (oneshot): no fsync, a power loss cannot matter to it."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
         self._conn: sqlite3.Connection | None = None
+        self._wal: WalCheckpointer | None = None
+        """Copies the WAL into the database off this writer (started once the database is open)."""
         self._registered: set[str] = set()
         """File ids that have a row in wt_checkpoints (writer thread only)."""
         self.bytes_lost = 0
@@ -175,7 +178,9 @@ class StateStore:
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self, check: bool = True) -> Loaded:
         try:
-            return self._open_checked(check)
+            loaded = self._open_checked(check)
+            self._start_wal_checkpointer()
+            return loaded
         except StateError:
             self._close()
             raise
@@ -185,6 +190,17 @@ class StateStore:
         except OSError as exc:
             self._close()
             raise StateError(f"{self.path}: cannot open the state database: {exc.strerror or exc}") from exc
+
+    def _start_wal_checkpointer(self) -> None:
+        if self._wal is not None:
+            return
+        wal = WalCheckpointer(self.path, "OFF" if self.throwaway else "NORMAL")
+        try:
+            wal.start()
+        except RuntimeError as exc:  # no thread to be had: the commits copy the WAL themselves, at the cap
+            log.warning("%s: no thread to copy the WAL (%s); commits copy it themselves", self.path, exc)
+            return
+        self._wal = wal
 
     def _create(self) -> None:
         """Schema and marker written to a temporary file renamed into place: never a half-made database."""
@@ -236,6 +252,7 @@ class StateStore:
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
         conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
+        WalCheckpointer.configure_writer(conn)
         if check:
             self._quick_check(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -301,6 +318,7 @@ class StateStore:
                     [(*(pos or (None, None, None)), file_id) for file_id, pos in progress.items()],
                 )
             conn.execute("COMMIT")
+            self._committed()
         except BaseException:
             rollback_quietly(conn)
             raise
@@ -419,6 +437,7 @@ class StateStore:
                              " AND sink_offset IS NULL", (c.forget_before,))
             conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('initialized', ?)", (str(now),))
             conn.execute("COMMIT")
+            self._committed()
         except BaseException:
             rollback_quietly(conn)
             raise
@@ -436,11 +455,19 @@ class StateStore:
         try:
             for sink in self.sinks:
                 sink.maintain(conn)
+            self._committed()
         except BaseException:
             rollback_quietly(conn)
             raise
 
+    def _committed(self) -> None:
+        if self._wal is not None:
+            self._wal.poke()
+
     def _close(self) -> None:
+        if self._wal is not None:
+            self._wal.stop()
+            self._wal = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -1,0 +1,97 @@
+"""Copies the state database's WAL into the database on a thread of its own.
+
+In WAL mode SQLite appends each commit to the `-wal` file, and by default the commit that takes the WAL
+past 1000 pages also copies every page in it into the database and fsyncs both before it returns
+(an automatic checkpoint). On the correlator's write path that copy was ~1 s of 8 (bench/README.md):
+time in which the writer stored nothing. Here a thread with its own connection runs a PASSIVE
+checkpoint after each commit instead, while the writer goes on with its next slice (SQLite lets one
+checkpoint and one writer run at once; both release the interpreter lock while they work).
+
+The writers keep an automatic checkpoint, at a higher threshold (WAL_CAP_PAGES): should this thread
+fall behind or fail (a full disk), the WAL stays bounded because a commit copies it again, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger("watchtower.state")
+
+THREAD_NAME = "watchtower-wal"
+WAL_CAP_PAGES = 4096
+"""Automatic checkpoint threshold of the writers (64 MiB at 16 KiB pages): the WAL's bound when the thread
+cannot keep up. Below it the thread does every copy."""
+IDLE_SECONDS = 1.0
+"""A checkpoint also runs this often without a commit poking it (another process may have written)."""
+
+
+class WalCheckpointer:
+    """One thread per writing process; `poke()` after each commit, `stop()` before closing the writer."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._wake = threading.Event()
+        self._stopping = False
+        self._conn: sqlite3.Connection | None = None
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name=f"{THREAD_NAME}-{path.name}", daemon=True)
+
+    @staticmethod
+    def configure_writer(conn: sqlite3.Connection) -> None:
+        """Leave the copying to the thread up to WAL_CAP_PAGES (set on each writing connection)."""
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CAP_PAGES}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        """A commit happened: copy what it added (any thread; never waits)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the copy under way, if any, and end the thread (the writer's close copies the rest)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            self._report(exc)
+            return
+        try:
+            while not self._stopping:
+                self._wake.wait(IDLE_SECONDS)
+                self._wake.clear()
+                if self._stopping:
+                    break
+                try:
+                    self._checkpoint()
+                except sqlite3.Error as exc:
+                    self._report(exc)
+                else:
+                    if self._failing:
+                        self._failing = False
+                        log.info("%s: the WAL is copied into the database again", self.path)
+        finally:
+            self._conn.close()
+
+    def _checkpoint(self) -> None:
+        """PASSIVE: copy what no reader still needs, without waiting for any lock (a busy one is tried next time)."""
+        assert self._conn is not None
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _report(self, exc: sqlite3.Error) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("%s: cannot copy the WAL into the database (%s); commits go on, and copy it themselves "
+                        "once it holds %d pages", self.path, exc, WAL_CAP_PAGES)
+        else:
+            log.debug("%s: WAL copy failed again: %s", self.path, exc)

@@ -1,0 +1,103 @@
+"""The state database's WAL is copied into the database by a thread of its own, never by a commit.
+
+A commit that crosses SQLite's automatic checkpoint threshold copies the whole WAL into the database
+(and fsyncs both) before it returns: measured at ~1 s of 8 in the correlator's write path
+(bench/bench_corr_write.py). These tests pin that the copy happens off the writer, that a failing
+copy is reported once and never stops commits, and that closing the store stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter import walcheckpoint
+from exporter.state import StateStore
+
+
+class BlobSink:
+    """A sink whose every write adds `rows` rows of 1 KiB: WAL frames to copy."""
+
+    def __init__(self, rows: int = 200) -> None:
+        self.rows = rows
+
+    def setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS blobs (x BLOB)")
+
+    def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
+        conn.executemany("INSERT INTO blobs VALUES (?)", [(bytes(1024),)] * self.rows)
+
+    def maintain(self, conn: sqlite3.Connection) -> None:
+        pass
+
+
+def _checkpointer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(walcheckpoint.THREAD_NAME)]
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+async def test_commits_leave_the_wal_copy_to_a_thread_of_its_own(tmp_path: Path):
+    db = tmp_path / "state" / "watchtower.db"
+    store = StateStore(db, [BlobSink()])
+    await store.open()
+    assert store._conn is not None  # noqa: SLF001
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == walcheckpoint.WAL_CAP_PAGES  # noqa: SLF001
+    before = db.stat().st_size
+    for _ in range(5):  # ~1 MiB in the WAL: far below SQLite's own 1000-page threshold (16 MiB here)
+        await store.write_rows([object()])  # type: ignore[list-item]
+    # the rows reach the database file itself without another commit, and without the writer doing it
+    assert _wait_for(lambda: db.stat().st_size >= before + 5 * 200 * 1024)
+    assert len(_checkpointer_threads()) >= 1
+    await store.close()
+    assert not any(t.is_alive() for t in _checkpointer_threads())
+    assert not Path(f"{db}-wal").exists()  # the last connection closed still removes the WAL
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1000
+    conn.close()
+
+
+async def test_a_failing_wal_copy_is_reported_once_and_commits_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    failures = 3
+    real = walcheckpoint.WalCheckpointer._checkpoint
+
+    def flaky(self: walcheckpoint.WalCheckpointer) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        real(self)
+
+    monkeypatch.setattr(walcheckpoint.WalCheckpointer, "_checkpoint", flaky)
+    caplog.set_level(logging.INFO, logger="watchtower.state")
+    db = tmp_path / "watchtower.db"
+    store = StateStore(db, [BlobSink()])
+    await store.open()
+    before = db.stat().st_size
+    for _ in range(6):
+        await store.write_rows([object()])  # type: ignore[list-item]
+        time.sleep(0.05)
+    assert _wait_for(lambda: failures == 0 and db.stat().st_size >= before + 6 * 200 * 1024)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{db}: cannot copy the WAL into the database (disk I/O error); commits go on, "
+                        "and copy it themselves once it holds "
+                        f"{walcheckpoint.WAL_CAP_PAGES} pages"]
+    assert any(r.getMessage() == f"{db}: the WAL is copied into the database again"
+               for r in caplog.records if r.levelno == logging.INFO)
+    await store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1200
+    conn.close()
