@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 import polars as pl
 
@@ -102,10 +103,11 @@ _CHUNK = 2048
 
 def _rows(frame: pl.DataFrame, *names: str) -> Iterator[tuple]:
     """Rows of these columns as tuples for executemany, from one Python list per column (cheaper than
-    frame.rows()), a chunk at a time: only _CHUNK rows exist as Python objects at once."""
-    for start in range(0, frame.height, _CHUNK):
-        part = frame.slice(start, _CHUNK)
-        yield from zip(*(part.get_column(name).to_list() for name in names), strict=True)
+    frame.rows()), a chunk at a time: only _CHUNK rows exist as Python objects at once. Chained in C:
+    no Python frame resumes per row (a generator's `yield from` cost ~4% of a write)."""
+    return chain.from_iterable(
+        zip(*(part.get_column(name).to_list() for name in names), strict=True)
+        for part in frame.iter_slices(_CHUNK))
 
 
 class Writer:
