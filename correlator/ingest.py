@@ -14,7 +14,7 @@ Keys 1 and 2 are looked up in the slice of the record's timeQueued day and in th
 
 Writes are appends plus one summary UPDATE per touched timeline per group, all via executemany.
 Links found or created are kept in a bounded int-keyed cache; a miss is probed (one VALUES join
-per group) only if the key filter (keyfilter.py: every key ever stored, 8 MiB) says the store may
+per group) only if the key filter (keyfilter.py: every key ever stored, 32 MiB) says the store may
 hold it, so a backfill past the cache limit does not probe its new messages. A write sequence
 number in corr_meta reveals a rolled-back transaction, which drops the caches (they may name rows
 that no longer exist; the filter may only hold too much, so it stays).

@@ -3,7 +3,7 @@
 The link cache (linking.py) is bounded, and once it has been dropped a miss could be a timeline
 the cache forgot, so every miss was probed with SQL. In a backfill almost every miss is a new
 message. This filter remembers every bare link key (Message-Id or jobId hash XOR recipient hash)
-ever written, in 8 MiB whatever the input size: "not in the filter" proves "not in the store",
+ever written, in 32 MiB whatever the input size: "not in the filter" proves "not in the store",
 so only possible hits are probed. It may only ever hold too much (a rolled-back write, a pruned
 timeline: a useless probe), never too little, so it stays valid across rollbacks and pruning;
 it is trusted only when built from an empty store or loaded from the store (see ingest.py).
@@ -16,7 +16,11 @@ import sqlite3
 
 import polars as pl
 
-_LOG2_BITS = 26  # 64 Mi bits = 8 MiB (a bit-packed Boolean series); 2 bits per key: ~0.4% false positives at 2 M keys
+_LOG2_BITS = 28
+"""256 Mi bits = 32 MiB (a bit-packed Boolean series), 2 bits per key: ~0.5% false positives at 10 M keys
+(5 M timelines), ~2% at 20 M, ~7% at 40 M. A false positive costs one index seek per generation of its day
+(linking.py), and those grow with the store: with 8 MiB (~7% at 10 M keys) a live correlator at 20k
+records/s fell behind after ~3 minutes (bench/README.md, seventh round)."""
 _MASK = (1 << _LOG2_BITS) - 1
 _LOAD_CHUNK = 50_000
 
