@@ -32,6 +32,7 @@ from exporter.classify import load_classifiers  # noqa: E402
 from exporter.config import load_config  # noqa: E402
 from exporter.daemon import Pipeline, _correlator  # noqa: E402
 from exporter.tailer import Tailer  # noqa: E402
+from exporter.walcheckpoint import WalCheckpointer  # noqa: E402
 
 
 class TimedConn:
@@ -124,7 +125,8 @@ def main() -> None:
     ap.add_argument("--max-rows", type=int, default=0, help="write only the first N rows")
     ap.add_argument("--floor", action="store_true", help="then time SQLite alone inserting the same stored rows")
     ap.add_argument("--autocheckpoint", type=int, default=None,
-                    help="PRAGMA wal_autocheckpoint for the writer (0: none), to see what checkpoints cost in COMMIT")
+                    help="PRAGMA wal_autocheckpoint for the writer (0: none), to see what checkpoints cost in COMMIT;"
+                         " by default the WAL is copied by a thread, as the daemon does (exporter/walcheckpoint.py)")
     args = ap.parse_args()
     cfg = load_config(args.config)
     tmp = args.keep or Path(tempfile.mkdtemp())
@@ -148,8 +150,13 @@ def main() -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     sink.setup(conn)
+    wal = None
     if args.autocheckpoint is not None:
         conn.execute(f"PRAGMA wal_autocheckpoint={args.autocheckpoint}")
+    else:
+        WalCheckpointer.configure_writer(conn)
+        wal = WalCheckpointer(db)
+        wal.start()
     if args.sql:
         conn = TimedConn(conn)
     prof = cProfile.Profile() if args.profile else None
@@ -161,9 +168,13 @@ def main() -> None:
         conn.execute("BEGIN IMMEDIATE")
         sink.write(conn, batches[i : i + args.per_txn])
         conn.execute("COMMIT")
+        if wal is not None:
+            wal.poke()
     if prof:
         prof.disable()
     wall = time.perf_counter() - t0
+    if wal is not None:
+        wal.stop()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     n_tl = conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0]

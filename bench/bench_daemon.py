@@ -184,6 +184,22 @@ def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float)
     return "median/max " + ", ".join(parts)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the daemon, of its child processes alive now: the correlator's with `process`)."""
+    def one(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    children = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                children += one(int(child))
+            except OSError:
+                pass
+    return one(pid), children
+
+
 def live(work: Path, rate: int, seconds: float) -> None:
     logs = work / "live"
     logs.mkdir()
@@ -203,6 +219,9 @@ def live(work: Path, rate: int, seconds: float) -> None:
     behind: list[tuple[float, int, int]] = []
     """(seconds since the start, rows in memory, bytes to read again) at each sample."""
     middle: tuple[int, int, float] | None = None
+    rss_by_quarter = [0.0] * 4
+    """Peak RSS (with children) seen in each quarter of the run (sampled with the lag)."""
+    cpu0 = cpu_seconds(proc.pid)
     t0 = time.perf_counter()
     next_sample = t0 + SAMPLE_EVERY
     while (now := time.perf_counter()) - t0 < seconds:
@@ -220,12 +239,16 @@ def live(work: Path, rate: int, seconds: float) -> None:
             n, _rows, _bytes = counted(listen)
             lags.append(max(0.0, (written - n) / rate))
             behind.append((now - t0, _rows, _bytes))
+            quarter = min(3, int((now - t0) * 4 / seconds))
+            rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
             next_sample = now + SAMPLE_EVERY
             if middle is None and now - t0 >= seconds / 2:
                 middle = (_rows, _bytes, rss_with_children(proc.pid))
         time.sleep(0.01)
     n, backlog, backlog_bytes = counted(listen)
     rss1 = rss_with_children(proc.pid)
+    elapsed = time.perf_counter() - t0
+    cpu1 = cpu_seconds(proc.pid)
     drained = drain(listen)
     traffic = sum(h.tell() for h in handles.values()) / seconds  # bytes appended per second
     mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
@@ -240,6 +263,10 @@ def live(work: Path, rate: int, seconds: float) -> None:
           f"RSS (with children) {rss0:.0f} -> {mid_rss:.0f} -> {rss1:.0f} MB")
     print("  timeline lag (backlog as seconds of traffic, one sample per 0.5 s): " + lag_summary(behind, rate, traffic)
           + f"; caught up {drained} after the appends stopped")
+    busy = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
+    print("  peak RSS (with children) per quarter: " + ", ".join(f"{r:.0f}" for r in rss_by_quarter) + " MB")
+    print(f"  CPU while appending (cores busy): daemon {busy[0]:.2f}"
+          + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else ""))
     for h in handles.values():
         h.close()
     proc.send_signal(signal.SIGTERM)

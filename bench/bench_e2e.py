@@ -10,7 +10,7 @@ and peak RSS comes from each child's own rusage (os.wait4).
     .venv/bin/python bench/bench_e2e.py                  # 250k lines (~108 MB), both paths
     .venv/bin/python bench/bench_e2e.py --lines 50000    # quick run
     .venv/bin/python bench/bench_e2e.py --only metrics   # one path
-    .venv/bin/python bench/bench_e2e.py --only metrics --also main=../main   # and another checkout's oneshot
+    .venv/bin/python bench/bench_e2e.py --only correlator --also base=../base   # and another checkout's
 
 Targets (issue #10): metrics-only >= 1.0x; correlator on >= 0.25x with peak RSS <= 300 MB.
 """
@@ -89,7 +89,7 @@ def main() -> int:
                          "install); by default it inherits the environment, and PYTHONDONTWRITEBYTECODE=1 "
                          "makes every run compile the checkout's modules again (~60 ms)")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=CHECKOUT",
-                    help="also run the metrics-only oneshot of another checkout (e.g. main=/work/main), interleaved")
+                    help="also run another checkout's oneshot (e.g. base=../base) on the same paths, interleaved")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wt-bench-") as tmp:
         directory = args.dir or Path(tmp)
@@ -110,9 +110,11 @@ def main() -> int:
                   for name, corr in paths.items()}
         for item in args.also:
             other, _, checkout = item.partition("=")
-            configs[other] = write_config(directory, False)
-            roots[other] = Path(checkout).resolve()
-            labels[other] = f"oneshot, correlator off ({other})"
+            for name in paths:
+                key = f"{name} ({other})"
+                configs[key] = configs[name]
+                roots[key] = Path(checkout).resolve()
+                labels[key] = f"{labels[name].removeprefix('watchtower ')} ({other})"
         base: list[tuple[float, float, float]] = []
         ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configs}
         extra_env: dict[str, str] = {}
