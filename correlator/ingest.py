@@ -47,6 +47,9 @@ IspOf = Callable[[str, str], str]
 GROUP_ROWS = 4_096
 """Rows prepared and linked together at most (bounds the memory of one group's columns)."""
 FILTER_LOAD_LIMIT = 2_000_000
+"""Timelines whose keys the first write after a start reads into the key filter (~2 µs each)."""
+FILTER_LOAD_STEP = 200_000
+"""Then this many per write (~0.4 s), until the filter covers the whole store."""
 """At start, the key filter is loaded from a store of at most this many timelines (else every miss is probed)."""
 
 
@@ -129,7 +132,10 @@ class Ingestor(Preparer, Linker, Writer):
             if top == 0:
                 self._filter.valid = True
             else:  # a restart: the filter must hold every stored key before it can rule a probe out
+                self._filter.begin_load(top)
                 self._filter.load(conn, FILTER_LOAD_LIMIT)
+        elif self._filter.loading:
+            self._filter.load(conn, FILTER_LOAD_STEP)
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
