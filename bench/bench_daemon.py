@@ -200,7 +200,7 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return one(pid), children
 
 
-def live(work: Path, rate: int, seconds: float) -> None:
+def live(work: Path, rate: int, seconds: float, restart_at: float | None = None) -> None:
     logs = work / "live"
     logs.mkdir()
     files = {"acct": (logs / "acct-2026-11-30-0000.csv", ACCT_HEADER), "diag":
@@ -221,8 +221,10 @@ def live(work: Path, rate: int, seconds: float) -> None:
     middle: tuple[int, int, float] | None = None
     rss_by_quarter = [0.0] * 4
     """Peak RSS (with children) seen in each quarter of the run (sampled with the lag)."""
+    planned_restart = restart_at
     cpu0 = cpu_seconds(proc.pid)
     t0 = time.perf_counter()
+    cpu_from = t0
     next_sample = t0 + SAMPLE_EVERY
     while (now := time.perf_counter()) - t0 < seconds:
         due = int((now - t0) * rate) - written
@@ -244,10 +246,16 @@ def live(work: Path, rate: int, seconds: float) -> None:
             next_sample = now + SAMPLE_EVERY
             if middle is None and now - t0 >= seconds / 2:
                 middle = (_rows, _bytes, rss_with_children(proc.pid))
+        if restart_at is not None and now - t0 >= restart_at:  # PMTA goes on writing meanwhile (a burst after)
+            restart_at = None
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            proc = start(cfg, listen, work / "live.log")
+            cpu0, cpu_from = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(0.01)
     n, backlog, backlog_bytes = counted(listen)
     rss1 = rss_with_children(proc.pid)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - cpu_from
     cpu1 = cpu_seconds(proc.pid)
     drained = drain(listen)
     traffic = sum(h.tell() for h in handles.values()) / seconds  # bytes appended per second
@@ -255,6 +263,8 @@ def live(work: Path, rate: int, seconds: float) -> None:
     lags.sort()
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
     mode = f"on, {WORKER}" if CORRELATOR else "off"
+    if planned_restart is not None:
+        mode += f", restarted at {planned_restart:.0f}s"
     print(f"live (correlator {mode}, poll {POLL}s): {written:,} records at {written / seconds:,.0f}/s "
           f"for {seconds:.0f}s (target {rate:,}/s = "
           f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
@@ -265,7 +275,7 @@ def live(work: Path, rate: int, seconds: float) -> None:
           + f"; caught up {drained} after the appends stopped")
     busy = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
     print("  peak RSS (with children) per quarter: " + ", ".join(f"{r:.0f}" for r in rss_by_quarter) + " MB")
-    print(f"  CPU while appending (cores busy): daemon {busy[0]:.2f}"
+    print(f"  CPU while appending{' (since the restart)' if cpu_from > t0 else ''} (cores busy): daemon {busy[0]:.2f}"
           + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else ""))
     for h in handles.values():
         h.close()
@@ -281,6 +291,8 @@ def main() -> int:
     ap.add_argument("--only", choices=["backfill", "live"])
     ap.add_argument("--poll", type=float, default=0.25, help="tail.poll_interval of the daemon (default 0.25 s)")
     ap.add_argument("--max-pending", type=int, default=None, help="tail.max_pending_rows (default: the daemon's)")
+    ap.add_argument("--restart-at", type=float, default=None,
+                    help="live: stop the daemon (SIGTERM) this many seconds in and start it again, appends going on")
     ap.add_argument("--no-correlator", action="store_true", help="metrics only (the reference for the lag)")
     ap.add_argument("--worker", choices=["thread", "process"], default=DEFAULT_WORKER,
                     help=f"correlator.worker (default: the daemon's, {DEFAULT_WORKER})")
@@ -295,7 +307,7 @@ def main() -> int:
         if args.only in (None, "backfill"):
             backfill(work, args.lines)
         if args.only in (None, "live"):
-            live(work, args.rate, args.seconds)
+            live(work, args.rate, args.seconds, args.restart_at)
     return 0
 
 
