@@ -23,6 +23,17 @@ def _snapshot(conn: sqlite3.Connection) -> tuple[list, list, list, list]:
             conn.execute("SELECT * FROM corr_flows ORDER BY 1, 2, 3, 4").fetchall())
 
 
+def _stored_in_one_run(directory: Path, writes: list[list[RecordBatch]]) -> tuple[list, list, list, list]:
+    """What one process without a restart stores for these writes (the reference a restart must match)."""
+    directory.mkdir()
+    h = Harness(directory)
+    for write in writes:
+        h.commit(*write)
+    stored = _snapshot(h.conn)
+    h.close()
+    return stored
+
+
 def _counting_probes(h: Harness) -> list[int]:
     """Record how many keys each probe asks the store for."""
     probes: list[int] = []
@@ -55,12 +66,7 @@ _HALF = len(CHUNKS) // 2
 ])
 def test_a_restart_loads_the_key_filter_and_probes_only_keys_the_store_may_hold(
         tmp_path: Path, before: list[list[RecordBatch]], after: list[list[RecordBatch]], hits: bool) -> None:
-    (tmp_path / "one").mkdir()
-    one = Harness(tmp_path / "one")
-    for write in (*before, *after):
-        one.commit(*write)
-    expected = _snapshot(one.conn)
-    one.close()
+    expected = _stored_in_one_run(tmp_path / "one", [*before, *after])
 
     results, counts = [], []
     for name, use_filter in (("filtered", True), ("probing", False)):
@@ -154,12 +160,7 @@ def test_a_restart_on_a_store_too_big_to_load_at_once_loads_the_key_filter_a_ste
     probed in every generation of its day (live at 20k records/s: 45 s behind a minute after a restart)."""
     from correlator import ingest
 
-    (tmp_path / "one").mkdir()
-    one = Harness(tmp_path / "one")
-    for write in (*before, *after):
-        one.commit(*write)
-    expected = _snapshot(one.conn)
-    one.close()
+    expected = _stored_in_one_run(tmp_path / "one", [*before, *after])
 
     (tmp_path / "two").mkdir()
     first = Harness(tmp_path / "two")
