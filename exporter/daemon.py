@@ -205,6 +205,8 @@ class Daemon:
             self.pipeline.aggregator.run_in_background()
         else:
             self._resume_sinks(loaded.sink_positions)
+        if self.follows:  # before the listener: /healthz and the backlog gauge are right from the first answer
+            await self.store.read_sink_files()
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
         if loaded.first_run:

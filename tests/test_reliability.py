@@ -704,6 +704,41 @@ async def test_the_correlator_process_has_process_metrics_of_its_own(tmp_path: P
         assert await asyncio.wait_for(task, 20) == 0
 
 
+async def test_after_a_restart_the_correlator_process_backlog_is_right_from_the_first_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The child's positions used to be read first by the gauge refresh, after the listener was up: until
+    then every file the daemon had read counted whole (a 3 GB blip in `commit_backlog_bytes` at each restart of
+    bench_daemon's live run)."""
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(1000)
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True, "worker": "process"}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    try:
+        for _ in range(400):
+            await asyncio.sleep(0.05)
+            if _events(tmp_path / "state" / "watchtower.db") == 1000 and d.health()["commit_backlog_bytes"] == 0:
+                break
+        assert _events(tmp_path / "state" / "watchtower.db") == 1000
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+    async def no_refresh(self: Daemon) -> None:  # only what startup itself knows
+        return None
+
+    monkeypatch.setattr(Daemon, "_follower_gauges", no_refresh)
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    try:
+        assert d.health()["commit_backlog_bytes"] == 0
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
 async def test_the_correlator_process_backlog_counts_what_was_read_but_not_yet_committed(tmp_path: Path):
     """With the correlator in its own process, its backlog is measured from its positions to what the
     daemon has *read*, not only to the last committed checkpoint: between two checkpoints (here 60 s apart)
