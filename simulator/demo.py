@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ from simulator.engine import Simulator
 from simulator.scenario import ScenarioError, load_scenario
 from simulator.server import ApiServer
 
+log = logging.getLogger("watchtower.demo")
 FAMILIES = ("acct", "diag", "fbl", "bounce")
 
 
@@ -50,7 +52,25 @@ async def serve_exporter(config_path: Path) -> Any:
     return daemon, asyncio.create_task(daemon.serve(), name="watchtower")
 
 
-def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path: Path, speed: float) -> str:
+FIRST_RECORDS_WITHIN = 60
+"""Simulated seconds the demo may run ahead at once so that the first accounting files exist before the
+exporter's first scan (one step wrote none: the first delivery takes a few simulated seconds)."""
+
+
+def _first_records(sim: Simulator) -> list[str]:
+    """Step the simulator until each family has written its first file, for at most FIRST_RECORDS_WITHIN
+    simulated seconds; returns the families still without one (their records come later)."""
+    assert sim.files is not None
+    files = sim.files.files
+    for _ in range(FIRST_RECORDS_WITHIN):
+        if all(f.paths for f in files):
+            break
+        sim.step()
+    return [f.spec.name for f in files if not f.paths]
+
+
+def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path: Path, speed: float,
+            later: list[str]) -> str:
     host, _, port = listen.rpartition(":")
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
     metrics = f"http://{host}:{port}/metrics"
@@ -74,6 +94,8 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
         f"  curl -s 'http://{host}:{port}/api/v1/search?outcome=deferred&limit=3&format=text'   # message timelines",
         f"  curl -s 'http://{host}:{port}/api/v1/flows'   # sender -> VMTA -> ISP (Grafana node graph)",
         "Timed events are minutes into the scenario; use --speed 60 to see them sooner. Ctrl-C stops.",
+        *([f"No {' or '.join(later)} file yet: the simulator creates one with its first such record;"
+           " until then the exporter warns that the glob matches no file (yet)."] if later else []),
     ])
 
 
@@ -89,6 +111,10 @@ def run_demo(args: argparse.Namespace) -> int:
         return asyncio.run(_demo(scenario, directory, args.listen, args.speed or 1.0, args.duration))
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:  # noqa: BLE001 - one line for the user; the traceback only at debug level
+        print(f"watchtower demo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.debug("traceback", exc_info=exc)
+        return 1
     finally:
         if temp:
             shutil.rmtree(directory, ignore_errors=True)
@@ -106,9 +132,9 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
         config_path = directory / "watchtower.yaml"
         config_path.write_text(yaml.safe_dump(demo_config(directory, listen, api.url), sort_keys=False),
                                encoding="utf-8")
-        sim.step()  # the first records exist before the exporter's first scan
+        later = _first_records(sim)
         daemon, exporter = await serve_exporter(config_path)
-        print(_banner(sim, api.url, listen, directory, config_path, speed), flush=True)
+        print(_banner(sim, api.url, listen, directory, config_path, speed, later), flush=True)
         sim_task = asyncio.create_task(sim.run(speed, stop=stop, duration=duration), name="pmta-sim")
         stopper = asyncio.create_task(stop.wait())
         try:

@@ -64,6 +64,32 @@ def test_demo_runs_for_its_duration_with_a_stand_in_exporter(tmp_path: Path, mon
     assert "/metrics" in out and "curl -s" in out and "/queues?format=json" in out and "gmail-throttle" in out
 
 
+def test_the_exporter_starts_on_files_the_simulator_already_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """One simulated second wrote no record, so the daemon's first scan warned that every glob matched nothing."""
+    at_start: list[list[str]] = []
+
+    async def fake_exporter(config_path: Path) -> tuple[object, asyncio.Task[None]]:
+        at_start.append(sorted(p.name.split("-")[0] for p in (tmp_path / "logs").glob("*.csv")))
+        return object(), asyncio.create_task(asyncio.sleep(3600))
+
+    monkeypatch.setattr(demo, "serve_exporter", fake_exporter)
+    assert demo.run_demo(args(tmp_path, duration=0.2)) == 0
+    assert at_start == [["acct", "diag"]]
+    out = capsys.readouterr().out
+    assert "No fbl or bounce file yet: the simulator creates one with its first such record" in out
+
+
+def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    async def broken(config_path: Path) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(demo, "serve_exporter", broken)
+    assert demo.run_demo(args(tmp_path)) == 1
+    assert capsys.readouterr().err == "watchtower demo: RuntimeError: boom\n"
+
+
 def test_unknown_scenario_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.run_demo(args(tmp_path, scenario="no-such-thing")) == 2
     assert "unknown scenario" in capsys.readouterr().err
