@@ -192,7 +192,7 @@ class StateStore:
             raise StateError(f"{self.path}: cannot open the state database: {exc.strerror or exc}") from exc
 
     def _start_wal_checkpointer(self) -> None:
-        if self._wal is not None:
+        if self._wal is not None or self.throwaway:  # oneshot: a copy of a file deleted at exit only delays the exit
             return
         wal = WalCheckpointer(self.path, "OFF" if self.throwaway else "NORMAL")
         try:

@@ -9,6 +9,7 @@ checkpoint and one writer run at once; both release the interpreter lock while t
 
 The writers keep an automatic checkpoint, at a higher threshold (WAL_CAP_PAGES): should this thread
 fall behind or fail (a full disk), the WAL stays bounded because a commit copies it again, as before.
+A throwaway store (oneshot's, deleted at exit) runs no thread: there the copy only delayed the exit.
 """
 
 from __future__ import annotations
