@@ -49,8 +49,7 @@ GROUP_ROWS = 4_096
 FILTER_LOAD_LIMIT = 2_000_000
 """Timelines whose keys the first write after a start reads into the key filter (~2 µs each)."""
 FILTER_LOAD_STEP = 200_000
-"""Then this many per write (~0.4 s), until the filter covers the whole store."""
-"""At start, the key filter is loaded from a store of at most this many timelines (else every miss is probed)."""
+"""Then this many per write (~0.4 s), until the filter covers the whole store (meanwhile every miss is probed)."""
 
 
 class Ingestor(Preparer, Linker, Writer):

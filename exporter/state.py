@@ -194,7 +194,7 @@ class StateStore:
     def _start_wal_checkpointer(self) -> None:
         if self._wal is not None or self.throwaway:  # oneshot: a copy of a file deleted at exit only delays the exit
             return
-        wal = WalCheckpointer(self.path, "OFF" if self.throwaway else "NORMAL")
+        wal = WalCheckpointer(self.path)
         try:
             wal.start()
         except RuntimeError as exc:  # no thread to be had: the commits copy the WAL themselves, at the cap

@@ -54,9 +54,16 @@ class WalCheckpointer:
         self._wake.set()
 
     def stop(self) -> None:
-        """Finish the copy under way, if any, and end the thread (the writer's close copies the rest)."""
+        """Interrupt the copy under way, if any (it resumes at the next start), and end the thread: a stop
+        never waits for a copy of up to WAL_CAP_PAGES and its fsync. The writer's close copies the rest."""
         self._stopping = True
         self._wake.set()
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.interrupt()
+            except sqlite3.ProgrammingError:  # the thread closed it meanwhile
+                pass
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
@@ -76,6 +83,8 @@ class WalCheckpointer:
                 try:
                     self._checkpoint()
                 except sqlite3.Error as exc:
+                    if self._stopping:  # interrupted by stop()
+                        break
                     self._report(exc)
                 else:
                     if self._failing:
