@@ -86,6 +86,11 @@ class WalCheckpointer:
                     if self._stopping:  # interrupted by stop()
                         break
                     self._report(exc)
+                except Exception as exc:  # noqa: BLE001 - a bug or MemoryError: one line, never a thread traceback
+                    log.error("%s: the WAL copy thread stopped (%s: %s); commits copy the WAL themselves once it "
+                              "holds %d pages", self.path, type(exc).__name__, exc, WAL_CAP_PAGES)
+                    log.debug("traceback", exc_info=exc)
+                    break
                 else:
                     if self._failing:
                         self._failing = False

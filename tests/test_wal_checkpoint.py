@@ -114,3 +114,29 @@ async def test_a_throwaway_store_runs_no_copy_thread(tmp_path: Path):
     await store.write_rows([object()])  # type: ignore[list-item]
     assert [t for t in _checkpointer_threads() if t not in others] == []
     await store.close()
+
+
+async def test_an_unexpected_error_in_the_copy_thread_is_one_line_and_commits_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """Not an SQLite error (a bug, MemoryError): no traceback from the thread; the writers copy at the cap."""
+    def broken(self: walcheckpoint.WalCheckpointer) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(walcheckpoint.WalCheckpointer, "_checkpoint", broken)
+    db = tmp_path / "watchtower.db"
+    others = set(_checkpointer_threads())
+    store = StateStore(db, [BlobSink()])
+    await store.open()
+    ours = [t for t in _checkpointer_threads() if t not in others]
+    for _ in range(3):
+        await store.write_rows([object()])  # type: ignore[list-item]
+    assert _wait_for(lambda: not ours[0].is_alive())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.getMessage().startswith(str(db))]
+    assert errors == [f"{db}: the WAL copy thread stopped (RuntimeError: unexpected); commits copy the WAL "
+                      f"themselves once it holds {walcheckpoint.WAL_CAP_PAGES} pages"]
+    assert all(r.exc_info is None for r in caplog.records)
+    await store.write_rows([object()])  # type: ignore[list-item]
+    await store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 800
+    conn.close()
