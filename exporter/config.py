@@ -262,8 +262,8 @@ class CorrelatorConfig(_Strict):
         description="Where timelines are written: `process` (a child process of its own, with its own interpreter "
         "lock, reading the files from its positions in the state database; restarted if it dies) or `thread` (the "
         "state writer thread of the daemon: one process, ~150 MB less resident memory). Measured on 2 cores at "
-        "20k records/s appended: `process` keeps up (timeline lag ~2 s over 600 s, a 1 s checkpoint interval "
-        "included), `thread` stores ~19k records/s and falls behind until the rate drops.",
+        "20k records/s appended: `process` keeps up or nearly (timeline lag 2-3 s over 600 s, a 1 s checkpoint "
+        "interval included), `thread` stores ~19k records/s and falls behind until the rate drops.",
     )
     grafana_url: str = Field(
         default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."
