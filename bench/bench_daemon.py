@@ -111,15 +111,20 @@ def status(pid: int, key: str) -> float:
     return 0.0
 
 
+def child_pids(pid: int) -> list[int]:
+    """The daemon's child processes alive now (the correlator process with `--worker process`)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
 def rss_with_children(pid: int) -> float:
-    """VmRSS of the daemon plus its child processes (the correlator process with `--worker process`), MB."""
+    """VmRSS of the daemon plus its child processes, MB."""
     total = status(pid, "VmRSS")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                total += status(int(child), "VmRSS")
-            except OSError:  # gone meanwhile
-                pass
+    for child in child_pids(pid):
+        try:
+            total += status(child, "VmRSS")
+        except OSError:  # gone meanwhile
+            pass
     return total
 
 
@@ -185,18 +190,17 @@ def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float)
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(CPU seconds of the daemon, of its child processes alive now: the correlator's with `process`)."""
+    """(CPU seconds of the daemon, of its child processes alive now)."""
     def one(p: int) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     children = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                children += one(int(child))
-            except OSError:
-                pass
+    for child in child_pids(pid):
+        try:
+            children += one(child)
+        except OSError:  # gone meanwhile
+            pass
     return one(pid), children
 
 
