@@ -32,9 +32,8 @@ IDLE_SECONDS = 1.0
 class WalCheckpointer:
     """One thread per writing process; `poke()` after each commit, `stop()` before closing the writer."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._synchronous = synchronous
         self._wake = threading.Event()
         self._stopping = False
         self._conn: sqlite3.Connection | None = None
@@ -54,8 +53,8 @@ class WalCheckpointer:
         self._wake.set()
 
     def stop(self) -> None:
-        """Interrupt the copy under way, if any (it resumes at the next start), and end the thread: a stop
-        never waits for a copy of up to WAL_CAP_PAGES and its fsync. The writer's close copies the rest."""
+        """Interrupt the copy under way, if any, and end the thread: a stop never waits for a copy of up to
+        WAL_CAP_PAGES and its fsync. The writer's close copies what is left."""
         self._stopping = True
         self._wake.set()
         conn = self._conn
@@ -70,7 +69,7 @@ class WalCheckpointer:
     def _run(self) -> None:
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # as the writers: fsync at each copy, not each commit
         except sqlite3.Error as exc:
             self._report(exc)
             return
