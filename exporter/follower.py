@@ -133,7 +133,11 @@ class Follower:
 
     def _lock(self) -> Any:
         """The follower lock: a follower left by a killed daemon exits within IDLE_WAIT; wait for it."""
-        f = open(self.db_path.with_name(LOCK_FILE), "a")  # noqa: SIM115 - held for the process lifetime
+        from exporter.state import private_file
+
+        path = self.db_path.with_name(LOCK_FILE)
+        private_file(path)  # 0600 like the database next to it (and an older 0644 one tightened)
+        f = open(path, "a")  # noqa: SIM115 - held for the process lifetime
         while self._running():
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

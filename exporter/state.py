@@ -129,8 +129,9 @@ def private_dir(path: Path) -> None:
                         "holds recipient data: chmod 700 it", path, mode)
 
 
-def _private_file(path: Path) -> bool:
-    """Create the database file 0600 if absent (SQLite gives -wal/-shm the same mode); True if created."""
+def private_file(path: Path) -> bool:
+    """Create a state file 0600 if absent, tighten an existing one (SQLite gives -wal/-shm the database's mode);
+    True if created."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
@@ -206,7 +207,7 @@ class StateStore:
         """Schema and marker written to a temporary file renamed into place: never a half-made database."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
-        _private_file(tmp)
+        private_file(tmp)
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before anything is written; fixed from then on
@@ -245,7 +246,7 @@ class StateStore:
         elif self.path.stat().st_size == 0:
             raise StateError(f"{self.path}: the state database is an empty file (emptied or truncated outside "
                              f"the daemon); {WAY_OUT}")
-        _private_file(self.path)  # tighten the mode of a database made by an older version
+        private_file(self.path)  # tighten the mode of a database made by an older version
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
         conn.execute("PRAGMA busy_timeout=5000")

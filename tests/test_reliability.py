@@ -704,6 +704,28 @@ async def test_the_correlator_process_has_process_metrics_of_its_own(tmp_path: P
         assert await asyncio.wait_for(task, 20) == 0
 
 
+async def test_state_files_are_private_with_the_correlator_in_its_own_process(tmp_path: Path):
+    """The correlator process's lock file was created 0644 next to the 0600 database."""
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(10)
+    d = Daemon(load_config(write_config(tmp_path, correlator={"enabled": True, "worker": "process"})))
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    state = tmp_path / "state"
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if _events(state / "watchtower.db") == 10:
+                break
+        assert _events(state / "watchtower.db") == 10
+        files = {f.name: f.stat().st_mode & 0o777 for f in state.iterdir()}
+        assert "correlator.lock" in files
+        assert {name: mode for name, mode in files.items() if mode != 0o600} == {}
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
 async def test_after_a_restart_the_correlator_process_backlog_is_right_from_the_first_answer(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The child's positions used to be read first by the gauge refresh, after the listener was up: until
