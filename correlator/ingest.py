@@ -9,8 +9,10 @@ A timeline is one recipient of one message. A record joins a timeline by, in ord
    that began at most `fallback_window` before the report.
 A record carrying two keys that point at two timelines merges them (lower id wins), so the result
 does not depend on the order files are read. tq records are queue-level and are stored apart.
-Keys 1 and 2 are looked up in the slice of the record's timeQueued day and in the no-day slice
-(see store.py): a d/b/t/r with the same ids but queued on another day is another message.
+Keys 1 and 2 of a d/b/t/r record join only a timeline of the same timeQueued (its scope: every
+attempt of one delivery carries it) or an undated one (started by a record without timeQueued):
+the same ids queued at another time are another message. Timelines stored before scopes (schema
+version 1) keep the rule they were written under: any timeQueued of their day.
 
 Writes are appends plus one summary UPDATE per touched timeline per group, all via executemany.
 Links found or created are kept in a bounded int-keyed cache; a miss is probed (one VALUES join
@@ -78,8 +80,12 @@ class Ingestor(Preparer, Linker, Writer):
         self._days: set[int] = set()
         """Every slice in corr_days (store.slice_of: a day and a generation)."""
         self._day_slices: dict[int, list[int]] = {}
-        """Day -> its slices (the ones a dated key is probed in; NO_DAY -> the undated ones)."""
-        self._mixes: dict[int, int] = {}
+        """Day -> its slices (NO_DAY -> the undated ones, where every dated key is probed too)."""
+        self._legacy: dict[int, list[int]] = {}
+        """Day -> its slices listed before scopes (they may hold unscoped dated timelines: probed for the whole day)."""
+        self._scopes: dict[int, list[int]] = {}
+        """SCOPE_BUCKET of timeQueued -> the slices where timelines queued in it were created (corr_scopes)."""
+        self._mixes: dict[float, int] = {}
         self._days_loaded = False
         self._times: dict[str, float | None] = {}
         self._next_tl = 0
@@ -89,8 +95,10 @@ class Ingestor(Preparer, Linker, Writer):
         """Every link key ever stored (Bloom filter): a miss outside it needs no probe (keyfilter.py)."""
         self._seq: int | None = None
         self._synced = False
-        self._tl_qday: dict[int, int] = {}
-        """Slice of each timeline created while the cache is complete (where its added keys are stored)."""
+        self._tl_mix: dict[int, int] = {}
+        """Scope mix of each timeline created while the cache is complete (where its added keys are found)."""
+        self.probe_seeks = 0
+        """Index seeks the probes have cost (one per key per slice): what the store's size costs linking."""
         self._complete = False
         """The link cache holds every key of every stored timeline (slice for slice), so misses need no probe.
 
@@ -106,7 +114,7 @@ class Ingestor(Preparer, Linker, Writer):
         self._alias.clear()
         self._days_loaded = False
         self._complete = False
-        self._tl_qday.clear()
+        self._tl_mix.clear()
 
     def _sync(self, conn: sqlite3.Connection) -> int:
         seq = int(conn.execute("SELECT value FROM corr_meta WHERE key='write_seq'").fetchone()[0])
@@ -116,12 +124,15 @@ class Ingestor(Preparer, Linker, Writer):
             self._next_tl = 0
         self._seq = None  # unknown until this write returns; a raise leaves it so
         if len(self._link) > self._cache_limit:
+            loaded = self._days_loaded
             self.forget()
+            self._days_loaded = loaded  # a full cache changes nothing stored
         if not self._days_loaded:
-            self._days = set()
-            self._day_slices = {}
-            for (value,) in conn.execute("SELECT day FROM corr_days"):
-                self._note_slice(value)
+            self._days, self._day_slices, self._legacy, self._scopes = set(), {}, {}, {}
+            for value, legacy in conn.execute("SELECT day, legacy FROM corr_days"):
+                self._note_slice(value, legacy=bool(legacy))
+            for bucket, value in conn.execute("SELECT bucket, slice FROM corr_scopes"):
+                self._scopes.setdefault(bucket, []).append(value)
             self._days_loaded = True
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)

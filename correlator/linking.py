@@ -2,7 +2,8 @@
 
 The rules (Message-Id + rcpt, then jobId + rcpt or sender + timeQueued + rcpt, then the report
 fallbacks) are described in ingest.py. Links found or created are kept in a bounded int-keyed
-cache; misses the key filter cannot rule out are probed in bulk with one VALUES join per group; a
+cache; misses the key filter cannot rule out are probed in bulk with one VALUES join per group, in
+the slices where timelines of the key's timeQueued may be (a few, however big the store); a
 record whose two keys name two timelines merges them (lower id wins). This is the only per-row
 Python loop of a write: it decides a timeline id per row, and writes.py aggregates the rest.
 """
@@ -10,9 +11,10 @@ Python loop of a write: it decides a timeline id per row, and writes.py aggregat
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from correlator import store
-from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, T, _slice_mix
+from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, T
 from correlator.writes import Segment
 
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
@@ -32,47 +34,65 @@ class Linker:
             alias[tl], tl = root, alias[tl]
         return root
 
-    def _probe(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, int | None]]) -> None:
+    def _probe(self, conn: sqlite3.Connection, column: str,
+               wanted: dict[int, tuple[int, int, float | None]]) -> None:
         """Fill the link cache for `wanted` keys with one VALUES join per chunk (newest timeline wins).
 
-        A key with a day is looked up in that day's slices and the no-day ones; one without (a report)
-        in every slice: each (slice, hash, rcpt) row of the VALUES list is one index seek. The two
-        newest generations are tried first, and only the keys not found there in the older ones: a
-        record mostly belongs to a recent message, and every id of an older generation is lower, so
-        the newest timeline still wins.
+        A key of a dated record (its scope: the record's timeQueued) is looked up in the slices where
+        timelines queued in its SCOPE_BUCKET were created (`corr_scopes`), its day's slices written before
+        scopes, and the undated ones; one without (a report) in every slice. Each (slice, hash, rcpt)
+        row of the VALUES list is one index seek, so what a probe costs does not grow with the number of
+        generations a day holds. The two newest generations are tried first, and only the keys not found
+        there in the older ones: every id of an older generation is lower, so the newest timeline still wins.
         """
         if not wanted:
             return
         gen = store.generation_of_slice
         cut = max(map(gen, self._days)) - 1
-        recent = {d: [v for v in vs if gen(v) >= cut] for d, vs in self._day_slices.items()}
-        older = {d: [v for v in vs if gen(v) < cut] for d, vs in self._day_slices.items()}
-        left = self._probe_in(conn, column, wanted, recent)
-        if left and any(older.values()):
-            self._probe_in(conn, column, left, older)
+        every = sorted(self._days)
+        undated = self._day_slices.get(store.NO_DAY, [])
+        scopes, legacy = self._scopes, self._legacy
+        bucket, day = store.SCOPE_BUCKET, store.DAY
+        parts: dict[int | None, tuple[list[int], list[int]]] = {}
 
-    def _probe_in(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, int | None]],
-                  by_day: dict[int, list[int]]) -> dict[int, tuple[int, int, int | None]]:
-        """Probe `wanted` in these slices (day -> its slices); returns the keys not found."""
+        def split(scope: float | None) -> tuple[list[int], list[int]]:
+            """(recent, older) slices a key of this scope may be stored in."""
+            b = None if scope is None else int(scope // bucket)
+            got = parts.get(b)
+            if got is None:
+                where = every if b is None else scopes.get(b, []) + legacy.get(b * bucket // day, []) + undated
+                got = parts[b] = ([v for v in where if gen(v) >= cut], [v for v in where if gen(v) < cut])
+            return got
+
+        left = self._probe_in(conn, column, wanted, lambda scope: split(scope)[0])
+        if left:
+            self._probe_in(conn, column, left, lambda scope: split(scope)[1])
+
+    def _probe_in(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, float | None]],
+                  slices_of: Callable[[float | None], list[int]]) -> dict[int, tuple[int, int, float | None]]:
+        """Probe `wanted` in the slices `slices_of` gives for each key's scope; returns the keys not found.
+
+        A dated key joins a timeline of its own scope or an unscoped one (undated, or written before scopes).
+        """
         link = self._link
-        every = sorted(v for vs in by_day.values() for v in vs)
-        undated = by_day.get(store.NO_DAY, [])
         items = list(wanted.items())
         found: set[int] = set()
-        params: list[int] = []
+        params: list[int | float | None] = []
         rows = 0
 
         def run() -> None:
-            marks = ",".join(["(?,?,?,?)"] * rows)
+            marks = ",".join(["(?,?,?,?,?)"] * rows)
             sql = (f"SELECT v.column4, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t"
-                   f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3 ORDER BY t.id")
+                   f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3"
+                   " AND (v.column5 IS NULL OR t.scope IS NULL OR t.scope = v.column5) ORDER BY t.id")
             for pos, tl in conn.execute(sql, params):
                 link[items[pos][0]] = tl
                 found.add(pos)
+            self.probe_seeks += rows
 
-        for pos, (_key, (h, rh, qd)) in enumerate(items):
-            for value in every if qd is None else by_day.get(qd, []) + undated:
-                params += (value, h, rh, pos)
+        for pos, (_key, (h, rh, scope)) in enumerate(items):
+            for value in slices_of(scope):
+                params += (value, h, rh, pos, scope)
                 rows += 1
             if rows >= _PROBE_CHUNK:
                 run()
@@ -82,27 +102,36 @@ class Linker:
         return {key: item for pos, (key, item) in enumerate(items) if pos not in found}
 
     def _mirror(self, bare: int, tl: int) -> None:
-        """A key the record adds to an existing timeline is stored under *that timeline's* day slice:
-        put it there in the cache too, as a probe would find it (newest timeline wins), so the cache
-        stays complete. Unknown slice (not created by this cache): leave the complete mode."""
-        value = self._tl_qday.get(tl)
-        if value is None:
+        """A key the record adds to an existing timeline is stored under *that timeline's* scope: put it
+        there in the cache too, as a probe would find it (newest timeline wins), so the cache stays complete.
+        Unknown scope (a timeline not created by this cache): leave the complete mode."""
+        mix = self._tl_mix.get(tl)
+        if mix is None:
             self._complete = False
             return
-        qday = store.day_of_slice(value)
-        key = bare ^ (NO_DAY_MIX if qday == store.NO_DAY else (self._mixes.get(qday) or _slice_mix(qday, self._mixes)))
+        key = bare ^ mix
         have = self._link.get(key)
         if have is None or have < tl:
             self._link[key] = tl
 
     def _add_slice(self, conn: sqlite3.Connection, value: int) -> None:
-        conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (value,))
-        self._note_slice(value)
+        conn.execute("INSERT OR IGNORE INTO corr_days (day, legacy) VALUES (?, 0)", (value,))
+        self._note_slice(value, legacy=False)
 
-    def _note_slice(self, value: int) -> None:
+    def _note_slice(self, value: int, legacy: bool) -> None:
         if value not in self._days:
             self._days.add(value)
-            self._day_slices.setdefault(store.day_of_slice(value), []).append(value)
+            day = store.day_of_slice(value)
+            self._day_slices.setdefault(day, []).append(value)
+            if legacy and day != store.NO_DAY:
+                self._legacy.setdefault(day, []).append(value)
+
+    def _add_scope(self, conn: sqlite3.Connection, bucket: int, value: int) -> None:
+        """Timelines queued in this SCOPE_BUCKET are created in this slice too (probes of the bucket seek it)."""
+        slices = self._scopes.setdefault(bucket, [])
+        if value not in slices:
+            slices.append(value)
+            conn.execute("INSERT OR IGNORE INTO corr_scopes VALUES (?, ?)", (bucket, value))
 
     def _link_all(self, conn: sqlite3.Connection, p: Prepared) -> None:
         """In file order: find or create each row's timeline (merging two when a row names both), then flush.
@@ -115,11 +144,13 @@ class Linker:
         days = self._days
         reports = REPORTS
         no_day = store.NO_DAY
+        bucket = store.SCOPE_BUCKET
+        scoped = (None, None)  # the last (bucket, slice) registered: most creations repeat it
         tls: list[int] = []
         seg = Segment()
         new = seg.new
-        for i, (code, mk, mkn, jk, jkn, smix, qd) in enumerate(
-                zip(p.code, p.mk, p.mkn, p.jk, p.jkn, p.smix, p.qd, strict=True)):
+        for i, (code, mk, mkn, jk, jkn, smix, qd, qs) in enumerate(
+                zip(p.code, p.mk, p.mkn, p.jk, p.jkn, p.smix, p.qd, p.qs, strict=True)):
             a = b = None
             if mk is not None:
                 a = link.get(mk)
@@ -152,9 +183,12 @@ class Linker:
                 value = slice_of(no_day if qd is None else qd, tl)
                 if value not in days:
                     self._add_slice(conn, value)
+                if qs is not None and scoped != (b := int(qs // bucket), value):
+                    self._add_scope(conn, b, value)
+                    scoped = (b, value)
                 new[tl] = value
                 if self._complete:
-                    self._tl_qday[tl] = value
+                    self._tl_mix[tl] = smix or NO_DAY_MIX
             if mk is not None:
                 link[mk] = tl
                 if smix:

@@ -4,14 +4,16 @@ The batches' polars frames are read a column at a time (never as Python rows). W
 the Python semantics exactly (time parsing, strip/lower, the stored 64-bit hashes) is computed in
 Python once per *distinct* value and mapped back (recipients and Message-Ids, nearly unique, through
 a per-row memo); the per-row work left in Python is the linking loop (linking.py).
-Link keys are 64-bit hashes (keys.py) XORed with the slice mix of the record's timeQueued day,
-so one int-keyed dict answers "which timeline" for both slices (see linking.py). All cache keys
-are signed 64-bit values, so polars computes them with the same XOR as Python.
+Link keys are 64-bit hashes (keys.py) XORed with the mix of the record's timeQueued (its scope),
+so one int-keyed dict answers "which timeline" for both scopes, its own and the undated one
+(see linking.py). All cache keys are signed 64-bit values, so polars computes them with the same
+XOR as Python.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b as b2b
@@ -37,13 +39,14 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >> 63 else value
 
 
-def _slice_mix(day: int, cache: dict[int, int]) -> int:
-    """A signed 64-bit value XORed into a cache key to make it specific to one day slice (never 0)."""
-    mix = cache[day] = _signed((day + 2) * _MIX)
-    return mix
+def scope_mix(scope: float) -> int:
+    """A signed 64-bit value XORed into a cache key to make it specific to one timeQueued (never 0 and never
+    NO_DAY_MIX: a bijection of the float's bits, which are not those of a NaN)."""
+    return _signed((struct.unpack("<q", struct.pack("<d", scope))[0] + 2) * _MIX)
 
 
-NO_DAY_MIX = _slice_mix(-1, {})
+NO_DAY_MIX = _signed(_MIX)
+"""The mix of the undated scope, where dated records look second."""
 DAY = store.DAY
 
 # Fields the correlator reads, by Columns attribute name.
@@ -122,6 +125,9 @@ class Prepared:
     code: list[int] = field(default_factory=list)
     t: list[float] = field(default_factory=list)
     qd: list[int | None] = field(default_factory=list)
+    """UTC day of the row's timeQueued (None: undated), the day of the slice a timeline it creates goes to."""
+    qs: list[float | None] = field(default_factory=list)
+    """The row's scope: its timeQueued when dated (the only timelines its keys join), else None."""
     rh: list[int | None] = field(default_factory=list)
     mh: list[int | None] = field(default_factory=list)
     orig_l: list[str] = field(default_factory=list)
@@ -230,10 +236,18 @@ class Preparer:
             *_mapped_many(df.get_column("jobId"), self._job_key, {"job": pl.String, "jh": pl.Int64}),
             *_mapped_many(df.get_column("orig"), _orig_key, {"orig_l": pl.String, "sender": pl.String}),
             pl.when(queued).then(_mapped_number(df.get_column("tq"), lambda v: int(v // DAY))).alias("qd"),
+            pl.when(queued).then(pl.col("tq")).alias("qs"),
         )
-        df = df.with_columns(
-            _mapped_number(df.get_column("qd"), lambda d: mixes.get(d) or _slice_mix(d, mixes))
-            .fill_null(0).alias("smix"))
+        if len(mixes) > 20_000:
+            mixes.clear()
+
+        def mix_of(scope: float) -> int:
+            mix = mixes.get(scope)
+            if mix is None:
+                mix = mixes[scope] = scope_mix(scope)
+            return mix
+
+        df = df.with_columns(_mapped_number(df.get_column("qs"), mix_of).fill_null(0).alias("smix"))
         need_q = df.select(pl.col("jh").is_null() & (pl.col("job") == "") & queued).to_series()
         if need_q.any():  # no jobId: sender + timeQueued identify the message
             sub = df.filter(need_q)
@@ -261,6 +275,7 @@ class Preparer:
         return Prepared(
             df, queue_events,
             code=df.get_column("code").to_list(), t=df.get_column("t").to_list(), qd=df.get_column("qd").to_list(),
+            qs=df.get_column("qs").to_list(),
             rh=df.get_column("rh").to_list(), mh=df.get_column("mh").to_list(),
             orig_l=df.get_column("orig_l").to_list(),
             mk=keys.get_column("mk").to_list(), mkn=keys.get_column("mkn").to_list(),
@@ -310,11 +325,11 @@ class Preparer:
 
     def _probes(
         self, p: Prepared
-    ) -> tuple[dict[int, tuple[int, int, int | None]], dict[int, tuple[int, int, int | None]]]:
-        """Keys of `p` the link cache does not know, in either slice: (key -> (hash, rcpt hash, day))."""
+    ) -> tuple[dict[int, tuple[int, int, float | None]], dict[int, tuple[int, int, float | None]]]:
+        """Keys of `p` the link cache does not know, in either scope: (key -> (hash, rcpt hash, scope))."""
         link = self._link
-        probe_m: dict[int, tuple[int, int, int | None]] = {}
-        probe_j: dict[int, tuple[int, int, int | None]] = {}
+        probe_m: dict[int, tuple[int, int, float | None]] = {}
+        probe_j: dict[int, tuple[int, int, float | None]] = {}
         rows_m: list[int] | range = range(len(p.mk))
         rows_j: list[int] | range = rows_m
         if self._filter.valid and p.bare_m is not None and p.bare_j is not None:  # only keys the store may hold
@@ -324,7 +339,7 @@ class Preparer:
         for i in rows_m:
             mk, mkn = mks[i], mkns[i]
             if mk is not None and mk not in link and (mkn is None or mkn not in link):
-                probe_m[mk] = (p.mh[i], p.rh[i], p.qd[i])
+                probe_m[mk] = (p.mh[i], p.rh[i], p.qs[i])
         jks, jkns = p.jk, p.jkn
         jh = None
         for i in rows_j:
@@ -332,7 +347,7 @@ class Preparer:
             if jk is not None and jk not in link and (jkn is None or jkn not in link):
                 if jh is None:
                     jh = p.frame.get_column("jh").to_list()
-                probe_j[jk] = (jh[i], p.rh[i], p.qd[i])
+                probe_j[jk] = (jh[i], p.rh[i], p.qs[i])
         return probe_m, probe_j
 
 

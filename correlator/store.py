@@ -39,7 +39,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LINE_BITS = 32
 FLOW_BUCKET = 300  # seconds per corr_flows bucket
 
@@ -95,7 +95,15 @@ _V1 = [
         remote_bounced INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (bucket, sender, vmta, isp)) WITHOUT ROWID""",
 ]
-MIGRATIONS: dict[int, list[str]] = {1: _V1}
+_V2 = [
+    # the timeQueued of the record that created a dated timeline (NULL: undated, or written before scopes)
+    "ALTER TABLE corr_timelines ADD COLUMN scope REAL",
+    # slices listed before scopes hold unscoped dated timelines: probed for every key of their day
+    "ALTER TABLE corr_days ADD COLUMN legacy INTEGER NOT NULL DEFAULT 1",
+    """CREATE TABLE IF NOT EXISTS corr_scopes (
+        bucket INTEGER NOT NULL, slice INTEGER NOT NULL, PRIMARY KEY (bucket, slice)) WITHOUT ROWID""",
+]
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
 ENSURE = [
     # search by vmta / outcome alone, newest first with the (t0, id) keyset: one index range each.
     # Run at every start (IF NOT EXISTS): a store created before they existed gets them too.
@@ -104,6 +112,9 @@ ENSURE = [
 ]
 """Statements that keep the version-1 schema current without a version step (idempotent)."""
 DAY = 86400
+SCOPE_BUCKET = 10
+"""Seconds of timeQueued per `corr_scopes` bucket: a probe for a dated key seeks the slices where timelines queued in
+its bucket were created. At 20k records/s a bucket spans ~3 generations; a store of a week at a low rate ~60k rows."""
 NO_DAY = -1
 """Day of timelines created by a record without timeQueued."""
 GEN_BITS = 16
@@ -179,7 +190,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
             conn.execute(stmt)
         conn.execute("INSERT OR REPLACE INTO corr_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO corr_meta VALUES ('write_seq', '0')")
-        conn.execute("INSERT OR IGNORE INTO corr_days VALUES (?)", (NO_DAY,))
+        conn.execute("INSERT OR IGNORE INTO corr_days (day) VALUES (?)", (NO_DAY,))
         row = conn.execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'").fetchone()
         if row is None:
             conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', ?)", (rcpt_fingerprint,))
@@ -338,6 +349,8 @@ def _delete_before(conn: sqlite3.Connection, cutoff: float, batch: int) -> None:
         (cutoff, batch * 5),
     )
     conn.execute("DELETE FROM corr_flows WHERE bucket < ?", (int(cutoff // FLOW_BUCKET) * FLOW_BUCKET,))
-    conn.execute(  # the no-day slices of past generations go too once empty (-1, the legacy one, stays)
+    gone = conn.execute(  # the no-day slices of past generations go too once empty (-1, the legacy one, stays)
         f"DELETE FROM corr_days WHERE day != {NO_DAY} AND ({SLICE_DAY_SQL}) < ?"
-        " AND NOT EXISTS (SELECT 1 FROM corr_timelines WHERE qday = corr_days.day)", (cutoff // DAY,))
+        " AND NOT EXISTS (SELECT 1 FROM corr_timelines WHERE qday = corr_days.day)", (cutoff // DAY,)).rowcount
+    if gone:  # and the scopes that named them
+        conn.execute("DELETE FROM corr_scopes WHERE slice NOT IN (SELECT day FROM corr_days)")

@@ -31,8 +31,8 @@ class Segment:
 
 _INSERT_TL = (
     "INSERT INTO corr_timelines (id, mid_h, message_id, job_h, job_id, rcpt_h, rcpt, rcpt_domain, orig, sender,"
-    " vmta, vmta_pool, queue, isp, t0, t_last, t_queued, t_done, flags, attempts, qday)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " vmta, vmta_pool, queue, isp, t0, t_last, t_queued, t_done, flags, attempts, qday, scope)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPDATE_TL = (
     "UPDATE corr_timelines SET orig=coalesce(orig, ?), sender=coalesce(sender, ?),"
@@ -91,6 +91,7 @@ _AGGS = [
     pl.col("t").filter(_code.is_in([D, B])).min().alias("t_done"),
     _DELIV.sum().cast(pl.Int64).alias("attempts"),
     pl.col("flag").bitwise_or().alias("flags"),
+    pl.col("qs").first().alias("scope"),  # of a new timeline: its first row's, the one that created it
     pl.col("rh").first().alias("rcpt_h"),
     pl.col("rstore").first().alias("rcpt"),
     pl.col("rdom").first().alias("rcpt_domain"),
@@ -167,7 +168,8 @@ class Writer:
                                                            return_dtype=pl.Int64).alias("qday"))
         conn.executemany(_INSERT_TL, _rows(
             new, "tl", "mid_h", "message_id", "job_h", "job_id", "rcpt_h", "rcpt", "rcpt_domain", "orig", "sender",
-            "vmta", "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts", "qday"))
+            "vmta", "vmta_pool", "queue", "isp", "t0", "t_last", "t_queued", "t_done", "flags", "attempts", "qday",
+            "scope"))
 
     def _flows_of(self, conn: sqlite3.Connection, rows: pl.DataFrame) -> None:
         """Flow counts of a segment: d/b/t by their own row, f/rb under the vmta and isp of their timeline."""

@@ -100,9 +100,11 @@ def test_a_store_with_one_slice_per_day_keeps_linking_and_adds_generations(
         rows = old.conn.execute("SELECT id, qday FROM corr_timelines").fetchall()
         old.conn.executemany("UPDATE corr_timelines SET qday=? WHERE id=?",
                              [(store.day_of_slice(v), tl) for tl, v in rows])
+        old.conn.execute("UPDATE corr_timelines SET scope = NULL")  # nor scopes, which came later
+        old.conn.execute("DELETE FROM corr_scopes")
         old.conn.execute("DELETE FROM corr_days")
-        old.conn.execute("INSERT INTO corr_days SELECT DISTINCT qday FROM corr_timelines")
-        old.conn.execute("INSERT OR IGNORE INTO corr_days VALUES (-1)")
+        old.conn.execute("INSERT INTO corr_days (day) SELECT DISTINCT qday FROM corr_timelines")  # legacy slices
+        old.conn.execute("INSERT OR IGNORE INTO corr_days (day) VALUES (-1)")
     legacy = old.conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0]
     old.close()
     monkeypatch.setattr(store, "GEN_BITS", 2)
