@@ -21,6 +21,7 @@ import argparse
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,8 @@ from corpus import ACCT_HEADER, DIAG_HEADER, FBL_HEADER, _Gen, make_corpus  # no
 from exporter.config import CorrelatorConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+CHECKOUT = REPO
+"""The checkout whose daemon runs (`--checkout`: `python -m exporter` from its directory imports its code)."""
 
 
 def free_port() -> int:
@@ -78,7 +81,7 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
 
 def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=CHECKOUT,
                                 stdout=f, stderr=subprocess.STDOUT)
     for _ in range(600):
         try:
@@ -285,6 +288,26 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
         h.close()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+    if CORRELATOR:
+        state = Path(yaml.safe_load(cfg.read_text())["state_dir"])
+        print("  store at the end: " + store_shape(state / "watchtower.db"))
+
+
+def store_shape(db: Path) -> str:
+    """Timelines and key-index slices of the store: what a probe of linking may have to seek."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        timelines = conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0]
+        slices = [v for (v,) in conn.execute("SELECT day FROM corr_days")]
+        undated = sum(1 for v in slices if v == -1 or (v >= 1 << 24 and v & 0xFFFFFF == 0xFFFFFF))
+        have_scopes = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'corr_scopes'").fetchone()
+        scopes = ""
+        if have_scopes:
+            rows, buckets = conn.execute("SELECT count(*), count(DISTINCT bucket) FROM corr_scopes").fetchone()
+            scopes = f", {rows:,} scope rows ({rows / max(1, buckets):.1f} slices per 10 s bucket of timeQueued)"
+        return f"{timelines:,} timelines, {len(slices):,} slices ({undated:,} undated){scopes}"
+    finally:
+        conn.close()
 
 
 def main() -> int:
@@ -300,8 +323,11 @@ def main() -> int:
     ap.add_argument("--no-correlator", action="store_true", help="metrics only (the reference for the lag)")
     ap.add_argument("--worker", choices=["thread", "process"], default=DEFAULT_WORKER,
                     help=f"correlator.worker (default: the daemon's, {DEFAULT_WORKER})")
+    ap.add_argument("--checkout", type=Path, default=REPO,
+                    help="run the daemon of this checkout (a baseline, e.g. a git worktree), with this benchmark")
     args = ap.parse_args()
-    global CORRELATOR, POLL, MAX_PENDING, WORKER
+    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT
+    CHECKOUT = args.checkout.resolve()
     CORRELATOR = not args.no_correlator
     WORKER = args.worker
     POLL = args.poll

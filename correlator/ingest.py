@@ -85,6 +85,8 @@ class Ingestor(Preparer, Linker, Writer):
         """Day -> its slices listed before scopes (they may hold unscoped dated timelines: probed for the whole day)."""
         self._scopes: dict[int, list[int]] = {}
         """SCOPE_BUCKET of timeQueued -> the slices where timelines queued in it were created (corr_scopes)."""
+        self._undated: tuple[int, int] = (store.undated_slice(1), 0)
+        """The undated slice new undated timelines go to, and how many it holds (see Linker._undated_slice)."""
         self._mixes: dict[float, int] = {}
         self._days_loaded = False
         self._times: dict[str, float | None] = {}
@@ -134,6 +136,12 @@ class Ingestor(Preparer, Linker, Writer):
             for bucket, value in conn.execute("SELECT bucket, slice FROM corr_scopes"):
                 self._scopes.setdefault(bucket, []).append(value)
             self._days_loaded = True
+            newest = max(self._day_slices.get(store.NO_DAY, []), key=store.generation_of_slice)
+            if newest == store.NO_DAY:  # the legacy -1 only: start the first generation
+                self._undated = (store.undated_slice(1), 0)
+            else:  # go on filling the newest (an index range count: at most 2**GEN_BITS entries)
+                fill = conn.execute("SELECT count(*) FROM corr_timelines WHERE qday = ?", (newest,)).fetchone()[0]
+                self._undated = (newest, fill)
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)
         if not self._synced:

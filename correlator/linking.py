@@ -40,37 +40,43 @@ class Linker:
 
         A key of a dated record (its scope: the record's timeQueued) is looked up in the slices where
         timelines queued in its SCOPE_BUCKET were created (`corr_scopes`), its day's slices written before
-        scopes, and the undated ones; one without (a report) in every slice. Each (slice, hash, rcpt)
-        row of the VALUES list is one index seek, so what a probe costs does not grow with the number of
-        generations a day holds. The two newest generations are tried first, and only the keys not found
-        there in the older ones: every id of an older generation is lower, so the newest timeline still wins.
+        scopes, and the undated ones (few: they fill apart, see `_undated_slice`); one without (a report)
+        in every slice. Each (slice, hash, rcpt) row of the VALUES list is one index seek, so what a probe
+        costs does not grow with the number of generations a day holds. The undated slices and the two
+        newest generations are tried first, and the older generations only for keys not found there with
+        an id of a recent generation: every id of an older generation is lower, so the newest timeline wins.
         """
         if not wanted:
             return
         gen = store.generation_of_slice
         cut = max(map(gen, self._days)) - 1
-        every = sorted(self._days)
+        boundary = max(0, cut - 1) << store.GEN_BITS
+        """Lowest id of a recent generation: a key found only below it may have a newer timeline in an older slice."""
         undated = self._day_slices.get(store.NO_DAY, [])
+        dated = sorted(v for v in self._days if store.day_of_slice(v) != store.NO_DAY)
         scopes, legacy = self._scopes, self._legacy
         bucket, day = store.SCOPE_BUCKET, store.DAY
         parts: dict[int | None, tuple[list[int], list[int]]] = {}
 
         def split(scope: float | None) -> tuple[list[int], list[int]]:
-            """(recent, older) slices a key of this scope may be stored in."""
+            """(first, then) slices a key of this scope may be stored in: the undated slices (numbered apart,
+            so any id may be in any of them) and the recent dated ones first, then the older dated ones."""
             b = None if scope is None else int(scope // bucket)
             got = parts.get(b)
             if got is None:
-                where = every if b is None else scopes.get(b, []) + legacy.get(b * bucket // day, []) + undated
-                got = parts[b] = ([v for v in where if gen(v) >= cut], [v for v in where if gen(v) < cut])
+                where = dated if b is None else scopes.get(b, []) + legacy.get(b * bucket // day, [])
+                got = parts[b] = (undated + [v for v in where if gen(v) >= cut], [v for v in where if gen(v) < cut])
             return got
 
-        left = self._probe_in(conn, column, wanted, lambda scope: split(scope)[0])
+        left = self._probe_in(conn, column, wanted, lambda scope: split(scope)[0], boundary)
         if left:
-            self._probe_in(conn, column, left, lambda scope: split(scope)[1])
+            self._probe_in(conn, column, left, lambda scope: split(scope)[1], boundary)
 
     def _probe_in(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, float | None]],
-                  slices_of: Callable[[float | None], list[int]]) -> dict[int, tuple[int, int, float | None]]:
-        """Probe `wanted` in the slices `slices_of` gives for each key's scope; returns the keys not found.
+                  slices_of: Callable[[float | None], list[int]],
+                  boundary: int) -> dict[int, tuple[int, int, float | None]]:
+        """Probe `wanted` in the slices `slices_of` gives for each key's scope (a newer timeline than the one
+        cached wins); returns the keys not found with an id of `boundary` or above.
 
         A dated key joins a timeline of its own scope or an unscoped one (undated, or written before scopes).
         """
@@ -86,8 +92,12 @@ class Linker:
                    f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3"
                    " AND (v.column5 IS NULL OR t.scope IS NULL OR t.scope = v.column5) ORDER BY t.id")
             for pos, tl in conn.execute(sql, params):
-                link[items[pos][0]] = tl
-                found.add(pos)
+                key = items[pos][0]
+                have = link.get(key)
+                if have is None or have < tl:
+                    link[key] = tl
+                if tl >= boundary:
+                    found.add(pos)
             self.probe_seeks += rows
 
         for pos, (_key, (h, rh, scope)) in enumerate(items):
@@ -125,6 +135,18 @@ class Linker:
             self._day_slices.setdefault(day, []).append(value)
             if legacy and day != store.NO_DAY:
                 self._legacy.setdefault(day, []).append(value)
+
+    def _undated_slice(self, conn: sqlite3.Connection) -> int:
+        """The slice of a new undated timeline: undated slices fill one after the other, GEN_BITS timelines each,
+        numbered apart from the dated generations. So there are few of them (every dated key is probed in all),
+        and inserts still land in the newest one. Only created when used."""
+        value, fill = self._undated
+        if fill >= 1 << store.GEN_BITS or value not in self._days:
+            if fill >= 1 << store.GEN_BITS:
+                value, fill = store.undated_slice(store.generation_of_slice(value) + 1), 0
+            self._add_slice(conn, value)
+        self._undated = (value, fill + 1)
+        return value
 
     def _add_scope(self, conn: sqlite3.Connection, bucket: int, value: int) -> None:
         """Timelines queued in this SCOPE_BUCKET are created in this slice too (probes of the bucket seek it)."""
@@ -180,7 +202,7 @@ class Linker:
             if tl is None:
                 tl = self._next_tl
                 self._next_tl += 1
-                value = slice_of(no_day if qd is None else qd, tl)
+                value = self._undated_slice(conn) if qd is None else slice_of(qd, tl)
                 if value not in days:
                     self._add_slice(conn, value)
                 if qs is not None and scoped != (b := int(qs // bucket), value):

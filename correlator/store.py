@@ -148,6 +148,11 @@ def slice_of(day: int, tl: int) -> int:
     return (((tl >> GEN_BITS) + 1) << DAY_BITS) | field
 
 
+def undated_slice(generation: int) -> int:
+    """The `qday` value of the undated slice of this generation (>= 1; undated slices are numbered apart)."""
+    return (generation << DAY_BITS) | _DAY_FIELD
+
+
 def generation_of_slice(value: int) -> int:
     """The generation a `qday` slice belongs to (0: a plain day, as stores before generations wrote)."""
     return value >> DAY_BITS if value > 0 else 0

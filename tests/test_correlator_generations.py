@@ -18,7 +18,15 @@ from correlator.keys import message_hash
 from tests.test_correlator_support import CORPUS, Harness, batch, generated
 
 CHUNKS = generated(240)
-WRITES = [[b] for b in CORPUS] + [list(c) for c in CHUNKS]
+_FBL_HEAD = "type,timeLogged,orig,rcpt,jobId,header_Message-Id\n"
+_ACCT_HEAD = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,header_Message-Id\n"
+ORPHANS = [  # reports read before their message (undated timelines), which the acct records then join
+    [batch(f"/l/fbl-orphans-{k}.csv", _FBL_HEAD + "\n".join(
+        f"f,{1714560000 + i},n@s.example,o{i}@gmail.com,OJ{i},<o{i}@s>" for i in range(6 * k, 6 * k + 6)))]
+    for k in range(3)] + [
+    [batch("/l/acct-orphans.csv", _ACCT_HEAD + "\n".join(
+        f"d,{1714560100 + i},{1714560050 + i % 2},n@s.example,o{i}@gmail.com,v1,OJ{i},<o{i}@s>" for i in range(18)))]]
+WRITES = [[b] for b in CORPUS] + [list(c) for c in CHUNKS[:20]] + ORPHANS + [list(c) for c in CHUNKS[20:]]
 _HALF = len(WRITES) // 2
 TL_COLUMNS = ("id, mid_h, message_id, job_h, job_id, rcpt_h, rcpt, rcpt_domain, orig, sender, vmta, vmta_pool, queue,"
               " isp, t0, t_last, t_queued, t_done, flags, attempts")
@@ -79,10 +87,17 @@ def test_tiny_generations_store_and_answer_what_one_generation_does(
     slices = [v for (v,) in tiny.conn.execute("SELECT day FROM corr_days")]
     n_timelines = len(expected[0])
     assert len(slices) > n_timelines // 4  # the test did spread the keys over one slice per generation at least
-    # every timeline sits in the slice of its day and its generation, and that slice is listed
-    for tl, value in tiny.conn.execute("SELECT id, qday FROM corr_timelines"):
-        assert value >> store.DAY_BITS == (tl >> 2) + 1
+    # every dated timeline sits in the slice of its day and its generation; the undated ones fill slices of
+    # their own, 4 each in id order; and every slice is listed
+    undated = 0
+    for tl, value in tiny.conn.execute("SELECT id, qday FROM corr_timelines ORDER BY id"):
+        if store.day_of_slice(value) == store.NO_DAY:
+            assert value == store.undated_slice(undated // 4 + 1)
+            undated += 1
+        else:
+            assert value >> store.DAY_BITS == (tl >> 2) + 1
         assert value in slices
+    assert undated > 4  # the corpus has undated timelines enough for two undated slices
     tiny.close()
 
 
@@ -113,7 +128,8 @@ def test_a_store_with_one_slice_per_day_keeps_linking_and_adds_generations(
     assert _lookups(again) == expected_lookups
     values = dict(again.conn.execute("SELECT id, qday FROM corr_timelines").fetchall())
     assert all(values[tl] < 1 << store.DAY_BITS for tl in values if tl <= legacy)
-    assert all(values[tl] >> store.DAY_BITS == (tl >> 2) + 1 for tl in values if tl > legacy)
+    assert all(values[tl] >> store.DAY_BITS == (tl >> 2) + 1 for tl in values
+               if tl > legacy and store.day_of_slice(values[tl]) != store.NO_DAY)
     again.close()
 
 
@@ -151,7 +167,8 @@ def test_pruning_drops_the_slices_it_empties_and_keeps_the_others(
     h.commit(batch("/l/b.csv", head + undated))
     h.commit(batch("/l/c.csv", head + new))
     before = {v for (v,) in h.conn.execute("SELECT day FROM corr_days")}
-    assert len(before) == 1 + 3 + 3 + 1  # legacy -1; ids 1-10 (day 0), 11-16 (no day): 3 generations each; day 5
+    # legacy -1; ids 1-10 (day 0): 3 generations; ids 11-16 (no day): 2 undated slices of 4; day 5
+    assert len(before) == 1 + 3 + 2 + 1
     store.prune(h.conn, t0 + 3 * day, 10**12, budget_s=5)
     after = {v for (v,) in h.conn.execute("SELECT day FROM corr_days")}
     kept = {v for (v,) in h.conn.execute("SELECT DISTINCT qday FROM corr_timelines")}

@@ -138,3 +138,57 @@ def test_pruning_drops_the_scopes_of_the_slices_it_empties(tmp_path: Path, monke
     assert kept == [((T0 + 5 * day) // store.SCOPE_BUCKET, h.conn.execute("SELECT qday FROM corr_timelines")
                      .fetchone()[0])]
     h.close()
+
+
+def _with_orphan_reports(n: int) -> tuple[str, str]:
+    """n dated messages (acct), and an FBL report after every 10th naming a message never seen (an undated timeline)."""
+    acct = _messages(n)
+    fbl = "type,timeLogged,orig,rcpt,jobId,header_Message-Id\n" + "\n".join(
+        f"f,{T0 + i},n@s.example,gone{i}@gmail.com,G{i},<g{i}@s>" for i in range(0, n, 10))
+    return acct, fbl
+
+
+def test_undated_timelines_fill_slices_of_their_own_so_probes_seek_few(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "GEN_BITS", 2)
+    h = Harness(tmp_path)
+    acct, fbl = _with_orphan_reports(300)
+    for i in range(0, 300, 10):  # in file order, a report between every 10 messages: they spread over the ids
+        head, *reports = fbl.splitlines()
+        h.commit(batch("/l/acct.csv", HEAD + "\n".join(acct.splitlines()[i:i + 10]), first_line=2 + i),
+                 batch("/l/fbl.csv", head + "\n" + reports[i // 10], first_line=2 + i // 10))
+    undated = [v for (v,) in h.conn.execute("SELECT day FROM corr_days") if store.day_of_slice(v) == store.NO_DAY]
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines WHERE scope IS NULL").fetchone() == (30,)
+    # 30 undated timelines, 4 per slice: 8 slices (and the legacy -1), not one per generation they were created in
+    assert len(undated) == 8 + 1
+    # message 120 is id 121 + 12 reports before it = 133; its bucket (messages 120-129, ids 133-142 and the
+    # report at 143? no: the report after 120 is created after those 10) spans generations 33-35: 3 slices
+    bucket = [v for (v,) in h.conn.execute(
+        "SELECT DISTINCT qday FROM corr_timelines WHERE scope >= ? AND scope < ?", (T0 + 120, T0 + 130))]
+    assert len(bucket) == 3
+    assert _seeks(h, f"t,{T0 + 999},{T0 + 120},n@s.example,u120@gmail.com,v1,J120,<x120@s>") == 2 * (3 + 9)
+    h.close()
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["link-cache", "probe"])
+def test_the_newest_timeline_of_a_key_wins_when_an_older_undated_one_holds_it_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool) -> None:
+    monkeypatch.setattr(store, "GEN_BITS", 2)
+    h = Harness(tmp_path)
+    fbl = "type,timeLogged,orig,rcpt,jobId,header_Message-Id\n"
+    h.commit(batch("/l/fbl.csv", fbl + f"f,{T0},n@s.example,z@gmail.com,,<u@s>"))  # id 1, undated, Message-Id only
+    h.commit(batch("/l/a.csv", HEAD + _messages(20)))  # ids 2-21
+    h.commit(batch("/l/b.csv", HEAD + f"d,{T0 + 500},{T0 + 400},n@s.example,z@gmail.com,v1,K,"))  # id 22, job K only
+    h.commit(batch("/l/c.csv", HEAD + _messages(40, step=3)))  # ids 23-62: id 22's generation is no longer recent
+    # queued at another time, with both keys: joins the undated id 1 by its Message-Id, which so gets job K too
+    h.commit(batch("/l/d.csv", HEAD + f"t,{T0 + 900},{T0 + 800},n@s.example,z@gmail.com,v1,K,<u@s>"))
+    assert h.conn.execute("SELECT id FROM corr_timelines WHERE job_id = 'K' ORDER BY id").fetchall() == [(1,), (22,)]
+    text = f"d,{T0 + 950},{T0 + 400},n@s.example,z@gmail.com,v1,K,"  # job K queued at id 22's time
+    if cached:
+        h.commit(batch("/l/e.csv", HEAD + text))
+    else:
+        _seeks(h, text)
+    # both timelines hold job K and both may be joined by this scope; the newest, id 22, wins either way
+    assert h.conn.execute("SELECT id, attempts FROM corr_timelines WHERE job_id = 'K' ORDER BY id").fetchall() == [
+        (1, 1), (22, 2)]
+    h.close()
