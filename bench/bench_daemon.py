@@ -40,6 +40,9 @@ from exporter.config import CorrelatorConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKOUT = REPO
+GEN_BITS: int | None = None
+"""`--gen-bits`: timelines per key-index generation (2**N) in the daemon under test, to give a short run the
+generation count of a much bigger store (what linking's probes may have to seek)."""
 """The checkout whose daemon runs (`--checkout`: `python -m exporter` from its directory imports its code)."""
 
 
@@ -80,9 +83,15 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
 
 
 def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if GEN_BITS is not None:  # the checkout first, then a sitecustomize that sets store.GEN_BITS in every process
+        site = cfg.parent / "gen-bits"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(f"import correlator.store\ncorrelator.store.GEN_BITS = {GEN_BITS}\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), str(site)])
     with open(log, "ab") as f:
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=CHECKOUT,
-                                stdout=f, stderr=subprocess.STDOUT)
+                                stdout=f, stderr=subprocess.STDOUT, env=env)
     for _ in range(600):
         try:
             httpx.get(f"http://{listen}/healthz", timeout=1)
@@ -325,9 +334,13 @@ def main() -> int:
                     help=f"correlator.worker (default: the daemon's, {DEFAULT_WORKER})")
     ap.add_argument("--checkout", type=Path, default=REPO,
                     help="run the daemon of this checkout (a baseline, e.g. a git worktree), with this benchmark")
+    ap.add_argument("--gen-bits", type=int, default=None,
+                    help="2**N timelines per key-index generation (the daemon's is 16): 12 gives a 300 s run the"
+                         " generation count of a store 16x its size")
     args = ap.parse_args()
-    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT
+    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS
     CHECKOUT = args.checkout.resolve()
+    GEN_BITS = args.gen_bits
     CORRELATOR = not args.no_correlator
     WORKER = args.worker
     POLL = args.poll

@@ -18,6 +18,7 @@ from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, T
 from correlator.writes import Segment
 
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
+_KEY_INDEX = {"mid_h": "corr_tl_mid", "job_h": "corr_tl_job"}
 
 
 class Linker:
@@ -86,9 +87,13 @@ class Linker:
         params: list[int | float | None] = []
         rows = 0
 
+        index = _KEY_INDEX[column]
+
         def run() -> None:
             marks = ",".join(["(?,?,?,?,?)"] * rows)
-            sql = (f"SELECT v.column4, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t"
+            # INDEXED BY: with the scope test the key index no longer covers the query, and SQLite may then
+            # build an automatic index over the whole table for each probe (measured: 0.2 s instead of 2 ms)
+            sql = (f"SELECT v.column4, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t INDEXED BY {index}"
                    f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3"
                    " AND (v.column5 IS NULL OR t.scope IS NULL OR t.scope = v.column5) ORDER BY t.id")
             for pos, tl in conn.execute(sql, params):

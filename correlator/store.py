@@ -9,12 +9,16 @@ transaction covers both. Shape, chosen for the write path first:
   Hash keys are random, and random inserts into big indexes are what makes a store slow as it
   grows (every insert dirties another page, and the pages no longer fit the cache). So the key
   indexes lead with `qday`, a *slice*: the UTC day of the timeQueued of the record that created
-  the timeline (NO_DAY when it had none) and the timeline's generation (its id >> GEN_BITS), packed
-  in one integer (`slice_of`). Inserts land in the newest generation of their day, a part of each
-  index that stays in cache however big the store or the day. Every record of one delivery
-  carries the same timeQueued, so linking probes the slices of its day and the no-day ones (a
-  few: one per generation); a lookup without a day probes every slice listed in `corr_days`,
-  one index seek each. Stores written before generations hold plain days (generation 0).
+  the timeline and the timeline's generation (its id >> GEN_BITS), packed in one integer
+  (`slice_of`). Inserts land in the newest generation of their day, a part of each index that
+  stays in cache however big the store or the day. Timelines created by a record without
+  timeQueued fill undated slices of their own, GEN_BITS each (`undated_slice`), so there are few.
+  Every record of one delivery carries the same timeQueued, which is the `scope` of the timeline
+  it creates: linking probes only the slices where timelines queued in the same SCOPE_BUCKET were
+  created (`corr_scopes`) and the undated ones, a few however big the store; a lookup without a
+  scope probes every slice listed in `corr_days`, one index seek each. Stores written before
+  generations hold plain days (generation 0); slices listed before scopes (schema 1) are `legacy`:
+  their timelines have no scope and join any record of their day, so they are probed for all.
   Search by vmta or outcome alone reads `corr_tl_vmta` / `corr_tl_outcome` ((vmta|outcome, t0),
   rowid implied), newest first from the cursor's (t0, id) without scanning other timelines.
 * `corr_events`: one row per d/b/t/r/f/rb/rs record. Its rowid is `file_num << 32 | line`, which
@@ -22,6 +26,7 @@ transaction covers both. Shape, chosen for the write path first:
 * `corr_queue_events`: tq records (queue-level, no rcpt), shown at query time in the timelines of
   recipients of that queue during their lifetime, so ingestion never fans them out.
 * `corr_flows`: per 5-minute bucket (sender domain, vmta, isp) counters for /api/v1/flows.
+* `corr_scopes`: (10 s bucket of timeQueued, slice) where a timeline of that scope was created.
 * `corr_files`: file identity -> small number and highest line stored.
 * `corr_meta`: schema version, recipient-hash fingerprint and a write sequence number that lets
   the ingestor notice a rolled-back transaction and drop its caches.
