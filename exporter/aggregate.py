@@ -33,7 +33,7 @@ from exporter.metrics import (
     SelfMetrics,
 )
 from exporter.records import Columns, RecordBatch, col
-from exporter.timeparse import parse_pmta_time
+from exporter.timeparse import LATEST, parse_pmta_time
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -130,7 +130,8 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
 
     def epoch(e: pl.Expr) -> pl.Expr:
         iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
-        return pl.coalesce(iso, e.cast(pl.Float64, strict=False))
+        t = pl.coalesce(iso, e.cast(pl.Float64, strict=False))
+        return pl.when((t >= 0.0) & (t < LATEST) & t.is_not_nan()).then(t)  # as parse_pmta_time: else no time
 
     rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
     t = pl.col("c0")

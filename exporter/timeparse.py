@@ -10,6 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 _CACHE_LIMIT = 65536
 _cache: dict[str, float | None] = {}
+LATEST = 253402300800.0
+"""Year 10000 (what datetime can hold): a time at or past it, before 1970, NaN or infinite is no PMTA time. `float`
+takes `nan`, `inf` or `1e308`, and they broke day arithmetic downstream (the correlator's process died on `nan`)."""
 
 
 def _parse(value: str) -> float | None:
@@ -17,15 +20,18 @@ def _parse(value: str) -> float | None:
     if not s:
         return None
     if s.isdigit():
-        return float(s)
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
+        t = float(s)
+    else:
         try:
-            return float(s)  # epoch with a fraction
+            dt = datetime.fromisoformat(s)
         except ValueError:
-            return None
-    return dt.timestamp()  # without an offset, timestamp() reads it as PMTA host local time
+            try:
+                t = float(s)  # epoch with a fraction
+            except ValueError:
+                return None
+        else:
+            t = dt.timestamp()  # without an offset, timestamp() reads it as PMTA host local time
+    return t if 0.0 <= t < LATEST else None  # NaN fails both tests
 
 
 def parse_pmta_time(value: str) -> float | None:

@@ -244,3 +244,20 @@ def test_files_without_times_count_deliveries_without_histograms():
     assert value(agg, "pmta_delivered_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail") == 2
     assert value(agg, "pmta_delivered_bytes_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail") == 100
     assert agg.series_counts()["pmta_delivery_delay_seconds"] == 0
+
+
+def test_times_that_are_no_time_give_no_delay_and_the_record_still_counts():
+    """nan, inf, 1e308 and negative epochs parse as floats but are no PMTA time (found feeding hostile files to the
+    correlator: `nan` as timeQueued killed its process in a loop). The record counts; its delay is not observed."""
+    from exporter.timeparse import parse_pmta_time
+
+    odd = ["nan", "NaN", "inf", "-inf", "1e308", "-5", "253402300800"]
+    assert [parse_pmta_time(v) for v in odd] == [None] * len(odd)
+    assert parse_pmta_time("0") == 0.0 and parse_pmta_time("1764072000.5") == 1764072000.5
+    agg = make()
+    d = "d,1764072000,{q},a@s1.com,u1@gmail.com,2.0.0,ok,,success,1,vmta-1,pool-a,,"
+    agg.apply(batch_of([d.format(q=q) for q in [*odd, "1764071990"]]))
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    assert value(agg, "pmta_delivered_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail") == len(odd) + 1
+    assert value(agg, "pmta_delivery_delay_seconds_count", **labels) == 1
+    assert value(agg, "pmta_delivery_delay_seconds_sum", **labels) == 10

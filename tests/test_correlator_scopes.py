@@ -227,3 +227,12 @@ def test_probes_seek_the_key_index_whatever_the_planner_would_guess(tmp_path: Pa
         assert "AUTOMATIC" not in plan and "USING INDEX corr_tl_" in plan, plan
     assert [r[2] for r in _timelines(h)] == [2] * 30 + [1] * 20
     h.close()
+
+
+def test_a_timequeued_that_is_no_time_makes_an_undated_record_not_a_dead_correlator(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    odd = ["nan", "inf", "-inf", "1e308", "-5"]
+    h.commit(batch("/l/acct.csv", HEAD + "\n".join(
+        f"d,{T0 + 60},{q},n@s.example,u{i}@gmail.com,v1,J{i},<x{i}@s>" for i, q in enumerate(odd))))
+    assert h.conn.execute("SELECT count(*), count(scope), count(t_queued) FROM corr_timelines").fetchone() == (5, 0, 0)
+    h.close()
