@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from corpus import ACCT_HEADER, DIAG_HEADER, FBL_HEADER, _Gen, make_corpus  # noqa: E402
 
+from correlator import store  # noqa: E402
 from exporter.config import CorrelatorConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -308,7 +309,7 @@ def store_shape(db: Path) -> str:
     try:
         timelines = conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0]
         slices = [v for (v,) in conn.execute("SELECT day FROM corr_days")]
-        undated = sum(1 for v in slices if v == -1 or (v >= 1 << 24 and v & 0xFFFFFF == 0xFFFFFF))
+        undated = sum(1 for v in slices if store.day_of_slice(v) == store.NO_DAY)
         have_scopes = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'corr_scopes'").fetchone()
         scopes = ""
         if have_scopes:

@@ -136,7 +136,7 @@ class Ingestor(Preparer, Linker, Writer):
             for bucket, value in conn.execute("SELECT bucket, slice FROM corr_scopes"):
                 self._scopes.setdefault(bucket, []).append(value)
             self._days_loaded = True
-            newest = max(self._day_slices.get(store.NO_DAY, []), key=store.generation_of_slice)
+            newest = max(self._day_slices.get(store.NO_DAY, []), key=store.generation_of_slice, default=store.NO_DAY)
             if newest == store.NO_DAY:  # the legacy -1 only: start the first generation
                 self._undated = (store.undated_slice(1), 0)
             else:  # go on filling the newest (an index range count: at most 2**GEN_BITS entries)

@@ -210,9 +210,9 @@ class Linker:
                 value = self._undated_slice(conn) if qd is None else slice_of(qd, tl)
                 if value not in days:
                     self._add_slice(conn, value)
-                if qs is not None and scoped != (b := int(qs // bucket), value):
-                    self._add_scope(conn, b, value)
-                    scoped = (b, value)
+                if qs is not None and scoped != (qb := int(qs // bucket), value):
+                    self._add_scope(conn, qb, value)
+                    scoped = (qb, value)
                 new[tl] = value
                 if self._complete:
                     self._tl_mix[tl] = smix or NO_DAY_MIX

@@ -119,7 +119,8 @@ ENSURE = [
 DAY = 86400
 SCOPE_BUCKET = 10
 """Seconds of timeQueued per `corr_scopes` bucket: a probe for a dated key seeks the slices where timelines queued in
-its bucket were created. At 20k records/s a bucket spans ~3 generations; a store of a week at a low rate ~60k rows."""
+its bucket were created: 1.0-1.3 slices per bucket measured at 20k records/s (bench/README.md, eighth round); a store
+of a week at a low rate holds ~60k rows."""
 NO_DAY = -1
 """Day of timelines created by a record without timeQueued."""
 GEN_BITS = 16
