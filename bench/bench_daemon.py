@@ -42,6 +42,8 @@ from exporter.config import CorrelatorConfig  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 CHECKOUT = REPO
 GEN_BITS: int | None = None
+MAX_DB: int | None = None
+"""`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 """`--gen-bits`: timelines per key-index generation (2**N) in the daemon under test, to give a short run the
 generation count of a much bigger store (what linking's probes may have to seek)."""
 """The checkout whose daemon runs (`--checkout`: `python -m exporter` from its directory imports its code)."""
@@ -76,7 +78,7 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
         "log_level": "warning",
         "tail": {"start_position": "beginning", "poll_interval": POLL,
                  **({"max_pending_rows": MAX_PENDING} if MAX_PENDING else {})},
-        "correlator": {"enabled": CORRELATOR, "worker": WORKER},
+        "correlator": {"enabled": CORRELATOR, "worker": WORKER, **({"max_db_size": MAX_DB} if MAX_DB else {})},
     }
     path = directory / "watchtower.yml"
     path.write_text(yaml.safe_dump(cfg))
@@ -315,7 +317,8 @@ def store_shape(db: Path) -> str:
         if have_scopes:
             rows, buckets = conn.execute("SELECT count(*), count(DISTINCT bucket) FROM corr_scopes").fetchone()
             scopes = f", {rows:,} scope rows ({rows / max(1, buckets):.1f} slices per 10 s bucket of timeQueued)"
-        return f"{timelines:,} timelines, {len(slices):,} slices ({undated:,} undated){scopes}"
+        used = store.used_bytes(conn) / 1e6
+        return f"{timelines:,} timelines, {used:,.0f} MB in use, {len(slices):,} slices ({undated:,} undated){scopes}"
     finally:
         conn.close()
 
@@ -338,8 +341,11 @@ def main() -> int:
     ap.add_argument("--gen-bits", type=int, default=None,
                     help="2**N timelines per key-index generation (the daemon's is 16): 12 gives a 300 s run the"
                          " generation count of a store 16x its size")
+    ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
+                    " daemon's, 20 GiB): a small one makes the run prune under the size cap")
     args = ap.parse_args()
-    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS
+    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB
+    MAX_DB = args.max_db_size
     CHECKOUT = args.checkout.resolve()
     GEN_BITS = args.gen_bits
     CORRELATOR = not args.no_correlator

@@ -328,6 +328,8 @@ def prune(
                 horizon = max(cutoff, row[0] if row and row[0] is not None else cutoff)
             _delete_before(conn, horizon, batch)
         if not ids or time.monotonic() >= deadline:
+            with _txn(conn):
+                _drop_empty_slices(conn, horizon)
             return deleted
 
 
@@ -360,8 +362,25 @@ def _delete_before(conn: sqlite3.Connection, cutoff: float, batch: int) -> None:
         (cutoff, batch * 5),
     )
     conn.execute("DELETE FROM corr_flows WHERE bucket < ?", (int(cutoff // FLOW_BUCKET) * FLOW_BUCKET,))
-    gone = conn.execute(  # the no-day slices of past generations go too once empty (-1, the legacy one, stays)
-        f"DELETE FROM corr_days WHERE day != {NO_DAY} AND ({SLICE_DAY_SQL}) < ?"
-        " AND NOT EXISTS (SELECT 1 FROM corr_timelines WHERE qday = corr_days.day)", (cutoff // DAY,)).rowcount
-    if gone:  # and the scopes that named them
+
+
+def _drop_empty_slices(conn: sqlite3.Connection, cutoff: float) -> None:
+    """Unlist the slices pruning emptied, and their scopes: every report and lookup without a scope seeks each
+    listed slice. An empty slice goes when its day is past the cutoff, or when its generation is finished
+    (older than the newest of its kind, dated or undated: no timeline is created there again), whatever its
+    day: under the size cap today's oldest generations empty long before today passes the cutoff. The newest
+    generations stay (the writer may still fill them), and so does -1, the legacy undated slice. Once per
+    prune, one index seek per listed slice."""
+    field = _DAY_FIELD
+    generation = f"(day >> {DAY_BITS})"
+    undated = f"(day & {field}) = {field}"
+    tops = conn.execute(
+        f"SELECT max(CASE WHEN {undated} THEN NULL ELSE {generation} END),"
+        f" max(CASE WHEN {undated} THEN {generation} END) FROM corr_days WHERE day >= {1 << DAY_BITS}").fetchone()
+    gone = conn.execute(
+        f"DELETE FROM corr_days WHERE day != {NO_DAY} AND (({SLICE_DAY_SQL}) < ?1"
+        f" OR (day >= {1 << DAY_BITS} AND {generation} < CASE WHEN {undated} THEN ?3 ELSE ?2 END))"
+        " AND NOT EXISTS (SELECT 1 FROM corr_timelines WHERE qday = corr_days.day)",
+        (cutoff // DAY, tops[0] if tops[0] is not None else 0, tops[1] if tops[1] is not None else 0)).rowcount
+    if gone:
         conn.execute("DELETE FROM corr_scopes WHERE slice NOT IN (SELECT day FROM corr_days)")

@@ -236,3 +236,27 @@ def test_a_timequeued_that_is_no_time_makes_an_undated_record_not_a_dead_correla
         f"d,{T0 + 60},{q},n@s.example,u{i}@gmail.com,v1,J{i},<x{i}@s>" for i, q in enumerate(odd))))
     assert h.conn.execute("SELECT count(*), count(scope), count(t_queued) FROM corr_timelines").fetchone() == (5, 0, 0)
     h.close()
+
+
+def test_pruning_drops_the_empty_slices_of_finished_generations_whatever_their_day(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the size cap at a high rate, today's oldest generations empty long before today passes the retention
+    cutoff. Listed, every report and every lookup without a day would still seek each of them (tens of thousands
+    a day at 20k records/s)."""
+    monkeypatch.setattr(store, "GEN_BITS", 2)
+    h = Harness(tmp_path)
+    rows = [f"d,{T0 + (100 if i < 20 else 20000) + i},{T0 + i},n@s.example,u{i}@gmail.com,v1,J{i},<x{i}@s>"
+            for i in range(40)]  # one day; the first 20 delivered before the cutoff below, the rest after
+    h.commit(batch("/l/acct.csv", HEAD + "\n".join(rows)))
+    assert store.prune(h.conn, T0 + 10000, 10**12, budget_s=5) == 20
+    listed = {v for (v,) in h.conn.execute("SELECT day FROM corr_days")}
+    kept = {v for (v,) in h.conn.execute("SELECT DISTINCT qday FROM corr_timelines")}
+    assert listed == kept | {store.NO_DAY}  # generations 0-4 (ids 1-19) emptied and dropped; 5 (ids 20-23) kept
+    assert len(kept) == 6
+    assert {s for (s,) in h.conn.execute("SELECT slice FROM corr_scopes")} == kept
+    h.sink.ingestor.forget()  # what is left is still found, and the next message lands in the newest generation
+    h.commit(batch("/l/more.csv", HEAD + f"d,{T0 + 20100},{T0 + 25},n@s.example,u25@gmail.com,v1,J25,<x25@s>\n"
+                   f"d,{T0 + 20100},{T0 + 50},n@s.example,new@gmail.com,v1,J50,<x50@s>"))
+    assert h.conn.execute("SELECT id, attempts FROM corr_timelines WHERE rcpt LIKE 'u25@%'").fetchone() == (26, 2)
+    assert h.conn.execute("SELECT id FROM corr_timelines WHERE rcpt = 'new@gmail.com'").fetchone() == (41,)
+    h.close()
