@@ -41,12 +41,12 @@ from exporter.config import CorrelatorConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKOUT = REPO
+"""The checkout whose daemon runs (`--checkout`: `python -m exporter` from its directory imports its code)."""
 GEN_BITS: int | None = None
-MAX_DB: int | None = None
-"""`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 """`--gen-bits`: timelines per key-index generation (2**N) in the daemon under test, to give a short run the
 generation count of a much bigger store (what linking's probes may have to seek)."""
-"""The checkout whose daemon runs (`--checkout`: `python -m exporter` from its directory imports its code)."""
+MAX_DB: int | None = None
+"""`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 
 
 def free_port() -> int:
@@ -316,7 +316,8 @@ def store_shape(db: Path) -> str:
         scopes = ""
         if have_scopes:
             rows, buckets = conn.execute("SELECT count(*), count(DISTINCT bucket) FROM corr_scopes").fetchone()
-            scopes = f", {rows:,} scope rows ({rows / max(1, buckets):.1f} slices per 10 s bucket of timeQueued)"
+            scopes = (f", {rows:,} scope rows ({rows / max(1, buckets):.1f} slices per {store.SCOPE_BUCKET} s bucket"
+                      " of timeQueued)")
         used = store.used_bytes(conn) / 1e6
         return f"{timelines:,} timelines, {used:,.0f} MB in use, {len(slices):,} slices ({undated:,} undated){scopes}"
     finally:

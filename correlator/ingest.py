@@ -125,10 +125,6 @@ class Ingestor(Preparer, Linker, Writer):
             self._files.clear()
             self._next_tl = 0
         self._seq = None  # unknown until this write returns; a raise leaves it so
-        if len(self._link) > self._cache_limit:
-            loaded = self._days_loaded
-            self.forget()
-            self._days_loaded = loaded  # a full cache changes nothing stored
         if not self._days_loaded:
             self._days, self._day_slices, self._legacy, self._scopes = set(), {}, {}, {}
             for value, legacy in conn.execute("SELECT day, legacy FROM corr_days"):

@@ -54,7 +54,6 @@ class Linker:
         boundary = max(0, cut - 1) << store.GEN_BITS
         """Lowest id of a recent generation: a key found only below it may have a newer timeline in an older slice."""
         undated = self._day_slices.get(store.NO_DAY, [])
-        dated = sorted(v for v in self._days if store.day_of_slice(v) != store.NO_DAY)
         scopes, legacy = self._scopes, self._legacy
         bucket, day = store.SCOPE_BUCKET, store.DAY
         parts: dict[int | None, tuple[list[int], list[int]]] = {}
@@ -65,7 +64,8 @@ class Linker:
             b = None if scope is None else int(scope // bucket)
             got = parts.get(b)
             if got is None:
-                where = dated if b is None else scopes.get(b, []) + legacy.get(b * bucket // day, [])
+                where = ([v for v in self._days if store.day_of_slice(v) != store.NO_DAY] if b is None  # a report
+                         else scopes.get(b, []) + legacy.get(b * bucket // day, []))
                 got = parts[b] = (undated + [v for v in where if gen(v) >= cut], [v for v in where if gen(v) < cut])
             return got
 
@@ -141,17 +141,15 @@ class Linker:
             if legacy and day != store.NO_DAY:
                 self._legacy.setdefault(day, []).append(value)
 
-    def _undated_slice(self, conn: sqlite3.Connection) -> int:
+    def _undated_slice(self) -> int:
         """The slice of a new undated timeline: undated slices fill one after the other, GEN_BITS timelines each,
         numbered apart from the dated generations. So there are few of them (every dated key is probed in all),
-        and inserts still land in the newest one. Only created when used."""
+        and inserts still land in the newest one."""
         value, fill = self._undated
-        if fill >= 1 << store.GEN_BITS or value not in self._days:
-            if fill >= 1 << store.GEN_BITS:
-                value, fill = store.undated_slice(store.generation_of_slice(value) + 1), 0
-            self._add_slice(conn, value)
+        if fill >= 1 << store.GEN_BITS:
+            value, fill = store.undated_slice(store.generation_of_slice(value) + 1), 0
         self._undated = (value, fill + 1)
-        return value
+        return value  # listed in corr_days by the caller, as a dated slice is
 
     def _add_scope(self, conn: sqlite3.Connection, bucket: int, value: int) -> None:
         """Timelines queued in this SCOPE_BUCKET are created in this slice too (probes of the bucket seek it)."""
@@ -207,7 +205,7 @@ class Linker:
             if tl is None:
                 tl = self._next_tl
                 self._next_tl += 1
-                value = self._undated_slice(conn) if qd is None else slice_of(qd, tl)
+                value = self._undated_slice() if qd is None else slice_of(qd, tl)
                 if value not in days:
                     self._add_slice(conn, value)
                 if qs is not None and scoped != (qb := int(qs // bucket), value):
