@@ -45,6 +45,9 @@ CHECKOUT = REPO
 GEN_BITS: int | None = None
 """`--gen-bits`: timelines per key-index generation (2**N) in the daemon under test, to give a short run the
 generation count of a much bigger store (what linking's probes may have to seek)."""
+FILTER_BITS: int | None = None
+"""`--filter-bits`: 2**N bits in the correlator's key filter (32 MiB = 2**28): a small one has the false-positive
+rate of a much fuller store (every key a pruned timeline had stays in the filter until a restart)."""
 MAX_DB: int | None = None
 """`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 
@@ -87,10 +90,16 @@ def config(directory: Path, logs: Path) -> tuple[Path, str]:
 
 def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    if GEN_BITS is not None:  # the checkout first, then a sitecustomize that sets store.GEN_BITS in every process
-        site = cfg.parent / "gen-bits"
+    lines = []  # a sitecustomize (after the checkout on the path) that sets them in every process of the daemon
+    if GEN_BITS is not None:
+        lines += ["import correlator.store", f"correlator.store.GEN_BITS = {GEN_BITS}"]
+    if FILTER_BITS is not None:
+        lines += ["import correlator.keyfilter as kf", f"kf._LOG2_BITS = {FILTER_BITS}",
+                  f"kf._MASK = {(1 << FILTER_BITS) - 1}"]
+    if lines:
+        site = cfg.parent / "site"
         site.mkdir(exist_ok=True)
-        (site / "sitecustomize.py").write_text(f"import correlator.store\ncorrelator.store.GEN_BITS = {GEN_BITS}\n")
+        (site / "sitecustomize.py").write_text("\n".join(lines) + "\n")
         env["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), str(site)])
     with open(log, "ab") as f:
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=CHECKOUT,
@@ -240,6 +249,9 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     middle: tuple[int, int, float] | None = None
     rss_by_quarter = [0.0] * 4
     """Peak RSS (with children) seen in each quarter of the run (sampled with the lag)."""
+    db = Path(yaml.safe_load(cfg.read_text())["state_dir"]) / "watchtower.db"
+    used_by_quarter = [0.0] * 4
+    """Peak bytes in use in the state DB in each quarter (what `correlator.max_db_size` caps)."""
     planned_restart = restart_at
     cpu0 = cpu_seconds(proc.pid)
     t0 = time.perf_counter()
@@ -262,6 +274,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
             behind.append((now - t0, _rows, _bytes))
             quarter = min(3, int((now - t0) * 4 / seconds))
             rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
+            if CORRELATOR:
+                used_by_quarter[quarter] = max(used_by_quarter[quarter], bytes_in_use(db))
             next_sample = now + SAMPLE_EVERY
             if middle is None and now - t0 >= seconds / 2:
                 middle = (_rows, _bytes, rss_with_children(proc.pid))
@@ -294,6 +308,9 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
           + f"; caught up {drained} after the appends stopped")
     busy = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
     print("  peak RSS (with children) per quarter: " + ", ".join(f"{r:.0f}" for r in rss_by_quarter) + " MB")
+    if CORRELATOR:
+        print("  peak bytes in use in the state DB per quarter: "
+              + ", ".join(f"{u / 1e6:,.0f}" for u in used_by_quarter) + " MB")
     print(f"  CPU while appending{' (since the restart)' if cpu_from > t0 else ''} (cores busy): daemon {busy[0]:.2f}"
           + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else ""))
     for h in handles.values():
@@ -303,6 +320,19 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     if CORRELATOR:
         state = Path(yaml.safe_load(cfg.read_text())["state_dir"])
         print("  store at the end: " + store_shape(state / "watchtower.db"))
+
+
+def bytes_in_use(db: Path) -> float:
+    """The state DB's bytes in use now, as pruning counts them (0 before the daemon created it)."""
+    if not db.exists():
+        return 0.0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return float(store.used_bytes(conn))
+    except sqlite3.Error:
+        return 0.0
+    finally:
+        conn.close()
 
 
 def store_shape(db: Path) -> str:
@@ -342,10 +372,14 @@ def main() -> int:
     ap.add_argument("--gen-bits", type=int, default=None,
                     help="2**N timelines per key-index generation (the daemon's is 16): 12 gives a 300 s run the"
                          " generation count of a store 16x its size")
+    ap.add_argument("--filter-bits", type=int, default=None,
+                    help="2**N bits in the key filter (the daemon's is 28): 20 gives a short run the false-positive"
+                         " rate of a long-lived store")
     ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
                     " daemon's, 20 GiB): a small one makes the run prune under the size cap")
     args = ap.parse_args()
-    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB
+    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB, FILTER_BITS
+    FILTER_BITS = args.filter_bits
     MAX_DB = args.max_db_size
     CHECKOUT = args.checkout.resolve()
     GEN_BITS = args.gen_bits

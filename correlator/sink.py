@@ -89,6 +89,9 @@ class CorrelatorSink:
         self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock)
         self.rows_written = 0
         self.timelines_pruned = 0
+        self.prune_pause = 0.0
+        """Seconds between two prune batches. The correlator process sets it (store.PRUNE_PAUSE_S): the daemon's
+        checkpoint commits go to the same database and would otherwise wait for a whole prune run."""
         self._router: Any = None
         self._api: Any = None
 
@@ -121,13 +124,18 @@ class CorrelatorSink:
         self.rows_written += self.ingestor.write(conn, batches)
         self.recent.written(batches)
 
-    def maintain(self, conn: sqlite3.Connection) -> None:
-        """Bounded retention/size pruning, in short transactions of its own unless one is open."""
+    def maintain(self, conn: sqlite3.Connection) -> bool:
+        """Bounded retention/size pruning, in short transactions of its own unless one is open.
+
+        True when it stopped on its budget with more to delete (over the size cap at a high rate): the caller
+        comes back soon instead of after its usual interval, or the store outgrows the cap."""
         self.recent.committed()  # the last write's transaction has ended by now
-        deleted = store.prune(conn, self.clock() - self.config.retention, self.config.max_db_size)
+        deleted, more = store.prune(conn, self.clock() - self.config.retention, self.config.max_db_size,
+                                    pause_s=self.prune_pause)
         if deleted:
             self.timelines_pruned += deleted
             self.ingestor.forget()  # cached links may name deleted timelines
+        return more
 
     def asgi_routes(self) -> Any:
         if self._router is None:

@@ -245,7 +245,11 @@ class PmtaApiConfig(_Strict):
 class CorrelatorConfig(_Strict):
     enabled: bool = Field(default=True, description="Store per-message timelines in SQLite.")
     retention: Duration = Field(default=7 * 86400.0, description="Keep a timeline until its latest event is this old.")
-    max_db_size: Size = Field(default=20 * 1024**3, description="Prune oldest events above this size.")
+    max_db_size: Size = Field(
+        default=20 * 1024**3,
+        description="Bytes in use in the state DB above which the earliest-stored timelines are pruned, whatever "
+        "their age (checked every 5 s; every 1 s while over it).",
+    )
     fallback_window: Duration = Field(
         default=7 * 86400.0,
         description="How far back an FBL/remote-bounce record without id is matched on rcpt + orig.",

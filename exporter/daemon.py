@@ -32,6 +32,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from exporter import maintenance
 from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers
 from exporter.config import Config
@@ -47,7 +48,6 @@ from exporter.writer import CommitQueue, describe
 log = logging.getLogger("watchtower.daemon")
 
 STATE_DB = "watchtower.db"
-MAINTAIN_INTERVAL = 30.0
 FOLLOWER_GAUGE_INTERVAL = 0.5
 """Seconds between two reads of the correlator process's backlog (watchtower_commit_backlog_bytes)."""
 FOLLOWER_RESTART_WAIT = 2.0
@@ -275,7 +275,8 @@ class Daemon:
     async def main_loop(self) -> None:
         assert self.tailer is not None
         tail = self.config.tail
-        last_commit = last_maintain = time.monotonic()
+        last_commit = last_gauges = time.monotonic()
+        maintain = maintenance.MaintainSchedule()
         while not self.should_exit.is_set():
             if self._must_pause():
                 self._set_paused(True)
@@ -293,12 +294,11 @@ class Daemon:
                 last_commit = now
             if self.follows:
                 self._watch_follower()
-                if now - last_maintain >= FOLLOWER_GAUGE_INTERVAL:
+                if now - last_gauges >= FOLLOWER_GAUGE_INTERVAL:
                     await self._follower_gauges()
-                    last_maintain = time.monotonic()
-            elif now - last_maintain >= MAINTAIN_INTERVAL and self.store.sinks and self.queue.error is None:
-                await self._maintain()
-                last_maintain = time.monotonic()
+                    last_gauges = time.monotonic()
+            elif maintain.due() and self.store.sinks and self.queue.error is None:
+                maintain.ran(await self._maintain())
             if more:
                 await asyncio.sleep(0)
                 continue
@@ -334,19 +334,21 @@ class Daemon:
             else:
                 log.info("reading resumed")
 
-    async def _maintain(self) -> None:
-        """Retention pruning; a failure (disk full, ...) is reported and retried later, never fatal."""
+    async def _maintain(self) -> bool:
+        """Retention pruning; a failure (disk full, ...) is reported and retried later, never fatal. True: more
+        to do."""
         try:
-            await self.store.maintain()
+            more = await self.store.maintain()
         except Exception as exc:  # noqa: BLE001
             text = describe(exc)
             if text != self._maintain_error:
                 log.error("correlator maintenance on %s failed: %s; retrying in %.0fs", self.db_path, text,
-                          MAINTAIN_INTERVAL)
+                          maintenance.MAINTAIN_INTERVAL)
             self._maintain_error = text
             self.pipeline.self_metrics.maintenance_errors.inc()
-        else:
-            self._maintain_error = None
+            return False
+        self._maintain_error = None
+        return more
 
     async def shutdown(self) -> None:
         log.info("shutting down")

@@ -32,7 +32,6 @@ BATCH_SECONDS = 2.0
 FOLLOWER_SLICE_SECONDS, FOLLOWER_MAX_SPAN_BYTES = 1.0, 16 * 1024 * 1024
 """Bigger slices than the daemon's writer (fewer commits rewriting the same index pages): a stop here
 only rolls the slice in flight back, and the positions committed say where to resume."""
-MAINTAIN_INTERVAL = 30.0
 LOCK_FILE = "correlator.lock"
 ERROR_BYTES = 300
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
@@ -148,10 +147,12 @@ class Follower:
         return None
 
     def run(self) -> None:
-        from correlator.store import raise_cache
+        from correlator.sink import CorrelatorSink
+        from correlator.store import PRUNE_PAUSE_S, raise_cache
         from exporter.backlog import RowBacklog
         from exporter.classify import load_classifiers
         from exporter.daemon import _correlator
+        from exporter.maintenance import MaintainSchedule
         from exporter.state import StateStore
         from exporter.writer import SliceSizes, write_slices
 
@@ -160,6 +161,8 @@ class Follower:
             return
         isp, replies = load_classifiers(self.config)
         sink = _correlator(self.config, self.db_path, isp, replies)
+        if isinstance(sink, CorrelatorSink):  # the daemon commits checkpoints to the same file meanwhile
+            sink.prune_pause = PRUNE_PAUSE_S
         store = StateStore(self.db_path, [sink] if sink is not None else [])
         store._open(check=False)  # noqa: SLF001 - this process has no event loop: the writer calls directly
         if store._conn is not None:  # noqa: SLF001 - its own process: a page cache the daemon's RSS need not carry
@@ -167,7 +170,7 @@ class Follower:
         log.info("correlator process following %s", self.db_path)
         backlog = RowBacklog()
         sizes = SliceSizes(seconds=FOLLOWER_SLICE_SECONDS, max_span_bytes=FOLLOWER_MAX_SPAN_BYTES)
-        last_maintain = time.monotonic()
+        maintain = MaintainSchedule()
         delay = 0.5
         try:
             while self._running():
@@ -179,9 +182,8 @@ class Follower:
                     if not backlog:
                         time.sleep(IDLE_WAIT)
                     write_slices(store, backlog, [], sizes, BATCH_SECONDS, self._running)
-                    if time.monotonic() - last_maintain >= MAINTAIN_INTERVAL:
-                        store._maintain()  # noqa: SLF001
-                        last_maintain = time.monotonic()
+                    if maintain.due():
+                        maintain.ran(store._maintain())  # noqa: SLF001
                     delay = 0.5
                     self._report(None)
                 except (sqlite3.Error, OSError) as exc:  # disk full, locked too long: retried, never fatal

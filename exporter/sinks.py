@@ -32,8 +32,9 @@ class RecordSink(Protocol):
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
         """Store batches inside the caller's open transaction (writer thread)."""
 
-    def maintain(self, conn: sqlite3.Connection) -> None:
-        """Bounded housekeeping such as retention pruning, between commits (writer thread)."""
+    def maintain(self, conn: sqlite3.Connection) -> bool | None:
+        """Bounded housekeeping such as retention pruning, between commits (writer thread). True: it stopped on
+        its budget with more to do, come back soon (exporter/maintenance.py)."""
 
     def asgi_routes(self) -> Any:
         """A FastAPI APIRouter mounted on the daemon's listener, or None."""

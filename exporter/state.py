@@ -450,13 +450,16 @@ class StateStore:
             self._write_rows(c.batches)
         self._write_checkpoint(c)
 
-    def _maintain(self) -> None:
+    def _maintain(self) -> bool:
+        """Every sink's housekeeping; True if one of them has more to do."""
         conn = self._conn
         assert conn is not None
+        more = False
         try:
             for sink in self.sinks:
-                sink.maintain(conn)
+                more = bool(sink.maintain(conn)) or more
             self._committed()
+            return more
         except BaseException:
             rollback_quietly(conn)
             raise
@@ -508,8 +511,8 @@ class StateStore:
     async def commit(self, c: Commit) -> None:
         await self._run(self._commit, c)
 
-    async def maintain(self) -> None:
-        await self._run(self._maintain)
+    async def maintain(self) -> bool:
+        return await self._run(self._maintain)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self._run(self._close)

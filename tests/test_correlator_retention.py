@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from correlator import store
 from exporter.config import CorrelatorConfig
@@ -53,25 +56,84 @@ def test_prune_works_in_bounded_batches(tmp_path: Path) -> None:
     h.commit(_acct("a", T0, 50, "a"))
     cutoff = T0 + DAY
     # a zero budget still does one batch per call, in its own short transaction
-    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=0) == 20
+    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=0).deleted == 20
     assert not h.conn.in_transaction
     assert _counts(h)[:2] == (30, 30)
-    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=0) == 20
-    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=5) == 10
-    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=5) == 0
+    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=0) == store.Pruned(20, more=True)
+    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=5) == store.Pruned(10, more=False)
+    assert store.prune(h.conn, cutoff, 10**12, batch=20, budget_s=5) == store.Pruned(0, more=False)
     h.close()
 
 
-def test_size_cap_prunes_oldest_first(tmp_path: Path) -> None:
+def test_size_cap_prunes_the_earliest_stored_first(tmp_path: Path) -> None:
     h = Harness(tmp_path, clock=lambda: T0)
+    h.commit(_acct("b", T0 + 100, 40, "b"))  # stored first, though queued later than the a's
     h.commit(_acct("a", T0, 40, "a"))
-    h.commit(_acct("b", T0 + 100, 40, "b"))
     used = store.used_bytes(h.conn)
-    # within retention, but over the cap: the oldest go, one batch per call with a zero budget
-    assert store.prune(h.conn, 0.0, used - 1, batch=10, budget_s=0) == 10
+    # within retention, but over the cap: the earliest stored go (whole pages of every index at once),
+    # one batch per call with a zero budget, and the call says whether the store is still over the cap
+    assert store.prune(h.conn, 0.0, used - 1, batch=10, budget_s=0) == store.Pruned(10, more=True)
     kept = {r[0] for r in h.conn.execute("SELECT rcpt FROM corr_timelines")}
-    assert kept == {f"a{i}@gmail.com" for i in range(10, 40)} | {f"b{i}@gmail.com" for i in range(40)}
-    assert store.prune(h.conn, 0.0, 10**12, batch=10, budget_s=0) == 0  # under the cap: nothing
+    assert kept == {f"b{i}@gmail.com" for i in range(10, 40)} | {f"a{i}@gmail.com" for i in range(40)}
+    assert store.prune(h.conn, 0.0, 10**12, batch=10, budget_s=0) == store.Pruned(0, more=False)  # under the cap
+    h.close()
+
+
+def test_over_the_cap_pruning_goes_on_until_under_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path, clock=lambda: T0)
+    h.commit(_acct("a", T0, 2000, "a"))
+    cap = store.used_bytes(h.conn) // 2
+    calls, deleted = 0, 0
+    while True:
+        calls += 1
+        pruned = store.prune(h.conn, 0.0, cap, batch=100, budget_s=0)
+        deleted += pruned.deleted
+        if not pruned.more:
+            break
+    assert store.used_bytes(h.conn) <= cap
+    assert calls > 2  # one batch per call: the caller was told to come back
+    assert deleted == 2000 - _counts(h)[0]
+    assert store.prune(h.conn, 0.0, cap, batch=100, budget_s=0) == store.Pruned(0, more=False)
+    h.close()
+
+
+def test_another_writer_gets_the_lock_between_prune_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The correlator process prunes while the daemon commits checkpoints to the same file: each pause between
+    two batches leaves the write lock free (a writer that cannot wait at all gets it)."""
+    h = Harness(tmp_path, clock=lambda: T0)
+    h.commit(_acct("a", T0, 50, "a"))
+    other = sqlite3.connect(h.db, isolation_level=None, timeout=0)
+    took: list[bool] = []
+
+    def pause(seconds: float) -> None:
+        assert seconds == 0.25
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if a prune transaction is still open
+        other.execute("INSERT OR REPLACE INTO checkpoints VALUES ('daemon', ?)", (len(took),))
+        other.execute("COMMIT")
+        took.append(True)
+
+    monkeypatch.setattr(store.time, "sleep", pause)
+    assert store.prune(h.conn, T0 + DAY, 10**12, batch=10, budget_s=5, pause_s=0.25) == store.Pruned(50, more=False)
+    assert len(took) == 5  # after each batch that deleted something; none after the last, empty one
+    assert store.prune(h.conn, T0 + DAY, 10**12, batch=10, budget_s=5) == store.Pruned(0, more=False)
+    assert len(took) == 5  # no pause asked, none taken
+    other.close()
+    h.close()
+
+
+def test_maintain_says_when_pruning_has_more_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, clock=lambda: T0)
+    h.commit(_acct("a", T0, 3000, "a"))
+    h.sink.config = h.sink.config.model_copy(update={"max_db_size": store.used_bytes(h.conn) // 10})
+    monkeypatch.setattr(store, "PRUNE_BATCH", 100)
+    monkeypatch.setattr(store, "PRUNE_BUDGET_S", 0.0)
+    runs = 1
+    assert h.sink.maintain(h.conn) is True
+    while h.sink.maintain(h.conn):
+        runs += 1
+    assert runs > 10
+    assert store.used_bytes(h.conn) <= h.sink.config.max_db_size
+    assert h.sink.maintain(h.conn) is False
     h.close()
 
 

@@ -248,7 +248,7 @@ def test_pruning_drops_the_empty_slices_of_finished_generations_whatever_their_d
     rows = [f"d,{T0 + (100 if i < 20 else 20000) + i},{T0 + i},n@s.example,u{i}@gmail.com,v1,J{i},<x{i}@s>"
             for i in range(40)]  # one day; the first 20 delivered before the cutoff below, the rest after
     h.commit(batch("/l/acct.csv", HEAD + "\n".join(rows)))
-    assert store.prune(h.conn, T0 + 10000, 10**12, budget_s=5) == 20
+    assert store.prune(h.conn, T0 + 10000, 10**12, budget_s=5).deleted == 20
     listed = {v for (v,) in h.conn.execute("SELECT day FROM corr_days")}
     kept = {v for (v,) in h.conn.execute("SELECT DISTINCT qday FROM corr_timelines")}
     assert listed == kept | {store.NO_DAY}  # generations 0-4 (ids 1-19) emptied and dropped; 5 (ids 20-23) kept

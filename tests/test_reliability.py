@@ -239,7 +239,7 @@ class FailingSink:
 async def test_commit_failures_pause_reading_and_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import exporter.daemon as daemon_mod
 
-    monkeypatch.setattr(daemon_mod, "MAINTAIN_INTERVAL", 0.05)
+    monkeypatch.setattr("exporter.maintenance.MAINTAIN_INTERVAL", 0.05)
     monkeypatch.setattr("exporter.writer.RETRY_MAX", 0.05)
     w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
     cfg = load_config(write_config(tmp_path, tail={"max_pending_rows": 1000, "chunk_bytes": 64 * 1024},
