@@ -47,7 +47,7 @@ GEN_BITS: int | None = None
 generation count of a much bigger store (what linking's probes may have to seek)."""
 FILTER_BITS: int | None = None
 """`--filter-bits`: 2**N bits in the correlator's key filter (32 MiB = 2**28): a small one has the false-positive
-rate of a much fuller store (every key a pruned timeline had stays in the filter until a restart)."""
+rate of a much fuller store in a short run (its minimum of pruned timelines before a rebuild scaled alike)."""
 MAX_DB: int | None = None
 """`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 
@@ -94,8 +94,10 @@ def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
     if GEN_BITS is not None:
         lines += ["import correlator.store", f"correlator.store.GEN_BITS = {GEN_BITS}"]
     if FILTER_BITS is not None:
-        lines += ["import correlator.keyfilter as kf", f"kf._LOG2_BITS = {FILTER_BITS}",
-                  f"kf._MASK = {(1 << FILTER_BITS) - 1}"]
+        lines += ["import exporter.allocator", "exporter.allocator.set_default()",  # as exporter.cli, before polars
+                  "import correlator.keyfilter as kf", f"kf._LOG2_BITS = {FILTER_BITS}",
+                  f"kf._MASK = {(1 << FILTER_BITS) - 1}", "import correlator.ingest as ing",  # rebuilt as much sooner
+                  f"ing.FILTER_REBUILD_MIN_DEAD = getattr(ing, 'FILTER_REBUILD_MIN_DEAD', 0) >> {28 - FILTER_BITS}"]
     if lines:
         site = cfg.parent / "site"
         site.mkdir(exist_ok=True)
@@ -373,8 +375,8 @@ def main() -> int:
                     help="2**N timelines per key-index generation (the daemon's is 16): 12 gives a 300 s run the"
                          " generation count of a store 16x its size")
     ap.add_argument("--filter-bits", type=int, default=None,
-                    help="2**N bits in the key filter (the daemon's is 28): 20 gives a short run the false-positive"
-                         " rate of a long-lived store")
+                    help="2**N bits in the key filter (the daemon's is 28): with 23 and a 300 MB cap, 150 s add the"
+                         " pruned keys that ~1 h at 20k records/s adds to 32 MiB")
     ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
                     " daemon's, 20 GiB): a small one makes the run prune under the size cap")
     args = ap.parse_args()

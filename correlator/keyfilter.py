@@ -5,7 +5,8 @@ the cache forgot, so every miss was probed with SQL. In a backfill almost every 
 message. This filter remembers every bare link key (Message-Id or jobId hash XOR recipient hash)
 ever written, in 32 MiB whatever the input size: "not in the filter" proves "not in the store",
 so only possible hits are probed. It may only ever hold too much (a rolled-back write, a pruned
-timeline: a useless probe), never too little, so it stays valid across rollbacks and pruning;
+timeline: a useless probe), never too little, so it stays valid across rollbacks and pruning (once
+pruning has deleted as many timelines as the store holds, ingest.py rebuilds it from the store);
 it is trusted only when built from an empty store or loaded from the store (see ingest.py), which after
 a restart takes a step per write on a large store. Meanwhile a write may give a timeline already read
 a key (an UPDATE, a merge): that key is named by the write's own records, which are added as well.

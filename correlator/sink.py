@@ -134,7 +134,7 @@ class CorrelatorSink:
                                     pause_s=self.prune_pause)
         if deleted:
             self.timelines_pruned += deleted
-            self.ingestor.forget()  # cached links may name deleted timelines
+            self.ingestor.pruned(deleted)  # cached links may name deleted timelines, the key filter holds their keys
         return more
 
     def asgi_routes(self) -> Any:
