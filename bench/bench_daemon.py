@@ -193,7 +193,10 @@ def drain(listen: str, limit: float = 120.0) -> str:
     """How long the correlator takes to store what is left once nothing is appended (flat lag: a second or two)."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < limit:
-        _n, rows, nbytes = counted(listen)
+        try:
+            _n, rows, nbytes = counted(listen)
+        except httpx.HTTPError:
+            continue  # no answer within 10 s: ask again
         if rows == 0 and nbytes == 0:
             return f"in {time.perf_counter() - t0:.1f}s"
         time.sleep(0.2)
@@ -254,6 +257,10 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     db = Path(yaml.safe_load(cfg.read_text())["state_dir"]) / "watchtower.db"
     used_by_quarter = [0.0] * 4
     """Peak bytes in use in the state DB in each quarter (what `correlator.max_db_size` caps)."""
+    stalls: list[tuple[float, str]] = []
+    """(seconds since the start, error) of each sample the daemon did not answer within 10 s."""
+    dirty = 0.0
+    """Peak MB of file pages waiting to be written (Dirty + Writeback): the disk falling behind stalls writers."""
     planned_restart = restart_at
     cpu0 = cpu_seconds(proc.pid)
     t0 = time.perf_counter()
@@ -271,7 +278,13 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
         for h in handles.values():
             h.flush()
         if now >= next_sample:
-            n, _rows, _bytes = counted(listen)
+            dirty = max(dirty, meminfo_mb("Dirty") + meminfo_mb("Writeback"))
+            try:
+                n, _rows, _bytes = counted(listen)
+            except httpx.HTTPError as exc:  # a stall is a result: counted, its time and the daemon's log kept
+                stalls.append((now - t0, f"{type(exc).__name__}: {exc}"))
+                next_sample = time.perf_counter() + SAMPLE_EVERY
+                continue
             lags.append(max(0.0, (written - n) / rate))
             behind.append((now - t0, _rows, _bytes))
             quarter = min(3, int((now - t0) * 4 / seconds))
@@ -288,7 +301,12 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
             proc = start(cfg, listen, work / "live.log")
             cpu0, cpu_from = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(0.01)
-    n, backlog, backlog_bytes = counted(listen)
+    for _ in range(30):  # the last sample, through a stall of up to 5 min
+        try:
+            n, backlog, backlog_bytes = counted(listen)
+            break
+        except httpx.HTTPError as exc:
+            stalls.append((time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
     rss1 = rss_with_children(proc.pid)
     elapsed = time.perf_counter() - cpu_from
     cpu1 = cpu_seconds(proc.pid)
@@ -313,6 +331,12 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     if CORRELATOR:
         print("  peak bytes in use in the state DB per quarter: "
               + ", ".join(f"{u / 1e6:,.0f}" for u in used_by_quarter) + " MB")
+    print(f"  peak dirty + writeback file pages: {dirty:,.0f} MB; samples without an answer within 10 s:"
+          f" {len(stalls)}" + (f" (first at {stalls[0][0]:.0f} s: {stalls[0][1]}, last at {stalls[-1][0]:.0f} s)"
+                               if stalls else ""))
+    if stalls:
+        print("  the daemon's log, last lines:\n    " + "\n    ".join(
+            (work / "live.log").read_text(errors="replace").splitlines()[-30:]))
     print(f"  CPU while appending{' (since the restart)' if cpu_from > t0 else ''} (cores busy): daemon {busy[0]:.2f}"
           + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else ""))
     for h in handles.values():
@@ -322,6 +346,14 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     if CORRELATOR:
         state = Path(yaml.safe_load(cfg.read_text())["state_dir"])
         print("  store at the end: " + store_shape(state / "watchtower.db"))
+
+
+def meminfo_mb(field: str) -> float:
+    """A /proc/meminfo field in MB (0 where there is none)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def bytes_in_use(db: Path) -> float:
