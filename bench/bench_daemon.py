@@ -301,6 +301,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
             proc = start(cfg, listen, work / "live.log")
             cpu0, cpu_from = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(0.01)
+    n, backlog, backlog_bytes = 0.0, -1, 0
     for _ in range(30):  # the last sample, through a stall of up to 5 min
         try:
             n, backlog, backlog_bytes = counted(listen)
