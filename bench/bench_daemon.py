@@ -49,6 +49,8 @@ FILTER_BITS: int | None = None
 """`--filter-bits`: 2**N bits in the correlator's key filter (32 MiB = 2**28): a small one has the false-positive
 rate of a much fuller store in a short run (its minimum of pruned timelines before a rebuild scaled alike)."""
 MAX_DB: int | None = None
+STARTED: list[subprocess.Popen[bytes]] = []
+"""Every daemon this run started: stopped at the end whatever happened (a crashed run once left one running)."""
 """`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 
 
@@ -106,6 +108,7 @@ def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=CHECKOUT,
                                 stdout=f, stderr=subprocess.STDOUT, env=env)
+    STARTED.append(proc)
     for _ in range(600):
         try:
             httpx.get(f"http://{listen}/healthz", timeout=1)
@@ -424,10 +427,16 @@ def main() -> int:
     MAX_PENDING = args.max_pending
     with tempfile.TemporaryDirectory(prefix="wt-bench-daemon-") as tmp:
         work = Path(tmp)
-        if args.only in (None, "backfill"):
-            backfill(work, args.lines)
-        if args.only in (None, "live"):
-            live(work, args.rate, args.seconds, args.restart_at)
+        try:
+            if args.only in (None, "backfill"):
+                backfill(work, args.lines)
+            if args.only in (None, "live"):
+                live(work, args.rate, args.seconds, args.restart_at)
+        finally:  # a run that fails must not leave its daemon running under the next measurement
+            for proc in STARTED:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=60)
     return 0
 
 
