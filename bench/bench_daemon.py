@@ -133,11 +133,16 @@ def counted(listen: str) -> tuple[float, int, int]:
     return n, int(health.get("commit_backlog_rows", -1)), int(health.get("commit_backlog_bytes", 0))
 
 
-def status(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def kb_field_mb(path: str, key: str) -> float:
+    """A `Key: N kB` field of a /proc file in MB (0 where there is none)."""
+    for line in Path(path).read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def status(pid: int, key: str) -> float:
+    return kb_field_mb(f"/proc/{pid}/status", key)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -281,7 +286,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
         for h in handles.values():
             h.flush()
         if now >= next_sample:
-            dirty = max(dirty, meminfo_mb("Dirty") + meminfo_mb("Writeback"))
+            dirty = max(dirty, kb_field_mb("/proc/meminfo", "Dirty") + kb_field_mb("/proc/meminfo", "Writeback"))
             try:
                 n, _rows, _bytes = counted(listen)
             except httpx.HTTPError as exc:  # a stall is a result: counted, its time and the daemon's log kept
@@ -350,14 +355,6 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     if CORRELATOR:
         state = Path(yaml.safe_load(cfg.read_text())["state_dir"])
         print("  store at the end: " + store_shape(state / "watchtower.db"))
-
-
-def meminfo_mb(field: str) -> float:
-    """A /proc/meminfo field in MB (0 where there is none)."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def bytes_in_use(db: Path) -> float:
