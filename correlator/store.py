@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from exporter.writelock import begin_immediate
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
@@ -309,9 +311,10 @@ PRUNE_BATCH = 20_000
 """Timelines deleted per transaction (~0.2 s). Each commit writes every page the batch touched, in the table and in
 each of its indexes, and the next batch touches many of them again: lowest ids first, 1,000 per transaction deleted
 ~31k timelines/s, 5,000 ~65k, 20,000 ~90k (bench/README.md, ninth round)."""
-PRUNE_PAUSE_S = 0.1
-"""What the correlator process waits between two prune batches (CorrelatorSink.prune_pause): the longest sleep of
-SQLite's busy handler, so the daemon's checkpoint commit waiting for the lock gets it (metrics lag)."""
+PRUNE_PAUSE_S = 0.01
+"""What the correlator process waits between two prune batches (CorrelatorSink.prune_pause), so the daemon's
+checkpoint commit waiting for the lock gets it (metrics lag): five of its attempts (exporter/writelock.py; with
+SQLite's busy handler, which sleeps up to 100 ms, it took 0.1 s: ~7% of the correlator's time at a 5 GB store)."""
 PRUNE_BUDGET_S = 1.0
 """Seconds of deleting per prune call. The writer waits meanwhile; a call that stops with more to delete says so,
 and its caller comes back after MAINTAIN_BUSY_INTERVAL instead of the usual interval."""
@@ -369,7 +372,7 @@ def _txn(conn: sqlite3.Connection) -> Iterator[None]:
     if conn.in_transaction:
         yield
         return
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         yield
     except BaseException:

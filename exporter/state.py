@@ -39,6 +39,7 @@ from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, SpanGone, read_span, span_at
 from exporter.walcheckpoint import WalCheckpointer
+from exporter.writelock import BUSY_TIMEOUT_MS, begin_immediate
 
 log = logging.getLogger("watchtower.state")
 
@@ -249,7 +250,7 @@ class StateStore:
         private_file(self.path)  # tighten the mode of a database made by an older version
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
         conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
@@ -301,7 +302,7 @@ class StateStore:
         (sinks skip lines they already hold)."""
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
             if new_files:
                 now = time.time()
@@ -412,7 +413,7 @@ class StateStore:
         if keep:  # the sink process reads a new file from byte 0, or from the first run's start position
             positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start else (0, 0, "")
                          for cp in c.checkpoints}
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
             conn.executemany(
                 "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header,"

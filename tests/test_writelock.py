@@ -1,0 +1,92 @@
+"""The write lock is taken as soon as the other writer leaves it free (exporter/writelock.py).
+
+The daemon and its correlator process write to one database. With SQLite's own busy handler a writer that has
+waited a while sleeps 100 ms between attempts and misses a lock left free for less: these tests leave it free
+for 30 ms between two long transactions of another connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter import writelock
+
+
+def _db(tmp_path: Path) -> Path:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (who TEXT)")
+    conn.close()
+    return path
+
+
+def _holder(path: Path, first: float, gap: float, then: float, started: threading.Event) -> threading.Thread:
+    """Another writer: holds the lock `first` seconds, leaves it free `gap` seconds, holds it `then` seconds."""
+    def run() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+        conn.execute("BEGIN IMMEDIATE")
+        started.set()
+        time.sleep(first)
+        conn.execute("COMMIT")
+        time.sleep(gap)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # fails if the writer under test took the lock in the gap
+        except sqlite3.OperationalError:
+            conn.close()
+            return
+        conn.execute("INSERT INTO t VALUES ('holder')")
+        time.sleep(then)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_writer_takes_the_lock_in_a_short_gap_between_two_transactions_of_another(tmp_path: Path) -> None:
+    path = _db(tmp_path)
+    started = threading.Event()
+    # SQLite's handler tries again at ~528 and ~628 ms (sleeps of 1, 2, 5, ... 50, 50, 100, 100 ms): a gap
+    # between those is missed by it, and is ten of POLL_S
+    holder = _holder(path, first=0.565, gap=0.03, then=3.0, started=started)
+    started.wait(5)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=2.0)
+    writelock.begin_immediate(conn, timeout_ms=2000)  # SQLite's handler, asleep 100 ms at a time, raises here
+    conn.execute("INSERT INTO t VALUES ('writer')")
+    conn.execute("COMMIT")
+    holder.join()
+    who = [r[0] for r in conn.execute("SELECT who FROM t ORDER BY rowid")]
+    assert who[0] == "writer"  # in the gap, not after the holder's second transaction
+    assert who in (["writer"], ["writer", "holder"])  # the holder got in again after it, or found it still there
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2000
+    conn.close()
+
+
+def test_a_lock_held_throughout_still_ends_in_database_is_locked(tmp_path: Path) -> None:
+    path = _db(tmp_path)
+    started = threading.Event()
+    holder = _holder(path, first=1.0, gap=0.0, then=0.0, started=started)
+    started.wait(5)
+    conn = sqlite3.connect(path, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        writelock.begin_immediate(conn, timeout_ms=200)
+    assert not conn.in_transaction
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 200  # statements keep waiting as configured
+    holder.join()
+    conn.close()
+
+
+def test_an_error_other_than_busy_is_not_retried(tmp_path: Path) -> None:
+    conn = sqlite3.connect(_db(tmp_path), isolation_level=None)
+    conn.execute("BEGIN")
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        writelock.begin_immediate(conn)
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == writelock.BUSY_TIMEOUT_MS
+    conn.close()
