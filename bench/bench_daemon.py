@@ -8,8 +8,12 @@
    prints metrics lag (records written minus records counted, as seconds of traffic) p50/p99, the
    timeline backlog (rows held in memory + bytes the writer reads again from the files) at the middle
    and at the end of the run, the timeline lag per quarter of the run as seconds of traffic (flat = the
-   correlator keeps up) and how long it takes to catch up once the appends stop, and RSS (daemon plus
-   its children) at start, middle and end.
+   correlator keeps up) and how long it takes to catch up once the appends stop, RSS (daemon plus
+   its children) at start, middle and end, and the CPU of the daemon, its correlator process, this
+   benchmark and the whole machine while appending. Generating the records costs ~0.25 of a core at
+   20k records/s, taken from the daemon on a 2-core machine (PMTA writes its logs from C):
+   `--pregenerate` generates them before the daemon starts and only copies them in while appending.
+   `--keep DIR` keeps the run's files and store (for bench/bench_store_ops.py).
 
 Ratios are against the target in the same run (`--rate`); no assertion, just figures:
 `python bench/bench_daemon.py [--lines 600000] [--rate 20000] [--seconds 30]`.
@@ -18,6 +22,7 @@ Ratios are against the target in the same run (`--rate`); no assertion, just fig
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -226,6 +232,13 @@ def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float)
     return "median/max " + ", ".join(parts)
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat: is anything starved?"""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), sum(fields) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(CPU seconds of the daemon, of its child processes alive now)."""
     def one(p: int) -> float:
@@ -241,7 +254,62 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return one(pid), children
 
 
-def live(work: Path, rate: int, seconds: float, restart_at: float | None = None) -> None:
+class Generated:
+    """Messages generated while appending (bench/corpus.py): ~0.25 of a core at 20k records/s, taken from the
+    machine the daemon runs on."""
+
+    def __init__(self) -> None:
+        self.gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
+
+    def append(self, handles: dict[str, Any], due: int) -> int:
+        """Whole messages of at least `due` records; returns the records written."""
+        written = 0
+        while written < due:
+            a, d, f = self.gen.message()
+            for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
+                if rows:
+                    handles[name].write("\n".join(rows) + "\n")
+            written += len(a) + len(d) + len(f)
+        return written
+
+
+class Pregenerated:
+    """The same messages, generated before the daemon starts and copied in blocks while appending: PMTA writes
+    its logs from C, so what the daemon gets of the machine should not go to a Python generator (`--pregenerate`)."""
+
+    BLOCK = 500
+    """Records per block, at least (whole messages): the pace is kept to 25 ms at 20k records/s."""
+
+    def __init__(self, directory: Path, records: int) -> None:
+        gen = Generated()
+        self.blocks: list[tuple[int, dict[str, str]]] = []
+        started = time.perf_counter()
+        total = 0
+        while total < records:
+            parts: dict[str, list[str]] = {"acct": [], "diag": [], "fbl": []}
+            n = 0
+            while n < self.BLOCK:
+                a, d, f = gen.gen.message()
+                for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
+                    parts[name] += rows
+                n += len(a) + len(d) + len(f)
+            self.blocks.append((n, {k: "\n".join(v) + "\n" for k, v in parts.items() if v}))
+            total += n
+        self.blocks.reverse()  # popped from the end
+        print(f"  {total:,} records generated in {time.perf_counter() - started:.0f} s before the daemon started",
+              flush=True)
+
+    def append(self, handles: dict[str, Any], due: int) -> int:
+        written = 0
+        while written < due and self.blocks:
+            n, texts = self.blocks.pop()
+            for name, text in texts.items():
+                handles[name].write(text)
+            written += n
+        return written
+
+
+def live(work: Path, rate: int, seconds: float, restart_at: float | None = None, pregenerate: bool = False) -> None:
     logs = work / "live"
     logs.mkdir()
     files = {"acct": (logs / "acct-2026-11-30-0000.csv", ACCT_HEADER), "diag":
@@ -251,10 +319,10 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
         handles[name] = open(path, "w", encoding="utf-8")  # noqa: SIM115
         handles[name].write(header + "\n")
         handles[name].flush()
+    source: Generated | Pregenerated = Pregenerated(work, int(rate * seconds * 1.01)) if pregenerate else Generated()
     cfg, listen = config(work / "live-state" if (work / "live-state").mkdir() is None else work, logs)
     proc = start(cfg, listen, work / "live.log")
     rss0 = rss_with_children(proc.pid)
-    gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
     written = 0
     lags: list[float] = []
     behind: list[tuple[float, int, int]] = []
@@ -271,18 +339,12 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     """Peak MB of file pages waiting to be written (Dirty + Writeback): the disk falling behind stalls writers."""
     planned_restart = restart_at
     cpu0 = cpu_seconds(proc.pid)
+    machine0, own0 = machine_cpu(), time.process_time()
     t0 = time.perf_counter()
     cpu_from = t0
     next_sample = t0 + SAMPLE_EVERY
     while (now := time.perf_counter()) - t0 < seconds:
-        due = int((now - t0) * rate) - written
-        while due > 0:
-            a, d, f = gen.message()
-            for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
-                if rows:
-                    handles[name].write("\n".join(rows) + "\n")
-            written += len(a) + len(d) + len(f)
-            due -= len(a) + len(d) + len(f)
+        written += source.append(handles, int((now - t0) * rate) - written)
         for h in handles.values():
             h.flush()
         if now >= next_sample:
@@ -308,6 +370,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
             proc.wait(timeout=60)
             proc = start(cfg, listen, work / "live.log")
             cpu0, cpu_from = cpu_seconds(proc.pid), time.perf_counter()
+            machine0, own0 = machine_cpu(), time.process_time()
         time.sleep(0.01)
     n, backlog, backlog_bytes = 0.0, -1, 0
     for _ in range(30):  # the last sample, through a stall of up to 5 min
@@ -319,6 +382,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
     rss1 = rss_with_children(proc.pid)
     elapsed = time.perf_counter() - cpu_from
     cpu1 = cpu_seconds(proc.pid)
+    machine1, own1 = machine_cpu(), time.process_time()
     drained = drain(listen)
     traffic = sum(h.tell() for h in handles.values()) / seconds  # bytes appended per second
     mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
@@ -347,7 +411,9 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None)
         print("  the daemon's log, last lines:\n    " + "\n    ".join(
             (work / "live.log").read_text(errors="replace").splitlines()[-30:]))
     print(f"  CPU while appending{' (since the restart)' if cpu_from > t0 else ''} (cores busy): daemon {busy[0]:.2f}"
-          + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else ""))
+          + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else "")
+          + f", this benchmark (writing the files) {(own1 - own0) / elapsed:.2f}; the whole machine"
+          f" {(machine1[0] - machine0[0]) / elapsed:.2f} of {(machine1[1] - machine0[1]) / elapsed:.2f}")
     for h in handles.values():
         h.close()
     proc.send_signal(signal.SIGTERM)
@@ -412,6 +478,11 @@ def main() -> int:
                          " pruned keys that ~1 h at 20k records/s adds to 32 MiB")
     ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
                     " daemon's, 20 GiB): a small one makes the run prune under the size cap")
+    ap.add_argument("--pregenerate", action="store_true",
+                    help="live: generate the run's records before the daemon starts and copy them in while appending"
+                         " (generating them meanwhile takes ~0.25 of a core at 20k records/s from the daemon)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="work in this (new) directory and keep it: the store, logs and files, to study afterwards")
     args = ap.parse_args()
     global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB, FILTER_BITS
     FILTER_BITS = args.filter_bits
@@ -422,13 +493,17 @@ def main() -> int:
     WORKER = args.worker
     POLL = args.poll
     MAX_PENDING = args.max_pending
-    with tempfile.TemporaryDirectory(prefix="wt-bench-daemon-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wt-bench-daemon-")))
+        else:
+            work = args.keep.resolve()
+            work.mkdir(parents=True, exist_ok=False)
         try:
             if args.only in (None, "backfill"):
                 backfill(work, args.lines)
             if args.only in (None, "live"):
-                live(work, args.rate, args.seconds, args.restart_at)
+                live(work, args.rate, args.seconds, args.restart_at, args.pregenerate)
         finally:  # a run that fails must not leave its daemon running under the next measurement
             for proc in STARTED:
                 if proc.poll() is None:
