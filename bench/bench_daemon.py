@@ -281,7 +281,10 @@ class Pregenerated:
     """Records per block, at least (whole messages): the pace is kept to 25 ms at 20k records/s."""
 
     def __init__(self, records: int) -> None:
-        """Held in memory, one string per file and block: ~200 bytes a record (~3.7 GB for 900 s at 20k/s)."""
+        """Held in memory, one string per file and block: ~470 bytes a record, ~8.5 GB for 900 s at 20k/s (needs a
+        machine with room for that beside the daemon's store). Kept in a file of the run instead, they were written
+        back to disk during the run (941 MB dirty at the peak) and the daemon fell behind on that (bench/README.md,
+        tenth round)."""
         gen = Generated()
         self.blocks: list[tuple[int, dict[str, str]]] = []
         started = time.perf_counter()
@@ -480,7 +483,7 @@ def main() -> int:
     ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
                     " daemon's, 20 GiB): a small one makes the run prune under the size cap")
     ap.add_argument("--pregenerate", action="store_true",
-                    help="live: generate the run's records before the daemon starts (held in memory, ~200 bytes each)"
+                    help="live: generate the run's records before the daemon starts (held in memory, ~470 bytes each)"
                          " and copy them in while appending (generating them meanwhile takes ~0.25 of a core at 20k"
                          " records/s from the daemon)")
     ap.add_argument("--keep", type=Path, default=None,
