@@ -282,9 +282,9 @@ class Pregenerated:
 
     def __init__(self, records: int) -> None:
         """Held in memory, one string per file and block: ~470 bytes a record, ~8.5 GB for 900 s at 20k/s (needs a
-        machine with room for that beside the daemon's store). Kept in a file of the run instead, they were written
-        back to disk during the run (941 MB dirty at the peak) and the daemon fell behind on that (bench/README.md,
-        tenth round)."""
+        machine with room for that beside the daemon's store). Kept in a file of the run instead, the file was
+        written back to disk during the run (941 MB dirty at the peak) and the one run so taken fell far behind
+        (bench/README.md, tenth round)."""
         gen = Generated()
         self.blocks: list[tuple[int, dict[str, str]]] = []
         started = time.perf_counter()
