@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -290,14 +291,9 @@ class Pregenerated:
         started = time.perf_counter()
         total = 0
         while total < records:
-            parts: dict[str, list[str]] = {"acct": [], "diag": [], "fbl": []}
-            n = 0
-            while n < self.BLOCK:
-                a, d, f = gen.gen.message()
-                for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
-                    parts[name] += rows
-                n += len(a) + len(d) + len(f)
-            self.blocks.append((n, {k: "\n".join(v) + "\n" for k, v in parts.items() if v}))
+            parts = {name: io.StringIO() for name in ("acct", "diag", "fbl")}
+            n = gen.append(parts, self.BLOCK)
+            self.blocks.append((n, {name: text for name, part in parts.items() if (text := part.getvalue())}))
             total += n
         self.blocks.reverse()  # popped from the end
         print(f"  {total:,} records generated in {time.perf_counter() - started:.0f} s before the daemon started",

@@ -17,13 +17,11 @@ POLL_S = 0.002
 """Seconds between two attempts at the write lock."""
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for the lock before `database is locked` (the connections' busy_timeout)."""
-_SQLITE_BUSY = 5
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
     """The lock is held by another connection (SQLITE_BUSY and its extended codes)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code & 0xFF) == _SQLITE_BUSY if isinstance(code, int) else "locked" in str(exc)
+    return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def begin_immediate(conn: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
