@@ -19,6 +19,9 @@ from correlator.writes import Segment
 
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
 _KEY_INDEX = {"mid_h": "corr_tl_mid", "job_h": "corr_tl_job"}
+_BACK_FIRST = 8
+"""Older generations a probe seeks in its first step back (then 16, 32, ...): a report (no timeQueued) may be in any
+of the hundreds of a full store, and is most often about a recent message."""
 
 
 class Linker:
@@ -46,6 +49,9 @@ class Linker:
         costs does not grow with the number of generations a day holds. The undated slices and the two
         newest generations are tried first, and the older generations only for keys not found there with
         an id of a recent generation: every id of an older generation is lower, so the newest timeline wins.
+        Those are sought newest first, _BACK_FIRST generations, then twice as many, and so on, each step only
+        for the keys no step found yet: a late report, which may be in any of the hundreds of generations of a
+        full store, costs about as many seeks as its message is generations old, not as the store holds.
         """
         if not wanted:
             return
@@ -59,19 +65,25 @@ class Linker:
         parts: dict[int | None, tuple[list[int], list[int]]] = {}
 
         def split(scope: float | None) -> tuple[list[int], list[int]]:
-            """(first, then) slices a key of this scope may be stored in: the undated slices (numbered apart,
-            so any id may be in any of them) and the recent dated ones first, then the older dated ones."""
+            """(first, then) slices a key of this scope may be stored in: the undated slices and plain days
+            (numbered apart from the generations, so any id may be in any of them) and the recent dated ones
+            first, then the older dated ones, newest first."""
             b = None if scope is None else int(scope // bucket)
             got = parts.get(b)
             if got is None:
                 where = ([v for v in self._days if store.day_of_slice(v) != store.NO_DAY] if b is None  # a report
                          else scopes.get(b, []) + legacy.get(b * bucket // day, []))
-                got = parts[b] = (undated + [v for v in where if gen(v) >= cut], [v for v in where if gen(v) < cut])
+                got = parts[b] = (undated + [v for v in where if gen(v) >= cut or not gen(v)],
+                                  sorted((v for v in where if 0 < gen(v) < cut), key=gen, reverse=True))
             return got
 
         left = self._probe_in(conn, column, wanted, lambda scope: split(scope)[0], boundary)
-        if left:
-            self._probe_in(conn, column, left, lambda scope: split(scope)[1], boundary)
+        start, size = 0, _BACK_FIRST
+        while left:  # the older slices, newest first, in growing steps: a key found in one is sought no further back
+            stop = start + size
+            left = self._probe_in(conn, column, left, lambda scope, a=start, b=stop: split(scope)[1][a:b], 1)
+            left = {key: item for key, item in left.items() if len(split(item[2])[1]) > stop}
+            start, size = stop, size * 2
 
     def _probe_in(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, float | None]],
                   slices_of: Callable[[float | None], list[int]],

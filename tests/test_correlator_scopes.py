@@ -112,9 +112,10 @@ def test_a_store_written_before_scopes_keeps_joining_by_day_and_scopes_what_come
     h = Harness(tmp_path)
     assert h.conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone() == ("2",)
     assert h.conn.execute("SELECT count(*) FROM corr_timelines WHERE scope IS NOT NULL").fetchone() == (0,)
-    # an old timeline is still joined by any record of its day (the rule it was written under), probed
-    # in every slice of the day: 11 legacy ones (ids 1-40, generations 0-10) and the undated one, for each key
-    assert _seeks(h, f"d,{T0 + 7200},{T0 + 3600},n@s.example,u7@gmail.com,v1,J7,<x7@s>") == 2 * 12
+    # an old timeline is still joined by any record of its day (the rule it was written under), probed in the
+    # slices of the day, 11 legacy ones (ids 1-40, generations 0-10), and the undated one: for each key, the
+    # undated and the two newest (3), then 8 older ones newest first, which reach its own (id 8, generation 2)
+    assert _seeks(h, f"d,{T0 + 7200},{T0 + 3600},n@s.example,u7@gmail.com,v1,J7,<x7@s>") == 2 * (3 + 8)
     # a new timeline is scoped: the same job resent later that day is another message
     h.commit(batch("/l/new.csv", HEAD +
                    f"d,{T0 + 100},{T0 + 100},n@s.example,amy@gmail.com,v1,J100,<y@s>\n"
@@ -259,4 +260,57 @@ def test_pruning_drops_the_empty_slices_of_finished_generations_whatever_their_d
                    f"d,{T0 + 20100},{T0 + 50},n@s.example,new@gmail.com,v1,J50,<x50@s>"))
     assert h.conn.execute("SELECT id, attempts FROM corr_timelines WHERE rcpt LIKE 'u25@%'").fetchone() == (26, 2)
     assert h.conn.execute("SELECT id FROM corr_timelines WHERE rcpt = 'new@gmail.com'").fetchone() == (41,)
+    h.close()
+
+
+FBL_HEAD = "type,timeLogged,orig,rcpt,header_Message-Id\n"
+
+
+def _report_seeks(h: Harness, i: int) -> int:
+    """Index seeks of a complaint about message i (no timeQueued: no scope), the link cache dropped."""
+    ing = h.sink.ingestor
+    ing.forget()
+    before = ing.probe_seeks
+    h.commit(batch(f"/l/fbl-{i}-{before}.csv", FBL_HEAD + f"f,{T0 + 7200},n@s.example,u{i}@gmail.com,<x{i}@s>\n"))
+    return ing.probe_seeks - before
+
+
+def _reported(h: Harness) -> list[int]:
+    """The timeline of each stored complaint, in file order."""
+    return [tl for (tl,) in h.conn.execute("SELECT tl FROM corr_events WHERE type = ? ORDER BY id",
+                                           (store.TYPE_CODES["f"],))]
+
+
+def test_a_late_report_seeks_back_from_the_newest_generation_and_stops_at_its_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report has no timeQueued, so its key may be in any slice of the store: hundreds in a full one. It arrives
+    after its delivery (hours, for a complaint), so its message is most often among the newer ones: the older
+    generations are sought newest first, a few more at a time, and no further back than the newest with its key."""
+    monkeypatch.setattr(store, "GEN_BITS", 2)  # 300 messages: ids 1-300 in generations 0-75 (id >> 2), 76 slices
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct.csv", HEAD + _messages(300)))
+    # message 280 (id 281, generation 70): first the undated slice and generations 74-75 (3 seeks), then
+    # 73-66 (8): found there, so generations 65-0 are not sought
+    assert _report_seeks(h, 280) == 3 + 8
+    # message 200 (id 201, generation 50): 3, then 73-66 (8), 65-50 (16)
+    assert _report_seeks(h, 200) == 3 + 8 + 16
+    # message 3 (id 4, generation 1): every slice, as before (3, then 8 + 16 + 32 + the last 18 of 74)
+    assert _report_seeks(h, 3) == 3 + 74
+    assert _reported(h) == [281, 201, 4]
+    h.close()
+
+
+def test_a_late_report_joins_the_newest_timeline_of_its_key_however_far_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same Message-Id sent to the same recipient twice a day apart is two timelines (two timeQueued); a
+    report without timeQueued joins the newer one, found in its own generation before the older one's."""
+    monkeypatch.setattr(store, "GEN_BITS", 2)
+    h = Harness(tmp_path)
+    again = f"d,{T0 + 86400 + 30},{T0 + 86400},n@s.example,u5@gmail.com,v1,J5,<x5@s>"
+    h.commit(batch("/l/acct.csv", HEAD + _messages(100) + "\n" + again + "\n" + _messages(100, 1)
+                   .replace(f"{T0}", f"{T0 + 2 * 86400}").replace("u", "w").replace("<x", "<y")))
+    assert h.conn.execute("SELECT id FROM corr_timelines WHERE rcpt = 'u5@gmail.com' ORDER BY id").fetchall() == [
+        (6,), (101,)]
+    _report_seeks(h, 5)
+    assert _reported(h) == [101]
     h.close()
