@@ -14,19 +14,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import polars as pl
 
+from correlator import store
 from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_message_id
 from correlator.prepare import map_distinct
-from correlator.store import DAYS, ReadPool, StoreNotReady
+from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import parse_pmta_time
 
 log = logging.getLogger(__name__)
 
+_HAS_VMTA = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
 _DELIVERY_TYPES = frozenset(("d", "b", "t", "delivery", "bounce", "transient"))
 Key = tuple[str, str, str]
 
@@ -282,6 +285,46 @@ def _take(d: dict, n: int):  # type: ignore[no-untyped-def]
         yield next(it)
 
 
+SEEK_BUDGET = 4_000
+"""Index seeks the store lookups of one batch of reports may cost (a seek per slice searched per query; ~5-30 us
+each at a 20 GiB store with a warm cache). The metrics of a batch wait for its attribution, on the daemon's event
+loop: at a full store (~480 slices) a report whose delivery the correlator had not stored yet searched every slice
+three or four times, ~10 ms with a warm cache and 0.5-2 s (up to 8 s) with a cold one, and the metrics fell
+minutes behind (bench/README.md, eleventh round). Once the budget (or TIME_BUDGET_S) is spent, the batch's reports are
+answered from memory only; a search is cut between two of its steps."""
+TIME_BUDGET_S = 0.05
+"""Seconds the store lookups of one batch may take, whatever the seeks cost (a cold cache, a busy disk)."""
+FIRST_STEP = 8
+"""Generations the first step of a store search covers (then 16, 32, up to MAX_STEP): newest first, as most reports
+are about a recent delivery."""
+MAX_STEP = 64
+"""Generations a step covers at most: the budget is looked at between two steps (64 index seeks: ~0.1-0.3 s at worst
+on a cold 20 GiB store, measured)."""
+
+
+class _Step(NamedTuple):
+    slices: list[int]
+    low: int
+    """Lowest timeline id of the step's dated generations: a hit at or above it is newer than any later step's."""
+
+
+def search_steps(conn: sqlite3.Connection) -> list[_Step]:
+    """The store's slices in the order a search goes through them: the undated slices and plain days first (their
+    timelines may have any id) with the newest FIRST_STEP generations, then older ones, twice as many per step up to
+    MAX_STEP."""
+    gen, day_of = store.generation_of_slice, store.day_of_slice
+    values = [v for (v,) in conn.execute("SELECT day FROM corr_days")]
+    anywhere = [v for v in values if not gen(v) or day_of(v) == store.NO_DAY]
+    dated = sorted((v for v in values if gen(v) and day_of(v) != store.NO_DAY), key=gen, reverse=True)
+    steps, start, size = [], 0, FIRST_STEP
+    while not steps or start < len(dated):
+        part = dated[start : start + size]
+        low = (gen(part[-1]) - 1) << store.GEN_BITS if part else 0
+        steps.append(_Step((anywhere if not steps else []) + part, low))
+        start, size = start + size, min(size * 2, MAX_STEP)
+    return steps
+
+
 class Attributor:
     """Answers `lookup_vmta` from the in-memory index, then the store."""
 
@@ -294,6 +337,18 @@ class Attributor:
         self._hasher = hasher
         self._window = window
         self._clock = clock
+        self.seek_budget: int | None = SEEK_BUDGET
+        """Index seeks per batch; None: no limit, nor TIME_BUDGET_S (oneshot: its output must not depend on what
+        was committed when, nor on how fast the disk is)."""
+        self.timer: Callable[[], float] = time.monotonic
+        self._until: tuple[int, float] | None = None
+        """(seeks, timer value) at which the lookups of the batch under way stop (None: no limit)."""
+        self._cut = False
+        """A store search of the report under way was cut by the budget (before its end)."""
+        self.seeks = 0
+        """Index seeks the store lookups have cost (one per slice searched per query)."""
+        self.skipped = 0
+        """Reports not found in memory and not looked up in the store: their batch had spent its budget."""
 
     def lookup(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
         if not rows:
@@ -306,10 +361,20 @@ class Attributor:
         pairs = [(report, hits[4 * i : 4 * i + 4]) for i, report in enumerate(reports)]
         try:
             with self._pool.connection() as conn:
-                return [self._one(report, recent, conn) for report, recent in pairs]
+                steps = search_steps(conn)
+                self._until = None if self.seek_budget is None else (
+                    self.seeks + self.seek_budget, self.timer() + TIME_BUDGET_S)
+                out = []
+                for report, recent in pairs:
+                    room = self._room()
+                    self._cut = False
+                    hit = self._one(report, recent, conn if room else None, steps)
+                    self.skipped += hit is None and (self._cut or not room)
+                    out.append(hit)
+                return out
         except (StoreNotReady, sqlite3.Error) as exc:
             log.debug("correlator store not readable for attribution: %s", exc)
-            return [self._one(report, recent, None) for report, recent in pairs]
+            return [self._one(report, recent, None, []) for report, recent in pairs]
 
     def _fields(self, c: Columns, row: list[str]) -> tuple[str, str, str, str, float]:
         """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries."""
@@ -320,14 +385,12 @@ class Attributor:
         return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
 
     def _one(self, report: tuple[str, str, str, str, float], recent: list[tuple[str, str, float] | None],
-             conn: sqlite3.Connection | None) -> tuple[str, str] | None:
+             conn: sqlite3.Connection | None, steps: list[_Step]) -> tuple[str, str] | None:
         """Message-Id, then jobId + rcpt, then rcpt + orig in the window; each in memory (`recent`: the
-        hits of this report's four keys, as `lookup` asked them) first, then in the store."""
+        hits of this report's four keys, as `lookup` asked them) first, then in the store (`steps`)."""
         rcpt, orig, mid, job, t = report
         mid_rcpt, mid_alone, job_rcpt, rcpt_orig = recent
         rh = self._hasher(rcpt)[0] if rcpt else None
-        q = f"SELECT vmta, vmta_pool FROM corr_timelines WHERE {DAYS} AND "
-        has_vmta = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
         if mid:
             hit = mid_rcpt if mid_rcpt is not None or not rcpt else mid_alone
             if hit is not None:
@@ -336,28 +399,73 @@ class Attributor:
                 mh = message_hash(mid)
                 row_ = None
                 if rh is not None:
-                    row_ = conn.execute(q + "mid_h=? AND rcpt_h=?" + has_vmta + " ORDER BY id DESC LIMIT 1",
-                                        (mh, rh)).fetchone()
+                    row_ = self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
                 if row_ is None:
-                    row_ = conn.execute(q + "mid_h=?" + has_vmta + " LIMIT 1", (mh,)).fetchone()
+                    row_ = self._newest(conn, steps, "corr_tl_mid", "mid_h=?", (mh,), any_one=True)
                 if row_ is not None:
-                    return row_[0] or "", row_[1] or ""
+                    return row_
         if job and rcpt:
             if job_rcpt is not None:
                 return job_rcpt[0], job_rcpt[1]
             if conn is not None:
-                row_ = conn.execute(q + "job_h=? AND rcpt_h=?" + has_vmta + " ORDER BY id DESC LIMIT 1",
-                                    (job_hash(job), rh)).fetchone()
+                row_ = self._newest(conn, steps, "corr_tl_job", "job_h=? AND rcpt_h=?", (job_hash(job), rh))
                 if row_ is not None:
-                    return row_[0] or "", row_[1] or ""
+                    return row_
         if rcpt:
             lo = t - self._window
             if rcpt_orig is not None and lo <= rcpt_orig[2] <= t:
                 return rcpt_orig[0], rcpt_orig[1]
             if conn is not None:
-                row_ = conn.execute(
-                    q + "rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3 AND (?4 = '' OR orig = ?4)" + has_vmta
-                    + " ORDER BY t0 DESC LIMIT 1", (rh, lo, t, orig)).fetchone()
-                if row_ is not None:
-                    return row_[0] or "", row_[1] or ""
+                return self._latest_in_window(conn, steps, rh, lo, t, orig)
         return None
+
+    def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,
+                          orig: str) -> tuple[str, str] | None:
+        """(vmta, pool) of the timeline of this rcpt (+ orig) begun last in [lo, t]: newest by t0, not by id, so
+        every step is searched (the budget may cut it: the latest found so far, if any)."""
+        best: tuple[float, str, str] | None = None
+        for step in self._within_budget(steps):
+            marks = ",".join("?" * len(step.slices))
+            row = conn.execute(
+                f"SELECT t0, vmta, vmta_pool FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
+                f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig = ?){_HAS_VMTA} ORDER BY t0 DESC LIMIT 1",
+                (*step.slices, rh, lo, t, orig, orig)).fetchone()
+            if row is not None and (best is None or row[0] > best[0]):
+                best = row
+        return None if best is None else (best[1] or "", best[2] or "")
+
+    def _within_budget(self, steps: list[_Step]) -> Iterator[_Step]:
+        """The steps of a search while the batch's budget lasts, their seeks counted. A search cut before its end
+        answers with what it found so far, if anything; a report left without an answer by a cut counts as skipped."""
+        for step in steps:
+            if not step.slices:
+                continue
+            if not self._room():
+                self._cut = True
+                return
+            self.seeks += len(step.slices)
+            yield step
+
+    def _room(self) -> bool:
+        """The batch under way may still search the store (its budget of seeks and time is not spent)."""
+        until = self._until
+        if until is None:
+            return True
+        return self.seeks < until[0] and self.timer() < until[1]
+
+    def _newest(self, conn: sqlite3.Connection, steps: list[_Step], index: str, where: str, params: tuple,
+                any_one: bool = False) -> tuple[str, str] | None:
+        """(vmta, pool) of the newest timeline (highest id) matching `where`, searched step by step, newest first
+        (`any_one`: of any matching timeline). The first step's undated slices and plain days may hold an older
+        timeline than a later step: a hit there below the step's dated ids lets the search go on."""
+        best: tuple[int, str, str] | None = None
+        for step in self._within_budget(steps):
+            marks = ",".join("?" * len(step.slices))
+            row = conn.execute(
+                f"SELECT id, vmta, vmta_pool FROM corr_timelines INDEXED BY {index} WHERE qday IN ({marks})"
+                f" AND {where}{_HAS_VMTA} ORDER BY id DESC LIMIT 1", (*step.slices, *params)).fetchone()
+            if row is not None and (best is None or row[0] > best[0]):
+                best = row
+            if best is not None and (any_one or best[0] >= step.low):
+                break
+        return None if best is None else (best[1] or "", best[2] or "")

@@ -164,6 +164,7 @@ class Daemon:
         self._last_commit_ok = time.time()
         self._maintain_error: str | None = None
         self._bytes_lost_seen = 0
+        self._skipped_seen = 0
         self.poller: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -519,6 +520,11 @@ class Daemon:
         if lost > 0:
             m.commit_backlog_bytes_lost.inc(lost)
             self._bytes_lost_seen += lost
+        attributor = getattr(self.pipeline.sink, "attributor", None)
+        skipped = attributor.skipped - self._skipped_seen if attributor is not None else 0
+        if skipped > 0:
+            m.attribution_skipped.inc(skipped)
+            self._skipped_seen += skipped
 
     def _committed(self, when: float) -> None:
         self._last_commit_ok = when
@@ -577,6 +583,9 @@ async def _oneshot(config: Config) -> str:
     with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
         db_path = Path(tmp) / STATE_DB
         sink = _correlator(config, db_path, isp, replies)
+        attributor = getattr(sink, "attributor", None)
+        if attributor is not None:  # every report looked up: the output must not depend on the commits' pace
+            attributor.seek_budget = None
         pipeline = Pipeline(config, registry, sink, isp, replies)
         store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
         await store.open()

@@ -144,6 +144,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("watchtower_commit_backlog_bytes_lost_total", "counter",
                "Backlog bytes whose file was removed or replaced before the correlator could read them again.",
                (), "self"),
+    MetricSpec("watchtower_attribution_skipped_total", "counter",
+               "f/rb records counted with vmta `unknown` without a look in the correlator's store: their batch's"
+               " store lookups had cost their budget of index seeks (at a big store while the correlator is behind,"
+               " the metrics would wait for them).", (), "self"),
     MetricSpec("watchtower_maintenance_errors_total", "counter",
                "Failed correlator maintenance runs (retention pruning); retried later.", (), "self"),
     MetricSpec("watchtower_files_open", "gauge", "Accounting files held open (bounded by tail.max_open_files).",
@@ -244,6 +248,7 @@ class SelfMetrics:
         self.commit_backlog_bytes = m("watchtower_commit_backlog_bytes")
         self.commit_backlog_bytes_lost = m("watchtower_commit_backlog_bytes_lost_total")
         self.maintenance_errors = m("watchtower_maintenance_errors_total")
+        self.attribution_skipped = m("watchtower_attribution_skipped_total")
         self.files_open = m("watchtower_files_open")
         self.label_overflow = m("watchtower_label_overflow_total")
         self.records_repaired = m("watchtower_records_repaired_total")

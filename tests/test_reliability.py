@@ -788,3 +788,41 @@ async def test_the_correlator_process_backlog_counts_what_was_read_but_not_yet_c
     finally:
         d.should_exit.set()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_reports_past_the_lookup_budget_are_counted_unattributed_and_the_count_is_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The metrics of a batch wait for its reports' vmta lookups. Past the batch's budget of index seeks
+    (correlator.attribution.SEEK_BUDGET; 0 here: every store lookup is over it) a report is counted at once with
+    vmta `unknown`, and `watchtower_attribution_skipped_total` says how many were."""
+    from correlator import attribution
+
+    monkeypatch.setattr(attribution, "SEEK_BUDGET", 0)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(20)
+    fbl = tmp_path / "logs" / "fbl-2026-11-25-0000.csv"
+    sources = [{"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")], "records": ["d"]},
+               {"name": "fbl", "paths": [str(tmp_path / "logs" / "fbl-*.csv")], "records": ["f"]}]
+    d = Daemon(load_config(write_config(tmp_path, sources, correlator={"enabled": True, "worker": "thread"})))
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    try:
+        for _ in range(400):
+            await asyncio.sleep(0.05)
+            if _events(tmp_path / "state" / "watchtower.db") == 20:
+                break
+        assert _events(tmp_path / "state" / "watchtower.db") == 20  # stored and committed
+        d.pipeline.sink.recent._limit = 1  # noqa: SLF001 - and out of the in-memory index: the store must answer
+        fbl.write_text("type,timeLogged,orig,rcpt,jobId\n" + "".join(
+            f"f,2026-11-25 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,job{n % 7}\n" for n in range(5)))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if d.registry.get_sample_value("watchtower_attribution_skipped_total") == 5:
+                break
+        assert d.registry.get_sample_value("watchtower_attribution_skipped_total") == 5
+        complaints = {labels["vmta"]: value for m in d.registry.collect() for (name, labels, value, *_r) in m.samples
+                      if name == "pmta_complaints_total"}
+        assert complaints == {"unknown": 5}
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
