@@ -87,7 +87,7 @@ def attribution(db: Path, conn: sqlite3.Connection, ids: list[int], low: int, to
     for tl in ids:
         message_id, rcpt, orig, t_last = conn.execute(
             "SELECT message_id, rcpt, orig, t_last FROM corr_timelines WHERE id = ?", (tl,)).fetchone()
-        for row, into in (([*"f", str(int(t_last) + 3600), orig, rcpt, f"<{message_id}>"],
+        for row, into in ((["f", str(int(t_last) + 3600), orig, rcpt, f"<{message_id}>"],
                            by_quarter[min(3, (tl - low) * 4 // (top - low + 1))]),
                           (["f", str(int(t_last) + 3600), orig, "x" + rcpt, f"<x{message_id}>"], absent)):
             started = time.perf_counter()
