@@ -220,8 +220,10 @@ class CommitQueue:
         if self.error is None or now - self._last_error_log >= REPEAT_LOG_EVERY or text != self.errors.get(kind):
             how = "failed" if self.error is None else f"still failing ({self.failures} attempts)"
             what = "checkpoint" if kind == "checkpoint" else "write of the correlator's rows"
-            log.error("%s to %s %s: %s; nothing is lost: it is retried, and reading pauses once %d rows wait",
-                      what, self.store.path, how, text, self.backlog_rows)
+            held = f" ({self.backlog_rows} rows wait in memory)" if self.backlog_rows else ""
+            # whether reading pauses is the daemon's decision (tail.max_pending_rows), logged by it when it does
+            log.error("%s to %s %s: %s; nothing is lost: it is retried until it succeeds%s",
+                      what, self.store.path, how, text, held)
             if not isinstance(exc, sqlite3.Error | OSError):
                 log.debug("commit failure detail", exc_info=exc)
             self._last_error_log = now

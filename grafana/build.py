@@ -217,14 +217,17 @@ def overview() -> Json:
     g.add(timeseries("Bytes behind", "Bytes written to followed files but not yet read: the tailing backlog.",
                      [prom(sum_by("instance, source", sel("watchtower_bytes_behind")), "{{instance}} {{source}}")],
                      "bytes"), 12, 8)
-    g.add(timeseries("Errors per second", f"Failed file opens/reads, failed PMTA API requests and failed state "
-                     f"commits. {PER_S}", [
+    g.add(timeseries("Errors per second", f"Failed file opens/reads, failed PMTA API requests, failed state "
+                     f"commits, and complaints / remote bounces counted with vmta unknown because their store lookup "
+                     f"was skipped (the correlator is behind: WatchtowerAttributionSkipped). {PER_S}", [
                          prom(nonzero(sum_by("instance, reason", rate("watchtower_read_errors_total"))),
                               "read {{reason}} {{instance}}"),
                          prom(nonzero(sum_by("instance, reason", rate("watchtower_pmta_api_errors_total"))),
                               "api {{reason}} {{instance}}"),
                          prom(nonzero(sum_by("instance", rate("watchtower_checkpoint_errors_total"))),
                               "checkpoint {{instance}}"),
+                         prom(nonzero(sum_by("instance", rate("watchtower_attribution_skipped_total"))),
+                              "attribution skipped {{instance}}"),
                      ], "cps"), 12, 8)
     g.add(timeseries("PMTA API poll duration", "Duration of the last complete poll of PMTA's management API.",
                      [prom(sel("watchtower_pmta_api_poll_duration_seconds"), "{{instance}}")], "s"), 8, 8)

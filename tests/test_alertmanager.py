@@ -65,6 +65,7 @@ ROUTES = [
     ("alertname=PmtaComplaintRate severity=warning isp=yahoo", "webhook,deliverability-slack"),
     ("alertname=WatchtowerDown severity=critical", "webhook,deliverability-oncall"),
     ("alertname=WatchtowerParseErrors severity=warning", "webhook,monitoring-slack"),
+    ("alertname=WatchtowerAttributionSkipped severity=warning", "webhook,monitoring-slack"),
     ("alertname=PmtaQueueBacklog severity=info", "webhook,blackhole"),
     ("alertname=SomethingElse severity=warning", "deliverability-slack"),
 ]
@@ -290,6 +291,9 @@ def test_inhibitions(alertmanager: str) -> None:
             alertname="PmtaQueueBacklog", severity="warning", **other, vmta="vmta-21", isp="yahoo"
         ),
         "lagging-down-host": alert(alertname="WatchtowerTailerLagging", severity="warning", **other, source="acct"),
+        "skipped-down-host": alert(alertname="WatchtowerAttributionSkipped", severity="warning", **other),
+        "commits-failing": alert(alertname="WatchtowerStateCommitsFailing", severity="critical", **host),
+        "skipped-commits-failing": alert(alertname="WatchtowerAttributionSkipped", severity="warning", **host),
         "cluster-wide": alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="yahoo"),
         "complaint-critical": alert(
             alertname="PmtaComplaintRate", severity="critical", job="watchtower", isp="microsoft"
@@ -298,7 +302,8 @@ def test_inhibitions(alertmanager: str) -> None:
             alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="microsoft"
         ),
     }
-    expect_muted = {"throttled-blocked", "backlog-down-host", "lagging-down-host", "complaint-warning"}
+    expect_muted = {"throttled-blocked", "backlog-down-host", "lagging-down-host", "complaint-warning",
+                    "skipped-down-host", "skipped-commits-failing"}
     httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
 
     def key(labels: dict[str, str]) -> str:

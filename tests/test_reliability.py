@@ -282,6 +282,27 @@ async def test_commit_failures_pause_reading_and_lose_nothing(tmp_path: Path, mo
     assert float(stored) == 5000
 
 
+def test_commit_failure_log_states_only_what_is_true(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The writer does not know when reading pauses (the daemon decides, and says so in its own line):
+    its error names the file and SQLite's words, says nothing is lost, and counts the rows held only
+    when there are some (with the correlator's own process or no correlator there are none)."""
+    from exporter.writer import CommitQueue
+
+    queue = CommitQueue(StateStore(tmp_path / "watchtower.db", []))
+    with caplog.at_level("ERROR", logger="watchtower.state"):
+        queue._failed("checkpoint", sqlite3.OperationalError("database or disk is full"))  # noqa: SLF001
+    (first,) = [r.getMessage() for r in caplog.records]
+    assert first == (f"checkpoint to {tmp_path / 'watchtower.db'} failed: OperationalError: database or disk is full;"
+                     " nothing is lost: it is retried until it succeeds")
+    caplog.clear()
+    queue.backlog.rows = 1234  # as if the thread worker's rows waited in memory
+    with caplog.at_level("ERROR", logger="watchtower.state"):
+        queue._failed("rows", sqlite3.OperationalError("disk I/O error"))  # noqa: SLF001
+    (second,) = [r.getMessage() for r in caplog.records]
+    assert second.endswith("still failing (2 attempts): OperationalError: disk I/O error; nothing is lost: it is retried until it"
+                           " succeeds (1234 rows wait in memory)"), second
+
+
 async def test_sigterm_mid_backfill_commits_within_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A slow sink (5k rows/s) and a big backlog: stop returns within shutdown_timeout + one slice."""
     import exporter.daemon as daemon_mod
