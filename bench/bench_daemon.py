@@ -13,7 +13,9 @@
    benchmark and the whole machine while appending. Generating the records costs ~0.25 of a core at
    20k records/s, taken from the daemon on a 2-core machine (PMTA writes its logs from C):
    `--pregenerate` generates them before the daemon starts and only copies them in while appending.
-   `--keep DIR` keeps the run's files and store (for bench/bench_store_ops.py).
+   `--keep DIR` keeps the run's files and store (for bench/bench_store_ops.py). `--complaint-delay S`
+   writes each complaint S seconds after its delivery (their vmta is then looked up deeper in the store);
+   the complaints counted, counted `unknown` and skipped by the lookup budget are printed per quarter.
 
 Ratios are against the target in the same run (`--rate`); no assertion, just figures:
 `python bench/bench_daemon.py [--lines 600000] [--rate 20000] [--seconds 30]`.
@@ -22,6 +24,7 @@ Ratios are against the target in the same run (`--rate`); no assertion, just fig
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import os
@@ -259,14 +262,29 @@ class Generated:
     """Messages generated while appending (bench/corpus.py): ~0.25 of a core at 20k records/s, taken from the
     machine the daemon runs on."""
 
-    def __init__(self) -> None:
+    def __init__(self, complaint_delay: float = 0.0) -> None:
         self.gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
+        self.complaint_delay = complaint_delay
+        """`--complaint-delay`: seconds between a delivery's line and its complaint's (0: in the same write)."""
+        self.held: collections.deque[tuple[float, str]] = collections.deque()
+        """Complaint lines not written yet, with when they are due (in order)."""
 
     def append(self, handles: dict[str, Any], due: int) -> int:
-        """Whole messages of at least `due` records; returns the records written."""
+        """Whole messages of at least `due` records, and the complaints now due; returns the records written."""
         written = 0
+        now = time.perf_counter()
+        held = self.held
+        if held and held[0][0] <= now:
+            lines = []
+            while held and held[0][0] <= now:
+                lines.append(held.popleft()[1])
+            handles["fbl"].write("\n".join(lines) + "\n")
+            written += len(lines)
         while written < due:
             a, d, f = self.gen.message()
+            if f and self.complaint_delay:
+                held.extend((now + self.complaint_delay, line) for line in f)
+                f = []
             for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
                 if rows:
                     handles[name].write("\n".join(rows) + "\n")
@@ -309,7 +327,22 @@ class Pregenerated:
         return written
 
 
-def live(work: Path, rate: int, seconds: float, restart_at: float | None = None, pregenerate: bool = False) -> None:
+def attribution(listen: str) -> tuple[float, float, float]:
+    """(complaints counted, of them with vmta `unknown`, f/rb records whose store lookup was skipped)."""
+    text = httpx.get(f"http://{listen}/metrics", timeout=10, headers={"Accept-Encoding": "identity"}).text
+    complaints = unknown = skipped = 0.0
+    for line in text.splitlines():
+        if line.startswith("pmta_complaints_total{"):
+            value = float(line.rsplit(" ", 1)[1])
+            complaints += value
+            unknown += value if 'vmta="unknown"' in line else 0.0
+        elif line.startswith("watchtower_attribution_skipped_total "):
+            skipped = float(line.rsplit(" ", 1)[1])
+    return complaints, unknown, skipped
+
+
+def live(work: Path, rate: int, seconds: float, restart_at: float | None = None, pregenerate: bool = False,
+         complaint_delay: float = 0.0) -> None:
     logs = work / "live"
     logs.mkdir()
     files = {"acct": (logs / "acct-2026-11-30-0000.csv", ACCT_HEADER), "diag":
@@ -319,7 +352,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         handles[name] = open(path, "w", encoding="utf-8")  # noqa: SIM115
         handles[name].write(header + "\n")
         handles[name].flush()
-    source: Generated | Pregenerated = Pregenerated(int(rate * seconds * 1.01)) if pregenerate else Generated()
+    source: Generated | Pregenerated = (Pregenerated(int(rate * seconds * 1.01)) if pregenerate
+                                        else Generated(complaint_delay))
     cfg, listen = config(work / "live-state" if (work / "live-state").mkdir() is None else work, logs)
     proc = start(cfg, listen, work / "live.log")
     rss0 = rss_with_children(proc.pid)
@@ -338,6 +372,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     dirty = 0.0
     """Peak MB of file pages waiting to be written (Dirty + Writeback): the disk falling behind stalls writers."""
     planned_restart = restart_at
+    reports: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * 5
+    """attribution() at the start and at the end of each quarter (the same process: no restart)."""
     cpu0 = cpu_seconds(proc.pid)
     machine0, own0 = machine_cpu(), time.process_time()
     t0 = time.perf_counter()
@@ -361,6 +397,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
             rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
             if CORRELATOR:
                 used_by_quarter[quarter] = max(used_by_quarter[quarter], bytes_in_use(db))
+                with contextlib.suppress(httpx.HTTPError):
+                    reports[quarter + 1] = attribution(listen)
             next_sample = now + SAMPLE_EVERY
             if middle is None and now - t0 >= seconds / 2:
                 middle = (_rows, _bytes, rss_with_children(proc.pid))
@@ -404,6 +442,13 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     if CORRELATOR:
         print("  peak bytes in use in the state DB per quarter: "
               + ", ".join(f"{u / 1e6:,.0f}" for u in used_by_quarter) + " MB")
+        if planned_restart is None:  # the counters restart with the process
+            quarters = []
+            for q in range(4):
+                (c0, u0, s0), (c1, u1, s1) = reports[q], reports[q + 1]
+                quarters.append(f"{c1 - c0:,.0f} / {u1 - u0:,.0f} / {s1 - s0:,.0f}")
+            print(f"  complaints (written {complaint_delay:g} s after their delivery) counted / with vmta unknown /"
+                  " store lookup skipped, per quarter: " + ", ".join(quarters))
     print(f"  peak dirty + writeback file pages: {dirty:,.0f} MB; samples without an answer within 10 s:"
           f" {len(stalls)}" + (f" (first at {stalls[0][0]:.0f} s: {stalls[0][1]}, last at {stalls[-1][0]:.0f} s)"
                                if stalls else ""))
@@ -478,6 +523,9 @@ def main() -> int:
                          " pruned keys that ~1 h at 20k records/s adds to 32 MiB")
     ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
                     " daemon's, 20 GiB): a small one makes the run prune under the size cap")
+    ap.add_argument("--complaint-delay", type=float, default=0.0,
+                    help="write each complaint this many seconds after its delivery (FBL reports arrive late: their"
+                         " delivery must be found deeper in the store); not with --pregenerate")
     ap.add_argument("--pregenerate", action="store_true",
                     help="live: generate the run's records before the daemon starts (held in memory, ~470 bytes each)"
                          " and copy them in while appending (generating them meanwhile takes ~0.25 of a core at 20k"
@@ -485,6 +533,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None,
                     help="work in this (new) directory and keep it: the store, logs and files, to study afterwards")
     args = ap.parse_args()
+    if args.complaint_delay and args.pregenerate:
+        ap.error("--complaint-delay holds complaints back while generating: not with --pregenerate")
     global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB, FILTER_BITS
     FILTER_BITS = args.filter_bits
     MAX_DB = args.max_db_size
@@ -504,7 +554,7 @@ def main() -> int:
             if args.only in (None, "backfill"):
                 backfill(work, args.lines)
             if args.only in (None, "live"):
-                live(work, args.rate, args.seconds, args.restart_at, args.pregenerate)
+                live(work, args.rate, args.seconds, args.restart_at, args.pregenerate, args.complaint_delay)
         finally:  # a run that fails must not leave its daemon running under the next measurement
             for proc in STARTED:
                 if proc.poll() is None:
