@@ -49,6 +49,9 @@ class RecentDeliveries:
         self._max_batches = max_batches
         self._lock = threading.Lock()
         self._queued: dict[int, RecordBatch] = {}  # seq -> batch observed, not keyed yet
+        self._queued_rows: dict[int, int] = {}
+        """seq -> rows of that queued batch that give a key (`_keyed_rows`), oldest first."""
+        self._queued_total = 0  # their sum
         self._keyed: dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]] = {}
         """seq -> (its keys (h, vp, t, seq) in row order, its (vmta, pool) pairs, which vp indexes), oldest first."""
         self._size = 0  # keys held in _keyed
@@ -67,17 +70,32 @@ class RecentDeliveries:
         if c.type < 0 or (c.vmta < 0 and c.vmtaPool < 0) or not len(batch):  # never batch.rows: event loop
             return
         narrow = _narrow(batch)
+        rows = _keyed_rows(narrow)
         with self._lock:
             self._seq += 1
             self._queued[self._seq] = narrow
+            self._queued_rows[self._seq] = rows
+            self._queued_total += rows
             self._seq_of[id(batch)] = (batch, self._seq)
             if len(self._seq_of) > self._max_batches:
                 for bid in list(_take(self._seq_of, len(self._seq_of) - self._max_batches)):
                     _b, seq = self._seq_of.pop(bid)
-                    self._queued.pop(seq, None)
+                    self._unqueue(seq)
             if len(self._queued) > self._max_batches:  # released batches are bounded here (oldest first)
                 for seq in list(_take(self._queued, len(self._queued) - self._max_batches)):
-                    del self._queued[seq]
+                    self._unqueue(seq)
+            # Between lookups (minutes without a report) batches only queue: keep the newest that hold `limit`
+            # rows giving keys. Those give at least `limit` keys, so keying would drop every older batch anyway.
+            while len(self._queued) > 1:
+                oldest = next(iter(self._queued_rows))
+                if self._queued_total - self._queued_rows[oldest] < self._limit:
+                    break
+                self._unqueue(oldest)
+
+    def _unqueue(self, seq: int) -> None:
+        """Forget a queued (not keyed) batch."""
+        if self._queued.pop(seq, None) is not None:
+            self._queued_total -= self._queued_rows.pop(seq)
 
     def release(self, batch: RecordBatch) -> None:
         """The batch will not be written as such (the sink is behind: its rows come again from its file).
@@ -107,7 +125,7 @@ class RecentDeliveries:
         """The transaction that stored the last `written` batches has committed: the store answers for them."""
         with self._lock:
             for seq in self._written:
-                self._queued.pop(seq, None)
+                self._unqueue(seq)
                 self._drop(seq)
             self._written.clear()
 
@@ -146,6 +164,8 @@ class RecentDeliveries:
         one small batch per file: keyed one by one, 3,000 of them took ~7 s), then split by batch."""
         keyed = _keys_by_batch(list(self._queued.items()))
         self._queued.clear()
+        self._queued_rows.clear()
+        self._queued_total = 0
         for seq in sorted(keyed):  # oldest first: eviction order, and the newest wins in _all_keys
             keys, pairs = keyed[seq]
             self._keyed[seq] = (keys, pairs)
@@ -178,6 +198,31 @@ _SEP = "\0"
 def key_hashes(keys: list[Key]) -> pl.Series:
     """The index's hash of each key: polars' hash of its parts joined by NUL, as `_delivery_keys` computes it."""
     return pl.Series([_SEP.join(key) for key in keys], dtype=pl.String).hash(_HASH_SEED)
+
+
+def _keyed_rows(batch: RecordBatch) -> int:
+    """Rows of the batch that give at least one key (`_delivery_keys`): d/b/t rows naming a vmta or pool and a
+    Message-Id or rcpt, fields stripped as there. One small polars pass over a few columns (the event loop)."""
+    c = batch.columns
+    if c.type < 0 or not len(batch):
+        return 0
+    if batch._rows is not None:  # noqa: SLF001 - the parser's exact fallback path: a row batch
+        def val(row: list[str], i: int, extra: str = "") -> str:
+            return row[i].strip().strip(extra) if i >= 0 else ""
+
+        return sum(1 for row in batch.rows if row[c.type] in _DELIVERY_TYPES
+                   and (val(row, c.vmta) or val(row, c.vmtaPool))
+                   and (val(row, c.message_id, MID_STRIP) or val(row, c.rcpt)))
+
+    def field(i: int, strip: str | None = None) -> pl.Expr:
+        if i < 0:
+            return pl.lit(False)
+        value = pl.col(col(i)).fill_null("").str.strip_chars(PY_WHITESPACE)
+        return (value.str.strip_chars(strip) if strip else value) != ""
+
+    return int(batch._frame.select(  # noqa: SLF001 - the columnar form, when it is the source
+        (pl.col(col(c.type)).is_in(list(_DELIVERY_TYPES)) & (field(c.vmta) | field(c.vmtaPool))
+         & (field(c.message_id, MID_STRIP) | field(c.rcpt))).sum()).item())
 
 
 def _narrow(batch: RecordBatch) -> RecordBatch:

@@ -42,6 +42,10 @@ from exporter.walcheckpoint import WalCheckpointer
 from exporter.writelock import BUSY_TIMEOUT_MS, begin_immediate
 
 log = logging.getLogger("watchtower.state")
+CHECKPOINT_LOCK_WAIT_MS = 60_000
+"""How long a checkpoint waits for the write lock (a rows' write: BUSY_TIMEOUT_MS). The correlator's own process
+holds it for a slice at a time, and a slice of reports about old deliveries can take seconds; the checkpoint waits on
+the state writer thread, never on the event loop, so waiting is cheap and a failure then means the lock is stuck."""
 
 SEP = "\x1f"
 SCHEMA_VERSION = "1"
@@ -176,6 +180,11 @@ class StateStore:
         """File ids that have a row in wt_checkpoints (writer thread only)."""
         self.bytes_lost = 0
         """Bytes of spans whose file was gone before the sinks could read them again."""
+        self._interrupted = False
+        """`interrupt()` was called (the shutdown deadline): a wait for the write lock ends."""
+
+    def _given_up(self) -> bool:
+        return self._interrupted
 
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self, check: bool = True) -> Loaded:
@@ -302,7 +311,7 @@ class StateStore:
         (sinks skip lines they already hold)."""
         conn = self._conn
         assert conn is not None
-        begin_immediate(conn)
+        begin_immediate(conn, BUSY_TIMEOUT_MS, self._given_up)
         try:
             if new_files:
                 now = time.time()
@@ -413,7 +422,7 @@ class StateStore:
         if keep:  # the sink process reads a new file from byte 0, or from the first run's start position
             positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start else (0, 0, "")
                          for cp in c.checkpoints}
-        begin_immediate(conn)
+        begin_immediate(conn, CHECKPOINT_LOCK_WAIT_MS, self._given_up)
         try:
             conn.executemany(
                 "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header,"
@@ -478,7 +487,9 @@ class StateStore:
             self._conn = None
 
     def interrupt(self) -> None:
-        """Stop the statement running on the writer thread (any thread; used at the shutdown deadline)."""
+        """Stop the statement running on the writer thread, or its wait for the write lock (any thread; used at
+        the shutdown deadline)."""
+        self._interrupted = True
         if self._conn is not None:
             self._conn.interrupt()
 

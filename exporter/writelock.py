@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 
 POLL_S = 0.002
 """Seconds between two attempts at the write lock."""
@@ -24,9 +25,11 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 
 
-def begin_immediate(conn: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-    """BEGIN IMMEDIATE, asked every POLL_S for up to `timeout_ms`; the connection's busy_timeout is
-    `timeout_ms` again afterwards (statements inside the transaction keep SQLite's own waiting)."""
+def begin_immediate(conn: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS,
+                    given_up: Callable[[], bool] | None = None) -> None:
+    """BEGIN IMMEDIATE, asked every POLL_S for up to `timeout_ms` or until `given_up()` (a stop at its deadline:
+    the wait ends like an interrupted statement); the connection's busy_timeout is `timeout_ms` again afterwards
+    (statements inside the transaction keep SQLite's own waiting)."""
     conn.execute("PRAGMA busy_timeout=0")
     try:
         deadline = time.monotonic() + timeout_ms / 1000
@@ -37,6 +40,8 @@ def begin_immediate(conn: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS)
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
+                if given_up is not None and given_up():
+                    raise sqlite3.OperationalError("interrupted while waiting for the write lock") from exc
             time.sleep(POLL_S)
     finally:
         conn.execute(f"PRAGMA busy_timeout={int(timeout_ms)}")

@@ -149,6 +149,34 @@ def test_released_batches_are_bounded(tmp_path: Path) -> None:
     assert len(recent._queued) <= 3 and not recent._seq_of  # noqa: SLF001 - the bound is the point
 
 
+def test_queued_batches_are_bounded_by_the_rows_that_give_keys() -> None:
+    """Between lookups (no complaint for minutes: FBL reports are sporadic) batches only queue. They used to be
+    bounded by count alone (5,000), so at 20k records/s ~8M rows waited, 3-5 GB, and the first report keyed them
+    all on the event loop (a 10 s stall): now the queue keeps only as many of the newest batches as it takes to
+    hold `limit` rows that give keys (older ones could never survive the keying), and answers as before."""
+    from correlator.attribution import RecentDeliveries
+
+    head = "type,timeLogged,orig,rcpt,vmta,vmtaPool,jobId,header_Message-Id\n"
+
+    def deliveries(i: int) -> RecordBatch:  # 100 d rows with keys, 50 f rows and 50 d rows without a vmta: none
+        rows = [f"d,2024-05-01 10:00:00+0000,s@x,u{i}.{r}@y,vmta{i},p,J{i},<m{i}.{r}@x>\n" for r in range(100)]
+        rows += [f"f,2024-05-01 10:00:00+0000,s@x,u{i}.{r}@y,,,,<m{i}.{r}@x>\n" for r in range(50)]
+        rows += [f"d,2024-05-01 10:00:00+0000,s@x,v{i}.{r}@y,,,J{i},<n{i}.{r}@x>\n" for r in range(50)]
+        return batch(f"/l/acct-{i}.csv", head + "".join(rows))
+
+    recent = RecentDeliveries(limit=1000)  # 4 keys per row with keys: the newest 250 such rows survive keying
+    for i in range(60):
+        b = deliveries(i)
+        recent.observe(b)
+        recent.release(b)
+    queued = sorted(recent._queued)  # noqa: SLF001 - the bound is the point
+    assert len(queued) == 10  # the newest 10 batches hold 1,000 rows with keys; the 9 newest only 900
+    found = recent.find([("m", f"m{i}.{r}@x", f"u{i}.{r}@y") for i in (59, 58, 57, 50) for r in (0, 99)])
+    # keying drops whole batches, oldest first, while more than 1,000 keys are held: 400 keys each, 2 remain
+    assert [hit and hit[0] for hit in found] == ["vmta59", "vmta59", "vmta58", "vmta58", None, None, None, None]
+    assert len(recent) == 800
+
+
 def test_the_index_normalises_fields_as_the_lookup_does(tmp_path: Path) -> None:
     """Unicode spaces around fields, upper case, <> around Message-Ids: the in-memory index (fields
     normalised column-wise) finds what a report's fields (normalised in Python) name, for frame batches
