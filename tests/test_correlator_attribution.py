@@ -380,3 +380,26 @@ def test_store_lookups_stop_at_a_budget_of_index_seeks_per_batch(
     assert h.sink.lookup_vmta(fbl.columns, fbl.rows[1:]) == [None]
     assert att.skipped == 3
     h.close()
+
+
+def test_the_time_budget_cuts_a_search_inside_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step is one statement over up to 64 generations, and on a store bigger than the page cache each of its
+    index seeks may wait for the disk: measured at 20k records/s with complaints 10 minutes late, metrics lag p99
+    7.8 s although the budget is 50 ms per batch (it was looked at between steps only). SQLite's progress handler
+    now looks at the clock inside the statement: past the budget the statement is interrupted, the report counts as
+    skipped, and the connection is usable afterwards."""
+    import correlator.attribution as attribution
+
+    monkeypatch.setattr(attribution, "PROGRESS_OPS", 1)  # the clock looked at every VM step: deterministic
+    h = _big_store(tmp_path, monkeypatch)
+    att = h.sink.attributor
+    att.seek_budget = 10**9
+    looks = iter(range(10**9))
+    att.timer = lambda: next(looks) / 1000  # 1 ms passes per look at the clock (a slow disk under each seek)
+    fbl = _complaints(280, 299)  # both in the first step: found with a look at the clock between steps only
+    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [None, None]
+    assert att.skipped == 2
+    att.timer = lambda: 0.0  # time stands still: nothing is cut, and the connection still answers
+    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v280", "p"), ("v299", "p")]
+    assert att.skipped == 2
+    h.close()
