@@ -201,28 +201,12 @@ def key_hashes(keys: list[Key]) -> pl.Series:
 
 
 def _keyed_rows(batch: RecordBatch) -> int:
-    """Rows of the batch that give at least one key (`_delivery_keys`): d/b/t rows naming a vmta or pool and a
-    Message-Id or rcpt, fields stripped as there. One small polars pass over a few columns (the event loop)."""
-    c = batch.columns
-    if c.type < 0 or not len(batch):
+    """Rows of the batch that give at least one key: the delivery rows `_delivery_keys` keeps that have a
+    Message-Id or rcpt (the same frame and the same normalisation; no hashing). On the event loop, per batch."""
+    if batch.columns.type < 0 or not len(batch):
         return 0
-    if batch._rows is not None:  # noqa: SLF001 - the parser's exact fallback path: a row batch
-        def val(row: list[str], i: int, extra: str = "") -> str:
-            return row[i].strip().strip(extra) if i >= 0 else ""
-
-        return sum(1 for row in batch.rows if row[c.type] in _DELIVERY_TYPES
-                   and (val(row, c.vmta) or val(row, c.vmtaPool))
-                   and (val(row, c.message_id, MID_STRIP) or val(row, c.rcpt)))
-
-    def field(i: int, strip: str | None = None) -> pl.Expr:
-        if i < 0:
-            return pl.lit(False)
-        value = pl.col(col(i)).fill_null("").str.strip_chars(PY_WHITESPACE)
-        return (value.str.strip_chars(strip) if strip else value) != ""
-
-    return int(batch._frame.select(  # noqa: SLF001 - the columnar form, when it is the source
-        (pl.col(col(c.type)).is_in(list(_DELIVERY_TYPES)) & (field(c.vmta) | field(c.vmtaPool))
-         & (field(c.message_id, MID_STRIP) | field(c.rcpt))).sum()).item())
+    frame = _rows_frame(batch, 0) if batch._rows is not None else _frames_frame([(0, batch)])  # noqa: SLF001
+    return int(frame.filter(_NAMES_VMTA).select(((_MID != "") | (_RCPT_STRIPPED != "")).sum()).item())
 
 
 def _narrow(batch: RecordBatch) -> RecordBatch:
@@ -242,6 +226,12 @@ def _narrow(batch: RecordBatch) -> RecordBatch:
 
 _FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl")
 _SEQ = "seq"
+_NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
+"""A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
+_RCPT_STRIPPED = pl.col("rcpt").str.strip_chars(PY_WHITESPACE)
+_RCPT = _RCPT_STRIPPED.str.to_lowercase()
+_MID = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
+"""rcpt and Message-Id normalised as `Attributor._fields` normalises a report's."""
 
 
 def _keys_by_batch(queued: list[tuple[int, RecordBatch]]) -> dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]]:
@@ -299,12 +289,11 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
     rcpt + orig (with a rcpt). Fields are normalised as `Attributor._fields` normalises a report's
     (`str.strip()`'s characters, `str.lower()`'s mapping), then hashed (`key_hashes`), all column-wise.
     """
-    df = df.filter((pl.col("vmta") != "") | (pl.col("pool") != ""))
+    df = df.filter(_NAMES_VMTA)
     if not df.height:
         return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "t": pl.Float64, _SEQ: pl.Int64}), []
-    rcpt = pl.col("rcpt").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
+    rcpt, mid = _RCPT, _MID
     orig = pl.col("orig").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
-    mid = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
     job = pl.col("job").str.strip_chars(PY_WHITESPACE)
     pairs = df.select("vmta", "pool").unique(maintain_order=True).with_row_index("vp")
     df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").with_columns(
