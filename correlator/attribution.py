@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from correlator import store
+from correlator.genfilter import GenerationFilters
 from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_message_id
 from correlator.prepare import map_distinct
 from correlator.store import ReadPool, StoreNotReady
@@ -347,19 +348,34 @@ class _Step(NamedTuple):
     """Lowest timeline id of the step's dated generations: a hit at or above it is newer than any later step's."""
 
 
-def search_steps(conn: sqlite3.Connection) -> list[_Step]:
-    """The store's slices in the order a search goes through them: the undated slices and plain days first (their
-    timelines may have any id) with the newest FIRST_STEP generations, then older ones, twice as many per step up to
-    MAX_STEP."""
+class Slices(NamedTuple):
+    """The store's slices as a search goes through them, read once per batch of reports."""
+
+    anywhere: list[int]
+    """The undated slices and plain days: their timelines may have any id, so they are searched first."""
+    dated: list[int]
+    """The slices of dated generations, newest first."""
+
+
+def read_slices(conn: sqlite3.Connection) -> Slices:
     gen, day_of = store.generation_of_slice, store.day_of_slice
     values = [v for (v,) in conn.execute("SELECT day FROM corr_days")]
     anywhere = [v for v in values if not gen(v) or day_of(v) == store.NO_DAY]
     dated = sorted((v for v in values if gen(v) and day_of(v) != store.NO_DAY), key=gen, reverse=True)
+    return Slices(anywhere, dated)
+
+
+def search_steps(slices: Slices, ruled_out: set[int] | frozenset[int] = frozenset()) -> list[_Step]:
+    """The slices a search goes through, in steps: the undated slices and plain days first with the newest
+    FIRST_STEP dated generations, then older ones, twice as many per step up to MAX_STEP; generations whose filter
+    rules the search's keys out (`ruled_out`, see genfilter.py) are left out."""
+    gen = store.generation_of_slice
+    dated = [v for v in slices.dated if gen(v) not in ruled_out] if ruled_out else slices.dated
     steps, start, size = [], 0, FIRST_STEP
     while not steps or start < len(dated):
         part = dated[start : start + size]
         low = (gen(part[-1]) - 1) << store.GEN_BITS if part else 0
-        steps.append(_Step((anywhere if not steps else []) + part, low))
+        steps.append(_Step((slices.anywhere if not steps else []) + part, low))
         start, size = start + size, min(size * 2, MAX_STEP)
     return steps
 
@@ -376,6 +392,8 @@ class Attributor:
         self._hasher = hasher
         self._window = window
         self._clock = clock
+        self._filters = GenerationFilters()
+        """The store's generation filters as of the last batch (refreshed per batch: a few rows when none changed)."""
         self.seek_budget: int | None = SEEK_BUDGET
         """Index seeks per batch; None: no limit, nor TIME_BUDGET_S (oneshot: its output must not depend on what
         was committed when, nor on how fast the disk is)."""
@@ -400,7 +418,8 @@ class Attributor:
         pairs = [(report, hits[4 * i : 4 * i + 4]) for i, report in enumerate(reports)]
         try:
             with self._pool.connection() as conn:
-                steps = search_steps(conn)
+                self._filters.refresh(conn)
+                slices = read_slices(conn)
                 self._until = None if self.seek_budget is None else (
                     self.seeks + self.seek_budget, self.timer() + TIME_BUDGET_S)
                 if self._until is not None:  # the clock is looked at inside a statement too: see PROGRESS_OPS
@@ -411,7 +430,7 @@ class Attributor:
                     for report, recent in pairs:
                         room = self._room()
                         self._cut = False
-                        hit = self._one(report, recent, conn if room else None, steps)
+                        hit = self._one(report, recent, conn if room else None, slices)
                         self.skipped += hit is None and (self._cut or not room)
                         out.append(hit)
                     return out
@@ -419,7 +438,7 @@ class Attributor:
                     conn.set_progress_handler(None, 0)
         except (StoreNotReady, sqlite3.Error) as exc:
             log.debug("correlator store not readable for attribution: %s", exc)
-            return [self._one(report, recent, None, []) for report, recent in pairs]
+            return [self._one(report, recent, None, Slices([], [])) for report, recent in pairs]
 
     def _fields(self, c: Columns, row: list[str]) -> tuple[str, str, str, str, float]:
         """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries."""
@@ -430,10 +449,15 @@ class Attributor:
         return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
 
     def _one(self, report: tuple[str, str, str, str, float], recent: list[tuple[str, str, float] | None],
-             conn: sqlite3.Connection | None, steps: list[_Step]) -> tuple[str, str] | None:
+             conn: sqlite3.Connection | None, slices: Slices) -> tuple[str, str] | None:
         """Message-Id, then jobId + rcpt, then rcpt + orig in the window; each in memory (`recent`: the
-        hits of this report's four keys, as `lookup` asked them) first, then in the store (`steps`)."""
+        hits of this report's four keys, as `lookup` asked them) first, then in the store's `slices`, minus the
+        generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash)."""
         rcpt, orig, mid, job, t = report
+
+        def steps(*keys: int | None) -> list[_Step]:
+            return search_steps(slices, self._filters.ruled_out(*keys))
+
         mid_rcpt, mid_alone, job_rcpt, rcpt_orig = recent
         rh = self._hasher(rcpt)[0] if rcpt else None
         if mid:
@@ -444,16 +468,16 @@ class Attributor:
                 mh = message_hash(mid)
                 row_ = None
                 if rh is not None:
-                    row_ = self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
+                    row_ = self._newest(conn, steps(mh, rh), "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
                 if row_ is None:
-                    row_ = self._newest(conn, steps, "corr_tl_mid", "mid_h=?", (mh,), any_one=True)
+                    row_ = self._newest(conn, steps(mh), "corr_tl_mid", "mid_h=?", (mh,), any_one=True)
                 if row_ is not None:
                     return row_
         if job and rcpt:
             if job_rcpt is not None:
                 return job_rcpt[0], job_rcpt[1]
             if conn is not None:
-                row_ = self._newest(conn, steps, "corr_tl_job", "job_h=? AND rcpt_h=?", (job_hash(job), rh))
+                row_ = self._newest(conn, steps(rh), "corr_tl_job", "job_h=? AND rcpt_h=?", (job_hash(job), rh))
                 if row_ is not None:
                     return row_
         if rcpt:
@@ -461,7 +485,7 @@ class Attributor:
             if rcpt_orig is not None and lo <= rcpt_orig[2] <= t:
                 return rcpt_orig[0], rcpt_orig[1]
             if conn is not None:
-                return self._latest_in_window(conn, steps, rh, lo, t, orig)
+                return self._latest_in_window(conn, steps(rh), rh, lo, t, orig)
         return None
 
     def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,

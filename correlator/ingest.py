@@ -39,6 +39,7 @@ from collections.abc import Callable
 import polars as pl
 
 from correlator import store
+from correlator.genfilter import FilterWriter
 from correlator.keyfilter import KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
@@ -101,6 +102,9 @@ class Ingestor(Preparer, Linker, Writer):
         self._next_tl = 0
         self._flow_parts: list[pl.DataFrame] = []
         self._stored = 0
+        self._gen_filters = FilterWriter()
+        """A Bloom filter per finished generation (genfilter.py): a probe without a scope seeks fewer generations."""
+        self._keyed_tls: list[int] = []
         self._filter = KeyFilter()
         """Every link key ever stored (Bloom filter): a miss outside it needs no probe (keyfilter.py)."""
         self._next_filter: KeyFilter | None = None
@@ -126,6 +130,7 @@ class Ingestor(Preparer, Linker, Writer):
         """Pruning deleted these timelines: drop the caches, and count their keys as dead in the filter."""
         self._dead += timelines
         self.forget()
+        self._gen_filters.forget()  # pruning dropped the filters of the generations it emptied
 
     def forget(self) -> None:
         """Drop link caches (after pruning deleted timelines or a rollback)."""
@@ -139,6 +144,7 @@ class Ingestor(Preparer, Linker, Writer):
         seq = int(conn.execute("SELECT value FROM corr_meta WHERE key='write_seq'").fetchone()[0])
         if seq != self._seq:
             self.forget()
+            self._gen_filters.forget()  # a rolled-back write may have built filters that are not stored
             self._files.clear()
             self._next_tl = 0
         self._seq = None  # unknown until this write returns; a raise leaves it so
@@ -155,6 +161,7 @@ class Ingestor(Preparer, Linker, Writer):
             else:  # go on filling the newest (an index range count: at most 2**GEN_BITS entries)
                 fill = conn.execute("SELECT count(*) FROM corr_timelines WHERE qday = ?", (newest,)).fetchone()[0]
                 self._undated = (newest, fill)
+        self._gen_filters.load(conn)
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)
         if not self._synced:
@@ -214,7 +221,9 @@ class Ingestor(Preparer, Linker, Writer):
             self._isp_of, self._next_isp_of = self._next_isp_of, None
             self._isp_cache.clear()
         seq = self._sync(conn)
+        first_tl = self._next_tl
         self._flow_parts.clear()
+        self._keyed_tls.clear()
         self._stored = 0
         group: list[pl.DataFrame] = []
         for batch in batches:
@@ -235,6 +244,8 @@ class Ingestor(Preparer, Linker, Writer):
         if group:
             self._group(conn, group)
         self._write_flows(conn)
+        self._gen_filters.finish_write(conn, first_tl, self._next_tl, self._keyed_tls, self._days)
+        self._keyed_tls.clear()
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
         return self._stored

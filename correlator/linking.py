@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from correlator import store
+from correlator import genfilter, store
 from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, T
 from correlator.writes import Segment
 
@@ -77,18 +77,26 @@ class Linker:
                                   sorted((v for v in where if 0 < gen(v) < cut), key=gen, reverse=True))
             return got
 
-        left = self._probe_in(conn, column, wanted, lambda scope: split(scope)[0], boundary)
+        ruled_out = self._gen_filters.ruled_out
+        plans: dict[int, tuple[list[int], list[int]]] = {}
+        for key, (h, rh, scope) in wanted.items():
+            first, then = split(scope)
+            if scope is None:  # a report: not in the generations whose filter rules its keys out (genfilter.py)
+                out = ruled_out(h if column == "mid_h" else None, rh)
+                first, then = genfilter.keep(first, out), genfilter.keep(then, out)
+            plans[key] = (first, then)
+        left = self._probe_in(conn, column, wanted, lambda key: plans[key][0], boundary)
         start, size = 0, _BACK_FIRST
         while left:  # the older slices, newest first, in growing steps: a key found in one is sought no further back
             stop = start + size
-            left = self._probe_in(conn, column, left, lambda scope, a=start, b=stop: split(scope)[1][a:b], 1)
-            left = {key: item for key, item in left.items() if len(split(item[2])[1]) > stop}
+            left = self._probe_in(conn, column, left, lambda key, a=start, b=stop: plans[key][1][a:b], 1)
+            left = {key: item for key, item in left.items() if len(plans[key][1]) > stop}
             start, size = stop, size * 2
 
     def _probe_in(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, float | None]],
-                  slices_of: Callable[[float | None], list[int]],
+                  slices_of: Callable[[int], list[int]],
                   boundary: int) -> dict[int, tuple[int, int, float | None]]:
-        """Probe `wanted` in the slices `slices_of` gives for each key's scope (a newer timeline than the one
+        """Probe `wanted` in the slices `slices_of` gives for each key (a newer timeline than the one
         cached wins); returns the keys not found with an id of `boundary` or above.
 
         A dated key joins a timeline of its own scope or an unscoped one (undated, or written before scopes).
@@ -117,8 +125,8 @@ class Linker:
                     found.add(pos)
             self.probe_seeks += rows
 
-        for pos, (_key, (h, rh, scope)) in enumerate(items):
-            for value in slices_of(scope):
+        for pos, (key, (h, rh, scope)) in enumerate(items):
+            for value in slices_of(key):
                 params += (value, h, rh, pos, scope)
                 rows += 1
             if rows >= _PROBE_CHUNK:

@@ -27,6 +27,8 @@ transaction covers both. Shape, chosen for the write path first:
   recipients of that queue during their lifetime, so ingestion never fans them out.
 * `corr_flows`: per 5-minute bucket (sender domain, vmta, isp) counters for /api/v1/flows.
 * `corr_scopes`: (10 s bucket of timeQueued, slice) where a timeline of that scope was created.
+* `corr_gen_filters`: a Bloom filter of the Message-Id and recipient hashes of each finished generation
+  (genfilter.py), so a lookup without a scope seeks only the generations that may hold its key.
 * `corr_files`: file identity -> small number and highest line stored.
 * `corr_meta`: schema version, recipient-hash fingerprint and a write sequence number that lets
   the ingestor notice a rolled-back transaction and drop its caches.
@@ -117,6 +119,9 @@ ENSURE = [
     # Run at every start (IF NOT EXISTS): a store created before they existed gets them too.
     "CREATE INDEX IF NOT EXISTS corr_tl_vmta ON corr_timelines (vmta, t0)",
     "CREATE INDEX IF NOT EXISTS corr_tl_outcome ON corr_timelines (outcome, t0)",
+    # a Bloom filter per finished generation (genfilter.py); a store written before them gets them as it is written
+    "CREATE TABLE IF NOT EXISTS corr_gen_filters"
+    " (gen INTEGER PRIMARY KEY, version INTEGER NOT NULL, bits BLOB NOT NULL)",
 ]
 """Statements that keep the version-1 schema current without a version step (idempotent)."""
 DAY = 86400
@@ -417,3 +422,5 @@ def _drop_empty_slices(conn: sqlite3.Connection, cutoff: float) -> None:
         (cutoff // DAY, tops[0] if tops[0] is not None else 0, tops[1] if tops[1] is not None else 0)).rowcount
     if gone:
         conn.execute("DELETE FROM corr_scopes WHERE slice NOT IN (SELECT day FROM corr_days)")
+        conn.execute(f"DELETE FROM corr_gen_filters WHERE gen NOT IN (SELECT {generation} FROM corr_days"
+                     f" WHERE day >= {1 << DAY_BITS} AND NOT {undated})")

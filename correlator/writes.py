@@ -114,6 +114,9 @@ def _rows(frame: pl.DataFrame, *names: str) -> Iterator[tuple]:
 class Writer:
     """Mixin of Ingestor: stage 3."""
 
+    _keyed_tls: list[int]
+    """Timelines this write created or gave a key (their generation's filter must hold it: genfilter.py)."""
+
     def _flush(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment) -> None:
         """Store rows [seg.start, len(tls)) of `p`, linked to `tls`, then start a new segment there."""
         start, stop = seg.start, len(tls)
@@ -136,6 +139,7 @@ class Writer:
         old = acc.filter(~is_new)
         if new.height:
             self._insert_new(conn, new, seg.new)
+            self._keyed_tls.extend(seg.new)
         if old.height:
             conn.executemany(_UPDATE_TL, _rows(
                 old, "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued", "t_queued",
@@ -144,6 +148,7 @@ class Writer:
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:
                 conn.executemany(_UPDATE_MID, _rows(mids, "mid_h", "message_id", "tl"))
+                self._keyed_tls.extend(mids.get_column("tl").to_list())
             jobs = old.filter(pl.col("job_h").is_not_null())
             if jobs.height:
                 conn.executemany(_UPDATE_JOB, _rows(jobs, "job_h", "job_id", "tl"))
@@ -155,6 +160,7 @@ class Writer:
             conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
             conn.execute(_MERGE, (winner, loser))
             conn.execute("DELETE FROM corr_timelines WHERE id=?", (loser,))
+            self._keyed_tls.append(winner)
         self._flows_of(conn, rows)
 
     def _insert_new(self, conn: sqlite3.Connection, new: pl.DataFrame, qdays: dict[int, int]) -> None:
