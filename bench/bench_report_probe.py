@@ -11,7 +11,8 @@ and prints the seconds and index seeks per key by age of the timeline (which qua
 whether each probe found the timeline it was taken from. Then the same reports as the daemon's metrics attribute
 them (`correlator.attribution.Attributor.lookup`, what a batch of complaints waits for on the event loop), out of the
 in-memory index: per quarter, and for reports whose delivery is not in the store (not stored yet, or pruned).
-The first pass over a cold store reads from disk: run it twice to compare builds.
+The first pass over a cold store reads from disk: run it twice to compare builds. `--without-filters` ignores the
+store's generation filters (correlator/genfilter.py): the search as before them, on the same store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from correlator.attribution import Attributor, RecentDeliveries  # noqa: E402
+from correlator.genfilter import GenerationFilters  # noqa: E402
 from correlator.ingest import Ingestor  # noqa: E402
 from correlator.keys import RcptHasher  # noqa: E402
 from correlator.store import ReadPool  # noqa: E402
@@ -39,14 +41,19 @@ def main() -> None:
     ap.add_argument("store", type=Path)
     ap.add_argument("--keys", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1, help="keys per probe call")
+    ap.add_argument("--without-filters", action="store_true",
+                    help="ignore the store's generation filters (correlator/genfilter.py): as a store before them")
     args = ap.parse_args()
+    if args.without_filters:
+        GenerationFilters.refresh = lambda self, conn: None  # type: ignore[method-assign]
     conn = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True, isolation_level=None)
     conn.execute("PRAGMA cache_size=-65536")  # the correlator writer's page cache is at least this
     low, top = conn.execute("SELECT min(id), max(id) FROM corr_timelines").fetchone()
     ingestor = Ingestor(RcptHasher(None), lambda _rcpt, _mta: "", 3600.0)
     started = time.perf_counter()
     ingestor._sync(conn)  # the slice lists, as a write reads them (and the key filter's first load step)
-    print(f"{args.store}: timelines {low:,}..{top:,}, {len(ingestor._days):,} slices listed;"
+    print(f"{args.store}: timelines {low:,}..{top:,}, {len(ingestor._days):,} slices listed,"
+          f" {len(ingestor._gen_filters.bits):,} generation filters used;"
           f" start-up read {time.perf_counter() - started:.1f} s", flush=True)
     step = max(1, (top - low) // args.keys)
     picks = []

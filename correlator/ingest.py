@@ -105,6 +105,8 @@ class Ingestor(Preparer, Linker, Writer):
         self._gen_filters = FilterWriter()
         """A Bloom filter per finished generation (genfilter.py): a probe without a scope seeks fewer generations."""
         self._keyed_tls: list[int] = []
+        self._search_changed = False
+        """This write listed a slice (store.SEARCH_SEQ is bumped at its end)."""
         self._filter = KeyFilter()
         """Every link key ever stored (Bloom filter): a miss outside it needs no probe (keyfilter.py)."""
         self._next_filter: KeyFilter | None = None
@@ -224,6 +226,7 @@ class Ingestor(Preparer, Linker, Writer):
         first_tl = self._next_tl
         self._flow_parts.clear()
         self._keyed_tls.clear()
+        self._search_changed = False
         self._stored = 0
         group: list[pl.DataFrame] = []
         for batch in batches:
@@ -244,8 +247,11 @@ class Ingestor(Preparer, Linker, Writer):
         if group:
             self._group(conn, group)
         self._write_flows(conn)
-        self._gen_filters.finish_write(conn, first_tl, self._next_tl, self._keyed_tls, self._days)
+        if self._gen_filters.finish_write(conn, first_tl, self._next_tl, self._keyed_tls, self._days) \
+                or self._search_changed:
+            store.bump_search_seq(conn)
         self._keyed_tls.clear()
+        self._search_changed = False
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
         return self._stored

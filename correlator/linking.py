@@ -152,6 +152,7 @@ class Linker:
     def _add_slice(self, conn: sqlite3.Connection, value: int) -> None:
         conn.execute("INSERT OR IGNORE INTO corr_days (day, legacy) VALUES (?, 0)", (value,))
         self._note_slice(value, legacy=False)
+        self._search_changed = True
 
     def _note_slice(self, value: int, legacy: bool) -> None:
         if value not in self._days:

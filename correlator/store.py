@@ -180,6 +180,24 @@ def day_of_slice(value: int) -> int:
     return NO_DAY if field == _DAY_FIELD else field
 
 
+SEARCH_SEQ = "search_seq"
+"""corr_meta key bumped by each transaction that changes what a search without a scope goes through (the listed slices,
+the generation filters): a reader keeps both until it changes (one row read per batch of reports)."""
+
+
+def bump_search_seq(conn: sqlite3.Connection) -> None:
+    conn.execute(f"UPDATE corr_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = '{SEARCH_SEQ}'")
+
+
+def search_seq(conn: sqlite3.Connection) -> str | None:
+    """The store's SEARCH_SEQ (None: a store written before it, or not readable: read the lists again)."""
+    try:
+        row = conn.execute(f"SELECT value FROM corr_meta WHERE key = '{SEARCH_SEQ}'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else str(row[0])
+
+
 def event_id(file_num: int, line: int) -> int:
     return (file_num << LINE_BITS) | line
 
@@ -209,6 +227,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
             conn.execute(stmt)
         conn.execute("INSERT OR REPLACE INTO corr_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO corr_meta VALUES ('write_seq', '0')")
+        conn.execute(f"INSERT OR IGNORE INTO corr_meta VALUES ('{SEARCH_SEQ}', '0')")
         conn.execute("INSERT OR IGNORE INTO corr_days (day) VALUES (?)", (NO_DAY,))
         row = conn.execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'").fetchone()
         if row is None:
@@ -424,3 +443,4 @@ def _drop_empty_slices(conn: sqlite3.Connection, cutoff: float) -> None:
         conn.execute("DELETE FROM corr_scopes WHERE slice NOT IN (SELECT day FROM corr_days)")
         conn.execute(f"DELETE FROM corr_gen_filters WHERE gen NOT IN (SELECT {generation} FROM corr_days"
                      f" WHERE day >= {1 << DAY_BITS} AND NOT {undated})")
+        bump_search_seq(conn)

@@ -433,3 +433,33 @@ def test_the_time_budget_cuts_a_search_inside_one_step(tmp_path: Path, monkeypat
     assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v280", "p"), ("v299", "p")]
     assert att.skipped == 2
     h.close()
+
+
+def test_the_slice_list_and_filters_are_read_again_only_when_a_write_changed_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the slice list and the generation filters cost ~2.5 ms per batch of reports at a full store, more than
+    the searches: they are kept until store.SEARCH_SEQ moves (a write listed a slice or changed a filter)."""
+    import correlator.attribution as attribution
+
+    h = _big_store(tmp_path, monkeypatch)
+    reads: list[int] = []
+    real = attribution.read_slices
+    monkeypatch.setattr(attribution, "read_slices", lambda conn: reads.append(1) or real(conn))
+    for i in (280, 3, 150):
+        fbl = _complaints(i)
+        assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [(f"v{i}", "p")]
+    assert len(reads) == 1
+    h.commit(_complaints(5))  # linked to a stored timeline: no slice listed, no filter changed
+    fbl = _complaints(7)
+    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v7", "p")]
+    assert len(reads) == 1
+    h.commit(batch("/l/acct2.csv", _ACCT_HEAD + "\n".join(  # ids 301-308: generation 76 finished, 77 and 78 listed
+        f"d,{T0 + i + 30},{T0 + i},n@s.example,u{i}@gmail.com,v{i},p,J{i},<x{i}@s>" for i in range(300, 308))))
+    fbl = _complaints(305, 299)
+    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v305", "p"), ("v299", "p")]
+    assert len(reads) == 2
+    before = h.sink.attributor.seeks
+    fbl = _complaints(299)  # generation 76 has a filter now: its search seeks it, not 77 or 78
+    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v299", "p")]
+    assert (len(reads), h.sink.attributor.seeks - before) == (2, 3)
+    h.close()

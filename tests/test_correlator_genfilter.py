@@ -38,7 +38,7 @@ def _uncovered(h: Harness) -> list[int]:
             continue
         gen = (tl >> store.GEN_BITS) + 1
         for filters in (stored, writer):
-            if gen in filters.ruled_out(mid_h) or gen in filters.ruled_out(rcpt_h):
+            if gen in filters.ruled_out(mid_h) | filters.ruled_out(rcpt_h) | filters.ruled_out(mid_h, rcpt_h):
                 bad.append(tl)
     return bad
 
@@ -61,6 +61,22 @@ def test_a_filter_holds_every_key_it_was_built_or_extended_with(keys: list[int],
     assert genfilter.add(extended, keys)
     assert bytes(extended) == built  # the writer's later additions set the bits a build sets
     assert not genfilter.add(extended, keys[:1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=3, max_size=40), st.randoms())
+def test_generations_are_ruled_out_for_two_keys_as_for_either(keys: list[int], rnd: random.Random) -> None:
+    """`ruled_out(a, b)` checks both keys' probes in one pass: it must be the union of the two single-key answers."""
+    filters = GenerationFilters()
+    held: dict[int, set[int]] = {}
+    for gen in range(1, 30):  # filters of a few random keys each, two sizes
+        held[gen] = {k for k in keys if rnd.random() < 0.5}
+        filters._put(gen, genfilter.build(pl.Series(sorted(held[gen]), dtype=pl.Int64), 256 if gen % 3 else 1024), 1)
+    a, b, c = keys[0], keys[1], keys[2]
+    assert filters.ruled_out(a, b) == filters.ruled_out(a) | filters.ruled_out(b)
+    assert filters.ruled_out(a, None, b, c) == filters.ruled_out(a) | filters.ruled_out(b) | filters.ruled_out(c)
+    assert filters.ruled_out(None) == set()
+    assert not filters.ruled_out(a, b) & {gen for gen, ks in held.items() if {a, b} <= ks}  # never too little
 
 
 def test_false_positives_are_about_two_percent_at_the_size_of_a_full_generation() -> None:
