@@ -328,7 +328,13 @@ three or four times, ~10 ms with a warm cache and 0.5-2 s (up to 8 s) with a col
 minutes behind (bench/README.md, eleventh round). Once the budget (or TIME_BUDGET_S) is spent, the batch's reports are
 answered from memory only; a search is cut between two of its steps."""
 TIME_BUDGET_S = 0.05
-"""Seconds the store lookups of one batch may take, whatever the seeks cost (a cold cache, a busy disk)."""
+"""Seconds the store lookups of one batch may take, whatever the seeks cost (a cold cache, a busy disk), plus
+TIME_PER_REPORT_S for each of its reports."""
+TIME_PER_REPORT_S = 0.001
+"""Seconds of store lookups a batch may take per report it holds. With the generation filters a report costs ~0.3-0.5
+ms on a busy daemon (~3 seeks), but complaints come in bursts: with 50 ms per batch whatever its size, a batch of a few
+hundred spent its budget on its first hundred, and 13-54% of complaints 10 minutes late at 20k records/s were counted
+`unknown` (bench/README.md, thirteenth round). The event loop then waits at most ~1 ms more per report."""
 PROGRESS_OPS = 1_000
 """SQLite VM instructions between two looks at the clock inside a store search (its progress handler): a step is one
 statement over up to MAX_STEP generations, and on a store bigger than the page cache each of its seeks may wait for
@@ -383,6 +389,23 @@ def search_steps(slices: Slices, ruled_out: set[int] | frozenset[int] = frozense
     return steps
 
 
+Report = tuple[str, str, str, str, float]
+"""(rcpt, orig, Message-Id, jobId, time) of a report, normalised (`Attributor._fields`)."""
+
+
+class _First(NamedTuple):
+    """What `_first_steps` found for one report's Message-Id + rcpt search."""
+
+    settled: bool
+    """The first step settles the search: `answer` is its result (None: no such timeline)."""
+    answer: tuple[str, str] | None
+    best: tuple[int, str, str] | None
+    """Not settled: the first step's newest hit (id, vmta, pool), from which the search goes on at its second step."""
+
+_BULK_ROWS = 300
+"""VALUES rows (a report and one of its slices each) per statement of `_first_steps`, about: whole reports."""
+
+
 class Attributor:
     """Answers `lookup_vmta` from the in-memory index, then the store."""
 
@@ -426,16 +449,17 @@ class Attributor:
             with self._pool.connection() as conn:
                 slices = self._slices(conn)
                 self._until = None if self.seek_budget is None else (
-                    self.seeks + self.seek_budget, self.timer() + TIME_BUDGET_S)
+                    self.seeks + self.seek_budget, self.timer() + TIME_BUDGET_S + TIME_PER_REPORT_S * len(rows))
                 if self._until is not None:  # the clock is looked at inside a statement too: see PROGRESS_OPS
                     deadline, timer = self._until[1], self.timer
                     conn.set_progress_handler(lambda: timer() >= deadline, PROGRESS_OPS)
                 try:
+                    first = self._first_steps(conn, pairs, slices)
                     out = []
-                    for report, recent in pairs:
+                    for i, (report, recent) in enumerate(pairs):
                         room = self._room()
                         self._cut = False
-                        hit = self._one(report, recent, conn if room else None, slices)
+                        hit = self._one(report, recent, conn if room else None, slices, first.get(i))
                         self.skipped += hit is None and (self._cut or not room)
                         out.append(hit)
                     return out
@@ -455,7 +479,7 @@ class Attributor:
             self._seen = seq
         return self._slice_list
 
-    def _fields(self, c: Columns, row: list[str]) -> tuple[str, str, str, str, float]:
+    def _fields(self, c: Columns, row: list[str]) -> Report:
         """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries."""
         def val(i: int) -> str:
             return row[i].strip() if i >= 0 else ""
@@ -463,12 +487,72 @@ class Attributor:
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
         return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
 
-    def _one(self, report: tuple[str, str, str, str, float], recent: list[tuple[str, str, float] | None],
-             conn: sqlite3.Connection | None, slices: Slices) -> tuple[str, str] | None:
+    def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, list[tuple[str, str, float] | None]]],
+                     slices: Slices) -> dict[int, _First]:
+        """The first step of the Message-Id + rcpt search of every report of the batch that memory did not answer,
+        in one statement per ~_BULK_ROWS slices (a VALUES join, as linking probes): report index -> what its first
+        step found. With the generation filters the first step usually holds every slice a report's keys may be
+        in; one statement per report cost a release and retake of the GIL each, and the daemon's other threads
+        made each retake wait (the batch's budget is wall time)."""
+        out: dict[int, _First] = {}
+        rows: list[int] = []
+        plans: dict[int, tuple[int, bool]] = {}  # report -> (its first step's low id, whether more steps follow)
+        for i, ((rcpt, _orig, mid, _job, _t), recent) in enumerate(pairs):
+            if not (mid and rcpt) or recent[0] is not None:
+                continue
+            mh, rh = message_hash(mid), self._hasher(rcpt)[0]
+            steps = search_steps(slices, self._filters.ruled_out(mh, rh))
+            plans[i] = (steps[0].low, len(steps) > 1)
+            for v in steps[0].slices:
+                rows += (i, v, mh, rh)
+            if len(rows) >= 4 * _BULK_ROWS:  # a statement per chunk of whole reports: a cut loses the rest only
+                if not self._settle(conn, rows, plans, out):
+                    return out
+                rows, plans = [], {}
+        if rows:
+            self._settle(conn, rows, plans, out)
+        return out
+
+    def _settle(self, conn: sqlite3.Connection, rows: list[int], plans: dict[int, tuple[int, bool]],
+                out: dict[int, _First]) -> bool:
+        """One statement of `_first_steps` (rows: report, slice, mid_h, rcpt_h, flat): what it found for each of
+        its reports into `out`; False when the budget ran out (before or inside it)."""
+        if not self._room():
+            return False
+        self.seeks += len(rows) // 4
+        sql = (f"SELECT v.column1, t.id, t.vmta, t.vmta_pool FROM (VALUES {','.join(['(?,?,?,?)'] * (len(rows) // 4))})"
+               " AS v JOIN corr_timelines AS t INDEXED BY corr_tl_mid"
+               f" ON t.qday = v.column2 AND t.mid_h = v.column3 AND t.rcpt_h = v.column4 WHERE 1{_HAS_VMTA}")
+        try:
+            found = conn.execute(sql, rows).fetchall()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT or self._until is None:
+                raise
+            return False  # the budget ran out inside it
+        best: dict[int, tuple[int, str, str]] = {}
+        for i, tl, vmta, pool in found:
+            if i not in best or tl > best[i][0]:
+                best[i] = (tl, vmta or "", pool or "")
+        for i, (low, more) in plans.items():
+            hit = best.get(i)
+            if hit is not None and (hit[0] >= low or not more):
+                out[i] = _First(True, (hit[1], hit[2]), None)
+            elif hit is None and not more:
+                out[i] = _First(True, None, None)
+            else:
+                out[i] = _First(False, None, hit)
+        return True
+
+    def _one(self, report: Report, recent: list[tuple[str, str, float] | None],
+             conn: sqlite3.Connection | None, slices: Slices,
+             first: _First | None = None) -> tuple[str, str] | None:
         """Message-Id, then jobId + rcpt, then rcpt + orig in the window; each in memory (`recent`: the
         hits of this report's four keys, as `lookup` asked them) first, then in the store's `slices`, minus the
-        generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash)."""
+        generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
+        what `_first_steps` found for its Message-Id + rcpt search (None: it did not search it)."""
         rcpt, orig, mid, job, t = report
+        if mid and rcpt and first is not None and first.answer is not None and recent[0] is None:
+            return first.answer  # settled by the batch's statement, whatever budget is left
 
         def steps(*keys: int | None) -> list[_Step]:
             return search_steps(slices, self._filters.ruled_out(*keys))
@@ -483,7 +567,11 @@ class Attributor:
                 mh = message_hash(mid)
                 row_ = None
                 if rh is not None:
-                    row_ = self._newest(conn, steps(mh, rh), "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
+                    if first is None:
+                        row_ = self._newest(conn, steps(mh, rh), "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
+                    elif not first.settled:  # on from the second step
+                        row_ = self._newest(conn, steps(mh, rh)[1:], "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh),
+                                            best=first.best)
                 if row_ is None:
                     row_ = self._newest(conn, steps(mh), "corr_tl_mid", "mid_h=?", (mh,), any_one=True)
                 if row_ is not None:
@@ -551,11 +639,11 @@ class Attributor:
         return self.seeks < until[0] and self.timer() < until[1]
 
     def _newest(self, conn: sqlite3.Connection, steps: list[_Step], index: str, where: str, params: tuple,
-                any_one: bool = False) -> tuple[str, str] | None:
+                any_one: bool = False, best: tuple[int, str, str] | None = None) -> tuple[str, str] | None:
         """(vmta, pool) of the newest timeline (highest id) matching `where`, searched step by step, newest first
         (`any_one`: of any matching timeline). The first step's undated slices and plain days may hold an older
-        timeline than a later step: a hit there below the step's dated ids lets the search go on."""
-        best: tuple[int, str, str] | None = None
+        timeline than a later step: a hit there below the step's dated ids lets the search go on. `best`: the
+        newest hit of the steps before `steps` (id, vmta, pool)."""
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
