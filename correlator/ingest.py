@@ -105,6 +105,7 @@ class Ingestor(Preparer, Linker, Writer):
         self._gen_filters = FilterWriter()
         """A Bloom filter per finished generation (genfilter.py): a probe without a scope seeks fewer generations."""
         self._keyed_tls: list[int] = []
+        self._keyed_from = 0
         self._search_changed = False
         """This write listed a slice (store.SEARCH_SEQ is bumped at its end)."""
         self._filter = KeyFilter()
@@ -224,6 +225,8 @@ class Ingestor(Preparer, Linker, Writer):
             self._isp_cache.clear()
         seq = self._sync(conn)
         first_tl = self._next_tl
+        open_gen = (first_tl >> store.GEN_BITS) + 1
+        self._keyed_from = 0 if open_gen in self._gen_filters.bits else (open_gen - 1) << store.GEN_BITS
         self._flow_parts.clear()
         self._keyed_tls.clear()
         self._search_changed = False

@@ -115,7 +115,11 @@ class Writer:
     """Mixin of Ingestor: stage 3."""
 
     _keyed_tls: list[int]
-    """Timelines this write created or gave a key (their generation's filter must hold it: genfilter.py)."""
+    """Timelines of generations finished before this write that it gave a key (their generation's filter must hold
+    it: genfilter.py); those of generations the write finishes are read whole when their filter is built."""
+    _keyed_from: int
+    """The first id of the generation being filled when the write began: `_keyed_tls` holds the ids below it (0: a
+    restart gave out ids of a finished generation again, so every new timeline too)."""
 
     def _flush(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment) -> None:
         """Store rows [seg.start, len(tls)) of `p`, linked to `tls`, then start a new segment there."""
@@ -139,7 +143,8 @@ class Writer:
         old = acc.filter(~is_new)
         if new.height:
             self._insert_new(conn, new, seg.new)
-            self._keyed_tls.extend(seg.new)
+            if self._keyed_from == 0:  # ids given out again in a generation with a filter (see Ingestor.write)
+                self._keyed_tls.extend(seg.new)
         if old.height:
             conn.executemany(_UPDATE_TL, _rows(
                 old, "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued", "t_queued",
@@ -148,7 +153,7 @@ class Writer:
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:
                 conn.executemany(_UPDATE_MID, _rows(mids, "mid_h", "message_id", "tl"))
-                self._keyed_tls.extend(mids.get_column("tl").to_list())
+                self._keyed_tls.extend(mids.filter(pl.col("tl") < self._keyed_from).get_column("tl").to_list())
             jobs = old.filter(pl.col("job_h").is_not_null())
             if jobs.height:
                 conn.executemany(_UPDATE_JOB, _rows(jobs, "job_h", "job_id", "tl"))
@@ -160,7 +165,8 @@ class Writer:
             conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
             conn.execute(_MERGE, (winner, loser))
             conn.execute("DELETE FROM corr_timelines WHERE id=?", (loser,))
-            self._keyed_tls.append(winner)
+            if winner < self._keyed_from:
+                self._keyed_tls.append(winner)
         self._flows_of(conn, rows)
 
     def _insert_new(self, conn: sqlite3.Connection, new: pl.DataFrame, qdays: dict[int, int]) -> None:

@@ -146,8 +146,8 @@ METRICS: tuple[MetricSpec, ...] = (
                (), "self"),
     MetricSpec("watchtower_attribution_skipped_total", "counter",
                "f/rb records counted with vmta `unknown` without a look in the correlator's store: their batch's"
-               " store lookups had cost their budget of index seeks (at a big store while the correlator is behind,"
-               " the metrics would wait for them).", (), "self"),
+               " store lookups had spent their budget of index seeks or time (at a big store while the correlator is"
+               " behind, or on a saturated host, the metrics would wait for them).", (), "self"),
     MetricSpec("watchtower_maintenance_errors_total", "counter",
                "Failed correlator maintenance runs (retention pruning); retried later.", (), "self"),
     MetricSpec("watchtower_files_open", "gauge", "Accounting files held open (bounded by tail.max_open_files).",

@@ -202,3 +202,17 @@ def test_no_filter_ever_lacks_a_key_of_its_generation(tmp_path_factory: pytest.T
         h.close()
     finally:
         mp.undo()
+
+
+def test_a_filter_read_from_the_store_in_chunks_is_the_one_built_at_once() -> None:
+    """A generation's filter is built from its rows 8,192 at a time (the peak memory of a oneshot), nulls included."""
+    import sqlite3
+
+    rng = random.Random(3)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (m INTEGER, r INTEGER)")
+    rows = [(rng.getrandbits(64) - 2**63, None if i % 5 == 0 else rng.getrandbits(64) - 2**63) for i in range(20_000)]
+    conn.executemany("INSERT INTO t VALUES (?, ?)", rows)
+    at_once = genfilter.build(pl.Series([k for row in rows for k in row], dtype=pl.Int64), 1 << 15)
+    assert genfilter.build_from(conn.execute("SELECT m, r FROM t"), 1 << 15) == at_once
+    assert genfilter.build_from(conn.execute("SELECT m, r FROM t WHERE 0"), 256) == bytes(256)
