@@ -82,14 +82,23 @@ def _packed(positions: pl.DataFrame, nbytes: int) -> bytes:
 
 
 def build_from(cursor: sqlite3.Cursor, nbytes: int) -> bytes:
-    """A filter of `nbytes` holding every key of the cursor's rows (any number of integer columns), read
-    _BUILD_CHUNK rows at a time: a generation's 65,536 rows read at once held ~20 MB more at the peak of a oneshot."""
-    parts = []
+    """A filter of `nbytes` holding every key of the cursor's rows (any number of integer columns, nulls ignored), set
+    bit by bit as rows stream from SQLite: `build` (polars) on a generation's rows took ~20 MB more at the peak of
+    a oneshot for the same time (~0.1-0.15 s per generation of 65,536 timelines)."""
+    bits = bytearray(nbytes)
+    mask = nbytes * 8 - 1
+    steps = range(HASHES)
     while chunk := cursor.fetchmany(_BUILD_CHUNK):
-        keys = pl.DataFrame(chunk, orient="row", infer_schema_length=None)
-        series = pl.concat([keys.get_column(name).cast(pl.Int64) for name in keys.columns])
-        parts.append(_positions(series, nbytes).unique())
-    return _packed(pl.concat(parts) if parts else _positions(pl.Series([], dtype=pl.Int64), nbytes), nbytes)
+        for row in chunk:
+            for key in row:
+                if key is None:
+                    continue
+                k = key & _U64
+                h1, h2 = k & _U32, (k >> 32) | 1
+                for i in steps:
+                    pos = (h1 + i * h2) & mask
+                    bits[pos >> 3] |= 1 << (pos & 7)
+    return bytes(bits)
 
 
 def add(bits: bytearray, keys: Iterable[int]) -> bool:
