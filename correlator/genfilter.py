@@ -71,7 +71,8 @@ def _positions(keys: pl.Series, nbytes: int) -> pl.DataFrame:
 
 
 def build(keys: pl.Series, nbytes: int) -> bytes:
-    """A filter of `nbytes` holding these keys (nulls ignored), column-wise."""
+    """A filter of `nbytes` holding these keys (nulls ignored), column-wise: the reference that `build_from` (what the
+    writer uses) and `add` are tested against."""
     return _packed(_positions(keys, nbytes), nbytes)
 
 
