@@ -366,11 +366,10 @@ class Slices(NamedTuple):
 
 
 def read_slices(conn: sqlite3.Connection) -> Slices:
-    gen, day_of = store.generation_of_slice, store.day_of_slice
+    gen = store.dated_generation
     values = [v for (v,) in conn.execute("SELECT day FROM corr_days")]
-    anywhere = [v for v in values if not gen(v) or day_of(v) == store.NO_DAY]
-    dated = sorted((v for v in values if gen(v) and day_of(v) != store.NO_DAY), key=gen, reverse=True)
-    return Slices(anywhere, dated, [gen(v) for v in dated])
+    dated = sorted((v for v in values if gen(v)), key=gen, reverse=True)
+    return Slices([v for v in values if not gen(v)], dated, [gen(v) for v in dated])
 
 
 def search_steps(slices: Slices, ruled_out: set[int] | frozenset[int] = frozenset()) -> list[_Step]:
@@ -523,11 +522,8 @@ class Attributor:
         sql = (f"SELECT v.column1, t.id, t.vmta, t.vmta_pool FROM (VALUES {','.join(['(?,?,?,?)'] * (len(rows) // 4))})"
                " AS v JOIN corr_timelines AS t INDEXED BY corr_tl_mid"
                f" ON t.qday = v.column2 AND t.mid_h = v.column3 AND t.rcpt_h = v.column4 WHERE 1{_HAS_VMTA}")
-        try:
-            found = conn.execute(sql, rows).fetchall()
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT or self._until is None:
-                raise
+        found = self._fetch(conn, sql, rows, every_row=True)
+        if found is None:
             return False  # the budget ran out inside it
         best: dict[int, tuple[int, str, str]] = {}
         for i, tl, vmta, pool in found:
@@ -620,11 +616,12 @@ class Attributor:
             self.seeks += len(step.slices)
             yield step
 
-    def _fetch(self, conn: sqlite3.Connection, sql: str, params: tuple) -> Any:
-        """The first row of one step's statement, or None with the search cut when the budget's clock interrupted
-        it (the progress handler, see PROGRESS_OPS)."""
+    def _fetch(self, conn: sqlite3.Connection, sql: str, params: tuple | list, every_row: bool = False) -> Any:
+        """The first row of one step's statement (`every_row`: all its rows), or None with the search cut when the
+        budget's clock interrupted it (the progress handler, see PROGRESS_OPS)."""
         try:
-            return conn.execute(sql, params).fetchone()
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if every_row else cursor.fetchone()
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT or self._until is None:
                 raise

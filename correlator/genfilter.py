@@ -122,8 +122,8 @@ def keep(slices: list[int], ruled_out: set[int]) -> list[int]:
     """The slices minus those of dated generations in `ruled_out` (undated slices are numbered apart: kept)."""
     if not ruled_out:
         return slices
-    gen, day_of = store.generation_of_slice, store.day_of_slice
-    return [v for v in slices if gen(v) not in ruled_out or day_of(v) == store.NO_DAY]
+    gen = store.dated_generation  # 0 for an undated slice: never ruled out
+    return [v for v in slices if gen(v) not in ruled_out]
 
 
 class GenerationFilters:
@@ -224,14 +224,14 @@ class FilterWriter(GenerationFilters):
         (`first_tl`, `next_tl`: the writer's next timeline id when the write began and now). True if a stored
         filter changed."""
         self.load(conn)
-        bits_of = store.GEN_BITS
-        late = sorted({tl for tl in keyed if ((tl >> bits_of) + 1) in self.bits})
+        generation_of = store.generation_of
+        late = sorted({tl for tl in keyed if generation_of(tl) in self.bits})
         for i in range(0, len(late), 500):
             chunk = late[i : i + 500]
             rows = conn.execute(f"SELECT id, mid_h, rcpt_h FROM corr_timelines WHERE id IN"
                                 f" ({','.join('?' * len(chunk))})", chunk)
             for tl, mid_h, rcpt_h in rows:
-                gen = (tl >> bits_of) + 1
+                gen = generation_of(tl)
                 bits = self.bits[gen]
                 assert isinstance(bits, bytearray)
                 if add(bits, (k for k in (mid_h, rcpt_h) if k is not None)):
@@ -241,14 +241,13 @@ class FilterWriter(GenerationFilters):
             conn.execute("UPDATE corr_gen_filters SET version = version + 1, bits = ? WHERE gen = ?",
                          (bytes(self.bits[gen]), gen))
         self._dirty.clear()
-        return self._build_missing(conn, (first_tl >> bits_of) + 1, (next_tl >> bits_of) + 1, slices) or changed
+        return self._build_missing(conn, generation_of(first_tl), generation_of(next_tl), slices) or changed
 
     def _build_missing(self, conn: sqlite3.Connection, since: int, open_gen: int, slices: Iterable[int]) -> bool:
         """Filters of the dated generations of `slices` below `open_gen` (finished: the writer's next id is past
         them) that have none, newest first: every one from `since` (the write finished them), and BUILD_PER_WRITE
         older ones at most."""
-        gen, day_of = store.generation_of_slice, store.day_of_slice
-        gens = {gen(v) for v in slices if gen(v) and day_of(v) != store.NO_DAY}
+        gens = {g for v in slices if (g := store.dated_generation(v))}
         missing = sorted((g for g in gens if g < open_gen and g not in self.bits), reverse=True)
         fresh = [g for g in missing if g >= since]  # finished by this write: all of them (a backfill finishes many)
         todo = fresh + [g for g in missing if g < since][:BUILD_PER_WRITE]

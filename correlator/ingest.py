@@ -225,7 +225,7 @@ class Ingestor(Preparer, Linker, Writer):
             self._isp_cache.clear()
         seq = self._sync(conn)
         first_tl = self._next_tl
-        open_gen = (first_tl >> store.GEN_BITS) + 1
+        open_gen = store.generation_of(first_tl)
         self._keyed_from = 0 if open_gen in self._gen_filters.bits else (open_gen - 1) << store.GEN_BITS
         self._flow_parts.clear()
         self._keyed_tls.clear()

@@ -159,7 +159,17 @@ def slice_of(day: int, tl: int) -> int:
         field = day
     else:
         return day
-    return (((tl >> GEN_BITS) + 1) << DAY_BITS) | field
+    return (generation_of(tl) << DAY_BITS) | field
+
+
+def dated_generation(value: int) -> int:
+    """The generation of a dated `qday` slice; 0 for a plain day or an undated slice (numbered apart)."""
+    return 0 if day_of_slice(value) == NO_DAY else generation_of_slice(value)
+
+
+def generation_of(tl: int) -> int:
+    """The generation of timeline id `tl` (numbered from 1, as `generation_of_slice` numbers dated slices)."""
+    return (tl >> GEN_BITS) + 1
 
 
 def undated_slice(generation: int) -> int:
