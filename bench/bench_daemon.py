@@ -221,6 +221,17 @@ def drain(listen: str, limit: float = 120.0) -> str:
     return f"not within {limit:.0f}s"
 
 
+def metrics_lag_summary(lag_at: list[tuple[float, float]], seconds: float) -> str:
+    """p50/p99/max of the metrics lag in each quarter of the run: whether it grows with the store."""
+    parts = []
+    for q in range(4):
+        lags = sorted(lag for t, lag in lag_at if q * seconds / 4 <= t < (q + 1) * seconds / 4)
+        if lags:
+            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            parts.append(f"Q{q + 1} {statistics.median(lags):.2f}/{p99:.2f}/{lags[-1]:.2f}s")
+    return ", ".join(parts)
+
+
 def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float) -> str:
     """Median and max of the timeline lag in each quarter of the run: flat when the quarters agree."""
     def seconds(rows: int, nbytes: int) -> float:
@@ -359,6 +370,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     rss0 = rss_with_children(proc.pid)
     written = 0
     lags: list[float] = []
+    lag_at: list[tuple[float, float]] = []
+    """(seconds since the start, metrics lag) of each sample: when the slow samples came."""
     behind: list[tuple[float, int, int]] = []
     """(seconds since the start, rows in memory, bytes to read again) at each sample."""
     middle: tuple[int, int, float] | None = None
@@ -392,6 +405,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
                 next_sample = time.perf_counter() + SAMPLE_EVERY
                 continue
             lags.append(max(0.0, (written - n) / rate))
+            lag_at.append((now - t0, lags[-1]))
             behind.append((now - t0, _rows, _bytes))
             quarter = min(3, int((now - t0) * 4 / seconds))
             rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
@@ -438,6 +452,9 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     print("  timeline lag (backlog as seconds of traffic, one sample per 0.5 s): " + lag_summary(behind, rate, traffic)
           + f"; caught up {drained} after the appends stopped")
     busy = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
+    print("  metrics lag p50/p99/max per quarter: " + metrics_lag_summary(lag_at, seconds)
+          + "; the slowest samples at " + ", ".join(f"{t:.0f} s ({lag:.1f})" for t, lag in
+                                                      sorted(lag_at, key=lambda s: -s[1])[:5]))
     print("  peak RSS (with children) per quarter: " + ", ".join(f"{r:.0f}" for r in rss_by_quarter) + " MB")
     if CORRELATOR:
         print("  peak bytes in use in the state DB per quarter: "
@@ -455,6 +472,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     if stalls:
         print("  the daemon's log, last lines:\n    " + "\n    ".join(
             (work / "live.log").read_text(errors="replace").splitlines()[-30:]))
+    else:
+        print("  " + log_problems(work / "live.log"))
     print(f"  CPU while appending{' (since the restart)' if cpu_from > t0 else ''} (cores busy): daemon {busy[0]:.2f}"
           + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else "")
           + f", this benchmark (writing the files) {(own1 - own0) / elapsed:.2f}; the whole machine"
@@ -466,6 +485,15 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     if CORRELATOR:
         state = Path(yaml.safe_load(cfg.read_text())["state_dir"])
         print("  store at the end: " + store_shape(state / "watchtower.db"))
+
+
+def log_problems(log: Path) -> str:
+    """The daemon's warnings and errors during the run: how many, the first and last few (a pause, a failed commit)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if " WARNING " in line or " ERROR " in line]
+    if not lines:
+        return "the daemon logged no warning or error"
+    shown = lines if len(lines) <= 6 else [*lines[:3], "...", *lines[-3:]]
+    return f"the daemon logged {len(lines)} warnings/errors:\n    " + "\n    ".join(shown)
 
 
 def bytes_in_use(db: Path) -> float:

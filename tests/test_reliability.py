@@ -906,3 +906,51 @@ async def test_reports_past_the_lookup_budget_are_counted_unattributed_and_the_c
     finally:
         d.should_exit.set()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+@pytest.mark.parametrize("worker", ["process", "thread"])
+async def test_reading_goes_on_while_the_state_thread_waits_for_the_write_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: str) -> None:
+    """The state thread runs one job at a time, and a checkpoint may wait there for the write lock (the correlator's
+    own process holds it for a slice; measured live: 14 s at 20k records/s and a 20 GB store). The event loop must not
+    wait behind it: it once awaited the correlator process's positions (the backlog gauge) and retention pruning on that
+    thread, so reading, and the metrics, stopped until the lock was free (a metrics lag p99 of 19 s in that run). Here
+    the lock is held by another connection until the records appended meanwhile are counted."""
+    import exporter.state as state_mod
+    from exporter import maintenance
+
+    monkeypatch.setattr(maintenance, "MAINTAIN_INTERVAL", 0.3)  # thread: pruning comes due while the lock is held
+    monkeypatch.setattr(state_mod, "BUSY_TIMEOUT_MS", 60_000)  # thread: a slice waits as long as a checkpoint
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(1000)
+    cfg = load_config(write_config(tmp_path, tail={"checkpoint_interval": 0.2},
+                                   correlator={"enabled": True, "worker": worker}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+
+    async def delivered(n: int) -> float | None:
+        for _ in range(200):
+            if d.registry.get_sample_value("pmta_delivered_total", labels) == n:
+                break
+            await asyncio.sleep(0.05)
+        return d.registry.get_sample_value("pmta_delivered_total", labels)
+
+    other = sqlite3.connect(tmp_path / "state" / "watchtower.db", isolation_level=None, check_same_thread=False)
+    try:
+        assert await delivered(1000) == 1000
+        await asyncio.sleep(0.5)  # let a commit (a checkpoint or a slice) and its write run first
+        other.execute("BEGIN IMMEDIATE")
+        w.write(10)
+        assert await delivered(1010) == 1010  # its checkpoint now waits for the lock on the state thread
+        await asyncio.sleep(1.0)  # the jobs the loop queues behind it (gauge, pruning) pile up
+        w.write(500)
+        assert await delivered(1510) == 1510  # read and counted while the lock is still held
+        committed = other.execute("SELECT max(offset) FROM wt_checkpoints").fetchone()[0]
+        assert committed < w.path.stat().st_size  # while no commit of the last records could land
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 30) == 0
