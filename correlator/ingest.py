@@ -44,7 +44,7 @@ from correlator.keyfilter import KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
 from correlator.prepare import REPORTS, Preparer, batch_frame
-from correlator.writes import _INSERT_QE, Writer
+from correlator.writes import _INSERT_QE, KEYED_EVERY, Writer
 from exporter.records import LINE, RecordBatch
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Ingestor(Preparer, Linker, Writer):
         seq = self._sync(conn)
         first_tl = self._next_tl
         open_gen = store.generation_of(first_tl)
-        self._keyed_from = 0 if open_gen in self._gen_filters.bits else (open_gen - 1) << store.GEN_BITS
+        self._keyed_from = KEYED_EVERY if open_gen in self._gen_filters.bits else (open_gen - 1) << store.GEN_BITS
         self._flow_parts.clear()
         self._keyed_tls.clear()
         self._search_changed = False

@@ -41,6 +41,8 @@ _UPDATE_TL = (
     " t_done=coalesce(min(t_done, ?), t_done, ?), flags=flags | ?, attempts=attempts + ? WHERE id=?"
 )
 _UPDATE_T0 = "UPDATE corr_timelines SET t0=? WHERE id=? AND t0>?"
+KEYED_EVERY = (1 << 63) - 1
+"""`Writer._keyed_from` when the generation being filled already has a filter: every id is below it."""
 _UPDATE_MID = "UPDATE corr_timelines SET mid_h=?, message_id=? WHERE id=? AND mid_h IS NULL"
 _UPDATE_JOB = "UPDATE corr_timelines SET job_h=?, job_id=? WHERE id=? AND job_h IS NULL"
 _INSERT_EV = "INSERT OR IGNORE INTO corr_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -118,8 +120,8 @@ class Writer:
     """Timelines of generations finished before this write that it gave a key (their generation's filter must hold
     it: genfilter.py); those of generations the write finishes are read whole when their filter is built."""
     _keyed_from: int
-    """The first id of the generation being filled when the write began: `_keyed_tls` holds the ids below it (0: a
-    restart gave out ids of a finished generation again, so every new timeline too)."""
+    """The first id of the generation being filled when the write began: `_keyed_tls` holds the ids below it
+    (KEYED_EVERY: a restart gave out ids of a finished generation again, so every new timeline too)."""
 
     def _flush(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment) -> None:
         """Store rows [seg.start, len(tls)) of `p`, linked to `tls`, then start a new segment there."""
@@ -143,7 +145,7 @@ class Writer:
         old = acc.filter(~is_new)
         if new.height:
             self._insert_new(conn, new, seg.new)
-            if self._keyed_from == 0:  # ids given out again in a generation with a filter (see Ingestor.write)
+            if self._keyed_from == KEYED_EVERY:  # ids given out again in a generation with a filter (Ingestor.write)
                 self._keyed_tls.extend(seg.new)
         if old.height:
             conn.executemany(_UPDATE_TL, _rows(

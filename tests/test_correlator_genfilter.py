@@ -118,6 +118,36 @@ def test_a_key_given_later_to_a_timeline_of_a_finished_generation_is_added_to_it
     h.close()
 
 
+def test_after_a_restart_into_a_finished_generation_a_later_key_still_reaches_its_filter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Merges deleted the newest timelines, so a restart gives out ids of a generation that already has a filter
+    (ids 7, 8 of generation 2 here): the new timelines go into that filter, and a Message-Id a record of that write
+    gives an older timeline still reaches its own generation's filter."""
+    monkeypatch.setattr(store, "GEN_BITS", 2)  # 4 timelines per generation: ids 1-3, 4-7, 8-11
+    h = Harness(tmp_path)
+    h.commit(batch("/l/a.csv", HEAD + "\n".join([
+        f"t,{T0 + 10},{T0},n@s.example,a@gmail.com,va,JA,",  # id 1: jobId, no Message-Id
+        f"t,{T0 + 10},{T0},n@s.example,b@gmail.com,vb,JB,",  # id 2
+        f"t,{T0 + 10},{T0},n@s.example,c@gmail.com,vc,JC,",  # id 3
+        _fillers(0, 3)])))  # ids 4-6
+    h.commit(batch("/l/b.csv", HEAD + "\n".join([
+        f"t,{T0 + 20},{T0},n@s.example,b@gmail.com,vb2,,<mb@s>",  # id 7: Message-Id alone, another timeline
+        f"t,{T0 + 20},{T0},n@s.example,c@gmail.com,vc2,,<mc@s>"])))  # id 8: generation 2 finished
+    h.commit(batch("/l/c.csv", HEAD + "\n".join([
+        f"d,{T0 + 30},{T0},n@s.example,b@gmail.com,vb3,JB,<mb@s>",  # merges 7 into 2
+        f"d,{T0 + 30},{T0},n@s.example,c@gmail.com,vc3,JC,<mc@s>"])))  # merges 8 into 3
+    assert h.conn.execute("SELECT max(id) FROM corr_timelines").fetchone() == (6,)
+    assert h.conn.execute("SELECT gen FROM corr_gen_filters ORDER BY gen").fetchall() == [(1,), (2,)]
+    h.close()
+    again = Harness(tmp_path)  # a restart: the next id is 7, in generation 2, which has a filter
+    again.commit(batch("/l/d.csv", HEAD + "\n".join([
+        f"d,{T0 + 40},{T0},n@s.example,a@gmail.com,va2,JA,<ma@s>",  # id 1 (generation 1) learns its Message-Id
+        _fillers(10, 2)])))  # ids 7-8 again
+    assert _uncovered(again) == []
+    assert _vmta(again, "a@gmail.com", "ma@s", "x@other.example") == [("va2", "")]
+    again.close()
+
+
 def test_a_store_written_before_filters_gets_them_a_few_per_write_newest_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "GEN_BITS", 2)
