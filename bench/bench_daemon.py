@@ -221,15 +221,23 @@ def drain(listen: str, limit: float = 120.0) -> str:
     return f"not within {limit:.0f}s"
 
 
+def by_quarter(samples: list[tuple[float, float]], end: float) -> list[list[float]]:
+    """The values of (time, value) samples in each quarter of [0, end], each sorted (the last sample, at `end`,
+    in the fourth)."""
+    quarters: list[list[float]] = [[], [], [], []]
+    for t, value in samples:
+        quarters[min(3, int(t * 4 / end)) if end else 0].append(value)
+    return [sorted(q) for q in quarters]
+
+
+def p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def metrics_lag_summary(lag_at: list[tuple[float, float]], seconds: float) -> str:
     """p50/p99/max of the metrics lag in each quarter of the run: whether it grows with the store."""
-    parts = []
-    for q in range(4):
-        lags = sorted(lag for t, lag in lag_at if q * seconds / 4 <= t < (q + 1) * seconds / 4)
-        if lags:
-            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-            parts.append(f"Q{q + 1} {statistics.median(lags):.2f}/{p99:.2f}/{lags[-1]:.2f}s")
-    return ", ".join(parts)
+    return ", ".join(f"Q{q + 1} {statistics.median(lags):.2f}/{p99(lags):.2f}/{lags[-1]:.2f}s"
+                     for q, lags in enumerate(by_quarter(lag_at, seconds)) if lags)
 
 
 def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float) -> str:
@@ -238,13 +246,9 @@ def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float)
         return rows / rate + (nbytes / traffic if traffic else 0.0)
 
     end = behind[-1][0] if behind else 0.0
-    parts = []
-    for q in range(4):
-        lo, hi = q * end / 4, (q + 1) * end / 4
-        lags = sorted(seconds(r, b) for t, r, b in behind if lo <= t < hi or (q == 3 and t == end))
-        if lags:
-            parts.append(f"Q{q + 1} {statistics.median(lags):.1f}/{lags[-1]:.1f}s")
-    return "median/max " + ", ".join(parts)
+    quarters = by_quarter([(t, seconds(r, b)) for t, r, b in behind], end)
+    return "median/max " + ", ".join(f"Q{q + 1} {statistics.median(lags):.1f}/{lags[-1]:.1f}s"
+                                     for q, lags in enumerate(quarters) if lags)
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -439,13 +443,12 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     traffic = sum(h.tell() for h in handles.values()) / seconds  # bytes appended per second
     mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
     lags.sort()
-    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
     mode = f"on, {WORKER}" if CORRELATOR else "off"
     if planned_restart is not None:
         mode += f", restarted at {planned_restart:.0f}s"
     print(f"live (correlator {mode}, poll {POLL}s): {written:,} records at {written / seconds:,.0f}/s "
           f"for {seconds:.0f}s (target {rate:,}/s = "
-          f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99:.2f}s; "
+          f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99(lags):.2f}s; "
           f"timeline backlog (rows in memory + MB to read again) middle {mid_rows:,} + {mid_bytes / 1e6:.1f} MB, "
           f"end {backlog:,} + {backlog_bytes / 1e6:.1f} MB; "
           f"RSS (with children) {rss0:.0f} -> {mid_rss:.0f} -> {rss1:.0f} MB")

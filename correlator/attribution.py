@@ -547,7 +547,7 @@ class Attributor:
         generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
         what `_first_steps` found for its Message-Id + rcpt search (None: it did not search it)."""
         rcpt, orig, mid, job, t = report
-        if mid and rcpt and first is not None and first.answer is not None and recent[0] is None:
+        if first is not None and first.answer is not None:  # (only a report with both keys, not in memory, has one)
             return first.answer  # settled by the batch's statement, whatever budget is left
 
         def steps(*keys: int | None) -> list[_Step]:
