@@ -258,6 +258,41 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), sum(fields) / os.sysconf("SC_CLK_TCK")
 
 
+def iowait_seconds() -> float:
+    """CPU seconds the machine spent idle with I/O outstanding since boot (/proc/stat)."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[5]) / os.sysconf("SC_CLK_TCK")
+
+
+def major_faults(pid: int) -> int:
+    """Page faults that read from the disk, of the daemon's child processes alive now (the correlator)."""
+    total = 0
+    for child in child_pids(pid):
+        try:
+            total += int(Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[9])
+        except OSError:
+            pass
+    return total
+
+
+def usage(pid: int) -> tuple[float, ...]:
+    """(wall, daemon CPU, children CPU, this benchmark's CPU, machine busy, machine all, iowait, children's major
+    faults) now: two of them give the shares of a stretch of the run."""
+    daemon, children = cpu_seconds(pid)
+    busy, total = machine_cpu()
+    return (time.perf_counter(), daemon, children, time.process_time(), busy, total, iowait_seconds(),
+            float(major_faults(pid)))
+
+
+def usage_summary(marks: list[tuple[float, ...]]) -> str:
+    """Per stretch between two marks: cores busy (daemon, correlator, benchmark, machine), iowait, major faults."""
+    out = []
+    for q, (a, b) in enumerate(zip(marks, marks[1:], strict=False)):
+        wall = max(b[0] - a[0], 1e-9)
+        out.append(f"Q{q + 1} {(b[1] - a[1]) / wall:.2f}/{(b[2] - a[2]) / wall:.2f}/{(b[3] - a[3]) / wall:.2f}/"
+                   f"{(b[4] - a[4]) / wall:.2f} iowait {(b[6] - a[6]) / wall:.2f} majflt {b[7] - a[7]:,.0f}")
+    return "; ".join(out)
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(CPU seconds of the daemon, of its child processes alive now)."""
     def one(p: int) -> float:
@@ -393,6 +428,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     """attribution() at the start and at the end of each quarter (the same process: no restart)."""
     cpu0 = cpu_seconds(proc.pid)
     machine0, own0 = machine_cpu(), time.process_time()
+    marks = [usage(proc.pid)]
+    """usage() at the start and at the end of each quarter (the same process: no restart)."""
     t0 = time.perf_counter()
     cpu_from = t0
     next_sample = t0 + SAMPLE_EVERY
@@ -412,6 +449,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
             lag_at.append((now - t0, lags[-1]))
             behind.append((now - t0, _rows, _bytes))
             quarter = min(3, int((now - t0) * 4 / seconds))
+            if quarter >= len(marks) and planned_restart is None:
+                marks.append(usage(proc.pid))
             rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
             if CORRELATOR:
                 used_by_quarter[quarter] = max(used_by_quarter[quarter], bytes_in_use(db))
@@ -436,6 +475,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         except httpx.HTTPError as exc:
             stalls.append((time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
     rss1 = rss_with_children(proc.pid)
+    marks.append(usage(proc.pid))
     elapsed = time.perf_counter() - cpu_from
     cpu1 = cpu_seconds(proc.pid)
     machine1, own1 = machine_cpu(), time.process_time()
@@ -481,6 +521,9 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
           + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else "")
           + f", this benchmark (writing the files) {(own1 - own0) / elapsed:.2f}; the whole machine"
           f" {(machine1[0] - machine0[0]) / elapsed:.2f} of {(machine1[1] - machine0[1]) / elapsed:.2f}")
+    if planned_restart is None:
+        print("  per quarter, cores busy (daemon/correlator process/this benchmark/machine), iowait (cores idle"
+              " waiting for the disk), major faults of the correlator process: " + usage_summary(marks))
     for h in handles.values():
         h.close()
     proc.send_signal(signal.SIGTERM)

@@ -39,7 +39,7 @@ from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, SpanGone, read_span, span_at
 from exporter.walcheckpoint import WalCheckpointer
-from exporter.writelock import BUSY_TIMEOUT_MS, begin_immediate
+from exporter.writelock import BUSY_TIMEOUT_MS, HoldWatch, begin_immediate
 
 log = logging.getLogger("watchtower.state")
 CHECKPOINT_LOCK_WAIT_MS = 60_000
@@ -182,6 +182,8 @@ class StateStore:
         """Bytes of spans whose file was gone before the sinks could read them again."""
         self._interrupted = False
         """`interrupt()` was called (the shutdown deadline): a wait for the write lock ends."""
+        self.row_holds = HoldWatch("a write of the correlator's rows", log)
+        """How long each row slice held the write lock (the long ones are logged)."""
 
     def _given_up(self) -> bool:
         return self._interrupted
@@ -312,6 +314,7 @@ class StateStore:
         conn = self._conn
         assert conn is not None
         begin_immediate(conn, BUSY_TIMEOUT_MS, self._given_up)
+        self.row_holds.begun()
         try:
             if new_files:
                 now = time.time()
@@ -329,10 +332,12 @@ class StateStore:
                     [(*(pos or (None, None, None)), file_id) for file_id, pos in progress.items()],
                 )
             conn.execute("COMMIT")
-            self._committed()
         except BaseException:
             rollback_quietly(conn)
+            self.row_holds.ended(f"{sum(len(b) for b in batches):,} rows, rolled back")
             raise
+        self.row_holds.ended(f"{sum(len(b) for b in batches):,} rows")
+        self._committed()
         if new_files:
             self._registered.update(cp.file_id for cp in new_files)
 

@@ -10,6 +10,7 @@ pruning a 5 GB store), and itself slept up to 100 ms when the daemon held the lo
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -45,3 +46,44 @@ def begin_immediate(conn: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS,
             time.sleep(POLL_S)
     finally:
         conn.execute(f"PRAGMA busy_timeout={int(timeout_ms)}")
+
+
+LONG_HOLD_S = 5.0
+"""A write transaction that holds the lock longer than this is logged: other writers wait for it (the daemon's
+checkpoint gives up after `state.CHECKPOINT_LOCK_WAIT_MS` and is retried)."""
+HOLD_LOG_EVERY_S = 60.0
+"""At most one such line per this many seconds; the next one says how many long holds there were meanwhile."""
+
+
+class HoldWatch:
+    """Times this connection's write transactions, BEGIN to COMMIT, and logs the long ones, so an operator (and the
+    benchmark) sees which writer starved the other, for how long and with how much work (a slice's rows)."""
+
+    def __init__(self, what: str, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.log = logger
+        self.clock = clock
+        self.longest = 0.0
+        """The longest hold so far, seconds."""
+        self._since = 0.0
+        self._unlogged = 0
+        self._next_log = 0.0
+
+    def begun(self) -> None:
+        self._since = self.clock()
+
+    def ended(self, work: str) -> float:
+        """The transaction begun last has ended (committed or rolled back); returns how long it held the lock."""
+        now = self.clock()
+        held = now - self._since
+        self.longest = max(self.longest, held)
+        if held >= LONG_HOLD_S:
+            self._unlogged += 1
+            if now >= self._next_log:
+                more = f" ({self._unlogged - 1} more over {LONG_HOLD_S:g} s since the last such line)" \
+                    if self._unlogged > 1 else ""
+                self.log.warning("%s held the state database's write lock for %.1f s (%s); other writers "
+                                 "(the daemon's checkpoints) waited meanwhile%s", self.what, held, work, more)
+                self._unlogged = 0
+                self._next_log = now + HOLD_LOG_EVERY_S
+        return held

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import sqlite3
 import subprocess
@@ -422,6 +423,37 @@ def test_sighup_reloads_the_tables_the_correlator_uses_too(tmp_path: Path, watch
     assert wt.proc.poll() is None
     assert "Traceback" not in wt.log.read_text()
     assert wt.stop() == 0
+
+
+# --- a row slice that holds the write lock long is logged: the daemon's checkpoints wait behind it ---
+async def test_a_row_slice_holding_the_write_lock_long_is_logged_with_its_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    from exporter import writelock
+    from exporter.records import Columns, RecordBatch
+    from tests.conftest import ACCT_HEADER
+
+    monkeypatch.setattr(writelock, "LONG_HOLD_S", 0.2)
+    w = AcctWriter(tmp_path)
+    w.write(10)
+    columns = Columns.from_header(ACCT_HEADER.split(","))
+    rows = [line.split(",")[: len(columns.names)] for line in w.path.read_text().splitlines()[1:]]
+    batch = RecordBatch("acct", str(w.path), columns, rows, list(range(2, 12)), file_id="f00d")
+    sink = FailingSink()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
+    await store.open()
+    caplog.set_level(logging.WARNING, logger="watchtower.state")
+    backlog = RowBacklog()
+    backlog.add([batch], [])
+    assert await store.write_backlog(backlog, [], 4, 1 << 20) == (4, 0)  # quick: not logged
+    sink.delay = 0.1  # per row: the next slice holds the lock ~0.6 s
+    assert await store.write_backlog(backlog, [], 6, 1 << 20) == (6, 0)
+    await store.close()
+    held = [r.getMessage() for r in caplog.records if "write lock" in r.getMessage()]
+    assert len(held) == 1 and held[0].startswith("a write of the correlator's rows held the state database's write"
+                                                 " lock for 0.")
+    assert "(6 rows); other writers (the daemon's checkpoints) waited meanwhile" in held[0]
+    assert 0.6 <= store.row_holds.longest < 5
+    assert len(sink.rows) == 10
 
 
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---

@@ -90,3 +90,33 @@ def test_an_error_other_than_busy_is_not_retried(tmp_path: Path) -> None:
         writelock.begin_immediate(conn)
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == writelock.BUSY_TIMEOUT_MS
     conn.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_long_hold_is_logged_with_its_work_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    clock = _Clock()
+    watch = writelock.HoldWatch("a write of the correlator's rows", logging.getLogger("test.holds"), clock)
+    caplog.set_level(logging.WARNING, logger="test.holds")
+    held = []
+    for start, seconds, work in [(0, 4.9, "a"), (10, 6.0, "b"), (20, 9.0, "c"), (30, 7.0, "d"), (100, 5.0, "e")]:
+        clock.now = 1000.0 + start
+        watch.begun()
+        clock.now += seconds
+        held.append(watch.ended(f"{work} rows"))
+    assert held == pytest.approx([4.9, 6.0, 9.0, 7.0, 5.0])
+    assert watch.longest == pytest.approx(9.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "a write of the correlator's rows held the state database's write lock for 6.0 s (b rows); other writers"
+        " (the daemon's checkpoints) waited meanwhile",
+        "a write of the correlator's rows held the state database's write lock for 5.0 s (e rows); other writers"
+        " (the daemon's checkpoints) waited meanwhile (2 more over 5 s since the last such line)",
+    ]
