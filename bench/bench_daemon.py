@@ -59,9 +59,12 @@ FILTER_BITS: int | None = None
 """`--filter-bits`: 2**N bits in the correlator's key filter (32 MiB = 2**28): a small one has the false-positive
 rate of a much fuller store in a short run (its minimum of pruned timelines before a rebuild scaled alike)."""
 MAX_DB: int | None = None
+"""`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
 STARTED: list[subprocess.Popen[bytes]] = []
 """Every daemon this run started: stopped at the end whatever happened (a crashed run once left one running)."""
-"""`--max-db-size`: correlator.max_db_size in bytes (pruning under the size cap during the run)."""
+HTTP = httpx.Client(timeout=10)
+"""One client, its connections kept alive, as Prometheus scrapes: `httpx.get` builds a client (and a TLS context,
+loading the CA bundle) per request, which was a quarter of this benchmark's CPU, taken from the daemon."""
 
 
 def free_port() -> int:
@@ -121,25 +124,30 @@ def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
     STARTED.append(proc)
     for _ in range(600):
         try:
-            httpx.get(f"http://{listen}/healthz", timeout=1)
+            HTTP.get(f"http://{listen}/healthz", timeout=1)
             return proc
         except httpx.HTTPError:
             time.sleep(0.05)
     raise SystemExit("daemon did not start: " + log.read_text()[-2000:])
 
 
-def counted(listen: str) -> tuple[float, int, int]:
+def scrape(listen: str) -> str:
+    # uncompressed: the benchmark's own scrapes (2/s, 30x Prometheus' usual rate) should cost the daemon little
+    return HTTP.get(f"http://{listen}/metrics", headers={"Accept-Encoding": "identity"}).text
+
+
+def counted(listen: str, text: str | None = None) -> tuple[float, int, int]:
     """(records counted by the persisted pmta_* counters, rows waiting to be committed, bytes to read again).
 
     The corpus holds d, b (acct), t (diag) and f (fbl) records: each is counted by exactly one of these.
     (watchtower_* self-metrics restart at 0 with the process, so they cannot measure across a restart.)
     """
-    # uncompressed: the benchmark's own scrapes (2/s, 30x Prometheus' usual rate) should cost the daemon little
-    text = httpx.get(f"http://{listen}/metrics", timeout=10, headers={"Accept-Encoding": "identity"}).text
+    if text is None:
+        text = scrape(listen)
     n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith(("pmta_delivered_total{", "pmta_bounced_total{", "pmta_deferred_total{",
                                 "pmta_complaints_total{")))
-    health = httpx.get(f"http://{listen}/healthz", timeout=10).json()
+    health = HTTP.get(f"http://{listen}/healthz").json()
     return n, int(health.get("commit_backlog_rows", -1)), int(health.get("commit_backlog_bytes", 0))
 
 
@@ -377,9 +385,9 @@ class Pregenerated:
         return written
 
 
-def attribution(listen: str) -> tuple[float, float, float]:
-    """(complaints counted, of them with vmta `unknown`, f/rb records whose store lookup was skipped)."""
-    text = httpx.get(f"http://{listen}/metrics", timeout=10, headers={"Accept-Encoding": "identity"}).text
+def attribution(text: str) -> tuple[float, float, float]:
+    """(complaints counted, of them with vmta `unknown`, f/rb records whose store lookup was skipped), from a
+    scrape."""
     complaints = unknown = skipped = 0.0
     for line in text.splitlines():
         if line.startswith("pmta_complaints_total{"):
@@ -440,7 +448,8 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         if now >= next_sample:
             dirty = max(dirty, kb_field_mb("/proc/meminfo", "Dirty") + kb_field_mb("/proc/meminfo", "Writeback"))
             try:
-                n, _rows, _bytes = counted(listen)
+                text = scrape(listen)  # one scrape per sample: the counts and the attribution
+                n, _rows, _bytes = counted(listen, text)
             except httpx.HTTPError as exc:  # a stall is a result: counted, its time and the daemon's log kept
                 stalls.append((now - t0, f"{type(exc).__name__}: {exc}"))
                 next_sample = time.perf_counter() + SAMPLE_EVERY
@@ -454,8 +463,7 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
             rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
             if CORRELATOR:
                 used_by_quarter[quarter] = max(used_by_quarter[quarter], bytes_in_use(db))
-                with contextlib.suppress(httpx.HTTPError):
-                    reports[quarter + 1] = attribution(listen)
+                reports[quarter + 1] = attribution(text)
             next_sample = now + SAMPLE_EVERY
             if middle is None and now - t0 >= seconds / 2:
                 middle = (_rows, _bytes, rss_with_children(proc.pid))

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.backlog import RowBacklog
 from exporter.filestream import Checkpoint
@@ -248,20 +248,32 @@ def _next_size(current: int, fits: float, low: int, high: int) -> int:
 
 @dataclass(slots=True)
 class SliceSizes:
-    """Rows (in memory) and span bytes per slice, learnt from the rate of the last slice of each kind."""
+    """Rows (in memory) per slice, and span bytes per slice of each source, learnt from the rate of the last slice
+    of that kind.
+
+    Span bytes are learnt per source because a source's lines cost what its record types cost: a file of
+    complaints (each searched for its delivery deep in the store) was ~20x slower per byte than a file of
+    deliveries, and with one size for all, a 16 MiB piece of it sized on the delivery file's rate held the write
+    lock for 13 s while the daemon's checkpoint waited (bench/README.md, fifteenth round)."""
 
     rows: int = 2_000
     span_bytes: int = 1024 * 1024
+    """The first span size of a source (until one of its slices is measured)."""
     seconds: float = SLICE_SECONDS
     max_span_bytes: int = MAX_SPAN_BYTES
+    by_source: dict[str, int] = field(default_factory=dict)
+    """source -> span bytes learnt from its last slice."""
 
-    def learn(self, rows: int, nbytes: int, elapsed: float) -> None:
+    def span_bytes_for(self, source: str | None) -> int:
+        return self.by_source.get(source, self.span_bytes) if source is not None else self.span_bytes
+
+    def learn(self, rows: int, nbytes: int, elapsed: float, source: str | None = None) -> None:
         elapsed = max(elapsed, 1e-3)
         if rows and not nbytes:
             self.rows = _next_size(self.rows, rows / elapsed * self.seconds, MIN_SLICE_ROWS, MAX_SLICE_ROWS)
-        elif nbytes:
-            self.span_bytes = _next_size(self.span_bytes, nbytes / elapsed * self.seconds, MIN_SPAN_BYTES,
-                                         self.max_span_bytes)
+        elif nbytes and source is not None:
+            self.by_source[source] = _next_size(self.span_bytes_for(source), nbytes / elapsed * self.seconds,
+                                                MIN_SPAN_BYTES, self.max_span_bytes)
 
 
 def write_slices(store: StateStore, backlog: RowBacklog, pending: Callable[[], list[Checkpoint]] | list[Checkpoint],
@@ -271,7 +283,9 @@ def write_slices(store: StateStore, backlog: RowBacklog, pending: Callable[[], l
     deadline = time.monotonic() + seconds
     while backlog and go_on() and time.monotonic() < deadline:
         started = time.monotonic()
-        rows, nbytes = store.write_backlog_now(backlog, pending, sizes.rows, sizes.span_bytes)
+        span = None if backlog.rows > 0 else backlog.head_span()  # the slice is a piece of it (StateStore)
+        source = span.source if span is not None else None
+        rows, nbytes = store.write_backlog_now(backlog, pending, sizes.rows, sizes.span_bytes_for(source))
         if not rows and not nbytes:
             return
-        sizes.learn(rows, nbytes, time.monotonic() - started)
+        sizes.learn(rows, nbytes, time.monotonic() - started, source)

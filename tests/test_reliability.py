@@ -456,6 +456,58 @@ async def test_a_row_slice_holding_the_write_lock_long_is_logged_with_its_rows(
     assert len(sink.rows) == 10
 
 
+# --- span slices are sized per source: a slow source's pieces do not hold the lock for a fast one's size ---
+def test_span_slices_are_sized_per_source_so_a_slow_sources_slices_stay_short(tmp_path: Path):
+    """Complaints (each searched deep in the store) cost ~20x what deliveries cost per byte: a piece of the
+    complaint file sized on the delivery file's rate held the write lock for 13 s. The correlator process
+    follows the files in rounds (what each gained since the last); each source learns its own size, so only the
+    very first complaint piece (the starting size) is long."""
+    from exporter.spans import span_at
+    from exporter.writer import SliceSizes, write_slices
+    from tests.conftest import ACCT_HEADER
+
+    class CostPerSource(FailingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.slices: list[tuple[str, int, float]] = []
+
+        def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
+            started = time.monotonic()
+            for b in batches:  # deliveries 10 us a row, complaints 200 us a row
+                time.sleep(len(b) * (200e-6 if b.source == "fbl" else 10e-6))
+            super().write(conn, batches)
+            self.slices.append((batches[0].source, sum(len(b) for b in batches), time.monotonic() - started))
+
+    lines, pieces = 12_000, 4
+    files = {}
+    for name in ("acct", "fbl"):
+        w = AcctWriter(tmp_path, name)
+        w.write(lines)
+        data = w.path.read_bytes()
+        ends = [i + 1 for i, c in enumerate(data) if c == 10]  # byte after each line (the header's first)
+        st = w.path.stat()
+        cuts = [0] + [ends[k * lines // pieces] for k in range(1, pieces)] + [len(data)]
+        files[name] = [span_at(name, name, str(w.path), st.st_dev, st.st_ino,
+                               (cuts[k], 0 if k == 0 else k * lines // pieces + 1, "" if k == 0 else ACCT_HEADER),
+                               cuts[k + 1], None) for k in range(pieces)]
+    sink = CostPerSource()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
+    store._open(check=False)
+    backlog = RowBacklog()
+    sizes = SliceSizes(seconds=0.05)
+    try:
+        for acct, fbl in zip(files["acct"], files["fbl"], strict=True):  # a round: what each file gained since
+            backlog.add([], [acct, fbl])
+            while backlog:
+                write_slices(store, backlog, [], sizes, 5.0, lambda: True)
+    finally:
+        store._close()
+    assert len(sink.rows) == 2 * lines and len(sink.stored) == 2 * lines  # every line of both files, once
+    long_fbl = [rows for source, rows, took in sink.slices if source == "fbl" and took > 0.2]
+    assert len(long_fbl) == 1, sink.slices  # the first piece only: then the fbl size is the fbl rate's
+    assert sizes.by_source["fbl"] * 4 < sizes.by_source["acct"]
+
+
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
 async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(tmp_path: Path):
     """kill -9 between a row slice and the checkpoint: the next start knows the file under the same id
