@@ -334,9 +334,9 @@ class StateStore:
             conn.execute("COMMIT")
         except BaseException:
             rollback_quietly(conn)
-            self.row_holds.ended(f"{sum(len(b) for b in batches):,} rows, rolled back")
+            self.row_holds.ended(lambda: f"{sum(len(b) for b in batches):,} rows, rolled back")
             raise
-        self.row_holds.ended(f"{sum(len(b) for b in batches):,} rows")
+        self.row_holds.ended(lambda: f"{sum(len(b) for b in batches):,} rows")
         self._committed()
         if new_files:
             self._registered.update(cp.file_id for cp in new_files)

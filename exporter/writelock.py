@@ -72,8 +72,9 @@ class HoldWatch:
     def begun(self) -> None:
         self._since = self.clock()
 
-    def ended(self, work: str) -> float:
-        """The transaction begun last has ended (committed or rolled back); returns how long it held the lock."""
+    def ended(self, work: Callable[[], str]) -> float:
+        """The transaction begun last has ended (committed or rolled back); returns how long it held the lock.
+        `work()` says what it did (asked only for a line to log)."""
         now = self.clock()
         held = now - self._since
         self.longest = max(self.longest, held)
@@ -83,7 +84,7 @@ class HoldWatch:
                 more = f" ({self._unlogged - 1} more over {LONG_HOLD_S:g} s since the last such line)" \
                     if self._unlogged > 1 else ""
                 self.log.warning("%s held the state database's write lock for %.1f s (%s); other writers "
-                                 "(the daemon's checkpoints) waited meanwhile%s", self.what, held, work, more)
+                                 "(the daemon's checkpoints) waited meanwhile%s", self.what, held, work(), more)
                 self._unlogged = 0
                 self._next_log = now + HOLD_LOG_EVERY_S
         return held

@@ -111,7 +111,7 @@ def test_a_long_hold_is_logged_with_its_work_at_most_once_a_minute(caplog: pytes
         clock.now = 1000.0 + start
         watch.begun()
         clock.now += seconds
-        held.append(watch.ended(f"{work} rows"))
+        held.append(watch.ended(lambda w=work: f"{w} rows"))
     assert held == pytest.approx([4.9, 6.0, 9.0, 7.0, 5.0])
     assert watch.longest == pytest.approx(9.0)
     assert [r.getMessage() for r in caplog.records] == [
