@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,15 +170,20 @@ def child_pids(pid: int) -> list[int]:
             for child in (task / "children").read_text().split()]
 
 
-def rss_with_children(pid: int) -> float:
-    """VmRSS of the daemon plus its child processes, MB."""
-    total = status(pid, "VmRSS")
+def over_children(pid: int, of_one: Callable[[int], float]) -> float:
+    """`of_one(child)` summed over the daemon's child processes alive now (one gone meanwhile counts 0)."""
+    total = 0.0
     for child in child_pids(pid):
         try:
-            total += status(child, "VmRSS")
+            total += of_one(child)
         except OSError:  # gone meanwhile
             pass
     return total
+
+
+def rss_with_children(pid: int) -> float:
+    """VmRSS of the daemon plus its child processes, MB."""
+    return status(pid, "VmRSS") + over_children(pid, lambda child: status(child, "VmRSS"))
 
 
 def backfill(work: Path, lines: int) -> None:
@@ -259,36 +265,27 @@ def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float)
                                      for q, lags in enumerate(quarters) if lags)
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat: is anything starved?"""
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, all, iowait) CPU seconds of the whole machine since boot, from /proc/stat: is anything starved, or
+    waiting for the disk?"""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), sum(fields) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick, fields[4] / tick
 
 
-def iowait_seconds() -> float:
-    """CPU seconds the machine spent idle with I/O outstanding since boot (/proc/stat)."""
-    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[5]) / os.sysconf("SC_CLK_TCK")
-
-
-def major_faults(pid: int) -> int:
-    """Page faults that read from the disk, of the daemon's child processes alive now (the correlator)."""
-    total = 0
-    for child in child_pids(pid):
-        try:
-            total += int(Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[9])
-        except OSError:
-            pass
-    return total
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (field 3 on: state, ppid, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
 def usage(pid: int) -> tuple[float, ...]:
     """(wall, daemon CPU, children CPU, this benchmark's CPU, machine busy, machine all, iowait, children's major
     faults) now: two of them give the shares of a stretch of the run."""
     daemon, children = cpu_seconds(pid)
-    busy, total = machine_cpu()
-    return (time.perf_counter(), daemon, children, time.process_time(), busy, total, iowait_seconds(),
-            float(major_faults(pid)))
+    busy, total, iowait = machine_cpu()
+    return (time.perf_counter(), daemon, children, time.process_time(), busy, total, iowait,
+            over_children(pid, lambda child: int(stat_fields(child)[9])))  # majflt
 
 
 def usage_summary(marks: list[tuple[float, ...]]) -> str:
@@ -304,16 +301,10 @@ def usage_summary(marks: list[tuple[float, ...]]) -> str:
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(CPU seconds of the daemon, of its child processes alive now)."""
     def one(p: int) -> float:
-        fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        fields = stat_fields(p)
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
-    children = 0.0
-    for child in child_pids(pid):
-        try:
-            children += one(child)
-        except OSError:  # gone meanwhile
-            pass
-    return one(pid), children
+    return one(pid), over_children(pid, one)
 
 
 class Generated:

@@ -158,6 +158,10 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             log.debug("rollback after a failed commit: %s", exc)
 
 
+def _rows_in(batches: list[RecordBatch]) -> int:
+    return sum(len(b) for b in batches)
+
+
 class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
@@ -334,9 +338,9 @@ class StateStore:
             conn.execute("COMMIT")
         except BaseException:
             rollback_quietly(conn)
-            self.row_holds.ended(lambda: f"{sum(len(b) for b in batches):,} rows, rolled back")
+            self.row_holds.ended(lambda: f"{_rows_in(batches):,} rows, rolled back")
             raise
-        self.row_holds.ended(lambda: f"{sum(len(b) for b in batches):,} rows")
+        self.row_holds.ended(lambda: f"{_rows_in(batches):,} rows")
         self._committed()
         if new_files:
             self._registered.update(cp.file_id for cp in new_files)
