@@ -416,6 +416,8 @@ class RecordAggregator(Collector):
         self.counters: dict[str, dict[Key, float]] = {name: {} for name in COUNTERS}
         # Histogram series: labels -> [count per bucket (len(bounds)+1, last is +Inf), sum]
         self.histograms: dict[str, dict[Key, list[float]]] = {name: {} for name in HISTOGRAMS}
+        """A histogram's list is replaced on every change, never mutated: snapshots (/metrics, checkpoints) share it."""
+        self._series_of: dict[str, dict[Key, Any]] = {**self.counters, **self.histograms}
         self.dirty: set[tuple[str, Key]] = set()
         self.overflows: dict[str, int] = {}
         self._vmta = _Capped("vmta", max_vmtas)
@@ -952,12 +954,8 @@ class RecordAggregator(Collector):
     def take_dirty(self) -> list[tuple[str, Key, Any]]:
         """Current values of the series changed since the last call (for the state database)."""
         self.flush()
-        out: list[tuple[str, Key, Any]] = []
-        for name, key in self.dirty:
-            if name in self.counters:
-                out.append((name, key, self.counters[name][key]))
-            else:
-                out.append((name, key, list(self.histograms[name][key])))
+        series_of = self._series_of  # histogram lists are never mutated: no copy (the event loop runs this)
+        out = [(name, key, series_of[name][key]) for name, key in self.dirty]
         self.dirty.clear()
         return out
 

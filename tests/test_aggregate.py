@@ -110,6 +110,19 @@ def test_restore_from_dirty_snapshot_reproduces_the_exposition():
     assert sorted(generate_latest(a).splitlines()) == sorted(generate_latest(b).splitlines())
 
 
+
+def test_a_dirty_snapshot_keeps_its_values_while_the_series_change():
+    """take_dirty hands over the histogram lists themselves (no copy): they must never change afterwards."""
+    agg = make()
+    agg.apply(batch_of(ROWS))
+    snapshot = {(name, key): val for name, key, val in agg.take_dirty()}
+    frozen = {k: list(v) if isinstance(v, list) else v for k, v in snapshot.items()}
+    agg.apply(batch_of(ROWS))
+    later = {(name, key): val for name, key, val in agg.take_dirty()}
+    assert snapshot == frozen
+    hist = ("pmta_delivery_delay_seconds", ("vmta-1", "pool-a", "gmail"))
+    assert snapshot[hist][:4] == [1.0, 1.0, 0.0, 0.0] and later[hist][:4] == [2.0, 2.0, 0.0, 0.0]
+
 def test_attribution_lookup_fills_vmta_of_complaints():
     agg = make(lookup_vmta=lambda cols, rows: [("vmta-7", "pool-z")] * len(rows))
     agg.apply(batch_of(ROWS[-1:]))

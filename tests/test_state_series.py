@@ -1,0 +1,26 @@
+"""The state database's series values: the JSON text a checkpoint writes for each changed series."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.state import series_json
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
+
+
+@given(st.one_of(numbers, st.lists(numbers, max_size=14)))
+def test_a_series_value_is_written_as_json_dumps_writes_it(value: float | int | list[float | int]) -> None:
+    assert series_json(value) == json.dumps(value)
+
+
+def test_histograms_and_counters_read_back_exactly() -> None:
+    hist = [3.0, 0.0, 12.0, 1e-07, 5e+20, 0.1 + 0.2, 1764072000.123456]
+    assert series_json(hist) == "[3.0, 0.0, 12.0, 1e-07, 5e+20, 0.30000000000000004, 1764072000.123456]"
+    assert json.loads(series_json(hist)) == hist
+    assert json.loads(series_json(7)) == 7 and json.loads(series_json(2.5)) == 2.5
+    assert series_json(math.inf) == "Infinity" and series_json([1.0, math.nan]) == "[1.0, NaN]"
