@@ -31,6 +31,7 @@ from exporter.metrics import (
     PLACEHOLDER_UNKNOWN,
     SPECS,
     SelfMetrics,
+    sample_names,
 )
 from exporter.records import Columns, RecordBatch, col
 from exporter.timeparse import LATEST, parse_pmta_time
@@ -987,11 +988,14 @@ class RecordAggregator(Collector):
         out.update({name: len(s) for name, s in self.histograms.items()})
         return out
 
-    def exposition_snapshot(self) -> tuple[list[tuple[str, dict[Key, Any]]], list[Metric]]:
-        """Copies of every family for exporter.exposition (event loop; values are never mutated in place)."""
+    def exposition_snapshot(self, names: frozenset[str] | None = None
+                            ) -> tuple[list[tuple[str, dict[Key, Any]]], list[Metric]]:
+        """Copies of every family (with `names`: of those holding one of these samples) for exporter.exposition
+        (event loop; values are never mutated in place)."""
         self.flush()
-        families = [(name, dict(series)) for name, series in self.counters.items()]
-        families += [(name, dict(series)) for name, series in self.histograms.items()]
+        families = [(name, dict(series)) for name, series in self.counters.items() if names is None or name in names]
+        families += [(name, dict(series)) for name, series in self.histograms.items()
+                     if names is None or not names.isdisjoint(sample_names(name, "histogram"))]
         return families, [self._series_gauge()]
 
     def _series_gauge(self) -> Metric:

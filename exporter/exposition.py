@@ -12,6 +12,10 @@ what `generate_latest` would write (tests compare them).
 Formats: Prometheus text 0.0.4 unless the client accepts only OpenMetrics (Prometheus itself
 accepts text/plain, so it gets the fast text). `Accept-Encoding: gzip` is honoured (level 1:
 a 4.6 MB page compresses ~10x in a few tens of ms, in the worker thread).
+
+`/metrics?name[]=pmta_delivered_total&name[]=...` renders only the samples of those names, as
+prometheus_client's `restricted_registry` does (same bytes): a check or a dashboard probe that
+reads a few families costs the daemon what those families cost, not the whole page.
 """
 
 from __future__ import annotations
@@ -29,10 +33,14 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONT
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
 
-from exporter.metrics import SPECS
+from exporter.metrics import SPECS, sample_names
 
 GZIP_LEVEL = 1
+MAX_NAMES = 64
+"""`name[]` parameters one /metrics request may carry (each is one set lookup per family)."""
 Key = tuple[str, ...]
+Names = frozenset[str] | None
+"""Sample names a /metrics request asked for (`name[]`); None: all of them."""
 
 
 _ESCAPED: dict[str, str] = {}
@@ -69,6 +77,23 @@ class _Collected:
 
     def collect(self) -> Iterator[Metric]:
         return iter(self.metrics)
+
+
+def _restricted(metrics: list[Metric], names: frozenset[str]) -> list[Metric]:
+    """These metrics with only the samples named in `names`, those left without any dropped."""
+    out = []
+    for metric in metrics:
+        samples = [sample for sample in metric.samples if sample.name in names]
+        if samples:
+            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            kept.samples = samples
+            out.append(kept)
+    return out
+
+
+def _sample_name(line: str) -> str:
+    end = line.find("{")
+    return line[:end] if end >= 0 else line.split(" ", 1)[0]
 
 
 class _Family:
@@ -140,17 +165,19 @@ class Renderer:
         self._lock = threading.Lock()
 
     # --- on the event loop -------------------------------------------------------------------
-    def snapshot(self) -> list[tuple[str, Any]]:
-        """What to render, in registration order: ("fast", copies of series) or ("metrics", [Metric])."""
+    def snapshot(self, names: Names = None) -> list[tuple[str, Any]]:
+        """What to render, in registration order: ("fast", copies of series) or ("metrics", [Metric]); with
+        `names`, only the families holding one of those samples are copied (and only those samples rendered)."""
         parts: list[tuple[str, Any]] = []
         for collector in self._collectors():
             fast = getattr(collector, "exposition_snapshot", None)
             if fast is not None:
-                families, extra = fast()
-                parts.append(("fast", (families, [floatToGoString(b) for b in collector.bounds] + ["+Inf"])))
-                parts.append(("metrics", list(extra)))
+                families, extra = fast(names)
+                parts.append(("fast", (families, [floatToGoString(b) for b in collector.bounds] + ["+Inf"], names)))
+                parts.append(("metrics", list(extra) if names is None else _restricted(list(extra), names)))
             else:
-                parts.append(("metrics", list(collector.collect())))
+                metrics = list(collector.collect())
+                parts.append(("metrics", metrics if names is None else _restricted(metrics, names)))
         return parts
 
     def _collectors(self) -> list[Any]:
@@ -171,11 +198,17 @@ class Renderer:
                         text = (generate_openmetrics if openmetrics else generate_latest)(_Collected(payload))
                         out.append(text.decode().removesuffix("# EOF\n") if openmetrics else text.decode())
                     continue
-                families, les = payload
+                families, les, names = payload
                 for name, series in families:
                     fam = self._family(name, les)
                     out.append(fam.headers[openmetrics])
-                    fam.render(series, les, out)
+                    if names is None or all(n in names for n in sample_names(name, fam.kind)):
+                        fam.render(series, les, out)
+                    else:  # some of a histogram's samples: its lines, filtered
+                        lines: list[str] = []
+                        fam.render(series, les, lines)
+                        out.extend(line for line in "".join(lines).splitlines(keepends=True)
+                                   if _sample_name(line) in names)
             if openmetrics:
                 out.append("# EOF\n")
             return "".join(out).encode()
@@ -218,21 +251,21 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def render_sync(registry: CollectorRegistry, openmetrics: bool = False) -> bytes:
-    """The whole exposition now, on this thread (oneshot; tests)."""
+def render_sync(registry: CollectorRegistry, openmetrics: bool = False, names: Names = None) -> bytes:
+    """The whole exposition (or the samples `names`) now, on this thread (oneshot; tests)."""
     r = renderer_for(registry)
-    return r.render(r.snapshot(), openmetrics)
+    return r.render(r.snapshot(names), openmetrics)
 
 
 async def render_metrics(
-    registry: CollectorRegistry, accept: str, accept_encoding: str
+    registry: CollectorRegistry, accept: str, accept_encoding: str, names: Names = None
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of a /metrics response: snapshot on the loop, format and gzip in a thread."""
     import asyncio  # the listener's only: a oneshot renders without an event loop (no asyncio import)
 
     r = renderer_for(registry)
     om = wants_openmetrics(accept)
-    parts = r.snapshot()
+    parts = r.snapshot(names)
     gz = wants_gzip(accept_encoding)
 
     def work() -> bytes:

@@ -37,7 +37,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporter import __version__
 from exporter.config import Config
-from exporter.exposition import render_metrics
+from exporter.exposition import MAX_NAMES, render_metrics
 from exporter.webauth import BasicAuth
 
 log = logging.getLogger("watchtower.http")
@@ -72,8 +72,13 @@ def build_app(
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         # series are copied on the loop (never concurrently with apply()), formatted and gzipped in a thread
+        asked = request.query_params.getlist("name[]")
+        if len(asked) > MAX_NAMES:
+            return JSONResponse(error_body(400, f"at most {MAX_NAMES} name[] parameters, got {len(asked)}", "name[]"),
+                                status_code=400)
         body, headers = await render_metrics(registry, request.headers.get("accept", ""),
-                                             request.headers.get("accept-encoding", ""))
+                                             request.headers.get("accept-encoding", ""),
+                                             frozenset(asked) if asked else None)
         return Response(body, headers=headers)
 
     @app.get("/healthz", summary="Liveness and tailing status")

@@ -174,6 +174,12 @@ METRICS: tuple[MetricSpec, ...] = (
 
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
+
+def sample_names(name: str, kind: str) -> tuple[str, ...]:
+    """The sample names of a family in the exposition (a counter's is its own name: it ends in `_total`), which
+    `/metrics?name[]=` selects by."""
+    return (name,) if kind == "counter" else (name + "_bucket", name + "_count", name + "_sum")
+
 PARSE_ERROR_REASONS: tuple[str, ...] = (
     "bad_quoting",
     "short_row",

@@ -73,6 +73,54 @@ async def test_http_metrics_gzip_and_plain_carry_the_same_page():
         "application/openmetrics-text")
 
 
+
+def only(page: bytes, names: list[str]) -> bytes:
+    """The page's sample lines named in `names`, each family's kept under its HELP/TYPE lines (and `# EOF`)."""
+    out: list[bytes] = []
+    header: list[bytes] = []
+    for line in page.splitlines(keepends=True):
+        if line == b"# EOF\n":
+            out.append(line)
+        elif line.startswith(b"#"):
+            header = [line] if line.startswith(b"# HELP") else [*header, line]
+        elif line.split(b"{")[0].split(b" ")[0].decode() in names:
+            out += header + [line]
+            header = []
+    return b"".join(out)
+
+
+async def test_name_parameters_select_samples_as_prometheus_client_does() -> None:
+    """`/metrics?name[]=...` answers the full page's lines of those samples, each family under its HELP and TYPE
+    (what prometheus_client's restricted_registry writes): whole families, some samples of a histogram, self
+    metrics, names that match nothing; past MAX_NAMES a 400."""
+    from exporter.exposition import MAX_NAMES
+    from exporter.http import build_app
+
+    reg, _agg, _p = registry_with(ROWS)
+    Counter("watchtower_probe", "probe", registry=reg).inc(3)
+    app = build_app(reg, lambda: {"ok": True})
+    asks = [
+        ["pmta_delivered_total", "pmta_bounced_total"],
+        ["pmta_delivery_delay_seconds_count", "pmta_delivery_delay_seconds_sum"],
+        ["pmta_delivery_delay_seconds_bucket", "pmta_delivery_delay_seconds_count", "pmta_delivery_delay_seconds_sum"],
+        ["watchtower_probe_total", "watchtower_metric_series", "pmta_deferred_total"],
+        ["no_such_metric"],
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
+        for names in asks:
+            got = await c.get("/metrics", params={"name[]": names}, headers={"accept-encoding": "identity"})
+            assert got.status_code == 200
+            assert got.content == only(generate_latest(reg), names), names
+            assert all(name.encode() in got.content for name in names if name != "no_such_metric")
+        om = await c.get("/metrics", params={"name[]": asks[1]},
+                         headers={"accept": "application/openmetrics-text; version=1.0.0"})
+        too_many = await c.get("/metrics", params={"name[]": [f"m{i}" for i in range(MAX_NAMES + 1)]})
+    assert om.content == only(generate_openmetrics(reg), asks[1])
+    assert b"pmta_delivery_delay_seconds_count{" in om.content and b"_bucket" not in om.content
+    assert too_many.status_code == 400
+    assert too_many.json() == {"error": f"at most {MAX_NAMES} name[] parameters, got {MAX_NAMES + 1}",
+                               "parameter": "name[]", "status": 400}
+
 def test_a_oneshot_page_is_what_prometheus_client_writes(tmp_path, monkeypatch) -> None:
     """Thousands of series of every family (histograms with every label, escapes, large values)."""
     import yaml
