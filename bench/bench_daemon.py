@@ -84,7 +84,8 @@ SAMPLE_EVERY = 0.5
 LAG_SAMPLES = ("pmta_delivered_total", "pmta_bounced_total", "pmta_deferred_total", "pmta_complaints_total",
                "watchtower_attribution_skipped_total")
 """The samples a lag sample reads (`/metrics?name[]=`): the counts and the attribution."""
-FULL_SCRAPE_EVERY = 15.0
+WHOLE_PAGE_EVERY = 15.0
+FULL_SCRAPE_EVERY = WHOLE_PAGE_EVERY
 """Seconds between two scrapes of the whole page, as a Prometheus would (0: every sample scrapes the whole page, as the
 benchmark did before the sixteenth round: 2 whole pages a second, ~20% of the daemon's time holding the GIL)."""
 MAX_PENDING: int | None = None
@@ -623,7 +624,7 @@ def main() -> int:
                     help="live: generate the run's records before the daemon starts (held in memory, ~470 bytes each)"
                          " and copy them in while appending (generating them meanwhile takes ~0.25 of a core at 20k"
                          " records/s from the daemon)")
-    ap.add_argument("--full-scrape-every", type=float, default=FULL_SCRAPE_EVERY,
+    ap.add_argument("--full-scrape-every", type=float, default=WHOLE_PAGE_EVERY,
                     help="seconds between whole-page /metrics scrapes (default 15, as a Prometheus); the lag samples"
                          " read only the counts they need. 0: every lag sample scrapes the whole page (the harness"
                          " before the sixteenth round)")
