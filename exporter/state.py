@@ -439,6 +439,10 @@ class StateStore:
         if keep:  # the sink process reads a new file from byte 0, or from the first run's start position
             positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start else (0, 0, "")
                          for cp in c.checkpoints}
+        # rows built before the lock: the correlator process waits for it only while SQLite writes
+        offsets = [(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no, cp.header,
+                    cp.gone_since, now, *positions.get(cp.file_id, blank)) for cp in c.checkpoints]
+        values = [(m, SEP.join(k), series_json(v)) for m, k, v in c.series]
         begin_immediate(conn, CHECKPOINT_LOCK_WAIT_MS, self._given_up)
         try:
             conn.executemany(
@@ -450,16 +454,9 @@ class StateStore:
                 " updated=excluded.updated"
                 + ("" if keep else ", sink_offset=excluded.sink_offset, sink_line=excluded.sink_line,"
                    " sink_header=excluded.sink_header"),
-                [
-                    (cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
-                     cp.header, cp.gone_since, now, *positions.get(cp.file_id, blank))
-                    for cp in c.checkpoints
-                ],
+                offsets,
             )
-            conn.executemany(
-                "INSERT OR REPLACE INTO wt_series VALUES (?,?,?)",
-                [(m, SEP.join(k), series_json(v)) for m, k, v in c.series],
-            )
+            conn.executemany("INSERT OR REPLACE INTO wt_series VALUES (?,?,?)", values)
             if c.forget_before:
                 conn.execute("DELETE FROM wt_checkpoints WHERE gone_since IS NOT NULL AND gone_since < ?"
                              " AND sink_offset IS NULL", (c.forget_before,))
