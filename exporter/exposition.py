@@ -13,9 +13,10 @@ Formats: Prometheus text 0.0.4 unless the client accepts only OpenMetrics (Prome
 accepts text/plain, so it gets the fast text). `Accept-Encoding: gzip` is honoured (level 1:
 a 4.6 MB page compresses ~10x in a few tens of ms, in the worker thread).
 
-`/metrics?name[]=pmta_delivered_total&name[]=...` renders only the samples of those names, as
-prometheus_client's `restricted_registry` does (same bytes): a check or a dashboard probe that
-reads a few families costs the daemon what those families cost, not the whole page.
+`/metrics?name[]=pmta_delivered_total&name[]=...` renders only the samples of those names, each
+under its family's HELP/TYPE and families left without samples omitted (what prometheus_client's
+`restricted_registry` gives): a check or a dashboard probe that reads a few families costs the
+daemon what those families cost, not the whole page.
 """
 
 from __future__ import annotations
@@ -201,14 +202,18 @@ class Renderer:
                 families, les, names = payload
                 for name, series in families:
                     fam = self._family(name, les)
-                    out.append(fam.headers[openmetrics])
-                    if names is None or all(n in names for n in sample_names(name, fam.kind)):
+                    if names is None:  # the whole page: every family under its HELP/TYPE, even without series
+                        out.append(fam.headers[openmetrics])
                         fam.render(series, les, out)
-                    else:  # some of a histogram's samples: its lines, filtered
-                        lines: list[str] = []
-                        fam.render(series, les, lines)
-                        out.extend(line for line in "".join(lines).splitlines(keepends=True)
-                                   if _sample_name(line) in names)
+                        continue
+                    lines: list[str] = []
+                    fam.render(series, les, lines)
+                    if not all(n in names for n in sample_names(name, fam.kind)):  # some of a histogram's samples
+                        lines = [line for line in "".join(lines).splitlines(keepends=True)
+                                 if _sample_name(line) in names]
+                    if lines:  # as prometheus_client's restricted registry: no samples, no family
+                        out.append(fam.headers[openmetrics])
+                        out.extend(lines)
             if openmetrics:
                 out.append("# EOF\n")
             return "".join(out).encode()
