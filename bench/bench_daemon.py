@@ -449,13 +449,13 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         if now >= next_sample:
             dirty = max(dirty, kb_field_mb("/proc/meminfo", "Dirty") + kb_field_mb("/proc/meminfo", "Writeback"))
             try:
-                if FULL_SCRAPE_EVERY and now >= next_full:  # what a Prometheus costs the daemon, timed
+                text = scrape(listen, LAG_SAMPLES if FULL_SCRAPE_EVERY else None)  # the counts and the attribution
+                n, _rows, _bytes = counted(listen, text)
+                if FULL_SCRAPE_EVERY and now >= next_full:  # after the sample: what a Prometheus costs, timed
                     began = time.perf_counter()
                     scrape(listen)
                     full_scrapes.append(time.perf_counter() - began)
                     next_full += FULL_SCRAPE_EVERY
-                text = scrape(listen, LAG_SAMPLES if FULL_SCRAPE_EVERY else None)  # the counts and the attribution
-                n, _rows, _bytes = counted(listen, text)
             except httpx.HTTPError as exc:  # a stall is a result: counted, its time and the daemon's log kept
                 stalls.append((now - t0, f"{type(exc).__name__}: {exc}"))
                 next_sample = time.perf_counter() + SAMPLE_EVERY
