@@ -87,9 +87,10 @@ def _packed(positions: pl.DataFrame, nbytes: int) -> bytes:
 def build_from(cursor: sqlite3.Cursor, nbytes: int) -> bytes:
     """A filter of `nbytes` holding every key of the cursor's rows (any number of integer columns, nulls ignored),
     column-wise a chunk of rows at a time: each chunk's bit positions are set in a map of one byte per bit, packed
-    at the end. A generation of 65,536 timelines takes ~0.05 s (most of it SQLite handing over the rows); the
-    Python loop over each key's positions it replaces took ~0.18 s, 5.8% of the correlator's time at 20k
-    records/s (bench/README.md, sixteenth round). The peak is one chunk's positions (~3 MB) and the map."""
+    at the end. A generation of 65,536 timelines takes ~0.1 s of CPU read from the store (~0.06 s of it SQLite
+    handing over the rows); the Python loop over each key's positions it replaces took ~0.25 s, 5.8% of the
+    correlator's time at 20k records/s (bench/README.md, sixteenth round). The peak is one chunk's positions
+    (~3 MB) and the map."""
     nbits = nbytes * 8
     marked = pl.zeros(nbits, dtype=pl.UInt8, eager=True)
     while chunk := cursor.fetchmany(_BUILD_CHUNK * 4):
