@@ -84,8 +84,7 @@ SAMPLE_EVERY = 0.5
 LAG_SAMPLES = ("pmta_delivered_total", "pmta_bounced_total", "pmta_deferred_total", "pmta_complaints_total",
                "watchtower_attribution_skipped_total")
 """The samples a lag sample reads (`/metrics?name[]=`): the counts and the attribution."""
-WHOLE_PAGE_EVERY = 15.0
-FULL_SCRAPE_EVERY = WHOLE_PAGE_EVERY
+FULL_SCRAPE_EVERY = 15.0
 """Seconds between two scrapes of the whole page, as a Prometheus would (0: every sample scrapes the whole page, as the
 benchmark did before the sixteenth round: 2 whole pages a second, ~20% of the daemon's time holding the GIL)."""
 MAX_PENDING: int | None = None
@@ -595,6 +594,7 @@ def store_shape(db: Path) -> str:
 
 
 def main() -> int:
+    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB, FILTER_BITS, FULL_SCRAPE_EVERY
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=600_000)
     ap.add_argument("--rate", type=int, default=20_000)
@@ -624,7 +624,7 @@ def main() -> int:
                     help="live: generate the run's records before the daemon starts (held in memory, ~470 bytes each)"
                          " and copy them in while appending (generating them meanwhile takes ~0.25 of a core at 20k"
                          " records/s from the daemon)")
-    ap.add_argument("--full-scrape-every", type=float, default=WHOLE_PAGE_EVERY,
+    ap.add_argument("--full-scrape-every", type=float, default=FULL_SCRAPE_EVERY,
                     help="seconds between whole-page /metrics scrapes (default 15, as a Prometheus); the lag samples"
                          " read only the counts they need. 0: every lag sample scrapes the whole page (the harness"
                          " before the sixteenth round)")
@@ -633,7 +633,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.complaint_delay and args.pregenerate:
         ap.error("--complaint-delay holds complaints back while generating: not with --pregenerate")
-    global CORRELATOR, POLL, MAX_PENDING, WORKER, CHECKOUT, GEN_BITS, MAX_DB, FILTER_BITS, FULL_SCRAPE_EVERY
     FULL_SCRAPE_EVERY = args.full_scrape_every
     FILTER_BITS = args.filter_bits
     MAX_DB = args.max_db_size
