@@ -80,7 +80,8 @@ class Ingestor(Preparer, Linker, Writer):
         """A reloaded ISP table (SIGHUP), taken by the writer at the start of its next write."""
         self._window = fallback_window
         self._clock = clock
-        self._cache_limit = cache_limit
+        self.cache_limit = cache_limit
+        """Link-cache entries (keys) past which the cache is dropped, checked per group. Each holds ~250 bytes."""
         self._link: dict[int, int] = {}
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
@@ -294,7 +295,7 @@ class Ingestor(Preparer, Linker, Writer):
 
     def _group(self, conn: sqlite3.Connection, frames: list[pl.DataFrame]) -> None:
         """Prepare, probe, link and flush these fresh rows (in this order: the batches' order); empties `frames`."""
-        if len(self._link) > self._cache_limit:  # per group: one write may carry a whole backfill
+        if len(self._link) > self.cache_limit:  # per group: one write may carry a whole backfill
             self.forget()
             self._days_loaded = True  # the day list is still right: nothing was pruned
         frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")

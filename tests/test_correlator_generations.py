@@ -63,7 +63,7 @@ def _run(tmp: Path, writes: list[list], restart_at: int | None = None, cache_lim
             h.close()
             h = Harness(tmp)
         if cache_limit is not None:
-            h.sink.ingestor._cache_limit = cache_limit
+            h.sink.ingestor.cache_limit = cache_limit
         h.commit(*write)
     return h
 

@@ -97,7 +97,7 @@ def test_a_backfill_past_the_cache_limit_probes_only_possible_hits(tmp_path: Pat
     for name, use_filter in (("filtered", True), ("probing", False)):
         (tmp_path / name).mkdir()
         h = Harness(tmp_path / name)
-        h.sink.ingestor._cache_limit = 40  # dropped every few writes, as a long backfill does
+        h.sink.ingestor.cache_limit = 40  # dropped every few writes, as a long backfill does
         probes = _counting_probes(h)
         for chunk in CHUNKS:
             h.commit(*chunk)
