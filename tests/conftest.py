@@ -31,10 +31,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+RECORD_DAY = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+"""Date of the records the writers below produce: yesterday (UTC). A fixed date aged past the daemon's default
+`correlator.retention` (7 days) seven days after it, and its timelines were then pruned in the middle of tests."""
+
+
 def d_line(n: int, vmta: str = "vmta-1", domain: str = "gmail.com", pool: str = "pool-a") -> str:
     """One realistic `d` record with a unique recipient (default acct field order)."""
     return (
-        f"d,2026-11-25 12:00:{n % 60:02d}+0000,2026-11-25 11:59:00+0000,bounce@sender.example,u{n}@{domain},,"
+        f"d,{RECORD_DAY} 12:00:{n % 60:02d}+0000,{RECORD_DAY} 11:59:00+0000,bounce@sender.example,u{n}@{domain},,"
         f"relayed,2.0.0 (success),smtp;250 2.0.0 OK {n} - gsmtp,gmail-smtp-in.l.google.com (142.250.1.27),"
         f"success,smtp,app (10.0.0.1),smtp,10.1.1.1,142.250.1.27,\"PIPELINING,8BITMIME\",1234,{vmta},job{n % 7},,"
         f"{domain}/{vmta},{pool}"

@@ -28,7 +28,7 @@ from exporter.filestream import read_fingerprint
 from exporter.metrics import SelfMetrics
 from exporter.state import Commit, StateError, StateStore
 from exporter.tailer import Tailer
-from tests.conftest import REPO, AcctWriter, Watchtower, total, write_config
+from tests.conftest import RECORD_DAY, REPO, AcctWriter, Watchtower, total, write_config
 
 THREAD_WORKER = {"worker": "thread"}
 """Tests of the daemon's own state writer thread (a sink injected in-process) pin that worker."""
@@ -978,7 +978,7 @@ async def test_reports_past_the_lookup_budget_are_counted_unattributed_and_the_c
         assert _events(tmp_path / "state" / "watchtower.db") == 20  # stored and committed
         d.pipeline.sink.recent._limit = 1  # noqa: SLF001 - and out of the in-memory index: the store must answer
         fbl.write_text("type,timeLogged,orig,rcpt,jobId\n" + "".join(
-            f"f,2026-11-25 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,job{n % 7}\n" for n in range(5)))
+            f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,job{n % 7}\n" for n in range(5)))
         for _ in range(200):
             await asyncio.sleep(0.05)
             if d.registry.get_sample_value("watchtower_attribution_skipped_total") == 5:
