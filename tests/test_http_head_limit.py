@@ -66,8 +66,11 @@ async def port(tmp_path: Path):
     config = load_config(write_config(tmp_path))
     server = make_server(build_app(reg, lambda: {"ok": True}), config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    for _ in range(1000):
+        if server.started or task.done():
+            break
         await asyncio.sleep(0.01)
+    assert server.started, "the server did not start listening"
     yield config.listen_port
     server.should_exit = True
     await task
