@@ -73,6 +73,7 @@ class Ingestor(Preparer, Linker, Writer):
         fallback_window: float,
         clock: Callable[[], float] = time.time,
         cache_limit: int = 150_000,
+        keep_history: bool = True,
     ) -> None:
         self._hasher = hasher
         self._isp_of = isp_of
@@ -82,6 +83,9 @@ class Ingestor(Preparer, Linker, Writer):
         self._clock = clock
         self.cache_limit = cache_limit
         """Link-cache entries (keys) past which the cache is dropped, checked per group. Each holds ~250 bytes."""
+        self.keep_history = keep_history
+        """False: store timelines only (their link keys, vmta, times), not their events, queue events or flows.
+        oneshot's store is deleted at exit and read by attribution alone, which reads timelines only."""
         self._link: dict[int, int] = {}
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
@@ -277,7 +281,9 @@ class Ingestor(Preparer, Linker, Writer):
         if not frame.height:
             return frame
         lo_line, hi_line = frame.get_column(LINE).min(), frame.get_column(LINE).max()
-        if lo_line <= max_line:
+        if lo_line <= max_line and not self.keep_history:  # no events to tell: every line up to max_line was seen
+            frame = frame.filter(pl.col(LINE) > max_line)
+        elif lo_line <= max_line:
             lo, hi = store.event_id(num, lo_line), store.event_id(num, hi_line)
             seen = [r[0] - base for r in conn.execute(
                 "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
@@ -302,7 +308,7 @@ class Ingestor(Preparer, Linker, Writer):
         frames.clear()
         prepared = self._prepare(frame)
         self._stored += prepared.stored
-        if prepared.queue_events:
+        if prepared.queue_events and self.keep_history:
             conn.executemany(_INSERT_QE, prepared.queue_events)
         if prepared.frame.height:
             if not self._complete:  # else a key the cache lacks is in no stored timeline either: nothing to probe

@@ -74,7 +74,9 @@ class CorrelatorSink:
         isp_of: IspOf | None = None,
         class_of: ClassOf | None = None,
         clock: Callable[[], float] = time.time,
+        history: bool = True,
     ) -> None:
+        """`history=False`: a store only attribution reads (oneshot's): see Ingestor.keep_history."""
         self.config = config
         self.db_path = Path(db_path)
         key = None
@@ -85,7 +87,8 @@ class CorrelatorSink:
         self.clock = clock
         self.pool = store.ReadPool(self.db_path)
         self.recent = RecentDeliveries()
-        self.ingestor = Ingestor(self.hasher, isp_of or default_isp_of(), config.fallback_window, clock)
+        self.ingestor = Ingestor(self.hasher, isp_of or default_isp_of(), config.fallback_window, clock,
+                                 keep_history=history)
         self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock)
         self.rows_written = 0
         self.timelines_pruned = 0
@@ -99,6 +102,8 @@ class CorrelatorSink:
 
     def setup(self, conn: sqlite3.Connection) -> None:
         store.migrate(conn, self.hasher.fingerprint())
+        if not self.ingestor.keep_history:
+            store.drop_search_indexes(conn)
         store.raise_cache(conn, WRITER_CACHE_BYTES)
 
     def observe(self, batch: RecordBatch) -> None:

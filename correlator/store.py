@@ -317,6 +317,17 @@ class ReadPool:
                 return
 
 
+SEARCH_INDEXES = ("corr_tl_t0", "corr_tl_vmta", "corr_tl_outcome")
+"""Indexes only the API's searches, listings and retention read; linking and attribution never do."""
+
+
+def drop_search_indexes(conn: sqlite3.Connection) -> None:
+    """A store without history (oneshot's, deleted at exit) serves no API: every write to these indexes
+    would be thrown away with it (~15% of its write time, bench/README.md eighteenth round)."""
+    for name in SEARCH_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
 def raise_cache(conn: sqlite3.Connection, nbytes: int) -> None:
     """Grow the connection's page cache to at least `nbytes` (never shrink what the owner chose)."""
     current = conn.execute("PRAGMA cache_size").fetchone()[0]

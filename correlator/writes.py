@@ -116,6 +116,9 @@ def _rows(frame: pl.DataFrame, *names: str) -> Iterator[tuple]:
 class Writer:
     """Mixin of Ingestor: stage 3."""
 
+    keep_history: bool
+    """False: timelines only (no events, queue events or flows): see Ingestor.keep_history."""
+
     _keyed_tls: list[int]
     """Timelines of generations finished before this write that it gave a key (their generation's filter must hold
     it: genfilter.py); those of generations the write finishes are read whole when their filter is built."""
@@ -162,14 +165,18 @@ class Writer:
         if seg.merges:  # a row linked before a merge in this segment names the loser
             find = self._find
             rows = rows.with_columns(pl.Series("tl", [find(tl) for tl in tls[start:stop]], dtype=pl.Int64))
-        conn.executemany(_INSERT_EV, _rows(rows, "eid", "tl", "code", "t", *_EVENT_FIELDS, "extra"))
+        history = self.keep_history
+        if history:
+            conn.executemany(_INSERT_EV, _rows(rows, "eid", "tl", "code", "t", *_EVENT_FIELDS, "extra"))
         for winner, loser in seg.merges:
-            conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
+            if history:
+                conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
             conn.execute(_MERGE, (winner, loser))
             conn.execute("DELETE FROM corr_timelines WHERE id=?", (loser,))
             if winner < self._keyed_from:
                 self._keyed_tls.append(winner)
-        self._flows_of(conn, rows)
+        if history:
+            self._flows_of(conn, rows)
 
     def _insert_new(self, conn: sqlite3.Connection, new: pl.DataFrame, qdays: dict[int, int]) -> None:
         fallback = new.filter(pl.col("isp").is_null() & pl.col("rcpt_any").is_not_null())

@@ -56,13 +56,14 @@ PAUSED_WAIT = 0.05
 """How often a paused reader looks again at the commit backlog."""
 
 
-def _correlator(config: Config, db_path: Path, isp: IspClassifier, replies: ReplyClassifier) -> RecordSink | None:
+def _correlator(config: Config, db_path: Path, isp: IspClassifier, replies: ReplyClassifier,
+                history: bool = True) -> RecordSink | None:
     if not config.correlator.enabled:
         return None
     from correlator.sink import CorrelatorSink
 
     return CorrelatorSink(config.correlator, db_path, isp_of=isp.classify_rcpt,  # type: ignore[no-any-return]
-                          class_of=replies.classify)
+                          class_of=replies.classify, history=history)
 
 
 def _report_chore(task: asyncio.Task[None]) -> None:
@@ -602,6 +603,11 @@ ONESHOT_LINK_CACHE = 50_000
 another, so a transient's or report's timeline is rarely still cached: the 250k corpus runs as many probes
 and as fast either way, and the peak RSS is ~25 MB lower (bench/README.md, seventeenth round)."""
 
+ONESHOT_KEEPS_HISTORY = False
+"""A oneshot's store is deleted at exit and nothing but vmta attribution reads it, which reads timelines only:
+it stores no events, queue events or flows and has no search indexes (correlator.store.SEARCH_INDEXES). The
+250k corpus runs ~35% faster, the exposition is the same (bench/README.md, eighteenth round)."""
+
 
 async def _oneshot(config: Config) -> str:
     """Read everything once (correlator on; the metrics-only oneshot is exporter/oneshot.py). Reading
@@ -614,7 +620,7 @@ async def _oneshot(config: Config) -> str:
     isp, replies = load_classifiers(config)
     with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
         db_path = Path(tmp) / STATE_DB
-        sink = _correlator(config, db_path, isp, replies)
+        sink = _correlator(config, db_path, isp, replies, history=ONESHOT_KEEPS_HISTORY)
         attributor = getattr(sink, "attributor", None)
         if attributor is not None:  # every report looked up: the output must not depend on the commits' pace
             attributor.seek_budget = None

@@ -228,3 +228,35 @@ def test_pruning_rebuilds_the_key_filter_without_the_keys_of_the_timelines_it_de
     assert rebuilt_dead == 0  # ~0 false positives in 32 MiB at this load: every pruned key is gone
     assert kept_dead == n_dead
     assert rebuilt == kept_snap  # what is stored does not depend on the filter
+
+
+SEARCH_INDEXES = {"corr_tl_t0", "corr_tl_vmta", "corr_tl_outcome"}
+
+
+def test_a_store_without_history_links_the_same_timelines_and_keeps_nothing_else(tmp_path: Path) -> None:
+    """oneshot's throwaway store (history=False): its output reads the timelines' link keys and vmta only
+    (attribution), so events, queue events, flows and the API's search indexes are not written. Every
+    timeline is exactly the one the full store holds, including merges, replayed lines and rotations."""
+    batches = [*CORPUS, *(b for chunk in CHUNKS for b in chunk)]
+    writes = {"per batch": [[b] for b in batches], "all at once": [batches],
+              "with replays": [[b, b] for b in batches] + [batches[:5]]}
+    (tmp_path / "full").mkdir()
+    full = Harness(tmp_path / "full")
+    for b in batches:
+        full.commit(b)
+    timelines, events, queue_events, flows = _snapshot(full.conn)
+    full.close()
+    assert len(timelines) > 300 and len(events) > len(timelines) and queue_events and flows
+    for name, run in writes.items():
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name, history=False)
+        for write in run:
+            h.commit(*write)
+        assert _snapshot(h.conn) == (timelines, [], [], []), name
+        indexes = {r[0] for r in h.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert not indexes & SEARCH_INDEXES and {"corr_tl_mid", "corr_tl_job", "corr_tl_rcpt"} <= indexes, name
+        h.close()
+    (tmp_path / "again").mkdir()
+    h = Harness(tmp_path / "again")  # a store with history keeps its search indexes
+    assert SEARCH_INDEXES <= {r[0] for r in h.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    h.close()

@@ -75,3 +75,18 @@ def test_oneshot_looks_every_report_up_whatever_the_daemon_s_budget(
     complaints = [line for line in _stable(budgeted) if line.startswith("pmta_complaints_total{")]
     assert sum('vmta="unknown"' not in line for line in complaints) >= 3
     assert _stable(budgeted) == _stable(expected)
+
+
+def test_oneshot_prints_what_a_store_with_history_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneshot's store is deleted at exit and only attribution reads it: it keeps no history (events, flows,
+    search indexes), and prints exactly what it printed with one."""
+    logs = tmp_path / "logs"
+    make_corpus(logs, 3000)
+    cfg = _config(logs, tmp_path / "state")
+    monkeypatch.setattr(daemon, "ONESHOT_KEEPS_HISTORY", True)
+    with_history, _sizes = _run(cfg, monkeypatch, 500)
+    assert daemon.ONESHOT_KEEPS_HISTORY is False
+    without, _sizes = _run(cfg, monkeypatch, 500)
+    complaints = [line for line in _stable(without) if line.startswith("pmta_complaints_total{")]
+    assert sum('vmta="unknown"' not in line for line in complaints) >= 3
+    assert _stable(without) == _stable(with_history)
