@@ -160,7 +160,20 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
         else:  # metrics only: no state database, no web stack, no event loop, no collections (exporter/oneshot.py)
             from exporter.oneshot import run_oneshot
 
-    sys.stdout.write(run_oneshot(config))
+    try:
+        text = run_oneshot(config)
+    except KeyboardInterrupt:
+        log.critical("watchtower oneshot interrupted: nothing printed")
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
+        from exporter.state import StateError  # its messages name the file and the way out
+        from exporter.writer import describe
+
+        log.critical("watchtower oneshot failed, nothing printed: %s",
+                     exc if isinstance(exc, StateError) else describe(exc))
+        log.debug("traceback", exc_info=exc)
+        return EXIT_FAILURE
+    sys.stdout.write(text)
     if exit_now and not config.correlator.enabled:
         _exit_now(EXIT_OK)
     return EXIT_OK

@@ -76,6 +76,10 @@ class StartupError(Exception):
     """The daemon cannot start as configured (e.g. the listen address is taken); the message says why."""
 
 
+class OneshotStoreError(StateError):
+    """oneshot's temporary correlator store failed (a full TMPDIR, an I/O error); the message names it."""
+
+
 class Pipeline:
     """Tailer output -> aggregator (+ sink), shared by the daemon and oneshot."""
 
@@ -619,36 +623,46 @@ async def _oneshot(config: Config) -> str:
     registry = CollectorRegistry()
     isp, replies = load_classifiers(config)
     with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
-        db_path = Path(tmp) / STATE_DB
-        sink = _correlator(config, db_path, isp, replies, history=ONESHOT_KEEPS_HISTORY)
-        attributor = getattr(sink, "attributor", None)
-        if attributor is not None:  # every report looked up: the output must not depend on the commits' pace
-            attributor.seek_budget = None
-        ingestor = getattr(sink, "ingestor", None)
-        if ingestor is not None:
-            ingestor.cache_limit = ONESHOT_LINK_CACHE
-        pipeline = Pipeline(config, registry, sink, isp, replies)
-        store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
-        await store.open()
-        tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
-        limit = min(config.tail.max_pending_rows, ONESHOT_SLICE_ROWS)
-        inflight: asyncio.Future[None] | None = None
-        more = True
-        first = True
         try:
-            while more:
-                more = await tailer.poll(pipeline.on_batch, force_scan=first,
-                                         should_stop=lambda: pipeline.pending_rows >= limit)
-                first = False
-                if pipeline.pending_rows >= limit or (not more and pipeline.pending):
-                    if inflight is not None:
-                        await inflight
-                    inflight = asyncio.ensure_future(store.commit(Commit(batches=pipeline.take_pending())))
-            if inflight is not None:
-                await inflight
-        finally:
-            if inflight is not None and not inflight.done():
-                await asyncio.gather(inflight, return_exceptions=True)
-            await tailer.close()
-            await store.close()
+            await _oneshot_pass(config, registry, Path(tmp) / STATE_DB, isp, replies)
+        except (sqlite3.Error, StateError) as exc:  # nothing is printed: a pass that stopped half-way would under-count
+            raise OneshotStoreError(
+                f"the temporary correlator store in {tmp} failed: {describe(exc)}; it needs ~0.3 KB per record read:"
+                " free space there or point TMPDIR at a larger file system") from exc
     return render_sync(registry).decode()
+
+
+async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Path, isp: IspClassifier,
+                        replies: ReplyClassifier) -> None:
+    """The read-and-commit loop of `_oneshot`, into a store at `db_path` deleted by the caller."""
+    sink = _correlator(config, db_path, isp, replies, history=ONESHOT_KEEPS_HISTORY)
+    attributor = getattr(sink, "attributor", None)
+    if attributor is not None:  # every report looked up: the output must not depend on the commits' pace
+        attributor.seek_budget = None
+    ingestor = getattr(sink, "ingestor", None)
+    if ingestor is not None:
+        ingestor.cache_limit = ONESHOT_LINK_CACHE
+    pipeline = Pipeline(config, registry, sink, isp, replies)
+    store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
+    await store.open()
+    tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
+    limit = min(config.tail.max_pending_rows, ONESHOT_SLICE_ROWS)
+    inflight: asyncio.Future[None] | None = None
+    more = True
+    first = True
+    try:
+        while more:
+            more = await tailer.poll(pipeline.on_batch, force_scan=first,
+                                     should_stop=lambda: pipeline.pending_rows >= limit)
+            first = False
+            if pipeline.pending_rows >= limit or (not more and pipeline.pending):
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.ensure_future(store.commit(Commit(batches=pipeline.take_pending())))
+        if inflight is not None:
+            await inflight
+    finally:
+        if inflight is not None and not inflight.done():
+            await asyncio.gather(inflight, return_exceptions=True)
+        await tailer.close()
+        await store.close()

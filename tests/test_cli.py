@@ -27,6 +27,27 @@ def test_version(capsys):
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"watchtower {__version__}"
 
 
+@pytest.mark.parametrize("fault", [RuntimeError("no free pages"), KeyboardInterrupt()])
+def test_oneshot_that_fails_prints_one_line_and_no_exposition(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        fault: BaseException) -> None:
+    """Whatever ends a metrics-only pass early (the correlator's store failing has its own test in
+    tests/fault) is one log line and exit 1, never a traceback or a partial exposition."""
+    import exporter.oneshot
+
+    def failing(_config: object) -> str:
+        raise fault
+
+    monkeypatch.setattr(exporter.oneshot, "run_oneshot", failing)
+    assert main(["oneshot", "--config", str(write_config(tmp_path))]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "CRITICAL" in lines[0], lines
+    want = "failed, nothing printed: RuntimeError: no free pages" if isinstance(fault, RuntimeError) else "interrupted"
+    assert want in lines[0]
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

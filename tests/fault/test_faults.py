@@ -230,3 +230,30 @@ def test_a_low_descriptor_limit_is_neither_a_crash_nor_a_rotation(tmp_path: Path
     finally:
         wt.proc.send_signal(signal.SIGTERM)
         wt.proc.wait(timeout=30)
+
+
+def test_oneshot_whose_temporary_store_cannot_grow_says_so_in_one_line(tmp_path: Path):
+    """oneshot with the correlator keeps its store in TMPDIR; a full disk there (here: a file size limit, so
+    every write past 1 MB fails as on a full disk) ends the run with one line naming that store and the
+    database's words, exit 1, and no partial exposition on stdout."""
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    writer.write(20_000)
+    cfg = write_config(tmp_path, correlator={"enabled": True})
+    (tmp_path / "tmp").mkdir()
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, preexec_fn=small_files,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path / "tmp")})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"temporary correlator store in {tmp_path / 'tmp'}/watchtower-oneshot-" in lines[0]
+    assert "OperationalError" in lines[0] and "TMPDIR" in lines[0]
+    assert list((tmp_path / "tmp").iterdir()) == []  # removed on the way out
