@@ -143,7 +143,7 @@ class FileParser:
     """Parsing state of one file: its header and how many lines have been consumed."""
 
     __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast",
-                 "repaired", "fields")
+                 "repaired", "fields", "_held")
 
     def __init__(
         self,
@@ -157,11 +157,13 @@ class FileParser:
         fields: frozenset[str] | None = None,
     ) -> None:
         self.fast = fast
+        """Use the polars path where it can judge a chunk exactly (tests compare both paths)."""
         self.fields = fields
         """KNOWN_FIELDS the consumer reads, or None for every column. With a set (metrics only, no
         correlator), the fast path materialises just those columns of valid rows: a batch's other
         columns are absent from its frame and read as '' (RecordBatch.rows). Counting is unchanged."""
-        """Use the polars path where it can judge a chunk exactly (tests compare both paths)."""
+        self._held: list[tuple[int, str, str]] | None = None
+        """Bad lines of a csv pass over a chunk, logged only if the pass is kept (see `_parse_exact`)."""
         self.source = source
         self.path = path
         self.allowed = allowed if allowed is not None else _KNOWN
@@ -182,7 +184,10 @@ class FileParser:
 
     def _error(self, reason: str, line: int, sample: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
-        self.error_log.report(self.source, self.path, line, reason, sample)
+        if self._held is not None:  # a pass that may be given up: logged once it is kept (`_parse_exact`)
+            self._held.append((line, reason, sample))
+        else:
+            self.error_log.report(self.source, self.path, line, reason, sample)
 
     def parse(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """Rows of the complete lines in `data`; returns (batch or None, number of lines consumed)."""
@@ -308,16 +313,24 @@ class FileParser:
         start_columns = self.columns
         batch_rows: list[list[str]] = []
         numbers: list[int] = []
+        held: list[tuple[int, str, str]] = []
+        self._held = held
         try:
             self._parse_rows(csv.reader(lines, strict=True), base, batch_rows, numbers, len(lines))
         except (_Fallback, csv.Error):
+            held.clear()  # counted again, and logged, by the line-by-line pass
             batch_rows.clear()
             numbers.clear()
             self.columns = start_columns
             self.errors.clear()
             self.skipped.clear()
             self.read.clear()
+            self._held = None
             self._parse_each(lines, base, batch_rows, numbers)
+        finally:
+            self._held = None
+        for line, reason, sample in held:
+            self.error_log.report(self.source, self.path, line, reason, sample)
         self.line_no = base + len(lines)
         if bad_utf8 and batch_rows:
             used = set(numbers)

@@ -153,3 +153,18 @@ def test_a_crlf_chunk_and_a_chunk_with_a_lone_cr_keep_their_bytes() -> None:
         assert n == 4 and batch is not None and p.errors == {}
         assert [r[6] for r in batch.rows] == [diag, "ok", "ok"]
         assert [r[8] for r in batch.rows] == ["p", "p", "p"]  # no CR left at the end of a line
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_each_bad_line_is_logged_once_even_when_the_chunk_is_parsed_again(fast, caplog):
+    """A chunk the csv pass gives up on (bad quoting) is parsed again line by line: the bad lines before that
+    point were counted once but logged twice (a 3 MB random file logged lines 2-5 twice)."""
+    p = FileParser("acct", "/x/a.csv", None, fast=fast)
+    good = b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n"
+    data = HEADER.encode() + good + b"zz,1\n" + b"qq,2\n" + good + b'd,1,2,"o"x@a,r@b,2.0.0,ok,v,p\n' + good
+    with caplog.at_level("WARNING", logger="watchtower.parser"):
+        batch, n = p.parse(data)
+    assert n == 7 and batch is not None and len(batch) == 3
+    assert p.errors == {"unknown_type": 2, "bad_quoting": 1}
+    logged = [(r.args[1], r.args[2]) for r in caplog.records if r.name == "watchtower.parser"]
+    assert logged == [(3, "unknown_type"), (4, "unknown_type"), (6, "bad_quoting")]
