@@ -122,7 +122,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 async def _demo(scenario: Any, directory: Path, listen: str, speed: float, duration: float | None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    sim = Simulator(scenario, directory / "logs", start=int(time.time()))
+    # At real speed the simulation starts FIRST_RECORDS_WITHIN seconds in the past: the steps before the exporter
+    # starts (_first_records) are history, and the run catches up with the wall clock, so no record is stamped
+    # in the future (PMTA's never are). Faster, simulated time runs ahead of the wall clock by design.
+    now = int(time.time())
+    sim = Simulator(scenario, directory / "logs", start=now - FIRST_RECORDS_WITHIN if speed == 1 else now)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,7 +139,8 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
         later = _first_records(sim)
         daemon, exporter = await serve_exporter(config_path)
         print(_banner(sim, api.url, listen, directory, config_path, speed, later), flush=True)
-        sim_task = asyncio.create_task(sim.run(speed, stop=stop, duration=duration), name="pmta-sim")
+        sim_task = asyncio.create_task(sim.run(speed, stop=stop, duration=duration,
+                                               start_at=time.time() if speed == 1 else None), name="pmta-sim")
         stopper = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({sim_task, exporter, stopper}, return_when=asyncio.FIRST_COMPLETED)

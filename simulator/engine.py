@@ -94,10 +94,11 @@ class Simulator:
         return self.finish_truth()
 
     async def run(self, speed: float = 1.0, stop: asyncio.Event | None = None, duration: float | None = None,
-                  sim_seconds: float | None = None) -> None:
+                  sim_seconds: float | None = None, start_at: float | None = None) -> None:
         """Tick in step with the wall clock until `stop` is set, `duration` real seconds or `sim_seconds`
-        simulated seconds have passed."""
-        clock = SimClock(self.t + 1, speed)
+        simulated seconds have passed. `start_at`: the simulated time the wall clock stands at now (default: the
+        next tick); ticks before it are stepped at once (the demo's history up to the present)."""
+        clock = SimClock(max(self.t + 1, int(start_at)) if start_at is not None else self.t + 1, speed)
         real_end = time.monotonic() + duration if duration is not None else None
         sim_end = self.t + sim_seconds if sim_seconds is not None else None
         stop = stop or asyncio.Event()

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -78,6 +79,26 @@ def test_the_exporter_starts_on_files_the_simulator_already_wrote(tmp_path: Path
     assert at_start == [["acct", "diag"]]
     out = capsys.readouterr().out
     assert "No fbl or bounce file yet: the simulator creates one with its first such record" in out
+
+
+def test_at_real_speed_no_record_is_stamped_in_the_future(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"simulated time = real time": the demo steps the simulator until the first files exist before the exporter
+    starts (up to FIRST_RECORDS_WITHIN simulated seconds), and every record it wrote was that far ahead of the
+    wall clock (timeLogged a minute in the future), which PMTA never writes."""
+    async def fake_exporter(config_path: Path) -> tuple[object, asyncio.Task[None]]:
+        return object(), asyncio.create_task(asyncio.sleep(3600))
+
+    monkeypatch.setattr(demo, "serve_exporter", fake_exporter)
+    assert demo.run_demo(args(tmp_path, speed=1.0, duration=2.5)) == 0
+    now = time.time()
+    logged = []
+    for path in (tmp_path / "logs").glob("*.csv"):
+        rows = path.read_text().splitlines()
+        at = rows[0].split(",").index("timeLogged")
+        logged += [datetime.strptime(r.split(",")[at], "%Y-%m-%d %H:%M:%S%z").timestamp() for r in rows[1:]]
+    assert len(logged) > 20
+    assert max(logged) <= now
+    assert max(logged) >= now - 5  # and the simulation is current: it caught up with the wall clock
 
 
 def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
