@@ -98,7 +98,7 @@ def test_at_real_speed_no_record_is_stamped_in_the_future(tmp_path: Path, monkey
         logged += [datetime.strptime(r.split(",")[at], "%Y-%m-%d %H:%M:%S%z").timestamp() for r in rows[1:]]
     assert len(logged) > 20
     assert max(logged) <= now
-    assert max(logged) >= now - 5  # and the simulation is current: it caught up with the wall clock
+    assert max(logged) >= now - 30  # and the simulation is current (it steps as the wall clock goes)
 
 
 def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
