@@ -15,6 +15,7 @@ import fnmatch
 import glob
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 
@@ -27,6 +28,19 @@ log = logging.getLogger("watchtower.tailer")
 
 MAX_CHUNKS_PER_PASS = 8
 """Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not regular is, for the operator."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
 
 
 def _static_root(pattern: str) -> str:
@@ -92,6 +106,8 @@ class Tailer:
         self._empty_sources: set[str] = set()
         self._warned_empty: set[str] = set()
         self._reported: set[str] = set()
+        self._not_regular: set[str] = set()
+        """Matches that are not regular files (FIFOs, devices), named once each."""
         if metrics:
             for s in sources:
                 metrics.init_source(s.label)
@@ -142,7 +158,10 @@ class Tailer:
         except OSError as exc:  # ELOOP, ESTALE, EIO, ENAMETOOLONG, ...
             self._count_error(source, "stat", path, exc)
             return None
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):  # a FIFO's open() waits for a writer, /dev/zero never ends
+            if not stat.S_ISDIR(st.st_mode) and path not in self._not_regular:
+                self._not_regular.add(path)
+                log.warning("%s: not a regular file (%s; source %s): not followed", path, _kind(st.st_mode), source)
             return None
         self._reported.discard(path)
         return st

@@ -83,3 +83,24 @@ async def test_a_renamed_file_keeps_its_offset(tmp_path: Path):
     assert await drain(tailer) == [5]
     assert reg.get_sample_value("watchtower_file_opens_total", {"source": "acct"}) == 1
     await tailer.close()
+
+
+async def test_a_match_that_is_not_a_regular_file_is_named_once_and_not_followed(tmp_path: Path, caplog):
+    """A FIFO or a link to a device matched by a source's glob is never opened (a FIFO's open would wait for a
+    writer, /dev/zero never ends); the operator is told once which path and why, directories stay quiet."""
+    import os
+
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    os.mkfifo(tmp_path / "acct-pipe.csv")
+    (tmp_path / "acct-zero.csv").symlink_to("/dev/zero")
+    (tmp_path / "acct-old.csv").mkdir()
+    tailer, reg = tailer_for(tmp_path, first_run=False)
+    with caplog.at_level("WARNING", logger="watchtower.tailer"):
+        assert await drain(tailer) == [2, 3, 4]
+        assert await drain(tailer) == []
+    named = sorted(r.getMessage() for r in caplog.records if "not a regular file" in r.getMessage())
+    assert named == [f"{tmp_path / 'acct-pipe.csv'}: not a regular file (a FIFO; source acct): not followed",
+                     f"{tmp_path / 'acct-zero.csv'}: not a regular file (a character device; source acct): not followed"]
+    assert reg.get_sample_value("watchtower_files_followed", {"source": "acct"}) == 1
+    await tailer.close()
