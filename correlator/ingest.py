@@ -281,9 +281,9 @@ class Ingestor(Preparer, Linker, Writer):
         if not frame.height:
             return frame
         lo_line, hi_line = frame.get_column(LINE).min(), frame.get_column(LINE).max()
-        if lo_line <= max_line and not self.keep_history:  # no events to tell: every line up to max_line was seen
+        if lo_line <= max_line and not self.keep_history:  # no events to ask: every line up to max_line was seen
             frame = frame.filter(pl.col(LINE) > max_line)
-        elif lo_line <= max_line:
+        elif lo_line <= max_line:  # the lines stored as events or queue events
             lo, hi = store.event_id(num, lo_line), store.event_id(num, hi_line)
             seen = [r[0] - base for r in conn.execute(
                 "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"

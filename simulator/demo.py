@@ -125,8 +125,9 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
     # At real speed the simulation starts FIRST_RECORDS_WITHIN seconds in the past: the steps before the exporter
     # starts (_first_records) are history, and the run catches up with the wall clock, so no record is stamped
     # in the future (PMTA's never are). Faster, simulated time runs ahead of the wall clock by design.
+    real_time = speed == 1
     now = int(time.time())
-    sim = Simulator(scenario, directory / "logs", start=now - FIRST_RECORDS_WITHIN if speed == 1 else now)
+    sim = Simulator(scenario, directory / "logs", start=now - FIRST_RECORDS_WITHIN if real_time else now)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,7 +141,7 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
         daemon, exporter = await serve_exporter(config_path)
         print(_banner(sim, api.url, listen, directory, config_path, speed, later), flush=True)
         sim_task = asyncio.create_task(sim.run(speed, stop=stop, duration=duration,
-                                               start_at=time.time() if speed == 1 else None), name="pmta-sim")
+                                               start_at=time.time() if real_time else None), name="pmta-sim")
         stopper = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({sim_task, exporter, stopper}, return_when=asyncio.FIRST_COMPLETED)
