@@ -84,6 +84,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=["metrics", "correlator"], default=None)
     ap.add_argument("--dir", type=Path, default=None, help="reuse/keep the corpus here")
+    ap.add_argument("--complaint-rate", type=float, default=0.004,
+                    help="share of deliveries with a complaint in a new corpus (1.0: a report can reach every "
+                         "delivery, so a oneshot stores every row)")
     ap.add_argument("--installed", action="store_true",
                     help="run watchtower from cached bytecode, as an installed package does (pip compiles it at "
                          "install); by default it inherits the environment, and PYTHONDONTWRITEBYTECODE=1 "
@@ -97,7 +100,8 @@ def main() -> int:
             # in a child process: a child's peak RSS counts the parent image it was forked from, so
             # building the corpus here would inflate every measured RSS below by its size
             subprocess.run([sys.executable, str(Path(__file__).with_name("corpus.py")), str(directory),
-                            "--lines", str(args.lines)], check=True, stdout=subprocess.DEVNULL)
+                            "--lines", str(args.lines), "--complaint-rate", str(args.complaint_rate)],
+                           check=True, stdout=subprocess.DEVNULL)
         files = sorted(str(p) for p in directory.glob("*.csv"))
         size = sum(Path(p).stat().st_size for p in files)
         watchtower = [sys.executable, "-m", "exporter", "oneshot", "--config"]

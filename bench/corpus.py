@@ -112,7 +112,9 @@ def _iso_second(second: int) -> str:
 class _Gen:
     """One deterministic stream of recipients; each yields its d/b/t records and maybe an f."""
 
-    def __init__(self, seed: int, start: float, invalid_at: int) -> None:
+    def __init__(self, seed: int, start: float, invalid_at: int, complaint_rate: float = 0.004) -> None:
+        self.complaint_rate = complaint_rate
+        """Share of deliveries that draw a complaint (0.4%: a sender near the mailbox providers' limits)."""
         self.rng = random.Random(seed)
         self.clock = start
         self.n = 0
@@ -169,17 +171,18 @@ class _Gen:
             ok = (f"smtp;250 2.0.0 OK  {int(t)} {gmail_id(rng)} - gsmtp" if "google" in mx
                   else f"smtp;250 2.0.0 Ok: queued as {fill['q']}")
             acct.append(",".join(["d", *head, "relayed", "2.0.0 (success)", _q(ok), _q(mxip), "success", *tail]))
-            if rng.random() < 0.004:
+            if rng.random() < self.complaint_rate:
                 fbl.append(",".join(["f", _iso(t + 3600), sender, rcpt, "abuse", "Yahoo!-Mail-Feedback/2.0",
                                      "mta.feedback.example", mid]))
         return acct, diag, fbl
 
 
-def make_corpus(directory: Path, lines: int = 250_000, files: int = 4, seed: int = 7) -> dict[str, int]:
+def make_corpus(directory: Path, lines: int = 250_000, files: int = 4, seed: int = 7,
+                complaint_rate: float = 0.004) -> dict[str, int]:
     """Write acct-*.csv (one with CRLF), diag-*.csv and fbl-*.csv totalling about `lines` lines."""
     directory.mkdir(parents=True, exist_ok=True)
     start = (time.time() // 86400 - 2) * 86400  # recent: within the correlator's default retention
-    gen = _Gen(seed, start=start, invalid_at=lines // 3)
+    gen = _Gen(seed, start=start, invalid_at=lines // 3, complaint_rate=complaint_rate)
     acct: list[list[str]] = [[] for _ in range(files)]
     diag: list[str] = []
     fbl: list[str] = []
@@ -205,8 +208,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("directory", type=Path)
     ap.add_argument("--lines", type=int, default=250_000)
+    ap.add_argument("--complaint-rate", type=float, default=0.004,
+                    help="share of deliveries with a complaint (1.0: a report for every delivery)")
     args = ap.parse_args()
-    print(make_corpus(args.directory, args.lines))
+    print(make_corpus(args.directory, args.lines, complaint_rate=args.complaint_rate))
     return 0
 
 

@@ -35,6 +35,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -46,6 +47,9 @@ from correlator.linking import Linker
 from correlator.prepare import REPORTS, Preparer, batch_frame
 from correlator.writes import _INSERT_QE, KEYED_EVERY, Writer
 from exporter.records import LINE, RecordBatch
+
+if TYPE_CHECKING:
+    from correlator.reach import Reach
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,8 @@ class Ingestor(Preparer, Linker, Writer):
         self.keep_history = keep_history
         """False: store timelines only (their link keys, vmta, times), not their events, queue events or flows.
         oneshot's store is deleted at exit and read by attribution alone, which reads timelines only."""
+        self.reach: Reach | None = None
+        """Store only the rows a report can reach (oneshot: correlator/reach.py); None: every row."""
         self._link: dict[int, int] = {}
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
@@ -248,6 +254,8 @@ class Ingestor(Preparer, Linker, Writer):
             if group and frame.get_column(LINE).min() <= rec[1]:
                 self._group(conn, group)
             frame = self._fresh_rows(conn, rec, frame)
+            if self.reach is not None:
+                frame = self.reach.keep(frame)
             if frame.height:
                 group.append(frame)
                 if self._has_reports(frame) or sum(f.height for f in group) >= GROUP_ROWS:

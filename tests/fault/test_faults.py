@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, AcctWriter, Watchtower, total, write_config
+from tests.conftest import RECORD_DAY, REPO, AcctWriter, Watchtower, total, write_config
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -235,11 +235,16 @@ def test_a_low_descriptor_limit_is_neither_a_crash_nor_a_rotation(tmp_path: Path
 def test_oneshot_whose_temporary_store_cannot_grow_says_so_in_one_line(tmp_path: Path):
     """oneshot with the correlator keeps its store in TMPDIR; a full disk there (here: a file size limit, so
     every write past 1 MB fails as on a full disk) ends the run with one line naming that store and the
-    database's words, exit 1, and no partial exposition on stdout."""
+    database's words, exit 1, and no partial exposition on stdout. A complaint about every delivery: the store
+    holds only the deliveries a report can reach (correlator/reach.py), here all 20,000 (~6 MB)."""
     (tmp_path / "logs").mkdir()
     writer = AcctWriter(tmp_path / "logs")
     writer.write(20_000)
-    cfg = write_config(tmp_path, correlator={"enabled": True})
+    (tmp_path / "logs" / "fbl-1.csv").write_text("type,timeLogged,orig,rcpt,feedbackType\n" + "".join(
+        f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,abuse\n" for n in range(20_000)))
+    cfg = write_config(tmp_path, correlator={"enabled": True}, sources=[
+        {"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")]},
+        {"name": "fbl", "paths": [str(tmp_path / "logs" / "fbl-*.csv")], "records": ["f"]}])
     (tmp_path / "tmp").mkdir()
 
     def small_files() -> None:
