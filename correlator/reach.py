@@ -155,8 +155,8 @@ def scan(sources: Iterable[Any]) -> Reach | None:
                 if len(reach.rcpts) + len(mids) > KEY_LIMIT:
                     log.info("oneshot stores every row: the reports reach more than %d keys", KEY_LIMIT)
                     return None
-    except OSError as exc:
-        log.debug("oneshot reach scan: %s; every row is stored", exc)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file (the pass reports it) or worse: store every row
+        log.info("oneshot stores every row: the first read of the files failed (%s)", type(exc).__name__)
         return None
     return reach
 

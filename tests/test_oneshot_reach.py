@@ -222,3 +222,19 @@ def test_a_file_polars_refuses_is_scanned_with_the_pass_s_parser(
     assert streamed is not None and parsed is not None
     assert (parsed.report_rcpts, parsed.mids, parsed.rcpts) == (streamed.report_rcpts, streamed.mids, streamed.rcpts)
     assert "u3@aol.com" in parsed.rcpts
+
+
+def test_a_scan_that_fails_stores_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter is an optimisation: whatever stops the first read, the oneshot goes on as before it."""
+    _write(tmp_path / "logs")
+    cfg = _config(tmp_path / "logs", tmp_path / "state")
+    full, _none = _run(cfg, monkeypatch, reachable_only=False)
+
+    def broken(path: str) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(reach, "_streamed", lambda path, wanted: broken(path))
+    monkeypatch.setattr(reach, "_parsed", broken)
+    out, scans = _run(cfg, monkeypatch, reachable_only=True)
+    assert scans == [None]
+    assert _stable(out) == _stable(full)
