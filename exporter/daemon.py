@@ -622,10 +622,11 @@ before the pass for the reports' keys, and the pass stores ~1% of the rows. The 
 
 
 async def _oneshot(config: Config) -> str:
-    """Read everything once (correlator on; the metrics-only oneshot is exporter/oneshot.py). Reading
-    stops every ONESHOT_SLICE_ROWS rows (or `tail.max_pending_rows`, if lower) and those rows are
-    committed on the writer thread while the next ones are read, one commit in flight at a time: memory
-    stays bounded by about two slices whatever the input size."""
+    """Read everything once (correlator on; the metrics-only oneshot is exporter/oneshot.py), after a first read
+    of three columns that says which rows a report can reach (correlator/reach.py). Reading stops every
+    ONESHOT_SLICE_ROWS rows (or `tail.max_pending_rows`, if lower) and those rows are committed on the writer
+    thread while the next ones are read, one commit in flight at a time: memory stays bounded by about two
+    slices whatever the input size."""
     from exporter.exposition import render_sync
 
     reach = None
