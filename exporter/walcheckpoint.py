@@ -69,11 +69,16 @@ class WalCheckpointer:
     def _run(self) -> None:
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA synchronous=NORMAL")  # as the writers: fsync at each copy, not each commit
         except sqlite3.Error as exc:
             self._report(exc)
             return
-        try:
+        try:  # from here on the connection is closed however the thread ends (stop() may interrupt any statement)
+            try:
+                self._conn.execute("PRAGMA synchronous=NORMAL")  # as the writers: fsync at each copy, not each commit
+            except sqlite3.Error as exc:
+                if not self._stopping:
+                    self._report(exc)
+                return
             while not self._stopping:
                 self._wake.wait(IDLE_SECONDS)
                 self._wake.clear()

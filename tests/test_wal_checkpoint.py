@@ -140,3 +140,52 @@ async def test_an_unexpected_error_in_the_copy_thread_is_one_line_and_commits_go
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 800
     conn.close()
+
+
+def test_a_stop_while_the_thread_starts_closes_its_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """stop() interrupts the thread's connection as soon as it exists: here during the thread's first statement.
+    That left the connection open (the thread returned before its close), and the next open of the database in
+    another mode found it locked (a fresh-clone run failed so: `PRAGMA journal_mode=DELETE` -> database is locked)."""
+    db = tmp_path / "state.db"
+    real_connect = sqlite3.connect
+    setup = real_connect(db)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.close()
+    wal = walcheckpoint.WalCheckpointer(db)
+    opened: list[object] = []
+
+    class StoppedAtFirstStatement:
+        """A real connection whose first statement meets stop(), as the race does."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+            opened.append(self)
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if not wal._stopping:  # noqa: SLF001 - the race: stop() arrives during this statement
+                wal._stopping = True  # noqa: SLF001
+                raise sqlite3.OperationalError("interrupted")
+            return self.conn.execute(sql, *args)
+
+        def interrupt(self) -> None:
+            self.conn.interrupt()
+
+        def close(self) -> None:
+            opened.remove(self)
+            self.conn.close()
+
+    monkeypatch.setattr(walcheckpoint.sqlite3, "connect", lambda *a, **k: StoppedAtFirstStatement(real_connect(*a, **k)))
+    with caplog.at_level(logging.WARNING, logger="watchtower.state"):
+        wal.start()
+        wal._thread.join(timeout=10)  # noqa: SLF001 - the thread ends on its own: its first statement met the stop
+        assert not wal._thread.is_alive()  # noqa: SLF001
+        wal.stop()
+    monkeypatch.undo()
+    assert opened == []
+    assert "cannot copy the WAL" not in caplog.text  # a stop is not a failure
+    conn = real_connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    finally:
+        conn.close()
