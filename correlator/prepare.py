@@ -146,12 +146,7 @@ class Preparer:
     """Mixin of Ingestor: stage 1 (uses its hasher, link cache and small string caches)."""
 
     def _code_of(self, ty: str) -> int | None:
-        codes = store.TYPE_CODES
-        code = codes.get(ty)
-        if code is None:
-            low = ty.strip().lower()
-            code = codes.get(store.ALIASES.get(low, low))
-        return code
+        return store.type_code(ty)
 
     def _rcpt_keys(self, memo: dict[str, Any]) -> None:
         """Fill memo[rcpt] = (lowercase, hash, stored text, domain) for each distinct recipient (the hot loop:

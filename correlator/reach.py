@@ -50,15 +50,6 @@ REPORT_TYPES = frozenset(t for t in RECORD_TYPES if store.TYPE_CODES.get(t) in R
 """The record types (as a source's `records` names them) that attribution looks up."""
 
 
-def type_code(ty: str) -> int | None:
-    """The store's code of a record type, aliases and case allowed (as the ingestor reads it)."""
-    code = store.TYPE_CODES.get(ty)
-    if code is None:
-        low = ty.strip().lower()
-        code = store.TYPE_CODES.get(store.ALIASES.get(low, low))
-    return code
-
-
 def norm_rcpt(rcpt: str) -> str:
     return rcpt.strip().lower()
 
@@ -95,7 +86,7 @@ class Reach:
         if self._series is None:
             self._series = (_series(self.rcpts), _series(self.report_rcpts))
         rcpts, report_rcpts = self._series
-        code = map_distinct(frame.get_column("type"), lambda t: type_code(t) or 0, pl.Int64)
+        code = map_distinct(frame.get_column("type"), lambda t: store.type_code(t) or 0, pl.Int64)
         rcpt = normalised_rcpts(frame.get_column("rcpt"))
         mid = frame.get_column("message_id").str.strip_chars(MID_STRIP)
         is_report = code.is_in(list(REPORTS))
@@ -140,7 +131,7 @@ def scan(sources: Iterable[Any]) -> Reach | None:
     mids: set[str] = set()
     try:
         for reports in _matching(source_files(feeding), is_report):
-            code = map_distinct(reports.get_column("type"), lambda t: type_code(t) or 0, pl.Int64)
+            code = map_distinct(reports.get_column("type"), lambda t: store.type_code(t) or 0, pl.Int64)
             reports = reports.filter(code.is_in(list(REPORTS)))
             rcpts.update(r for r in normalised_rcpts(reports.get_column("rcpt")).to_list() if r)
             mids.update(m for m in reports.get_column("message_id").str.strip_chars(MID_STRIP).to_list() if m)
@@ -161,7 +152,7 @@ def scan(sources: Iterable[Any]) -> Reach | None:
     return reach
 
 
-_REPORT_NAMES = frozenset(name for name in (*store.TYPE_CODES, *store.ALIASES) if type_code(name) in REPORTS)
+_REPORT_NAMES = frozenset(name for name in (*store.TYPE_CODES, *store.ALIASES) if store.type_code(name) in REPORTS)
 
 
 def _matching(paths: list[str], wanted: pl.Expr) -> Iterator[pl.DataFrame]:

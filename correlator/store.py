@@ -61,6 +61,15 @@ ALIASES = {
     "remote-bounce": "rb", "feedback-loop": "f", "transient-queue": "tq",
 }
 FLAG = {code: 1 << code for code in TYPE_CODES.values()}
+
+
+def type_code(ty: str) -> int | None:
+    """The code of a record type as a file writes it: a TYPE_CODES key, or an alias, in any case and padding."""
+    code = TYPE_CODES.get(ty)
+    if code is None:
+        low = ty.strip().lower()
+        code = TYPE_CODES.get(ALIASES.get(low, low))
+    return code
 OUTCOMES: tuple[str, ...] = ("pending", "deferred", "delivered", "bounced", "complained")
 _F, _B, _RB, _D, _T = FLAG[7], FLAG[4], FLAG[6], FLAG[3], FLAG[2]
 OUTCOME_SQL = (
