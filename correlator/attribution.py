@@ -435,9 +435,13 @@ class Attributor:
         self.skipped = 0
         """Reports not found in memory and not looked up in the store: their batch had spent its budget."""
 
-    def lookup(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
+    def lookup(self, columns: Columns, rows: list[list[str]], resume: bool = False) -> list[tuple[str, str] | None]:
+        """`resume`: the rows go on with the batch of the previous call (a big batch handed over in slices, so that
+        only a slice of its rows exist as Python lists at once): they share its budget, as if passed in one call."""
         if not rows:
             return []
+        if not resume:
+            self._until = None  # the budget of a batch whose lookups failed is not carried over
         reports = [self._fields(columns, row) for row in rows]
         keys: list[Key] = []
         for rcpt, orig, mid, job, _t in reports:  # every key a report may need, asked of memory at once
@@ -447,8 +451,7 @@ class Attributor:
         try:
             with self._pool.connection() as conn:
                 slices = self._slices(conn)
-                self._until = None if self.seek_budget is None else (
-                    self.seeks + self.seek_budget, self.timer() + TIME_BUDGET_S + TIME_PER_REPORT_S * len(rows))
+                self._until = self._budget(len(rows), resume)
                 if self._until is not None:  # the clock is looked at inside a statement too: see PROGRESS_OPS
                     deadline, timer = self._until[1], self.timer
                     conn.set_progress_handler(lambda: timer() >= deadline, PROGRESS_OPS)
@@ -627,6 +630,15 @@ class Attributor:
                 raise
             self._cut = True
             return None
+
+    def _budget(self, reports: int, resume: bool) -> tuple[int, float] | None:
+        """(seeks, timer value) at which the lookups of `reports` more reports stop; a resumed batch keeps its seek
+        limit and its deadline moves by TIME_PER_REPORT_S per report added."""
+        if self.seek_budget is None:
+            return None
+        if resume and self._until is not None:
+            return self._until[0], self._until[1] + TIME_PER_REPORT_S * reports
+        return self.seeks + self.seek_budget, self.timer() + TIME_BUDGET_S + TIME_PER_REPORT_S * reports
 
     def _room(self) -> bool:
         """The batch under way may still search the store (its budget of seeks and time is not spent)."""

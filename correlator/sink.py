@@ -113,8 +113,9 @@ class CorrelatorSink:
         """A spilled batch (read again later from its file): attribution keeps only its narrow, bounded copy."""
         self.recent.release(batch)
 
-    def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
-        return self.attributor.lookup(columns, rows)
+    def lookup_vmta(self, columns: Columns, rows: list[list[str]],
+                    resume: bool = False) -> list[tuple[str, str] | None]:
+        return self.attributor.lookup(columns, rows, resume)
 
     def reload_classifiers(self, isp_of: IspOf, class_of: ClassOf) -> None:
         """SIGHUP: timelines written from now on take their ISP from `isp_of`; reply classes shown by the

@@ -51,7 +51,11 @@ COUNTERS = tuple(name for name, spec in SPECS.items() if spec.group == "records"
 HISTOGRAMS = tuple(name for name, spec in SPECS.items() if spec.group == "records" and spec.kind == "histogram")
 
 Key = tuple[str, ...]
-Lookup = Callable[[Columns, list[list[str]]], list[tuple[str, str] | None]]
+Lookup = Callable[..., list[tuple[str, str] | None]]
+"""(columns, rows[, resume]) -> (vmta, pool) or None per row: exporter.sinks.RecordSink.lookup_vmta."""
+LATE_SLICE_ROWS = 4_096
+"""f/rb/rs/r rows folded (as Python lists) at a time. A 4 MiB chunk of an FBL file holds ~25k reports: built at once,
+their rows and lookup keys took ~30 MB more of a oneshot's peak (bench/README.md, twentieth round)."""
 
 _CACHE_LIMIT = 100_000
 SMALL_GROUPS = 4096
@@ -595,7 +599,7 @@ class RecordAggregator(Collector):
         if grouped is not None:
             self._apply_main(job.source, grouped)
         if job.late is not None:
-            self._apply_late(job.late, job.late.rows)
+            self._apply_late_in_slices(job.late)
         if job.repaired and self.self_metrics is not None:
             self.self_metrics.records_repaired.labels(job.source, "invalid_utf8").inc(job.repaired)
         if self.self_metrics is not None and self.overflows:
@@ -880,15 +884,30 @@ class RecordAggregator(Collector):
         self._merge("pmta_sender_bounced_total", bounced)
         self._merge("pmta_sender_deferred_total", deferred)
 
-    def _apply_late(self, batch: RecordBatch, rows: list[list[str]]) -> None:
-        """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r)."""
+    def _apply_late_in_slices(self, late: RecordBatch) -> None:
+        """The late rows LATE_SLICE_ROWS at a time, each slice's Python rows dropped before the next is built; their
+        vmta lookups share one budget (the batch's)."""
+        looked_up = False
+        for start in range(0, len(late), LATE_SLICE_ROWS):
+            part = late.slice(start, min(start + LATE_SLICE_ROWS, len(late))) if len(late) > LATE_SLICE_ROWS else late
+            looked_up = self._apply_late(part, part.rows, looked_up) or looked_up
+
+    def _apply_late(self, batch: RecordBatch, rows: list[list[str]], resume: bool = False) -> bool:
+        """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r). True when
+        the vmta lookup was asked (`resume`: it was already, for an earlier slice of the same batch)."""
         c = batch.columns
 
         def missing(row: list[str]) -> bool:  # r (a reception) has no delivery to attribute: `none` if empty
             return (c.vmta < 0 or not row[c.vmta]) and row[c.type] != "r"
 
         need = [r for r in rows if missing(r)]
-        hits = self.lookup_vmta(c, need) if need and self.lookup_vmta is not None else [None] * len(need)
+        asked = bool(need) and self.lookup_vmta is not None
+        if not asked:
+            hits: list[tuple[str, str] | None] = [None] * len(need)
+        elif resume:
+            hits = self.lookup_vmta(c, need, True)  # (only then: test doubles may take two arguments)
+        else:
+            hits = self.lookup_vmta(c, need)
         found = {id(row): hit for row, hit in zip(need, hits, strict=True)}
         complaints: dict[Key, int] = {}
         s_compl: dict[Key, int] = {}
@@ -941,6 +960,7 @@ class RecordAggregator(Collector):
         self._merge("pmta_remote_bounced_total", rbounced)
         self._merge("pmta_remote_status_total", rstatus)
         self._merge("pmta_received_total", received)
+        return asked
 
     def _merge(self, name: str, local: dict[Key, int]) -> None:
         if not local:

@@ -22,8 +22,10 @@ class RecordSink(Protocol):
     def observe(self, batch: RecordBatch) -> None:
         """See a batch as soon as it is parsed (event loop; keep it cheap)."""
 
-    def lookup_vmta(self, columns: Columns, rows: list[list[str]]) -> list[tuple[str, str] | None]:
-        """(vmta, vmta_pool) of the delivery each f/rb row refers to, or None (event loop)."""
+    def lookup_vmta(self, columns: Columns, rows: list[list[str]],
+                    resume: bool = False) -> list[tuple[str, str] | None]:
+        """(vmta, vmta_pool) of the delivery each f/rb row refers to, or None (event loop). `resume`: these rows go
+        on with the previous call's batch (handed over in slices) and share its lookup budget."""
 
     def release(self, batch: RecordBatch) -> None:
         """An observed batch will not be written as such (its rows come again, read from its file, when the

@@ -130,6 +130,38 @@ def test_attribution_lookup_fills_vmta_of_complaints():
                  feedback_type="abuse") == 1
 
 
+def test_many_reports_are_folded_in_slices_whose_lookups_share_the_batch_budget(monkeypatch) -> None:
+    """A 4 MiB chunk of an FBL file holds ~25k reports: their Python rows and lookup keys, built at once, took ~30 MB
+    of a oneshot's peak. They are folded LATE_SLICE_ROWS at a time; every lookup after the batch's first says it
+    resumes that batch (one budget), and a slice that needs no lookup does not count as the first."""
+    import exporter.aggregate as aggregate
+
+    monkeypatch.setattr(aggregate, "LATE_SLICE_ROWS", 3)
+    calls: list[tuple[list[str], bool]] = []
+
+    def lookup(cols, rows, resume=False):  # type: ignore[no-untyped-def]
+        calls.append(([r[cols.rcpt] for r in rows], resume))
+        return [("vmta-7", "pool-z")] * len(rows)
+
+    def f(rcpt: str, vmta: str) -> str:
+        return f"f,2026-11-25 12:00:00+0000,,a@s1.com,{rcpt},,,,,,{vmta},{'pool-a' if vmta else ''},,abuse"
+
+    rows = [f("u1@yahoo.com", "vmta-1"), f("u2@yahoo.com", "vmta-1"), f("u3@yahoo.com", "vmta-1"),
+            f("u4@yahoo.com", ""), f("u5@yahoo.com", "vmta-1"), f("u6@yahoo.com", ""),
+            f("u7@yahoo.com", ""), f("u8@yahoo.com", ""), f("u9@yahoo.com", "vmta-1"), f("u10@yahoo.com", "")]
+    agg = make(lookup_vmta=lookup)
+    agg.apply(batch_of(rows))
+    assert calls == [(["u4@yahoo.com", "u6@yahoo.com"], False), (["u7@yahoo.com", "u8@yahoo.com"], True),
+                     (["u10@yahoo.com"], True)]
+    assert value(agg, "pmta_complaints_total", vmta="vmta-7", vmta_pool="pool-z", isp="yahoo",
+                 feedback_type="abuse") == 5
+    assert value(agg, "pmta_complaints_total", vmta="vmta-1", vmta_pool="pool-a", isp="yahoo",
+                 feedback_type="abuse") == 5
+    calls.clear()
+    agg.apply(batch_of(rows[3:5]))  # a batch of one slice: a fresh budget
+    assert calls == [(["u4@yahoo.com"], False)]
+
+
 def test_a_domain_placed_by_its_mx_keeps_its_isp_on_records_without_mx():
     from exporter.classify import IspClassifier
 

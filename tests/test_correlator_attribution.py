@@ -413,6 +413,34 @@ def test_store_lookups_stop_at_a_budget_of_index_seeks_per_batch(
     h.close()
 
 
+def test_a_batch_handed_over_in_slices_shares_one_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aggregator folds a big batch of reports a slice at a time (exporter.aggregate.LATE_SLICE_ROWS): the lookups
+    after its first say they resume it, and the seeks and time of the whole batch stay within one budget."""
+    h = _big_store(tmp_path, monkeypatch)
+    _without_filters(h, monkeypatch)
+    att = h.sink.attributor
+    att.seek_budget = 200
+    absent = batch("/l/fbl.csv", _FBL_HEAD + f"f,{T0 + 7200},n@s.example,nobody@gmail.com,<none@s>\n")
+    present = _complaints(3)
+    assert h.sink.lookup_vmta(absent.columns, absent.rows) == [None]
+    spent = att.seeks
+    assert spent >= 200 and att.skipped == 1
+    assert h.sink.lookup_vmta(present.columns, present.rows, resume=True) == [None]  # the batch's budget is spent
+    assert (att.seeks, att.skipped) == (spent, 2)
+    assert h.sink.lookup_vmta(present.columns, present.rows) == [("v3", "p")]  # a new batch: a new budget
+    att.seek_budget = 10**9  # time: a resumed slice adds its reports' time to the batch's deadline, no fresh budget
+    now = [0.0]
+    att.timer = lambda: now[0]
+    assert h.sink.lookup_vmta(present.columns, present.rows) == [("v3", "p")]  # until 0.05 s + 1 ms per report
+    now[0] = 0.0515
+    assert h.sink.lookup_vmta(present.columns, present.rows, resume=True) == [("v3", "p")]  # until 0.052 s
+    now[0] = 0.0535
+    assert h.sink.lookup_vmta(present.columns, present.rows, resume=True) == [None]  # until 0.053 s: spent
+    assert att.skipped == 3
+    assert h.sink.lookup_vmta(present.columns, present.rows) == [("v3", "p")]
+    h.close()
+
+
 def test_the_time_budget_cuts_a_search_inside_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A step is one statement over up to 64 generations, and on a store bigger than the page cache each of its
     index seeks may wait for the disk: measured at 20k records/s with complaints 10 minutes late, metrics lag p99

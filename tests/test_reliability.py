@@ -214,7 +214,7 @@ class FailingSink:
     def release(self, batch) -> None:  # type: ignore[no-untyped-def]
         self.released += len(batch)
 
-    def lookup_vmta(self, columns, rows):  # type: ignore[no-untyped-def]
+    def lookup_vmta(self, columns, rows, resume=False):  # type: ignore[no-untyped-def]
         return [None] * len(rows)
 
     def write(self, conn: sqlite3.Connection, batches) -> None:  # type: ignore[no-untyped-def]
