@@ -27,6 +27,7 @@ import glob
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import polars as pl
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 KEY_LIMIT = 100_000
 """Report keys (recipients and Message-Ids) past which `scan` gives up and every row is stored: the sets live
 in memory for the whole pass (~100 bytes a key)."""
+SCAN_ROWS = 16_384
+"""Rows whose keys are added to the sets between two looks at KEY_LIMIT: the sets never hold much more than it (a
+complaint about every delivery of 1M lines held 456k of each before the look, and the oneshot peaked at 372 MB)."""
+STREAM_ROWS = KEY_LIMIT + 1
+"""Rows of one file polars' streaming reader hands over at most; the rest of a file with more is read on with the
+pass's parser, a chunk at a time."""
 READ_BYTES = 16 * 1024 * 1024
 _FIELDS = frozenset({"type", "rcpt", "message_id"})
 _ALL_TYPES = frozenset(RECORD_TYPES)
@@ -156,22 +163,26 @@ _REPORT_NAMES = frozenset(name for name in (*store.TYPE_CODES, *store.ALIASES) i
 
 
 def _matching(paths: list[str], wanted: pl.Expr) -> Iterator[pl.DataFrame]:
-    """type, rcpt and message_id of the rows of each file that `wanted` selects. polars' streaming reader first (it
-    may read a malformed file otherwise than the pass: a row it misses makes `Reach.keep` see the unforeseen, and
-    the pass runs again in full); where it refuses a file, the pass's own parser."""
+    """type, rcpt and message_id of the rows of each file that `wanted` selects, SCAN_ROWS rows at a time. polars'
+    streaming reader first (it may read a malformed file otherwise than the pass: a row it misses makes
+    `Reach.keep` see the unforeseen, and the pass runs again in full), at most STREAM_ROWS rows of a file; where it
+    refuses a file, or the file has more, the pass's own parser (the rows polars gave come again: keys are sets)."""
+    limit = STREAM_ROWS
     for path in paths:
         try:
-            frame = _streamed(path, wanted)
+            frame = _streamed(path, wanted, limit)
         except (pl.exceptions.PolarsError, ValueError, csv.Error, UnicodeDecodeError):
             frame = None
-        if frame is None:
-            yield from (f.filter(wanted) for f in _parsed(path))
-        elif frame.height:
-            yield frame
+        frames: Iterable[pl.DataFrame] = () if frame is None else (frame,)
+        if frame is None or frame.height >= limit:
+            frames = chain(frames, (f.filter(wanted) for f in _parsed(path)))
+        for f in frames:
+            yield from f.iter_slices(SCAN_ROWS)
 
 
-def _streamed(path: str, wanted: pl.Expr) -> pl.DataFrame | None:
-    """The rows `wanted` selects, read by polars in bounded memory; None for a file without a header line."""
+def _streamed(path: str, wanted: pl.Expr, limit: int) -> pl.DataFrame | None:
+    """The first `limit` rows `wanted` selects, read by polars in bounded memory; None for a file without a header
+    line."""
     with open(path, "rb") as f:
         head = f.readline()
     row = next(csv.reader([head.decode("utf-8", "replace").rstrip("\r\n")]), [])
@@ -183,7 +194,7 @@ def _streamed(path: str, wanted: pl.Expr) -> pl.DataFrame | None:
     lazy = pl.scan_csv(path, has_header=False, skip_rows=1, schema=schema, quote_char='"', encoding="utf8-lossy",
                        truncate_ragged_lines=True)
     return lazy.select(*(pl.col(col(i)).fill_null("").alias(name) if i >= 0 else pl.lit("", dtype=pl.String).alias(name)
-                         for name, i in picks.items())).filter(wanted).collect(engine="streaming")
+                         for name, i in picks.items())).filter(wanted).head(limit).collect(engine="streaming")
 
 
 class _Quiet(ErrorLog):
