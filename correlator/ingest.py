@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 IspOf = Callable[[str, str], str]
 GROUP_ROWS = 4_096
 """Rows prepared and linked together at most (bounds the memory of one group's columns)."""
+SPLIT_ROWS = 8_192
+"""A batch of more rows is prepared and linked in parts of this many: the Python lists of one part's columns exist at
+once. A 4 MiB chunk of an FBL file is ~25k reports; whole, their lists took ~30 MB of a oneshot's peak (a complaint
+about every delivery of 1M lines: 319 -> 288 MB; bench/README.md, twentieth round)."""
 FILTER_LOAD_LIMIT = 2_000_000
 """Timelines whose keys the first write after a start reads into the key filter (~2 µs each)."""
 FILTER_LOAD_STEP = 200_000
@@ -256,10 +260,11 @@ class Ingestor(Preparer, Linker, Writer):
             frame = self._fresh_rows(conn, rec, frame)
             if self.reach is not None:
                 frame = self.reach.keep(frame)
-            if frame.height:
-                group.append(frame)
-                if self._has_reports(frame) or sum(f.height for f in group) >= GROUP_ROWS:
-                    self._group(conn, group)
+            for part in frame.iter_slices(SPLIT_ROWS) if frame.height > SPLIT_ROWS else (frame,):
+                if part.height:
+                    group.append(part)
+                    if self._has_reports(part) or sum(f.height for f in group) >= GROUP_ROWS:
+                        self._group(conn, group)
         if group:
             self._group(conn, group)
         self._write_flows(conn)

@@ -260,3 +260,23 @@ def test_a_store_without_history_links_the_same_timelines_and_keeps_nothing_else
     h = Harness(tmp_path / "again")  # a store with history keeps its search indexes
     assert SEARCH_INDEXES <= {r[0] for r in h.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     h.close()
+
+
+@pytest.mark.parametrize("split", [3, 10])
+def test_a_batch_stored_in_parts_stores_what_it_stores_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             split: int) -> None:
+    """A batch of more than SPLIT_ROWS rows is prepared and linked in parts (their Python lists bounded): the same
+    timelines, events, queue events and flows as one part, merges and replays included."""
+    import correlator.ingest as ingest
+
+    writes = [[*chunk, chunk[0]] for chunk in CHUNKS]  # a batch twice in one write: its replay is skipped
+    whole = _stored_in_one_run(tmp_path / "whole", writes)
+    monkeypatch.setattr(ingest, "SPLIT_ROWS", split)
+    heights: list[int] = []
+    real = ingest.Ingestor._group
+    monkeypatch.setattr(ingest.Ingestor, "_group", lambda self, conn, group: heights.extend(f.height for f in group)
+                        or real(self, conn, group))
+    parts = _stored_in_one_run(tmp_path / "parts", writes)
+    assert max(heights) == split
+    assert parts == whole
+    assert len(whole[0]) == 300 and max(len(b) for chunk in CHUNKS for b in chunk) > 2 * split  # cut in three or more
