@@ -90,6 +90,8 @@ class CorrelatorSink:
         self.ingestor = Ingestor(self.hasher, isp_of or default_isp_of(), config.fallback_window, clock,
                                  keep_history=history)
         self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock)
+        self.writer_cache_bytes = WRITER_CACHE_BYTES
+        """SQLite page cache of the writer's connection (set before `setup`)."""
         self.rows_written = 0
         self.timelines_pruned = 0
         self.prune_pause = 0.0
@@ -104,7 +106,7 @@ class CorrelatorSink:
         store.migrate(conn, self.hasher.fingerprint())
         if not self.ingestor.keep_history:
             store.drop_search_indexes(conn)
-        store.raise_cache(conn, WRITER_CACHE_BYTES)
+        store.raise_cache(conn, self.writer_cache_bytes)
 
     def observe(self, batch: RecordBatch) -> None:
         self.recent.observe(batch)

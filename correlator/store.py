@@ -277,7 +277,8 @@ class ReadPool:
 
     def __init__(self, path: Path, size: int = 4, cache_kib: int = 16384) -> None:
         self._path = path
-        self._cache_kib = cache_kib
+        self.cache_kib = cache_kib
+        """SQLite page cache of each connection opened from now on."""
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._size = size
         self._opened = 0
@@ -288,7 +289,7 @@ class ReadPool:
             raise StoreNotReady(f"{self._path} does not exist yet")
         conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=1")
-        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
         return conn
 
     @contextmanager

@@ -610,6 +610,11 @@ ONESHOT_LINK_CACHE = 50_000
 another, so a transient's or report's timeline is rarely still cached: the 250k corpus runs as many probes
 and as fast either way, and the peak RSS is ~25 MB lower (bench/README.md, seventeenth round)."""
 
+ONESHOT_CACHE_BYTES = 4 * 1024 * 1024
+"""SQLite page cache of each connection to a oneshot's store (the daemon's: 16 MiB each): a temporary file the OS
+caches anyway. A complaint about every delivery of 1M lines, where every row is stored: peak RSS 285 -> 262 MB,
+40.1 -> 41.6 s (bench/README.md, twentieth round); a store of the reachable rows alone never fills either."""
+
 ONESHOT_KEEPS_HISTORY = False
 """A oneshot's store is deleted at exit and nothing but vmta attribution reads it, which reads timelines only:
 it stores no events, queue events or flows and has no search indexes (correlator.store.SEARCH_INDEXES). The
@@ -665,6 +670,8 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
     ingestor = getattr(sink, "ingestor", None)
     if ingestor is not None:
         ingestor.cache_limit = ONESHOT_LINK_CACHE
+        sink.writer_cache_bytes = ONESHOT_CACHE_BYTES  # type: ignore[union-attr]
+        sink.pool.cache_kib = ONESHOT_CACHE_BYTES // 1024  # type: ignore[union-attr]
         ingestor.reach = reach
     pipeline = Pipeline(config, registry, sink, isp, replies)
     store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
