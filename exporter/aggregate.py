@@ -314,27 +314,6 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
     return _Grouped(has_orig, has_times, got, res)
 
 
-def _late_slices(late: RecordBatch) -> Iterator[RecordBatch]:
-    """The late rows LATE_SLICE_ROWS at a time (the batch itself when it has no more)."""
-    if len(late) <= LATE_SLICE_ROWS:
-        yield late
-        return
-    for start in range(0, len(late), LATE_SLICE_ROWS):
-        yield late.slice(start, min(start + LATE_SLICE_ROWS, len(late)))
-
-
-def _missing_vmta(c: Columns) -> Callable[[list[str]], bool]:
-    """Whether a late row needs its vmta looked up: r (a reception) has no delivery to attribute (`none` if empty)."""
-    def missing(row: list[str]) -> bool:
-        return (c.vmta < 0 or not row[c.vmta]) and row[c.type] != "r"
-    return missing
-
-
-def _needing_vmta(c: Columns, rows: list[list[str]]) -> list[list[str]]:
-    missing = _missing_vmta(c)
-    return [r for r in rows if missing(r)]
-
-
 @dataclass(slots=True)
 class _Prepared:
     """What folding one batch needs, taken from it by the stateless first step (`_prepare`): the worker
@@ -521,16 +500,14 @@ class RecordAggregator(Collector):
 
     # --- the hot path ----------------------------------------------------------------------
     # --- background folding ----------------------------------------------------------------
-    def run_in_background(self, derive_here: bool = False, pipelined: bool = False, lookups_here: bool = False) -> bool:
+    def run_in_background(self, derive_here: bool = False, pipelined: bool = False) -> bool:
         """Fold each batch on a worker thread while the caller reads and parses the next one.
 
         Parsing and the polars parts of folding release the GIL, so on two cores chunk N+1 is parsed
         while chunk N is aggregated. Batches are folded one at a time in arrival order (the same
         series, labels and cap admissions as inline); every reader of the series (flush, take_dirty,
         collect, the exposition snapshot, restore) first waits for the batches in flight. Not with a
-        correlator (its vmta lookups belong to the event loop) unless `lookups_here`: each batch's lookups are
-        asked by `apply`, on the caller's thread, before the batch goes to the worker (oneshot: the answers
-        are the ones inline folding gets). Returns whether it was switched on.
+        correlator: its vmta lookups belong to the event loop. Returns whether it was switched on.
 
         `derive_here` (a backfill with nothing else to serve): each batch's keys and times are derived
         on the caller's thread (`apply`) while the worker still folds the previous one; the daemon
@@ -539,7 +516,7 @@ class RecordAggregator(Collector):
         bounds: all the per-row work, polars, no state), a third decides the reply classes of that one's
         failure groups (`_warmed`: the classifier, Python) and the worker labels and merges the oldest.
         """
-        if (self.lookup_vmta is None or lookups_here) and self._worker is None:
+        if self.lookup_vmta is None and self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="watchtower-aggregate")
             self._derive_here = derive_here
             if pipelined:
@@ -600,7 +577,6 @@ class RecordAggregator(Collector):
             self._apply(batch.columns, batch)
             return
         job: _Prepared | RecordBatch | Future[_Prepared] = batch
-        hits = self._late_hits(batch) if self.lookup_vmta is not None else None  # (lookups_here)
         if self._stage is not None and self._warmer is not None:  # stateless steps on their own threads
             job = self._warmer.submit(self._warmed, self._stage.submit(_prepare, batch, tuple(self.bounds)))
             while len(self._in_flight) >= PIPELINE_DEPTH:  # bounded read-ahead: memory of a few chunks
@@ -609,10 +585,9 @@ class RecordAggregator(Collector):
             if self._derive_here:
                 job = _prepare(batch)  # the stateless step (no series read), here
             self.wait()
-        self._in_flight.append(self._worker.submit(self._apply, batch.columns, job, hits))
+        self._in_flight.append(self._worker.submit(self._apply, batch.columns, job))
 
-    def _apply(self, c: Columns, job: _Prepared | RecordBatch | Future[_Prepared],
-               hits: list[list[tuple[str, str] | None]] | None = None) -> None:
+    def _apply(self, c: Columns, job: _Prepared | RecordBatch | Future[_Prepared]) -> None:
         """Fold one batch into the series: columnar for d/t/tq/b, per row for the rare rest."""
         if isinstance(job, Future):
             job = job.result()  # the stateless step, on the other thread (run_in_background(pipelined=True))
@@ -624,7 +599,7 @@ class RecordAggregator(Collector):
         if grouped is not None:
             self._apply_main(job.source, grouped)
         if job.late is not None:
-            self._apply_late_in_slices(job.late, hits)
+            self._apply_late_in_slices(job.late)
         if job.repaired and self.self_metrics is not None:
             self.self_metrics.records_repaired.labels(job.source, "invalid_utf8").inc(job.repaired)
         if self.self_metrics is not None and self.overflows:
@@ -909,50 +884,30 @@ class RecordAggregator(Collector):
         self._merge("pmta_sender_bounced_total", bounced)
         self._merge("pmta_sender_deferred_total", deferred)
 
-    def _late_hits(self, batch: RecordBatch) -> list[list[tuple[str, str] | None]] | None:
-        """The vmta lookups of a batch's late rows, slice by slice as `_apply_late_in_slices` cuts them, asked now
-        (run_in_background(lookups_here=True): on the caller's thread, where inline folding would ask them, so
-        their answers are the same); None when the batch has no late row."""
-        frame = batch.frame
-        if not set(frame.get_column("c0").unique().to_list()) & _LATE:
-            return None
-        late = RecordBatch(batch.source, batch.path, batch.columns, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
-        out: list[list[tuple[str, str] | None]] = []
-        looked_up = False
-        for part in _late_slices(late):
-            hits, asked = self._lookups(part.columns, _needing_vmta(part.columns, part.rows), looked_up)
-            looked_up = looked_up or asked
-            out.append(hits)
-        return out
-
-    def _apply_late_in_slices(self, late: RecordBatch, hits: list[list[tuple[str, str] | None]] | None = None) -> None:
+    def _apply_late_in_slices(self, late: RecordBatch) -> None:
         """The late rows LATE_SLICE_ROWS at a time, each slice's Python rows dropped before the next is built; their
-        vmta lookups share one budget (the batch's). `hits`: the lookups, already asked (`_late_hits`)."""
+        vmta lookups share one budget (the batch's)."""
         looked_up = False
-        for i, part in enumerate(_late_slices(late)):
-            looked_up = self._apply_late(part, part.rows, looked_up, None if hits is None else hits[i]) or looked_up
+        for start in range(0, len(late), LATE_SLICE_ROWS):
+            part = late.slice(start, min(start + LATE_SLICE_ROWS, len(late))) if len(late) > LATE_SLICE_ROWS else late
+            looked_up = self._apply_late(part, part.rows, looked_up) or looked_up
 
-    def _lookups(self, c: Columns, need: list[list[str]], resume: bool) -> tuple[list[tuple[str, str] | None], bool]:
-        """(vmta, pool) or None per row of `need`, and whether the lookup was asked (`resume`: it was already, for an
-        earlier slice of the same batch)."""
-        if not need or self.lookup_vmta is None:
-            return [None] * len(need), False
-        if resume:
-            return self.lookup_vmta(c, need, True), True  # (only then: test doubles may take two arguments)
-        return self.lookup_vmta(c, need), True
-
-    def _apply_late(self, batch: RecordBatch, rows: list[list[str]], resume: bool = False,
-                    hits: list[tuple[str, str] | None] | None = None) -> bool:
+    def _apply_late(self, batch: RecordBatch, rows: list[list[str]], resume: bool = False) -> bool:
         """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r). True when
-        the vmta lookup was asked (`resume`: it was already, for an earlier slice of the same batch; `hits`: its
-        answers, asked before)."""
+        the vmta lookup was asked (`resume`: it was already, for an earlier slice of the same batch)."""
         c = batch.columns
-        missing = _missing_vmta(c)
+
+        def missing(row: list[str]) -> bool:  # r (a reception) has no delivery to attribute: `none` if empty
+            return (c.vmta < 0 or not row[c.vmta]) and row[c.type] != "r"
+
         need = [r for r in rows if missing(r)]
-        if hits is None:
-            hits, asked = self._lookups(c, need, resume)
+        asked = bool(need) and self.lookup_vmta is not None
+        if not asked:
+            hits: list[tuple[str, str] | None] = [None] * len(need)
+        elif resume:
+            hits = self.lookup_vmta(c, need, True)  # (only then: test doubles may take two arguments)
         else:
-            asked = bool(need) and self.lookup_vmta is not None
+            hits = self.lookup_vmta(c, need)
         found = {id(row): hit for row, hit in zip(need, hits, strict=True)}
         complaints: dict[Key, int] = {}
         s_compl: dict[Key, int] = {}

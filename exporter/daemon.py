@@ -615,11 +615,6 @@ ONESHOT_CACHE_BYTES = 4 * 1024 * 1024
 caches anyway. A complaint about every delivery of 1M lines, where every row is stored: peak RSS 285 -> 262 MB,
 40.1 -> 41.6 s (bench/README.md, twentieth round); a store of the reachable rows alone never fills either."""
 
-ONESHOT_FOLDS_IN_BACKGROUND = True
-"""The metrics of each batch are folded on a worker thread while the next is read (its vmta lookups still asked on
-the reading thread, in order: the same answers, the same exposition). 1M lines: 4.97 -> 4.24 s; 250k: 1.72 ->
-1.55 s; peak RSS +10-13 MB (bench/README.md, twentieth round)."""
-
 ONESHOT_KEEPS_HISTORY = False
 """A oneshot's store is deleted at exit and nothing but vmta attribution reads it, which reads timelines only:
 it stores no events, queue events or flows and has no search indexes (correlator.store.SEARCH_INDEXES). The
@@ -679,8 +674,6 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
         sink.pool.cache_kib = ONESHOT_CACHE_BYTES // 1024  # type: ignore[union-attr]
         ingestor.reach = reach
     pipeline = Pipeline(config, registry, sink, isp, replies)
-    if ONESHOT_FOLDS_IN_BACKGROUND:
-        pipeline.aggregator.run_in_background(lookups_here=True)
     store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
     await store.open()
     tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
@@ -702,6 +695,5 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
     finally:
         if inflight is not None and not inflight.done():
             await asyncio.gather(inflight, return_exceptions=True)
-        pipeline.aggregator.close()
         await tailer.close()
         await store.close()

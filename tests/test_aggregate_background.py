@@ -121,50 +121,6 @@ def test_not_in_background_with_a_correlator_lookup() -> None:
     assert agg.counters["pmta_complaints_total"] == {("unknown", "unknown", "yahoo", "abuse"): 1}
 
 
-def _with_lookups(batches: list, background: bool) -> tuple[bytes, list[tuple[int, int, bool, bool]]]:
-    """Folded with a lookup whose answer is the number of batches applied so far (what a store that grows as the
-    batches are read would answer): the exposition, and per lookup (batches applied, rows, resume, on this thread)."""
-    import threading
-
-    applied = [0]
-    calls: list[tuple[int, int, bool, bool]] = []
-    me = threading.get_ident()
-
-    def lookup(columns, rows, resume=False):  # type: ignore[no-untyped-def]
-        calls.append((applied[0], len(rows), resume, threading.get_ident() == me))
-        return [(f"v{applied[0]}", "p") if i % 3 else None for i in range(len(rows))]
-
-    registry = CollectorRegistry()
-    agg = RecordAggregator(IspClassifier.load().classify, ReplyClassifier.load().classify, buckets=[10.0, 60.0],
-                           max_vmtas=40, self_metrics=SelfMetrics(registry), lookup_vmta=lookup)
-    registry.register(agg)
-    if background:
-        assert agg.run_in_background(lookups_here=True)
-    for batch in batches:
-        applied[0] += 1
-        agg.apply(batch)
-    agg.flush()
-    try:
-        return generate_latest(registry), calls
-    finally:
-        agg.close()
-
-
-def test_lookups_asked_by_the_caller_while_the_worker_folds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """oneshot with the correlator folds in the background (exporter.daemon.ONESHOT_FOLDS_IN_BACKGROUND): the vmta
-    lookups of a batch are asked by `apply`, on the caller's thread, as inline folding asks them (a lookup on the
-    worker would see more batches read), sliced and resumed alike; the same exposition."""
-    monkeypatch.setattr(aggregate, "LATE_SLICE_ROWS", 7)
-    make_corpus(tmp_path, 6000, files=2, complaint_rate=0.05)
-    batches = _batches(tmp_path, chunk=16 * 1024)
-    inline, inline_calls = _with_lookups(batches, background=False)
-    background, calls = _with_lookups(batches, background=True)
-    assert background == inline
-    assert calls == inline_calls
-    assert all(here for *_, here in calls) and any(resume for _, _, resume, _ in calls)
-    assert inline.count(b"pmta_complaints_total{") > 5
-
-
 @pytest.mark.parametrize("small_groups", [0, 10**9])
 def test_times_only_pythons_parser_reads_are_folded_in(small_groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """`2026-11-25T12:00:30+00:00` (no polars fast path) and junk: parsed or counted, either merge strategy."""

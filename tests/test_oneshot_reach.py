@@ -349,19 +349,3 @@ def test_the_oneshot_store_runs_with_small_page_caches(tmp_path: Path, monkeypat
     big, _scans = _run(cfg, monkeypatch, reachable_only=True)
     assert ("write", -16384) in caches
     assert _stable(small) == _stable(again) == _stable(big)
-
-
-def test_folding_in_the_background_prints_what_inline_folding_prints(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """ONESHOT_FOLDS_IN_BACKGROUND: the whole page, byte for byte, as when every batch is folded before the next is
-    read (many small batches, reports about 5% of the deliveries, some found only in the store)."""
-    logs = tmp_path / "logs"
-    make_corpus(logs, 4000, complaint_rate=0.05)
-    cfg = _config(logs, tmp_path / "state")
-    cfg["tail"] = {"chunk_bytes": 16384}
-    monkeypatch.setattr(daemon, "ONESHOT_SLICE_ROWS", 300)  # commits while reading: lookups reach the store
-    background, _scans = _run(cfg, monkeypatch, reachable_only=True)
-    monkeypatch.setattr(daemon, "ONESHOT_FOLDS_IN_BACKGROUND", False)
-    inline, _scans = _run(cfg, monkeypatch, reachable_only=True)
-    assert background == inline
-    assert sum(v for k, v in _complaints(inline).items() if k != "unknown") > 20
