@@ -260,11 +260,10 @@ class Ingestor(Preparer, Linker, Writer):
             frame = self._fresh_rows(conn, rec, frame)
             if self.reach is not None:
                 frame = self.reach.keep(frame)
-            for part in frame.iter_slices(SPLIT_ROWS) if frame.height > SPLIT_ROWS else (frame,):
-                if part.height:
-                    group.append(part)
-                    if self._has_reports(part) or sum(f.height for f in group) >= GROUP_ROWS:
-                        self._group(conn, group)
+            for part in frame.iter_slices(SPLIT_ROWS):  # (none for an empty frame)
+                group.append(part)
+                if self._has_reports(part) or sum(f.height for f in group) >= GROUP_ROWS:
+                    self._group(conn, group)
         if group:
             self._group(conn, group)
         self._write_flows(conn)

@@ -90,8 +90,7 @@ class CorrelatorSink:
         self.ingestor = Ingestor(self.hasher, isp_of or default_isp_of(), config.fallback_window, clock,
                                  keep_history=history)
         self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock)
-        self.writer_cache_bytes = WRITER_CACHE_BYTES
-        """SQLite page cache of the writer's connection (set before `setup`)."""
+        self._writer_cache_bytes = WRITER_CACHE_BYTES
         self.rows_written = 0
         self.timelines_pruned = 0
         self.prune_pause = 0.0
@@ -106,7 +105,13 @@ class CorrelatorSink:
         store.migrate(conn, self.hasher.fingerprint())
         if not self.ingestor.keep_history:
             store.drop_search_indexes(conn)
-        store.raise_cache(conn, self.writer_cache_bytes)
+        store.raise_cache(conn, self._writer_cache_bytes)
+
+    def use_page_cache(self, nbytes: int) -> None:
+        """SQLite page cache of the writer's connection and of each read connection (before `setup` and the first
+        lookup; the daemon keeps WRITER_CACHE_BYTES and the ReadPool's default)."""
+        self._writer_cache_bytes = nbytes
+        self.pool.cache_kib = nbytes // 1024
 
     def observe(self, batch: RecordBatch) -> None:
         self.recent.observe(batch)

@@ -51,8 +51,8 @@ COUNTERS = tuple(name for name, spec in SPECS.items() if spec.group == "records"
 HISTOGRAMS = tuple(name for name, spec in SPECS.items() if spec.group == "records" and spec.kind == "histogram")
 
 Key = tuple[str, ...]
-Lookup = Callable[..., list[tuple[str, str] | None]]
-"""(columns, rows[, resume]) -> (vmta, pool) or None per row: exporter.sinks.RecordSink.lookup_vmta."""
+Lookup = Callable[[Columns, list[list[str]], bool], list[tuple[str, str] | None]]
+"""(columns, rows, resume) -> (vmta, pool) or None per row: exporter.sinks.RecordSink.lookup_vmta."""
 LATE_SLICE_ROWS = 4_096
 """f/rb/rs/r rows folded (as Python lists) at a time. A 4 MiB chunk of an FBL file holds ~25k reports: built at once,
 their rows and lookup keys took ~30 MB more of a oneshot's peak (bench/README.md, twentieth round)."""
@@ -902,12 +902,7 @@ class RecordAggregator(Collector):
 
         need = [r for r in rows if missing(r)]
         asked = bool(need) and self.lookup_vmta is not None
-        if not asked:
-            hits: list[tuple[str, str] | None] = [None] * len(need)
-        elif resume:
-            hits = self.lookup_vmta(c, need, True)  # (only then: test doubles may take two arguments)
-        else:
-            hits = self.lookup_vmta(c, need)
+        hits = self.lookup_vmta(c, need, resume) if asked else [None] * len(need)
         found = {id(row): hit for row, hit in zip(need, hits, strict=True)}
         complaints: dict[Key, int] = {}
         s_compl: dict[Key, int] = {}

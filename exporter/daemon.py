@@ -670,8 +670,7 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
     ingestor = getattr(sink, "ingestor", None)
     if ingestor is not None:
         ingestor.cache_limit = ONESHOT_LINK_CACHE
-        sink.writer_cache_bytes = ONESHOT_CACHE_BYTES  # type: ignore[union-attr]
-        sink.pool.cache_kib = ONESHOT_CACHE_BYTES // 1024  # type: ignore[union-attr]
+        sink.use_page_cache(ONESHOT_CACHE_BYTES)  # type: ignore[union-attr]
         ingestor.reach = reach
     pipeline = Pipeline(config, registry, sink, isp, replies)
     store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)

@@ -124,7 +124,7 @@ def test_a_dirty_snapshot_keeps_its_values_while_the_series_change():
     assert snapshot[hist][:4] == [1.0, 1.0, 0.0, 0.0] and later[hist][:4] == [2.0, 2.0, 0.0, 0.0]
 
 def test_attribution_lookup_fills_vmta_of_complaints():
-    agg = make(lookup_vmta=lambda cols, rows: [("vmta-7", "pool-z")] * len(rows))
+    agg = make(lookup_vmta=lambda cols, rows, resume: [("vmta-7", "pool-z")] * len(rows))
     agg.apply(batch_of(ROWS[-1:]))
     assert value(agg, "pmta_complaints_total", vmta="vmta-7", vmta_pool="pool-z", isp="yahoo",
                  feedback_type="abuse") == 1
@@ -139,7 +139,7 @@ def test_many_reports_are_folded_in_slices_whose_lookups_share_the_batch_budget(
     monkeypatch.setattr(aggregate, "LATE_SLICE_ROWS", 3)
     calls: list[tuple[list[str], bool]] = []
 
-    def lookup(cols, rows, resume=False):  # type: ignore[no-untyped-def]
+    def lookup(cols, rows, resume):  # type: ignore[no-untyped-def]
         calls.append(([r[cols.rcpt] for r in rows], resume))
         return [("vmta-7", "pool-z")] * len(rows)
 
@@ -180,7 +180,7 @@ def test_receipts_count_as_received_not_as_remote_status():
     from exporter.metrics import SelfMetrics
 
     reg = CollectorRegistry()
-    agg = make(self_metrics=SelfMetrics(reg), lookup_vmta=lambda cols, rows: [None] * len(rows))
+    agg = make(self_metrics=SelfMetrics(reg), lookup_vmta=lambda cols, rows, resume: [None] * len(rows))
     r = "r,2026-11-25 12:00:00+0000,,a@s1.com,u1@gmail.com,,,,,,vmta-1,pool-a,,"
     rs = "rs,2026-11-25 12:00:00+0000,,a@s1.com,u1@gmail.com,,,,,,vmta-1,pool-a,,"
     agg.apply(batch_of([r, r, r.replace("vmta-1,pool-a", ","), rs]))

@@ -115,7 +115,7 @@ def _first_flush_raises(agg: RecordAggregator, pipelined: bool, message: str) ->
 
 
 def test_not_in_background_with_a_correlator_lookup() -> None:
-    agg = RecordAggregator(isp_of, class_of, buckets=[1.0], lookup_vmta=lambda columns, rows: [None] * len(rows))
+    agg = RecordAggregator(isp_of, class_of, buckets=[1.0], lookup_vmta=lambda columns, rows, resume: [None] * len(rows))
     assert not agg.run_in_background()
     agg.apply(batch_of(["f,1000,,a@s1.com,u@yahoo.com,,,,,,,,,abuse"]))  # folded inline, lookup on this thread
     assert agg.counters["pmta_complaints_total"] == {("unknown", "unknown", "yahoo", "abuse"): 1}
