@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     try:
         from exporter.daemon import Daemon
 
-        return int(asyncio.run(Daemon(config).serve()) or 0)
+        return int(asyncio.run(Daemon(config, owns_process=True).serve()) or 0)
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level

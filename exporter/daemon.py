@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from exporter import maintenance
+from exporter import gcpolicy, maintenance
 from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers
 from exporter.config import Config
@@ -144,8 +144,11 @@ class Pipeline:
 class Daemon:
     """`watchtower run`: follows the sources until told to stop."""
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None, owns_process: bool = False) -> None:
         self.config = config
+        self.owns_process = owns_process
+        """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
+        (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.isp, self.replies = load_classifiers(config)
@@ -237,6 +240,8 @@ class Daemon:
 
             self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
             self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
+        if self.owns_process:
+            gcpolicy.settle()
         self.started.set()
 
     def _resume_sinks(self, positions: dict[str, tuple[int, int, str]]) -> None:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exporter import gcpolicy
+
 log = logging.getLogger("watchtower.follower")
 
 IDLE_WAIT = 0.2
@@ -168,6 +170,7 @@ class Follower:
         if store._conn is not None:  # noqa: SLF001 - its own process: a page cache the daemon's RSS need not carry
             raise_cache(store._conn, FOLLOWER_CACHE_BYTES)  # noqa: SLF001
         log.info("correlator process following %s", self.db_path)
+        gcpolicy.settle()  # this process is the correlator's alone: set up, its hot loop next
         backlog = RowBacklog()
         sizes = SliceSizes(seconds=FOLLOWER_SLICE_SECONDS, max_span_bytes=FOLLOWER_MAX_SPAN_BYTES)
         maintain = MaintainSchedule()
