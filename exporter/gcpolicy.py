@@ -10,8 +10,10 @@ stack's modules, the classification tables). A profile of the correlator process
 So, once a process has started (`settle`): one full collection, then everything still alive is frozen (moved to a
 generation no collection visits: it lives as long as the process), and a young collection waits for GEN0_THRESHOLD
 allocations instead of 700. Cycles are still collected, only later; the middle and full generations keep their
-ratios. Called by the process's owner only (the command line, the correlator process's entry point): a library
-caller (a test, an embedding program) keeps its own policy.
+ratios. What start-up leaves is meant to live as long as the process (modules, the config, the tables); one of those
+objects dropped later is still freed by reference counting (a SIGHUP's replaced classification tables are), only a
+cycle among them would stay. Called by the process's owner only (the command line, the correlator process's entry
+point): a library caller (a test, an embedding program) keeps its own policy.
 """
 
 from __future__ import annotations

@@ -119,3 +119,14 @@ def test_the_correlator_process_settles_after_its_set_up_before_its_first_slice(
     private_dir(Path(cfg.state_dir))  # as the daemon does before it starts the process
     Follower(cfg, os.getppid(), stop).run()
     assert calls == [True]  # once, with its store open
+
+
+def test_tables_loaded_before_settle_are_freed_when_a_reload_replaces_them(tmp_path: Path, own_gc: None) -> None:
+    """Frozen objects are never collected: the classification tables a SIGHUP replaces must need no collection."""
+    from exporter.classify import load_classifiers
+
+    isp, replies = load_classifiers(load_config(write_config(tmp_path)))
+    refs = [weakref.ref(isp), weakref.ref(replies)]
+    gcpolicy.settle()
+    del isp, replies
+    assert [r() for r in refs] == [None, None]  # freed by reference counting, with no collection in between
