@@ -30,5 +30,5 @@ def settle() -> None:
     gc.collect()  # garbage left by start-up is freed now, not frozen for the life of the process
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
-    if gen0:  # 0: the operator (or an embedding program) switched collections off; left so
+    if gen0:  # 0: the embedding program switched collections off (set_threshold(0)); left so
         gc.set_threshold(max(gen0, GEN0_THRESHOLD), gen1, gen2)
