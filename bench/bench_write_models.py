@@ -15,7 +15,8 @@ Reads are the questions /api/v1 answers, median and max over --picks picks (rand
 * a search page, 50 timelines newest first, ending at a random time: unfiltered, one vmta, outcome bounced, outcome
   complained (GET /api/v1/search). Materialised: the index range the Reader uses. Derived: events newest first, each
   new timeline assembled from its keys (both key indexes) and kept if it matches, at most --budget events a page
-  (the Reader's bound), so a rare outcome returns a short page.
+  (the Reader's bound), so a rare outcome returns a short page. Both sides build Python rows; the
+  materialised side through the API's own Reader (its JSON-ready dicts included).
 A diagnostic for issue #10's write model (bench/README.md, twenty-second round); no assertion.
 """
 
@@ -34,13 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from correlator import store  # noqa: E402
-from correlator.timeline import TL_COLUMNS  # noqa: E402
+from correlator.timeline import Reader  # noqa: E402
 
 PAGE = 50
 _REPORTS = {store.TYPE_CODES[k] for k in ("f", "rb", "rs")}
 _DELIVERY = {store.TYPE_CODES[k] for k in ("t", "d", "b")}
 _F, _B, _RB, _D, _T = (store.FLAG[store.TYPE_CODES[k]] for k in ("f", "b", "rb", "d", "t"))
-_EV = "id, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
 DERIVED = """CREATE TABLE ev (
     id INTEGER PRIMARY KEY, type INTEGER NOT NULL, t REAL NOT NULL, qday INTEGER NOT NULL, scope REAL,
     mid_h INTEGER, job_h INTEGER, rcpt_h INTEGER, message_id TEXT, job_id TEXT, rcpt TEXT, orig TEXT,
@@ -81,11 +81,11 @@ def insert_sql(table: str, n: int) -> str:
 
 def build(src: sqlite3.Connection, work: Path, txns: int) -> dict[str, tuple[sqlite3.Connection, float]]:
     ddl = dict(src.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name IN"
-                           " ('corr_timelines', 'corr_events', 'corr_days')"))
+                           " ('corr_timelines', 'corr_events', 'corr_days', 'corr_files', 'corr_queue_events')"))
     tl_cols = [r[1] for r in src.execute("PRAGMA table_xinfo(corr_timelines)") if r[1] != "outcome"]
     timelines = src.execute(f"SELECT {','.join(tl_cols)} FROM corr_timelines ORDER BY id").fetchall()
     events = src.execute("SELECT * FROM corr_events ORDER BY id").fetchall()
-    days = src.execute("SELECT * FROM corr_days").fetchall()
+    untimed = ("corr_days", "corr_files", "corr_queue_events")  # the same in either model: not timed, read by the API
     carried = src.execute(
         "SELECT e.id, e.type, e.t, t.qday, t.scope, t.mid_h, t.job_h, t.rcpt_h, t.message_id, t.job_id, t.rcpt,"
         " t.orig, e.action, e.status, e.diag, e.mta, e.bcat, e.vmta, e.pool, e.src_ip, e.extra"
@@ -94,12 +94,15 @@ def build(src: sqlite3.Connection, work: Path, txns: int) -> dict[str, tuple[sql
     carried = [r if r[1] not in _REPORTS else (*r[:6], None, *r[7:]) for r in carried]
     out = {}
     conn = fresh(work / "materialised.db")
-    for name in ("corr_days", "corr_timelines", "corr_events"):
+    for name in (*untimed, "corr_timelines", "corr_events"):
         conn.execute(ddl[name])
     for name, sql in ddl.items():
-        if name not in ("corr_days", "corr_timelines", "corr_events"):
+        if name not in (*untimed, "corr_timelines", "corr_events"):
             conn.execute(sql)
-    conn.executemany(insert_sql("corr_days", len(days[0])), days)
+    for name in untimed:
+        rows = src.execute(f"SELECT * FROM {name}").fetchall()
+        if rows:
+            conn.executemany(insert_sql(name, len(rows[0])), rows)
     tl_sql = f"INSERT INTO corr_timelines ({','.join(tl_cols)}) VALUES ({','.join('?' * len(tl_cols))})"
     out["materialised"] = (conn, write(conn, [(tl_sql, timelines), (insert_sql("corr_events", 13), events)], txns))
     for label, indexes in (("derived, 2 indexes", DERIVED_KEYS), ("derived + search", DERIVED_KEYS + DERIVED_SEARCH)):
@@ -113,25 +116,20 @@ def build(src: sqlite3.Connection, work: Path, txns: int) -> dict[str, tuple[sql
 
 # --- reads: materialised ---------------------------------------------------------------------------------------
 
-def mat_message(conn: sqlite3.Connection, mid_h: int, days: list[int]) -> int:
-    marks = ",".join("?" * len(days))
-    rows = conn.execute(f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE qday IN ({marks}) AND mid_h=? ORDER BY t0, id",
-                        [*days, mid_h]).fetchall()
-    ids = [r[0] for r in rows]
-    evs = conn.execute(f"SELECT {_EV}, tl FROM corr_events WHERE tl IN ({','.join('?' * len(ids))})", ids).fetchall()
-    return len(rows) + len(evs)
+def reader(conn: sqlite3.Connection) -> Reader:
+    """The API's own Reader (replies unclassified: the derived side classifies nothing either)."""
+    return Reader(conn, lambda *_: "", hashed=False)
 
 
-def mat_search(conn: sqlite3.Connection, until: float, vmta: str | None, outcome: int | None, _budget: int) -> int:
-    where, params = ["(t0, id) < (?, ?)"], [until, 1 << 62]
-    if vmta is not None:
-        where.append("vmta=?")
-        params.append(vmta)
-    elif outcome is not None:
-        where.append("outcome=?")
-        params.append(outcome)
-    sql = f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {' AND '.join(where)} ORDER BY t0 DESC, id DESC LIMIT ?"
-    return len(conn.execute(sql, [*params, PAGE + 1]).fetchall())
+def mat_message(conn: sqlite3.Connection, mid_h: int, _days: list[int]) -> int:
+    items, _total = reader(conn).by_message(mid_h, 100)
+    return len(items) + sum(len(i["events"]) for i in items)
+
+
+def mat_search(conn: sqlite3.Connection, until: float, vmta: str | None, outcome: int | None, budget: int) -> int:
+    items, _cursor, _limited = reader(conn).search(rcpt_h=None, job_h=None, vmta=vmta, outcome=outcome, since=None,
+                                                   until=until, limit=PAGE, after=None, budget=budget)
+    return len(items)
 
 
 # --- reads: derived -----------------------------------------------------------------------------------------
@@ -196,7 +194,7 @@ def der_search(conn: sqlite3.Connection, until: float, vmta: str | None, outcome
         got_outcome, got_vmta = outcome_of(events)
         if (vmta is None or got_vmta == vmta) and (outcome is None or got_outcome == outcome):
             page += 1
-            if page > PAGE:
+            if page >= PAGE:
                 break
     return page
 
