@@ -119,7 +119,9 @@ def start(cfg: Path, listen: str, log: Path) -> subprocess.Popen[bytes]:
         lines += ["import exporter.allocator", "exporter.allocator.set_default()",  # as exporter.cli, before polars
                   "import correlator.keyfilter as kf", f"kf._LOG2_BITS = {FILTER_BITS}",
                   f"kf._MASK = {(1 << FILTER_BITS) - 1}", "import correlator.ingest as ing",  # rebuilt as much sooner
-                  f"ing.FILTER_REBUILD_MIN_DEAD = getattr(ing, 'FILTER_REBUILD_MIN_DEAD', 0) >> {28 - FILTER_BITS}"]
+                  "for m in (kf, ing):  # keyfilter.py since the twenty-second round, ingest.py before",
+                  "    if hasattr(m, 'FILTER_REBUILD_MIN_DEAD'):",
+                  f"        m.FILTER_REBUILD_MIN_DEAD >>= {28 - FILTER_BITS}"]
     if lines:
         site = cfg.parent / "site"
         site.mkdir(exist_ok=True)

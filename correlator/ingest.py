@@ -21,17 +21,23 @@ hold it, so a backfill past the cache limit does not probe its new messages. A w
 number in corr_meta reveals a rolled-back transaction, which drops the caches (they may name rows
 that no longer exist; the filter may only hold too much, so it stays).
 
-A write runs per group of consecutive batches (see `write`): fresh rows (lines not stored yet) ->
-prepare.py (column-wise: types, times, hashed keys, once per distinct value) -> one bulk probe of
-the keys the filter cannot rule out -> linking.py (the per-row decisions: which timeline) ->
-writes.py (per-timeline aggregation in polars, executemany). Flow counters are summed over the
-whole write. Each write is self-contained (no state assumes one transaction per checkpoint): it
-may be called with small slices, several times before the commit that stores the covering checkpoints.
+The stages of a write, one module each (this one orders them and owns the state they share):
+0. fresh.py: the lines of each batch not stored yet, each with its event id;
+1. prepare.py, per group of consecutive batches (see `write`): column-wise types, times, hashed
+   keys, once per distinct value;
+2. linking.py: one bulk probe of the keys the key filter cannot rule out (keyfilter.py, which also
+   keeps the filter in step with the store), then the per-row decisions: which timeline;
+3. writes.py: per-timeline aggregation in polars, executemany; flow counters summed over the whole
+   write.
+The timeline summaries are materialised as they are written rather than derived from events when
+read: with the indexes the API's searches need, a derived model's write costs as much and a
+filtered search page ~100-1000x more (bench/bench_write_models.py, bench/README.md).
+Each write is self-contained (no state assumes one transaction per checkpoint): it may be called
+with small slices, several times before the commit that stores the covering checkpoints.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -40,8 +46,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from correlator import store
+from correlator.fresh import FreshRows
 from correlator.genfilter import FilterWriter
-from correlator.keyfilter import KeyFilter
+from correlator.keyfilter import FilterUpkeep, KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
 from correlator.prepare import REPORTS, Preparer, batch_frame
@@ -51,8 +58,6 @@ from exporter.records import LINE, RecordBatch
 if TYPE_CHECKING:
     from correlator.reach import Reach
 
-log = logging.getLogger(__name__)
-
 IspOf = Callable[[str, str], str]
 GROUP_ROWS = 4_096
 """Rows prepared and linked together at most (bounds the memory of one group's columns)."""
@@ -60,18 +65,8 @@ SPLIT_ROWS = 8_192
 """A batch of more rows is prepared and linked in parts of this many: the Python lists of one part's columns exist at
 once. A 4 MiB chunk of an FBL file is ~25k reports; whole, their lists took ~30 MB of a oneshot's peak (a complaint
 about every delivery of 1M lines: 319 -> 288 MB; bench/README.md, twentieth round)."""
-FILTER_LOAD_LIMIT = 2_000_000
-"""Timelines whose keys the first write after a start reads into the key filter (~2 µs each)."""
-FILTER_LOAD_STEP = 200_000
-"""Then this many per write (~0.4 s), until the filter covers the whole store (meanwhile every miss is probed)."""
-FILTER_REBUILD_MIN_DEAD = 2_500_000
-"""Timelines pruned since the key filter was built, at least, before it is rebuilt without their keys. Below ~10 M
-keys in all, its false positives stay under ~0.5% (keyfilter.py): not worth reading the store again."""
-FILTER_REBUILD_STEP = 50_000
-"""Stored timelines a rebuild reads per write (~0.1 s): the filter in use serves until the new one is complete."""
 
-
-class Ingestor(Preparer, Linker, Writer):
+class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
     """Turns RecordBatches into corr_* rows on the writer thread (never commits)."""
 
     def __init__(
@@ -182,42 +177,12 @@ class Ingestor(Preparer, Linker, Writer):
         self._gen_filters.load(conn)
         top = conn.execute("SELECT max(id) FROM corr_timelines").fetchone()[0] or 0
         self._next_tl = max(self._next_tl, top + 1)
-        if not self._synced:
-            self._synced = True
+        if not self._synced:  # the first write of this process
             self._complete = top == 0  # a backfill into an empty store: every link key will be in the cache
-            if top == 0:
-                self._filter.valid = True
-            else:  # a restart: the filter must hold every stored key before it can rule a probe out
-                self._filter.begin_load(top)
-                self._filter.load(conn, FILTER_LOAD_LIMIT)
-        elif self._filter.loading:
-            self._filter.load(conn, FILTER_LOAD_STEP)
-        else:
-            self._rebuild_filter(conn, top)
+        self._keep_filter(conn, top)
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
-
-    def _rebuild_filter(self, conn: sqlite3.Connection, top: int) -> None:
-        """Keys are never taken out of the filter, so under pruning it fills with the keys of deleted timelines:
-        at 20k records/s half its bits are set after ~45 min (a quarter of all misses probed), nearly all after
-        a few hours, and with every miss probed the correlator falls behind (bench/README.md, ninth round).
-        Once as many timelines were pruned as the store holds now (ids grow: min..max bounds the count), a new
-        filter is loaded from the store a step per write, while the one in use serves and both take every key
-        written; then it replaces it."""
-        nxt = self._next_filter
-        if nxt is None:
-            if self._dead < FILTER_REBUILD_MIN_DEAD:
-                return
-            low = conn.execute("SELECT min(id) FROM corr_timelines").fetchone()[0] or 0
-            if self._dead < top - low + 1:
-                return
-            nxt = self._next_filter = KeyFilter()
-            nxt.begin_load(top)
-            self._dead = 0  # timelines pruned from now on count against the new filter
-        if nxt.load(conn, FILTER_REBUILD_STEP):
-            self._filter, self._next_filter = nxt, None
-            log.info("correlator key filter rebuilt from the store: the keys of pruned timelines are out")
 
     def reload_isp(self, isp_of: IspOf) -> None:
         """Use this ISP table from the next write on (any thread: the writer swaps it in itself)."""
@@ -275,36 +240,6 @@ class Ingestor(Preparer, Linker, Writer):
         conn.execute("UPDATE corr_meta SET value=? WHERE key='write_seq'", (str(seq + 1),))
         self._seq = seq + 1
         return self._stored
-
-    def _file(self, conn: sqlite3.Connection, key: str, path: str) -> list[int]:
-        rec = self._files.get(key)
-        if rec is None:
-            row = conn.execute("SELECT num, max_line FROM corr_files WHERE key=?", (key,)).fetchone()
-            if row is None:
-                num = conn.execute("INSERT INTO corr_files (key, path) VALUES (?, ?)", (key, path)).lastrowid
-                row = (num, 0)
-            rec = self._files[key] = [row[0], row[1]]
-        return rec
-
-    def _fresh_rows(self, conn: sqlite3.Connection, rec: list[int], frame: pl.DataFrame) -> pl.DataFrame:
-        """The frame minus lines already stored for this file, with each row's event id (`eid`)."""
-        num, max_line = rec
-        base = num << store.LINE_BITS
-        if not frame.height:
-            return frame
-        lo_line, hi_line = frame.get_column(LINE).min(), frame.get_column(LINE).max()
-        if lo_line <= max_line and not self.keep_history:  # no events to ask: every line up to max_line was seen
-            frame = frame.filter(pl.col(LINE) > max_line)
-        elif lo_line <= max_line:  # the lines stored as events or queue events
-            lo, hi = store.event_id(num, lo_line), store.event_id(num, hi_line)
-            seen = [r[0] - base for r in conn.execute(
-                "SELECT id FROM corr_events WHERE id BETWEEN ?1 AND ?2"
-                " UNION ALL SELECT id FROM corr_queue_events WHERE id BETWEEN ?1 AND ?2", (lo, hi))]
-            if seen:
-                frame = frame.filter(~pl.col(LINE).is_in(seen))
-        rec[1] = max(max_line, hi_line)
-        conn.execute("UPDATE corr_files SET max_line=? WHERE num=?", (rec[1], num))
-        return frame.with_columns((pl.col(LINE) | base).alias("eid"))
 
     def _has_reports(self, frame: pl.DataFrame) -> bool:
         return any(self._code_of(ty) in REPORTS for ty in frame.get_column("type").unique().to_list())

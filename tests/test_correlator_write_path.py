@@ -158,7 +158,7 @@ def test_a_restart_on_a_store_too_big_to_load_at_once_loads_the_key_filter_a_ste
         after: list[list[RecordBatch]]) -> None:
     """Past FILTER_LOAD_LIMIT the filter used to stay invalid for the process's life: every miss was then
     probed in every generation of its day (live at 20k records/s: 45 s behind a minute after a restart)."""
-    from correlator import ingest
+    from correlator import keyfilter
 
     expected = _stored_in_one_run(tmp_path / "one", [*before, *after])
 
@@ -168,8 +168,8 @@ def test_a_restart_on_a_store_too_big_to_load_at_once_loads_the_key_filter_a_ste
         first.commit(*write)
     stored = first.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0]
     first.close()
-    monkeypatch.setattr(ingest, "FILTER_LOAD_LIMIT", stored // 4)  # at start: a quarter of the store
-    monkeypatch.setattr(ingest, "FILTER_LOAD_STEP", stored // 4 + 1)  # then a quarter per write
+    monkeypatch.setattr(keyfilter, "FILTER_LOAD_LIMIT", stored // 4)  # at start: a quarter of the store
+    monkeypatch.setattr(keyfilter, "FILTER_LOAD_STEP", stored // 4 + 1)  # then a quarter per write
     second = Harness(tmp_path / "two")
     kf = second.sink.ingestor._filter
     validity = []
@@ -194,12 +194,12 @@ def test_pruning_rebuilds_the_key_filter_without_the_keys_of_the_timelines_it_de
     """The filter can only be added to: a daemon that prunes under its size cap kept every key it ever stored
     until a restart, and at 20k records/s it filled up within hours (every miss probed: the correlator fell
     behind). Rebuilt from the store once as many timelines were pruned as it holds, a step per write."""
-    from correlator import ingest, store
+    from correlator import keyfilter, store
 
-    monkeypatch.setattr(ingest, "FILTER_REBUILD_STEP", 40)
+    monkeypatch.setattr(keyfilter, "FILTER_REBUILD_STEP", 40)
     outcomes = []
     for name, min_dead in (("rebuilt", 10), ("kept", 10**9)):
-        monkeypatch.setattr(ingest, "FILTER_REBUILD_MIN_DEAD", min_dead)
+        monkeypatch.setattr(keyfilter, "FILTER_REBUILD_MIN_DEAD", min_dead)
         (tmp_path / name).mkdir()
         h = Harness(tmp_path / name)
         for write in CHUNKS[:_HALF]:
