@@ -245,7 +245,9 @@ class Daemon:
         self.started.set()
 
     def _resume_sinks(self, positions: dict[str, tuple[int, int, str]]) -> None:
-        """The sinks stopped behind some checkpoints: they read those files again from their own positions."""
+        """The sinks stopped behind some checkpoints: they read those files again from their own positions,
+        through this process's writer, or, with the correlator in a process of its own, that process alone (it reads
+        the files itself: two writers of the same rows, each with its own link cache, split timelines)."""
         assert self.tailer is not None
         by_id = {cp.file_id: cp for cp in self.tailer.known.values()}
         spans = []
@@ -256,7 +258,8 @@ class Daemon:
             spans.append(span_at(file_id, cp.source, cp.path, cp.dev, cp.ino, position, cp.offset,
                                  self.tailer.allowed_records(cp.source), cp))
         if spans:
-            self.queue.add_backlog(spans)
+            if not self.follows:
+                self.queue.add_backlog(spans)
             log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),
                      sum(s.remaining for s in spans))
 

@@ -52,6 +52,9 @@ class CommitQueue:
     def __init__(self, store: StateStore, on_committed: Callable[[float], None] | None = None,
                  on_error: Callable[[], None] | None = None, on_progress: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.feeds_sinks = bool(store.sinks) and not store.sinks_elsewhere
+        """This queue stores the sinks' rows. Not when they write in a process of their own: that process reads
+        the files itself, and a second writer of the same rows, with its own link cache, split timelines."""
         self.checkpoint: Commit | None = None
         """The checkpoint waiting to be written (later ones merge into it)."""
         self.backlog = RowBacklog()
@@ -75,7 +78,7 @@ class CommitQueue:
 
     def add_backlog(self, spans: list[Span]) -> None:
         """Spans the sinks must read again before anything new (a restart behind its checkpoints)."""
-        if spans and self.store.sinks:
+        if spans and self.feeds_sinks:
             self.backlog.add([], spans)
             self._wake.set()
 
@@ -90,7 +93,7 @@ class CommitQueue:
             self.checkpoint = marks
         else:
             self.checkpoint.absorb(marks)
-        if self.store.sinks:
+        if self.feeds_sinks:
             self.backlog.add(commit.batches, commit.spans)
         self._wake.set()
 

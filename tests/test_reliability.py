@@ -1040,3 +1040,87 @@ async def test_reading_goes_on_while_the_state_thread_waits_for_the_write_lock(
         other.close()
         d.should_exit.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_restart_behind_leaves_the_correlator_rows_to_the_correlator_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With the correlator in its own process, a start behind its positions (a stop while it was catching up)
+    also handed the files' unread ranges to the daemon's own writer, so two processes stored the same rows,
+    each with its own link cache and key filter: a deferral and the delivery of one message, stored by
+    different processes, made two timelines (3-5k of 31k deferrals split off at a restart mid-backfill of
+    the benchmark corpus). Only the correlator process may store the correlator's rows."""
+    from correlator.sink import CorrelatorSink
+    from exporter import follower
+
+    n = 600
+    logs = tmp_path / "logs"
+    w = AcctWriter(logs if logs.mkdir() is None else tmp_path)
+    w.write(n)  # u{i}@gmail.com delivered, job{i % 7}, queued at 11:59:00
+    diag = logs / "diag-2026-11-25-0000.csv"
+    diag.write_text("type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,jobId,vmtaPool\n" + "".join(
+        f"t,{RECORD_DAY} 11:59:30+0000,{RECORD_DAY} 11:59:00+0000,bounce@sender.example,u{i}@gmail.com,4.7.28,"
+        f"smtp;421 4.7.28 try later,vmta-1,job{i % 7},pool-a\n" for i in range(n)))
+    sources = [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d"]},
+               {"name": "diag", "paths": [str(logs / "diag-*.csv")], "records": ["t"]}]
+    cfg = load_config(write_config(tmp_path, sources, correlator={"enabled": True, "worker": "process"}))
+    db = tmp_path / "state" / "watchtower.db"
+
+    def no_child(config):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(follower, "start", no_child)  # first run: the metrics read everything, nothing is stored
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    for _ in range(400):
+        await asyncio.sleep(0.05)
+        counted = [v for m in d.registry.collect() for (name, _labels, v, *_r) in m.samples
+                   if name in ("pmta_delivered_total", "pmta_deferred_total")]
+        if sum(counted) == 2 * n:
+            break
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 20) == 0
+    conn = sqlite3.connect(db)
+    behind = conn.execute("SELECT count(*) FROM wt_checkpoints WHERE sink_offset < offset").fetchone()[0]
+    conn.close()
+    assert behind == 2 and _events(db) == 0  # both files to store at the next start
+
+    monkeypatch.undo()
+    stored_here: list[int] = []
+    real_write = CorrelatorSink.write
+
+    def write_here(self, conn, batches):  # type: ignore[no-untyped-def]
+        stored_here.append(sum(len(b) for b in batches))
+        return real_write(self, conn, batches)
+
+    monkeypatch.setattr(CorrelatorSink, "write", write_here)  # this process only: the child is spawned
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    try:
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            if _events(db) == 2 * n and d.health()["commit_backlog_bytes"] == 0:
+                break
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+    assert sum(stored_here) == 0
+    conn = sqlite3.connect(db)
+    timelines = conn.execute("SELECT outcome, count(*), sum(attempts) FROM corr_timelines GROUP BY outcome").fetchall()
+    conn.close()
+    assert timelines == [(2, n, 2 * n)]  # one timeline per message, its deferral and its delivery together
+
+
+@pytest.mark.parametrize("elsewhere", [True, False])
+async def test_the_commit_queue_takes_no_sink_rows_when_the_sinks_write_elsewhere(tmp_path: Path, elsewhere: bool):
+    """The queue itself refuses what only a second writer could store: rows, spans to read again."""
+    from exporter.spans import span_at
+    from exporter.writer import CommitQueue
+
+    queue = CommitQueue(StateStore(tmp_path / "watchtower.db", [object()], sinks_elsewhere=elsewhere))  # type: ignore[list-item]
+    span = span_at("f1", "acct", str(tmp_path / "acct.csv"), 1, 2, (0, 0, ""), 1000, None)
+    queue.add_backlog([span])
+    queue.put(Commit(checkpoints=[], spans=[span_at("f1", "acct", str(tmp_path / "acct.csv"), 1, 2, (1000, 9, ""),
+                                                   2000, None)]))
+    assert queue.span_bytes == (0 if elsewhere else 2000)
