@@ -38,6 +38,7 @@ with small slices, several times before the commit that stores the covering chec
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -57,6 +58,8 @@ from exporter.records import LINE, RecordBatch
 
 if TYPE_CHECKING:
     from correlator.reach import Reach
+
+log = logging.getLogger(__name__)
 
 IspOf = Callable[[str, str], str]
 GROUP_ROWS = 4_096
@@ -125,6 +128,9 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         self._dead = 0
         """Timelines pruned since the filter in use was built: their keys are still in it."""
         self._seq: int | None = None
+        """write_seq as this writer's last write left it (None: unknown, the write raised)."""
+        self._seen: int | None = None
+        """write_seq as the last write found it: a rolled-back write leaves it so, another writer moves it on."""
         self._synced = False
         self._tl_mix: dict[int, int] = {}
         """Scope mix of each timeline created while the cache is complete (where its added keys are found)."""
@@ -160,7 +166,11 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
             self._gen_filters.forget()  # a rolled-back write may have built filters that are not stored
             self._files.clear()
             self._next_tl = 0
+            expected = self._seq if self._seq is not None else self._seen
+            if expected is not None and seq > expected:
+                self._written_elsewhere(seq, expected)
         self._seq = None  # unknown until this write returns; a raise leaves it so
+        self._seen = seq
         if not self._days_loaded:
             self._days, self._day_slices, self._legacy, self._scopes = set(), {}, {}, {}
             for value, legacy in conn.execute("SELECT day, legacy FROM corr_days"):
@@ -183,6 +193,15 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         if len(self._isp_cache) > 50_000:
             self._isp_cache.clear()
         return seq
+
+    def _written_elsewhere(self, seq: int, expected: int) -> None:
+        """Another writer stored rows since this one's last write (nothing else bumps write_seq). Its keys are not
+        in this key filter, which would then rule their probes out: the filter is loaded from the store again, as
+        at a start. One writer per store is the design (the correlator process, or the daemon's writer thread)."""
+        log.warning("the correlator's store was written by another writer since this one's last write (write_seq %d,"
+                    " expected %d): reloading its key filter; only one daemon may use a state_dir", seq, expected)
+        self._synced = False
+        self._next_filter = None
 
     def reload_isp(self, isp_of: IspOf) -> None:
         """Use this ISP table from the next write on (any thread: the writer swaps it in itself)."""

@@ -280,3 +280,27 @@ def test_a_batch_stored_in_parts_stores_what_it_stores_whole(tmp_path: Path, mon
     assert max(heights) == split
     assert parts == whole
     assert len(whole[0]) == 300 and max(len(b) for chunk in CHUNKS for b in chunk) > 2 * split  # cut in three or more
+
+
+@pytest.mark.parametrize("writes", [
+    [[DIAG_0], [ACCT_0], [DIAG_1, RECV], [ACCT_1], [BOUNCE], [FBL]],
+    CHUNKS,
+], ids=["corpus", "generated"])
+def test_a_write_by_another_writer_reloads_the_key_filter(tmp_path: Path, writes: list[list[RecordBatch]],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The key filter says "not stored" only for keys no write stored; a second writer of the same store (two
+    processes at a restart did) stores keys this one's filter never saw, and its records then made new timelines
+    instead of joining. The write sequence number shows a write by someone else: the filter is loaded again."""
+    expected = _stored_in_one_run(tmp_path / "one", writes)
+    (tmp_path / "two").mkdir()
+    first, second = Harness(tmp_path / "two"), Harness(tmp_path / "two")
+    with caplog.at_level("WARNING", logger="correlator.ingest"):
+        for n, write in enumerate(writes):
+            (first if n % 2 else second).commit(*write)
+    assert _snapshot(first.conn) == expected
+    said = [r.getMessage() for r in caplog.records if "written by another writer" in r.getMessage()]
+    assert len(said) == len(writes) - 2  # each write after the other's first, except the very first of each
+    assert said[0].startswith("the correlator's store was written by another writer since this one's last write"
+                              " (write_seq 2, expected 1): reloading its key filter")
+    first.close()
+    second.close()
