@@ -46,9 +46,12 @@ class Handle:
 
     def __init__(self, config: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.failures = ctx.Value("q", 0)
+        # Without locks: only the child writes them (a lock would not make `+= 1` atomic anyway), and a lock is a
+        # POSIX semaphore that a killed daemon leaves to Python's resource tracker, which then prints a warning
+        # about "leaked semaphore objects" into the journal. At worst a read meets a half-written error text.
+        self.failures = ctx.Value("q", 0, lock=False)
         """Failed writes so far (the daemon adds them to watchtower_checkpoint_errors_total)."""
-        self.error = ctx.Array("c", ERROR_BYTES)
+        self.error = ctx.Array("c", ERROR_BYTES, lock=False)
         """The current failure, empty while writes succeed (the daemon's /healthz shows it)."""
         self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
                                    args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error))

@@ -52,3 +52,35 @@ def test_kill_9_with_the_correlator_keeps_every_record_exactly_once(tmp_path: Pa
     assert r.status_code == 200, r.text
     body = r.json()
     assert "delivered" in r.text and r.text.count("smtp;250 2.0.0 OK") == 1, body
+
+
+def test_a_daemon_killed_with_its_correlator_process_leaves_no_python_noise_in_its_log(
+        tmp_path: Path, watchtower_factory) -> None:
+    """After a `kill -9` (or an OOM kill) of the daemon, Python's multiprocessing resource tracker printed two
+    lines about "leaked semaphore objects" into the journal: the locks of the counters shared with the
+    correlator process, which only that process writes. An operator read it as a leak to report."""
+    import fcntl
+
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    writer.write(50)
+    wt = watchtower_factory(write_config(tmp_path, correlator={"enabled": True, "worker": "process"})).start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 50)
+    for _ in range(200):
+        time.sleep(0.05)
+        if stored_deliveries(tmp_path / "state")[0] == 50:
+            break
+    wt.kill9()
+    lock = tmp_path / "state" / "correlator.lock"
+    with open(lock, "a") as f:  # the orphaned correlator process holds it until it has seen its parent gone
+        for _ in range(200):
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the correlator process outlived its daemon by 10 s")
+    time.sleep(1.0)  # the resource tracker, its last child gone, reports what it cleans up
+    log = wt.log.read_text()
+    assert "resource_tracker" not in log and "Traceback" not in log, log[-2000:]
