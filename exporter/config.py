@@ -342,7 +342,8 @@ class Config(_Strict, Listener):
     """The whole daemon configuration (`watchtower check-config` validates exactly this)."""
 
     sources: list[SourceConfig] = Field(min_length=1, description="The accounting file families to follow.")
-    state_dir: Path = Field(description="Directory of the state database (offsets, counters, timelines).")
+    state_dir: Path = Field(description="Directory of the state database (offsets, counters, timelines); one daemon "
+                            "per directory (`watchtower.lock`: a second daemon exits 1).")
     listen: str = Field(
         default="127.0.0.1:9469",
         description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "

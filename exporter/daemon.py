@@ -37,6 +37,7 @@ from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers
 from exporter.config import Config
 from exporter.filestream import FileStream
+from exporter.instancelock import InstanceLock, StateDirInUse
 from exporter.metrics import SelfMetrics
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
@@ -154,6 +155,8 @@ class Daemon:
         self.isp, self.replies = load_classifiers(config)
         self.db_path = Path(config.state_dir) / STATE_DB
         private_dir(self.db_path.parent)  # before the correlator writes its key there
+        self.instance = InstanceLock(self.db_path.parent)
+        """One daemon per state_dir, taken first thing at start (exporter/instancelock.py)."""
         sink = _correlator(config, self.db_path, self.isp, self.replies)
         self.pipeline = Pipeline(config, self.registry, sink, self.isp, self.replies)
         self.follows = sink is not None and config.correlator.worker == "process"
@@ -214,6 +217,10 @@ class Daemon:
         return 0
 
     async def startup(self) -> None:
+        try:
+            self.instance.acquire()
+        except StateDirInUse as exc:
+            raise StartupError(str(exc)) from None
         loaded = await self.store.open()
         for name, key, value in loaded.series:
             self.pipeline.aggregator.restore(name, key, value)
@@ -419,7 +426,10 @@ class Daemon:
             for task in self._tasks[1:]:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.store.close()
+            try:
+                await self.store.close()
+            finally:
+                self.instance.release()
 
     # --- the correlator process (correlator.worker: process) --------------------------------------
     def _start_follower(self) -> None:

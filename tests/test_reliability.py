@@ -1124,3 +1124,47 @@ async def test_the_commit_queue_takes_no_sink_rows_when_the_sinks_write_elsewher
     queue.put(Commit(checkpoints=[], spans=[span_at("f1", "acct", str(tmp_path / "acct.csv"), 1, 2, (1000, 9, ""),
                                                    2000, None)]))
     assert queue.span_bytes == (0 if elsewhere else 2000)
+
+
+async def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Two daemons given one state_dir (another listen address) both committed checkpoints and counters to one
+    database and both stored timelines. The second one now exits 1 at start, naming the directory and the holder;
+    the first goes on; once it has stopped, the directory is free again."""
+    import yaml
+
+    from tests.conftest import free_port
+
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(10)
+    first_cfg = write_config(tmp_path, correlator={"enabled": True, "worker": "thread"})
+    data = yaml.safe_load(first_cfg.read_text())
+    data["listen"] = f"127.0.0.1:{free_port()}"
+    second_cfg = tmp_path / "second.yml"
+    second_cfg.write_text(yaml.safe_dump(data))
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    first = Daemon(load_config(first_cfg))
+    task = asyncio.create_task(first.serve())
+    await asyncio.wait_for(first.started.wait(), 20)
+    try:
+        with caplog.at_level("ERROR", logger="watchtower.daemon"):
+            assert await asyncio.wait_for(Daemon(load_config(second_cfg)).serve(), 20) == 1
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+            f"another watchtower daemon (pid {os.getpid()}) uses the state directory {tmp_path / 'state'}: each "
+            "daemon needs a state_dir of its own"]
+        w.write(5)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if first.registry.get_sample_value("pmta_delivered_total", labels) == 15:
+                break
+        assert first.registry.get_sample_value("pmta_delivered_total", labels) == 15
+        assert first.health()["ok"] is True
+    finally:
+        first.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+    second = Daemon(load_config(second_cfg))
+    task = asyncio.create_task(second.serve())
+    await asyncio.wait_for(second.started.wait(), 20)
+    second.should_exit.set()
+    assert await asyncio.wait_for(task, 20) == 0
+    assert (tmp_path / "state" / "watchtower.lock").stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,62 @@
+"""One daemon per state directory: a lock file taken at start and held for the process's life.
+
+Two daemons given one `state_dir` (a second `watchtower run` by mistake, a container beside a systemd unit,
+different listen addresses) would both commit checkpoints and counters to one database, and both would
+store timelines: each correlator's link cache and key filter would miss the other's. The second daemon
+refuses to start instead, naming the directory and the pid that holds it. flock(2) is released by the
+kernel when its holder dies, so a `kill -9` never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import IO
+
+LOCK_FILE = "watchtower.lock"
+
+log = logging.getLogger("watchtower.daemon")
+
+
+class StateDirInUse(Exception):
+    """Another live process holds the state directory's lock."""
+
+
+class InstanceLock:
+    """The state directory's lock, held from `acquire` to `release` (or the process's end)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StateDirInUse. A file system without flock (some network mounts) is warned
+        about and the daemon starts unguarded, as it did before the lock existed."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        f = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise StateDirInUse(f"another watchtower daemon (pid {holder}) uses the state directory "
+                                f"{self.path.parent}: each daemon needs a state_dir of its own") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                f.close()
+                raise
+            log.warning("%s: cannot lock it (%s): nothing keeps a second daemon from using this state directory",
+                        self.path, exc.strerror)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
