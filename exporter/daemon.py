@@ -221,6 +221,9 @@ class Daemon:
             self.instance.acquire()
         except StateDirInUse as exc:
             raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"{self.instance.path}: cannot lock the state directory: "
+                               f"{exc.strerror or describe(exc)}") from None
         loaded = await self.store.open()
         for name, key, value in loaded.series:
             self.pipeline.aggregator.restore(name, key, value)

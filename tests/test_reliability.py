@@ -1168,3 +1168,13 @@ async def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: 
     second.should_exit.set()
     assert await asyncio.wait_for(task, 20) == 0
     assert (tmp_path / "state" / "watchtower.lock").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_lock_file_that_cannot_be_opened_is_one_error_line_naming_it(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "state" / "watchtower.lock").mkdir(parents=True)  # even root cannot open a directory for writing
+    d = Daemon(load_config(write_config(tmp_path)))
+    with caplog.at_level("ERROR", logger="watchtower.daemon"):
+        assert await asyncio.wait_for(d.serve(), 20) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"{tmp_path / 'state' / 'watchtower.lock'}: cannot lock the state directory: Is a directory"]
