@@ -19,7 +19,8 @@ Links found or created are kept in a bounded int-keyed cache; a miss is probed (
 per group) only if the key filter (keyfilter.py: every key ever stored, 32 MiB) says the store may
 hold it, so a backfill past the cache limit does not probe its new messages. A write sequence
 number in corr_meta reveals a rolled-back transaction, which drops the caches (they may name rows
-that no longer exist; the filter may only hold too much, so it stays).
+that no longer exist; the filter may only hold too much, so it stays), or a write by another writer,
+which also reloads the filter (that writer's keys are not in it).
 
 The stages of a write, one module each (this one orders them and owns the state they share):
 0. fresh.py: the lines of each batch not stored yet, each with its event id;

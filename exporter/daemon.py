@@ -256,8 +256,7 @@ class Daemon:
 
     def _resume_sinks(self, positions: dict[str, tuple[int, int, str]]) -> None:
         """The sinks stopped behind some checkpoints: they read those files again from their own positions,
-        through this process's writer, or, with the correlator in a process of its own, that process alone (it reads
-        the files itself: two writers of the same rows, each with its own link cache, split timelines)."""
+        through this process's writer, or, with the correlator in a process of its own, that process alone."""
         assert self.tailer is not None
         by_id = {cp.file_id: cp for cp in self.tailer.known.values()}
         spans = []
@@ -268,8 +267,7 @@ class Daemon:
             spans.append(span_at(file_id, cp.source, cp.path, cp.dev, cp.ino, position, cp.offset,
                                  self.tailer.allowed_records(cp.source), cp))
         if spans:
-            if not self.follows:
-                self.queue.add_backlog(spans)
+            self.queue.add_backlog(spans)  # taken only when the sinks write in this process (CommitQueue.feeds_sinks)
             log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),
                      sum(s.remaining for s in spans))
 

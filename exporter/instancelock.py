@@ -35,8 +35,10 @@ class InstanceLock:
     def acquire(self) -> None:
         """Take the lock or raise StateDirInUse. A file system without flock (some network mounts) is warned
         about and the daemon starts unguarded, as it did before the lock existed."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        f = os.fdopen(fd, "r+")
+        from exporter.state import private_file
+
+        private_file(self.path)  # 0600 like the database beside it (an older, looser one is tightened)
+        f = open(self.path, "r+")  # noqa: SIM115 - held until release()
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
