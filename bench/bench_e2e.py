@@ -59,6 +59,17 @@ def run(cmd: list[str], env: dict[str, str] | None = None,
     return wall, usage.ru_maxrss / 1024.0, out, usage.ru_utime + usage.ru_stime
 
 
+def ensure_corpus(directory: Path, lines: int, *options: str) -> list[str]:
+    """The corpus's files in `directory`, written by bench/corpus.py (`options` passed on) unless already there.
+
+    Written by a child process: a child's peak RSS counts the parent image it was forked from, so building the
+    corpus in the benchmark's own process would inflate every RSS measured after it by its size."""
+    if not list(directory.glob("acct-*.csv")):
+        subprocess.run([sys.executable, str(Path(__file__).with_name("corpus.py")), str(directory),
+                        "--lines", str(lines), *options], check=True, stdout=subprocess.DEVNULL)
+    return sorted(str(p) for p in directory.glob("*.csv"))
+
+
 def write_config(directory: Path, correlator: bool) -> Path:
     state = directory / ("state-corr" if correlator else "state")
     state.mkdir(exist_ok=True)
@@ -96,13 +107,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wt-bench-") as tmp:
         directory = args.dir or Path(tmp)
-        if not list(directory.glob("acct-*.csv")):
-            # in a child process: a child's peak RSS counts the parent image it was forked from, so
-            # building the corpus here would inflate every measured RSS below by its size
-            subprocess.run([sys.executable, str(Path(__file__).with_name("corpus.py")), str(directory),
-                            "--lines", str(args.lines), "--complaint-rate", str(args.complaint_rate)],
-                           check=True, stdout=subprocess.DEVNULL)
-        files = sorted(str(p) for p in directory.glob("*.csv"))
+        files = ensure_corpus(directory, args.lines, "--complaint-rate", str(args.complaint_rate))
         size = sum(Path(p).stat().st_size for p in files)
         watchtower = [sys.executable, "-m", "exporter", "oneshot", "--config"]
         paths = {"metrics": False, "correlator": True}

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import BASELINE, ROOT, run, write_config  # noqa: E402
+from bench_e2e import BASELINE, ROOT, ensure_corpus, run, write_config  # noqa: E402
 
 BARE_POLARS = """
 import sys
@@ -66,10 +66,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wt-floor-") as tmp:
         directory = args.dir or Path(tmp)
-        if not list(directory.glob("acct-*.csv")):
-            subprocess.run([sys.executable, str(Path(__file__).with_name("corpus.py")), str(directory),
-                            "--lines", str(args.lines)], check=True, stdout=subprocess.DEVNULL)
-        files = sorted(str(p) for p in directory.glob("*.csv"))
+        files = ensure_corpus(directory, args.lines)
         config = write_config(directory, correlator=False)
         # bytecode compiled once into a cache of this run, as an installed package has it
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"),

@@ -34,7 +34,7 @@ FILTER_LOAD_STEP = 200_000
 """Then this many per write (~0.4 s), until the filter covers the whole store (meanwhile every miss is probed)."""
 FILTER_REBUILD_MIN_DEAD = 2_500_000
 """Timelines pruned since the key filter was built, at least, before it is rebuilt without their keys. Below ~10 M
-keys in all, its false positives stay under ~0.5% (keyfilter.py): not worth reading the store again."""
+keys in all, its false positives stay under ~0.5% (the filter's size, above): not worth reading the store again."""
 FILTER_REBUILD_STEP = 50_000
 """Stored timelines a rebuild reads per write (~0.1 s): the filter in use serves until the new one is complete."""
 

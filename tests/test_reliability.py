@@ -759,6 +759,15 @@ def _events(db: Path) -> int:
         conn.close()
 
 
+async def _until_stored(d: Daemon, db: Path, n: int, tries: int) -> None:
+    """Polls every 50 ms, at most `tries` times, until the store holds `n` events and no commit waits; the caller
+    asserts what it expects either way."""
+    for _ in range(tries):
+        await asyncio.sleep(0.05)
+        if _events(db) == n and d.health()["commit_backlog_bytes"] == 0:
+            return
+
+
 async def test_the_correlator_process_stores_every_record_once_and_is_restarted_when_killed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import signal
@@ -904,10 +913,7 @@ async def test_after_a_restart_the_correlator_process_backlog_is_right_from_the_
     task = asyncio.create_task(d.serve())
     await asyncio.wait_for(d.started.wait(), 20)
     try:
-        for _ in range(400):
-            await asyncio.sleep(0.05)
-            if _events(tmp_path / "state" / "watchtower.db") == 1000 and d.health()["commit_backlog_bytes"] == 0:
-                break
+        await _until_stored(d, tmp_path / "state" / "watchtower.db", 1000, 400)
         assert _events(tmp_path / "state" / "watchtower.db") == 1000
     finally:
         d.should_exit.set()
@@ -1098,10 +1104,7 @@ async def test_a_restart_behind_leaves_the_correlator_rows_to_the_correlator_pro
     task = asyncio.create_task(d.serve())
     await asyncio.wait_for(d.started.wait(), 20)
     try:
-        for _ in range(600):
-            await asyncio.sleep(0.05)
-            if _events(db) == 2 * n and d.health()["commit_backlog_bytes"] == 0:
-                break
+        await _until_stored(d, db, 2 * n, 600)
     finally:
         d.should_exit.set()
         assert await asyncio.wait_for(task, 20) == 0
