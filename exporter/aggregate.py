@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from exporter.labelcap import LabelCap
 from exporter.metrics import (
     PLACEHOLDER_NONE,
     PLACEHOLDER_OTHER,
@@ -200,8 +201,8 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
         "failed": [pl.len().alias("n"), pl.col("diag").first()],
         "s_failed": [pl.len(), pl.col("diag").first()],
         "is_d": pl.col("t") == "d", "not_d": pl.col("t") != "d", "not_tq": pl.col("t") != "tq",
-        "times": {"bad": (timed & ~ok).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum(),
-                  "newest": pl.col("a").filter(timed).max()},
+        "times": {"bad": (timed & ~ok).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum()},
+        "timed": timed,
     }
 
 
@@ -257,8 +258,9 @@ def _group_plans(lz: pl.LazyFrame, bounds: tuple[float, ...], has_orig: bool,
         plans["s_failures"] = rest.filter(x["not_tq"]).group_by(
             ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
         ).agg(*x["s_failed"])
-    if has_times:
-        plans["times"] = lz.select(**x["times"])
+    if has_times:  # the newest believable time: one broken clock in the chunk must not hide the others
+        believable = x["timed"] & (pl.col("a") <= time.time() + MAX_FUTURE)
+        plans["times"] = lz.select(**x["times"], newest=pl.col("a").filter(believable).max())
     return plans
 
 
@@ -343,23 +345,6 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Pr
     return _Prepared(batch.source, batch.repaired, derived, late)
 
 
-class _Capped:
-    """Admits label values up to a cap; later values map to `overflow` (bounded cardinality)."""
-
-    def __init__(self, label: str, cap: int) -> None:
-        self.label = label
-        self.cap = cap
-        self.admitted: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self.admitted:
-            return value
-        if len(self.admitted) < self.cap:
-            self.admitted.add(value)
-            return value
-        return PLACEHOLDER_OVERFLOW
-
-
 class _LabelFrames:
     """One chunk's label decisions as small frames, joined onto its groups (raw key -> label)."""
 
@@ -425,10 +410,11 @@ class RecordAggregator(Collector):
         self._series_of: dict[str, dict[Key, Any]] = {**self.counters, **self.histograms}
         self.dirty: set[tuple[str, Key]] = set()
         self.overflows: dict[str, int] = {}
-        self._vmta = _Capped("vmta", max_vmtas)
-        self._pool = _Capped("vmta_pool", max_pools)
+        self.vmta_cap = LabelCap("vmta", max_vmtas)
+        """Shared with the queue gauges (`QueuePoller`): a VMTA is named in both or in neither."""
+        self._pool = LabelCap("vmta_pool", max_pools)
         self._sender_fixed = frozenset(s.lower() for s in senders or [])
-        self._sender_auto = _Capped("sender", 0 if self._sender_fixed else max_senders)
+        self._sender_auto = LabelCap("sender", 0 if self._sender_fixed else max_senders)
         self._labels_cache: dict[tuple[str, str], tuple[str, str]] = {}
         self._sender_cache: dict[str, str] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
@@ -461,7 +447,7 @@ class RecordAggregator(Collector):
         if hit is None:
             v = vmta.strip()
             p = pool.strip()
-            hit = (self._vmta(v) if v else PLACEHOLDER_NONE, self._pool(p) if p else PLACEHOLDER_NONE)
+            hit = (self.vmta_cap(v) if v else PLACEHOLDER_NONE, self._pool(p) if p else PLACEHOLDER_NONE)
             if len(self._labels_cache) >= _CACHE_LIMIT:
                 self._labels_cache.clear()
             self._labels_cache[key] = hit
@@ -909,8 +895,13 @@ class RecordAggregator(Collector):
         rbounced: dict[Key, int] = {}
         rstatus: dict[Key, int] = {}
         received: dict[Key, int] = {}
+        newest, believable = -1.0, time.time() + MAX_FUTURE
         for row in rows:
             t = row[c.type]
+            if c.timeLogged >= 0:
+                logged = parse_pmta_time(row[c.timeLogged])
+                if logged is not None and newest < logged <= believable:
+                    newest = logged
             if missing(row):
                 hit = found[id(row)]
                 v, p = self._vmta_pool(*hit) if hit else (PLACEHOLDER_UNKNOWN, PLACEHOLDER_UNKNOWN)
@@ -955,6 +946,8 @@ class RecordAggregator(Collector):
         self._merge("pmta_remote_bounced_total", rbounced)
         self._merge("pmta_remote_status_total", rstatus)
         self._merge("pmta_received_total", received)
+        if newest >= 0.0:  # an fbl or bounce source has no d/t rows: its newest record is one of these
+            self._newest(batch.source, newest)
         return asked
 
     def _merge(self, name: str, local: dict[Key, int]) -> None:
@@ -982,13 +975,13 @@ class RecordAggregator(Collector):
         if spec is None:
             return
         labels = dict(zip(spec.labels, key, strict=False))
-        for label, capped in (("vmta", self._vmta), ("vmta_pool", self._pool)):
+        for label, capped in (("vmta", self.vmta_cap), ("vmta_pool", self._pool)):
             val = labels.get(label)
             if val and val not in (PLACEHOLDER_NONE, PLACEHOLDER_UNKNOWN, PLACEHOLDER_OVERFLOW):
-                capped.admitted.add(val)
+                capped.readmit(val)
         sender = labels.get("sender")
         if sender and sender not in (PLACEHOLDER_NONE, PLACEHOLDER_OTHER):
-            self._sender_auto.admitted.add(sender)
+            self._sender_auto.readmit(sender)
         if name in self.counters:
             self.counters[name][key] = float(value)
         elif name in self.histograms:

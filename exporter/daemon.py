@@ -248,7 +248,8 @@ class Daemon:
         if self.config.pmta.url:
             from exporter.queues import QueuePoller
 
-            self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify)
+            self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify,
+                                      vmta_cap=self.pipeline.aggregator.vmta_cap)
             self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
         if self.owns_process:
             gcpolicy.settle()

@@ -36,13 +36,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
-from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_OVERFLOW, SPECS, self_metrics_for_api
+from exporter.labelcap import LabelCap
+from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, self_metrics_for_api
 from exporter.pmta_api import API_ERROR_REASONS, PmtaApiClient, PmtaApiError, QueueInfo, QueueList, StatusInfo
 
 log = logging.getLogger("watchtower.queues")
 
 MAX_VMTA_LABELS = 2000
-"""Same bound as `labels.max_vmtas`' default; further VMTAs are summed under `overflow`."""
+"""`labels.max_vmtas`' default (a poller without the aggregator's cap); at least this many VMTAs are queried
+whatever the cap (those past it are summed under `overflow`)."""
 STALE_POLLS = 2
 """A snapshot older than this many (poll_interval + poll_deadline) is not served: the poller is stuck."""
 VMTA_FORGET_POLLS = 3
@@ -132,8 +134,11 @@ class QueuePoller:
     """Polls PMTA every `poll_interval`; `await run()` until cancelled."""
 
     def __init__(self, config: PmtaApiConfig, registry: CollectorRegistry, isp_of_domain: Callable[[str], str],
-                 *, transport: object | None = None) -> None:
+                 *, vmta_cap: LabelCap | None = None, transport: object | None = None) -> None:
         self.config = config
+        self.vmta_cap = vmta_cap or LabelCap("vmta", MAX_VMTA_LABELS)
+        """`labels.max_vmtas`, shared with the record series (`RecordAggregator.vmta_cap`): rules join on `vmta`."""
+        self._max_queried = max(self.vmta_cap.cap, MAX_VMTA_LABELS)
         self.deadline = config.poll_deadline
         self.isp_of_domain = isp_of_domain
         self._transport = transport
@@ -149,7 +154,6 @@ class QueuePoller:
         """Polls completed (whatever their outcome)."""
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
-        self._vmta_labels: set[str] = set()
         self._isp_cache: dict[str, str] = {}
         self._state: tuple[bool, bool] | None = None
         registry.register(QueueCollector(self))
@@ -341,20 +345,15 @@ class QueuePoller:
         for name in listed:
             if name:
                 self._vmtas[name] = 0
-        if len(self._vmtas) > MAX_VMTA_LABELS:
-            keep = sorted(self._vmtas.items(), key=lambda kv: (kv[1], kv[0]))[:MAX_VMTA_LABELS]
+        if len(self._vmtas) > self._max_queried:
+            keep = sorted(self._vmtas.items(), key=lambda kv: (kv[1], kv[0]))[:self._max_queried]
             self._vmtas = dict(keep)
 
     # --- labels ----------------------------------------------------------------------------------
     def _vmta_label(self, vmta: str) -> str:
         if not vmta or vmta == "{default}":
             return PLACEHOLDER_NONE
-        if vmta in self._vmta_labels:
-            return vmta
-        if len(self._vmta_labels) >= MAX_VMTA_LABELS:
-            return PLACEHOLDER_OVERFLOW
-        self._vmta_labels.add(vmta)
-        return vmta
+        return self.vmta_cap(vmta)
 
     def _isp(self, domain: str) -> str:
         isp = self._isp_cache.get(domain)

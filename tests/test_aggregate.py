@@ -212,6 +212,34 @@ def test_last_record_timestamp_never_goes_backwards_nor_into_the_far_future():
     soon = int(time.time()) + 3600
     agg.apply(batch_of([d.format(t=soon, q=soon - 10)]))
     assert last() == soon
+    # one broken clock in a chunk does not hide the chunk's believable records
+    agg.apply(batch_of([d.format(t=soon + 60, q=soon), d.format(t=4102444800, q=4102444000)]))
+    assert last() == soon + 60
+
+
+def test_last_record_timestamp_of_a_source_of_complaints_or_remote_bounces_only():
+    """An fbl or bounce source (f/rb/rs/r rows only) reports its newest record too: the stalled-tailer alert reads it."""
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg))
+    f = "f,{t},,a@s1.com,u7@yahoo.com,,,,,,vmta-1,pool-a,,abuse"
+    rb = "rb,{t},,a@s1.com,u8@gmail.com,5.1.1,smtp;550,,bad-mailbox,,vmta-1,pool-a,,"
+
+    def last(source: str) -> float | None:
+        return reg.get_sample_value("watchtower_last_record_timestamp_seconds", {"source": source})
+
+    def batch(source: str, lines: list[str]):
+        text = "\n".join([HEADER, *lines]) + "\n"
+        return FileParser(source, f"/x/{source}.csv", None).parse(text.encode())[0]
+
+    agg.apply(batch("fbl", [f.format(t=1764072000), f.format(t="2025-11-25 12:05:00+0000"), f.format(t="garbage")]))
+    assert last("fbl") == 1764072300
+    agg.apply(batch("fbl", [f.format(t=1764000000)]))  # older: never backwards
+    assert last("fbl") == 1764072300
+    agg.apply(batch("bounce", [rb.format(t=1764072100), rb.format(t=4102444800)]))  # year 2100: not believed
+    assert last("bounce") == 1764072100
+    assert last("acct") is None
 
 
 def test_negative_delays_are_counted_and_observed_as_zero():

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import queues as queues_mod
 from exporter.config import PmtaApiConfig
+from exporter.labelcap import LabelCap
 from exporter.pmta_api import PmtaApiClient
 from exporter.queues import QueuePoller
 from simulator import SimConfig, Simulator
@@ -97,6 +98,37 @@ async def test_exact_gauges_from_the_live_api(sim: Simulator) -> None:
     assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
     text = generate_latest(registry).decode()
     assert "gmail.com" not in text and 'domain="' not in text
+
+
+async def test_queue_gauges_name_the_vmtas_the_record_series_admitted(sim: Simulator) -> None:
+    """The queue gauges share the record series' `vmta` cap (`labels.max_vmtas`): once it is full, the VMTAs the records
+    named are the ones the gauges name, so rules joining the two on `vmta` still match; the rest are summed under
+    `overflow`, nothing is dropped."""
+    from exporter.aggregate import RecordAggregator
+    from exporter.parser import FileParser
+
+    agg = RecordAggregator(lambda d, h: "gmail", lambda *a: "other", buckets=[1.0], max_vmtas=2)
+    rows = "".join(f"d,1764072000,1764071999,a@s.com,u@gmail.com,2.0.0,ok,,,1,{v},pool-a,,\n" for v in ("vmta-04", "vmta-02"))
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSize,vmta,vmtaPool,queue,x\n"
+    agg.apply(FileParser("acct", "/x/a.csv", None).parse((head + rows).encode())[0])
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of, vmta_cap=agg.vmta_cap)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+    want, got = expected(sim), gauges(registry)
+    assert {"vmta-01", "vmta-02", "vmta-03", "vmta-04"} <= {v for v, _ in want}
+    assert {v for v, _ in got} == {"vmta-04", "vmta-02", "overflow"}
+    named = {"vmta-04", "vmta-02"}
+    assert {k: row for k, row in got.items() if k[0] in named} == {k: row for k, row in want.items() if k[0] in named}
+
+    def per_isp(rows: dict[tuple[str, str], list[float]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for (_, isp), row in rows.items():
+            out[isp] = [a + b for a, b in zip(out.get(isp, [0, 0, 0, 0, 0]), row, strict=True)]
+        return out
+
+    assert per_isp(got) == per_isp(want)
 
 
 async def test_run_follows_the_simulation(sim: Simulator) -> None:
@@ -397,9 +429,8 @@ async def test_labels_stay_bounded_and_odd_names_are_mapped(monkeypatch: pytest.
             raise ValueError("classifier bug")
         return {"gmail.com": "gmail", "yahoo.com": "yahoo"}[domain]
 
-    monkeypatch.setattr(queues_mod, "MAX_VMTA_LABELS", 2)
     registry = CollectorRegistry()
-    poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=False), registry, classify)
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=False), registry, classify, vmta_cap=LabelCap("vmta", 2))
     async with PmtaApiClient(poller.config, transport=httpx.MockTransport(handler)) as client:
         assert await poller.poll_once(client)
     got = {k: v[0] for k, v in gauges(registry).items()}
