@@ -51,5 +51,9 @@ bench: $(STAMP) bytecode
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_correlator.py --events 1000000
 
+# docs/metrics.md and docs/config.md are generated from the metric table and the Config model.
+docs: $(STAMP)
+	$(BIN)/python -m exporter.docgen
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

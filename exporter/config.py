@@ -175,7 +175,8 @@ class LabelsConfig(_Strict):
     )
     max_senders: int = Field(default=20, ge=0, description="Cap on auto-admitted `sender` values.")
     max_vmtas: int = Field(
-        default=2000, ge=1, description="Cap on distinct `vmta` values; beyond it new VMTAs become `overflow`."
+        default=2000, ge=1, description="Cap on distinct `vmta` values, shared by the record series and the queue "
+        "gauges (a VMTA is named in both or neither); beyond it new VMTAs become `overflow`."
     )
     max_pools: int = Field(
         default=200, ge=1, description="Cap on distinct `vmta_pool` values; beyond it `overflow`."
@@ -188,7 +189,9 @@ class MetricsConfig(_Strict):
         # reference deployment under bench/cardinality.py's 50,000 series.
         default_factory=lambda: [10.0, 60.0, 120.0, 300.0, 900.0, 2700.0, 7200.0, 14400.0, 21600.0],
         min_length=1,
-        description="Upper bounds (seconds) of `pmta_delivery_delay_seconds`; +Inf is implied.",
+        description="Upper bounds (seconds) of `pmta_delivery_delay_seconds` and `pmta_deferral_age_seconds`; +Inf "
+        "is implied. Keep a bound >= 14400: `PmtaQueueOldMessages` counts deferrals past the smallest such "
+        "bound (4 h), and cannot fire without one.",
     )
 
     @field_validator("delay_buckets")

@@ -29,13 +29,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OPENMETRICS
+from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
 
 from exporter.metrics import SPECS, sample_names
 
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+"""The text format rendered here, named whatever prometheus-client is installed (0.22+ labels its default 1.0.0)."""
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 GZIP_LEVEL = 1
 MAX_NAMES = 64
 """`name[]` parameters one /metrics request may carry (each is one set lookup per family)."""
@@ -278,7 +280,7 @@ async def render_metrics(
         return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if gz else body
 
     body = await asyncio.to_thread(work)
-    headers = {"content-type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_LATEST, "vary": "accept-encoding"}
+    headers = {"content-type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_TEXT, "vary": "accept-encoding"}
     if gz:
         headers["content-encoding"] = "gzip"
     return body, headers

@@ -203,6 +203,14 @@ def _build_module() -> Any:
     return module
 
 
+def test_dashboards_md_names_every_alert_the_incidents_table_headlines():
+    """docs/dashboards.md's Active incidents entry lists each alert that gets a headline verb (grafana/build.py)."""
+    build = _build_module()
+    text = (GRAFANA.parent / "docs" / "dashboards.md").read_text(encoding="utf-8")
+    entry = text[text.index("**Active incidents**"):text.index("**Alert headlines (Alertmanager)**")]
+    assert [a for a in build.WHAT if f"`{a}`" not in entry] == []
+
+
 def test_the_dashboards_exist_with_fixed_uids():
     uids = [load(p)["uid"] for p in DASHBOARDS]
     assert sorted(uids) == sorted(EXPECTED_UIDS)

@@ -68,9 +68,10 @@ async def test_http_metrics_gzip_and_plain_carry_the_same_page():
     assert gz.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
     assert gz.content == plain.content  # httpx decodes the gzip body
     assert plain.content == generate_latest(reg)
-    assert plain.headers["content-type"].startswith("text/plain")
-    assert om.content == generate_openmetrics(reg) and om.headers["content-type"].startswith(
-        "application/openmetrics-text")
+    # the format rendered, whichever prometheus-client is installed (0.22+ labels its own default 1.0.0)
+    assert plain.headers["content-type"] == gz.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert om.content == generate_openmetrics(reg)
+    assert om.headers["content-type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 
