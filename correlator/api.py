@@ -8,7 +8,8 @@ into `{"error", "parameter", "status"}` bodies (the router cannot install app-wi
 Unauthenticated clients must not starve /metrics: at most `ApiLimits.max_concurrency` requests
 run at once (others wait `queue_timeout`, then 503), and each request's SQLite work is interrupted
 by a progress handler after `query_timeout` (503). Every input is bounded before it reaches SQLite
-or datetime: times to 1970..9999, ids to int64, cursors to a short flat JSON triple.
+or datetime: times to 1970..9999, ids to int64, cursors (ours and the hub's) to bounded JSON read by one
+decoder (`decode_token`). An empty query value is the same as an absent one, on every route.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -47,7 +49,7 @@ from correlator.models import (
     TimelineResponse,
 )
 from correlator.store import ReadPool, StoreNotReady
-from correlator.timeline import ClassOf, Reader, iso
+from correlator.timeline import ClassOf, Reader, flow_window, iso
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,11 @@ _TEXT = {200: {"content": {"application/json": {}, "text/plain": {}}}}
 MIN_TIME, MAX_TIME = 0.0, 253402300799.0  # 1970-01-01 .. 9999-12-31T23:59:59Z
 MAX_ID = 2**63 - 1
 MAX_CURSOR = 200
+"""Longest daemon search cursor (characters): a flat [t0, id, fingerprint, now] is ~90."""
 PROGRESS_STEPS = 20_000
 """SQLite VM steps between two looks at the clock (~1 ms of work)."""
+deadline_clock: Callable[[], float] = time.monotonic
+"""The clock request deadlines are measured on (module-level so a test can make work "take" time)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,19 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("api_de
 
 class QueryBudgetExceeded(Exception):
     pass
+
+
+def over_budget() -> bool:
+    """True once the current request's deadline has passed (False outside a request)."""
+    deadline = _DEADLINE.get()
+    return deadline is not None and deadline_clock() >= deadline
+
+
+def check_budget() -> None:
+    """Stop Python work between SQLite statements at the request's deadline: the progress handler only
+    sees SQLite's own steps, so loops over rows call this to be bounded by the same budget."""
+    if over_budget():
+        raise QueryBudgetExceeded()
 
 
 class BadRequest(Exception):
@@ -109,9 +127,9 @@ class ErrorRoute(APIRoute):
             except TimeoutError:
                 return _error(503, "too many concurrent API requests; retry later", None,
                               {"Retry-After": str(max(1, math.ceil(limits.queue_timeout)))})
-            token = _DEADLINE.set(time.monotonic() + limits.query_timeout)
+            token = _DEADLINE.set(deadline_clock() + limits.query_timeout)
             try:
-                return await handler(request)
+                return await handler(_without_blank_values(request))
             except QueryBudgetExceeded:
                 return _error(503, f"query exceeded its time budget ({limits.query_timeout:g}s); narrow the "
                               "filters (rcpt or job_id) or the time range", None)
@@ -131,6 +149,19 @@ class ErrorRoute(APIRoute):
                 slots.release()
 
         return wrapped
+
+
+def _without_blank_values(request: Request) -> Request:
+    """The request with empty (or all-blank) query values dropped: `vmta=` is the same as no `vmta`, on
+    every route of the daemon and the hub alike (Grafana sends empty variables; a required parameter
+    left empty is then a missing one, 400 naming it)."""
+    raw = request.scope.get("query_string", b"")
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if v.strip()]
+    if len(kept) == len(pairs):
+        return request
+    scope = {**request.scope, "query_string": urlencode(kept).encode("latin-1")}
+    return Request(scope, request.receive)
 
 
 def parse_time(name: str, value: str | None, now: float) -> float | None:
@@ -171,31 +202,87 @@ def _want_text(request: Request, fmt: str | None) -> bool:
     return "text/plain" in accept and "application/json" not in accept
 
 
-def _cursor_encode(pos: tuple[float, int], fingerprint: str) -> str:
-    raw = json.dumps([pos[0], pos[1], fingerprint], separators=(",", ":")).encode()
+def encode_token(value: Any) -> str:
+    """Compact JSON in unpadded URL-safe base64: the form of every cursor (daemon and hub)."""
+    raw = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _cursor_decode(cursor: str, fingerprint: str) -> tuple[float, int]:
-    """(t0, id) from a cursor; anything but a short [number, int, str] triple is a 400, never a 500."""
+def _json_depth(raw: bytes) -> int:
+    """Deepest [ / { nesting of a JSON text, brackets inside strings ignored; read in one linear pass
+    before json.loads, whose recursion on a crafted `[[[[...` would otherwise end in RecursionError."""
+    depth = peak = 0
+    in_string = escaped = False
+    for ch in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == 0x5C:  # backslash
+                escaped = True
+            elif ch == 0x22:
+                in_string = False
+        elif ch == 0x22:
+            in_string = True
+        elif ch in (0x5B, 0x7B):
+            depth += 1
+            peak = max(peak, depth)
+        elif ch in (0x5D, 0x7D):
+            depth -= 1
+    return peak
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def decode_token(token: str, *, max_chars: int, max_depth: int, parameter: str = "cursor") -> Any:
+    """The JSON value of a client-supplied token, or a 400 naming `parameter`: the one decoder of cursors,
+    bounded in length and nesting before any parsing, so no input can reach a 500."""
     try:
-        if len(cursor) > MAX_CURSOR:
+        if len(token) > max_chars:
             raise ValueError("too long")
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if raw.count(b"[") > 1 or raw.count(b"{"):
-            raise ValueError("nested")
-        t0, tl, fp = json.loads(raw)
-        if isinstance(t0, bool) or not isinstance(t0, int | float) or not isinstance(tl, int) \
-                or isinstance(tl, bool) or not isinstance(fp, str):
+        body = token.rstrip("=")
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
+        if _json_depth(raw) > max_depth:
+            raise ValueError("too deep")
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (binascii.Error, ValueError, TypeError, UnicodeError, OverflowError, RecursionError):
+        raise BadRequest(400, "malformed cursor", parameter) from None
+
+
+def _number(value: Any) -> float:
+    """A JSON number in 1970..9999 as seconds, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    ts = float(value)
+    if not (math.isfinite(ts) and MIN_TIME <= ts <= MAX_TIME):
+        raise ValueError("out of range")
+    return ts
+
+
+def _cursor_encode(pos: tuple[float, int], fingerprint: str, now: float) -> str:
+    """Position plus the first page's clock: later pages resolve `since=2h` against the same instant."""
+    return encode_token([pos[0], pos[1], fingerprint, now])
+
+
+def _cursor_decode(cursor: str, fingerprint: str) -> tuple[tuple[float, int], float | None]:
+    """((t0, id), first page's now) from a cursor; a 400 on anything but [number, int, str(, number)].
+
+    A 3-element cursor (before the clock was carried) still pages, from the current clock."""
+    value = decode_token(cursor, max_chars=MAX_CURSOR, max_depth=1)
+    try:
+        if not isinstance(value, list) or len(value) not in (3, 4):
+            raise ValueError("shape")
+        t0, tl, fp = value[:3]
+        if not isinstance(tl, int) or isinstance(tl, bool) or not 0 <= tl <= MAX_ID or not isinstance(fp, str):
             raise ValueError("types")
-        pos = (float(t0), tl)
-        if not (math.isfinite(pos[0]) and MIN_TIME <= pos[0] <= MAX_TIME and 0 <= tl <= MAX_ID):
-            raise ValueError("range")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
+        pos = (_number(t0), tl)
+        now = _number(value[3]) if len(value) == 4 else None
+    except (ValueError, TypeError, OverflowError):
         raise BadRequest(400, "malformed cursor", "cursor") from None
     if fp != fingerprint:
         raise BadRequest(400, "cursor belongs to a search with other filters", "cursor")
-    return pos
+    return pos, now
 
 
 class Api:
@@ -212,25 +299,28 @@ class Api:
         self.clock = clock
 
     def reader(self, conn: sqlite3.Connection) -> Reader:
-        return Reader(conn, self.class_of, self.hasher.hashed)
+        return Reader(conn, self.class_of, self.hasher.hashed, check=check_budget)
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
-        """A pooled read connection whose queries stop at the request's deadline (QueryBudgetExceeded)."""
-        deadline = _DEADLINE.get()
-        with self.pool.connection() as conn:
-            if deadline is None:
+        """A pooled read connection whose queries stop at the request's deadline (QueryBudgetExceeded).
+
+        Every route reads through this, never `pool.connection()`, so `web.api_query_timeout` bounds them all."""
+        if _DEADLINE.get() is None:
+            with self.pool.connection() as conn:
                 yield conn
-                return
+            return
+        check_budget()  # a request whose budget is already spent does no work
+        with self.pool.connection() as conn:
             fired = []
 
-            def over_budget() -> int:
-                if time.monotonic() > deadline:
+            def interrupt() -> int:
+                if over_budget():
                     fired.append(True)
                     return 1
                 return 0
 
-            conn.set_progress_handler(over_budget, PROGRESS_STEPS)
+            conn.set_progress_handler(interrupt, PROGRESS_STEPS)
             try:
                 yield conn
             except sqlite3.OperationalError:
@@ -344,17 +434,17 @@ def build_router(api: Api) -> APIRouter:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
-        now = api.clock()
+        fp = blake2b(json.dumps([rcpt, job_id, vmta, outcome, since, until]).encode(), digest_size=6).hexdigest()
+        after, first_now = _cursor_decode(cursor, fp) if cursor else (None, None)
+        now = api.clock() if first_now is None else first_now  # relative times: the first page's bounds
         lo, hi = parse_time("since", since, now), parse_time("until", until, now)
         rh = api.rcpt_key(rcpt) if rcpt is not None else None
         jh = job_hash(job_id.strip()) if job_id else None
-        fp = blake2b(json.dumps([rcpt, job_id, vmta, outcome, since, until]).encode(), digest_size=6).hexdigest()
-        after = _cursor_decode(cursor, fp) if cursor else None
         code = store.OUTCOMES.index(outcome) if outcome else None
         with api.connection() as conn:
             items, nxt, limited = api.reader(conn).search(
                 rcpt_h=rh, job_h=jh, vmta=vmta, outcome=code, since=lo, until=hi, limit=limit, after=after)
-        page = {"items": items, "next_cursor": _cursor_encode(nxt, fp) if nxt else None, "limit": limit,
+        page = {"items": items, "next_cursor": _cursor_encode(nxt, fp, now) if nxt else None, "limit": limit,
                 "scan_limited": limited}
         if _want_text(request, format):
             return PlainTextResponse(render.search(page))
@@ -373,6 +463,7 @@ def build_router(api: Api) -> APIRouter:
         hi = parse_time("until", until, now)
         if lo is None:
             raise BadRequest(400, "since is required", "since")
+        lo, hi = flow_window(lo, hi)  # the bounds of the 5-minute buckets read, echoed as such
         with api.connection() as conn:
             data = api.reader(conn).flows(lo, hi, api.max_flow_senders)
         body = {"since": iso(lo), "until": iso(hi), **data}

@@ -7,7 +7,8 @@ with counts, their response class and share. The status board's drill-down shows
 
 Cost is bounded whatever the request: the window is capped (`MAX_WINDOW`), the SQL scans at most
 `SCAN_BUDGET` timelines and queue events and groups in SQLite (`LIMIT` on every statement), and
-`limit` caps the answer. The store is read through `reply_rows()` only, so a change of the
+`limit` caps the answer, and the SQL and the grouping in Python both stop at `web.api_query_timeout`
+(503) like every /api/v1 route. The store is read through `reply_rows()` only, so a change of the
 correlator's write model touches one function.
 
 `/api/v1/lookup` serves the forensics dashboard: 200 with an empty list for an empty or unknown
@@ -30,7 +31,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from correlator import store
-from correlator.api import Api, BadRequest, ErrorRoute, parse_time, redirect_double_slash
+from correlator.api import Api, BadRequest, ErrorRoute, check_budget, parse_time, redirect_double_slash
 from correlator.keys import job_hash, message_hash, norm_message_id
 from correlator.models import ApiError
 from correlator.timeline import iso
@@ -208,12 +209,16 @@ def default_isp_of_domain() -> IspOfDomain:
 
 def top_replies(
     rows: list[ReplyRow], isps: list[str] | None, limit: int, class_of: Callable[[str, str, str, str], str],
-    isp_of_domain: IspOfDomain,
+    isp_of_domain: IspOfDomain, check: Callable[[], None] = check_budget,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Merge exact texts into normalised groups per (vmta, isp, kind); the `limit` largest first."""
+    """Merge exact texts into normalised groups per (vmta, isp, kind); the `limit` largest first.
+
+    Up to 2 x SCAN_BUDGET rows each go through the regexes of `normalise`: `check` before every row
+    stops that work at the request's time budget (QueryBudgetExceeded, a 503)."""
     groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     total = 0
     for r in rows:
+        check()
         isp, mta = r.isp, r.dsn_mta
         if r.kind == "tq":
             domain, _, mta = r.dsn_mta.partition("\n")
@@ -246,7 +251,8 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
     isp_of = isp_of_domain or default_isp_of_domain()
     errors: dict[int | str, dict[str, Any]] = {
         400: {"model": ApiError, "description": "Bad parameter (named in `parameter`)."},
-        503: {"model": ApiError, "description": "Store not ready or busy."},
+        503: {"model": ApiError, "description": "Store not ready or busy, or the query exceeded its time budget."},
+        "default": {"model": ApiError, "description": "Any other error (401, 405): same body."},
     }
 
     @router.get("/replies", response_model=RepliesResponse, responses=errors,
@@ -272,7 +278,7 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
         capped = hi - lo > MAX_WINDOW
         lo = max(lo, hi - MAX_WINDOW)
         vmtas, isps = _values("vmta", vmta), _values("isp", isp)
-        with api.pool.connection() as conn:
+        with api.connection() as conn:
             rows, limited = reply_rows(conn, lo, hi, vmtas)
         items, total = top_replies(rows, isps, limit, api.class_of, isp_of)
         return {"vmta": vmtas, "isp": isps, "since": iso(lo), "until": iso(hi), "window_capped": capped,
@@ -299,7 +305,8 @@ def build_lookup_router(api: Api) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["correlator"], route_class=ErrorRoute)
 
     @router.get("/lookup", response_model=LookupResponse,
-                responses={400: {"model": ApiError}, 503: {"model": ApiError}},
+                responses={400: {"model": ApiError}, 503: {"model": ApiError},
+                           "default": {"model": ApiError, "description": "Any other error (401, 405): same body."}},
                 summary="Timelines by Message-Id and/or (jobId, rcpt); empty input or no match is an empty list")
     def lookup(
         message_id: Annotated[str | None, Query(description="Message-Id (header), with or without <>.")] = None,
@@ -315,7 +322,7 @@ def build_lookup_router(api: Api) -> APIRouter:
         if not mid and not (job and addr):
             body["hint"] = "enter a Message-Id, or a job id and a recipient"
             return body
-        with api.pool.connection() as conn:
+        with api.connection() as conn:
             reader = api.reader(conn)
             if addr and job:
                 items = reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr))

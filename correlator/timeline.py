@@ -65,13 +65,15 @@ class Reader:
 
     def __init__(
         self, conn: sqlite3.Connection, class_of: ClassOf, hashed: bool, max_queue_events: int = 100,
-        now: float | None = None,
+        now: float | None = None, check: Callable[[], None] | None = None,
     ) -> None:
         self.conn = conn
         self.class_of = class_of
         self.hashed = hashed
         self.max_queue_events = max_queue_events
         self.now = now
+        self.check = check or _no_check
+        """Called between rows of Python work: the API's raises once the request's time budget is spent."""
 
     # --- timelines -----------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class Reader:
             events[ev[1]].append(ev)
         files = self._file_names({e[0] >> store.LINE_BITS for evs in events.values() for e in evs})
         for item in items:
+            self.check()
             item["events"], item["queue_events_omitted"] = self._events(item, events[item["id"]], files)
         return [_public(it) for it in items]
 
@@ -239,6 +242,7 @@ class Reader:
         else:
             cap = min(budget, limit + 1) if budgeted else limit + 1
             rows = self.conn.execute(f"SELECT {TL_COLUMNS} {base} LIMIT ?", [*params, cap]).fetchall()
+        self.check()
         items = [summary(r, self.hashed) for r in rows[:limit]]
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -252,7 +256,7 @@ class Reader:
     # --- flows ---------------------------------------------------------------------------------
 
     def flows(self, since: float, until: float | None, max_senders: int) -> dict[str, Any]:
-        lo = int(since // store.FLOW_BUCKET) * store.FLOW_BUCKET
+        lo, _ = flow_window(since, until)
         params: list[float] = [lo]
         cond = "bucket >= ?"
         if until is not None:
@@ -262,7 +266,20 @@ class Reader:
             "SELECT sender, vmta, isp, sum(delivered), sum(bounced), sum(deferred), sum(complained),"
             f" sum(remote_bounced) FROM corr_flows WHERE {cond} GROUP BY sender, vmta, isp", params,
         ).fetchall()
+        self.check()
         return build_flows(rows, max_senders)
+
+
+def _no_check() -> None:
+    pass
+
+
+def flow_window(since: float, until: float | None) -> tuple[float, float | None]:
+    """The span the 5-minute flow buckets cover: since rounded down to its bucket, until (exclusive)
+    rounded up (`bucket < until` reads the same buckets as `bucket < that`); what /flows echoes."""
+    size = store.FLOW_BUCKET
+    lo = float(math.floor(since / size) * size)
+    return lo, None if until is None else float(math.ceil(until / size) * size)
 
 
 _STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")

@@ -3,10 +3,14 @@
 Every answer carries `partial`, `missing_hosts` and `hosts`; items carry `host`. A host that is
 down or slow never turns an answer into a 500: only when no host answered at all is the status
 503 (with the same fields), and a Message-Id found nowhere is a 404 naming the hosts not asked.
+Relative times (`since=1h`) are resolved once on the hub's clock and sent as epoch seconds, so every
+host reads the same window. Empty query values are absent ones, as on a daemon (ErrorRoute).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -26,6 +30,7 @@ from hub.models import (
     HubSearchResponse,
     HubTimelineResponse,
 )
+from hub.search import resolve_times
 from hub.search import search as merged_search
 from hub.targets import Target, TargetSet
 
@@ -60,9 +65,11 @@ def _missing_note(part: dict[str, Any]) -> str:
 class Hub:
     """Targets + fan-out; what the routes and the pages' backend share."""
 
-    def __init__(self, targets: TargetSet, fanout: Fanout) -> None:
+    def __init__(self, targets: TargetSet, fanout: Fanout, clock: Callable[[], float] = time.time) -> None:
         self.targets = targets
         self.fanout = fanout
+        self.clock = clock
+        """Wall clock that relative times are resolved against (replaceable in tests)."""
 
     async def ask(self, path: str, params: dict[str, Any]) -> tuple[list[Target], list[HostAnswer]]:
         targets = await self.targets.current()
@@ -171,7 +178,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
     ) -> Any:
         filters = _params(rcpt=rcpt, job_id=job_id, vmta=vmta, outcome=outcome, since=since, until=until)
         targets = await hub.targets.current()
-        body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters)
+        body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters, hub.clock())
         part = merge.partial_fields(targets, failed)
         if targets and len(failed) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
@@ -209,8 +216,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
     ) -> Any:
-        targets, answers = await hub.ask("/api/v1/replies", _params(vmta=vmta, isp=isp, since=since, until=until,
-                                                                      limit=100))
+        params = resolve_times(_params(vmta=vmta, isp=isp, since=since, until=until, limit=100), hub.clock())
+        targets, answers = await hub.ask("/api/v1/replies", params)
         part = merge.partial_fields(targets, answers)
         early = client_error(answers, part) or none_answered(answers, part)
         if early is not None:
@@ -225,7 +232,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         until: Annotated[str | None, Query(description="End (exclusive), same forms.")] = None,
         format: FormatParam = None,
     ) -> Any:
-        targets, answers = await hub.ask("/api/v1/flows", _params(since=since, until=until))
+        targets, answers = await hub.ask("/api/v1/flows", resolve_times(_params(since=since, until=until), hub.clock()))
         part = merge.partial_fields(targets, answers)
         early = client_error(answers, part) or none_answered(answers, part)
         if early is not None:

@@ -89,7 +89,7 @@ class Fanout:
             ans.error = f"timed out after {budget:.3g}s"
         except httpx.HTTPError as exc:
             ans.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
             ans.error = f"HTTP {ans.status}: not JSON"
         ans.seconds = time.monotonic() - start
         return ans

@@ -6,13 +6,15 @@ cursor its current page started from and how many items of that page were alread
 unexhausted host still has a buffered item to compare it with, so pages are exactly the
 newest-first merge of the hosts' own orders, whatever the page size. Ties on first_seen go to the
 host whose name sorts first.
+
+Relative times (`since=2h`) are resolved once, on the hub's clock at the first page, and sent to
+every host as epoch seconds; the cursor carries that instant (`n`), so later pages ask the hosts for
+the very same window even when a host's first page is fetched again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,38 +22,59 @@ from datetime import datetime
 from hashlib import blake2b
 from typing import Any
 
-from correlator.api import BadRequest
+from correlator.api import MAX_TIME, MIN_TIME, BadRequest, decode_token, encode_token, parse_time
 from hub.fanout import Fanout, HostAnswer
 from hub.targets import Target
 
 MAX_ROUNDS = 4
 """Host pages fetched per host per hub page at most (scan-limited or empty host pages refill)."""
+MAX_HUB_CURSOR = 16_384
+"""Longest hub cursor (characters): the listener's request head is 16 KiB anyway (~100 hosts)."""
+TIME_PARAMS = ("since", "until")
+
+
+def resolve_times(params: dict[str, Any], now: float) -> dict[str, Any]:
+    """`params` with since/until as epoch seconds resolved against `now` (400 naming a bad one): every
+    host then reads one window, whatever its own clock and whenever it is asked."""
+    out = dict(params)
+    for name in TIME_PARAMS:
+        value = parse_time(name, out.get(name), now)
+        if value is not None:
+            out[name] = repr(value)
+    return out
 
 
 def fingerprint(filters: dict[str, Any]) -> str:
     return blake2b(json.dumps(filters, sort_keys=True).encode(), digest_size=6).hexdigest()
 
 
-def encode_cursor(fp: str, state: dict[str, Any]) -> str:
-    raw = json.dumps({"f": fp, "h": state}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(fp: str, state: dict[str, Any], now: float) -> str:
+    return encode_token({"f": fp, "h": state, "n": now})
 
 
-def decode_cursor(cursor: str, fp: str) -> dict[str, Any]:
+def decode_cursor(cursor: str, fp: str) -> tuple[dict[str, Any], float | None]:
+    """(per-host state, the first page's now) from a hub cursor; a 400 naming `cursor` on anything else.
+
+    Decoded by the daemon's own bounded decoder (length, then nesting at most 3: {"h": {url: [..]}})."""
+    data = decode_token(cursor, max_chars=MAX_HUB_CURSOR, max_depth=3)
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        state, got = data["h"], data["f"]
-        if not isinstance(state, dict):
+        if not isinstance(data, dict):
+            raise TypeError
+        state, got, now = data["h"], data["f"], data.get("n")
+        if not isinstance(state, dict) or not isinstance(got, str):
             raise TypeError
         for v in state.values():
             if v != 0 and not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], int) and 0 <= v[1] <= 500
-                               and (v[0] is None or isinstance(v[0], str))):
+                               and not isinstance(v[1], bool) and (v[0] is None or isinstance(v[0], str))):
                 raise TypeError
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        if now is not None and (isinstance(now, bool) or not isinstance(now, int | float)
+                                or not MIN_TIME <= now <= MAX_TIME):
+            raise TypeError
+    except (TypeError, KeyError):
         raise BadRequest(400, "malformed cursor", "cursor") from None
     if got != fp:
         raise BadRequest(400, "cursor belongs to a search with other filters", "cursor")
-    return state
+    return state, None if now is None else float(now)
 
 
 def _key(item: dict[str, Any]) -> float:
@@ -89,11 +112,20 @@ class HostPager:
 
 async def search(
     fanout: Fanout, targets: list[Target], params: dict[str, Any], limit: int, cursor: str | None,
-    filters: dict[str, Any],
+    filters: dict[str, Any], now: float | None = None,
 ) -> tuple[dict[str, Any], list[HostAnswer]]:
-    """One merged page; returns (body without partial fields, the failed answers)."""
+    """One merged page; returns (body without partial fields, the failed answers).
+
+    `params` go to the hosts, `filters` tie the cursor to the caller's filters; `now` (the hub's clock,
+    default time.time()) is used only on a first page: later pages resolve relative times against the
+    instant their cursor carries."""
     fp = fingerprint(filters)
-    state = decode_cursor(cursor, fp) if cursor else {}
+    state, first_now = decode_cursor(cursor, fp) if cursor else ({}, None)
+    if first_now is not None:
+        now = first_now
+    elif now is None:
+        now = time.time()
+    params = resolve_times(params, now)
     pagers = []
     for t in targets:
         s = state.get(t.url, [None, 0])
@@ -117,7 +149,7 @@ async def search(
         best.skip += 1
     new_state = {p.target.url: p.state() for p in pagers}
     more = any(v != 0 for v in new_state.values())
-    body = {"items": out, "next_cursor": encode_cursor(fp, new_state) if more else None, "limit": limit,
+    body = {"items": out, "next_cursor": encode_cursor(fp, new_state, now) if more else None, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}
     return body, [p.failed for p in pagers if p.failed is not None]
 

@@ -211,6 +211,14 @@ def test_dashboards_md_names_every_alert_the_incidents_table_headlines():
     assert [a for a in build.WHAT if f"`{a}`" not in entry] == []
 
 
+def test_scaling_md_names_every_api_route_the_dashboards_read():
+    """A hub must serve what the dashboards read: docs/scaling.md's Grafana paragraph names each route."""
+    text = (GRAFANA.parent / "docs" / "scaling.md").read_text(encoding="utf-8")
+    para = text[text.index("**Grafana.**"):].split("\n\n")[0]
+    read = {m for p in DASHBOARDS for m in re.findall(r"/api/v1/[a-z]+", p.read_text(encoding="utf-8"))}
+    assert read and sorted(r for r in read if f"`{r}`" not in para) == []
+
+
 def test_the_dashboards_exist_with_fixed_uids():
     uids = [load(p)["uid"] for p in DASHBOARDS]
     assert sorted(uids) == sorted(EXPECTED_UIDS)

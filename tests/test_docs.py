@@ -37,3 +37,40 @@ def test_every_cli_command_is_in_the_readme():
     sub = next(a for a in _parser()._actions if a.dest == "command")
     for name in sub.choices:  # type: ignore[union-attr]
         assert f"watchtower {name}" in readme, name
+
+
+def _api_paths(tmp_path: Path) -> tuple[set[str], set[str]]:
+    """The /api/v1 paths in the daemon's and the hub's OpenAPI documents."""
+    from fastapi import FastAPI
+
+    from correlator import CorrelatorSink
+    from exporter.config import CorrelatorConfig
+    from hub.api import Hub, build_hub_routes
+
+    sink = CorrelatorSink(CorrelatorConfig(), tmp_path / "absent.db", isp_of=lambda r, m: "", class_of=lambda *a: "",
+                          clock=lambda: 0.0)
+    daemon, hub = FastAPI(), FastAPI()
+    daemon.include_router(sink.asgi_routes())
+    hub.include_router(build_hub_routes(Hub(None, None)))  # type: ignore[arg-type]  # only the routes are read
+    sink.close()
+    paths = [{p for p in app.openapi()["paths"] if p.startswith("/api/v1/")} for app in (daemon, hub)]
+    return paths[0], paths[1]
+
+
+def test_every_api_route_is_in_the_api_reference_table(tmp_path: Path):
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    table = text[:text.index("Common rules:")]
+    daemon, hub = _api_paths(tmp_path)
+    assert daemon and hub <= daemon, hub - daemon  # the hub serves the daemon's routes
+    for path in daemon:
+        assert f"`GET {path}`" in table, f"{path} is missing from the route table of docs/api.md"
+        assert f"## `GET {path}`" in text, f"{path} has no section in docs/api.md"
+
+
+def test_every_hub_route_says_how_it_is_merged(tmp_path: Path):
+    text = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| `GET /api/v1/")]
+    _, hub = _api_paths(tmp_path)
+    for path in hub:  # the table writes `{id}` for path parameters
+        stem = re.sub(r"\{[^}]*\}", "{", path)
+        assert any(re.sub(r"\{[^}]*\}", "{", r.split("`")[1]).startswith("GET " + stem) for r in rows), path

@@ -3,6 +3,7 @@ and partial answers when a host is down (host 3 is stopped, then started again).
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import datetime
 from typing import Any
@@ -112,6 +113,10 @@ def test_search_cursor_with_other_filters_is_a_400_not_a_500(cluster: Cluster):
     r = via_hub(cluster, "/api/v1/search", limit=2, vmta="vmta-a1", cursor=cursor)
     assert r.status_code == 400 and r.json()["parameter"] == "cursor"
     assert via_hub(cluster, "/api/v1/search", cursor="!!garbage").json()["parameter"] == "cursor"
+    deep = base64.urlsafe_b64encode(b"[" * 1100).decode().rstrip("=")  # json.loads would recurse too deep
+    for r in (via_hub(cluster, "/api/v1/search", cursor=deep), direct(cluster, 1, "/api/v1/search", cursor=deep)):
+        assert (r.status_code, r.json()["parameter"], r.json()["error"]) == (400, "cursor", "malformed cursor")
+    assert "RecursionError" not in cluster.hub.log.read_text()
     r = via_hub(cluster, "/api/v1/search", since="yesterday")
     assert r.status_code == 400 and r.json()["parameter"] == "since"
 

@@ -1,0 +1,151 @@
+"""The hub in front of a real daemon app (the correlator harness, reached through httpx's ASGI transport):
+cursor bounds, paging with relative times, empty values and the flows window, without processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from correlator.api import BadRequest
+from hub.app import build_hub_app
+from hub.config import HubConfig
+from hub.search import MAX_HUB_CURSOR, decode_cursor
+from tests.test_correlator_api import _boundary, _many
+from tests.test_correlator_support import CORPUS, NOW, Harness
+
+DAEMON = "http://daemon-1:9469"
+
+
+@pytest.fixture
+def clock() -> list[float]:
+    return [NOW]
+
+
+@pytest.fixture
+def h(tmp_path: Path, clock: list[float]) -> Any:
+    harness = Harness(tmp_path, clock=lambda: clock[0])
+    for b in CORPUS:
+        harness.commit(b)
+    yield harness
+    harness.close()
+
+
+@asynccontextmanager
+async def clients(h: Harness, clock: Callable[[], float],
+                  transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:
+    """(hub client, daemon client): the hub's only target is the harness daemon, on the same clock."""
+    daemon = FastAPI()
+    daemon.include_router(h.sink.asgi_routes())
+    app, hub = build_hub_app(HubConfig.model_validate({"hub": {"targets": [DAEMON]}}))
+    await hub.fanout.client.aclose()
+    hub.fanout.client = httpx.AsyncClient(transport=transport or httpx.ASGITransport(app=daemon))
+    hub.clock = clock
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as via_hub, \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=daemon), base_url=DAEMON) as direct:
+        try:
+            yield via_hub, direct
+        finally:
+            await hub.fanout.client.aclose()
+
+
+def _token(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+HUB_CURSORS = [b"[" * 1100, b'{"f":"x","h":' + b"[" * 1100, b'{"f":"x","h":{"a":' + b"{" * 1100,
+               b'{"f":"x","h":{"u":[[[[1]]],0]}}', b'{"f":NaN,"h":{}}', b'{"f":"x","h":{},"n":1e30}',
+               b"\xff", b"[]", b'{"h":{}}']
+
+
+async def test_deep_long_or_odd_hub_cursors_are_400_naming_cursor(h: Harness, clock: list[float]) -> None:
+    async with clients(h, lambda: clock[0]) as (via_hub, _):
+        for raw in HUB_CURSORS:
+            r = await via_hub.get("/api/v1/search", params={"cursor": _token(raw)})
+            assert (r.status_code, r.json()["parameter"], r.json()["error"]) == (400, "cursor", "malformed cursor"), raw[:40]
+    for long in ("A" * (MAX_HUB_CURSOR + 1), _token(b'{"f":"' + b"x" * MAX_HUB_CURSOR + b'","h":{}}')):
+        with pytest.raises(BadRequest) as exc:  # longer than the listener's request head lets through
+            decode_cursor(long, "x")
+        assert (exc.value.status, exc.value.parameter, exc.value.error) == (400, "cursor", "malformed cursor")
+
+
+async def test_hub_search_pages_keep_the_first_pages_relative_bounds(tmp_path: Path) -> None:
+    clock = [NOW]
+    h = Harness(tmp_path, clock=lambda: clock[0])
+    _boundary(h, NOW, 30)
+    async with clients(h, lambda: clock[0]) as (via_hub, _):
+        seen, cursor = [], None
+        for _ in range(10):
+            params = {"since": "2h", "job_id": "JB", "limit": 7} | ({"cursor": cursor} if cursor else {})
+            body = (await via_hub.get("/api/v1/search", params=params)).json()
+            seen += [i["rcpt"] for i in body["items"]]
+            cursor = body["next_cursor"]
+            clock[0] += 15  # the hub's and the daemon's clocks move on between pages
+            if cursor is None:
+                break
+    assert seen == [f"b{i}@gmail.com" for i in range(29, -1, -1)]
+    h.close()
+
+
+def _strip(body: Any) -> Any:
+    """A hub body without what the hub adds (host, partial, missing_hosts, hosts)."""
+    if isinstance(body, dict):
+        return {k: _strip(v) for k, v in body.items() if k not in ("host", "hosts", "partial", "missing_hosts")}
+    if isinstance(body, list):
+        return [_strip(v) for v in body]
+    return body
+
+
+async def test_hub_treats_empty_values_as_the_daemon_does(h: Harness, clock: list[float]) -> None:
+    _many(h, 25)
+    cases = [("/api/v1/search", {"limit": 100}, ["rcpt", "job_id", "vmta", "outcome", "since", "until", "cursor"]),
+             ("/api/v1/flows", {}, ["since", "until"]),
+             ("/api/v1/replies", {"since": "2024-05-01T10:00:00Z"}, ["vmta", "isp", "until"]),
+             ("/api/v1/lookup", {"message_id": "m1@shop.example"}, ["job_id", "rcpt"]),
+             ("/api/v1/timeline", {"job_id": "J1", "rcpt": "bob@yahoo.com"}, ["message_id"])]
+    async with clients(h, lambda: clock[0]) as (via_hub, direct):
+        for path, params, names in cases:
+            want = (await direct.get(path, params=params)).json()
+            for name in [None, *names]:
+                q = params if name is None else {**params, name: ""}
+                got = await via_hub.get(path, params=q)
+                assert got.status_code == 200, (path, name, got.text)
+                body = _strip(got.json())
+                if path == "/api/v1/search":
+                    body["next_cursor"] = want["next_cursor"] = None  # hub and daemon cursors differ
+                if path == "/api/v1/replies":  # the hub breaks ties among equal counts its own way
+                    body["replies"].sort(key=json.dumps)
+                    want["replies"].sort(key=json.dumps)
+                assert body == want, (path, name)
+        for params, name in (({"job_id": "J1", "rcpt": ""}, "rcpt"), ({"job_id": "", "rcpt": "b@y.com"}, "job_id")):
+            r = await via_hub.get("/api/v1/timeline", params=params)
+            d = await direct.get("/api/v1/timeline", params=params)
+            assert (r.status_code, r.json()["parameter"]) == (d.status_code, d.json()["parameter"]) == (400, name)
+
+
+async def test_hub_flows_echo_the_daemons_bucket_bounds(h: Harness, clock: list[float]) -> None:
+    clock[0] = 1714645267.273148  # 2024-05-02T10:21:07.273148Z
+    async with clients(h, lambda: clock[0]) as (via_hub, direct):
+        hub = (await via_hub.get("/api/v1/flows", params={"since": "1d", "until": "30m"})).json()
+        own = (await direct.get("/api/v1/flows", params={"since": "1d", "until": "30m"})).json()
+    assert (hub["since"], hub["until"]) == (own["since"], own["until"]) == ("2024-05-01T10:20:00Z",
+                                                                             "2024-05-02T09:55:00Z")
+    assert _strip(hub["edges"]) == own["edges"] and hub["edges"]
+
+
+async def test_a_daemon_answering_deeply_nested_json_is_a_missing_host_not_a_500(h: Harness,
+                                                                                clock: list[float]) -> None:
+    nested = httpx.MockTransport(lambda request: httpx.Response(
+        200, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}))
+    async with clients(h, lambda: clock[0], nested) as (via_hub, _):
+        for path in ("/api/v1/search", "/api/v1/flows", "/api/v1/replies"):
+            r = await via_hub.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert [(m["url"], m["error"]) for m in r.json()["missing_hosts"]] == [(DAEMON, "HTTP 200: not JSON")]
