@@ -430,20 +430,26 @@ def _boundary(h: Harness, now: float, n: int) -> None:
     h.commit(batch("/l/acct-boundary.csv", "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId\n" + lines))
 
 
+async def page_through_boundary(client: httpx.AsyncClient, clock: list[float]) -> list[str]:
+    """Every page of `since=2h` over `_boundary`'s timelines, the clock moving 15 s on between pages."""
+    seen, cursor = [], None
+    for _ in range(10):
+        params = {"since": "2h", "job_id": "JB", "limit": 7} | ({"cursor": cursor} if cursor else {})
+        body = (await client.get("/api/v1/search", params=params)).json()
+        seen += [i["rcpt"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        clock[0] += 15
+        if cursor is None:
+            break
+    return seen
+
+
 async def test_search_pages_keep_the_first_pages_relative_bounds(tmp_path: Path) -> None:
     clock = [NOW]
     h = Harness(tmp_path, clock=lambda: clock[0])
     _boundary(h, NOW, 30)
     async with h.client() as c:
-        seen, cursor = [], None
-        for _ in range(10):
-            params = {"since": "2h", "job_id": "JB", "limit": 7} | ({"cursor": cursor} if cursor else {})
-            body = (await c.get("/api/v1/search", params=params)).json()
-            seen += [i["rcpt"] for i in body["items"]]
-            cursor = body["next_cursor"]
-            clock[0] += 15  # a pause between pages: the 2h boundary moves 15 s on
-            if cursor is None:
-                break
+        seen = await page_through_boundary(c, clock)
     assert seen == [f"b{i}@gmail.com" for i in range(29, -1, -1)]
     h.close()
 

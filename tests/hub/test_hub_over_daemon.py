@@ -18,7 +18,7 @@ from correlator.api import BadRequest
 from hub.app import build_hub_app
 from hub.config import HubConfig
 from hub.search import MAX_HUB_CURSOR, decode_cursor
-from tests.test_correlator_api import _boundary, _many
+from tests.test_correlator_api import _boundary, _many, page_through_boundary
 from tests.test_correlator_support import CORPUS, NOW, Harness
 
 DAEMON = "http://daemon-1:9469"
@@ -81,15 +81,7 @@ async def test_hub_search_pages_keep_the_first_pages_relative_bounds(tmp_path: P
     h = Harness(tmp_path, clock=lambda: clock[0])
     _boundary(h, NOW, 30)
     async with clients(h, lambda: clock[0]) as (via_hub, _):
-        seen, cursor = [], None
-        for _ in range(10):
-            params = {"since": "2h", "job_id": "JB", "limit": 7} | ({"cursor": cursor} if cursor else {})
-            body = (await via_hub.get("/api/v1/search", params=params)).json()
-            seen += [i["rcpt"] for i in body["items"]]
-            cursor = body["next_cursor"]
-            clock[0] += 15  # the hub's and the daemon's clocks move on between pages
-            if cursor is None:
-                break
+        seen = await page_through_boundary(via_hub, clock)  # the hub's and the daemon's clocks move on
     assert seen == [f"b{i}@gmail.com" for i in range(29, -1, -1)]
     h.close()
 
