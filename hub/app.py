@@ -76,7 +76,7 @@ def run_hub(path: Path) -> int:
         return 2
     from exporter import logsetup
 
-    logsetup.setup(config.log_level, config.log_format)
+    logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:
         return asyncio.run(serve(config))

@@ -231,3 +231,25 @@ def test_a_taken_port_exits_1_without_a_traceback(tmp_path, capfd, caplog, monke
     assert "could not listen" in caplog.text
     assert "Traceback" not in caplog.text and "never retrieved" not in caplog.text
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_hub_logs_no_local_part_of_an_address(tmp_path, capfd, monkeypatch):
+    """The hub holds no store, so its logs never need a recipient's local part: it redacts whatever its daemons do."""
+    import logging
+
+    async def serve(_config: object) -> int:
+        logging.getLogger("watchtower.hub").warning("target said: no timeline for alice.smith@gmail.com")
+        return 0
+
+    monkeypatch.setattr("hub.app.serve", serve)
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {"targets": ["http://127.0.0.1:1"]}}))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # the hub installs its own handler in their place
+    try:
+        assert main(["hub", "--config", str(cfg)]) == 0
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capfd.readouterr().err
+    assert "no timeline for [redacted]@gmail.com" in err and "alice" not in err
