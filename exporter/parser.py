@@ -31,6 +31,7 @@ import polars as pl
 
 from exporter.config import RECORD_TYPES
 from exporter.records import LINE, Columns, RecordBatch, col, is_header
+from exporter.redact import Clipped
 
 log = logging.getLogger("watchtower.parser")
 
@@ -130,9 +131,9 @@ class ErrorLog:
                             now - start)
             start, shown, suppressed = now, 0, 0
         if shown < self.burst:
-            if len(sample) > 120:  # cut at a field boundary: a half address would escape redaction
-                sample = sample[:120].rsplit(",", 1)[0] + ",..."
-            log.warning("%s:%d: %s (source %s): %r", path, line, reason, source, sample)
+            # Cut to 120 characters (at a field boundary) only once formatted: with hashing on, the log's
+            # RedactFilter redacts the whole line first, since a cut could leave half a local part and no `@`.
+            log.warning("%s:%d: %s (source %s): %r", path, line, reason, source, Clipped(sample, 120, ","))
             shown += 1
         else:
             suppressed += 1

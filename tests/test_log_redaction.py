@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from exporter.logsetup import setup
 from exporter.parser import ErrorLog
+from exporter.redact import might_hold_address, redact
 
 
 def test_a_long_bad_line_is_cut_at_a_field_and_redacted():
@@ -21,3 +33,281 @@ def test_a_long_bad_line_is_cut_at_a_field_and_redacted():
     out = stream.getvalue()
     assert "acct.csv:7: short_row" in out
     assert "someone" not in out and "priv" not in out and "jane" not in out
+
+
+# --- Audit of 2026-12: what PMTA and mail really carry (Unicode, quoted, dotless, percent-encoded, cut) ---
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def restore_root():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in ("httpx",)}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
+
+
+AUDIT_EXAMPLES = [
+    ("'d,x,josé.garcía@gmail.com,extra'", "'d,x,[redacted]@gmail.com,extra'"),
+    ("d,y,hans.mueller@münchen.de", "d,y,[redacted]@münchen.de"),
+    ('d,z,"john doe"@example.com,x', "d,z,[redacted]@example.com,x"),
+    ("d,w,用户@例子.中国", "d,w,[redacted]@例子.中国"),
+    ("rcpt carol@localhost refused", "rcpt [redacted]@localhost refused"),
+    ("smtp;550 5.1.1 <user@host>: Recipient address rejected", "smtp;550 5.1.1 <[redacted]@host>: Recipient address rejected"),
+    ('HTTP Request: GET http://backend/api/v1/timeline?rcpt=plainascii.person%40gmail.com&job_id=x "HTTP/1.1 200 OK"',
+     'HTTP Request: GET http://backend/api/v1/timeline?rcpt=[redacted]%40gmail.com&job_id=x "HTTP/1.1 200 OK"'),
+    ("GET /api/v1/timeline?rcpt=jos%C3%A9.garc%C3%ADa%2540m%C3%BCnchen.de&x=1",
+     "GET /api/v1/timeline?rcpt=[redacted]%2540m%C3%BCnchen.de&x=1"),
+    ("?rcpt=%22john+doe%22%40example.com", "?rcpt=[redacted]%40example.com"),
+    # JSON text inside a message (a PMTA API answer): escaped quotes and \uXXXX escapes
+    ('answer {"rcpt": "\\"john doe\\"@example.com", "orcpt": "jos\\u00e9@b\\u00fccher.de"}',
+     'answer {"rcpt": "[redacted]@example.com", "orcpt": "[redacted]@b\\u00fccher.de"}'),
+    ("'d,o\\'brien@x.com,\"q\"'", "'d,[redacted]@x.com,\"q\"'"),  # repr escapes a quote inside the name
+    ("bounce to bounces+u7=example.com@lists.example", "bounce to [redacted]@lists.example"),  # VERP
+    ("fetch http://bob@host/x", "fetch http://[redacted]@host/x"),
+    ("cut at secret.person.zz@", "cut at [redacted]@"),
+    ("the list « anna@example.com » and（李雷@例子.中国）", "the list « [redacted]@example.com » and（[redacted]@例子.中国）"),
+    ('quoted "a@b c"@example.com end', "quoted [redacted]@example.com end"),
+]
+
+NOT_ADDRESSES = ["a bare @ in text", "@", "@@ and @ @", "decorator @property", "", "100% sure", "%40 alone",
+                 'said "@" there', "[redacted]@gmail.com stays as is"]
+
+
+@pytest.mark.parametrize(("line", "want"), AUDIT_EXAMPLES)
+def test_redacts_what_mail_carries(line: str, want: str):
+    assert redact(line) == want
+    assert redact(want) == want
+
+
+@pytest.mark.parametrize("line", NOT_ADDRESSES)
+def test_leaves_text_without_a_local_part_alone(line: str):
+    assert redact(line) == line
+
+
+def _bad_lines() -> tuple[list[str], list[str]]:
+    """Bad acct lines as the audit wrote them, and the repr each is logged as once redacted and cut."""
+    lines = [
+        "d,x,josé.garcía@gmail.com,extra",
+        "d,y,hans.mueller@münchen.de",
+        'd,z,"john doe"@example.com',
+        "d,w,用户@例子.中国",
+        "d,v,carol@localhost",
+        "zz " + "x" * 99 + " secret.person.zz@example.com and more",  # no comma: the old cut fell after `@`
+        "zz " + "x" * 106 + " secret.person.zz@example.com and more",  # ...or inside the local part
+        "d,u,http://x/?rcpt=plainascii.person%40gmail.com",
+    ]
+    logged = [
+        "'d,x,[redacted]@gmail.com,extra'",
+        "'d,y,[redacted]@münchen.de'",
+        "'d,z,[redacted]@example.com'",
+        "'d,w,[redacted]@例子.中国'",
+        "'d,v,[redacted]@localhost'",
+        "'zz " + "x" * 99 + " [redacted]@exampl...'",
+        "'zz " + "x" * 106 + " [redacted]...'",
+        "'d,u,http://x/?rcpt=[redacted]%40gmail.com'",
+    ]
+    return lines, logged
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_oneshot_logs_bad_lines_without_local_parts(tmp_path: Path, fmt: str):
+    lines, logged = _bad_lines()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    acct = logs / "acct-1.csv"
+    acct.write_text("type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,vmta\n" + "\n".join(lines) + "\n",
+                    encoding="utf-8")
+    cfg = {"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]}],
+           "state_dir": str(tmp_path / "state"), "listen": "127.0.0.1:9",
+           "correlator": {"enabled": False, "hash_recipients": True}, "log_format": fmt}
+    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(tmp_path / "c.yml")],
+                          capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    if fmt == "json":
+        got = [json.loads(x)["msg"] for x in proc.stderr.splitlines() if '"watchtower.parser"' in x]
+    else:
+        got = [x.split(" WARNING watchtower.parser: ", 1)[1] for x in proc.stderr.splitlines()
+               if " WARNING watchtower.parser: " in x]
+    reasons = ["short_row", "short_row", "bad_quoting", "short_row", "short_row", "unknown_type", "unknown_type",
+               "short_row"]
+    assert got == [f"{acct}:{n}: {reason} (source acct): {text}"
+                   for n, (reason, text) in enumerate(zip(reasons, logged, strict=True), start=2)]
+    for secret in ("josé", "garcía", "hans", "mueller", "john", "用户", "carol", "secret", "person", "plainascii"):
+        assert secret not in proc.stderr
+
+
+def test_bad_lines_are_cut_as_before_when_hashing_is_off():
+    stream = io.StringIO()
+    handler = setup("info", "text", stream=stream, redact_addresses=False)
+    try:
+        lines, _ = _bad_lines()
+        ErrorLog().report("acct", "/l/acct.csv", 7, "unknown_type", lines[6])
+        ErrorLog().report("acct", "/l/acct.csv", 8, "short_row", "d," + "y" * 100 + ",a@b.c,tail,more,more")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue().splitlines()
+    assert out[0].endswith("/l/acct.csv:7: unknown_type (source acct): 'zz " + "x" * 106 + " secret.per...'")
+    assert out[1].endswith("/l/acct.csv:8: short_row (source acct): 'd," + "y" * 100 + ",a@b.c,tail,more,...'")
+
+
+def test_a_huge_bad_line_is_redacted_near_the_cut_only():
+    stream = io.StringIO()
+    handler = setup("info", "text", stream=stream, redact_addresses=True)
+    try:
+        ErrorLog().report("acct", "/l/acct.csv", 9, "short_row", "d x secret.person@gmail.com " + "y" * 5_000_000)
+        ErrorLog().report("acct", "/l/acct.csv", 10, "short_row", "z" * 5000 + " secret.person@gmail.com")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue().splitlines()
+    assert out[0].endswith("/l/acct.csv:9: short_row (source acct): 'd x [redacted]@gmail.com " + "y" * 95 + "...'")
+    assert out[1].endswith("/l/acct.csv:10: short_row (source acct): '" + "z" * 120 + "...'")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_httpx_request_lines_at_debug_have_no_local_part(restore_root, fmt: str):
+    stream = io.StringIO()
+    setup("debug", fmt, stream=stream, redact_addresses=True)
+    with httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, json={}))) as client:
+        client.get("http://backend/api/v1/timeline", params={"rcpt": "plainascii.person@gmail.com", "job_id": "x"})
+        client.get("http://backend/api/v1/timeline", params={"rcpt": "josé.garcía@münchen.de"})
+    want = ['HTTP Request: GET http://backend/api/v1/timeline?rcpt=[redacted]%40gmail.com&job_id=x "HTTP/1.1 200 OK"',
+            'HTTP Request: GET http://backend/api/v1/timeline?rcpt=[redacted]%40m%C3%BCnchen.de "HTTP/1.1 200 OK"']
+    lines = [x for x in stream.getvalue().splitlines() if "HTTP Request" in x]
+    if fmt == "json":
+        assert [(r["logger"], r["msg"]) for r in map(json.loads, lines)] == [("httpx", w) for w in want]
+    else:
+        assert [x.split(" DEBUG httpx: ", 1)[-1].split(" INFO httpx: ", 1)[-1] for x in lines] == want
+    assert "plainascii" not in stream.getvalue() and "jos" not in stream.getvalue()
+
+
+def test_a_precision_in_the_format_string_cannot_cut_an_address_open(restore_root):
+    stream = io.StringIO()
+    setup("info", "text", stream=stream, redact_addresses=True)
+
+    class Reply:
+        def __str__(self) -> str:
+            return "550 <secret.person@gmail.com> unknown"
+
+    log = logging.getLogger("watchtower.x")
+    log.warning("bad line %.20r", "d,x,secret.person@gmail.com,y")
+    log.warning("reply %.15s|%d|%5.1f", Reply(), 3, 2.25)
+    log.warning("%(line).12s", {"line": "a secret.person@gmail.com"})
+    out = [x.split(" WARNING watchtower.x: ", 1)[1] for x in stream.getvalue().splitlines()]
+    assert out == ["bad line 'd,x,[redacted]@gmai", "reply 550 <[redacted]|3|  2.2", "a [redacted]"]
+
+
+# --- Properties: an address anywhere in any text never leaves its local part in a log line ---
+
+_ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-."
+_NOT_IN_NAMES = set(" \t\r\n\"<>()[],;:@«»‹›“”„‟「」『』【】〈〉《》〔〕（）［］｛｝＜＞，：；、。\\")
+_unicode_name_chars = st.characters(min_codepoint=0x80, categories=("L", "M", "N", "S", "Pc", "Pd", "Po"),
+                                    exclude_characters="".join(_NOT_IN_NAMES))
+_first = st.one_of(st.sampled_from("abcxyzABC019"), st.characters(min_codepoint=0x80, categories=("L", "N"),
+                                                                    exclude_characters="".join(_NOT_IN_NAMES)))
+_dot_atom = st.builds(lambda a, b: a + b, _first,
+                      st.text(st.one_of(st.sampled_from(_ATEXT), _unicode_name_chars), min_size=2, max_size=30))
+_quoted_content = st.lists(st.one_of(st.characters(categories=("L", "N", "P", "S", "Zs"), exclude_characters='"\\'),
+                                     st.sampled_from(['\\"', "\\\\", " "])), min_size=1, max_size=20).map("".join)
+_quoted = _quoted_content.map(lambda c: f'"{c}"')
+_label = st.text(st.one_of(st.sampled_from("abcxyz019-"), st.characters(min_codepoint=0x80, categories=("L", "N"),
+                                                                          exclude_characters="".join(_NOT_IN_NAMES))),
+                 min_size=1, max_size=12)
+_domain = st.one_of(st.lists(_label, min_size=1, max_size=3).map(".".join), st.just("[192.0.2.1]"), st.just(""))
+_surrounding = st.text(max_size=60)
+_before = st.sampled_from([" ", "<", ",", ":", ";", "(", "\n", "\t", '"', "[", "'", "=", "\x00"])
+_after = st.sampled_from([" ", ">", ",", ";", ")", "\n", '"', "]", "'", ".", "..."])
+
+
+def _covered(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s <= start and end <= e for s, e in spans)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prefix=_surrounding, before=_before, local=st.one_of(_dot_atom, _quoted), domain=_domain, after=_after,
+       suffix=_surrounding)
+def test_property_a_literal_address_never_keeps_its_local_part(prefix, before, local, domain, after, suffix):
+    from exporter.redact import _local_spans
+
+    head = prefix + before
+    text = head + local + "@" + domain + after + suffix
+    assert _covered(_local_spans(text), len(head), len(head) + len(local))
+    out = redact(text)
+    assume(local not in prefix + suffix + domain)
+    assert local not in out
+    if not might_hold_address(suffix):
+        assert "[redacted]@" + domain + after in out  # the domain stays readable
+    assert redact(out) == out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prefix=_surrounding, before=st.sampled_from(["=", "&", "?", "/", " ", "<"]),
+       local=st.one_of(_dot_atom, _quoted), domain=_domain, times=st.integers(1, 3),
+       after=st.sampled_from(["&", " ", "#", '"', ""]), suffix=_surrounding)
+def test_property_a_percent_encoded_address_never_keeps_its_local_part(prefix, before, local, domain, times, after,
+                                                                       suffix):
+    from exporter.redact import _local_spans
+
+    encoded = local + "@" + domain
+    for _ in range(times):
+        encoded = quote(encoded, safe="")
+    enc_local = encoded[: encoded.rindex("%" + "25" * (times - 1) + "40")]  # the address's `@` is the last one
+    head = prefix + before
+    text = head + encoded + after + suffix
+    assert _covered(_local_spans(text), len(head), len(head) + len(enc_local))
+    out = redact(text)
+    assume(enc_local not in prefix and enc_local not in encoded[len(enc_local):] + after + suffix)
+    assert enc_local not in out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prefix=_surrounding, before=_before, local=st.one_of(_dot_atom, _quoted), domain=_domain, after=_after,
+       suffix=_surrounding, ascii_only=st.booleans(), twice=st.booleans())
+def test_property_an_address_in_json_or_repr_text_never_keeps_its_local_part(prefix, before, local, domain, after,
+                                                                            suffix, ascii_only, twice):
+    from exporter.redact import _local_spans
+
+    def esc(s: str) -> str:  # JSON escapes character by character: esc(a + b) == esc(a) + esc(b)
+        return json.dumps(s, ensure_ascii=ascii_only)[1:-1]
+
+    value = prefix + before + local + "@" + domain + after + suffix
+    text, start, escaped_local = json.dumps({"k": value}, ensure_ascii=ascii_only), 7, esc(local)
+    start += len(esc(prefix + before))
+    if twice:
+        start = 2 + len(esc(text[:start]))
+        text, escaped_local = json.dumps([text], ensure_ascii=ascii_only), esc(escaped_local)
+    assert text[start:start + len(escaped_local)] == escaped_local
+    assert _covered(_local_spans(text), start, start + len(escaped_local))
+    out = redact(text)
+    assume(escaped_local not in json.dumps(prefix + suffix, ensure_ascii=ascii_only))
+    assume(escaped_local not in text.replace(escaped_local, "", 1))
+    assert escaped_local not in out
+    r = repr(value)
+    assume(repr(local)[1:-1] not in repr(prefix + suffix))
+    assert repr(local)[1:-1] not in redact(r)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=_surrounding, local=_dot_atom, domain=_domain, suffix=_surrounding, limit=st.integers(0, 150))
+def test_property_a_cut_line_never_shows_part_of_a_local_part(prefix, local, domain, suffix, limit):
+    from exporter.redact import Clipped
+
+    sample = prefix + "," + local + "@" + domain + "," + suffix
+    shown = Clipped(sample, limit, ",").redacted().cut()
+    assume(local[:3] not in prefix + suffix + domain + "[redacted]...")
+    assert local[:3] not in shown
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_property_any_text_redacts_without_error_and_idempotently(text):
+    out = redact(text)
+    assert redact(out) == out
+    if "@" not in text and "%" not in text:
+        assert out == text

@@ -29,7 +29,8 @@ def test_redact_keeps_domains_only():
     line = 'd,2024-05-01,bounce@shop.example,"Alice.O\'Hara+x@Gmail.com",smtp;550 5.1.1 <bob@yahoo.co.uk>: no'
     assert redact(line) == ('d,2024-05-01,[redacted]@shop.example,"[redacted]@Gmail.com",'
                             'smtp;550 5.1.1 <[redacted]@yahoo.co.uk>: no')
-    assert redact("no address @ here, user@localhost") == "no address @ here, user@localhost"
+    # a dotless domain is still an address (audit 2026-12: `carol@localhost` was logged in full)
+    assert redact("no address @ here, user@localhost") == "no address @ here, [redacted]@localhost"
 
 
 def test_json_lines_with_redaction_for_every_logger():
