@@ -56,6 +56,21 @@ class FloodFilter(logging.Filter):
         return False
 
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT with the message on one line: a file name or a client's input holding a newline or a terminal
+    escape cannot forge or hide a line (tracebacks, appended by the formatter after the message, stay as they are)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = record.message.translate(_CONTROLS)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (RFC 3339 UTC), level, logger, msg, and exc when there is one."""
 
@@ -81,7 +96,7 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,
     e-mail address from every line, whichever module logged it.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(FloodFilter())
     if redact_addresses:
         handler.addFilter(RedactFilter())

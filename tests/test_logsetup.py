@@ -58,6 +58,20 @@ def test_text_lines_without_redaction_by_default():
     assert out.getvalue().rstrip().endswith("INFO watchtower.x: rcpt alice@gmail.com")
 
 
+def test_a_text_line_is_one_line_whatever_the_message_holds():
+    """A file name or a client's input can hold a newline: in text format it must not forge a second log line."""
+    out = io.StringIO()
+    logsetup.setup("info", "text", stream=out)
+    logging.getLogger("watchtower.tailer").warning("following %s", "/l/acct-1.csv\n2026-12-03 ERROR forged\r\x1b[31m")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("x").exception("failed")
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("WARNING watchtower.tailer: following /l/acct-1.csv\\n2026-12-03 ERROR forged\\r\\x1b[31m")
+    assert lines[1].endswith("ERROR x: failed") and lines[2] == "Traceback (most recent call last):"  # kept as is
+
+
 def test_uvicorn_lines_are_bounded_per_template():
     out = io.StringIO()
     logsetup.setup("info", "text", stream=out)
