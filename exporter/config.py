@@ -297,6 +297,11 @@ class WebConfig(_Strict):
     keep_alive_timeout: Duration = Field(
         default=5.0, description="Close a keep-alive connection idle for this long after a response."
     )
+    send_timeout: Duration = Field(
+        default=30.0, gt=0,
+        description="Reset a connection whose answer makes no progress for this long (the client does not read "
+        "it): clients that send requests and never read the answers cannot hold connections.",
+    )
     api_max_concurrency: int = Field(
         default=2, ge=1, description="/api/v1 requests served at once; others wait up to api_queue_timeout."
     )

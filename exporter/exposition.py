@@ -247,15 +247,36 @@ def wants_openmetrics(accept: str) -> bool:
 
 
 def wants_gzip(accept_encoding: str) -> bool:
+    """Whether `Accept-Encoding` makes gzip acceptable (RFC 9110 §12.5.3); the listener's only gzip test.
+
+    gzip's own q-value decides (x-gzip is gzip, §8.4.1.3), else `*`'s; q=0 means "not acceptable", so
+    `gzip;q=0` gets identity. Linear in the header, which the listener bounds (MAX_REQUEST_HEAD).
+    """
+    named: float | None = None
+    star: float | None = None
     for part in accept_encoding.lower().split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=")
+        coding, *params = part.split(";")
+        coding, q = coding.strip(), _qvalue(params)
+        if coding in ("gzip", "x-gzip"):
+            named = q if named is None else max(named, q)
+        elif coding == "*":
+            star = q if star is None else max(star, q)
+    chosen = named if named is not None else star
+    return chosen is not None and chosen > 0
+
+
+def _qvalue(params: list[str]) -> float:
+    """The `q` of one Accept-Encoding entry: 1 when absent; 0 when not a number in [0, 1] (identity is the
+    safe answer to a weight we cannot read)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
             try:
-                return not params.strip() or float(q) > 0
+                q = float(value.strip())
             except ValueError:
-                return True
-    return False
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
 
 
 def render_sync(registry: CollectorRegistry, openmetrics: bool = False, names: Names = None) -> bytes:

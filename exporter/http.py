@@ -10,6 +10,10 @@ Hardening, because the API holds every recipient address of the host:
 - connections are capped (ConnectionGuard): one that sends no complete request within
   `web.header_timeout` is closed, and past `web.max_connections` the longest-idle one is closed,
   so idle sockets cannot exhaust the process's file descriptors (which the tailer and SQLite need);
+- one whose answer the client stops reading is reset after `web.send_timeout` without progress, so
+  clients that send requests but never read cannot hold connections (and the cap) either;
+- a request h11 cannot parse gets the same JSON 400 (GuardedH11Protocol.send_400_response);
+- HEAD is answered on every GET route (HeadAsGet), gzip only when Accept-Encoding allows it (q > 0);
 - accept() failures (EMFILE) are logged at most once per ACCEPT_LOG_INTERVAL, without traceback.
 """
 
@@ -17,15 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import ipaddress
 import logging
 import resource
 import socket
+import struct
+import sys
+import termios
 import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +46,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporter import __version__
 from exporter.config import Config
-from exporter.exposition import MAX_NAMES, render_metrics
+from exporter.exposition import MAX_NAMES, render_metrics, wants_gzip
 from exporter.webauth import BasicAuth
 
 log = logging.getLogger("watchtower.http")
@@ -100,13 +109,18 @@ def build_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         what = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed"}
         return JSONResponse(error_body(exc.status_code, what.get(exc.status_code, str(exc.detail))),
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code, headers=with_head_allowed(exc.headers))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
         return JSONResponse(error_body(400, first.get("msg", "invalid request"), loc[-1] if loc else None), 400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's last resort (ServerErrorMiddleware) answered text/plain "Internal Server Error"
+        return JSONResponse(error_body(500, "internal error"), status_code=500)
 
     _openapi_without_422(app)
     # gzip when the client asks (Prometheus does): /metrics pages shrink ~10x. Not for /api/v1: its
@@ -118,13 +132,48 @@ def build_app(
 
         @app.middleware("http")
         async def basic_auth(request: Request, call_next: Any) -> Response:
-            if not await auth.check(request.headers.get("authorization", "")):
-                return JSONResponse(error_body(401, "authentication required"), status_code=401,
-                                    headers={"WWW-Authenticate": 'Basic realm="watchtower"'})
+            # 401 bad credentials, 429 another check from this client in flight, 503 no bcrypt slot in time
+            refused = await auth.authorize(request.headers.get("authorization", ""),
+                                           request.client.host if request.client else "")
+            if refused is not None:
+                return JSONResponse(error_body(refused.status, refused.error), status_code=refused.status,
+                                    headers=refused.headers)
             return await call_next(request)  # type: ignore[no-any-return]
 
+    app.add_middleware(HeadAsGet)
     app.add_middleware(HeadSizeLimit)  # added last, so it runs first: before auth or any route
     return app
+
+
+def with_head_allowed(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """A 405's `Allow` naming HEAD wherever it names GET (HeadAsGet answers it)."""
+    allow = (headers or {}).get("Allow")
+    if allow is None or "GET" not in allow.split(", ") or "HEAD" in allow.split(", "):
+        return headers
+    return {**(headers or {}), "Allow": allow + ", HEAD"}
+
+
+class HeadAsGet:
+    """HEAD answered as GET without the body (RFC 9110 §9.1: a general-purpose server MUST support it).
+
+    FastAPI routes declared with `.get` match GET only, so HEAD was 405 on every route. The route runs as
+    for GET (same status and headers, Content-Length included); only the body is left out.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Any) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 def head_size(scope: dict[str, Any]) -> int:
@@ -160,13 +209,22 @@ class HeadSizeLimit:
 
 
 class MetricsGZip(GZipMiddleware):
-    """Starlette's gzip, skipped for /api/ paths."""
+    """Starlette's gzip, skipped for /api/ paths, and only where `wants_gzip` says gzip is acceptable.
+
+    Starlette compresses whenever the header contains "gzip" (`gzip;q=0` included), so the decision is
+    made here once and handed on as `Accept-Encoding: gzip` or no header: Starlette and the routes below
+    (/metrics compresses its own page) then agree with it.
+    """
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        if scope["type"] != "http" or scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        asked = ", ".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"accept-encoding")
+        headers = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]
+        if wants_gzip(asked):  # every Accept-Encoding line: repeated fields are one comma-separated list
+            headers.append((b"accept-encoding", b"gzip"))
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def _openapi_without_422(app: FastAPI) -> None:
@@ -233,18 +291,23 @@ def exposure_warning(config: Config) -> str | None:
 # --- connections ---------------------------------------------------------------------------------
 
 class ConnectionGuard:
-    """Tracks open HTTP connections; closes idle ones past the header timeout or the cap.
+    """Tracks open HTTP connections; closes idle ones past the header timeout or the cap, stalled ones
+    past the send timeout.
 
     "Idle" means no request in flight: waiting for the first request (or the rest of its head), or
-    between keep-alive requests. A connection with a request being answered is never cut.
+    between keep-alive requests. A connection with a request being answered is cut only when its
+    answer makes no progress for `send_timeout` (the client does not read it): otherwise clients that
+    pipeline requests and never read would hold every slot, and past the cap newcomers were refused.
     """
 
-    def __init__(self, max_connections: int, header_timeout: float) -> None:
+    def __init__(self, max_connections: int, header_timeout: float, send_timeout: float = 30.0) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
-        self.waiting: dict[GuardedH11Protocol, float] = {}  # oldest idle first
+        self.send_timeout = send_timeout
+        self.waiting: dict[GuardedH11Protocol, float] = {}  # every open connection, oldest idle first
         self.evicted = 0
         self.timed_out = 0
+        self.stalled = 0
 
     def opened(self, proto: GuardedH11Protocol) -> None:
         self.waiting[proto] = time.monotonic()
@@ -266,17 +329,27 @@ class ConnectionGuard:
         self.waiting.pop(proto, None)
 
     def sweep(self) -> None:
-        cutoff = time.monotonic() - self.header_timeout
+        now = time.monotonic()
+        cutoff = now - self.header_timeout
         late = [p for p, since in self.waiting.items() if since < cutoff and not p.in_flight()]
         for proto in late:
             self.timed_out += 1
             proto.drop()
+        stuck = [p for p in self.waiting if p.write_stalled(now, self.send_timeout)]
+        for proto in stuck:
+            self.stalled += 1
+            proto.reset()
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol reporting to a ConnectionGuard (bound by `guarded_protocol`)."""
+    """uvicorn's h11 protocol reporting to a ConnectionGuard (bound by `guarded_protocol`), and answering
+    requests h11 cannot parse with the listener's JSON error."""
 
     guard: ConnectionGuard
+    _pending = 0  # bytes in the write buffer at the last write_stalled() sample
+    _queued = 0  # bytes in the kernel's send queue at that sample
+    _progress_at = 0.0  # when a sample last saw progress (or an empty buffer)
+    _drained = False  # the transport resumed writing since the last sample
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -290,17 +363,84 @@ class GuardedH11Protocol(H11Protocol):
         self.guard.idle_again(self)
         super().on_response_complete()
 
+    def resume_writing(self) -> None:
+        self._drained = True
+        super().resume_writing()
+
     def in_flight(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
+    def write_stalled(self, now: float, limit: float) -> bool:
+        """True when answer bytes have waited in the write buffer `limit` seconds with none taken by the client.
+
+        Sampled at each sweep. Progress since the last sample is the buffer emptying, shrinking or draining
+        below the low-water mark (resume_writing), or the kernel's queue for the peer shrinking: a slow
+        reader acknowledges bytes for seconds before the kernel, whose socket buffer holds megabytes, takes
+        more from ours. Covers a closing transport too (close() waits for the buffer to flush, forever).
+        """
+        size = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        queued = kernel_queued(self.transport.get_extra_info("socket")) if size else 0
+        if (size == 0 or self._pending == 0 or size < self._pending or queued < self._queued
+                or self._drained):
+            self._progress_at = now
+        self._pending, self._queued, self._drained = size, queued, False
+        return size > 0 and now - self._progress_at >= limit
+
     def drop(self) -> None:
         self.guard.closed(self)
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None:
             return
         if self.transport.get_write_buffer_size():
-            self.transport.abort()  # a client that does not read must not pin the socket
-        else:
+            self.reset()  # a client that does not read must not pin the socket, even one already closing
+        elif not self.transport.is_closing():
             self.transport.close()
+
+    def reset(self) -> None:
+        """Abort with an RST (SO_LINGER 0): the kernel discards what the client never read instead of
+        keeping it queued (megabytes) behind a FIN the client would never reach."""
+        self.guard.closed(self)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes h11 cannot parse (request line, header, chunked body, a head past
+        h11's limit), as the listener's JSON error instead of text/plain; the connection is then closed.
+
+        Called by uvicorn inside `except h11.RemoteProtocolError`. A request whose body turns out malformed
+        may have its route still running: it is marked disconnected (its writes are dropped, as for a
+        client that left), so its own answer does not follow the 400 (h11 refused it with a traceback).
+        """
+        exc = sys.exc_info()[1]
+        too_long = getattr(exc, "error_status_hint", None) == 431  # h11: "Receive buffer too long"
+        error = (f"request line + headers are over {MAX_REQUEST_HEAD} bytes, at most {MAX_REQUEST_HEAD}"
+                 if too_long else "malformed HTTP request")
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # else an answer has begun: just close
+            body = JSONResponse(error_body(400, error)).body
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers,
+                                                                 reason=b"Bad Request")) or b"")
+                self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
+                self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        self.transport.close()
+
+
+def kernel_queued(sock: Any) -> int:
+    """Bytes the kernel holds for the peer, sent but unacknowledged or unsent (Linux SIOCOUTQ); 0 if unknown."""
+    request = getattr(termios, "TIOCOUTQ", None)
+    if sock is None or request is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return 0
 
 
 def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
@@ -392,13 +532,29 @@ class EmbeddedServer(uvicorn.Server):
             self.guard.sweep()
         return await super().on_tick(counter)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's graceful shutdown waits for every connection to finish its answer, and on_tick no longer
+        runs: a client that stopped reading would hold the daemon's exit forever, so the guard keeps sweeping."""
+        sweeper = asyncio.create_task(self._keep_sweeping()) if self.guard is not None else None
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+
+    async def _keep_sweeping(self) -> None:
+        assert self.guard is not None
+        while True:
+            await asyncio.sleep(1.0)
+            self.guard.sweep()
+
 
 def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
     from correlator.api import ApiLimits
 
     web = config.web
     app.state.api_limits = ApiLimits(web.api_max_concurrency, web.api_queue_timeout, web.api_query_timeout)
-    guard = ConnectionGuard(connection_cap(web.max_connections), web.header_timeout)
+    guard = ConnectionGuard(connection_cap(web.max_connections), web.header_timeout, web.send_timeout)
     ucfg = uvicorn.Config(
         app,
         host=config.listen_host,

@@ -1,11 +1,16 @@
 """HTTP basic auth against bcrypt hashes (node_exporter web-config style) or, discouraged, plain passwords.
 
 Why bcrypt and not a fast hash: the config file holds the verifier, and a leaked config must not
-give the password away. Why the work is the same for every failure: an unknown user is checked
-against a dummy hash of the same cost, so response time does not tell which user names exist.
-bcrypt is slow on purpose (~50 ms at cost 10), so it runs in a worker thread, a few at a time,
-and a successful (user, password) pair is cached (keyed by a digest, never the password) so that
-a scraper's repeated requests cost one dictionary lookup.
+give the password away. Why the work is the same for every failure: a wrong password for a
+bcrypt user, any failure for a plain-text user and an unknown user each cost one bcrypt check
+(the latter two against a dummy hash of the slowest configured cost), so response time tells
+neither which user names exist nor which users have plain-text passwords.
+bcrypt is slow on purpose (~50 ms at cost 10), so it runs in a worker thread, VERIFY_CONCURRENCY at
+a time; a successful (user, password) pair is cached (keyed by a digest, never the password) so
+that a scraper's repeated requests cost one dictionary lookup. Why the queue is bounded: each
+client address (an IPv6 client by its /64) gets one check in flight, further concurrent ones are
+refused 429 without hashing, and a check waits at most VERIFY_QUEUE_TIMEOUT for a thread (then
+503), so wrong-password floods cannot delay the first scrape after a restart without limit.
 """
 
 from __future__ import annotations
@@ -15,15 +20,42 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
+import logging
+import math
 import re
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 import bcrypt
 
+log = logging.getLogger("watchtower.http")
+
 _BCRYPT = re.compile(r"^\$2[aby]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
 CACHE_SIZE = 64
 VERIFY_CONCURRENCY = 2
+"""bcrypt checks running at once (worker threads), whatever the number of clients."""
+VERIFY_QUEUE_TIMEOUT = 2.0
+"""Seconds a check waits for one of the VERIFY_CONCURRENCY threads before the answer is 503."""
+BCRYPT_MAX_PASSWORD = 72
+"""bcrypt's key schedule reads 72 bytes: hashes made by htpasswd, Go or bcrypt < 5 cover only those."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is not let through: status, ApiError message and response headers."""
+
+    status: int
+    error: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+UNAUTHORIZED = Refusal(401, "authentication required", {"WWW-Authenticate": 'Basic realm="watchtower"'})
+CLIENT_BUSY = Refusal(429, "another login from this address is being checked; retry when it is answered",
+                      {"Retry-After": "1"})
+VERIFIER_BUSY = Refusal(503, "too many logins being checked; retry later",
+                        {"Retry-After": str(max(1, math.ceil(VERIFY_QUEUE_TIMEOUT)))})
 
 
 def is_bcrypt(secret: str) -> bool:
@@ -33,6 +65,33 @@ def is_bcrypt(secret: str) -> bool:
 def bcrypt_cost(secret: str) -> int:
     m = _BCRYPT.match(secret)
     return int(m.group(1)) if m else 0
+
+
+def bcrypt_problem(secret: str) -> str | None:
+    """Why bcrypt cannot check this hash (it would raise on every login), None when it can."""
+    if not 4 <= bcrypt_cost(secret) <= 31:
+        return f"cost {bcrypt_cost(secret)} is outside 04..31"
+    if not secret.startswith(("$2a$", "$2b$", "$2y$")):
+        return "prefix is not $2a$, $2b$ or $2y$"
+    try:  # the salt's encoding, checked at the cheapest cost
+        bcrypt.hashpw(b"", b"$2b$04$" + secret[7:29].encode())
+    except ValueError:
+        return "invalid salt"
+    return None
+
+
+def client_key(host: str) -> str:
+    """The unit the one-check-in-flight limit applies to: an IPv4 address, an IPv6 /64 (one host
+    usually owns a whole /64, so counting its addresses one by one would not limit it)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def parse_header(header: str) -> tuple[str, str] | None:
@@ -47,55 +106,94 @@ def parse_header(header: str) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 that cannot raise (a lone surrogate is encoded as is, never matching a real secret)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    """bcrypt.checkpw on the first 72 bytes, as the hash was made; False instead of any ValueError."""
+    try:
+        return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
+    except ValueError:
+        return False
+
+
 class BasicAuth:
-    """Verifies credentials; the slow path (bcrypt) runs off the event loop."""
+    """Verifies credentials; the slow path (bcrypt) runs off the event loop, bounded per client and overall."""
 
     def __init__(self, users: dict[str, str]) -> None:
-        self._users = {u: s.encode() for u, s in users.items()}
-        costs = [bcrypt_cost(s) for s in users.values() if is_bcrypt(s)]
-        # The dummy every unknown user is checked against: as slow as the slowest real check.
+        self._plain: dict[str, bytes] = {}
+        self._hashed: dict[str, bytes] = {}
+        for user, secret in users.items():
+            problem = bcrypt_problem(secret) if is_bcrypt(secret) else None
+            if problem is not None:
+                log.warning("web.basic_auth_users.%s: bcrypt cannot check this hash (%s); this user cannot log in",
+                            user, problem)
+            elif is_bcrypt(secret):
+                self._hashed[user] = secret.encode()
+            else:
+                self._plain[user] = _utf8(secret)
+        self._names = set(users)
+        costs = [bcrypt_cost(s.decode()) for s in self._hashed.values()]
+        # What every failure other than a bcrypt user's wrong password is checked against: as slow as the slowest.
         self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=max(costs))) if costs else None
-        self._dummy_plain = hashlib.sha256(b"not a password").digest()
         self._cache: OrderedDict[bytes, str] = OrderedDict()
         self._sem: asyncio.Semaphore | None = None
+        self._pending: set[str] = set()  # client keys with a check waiting or running
 
     def _key(self, user: str, password: str) -> bytes:
-        return hashlib.sha256(user.encode() + b"\0" + password.encode()).digest()
+        return hashlib.sha256(_utf8(user) + b"\0" + _utf8(password)).digest()
 
     def cached(self, user: str, password: str) -> bool:
         key = self._key(user, password)
-        if key in self._cache and user in self._users:
+        if key in self._cache and user in self._names:
             self._cache.move_to_end(key)
             return True
         return False
 
     def verify(self, user: str, password: str) -> bool:
-        """Constant work per failure class; CPU-heavy when bcrypt hashes are configured."""
-        secret = self._users.get(user)
-        pw = password.encode()
-        if secret is None:
-            if self._dummy_hash is not None:
-                bcrypt.checkpw(pw, self._dummy_hash)
-            else:
-                hmac.compare_digest(hashlib.sha256(pw).digest(), self._dummy_plain)
-            return False
-        if is_bcrypt(secret.decode()):
-            ok = bcrypt.checkpw(pw, secret)
+        """Never raises. Every failure costs one bcrypt check at the same cost when any hash is configured."""
+        pw = _utf8(password)
+        hashed = self._hashed.get(user)
+        if hashed is not None:
+            ok = _checkpw(pw, hashed)
         else:
-            ok = hmac.compare_digest(hashlib.sha256(pw).digest(), hashlib.sha256(secret).digest())
+            plain = self._plain.get(user)
+            ok = plain is not None and hmac.compare_digest(hashlib.sha256(pw).digest(), hashlib.sha256(plain).digest())
+            if not ok and self._dummy_hash is not None:
+                _checkpw(pw, self._dummy_hash)  # a plain-text user's failure costs what any other does
         if ok:
             self._cache[self._key(user, password)] = user
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return ok
 
-    async def check(self, header: str) -> bool:
+    async def authorize(self, header: str, client: str) -> Refusal | None:
+        """None to let the request through, else the answer to give. `client` is the peer's address.
+
+        The 429 and 503 refusals are decided before the user name is looked at, so they reveal nothing about it.
+        """
         creds = parse_header(header)
         if creds is None:
-            return False
+            return UNAUTHORIZED
         if self.cached(*creds):
-            return True
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(VERIFY_CONCURRENCY)
-        async with self._sem:
-            return await anyio.to_thread.run_sync(self.verify, *creds)
+            return None
+        key = client_key(client)
+        if key in self._pending:
+            return CLIENT_BUSY
+        self._pending.add(key)
+        try:
+            if self._sem is None:
+                self._sem = asyncio.Semaphore(VERIFY_CONCURRENCY)
+            try:
+                await asyncio.wait_for(self._sem.acquire(), timeout=VERIFY_QUEUE_TIMEOUT)
+            except TimeoutError:
+                return VERIFIER_BUSY
+            try:
+                ok = await anyio.to_thread.run_sync(self.verify, *creds)
+            finally:
+                self._sem.release()
+        finally:
+            self._pending.discard(key)
+        return None if ok else UNAUTHORIZED

@@ -70,7 +70,7 @@ async def test_unknown_routes_and_methods_are_api_errors_and_no_swagger():
             assert r.status_code == 404 and r.json() == {"error": f"no route {path}", "parameter": None,
                                                           "status": 404}, path
         r = await c.post("/metrics")
-        assert r.status_code == 405 and r.json()["status"] == 405 and r.headers["allow"] == "GET"
+        assert r.status_code == 405 and r.json()["status"] == 405 and r.headers["allow"] == "GET, HEAD"
         assert "422" not in (await c.get("/openapi.json")).text
 
 

@@ -18,8 +18,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from exporter.config import load_config
-from exporter.http import MAX_REQUEST_HEAD, build_app, make_server
+from exporter.http import MAX_REQUEST_HEAD, build_app
 from tests.conftest import write_config
+from tests.listener import serving
 
 
 def head(target: str, headers: list[tuple[str, str]]) -> bytes:
@@ -64,16 +65,8 @@ async def port(tmp_path: Path):
     reg = CollectorRegistry()
     Counter("watchtower_probe", "probe", registry=reg).inc()
     config = load_config(write_config(tmp_path))
-    server = make_server(build_app(reg, lambda: {"ok": True}), config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "the server did not start listening"
-    yield config.listen_port
-    server.should_exit = True
-    await task
+    async with serving(build_app(reg, lambda: {"ok": True}), config) as (listen_port, _):
+        yield listen_port
 
 
 @pytest.mark.parametrize("where", ["query", "header"])
