@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import Match
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporter import __version__
@@ -97,9 +98,12 @@ def build_app(
 
     @app.get("/", include_in_schema=False)
     async def index() -> PlainTextResponse:
+        ui = {"type": "http", "path": "/ui/", "method": "GET", "root_path": ""}  # served with the correlator only
+        served = any(route.matches(ui)[0] == Match.FULL for route in app.router.routes)
+        pages = "/ui/           search, message forensics, flows (docs/scaling.md)\n" if served else ""
         return PlainTextResponse(
             "PMTA Watchtower " + __version__ + "\n\n/metrics       Prometheus metrics\n/healthz       health\n"
-            "/api/v1/...    message timelines (docs/api.md)\n/openapi.json  API description\n"
+            "/api/v1/...    message timelines (docs/api.md)\n" + pages + "/openapi.json  API description\n"
         )
 
     for router in routers or []:

@@ -29,6 +29,20 @@ async def test_metrics_and_health():
         assert r.text.rstrip().endswith("# EOF")
 
 
+async def test_the_index_lists_the_pages_only_where_they_are_served():
+    from fastapi import APIRouter
+
+    from pages import with_pages
+
+    async with client() as c:
+        bare = (await c.get("/")).text
+    app = build_app(CollectorRegistry(), lambda: {"ok": True}, [with_pages(APIRouter())])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
+        with_ui = (await c.get("/")).text
+    assert "/ui/" not in bare and "/metrics" in bare
+    assert "\n/ui/           search, message forensics, flows (docs/scaling.md)\n" in with_ui
+
+
 async def test_unhealthy_is_503():
     async with client(ok=False) as c:
         assert (await c.get("/healthz")).status_code == 503
