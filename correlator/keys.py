@@ -83,9 +83,9 @@ def load_or_create_key(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o077
-        if mode:
-            log.warning("correlator HMAC key %s is readable by group/other (mode %o)", path, mode)
+        mode = path.stat().st_mode & 0o7777
+        if mode & 0o077:
+            log.warning("correlator HMAC key %s is readable by group/other (mode %04o)", path, mode)
         key = path.read_bytes().strip()
         if not key:
             raise ValueError(f"HMAC key file {path} is empty") from None

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,8 @@ from exporter.metrics import (
     SelfMetrics,
     sample_names,
 )
-from exporter.records import Columns, RecordBatch, col
+from exporter.parser import ErrorLog
+from exporter.records import LINE, Columns, RecordBatch, col
 from exporter.timeparse import LATEST, parse_pmta_time
 
 if TYPE_CHECKING:
@@ -206,6 +207,10 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
     }
 
 
+_TIME_ERRORS = ErrorLog()
+"""Logs rows with bad times (file:line, rate-limited per source as the tailer's parse errors)."""
+
+
 def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
     """frame.iter_rows(), from one list per column (~30% faster on a chunk's few thousand groups)."""
     return zip(*(column.to_list() for column in frame.get_columns()), strict=True)
@@ -278,6 +283,8 @@ class _Grouped:
     """The distinct (vmta, pool), (domain, MX host) and sender domains, in first-seen order."""
     res: dict[str, pl.DataFrame]
     """Every aggregate of `_group_plans`."""
+    bad_times: list[tuple[int, str, str]] = field(default_factory=list)
+    """(line, timeLogged, timeQueued) of the first bad-time rows, to log (looked up only when there are some)."""
 
 
 def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Grouped:
@@ -313,7 +320,11 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
                 b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
             )
             res = _collect(_group_plans(lz, bounds, has_orig, has_times))
-    return _Grouped(has_orig, has_times, got, res)
+    bad_times: list[tuple[int, str, str]] = []
+    if has_times and LINE in derived.columns and res["times"].item(0, "bad"):  # rare: the rows to log, found now
+        bad = timed & (pl.col("a").is_null() | pl.col("b").is_null())
+        bad_times = list(lz.filter(bad).select(LINE, "tl", "tq").head(_TIME_ERRORS.burst).collect().iter_rows())
+    return _Grouped(has_orig, has_times, got, res, bad_times)
 
 
 @dataclass(slots=True)
@@ -326,6 +337,7 @@ class _Prepared:
     derived: pl.DataFrame | None  # the d/t/tq/b rows' derived columns (_derive)
     late: RecordBatch | None  # the f/rb/rs/r rows
     grouped: _Grouped | None = None  # `derived` grouped (then `derived` is dropped): `_prepare(bounds=...)`
+    path: str = ""  # the batch's file, to log bad times with
 
 
 def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Prepared:
@@ -337,12 +349,15 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Pr
     derived = late = None
     if types & _MAIN:
         main = frame.lazy() if types <= _MAIN else frame.lazy().filter(pl.col("c0").is_in(list(_MAIN)))
-        derived = main.select(_derive(c, _has_times(c), frozenset(types & _MAIN))).collect(engine=ENGINE)
+        exprs = _derive(c, _has_times(c), frozenset(types & _MAIN))
+        if _has_times(c) and LINE in frame.columns:  # to log bad times by line (a column carried, no work per row)
+            exprs = [*exprs, pl.col(LINE)]
+        derived = main.select(exprs).collect(engine=ENGINE)
     if types & _LATE:
         late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
     if bounds is not None and derived is not None:
-        return _Prepared(batch.source, batch.repaired, None, late, _group(c, derived, bounds))
-    return _Prepared(batch.source, batch.repaired, derived, late)
+        return _Prepared(batch.source, batch.repaired, None, late, _group(c, derived, bounds), path=batch.path)
+    return _Prepared(batch.source, batch.repaired, derived, late, path=batch.path)
 
 
 class _LabelFrames:
@@ -583,7 +598,7 @@ class RecordAggregator(Collector):
         if grouped is None and job.derived is not None:
             grouped = _group(c, job.derived, tuple(self.bounds))
         if grouped is not None:
-            self._apply_main(job.source, grouped)
+            self._apply_main(job.source, grouped, job.path)
         if job.late is not None:
             self._apply_late_in_slices(job.late)
         if job.repaired and self.self_metrics is not None:
@@ -593,7 +608,7 @@ class RecordAggregator(Collector):
                 self.self_metrics.label_overflow.labels(label).inc(n)
             self.overflows.clear()
 
-    def _apply_main(self, source: str, g: _Grouped) -> None:
+    def _apply_main(self, source: str, g: _Grouped, path: str = "") -> None:
         """d/t/tq/b rows, grouped first (`_group`), then labelled group by group in Python.
 
         Labels (caps, ISP, sender, class) are decided once per distinct key, in first-seen order,
@@ -640,7 +655,7 @@ class RecordAggregator(Collector):
             self._merge_senders(done)
         if has_times:
             bad, neg, newest = res["times"].row(0)
-            self._bad_times(source, bad)
+            self._bad_times(source, bad, path, g.bad_times)
             if neg and self.self_metrics is not None:
                 self.self_metrics.negative_delays.labels(source).inc(neg)
             if newest is not None:
@@ -742,9 +757,18 @@ class RecordAggregator(Collector):
         self._newest_ts[source] = ts
         self.self_metrics.last_record_ts.labels(source).set(ts)
 
-    def _bad_times(self, source: str, n: int) -> None:
-        if n and self.self_metrics is not None:
+    def _bad_times(self, source: str, n: int, path: str = "", rows: list[tuple[int, str, str]] | None = None) -> None:
+        """Count `n` rows with bad times; log them by file and line as the parser logs its errors (`rows`: the
+        first of them, as many as a burst logs; the others only counted as not logged)."""
+        if not n:
+            return
+        if self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
+        rows = rows or []
+        for line, tl, tq in rows:
+            _TIME_ERRORS.report(source, path, line, "bad_timestamp", f"timeLogged {tl}, timeQueued {tq}")
+        if n > len(rows):
+            _TIME_ERRORS.not_logged(source, n - len(rows))
 
     def _delivered_plan(self, grouped: pl.DataFrame, labels: _LabelFrames, has_times: bool) -> dict[str, pl.LazyFrame]:
         """This chunk's d groups with their labels (vmta, pool, isp) instead of raw keys."""

@@ -16,9 +16,13 @@ _GC = gc.isenabled()
 gc.disable()  # the start-up imports (pydantic, the config models) create long-lived objects: collecting is wasted
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import errno  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -34,6 +38,53 @@ if _GC:
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("watchtower.cli")
+
+
+class StdoutError(Exception):
+    """Standard output cannot take what a command prints (closed, a full disk, a reader gone): one line, exit 1."""
+
+    def __init__(self, why: str, broken_pipe: bool = False) -> None:
+        super().__init__(why)
+        self.broken_pipe = broken_pipe
+
+
+def emit(text: str) -> None:
+    """Write `text` to stdout and flush it now, so a failure surfaces here as StdoutError, not as a traceback
+    (or an `Exception ignored` line) at interpreter exit."""
+    out = sys.stdout
+    if out is None:  # started with stdout closed (`>&-`)
+        raise StdoutError("it is closed")
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError as exc:
+        raise StdoutError(exc.strerror or "broken pipe", broken_pipe=True) from exc
+    except OSError as exc:
+        raise StdoutError(exc.strerror or str(exc), broken_pipe=exc.errno == errno.EPIPE) from exc
+    except ValueError as exc:  # "I/O operation on closed file"
+        raise StdoutError(str(exc)) from exc
+
+
+def positive_float(text: str) -> float:
+    """argparse type of every numeric option: a finite number > 0 (a timeout of 0, -1, nan or inf is a
+    usage error, not a traceback deep in httpx or asyncio)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number greater than 0, got {text!r}")
+    return value
+
+
+def listen_address(text: str) -> str:
+    """argparse type of a listener address: host:port as the config's `listen` takes it."""
+    from exporter.config import check_listen
+
+    try:
+        return check_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,13 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     hc = sub.add_parser("healthcheck", help="GET /healthz of the running daemon (for Docker HEALTHCHECK); "
                         "exit 0 healthy, 1 not")
     hc.add_argument("--config", required=True, type=Path, help="YAML config file of the daemon")
-    hc.add_argument("--timeout", type=float, default=4.0, help="seconds")
+    hc.add_argument("--timeout", type=positive_float, default=4.0, help="seconds")
     demo = sub.add_parser("demo", help="simulated PMTA traffic + the exporter, on loopback")
     demo.add_argument("--scenario", default="gmail-throttle", help="scenario name or YAML file")
-    demo.add_argument("--listen", default="127.0.0.1:9469", help="exporter listener host:port")
-    demo.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    demo.add_argument("--listen", type=listen_address, default="127.0.0.1:9469", help="exporter listener host:port")
+    demo.add_argument("--speed", type=positive_float, default=1.0, help="simulated seconds per real second")
     demo.add_argument("--dir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    demo.add_argument("--duration", type=positive_float, default=None, help="stop after this many real seconds")
     hub = sub.add_parser("hub", help="one /api/v1 and the /ui pages over many daemons (fan-out, docs/scaling.md)")
     hub.add_argument("--config", required=True, type=Path, help="hub YAML config file")
     return p
@@ -70,7 +121,7 @@ def _report(path: Path, problems: list[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _load(path: Path, preflight: bool = True) -> Config | None:
+def _load(path: Path, preflight: bool = True, oneshot: bool = False) -> Config | None:
     """The validated config, or None after printing every problem (shape first, then the machine)."""
     from exporter import preflight as checks
 
@@ -83,7 +134,7 @@ def _load(path: Path, preflight: bool = True) -> Config | None:
         print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return None
     if preflight:
-        problems = checks.problems(config)
+        problems = checks.problems(config, uses_state_dir=not oneshot or config.correlator.enabled)
         if problems:
             _report(path, problems)
             return None
@@ -102,7 +153,7 @@ def _check_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in preflight.warnings(config):
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    print(f"{path}: ok")
+    emit(f"{path}: ok\n")
     return EXIT_OK
 
 
@@ -128,11 +179,11 @@ def _healthcheck(args: argparse.Namespace) -> int:
         print(f"unhealthy: {url}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if r.status_code == 401 and auth is None and config.web.basic_auth_users:
-        print(f"alive: {url} answers (auth required; set WATCHTOWER_HEALTHCHECK_USER and "
-              "WATCHTOWER_HEALTHCHECK_PASSWORD for the full check)")
+        emit(f"alive: {url} answers (auth required; set WATCHTOWER_HEALTHCHECK_USER and "
+             "WATCHTOWER_HEALTHCHECK_PASSWORD for the full check)\n")
         return EXIT_OK
     if r.status_code == 200:
-        print(f"healthy: {url}")
+        emit(f"healthy: {url}\n")
         return EXIT_OK
     print(f"unhealthy: {url}: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
     return EXIT_FAILURE
@@ -149,8 +200,10 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     from exporter import logsetup
     from exporter.oneshot import no_collections
 
+    if sys.stdout is None:  # nowhere to print the exposition: say so before reading anything
+        raise StdoutError("it is closed")
     with no_collections():  # the config load, logging and the imports of the pass create long-lived objects
-        config = _load(args.config)
+        config = _load(args.config, oneshot=True)
         if config is None:
             return EXIT_CONFIG
         logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
@@ -161,7 +214,11 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
             from exporter.oneshot import run_oneshot
 
     try:
-        text = run_oneshot(config)
+        with _sigterm_interrupts():
+            text = run_oneshot(config)
+    except Terminated:
+        log.critical("watchtower oneshot interrupted by SIGTERM: nothing printed")
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         log.critical("watchtower oneshot interrupted: nothing printed")
         return EXIT_FAILURE
@@ -173,10 +230,42 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
                      exc if isinstance(exc, StateError) else describe(exc))
         log.debug("traceback", exc_info=exc)
         return EXIT_FAILURE
-    sys.stdout.write(text)
+    emit(text)
+    code = EXIT_OK
+    unreadable = getattr(text, "unreadable", ())
+    if unreadable:  # each was named once as it failed; a backfill script must not take this for a full count
+        log.error("watchtower oneshot: %d path%s could not be read; the exposition above counts only what was read",
+                  len(unreadable), "" if len(unreadable) == 1 else "s")
+        code = EXIT_FAILURE
     if exit_now and not config.correlator.enabled:
-        _exit_now(EXIT_OK)
-    return EXIT_OK
+        _exit_now(code)
+    return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a oneshot pass, raised like SIGINT's KeyboardInterrupt so that the same unwinding runs:
+    the correlator's temporary store (recipient data) is removed, not left in TMPDIR by the default action."""
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts the pass as SIGINT does (asyncio.run then cancels the pass and awaits its cleanup);
+    outside the pass the default action is back (there is nothing to clean up)."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (a test's): signals are not ours to take
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_now(code: int) -> None:
@@ -221,7 +310,46 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line (`argv` None: sys.argv); tests call it with `argv`, and then it always returns."""
+    """The command line (`argv` None: sys.argv); tests call it with `argv`, and then it always returns.
+
+    Standard output that cannot be written is handled here, once for every subcommand: one line on stderr,
+    exit 1; a reader that went away (`| head`) ends the command quietly, as Unix tools do."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit as done:  # argparse's --version/--help print to stdout too
+            _flush_stdout()
+            raise done from None
+        _flush_stdout()
+        return code
+    except StdoutError as exc:
+        if not exc.broken_pipe:
+            print(f"watchtower: cannot write to standard output: {exc}", file=sys.stderr)
+        _abandon_stdout(argv is None)
+        return EXIT_FAILURE
+
+
+def _flush_stdout() -> None:
+    """What is still buffered for stdout, written now (a failure is a StdoutError, not an exit-time warning)."""
+    if sys.stdout is not None:
+        emit("")
+
+
+def _abandon_stdout(command_line: bool) -> None:
+    """After a failed write the buffer still holds the text, and the interpreter's exit would try it again
+    (`Exception ignored ... BrokenPipeError`): from the command line, stdout becomes /dev/null (the
+    recipe of Python's signal docs); in-process (tests) it is left alone."""
+    if not command_line or sys.stdout is None:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args)

@@ -7,12 +7,18 @@ then handed whole to the daemon; the hot path only ever sees plain attributes co
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,17 +45,24 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 
 
+MAX_DURATION = 3650 * 86400.0
+"""Longest duration any key takes (3650d): past it timestamps and SQLite integers overflow, and no setting needs it."""
+MAX_CONFIG_BYTES = 1024**2
+"""Largest config file read: configs are a few KiB, so a bigger file is the wrong file (a log, /dev/zero)."""
+
+
 def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string such as `250ms`, `5s`, `10m`, `7d`."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 5s, 10m or 7d")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    """Seconds from a number or a string such as `250ms`, `5s`, `10m`, `7d`; never inf or NaN (YAML's `.inf`)."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"invalid duration {value!r}: expected a number of seconds or e.g. 5s, 10m, 7d")
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: expected a finite number of seconds or e.g. 5s, 10m, 7d")
+    return seconds
 
 
 def parse_size(value: Any) -> int:
@@ -64,45 +77,152 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"invalid size {value!r}: expected bytes or e.g. 512KiB, 1MiB")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+def _show_size(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+def _duration(allow_zero: bool) -> Callable[[Any], float]:
+    """A duration check: finite, within (0 or more / more than 0) .. MAX_DURATION, naming the value as written."""
+
+    def check(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds < 0 or (seconds == 0 and not allow_zero):
+            raise ValueError(f"must be {'0 or more' if allow_zero else 'more than 0'}, got {value!r}")
+        if seconds > MAX_DURATION:
+            raise ValueError(f"must be at most 3650d, got {value!r}")
+        return seconds
+
+    return check
+
+
+def _size(maximum: int) -> Callable[[Any], int]:
+    """A size check: more than 0 and at most `maximum` bytes (a read buffer of 50GiB is a MemoryError)."""
+
+    def check(value: Any) -> int:
+        size = parse_size(value)
+        if size <= 0:
+            raise ValueError(f"must be more than 0, got {value!r}")
+        if size > maximum:
+            raise ValueError(f"must be at most {_show_size(maximum)}, got {value!r}")
+        return size
+
+    return check
+
+
+Duration = Annotated[float, BeforeValidator(_duration(allow_zero=False))]
+"""Seconds, more than 0 and finite: an interval or timeout where 0 would spin or never wait."""
+DurationOrZero = Annotated[float, BeforeValidator(_duration(allow_zero=True))]
+"""Seconds where 0 has a meaning (rescan on every poll, no wait, no fallback window)."""
+Size = Annotated[int, BeforeValidator(_size(2**53))]
+ChunkSize = Annotated[int, BeforeValidator(_size(256 * 1024**2))]
+"""A read buffer: held in memory per read, so bounded (256MiB)."""
+
+
+def check_path(value: Any) -> Path:
+    """One rule for every path key: absolute after `~` expansion, so check-config and `run` see the same file
+    whatever the working directory (a relative state_dir once meant `.`, chmodded 0700)."""
+    if isinstance(value, Path):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise ValueError(f"expected a path (a string), got {value!r}")
+    if not text.strip():
+        raise ValueError("empty path; give an absolute path such as /var/lib/watchtower")
+    if "\x00" in text:
+        raise ValueError(f"{text!r} contains a NUL byte")
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        raise ValueError(f"{text!r}: cannot expand {text.split('/')[0]} (no such user)")
+    if not os.path.isabs(expanded):
+        raise ValueError(f"{text!r} is a relative path; give an absolute path (or ~/...): the daemon's working "
+                         "directory is not the config file's")
+    return Path(expanded)
+
+
+ConfigPath = Annotated[Path, BeforeValidator(check_path)]
+
+
+def _check_glob(pattern: str) -> str:
+    """A source glob, `~` expanded as for every path key, that can match what the operator meant."""
+    expanded = os.path.expanduser(pattern) if pattern.startswith("~") else pattern
+    problem = glob_problem(expanded)
+    if problem:
+        raise ValueError(f"{pattern!r}: {problem}")
+    return expanded
+
+
+SourceGlob = Annotated[str, AfterValidator(_check_glob)]
+
+
+def check_http_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port: anything else fails at every poll, not at startup."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {'invalid port' if 'Port' in str(exc) else exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r}: expected an http:// or https:// URL such as https://127.0.0.1:8080")
+    if not parts.hostname:
+        raise ValueError(f"{value!r}: no host")
+    if port == 0:
+        raise ValueError(f"{value!r}: invalid port")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(check_http_url)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def default_label(pattern: str) -> str:
+    """The file name of a glob up to its first wildcard, without trailing separators or extension:
+    `acct-*.csv`, `acct.csv`, `acct_[0-9]*.csv`, `acct.csv.*` all give `acct`; `*.csv` gives ''."""
+    name = pattern.rsplit("/", 1)[-1]
+    m = _WILDCARD.search(name)
+    literal = name[: m.start()] if m else name
+    stem = literal.rstrip("-_.")
+    if m is None or literal.endswith("."):  # the literal part ends with the file's extension: drop it
+        stem = os.path.splitext(stem)[0].rstrip("-_.")
+    return stem
+
+
 class SourceConfig(_Strict):
     """One family of accounting files, e.g. every `acct-*.csv` PMTA writes for one `<acct-file>`."""
 
-    paths: list[str] = Field(
+    paths: list[SourceGlob] = Field(
         min_length=1, description="Glob patterns of the CSV files PMTA writes: absolute paths, e.g. "
         "`/var/log/pmta/acct-*.csv`."
     )
     name: str | None = Field(
         default=None,
-        description="Label value for self-metrics; defaults to the file stem of the first glob.",
+        description="Label value for self-metrics; unique. Defaults to the first glob's file name up to its first "
+        "wildcard, without separators or extension (`/var/log/pmta/acct-*.csv` and `/x/acct.csv` give `acct`); "
+        "required when that leaves nothing (`*.csv`).",
     )
     records: list[str] | None = Field(
         default=None,
         description="Record types this source feeds (d, b, t, tq, f, rb, rs, r or long aliases); "
-        "others are skipped so a record PMTA writes to two files is counted once. Default: all.",
+        "others are skipped so a record PMTA writes to two files is counted once. Unset: all types (an empty "
+        "list is an error).",
     )
-
-    @field_validator("paths")
-    @classmethod
-    def _sane_globs(cls, value: list[str]) -> list[str]:
-        for i, pattern in enumerate(value):
-            problem = glob_problem(pattern)
-            if problem:
-                raise ValueError(f"paths[{i}] {pattern!r}: {problem}")
-        return value
 
     @field_validator("records")
     @classmethod
     def _known_types(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
+        if not value:
+            raise ValueError("empty list; leave records out to accept every record type")
         out = []
         for item in value:
             code = RECORD_ALIASES.get(item, item)
@@ -111,12 +231,16 @@ class SourceConfig(_Strict):
             out.append(code)
         return out
 
+    @model_validator(mode="after")
+    def _has_label(self) -> SourceConfig:
+        if not self.label:
+            raise ValueError(f"cannot derive a name from {self.paths[0]!r} (nothing before the wildcard); set name")
+        return self
+
     @property
     def label(self) -> str:
-        if self.name:
-            return self.name
-        stem = Path(self.paths[0]).name.split("*")[0].rstrip("-_.") or "source"
-        return stem
+        """The `source` label value: `name`, or the stem of the first glob (default_label)."""
+        return self.name or default_label(self.paths[0])
 
 
 class TailConfig(_Strict):
@@ -128,8 +252,9 @@ class TailConfig(_Strict):
     poll_interval: Duration = Field(
         default=0.25, description="How often followed files are checked for growth (a stat each; cheap)."
     )
-    rescan_interval: Duration = Field(default=5.0, description="How often the globs are re-evaluated.")
-    chunk_bytes: Size = Field(default=4 * 1024 * 1024, description="Largest read from one file at a time.")
+    rescan_interval: DurationOrZero = Field(
+        default=5.0, description="How often the globs are re-evaluated (0: at every poll).")
+    chunk_bytes: ChunkSize = Field(default=4 * 1024 * 1024, description="Largest read from one file at a time.")
     checkpoint_interval: Duration = Field(
         default=1.0, description="How often offsets and counters are committed to the state database."
     )
@@ -152,17 +277,18 @@ class TailConfig(_Strict):
         "and while commits fail reading pauses (memory stays bounded). The process worker holds no rows: its "
         "child reads the files itself.",
     )
-    shutdown_timeout: Duration = Field(
+    shutdown_timeout: DurationOrZero = Field(
         default=3.0,
-        description="On SIGTERM, time allowed to commit what was read; the rest is read again at the next start.",
+        description="On SIGTERM, time allowed to commit what was read; the rest is read again at the next start "
+        "(0: no wait).",
     )
 
 
 class ClassifyConfig(_Strict):
-    isp_file: Path | None = Field(
+    isp_file: ConfigPath | None = Field(
         default=None, description="YAML that replaces the shipped ISP table (recipient domains, MX suffixes)."
     )
-    replies_file: Path | None = Field(
+    replies_file: ConfigPath | None = Field(
         default=None, description="YAML that replaces the shipped SMTP reply classification rules."
     )
 
@@ -184,7 +310,7 @@ class LabelsConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    delay_buckets: list[float] = Field(
+    delay_buckets: list[Duration] = Field(
         # 1 min to 6 h in steps of at most x3 (14400 = PmtaQueueOldMessages' 4 h); 9 bounds keep the
         # reference deployment under bench/cardinality.py's 50,000 series.
         default_factory=lambda: [10.0, 60.0, 120.0, 300.0, 900.0, 2700.0, 7200.0, 14400.0, 21600.0],
@@ -203,7 +329,7 @@ class MetricsConfig(_Strict):
 
 
 class PmtaApiConfig(_Strict):
-    url: str | None = Field(
+    url: HttpUrl | None = Field(
         default=None,
         description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080. "
         "Unset: no queue gauges.",
@@ -216,25 +342,29 @@ class PmtaApiConfig(_Strict):
         "queue gauges until a later poll reads it.",
     )
     api_key: str | None = Field(default=None, description="Sent as the X-API-Key header (PMTA 5).")
-    api_key_file: Path | None = Field(default=None, description="File holding the API key.")
+    api_key_file: ConfigPath | None = Field(default=None, description="File holding the API key.")
     username: str | None = Field(default=None, description="HTTP basic auth user (a proxy in front of PMTA).")
     password: str | None = Field(default=None, description="HTTP basic auth password (prefer password_file).")
-    password_file: Path | None = Field(
+    password_file: ConfigPath | None = Field(
         default=None, description="File holding the basic auth password (first line; keep it 0600)."
     )
     verify_tls: bool = Field(default=True, description="Verify PMTA's certificate (PMTA 5 self-signs).")
-    ca_file: Path | None = Field(default=None, description="CA bundle to verify PMTA's certificate with.")
+    ca_file: ConfigPath | None = Field(default=None, description="CA bundle to verify PMTA's certificate with.")
     format: Literal["xml", "json"] = Field(default="xml", description="Response format asked of PMTA.")
     per_vmta_queries: bool = Field(
         default=True,
         description="Ask /queues?queue=*/VMTA for every VMTA so queues beyond PMTA's top-N are seen.",
     )
-    max_backoff: Duration = Field(default=300.0, description="Longest wait between failing polls.")
+    max_backoff: DurationOrZero = Field(
+        default=300.0, description="Longest wait between failing polls (0: no backoff).")
 
     @model_validator(mode="after")
-    def _one_password_source(self) -> PmtaApiConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
+    def _one_secret_source(self) -> PmtaApiConfig:
+        """A secret given twice is ambiguous: which one wins would be a guess, so neither does."""
+        both = [f"set {a} or {a}_file, not both" for a in ("password", "api_key")
+                if getattr(self, a) is not None and getattr(self, f"{a}_file") is not None]
+        if both:
+            raise ValueError("; ".join(both))
         return self
 
     def resolved_password(self) -> str | None:
@@ -253,14 +383,14 @@ class CorrelatorConfig(_Strict):
         description="Bytes in use in the state DB above which the earliest-stored timelines are pruned, whatever "
         "their age (checked every 5 s; every 1 s while over it).",
     )
-    fallback_window: Duration = Field(
+    fallback_window: DurationOrZero = Field(
         default=7 * 86400.0,
-        description="How far back an FBL/remote-bounce record without id is matched on rcpt + orig.",
+        description="How far back an FBL/remote-bounce record without id is matched on rcpt + orig (0: never).",
     )
     hash_recipients: bool = Field(
         default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
     )
-    hmac_key_file: Path | None = Field(
+    hmac_key_file: ConfigPath | None = Field(
         default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600."
     )
     max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
@@ -278,8 +408,8 @@ class CorrelatorConfig(_Strict):
 
 
 class WebConfig(_Strict):
-    tls_cert_file: Path | None = Field(default=None, description="Serve HTTPS with this certificate (PEM).")
-    tls_key_file: Path | None = Field(default=None, description="Key for tls_cert_file (PEM); both or neither.")
+    tls_cert_file: ConfigPath | None = Field(default=None, description="Serve HTTPS with this certificate (PEM).")
+    tls_key_file: ConfigPath | None = Field(default=None, description="Key for tls_cert_file (PEM); both or neither.")
     basic_auth_users: dict[str, str] = Field(
         default_factory=dict,
         description="user: bcrypt hash (`$2b$...`, as node_exporter's web-config; make one with "
@@ -294,8 +424,8 @@ class WebConfig(_Strict):
     header_timeout: Duration = Field(
         default=10.0, description="Close a connection that has not sent a complete request for this long."
     )
-    keep_alive_timeout: Duration = Field(
-        default=5.0, description="Close a keep-alive connection idle for this long after a response."
+    keep_alive_timeout: DurationOrZero = Field(
+        default=5.0, description="Close a keep-alive connection idle for this long after a response (0: no keep-alive)."
     )
     send_timeout: Duration = Field(
         default=30.0, gt=0,
@@ -305,8 +435,8 @@ class WebConfig(_Strict):
     api_max_concurrency: int = Field(
         default=2, ge=1, description="/api/v1 requests served at once; others wait up to api_queue_timeout."
     )
-    api_queue_timeout: Duration = Field(
-        default=2.0, description="How long an /api/v1 request waits for a slot before a 503 answer."
+    api_queue_timeout: DurationOrZero = Field(
+        default=2.0, description="How long an /api/v1 request waits for a slot before a 503 answer (0: no wait)."
     )
     api_query_timeout: Duration = Field(
         default=5.0, description="Time budget of one /api/v1 query; past it the query is interrupted (503)."
@@ -323,6 +453,8 @@ class WebConfig(_Strict):
 
 def check_listen(value: str) -> str:
     """`host:port`, `[v6]:port` or `:port` (loopback); the same rule for the daemon and the hub."""
+    if "://" in value:
+        raise ValueError(f"{value!r}: listen is host:port, not a URL (e.g. 127.0.0.1:9469)")
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port, got {value!r}")
@@ -350,8 +482,9 @@ class Config(_Strict, Listener):
     """The whole daemon configuration (`watchtower check-config` validates exactly this)."""
 
     sources: list[SourceConfig] = Field(min_length=1, description="The accounting file families to follow.")
-    state_dir: Path = Field(description="Directory of the state database (offsets, counters, timelines); one daemon "
-                            "per directory (`watchtower.lock`: a second daemon exits 1).")
+    state_dir: ConfigPath = Field(
+        description="Directory of the state database (offsets, counters, timelines); one daemon per directory "
+        "(`watchtower.lock`: a second daemon exits 1).")
     listen: str = Field(
         default="127.0.0.1:9469",
         description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "
@@ -369,6 +502,15 @@ class Config(_Strict, Listener):
         default="text", description="`text` lines, or one JSON object per line (uvicorn's logs too)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty (`pmta:` with its keys commented out) is YAML null: take it as the defaults."""
+        if not isinstance(data, dict):
+            return data
+        empty = [k for k in _SECTIONS if k in data and data[k] is None]
+        return {**data, **dict.fromkeys(empty, {})} if empty else data
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -383,6 +525,10 @@ class Config(_Strict, Listener):
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
         return value
 
+
+
+_SECTIONS = tuple(k for k, f in Config.model_fields.items() if isinstance(f.annotation, type)
+                  and issubclass(f.annotation, BaseModel))
 
 
 class ConfigError(Exception):
@@ -401,7 +547,7 @@ def glob_problem(pattern: str) -> str | None:
     if "\x00" in pattern:
         return "contains a NUL byte"
     if not pattern.startswith("/"):
-        return "must be an absolute path (the daemon's working directory is not the log directory)"
+        return "must be an absolute path or ~/... (the daemon's working directory is not the log directory)"
     if pattern.endswith("/"):
         return "names a directory; add a file pattern such as acct-*.csv"
     depth = 0
@@ -440,9 +586,48 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read and validate a YAML config file; raise ConfigError listing every problem."""
-    raw = Path(path).read_bytes()
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_config_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file of at most MAX_CONFIG_BYTES; ConfigError otherwise (OSError if unreadable).
+
+    Opened non-blocking and checked before reading: a FIFO would block forever, /dev/zero never ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
+            raise ConfigError(str(path), [f"{path}: not a regular file ({kind}); give the YAML config file"])
+        raw = os.read(fd, MAX_CONFIG_BYTES + 1) if st.st_size else b""
+        while st.st_size and len(raw) < min(st.st_size, MAX_CONFIG_BYTES + 1):
+            more = os.read(fd, MAX_CONFIG_BYTES + 1 - len(raw))
+            if not more:
+                break
+            raw += more
+    finally:
+        os.close(fd)
+    if max(st.st_size, len(raw)) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [f"{path}: {max(st.st_size, len(raw))} bytes; a config file is at most 1MiB "
+                                      "(is this the right file?)"])
+    return raw
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where (line, column) and what, without PyYAML's `in "<unicode string>"` lines."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        what += f" ({context}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
+    return f"{where}not valid YAML: {what}"
+
+
+def read_config_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (the daemon's or the hub's); ConfigError naming the line."""
+    raw = read_config_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -452,21 +637,47 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+        raise ConfigError(str(path), [_yaml_problem(exc)]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["top level must be a mapping of keys"])
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    data = read_config_mapping(path)
     if overrides:
         data.update(overrides)
     return config_from_dict(data, source=str(path))
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_error(err: Any) -> str:
+    """One pydantic error as an operator reads it: our own message, or pydantic's without its internals
+    (`Value error, `, model class names), always naming the value given."""
+    kind, given = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key missing"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a section (a mapping of keys), got {_short(given)}"
+    if kind == "literal_error":
+        return f"expected one of {err['ctx']['expected']}, got {_short(given)}"
+    return f"{err['msg'].replace('Input should be', 'expected')}, got {_short(given)}"
+
+
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed config; raise ConfigError with one `key.path: problem` line per problem."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{loc}: {msg}")
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {describe_error(err)}"
+                    for err in exc.errors()]
         raise ConfigError(source, problems) from exc

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import tempfile
 import time
@@ -39,6 +40,7 @@ from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse
 from exporter.metrics import SelfMetrics
+from exporter.oneshot import Exposition
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, span_at, span_of
@@ -296,15 +298,57 @@ class Daemon:
 
         if (warning := exposure_warning(self.config)) is not None:
             log.warning("%s", warning)
-        task = asyncio.create_task(self._server.serve(), name="http")
+        self._probe_listen_address()
+        task = asyncio.create_task(self._serve_listener(), name="http")
         self._tasks.insert(0, task)
         while not self._server.started:
             if task.done():
                 exc = task.exception() if not task.cancelled() else None
+                if isinstance(exc, StartupError):
+                    raise exc
                 raise StartupError(f"listener on {self.config.listen} could not start"
-                                 + (f": {describe(exc)}" if exc else " (see the error above)"))
+                                   + (f": {describe(exc)}" if exc else " (see the error above)"))
             await asyncio.sleep(0.01)
-        log.info("listening on %s", self.config.listen)
+        log.info("listening on %s", self._bound_address())
+
+    def _probe_listen_address(self) -> None:
+        """Bind `listen` once before uvicorn does: a taken or foreign address is then one line naming it, exit 1.
+        uvicorn would log its own error and end the process with exit code 3 (not the documented 1)."""
+        host, port = self.config.listen_host, self.config.listen_port
+        try:
+            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:  # socket.gaierror: a host name that does not resolve
+            raise StartupError(f"listener could not bind {self.config.listen}: {exc.strerror or exc} "
+                               f"(listen: {self.config.listen})") from None
+        family, kind, proto, _, address = infos[0]
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no error
+                probe.bind(address)
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise StartupError(f"listener could not bind {self.config.listen}: {why} "
+                               f"(listen: {self.config.listen})") from None
+
+    async def _serve_listener(self) -> None:
+        """uvicorn's serve(); its sys.exit() when it cannot bind (the address taken since the probe) becomes a
+        StartupError: a SystemExit in a task would end the event loop and the process with uvicorn's code."""
+        try:
+            await self._server.serve()
+        except SystemExit as exc:
+            raise StartupError(f"listener could not bind {self.config.listen} (uvicorn exit code {exc.code}; see "
+                               f"the error above)") from None
+
+    def _bound_address(self) -> str:
+        """host:port the listener is bound to: with port 0 in `listen`, the port the kernel chose."""
+        for server in getattr(self._server, "servers", None) or ():
+            for sock in getattr(server, "sockets", None) or ():
+                name = sock.getsockname()
+                if sock.family == socket.AF_INET6:
+                    return f"[{name[0]}]:{name[1]}"
+                if sock.family == socket.AF_INET:
+                    return f"{name[0]}:{name[1]}"
+        return self.config.listen
 
     async def main_loop(self) -> None:
         assert self.tailer is not None
@@ -618,8 +662,9 @@ class Daemon:
         }
 
 
-def run_oneshot(config: Config) -> str:
-    """Read every matching file from byte 0 to EOF and return the exposition text (no checkpoint)."""
+def run_oneshot(config: Config) -> Exposition:
+    """Read every matching file from byte 0 to EOF and return the exposition text (no checkpoint), with the
+    paths that could not be read."""
     return asyncio.run(_oneshot(config))
 
 
@@ -646,7 +691,7 @@ before the pass for the reports' keys, and the pass stores ~1% of the rows. The 
 (bench/README.md, nineteenth round)."""
 
 
-async def _oneshot(config: Config) -> str:
+async def _oneshot(config: Config) -> Exposition:
     """Read everything once (correlator on; the metrics-only oneshot is exporter/oneshot.py), after a first read
     of three columns that says which rows a report can reach (correlator/reach.py). Reading stops every
     ONESHOT_SLICE_ROWS rows (or `tail.max_pending_rows`, if lower) and those rows are committed on the writer
@@ -659,20 +704,23 @@ async def _oneshot(config: Config) -> str:
         from correlator.reach import scan
 
         reach = scan(config.sources)
-    registry = await _oneshot_store_pass(config, reach)
+    unreadable: list[str] = []
+    registry = await _oneshot_store_pass(config, reach, unreadable)
     if reach is not None and reach.missed:  # a file changed under the scan: the pass again, storing every row
         log.info("oneshot: a report appeared that the first read of the files did not hold; reading them again")
-        registry = await _oneshot_store_pass(config, None)
-    return render_sync(registry).decode()
+        unreadable.clear()
+        registry = await _oneshot_store_pass(config, None, unreadable)
+    return Exposition.of(render_sync(registry).decode(), unreadable)
 
 
-async def _oneshot_store_pass(config: Config, reach: Reach | None) -> CollectorRegistry:
-    """One pass into a temporary store (fresh classifiers: the ISP table learns from what it reads)."""
+async def _oneshot_store_pass(config: Config, reach: Reach | None, unreadable: list[str]) -> CollectorRegistry:
+    """One pass into a temporary store (fresh classifiers: the ISP table learns from what it reads); the paths
+    it could not read are added to `unreadable`."""
     registry = CollectorRegistry()
     isp, replies = load_classifiers(config)
     with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
         try:
-            await _oneshot_pass(config, registry, Path(tmp) / STATE_DB, isp, replies, reach)
+            await _oneshot_pass(config, registry, Path(tmp) / STATE_DB, isp, replies, reach, unreadable)
         except (sqlite3.Error, StateError) as exc:  # nothing is printed: a pass that stopped half-way would under-count
             raise OneshotStoreError(
                 f"the temporary correlator store in {tmp} failed: {describe(exc)}; it needs up to ~0.3 KB per record"
@@ -681,8 +729,10 @@ async def _oneshot_store_pass(config: Config, reach: Reach | None) -> CollectorR
 
 
 async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Path, isp: IspClassifier,
-                        replies: ReplyClassifier, reach: Reach | None = None) -> None:
-    """The read-and-commit loop of `_oneshot`, into a store at `db_path` deleted by the caller."""
+                        replies: ReplyClassifier, reach: Reach | None = None,
+                        unreadable: list[str] | None = None) -> None:
+    """The read-and-commit loop of `_oneshot`, into a store at `db_path` deleted by the caller; the paths it could
+    not read are added to `unreadable`."""
     sink = _correlator(config, db_path, isp, replies, history=ONESHOT_KEEPS_HISTORY)
     attributor = getattr(sink, "attributor", None)
     if attributor is not None:  # every report looked up: the output must not depend on the commits' pace
@@ -711,6 +761,8 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
                 inflight = asyncio.ensure_future(store.commit(Commit(batches=pipeline.take_pending())))
         if inflight is not None:
             await inflight
+        if unreadable is not None:
+            unreadable.extend(tailer.unreadable())
     finally:
         if inflight is not None and not inflight.done():
             await asyncio.gather(inflight, return_exceptions=True)

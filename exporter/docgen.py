@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -94,14 +94,32 @@ def _walk(model: type[BaseModel], prefix: str, out: list[str]) -> None:
             out.append("| `sources` | **required** | A list of sources, each with the keys `sources[].*` below. |")
             _walk(SourceConfig, "sources[].", out)
             continue
-        desc = (field.description or "").replace("|", "\\|")
+        desc = (_choices(ann) + (field.description or "")).replace("|", "\\|")
         out.append(f"| `{key}` | {_default(field)} | {desc} |")
+
+
+def _choices(annotation: Any) -> str:
+    """`One of `a`, `b`. ` for a Literal key, so the reference lists the values the model accepts."""
+    if get_origin(annotation) is not Literal:
+        return ""
+    return "One of " + ", ".join(f"`{v}`" for v in get_args(annotation)) + ". "
+
+
+CONFIG_PREAMBLE = [
+    "Paths are absolute (`~/` is expanded to the home directory of the user running watchtower); a relative "
+    "path is an error, since the daemon's working directory is not the config file's. "
+    "Durations are seconds, or a number with a unit: `250ms`, `5s`, `10m`, `2h`, `7d`, `1w` (finite; at most "
+    "`3650d`; more than 0 unless the key says what 0 means). "
+    "Sizes are bytes, or a whole number with a unit: `512KiB`, `1MiB`, `2GiB` (K, M and G are powers of 1024, "
+    "with or without `i` and `B`). A section left empty (`pmta:` with its keys commented out) takes the defaults. "
+    "The config file itself is a regular file of at most 1MiB.",
+]
 
 
 def render_config() -> str:
     rows: list[str] = []
     _walk(Config, "", rows)
-    return "\n".join([MARK, "", "| key | default | meaning |", "|---|---|---|", *rows, ""])
+    return "\n".join([MARK, "", *CONFIG_PREAMBLE, "", "| key | default | meaning |", "|---|---|---|", *rows, ""])
 
 
 def targets(root: Path) -> dict[Path, str]:

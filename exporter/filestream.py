@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser
-from exporter.records import Columns, RecordBatch
+from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
 from exporter.spans import Span
 
 if TYPE_CHECKING:
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("watchtower.tailer")
 
 FINGERPRINT_BYTES = 1024
-MAX_PENDING_LINE = 16 * 1024 * 1024
-"""A 'line' longer than this without a newline is not PMTA output: it is dropped as one error."""
+MAX_PENDING_LINE = MAX_LINE_BYTES
+"""A 'line' longer than this is not PMTA output: it is skipped to its newline as one error (not held in memory)."""
+LONG_SAMPLE_BYTES = 256
+"""How much of an overlong line its error log shows."""
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ class FileStream:
     ) -> None:
         self.cp = checkpoint
         columns = Columns.from_header(checkpoint.header.split(",")) if checkpoint.header else None
-        self.parser = FileParser(checkpoint.source, checkpoint.path, allowed, columns, checkpoint.line_no,
+        self.parser = FileParser(checkpoint.source, shown(checkpoint.path), allowed, columns, checkpoint.line_no,
                                  error_log, fields=fields)
         self.metrics = metrics
         self.chunk_bytes = chunk_bytes
@@ -152,9 +154,16 @@ class FileStream:
         """Plain blocking file calls instead of aiofiles (`blocking_reads`)."""
         self.file: AsyncBufferedReader | Any | None = None
         self.pending = b""
+        self._warned_header: tuple[str, ...] | None = None
+        self.skipping = False
+        """Inside a line over MAX_LINE_BYTES (its error counted): bytes are consumed up to its newline, unparsed."""
         self.size = 0
         self.last_growth = time.monotonic()
         self.gone = False
+        self.retries = True
+        """A failed open is tried again later (the daemon); False in a oneshot, whose read error is final."""
+        self.read_error: str | None = None
+        """Why the last open failed (None once the file could be opened)."""
         self.committed_offset = -1  # offset last handed to the state database
 
     @property
@@ -186,14 +195,30 @@ class FileStream:
             await self._close_file(f)
             return False
         self.file = f
+        self.read_error = None
         await self._seek(self.cp.offset)
         self.pending = b""
+        self.skipping = self._mid_line(f)
         if self.metrics:
             self.metrics.file_opens.labels(src).inc()
         return True
 
+    def _mid_line(self, f: Any) -> bool:
+        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline,
+        so a restart (or a reopen) there goes on skipping it rather than parse its rest as a line."""
+        if self.cp.offset <= 0:
+            return False
+        try:
+            return os.pread(f.fileno(), 1, self.cp.offset - 1) not in (b"\n", b"")
+        except OSError:
+            return False
+
     def _read_error(self, reason: str, text: str) -> None:
-        log.warning("%s: cannot read (source %s): %s; will retry", self.cp.path, self.cp.source, text)
+        first, self.read_error = self.read_error is None, text
+        if self.retries:
+            log.warning("%s: cannot read (source %s): %s; will retry", shown(self.cp.path), self.cp.source, text)
+        elif first:  # a oneshot names the file once: it is not tried again
+            log.warning("%s: cannot read (source %s): %s; not read", shown(self.cp.path), self.cp.source, text)
         if self.metrics:
             self.metrics.read_errors.labels(self.cp.source, reason).inc()
 
@@ -234,7 +259,7 @@ class FileStream:
         if size >= self.cp.offset:
             return False
         log.warning("%s: truncated from %d to %d bytes; reading it again from the start",
-                    self.cp.path, self.cp.offset, size)
+                    shown(self.cp.path), self.cp.offset, size)
         if self.metrics:
             self.metrics.truncations.labels(self.cp.source).inc()
         self.cp.offset = 0
@@ -243,6 +268,7 @@ class FileStream:
         self.cp.fingerprint = b""
         self.parser.reset()
         self.pending = b""
+        self.skipping = False
         return True
 
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
@@ -274,32 +300,79 @@ class FileStream:
                 await self.close()
                 return False
             if not data:
-                if final and self.pending:  # oneshot: the unterminated last line is complete
+                if final and self.skipping:  # oneshot: the unterminated last line is complete
+                    self._skip(0, True)
+                elif final and self.pending:
                     self._consume(self.pending + b"\n", len(self.pending), on_batch)
                     self.pending = b""
                 return False
             self.last_growth = time.monotonic()
+            if self.skipping:
+                nl = data.find(b"\n")
+                self._skip(len(data) if nl < 0 else nl + 1, nl >= 0)
+                if nl < 0:
+                    continue
+                data = data[nl + 1 :]  # once per overlong line
             cut = data.rfind(b"\n")
             if cut < 0:
                 self.pending += data
                 if len(self.pending) > MAX_PENDING_LINE:
-                    self._drop_overlong(len(self.pending))
+                    self._drop_overlong()
                 continue
             pending, self.pending = self.pending, data[cut + 1 :]
             # The complete lines in one copy (the pending head and this read's lines joined), not two
             lines = data if cut + 1 == len(data) and not pending else b"".join((pending, memoryview(data)[: cut + 1]))
             del data
             nbytes = len(lines)
+            if nbytes > MAX_PENDING_LINE and (found := overlong_line(lines)) is not None:
+                self._consume_around(lines, found, on_batch)
+                del lines
+                continue
             parsed = self._parse(lines)
             del lines  # freed before the batch is folded: the next read reuses the memory
             self._deliver(*parsed, nbytes, on_batch)
         return True
 
-    def _drop_overlong(self, n: int) -> None:
-        self.parser._error("long_row", self.parser.line_no + 1, "<line over 16 MiB without a newline>")
-        self._drain_tallies()
-        self.cp.offset += n
+    def _drop_overlong(self) -> None:
+        """The pending line has grown past MAX_LINE_BYTES without a newline: one error, then skip to its end."""
+        self._long_row(self.pending[:LONG_SAMPLE_BYTES])
+        n = len(self.pending)
         self.pending = b""
+        self.skipping = True
+        self._skip(n, False)
+
+    def _long_row(self, head: bytes) -> None:
+        """Count and log (with its file and line) the overlong line that starts the next line."""
+        sample = head.decode("utf-8", "replace") + f"... <line over {MAX_LINE_BYTES >> 20} MiB, skipped>"
+        self.parser._error("long_row", self.parser.line_no + 1, sample)
+        self._drain_tallies()
+
+    def _skip(self, n: int, ended: bool) -> None:
+        """`n` bytes of an overlong line consumed unparsed; `ended`: its newline among them (one line read)."""
+        self.cp.offset += n
+        if ended:
+            self.skipping = False
+            self.parser.line_no += 1
+            self.cp.line_no = self.parser.line_no
+        if self.metrics:
+            src = self.cp.source
+            self.metrics.bytes_read.labels(src).inc(n)
+            if ended:
+                self.metrics.lines_read.labels(src).inc()
+
+    def _consume_around(self, lines: bytes, found: tuple[int, int] | None, on_batch: OnBatch) -> None:
+        """Complete lines holding lines over MAX_LINE_BYTES (rare): the others parsed, each of those skipped."""
+        pos = 0
+        while found is not None:
+            start, end = found
+            if start > pos:
+                self._consume(lines[pos:start], start - pos, on_batch)
+            self._long_row(lines[start : start + LONG_SAMPLE_BYTES])
+            self._skip(end - start, True)
+            pos = end
+            found = overlong_line(lines, pos)
+        if pos < len(lines):
+            self._consume(lines[pos:], len(lines) - pos, on_batch)
 
     def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch) -> None:
         self._deliver(*self._parse(data), nbytes, on_batch)
@@ -316,6 +389,8 @@ class FileStream:
         self.cp.offset += nbytes
         self.cp.line_no = self.parser.line_no
         if self.parser.columns is not None:
+            if self.parser.columns is not columns and self.parser.columns.duplicates:
+                self._warn_duplicates(self.parser.columns)
             self.cp.header = self.parser.columns.header_line
         if self.metrics:
             src = self.cp.source
@@ -328,6 +403,15 @@ class FileStream:
             batch.span = Span(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, start, cp.offset, line_no, columns,
                               self.parser.allowed, cp)
             on_batch(self, batch)
+
+    def _warn_duplicates(self, columns: Columns) -> None:
+        """Once per file and header: a column named twice is read from its first place only (say which)."""
+        if columns.names == self._warned_header:
+            return
+        self._warned_header = columns.names
+        for name in dict.fromkeys(columns.duplicates):
+            log.warning("%s: the header names column %r more than once (source %s); only the first is read",
+                        shown(self.cp.path), name, self.cp.source)
 
     def _drain_tallies(self) -> None:
         p = self.parser

@@ -44,6 +44,20 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+class Exposition(str):
+    """The exposition text of a pass, plus the paths it could not read (listed, stat'ed or opened): a backfill
+    that under-counted must be told apart from a complete one (the command exits 1). A str, so callers that
+    only want the text compare and print it as before."""
+
+    unreadable: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, text: str, unreadable: list[str]) -> Exposition:
+        page = cls(text)
+        page.unreadable = tuple(unreadable)
+        return page
+
+
 def tune_process() -> None:
     """Allocator settings for a single pass; call before polars is imported (it reads its jemalloc
     settings when it loads). An operator's own `_RJEM_MALLOC_CONF` is kept."""
@@ -74,7 +88,7 @@ def no_collections() -> Iterator[None]:
             gc.enable()
 
 
-def run_oneshot(config: Config) -> str:
+def run_oneshot(config: Config) -> Exposition:
     """Read every matching file from byte 0 to EOF and return the exposition text (metrics only)."""
     tune_process()  # before polars loads
     with no_collections():  # imports create long-lived objects only: ~50 collections saved there too
@@ -94,7 +108,7 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a oneshot read suspended: only blocking FileStreams can be driven without an event loop")
 
 
-def _oneshot(config: Config) -> str:
+def _oneshot(config: Config) -> Exposition:
     from prometheus_client import CollectorRegistry
 
     from exporter.aggregate import FIELDS, RecordAggregator
@@ -120,7 +134,8 @@ def _oneshot(config: Config) -> str:
         while more:
             more = _drive(tailer.poll(on_batch))
         aggregator.flush()  # the self-metrics it updates are rendered before its own series
+        unreadable = tailer.unreadable()
     finally:
         aggregator.close()
         _drive(tailer.close())
-    return render_sync(registry).decode()
+    return Exposition.of(render_sync(registry).decode(), unreadable)

@@ -100,6 +100,9 @@ def _invalid_lines(data: bytes) -> list[int]:
 
 
 _LONE_CR = re.compile(b"\r(?!\n)")
+_BOM = b"\xef\xbb\xbf"
+_NUL = b"\0"
+_NUL_RUN = re.compile(b"\0+")
 
 
 def _lf_lines(data: bytes) -> bytes:
@@ -138,6 +141,12 @@ class ErrorLog:
         else:
             suppressed += 1
         self._window[source] = (start, shown, suppressed)
+
+    def not_logged(self, source: str, n: int) -> None:
+        """`n` more bad lines of `source` past a burst, counted without being offered one by one (a chunk's bad
+        times: exporter.aggregate looks up only the first few)."""
+        start, shown, suppressed = self._window.get(source, (time.monotonic(), 0, 0))
+        self._window[source] = (start, shown, suppressed + n)
 
 
 class FileParser:
@@ -193,12 +202,30 @@ class FileParser:
     def parse(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """Rows of the complete lines in `data`; returns (batch or None, number of lines consumed)."""
         self.repaired = 0
+        if self.line_no == 0 and data.startswith(_BOM):  # an editor's UTF-8 BOM would hide the header
+            data = data[len(_BOM) :]
+        nuls = 0
+        if _NUL in data:  # memchr: a crash's NUL padding (rare), skipped
+            data, nuls = self._drop_nuls(data)
         fast = self._parse_frame(data) if self.fast else None
         if fast is None:
             fast = self._parse_exact(data)
+        if nuls:  # after the parse: the exact path's fallback resets the tallies it made itself
+            self.errors["nul_padding"] = self.errors.get("nul_padding", 0) + nuls
         if fast[0] is not None:
             fast[0].repaired = self.repaired
         return fast
+
+    def _drop_nuls(self, data: bytes) -> tuple[bytes, int]:
+        """`data` without its NUL bytes (a file padded after a crash, a record often glued after the run), and
+        the number of runs: each one `nul_padding` error, logged on its line."""
+        line, pos, runs = self.line_no + 1, 0, 0
+        for m in _NUL_RUN.finditer(data):
+            line += data.count(b"\n", pos, m.start())
+            pos = m.start()
+            runs += 1
+            self.error_log.report(self.source, self.path, line, "nul_padding", f"<{m.end() - m.start()} NUL bytes>")
+        return data.replace(_NUL, b""), runs
 
     def _parse_frame(self, data: bytes) -> tuple[RecordBatch | None, int] | None:
         """The polars path; None when the chunk needs the exact path."""

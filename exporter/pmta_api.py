@@ -41,6 +41,23 @@ class PmtaApiError(Exception):
         self.reason = reason
 
 
+class PmtaApiConfigError(PmtaApiError):
+    """A `pmta.*` setting the client cannot use (a CA file that is not PEM, a key file that is not UTF-8 or is
+    gone, a URL httpx refuses): the operator's to fix, not a bug, so never a traceback. The message starts with
+    the key. Counted as `connect`: no request could be made."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__("connect", f"pmta.{key}: {message}")
+        self.key = key
+
+
+def _why(exc: BaseException) -> str:
+    """An OS or decoding error in a few words (`[Errno 2] No such file...` -> `No such file or directory`)."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
     name: str
@@ -311,7 +328,10 @@ def parse_domains(body: bytes, fmt: str) -> list[DomainInfo]:
 # --- HTTP ----------------------------------------------------------------------------------------
 def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
     if config.ca_file is not None:
-        return ssl.create_default_context(cafile=str(config.ca_file))
+        try:  # ssl.SSLError (not PEM) is an OSError too
+            return ssl.create_default_context(cafile=str(config.ca_file))
+        except (OSError, ValueError) as exc:
+            raise PmtaApiConfigError("ca_file", f"{config.ca_file} is not a usable CA bundle: {_why(exc)}") from exc
     return config.verify_tls
 
 
@@ -321,16 +341,18 @@ def read_api_key(config: PmtaApiConfig) -> str | None:
     if config.api_key_file is not None:
         try:
             return config.api_key_file.read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise PmtaApiError("connect", f"cannot read api_key_file {config.api_key_file}: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PmtaApiConfigError("api_key_file", f"cannot read api_key_file {config.api_key_file}: "
+                                                     f"{_why(exc)}") from exc
     return None
 
 
 def _password(config: PmtaApiConfig) -> str:
     try:
         return config.resolved_password() or ""
-    except OSError as exc:
-        raise PmtaApiError("connect", f"cannot read password_file {config.password_file}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PmtaApiConfigError("password_file", f"cannot read password_file {config.password_file}: "
+                                                  f"{_why(exc)}") from exc
 
 
 class PmtaApiClient:
@@ -347,11 +369,15 @@ class PmtaApiClient:
         if key:
             headers["X-API-Key"] = key
         auth = httpx.BasicAuth(config.username, _password(config)) if config.username else None
-        self._client = httpx.AsyncClient(
-            base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
-            verify=_verify(config), follow_redirects=True, transport=transport,
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
-        )
+        verify = _verify(config)
+        try:
+            self._client = httpx.AsyncClient(
+                base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
+                verify=verify, follow_redirects=True, transport=transport,
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+            )
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:  # a URL httpx cannot parse (`http://[::1`)
+            raise PmtaApiConfigError("url", f"{config.url!r} is not a usable URL: {_why(exc)}") from exc
 
     async def get(self, path: str, queue: str | None = None) -> bytes:
         """Raw body of `path?format=...` (`queue` is sent unescaped: `*` and `/` are legal in a query).

@@ -29,6 +29,57 @@ def _readable_file(key: str, path: Path | None) -> str | None:
     return None
 
 
+def _text_file(key: str, path: Path | None) -> str | None:
+    """A secret file (password, API key) that `run` reads as UTF-8 text on every poll."""
+    problem = _readable_file(key, path)
+    if problem or path is None:
+        return problem
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{key}: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    return None
+
+
+def _ca_file(key: str, path: Path | None) -> str | None:
+    """A CA bundle loads as PEM here, or every poll would fail with an SSLError."""
+    problem = _readable_file(key, path)
+    if problem or path is None:
+        return problem
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"{key}: cannot load {path} as a PEM CA bundle: {exc}"
+    return None
+
+
+def _hmac_key(config: Config) -> str | None:
+    """The key `run` reads (or creates) when hashing recipients: a non-empty regular file, or creatable
+    in an existing directory (the same rule as state_dir: a missing parent is a typo, not made silently)."""
+    correlator = config.correlator
+    if not (correlator.enabled and correlator.hash_recipients):
+        return None
+    key = "correlator.hmac_key_file"
+    path = correlator.hmac_key_file or Path(config.state_dir) / "correlator-hmac.key"
+    if not path.exists():
+        # the default one is created inside state_dir, which has its own check
+        return _creatable(key, path) if correlator.hmac_key_file is not None else None
+    problem = _readable_file(key, path)
+    if problem:
+        return problem
+    try:
+        empty = not path.read_bytes().strip()
+    except OSError as exc:
+        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    if empty:
+        return f"{key}: {path} is empty; write a key into it, or delete it to have one created"
+    return None
+
+
 def _can_create_in(directory: Path) -> bool:
     """Try it: os.access() says yes to root on a read-only mount or an immutable directory."""
     try:
@@ -48,6 +99,11 @@ def _writable_dir(key: str, path: Path) -> str | None:
         if not _can_create_in(path):
             return f"{key}: {path} is not writable by this user (uid {os.getuid()})"
         return None
+    return _creatable(key, path)
+
+
+def _creatable(key: str, path: Path) -> str | None:
+    """`path` can be created: its parent exists, is a directory, and this user can create in it."""
     parent = path.parent
     if not parent.exists():
         return f"{key}: cannot create {path}: its parent {parent} does not exist (a typo?)"
@@ -94,16 +150,19 @@ def _listen(config: Config) -> str | None:
     return None
 
 
-def problems(config: Config) -> list[str]:
-    """Everything that would stop `watchtower run` at startup, each as `key.path: what`."""
+def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
+    """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
+
+    `uses_state_dir` False (a metrics-only oneshot, which opens no state database) skips state_dir."""
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
-        _writable_dir("state_dir", Path(config.state_dir)),
+        _writable_dir("state_dir", Path(config.state_dir)) if uses_state_dir else None,
         _listen(config),
-        _readable_file("pmta.api_key_file", config.pmta.api_key_file),
-        _readable_file("pmta.password_file", config.pmta.password_file),
-        _readable_file("pmta.ca_file", config.pmta.ca_file),
+        _hmac_key(config),
+        _text_file("pmta.api_key_file", config.pmta.api_key_file),
+        _text_file("pmta.password_file", config.pmta.password_file),
+        _ca_file("pmta.ca_file", config.pmta.ca_file),
     ]
     return [p for p in out if p] + _tls(config)
 

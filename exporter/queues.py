@@ -38,7 +38,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
 from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, self_metrics_for_api
-from exporter.pmta_api import API_ERROR_REASONS, PmtaApiClient, PmtaApiError, QueueInfo, QueueList, StatusInfo
+from exporter.pmta_api import (
+    API_ERROR_REASONS,
+    PmtaApiClient,
+    PmtaApiConfigError,
+    PmtaApiError,
+    QueueInfo,
+    QueueList,
+    StatusInfo,
+)
 
 log = logging.getLogger("watchtower.queues")
 
@@ -155,7 +163,9 @@ class QueuePoller:
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
         self._isp_cache: dict[str, str] = {}
-        self._state: tuple[bool, bool] | None = None
+        self._state: tuple[bool, bool, str] | None = None
+        self._bug: str | None = None
+        """The last unexpected error logged with its traceback: a bug that repeats every poll is logged once."""
         registry.register(QueueCollector(self))
 
     def reload_isp(self, isp_of_domain: Callable[[str], str]) -> None:
@@ -175,21 +185,36 @@ class QueuePoller:
                     ok = await self.poll_once(client)
                 except asyncio.CancelledError:
                     raise
-                except PmtaApiError as exc:  # the client could not even be built (unreadable key file)
+                except PmtaApiConfigError as exc:  # a pmta.* setting the client cannot use: the operator's, not a bug
+                    self.errors.labels(exc.reason).inc()
+                    self._down(str(exc), setting=str(exc))
+                except PmtaApiError as exc:
                     self.errors.labels(exc.reason).inc()
                     self._down(f"{exc}")
-                except Exception:  # a bug must not kill the poller (or the daemon)
-                    log.exception("PMTA API poll failed unexpectedly")
+                except Exception as exc:  # noqa: BLE001 - a bug must not kill the poller (or the daemon)
+                    self._log_bug("PMTA API poll failed unexpectedly", exc)
                     self._down("unexpected error")
                 await asyncio.sleep(self.next_delay(ok))
         finally:
             if client is not None:
                 await asyncio.shield(client.aclose())
 
-    def _down(self, why: str) -> None:
+    def _down(self, why: str, setting: str = "") -> None:
+        """Nothing read this poll. `setting`: the message of an unusable pmta.* setting (logged once, and again
+        only when it changes: another key, or the same key failing another way)."""
         self.snapshot = Snapshot(time.monotonic())
         self.polls += 1
-        self._log_state(False, False, why)
+        self._log_state(False, False, why, setting)
+
+    def _log_bug(self, what: str, exc: BaseException) -> None:
+        """What the client cannot explain is a bug: its traceback is worth logging, once while it repeats (a
+        poll every few seconds would otherwise fill the log with the same traceback)."""
+        text = f"{type(exc).__name__}: {exc}"
+        if text == self._bug:
+            log.debug("%s (a bug, again): %s", what, text)
+            return
+        self._bug = text
+        log.error("%s (a bug): %s", what, text, exc_info=exc)
 
     def next_delay(self, ok: bool) -> float:
         interval = self.config.poll_interval
@@ -241,8 +266,8 @@ class QueuePoller:
             self.errors.labels(exc.reason).inc()
             log.debug("PMTA API: %s", exc)
             return
-        except Exception:  # the client converts every failure it knows; this is a bug
-            log.exception("PMTA API request %s failed unexpectedly", key)
+        except Exception as exc:  # noqa: BLE001 - the client converts every failure it knows; this is a bug
+            self._log_bug(f"PMTA API request {key} failed unexpectedly", exc)
             poll.outcomes[key] = "error"
             return
         poll.results[key] = result
@@ -323,14 +348,17 @@ class QueuePoller:
             text += "; VMTAs without gauges: " + ", ".join(vmtas[:LOG_VMTAS]) + more
         return text
 
-    def _log_state(self, up: bool, partial: bool, detail: str) -> None:
-        """One line when the API goes up, partial or down (not every poll)."""
-        state = (up, partial)
+    def _log_state(self, up: bool, partial: bool, detail: str, setting: str = "") -> None:
+        """One line when the API goes up, partial or down (not every poll), or when the pmta.* setting that
+        keeps it down changes."""
+        state = (up, partial, setting)
         if state == self._state:
             return
         self._state = state
         suffix = f": {detail}" if detail else ""
-        if up and not partial:
+        if setting:
+            log.warning("PMTA management API at %s cannot be polled, no queue gauges: %s", self.config.url, setting)
+        elif up and not partial:
             log.info("PMTA management API at %s is reachable", self.config.url)
         elif up:
             log.warning("PMTA management API at %s answers in part%s", self.config.url, suffix)

@@ -9,6 +9,7 @@ rows by the positions in `Columns` (-1 means the file has no such column).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,18 +74,22 @@ class Columns:
     timeFirstAttempt: int
     message_id: int
     """`header_Message-Id` (any case); -1 when absent."""
+    duplicates: tuple[str, ...] = ()
+    """Names the header gives more than one column (any case): the first such column is the one read."""
 
     @classmethod
     def from_header(cls, names: list[str] | tuple[str, ...]) -> Columns:
         names = tuple(n.strip() for n in names)
         index: dict[str, int] = {}
         lower: dict[str, int] = {}
+        duplicates: list[str] = []
         for i, name in enumerate(names):
             index.setdefault(name, i)
-            lower.setdefault(name.lower(), i)
+            if lower.setdefault(name.lower(), i) != i and name:
+                duplicates.append(name)
         resolved = {f: index.get(f, lower.get(f.lower(), -1)) for f in KNOWN_FIELDS}
         message_id = lower.get("header_message-id", lower.get("header_message-id:", -1))
-        return cls(names=names, index=index, message_id=message_id, **resolved)
+        return cls(names=names, index=index, message_id=message_id, duplicates=tuple(duplicates), **resolved)
 
     def get(self, row: list[str], name: str) -> str:
         """Value of any column by name ('' when the file has no such column); not for hot loops."""
@@ -96,6 +101,46 @@ class Columns:
     @property
     def header_line(self) -> str:
         return ",".join(self.names)
+
+
+def shown(path: str) -> str:
+    """`path` as text a log line, a JSON document or an SQLite TEXT column can carry.
+
+    A file name need not be UTF-8 (the filesystem holds bytes); Python then names it with surrogate escapes
+    ('\\udcff'), which no UTF-8 encoder accepts. Its undecodable bytes are shown as `\\xff` instead. For display
+    only: the file is opened, and its checkpoint stored, by its real name (exporter.state.path_to_db)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""A physical line longer than this (newline excluded) is not PMTA output: one `long_row` error, never parsed."""
+
+
+def overlong_line(data: bytes, start: int = 0, limit: int = MAX_LINE_BYTES) -> tuple[int, int] | None:
+    """The first line of `data` from `start` (a line start) longer than `limit`: (its start, the end of its
+    newline or of `data`), or None.
+
+    Such a line holds a multiple of `limit`, so only the lines at those few offsets are measured: a C scan
+    around each, no per-line work (a chunk of 16 MiB has one or two of them)."""
+    size = len(data)
+    if size - start <= limit:
+        return None
+    p = -(-start // limit) * limit
+    while p < size:
+        if data[p] != 10:  # not a newline: inside a line
+            a = data.rfind(b"\n", start, p) + 1 or start
+            b = data.find(b"\n", p)
+            end = size if b < 0 else b
+            if end - a > limit:
+                return a, (size if b < 0 else b + 1)
+            if b < 0:
+                return None
+        p += limit
+    return None
 
 
 def is_header(row: list[str]) -> bool:

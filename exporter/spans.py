@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.parser import ErrorLog, FileParser
-from exporter.records import Columns, RecordBatch
+from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
 
 log = logging.getLogger("watchtower.state")
 
@@ -90,6 +90,29 @@ class _Silent(ErrorLog):
 _QUIET = _Silent()
 
 
+def _overlong_at(fd: int, span: Span) -> tuple[int, int] | None:
+    """(bytes, lines) to skip at the span's start: the rest of a line over MAX_LINE_BYTES when the start falls inside
+    one (a checkpoint taken while the tailer skipped it) or starts one; None when a line of usual length starts."""
+    start, end = span.start, span.end
+    inside = start > 0 and os.pread(fd, 1, start - 1) != b"\n"
+    pos, size = start, 1 << 12  # a usual line ends in the first block: 4 KiB read, not 1 MiB
+    while pos < end:
+        block = os.pread(fd, min(size, end - pos), pos)
+        size = 1 << 20
+        if not block:
+            break
+        nl = block.find(b"\n")
+        if nl >= 0:
+            pos += nl
+            break
+        pos += len(block)
+        if not inside and pos - start > MAX_LINE_BYTES:
+            inside = True
+    if not inside and pos - start <= MAX_LINE_BYTES:
+        return None
+    return (min(pos + 1, end) - start, 1 if pos < end else 0)
+
+
 def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int, Columns | None]:
     """Parse up to `max_bytes` (whole lines) from the span's start.
 
@@ -101,28 +124,34 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
     try:
         fd = os.open(span.path, os.O_RDONLY)
     except OSError as exc:
-        raise SpanGone(f"{span.path}: {exc.strerror or exc}") from exc
+        raise SpanGone(f"{shown(span.path)}: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (span.dev, span.ino):
-            raise SpanGone(f"{span.path}: replaced by another file")
+            raise SpanGone(f"{shown(span.path)}: replaced by another file")
         if st.st_size < span.end:
-            raise SpanGone(f"{span.path}: truncated to {st.st_size} bytes")
+            raise SpanGone(f"{shown(span.path)}: truncated to {st.st_size} bytes")
+        skip = _overlong_at(fd, span)
+        if skip:  # the tailer skipped these bytes unparsed (one long_row error): so do the sinks
+            return None, skip[0], span.line_no + skip[1], span.columns
         want = min(span.remaining, max(max_bytes, 1))
         data = os.pread(fd, want, span.start)
     finally:
         os.close(fd)
     if len(data) < want:
-        raise SpanGone(f"{span.path}: shorter than expected")
+        raise SpanGone(f"{shown(span.path)}: shorter than expected")
     if want < span.remaining:
         cut = data.rfind(b"\n")
-        if cut < 0:  # one line longer than max_bytes: read it whole
+        if cut < 0:  # one line longer than max_bytes (not over MAX_LINE_BYTES: _overlong_at): read it whole
             return read_span(span, max_bytes * 4)
         data = data[: cut + 1]
+    found = overlong_line(data)
+    if found is not None:  # the lines before it; it is skipped at the next call
+        data = data[: found[0]]
     consumed = len(data)
     if not data.endswith(b"\n"):  # oneshot's unterminated last line
         data += b"\n"
-    parser = FileParser(span.source, span.path, span.allowed, span.columns, span.line_no, _QUIET)
+    parser = FileParser(span.source, shown(span.path), span.allowed, span.columns, span.line_no, _QUIET)
     batch, _lines = parser.parse(data)
     if batch is not None:
         batch.file_id = span.file_id

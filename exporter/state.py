@@ -77,6 +77,21 @@ class StateError(Exception):
 
 
 
+def path_to_db(path: str) -> str | bytes:
+    """A file's path as SQLite can store it without loss: text when it is UTF-8, else its filesystem bytes (a
+    BLOB; a name that is not UTF-8 has surrogate escapes no UTF-8 text can carry, and failed every checkpoint)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    """The path `path_to_db` stored (the same str: it opens the same file)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def series_json(value: Any, _dumps: Callable[[Any], str] = json.dumps) -> str:
     """A series value (a number, or a histogram's list of numbers) as the JSON `json.dumps` writes, built from
     `repr` (what json writes for a finite number) for the thousands of series a checkpoint carries at high rates:
@@ -135,10 +150,10 @@ def private_dir(path: Path) -> None:
     if mode & 0o077:
         if st.st_uid == os.geteuid():
             os.chmod(path, 0o700)
-            log.warning("state_dir %s was accessible to other users (mode %o); set to 0700: it holds "
+            log.warning("state_dir %s was accessible to other users (mode %04o); set to 0700: it holds "
                         "recipient data", path, mode)
         else:
-            log.warning("state_dir %s is accessible to other users (mode %o) and not ours to change; it "
+            log.warning("state_dir %s is accessible to other users (mode %04o) and not ours to change; it "
                         "holds recipient data: chmod 700 it", path, mode)
 
 
@@ -151,7 +166,7 @@ def private_file(path: Path) -> bool:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             os.chmod(path, 0o600)
-            log.warning("%s was readable by other users (mode %o); set to 0600", path, mode)
+            log.warning("%s was readable by other users (mode %04o); set to 0600", path, mode)
         return False
     os.close(fd)
     return True
@@ -301,7 +316,7 @@ class StateStore:
             sink.setup(conn)
         first_run = "initialized" not in meta
         cps = [
-            Checkpoint(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9])
+            Checkpoint(r[0], r[1], path_from_db(r[2]), r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9])
             for r in conn.execute(
                 "SELECT file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since"
                 " FROM wt_checkpoints"
@@ -333,7 +348,8 @@ class StateStore:
                 conn.executemany(
                     "INSERT OR IGNORE INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset,"
                     " line_no, header, gone_since, updated) VALUES (?,?,?,?,?,?,0,0,'',NULL,?)",
-                    [(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, now) for cp in new_files],
+                    [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, now)
+                     for cp in new_files],
                 )
             if batches:
                 for sink in self.sinks:
@@ -407,8 +423,8 @@ class StateStore:
         for file_id, source, path, dev, ino, offset, start, line_no, header in conn.execute(
                 "SELECT file_id, source, path, dev, ino, offset, sink_offset, sink_line, sink_header"
                 " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated"):
-            spans.append(span_at(file_id, source, path, dev, ino, (start, line_no or 0, header or ""), offset,
-                                 allowed.get(source)))
+            spans.append(span_at(file_id, source, path_from_db(path), dev, ino, (start, line_no or 0, header or ""),
+                                 offset, allowed.get(source)))
         return spans
 
     def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:
@@ -440,8 +456,8 @@ class StateStore:
             positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start else (0, 0, "")
                          for cp in c.checkpoints}
         # rows built before the lock: the correlator process waits for it only while SQLite writes
-        offsets = [(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no, cp.header,
-                    cp.gone_since, now, *positions.get(cp.file_id, blank)) for cp in c.checkpoints]
+        offsets = [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
+                    cp.header, cp.gone_since, now, *positions.get(cp.file_id, blank)) for cp in c.checkpoints]
         values = [(m, SEP.join(k), series_json(v)) for m, k, v in c.series]
         begin_immediate(conn, CHECKPOINT_LOCK_WAIT_MS, self._given_up)
         try:

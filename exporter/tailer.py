@@ -23,6 +23,7 @@ from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, fingerprint_of, new_file_id, read_head, same_file
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog
+from exporter.records import shown
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -161,7 +162,8 @@ class Tailer:
         if not stat.S_ISREG(st.st_mode):  # a FIFO's open() waits for a writer, /dev/zero never ends
             if not stat.S_ISDIR(st.st_mode) and path not in self._not_regular:
                 self._not_regular.add(path)
-                log.warning("%s: not a regular file (%s; source %s): not followed", path, _kind(st.st_mode), source)
+                log.warning("%s: not a regular file (%s; source %s): not followed", shown(path), _kind(st.st_mode),
+                            source)
             return None
         self._reported.discard(path)
         return st
@@ -172,8 +174,9 @@ class Tailer:
         if path not in self._reported:  # once per path until it recovers: no log flood every rescan
             self._reported.add(path)
             what = "cannot list directory" if reason == "scan" else "cannot stat"
-            log.warning("%s: %s (source %s): %s; files already followed are kept", path, what, source,
-                        exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)))
+            log.warning("%s: %s (source %s): %s; %s", shown(path), what, source,
+                        exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)),
+                        "not read" if self.oneshot else "files already followed are kept")
 
     def _report_empty_sources(self) -> None:
         for source in self.sources:
@@ -188,6 +191,11 @@ class Tailer:
     def allowed_records(self, source: str) -> frozenset[str] | None:
         """The record types a source keeps (None: every type)."""
         return self._allowed.get(source)
+
+    def unreadable(self) -> list[str]:
+        """Paths that could not be listed, stat'ed or opened at the last look (a oneshot exits 1 over them)."""
+        failed = set(self._reported) | {s.cp.path for s in self.streams.values() if s.read_error is not None}
+        return sorted(failed)
 
     def sources_without_files(self) -> list[str]:
         """Sources whose globs matched nothing at the last scan (shown by /healthz)."""
@@ -214,7 +222,7 @@ class Tailer:
             stream = self.streams.get(key)
             if stream is not None:
                 stream.cp.path = path
-                stream.parser.path = path
+                stream.parser.path = shown(path)
                 stream.gone = False
                 stream.cp.gone_since = None
                 continue
@@ -238,10 +246,10 @@ class Tailer:
         if cp is not None and same_file(cp, st, head) and cp.source == source:
             cp.path = path
             cp.gone_since = None
-            log.info("%s: resuming at byte %d (line %d)", path, cp.offset, cp.line_no)
+            log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
         else:
             if cp is not None:
-                log.info("%s: inode reused or file replaced; reading it from the start", path)
+                log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
             offset, line_no, header = 0, 0, ""
             if self.start_at_end and not self._scanned_once:
                 try:
@@ -254,6 +262,7 @@ class Tailer:
             self.known[key] = cp
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
                                        self.tail.chunk_bytes, self.fields)
+        self.streams[key].retries = not self.oneshot
 
     # --- reading ---------------------------------------------------------------------------------
     async def poll(self, on_batch: OnBatch, force_scan: bool = False,
@@ -315,7 +324,7 @@ class Tailer:
                 self.retired.append(stream.cp)
                 if self.metrics:
                     self.metrics.rotations.labels(stream.cp.source).inc()
-                log.info("%s: drained and retired at byte %d", stream.cp.path, stream.cp.offset)
+                log.info("%s: drained and retired at byte %d", shown(stream.cp.path), stream.cp.offset)
             elif stream.file is not None and not stream.pending and stream.behind == 0 \
                     and now - stream.last_growth >= self.tail.idle_close_after:
                 await stream.close()

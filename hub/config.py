@@ -9,10 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from exporter.config import ConfigError, Duration, Listener, WebConfig, check_listen
+from exporter.config import (
+    ConfigError,
+    ConfigPath,
+    Duration,
+    Listener,
+    WebConfig,
+    check_listen,
+    describe_error,
+    read_config_mapping,
+)
 
 HUB_API_CONCURRENCY = 16
 
@@ -33,8 +41,8 @@ class PrometheusSource(_Strict):
 
 class AuthConfig(_Strict):
     username: str | None = Field(default=None, description="Basic auth user sent to the daemons.")
-    password_file: Path | None = Field(default=None, description="File holding the basic auth password.")
-    bearer_token_file: Path | None = Field(default=None, description="File holding a bearer token (instead).")
+    password_file: ConfigPath | None = Field(default=None, description="File holding the basic auth password.")
+    bearer_token_file: ConfigPath | None = Field(default=None, description="File holding a bearer token (instead).")
 
     @model_validator(mode="after")
     def _one_scheme(self) -> AuthConfig:
@@ -46,15 +54,15 @@ class AuthConfig(_Strict):
 
 
 class TlsClientConfig(_Strict):
-    ca_file: Path | None = Field(default=None, description="CA bundle to verify the daemons' certificates.")
-    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
-    key_file: Path | None = Field(default=None, description="Key of cert_file.")
+    ca_file: ConfigPath | None = Field(default=None, description="CA bundle to verify the daemons' certificates.")
+    cert_file: ConfigPath | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: ConfigPath | None = Field(default=None, description="Key of cert_file.")
     insecure_skip_verify: bool = Field(default=False, description="Do not verify the daemons' certificates.")
 
 
 class HubSection(_Strict):
     targets: list[str | StaticTarget] = Field(default_factory=list, description="Daemon base URLs.")
-    file_sd: list[Path] = Field(
+    file_sd: list[ConfigPath] = Field(
         default_factory=list, description="Prometheus file_sd files (JSON or YAML); targets are host:port."
     )
     prometheus: PrometheusSource | None = Field(default=None, description="Ask a Prometheus for a job's targets.")
@@ -103,18 +111,11 @@ class HubConfig(_Strict, Listener):
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
-    """Read and validate a hub YAML file; ConfigError lists every problem with its key path."""
-    try:
-        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), ["top level must be a mapping of keys"])
+    """Read and validate a hub YAML file as the daemon's is read (a regular file, one-line errors naming the key)."""
+    data = read_config_mapping(path)
     try:
         return HubConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{loc}: " + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"]))
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {describe_error(err)}"
+                    for err in exc.errors()]
         raise ConfigError(str(path), problems) from exc

@@ -4,7 +4,8 @@
     pmta-sim generate --scenario gmail-throttle --out /tmp/pmta [--minutes 90] [--truth truth.json]
     pmta-sim run --scenario noise --out /tmp/pmta --speed 600 [--api 127.0.0.1:8080] [--duration 60]
 
-Exit codes: 0 ok, 2 bad arguments, scenario or config.
+Exit codes: 0 ok, 1 runtime failure (an output that cannot be written), 2 bad arguments, scenario or config.
+No traceback reaches the terminal: every failure is one line, as with `watchtower`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -24,6 +26,27 @@ from simulator.config import SimConfig
 from simulator.engine import Simulator
 from simulator.scenario import ScenarioError, list_scenarios, load_scenario
 from simulator.server import ApiServer
+
+
+def positive_float(text: str) -> float:
+    """argparse type of the numeric options: a finite number > 0 (nan, inf, 0 or a negative is a usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number greater than 0, got {text!r}")
+    return value
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """argparse type of --api: host:port, port 0-65535 (0: a free port); a bare host or :port is allowed."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "0"
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,12 +63,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="simulated start, ISO 8601 with offset, or 'now' (default: the scenario's)")
         c.add_argument("--config", type=Path, default=None, help="simulator settings YAML (docs/simulator.md)")
     gen = sub.choices["generate"]
-    gen.add_argument("--minutes", type=float, default=None, help="simulated minutes (default: scenario duration)")
+    gen.add_argument("--minutes", type=positive_float, default=None,
+                     help="simulated minutes (default: scenario duration)")
     gen.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     run = sub.choices["run"]
-    run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
-    run.add_argument("--api", default="127.0.0.1:0", help="host:port of the management API (default: a free port)")
-    run.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    run.add_argument("--speed", type=positive_float, default=1.0, help="simulated seconds per real second (default 1)")
+    run.add_argument("--api", type=host_port, default="127.0.0.1:0",
+                     help="host:port of the management API (default: a free port)")
+    run.add_argument("--duration", type=positive_float, default=None, help="stop after this many real seconds")
     return p
 
 
@@ -63,7 +88,22 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; every failure is one line on stderr: exit 2 for bad arguments, 1 at run time."""
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        return 1
+    except OSError as exc:  # an output that cannot be written: the --out directory, --truth, the API's address
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pmta-sim: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        print(f"pmta-sim: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "list":
         for name in list_scenarios():
             desc = " ".join(load_scenario(name).description.split())
@@ -71,20 +111,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         sim = build_simulator(args)
-    except (ScenarioError, ValidationError, ValueError, OSError) as exc:
+    except (ScenarioError, ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
         print(f"pmta-sim: {exc}", file=sys.stderr)
         return 2
     if args.command == "generate":
         truth = sim.generate(args.minutes)
         if args.truth:
-            args.truth.write_text(truth.to_json(), encoding="utf-8")
+            try:
+                args.truth.write_text(truth.to_json(), encoding="utf-8")
+            except OSError as exc:
+                print(f"pmta-sim: cannot write --truth {args.truth}: {exc.strerror or exc}", file=sys.stderr)
+                return 1
         counts = ", ".join(f"{t}={n}" for (t,), n in sorted(truth.by("type").items()))
         print(f"{sim.scenario.name}: {truth.injected} recipients injected; records {counts}")
         for path in truth.files:
             print(f"  {path}")
         return 0
-    host, _, port = args.api.rpartition(":")
-    return asyncio.run(_run(sim, args.speed, args.duration, host or "127.0.0.1", int(port or 0)))
+    host, port = args.api
+    return asyncio.run(_run(sim, args.speed, args.duration, host, port))
 
 
 async def _run(sim: Simulator, speed: float, duration: float | None, host: str, port: int) -> int:

@@ -141,3 +141,163 @@ def test_tls_listener_drops_stalled_handshakes_and_serves_https(tmp_path: Path):
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in log.read_text()
+
+
+# --- the command line never shows a traceback: stdout that cannot be written, bad numbers ----------------------
+
+
+def _acct_config(tmp_path: Path, **overrides: object) -> Path:
+    """A config over one small acct file (tests.conftest.AcctWriter), correlator off unless overridden."""
+    from tests.conftest import AcctWriter
+
+    config = write_config(tmp_path, **overrides)
+    AcctWriter(tmp_path / "logs").write(50)
+    return config
+
+
+def _watchtower(*args: str, stdout: object = subprocess.PIPE, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=120, cwd=REPO, **kw)  # type: ignore[call-overload]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+@pytest.mark.parametrize("command", ["oneshot", "oneshot-correlator", "check-config", "version"])
+def test_a_full_stdout_is_one_line_and_exit_1(tmp_path: Path, command: str) -> None:
+    """`> /dev/full`: every write to stdout fails with ENOSPC; the user sees one line naming it, no traceback."""
+    correlator = {"correlator": {"enabled": command == "oneshot-correlator"}}
+    config = str(_acct_config(tmp_path, **correlator))
+    args = {"oneshot": ["oneshot", "--config", config], "oneshot-correlator": ["oneshot", "--config", config],
+            "check-config": ["check-config", config], "version": ["--version"]}[command]
+    with open("/dev/full", "w") as full:
+        proc = _watchtower(*args, stdout=full)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "watchtower: cannot write to standard output: No space left on device"
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "standard output" in ln]) == 1
+
+
+@pytest.mark.parametrize("command", ["oneshot", "check-config"])
+def test_a_closed_stdout_is_one_line_and_exit_1(tmp_path: Path, command: str) -> None:
+    """`>&-`: there is no stdout at all (sys.stdout is None); said once, exit 1, and oneshot reads nothing."""
+    config = str(_acct_config(tmp_path))
+    args = ["oneshot", "--config", config] if command == "oneshot" else ["check-config", config]
+    proc = subprocess.run([sys.executable, "-m", "exporter", *args], stderr=subprocess.PIPE, text=True,
+                          timeout=120, cwd=REPO, pass_fds=(), preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == "watchtower: cannot write to standard output: it is closed\n"
+
+
+def test_a_reader_that_goes_away_ends_oneshot_quietly(tmp_path: Path) -> None:
+    """`watchtower oneshot | head -1`: the reader has gone (here: before the write, so the write always meets
+    EPIPE, whatever the pipe's buffer); like any Unix tool, no message, no traceback, exit 1."""
+    config = str(_acct_config(tmp_path))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = _watchtower("oneshot", "--config", config, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (1, "")
+
+
+@pytest.mark.parametrize("args", [
+    ["healthcheck", "--config", "{config}", "--timeout=-1"],
+    ["healthcheck", "--config", "{config}", "--timeout=nan"],
+    ["healthcheck", "--config", "{config}", "--timeout=inf"],
+    ["healthcheck", "--config", "{config}", "--timeout", "0"],
+    ["healthcheck", "--config", "{config}", "--timeout", "soon"],
+    ["demo", "--speed", "0"],
+    ["demo", "--speed=-2"],
+    ["demo", "--speed", "nan"],
+    ["demo", "--duration", "inf"],
+    ["demo", "--duration=-1"],
+    ["demo", "--listen", "bad"],
+    ["demo", "--listen", "127.0.0.1:99999"],
+])
+def test_every_bad_number_or_address_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    """One argparse type per kind of value: exit 2 with argparse's usage line, never a traceback."""
+    config = str(write_config(tmp_path))
+    proc = _watchtower(*[a.replace("{config}", config) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    option = args[-2] if not args[-1].startswith("--") else args[-1].split("=")[0]
+    option = option.split("=")[0]
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"watchtower {args[0]}: error: argument {option}: "), proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.integration
+def test_a_listen_address_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """README and docs/reliability.md: exit 1, "listener could not bind"; not uvicorn's exit code 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = write_config(tmp_path, listen=listen)
+        proc = subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(config)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "uvicorn" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if " ERROR " in ln or " CRITICAL " in ln]
+    assert [ln.split(": ", 1)[1] for ln in errors] == [
+        f"listener could not bind {listen}: address already in use (listen: {listen})"], proc.stderr
+
+
+@pytest.mark.integration
+def test_listen_port_0_logs_the_port_bound(tmp_path: Path) -> None:
+    """`listen: 127.0.0.1:0` lets the kernel choose: the log names the port it chose, which answers."""
+    config = write_config(tmp_path, listen="127.0.0.1:0")
+    log = tmp_path / "run.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
+                                stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        line = next(ln for ln in log.read_text().splitlines() if "listening on" in ln)
+        port = int(line.rsplit(":", 1)[1])
+        assert line.endswith(f"listening on 127.0.0.1:{port}") and port != 0, line
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code in (200, 503)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("args", "code", "last"), [
+    (["--minutes", "1", "--truth", "/nonexistent-dir/t.json"], 1,
+     "pmta-sim: cannot write --truth /nonexistent-dir/t.json: No such file or directory"),
+    (["--minutes", "nan"], 2,
+     "pmta-sim generate: error: argument --minutes: expected a finite number greater than 0, got 'nan'"),
+    (["--minutes=-1"], 2,
+     "pmta-sim generate: error: argument --minutes: expected a finite number greater than 0, got '-1'"),
+])
+def test_pmta_sim_errors_are_one_line(tmp_path: Path, args: list[str], code: int, last: str) -> None:
+    """pmta-sim as watchtower: exit 2 for bad arguments, 1 at run time, one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "generate", "--out", str(tmp_path / "o"), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (code, last), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_permission_warnings_print_the_mode_in_full_octal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`mode 0644`, as chmod and ls -l print it; not `mode 44`."""
+    from correlator.keys import load_or_create_key
+    from exporter.state import private_dir, private_file
+
+    key = tmp_path / "hmac.key"
+    key.write_text("k" * 64)
+    key.chmod(0o644)
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    db = state / "watchtower.db"
+    db.write_text("")
+    db.chmod(0o640)
+    caplog.set_level("WARNING")
+    load_or_create_key(key)
+    private_dir(state)
+    private_file(db)
+    modes = sorted(r.getMessage().split("(mode ")[1].split(")")[0] for r in caplog.records if "(mode " in r.getMessage())
+    assert modes == ["0640", "0644", "0777"], [r.getMessage() for r in caplog.records]

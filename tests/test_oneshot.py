@@ -179,3 +179,121 @@ def test_oneshot_counts_equal_the_generators_ground_truth(tmp_path: Path):
     repaired = {dict(k)["source"]: v for k, v in got["watchtower_records_repaired_total"].items() if v}
     assert repaired == {"acct": 1.0}
     assert not any(name.endswith("_created") for name in got)
+
+
+# --- signals and unreadable input: a oneshot that could not read everything says so and exits 1 -------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.conftest import ACCT_HEADER, d_line, write_config  # noqa: E402
+
+
+def _big_config(tmp_path: Path, correlator: bool, lines: int = 150_000) -> tuple[Path, Path]:
+    """A config over one acct file of `lines` records (a pass that lasts long enough to be stopped mid-way)."""
+    config = write_config(tmp_path, correlator={"enabled": correlator})
+    block = "".join(d_line(n) + "\n" for n in range(1000))
+    acct = tmp_path / "logs" / "acct-2026-11-25-0000.csv"
+    with acct.open("w") as f:
+        f.write(ACCT_HEADER + "\n")
+        for _ in range(lines // 1000):
+            f.write(block)
+    return config, acct
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+@pytest.mark.parametrize("correlator", [True, False])
+def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path, correlator: bool) -> None:
+    """SIGTERM (docker stop, systemd, a CI timeout) during the pass: nothing printed, nothing left in TMPDIR
+    (the correlator's temporary store holds recipients), exit 1, one line; as SIGINT. The process is frozen
+    (SIGSTOP) while it holds the input open, so the signal lands mid-pass whatever the machine's speed."""
+    config, acct = _big_config(tmp_path, correlator)
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "oneshot", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        while proc.poll() is None:
+            store_open = not correlator or any(tmp.glob("watchtower-oneshot-*/watchtower.db-wal"))
+            if store_open and _has_open(proc.pid, acct):
+                proc.send_signal(signal.SIGSTOP)
+                break
+            time.sleep(0.002)
+        assert proc.poll() is None and _has_open(proc.pid, acct), "the pass ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("watchtower oneshot interrupted by SIGTERM: nothing printed")
+    assert list(tmp.iterdir()) == []
+
+
+def _unreadable(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Two sources: one with a readable file (and, in it, a file nobody may read), one a directory nobody may
+    list."""
+    logs = tmp_path / "logs"
+    shut = tmp_path / "shut"
+    logs.mkdir()
+    shut.mkdir()
+    for name in ("acct-2026-11-25-0000.csv", "acct-2026-11-25-0001.csv"):
+        (logs / name).write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(10)))
+    (shut / "acct-2026-11-25-0000.csv").write_text(ACCT_HEADER + "\n" + d_line(1) + "\n")
+    secret = logs / "acct-2026-11-25-0001.csv"
+    secret.chmod(0)
+    shut.chmod(0)
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({
+        "sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]},
+                    {"name": "more", "paths": [str(shut / "acct-*.csv")]}],
+        "state_dir": str(tmp_path / "state"), "correlator": {"enabled": False}}))
+    return config, secret, shut
+
+
+SETPRIV = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
+           "--"]
+"""Runs a command without the capabilities that let root read anything (the tests may run as root)."""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.parametrize("correlator", [False, True])
+def test_unreadable_input_names_each_path_once_and_exits_1(tmp_path: Path, correlator: bool) -> None:
+    """A backfill that could not read everything must not look complete: what was read is printed, each path
+    it could not read is named once (in a oneshot's words: nothing is retried), exit 1."""
+    config, secret, shut = _unreadable(tmp_path)
+    if correlator:
+        data = yaml.safe_load(config.read_text())
+        config.write_text(yaml.safe_dump({**data, "correlator": {"enabled": True}}))
+    try:
+        proc = subprocess.run([*SETPRIV, sys.executable, "-m", "exporter", "oneshot", "--config", str(config)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        secret.chmod(0o644)
+        shut.chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "will retry" not in proc.stderr and "already followed" not in proc.stderr
+    named = [ln for ln in proc.stderr.splitlines() if "not read" in ln]
+    assert len(named) == 2, proc.stderr
+    assert sum(str(secret) in ln for ln in named) == 1 and sum(str(shut) in ln for ln in named) == 1, named
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(proc.stdout) for s in fam.samples}
+    delivered = sum(v for (name, labels), v in samples.items() if name == "pmta_delivered_total")
+    assert delivered == 10  # the readable file, whole
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "watchtower oneshot: 2 paths could not be read; the exposition above counts only what was read")

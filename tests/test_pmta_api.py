@@ -399,3 +399,22 @@ async def test_basic_auth_password_from_a_file(tmp_path: Path) -> None:
     assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(b"mon:s3cret").decode()
     with pytest.raises(PmtaApiError, match="cannot read password_file"):
         PmtaApiClient(PmtaApiConfig(url="http://pmta", username="mon", password_file=tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("key", ["ca_file", "password_file", "api_key_file", "url"])
+async def test_an_unusable_setting_is_a_config_error_naming_its_key(tmp_path: Path, key: str) -> None:
+    """What check-config may let through (a file's content, a URL httpx refuses) fails building the client with
+    a PmtaApiConfigError that starts with the key: the poller logs it as the operator's problem, not a bug."""
+    from exporter.pmta_api import PmtaApiConfigError
+
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\xff\xfe not utf-8 and not PEM\n")
+    settings = {"ca_file": {"url": "https://127.0.0.1:1", "ca_file": bad},
+                "password_file": {"url": "http://127.0.0.1:1", "username": "u", "password_file": bad},
+                "api_key_file": {"url": "http://127.0.0.1:1", "api_key_file": bad}}
+    config = (PmtaApiConfig.model_construct(**{**PmtaApiConfig().model_dump(), "url": "http://[::1"}) if key == "url"
+              else PmtaApiConfig(**settings[key]))
+    with pytest.raises(PmtaApiConfigError) as err:
+        PmtaApiClient(config)
+    assert err.value.reason == "connect" and str(err.value).startswith(f"pmta.{key}: ")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -471,3 +472,66 @@ async def test_reload_isp_applies_from_the_next_poll(sim: Simulator) -> None:
     got = gauges(registry)
     assert {isp for _, isp in got} == {"gmail", "other"}
     assert sum(v[0] for v in got.values()) == sim.book.totals()[0]
+
+
+def _unusable_settings(tmp_path: Path) -> dict[str, tuple[PmtaApiConfig, str]]:
+    """pmta settings the client cannot use at run time, each with the key its message must name. The URL one is
+    built without validation: the daemon must cope with whatever reaches it, whatever check-config accepts."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    latin = tmp_path / "latin1"
+    latin.write_bytes(b"\xff\xfe\x80secret\n")
+    return {
+        "ca_file": (PmtaApiConfig(url="https://127.0.0.1:1", ca_file=junk), "pmta.ca_file"),
+        "ca_file_missing": (PmtaApiConfig(url="https://127.0.0.1:1", ca_file=tmp_path / "gone.pem"), "pmta.ca_file"),
+        "password_file": (PmtaApiConfig(url="http://127.0.0.1:1", username="u", password_file=latin),
+                          "pmta.password_file"),
+        "api_key_file": (PmtaApiConfig(url="http://127.0.0.1:1", api_key_file=latin), "pmta.api_key_file"),
+        "url": (PmtaApiConfig.model_construct(**{**PmtaApiConfig().model_dump(), "url": "http://[::1"}), "pmta.url"),
+    }
+
+
+@pytest.mark.parametrize("case", ["ca_file", "ca_file_missing", "password_file", "api_key_file", "url"])
+async def test_an_unusable_setting_is_one_line_naming_the_key_not_a_bug(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str) -> None:
+    """A CA file that is not PEM, a key file that is not UTF-8, a URL httpx refuses: a configuration error, not a
+    bug. One warning naming the key (the poller's once-per-state-change line), never a traceback, up 0, and the
+    poller goes on (the file may be fixed without a restart)."""
+    config, key = _unusable_settings(tmp_path)[case]
+    config = config.model_copy(update={"poll_interval": 0.01, "max_backoff": 0.02})
+    registry = CollectorRegistry()
+    poller = QueuePoller(config, registry, isp_of)
+    caplog.set_level("DEBUG", logger="watchtower.queues")
+    task = asyncio.create_task(poller.run())
+    while poller.polls < 4:
+        await asyncio.sleep(0.01)
+    assert not task.done() and value(registry, "watchtower_pmta_api_up") == 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    records = [r for r in caplog.records if r.name == "watchtower.queues"]
+    assert [r.exc_info for r in records] == [None]
+    assert records[0].levelname == "WARNING" and f"{key}: " in records[0].getMessage(), records[0].getMessage()
+    assert errors(registry)["connect"] == poller.polls
+
+
+async def test_a_true_bug_keeps_its_traceback_once_not_every_poll(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, sim: Simulator) -> None:
+    """Only what the client cannot explain is logged with a traceback, and once while it repeats."""
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, poll_interval=0.01, max_backoff=0.02), registry, isp_of)
+
+        def broken(queues: object) -> dict:  # type: ignore[type-arg]
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(poller, "_aggregate", broken)
+        caplog.set_level("INFO", logger="watchtower.queues")
+        task = asyncio.create_task(poller.run())
+        while poller.polls < 4:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    with_traceback = [r for r in caplog.records if r.name == "watchtower.queues" and r.exc_info]
+    assert [r.getMessage() for r in with_traceback] == ["PMTA API poll failed unexpectedly (a bug): RuntimeError: bug"]

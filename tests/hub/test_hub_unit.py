@@ -253,3 +253,19 @@ def test_the_hub_logs_no_local_part_of_an_address(tmp_path, capfd, monkeypatch):
         root.setLevel(level)
     err = capfd.readouterr().err
     assert "no timeline for [redacted]@gmail.com" in err and "alice" not in err
+
+
+def test_the_hub_config_is_read_and_checked_as_the_daemons_is(tmp_path, capfd):
+    """A FIFO is refused, not read (it would block forever); path keys are absolute; messages name key and value."""
+    import os
+
+    fifo = tmp_path / "hub.yml"
+    os.mkfifo(fifo)
+    assert main(["hub", "--config", str(fifo)]) == 2
+    assert f"{fifo}: not a regular file (a FIFO)" in capfd.readouterr().err
+    cfg = tmp_path / "relative.yml"
+    cfg.write_text(yaml.safe_dump({"hub": {"targets": ["http://127.0.0.1:1"], "tls": {"ca_file": "certs/ca.pem"},
+                                           "timeout": ".inf"}}))
+    assert main(["hub", "--config", str(cfg)]) == 2
+    err = capfd.readouterr().err
+    assert "hub.tls.ca_file: " in err and "certs/ca.pem" in err and "hub.timeout: " in err and "Value error" not in err

@@ -1,0 +1,54 @@
+"""Records whose timeLogged or timeQueued is no time PMTA writes are counted as `bad_timestamp` and logged with
+their file and line like every other parse error, rate-limited the same way."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, write_config
+
+HEADER = "type,timeLogged,timeQueued,rcpt,vmta"
+
+
+def _oneshot(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cfg = write_config(tmp_path, [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")]}])
+    return subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+
+
+def _count(out: str) -> float:
+    m = re.search(r'^watchtower_parse_errors_total\{reason="bad_timestamp",source="acct"\} (\S+)$', out, re.M)
+    assert m is not None
+    return float(m.group(1))
+
+
+def test_bad_timestamps_are_logged_with_file_and_line(tmp_path: Path):
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "ts.csv"
+    path.write_text(f"{HEADER}\n"
+                    "d,12/06/2024 08:00,2024-06-12 07:59:00+0000,a@gmail.com,v1\n"
+                    "d,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,b@gmail.com,v1\n"
+                    "d,2024-06-12 08:00:00+0000,garbage,c@gmail.com,v1\n")
+    proc = _oneshot(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _count(proc.stdout) == 2
+    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    assert len(logged) == 2, proc.stderr
+    assert f"{path}:2: bad_timestamp (source acct)" in logged[0] and "12/06/2024 08:00" in logged[0]
+    assert f"{path}:4: bad_timestamp (source acct)" in logged[1] and "garbage" in logged[1]
+
+
+def test_bad_timestamps_are_rate_limited_like_other_parse_errors(tmp_path: Path):
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "ts.csv"
+    path.write_text(f"{HEADER}\n" + "".join(f"d,never{i},2024-06-12 07:59:00+0000,u{i}@gmail.com,v1\n"
+                                            for i in range(500)))
+    proc = _oneshot(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _count(proc.stdout) == 500
+    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    assert len(logged) == 10, proc.stderr  # ErrorLog's burst
+    assert f"{path}:2: bad_timestamp" in logged[0] and f"{path}:11: bad_timestamp" in logged[9]
