@@ -561,6 +561,7 @@ class RecordAggregator(Collector):
         try:
             self.wait()
         finally:
+            _TIME_ERRORS.flush()
             for pool in (self._stage, self._warmer, self._worker):
                 if pool is not None:
                     pool.shutdown()

@@ -142,6 +142,14 @@ class ErrorLog:
             suppressed += 1
         self._window[source] = (start, shown, suppressed)
 
+    def flush(self) -> None:
+        """Say how many bad lines went unlogged in the current windows (at a stop: a oneshot ends long before
+        its window would, and those lines must not vanish unsaid)."""
+        for source, (start, shown, suppressed) in sorted(self._window.items()):
+            if suppressed:
+                log.warning("source %s: %d more bad lines not logged", source, suppressed)
+                self._window[source] = (start, shown, 0)
+
     def not_logged(self, source: str, n: int) -> None:
         """`n` more bad lines of `source` past a burst, counted without being offered one by one (a chunk's bad
         times: exporter.aggregate looks up only the first few)."""

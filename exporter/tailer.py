@@ -360,3 +360,4 @@ class Tailer:
     async def close(self) -> None:
         for stream in self.streams.values():
             await stream.close()
+        self.error_log.flush()

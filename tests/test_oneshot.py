@@ -297,3 +297,23 @@ def test_unreadable_input_names_each_path_once_and_exits_1(tmp_path: Path, corre
     assert delivered == 10  # the readable file, whole
     assert proc.stderr.strip().splitlines()[-1].endswith(
         "watchtower oneshot: 2 paths could not be read; the exposition above counts only what was read")
+
+
+@pytest.mark.parametrize("correlator", [False, True])
+def test_bad_lines_past_the_burst_are_summed_up_before_exit(tmp_path: Path, correlator: bool) -> None:
+    """The first 10 bad lines of a source are logged one by one; a oneshot ends well before the minute after which
+    the rest would be summed up, so it says how many it did not log as it exits (none vanish unsaid)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    good = "d,2024-06-12 08:00:01+0000,2024-06-12 08:00:00+0000,u{i}@gmail.com,v1"
+    rows = [good.format(i=i) if i % 2 else f"zz,broken line {i}" for i in range(30)]
+    (logs / "acct-1.csv").write_text("type,timeLogged,timeQueued,rcpt,vmta\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "w.yml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}],
+                                      "state_dir": str(tmp_path / "state"), "correlator": {"enabled": correlator}}))
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert sum("unknown_type (source acct)" in ln for ln in lines) == 10, proc.stderr
+    assert sum(ln.endswith("source acct: 5 more bad lines not logged") for ln in lines) == 1, proc.stderr
