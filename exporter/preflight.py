@@ -102,6 +102,22 @@ def _writable_dir(key: str, path: Path) -> str | None:
     return _creatable(key, path)
 
 
+STATE_FILES = ("watchtower.db", "watchtower.db-wal", "watchtower.db-shm", "watchtower.lock")
+"""The files the daemon keeps in state_dir (exporter.daemon.STATE_DB, instancelock)."""
+
+
+def _state_dir(path: Path) -> str | None:
+    """state_dir writable, and the state files in it, where they exist, regular files (a directory named
+    watchtower.db would only fail later, as 'not a usable SQLite database')."""
+    problem = _writable_dir("state_dir", path)
+    if problem is None and path.is_dir():
+        for name in STATE_FILES:
+            file = path / name
+            if file.exists() and not file.is_file():
+                return f"state_dir: {file} is not a regular file; move it aside"
+    return problem
+
+
 def _creatable(key: str, path: Path) -> str | None:
     """`path` can be created: its parent exists, is a directory, and this user can create in it."""
     parent = path.parent
@@ -157,7 +173,7 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
-        _writable_dir("state_dir", Path(config.state_dir)) if uses_state_dir else None,
+        _state_dir(Path(config.state_dir)) if uses_state_dir else None,
         _listen(config),
         _hmac_key(config),
         _text_file("pmta.api_key_file", config.pmta.api_key_file),

@@ -163,7 +163,10 @@ def private_file(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # no chmod of a directory in its place: say what it is
+            raise StateError(f"{path} is not a regular file; move it aside") from None
+        mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             os.chmod(path, 0o600)
             log.warning("%s was readable by other users (mode %04o); set to 0600", path, mode)

@@ -15,6 +15,7 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
+import yaml
 
 from exporter import __version__
 from exporter.cli import main
@@ -279,6 +280,24 @@ def test_pmta_sim_errors_are_one_line(tmp_path: Path, args: list[str], code: int
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr.splitlines()[-1]) == (code, last), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_state_file_that_is_not_a_file_is_named_not_chmodded(tmp_path: Path) -> None:
+    """A directory where watchtower.db belongs: check-config (and so run) says so in one line, exit 2; the state
+    code refuses it rather than `set to 0600` a directory and fail later as 'not a usable SQLite database'."""
+    from exporter.state import StateError, private_file
+
+    config = write_config(tmp_path)
+    state = Path(yaml.safe_load(config.read_text())["state_dir"])
+    (state / "watchtower.db").mkdir(parents=True)
+    (state / "watchtower.db").chmod(0o755)
+    proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(config)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
+        f"  state_dir: {state / 'watchtower.db'} is not a regular file; move it aside"), proc.stderr
+    with pytest.raises(StateError, match="is not a regular file; move it aside"):
+        private_file(state / "watchtower.db")
+    assert (state / "watchtower.db").stat().st_mode & 0o777 == 0o755
 
 
 def test_permission_warnings_print_the_mode_in_full_octal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
