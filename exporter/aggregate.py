@@ -147,13 +147,15 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     from_queue = queue.str.splitn("/", 2).struct.field("field_1")
     queue_dom = queue.str.split_exact("/", 1).struct.field("field_0")
     rcpt_dom = rcpt.str.split("@").list.last()
-    if c.rcpt >= 0 and "tq" not in types:  # no row reads the queue name
-        vraw, dom = vmta, rcpt_dom
+    if c.rcpt >= 0 and "tq" not in types:  # the domain from rcpt; a row without vmta keeps its queue name (one
+        # select, no per-row split: `_vmta_pool` takes the vmta part of each distinct queue name)
+        vraw, dom = (pl.when(vmta == "").then(queue).otherwise(vmta) if c.queue >= 0 else vmta), rcpt_dom
     elif c.rcpt < 0 or types <= {"tq"}:  # every row does
         vraw, dom = pl.when(queue_vmta).then(from_queue).otherwise(vmta), queue_dom
     else:
         use_queue = t == "tq"
-        vraw = pl.when(use_queue & queue_vmta).then(from_queue).otherwise(vmta)
+        own = pl.when(vmta == "").then(queue).otherwise(vmta)
+        vraw = pl.when(use_queue & queue_vmta).then(from_queue).otherwise(own)
         dom = pl.when(use_queue).then(queue_dom).otherwise(rcpt_dom)
     dom = dom.str.to_lowercase()
     timed = (t == "d") | (t == "t")
@@ -176,6 +178,12 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
                 _when(timed, all_timed, none_timed, epoch(field(c.timeLogged)), pl.Float64).alias("a"),
                 _when(timed, all_timed, none_timed, epoch(field(c.timeQueued)), pl.Float64).alias("b")]
     return out
+
+
+def _unreadable_time() -> pl.Expr:
+    """A time field that holds something no PMTA time reads as; empty is no error (PMTA leaves a time empty where it
+    does not apply, e.g. timeQueued of some records: no delay is observed then, and nothing is wrong)."""
+    return (pl.col("a").is_null() & (pl.col("tl") != "")) | (pl.col("b").is_null() & (pl.col("tq") != ""))
 
 
 @lru_cache(maxsize=16)
@@ -202,7 +210,7 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
         "failed": [pl.len().alias("n"), pl.col("diag").first()],
         "s_failed": [pl.len(), pl.col("diag").first()],
         "is_d": pl.col("t") == "d", "not_d": pl.col("t") != "d", "not_tq": pl.col("t") != "tq",
-        "times": {"bad": (timed & ~ok).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum()},
+        "times": {"bad": (timed & _unreadable_time()).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum()},
         "timed": timed,
     }
 
@@ -322,7 +330,7 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
             res = _collect(_group_plans(lz, bounds, has_orig, has_times))
     bad_times: list[tuple[int, str, str]] = []
     if has_times and LINE in derived.columns and res["times"].item(0, "bad"):  # rare: the rows to log, found now
-        bad = timed & (pl.col("a").is_null() | pl.col("b").is_null())
+        bad = timed & _unreadable_time()
         bad_times = list(lz.filter(bad).select(LINE, "tl", "tq").head(_TIME_ERRORS.burst).collect().iter_rows())
     return _Grouped(has_orig, has_times, got, res, bad_times)
 
@@ -461,6 +469,10 @@ class RecordAggregator(Collector):
         hit = self._labels_cache.get(key)
         if hit is None:
             v = vmta.strip()
+            if "/" in v:  # a queue name (domain/vmta) of a row without vmta: its vmta part; {default} is none
+                v = v.split("/", 1)[1]
+            if v == "{default}":
+                v = ""
             p = pool.strip()
             hit = (self.vmta_cap(v) if v else PLACEHOLDER_NONE, self._pool(p) if p else PLACEHOLDER_NONE)
             if len(self._labels_cache) >= _CACHE_LIMIT:

@@ -242,6 +242,37 @@ def test_last_record_timestamp_of_a_source_of_complaints_or_remote_bounces_only(
     assert last("acct") is None
 
 
+def test_a_row_without_vmta_takes_it_from_its_queue_whatever_its_type():
+    """`queue` is domain/vmta ({default}: no VMTA): every record of one queue carries the same `vmta` label, not
+    only tq rows (d and t rows without a vmta column value were `none` beside their queue's tq rows)."""
+    agg = make()
+    d = "d,1764072000,1764071999,a@s1.com,u1@gmail.com,2.0.0,ok,,,1,,,gmail.com/vmta5,"
+    t = "t,1764072000,1764071999,a@s1.com,u1@gmail.com,4.4.1,ETIMEDOUT,,,,,,{q},"
+    tq = "tq,1764072000,,,,4.4.1,ETIMEDOUT,,,,,,{q},"
+    agg.apply(batch_of([d, t.format(q="gmail.com/vmta5"), tq.format(q="gmail.com/vmta5"),
+                        t.format(q="gmail.com/{default}"), tq.format(q="gmail.com/{default}")]))
+    assert value(agg, "pmta_delivered_total", vmta="vmta5", vmta_pool="none", isp="gmail") == 1
+    assert value(agg, "pmta_deferred_total", vmta="vmta5", vmta_pool="none", isp="gmail", **{"class": "other"}) == 2
+    assert value(agg, "pmta_deferred_total", vmta="none", vmta_pool="none", isp="gmail", **{"class": "other"}) == 2
+    assert agg.series_counts()["pmta_deferred_total"] == 2  # no `{default}` value
+
+
+def test_an_empty_time_field_is_no_bad_timestamp():
+    """PMTA leaves a time field empty where it does not apply (timeQueued of some records): no delay is observed,
+    and no parse error is counted (that would page WatchtowerParseErrors); a value it cannot read still is."""
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg))
+    d = "d,{t},{q},a@s1.com,u1@gmail.com,2.0.0,ok,,success,1,vmta-1,pool-a,,"
+    agg.apply(batch_of([d.format(t=1000, q=""), d.format(t="", q=900), d.format(t=1000, q=900),
+                        d.format(t="garbage", q=900), d.format(t=1000, q="12/06/2024")]))
+    assert reg.get_sample_value("watchtower_parse_errors_total", {"source": "acct", "reason": "bad_timestamp"}) == 2
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    assert value(agg, "pmta_delivered_total", **labels) == 5
+    assert value(agg, "pmta_delivery_delay_seconds_count", **labels) == 1
+
+
 def test_negative_delays_are_counted_and_observed_as_zero():
     from exporter.metrics import SelfMetrics
 
