@@ -1180,4 +1180,4 @@ async def test_a_lock_file_that_cannot_be_opened_is_one_error_line_naming_it(tmp
     with caplog.at_level("ERROR", logger="watchtower.daemon"):
         assert await asyncio.wait_for(d.serve(), 20) == 1
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
-        f"{tmp_path / 'state' / 'watchtower.lock'}: cannot lock the state directory: Is a directory"]
+        f"{tmp_path / 'state' / 'watchtower.lock'} is not a regular file; move it aside"]
