@@ -310,7 +310,7 @@ class LabelsConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    delay_buckets: list[Duration] = Field(
+    delay_buckets: list[DurationOrZero] = Field(
         # 1 min to 6 h in steps of at most x3 (14400 = PmtaQueueOldMessages' 4 h); 9 bounds keep the
         # reference deployment under bench/cardinality.py's 50,000 series.
         default_factory=lambda: [10.0, 60.0, 120.0, 300.0, 900.0, 2700.0, 7200.0, 14400.0, 21600.0],
@@ -590,28 +590,58 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def read_config_bytes(path: str | Path) -> bytes:
-    """The bytes of a regular file of at most MAX_CONFIG_BYTES; ConfigError otherwise (OSError if unreadable).
+CONFIG_PIPE_TIMEOUT = 10.0
+"""Longest wait for a piped config (`--config <(envsubst < tmpl)`, /dev/stdin) to be written to its end."""
 
-    Opened non-blocking and checked before reading: a FIFO would block forever, /dev/zero never ends."""
+
+def read_config_bytes(path: str | Path) -> bytes:
+    """The bytes of a config file of at most MAX_CONFIG_BYTES: a regular file, or a pipe or character device read to
+    its end (container set-ups pipe configs in), never more than MAX_CONFIG_BYTES + 1 bytes nor longer than
+    CONFIG_PIPE_TIMEOUT. ConfigError for anything else (OSError if unreadable).
+
+    Opened non-blocking: a FIFO nobody writes to would block forever, /dev/zero never ends."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISREG(st.st_mode):
+            raw = _read_up_to(fd, MAX_CONFIG_BYTES + 1, None) if st.st_size else b""
+        elif stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+            raw = _read_up_to(fd, MAX_CONFIG_BYTES + 1, CONFIG_PIPE_TIMEOUT, path)
+            if not raw and stat.S_ISFIFO(st.st_mode):
+                raise ConfigError(str(path), [f"{path}: a pipe with nothing written to it; give the YAML config file"])
+        else:
             kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
             raise ConfigError(str(path), [f"{path}: not a regular file ({kind}); give the YAML config file"])
-        raw = os.read(fd, MAX_CONFIG_BYTES + 1) if st.st_size else b""
-        while st.st_size and len(raw) < min(st.st_size, MAX_CONFIG_BYTES + 1):
-            more = os.read(fd, MAX_CONFIG_BYTES + 1 - len(raw))
-            if not more:
-                break
-            raw += more
     finally:
         os.close(fd)
-    if max(st.st_size, len(raw)) > MAX_CONFIG_BYTES:
-        raise ConfigError(str(path), [f"{path}: {max(st.st_size, len(raw))} bytes; a config file is at most 1MiB "
-                                      "(is this the right file?)"])
+    if len(raw) > MAX_CONFIG_BYTES:
+        size = f"{st.st_size} bytes" if stat.S_ISREG(st.st_mode) else "more than 1MiB"
+        raise ConfigError(str(path), [f"{path}: {size}; a config file is at most 1MiB (is this the right file?)"])
     return raw
+
+
+def _read_up_to(fd: int, limit: int, timeout: float | None, path: str | Path = "") -> bytes:
+    """Read `fd` (non-blocking) to its end or `limit` bytes; a pipe is waited for up to `timeout` seconds in all."""
+    import select
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            more = os.read(fd, min(limit - size, 1 << 16))
+        except BlockingIOError:  # a pipe whose writer has not written yet
+            left = deadline - time.monotonic() if deadline is not None else 0.0
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise ConfigError(str(path), [f"{path}: nothing more was written to the pipe within "
+                                              f"{timeout:.0f}s; give the YAML config file"]) from None
+            continue
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

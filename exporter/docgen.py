@@ -112,7 +112,8 @@ CONFIG_PREAMBLE = [
     "`3650d`; more than 0 unless the key says what 0 means). "
     "Sizes are bytes, or a whole number with a unit: `512KiB`, `1MiB`, `2GiB` (K, M and G are powers of 1024, "
     "with or without `i` and `B`). A section left empty (`pmta:` with its keys commented out) takes the defaults. "
-    "The config file itself is a regular file of at most 1MiB.",
+    "The config file is a file of at most 1MiB, or a pipe (`--config <(envsubst < tmpl)`, `/dev/stdin`) "
+    "written to its end within 10s.",
 ]
 
 

@@ -141,6 +141,7 @@ class BasicAuth:
         self._cache: OrderedDict[bytes, str] = OrderedDict()
         self._sem: asyncio.Semaphore | None = None
         self._pending: set[str] = set()  # client keys with a check waiting or running
+        self._checks: dict[bytes, asyncio.Future[Refusal | None]] = {}  # credentials being checked -> the answer
 
     def _key(self, user: str, password: str) -> bytes:
         return hashlib.sha256(_utf8(user) + b"\0" + _utf8(password)).digest()
@@ -179,21 +180,35 @@ class BasicAuth:
             return UNAUTHORIZED
         if self.cached(*creds):
             return None
+        cred = self._key(*creds)
+        running = self._checks.get(cred)
+        if running is not None:  # the same login is being checked (scrape jobs, replicas behind one NAT): share it
+            return await asyncio.shield(running)
         key = client_key(client)
         if key in self._pending:
             return CLIENT_BUSY
         self._pending.add(key)
+        answer: asyncio.Future[Refusal | None] = asyncio.get_running_loop().create_future()
+        self._checks[cred] = answer
+        outcome: Refusal | None = VERIFIER_BUSY  # what the sharers get if this request is cancelled mid-check
         try:
-            if self._sem is None:
-                self._sem = asyncio.Semaphore(VERIFY_CONCURRENCY)
-            try:
-                await asyncio.wait_for(self._sem.acquire(), timeout=VERIFY_QUEUE_TIMEOUT)
-            except TimeoutError:
-                return VERIFIER_BUSY
-            try:
-                ok = await anyio.to_thread.run_sync(self.verify, *creds)
-            finally:
-                self._sem.release()
+            outcome = await self._check(creds)
         finally:
             self._pending.discard(key)
+            del self._checks[cred]
+            answer.set_result(outcome)
+        return outcome
+
+    async def _check(self, creds: tuple[str, str]) -> Refusal | None:
+        """One bcrypt check on a worker thread, after a bounded wait for one (503 past it)."""
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(VERIFY_CONCURRENCY)
+        try:
+            await asyncio.wait_for(self._sem.acquire(), timeout=VERIFY_QUEUE_TIMEOUT)
+        except TimeoutError:
+            return VERIFIER_BUSY
+        try:
+            ok = await anyio.to_thread.run_sync(self.verify, *creds)
+        finally:
+            self._sem.release()
         return None if ok else UNAUTHORIZED

@@ -182,6 +182,19 @@ class Watchtower:
         return self.scrape()
 
 
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """Commands run in-process (`main([...])`) install their log handler on the root logger, bound to the test's
+    captured stderr: left there, a later test's log line goes to a closed stream ('--- Logging error ---')."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def watchtower_factory(tmp_path: Path) -> Iterator[Callable[[Path], Watchtower]]:
     started: list[Watchtower] = []

@@ -92,7 +92,7 @@ def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("command", ["check-config", "run --config", "oneshot --config"])
-def test_a_fifo_config_is_refused_not_read(tmp_path: Path, command: str):
+def test_a_fifo_nobody_writes_to_is_an_error_not_a_hang(tmp_path: Path, command: str):
     fifo = tmp_path / "fifo.yml"
     os.mkfifo(fifo)
     try:
@@ -100,13 +100,25 @@ def test_a_fifo_config_is_refused_not_read(tmp_path: Path, command: str):
     except subprocess.TimeoutExpired:
         pytest.fail("hung reading a FIFO")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert f"{fifo}: not a regular file (a FIFO); give the YAML config file" in out.stderr
+    assert f"{fifo}: a pipe with nothing written to it; give the YAML config file" in out.stderr
 
 
-def test_a_device_config_is_refused_not_read():
+def test_a_config_piped_in_is_read(tmp_path: Path):
+    """`--config <(envsubst < tmpl)` and `... | watchtower check-config /dev/stdin`: container set-ups pipe configs."""
+    text = yaml.safe_dump(_minimal(tmp_path))
+    (tmp_path / "w.yml").write_text(text)
+    out = subprocess.run(["bash", "-c", f'{sys.executable} -m exporter check-config <(cat "$0")', str(tmp_path / "w.yml")],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.startswith("/dev/fd/") and out.stdout.endswith(": ok\n"), out.stderr
+    out = subprocess.run([sys.executable, "-m", "exporter", "check-config", "/dev/stdin"], input=text,
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert (out.returncode, out.stdout) == (0, "/dev/stdin: ok\n"), out.stderr
+
+
+def test_a_device_that_never_ends_is_bounded():
     out = _cli("check-config", "/dev/zero")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "/dev/zero: not a regular file (a character device); give the YAML config file" in out.stderr
+    assert "/dev/zero: more than 1MiB; a config file is at most 1MiB (is this the right file?)" in out.stderr
 
 
 def test_a_huge_config_is_refused(tmp_path: Path, capsys):
@@ -147,13 +159,15 @@ def test_chunk_bytes_is_bounded(tmp_path: Path):
     assert _problems(_minimal(tmp_path, tail={"chunk_bytes": 0})) == ["tail.chunk_bytes: must be more than 0, got 0"]
 
 
-def test_delay_buckets_are_finite_and_positive(tmp_path: Path):
+def test_delay_buckets_are_finite_and_not_negative(tmp_path: Path):
     assert _problems(_minimal(tmp_path, metrics={"delay_buckets": [float("nan")]})) == [
         "metrics.delay_buckets.0: invalid duration nan: expected a finite number of seconds or e.g. 5s, 10m, 7d"]
     assert _problems(_minimal(tmp_path, metrics={"delay_buckets": [10, float("inf")]})) == [
         "metrics.delay_buckets.1: invalid duration inf: expected a finite number of seconds or e.g. 5s, 10m, 7d"]
     assert _problems(_minimal(tmp_path, metrics={"delay_buckets": [-5, 10]})) == [
-        "metrics.delay_buckets.0: must be more than 0, got -5"]
+        "metrics.delay_buckets.0: must be 0 or more, got -5"]
+    # le="0": delivered within the second (PMTA times are whole seconds), a bucket configs had before
+    assert config_from_dict(_minimal(tmp_path, metrics={"delay_buckets": [0, 1, 5]})).metrics.delay_buckets == [0, 1, 5]
     assert config_from_dict(_minimal(tmp_path, metrics={"delay_buckets": ["1m", "4h"]})).metrics.delay_buckets == [
         60.0, 14400.0]
 

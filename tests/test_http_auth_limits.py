@@ -175,9 +175,38 @@ async def test_one_check_in_flight_per_address_so_a_flood_cannot_delay_the_scrap
     assert len(gated.calls) == 2
 
 
+async def test_the_same_credentials_at_once_from_one_address_share_one_check(daemon_port, monkeypatch):
+    """Several scrape jobs, replicas behind one NAT or a proxy send the same login at once right after a restart:
+    they wait for the one check already running and share its answer (never 429: Prometheus does not retry)."""
+    real = bcrypt.checkpw
+    calls: list[bytes] = []
+    gate = threading.Event()
+
+    def held(password: bytes, hashed: bytes) -> bool:  # every check, right or wrong, held until the gate opens
+        calls.append(hashed)
+        gate.wait(timeout=30)
+        return real(password, hashed)
+
+    monkeypatch.setattr(webauth.bcrypt, "checkpw", held)
+    try:
+        logins = [asyncio.create_task(request(daemon_port, "prometheus", PASSWORD, source="127.0.0.2")) for _ in range(5)]
+        for _ in range(2000):
+            if calls:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # the other four have arrived (and would have been refused before)
+        wrong = await request(daemon_port, "prometheus", "wrong", source="127.0.0.2")  # other credentials: still 429
+        gate.set()
+        assert [status for status, _, _ in await asyncio.gather(*logins)] == [200] * 5
+    finally:
+        gate.set()
+    assert wrong[0] == 429
+    assert len(calls) == 1
+
+
 async def test_waiting_for_a_bcrypt_thread_is_bounded_then_503(daemon_port, gated, monkeypatch):
     monkeypatch.setattr(webauth, "VERIFY_QUEUE_TIMEOUT", 0.05, raising=False)
-    held = [asyncio.create_task(request(daemon_port, "nobody", "wrong", source=f"127.0.0.{i}")) for i in (2, 3)]
+    held = [asyncio.create_task(request(daemon_port, f"nobody{i}", "wrong", source=f"127.0.0.{i}")) for i in (2, 3)]
     await gated.until(webauth.VERIFY_CONCURRENCY)  # every thread busy with a held check
     status, headers, body = await request(daemon_port, "prometheus", PASSWORD, source="127.0.0.1")
     assert (status, body) == (503, {"error": "too many logins being checked; retry later", "parameter": None,
