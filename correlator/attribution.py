@@ -1,7 +1,8 @@
-"""vmta / pool attribution of f and rb records from the delivery they report on.
+"""vmta / pool (and provider) attribution of f, rb and rs records from the delivery they report on.
 
-FBL and remote-bounce records carry no vmta, so the metrics would say `unknown`. The delivery is
-found by Message-Id, then jobId + rcpt, then rcpt + orig within the fallback window: first among
+FBL and remote-bounce records carry no vmta, so the metrics would say `unknown`; an FBL whose recipient the provider
+anonymised (Microsoft JMRP) names no provider either, so its `isp` comes from the delivery too (`Delivery.isp`).
+The delivery is found by Message-Id, then jobId + rcpt, then rcpt + orig within the fallback window: first among
 rows observed but perhaps not yet committed (a small bounded in-memory index, so attribution works
 inside one commit interval and in oneshot runs), then in the store through a read connection.
 
@@ -23,9 +24,10 @@ import polars as pl
 from correlator import store
 from correlator.genfilter import GenerationFilters
 from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_message_id
-from correlator.prepare import map_distinct
+from correlator.prepare import _mx_host_expr, map_distinct
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
+from exporter.sinks import Delivery
 from exporter.timeparse import parse_pmta_time
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,16 @@ log = logging.getLogger(__name__)
 _HAS_VMTA = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
 _DELIVERY_TYPES = frozenset(("d", "b", "t", "delivery", "bounce", "transient"))
 Key = tuple[str, str, str]
+Place = tuple[str, str]
+"""(recipient domain, MX host) of a delivery row: what the ISP classifier reads of it."""
+Found = tuple[str, str, float, str, str]
+"""(vmta, pool, time, recipient domain, MX host) of the newest observed delivery row with a key."""
+IspOf = Callable[[str, str], str]
+"""(recipient address, dsnMta) -> provider: the correlator's ISP classifier (correlator.ingest.IspOf)."""
 
 
 class RecentDeliveries:
-    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time), newest observation first.
+    """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time, rcpt domain, MX host), newest first.
 
     `observe` only queues the batch (it runs for every batch on the event loop); batches are keyed
     when a lookup needs them, which happens only for f/rb rows, and dropped unkeyed once committed:
@@ -53,11 +61,12 @@ class RecentDeliveries:
         self._queued_rows: dict[int, int] = {}
         """seq -> rows of that queued batch that give a key (`_keyed_rows`), oldest first."""
         self._queued_total = 0  # their sum
-        self._keyed: dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]] = {}
-        """seq -> (its keys (h, vp, t, seq) in row order, its (vmta, pool) pairs, which vp indexes), oldest first."""
+        self._keyed: dict[int, tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]] = {}
+        """seq -> (its keys (h, vp, ip, t, seq) in row order, its (vmta, pool) pairs, which vp indexes, its (rcpt
+        domain, MX host) places, which ip indexes), oldest first."""
         self._size = 0  # keys held in _keyed
         self._table: pl.DataFrame | None = None
-        """The _keyed frames in one (h, vp, t, seq) frame, oldest first: None once a batch left it."""
+        """The _keyed frames in one (h, vp, ip, t, seq) frame, oldest first: None once a batch left it."""
         self._fresh: list[pl.DataFrame] = []  # keyed since _table was built
         self._seq_of: dict[int, tuple[RecordBatch, int]] = {}  # id(batch) -> (batch, seq)
         self._written: list[int] = []
@@ -130,8 +139,8 @@ class RecentDeliveries:
                 self._drop(seq)
             self._written.clear()
 
-    def find(self, keys: list[Key]) -> list[tuple[str, str, float] | None]:
-        """(vmta, pool, time) of the newest observed delivery row with each key, or None."""
+    def find(self, keys: list[Key]) -> list[Found | None]:
+        """(vmta, pool, time, rcpt domain, MX host) of the newest observed delivery row with each key, or None."""
         if not keys:
             return []
         hashes = key_hashes(keys)
@@ -141,18 +150,20 @@ class RecentDeliveries:
             if not self._size:
                 return [None] * len(keys)
             hits = self._all_keys().filter(pl.col("h").is_in(hashes.implode())).unique("h", keep="last")
-            found: dict[int, tuple[str, str, float]] = {}
+            found: dict[int, Found] = {}
             keyed = self._keyed
-            for h, vp, t, seq in hits.iter_rows():
-                vmta, pool = keyed[seq][1][vp]
-                found[h] = (vmta, pool, t)
+            for h, vp, ip, t, seq in hits.iter_rows():
+                _frame, pairs, places = keyed[seq]
+                vmta, pool = pairs[vp]
+                dom, host = places[ip]
+                found[h] = (vmta, pool, t, dom, host)
         return [found.get(h) for h in hashes.to_list()]
 
     def _all_keys(self) -> pl.DataFrame:
         """Every keyed batch in one frame, in observation order: extended while batches only arrive
         (a report poll costs the new batches, not all of them), rebuilt once one has left."""
         if self._table is None:
-            self._table = pl.concat([frame for frame, _pairs in self._keyed.values()], rechunk=True)
+            self._table = pl.concat([entry[0] for entry in self._keyed.values()], rechunk=True)
         elif self._fresh:
             self._table = pl.concat([self._table, *self._fresh], rechunk=True)
         self._fresh.clear()
@@ -168,16 +179,16 @@ class RecentDeliveries:
         self._queued_rows.clear()
         self._queued_total = 0
         for seq in sorted(keyed):  # oldest first: eviction order, and the newest wins in _all_keys
-            keys, pairs = keyed[seq]
-            self._keyed[seq] = (keys, pairs)
+            keys, pairs, places = keyed[seq]
+            self._keyed[seq] = (keys, pairs, places)
             self._size += keys.height
             if self._table is not None:
                 self._fresh.append(keys)
         while self._size > self._limit and len(self._keyed) > 1:
             self._drop(next(iter(self._keyed)))
         if self._size > self._limit:  # one batch alone holds more: its newest rows
-            seq, (frame, pairs) = next(iter(self._keyed.items()))
-            self._keyed[seq] = (frame.tail(self._limit), pairs)
+            seq, (frame, pairs, places) = next(iter(self._keyed.items()))
+            self._keyed[seq] = (frame.tail(self._limit), pairs, places)
             self._size = self._limit
             self._table = None
 
@@ -221,11 +232,11 @@ def _narrow(batch: RecordBatch) -> RecordBatch:
         return batch
     c = batch.columns
     keep = [col(i) for i in sorted({c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId,
-                                    c.timeLogged}) if i >= 0]
+                                    c.timeLogged, c.dsnMta}) if i >= 0]
     return RecordBatch(batch.source, batch.path, c, frame=frame.select(keep), file_id=batch.file_id)
 
 
-_FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl")
+_FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl", "mta")
 _SEQ = "seq"
 _NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
 """A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
@@ -235,9 +246,10 @@ _MID = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
 """rcpt and Message-Id normalised as `Attributor._fields` normalises a report's."""
 
 
-def _keys_by_batch(queued: list[tuple[int, RecordBatch]]) -> dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]]:
-    """seq -> (keys (h, vp, t, seq), (vmta, pool) pairs) of each batch that has keys; batches of one
-    layout go through `_delivery_keys` together (their pairs list is shared)."""
+def _keys_by_batch(queued: list[tuple[int, RecordBatch]],
+                   ) -> dict[int, tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]]:
+    """seq -> (keys (h, vp, ip, t, seq), (vmta, pool) pairs, (rcpt domain, MX host) places) of each batch that has
+    keys; batches of one layout go through `_delivery_keys` together (their pairs and places lists are shared)."""
     layouts: dict[tuple[int, ...], list[tuple[int, RecordBatch]]] = {}
     frames: list[pl.DataFrame] = []
     for seq, batch in queued:
@@ -247,20 +259,20 @@ def _keys_by_batch(queued: list[tuple[int, RecordBatch]]) -> dict[int, tuple[pl.
             frames.append(_rows_frame(batch, seq))
     for members in layouts.values():
         frames.append(_frames_frame(members))
-    out: dict[int, tuple[pl.DataFrame, list[tuple[str, str]]]] = {}
+    out: dict[int, tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]] = {}
     for frame in frames:
-        keys, pairs = _delivery_keys(frame)
+        keys, pairs, places = _delivery_keys(frame)
         for (seq,), part in keys.partition_by(_SEQ, as_dict=True, maintain_order=True).items():
-            out[int(seq)] = (part, pairs)
+            out[int(seq)] = (part, pairs, places)
     return out
 
 
 def _layout(c: Columns) -> tuple[int, ...]:
-    return c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged
+    return c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged, c.dsnMta
 
 
 def _frames_frame(members: list[tuple[int, RecordBatch]]) -> pl.DataFrame:
-    """(vmta, pool, rcpt, orig, mid, job, tl, seq) of the d/b/t rows of frame batches sharing one layout,
+    """(vmta, pool, rcpt, orig, mid, job, tl, mta, seq) of the d/b/t rows of frame batches sharing one layout,
     as Strings ('' for empty or absent): read column-wise, filtered in polars, never via `rows`."""
     c = members[0][1].columns
     used = [col(i) for i in sorted(set(_layout(c))) if i >= 0]
@@ -282,9 +294,10 @@ def _rows_frame(batch: RecordBatch, seq: int) -> pl.DataFrame:
     return pl.DataFrame(data, schema={**dict.fromkeys(_FIELDS, pl.String), _SEQ: pl.Int64})
 
 
-def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]:
     """The link keys of the delivery rows (`_frames_frame`) that name a vmta or pool, in row order:
-    (h, vp, t, seq), where vp indexes the returned list of distinct (vmta, pool) pairs.
+    (h, vp, ip, t, seq), where vp indexes the returned list of distinct (vmta, pool) pairs and ip the returned list
+    of distinct (recipient domain, MX host) places (the provider of a delivery, decided when a report finds it).
 
     Per row: Message-Id + rcpt and Message-Id alone (with a Message-Id), jobId + rcpt (with both),
     rcpt + orig (with a rcpt). Fields are normalised as `Attributor._fields` normalises a report's
@@ -292,12 +305,17 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
     """
     df = df.filter(_NAMES_VMTA)
     if not df.height:
-        return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "t": pl.Float64, _SEQ: pl.Int64}), []
+        return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "ip": pl.UInt32, "t": pl.Float64,
+                                    _SEQ: pl.Int64}), [], []
     rcpt, mid = _RCPT, _MID
     orig = pl.col("orig").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
     job = pl.col("job").str.strip_chars(PY_WHITESPACE)
     pairs = df.select("vmta", "pool").unique(maintain_order=True).with_row_index("vp")
-    df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").with_columns(
+    df = df.with_columns(_RCPT.str.extract(r"@([^@]*)$").str.strip_chars().fill_null("").alias("dom"),
+                         _mx_host_expr(pl.col("mta")).alias("host"))
+    places = df.select("dom", "host").unique(maintain_order=True).with_row_index("ip")
+    df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").join(
+        places, on=["dom", "host"], how="left", maintain_order="left").with_columns(
         rcpt.alias("rcpt"), orig.alias("orig"), mid.alias("mid"), job.alias("job"),
         map_distinct(df.get_column("tl"), lambda v: parse_pmta_time(v) or 0.0, pl.Float64).alias("t"))
     has_mid, has_rcpt = pl.col("mid") != "", pl.col("rcpt") != ""
@@ -310,8 +328,9 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
         key("m", "mid", "rcpt", has_mid), key("m", "mid", None, has_mid & has_rcpt),
         key("j", "job", "rcpt", has_rcpt & (pl.col("job") != "")), key("r", "rcpt", "orig", has_rcpt),
     ).alias("h")
-    out = df.select(keys, "vp", "t", _SEQ).explode("h").drop_nulls("h")
-    return out, list(zip(pairs.get_column("vmta").to_list(), pairs.get_column("pool").to_list(), strict=True))
+    out = df.select(keys, "vp", "ip", "t", _SEQ).explode("h").drop_nulls("h")
+    return (out, list(zip(pairs.get_column("vmta").to_list(), pairs.get_column("pool").to_list(), strict=True)),
+            list(zip(places.get_column("dom").to_list(), places.get_column("host").to_list(), strict=True)))
 
 
 def _take(d: dict, n: int):  # type: ignore[no-untyped-def]
@@ -397,21 +416,30 @@ class _First(NamedTuple):
 
     settled: bool
     """The first step settles the search: `answer` is its result (None: no such timeline)."""
-    answer: tuple[str, str] | None
-    best: tuple[int, str, str] | None
-    """Not settled: the first step's newest hit (id, vmta, pool), from which the search goes on at its second step."""
+    answer: Delivery | None
+    best: tuple[int, str, str, str] | None
+    """Not settled: the first step's newest hit (id, vmta, pool, isp), from which the search goes on at its second
+    step."""
 
 _BULK_ROWS = 300
 """VALUES rows (a report and one of its slices each) per statement of `_first_steps`, about: whole reports."""
 
 
 class Attributor:
-    """Answers `lookup_vmta` from the in-memory index, then the store."""
+    """Answers `lookup_vmta` from the in-memory index, then the store.
+
+    The provider (`Delivery.isp`) of a delivery found in memory is its (rcpt domain, MX host) through `isp_of`, the
+    classifier its timeline is stored with; one found in the store is its timeline's `isp` (that of its last delivery
+    row with a recipient), '' when it has none."""
 
     def __init__(
         self, recent: RecentDeliveries, pool: ReadPool, hasher: RcptHasher, window: float,
-        clock: Callable[[], float],
+        clock: Callable[[], float], isp_of: IspOf | None = None,
     ) -> None:
+        self.isp_of = isp_of
+        """Swapped by CorrelatorSink.reload_classifiers (SIGHUP)."""
+        self._isp_memo: dict[Place, str] = {}
+        """Providers of the places found by the lookup under way (cleared per call: the classifier caches itself)."""
         self._recent = recent
         self._pool = pool
         self._hasher = hasher
@@ -435,13 +463,14 @@ class Attributor:
         self.skipped = 0
         """Reports not found in memory and not looked up in the store: their batch had spent its budget."""
 
-    def lookup(self, columns: Columns, rows: list[list[str]], resume: bool = False) -> list[tuple[str, str] | None]:
+    def lookup(self, columns: Columns, rows: list[list[str]], resume: bool = False) -> list[Delivery | None]:
         """`resume`: the rows go on with the batch of the previous call (a big batch handed over in slices, so that
         only a slice of its rows exist as Python lists at once): they share its budget, as if passed in one call."""
         if not rows:
             return []
         if not resume:
             self._until = None  # the budget of a batch whose lookups failed is not carried over
+        self._isp_memo.clear()
         reports = [self._fields(columns, row) for row in rows]
         keys: list[Key] = []
         for rcpt, orig, mid, job, _t in reports:  # every key a report may need, asked of memory at once
@@ -489,7 +518,7 @@ class Attributor:
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
         return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
 
-    def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, list[tuple[str, str, float] | None]]],
+    def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, list[Found | None]]],
                      slices: Slices) -> dict[int, _First]:
         """The first step of the Message-Id + rcpt search of every report of the batch that memory did not answer,
         in one statement per ~_BULK_ROWS slices (a VALUES join, as linking probes): report index -> what its first
@@ -522,29 +551,39 @@ class Attributor:
         if not self._room():
             return False
         self.seeks += len(rows) // 4
-        sql = (f"SELECT v.column1, t.id, t.vmta, t.vmta_pool FROM (VALUES {','.join(['(?,?,?,?)'] * (len(rows) // 4))})"
+        values = ",".join(["(?,?,?,?)"] * (len(rows) // 4))
+        sql = (f"SELECT v.column1, t.id, t.vmta, t.vmta_pool, t.isp FROM (VALUES {values})"
                " AS v JOIN corr_timelines AS t INDEXED BY corr_tl_mid"
                f" ON t.qday = v.column2 AND t.mid_h = v.column3 AND t.rcpt_h = v.column4 WHERE 1{_HAS_VMTA}")
         found = self._fetch(conn, sql, rows, every_row=True)
         if found is None:
             return False  # the budget ran out inside it
-        best: dict[int, tuple[int, str, str]] = {}
-        for i, tl, vmta, pool in found:
+        best: dict[int, tuple[int, str, str, str]] = {}
+        for i, tl, vmta, pool, isp in found:
             if i not in best or tl > best[i][0]:
-                best[i] = (tl, vmta or "", pool or "")
+                best[i] = (tl, vmta or "", pool or "", isp or "")
         for i, (low, more) in plans.items():
             hit = best.get(i)
             if hit is not None and (hit[0] >= low or not more):
-                out[i] = _First(True, (hit[1], hit[2]), None)
+                out[i] = _First(True, Delivery(*hit[1:]), None)
             elif hit is None and not more:
                 out[i] = _First(True, None, None)
             else:
                 out[i] = _First(False, None, hit)
         return True
 
-    def _one(self, report: Report, recent: list[tuple[str, str, float] | None],
+    def _memory(self, hit: Found) -> Delivery:
+        """The answer of a delivery found in memory: its provider decided from its (rcpt domain, MX host)."""
+        vmta, pool, _t, dom, host = hit
+        isp = self._isp_memo.get((dom, host))
+        if isp is None:
+            isp = self._isp_memo[(dom, host)] = (self.isp_of(f"@{dom}" if dom else "", host) or ""
+                                                 if self.isp_of is not None and (dom or host) else "")
+        return Delivery(vmta, pool, isp)
+
+    def _one(self, report: Report, recent: list[Found | None],
              conn: sqlite3.Connection | None, slices: Slices,
-             first: _First | None = None) -> tuple[str, str] | None:
+             first: _First | None = None) -> Delivery | None:
         """Message-Id, then jobId + rcpt, then rcpt + orig in the window; each in memory (`recent`: the
         hits of this report's four keys, as `lookup` asked them) first, then in the store's `slices`, minus the
         generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
@@ -561,7 +600,7 @@ class Attributor:
         if mid:
             hit = mid_rcpt if mid_rcpt is not None or not rcpt else mid_alone
             if hit is not None:
-                return hit[0], hit[1]
+                return self._memory(hit)
             if conn is not None:
                 mh = message_hash(mid)
                 row_ = None
@@ -577,7 +616,7 @@ class Attributor:
                     return row_
         if job and rcpt:
             if job_rcpt is not None:
-                return job_rcpt[0], job_rcpt[1]
+                return self._memory(job_rcpt)
             if conn is not None:
                 row_ = self._newest(conn, steps(rh), "corr_tl_job", "job_h=? AND rcpt_h=?", (job_hash(job), rh))
                 if row_ is not None:
@@ -585,27 +624,27 @@ class Attributor:
         if rcpt:
             lo = t - self._window
             if rcpt_orig is not None and lo <= rcpt_orig[2] <= t:
-                return rcpt_orig[0], rcpt_orig[1]
+                return self._memory(rcpt_orig)
             if conn is not None:
                 return self._latest_in_window(conn, steps(rh), rh, lo, t, orig)
         return None
 
     def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,
-                          orig: str) -> tuple[str, str] | None:
-        """(vmta, pool) of the timeline of this rcpt (+ orig) begun last in [lo, t]: newest by t0, not by id, so
+                          orig: str) -> Delivery | None:
+        """(vmta, pool, isp) of the timeline of this rcpt (+ orig) begun last in [lo, t]: newest by t0, not by id, so
         every step is searched (the budget may cut it: the latest found so far, if any)."""
-        best: tuple[float, str, str] | None = None
+        best: tuple[float, str, str, str] | None = None
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
-                f"SELECT t0, vmta, vmta_pool FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
+                f"SELECT t0, vmta, vmta_pool, isp FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
                 f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig = ?){_HAS_VMTA} ORDER BY t0 DESC LIMIT 1"),
                 (*step.slices, rh, lo, t, orig, orig))
             if self._cut:
                 break
             if row is not None and (best is None or row[0] > best[0]):
                 best = row
-        return None if best is None else (best[1] or "", best[2] or "")
+        return None if best is None else Delivery(best[1] or "", best[2] or "", best[3] or "")
 
     def _within_budget(self, steps: list[_Step]) -> Iterator[_Step]:
         """The steps of a search while the batch's budget lasts, their seeks counted. A search cut before its end
@@ -648,15 +687,15 @@ class Attributor:
         return self.seeks < until[0] and self.timer() < until[1]
 
     def _newest(self, conn: sqlite3.Connection, steps: list[_Step], index: str, where: str, params: tuple,
-                any_one: bool = False, best: tuple[int, str, str] | None = None) -> tuple[str, str] | None:
-        """(vmta, pool) of the newest timeline (highest id) matching `where`, searched step by step, newest first
+                any_one: bool = False, best: tuple[int, str, str, str] | None = None) -> Delivery | None:
+        """(vmta, pool, isp) of the newest timeline (highest id) matching `where`, searched step by step, newest first
         (`any_one`: of any matching timeline). The first step's undated slices and plain days may hold an older
         timeline than a later step: a hit there below the step's dated ids lets the search go on. `best`: the
-        newest hit of the steps before `steps` (id, vmta, pool)."""
+        newest hit of the steps before `steps` (id, vmta, pool, isp)."""
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
-                f"SELECT id, vmta, vmta_pool FROM corr_timelines INDEXED BY {index} WHERE qday IN ({marks})"
+                f"SELECT id, vmta, vmta_pool, isp FROM corr_timelines INDEXED BY {index} WHERE qday IN ({marks})"
                 f" AND {where}{_HAS_VMTA} ORDER BY id DESC LIMIT 1"), (*step.slices, *params))
             if self._cut:
                 break
@@ -664,4 +703,4 @@ class Attributor:
                 best = row
             if best is not None and (any_one or best[0] >= step.low):
                 break
-        return None if best is None else (best[1] or "", best[2] or "")
+        return None if best is None else Delivery(best[1] or "", best[2] or "", best[3] or "")

@@ -21,6 +21,7 @@ from correlator.keys import RcptHasher, domain_of, load_or_create_key
 from correlator.timeline import ClassOf
 from exporter.config import CorrelatorConfig
 from exporter.records import Columns, RecordBatch
+from exporter.sinks import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def default_class_of() -> ClassOf:
 
 
 class CorrelatorSink:
-    """Per-message timelines in the state DB, vmta attribution for f/rb, and the /api/v1 routes."""
+    """Per-message timelines in the state DB, vmta/pool/isp attribution for f/rb/rs, and the /api/v1 routes."""
 
     def __init__(
         self,
@@ -87,9 +88,9 @@ class CorrelatorSink:
         self.clock = clock
         self.pool = store.ReadPool(self.db_path)
         self.recent = RecentDeliveries()
-        self.ingestor = Ingestor(self.hasher, isp_of or default_isp_of(), config.fallback_window, clock,
-                                 keep_history=history)
-        self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock)
+        isp_of = isp_of or default_isp_of()
+        self.ingestor = Ingestor(self.hasher, isp_of, config.fallback_window, clock, keep_history=history)
+        self.attributor = Attributor(self.recent, self.pool, self.hasher, config.fallback_window, clock, isp_of)
         self._writer_cache_bytes = WRITER_CACHE_BYTES
         self.rows_written = 0
         self.timelines_pruned = 0
@@ -121,13 +122,15 @@ class CorrelatorSink:
         self.recent.release(batch)
 
     def lookup_vmta(self, columns: Columns, rows: list[list[str]],
-                    resume: bool = False) -> list[tuple[str, str] | None]:
+                    resume: bool = False) -> list[Delivery | None]:
+        """See exporter.sinks.RecordSink.lookup_vmta: (vmta, pool, isp) of the delivery each report refers to."""
         return self.attributor.lookup(columns, rows, resume)
 
     def reload_classifiers(self, isp_of: IspOf, class_of: ClassOf) -> None:
         """SIGHUP: timelines written from now on take their ISP from `isp_of`; reply classes shown by the
         API come from `class_of` (the metrics' aggregator gets the same tables)."""
         self.ingestor.reload_isp(isp_of)
+        self.attributor.isp_of = isp_of  # the event loop's next lookup (the metrics' aggregator swaps at the same time)
         self.class_of = class_of
         if self._api is not None:
             self._api.class_of = class_of

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,8 +53,9 @@ COUNTERS = tuple(name for name, spec in SPECS.items() if spec.group == "records"
 HISTOGRAMS = tuple(name for name, spec in SPECS.items() if spec.group == "records" and spec.kind == "histogram")
 
 Key = tuple[str, ...]
-Lookup = Callable[[Columns, list[list[str]], bool], list[tuple[str, str] | None]]
-"""(columns, rows, resume) -> (vmta, pool) or None per row: exporter.sinks.RecordSink.lookup_vmta."""
+Lookup = Callable[[Columns, list[list[str]], bool], Sequence[tuple[str, ...] | None]]
+"""(columns, rows, resume) -> (vmta, pool[, isp]) or None per row: exporter.sinks.RecordSink.lookup_vmta (its
+`Delivery`); the isp, when given and not '', labels a report whose own fields name no provider."""
 LATE_SLICE_ROWS = 4_096
 """f/rb/rs/r rows folded (as Python lists) at a time. A 4 MiB chunk of an FBL file holds ~25k reports: built at once,
 their rows and lookup keys took ~30 MB more of a oneshot's peak (bench/README.md, twentieth round)."""
@@ -916,14 +917,24 @@ class RecordAggregator(Collector):
             looked_up = self._apply_late(part, part.rows, looked_up) or looked_up
 
     def _apply_late(self, batch: RecordBatch, rows: list[list[str]], resume: bool = False) -> bool:
-        """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r). True when
-        the vmta lookup was asked (`resume`: it was already, for an earlier slice of the same batch)."""
+        """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r), and the
+        isp of a report whose own fields name no provider (no recipient domain, as an FBL whose recipient Hotmail
+        anonymised; no dsnMta nor, for f, reportingMta) taken from the delivery it was matched to, if any (else
+        `_isp` of its empty fields, as without a correlator). True when the lookup was asked (`resume`: it was
+        already, for an earlier slice of the same batch)."""
         c = batch.columns
 
         def missing(row: list[str]) -> bool:  # r (a reception) has no delivery to attribute: `none` if empty
             return (c.vmta < 0 or not row[c.vmta]) and row[c.type] != "r"
 
-        need = [r for r in rows if missing(r)]
+        def mta_of(row: list[str]) -> str:
+            mta = row[c.dsnMta] if c.dsnMta >= 0 else ""
+            return row[c.reportingMta] if not mta and c.reportingMta >= 0 and row[c.type] == "f" else mta
+
+        def nameless(row: list[str]) -> bool:  # its provider is to come from its delivery (not r: none)
+            return row[c.type] != "r" and not _domain(row[c.rcpt] if c.rcpt >= 0 else "") and not mta_of(row)
+
+        need = [r for r in rows if missing(r) or nameless(r)]
         asked = bool(need) and self.lookup_vmta is not None
         hits = self.lookup_vmta(c, need, resume) if asked else [None] * len(need)
         found = {id(row): hit for row, hit in zip(need, hits, strict=True)}
@@ -939,20 +950,19 @@ class RecordAggregator(Collector):
                 logged = parse_pmta_time(row[c.timeLogged])
                 if logged is not None and newest < logged <= believable:
                     newest = logged
+            hit = found.get(id(row))
             if missing(row):
-                hit = found[id(row)]
-                v, p = self._vmta_pool(*hit) if hit else (PLACEHOLDER_UNKNOWN, PLACEHOLDER_UNKNOWN)
+                v, p = self._vmta_pool(hit[0], hit[1]) if hit else (PLACEHOLDER_UNKNOWN, PLACEHOLDER_UNKNOWN)
             else:
                 v, p = self._vmta_pool(row[c.vmta] if c.vmta >= 0 else "", row[c.vmtaPool] if c.vmtaPool >= 0 else "")
             if v == PLACEHOLDER_OVERFLOW:
                 self._overflow("vmta")
             if p == PLACEHOLDER_OVERFLOW:
                 self._overflow("vmta_pool")
-            rcpt = row[c.rcpt] if c.rcpt >= 0 else ""
-            mta = row[c.dsnMta] if c.dsnMta >= 0 else ""
-            if t == "f" and not mta and c.reportingMta >= 0:
-                mta = row[c.reportingMta]
-            isp = self._isp(_domain(rcpt), mta)
+            dom = _domain(row[c.rcpt] if c.rcpt >= 0 else "")
+            mta = mta_of(row)
+            matched = hit[2] if hit is not None and len(hit) > 2 and not dom and not mta else ""
+            isp = matched or self._isp(dom, mta)
             if t == "f":
                 ft = (row[c.feedbackType] if c.feedbackType >= 0 else "").strip().lower()
                 ft = ft if ft in FEEDBACK_TYPES else (PLACEHOLDER_UNKNOWN if not ft else PLACEHOLDER_OTHER)

@@ -199,7 +199,10 @@ LABEL_VALUES: dict[str, str] = {
     "vmta_pool": "PMTA's vmtaPool as logged; `none` when empty, `unknown` as for vmta, `overflow` past "
     "`labels.max_pools`.",
     "isp": "Mailbox provider from the shipped ISP table: gmail, google_workspace, yahoo, microsoft, office365, "
-    "apple, comcast, gmx, mailru, yandex, orange, other (the table is overridable).",
+    "apple, comcast, gmx, mailru, yandex, orange, other (the table is overridable). Placed by the recipient domain, "
+    "else dsnMta (reportingMta for f). An f/rb/rs record naming neither (an FBL whose recipient the provider "
+    "anonymised, as Microsoft JMRP does) takes the provider of the delivery the correlator matched it to; "
+    "`other` when it matched none or the correlator is off.",
     "category": "PMTA's bounceCat: the 17 PMTA categories, `none` when empty, `unknown` otherwise.",
     "class": "Response class: throttled, reputation, blocklisted, auth_failure, tls, content, policy, "
     "user_unknown, mailbox_disabled, mailbox_full, recipient_rate, bad_domain, network, transient_remote, "

@@ -1,7 +1,7 @@
 """What a consumer of the record stream besides the metrics must provide (the correlator is one).
 
-The daemon calls `observe` on the event loop as each batch is parsed, `lookup_vmta` when an f/rb
-record lacks its vmta/pool, and `setup` / `write` / `maintain` on the state writer thread, where
+The daemon calls `observe` on the event loop as each batch is parsed, `lookup_vmta` when an f/rb/rs
+record lacks its vmta/pool or names no provider, and `setup` / `write` / `maintain` on the state writer thread, where
 `write` runs inside the same SQLite transaction that stores the sinks' new position in each file
 (exporter/backlog.py): a restart (kill -9 included) resumes them there. A sink must skip lines it
 already holds (by file id and line number): the rows of a slice may come again after a crash.
@@ -10,9 +10,20 @@ already holds (by file id and line number): the rows of a slice may come again a
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from exporter.records import Columns, RecordBatch
+
+
+class Delivery(NamedTuple):
+    """What `lookup_vmta` found of the delivery a report (f/rb/rs row) refers to."""
+
+    vmta: str
+    pool: str
+    isp: str = ""
+    """The delivery's provider as the ISP classifier placed it (its recipient domain / MX): what the metrics take
+    for a report whose own fields name no provider (an anonymised FBL recipient, no dsnMta / reportingMta).
+    '' when unknown (the store's timeline has none)."""
 
 
 class RecordSink(Protocol):
@@ -23,9 +34,11 @@ class RecordSink(Protocol):
         """See a batch as soon as it is parsed (event loop; keep it cheap)."""
 
     def lookup_vmta(self, columns: Columns, rows: list[list[str]],
-                    resume: bool = False) -> list[tuple[str, str] | None]:
-        """(vmta, vmta_pool) of the delivery each f/rb row refers to, or None (event loop). `resume`: these rows go
-        on with the previous call's batch (handed over in slices) and share its lookup budget."""
+                    resume: bool = False) -> list[Delivery | None]:
+        """(vmta, vmta_pool, isp) of the delivery each f/rb/rs row refers to, or None (event loop). `resume`: these
+        rows go on with the previous call's batch (handed over in slices) and share its lookup budget. With the
+        correlator in its own process (`correlator.worker: process`) this still runs in the daemon: from the rows it
+        `observe`d and from the store the correlator process writes."""
 
     def release(self, batch: RecordBatch) -> None:
         """An observed batch will not be written as such (its rows come again, read from its file, when the

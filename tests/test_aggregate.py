@@ -365,3 +365,56 @@ def test_times_that_are_no_time_give_no_delay_and_the_record_still_counts():
     assert value(agg, "pmta_delivered_total", vmta="vmta-1", vmta_pool="pool-a", isp="gmail") == len(odd) + 1
     assert value(agg, "pmta_delivery_delay_seconds_count", **labels) == 1
     assert value(agg, "pmta_delivery_delay_seconds_sum", **labels) == 10
+
+
+def test_a_report_naming_no_provider_takes_the_isp_of_its_matched_delivery():
+    """An FBL whose recipient Hotmail/JMRP anonymised (no rcpt domain, no dsnMta nor reportingMta) was counted
+    `isp="other"` though the lookup matched its delivery: it takes the delivery's provider (f, rb, rs alike, and
+    a report with a vmta of its own too); a report that names its provider keeps its own; no match (or a lookup
+    giving no provider) keeps `other`."""
+    from exporter.sinks import Delivery
+
+    asked: list[str] = []
+
+    def lookup(cols, rows, resume):  # type: ignore[no-untyped-def]
+        asked.extend(r[cols.orig] for r in rows)
+        return [None if r[cols.orig].startswith("none") else ("vmta-7", "pool-z") if r[cols.orig].startswith("old")
+                else Delivery("vmta-7", "pool-z", "microsoft") for r in rows]
+
+    agg = make(lookup_vmta=lookup)
+    agg.apply(batch_of([
+        "f,2026-11-25 12:00:00+0000,,a@s1.com,,,,,,,,,,abuse",  # anonymised: the delivery's provider
+        "f,2026-11-25 12:00:00+0000,,b@s1.com,u1@yahoo.com,,,,,,,,,abuse",  # its own recipient decides
+        "f,2026-11-25 12:00:00+0000,,none@s1.com,,,,,,,,,,abuse",  # matched nothing: as before
+        "f,2026-11-25 12:00:00+0000,,old@s1.com,,,,,,,,,,abuse",  # a lookup that gives no provider: as before
+        "f,2026-11-25 12:00:00+0000,,c@s1.com,,,,,,,vmta-1,pool-a,,abuse",  # own vmta kept, provider looked up
+        "rb,2026-11-25 12:00:00+0000,,d@s1.com,,5.1.1,smtp;550 unknown,,bad-mailbox,,,,,",
+        "rs,2026-11-25 12:00:00+0000,,e@s1.com,,,,,,,,,,",
+        "rb,2026-11-25 12:00:00+0000,,f@s1.com,,5.1.1,smtp;550 unknown,mx.yahoo.com (1.1.1.1),bad-mailbox,,,,,",
+    ]))
+    assert value(agg, "pmta_complaints_total", vmta="vmta-7", vmta_pool="pool-z", isp="microsoft",
+                 feedback_type="abuse") == 1
+    assert value(agg, "pmta_complaints_total", vmta="vmta-7", vmta_pool="pool-z", isp="yahoo",
+                 feedback_type="abuse") == 1
+    assert value(agg, "pmta_complaints_total", vmta="unknown", vmta_pool="unknown", isp="other",
+                 feedback_type="abuse") == 1
+    assert value(agg, "pmta_complaints_total", vmta="vmta-7", vmta_pool="pool-z", isp="other",
+                 feedback_type="abuse") == 1
+    assert value(agg, "pmta_complaints_total", vmta="vmta-1", vmta_pool="pool-a", isp="microsoft",
+                 feedback_type="abuse") == 1
+    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="microsoft") == 2
+    assert agg.series_counts()["pmta_remote_bounced_total"] == 2
+    assert value(agg, "pmta_remote_status_total", vmta="vmta-7", vmta_pool="pool-z", isp="microsoft",
+                 action="unknown") == 1
+    rb = agg.counters["pmta_remote_bounced_total"]
+    assert {k[:4] for k in rb} == {("vmta-7", "pool-z", "microsoft", "bad-mailbox"),
+                                   ("vmta-7", "pool-z", "other", "bad-mailbox")}  # its dsnMta decides (here: other)
+    assert asked == ["a@s1.com", "b@s1.com", "none@s1.com", "old@s1.com", "c@s1.com", "d@s1.com", "e@s1.com",
+                     "f@s1.com"]
+
+
+def test_without_a_correlator_an_anonymised_report_stays_other():
+    agg = make()
+    agg.apply(batch_of(["f,2026-11-25 12:00:00+0000,,a@s1.com,,,,,,,,,,abuse"]))
+    assert value(agg, "pmta_complaints_total", vmta="unknown", vmta_pool="unknown", isp="other",
+                 feedback_type="abuse") == 1

@@ -19,6 +19,7 @@ from tests.test_correlator_support import (
     batch,
     class_of,
     isp_of,
+    vp,
 )
 
 # FBL rows: Message-Id only (alice), jobId + rcpt (bob), rcpt + orig (dave), nothing (eve)
@@ -29,17 +30,17 @@ def test_from_rows_observed_but_not_yet_written(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     for b in (ACCT_0, ACCT_1, DIAG_0):
         h.sink.observe(b)
-    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
-    assert h.sink.lookup_vmta(BOUNCE.columns, BOUNCE.rows) == [("vmta2", "pool-b"), ("vmta1", "pool-a")]
+    assert vp(h.sink.lookup_vmta(FBL.columns, FBL.rows)) == EXPECTED_FBL
+    assert vp(h.sink.lookup_vmta(BOUNCE.columns, BOUNCE.rows)) == [("vmta2", "pool-b"), ("vmta1", "pool-a")]
     h.close()
 
 
 def test_from_the_store_after_commit_and_memory_is_released(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.commit(ACCT_0, ACCT_1, DIAG_0)  # commit() ends with maintain(), i.e. after the COMMIT
-    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    assert vp(h.sink.lookup_vmta(FBL.columns, FBL.rows)) == EXPECTED_FBL
     assert len(h.sink.recent) == 0
-    assert h.sink.lookup_vmta(BOUNCE.columns, BOUNCE.rows) == [("vmta2", "pool-b"), ("vmta1", "pool-a")]
+    assert vp(h.sink.lookup_vmta(BOUNCE.columns, BOUNCE.rows)) == [("vmta2", "pool-b"), ("vmta1", "pool-a")]
     h.close()
 
 
@@ -50,11 +51,11 @@ def test_rows_written_but_not_committed_are_still_found(tmp_path: Path) -> None:
     h.conn.execute("BEGIN IMMEDIATE")
     h.sink.write(h.conn, [ACCT_0, ACCT_1])
     # the read connection cannot see the open transaction; the in-memory index answers
-    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    assert vp(h.sink.lookup_vmta(FBL.columns, FBL.rows)) == EXPECTED_FBL
     h.conn.execute("COMMIT")
     h.sink.maintain(h.conn)
     assert len(h.sink.recent) == 0
-    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    assert vp(h.sink.lookup_vmta(FBL.columns, FBL.rows)) == EXPECTED_FBL
     h.close()
 
 
@@ -69,7 +70,7 @@ f,2024-05-02 08:00:00+0000,news@shop.example,Bob@Yahoo.com,,
 f,2024-05-02 08:00:00+0000,other@shop.example,bob@yahoo.com,,
 f,2024-05-02 08:00:00+0000,x@y.example,bob@yahoo.com,J9,<unknown@id>
 """)
-    assert h.sink.lookup_vmta(rows.columns, rows.rows) == [
+    assert vp(h.sink.lookup_vmta(rows.columns, rows.rows)) == [
         ("vmta2", "pool-b"),  # Message-Id wins over a wrong rcpt/orig
         ("vmta1", "pool-a"),  # jobId + rcpt
         ("vmta1", "pool-a"),  # rcpt + orig, case-insensitive
@@ -86,12 +87,12 @@ f,2024-05-20 08:00:00+0000,promo@other.example,dave@gmail.com
 """)
     h = Harness(tmp_path)
     h.commit(ACCT_1)
-    assert h.sink.lookup_vmta(late.columns, late.rows) == [None]  # 19 days > the 7-day default
+    assert vp(h.sink.lookup_vmta(late.columns, late.rows)) == [None]  # 19 days > the 7-day default
     h.close()
     (tmp_path / "wide").mkdir()
     h = Harness(tmp_path / "wide", CorrelatorConfig(fallback_window="30d"))
     h.commit(ACCT_1)
-    assert h.sink.lookup_vmta(late.columns, late.rows) == [("vmta3", "")]
+    assert vp(h.sink.lookup_vmta(late.columns, late.rows)) == [("vmta3", "")]
     h.commit(late)  # and the timeline links the same way
     assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2
     h.close()
@@ -99,9 +100,9 @@ f,2024-05-20 08:00:00+0000,promo@other.example,dave@gmail.com
 
 def test_before_the_store_exists(tmp_path: Path) -> None:
     sink = CorrelatorSink(CorrelatorConfig(), tmp_path / "missing" / "state.db", isp_of=isp_of, class_of=class_of)
-    assert sink.lookup_vmta(FBL.columns, FBL.rows) == [None, None, None, None]
+    assert vp(sink.lookup_vmta(FBL.columns, FBL.rows)) == [None, None, None, None]
     sink.observe(ACCT_0)
-    assert sink.lookup_vmta(FBL.columns, FBL.rows[:1]) == [("vmta1", "pool-a")]
+    assert vp(sink.lookup_vmta(FBL.columns, FBL.rows[:1])) == [("vmta1", "pool-a")]
     sink.close()
 
 
@@ -120,7 +121,7 @@ def test_batches_written_in_slices_are_released_after_their_last_slice(tmp_path:
         h.conn.execute("COMMIT")
         h.sink.maintain(h.conn)
         assert len(h.sink.recent._seq_of) == (1 if i == 0 else 0)  # the batch is held until its last slice
-    assert h.sink.lookup_vmta(FBL.columns, FBL.rows[:1]) == EXPECTED_FBL[:1]
+    assert vp(h.sink.lookup_vmta(FBL.columns, FBL.rows[:1])) == EXPECTED_FBL[:1]
     with h.reader() as r:
         assert r.conn.execute("SELECT count(*) FROM corr_events").fetchone()[0] == len(big)
     h.close()
@@ -134,7 +135,7 @@ def test_released_batches_stay_found_until_the_store_has_them(tmp_path: Path) ->
         h.sink.observe(b)
         h.sink.release(b)
     h.commit()  # other writes commit meanwhile; the store still lacks these rows
-    assert h.sink.lookup_vmta(FBL.columns, FBL.rows) == EXPECTED_FBL
+    assert vp(h.sink.lookup_vmta(FBL.columns, FBL.rows)) == EXPECTED_FBL
     h.close()
 
 
@@ -202,7 +203,7 @@ def test_the_index_normalises_fields_as_the_lookup_does(tmp_path: Path) -> None:
             b = RecordBatch(b.source, b.path, b.columns, frame=b.frame)  # the columnar form, as the parser builds it
             assert b._rows is None
         h.sink.observe(b)
-        assert h.sink.lookup_vmta(reports.columns, reports.rows) == expected, name
+        assert vp(h.sink.lookup_vmta(reports.columns, reports.rows)) == expected, name
         h.close()
 
 
@@ -260,7 +261,7 @@ def test_memory_answers_with_the_newest_delivery_of_each_key(tmp_path: Path) -> 
         expected.append(next((model[k] for k in keys if k in model), None))
     assert sum(e is None for e in expected) >= 44  # m30 alone, u40 with its three origs, J5 with each rcpt, ...
     assert len(set(expected)) > 20
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == expected
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == expected
     h.close()
 
 
@@ -277,7 +278,7 @@ def test_memory_holds_the_newest_keys_up_to_its_limit() -> None:
     found = recent.find(keys)
     assert len(recent) == 16
     assert [hit and hit[0] for hit in found] == [None, None, None, "vmta3", "vmta4", "vmta4", "vmta4"]
-    assert found[4] == ("vmta4", "p", 1714557601.0)
+    assert found[4] == ("vmta4", "p", 1714557601.0, "y", "")  # + the delivery's (rcpt domain, MX host)
 
 
 def test_memory_answers_as_batches_arrive_and_leave_between_lookups() -> None:
@@ -338,12 +339,12 @@ def test_the_store_is_searched_only_in_the_generations_whose_filter_may_hold_the
     assert h.conn.execute("SELECT count(*) FROM corr_gen_filters").fetchone() == (75,)  # 1-75: ids 0-299
     att = h.sink.attributor
     fbl = _complaints(280, 3, 150, 299, 12)
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [
         ("v280", "p"), ("v3", "p"), ("v150", "p"), ("v299", "p"), ("v12", "p")]
     assert att.seeks == 3 + 3 + 3 + 2 + 3  # 299 (id 300) is in generation 76 itself
     before = att.seeks
     fbl = batch("/l/fbl.csv", _FBL_HEAD + f"f,{T0 + 7200},n@s.example,nobody@gmail.com,<none@s>\n")
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [None]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [None]
     assert att.seeks - before == 2 + 2 + 2  # Message-Id + rcpt, Message-Id alone, rcpt + orig: no generation
     assert att.skipped == 0
     h.close()
@@ -357,11 +358,11 @@ def test_without_filters_the_store_is_searched_from_the_newest_generation_back(
     _without_filters(h, monkeypatch)
     att = h.sink.attributor
     fbl = _complaints(280)  # id 281, generation 70 (id >> 2): in the first step, the undated slice and 75-68
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v280", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v280", "p")]
     assert att.seeks == 1 + 8
     fbl = _complaints(3, 150, 299, 12)  # each searched back to its own generation: 1, 37, 75 and 3
     before = att.seeks
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v3", "p"), ("v150", "p"), ("v299", "p"), ("v12", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v3", "p"), ("v150", "p"), ("v299", "p"), ("v12", "p")]
     assert att.seeks - before == (1 + 76) + (1 + 8 + 16 + 32) + (1 + 8) + (1 + 76)
     assert att.skipped == 0
     h.close()
@@ -379,7 +380,7 @@ def test_a_report_searches_past_an_older_timeline_in_an_undated_slice(
     h.conn.execute("UPDATE corr_timelines SET mid_h = ?, rcpt_h = ?, vmta = 'vnew' WHERE id = 250", keys)
     h.conn.execute("DELETE FROM corr_gen_filters WHERE gen = ?", ((250 >> 2) + 1,))  # its filter lacks them
     fbl = _complaints(100)
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("vnew", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("vnew", "p")]
     h.close()
 
 
@@ -399,16 +400,16 @@ def test_store_lookups_stop_at_a_budget_of_index_seeks_per_batch(
     # the first steps of both (9 slices each) in one statement; then the absent one: Message-Id + rcpt from the
     # second step (68 more), Message-Id alone in every slice (77), then rcpt + orig in the window, cut after steps
     # of 9, 16 and 32 slices (220 seeks, past the budget); the second (generation 1) is not looked up further
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [None, None]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [None, None]
     assert (att.seeks, att.skipped) == (220, 2)
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows[1:]) == [("v3", "p")]  # the next batch has its own budget
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows[1:])) == [("v3", "p")]  # the next batch has its own budget
     att.seek_budget = None  # oneshot: no budget, every report is looked up
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [None, ("v3", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [None, ("v3", "p")]
     assert att.skipped == 2
     att.seek_budget = 10**9  # and a budget of time (TIME_BUDGET_S), whatever the seeks cost: a slow disk
     ticks = iter(range(100))
     att.timer = lambda: float(next(ticks))  # a second per look at the clock: spent before the first search
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows[1:]) == [None]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows[1:])) == [None]
     assert att.skipped == 3
     h.close()
 
@@ -422,22 +423,22 @@ def test_a_batch_handed_over_in_slices_shares_one_budget(tmp_path: Path, monkeyp
     att.seek_budget = 200
     absent = batch("/l/fbl.csv", _FBL_HEAD + f"f,{T0 + 7200},n@s.example,nobody@gmail.com,<none@s>\n")
     present = _complaints(3)
-    assert h.sink.lookup_vmta(absent.columns, absent.rows) == [None]
+    assert vp(h.sink.lookup_vmta(absent.columns, absent.rows)) == [None]
     spent = att.seeks
     assert spent >= 200 and att.skipped == 1
-    assert h.sink.lookup_vmta(present.columns, present.rows, resume=True) == [None]  # the batch's budget is spent
+    assert vp(h.sink.lookup_vmta(present.columns, present.rows, resume=True)) == [None]  # the batch's budget is spent
     assert (att.seeks, att.skipped) == (spent, 2)
-    assert h.sink.lookup_vmta(present.columns, present.rows) == [("v3", "p")]  # a new batch: a new budget
+    assert vp(h.sink.lookup_vmta(present.columns, present.rows)) == [("v3", "p")]  # a new batch: a new budget
     att.seek_budget = 10**9  # time: a resumed slice adds its reports' time to the batch's deadline, no fresh budget
     now = [0.0]
     att.timer = lambda: now[0]
-    assert h.sink.lookup_vmta(present.columns, present.rows) == [("v3", "p")]  # until 0.05 s + 1 ms per report
+    assert vp(h.sink.lookup_vmta(present.columns, present.rows)) == [("v3", "p")]  # until 0.05 s + 1 ms per report
     now[0] = 0.0515
-    assert h.sink.lookup_vmta(present.columns, present.rows, resume=True) == [("v3", "p")]  # until 0.052 s
+    assert vp(h.sink.lookup_vmta(present.columns, present.rows, resume=True)) == [("v3", "p")]  # until 0.052 s
     now[0] = 0.0535
-    assert h.sink.lookup_vmta(present.columns, present.rows, resume=True) == [None]  # until 0.053 s: spent
+    assert vp(h.sink.lookup_vmta(present.columns, present.rows, resume=True)) == [None]  # until 0.053 s: spent
     assert att.skipped == 3
-    assert h.sink.lookup_vmta(present.columns, present.rows) == [("v3", "p")]
+    assert vp(h.sink.lookup_vmta(present.columns, present.rows)) == [("v3", "p")]
     h.close()
 
 
@@ -456,10 +457,10 @@ def test_the_time_budget_cuts_a_search_inside_one_step(tmp_path: Path, monkeypat
     looks = iter(range(10**9))
     att.timer = lambda: next(looks) / 1000  # 1 ms passes per look at the clock (a slow disk under each seek)
     fbl = _complaints(280, 299)  # both in the first step: found with a look at the clock between steps only
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [None, None]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [None, None]
     assert att.skipped == 2
     att.timer = lambda: 0.0  # time stands still: nothing is cut, and the connection still answers
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v280", "p"), ("v299", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v280", "p"), ("v299", "p")]
     assert att.skipped == 2
     h.close()
 
@@ -476,20 +477,20 @@ def test_the_slice_list_and_filters_are_read_again_only_when_a_write_changed_the
     monkeypatch.setattr(attribution, "read_slices", lambda conn: reads.append(1) or real(conn))
     for i in (280, 3, 150):
         fbl = _complaints(i)
-        assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [(f"v{i}", "p")]
+        assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [(f"v{i}", "p")]
     assert len(reads) == 1
     h.commit(_complaints(5))  # linked to a stored timeline: no slice listed, no filter changed
     fbl = _complaints(7)
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v7", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v7", "p")]
     assert len(reads) == 1
     h.commit(batch("/l/acct2.csv", _ACCT_HEAD + "\n".join(  # ids 301-308: generation 76 finished, 77 and 78 listed
         f"d,{T0 + i + 30},{T0 + i},n@s.example,u{i}@gmail.com,v{i},p,J{i},<x{i}@s>" for i in range(300, 308))))
     fbl = _complaints(305, 299)
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v305", "p"), ("v299", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v305", "p"), ("v299", "p")]
     assert len(reads) == 2
     before = h.sink.attributor.seeks
     fbl = _complaints(299)  # generation 76 has a filter now: its search seeks it, not 77 or 78
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v299", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v299", "p")]
     assert (len(reads), h.sink.attributor.seeks - before) == (2, 3)
     h.close()
 
@@ -513,14 +514,14 @@ def test_a_batch_of_reports_is_searched_in_one_statement_when_their_first_steps_
     h.sink.pool.close()
     h.sink.pool = h.sink.attributor._pool = store.ReadPool(h.db)  # noqa: SLF001 - connections opened traced
     fbl = _complaints(280, 3, 150, 299, 12, 77)
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [(f"v{i}", "p") for i in (280, 3, 150, 299, 12, 77)]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [(f"v{i}", "p") for i in (280, 3, 150, 299, 12, 77)]
     assert len(statements) == 1
     assert h.sink.attributor.seeks == 3 * 5 + 2
     statements.clear()
     fbl = batch("/l/fbl.csv", _FBL_HEAD + f"f,{T0 + 7200},n@s.example,u5@gmail.com,\n"  # no Message-Id
                 + f"f,{T0 + 7200},n@s.example,nobody@gmail.com,<none@s>\n"
                 + f"f,{T0 + 7200},n@s.example,u9@gmail.com,<x9@s>\n")
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [("v5", "p"), None, ("v9", "p")]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [("v5", "p"), None, ("v9", "p")]
     # the batch's statement, then u5 by rcpt + orig, and nobody by Message-Id alone and rcpt + orig
     assert len(statements) == 1 + 1 + 2
     h.close()
@@ -537,9 +538,151 @@ def test_the_time_budget_grows_with_the_reports_of_the_batch(tmp_path: Path, mon
     looks = iter(range(10**9))
     att.timer = lambda: next(looks) * 0.005  # 5 ms pass per look at the clock: a slow disk
     fbl = _complaints(*range(200))
-    assert h.sink.lookup_vmta(fbl.columns, fbl.rows) == [(f"v{i}", "p") for i in range(200)]
+    assert vp(h.sink.lookup_vmta(fbl.columns, fbl.rows)) == [(f"v{i}", "p") for i in range(200)]
     assert att.skipped == 0
     monkeypatch.setattr(attribution, "TIME_PER_REPORT_S", 0.0)  # the budget as it was: 50 ms per batch
-    found = h.sink.lookup_vmta(fbl.columns, fbl.rows)
+    found = vp(h.sink.lookup_vmta(fbl.columns, fbl.rows))
     assert 0 < found.count(None) == att.skipped < 200
     h.close()
+
+
+# --- the provider (isp) of the matched delivery, for reports that name none (an anonymised FBL recipient) ---------
+
+ANON_DELIVERY = batch("/l/acct-isp.csv", """
+type,timeLogged,orig,rcpt,dsnMta,vmta,vmtaPool,jobId,header_Message-Id
+d,2024-05-01 10:00:00+0000,a@sender.example,x1@outlook.com,mx.example.net (1.1.1.1),vmA,poolA,J5,<abc@sender.example>
+d,2024-05-01 10:00:00+0000,a@sender.example,x2@hosted.example,mx1.gmail.com (2.2.2.2),vmB,poolB,J5,<def@sender.example>
+""")
+ANON_FBL = batch("/l/fbl-isp.csv", """
+type,timeLogged,orig,rcpt,header_Message-Id,feedbackType
+f,2024-05-02 10:00:00+0000,a@sender.example,,<abc@sender.example>,abuse
+f,2024-05-02 10:00:00+0000,a@sender.example,,<def@sender.example>,abuse
+f,2024-05-02 10:00:00+0000,a@sender.example,,<nothing@sender.example>,abuse
+""")
+
+
+def mx_isp_of(rcpt: str, dsn_mta: str) -> str:
+    """isp_of, and a delivery placed by its MX when its domain is not listed (as the shipped classifier does)."""
+    found = isp_of(rcpt, dsn_mta)
+    return "gmail" if found == "other" and dsn_mta.startswith("mx1.gmail.com") else found
+
+
+@pytest.mark.parametrize("where", ["memory", "store"])
+def test_lookup_names_the_provider_of_the_matched_delivery(tmp_path: Path, where: str) -> None:
+    """A complaint whose recipient Hotmail/JMRP anonymised names no provider: the lookup gives the provider of the
+    delivery it matched (its recipient domain, else its MX), from memory (placed by the sink's isp_of) or from the
+    store (the timeline's isp), so the metrics count it under that provider instead of `other`."""
+    h = Harness(tmp_path, isp_of=mx_isp_of)
+    if where == "memory":
+        h.sink.observe(ANON_DELIVERY)
+    else:
+        h.commit(ANON_DELIVERY)
+        assert len(h.sink.recent) == 0
+    assert h.sink.lookup_vmta(ANON_FBL.columns, ANON_FBL.rows) == [
+        ("vmA", "poolA", "microsoft"), ("vmB", "poolB", "gmail"), None]
+    h.close()
+
+
+def test_lookup_provider_follows_a_reloaded_isp_table(tmp_path: Path) -> None:
+    """SIGHUP: deliveries found in memory are placed with the new table, as the metrics' aggregator's are."""
+    h = Harness(tmp_path)
+    h.sink.observe(ANON_DELIVERY)
+    assert [hit and hit[2] for hit in h.sink.lookup_vmta(ANON_FBL.columns, ANON_FBL.rows)] == [
+        "microsoft", "other", None]
+    h.sink.reload_classifiers(mx_isp_of, class_of)
+    assert [hit and hit[2] for hit in h.sink.lookup_vmta(ANON_FBL.columns, ANON_FBL.rows)] == [
+        "microsoft", "gmail", None]
+    h.close()
+
+
+def _anon_csv(day: str) -> tuple[str, str, str]:
+    head = ("type,timeLogged,timeQueued,orig,rcpt,dsnDiag,dsnMta,vmta,jobId,queue,vmtaPool,header_Message-Id,"
+            "feedbackType\n")
+    d = (f"d,{day} 10:00:10+0000,{day} 10:00:00+0000,a@sender.com,x1@hotmail.com,smtp;250 ok,"
+         "hotmail-com.olc.protection.outlook.com (1.1.1.1),vmA,job5,hotmail.com/vmA,poolA,<abc@sender.com>,\n")
+    f = f"f,{day} 12:00:00+0000,,a@sender.com,,,,,,,,<abc@sender.com>,abuse\n"
+    return head, d, f
+
+
+COMPLAINT = {"feedback_type": "abuse", "vmta": "vmA", "vmta_pool": "poolA"}
+
+
+def test_oneshot_counts_an_anonymised_complaint_under_its_deliverys_isp(tmp_path: Path) -> None:
+    """The defect's repro: `isp="other"` though the correlator matched the complaint's delivery (vmta came from it)."""
+    from exporter.config import load_config
+    from exporter.daemon import run_oneshot
+    from tests.conftest import RECORD_DAY, write_config
+
+    head, d, f = _anon_csv(RECORD_DAY)
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True}))
+    (tmp_path / "logs" / "acct-1.csv").write_text(head + d + f)
+    text = run_oneshot(cfg)
+    assert 'pmta_complaints_total{feedback_type="abuse",isp="microsoft",vmta="vmA",vmta_pool="poolA"} 1.0' in text
+    assert 'pmta_sender_complaints_total{isp="microsoft",sender="sender.com"} 1.0' in text
+    assert 'pmta_delivered_total{isp="microsoft",vmta="vmA",vmta_pool="poolA"} 1.0' in text
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+async def test_daemon_counts_an_anonymised_complaint_under_its_deliverys_isp(tmp_path: Path, worker: str) -> None:
+    """Both correlator workers: lookup_vmta runs in the daemon's process either way (from the rows it observed,
+    then from the store, which the correlator's own process writes with `worker: process`). A first complaint is
+    answered while the delivery is fresh; after a restart (memory empty) a second one from the store."""
+    import asyncio
+    import sqlite3
+
+    from exporter.config import load_config
+    from exporter.daemon import Daemon
+    from tests.conftest import RECORD_DAY, write_config
+
+    head, d, f = _anon_csv(RECORD_DAY)
+    log = tmp_path / "logs" / "acct-1.csv"
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True, "worker": worker}))
+    log.write_text(head + d)
+    labels = {**COMPLAINT, "isp": "microsoft"}
+
+    async def until(daemon: Daemon, name: str, want: float, **lab: str) -> float | None:
+        for _ in range(400):
+            if daemon.registry.get_sample_value(name, lab) == want:
+                break
+            await asyncio.sleep(0.05)
+        return daemon.registry.get_sample_value(name, lab)
+
+    def stored() -> int:
+        db = sqlite3.connect(tmp_path / "state" / "watchtower.db")
+        try:
+            return int(db.execute("SELECT count(*) FROM corr_timelines WHERE isp = 'microsoft'").fetchone()[0])
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+        finally:
+            db.close()
+
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.serve())
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 20)
+        assert await until(daemon, "pmta_delivered_total", 1.0, vmta="vmA", vmta_pool="poolA", isp="microsoft") == 1
+        with log.open("a") as out:
+            out.write(f)
+        assert await until(daemon, "pmta_complaints_total", 1.0, **labels) == 1
+        assert daemon.registry.get_sample_value("pmta_complaints_total", {**COMPLAINT, "isp": "other"}) is None
+        for _ in range(400):  # the correlator (this process's writer or its own) has stored the delivery
+            if stored():
+                break
+            await asyncio.sleep(0.05)
+        assert stored() >= 1
+    finally:
+        daemon.should_exit.set()
+        assert await asyncio.wait_for(task, 30) == 0
+    with log.open("a") as out:
+        out.write(f)
+    again = Daemon(cfg)
+    task = asyncio.create_task(again.serve())
+    try:
+        await asyncio.wait_for(again.started.wait(), 20)
+        assert await until(again, "pmta_complaints_total", 2.0, **labels) == 2  # restored 1 + this one, from the store
+        assert again.registry.get_sample_value("pmta_complaints_total", {**COMPLAINT, "isp": "other"}) is None
+        assert again.registry.get_sample_value("pmta_sender_complaints_total",
+                                               {"sender": "sender.com", "isp": "microsoft"}) == 2
+    finally:
+        again.should_exit.set()
+        assert await asyncio.wait_for(task, 30) == 0

@@ -47,7 +47,7 @@ def _vmta(h: Harness, rcpt: str, mid: str, orig: str = "n@s.example") -> list[tu
     """The vmta a complaint about <mid> to rcpt is attributed (the store's answer: the memory index is empty)."""
     h.sink.recent.committed()
     fbl = batch(f"/l/fbl-{random.random()}.csv", FBL_HEAD + f"f,{T0 + 7200},{orig},{rcpt},<{mid}>\n")
-    return h.sink.lookup_vmta(fbl.columns, fbl.rows)
+    return [None if hit is None else (hit[0], hit[1]) for hit in h.sink.lookup_vmta(fbl.columns, fbl.rows)]
 
 
 @settings(max_examples=50, deadline=None)  # a 128 KiB filter takes a few ms to build

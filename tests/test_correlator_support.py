@@ -31,6 +31,11 @@ def isp_of(rcpt: str, dsn_mta: str) -> str:
     return ISPS.get(rcpt.rpartition("@")[2], "other")
 
 
+def vp(hits: list[Any]) -> list[tuple[str, str] | None]:
+    """The (vmta, pool) of each `lookup_vmta` answer (its Delivery without the isp), None kept."""
+    return [None if hit is None else (hit[0], hit[1]) for hit in hits]
+
+
 def class_of(isp: str, status: str, diag: str, bounce_cat: str) -> str:
     return {"2": "accepted", "4": "deferred", "5": "rejected"}.get(status[:1], "")
 
@@ -66,8 +71,8 @@ class Harness:
     def __init__(self, tmp: Path, config: CorrelatorConfig | None = None, clock: Any = None, **kw: Any) -> None:
         self.db = tmp / "state.db"
         self.config = config or CorrelatorConfig()
-        self.sink = CorrelatorSink(self.config, self.db, isp_of=isp_of, class_of=class_of,
-                                   clock=clock or (lambda: NOW), **kw)
+        kw = {"isp_of": isp_of, "class_of": class_of, **kw}
+        self.sink = CorrelatorSink(self.config, self.db, clock=clock or (lambda: NOW), **kw)
         self.conn = sqlite3.connect(self.db, isolation_level=None)
         self.conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (path TEXT PRIMARY KEY, line INTEGER)")
         self.sink.setup(self.conn)
