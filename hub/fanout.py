@@ -67,6 +67,11 @@ def make_client(section: HubSection) -> httpx.AsyncClient:
     )
 
 
+DAEMON_ANSWERS = frozenset({200, 400, 404})
+"""The statuses a daemon answers a query with (found, a bad parameter, nothing stored); any other means the host
+could not be asked, and the hub says so (missing_hosts), never that it found nothing."""
+
+
 class Fanout:
     """GET one path on many targets at once."""
 
@@ -81,7 +86,7 @@ class Fanout:
         try:
             resp = await asyncio.wait_for(self.client.get(target.url + path, params=params), budget)
             ans.status = resp.status_code
-            if resp.status_code >= 500 or resp.status_code in (401, 403):
+            if resp.status_code not in DAEMON_ANSWERS:  # 429 (its auth check busy), 401, 5xx...: not asked
                 ans.error = f"HTTP {resp.status_code}: {_short(resp.text)}"
             else:
                 ans.body = resp.json()

@@ -36,7 +36,8 @@ SUMMARY = {"id": 1, "message_id": "a@b", "job_id": "j", "rcpt": "x@gmail.com", "
 class FakeDaemon:
     """Answers /api/v1 like a daemon holding one timeline; records the headers it got."""
 
-    def __init__(self, prometheus_body: dict[str, Any] | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, prometheus_body: dict[str, Any] | None = None, tls: ssl.SSLContext | None = None,
+                 refuse: int | None = None) -> None:
         self.headers: list[dict[str, str]] = []
         fake = self
 
@@ -44,6 +45,15 @@ class FakeDaemon:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 path = self.path.split("?")[0]
+                if refuse is not None:  # e.g. 429: its auth check is busy
+                    body = {"error": f"refused with {refuse}", "parameter": None, "status": refuse}
+                    raw = json.dumps(body).encode()
+                    self.send_response(refuse)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    return
                 if prometheus_body is not None and path == "/api/v1/targets":
                     body: Any = prometheus_body
                 elif path.startswith("/api/v1/messages/"):
@@ -269,3 +279,21 @@ def test_the_hub_config_is_read_and_checked_as_the_daemons_is(tmp_path, capfd):
     assert main(["hub", "--config", str(cfg)]) == 2
     err = capfd.readouterr().err
     assert "hub.tls.ca_file: " in err and "certs/ca.pem" in err and "hub.timeout: " in err and "Value error" not in err
+
+
+@pytest.mark.parametrize("refused", [429, 402, 418])
+@pytest.mark.parametrize("path,params", [("/api/v1/lookup", {"message_id": "a@b"}), ("/api/v1/search", {}),
+                                         ("/api/v1/messages/a@b", {}), ("/api/v1/flows", {}),
+                                         ("/api/v1/replies", {}), ("/api/v1/timeline", {"rcpt": "x@gmail.com"})])
+async def test_a_host_answering_an_unexpected_status_is_missing_not_empty(refused, path, params):
+    """Only 200, 400 and 404 are a daemon's answers; anything else (429 from its busy auth check) is a host that
+    could not be asked, never a complete answer that found nothing."""
+    daemon = FakeDaemon(refuse=refused)
+    try:
+        config = HubConfig.model_validate({"hub": {"targets": [daemon.url], "timeout": 2}})
+        r, _ = await hub_get(config, path, **params)
+    finally:
+        daemon.close()
+    body = r.json()
+    assert r.status_code == 503 or (body.get("partial") is True and body.get("missing_hosts")), (r.status_code, body)
+    assert f"HTTP {refused}" in json.dumps(body)
