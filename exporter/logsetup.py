@@ -56,7 +56,9 @@ class FloodFilter(logging.Filter):
         return False
 
 
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+_CONTROLS = ({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
+             | {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+"""C0 and C1 controls (tab kept) and the Unicode line separators: each ends or rewrites a line somewhere."""
 
 
 class TextFormatter(logging.Formatter):

@@ -85,6 +85,19 @@ def _quoted_start(text: str, closing: int) -> int | None:
     return None
 
 
+_HOST = re.compile(f"[^{_DELIMITERS}/]*")
+
+
+def _in_a_path(text: str, start: int, after_at: int) -> bool:
+    """`name@host` as a file path writes it, not an address: a path segment (`/var/lib/watchtower@prod/...`, a
+    systemd instance's directory) or an scp target (`backup@nas:/srv`). A URL's user (`http://bob@host/`) is not
+    one: it is redacted like an address."""
+    end = _HOST.match(text, after_at).end()
+    if text.startswith(":/", end):
+        return True
+    return text.startswith("/", end) and text[start - 1:start] == "/" and text[start - 2:start] != "//"
+
+
 def _local_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each local part in `text`, merged where they overlap; `end` is where its `@` is.
 
@@ -121,7 +134,7 @@ def _local_spans(text: str) -> list[tuple[int, int]]:
         prev_end = m.end()
         if literal:
             after_at = prev_end
-        if start >= at:
+        if start >= at or (literal and _in_a_path(text, start, prev_end)):
             continue
         while spans and spans[-1][1] > start:  # a quoted local part holding an `@` covers the one before
             start = min(start, spans.pop()[0])

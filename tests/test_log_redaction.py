@@ -76,7 +76,10 @@ AUDIT_EXAMPLES = [
 ]
 
 NOT_ADDRESSES = ["a bare @ in text", "@", "@@ and @ @", "decorator @property", "", "100% sure", "%40 alone",
-                 'said "@" there', "[redacted]@gmail.com stays as is"]
+                 'said "@" there', "[redacted]@gmail.com stays as is",
+                 # paths: a systemd-instance state_dir, a glob under a host-named directory, scp-style targets
+                 "state /var/lib/watchtower@prod/watchtower.db: first run",
+                 "watching /srv/pmta@mx1/acct-*.csv", "backup to backup@nas:/srv/watchtower"]
 
 
 @pytest.mark.parametrize(("line", "want"), AUDIT_EXAMPLES)
@@ -121,7 +124,8 @@ def test_oneshot_logs_bad_lines_without_local_parts(tmp_path: Path, fmt: str):
     logs = tmp_path / "logs"
     logs.mkdir()
     acct = logs / "acct-1.csv"
-    acct.write_text("type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,vmta\n" + "\n".join(lines) + "\n",
+    # The time columns last: a row that stops before them is a short_row (one missing only trailing fields is read).
+    acct.write_text("type,orig,rcpt,dsnAction,dsnStatus,dsnDiag,vmta,timeLogged,timeQueued\n" + "\n".join(lines) + "\n",
                     encoding="utf-8")
     cfg = {"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]}],
            "state_dir": str(tmp_path / "state"), "listen": "127.0.0.1:9",

@@ -62,13 +62,15 @@ def test_a_text_line_is_one_line_whatever_the_message_holds():
     """A file name or a client's input can hold a newline: in text format it must not forge a second log line."""
     out = io.StringIO()
     logsetup.setup("info", "text", stream=out)
-    logging.getLogger("watchtower.tailer").warning("following %s", "/l/acct-1.csv\n2026-12-03 ERROR forged\r\x1b[31m")
+    logging.getLogger("watchtower.tailer").warning("following %s", "/l/acct-1.csv\n2026-12-03 ERROR forged\r\x1b[31m"
+                                                   "\u2028\x85\x9b")
     try:
         raise ValueError("boom")
     except ValueError:
         logging.getLogger("x").exception("failed")
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("WARNING watchtower.tailer: following /l/acct-1.csv\\n2026-12-03 ERROR forged\\r\\x1b[31m")
+    assert lines[0].endswith("WARNING watchtower.tailer: following /l/acct-1.csv\\n2026-12-03 ERROR forged\\r\\x1b[31m"
+                             "\\u2028\\x85\\x9b")
     assert lines[1].endswith("ERROR x: failed") and lines[2] == "Traceback (most recent call last):"  # kept as is
 
 
