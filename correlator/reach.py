@@ -231,8 +231,9 @@ def _batches(parser: FileParser, path: str) -> Iterator[RecordBatch]:
             data = rest + data
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
-            if cut:
-                batch, _ = parser.parse(data[:cut])
+            if cut:  # a record whose quoted field runs on past the cut is held for the next read, as the pass holds it
+                batch, _ = parser.parse(data[:cut], final=False)
+                rest = data[cut - parser.held:]
                 if batch is not None:
                     yield batch
         if rest:

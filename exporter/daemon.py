@@ -233,6 +233,7 @@ class Daemon:
         self.tailer = Tailer(self.config.sources, self.config.tail, self.pipeline.self_metrics,
                              loaded.checkpoints, first_run=loaded.first_run,
                              fields=FIELDS if metrics_only else None)
+        self.tailer.hold_drained = self.follows  # the correlator process reads a file renamed away through it
         if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
             self.pipeline.aggregator.run_in_background()
         else:
@@ -534,6 +535,8 @@ class Daemon:
     async def _follower_gauges(self) -> None:
         try:
             await self.store.read_sink_files()
+            if self.tailer is not None:
+                self.tailer.release_held(self.store.sink_files)
         except sqlite3.Error as exc:  # busy for long: the next look will do
             log.debug("correlator backlog not read: %s", exc)
         self._backlog_gauges()

@@ -2,8 +2,9 @@
 
 A file is known by (device, inode) plus a fingerprint of its first bytes, never by its name, so a
 file PMTA moves away keeps its place and a reused inode is not mistaken for the old file. Only
-newline-terminated lines are handed on; a partial last line waits for the rest. `offset` is the
-byte just after the last complete line consumed: the value a checkpoint stores and a restart
+newline-terminated lines are handed on; a partial last line waits for the rest, and so does a
+record whose quoted field runs on past the last line read (the parser leaves it unconsumed). `offset`
+is the byte just after the last complete record consumed: the value a checkpoint stores and a restart
 resumes from. A file that gets shorter than `offset` was truncated and is read again from 0.
 """
 
@@ -303,7 +304,8 @@ class FileStream:
                 if final and self.skipping:  # oneshot: the unterminated last line is complete
                     self._skip(0, True)
                 elif final and self.pending:
-                    self._consume(self.pending + b"\n", len(self.pending), on_batch)
+                    self._consume(self.pending + (b"" if self.pending.endswith(b"\n") else b"\n"), len(self.pending),
+                                  on_batch, final=True)
                     self.pending = b""
                 return False
             self.last_growth = time.monotonic()
@@ -317,7 +319,7 @@ class FileStream:
             if cut < 0:
                 self.pending += data
                 if len(self.pending) > MAX_PENDING_LINE:
-                    self._drop_overlong()
+                    self._drop_overlong(on_batch)
                 continue
             pending, self.pending = self.pending, data[cut + 1 :]
             # The complete lines in one copy (the pending head and this read's lines joined), not two
@@ -328,13 +330,17 @@ class FileStream:
                 self._consume_around(lines, found, on_batch)
                 del lines
                 continue
-            parsed = self._parse(lines)
+            parsed = self._parse(lines, nbytes)
             del lines  # freed before the batch is folded: the next read reuses the memory
-            self._deliver(*parsed, nbytes, on_batch)
+            self._deliver(*parsed, on_batch)
         return True
 
-    def _drop_overlong(self) -> None:
+    def _drop_overlong(self, on_batch: OnBatch) -> None:
         """The pending line has grown past MAX_LINE_BYTES without a newline: one error, then skip to its end."""
+        held = self.pending.rfind(b"\n") + 1
+        if held:  # lines of a record left open: it cannot run on into this line (past MAX_RECORD_SPAN), read them now
+            lines, self.pending = self.pending[:held], self.pending[held:]
+            self._consume(lines, held, on_batch, final=True)
         self._long_row(self.pending[:LONG_SAMPLE_BYTES])
         n = len(self.pending)
         self.pending = b""
@@ -365,8 +371,8 @@ class FileStream:
         pos = 0
         while found is not None:
             start, end = found
-            if start > pos:
-                self._consume(lines[pos:start], start - pos, on_batch)
+            if start > pos:  # final: a record open here would run on into the overlong line (past MAX_RECORD_SPAN)
+                self._consume(lines[pos:start], start - pos, on_batch, final=True)
             self._long_row(lines[start : start + LONG_SAMPLE_BYTES])
             self._skip(end - start, True)
             pos = end
@@ -374,14 +380,20 @@ class FileStream:
         if pos < len(lines):
             self._consume(lines[pos:], len(lines) - pos, on_batch)
 
-    def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch) -> None:
-        self._deliver(*self._parse(data), nbytes, on_batch)
+    def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch, final: bool = False) -> None:
+        self._deliver(*self._parse(data, nbytes, final), on_batch)
 
-    def _parse(self, data: bytes) -> tuple[RecordBatch | None, int, int, int, Columns | None]:
-        """(batch, lines, and where they started: offset, line number, header) of complete lines."""
+    def _parse(self, data: bytes, nbytes: int, final: bool = False
+               ) -> tuple[RecordBatch | None, int, int, int, Columns | None, int]:
+        """(batch, lines, and where they started: offset, line number, header; bytes consumed) of complete lines
+        (`nbytes` of the file). A record still open at their end goes back in front of `pending`: read again,
+        whole, with the bytes that complete it (so an offset never falls inside a record)."""
         start, line_no, columns = self.cp.offset, self.parser.line_no, self.parser.columns
-        batch, nlines = self.parser.parse(data)
-        return batch, nlines, start, line_no, columns
+        batch, nlines = self.parser.parse(data, final)
+        held = self.parser.held
+        if held:
+            self.pending = bytes(data[len(data) - held :]) + self.pending
+        return batch, nlines, start, line_no, columns, nbytes - held
 
     def _deliver(self, batch: RecordBatch | None, nlines: int, start: int, line_no: int, columns: Columns | None,
                  nbytes: int, on_batch: OnBatch) -> None:

@@ -15,6 +15,7 @@ daemon restarts it if it dies.
 from __future__ import annotations
 
 import fcntl
+import glob
 import logging
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import gcpolicy
+from exporter.records import shown
 
 log = logging.getLogger("watchtower.follower")
 
@@ -39,6 +41,61 @@ ERROR_BYTES = 300
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
 """SQLite page cache of the follower (the daemon's writer has 16 MiB): the newest generation of each key index
 (correlator/store.py) and the pages the summary updates touch stay in memory."""
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def locate(key: tuple[int, int], patterns: list[str], parent: int) -> str | None:
+    """A path to the file `key` (device, inode) now: a match of its source's globs (renamed within them), else the
+    descriptor the daemon `parent` holds open for it (renamed out of the globs or deleted; the tailer keeps it
+    until this process has read the file: Tailer.hold_drained), by its name when that still names it."""
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            if _identity(path) == key:
+                return path
+    fd_dir = f"/proc/{parent}/fd"  # Linux; elsewhere a file renamed away cannot be read again
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return None
+    for name in names:
+        held = f"{fd_dir}/{name}"
+        if _identity(held) != key:
+            continue
+        try:
+            target = os.readlink(held)
+        except OSError:
+            target = ""
+        return target if target.startswith("/") and _identity(target) == key else held
+    return None
+
+
+class Where:
+    """Where a span's file is now (`Span.live`: read_span takes its `path`): the path recorded while it names the
+    file, else wherever `locate` finds it by its identity, as the tailer follows it."""
+
+    __slots__ = ("key", "patterns", "parent", "_path")
+
+    def __init__(self, path: str, key: tuple[int, int], patterns: list[str], parent: int) -> None:
+        self._path = path
+        self.key = key
+        self.patterns = patterns
+        self.parent = parent
+
+    @property
+    def path(self) -> str:
+        if _identity(self._path) != self.key:
+            found = locate(self.key, self.patterns, self.parent)
+            if found is not None:
+                log.info("%s: read again as %s (renamed)", shown(self._path), shown(found))
+                self._path = found
+        return self._path
 
 
 class Handle:
@@ -99,6 +156,7 @@ class Follower:
         self.stop = stop
         self.db_path = Path(config.state_dir) / "watchtower.db"
         self.allowed = {s.label: frozenset(s.records) if s.records else None for s in config.sources}
+        self.patterns = {s.label: list(s.paths) for s in config.sources}
         self.reload_requested: list[bool] = []
         """Set by SIGHUP (the daemon forwards its own): load the classification tables again between slices."""
 
@@ -131,6 +189,13 @@ class Follower:
         if sink is not None:
             sink.reload_classifiers(isp.classify_rcpt, replies.classify)
         log.info("correlator process: classification tables reloaded")
+
+    def _located(self, spans: list[Any]) -> list[Any]:
+        """Each span's file followed by its identity, not its recorded path (a rename since is no loss)."""
+        for span in spans:
+            if span.live is None:
+                span.live = Where(span.path, (span.dev, span.ino), self.patterns.get(span.source, []), self.parent)
+        return spans
 
     def _running(self) -> bool:
         return not self.stop and os.getppid() == self.parent
@@ -184,7 +249,7 @@ class Follower:
                     self._reload(sink)
                 try:
                     if not backlog:
-                        backlog.add([], store.behind_spans(self.allowed))
+                        backlog.add([], self._located(store.behind_spans(self.allowed)))
                     if not backlog:
                         time.sleep(IDLE_WAIT)
                     write_slices(store, backlog, [], sizes, BATCH_SECONDS, self._running)

@@ -2,16 +2,18 @@
 
 One `FileParser` per followed file keeps that file's header (`Columns`) and line number. It takes
 chunks of bytes that end on a newline (the file stream guarantees that) and returns a
-`RecordBatch` of valid rows. Each physical line is one record: PMTA joins multi-line SMTP replies,
-so a line whose quotes do not balance is a `bad_quoting` error rather than the start of a field
-that swallows the lines after it.
+`RecordBatch` of valid rows. A record is one line, or (RFC 4180) several when a quoted field holds a
+line break. A record may only run on to a further line while it is at most MAX_RECORD_SPAN long, so a
+quote that never closes costs its own line (one `bad_quoting` error) and reading resumes at the next
+line, rather than swallowing the lines after it. A record still open where a chunk ends is not
+consumed (`FileParser.held`): the file stream keeps its bytes and hands them in again with the rest.
 
 Fast path: polars parses the whole chunk with a sentinel field appended to every line, so a
 valid row has the sentinel exactly after its last column and a short row has it earlier; long
 rows and bad quoting make polars refuse the chunk, and a row count that differs from the line
-count reveals a quoted newline. Any such chunk takes the exact path instead: one `csv.reader`
-over the chunk, and line by line where a line is malformed, so every error is counted once
-against its own line.
+count reveals a quoted newline, and an odd number of quotes a field still open. Any such chunk takes
+the exact path instead: one `csv.reader` over the chunk, and record by record where one is malformed,
+so every error is counted once against its own (first) line.
 
 Invalid UTF-8 (remote MXs answer in latin-1: `Empf\xe4nger unbekannt`) does not cost the record:
 undecodable bytes become U+FFFD, the record is used, and `repaired` counts such records. Only the
@@ -22,6 +24,7 @@ decoder, which substitutes exactly as Python's `errors="replace"` does.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 import time
@@ -99,6 +102,28 @@ def _invalid_lines(data: bytes) -> list[int]:
             pos = end + exc.start
 
 
+MAX_RECORD_SPAN = 64 * 1024
+"""Characters a record may hold once a quoted field carries it past its first line: a quote that never closes
+must not swallow the rest of the file (one `bad_quoting` error for its line instead; docs/reliability.md)."""
+
+
+def _record_feed(lines: list[str], start: int, ended: list[bool]) -> Iterable[str]:
+    """`lines` from `start`, each with its newline, for one csv record: it may run on to a further line only
+    while the record stays within MAX_RECORD_SPAN. `ended[0]` is set once the chunk's last line was given."""
+    size = 0
+    for j in range(start, len(lines)):
+        size += len(lines[j]) + 1
+        if j > start and size > MAX_RECORD_SPAN:
+            return
+        yield lines[j] + "\n"
+    ended[0] = True
+
+
+def _span(lines: list[str], start: int, end: int) -> int:
+    """Characters of lines [start, end) with their newlines: the size of a record carried across lines."""
+    return sum(len(line) for line in lines[start:end]) + end - start
+
+
 _LONE_CR = re.compile(b"\r(?!\n)")
 _BOM = b"\xef\xbb\xbf"
 _NUL = b"\0"
@@ -161,7 +186,7 @@ class FileParser:
     """Parsing state of one file: its header and how many lines have been consumed."""
 
     __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast",
-                 "repaired", "fields", "_held")
+                 "repaired", "fields", "_held", "held", "_held_lines")
 
     def __init__(
         self,
@@ -194,6 +219,10 @@ class FileParser:
         self.read: dict[str, int] = {}
         self.repaired = 0
         """Records of the last `parse()` that held invalid UTF-8 (also set on the batch it returned)."""
+        self.held = 0
+        """Trailing bytes the last `parse()` left unconsumed: a record whose quoted field is still open where the
+        chunk ends (only when not `final`). The caller hands them in again, followed by the file's next bytes."""
+        self._held_lines = 0
 
     def reset(self) -> None:
         """The file was truncated or replaced: forget its header and start at line 0."""
@@ -207,32 +236,49 @@ class FileParser:
         else:
             self.error_log.report(self.source, self.path, line, reason, sample)
 
-    def parse(self, data: bytes) -> tuple[RecordBatch | None, int]:
-        """Rows of the complete lines in `data`; returns (batch or None, number of lines consumed)."""
+    def parse(self, data: bytes, final: bool = True) -> tuple[RecordBatch | None, int]:
+        """Rows of the complete lines in `data`; returns (batch or None, number of lines consumed).
+
+        Not `final` (more of the file may follow): a record still open at the end is left unconsumed, its
+        bytes counted in `held`. `final` (the file's end, or a caller that cannot hand bytes back): it is
+        one `bad_quoting` error and the lines after its first are read as records."""
         self.repaired = 0
+        self.held = self._held_lines = 0
+        original = data
         if self.line_no == 0 and data.startswith(_BOM):  # an editor's UTF-8 BOM would hide the header
             data = data[len(_BOM) :]
-        nuls = 0
+        runs: list[tuple[int, int]] = []
         if _NUL in data:  # memchr: a crash's NUL padding (rare), skipped
-            data, nuls = self._drop_nuls(data)
+            data, runs = self._drop_nuls(data)
+        start = self.line_no
         fast = self._parse_frame(data) if self.fast else None
         if fast is None:
-            fast = self._parse_exact(data)
-        if nuls:  # after the parse: the exact path's fallback resets the tallies it made itself
+            fast = self._parse_exact(data, final)
+        if self._held_lines:  # in bytes of `data` as given (BOM and NULs included): where the held lines start
+            pos = len(original) - 1 if original.endswith(b"\n") else len(original)
+            for _ in range(self._held_lines):
+                pos = original.rfind(b"\n", 0, pos)
+            self.held = len(original) - (pos + 1)
+        nuls = 0
+        for line, size in runs:  # after the parse: the exact path's fallback resets the tallies it made itself
+            if line - start <= fast[1]:  # a run in held lines is counted when they are read again
+                nuls += 1
+                self.error_log.report(self.source, self.path, line, "nul_padding", f"<{size} NUL bytes>")
+        if nuls:
             self.errors["nul_padding"] = self.errors.get("nul_padding", 0) + nuls
         if fast[0] is not None:
             fast[0].repaired = self.repaired
         return fast
 
-    def _drop_nuls(self, data: bytes) -> tuple[bytes, int]:
+    def _drop_nuls(self, data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
         """`data` without its NUL bytes (a file padded after a crash, a record often glued after the run), and
-        the number of runs: each one `nul_padding` error, logged on its line."""
-        line, pos, runs = self.line_no + 1, 0, 0
+        the runs as (line, length): each one `nul_padding` error, logged on its line once its line is consumed."""
+        line, pos = self.line_no + 1, 0
+        runs: list[tuple[int, int]] = []
         for m in _NUL_RUN.finditer(data):
             line += data.count(b"\n", pos, m.start())
             pos = m.start()
-            runs += 1
-            self.error_log.report(self.source, self.path, line, "nul_padding", f"<{m.end() - m.start()} NUL bytes>")
+            runs.append((line, m.end() - m.start()))
         return data.replace(_NUL, b""), runs
 
     def _parse_frame(self, data: bytes) -> tuple[RecordBatch | None, int] | None:
@@ -255,6 +301,8 @@ class FileParser:
                 return None, head_lines
         if columns is None or len(columns.names) < 2:
             return None
+        if b'"' in data and (data.count(b'"') & 1 or not data.endswith(b"\n")):
+            return None  # a quoted field open at the end or a bad quote (or no final newline to count by): exact path
         n = len(columns.names)
         bad_utf8 = [i - head_lines for i in invalid_utf8_lines(data) if i >= head_lines]
         body = _lf_lines(data) if b"\r" in data else data  # memchr first: CRLF files are the rare case
@@ -291,6 +339,14 @@ class FileParser:
                     pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE))
             except Exception:  # noqa: BLE001 - e.g. a long row, which only the unprojected read refuses
                 return None
+        if bad and (padded := self._pad_frame(frame, n, columns, known)) is not None:
+            if _SENTINEL_BYTE in body:  # a field may be the sentinel itself: only the exact path can tell
+                return None
+            frame = padded
+            bad, unusable, types = frame.select(
+                (~blank.fill_null(False) & ~usable).any().alias("b"), (~usable).any().alias("u"),
+                t.filter(usable).value_counts().implode().alias("v"),
+            ).row(0)
         self.columns = columns
         self.line_no += head_lines + nlines
         if bad:
@@ -312,6 +368,23 @@ class FileParser:
             return None, head_lines + nlines
         good = good.drop(col(n))
         return RecordBatch(self.source, self.path, columns, frame=good), head_lines + nlines
+
+    @staticmethod
+    def _pad_frame(frame: pl.DataFrame, n: int, columns: Columns, known: pl.Expr) -> pl.DataFrame | None:
+        """`frame` with the rows PMTA wrote without their trailing empty fields made whole (see `_pad`), or None when
+        it has none. Such a row has its sentinel early, at or after `min_fields`; it becomes null (''), and the
+        sentinel goes to its place. Only for chunks with bad rows: the ordinary chunk pays nothing."""
+        lo = columns.min_fields
+        if lo >= n:
+            return None
+        early = [pl.col(col(j)) == SENTINEL for j in range(lo, n)]
+        short = (known & pl.col(col(n)).is_null() & pl.any_horizontal(early)).fill_null(False)
+        if not frame.select(short.any()).item():
+            return None
+        return frame.with_columns(
+            [pl.when(short & mark).then(None).otherwise(pl.col(col(j))).alias(col(j))
+             for j, mark in zip(range(lo, n), early, strict=True)]
+            + [pl.when(short).then(pl.lit(SENTINEL)).otherwise(pl.col(col(n))).alias(col(n))])
 
     def _projection(self, columns: Columns) -> list[int] | None:
         """Column indexes to materialise (type, the blank-line probe, the wanted fields, the sentinel)."""
@@ -339,10 +412,13 @@ class FileParser:
             reason = "short_row" if row[0] in _KNOWN else "unknown_type"
             self._error(reason, row[-1], ",".join(fields))
 
-    def _parse_exact(self, data: bytes) -> tuple[RecordBatch | None, int]:
-        """The exact path: csv.reader over the chunk, line by line where a line is malformed."""
+    def _parse_exact(self, data: bytes, final: bool = True) -> tuple[RecordBatch | None, int]:
+        """The exact path: csv.reader over the chunk, record by record where one is malformed."""
         bad_utf8 = invalid_utf8_lines(data)
-        lines = data.decode("utf-8", "replace").split("\n") if bad_utf8 else data.decode("utf-8").split("\n")
+        text = data.decode("utf-8", "replace") if bad_utf8 else data.decode("utf-8")
+        if "\r" in text:  # a quoted line break then reads the same in CRLF and LF files (as on the polars path)
+            text = text.replace("\r\n", "\n")
+        lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the empty tail after the final newline
         base = self.line_no
@@ -352,9 +428,10 @@ class FileParser:
         held: list[tuple[int, str, str]] = []
         self._held = held
         try:
-            self._parse_rows(csv.reader(lines, strict=True), base, batch_rows, numbers, len(lines))
+            used = self._parse_rows(csv.reader(io.StringIO(text, newline="\n"), strict=True), base, batch_rows,
+                                    numbers, lines, final)
         except (_Fallback, csv.Error):
-            held.clear()  # counted again, and logged, by the line-by-line pass
+            held.clear()  # counted again, and logged, by the record-by-record pass
             batch_rows.clear()
             numbers.clear()
             self.columns = start_columns
@@ -362,44 +439,72 @@ class FileParser:
             self.skipped.clear()
             self.read.clear()
             self._held = None
-            self._parse_each(lines, base, batch_rows, numbers)
+            used = self._parse_each(lines, base, batch_rows, numbers, final)
         finally:
             self._held = None
         for line, reason, sample in held:
             self.error_log.report(self.source, self.path, line, reason, sample)
-        self.line_no = base + len(lines)
+        self.line_no = base + used
+        self._held_lines = len(lines) - used
         if bad_utf8 and batch_rows:
-            used = set(numbers)
-            self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in used)
+            first = set(numbers)
+            self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in first)
         if not batch_rows or self.columns is None:
-            return None, len(lines)
-        return RecordBatch(self.source, self.path, self.columns, batch_rows, numbers), len(lines)
+            return None, used
+        return RecordBatch(self.source, self.path, self.columns, batch_rows, numbers), used
 
     def _parse_rows(
-        self, rows: Iterable[list[str]], base: int, out: list[list[str]], numbers: list[int], expected: int
-    ) -> None:
-        """The hot loop: one csv.reader over the chunk, a line-count check instead of per-line parsing."""
-        reader = rows
+        self, reader: Iterable[list[str]], base: int, out: list[list[str]], numbers: list[int], lines: list[str],
+        final: bool,
+    ) -> int:
+        """The hot loop: one csv.reader over the chunk; returns the lines consumed (all, or all but an open
+        record at the end). Anything irregular raises for the record-by-record pass."""
         columns = self.columns
         ncols = len(columns.names) if columns is not None else -1
         allowed = self.allowed
         read = self.read
         n = 0
-        for row in reader:
-            n += 1
-            if reader.line_num != n:  # type: ignore[attr-defined]
-                raise _Fallback  # a quoted field ran across a line end
-            if len(row) == ncols:
-                t = row[0]
-                if t in allowed:
-                    out.append(row)
-                    numbers.append(base + n)
-                    read[t] = read.get(t, 0) + 1
+        try:
+            for row in reader:
+                end = reader.line_num  # type: ignore[attr-defined]
+                if end != n + 1 and _span(lines, n, end) > MAX_RECORD_SPAN:
+                    raise _Fallback  # a quote carried the record too far: _parse_each cuts it back to its line
+                line, n = base + n + 1, end
+                if len(row) == ncols:
+                    t = row[0]
+                    if t in allowed:
+                        out.append(row)
+                        numbers.append(line)
+                        read[t] = read.get(t, 0) + 1
+                        continue
+                elif columns is not None and self._pad(row, columns):
+                    if row[0] in allowed:
+                        out.append(row)
+                        numbers.append(line)
+                        read[row[0]] = read.get(row[0], 0) + 1
+                    else:
+                        self.skipped[row[0]] = self.skipped.get(row[0], 0) + 1
                     continue
-            columns = self._odd_row(row, base + n, ",".join(row))
-            ncols = len(columns.names) if columns is not None else -1
-        if n != expected:
+                columns = self._odd_row(row, line, ",".join(row))
+                ncols = len(columns.names) if columns is not None else -1
+        except csv.Error as exc:
+            # The last record's quote is still open where the chunk ends: kept for the next chunk if it may yet close.
+            if final or str(exc) != "unexpected end of data" or _span(lines, n, len(lines)) > MAX_RECORD_SPAN:
+                raise
+            return n
+        if n != len(lines):
             raise _Fallback
+        return n
+
+    @staticmethod
+    def _pad(row: list[str], columns: Columns) -> bool:
+        """Fill in the trailing empty fields PMTA leaves out (docs/reliability.md): True if `row` now has every column.
+
+        A known type with at least the type and first time column counts; anything shorter is a `short_row`."""
+        if not columns.min_fields <= len(row) < len(columns.names) or row[0] not in _KNOWN:
+            return False
+        row.extend([""] * (len(columns.names) - len(row)))
+        return True
 
     def _odd_row(self, row: list[str], line: int, sample: str) -> Columns | None:
         """Everything that is not a valid, wanted record: headers, skips and errors."""
@@ -422,20 +527,35 @@ class FileParser:
             self.skipped[t] = self.skipped.get(t, 0) + 1
         return self.columns
 
-    def _parse_each(self, lines: list[str], base: int, out: list[list[str]], numbers: list[int]) -> None:
-        """Slow path for a chunk with a malformed line: each line parsed alone, errors pinned to it."""
+    def _parse_each(self, lines: list[str], base: int, out: list[list[str]], numbers: list[int],
+                    final: bool = True) -> int:
+        """Slow path for a chunk with a malformed record: each record parsed alone, errors pinned to its first line.
+
+        A record that cannot be read (bad quoting, or a quote open past MAX_RECORD_SPAN or at the file's end) is one
+        `bad_quoting` error for its first line, and reading resumes at the next line. Returns the lines consumed."""
         allowed = self.allowed
-        for i, line in enumerate(lines, start=1):
+        i, total = 0, len(lines)
+        while i < total:
+            ended = [False]
+            reader = csv.reader(_record_feed(lines, i, ended), strict=True)
             try:
-                parsed = list(csv.reader([line], strict=True))
+                row = next(reader, [])
             except csv.Error:
-                self._error("bad_quoting", base + i, line)
+                if ended[0] and not final:  # still open at the chunk's end: read again with the rest
+                    return i
+                self._error("bad_quoting", base + i + 1, lines[i])
+                i += 1
                 continue
-            row = parsed[0] if parsed else []
+            used = max(reader.line_num, 1)
+            sample = lines[i] if used == 1 else "\n".join(lines[i : i + used])
+            line = base + i + 1
+            i += used
             cols = self.columns
-            if cols is not None and len(row) == len(cols.names) and row[0] in allowed:
-                out.append(row)
-                numbers.append(base + i)
-                self.read[row[0]] = self.read.get(row[0], 0) + 1
-            else:
-                self._odd_row(row, base + i, line)
+            if cols is not None and row and (len(row) == len(cols.names) or self._pad(row, cols)):
+                if row[0] in allowed:
+                    out.append(row)
+                    numbers.append(line)
+                    self.read[row[0]] = self.read.get(row[0], 0) + 1
+                    continue
+            self._odd_row(row, line, sample)
+        return total

@@ -99,6 +99,13 @@ class Columns:
         return row[i] if 0 <= i < len(row) else ""
 
     @property
+    def min_fields(self) -> int:
+        """Fields a row needs to be a record: the type and the first time column (PMTA leaves trailing empty
+        fields out, so a shorter row is read with them empty). Fewer is garbage: a `short_row`."""
+        times = [i for i in (self.timeLogged, self.timeQueued) if i >= 0]
+        return max(2, min(times) + 1) if times else 2
+
+    @property
     def header_line(self) -> str:
         return ",".join(self.names)
 

@@ -152,7 +152,15 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
     if not data.endswith(b"\n"):  # oneshot's unterminated last line
         data += b"\n"
     parser = FileParser(span.source, shown(span.path), span.allowed, span.columns, span.line_no, _QUIET)
-    batch, _lines = parser.parse(data)
+    # Inside the span a record whose quoted field runs on past this piece is left for the next piece, as the tailer
+    # left it for its next chunk. At the span's end (where the tailer's records ended) or an overlong line (which
+    # the tailer's record could not run into either), an open record is final: one bad_quoting error, as it was.
+    final = want >= span.remaining or found is not None
+    batch, _lines = parser.parse(data, final=final)
+    if parser.held:
+        consumed -= parser.held
+        if consumed == 0:  # one record longer than the piece (within MAX_RECORD_SPAN): read it whole
+            return read_span(span, max_bytes * 4)
     if batch is not None:
         batch.file_id = span.file_id
     return batch, consumed, parser.line_no, parser.columns

@@ -109,6 +109,11 @@ class Tailer:
         self._reported: set[str] = set()
         self._not_regular: set[str] = set()
         """Matches that are not regular files (FIFOs, devices), named once each."""
+        self.hold_drained = False
+        """Keep a descriptor of each file drained after it left the globs (renamed out, deleted) until `release_held`
+        says the correlator's own process has read it too (exporter/follower.py finds it in /proc/<pid>/fd)."""
+        self.held: dict[str, tuple[int, int, float]] = {}
+        """file_id -> (descriptor, offset drained to, when) of the files kept open for the correlator process."""
         if metrics:
             for s in sources:
                 metrics.init_source(s.label)
@@ -319,6 +324,7 @@ class Tailer:
             if stream.gone:
                 if stream.file is not None and stream.behind > 0:
                     continue  # still draining a rotated-away file
+                self._hold(stream)
                 await stream.close()
                 del self.streams[key]
                 self.retired.append(stream.cp)
@@ -332,6 +338,27 @@ class Tailer:
         for key, cp in list(self.known.items()):
             if key not in self.streams and cp.gone_since is not None and cp.gone_since < cutoff:
                 del self.known[key]
+
+    def _hold(self, stream: FileStream) -> None:
+        """A drained file that left the globs: a descriptor of it kept for the correlator process (hold_drained)."""
+        if not self.hold_drained or stream.file is None or stream.cp.file_id in self.held:
+            return
+        try:
+            fd = os.dup(stream.file.fileno())
+        except OSError as exc:  # out of descriptors: the correlator process reports what it cannot read
+            log.warning("%s: not kept open for the correlator process: %s", shown(stream.cp.path), exc.strerror or exc)
+            return
+        self.held[stream.cp.file_id] = (fd, stream.cp.offset, time.monotonic())
+
+    def release_held(self, sink_files: dict[str, tuple[int, int]]) -> None:
+        """Close the descriptors of files the correlator process has read to the end (`sink_files`: file_id ->
+        (committed offset, sink position), StateStore.sink_files), or that the database forgot long ago."""
+        now = time.monotonic()
+        for file_id, (fd, offset, since) in list(self.held.items()):
+            known = sink_files.get(file_id)
+            if (known is not None and known[1] >= offset) or (known is None and now - since > self.tail.forget_after):
+                del self.held[file_id]
+                os.close(fd)
 
     def _update_gauges(self) -> None:
         if not self.metrics:
@@ -360,4 +387,7 @@ class Tailer:
     async def close(self) -> None:
         for stream in self.streams.values():
             await stream.close()
+        for fd, _offset, _since in self.held.values():
+            os.close(fd)
+        self.held.clear()
         self.error_log.flush()

@@ -209,3 +209,22 @@ def watchtower_factory(tmp_path: Path) -> Iterator[Callable[[Path], Watchtower]]
         if wt.proc is not None:
             wt.proc.kill()
             wt.proc.wait()
+
+
+def oneshot_nonzero(tmp_path: Path, correlator: bool, prefixes: tuple[str, ...], **config: Any) -> dict[str, float]:
+    """`watchtower oneshot` over tmp_path/logs/*.csv (one source `acct`), correlator on or off: its non-zero samples
+    whose names start with `prefixes` (tests compare the two runs)."""
+    cfg = write_config(tmp_path / ("on" if correlator else "off"),
+                       [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")]}],
+                       correlator={"enabled": correlator}, **config)
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith(prefixes):
+            name, _, v = line.rpartition(" ")
+            if float(v):
+                out[name] = float(v)
+    return out

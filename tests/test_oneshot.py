@@ -115,7 +115,7 @@ def generate(root: Path, seed: int = 11) -> dict[str, Counter]:
         _write(root / f"acct-2026-11-25-{fno:04d}.csv", acct_fields, acct, crlf=fno == 2)
         _write(root / f"diag-2026-11-25-{fno:04d}.csv", diag_fields, diag, crlf=False)
         _write(root / f"bounce-2026-11-25-{fno:04d}.csv", bounce_fields, bounce, crlf=False)
-    garbage = ("d,too,short\n"  # short_row
+    garbage = ("d\n"  # short_row: not even a time field (a row missing only trailing fields is a record)
                'd,"unbalanced quote,x\n'  # bad_quoting
                "zz" + ",x" * (len(acct_fields) - 1) + "\n")  # unknown_type
     # A German MX answering in latin-1 (#8 defect 2): the bounce is counted, its byte repaired.

@@ -349,3 +349,21 @@ def test_the_oneshot_store_runs_with_small_page_caches(tmp_path: Path, monkeypat
     big, _scans = _run(cfg, monkeypatch, reachable_only=True)
     assert ("write", -16384) in caches
     assert _stable(small) == _stable(again) == _stable(big)
+
+
+@pytest.mark.parametrize("read_bytes", [40, 64, 97, 1 << 20])
+def test_the_reach_scan_reads_a_quoted_line_break_as_one_record(tmp_path, monkeypatch, read_bytes):
+    """The pre-scan reads a file as the pass does: a quoted field holding a line break (RFC 4180) split across its
+    reads is one record with its keys, not a bad line and a garbage one."""
+    from correlator import reach
+    from exporter.parser import FileParser
+
+    monkeypatch.setattr(reach, "READ_BYTES", read_bytes)
+    path = tmp_path / "fbl.csv"
+    path.write_text('type,rcpt,dsnDiag,header_Message-Id\n'
+                    'f,u1@gmail.com,"first line\nsecond line",<m1@x>\n'
+                    'f,u2@gmail.com,plain,<m2@x>\n')
+    parser = FileParser("reach", str(path), reach._ALL_TYPES, error_log=reach._Quiet(), fields=reach._FIELDS)
+    rcpts = [row[batch.columns.rcpt] for batch in reach._batches(parser, str(path)) for row in batch.rows]
+    assert rcpts == ["u1@gmail.com", "u2@gmail.com"]
+    assert parser.errors == {}

@@ -64,7 +64,7 @@ def test_fast_and_exact_paths_agree(lines: list[str], crlf: bool, restricted: bo
 
 
 def test_fast_path_judges_short_unknown_and_blank_lines_itself():
-    data = b"type,rcpt,dsnDiag,vmta\nd,a@x,ok,v1\nd,a@x\n\nzz,1,2,3\r\nt,\"q,1\",\"say \"\"x\"\"\",v2\n"
+    data = b"type,rcpt,dsnDiag,vmta\nd,a@x,ok,v1\nd\n\nzz,1,2,3\r\nt,\"q,1\",\"say \"\"x\"\"\",v2\n"
     p = FileParser("s", "/f.csv", None)
     result = p._parse_frame(data)
     assert result is not None, "the fast path declined a chunk it can judge"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from exporter.metrics import SelfMetrics
 from exporter.records import MAX_LINE_BYTES
 from exporter.spans import read_span, span_at
 from exporter.tailer import Tailer
-from tests.conftest import REPO, write_config
+from tests.conftest import oneshot_nonzero
 
 HEADER = "type,timeLogged,rcpt,vmta,dsnDiag"
 
@@ -134,21 +132,8 @@ def test_reading_a_span_again_skips_an_overlong_line(tmp_path: Path, start: str)
 
 
 def _oneshot(tmp_path: Path, correlator: bool) -> dict[str, float]:
-    cfg = write_config(tmp_path / ("on" if correlator else "off"),
-                       [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")]}],
-                       correlator={"enabled": correlator})
-    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    out = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith(("watchtower_parse_errors_total", "watchtower_bytes_read_total",
-                            "watchtower_lines_read_total", "watchtower_records_read_total")):
-            name, _, v = line.rpartition(" ")
-            if float(v):
-                out[name] = float(v)
-    return out
+    return oneshot_nonzero(tmp_path, correlator, ("watchtower_parse_errors_total", "watchtower_bytes_read_total",
+                                                  "watchtower_lines_read_total", "watchtower_records_read_total"))
 
 
 def test_oneshot_counts_an_overlong_line_the_same_with_the_correlator_on_and_off(tmp_path: Path):
