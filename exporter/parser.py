@@ -11,7 +11,7 @@ consumed (`FileParser.held`): the file stream keeps its bytes and hands them in 
 Fast path: polars parses the whole chunk with a sentinel field appended to every line, so a
 valid row has the sentinel exactly after its last column and a short row has it earlier; long
 rows and bad quoting make polars refuse the chunk, and a row count that differs from the line
-count reveals a quoted newline, and an odd number of quotes a field still open. Any such chunk takes
+count reveals a quoted newline, and an odd number of quotes on the last line a field still open. Any such chunk takes
 the exact path instead: one `csv.reader` over the chunk, and record by record where one is malformed,
 so every error is counted once against its own (first) line.
 
@@ -301,8 +301,11 @@ class FileParser:
                 return None, head_lines
         if columns is None or len(columns.names) < 2:
             return None
-        if b'"' in data and (data.count(b'"') & 1 or not data.endswith(b"\n")):
-            return None  # a quoted field open at the end or a bad quote (or no final newline to count by): exact path
+        if not data.endswith(b"\n") or data.count(b'"', data.rfind(b"\n", 0, len(data) - 1) + 1) & 1:
+            # No final newline to count by, or the last line opens a quote it does not close (a record the next
+            # chunk completes): exact path. A quote open on an earlier line joins lines, which the row count tells
+            # below; counting only the last line keeps the scan of a whole 16 MiB chunk (~10 ms) off this path.
+            return None
         n = len(columns.names)
         bad_utf8 = [i - head_lines for i in invalid_utf8_lines(data) if i >= head_lines]
         body = _lf_lines(data) if b"\r" in data else data  # memchr first: CRLF files are the rare case
