@@ -73,6 +73,7 @@ AUDIT_EXAMPLES = [
     ("cut at secret.person.zz@", "cut at [redacted]@"),
     ("the list « anna@example.com » and（李雷@例子.中国）", "the list « [redacted]@example.com » and（[redacted]@例子.中国）"),
     ('quoted "a@b c"@example.com end', "quoted [redacted]@example.com end"),
+    ("rcpt jane＠yahoo.com and 李雷＠例子.中国", "rcpt [redacted]＠yahoo.com and [redacted]＠例子.中国"),  # full-width at sign
 ]
 
 NOT_ADDRESSES = ["a bare @ in text", "@", "@@ and @ @", "decorator @property", "", "100% sure", "%40 alone",
