@@ -218,7 +218,9 @@ def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path
     """SIGTERM (docker stop, systemd, a CI timeout) during the pass: nothing printed, nothing left in TMPDIR
     (the correlator's temporary store holds recipients), exit 1, one line; as SIGINT. The process is frozen
     (SIGSTOP) while it holds the input open, so the signal lands mid-pass whatever the machine's speed."""
-    config, acct = _big_config(tmp_path, correlator)
+    # The metrics-only pass reads ~6x faster: a longer file keeps its input open long enough to be caught on a
+    # loaded 2-core machine (150k lines were missed once in four full runs).
+    config, acct = _big_config(tmp_path, correlator, lines=150_000 if correlator else 900_000)
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "oneshot", "--config", str(config)], cwd=ROOT,
@@ -230,7 +232,7 @@ def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path
             if store_open and _has_open(proc.pid, acct):
                 proc.send_signal(signal.SIGSTOP)
                 break
-            time.sleep(0.002)
+            time.sleep(0.001)
         assert proc.poll() is None and _has_open(proc.pid, acct), "the pass ended before it could be stopped"
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGCONT)
