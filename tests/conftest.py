@@ -188,11 +188,16 @@ def _logging_left_as_found() -> Iterator[None]:
     captured stderr: left there, a later test's log line goes to a closed stream ('--- Logging error ---')."""
     import logging
 
+    from exporter.logsetup import PER_REQUEST_LOGGERS
+
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in PER_REQUEST_LOGGERS}  # setup() and the hub set them
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
 
 
 @pytest.fixture

@@ -75,9 +75,7 @@ def test_run_with_bcrypt_auth_json_logs_and_healthcheck(tmp_path: Path):
     url = f"http://{listen}"
     assert _healthcheck(config).returncode == 1  # nothing listening yet
     log = tmp_path / "run.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
-                                stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = _run_logging_to(config, log)
     try:
         _wait_http(url + "/healthz", proc, log)
         r = httpx.get(url + "/metrics", auth=("prom", "s3cret"), timeout=5)
@@ -109,6 +107,13 @@ def test_run_with_bcrypt_auth_json_logs_and_healthcheck(tmp_path: Path):
     assert proc.returncode == 0
 
 
+def _run_logging_to(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`watchtower run` in the background, its stdout and stderr to `log` (the caller stops it)."""
+    with open(log, "wb") as logf:
+        return subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
+                                stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
 def test_tls_listener_drops_stalled_handshakes_and_serves_https(tmp_path: Path):
@@ -120,9 +125,7 @@ def test_tls_listener_drops_stalled_handshakes_and_serves_https(tmp_path: Path):
     listen = config.read_text().split("listen: ")[1].split()[0].strip("'\"")
     host, port = listen.rsplit(":", 1)
     log = tmp_path / "run.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
-                                stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = _run_logging_to(config, log)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -249,9 +252,7 @@ def test_listen_port_0_logs_the_port_bound(tmp_path: Path) -> None:
     """`listen: 127.0.0.1:0` lets the kernel choose: the log names the port it chose, which answers."""
     config = write_config(tmp_path, listen="127.0.0.1:0")
     log = tmp_path / "run.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
-                                stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = _run_logging_to(config, log)
     try:
         deadline = time.monotonic() + 30
         while "listening on" not in log.read_text():

@@ -40,18 +40,6 @@ def test_a_long_bad_line_is_cut_at_a_field_and_redacted():
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def restore_root():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in ("httpx",)}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, old in quiet.items():
-        logging.getLogger(name).setLevel(old)
-
-
 AUDIT_EXAMPLES = [
     ("'d,x,josé.garcía@gmail.com,extra'", "'d,x,[redacted]@gmail.com,extra'"),
     ("d,y,hans.mueller@münchen.de", "d,y,[redacted]@münchen.de"),
@@ -176,7 +164,7 @@ def test_a_huge_bad_line_is_redacted_near_the_cut_only():
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
-def test_httpx_request_lines_at_debug_have_no_local_part(restore_root, fmt: str):
+def test_httpx_request_lines_at_debug_have_no_local_part(fmt: str):
     stream = io.StringIO()
     setup("debug", fmt, stream=stream, redact_addresses=True)
     with httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, json={}))) as client:
@@ -192,7 +180,7 @@ def test_httpx_request_lines_at_debug_have_no_local_part(restore_root, fmt: str)
     assert "plainascii" not in stream.getvalue() and "jos" not in stream.getvalue()
 
 
-def test_a_precision_in_the_format_string_cannot_cut_an_address_open(restore_root):
+def test_a_precision_in_the_format_string_cannot_cut_an_address_open():
     stream = io.StringIO()
     setup("info", "text", stream=stream, redact_addresses=True)
 
