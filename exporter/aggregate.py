@@ -150,12 +150,12 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     rcpt_dom = rcpt.str.split("@").list.last()
     if c.rcpt >= 0 and "tq" not in types:  # the domain from rcpt; a row without vmta keeps its queue name (one
         # select, no per-row split: `_vmta_pool` takes the vmta part of each distinct queue name)
-        vraw, dom = (pl.when(vmta == "").then(queue).otherwise(vmta) if c.queue >= 0 else vmta), rcpt_dom
+        vraw, dom = (pl.when(queue_vmta).then(queue).otherwise(vmta) if c.queue >= 0 else vmta), rcpt_dom
     elif c.rcpt < 0 or types <= {"tq"}:  # every row does
         vraw, dom = pl.when(queue_vmta).then(from_queue).otherwise(vmta), queue_dom
     else:
         use_queue = t == "tq"
-        own = pl.when(vmta == "").then(queue).otherwise(vmta)
+        own = pl.when(queue_vmta).then(queue).otherwise(vmta)
         vraw = pl.when(use_queue & queue_vmta).then(from_queue).otherwise(own)
         dom = pl.when(use_queue).then(queue_dom).otherwise(rcpt_dom)
     dom = dom.str.to_lowercase()
