@@ -188,6 +188,7 @@ PARSE_ERROR_REASONS: tuple[str, ...] = (
     "missing_header",
     "bad_timestamp",
     "nul_padding",
+    "bad_json",
 )
 READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io", "stat", "scan")
 """stat: a glob match that cannot be stat'ed (symlink loop, stale NFS handle, ...); scan: a directory of a glob

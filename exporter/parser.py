@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from exporter import jsonrecords
 from exporter.config import RECORD_TYPES
 from exporter.records import LINE, Columns, RecordBatch, col, is_header
 from exporter.redact import Clipped
@@ -251,9 +252,14 @@ class FileParser:
         if _NUL in data:  # memchr: a crash's NUL padding (rare), skipped
             data, runs = self._drop_nuls(data)
         start = self.line_no
-        fast = self._parse_frame(data) if self.fast else None
-        if fast is None:
-            fast = self._parse_exact(data, final)
+        if self.columns is None and jsonrecords.opens_json(data):
+            self.columns = jsonrecords.COLUMNS  # PMTA's JSON form: every record names its fields
+        if jsonrecords.is_json(self.columns):
+            fast = self._parse_json(data)
+        else:
+            fast = self._parse_frame(data) if self.fast else None
+            if fast is None:
+                fast = self._parse_exact(data, final)
         if self._held_lines:  # in bytes of `data` as given (BOM and NULs included): where the held lines start
             pos = len(original) - 1 if original.endswith(b"\n") else len(original)
             for _ in range(self._held_lines):
@@ -455,6 +461,42 @@ class FileParser:
         if not batch_rows or self.columns is None:
             return None, used
         return RecordBatch(self.source, self.path, self.columns, batch_rows, numbers), used
+
+    def _parse_json(self, data: bytes) -> tuple[RecordBatch | None, int]:
+        """A chunk of a JSON accounting file (exporter/jsonrecords.py): one record per line, each line that is not
+        a usable record one error (`bad_json`, or `unknown_type` for an object without a known type)."""
+        bad_utf8 = invalid_utf8_lines(data)
+        text = data.decode("utf-8", "replace") if bad_utf8 else data.decode("utf-8")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()  # the empty tail after the final newline
+        base = self.line_no
+        allowed, read, skipped = self.allowed, self.read, self.skipped
+        rows: list[list[str]] = []
+        numbers: list[int] = []
+        for i, line in enumerate(lines):
+            record = jsonrecords.object_text(line)
+            if not record:
+                continue  # blank, or an array's framing
+            row = jsonrecords.to_row(record)
+            t = row[0] if row is not None else ""
+            if row is None:
+                self._error("bad_json", base + i + 1, line)
+            elif t in allowed:
+                rows.append(row)
+                numbers.append(base + i + 1)
+                read[t] = read.get(t, 0) + 1
+            elif t in _KNOWN:
+                skipped[t] = skipped.get(t, 0) + 1
+            else:
+                self._error("unknown_type", base + i + 1, line)
+        self.line_no = base + len(lines)
+        if bad_utf8 and rows:
+            first = set(numbers)
+            self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in first)
+        if not rows:
+            return None, len(lines)
+        return RecordBatch(self.source, self.path, jsonrecords.COLUMNS, rows, numbers), len(lines)
 
     def _parse_rows(
         self, reader: Iterable[list[str]], base: int, out: list[list[str]], numbers: list[int], lines: list[str],

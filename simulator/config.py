@@ -37,7 +37,7 @@ class _Strict(BaseModel):
 class FileSpec(_Strict):
     """One `<acct-file>`: its base name, record types, columns and output details."""
 
-    name: str = Field(description="Base name: files are <dir>/<name>-YYYY-MM-DD-NNNN.csv.")
+    name: str = Field(description="Base name: files are <dir>/<name>-YYYY-MM-DD-NNNN.csv (.json in the JSON form).")
     records: list[Literal["d", "b", "t", "tq", "f", "rb"]]
     fields: list[str] = Field(
         default_factory=lambda: ["*", "header_Message-Id"],
@@ -48,6 +48,11 @@ class FileSpec(_Strict):
     iso_times: bool = True
     newline: Literal["lf", "crlf"] = "lf"
     split_writes: bool = False
+    format: Literal["csv", "json"] = Field(
+        default="csv",
+        description="PMTA's two accounting forms: `csv` (header line first; files `.csv`) or `json` (one object per "
+        "record and line, no header; files `.json`).",
+    )
     """Hold back the tail of each write (a partial line) until the next tick, as a slow writer would."""
 
 

@@ -1,5 +1,8 @@
 """Accounting files written the way PMTA writes them: `<name>-YYYY-MM-DD-NNNN.csv`, header first.
 
+In the JSON form (`FileSpec.format`) each record is one object on its own line, spaced as the one real
+sample is (`{ "type": "t", "timeLogged": ... }`, pmta-formats.md §4), with no header; files end in `.json`.
+
 A new file starts at local midnight (new date, NNNN from 0000) and before a record that would take
 the current file past `max_size` (NNNN + 1); an existing name is never reused, so a restart
 continues with the next free NNNN. Every write() hands the OS complete lines, except in
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from datetime import timezone
 from pathlib import Path
@@ -32,7 +36,9 @@ class AcctFile:
         self.tz = tz
         self.fields = resolve_fields(spec.fields, list(spec.records))
         self.newline = "\r\n" if spec.newline == "crlf" else "\n"
-        self.header = csv_line(list(self.fields), self.newline).encode()
+        self.json = spec.format == "json"
+        self.suffix = "json" if self.json else "csv"
+        self.header = b"" if self.json else csv_line(list(self.fields), self.newline).encode()
         self.paths: list[Path] = []
         self.records_written = 0
         self._fd: int | None = None
@@ -80,9 +86,12 @@ class AcctFile:
             for i in times:
                 if values[i] != "":
                     values[i] = fmt(values[i])
-            writer.writerow(values)
+            if self.json:
+                buf.write("{ " + json.dumps(dict(zip(fields, values, strict=True)))[1:-1] + " }" + self.newline)
+            else:
+                writer.writerow(values)
             end = buf.tell()
-            # Values are ASCII, so characters == bytes here.
+            # Values are ASCII (json.dumps escapes any other), so characters == bytes here.
             if self._has_records and self._size + end > limit:
                 text = buf.getvalue()
                 self._flush(text[:line_start].encode(), hold=False)
@@ -120,12 +129,13 @@ class AcctFile:
             self._flush(b"", hold=False)
             os.close(self._fd)
         seq = 0 if new_day else self._seq + 1
-        while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.csv").exists():
+        while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.{self.suffix}").exists():
             seq += 1
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._date, self._seq, self._size, self._has_records = date, seq, 0, False
         self.paths.append(path)
-        _write_all(self._fd, self.header)
+        if self.header:
+            _write_all(self._fd, self.header)
         self._size = len(self.header)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import signal
 import socket
@@ -49,9 +51,11 @@ def d_line(n: int, vmta: str = "vmta-1", domain: str = "gmail.com", pool: str = 
 class AcctWriter:
     """Writes PMTA-style rotated files into a directory and keeps the ground truth."""
 
-    def __init__(self, directory: Path, base: str = "acct") -> None:
+    def __init__(self, directory: Path, base: str = "acct", form: str = "csv") -> None:
         self.dir = directory
         self.base = base
+        self.form = form
+        """csv, or json: PMTA's JSON accounting form (one object per line, no header line)."""
         self.seq = 0
         self.n = 0
         self.written: dict[str, int] = {}
@@ -59,16 +63,22 @@ class AcctWriter:
 
     def rotate(self) -> Path:
         """Start a new file as PMTA does: a higher -NNNN, a header line first."""
-        self.path = self.dir / f"{self.base}-2026-11-25-{self.seq:04d}.csv"
+        self.path = self.dir / f"{self.base}-2026-11-25-{self.seq:04d}.{self.form}"
         self.seq += 1
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(ACCT_HEADER + "\n")
+            f.write(ACCT_HEADER + "\n" if self.form == "csv" else "")
         return self.path
+
+    def line(self, n: int, vmta: str) -> str:
+        text = d_line(n, vmta)
+        if self.form == "csv":
+            return text
+        return json.dumps(dict(zip(ACCT_HEADER.split(","), next(csv.reader([text])), strict=True)))
 
     def write(self, count: int, vmta: str = "vmta-1", path: Path | None = None) -> None:
         with open(path or self.path, "a", encoding="utf-8") as f:
             for _ in range(count):
-                f.write(d_line(self.n, vmta) + "\n")
+                f.write(self.line(self.n, vmta) + "\n")
                 self.n += 1
         self.written[vmta] = self.written.get(vmta, 0) + count
 

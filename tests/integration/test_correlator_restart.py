@@ -27,10 +27,13 @@ def stored_deliveries(state: Path) -> tuple[int, int]:
     return events, timelines
 
 
-def test_kill_9_with_the_correlator_keeps_every_record_exactly_once(tmp_path: Path, watchtower_factory):
+@pytest.mark.parametrize("form", ["csv", "json"])
+def test_kill_9_with_the_correlator_keeps_every_record_exactly_once(tmp_path: Path, watchtower_factory, form: str):
+    """Also in PMTA's JSON accounting form, whose files the correlator process reads from the checkpointed columns."""
     (tmp_path / "logs").mkdir()
-    writer = AcctWriter(tmp_path / "logs")
-    cfg = write_config(tmp_path, correlator={"enabled": True}, tail={"checkpoint_interval": 0.05})
+    writer = AcctWriter(tmp_path / "logs", form=form)
+    sources = [{"name": "acct", "paths": [str(tmp_path / "logs" / f"acct-*.{form}")]}]
+    cfg = write_config(tmp_path, sources, correlator={"enabled": True}, tail={"checkpoint_interval": 0.05})
     wt = watchtower_factory(cfg).start()
     rng = random.Random(4)
     for _ in range(10):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ACCT_HEADER, AcctWriter, d_line, total, write_config
+from tests.conftest import ACCT_HEADER, AcctWriter, total, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +39,22 @@ def race(request) -> bool:
     return bool(request.param)
 
 
-def test_new_file_mid_stream(tmp_path: Path, watchtower_factory, race: bool):
+def _in_form(tmp_path: Path, form: str, **overrides) -> tuple[AcctWriter, Path]:
+    """A writer of PMTA's CSV or JSON accounting form (one object per line, no header) and a config reading it."""
+    writer = AcctWriter(tmp_path / "logs", form=form)
+    sources = [{"name": "acct", "paths": [str(tmp_path / "logs" / f"acct-*.{form}")]}]
+    return writer, write_config(tmp_path, sources, **overrides)
+
+
+FORMS = pytest.mark.parametrize("form", ["csv", "json"])
+"""The JSON form has no header: each new file, and a restart mid-file, must take the form from its records."""
+
+
+@FORMS
+def test_new_file_mid_stream(tmp_path: Path, watchtower_factory, race: bool, form: str):
     (tmp_path / "logs").mkdir()
-    writer = AcctWriter(tmp_path / "logs")
-    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer, config = _in_form(tmp_path, form)
+    wt = watchtower_factory(config).start()
     writer.write(300, "vmta-1")
     if not race:
         caught_up(wt, writer)
@@ -56,12 +68,13 @@ def test_new_file_mid_stream(tmp_path: Path, watchtower_factory, race: bool):
     assert total(samples, "watchtower_parse_errors_total") == 0
 
 
-def test_partial_line_completed_later(tmp_path: Path, watchtower_factory, race: bool):
+@FORMS
+def test_partial_line_completed_later(tmp_path: Path, watchtower_factory, race: bool, form: str):
     (tmp_path / "logs").mkdir()
-    writer = AcctWriter(tmp_path / "logs")
-    wt = watchtower_factory(write_config(tmp_path)).start()
+    writer, config = _in_form(tmp_path, form)
+    wt = watchtower_factory(config).start()
     writer.write(10)
-    line = d_line(10_000, "vmta-3") + "\n"
+    line = writer.line(10_000, "vmta-3") + "\n"
     with open(writer.path, "a") as f:
         f.write(line[:37])
         f.flush()
@@ -140,11 +153,12 @@ def test_files_that_appear_while_the_daemon_is_down(tmp_path: Path, watchtower_f
     assert_exact(wt, writer)
 
 
-def test_kill_9_at_random_points_then_restart(tmp_path: Path, watchtower_factory):
+@FORMS
+def test_kill_9_at_random_points_then_restart(tmp_path: Path, watchtower_factory, form: str):
     (tmp_path / "logs").mkdir()
-    writer = AcctWriter(tmp_path / "logs")
+    writer, config = _in_form(tmp_path, form, tail={"checkpoint_interval": 0.05})
     rng = random.Random(20261125)
-    wt = watchtower_factory(write_config(tmp_path, tail={"checkpoint_interval": 0.05})).start()
+    wt = watchtower_factory(config).start()
     for _round in range(12):
         for _ in range(rng.randint(1, 4)):
             writer.write(rng.randint(1, 400), rng.choice(["vmta-1", "vmta-2", "vmta-3"]))
@@ -160,3 +174,4 @@ def test_kill_9_at_random_points_then_restart(tmp_path: Path, watchtower_factory
             writer.write(rng.randint(1, 200), "vmta-4")
         wt.start()
     assert_exact(wt, writer)
+    assert total(wt.scrape(), "watchtower_parse_errors_total") == 0

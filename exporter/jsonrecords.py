@@ -1,0 +1,101 @@
+"""PMTA's JSON accounting form -> the rows a CSV header would have given.
+
+PMTA writes an `<acct-file>` as CSV or JSON (pmta-formats.md §1.3): in JSON every record is one object that
+names its own fields, and no header line comes first. Such a file is read with one fixed set of columns
+(`COLUMNS`: every field the exporter and correlator read, plus `header_Message-Id`), each object's fields mapped
+by name in any case, as a CSV header's are; fields nothing reads are dropped. The columns' last name is
+`JSON_MARK`, so a checkpoint, which keeps a file's header as text, brings the form back after a restart.
+
+The framing is UNCERTAIN in the reference (one object per line, the one sample shown), so a JSON array written
+one object per line (`[` and `]` around, a comma after each object) is read too. A record never spans lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from exporter.records import KNOWN_FIELDS, Columns
+
+JSON_MARK = "{json}"
+"""Last column name of a JSON file's columns (no CSV header names a field so)."""
+
+COLUMNS = Columns.from_header([*KNOWN_FIELDS, "header_Message-Id", JSON_MARK])
+WIDTH = len(COLUMNS.names)
+_EXACT = {name: i for i, name in enumerate(COLUMNS.names[:-1])}
+_FOLDED = {name.lower(): i for name, i in _EXACT.items()}
+_SLOTS: dict[str, int] = dict(_EXACT)
+"""Each key seen -> its column (exact name), column + WIDTH (the name in another case), or -1 (not read)."""
+_MAX_SLOTS = 4096
+_OPENS = re.compile(rb"[ \t\r\n]*[\[{]")
+
+
+def is_json(columns: Columns | None) -> bool:
+    """Whether `columns` are those of a JSON file (also when rebuilt from a checkpoint's header text)."""
+    return columns is not None and bool(columns.names) and columns.names[-1] == JSON_MARK
+
+
+def opens_json(data: bytes) -> bool:
+    """Whether a file's first bytes open a JSON object or array (a CSV file opens with its `type` header)."""
+    return _OPENS.match(data) is not None
+
+
+def object_text(line: str) -> str:
+    """The object of one line without an array's framing ('' for a blank line or framing alone)."""
+    text = line.strip()
+    if text == "]":
+        return ""
+    if text.startswith("["):
+        text = text[1:].lstrip()
+    if text.endswith(","):
+        text = text[:-1].rstrip()
+    if text.endswith("]") and text[:-1].rstrip().endswith("}"):
+        text = text[:-1].rstrip()
+    return text
+
+
+def to_row(text: str) -> list[str] | None:
+    """The row of one record's object text; None when it is not a JSON object."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    row = [""] * WIDTH
+    slots = _SLOTS
+    for key, value in record.items():
+        i = slots.get(key)
+        if i is None:
+            i = _slot(key)
+        if i < 0:
+            continue
+        if i >= WIDTH:  # another case of a name: an exact name's value, or the first other case's, is kept
+            i -= WIDTH
+            if row[i]:
+                continue
+        row[i] = value if value.__class__ is str else _text(value)
+    return row
+
+
+def _slot(key: str) -> int:
+    """The slot of a key not seen before (remembered while there are few: a file's keys repeat on every line)."""
+    folded = _FOLDED.get(key.lower())
+    slot = -1 if folded is None else folded + WIDTH
+    if len(_SLOTS) < _MAX_SLOTS:
+        _SLOTS[key] = slot
+    return slot
+
+
+def _text(value: Any) -> str:
+    """A JSON value as the CSV form would carry it (PMTA writes strings; numbers and null are taken as meant)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
