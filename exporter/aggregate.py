@@ -181,17 +181,29 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     return out
 
 
+MAX_QUEUE_AGE = 30 * 86_400.0
+"""A timeQueued further back than this from its timeLogged is no time a message spent queued (PMTA gives up on a
+message after `bounce-after`, days) but a placeholder such as epoch 0 or a broken clock: a `bad_timestamp`, and the
+record counts without a delay (observed, one such record put decades into the delay histogram's sum)."""
+
+
+def _too_old() -> pl.Expr:
+    return ((pl.col("a") - pl.col("b")) > MAX_QUEUE_AGE).fill_null(False)
+
+
 def _unreadable_time() -> pl.Expr:
-    """A time field that holds something no PMTA time reads as; empty is no error (PMTA leaves a time empty where it
-    does not apply, e.g. timeQueued of some records: no delay is observed then, and nothing is wrong)."""
-    return (pl.col("a").is_null() & (pl.col("tl") != "")) | (pl.col("b").is_null() & (pl.col("tq") != ""))
+    """A time field that holds something no PMTA time reads as, or a timeQueued too old to be one (`MAX_QUEUE_AGE`);
+    empty is no error (PMTA leaves a time empty where it does not apply, e.g. timeQueued of some records: no delay
+    is observed then, and nothing is wrong)."""
+    return ((pl.col("a").is_null() & (pl.col("tl") != "")) | (pl.col("b").is_null() & (pl.col("tq") != ""))
+            | _too_old())
 
 
 @lru_cache(maxsize=16)
 def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
     """The expressions of `_group_plans`, built once per bucket layout (building them per chunk cost
     ~1.5 ms of a daemon poll's ~8)."""
-    ok = pl.col("a").is_not_null() & pl.col("b").is_not_null()
+    ok = pl.col("a").is_not_null() & pl.col("b").is_not_null() & ~_too_old()
     delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
     idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in bounds])
     width = len(bounds) + 1
@@ -292,7 +304,7 @@ class _Grouped:
     """The distinct (vmta, pool), (domain, MX host) and sender domains, in first-seen order."""
     res: dict[str, pl.DataFrame]
     """Every aggregate of `_group_plans`."""
-    bad_times: list[tuple[int, str, str]] = field(default_factory=list)
+    bad_times: list[tuple[int, str, str, bool]] = field(default_factory=list)
     """(line, timeLogged, timeQueued) of the first bad-time rows, to log (looked up only when there are some)."""
 
 
@@ -329,10 +341,11 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
                 b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
             )
             res = _collect(_group_plans(lz, bounds, has_orig, has_times))
-    bad_times: list[tuple[int, str, str]] = []
+    bad_times: list[tuple[int, str, str, bool]] = []
     if has_times and LINE in derived.columns and res["times"].item(0, "bad"):  # rare: the rows to log, found now
         bad = timed & _unreadable_time()
-        bad_times = list(lz.filter(bad).select(LINE, "tl", "tq").head(_TIME_ERRORS.burst).collect().iter_rows())
+        bad_times = list(lz.filter(bad).select(LINE, "tl", "tq", _too_old().alias("old")).head(_TIME_ERRORS.burst)
+                         .collect().iter_rows())
     return _Grouped(has_orig, has_times, got, res, bad_times)
 
 
@@ -771,7 +784,8 @@ class RecordAggregator(Collector):
         self._newest_ts[source] = ts
         self.self_metrics.last_record_ts.labels(source).set(ts)
 
-    def _bad_times(self, source: str, n: int, path: str = "", rows: list[tuple[int, str, str]] | None = None) -> None:
+    def _bad_times(self, source: str, n: int, path: str = "", rows: list[tuple[int, str, str, bool]] | None = None,
+                   ) -> None:
         """Count `n` rows with bad times; log them by file and line as the parser logs its errors (`rows`: the
         first of them, as many as a burst logs; the others only counted as not logged)."""
         if not n:
@@ -779,8 +793,10 @@ class RecordAggregator(Collector):
         if self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
         rows = rows or []
-        for line, tl, tq in rows:
-            _TIME_ERRORS.report(source, path, line, "bad_timestamp", f"timeLogged {tl}, timeQueued {tq}")
+        for line, tl, tq, old in rows:
+            said = (f"timeQueued {tq} is more than {MAX_QUEUE_AGE / 86_400:.0f} days before timeLogged {tl}" if old
+                    else f"timeLogged {tl}, timeQueued {tq}")
+            _TIME_ERRORS.report(source, path, line, "bad_timestamp", said)
         if n > len(rows):
             _TIME_ERRORS.not_logged(source, n - len(rows))
 

@@ -52,3 +52,37 @@ def test_bad_timestamps_are_rate_limited_like_other_parse_errors(tmp_path: Path)
     logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
     assert len(logged) == 10, proc.stderr  # ErrorLog's burst
     assert f"{path}:2: bad_timestamp" in logged[0] and f"{path}:11: bad_timestamp" in logged[9]
+
+
+def _series(out: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith(name + "{"))
+
+
+def test_a_time_queued_further_back_than_any_queue_keeps_is_a_bad_timestamp_not_a_delay(tmp_path: Path):
+    """epoch 0 (`0` with iso-times off, `1970-01-01 ...`) or a broken clock put timeQueued decades back: observed,
+    one record added 56 years to the delay histogram's sum, and an average-delay panel showed years for minutes.
+    Such a record counts as delivered (or deferred) without a delay, and is a logged `bad_timestamp`."""
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "ts.csv"
+    path.write_text(f"{HEADER}\n"
+                    "d,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,a@gmail.com,v1\n"  # 60 s
+                    "d,2024-06-12 08:00:00+0000,1970-01-01 00:00:00+0000,b@gmail.com,v1\n"  # epoch 0
+                    "d,1718179200,0,c@gmail.com,v1\n"  # epoch 0, iso-times off
+                    "t,2024-06-12 08:00:00+0000,2024-05-12 07:59:00+0000,d@gmail.com,v1\n"  # 31 days
+                    "t,2024-06-12 08:00:00+0000,2024-05-14 08:00:00+0000,e@gmail.com,v1\n"  # 29 days: kept
+                    "d,2024-06-12 08:00:00+0000,2024-06-12 08:01:00+0000,f@gmail.com,v1\n")  # skew: 0 as before
+    proc = _oneshot(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert _series(out, "pmta_delivered_total") == 4
+    assert _series(out, "pmta_deferred_total") == 2
+    assert _series(out, "pmta_delivery_delay_seconds_count") == 2
+    assert _series(out, "pmta_delivery_delay_seconds_sum") == 60
+    assert _series(out, "pmta_deferral_age_seconds_count") == 1
+    assert _series(out, "pmta_deferral_age_seconds_sum") == 29 * 86400
+    assert _count(out) == 3
+    assert _series(out, "watchtower_negative_delays_total") == 1
+    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    assert [line.split(": bad_timestamp")[0].split(": ")[-1] for line in logged] == [f"{path}:3", f"{path}:4",
+                                                                                     f"{path}:5"]
+    assert "timeQueued 1970-01-01 00:00:00+0000" in logged[0] and "more than 30 days" in logged[0]
