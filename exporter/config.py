@@ -200,8 +200,9 @@ class SourceConfig(_Strict):
     """One family of accounting files, e.g. every `acct-*.csv` PMTA writes for one `<acct-file>`."""
 
     paths: list[SourceGlob] = Field(
-        min_length=1, description="Glob patterns of the CSV files PMTA writes: absolute paths, e.g. "
-        "`/var/log/pmta/acct-*.csv`."
+        min_length=1, description="Glob patterns of the accounting files PMTA writes: absolute paths, e.g. "
+        "`/var/log/pmta/acct-*.csv`. CSV (a header line first) or PMTA's JSON form (one object per record, e.g. "
+        "`/var/log/pmta/acct-*.json`), told apart per file by its first line."
     )
     name: str | None = Field(
         default=None,
