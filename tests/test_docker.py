@@ -109,7 +109,25 @@ def test_grafana_mounts_match_the_provisioning():
     assert sorted(dashboards.glob("*.json")), dashboards
     home = service["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert host_path(service, home).is_file()
-    assert service["environment"]["GF_INSTALL_PLUGINS"] == "yesoreyeram-infinity-datasource"
+    assert service["environment"]["GF_INSTALL_PLUGINS"].split()[0] == "yesoreyeram-infinity-datasource"
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.match(r"v?(\d+(?:\.\d+)*)", text).group(1).split("."))
+
+
+def test_grafana_plugin_is_pinned_to_a_version_this_grafana_runs():
+    """GF_INSTALL_PLUGINS without a version installs the newest Infinity at every fresh start. Infinity 3.0
+    requires Grafana >= 10.4.8 (its v3.0.0 release notes: "BREAKING: Plugin now requires Grafana 10.4.8 or
+    newer"), and its current docs ask for 11.6; 2.x runs on Grafana >= 9.5.15 (v2.4.0 notes)."""
+    service = compose()["services"]["grafana"]
+    grafana = version(service["image"].rsplit(":", 1)[1])
+    plugins = dict(entry.split() if " " in entry.strip() else (entry.strip(), "")
+                   for entry in service["environment"]["GF_INSTALL_PLUGINS"].split(","))
+    pinned = plugins["yesoreyeram-infinity-datasource"]
+    assert pinned, "yesoreyeram-infinity-datasource has no version: the newest one is installed"
+    required = (10, 4, 8) if version(pinned) >= (3,) else (9, 5, 15)
+    assert grafana >= required, f"Infinity {pinned} needs Grafana >= {required}, the image is {grafana}"
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
@@ -133,7 +151,7 @@ def dockerfile() -> list[tuple[str, str]]:
 def test_dockerfile():
     instructions = dockerfile()
     first = instructions[0]
-    assert first == ("FROM", "python:3.11-slim")
+    assert first[0] == "FROM" and first[1].startswith("python:3.11-slim")
     for op, args in instructions:
         if op == "COPY":
             for source in args.split()[:-1]:
@@ -157,3 +175,102 @@ def test_healthcheck_follows_the_config_and_auth():
     assert config["listen"] == "0.0.0.0:9469"  # inside the container; published on the host's loopback only
     for name in ("watchtower", "watchtower-demo"):
         assert compose()["services"][name]["ports"] == ["127.0.0.1:9469:9469"], name
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each `ports:` entry, short or long syntax; "" = every
+    interface (Docker's default, 0.0.0.0 and ::)."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), str(port.get("published", "")), str(port["target"])))
+            continue
+        text = str(port).split("/")[0]
+        if text.startswith("["):  # [::1]:9469:9469
+            host, _, rest = text[1:].partition("]:")
+            out.append((host, *rest.split(":", 1)))
+            continue
+        parts = text.split(":")
+        out.append((parts[0], parts[1], parts[2]) if len(parts) == 3 else ("", *parts) if len(parts) == 2
+                   else ("", "", parts[0]))
+    return out
+
+
+def test_compose_publishes_every_port_on_the_host_loopback_only():
+    """Nothing of the stack answers other hosts: Grafana's anonymous viewers can query the Watchtower API
+    (recipient timelines) through the Infinity data source, Alertmanager takes silences without auth, and
+    Prometheus has no auth either. Reach them remotely through a reverse proxy with auth (docs/security.md)."""
+    for name, service in compose()["services"].items():
+        for host, host_port, container_port in published(service):
+            assert host in ("127.0.0.1", "::1", "localhost"), \
+                f"{name}: port {container_port} published on {host or 'every interface'}:{host_port}"
+
+
+def test_published_port_parser():
+    ports = {"ports": ["9090:9090", "127.0.0.1:3000:3000", "[::1]:9093:9093", "8080",
+                       {"target": 80, "published": 8081, "host_ip": "127.0.0.1"}]}
+    assert published(ports) == [("", "9090", "9090"), ("127.0.0.1", "3000", "3000"), ("::1", "9093", "9093"),
+                                ("", "", "8080"), ("127.0.0.1", "8081", "80")]
+
+
+def test_container_config_reaches_pmta_on_the_host():
+    """Inside the container 127.0.0.1 is the container itself, never PMTA's web monitor: the config the
+    `watchtower` service mounts must name the host through the name compose maps to the host gateway."""
+    from urllib.parse import urlsplit
+
+    service = compose()["services"]["watchtower"]
+    config = yaml.safe_load(host_path(service, "/etc/watchtower/watchtower.yml").read_text(encoding="utf-8"))
+    host = urlsplit(config["pmta"]["url"]).hostname
+    assert host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."), config["pmta"]["url"]
+    gateway_names = [entry.split(":")[0] for entry in service.get("extra_hosts", []) if entry.endswith("host-gateway")]
+    assert host in gateway_names, (host, gateway_names)
+
+
+def test_watchtower_containers_are_hardened():
+    """The daemon needs no capability (port 9469 > 1024, files readable through its group), never gains
+    privileges, and writes only its state volume and /tmp (`oneshot` and `demo` temp files)."""
+    for name in ("watchtower", "watchtower-demo"):
+        service = compose()["services"][name]
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("read_only") is True, name
+        assert "/tmp" in service.get("tmpfs", []), name
+        assert service.get("init") is True, name  # PID 1 forwards signals and reaps the correlator's children
+
+
+def test_images_are_pinned():
+    """No image floats: a version tag (and the Debian release of the base image), never `latest`."""
+    (base,) = [a for op, a in dockerfile() if op == "FROM"]
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim-(bookworm|trixie)(@sha256:[0-9a-f]{64})?", base), base
+    for name, service in compose()["services"].items():
+        if "build" in service:
+            continue
+        image = service["image"]
+        assert re.search(r":v?\d+\.\d+\.\d+", image) and not image.endswith(":latest"), f"{name}: {image}"
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2) or `docker-compose` (v1, Debian's package), whichever parses files here."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                                 timeout=60).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+@pytest.mark.skipif(compose_command() is None, reason="neither docker compose nor docker-compose installed")
+def test_compose_file_passes_compose_config(tmp_path: Path):
+    """Compose itself accepts the file with both profiles (anchors, merge keys, port syntax); v1 predates the
+    top-level `name:`, which is dropped for it."""
+    cmd = compose_command()
+    assert cmd is not None
+    text = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
+    if cmd == ["docker-compose"]:
+        text = re.sub(r"(?m)^name:.*\n", "", text)
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text, encoding="utf-8")
+    out = subprocess.run([*cmd, "--project-directory", str(DOCKER), "-f", str(copy), "--profile", "pmta",
+                          "--profile", "demo", "config"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert {"watchtower", "watchtower-demo", "prometheus", "alertmanager", "grafana"} <= set(services)
+    assert services["watchtower"]["read_only"] is True and services["watchtower-demo"]["cap_drop"] == ["ALL"]
