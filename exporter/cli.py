@@ -5,7 +5,8 @@ and hands it to the daemon. A config problem is never a traceback: one line per 
 the key, exit 2.
 
 Exit codes (docs/security.md, README): 0 ok; 1 runtime failure (listener could not bind, state
-database unusable, unhealthy for `healthcheck`); 2 invalid configuration or usage.
+database unusable, unhealthy for `healthcheck`); 2 invalid configuration or usage (1 for `healthcheck`:
+Docker reserves a health check's exit 2).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
     config = _load(args.config, preflight=False)
     if config is None:
-        return EXIT_CONFIG
+        return EXIT_FAILURE  # unhealthy: Docker reserves a health check's exit 2
     host = config.listen_host
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     scheme = "https" if config.web.tls_cert_file else "http"
@@ -350,7 +351,13 @@ def _abandon_stdout(command_line: bool) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as usage:
+        if usage.code == EXIT_CONFIG and words[:1] == ["healthcheck"]:  # Docker reserves a health check's 2
+            raise SystemExit(EXIT_FAILURE) from None
+        raise
     if args.command == "check-config":
         return _check_config(args)
     if args.command == "healthcheck":

@@ -219,15 +219,29 @@ def test_a_reader_that_goes_away_ends_oneshot_quietly(tmp_path: Path) -> None:
     ["demo", "--listen", "127.0.0.1:99999"],
 ])
 def test_every_bad_number_or_address_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
-    """One argparse type per kind of value: exit 2 with argparse's usage line, never a traceback."""
+    """One argparse type per kind of value: exit 2 with argparse's usage line, never a traceback (1 for
+    `healthcheck`: Docker reserves a health check's exit 2)."""
     config = str(write_config(tmp_path))
     proc = _watchtower(*[a.replace("{config}", config) for a in args])
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == (1 if args[0] == "healthcheck" else 2), proc.stderr
     option = args[-2] if not args[-1].startswith("--") else args[-1].split("=")[0]
     option = option.split("=")[0]
     last = proc.stderr.splitlines()[-1]
     assert last.startswith(f"watchtower {args[0]}: error: argument {option}: "), proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["--config", "{missing}"], ["--config", "{bad}"], [], ["--bogus"]],
+                         ids=["missing-config", "invalid-config", "no-config", "unknown-option"])
+def test_healthcheck_never_exits_2_which_docker_reserves(tmp_path: Path, args: list[str]) -> None:
+    """Docker's HEALTHCHECK: 0 healthy, 1 unhealthy, 2 reserved. A config or usage problem of the probe is
+    unhealthy (exit 1), said in one line, never a traceback."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("listen: [nope\n")
+    proc = _watchtower("healthcheck", *[a.replace("{missing}", str(tmp_path / "none.yml")).replace("{bad}", str(bad))
+                                         for a in args])
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() and "Traceback" not in proc.stderr and proc.stdout == ""
 
 
 @pytest.mark.integration
