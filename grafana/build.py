@@ -1,4 +1,4 @@
-"""Generate grafana/dashboards/*.json, the five provisioned Watchtower dashboards.
+"""Generate grafana/dashboards/*.json, the seven provisioned Watchtower dashboards.
 
     python grafana/build.py           # rewrite the JSON files
     python grafana/build.py --check   # exit 1 if a committed file differs from what this generates
@@ -116,6 +116,7 @@ def overview() -> Json:
         prom(sum_by("", rate("pmta_bounced_total", ISP)), "bounced (b)"),
         prom(sum_by("", rate("pmta_deferred_total", ISP)), "deferred (t, tq)"),
         prom(sum_by("", rate("pmta_remote_bounced_total", ISP)), "remote bounced (rb)"),
+        prom(sum_by("", rate("pmta_remote_status_total", ISP)), "remote status (rs)"),
         prom(sum_by("", rate("pmta_complaints_total", ISP)), "complaints (f)"),
         prom(sum_by("", rate("pmta_received_total")), "received (r)"),
     ], "cps"), 12, 8)
@@ -255,7 +256,9 @@ def replies_panel(vmta: str, isp: str, title: str) -> Json:
                  "× ISP over the dashboard range (at most the last 24 hours), from Watchtower's correlator "
                  "(GET /api/v1/replies through the Infinity data source): IPs, addresses and message ids are "
                  "replaced by <ip>, <addr>, <id> so one kind of reply is one row. The alerts' dashboard links "
-                 "select one VMTA and one ISP, so this is the first thing an alert shows.",
+                 "select one VMTA and one ISP, so this is the first thing an alert shows. The API knows no pool "
+                 "and reads one Watchtower host (the Infinity data source): with VMTA = All it covers every VMTA "
+                 "of that host, whatever the pool and Instance filters.",
                  [infinity(url, "replies", columns=REPLY_COLUMNS)], [], [
                      {"matcher": {"id": "byName", "options": "Share"},
                       "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 1}]},
@@ -283,7 +286,8 @@ def vmta_board() -> Json:
     g = Grid()
     g.row("Board")
     g.add(stat("VMTAs", f"VMTAs (per host) with delivery attempts in the last 10 minutes. {RULE_10M}",
-               [prom(f"count({sum_by(by, sel(ATTEMPTS, *f))})")], "short", graph=False), 4, 4)
+               # `> 0`: an idle VMTA's attempt rate is 0, not absent, as long as its counters exist
+               [prom(f"count({sum_by(by, sel(ATTEMPTS, *f))} > 0) or vector(0)")], "short", graph=False), 4, 4)
     g.add(stat("VMTAs throttled over 30% at an ISP", "VMTAs where, at one ISP or more, more than 30% of attempts "
                f"were deferred as throttled or reputation: the throttling alert's condition. {per_cell} {RULE_10M}",
                [prom(f"count({worst_thr} > 0.3) or vector(0)")], "short",
@@ -310,8 +314,8 @@ def vmta_board() -> Json:
                          [prom(worst_thr, "{{vmta}} {{instance}}")], "percentunit", THROTTLE), 12, 18)
     keys = "instance, vmta, vmta_pool"
     cells = "instance, vmta, vmta_pool, isp"
-    drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
-             "&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
+    drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
+             "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
     g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs; cells are "
                 "coloured by the same thresholds as the status history. *Worst ISP* columns are computed per "
                 f"VMTA × ISP (≥ {MIN_ATTEMPTS} attempts in 10 minutes) and keep the worst; the others are over all "
@@ -470,6 +474,9 @@ host in the *Watchtower API* variable: provision one Infinity data source per ho
 URL set to `http://<host>:9469`. Everything below the graph is plain Prometheus."""
 
 
+SENDER_COUNTERS = '__name__=~"pmta_sender_(delivered|bounced|deferred|complaints)_total"'
+
+
 def flows() -> Json:
     f = (SENDER, ISP)
     by = "sender, isp"
@@ -529,10 +536,12 @@ def flows() -> Json:
                      "Who sends what through which VMTA to which ISP: a Node graph from Watchtower's /api/v1/flows "
                      "(Infinity data source) and Prometheus panels per sending domain × ISP.", [
                          PROMETHEUS_VAR, INFINITY_VAR, *job_instance_vars(),
+                         # Every sender counter, not only delivered: a domain whose mail all bounces or
+                         # defers (DMARC failures, a blocklisting) is the one to pick.
                          query_var("sender", "Sender",
-                                   f"label_values(pmta_sender_delivered_total{{{JOB}, {INSTANCE}}}, sender)",
+                                   f"label_values({{{SENDER_COUNTERS}, {JOB}, {INSTANCE}}}, sender)",
                                    description="Sending domain (MAIL FROM)."),
-                         query_var("isp", "ISP", f"label_values(pmta_sender_delivered_total{{{JOB}, {INSTANCE}, "
+                         query_var("isp", "ISP", f"label_values({{{SENDER_COUNTERS}, {JOB}, {INSTANCE}, "
                                    f"{SENDER}}}, isp)", description="Mailbox provider."),
                      ], g)
 
@@ -663,8 +672,8 @@ def incident_rows() -> str:
     """One series per incident (a firing VMTA x ISP alert; a warning whose critical twin fires is left
     out, as Alertmanager's inhibition does), value 1, labelled for the table: `headline` ("Gmail is
     throttling vmta-03": the ISP's display name, a verb per alert, the VMTA) and `runbook`."""
-    every = f"max by ({INCIDENT_KEYS}) ({firing_cells()})"
-    critical = firing_cells('severity="critical"')
+    every = f"max by ({INCIDENT_KEYS}) ({firing_cells(ISP)})"
+    critical = firing_cells('severity="critical"', ISP)
     crit = f"max by ({INCIDENT_KEYS}) ({critical})"
     rows = f"({crit} or ({every} unless on ({TWINS}) {crit}))"
     # The display-name rule is a constant per ISP, without job or instance (rules/recording.yaml).
@@ -691,7 +700,7 @@ def incidents() -> Json:
     g.add(text("How to read this page", "What the panels come from.", INCIDENTS_HELP), 24, 3)
     for title, sev, color in (("Critical alerts firing", "critical", "red"), ("Warnings firing", "warning", "orange")):
         g.add(stat(title, f"Prometheus alerts with severity={sev} firing now (the ALERTS series), over every "
-                   "Watchtower alert (hosts, pools, senders, ISPs). The Instance filter does not apply.",
+                   "Watchtower alert (hosts, pools, senders, ISPs). The Instance and ISP filters do not apply.",
                    [prom(f'count(ALERTS{{alertstate="firing", severity="{sev}", {JOB}}}) or vector(0)')], "short",
                    thresholds=steps(("green", None), (color, 1)), color_mode="background", graph=False), 6, 4)
     g.add(stat("Pending alerts", "Alert conditions that hold but have not lasted their `for` duration yet: the "
@@ -703,7 +712,7 @@ def incidents() -> Json:
                [prom(f"count({worst_level(cell, ISP)} >= 3) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
     link = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
-            "&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
+            "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
     runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#${__data.fields.runbook}"
     g.add(table("Active incidents", "One row per firing alert about a VMTA × ISP (PmtaIspThrottling, PmtaIspBlock, "
                 "PmtaSuccessRateDrop, PmtaQueueBacklog, PmtaDeliveryStalled; a warning whose critical twin fires "
@@ -750,11 +759,13 @@ def incidents() -> Json:
                 ], sort_by="Severity", sort_desc=False, datasource=ALERTMANAGER), 24, 8)
 
     g.row("Affected VMTA × ISP cells over time")
-    recent = f"max_over_time({firing_cells()}[$__range])"
+    # `@ end()`: the cells are picked once, over the whole range, so each graph shows its cells' lead-up to
+    # the alert too (without it, each step only knows the alerts up to that step).
+    recent = f"max_over_time({firing_cells(ISP)}[$__range] @ end())"
     only = f" and on ({cell}) {recent}"
     legend = "{{vmta}} × {{isp}}"
-    about = ("Only the VMTA × ISP cells with a firing alert in the dashboard range; the red regions are the "
-             "alerts' start and end (annotations).")
+    about = ("Only the VMTA × ISP cells (of the selected ISPs) with a firing alert in the dashboard range, over the "
+             "whole range (the lead-up too); the red regions are the alerts' start and end (annotations).")
     g.add(timeseries("Success ratio of affected cells", f"Delivered / attempts. {about} {RULE_10M}",
                      [prom(f"({success_ratio(cell)}){only}", legend)], "percentunit", ratio_axis=True,
                      thresholds=SUCCESS), 12, 8)
@@ -823,14 +834,20 @@ def warroom() -> Json:
                  f"` worst` column. A VMTA on several hosts shows its worst host; filter Instance for one. {RULE_10M}",
                  prom(grid_expr, instant=True, fmt="table"), "vmta", "isp", LEVEL_TEXT, LEVELS, link, " worst"),
           24, 26)
-    cells = "instance, vmta, vmta_pool, isp"
+    # Grafana's merge is an outer join: every column keeps only the 25 cells the Level column ranked, or
+    # the table lists every cell with traffic (and queues of VMTAs outside the selected pools).
+    worst = f"topk(25, {level})"
+
+    def of_worst(expr: str) -> str:
+        return f"({expr}) and on ({cell}) {worst}"
+
     g.add(table("Worst cells", "The 25 worst VMTA × ISP cells with their numbers (the grid's cells, with "
                 f"the values behind the colour). {RULE_10M}", [
-                    table_query(f"topk(25, {level})"),
-                    table_query(success_ratio(cell, *f)),
-                    table_query(gated(throttled_ratio(cell, *f), cell, *f)),
-                    table_query(sum_by(cell, sel("pmta_queue_recipients", ISP))),
-                    table_query(f"{sum_by(cell, sel(ATTEMPTS, *f))} * 600"),
+                    table_query(worst),
+                    table_query(of_worst(success_ratio(cell, *f))),
+                    table_query(of_worst(gated(throttled_ratio(cell, *f), cell, *f))),
+                    table_query(of_worst(sum_by(cell, sel("pmta_queue_recipients", ISP)))),
+                    table_query(of_worst(f"{sum_by(cell, sel(ATTEMPTS, *f))} * 600")),
                 ], ["instance", "vmta", "isp"], [
                     column("A", "Level", "none", LEVELS, 0),
                     column("B", "Success", "percentunit", SUCCESS, 1),
@@ -841,7 +858,6 @@ def warroom() -> Json:
                     {"matcher": {"id": "byName", "options": "Value #A"},
                      "properties": [{"id": "mappings", "value": LEVEL_TEXT}]},
                 ], sort_by="Level"), 24, 10)
-    del cells
     return dashboard("watchtower-warroom", "PMTA Watchtower / War room",
                      "Every VMTA × ISP at once: a grid coloured by the alert thresholds, readable for 200 VMTAs × "
                      "12 ISPs, and the worst cells with their numbers.",

@@ -29,9 +29,19 @@ SENDER = 'sender=~"$sender"'
 THROTTLED = 'class=~"throttled|reputation"'
 
 
+POLLED = ("pmta_queue_", "pmta_status_")
+POLL_GAP = "5m"
+"""A poll of PMTA's API that fails or misses its deadline leaves its pmta_queue_*/pmta_status_* series
+absent (stale) for a scrape (docs/metrics.md); the queue alerts read them through
+last_over_time(...[5m]), and so do the panels: one missed poll neither drops a queue from a sum nor
+turns a red war-room cell green."""
+
+
 def sel(metric: str, *matchers: str) -> str:
-    """`metric{job=~"$job", instance=~"$instance", ...}`: every per-host series is selected so."""
-    return metric + "{" + ", ".join((JOB, INSTANCE, *matchers)) + "}"
+    """`metric{job=~"$job", instance=~"$instance", ...}`: every per-host series is selected so
+    (the PMTA API gauges as their last value of the last POLL_GAP)."""
+    selector = metric + "{" + ", ".join((JOB, INSTANCE, *matchers)) + "}"
+    return f"last_over_time({selector}[{POLL_GAP}])" if metric.startswith(POLLED) else selector
 
 
 def sel_cluster(metric: str, *matchers: str) -> str:
@@ -156,8 +166,10 @@ def nonzero(expr: str) -> str:
 
 
 def quantile(q: float, bucket_expr: str, by: str = "") -> str:
+    """`histogram_quantile` of summed buckets; `>= 0` drops the NaN of a window with no observation (a
+    legend would read "NaN"), as the recording rules do."""
     labels = f"{by}, le" if by else "le"
-    return f"histogram_quantile({q}, sum by ({labels}) ({bucket_expr}))"
+    return f"histogram_quantile({q}, sum by ({labels}) ({bucket_expr})) >= 0"
 
 
 # --- targets ----------------------------------------------------------------------------------

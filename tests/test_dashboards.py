@@ -1,10 +1,11 @@
 """A dashboard linter over grafana/dashboards/*.json, in the spirit of grafana/dashboard-linter.
 
-Checks: the five fixed uids, provisioning form (a `datasource` variable, no `__inputs`, no
+Checks: the seven fixed uids, provisioning form (a `datasource` variable, no `__inputs`, no
 leftover `current`, not editable), `job`/`instance` matchers on every selector, `$__rate_interval`
 in every rate/irate/increase, counters only inside them, every metric in exporter/metrics.py or
 rules/recording.yaml, titles/descriptions/units, and, with promtool installed, that every query
-parses as PromQL. Also: the JSON is what grafana/build.py generates, and the provisioning YAML.
+parses as PromQL. Also: the JSON is what grafana/build.py generates, and the provisioning YAML;
+drill-down links, NaN-free quantiles, and `promtool test rules` of a few panel queries on synthetic series.
 """
 
 from __future__ import annotations
@@ -115,9 +116,14 @@ def _skeleton(expr: str) -> str:
     return re.sub(r"\[[^\]]*\]", "[]", s)
 
 
+_NAME_REGEX = re.compile(r'__name__\s*=~\s*"([\w:]*)\(([\w:|]+)\)([\w:]*)"')
+"""`{__name__=~"prefix_(a|b)_suffix", ...}`: the one form of metric-name regex the dashboards may use."""
+
+
 def metric_names(expr: str) -> list[str]:
     s = _GROUPING.sub(" ", _skeleton(expr))
     names = re.findall(r"(?<![\w.:$])([A-Za-z_:][\w:]*)\b(?!\s*\()", s)
+    names += [pre + alt + post for pre, alts, post in _NAME_REGEX.findall(expr) for alt in alts.split("|")]
     return [n for n in names if n not in _KEYWORDS]
 
 
@@ -164,12 +170,18 @@ def lint_expr(expr: str) -> list[str]:
     for name in sorted(set(names)):
         if name not in KNOWN:
             problems.append(f"unknown metric {name} (not in exporter/metrics.py nor rules/recording.yaml)")
+        if not re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", skeleton):
+            continue  # named by a __name__ regex
         bare = len(re.findall(rf"(?<![\w:]){re.escape(name)}(?![\w:])", skeleton))
         braced = len(re.findall(rf"(?<![\w:]){re.escape(name)}\s*\{{", skeleton))
         if bare != braced:
             problems.append(f"{name} selected without label matchers")
-    for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", flat):
+    for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}", flat):
         name, matchers = m.groups()
+        if name is None:
+            if "__name__" not in matchers:
+                continue  # `{...}` of a by/on list or a string, not a selector
+            name = "{__name__=~...}"
         if name in STATIC_RULES:
             continue
         if not re.search(r'\bjob\s*=~\s*"\$job"', matchers):
@@ -381,6 +393,8 @@ GOOD = 'sum by (isp) (rate(pmta_delivered_total{job=~"$job", instance=~"$instanc
     ('sum(pmta_queue_recipient{job=~"$job", instance=~"$instance"})', "unknown metric"),
     ("sum(pmta_queue_recipients)", "without label matchers"),
     ('histogram_quantile(0.9, sum by (le) (rate(pmta_delivery_delay_seconds_bucket{job=~"$job"}[5m])))', "5m"),
+    ('count({__name__=~"pmta_(delivered|bounced)_total", instance=~"$instance"})', "no job"),
+    ('count({__name__=~"pmta_(delivered|bouncd)_total", job=~"$job", instance=~"$instance"})', "unknown metric"),
 ])
 def test_linter_catches(expr: str, problem: str):
     assert lint_expr(GOOD) == []
@@ -594,3 +608,191 @@ def test_incidents_and_war_room():
     assert grid["transformations"][0]["id"] == "groupingToMatrix"
     assert grid["transformations"][0]["options"] | {} == {
         "columnField": "isp", "rowField": "vmta", "valueField": "Value", "emptyValue": "null"}
+
+
+# --- audit: defects of the dashboard-author's kind ----------------------------------------------------
+
+
+def data_links(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title, url) of every data link (field defaults and overrides) of every panel."""
+    for p in panels(dashboard):
+        fc = p.get("fieldConfig", {})
+        links = list(fc.get("defaults", {}).get("links", []))
+        for override in fc.get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "links":
+                    links += prop["value"]
+        for link in links:
+            yield p["title"], link["url"]
+
+
+KEPT_VARS = ("datasource", "infinity", "job", "instance")
+"""A drill-down keeps the data sources and hosts the operator picked, unless it sets them itself."""
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_drilldown_links_keep_time_data_sources_and_hosts(path: Path):
+    d = load(path)
+    problems = []
+    for title, url in data_links(d):
+        m = re.match(r"/d/([\w-]+)/[\w-]*\?(.*)", url)
+        if not m:
+            continue
+        target = variables(by_uid(m.group(1)))
+        query = m.group(2)
+        if "${__url_time_range}" not in query:
+            problems.append(f"{title!r}: {url} drops the time range")
+        for name in KEPT_VARS:
+            if name in target and name in variables(d) and f"${{{name}:queryparam}}" not in query \
+                    and f"var-{name}=" not in query:
+                problems.append(f"{title!r}: link to {m.group(1)} drops ${name}")
+        for name in re.findall(r"var-(\w+)=", query) + re.findall(r"\$\{(\w+):queryparam\}", query):
+            if name not in target:
+                problems.append(f"{title!r}: {m.group(1)} has no variable {name}")
+    assert not problems, "\n".join(problems)
+
+
+CELL_ALERTS = re.compile(r'\bALERTS(?:_FOR_STATE)?\{[^}]*vmta!=""[^}]*\}')
+
+
+def test_incident_cell_panels_follow_the_isp_filter():
+    """The incidents page has an ISP variable: every per-cell alert selector (the incident rows, the
+    affected cells) must carry it, or the table keeps listing every ISP's incidents."""
+    d = by_uid("watchtower-incidents")
+    assert "isp" in variables(d)
+    checked = 0
+    for where, expr in prom_exprs(d):
+        for m in CELL_ALERTS.finditer(expr):
+            checked += 1
+            assert 'isp=~"$isp"' in m.group(), f"{where}: {m.group()}"
+    assert checked >= 5
+
+
+def test_docs_quote_the_root_selectors_the_dashboards_use():
+    """docs/dashboards.md's example GJSON root selectors are ones the Infinity targets really use."""
+    doc = (REPO / "docs" / "dashboards.md").read_text(encoding="utf-8")
+    used = {t["root_selector"] for p in DASHBOARDS for q in panels(load(p)) for t in q.get("targets", [])
+            if "root_selector" in t}
+    quoted = set(re.findall(r"`([\w.#]*#[\w.#]*\|@\w+)`", doc))
+    assert quoted, "no GJSON example left in docs/dashboards.md"
+    assert quoted - used == set()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_quantiles_leave_out_idle_windows(path: Path):
+    """histogram_quantile of buckets that saw nothing is NaN, which legends and tooltips print: filter it."""
+    problems = []
+    for where, expr in prom_exprs(load(path)):
+        for m in re.finditer(r"\bhistogram_quantile\s*\(", expr):
+            rest = expr[m.end() - 1:]
+            after = rest[len(_call_args(rest, 0)) + 2:]
+            if not re.match(r"\s*(>=?\s*0\b|and\b)", after):
+                problems.append(f"{where}: {expr[m.start():m.start() + 80]}...")
+    assert not problems, "\n".join(problems)
+
+
+# --- promtool unit tests of panel queries on synthetic series ------------------------------------------
+
+
+def promtool_expect(tmp_path: Path, series: dict[str, str], exprs: list[tuple[str, list[dict[str, Any]]]],
+                    eval_time: str = "40m") -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of panel queries (variables as on first open: All) over `series`, with the
+    shipped recording rules loaded, against the samples each query should give."""
+    test = {"rule_files": [str(REPO / "rules" / "recording.yaml")], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series.items()],
+        "promql_expr_test": [{"expr": substitute(e), "eval_time": eval_time, "exp_samples": exp} for e, exp in exprs],
+    }]}
+    path = tmp_path / "panel-tests.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False), encoding="utf-8")
+    return subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+
+
+def panel_expr(uid: str, title: str, ref: str = "A") -> str:
+    (expr,) = [e for where, e in prom_exprs(by_uid(uid)) if where == f"{title!r}/{ref}"]
+    return expr
+
+
+def delivered(vmta: str, values: str, isp: str = "gmail") -> tuple[str, str]:
+    return (f'pmta_delivered_total{{job="watchtower", instance="pmta-01:9469", vmta="{vmta}", vmta_pool="pool-a", '
+            f'isp="{isp}"}}', values)
+
+
+@needs_promtool
+def test_vmta_count_leaves_out_idle_vmtas(tmp_path: Path):
+    """"VMTAs with delivery attempts in the last 10 minutes": a VMTA whose counters stand still is not one."""
+    series = dict([delivered("vmta-01", "0+100x40"), delivered("vmta-02", "0+100x40"),
+                   delivered("vmta-03", "0+100x10 1000+0x30")])  # vmta-03 idle for the last 30 minutes
+    result = promtool_expect(tmp_path, series, [(panel_expr("watchtower-vmta", "VMTAs"),
+                                                 [{"labels": "{}", "value": 2}])])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_flows_variables_list_senders_that_deliver_nothing(tmp_path: Path):
+    """A sending domain whose mail all bounces or defers (a DMARC failure, a blocklisting) is the one to pick."""
+    labels = 'job="watchtower", instance="pmta-01:9469"'
+    series = {f'pmta_sender_delivered_total{{{labels}, sender="good.example", isp="gmail"}}': "0+10x40",
+              f'pmta_sender_bounced_total{{{labels}, sender="bad.example", isp="yahoo", class="auth_failure"}}':
+                  "0+10x40",
+              f'pmta_sender_deferred_total{{{labels}, sender="slow.example", isp="microsoft", class="throttled"}}':
+                  "0+10x40"}
+    v = variables(by_uid("watchtower-flows"))
+    exprs = []
+    for name, expected in (("sender", ["good.example", "bad.example", "slow.example"]),
+                           ("isp", ["gmail", "yahoo", "microsoft"])):
+        sel, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable_query(v[name])).groups()  # type: ignore[union-attr]
+        assert label == name
+        exprs.append((f"group by ({label}) ({sel})", [{"labels": f'{{{label}="{x}"}}', "value": 1} for x in expected]))
+    result = promtool_expect(tmp_path, series, exprs)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_queue_panels_ride_out_a_missed_poll(tmp_path: Path):
+    """A poll that misses its deadline leaves a VMTA's pmta_queue_* absent for a scrape (docs/metrics.md):
+    the panels read the last value of the last 5 minutes, as the queue alerts do, so a board neither
+    drops the queue nor turns a red cell green for one scrape."""
+    queue = 'pmta_queue_recipients{job="watchtower", instance="pmta-01:9469", vmta="vmta-01", isp="gmail"}'
+    series = dict([delivered("vmta-01", "0+100x40")])
+    series[queue] = "250000x39 stale"  # the poll at 40m missed vmta-01
+    result = promtool_expect(tmp_path, series, [
+        (panel_expr("watchtower-vmta", "Queued recipients"), [{"labels": "{}", "value": 250000}]),
+        (panel_expr("watchtower-warroom", "Cells at CRIT"), [{"labels": "{}", "value": 1}]),
+        (panel_expr("watchtower-overview", "Queued recipients by ISP"), [{"labels": '{isp="gmail"}', "value": 250000}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_outcomes_panel_plots_every_record_counter():
+    """"Every record type Watchtower counts": one series per accounting-record counter (bytes aside)."""
+    panel = next(p for p in panels(by_uid("watchtower-overview")) if p["title"] == "Outcomes per second")
+    plotted = {n for t in panel["targets"] for n in metric_names(t["expr"])}
+    counters = {m.name for m in METRICS if m.group == "records" and m.kind == "counter"
+                and not m.name.startswith("pmta_sender_") and "_bytes" not in m.name}
+    assert len(counters) >= 6 and counters - plotted == set()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_panels_do_not_overlap(path: Path):
+    """Grafana pushes an overlapping panel down, so the layout differs from the generator's (rows' children too)."""
+    flat = [q for p in load(path)["panels"] for q in (p, *p.get("panels", []))]
+    clashes = []
+    for i, a in enumerate(flat):
+        for b in flat[i + 1:]:
+            pa, pb = a["gridPos"], b["gridPos"]
+            if (pa["x"] < pb["x"] + pb["w"] and pb["x"] < pa["x"] + pa["w"]
+                    and pa["y"] < pb["y"] + pb["h"] and pb["y"] < pa["y"] + pa["h"]):
+                clashes.append(f"{a['title']!r} / {b['title']!r}")
+    assert clashes == []
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_multi_value_variables_are_matched_as_regexes(path: Path):
+    """A multi-value or All selection interpolates to `(a|b)` or `.*`: `=` or `!=` would match nothing."""
+    d = load(path)
+    multi = {n for n, v in variables(d).items() if v.get("multi") or v.get("includeAll")}
+    texts = [e for _, e in prom_exprs(d)] + [variable_query(v) for v in variables(d).values()]
+    texts += [a.get("expr", "") for a in d["annotations"]["list"]]
+    bad = [m.group() for t in texts for m in re.finditer(r'\w+\s*!?=\s*"\$\{?(\w+)[^"]*"', t) if m.group(1) in multi]
+    assert bad == []

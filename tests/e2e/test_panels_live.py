@@ -196,3 +196,90 @@ def test_forensics_lookups_find_what_the_search_listed(live: dict[str, list[Resu
     for title in ("Recipients of message $message_id", "Events of message $message_id",
                   "Timeline of $rcpt in job $job_id"):
         assert status[title] == "data", title
+
+
+# --- audit: what an operator does next -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def filtered(gmail_throttle: Pipeline, live: dict[str, list[Result]]) -> dict[str, list[Result]]:
+    """The incidents page filtered on the incident's ISP, and on another ISP that has traffic and no alert."""
+    stack, wt = gmail_throttle.stack, gmail_throttle.wt
+    isps = next(r.frames for r in live["watchtower-incidents"] if r.panel == "variable: isp")
+    alerted = {s["metric"].get("isp") for s in stack.query('max_over_time(ALERTS{vmta!="", isp!=""}[3h])')}
+    other = next(i for i in isps if i not in alerted)
+    g = Grafana(stack.prom_url, {"infinity": wt.url + "/", "alertmanager": stack.am_url}, scrape_interval=1.0,
+                record_time=gmail_throttle.record_time)
+    try:
+        return {isp: g.run(REPO_DASH["watchtower-incidents"], link={"isp": [isp]}) for isp in ("gmail", other)}
+    finally:
+        g.close()
+
+
+def test_incidents_follow_the_isp_filter(filtered: dict[str, list[Result]]) -> None:
+    cells = ("Active incidents", "Success ratio of affected cells", "Throttled share of affected cells",
+             "Queued recipients of affected cells")
+    for isp, results in filtered.items():
+        status = panel_status(results)
+        for title in cells:
+            assert status[title] == ("data" if isp == "gmail" else "empty"), (isp, title)
+        rows = merge_table(_rows({isp: results}, isp, "Active incidents"), ["alertname", "vmta", "isp"])
+        assert {r["isp"] for r in rows} <= {isp}, rows
+
+
+def test_worst_cells_lists_only_the_worst_cells(live: dict[str, list[Result]]) -> None:
+    """Grafana's merge is an outer join: every column must stay on the rows the Level column ranked."""
+    results = _rows(live, "watchtower-warroom", "Worst cells")
+    rows = merge_table(results, ["instance", "vmta", "isp"])
+    ranked = next(r for r in results if r.ref == "A")
+    assert 0 < len(rows) <= 25 and len(rows) == len(ranked.frames)
+    assert all("Value #A" in r for r in rows), [r for r in rows if "Value #A" not in r][:3]
+
+
+def test_affected_cells_are_shown_before_their_alert_fired(gmail_throttle: Pipeline,
+                                                           live: dict[str, list[Result]]) -> None:
+    """The point of "over time" is the lead-up: the cell is picked over the whole range, not step by step."""
+    first_firing = min(float(s["value"][1]) for s in gmail_throttle.stack.query(
+        'min_over_time(timestamp(ALERTS{alertstate="firing", vmta="vmta-03", isp="gmail"})[1h:1s])'))
+    for title in ("Success ratio of affected cells", "Throttled share of affected cells"):
+        (r,) = _rows(live, "watchtower-incidents", title)
+        (series,) = [s for s in r.frames if (s["metric"]["vmta"], s["metric"]["isp"]) == ("vmta-03", "gmail")]
+        assert float(series["values"][0][0]) < first_firing, title
+
+
+def test_no_panel_plots_nan(live: dict[str, list[Result]]) -> None:
+    """NaN (a quantile of an idle window, 0/0) reads "NaN" in legends and tooltips: a panel leaves it out."""
+    nan = set()
+    for name, results in live.items():
+        for r in results:
+            if r.kind not in ("prometheus", "annotation") or not r.frames:
+                continue
+            for s in r.frames:
+                samples = [s["value"]] if "value" in s else s.get("values", [])
+                if any(v[1] == "NaN" for v in samples):
+                    nan.add(f"{name} / {r.panel} / {r.ref} {s['metric']}")
+    assert sorted(nan) == []
+
+
+def test_legends_name_labels_the_series_carry(live: dict[str, list[Result]]) -> None:
+    """A `{{label}}` the query aggregated away prints as nothing: every series must carry what its legend names."""
+    legends = {}
+    for path in DASHBOARDS:
+        dash = json.loads(path.read_text())
+        stack = list(dash["panels"])
+        while stack:
+            p = stack.pop()
+            stack += p.get("panels", [])
+            for t in p.get("targets", []):
+                if t.get("format") == "time_series" and "{{" in t.get("legendFormat", ""):
+                    legends[(dash["uid"], p["title"], t["refId"])] = re.findall(r"\{\{\s*(\w+)\s*\}\}",
+                                                                                 t["legendFormat"])
+    missing, checked = [], 0
+    for name, results in live.items():
+        for r in results:
+            want = legends.get((name.split("@")[0], r.panel, r.ref))
+            for s in (r.frames or []) if want else []:
+                checked += 1
+                if [x for x in want if not s["metric"].get(x)]:
+                    missing.append(f"{name} / {r.panel} / {r.ref}: {want} <- {s['metric']}")
+    assert checked > 100 and missing == []
