@@ -63,7 +63,9 @@ ROUTES = [
     ("alertname=PmtaIspThrottling severity=critical isp=gmail", "webhook,deliverability-oncall"),
     ("alertname=PmtaIspBlock severity=critical", "webhook,deliverability-oncall"),
     ("alertname=PmtaComplaintRate severity=warning isp=yahoo", "webhook,deliverability-slack"),
-    ("alertname=WatchtowerDown severity=critical", "webhook,deliverability-oncall"),
+    # Watchtower's own health reaches the team that runs it, critical or not; critical also pages.
+    ("alertname=WatchtowerDown severity=critical", "webhook,monitoring-slack,deliverability-oncall"),
+    ("alertname=WatchtowerStateCommitsFailing severity=critical", "webhook,monitoring-slack,deliverability-oncall"),
     ("alertname=WatchtowerParseErrors severity=warning", "webhook,monitoring-slack"),
     ("alertname=WatchtowerAttributionSkipped severity=warning", "webhook,monitoring-slack"),
     ("alertname=PmtaQueueBacklog severity=info", "webhook,blackhole"),
@@ -316,4 +318,142 @@ def test_inhibitions(alertmanager: str) -> None:
         if len(got) == len(sent) and muted == expect_muted:
             break
         assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}, expected {sorted(expect_muted)}"
+        time.sleep(0.2)
+
+
+def shipped_alerts() -> list[tuple[str, str]]:
+    """(alertname, severity) of every rule in rules/alerts/."""
+    out = []
+    for path in sorted((REPO / "rules" / "alerts").glob("*.yaml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            out += [(r["alert"], r["labels"]["severity"]) for r in group["rules"]]
+    return sorted(set(out))
+
+
+@pytest.mark.integration
+def test_watchtower_down_mutes_every_other_alert_of_its_host(alertmanager: str) -> None:
+    """A Watchtower that cannot be scraped makes every other alert of its host an artefact: range
+    functions (increase over 15m, ...) still see the samples from before the outage, so e.g.
+    WatchtowerFilesUnreadable keeps firing for a while. Each shipped alert (per host) is muted;
+    the same alert of another host and a cluster-wide one are not."""
+    down_host = {"job": "watchtower", "instance": "pmta-01:9469"}
+    other = {"job": "watchtower", "instance": "pmta-02:9469"}
+    sent = [alert(alertname="WatchtowerDown", severity="critical", **down_host)]
+    for name, severity in shipped_alerts():
+        if name == "WatchtowerDown":
+            continue
+        sent.append(alert(alertname=name, severity=severity, **down_host, vmta="vmta-05", isp="gmail", source="acct"))
+    sent.append(alert(alertname="WatchtowerFilesUnreadable", severity="warning", **other, source="acct"))
+    sent.append(alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="yahoo"))
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=sent, timeout=5).raise_for_status()
+    expect_muted = {
+        (a["labels"]["alertname"], a["labels"]["severity"])
+        for a in sent
+        if a["labels"].get("instance") == down_host["instance"] and a["labels"]["alertname"] != "WatchtowerDown"
+    }
+    assert ("WatchtowerFilesUnreadable", "warning") in expect_muted
+    deadline = time.monotonic() + 15
+    while True:
+        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        muted = {
+            (a["labels"]["alertname"], a["labels"]["severity"])
+            for a in got
+            if a["status"]["inhibitedBy"] and a["labels"].get("instance") == down_host["instance"]
+        }
+        muted_elsewhere = [a["labels"] for a in got if a["status"]["inhibitedBy"]
+                           and a["labels"].get("instance") != down_host["instance"]]
+        if len(got) == len(sent) and muted == expect_muted:
+            break
+        assert time.monotonic() < deadline, f"not muted: {sorted(expect_muted - muted)}"
+        time.sleep(0.2)
+    assert muted_elsewhere == []
+
+
+def foreign_alert(status: str = "firing") -> dict[str, Any]:
+    """An alert from someone else's rules (no severity, no annotations) that the catch-all route
+    sends to deliverability-slack."""
+    return {
+        "status": status,
+        "labels": {"alertname": "NodeDiskFull", "instance": "db-01:9100"},
+        "annotations": {},
+        "startsAt": "2026-11-25T12:11:00Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-25T13:00:00Z",
+        "fingerprint": "f1",
+        "generatorURL": "",
+    }
+
+
+@needs_amtool
+def test_alerts_without_annotations_or_severity_render_cleanly(tmp_path: Path) -> None:
+    """No empty Slack bold (`**`), strike-through (`~~`) or `<strong></strong>`, no dangling
+    ` · ` separators and no blank link line: the alert name stands in for a missing description."""
+    firing = notification([foreign_alert()])
+    text = render("watchtower.slack.text", firing, tmp_path)
+    assert text.splitlines() == ["*NodeDiskFull*", "NodeDiskFull"], text
+    email = render("watchtower.email.text", firing, tmp_path)
+    assert email.splitlines() == ["NodeDiskFull", "", "NodeDiskFull", "  NodeDiskFull"], email
+    html = render("watchtower.email.html", firing, tmp_path, kind="html")
+    assert "<strong>NodeDiskFull</strong>" in html and "<p> · " not in html and "<p></p>" not in html, html
+    resolved = notification([foreign_alert("resolved")], status="resolved")
+    assert render("watchtower.slack.text", resolved, tmp_path).splitlines() == [
+        "*Resolved:*",
+        "~NodeDiskFull~ (NodeDiskFull)",
+    ]
+
+
+@pytest.mark.integration
+def test_critical_mutes_its_warning_twin_only_in_the_same_cluster(alertmanager: str) -> None:
+    """Cluster-wide alerts (per ISP, pool or sender) carry `job` but no `instance`: one job per PMTA
+    cluster. A critical complaint rate at Yahoo in one cluster must not mute the warning of another."""
+    sent = {
+        "critical-us": alert(alertname="PmtaComplaintRate", severity="critical", job="watchtower", isp="yahoo"),
+        "warning-us": alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="yahoo"),
+        "warning-eu": alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower-eu", isp="yahoo"),
+        "pool-critical-us": alert(
+            alertname="PmtaHardBounceRate", severity="critical", job="watchtower", vmta_pool="gmail-pool"
+        ),
+        "pool-warning-eu": alert(
+            alertname="PmtaHardBounceRate", severity="warning", job="watchtower-eu", vmta_pool="gmail-pool"
+        ),
+    }
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
+
+    def key(labels: dict[str, str]) -> str:
+        return next(k for k, a in sent.items() if a["labels"] == labels)
+
+    deadline = time.monotonic() + 15
+    while True:
+        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        muted = {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]}
+        if len(got) == len(sent) and "warning-us" in muted:
+            break
+        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    assert {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]} == {"warning-us"}
+
+
+@pytest.mark.integration
+def test_stalled_tailer_mutes_lagging_of_the_same_source(alertmanager: str) -> None:
+    """A source that is not read at all is also far behind: WatchtowerTailerStalled (critical) says it,
+    WatchtowerTailerLagging (warning) of the same source is the same problem. Another source stays."""
+    host = {"job": "watchtower", "instance": "pmta-01:9469"}
+    sent = {
+        "stalled": alert(alertname="WatchtowerTailerStalled", severity="critical", **host, source="acct"),
+        "lagging-same": alert(alertname="WatchtowerTailerLagging", severity="warning", **host, source="acct"),
+        "lagging-other": alert(alertname="WatchtowerTailerLagging", severity="warning", **host, source="fbl"),
+    }
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
+
+    def key(labels: dict[str, str]) -> str:
+        return next(k for k, a in sent.items() if a["labels"] == labels)
+
+    deadline = time.monotonic() + 15
+    while True:
+        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        muted = {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]}
+        if len(got) == len(sent) and muted == {"lagging-same"}:
+            break
+        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}"
         time.sleep(0.2)

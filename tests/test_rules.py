@@ -167,6 +167,20 @@ def test_recording_rules_aggregate_without_instance_above_vmta_level() -> None:
                 assert re.search(r"without \(instance\b", expr), f"{name}: must aggregate without (instance, ...)"
 
 
+def test_quantiles_are_taken_only_over_buckets_with_observations() -> None:
+    """histogram_quantile over bucket rates that are all 0 (an idle VMTA, pool or ISP) records NaN.
+    Each quantile rule keeps only the buckets whose +Inf rate is above 0, so idle means absent
+    (rules/tests/edge_cases_test.yaml checks the result)."""
+    for g in groups(RECORDING):
+        for r in g["rules"]:
+            m = re.search(r"histogram_quantile\(\s*[0-9.]+,\s*(\S+)\s+(.*)\)\s*$", r["expr"], flags=re.S)
+            if "histogram_quantile" not in r["expr"]:
+                continue
+            assert m, r["record"]
+            buckets, rest = m.group(1), " ".join(m.group(2).split())
+            assert rest == f'and ignoring (le) ({buckets}{{le="+Inf"}} > 0)', f"{r['record']}: {rest}"
+
+
 # --- alerts -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("rule", [r for _, _, r in alert_rules()], ids=rule_id)
 def test_alert_conventions(rule: dict[str, Any]) -> None:
@@ -286,6 +300,52 @@ def test_every_metric_in_rules_exists_in_the_metric_table() -> None:
             assert metric in known, f"{where}: unknown metric {metric}"
         for rec in re.findall(r"\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b", text):
             assert rec in recorded, f"{where}: unknown recording rule {rec}"
+
+
+def test_management_api_gauges_are_read_through_last_over_time() -> None:
+    """pmta_queue_* and pmta_status_* are absent (not stale) for a scrape after a poll that failed or
+    missed its deadline (docs/metrics.md). Read raw, one such poll restarts the `for` of every alert
+    that uses them and resolves the firing ones; rules/tests/edge_cases_test.yaml shows the effect.
+    Every use, in expressions and in annotation queries, goes through last_over_time(...[5m])."""
+    for where, text in all_promql():
+        for m in re.finditer(r"(?<![:\w])pmta_(?:queue|status)_[a-z_]+", text):
+            assert text[: m.start()].endswith("last_over_time("), f"{where}: {m.group(0)} read raw"
+            assert re.match(r"(?:\{[^}]*\})?\[5m\]", text[m.end() :]), f"{where}: {m.group(0)}: window not [5m]"
+
+
+def test_cluster_wide_queries_in_annotations_select_the_alerts_job() -> None:
+    """Cluster-wide levels keep `job` (one job per PMTA cluster). A description that queries such a
+    series for the alert's sender/pool/ISP without `job=%q` mixes in the other clusters' numbers
+    (rules/tests/edge_cases_test.yaml: auth failures in two jobs)."""
+    for _, _, rule in alert_rules():
+        for m in re.finditer(r"\b((?:sender|sender_isp|isp|vmta_pool|vmta_pool_isp):[a-z0-9_]+:[a-z0-9_]+)\{([^}]*)\}",
+                             rule["annotations"]["description"]):
+            if m.group(1) == "isp:pmta_isp_display_name:info":
+                continue
+            assert "job=%q" in m.group(2), f"{rule_id(rule)}: {m.group(0)} without job=%q"
+
+
+def test_cluster_wide_dashboard_links_select_the_alerts_job() -> None:
+    """An alert without `instance` (per ISP, pool or sender) is about one cluster (`job`); its dashboard
+    link must select that job, or the dashboards' `job` variable (default: All) mixes every cluster."""
+    for _, _, rule in alert_rules():
+        url = rule["annotations"]["dashboard_url"]
+        if "var-instance=" not in url:
+            assert "var-job={{ $labels.job | urlquery }}" in url, f"{rule_id(rule)}: {url}"
+
+
+def test_delivery_stalled_leaves_out_exactly_the_tailer_stalled_condition() -> None:
+    """PmtaDeliveryStalled leaves out hosts where WatchtowerTailerStalled's condition holds, with a
+    copy of that condition (see queue.yaml); the copies must not drift from the original."""
+
+    def flat(text: str) -> str:
+        return re.sub(r"[\s()]+", "", text)
+
+    by_name = {rule_id(r): r["expr"] for _, _, r in alert_rules()}
+    tailer = flat(by_name["WatchtowerTailerStalled[critical]"])
+    for rid in ("PmtaDeliveryStalled[warning]", "PmtaDeliveryStalled[critical]"):
+        assert "unless on (instance, job)" in by_name[rid], rid
+        assert flat(by_name[rid].rsplit("unless on (instance, job)", 1)[1]) == tailer, rid
 
 
 def test_label_values_in_selectors_are_documented() -> None:
