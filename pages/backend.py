@@ -8,10 +8,13 @@ client would get. On a daemon that is the local correlator, on the hub the fan-o
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import httpx
 from fastapi import Request
+
+log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
@@ -32,9 +35,14 @@ class AsgiBackend:
 
     async def get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
         transport = httpx.ASGITransport(app=self.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://backend", timeout=60) as client:
-            resp = await client.get(path, params={k: v for k, v in params.items() if v not in (None, "")},
-                                    headers=self.headers)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://backend", timeout=60) as client:
+                resp = await client.get(path, params={k: v for k, v in params.items() if v not in (None, "")},
+                                        headers=self.headers)
+        except Exception:  # noqa: BLE001 - the route raised (the app answered it 500 and re-raised, as Starlette does)
+            # logged here, once, with its traceback; the page shows the error box instead of becoming the JSON 500
+            log.exception("page backend: GET %s raised", path)
+            return 500, {"error": "internal error", "parameter": None, "status": 500}
         try:
             return resp.status_code, resp.json()
         except ValueError:

@@ -6,14 +6,15 @@ escaped values is easy to audit. The CSP forbids scripts and every off-origin fe
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.responses import HTMLResponse
 
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
-       "base-uri 'none'; frame-ancestors 'none'")
+from correlator.render import safe
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2126;background:#f6f7f9}
@@ -41,14 +42,26 @@ td a.grafana{white-space:nowrap}
 svg text{font-size:12px;fill:#1d2126}
 """
 
+CSP = (f"default-src 'none'; style-src 'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'; "
+       "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+"""No script, no off-origin request, and no style but the page's own <style> (by its hash, not 'unsafe-inline':
+markup that ever slipped through escaping could not restyle the page either)."""
+
+
+def text(value: Any) -> str:
+    """str(value) with control and bidi-control characters made visible as the API's text format shows them
+    (correlator.render.safe), not yet HTML-escaped: an ESC is invisible in a page, and a U+202E in a jobId made
+    "1 · from x" read backwards (Trojan-Source spoofing of a forensic page)."""
+    return safe(value)
+
 
 def e(value: Any) -> str:
-    """Escaped text; None becomes an en dash."""
-    return "\u2013" if value is None or value == "" else html.escape(str(value), quote=True)
+    """Escaped text for display (controls made visible, see `text`); None and "" become an en dash."""
+    return "\u2013" if value is None or value == "" else html.escape(text(value), quote=True)
 
 
 def attr(value: Any) -> str:
-    """Escaped text for an attribute or input value; None and "" stay empty."""
+    """Escaped exact text for an input value or a data- attribute (never shown as text); None and "" stay empty."""
     return "" if value is None else html.escape(str(value), quote=True)
 
 

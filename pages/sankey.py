@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pages.html import e
+from pages.html import attr, e
 
-WIDTH, HEIGHT, NODE_W, GAP, TOP = 1100, 520, 14, 10, 10
-COLUMNS = {"sender": 170, "vmta": 543, "isp": 916}
+WIDTH, HEIGHT, NODE_W, GAP, TOP = 1200, 520, 14, 10, 10
+LABEL = 16
+"""Least distance between the tops of two nodes of a column: their 12px labels never overlap."""
+LABEL_CHARS = 24
+"""Longest node label; a longer name is cut (with an ellipsis) and shown whole in the node's tooltip: with its
+count it fits the 234px left of the sender column and right of the ISP column."""
+COLUMNS = {"sender": 240, "vmta": 593, "isp": 946}
+
+
+def label(name: str) -> str:
+    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "\u2026"
 
 
 def attempts(item: dict[str, Any]) -> int:
@@ -52,15 +61,18 @@ def sankey_svg(flows: dict[str, Any]) -> str:
         ids.sort(key=lambda i: (-value[i], i))
     if not edges:
         return '<p id="no-flows">No traffic in this time range.</p>'
-    scale = min((HEIGHT - 2 * TOP - GAP * (len(ids) - 1)) / sum(value[i] for i in ids)
-                for ids in cols.values() if ids)
+    # A node's step down its column is max(its height + GAP, LABEL) <= height + LABEL, so a column of n nodes
+    # fits in 2 * TOP + n * LABEL + its values * scale. The diagram grows with its most crowded column (many
+    # VMTAs), so every column keeps room for its values: the scale stays positive and one for all links.
+    height = max(HEIGHT, 2 * TOP + max(len(ids) for ids in cols.values()) * (LABEL + GAP))
+    scale = min((height - 2 * TOP - LABEL * len(ids)) / sum(value[i] for i in ids) for ids in cols.values() if ids)
     y: dict[str, float] = {}
     parts: list[str] = []
     for ids in cols.values():
         pos = float(TOP)
         for nid in ids:
             y[nid] = pos
-            pos += value[nid] * scale + GAP
+            pos += max(value[nid] * scale + GAP, LABEL)
     out_off = dict.fromkeys(nodes, 0.0)
     in_off = dict.fromkeys(nodes, 0.0)
     link_svg = []
@@ -80,7 +92,7 @@ def sankey_svg(flows: dict[str, Any]) -> str:
                f"{ok:.0%} delivered, {deferred:.0%} deferred, {bounced:.0%} bounced, "
                f"{x.get('detail__complained', 0)} complaints")
         link_svg.append(
-            f'<path class="link" data-edge="{e(x["id"])}" data-attempts="{attempts(x)}" '
+            f'<path class="link" data-edge="{attr(x["id"])}" data-attempts="{attempts(x)}" '
             f'd="M{x0:.2f},{y0:.2f} C{xm:.2f},{y0:.2f} {xm:.2f},{y1:.2f} {x1:.2f},{y1:.2f}" fill="none" '
             f'stroke="{colour(ok)}" stroke-opacity="0.55" stroke-width="{w:.3f}"><title>{e(tip)}</title></path>')
     parts.extend(link_svg)
@@ -92,10 +104,10 @@ def sankey_svg(flows: dict[str, Any]) -> str:
             ok, deferred, bounced = shares(n)
             anchor, tx = ("end", x - 6) if kind == "sender" else ("start", x + NODE_W + 6)
             parts.append(
-                f'<g class="node" data-node="{e(nid)}"><rect x="{x}" y="{y[nid]:.2f}" width="{NODE_W}" '
-                f'height="{h:.2f}" fill="#334155"><title>{e(n["title"])}: {value[nid]} attempts, '
-                f'{ok:.0%} delivered</title></rect><text x="{tx}" y="{y[nid] + h / 2 + 4:.2f}" '
-                f'text-anchor="{anchor}">{e(n["title"])} ({value[nid]})</text></g>')
-    return (f'<svg id="sankey" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="Sankey diagram sender to VMTA to ISP" '
-            f'data-px-per-attempt="{scale:.6f}">' + "".join(parts) + "</svg>")
+                f'<g class="node" data-node="{attr(nid)}"><title>{e(n["title"])}: {value[nid]} attempts, '
+                f'{ok:.0%} delivered</title><rect x="{x}" y="{y[nid]:.2f}" width="{NODE_W}" '
+                f'height="{h:.2f}" fill="#334155"></rect><text x="{tx}" y="{y[nid] + h / 2 + 4:.2f}" '
+                f'text-anchor="{anchor}">{e(label(str(n["title"])))} ({value[nid]})</text></g>')
+    return (f'<svg id="sankey" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+            f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="Sankey diagram sender to VMTA to ISP" '
+            f'data-px-per-attempt="{scale:.12g}">' + "".join(parts) + "</svg>")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from correlator.api import path_segment
 from pages.backend import Backend
 from pages.html import attr, e, error_box, page, partial_banner, u
 from pages.sankey import attempts, sankey_svg, shares
@@ -17,7 +17,24 @@ from pages.sankey import attempts, sankey_svg, shares
 VMTA_DASHBOARD_UID = "watchtower-vmta"
 """uid of grafana/dashboards/watchtower-vmta.json (tests/browser checks they agree)."""
 
-Text = Annotated[str | None, Query(max_length=998)]
+MAX_TEXT = 998
+"""Longest Message-Id, recipient or jobId a page passes on (RFC 5322's line length)."""
+MAX_TIME_TEXT = 64
+MAX_CURSOR = 16_384
+"""A hub's cursor holds every host's position (~80 characters a host): as long as the hub accepts."""
+MAX_TIMELINE_ID = 2**63 - 1
+
+Text = Annotated[str | None, Query()]
+"""Query text; lengths are checked by the view (`too_long`), which answers a page, not the API's JSON error."""
+
+
+def too_long(**limited: tuple[str | None, int]) -> str | None:
+    """The name of the first value longer than its limit, if any."""
+    return next((name for name, (value, limit) in limited.items() if value is not None and len(value) > limit), None)
+
+
+def length_error(name: str, limit: int) -> tuple[int, dict[str, Any]]:
+    return 400, {"error": f"{name} is longer than {limit} characters", "parameter": name, "status": 400}
 
 
 def _root(request: Request) -> str:
@@ -83,9 +100,11 @@ class Views:
         rows = []
         for it in items:
             if it.get("message_id"):
-                href = u(root + "/ui/messages/" + quote(str(it["message_id"]), safe="@"))
+                href = u(root + "/ui/messages/" + path_segment(str(it["message_id"])))
             elif it.get("job_id") and it.get("rcpt") and not it.get("rcpt_hashed"):
                 href = u(root + "/ui/timeline", rcpt=it["rcpt"], job_id=it["job_id"])
+            elif isinstance(it.get("id"), int):  # hashed recipient or no key at all: by id (and host, on a hub)
+                href = u(root + f"/ui/timelines/{it['id']}", host=it.get("host"))
             else:
                 href = ""
             first = f'<a href="{href}">{_time(it.get("first_seen"))}</a>' if href else _time(it.get("first_seen"))
@@ -103,9 +122,15 @@ class Views:
     async def search(self, request: Request, message_id: str | None, rcpt: str | None, job_id: str | None,
                      cursor: str | None) -> Response:
         root = _root(request)
+        bad = too_long(message_id=(message_id, MAX_TEXT), rcpt=(rcpt, MAX_TEXT), job_id=(job_id, MAX_TEXT),
+                       cursor=(cursor, MAX_CURSOR))
+        if bad:
+            form = self.form(root, message_id or "", rcpt or "", job_id or "")
+            return self.page(request, "Search", form + error_box(*length_error(bad, MAX_CURSOR if bad == "cursor"
+                                                                                else MAX_TEXT)), 400)
         mid = (message_id or "").strip().strip("<>").strip()
         if mid:
-            return RedirectResponse(root + "/ui/messages/" + quote(mid, safe="@"), status_code=303)
+            return RedirectResponse(root + "/ui/messages/" + path_segment(mid), status_code=303)
         params = {"rcpt": (rcpt or "").strip() or None, "job_id": (job_id or "").strip() or None,
                   "cursor": cursor, "limit": 50}
         status, body = await self.ask(request, "/api/v1/search", params)
@@ -117,7 +142,12 @@ class Views:
         if body.get("next_cursor"):
             href = u(root + "/ui/", rcpt=params["rcpt"], job_id=params["job_id"], cursor=body["next_cursor"])
             more = f'<p><a id="next" href="{href}">Next page</a></p>'
-        empty = "" if body.get("items") else '<p id="none">No timeline matches.</p>'
+        if body.get("scan_limited"):  # the API stopped at its scan budget: not "no match", only "none so far"
+            empty = ('<p id="scan-limited" class="warn">The search stopped at its scan budget'
+                     + (" before finding a match" if not body.get("items") else "")
+                     + ": <b>Next page</b> continues it (or narrow it by recipient or job).</p>")
+        else:
+            empty = "" if body.get("items") else '<p id="none">No timeline matches.</p>'
         return self.page(request, "Search", form + partial_banner(body) + f"<h1>{e(heading)}</h1>" + empty
                          + self.summary_rows(root, body.get("items") or []) + more)
 
@@ -131,7 +161,7 @@ class Views:
             vcell = (f'<a class="grafana" href="{grafana_link(self.grafana_url, vmta, ev.get("ts"), host)}">'
                      f"{e(vmta)}</a>") if vmta else e(None)
             rows.append(
-                f'<tr class="event" data-kind="{e(ev.get("kind"))}" data-ts="{e(ev.get("ts"))}">'
+                f'<tr class="event" data-kind="{attr(ev.get("kind"))}" data-ts="{attr(ev.get("ts"))}">'
                 f"<td class=num>{i + 1}</td><td>{_time(ev.get('time'))}</td><td>{e(ev.get('kind'))}</td>"
                 f"<td class=num>{e(ev.get('attempt'))}</td><td>{vcell}</td><td class=mono>{e(ev.get('source_ip'))}</td>"
                 f"<td class=mono>{_reply(ev)}</td><td>{e(ev.get('response_class'))}</td>"
@@ -141,21 +171,25 @@ class Views:
         tl_vmta = tl.get("vmta")
         vlink = (f'<a class="grafana" href="{grafana_link(self.grafana_url, tl_vmta, None, host)}">{e(tl_vmta)}</a>'
                  if tl_vmta else e(None))
-        return (
-            f'<section class="rcpt" id="rcpt-{n}"><h2><span class="mono">{e(tl.get("rcpt"))}</span> '
-            f'{_outcome(tl.get("outcome"))}</h2><div class="meta">{"host " + e(host) + " &middot; " if host else ""}'
-            f'job {e(tl.get("job_id"))}'
-            f' &middot; from <span class="mono">{e(tl.get("orig"))}</span> &middot; VMTA {vlink} (pool '
-            f'{e(tl.get("vmta_pool"))}) &middot; ISP {e(tl.get("isp"))} &middot; attempts {e(tl.get("attempts"))}'
-            f' &middot; queued {_time(tl.get("queued_at"))} &middot; done {_time(tl.get("done_at"))}</div>'
+        return (  # <bdi>: a right-to-left value (Hebrew, Arabic) does not reorder the words around it
+            f'<section class="rcpt" id="rcpt-{n}"><h2><bdi class="mono">{e(tl.get("rcpt"))}</bdi> '
+            f'{_outcome(tl.get("outcome"))}</h2><div class="meta">'
+            f'{"host <bdi>" + e(host) + "</bdi> &middot; " if host else ""}job <bdi>{e(tl.get("job_id"))}</bdi>'
+            f' &middot; from <bdi class="mono">{e(tl.get("orig"))}</bdi> &middot; VMTA <bdi>{vlink}</bdi> (pool '
+            f'<bdi>{e(tl.get("vmta_pool"))}</bdi>) &middot; ISP <bdi>{e(tl.get("isp"))}</bdi> &middot; attempts '
+            f'{e(tl.get("attempts"))} &middot; queued {_time(tl.get("queued_at"))} &middot; done '
+            f'{_time(tl.get("done_at"))}</div>'
             '<table class="events"><thead><tr><th>#</th><th>Time (UTC)</th><th>Kind</th><th>Attempt</th>'
             "<th>VMTA</th><th>Source IP</th><th>Reply</th><th>Class</th><th>Record (file:line)</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{note}</section>")
 
     async def message(self, request: Request, message_id: str) -> Response:
         root = _root(request)
-        status, body = await self.ask(request, "/api/v1/messages/" + quote(message_id, safe="@"), {"limit": 1000})
         form = self.form(root, message_id)
+        if too_long(message_id=(message_id, MAX_TEXT)):
+            status, body = length_error("message_id", MAX_TEXT)
+        else:
+            status, body = await self.ask(request, "/api/v1/messages/" + path_segment(message_id), {"limit": 1000})
         if status != 200:
             return self.page(request, f"Message {message_id}", form + error_box(status, body), status)
         recips = body.get("recipients") or []
@@ -169,14 +203,36 @@ class Views:
 
     async def timeline(self, request: Request, rcpt: str, job_id: str | None, message_id: str | None) -> Response:
         root = _root(request)
-        status, body = await self.ask(request, "/api/v1/timeline",
-                                              {"rcpt": rcpt, "job_id": job_id, "message_id": message_id})
         form = self.form(root, "", rcpt, job_id or "")
+        bad = too_long(rcpt=(rcpt, MAX_TEXT), job_id=(job_id, MAX_TEXT), message_id=(message_id, MAX_TEXT))
+        if bad:
+            status, body = length_error(bad, MAX_TEXT)
+        else:
+            status, body = await self.ask(request, "/api/v1/timeline",
+                                          {"rcpt": rcpt, "job_id": job_id, "message_id": message_id})
         if status != 200:
             return self.page(request, "Timeline", form + error_box(status, body), status)
         head = f'<h1>Recipient <span class="mono">{e(body.get("rcpt"))}</span> job {e(body.get("job_id"))}</h1>'
         sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(body.get("timelines") or []))
         return self.page(request, "Timeline", form + partial_banner(body) + head + sections)
+
+    async def timeline_by_id(self, request: Request, timeline_id: str, host: str | None) -> Response:
+        """One timeline by the id (and, on a hub, the host) a search row carries: the link for rows that have
+        neither a Message-Id nor a recipient to ask with (hashed recipients, a complaint without keys)."""
+        form = self.form(_root(request))
+        tid = int(timeline_id) if timeline_id.isascii() and timeline_id.isdigit() and len(timeline_id) < 20 else 0
+        if not 1 <= tid <= MAX_TIMELINE_ID:
+            status, body = 400, {"error": "timeline_id must be an integer in 1..2^63-1", "parameter": "timeline_id",
+                                 "status": 400}
+        elif too_long(host=(host, MAX_TEXT)):
+            status, body = length_error("host", MAX_TEXT)
+        else:
+            status, body = await self.ask(request, f"/api/v1/timelines/{tid}", {"host": host})
+        if status != 200:
+            return self.page(request, "Timeline", form + error_box(status, body), status)
+        head = f"<h1>Timeline {e(tid)}</h1>"
+        sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(body.get("timelines") or []))
+        return self.page(request, f"Timeline {tid}", form + partial_banner(body) + head + sections)
 
     # --- flows --------------------------------------------------------------------------------
 
@@ -186,7 +242,11 @@ class Views:
                 f'<label>Since<input name="since" value="{attr(since)}" placeholder="1h, 7d, ISO 8601"></label>'
                 f'<label>Until<input name="until" value="{attr(until)}" placeholder="(now)"></label>'
                 '<button type="submit">Show</button></form>')
-        status, body = await self.ask(request, "/api/v1/flows", {"since": since, "until": until})
+        bad = too_long(since=(since, MAX_TIME_TEXT), until=(until, MAX_TIME_TEXT))
+        if bad:
+            status, body = length_error(bad, MAX_TIME_TEXT)
+        else:
+            status, body = await self.ask(request, "/api/v1/flows", {"since": since, "until": until})
         if status != 200:
             return self.page(request, "Flows", form + error_box(status, body), status)
         rows = []
@@ -195,7 +255,7 @@ class Views:
             ok, deferred, bounced = shares(x)
             src, dst = nodes.get(x["source"], {}), nodes.get(x["target"], {})
             rows.append(
-                f'<tr data-edge="{e(x["id"])}"><td>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
+                f'<tr data-edge="{attr(x["id"])}"><td>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
                 f'<td>{e(dst.get("subtitle"))} {e(dst.get("title"))}</td><td class=num>{attempts(x)}</td>'
                 f"<td class=num>{e(x.get('detail__delivered'))}</td><td class=num>{ok:.1%}</td>"
                 f"<td class=num>{deferred:.1%}</td><td class=num>{bounced:.1%}</td>"
@@ -230,9 +290,12 @@ def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://local
             return await views.search(request, None, None, job_id, None)
         return await views.timeline(request, rcpt, job_id, message_id)
 
+    @router.get("/timelines/{timeline_id}")
+    async def timeline_by_id(request: Request, timeline_id: str, host: Text = None) -> Response:
+        return await views.timeline_by_id(request, timeline_id, host)
+
     @router.get("/flows")
-    async def flows(request: Request, since: Annotated[str, Query(max_length=64)] = "1h",
-                    until: Annotated[str | None, Query(max_length=64)] = None) -> Response:
-        return await views.flows(request, since, until)
+    async def flows(request: Request, since: Text = "1h", until: Text = None) -> Response:
+        return await views.flows(request, since or "1h", until)
 
     return router

@@ -20,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.browser.hostile"]  # the `hostile` and `private` daemon + hub fixtures of the /ui tests
 
 ACCT_HEADER = (
     "type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,srcType,srcMta,"

@@ -1,0 +1,60 @@
+"""The pages' in-process backend over the real listener: what a page shows when the API it asks fails."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, FastAPI
+from prometheus_client import CollectorRegistry
+
+from exporter.config import load_config
+from exporter.http import build_app
+from pages import build_pages_router, with_pages
+from tests.conftest import write_config
+from tests.listener import serving
+
+
+async def test_an_api_route_that_raises_is_an_error_box_on_the_page_not_the_pages_own_500(tmp_path: Path, caplog):
+    """httpx's ASGI transport re-raised the inner app's exception into the page handler: the page answered the
+    API's JSON 500 (no page, no form) and the one failure was logged twice."""
+    api = APIRouter()
+
+    @api.get("/api/v1/search")
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    config = load_config(write_config(tmp_path))
+    app = build_app(CollectorRegistry(), lambda: {"ok": True}, [with_pages(api)])
+    caplog.set_level(logging.ERROR)
+    async with serving(app, config) as (port, _), httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(f"http://127.0.0.1:{port}/ui/")
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert '<div class="err" id="error">500: internal error</div>' in r.text
+    assert '<form class="search"' in r.text and "Traceback" not in r.text and "boom" not in r.text
+    assert len([rec for rec in caplog.records if rec.exc_info]) == 1  # the API's own report, once
+
+
+class Answers:
+    def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
+        self.answers = answers
+
+    async def get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+        return self.answers[path]
+
+
+async def test_a_scan_limited_empty_page_does_not_claim_nothing_matches(tmp_path: Path):
+    """An empty page with `scan_limited` (the API stopped at its row budget, more may match) said "No timeline
+    matches." above a Next page link."""
+    body = {"items": [], "next_cursor": "WzEsMiwiYWIiXQ", "limit": 50, "scan_limited": True}
+    app = FastAPI()
+    app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/search": (200, body)})))
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _), httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"http://127.0.0.1:{port}/ui/", params={"rcpt": "a@b.example", "job_id": "j"})
+    assert r.status_code == 200
+    assert "No timeline matches" not in r.text and 'id="scan-limited"' in r.text
+    assert '<a id="next" href="/ui/?rcpt=a%40b.example&amp;job_id=j&amp;cursor=WzEsMiwiYWIiXQ">' in r.text
