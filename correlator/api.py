@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -334,7 +334,15 @@ class Api:
         value = rcpt.strip().lower()
         if not value:
             raise BadRequest(400, "empty recipient", name)
-        return self.hasher(value)[0]
+        shown = self.hasher.shown_key(value)  # a hashed recipient as a page showed it
+        return shown if shown is not None else self.hasher(value)[0]
+
+
+def path_segment(value: str) -> str:
+    """`value` as one segment of an /api/v1 path (a Message-Id): '/' and everything but '@' percent-encoded, and
+    a value of dots only ('.', '..') encoded too, or a client (httpx, a browser) resolves it as a relative path."""
+    seg = quote(value, safe="@")
+    return seg.replace(".", "%2E") if seg.strip(".") == "" else seg
 
 
 def redirect_double_slash(router: APIRouter) -> None:

@@ -70,6 +70,17 @@ class RcptHasher:
         digest = hmac.new(self._key, rcpt_lower.encode("utf-8", "surrogateescape"), sha256).digest()
         return int.from_bytes(digest[:8], "big", signed=True), HASHED_PREFIX + digest.hex()
 
+    def shown_key(self, text: str) -> int | None:
+        """The index key of a recipient given in the form answers show it when hashed (`hmac-sha256:<hex>`, any
+        case), which is the key itself: hashing it again would find nothing. None for any other text."""
+        if self._key is None or not text.startswith(HASHED_PREFIX) or len(text) != len(HASHED_PREFIX) + 64:
+            return None
+        try:
+            digest = bytes.fromhex(text[len(HASHED_PREFIX):])
+        except ValueError:
+            return None
+        return int.from_bytes(digest[:8], "big", signed=True)
+
     def fingerprint(self) -> str:
         """Identifies the key (not the key itself) so a changed key is noticed at startup."""
         if self._key is None:

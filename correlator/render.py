@@ -3,7 +3,9 @@
 Every value comes from accounting files that remote parties write into (dsnDiag, Message-Id,
 feedbackType...), so C0/C1 control characters are shown as `\\xNN` / `\\u00NN` escapes: a
 `curl | less` must never run an attacker's terminal escape sequence. Only the renderer's own
-newlines reach the output.
+newlines reach the output. Bidi marks, embeddings, overrides and isolates are shown the same way: a
+U+202E reverses what follows it on the line (a jobId or reply reading backwards: Trojan-Source spoofing)
+in a terminal that renders bidi and in a browser (the /ui pages show values through `safe` too).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -20,7 +22,7 @@ def _escape_char(m: re.Match[str]) -> str:
 
 
 def safe(value: object) -> str:
-    """str(value) with control characters (C0, DEL, C1, line/paragraph separators) escaped."""
+    """str(value) with control characters (C0, DEL, C1, line/paragraph separators, bidi controls) escaped."""
     return _CONTROLS.sub(_escape_char, str(value))
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from correlator import render
-from correlator.api import BadRequest, ErrorRoute, FormatParam, redirect_double_slash
+from correlator.api import BadRequest, ErrorRoute, FormatParam, path_segment, redirect_double_slash
 from correlator.models import ApiError, Outcome
 from hub import merge
 from hub.fanout import Fanout, HostAnswer
@@ -101,7 +100,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
     ) -> Any:
         if not message_id.strip().strip("<>").strip():
             raise BadRequest(400, "empty Message-Id", "message_id")
-        targets, answers = await hub.ask("/api/v1/messages/" + quote(message_id, safe="@"), {"limit": limit})
+        targets, answers = await hub.ask("/api/v1/messages/" + path_segment(message_id), {"limit": limit})
         part = merge.partial_fields(targets, answers)
         body = merge.merge_message(answers, limit)
         if body is None:

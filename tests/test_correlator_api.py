@@ -333,7 +333,7 @@ async def test_query_time_budget_interrupts_with_503(h: Harness, monkeypatch: py
         assert len((await c.get("/api/v1/search", params={"vmta": "vmta1"})).json()["items"]) == 2
 
 
-ESC_DIAG = "smtp;421 \x1b]0;pwned\x07\x1b[2J\x9b31m try later\u2028x"
+ESC_DIAG = "smtp;421 \x1b]0;pwned\x07\x1b[2J\x9b31m try later\u2028x \u202egnp.exe\u2066"
 
 
 async def test_text_rendering_escapes_control_characters(h: Harness) -> None:
@@ -346,8 +346,9 @@ async def test_text_rendering_escapes_control_characters(h: Harness) -> None:
         js = (await c.get("/api/v1/timeline", params={"job_id": "JE", "rcpt": "esc@gmail.com"})).json()
     assert js["timelines"][0]["events"][-1]["dsn_diag"] == ESC_DIAG  # JSON keeps the exact bytes
     for text in texts:
-        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028]", text), repr(text)
-    assert "smtp;421 \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m try later\\u2028x" in texts[0]
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u202a-\u202e\u2066-\u2069]", text), repr(text)
+    # Bidi overrides too: a terminal that renders bidi would show "exe.png" for the U+202E (Trojan Source).
+    assert "smtp;421 \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m try later\\u2028x \\u202egnp.exe\\u2066" in texts[0]
     assert "vmta=v\\x1bE" in texts[1]
 
 

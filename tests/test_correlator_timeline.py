@@ -246,6 +246,24 @@ def test_hashed_recipients_leave_no_address_in_the_db(tmp_path: Path) -> None:
     h2.close()
 
 
+async def test_the_hashed_form_a_page_shows_finds_its_timeline_again(tmp_path: Path) -> None:
+    """With hash_recipients, pages and answers show `hmac-sha256:<hex>`: pasted into a recipient search it was
+    hashed once more and found nothing. It is the recipient's key itself; any other text is hashed as before."""
+    from exporter.config import CorrelatorConfig
+
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    for b in (ACCT_0, ACCT_1, DIAG_0, DIAG_1, BOUNCE, FBL, RECV):
+        h.commit(b)
+    shown = _by_rcpt(h, "bob@yahoo.com")["rcpt"]
+    async with h.client() as c:
+        by_address = (await c.get("/api/v1/search", params={"rcpt": "Bob@Yahoo.com"})).json()["items"]
+        by_shown = (await c.get("/api/v1/search", params={"rcpt": shown.upper().replace("HMAC", "hmac")})).json()
+        other = await c.get("/api/v1/search", params={"rcpt": "hmac-sha256:" + "0" * 64})
+    assert by_address and by_shown["items"] == by_address
+    assert other.status_code == 200 and other.json()["items"] == []
+    h.close()
+
+
 def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.sink.setup(h.conn)  # idempotent
