@@ -988,7 +988,7 @@ class RecordAggregator(Collector):
                     sender = self._sender(row[c.orig])
                     if sender == PLACEHOLDER_OTHER and self._sender_auto.cap:
                         self._overflow("sender")
-                    sk = (sender, isp)
+                    sk = (sender, isp, ft)
                     s_compl[sk] = s_compl.get(sk, 0) + 1
             elif t == "rb":
                 cat = row[c.bounceCat] if c.bounceCat >= 0 else ""
@@ -1035,9 +1035,11 @@ class RecordAggregator(Collector):
         """Reload one persisted series (startup), re-admitting its label values first."""
         self.wait()
         spec = SPECS.get(name)
-        if spec is None:
+        if spec is None or len(key) > len(spec.labels):  # a label this version no longer has: not restorable
             return
-        labels = dict(zip(spec.labels, key, strict=False))
+        if len(key) < len(spec.labels):  # stored before the metric gained a label (appended last): `unknown`
+            key = (*key, *[PLACEHOLDER_UNKNOWN] * (len(spec.labels) - len(key)))
+        labels = dict(zip(spec.labels, key, strict=True))
         for label, capped in (("vmta", self.vmta_cap), ("vmta_pool", self._pool)):
             val = labels.get(label)
             if val and val not in (PLACEHOLDER_NONE, PLACEHOLDER_UNKNOWN, PLACEHOLDER_OVERFLOW):

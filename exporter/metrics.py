@@ -87,7 +87,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pmta_sender_deferred_total", "counter", "Recipient deferrals (t), by sending domain.",
                ("sender", "isp", "class"), "records"),
     MetricSpec("pmta_sender_complaints_total", "counter", "Feedback-loop complaints, by sending domain.",
-               ("sender", "isp"), "records"),
+               ("sender", "isp", "feedback_type"), "records"),
     # --- from PMTA's HTTP management interface ---------------------------------------------
     MetricSpec("pmta_queue_recipients", "gauge", "Recipients queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_bytes", "gauge", "Bytes queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),

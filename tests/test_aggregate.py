@@ -65,7 +65,7 @@ def test_each_record_type_lands_in_its_series_with_exact_labels():
                  feedback_type="abuse") == 1
     assert value(agg, "pmta_sender_delivered_total", sender="s1.com", isp="gmail") == 2
     assert value(agg, "pmta_sender_bounced_total", sender="s1.com", isp="yahoo", **{"class": "user_unknown"}) == 1
-    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="yahoo") == 1
+    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="yahoo", feedback_type="abuse") == 1
 
 
 def test_delay_histogram_buckets_are_cumulative_with_exact_sum():
@@ -109,6 +109,30 @@ def test_restore_from_dirty_snapshot_reproduces_the_exposition():
     b.register(again)
     assert sorted(generate_latest(a).splitlines()) == sorted(generate_latest(b).splitlines())
 
+
+
+def test_sender_complaints_are_split_by_feedback_type_as_the_isp_complaints_are():
+    """A not-spam or auth-failure report is no complaint: the complaint-ratio rules leave them out by
+    `feedback_type`, which the per-sender counter lacked (its ratio counted them)."""
+    agg = make()
+    rows = [f"f,2026-11-25 12:00:00+0000,,a@s1.com,u{i}@yahoo.com,,,,,,,,,{ft}"
+            for i, ft in enumerate(["abuse", "abuse", "not-spam", "Auth-Failure", "", "bogus"])]
+    agg.apply(batch_of(rows))
+    got = {ft: value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="yahoo", feedback_type=ft)
+           for ft in ("abuse", "not-spam", "auth-failure", "unknown", "other")}
+    assert got == {"abuse": 2, "not-spam": 1, "auth-failure": 1, "unknown": 1, "other": 1}
+
+
+def test_a_series_persisted_before_its_metric_gained_a_label_is_restored_with_it_unknown():
+    """An upgrade that adds a label (pmta_sender_complaints_total gained feedback_type) must not break the
+    restart: the stored series comes back with the new label `unknown`, and counting goes on."""
+    agg = make()
+    agg.restore("pmta_sender_complaints_total", ("s1.com", "yahoo"), 5.0)
+    agg.restore("pmta_sender_delivered_total", ("s1.com", "gmail", "extra"), 7.0)  # more labels than it has: dropped
+    agg.apply(batch_of(["f,2026-11-25 12:00:00+0000,,a@s1.com,u1@yahoo.com,,,,,,,,,abuse"]))
+    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="yahoo", feedback_type="unknown") == 5
+    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="yahoo", feedback_type="abuse") == 1
+    assert agg.series_counts()["pmta_sender_delivered_total"] == 0
 
 
 def test_a_dirty_snapshot_keeps_its_values_while_the_series_change():
@@ -402,7 +426,7 @@ def test_a_report_naming_no_provider_takes_the_isp_of_its_matched_delivery():
                  feedback_type="abuse") == 1
     assert value(agg, "pmta_complaints_total", vmta="vmta-1", vmta_pool="pool-a", isp="microsoft",
                  feedback_type="abuse") == 1
-    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="microsoft") == 2
+    assert value(agg, "pmta_sender_complaints_total", sender="s1.com", isp="microsoft", feedback_type="abuse") == 2
     assert agg.series_counts()["pmta_remote_bounced_total"] == 2
     assert value(agg, "pmta_remote_status_total", vmta="vmta-7", vmta_pool="pool-z", isp="microsoft",
                  action="unknown") == 1

@@ -618,7 +618,7 @@ def test_oneshot_counts_an_anonymised_complaint_under_its_deliverys_isp(tmp_path
     (tmp_path / "logs" / "acct-1.csv").write_text(head + d + f)
     text = run_oneshot(cfg)
     assert 'pmta_complaints_total{feedback_type="abuse",isp="microsoft",vmta="vmA",vmta_pool="poolA"} 1.0' in text
-    assert 'pmta_sender_complaints_total{isp="microsoft",sender="sender.com"} 1.0' in text
+    assert 'pmta_sender_complaints_total{feedback_type="abuse",isp="microsoft",sender="sender.com"} 1.0' in text
     assert 'pmta_delivered_total{isp="microsoft",vmta="vmA",vmta_pool="poolA"} 1.0' in text
 
 
@@ -682,7 +682,8 @@ async def test_daemon_counts_an_anonymised_complaint_under_its_deliverys_isp(tmp
         assert await until(again, "pmta_complaints_total", 2.0, **labels) == 2  # restored 1 + this one, from the store
         assert again.registry.get_sample_value("pmta_complaints_total", {**COMPLAINT, "isp": "other"}) is None
         assert again.registry.get_sample_value("pmta_sender_complaints_total",
-                                               {"sender": "sender.com", "isp": "microsoft"}) == 2
+                                               {"sender": "sender.com", "isp": "microsoft",
+                                                "feedback_type": "abuse"}) == 2
     finally:
         again.should_exit.set()
         assert await asyncio.wait_for(task, 30) == 0
