@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from exporter.parser import FileParser
 from exporter.records import Columns
@@ -170,3 +172,83 @@ def test_a_oneshot_over_json_files_equals_one_over_the_same_traffic_as_csv(tmp_p
         key = f'watchtower_bytes_read_total{{source="{source}"}}'
         assert float(json_page.pop(key)) > float(csv_page.pop(key))
     assert json_page == csv_page
+
+
+def test_a_field_named_twice_in_a_record_is_read_from_its_first_occurrence():
+    """As a CSV header naming a column twice (the first is read), on both paths."""
+    data = b'{"type": "d", "vmta": "first", "vmta": "second", "RCPT": "folded@x", "rcpt": "exact@x"}\n'
+    for fast in (True, False):
+        p = FileParser("acct", "/x/acct.json", None, fast=fast)
+        batch, _ = p.parse(data)
+        assert batch is not None and p.errors == {}
+        assert batch.columns.get(batch.rows[0], "vmta") == "first"
+        assert batch.columns.get(batch.rows[0], "rcpt") == "exact@x"  # the exact name over another case
+
+
+def test_an_ordinary_json_chunk_takes_the_polars_path(monkeypatch: pytest.MonkeyPatch):
+    from exporter import jsonrecords
+
+    taken = []
+    real = jsonrecords.frame_of
+    monkeypatch.setattr(jsonrecords, "frame_of", lambda *a: taken.append(1) or real(*a))
+    slow = []
+    monkeypatch.setattr(jsonrecords, "to_row", lambda *a: slow.append(1) or None)
+    lines = [record(type="d", timeLogged="2026-11-25 12:00:00+0000", vmta=f"v{i}", rcpt=f"u{i}@x", dlvSize="")
+             for i in range(50)]
+    p, batch, n = parse(("\n".join(lines) + "\n").encode())
+    assert taken == [1] and slow == []
+    assert n == 50 and batch is not None and len(batch) == 50 and p.read == {"d": 50}
+    assert batch.line_numbers[:2] == [1, 2] and batch.columns.get(batch.rows[3], "vmta") == "v3"
+    assert batch.columns.get(batch.rows[0], "dlvSize") == ""
+
+
+_KEYS = ["type", "timeLogged", "timeQueued", "rcpt", "vmta", "vmtaPool", "dsnDiag", "dlvSize", "jobId",
+         "header_Message-Id", "header_x-job", "dlvTlsCipher"]
+_VALUES = st.one_of(st.text(max_size=12), st.integers(-10**20, 10**20), st.none(), st.booleans(),
+                    st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2))
+_TYPES = st.sampled_from(["d", "b", "t", "tq", "f", "rb", "zz", "", "D"])
+
+
+@st.composite
+def _json_line(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["record"] * 8 + ["blank", "broken", "array", "framing", "csv", "twice", "cased",
+                                                  "latin1"]))
+    if kind == "latin1":  # a byte that is no UTF-8 (a remote MX's reply in latin-1): `\udce4` is written as 0xe4
+        return '{"type": "' + draw(_TYPES) + '", "dsnDiag": "Empf\udce4nger unbekannt"}'
+    if kind == "blank":
+        return draw(st.sampled_from(["", " ", "\r"]))
+    if kind == "broken":
+        return '{"type": "d", "vmta": '
+    if kind == "array":
+        return '["d", "v1"]'
+    if kind == "framing":
+        return draw(st.sampled_from(["[", "]", "],"]))
+    if kind == "csv":
+        return "d,2026-11-25 12:00:00+0000,v1"
+    fields = {"type": draw(_TYPES)}
+    for key in draw(st.lists(st.sampled_from(_KEYS[1:]), max_size=6, unique=True)):
+        fields[key] = draw(st.one_of(st.text(max_size=12), _VALUES)) if kind != "record" else draw(st.text(max_size=12))
+    text = json.dumps(fields, ensure_ascii=draw(st.booleans()))
+    if kind == "twice":
+        text = text[:-1] + ', "vmta": "again"}'
+    if kind == "cased":
+        text = text.replace('"vmta"', '"VMTA"').replace('"rcpt"', '"Rcpt"')
+    return text
+
+
+@settings(max_examples=300, deadline=None)
+@example(['{"type": "d", "timeLogged": ""}', '{"type": "d", "timeLogged": 0.0}'], False, None)  # polars: "0"
+@given(st.lists(_json_line(), min_size=1, max_size=12), st.booleans(), st.sampled_from([None, frozenset({"d", "t"})]))
+def test_the_polars_path_reads_every_chunk_as_the_python_path_does(lines: list[str], crlf: bool,
+                                                                   allowed: frozenset[str] | None):
+    data = ("\r\n" if crlf else "\n").join(lines).encode("utf-8", "surrogateescape") + (b"\r\n" if crlf else b"\n")
+    if not data.lstrip().startswith((b"{", b"[")):
+        data = b'{"type": "d"}\n' + data  # the file's first record tells its form
+    got = []
+    for fast in (True, False):
+        p = FileParser("acct", "/x/acct.json", allowed, fast=fast)
+        batch, n = p.parse(data)
+        got.append((n, p.errors, p.read, p.skipped, p.repaired,
+                    None if batch is None else (batch.rows, batch.line_numbers)))
+    assert got[0] == got[1]
