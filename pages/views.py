@@ -298,4 +298,10 @@ def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://local
     async def flows(request: Request, since: Text = "1h", until: Text = None) -> Response:
         return await views.flows(request, since or "1h", until)
 
+    @router.get("/{rest:path}")  # last: a mistyped or later page is a page too, with the way back
+    async def unknown(request: Request, rest: str) -> Response:
+        root = _root(request)
+        return views.page(request, "Not found", views.form(root) + error_box(404, {
+            "error": f"no page {request.url.path} (pages: /ui/, /ui/flows, /ui/messages/ID)"}), 404)
+
     return router

@@ -228,3 +228,13 @@ def test_next_page_on_a_hub_of_many_hosts_keeps_working(wide_hub):
     second = re.findall(r"<td class=mono>(v\d+@[^<]+)</td>", r.text)
     assert len(second) == CROWDED_VMTAS - 50 and not set(first) & set(second)
     assert 'name="job_id" value="jobm"' in r.text
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_an_unknown_page_is_an_html_404_with_the_search_form(hostile, where):
+    """A mistyped /ui/ link (or a page of a later version) answered the API's JSON: no way back to the pages."""
+    r = httpx.get(hostile.url(where) + "/ui/nope/<b>x", timeout=10)
+    assert_html_page(r, 404)
+    assert "/ui/nope/&lt;b&gt;x" in main(r) and "<b>x" not in r.text
+    assert 'name="rcpt"' in r.text
+    assert httpx.get(hostile.url(where) + "/api/v1/nope", timeout=10).headers["content-type"] == "application/json"
