@@ -360,7 +360,17 @@ class FileParser:
         self.line_no += head_lines + nlines
         if bad:
             self._count_bad(frame, n, known, valid, blank)
-        good = frame.filter(usable) if unusable else frame
+        good = self._tally(types, frame.filter(usable) if unusable else frame)
+        if bad_utf8 and good.height:
+            self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
+        if not good.height:
+            return None, head_lines + nlines
+        good = good.drop(col(n))
+        return RecordBatch(self.source, self.path, columns, frame=good), head_lines + nlines
+
+    def _tally(self, types: list[dict[str, object]], good: pl.DataFrame) -> pl.DataFrame:
+        """Count a chunk's usable rows by type (`types`: their value counts) as read, or as skipped when this source
+        does not feed that type; returns the rows it feeds."""
         counts = {x["c0"]: x["count"] for x in types}
         allowed = self.allowed
         if allowed is not _KNOWN and not counts.keys() <= allowed:
@@ -368,15 +378,10 @@ class FileParser:
                 if typ not in allowed:
                     self.skipped[typ] = self.skipped.get(typ, 0) + cnt
             counts = {typ: cnt for typ, cnt in counts.items() if typ in allowed}
-            good = good.filter(t.is_in(list(allowed)))
+            good = good.filter(pl.col("c0").is_in(list(allowed)))
         for typ, cnt in counts.items():
             self.read[typ] = self.read.get(typ, 0) + cnt
-        if bad_utf8 and good.height:
-            self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
-        if not good.height:
-            return None, head_lines + nlines
-        good = good.drop(col(n))
-        return RecordBatch(self.source, self.path, columns, frame=good), head_lines + nlines
+        return good
 
     @staticmethod
     def _pad_frame(frame: pl.DataFrame, n: int, columns: Columns, known: pl.Expr) -> pl.DataFrame | None:
@@ -518,16 +523,7 @@ class FileParser:
             return None
         start = self.line_no + 1
         self.line_no += nlines
-        counts = {x["c0"]: x["count"] for x in types}
-        good = frame.with_columns(pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE))
-        if not counts.keys() <= self.allowed:
-            for typ, cnt in counts.items():
-                if typ not in self.allowed:
-                    self.skipped[typ] = self.skipped.get(typ, 0) + cnt
-            counts = {typ: cnt for typ, cnt in counts.items() if typ in self.allowed}
-            good = good.filter(t.is_in(list(self.allowed)))
-        for typ, cnt in counts.items():
-            self.read[typ] = self.read.get(typ, 0) + cnt
+        good = self._tally(types, frame.with_columns(pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE)))
         if bad_utf8 and good.height:
             self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
         if not good.height:
