@@ -166,8 +166,9 @@ def overview() -> Json:
                          prom(quantile(0.5, rate("pmta_deferral_age_seconds_bucket", ISP)), "p50"),
                          prom(quantile(0.99, rate("pmta_deferral_age_seconds_bucket", ISP)), "p99"),
                      ], "s"), 12, 8)
-    g.add(timeseries("Queued recipients", "Recipients queued on the PMTA hosts (/status, by delivery type) and the "
-                     "sum of the per-queue gauges; a gap between them means queues beyond PMTA's top-N list.", [
+    g.add(timeseries("Queued recipients", "Recipients queued on the PMTA hosts (/status, by delivery type: all "
+                     "providers) and the sum of the per-queue gauges of the selected ISPs. With every ISP selected, "
+                     "a gap between them means queues beyond PMTA's top-N list; with some, the other ISPs' share.", [
                          prom(sum_by("type", sel("pmta_status_queue_recipients")), "host: {{type}}"),
                          prom(sum_by("", sel("pmta_queue_recipients", ISP)), "per-queue gauges"),
                      ], "short"), 12, 8)
