@@ -48,16 +48,11 @@ CSP = (f"default-src 'none'; style-src 'sha256-{base64.b64encode(hashlib.sha256(
 markup that ever slipped through escaping could not restyle the page either)."""
 
 
-def text(value: Any) -> str:
-    """str(value) with control and bidi-control characters made visible as the API's text format shows them
-    (correlator.render.safe), not yet HTML-escaped: an ESC is invisible in a page, and a U+202E in a jobId made
-    "1 · from x" read backwards (Trojan-Source spoofing of a forensic page)."""
-    return safe(value)
-
-
 def e(value: Any) -> str:
-    """Escaped text for display (controls made visible, see `text`); None and "" become an en dash."""
-    return "\u2013" if value is None or value == "" else html.escape(text(value), quote=True)
+    """Escaped text for display; None and "" become an en dash. Control and bidi-control characters are made
+    visible as the API's text format shows them (correlator.render.safe): an ESC is invisible in a page, and a
+    U+202E in a jobId made "1 · from x" read backwards (Trojan-Source spoofing of a forensic page)."""
+    return "\u2013" if value is None or value == "" else html.escape(safe(value), quote=True)
 
 
 def attr(value: Any) -> str:

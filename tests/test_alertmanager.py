@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -306,18 +306,21 @@ def test_inhibitions(alertmanager: str) -> None:
     }
     expect_muted = {"throttled-blocked", "backlog-down-host", "lagging-down-host", "complaint-warning",
                     "skipped-down-host", "skipped-commits-failing"}
+    assert settled_muting(alertmanager, sent, lambda muted: muted == expect_muted) == expect_muted
+
+
+def settled_muting(alertmanager: str, sent: dict[str, dict[str, Any]], done: Callable[[set[str]], bool]) -> set[str]:
+    """Post the named alerts, then wait until Alertmanager lists them all and the names of the inhibited ones
+    satisfy `done` (at most 15 s); returns those names."""
     httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
-
-    def key(labels: dict[str, str]) -> str:
-        return next(k for k, a in sent.items() if a["labels"] == labels)
-
+    names = {json.dumps(a["labels"], sort_keys=True): name for name, a in sent.items()}
     deadline = time.monotonic() + 15
     while True:
         got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
-        muted = {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]}
-        if len(got) == len(sent) and muted == expect_muted:
-            break
-        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}, expected {sorted(expect_muted)}"
+        muted = {names[json.dumps(a["labels"], sort_keys=True)] for a in got if a["status"]["inhibitedBy"]}
+        if len(got) == len(sent) and done(muted):
+            return muted
+        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}"
         time.sleep(0.2)
 
 
@@ -416,22 +419,9 @@ def test_critical_mutes_its_warning_twin_only_in_the_same_cluster(alertmanager: 
             alertname="PmtaHardBounceRate", severity="warning", job="watchtower-eu", vmta_pool="gmail-pool"
         ),
     }
-    httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
-
-    def key(labels: dict[str, str]) -> str:
-        return next(k for k, a in sent.items() if a["labels"] == labels)
-
-    deadline = time.monotonic() + 15
-    while True:
-        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
-        muted = {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]}
-        if len(got) == len(sent) and "warning-us" in muted:
-            break
-        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}"
-        time.sleep(0.2)
+    assert "warning-us" in settled_muting(alertmanager, sent, lambda muted: "warning-us" in muted)
     time.sleep(0.5)
-    got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
-    assert {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]} == {"warning-us"}
+    assert settled_muting(alertmanager, sent, lambda muted: True) == {"warning-us"}
 
 
 @pytest.mark.integration
@@ -444,16 +434,4 @@ def test_stalled_tailer_mutes_lagging_of_the_same_source(alertmanager: str) -> N
         "lagging-same": alert(alertname="WatchtowerTailerLagging", severity="warning", **host, source="acct"),
         "lagging-other": alert(alertname="WatchtowerTailerLagging", severity="warning", **host, source="fbl"),
     }
-    httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
-
-    def key(labels: dict[str, str]) -> str:
-        return next(k for k, a in sent.items() if a["labels"] == labels)
-
-    deadline = time.monotonic() + 15
-    while True:
-        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
-        muted = {key(a["labels"]) for a in got if a["status"]["inhibitedBy"]}
-        if len(got) == len(sent) and muted == {"lagging-same"}:
-            break
-        assert time.monotonic() < deadline, f"inhibited: {sorted(muted)}"
-        time.sleep(0.2)
+    assert settled_muting(alertmanager, sent, lambda muted: muted == {"lagging-same"}) == {"lagging-same"}

@@ -43,14 +43,19 @@ def test_unit_runs_unprivileged_hardened_and_restarts():
     assert "ExecStartPre" not in s  # RestartPreventExitStatus= would not cover its exit 2
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path):
-    # verify insists that ExecStart exists: point it at a stand-in executable, change nothing else.
+def unit_with_stand_in(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at a stand-in executable (systemd-analyze insists that it exists)."""
     exe = tmp_path / "watchtower"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
     unit = tmp_path / "watchtower.service"
     unit.write_text(UNIT.read_text(encoding="utf-8").replace("/usr/local/bin/watchtower", str(exe)))
+    return unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path):
+    unit = unit_with_stand_in(tmp_path)
     out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
     ours = [ln for ln in (out.stdout + out.stderr).splitlines() if "watchtower.service" in ln]
@@ -209,11 +214,7 @@ def test_unit_paths_match_the_example_config():
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_security_rates_the_unit_ok(tmp_path: Path):
     """`systemd-analyze security --offline=yes`: exposure at most 2.0 ("OK"); a dropped hardening line shows."""
-    exe = tmp_path / "watchtower"
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
-    unit = tmp_path / "watchtower.service"
-    unit.write_text(UNIT.read_text(encoding="utf-8").replace("/usr/local/bin/watchtower", str(exe)))
+    unit = unit_with_stand_in(tmp_path)
     out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
                          capture_output=True, text=True, timeout=60, env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
     level = re.search(r"Overall exposure level for watchtower\.service: (\d+\.\d+)", out.stdout + out.stderr)
