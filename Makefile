@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q $(PACKAGES) >/dev/null
 
-# promtool/amtool and the real servers come from Debian's packages (tests start them on loopback).
+# promtool/amtool and the real servers come from Debian's packages (tests start them on loopback);
+# docker-compose checks docker/docker-compose.yml (`config`, no Docker daemon needed).
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  echo "installing Debian packages prometheus prometheus-alertmanager chromium chromium-driver"; \
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromedriver >/dev/null \
+	    || ! command -v docker-compose >/dev/null; then \
+	  echo "installing Debian packages prometheus prometheus-alertmanager chromium chromium-driver docker-compose"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager chromium chromium-driver >/dev/null; \
+	    --no-install-recommends prometheus prometheus-alertmanager chromium chromium-driver docker-compose >/dev/null; \
 	fi
 
 setup: $(STAMP) bytecode system-deps
