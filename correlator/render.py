@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+from exporter.logsetup import BIDI_CONTROLS
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(map(chr, BIDI_CONTROLS)) + "]")
 
 
 def _escape_char(m: re.Match[str]) -> str:

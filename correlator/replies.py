@@ -35,6 +35,7 @@ from correlator.api import Api, BadRequest, ErrorRoute, check_budget, parse_time
 from correlator.keys import job_hash, message_hash, norm_message_id
 from correlator.models import ApiError
 from correlator.timeline import iso
+from exporter.metrics import PLACEHOLDER_NONE
 
 MAX_WINDOW = 86400.0
 """Longest window read (s): an older `since` is moved up to `until - MAX_WINDOW` (`window_capped`)."""
@@ -91,19 +92,34 @@ class ReplyRow:
     last: float
 
 
+def _selection(vmtas: list[str] | None, pools: list[str] | None, alias: str) -> tuple[str, list[str]]:
+    """SQL (` AND ...`) and parameters keeping the events of `vmtas` and `pools` (None: all). A pool is the record's
+    vmtaPool, as for the metrics' vmta_pool label, whose `none` is a record without one."""
+    sql, params = "", []
+    if vmtas is not None:
+        sql += f" AND {alias}vmta IN ({','.join('?' * len(vmtas))})"
+        params += vmtas
+    if pools is not None:
+        named = [p for p in pools if p != PLACEHOLDER_NONE]
+        either = [f"{alias}pool IN ({','.join('?' * len(named))})"] if named else []
+        if len(named) < len(pools):
+            either.append(f"coalesce({alias}pool, '') = ''")
+        sql += f" AND ({' OR '.join(either)})"
+        params += named
+    return sql, params
+
+
 def reply_rows(
     conn: sqlite3.Connection, since: float, until: float, vmtas: list[str] | None, budget: int = SCAN_BUDGET,
+    pools: list[str] | None = None,
 ) -> tuple[list[ReplyRow], bool]:
     """t/b events of timelines and tq queue events logged in [since, until), grouped by exact text.
 
-    `vmtas` None means all. Returns (rows, scan_limited): scan_limited is True when a budget cut
+    `vmtas` and `pools` None mean all. Returns (rows, scan_limited): scan_limited is True when a budget cut
     the scan short, so the counts cover part of the window. tq rows have no ISP here (isp='')
     and keep the queue domain in `dsn_mta`'s place for the caller to classify.
     """
-    vm_sql, vm_params = "", []
-    if vmtas is not None:
-        vm_sql = f" AND e.vmta IN ({','.join('?' * len(vmtas))})"
-        vm_params = list(vmtas)
+    vm_sql, vm_params = _selection(vmtas, pools, "e.")
     tl_sql = (
         "SELECT id, isp FROM corr_timelines WHERE t0 >= ? AND t0 < ? AND t_last >= ? ORDER BY t0 DESC LIMIT ?"
     )
@@ -122,13 +138,13 @@ def reply_rows(
     ).fetchone()[0]
     limited = scanned > budget
 
-    q_vm = f" AND vmta IN ({','.join('?' * len(vmtas))})" if vmtas is not None else ""
+    q_vm, q_params = _selection(vmtas, pools, "")
     q_sql = (
         "SELECT vmta, queue, status, diag, bcat, mta, count(*), min(t), max(t) FROM"
         f" (SELECT vmta, queue, status, diag, bcat, mta, t FROM corr_queue_events WHERE t >= ? AND t < ?{q_vm}"
         " ORDER BY t DESC LIMIT ?) GROUP BY vmta, queue, status, diag, bcat ORDER BY count(*) DESC LIMIT ?"
     )
-    q_rows = conn.execute(q_sql, [since, until, *(vm_params if vmtas is not None else []), budget + 1, budget])
+    q_rows = conn.execute(q_sql, [since, until, *q_params, budget + 1, budget])
     queued = 0
     for vmta, queue, status, diag, bcat, mta, n, first, last in q_rows:
         queued += n
@@ -160,6 +176,7 @@ class Reply(BaseModel):
 
 class RepliesResponse(BaseModel):
     vmta: list[str] | None = Field(description="VMTAs asked for; null = all.")
+    pool: list[str] | None = Field(description="VMTA pools asked for; null = all.")
     isp: list[str] | None = Field(description="ISPs asked for; null = all.")
     since: str | None
     until: str | None
@@ -262,6 +279,8 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
         = None,
         isp: Annotated[str | None, Query(description="ISP label value(s) as in the metrics (`gmail`), "
                                          "comma-separated; empty, `.*` or All = every ISP.")] = None,
+        pool: Annotated[str | None, Query(description="VMTA pool(s) as in the metrics' vmta_pool (`none`: records "
+                                          "without one), comma-separated; empty, `.*` or All = every pool.")] = None,
         since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago; at most 24h before "
                                     "`until` (older starts are moved up).")] = "1h",
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
@@ -277,11 +296,11 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
             raise BadRequest(400, "since must be before until", "since")
         capped = hi - lo > MAX_WINDOW
         lo = max(lo, hi - MAX_WINDOW)
-        vmtas, isps = _values("vmta", vmta), _values("isp", isp)
+        vmtas, isps, pools = _values("vmta", vmta), _values("isp", isp), _values("pool", pool)
         with api.connection() as conn:
-            rows, limited = reply_rows(conn, lo, hi, vmtas)
+            rows, limited = reply_rows(conn, lo, hi, vmtas, pools=pools)
         items, total = top_replies(rows, isps, limit, api.class_of, isp_of)
-        return {"vmta": vmtas, "isp": isps, "since": iso(lo), "until": iso(hi), "window_capped": capped,
+        return {"vmta": vmtas, "pool": pools, "isp": isps, "since": iso(lo), "until": iso(hi), "window_capped": capped,
                 "scan_limited": limited, "total": total, "replies": items}
 
     return router

@@ -56,9 +56,21 @@ class FloodFilter(logging.Filter):
         return False
 
 
+BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+"""Bidi marks, embeddings, overrides and isolates: each reorders what follows it on screen (Trojan Source), so
+every place that shows a remote party's text (log lines, the text API, the pages) shows these as escapes."""
+
+_UNICODE_ESCAPES = {c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *BIDI_CONTROLS)}
+"""The line separators and bidi controls, as escapes that read the same in a text line and in JSON."""
+
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)} | _UNICODE_ESCAPES
+"""What json.dumps(ensure_ascii=False) leaves raw in a string that a terminal obeys: DEL, C1 (0x9b opens an escape
+sequence), the line separators, the bidi controls. JSON escapes, so a reader parses the same text back."""
+
 _CONTROLS = ({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
-             | {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
-"""C0 and C1 controls (tab kept) and the Unicode line separators: each ends or rewrites a line somewhere."""
+             | {0x0A: "\\n", 0x0D: "\\r"} | _UNICODE_ESCAPES)
+"""C0 and C1 controls (tab kept), the Unicode line separators and the bidi controls: each ends, rewrites or
+reorders a line somewhere."""
 
 
 class TextFormatter(logging.Formatter):
@@ -87,7 +99,7 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             out["exc"] = record.exc_text
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False).translate(_JSON_ESCAPES)  # they only occur inside strings
 
 
 def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,

@@ -251,15 +251,15 @@ def isp_var(*matchers: str) -> Json:
 
 def replies_panel(vmta: str, isp: str, title: str) -> Json:
     """The "why" behind a class: /api/v1/replies for the VMTA(s) x ISP(s) over the dashboard range."""
-    url = (f"/api/v1/replies?vmta={vmta}&isp={isp}&since=${{__from:date:seconds}}&until=${{__to:date:seconds}}"
-           "&limit=10")
+    url = (f"/api/v1/replies?vmta={vmta}&pool=${{vmta_pool:csv}}&isp={isp}&since=${{__from:date:seconds}}"
+           "&until=${__to:date:seconds}&limit=10")
     return table(title, "The remote SMTP replies behind the deferrals (t, tq) and bounces (b) of the selected VMTA "
                  "× ISP over the dashboard range (at most the last 24 hours), from Watchtower's correlator "
                  "(GET /api/v1/replies through the Infinity data source): IPs, addresses and message ids are "
                  "replaced by <ip>, <addr>, <id> so one kind of reply is one row. The alerts' dashboard links "
-                 "select one VMTA and one ISP, so this is the first thing an alert shows. The API knows no pool "
-                 "and reads one Watchtower host (the Infinity data source): with VMTA = All it covers every VMTA "
-                 "of that host, whatever the pool and Instance filters.",
+                 "select one VMTA and one ISP, so this is the first thing an alert shows. It follows the pool, VMTA "
+                 "and ISP filters (a record's vmtaPool, as for the metrics) and reads one Watchtower host (the "
+                 "Infinity data source), whatever the Instance filter.",
                  [infinity(url, "replies", columns=REPLY_COLUMNS)], [], [
                      {"matcher": {"id": "byName", "options": "Share"},
                       "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 1}]},

@@ -214,8 +214,11 @@ def build_hub_router(hub: Hub) -> APIRouter:
         since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago.")] = "1h",
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
+        pool: Annotated[str | None, Query(description="VMTA pool(s) as in the metrics' vmta_pool, comma-separated; "
+                                          "empty or All = every pool.")] = None,
     ) -> Any:
-        params = resolve_times(_params(vmta=vmta, isp=isp, since=since, until=until, limit=100), hub.clock())
+        params = resolve_times(_params(vmta=vmta, pool=pool, isp=isp, since=since, until=until, limit=100),
+                               hub.clock())
         targets, answers = await hub.ask("/api/v1/replies", params)
         part = merge.partial_fields(targets, answers)
         early = client_error(answers, part) or none_answered(answers, part)

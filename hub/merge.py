@@ -117,5 +117,5 @@ def merge_replies(answers: list[HostAnswer], limit: int) -> dict[str, Any]:
     for g in items:
         g.pop("_best", None)
         g["share"] = round(g.get("count", 0) / total, 4) if total else 0.0
-    body = {k: first.get(k) for k in ("vmta", "isp", "since", "until")} if first else {}
+    body = {k: first.get(k) for k in ("vmta", "pool", "isp", "since", "until")} if first else {}
     return {**body, "window_capped": capped, "scan_limited": limited, "total": total, "replies": items}

@@ -27,6 +27,8 @@ class AsgiBackend:
     def __init__(self, app: Any, headers: dict[str, str] | None = None) -> None:
         self.app = app
         self.headers = {"accept": "application/json", "accept-encoding": "identity", **(headers or {})}
+        self.retry_after: str | None = None
+        """The last answer's Retry-After (a busy API's 503): the page passes it on with the same status."""
 
     @classmethod
     def for_request(cls, request: Request) -> AsgiBackend:
@@ -43,6 +45,7 @@ class AsgiBackend:
             # logged here, once, with its traceback; the page shows the error box instead of becoming the JSON 500
             log.exception("page backend: GET %s raised", path)
             return 500, {"error": "internal error", "parameter": None, "status": 500}
+        self.retry_after = resp.headers.get("retry-after")
         try:
             return resp.status_code, resp.json()
         except ValueError:

@@ -80,10 +80,18 @@ class Views:
         self.backend_for, self.grafana_url, self.title = backend_for, grafana_url, title
 
     async def ask(self, request: Request, path: str, params: dict[str, Any]) -> tuple[int, Any]:
-        return await self.backend_for(request).get(path, params)
+        backend = self.backend_for(request)
+        answer = await backend.get(path, params)
+        request.state.retry_after = getattr(backend, "retry_after", None)
+        return answer
 
     def page(self, request: Request, title: str, body: str, status: int = 200) -> HTMLResponse:
-        return page(title, body, _root(request), status, self.title)
+        """The page; an error status keeps the API's Retry-After (when to ask again), as a client of the API gets."""
+        out = page(title, body, _root(request), status, self.title)
+        retry_after = getattr(request.state, "retry_after", None)
+        if retry_after and status in (429, 503):
+            out.headers["retry-after"] = retry_after
+        return out
 
     # --- search -------------------------------------------------------------------------------
 

@@ -580,8 +580,10 @@ def test_status_board_judges_each_vmta_by_its_worst_isp():
 def test_alert_links_reach_the_replies_panel():
     d = by_uid("watchtower-vmta")
     urls = [t["url"] for p in panels(d) for t in p.get("targets", []) if "url" in t]
-    assert "/api/v1/replies?vmta=${vmta:csv}&isp=${isp:csv}&since=${__from:date:seconds}" \
+    assert "/api/v1/replies?vmta=${vmta:csv}&pool=${vmta_pool:csv}&isp=${isp:csv}&since=${__from:date:seconds}" \
         "&until=${__to:date:seconds}&limit=10" in urls
+    # every replies panel follows the pool filter, as the Prometheus panels beside it do
+    assert all("&pool=${vmta_pool:csv}&" in u for u in urls if "/api/v1/replies" in u) and len(urls) == 2
     top = [p for p in d["panels"] if p["type"] == "table" and p["title"].startswith("Why")]
     assert top, "the replies table must be outside the collapsed rows, where an alert link lands"
 

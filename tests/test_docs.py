@@ -39,8 +39,8 @@ def test_every_cli_command_is_in_the_readme():
         assert f"watchtower {name}" in readme, name
 
 
-def _api_paths(tmp_path: Path) -> tuple[set[str], set[str]]:
-    """The /api/v1 paths in the daemon's and the hub's OpenAPI documents."""
+def _openapi(tmp_path: Path) -> tuple[dict, dict]:
+    """The daemon's and the hub's OpenAPI documents."""
     from fastapi import FastAPI
 
     from correlator import CorrelatorSink
@@ -53,8 +53,14 @@ def _api_paths(tmp_path: Path) -> tuple[set[str], set[str]]:
     daemon.include_router(sink.asgi_routes())
     hub.include_router(build_hub_routes(Hub(None, None)))  # type: ignore[arg-type]  # only the routes are read
     sink.close()
-    paths = [{p for p in app.openapi()["paths"] if p.startswith("/api/v1/")} for app in (daemon, hub)]
-    return paths[0], paths[1]
+    return daemon.openapi(), hub.openapi()
+
+
+def _api_paths(tmp_path: Path) -> tuple[set[str], set[str]]:
+    """The /api/v1 paths in the daemon's and the hub's OpenAPI documents."""
+    daemon, hub = _openapi(tmp_path)
+    return ({p for p in daemon["paths"] if p.startswith("/api/v1/")},
+            {p for p in hub["paths"] if p.startswith("/api/v1/")})
 
 
 def test_every_api_route_is_in_the_api_reference_table(tmp_path: Path):
@@ -65,6 +71,21 @@ def test_every_api_route_is_in_the_api_reference_table(tmp_path: Path):
     for path in daemon:
         assert f"`GET {path}`" in table, f"{path} is missing from the route table of docs/api.md"
         assert f"## `GET {path}`" in text, f"{path} has no section in docs/api.md"
+
+
+def test_every_query_parameter_is_in_its_routes_section(tmp_path: Path):
+    """A parameter added to a route (replies' `pool`) is part of the public interface: its section names it."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    daemon, _hub = _openapi(tmp_path)
+    missing = []
+    for path, item in daemon["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        start = text.index(f"## `GET {path}`")
+        section = text[start:text.find("\n## ", start + 1)]
+        missing += [f"{path}: {p['name']}" for p in item["get"].get("parameters", [])
+                    if p["in"] == "query" and f"`{p['name']}`" not in section]
+    assert not missing, missing
 
 
 def test_every_hub_route_says_how_it_is_merged(tmp_path: Path):

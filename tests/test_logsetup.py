@@ -61,6 +61,26 @@ def test_a_text_line_is_one_line_whatever_the_message_holds():
     assert lines[1].endswith("ERROR x: failed") and lines[2] == "Traceback (most recent call last):"  # kept as is
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_bidi_controls_in_a_log_line_are_shown_not_obeyed(fmt: str):
+    """A U+202E in a file name or a reply text reversed the rest of the log line on screen (Trojan Source: a
+    `tail -f` or a log viewer showed "exe.png"). Shown as escapes in both formats, as the text API and the pages do;
+    the JSON form stays valid JSON with the same message once parsed."""
+    out = io.StringIO()
+    logsetup.setup("info", fmt, stream=out)
+    hostile = "reply \u202egnp.exe\u2066 from \u061c\u200e\u200f\u202a\u2069 x\x9b31m\x7f"
+    logging.getLogger("watchtower.parser").warning("%s", hostile)
+    line = out.getvalue()
+    assert not any(c in line for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    shown = "reply \\u202egnp.exe\\u2066 from \\u061c\\u200e\\u200f\\u202a\\u2069 x"
+    assert "\x9b" not in line and "\x7f" not in line  # C1's CSI and DEL: raw in JSON lines until now
+    if fmt == "text":
+        assert line.rstrip("\n").endswith("WARNING watchtower.parser: " + shown + "\\x9b31m\\x7f")
+    else:
+        assert json.loads(line)["msg"] == hostile  # JSON's own escapes: the reader gets the text back exactly
+        assert "\\u202e" in line
+
+
 def test_uvicorn_lines_are_bounded_per_template():
     out = io.StringIO()
     logsetup.setup("info", "text", stream=out)

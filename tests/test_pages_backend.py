@@ -58,3 +58,30 @@ async def test_a_scan_limited_empty_page_does_not_claim_nothing_matches(tmp_path
     assert r.status_code == 200
     assert "No timeline matches" not in r.text and 'id="scan-limited"' in r.text
     assert '<a id="next" href="/ui/?rcpt=a%40b.example&amp;job_id=j&amp;cursor=WzEsMiwiYWIiXQ">' in r.text
+
+
+async def test_a_busy_api_makes_a_503_page_that_says_when_to_retry(tmp_path: Path):
+    """Every /api/v1 slot taken: the API answers 503 with Retry-After, and the page asking it answered 503 without
+    one, so a browser or a monitoring probe had no hint when to come back."""
+    import asyncio
+
+    from correlator.api import ErrorRoute
+
+    api = APIRouter(route_class=ErrorRoute)
+
+    @api.get("/api/v1/search")
+    def search() -> dict[str, Any]:
+        return {"items": [], "next_cursor": None, "limit": 50, "scan_limited": False}
+
+    config = load_config(write_config(tmp_path))
+    app = build_app(CollectorRegistry(), lambda: {"ok": True}, [with_pages(api)])
+    app.state.api_slots = asyncio.Semaphore(0)  # held by requests that never finish: 503 after web.api_queue_timeout
+    async with serving(app, config) as (port, _), httpx.AsyncClient(timeout=10) as client:
+        direct = await client.get(f"http://127.0.0.1:{port}/api/v1/search")
+        page = await client.get(f"http://127.0.0.1:{port}/ui/", params={"rcpt": "a@b.example"})
+        app.state.api_slots = asyncio.Semaphore(1)
+        ok = await client.get(f"http://127.0.0.1:{port}/ui/", params={"rcpt": "a@b.example"})
+    assert (direct.status_code, direct.headers["retry-after"]) == (503, "2")  # the default 2 s
+    assert (page.status_code, page.headers.get("retry-after")) == (503, "2")
+    assert page.headers["content-type"].startswith("text/html") and "503: too many concurrent" in page.text
+    assert ok.status_code == 200 and "retry-after" not in ok.headers

@@ -83,6 +83,36 @@ async def test_all_vmtas_and_isps_as_grafana_sends_them(h: Harness) -> None:
     assert [x["count"] for x in limited["replies"]] == [2] and limited["total"] == 8
 
 
+NO_POOL = batch(f"{LOG}/diag-2024-05-01-0003.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+t,2024-05-01 11:30:00+0000,2024-05-01 11:00:00+0000,n@shop.example,ivy@gmail.com,delayed,4.2.0 (other),\
+smtp;421 try again,gmail-smtp-in.l.google.com (142.250.1.27),,vmta4,J7,gmail.com/vmta4,
+tq,2024-05-01 11:40:00+0000,,,,delayed,4.0.0 (other),smtp;421 later again,\
+gmail-smtp-in.l.google.com (142.250.1.27),,vmta4,,gmail.com/vmta4,
+""")
+
+
+async def test_a_pool_selects_the_records_its_metrics_count(h: Harness) -> None:
+    """The cluster board's pool filter reached every panel but this one: Why showed every pool's replies. A record's
+    vmtaPool decides, as for the metrics' vmta_pool label; `none` is a record without one."""
+    h.commit(NO_POOL)
+    async with h.client() as c:
+        async def ask(**params: str) -> dict:
+            r = await c.get("/api/v1/replies", params={**params, **WINDOW})
+            assert r.status_code == 200, r.text
+            return r.json()
+        b, a, none, both, every = (await ask(pool="pool-b"), await ask(pool="{pool-a}"), await ask(pool="none"),
+                                   await ask(pool="pool-a,none", isp="gmail"), await ask(pool="$__all"))
+        too_many = await c.get("/api/v1/replies", params={"pool": ",".join(f"p{i}" for i in range(51))})
+    assert (b["pool"], b["total"], [(x["vmta"], x["kind"], x["count"]) for x in b["replies"]]) == (
+        ["pool-b"], 1, [("vmta2", "deferred", 1)])
+    assert a["total"] == 7 and {x["vmta"] for x in a["replies"]} == {"vmta1"}
+    assert none["total"] == 2 and sorted((x["vmta"], x["kind"]) for x in none["replies"]) == [
+        ("vmta4", "deferred"), ("vmta4", "queue_deferred")]
+    assert both["total"] == 5 + 2 and every["pool"] is None and every["total"] == 8 + 2
+    assert (too_many.status_code, too_many.json()["parameter"]) == (400, "pool")
+
+
 async def test_window_is_capped_and_bad_input_is_400(h: Harness) -> None:
     async with h.client() as c:
         capped = (await c.get("/api/v1/replies", params={"since": "2024-04-01T00:00:00Z",

@@ -99,7 +99,8 @@ async def test_hub_treats_empty_values_as_the_daemon_does(h: Harness, clock: lis
     _many(h, 25)
     cases = [("/api/v1/search", {"limit": 100}, ["rcpt", "job_id", "vmta", "outcome", "since", "until", "cursor"]),
              ("/api/v1/flows", {}, ["since", "until"]),
-             ("/api/v1/replies", {"since": "2024-05-01T10:00:00Z"}, ["vmta", "isp", "until"]),
+             ("/api/v1/replies", {"since": "2024-05-01T10:00:00Z"}, ["vmta", "pool", "isp", "until"]),
+             ("/api/v1/replies", {"since": "2024-05-01T10:00:00Z", "pool": "pool-a,none"}, ["vmta"]),
              ("/api/v1/lookup", {"message_id": "m1@shop.example"}, ["job_id", "rcpt"]),
              ("/api/v1/timeline", {"job_id": "J1", "rcpt": "bob@yahoo.com"}, ["message_id"])]
     async with clients(h, lambda: clock[0]) as (via_hub, direct):
