@@ -27,11 +27,14 @@ SPEED = 60.0
 CRITICAL_TIMEOUT = 240.0
 
 
-def run_sim(scenario: str, out: Path, api_port: int, start_now: bool = False) -> subprocess.Popen[bytes]:
+def run_sim(scenario: str, out: Path, api_port: int, start_now: bool = False,
+            start: str | None = None) -> subprocess.Popen[bytes]:
+    """The simulator, SPEED times real time; `start` a simulated start (ISO 8601), `start_now` the wall clock's."""
     log = open(out.parent / "sim.log", "ab")  # noqa: SIM115 - closed with the process
+    when = "now" if start_now else start
     return subprocess.Popen(
         [sys.executable, "-m", "simulator.cli", "run", "--scenario", scenario, "--out", str(out),
-         "--speed", str(SPEED), "--api", f"127.0.0.1:{api_port}", *(["--start", "now"] if start_now else [])],
+         "--speed", str(SPEED), "--api", f"127.0.0.1:{api_port}", *(["--start", when] if when else [])],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 

@@ -22,13 +22,14 @@ pytestmark = pytest.mark.integration
 SPEED = 240.0
 
 
-def start(tmp: Path, scenario: str) -> tuple[subprocess.Popen[bytes], Watchtower]:
+def start(tmp: Path, scenario: str, at: str | None = None) -> tuple[subprocess.Popen[bytes], Watchtower]:
+    """The simulator (from simulated time `at`, else the scenario's start) and a daemon following it."""
     logs = tmp / "logs"
     logs.mkdir()
     api = free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "simulator.cli", "run", "--scenario", scenario, "--out", str(logs),
-         "--speed", str(SPEED), "--api", f"127.0.0.1:{api}"],
+         "--speed", str(SPEED), "--api", f"127.0.0.1:{api}", *(["--start", at] if at else [])],
         stdout=open(tmp / "sim.log", "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
     cfg = {
         "sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]},
@@ -74,10 +75,10 @@ def test_throttled_queue_climbs_past_40k_then_drains(tmp_path: Path):
 
 
 def test_noise_moves_only_the_noise_classes(tmp_path: Path):
-    sim, wt = start(tmp_path, "noise")
+    sim, wt = start(tmp_path, "noise", at="2024-06-12 07:55:00+00:00")
     try:
-        # 70 simulated minutes, through Apple's top-of-hour burst
-        time.sleep(70 * 60 / SPEED)
+        # 25 simulated minutes: 5 of ordinary traffic, Apple's top-of-hour burst, 15 more
+        time.sleep(25 * 60 / SPEED)
         samples = wt.settle()
 
         def classes(isp: str) -> set[str]:
