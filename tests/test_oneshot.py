@@ -205,6 +205,16 @@ def _big_config(tmp_path: Path, correlator: bool, lines: int = 150_000) -> tuple
     return config, acct
 
 
+def _wait_stopped(pid: int) -> None:
+    """Until the kernel has stopped `pid` (a SIGSTOP is delivered asynchronously): state T in /proc/PID/stat."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] in "Tt":
+            return
+        time.sleep(0.001)
+
+
 def _has_open(pid: int, path: Path) -> bool:
     try:
         return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
@@ -231,7 +241,10 @@ def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path
             store_open = not correlator or any(tmp.glob("watchtower-oneshot-*/watchtower.db-wal"))
             if store_open and _has_open(proc.pid, acct):
                 proc.send_signal(signal.SIGSTOP)
-                break
+                _wait_stopped(proc.pid)
+                if _has_open(proc.pid, acct):  # it may have closed the file between the look and the stop
+                    break
+                proc.send_signal(signal.SIGCONT)
             time.sleep(0.001)
         assert proc.poll() is None and _has_open(proc.pid, acct), "the pass ended before it could be stopped"
         proc.send_signal(signal.SIGTERM)
