@@ -12,7 +12,8 @@ field named twice in one record is read from its first occurrence (as a CSV head
 
 Two paths give the same rows (tests compare them): polars reads a chunk of plain records at C speed
 (`frame_of`); a chunk it cannot judge exactly (a bad line, framing, a blank line, invalid UTF-8, a value that is
-not a string, a read field named in another case) goes line by line through Python's json (`to_row`).
+not a string, a read field named in another case, a surrogate or NUL escape) goes line by line through Python's
+json (`to_row`).
 """
 
 from __future__ import annotations
@@ -49,23 +50,30 @@ def opens_json(data: bytes) -> bool:
 
 
 def object_text(line: str) -> str:
-    """The object of one line without an array's framing ('' for a blank line or framing alone)."""
+    """The object of one line without an array's framing ('' for a blank line or framing alone: `[`, `]`, `,`,
+    and `[]`, a file closed with no record). The comma may end a line or, comma-first, open the next one."""
     text = line.strip()
-    if text == "]":
-        return ""
     if text.startswith("["):
+        text = text[1:].lstrip()
+    if text.startswith(","):
         text = text[1:].lstrip()
     if text.endswith(","):
         text = text[:-1].rstrip()
-    if text.endswith("]") and text[:-1].rstrip().endswith("}"):
-        text = text[:-1].rstrip()
+    if text.endswith("]"):
+        rest = text[:-1].rstrip()
+        if not rest or rest.endswith("}"):
+            text = rest
     return text
 
 
 def to_row(text: str) -> list[str] | None:
-    """The row of one record's object text; None when it is not a JSON object."""
+    """The row of one record's object text; None when it is not a JSON object.
+
+    A raw control character in a string (a tab in a remote reply) is read as itself (`strict=False`), as the CSV
+    form carries it, rather than costing the record. Values may still hold what only an escape can say (a lone
+    surrogate, NUL): `repair` makes them text every output can carry."""
     try:
-        record = json.loads(text, object_pairs_hook=_first_wins)
+        record = json.loads(text, object_pairs_hook=_first_wins, strict=False)
     except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict):
@@ -84,6 +92,29 @@ def to_row(text: str) -> list[str] | None:
                 continue
         row[i] = value if value.__class__ is str else _text(value)
     return row
+
+
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSAFE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
+"""The escape of a surrogate (`\\ud800`) or of NUL. polars reads a lone surrogate wrongly (`"v\\ud800"` as "v\\x00")
+or refuses it: a chunk holding one is Python's. A pair matches too, which only costs that chunk the slower path."""
+
+
+def repair(row: list[str]) -> bool:
+    """Make `row`'s values text every output can carry, in place; True if a lone surrogate was replaced.
+
+    A JSON escape can name a lone surrogate (`\\ud800`), which no UTF-8 encodes: kept, it stopped a oneshot and the
+    daemon (UnicodeEncodeError at the first output). It becomes U+FFFD, as invalid UTF-8 does, and the record
+    counts as repaired. `\\u0000` is dropped, as the CSV path drops NUL bytes (no label or timeline holds NUL)."""
+    surrogate = False
+    for i, value in enumerate(row):
+        if _UNSAFE.search(value) is not None:
+            if _SURROGATE.search(value) is not None:
+                surrogate = True
+                value = _SURROGATE.sub("\ufffd", value)
+            row[i] = value.replace("\x00", "")
+    return surrogate
 
 
 def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -105,6 +136,8 @@ def frame_of(data: bytes, lines: int) -> pl.DataFrame | None:
     """The chunk's records as a frame of COLUMNS (`c0`..: strings, empty and absent fields null), read by polars;
     None when it holds anything the line-by-line path must judge (see the module's docstring)."""
     if _NOT_TEXT.search(data):  # a value that may not be text (one C scan, ~40 ms for 16 MiB)
+        return None
+    if b"\\u" in data and _UNSAFE_ESCAPE.search(data):  # a surrogate or NUL escape: `repair` on the Python path
         return None
     try:
         frame = pl.read_ndjson(data, infer_schema_length=None)

@@ -483,15 +483,20 @@ class FileParser:
         allowed, read, skipped = self.allowed, self.read, self.skipped
         rows: list[list[str]] = []
         numbers: list[int] = []
+        fixed: set[int] = set()  # lines whose record held a lone surrogate escape (repaired like invalid UTF-8)
         for i, line in enumerate(lines):
             record = jsonrecords.object_text(line)
             if not record:
                 continue  # blank, or an array's framing
             row = jsonrecords.to_row(record)
+            # Only an escape can hold a surrogate or NUL; repaired before the type is judged (`"d\\u0000"` is `d`).
+            repaired = row is not None and "\\u" in record and jsonrecords.repair(row)
             t = row[0] if row is not None else ""
             if row is None:
                 self._error("bad_json", base + i + 1, line)
             elif t in allowed:
+                if repaired:
+                    fixed.add(base + i + 1)
                 rows.append(row)
                 numbers.append(base + i + 1)
                 read[t] = read.get(t, 0) + 1
@@ -500,9 +505,9 @@ class FileParser:
             else:
                 self._error("unknown_type", base + i + 1, line)
         self.line_no = base + len(lines)
-        if bad_utf8 and rows:
+        if (bad_utf8 or fixed) and rows:
             first = set(numbers)
-            self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in first)
+            self.repaired += len({base + i + 1 for i in bad_utf8 if base + i + 1 in first} | fixed)
         if not rows:
             return None, len(lines)
         return RecordBatch(self.source, self.path, jsonrecords.COLUMNS, rows, numbers), len(lines)
