@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
+
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
     "delivery": "d",
@@ -671,6 +673,9 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(path), [_yaml_problem(exc)]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["top level must be a mapping of keys"])
+    broken = surrogate_paths(data)
+    if broken:  # a label, a log line or the state database would fail to encode it, far from here
+        raise ConfigError(str(path), [f"{where}: {SURROGATE_PROBLEM}" for where in broken])
     return data
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from exporter.records import KNOWN_FIELDS, Columns, col
+from exporter.textrepair import may_need_repair, repair_text
 
 JSON_MARK = "{json}"
 """Last column name of a JSON file's columns (no CSV header names a field so)."""
@@ -94,26 +95,13 @@ def to_row(text: str) -> list[str] | None:
     return row
 
 
-_UNSAFE = re.compile("[\x00\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_UNSAFE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
-"""The escape of a surrogate (`\\ud800`) or of NUL. polars reads a lone surrogate wrongly (`"v\\ud800"` as "v\\x00")
-or refuses it: a chunk holding one is Python's. A pair matches too, which only costs that chunk the slower path."""
-
-
 def repair(row: list[str]) -> bool:
-    """Make `row`'s values text every output can carry, in place; True if a lone surrogate was replaced.
-
-    A JSON escape can name a lone surrogate (`\\ud800`), which no UTF-8 encodes: kept, it stopped a oneshot and the
-    daemon (UnicodeEncodeError at the first output). It becomes U+FFFD, as invalid UTF-8 does, and the record
-    counts as repaired. `\\u0000` is dropped, as the CSV path drops NUL bytes (no label or timeline holds NUL)."""
+    """Make `row`'s values text every output can carry, in place (`textrepair`); True if a lone surrogate was
+    replaced: the record then counts as repaired, as one with invalid UTF-8 does."""
     surrogate = False
     for i, value in enumerate(row):
-        if _UNSAFE.search(value) is not None:
-            if _SURROGATE.search(value) is not None:
-                surrogate = True
-                value = _SURROGATE.sub("\ufffd", value)
-            row[i] = value.replace("\x00", "")
+        row[i], replaced = repair_text(value)
+        surrogate = surrogate or replaced
     return surrogate
 
 
@@ -137,7 +125,7 @@ def frame_of(data: bytes, lines: int) -> pl.DataFrame | None:
     None when it holds anything the line-by-line path must judge (see the module's docstring)."""
     if _NOT_TEXT.search(data):  # a value that may not be text (one C scan, ~40 ms for 16 MiB)
         return None
-    if b"\\u" in data and _UNSAFE_ESCAPE.search(data):  # a surrogate or NUL escape: `repair` on the Python path
+    if may_need_repair(data):  # polars reads a lone surrogate as NUL or refuses it: `repair` on the Python path
         return None
     try:
         frame = pl.read_ndjson(data, infer_schema_length=None)

@@ -26,6 +26,7 @@ import httpx
 
 from exporter import __version__
 from exporter.config import PmtaApiConfig
+from exporter.textrepair import may_need_repair, repair_tree
 
 Reason = Literal["timeout", "connect", "http_status", "parse"]
 API_ERROR_REASONS: tuple[Reason, ...] = ("timeout", "connect", "http_status", "parse")
@@ -236,6 +237,8 @@ def _json_envelope(body: bytes) -> Any:
         raise PmtaApiError("parse", f"not JSON: {exc} (starts {body[:60]!r})") from exc
     if not isinstance(obj, dict):
         raise PmtaApiError("parse", "JSON response is not an object")
+    if may_need_repair(body):  # an escaped lone surrogate or NUL: no label can carry it (textrepair)
+        obj = repair_tree(obj)
     status = obj.get("status", "success" if "data" in obj else None)
     if not isinstance(status, str) or status.lower() != "success" or "data" not in obj:
         message = to_str(obj.get("message")) or json.dumps(obj.get("errors", ""))[:200]

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
+from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
 from hub.config import HubSection, StaticTarget
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ def read_file_sd(path: Path, scheme: str) -> list[Target]:
     data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of target groups")
+    broken = surrogate_paths(data)
+    if broken:  # a target's name is shown in every answer: it must encode
+        raise ValueError(f"{path}: {broken[0]}: {SURROGATE_PROBLEM}")
     out = []
     for i, group in enumerate(data):
         if not isinstance(group, dict) or not isinstance(group.get("targets"), list):

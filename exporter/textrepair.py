@@ -1,0 +1,65 @@
+"""Text every output can carry, from JSON that escapes what no UTF-8 text holds.
+
+A JSON string can escape a lone surrogate (`\\ud800`), which no UTF-8 encodes: kept, it fails the first output
+that encodes it (a /metrics render, a log line, an SQLite bind). It becomes U+FFFD, as invalid UTF-8 bytes do.
+An escaped NUL (`\\u0000`) is dropped, as the CSV path drops NUL bytes: no label or timeline holds one. Both JSON
+edges use this: the accounting form (`jsonrecords`) and PMTA's management API (`pmta_api`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+UNSAFE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
+"""The escape of a surrogate or of NUL in JSON bytes (a valid pair matches too: only the slower path for it)."""
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def may_need_repair(data: bytes) -> bool:
+    """Whether decoding `data` as JSON can give text `repair_text` must mend (a memchr first: usually no)."""
+    return b"\\u" in data and UNSAFE_ESCAPE.search(data) is not None
+
+
+def repair_text(value: str) -> tuple[str, bool]:
+    """`value` with lone surrogates as U+FFFD and NULs dropped; and whether a surrogate was replaced."""
+    if _UNSAFE.search(value) is None:
+        return value, False
+    surrogate = _SURROGATE.search(value) is not None
+    if surrogate:
+        value = _SURROGATE.sub("\ufffd", value)
+    return value.replace("\x00", ""), surrogate
+
+
+def repair_tree(obj: Any) -> Any:
+    """A decoded JSON document with every key and string repaired (`repair_text`); other values as they are."""
+    if isinstance(obj, str):
+        return repair_text(obj)[0]
+    if isinstance(obj, dict):
+        return {repair_text(k)[0]: repair_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [repair_tree(v) for v in obj]
+    return obj
+
+
+def surrogate_paths(obj: Any, path: str = "") -> list[str]:
+    """Key paths (`sources.0.name`) of the keys and strings of a decoded YAML/JSON document that hold a lone
+    surrogate. For files an operator writes (config, tables): named as a problem rather than repaired."""
+    if isinstance(obj, str):
+        return [path or "(top level)"] if _SURROGATE.search(obj) else []
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            key = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and _SURROGATE.search(k):
+                found.append(key)
+            found += surrogate_paths(v, key)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += surrogate_paths(v, f"{path}.{i}" if path else str(i))
+    return found
+
+
+SURROGATE_PROBLEM = ("holds an escaped lone surrogate (\\ud800-\\udfff), which is not text: write the character "
+                     "itself, or a pair of escapes")
