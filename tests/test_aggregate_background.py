@@ -58,23 +58,31 @@ def _aggregate(batches: list, background: bool = False, derive_here: bool = Fals
         agg.close()
 
 
-def test_background_folding_equals_inline_folding(tmp_path: Path) -> None:
-    make_corpus(tmp_path, 6000, files=2)
-    batches = _batches(tmp_path)
+@pytest.fixture(scope="module")
+def corpus_folded_inline(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, bytes]:
+    """The 6,000-record corpus in 64 KiB chunks, and its page folded inline with the module's constants as they
+    are: the reference of the tests below, which made it anew each (the same files, so the same batches and
+    page); each folds these batches again, as each already did several times in a row."""
+    directory = tmp_path_factory.mktemp("corpus")
+    make_corpus(directory, 6000, files=2)
+    batches = _batches(directory)
+    return batches, _aggregate(batches, background=False)
+
+
+def test_background_folding_equals_inline_folding(corpus_folded_inline: tuple[list, bytes]) -> None:
+    batches, inline = corpus_folded_inline
     assert len(batches) > 20
-    inline = _aggregate(batches, background=False)
     assert b'watchtower_label_overflow_total{label="vmta"}' in inline  # the caps were exercised
     assert _aggregate(batches, background=True) == inline
     assert _aggregate(batches, background=True, derive_here=True) == inline  # keys derived by the caller
 
 
 @pytest.mark.parametrize("depth", [1, 2, 5])
-def test_pipelined_folding_equals_inline_folding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
+def test_pipelined_folding_equals_inline_folding(corpus_folded_inline: tuple[list, bytes],
+                                                 monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
     """oneshot's four threads (parse | derive+group | reply classes | label+merge), however far ahead the
     caller reads: the same series in the same order, the same cap admissions and self-metrics."""
-    make_corpus(tmp_path, 6000, files=2)
-    batches = _batches(tmp_path)
-    inline = _aggregate(batches)
+    batches, inline = corpus_folded_inline
     monkeypatch.setattr(aggregate, "PIPELINE_DEPTH", depth)
     assert _aggregate(batches, background=True, pipelined=True) == inline
     monkeypatch.setattr(aggregate, "SMALL_GROUPS", 0)  # labelled polars group-bys, classes from the warm cache

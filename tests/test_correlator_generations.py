@@ -68,16 +68,25 @@ def _run(tmp: Path, writes: list[list], restart_at: int | None = None, cache_lim
     return h
 
 
+@pytest.fixture(scope="module")
+def one_generation(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[list, ...], list, list[int]]:
+    """WRITES stored in one run with the real GEN_BITS: what is stored, what lookups answer, its slices.
+    The tests below compare against it and none changes it; WRITES and their record times are fixed, so it is
+    the same store each time it is built (built once per module instead of once per test)."""
+    one = _run(tmp_path_factory.mktemp("one"), WRITES)
+    try:
+        return _snapshot(one.conn), _lookups(one), [v for (v,) in one.conn.execute("SELECT day FROM corr_days")]
+    finally:
+        one.close()
+
+
 @pytest.mark.parametrize(("restart_at", "cache_limit"), [(None, None), (_HALF, None), (None, 30), (_HALF, 30)],
                          ids=["one-run", "restart", "cache-dropped", "restart-and-cache-dropped"])
 def test_tiny_generations_store_and_answer_what_one_generation_does(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart_at: int | None, cache_limit: int | None) -> None:
-    (tmp_path / "one").mkdir()
-    one = _run(tmp_path / "one", WRITES)
-    expected, expected_lookups = _snapshot(one.conn), _lookups(one)
-    one_slices = [v for (v,) in one.conn.execute("SELECT day FROM corr_days")]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart_at: int | None, cache_limit: int | None,
+        one_generation: tuple[tuple[list, ...], list, list[int]]) -> None:
+    expected, expected_lookups, one_slices = one_generation
     assert {max(v, 0) >> store.DAY_BITS for v in one_slices} == {0, 1}  # the legacy -1, then generation 1 only
-    one.close()
 
     monkeypatch.setattr(store, "GEN_BITS", 2)  # 4 timelines per generation
     (tmp_path / "tiny").mkdir()
@@ -102,12 +111,10 @@ def test_tiny_generations_store_and_answer_what_one_generation_does(
 
 
 def test_a_store_with_one_slice_per_day_keeps_linking_and_adds_generations(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_generation: tuple[tuple[list, ...], list, list[int]]
+) -> None:
     """A store written before generations (qday = the day itself) is read and extended as it is."""
-    (tmp_path / "one").mkdir()
-    one = _run(tmp_path / "one", WRITES)
-    expected, expected_lookups = _snapshot(one.conn), _lookups(one)
-    one.close()
+    expected, expected_lookups, _slices = one_generation
 
     (tmp_path / "old").mkdir()
     old = _run(tmp_path / "old", WRITES[:_HALF])

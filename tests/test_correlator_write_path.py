@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -31,6 +32,22 @@ def _stored_in_one_run(directory: Path, writes: list[list[RecordBatch]]) -> tupl
         h.commit(*write)
     stored = _snapshot(h.conn)
     h.close()
+    return stored
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[list[RecordBatch]]], tuple[list, ...]]:
+    """`_stored_in_one_run`, built once per module for each sequence of writes: several tests compare against the
+    same reference (the same module-level batches in the same order, the Harness clock fixed at NOW, so the same
+    store), and none changes it. Only for references built before a test patches anything."""
+    cache: dict[tuple[tuple[int, ...], ...], tuple[list[list[RecordBatch]], tuple[list, ...]]] = {}
+
+    def stored(writes: list[list[RecordBatch]]) -> tuple[list, ...]:
+        key = tuple(tuple(id(b) for b in write) for write in writes)
+        if key not in cache:  # the writes are kept with the result: the ids in the key stay theirs
+            cache[key] = (writes, _stored_in_one_run(tmp_path_factory.mktemp("one") / "store", writes))
+        return cache[key][1]
+
     return stored
 
 
@@ -65,8 +82,8 @@ _HALF = len(CHUNKS) // 2
     (CHUNKS[:_HALF], CHUNKS[_HALF:], False),  # almost every message is new after the restart
 ])
 def test_a_restart_loads_the_key_filter_and_probes_only_keys_the_store_may_hold(
-        tmp_path: Path, before: list[list[RecordBatch]], after: list[list[RecordBatch]], hits: bool) -> None:
-    expected = _stored_in_one_run(tmp_path / "one", [*before, *after])
+        tmp_path: Path, before: list[list[RecordBatch]], after: list[list[RecordBatch]], hits: bool, one_run) -> None:
+    expected = one_run([*before, *after])
 
     results, counts = [], []
     for name, use_filter in (("filtered", True), ("probing", False)):
@@ -155,12 +172,12 @@ def test_a_group_mixing_row_and_frame_batches_and_files_without_line_numbers(tmp
 @pytest.mark.parametrize(("before", "after"), [_SPLIT_CORPUS, (CHUNKS[:_HALF], CHUNKS[_HALF:])])
 def test_a_restart_on_a_store_too_big_to_load_at_once_loads_the_key_filter_a_step_per_write(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: list[list[RecordBatch]],
-        after: list[list[RecordBatch]]) -> None:
+        after: list[list[RecordBatch]], one_run) -> None:
     """Past FILTER_LOAD_LIMIT the filter used to stay invalid for the process's life: every miss was then
     probed in every generation of its day (live at 20k records/s: 45 s behind a minute after a restart)."""
     from correlator import keyfilter
 
-    expected = _stored_in_one_run(tmp_path / "one", [*before, *after])
+    expected = one_run([*before, *after])
 
     (tmp_path / "two").mkdir()
     first = Harness(tmp_path / "two")
@@ -264,13 +281,13 @@ def test_a_store_without_history_links_the_same_timelines_and_keeps_nothing_else
 
 @pytest.mark.parametrize("split", [3, 10])
 def test_a_batch_stored_in_parts_stores_what_it_stores_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             split: int) -> None:
+                                                             split: int, one_run) -> None:
     """A batch of more than SPLIT_ROWS rows is prepared and linked in parts (their Python lists bounded): the same
     timelines, events, queue events and flows as one part, merges and replays included."""
     import correlator.ingest as ingest
 
     writes = [[*chunk, chunk[0]] for chunk in CHUNKS]  # a batch twice in one write: its replay is skipped
-    whole = _stored_in_one_run(tmp_path / "whole", writes)
+    whole = one_run(writes)
     monkeypatch.setattr(ingest, "SPLIT_ROWS", split)
     heights: list[int] = []
     real = ingest.Ingestor._group
@@ -287,11 +304,11 @@ def test_a_batch_stored_in_parts_stores_what_it_stores_whole(tmp_path: Path, mon
     CHUNKS,
 ], ids=["corpus", "generated"])
 def test_a_write_by_another_writer_reloads_the_key_filter(tmp_path: Path, writes: list[list[RecordBatch]],
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+                                                          caplog: pytest.LogCaptureFixture, one_run) -> None:
     """The key filter says "not stored" only for keys no write stored; a second writer of the same store (two
     processes at a restart did) stores keys this one's filter never saw, and its records then made new timelines
     instead of joining. The write sequence number shows a write by someone else: the filter is loaded again."""
-    expected = _stored_in_one_run(tmp_path / "one", writes)
+    expected = one_run(writes)
     (tmp_path / "two").mkdir()
     first, second = Harness(tmp_path / "two"), Harness(tmp_path / "two")
     with caplog.at_level("WARNING", logger="correlator.ingest"):

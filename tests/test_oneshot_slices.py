@@ -47,11 +47,21 @@ def _stable(text: str) -> list[str]:
                   if line.startswith("pmta_") or line.startswith("watchtower_records_"))
 
 
-def test_oneshot_commits_bounded_slices_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    logs = tmp_path / "logs"
-    counts = make_corpus(logs, 2000)
-    cfg = _config(logs, tmp_path / "state")
-    sliced, sizes = _run(cfg, monkeypatch, 300)
+@pytest.fixture(scope="module")
+def sliced_2000(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, int], str, list[int]]:
+    """A 2,000-record corpus, its config and its oneshot in slices of 300 rows (page, slice sizes): the first two
+    tests below each made and ran exactly this, with nothing patched, and neither changes the files."""
+    tmp = tmp_path_factory.mktemp("sliced")
+    counts = make_corpus(tmp / "logs", 2000)
+    cfg = _config(tmp / "logs", tmp / "state")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        sliced, sizes = _run(cfg, monkeypatch, 300)
+    return cfg, counts, sliced, sizes
+
+
+def test_oneshot_commits_bounded_slices_with_the_same_result(
+        sliced_2000: tuple[dict, dict[str, int], str, list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, counts, sliced, sizes = sliced_2000
     whole, one = _run(cfg, monkeypatch, 10**9)
     chunk_rows = 16384 // 100  # no row of the corpus is shorter than 100 bytes
     assert len(one) == 1 and len(sizes) > 5
@@ -63,13 +73,10 @@ def test_oneshot_commits_bounded_slices_with_the_same_result(tmp_path: Path, mon
 
 
 def test_oneshot_looks_every_report_up_whatever_the_daemon_s_budget(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sliced_2000: tuple[dict, dict[str, int], str, list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon answers a batch's reports from memory only once their store lookups have cost SEEK_BUDGET index
     seeks; a oneshot looks every one up, so what it prints does not depend on when its slices were committed."""
-    logs = tmp_path / "logs"
-    make_corpus(logs, 2000)
-    cfg = _config(logs, tmp_path / "state")
-    expected, _sizes = _run(cfg, monkeypatch, 300)  # deliveries committed (out of memory) before their reports
+    cfg, _counts, expected, _sizes = sliced_2000  # deliveries committed (out of memory) before their reports
     monkeypatch.setattr(attribution, "SEEK_BUDGET", 0)
     budgeted, _sizes = _run(cfg, monkeypatch, 300)
     complaints = [line for line in _stable(budgeted) if line.startswith("pmta_complaints_total{")]

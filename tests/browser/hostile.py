@@ -8,7 +8,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,13 @@ def _start(proc: Watchtower | HubProcess, url: str, auth: tuple[str, str] | None
     raise AssertionError("not listening: " + proc.log.read_text()[-3000:])
 
 
+def _in_parallel(*starts: Callable[[], object]) -> None:
+    """Start the daemon and its hub at once, as tests/hub/cluster.py does (the hub needs no daemon to start)."""
+    with ThreadPoolExecutor(len(starts)) as pool:
+        for future in [pool.submit(start) for start in starts]:
+            future.result()
+
+
 def _acct_start(root: Path) -> tuple[float, Path, list[str]]:
     """An hour ago on a whole minute (records in the pages' default window), the logs directory, the header row."""
     logs = root / "logs"
@@ -126,8 +134,7 @@ def hostile_pair(root: Path) -> Iterator[Pair]:
     hub = HubProcess(root / "hub", [wt.url], 2.0)
     pair = Pair(wt, hub, base)
     try:
-        wt.start()
-        hub.start()
+        _in_parallel(wt.start, hub.start)
         _wait(wt.url, 5 + CROWDED_VMTAS, None)
         yield pair
     finally:
@@ -154,8 +161,7 @@ def private_pair(root: Path) -> Iterator[Pair]:
     hub.config.write_text(yaml.safe_dump(hub_cfg))
     pair = Pair(wt, hub, base, (USER, PASSWORD), (USER, HUB_PASSWORD))
     try:
-        _start(wt, wt.url, pair.auth)
-        _start(hub, hub.url, pair.hub_auth)
+        _in_parallel(lambda: _start(wt, wt.url, pair.auth), lambda: _start(hub, hub.url, pair.hub_auth))
         _wait(wt.url, 2, pair.auth)
         yield pair
     finally:

@@ -19,6 +19,29 @@ from tests.conftest import AcctWriter, total, write_config
 pytestmark = pytest.mark.integration
 
 
+def resource_trackers_of(pid: int) -> list[int]:
+    """The multiprocessing resource tracker processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"resource_tracker" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet (its output is all written either way)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def stored_deliveries(state: Path) -> tuple[int, int]:
     with sqlite3.connect(state / "watchtower.db") as db:
         events = db.execute("SELECT count(*) FROM corr_events WHERE type = (SELECT type FROM corr_events "
@@ -73,6 +96,8 @@ def test_a_daemon_killed_with_its_correlator_process_leaves_no_python_noise_in_i
         time.sleep(0.05)
         if stored_deliveries(tmp_path / "state")[0] == 50:
             break
+    assert wt.proc is not None
+    trackers = resource_trackers_of(wt.proc.pid)
     wt.kill9()
     lock = tmp_path / "state" / "correlator.lock"
     with open(lock, "a") as f:  # the orphaned correlator process holds it until it has seen its parent gone
@@ -84,6 +109,10 @@ def test_a_daemon_killed_with_its_correlator_process_leaves_no_python_noise_in_i
                 time.sleep(0.05)
         else:
             raise AssertionError("the correlator process outlived its daemon by 10 s")
-    time.sleep(1.0)  # the resource tracker, its last child gone, reports what it cleans up
+    # the resource tracker, its last child gone, reports what it cleans up, then exits: wait for that exit
+    # (10 s at most) rather than a fixed second; with no tracker found, the second this test always gave it
+    deadline = time.monotonic() + (10.0 if trackers else 1.0)
+    while time.monotonic() < deadline and not (trackers and all(gone(pid) for pid in trackers)):
+        time.sleep(0.02)
     log = wt.log.read_text()
     assert "resource_tracker" not in log and "Traceback" not in log, log[-2000:]
