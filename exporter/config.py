@@ -647,6 +647,10 @@ def _read_up_to(fd: int, limit: int, timeout: float | None, path: str | Path = "
     return b"".join(parts)
 
 
+TOO_DEEP = "nested too deeply (past Python's recursion limit)"
+"""A YAML or JSON file an operator writes, nested past what a recursive parser can read: one line, no traceback."""
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """One line: where (line, column) and what, without PyYAML's `in "<unicode string>"` lines."""
     mark = getattr(exc, "problem_mark", None)
@@ -671,6 +675,8 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [_yaml_problem(exc)]) from None
+    except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
+        raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["top level must be a mapping of keys"])
     broken = surrogate_paths(data)

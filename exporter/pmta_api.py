@@ -211,9 +211,10 @@ class _Repeated(list):  # type: ignore[type-arg]
 
 def parse_envelope(body: bytes, fmt: str) -> Any:
     """The `data` part of a response, as nested dicts/lists/strings; PmtaApiError("parse") otherwise."""
-    if fmt == "json":
-        return _json_envelope(body)
-    return _xml_envelope(body)
+    try:
+        return _json_envelope(body) if fmt == "json" else _xml_envelope(body)
+    except RecursionError:  # PMTA's answers are a few levels deep: this one is not an answer, and not our bug
+        raise PmtaApiError("parse", f"{fmt.upper()} nested deeper than Python's recursion limit") from None
 
 
 def _xml_envelope(body: bytes) -> Any:

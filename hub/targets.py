@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
+from exporter.config import TOO_DEEP
 from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
 from hub.config import HubSection, StaticTarget
 
@@ -47,7 +48,10 @@ def static_targets(section: HubSection) -> list[Target]:
 def read_file_sd(path: Path, scheme: str) -> list[Target]:
     """Targets of one file_sd file: `[{"targets": ["host:port"], "labels": {...}}]` in JSON or YAML."""
     text = path.read_text(encoding="utf-8")
-    data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except RecursionError:  # json and PyYAML's composer recurse once per level of nesting
+        raise ValueError(f"{path}: {TOO_DEEP}") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of target groups")
     broken = surrogate_paths(data)

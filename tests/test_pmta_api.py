@@ -122,6 +122,19 @@ def test_garbage_and_truncated_bodies() -> None:
         parse_status(b"<rsp><data/><succ/></rsp>", "xml")
 
 
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_an_answer_nested_past_the_recursion_limit_is_a_parse_error_not_a_bug(fmt: str) -> None:
+    """100,000 nested elements or arrays raised RecursionError out of the parser: the poller logged it as a bug
+    with a traceback, where every other answer PMTA should not give is a counted `parse` error of one line."""
+    depth = 100_000
+    body = (b"<rsp><data>" + b"<a>" * depth + b"</a>" * depth + b"</data><succ/></rsp>" if fmt == "xml" else
+            b'{"status": "success", "data": ' + b"[" * depth + b"]" * depth + b"}")
+    for parse in (parse_queues, parse_status):
+        with pytest.raises(PmtaApiError, match="nested deeper than") as err:
+            parse(body, fmt)
+        assert err.value.reason == "parse"
+
+
 def test_boolean_forms() -> None:
     assert [to_bool(v) for v in ("yes", "YES", "true", "1", 1, True, "on")] == [True] * 7
     assert [to_bool(v) for v in ("no", "false", "0", 0, False, "", None, "off")] == [False] * 8

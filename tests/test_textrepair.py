@@ -3,6 +3,7 @@ row holds. Both JSON edges (the accounting form, the management API) repair it t
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.config import PmtaApiConfig
+from exporter.config import TOO_DEEP, PmtaApiConfig
 from exporter.exposition import render_sync
 from exporter.pmta_api import PmtaApiClient
 from exporter.queues import QueuePoller
@@ -78,3 +79,25 @@ def test_a_file_sd_target_with_an_escaped_lone_surrogate_is_refused_naming_file_
     assert str(err.value) == f"{sd}: 0.targets.1: {SURROGATE_PROBLEM}"
     sd.write_text('- targets: ["pmta-01:9469", "pmta-\\u00e9:9469"]\n')  # an escape of a real character is fine
     assert [t.name for t in read_file_sd(sd, "http")] == ["pmta-01:9469", "pmta-\u00e9:9469"]
+
+
+def test_a_config_nested_past_the_recursion_limit_is_one_line_not_a_traceback(tmp_path: Path):
+    """PyYAML's pure-Python composer recurses once per level: `sources: [[[...]]]` 50,000 deep printed a
+    RecursionError traceback of 2,800 lines from check-config. Now one problem line, exit 2."""
+    config = tmp_path / "deep.yml"
+    config.write_text("sources: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    run = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(config)], capture_output=True,
+                         text=True, cwd=REPO)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr == f"{config}: invalid configuration\n  not valid YAML: {TOO_DEEP}\n"
+
+
+@pytest.mark.parametrize("suffix", [".yml", ".json"])
+def test_a_file_sd_nested_past_the_recursion_limit_is_a_read_error(tmp_path: Path, suffix: str):
+    """The hub keeps its last list on a file it cannot read (a ValueError); a RecursionError escaped that."""
+    from hub.targets import read_file_sd
+
+    sd = tmp_path / f"targets{suffix}"
+    sd.write_text("[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{sd}: {TOO_DEEP}')}$"):
+        read_file_sd(sd, "http")
