@@ -72,6 +72,7 @@ from dashlib import (
     textbox_var,
     throttled_ratio,
     timeseries,
+    worst_job,
     worst_level,
 )
 
@@ -81,6 +82,7 @@ DELAY_BUCKETS = "vmta_isp:pmta_delivery_delay_seconds_bucket:rate5m"
 PER_S = "Per second over $__rate_interval."
 RULE_10M = "From the 10-minute recording rules (rules/recording.yaml), the same numbers the alerts use."
 CLUSTER = "Cluster-wide recording rule (summed over instances): the Instance filter does not apply."
+WORST_JOB = " With several jobs selected, the worst job's ratio."
 ATTEMPTS_DEF = "Attempts = delivered + bounced + deferred attempts (d + b + t/tq records)."
 QUEUE_JOIN = ("Queue gauges carry only {vmta, isp}; each VMTA's queue is attributed to the pool that carried "
               "most of its attempts in the last 10 minutes.")
@@ -149,8 +151,9 @@ def overview() -> Json:
                    [prom(f"topk(10, {throttled_ratio('isp', ISP)})", "{{isp}}", instant=True)], "percentunit",
                    thresholds=THROTTLE, max_=1), 8, 9)
     g.add(bargauge("Complaint ratio by ISP (1 day)", "Daily user complaints / delivered per provider (warn 0.1%, "
-                   f"critical 0.3%). {CLUSTER}",
-                   [prom(sel_cluster("isp:pmta_complaints:ratio_rate1d", ISP), "{{isp}}", instant=True)], "percentunit",
+                   f"critical 0.3%). {CLUSTER}{WORST_JOB}",
+                   [prom(worst_job("isp", sel_cluster("isp:pmta_complaints:ratio_rate1d", ISP)), "{{isp}}",
+                         instant=True)], "percentunit",
                    thresholds=COMPLAINT, max_=0.005), 8, 9)
 
     g.row("Latency and queues")
@@ -428,9 +431,9 @@ def cluster() -> Json:
     g.add(timeseries("Bounce share by pool × ISP", f"Bounced recipients / attempts. {RULE_10M}",
                      [prom(bounce_share(by, *f), legend)], "percentunit", thresholds=BOUNCE), 12, 9)
     g.add(timeseries("Complaint ratio by pool × ISP (1 day)", "User complaints (FBL) / delivered over the last "
-                     f"24 hours, against the 0.1% / 0.3% daily limits. {CLUSTER}",
-                     [prom(sel_cluster("vmta_pool_isp:pmta_complaints:ratio_rate1d", *f), legend)], "percentunit",
-                     thresholds=COMPLAINT), 12, 9)
+                     f"24 hours, against the 0.1% / 0.3% daily limits. {CLUSTER}{WORST_JOB}",
+                     [prom(worst_job(by, sel_cluster("vmta_pool_isp:pmta_complaints:ratio_rate1d", *f)), legend)],
+                     "percentunit", thresholds=COMPLAINT), 12, 9)
     g.add(timeseries("Delivered per second by pool", f"Recipients delivered per pool. {RULE_10M}",
                      [prom(sum_by("vmta_pool", sel("vmta_isp:pmta_delivered:rate10m", *f)), "{{vmta_pool}}")],
                      "cps", stack=True), 12, 9)
@@ -521,16 +524,18 @@ def flows() -> Json:
                            "{{sender}} {{class}}")],
                      "cps", stack=True), 12, 8)
     g.add(timeseries("Complaint ratio by sender × ISP (1 day)", "Daily user complaints / delivered (warn 0.1%, "
-                     f"critical 0.3%, Gmail and Yahoo's limits). {CLUSTER}",
-                     [prom(sel_cluster("sender_isp:pmta_sender_complaints:ratio_rate1d", *f), "{{sender}} / {{isp}}")],
+                     f"critical 0.3%, Gmail and Yahoo's limits). {CLUSTER}{WORST_JOB}",
+                     [prom(worst_job("sender, isp", sel_cluster("sender_isp:pmta_sender_complaints:ratio_rate1d", *f)),
+                           "{{sender}} / {{isp}}")],
                      "percentunit", thresholds=COMPLAINT), 12, 8)
     g.add(timeseries("Hard-bounce ratio by sender (1 hour)", "user_unknown + mailbox_disabled + bad_domain bounces / "
-                     f"outcomes per sending domain (warn 2%, critical 5%). {CLUSTER}",
-                     [prom(sel_cluster("sender:pmta_sender_hard_bounced:ratio_rate1h", SENDER), "{{sender}}")],
+                     f"outcomes per sending domain (warn 2%, critical 5%). {CLUSTER}{WORST_JOB}",
+                     [prom(worst_job("sender", sel_cluster("sender:pmta_sender_hard_bounced:ratio_rate1h", SENDER)),
+                           "{{sender}}")],
                      "percentunit", thresholds=BOUNCE), 12, 8)
     g.add(timeseries("Auth failures by sender × ISP (15 minutes)", "SPF/DKIM/DMARC/PTR failures (deferrals and "
                      f"bounces classed auth_failure) per sending domain and ISP. {CLUSTER}",
-                     [prom(sel_cluster("sender_isp:pmta_sender_auth_failures:increase15m", *f),
+                     [prom(sum_by("sender, isp", sel_cluster("sender_isp:pmta_sender_auth_failures:increase15m", *f)),
                            "{{sender}} / {{isp}}")],
                      "short", bars=True), 12, 8)
     return dashboard("watchtower-flows", "PMTA Watchtower / Flows sender → VMTA → ISP",

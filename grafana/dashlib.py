@@ -57,6 +57,12 @@ def sum_by(by: str, expr: str) -> str:
     return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
 
 
+def worst_job(by: str, expr: str) -> str:
+    """A cluster-wide ratio rule (it keeps `job`) folded over the selected jobs: the worst one per `by`, so two
+    jobs never draw two series under one legend (a ratio cannot be summed)."""
+    return f"max by ({by}) ({expr})"
+
+
 def ratio(num: str, den: str) -> str:
     """num / den, 0 (not absent) where den has traffic but num has no series, absent where den is 0.
 

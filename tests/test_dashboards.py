@@ -798,3 +798,17 @@ def test_multi_value_variables_are_matched_as_regexes(path: Path):
     texts += [a.get("expr", "") for a in d["annotations"]["list"]]
     bad = [m.group() for t in texts for m in re.finditer(r'\w+\s*!?=\s*"\$\{?(\w+)[^"]*"', t) if m.group(1) in multi]
     assert bad == []
+
+
+def test_a_cluster_rule_is_folded_over_jobs_so_two_jobs_never_share_a_legend():
+    """Cluster-wide rules keep `job`: with two jobs selected, a bare selector drew two series under one legend
+    ("pool-a / gmail" twice, audit 2026-12). Each plotted one is aggregated by its legend's labels (or names job)."""
+    bare = []
+    for path in DASHBOARDS:
+        for p in panels(load(path)):
+            for t in p.get("targets", []):
+                expr, legend = t.get("expr", ""), t.get("legendFormat", "")
+                if re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z0-9_]+\{[^}]*\}", expr.strip()) and "{{job}}" not in legend \
+                        and t.get("format") != "table":
+                    bare.append((path.name, p["title"], expr))
+    assert bare == []
