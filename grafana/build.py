@@ -85,7 +85,7 @@ CLUSTER = "Cluster-wide recording rule (summed over instances): the Instance fil
 WORST_JOB = " With several jobs selected, the worst job's ratio."
 ATTEMPTS_DEF = "Attempts = delivered + bounced + deferred attempts (d + b + t/tq records)."
 QUEUE_JOIN = ("Queue gauges carry only {vmta, isp}; each VMTA's queue is attributed to the pool that carried "
-              "most of its attempts in the last 10 minutes.")
+              "most of its attempts in the last 10 minutes; a VMTA without any attempt yet, to pool none.")
 PROMETHEUS_VAR = datasource_var()
 INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Watchtower API (Infinity)",
                               regex="/^(?!.*[Aa]lertmanager)/")

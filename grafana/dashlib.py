@@ -114,11 +114,24 @@ def pool_of_vmta(*matchers: str) -> str:
     return f"group by (job, instance, vmta, vmta_pool) (topk by (job, instance, vmta) (1, {attempts}))"
 
 
+def unattributed(queue: str, pool_matchers: tuple[str, ...]) -> str:
+    """One series of value 1 per (job, instance, vmta) of `queue` that has no attempts series at all (a new VMTA,
+    a queue PMTA holds back before its first attempt), with `vmta_pool="none"`: without it such a queue dropped
+    out of every pool-joined panel. Kept only when `none` passes the pool filter, as a record without a pool."""
+    others = tuple(m for m in pool_matchers if m != POOL)
+    standin = (f"label_replace(group by (job, instance, vmta) ({queue}) unless on (job, instance, vmta) "
+               f'{sel(ATTEMPTS_RULE, *others)}, "vmta_pool", "none", "", "")')
+    if POOL not in pool_matchers:
+        return standin
+    regex = POOL.split("=~", 1)[1]  # a label_replace regex is anchored, as a =~ matcher is
+    return (f'group without (kept) (label_replace({standin}, "kept", "1", "vmta_pool", {regex}) '
+            'and on (kept) label_replace(vector(1), "kept", "1", "", ""))')
+
+
 def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_matchers: tuple[str, ...]) -> str:
-    joined = f"{sel(metric, *queue_matchers)} * on (job, instance, vmta) group_left (vmta_pool) " + pool_of_vmta(
-        *pool_matchers
-    )
-    return sum_by(by, joined)
+    queue = sel(metric, *queue_matchers)
+    pools = f"{pool_of_vmta(*pool_matchers)} or on (job, instance, vmta) {unattributed(queue, pool_matchers)}"
+    return sum_by(by, f"{queue} * on (job, instance, vmta) group_left (vmta_pool) ({pools})")
 
 
 ATTEMPTS_RULE = "vmta_isp:pmta_attempts:rate10m"

@@ -812,3 +812,36 @@ def test_a_cluster_rule_is_folded_over_jobs_so_two_jobs_never_share_a_legend():
                         and t.get("format") != "table":
                     bare.append((path.name, p["title"], expr))
     assert bare == []
+
+
+QUEUE_SERIES = [  # v1 attempts in pool-a, v2 in pool-c, v9 none at all yet (a new VMTA, a queue held back)
+    ('pmta_queue_recipients{job="w", instance="h1", vmta="v1", isp="gmail"}', "100x10"),
+    ('pmta_queue_recipients{job="w", instance="h1", vmta="v2", isp="gmail"}', "70x10"),
+    ('pmta_queue_recipients{job="w", instance="h1", vmta="v9", isp="gmail"}', "500x10"),
+    ('vmta_isp:pmta_attempts:rate10m{job="w", instance="h1", vmta="v1", vmta_pool="pool-a", isp="gmail"}', "5x10"),
+    ('vmta_isp:pmta_attempts:rate10m{job="w", instance="h1", vmta="v2", vmta_pool="pool-c", isp="gmail"}', "0x10"),
+]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH (apt-get install prometheus)")
+@pytest.mark.parametrize(("pools", "expected"), [
+    (".*", {"pool-a": 100, "pool-c": 70, "none": 500}),
+    ("pool-a", {"pool-a": 100}),
+    ("(pool-b|none)", {"none": 500}),  # v2's queue stays pool-c's: it has an attempts series (at 0)
+    ("pool-b", {}),
+])
+def test_a_queue_without_any_attempt_yet_counts_under_pool_none(tmp_path: Path, pools: str, expected: dict):
+    """The cluster board's "Queued recipients by pool" joins the queue gauges to the pool of each VMTA's attempts:
+    a VMTA with a queue and no attempt yet dropped out (audit 2026-12). The panel's own query, its variables
+    filled in as Grafana does, evaluated by the real promtool over series written here."""
+    (target,) = next(p for p in panels(by_uid("watchtower-cluster"))
+                     if p["title"] == "Queued recipients by pool")["targets"]
+    expr = (target["expr"].replace("$job", "w").replace("$instance", ".+").replace("$isp", ".*")
+            .replace("$vmta_pool", pools))
+    test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": [{"series": s, "values": v} for s, v in QUEUE_SERIES],
+        "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": [
+            {"labels": f'{{vmta_pool="{k}"}}', "value": v} for k, v in expected.items()]}]}]}
+    (tmp_path / "t.yml").write_text(yaml.safe_dump(test, width=100_000))
+    run = subprocess.run(["promtool", "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
