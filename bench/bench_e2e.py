@@ -89,6 +89,22 @@ def write_config(directory: Path, correlator: bool) -> Path:
     return path
 
 
+def moved_config(config: Path, directory: Path, name: str, suffix: str | None = None, **overrides: object) -> Path:
+    """`config` with each glob's file name in `directory` (`.csv` made `suffix`), its own state directory there and
+    `overrides` on top; written as `directory/name`."""
+    data = yaml.safe_load(config.read_text())
+    for source in data["sources"]:
+        source["paths"] = [str(directory / (Path(p).name.replace(".csv", suffix) if suffix else Path(p).name))
+                           for p in source["paths"]]
+    state = directory / ("state-corr" if data["correlator"]["enabled"] else "state")
+    state.mkdir(parents=True, exist_ok=True)
+    data["state_dir"] = str(state)
+    data.update(overrides)
+    path = directory / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=250_000, help="corpus size in lines (default 250k)")

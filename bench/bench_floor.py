@@ -23,10 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import BASELINE, ROOT, ensure_corpus, run, write_config  # noqa: E402
+from bench_e2e import BASELINE, ROOT, ensure_corpus, moved_config, run, write_config  # noqa: E402
 
 BARE_POLARS = """
 import sys
@@ -42,20 +40,6 @@ for path in sys.argv[2:]:
     n += frame.height
 print(n)
 """
-
-
-def empty_config(directory: Path, config: Path) -> Path:
-    """The corpus config with every glob pointed at a directory without files: start-up only."""
-    empty = directory / "empty-sources"
-    (empty / "state").mkdir(parents=True, exist_ok=True)
-    data = yaml.safe_load(config.read_text())
-    for source in data["sources"]:
-        source["paths"] = [str(empty / Path(p).name) for p in source["paths"]]
-    data["state_dir"] = str(empty / "state")
-    data["log_level"] = "error"  # "no file matches" warnings are expected here
-    path = empty / "metrics-empty.yml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def main() -> int:
@@ -80,7 +64,8 @@ def main() -> int:
             "interpreter": [sys.executable, "-c", "pass"],
             "polars": [sys.executable, "-c", "import polars"],
             "config": [sys.executable, "-c", f"from exporter.config import load_config; load_config({str(config)!r})"],
-            "empty": [*oneshot, str(empty_config(directory, config))],
+            "empty": [*oneshot, str(moved_config(config, directory / "empty-sources", "metrics-empty.yml",
+                                                 log_level="error"))],  # its "no file matches" warnings are expected
             "bare": [sys.executable, "-c", BARE_POLARS, fields.strip(), *files],
             "full": [*oneshot, str(config)],
         }

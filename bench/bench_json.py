@@ -20,10 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import BASELINE, ensure_corpus, run, write_config  # noqa: E402
+from bench_e2e import BASELINE, ensure_corpus, moved_config, run, write_config  # noqa: E402
 
 BARE_JSON = """
 import json, sys
@@ -55,18 +53,6 @@ def as_json(files: list[str], out: Path) -> list[str]:
     return written
 
 
-def json_config(csv_config: Path, directory: Path) -> Path:
-    """`csv_config` with every glob on the JSON files."""
-    data = yaml.safe_load(csv_config.read_text())
-    for source in data["sources"]:
-        source["paths"] = [str(directory / Path(p).name.replace(".csv", ".json")) for p in source["paths"]]
-    data["state_dir"] = str(directory / ("state-corr" if data["correlator"]["enabled"] else "state"))
-    Path(data["state_dir"]).mkdir(exist_ok=True)
-    path = directory / Path(csv_config.name)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=250_000, help="corpus size in lines (default 250k)")
@@ -86,7 +72,8 @@ def main() -> int:
         label = "correlator on" if correlator else "correlator off"
         csv_config = write_config(directory, correlator)
         cases[f"oneshot, CSV, {label}"] = [*oneshot, str(csv_config)]
-        cases[f"oneshot, JSON, {label}"] = [*oneshot, str(json_config(csv_config, directory / "json"))]
+        json_config = moved_config(csv_config, directory / "json", csv_config.name, ".json")
+        cases[f"oneshot, JSON, {label}"] = [*oneshot, str(json_config)]
     times: dict[str, list[float]] = {name: [] for name in cases}
     rss: dict[str, float] = {}
     for _ in range(args.repeat):
