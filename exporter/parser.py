@@ -361,12 +361,17 @@ class FileParser:
         if bad:
             self._count_bad(frame, n, known, valid, blank)
         good = self._tally(types, frame.filter(usable) if unusable else frame)
+        return self._frame_batch(good.drop(col(n)), columns, start, bad_utf8, head_lines + nlines)
+
+    def _frame_batch(self, good: pl.DataFrame, columns: Columns, start: int, bad_utf8: list[int],
+                     consumed: int) -> tuple[RecordBatch | None, int]:
+        """The batch of a chunk's usable rows (None without any; `start`: the line of its first row), those whose
+        line held invalid UTF-8 counted as repaired. The CSV and the JSON polars paths end here."""
         if bad_utf8 and good.height:
             self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
         if not good.height:
-            return None, head_lines + nlines
-        good = good.drop(col(n))
-        return RecordBatch(self.source, self.path, columns, frame=good), head_lines + nlines
+            return None, consumed
+        return RecordBatch(self.source, self.path, columns, frame=good), consumed
 
     def _tally(self, types: list[dict[str, object]], good: pl.DataFrame) -> pl.DataFrame:
         """Count a chunk's usable rows by type (`types`: their value counts) as read, or as skipped when this source
@@ -529,11 +534,7 @@ class FileParser:
         start = self.line_no + 1
         self.line_no += nlines
         good = self._tally(types, frame.with_columns(pl.int_range(start, start + nlines, dtype=pl.Int64).alias(LINE)))
-        if bad_utf8 and good.height:
-            self.repaired += good.filter(pl.col(LINE).is_in([start + i for i in bad_utf8])).height
-        if not good.height:
-            return None, nlines
-        return RecordBatch(self.source, self.path, jsonrecords.COLUMNS, frame=good), nlines
+        return self._frame_batch(good, jsonrecords.COLUMNS, start, bad_utf8, nlines)
 
     def _parse_rows(
         self, reader: Iterable[list[str]], base: int, out: list[list[str]], numbers: list[int], lines: list[str],
