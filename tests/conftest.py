@@ -187,6 +187,18 @@ class Watchtower:
         raise AssertionError(f"condition not met in {timeout}s; last delivered total "
                              f"{total(samples, 'pmta_delivered_total')}; log: {self.log.read_text()[-2000:]}")
 
+    def committed(self, timeout: float = 120.0) -> None:
+        """Wait until everything read is in the state database: the correlator (its own process by default)
+        may trail /metrics, and a stop leaves what it has not stored to the next start."""
+        deadline = time.monotonic() + timeout
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            health = httpx.get(self.url + "/healthz", timeout=5).json()
+            if health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"commit backlog not drained in {timeout}s: {health}")
+
     def settle(self) -> dict[Any, float]:
         """Scrape after the daemon has had time for several more poll passes (to catch over-counting)."""
         time.sleep(0.5)

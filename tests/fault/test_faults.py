@@ -28,23 +28,12 @@ def stored_deliveries(state: Path) -> int:
         return int(db.execute("SELECT count(*) FROM corr_events").fetchone()[0])
 
 
-def committed(wt: Watchtower, timeout: float = 120) -> None:
-    """Wait until everything read is in the state database (the correlator may trail /metrics)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        health = httpx.get(wt.url + "/healthz", timeout=5).json()
-        if health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("commit backlog not drained")
-
-
 def restart_and_expect_exact(wt: Watchtower, want: int, state: Path) -> None:
     """Start again and wait: /metrics counts `want` deliveries, and so does the correlator's store."""
     wt.start()
     wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= want, timeout=120)
     assert total(wt.settle(), "pmta_delivered_total") == want
-    committed(wt)
+    wt.committed()
     wt.stop()
     assert stored_deliveries(state) == want
 
@@ -83,7 +72,7 @@ def test_kill_9_twenty_times_from_the_first_second_of_a_first_run(tmp_path: Path
     want = writer.total - history
     wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= want, timeout=60)
     assert total(wt.settle(), "pmta_delivered_total") == want
-    committed(wt)
+    wt.committed()
     wt.stop()
     assert stored_deliveries(tmp_path / "state") == want
 
@@ -191,7 +180,7 @@ def test_state_disk_full_then_freed_loses_and_repeats_nothing(tmp_path: Path, sm
     wt.kill9()  # what is stored is exact too: a restart continues from the committed counters
     wt.start()
     assert total(wt.settle(), "pmta_delivered_total") == writer.total
-    committed(wt)
+    wt.committed()
     wt.stop()
     assert stored_deliveries(small_tmpfs) == writer.total
 
