@@ -265,7 +265,8 @@ def _cursor_encode(pos: tuple[float, int], fingerprint: str, now: float) -> str:
     return encode_token([pos[0], pos[1], fingerprint, now])
 
 
-def _cursor_decode(cursor: str, fingerprint: str) -> tuple[tuple[float, int], float | None]:
+def _cursor_decode(cursor: str, fingerprint: str, mismatch: str = "cursor belongs to a search with other filters",
+                   ) -> tuple[tuple[float, int], float | None]:
     """((t0, id), first page's now) from a cursor; a 400 on anything but [number, int, str(, number)].
 
     A 3-element cursor (before the clock was carried) still pages, from the current clock."""
@@ -281,8 +282,13 @@ def _cursor_decode(cursor: str, fingerprint: str) -> tuple[tuple[float, int], fl
     except (ValueError, TypeError, OverflowError):
         raise BadRequest(400, "malformed cursor", "cursor") from None
     if fp != fingerprint:
-        raise BadRequest(400, "cursor belongs to a search with other filters", "cursor")
+        raise BadRequest(400, mismatch, "cursor")
     return pos, now
+
+
+def _message_fingerprint(mid: str) -> str:
+    """Ties a messages cursor to its Message-Id: another message's cursor is a 400, not a wrong page."""
+    return blake2b(json.dumps(["message", mid]).encode(), digest_size=6).hexdigest()
 
 
 class Api:
@@ -372,18 +378,25 @@ def build_router(api: Api) -> APIRouter:
         request: Request,
         message_id: str,
         limit: Annotated[int, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
         mid = norm_message_id(message_id)
         if not mid:
             raise BadRequest(400, "empty Message-Id", "message_id")
+        fp = _message_fingerprint(mid)
+        after = _cursor_decode(cursor, fp, "cursor belongs to another Message-Id")[0] if cursor else None
         with api.connection() as conn:
-            items, total = api.reader(conn).by_message(message_hash(mid), limit)
-        if not items:
+            items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
+        if not items and not total:
             raise BadRequest(404, f"no timeline for Message-Id {mid!r}", "message_id")
-        body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items), "recipients": items}
+        next_cursor = encode_token([nxt[0], nxt[1], fp]) if nxt else None
+        body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
+                "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):
             note = f"({len(items)} of {total} recipients)" if total > len(items) else ""
+            if next_cursor:
+                note += f"; next page: ?cursor={next_cursor}"
             return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items, note))
         return _json(MessageResponse, body)
 

@@ -79,7 +79,9 @@ class Timeline(TimelineSummary):
 class MessageResponse(BaseModel):
     message_id: str
     recipients_total: int
-    truncated: bool = Field(description="True when more recipients exist than `limit`.")
+    truncated: bool = Field(description="True when the message has more recipients than this page lists.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next recipients, oldest first; null on the last page.")
     recipients: list[Timeline]
 
 

@@ -78,13 +78,24 @@ class Reader:
     # --- timelines -----------------------------------------------------------------------------
 
     def by_message(self, mid_h: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        items, total, _ = self.message_page(mid_h, limit)
+        return items, total
+
+    def message_page(self, mid_h: int, limit: int, after: tuple[float, int] | None = None,
+                     ) -> tuple[list[dict[str, Any]], int, tuple[float, int] | None]:
+        """One page of a Message-Id's timelines, oldest first by (t0, id), after `after`: (items, the
+        message's total, the position to continue after or None on its last page)."""
         total = self.conn.execute(f"SELECT count(*) FROM corr_timelines WHERE {DAYS} AND mid_h=?",
                                   (mid_h,)).fetchone()[0]
+        where, params = f"{DAYS} AND mid_h=?", [mid_h]
+        if after is not None:
+            where += " AND (t0, id) > (?, ?)"
+            params += after
         rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {DAYS} AND mid_h=? ORDER BY t0, id LIMIT ?",
-            (mid_h, limit),
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {where} ORDER BY t0, id LIMIT ?", (*params, limit + 1),
         ).fetchall()
-        return self._with_events(rows), total
+        nxt = (rows[limit - 1][11], rows[limit - 1][0]) if len(rows) > limit else None
+        return self._with_events(rows[:limit]), total, nxt
 
     def by_job_rcpt(self, job_h: int, rcpt_h: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(

@@ -21,6 +21,7 @@ from correlator.api import BadRequest, ErrorRoute, FormatParam, path_segment, re
 from correlator.models import ApiError, Outcome
 from hub import merge
 from hub.fanout import Fanout, HostAnswer
+from hub.messages import message_page
 from hub.models import (
     HubFlowsResponse,
     HubLookupResponse,
@@ -96,13 +97,15 @@ def build_hub_router(hub: Hub) -> APIRouter:
     async def get_message(
         request: Request, message_id: str,
         limit: Annotated[int, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
         if not message_id.strip().strip("<>").strip():
             raise BadRequest(400, "empty Message-Id", "message_id")
-        targets, answers = await hub.ask("/api/v1/messages/" + path_segment(message_id), {"limit": limit})
+        targets = await hub.targets.current()
+        body, answers = await message_page(hub.fanout, targets, "/api/v1/messages/" + path_segment(message_id),
+                                           message_id, limit, cursor)
         part = merge.partial_fields(targets, answers)
-        body = merge.merge_message(answers, limit)
         if body is None:
             early = client_error(answers, part) or none_answered(answers, part)
             if early is not None:
@@ -110,8 +113,12 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _fail(404, f"no timeline for Message-Id {message_id.strip().strip('<>')!r} on any host"
                          + _missing_note(part), "message_id", part)
         if _want_text(request, format):
+            note = (f"({len(body['recipients'])} of {body['recipients_total']} recipients)"
+                    if body["truncated"] else "")
+            if body["next_cursor"]:
+                note += f"; next page: ?cursor={body['next_cursor']}"
             return PlainTextResponse(render.timelines(f"Message-Id <{body['message_id']}>", body["recipients"],
-                                                      _missing_note(part).strip()))
+                                                      " ".join(x for x in (note, _missing_note(part).strip()) if x)))
         return {**body, **part}
 
     @router.get("/timeline", response_model=HubTimelineResponse, responses=_ERRORS,

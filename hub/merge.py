@@ -38,16 +38,6 @@ def tagged(answers: list[HostAnswer], key: str) -> list[dict[str, Any]]:
     return out
 
 
-def merge_message(answers: list[HostAnswer], limit: int) -> dict[str, Any] | None:
-    found = [a for a in answers if a.ok and a.status == 200 and isinstance(a.body, dict)]
-    if not found:
-        return None
-    recipients = tagged(answers, "recipients")
-    total = sum(int(a.body.get("recipients_total", 0)) for a in found)
-    return {"message_id": found[0].body.get("message_id"), "recipients_total": total,
-            "truncated": total > min(len(recipients), limit), "recipients": recipients[:limit]}
-
-
 def _stats(item: dict[str, Any]) -> list[int]:
     return [int(item.get("detail__" + s, 0) or 0) for s in STATS]
 

@@ -33,6 +33,8 @@ class HubMessageResponse(Partial):
     message_id: str
     recipients_total: int
     truncated: bool
+    next_cursor: str | None = Field(
+        default=None, description="Encodes every host's position; null once every host that answered is exhausted.")
     recipients: list[HostTimeline]
 
 

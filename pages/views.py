@@ -20,6 +20,8 @@ VMTA_DASHBOARD_UID = "watchtower-vmta"
 MAX_TEXT = 998
 """Longest Message-Id, recipient or jobId a page passes on (RFC 5322's line length)."""
 MAX_TIME_TEXT = 64
+MESSAGE_PAGE = 1000
+"""Recipients per message page (the API's most); `Next recipients` follows the API's cursor."""
 MAX_CURSOR = 16_384
 """A hub's cursor holds every host's position (~80 characters a host): as long as the hub accepts."""
 MAX_TIMELINE_ID = 2**63 - 1
@@ -191,23 +193,29 @@ class Views:
             "<th>VMTA</th><th>Source IP</th><th>Reply</th><th>Class</th><th>Record (file:line)</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{note}</section>")
 
-    async def message(self, request: Request, message_id: str) -> Response:
+    async def message(self, request: Request, message_id: str, cursor: str | None = None) -> Response:
         root = _root(request)
         form = self.form(root, message_id)
-        if too_long(message_id=(message_id, MAX_TEXT)):
-            status, body = length_error("message_id", MAX_TEXT)
+        if bad := too_long(message_id=(message_id, MAX_TEXT), cursor=(cursor, MAX_CURSOR)):
+            status, body = length_error(bad, MAX_CURSOR if bad == "cursor" else MAX_TEXT)
         else:
-            status, body = await self.ask(request, "/api/v1/messages/" + path_segment(message_id), {"limit": 1000})
+            status, body = await self.ask(request, "/api/v1/messages/" + path_segment(message_id),
+                                          {"limit": MESSAGE_PAGE, "cursor": cursor})
         if status != 200:
             return self.page(request, f"Message {message_id}", form + error_box(status, body), status)
         recips = body.get("recipients") or []
-        trunc = (f'<p class="meta">{len(recips)} of {e(body.get("recipients_total"))} recipients shown.</p>'
-                 if body.get("truncated") else "")
+        trunc = (f'<p class="meta">{len(recips)} of {e(body.get("recipients_total"))} recipients shown'
+                 + (" (a later page)" if cursor else "") + ".</p>" if body.get("truncated") else "")
+        tail = ""
+        if body.get("next_cursor"):  # above the timelines and below them
+            href = u(root + "/ui/messages/" + path_segment(message_id), cursor=body["next_cursor"])
+            tail = f'<p><a class="next" href="{href}">Next recipients</a></p>'
+            trunc += tail
         head = (f'<h1>Message-Id <span class="mono" id="message-id">&lt;{e(body.get("message_id"))}&gt;</span></h1>'
                 f'<p class="meta">{e(body.get("recipients_total"))} recipient(s)</p>')
         sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(recips))
         return self.page(request, f"Message {body.get('message_id')}",
-                         form + partial_banner(body) + head + trunc + sections)
+                         form + partial_banner(body) + head + trunc + sections + tail)
 
     async def timeline(self, request: Request, rcpt: str, job_id: str | None, message_id: str | None) -> Response:
         root = _root(request)
@@ -289,8 +297,8 @@ def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://local
         return await views.search(request, message_id, rcpt, job_id, cursor)
 
     @router.get("/messages/{message_id:path}")
-    async def message(request: Request, message_id: str) -> Response:
-        return await views.message(request, message_id)
+    async def message(request: Request, message_id: str, cursor: Text = None) -> Response:
+        return await views.message(request, message_id, cursor)
 
     @router.get("/timeline")
     async def timeline(request: Request, rcpt: Text = None, job_id: Text = None, message_id: Text = None) -> Response:

@@ -1,0 +1,200 @@
+"""A Message-Id with more recipients than one answer holds is paged with a cursor: on the daemon
+(oldest first by first_seen, ties by id), through the hub (hosts one after the other, each host's own
+pages) and on the forensic page (`Next recipients`). Every recipient is listed exactly once."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from correlator.api import decode_token, encode_token
+from hub.app import build_hub_app
+from hub.config import HubConfig
+from hub.fanout import Fanout
+from hub.messages import message_page
+from hub.targets import Target
+from tests.test_correlator_support import Harness, batch
+
+MID = "big@s.example"
+
+
+def seed(h: Harness, prefix: str, n: int, other: int = 0) -> list[str]:
+    """n recipients of MID (two per second, so first_seen ties are broken by id) and `other` of another message;
+    returns MID's recipients oldest first."""
+    rows = [f"d,2024-05-01 10:00:{i // 2:02d}+0000,a@s.example,{prefix}{i}@gmail.com,v1,<{MID}>" for i in range(n)]
+    rows += [f"d,2024-05-01 09:00:00+0000,a@s.example,x{i}@gmail.com,v1,<other@s.example>" for i in range(other)]
+    h.commit(batch(f"/l/{prefix}acct.csv", "type,timeLogged,orig,rcpt,vmta,header_Message-Id\n" + "\n".join(rows)))
+    return [f"{prefix}{i}@gmail.com" for i in range(n)]
+
+
+def app_of(h: Harness) -> FastAPI:
+    app = FastAPI()
+    app.include_router(h.sink.asgi_routes())
+    return app
+
+
+class Hosts(httpx.AsyncBaseTransport):
+    """Routes each request to the daemon app of its host name; a host named `down` refuses."""
+
+    def __init__(self, apps: dict[str, FastAPI]) -> None:
+        self.apps = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
+        self.asked: list[tuple[str, dict[str, str]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.asked.append((request.url.host, dict(request.url.params)))
+        if request.url.host not in self.apps:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.apps[request.url.host].handle_async_request(request)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Any:
+    h = Harness(tmp_path)
+    yield h, seed(h, "u", 7, other=2)
+    h.close()
+
+
+async def test_the_daemon_pages_a_message_oldest_first_each_recipient_once(daemon: Any) -> None:
+    h, rcpts = daemon
+    seen, pages, cursor = [], [], None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+        whole = (await c.get(f"/api/v1/messages/<{MID}>", params={"limit": 100})).json()
+        while True:
+            r = await c.get(f"/api/v1/messages/{MID}", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            pages.append(len(body["recipients"]))
+            assert (body["recipients_total"], body["truncated"]) == (7, True)
+            seen += [t["rcpt"] for t in body["recipients"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+    assert pages == [3, 3, 1]
+    assert seen == rcpts == [t["rcpt"] for t in whole["recipients"]]
+    assert (whole["truncated"], whole["next_cursor"]) == (False, None)
+
+
+async def test_a_cursor_of_another_message_or_a_forged_one_is_a_400_naming_cursor(daemon: Any) -> None:
+    h, _ = daemon
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+        cursor = (await c.get(f"/api/v1/messages/{MID}", params={"limit": 2})).json()["next_cursor"]
+        other = await c.get("/api/v1/messages/other@s.example", params={"cursor": cursor})
+        forged = await c.get(f"/api/v1/messages/{MID}", params={"cursor": encode_token([1e300, 1, "x"])})
+        garbage = await c.get(f"/api/v1/messages/{MID}", params={"cursor": "%%%"})
+    assert (other.status_code, other.json()["parameter"], other.json()["error"]) == (
+        400, "cursor", "cursor belongs to another Message-Id")
+    for r in (forged, garbage):
+        assert (r.status_code, r.json()["parameter"], r.json()["error"]) == (400, "cursor", "malformed cursor")
+
+
+async def test_the_text_answer_names_the_next_page(daemon: Any) -> None:
+    h, _ = daemon
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+        r = await c.get(f"/api/v1/messages/{MID}", params={"limit": 5, "format": "text"})
+        cursor = (await c.get(f"/api/v1/messages/{MID}", params={"limit": 5})).json()["next_cursor"]
+        last = await c.get(f"/api/v1/messages/{MID}", params={"limit": 5, "format": "text", "cursor": cursor})
+    assert f"(5 of 7 recipients); next page: ?cursor={cursor}" in r.text
+    assert "(2 of 7 recipients)" in last.text and "next page" not in last.text
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Fanout, list[Target], Hosts, list[str]]]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Harness(tmp_path / "a"), Harness(tmp_path / "b")
+    want = seed(a, "a", 5) + seed(b, "b", 4, other=1)
+    hosts = Hosts({"host-a": app_of(a), "host-b": app_of(b)})
+    async with httpx.AsyncClient(transport=hosts) as client:
+        yield Fanout(client, 5.0), [Target("a", "http://host-a"), Target("b", "http://host-b")], hosts, want
+    a.close()
+    b.close()
+
+
+async def pages_through(fanout: Fanout, targets: list[Target], limit: int) -> tuple[list[str], list[int], list[int]]:
+    seen, sizes, totals, cursor = [], [], [], None
+    while True:
+        body, _answers = await message_page(fanout, targets, f"/api/v1/messages/{MID}", MID, limit, cursor)
+        assert body is not None
+        seen += [f"{t['host']}:{t['rcpt']}" for t in body["recipients"]]
+        sizes.append(len(body["recipients"]))
+        totals.append(body["recipients_total"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen, sizes, totals
+
+
+@pytest.mark.parametrize("limit,sizes", [(3, [3, 3, 3]), (4, [4, 4, 1]), (5, [5, 4]), (9, [9]), (100, [9])])
+async def test_the_hub_pages_host_after_host_every_recipient_once(cluster: Any, limit: int, sizes: list[int]) -> None:
+    fanout, targets, _, want = cluster
+    seen, got_sizes, totals = await pages_through(fanout, targets, limit)
+    assert seen == [("a:" if r.startswith("a") else "b:") + r for r in want]
+    assert (got_sizes, set(totals)) == (sizes, {9})
+
+
+async def test_an_exhausted_host_is_not_asked_again_and_still_counts(cluster: Any) -> None:
+    fanout, targets, hosts, _ = cluster
+    body, _ = await message_page(fanout, targets, f"/api/v1/messages/{MID}", MID, 6, None)
+    assert body is not None
+    hosts.asked.clear()
+    state = decode_token(body["next_cursor"], max_chars=16_384, max_depth=3)["h"]
+    assert state == {"http://host-a": 5, "http://host-b": [None, 1]}
+    body, _ = await message_page(fanout, targets, f"/api/v1/messages/{MID}", MID, 6, body["next_cursor"])
+    assert body is not None and body["recipients_total"] == 9 and len(body["recipients"]) == 3
+    assert [h for h, _ in hosts.asked] == ["host-b"]
+
+
+async def test_a_host_that_does_not_answer_keeps_its_place_and_is_asked_on_the_next_page(cluster: Any) -> None:
+    fanout, targets, _, want = cluster
+    down = [Target("down", "http://down"), *targets]
+    body, answers = await message_page(fanout, down, f"/api/v1/messages/{MID}", MID, 100, None)
+    assert body is not None and len(body["recipients"]) == 9 and body["next_cursor"] is not None
+    assert [a.target.name for a in answers if not a.ok] == ["down"]
+    state = decode_token(body["next_cursor"], max_chars=16_384, max_depth=3)["h"]
+    assert state == {"http://down": [None, 0], "http://host-a": 5, "http://host-b": 4}
+
+
+async def test_the_hub_route_pages_with_its_cursor_and_refuses_another_messages(cluster: Any) -> None:
+    fanout, _, hosts, want = cluster
+    app, hub = build_hub_app(HubConfig.model_validate({"hub": {"targets": ["http://host-a", "http://host-b"]}}))
+    await hub.fanout.client.aclose()
+    hub.fanout = fanout
+    seen, cursor = [], None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as c:
+        while True:
+            r = await c.get(f"/api/v1/messages/<{MID}>", params={"limit": 4, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["recipients_total"], body["partial"]) == (9, False)
+            seen += [t["rcpt"] for t in body["recipients"]]
+            if (cursor := body["next_cursor"]) is None:
+                break
+        first = (await c.get(f"/api/v1/messages/{MID}", params={"limit": 4})).json()["next_cursor"]
+        other = await c.get("/api/v1/messages/other@s.example", params={"cursor": first})
+        text = await c.get(f"/api/v1/messages/{MID}", params={"limit": 4, "format": "text"})
+    assert seen == want
+    assert (other.status_code, other.json()["parameter"]) == (400, "cursor")
+    assert f"(4 of 9 recipients); next page: ?cursor={first}" in text.text
+
+
+async def test_the_forensic_page_links_the_next_recipients(daemon: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pages.views.MESSAGE_PAGE", 3)
+    h, rcpts = daemon
+    shown, metas, href = [], [], f"/ui/messages/{MID}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+        while href:
+            r = await c.get(href)
+            assert r.status_code == 200, r.text
+            shown += [x for x in rcpts if x in r.text]
+            metas += re.findall(r"(\d+) of 7 recipients shown", r.text)
+            links = set(re.findall(r'<a class="next" href="([^"]+)"', r.text))
+            assert len(links) <= 1
+            link = links.pop() if links else None
+            href = html.unescape(link) if link else ""
+    assert shown == rcpts and metas == ["3", "3", "1"]
