@@ -394,10 +394,8 @@ def build_router(api: Api) -> APIRouter:
         body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):
-            note = f"({len(items)} of {total} recipients)" if total > len(items) else ""
-            if next_cursor:
-                note += f"; next page: ?cursor={next_cursor}"
-            return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items, note))
+            return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items,
+                                                      render.message_note(len(items), total, next_cursor)))
         return _json(MessageResponse, body)
 
     @router.get("/timeline", response_model=TimelineResponse, responses={**errors, **_TEXT},

@@ -62,6 +62,12 @@ def timelines(title: str, items: list[dict[str, Any]], note: str = "") -> str:
     return "\n".join(blocks)
 
 
+def message_note(shown: int, total: int, next_cursor: str | None) -> str:
+    """The title note of a message page in text: how many of its recipients, and the cursor of the next page."""
+    note = f"({shown} of {total} recipients)" if total > shown else ""
+    return note + (f"; next page: ?cursor={next_cursor}" if next_cursor else "")
+
+
 def search(page: dict[str, Any]) -> str:
     e = safe
     lines = []

@@ -113,10 +113,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _fail(404, f"no timeline for Message-Id {message_id.strip().strip('<>')!r} on any host"
                          + _missing_note(part), "message_id", part)
         if _want_text(request, format):
-            note = (f"({len(body['recipients'])} of {body['recipients_total']} recipients)"
-                    if body["truncated"] else "")
-            if body["next_cursor"]:
-                note += f"; next page: ?cursor={body['next_cursor']}"
+            note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
             return PlainTextResponse(render.timelines(f"Message-Id <{body['message_id']}>", body["recipients"],
                                                       " ".join(x for x in (note, _missing_note(part).strip()) if x)))
         return {**body, **part}
