@@ -560,6 +560,8 @@ Add `format=text` (or `Accept: text/plain`) for a terminal rendering instead of 
 ```sh
 # every recipient's timeline of one message (header Message-Id)
 curl -s 'http://pmta-01:9469/api/v1/messages/<message_id>?format=text'
+# a message with more recipients than one answer holds (limit, at most 1000): pass next_cursor back
+curl -s 'http://pmta-01:9469/api/v1/messages/<message_id>?limit=1000&cursor=<next_cursor>' | jq .
 # one recipient of one job (PMTA jobId), or of one message with message_id= instead of job_id=
 curl -s 'http://pmta-01:9469/api/v1/timeline?job_id=<job_id>&rcpt=<user@example.com>' | jq .
 # find timelines, newest first: by rcpt, job_id, vmta, outcome, since/until (epoch, ISO 8601 or 2h)
