@@ -370,7 +370,9 @@ async def test_api_hanging_per_call_exact_totals(monkeypatch: pytest.MonkeyPatch
     registry = CollectorRegistry()
     srv, hang = hanging_server(live)
     await srv.start()
-    cfg = PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=1.0, poll_interval=0.01, max_backoff=0.02)
+    # the deadline must outlast every answer that does not hang: the simulator renders up to 1,000 queues per call
+    # in this process, ~0.5 s a poll here unloaded; 1.0 s was exceeded once under the full suite's load
+    cfg = PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=3.0, poll_interval=0.01, max_backoff=0.02)
     poller = QueuePoller(cfg, registry, isp_of)
     seen: list[dict[str, Any]] = []
     poll_once = poller.poll_once
