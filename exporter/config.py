@@ -212,6 +212,14 @@ class SourceConfig(_Strict):
         "wildcard, without separators or extension (`/var/log/pmta/acct-*.csv` and `/x/acct.csv` give `acct`); "
         "required when that leaves nothing (`*.csv`).",
     )
+    moved_to: list[SourceGlob] = Field(
+        default_factory=list,
+        description="Glob patterns of where PMTA's `move-to` puts this source's closed files (e.g. "
+        "`/var/log/pmta/archive/acct-*.csv`). Files there are never followed as new; they are searched only at a "
+        "start, for a file that was being read when the daemon stopped and was moved while it was down: found by "
+        "its identity (device, inode and first bytes), it is read from where reading stopped to its end. The "
+        "directory a file was read in is always searched too (a file renamed in place).",
+    )
     records: list[str] | None = Field(
         default=None,
         description="Record types this source feeds (d, b, t, tq, f, rb, rs, r or long aliases); "

@@ -156,7 +156,7 @@ class Follower:
         self.stop = stop
         self.db_path = Path(config.state_dir) / "watchtower.db"
         self.allowed = {s.label: frozenset(s.records) if s.records else None for s in config.sources}
-        self.patterns = {s.label: list(s.paths) for s in config.sources}
+        self.patterns = {s.label: list(s.paths) + list(s.moved_to) for s in config.sources}
         self.reload_requested: list[bool] = []
         """Set by SIGHUP (the daemon forwards its own): load the classification tables again between slices."""
 

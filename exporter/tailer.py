@@ -101,6 +101,8 @@ class Tailer:
         self.retired: list[Checkpoint] = []
         self._last_scan = float("-inf")
         self._scanned_once = False
+        self._left_while_down: set[tuple[int, int]] = set()
+        """Checkpoints of files read at the last stop that the first scan did not match (_find_left_while_down)."""
         self._allowed = {s.label: frozenset(s.records) if s.records else None for s in sources}
         self._order = {s.label: i for i, s in enumerate(sources)}
         self._incomplete: set[str] = set()
@@ -238,8 +240,96 @@ class Tailer:
                     continue  # a failed or partial scan is not a rotation
                 stream.gone = True
                 stream.cp.gone_since = now
+        if not self._scanned_once:
+            self._left_while_down = {key for key, cp in self.known.items()
+                                     if key not in self.streams and cp.gone_since is None}
+        if self._left_while_down:
+            self._find_left_while_down()
         self._scanned_once = True
         self._last_scan = time.monotonic()
+
+    def _find_left_while_down(self) -> None:
+        """Files that were being read when the daemon stopped (checkpoints not marked gone) and that the first scan
+        no longer matched: moved (PMTA's `move-to`), renamed or deleted while it was down. One found by its identity
+        among its source's `moved_to` globs or in the directory it was read in is read from where reading stopped to
+        its end, then retired like a file that left the globs while the daemon ran; one found nowhere is reported
+        once, marked gone and forgotten after `tail.forget_after`. A source whose globs could not be listed is
+        looked at again at the next scan (it may still be there)."""
+        sources = {s.label: s for s in self.sources}
+        newest: dict[str, str] = {}
+        moved: dict[str, dict[tuple[int, int], str]] = {}  # per source: the moved_to matches by identity, listed once
+        for cp in self.known.values():
+            newest[cp.source] = max(newest.get(cp.source, ""), os.path.basename(cp.path))
+        now = time.time()
+        for key in sorted(self._left_while_down, key=lambda k: self.known[k].path):
+            cp = self.known[key]
+            source = sources.get(cp.source)
+            if source is None or cp.source in self._incomplete:
+                if source is None:  # no longer configured: not this daemon's to read
+                    self._left_while_down.discard(key)
+                continue
+            try:
+                os.stat(cp.path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue  # cannot tell (a directory without search permission, I/O): looked at again next scan
+            self._left_while_down.discard(key)
+            cp.gone_since = now
+            if cp.source not in moved:
+                moved[cp.source] = self._identities(source.moved_to)
+            found = self._locate(cp, moved[cp.source])
+            if found is None:
+                # PMTA writes only the newest file of a source: an older one was closed, and most likely read to its
+                # end, before it was deleted (`delete-after`)
+                level = logging.WARNING if os.path.basename(cp.path) == newest.get(cp.source) else logging.INFO
+                log.log(level, "%s: gone while the daemon was down (deleted, or moved where neither the globs nor the "
+                        "`moved_to` globs of source %s look); any records after line %d (byte %d) were not read",
+                        shown(cp.path), cp.source, cp.line_no, cp.offset)
+                self.retired.append(cp)
+                continue
+            path, _st = found
+            log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
+                     shown(cp.path), shown(path), cp.offset, cp.line_no)
+            cp.path, cp.gone_since = path, None  # followed at its new path; the next scan finds it outside the
+            # globs and marks it gone, and it is drained, then retired (and held for the correlator process)
+            self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
+                                           self.tail.chunk_bytes, self.fields)
+            self.streams[key].retries = not self.oneshot
+
+    @staticmethod
+    def _identities(patterns: list[str]) -> dict[tuple[int, int], str]:
+        """(device, inode) -> path of every regular file the globs match."""
+        out: dict[tuple[int, int], str] = {}
+        for pattern in patterns:
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    out.setdefault((st.st_dev, st.st_ino), path)
+        return out
+
+    @staticmethod
+    def _locate(cp: Checkpoint, moved: dict[tuple[int, int], str]) -> tuple[str, os.stat_result] | None:
+        """Where the checkpoint's file is now, by its identity: among `moved` (its source's `moved_to` matches), else
+        an entry of the directory it was read in; its first bytes must still be the checkpoint's."""
+        candidates = [moved[(cp.dev, cp.ino)]] if (cp.dev, cp.ino) in moved else []
+        try:
+            with os.scandir(os.path.dirname(cp.path) or ".") as entries:
+                candidates += sorted(e.path for e in entries if e.inode() == cp.ino)
+        except OSError:
+            pass
+        for path in candidates:
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == (cp.dev, cp.ino) and stat.S_ISREG(st.st_mode) \
+                        and same_file(cp, st, read_head(path)):
+                    return path, st
+            except OSError:
+                continue
+        return None
 
     def _follow(self, key: tuple[int, int], source: str, path: str, st: os.stat_result) -> None:
         try:

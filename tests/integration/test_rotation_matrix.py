@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -154,6 +156,74 @@ def test_files_that_appear_while_the_daemon_is_down(tmp_path: Path, watchtower_f
     writer.write(10, "vmta-3")
     wt.start()
     assert_exact(wt, writer)
+
+
+def _stopped_mid_file(tmp_path: Path, watchtower_factory, **overrides) -> tuple[object, AcctWriter, Path]:
+    """A daemon that read 100 records of a file, was stopped, and 80 more were appended to that file while it
+    was down (then PMTA closes the file: what happens to it next is each test's case)."""
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path, **overrides)).start()
+    writer.write(100)
+    caught_up(wt, writer)
+    assert wt.stop() == 0
+    writer.write(80, "vmta-2")
+    return wt, writer, writer.path
+
+
+@pytest.mark.parametrize("correlator", [False, True], ids=["metrics", "correlator"])
+def test_a_file_moved_to_move_to_while_the_daemon_is_down_is_read_to_its_end(tmp_path: Path, watchtower_factory,
+                                                                            correlator: bool):
+    """PMTA's `move-to` (stock config: every 5m) moves the closed file out of the globs; a restart finds the file
+    it was reading among the source's `moved_to` globs by its identity and reads the 80 records it had not, into the
+    metrics and (correlator on, its own process) into the timelines."""
+    (tmp_path / "archive").mkdir()
+    sources = [{"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")],
+                "moved_to": [str(tmp_path / "archive" / "acct-*.csv")]}]
+    wt, writer, old = _stopped_mid_file(tmp_path, watchtower_factory, sources=sources,
+                                        correlator={"enabled": correlator, "worker": "process"})
+    os.rename(old, tmp_path / "archive" / old.name)
+    writer.rotate()
+    writer.write(20, "vmta-3")
+    (tmp_path / "archive" / "acct-2026-11-24-0000.csv").write_text(ACCT_HEADER + "\n")  # an older file there: not read
+    wt.start()
+    assert_exact(wt, writer)
+    log = wt.log.read_text()
+    assert f"moved to {tmp_path / 'archive' / old.name} while the daemon was down" in log
+    assert "acct-2026-11-24-0000.csv" not in log
+    if correlator:
+        wt.committed()
+        with closing(sqlite3.connect(tmp_path / "state" / "watchtower.db")) as db:
+            assert db.execute("SELECT count(*) FROM corr_events").fetchone() == (200,)
+
+
+def test_a_file_renamed_in_place_while_the_daemon_is_down_is_read_to_its_end(tmp_path: Path, watchtower_factory):
+    """Without `moved_to`, the directory the file was read in is searched too (`mv acct-...csv acct-...csv.done`)."""
+    wt, writer, old = _stopped_mid_file(tmp_path, watchtower_factory)
+    os.rename(old, old.with_name(old.name + ".done"))
+    writer.rotate()
+    writer.write(20, "vmta-3")
+    wt.start()
+    assert_exact(wt, writer)
+
+
+def test_a_file_gone_while_the_daemon_is_down_is_reported_once_with_the_line_reading_stopped_at(
+        tmp_path: Path, watchtower_factory):
+    wt, writer, old = _stopped_mid_file(tmp_path, watchtower_factory)
+    os.unlink(old)
+    writer.written["vmta-2"] -= 80  # gone with the file: what nobody can read any more
+    writer.rotate()
+    writer.write(20, "vmta-3")
+    wt.start()
+    assert_exact(wt, writer)
+    wt.stop()
+    lines = [line for line in wt.log.read_text().splitlines() if "while the daemon was down" in line]
+    assert len(lines) == 1, lines
+    assert f"{old.name}: gone while the daemon was down" in lines[0]
+    assert "any records after line 101 (byte " in lines[0] and lines[0].endswith(") were not read")
+    wt.start()  # reported once: the checkpoint is marked gone, not searched for again
+    wt.stop()
+    assert len([line for line in wt.log.read_text().splitlines() if "while the daemon was down" in line]) == 1
 
 
 @FORMS
