@@ -18,6 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from exporter import jsonrecords
 from exporter.parser import FileParser
 from exporter.records import Columns
 from simulator import SimConfig, Simulator
@@ -186,8 +187,6 @@ def test_a_field_named_twice_in_a_record_is_read_from_its_first_occurrence():
 
 
 def test_an_ordinary_json_chunk_takes_the_polars_path(monkeypatch: pytest.MonkeyPatch):
-    from exporter import jsonrecords
-
     taken = []
     real = jsonrecords.frame_of
     monkeypatch.setattr(jsonrecords, "frame_of", lambda *a: taken.append(1) or real(*a))
@@ -239,6 +238,9 @@ def _json_line(draw: st.DrawFn) -> str:
 
 @settings(max_examples=300, deadline=None)
 @example(['{"type": "d", "timeLogged": ""}', '{"type": "d", "timeLogged": 0.0}'], False, None)  # polars: "0"
+@example(['{"type": "d", "R\\u0063pt": "a@x.com", "vmta": "v1"}'], False, None)  # a name in another case, escaped
+@example(['{"type": "d", "vmta": "RCPT", "rcpt": "a@x.com"}'], False, None)  # a value that is a name in another case
+@example(['{"type": "d", "vmta": "v1"}', '{"type": "d", "VMTA": "v2"}'], True, None)  # one cased name in the chunk
 @given(st.lists(_json_line(), min_size=1, max_size=12), st.booleans(), st.sampled_from([None, frozenset({"d", "t"})]))
 def test_the_polars_path_reads_every_chunk_as_the_python_path_does(lines: list[str], crlf: bool,
                                                                    allowed: frozenset[str] | None):
@@ -246,9 +248,14 @@ def test_the_polars_path_reads_every_chunk_as_the_python_path_does(lines: list[s
     if not data.lstrip().startswith((b"{", b"[")):
         data = b'{"type": "d"}\n' + data  # the file's first record tells its form
     got = []
-    for fast in (True, False):
-        p = FileParser("acct", "/x/acct.json", allowed, fast=fast)
-        batch, n = p.parse(data)
+    default = jsonrecords.SCHEMA_READ_MIN_BYTES
+    for fast, schema_read_from in ((True, 0), (True, default), (False, default)):  # polars by schema, inferred; Python
+        jsonrecords.SCHEMA_READ_MIN_BYTES = schema_read_from
+        try:
+            p = FileParser("acct", "/x/acct.json", allowed, fast=fast)
+            batch, n = p.parse(data)
+        finally:
+            jsonrecords.SCHEMA_READ_MIN_BYTES = default
         got.append((n, p.errors, p.read, p.skipped, p.repaired,
                     None if batch is None else (batch.rows, batch.line_numbers)))
-    assert got[0] == got[1]
+    assert got[0] == got[2] and got[1] == got[2]
