@@ -138,11 +138,11 @@ def frame_of(data: bytes, lines: int) -> pl.DataFrame | None:
     escape (it may spell a name) or a name in another case is read with inference, which lists the names."""
     if may_need_repair(data):  # polars reads a lone surrogate as NUL or refuses it: `repair` on the Python path
         return None
-    if len(data) < SCHEMA_READ_MIN_BYTES or b"\\u" in data:
+    if len(data) < SCHEMA_READ_MIN_BYTES or (b"\\" in data and b"\\u" in data):  # memchr first: ~1 ms, not ~18
         return _inferred_frame(data, lines)
-    try:
-        text = pl.lit(pl.Series([data.decode("utf-8")]))  # a Series: a plain str literal scans ~2x slower
-    except UnicodeDecodeError:
+    try:  # a Series, not a str literal (which scans ~2x slower); from the bytes: no Python str (~1.5x faster)
+        text = pl.lit(pl.Series([data]).cast(pl.String))
+    except pl.exceptions.ComputeError:  # invalid UTF-8
         return None
     not_text, exact, any_case = pl.select(text.str.contains(_NOT_TEXT_PATTERN).alias("t"),
                                           text.str.count_matches(_NAMES_EXACT).alias("e"),
