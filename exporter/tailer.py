@@ -264,6 +264,9 @@ class Tailer:
         for key in sorted(self._left_while_down, key=lambda k: self.known[k].path):
             cp = self.known[key]
             source = sources.get(cp.source)
+            if key in self.streams:  # matched again once its source's directory could be listed: followed as it was
+                self._left_while_down.discard(key)
+                continue
             if source is None or cp.source in self._incomplete:
                 if source is None:  # no longer configured: not this daemon's to read
                     self._left_while_down.discard(key)

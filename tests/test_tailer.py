@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import logging
 from pathlib import Path
 
 import aiofiles
@@ -103,4 +105,31 @@ async def test_a_match_that_is_not_a_regular_file_is_named_once_and_not_followed
     assert named == [f"{tmp_path / 'acct-pipe.csv'}: not a regular file (a FIFO; source acct): not followed",
                      f"{tmp_path / 'acct-zero.csv'}: not a regular file (a character device; source acct): not followed"]
     assert reg.get_sample_value("watchtower_files_followed", {"source": "acct"}) == 1
+    await tailer.close()
+
+
+async def test_a_file_missed_by_a_scan_that_could_not_list_its_directory_is_not_taken_for_one_moved_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """At a start, a source whose directory cannot be listed matches nothing; its files are not declared moved or
+    gone, and once it can be listed they are followed where they are, each line read once."""
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    first, _ = tailer_for(tmp_path, first_run=False)
+    assert await drain(first) == [2, 3, 4]
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    w.write(2)
+    listable = {"on": False}
+    real_glob = glob.glob
+    monkeypatch.setattr(Tailer, "_root_listable", lambda self, source, pattern: listable["on"])
+    monkeypatch.setattr("exporter.tailer.glob.glob", lambda p: real_glob(p) if listable["on"] else [])
+    tailer, _ = tailer_for(tmp_path, first_run=False, checkpoints=checkpoints)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == []
+        listable["on"] = True
+        assert await drain(tailer) == [5, 6]
+        w.write(1)
+        assert await drain(tailer) == [7]
+    assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
+    assert len(tailer.streams) == 1 and not next(iter(tailer.streams.values())).gone
     await tailer.close()
