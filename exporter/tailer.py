@@ -97,7 +97,15 @@ class Tailer:
         self.start_at_end = first_run and tail.start_position == "end" and not oneshot
         self.error_log = ErrorLog()
         self.streams: dict[tuple[int, int], FileStream] = {}
-        self.known: dict[tuple[int, int], Checkpoint] = {(c.dev, c.ino): c for c in checkpoints}
+        self.known: dict[tuple[int, int], Checkpoint] = {}
+        for c in checkpoints:  # two for one identity (an inode reused): the file followed, not the one gone
+            old = self.known.get((c.dev, c.ino))
+            if old is None or c.gone_since is None or old.gone_since is not None:
+                self.known[(c.dev, c.ino)] = c
+        self._newest_at_start: dict[str, str] = {}
+        """Per source, the file name that sorts last among the checkpoints of the last stop (PMTA's current file)."""
+        for c in self.known.values():
+            self._newest_at_start[c.source] = max(self._newest_at_start.get(c.source, ""), os.path.basename(c.path))
         self.retired: list[Checkpoint] = []
         self._last_scan = float("-inf")
         self._scanned_once = False
@@ -256,10 +264,7 @@ class Tailer:
         once, marked gone and forgotten after `tail.forget_after`. A source whose globs could not be listed is
         looked at again at the next scan (it may still be there)."""
         sources = {s.label: s for s in self.sources}
-        newest: dict[str, str] = {}
         moved: dict[str, dict[tuple[int, int], str]] = {}  # per source: the moved_to matches by identity, listed once
-        for cp in self.known.values():
-            newest[cp.source] = max(newest.get(cp.source, ""), os.path.basename(cp.path))
         now = time.time()
         for key in sorted(self._left_while_down, key=lambda k: self.known[k].path):
             cp = self.known[key]
@@ -283,12 +288,7 @@ class Tailer:
                 moved[cp.source] = self._identities(source.moved_to)
             found = self._locate(cp, moved[cp.source])
             if found is None:
-                # PMTA writes only the newest file of a source: an older one was closed, and most likely read to its
-                # end, before it was deleted (`delete-after`)
-                level = logging.WARNING if os.path.basename(cp.path) == newest.get(cp.source) else logging.INFO
-                log.log(level, "%s: gone while the daemon was down (deleted, or moved where neither the globs nor the "
-                        "`moved_to` globs of source %s look); any records after line %d (byte %d) were not read",
-                        shown(cp.path), cp.source, cp.line_no, cp.offset)
+                self._report_gone(cp)
                 self.retired.append(cp)
                 continue
             path, _st = found
@@ -299,6 +299,26 @@ class Tailer:
             self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
                                            self.tail.chunk_bytes, self.fields)
             self.streams[key].retries = not self.oneshot
+
+    def _report_gone(self, cp: Checkpoint) -> None:
+        """Log, once, a file that was being read when the daemon stopped and is gone since (deleted, or its inode now
+        another file's). PMTA writes only the newest file of a source: that one is a WARNING, an older one (closed,
+        most likely read to its end before `delete-after` removed it) is INFO."""
+        newest = os.path.basename(cp.path) >= self._newest_at_start.get(cp.source, "")
+        log.log(logging.WARNING if newest else logging.INFO,
+                "%s: gone while the daemon was down (deleted, or moved where neither the globs nor the `moved_to` "
+                "globs of source %s look); any records after line %d (byte %d) were not read",
+                shown(cp.path), cp.source, cp.line_no, cp.offset)
+
+    def _replaced(self, cp: Checkpoint) -> None:
+        """A checkpoint whose identity now names another file: its own file is gone. Saved as gone (forgotten after
+        `tail.forget_after`), so that a restart never takes it for the new file's; reported when it was being read at
+        the last stop."""
+        if cp.gone_since is None:
+            if not self._scanned_once:
+                self._report_gone(cp)
+            cp.gone_since = time.time()
+        self.retired.append(cp)
 
     @staticmethod
     def _identities(patterns: list[str]) -> dict[tuple[int, int], str]:
@@ -348,6 +368,7 @@ class Tailer:
         else:
             if cp is not None:
                 log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
+                self._replaced(cp)
             offset, line_no, header = 0, 0, ""
             if self.start_at_end and not self._scanned_once:
                 try:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from exporter.config import SourceConfig, TailConfig
 from exporter.metrics import SelfMetrics
 from exporter.tailer import Tailer
-from tests.conftest import AcctWriter
+from tests.conftest import ACCT_HEADER, AcctWriter
 
 
 def tailer_for(directory: Path, **kw) -> tuple[Tailer, CollectorRegistry]:
@@ -133,3 +133,34 @@ async def test_a_file_missed_by_a_scan_that_could_not_list_its_directory_is_not_
     assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
     assert len(tailer.streams) == 1 and not next(iter(tailer.streams.values())).gone
     await tailer.close()
+
+
+async def test_a_file_replaced_in_its_inode_while_the_daemon_is_down_is_reported_once_and_never_read_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """The file being read at the stop was deleted and its inode went to a new file (ext4 and tmpfs reuse a freed
+    inode at once): reported gone, with the line reading stopped at; its checkpoint is kept as gone, so that the
+    next start follows the new file from where it was, not from byte 0 again."""
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    first, _ = tailer_for(tmp_path, first_run=False)
+    assert await drain(first) == [2, 3, 4]
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    w.write(2)  # lines 5-6, written while the daemon is down, then the file is replaced in its inode
+    w.path.write_text(ACCT_HEADER + "\n" + w.line(1, "vmta-9") + "\n")
+    second, _ = tailer_for(tmp_path, first_run=False, checkpoints=checkpoints)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(second) == [2]
+    gone = [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.WARNING
+    assert "any records after line 4 (byte " in gone[0].getMessage()
+    saved = {cp.file_id: cp for cp in checkpoints + second.take_checkpoints()}  # what the state database holds
+    await second.close()
+    assert sorted(cp.gone_since is None for cp in saved.values()) == [False, True]
+    caplog.clear()
+    for order in (list(saved.values()), list(saved.values())[::-1]):  # whatever order the database lists them in
+        third, _ = tailer_for(tmp_path, first_run=False, checkpoints=order)
+        with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+            assert await drain(third) == []
+        await third.close()
+    assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
