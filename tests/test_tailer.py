@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import SourceConfig, TailConfig
+from exporter.filestream import Checkpoint
 from exporter.metrics import SelfMetrics
 from exporter.tailer import Tailer
 from tests.conftest import ACCT_HEADER, AcctWriter
@@ -108,16 +109,22 @@ async def test_a_match_that_is_not_a_regular_file_is_named_once_and_not_followed
     await tailer.close()
 
 
+async def read_then_stop(directory: Path) -> tuple[AcctWriter, list[Checkpoint]]:
+    """A file of 3 records read by a tailer that then stops: its writer and the checkpoints the stop leaves."""
+    w = AcctWriter(directory)
+    w.write(3)
+    first, _ = tailer_for(directory, first_run=False)
+    assert await drain(first) == [2, 3, 4]
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    return w, checkpoints
+
+
 async def test_a_file_missed_by_a_scan_that_could_not_list_its_directory_is_not_taken_for_one_moved_away(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
     """At a start, a source whose directory cannot be listed matches nothing; its files are not declared moved or
     gone, and once it can be listed they are followed where they are, each line read once."""
-    w = AcctWriter(tmp_path)
-    w.write(3)
-    first, _ = tailer_for(tmp_path, first_run=False)
-    assert await drain(first) == [2, 3, 4]
-    checkpoints = first.take_checkpoints()
-    await first.close()
+    w, checkpoints = await read_then_stop(tmp_path)
     w.write(2)
     listable = {"on": False}
     real_glob = glob.glob
@@ -140,12 +147,7 @@ async def test_a_file_replaced_in_its_inode_while_the_daemon_is_down_is_reported
     """The file being read at the stop was deleted and its inode went to a new file (ext4 and tmpfs reuse a freed
     inode at once): reported gone, with the line reading stopped at; its checkpoint is kept as gone, so that the
     next start follows the new file from where it was, not from byte 0 again."""
-    w = AcctWriter(tmp_path)
-    w.write(3)
-    first, _ = tailer_for(tmp_path, first_run=False)
-    assert await drain(first) == [2, 3, 4]
-    checkpoints = first.take_checkpoints()
-    await first.close()
+    w, checkpoints = await read_then_stop(tmp_path)
     w.write(2)  # lines 5-6, written while the daemon is down, then the file is replaced in its inode
     w.path.write_text(ACCT_HEADER + "\n" + w.line(1, "vmta-9") + "\n")
     second, _ = tailer_for(tmp_path, first_run=False, checkpoints=checkpoints)
