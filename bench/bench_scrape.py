@@ -23,6 +23,7 @@ from prometheus_client.exposition import generate_latest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cardinality import reference_pipeline  # noqa: E402
+from exporter import gcpolicy  # noqa: E402
 from exporter.http import build_app  # noqa: E402
 from exporter.parser import FileParser  # noqa: E402
 
@@ -33,6 +34,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def main_async(scrapes: int) -> None:
+    gcpolicy.settle()  # the daemon's collector policy, applied where it applies it: after start-up, before any record
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         pipeline, _records = await reference_pipeline(directory)
