@@ -5,6 +5,7 @@ to /api/v1/flows, no console errors, no request to anything but loopback. Screen
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,20 @@ def visit(driver: Any, url: str, shot: str) -> None:
     assert driver.execute_script("return document.readyState") == "complete"
     driver.save_screenshot(str(SCREENS / f"{shot}.png"))
     assert_clean(driver)
+
+
+def follow(driver: Any, act: Callable[[], None], until_id: str) -> None:
+    """Do what leaves the page, then wait for an element of the page it leads to: waiting for the id alone
+    can be met by the page being left (the landing page also lists #results), which raced in CI."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    left = driver.find_element(By.TAG_NAME, "html")
+    act()
+    wait = WebDriverWait(driver, 10)
+    wait.until(expected_conditions.staleness_of(left), message=f"still on {driver.current_url}")
+    wait.until(lambda d: d.find_elements(By.ID, until_id), message=driver.current_url)
 
 
 def assert_clean(driver: Any) -> None:
@@ -51,14 +66,12 @@ def test_vmta_dashboard_uid_is_the_shipped_dashboard():
 @pytest.mark.parametrize("where", ["hub", "daemon"])
 def test_forensic_page_of_a_bounced_then_complained_message_shows_its_events_in_order(driver, browser_cluster, where):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     base = bases(browser_cluster)[where]
     visit(driver, base + "/ui/", f"search-{where}")
     box = driver.find_element(By.NAME, "message_id")
     box.send_keys(f"<{COMPLAINED_MESSAGE}>")
-    box.submit()
-    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "message-id"), message=driver.current_url)
+    follow(driver, box.submit, "message-id")
     assert driver.find_element(By.ID, "message-id").text == f"<{COMPLAINED_MESSAGE}>"
     driver.save_screenshot(str(SCREENS / f"forensic-{where}.png"))
     assert_clean(driver)

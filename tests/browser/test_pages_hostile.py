@@ -17,7 +17,7 @@ from tests.browser.hostile import (
     NO_MID_RCPT,
     SPOOF_MESSAGE,
 )
-from tests.browser.test_pages import assert_clean, visit
+from tests.browser.test_pages import assert_clean, follow, visit
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -75,7 +75,6 @@ def test_a_crowded_sankey_draws_every_node_inside_the_diagram_with_separate_labe
 @pytest.mark.parametrize("where", ["daemon", "hub"])
 def test_an_oversized_value_comes_back_as_the_page_with_its_form(driver, hostile, where):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get_log("browser")
     driver.get(hostile.url(where) + "/ui/?rcpt=" + "a" * 1200)
@@ -85,8 +84,7 @@ def test_an_oversized_value_comes_back_as_the_page_with_its_form(driver, hostile
     box = driver.find_element(By.NAME, "rcpt")
     box.clear()
     box.send_keys("u3@gmail.com")
-    box.submit()
-    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "results"), message=driver.current_url)
+    follow(driver, box.submit, "results")
     assert "u3@gmail.com" in driver.find_element(By.ID, "results").text
     assert_clean(driver)
 
@@ -134,17 +132,14 @@ def test_a_unicode_recipient_typed_in_the_search_box_finds_its_right_to_left_vmt
     from urllib.parse import quote as q
 
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     visit(driver, hostile.url(where) + "/ui/", f"intl-search-{where}")
     box = driver.find_element(By.NAME, "rcpt")
     box.send_keys(INTL_RCPT.upper())  # CJK has no case; the search is case-insensitive anyway
-    box.submit()
-    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "results"), message=driver.current_url)
+    follow(driver, box.submit, "results")
     [row] = driver.find_elements(By.CSS_SELECTOR, "#results tbody tr")
     assert INTL_RCPT in row.text and INTL_VMTA in row.text and INTL_JOB in row.text
-    row.find_element(By.TAG_NAME, "a").click()
-    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "message-id"), message=driver.current_url)
+    follow(driver, row.find_element(By.TAG_NAME, "a").click, "message-id")
     assert_clean(driver)
     [section] = driver.find_elements(By.CSS_SELECTOR, "section.rcpt")
     meta = section.find_element(By.CSS_SELECTOR, ".meta").text
