@@ -269,7 +269,7 @@ class Daemon:
             if cp is None or position[0] >= cp.offset:
                 continue
             spans.append(span_at(file_id, cp.source, cp.path, cp.dev, cp.ino, position, cp.offset,
-                                 self.tailer.allowed_records(cp.source), cp))
+                                 self.tailer.allowed_records(cp.source), cp, cp.fingerprint))
         if spans:
             self.queue.add_backlog(spans)  # taken only when the sinks write in this process (CommitQueue.feeds_sinks)
             log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),

@@ -10,7 +10,6 @@ resumes from. A file that gets shorter than `offset` was truncated and is read a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import secrets
@@ -21,6 +20,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from exporter.fingerprint import (
+    FINGERPRINT_BYTES,
+    fingerprint_len,
+    head_matches,
+    read_fingerprint,
+)
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
@@ -31,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("watchtower.tailer")
 
-FINGERPRINT_BYTES = 1024
 MAX_PENDING_LINE = MAX_LINE_BYTES
 """A 'line' longer than this is not PMTA output: it is skipped to its newline as one error (not held in memory)."""
 LONG_SAMPLE_BYTES = 256
@@ -58,47 +62,11 @@ def new_file_id() -> str:
     return secrets.token_hex(8)
 
 
-_DIGEST_TAG = b"h1"
-
-
-def read_head(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
-    """The first bytes of a file: what identifies it besides (device, inode)."""
-    if isinstance(path_or_fd, int):
-        return os.pread(path_or_fd, size, 0)
-    with open(path_or_fd, "rb") as f:
-        return f.read(size)
-
-
-def fingerprint_of(head: bytes) -> bytes:
-    """A digest of a file's first bytes, with their length: the state DB never holds raw log lines
-    (they carry recipient addresses), yet a file whose head grows is still recognised."""
-    if not head:
-        return b""
-    return _DIGEST_TAG + len(head).to_bytes(2, "big") + hashlib.sha256(head).digest()
-
-
-def fingerprint_len(fingerprint: bytes) -> int:
-    """How many bytes of the file a fingerprint covers (raw fingerprints of older versions included)."""
-    if len(fingerprint) == 36 and fingerprint.startswith(_DIGEST_TAG):
-        return int.from_bytes(fingerprint[2:4], "big")
-    return len(fingerprint)
-
-
-def read_fingerprint(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
-    return fingerprint_of(read_head(path_or_fd, size))
-
-
 def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
     """Is the file at (dev, ino) whose first bytes are `head` the one the checkpoint describes?"""
     if (cp.dev, cp.ino) != (st.st_dev, st.st_ino) or st.st_size < cp.offset:
         return False
-    fp = cp.fingerprint
-    n = fingerprint_len(fp)
-    if len(head) < n:
-        return False
-    if len(fp) == 36 and fp.startswith(_DIGEST_TAG):
-        return fingerprint_of(head[:n]) == fp
-    return head[:n] == fp  # a raw fingerprint stored by an older version
+    return head_matches(cp.fingerprint, head)
 
 
 OnBatch = Callable[["FileStream", RecordBatch], None]
@@ -413,7 +381,7 @@ class FileStream:
             cp = self.cp
             batch.file_id = cp.file_id
             batch.span = Span(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, start, cp.offset, line_no, columns,
-                              self.parser.allowed, cp)
+                              self.parser.allowed, cp, cp.fingerprint)
             on_batch(self, batch)
 
     def _warn_duplicates(self, columns: Columns) -> None:

@@ -7,8 +7,9 @@ daemon keeps reading and counting, but for the sinks it keeps only *where* each 
 one file are merged, so the memory they take is a few dozen bytes per followed file whatever the
 backlog. The state writer reads each span again (`read_span`, in pieces of a bounded size), parses it
 with the same parser and stores the rows: the same records, with the same line numbers, as the
-batches the daemon would have kept. A file removed or replaced before its span was read again is
-reported, and its remaining lines skipped (their counters were already counted).
+batches the daemon would have kept. A file removed or replaced before its span was read again (another
+file at its inode too: its first bytes must match the fingerprint) is reported, and its remaining lines
+skipped (their counters were already counted).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.fingerprint import head_matches, read_head
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
 
@@ -42,6 +44,9 @@ class Span:
     allowed: frozenset[str] | None
     live: Any = None
     """The tailer's checkpoint of the file: its `path` follows a rename made after the span was taken."""
+    fingerprint: bytes = b""
+    """The file's first bytes as a digest (exporter.fingerprint): (dev, inode) alone also names a file that took a
+    deleted file's inode. Empty: not known (the identity alone decides)."""
 
     @property
     def remaining(self) -> int:
@@ -49,11 +54,11 @@ class Span:
 
 
 def span_at(file_id: str, source: str, path: str, dev: int, ino: int, position: tuple[int, int, str], end: int,
-            allowed: frozenset[str] | None, live: Any = None) -> Span:
+            allowed: frozenset[str] | None, live: Any = None, fingerprint: bytes = b"") -> Span:
     """The span from a stored sink position (offset, lines before it, header line there) to `end`."""
     offset, line_no, header = position
     columns = Columns.from_header(header.split(",")) if header else None
-    return Span(file_id, source, path, dev, ino, offset, end, line_no, columns, allowed, live)
+    return Span(file_id, source, path, dev, ino, offset, end, line_no, columns, allowed, live, fingerprint)
 
 
 def span_of(batch: RecordBatch) -> Span | None:
@@ -70,10 +75,12 @@ def append_span(spans: list[Span], span: Span) -> None:
                 last.end = span.end
                 last.path = span.path
                 last.live = span.live
+                if len(span.fingerprint) > len(last.fingerprint):  # a digest of more of the head (or one at all)
+                    last.fingerprint = span.fingerprint
                 return
             break
     spans.append(Span(span.file_id, span.source, span.path, span.dev, span.ino, span.start, span.end,
-                      span.line_no, span.columns, span.allowed, span.live))
+                      span.line_no, span.columns, span.allowed, span.live, span.fingerprint))
 
 
 class SpanGone(Exception):
@@ -129,6 +136,8 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (span.dev, span.ino):
             raise SpanGone(f"{shown(span.path)}: replaced by another file")
+        if span.fingerprint and not head_matches(span.fingerprint, read_head(fd)):
+            raise SpanGone(f"{shown(span.path)}: its inode now holds another file (its first bytes differ)")
         if st.st_size < span.end:
             raise SpanGone(f"{shown(span.path)}: truncated to {st.st_size} bytes")
         skip = _overlong_at(fd, span)

@@ -423,11 +423,11 @@ class StateStore:
         conn = self._conn
         assert conn is not None
         spans = []
-        for file_id, source, path, dev, ino, offset, start, line_no, header in conn.execute(
-                "SELECT file_id, source, path, dev, ino, offset, sink_offset, sink_line, sink_header"
+        for file_id, source, path, dev, ino, fingerprint, offset, start, line_no, header in conn.execute(
+                "SELECT file_id, source, path, dev, ino, fingerprint, offset, sink_offset, sink_line, sink_header"
                 " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated"):
             spans.append(span_at(file_id, source, path_from_db(path), dev, ino, (start, line_no or 0, header or ""),
-                                 offset, allowed.get(source)))
+                                 offset, allowed.get(source), fingerprint=bytes(fingerprint or b"")))
         return spans
 
     def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from exporter.config import SourceConfig, TailConfig
-from exporter.filestream import Checkpoint, FileStream, OnBatch, fingerprint_of, new_file_id, read_head, same_file
+from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file
+from exporter.fingerprint import fingerprint_of, read_head
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog
 from exporter.records import shown

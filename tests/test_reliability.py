@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from exporter.backlog import RowBacklog
 from exporter.config import SourceConfig, TailConfig, load_config
 from exporter.daemon import Daemon
-from exporter.filestream import read_fingerprint
+from exporter.fingerprint import read_fingerprint
 from exporter.metrics import SelfMetrics
 from exporter.state import Commit, StateError, StateStore
 from exporter.tailer import Tailer
@@ -516,7 +516,8 @@ def test_span_slices_are_sized_per_source_so_a_slow_sources_slices_stay_short(tm
 async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(tmp_path: Path):
     """kill -9 between a row slice and the checkpoint: the next start knows the file under the same id
     (at offset 0), so the sinks skip its stored lines instead of storing them again under a new id."""
-    from exporter.filestream import Checkpoint, fingerprint_of, read_head
+    from exporter.filestream import Checkpoint
+    from exporter.fingerprint import fingerprint_of, read_head
     from exporter.records import Columns, RecordBatch
     from tests.conftest import ACCT_HEADER
 
@@ -1115,6 +1116,64 @@ async def test_a_restart_behind_leaves_the_correlator_rows_to_the_correlator_pro
     timelines = conn.execute("SELECT outcome, count(*), sum(attempts) FROM corr_timelines GROUP BY outcome").fetchall()
     conn.close()
     assert timelines == [(2, n, 2 * n)]  # one timeline per message, its deferral and its delivery together
+
+
+async def test_a_file_behind_whose_inode_another_file_took_is_not_read_again_as_its_old_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The correlator process reads a file it is behind on again by (device, inode), wherever the file went. ext4
+    gives a deleted file's inode to the next file at once: that file's bytes, found by the old identity, were read as
+    the old file's lines (stored twice, under two file ids). The first bytes must match too. Here the old file's
+    inode is given other, longer content under another name (what a reuse looks like to the reader)."""
+    from exporter import follower
+    from tests.conftest import ACCT_HEADER, d_line
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    w = AcctWriter(logs)
+    w.write(300)
+    cfg = load_config(write_config(tmp_path, [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}],
+                                   correlator={"enabled": True, "worker": "process"}))
+    db = tmp_path / "state" / "watchtower.db"
+
+    def no_child(config):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(follower, "start", no_child)  # first run: counted, not stored; the sink is behind
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+    for _ in range(400):
+        await asyncio.sleep(0.05)
+        if d.registry.get_sample_value("pmta_delivered_total", labels) == 300:
+            break
+    d.should_exit.set()
+    assert await asyncio.wait_for(task, 20) == 0
+    monkeypatch.undo()
+
+    ino = w.path.stat().st_ino
+    other = logs / "acct-2026-11-25-0009.csv"
+    w.path.rename(other)
+    with open(other, "r+b") as f:  # the same inode, 600 other records
+        f.write((ACCT_HEADER + "\n" + "".join(d_line(i) + "\n" for i in range(1000, 1600))).encode())
+        f.truncate()
+    assert other.stat().st_ino == ino
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 20)
+    try:
+        await _until_stored(d, db, 600, 400)
+        await asyncio.sleep(1.0)  # the old file's span, were it read again, would be stored by now too
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+    assert d.registry.get_sample_value("pmta_delivered_total", labels) == 900  # 300 restored, 600 read
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT rcpt, attempts FROM corr_timelines ORDER BY rcpt").fetchall()
+    behind = conn.execute("SELECT count(*) FROM wt_checkpoints WHERE sink_offset < offset").fetchone()[0]
+    conn.close()
+    assert _events(db) == 600 and behind == 0
+    assert stored == sorted((f"u{i}@gmail.com", 1) for i in range(1000, 1600))  # each once, none of the old file
 
 
 @pytest.mark.parametrize("elsewhere", [True, False])

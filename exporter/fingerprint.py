@@ -1,0 +1,51 @@
+"""What identifies a followed file besides (device, inode): a digest of its first bytes, with their length.
+
+Inodes are reused (ext4 hands a deleted file's inode to the next file at once), so a file is the one
+remembered only when its first bytes also match. The state database keeps the digest, never the raw
+bytes: the first lines carry recipient addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+FINGERPRINT_BYTES = 1024
+_DIGEST_TAG = b"h1"
+
+
+def read_head(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
+    """The first bytes of a file: what identifies it besides (device, inode)."""
+    if isinstance(path_or_fd, int):
+        return os.pread(path_or_fd, size, 0)
+    with open(path_or_fd, "rb") as f:
+        return f.read(size)
+
+
+def fingerprint_of(head: bytes) -> bytes:
+    """A digest of a file's first bytes, with their length: the state DB never holds raw log lines
+    (they carry recipient addresses), yet a file whose head grows is still recognised."""
+    if not head:
+        return b""
+    return _DIGEST_TAG + len(head).to_bytes(2, "big") + hashlib.sha256(head).digest()
+
+
+def fingerprint_len(fingerprint: bytes) -> int:
+    """How many bytes of the file a fingerprint covers (raw fingerprints of older versions included)."""
+    if len(fingerprint) == 36 and fingerprint.startswith(_DIGEST_TAG):
+        return int.from_bytes(fingerprint[2:4], "big")
+    return len(fingerprint)
+
+
+def read_fingerprint(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
+    return fingerprint_of(read_head(path_or_fd, size))
+
+
+def head_matches(fp: bytes, head: bytes) -> bool:
+    """Do a file's first bytes `head` (at least as many as `fp` covers) give the fingerprint `fp`?"""
+    n = fingerprint_len(fp)
+    if len(head) < n:
+        return False
+    if len(fp) == 36 and fp.startswith(_DIGEST_TAG):
+        return fingerprint_of(head[:n]) == fp
+    return head[:n] == fp  # a raw fingerprint stored by an older version
