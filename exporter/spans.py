@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.fingerprint import head_matches, read_head
+from exporter.fingerprint import fingerprint_len, head_matches, read_head
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
 
@@ -75,7 +75,7 @@ def append_span(spans: list[Span], span: Span) -> None:
                 last.end = span.end
                 last.path = span.path
                 last.live = span.live
-                if len(span.fingerprint) > len(last.fingerprint):  # a digest of more of the head (or one at all)
+                if fingerprint_len(span.fingerprint) > fingerprint_len(last.fingerprint):  # of more of the head
                     last.fingerprint = span.fingerprint
                 return
             break
@@ -136,10 +136,10 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (span.dev, span.ino):
             raise SpanGone(f"{shown(span.path)}: replaced by another file")
-        if span.fingerprint and not head_matches(span.fingerprint, read_head(fd)):
-            raise SpanGone(f"{shown(span.path)}: its inode now holds another file (its first bytes differ)")
         if st.st_size < span.end:
             raise SpanGone(f"{shown(span.path)}: truncated to {st.st_size} bytes")
+        if span.fingerprint and not head_matches(span.fingerprint, read_head(fd)):
+            raise SpanGone(f"{shown(span.path)}: its inode now holds another file (its first bytes differ)")
         skip = _overlong_at(fd, span)
         if skip:  # the tailer skipped these bytes unparsed (one long_row error): so do the sinks
             return None, skip[0], span.line_no + skip[1], span.columns

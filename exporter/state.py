@@ -478,7 +478,7 @@ class StateStore:
             conn.executemany("INSERT OR REPLACE INTO wt_series VALUES (?,?,?)", values)
             if c.forget_before:
                 conn.execute("DELETE FROM wt_checkpoints WHERE gone_since IS NOT NULL AND gone_since < ?"
-                             " AND sink_offset IS NULL", (c.forget_before,))
+                             " AND (sink_offset IS NULL OR sink_offset >= offset)", (c.forget_before,))
             conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('initialized', ?)", (str(now),))
             conn.execute("COMMIT")
             self._committed()

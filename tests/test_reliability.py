@@ -638,6 +638,27 @@ async def test_a_backlog_file_removed_before_it_is_read_again_is_reported(tmp_pa
     assert await asyncio.wait_for(task, 10) == 0
 
 
+@pytest.mark.parametrize(("elsewhere", "sink"), [(False, "caught up"), (True, "caught up"), (True, "behind")])
+def test_a_gone_checkpoint_is_forgotten_once_the_sinks_hold_its_lines(tmp_path: Path, elsewhere: bool, sink: str):
+    """With the correlator in its own process (the default) every sink position is explicit, and the forget asked
+    for NULL: a gone checkpoint stayed in wt_checkpoints for ever, one row per rotated file. One the sinks are still
+    behind on stays (its lines are still to be read again)."""
+    from exporter.filestream import Checkpoint
+
+    store = StateStore(tmp_path / "watchtower.db", [], sinks_elsewhere=elsewhere)
+    store._open()
+    cp = Checkpoint("f1", "acct", "/x/a.csv", 1, 2, b"", 100, 3, "h")
+    store._write_checkpoint(Commit(checkpoints=[cp]))
+    if elsewhere:  # the correlator process's position (the daemon's own writer commits its positions itself)
+        behind = 40 if sink == "behind" else 100
+        store._conn.execute("UPDATE wt_checkpoints SET sink_offset=?, sink_line=1, sink_header=header", (behind,))
+    cp.gone_since = time.time() - 10 * 86400
+    store._write_checkpoint(Commit(checkpoints=[cp], forget_before=time.time() - 86400))
+    left = store._conn.execute("SELECT file_id FROM wt_checkpoints").fetchall()
+    store._close()
+    assert left == ([("f1",)] if sink == "behind" else [])
+
+
 async def test_a_state_database_of_an_older_version_gets_the_sink_positions_as_caught_up(tmp_path: Path):
     """Before sink positions, a checkpoint was written only after its rows: every file is caught up."""
     db = tmp_path / "state" / "watchtower.db"
