@@ -215,10 +215,12 @@ class SourceConfig(_Strict):
     moved_to: list[SourceGlob] = Field(
         default_factory=list,
         description="Glob patterns of where PMTA's `move-to` puts this source's closed files (e.g. "
-        "`/var/log/pmta/archive/acct-*.csv`). Files there are never followed as new; they are searched only at a "
-        "start, for a file that was being read when the daemon stopped and was moved while it was down: found by "
-        "its identity (device, inode and first bytes), it is read from where reading stopped to its end. The "
-        "directory a file was read in is always searched too (a file renamed in place).",
+        "`/var/log/pmta/archive/acct-*.csv`). Files there are never followed as new. They are searched at a start, "
+        "for a file that was being read when the daemon stopped and has left the globs since: found by its identity "
+        "(device, inode and first bytes), it is read from where reading stopped to its end. The correlator process "
+        "searches them too, for a file whose recorded path no longer names it. The directory a file was read in is "
+        "always searched as well (a file renamed in place). A move to another file system is a copy (a new inode): "
+        "never found by identity.",
     )
     records: list[str] | None = Field(
         default=None,

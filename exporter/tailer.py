@@ -45,6 +45,13 @@ def _kind(mode: int) -> str:
     return "not a file"
 
 
+def glob_matches(path: str, pattern: str) -> bool:
+    """Would glob(pattern) list `path`? Component by component, as glob() walks: fnmatch alone lets `*` match `/`
+    (`/var/log/pmta/*.csv` would take in `/var/log/pmta/archive/x.csv`)."""
+    parts, wanted = path.split("/"), pattern.split("/")
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
+
+
 def _static_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard (`/var/log/pmta/acct-*.csv` -> `/var/log/pmta`)."""
     parts = pattern.split(os.sep)
@@ -118,6 +125,9 @@ class Tailer:
         self._empty_sources: set[str] = set()
         self._warned_empty: set[str] = set()
         self._reported: set[str] = set()
+        self._undecided: dict[tuple[int, int], str] = {}
+        """Glob matches with a checkpoint whose first bytes could not be read: whether each is the checkpoint's file or
+        a new one in its inode is decided at a scan that can read them (-> path, logged once)."""
         self._not_regular: set[str] = set()
         """Matches that are not regular files (FIFOs, devices), named once each."""
         self.hold_drained = False
@@ -184,12 +194,14 @@ class Tailer:
         self._reported.discard(path)
         return st
 
-    def _count_error(self, source: str, reason: str, path: str, exc: OSError) -> None:
+    def _count_error(self, source: str, reason: str, path: str, exc: OSError, what: str = "",
+                     said: set[str] | None = None) -> None:
         if self.metrics:
             self.metrics.read_errors.labels(source, reason).inc()
-        if path not in self._reported:  # once per path until it recovers: no log flood every rescan
-            self._reported.add(path)
-            what = "cannot list directory" if reason == "scan" else "cannot stat"
+        said = self._reported if said is None else said
+        if path not in said:  # once per path until it recovers: no log flood every rescan
+            said.add(path)
+            what = what or ("cannot list directory" if reason == "scan" else "cannot stat")
             log.warning("%s: %s (source %s): %s; %s", shown(path), what, source,
                         exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)),
                         "not read" if self.oneshot else "files already followed are kept")
@@ -210,7 +222,8 @@ class Tailer:
 
     def unreadable(self) -> list[str]:
         """Paths that could not be listed, stat'ed or opened at the last look (a oneshot exits 1 over them)."""
-        failed = set(self._reported) | {s.cp.path for s in self.streams.values() if s.read_error is not None}
+        failed = set(self._reported) | set(self._undecided.values()) \
+            | {s.cp.path for s in self.streams.values() if s.read_error is not None}
         return sorted(failed)
 
     def sources_without_files(self) -> list[str]:
@@ -228,11 +241,10 @@ class Tailer:
         if (st.st_dev, st.st_ino) != stream.key:
             return False
         source = next((s for s in self.sources if s.label == stream.cp.source), None)
-        return source is not None and any(fnmatch.fnmatch(stream.cp.path, p) for p in source.paths)
+        return source is not None and any(glob_matches(stream.cp.path, p) for p in source.paths)
 
     def scan(self) -> None:
         """Re-evaluate the globs: follow new files, notice files that left."""
-        now = time.time()
         found = self._matches()
         for key, (source, path, st) in found.items():
             stream = self.streams.get(key)
@@ -243,12 +255,14 @@ class Tailer:
                 stream.cp.gone_since = None
                 continue
             self._follow(key, source, path, st)
+        for key in [k for k in self._undecided if k not in found]:  # left the globs: decided as any file that left
+            del self._undecided[key]
         for key, stream in self.streams.items():
             if key not in found and not stream.gone:
                 if stream.cp.source in self._incomplete or self._still_there(stream):
                     continue  # a failed or partial scan is not a rotation
-                stream.gone = True
-                stream.cp.gone_since = now
+                stream.gone = True  # drained, then retired (and only then saved as gone: a stop before the end leaves
+                # its checkpoint live, and the next start looks for the file to read the rest, or says it cannot)
         if not self._scanned_once:
             self._left_while_down = {key for key, cp in self.known.items()
                                      if key not in self.streams and cp.gone_since is None}
@@ -265,13 +279,16 @@ class Tailer:
         once, marked gone and forgotten after `tail.forget_after`. A source whose globs could not be listed is
         looked at again at the next scan (it may still be there)."""
         sources = {s.label: s for s in self.sources}
-        moved: dict[str, dict[tuple[int, int], str]] = {}  # per source: the moved_to matches by identity, listed once
+        moved: dict[str, dict[tuple[int, int], str] | None] = {}  # per source: the moved_to matches by identity, listed
+        # once (None: a moved_to directory could not be listed)
         now = time.time()
         for key in sorted(self._left_while_down, key=lambda k: self.known[k].path):
             cp = self.known[key]
             source = sources.get(cp.source)
             if key in self.streams:  # matched again once its source's directory could be listed: followed as it was
                 self._left_while_down.discard(key)
+                continue
+            if key in self._undecided:  # matched by the globs, its first bytes unreadable for now: not gone
                 continue
             if source is None or cp.source in self._incomplete:
                 if source is None:  # no longer configured: not this daemon's to read
@@ -283,49 +300,66 @@ class Tailer:
                 pass
             except OSError:
                 continue  # cannot tell (a directory without search permission, I/O): looked at again next scan
+            if cp.source not in moved:
+                moved[cp.source] = self._identities(cp.source, source.moved_to)
+            listed = moved[cp.source]
+            try:
+                found = self._locate(cp, listed or {})
+            except OSError as exc:  # a candidate whose first bytes cannot be read: decided at a later scan
+                self._count_error(cp.source, "permission" if isinstance(exc, PermissionError) else "io",
+                                  exc.filename or cp.path, exc, "cannot read its first bytes (is it the file read "
+                                  "before?)")
+                continue
+            if found is None and listed is None:
+                continue  # it may be in the moved_to directory that could not be listed: looked for at the next scan
             self._left_while_down.discard(key)
             cp.gone_since = now
-            if cp.source not in moved:
-                moved[cp.source] = self._identities(source.moved_to)
-            found = self._locate(cp, moved[cp.source])
             if found is None:
                 self._report_gone(cp)
                 self.retired.append(cp)
                 continue
             path, _st = found
-            log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
-                     shown(cp.path), shown(path), cp.offset, cp.line_no)
+            if path == cp.path:  # found there at the last start too (a stop came before it was read to its end)
+                log.info("%s: outside the globs (found by `moved_to`); reading it to its end from byte %d (line %d)",
+                         shown(path), cp.offset, cp.line_no)
+            else:
+                log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
+                         shown(cp.path), shown(path), cp.offset, cp.line_no)
             cp.path, cp.gone_since = path, None  # followed at its new path; the next scan finds it outside the
             # globs and marks it gone, and it is drained, then retired (and held for the correlator process)
             self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
                                            self.tail.chunk_bytes, self.fields)
             self.streams[key].retries = not self.oneshot
 
-    def _report_gone(self, cp: Checkpoint) -> None:
+    def _report_gone(self, cp: Checkpoint, how: str = "") -> None:
         """Log, once, a file that was being read when the daemon stopped and is gone since (deleted, or its inode now
         another file's). PMTA writes only the newest file of a source: that one is a WARNING, an older one (closed,
         most likely read to its end before `delete-after` removed it) is INFO."""
         newest = os.path.basename(cp.path) >= self._newest_at_start.get(cp.source, "")
+        how = how or (f"gone while the daemon was down (deleted, or moved where neither the globs nor the `moved_to` "
+                      f"globs of source {cp.source} look)")
         log.log(logging.WARNING if newest else logging.INFO,
-                "%s: gone while the daemon was down (deleted, or moved where neither the globs nor the `moved_to` "
-                "globs of source %s look); any records after line %d (byte %d) were not read",
-                shown(cp.path), cp.source, cp.line_no, cp.offset)
+                "%s: %s; any records after line %d (byte %d) were not read", shown(cp.path), how, cp.line_no, cp.offset)
 
-    def _replaced(self, cp: Checkpoint) -> None:
+    def _replaced(self, cp: Checkpoint, how: str = "") -> None:
         """A checkpoint whose identity now names another file: its own file is gone. Saved as gone (forgotten after
         `tail.forget_after`), so that a restart never takes it for the new file's; reported when it was being read at
         the last stop."""
         if cp.gone_since is None:
             if not self._scanned_once:
-                self._report_gone(cp)
+                self._report_gone(cp, how)
             cp.gone_since = time.time()
         self.retired.append(cp)
 
-    @staticmethod
-    def _identities(patterns: list[str]) -> dict[tuple[int, int], str]:
-        """(device, inode) -> path of every regular file the globs match."""
+    def _identities(self, source: str, patterns: list[str]) -> dict[tuple[int, int], str] | None:
+        """(device, inode) -> path of every regular file the globs match; None when a glob's directory could not be
+        listed (counted and logged): glob() would have said nothing, and a file there taken for gone."""
         out: dict[tuple[int, int], str] = {}
+        complete = True
         for pattern in patterns:
+            if not self._root_listable(source, pattern):
+                complete = False
+                continue
             for path in sorted(glob.glob(pattern)):
                 try:
                     st = os.stat(path)
@@ -333,33 +367,48 @@ class Tailer:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     out.setdefault((st.st_dev, st.st_ino), path)
-        return out
+        return out if complete else None
 
     @staticmethod
     def _locate(cp: Checkpoint, moved: dict[tuple[int, int], str]) -> tuple[str, os.stat_result] | None:
         """Where the checkpoint's file is now, by its identity: among `moved` (its source's `moved_to` matches), else
-        an entry of the directory it was read in; its first bytes must still be the checkpoint's."""
+        an entry of the directory it was read in; its first bytes must still be the checkpoint's. Raises the OSError
+        of a candidate that could not be read when no other one is the file (it may be: not declared gone)."""
         candidates = [moved[(cp.dev, cp.ino)]] if (cp.dev, cp.ino) in moved else []
         try:
             with os.scandir(os.path.dirname(cp.path) or ".") as entries:
                 candidates += sorted(e.path for e in entries if e.inode() == cp.ino)
         except OSError:
             pass
+        unreadable: OSError | None = None
         for path in candidates:
             try:
                 st = os.stat(path)
                 if (st.st_dev, st.st_ino) == (cp.dev, cp.ino) and stat.S_ISREG(st.st_mode) \
                         and same_file(cp, st, read_head(path)):
                     return path, st
-            except OSError:
+            except FileNotFoundError:
                 continue
+            except OSError as exc:
+                exc.filename = exc.filename or path
+                unreadable = unreadable or exc
+        if unreadable is not None:
+            raise unreadable
         return None
 
     def _follow(self, key: tuple[int, int], source: str, path: str, st: os.stat_result) -> None:
         try:
             head = read_head(path)
-        except OSError:
-            head = b""  # unreadable for now: the stream's open() reports and retries
+        except OSError as exc:
+            if key in self.known:  # the checkpoint's file, or a new one in its inode? Not a guess: the next scan
+                reason = "permission" if isinstance(exc, PermissionError) else "io"
+                said = set(self._undecided.values())
+                self._undecided[key] = path
+                self._count_error(source, reason, path, exc, "cannot read its first bytes (is it the file read "
+                                  "before?)", said)
+                return
+            head = b""  # a new file, unreadable for now: the stream's open() reports and retries
+        self._undecided.pop(key, None)
         fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
         if cp is not None and same_file(cp, st, head) and cp.source == source:
@@ -369,7 +418,17 @@ class Tailer:
         else:
             if cp is not None:
                 log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
-                self._replaced(cp)
+                if cp.source != source:
+                    how = f"now matched by source {source}, not {cp.source}"
+                elif path == cp.path and st.st_size < cp.offset:  # in place: copytruncate, `: > file`
+                    how = f"truncated to {st.st_size} bytes while the daemon was down"
+                    if self.metrics and not self._scanned_once:
+                        self.metrics.truncations.labels(source).inc()
+                elif path == cp.path:
+                    how = "gone while the daemon was down (deleted: a new file of the same name took its inode)"
+                else:
+                    how = f"gone while the daemon was down (deleted: its inode now holds {shown(path)})"
+                self._replaced(cp, how)
             offset, line_no, header = 0, 0, ""
             if self.start_at_end and not self._scanned_once:
                 try:
@@ -442,6 +501,7 @@ class Tailer:
                 self._hold(stream)
                 await stream.close()
                 del self.streams[key]
+                stream.cp.gone_since = time.time()
                 self.retired.append(stream.cp)
                 if self.metrics:
                     self.metrics.rotations.labels(stream.cp.source).inc()

@@ -150,12 +150,14 @@ async def test_a_file_replaced_in_its_inode_while_the_daemon_is_down_is_reported
     w, checkpoints = await read_then_stop(tmp_path)
     w.write(2)  # lines 5-6, written while the daemon is down, then the file is replaced in its inode
     w.path.write_text(ACCT_HEADER + "\n" + w.line(1, "vmta-9") + "\n")
-    second, _ = tailer_for(tmp_path, first_run=False, checkpoints=checkpoints)
+    second, reg = tailer_for(tmp_path, first_run=False, checkpoints=checkpoints)
     with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
         assert await drain(second) == [2]
     gone = [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
     assert len(gone) == 1 and gone[0].levelno == logging.WARNING
     assert "any records after line 4 (byte " in gone[0].getMessage()
+    assert ": truncated to " in gone[0].getMessage()  # rewritten in place: not "deleted, or moved"
+    assert reg.get_sample_value("watchtower_truncations_total", {"source": "acct"}) == 1
     saved = {cp.file_id: cp for cp in checkpoints + second.take_checkpoints()}  # what the state database holds
     await second.close()
     assert sorted(cp.gone_since is None for cp in saved.values()) == [False, True]
@@ -166,3 +168,164 @@ async def test_a_file_replaced_in_its_inode_while_the_daemon_is_down_is_reported
             assert await drain(third) == []
         await third.close()
     assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), OSError(24, "Too many open files")])
+async def test_a_file_whose_head_cannot_be_read_at_a_start_is_decided_when_it_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: OSError):
+    """A failed read of a followed file's first bytes at a start (EACCES while an operator fixes modes, EMFILE) was
+    taken for a different file: the checkpoint reported gone, the file read again from byte 0 (its lines counted
+    twice). It is left for the next scan, which can tell, with the failure counted and logged once."""
+    import exporter.tailer as tailer_module
+
+    w, checkpoints = await read_then_stop(tmp_path)
+    w.write(2)
+    real = tailer_module.read_head
+    fail = {"n": 2}
+
+    def read_head(path, *args):  # type: ignore[no-untyped-def]
+        if fail["n"]:
+            fail["n"] -= 1
+            raise error
+        return real(path, *args)
+
+    monkeypatch.setattr(tailer_module, "read_head", read_head)
+    tailer, reg = tailer_for(tmp_path, first_run=False, checkpoints=checkpoints)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == []
+        assert await drain(tailer) == []
+        assert await drain(tailer) == [5, 6]
+    assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()
+                or "inode reused" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and str(w.path) in said[0] and error.strerror in said[0], said
+    reason = "permission" if isinstance(error, PermissionError) else "io"
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": reason}) == 2
+    assert [cp.file_id for cp in tailer.take_checkpoints()] == [checkpoints[0].file_id]
+    await tailer.close()
+
+
+async def test_a_file_moved_where_moved_to_cannot_be_listed_at_a_start_is_found_once_it_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """glob() says nothing when it cannot list a directory (EMFILE, EACCES, NFS): the moved file was declared gone
+    at once, its last lines never read. Now the failure is counted and the file looked for again at the next scan."""
+    import os
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+
+    def archived(checkpoints: list[Checkpoint] | None = None) -> tuple[Tailer, CollectorRegistry]:
+        reg = CollectorRegistry()
+        src = SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], moved_to=[str(archive / "acct-*.csv")])
+        return Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(reg), first_run=False,
+                      checkpoints=checkpoints or []), reg
+
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    first, _ = archived()
+    assert await drain(first) == [2, 3, 4]
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    w.write(2)
+    old = w.path
+    w.rotate()
+    old.rename(archive / old.name)
+    real, listable = os.scandir, {"on": False}
+
+    def scandir(path="."):  # type: ignore[no-untyped-def]
+        if not listable["on"] and os.fspath(path).rstrip("/") == str(archive):
+            raise OSError(24, "Too many open files")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    tailer, reg = archived(checkpoints)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == []  # the new file has its header only
+        listable["on"] = True
+        assert await drain(tailer) == [5, 6]
+    assert not [r for r in caplog.records if "while the daemon was down (deleted" in r.getMessage()]
+    assert any(f"moved to {archive / old.name} while the daemon was down" in r.getMessage() for r in caplog.records)
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "scan"}) == 1
+    await tailer.close()
+
+
+@pytest.mark.parametrize("where", ["moved", "deleted"])
+async def test_a_stop_while_a_file_that_left_the_globs_is_drained_leaves_its_rest_to_the_next_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str):
+    """A file the daemon was behind on left the globs (PMTA's move-to, delete-after) and the daemon stopped before
+    reading it to its end: its checkpoint was saved as gone, so the next start neither read the rest nor said so.
+    Now it is saved as being read: the next start finds it in `moved_to` and reads the rest, or says what was lost."""
+    import os
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+
+    def archived(checkpoints: list[Checkpoint] | None = None) -> Tailer:
+        src = SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], moved_to=[str(archive / "acct-*.csv")])
+        return Tailer([src], TailConfig(rescan_interval=0, chunk_bytes=65536), SelfMetrics(CollectorRegistry()),
+                      first_run=False, checkpoints=checkpoints or [])
+
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    first = archived()
+    assert await drain(first) == [2, 3, 4]
+    w.write(5000)  # a burst the daemon is behind on
+    if where == "moved":
+        os.rename(w.path, archive / w.path.name)
+    else:
+        os.unlink(w.path)
+    lines: list[int] = []
+    await first.poll(lambda stream, batch: lines.extend(batch.line_numbers), force_scan=True)  # one pass: not all
+    assert lines and lines[0] == 5 and lines[-1] < 5004
+    checkpoints = first.take_checkpoints()
+    await first.close()  # stopped mid-drain
+    second = archived(checkpoints)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        rest = await drain(second)
+    said = [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
+    if where == "moved":
+        assert rest == list(range(lines[-1] + 1, 5005))
+        assert len(said) == 1 and said[0].levelno == logging.INFO and "moved to" in said[0].getMessage()
+    else:
+        assert rest == []
+        assert len(said) == 1 and said[0].levelno == logging.WARNING
+        assert f"any records after line {lines[-1]} (byte " in said[0].getMessage()
+    await second.close()
+
+
+async def test_a_file_found_in_a_moved_to_directory_under_the_globs_directory_is_retired_once_drained(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """`paths: [.../pmta/*.csv]` with `moved_to: [.../pmta/archive/*.csv]`: fnmatch lets `*` match `/`, so the moved
+    file still 'matched the globs' by its path and was never retired (followed for ever, and reported as moved again
+    at every start). Globs match one path component per component, as glob() lists them."""
+    import os
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+
+    def archived(checkpoints: list[Checkpoint] | None = None) -> Tailer:
+        src = SourceConfig(name="acct", paths=[str(tmp_path / "*.csv")], moved_to=[str(archive / "*.csv")])
+        return Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False,
+                      checkpoints=checkpoints or [])
+
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    first = archived()
+    assert await drain(first) == [2, 3, 4]
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    w.write(2)
+    os.rename(w.path, archive / w.path.name)
+    second = archived(checkpoints)
+    assert await drain(second) == [5, 6]
+    assert await drain(second) == []
+    assert second.streams == {}  # drained and retired
+    saved = second.take_checkpoints()
+    await second.close()
+    assert [cp.gone_since is not None for cp in saved] == [True]
+    caplog.clear()
+    third = archived(saved)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(third) == []
+    assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
+    await third.close()
