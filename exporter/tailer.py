@@ -320,7 +320,7 @@ class Tailer:
                 continue
             path, _st = found
             if path == cp.path:  # found there at the last start too (a stop came before it was read to its end)
-                log.info("%s: outside the globs (found by `moved_to`); reading it to its end from byte %d (line %d)",
+                log.info("%s: still outside the globs; reading it to its end from byte %d (line %d)",
                          shown(path), cp.offset, cp.line_no)
             else:
                 log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
