@@ -17,9 +17,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
+settings.register_profile("watchtower", deadline=None)
+settings.load_profile("watchtower")
+"""No per-example deadline in any property test (Hypothesis's default is 200 ms): a loaded CI machine may stall one
+example that long, and a deadline miss fails the test though nothing is wrong. Each test's max_examples bounds it."""
 pytest_plugins = ["tests.browser.hostile"]  # the `hostile` and `private` daemon + hub fixtures of the /ui tests
 
 ACCT_HEADER = (

@@ -64,6 +64,9 @@ class Pipeline:
     sim_started: float
     """Wall time the simulator started; its simulated clock (the records' times) began there too."""
     critical: dict[str, Any] | None = None
+    critical_at: float | None = None
+    """Wall time the critical page arrived: the dashboards are read as of then (the incident moves on: at ~99
+    simulated minutes a backlog warning joins it, and it ends later, however long a slow machine takes to read)."""
 
     def record_time(self, wall: float) -> float:
         """The simulated time the records carry at wall time `wall` (SPEED x faster, plus a margin)."""
@@ -135,6 +138,7 @@ def gmail_throttle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipelin
         parts["stack"] = stack = Stack(tmp, wt.listen, SPEED, self_scrape=True)
         pipeline = Pipeline(stack, wt, sim_started)
         pipeline.critical = wait_for_alert(stack, is_critical_gmail_throttle, CRITICAL_TIMEOUT)
+        pipeline.critical_at = time.time()
         yield pipeline
     finally:
         close()
