@@ -416,11 +416,15 @@ class Tailer:
             cp.gone_since = None
             log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
         else:
-            if cp is not None:
+            if cp is not None and cp.source != source:  # a config edit gave its glob to another source
+                log.info("%s: now matched by source %s, not %s; reading it from the start for %s", shown(path), source,
+                         cp.source, source)
+                if cp.gone_since is None:
+                    cp.gone_since = time.time()
+                self.retired.append(cp)
+            elif cp is not None:
                 log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
-                if cp.source != source:
-                    how = f"now matched by source {source}, not {cp.source}"
-                elif path == cp.path and st.st_size < cp.offset:  # in place: copytruncate, `: > file`
+                if path == cp.path and st.st_size < cp.offset:  # in place: copytruncate, `: > file`
                     how = f"truncated to {st.st_size} bytes while the daemon was down"
                     if self.metrics and not self._scanned_once:
                         self.metrics.truncations.labels(source).inc()

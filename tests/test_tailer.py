@@ -329,3 +329,22 @@ async def test_a_file_found_in_a_moved_to_directory_under_the_globs_directory_is
         assert await drain(third) == []
     assert not [r for r in caplog.records if "while the daemon was down" in r.getMessage()]
     await third.close()
+
+
+async def test_a_file_a_config_edit_gave_to_another_source_is_read_for_it_without_a_loss_report(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Its checkpoint names the old source: the file is read from the start for the new one (its record types may
+    differ), logged as such; not "any records after line N were not read", which was untrue."""
+    import dataclasses
+
+    _w, checkpoints = await read_then_stop(tmp_path)
+    renamed = [dataclasses.replace(cp, source="old") for cp in checkpoints]
+    tailer, _ = tailer_for(tmp_path, first_run=False, checkpoints=renamed)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == [2, 3, 4]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("now matched by source acct, not old" in m for m in said), said
+    assert not [m for m in said if "were not read" in m or "inode reused" in m]
+    saved = tailer.take_checkpoints()
+    await tailer.close()
+    assert sorted((cp.source, cp.gone_since is None) for cp in saved) == [("acct", True), ("old", False)]
