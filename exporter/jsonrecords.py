@@ -114,11 +114,12 @@ def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _TEXT_TYPES = (pl.String, pl.Null)
-_NOT_TEXT_PATTERN = r'"[ \t]*:[ \t]*[^" \tn]'
+_NOT_TEXT_PATTERN = r'"[ \t\r]*:[ \t\r]*[^" \t\rn]'
 _NOT_TEXT = re.compile(_NOT_TEXT_PATTERN.encode())
 """A member whose value is neither a string nor null (a number, true/false, an object, a list). polars would turn
-it into text of its own in a column that also holds strings ("0.0" -> "0"): such a chunk is Python's. An escaped
-quote inside a string can match too, which only costs that chunk the slower path."""
+it into text of its own in a column that also holds strings ("0.0" -> "0"): such a chunk is Python's. JSON's
+whitespace around `:` is space, tab, CR or LF (a line holds no LF). An escaped quote inside a string can match too,
+which only costs that chunk the slower path."""
 _READ_SCHEMA = {name: pl.String for name in COLUMNS.names[:-1]}
 SCHEMA_READ_MIN_BYTES = 128 * 1024
 """Below this a chunk (a daemon's poll) is read with inference: the schema read's polars checks cost ~1 ms more on

@@ -212,7 +212,7 @@ _TYPES = st.sampled_from(["d", "b", "t", "tq", "f", "rb", "zz", "", "D"])
 @st.composite
 def _json_line(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from(["record"] * 8 + ["blank", "broken", "array", "framing", "csv", "twice", "cased",
-                                                  "latin1"]))
+                                                  "latin1", "spaced"]))
     if kind == "latin1":  # a byte that is no UTF-8 (a remote MX's reply in latin-1): `\udce4` is written as 0xe4
         return '{"type": "' + draw(_TYPES) + '", "dsnDiag": "Empf\udce4nger unbekannt"}'
     if kind == "blank":
@@ -228,7 +228,12 @@ def _json_line(draw: st.DrawFn) -> str:
     fields = {"type": draw(_TYPES)}
     for key in draw(st.lists(st.sampled_from(_KEYS[1:]), max_size=6, unique=True)):
         fields[key] = draw(st.one_of(st.text(max_size=12), _VALUES)) if kind != "record" else draw(st.text(max_size=12))
-    text = json.dumps(fields, ensure_ascii=draw(st.booleans()))
+    if kind == "spaced":  # JSON's whitespace (space, tab, CR, LF: LF ends the line here) on either side of `:` and `,`
+        fields["dlvSize"] = draw(_VALUES)
+        space = st.text(alphabet=" \t\r", max_size=2)
+        text = json.dumps(fields, separators=(draw(space) + "," + draw(space), draw(space) + ":" + draw(space)))
+    else:
+        text = json.dumps(fields, ensure_ascii=draw(st.booleans()))
     if kind == "twice":
         text = text[:-1] + ', "vmta": "again"}'
     if kind == "cased":
@@ -241,6 +246,7 @@ def _json_line(draw: st.DrawFn) -> str:
 @example(['{"type": "d", "R\\u0063pt": "a@x.com", "vmta": "v1"}'], False, None)  # a name in another case, escaped
 @example(['{"type": "d", "vmta": "RCPT", "rcpt": "a@x.com"}'], False, None)  # a value that is a name in another case
 @example(['{"type": "d", "vmta": "v1"}', '{"type": "d", "VMTA": "v2"}'], True, None)  # one cased name in the chunk
+@example(['{"type": "d", "dlvSize"\r: 0.0}', '{"type": "d", "dlvSize": "7"}'], False, None)  # CR before `:`: "0"
 @given(st.lists(_json_line(), min_size=1, max_size=12), st.booleans(), st.sampled_from([None, frozenset({"d", "t"})]))
 def test_the_polars_path_reads_every_chunk_as_the_python_path_does(lines: list[str], crlf: bool,
                                                                    allowed: frozenset[str] | None):
