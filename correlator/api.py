@@ -50,6 +50,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreNotReady
 from correlator.timeline import ClassOf, Reader, flow_window, iso
+from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("not a number")
     ts = float(value)
-    if not (math.isfinite(ts) and MIN_TIME <= ts <= MAX_TIME):
+    if not (math.isfinite(ts) and MIN_TIME <= ts < LATEST):  # any record time the parser accepts (its last second too)
         raise ValueError("out of range")
     return ts
 

@@ -64,8 +64,8 @@ def timelines(title: str, items: list[dict[str, Any]], note: str = "") -> str:
 
 def message_note(shown: int, total: int, next_cursor: str | None) -> str:
     """The title note of a message page in text: how many of its recipients, and the cursor of the next page."""
-    note = f"({shown} of {total} recipients)" if total > shown else ""
-    return note + (f"; next page: ?cursor={next_cursor}" if next_cursor else "")
+    count = f"({shown} of {total} recipients)" if total > shown else ""
+    return "; ".join(part for part in (count, f"next page: ?cursor={next_cursor}" if next_cursor else "") if part)
 
 
 def search(page: dict[str, Any]) -> str:

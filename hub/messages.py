@@ -2,10 +2,11 @@
 
 A Message-Id normally lives on one host, so the pages are the hosts' own pages one after the other
 (the order the unpaged answer always had), not a merge by time. The hub cursor holds, per host URL,
-`[host cursor the buffered page began at, items of it already handed out]` while the host is in
-progress, or the host's recipients_total once it is exhausted (so later pages still sum it without
-asking again). A host that does not answer keeps its position: it is asked again on the next page
-and the answer is partial meanwhile.
+`[host cursor, items after it already handed out]` while the host is in progress, or the host's
+recipients_total once it is exhausted (so later pages still sum it without asking again). A host
+handed out in part is asked once more for its own cursor after the last one shown, so the count is
+0 unless that failed. A host that does not answer keeps its position: it is asked again on the next
+page and the answer is partial meanwhile; so does a host missing from the targets for a page.
 """
 
 from __future__ import annotations
@@ -57,20 +58,24 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
     pending = [t for t in targets if not isinstance(state.get(t.url), int)]
     deadline = time.monotonic() + fanout.timeout
 
-    async def ask(t: Target) -> HostAnswer:
-        start, skip = state.get(t.url) or [None, 0]
-        params: dict[str, Any] = {"limit": min(1000, skip + limit)}
+    async def ask(t: Target, start: str | None, count: int) -> HostAnswer:
+        params: dict[str, Any] = {"limit": min(1000, count)}
         if start:
             params["cursor"] = start
         return await fanout.one(t, path, params, deadline)
 
-    answers = dict(zip((t.url for t in pending), await asyncio.gather(*(ask(t) for t in pending)), strict=True))
+    positions = {t.url: state.get(t.url) or [None, 0] for t in pending}
+    answers = dict(zip((t.url for t in pending), await asyncio.gather(
+        *(ask(t, positions[t.url][0], positions[t.url][1] + limit) for t in pending)), strict=True))
     for ans in answers.values():
         if ans.ok and ans.status == 400 and isinstance(ans.body, dict):  # the caller's parameters
             raise BadRequest(400, str(ans.body.get("error")), ans.body.get("parameter"))
     out: list[dict[str, Any]] = []
-    new_state: dict[str, Any] = {}
+    asked = {t.url for t in targets}
+    new_state: dict[str, Any] = {url: v for url, v in state.items() if url not in asked}  # out of the targets for
+    # now (service discovery): kept, so that it resumes where it was when it is back
     total, found, full = 0, False, False
+    cut: tuple[Target, str | None, int, Any] | None = None
     mid = None
     for t in targets:
         s = state.get(t.url)
@@ -78,7 +83,7 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
             new_state[t.url], total = s, total + s
             found = found or s > 0
             continue
-        start, skip = s or [None, 0]
+        start, skip = positions[t.url]
         ans = answers[t.url]
         if not ans.ok or ans.status == 404 or not isinstance(ans.body, dict):
             new_state[t.url] = 0 if ans.ok and ans.status == 404 else [start, skip]
@@ -90,6 +95,8 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
         out += [{**item, "host": t.name} for item in items[:taken]]
         if taken < len(items) or full:  # this page is full before the host's buffered items are
             new_state[t.url] = [start, skip + taken]
+            if taken:
+                cut = (t, start, skip + taken, items[taken - 1].get("id"))
             full = True
         elif ans.body.get("next_cursor"):  # the host has more: later hosts wait for it
             new_state[t.url] = [ans.body["next_cursor"], 0]
@@ -98,8 +105,27 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
             new_state[t.url] = int(ans.body.get("recipients_total") or 0)
     if not found:
         return None, list(answers.values())
-    more = any(not isinstance(v, int) for v in new_state.values())
+    if cut is not None:  # at most one host per page is handed out in part: its place as its own keyset cursor
+        new_state[cut[0].url] = await _keyset(ask, *cut) or new_state[cut[0].url]
+    more = any(not isinstance(new_state[t.url], int) for t in targets)
+    if not out and new_state == state:  # only hosts that did not answer are left: the same cursor again would loop
+        more = False  # (the answer is partial; that cursor may be asked again later)
     body = {"message_id": mid or norm_message_id(message_id), "recipients_total": total,
             "truncated": total > len(out), "next_cursor": encode_token({"f": fp, "h": new_state}) if more else None,
             "recipients": out}
     return body, list(answers.values())
+
+
+async def _keyset(ask: Any, t: Target, start: str | None, count: int, last_id: Any) -> list[Any] | None:
+    """The host's own cursor after its first `count` recipients from `start` (the page ended after the one with id
+    `last_id`), asked once more with that limit: an offset into its page would shift when the host stores or prunes
+    a recipient before it meanwhile (one shown twice, or never). None (the offset stays) when it does not answer,
+    or its page no longer ends at that recipient."""
+    ans = await ask(t, start, count)
+    if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
+        return None
+    items = ans.body.get("recipients") or []
+    nxt = ans.body.get("next_cursor")
+    if len(items) != count or items[-1].get("id") != last_id or not isinstance(nxt, str):
+        return None
+    return [nxt, 0]

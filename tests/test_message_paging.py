@@ -111,6 +111,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Fanout, list[Target], H
     a, b = Harness(tmp_path / "a"), Harness(tmp_path / "b")
     want = seed(a, "a", 5) + seed(b, "b", 4, other=1)
     hosts = Hosts({"host-a": app_of(a), "host-b": app_of(b)})
+    hosts.harness = {"a": a, "b": b}  # type: ignore[attr-defined]
     async with httpx.AsyncClient(transport=hosts) as client:
         yield Fanout(client, 5.0), [Target("a", "http://host-a"), Target("b", "http://host-b")], hosts, want
     a.close()
@@ -144,7 +145,8 @@ async def test_an_exhausted_host_is_not_asked_again_and_still_counts(cluster: An
     assert body is not None
     hosts.asked.clear()
     state = decode_token(body["next_cursor"], max_chars=16_384, max_depth=3)["h"]
-    assert state == {"http://host-a": 5, "http://host-b": [None, 1]}
+    assert state["http://host-a"] == 5  # host b was handed out in part: its place is its own cursor after b0
+    assert isinstance(state["http://host-b"][0], str) and state["http://host-b"][1] == 0
     body, _ = await message_page(fanout, targets, f"/api/v1/messages/{MID}", MID, 6, body["next_cursor"])
     assert body is not None and body["recipients_total"] == 9 and len(body["recipients"]) == 3
     assert [h for h, _ in hosts.asked] == ["host-b"]
@@ -198,3 +200,80 @@ async def test_the_forensic_page_links_the_next_recipients(daemon: Any, monkeypa
             link = links.pop() if links else None
             href = html.unescape(link) if link else ""
     assert shown == rcpts and metas == ["3", "3", "1"]
+
+
+async def _page(fanout: Fanout, targets: list[Target], limit: int, cursor: str | None) -> tuple[list[str], Any]:
+    body, _answers = await message_page(fanout, targets, f"/api/v1/messages/{MID}", MID, limit, cursor)
+    assert body is not None
+    return [f"{t['host']}:{t['rcpt']}" for t in body["recipients"]], body["next_cursor"]
+
+
+@pytest.mark.parametrize("change", ["an older recipient stored", "the first recipient pruned"])
+async def test_a_host_whose_recipients_change_between_pages_has_none_repeated_or_skipped(cluster: Any,
+                                                                                        change: str) -> None:
+    """A host cut mid-page was resumed by an offset into its page (`[cursor, skip]`): a recipient stored or pruned
+    before that point in the meantime shifted it, so one was shown twice or never. A host's place is its own
+    keyset cursor, as a daemon's pages are."""
+    fanout, targets, hosts, want = cluster
+    seen, cursor = [], None
+    for _ in range(2):
+        got, cursor = await _page(fanout, targets, 3, cursor)
+        seen += got
+    assert seen == [f"a:a{i}@gmail.com" for i in range(5)] + ["b:b0@gmail.com"]  # host b cut after its first
+    b = hosts.harness["b"]
+    if change == "an older recipient stored":
+        b.commit(batch("/l/late.csv", "type,timeLogged,orig,rcpt,vmta,header_Message-Id\n"
+                       f"d,2024-05-01 09:59:00+0000,a@s.example,late@gmail.com,v1,<{MID}>"))
+    else:
+        b.conn.execute("DELETE FROM corr_timelines WHERE rcpt = 'b0@gmail.com'")
+    while cursor is not None:
+        got, cursor = await _page(fanout, targets, 3, cursor)
+        seen += got
+    assert seen == [f"a:a{i}@gmail.com" for i in range(5)] + [f"b:b{i}@gmail.com" for i in range(4)]
+
+
+async def test_a_host_left_out_of_the_targets_for_a_page_keeps_its_place(cluster: Any) -> None:
+    """Service discovery may drop a host for one page: its place was lost and its recipients shown again."""
+    fanout, targets, _, want = cluster
+    seen, cursor = [], None
+    for page_targets in (targets, targets[1:], targets, targets, targets):
+        got, cursor = await _page(fanout, page_targets, 3, cursor)
+        seen += got
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(("a:" if r.startswith("a") else "b:") + r for r in want)
+    assert len(seen) == len(set(seen)) == 9
+
+
+async def test_a_page_with_nothing_but_a_host_that_does_not_answer_ends_the_paging(cluster: Any) -> None:
+    """It gave back its own cursor with no recipients: a client following next_cursor looped while the host was
+    down (the page says partial; the same cursor may be asked again later)."""
+    fanout, targets, _, _ = cluster
+    down = [targets[0], Target("down", "http://down")]
+    got, cursor = await _page(fanout, down, 100, None)
+    assert len(got) == 5 and cursor is not None  # the down host may hold more
+    again, after = await _page(fanout, down, 100, cursor)
+    assert (again, after) == ([], None)
+
+
+def test_the_text_note_of_a_page_that_shows_every_counted_recipient_names_only_the_next_page() -> None:
+    from correlator import render
+
+    assert render.message_note(3, 3, "abc") == "next page: ?cursor=abc"
+    assert render.message_note(3, 7, "abc") == "(3 of 7 recipients); next page: ?cursor=abc"
+    assert render.message_note(3, 7, None) == "(3 of 7 recipients)"
+
+
+async def test_a_cursor_in_the_last_second_of_year_9999_is_taken_back(tmp_path: Path) -> None:
+    """A record time the parser accepts (before 10000-01-01) gave a cursor the daemon refused as malformed."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/late.csv", "type,timeLogged,orig,rcpt,vmta,header_Message-Id\n" + "\n".join(
+        f"d,9999-12-31 23:59:59.500+0000,a@s.example,z{i}@gmail.com,v1,<{MID}>" for i in range(2))))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+            first = (await c.get(f"/api/v1/messages/{MID}", params={"limit": 1})).json()
+            r = await c.get(f"/api/v1/messages/{MID}", params={"limit": 1, "cursor": first["next_cursor"]})
+    finally:
+        h.close()
+    assert r.status_code == 200, r.text
+    assert [t["rcpt"] for t in first["recipients"] + r.json()["recipients"]] == ["z0@gmail.com", "z1@gmail.com"]
