@@ -1,8 +1,9 @@
 """Search across hosts: a k-way merge, newest first, with one cursor holding every host's position.
 
 Each host pages on its own (its own opaque cursor). The hub cursor stores, per host URL, the host
-cursor its current page started from and how many items of that page were already handed out
-(`[cursor, skip]`), or `0` once the host is exhausted. An item is emitted only while every
+cursor to go on from and how many items after it were already handed out (`[cursor, skip]`; skip is
+0 unless the host could not be asked for its cursor after the last item handed out), or `0` once the
+host is exhausted. An item is emitted only while every
 unexhausted host still has a buffered item to compare it with, so pages are exactly the
 newest-first merge of the hosts' own orders, whatever the page size. Ties on first_seen go to the
 host whose name sorts first.
@@ -96,6 +97,8 @@ class HostPager:
     failed: HostAnswer | None = None
     rounds: int = 0
     scan_limited: bool = False
+    last_id: Any = None
+    """Id of the last item of this host handed out on this hub page."""
 
     @property
     def waiting(self) -> bool:
@@ -107,6 +110,8 @@ class HostPager:
             return [self.start, self.skip]
         if self.done and not self.buffer:
             return 0
+        if self.fetched and not self.buffer:  # its page used up: the host's next page from its own cursor
+            return [self.next, 0] if self.next else 0
         return [self.start, self.skip]
 
 
@@ -145,13 +150,33 @@ async def search(
         if not live:
             break
         best = max(live, key=lambda p: (_key(p.buffer[0]), -pagers.index(p)))
-        out.append({**best.buffer.pop(0), "host": best.target.name})
+        item = best.buffer.pop(0)
+        out.append({**item, "host": best.target.name})
         best.skip += 1
+        best.last_id = item.get("id")
+    await asyncio.gather(*(_keyset(fanout, p, params, deadline) for p in pagers
+                           if p.failed is None and p.buffer and p.skip and p.last_id is not None))
     new_state = {p.target.url: p.state() for p in pagers}
     more = any(v != 0 for v in new_state.values())
     body = {"items": out, "next_cursor": encode_cursor(fp, new_state, now) if more else None, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}
     return body, [p.failed for p in pagers if p.failed is not None]
+
+
+async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline: float) -> None:
+    """A host handed out in part on this hub page: its place as its own cursor after the last item handed out,
+    asked once more with that many items. An offset into its page would move on a live host (its first page
+    takes every timeline stored since on top: those items came again on the next hub page). The offset stays
+    when it does not answer, or its page no longer ends at that item (a scan-limited short page)."""
+    q = {**params, "limit": p.skip}
+    if p.start:
+        q["cursor"] = p.start
+    ans = await fanout.one(p.target, "/api/v1/search", q, deadline)
+    if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
+        return
+    items, nxt = ans.body.get("items") or [], ans.body.get("next_cursor")
+    if len(items) == p.skip and items[-1].get("id") == p.last_id and isinstance(nxt, str):
+        p.start, p.skip = nxt, 0
 
 
 async def _refill(fanout: Fanout, pagers: list[HostPager], params: dict[str, Any], limit: int,

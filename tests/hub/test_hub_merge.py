@@ -75,6 +75,44 @@ async def test_pages_are_the_merge_whatever_the_page_size_and_host_quirks(seed):
     assert got == reference(data)
 
 
+class KeysetHosts(FakeHosts):
+    """Hosts whose cursor is the id of the last item handed out, as a daemon's keyset cursor: an item stored on top
+    in the meantime (live traffic) does not move a page that begins after it."""
+
+    async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
+        self.calls += 1
+        items = self.data[target.name]
+        after = params.get("cursor")
+        start = 0 if after is None else next(i for i, it in enumerate(items) if str(it["id"]) == after) + 1
+        page = items[start:start + min(int(params["limit"]), 500)]
+        nxt = str(page[-1]["id"]) if page and start + len(page) < len(items) else None
+        return HostAnswer(target, 200, {"items": page, "next_cursor": nxt, "limit": params["limit"]})
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 5])
+async def test_timelines_stored_between_pages_repeat_none_and_skip_none(limit: int):
+    """A host handed out in part was resumed by an offset into the page it was on; on a live host the first page
+    (no host cursor yet) moves down by every timeline stored since, so its items came again on the next hub page.
+    Its place is now its own cursor after the last item handed out."""
+    data = {h: [{"id": i, "first_seen": f"2026-11-30T10:00:{50 - 3 * i - (h == 'b'):02d}Z"} for i in range(6)]
+            for h in ("a", "b")}
+    hosts = KeysetHosts(data, set())
+    targets = [Target(h, f"http://{h}") for h in ("a", "b")]
+    got, cursor, page = [], None, 0
+    while True:
+        body, failed = await search(hosts, targets, {}, limit, cursor, {})  # type: ignore[arg-type]
+        assert failed == []
+        got += [(i["host"], i["id"]) for i in body["items"]]
+        page += 1
+        for h in ("a", "b"):  # live traffic: newer timelines on top of both hosts
+            data[h].insert(0, {"id": 100 * page + (h == "b"), "first_seen": f"2026-11-30T10:01:{page:02d}Z"})
+        if (cursor := body["next_cursor"]) is None:
+            break
+    old = [(h, i) for h, i in got if i < 100]
+    assert len(got) == len(set(got))
+    assert old == reference({h: [it for it in v if it["id"] < 100] for h, v in data.items()})
+
+
 class FakeBackend:
     def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
         self.answers = answers
