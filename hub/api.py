@@ -85,6 +85,13 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return None
         return _fail(400, str(err.get("error")), err.get("parameter"), part)
 
+    def without_route(answers: list[HostAnswer]) -> None:
+        """A daemon never answers 404 on a route without a path parameter (flows, replies): one that does lacks the
+        route (its correlator off, an older version), so it is a missing host, not an empty answer."""
+        for a in answers:
+            if a.ok and a.status == 404:
+                a.error = "HTTP 404: no such route on this host (correlator off, or an older version)"
+
     def none_answered(answers: list[HostAnswer], part: dict[str, Any]) -> JSONResponse | None:
         if answers and all(not a.ok for a in answers):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
@@ -181,9 +188,11 @@ def build_hub_router(hub: Hub) -> APIRouter:
     ) -> Any:
         filters = _params(rcpt=rcpt, job_id=job_id, vmta=vmta, outcome=outcome, since=since, until=until)
         targets = await hub.targets.current()
+        if not targets:
+            return _fail(503, "no targets configured or discovered", None, merge.partial_fields(targets, []))
         body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters, hub.clock())
         part = merge.partial_fields(targets, failed)
-        if targets and len(failed) == len(targets):
+        if len(failed) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
         if _want_text(request, format):
             return PlainTextResponse(render.search(body))
@@ -224,6 +233,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         params = resolve_times(_params(vmta=vmta, pool=pool, isp=isp, since=since, until=until, limit=100),
                                hub.clock())
         targets, answers = await hub.ask("/api/v1/replies", params)
+        without_route(answers)
         part = merge.partial_fields(targets, answers)
         early = client_error(answers, part) or none_answered(answers, part)
         if early is not None:
@@ -239,6 +249,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         format: FormatParam = None,
     ) -> Any:
         targets, answers = await hub.ask("/api/v1/flows", resolve_times(_params(since=since, until=until), hub.clock()))
+        without_route(answers)
         part = merge.partial_fields(targets, answers)
         early = client_error(answers, part) or none_answered(answers, part)
         if early is not None:

@@ -92,7 +92,8 @@ class Fanout:
                 ans.body = resp.json()
         except TimeoutError:
             ans.error = f"timed out after {budget:.3g}s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (a bad port, an unexpanded template in a
+            # file_sd list) is no HTTPError: that one host is missing, every route goes on
             ans.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
             ans.error = f"HTTP {ans.status}: not JSON"

@@ -95,7 +95,7 @@ def merge_replies(answers: list[HostAnswer], limit: int) -> dict[str, Any]:
             key = (r.get("reply"), r.get("kind"), r.get("vmta"), r.get("isp"))
             g = groups.get(key)
             if g is None:
-                groups[key] = {**r, "hosts": [a.target.name]}
+                groups[key] = {**r, "hosts": [a.target.name], "_best": r.get("count", 0)}
                 continue
             if r.get("count", 0) > g.get("_best", g.get("count", 0)):
                 g.update(status=r.get("status"), example=r.get("example"), _best=r.get("count", 0))

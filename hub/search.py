@@ -156,8 +156,13 @@ async def search(
         best.last_id = item.get("id")
     await asyncio.gather(*(_keyset(fanout, p, params, deadline) for p in pagers
                            if p.failed is None and p.buffer and p.skip and p.last_id is not None))
-    new_state = {p.target.url: p.state() for p in pagers}
-    more = any(v != 0 for v in new_state.values())
+    asked = {t.url for t in targets}
+    new_state = {url: v for url, v in state.items() if url not in asked}  # out of the targets for now (service
+    # discovery): kept, so that it resumes where it was when it is back
+    new_state.update((p.target.url, p.state()) for p in pagers)
+    more = any(new_state[t.url] != 0 for t in targets)
+    if not out and new_state == state:  # only hosts that did not answer are left: the same cursor again would loop
+        more = False  # (the answer is partial; that cursor may be asked again later)
     body = {"items": out, "next_cursor": encode_cursor(fp, new_state, now) if more else None, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}
     return body, [p.failed for p in pagers if p.failed is not None]

@@ -80,6 +80,19 @@ def parse_prometheus_targets(body: dict[str, Any], job: str) -> list[Target]:
     return out
 
 
+def _unique_names(targets: list[Target]) -> list[Target]:
+    """A name picks the host a timeline is asked of (`?host=`): targets that share one (relabelled Prometheus
+    instances, two static entries) are named by their host:port instead, or their URL if that is shared too."""
+    def shared(ts: list[Target]) -> set[str]:
+        names = [t.name for t in ts]
+        return {n for n in names if names.count(n) > 1}
+
+    twice = shared(targets)
+    out = [Target(_name_of(t.url), t.url) if t.name in twice else t for t in targets]
+    twice = shared(out)
+    return [Target(t.url, t.url) if t.name in twice else t for t in out]
+
+
 class TargetSet:
     """The current targets, deduplicated by URL and sorted by name (a stable order for merges)."""
 
@@ -102,7 +115,7 @@ class TargetSet:
         seen: dict[str, Target] = {}
         for t in [*self.static, *(t for ts in self._dynamic.values() for t in ts)]:
             seen.setdefault(t.url, t)
-        return sorted(seen.values())
+        return sorted(_unique_names(list(seen.values())))
 
     async def _refresh(self) -> None:
         for path in self.section.file_sd:

@@ -113,6 +113,51 @@ async def test_timelines_stored_between_pages_repeat_none_and_skip_none(limit: i
     assert old == reference({h: [it for it in v if it["id"] < 100] for h, v in data.items()})
 
 
+class SometimesDown(KeysetHosts):
+    """Keyset hosts, some of which refuse connections for now."""
+
+    def __init__(self, data: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(data, set())
+        self.down: set[str] = set()
+
+    async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
+        if target.name in self.down:
+            return HostAnswer(target, error="ConnectError: connection refused")
+        return await super().one(target, path, params, deadline)
+
+
+def _two_hosts(n: int = 3) -> dict[str, list[dict[str, Any]]]:
+    return {h: [{"id": i, "first_seen": f"2026-11-30T10:00:{50 - 2 * i - (h == 'b'):02d}Z"} for i in range(n)]
+            for h in ("a", "b")}
+
+
+async def test_a_search_page_with_nothing_but_unanswering_hosts_left_ends_the_paging():
+    """It handed back its own cursor with no items: a client (or the page's Next link) went round in a loop."""
+    hosts = SometimesDown(_two_hosts())
+    targets = [Target(h, f"http://{h}") for h in ("a", "b")]
+    body, _ = await search(hosts, targets, {}, 2, None, {})  # type: ignore[arg-type]
+    assert [(i["host"], i["id"]) for i in body["items"]] == [("a", 0), ("b", 0)]
+    hosts.down.add("b")
+    body, failed = await search(hosts, targets, {}, 10, body["next_cursor"], {})  # type: ignore[arg-type]
+    assert [(i["host"], i["id"]) for i in body["items"]] == [("a", 1), ("a", 2)]
+    assert [f.target.name for f in failed] == ["b"] and body["next_cursor"] is not None  # b may hold more
+    cursor = body["next_cursor"]
+    body, failed = await search(hosts, targets, {}, 10, cursor, {})  # type: ignore[arg-type]
+    assert (body["items"], body["next_cursor"], [f.target.name for f in failed]) == ([], None, ["b"])
+
+
+async def test_a_host_left_out_of_the_targets_for_a_search_page_keeps_its_place():
+    hosts = SometimesDown(_two_hosts(4))
+    both = [Target(h, f"http://{h}") for h in ("a", "b")]
+    got, cursor = [], None
+    for targets in (both, both[:1], both, both, both, both):
+        body, _ = await search(hosts, targets, {}, 2, cursor, {})  # type: ignore[arg-type]
+        got += [(i["host"], i["id"]) for i in body["items"]]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert len(got) == len(set(got)) and sorted(got) == [(h, i) for h in ("a", "b") for i in range(4)]
+
+
 class FakeBackend:
     def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
         self.answers = answers

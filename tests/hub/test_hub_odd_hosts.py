@@ -1,0 +1,91 @@
+"""The hub against hosts that answer oddly (in-process, mocked transport): a target URL httpx refuses, no target
+at all, a route a daemon does not have, replies whose detail must come from the busiest host."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.app import build_hub_app
+from hub.config import HubConfig
+from hub.fanout import HostAnswer
+from hub.merge import merge_replies
+from hub.targets import Target
+
+EMPTY_SEARCH = {"items": [], "next_cursor": None, "limit": 50, "scan_limited": False}
+
+
+async def ask(hub_cfg: dict[str, Any], handler: Any, *paths: str) -> list[httpx.Response]:
+    app, hub = build_hub_app(HubConfig.model_validate({"hub": {"timeout": 1.0, **hub_cfg}}))
+    await hub.fanout.client.aclose()
+    hub.fanout.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url="http://hub") as c:
+        return [await c.get(path) for path in paths]
+
+
+async def test_a_target_url_httpx_refuses_is_one_missing_host_not_a_500_everywhere(tmp_path: Path):
+    """`pmta-2:${PORT}` (a template left unexpanded in a file_sd list): httpx.InvalidURL is no httpx.HTTPError and
+    escaped the fan-out, so every hub route answered 500."""
+    sd = tmp_path / "sd.json"
+    sd.write_text(json.dumps([{"targets": ["pmta-1:9469", "pmta-2:${PORT}"]}]))
+    got = await ask({"file_sd": [str(sd)]}, lambda req: httpx.Response(200, json=EMPTY_SEARCH),
+                    "/api/v1/search", "/ui/")
+    search, page = got
+    assert search.status_code == 200, search.text
+    body = search.json()
+    assert body["partial"] is True and [m["url"] for m in body["missing_hosts"]] == ["http://pmta-2:${PORT}"]
+    assert page.status_code == 200 and "internal" not in page.text.lower()
+
+
+async def test_a_search_with_no_target_is_a_503_as_the_other_routes_are(tmp_path: Path):
+    sd = tmp_path / "sd.json"
+    sd.write_text("[]")
+    [search] = await ask({"file_sd": [str(sd)]}, lambda req: httpx.Response(200, json=EMPTY_SEARCH), "/api/v1/search")
+    assert (search.status_code, search.json()["error"]) == (503, "no targets configured or discovered")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/flows", "/api/v1/replies"])
+async def test_a_host_without_the_route_is_a_missing_host(path: str):
+    """A daemon never answers 404 on these routes: a 404 is a daemon without them (correlator off, older version).
+    It was summed as an empty answer (partial false), and every host so gave an empty 200 (flows) or a 500."""
+    def one_without(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "b":
+            return httpx.Response(404, json={"error": "not found", "parameter": None, "status": 404})
+        return httpx.Response(200, json={"since": "2026-11-30T10:00:00Z", "until": None, "nodes": [], "edges": [],
+                                         "total": 0, "replies": [], "vmta": None, "pool": None, "isp": None})
+
+    [some] = await ask({"targets": ["http://a", "http://b"]}, one_without, path)
+    assert some.status_code == 200, some.text
+    assert some.json()["partial"] is True and [m["host"] for m in some.json()["missing_hosts"]] == ["b"]
+    [none] = await ask({"targets": ["http://a", "http://b"]},
+                       lambda req: httpx.Response(404, json={"error": "not found", "parameter": None, "status": 404}),
+                       path)
+    assert none.status_code == 503, none.text
+
+
+def test_a_merged_reply_takes_its_status_and_example_from_the_host_that_counted_it_most():
+    def answer(host: str, count: int) -> HostAnswer:
+        return HostAnswer(Target(host, "http://" + host), 200, {"total": count, "replies": [
+            {"reply": "421 try later", "kind": "deferred", "vmta": "v", "isp": "g", "count": count,
+             "status": "4.7.0-" + host, "example": "from " + host}]})
+
+    [merged] = merge_replies([answer("a", 5), answer("b", 4), answer("c", 6)], 10)["replies"]
+    assert (merged["count"], merged["example"], merged["status"]) == (15, "from c", "4.7.0-c")
+
+
+async def test_two_targets_named_alike_are_told_apart_by_their_address():
+    """A host name picks the host a timeline is asked of (`?host=`): two targets of one name (relabelled Prometheus
+    instances, two static entries) made every such link ask the first one."""
+    from hub.targets import TargetSet
+
+    section = HubConfig.model_validate({"hub": {"targets": [
+        {"url": "http://10.0.0.1:9469", "name": "pmta"}, {"url": "http://10.0.0.2:9469", "name": "pmta"},
+        {"url": "http://10.0.0.3:9469", "name": "other"}]}}).hub
+    names = {t.url: t.name for t in await TargetSet(section).current()}
+    assert names == {"http://10.0.0.1:9469": "10.0.0.1:9469", "http://10.0.0.2:9469": "10.0.0.2:9469",
+                     "http://10.0.0.3:9469": "other"}
