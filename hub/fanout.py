@@ -16,9 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from correlator.models import FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
+from correlator.replies import LookupResponse, RepliesResponse
 from hub.config import HubSection
 from hub.targets import Target
+
+ANSWER_MODELS: dict[str, type[BaseModel]] = {
+    "/api/v1/search": SearchResponse, "/api/v1/flows": FlowsResponse, "/api/v1/replies": RepliesResponse,
+    "/api/v1/lookup": LookupResponse, "/api/v1/timeline": TimelineResponse,
+}
+"""A daemon's 200 answer per route, as the daemon declares it: anything else (an older or a newer daemon, a proxy's
+page) is a missing host, so that no host's answer turns into a 500 of the hub's."""
+ANSWER_PREFIXES: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("/api/v1/messages/", MessageResponse), ("/api/v1/timelines/", TimelineResponse))
+
+
+def answer_model(path: str) -> type[BaseModel] | None:
+    model = ANSWER_MODELS.get(path)
+    if model is None:
+        model = next((m for prefix, m in ANSWER_PREFIXES if path.startswith(prefix)), None)
+    return model
 
 
 @dataclass
@@ -90,6 +109,13 @@ class Fanout:
                 ans.error = f"HTTP {resp.status_code}: {_short(resp.text)}"
             else:
                 ans.body = resp.json()
+                model = answer_model(path) if resp.status_code == 200 else None
+                if model is not None:
+                    try:
+                        model.model_validate(ans.body)
+                    except ValidationError as exc:
+                        where = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "body"
+                        ans.error, ans.body = f"HTTP 200: not a watchtower {path} answer ({where})", None
         except TimeoutError:
             ans.error = f"timed out after {budget:.3g}s"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (a bad port, an unexpanded template in a

@@ -80,9 +80,12 @@ def decode_cursor(cursor: str, fp: str) -> tuple[dict[str, Any], float | None]:
 
 def _key(item: dict[str, Any]) -> float:
     fs = item.get("first_seen")
-    if not fs:
+    if not fs or not isinstance(fs, str):
         return float("-inf")
-    return datetime.fromisoformat(fs.replace("Z", "+00:00")).timestamp()
+    try:
+        return datetime.fromisoformat(fs.replace("Z", "+00:00")).timestamp()
+    except ValueError:  # not a daemon's ISO time (its answer passed the model: a string): merged last, not a 500
+        return float("-inf")
 
 
 @dataclass

@@ -56,8 +56,11 @@ async def test_a_host_without_the_route_is_a_missing_host(path: str):
     def one_without(req: httpx.Request) -> httpx.Response:
         if req.url.host == "b":
             return httpx.Response(404, json={"error": "not found", "parameter": None, "status": 404})
-        return httpx.Response(200, json={"since": "2026-11-30T10:00:00Z", "until": None, "nodes": [], "edges": [],
-                                         "total": 0, "replies": [], "vmta": None, "pool": None, "isp": None})
+        if req.url.path.endswith("/flows"):
+            return httpx.Response(200, json={"since": "2026-11-30T10:00:00Z", "until": None, "nodes": [], "edges": []})
+        return httpx.Response(200, json={"since": "2026-11-30T10:00:00Z", "until": None, "vmta": None, "pool": None,
+                                         "isp": None, "window_capped": False, "scan_limited": False, "total": 0,
+                                         "replies": []})
 
     [some] = await ask({"targets": ["http://a", "http://b"]}, one_without, path)
     assert some.status_code == 200, some.text
@@ -89,3 +92,19 @@ async def test_two_targets_named_alike_are_told_apart_by_their_address():
     names = {t.url: t.name for t in await TargetSet(section).current()}
     assert names == {"http://10.0.0.1:9469": "10.0.0.1:9469", "http://10.0.0.2:9469": "10.0.0.2:9469",
                      "http://10.0.0.3:9469": "other"}
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/v1/search", {"items": [{"id": 1, "first_seen": "yesterday"}], "next_cursor": None, "limit": 50}),
+    ("/api/v1/flows", {"since": "2026-11-30T10:00:00Z", "until": None, "nodes": [],
+                       "edges": [{"source": "a", "target": "b"}]}),
+    ("/api/v1/replies", {"total": None, "replies": []}),
+    ("/api/v1/messages/x@y", {"message_id": "x@y", "recipients_total": 1, "recipients": [{"rcpt": "r"}]}),
+])
+async def test_a_host_answering_another_shape_is_a_missing_host_not_a_500(path: str, body: dict[str, Any]):
+    """An older or newer daemon, or a proxy's page with status 200: its answer reached the merge and the response
+    model, and the hub answered 500 ("nothing a daemon does turns into a 500 on the hub", docs/scaling.md)."""
+    [r] = await ask({"targets": ["http://b"]}, lambda req: httpx.Response(200, json=body), path)
+    assert r.status_code in (404, 503), r.text
+    missing = r.json()["missing_hosts"]
+    assert [m["host"] for m in missing] == ["b"] and missing[0]["error"].startswith("HTTP 200: not a watchtower")
