@@ -30,7 +30,7 @@ from hub.targets import Target
 MAX_ROUNDS = 4
 """Host pages fetched per host per hub page at most (scan-limited or empty host pages refill)."""
 MAX_HUB_CURSOR = 16_384
-"""Longest hub cursor (characters): the listener's request head is 16 KiB anyway (~100 hosts)."""
+"""Longest hub cursor (characters): the listener's request head is 16 KiB anyway (~90 hosts, docs/scaling.md)."""
 TIME_PARAMS = ("since", "until")
 
 
