@@ -75,6 +75,7 @@ def search(page: dict[str, Any]) -> str:
         lines.append("  ".join((
             _t(it["first_seen"]), f"{e(it['outcome']):<10}", e(it["rcpt"] or "-"), f"job={e(it['job_id'] or '-')}",
             f"vmta={e(it['vmta'] or '-')}", f"mid={e(it['message_id'] or '-')}", f"id={it['id']}",
+            *((f"host={e(it['host'])}",) if it.get("host") else ()),  # the hub's: ids are per host
         )))
     if not lines:
         lines.append("(no matching timelines)")

@@ -56,6 +56,11 @@ def _fail(status: int, error: str, parameter: str | None, part: dict[str, Any]) 
     return JSONResponse({"error": error, "parameter": parameter, "status": status, **part}, status_code=status)
 
 
+def _text(text: str, part: dict[str, Any]) -> PlainTextResponse:
+    """A text answer, with the hosts that did not answer named on a last line (as the JSON's missing_hosts)."""
+    return PlainTextResponse(text + (f"partial answer{_missing_note(part)}\n" if part["missing_hosts"] else ""))
+
+
 def _missing_note(part: dict[str, Any]) -> str:
     if not part["missing_hosts"]:
         return ""
@@ -144,7 +149,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
                          "job_id" if job_id else "message_id", part)
         if _want_text(request, format):
-            return PlainTextResponse(render.timelines(f"job {job_id or '-'} rcpt {rcpt}", items))
+            return _text(render.timelines(f"job {job_id or '-'} rcpt {rcpt}", items), part)
         first = next(a.body for a in answers if a.ok and a.status == 200)
         return {"job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
                 "timelines": items, **part}
@@ -195,7 +200,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if len(failed) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
         if _want_text(request, format):
-            return PlainTextResponse(render.search(body))
+            return _text(render.search(body), part)
         return {**body, **part}
 
     @router.get("/lookup", response_model=HubLookupResponse, responses=_ERRORS,
@@ -257,7 +262,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         body = merge.merge_flows(answers)
         body["since"] = body["since"] or since
         if _want_text(request, format):
-            return PlainTextResponse(render.flows(body))
+            return _text(render.flows(body), part)
         return {**body, **part}
 
     return router

@@ -108,3 +108,23 @@ async def test_a_host_answering_another_shape_is_a_missing_host_not_a_500(path: 
     assert r.status_code in (404, 503), r.text
     missing = r.json()["missing_hosts"]
     assert [m["host"] for m in missing] == ["b"] and missing[0]["error"].startswith("HTTP 200: not a watchtower")
+
+
+async def test_a_text_search_names_each_items_host_and_the_hosts_that_did_not_answer():
+    """The JSON says partial and missing_hosts; the text said neither, and its `id=` lines did not say which host's
+    id (ids are per host)."""
+    from correlator.models import SearchResponse
+
+    item = {name: None for name in SearchResponse.model_fields["items"].annotation.__args__[0].model_fields}
+    item.update(id=7, first_seen="2026-11-30T10:00:00Z", outcome="delivered", rcpt="u@x.example", attempts=1,
+                rcpt_hashed=False, complained=False, remote_bounced=False)
+
+    def a_up_b_down(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "b":
+            raise httpx.ConnectError("refused", request=req)
+        return httpx.Response(200, json={"items": [item], "next_cursor": None, "limit": 50, "scan_limited": False})
+
+    [r] = await ask({"targets": ["http://a", "http://b"]}, a_up_b_down, "/api/v1/search?format=text")
+    assert r.status_code == 200, r.text
+    lines = r.text.splitlines()
+    assert lines[0].endswith("id=7  host=a") and lines[-1] == "partial answer (hosts not answering: b)"
