@@ -146,8 +146,12 @@ class CorrelatorSink:
         True when it stopped on its budget with more to delete (over the size cap at a high rate): the caller
         comes back soon instead of after its usual interval, or the store outgrows the cap."""
         self.recent.committed()  # the last write's transaction has ended by now
-        deleted, more = store.prune(conn, self.clock() - self.config.retention, self.config.max_db_size,
-                                    pause_s=self.prune_pause)
+        try:
+            deleted, more = store.prune(conn, self.clock() - self.config.retention, self.config.max_db_size,
+                                        pause_s=self.prune_pause)
+        except BaseException:  # batches before the failure are committed: cached links may name what they deleted
+            self.ingestor.pruned(0)
+            raise
         if deleted:
             self.timelines_pruned += deleted
             self.ingestor.pruned(deleted)  # cached links may name deleted timelines, the key filter holds their keys

@@ -148,3 +148,33 @@ def test_maintain_inside_an_open_transaction_uses_it(tmp_path: Path) -> None:
     h.conn.execute("ROLLBACK")
     assert _counts(h)[0] == 5
     h.close()
+
+
+def test_a_prune_that_fails_after_a_committed_batch_leaves_no_link_to_a_deleted_timeline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune commits batch by batch; the write lock refused to a later batch (the correlator process retries)
+    left the link caches naming the timelines already deleted, and a late bounce was stored as an event of a
+    timeline that no longer exists. The caches are dropped whatever the prune's end."""
+    clock = [T0 + DAY]
+    h = Harness(tmp_path, CorrelatorConfig(retention="7d"), clock=lambda: clock[0])
+    h.commit(batch("/l/acct.csv", "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId\n"
+                   f"d,{T0 + 600},{T0},a@s.example,zed@gmail.com,v1,J7\n"))
+    clock[0] = T0 + 10 * DAY
+    real, calls = store.begin_immediate, [0]
+
+    def locked_after_the_first(conn, *args, **kw):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] >= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(conn, *args, **kw)
+
+    monkeypatch.setattr(store, "begin_immediate", locked_after_the_first)
+    with pytest.raises(sqlite3.OperationalError):
+        h.sink.maintain(h.conn)
+    monkeypatch.undo()
+    assert _counts(h)[0] == 0  # the first batch deleted it, and was committed
+    h.commit(batch("/l/bounce.csv", "type,timeLogged,orig,rcpt,jobId\n"
+                   f"rb,{T0 + 10 * DAY},a@s.example,zed@gmail.com,J7\n"))
+    orphans = h.conn.execute("SELECT count(*) FROM corr_events WHERE tl NOT IN (SELECT id FROM corr_timelines)")
+    assert orphans.fetchone()[0] == 0 and _counts(h)[:2] == (1, 1)
+    h.close()
