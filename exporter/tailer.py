@@ -45,6 +45,14 @@ def _kind(mode: int) -> str:
     return "not a file"
 
 
+HEAD_UNREADABLE = "cannot read its first bytes (is it the file read before?)"
+
+
+def _io_reason(exc: OSError) -> str:
+    """The `reason` label of watchtower_read_errors_total for a failed read."""
+    return "permission" if isinstance(exc, PermissionError) else "io"
+
+
 def glob_matches(path: str, pattern: str) -> bool:
     """Would glob(pattern) list `path`? Component by component, as glob() walks: fnmatch alone lets `*` match `/`
     (`/var/log/pmta/*.csv` would take in `/var/log/pmta/archive/x.csv`)."""
@@ -195,12 +203,15 @@ class Tailer:
         return st
 
     def _count_error(self, source: str, reason: str, path: str, exc: OSError, what: str = "",
-                     said: set[str] | None = None) -> None:
+                     log_it: bool | None = None) -> None:
+        """Count a failed look at `path`; log it once per path until it recovers (no log flood every rescan), or
+        as `log_it` says when the caller keeps its own once-ness."""
         if self.metrics:
             self.metrics.read_errors.labels(source, reason).inc()
-        said = self._reported if said is None else said
-        if path not in said:  # once per path until it recovers: no log flood every rescan
-            said.add(path)
+        if log_it is None:
+            log_it = path not in self._reported
+            self._reported.add(path)
+        if log_it:
             what = what or ("cannot list directory" if reason == "scan" else "cannot stat")
             log.warning("%s: %s (source %s): %s; %s", shown(path), what, source,
                         exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)),
@@ -306,9 +317,7 @@ class Tailer:
             try:
                 found = self._locate(cp, listed or {})
             except OSError as exc:  # a candidate whose first bytes cannot be read: decided at a later scan
-                self._count_error(cp.source, "permission" if isinstance(exc, PermissionError) else "io",
-                                  exc.filename or cp.path, exc, "cannot read its first bytes (is it the file read "
-                                  "before?)")
+                self._count_error(cp.source, _io_reason(exc), exc.filename or cp.path, exc, HEAD_UNREADABLE)
                 continue
             if found is None and listed is None:
                 continue  # it may be in the moved_to directory that could not be listed: looked for at the next scan
@@ -401,11 +410,9 @@ class Tailer:
             head = read_head(path)
         except OSError as exc:
             if key in self.known:  # the checkpoint's file, or a new one in its inode? Not a guess: the next scan
-                reason = "permission" if isinstance(exc, PermissionError) else "io"
-                said = set(self._undecided.values())
+                first = key not in self._undecided  # logged once while it stays undecided (its stat succeeds each scan)
                 self._undecided[key] = path
-                self._count_error(source, reason, path, exc, "cannot read its first bytes (is it the file read "
-                                  "before?)", said)
+                self._count_error(source, _io_reason(exc), path, exc, HEAD_UNREADABLE, log_it=first)
                 return
             head = b""  # a new file, unreadable for now: the stream's open() reports and retries
         self._undecided.pop(key, None)
