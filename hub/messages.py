@@ -20,6 +20,7 @@ from typing import Any
 from correlator.api import BadRequest, decode_token, encode_token
 from correlator.keys import norm_message_id
 from hub.fanout import Fanout, HostAnswer
+from hub.places import cursor_after, kept_out_of_targets, stalled
 from hub.search import MAX_HUB_CURSOR
 from hub.targets import Target
 
@@ -71,9 +72,7 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
         if ans.ok and ans.status == 400 and isinstance(ans.body, dict):  # the caller's parameters
             raise BadRequest(400, str(ans.body.get("error")), ans.body.get("parameter"))
     out: list[dict[str, Any]] = []
-    asked = {t.url for t in targets}
-    new_state: dict[str, Any] = {url: v for url, v in state.items() if url not in asked}  # out of the targets for
-    # now (service discovery): kept, so that it resumes where it was when it is back
+    new_state = kept_out_of_targets(state, targets)
     total, found, full = 0, False, False
     cut: tuple[Target, str | None, int, Any] | None = None
     mid = None
@@ -106,26 +105,12 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
     if not found:
         return None, list(answers.values())
     if cut is not None:  # at most one host per page is handed out in part: its place as its own keyset cursor
-        new_state[cut[0].url] = await _keyset(ask, *cut) or new_state[cut[0].url]
-    more = any(not isinstance(new_state[t.url], int) for t in targets)
-    if not out and new_state == state:  # only hosts that did not answer are left: the same cursor again would loop
-        more = False  # (the answer is partial; that cursor may be asked again later)
+        t, start, count, last_id = cut
+        nxt = cursor_after(await ask(t, start, count), "recipients", count, last_id)
+        if nxt is not None:
+            new_state[t.url] = [nxt, 0]
+    more = any(not isinstance(new_state[t.url], int) for t in targets) and not stalled(len(out), new_state, state)
     body = {"message_id": mid or norm_message_id(message_id), "recipients_total": total,
             "truncated": total > len(out), "next_cursor": encode_token({"f": fp, "h": new_state}) if more else None,
             "recipients": out}
     return body, list(answers.values())
-
-
-async def _keyset(ask: Any, t: Target, start: str | None, count: int, last_id: Any) -> list[Any] | None:
-    """The host's own cursor after its first `count` recipients from `start` (the page ended after the one with id
-    `last_id`), asked once more with that limit: an offset into its page would shift when the host stores or prunes
-    a recipient before it meanwhile (one shown twice, or never). None (the offset stays) when it does not answer,
-    or its page no longer ends at that recipient."""
-    ans = await ask(t, start, count)
-    if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
-        return None
-    items = ans.body.get("recipients") or []
-    nxt = ans.body.get("next_cursor")
-    if len(items) != count or items[-1].get("id") != last_id or not isinstance(nxt, str):
-        return None
-    return [nxt, 0]

@@ -25,6 +25,7 @@ from typing import Any
 
 from correlator.api import MAX_TIME, MIN_TIME, BadRequest, decode_token, encode_token, parse_time
 from hub.fanout import Fanout, HostAnswer
+from hub.places import cursor_after, kept_out_of_targets, stalled
 from hub.targets import Target
 
 MAX_ROUNDS = 4
@@ -159,13 +160,9 @@ async def search(
         best.last_id = item.get("id")
     await asyncio.gather(*(_keyset(fanout, p, params, deadline) for p in pagers
                            if p.failed is None and p.buffer and p.skip and p.last_id is not None))
-    asked = {t.url for t in targets}
-    new_state = {url: v for url, v in state.items() if url not in asked}  # out of the targets for now (service
-    # discovery): kept, so that it resumes where it was when it is back
+    new_state = kept_out_of_targets(state, targets)
     new_state.update((p.target.url, p.state()) for p in pagers)
-    more = any(new_state[t.url] != 0 for t in targets)
-    if not out and new_state == state:  # only hosts that did not answer are left: the same cursor again would loop
-        more = False  # (the answer is partial; that cursor may be asked again later)
+    more = any(new_state[t.url] != 0 for t in targets) and not stalled(len(out), new_state, state)
     body = {"items": out, "next_cursor": encode_cursor(fp, new_state, now) if more else None, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}
     return body, [p.failed for p in pagers if p.failed is not None]
@@ -179,11 +176,8 @@ async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline
     q = {**params, "limit": p.skip}
     if p.start:
         q["cursor"] = p.start
-    ans = await fanout.one(p.target, "/api/v1/search", q, deadline)
-    if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
-        return
-    items, nxt = ans.body.get("items") or [], ans.body.get("next_cursor")
-    if len(items) == p.skip and items[-1].get("id") == p.last_id and isinstance(nxt, str):
+    nxt = cursor_after(await fanout.one(p.target, "/api/v1/search", q, deadline), "items", p.skip, p.last_id)
+    if nxt is not None:
         p.start, p.skip = nxt, 0
 
 

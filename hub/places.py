@@ -1,0 +1,37 @@
+"""A host's place in a multi-page hub answer (search, a Message-Id's recipients): the rules both cursors share.
+
+A host handed out in part keeps its place as its own keyset cursor (an offset into its page moves when the host
+stores or prunes items meanwhile); a host out of the targets for a page keeps its place; and a page where only
+hosts that did not answer are left ends the paging instead of handing its own cursor back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.fanout import HostAnswer
+from hub.targets import Target
+
+
+def cursor_after(ans: HostAnswer, items_key: str, count: int, last_id: Any) -> str | None:
+    """The host's own cursor after the `count` items its answer lists, if that page still ends at the item handed
+    out last (`last_id`); None (the caller keeps the offset) when it did not answer or its page moved."""
+    if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
+        return None
+    items, nxt = ans.body.get(items_key) or [], ans.body.get("next_cursor")
+    if len(items) != count or items[-1].get("id") != last_id or not isinstance(nxt, str):
+        return None
+    return nxt
+
+
+def kept_out_of_targets(state: dict[str, Any], targets: list[Target]) -> dict[str, Any]:
+    """The places of hosts not among this page's targets (service discovery may drop one for a page): kept, so that
+    a host resumes where it was when it is back."""
+    asked = {t.url for t in targets}
+    return {url: place for url, place in state.items() if url not in asked}
+
+
+def stalled(handed_out: int, new_state: dict[str, Any], state: dict[str, Any]) -> bool:
+    """Nothing handed out and no host moved: only hosts that did not answer are left, and handing the same cursor
+    back would loop (the answer is partial; that cursor may be asked again later)."""
+    return not handed_out and new_state == state
