@@ -77,9 +77,15 @@ async def test_pages_are_the_merge_whatever_the_page_size_and_host_quirks(seed):
 
 class KeysetHosts(FakeHosts):
     """Hosts whose cursor is the id of the last item handed out, as a daemon's keyset cursor: an item stored on top
-    in the meantime (live traffic) does not move a page that begins after it."""
+    in the meantime (live traffic) does not move a page that begins after it. Hosts named in `down` refuse."""
+
+    def __init__(self, data: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(data, set())
+        self.down: set[str] = set()
 
     async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
+        if target.name in self.down:
+            return HostAnswer(target, error="ConnectError: connection refused")
         self.calls += 1
         items = self.data[target.name]
         after = params.get("cursor")
@@ -96,7 +102,7 @@ async def test_timelines_stored_between_pages_repeat_none_and_skip_none(limit: i
     Its place is now its own cursor after the last item handed out."""
     data = {h: [{"id": i, "first_seen": f"2026-11-30T10:00:{50 - 3 * i - (h == 'b'):02d}Z"} for i in range(6)]
             for h in ("a", "b")}
-    hosts = KeysetHosts(data, set())
+    hosts = KeysetHosts(data)
     targets = [Target(h, f"http://{h}") for h in ("a", "b")]
     got, cursor, page = [], None, 0
     while True:
@@ -113,19 +119,6 @@ async def test_timelines_stored_between_pages_repeat_none_and_skip_none(limit: i
     assert old == reference({h: [it for it in v if it["id"] < 100] for h, v in data.items()})
 
 
-class SometimesDown(KeysetHosts):
-    """Keyset hosts, some of which refuse connections for now."""
-
-    def __init__(self, data: dict[str, list[dict[str, Any]]]) -> None:
-        super().__init__(data, set())
-        self.down: set[str] = set()
-
-    async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
-        if target.name in self.down:
-            return HostAnswer(target, error="ConnectError: connection refused")
-        return await super().one(target, path, params, deadline)
-
-
 def _two_hosts(n: int = 3) -> dict[str, list[dict[str, Any]]]:
     return {h: [{"id": i, "first_seen": f"2026-11-30T10:00:{50 - 2 * i - (h == 'b'):02d}Z"} for i in range(n)]
             for h in ("a", "b")}
@@ -133,7 +126,7 @@ def _two_hosts(n: int = 3) -> dict[str, list[dict[str, Any]]]:
 
 async def test_a_search_page_with_nothing_but_unanswering_hosts_left_ends_the_paging():
     """It handed back its own cursor with no items: a client (or the page's Next link) went round in a loop."""
-    hosts = SometimesDown(_two_hosts())
+    hosts = KeysetHosts(_two_hosts())
     targets = [Target(h, f"http://{h}") for h in ("a", "b")]
     body, _ = await search(hosts, targets, {}, 2, None, {})  # type: ignore[arg-type]
     assert [(i["host"], i["id"]) for i in body["items"]] == [("a", 0), ("b", 0)]
@@ -147,7 +140,7 @@ async def test_a_search_page_with_nothing_but_unanswering_hosts_left_ends_the_pa
 
 
 async def test_a_host_left_out_of_the_targets_for_a_search_page_keeps_its_place():
-    hosts = SometimesDown(_two_hosts(4))
+    hosts = KeysetHosts(_two_hosts(4))
     both = [Target(h, f"http://{h}") for h in ("a", "b")]
     got, cursor = [], None
     for targets in (both, both[:1], both, both, both, both):
