@@ -49,7 +49,7 @@ from exporter.writelock import begin_immediate
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LINE_BITS = 32
 FLOW_BUCKET = 300  # seconds per corr_flows bucket
 
@@ -122,7 +122,12 @@ _V2 = [
     """CREATE TABLE IF NOT EXISTS corr_scopes (
         bucket INTEGER NOT NULL, slice INTEGER NOT NULL, PRIMARY KEY (bucket, slice)) WITHOUT ROWID""",
 ]
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
+_V3 = [
+    # the time of the timeline's latest delivery attempt (t/d/b): its vmta, pool, queue and ISP are that attempt's,
+    # whatever order the diag and acct files are read in (NULL: no attempt yet, or written before this column)
+    "ALTER TABLE corr_timelines ADD COLUMN t_attempt REAL",
+]
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
 ENSURE = [
     # search by vmta / outcome alone, newest first with the (t0, id) keyset: one index range each.
     # Run at every start (IF NOT EXISTS): a store created before they existed gets them too.

@@ -86,11 +86,12 @@ def test_the_scopes_survive_a_restart(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _as_written_before_scopes(db: Path) -> None:
-    """Rewrite a store as schema version 1 left it: no scope column, no corr_scopes, no legacy flags."""
+    """Rewrite a store as schema version 1 left it: no scope or t_attempt column, no corr_scopes, no legacy flags."""
     conn = sqlite3.connect(db, isolation_level=None)
     conn.executescript("""
         BEGIN;
         ALTER TABLE corr_timelines DROP COLUMN scope;
+        ALTER TABLE corr_timelines DROP COLUMN t_attempt;
         DROP TABLE corr_scopes;
         CREATE TABLE days_v1 (day INTEGER PRIMARY KEY) WITHOUT ROWID;
         INSERT INTO days_v1 SELECT day FROM corr_days;
@@ -110,7 +111,7 @@ def test_a_store_written_before_scopes_keeps_joining_by_day_and_scopes_what_come
     h.close()
     _as_written_before_scopes(tmp_path / "state.db")
     h = Harness(tmp_path)
-    assert h.conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone() == ("2",)
+    assert h.conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone() == (str(store.SCHEMA_VERSION),)
     assert h.conn.execute("SELECT count(*) FROM corr_timelines WHERE scope IS NOT NULL").fetchone() == (0,)
     # an old timeline is still joined by any record of its day (the rule it was written under), probed in the
     # slices of the day, 11 legacy ones (ids 1-40, generations 0-10), and the undated one: for each key, the

@@ -268,7 +268,7 @@ def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.sink.setup(h.conn)  # idempotent
     conn = sqlite3.connect(h.db)
-    assert conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone() == (str(store.SCHEMA_VERSION),)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
     h.close()

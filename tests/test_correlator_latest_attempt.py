@@ -1,0 +1,107 @@
+"""A timeline's vmta, pool, queue and ISP are those of its latest attempt, whatever order the files are read in.
+
+PMTA writes a message's deferrals to the diag file and its delivery to the acct file; the tailer may read either
+first (they rotate apart), and one commit may hold both in any order. An operator who sees "delivered on vmta-B"
+in PMTA's acct file must see vmta-B on the timeline, not the vmta of an earlier deferral read later.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.test_correlator_support import Harness, batch
+
+DEFER = batch("/l/diag-0.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,queue,jobId,dsnStatus,dsnMta
+t,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta-a,pool-a,gmail.com/vmta-a,J7,\
+4.7.28 (rate),gmail-smtp-in.l.google.com
+""")
+DELIVER = batch("/l/acct-0.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,queue,jobId,dsnStatus,dsnMta
+d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta-b,pool-b,gmail.com/vmta-b,J7,\
+2.0.0 (ok),gmail-smtp-in.l.google.com
+""")
+LATEST = ("vmta-b", "pool-b", "gmail.com/vmta-b")
+
+ORDERS = {
+    "defer-then-deliver": [(DEFER,), (DELIVER,)],
+    "deliver-then-defer": [(DELIVER,), (DEFER,)],
+    "one-commit-acct-first": [(DELIVER, DEFER)],
+    "one-commit-diag-first": [(DEFER, DELIVER)],
+}
+
+
+def _summary(h: Harness) -> list[tuple]:
+    return h.conn.execute("SELECT vmta, vmta_pool, queue, attempts FROM corr_timelines").fetchall()
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_vmta_pool_and_queue_are_the_latest_attempts(tmp_path: Path, order: str) -> None:
+    h = Harness(tmp_path)
+    for commit in ORDERS[order]:
+        h.commit(*commit)
+    assert _summary(h) == [(*LATEST, 2)]
+    with h.reader() as r:
+        item = r.by_id(h.conn.execute("SELECT id FROM corr_timelines").fetchone()[0])
+    assert item is not None
+    assert (item["vmta"], item["vmta_pool"]) == LATEST[:2]
+    h.close()
+
+
+def test_a_later_attempt_read_in_the_next_commit_still_wins_after_the_caches_are_dropped(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(DELIVER)
+    h.sink.ingestor.forget()
+    h.commit(DEFER)
+    assert _summary(h) == [(*LATEST, 2)]
+    h.close()
+
+
+def test_a_merge_keeps_the_vmta_of_the_latest_attempt_not_of_the_latest_record(tmp_path: Path) -> None:
+    """The winner's last record is a complaint days later; the loser holds the later attempt: its vmta wins."""
+    h = Harness(tmp_path)
+    h.commit(DEFER)  # timeline 1: known by job J7
+    h.commit(batch("/l/fbl-0.csv", """
+type,timeLogged,orig,rcpt,jobId
+f,2024-05-03 09:00:00+0000,a@s.example,zed@gmail.com,J7
+"""))
+    h.commit(batch("/l/acct-1.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,queue,dsnStatus,header_Message-Id
+d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,b@s.example,zed@gmail.com,vmta-b,pool-b,gmail.com/vmta-b,\
+2.0.0 (ok),<mz@s.example>
+"""))  # timeline 2: known by Message-Id (and another sender, so no sender + timeQueued link)
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2
+    h.commit(batch("/l/recv-0.csv", """
+type,timeLogged,timeQueued,orig,rcpt,jobId,header_Message-Id
+r,2024-05-01 10:00:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,J7,<mz@s.example>
+"""))  # names both: the two merge
+    assert _summary(h) == [(*LATEST, 2)]
+    h.close()
+
+
+def test_a_store_written_before_attempt_times_learns_them_from_the_next_attempt(tmp_path: Path) -> None:
+    """Schema 2 kept no attempt time: its timelines take the next attempt read (the old rule), then order by time."""
+    h = Harness(tmp_path)
+    h.commit(DEFER)
+    h.close()
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    conn.executescript("""
+        BEGIN;
+        ALTER TABLE corr_timelines DROP COLUMN t_attempt;
+        UPDATE corr_meta SET value = '2' WHERE key = 'schema_version';
+        COMMIT;
+    """)
+    conn.close()
+    h = Harness(tmp_path)
+    assert h.conn.execute("SELECT vmta, t_attempt FROM corr_timelines").fetchall() == [("vmta-a", None)]
+    h.commit(DELIVER)
+    assert _summary(h) == [(*LATEST, 2)]
+    h.commit(batch("/l/diag-1.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,queue,jobId,dsnStatus
+t,2024-05-01 10:10:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta-c,pool-c,gmail.com/vmta-c,J7,4.0.0
+"""))  # an older deferral read last
+    assert _summary(h) == [(*LATEST, 3)]
+    h.close()
