@@ -186,6 +186,7 @@ class Linker:
         aggregated per timeline by writes.py.
         """
         link, alias, find = self._link, self._alias, self._find
+        undated_keys = self._undated_keys
         slice_of, day_of_slice = store.slice_of, store.day_of_slice
         days = self._days
         reports = REPORTS
@@ -214,8 +215,12 @@ class Linker:
                 alias[loser] = tl
                 seg.merges.append((tl, loser))
                 self._complete = False  # the winner now holds keys in slices the cache does not name
+                if loser in undated_keys:
+                    undated_keys.setdefault(tl, []).extend(undated_keys.pop(loser))
             else:
                 tl = a if a is not None else b
+            if undated_keys and qs is not None and tl in undated_keys:
+                self._scoped(tl, smix)
             if tl is None and code in reports:
                 tl = self._report_link(conn, p, tls, seg, i)
             if self._complete and tl is not None:
@@ -238,17 +243,37 @@ class Linker:
             if mk is not None:
                 link[mk] = tl
                 if smix:
-                    link[mk ^ smix] = tl  # the bare key, which reports look up
+                    bare = mk ^ smix  # the bare key, which reports look up: the newest timeline, as a probe finds
+                    if (have := link.get(bare)) is None or find(have) <= tl:
+                        link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
-                    link[mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
+                    link[key := mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
+                    undated_keys.setdefault(tl, []).append(key)
             if jk is not None:
                 link[jk] = tl
                 if smix:
-                    link[jk ^ smix] = tl
+                    bare = jk ^ smix
+                    if (have := link.get(bare)) is None or find(have) <= tl:
+                        link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
-                    link[jk ^ NO_DAY_MIX] = tl
+                    link[key := jk ^ NO_DAY_MIX] = tl
+                    undated_keys.setdefault(tl, []).append(key)
             tls.append(tl)
         self._flush(conn, p, tls, seg)
+
+    def _scoped(self, tl: int, smix: int) -> None:
+        """A dated record joined undated timeline `tl`: the write stores its timeQueued as the timeline's scope
+        (writes.py), so its no-day keys, which lead any dated record there, are moved under that scope (where a
+        probe would find them: newest timeline wins), and keys added later go there too."""
+        link, find = self._link, self._find
+        for key in self._undated_keys.pop(tl):
+            if find(link.get(key)) == tl:
+                del link[key]
+                scoped = key ^ NO_DAY_MIX ^ smix
+                if (have := find(link.get(scoped))) is None or have < tl:
+                    link[scoped] = tl
+        if tl in self._tl_mix:
+            self._tl_mix[tl] = smix
 
     def _report_link(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int) -> int | None:
         """f/rb/rs that matched no key: the only recipient of its Message-Id, else rcpt + orig in the window."""
@@ -260,17 +285,22 @@ class Linker:
             if len(ids) == 1:
                 return self._find(ids[0][0])
         if rh is not None:
-            return self._fallback(conn, rh, p.orig_l[i], p.t[i])
+            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i])
         return None
 
-    def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float) -> int | None:
-        """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window."""
+    def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float, mh: int | None,
+                  jh: int | None) -> int | None:
+        """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window.
+
+        Not one that names another Message-Id or jobId than the report: that is another message (the fallback is
+        for the keys the acct file does not log). The report's keys are then stored on the timeline it joins."""
         delivered = store.FLAG[D] | store.FLAG[B] | store.FLAG[T]
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
-            " AND (?4 = '' OR orig = ?4)"
+            " AND (?4 = '' OR orig = ?4) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
+            " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" ORDER BY (flags & {delivered}) != 0 DESC, t0 DESC LIMIT 1",
-            (rh, t - self._window, t, orig_l),
+            (rh, t - self._window, t, orig_l, mh, jh),
         ).fetchone()
         return self._find(row[0]) if row else None
 

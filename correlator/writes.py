@@ -16,6 +16,7 @@ from itertools import chain
 
 import polars as pl
 
+from correlator import store
 from correlator.prepare import _EVENT_FIELDS, DELIVERY, QUEUED_KEY_TYPES, RB, B, D, F, Prepared, T
 
 
@@ -42,7 +43,8 @@ _UPDATE_TL = (
                 for n, col in enumerate(("vmta", "vmta_pool", "queue", "isp"), start=4))
     + ", t_attempt=coalesce(max(t_attempt, ?1), t_attempt, ?1),"
     " t_last=max(t_last, ?8), t_queued=coalesce(min(t_queued, ?9), t_queued, ?9),"
-    " t_done=coalesce(min(t_done, ?10), t_done, ?10), flags=flags | ?11, attempts=attempts + ?12 WHERE id=?13"
+    " t_done=coalesce(min(t_done, ?10), t_done, ?10), flags=flags | ?11, attempts=attempts + ?12,"
+    f" scope=CASE WHEN scope IS NULL AND {store.UNDATED_SQL} THEN ?14 ELSE scope END WHERE id=?13"
 )
 _UPDATE_T0 = "UPDATE corr_timelines SET t0=? WHERE id=? AND t0>?"
 KEYED_EVERY = (1 << 63) - 1
@@ -64,7 +66,9 @@ _MERGE = (
     " t0=min(w.t0, l.t0), t_last=max(w.t_last, l.t_last),"
     " t_queued=coalesce(min(w.t_queued, l.t_queued), w.t_queued, l.t_queued),"
     " t_done=coalesce(min(w.t_done, l.t_done), w.t_done, l.t_done),"
-    " flags=w.flags | l.flags, attempts=w.attempts + l.attempts FROM corr_timelines AS l WHERE w.id=? AND l.id=?"
+    " flags=w.flags | l.flags, attempts=w.attempts + l.attempts,"
+    f" scope=CASE WHEN w.scope IS NULL AND {store.UNDATED_SQL.replace('qday', 'w.qday')} THEN l.scope ELSE w.scope END"
+    " FROM corr_timelines AS l WHERE w.id=? AND l.id=?"
 )
 _FLOW_UPSERT = (
     "INSERT INTO corr_flows (bucket, sender, vmta, isp, delivered, bounced, deferred, complained, remote_bounced)"
@@ -108,7 +112,8 @@ _AGGS = [
     pl.col("t").filter(_code.is_in([D, B])).min().alias("t_done"),
     _DELIV.sum().cast(pl.Int64).alias("attempts"),
     pl.col("flag").bitwise_or().alias("flags"),
-    pl.col("qs").first().alias("scope"),  # of a new timeline: its first row's, the one that created it
+    # of a new timeline: its first row's, the one that created it; of an undated one, its first dated row's
+    pl.col("qs").drop_nulls().first().alias("scope"),
     pl.col("rh").first().alias("rcpt_h"),
     pl.col("rstore").first().alias("rcpt"),
     pl.col("rdom").first().alias("rcpt_domain"),
@@ -168,7 +173,7 @@ class Writer:
         if old.height:
             conn.executemany(_UPDATE_TL, _rows(
                 old, "t_attempt", "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued",
-                "t_done", "flags", "attempts", "tl"))
+                "t_done", "flags", "attempts", "tl", "scope"))
             conn.executemany(_UPDATE_T0, _rows(old, "t0", "tl", "t0"))
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:

@@ -1,0 +1,135 @@
+"""Linking rules that must hold the same whether a key is answered by the link cache or by the store.
+
+The cache is an optimisation: a daemon that restarts (or drops its caches after a prune) must link every later
+record exactly as the one that kept running would. Each test here reads the same records twice, once with the
+caches kept and once with them dropped before the record under test, and expects one answer, the documented one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from correlator.keys import message_hash
+from exporter.records import RecordBatch
+from tests.test_correlator_support import Harness, batch
+
+HEAD = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,header_Message-Id\n"
+
+
+def _timelines(h: Harness) -> list[tuple]:
+    """(message_id, job_id, vmta, kinds of records) per timeline, in id order."""
+    rows = h.conn.execute(
+        "SELECT t.message_id, t.job_id, t.vmta, group_concat(e.type, '') FROM corr_timelines AS t"
+        " LEFT JOIN (SELECT tl, type FROM corr_events ORDER BY id) AS e ON e.tl = t.id GROUP BY t.id ORDER BY t.id"
+    ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+@pytest.fixture(params=["cached", "restarted"])
+def restart(request: pytest.FixtureRequest):  # noqa: ANN201
+    """Either keep the caches or drop them, as a restart does, before the record under test."""
+    def maybe(h: Harness) -> None:
+        if request.param == "restarted":
+            h.sink.ingestor.forget()
+    return maybe
+
+
+def _delivery(path: str, mid: str) -> RecordBatch:
+    return batch(path, HEAD + f"d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,,"
+                              f"2.0.0,{mid}")
+
+
+def _complaint(path: str, time: str, mid: str) -> RecordBatch:
+    return batch(path, f"type,timeLogged,orig,rcpt,header_Message-Id\nf,{time},a@s.example,zed@gmail.com,{mid}")
+
+
+def test_a_complaint_naming_another_message_id_does_not_fall_back_on_rcpt_and_sender(
+        tmp_path: Path, restart) -> None:  # noqa: ANN001
+    """The rcpt + sender fallback is for reports whose keys the acct file does not log. A report whose Message-Id
+    differs from the one logged for the delivery is about another message: it must not join that delivery (and
+    its Message-Id must not lead the next report of that message there either)."""
+    h = Harness(tmp_path)
+    h.commit(_delivery("/l/acct-0.csv", "<m1@s>"))
+    restart(h)
+    h.commit(_complaint("/l/fbl-0.csv", "2024-05-01 12:00:00+0000", "<m2@s>"))
+    restart(h)
+    h.commit(_complaint("/l/fbl-1.csv", "2024-05-01 13:00:00+0000", "<m2@s>"))
+    assert _timelines(h) == [("m1@s", None, "v1", "3"), ("m2@s", None, None, "77")]  # type codes: d 3, f 7
+    h.close()
+
+
+def test_a_complaint_still_falls_back_when_the_acct_file_logs_no_message_id(tmp_path: Path, restart) -> None:  # noqa: ANN001
+    h = Harness(tmp_path)
+    h.commit(_delivery("/l/acct-0.csv", ""))
+    restart(h)
+    h.commit(_complaint("/l/fbl-0.csv", "2024-05-01 12:00:00+0000", "<m2@s>"))  # the Message-Id is learned from it
+    assert _timelines(h) == [("m2@s", None, "v1", "37")]
+    h.close()
+
+
+def test_a_report_joins_the_newest_send_of_its_message_id_also_after_the_older_one_was_touched_last(
+        tmp_path: Path, restart) -> None:  # noqa: ANN001
+    """Two sends of one Message-Id to one recipient (queued apart) are two timelines; a report, which carries no
+    timeQueued, joins the newest, as a lookup in the store picks it, however recently the older one was touched."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct-0.csv", HEAD
+                   + "d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,J1,2.0.0,<m@s>\n"
+                   + "d,2024-05-02 10:20:00+0000,2024-05-02 10:00:00+0000,a@s.example,zed@gmail.com,v2,J2,2.0.0,<m@s>"))
+    h.commit(batch("/l/diag-0.csv", HEAD
+                   + "t,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,J1,4.0.0,<m@s>"))
+    restart(h)
+    h.commit(batch("/l/fbl-0.csv", """
+type,timeLogged,orig,rcpt,header_Message-Id
+f,2024-05-03 12:00:00+0000,a@s.example,zed@gmail.com,<m@s>
+"""))
+    with h.reader() as r:
+        items, total = r.by_message(message_hash("m@s"), 10)
+    assert total == 2
+    assert sorted((i["job_id"], i["outcome"]) for i in items) == [("J1", "delivered"), ("J2", "complained")]
+    h.close()
+
+
+@pytest.mark.parametrize("reread", ["apart", "one-commit"])
+def test_a_complaint_read_before_its_delivery_takes_that_delivery_only_not_a_later_resend(
+        tmp_path: Path, restart, reread: str) -> None:  # noqa: ANN001
+    """The complaint, read first, makes a timeline without timeQueued; the first send it meets dates it, and a resend
+    of the same Message-Id to the same recipient (queued another day) is another timeline, as it would be had the
+    complaint been read last."""
+    h = Harness(tmp_path)
+    fbl = batch("/l/fbl-0.csv", """
+type,timeLogged,orig,rcpt,header_Message-Id
+f,2024-05-01 12:00:00+0000,a@s.example,zed@gmail.com,<m@s>
+""")
+    first = batch("/l/acct-0.csv", HEAD
+                  + "d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,,2.0.0,<m@s>")
+    resend = batch("/l/acct-1.csv", HEAD
+                   + "d,2024-05-02 10:20:00+0000,2024-05-02 10:00:00+0000,a@s.example,zed@gmail.com,v2,,2.0.0,<m@s>")
+    if reread == "one-commit":
+        h.commit(fbl, first)
+    else:
+        h.commit(fbl)
+        restart(h)
+        h.commit(first)
+    restart(h)
+    h.commit(resend)
+    assert [(vmta, "".join(sorted(k))) for _m, _j, vmta, k in _timelines(h)] == [("v1", "37"), ("v2", "3")]
+    h.close()
+
+
+def test_an_undated_timeline_dated_by_one_key_is_still_joined_by_its_other_key_of_that_send(
+        tmp_path: Path, restart) -> None:  # noqa: ANN001
+    """A receipt without timeQueued names the Message-Id and the job; a deferral of job J8 dates it; the delivery,
+    which names the Message-Id only, joins it (same timeQueued), and a resend queued later does not."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/recv-0.csv", HEAD + "r,2024-05-01 10:00:00+0000,,a@s.example,kim@gmail.com,,J8,,<k1@s>"))
+    restart(h)
+    h.commit(batch("/l/diag-0.csv", HEAD
+                   + "t,2024-05-01 10:01:00+0000,2024-05-01 10:00:00+0000,a@s.example,kim@gmail.com,v1,J8,4.0.0,"))
+    restart(h)
+    h.commit(batch("/l/acct-0.csv", HEAD
+                   + "d,2024-05-01 10:02:00+0000,2024-05-01 10:00:00+0000,a@s.example,kim@gmail.com,v1,,2.0.0,<k1@s>\n"
+                   + "d,2024-05-02 10:02:00+0000,2024-05-02 10:00:00+0000,a@s.example,kim@gmail.com,v2,,2.0.0,<k1@s>"))
+    assert [(vmta, k) for _m, _j, vmta, k in _timelines(h)] == [("v1", "123"), ("v2", "3")]
+    h.close()
