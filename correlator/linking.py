@@ -209,8 +209,15 @@ class Linker:
                     b = link.get(jkn)
             if alias:
                 a, b = find(a), find(b)
-            if a is not None and b is not None and a != b:
-                tl: int | None = a if a < b else b
+            if a is not None and b is not None and a != b and qs is None \
+                    and (apart := self._two_sends(conn, p, tls, seg, i, a, b)) is not None:
+                tl: int | None = apart
+                if tl != a:  # the key that named the other send keeps naming it
+                    mk = None
+                if tl != b:
+                    jk = None
+            elif a is not None and b is not None and a != b:
+                tl = a if a < b else b
                 loser = b if a < b else a
                 alias[loser] = tl
                 seg.merges.append((tl, loser))
@@ -274,6 +281,20 @@ class Linker:
                     link[scoped] = tl
         if tl in self._tl_mix:
             self._tl_mix[tl] = smix
+
+    def _two_sends(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int, a: int,
+                   b: int) -> int | None:
+        """Record `i` has no timeQueued (a report) and its Message-Id and job keys name timelines `a` and `b`: None
+        when they may be one send (one of them undated, or both of one timeQueued: merge them), else the one to
+        join, `b` if it holds the Message-Id too, else `a` (a Message-Id names the newest of its sends; a job, and
+        the two together, are more specific). Rare: the scopes are read from the store, this segment flushed."""
+        self._flush(conn, p, tls, seg)
+        rows = {tl: (scope, mid_h) for tl, scope, mid_h in
+                conn.execute("SELECT id, scope, mid_h FROM corr_timelines WHERE id IN (?, ?)", (a, b))}
+        (scope_a, _), (scope_b, mid_b) = rows.get(a, (None, None)), rows.get(b, (None, None))
+        if scope_a is None or scope_b is None or scope_a == scope_b:
+            return None
+        return b if mid_b is not None and mid_b == p.mh[i] else a
 
     def _report_link(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int) -> int | None:
         """f/rb/rs that matched no key: the only recipient of its Message-Id, else rcpt + orig in the window."""

@@ -133,3 +133,21 @@ def test_an_undated_timeline_dated_by_one_key_is_still_joined_by_its_other_key_o
                    + "d,2024-05-02 10:02:00+0000,2024-05-02 10:00:00+0000,a@s.example,kim@gmail.com,v2,,2.0.0,<k1@s>"))
     assert [(vmta, k) for _m, _j, vmta, k in _timelines(h)] == [("v1", "123"), ("v2", "3")]
     h.close()
+
+
+def test_a_report_naming_two_sends_by_its_two_keys_joins_the_one_holding_both_and_merges_neither(
+        tmp_path: Path, restart) -> None:  # noqa: ANN001
+    """Send 1 (job J1) and send 2 (no job), queued a day apart, share a Message-Id: two timelines. A complaint
+    naming the Message-Id and J1 finds send 2 by the first (the newest of that Message-Id) and send 1 by the
+    second; they are two messages, not one to merge, and only send 1 holds both keys."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct-0.csv", HEAD
+                   + "d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,J1,2.0.0,<m@s>\n"
+                   + "d,2024-05-02 10:20:00+0000,2024-05-02 10:00:00+0000,a@s.example,zed@gmail.com,v2,,2.0.0,<m@s>"))
+    restart(h)
+    h.commit(batch("/l/fbl-0.csv", """
+type,timeLogged,orig,rcpt,jobId,header_Message-Id
+f,2024-05-03 12:00:00+0000,a@s.example,zed@gmail.com,J1,<m@s>
+"""))
+    assert _timelines(h) == [("m@s", "J1", "v1", "37"), ("m@s", None, "v2", "3")]
+    h.close()
