@@ -4,7 +4,9 @@ Each poll reads /status (host totals) and the queue list. PMTA lists only its to
 (`http-default-max-items`, default 10), so with `per_vmta_queries` the poller also asks /vmtas and
 then `/queues?queue=*/<vmta>` for every VMTA it knows (listed by /vmtas - itself a top-N list -,
 present in the top-N queue list, or seen with mail in the last polls), a few at a time. Queues
-(`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label.
+(`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label. A VMTA's own
+listing is top-N as well; the recipients of its queues not shown (its `totalRcp` less those shown)
+are served as (vmta, `unknown`), so a VMTA's sum is its whole backlog.
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
 The collector serves exactly what the last poll read, and nothing older (the Prometheus
@@ -37,7 +39,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
-from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, self_metrics_for_api
+from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_UNKNOWN, SPECS, self_metrics_for_api
 from exporter.pmta_api import (
     API_ERROR_REASONS,
     PmtaApiClient,
@@ -74,8 +76,8 @@ class Snapshot:
     taken: float
     up: bool = False
     partial: bool = False
-    queues: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused]."""
+    queues: dict[tuple[str, str], list[float | None]] = field(default_factory=dict)
+    """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused] (None: not known)."""
     status: StatusInfo | None = None
     coverage: float | None = None
 
@@ -90,8 +92,9 @@ class _Poll:
     def failed(self) -> dict[str, str]:
         return {k: o or "timeout" for k, o in self.outcomes.items() if o != "ok"}
 
-    def vmta_results(self) -> list[QueueList]:
-        return [r for k, r in self.results.items() if k.startswith("vmta:")]
+    def vmta_results(self) -> dict[str, QueueList]:
+        """VMTA -> its own listing (`*/<vmta>`), for the VMTAs whose query answered."""
+        return {k.removeprefix("vmta:"): r for k, r in self.results.items() if k.startswith("vmta:")}
 
 
 class QueueCollector:
@@ -115,7 +118,8 @@ class QueueCollector:
         fams = [self._family(n) for n in QUEUE_METRICS]
         for (vmta, isp), values in sorted((snap.queues if snap else {}).items()):
             for fam, value in zip(fams, values, strict=True):
-                fam.add_metric([vmta, isp], value)
+                if value is not None:
+                    fam.add_metric([vmta, isp], value)
         rcp, dom, kb = (self._family(n) for n in ("pmta_status_queue_recipients", "pmta_status_queue_domains",
                                                   "pmta_status_queue_bytes"))
         conn, spool = self._family("pmta_status_connections"), self._family("pmta_status_spool_files")
@@ -314,7 +318,7 @@ class QueuePoller:
         if top is not None or "vmtas" in poll.results:  # a listing was read: we know which VMTAs have mail
             unread = {k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")}
             merged = {q.name: q for q in top.queues} if top is not None else {}
-            for res in per_vmta:
+            for res in per_vmta.values():
                 merged.update((q.name, q) for q in res.queues)
             queues = [q for q in merged.values() if q.vmta not in unread]
             for q in queues:
@@ -324,9 +328,9 @@ class QueuePoller:
         snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed), status=status)
         if queues is not None:
             snap.queues = self._aggregate(queues)
+            seen = sum(q.rcp for q in queues) + self._add_beyond(snap.queues, per_vmta)
             if status is not None:
                 total = status.smtp_rcp
-                seen = sum(q.rcp for q in queues)
                 snap.coverage = 1.0 if not total else min(1.0, seen / total)
         return snap
 
@@ -395,8 +399,23 @@ class QueuePoller:
             self._isp_cache[domain] = isp
         return isp
 
-    def _aggregate(self, queues: Iterable[QueueInfo]) -> dict[tuple[str, str], list[float]]:
-        out: dict[tuple[str, str], list[float]] = {}
+    def _add_beyond(self, out: dict[tuple[str, str], list[float | None]], listings: dict[str, QueueList]) -> int:
+        """A VMTA's own listing is top-N too, but its `totalRcp` counts every queue of the VMTA: the recipients of
+        the queues not shown go to (vmta, `unknown`), so a VMTA's sum is its whole backlog. Only recipients: the
+        listing has no other total (those gauges have no `unknown` series). Returns the recipients added."""
+        added = 0
+        for vmta, listing in listings.items():
+            if listing.total_rcp is None:
+                continue
+            rest = listing.total_rcp - sum(q.rcp for q in listing.queues)
+            if rest > 0:
+                row = out.setdefault((self._vmta_label(vmta), PLACEHOLDER_UNKNOWN), [0.0, None, None, None, None])
+                row[0] = (row[0] or 0.0) + rest
+                added += rest
+        return added
+
+    def _aggregate(self, queues: Iterable[QueueInfo]) -> dict[tuple[str, str], list[float | None]]:
+        out: dict[tuple[str, str], list[float | None]] = {}
         for q in queues:
             key = (self._vmta_label(q.vmta), self._isp(q.domain))
             row = out.get(key)
