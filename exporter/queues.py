@@ -166,16 +166,14 @@ class QueuePoller:
         """Polls completed (whatever their outcome)."""
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
-        self._isp_cache: dict[str, str] = {}
         self._state: tuple[bool, bool, str] | None = None
         self._bug: str | None = None
         """The last unexpected error logged with its traceback: a bug that repeats every poll is logged once."""
         registry.register(QueueCollector(self))
 
     def reload_isp(self, isp_of_domain: Callable[[str], str]) -> None:
-        """SIGHUP: classify with the new ISP table from the next poll on (cached answers are dropped)."""
+        """SIGHUP: classify with the new ISP table from the next poll on."""
         self.isp_of_domain = isp_of_domain
-        self._isp_cache = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -388,16 +386,12 @@ class QueuePoller:
         return self.vmta_cap(vmta)
 
     def _isp(self, domain: str) -> str:
-        isp = self._isp_cache.get(domain)
-        if isp is None:
-            try:
-                isp = self.isp_of_domain(domain.lower()) or PLACEHOLDER_OTHER
-            except Exception:
-                isp = PLACEHOLDER_OTHER
-            if len(self._isp_cache) > 100_000:
-                self._isp_cache.clear()
-            self._isp_cache[domain] = isp
-        return isp
+        """Asked again at every poll, not cached: for a domain the ISP table does not list, the answer is what the
+        records have taught the classifier since (a delivery's dsnMta), and the record series already use it."""
+        try:
+            return self.isp_of_domain(domain.lower()) or PLACEHOLDER_OTHER
+        except Exception:
+            return PLACEHOLDER_OTHER
 
     def _add_beyond(self, out: dict[tuple[str, str], list[float | None]], listings: dict[str, QueueList]) -> int:
         """A VMTA's own listing is top-N too, but its `totalRcp` counts every queue of the VMTA: the recipients of

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import queues as queues_mod
+from exporter.classify.isp import IspClassifier
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
 from exporter.pmta_api import PmtaApiClient
@@ -545,3 +546,26 @@ async def test_a_true_bug_keeps_its_traceback_once_not_every_poll(
             await task
     with_traceback = [r for r in caplog.records if r.name == "watchtower.queues" and r.exc_info]
     assert [r.getMessage() for r in with_traceback] == ["PMTA API poll failed unexpectedly (a bug): RuntimeError: bug"]
+
+
+async def test_a_queue_takes_the_provider_the_records_taught_since_the_last_poll() -> None:
+    """An unlisted domain is `other` until a delivery's dsnMta shows its MX is Google's; the record series then
+    count it as google_workspace, and the next poll's queue gauge must agree (the alerts join them on isp)."""
+    queue = (b"<rsp><data><queue><name>acme-corp.example/vmta-01</name><rcp>500</rcp><kb>10.0</kb><conn>0</conn>"
+             b"<paused>no</paused><mode>normal</mode></queue></data><succ/></rsp>")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/vmtas":
+            return httpx.Response(200, content=b"<rsp><data><vmta><name>vmta-01</name><rcp>500</rcp></vmta></data>"
+                                                b"<succ/></rsp>")
+        return httpx.Response(500) if request.url.path == "/status" else httpx.Response(200, content=queue)
+
+    isp = IspClassifier.load()
+    registry = CollectorRegistry()
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp.classify)
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(answer)) as client:
+        await poller.poll_once(client)
+        assert list(gauges(registry)) == [("vmta-01", "other")]
+        assert isp.classify("acme-corp.example", "aspmx.l.google.com (142.250.1.26)") == "google_workspace"
+        await poller.poll_once(client)
+        assert list(gauges(registry)) == [("vmta-01", "google_workspace")]
