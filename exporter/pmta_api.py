@@ -14,7 +14,9 @@ transport failure (reset, truncated body, not HTTP at all) is `connect`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import logging
 import math
 import ssl
 import xml.etree.ElementTree as ET
@@ -27,6 +29,8 @@ import httpx
 from exporter import __version__
 from exporter.config import PmtaApiConfig
 from exporter.textrepair import may_need_repair, repair_tree
+
+log = logging.getLogger("watchtower.pmta_api")
 
 Reason = Literal["timeout", "connect", "http_status", "parse"]
 API_ERROR_REASONS: tuple[Reason, ...] = ("timeout", "connect", "http_status", "parse")
@@ -341,14 +345,34 @@ def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
 
 def read_api_key(config: PmtaApiConfig) -> str | None:
     if config.api_key:
-        return config.api_key
+        return _header_safe(config.api_key, "api_key")
     if config.api_key_file is not None:
         try:
-            return config.api_key_file.read_text(encoding="utf-8").strip() or None
+            key = config.api_key_file.read_text(encoding="utf-8").strip() or None
         except (OSError, UnicodeDecodeError) as exc:
             raise PmtaApiConfigError("api_key_file", f"cannot read api_key_file {config.api_key_file}: "
                                                      f"{_why(exc)}") from exc
+        return None if key is None else _header_safe(key, "api_key_file")
     return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _header_safe(key: str, where: str) -> str:
+    """An HTTP header carries visible ASCII only (PMTA's keys are letters, digits and `_`): say which setting holds
+    the character, and where, without printing the secret."""
+    for pos, char in enumerate(key, start=1):
+        if not "!" <= char <= "~":
+            raise PmtaApiConfigError(where, f"the key has a character an HTTP header cannot carry at position {pos} "
+                                            "(PMTA's API keys are letters, digits and _)")
+    return key
 
 
 def _password(config: PmtaApiConfig) -> str:
@@ -379,9 +403,20 @@ class PmtaApiClient:
                 base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
                 verify=verify, follow_redirects=True, transport=transport,
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+                event_hooks={"request": [self._key_stays_home]},
             )
+            self._home = self._client.base_url.host
+            if (key or auth) and self._client.base_url.scheme == "http" and not _loopback(self._home):
+                log.warning("pmta.url %s is plain http: the %s crosses the network in clear text on every poll "
+                            "(PMTA 5 serves https)", self._client.base_url, "API key" if key else "password")
         except (httpx.InvalidURL, ValueError, TypeError) as exc:  # a URL httpx cannot parse (`http://[::1`)
             raise PmtaApiConfigError("url", f"{config.url!r} is not a usable URL: {_why(exc)}") from exc
+
+    async def _key_stays_home(self, request: httpx.Request) -> None:
+        """The X-API-Key grants admin: it goes to pmta.url's host only. httpx strips Authorization when a redirect
+        leaves the origin (bar http -> https on one host, which PMTA 5 does by default), not a custom header."""
+        if request.url.host != self._home:
+            request.headers.pop("X-API-Key", None)
 
     async def get(self, path: str, queue: str | None = None) -> bytes:
         """Raw body of `path?format=...` (`queue` is sent unescaped: `*` and `/` are legal in a query).

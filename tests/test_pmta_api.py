@@ -431,3 +431,55 @@ async def test_an_unusable_setting_is_a_config_error_naming_its_key(tmp_path: Pa
         PmtaApiClient(config)
     assert err.value.reason == "connect" and str(err.value).startswith(f"pmta.{key}: ")
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("location", "keeps_key"), [
+    ("https://pmta:8443", True),  # PMTA 5 sends http to https on the same host: the key goes along
+    ("https://other-host.example:8443", False),
+    ("http://pmta.evil.example:8080", False),
+])
+async def test_the_api_key_follows_a_redirect_only_to_the_same_host(location: str, keeps_key: bool) -> None:
+    """httpx drops Authorization on a redirect to another origin, not a custom header: the admin-level X-API-Key
+    must not go to whatever host a redirect names."""
+    seen: list[tuple[str, str | None]] = []
+    status = b"<rsp><data><status><status>running</status></status></data><succ/></rsp>"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("x-api-key")))
+        if len(seen) == 1:
+            return httpx.Response(302, headers={"Location": location + request.url.raw_path.decode()})
+        return httpx.Response(200, content=status)
+
+    config = PmtaApiConfig(url="http://pmta:8080", api_key="K" * 40)
+    async with PmtaApiClient(config, transport=httpx.MockTransport(answer)) as client:
+        await client.status()
+    assert seen == [("pmta", "K" * 40), (httpx.URL(location).host, "K" * 40 if keeps_key else None)]
+
+
+@pytest.mark.parametrize("where", ["api_key", "api_key_file"])
+def test_an_api_key_headers_cannot_carry_is_named_as_the_key_not_the_url(tmp_path: Path, where: str) -> None:
+    key = "cl\u00e9_" + "a" * 40
+    if where == "api_key":
+        config = PmtaApiConfig(url="http://127.0.0.1:1", api_key=key)
+    else:
+        (tmp_path / "key").write_text(key + "\n", encoding="utf-8")
+        config = PmtaApiConfig(url="http://127.0.0.1:1", api_key_file=tmp_path / "key")
+    with pytest.raises(pmta_api.PmtaApiConfigError) as caught:
+        PmtaApiClient(config)
+    assert caught.value.key == where
+    assert str(caught.value).startswith(f"pmta.{where}: ")
+    assert "position 3" in str(caught.value) and "url" not in str(caught.value)
+    assert key not in str(caught.value)  # a secret is never printed
+
+
+@pytest.mark.parametrize(("url", "warned"), [
+    ("http://pmta-01.example:8080", True), ("https://pmta-01.example:8080", False), ("http://127.0.0.1:8080", False),
+])
+def test_a_secret_sent_over_plain_http_to_another_host_is_warned_about(
+        url: str, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="watchtower.pmta_api")
+    PmtaApiClient(PmtaApiConfig(url=url, api_key="K" * 40))
+    assert [r.getMessage() for r in caplog.records] == ([
+        f"pmta.url {url} is plain http: the API key crosses the network in clear text on every poll "
+        "(PMTA 5 serves https)"] if warned else [])
+    assert "K" * 40 not in caplog.text
