@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -221,11 +222,24 @@ def parse_envelope(body: bytes, fmt: str) -> Any:
         raise PmtaApiError("parse", f"{fmt.upper()} nested deeper than Python's recursion limit") from None
 
 
+_NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+"""Control characters XML 1.0 forbids even as references."""
+
+
+def _lenient(body: bytes) -> str:
+    """The body with what strict parsers refuse made harmless: bytes that are not UTF-8 replaced (U+FFFD) and
+    control characters dropped. PMTA copies remote servers' replies into event texts as they came."""
+    return _NOT_IN_XML.sub("", body.decode("utf-8", "replace"))
+
+
 def _xml_envelope(body: bytes) -> Any:
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
-        raise PmtaApiError("parse", f"not XML: {exc} (starts {body[:60]!r})") from exc
+        try:  # a bad byte or control character in one text: only that text pays (tried only after a failure)
+            root = ET.fromstring(_lenient(body))
+        except ET.ParseError:
+            raise PmtaApiError("parse", f"not XML: {exc} (starts {body[:60]!r})") from exc
     if root.tag != "rsp":
         raise PmtaApiError("parse", f"unexpected XML root <{root.tag}>, expected <rsp>")
     if root.find("succ") is None:
@@ -239,7 +253,10 @@ def _json_envelope(body: bytes) -> Any:
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PmtaApiError("parse", f"not JSON: {exc} (starts {body[:60]!r})") from exc
+        try:  # as for XML: a bad byte or a raw control character in one string costs that string
+            obj = json.loads(body.decode("utf-8", "replace"), strict=False)
+        except ValueError:
+            raise PmtaApiError("parse", f"not JSON: {exc} (starts {body[:60]!r})") from exc
     if not isinstance(obj, dict):
         raise PmtaApiError("parse", "JSON response is not an object")
     if may_need_repair(body):  # an escaped lone surrogate or NUL: no label can carry it (textrepair)

@@ -483,3 +483,27 @@ def test_a_secret_sent_over_plain_http_to_another_host_is_warned_about(
         f"pmta.url {url} is plain http: the API key crosses the network in clear text on every poll "
         "(PMTA 5 serves https)"] if warned else [])
     assert "K" * 40 not in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+@pytest.mark.parametrize("text", [b"421 Zur\xfcckgewiesen, bitte sp\xe4ter", b"421 try\x01 later\x1b[0m"])
+def test_a_bad_byte_in_a_queue_event_text_costs_that_text_not_the_listing(fmt: str, text: bytes) -> None:
+    """event/text is a remote server's reply, copied by PMTA: a Latin-1 byte or a control character in it must
+    not make the whole /queues answer unusable (every queue gauge would go, poll after poll)."""
+    if fmt == "xml":
+        body = (b"<rsp><data><queue><name>web.de/vmta-01</name><rcp>9000</rcp><event><type>error</type><text>" + text
+                + b"</text></event></queue><queue><name>gmail.com/vmta-02</name><rcp>500</rcp></queue></data><succ/>"
+                b"</rsp>")
+    else:
+        body = (b'{"status": "success", "data": {"queue": [{"name": "web.de/vmta-01", "rcp": 9000, "event": '
+                b'[{"type": "error", "text": "' + text + b'"}]}, {"name": "gmail.com/vmta-02", "rcp": 500}]}}')
+    listing = parse_queues(body, fmt)
+    assert [(q.name, q.rcp) for q in listing.queues] == [("web.de/vmta-01", 9000), ("gmail.com/vmta-02", 500)]
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_an_answer_cut_short_is_still_a_parse_error(fmt: str) -> None:
+    body = b"<rsp><data><queue><name>web.de/vmta-01</name>" if fmt == "xml" else b'{"status": "success", "data": {'
+    with pytest.raises(PmtaApiError) as caught:
+        parse_queues(body, fmt)
+    assert caught.value.reason == "parse"
