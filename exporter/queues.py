@@ -166,6 +166,8 @@ class QueuePoller:
         """Polls completed (whatever their outcome)."""
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
+        self._read_at: dict[str, int] = {}
+        """VMTA -> the poll that last had an answer to its own listing (or an error: it was not cut off)."""
         self._state: tuple[bool, bool, str] | None = None
         self._bug: str | None = None
         """The last unexpected error logged with its traceback: a bug that repeats every poll is logged once."""
@@ -253,6 +255,9 @@ class QueuePoller:
             self.errors.labels("timeout").inc(unfinished)
         snap = self._snapshot(poll, failed)
         self.snapshot = snap
+        read = {k.removeprefix("vmta:") for k, outcome in poll.outcomes.items() if k.startswith("vmta:") and outcome}
+        self._read_at = {v: self.polls if v in read else at for v, at in self._read_at.items() if v in self._vmtas}
+        self._read_at.update((v, self.polls) for v in read)
         self.polls += 1
         self.duration.set(time.monotonic() - t0)
         self._log_state(snap.up, snap.partial, self._summary(poll, failed))
@@ -293,7 +298,8 @@ class QueuePoller:
         async with asyncio.TaskGroup() as tg:
             def query(listed: list[str]) -> None:
                 self._seen_vmtas(listed)
-                for vmta in sorted(set(self._vmtas) - queried):
+                read_at = self._read_at  # the VMTAs read longest ago first: those a deadline cut off go next time
+                for vmta in sorted(set(self._vmtas) - queried, key=lambda v: (read_at.get(v, -1), v)):
                     queried.add(vmta)
                     poll.outcomes[f"vmta:{vmta}"] = None  # planned: unread at the deadline means a timeout
                     tg.create_task(one(vmta))

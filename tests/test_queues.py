@@ -569,3 +569,37 @@ async def test_a_queue_takes_the_provider_the_records_taught_since_the_last_poll
         assert isp.classify("acme-corp.example", "aspmx.l.google.com (142.250.1.26)") == "google_workspace"
         await poller.poll_once(client)
         assert list(gauges(registry)) == [("vmta-01", "google_workspace")]
+
+
+async def test_vmtas_a_deadline_cut_off_go_first_at_the_next_poll() -> None:
+    """PMTA answers only the first four per-VMTA listings of each poll in time (the rest hang past the deadline):
+    twelve VMTAs must all have had gauges after three polls, not the same four every time."""
+    names = [f"vmta-{i:02d}" for i in range(12)]
+    answered: list[int] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        path, queue = request.url.path, request.url.params.get("queue")
+        if path == "/status":
+            return httpx.Response(500)
+        if path == "/vmtas":
+            return httpx.Response(200, content=b"<rsp><data>" + b"".join(
+                f"<vmta><name>{n}</name><rcp>10</rcp></vmta>".encode() for n in names) + b"</data><succ/></rsp>")
+        if queue is None:
+            return httpx.Response(200, content=b"<rsp><data></data><succ/></rsp>")
+        answered[-1] += 1
+        if answered[-1] > 4:
+            await asyncio.sleep(60)  # cancelled by the poll's deadline
+        vmta = queue.removeprefix("*/")
+        return httpx.Response(200, content=f"<rsp><data><queue><name>gmail.com/{vmta}</name><rcp>10</rcp></queue>"
+                                           "</data><succ/></rsp>".encode())
+
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta", poll_deadline=0.3), CollectorRegistry(), isp_of)
+    seen: list[set[str]] = []
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(slow)) as client:
+        for _ in range(3):
+            answered.append(0)
+            await poller.poll_once(client)
+            assert poller.snapshot is not None
+            seen.append({vmta for vmta, _isp in poller.snapshot.queues})
+    assert [len(s) for s in seen] == [4, 4, 4]
+    assert set().union(*seen) == set(names)
