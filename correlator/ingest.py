@@ -10,8 +10,7 @@ A timeline is one recipient of one message. A record joins a timeline by, in ord
 A record carrying two keys that point at two timelines merges them (lower id wins), so the result
 does not depend on the order files are read. tq records are queue-level and are stored apart.
 Keys 1 and 2 of a d/b/t/r record join only a timeline of the same timeQueued (its scope: every
-attempt of one delivery carries it) or an undated one (started by a record without timeQueued,
-such as a complaint read before its delivery), which the first dated record to join it scopes:
+attempt of one delivery carries it) or an undated one (started by a record without timeQueued):
 the same ids queued at another time are another message. Timelines stored before scopes (schema
 version 1) keep the rule they were written under: any timeQueued of their day.
 
@@ -136,8 +135,6 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         self._synced = False
         self._tl_mix: dict[int, int] = {}
         """Scope mix of each timeline created while the cache is complete (where its added keys are found)."""
-        self._undated_keys: dict[int, list[int]] = {}
-        """Undated timeline -> its no-day keys in the link cache: dropped when a dated record scopes it."""
         self.probe_seeks = 0
         """Index seeks the probes have cost (one per key per slice): what the store's size costs linking."""
         self._complete = False
@@ -162,7 +159,6 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         self._days_loaded = False
         self._complete = False
         self._tl_mix.clear()
-        self._undated_keys.clear()
 
     def _sync(self, conn: sqlite3.Connection) -> int:
         seq = int(conn.execute("SELECT value FROM corr_meta WHERE key='write_seq'").fetchone()[0])

@@ -186,7 +186,6 @@ class Linker:
         aggregated per timeline by writes.py.
         """
         link, alias, find = self._link, self._alias, self._find
-        undated_keys = self._undated_keys
         slice_of, day_of_slice = store.slice_of, store.day_of_slice
         days = self._days
         reports = REPORTS
@@ -222,12 +221,8 @@ class Linker:
                 alias[loser] = tl
                 seg.merges.append((tl, loser))
                 self._complete = False  # the winner now holds keys in slices the cache does not name
-                if loser in undated_keys:
-                    undated_keys.setdefault(tl, []).extend(undated_keys.pop(loser))
             else:
                 tl = a if a is not None else b
-            if undated_keys and qs is not None and tl in undated_keys:
-                self._scoped(tl, smix)
             if tl is None and code in reports:
                 tl = self._report_link(conn, p, tls, seg, i)
             if self._complete and tl is not None:
@@ -254,8 +249,7 @@ class Linker:
                     if (have := link.get(bare)) is None or find(have) <= tl:
                         link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
-                    link[key := mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
-                    undated_keys.setdefault(tl, []).append(key)
+                    link[mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
             if jk is not None:
                 link[jk] = tl
                 if smix:
@@ -263,24 +257,9 @@ class Linker:
                     if (have := link.get(bare)) is None or find(have) <= tl:
                         link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
-                    link[key := jk ^ NO_DAY_MIX] = tl
-                    undated_keys.setdefault(tl, []).append(key)
+                    link[jk ^ NO_DAY_MIX] = tl
             tls.append(tl)
         self._flush(conn, p, tls, seg)
-
-    def _scoped(self, tl: int, smix: int) -> None:
-        """A dated record joined undated timeline `tl`: the write stores its timeQueued as the timeline's scope
-        (writes.py), so its no-day keys, which lead any dated record there, are moved under that scope (where a
-        probe would find them: newest timeline wins), and keys added later go there too."""
-        link, find = self._link, self._find
-        for key in self._undated_keys.pop(tl):
-            if find(link.get(key)) == tl:
-                del link[key]
-                scoped = key ^ NO_DAY_MIX ^ smix
-                if (have := find(link.get(scoped))) is None or have < tl:
-                    link[scoped] = tl
-        if tl in self._tl_mix:
-            self._tl_mix[tl] = smix
 
     def _two_sends(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int, a: int,
                    b: int) -> int | None:
@@ -319,7 +298,7 @@ class Linker:
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
             " AND (?4 = '' OR orig = ?4) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
-            " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
+            " AND (?6 IS NULL OR job_h IS NULL OR job_h = ?6)"
             f" ORDER BY (flags & {delivered}) != 0 DESC, t0 DESC LIMIT 1",
             (rh, t - self._window, t, orig_l, mh, jh),
         ).fetchone()

@@ -156,8 +156,6 @@ _DAY_FIELD = (1 << DAY_BITS) - 1
 """The day field of a slice; its all-ones value stands for NO_DAY."""
 DAYS = "qday IN (SELECT day FROM corr_days)"
 """SQL condition that lets a lookup without a known day use the qday-led indexes (one seek per slice)."""
-UNDATED_SQL = f"(qday = {NO_DAY} OR (qday >= {1 << DAY_BITS} AND qday & {_DAY_FIELD} = {_DAY_FIELD}))"
-"""The timeline is in an undated slice (`day_of_slice(qday) == NO_DAY` in SQL): no record with timeQueued began it."""
 SLICE_DAY_SQL = f"CASE WHEN day < {1 << DAY_BITS} THEN day WHEN day & {_DAY_FIELD} = {_DAY_FIELD} THEN {NO_DAY}" \
     f" ELSE day & {_DAY_FIELD} END"
 """The day of a corr_days slice (`day_of_slice` in SQL)."""

@@ -16,7 +16,6 @@ from itertools import chain
 
 import polars as pl
 
-from correlator import store
 from correlator.prepare import _EVENT_FIELDS, DELIVERY, QUEUED_KEY_TYPES, RB, B, D, F, Prepared, T
 
 
@@ -43,8 +42,7 @@ _UPDATE_TL = (
                 for n, col in enumerate(("vmta", "vmta_pool", "queue", "isp"), start=4))
     + ", t_attempt=coalesce(max(t_attempt, ?1), t_attempt, ?1),"
     " t_last=max(t_last, ?8), t_queued=coalesce(min(t_queued, ?9), t_queued, ?9),"
-    " t_done=coalesce(min(t_done, ?10), t_done, ?10), flags=flags | ?11, attempts=attempts + ?12,"
-    f" scope=CASE WHEN scope IS NULL AND {store.UNDATED_SQL} THEN ?14 ELSE scope END WHERE id=?13"
+    " t_done=coalesce(min(t_done, ?10), t_done, ?10), flags=flags | ?11, attempts=attempts + ?12 WHERE id=?13"
 )
 _UPDATE_T0 = "UPDATE corr_timelines SET t0=? WHERE id=? AND t0>?"
 KEYED_EVERY = (1 << 63) - 1
@@ -53,8 +51,10 @@ _UPDATE_MID = "UPDATE corr_timelines SET mid_h=?, message_id=? WHERE id=? AND mi
 _UPDATE_JOB = "UPDATE corr_timelines SET job_h=?, job_id=? WHERE id=? AND job_h IS NULL"
 _INSERT_EV = "INSERT OR IGNORE INTO corr_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_QE = "INSERT OR IGNORE INTO corr_queue_events VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-_LOSER_LATER = "coalesce(l.t_attempt, l.t_last) > coalesce(w.t_attempt, w.t_last)"
-"""The merged-away timeline holds the later attempt (t_last stands in for a timeline written before t_attempt)."""
+_LOSER_LATER = ("CASE WHEN l.attempts = 0 THEN 0 WHEN w.attempts = 0 THEN 1"
+                " ELSE coalesce(l.t_attempt, l.t_last) > coalesce(w.t_attempt, w.t_last) END")
+"""The merged-away timeline holds the later attempt: a side without any has nothing to say (its ISP is a guess from
+the recipient domain), and t_last stands in for a timeline written before t_attempt."""
 _MERGE = (
     "UPDATE corr_timelines AS w SET mid_h=coalesce(w.mid_h, l.mid_h), message_id=coalesce(w.message_id, l.message_id),"
     " job_h=coalesce(w.job_h, l.job_h), job_id=coalesce(w.job_id, l.job_id), rcpt_h=coalesce(w.rcpt_h, l.rcpt_h),"
@@ -66,9 +66,7 @@ _MERGE = (
     " t0=min(w.t0, l.t0), t_last=max(w.t_last, l.t_last),"
     " t_queued=coalesce(min(w.t_queued, l.t_queued), w.t_queued, l.t_queued),"
     " t_done=coalesce(min(w.t_done, l.t_done), w.t_done, l.t_done),"
-    " flags=w.flags | l.flags, attempts=w.attempts + l.attempts,"
-    f" scope=CASE WHEN w.scope IS NULL AND {store.UNDATED_SQL.replace('qday', 'w.qday')} THEN l.scope ELSE w.scope END"
-    " FROM corr_timelines AS l WHERE w.id=? AND l.id=?"
+    " flags=w.flags | l.flags, attempts=w.attempts + l.attempts FROM corr_timelines AS l WHERE w.id=? AND l.id=?"
 )
 _FLOW_UPSERT = (
     "INSERT INTO corr_flows (bucket, sender, vmta, isp, delivered, bounced, deferred, complained, remote_bounced)"
@@ -112,8 +110,7 @@ _AGGS = [
     pl.col("t").filter(_code.is_in([D, B])).min().alias("t_done"),
     _DELIV.sum().cast(pl.Int64).alias("attempts"),
     pl.col("flag").bitwise_or().alias("flags"),
-    # of a new timeline: its first row's, the one that created it; of an undated one, its first dated row's
-    pl.col("qs").drop_nulls().first().alias("scope"),
+    pl.col("qs").first().alias("scope"),  # of a new timeline: its first row's, the one that created it
     pl.col("rh").first().alias("rcpt_h"),
     pl.col("rstore").first().alias("rcpt"),
     pl.col("rdom").first().alias("rcpt_domain"),
@@ -173,7 +170,7 @@ class Writer:
         if old.height:
             conn.executemany(_UPDATE_TL, _rows(
                 old, "t_attempt", "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued",
-                "t_done", "flags", "attempts", "tl", "scope"))
+                "t_done", "flags", "attempts", "tl"))
             conn.executemany(_UPDATE_T0, _rows(old, "t0", "tl", "t0"))
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:

