@@ -187,7 +187,7 @@ class FileParser:
     """Parsing state of one file: its header and how many lines have been consumed."""
 
     __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast",
-                 "repaired", "fields", "_held", "held", "_held_lines")
+                 "repaired", "fields", "_held", "held", "_held_lines", "_rows_out", "_header_changes")
 
     def __init__(
         self,
@@ -207,6 +207,10 @@ class FileParser:
         correlator), the fast path materialises just those columns of valid rows: a batch's other
         columns are absent from its frame and read as '' (RecordBatch.rows). Counting is unchanged."""
         self._held: list[tuple[int, str, str]] | None = None
+        self._rows_out: list[list[str]] | None = None
+        """The rows the exact path is gathering (a header change marks where the earlier ones end)."""
+        self._header_changes: list[tuple[int, Columns]] = []
+        """(rows gathered before it, the columns they were read with) for each header that changed the columns."""
         """Bad lines of a csv pass over a chunk, logged only if the pass is kept (see `_parse_exact`)."""
         self.source = source
         self.path = path
@@ -446,6 +450,9 @@ class FileParser:
         numbers: list[int] = []
         held: list[tuple[int, str, str]] = []
         self._held = held
+        self._rows_out = batch_rows
+        changes = self._header_changes
+        changes.clear()
         try:
             used = self._parse_rows(csv.reader(io.StringIO(text, newline="\n"), strict=True), base, batch_rows,
                                     numbers, lines, final)
@@ -453,6 +460,7 @@ class FileParser:
             held.clear()  # counted again, and logged, by the record-by-record pass
             batch_rows.clear()
             numbers.clear()
+            changes.clear()
             self.columns = start_columns
             self.errors.clear()
             self.skipped.clear()
@@ -461,6 +469,7 @@ class FileParser:
             used = self._parse_each(lines, base, batch_rows, numbers, final)
         finally:
             self._held = None
+            self._rows_out = None
         for line, reason, sample in held:
             self.error_log.report(self.source, self.path, line, reason, sample)
         self.line_no = base + used
@@ -470,7 +479,31 @@ class FileParser:
             self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in first)
         if not batch_rows or self.columns is None:
             return None, used
-        return RecordBatch(self.source, self.path, self.columns, batch_rows, numbers), used
+        columns = self._remapped(batch_rows) if changes else self.columns
+        return RecordBatch(self.source, self.path, columns, batch_rows, numbers), used
+
+    def _remapped(self, rows: list[list[str]]) -> Columns:
+        """A header changed the columns mid-chunk: every row in the layout of the union of the headers (the newest
+        one's fields first, then those only older ones had), each field moved from where its own header put it.
+        The parser goes on with the newest header; only this batch carries the union."""
+        assert self.columns is not None
+        changes = self._header_changes
+        names = list(self.columns.names)
+        for _end, cols in changes:
+            names += [name for name in cols.names if name not in names]
+        union = Columns.from_header(names)
+        starts = [0, *(end for end, _cols in changes)]
+        layouts = [cols for _end, cols in changes] + [self.columns]
+        for start, end, cols in zip(starts, [*starts[1:], len(rows)], layouts, strict=True):
+            if cols.names == union.names:
+                continue
+            where = {name: i for i, name in enumerate(cols.names)}
+            picks = [where.get(name) for name in union.names]
+            for k in range(start, end):
+                row = rows[k]
+                rows[k] = [row[i] if i is not None else "" for i in picks]
+        changes.clear()
+        return union
 
     def _parse_json(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """A chunk of a JSON accounting file (exporter/jsonrecords.py): one record per line, each line that is not
@@ -594,7 +627,10 @@ class FileParser:
         if not row:
             return self.columns  # blank line
         if is_header(row):
-            self.columns = Columns.from_header(row)
+            columns = Columns.from_header(row)
+            if self._rows_out and self.columns is not None and columns.names != self.columns.names:
+                self._header_changes.append((len(self._rows_out), self.columns))
+            self.columns = columns
             return self.columns
         if self.columns is None:
             self._error("missing_header", line, sample)

@@ -72,11 +72,27 @@ def test_header_state_and_line_numbers_continue_across_chunks():
     assert batch2.line_numbers == [3]
 
 
-def test_a_header_mid_file_remaps_columns():
-    p, batch, _ = parse(HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n" + "type,vmta\n" + "d,vm-9\n")
-    assert batch is not None
-    assert batch.rows[-1] == ["d", "vm-9"]
-    assert batch.columns.vmta == 1  # the batch carries the newest header
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("second", [
+    "type,vmta,vmtaPool,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag",  # reordered, same count
+    "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,vmtaPool,dlvTlsProtocol",  # a field added
+    "type,vmta",  # fields dropped
+])
+def test_a_header_mid_chunk_maps_each_row_by_the_header_above_it(fast: bool, second: str) -> None:
+    """PMTA rewrites the header when its <acct-file> fields change. The rows before the new header in the same
+    chunk must keep their own mapping (they were read as the new one: a time as vmta, or a crash on the count)."""
+    values = {"type": "d", "timeLogged": "1", "timeQueued": "2", "orig": "o@a", "rcpt": "r@b", "dsnStatus": "2.0.0",
+              "dsnDiag": "ok", "vmta": "vm-9", "vmtaPool": "p-9", "dlvTlsProtocol": "TLSv1.3"}
+    after = ",".join(values[name] for name in second.split(","))
+    p, batch, n = parse(HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n" * 3 + second + "\n" + after + "\n",
+                        parser=FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast))
+    assert n == 6 and p.errors == {} and batch is not None
+    c = batch.columns
+    assert [(row[c.vmta], row[c.vmtaPool] if c.vmtaPool is not None else None) for row in batch.rows] == [
+        ("v", "p")] * 3 + [("vm-9", "p-9" if "vmtaPool" in second else "")]
+    assert {len(row) for row in batch.rows} == {len(c.names)}
+    assert batch.frame.height == 4  # the frame the aggregator builds (it raised on a change of field count)
+    assert p.columns is not None and p.columns.names == tuple(second.split(","))  # the next chunk reads the new one
 
 
 def test_types_not_fed_by_the_source_are_skipped_not_errors():
