@@ -176,34 +176,35 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     ]
     if has_times:
         out += [field(c.timeLogged).alias("tl"), field(c.timeQueued).alias("tq"),
-                _when(timed, all_timed, none_timed, epoch(field(c.timeLogged)), pl.Float64).alias("a"),
+                epoch(field(c.timeLogged)).alias("a"),  # every type's: the newest record time, its bad_timestamp
                 _when(timed, all_timed, none_timed, epoch(field(c.timeQueued)), pl.Float64).alias("b")]
     return out
 
 
 MAX_QUEUE_AGE = 30 * 86_400.0
-"""A timeQueued further back than this from its timeLogged is no time a message spent queued (PMTA gives up on a
-message after `bounce-after`, days) but a placeholder such as epoch 0 or a broken clock: a `bad_timestamp`, and the
-record counts without a delay (observed, one such record put decades into the delay histogram's sum)."""
+"""A timeQueued further than this from its timeLogged, before or after it, is no time a message spent queued (PMTA
+gives up on a message after `bounce-after`, days) but a placeholder such as epoch 0 or a broken clock: a
+`bad_timestamp`, and the record counts without a delay (observed, one such record put decades into the delay
+histogram's sum; one decades ahead would have been observed as 0). A skew of seconds stays a negative delay."""
 
 
-def _too_old() -> pl.Expr:
-    return ((pl.col("a") - pl.col("b")) > MAX_QUEUE_AGE).fill_null(False)
+def _too_far() -> pl.Expr:
+    return ((pl.col("a") - pl.col("b")).abs() > MAX_QUEUE_AGE).fill_null(False)
 
 
-def _unreadable_time() -> pl.Expr:
-    """A time field that holds something no PMTA time reads as, or a timeQueued too old to be one (`MAX_QUEUE_AGE`);
-    empty is no error (PMTA leaves a time empty where it does not apply, e.g. timeQueued of some records: no delay
-    is observed then, and nothing is wrong)."""
-    return ((pl.col("a").is_null() & (pl.col("tl") != "")) | (pl.col("b").is_null() & (pl.col("tq") != ""))
-            | _too_old())
+def _unreadable_time(timed: pl.Expr) -> pl.Expr:
+    """A time field that holds something no PMTA time reads as, or a timeQueued too far off to be one
+    (`MAX_QUEUE_AGE`); timeQueued is read on `timed` rows (d, t) only. Empty is no error (PMTA leaves a time empty
+    where it does not apply, e.g. timeQueued of some records: no delay is observed then, and nothing is wrong)."""
+    return ((pl.col("a").is_null() & (pl.col("tl") != ""))
+            | (timed & ((pl.col("b").is_null() & (pl.col("tq") != "")) | _too_far())))
 
 
 @lru_cache(maxsize=16)
 def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
     """The expressions of `_group_plans`, built once per bucket layout (building them per chunk cost
     ~1.5 ms of a daemon poll's ~8)."""
-    ok = pl.col("a").is_not_null() & pl.col("b").is_not_null() & ~_too_old()
+    ok = pl.col("a").is_not_null() & pl.col("b").is_not_null() & ~_too_far()
     delay = (pl.col("a") - pl.col("b")).clip(lower_bound=0.0)
     idx = pl.sum_horizontal([(delay > bound).cast(pl.Int32) for bound in bounds])
     width = len(bounds) + 1
@@ -223,7 +224,7 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
         "failed": [pl.len().alias("n"), pl.col("diag").first()],
         "s_failed": [pl.len(), pl.col("diag").first()],
         "is_d": pl.col("t") == "d", "not_d": pl.col("t") != "d", "not_tq": pl.col("t") != "tq",
-        "times": {"bad": (timed & _unreadable_time()).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum()},
+        "times": {"bad": _unreadable_time(timed).sum(), "neg": (timed & ok & (pl.col("a") < pl.col("b"))).sum()},
         "timed": timed,
     }
 
@@ -285,7 +286,7 @@ def _group_plans(lz: pl.LazyFrame, bounds: tuple[float, ...], has_orig: bool,
             ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
         ).agg(*x["s_failed"])
     if has_times:  # the newest believable time: one broken clock in the chunk must not hide the others
-        believable = x["timed"] & (pl.col("a") <= time.time() + MAX_FUTURE)
+        believable = pl.col("a") <= time.time() + MAX_FUTURE
         plans["times"] = lz.select(**x["times"], newest=pl.col("a").filter(believable).max())
     return plans
 
@@ -326,7 +327,7 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
     if has_orig:
         first["od"] = lz.group_by("od", maintain_order=True).len()
     if has_times:
-        first["tl"] = lz.filter(timed & pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
+        first["tl"] = lz.filter(pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
         first["tq"] = lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())
     # The group-bys need no label, only the times: run them with the key scans (one polars round),
     # again below only in the rare chunk whose times need Python's parser.
@@ -343,8 +344,9 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
             res = _collect(_group_plans(lz, bounds, has_orig, has_times))
     bad_times: list[tuple[int, str, str, bool]] = []
     if has_times and LINE in derived.columns and res["times"].item(0, "bad"):  # rare: the rows to log, found now
-        bad = timed & _unreadable_time()
-        bad_times = list(lz.filter(bad).select(LINE, "tl", "tq", _too_old().alias("old")).head(_TIME_ERRORS.burst)
+        bad = _unreadable_time(timed)
+        bad_times = list(lz.filter(bad).select(LINE, "tl", "tq", (timed & _too_far()).alias("far"))
+                         .head(_TIME_ERRORS.burst)
                          .collect().iter_rows())
     return _Grouped(has_orig, has_times, got, res, bad_times)
 
@@ -793,8 +795,8 @@ class RecordAggregator(Collector):
         if self.self_metrics is not None:
             self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
         rows = rows or []
-        for line, tl, tq, old in rows:
-            said = (f"timeQueued {tq} is more than {MAX_QUEUE_AGE / 86_400:.0f} days before timeLogged {tl}" if old
+        for line, tl, tq, far in rows:
+            said = (f"timeQueued {tq} is more than {MAX_QUEUE_AGE / 86_400:.0f} days from timeLogged {tl}" if far
                     else f"timeLogged {tl}, timeQueued {tq}")
             _TIME_ERRORS.report(source, path, line, "bad_timestamp", said)
         if n > len(rows):

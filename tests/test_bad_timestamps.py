@@ -86,3 +86,43 @@ def test_a_time_queued_further_back_than_any_queue_keeps_is_a_bad_timestamp_not_
     assert [line.split(": bad_timestamp")[0].split(": ")[-1] for line in logged] == [f"{path}:3", f"{path}:4",
                                                                                      f"{path}:5"]
     assert "timeQueued 1970-01-01 00:00:00+0000" in logged[0] and "more than 30 days" in logged[0]
+
+
+def test_a_time_queued_decades_after_its_time_logged_is_a_bad_timestamp_too(tmp_path: Path):
+    """The same bound both ways: a clock decades ahead is no skew of seconds (which counts as a negative delay,
+    observed as 0), and must not pull the delay quantiles to 0 unnoticed."""
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "ts.csv"
+    path.write_text(f"{HEADER}\n"
+                    "d,2024-06-12 08:00:00+0000,2099-01-01 00:00:00+0000,a@gmail.com,v1\n"
+                    "d,2024-06-12 08:00:00+0000,2024-06-12 08:01:00+0000,b@gmail.com,v1\n")
+    proc = _oneshot(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert _series(out, "pmta_delivered_total") == 2
+    assert _series(out, "pmta_delivery_delay_seconds_count") == 1
+    assert _series(out, "watchtower_negative_delays_total") == 1
+    assert _count(out) == 1
+    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    assert len(logged) == 1 and f"{path}:2: bad_timestamp" in logged[0] and "2099-01-01" in logged[0]
+
+
+def test_bounces_and_queue_deferrals_carry_the_newest_record_time_and_their_bad_time_logged(tmp_path: Path):
+    """`watchtower_last_record_timestamp_seconds` is the timeLogged of the newest record read, whatever its type:
+    a source that reads only b or tq records is not silent, and a broken timeLogged there is a bad_timestamp."""
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "ts.csv"
+    path.write_text("type,timeLogged,timeQueued,rcpt,vmta,queue\n"
+                    "b,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,a@gmail.com,v1,\n"
+                    "tq,2024-06-12 09:00:00+0000,,,,gmail.com/v1\n"
+                    "tq,yesterday,,,,gmail.com/v1\n")
+    cfg = write_config(tmp_path, [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")],
+                                   "records": ["b", "tq"]}])
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert 'watchtower_last_record_timestamp_seconds{source="acct"} 1.7181828e+09' in out
+    assert _count(out) == 1
+    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    assert len(logged) == 1 and f"{path}:4: bad_timestamp" in logged[0] and "yesterday" in logged[0]
