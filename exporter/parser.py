@@ -341,7 +341,9 @@ class FileParser:
         usable = known & valid.fill_null(False)
         # One pass over two columns decides everything; the wide frame is filtered only when needed.
         header, bad, unusable, types = frame.select(
-            (t == "type").any().alias("h"), (~blank.fill_null(False) & ~usable).any().alias("b"),
+            # a header in any case or padding (records.is_header); known types are lowercase: only others are looked at
+            (t.filter(~known).str.strip_chars().str.to_lowercase() == "type").any().alias("h"),
+            (~blank.fill_null(False) & ~usable).any().alias("b"),
             (~usable).any().alias("u"), t.filter(usable).value_counts().implode().alias("v"),
         ).row(0)
         if header:
