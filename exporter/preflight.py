@@ -144,17 +144,56 @@ def _classifier(key: str, path: Path | None, kind: str) -> str | None:
     return None
 
 
-def _tls(config: Config) -> list[str]:
-    web = config.web
-    out = [p for p in (_readable_file("web.tls_cert_file", web.tls_cert_file),
-                       _readable_file("web.tls_key_file", web.tls_key_file)) if p]
-    if out or web.tls_cert_file is None or web.tls_key_file is None:
+class _Passphrase(Exception):
+    """Raised by `no_passphrase`: the key file is encrypted."""
+
+
+def no_passphrase() -> bytes:
+    """`password=` of load_cert_chain: without it OpenSSL asks for a passphrase on the terminal (a hang, or a vague
+    `Invalid argument` without one). Watchtower runs unattended: an encrypted key is a config problem."""
+    raise _Passphrase
+
+
+def tls_pair_problems(cert_key: str, key_key: str, cert: Path | None, key: Path | None,
+                      purpose: ssl.Purpose = ssl.Purpose.CLIENT_AUTH) -> list[str]:
+    """A certificate and its key (`*_key`: their config keys), loaded as the listener or client will load them."""
+    out = [p for p in (_readable_file(cert_key, cert), _readable_file(key_key, key)) if p]
+    if out or cert is None:
         return out
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(web.tls_cert_file, web.tls_key_file)
+        ssl.create_default_context(purpose).load_cert_chain(cert, key, password=no_passphrase)
+    except _Passphrase:
+        out.append(f"{key_key}: {key or cert} is protected by a passphrase: give an unencrypted key (kept 0600)")
     except (ssl.SSLError, OSError) as exc:
-        out.append(f"web.tls_cert_file: cannot load {web.tls_cert_file} with {web.tls_key_file}: {exc}")
+        out.append(f"{cert_key}: cannot load {cert}" + (f" with {key}" if key else "") + f": {exc}")
     return out
+
+
+def ca_file_problem(key: str, path: Path | None) -> str | None:
+    """A CA bundle, loaded as a client verifying its peer loads it."""
+    problem = _readable_file(key, path)
+    if problem or path is None:
+        return problem
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        return f"{key}: {path}: no certificate in it" if "NO_CERTIFICATE" in str(exc) else f"{key}: {path}: {exc}"
+    except OSError as exc:
+        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
+def secret_file_problem(key: str, path: Path | None) -> str | None:
+    """A secret file (password, token, API key) read as UTF-8 text."""
+    return _text_file(key, path)
+
+
+def _tls(config: Config) -> list[str]:
+    web = config.web
+    if web.tls_cert_file is None or web.tls_key_file is None:
+        return [p for p in (_readable_file("web.tls_cert_file", web.tls_cert_file),
+                            _readable_file("web.tls_key_file", web.tls_key_file)) if p]
+    return tls_pair_problems("web.tls_cert_file", "web.tls_key_file", web.tls_cert_file, web.tls_key_file)
 
 
 def _listen(config: Config) -> str | None:

@@ -74,6 +74,13 @@ def run_hub(path: Path) -> int:
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
         return 2
+    from hub import preflight
+
+    if found := preflight.problems(config):
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in found:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     from exporter import logsetup
 
     logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from correlator.models import FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
+from exporter.preflight import no_passphrase
 from hub.config import HubSection
 from hub.targets import Target
 
@@ -62,7 +63,7 @@ def _verify(section: HubSection) -> ssl.SSLContext | bool:
     else:
         ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
     if tls.cert_file:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None, password=no_passphrase)
     return ctx
 
 

@@ -335,3 +335,25 @@ def test_permission_warnings_print_the_mode_in_full_octal(tmp_path: Path, caplog
     private_file(db)
     modes = sorted(r.getMessage().split("(mode ")[1].split(")")[0] for r in caplog.records if "(mode " in r.getMessage())
     assert modes == ["0640", "0644", "0777"], [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+@pytest.mark.skipif(not shutil.which("script"), reason="needs script(1) for a terminal")
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_passphrase_protected_tls_key_is_a_config_error_not_a_prompt(tmp_path: Path, terminal: bool) -> None:
+    """OpenSSL asks for the passphrase on the terminal when nobody gave one: `check-config` hung there (or, with no
+    terminal, said `Invalid argument`). An unattended daemon cannot type it: the key is named, exit 2."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-days",
+                    "2", "-subj", "/CN=localhost", "-passout", "pass:secret", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    config = write_config(tmp_path, web={"tls_cert_file": str(cert), "tls_key_file": str(key)})
+    command = [sys.executable, "-m", "exporter", "check-config", str(config)]
+    if terminal:  # script(1) gives the command a terminal to prompt on; the prompt would wait for ever
+        command = ["script", "-qec", " ".join(command), "/dev/null"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+    out = proc.stdout + proc.stderr
+    assert f"web.tls_key_file: {key} is protected by a passphrase" in out, out
+    assert "pass phrase" not in out.lower() and "Traceback" not in out
+    if not terminal:
+        assert proc.returncode == 2

@@ -292,3 +292,31 @@ async def test_a_host_answering_an_unexpected_status_is_missing_not_empty(refuse
     body = r.json()
     assert r.status_code == 503 or (body.get("partial") is True and body.get("missing_hosts")), (r.status_code, body)
     assert f"HTTP {refused}" in json.dumps(body)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make test certificates")
+def test_hub_tls_files_and_targets_are_checked_at_start_naming_key_and_file(tmp_path, capfd):
+    """As the daemon's `check-config`: every problem on its own line naming the key, exit 2, no prompt, no hang."""
+    cert, key = self_signed(tmp_path, "hub")
+    encrypted = tmp_path / "enc-key.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True)
+    hostname = tmp_path / "not-a-cert.pem"
+    hostname.write_text("pmta-01\n")
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({
+        "listen": "127.0.0.1:0",
+        "web": {"tls_cert_file": str(cert), "tls_key_file": str(encrypted)},
+        "hub": {"targets": ["127.0.0.1:9469", "ftp://pmta-02:9469", {"url": "not a url"}, "http://pmta-03:9469"],
+                "tls": {"ca_file": str(hostname), "cert_file": str(tmp_path / "gone.pem"), "key_file": str(key)}},
+    }))
+    assert main(["hub", "--config", str(cfg)]) == 2
+    err = capfd.readouterr().err
+    for expected in ("hub.targets.0: '127.0.0.1:9469' is not an http:// or https:// URL",
+                     "hub.targets.1: 'ftp://pmta-02:9469' is not an http:// or https:// URL",
+                     "hub.targets.2.url: 'not a url' is not an http:// or https:// URL",
+                     f"web.tls_key_file: {encrypted} is protected by a passphrase",
+                     f"hub.tls.ca_file: {hostname}: no certificate in it",
+                     f"hub.tls.cert_file: {tmp_path / 'gone.pem'} does not exist"):
+        assert expected in err, err
+    assert "pmta-03" not in err and "Traceback" not in err and "PEM pass phrase" not in err

@@ -1,0 +1,40 @@
+"""What would stop `watchtower hub` or make every answer a 503, checked before it listens (as the daemon's
+`check-config` does): each problem one line naming its key, and the hub exits 2 listing them all."""
+
+from __future__ import annotations
+
+import ssl
+from urllib.parse import urlsplit
+
+from exporter.preflight import ca_file_problem, secret_file_problem, tls_pair_problems
+from hub.config import HubConfig
+
+
+def _url_problem(key: str, url: str) -> str | None:
+    """A daemon or Prometheus base URL: a `host:port` (as file_sd lists targets) is not one, nor another scheme."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises on a port that is no number
+    except ValueError:
+        ok = False
+    return None if ok else f"{key}: {url!r} is not an http:// or https:// URL"
+
+
+def problems(config: HubConfig) -> list[str]:
+    hub, web = config.hub, config.web
+    out: list[str | None] = []
+    for i, target in enumerate(hub.targets):
+        out.append(_url_problem(f"hub.targets.{i}", target) if isinstance(target, str)
+                   else _url_problem(f"hub.targets.{i}.url", target.url))
+    if hub.prometheus is not None:
+        out.append(_url_problem("hub.prometheus.url", hub.prometheus.url))
+    if web.tls_cert_file is not None or web.tls_key_file is not None:
+        out += tls_pair_problems("web.tls_cert_file", "web.tls_key_file", web.tls_cert_file, web.tls_key_file)
+    out.append(ca_file_problem("hub.tls.ca_file", hub.tls.ca_file))
+    if hub.tls.cert_file is not None:
+        out += tls_pair_problems("hub.tls.cert_file", "hub.tls.key_file", hub.tls.cert_file, hub.tls.key_file,
+                                 purpose=ssl.Purpose.SERVER_AUTH)
+    out.append(secret_file_problem("hub.auth.password_file", hub.auth.password_file))
+    out.append(secret_file_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
+    return [p for p in out if p]
