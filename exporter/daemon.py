@@ -226,6 +226,9 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"{self.instance.path}: cannot lock the state directory: "
                                f"{exc.strerror or describe(exc)}") from None
+        # before anything is written: a first start that cannot listen must not commit its start positions (the
+        # next start would resume at them, whatever `tail.start_position` says then)
+        self._probe_listen_address()
         loaded = await self.store.open()
         for name, key, value in loaded.series:
             self.pipeline.aggregator.restore(name, key, value)
@@ -244,6 +247,9 @@ class Daemon:
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
         if loaded.first_run:
             await self._persist_start_decision()
+        elif self.config.tail.start_position == "beginning" and loaded.checkpoints:
+            log.info("tail.start_position: beginning applies to a first start only: files with a checkpoint resume "
+                     "there (remove %s to read everything again)", self.db_path)
         self.queue.start()
         if self.follows:
             self._start_follower()

@@ -357,3 +357,23 @@ def test_a_passphrase_protected_tls_key_is_a_config_error_not_a_prompt(tmp_path:
     assert "pass phrase" not in out.lower() and "Traceback" not in out
     if not terminal:
         assert proc.returncode == 2
+
+
+def test_a_first_start_that_cannot_listen_decides_no_start_positions(tmp_path: Path) -> None:
+    """The first start commits where each existing file starts (`tail.start_position`) before it reads. When that
+    start then fails on a taken port, the decision must not stick: the operator who fixes the port (or switches to
+    `beginning` to backfill) would have the next start resume at the recorded ends, silently."""
+    import sqlite3
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        config = _acct_config(tmp_path, listen=f"127.0.0.1:{taken.getsockname()[1]}", tail={"start_position": "end"})
+        proc = _watchtower("run", "--config", str(config), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "address already in use" in proc.stderr, proc.stderr
+    db = tmp_path / "state" / "watchtower.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            rows = conn.execute("SELECT count(*) FROM wt_checkpoints").fetchone()[0] if "wt_checkpoints" in tables else 0
+        assert rows == 0
