@@ -22,6 +22,7 @@ import errno  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,6 +39,8 @@ if _GC:
     gc.enable()
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as a shell reports a command ^C ended."""
 log = logging.getLogger("watchtower.cli")
 
 
@@ -317,12 +320,18 @@ def main(argv: list[str] | None = None) -> int:
 
     Standard output that cannot be written is handled here, once for every subcommand: one line on stderr,
     exit 1; a reader that went away (`| head`) ends the command quietly, as Unix tools do."""
+    if argv is None and sys.argv[1:2] == ["run"]:
+        # `systemctl reload` right after a start: SIGHUP's default action would end the daemon before its handler
+        # is in place (a second of imports and checks). Held until then (Daemon.serve), not lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
         try:
             code = _main(argv)
         except SystemExit as done:  # argparse's --version/--help print to stdout too
             _flush_stdout()
             raise done from None
+        except KeyboardInterrupt:  # ^C before a command took SIGINT over (imports, checks): no traceback
+            return EXIT_INTERRUPTED
         _flush_stdout()
         return code
     except StdoutError as exc:

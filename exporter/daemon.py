@@ -204,6 +204,8 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         except (NotImplementedError, RuntimeError, AttributeError):
             pass
+        else:  # `watchtower run` blocked it from its start (cli.main): one sent since is taken now, as a reload
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         try:
             await self.startup()
             await self.main_loop()

@@ -112,7 +112,13 @@ class Handle:
         """The current failure, empty while writes succeed (the daemon's /healthz shows it)."""
         self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
                                    args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error))
-        self.process.start()
+        # The child starts with SIGHUP blocked (a mask survives exec): the daemon's reload forwards one, and until
+        # the child's handler is in place (a second of imports) its default action would end the child.
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
     @property
     def failing(self) -> str | None:
@@ -137,6 +143,7 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
     follower = Follower(config, parent, stop, failures, error)
     signal.signal(signal.SIGHUP, lambda *_a: follower.reload_requested.append(True))  # sent by the daemon's SIGHUP
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked since the spawn: one sent since arrives now
     try:
         follower.run()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the daemon restarts this process

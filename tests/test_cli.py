@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -377,3 +378,36 @@ def test_a_first_start_that_cannot_listen_decides_no_start_positions(tmp_path: P
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             rows = conn.execute("SELECT count(*) FROM wt_checkpoints").fetchone()[0] if "wt_checkpoints" in tables else 0
         assert rows == 0
+
+
+def _wait_log(log: Path, text: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.01)
+
+
+@pytest.mark.integration
+def test_a_reload_sent_while_the_daemon_and_its_correlator_start_is_taken_not_fatal(tmp_path: Path) -> None:
+    """`systemctl reload` just after a start: SIGHUP reached the daemon before its handler was in place (its
+    default action ended it), and the correlator process, to which the daemon forwards it, before its own."""
+    config = _acct_config(tmp_path, correlator={"enabled": True}, web={"basic_auth_users": {"op": "pw"}})
+    log = tmp_path / "run.log"
+    proc = _run_logging_to(config, log)
+    try:
+        _wait_log(log, "plain-text password", proc)  # logged by the command before the daemon is imported
+        proc.send_signal(signal.SIGHUP)
+        _wait_log(log, "correlator process started", proc)
+        proc.send_signal(signal.SIGHUP)  # forwarded to a child still importing
+        _wait_log(log, "listening on", proc)
+        time.sleep(1.5)  # a child killed by the forwarded SIGHUP is reported within the daemon's poll
+        assert proc.poll() is None, log.read_text()[-2000:]
+        text = log.read_text()
+        assert text.count("SIGHUP: classification tables reloaded") == 2, text[-3000:]
+        assert "correlator process exited" not in text and "Traceback" not in text, text[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    assert rc == 0, log.read_text()[-2000:]
+
