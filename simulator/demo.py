@@ -52,6 +52,18 @@ async def serve_exporter(config_path: Path) -> Any:
     return daemon, asyncio.create_task(daemon.serve(), name="watchtower")
 
 
+async def _started(daemon: Any, exporter: asyncio.Task[Any]) -> bool:
+    """Whether the exporter is up (its listener bound): its serve() returns 1 instead when it cannot start, and the
+    banner would send the user to a port that is not the demo's."""
+    started = getattr(daemon, "started", None)
+    if started is None:  # a stand-in (tests)
+        return True
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait({waiting, exporter}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    return started.is_set() and not exporter.done()
+
+
 FIRST_RECORDS_WITHIN = 60
 """Simulated seconds the demo may run ahead at once so that the first accounting files exist before the
 exporter's first scan (one step wrote none: the first delivery takes a few simulated seconds)."""
@@ -106,6 +118,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"watchtower demo: {exc}", file=sys.stderr)
         return 2
     temp = args.dir is None
+    if not temp and Path(args.dir).exists() and not Path(args.dir).is_dir():
+        print(f"watchtower demo: --dir {args.dir} is not a directory", file=sys.stderr)
+        return 2
     directory = Path(tempfile.mkdtemp(prefix="watchtower-demo-")) if temp else Path(args.dir)
     try:
         return asyncio.run(_demo(scenario, directory, args.listen, args.speed or 1.0, args.duration))
@@ -139,6 +154,10 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
                                encoding="utf-8")
         later = _first_records(sim)
         daemon, exporter = await serve_exporter(config_path)
+        if not await _started(daemon, exporter):
+            print("watchtower demo: the exporter did not start (see the error above)", file=sys.stderr)
+            sim.close()
+            return 1
         print(_banner(sim, api.url, listen, directory, config_path, speed, later), flush=True)
         sim_task = asyncio.create_task(sim.run(speed, stop=stop, duration=duration,
                                                start_at=time.time() if real_time else None), name="pmta-sim")
@@ -156,4 +175,5 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
     failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     for exc in failed:
         print(f"watchtower demo: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return 1 if failed else 0
+    code = results[1]  # Daemon.serve()'s exit code: 1 when it could not run on
+    return 1 if failed or (type(code) is int and code != 0) else 0

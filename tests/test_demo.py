@@ -157,3 +157,24 @@ def test_newcomer_sees_live_metrics(tmp_path: Path) -> None:
         thread.join(timeout=40)
     assert missing(text) == []
     assert result == [0]
+
+
+def test_a_demo_whose_exporter_cannot_listen_fails_without_pointing_at_the_port(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A taken port: the exporter logs that it could not bind; the demo printed its URLs anyway (someone else's
+    port) and exited 0. It exits 1, without the banner."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert demo.run_demo(args(tmp_path, listen=listen, duration=5.0)) == 1
+    out, err = capsys.readouterr()
+    assert f"http://{listen}/metrics" not in out
+    assert "watchtower demo: the exporter did not start" in err
+
+
+def test_a_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "hostname"
+    afile.write_text("pmta-01\n")
+    assert demo.run_demo(args(afile)) == 2
+    assert capsys.readouterr().err == f"watchtower demo: --dir {afile} is not a directory\n"
