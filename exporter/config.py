@@ -455,6 +455,23 @@ class WebConfig(_Strict):
         default=5.0, description="Time budget of one /api/v1 query; past it the query is interrupted (503)."
     )
 
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _users_who_can_log_in(cls, users: dict[str, str]) -> dict[str, str]:
+        """A user nobody could ever log in as is a mistake to say at start, not a 401 for ever (the secret unsaid)."""
+        from exporter.webauth import bcrypt_problem, is_bcrypt
+
+        problems = []
+        for user, secret in users.items():
+            if not user or ":" in user:
+                problems.append(f"user {user!r}: a user name cannot hold ':' or be empty (HTTP basic auth splits "
+                                "user and password at the first ':')")
+            elif is_bcrypt(secret) and (why := bcrypt_problem(secret)) is not None:
+                problems.append(f"user {user!r}: bcrypt cannot check this hash ({why}): nobody could log in as it")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return users
+
     @model_validator(mode="after")
     def _cert_and_key(self) -> WebConfig:
         if self.tls_cert_file is not None and self.tls_key_file is None:

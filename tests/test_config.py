@@ -174,3 +174,21 @@ def test_pmta_password_file(tmp_path: Path):
     cfg = config_from_dict(_minimal(tmp_path, pmta={"username": "mon", "password_file": str(pw)}))
     assert cfg.pmta.resolved_password() == "s3cret  " and cfg.pmta.password is None
     assert config_from_dict(_minimal(tmp_path, pmta={"password": "x"})).pmta.resolved_password() == "x"
+
+
+def test_basic_auth_users_nobody_could_log_in_as_are_config_errors(tmp_path: Path, capsys):
+    """A user name holding ':' (basic auth splits at the first one) or a hash bcrypt cannot check: `check-config`
+    said ok, and `run` only warned while those users got 401 for ever."""
+    import bcrypt
+
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    bad = tmp_path / "auth.yml"
+    bad.write_text(yaml.safe_dump({
+        "sources": [{"name": "acct", "paths": [str(tmp_path / "*.csv")]}], "state_dir": str(tmp_path / "state"),
+        "web": {"basic_auth_users": {"prom:etheus": good, "grafana": good.replace("$04$", "$99$", 1), "ops": good}},
+    }))
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "web.basic_auth_users: " in err and "user 'prom:etheus': a user name cannot hold ':'" in err, err
+    assert "user 'grafana': bcrypt cannot check this hash (cost 99 is outside 04..31)" in err
+    assert "'ops'" not in err and good not in err
