@@ -100,13 +100,16 @@ def _duration(allow_zero: bool) -> Callable[[Any], float]:
     return check
 
 
-def _size(maximum: int) -> Callable[[Any], int]:
-    """A size check: more than 0 and at most `maximum` bytes (a read buffer of 50GiB is a MemoryError)."""
+def _size(maximum: int, minimum: int = 1) -> Callable[[Any], int]:
+    """A size check: at least `minimum` (more than 0) and at most `maximum` bytes (a read buffer of 50GiB is a
+    MemoryError)."""
 
     def check(value: Any) -> int:
         size = parse_size(value)
         if size <= 0:
             raise ValueError(f"must be more than 0, got {value!r}")
+        if size < minimum:
+            raise ValueError(f"must be at least {_show_size(minimum)}, got {value!r}")
         if size > maximum:
             raise ValueError(f"must be at most {_show_size(maximum)}, got {value!r}")
         return size
@@ -121,6 +124,10 @@ DurationOrZero = Annotated[float, BeforeValidator(_duration(allow_zero=True))]
 Size = Annotated[int, BeforeValidator(_size(2**53))]
 ChunkSize = Annotated[int, BeforeValidator(_size(256 * 1024**2))]
 """A read buffer: held in memory per read, so bounded (256MiB)."""
+MIN_DB_SIZE = 64 * 1024**2
+DbSize = Annotated[int, BeforeValidator(_size(2**53, MIN_DB_SIZE))]
+"""A state DB size cap: an empty store is already hundreds of KiB, so a bare `20` (bytes, not GiB) would prune every
+timeline as soon as it is written, silently."""
 
 
 def check_path(value: Any) -> Path:
@@ -391,10 +398,10 @@ class PmtaApiConfig(_Strict):
 class CorrelatorConfig(_Strict):
     enabled: bool = Field(default=True, description="Store per-message timelines in SQLite.")
     retention: Duration = Field(default=7 * 86400.0, description="Keep a timeline until its latest event is this old.")
-    max_db_size: Size = Field(
+    max_db_size: DbSize = Field(
         default=20 * 1024**3,
         description="Bytes in use in the state DB above which the earliest-stored timelines are pruned, whatever "
-        "their age (checked every 5 s; every 1 s while over it).",
+        "their age (checked every 5 s; every 1 s while over it). At least 64MiB.",
     )
     fallback_window: DurationOrZero = Field(
         default=7 * 86400.0,

@@ -192,3 +192,14 @@ def test_basic_auth_users_nobody_could_log_in_as_are_config_errors(tmp_path: Pat
     assert "web.basic_auth_users: " in err and "user 'prom:etheus': a user name cannot hold ':'" in err, err
     assert "user 'grafana': bcrypt cannot check this hash (cost 99 is outside 04..31)" in err
     assert "'ops'" not in err and good not in err
+
+
+@pytest.mark.parametrize(("value", "ok"), [(20, False), ("1MiB", False), ("64MiB", True), ("20GiB", True)])
+def test_a_db_size_cap_too_small_to_hold_a_store_is_refused(tmp_path: Path, capsys, value: object, ok: bool):
+    """`max_db_size: 20` is 20 bytes: every timeline was pruned as soon as written, with no word about it."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(tmp_path / "*.csv")]}],
+                                   "state_dir": str(tmp_path / "state"), "correlator": {"max_db_size": value}}))
+    assert main(["check-config", str(cfg)]) == (0 if ok else 2)
+    if not ok:
+        assert f"correlator.max_db_size: must be at least 64MiB, got {value!r}" in capsys.readouterr().err
