@@ -138,7 +138,7 @@ def _load(path: Path, preflight: bool = True, oneshot: bool = False) -> Config |
         print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return None
     if preflight:
-        problems = checks.problems(config, uses_state_dir=not oneshot or config.correlator.enabled)
+        problems = checks.problems(config, uses_state_dir=not oneshot)  # oneshot: a temporary store, in TMPDIR
         if problems:
             _report(path, problems)
             return None

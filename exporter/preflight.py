@@ -208,7 +208,7 @@ def _listen(config: Config) -> str | None:
 def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
     """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
 
-    `uses_state_dir` False (a metrics-only oneshot, which opens no state database) skips state_dir."""
+    `uses_state_dir` False (oneshot: no state database, or a temporary one in TMPDIR) skips state_dir."""
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),

@@ -411,3 +411,13 @@ def test_a_reload_sent_while_the_daemon_and_its_correlator_start_is_taken_not_fa
         rc = proc.wait(timeout=60)
     assert rc == 0, log.read_text()[-2000:]
 
+
+
+def test_oneshot_with_the_correlator_needs_no_state_dir(tmp_path: Path) -> None:
+    """Its store is temporary (TMPDIR): a backfill on a copy of the production config, on another machine whose
+    state_dir cannot be made, ran only after someone created it, and never used it."""
+    config = _acct_config(tmp_path, correlator={"enabled": True}, state_dir=str(tmp_path / "missing" / "state"))
+    proc = _watchtower("oneshot", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "pmta_delivered_total" in proc.stdout
+    assert not (tmp_path / "missing").exists()
