@@ -298,7 +298,7 @@ class Linker:
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
             " AND (?4 = '' OR orig = ?4) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
-            " AND (?6 IS NULL OR job_h IS NULL OR job_h = ?6)"
+            " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" ORDER BY (flags & {delivered}) != 0 DESC, t0 DESC LIMIT 1",
             (rh, t - self._window, t, orig_l, mh, jh),
         ).fetchone()

@@ -129,3 +129,18 @@ f,2024-05-03 12:00:00+0000,a@s.example,zed@gmail.com,J1,<m@s>
 """))
     assert _timelines(h) == [("m@s", "J1", "v1", "37"), ("m@s", None, "v2", "3")]
     h.close()
+
+
+@pytest.mark.parametrize("report", ["jobId", "jobId,header_Message-Id"])
+def test_a_report_with_a_job_falls_back_on_a_delivery_logged_without_one(tmp_path: Path, restart, report: str) -> None:
+    """The acct file logs no jobId (its timeline's job key is sender + timeQueued): a complaint naming a job is
+    still that delivery's, by rcpt + sender, as the fallback is for keys the acct file does not log."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct-0.csv", "type,timeLogged,timeQueued,orig,rcpt,vmta,dsnStatus\n"
+                   "d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,v1,2.0.0"))
+    restart(h)
+    values = {"jobId": "J9", "header_Message-Id": "<m@s>"}
+    h.commit(batch("/l/fbl-0.csv", f"type,timeLogged,orig,rcpt,{report}\nf,2024-05-01 12:00:00+0000,a@s.example,"
+                   "zed@gmail.com," + ",".join(values[k] for k in report.split(","))))
+    assert [(vmta, kinds) for _m, _j, vmta, kinds in _timelines(h)] == [("v1", "37")]
+    h.close()
