@@ -89,9 +89,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pmta_sender_complaints_total", "counter", "Feedback-loop complaints, by sending domain.",
                ("sender", "isp", "feedback_type"), "records"),
     # --- from PMTA's HTTP management interface ---------------------------------------------
-    MetricSpec("pmta_queue_recipients", "gauge",
-               "Recipients queued, per VMTA and ISP (isp unknown: in queues PMTA's top-N listing did not show).",
-               ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_recipients", "gauge", "Recipients queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_unlisted_recipients", "gauge",
+               "Recipients in a VMTA's queues beyond PMTA's top-N listing of it (its totalRcp less the queues shown; "
+               "their ISP is unknown).", ("vmta",), "queue"),
     MetricSpec("pmta_queue_bytes", "gauge", "Bytes queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_connections", "gauge", "Open outbound connections, per VMTA and ISP.",
                ("vmta", "isp"), "queue"),
@@ -205,8 +206,7 @@ LABEL_VALUES: dict[str, str] = {
     "apple, comcast, gmx, mailru, yandex, orange, other (the table is overridable). Placed by the recipient domain, "
     "else dsnMta (reportingMta for f). An f/rb/rs record naming neither (an FBL whose recipient the provider "
     "anonymised, as Microsoft JMRP does) takes the provider of the delivery the correlator matched it to; "
-    "`other` when it matched none or the correlator is off. On pmta_queue_recipients, `unknown`: the recipients "
-    "of a VMTA's queues beyond PMTA's top-N listing of that VMTA (its `totalRcp` less the queues shown).",
+    "`other` when it matched none or the correlator is off.",
     "category": "PMTA's bounceCat: the 17 PMTA categories, `none` when empty, `unknown` otherwise.",
     "class": "Response class: throttled, reputation, blocklisted, auth_failure, tls, content, policy, "
     "user_unknown, mailbox_disabled, mailbox_full, recipient_rate, bad_domain, network, transient_remote, "

@@ -6,7 +6,7 @@ then `/queues?queue=*/<vmta>` for every VMTA it knows (listed by /vmtas - itself
 present in the top-N queue list, or seen with mail in the last polls), a few at a time. Queues
 (`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label. A VMTA's own
 listing is top-N as well; the recipients of its queues not shown (its `totalRcp` less those shown)
-are served as (vmta, `unknown`), so a VMTA's sum is its whole backlog.
+are `pmta_queue_unlisted_recipients{vmta}`, so a VMTA's whole backlog is known.
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
 The collector serves exactly what the last poll read, and nothing older (the Prometheus
@@ -39,7 +39,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
-from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_UNKNOWN, SPECS, self_metrics_for_api
+from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, self_metrics_for_api
 from exporter.pmta_api import (
     API_ERROR_REASONS,
     PmtaApiClient,
@@ -76,8 +76,10 @@ class Snapshot:
     taken: float
     up: bool = False
     partial: bool = False
-    queues: dict[tuple[str, str], list[float | None]] = field(default_factory=dict)
-    """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused] (None: not known)."""
+    queues: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused]."""
+    unlisted: dict[str, float] = field(default_factory=dict)
+    """vmta -> recipients in its queues beyond its own top-N listing (its totalRcp less the queues shown)."""
     status: StatusInfo | None = None
     coverage: float | None = None
 
@@ -118,8 +120,10 @@ class QueueCollector:
         fams = [self._family(n) for n in QUEUE_METRICS]
         for (vmta, isp), values in sorted((snap.queues if snap else {}).items()):
             for fam, value in zip(fams, values, strict=True):
-                if value is not None:
-                    fam.add_metric([vmta, isp], value)
+                fam.add_metric([vmta, isp], value)
+        unlisted = self._family("pmta_queue_unlisted_recipients")
+        for vmta, value in sorted((snap.unlisted if snap else {}).items()):
+            unlisted.add_metric([vmta], value)
         rcp, dom, kb = (self._family(n) for n in ("pmta_status_queue_recipients", "pmta_status_queue_domains",
                                                   "pmta_status_queue_bytes"))
         conn, spool = self._family("pmta_status_connections"), self._family("pmta_status_spool_files")
@@ -139,7 +143,7 @@ class QueueCollector:
         partial.add_metric([], 1 if snap is not None and snap.partial else 0)
         if snap is not None and snap.coverage is not None:
             coverage.add_metric([], snap.coverage)
-        return [*fams, rcp, dom, kb, conn, spool, up, partial, coverage]
+        return [*fams, unlisted, rcp, dom, kb, conn, spool, up, partial, coverage]
 
 
 class QueuePoller:
@@ -332,7 +336,8 @@ class QueuePoller:
         snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed), status=status)
         if queues is not None:
             snap.queues = self._aggregate(queues)
-            seen = sum(q.rcp for q in queues) + self._add_beyond(snap.queues, per_vmta)
+            snap.unlisted = self._unlisted(per_vmta)
+            seen = sum(q.rcp for q in queues) + sum(snap.unlisted.values())
             if status is not None:
                 total = status.smtp_rcp
                 snap.coverage = 1.0 if not total else min(1.0, seen / total)
@@ -399,23 +404,19 @@ class QueuePoller:
         except Exception:
             return PLACEHOLDER_OTHER
 
-    def _add_beyond(self, out: dict[tuple[str, str], list[float | None]], listings: dict[str, QueueList]) -> int:
-        """A VMTA's own listing is top-N too, but its `totalRcp` counts every queue of the VMTA: the recipients of
-        the queues not shown go to (vmta, `unknown`), so a VMTA's sum is its whole backlog. Only recipients: the
-        listing has no other total (those gauges have no `unknown` series). Returns the recipients added."""
-        added = 0
+    def _unlisted(self, listings: dict[str, QueueList]) -> dict[str, float]:
+        """A VMTA's own listing is top-N too, but its `totalRcp` counts every queue of the VMTA: the recipients of the
+        queues not shown, per VMTA. A gauge of its own: their ISP is unknown, and under `pmta_queue_recipients` they
+        would be a (vmta, isp) queue no delivery counter can match (the stall alerts would fire on it)."""
+        out: dict[str, float] = {}
         for vmta, listing in listings.items():
-            if listing.total_rcp is None:
-                continue
-            rest = listing.total_rcp - sum(q.rcp for q in listing.queues)
-            if rest > 0:
-                row = out.setdefault((self._vmta_label(vmta), PLACEHOLDER_UNKNOWN), [0.0, None, None, None, None])
-                row[0] = (row[0] or 0.0) + rest
-                added += rest
-        return added
+            if listing.total_rcp is not None and (rest := listing.total_rcp - sum(q.rcp for q in listing.queues)) > 0:
+                label = self._vmta_label(vmta)
+                out[label] = out.get(label, 0.0) + rest
+        return out
 
-    def _aggregate(self, queues: Iterable[QueueInfo]) -> dict[tuple[str, str], list[float | None]]:
-        out: dict[tuple[str, str], list[float | None]] = {}
+    def _aggregate(self, queues: Iterable[QueueInfo]) -> dict[tuple[str, str], list[float]]:
+        out: dict[tuple[str, str], list[float]] = {}
         for q in queues:
             key = (self._vmta_label(q.vmta), self._isp(q.domain))
             row = out.get(key)

@@ -170,10 +170,12 @@ def overview() -> Json:
                          prom(quantile(0.99, rate("pmta_deferral_age_seconds_bucket", ISP)), "p99"),
                      ], "s"), 12, 8)
     g.add(timeseries("Queued recipients", "Recipients queued on the PMTA hosts (/status, by delivery type: all "
-                     "providers) and the sum of the per-queue gauges of the selected ISPs. With every ISP selected, "
-                     "a gap between them means queues beyond PMTA's top-N list; with some, the other ISPs' share.", [
+                     "providers), the sum of the per-queue gauges of the selected ISPs, and the recipients of the "
+                     "queues beyond each VMTA's top-N listing (any ISP). With every ISP selected, a gap between the "
+                     "host and the two others means VMTAs not read; with some, the other ISPs' share.", [
                          prom(sum_by("type", sel("pmta_status_queue_recipients")), "host: {{type}}"),
                          prom(sum_by("", sel("pmta_queue_recipients", ISP)), "per-queue gauges"),
+                         prom(sum_by("", sel("pmta_queue_unlisted_recipients")), "beyond the VMTAs' top-N listings"),
                      ], "short"), 12, 8)
     g.add(timeseries("Queued recipients by ISP", "Recipients queued per mailbox provider (per-queue gauges).",
                      [prom(sum_by("isp", sel("pmta_queue_recipients", ISP)), "{{isp}}")], "short", stack=True), 12, 8)
