@@ -491,16 +491,22 @@ class FileParser:
         assert self.columns is not None
         changes = self._header_changes
         names = list(self.columns.names)
+        seen = {name.lower() for name in names}  # Columns reads names in any case: `Type` is `type`
         for _end, cols in changes:
-            names += [name for name in cols.names if name not in names]
+            for name in cols.names:
+                if name.lower() not in seen:
+                    seen.add(name.lower())
+                    names.append(name)
         union = Columns.from_header(names)
         starts = [0, *(end for end, _cols in changes)]
         layouts = [cols for _end, cols in changes] + [self.columns]
         for start, end, cols in zip(starts, [*starts[1:], len(rows)], layouts, strict=True):
             if cols.names == union.names:
                 continue
-            where = {name: i for i, name in enumerate(cols.names)}
-            picks = [where.get(name) for name in union.names]
+            where: dict[str, int] = {}
+            for i, name in enumerate(cols.names):
+                where.setdefault(name.lower(), i)  # the first of a name given twice, as Columns reads it
+            picks = [where.get(name.lower()) for name in union.names]
             for k in range(start, end):
                 row = rows[k]
                 rows[k] = [row[i] if i is not None else "" for i in picks]
