@@ -422,17 +422,22 @@ class PmtaApiClient:
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
                 event_hooks={"request": [self._key_stays_home]},
             )
-            self._home = self._client.base_url.host
-            if (key or auth) and self._client.base_url.scheme == "http" and not _loopback(self._home):
+            base = self._client.base_url
+            self._home = (base.scheme, base.host, base.port)
+            if (key or auth) and base.scheme == "http" and not _loopback(base.host):
                 log.warning("pmta.url %s is plain http: the %s crosses the network in clear text on every poll "
                             "(PMTA 5 serves https)", self._client.base_url, "API key" if key else "password")
         except (httpx.InvalidURL, ValueError, TypeError) as exc:  # a URL httpx cannot parse (`http://[::1`)
             raise PmtaApiConfigError("url", f"{config.url!r} is not a usable URL: {_why(exc)}") from exc
 
     async def _key_stays_home(self, request: httpx.Request) -> None:
-        """The X-API-Key grants admin: it goes to pmta.url's host only. httpx strips Authorization when a redirect
-        leaves the origin (bar http -> https on one host, which PMTA 5 does by default), not a custom header."""
-        if request.url.host != self._home:
+        """The X-API-Key grants admin: it goes to pmta.url's origin only (scheme, host and port), or along an
+        http -> https redirect on that host, which PMTA 5 does by default. httpx strips Authorization so on a
+        redirect, not a custom header."""
+        url, (scheme, host, port) = request.url, self._home
+        same = (url.scheme, url.host, url.port) == (scheme, host, port)
+        upgrade = url.host == host and scheme == "http" and url.scheme == "https"
+        if not (same or upgrade):
             request.headers.pop("X-API-Key", None)
 
     async def get(self, path: str, queue: str | None = None) -> bytes:

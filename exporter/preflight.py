@@ -205,6 +205,17 @@ def _listen(config: Config) -> str | None:
     return None
 
 
+def _api_key(config: Config) -> str | None:
+    """The key as `run` sends it: a character an HTTP header cannot carry is named here, not at the first poll."""
+    from exporter.pmta_api import PmtaApiConfigError, read_api_key
+
+    try:
+        read_api_key(config.pmta)
+    except PmtaApiConfigError as exc:
+        return str(exc)
+    return None
+
+
 def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
     """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
 
@@ -215,7 +226,7 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
         _state_dir(Path(config.state_dir)) if uses_state_dir else None,
         _listen(config),
         _hmac_key(config),
-        _text_file("pmta.api_key_file", config.pmta.api_key_file),
+        _text_file("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
         _text_file("pmta.password_file", config.pmta.password_file),
         _ca_file("pmta.ca_file", config.pmta.ca_file),
     ]

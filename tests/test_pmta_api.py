@@ -433,14 +433,18 @@ async def test_an_unusable_setting_is_a_config_error_naming_its_key(tmp_path: Pa
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize(("location", "keeps_key"), [
-    ("https://pmta:8443", True),  # PMTA 5 sends http to https on the same host: the key goes along
-    ("https://other-host.example:8443", False),
-    ("http://pmta.evil.example:8080", False),
+@pytest.mark.parametrize(("base", "location", "keeps_key"), [
+    ("http://pmta:8080", "https://pmta:8443", True),  # PMTA 5 sends http to https on the same host: the key goes along
+    ("http://pmta:8080", "http://pmta:8080/other", True),
+    ("http://pmta:8080", "https://other-host.example:8443", False),
+    ("http://pmta:8080", "http://pmta.evil.example:8080", False),
+    ("http://pmta:8080", "http://pmta:1234", False),  # another port: another server
+    ("https://pmta:8443", "http://pmta:8080", False),  # a downgrade would send it in clear text
 ])
-async def test_the_api_key_follows_a_redirect_only_to_the_same_host(location: str, keeps_key: bool) -> None:
+async def test_the_api_key_follows_a_redirect_only_to_the_same_origin_or_its_https(
+        base: str, location: str, keeps_key: bool) -> None:
     """httpx drops Authorization on a redirect to another origin, not a custom header: the admin-level X-API-Key
-    must not go to whatever host a redirect names."""
+    must not go to whatever host, port or scheme a redirect names."""
     seen: list[tuple[str, str | None]] = []
     status = b"<rsp><data><status><status>running</status></status></data><succ/></rsp>"
 
@@ -450,7 +454,7 @@ async def test_the_api_key_follows_a_redirect_only_to_the_same_host(location: st
             return httpx.Response(302, headers={"Location": location + request.url.raw_path.decode()})
         return httpx.Response(200, content=status)
 
-    config = PmtaApiConfig(url="http://pmta:8080", api_key="K" * 40)
+    config = PmtaApiConfig(url=base, api_key="K" * 40)
     async with PmtaApiClient(config, transport=httpx.MockTransport(answer)) as client:
         await client.status()
     assert seen == [("pmta", "K" * 40), (httpx.URL(location).host, "K" * 40 if keeps_key else None)]
@@ -507,3 +511,25 @@ def test_an_answer_cut_short_is_still_a_parse_error(fmt: str) -> None:
     with pytest.raises(PmtaApiError) as caught:
         parse_queues(body, fmt)
     assert caught.value.reason == "parse"
+
+
+@pytest.mark.parametrize("where", ["api_key", "api_key_file"])
+def test_check_config_names_an_api_key_a_header_cannot_carry(tmp_path: Path, where: str, capsys) -> None:
+    import yaml
+
+    from exporter.cli import main
+
+    key = "abc def" + "a" * 30
+    pmta: dict[str, str] = {"url": "https://pmta:8080"}
+    if where == "api_key":
+        pmta["api_key"] = key
+    else:
+        (tmp_path / "key").write_text(key + "\n", encoding="utf-8")
+        pmta["api_key_file"] = str(tmp_path / "key")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(tmp_path / "*.csv")]}],
+                                   "state_dir": str(tmp_path / "state"), "pmta": pmta}))
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"pmta.{where}: the key has a character an HTTP header cannot carry at position 4" in err, err
+    assert key not in err
