@@ -12,6 +12,13 @@ Docker reserves a health check's exit 2).
 from __future__ import annotations
 
 import gc
+import signal
+import sys
+
+if sys.argv[1:2] == ["run"]:
+    # `systemctl reload` right after a start: SIGHUP's default action would end the daemon before its handler is
+    # in place (a second of imports and checks). Held from here, before the imports, until then (Daemon.serve).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
 
 _GC = gc.isenabled()
 gc.disable()  # the start-up imports (pydantic, the config models) create long-lived objects: collecting is wasted
@@ -22,8 +29,6 @@ import errno  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -307,8 +312,8 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
         from exporter.daemon import Daemon
 
         return int(asyncio.run(Daemon(config, owns_process=True).serve()) or 0)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    except KeyboardInterrupt:  # ^C before the daemon took SIGINT over (once it has, ^C is a clean stop: 0)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
         log.critical("watchtower could not run: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=exc)
@@ -320,10 +325,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Standard output that cannot be written is handled here, once for every subcommand: one line on stderr,
     exit 1; a reader that went away (`| head`) ends the command quietly, as Unix tools do."""
-    if argv is None and sys.argv[1:2] == ["run"]:
-        # `systemctl reload` right after a start: SIGHUP's default action would end the daemon before its handler
-        # is in place (a second of imports and checks). Held until then (Daemon.serve), not lost.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
         try:
             code = _main(argv)
