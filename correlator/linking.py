@@ -245,7 +245,7 @@ class Linker:
             if mk is not None:
                 link[mk] = tl
                 if smix:
-                    bare = mk ^ smix  # the bare key, which reports look up: the newest timeline, as a probe finds
+                    bare = mk ^ smix  # the bare key, which reports look up: the timeline stored last, as a probe finds
                     if (have := link.get(bare)) is None or find(have) <= tl:
                         link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
@@ -265,7 +265,7 @@ class Linker:
                    b: int) -> int | None:
         """Record `i` has no timeQueued (a report) and its Message-Id and job keys name timelines `a` and `b`: None
         when they may be one send (one of them undated, or both of one timeQueued: merge them), else the one to
-        join, `b` if it holds the Message-Id too, else `a` (a Message-Id names the newest of its sends; a job, and
+        join, `b` if it holds the Message-Id too, else `a` (a Message-Id names the send of it stored last; a job, and
         the two together, are more specific). Rare: the scopes are read from the store, this segment flushed."""
         self._flush(conn, p, tls, seg)
         rows = {tl: (scope, mid_h) for tl, scope, mid_h in
@@ -293,7 +293,8 @@ class Linker:
         """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window.
 
         Not one that names another Message-Id or jobId than the report: that is another message (the fallback is
-        for the keys the acct file does not log). The report's keys are then stored on the timeline it joins."""
+        for the keys the acct file does not log). The report's Message-Id is then stored on the timeline it joins
+        (a jobId is not, where the timeline's job key is sender + timeQueued)."""
         delivered = store.FLAG[D] | store.FLAG[B] | store.FLAG[T]
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"

@@ -172,7 +172,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Failed API requests, by reason; a request cut by the poll deadline is a timeout.", ("reason",),
                "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
-               "Share of the host's queued recipients (/status) seen in the per-queue gauges.", (), "self"),
+               "Share of the host's queued recipients (/status) the queue gauges account for (per queue, and beyond "
+               "the VMTAs' top-N listings).", (), "self"),
 )
 
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
