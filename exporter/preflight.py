@@ -207,6 +207,8 @@ def _listen(config: Config) -> str | None:
 
 def _api_key(config: Config) -> str | None:
     """The key as `run` sends it: a character an HTTP header cannot carry is named here, not at the first poll."""
+    if not (config.pmta.url and (config.pmta.api_key or config.pmta.api_key_file)):
+        return None  # nothing to send (and oneshot, which polls nothing, imports no HTTP client)
     from exporter.pmta_api import PmtaApiConfigError, read_api_key
 
     try:

@@ -315,7 +315,8 @@ def test_listen_as_a_url_is_explained(tmp_path: Path):
 
 # --- 8. oneshot without the correlator never touches state_dir ------------------------------------------------
 
-def test_oneshot_without_correlator_ignores_an_unusable_state_dir(tmp_path: Path, capsys):
+def test_oneshot_ignores_an_unusable_state_dir(tmp_path: Path, capsys):
+    """oneshot opens no state database (metrics only) or a temporary one in TMPDIR (correlator on)."""
     not_a_dir = tmp_path / "a-file"
     not_a_dir.write_text("x")
     f = tmp_path / "c.yml"
@@ -326,5 +327,6 @@ def test_oneshot_without_correlator_ignores_an_unusable_state_dir(tmp_path: Path
     assert "pmta_" in out and "state_dir" not in err
     assert main(["check-config", str(f)]) == 2  # `run` would use it: check-config still says so
     assert f"state_dir: {not_a_dir} exists and is not a directory" in capsys.readouterr().err
-    f.write_text(yaml.safe_dump(_minimal(tmp_path, state_dir=str(not_a_dir))))  # the correlator stores in it
-    assert main(["oneshot", "--config", str(f)]) == 2
+    f.write_text(yaml.safe_dump(_minimal(tmp_path, state_dir=str(not_a_dir))))  # the correlator on: TMPDIR
+    assert main(["oneshot", "--config", str(f)]) == 0
+    assert "state_dir" not in capsys.readouterr().err
