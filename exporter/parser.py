@@ -139,6 +139,11 @@ def _lf_lines(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
+_LONE_CR_TEXT = re.compile("\r(?!\n)")
+_CR_STAND_IN = "\ue000"
+"""Stands for a CR not followed by LF while csv.reader reads a chunk (a private-use character PMTA does not write)."""
+
+
 class _Fallback(Exception):
     """The chunk holds a malformed line: re-read it line by line."""
 
@@ -236,6 +241,8 @@ class FileParser:
 
     def _error(self, reason: str, line: int, sample: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
+        if _CR_STAND_IN in sample:  # the exact path's stand-in for a lone CR: the line as the file has it
+            sample = sample.replace(_CR_STAND_IN, "\r")
         if self._held is not None:  # a pass that may be given up: logged once it is kept (`_parse_exact`)
             self._held.append((line, reason, sample))
         else:
@@ -441,8 +448,12 @@ class FileParser:
         """The exact path: csv.reader over the chunk, record by record where one is malformed."""
         bad_utf8 = invalid_utf8_lines(data)
         text = data.decode("utf-8", "replace") if bad_utf8 else data.decode("utf-8")
+        lone_cr = False
         if "\r" in text:  # a quoted line break then reads the same in CRLF and LF files (as on the polars path)
             text = text.replace("\r\n", "\n")
+            if "\r" in text:  # one inside a field: csv.reader would end the line there, polars does not
+                text, lone = _LONE_CR_TEXT.subn(_CR_STAND_IN, text)
+                lone_cr = lone > 0
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the empty tail after the final newline
@@ -481,6 +492,11 @@ class FileParser:
             self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in first)
         if not batch_rows or self.columns is None:
             return None, used
+        if lone_cr:
+            for row in batch_rows:
+                for k, value in enumerate(row):
+                    if _CR_STAND_IN in value:
+                        row[k] = value.replace(_CR_STAND_IN, "\r")
         columns = self._remapped(batch_rows) if changes else self.columns
         return RecordBatch(self.source, self.path, columns, batch_rows, numbers), used
 

@@ -199,3 +199,16 @@ def test_a_header_spelt_otherwise_mid_file_is_a_header_on_both_paths(spelling: s
         assert len(c.names) == 9 and batch.frame.height == 41, (fast, c.names)
         assert {(row[c.type], row[c.vmta], row[c.timeLogged]) for row in batch.rows} == {
             ("d", "v", "1"), ("d", "vm-9", "1")}, fast
+
+
+@pytest.mark.parametrize("neighbour", ["d,1,2,o@a,r@b,2.0.0,ok,v2,p\n",  # the fast path takes the chunk
+                                       'd,1,2,o@a,r@b,2.0.0,ok,"v2"x,p\n'])  # a bad quote: the exact path does
+def test_a_lone_cr_inside_a_field_gets_the_same_verdict_on_both_paths(neighbour: str) -> None:
+    """A CR not followed by LF in an unquoted reply text: the fast path kept the record; the exact path (csv.reader,
+    which ends a line at a lone CR) made it a bad_quoting error. Which path a chunk takes must not decide."""
+    data = HEADER + "d,1,2,o@a,r@b,2.0.0,smtp;250 ok\rmore,v1,p\n" + neighbour
+    for fast in (True, False):
+        p, batch, n = parse(data, parser=FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast))
+        assert n == 3 and batch is not None, fast
+        assert batch.rows[0][6] == "smtp;250 ok\rmore" and batch.rows[0][7] == "v1", fast
+        assert p.errors == ({} if "x," not in neighbour else {"bad_quoting": 1}), (fast, p.errors)
