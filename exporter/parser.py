@@ -212,11 +212,11 @@ class FileParser:
         correlator), the fast path materialises just those columns of valid rows: a batch's other
         columns are absent from its frame and read as '' (RecordBatch.rows). Counting is unchanged."""
         self._held: list[tuple[int, str, str]] | None = None
+        """Bad lines of a csv pass over a chunk, logged only if the pass is kept (see `_parse_exact`)."""
         self._rows_out: list[list[str]] | None = None
         """The rows the exact path is gathering (a header change marks where the earlier ones end)."""
         self._header_changes: list[tuple[int, Columns]] = []
         """(rows gathered before it, the columns they were read with) for each header that changed the columns."""
-        """Bad lines of a csv pass over a chunk, logged only if the pass is kept (see `_parse_exact`)."""
         self.source = source
         self.path = path
         self.allowed = allowed if allowed is not None else _KNOWN
