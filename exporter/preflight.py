@@ -29,7 +29,7 @@ def _readable_file(key: str, path: Path | None) -> str | None:
     return None
 
 
-def _text_file(key: str, path: Path | None) -> str | None:
+def secret_file_problem(key: str, path: Path | None) -> str | None:
     """A secret file (password, API key) that `run` reads as UTF-8 text on every poll."""
     problem = _readable_file(key, path)
     if problem or path is None:
@@ -45,8 +45,8 @@ def _text_file(key: str, path: Path | None) -> str | None:
     return None
 
 
-def _ca_file(key: str, path: Path | None) -> str | None:
-    """A CA bundle loads as PEM here, or every poll would fail with an SSLError."""
+def ca_file_problem(key: str, path: Path | None) -> str | None:
+    """A CA bundle loads as PEM here, or every request verified with it would fail with an SSLError."""
     problem = _readable_file(key, path)
     if problem or path is None:
         return problem
@@ -169,25 +169,6 @@ def tls_pair_problems(cert_key: str, key_key: str, cert: Path | None, key: Path 
     return out
 
 
-def ca_file_problem(key: str, path: Path | None) -> str | None:
-    """A CA bundle, loaded as a client verifying its peer loads it."""
-    problem = _readable_file(key, path)
-    if problem or path is None:
-        return problem
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except ssl.SSLError as exc:
-        return f"{key}: {path}: no certificate in it" if "NO_CERTIFICATE" in str(exc) else f"{key}: {path}: {exc}"
-    except OSError as exc:
-        return f"{key}: cannot read {path}: {exc.strerror or exc}"
-    return None
-
-
-def secret_file_problem(key: str, path: Path | None) -> str | None:
-    """A secret file (password, token, API key) read as UTF-8 text."""
-    return _text_file(key, path)
-
-
 def _tls(config: Config) -> list[str]:
     web = config.web
     if web.tls_cert_file is None or web.tls_key_file is None:
@@ -228,9 +209,9 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
         _state_dir(Path(config.state_dir)) if uses_state_dir else None,
         _listen(config),
         _hmac_key(config),
-        _text_file("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
-        _text_file("pmta.password_file", config.pmta.password_file),
-        _ca_file("pmta.ca_file", config.pmta.ca_file),
+        secret_file_problem("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
+        secret_file_problem("pmta.password_file", config.pmta.password_file),
+        ca_file_problem("pmta.ca_file", config.pmta.ca_file),
     ]
     return [p for p in out if p] + _tls(config)
 

@@ -13,8 +13,8 @@ from tests.conftest import REPO, write_config
 HEADER = "type,timeLogged,timeQueued,rcpt,vmta"
 
 
-def _oneshot(tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    cfg = write_config(tmp_path, [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")]}])
+def _oneshot(tmp_path: Path, **source: object) -> subprocess.CompletedProcess[str]:
+    cfg = write_config(tmp_path, [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")], **source}])
     return subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
 
@@ -54,6 +54,18 @@ def test_bad_timestamps_are_rate_limited_like_other_parse_errors(tmp_path: Path)
     assert f"{path}:2: bad_timestamp" in logged[0] and f"{path}:11: bad_timestamp" in logged[9]
 
 
+def _logs(tmp_path: Path, text: str) -> Path:
+    """One accounting file of `text` under tmp_path/logs, where `_oneshot` reads."""
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "ts.csv"
+    path.write_text(text)
+    return path
+
+
+def _bad_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "bad_timestamp" in line]
+
+
 def _series(out: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith(name + "{"))
 
@@ -91,11 +103,9 @@ def test_a_time_queued_further_back_than_any_queue_keeps_is_a_bad_timestamp_not_
 def test_a_time_queued_decades_after_its_time_logged_is_a_bad_timestamp_too(tmp_path: Path):
     """The same bound both ways: a clock decades ahead is no skew of seconds (which counts as a negative delay,
     observed as 0), and must not pull the delay quantiles to 0 unnoticed."""
-    (tmp_path / "logs").mkdir()
-    path = tmp_path / "logs" / "ts.csv"
-    path.write_text(f"{HEADER}\n"
-                    "d,2024-06-12 08:00:00+0000,2099-01-01 00:00:00+0000,a@gmail.com,v1\n"
-                    "d,2024-06-12 08:00:00+0000,2024-06-12 08:01:00+0000,b@gmail.com,v1\n")
+    path = _logs(tmp_path, f"{HEADER}\n"
+                 "d,2024-06-12 08:00:00+0000,2099-01-01 00:00:00+0000,a@gmail.com,v1\n"
+                 "d,2024-06-12 08:00:00+0000,2024-06-12 08:01:00+0000,b@gmail.com,v1\n")
     proc = _oneshot(tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -103,26 +113,21 @@ def test_a_time_queued_decades_after_its_time_logged_is_a_bad_timestamp_too(tmp_
     assert _series(out, "pmta_delivery_delay_seconds_count") == 1
     assert _series(out, "watchtower_negative_delays_total") == 1
     assert _count(out) == 1
-    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    logged = _bad_lines(proc.stderr)
     assert len(logged) == 1 and f"{path}:2: bad_timestamp" in logged[0] and "2099-01-01" in logged[0]
 
 
 def test_bounces_and_queue_deferrals_carry_the_newest_record_time_and_their_bad_time_logged(tmp_path: Path):
     """`watchtower_last_record_timestamp_seconds` is the timeLogged of the newest record read, whatever its type:
     a source that reads only b or tq records is not silent, and a broken timeLogged there is a bad_timestamp."""
-    (tmp_path / "logs").mkdir()
-    path = tmp_path / "logs" / "ts.csv"
-    path.write_text("type,timeLogged,timeQueued,rcpt,vmta,queue\n"
-                    "b,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,a@gmail.com,v1,\n"
-                    "tq,2024-06-12 09:00:00+0000,,,,gmail.com/v1\n"
-                    "tq,yesterday,,,,gmail.com/v1\n")
-    cfg = write_config(tmp_path, [{"name": "acct", "paths": [str(tmp_path / "logs" / "*.csv")],
-                                   "records": ["b", "tq"]}])
-    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(cfg)], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+    path = _logs(tmp_path, "type,timeLogged,timeQueued,rcpt,vmta,queue\n"
+                 "b,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,a@gmail.com,v1,\n"
+                 "tq,2024-06-12 09:00:00+0000,,,,gmail.com/v1\n"
+                 "tq,yesterday,,,,gmail.com/v1\n")
+    proc = _oneshot(tmp_path, records=["b", "tq"])
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert 'watchtower_last_record_timestamp_seconds{source="acct"} 1.7181828e+09' in out
     assert _count(out) == 1
-    logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
+    logged = _bad_lines(proc.stderr)
     assert len(logged) == 1 and f"{path}:4: bad_timestamp" in logged[0] and "yesterday" in logged[0]

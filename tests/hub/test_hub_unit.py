@@ -316,7 +316,7 @@ def test_hub_tls_files_and_targets_are_checked_at_start_naming_key_and_file(tmp_
                      "hub.targets.1: 'ftp://pmta-02:9469' is not an http:// or https:// URL",
                      "hub.targets.2.url: 'not a url' is not an http:// or https:// URL",
                      f"web.tls_key_file: {encrypted} is protected by a passphrase",
-                     f"hub.tls.ca_file: {hostname}: no certificate in it",
+                     f"hub.tls.ca_file: cannot load {hostname} as a PEM CA bundle",
                      f"hub.tls.cert_file: {tmp_path / 'gone.pem'} does not exist"):
         assert expected in err, err
     assert "pmta-03" not in err and "Traceback" not in err and "PEM pass phrase" not in err
