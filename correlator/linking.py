@@ -246,7 +246,8 @@ class Linker:
                 link[mk] = tl
                 if smix:
                     bare = mk ^ smix  # the bare key, which reports look up: the timeline stored last, as a probe finds
-                    if (have := link.get(bare)) is None or find(have) <= tl:
+                    # (find() only when the key names a later id: a merge winner is lower than its loser)
+                    if (have := link.get(bare)) is None or have <= tl or find(have) <= tl:
                         link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
                     link[mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
@@ -254,7 +255,7 @@ class Linker:
                 link[jk] = tl
                 if smix:
                     bare = jk ^ smix
-                    if (have := link.get(bare)) is None or find(have) <= tl:
+                    if (have := link.get(bare)) is None or have <= tl or find(have) <= tl:
                         link[bare] = tl
                 elif tl in new and day_of_slice(new[tl]) == no_day:
                     link[jk ^ NO_DAY_MIX] = tl
