@@ -311,9 +311,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     try:
         from exporter.daemon import Daemon
 
-        return int(asyncio.run(Daemon(config, owns_process=True).serve()) or 0)
-    except KeyboardInterrupt:  # ^C before the daemon took SIGINT over (once it has, ^C is a clean stop: 0)
-        return EXIT_INTERRUPTED
+        return int(asyncio.run(Daemon(config, owns_process=True).serve()) or 0)  # ^C before it took SIGINT: main()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
         log.critical("watchtower could not run: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=exc)

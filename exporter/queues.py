@@ -260,8 +260,8 @@ class QueuePoller:
         snap = self._snapshot(poll, failed)
         self.snapshot = snap
         read = {k.removeprefix("vmta:") for k, outcome in poll.outcomes.items() if k.startswith("vmta:") and outcome}
-        self._read_at = {v: self.polls if v in read else at for v, at in self._read_at.items() if v in self._vmtas}
-        self._read_at.update((v, self.polls) for v in read)
+        self._read_at = {v: at for v, at in self._read_at.items() if v in self._vmtas}  # forgotten VMTAs go
+        self._read_at.update(dict.fromkeys(read, self.polls))
         self.polls += 1
         self.duration.set(time.monotonic() - t0)
         self._log_state(snap.up, snap.partial, self._summary(poll, failed))

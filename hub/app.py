@@ -64,8 +64,12 @@ async def serve(config: HubConfig) -> int:
 def run_hub(path: Path) -> int:
     """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
     listener cannot bind, 0 after SIGTERM."""
+    from hub import preflight
+
     try:
         config = load_hub_config(path)
+        if found := preflight.problems(config):  # the files and URLs it names, as the daemon's check-config
+            raise ConfigError(str(path), found)
     except ConfigError as exc:
         print(f"{exc.path}: invalid configuration", file=sys.stderr)
         for problem in exc.problems:
@@ -73,13 +77,6 @@ def run_hub(path: Path) -> int:
         return 2
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
-        return 2
-    from hub import preflight
-
-    if found := preflight.problems(config):
-        print(f"{path}: invalid configuration", file=sys.stderr)
-        for problem in found:
-            print(f"  {problem}", file=sys.stderr)
         return 2
     from exporter import logsetup
 
