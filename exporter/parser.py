@@ -23,6 +23,7 @@ decoder, which substitutes exactly as Python's `errors="replace"` does.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import logging
@@ -186,6 +187,17 @@ class ErrorLog:
         times: exporter.aggregate looks up only the first few)."""
         start, shown, suppressed = self._window.get(source, (time.monotonic(), 0, 0))
         self._window[source] = (start, shown, suppressed + n)
+
+
+def _records_holding(lines: list[int], numbers: list[int], rows: list[list[str]]) -> int:
+    """How many of `rows` (first lines `numbers`, ascending) hold one of `lines`: a quoted field's line breaks
+    carry a record onto the lines after its first, and invalid UTF-8 there repairs that record too (once)."""
+    hit: set[int] = set()
+    for line in lines:
+        k = bisect.bisect_right(numbers, line) - 1
+        if k >= 0 and line <= numbers[k] + sum(field.count("\n") for field in rows[k]):
+            hit.add(k)
+    return len(hit)
 
 
 class FileParser:
@@ -488,8 +500,7 @@ class FileParser:
         self.line_no = base + used
         self._held_lines = len(lines) - used
         if bad_utf8 and batch_rows:
-            first = set(numbers)
-            self.repaired += sum(1 for i in bad_utf8 if base + i + 1 in first)
+            self.repaired += _records_holding([base + i + 1 for i in bad_utf8], numbers, batch_rows)
         if not batch_rows or self.columns is None:
             return None, used
         if lone_cr:

@@ -136,6 +136,29 @@ def test_a_repaired_record_of_a_skipped_type_is_not_counted_as_repaired():
     assert batch is not None and batch.repaired == 0 and p.skipped == {"b": 1}
 
 
+@pytest.mark.parametrize("crlf", [False, True])
+def test_invalid_utf8_on_a_continuation_line_counts_its_record_as_repaired(crlf: bool) -> None:
+    """A quoted reply spanning lines: the bad byte on its second or third line is that record's repair, once;
+    one in a bad record after it (not used) is nobody's."""
+    rows = (
+        b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n"
+        b'b,1,2,o@a,r@b,5.1.1,"550 first line\nsecond \xe4 line\nthird \xff line",v,p\n'  # lines 3-5
+        b"d,1,2,o@a,r@b,2.0.0,ok,v,p\n"  # line 6
+        b'd,1,2,o@a,r@b,2.0.0,"ok\n \xe4 again",v,p\n'  # lines 7-8
+        b"x,1,2,o@a,r@b,5.1.1,\xe4 unknown,v,p\n"  # line 9: unknown_type, not repaired
+    )
+    data = HEADER.encode() + rows
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    for fast in (True, False):
+        p = FileParser("acct", "/x/a.csv", None, fast=fast)
+        batch, n = p.parse(data)
+        assert n == 9 and batch is not None
+        assert batch.line_numbers == [2, 3, 6, 7]
+        assert p.errors == {"unknown_type": 1}
+        assert batch.repaired == 2, (fast, crlf)
+
+
 def _invalid_lines_one_by_one(data: bytes) -> list[int]:
     bad = []
     for i, line in enumerate(data.split(b"\n")):
