@@ -304,7 +304,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
 
     raise_fd_limit()
     for warning in preflight.warnings(config):
-        if "basic_auth_users" in warning:
+        if warning.startswith(("web.basic_auth_users", "metrics.delay_buckets")):  # (globs: the tailer logs its own)
             log.warning("%s", warning)
     import asyncio  # `run` only: the metrics-only oneshot has no event loop
 

@@ -364,9 +364,10 @@ class PmtaApiConfig(_Strict):
     api_key: str | None = Field(default=None, description="Sent as the X-API-Key header (PMTA 5).")
     api_key_file: ConfigPath | None = Field(default=None, description="File holding the API key.")
     username: str | None = Field(default=None, description="HTTP basic auth user (a proxy in front of PMTA).")
-    password: str | None = Field(default=None, description="HTTP basic auth password (prefer password_file).")
+    password: str | None = Field(
+        default=None, description="HTTP basic auth password (prefer password_file); needs username.")
     password_file: ConfigPath | None = Field(
-        default=None, description="File holding the basic auth password (first line; keep it 0600)."
+        default=None, description="File holding the basic auth password (first line; keep it 0600); needs username."
     )
     verify_tls: bool = Field(default=True, description="Verify PMTA's certificate (PMTA 5 self-signs).")
     ca_file: ConfigPath | None = Field(default=None, description="CA bundle to verify PMTA's certificate with.")
@@ -380,11 +381,14 @@ class PmtaApiConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> PmtaApiConfig:
-        """A secret given twice is ambiguous: which one wins would be a guess, so neither does."""
+        """A secret given twice is ambiguous: which one wins would be a guess, so neither does. A password
+        without a user was never sent (basic auth needs both): refused rather than ignored."""
         both = [f"set {a} or {a}_file, not both" for a in ("password", "api_key")
                 if getattr(self, a) is not None and getattr(self, f"{a}_file") is not None]
         if both:
             raise ValueError("; ".join(both))
+        if self.username is None and (self.password is not None or self.password_file is not None):
+            raise ValueError("password and password_file need username (HTTP basic auth sends both)")
         return self
 
     def resolved_password(self) -> str | None:
@@ -422,7 +426,7 @@ class CorrelatorConfig(_Strict):
         "20k records/s appended: `process` keeps up or nearly (timeline lag 2-3 s over 600 s, a 1 s checkpoint "
         "interval included), `thread` stores ~19k records/s and falls behind until the rate drops.",
     )
-    grafana_url: str = Field(
+    grafana_url: HttpUrl = Field(
         default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."
     )
 

@@ -102,6 +102,8 @@ def _writable_dir(key: str, path: Path) -> str | None:
     return _creatable(key, path)
 
 
+OLD_DEFERRAL_S = 14400
+"""The age PmtaQueueOldMessages (rules/alerts/queue.yaml) counts deferrals past: the smallest delay bucket >= it."""
 STATE_FILES = ("watchtower.db", "watchtower.db-wal", "watchtower.db-shm", "watchtower.lock")
 """The files the daemon keeps in state_dir (exporter.daemon.STATE_DB, instancelock)."""
 
@@ -217,12 +219,16 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
 
 
 def warnings(config: Config) -> list[str]:
-    """Legal but suspicious: globs matching no file right now, a plain-text password in the config."""
+    """Legal but suspicious: globs matching no file right now, delay buckets an alert needs missing, a plain-text
+    password in the config."""
     out = []
     for i, source in enumerate(config.sources):
         for j, pattern in enumerate(source.paths):
             if not glob.glob(pattern):
                 out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet")
+    if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
+        out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
+                   "deferrals past such a bound and cannot fire")
     from exporter.webauth import is_bcrypt
 
     for user, secret in config.web.basic_auth_users.items():

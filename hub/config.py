@@ -15,6 +15,7 @@ from exporter.config import (
     ConfigError,
     ConfigPath,
     Duration,
+    HttpUrl,
     Listener,
     WebConfig,
     check_listen,
@@ -80,7 +81,7 @@ class HubSection(_Strict):
 
 
 class PagesConfig(_Strict):
-    grafana_url: str = Field(default="http://localhost:3000", description="Grafana base URL for drill-down links.")
+    grafana_url: HttpUrl = Field(default="http://localhost:3000", description="Grafana base URL for drill-down links.")
 
 
 class HubConfig(_Strict, Listener):

@@ -113,9 +113,9 @@ def test_check_config_checks_the_machine_not_only_the_shape(tmp_path: Path, caps
             "state_dir": str(tmp_path / "absent" / "state")},
         "state_dir: cannot create": {"state_dir": str(cert / "state")},
         "listen: host 'no-such-host.invalid' does not resolve": {"listen": "no-such-host.invalid:9469"},
-        "pmta.password_file: ": {"pmta": {"password_file": str(tmp_path / "pw")}},
+        "pmta.password_file: ": {"pmta": {"username": "u", "password_file": str(tmp_path / "pw")}},
         "pmta: set password or password_file, not both": {
-            "pmta": {"password": "x", "password_file": str(cert)}},
+            "pmta": {"username": "u", "password": "x", "password_file": str(cert)}},
         "sources.0.paths.0: '': empty pattern": {"sources": [{"paths": [""]}]},
         "sources.0.paths.0: 'logs/acct-*.csv': must be an absolute path": {"sources": [{"paths": ["logs/acct-*.csv"]}]},
         "sources.0.paths.0: '/var/log/pmta/acct-[0-9.csv': unclosed '['": {"sources": [{"paths": ["/var/log/pmta/acct-[0-9.csv"]}]},
@@ -173,7 +173,7 @@ def test_pmta_password_file(tmp_path: Path):
     pw.write_text("s3cret  \nignored\n")
     cfg = config_from_dict(_minimal(tmp_path, pmta={"username": "mon", "password_file": str(pw)}))
     assert cfg.pmta.resolved_password() == "s3cret  " and cfg.pmta.password is None
-    assert config_from_dict(_minimal(tmp_path, pmta={"password": "x"})).pmta.resolved_password() == "x"
+    assert config_from_dict(_minimal(tmp_path, pmta={"username": "mon", "password": "x"})).pmta.resolved_password() == "x"
 
 
 def test_basic_auth_users_nobody_could_log_in_as_are_config_errors(tmp_path: Path, capsys):

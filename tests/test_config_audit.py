@@ -330,3 +330,39 @@ def test_oneshot_ignores_an_unusable_state_dir(tmp_path: Path, capsys):
     f.write_text(yaml.safe_dump(_minimal(tmp_path, state_dir=str(not_a_dir))))  # the correlator on: TMPDIR
     assert main(["oneshot", "--config", str(f)]) == 0
     assert "state_dir" not in capsys.readouterr().err
+
+
+# --- 7. keys that were taken as given ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "localhost:3000", "grafana.example", "https://"])
+def test_grafana_url_must_be_an_http_url(tmp_path: Path, url: str):
+    """The /ui pages put it in every VMTA link: a scheme a browser runs, or a URL with no host, is refused."""
+    problems = _problems(_minimal(tmp_path, correlator={"grafana_url": url}))
+    assert len(problems) == 1 and problems[0].startswith(f"correlator.grafana_url: {url!r}: "), problems
+
+
+def test_grafana_urls_with_a_path_pass(tmp_path: Path):
+    for url in ("http://localhost:3000", "https://grafana.example/grafana/"):
+        assert config_from_dict(_minimal(tmp_path, correlator={"grafana_url": url})).correlator.grafana_url == url
+
+
+@pytest.mark.parametrize("secret", ["password", "password_file"])
+def test_a_pmta_password_without_a_username_is_refused(tmp_path: Path, secret: str):
+    """Basic auth sends a user and a password: a password alone was silently never sent."""
+    value = "pw" if secret == "password" else str(tmp_path / "pw")
+    assert _problems(_minimal(tmp_path, pmta={secret: value})) == [
+        "pmta: password and password_file need username (HTTP basic auth sends both)"]
+    assert config_from_dict(_minimal(tmp_path, pmta={secret: value, "username": "u"})).pmta.username == "u"
+
+
+def test_delay_buckets_without_the_four_hour_bound_are_warned_about(tmp_path: Path, capsys):
+    cfg = _minimal(tmp_path, metrics={"delay_buckets": [60, 600, 3600]})
+    (tmp_path / "logs" / "acct-1.csv").write_text("type\n")
+    rc, err = _check(tmp_path, cfg, capsys)
+    assert rc == 0
+    assert err.splitlines() == [
+        f"{tmp_path / 'c.yml'}: warning: metrics.delay_buckets: no bound >= 14400 (4h): the PmtaQueueOldMessages "
+        "alert counts deferrals past such a bound and cannot fire"]
+    cfg["metrics"]["delay_buckets"] = [60, 600, 3600, 14400]
+    rc, err = _check(tmp_path, cfg, capsys)
+    assert rc == 0 and err == ""

@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from exporter.cli import main
+from exporter.config import ConfigError
 from hub.app import build_hub_app
-from hub.config import HubConfig
+from hub.config import HubConfig, load_hub_config
 from hub.targets import Target, TargetSet
 
 SUMMARY = {"id": 1, "message_id": "a@b", "job_id": "j", "rcpt": "x@gmail.com", "rcpt_hashed": False,
@@ -186,6 +187,15 @@ def test_bad_hub_config_exits_2_naming_each_key(tmp_path, capsys):
         assert key in err, err
     assert "Traceback" not in err
     assert main(["hub", "--config", str(tmp_path / "missing.yml")]) == 2
+
+
+def test_the_hubs_grafana_url_is_checked_as_the_daemons_is(tmp_path):
+    bad = tmp_path / "hub.yml"
+    bad.write_text(yaml.safe_dump({"hub": {"targets": ["http://127.0.0.1:9469"]},
+                                   "pages": {"grafana_url": "javascript:alert(1)"}}))
+    with pytest.raises(ConfigError) as exc:  # (not main(): on a config it accepts, it would serve)
+        load_hub_config(bad)
+    assert [p.split(": expected")[0] for p in exc.value.problems] == ["pages.grafana_url: 'javascript:alert(1)'"]
 
 
 async def test_the_hub_listener_has_the_daemons_auth_and_the_pages_pass_it_on(fake):
