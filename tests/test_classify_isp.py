@@ -239,6 +239,10 @@ BAD_TABLES = [
     ),
     ("date: 2026-01-01\nproviders: {gmail: {domains: [gmail.com]\n", "not valid YAML"),
     ("- just\n- a list\n", "top level: expected a mapping, got list"),
+    ("version: 2\ndate: 2026-01-01\nproviders: {gmail: {domains: [gmail.com]}}\n",
+     "version: 2 is not a table version this watchtower reads (1)"),
+    ("version: '1'\ndate: 2026-01-01\nproviders: {gmail: {domains: [gmail.com]}}\n",
+     "version: '1' is not a table version this watchtower reads (1)"),
 ]
 
 

@@ -1164,6 +1164,8 @@ BAD_RULES = [
     ("date: 1\nrules: []\nenhanced_fallback: {'4.x': policy}\n", "enhanced_fallback: bad enhanced code '4.x'"),
     ("date: 1\nrules: []\nenhanced_fallback: {4.10: policy}\n", "enhanced_fallback: key 4.1 must be quoted"),
     ("date: 1\nrules: [\n", "not valid YAML"),
+    ("version: 2\ndate: 1\nrules: []\n", "version: 2 is not a table version this watchtower reads (1)"),
+    ("version: true\ndate: 1\nrules: []\n", "version: True is not a table version this watchtower reads (1)"),
 ]
 
 

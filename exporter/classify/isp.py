@@ -67,6 +67,17 @@ def check_keys(name: str, where: str, data: Any, allowed: set[str], required: se
     return data
 
 
+TABLE_VERSION = 1
+"""The one table format this code reads; a table written for another would be misread, not refused, if unchecked."""
+
+
+def check_version(name: str, data: dict[str, Any]) -> None:
+    """A table's `version`, when given, must be the one this code reads (an integer, not a string or a bool)."""
+    version = data.get("version", TABLE_VERSION)
+    if type(version) is not int or version != TABLE_VERSION:
+        raise ValueError(f"{name}: version: {version!r} is not a table version this watchtower reads ({TABLE_VERSION})")
+
+
 def _hosts(name: str, where: str, value: Any) -> list[str]:
     """Lower-cased host names from a YAML list; `*.x` / `.x` mean the same as `x` (suffix match)."""
     if value is None:
@@ -106,6 +117,7 @@ class IspClassifier:
         """Read and validate an ISP table (None -> the shipped isps.yaml)."""
         name, data = read_yaml(path, "isps.yaml")
         data = check_keys(name, "top level", data, {"version", "date", "providers"}, {"date", "providers"})
+        check_version(name, data)
         providers = data["providers"]
         if not isinstance(providers, dict) or not providers:
             raise ValueError(f"{name}: providers: expected a non-empty mapping of provider -> tables")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.classify.isp import ISP_NAMES, check_keys, read_yaml
+from exporter.classify.isp import ISP_NAMES, check_keys, check_version, read_yaml
 
 try:  # the stdlib regex parser, only for the literal pre-check (required_literals)
     from re import _constants as sre_c
@@ -176,6 +176,7 @@ class ReplyClassifier:
         """Read and validate a rule table (None -> the shipped replies.yaml)."""
         name, data = read_yaml(path, "replies.yaml")
         data = check_keys(name, "top level", data, _TOP_KEYS, {"date", "rules"})
+        check_version(name, data)
         if not isinstance(data["rules"], list):
             raise ValueError(f"{name}: rules: expected a list of rules")
         rules = [_rule(name, i, raw) for i, raw in enumerate(data["rules"])]
