@@ -12,8 +12,22 @@ Docker reserves a health check's exit 2).
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
+
+
+def _interrupted_while_importing(_signum: int, _frame: object) -> None:
+    """^C before main() can catch it (the imports below take a few tenths of a second): the exit a shell expects,
+    not a KeyboardInterrupt traceback through the import machinery."""
+    os._exit(130)  # nothing is open or buffered yet
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where ^C is ignored (`nohup`, `&`)
+    try:
+        signal.signal(signal.SIGINT, _interrupted_while_importing)
+    except ValueError:  # imported from a thread other than the main one (a library use): signals are not ours
+        pass
 
 if sys.argv[1:2] == ["run"]:
     # `systemctl reload` right after a start: SIGHUP's default action would end the daemon before its handler is
@@ -28,7 +42,6 @@ import contextlib  # noqa: E402
 import errno  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -42,6 +55,8 @@ from exporter.config import Config, ConfigError, load_config  # noqa: E402
 
 if _GC:
     gc.enable()
+if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() catches KeyboardInterrupt from here on
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
