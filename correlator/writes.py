@@ -34,12 +34,15 @@ _INSERT_TL = (
     " vmta, vmta_pool, queue, isp, t0, t_last, t_queued, t_done, flags, attempts, qday, scope, t_attempt)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_LATER = "(?1 IS NOT NULL AND (t_attempt IS NULL OR ?1 >= t_attempt))"
-"""The segment's latest attempt (?1) is not older than the stored one: its vmta, pool, queue and ISP replace them."""
+_LATER = "(?{n} IS NOT NULL AND (t_attempt IS NULL OR ?{n} >= t_attempt))"
+"""The segment's latest attempt naming this field (its time is ?n) is not older than the stored latest attempt: its
+value replaces the stored one. The time of the attempt that named it, not of the segment's latest attempt: one
+without a pool, read with an older one on pool-a, must not put pool-a over the pool of a newer stored attempt."""
+_LATEST_FIELDS = ("vmta", "vmta_pool", "queue", "isp")
 _UPDATE_TL = (
     "UPDATE corr_timelines SET orig=coalesce(orig, ?2), sender=coalesce(sender, ?3),"
-    + ", ".join(f"{col}=CASE WHEN {_LATER} THEN coalesce(?{n}, {col}) ELSE coalesce({col}, ?{n}) END"
-                for n, col in enumerate(("vmta", "vmta_pool", "queue", "isp"), start=4))
+    + ", ".join(f"{col}=CASE WHEN {_LATER.format(n=n + 10)} THEN coalesce(?{n}, {col}) ELSE coalesce({col}, ?{n}) END"
+                for n, col in enumerate(_LATEST_FIELDS, start=4))
     + ", t_attempt=coalesce(max(t_attempt, ?1), t_attempt, ?1),"
     " t_last=max(t_last, ?8), t_queued=coalesce(min(t_queued, ?9), t_queued, ?9),"
     " t_done=coalesce(min(t_done, ?10), t_done, ?10), flags=flags | ?11, attempts=attempts + ?12 WHERE id=?13"
@@ -61,7 +64,7 @@ _MERGE = (
     " rcpt=coalesce(w.rcpt, l.rcpt), rcpt_domain=coalesce(w.rcpt_domain, l.rcpt_domain),"
     " orig=coalesce(w.orig, l.orig), sender=coalesce(w.sender, l.sender),"
     + "".join(f" {col}=CASE WHEN {_LOSER_LATER} THEN coalesce(l.{col}, w.{col}) ELSE coalesce(w.{col}, l.{col}) END,"
-              for col in ("vmta", "vmta_pool", "queue", "isp"))
+              for col in _LATEST_FIELDS)
     + " t_attempt=coalesce(max(w.t_attempt, l.t_attempt), w.t_attempt, l.t_attempt),"
     " t0=min(w.t0, l.t0), t_last=max(w.t_last, l.t_last),"
     " t_queued=coalesce(min(w.t_queued, l.t_queued), w.t_queued, l.t_queued),"
@@ -85,11 +88,13 @@ _code = pl.col("code")
 _DELIV = _code.is_in(list(DELIVERY))
 
 
-def _latest(name: str, present: str) -> pl.Expr:
+def _latest(name: str, present: str, alias: str) -> list[pl.Expr]:
     """`name` of the group's latest attempt whose `present` is not empty: the one with the highest time (the
-    rows of one write come from several files, in no time order). arg_max: a sort per group cost 3x as much."""
+    rows of one write come from several files, in no time order), as `alias`, and that time as `t_<alias>`
+    (_LATER). arg_max: a sort per group cost 3x as much."""
     rows = _DELIV & (pl.col(present) != "")
-    return pl.col(name).filter(rows).get(pl.col("t").filter(rows).arg_max())
+    return [pl.col(name).filter(rows).get(pl.col("t").filter(rows).arg_max()).alias(alias),
+            pl.col("t").filter(rows).max().alias(f"t_{alias}")]
 
 
 _AGGS = [
@@ -102,10 +107,10 @@ _AGGS = [
     pl.col("job").filter(pl.col("jh").is_not_null()).first().alias("job_id"),
     pl.col("orig_l").filter(pl.col("orig_l") != "").first().alias("orig"),
     pl.col("sender").filter(pl.col("orig_l") != "").first().alias("sender"),
-    _latest("vmta", "vmta").alias("vmta"),
-    _latest("vmtaPool", "vmtaPool").alias("vmta_pool"),
-    _latest("qname", "qname").alias("queue"),
-    _latest("isp", "rcpt_l").alias("isp"),
+    *_latest("vmta", "vmta", "vmta"),
+    *_latest("vmtaPool", "vmtaPool", "vmta_pool"),
+    *_latest("qname", "qname", "queue"),
+    *_latest("isp", "rcpt_l", "isp"),
     pl.col("t").filter(_DELIV).max().alias("t_attempt"),
     pl.col("t").filter(_code.is_in([D, B])).min().alias("t_done"),
     _DELIV.sum().cast(pl.Int64).alias("attempts"),
@@ -169,8 +174,8 @@ class Writer:
                 self._keyed_tls.extend(seg.new)
         if old.height:
             conn.executemany(_UPDATE_TL, _rows(
-                old, "t_attempt", "orig", "sender", "vmta", "vmta_pool", "queue", "isp", "t_last", "t_queued",
-                "t_done", "flags", "attempts", "tl"))
+                old, "t_attempt", "orig", "sender", *_LATEST_FIELDS, "t_last", "t_queued", "t_done", "flags",
+                "attempts", "tl", *(f"t_{name}" for name in _LATEST_FIELDS)))
             conn.executemany(_UPDATE_T0, _rows(old, "t0", "tl", "t0"))
             mids = old.filter(pl.col("mid_h").is_not_null())
             if mids.height:

@@ -128,3 +128,23 @@ def test_a_merge_takes_the_isp_of_the_side_with_an_attempt_not_a_complaint_only_
         h.commit({"fbl": fbl, "acct": acct, "recv": recv}[name])
     assert h.conn.execute("SELECT vmta, isp, attempts FROM corr_timelines").fetchall() == [("v1", "google", 1)]
     h.close()
+
+
+def test_a_field_the_latest_attempt_lacks_comes_from_the_latest_attempt_that_has_it_stored_or_not(
+        tmp_path: Path) -> None:
+    """Stored: the 10:20 delivery on pool-b. The next commit holds an older deferral (10:05, pool-a) and a later
+    attempt without a pool (10:25): the pool stays pool-b, the vmta and queue become the 10:25 attempt's."""
+    later_without_pool = batch("/l/diag-1.csv", """
+type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,queue,jobId,dsnStatus,dsnMta
+t,2024-05-01 10:25:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta-c,,gmail.com/vmta-c,J7,\
+4.7.28 (rate),gmail-smtp-in.l.google.com
+""")
+    for drop_cache in (False, True):
+        (tmp_path / str(drop_cache)).mkdir()
+        h = Harness(tmp_path / str(drop_cache))
+        h.commit(DELIVER)
+        if drop_cache:
+            h.sink.ingestor.forget()
+        h.commit(DEFER, later_without_pool)
+        assert _summary(h) == [("vmta-c", "pool-b", "gmail.com/vmta-c", 3)], drop_cache
+        h.close()
