@@ -317,12 +317,27 @@ class Linker:
         """With hashed recipients the SMTP reply must not keep the address either."""
         if not self._hasher.hashed or not diag or not rcpt_l:
             return diag
-        low = diag.lower()
-        if rcpt_l not in low:
-            return diag
-        out, start = [], 0
-        while (i := low.find(rcpt_l, start)) >= 0:
-            out += (diag[start:i], "<rcpt>")
-            start = i + len(rcpt_l)
-        out.append(diag[start:])
-        return "".join(out)
+        return without_address(diag, rcpt_l)
+
+
+def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
+    """`text` with every occurrence of `address_l` (lower case), in any case, replaced by `mark`.
+
+    Found in the lowered text, cut from the original: lowering can change a text's length ("İ" becomes two
+    characters, and every one before the address would shift the cut, leaving the address's first letters), so
+    outside ASCII each lowered character maps back to the original one it came from."""
+    low = text.lower()
+    if address_l not in low:
+        return text
+    origin = None
+    if len(low) != len(text):
+        origin = [i for i, char in enumerate(text) for _ in char.lower()]
+        origin.append(len(text))
+    out, start, at = [], 0, 0
+    while (i := low.find(address_l, at)) >= 0:
+        at = i + len(address_l)
+        begin, end = (i, at) if origin is None else (origin[i], origin[at - 1] + 1)
+        out += (text[start:begin], mark)
+        start = end
+    out.append(text[start:])
+    return "".join(out)

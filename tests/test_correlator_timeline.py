@@ -246,6 +246,30 @@ def test_hashed_recipients_leave_no_address_in_the_db(tmp_path: Path) -> None:
     h2.close()
 
 
+@pytest.mark.parametrize(("diag", "want"), [
+    # "İ".lower() is two characters: positions found in the lowered text are not the original's
+    ("smtp;550 5.1.1 İstanbul relay: <Kai.Secret@Yahoo.com> user unknown",
+     "smtp;550 5.1.1 İstanbul relay: <<rcpt>> user unknown"),
+    ("smtp;550 " + "İ" * 22 + " <kai.secret@yahoo.com> and KAI.SECRET@YAHOO.COM",
+     "smtp;550 " + "İ" * 22 + " <<rcpt>> and <rcpt>"),
+    ("smtp;550 ẞ ﬃ Σ <kai.secret@yahoo.com>", "smtp;550 ẞ ﬃ Σ <<rcpt>>"),
+    ("smtp;550 no address here: İ", "smtp;550 no address here: İ"),
+])
+def test_hashed_recipients_are_cut_from_any_reply_text(tmp_path: Path, diag: str, want: str) -> None:
+    """The address is replaced wherever it stands, whatever characters before it change length when lowered."""
+    from exporter.config import CorrelatorConfig
+
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    h.commit(batch("/l/acct-9.csv", f"""
+type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,header_Message-Id
+b,2024-05-01 10:00:00+0000,2024-05-01 09:59:00+0000,a@s.example,Kai.Secret@Yahoo.com,5.1.1,"{diag}",<m9@s.example>
+"""))
+    (stored,) = h.conn.execute("SELECT diag FROM corr_events").fetchone()
+    assert stored == want
+    assert "kai.secret" not in stored.lower()
+    h.close()
+
+
 async def test_the_hashed_form_a_page_shows_finds_its_timeline_again(tmp_path: Path) -> None:
     """With hash_recipients, pages and answers show `hmac-sha256:<hex>`: pasted into a recipient search it was
     hashed once more and found nothing. It is the recipient's key itself; any other text is hashed as before."""
