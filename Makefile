@@ -7,7 +7,13 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup system-deps bytecode lint test smoke check demo bench docs clean
 PACKAGES := exporter correlator hub pages simulator
 
+# Debian's python3 makes a venv only with python3-venv (ensurepip), which a base install lacks.
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "installing Debian package python3-venv (for $(PYTHON) -m venv)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -20,14 +26,22 @@ bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q $(PACKAGES) >/dev/null
 
 # promtool/amtool and the real servers come from Debian's packages (tests start them on loopback);
-# docker-compose checks docker/docker-compose.yml (`config`, no Docker daemon needed).
+# docker-compose checks docker/docker-compose.yml (`config`, no Docker daemon needed). Installing the packages
+# enables their services on 0.0.0.0 without auth: the ones installed here are disabled again (an existing
+# Prometheus or Alertmanager of the machine is left as it was).
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromedriver >/dev/null \
 	    || ! command -v docker-compose >/dev/null; then \
 	  echo "installing Debian packages prometheus prometheus-alertmanager chromium chromium-driver docker-compose"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  fresh=""; for unit in prometheus prometheus-alertmanager; do \
+	    dpkg -s $$unit >/dev/null 2>&1 || fresh="$$fresh $$unit"; done; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager chromium chromium-driver docker-compose >/dev/null; \
+	  if [ -n "$$fresh" ] && [ -d /run/systemd/system ]; then \
+	    echo "disabling the services just installed:$$fresh (tests start their own on loopback)"; \
+	    $$SUDO systemctl disable --now $$fresh >/dev/null 2>&1 || true; \
+	  fi; \
 	fi
 
 setup: $(STAMP) bytecode system-deps

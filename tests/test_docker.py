@@ -9,6 +9,7 @@ installed.
 from __future__ import annotations
 
 import glob
+import os
 import re
 import shutil
 import subprocess
@@ -259,18 +260,23 @@ def compose_command() -> list[str] | None:
 
 @pytest.mark.skipif(compose_command() is None, reason="neither docker compose nor docker-compose installed")
 def test_compose_file_passes_compose_config(tmp_path: Path):
-    """Compose itself accepts the file with both profiles (anchors, merge keys, port syntax); v1 predates the
-    top-level `name:`, which is dropped for it."""
+    """Compose itself accepts the file as shipped, with both profiles (anchors, merge keys, port syntax), v1
+    (Debian 12's docker-compose) as v2; the project name comes from docker/.env; Grafana's admin password and the
+    host's pmta gid from the environment."""
     cmd = compose_command()
     assert cmd is not None
-    text = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
-    if cmd == ["docker-compose"]:
-        text = re.sub(r"(?m)^name:.*\n", "", text)
-    copy = tmp_path / "docker-compose.yml"
-    copy.write_text(text, encoding="utf-8")
-    out = subprocess.run([*cmd, "--project-directory", str(DOCKER), "-f", str(copy), "--profile", "pmta",
-                          "--profile", "demo", "config"], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "s3cret-for-the-test", "PMTA_GID": "4321"}
+    args = [*cmd, "--project-directory", str(DOCKER), "-f", str(DOCKER / "docker-compose.yml"), "--profile", "pmta",
+            "--profile", "demo", "config"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    services = yaml.safe_load(out.stdout)["services"]
+    config = yaml.safe_load(out.stdout)
+    services = config["services"]
+    assert services["watchtower"]["build"]["args"] == {"PMTA_GID": "4321"}
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-for-the-test"
+    assert config.get("name", "pmta-watchtower") == "pmta-watchtower"
+    del env["GRAFANA_ADMIN_PASSWORD"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD" in out.stderr, out.stderr
     assert {"watchtower", "watchtower-demo", "prometheus", "alertmanager", "grafana"} <= set(services)
     assert services["watchtower"]["read_only"] is True and services["watchtower-demo"]["cap_drop"] == ["ALL"]
