@@ -49,7 +49,7 @@ from correlator.models import (
     TimelineResponse,
 )
 from correlator.store import ReadPool, StoreNotReady
-from correlator.timeline import ClassOf, Reader, flow_window, iso
+from correlator.timeline import LAST_TIME, ClassOf, Reader, flow_window, iso
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ FormatParam = Annotated[
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TEXT = {200: {"content": {"application/json": {}, "text/plain": {}}}}
-MIN_TIME, MAX_TIME = 0.0, 253402300799.0  # 1970-01-01 .. 9999-12-31T23:59:59Z
+MIN_TIME, MAX_TIME = 0.0, LAST_TIME  # 1970-01-01 .. 9999-12-31T23:59:59Z
 MAX_ID = 2**63 - 1
 MAX_CURSOR = 200
 """Longest daemon search cursor (characters): a flat [t0, id, fingerprint, now] is ~90."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from correlator import store
 from correlator.store import DAYS
+from exporter.timeparse import LATEST
 
 ClassOf = Callable[[str, str, str, str], str]
 
@@ -285,12 +286,17 @@ def _no_check() -> None:
     pass
 
 
+LAST_TIME = LATEST - 1
+"""9999-12-31T23:59:59Z: the latest time the API accepts and `iso` can write."""
+
+
 def flow_window(since: float, until: float | None) -> tuple[float, float | None]:
     """The span the 5-minute flow buckets cover: since rounded down to its bucket, until (exclusive)
-    rounded up (`bucket < until` reads the same buckets as `bucket < that`); what /flows echoes."""
+    rounded up (`bucket < until` reads the same buckets as `bucket < that`), but not past LAST_TIME (no bucket
+    starts between them); what /flows echoes."""
     size = store.FLOW_BUCKET
     lo = float(math.floor(since / size) * size)
-    return lo, None if until is None else float(math.ceil(until / size) * size)
+    return lo, None if until is None else min(float(math.ceil(until / size) * size), LAST_TIME)
 
 
 _STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")

@@ -495,3 +495,19 @@ async def test_flows_echo_the_bucket_bounds_they_read(tmp_path: Path) -> None:
     assert (inner["since"], inner["until"]) == ("2024-05-01T10:20:00Z", "2024-05-01T10:30:00Z")
     assert inner["nodes"] == exact["nodes"] and inner["edges"] == exact["edges"]  # the buckets actually read
     h.close()
+
+
+async def test_flows_up_to_the_last_time_accepted_answer_not_500(tmp_path: Path) -> None:
+    """`until` rounds up to a bucket's end: at 9999-12-31T23:59:59 that was the year 10000, and a 500."""
+    h = Harness(tmp_path, clock=lambda: 1714645267.0)
+    for b in CORPUS:
+        h.commit(b)
+    async with h.client() as c:
+        for until in ("253402300799", "9999-12-31T23:59:59Z"):
+            r = await c.get("/api/v1/flows", params={"since": "2024-05-01T00:00:00Z", "until": until})
+            assert r.status_code == 200, r.text
+            assert r.json()["until"] == "9999-12-31T23:59:59Z"
+            assert r.json()["nodes"]  # the corpus's buckets are read
+            page = await c.get("/ui/flows", params={"since": "2024-05-01T00:00:00Z", "until": until})
+            assert page.status_code == 200, page.text[:300]
+    h.close()
