@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import httpx
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,6 @@ class AsgiBackend:
             return 500, {"error": "internal error", "parameter": None, "status": 500}
         self.retry_after = resp.headers.get("retry-after")
         try:
-            return resp.status_code, resp.json()
+            return resp.status_code, await run_in_threadpool(resp.json)  # megabytes, at times: not on the loop
         except ValueError:
             return resp.status_code, {"error": resp.text[:500], "status": resp.status_code}
