@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,6 +25,8 @@ MAX_TIME_TEXT = 64
 MESSAGE_PAGE = 100
 """Recipients per message page; `Next recipients` follows the API's cursor. Each shows its events (up to 100 queue
 events each): at the API's most, 1,000, one page of a large mailing was 66 MB of HTML."""
+MESSAGE_EVENTS = 50
+"""Events shown per recipient on a message page; the rest on the recipient's own timeline page (a link)."""
 MAX_CURSOR = 16_384
 """A hub's cursor holds every host's position (~80 characters a host): as long as the hub accepts."""
 MAX_TIMELINE_ID = 2**63 - 1
@@ -46,13 +49,17 @@ def _root(request: Request) -> str:
 
 
 def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str | None) -> str:
-    """The VMTA drill-down dashboard around the event time (one hour either side)."""
-    params: dict[str, Any] = {"var-vmta": vmta}
+    """The VMTA drill-down dashboard around the event time (one hour either side). The dashboard's path goes after
+    grafana_url's path, and a query it has (`?orgId=2`) is kept, before the link's own parameters."""
+    base = urlsplit(grafana_url)
+    params: dict[str, Any] = dict(parse_qsl(base.query))
+    params["var-vmta"] = vmta
     if host:
         params["var-instance"] = host
     if ts is not None:
         params["from"], params["to"] = int((ts - 3600) * 1000), int((ts + 3600) * 1000)
-    return u(grafana_url.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/", **params)
+    path = base.path.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/"
+    return u(urlunsplit((base.scheme, base.netloc, path, "", "")), **params)
 
 
 def _time(iso: str | None) -> str:
@@ -111,18 +118,21 @@ class Views:
         hosts = any(it.get("host") for it in items)  # the hub names hosts; a daemon has one
         rows = []
         for it in items:
-            if it.get("message_id"):
-                href = u(root + "/ui/messages/" + path_segment(str(it["message_id"])))
+            # The row's own timeline: by id (and host, on a hub). A message's page lists its first recipients only,
+            # so the newest of a large one (search's first rows) were not on the page a row linked to.
+            if isinstance(it.get("id"), int):
+                href = u(root + f"/ui/timelines/{it['id']}", host=it.get("host"))
             elif it.get("job_id") and it.get("rcpt") and not it.get("rcpt_hashed"):
                 href = u(root + "/ui/timeline", rcpt=it["rcpt"], job_id=it["job_id"])
-            elif isinstance(it.get("id"), int):  # hashed recipient or no key at all: by id (and host, on a hub)
-                href = u(root + f"/ui/timelines/{it['id']}", host=it.get("host"))
             else:
                 href = ""
             first = f'<a href="{href}">{_time(it.get("first_seen"))}</a>' if href else _time(it.get("first_seen"))
+            mid = e(it.get("message_id"))
+            if it.get("message_id"):  # every recipient of the message, a page at a time
+                mid = f'<a href="{u(root + "/ui/messages/" + path_segment(str(it["message_id"])))}">{mid}</a>'
             rows.append(
                 f"<tr><td>{first}</td><td>{_outcome(it.get('outcome'))}</td><td class=mono>{e(it.get('rcpt'))}</td>"
-                f"<td class=mono>{e(it.get('message_id'))}</td><td>{e(it.get('job_id'))}</td>"
+                f"<td class=mono>{mid}</td><td>{e(it.get('job_id'))}</td>"
                 f"<td>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td>"
                 + (f"<td>{e(it.get('host'))}</td>" if hosts else "") +
                 f"<td class=num>{e(it.get('attempts'))}</td></tr>")
@@ -165,10 +175,20 @@ class Views:
 
     # --- forensics ----------------------------------------------------------------------------
 
-    def timeline_section(self, n: int, tl: dict[str, Any]) -> str:
+    def timeline_section(self, n: int, tl: dict[str, Any], max_events: int | None = None, root: str = "") -> str:
+        """One recipient's timeline; on a message page at most `max_events` of its events, then a link to the rest
+        (a recipient deferred for days has hundreds, and a page shows MESSAGE_PAGE recipients)."""
         host = tl.get("host")
         rows = []
-        for i, ev in enumerate(tl.get("events") or []):
+        events = tl.get("events") or []
+        more = ""
+        if max_events is not None and len(events) > max_events:
+            more = f"{len(events) - max_events} later events not shown here"
+            if isinstance(tl_id := tl.get("id"), int):
+                more = f'<a class="all-events" href="{u(root + f"/ui/timelines/{tl_id}", host=host)}">{more}</a>'
+            more = f'<p class="meta">{more}.</p>'
+            events = events[:max_events]
+        for i, ev in enumerate(events):
             vmta = ev.get("vmta")
             vcell = (f'<a class="grafana" href="{grafana_link(self.grafana_url, vmta, ev.get("ts"), host)}">'
                      f"{e(vmta)}</a>") if vmta else e(None)
@@ -179,7 +199,7 @@ class Views:
                 f"<td class=mono>{_reply(ev)}</td><td>{e(ev.get('response_class'))}</td>"
                 f"<td class=mono>{e(ev.get('source'))}</td></tr>")
         omitted = tl.get("queue_events_omitted") or 0
-        note = f'<p class="meta">{e(omitted)} older queue deferrals not listed.</p>' if omitted else ""
+        note = more + (f'<p class="meta">{e(omitted)} older queue deferrals not listed.</p>' if omitted else "")
         tl_vmta = tl.get("vmta")
         vlink = (f'<a class="grafana" href="{grafana_link(self.grafana_url, tl_vmta, None, host)}">{e(tl_vmta)}</a>'
                  if tl_vmta else e(None))
@@ -216,7 +236,7 @@ class Views:
         head = (f'<h1>Message-Id <span class="mono" id="message-id">&lt;{e(body.get("message_id"))}&gt;</span></h1>'
                 f'<p class="meta">{e(body.get("recipients_total"))} recipient(s)</p>')
         sections = await run_in_threadpool(  # up to MESSAGE_PAGE timelines of events: not on the event loop
-            lambda: "".join(self.timeline_section(i, tl) for i, tl in enumerate(recips)))
+            lambda: "".join(self.timeline_section(i, tl, MESSAGE_EVENTS, root) for i, tl in enumerate(recips)))
         return self.page(request, f"Message {body.get('message_id')}",
                          form + partial_banner(body) + head + trunc + sections + tail)
 

@@ -78,7 +78,7 @@ def test_message_ids_with_slash_query_and_fragment_characters_round_trip(hostile
         assert_html_page(r, 200)
         assert f'id="message-id">&lt;{html.escape(mid)}&gt;</span>' in r.text, mid
         search = httpx.get(b + "/ui/", params={"job_id": "job3" if mid == ODD_MESSAGE else SPOOF_JOB}, timeout=10)
-        link = re.search(r'<td><a href="([^"]+)">', search.text)
+        link = re.search(r'<td class=mono><a href="([^"]+)">', search.text)  # the Message-Id cell's link
         assert link is not None
         r = httpx.get(b + html.unescape(link.group(1)), timeout=10)
         assert f'id="message-id">&lt;{html.escape(mid)}&gt;</span>' in r.text, mid

@@ -109,9 +109,9 @@ async def test_a_message_page_asks_for_a_bounded_page_and_renders_it_off_the_eve
 
     real = views.Views.timeline_section
 
-    def section(self: Any, i: int, tl: dict[str, Any]) -> str:
+    def section(self: Any, *args: Any) -> str:
         built_on.append(threading.get_ident())
-        return real(self, i, tl)
+        return real(self, *args)
 
     monkeypatch.setattr(views.Views, "timeline_section", section)
     app = FastAPI()
@@ -122,3 +122,42 @@ async def test_a_message_page_asks_for_a_bounded_page_and_renders_it_off_the_eve
     assert asked == [views.MESSAGE_PAGE] and views.MESSAGE_PAGE == 100
     assert r.text.count('class="events"') == 100 and "100 of 1200 recipients shown" in r.text
     assert len(built_on) == 100 and loop_thread[0] not in set(built_on)
+
+
+def test_a_grafana_url_with_a_query_keeps_it_and_the_dashboard_path_goes_in_the_path() -> None:
+    """`https://grafana.example/?orgId=2` is a common Grafana URL: the path was glued after the query."""
+    from pages.views import grafana_link
+
+    assert grafana_link("https://grafana.example/g/?orgId=2", "vmta-1", None, None) == (
+        "https://grafana.example/g/d/watchtower-vmta/?orgId=2&amp;var-vmta=vmta-1")
+    assert grafana_link("http://localhost:3000", "v", None, "h:9469") == (
+        "http://localhost:3000/d/watchtower-vmta/?var-vmta=v&amp;var-instance=h%3A9469")
+
+
+async def test_a_search_result_links_to_its_own_timeline_and_its_message_apart(tmp_path: Path):
+    """A row of a large message linked to the message page, which lists its first recipients only: the newest
+    (search's first rows) were not on the page the link opened."""
+    item = {"id": 7, "message_id": "big@x.example", "rcpt": "r1004@big.example", "job_id": "j", "outcome": "delivered",
+            "first_seen": "2024-05-01T10:00:00Z"}
+    app = FastAPI()
+    app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/search": (200, {"items": [item]})})))
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _), httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"http://127.0.0.1:{port}/ui/", params={"rcpt": "r1004@big.example"})
+    assert r.status_code == 200
+    assert '<td><a href="/ui/timelines/7">' in r.text
+    assert '<td class=mono><a href="/ui/messages/big@x.example">big@x.example</a></td>' in r.text
+
+
+async def test_a_message_page_shows_the_first_events_of_each_recipient_and_links_the_rest(tmp_path: Path):
+    from pages import views
+
+    events = [{"kind": "deferred", "time": f"2024-05-01T10:{i // 60:02d}:{i % 60:02d}Z"} for i in range(120)]
+    tl = {"id": 42, "rcpt": "r@x.example", "outcome": "deferred", "events": events}
+    body = {"message_id": "m@x.example", "recipients_total": 1, "recipients": [tl]}
+    app = FastAPI()
+    app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/messages/m@x.example": (200, body)})))
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _), httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"http://127.0.0.1:{port}/ui/messages/m@x.example")
+    assert r.status_code == 200
+    assert r.text.count('<tr class="event"') == views.MESSAGE_EVENTS == 50
+    assert '<a class="all-events" href="/ui/timelines/42">70 later events not shown here</a>' in r.text
