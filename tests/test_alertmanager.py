@@ -435,3 +435,18 @@ def test_stalled_tailer_mutes_lagging_of_the_same_source(alertmanager: str) -> N
         "lagging-other": alert(alertname="WatchtowerTailerLagging", severity="warning", **host, source="fbl"),
     }
     assert settled_muting(alertmanager, sent, lambda muted: muted == {"lagging-same"}) == {"lagging-same"}
+
+
+@pytest.mark.integration
+def test_an_api_down_mutes_the_queue_warnings_of_its_host_not_the_host_stall(alertmanager: str) -> None:
+    """Without the management API the per-queue gauges are stale (their warnings muted); the host stall counts the
+    queue PMTA last reported and pages for a PMTA that died or hangs: it stays, with the API-down warning."""
+    host = {"job": "watchtower", "instance": "pmta-07:9469"}
+    sent = {
+        "api-down": alert(alertname="WatchtowerPmtaApiDown", severity="warning", **host),
+        "host-stall": alert(alertname="PmtaDeliveryStalled", severity="critical", **host),
+        "vmta-stall": alert(alertname="PmtaDeliveryStalled", severity="warning", **host, vmta="vmta-01", isp="gmail"),
+        "backlog": alert(alertname="PmtaQueueBacklog", severity="warning", **host, vmta="vmta-01", isp="gmail"),
+    }
+    expect = {"vmta-stall", "backlog"}
+    assert settled_muting(alertmanager, sent, lambda muted: muted == expect) == expect
