@@ -45,6 +45,11 @@ class FileSpec(_Strict):
         "any other name adds (header_* included); an explicit list without `*` sets order exactly.",
     )
     max_size: Size = 250 * 1024**2
+    delete_after: Offset | None = Field(
+        default=None,
+        description="PMTA's `delete-after`: a closed file whose last write is older than this (simulated time) is "
+        "deleted; unset: never (PMTA's own default is 8d; here files are kept unless asked).",
+    )
     iso_times: bool = True
     newline: Literal["lf", "crlf"] = "lf"
     split_writes: bool = False

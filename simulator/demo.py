@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from simulator.config import SimConfig
 from simulator.engine import Simulator
 from simulator.scenario import ScenarioError, load_scenario
 from simulator.server import ApiServer
@@ -32,7 +33,8 @@ FAMILIES = ("acct", "diag", "fbl", "bounce")
 
 
 def demo_config(directory: Path, listen: str, api_url: str) -> dict[str, Any]:
-    """The watchtower config (as data) for a demo rooted at `directory`."""
+    """The watchtower config (as data) for a demo rooted at `directory`. Its store is capped and kept a day: a
+    demo may be left running for weeks (the compose file's runs on a tmpfs, in RAM)."""
     logs = directory / "logs"
     return {
         "sources": [{"name": fam, "paths": [str(logs / f"{fam}-*.csv")]} for fam in FAMILIES],
@@ -40,7 +42,16 @@ def demo_config(directory: Path, listen: str, api_url: str) -> dict[str, Any]:
         "listen": listen,
         "tail": {"start_position": "beginning", "poll_interval": 0.5},
         "pmta": {"url": api_url, "poll_interval": 5, "timeout": 2},
+        "correlator": {"max_db_size": "256MiB", "retention": "1d"},
     }
+
+
+def demo_sim_config() -> SimConfig:
+    """The simulator's files for a demo: 32 MiB each at most, deleted an hour after their last write (PMTA's
+    delete-after), so the logs of a demo left running stay near 32 MiB a family plus an hour of traffic."""
+    base = SimConfig()
+    return base.model_copy(update={"files": [f.model_copy(update={"max_size": 32 * 1024**2, "delete_after": 3600.0})
+                                             for f in base.files]})
 
 
 async def serve_exporter(config_path: Path) -> Any:
@@ -142,7 +153,8 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
     # in the future (PMTA's never are). Faster, simulated time runs ahead of the wall clock by design.
     real_time = speed == 1
     now = int(time.time())
-    sim = Simulator(scenario, directory / "logs", start=now - FIRST_RECORDS_WITHIN if real_time else now)
+    sim = Simulator(scenario, directory / "logs", config=demo_sim_config(),
+                    start=now - FIRST_RECORDS_WITHIN if real_time else now)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -40,6 +40,10 @@ class AcctFile:
         self.suffix = "json" if self.json else "csv"
         self.header = b"" if self.json else csv_line(list(self.fields), self.newline).encode()
         self.paths: list[Path] = []
+        """Every file this writer has made, in order (deleted ones too: the ground truth names them)."""
+        self._closed: list[tuple[int, Path]] = []
+        """(simulated time of its last write, path) of the closed files not deleted yet, oldest first."""
+        self._now = 0
         self.records_written = 0
         self._fd: int | None = None
         self._date = ""
@@ -67,6 +71,9 @@ class AcctFile:
 
     def write(self, rows: list[dict[str, Any]], now: int) -> None:
         """Append `rows` (field -> value) as of simulated time `now`, rotating as PMTA would."""
+        self._now = now
+        if self._closed and self.spec.delete_after is not None:
+            self._delete_old(now - self.spec.delete_after)
         date = local_date(now, self.tz)
         if self._fd is not None and date != self._date:
             self._rotate(date, new_day=True)
@@ -124,10 +131,18 @@ class AcctFile:
             _write_all(self._fd, data)
             self._size += len(data)
 
+    def _delete_old(self, before: float) -> None:
+        """PMTA's delete-after: closed files last written before `before` go (a reader that has one open keeps
+        reading it; the name is gone)."""
+        while self._closed and self._closed[0][0] < before:
+            _t, path = self._closed.pop(0)
+            path.unlink(missing_ok=True)
+
     def _rotate(self, date: str, new_day: bool) -> None:
         if self._fd is not None:
             self._flush(b"", hold=False)
             os.close(self._fd)
+            self._closed.append((self._now, self.paths[-1]))
         seq = 0 if new_day else self._seq + 1
         while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.{self.suffix}").exists():
             seq += 1

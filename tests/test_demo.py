@@ -178,3 +178,13 @@ def test_a_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     afile.write_text("pmta-01\n")
     assert demo.run_demo(args(afile)) == 2
     assert capsys.readouterr().err == f"watchtower demo: --dir {afile} is not a directory\n"
+
+
+def test_a_demo_left_running_keeps_its_disk_use_bounded(tmp_path: Path) -> None:
+    """The compose demo writes to a tmpfs (RAM) for as long as it runs: its store is capped and kept for a day,
+    and the simulator deletes closed files an hour old, as PMTA's delete-after does."""
+    config = config_from_dict(demo.demo_config(tmp_path, "127.0.0.1:9469", "http://127.0.0.1:5555"))
+    assert config.correlator.max_db_size == 256 * 1024**2 and config.correlator.retention == 86400
+    files = demo.demo_sim_config().files
+    assert {f.name for f in files} == set(demo.FAMILIES)
+    assert all(f.delete_after == 3600 and f.max_size == 32 * 1024**2 for f in files)

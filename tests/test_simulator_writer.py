@@ -156,3 +156,26 @@ def test_simulated_values_round_trip(tmp_path: Path) -> None:
     assert all("," in r[diag] for r in throttled)  # quoted on disk, whole after parsing
     assert all(r[diag].endswith(" - gsmtp") for r in throttled)
     assert {r[esmtp] for r in throttled} == {"SIZE,8BITMIME,STARTTLS,ENHANCEDSTATUSCODES,PIPELINING,CHUNKING,SMTPUTF8"}
+
+
+def test_delete_after_removes_closed_files_whose_last_write_is_older(tmp_path: Path) -> None:
+    """PMTA's `delete-after` (pmta-formats.md §2): closed files older than it are deleted; the current file and
+    the recent closed ones stay. The demo sets it so a demo left running does not fill its disk (a tmpfs in the
+    compose file)."""
+    limit = 64 * 1024
+    cfg = SimConfig(files=[FileSpec(name="acct", records=["d", "b"], max_size=limit, delete_after="2m")])
+    sim = Simulator("baseline", tmp_path, config=cfg, seed=5)
+    sim.generate(8, close=False)
+    written = sim.files.files[0].paths
+    kept = sorted(tmp_path.glob("acct-*.csv"))
+    assert len(written) >= 8 and 2 <= len(kept) < len(written)
+    assert kept == written[len(written) - len(kept):]  # the newest, the current one among them
+    assert sim.files.files[0].current == kept[-1]
+    sim.close()
+
+
+def test_files_are_kept_without_delete_after(tmp_path: Path) -> None:
+    cfg = SimConfig(files=[FileSpec(name="acct", records=["d", "b"], max_size=64 * 1024)])
+    sim = Simulator("baseline", tmp_path, config=cfg, seed=5)
+    sim.generate(8)
+    assert sorted(tmp_path.glob("acct-*.csv")) == sim.files.files[0].paths
