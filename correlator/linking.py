@@ -327,7 +327,7 @@ def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
     characters, and every one before the address would shift the cut, leaving the address's first letters), so
     outside ASCII each lowered character maps back to the original one it came from."""
     low = text.lower()
-    if address_l not in low:
+    if not address_l or address_l not in low:
         return text
     origin = None
     if len(low) != len(text):

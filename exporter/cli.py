@@ -17,6 +17,11 @@ import signal
 import sys
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGINT as Python's default handler treats it, under another name (see _run)."""
+    raise KeyboardInterrupt
+
+
 def _interrupted_while_importing(_signum: int, _frame: object) -> None:
     """^C before main() can catch it (the imports below take a few tenths of a second): the exit a shell expects,
     not a KeyboardInterrupt traceback through the import machinery."""
@@ -323,6 +328,11 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
             log.warning("%s", warning)
     import asyncio  # `run` only: the metrics-only oneshot has no event loop
 
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Not Python's own handler: asyncio.run would take that over and turn a ^C into a cancellation of serve()
+        # before the daemon installs its handler, which a start-up step can absorb (a ^C lost) or surface as a
+        # CancelledError. This one raises KeyboardInterrupt wherever it lands: main() says 130.
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         from exporter.daemon import Daemon
 

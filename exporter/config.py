@@ -387,7 +387,7 @@ class PmtaApiConfig(_Strict):
                 if getattr(self, a) is not None and getattr(self, f"{a}_file") is not None]
         if both:
             raise ValueError("; ".join(both))
-        if self.username is None and (self.password is not None or self.password_file is not None):
+        if not self.username and (self.password is not None or self.password_file is not None):
             raise ValueError("password and password_file need username (HTTP basic auth sends both)")
         return self
 

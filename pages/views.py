@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -52,14 +53,15 @@ def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str
     """The VMTA drill-down dashboard around the event time (one hour either side). The dashboard's path goes after
     grafana_url's path, and a query it has (`?orgId=2`) is kept, before the link's own parameters."""
     base = urlsplit(grafana_url)
-    params: dict[str, Any] = dict(parse_qsl(base.query))
-    params["var-vmta"] = vmta
+    params: dict[str, Any] = {"var-vmta": vmta}
     if host:
         params["var-instance"] = host
     if ts is not None:
         params["from"], params["to"] = int((ts - 3600) * 1000), int((ts + 3600) * 1000)
+    query = "&".join(q for q in (base.query, urlencode({k: v for k, v in params.items() if v not in (None, "")}))
+                     if q)  # grafana_url's own query as written (`kiosk` has no value)
     path = base.path.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/"
-    return u(urlunsplit((base.scheme, base.netloc, path, "", "")), **params)
+    return html.escape(urlunsplit((base.scheme, base.netloc, path, query, "")), quote=True)
 
 
 def _time(iso: str | None) -> str:

@@ -350,8 +350,9 @@ def test_grafana_urls_with_a_path_pass(tmp_path: Path):
 def test_a_pmta_password_without_a_username_is_refused(tmp_path: Path, secret: str):
     """Basic auth sends a user and a password: a password alone was silently never sent."""
     value = "pw" if secret == "password" else str(tmp_path / "pw")
-    assert _problems(_minimal(tmp_path, pmta={secret: value})) == [
-        "pmta: password and password_file need username (HTTP basic auth sends both)"]
+    for user in ({}, {"username": ""}):  # an empty user name sends no auth either
+        assert _problems(_minimal(tmp_path, pmta={secret: value, **user})) == [
+            "pmta: password and password_file need username (HTTP basic auth sends both)"]
     assert config_from_dict(_minimal(tmp_path, pmta={secret: value, "username": "u"})).pmta.username == "u"
 
 

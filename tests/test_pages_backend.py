@@ -130,6 +130,8 @@ def test_a_grafana_url_with_a_query_keeps_it_and_the_dashboard_path_goes_in_the_
 
     assert grafana_link("https://grafana.example/g/?orgId=2", "vmta-1", None, None) == (
         "https://grafana.example/g/d/watchtower-vmta/?orgId=2&amp;var-vmta=vmta-1")
+    assert grafana_link("https://g.example/?orgId=2&kiosk", "v", 7200.0, None) == (  # a flag without a value stays
+        "https://g.example/d/watchtower-vmta/?orgId=2&amp;kiosk&amp;var-vmta=v&amp;from=3600000&amp;to=10800000")
     assert grafana_link("http://localhost:3000", "v", None, "h:9469") == (
         "http://localhost:3000/d/watchtower-vmta/?var-vmta=v&amp;var-instance=h%3A9469")
 
