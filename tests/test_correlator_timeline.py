@@ -356,3 +356,11 @@ f,2024-05-02 10:00:00+0000,,a@s.example,kim@gmail.com,,J8,
     assert [(e["kind"], e["attempt"]) for e in tl["events"]] == [
         ("received", None), ("deferred", 1), ("delivered", 2), ("complaint", None)]
     h.close()
+
+
+def test_without_address_of_an_empty_address_is_the_text() -> None:
+    """(It looped for ever: `find("")` matches at every position without moving on.)"""
+    from correlator.linking import without_address
+
+    assert without_address("smtp;550 x", "") == "smtp;550 x"
+    assert without_address("A@B.c and a@b.C", "a@b.c") == "<rcpt> and <rcpt>"
