@@ -190,7 +190,7 @@ def parse_time(name: str, value: str | None, now: float) -> float | None:
     return ts
 
 
-def _json(model: type[BaseModel], body: dict[str, Any]) -> Response:
+def json_answer(model: type[BaseModel], body: dict[str, Any]) -> Response:
     """Validate and encode with the response model here, in the worker thread: for a returned dict
     FastAPI would encode on the event loop, where every millisecond delays /metrics."""
     return Response(model.model_validate(body).model_dump_json(), media_type="application/json")
@@ -397,7 +397,7 @@ def build_router(api: Api) -> APIRouter:
         if _want_text(request, format):
             return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items,
                                                       render.message_note(len(items), total, next_cursor)))
-        return _json(MessageResponse, body)
+        return json_answer(MessageResponse, body)
 
     @router.get("/timeline", response_model=TimelineResponse, responses={**errors, **_TEXT},
                 summary="Timeline of one recipient of one job (or Message-Id)")
@@ -421,7 +421,7 @@ def build_router(api: Api) -> APIRouter:
         if _want_text(request, format):
             return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {rcpt}", items))
         body = {"job_id": job or None, "message_id": mid or None, "rcpt": rcpt.strip().lower(), "timelines": items}
-        return _json(TimelineResponse, body)
+        return json_answer(TimelineResponse, body)
 
     @router.get("/timelines/{timeline_id}", response_model=TimelineResponse, responses={**errors, **_TEXT},
                 summary="One timeline by the id a search returned")
@@ -438,7 +438,7 @@ def build_router(api: Api) -> APIRouter:
             return PlainTextResponse(render.timeline(item))
         body = {"job_id": item["job_id"], "message_id": item["message_id"], "rcpt": item["rcpt"] or "",
                 "timelines": [item]}
-        return _json(TimelineResponse, body)
+        return json_answer(TimelineResponse, body)
 
     @router.get("/search", response_model=SearchResponse, responses={**errors, **_TEXT},
                 summary="Find timelines, newest first, paged with an opaque cursor")
@@ -468,7 +468,7 @@ def build_router(api: Api) -> APIRouter:
                 "scan_limited": limited}
         if _want_text(request, format):
             return PlainTextResponse(render.search(page))
-        return _json(SearchResponse, page)
+        return json_answer(SearchResponse, page)
 
     @router.get("/flows", response_model=FlowsResponse, responses={**errors, **_TEXT},
                 summary="Sender domain -> VMTA -> ISP volumes for Grafana's Node graph panel")
@@ -489,6 +489,6 @@ def build_router(api: Api) -> APIRouter:
         body = {"since": iso(lo), "until": iso(hi), **data}
         if _want_text(request, format):
             return PlainTextResponse(render.flows(body))
-        return _json(FlowsResponse, body)
+        return json_answer(FlowsResponse, body)
 
     return router

@@ -35,8 +35,8 @@ from correlator.api import (
     Api,
     BadRequest,
     ErrorRoute,
-    _json,
     check_budget,
+    json_answer,
     parse_time,
     redirect_double_slash,
 )
@@ -308,9 +308,9 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
         with api.connection() as conn:
             rows, limited = reply_rows(conn, lo, hi, vmtas, pools=pools)
         items, total = top_replies(rows, isps, limit, api.class_of, isp_of)
-        return _json(RepliesResponse, {"vmta": vmtas, "pool": pools, "isp": isps, "since": iso(lo), "until": iso(hi),
-                                       "window_capped": capped, "scan_limited": limited, "total": total,
-                                       "replies": items})
+        return json_answer(RepliesResponse, {"vmta": vmtas, "pool": pools, "isp": isps, "since": iso(lo),
+                                             "until": iso(hi), "window_capped": capped, "scan_limited": limited,
+                                             "total": total, "replies": items})
 
     return router
 
@@ -349,7 +349,7 @@ def build_lookup_router(api: Api) -> APIRouter:
                                 "hint": None, "timelines": []}
         if not mid and not (job and addr):
             body["hint"] = "enter a Message-Id, or a job id and a recipient"
-            return _json(LookupResponse, body)
+            return json_answer(LookupResponse, body)
         with api.connection() as conn:
             reader = api.reader(conn)
             if addr and job:
@@ -361,7 +361,7 @@ def build_lookup_router(api: Api) -> APIRouter:
         body["timelines"] = items[:limit]
         if not items:
             body["hint"] = "no timeline stored for this key (check the id, or the retention)"
-        return _json(LookupResponse, body)
+        return json_answer(LookupResponse, body)
 
     return router
 

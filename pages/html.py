@@ -60,9 +60,14 @@ def attr(value: Any) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
+def query(**params: Any) -> str:
+    """The non-empty params, URL-encoded (no `?`)."""
+    return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
 def u(path: str, **params: Any) -> str:
     """An escaped URL: `path` plus the non-empty params, URL-encoded."""
-    q = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    q = query(**params)
     return html.escape(path + ("?" + q if q else ""), quote=True)
 
 

@@ -6,7 +6,7 @@ import html
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from correlator.api import path_segment
 from pages.backend import Backend
-from pages.html import attr, e, error_box, page, partial_banner, u
+from pages.html import attr, e, error_box, page, partial_banner, query, u
 from pages.sankey import attempts, sankey_svg, shares
 
 VMTA_DASHBOARD_UID = "watchtower-vmta"
@@ -58,10 +58,9 @@ def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str
         params["var-instance"] = host
     if ts is not None:
         params["from"], params["to"] = int((ts - 3600) * 1000), int((ts + 3600) * 1000)
-    query = "&".join(q for q in (base.query, urlencode({k: v for k, v in params.items() if v not in (None, "")}))
-                     if q)  # grafana_url's own query as written (`kiosk` has no value)
+    joined = "&".join(q for q in (base.query, query(**params)) if q)  # grafana_url's own as written (`kiosk`)
     path = base.path.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/"
-    return html.escape(urlunsplit((base.scheme, base.netloc, path, query, "")), quote=True)
+    return html.escape(urlunsplit((base.scheme, base.netloc, path, joined, "")), quote=True)
 
 
 def _time(iso: str | None) -> str:

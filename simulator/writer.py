@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+from collections import deque
 from datetime import timezone
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class AcctFile:
         self.header = b"" if self.json else csv_line(list(self.fields), self.newline).encode()
         self.paths: list[Path] = []
         """Every file this writer has made, in order (deleted ones too: the ground truth names them)."""
-        self._closed: list[tuple[int, Path]] = []
+        self._closed: deque[tuple[int, Path]] = deque()
         """(simulated time of its last write, path) of the closed files not deleted yet, oldest first."""
         self._now = 0
         self.records_written = 0
@@ -135,7 +136,7 @@ class AcctFile:
         """PMTA's delete-after: closed files last written before `before` go (a reader that has one open keeps
         reading it; the name is gone)."""
         while self._closed and self._closed[0][0] < before:
-            _t, path = self._closed.pop(0)
+            _t, path = self._closed.popleft()
             path.unlink(missing_ok=True)
 
     def _rotate(self, date: str, new_day: bool) -> None:
