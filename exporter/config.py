@@ -273,7 +273,8 @@ class TailConfig(_Strict):
         default=0.25, description="How often followed files are checked for growth (a stat each; cheap)."
     )
     rescan_interval: DurationOrZero = Field(
-        default=5.0, description="How often the globs are re-evaluated (0: at every poll).")
+        default=5.0, description="How often the globs are re-evaluated (0: at every poll). A file that left the globs "
+        "is read on until it has not grown for this long (a writer may still hold it), then retired.")
     chunk_bytes: ChunkSize = Field(default=4 * 1024 * 1024, description="Largest read from one file at a time.")
     checkpoint_interval: Duration = Field(
         default=1.0, description="How often offsets and counters are committed to the state database."

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from exporter.fingerprint import (
@@ -134,6 +134,9 @@ class FileStream:
         self.read_error: str | None = None
         """Why the last open failed (None once the file could be opened)."""
         self.committed_offset = -1  # offset last handed to the state database
+        self.superseded: list[Checkpoint] = []
+        """Checkpoints of the bytes this identity held before it was truncated or rewritten (_start_over), for the
+        tailer to retire."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -164,6 +167,8 @@ class FileStream:
             await self._close_file(f)
             return False
         self.file = f
+        if self.read_error is not None:
+            log.info("%s: readable again (source %s)", shown(self.cp.path), self.cp.source)
         self.read_error = None
         await self._seek(self.cp.offset)
         self.pending = b""
@@ -184,10 +189,9 @@ class FileStream:
 
     def _read_error(self, reason: str, text: str) -> None:
         first, self.read_error = self.read_error is None, text
-        if self.retries:
-            log.warning("%s: cannot read (source %s): %s; will retry", shown(self.cp.path), self.cp.source, text)
-        elif first:  # a oneshot names the file once: it is not tried again
-            log.warning("%s: cannot read (source %s): %s; not read", shown(self.cp.path), self.cp.source, text)
+        if first:  # once per failure streak (retried every poll: not a line per poll); its recovery is logged too
+            log.warning("%s: cannot read (source %s): %s; %s", shown(self.cp.path), self.cp.source, text,
+                        "will retry" if self.retries else "not read")
         if self.metrics:
             self.metrics.read_errors.labels(self.cp.source, reason).inc()
 
@@ -224,21 +228,34 @@ class FileStream:
             return self.file.read(size)  # type: ignore[no-any-return]
         return await self.file.read(size)  # type: ignore[no-any-return]
 
-    def _check_truncation(self, size: int) -> bool:
-        if size >= self.cp.offset:
-            return False
-        log.warning("%s: truncated from %d to %d bytes; reading it again from the start",
-                    shown(self.cp.path), self.cp.offset, size)
+    def _replaced_in_place(self, f: Any, size: int) -> str | None:
+        """Why the bytes at this identity are no longer the checkpoint's file, or None while they are: shorter than
+        the offset (copytruncate, `: > file`), or first bytes that changed since the size did (emptied and refilled
+        past the offset between two polls, or a new file that took an idle file's inode)."""
+        if size < self.cp.offset:
+            return f"truncated from {self.cp.offset} to {size} bytes"
+        if size == self.size or not self.cp.fingerprint:
+            return None
+        try:
+            head = os.pread(f.fileno(), fingerprint_len(self.cp.fingerprint), 0)
+        except OSError:
+            return None  # the read that follows reports it
+        return None if head_matches(self.cp.fingerprint, head) else "rewritten (its first bytes changed)"
+
+    def _start_over(self, why: str) -> None:
+        """Follow the file as a new one from byte 0, under a new id: the old checkpoint is retired as gone
+        (`superseded`), so (file id, line) of a new line never names a record of the old bytes (the correlator's
+        key), and a restart never resumes the old file's position in it."""
+        log.warning("%s: %s; reading it from the start as a new file", shown(self.cp.path), why)
         if self.metrics:
             self.metrics.truncations.labels(self.cp.source).inc()
-        self.cp.offset = 0
-        self.cp.line_no = 0
-        self.cp.header = ""
-        self.cp.fingerprint = b""
+        self.superseded.append(replace(self.cp, gone_since=time.time()))
+        self.cp = replace(self.cp, file_id=new_file_id(), offset=0, line_no=0, header="", fingerprint=b"",
+                          gone_since=None)
         self.parser.reset()
         self.pending = b""
         self.skipping = False
-        return True
+        self.committed_offset = -1
 
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
                    should_stop: Callable[[], bool] | None = None) -> bool:
@@ -253,7 +270,9 @@ class FileStream:
             self._read_error("io", exc.strerror or str(exc))
             await self.close()
             return False
-        if self._check_truncation(size):
+        why = self._replaced_in_place(f, size)
+        if why is not None:
+            self._start_over(why)
             await self._seek(0)
         self.size = size
         covered = fingerprint_len(self.cp.fingerprint)

@@ -476,7 +476,12 @@ class Tailer:
             if stream.gone or stream.file is not None or self._grew(stream):
                 if stream.file is None:
                     await self._make_room()
-                more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
+                final = self.oneshot or (stream.gone and self._settled(stream))
+                more |= await stream.read(on_batch, budget, final=final, should_stop=should_stop)
+                if stream.superseded:  # truncated or rewritten: its old checkpoint retired, the new one known
+                    self.retired.extend(stream.superseded)
+                    stream.superseded.clear()
+                    self.known[key] = stream.cp
         await self._retire_and_idle()
         self._update_gauges()
         return more
@@ -502,13 +507,19 @@ class Tailer:
             return False
         return (st.st_dev, st.st_ino) == stream.key and st.st_size != stream.cp.offset
 
+    def _settled(self, stream: FileStream) -> bool:
+        """Has a file that left the globs stopped growing? Not for `tail.rescan_interval` since its last growth: a
+        writer that still holds it (renamed away by an external rotation) gets that long to finish its writes, and
+        then its unterminated last line, if any, is read as its last record (read(final=True))."""
+        return self.oneshot or time.monotonic() - stream.last_growth >= self.tail.rescan_interval
+
     async def _retire_and_idle(self) -> None:
         now = time.monotonic()
         for key in list(self.streams):
             stream = self.streams[key]
             if stream.gone:
-                if stream.file is not None and stream.behind > 0:
-                    continue  # still draining a rotated-away file
+                if stream.file is not None and (stream.behind > 0 or not self._settled(stream)):
+                    continue  # still draining a rotated-away file, or it grew a moment ago
                 self._hold(stream)
                 await stream.close()
                 del self.streams[key]

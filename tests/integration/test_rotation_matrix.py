@@ -142,6 +142,29 @@ def test_truncated_file_is_read_again_from_the_start(tmp_path: Path, watchtower_
     assert total(wt.scrape(), "watchtower_truncations_total", source="acct") >= 1
 
 
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_a_file_truncated_in_place_reaches_the_timelines_under_a_new_id(tmp_path: Path, watchtower_factory,
+                                                                       worker: str):
+    """The correlator names a record by (file id, line): the lines after a copytruncate are new records (a new file
+    id), not lines 2..31 of the file it already stored."""
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path, correlator={"enabled": True, "worker": worker})).start()
+    writer.write(40)
+    caught_up(wt, writer)
+    wt.committed()
+    with open(writer.path, "w") as f:
+        f.write(ACCT_HEADER + "\n")
+    time.sleep(0.5)
+    writer.write(30, "vmta-5")
+    assert_exact(wt, writer)
+    wt.committed()
+    with closing(sqlite3.connect(tmp_path / "state" / "watchtower.db")) as db:
+        assert db.execute("SELECT count(*) FROM corr_events").fetchone() == (70,)
+        assert db.execute("SELECT count(*) FROM corr_timelines WHERE vmta = 'vmta-5'").fetchone() == (30,)
+    assert total(wt.scrape(), "watchtower_truncations_total", source="acct") == 1
+
+
 def test_files_that_appear_while_the_daemon_is_down(tmp_path: Path, watchtower_factory):
     (tmp_path / "logs").mkdir()
     writer = AcctWriter(tmp_path / "logs")

@@ -1,0 +1,224 @@
+"""A followed file whose bytes stop being the file the checkpoint describes while the daemon runs.
+
+Truncated in place (copytruncate), rewritten past the old offset between two polls, or a new file that took an
+idle file's inode: each is followed as a new file (a new id, read from byte 0), and the old checkpoint is retired
+as gone, so the correlator, which names a record by (file id, line), never takes the new lines for ones it holds.
+Also: a file that left the globs is retired only once it stops growing (a writer may still hold it), and its
+unterminated last line is then read as the file's last record rather than keep the file open for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import SourceConfig, TailConfig
+from exporter.filestream import Checkpoint
+from exporter.metrics import SelfMetrics
+from exporter.tailer import Tailer
+from tests.conftest import ACCT_HEADER, d_line
+
+
+def tailer_for(directory: Path, **tail: object) -> tuple[Tailer, CollectorRegistry]:
+    reg = CollectorRegistry()
+    src = SourceConfig(name="acct", paths=[str(directory / "acct-*.csv")])
+    return Tailer([src], TailConfig(**{"rescan_interval": 0, **tail}), SelfMetrics(reg), first_run=False), reg
+
+
+async def drain(tailer: Tailer) -> list[tuple[str, int]]:
+    """(file id, line number) of every row read until the files are exhausted."""
+    rows: list[tuple[str, int]] = []
+
+    def take(stream, batch) -> None:  # type: ignore[no-untyped-def]
+        rows.extend((batch.file_id, n) for n in batch.line_numbers)
+
+    more = await tailer.poll(take, force_scan=True)
+    while more:
+        more = await tailer.poll(take)
+    return rows
+
+
+def open_paths() -> list[str]:
+    """What this process's descriptors name (a deleted file as `<path> (deleted)`)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the listing's own descriptor, closed since
+    return out
+
+
+def records(start: int, n: int) -> str:
+    return "".join(d_line(i) + "\n" for i in range(start, start + n))
+
+
+def lines_of(rows: list[tuple[str, int]]) -> list[int]:
+    return [n for _, n in rows]
+
+
+def ids_of(rows: list[tuple[str, int]]) -> set[str]:
+    return {i for i, _ in rows}
+
+
+def truncations(reg: CollectorRegistry) -> float | None:
+    return reg.get_sample_value("watchtower_truncations_total", {"source": "acct"})
+
+
+def parse_errors(reg: CollectorRegistry) -> dict[str, float]:
+    return {s.labels["reason"]: s.value for m in reg.collect() if m.name == "watchtower_parse_errors"
+            for s in m.samples if s.name.endswith("_total") and s.value}
+
+
+def saved(checkpoints: list[Checkpoint]) -> list[tuple[str, bool, int]]:
+    return sorted((cp.file_id, cp.gone_since is not None, cp.offset) for cp in checkpoints)
+
+
+async def test_a_file_truncated_in_place_is_followed_under_a_new_id(tmp_path: Path):
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 40))
+    tailer, reg = tailer_for(tmp_path)
+    first = await drain(tailer)
+    assert lines_of(first) == list(range(2, 42))
+    (old_id,) = ids_of(first)
+    old_offset = path.stat().st_size
+    assert saved(tailer.take_checkpoints()) == [(old_id, False, old_offset)]
+    path.write_text(ACCT_HEADER + "\n")  # copytruncate: emptied, PMTA writes a header and goes on
+    assert await drain(tailer) == []
+    with path.open("a") as f:
+        f.write(records(100, 30))
+    second = await drain(tailer)
+    assert lines_of(second) == list(range(2, 32))
+    (new_id,) = ids_of(second)
+    assert new_id != old_id  # (file id, line) of the new lines never names a record the correlator holds
+    assert truncations(reg) == 1
+    assert saved(tailer.take_checkpoints()) == sorted([(old_id, True, old_offset), (new_id, False, path.stat().st_size)])
+    assert tailer.known[(path.stat().st_dev, path.stat().st_ino)].file_id == new_id
+    await tailer.close()
+
+
+async def test_a_file_rewritten_past_its_offset_between_two_polls_is_read_whole_as_a_new_file(tmp_path: Path):
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 10))
+    tailer, reg = tailer_for(tmp_path)
+    (old_id,) = ids_of(await drain(tailer))
+    with path.open("w") as f:  # same inode, emptied and refilled beyond the old offset before the next poll
+        f.write(ACCT_HEADER + "\n" + records(100, 20))
+    rows = await drain(tailer)
+    assert lines_of(rows) == list(range(2, 22))
+    assert old_id not in ids_of(rows)
+    assert truncations(reg) == 1
+    assert parse_errors(reg) == {}
+    await tailer.close()
+
+
+async def test_a_new_file_in_an_idle_files_inode_is_read_from_its_start(tmp_path: Path):
+    """ext4 hands a deleted file's inode to the next file at once; here the new file's bytes are written into the old
+    inode and it takes its new name (what the tailer sees is the same: one identity, a new name, new bytes)."""
+    old = tmp_path / "acct-0001.csv"
+    old.write_text(ACCT_HEADER + "\n" + records(0, 3))
+    tailer, reg = tailer_for(tmp_path, idle_close_after=0.05)
+    (old_id,) = ids_of(await drain(tailer))
+    time.sleep(0.1)
+    await drain(tailer)
+    assert all(s.file is None for s in tailer.streams.values())  # idle: its descriptor closed
+    new = tmp_path / "acct-0002.csv"
+    with old.open("r+") as f:
+        f.truncate(0)
+        f.write(ACCT_HEADER + "\n" + records(100, 10))
+    old.rename(new)
+    rows = await drain(tailer)
+    assert lines_of(rows) == list(range(2, 12))
+    assert old_id not in ids_of(rows)
+    gone = [cp for cp in tailer.take_checkpoints() if cp.gone_since is not None]
+    assert [cp.file_id for cp in gone] == [old_id]
+    await tailer.close()
+
+
+async def test_a_truncated_file_back_at_its_committed_offset_is_still_checkpointed(tmp_path: Path):
+    path = tmp_path / "acct-0001.csv"
+    body = ACCT_HEADER + "\n" + records(0, 10)
+    path.write_text(body)
+    tailer, _ = tailer_for(tmp_path)
+    await drain(tailer)
+    tailer.take_checkpoints()
+    path.write_text(ACCT_HEADER + "\n")
+    await drain(tailer)  # truncation seen
+    path.write_text(body)  # the same length again before the next commit
+    rows = await drain(tailer)
+    assert lines_of(rows) == list(range(2, 12))
+    live = [cp for cp in tailer.take_checkpoints() if cp.gone_since is None]
+    assert [(cp.file_id, cp.offset) for cp in live] == [(rows[0][0], len(body))]
+    await tailer.close()
+
+
+async def test_appends_to_a_file_renamed_out_of_the_globs_are_read_until_it_stops_growing(tmp_path: Path):
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 10))
+    tailer, reg = tailer_for(tmp_path, rescan_interval=0.3)
+    assert lines_of(await drain(tailer)) == list(range(2, 12))
+    with path.open("a") as writer:  # logrotate `create` style: renamed while the writer still holds it
+        path.rename(tmp_path / "acct-0001.csv.1")
+        assert await drain(tailer) == []  # noticed as gone, drained, kept: it grew less than 0.3 s ago
+        writer.write(records(10, 5))
+    assert lines_of(await drain(tailer)) == list(range(12, 17))
+    assert len(tailer.streams) == 1
+    time.sleep(0.35)
+    assert await drain(tailer) == []
+    assert tailer.streams == {}
+    assert reg.get_sample_value("watchtower_rotations_total", {"source": "acct"}) == 1
+    await tailer.close()
+
+
+async def test_a_file_that_left_the_globs_ending_mid_line_is_read_to_its_end_and_retired(tmp_path: Path):
+    """PMTA killed mid-write, then the file removed: its last line never gets its newline. Read as the file's last
+    record once the file stops growing (as a oneshot reads it), then the file is closed and its disk space freed."""
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 3) + d_line(3))
+    tailer, reg = tailer_for(tmp_path, rescan_interval=0.2)
+    assert lines_of(await drain(tailer)) == [2, 3, 4]  # the last line waits for its newline
+    path.unlink()
+    assert await drain(tailer) == []
+    time.sleep(0.25)
+    rows = await drain(tailer)
+    assert lines_of(rows) == [5]
+    assert tailer.streams == {}
+    assert [p for p in open_paths() if p.startswith(str(path))] == []
+    assert reg.get_sample_value("watchtower_records_read_total", {"source": "acct", "type": "d"}) == 4
+    assert parse_errors(reg) == {}
+    await tailer.close()
+
+
+async def test_a_file_that_cannot_be_opened_is_logged_once_until_it_can(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                           caplog: pytest.LogCaptureFixture):
+    import aiofiles
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
+    real_open = aiofiles.open
+    denied = {"on": True}
+
+    def fake_open(p, *a, **k):  # type: ignore[no-untyped-def]
+        if denied["on"]:
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr("exporter.filestream.aiofiles.open", fake_open)
+    tailer, reg = tailer_for(tmp_path)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        for _ in range(5):
+            assert await drain(tailer) == []
+        denied["on"] = False
+        assert lines_of(await drain(tailer)) == [2, 3]
+    said = [r.getMessage() for r in caplog.records if "acct-0001.csv" in r.getMessage()]
+    assert [(m.split(": ")[1], r.levelname) for m, r in zip(said, [r for r in caplog.records
+                                                                   if "acct-0001.csv" in r.getMessage()],
+                                                                strict=True)] == [
+        ("cannot read (source acct)", "WARNING"), ("readable again (source acct)", "INFO")]
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "permission"}) == 5
+    await tailer.close()
