@@ -217,7 +217,8 @@ class SourceConfig(_Strict):
         default=None,
         description="Label value for self-metrics; unique. Defaults to the first glob's file name up to its first "
         "wildcard, without separators or extension (`/var/log/pmta/acct-*.csv` and `/x/acct.csv` give `acct`); "
-        "required when that leaves nothing (`*.csv`).",
+        "required when that leaves nothing (`*.csv`). Renaming a source keeps its files' read positions (they were "
+        "read for the old name); a file whose glob moves to another configured source is read again for that one.",
     )
     moved_to: list[SourceGlob] = Field(
         default_factory=list,

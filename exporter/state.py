@@ -468,7 +468,7 @@ class StateStore:
                 "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header,"
                 " gone_since, updated, sink_offset, sink_line, sink_header) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(file_id) DO UPDATE SET"
-                " path=excluded.path, fingerprint=excluded.fingerprint, offset=excluded.offset,"
+                " source=excluded.source, path=excluded.path, fingerprint=excluded.fingerprint, offset=excluded.offset,"
                 " line_no=excluded.line_no, header=excluded.header, gone_since=excluded.gone_since,"
                 " updated=excluded.updated"
                 + ("" if keep else ", sink_offset=excluded.sink_offset, sink_line=excluded.sink_line,"

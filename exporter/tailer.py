@@ -60,6 +60,22 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
+COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def _compression(head: bytes) -> str | None:
+    """The compression format a file's first bytes announce (a PMTA accounting file starts with text), or None."""
+    return next((name for magic, name in COMPRESSION_MAGIC if head.startswith(magic)), None)
+
+
+def _shared_types(old: frozenset[str] | None, new: frozenset[str] | None) -> str:
+    """The record types two sources' `records` filters both keep, for a log line ('' when none; None keeps all)."""
+    if old is None and new is None:
+        return "every type"
+    both = (old or new or frozenset()) if old is None or new is None else old & new
+    return ", ".join(sorted(both))
+
+
 def _static_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard (`/var/log/pmta/acct-*.csv` -> `/var/log/pmta`)."""
     parts = pattern.split(os.sep)
@@ -136,6 +152,8 @@ class Tailer:
         self._undecided: dict[tuple[int, int], str] = {}
         """Glob matches with a checkpoint whose first bytes could not be read: whether each is the checkpoint's file or
         a new one in its inode is decided at a scan that can read them (-> path, logged once)."""
+        self._compressed: set[tuple[int, int]] = set()
+        """Matches whose first bytes are a compression format's (logrotate's `compress`), named once each."""
         self._not_regular: set[str] = set()
         """Matches that are not regular files (FIFOs, devices), named once each."""
         self.hold_drained = False
@@ -418,14 +436,30 @@ class Tailer:
         self._undecided.pop(key, None)
         fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
-        if cp is not None and same_file(cp, st, head) and cp.source == source:
+        compression = _compression(head) if cp is None else None
+        if compression is not None:
+            if key not in self._compressed:
+                self._compressed.add(key)
+                log.warning("%s: compressed (%s; source %s): not followed; narrow the glob to the files PMTA writes "
+                            "(e.g. %s-*.csv)", shown(path), compression, source, source)
+            return
+        renamed = cp is not None and cp.source != source and cp.source not in self._allowed
+        if cp is not None and same_file(cp, st, head) and (cp.source == source or renamed):
+            if renamed:  # the source that read it is no longer configured: renamed, not its glob given to another one
+                log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
+                         shown(path), cp.source, source, cp.offset, cp.line_no)
+                cp.source = source
+            else:
+                log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
             cp.path = path
             cp.gone_since = None
-            log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
         else:
-            if cp is not None and cp.source != source:  # a config edit gave its glob to another source
-                log.info("%s: now matched by source %s, not %s; reading it from the start for %s", shown(path), source,
-                         cp.source, source)
+            if cp is not None and cp.source != source:  # a config edit gave its glob to another configured source
+                both = _shared_types(self._allowed.get(cp.source), self._allowed[source])
+                log.log(logging.WARNING if both else logging.INFO,
+                        "%s: now matched by source %s, not %s; reading it from the start for %s%s", shown(path),
+                        source, cp.source, source,
+                        f" (records of types both keep are counted again: {both})" if both else "")
                 if cp.gone_since is None:
                     cp.gone_since = time.time()
                 self.retired.append(cp)

@@ -109,6 +109,34 @@ async def test_a_match_that_is_not_a_regular_file_is_named_once_and_not_followed
     await tailer.close()
 
 
+async def test_a_compressed_match_is_named_once_and_not_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A glob such as `acct-*` that also matches rotated files compressed by logrotate: their bytes are not CSV (read
+    as text they gave a screenful of binary parse errors). Each is named once, with the compression, and skipped."""
+    import bz2
+    import gzip
+
+    w = AcctWriter(tmp_path)
+    w.write(3)
+    body = w.path.read_bytes()
+    (tmp_path / "acct-2026-11-24-0000.csv.gz").write_bytes(gzip.compress(body))
+    (tmp_path / "acct-2026-11-23-0000.csv.bz2").write_bytes(bz2.compress(body))
+    src = SourceConfig(name="acct", paths=[str(tmp_path / "acct-*")])
+    reg = CollectorRegistry()
+    tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(reg), first_run=False)
+    with caplog.at_level("WARNING", logger="watchtower.tailer"):
+        assert await drain(tailer) == [2, 3, 4]
+        assert await drain(tailer) == []
+    named = sorted(r.getMessage() for r in caplog.records if tmp_path.name in r.getMessage())
+    assert named == [f"{tmp_path / 'acct-2026-11-23-0000.csv.bz2'}: compressed (bzip2; source acct): not followed; "
+                     "narrow the glob to the files PMTA writes (e.g. acct-*.csv)",
+                     f"{tmp_path / 'acct-2026-11-24-0000.csv.gz'}: compressed (gzip; source acct): not followed; "
+                     "narrow the glob to the files PMTA writes (e.g. acct-*.csv)"]
+    assert reg.get_sample_value("watchtower_files_followed", {"source": "acct"}) == 1
+    assert [m.name for m in reg.collect() if m.name == "watchtower_parse_errors"
+            and any(s.value for s in m.samples if s.name.endswith("_total"))] == []
+    await tailer.close()
+
+
 async def read_then_stop(directory: Path) -> tuple[AcctWriter, list[Checkpoint]]:
     """A file of 3 records read by a tailer that then stops: its writer and the checkpoints the stop leaves."""
     w = AcctWriter(directory)
@@ -331,20 +359,43 @@ async def test_a_file_found_in_a_moved_to_directory_under_the_globs_directory_is
     await third.close()
 
 
-async def test_a_file_a_config_edit_gave_to_another_source_is_read_for_it_without_a_loss_report(
+async def test_a_file_of_a_renamed_source_resumes_where_it_was_under_its_new_name(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    """Its checkpoint names the old source: the file is read from the start for the new one (its record types may
-    differ), logged as such; not "any records after line N were not read", which was untrue."""
+    """Its checkpoint names a source no longer configured (renamed, or its derived name changed with its first glob):
+    the file resumes at its offset for the new name, under the same file id. Reading it again from the start counted
+    every record twice (the pmta_* counters carry no source label), and the correlator stored them twice."""
     import dataclasses
 
-    _w, checkpoints = await read_then_stop(tmp_path)
+    w, checkpoints = await read_then_stop(tmp_path)
     renamed = [dataclasses.replace(cp, source="old") for cp in checkpoints]
+    w.write(2)
     tailer, _ = tailer_for(tmp_path, first_run=False, checkpoints=renamed)
     with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
-        assert await drain(tailer) == [2, 3, 4]
+        assert await drain(tailer) == [5, 6]
     said = [r.getMessage() for r in caplog.records]
-    assert any("now matched by source acct, not old" in m for m in said), said
+    assert any("source old is no longer configured; resuming for source acct at byte" in m for m in said), said
     assert not [m for m in said if "were not read" in m or "inode reused" in m]
     saved = tailer.take_checkpoints()
     await tailer.close()
-    assert sorted((cp.source, cp.gone_since is None) for cp in saved) == [("acct", True), ("old", False)]
+    assert [(cp.file_id, cp.source, cp.gone_since) for cp in saved] == [(checkpoints[0].file_id, "acct", None)]
+
+
+async def test_a_file_a_config_edit_gave_to_another_configured_source_is_read_for_it_from_the_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """The source that read it is still configured (the glob moved to another source, whose record types may differ):
+    the file is read from the start for the new one, logged as such; not "any records after line N were not read"."""
+    import dataclasses
+
+    _w, checkpoints = await read_then_stop(tmp_path)
+    moved = [dataclasses.replace(cp, source="diag") for cp in checkpoints]
+    sources = [SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")]),
+               SourceConfig(name="diag", paths=[str(tmp_path / "diag-*.csv")], records=["t"])]
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), None, checkpoints=moved, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == [2, 3, 4]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("now matched by source acct, not diag; reading it from the start for acct" in m for m in said), said
+    assert not [m for m in said if "were not read" in m or "inode reused" in m]
+    saved = tailer.take_checkpoints()
+    await tailer.close()
+    assert sorted((cp.source, cp.gone_since is None) for cp in saved) == [("acct", True), ("diag", False)]

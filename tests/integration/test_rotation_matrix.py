@@ -165,6 +165,30 @@ def test_a_file_truncated_in_place_reaches_the_timelines_under_a_new_id(tmp_path
     assert total(wt.scrape(), "watchtower_truncations_total", source="acct") == 1
 
 
+def test_a_renamed_source_resumes_its_files_without_counting_them_again(tmp_path: Path, watchtower_factory):
+    """The pmta_* counters carry no source label: a source renamed in the config (or whose derived name changed with
+    its first glob) must not read its files again from byte 0 at the next start."""
+    import yaml
+
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    config = write_config(tmp_path)
+    wt = watchtower_factory(config).start()
+    writer.write(40)
+    caught_up(wt, writer)
+    wt.stop()
+    data = yaml.safe_load(config.read_text())
+    data["sources"][0]["name"] = "main"
+    config.write_text(yaml.safe_dump(data))
+    writer.write(5)
+    wt.start()
+    assert_exact(wt, writer)
+    assert "source acct is no longer configured; resuming for source main at byte" in wt.log.read_text()
+    wt.stop()
+    with closing(sqlite3.connect(tmp_path / "state" / "watchtower.db")) as db:
+        assert db.execute("SELECT source, count(*) FROM wt_checkpoints GROUP BY source").fetchall() == [("main", 1)]
+
+
 def test_files_that_appear_while_the_daemon_is_down(tmp_path: Path, watchtower_factory):
     (tmp_path / "logs").mkdir()
     writer = AcctWriter(tmp_path / "logs")
