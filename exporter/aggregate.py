@@ -181,11 +181,13 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     return out
 
 
-MAX_QUEUE_AGE = 30 * 86_400.0
-"""A timeQueued further than this from its timeLogged, before or after it, is no time a message spent queued (PMTA
-gives up on a message after `bounce-after`, days) but a placeholder such as epoch 0 or a broken clock: a
-`bad_timestamp`, and the record counts without a delay (observed, one such record put decades into the delay
-histogram's sum; one decades ahead would have been observed as 0). A skew of seconds stays a negative delay."""
+MAX_QUEUE_AGE = 366 * 86_400.0
+"""A timeQueued further than this (a year) from its timeLogged, before or after it, is no time a message spent queued
+but a placeholder such as epoch 0 or a broken clock: a `bad_timestamp`, and the record counts without a delay
+(observed, one such record put decades into the delay histogram's sum; one decades ahead would have been observed
+as 0). Not tighter: PMTA keeps a message until its `bounce-after` (pmta-formats.md §2: message-expired), which a site
+may set to weeks, and paused queues hold mail longer; the reference's real 2014 `d` sample (pmta-formats.md §4) was
+queued 45 days before it was delivered. A skew of seconds stays a negative delay."""
 
 
 def _too_far() -> pl.Expr:
@@ -936,23 +938,17 @@ class RecordAggregator(Collector):
 
     def _apply_late(self, batch: RecordBatch, rows: list[list[str]], resume: bool = False) -> bool:
         """f, rb, rs and r records: rare, so clarity over speed; vmta/pool attributed when missing (not r), and the
-        isp of a report whose own fields name no provider (no recipient domain, as an FBL whose recipient Hotmail
-        anonymised; no dsnMta nor, for f, reportingMta) taken from the delivery it was matched to, if any (else
-        `_isp` of its empty fields, as without a correlator). True when the lookup was asked (`resume`: it was
-        already, for an earlier slice of the same batch)."""
+        isp of a report whose own fields resolve to no provider (`other`: no recipient domain, as an FBL whose
+        recipient Hotmail anonymised, or one no table lists; a dsnMta or reporting MTA no table lists either) taken
+        from the delivery it was matched to, if any (else its own `other`, as without a correlator). True when the
+        lookup was asked (`resume`: it was already, for an earlier slice of the same batch)."""
         c = batch.columns
 
         def missing(row: list[str]) -> bool:  # r (a reception) has no delivery to attribute: `none` if empty
             return (c.vmta < 0 or not row[c.vmta]) and row[c.type] != "r"
 
-        def mta_of(row: list[str]) -> str:
-            mta = row[c.dsnMta] if c.dsnMta >= 0 else ""
-            return row[c.reportingMta] if not mta and c.reportingMta >= 0 and row[c.type] == "f" else mta
-
-        def nameless(row: list[str]) -> bool:  # its provider is to come from its delivery (not r: none)
-            return row[c.type] != "r" and not _domain(row[c.rcpt] if c.rcpt >= 0 else "") and not mta_of(row)
-
-        need = [r for r in rows if missing(r) or nameless(r)]
+        own = {id(row): self._own_isp(c, row) for row in rows if row[c.type] != "r"}  # in file order (it learns)
+        need = [r for r in rows if missing(r) or own.get(id(r)) == PLACEHOLDER_OTHER]
         asked = bool(need) and self.lookup_vmta is not None
         hits = self.lookup_vmta(c, need, resume) if asked else [None] * len(need)
         found = {id(row): hit for row, hit in zip(need, hits, strict=True)}
@@ -977,10 +973,9 @@ class RecordAggregator(Collector):
                 self._overflow("vmta")
             if p == PLACEHOLDER_OVERFLOW:
                 self._overflow("vmta_pool")
-            dom = _domain(row[c.rcpt] if c.rcpt >= 0 else "")
-            mta = mta_of(row)
-            matched = hit[2] if hit is not None and len(hit) > 2 and not dom and not mta else ""
-            isp = matched or self._isp(dom, mta)
+            isp = own.get(id(row), PLACEHOLDER_NONE)
+            if isp == PLACEHOLDER_OTHER and hit is not None and len(hit) > 2 and hit[2]:
+                isp = hit[2]  # the matched delivery's provider: its MX was known when it was delivered
             if t == "f":
                 ft = (row[c.feedbackType] if c.feedbackType >= 0 else "").strip().lower()
                 ft = ft if ft in FEEDBACK_TYPES else (PLACEHOLDER_UNKNOWN if not ft else PLACEHOLDER_OTHER)
@@ -1014,6 +1009,34 @@ class RecordAggregator(Collector):
         if newest >= 0.0:  # an fbl or bounce source has no d/t rows: its newest record is one of these
             self._newest(batch.source, newest)
         return asked
+
+    def _own_isp(self, c: Columns, row: list[str]) -> str:
+        """The provider a report's own fields give, the first that is not `other`: its recipient domain (the table,
+        or the MX a delivery taught), its dsnMta, for an FBL its reporting MTA (`dns; hotmail.com`, where Hotmail
+        hid the recipient). A report's dsnMta is the host that reported (rb: the recipient's internal server), not
+        the domain's MX: it comes after what deliveries taught."""
+        dom = _domain(row[c.rcpt] if c.rcpt >= 0 else "")
+        mta = row[c.dsnMta] if c.dsnMta >= 0 else ""
+        reporter = row[c.reportingMta] if c.reportingMta >= 0 and row[c.type] == "f" else ""
+        isp = self._isp(dom, "") if dom else PLACEHOLDER_OTHER
+        if isp == PLACEHOLDER_OTHER and mta:
+            isp = self._untaught(dom, mta)
+        if isp == PLACEHOLDER_OTHER and reporter:
+            isp = self._reporter(reporter)
+        return isp
+
+    def _untaught(self, dom: str, mta: str) -> str:
+        """`_isp(dom, mta)` without teaching the classifier (`IspClassifier.known`, when the callable is one's): a
+        report's dsnMta is no MX, so it must not make the classifier forget the MX a delivery taught it."""
+        known = getattr(getattr(self.isp_of, "__self__", None), "known", None)
+        found = known(dom, mta) if known is not None else None
+        return found if found is not None else self._isp(dom, mta)
+
+    def _reporter(self, reporting_mta: str) -> str:
+        """`IspClassifier.classify_reporter` when the isp callable is one's (it also reads the domain table),
+        else the callable with the reporter as the MTA."""
+        reporter = getattr(getattr(self.isp_of, "__self__", None), "classify_reporter", None)
+        return reporter(reporting_mta) if reporter is not None else self._isp("", reporting_mta)
 
     def _merge(self, name: str, local: dict[Key, int]) -> None:
         if not local:

@@ -6,7 +6,9 @@ then `/queues?queue=*/<vmta>` for every VMTA it knows (listed by /vmtas - itself
 present in the top-N queue list, or seen with mail in the last polls), a few at a time. Queues
 (`domain/vmta`) are summed to (vmta, isp): the domain itself never becomes a label. A VMTA's own
 listing is top-N as well; the recipients of its queues not shown (its `totalRcp` less those shown)
-are `pmta_queue_unlisted_recipients{vmta}`, so a VMTA's whole backlog is known.
+are `pmta_queue_unlisted_recipients{vmta}`, so a VMTA's whole backlog is known. What a `queue=` filter does to
+`totalRcp` is UNCERTAIN (pmta-http-api.md §5.3 says "recipients in all queues"): both meanings are read
+(`unlisted_recipients`), and the unlisted never exceed the host's recipients less those listed.
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
 The collector serves exactly what the last poll read, and nothing older (the Prometheus
@@ -48,6 +50,7 @@ from exporter.pmta_api import (
     QueueInfo,
     QueueList,
     StatusInfo,
+    VmtaInfo,
 )
 
 log = logging.getLogger("watchtower.queues")
@@ -62,6 +65,9 @@ VMTA_FORGET_POLLS = 3
 CONCURRENCY = 4
 """Per-VMTA queries in flight at once (PMTA's web monitor is a small server; so is our pool of 8)."""
 LOG_VMTAS = 10
+GLOBAL_SUM = 1.5
+"""The VMTA listings' totalRcp summing to more than this many host totals are whole-host totals (`totals_are_global`):
+filtered ones count disjoint queues, so they sum to the host total at most (plus what arrived between requests)."""
 
 QUEUE_METRICS = ("pmta_queue_recipients", "pmta_queue_bytes", "pmta_queue_connections", "pmta_queue_backoff",
                  "pmta_queue_paused")
@@ -173,6 +179,8 @@ class QueuePoller:
         self._read_at: dict[str, int] = {}
         """VMTA -> the poll that last had an answer to its own listing (or an error: it was not cut off)."""
         self._state: tuple[bool, bool, str] | None = None
+        self._global_totals: bool | None = None
+        """Whether the last poll read the per-VMTA listings' totalRcp as whole-host totals (logged when it changes)."""
         self._bug: str | None = None
         """The last unexpected error logged with its traceback: a bug that repeats every poll is logged once."""
         registry.register(QueueCollector(self))
@@ -336,8 +344,9 @@ class QueuePoller:
         snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed), status=status)
         if queues is not None:
             snap.queues = self._aggregate(queues)
-            snap.unlisted = self._unlisted(per_vmta)
-            seen = sum(q.rcp for q in queues) + sum(snap.unlisted.values())
+            listed = sum(q.rcp for q in queues)
+            snap.unlisted = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
+            seen = listed + sum(snap.unlisted.values())
             if status is not None:
                 total = status.smtp_rcp
                 snap.coverage = 1.0 if not total else min(1.0, seen / total)
@@ -404,16 +413,32 @@ class QueuePoller:
         except Exception:
             return PLACEHOLDER_OTHER
 
-    def _unlisted(self, listings: dict[str, QueueList]) -> dict[str, float]:
-        """A VMTA's own listing is top-N too, but its `totalRcp` counts every queue of the VMTA: the recipients of the
-        queues not shown, per VMTA. A gauge of its own: their ISP is unknown, and under `pmta_queue_recipients` they
-        would be a (vmta, isp) queue no delivery counter can match (the stall alerts would fire on it)."""
+    def _unlisted(self, listings: dict[str, QueueList], top: QueueList | None, vmtas: list[VmtaInfo] | None,
+                  status: StatusInfo | None, listed: float) -> dict[str, float]:
+        """A VMTA's own listing is top-N too: the recipients of its queues not shown, per VMTA label. A gauge of its
+        own: their ISP is unknown, and under `pmta_queue_recipients` they would be a (vmta, isp) queue no delivery
+        counter can match (the stall alerts would fire on it)."""
+        totals = [t for t in (status.smtp_rcp if status else None, top.total_rcp if top else None) if t is not None]
+        host = max(totals) if totals else None
+        found = unlisted_recipients(listings, top.total_rcp if top else None, vmtas, host, listed)
+        self._log_meaning(found.global_totals)
         out: dict[str, float] = {}
-        for vmta, listing in listings.items():
-            if listing.total_rcp is not None and (rest := listing.total_rcp - sum(q.rcp for q in listing.queues)) > 0:
-                label = self._vmta_label(vmta)
-                out[label] = out.get(label, 0.0) + rest
+        for vmta, rest in found.per_vmta.items():
+            label = self._vmta_label(vmta)
+            out[label] = out.get(label, 0.0) + rest
         return out
+
+    def _log_meaning(self, global_totals: bool) -> None:
+        """One line when the meaning read from PMTA's per-VMTA totalRcp changes (an operator may wonder why some
+        VMTAs have no unlisted gauge)."""
+        if global_totals == self._global_totals:
+            return
+        if global_totals or self._global_totals is not None:
+            log.info("PMTA's totalRcp of a per-VMTA queue listing counts %s; unlisted recipients are %s",
+                     "every queue" if global_totals else "that VMTA's queues",
+                     "the VMTA's recipients in /vmtas less those listed (VMTAs beyond /vmtas' top N: none)"
+                     if global_totals else "that total less those listed")
+        self._global_totals = global_totals
 
     def _aggregate(self, queues: Iterable[QueueInfo]) -> dict[tuple[str, str], list[float]]:
         out: dict[tuple[str, str], list[float]] = {}
@@ -428,3 +453,52 @@ class QueuePoller:
             row[3] += 1 if q.backoff else 0
             row[4] += 1 if q.paused else 0
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """`unlisted_recipients`' answer: recipients per VMTA beyond its own listing, and the totalRcp meaning read."""
+
+    per_vmta: dict[str, float]
+    global_totals: bool
+
+
+def totals_are_global(listings: dict[str, QueueList], top_total: int | None, host_total: int | None) -> bool:
+    """Whether the per-VMTA listings' totalRcp count every queue (pmta-http-api.md §5.3: "recipients in all queues")
+    rather than the VMTA's: at least two equal the unfiltered list's totalRcp, or together they exceed `GLOBAL_SUM`
+    host totals (one VMTA's own total can only reach the host's)."""
+    totals = [listing.total_rcp for listing in listings.values() if listing.total_rcp is not None]
+    if len(totals) >= 2 and top_total is not None and all(t == top_total for t in totals):
+        return True
+    return host_total is not None and sum(totals) > GLOBAL_SUM * max(host_total, 1)
+
+
+def unlisted_recipients(listings: dict[str, QueueList], top_total: int | None, vmtas: list[VmtaInfo] | None,
+                        host_total: int | None, listed: float) -> Unlisted:
+    """Recipients of each VMTA's queues beyond its own top-N listing: its total less the queues the listing shows.
+
+    Its total is the listing's totalRcp, unless those are whole-host totals (`totals_are_global`): then the VMTA's
+    `rcp` in /vmtas, and nothing for a VMTA /vmtas did not list. Whatever the meaning, the sum never exceeds
+    `host_total` less the `listed` recipients (scaled down to it), the most any VMTA could hold unlisted."""
+    global_totals = totals_are_global(listings, top_total, host_total)
+    if global_totals:
+        own = {v.name: v.rcp for v in vmtas or []}
+        totals: dict[str, int | None] = {vmta: own.get(vmta) for vmta in listings}
+    else:
+        totals = {vmta: listing.total_rcp for vmta, listing in listings.items()}
+    rest: dict[str, float] = {}
+    for vmta, listing in listings.items():
+        total = totals[vmta]
+        if total is not None and (beyond := total - sum(q.rcp for q in listing.queues)) > 0:
+            rest[vmta] = float(beyond)
+    return Unlisted(_capped(rest, None if host_total is None else host_total - listed), global_totals)
+
+
+def _capped(rest: dict[str, float], budget: float | None) -> dict[str, float]:
+    """`rest` scaled down so that it sums to `budget` at most (None: no bound)."""
+    total = sum(rest.values())
+    if budget is None or total <= budget:
+        return rest
+    if budget <= 0:
+        return {}
+    return {vmta: n * budget / total for vmta, n in rest.items()}

@@ -137,11 +137,15 @@ class MonitorData:
         return qs
 
     def queues(self, pattern: str | None, max_items: int, paused_as_bool: bool = False) -> dict[str, Any]:
+        """Top `max_items` queues matching `pattern`; totalRcp and totalQueuesWithRcp over the matching queues, or
+        with `api.total_rcp: global` over every queue (pmta-http-api.md §5.3: "recipients in all queues";
+        what a `queue=` filter does to them is UNCERTAIN)."""
         qs = self.matching_queues(pattern)
         top = qs[:max_items]
+        counted = qs if self.sim.config.api.total_rcp == "filtered" or not pattern else self.matching_queues(None)
         return {"title": f"Top {len(top)} queues by number of recipients",
                 "queue": [self.queue_entry(q, paused_as_bool) for q in top],
-                "totalRcp": sum(q.rcp for q in qs), "totalQueuesWithRcp": len(qs)}
+                "totalRcp": sum(q.rcp for q in counted), "totalQueuesWithRcp": len(counted)}
 
     def vmtas(self, max_items: int) -> dict[str, Any]:
         now = self.now

@@ -38,7 +38,10 @@ class FileSpec(_Strict):
     """One `<acct-file>`: its base name, record types, columns and output details."""
 
     name: str = Field(description="Base name: files are <dir>/<name>-YYYY-MM-DD-NNNN.csv (.json in the JSON form).")
-    records: list[Literal["d", "b", "t", "tq", "f", "rb"]]
+    records: list[Literal["d", "b", "t", "tq", "f", "rb", "rs", "r"]] = Field(
+        description="PMTA's `records`: the record types of this file. `r` (one reception per injected message) is "
+        "in no default file (PMTA's own default is `d,b`); add a file such as `{name: recv, records: [r]}`.",
+    )
     fields: list[str] = Field(
         default_factory=lambda: ["*", "header_Message-Id"],
         description="PMTA record-fields syntax: `*` = defaults of the file's record types, `!x` removes, "
@@ -85,6 +88,12 @@ class ApiSpec(_Strict):
     """False: only requests with the right X-API-Key get in (others 403), like an IP not in http-access."""
     xml_content_type: str = "text/xml"
     json_paused: Literal["text", "bool"] = "text"
+    total_rcp: Literal["filtered", "global"] = Field(
+        default="filtered",
+        description="What `totalRcp` of a `/queues?queue=...` listing counts: the matching queues (`filtered`) or "
+        "every queue (`global`, pmta-http-api.md §5.3's wording \"recipients in all queues\"); UNCERTAIN which "
+        "PMTA does, so the exporter must read both.",
+    )
 
 
 def _default_pools() -> dict[str, list[str]]:
@@ -105,7 +114,7 @@ def _default_files() -> list[FileSpec]:
         FileSpec(name="acct", records=["d", "b"]),
         FileSpec(name="diag", records=["t", "tq"]),
         FileSpec(name="fbl", records=["f"]),
-        FileSpec(name="bounce", records=["rb"]),
+        FileSpec(name="bounce", records=["rb", "rs"]),
     ]
 
 

@@ -1,7 +1,7 @@
 """Column lists and CSV encoding, as PMTA writes them.
 
 Default columns per record type follow pmta-formats.md §1.2 (the PMTA 4.5/5.x default header for
-d/b/t/tq; the documented f and rb fields). `resolve_fields` applies PMTA's `record-fields` syntax
+d/b/t/tq; the documented f, rb/rs and r fields). `resolve_fields` applies PMTA's `record-fields` syntax
 (`*`, `!name`, extra names such as `header_Message-Id`) to the union of a file's record types.
 `csv_line` quotes per RFC 4180: only values holding a comma, quote, CR or LF, quotes doubled.
 """
@@ -21,8 +21,15 @@ DEFAULT_RB: tuple[str, ...] = (
     "type", "timeLogged", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat",
     "dsnReportingMta", "rcvSourceIp",
 )
+DEFAULT_RS: tuple[str, ...] = DEFAULT_RB
+"""rs reuses rb's DSN fields (pmta-formats.md §1.2; UNCERTAIN there, no complete list was found)."""
+DEFAULT_R: tuple[str, ...] = (
+    "type", "timeLogged", "orig", "rcpt", "srcType", "srcMta", "rcvSourceIp", "rcvSmtpUser",
+)
+"""r (a reception): the src* fields plus rcvSourceIp and rcvSmtpUser, as pmta-formats.md §1.2 gives them (UNCERTAIN
+there: no complete list); no vmta or queue field (§1.1)."""
 DEFAULTS: dict[str, tuple[str, ...]] = {"d": DEFAULT_DB, "b": DEFAULT_DB, "t": DEFAULT_DB, "tq": DEFAULT_DB,
-                                        "f": DEFAULT_F, "rb": DEFAULT_RB}
+                                        "f": DEFAULT_F, "rb": DEFAULT_RB, "rs": DEFAULT_RS, "r": DEFAULT_R}
 
 
 def resolve_fields(spec: list[str], records: list[str]) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
 """The traffic model: one call to `tick(now)` is one simulated second of a PMTA host.
 
 Per tick: evaluate which scenario events are active, inject new recipients, move recipients whose
-retry time has come back to their queue, emit FBL/remote-bounce records that have arrived, then let
+retry time has come back to their queue, emit FBL/remote-bounce/remote-status records that have arrived, then let
 every queue with work attempt up to its rate (normal, or `backoff_rate` in backoff mode). Each
 attempt ends in a d, b or t record (or one tq for the whole queue when the failure is on
-connect). Records go to `emit(row, truth_key)`; the queue state in `book` is what the API serves.
+connect). An injection is an r record when a file takes them. Records go to `emit(row, truth_key)`; the queue
+state in `book` is what the API serves.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from simulator.clock import seconds_of_day, tz_of
 from simulator.config import SimConfig
 from simulator.providers import PROVIDERS, mx_for
 from simulator.queues import F_BAD_DOMAIN, F_CONTENT, F_MAILBOX_FULL, F_USER_UNKNOWN, Queue, QueueBook, Recipient
-from simulator.records import Row, fbl_record, queue_record, recipient_record, remote_bounce_record
-from simulator.replies import CATALOGUE, REMOTE_BOUNCE, Reply
+from simulator.records import (
+    Row,
+    fbl_record,
+    queue_record,
+    receipt_record,
+    recipient_record,
+    remote_bounce_record,
+    remote_status_record,
+)
+from simulator.replies import CATALOGUE, REMOTE_BOUNCE, Reply, dsn_status
 from simulator.scenario import ComplaintEvent, InjectEvent, PauseEvent, ReplyEvent, Scenario
 from simulator.traffic import Stream, Weighted, baseline_stream, event_stream, local_part, pick_domain
 from simulator.truth import TruthKey
@@ -30,6 +39,10 @@ _EXPIRED = CATALOGUE["pmta.expired"]
 _NO_SUCH_DOMAIN = CATALOGUE["pmta.no_such_domain"]
 _DEAD = Weighted([(d, 1.0) for d in PROVIDERS["other"].dead_domains])
 _TRANSIENT = {name: Weighted([(CATALOGUE[r], w) for r, w in p.transient_replies]) for name, p in PROVIDERS.items()}
+_RS_DELIVERED = 0.2
+"""Share of rs records that report a success (a DSN asked for with NOTIFY=SUCCESS); the rest report a delay."""
+_RS = {"delayed": (dsn_status("4.4.1"), "smtp;451 4.4.1 mailbox server not responding, will retry"),
+       "delivered": (dsn_status("2.0.0"), "smtp;250 2.0.0 Ok: delivered to mailbox")}
 
 
 class TrafficModel:
@@ -39,6 +52,11 @@ class TrafficModel:
         self.start = start
         self.emit = emit
         self.rng = random.Random(config.seed)
+        self.side = random.Random(f"side-{config.seed}")
+        """Draws for what was added after the traffic model (rs records, hidden FBL recipients): a stream of their own,
+        so the main one, hence every scenario's traffic and files, stays what it was."""
+        self._routes = frozenset(t for f in config.files for t in f.records)
+        """Record types some file takes: r and rs are made only then (r is one record per message)."""
         self.tz = tz_of(config.utc_offset_minutes)
         self.book = QueueBook()
         self.pool_of = config.pool_of()
@@ -143,6 +161,7 @@ class TrafficModel:
         d0, d1 = cfg.queue.first_attempt_delay
         dspan = d1 - d0 + 1
         traffic, due, rr, pools = self.book.traffic, self._due, self._rr, cfg.pools
+        receipts = "r" in self._routes
         for _ in range(n):
             sender = pick_sender(self.rng)
             provider = pick_provider(self.rng)
@@ -172,6 +191,8 @@ class TrafficModel:
             q.rcp += 1
             q.bytes += size
             traffic.received(size)
+            if receipts:
+                self._receipt(r, tag, now)
             heapq.heappush(due, (now + d0 + int(rng_random() * dspan), seq, r))
         self.injected += n
 
@@ -284,6 +305,10 @@ class TrafficModel:
         elif p.remote_bounce and rng.random() < p.remote_bounce * self.config.remote_bounce_scale:
             lo, hi = self.config.rb_delay
             self._later(now + rng.randint(int(lo), int(hi)), "rb", r, "")
+        if p.remote_status and "rs" in self._routes and \
+                self.side.random() < p.remote_status * self.config.remote_bounce_scale:
+            lo, hi = self.config.rb_delay
+            self._later(now + self.side.randint(int(lo), int(hi)), "rs", r, "")
 
     def _later(self, when: int, kind: str, r: Recipient, extra: str) -> None:
         self._late_seq += 1
@@ -292,19 +317,32 @@ class TrafficModel:
     def _late_record(self, kind: str, r: Recipient, extra: str, now: int) -> None:
         q = r.queue
         if kind == "f":
+            hidden = q.provider.fbl_hidden_rcpt
+            hide = bool(hidden) and self.side.random() < hidden
             key = TruthKey("f", q.vmta, q.pool, q.isp, r.domain, r.sender, r.job, "", f"fbl.{extra}", "complaint")
-            self.emit(fbl_record(now, r, extra, self.ips[q.vmta]), key)
+            self.emit(fbl_record(now, r, extra, self.ips[q.vmta], hide), key)
+        elif kind == "rs":
+            action = "delivered" if self.side.random() < _RS_DELIVERED else "delayed"
+            key = TruthKey("rs", q.vmta, q.pool, q.isp, r.domain, r.sender, r.job, "", f"rs.{action}", action)
+            self.emit(remote_status_record(now, r, action, *_RS[action]), key)
         else:
             diag = REMOTE_BOUNCE.render_diag(self._ctx(q, r, q.mxs[0]))
             key = TruthKey("rb", q.vmta, q.pool, q.isp, r.domain, r.sender, r.job, REMOTE_BOUNCE.bounce_cat,
                            REMOTE_BOUNCE.id, REMOTE_BOUNCE.klass)
             self.emit(remote_bounce_record(now, r, REMOTE_BOUNCE, diag), key)
 
+    def _receipt(self, r: Recipient, tag: str, now: int) -> None:
+        """r: the injector handed PMTA the message (counted under the VMTA it is queued for; the file has no vmta)."""
+        q = r.queue
+        key = TruthKey("r", q.vmta, q.pool, q.isp, r.domain, r.sender, r.job, "", "received", "received")
+        self.emit(receipt_record(now, r, tag), key)
+
     # --- helpers -------------------------------------------------------------------------------
     def _ctx(self, q: Queue, r: Recipient | None, mx: object) -> dict[str, str]:
         bits = self.rng.getrandbits(64)
         return {"ip": self.ips[q.vmta], "rcpt": r.rcpt if r else "", "domain": q.domain,
-                "sender": r.sender if r else "", "mx": getattr(mx, "host", ""), "id": f"{bits & 0xFFFFFFFFFF:010x}",
+                "sender": r.sender if r else "", "mx": getattr(mx, "host", ""), "mxip": getattr(mx, "ip", ""),
+                "id": f"{bits & 0xFFFFFFFFFF:010x}",
                 "gid": f"{chr(97 + bits % 26)}{bits >> 8 & 0xFFF}si{bits >> 20 & 0xFFFFFFF}"
                        f"{chr(97 + (bits >> 48) % 26)}{chr(97 + (bits >> 53) % 26)}x.{bits >> 58}"}
 

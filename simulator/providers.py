@@ -45,6 +45,10 @@ class Provider:
     content_block: str = "generic.content"
     remote_bounce: float = 0.0
     """Chance that an accepted message bounces later (an `rb` record)."""
+    remote_status: float = 0.0
+    """Chance that an accepted message gets a DSN later (an `rs` record: a delay, sometimes a success)."""
+    fbl_hidden_rcpt: float = 0.0
+    """Chance that an FBL report carries no recipient (Hotmail/JMRP hides it, pmta-formats.md §1.2, §3.3)."""
     dead_domains: tuple[str, ...] = field(default=())
     """Domains without MX: PMTA bounces them itself with 5.1.2 and no dsnMta."""
 
@@ -92,7 +96,7 @@ PROVIDERS: dict[str, Provider] = {
                  content_block="yahoo.content", esmtp="PIPELINING,SIZE,8BITMIME,STARTTLS"),
         Provider("microsoft", (("outlook.com", 0.35), ("hotmail.com", 0.45), ("live.com", 0.15), ("msn.com", 0.05)),
                  mx_pattern="{dash}.olc.protection.outlook.com", max_rate=15, fbl=True,
-                 fbl_user_agent="Microsoft JMRP", fbl_reporting_mta="dns; hotmail.com",
+                 fbl_user_agent="Microsoft JMRP", fbl_reporting_mta="dns; hotmail.com", fbl_hidden_rcpt=0.5,
                  transient=0.015, transient_replies=(("microsoft.busy", 1.0),), ok="microsoft.ok",
                  user_unknown="microsoft.user_unknown", mailbox_full="microsoft.mailbox_full",
                  content_block="microsoft.content",
@@ -102,7 +106,7 @@ PROVIDERS: dict[str, Provider] = {
                  mx_pattern="{dash}.mail.protection.outlook.com", max_rate=10, transient=0.01,
                  transient_replies=(("microsoft.busy", 1.0),), ok="microsoft.ok",
                  user_unknown="microsoft.user_unknown", mailbox_full="microsoft.mailbox_full",
-                 content_block="microsoft.content", remote_bounce=0.002,
+                 content_block="microsoft.content", remote_bounce=0.002, remote_status=0.002,
                  esmtp="SIZE,PIPELINING,DSN,ENHANCEDSTATUSCODES,STARTTLS,8BITMIME,BINARYMIME,CHUNKING,SMTPUTF8"),
         Provider("apple", (("icloud.com", 0.8), ("me.com", 0.15), ("mac.com", 0.05)), mx=_APPLE_MX, max_rate=8,
                  transient=0.01, transient_replies=(("apple.excessive_volume", 1.0),), ok="apple.ok",
@@ -121,6 +125,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider("orange", (("orange.fr", 0.7), ("wanadoo.fr", 0.3)), mx=(Mx("smtp-in.orange.fr", "80.12.242.10"),),
                  transient=0.04),
         Provider("other", _long_tail(), mx_pattern="mx1.{domain}", transient=0.03, remote_bounce=0.003,
+                 remote_status=0.003,
                  transient_replies=(("generic.busy", 0.5), ("generic.greylist", 0.5)),
                  dead_domains=("gmal.example", "yahooo.example", "hotmial.example")),
     )

@@ -71,14 +71,15 @@ def queue_record(now: int, q: Queue, reply: Reply, diag: str, mx: Mx, src_ip: st
     }
 
 
-def fbl_record(now: int, r: Recipient, feedback_type: str, src_ip: str) -> Row:
-    """f: an ARF report for a delivered message, hours after delivery."""
+def fbl_record(now: int, r: Recipient, feedback_type: str, src_ip: str, hide_rcpt: bool = False) -> Row:
+    """f: an ARF report for a delivered message, hours after delivery. `hide_rcpt`: the provider hid the recipient
+    (Hotmail/JMRP, pmta-formats.md §1.2, §3.3) and no `map-header-to-field` put it back: rcpt is empty."""
     p = r.queue.provider
     return {
         "type": "f",
         "timeLogged": now,
         "orig": r.orig,
-        "rcpt": r.rcpt,
+        "rcpt": "" if hide_rcpt else r.rcpt,
         "repSourceIp": src_ip,
         "feedbackType": feedback_type,
         "format": "arf",
@@ -94,19 +95,49 @@ def fbl_record(now: int, r: Recipient, feedback_type: str, src_ip: str) -> Row:
 
 def remote_bounce_record(now: int, r: Recipient, reply: Reply, diag: str) -> Row:
     """rb: an asynchronous bounce from the recipient's internal server after the MX accepted the mail."""
+    return _remote_dsn("rb", now, r, "failed", reply.status, diag, reply.bounce_cat)
+
+
+def remote_status_record(now: int, r: Recipient, action: str, status: str, diag: str) -> Row:
+    """rs: a DSN (delay, or success when asked for) from the recipient's internal server after the MX accepted the
+    mail, recognised by PMTA's bounce-processor; the DSN fields of rb (pmta-formats.md §1.1, §1.2)."""
+    return _remote_dsn("rs", now, r, action, status, diag, "")
+
+
+def _remote_dsn(kind: str, now: int, r: Recipient, action: str, status: str, diag: str, bounce_cat: str) -> Row:
+    """The fields rb and rs share: a DSN from the recipient's internal server (its own dsnMta, not the MX)."""
     inner = f"mail.{r.domain}"
     return {
-        "type": "rb",
+        "type": kind,
         "timeLogged": now,
         "orig": r.orig,
         "rcpt": r.rcpt,
-        "dsnAction": "failed",
-        "dsnStatus": reply.status,
+        "dsnAction": action,
+        "dsnStatus": status,
         "dsnDiag": diag,
         "dsnMta": f"{inner} (10.{r.seq % 250}.0.25)",
-        "bounceCat": reply.bounce_cat,
+        "bounceCat": bounce_cat,
         "dsnReportingMta": f"dns; {inner}",
         "rcvSourceIp": r.queue.mxs[0].ip,
+        "header_Message-Id": r.msgid,
+        "header_X-job": r.job,
+        "header_From": r.orig.replace("bounces@", "news@", 1),
+    }
+
+
+def receipt_record(now: int, r: Recipient, smtp_user: str) -> Row:
+    """r: PMTA received the message from the injector (pmta-formats.md §1.1): src* and rcv* fields, no vmta/queue."""
+    return {
+        "type": "r",
+        "timeLogged": now,
+        "orig": r.orig,
+        "rcpt": r.rcpt,
+        "srcType": "smtp",
+        "srcMta": r.src_mta,
+        "rcvSourceIp": r.src_mta.rpartition("(")[2].rstrip(")"),
+        "rcvSmtpUser": smtp_user,
+        "jobId": r.job,
+        "envId": "",
         "header_Message-Id": r.msgid,
         "header_X-job": r.job,
         "header_From": r.orig.replace("bounces@", "news@", 1),

@@ -4,7 +4,7 @@ Each `Reply` knows its dsnStatus (enhanced code + PMTA's description), the dsnDi
 (`smtp;` + the reply, multi-line replies joined with spaces), the bounceCat PMTA would assign, the
 response class the exporter should derive (ground truth for the classifier) and whether PMTA's
 smtp-pattern-list would put the queue into backoff. Templates take {ip} {rcpt} {domain} {sender}
-{mx} {id} {gid} (a Gmail-style transaction id); scenarios refer to replies by id.
+{mx} {mxip} {id} {gid} (a Gmail-style transaction id); scenarios refer to replies by id.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ _DESCRIPTIONS = {
     "2.1": "mailbox disabled, not accepting messages", "2.2": "mailbox full",
     "3.0": "other or undefined mail system status",
     "3.4": "message too big for system", "4.0": "other or undefined network or routing status",
-    "4.1": "no answer from host", "4.2": "bad connection", "4.4": "unable to route", "4.7": "delivery time expired",
+    "4.1": "no answer from host", "4.2": "bad connection", "4.3": "directory server failure", "4.4": "unable to route",
+    "4.7": "delivery time expired",
     "5.0": "other or undefined protocol status", "7.0": "other or undefined security status",
     "7.1": "delivery not authorized, message refused",
 }
@@ -39,12 +40,14 @@ class Reply:
     enh: str
     """Enhanced status; replies without one get `<digit>.0.0` as PMTA does."""
     diag: str
-    """dsnDiag after `smtp;` (template). Empty for PMTA-internal outcomes (no remote reply)."""
+    """dsnDiag after `smtp;` (template). Empty for PMTA-internal outcomes (no remote reply); for PMTA's own
+    connection and DNS failures, its own text (pmta-formats.md §4.1), written without `smtp;` (`internal`)."""
     bounce_cat: str
     klass: str
     backoff: bool = False
     internal: bool = False
-    """PMTA's own verdict (expiry, no such domain): no dsnMta, no remote host."""
+    """PMTA's own verdict or failure (expiry, no such domain, a connection or DNS failure): no remote reply, so
+    a `diag` is PMTA's text, written without `smtp;`."""
 
     @property
     def permanent(self) -> bool:
@@ -61,7 +64,8 @@ class Reply:
     def render_diag(self, ctx: dict[str, str]) -> str:
         if not self.diag:
             return ""
-        return "smtp;" + self.diag.format_map(ctx)
+        text = self.diag.format_map(ctx)
+        return text if self.internal else "smtp;" + text
 
 
 _GSMTP = "{gid} - gsmtp"
@@ -157,8 +161,10 @@ CATALOGUE: dict[str, Reply] = {r.id: r for r in (
        "user_unknown"),
     _R("apple.mailbox_full", 552, "5.2.2", "552 5.2.2 <{rcpt}>: user is over quota", "quota-issues",
        "mailbox_full"),
+    # [CS01]: isp-responses.md §2.4 says policy/reputation, §2.10's content row lists Apple CS01; we follow §2.10
+    # (see exporter/classify/replies.yaml, rule apple-cs01). PMTA's own bounceCat still reads "local policy".
     _R("apple.content", 550, "5.7.1", "550 5.7.1 [CS01] Message rejected due to local policy. Please visit "
-       "https://support.apple.com/en-us/HT204137", "policy-related", "policy"),
+       "https://support.apple.com/en-us/HT204137", "policy-related", "content"),
     # --- Comcast -------------------------------------------------------------------------------
     _R("comcast.ok", 250, "2.0.0", "250 2.0.0 {id} mail accepted for delivery", "success", "delivered"),
     _R("comcast.throttled", 421, "4.1.0", "421 4.1.0 {ip} Throttled - try again later. Please see "
@@ -180,8 +186,9 @@ CATALOGUE: dict[str, Reply] = {r.id: r for r in (
     _R("generic.ok", 250, "2.0.0", "250 2.0.0 Ok: queued as {id}", "success", "delivered"),
     _R("generic.busy", 421, "4.3.0", "421 4.3.0 {mx} Service not available, closing transmission channel", "",
        "transient_remote"),
+    # Greylisting lifts by itself on retry: transient_remote (isp-responses.md §2.10; replies.yaml, greylisting)
     _R("generic.greylist", 450, "4.7.1", "450 4.7.1 <{rcpt}>: Recipient address rejected: Greylisted, see "
-       "http://postgrey.schweikert.ch/help/{domain}.html", "", "policy"),
+       "http://postgrey.schweikert.ch/help/{domain}.html", "", "transient_remote"),
     _R("generic.mailbox_full", 452, "4.2.2", "452 4.2.2 <{rcpt}>: Recipient address rejected: Mailbox full",
        "quota-issues", "mailbox_full"),
     _R("generic.user_unknown", 550, "5.1.1", "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in "
@@ -192,6 +199,13 @@ CATALOGUE: dict[str, Reply] = {r.id: r for r in (
     _R("pmta.no_such_domain", 550, "5.1.2", "", "bad-domain", "bad_domain", internal=True),
     _R("pmta.expired", 450, "4.4.7", "", "message-expired", "expired", internal=True),
     _R("pmta.timeout", 450, "4.4.1", "", "", "network", internal=True),
+    # PMTA's own connection and DNS failures, its "last error" texts (pmta-formats.md §4.1, pmta-http-api.md §10)
+    _R("pmta.etimedout", 450, "4.4.1", "ETIMEDOUT in connection to {domain} ({mxip})", "", "network",
+       internal=True),
+    _R("pmta.econnrefused", 450, "4.4.1", "ECONNREFUSED connecting to {domain} ({mxip})", "", "network",
+       internal=True),
+    _R("pmta.ediscon", 450, "4.4.2", "EDISCON in connection to {domain} ({mxip})", "", "network", internal=True),
+    _R("pmta.dns_failed", 450, "4.4.3", "StatusDnsQueryFailed resolving {domain}", "", "network", internal=True),
 )}
 
 REMOTE_BOUNCE = Reply("rb.user_unknown", 550, "5.1.1", "550 5.1.1 <{rcpt}>: Recipient address rejected: User "

@@ -2,9 +2,10 @@
 
 Every record written is counted under a `TruthKey` (type x vmta x pool x isp x domain x sender x
 job x bounceCat x reply id x response class). The isp is the simulator's own provider of the
-recipient domain; f/rb records keep the vmta/pool of the delivery they refer to, although those
-files carry no vmta column. Delivery delays and bytes are kept per (vmta, pool, isp), the queue
-size per (vmta, isp) is sampled every simulated minute.
+recipient domain (also for an f record whose recipient the provider hid); f/rb/rs/r records keep the
+vmta/pool of the delivery they refer to, although those files carry no vmta column. Delivery delays
+and bytes are kept per (vmta, pool, isp), the queue size per (vmta, isp) is sampled every simulated
+minute.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ class TruthKey(NamedTuple):
     job: str
     bounce_cat: str
     reply: str
-    """Catalogue id of the reply (`gmail.rate_limited_ip`), `fbl.<feedback type>` for f records."""
+    """Catalogue id of the reply (`gmail.rate_limited_ip`), `fbl.<feedback type>` for f, `rs.<action>` for rs and
+    `received` for r records."""
     klass: str
-    """Response class the exporter should derive: delivered, throttled, user_unknown, complaint, ..."""
+    """Response class the exporter should derive: delivered, throttled, user_unknown, complaint, ...; for rs the DSN
+    action (the exporter's `action` label: delayed, delivered), for r `received`."""
 
 
 class GroundTruth:

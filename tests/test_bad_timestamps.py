@@ -80,8 +80,8 @@ def test_a_time_queued_further_back_than_any_queue_keeps_is_a_bad_timestamp_not_
                     "d,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,a@gmail.com,v1\n"  # 60 s
                     "d,2024-06-12 08:00:00+0000,1970-01-01 00:00:00+0000,b@gmail.com,v1\n"  # epoch 0
                     "d,1718179200,0,c@gmail.com,v1\n"  # epoch 0, iso-times off
-                    "t,2024-06-12 08:00:00+0000,2024-05-12 07:59:00+0000,d@gmail.com,v1\n"  # 31 days
-                    "t,2024-06-12 08:00:00+0000,2024-05-14 08:00:00+0000,e@gmail.com,v1\n"  # 29 days: kept
+                    "t,2024-06-12 08:00:00+0000,2023-06-10 08:00:00+0000,d@gmail.com,v1\n"  # 368 days
+                    "t,2024-06-12 08:00:00+0000,2024-04-28 08:00:00+0000,e@gmail.com,v1\n"  # 45 days: kept
                     "d,2024-06-12 08:00:00+0000,2024-06-12 08:01:00+0000,f@gmail.com,v1\n")  # skew: 0 as before
     proc = _oneshot(tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -91,13 +91,13 @@ def test_a_time_queued_further_back_than_any_queue_keeps_is_a_bad_timestamp_not_
     assert _series(out, "pmta_delivery_delay_seconds_count") == 2
     assert _series(out, "pmta_delivery_delay_seconds_sum") == 60
     assert _series(out, "pmta_deferral_age_seconds_count") == 1
-    assert _series(out, "pmta_deferral_age_seconds_sum") == 29 * 86400
+    assert _series(out, "pmta_deferral_age_seconds_sum") == 45 * 86400
     assert _count(out) == 3
     assert _series(out, "watchtower_negative_delays_total") == 1
     logged = [line for line in proc.stderr.splitlines() if "bad_timestamp" in line]
     assert [line.split(": bad_timestamp")[0].split(": ")[-1] for line in logged] == [f"{path}:3", f"{path}:4",
                                                                                      f"{path}:5"]
-    assert "timeQueued 1970-01-01 00:00:00+0000" in logged[0] and "more than 30 days" in logged[0]
+    assert "timeQueued 1970-01-01 00:00:00+0000" in logged[0] and "more than 366 days" in logged[0]
 
 
 def test_a_time_queued_decades_after_its_time_logged_is_a_bad_timestamp_too(tmp_path: Path):
@@ -131,3 +131,38 @@ def test_bounces_and_queue_deferrals_carry_the_newest_record_time_and_their_bad_
     assert _count(out) == 1
     logged = _bad_lines(proc.stderr)
     assert len(logged) == 1 and f"{path}:4: bad_timestamp" in logged[0] and "yesterday" in logged[0]
+
+
+REFERENCE_D = ("d,2014-08-24 16:00:14+0530,2014-07-10 16:00:02+0530,,Emailstatements.cards@hdfcbank.net,"
+               "VJAYPRAKASH@YMAIL.COM,,relayed,2.0.0 (success),smtp;250 ok dirdel,mta7.am0.yahoodns.net (66.196.118.35),"
+               "success,smtp,hbdpstmt3.hdfcbank.com (202.154.168.163),smtp,172.30.149.109,66.196.118.35,"
+               '"PIPELINING,8BITMIME,SIZE,STARTTLS",155704,CAMPAIGN,,')
+OLD_HEADER = ("type,timeLogged,timeQueued,timeImprinted,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,"
+              "srcType,srcMta,dlvType,dlvSourceIp,dlvDestinationIp,dlvEsmtpAvailable,dlvSize,vmta,jobId,envId")
+
+
+def test_the_reference_d_sample_queued_45_days_is_a_delay_not_a_bad_timestamp():
+    """pmta-formats.md §4's real `d` line (old 22-column header) was queued 45 days before it was logged: a site's
+    `bounce-after` can be that long. It counts, with its delay, and no bad_timestamp."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.aggregate import RecordAggregator
+    from exporter.classify.isp import IspClassifier
+    from exporter.metrics import SelfMetrics
+    from exporter.parser import FileParser
+
+    parser = FileParser("acct", "/x/acct.csv", None)
+    batch, _ = parser.parse(f"{OLD_HEADER}\n{REFERENCE_D}\n".encode())
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    agg = RecordAggregator(IspClassifier.load().classify, lambda *a: "other", buckets=[86_400.0 * 30, 86_400.0 * 60],
+                           self_metrics=metrics)
+    agg.apply(batch)
+    agg.flush()
+    assert parser.errors == {}
+    assert registry.get_sample_value("watchtower_parse_errors_total",
+                                     {"source": "acct", "reason": "bad_timestamp"}) in (None, 0.0)
+    key = ("CAMPAIGN", "none", "yahoo")
+    assert agg.counters["pmta_delivered_total"] == {key: 1}
+    hist = agg.histograms["pmta_delivery_delay_seconds"][key]
+    assert hist == [0.0, 1.0, 0.0, 45 * 86_400.0 + 12.0]  # (<=30d, <=60d, +Inf, sum)

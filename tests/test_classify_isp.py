@@ -126,6 +126,9 @@ MX_HOSTS = [
     ("notyahoodns.net", "other"),
     ("64.233.161.27", "other"),
     ("", "other"),
+    ("dns; mta7.am0.yahoodns.net", "yahoo"),  # named the DSN way (RFC 3464 Remote-MTA): the type goes
+    ("DNS;mx01.mail.icloud.com (17.57.154.6)", "apple"),
+    ("dns; hotmail.com", "other"),  # a dsnMta is an MX host: the domain table does not apply (see reporters)
 ]
 
 
@@ -158,6 +161,29 @@ def test_learned_cache_is_bounded(fresh: IspClassifier, monkeypatch: pytest.Monk
     assert 0 < len(fresh._learned) <= 10
     assert 0 < len(fresh._mx_cache) <= 10
     assert fresh.classify("d24.example") == "office365"
+
+
+REPORTERS = [
+    ("dns; hotmail.com", "microsoft"),  # JMRP, recipient hidden (pmta-formats.md §1.2, §3.3)
+    ("DNS; Hotmail.COM.", "microsoft"),
+    ("hotmail.com", "microsoft"),
+    ("dns; mta.yahoo.com", "yahoo"),  # suffixes walked in the domain table: yahoo.com
+    ("dns; comcast.net", "comcast"),
+    ("dns;feedback.yahoodns.net", "yahoo"),  # no domain: the MX suffixes
+    ("dns; x.mail.protection.outlook.com", "office365"),  # the longest suffix wins, whichever table lists it
+    ("dns; fbl.yahoo.co.jp", "other"),  # a domain pinned to `other` stays so
+    ("dns; fbl.example", "other"),
+    ("dns; hotmail.com.evil.example", "other"),  # suffixes on label boundaries only
+    ("", "other"),
+]
+
+
+@pytest.mark.parametrize(("reporter", "expected"), REPORTERS)
+def test_a_reporting_mta_is_resolved_by_its_domain_then_its_mx(fresh: IspClassifier, reporter: str,
+                                                                expected: str) -> None:
+    assert fresh.classify_reporter(reporter) == expected
+    assert fresh.classify_reporter(reporter) == expected  # cached
+    assert fresh._learned == {}
 
 
 RCPTS = [

@@ -603,3 +603,87 @@ async def test_vmtas_a_deadline_cut_off_go_first_at_the_next_poll() -> None:
             seen.append({vmta for vmta, _isp in poller.snapshot.queues})
     assert [len(s) for s in seen] == [4, 4, 4]
     assert set().union(*seen) == set(names)
+
+
+# --- totalRcp of a filtered listing: the VMTA's queues or every queue (UNCERTAIN, pmta-http-api.md §5.3) ----------
+
+
+def filtered_or_global_sim(total_rcp: str, max_items: int = 3) -> Simulator:
+    sim = Simulator("gmail-throttle", None, config=SimConfig(api=ApiSpec(max_items=max_items, total_rcp=total_rcp)))
+    sim.run_until(sim.start + 35 * 60)
+    return sim
+
+
+def unlisted_of(registry: CollectorRegistry) -> dict[str, float]:
+    return {s.labels["vmta"]: s.value for m in registry.collect() if m.name == "pmta_queue_unlisted_recipients"
+            for s in m.samples}
+
+
+@pytest.mark.parametrize("total_rcp", ["filtered", "global"])
+async def test_unlisted_recipients_under_either_meaning_of_a_filtered_total(total_rcp: str) -> None:
+    """`/queues?queue=*/vmta`'s totalRcp may count every queue ("recipients in all queues"). Read that way, the
+    exporter took the host's backlog less a VMTA's listed queues as that VMTA's unlisted recipients, for every VMTA:
+    26118 unlisted against a host total of 13007 (/tmp/review-sim/totalrcp.py). Now each VMTA's total is then its
+    `rcp` in /vmtas (VMTAs /vmtas does not list get none), and the unlisted never exceed the host's total less the
+    listed recipients."""
+    sim = filtered_or_global_sim(total_rcp)
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, per_vmta_queries=True), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+    ranked = sorted((q for q in sim.book.queues.values() if q.rcp), key=lambda q: (-q.rcp, q.name))
+    per_vmta: dict[str, int] = {}
+    for q in ranked:
+        per_vmta[q.vmta] = per_vmta.get(q.vmta, 0) + q.rcp
+    by_vmtas = sorted(per_vmta, key=lambda v: (-per_vmta[v], v))[:3]  # what /vmtas lists (top 3)
+    queried = set(by_vmtas) | {q.vmta for q in ranked[:3]}
+    own_top = {v: [q for q in ranked if q.vmta == v][:3] for v in queried}
+    known = queried if total_rcp == "filtered" else set(by_vmtas)
+    want = {v: float(rest) for v in known if (rest := per_vmta[v] - sum(q.rcp for q in own_top[v]))}
+    host = sim.book.totals()[0]
+    listed = sum(q.rcp for q in {q.name: q for qs in [*own_top.values(), ranked[:3]] for q in qs}.values())
+    got = unlisted_of(registry)
+    assert got == want and len(want) >= 2
+    assert sum(got.values()) <= host - listed
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") == pytest.approx((listed + sum(want.values())) / host)
+    assert poller._global_totals is (total_rcp == "global")
+
+
+async def test_whole_host_totals_without_vmtas_give_no_unlisted_recipients() -> None:
+    """Whole-host totals and /vmtas failing: no VMTA's own total is known, so none has unlisted recipients (not the
+    host's backlog each); the coverage ratio says what the gauges miss."""
+    sim = filtered_or_global_sim("global", max_items=10)
+    registry = CollectorRegistry()
+    transport = FailingTransport(build_app(sim), lambda r: httpx.Response(500) if r.url.path == "/vmtas" else None)
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=True), registry, isp_of)
+    async with PmtaApiClient(poller.config, transport=transport) as client:
+        assert await poller.poll_once(client)
+    assert unlisted_of(registry) == {}
+    assert len({v for v, _ in gauges(registry)}) >= 2  # two VMTAs' listings at least: the meaning can be read
+    listed = sum(row[0] for row in gauges(registry).values())
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") == pytest.approx(listed / sim.book.totals()[0])
+    assert poller._global_totals is True
+
+
+def test_unlisted_recipients_never_exceed_the_host_less_the_listed() -> None:
+    """The meaning is read from the totals (two or more equal to the unfiltered list's, or together above 1.5 host
+    totals); whatever is read, a bound holds: the host's recipients less those listed, scaled down to it."""
+    from exporter.pmta_api import QueueInfo, QueueList, VmtaInfo
+    from exporter.queues import totals_are_global, unlisted_recipients
+
+    def listing(vmta: str, shown: int, total: int) -> QueueList:
+        return QueueList([QueueInfo(f"gmail.com/{vmta}", shown, 1.0, 0, False, "normal")], total)
+
+    filtered = {"v1": listing("v1", 10, 40), "v2": listing("v2", 5, 20)}
+    assert not totals_are_global(filtered, 100, 100)
+    assert unlisted_recipients(filtered, 100, None, 100, 15).per_vmta == {"v1": 30.0, "v2": 15.0}
+    drifted = {"v1": listing("v1", 10, 100), "v2": listing("v2", 5, 101)}  # whole-host totals read a moment apart
+    assert totals_are_global(drifted, 100, 100)
+    found = unlisted_recipients(drifted, 100, [VmtaInfo("v1", 40), VmtaInfo("v3", 9)], 100, 15)
+    assert found.global_totals and found.per_vmta == {"v1": 30.0}
+    alone = {"v1": listing("v1", 10, 100)}  # one whole-host total, undetectable: bounded by 100 - 60 listed
+    assert unlisted_recipients(alone, None, None, 100, 60).per_vmta == {"v1": 40.0}
+    both = {"v1": listing("v1", 10, 60), "v2": listing("v2", 10, 40)}
+    assert unlisted_recipients(both, None, None, 100, 60).per_vmta == {"v1": 25.0, "v2": 15.0}  # 50 + 30 -> 40
+    assert unlisted_recipients(both, None, None, 100, 100).per_vmta == {}

@@ -10,6 +10,7 @@ import pytest
 
 from exporter.records import Columns
 from simulator import SimConfig, Simulator
+from simulator.config import FileSpec
 
 SAMPLES = Path(__file__).parent / "testdata" / "pmta_samples"
 BOUNCE_CATS = {"bad-configuration", "bad-connection", "bad-domain", "bad-mailbox", "content-related",
@@ -25,7 +26,9 @@ CHECKS: dict[str, re.Pattern[str]] = {
     "rcpt": re.compile(r"^([^@\s,]+@[^@\s,]+|)$"),
     "dsnAction": re.compile(r"^(relayed|delivered|failed|delayed|expanded|)$"),
     "dsnStatus": re.compile(r"^([245]\.\d{1,3}\.\d{1,3} \([^()]+\)|)$"),
-    "dsnDiag": re.compile(r"^(smtp;[2-5]\d\d[ -].+|)$"),
+    # an SMTP reply, or PMTA's own connection / DNS failure text (pmta-formats.md §4.1; no `smtp;`, UNCERTAIN)
+    "dsnDiag": re.compile(rf"^(smtp;[2-5]\d\d[ -].+|E[A-Z]+ (in connection to|connecting to) [\w.-]+ \({IP}\)"
+                          r"|StatusDns\w+ resolving [\w.-]+|)$"),
     "dsnMta": re.compile(rf"^([\w.-]+ \({IP}\)|)$"),
     "srcMta": re.compile(rf"^([\w.-]+ \({IP}\)|)$"),
     "dlvSourceIp": re.compile(rf"^({IP}|)$"),
@@ -69,16 +72,19 @@ def test_real_samples_pass_the_checks(path: Path) -> None:
     assert short == (2 if "short-rows" in path.name else 0)
 
 
-def test_simulated_files_pass_the_same_checks(tmp_path: Path) -> None:
-    cfg = SimConfig(rate=6, fbl_delay=(60, 300), rb_delay=(60, 300), complaint_rate=0.01, remote_bounce_scale=20)
-    Simulator("yahoo-tss04-pool", tmp_path, config=cfg).generate(40)
+@pytest.mark.parametrize("scenario", ["yahoo-tss04-pool", "connection-failures"])
+def test_simulated_files_pass_the_same_checks(tmp_path: Path, scenario: str) -> None:
+    files = [*SimConfig().files, FileSpec(name="recv", records=["r"])]
+    cfg = SimConfig(rate=6, fbl_delay=(60, 300), rb_delay=(60, 300), complaint_rate=0.01, remote_bounce_scale=20,
+                    files=files)
+    Simulator(scenario, tmp_path, config=cfg).generate(40)
     seen: set[str] = set()
     for path in sorted(tmp_path.glob("*.csv")):
         cols, recs, short = check(path)
         assert short == 0
         assert cols.message_id >= 0 and cols.timeLogged >= 0 and cols.rcpt >= 0
         seen |= {r["type"] for r in recs}
-    assert seen == {"d", "b", "t", "tq", "f", "rb"}
+    assert seen == {"d", "b", "t", "tq", "f", "rb", "rs", "r"}
 
 
 def test_simulated_header_matches_the_modern_sample_order(tmp_path: Path) -> None:

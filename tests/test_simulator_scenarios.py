@@ -11,7 +11,7 @@ import pytest
 from simulator import SimConfig, Simulator, list_scenarios, load_scenario
 from simulator.scenario import ScenarioError, parse_scenario
 
-SHIPPED = ["auth-regression", "bad-list-upload", "baseline", "complaint-creep", "gmail-throttle",
+SHIPPED = ["auth-regression", "bad-list-upload", "baseline", "complaint-creep", "connection-failures", "gmail-throttle",
            "microsoft-s3150-block", "noise", "spamhaus-listing", "yahoo-tss04-pool"]
 
 

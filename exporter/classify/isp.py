@@ -3,7 +3,9 @@
 Resolution order: the exact recipient-domain table, then MX-host suffix rules applied to PMTA's
 `dsnMta` (which catches Google Workspace / Microsoft 365 custom domains without any DNS of our
 own), then `other`. A domain placed by its MX is remembered, so later records for it that carry no
-`dsnMta` (a deferral on connect) get the same provider. The tables are data: `isps.yaml`.
+`dsnMta` (a deferral on connect) get the same provider. An MTA named the DSN way (`dns; host`) loses its
+type prefix. A report's reporting MTA (`classify_reporter`) is also looked up in the domain table.
+The tables are data: `isps.yaml`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ ISP_NAMES: tuple[str, ...] = (
 
 _CACHE_LIMIT = 65_536  # per dict; cleared (not LRU-evicted) when full: one O(1) check per insert
 _HOST = re.compile(r"^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9])?$")
+_MTA_TYPE = re.compile(r"^[a-z][a-z0-9-]*\s*;\s*")
+"""The `mta-name-type;` of an MTA named the DSN / ARF way (RFC 3464 Remote-MTA, RFC 5965 Reporting-MTA):
+`dns; hotmail.com` (pmta-formats.md §1.2, §3.3)."""
+
+
+def mta_host(mta: str) -> str:
+    """The host of an MTA as PMTA logs it: `host (ip)`, a bare host, or `dns; host`; lower case, no dot at the end."""
+    host = mta.partition("(")[0].strip().lower()
+    return _MTA_TYPE.sub("", host).rstrip(".")
 
 
 def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
@@ -110,6 +121,7 @@ class IspClassifier:
         self._domains = dict(domains)
         self._suffixes = dict(mx_suffixes)
         self._mx_cache: dict[str, str] = {}
+        self._reporter_cache: dict[str, str] = {}
         self._learned: dict[str, str] = {}
 
     @classmethod
@@ -183,16 +195,38 @@ class IspClassifier:
             return OTHER
         return self._mx_cache.get(dsn_mta) or self._resolve_mx(dsn_mta)
 
-    def _resolve_mx(self, dsn_mta: str) -> str:
-        host = dsn_mta.partition("(")[0].strip().lower().rstrip(".")
-        isp = OTHER
-        suffixes = self._suffixes
+    def classify_reporter(self, reporting_mta: str) -> str:
+        """Provider of the MTA that sent a report (an FBL's `reportingMta`, e.g. `dns; hotmail.com`).
+
+        A reporter is named by the provider's own domain more often than by an MX host (Hotmail hides the
+        recipient and reports as `dns; hotmail.com`, pmta-formats.md §1.2, §3.3), so unlike a dsnMta it is
+        looked up in the domain table too: suffixes longest first, at each the domain table, then the MX
+        suffixes. Learns nothing: a reporter says nothing about a recipient domain's MX."""
+        if not reporting_mta:
+            return OTHER
+        isp = self._reporter_cache.get(reporting_mta)
+        if isp is None:
+            isp = self._walk(mta_host(reporting_mta), self._domains, self._suffixes)
+            if len(self._reporter_cache) >= _CACHE_LIMIT:
+                self._reporter_cache.clear()
+            self._reporter_cache[reporting_mta] = isp
+        return isp
+
+    @staticmethod
+    def _walk(host: str, *tables: dict[str, str]) -> str:
+        """The provider of `host`'s longest suffix (on label boundaries) listed in any of `tables`, the
+        earlier table first at equal length; `other` when none is."""
         while host:
-            found = suffixes.get(host)
-            if found is not None:  # longest suffix first: gmail-smtp-in.l.google.com before google.com
-                isp = found
-                break
+            for table in tables:
+                found = table.get(host)
+                if found is not None:
+                    return found
             host = host.partition(".")[2]
+        return OTHER
+
+    def _resolve_mx(self, dsn_mta: str) -> str:
+        # the MX suffixes only, longest first: gmail-smtp-in.l.google.com before google.com
+        isp = self._walk(mta_host(dsn_mta), self._suffixes)
         if len(self._mx_cache) >= _CACHE_LIMIT:
             self._mx_cache.clear()
         self._mx_cache[dsn_mta] = isp
