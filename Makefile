@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup system-deps bytecode lint test smoke check demo bench docs clean
 PACKAGES := exporter correlator hub pages simulator
+PYTEST_WORKERS ?= 2
+# pytest-xdist workers (CI has 2 cores): a file, or the tests sharing one stack, run whole on one worker
+# (tests/conftest.py run_group). PYTEST_WORKERS=0 runs the suite in one process.
 
 # Debian's python3 makes a venv only with python3-venv (ensurepip), which a base install lacks.
 $(STAMP): pyproject.toml
@@ -50,7 +53,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 smoke: $(STAMP) bytecode
 	$(BIN)/pytest -q -m "not integration"
@@ -58,7 +61,7 @@ smoke: $(STAMP) bytecode
 check: setup lint
 	promtool check rules rules/recording.yaml rules/alerts/*.yaml
 	amtool check-config alertmanager/alertmanager.yml
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 demo: $(STAMP) bytecode
 	$(BIN)/watchtower demo

@@ -261,3 +261,40 @@ def oneshot_nonzero(tmp_path: Path, correlator: bool, prefixes: tuple[str, ...],
             if float(v):
                 out[name] = float(v)
     return out
+
+
+
+SHARED_STACKS = {"gmail_throttle": "e2e", "hostile": "ui-stack", "private": "ui-stack", "wide_hub": "ui-stack",
+                 "driver": "ui-stack", "browser_cluster": "ui-stack"}
+"""Session fixtures that start whole stacks (Prometheus + Alertmanager + daemon, daemons + hub, chromium) -> the group
+of tests `make check` runs on one xdist worker (`pytest -n 2`), so that each stack is started once."""
+STACK_GROUPS = (("tests/e2e/", "e2e"), ("tests/browser/", "ui-stack"), ("tests/test_pages_audit.py", "ui-stack"),
+                ("tests/hub/test_hub.py", "ui-stack"))
+"""Where the users of SHARED_STACKS are (tests/hub/test_hub.py's `cluster` is the browser tests' own: hub/conftest.py
+`acquire`). The e2e group runs in the order tests/e2e/conftest.py sets: the shared stack's tests first."""
+
+
+def run_group(nodeid: str) -> str:
+    """The unit one xdist worker runs whole: a stack's group, else the test's file (its module fixtures set up once)."""
+    path = nodeid.split("::", 1)[0]
+    return next((group for prefix, group in STACK_GROUPS if path.startswith(prefix)), path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a shared stack outside its group would start a second one on the other worker: refused."""
+    wrong = [f"{item.nodeid} uses {fixture}" for item in items for fixture, group in SHARED_STACKS.items()
+             if fixture in getattr(item, "fixturenames", ()) and run_group(item.nodeid) != group]
+    if wrong:
+        raise pytest.UsageError("tests/conftest.py STACK_GROUPS: add these tests' files to their stack's group: "
+                                + "; ".join(wrong))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's loadscope, scoped by run_group (its loadgroup reads marks pytest 9 no longer lets it apply)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StackScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return run_group(nodeid)
+
+    return StackScheduling(config, log)
