@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.fingerprint import (
     FINGERPRINT_BYTES,
+    compression_of,
     fingerprint_len,
     head_matches,
     read_fingerprint,
@@ -70,6 +71,12 @@ def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
 
 
 OnBatch = Callable[["FileStream", RecordBatch], None]
+
+
+def warn_compressed(path: str, compression: str, source: str, what: str) -> None:
+    """Once per file: a glob that also matches rotated files logrotate compressed (their bytes are no CSV)."""
+    log.warning("%s: compressed (%s; source %s): %s; narrow the glob to the files PMTA writes (e.g. %s-*.csv)",
+                shown(path), compression, source, what, source)
 
 
 def __getattr__(name: str) -> Any:
@@ -134,6 +141,8 @@ class FileStream:
         self.read_error: str | None = None
         """Why the last open failed (None once the file could be opened)."""
         self.committed_offset = -1  # offset last handed to the state database
+        self.compressed = False
+        """Its first bytes are a compression format's: not read (warn_compressed, once)."""
         self.superseded: list[Checkpoint] = []
         """Checkpoints of the bytes this identity held before it was truncated or rewritten (_start_over), for the
         tailer to retire."""
@@ -167,9 +176,6 @@ class FileStream:
             await self._close_file(f)
             return False
         self.file = f
-        if self.read_error is not None:
-            log.info("%s: readable again (source %s)", shown(self.cp.path), self.cp.source)
-        self.read_error = None
         await self._seek(self.cp.offset)
         self.pending = b""
         self.skipping = self._mid_line(f)
@@ -260,7 +266,7 @@ class FileStream:
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
                    should_stop: Callable[[], bool] | None = None) -> bool:
         """Read up to `max_chunks` chunks (fewer once `should_stop()`); True if the file may hold more now."""
-        if self.file is None and not await self.open():
+        if self.compressed or (self.file is None and not await self.open()):
             return False
         f = self.file
         assert f is not None
@@ -285,6 +291,13 @@ class FileStream:
                 data = await self._read_bytes(self.chunk_bytes)
             except OSError as exc:
                 self._read_error("io", exc.strerror or str(exc))
+                await self.close()
+                return False
+            if self.read_error is not None:  # recovered: a read succeeded (an open alone may precede an EIO)
+                log.info("%s: readable again (source %s)", shown(self.cp.path), self.cp.source)
+                self.read_error = None
+            if self.cp.offset == 0 and not self.pending and (kind := compression_of(data)) is not None:
+                self._stop_compressed(kind)
                 await self.close()
                 return False
             if not data:
@@ -321,6 +334,12 @@ class FileStream:
             del lines  # freed before the batch is folded: the next read reuses the memory
             self._deliver(*parsed, on_batch)
         return True
+
+    def _stop_compressed(self, kind: str) -> None:
+        """Bytes that came after the file was followed (gzip writes nothing until its buffer fills) are compressed:
+        not read, ever (a file replaced in its inode is a new stream)."""
+        self.compressed = True
+        warn_compressed(self.cp.path, kind, self.cp.source, "not read")
 
     def _drop_overlong(self, on_batch: OnBatch) -> None:
         """The pending line has grown past MAX_LINE_BYTES without a newline: one error, then skip to its end."""

@@ -49,3 +49,12 @@ def head_matches(fp: bytes, head: bytes) -> bool:
     if len(fp) == 36 and fp.startswith(_DIGEST_TAG):
         return fingerprint_of(head[:n]) == fp
     return head[:n] == fp  # a raw fingerprint stored by an older version
+
+
+COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression format a file's first bytes announce (logrotate's `compress`; a PMTA accounting file starts
+    with text), or None."""
+    return next((name for magic, name in COMPRESSION_MAGIC if head.startswith(magic)), None)

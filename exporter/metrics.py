@@ -91,8 +91,10 @@ METRICS: tuple[MetricSpec, ...] = (
     # --- from PMTA's HTTP management interface ---------------------------------------------
     MetricSpec("pmta_queue_recipients", "gauge", "Recipients queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_unlisted_recipients", "gauge",
-               "Recipients in a VMTA's queues beyond PMTA's top-N listing of it (its totalRcp less the queues shown; "
-               "their ISP is unknown).", ("vmta",), "queue"),
+               "Recipients in a VMTA's queues beyond PMTA's top-N listing of it (its total less the queues shown; "
+               "their ISP is unknown). Its total: the listing's totalRcp, or its rcp in /vmtas where totalRcp counts "
+               "every queue (UNCERTAIN in PMTA's docs: both read); never more than the host's rest.",
+               ("vmta",), "queue"),
     MetricSpec("pmta_queue_bytes", "gauge", "Bytes queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_connections", "gauge", "Open outbound connections, per VMTA and ISP.",
                ("vmta", "isp"), "queue"),
@@ -206,9 +208,9 @@ LABEL_VALUES: dict[str, str] = {
     "`labels.max_pools`.",
     "isp": "Mailbox provider from the shipped ISP table: gmail, google_workspace, yahoo, microsoft, office365, "
     "apple, comcast, gmx, mailru, yandex, orange, other (the table is overridable). Placed by the recipient domain, "
-    "else dsnMta (reportingMta for f). An f/rb/rs record naming neither (an FBL whose recipient the provider "
-    "anonymised, as Microsoft JMRP does) takes the provider of the delivery the correlator matched it to; "
-    "`other` when it matched none or the correlator is off.",
+    "else dsnMta. An f/rb/rs record: its recipient domain (or the MX a delivery taught), else its dsnMta, else for f "
+    "its reportingMta (`dns; hotmail.com`, where Microsoft JMRP hides the recipient), else the provider of the "
+    "delivery the correlator matched it to; `other` when none of these names one.",
     "category": "PMTA's bounceCat: the 17 PMTA categories, `none` when empty, `unknown` otherwise.",
     "class": "Response class: throttled, reputation, blocklisted, auth_failure, tls, content, policy, "
     "user_unknown, mailbox_disabled, mailbox_full, recipient_rate, bad_domain, network, transient_remote, "

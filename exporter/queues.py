@@ -85,7 +85,8 @@ class Snapshot:
     queues: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused]."""
     unlisted: dict[str, float] = field(default_factory=dict)
-    """vmta -> recipients in its queues beyond its own top-N listing (its totalRcp less the queues shown)."""
+    """vmta -> recipients in its queues beyond its own top-N listing (its total less the queues shown:
+    unlisted_recipients)."""
     status: StatusInfo | None = None
     coverage: float | None = None
 
@@ -420,7 +421,8 @@ class QueuePoller:
         counter can match (the stall alerts would fire on it)."""
         totals = [t for t in (status.smtp_rcp if status else None, top.total_rcp if top else None) if t is not None]
         host = max(totals) if totals else None
-        found = unlisted_recipients(listings, top.total_rcp if top else None, vmtas, host, listed)
+        found = unlisted_recipients(listings, top.total_rcp if top else None, vmtas, host, listed,
+                                    previous=bool(self._global_totals))
         self._log_meaning(found.global_totals)
         out: dict[str, float] = {}
         for vmta, rest in found.per_vmta.items():
@@ -463,24 +465,34 @@ class Unlisted:
     global_totals: bool
 
 
-def totals_are_global(listings: dict[str, QueueList], top_total: int | None, host_total: int | None) -> bool:
+def totals_are_global(listings: dict[str, QueueList], top_total: int | None, host_total: int | None,
+                      previous: bool = False) -> bool:
     """Whether the per-VMTA listings' totalRcp count every queue (pmta-http-api.md §5.3: "recipients in all queues")
-    rather than the VMTA's: at least two equal the unfiltered list's totalRcp, or together they exceed `GLOBAL_SUM`
-    host totals (one VMTA's own total can only reach the host's)."""
+    rather than the VMTA's: together they exceed `GLOBAL_SUM` host totals (one VMTA's own total can only reach the
+    host's), or two or more are one non-zero number (the unfiltered list's, when it answered). Two or more different
+    totals within the host's are the VMTA's own; fewer totals than two (or no host total) cannot tell: `previous`,
+    the last poll's reading, stands (a meaning does not flip with the listings that answered)."""
     totals = [listing.total_rcp for listing in listings.values() if listing.total_rcp is not None]
-    if len(totals) >= 2 and top_total is not None and all(t == top_total for t in totals):
+    if host_total is not None and sum(totals) > GLOBAL_SUM * max(host_total, 1):
         return True
-    return host_total is not None and sum(totals) > GLOBAL_SUM * max(host_total, 1)
+    if len(totals) >= 2 and len(set(totals)) == 1 and totals[0] > 0 and top_total in (None, totals[0]):
+        return True
+    if len(totals) >= 2 and host_total is not None:
+        return False
+    return previous
 
 
 def unlisted_recipients(listings: dict[str, QueueList], top_total: int | None, vmtas: list[VmtaInfo] | None,
-                        host_total: int | None, listed: float) -> Unlisted:
+                        host_total: int | None, listed: float, previous: bool = False) -> Unlisted:
     """Recipients of each VMTA's queues beyond its own top-N listing: its total less the queues the listing shows.
 
     Its total is the listing's totalRcp, unless those are whole-host totals (`totals_are_global`): then the VMTA's
-    `rcp` in /vmtas, and nothing for a VMTA /vmtas did not list. Whatever the meaning, the sum never exceeds
-    `host_total` less the `listed` recipients (scaled down to it), the most any VMTA could hold unlisted."""
-    global_totals = totals_are_global(listings, top_total, host_total)
+    `rcp` in /vmtas, and nothing for a VMTA /vmtas did not list. Whatever the meaning, the sum never exceeds the
+    host's total (/status or the unfiltered list; else what /vmtas lists, a lower bound) less the `listed`
+    recipients (scaled down to it), the most any VMTA could hold unlisted."""
+    if host_total is None and vmtas:
+        host_total = sum(v.rcp for v in vmtas)
+    global_totals = totals_are_global(listings, top_total, host_total, previous)
     if global_totals:
         own = {v.name: v.rcp for v in vmtas or []}
         totals: dict[str, int | None] = {vmta: own.get(vmta) for vmta in listings}

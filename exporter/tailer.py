@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from exporter.config import SourceConfig, TailConfig
-from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file
-from exporter.fingerprint import fingerprint_of, read_head
+from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
+from exporter.fingerprint import compression_of, fingerprint_of, read_head
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog
 from exporter.records import shown
@@ -58,14 +58,6 @@ def glob_matches(path: str, pattern: str) -> bool:
     (`/var/log/pmta/*.csv` would take in `/var/log/pmta/archive/x.csv`)."""
     parts, wanted = path.split("/"), pattern.split("/")
     return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
-
-
-COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
-
-
-def _compression(head: bytes) -> str | None:
-    """The compression format a file's first bytes announce (a PMTA accounting file starts with text), or None."""
-    return next((name for magic, name in COMPRESSION_MAGIC if head.startswith(magic)), None)
 
 
 def _shared_types(old: frozenset[str] | None, new: frozenset[str] | None) -> str:
@@ -319,9 +311,12 @@ class Tailer:
                 continue
             if key in self._undecided:  # matched by the globs, its first bytes unreadable for now: not gone
                 continue
-            if source is None or cp.source in self._incomplete:
-                if source is None:  # no longer configured: not this daemon's to read
+            if source is None:
+                source = self._adopter(cp, now)
+                if source is None:
                     self._left_while_down.discard(key)
+                    continue
+            if cp.source in self._incomplete:
                 continue
             try:
                 os.stat(cp.path)
@@ -357,6 +352,25 @@ class Tailer:
             self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
                                            self.tail.chunk_bytes, self.fields)
             self.streams[key].retries = not self.oneshot
+
+    def _adopter(self, cp: Checkpoint, now: float) -> SourceConfig | None:
+        """The source that takes over a checkpoint of a source no longer configured (renamed): the one whose globs
+        match the path it was read at, as `_follow` does for a file still matched. None (reported, retired as gone)
+        when none or several do."""
+        matching = [s for s in self.sources if any(glob_matches(cp.path, p) for p in s.paths)]
+        if len(matching) == 1:
+            log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
+                     shown(cp.path), cp.source, matching[0].label, cp.offset, cp.line_no)
+            cp.source = matching[0].label
+            return matching[0]
+        if cp.gone_since is None:
+            log.warning("%s: was being read for source %s, which is no longer configured, and %s; any records after "
+                        "line %d (byte %d) were not read", shown(cp.path), cp.source,
+                        "several configured sources' globs match it" if matching
+                        else "no configured source's globs match it", cp.line_no, cp.offset)
+            cp.gone_since = now
+            self.retired.append(cp)
+        return None
 
     def _report_gone(self, cp: Checkpoint, how: str = "") -> None:
         """Log, once, a file that was being read when the daemon stopped and is gone since (deleted, or its inode now
@@ -436,12 +450,11 @@ class Tailer:
         self._undecided.pop(key, None)
         fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
-        compression = _compression(head) if cp is None else None
+        compression = compression_of(head) if cp is None else None
         if compression is not None:
             if key not in self._compressed:
                 self._compressed.add(key)
-                log.warning("%s: compressed (%s; source %s): not followed; narrow the glob to the files PMTA writes "
-                            "(e.g. %s-*.csv)", shown(path), compression, source, source)
+                warn_compressed(path, compression, source, "not followed")
             return
         renamed = cp is not None and cp.source != source and cp.source not in self._allowed
         if cp is not None and same_file(cp, st, head) and (cp.source == source or renamed):
@@ -510,8 +523,11 @@ class Tailer:
             if stream.gone or stream.file is not None or self._grew(stream):
                 if stream.file is None:
                     await self._make_room()
-                final = self.oneshot or (stream.gone and self._settled(stream))
-                more |= await stream.read(on_batch, budget, final=final, should_stop=should_stop)
+                more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
+                if stream.gone and (stream.pending or stream.skipping) and self._settled(stream):
+                    # quiet since before that read (a read that got bytes moved last_growth): the unterminated
+                    # last line is the file's last record; read(final) takes it at once, unless bytes came meanwhile
+                    more |= await stream.read(on_batch, 1, final=True, should_stop=should_stop)
                 if stream.superseded:  # truncated or rewritten: its old checkpoint retired, the new one known
                     self.retired.extend(stream.superseded)
                     stream.superseded.clear()
@@ -544,7 +560,7 @@ class Tailer:
     def _settled(self, stream: FileStream) -> bool:
         """Has a file that left the globs stopped growing? Not for `tail.rescan_interval` since its last growth: a
         writer that still holds it (renamed away by an external rotation) gets that long to finish its writes, and
-        then its unterminated last line, if any, is read as its last record (read(final=True))."""
+        then its unterminated last line, if any, is read as its last record (poll)."""
         return self.oneshot or time.monotonic() - stream.last_growth >= self.tail.rescan_interval
 
     async def _retire_and_idle(self) -> None:

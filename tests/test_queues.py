@@ -687,3 +687,24 @@ def test_unlisted_recipients_never_exceed_the_host_less_the_listed() -> None:
     both = {"v1": listing("v1", 10, 60), "v2": listing("v2", 10, 40)}
     assert unlisted_recipients(both, None, None, 100, 60).per_vmta == {"v1": 25.0, "v2": 15.0}  # 50 + 30 -> 40
     assert unlisted_recipients(both, None, None, 100, 100).per_vmta == {}
+
+
+def test_whole_host_totals_are_read_and_bounded_when_status_and_the_top_list_failed() -> None:
+    """One poll where /status and the unfiltered list failed but /vmtas answered: the /vmtas recipients stand in for
+    the host's total (each VMTA had the host's backlog less its listed queues: 5700 unlisted against 1700); equal
+    totals read as whole-host ones without the unfiltered list's; a poll that cannot tell keeps the last reading."""
+    from exporter.pmta_api import QueueInfo, QueueList, VmtaInfo
+    from exporter.queues import totals_are_global, unlisted_recipients
+
+    def listing(vmta: str, shown: int, total: int) -> QueueList:
+        return QueueList([QueueInfo(f"gmail.com/{vmta}", shown, 1.0, 0, False, "normal")], total)
+
+    whole = {v: listing(v, 100, 2000) for v in ("v1", "v2", "v3")}
+    vmtas = [VmtaInfo("v1", 1000), VmtaInfo("v2", 600), VmtaInfo("v3", 400)]
+    found = unlisted_recipients(whole, None, vmtas, None, 300)
+    assert found.global_totals
+    assert found.per_vmta == {"v1": 900.0, "v2": 500.0, "v3": 300.0}
+    assert totals_are_global({"v1": listing("v1", 1, 7), "v2": listing("v2", 1, 7)}, None, None)
+    one = {"v1": listing("v1", 100, 2000)}  # one listing left: the meaning read before stands
+    assert unlisted_recipients(one, None, vmtas, None, 100, previous=True).per_vmta == {"v1": 900.0}
+    assert unlisted_recipients(one, None, vmtas, None, 100, previous=False).per_vmta == {"v1": 1900.0}

@@ -399,3 +399,49 @@ async def test_a_file_a_config_edit_gave_to_another_configured_source_is_read_fo
     saved = tailer.take_checkpoints()
     await tailer.close()
     assert sorted((cp.source, cp.gone_since is None) for cp in saved) == [("acct", True), ("diag", False)]
+
+
+async def test_a_file_of_a_renamed_source_moved_away_while_the_daemon_was_down_is_read_to_its_end(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Both at once while it was down: the source renamed, its file moved by PMTA's move-to. The configured source
+    whose globs matched the file where it was read adopts it, and finds it among its moved_to globs."""
+    import dataclasses
+    import os
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    w, checkpoints = await read_then_stop(tmp_path)
+    w.write(4)
+    renamed = [dataclasses.replace(cp, source="old") for cp in checkpoints]
+    os.rename(w.path, archive / w.path.name)
+    w.rotate()
+    src = SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], moved_to=[str(archive / "acct-*.csv")])
+    tailer = Tailer([src], TailConfig(rescan_interval=0), None, checkpoints=renamed, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == [5, 6, 7, 8]
+        assert await drain(tailer) == []
+    said = [r.getMessage() for r in caplog.records]
+    assert any("source old is no longer configured; resuming for source acct" in m for m in said), said
+    saved = {cp.file_id: (cp.source, cp.gone_since is not None) for cp in tailer.take_checkpoints()}
+    assert saved[checkpoints[0].file_id] == ("acct", True)  # read to its end, then retired
+    await tailer.close()
+
+
+async def test_a_checkpoint_of_a_source_no_longer_configured_whose_file_no_glob_matches_is_reported_and_retired(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    import dataclasses
+
+    _w, checkpoints = await read_then_stop(tmp_path)
+    gone = [dataclasses.replace(cp, source="old", path=str(tmp_path / "elsewhere" / "acct-1.csv"))
+            for cp in checkpoints]
+    src = SourceConfig(name="diag", paths=[str(tmp_path / "diag-*.csv")])
+    tailer = Tailer([src], TailConfig(rescan_interval=0), None, checkpoints=gone, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == []
+        assert await drain(tailer) == []
+    said = [r.getMessage() for r in caplog.records if "elsewhere" in r.getMessage()]
+    assert said == [f"{tmp_path / 'elsewhere' / 'acct-1.csv'}: was being read for source old, which is no longer "
+                    "configured, and no configured source's globs match it; any records after line 4 (byte "
+                    f"{checkpoints[0].offset}) were not read"]
+    assert [(cp.source, cp.gone_since is not None) for cp in tailer.take_checkpoints()] == [("old", True)]
+    await tailer.close()

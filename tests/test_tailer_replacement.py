@@ -222,3 +222,84 @@ async def test_a_file_that_cannot_be_opened_is_logged_once_until_it_can(tmp_path
         ("cannot read (source acct)", "WARNING"), ("readable again (source acct)", "INFO")]
     assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "permission"}) == 5
     await tailer.close()
+
+
+async def test_a_split_write_to_a_quiet_file_that_left_the_globs_is_not_cut_at_its_half_line(tmp_path: Path):
+    """Its writer still holds it, is quiet past tail.rescan_interval, then flushes a whole line and half the next:
+    the read that sees the growth must not take the half line for the file's last record (the rest follows)."""
+    path = tmp_path / "acct-0001.csv"
+    reg = CollectorRegistry()
+    with path.open("w", buffering=1) as writer:
+        writer.write(ACCT_HEADER + "\n" + records(0, 3))
+        writer.flush()
+        tailer = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")])],
+                        TailConfig(rescan_interval=0.3), SelfMetrics(reg), first_run=False)
+        assert lines_of(await drain(tailer)) == [2, 3, 4]
+        path.rename(tmp_path / "acct-0001.old")
+        assert await drain(tailer) == []
+        time.sleep(0.35)
+        half = d_line(4)
+        writer.write(d_line(3) + "\n" + half[:40])
+        writer.flush()
+        assert lines_of(await drain(tailer)) == [5]
+        writer.write(half[40:] + "\n")
+        writer.flush()
+        assert lines_of(await drain(tailer)) == [6]
+    time.sleep(0.35)
+    assert await drain(tailer) == []
+    assert tailer.streams == {}
+    assert parse_errors(reg) == {}
+    await tailer.close()
+
+
+async def test_a_file_that_opens_but_cannot_be_read_is_logged_once_per_failure_streak(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """EIO on a bad block: the open succeeds every poll, the read fails. Not a WARNING and an INFO per poll."""
+    import errno
+
+    from exporter.filestream import FileStream
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
+    real_read = FileStream._read_bytes
+    failing = {"on": True}
+
+    async def read_bytes(self: FileStream, size: int) -> bytes:
+        if failing["on"]:
+            raise OSError(errno.EIO, "Input/output error")
+        return await real_read(self, size)
+
+    monkeypatch.setattr(FileStream, "_read_bytes", read_bytes)
+    tailer, reg = tailer_for(tmp_path)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        for _ in range(5):
+            assert await drain(tailer) == []
+        failing["on"] = False
+        assert lines_of(await drain(tailer)) == [2, 3]
+    said = [(r.levelname, r.getMessage().split(": ")[1]) for r in caplog.records if "acct-0001.csv" in r.getMessage()]
+    assert said == [("WARNING", "cannot read (source acct)"), ("INFO", "readable again (source acct)")]
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "io"}) == 5
+    await tailer.close()
+
+
+async def test_a_compressed_file_whose_first_bytes_came_after_it_was_followed_is_not_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """gzip writes nothing until its buffer fills: the scan found the file empty and followed it. Its magic bytes,
+    seen at byte 0, stop the reading (one WARNING), rather than screens of binary parse errors."""
+    import gzip
+
+    reg = CollectorRegistry()
+    tailer = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*")])], TailConfig(rescan_interval=0),
+                    SelfMetrics(reg), first_run=False)
+    path = tmp_path / "acct-0001.csv.gz"
+    path.write_bytes(b"")
+    assert await drain(tailer) == []
+    path.write_bytes(gzip.compress((ACCT_HEADER + "\n" + records(0, 400)).encode()))
+    with caplog.at_level(logging.WARNING, logger="watchtower.tailer"):
+        assert await drain(tailer) == []
+        assert await drain(tailer) == []
+    said = [r.getMessage() for r in caplog.records if "acct-0001.csv.gz" in r.getMessage()]
+    assert said == [f"{path}: compressed (gzip; source acct): not read; narrow the glob to the files PMTA writes "
+                    "(e.g. acct-*.csv)"]
+    assert parse_errors(reg) == {}
+    await tailer.close()
