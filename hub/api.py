@@ -20,7 +20,7 @@ from correlator import render
 from correlator.api import BadRequest, ErrorRoute, FormatParam, path_segment, redirect_double_slash
 from correlator.models import ApiError, Outcome
 from hub import merge
-from hub.fanout import Fanout, HostAnswer
+from hub.fanout import NO_API, Fanout, HostAnswer
 from hub.messages import message_page
 from hub.models import (
     HubFlowsResponse,
@@ -95,12 +95,20 @@ def build_hub_router(hub: Hub) -> APIRouter:
         route (its correlator off, an older version), so it is a missing host, not an empty answer."""
         for a in answers:
             if a.ok and a.status == 404:
-                a.error = "HTTP 404: no such route on this host (correlator off, or an older version)"
+                a.error = NO_API
 
-    def none_answered(answers: list[HostAnswer], part: dict[str, Any]) -> JSONResponse | None:
-        if answers and all(not a.ok for a in answers):
+    def none_answered(answers: list[HostAnswer], part: dict[str, Any], targets: list[Target]) -> JSONResponse | None:
+        """503 when no host could be asked, worded by the cause: none answered, or those the cursor goes on with
+        are out of the targets (`away`), or there is no target at all."""
+        asked = [a for a in answers if not a.away]
+        if asked and all(not a.ok for a in asked):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
-        if not answers:
+        if asked:
+            return None
+        if away := [a.target.name for a in answers if a.away]:
+            return _fail(503, "the hosts this cursor goes on with are not among the current targets "
+                         f"({', '.join(away)}): ask again later", None, part)
+        if not targets:
             return _fail(503, "no targets configured or discovered", None, part)
         return None
 
@@ -116,18 +124,19 @@ def build_hub_router(hub: Hub) -> APIRouter:
             raise BadRequest(400, "empty Message-Id", "message_id")
         targets = await hub.targets.current()
         body, answers = await message_page(hub.fanout, targets, "/api/v1/messages/" + path_segment(message_id),
-                                           message_id, limit, cursor)
+                                           message_id, limit, cursor, hub.targets.named)
         part = merge.partial_fields(targets, answers)
         if body is None:
-            early = client_error(answers, part) or none_answered(answers, part)
+            early = client_error(answers, part) or none_answered(answers, part, targets)
             if early is not None:
                 return early
             return _fail(404, f"no timeline for Message-Id {message_id.strip().strip('<>')!r} on any host"
                          + _missing_note(part), "message_id", part)
         if _want_text(request, format):
             note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
+            notes = (note, body["next_cursor_problem"], _missing_note(part).strip())
             return PlainTextResponse(render.timelines(f"Message-Id <{body['message_id']}>", body["recipients"],
-                                                      " ".join(x for x in (note, _missing_note(part).strip()) if x)))
+                                                      " ".join(x for x in notes if x)))
         return {**body, **part}
 
     @router.get("/timeline", response_model=HubTimelineResponse, responses=_ERRORS,
@@ -143,7 +152,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part = merge.partial_fields(targets, answers)
         items = merge.tagged(answers, "timelines")
         if not items:
-            early = client_error(answers, part) or none_answered(answers, part)
+            early = client_error(answers, part) or none_answered(answers, part, targets)
             if early is not None:
                 return early
             return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
@@ -173,6 +182,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
             body = ans.body if isinstance(ans.body, dict) else {}
             return _fail(ans.status, str(body.get("error")), body.get("parameter"), part)
         items = merge.tagged([ans], "timelines")
+        if not items:  # an odd daemon's way of saying what a daemon says with a 404
+            return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
         if _want_text(request, format):
             return PlainTextResponse(render.timeline(items[0]))
         return {**ans.body, "timelines": items, **part}
@@ -195,12 +206,14 @@ def build_hub_router(hub: Hub) -> APIRouter:
         targets = await hub.targets.current()
         if not targets:
             return _fail(503, "no targets configured or discovered", None, merge.partial_fields(targets, []))
-        body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters, hub.clock())
+        body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters, hub.clock(),
+                                           hub.targets.named)
         part = merge.partial_fields(targets, failed)
-        if len(failed) == len(targets):
+        if len([f for f in failed if not f.away]) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
         if _want_text(request, format):
-            return _text(render.search(body), part)
+            problem = body["next_cursor_problem"]
+            return _text(render.search(body) + (f"{problem}\n" if problem else ""), part)
         return {**body, **part}
 
     @router.get("/lookup", response_model=HubLookupResponse, responses=_ERRORS,
@@ -214,13 +227,13 @@ def build_hub_router(hub: Hub) -> APIRouter:
         targets, answers = await hub.ask("/api/v1/lookup", _params(message_id=message_id, job_id=job_id,
                                                                      rcpt=rcpt, limit=limit))
         part = merge.partial_fields(targets, answers)
-        early = client_error(answers, part)
+        early = client_error(answers, part) or none_answered(answers, part, targets)
         if early is not None:
             return early
         oks = [a.body for a in answers if a.ok and a.status == 200 and isinstance(a.body, dict)]
         items = merge.tagged(answers, "timelines")[:limit]
         first = oks[0] if oks else {}
-        hint = None if items else next((b.get("hint") for b in oks if b.get("hint")), "no host answered")
+        hint = None if items else next((b.get("hint") for b in oks if b.get("hint")), "nothing matched on any host")
         return {"message_id": first.get("message_id"), "job_id": first.get("job_id"), "rcpt": first.get("rcpt"),
                 "hint": hint, "timelines": items, **part}
 
@@ -240,7 +253,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         targets, answers = await hub.ask("/api/v1/replies", params)
         without_route(answers)
         part = merge.partial_fields(targets, answers)
-        early = client_error(answers, part) or none_answered(answers, part)
+        early = client_error(answers, part) or none_answered(answers, part, targets)
         if early is not None:
             return early
         return {**merge.merge_replies(answers, limit), **part}
@@ -256,7 +269,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         targets, answers = await hub.ask("/api/v1/flows", resolve_times(_params(since=since, until=until), hub.clock()))
         without_route(answers)
         part = merge.partial_fields(targets, answers)
-        early = client_error(answers, part) or none_answered(answers, part)
+        early = client_error(answers, part) or none_answered(answers, part, targets)
         if early is not None:
             return early
         body = merge.merge_flows(answers)

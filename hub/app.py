@@ -26,7 +26,9 @@ def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
     """The FastAPI app of a hub: /healthz, /api/v1 (fan-out) and the pages under /ui."""
     from pages import with_pages
 
-    hub = Hub(TargetSet(config.hub), Fanout(make_client(config.hub), config.hub.timeout))
+    section = config.hub
+    client = make_client(section, per_host=config.web.api_max_concurrency)
+    hub = Hub(TargetSet(section), Fanout(client, section.timeout, section.max_answer_size))
 
     def health() -> dict[str, Any]:
         return {"ok": True, "role": "hub", "targets": [t.name for t in hub.targets.static] or "dynamic"}
@@ -57,7 +59,7 @@ async def serve(config: HubConfig) -> int:
                      ", ".join(t.name for t in hub.targets.static) or "discovered targets")
         await task
     finally:
-        await hub.fanout.client.aclose()
+        await hub.fanout.aclose()
     return 0 if server.started else 1
 
 
@@ -79,8 +81,10 @@ def run_hub(path: Path) -> int:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
         return 2
     from exporter import logsetup
+    from exporter.http import raise_fd_limit
 
     logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part
+    raise_fd_limit()  # a connection pool per daemon: up to targets x web.api_max_concurrency sockets
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:
         return asyncio.run(serve(config))

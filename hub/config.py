@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from exporter.config import (
+    ChunkSize,
     ConfigError,
     ConfigPath,
     Duration,
@@ -24,15 +26,71 @@ from exporter.config import (
 )
 
 HUB_API_CONCURRENCY = 16
+MAX_ANSWER_SIZE = 32 * 1024**2
+"""Default cap of one host's answer: a page of 1,000 recipients' timelines is a few MiB."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError's own text shows no value (a target URL with a password in it)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+CREDENTIALS_HINT = "give them in hub.auth (username and password_file, or bearer_token_file), not in the URL"
+
+
+def without_credentials(url: str, mask: str = "***@") -> str:
+    """`url` (or a bare host:port) with any user name and password replaced by `mask`: what may be shown or logged
+    of it (mask "": the URL to ask, its credentials given apart)."""
+    head, sep, rest = url.partition("://")
+    netloc, slash, path = (rest if sep else head).partition("/")
+    if "@" not in netloc:
+        return url
+    netloc = mask + netloc.rpartition("@")[2]
+    return (head + sep if sep else "") + netloc + slash + path
+
+
+def credentials_problem(url: str) -> str | None:
+    """A target URL is shown in every answer (`missing_hosts`) and put in cursors: it carries no password."""
+    try:
+        userinfo = "@" in urlsplit(url).netloc
+    except ValueError:  # not a URL at all: the start-up checks say so
+        return None
+    return f"{without_credentials(url)} carries a user name or password: {CREDENTIALS_HINT}" if userinfo else None
 
 
 class StaticTarget(_Strict):
+    """A daemon: written as its base URL, or as a mapping {url, name}."""
+
     url: str = Field(description="Daemon base URL, e.g. http://pmta-1:9469.")
     name: str | None = Field(default=None, description="Host name shown in answers; default the URL's host:port.")
+    _bare: bool = PrivateAttr(default=False)
+
+    @property
+    def bare(self) -> bool:
+        """True when written as a bare URL: its problems are then named `hub.targets.N`, not `hub.targets.N.url`."""
+        return self._bare
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _url_or_mapping(cls, data: Any, handler: Any) -> StaticTarget:
+        """One type for both forms, so an error names the item's key (`hub.targets.0.nam: unknown key`), not
+        pydantic's union members (`hub.targets.0.str: ...` plus `hub.targets.0.StaticTarget.nam: ...`)."""
+        if isinstance(data, str):
+            if problem := credentials_problem(data):
+                raise ValueError(problem)
+            target = handler({"url": data})
+            target._bare = True
+            return target  # type: ignore[no-any-return]
+        if not isinstance(data, dict | StaticTarget):
+            raise ValueError(f"expected a daemon URL or a mapping {{url, name}}, got {data!r}")
+        return handler(data)  # type: ignore[no-any-return]
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        if problem := credentials_problem(value):
+            raise ValueError(problem)
+        return value
 
 
 class PrometheusSource(_Strict):
@@ -60,9 +118,17 @@ class TlsClientConfig(_Strict):
     key_file: ConfigPath | None = Field(default=None, description="Key of cert_file.")
     insecure_skip_verify: bool = Field(default=False, description="Do not verify the daemons' certificates.")
 
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> TlsClientConfig:
+        if self.key_file is not None and self.cert_file is None:  # (cert_file alone may hold its key)
+            raise ValueError("key_file is set but cert_file is not (the client certificate it is the key of)")
+        return self
+
 
 class HubSection(_Strict):
-    targets: list[str | StaticTarget] = Field(default_factory=list, description="Daemon base URLs.")
+    targets: list[StaticTarget] = Field(
+        default_factory=list, description="Daemon base URLs (strings, or mappings {url, name}); no credentials in them "
+        "(hub.auth).")
     file_sd: list[ConfigPath] = Field(
         default_factory=list, description="Prometheus file_sd files (JSON or YAML); targets are host:port."
     )
@@ -70,6 +136,9 @@ class HubSection(_Strict):
     scheme: Literal["http", "https"] = Field(default="http", description="Scheme for file_sd/Prometheus targets.")
     refresh_interval: Duration = Field(default=30.0, description="How often file_sd/Prometheus targets are re-read.")
     timeout: Duration = Field(default=2.0, gt=0, description="Per-host timeout of one request.")
+    max_answer_size: ChunkSize = Field(
+        default=MAX_ANSWER_SIZE, description="Largest answer read from one host, counted unzipped (at most 256MiB); "
+        "a bigger one makes that host a missing host.")
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tls: TlsClientConfig = Field(default_factory=TlsClientConfig)
 

@@ -2,15 +2,18 @@
 
 A host that refuses, times out, answers 5xx or garbage becomes a `HostAnswer` with `error` set:
 the merge layer turns those into a partial answer naming the host. The bound is enforced with
-`asyncio.wait_for` around the whole request, since httpx's timeouts apply per read and a server
-that drips bytes could otherwise hold a request far longer.
+`asyncio.wait_for` around the whole request, body and JSON decoding included, since httpx's timeouts
+apply per read and a server that drips bytes could otherwise hold a request far longer. The body is
+streamed and capped at `hub.max_answer_size` counted unzipped (a few KiB of gzip unzip to GiBs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from pydantic import BaseModel, ValidationError
 from correlator.models import FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from exporter.preflight import no_passphrase
-from hub.config import HubSection
+from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
+from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.targets import Target
 
 ANSWER_MODELS: dict[str, type[BaseModel]] = {
@@ -48,6 +52,8 @@ class HostAnswer:
     body: Any = None
     error: str | None = None
     seconds: float = 0.0
+    away: bool = False
+    """Not asked: its place in a cursor belongs to a host no longer among the targets."""
 
     @property
     def ok(self) -> bool:
@@ -71,9 +77,61 @@ def _read_secret(path: Path) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
-def make_client(section: HubSection) -> httpx.AsyncClient:
-    """One pooled client for all daemons, with the configured auth and TLS (secrets read from files)."""
-    headers = {"accept": "application/json", "user-agent": "watchtower-hub"}
+class PerHostPools(httpx.AsyncBaseTransport):
+    """A connection pool per daemon (per target URL) instead of one for all: a host that hangs holds connections of
+    its own pool only, so waiting for a connection never eats a healthy host's time budget. A hub request holds at
+    most one connection per host at a time, so `per_host` (web.api_max_concurrency) connections never make one wait.
+    Pools of hosts left unasked for IDLE_POOL seconds (gone from the targets) are closed."""
+
+    def __init__(self, verify: ssl.SSLContext | bool, per_host: int, clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
+        self.verify, self.per_host, self.clock = verify, per_host, clock
+        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._used: dict[str, float] = {}
+        self._swept = clock()
+
+    def pool(self, key: str) -> httpx.AsyncHTTPTransport:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(
+                verify=self.verify, trust_env=False,
+                limits=httpx.Limits(max_connections=self.per_host, max_keepalive_connections=KEEPALIVE_PER_HOST))
+        self._used[key] = self.clock()
+        return pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._sweep()
+        key = request.extensions.get(POOL_KEY) or f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+        return await self.pool(key).handle_async_request(request)
+
+    async def _sweep(self) -> None:
+        """Close the pools of hosts not asked for IDLE_POOL (checked at most that often); a request still running
+        on one (hub.timeout longer than that) just ends as that host missing."""
+        now = self.clock()
+        if now - self._swept < IDLE_POOL:
+            return
+        self._swept = now
+        for key in [k for k, used in self._used.items() if now - used >= IDLE_POOL]:
+            del self._used[key]
+            await self._pools.pop(key).aclose()
+
+    async def aclose(self) -> None:
+        pools, self._pools, self._used = list(self._pools.values()), {}, {}
+        for pool in pools:
+            await pool.aclose()
+
+
+POOL_KEY = "watchtower_pool"
+"""Request extension naming the pool (the target's URL) a request goes through."""
+KEEPALIVE_PER_HOST = 2
+"""Idle connections kept per host: a burst opens more, then closes them (two sockets per host stay open)."""
+IDLE_POOL = 600.0
+
+
+def make_client(section: HubSection, per_host: int = HUB_API_CONCURRENCY) -> httpx.AsyncClient:
+    """One client for all daemons, a connection pool per daemon, with the configured auth and TLS (secrets read
+    from files)."""
+    headers = {"accept": "application/json", "accept-encoding": ACCEPT_ENCODING, "user-agent": "watchtower-hub"}
     auth: httpx.Auth | None = None
     if section.auth.bearer_token_file:
         headers["authorization"] = "Bearer " + _read_secret(section.auth.bearer_token_file)
@@ -81,56 +139,104 @@ def make_client(section: HubSection) -> httpx.AsyncClient:
         auth = httpx.BasicAuth(section.auth.username, _read_secret(section.auth.password_file))
     t = section.timeout
     return httpx.AsyncClient(
-        headers=headers, auth=auth, verify=_verify(section), timeout=httpx.Timeout(t, connect=t),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50), follow_redirects=False,
-        trust_env=False,
-    )
+        headers=headers, auth=auth, timeout=httpx.Timeout(t, connect=t), follow_redirects=False, trust_env=False,
+        transport=PerHostPools(_verify(section), per_host))
 
+
+ERROR_TEXT_BYTES = 4096
+"""Of an answer that is no daemon's (a proxy's error page), only its start is read: 200 characters are shown."""
+DECODE_INLINE = 1024**2
+"""Bodies up to this size are decoded on the event loop; bigger ones in a thread."""
 
 DAEMON_ANSWERS = frozenset({200, 400, 404})
 """The statuses a daemon answers a query with (found, a bad parameter, nothing stored); any other means the host
 could not be asked, and the hub says so (missing_hosts), never that it found nothing."""
 
 
+NO_API = "HTTP 404: no /api/v1 on this host (its correlator is off, or it is an older version)"
+
+
+def not_a_daemons_404(status: int, body: Any) -> bool:
+    """A daemon's 404 ("nothing stored for this key") names the parameter it looked up; a listener without the
+    route (correlator off: exporter/http.py's "no route"), or a proxy's 404, does not. That host was not asked:
+    counted as holding nothing, it made a "not found" look complete."""
+    return status == 404 and not (isinstance(body, dict) and isinstance(body.get("parameter"), str)
+                                  and body["parameter"])
+
+
 class Fanout:
     """GET one path on many targets at once."""
 
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout: float, max_answer: int = MAX_ANSWER_SIZE) -> None:
         self.client = client
         self.timeout = timeout
+        self.max_answer = max_answer
 
     async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
         budget = self.timeout if deadline is None else max(0.0, min(self.timeout, deadline - time.monotonic()))
         start = time.monotonic()
         ans = HostAnswer(target)
-        try:
-            resp = await asyncio.wait_for(self.client.get(target.url + path, params=params), budget)
-            ans.status = resp.status_code
-            if resp.status_code not in DAEMON_ANSWERS:  # 429 (its auth check busy), 401, 5xx...: not asked
-                ans.error = f"HTTP {resp.status_code}: {_short(resp.text)}"
-            else:
-                ans.body = resp.json()
-                model = answer_model(path) if resp.status_code == 200 else None
-                if model is not None:
-                    try:
-                        model.model_validate(ans.body)
-                    except ValidationError as exc:
-                        where = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "body"
-                        ans.error, ans.body = f"HTTP 200: not a watchtower {path} answer ({where})", None
+        try:  # reading, unzipping and decoding the answer are all within the host's budget
+            await asyncio.wait_for(self._ask(ans, path, params), budget)
         except TimeoutError:
-            ans.error = f"timed out after {budget:.3g}s"
+            ans.error, ans.body = f"timed out after {budget:.3g}s", None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (a bad port, an unexpanded template in a
             # file_sd list) is no HTTPError: that one host is missing, every route goes on
             ans.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
-            ans.error = f"HTTP {ans.status}: not JSON"
         ans.seconds = time.monotonic() - start
         return ans
+
+    async def _ask(self, ans: HostAnswer, path: str, params: dict[str, Any]) -> None:
+        """Fill `ans` from one GET; the body is streamed and capped, never read whole first."""
+        request = self.client.build_request("GET", ans.target.url + path, params=params,
+                                            extensions={POOL_KEY: ans.target.url})
+        resp = await self.client.send(request, stream=True)
+        try:
+            ans.status = resp.status_code
+            if resp.status_code not in DAEMON_ANSWERS:  # 429 (its auth check busy), 401, 5xx...: not asked
+                text = (await read_capped(resp, ERROR_TEXT_BYTES, cut=True)).decode("utf-8", "replace")
+                ans.error = f"HTTP {resp.status_code}: {_short(text)}"
+                return
+            raw = await read_capped(resp, self.max_answer)
+        except BodyProblem as exc:
+            ans.error = f"HTTP {resp.status_code}: {exc}"
+            return
+        finally:
+            await resp.aclose()
+        ans.body, ans.error = await _decoded(raw, path, resp.status_code)
+        if ans.error is None and not_a_daemons_404(resp.status_code, ans.body):
+            ans.body, ans.error = None, NO_API
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
     async def all(
         self, targets: list[Target], path: str, params: dict[str, Any], deadline: float | None = None
     ) -> list[HostAnswer]:
         return list(await asyncio.gather(*(self.one(t, path, params, deadline) for t in targets)))
+
+
+async def _decoded(raw: bytes | bytearray, path: str, status: int) -> tuple[Any, str | None]:
+    """(body, None) or (None, why not): JSON, checked against the daemon's model of that route. A big body is
+    decoded in a thread, so the host's budget can end while it is (the event loop goes on answering)."""
+    if len(raw) > DECODE_INLINE:
+        return await asyncio.to_thread(_decode, raw, path, status)
+    return _decode(raw, path, status)
+
+
+def _decode(raw: bytes | bytearray, path: str, status: int) -> tuple[Any, str | None]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
+        return None, f"HTTP {status}: not JSON"
+    model = answer_model(path) if status == 200 else None
+    if model is not None:
+        try:
+            model.model_validate(body)
+        except ValidationError as exc:
+            where = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "body"
+            return None, f"HTTP 200: not a watchtower {path} answer ({where})"
+    return body, None
 
 
 def _short(text: str) -> str:

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from correlator.timeline import flow_stat_fields
+from hub.config import without_credentials
 from hub.fanout import HostAnswer
 from hub.targets import Target
 
@@ -16,7 +17,10 @@ STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")
 
 
 def partial_fields(targets: list[Target], answers: list[HostAnswer]) -> dict[str, Any]:
-    missing = [{"host": a.target.name, "url": a.target.url, "error": a.error} for a in answers if not a.ok]
+    """partial, missing_hosts and hosts. No URL shown carries credentials: the config refuses them and discovery
+    drops them, and they would be masked here anyway."""
+    missing = [{"host": a.target.name, "url": without_credentials(a.target.url), "error": a.error}
+               for a in answers if not a.ok]
     return {"partial": bool(missing), "missing_hosts": missing, "hosts": [t.name for t in targets]}
 
 

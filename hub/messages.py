@@ -6,7 +6,8 @@ A Message-Id normally lives on one host, so the pages are the hosts' own pages o
 recipients_total once it is exhausted (so later pages still sum it without asking again). A host
 handed out in part is asked once more for its own cursor after the last one shown, so the count is
 0 unless that failed. A host that does not answer keeps its position: it is asked again on the next
-page and the answer is partial meanwhile; so does a host missing from the targets for a page.
+page and the answer is partial meanwhile; so does a host missing from the targets for a page (named
+missing, "not among the current targets"). hub/cursors.py encodes the places compactly.
 """
 
 from __future__ import annotations
@@ -14,48 +15,46 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any
 
-from correlator.api import BadRequest, decode_token, encode_token
+from correlator.api import BadRequest
 from correlator.keys import norm_message_id
+from hub import cursors
+from hub.cursors import Decoded
 from hub.fanout import Fanout, HostAnswer
-from hub.places import cursor_after, kept_out_of_targets, stalled
-from hub.search import MAX_HUB_CURSOR
-from hub.targets import Target
+from hub.places import away_answers, cursor_after, kept_out_of_targets, stalled
+from hub.targets import Target, default_target
 
 
 def fingerprint(message_id: str) -> str:
     return blake2b(json.dumps(["hub-message", norm_message_id(message_id)]).encode(), digest_size=6).hexdigest()
 
 
-def _decode(cursor: str, fp: str) -> dict[str, Any]:
-    data = decode_token(cursor, max_chars=MAX_HUB_CURSOR, max_depth=3)
-    try:
-        if not isinstance(data, dict) or not isinstance(data.get("h"), dict):
-            raise ValueError("shape")
-        for value in data["h"].values():
-            if isinstance(value, bool):
-                raise ValueError("state")
-            if isinstance(value, int):
-                if value < 0:
-                    raise ValueError("total")
-                continue
-            if not (isinstance(value, list) and len(value) == 2 and (value[0] is None or isinstance(value[0], str))
-                    and isinstance(value[1], int) and not isinstance(value[1], bool) and 0 <= value[1] <= 1000):
-                raise ValueError("state")
-    except ValueError:
-        raise BadRequest(400, "malformed cursor", "cursor") from None
-    if data.get("f") != fp:
+def _message_place(value: Any) -> bool:
+    """Recipients_total of a host done with (0: it has none), or [its own cursor or null, recipients handed out]."""
+    if type(value) is int:
+        return value >= 0
+    return (isinstance(value, list) and len(value) == 2 and (value[0] is None or isinstance(value[0], str))
+            and type(value[1]) is int and 0 <= value[1] <= 1000)
+
+
+def _decode(cursor: str, fp: str, targets: list[Target]) -> Decoded:
+    got = cursors.decode(cursor, targets, _message_place)
+    if got.fp != fp:
         raise BadRequest(400, "cursor belongs to another Message-Id", "cursor")
-    return data["h"]
+    return got
 
 
 async def message_page(fanout: Fanout, targets: list[Target], path: str, message_id: str, limit: int,
-                       cursor: str | None) -> tuple[dict[str, Any] | None, list[HostAnswer]]:
-    """(body without the partial fields, or None when no host that answered has the message; every answer)."""
+                       cursor: str | None, named: Callable[[str], Target] = default_target,
+                       ) -> tuple[dict[str, Any] | None, list[HostAnswer]]:
+    """(body without the partial fields, or None when no host that answered has the message; every answer, and
+    one per host the cursor holds a place for that is not among `targets`, named by `named`)."""
     fp = fingerprint(message_id)
-    state = _decode(cursor, fp) if cursor else {}
+    got = _decode(cursor, fp, targets) if cursor else Decoded(fp, {})
+    state = got.places
     pending = [t for t in targets if not isinstance(state.get(t.url), int)]
     deadline = time.monotonic() + fanout.timeout
 
@@ -102,15 +101,16 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
             full = True
         else:
             new_state[t.url] = int(ans.body.get("recipients_total") or 0)
+    every = [*answers.values(), *away_answers(state, targets, named, lambda place: isinstance(place, int))]
     if not found:
-        return None, list(answers.values())
+        return None, every
     if cut is not None:  # at most one host per page is handed out in part: its place as its own keyset cursor
         t, start, count, last_id = cut
         nxt = cursor_after(await ask(t, start, count), "recipients", count, last_id)
         if nxt is not None:
             new_state[t.url] = [nxt, 0]
     more = any(not isinstance(new_state[t.url], int) for t in targets) and not stalled(len(out), new_state, state)
+    token, problem = cursors.encode(fp, new_state, targets, done_elsewhere=got.done_elsewhere) if more else (None, None)
     body = {"message_id": mid or norm_message_id(message_id), "recipients_total": total,
-            "truncated": total > len(out), "next_cursor": encode_token({"f": fp, "h": new_state}) if more else None,
-            "recipients": out}
-    return body, list(answers.values())
+            "truncated": total > len(out), "next_cursor": token, "next_cursor_problem": problem, "recipients": out}
+    return body, every

@@ -8,11 +8,15 @@ from pydantic import BaseModel, Field
 from correlator.models import FlowEdge, FlowNode, Timeline, TimelineSummary
 from correlator.replies import LookupResponse, RepliesResponse, Reply
 
+NEXT_CURSOR_PROBLEM = ("Why next_cursor is null although hosts hold more: the cursor for the next page would be "
+                       "longer than a request to the hub may carry. Null otherwise.")
+
 
 class MissingHost(BaseModel):
     host: str = Field(description="Target name (host:port or the configured name).")
     url: str
-    error: str = Field(description="Why its answer is missing: refused, timed out, HTTP 5xx, ...")
+    error: str = Field(description="Why its answer is missing: refused, timed out, HTTP 5xx, too large, no /api/v1, "
+                       "not among the current targets (a cursor's host that left them), ...")
 
 
 class Partial(BaseModel):
@@ -35,6 +39,7 @@ class HubMessageResponse(Partial):
     truncated: bool
     next_cursor: str | None = Field(
         default=None, description="Encodes every host's position; null once every host that answered is exhausted.")
+    next_cursor_problem: str | None = Field(default=None, description=NEXT_CURSOR_PROBLEM)
     recipients: list[HostTimeline]
 
 
@@ -48,6 +53,7 @@ class HubTimelineResponse(Partial):
 class HubSearchResponse(Partial):
     items: list[HostTimelineSummary] = Field(description="Newest first by first_seen across all hosts.")
     next_cursor: str | None = Field(description="Encodes every host's position; null when all are exhausted.")
+    next_cursor_problem: str | None = Field(default=None, description=NEXT_CURSOR_PROBLEM)
     limit: int
     scan_limited: bool
 

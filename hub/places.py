@@ -7,10 +7,13 @@ hosts that did not answer are left ends the paging instead of handing its own cu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hub.fanout import HostAnswer
 from hub.targets import Target
+
+NOT_AMONG_TARGETS = "not among the current targets"
 
 
 def cursor_after(ans: HostAnswer, items_key: str, count: int, last_id: Any) -> str | None:
@@ -35,3 +38,12 @@ def stalled(handed_out: int, new_state: dict[str, Any], state: dict[str, Any]) -
     """Nothing handed out and no host moved: only hosts that did not answer are left, and handing the same cursor
     back would loop (the answer is partial; that cursor may be asked again later)."""
     return not handed_out and new_state == state
+
+
+def away_answers(state: dict[str, Any], targets: list[Target], named: Callable[[str], Target],
+                 finished: Callable[[Any], bool]) -> list[HostAnswer]:
+    """A missing host per place a cursor keeps for a host out of the targets, unless that host was finished: the
+    page may lack its items (partial), and the caller may ask the same cursor again once it is back."""
+    asked = {t.url for t in targets}
+    return [HostAnswer(named(url), error=NOT_AMONG_TARGETS, away=True)
+            for url, place in state.items() if url not in asked and not finished(place)]

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
+
 from exporter.preflight import ca_file_problem, secret_file_problem, tls_pair_problems
-from hub.config import HubConfig
+from hub.config import HubConfig, without_credentials
+from hub.targets import read_file_sd
 
 
 def _url_problem(key: str, url: str) -> str | None:
@@ -18,15 +22,34 @@ def _url_problem(key: str, url: str) -> str | None:
         _ = parts.port  # raises on a port that is no number
     except ValueError:
         ok = False
-    return None if ok else f"{key}: {url!r} is not an http:// or https:// URL"
+    return None if ok else f"{key}: {without_credentials(url)!r} is not an http:// or https:// URL"
+
+
+def _file_sd_problem(key: str, path: Path, scheme: str) -> str | None:
+    """A file_sd file read as the hub reads it: one it cannot read at start gives no target (every answer a 503)."""
+    if not path.exists():
+        pattern = any(c in str(path) for c in "*?[")
+        return f"{key}: {path} does not exist" + (" (a file's path: hub.file_sd expands no pattern)" if pattern else "")
+    try:
+        read_file_sd(path, scheme)
+    except OSError as exc:
+        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    except yaml.YAMLError as exc:
+        mark, what = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or "unreadable"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{key}: {path}: not YAML ({where}{what})"
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        return f"{key}: {text}" if text.startswith(str(path)) else f"{key}: {path}: {text}"
+    return None
 
 
 def problems(config: HubConfig) -> list[str]:
     hub, web = config.hub, config.web
     out: list[str | None] = []
     for i, target in enumerate(hub.targets):
-        out.append(_url_problem(f"hub.targets.{i}", target) if isinstance(target, str)
-                   else _url_problem(f"hub.targets.{i}.url", target.url))
+        out.append(_url_problem(f"hub.targets.{i}" if target.bare else f"hub.targets.{i}.url", target.url))
+    out += [_file_sd_problem(f"hub.file_sd.{i}", path, hub.scheme) for i, path in enumerate(hub.file_sd)]
     if hub.prometheus is not None:
         out.append(_url_problem("hub.prometheus.url", hub.prometheus.url))
     if web.tls_cert_file is not None or web.tls_key_file is not None:

@@ -1,9 +1,11 @@
 """Search across hosts: a k-way merge, newest first, with one cursor holding every host's position.
 
-Each host pages on its own (its own opaque cursor). The hub cursor stores, per host URL, the host
+Each host pages on its own (its own opaque cursor). The hub cursor stores, per host, the host
 cursor to go on from and how many items after it were already handed out (`[cursor, skip]`; skip is
 0 unless the host could not be asked for its cursor after the last item handed out), or `0` once the
-host is exhausted. An item is emitted only while every
+host is exhausted; a host not asked yet is left out (hub/cursors.py encodes it compactly). A host
+the cursor holds a place for that is not among this page's targets keeps it, and is named missing
+("not among the current targets") until it is back. An item is emitted only while every
 unexhausted host still has a buffered item to compare it with, so pages are exactly the
 newest-first merge of the hosts' own orders, whatever the page size. Ties on first_seen go to the
 host whose name sorts first.
@@ -18,20 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
 from typing import Any
 
-from correlator.api import MAX_TIME, MIN_TIME, BadRequest, decode_token, encode_token, parse_time
+from correlator.api import MAX_TIME, MIN_TIME, BadRequest, parse_time
+from hub import cursors
+from hub.cursors import Decoded
 from hub.fanout import Fanout, HostAnswer
-from hub.places import cursor_after, kept_out_of_targets, stalled
-from hub.targets import Target
+from hub.places import away_answers, cursor_after, kept_out_of_targets, stalled
+from hub.targets import Target, default_target
 
 MAX_ROUNDS = 4
 """Host pages fetched per host per hub page at most (scan-limited or empty host pages refill)."""
-MAX_HUB_CURSOR = 16_384
-"""Longest hub cursor (characters): the listener's request head is 16 KiB anyway (~90 hosts, docs/scaling.md)."""
 TIME_PARAMS = ("since", "until")
 
 
@@ -50,33 +53,32 @@ def fingerprint(filters: dict[str, Any]) -> str:
     return blake2b(json.dumps(filters, sort_keys=True).encode(), digest_size=6).hexdigest()
 
 
-def encode_cursor(fp: str, state: dict[str, Any], now: float) -> str:
-    return encode_token({"f": fp, "h": state, "n": now})
+def _search_place(v: Any) -> bool:
+    """0 (exhausted) or [its own cursor or null, items of that page already handed out]."""
+    if type(v) is int:
+        return v == 0
+    return (isinstance(v, list) and len(v) == 2 and type(v[1]) is int and 0 <= v[1] <= 500
+            and (v[0] is None or isinstance(v[0], str)))
 
 
-def decode_cursor(cursor: str, fp: str) -> tuple[dict[str, Any], float | None]:
-    """(per-host state, the first page's now) from a hub cursor; a 400 naming `cursor` on anything else.
-
-    Decoded by the daemon's own bounded decoder (length, then nesting at most 3: {"h": {url: [..]}})."""
-    data = decode_token(cursor, max_chars=MAX_HUB_CURSOR, max_depth=3)
-    try:
-        if not isinstance(data, dict):
-            raise TypeError
-        state, got, now = data["h"], data["f"], data.get("n")
-        if not isinstance(state, dict) or not isinstance(got, str):
-            raise TypeError
-        for v in state.values():
-            if v != 0 and not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], int) and 0 <= v[1] <= 500
-                               and not isinstance(v[1], bool) and (v[0] is None or isinstance(v[0], str))):
-                raise TypeError
-        if now is not None and (isinstance(now, bool) or not isinstance(now, int | float)
-                                or not MIN_TIME <= now <= MAX_TIME):
-            raise TypeError
-    except (TypeError, KeyError):
-        raise BadRequest(400, "malformed cursor", "cursor") from None
-    if got != fp:
+def decode_cursor(cursor: str, fp: str, targets: list[Target] | None = None) -> Decoded:
+    """Every host's place and the first page's clock from a hub cursor; a 400 naming `cursor` on anything else."""
+    got = cursors.decode(cursor, targets or [], _search_place)
+    now = got.now
+    if now is not None and (isinstance(now, bool) or not isinstance(now, int | float)
+                            or not MIN_TIME <= now <= MAX_TIME):
+        raise BadRequest(400, "malformed cursor", "cursor")
+    if got.fp != fp:
         raise BadRequest(400, "cursor belongs to a search with other filters", "cursor")
-    return state, None if now is None else float(now)
+    got.now = None if now is None else float(now)
+    return got
+
+
+def _lean(state: dict[str, Any], targets: list[Target]) -> dict[str, Any]:
+    """`state` without the places that say nothing: a current target not asked yet is where it starts anyway (a host
+    out of the targets keeps even that place: it is named missing until it is back)."""
+    current = {t.url for t in targets}
+    return {url: place for url, place in state.items() if not (url in current and place == [None, 0])}
 
 
 def _key(item: dict[str, Any]) -> float:
@@ -121,15 +123,17 @@ class HostPager:
 
 async def search(
     fanout: Fanout, targets: list[Target], params: dict[str, Any], limit: int, cursor: str | None,
-    filters: dict[str, Any], now: float | None = None,
+    filters: dict[str, Any], now: float | None = None, named: Callable[[str], Target] = default_target,
 ) -> tuple[dict[str, Any], list[HostAnswer]]:
-    """One merged page; returns (body without partial fields, the failed answers).
+    """One merged page; returns (body without partial fields, the failed answers: hosts that did not answer, and
+    hosts the cursor holds a place for that are not among `targets`, named by `named`).
 
     `params` go to the hosts, `filters` tie the cursor to the caller's filters; `now` (the hub's clock,
     default time.time()) is used only on a first page: later pages resolve relative times against the
     instant their cursor carries."""
     fp = fingerprint(filters)
-    state, first_now = decode_cursor(cursor, fp) if cursor else ({}, None)
+    got = decode_cursor(cursor, fp, targets) if cursor else Decoded(fp, {})
+    state, first_now = got.places, got.now
     if first_now is not None:
         now = first_now
     elif now is None:
@@ -150,10 +154,10 @@ async def search(
                 break
             await _refill(fanout, need, params, limit, deadline)
             continue
-        live = [p for p in pagers if p.buffer]
+        live = [(rank, p) for rank, p in enumerate(pagers) if p.buffer]
         if not live:
             break
-        best = max(live, key=lambda p: (_key(p.buffer[0]), -pagers.index(p)))
+        best = max(live, key=lambda rp: (_key(rp[1].buffer[0]), -rp[0]))[1]  # (pagers.index() was a scan per host)
         item = best.buffer.pop(0)
         out.append({**item, "host": best.target.name})
         best.skip += 1
@@ -162,10 +166,13 @@ async def search(
                            if p.failed is None and p.buffer and p.skip and p.last_id is not None))
     new_state = kept_out_of_targets(state, targets)
     new_state.update((p.target.url, p.state()) for p in pagers)
-    more = any(new_state[t.url] != 0 for t in targets) and not stalled(len(out), new_state, state)
-    body = {"items": out, "next_cursor": encode_cursor(fp, new_state, now) if more else None, "limit": limit,
+    new_state = _lean(new_state, targets)
+    more = any(new_state.get(t.url) != 0 for t in targets) and not stalled(len(out), new_state, _lean(state, targets))
+    token, problem = cursors.encode(fp, new_state, targets, now, got.done_elsewhere) if more else (None, None)
+    body = {"items": out, "next_cursor": token, "next_cursor_problem": problem, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}
-    return body, [p.failed for p in pagers if p.failed is not None]
+    failed = [p.failed for p in pagers if p.failed is not None]
+    return body, failed + away_answers(state, targets, named, lambda place: place == 0)
 
 
 async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline: float) -> None:

@@ -7,22 +7,28 @@ Prometheus restart never empties the hub.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import yaml
 
 from exporter.config import TOO_DEEP
 from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
-from hub.config import HubSection, StaticTarget
+from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
+from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, without_credentials
 
 log = logging.getLogger(__name__)
+
+MAX_REMEMBERED = 10_000
+"""Targets whose names are kept after they leave the targets (to name them in missing_hosts)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -36,12 +42,16 @@ def _name_of(url: str) -> str:
     return parts.netloc.rpartition("@")[2] or url
 
 
+def default_target(url: str) -> Target:
+    """A target known by its URL only: named by its host:port."""
+    return Target(_name_of(url), url)
+
+
 def static_targets(section: HubSection) -> list[Target]:
     out = []
-    for t in section.targets:
-        st = t if isinstance(t, StaticTarget) else StaticTarget(url=t)
-        url = st.url.rstrip("/")
-        out.append(Target(st.name or _name_of(url), url))
+    for t in section.targets:  # (no credentials in them: the config refuses those)
+        url = t.url.rstrip("/")
+        out.append(Target(t.name or _name_of(url), url))
     return out
 
 
@@ -61,31 +71,63 @@ def read_file_sd(path: Path, scheme: str) -> list[Target]:
     for i, group in enumerate(data):
         if not isinstance(group, dict) or not isinstance(group.get("targets"), list):
             raise ValueError(f"{path}: group {i}: expected a mapping with a `targets` list")
-        for hostport in group["targets"]:
-            out.append(Target(str(hostport), f"{scheme}://{hostport}"))
+        for hostport in map(str, group["targets"]):
+            if "@" in hostport:  # its URL would be shown in answers and logged, password included
+                raise ValueError(f"{path}: group {i}: target {without_credentials(hostport)} carries a "
+                                 f"user name or password: {CREDENTIALS_HINT}")
+            out.append(Target(hostport, f"{scheme}://{hostport}"))
     return out
 
 
-def parse_prometheus_targets(body: dict[str, Any], job: str) -> list[Target]:
-    """Active targets of `job` from a Prometheus /api/v1/targets answer, named by their instance label."""
+def parse_prometheus_targets(body: Any, job: str) -> list[Target]:
+    """Active targets of `job` from a Prometheus /api/v1/targets answer, named by their instance label; ValueError
+    naming the first place the answer is not that shape (a proxy's page, another API)."""
     out = []
-    for t in body.get("data", {}).get("activeTargets", []):
-        labels = t.get("labels") or {}
+    for i, t in enumerate(_active_targets(body)):
+        where = f"data.activeTargets.{i}"
+        labels = _shaped(_shaped(t, dict, where).get("labels", {}), dict, where + ".labels")
+        for name in ("job", "instance"):
+            if labels.get(name) is not None:
+                _shaped(labels[name], str, f"{where}.labels.{name}")
+        scrape_url = _shaped(t.get("scrapeUrl", ""), str, where + ".scrapeUrl")
         if labels.get("job") != job:
             continue
-        parts = urlsplit(t.get("scrapeUrl", ""))
-        if not parts.netloc:
+        parts = urlsplit(scrape_url)
+        hostport = parts.netloc.rpartition("@")[2]  # a password Prometheus scrapes with is not shown: hub.auth
+        if not hostport:
             continue
-        out.append(Target(labels.get("instance") or parts.netloc, f"{parts.scheme}://{parts.netloc}"))
+        out.append(Target(labels.get("instance") or hostport, f"{parts.scheme}://{hostport}"))
     return out
+
+
+_KINDS = {dict: "a mapping", list: "a list", str: "a string"}
+
+
+def _active_targets(body: Any) -> list[Any]:
+    data = _shaped(_shaped(body, dict, "the answer").get("data"), dict, "data")
+    return _shaped(data.get("activeTargets"), list, "data.activeTargets")  # type: ignore[no-any-return]
+
+
+def _shaped(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind):
+        raise ValueError(f"not a Prometheus /api/v1/targets answer: {where} is not {_KINDS[kind]}")
+    return value
+
+
+def _url_auth(url: str) -> httpx.BasicAuth | None:
+    """The credentials of a Prometheus URL (`http://user:pass@prometheus:9090`) as basic auth, so the URL asked,
+    and any error naming it, carries none."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    return httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
 
 
 def _unique_names(targets: list[Target]) -> list[Target]:
     """A name picks the host a timeline is asked of (`?host=`): targets that share one (relabelled Prometheus
     instances, two static entries) are named by their host:port instead, or their URL if that is shared too."""
     def shared(ts: list[Target]) -> set[str]:
-        names = [t.name for t in ts]
-        return {n for n in names if names.count(n) > 1}
+        return {n for n, count in Counter(t.name for t in ts).items() if count > 1}
 
     twice = shared(targets)
     out = [Target(_name_of(t.url), t.url) if t.name in twice else t for t in targets]
@@ -103,6 +145,7 @@ class TargetSet:
         self._dynamic: dict[str, list[Target]] = {}
         self._errors: dict[str, str] = {}
         self._fresh_at: float | None = None
+        self._seen: dict[str, Target] = {}
 
     @property
     def dynamic(self) -> bool:
@@ -115,22 +158,46 @@ class TargetSet:
         seen: dict[str, Target] = {}
         for t in [*self.static, *(t for ts in self._dynamic.values() for t in ts)]:
             seen.setdefault(t.url, t)
-        return sorted(_unique_names(list(seen.values())))
+        out = sorted(_unique_names(list(seen.values())))
+        self._remember(out)
+        return out
+
+    def named(self, url: str) -> Target:
+        """The target of `url` as it was last among the targets (a cursor names a host that left by its URL)."""
+        return self._seen.get(url) or default_target(url)
+
+    def _remember(self, targets: list[Target]) -> None:
+        for t in targets:
+            self._seen.pop(t.url, None)
+            self._seen[t.url] = t
+        while len(self._seen) > MAX_REMEMBERED:  # the oldest first
+            del self._seen[next(iter(self._seen))]
 
     async def _refresh(self) -> None:
         for path in self.section.file_sd:
             self._update(str(path), lambda p=path: read_file_sd(p, self.section.scheme))
         prom = self.section.prometheus
         if prom is not None:
-            key = f"prometheus {prom.url} job {prom.job}"
-            try:
-                async with httpx.AsyncClient(timeout=self.section.timeout) as client:
-                    resp = await client.get(prom.url.rstrip("/") + "/api/v1/targets", params={"state": "active"})
-                    resp.raise_for_status()
-                    body = resp.json()
-                self._update(key, lambda: parse_prometheus_targets(body, prom.job))
-            except (httpx.HTTPError, ValueError) as exc:
+            key = f"prometheus {without_credentials(prom.url)} job {prom.job}"
+            timeout = self.section.timeout
+            try:  # on the request path: bounded as a daemon's answer is (a Prometheus that drips its answer)
+                body = await asyncio.wait_for(self._ask_prometheus(prom), timeout)
+            except TimeoutError:
+                self._failed(key, f"timed out after {timeout:.3g}s")
+                return
+            except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError) as exc:
                 self._failed(key, f"{type(exc).__name__}: {exc}")
+                return
+            self._update(key, lambda: parse_prometheus_targets(body, prom.job))
+
+    async def _ask_prometheus(self, prom: PrometheusSource) -> Any:
+        """Its /api/v1/targets answer as JSON, read under hub.max_answer_size."""
+        url = without_credentials(prom.url, mask="").rstrip("/") + "/api/v1/targets"
+        async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url),
+                                     headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
+                client.stream("GET", url, params={"state": "active"}) as resp:
+            resp.raise_for_status()
+            return json.loads(await read_capped(resp, self.section.max_answer_size))
 
     def _update(self, key: str, read: Any) -> None:
         try:

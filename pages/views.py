@@ -29,7 +29,8 @@ events each): at the API's most, 1,000, one page of a large mailing was 66 MB of
 MESSAGE_EVENTS = 50
 """Events shown per recipient on a message page; the rest on the recipient's own timeline page (a link)."""
 MAX_CURSOR = 16_384
-"""A hub's cursor holds every host's position (~80 characters a host): as long as the hub accepts."""
+"""A hub's cursor holds every unfinished host's position (hub/cursors.py, at most 12,288 characters): as long as the
+hub's request head accepts."""
 MAX_TIMELINE_ID = 2**63 - 1
 
 Text = Annotated[str | None, Query()]
@@ -86,6 +87,12 @@ def _reply(ev: dict[str, Any]) -> str:
 
 BackendFor = Callable[[Request], Backend]
 
+
+
+def next_problem(body: dict[str, Any]) -> str:
+    """Why a hub gave no cursor although hosts hold more (`next_cursor_problem`): said, not a page that just ends."""
+    problem = body.get("next_cursor_problem")
+    return f'<p class="warn next-problem">No next page: {e(problem)}</p>' if problem else ""
 
 class Views:
     def __init__(self, backend_for: BackendFor, grafana_url: str, title: str) -> None:
@@ -165,6 +172,7 @@ class Views:
         if body.get("next_cursor"):
             href = u(root + "/ui/", rcpt=params["rcpt"], job_id=params["job_id"], cursor=body["next_cursor"])
             more = f'<p><a id="next" href="{href}">Next page</a></p>'
+        more = more or next_problem(body)
         if body.get("scan_limited"):  # the API stopped at its scan budget: not "no match", only "none so far"
             empty = ('<p id="scan-limited" class="warn">The search stopped at its scan budget'
                      + (" before finding a match" if not body.get("items") else "")
@@ -234,6 +242,8 @@ class Views:
             href = u(root + "/ui/messages/" + path_segment(message_id), cursor=body["next_cursor"])
             tail = f'<p><a class="next" href="{href}">Next recipients</a></p>'
             trunc += tail
+        elif problem := next_problem(body):
+            trunc += problem
         head = (f'<h1>Message-Id <span class="mono" id="message-id">&lt;{e(body.get("message_id"))}&gt;</span></h1>'
                 f'<p class="meta">{e(body.get("recipients_total"))} recipient(s)</p>')
         sections = await run_in_threadpool(  # up to MESSAGE_PAGE timelines of events: not on the event loop

@@ -212,8 +212,8 @@ def wide_hub(hostile: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_next_page_on_a_hub_of_many_hosts_keeps_working(wide_hub):
-    """The page capped `cursor` at 998 characters, the hub's own cursor reaches 16 KiB (~80 characters a host):
-    "Next page" on a hub of a dozen hosts or more answered the API's JSON 400."""
+    """The page capped `cursor` at 998 characters while the hub's own cursor then grew ~80 characters a host:
+    "Next page" on a hub of a dozen hosts or more answered the API's JSON 400. Every host's place still rides in it."""
     r = httpx.get(wide_hub.url + "/ui/", params={"job_id": "jobm"}, timeout=20)
     assert_html_page(r, 200)
     assert 'id="partial"' in r.text
@@ -222,7 +222,7 @@ def test_next_page_on_a_hub_of_many_hosts_keeps_working(wide_hub):
     assert nxt is not None and len(first) == 50
     href = html.unescape(nxt.group(1))
     cursor = httpx.URL(href).params["cursor"]
-    assert len(cursor) > 998 and httpx.URL(href).params["job_id"] == "jobm"
+    assert cursor and httpx.URL(href).params["job_id"] == "jobm"
     r = httpx.get(wide_hub.url + href, timeout=20)
     assert_html_page(r, 200)
     second = re.findall(r"<td class=mono>(v\d+@[^<]+)</td>", r.text)

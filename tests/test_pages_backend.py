@@ -163,3 +163,22 @@ async def test_a_message_page_shows_the_first_events_of_each_recipient_and_links
     assert r.status_code == 200
     assert r.text.count('<tr class="event"') == views.MESSAGE_EVENTS == 50
     assert '<a class="all-events" href="/ui/timelines/42">70 later events not shown here</a>' in r.text
+
+
+async def test_a_page_the_hub_could_not_give_a_cursor_says_why_instead_of_ending_quietly(tmp_path: Path):
+    """The hub keeps a page's items but hands out no cursor past its size bound (`next_cursor_problem`): the page
+    showed no Next link and nothing else, as if the results had ended."""
+    problem = "the cursor for the next page would exceed 12288 characters (1800 hosts): narrow the search"
+    search = {"items": [], "next_cursor": None, "next_cursor_problem": problem, "limit": 50}
+    message = {"message_id": "m@x.example", "recipients_total": 900, "truncated": True, "next_cursor": None,
+               "next_cursor_problem": problem, "recipients": []}
+    app = FastAPI()
+    app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/search": (200, search),
+                                                              "/api/v1/messages/m@x.example": (200, message)})))
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _), httpx.AsyncClient(timeout=10) as c:
+        pages = [await c.get(f"http://127.0.0.1:{port}/ui/", params={"job_id": "j"}),
+                 await c.get(f"http://127.0.0.1:{port}/ui/messages/m@x.example")]
+    for r in pages:
+        assert r.status_code == 200
+        assert f'<p class="warn next-problem">No next page: {problem}</p>' in r.text.replace("&#x27;", "'")
+        assert 'id="next"' not in r.text and 'class="next"' not in r.text

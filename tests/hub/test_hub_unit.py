@@ -64,6 +64,8 @@ class FakeDaemon:
                     body = {"items": [SUMMARY], "next_cursor": None, "limit": 50, "scan_limited": False}
                 elif path == "/api/v1/flows":
                     body = {"since": "2026-11-30T09:00:00Z", "until": None, "nodes": [], "edges": []}
+                elif path == "/api/v1/timeline":  # a daemon's own 404 names its parameter
+                    body = {"error": "no timeline for this recipient", "parameter": "job_id", "status": 404}
                 else:
                     body = {"error": "no route", "parameter": None, "status": 404}
                 raw = json.dumps(body).encode()
@@ -124,7 +126,7 @@ async def test_a_host_that_never_answers_is_named_missing_within_the_timeout(fak
     config = HubConfig.model_validate({"hub": {"targets": [fake.url, {"url": black_hole, "name": "slow-host"}],
                                                "timeout": timeout}})
     r, elapsed = await hub_get(config, path, **params)
-    if path == "/api/v1/timeline":  # the fake has no /timeline route: found nowhere, and says who was not asked
+    if path == "/api/v1/timeline":  # the fake holds no such timeline: found nowhere, and says who was not asked
         assert r.status_code == 404
     else:
         assert r.status_code == 200, r.text

@@ -1,0 +1,70 @@
+"""Reading an HTTP answer the hub did not choose (a daemon's, a Prometheus's): streamed, unzipped and capped as it
+arrives, so its size on the wire says nothing about the memory it takes."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+ACCEPT_ENCODING = "gzip"
+"""The one encoding asked for: the one read_capped unzips under its cap."""
+
+
+class BodyProblem(Exception):
+    """An answer the hub will not read: over the cap, or in an encoding it cannot unzip."""
+
+
+async def read_capped(resp: httpx.Response, cap: int, cut: bool = False) -> bytes | bytearray:
+    """The body, unzipped, at most `cap` bytes counted after unzipping (a few KiB of gzip can unzip to GiBs).
+    Over the cap: BodyProblem, or (`cut`) the first `cap` bytes."""
+    encoding = resp.headers.get("content-encoding", "").strip().lower()
+    if resp.is_stream_consumed:  # already in memory, unzipped (an in-process transport's answer)
+        encoding = ""
+    elif encoding not in ("", "identity", "gzip", "x-gzip"):
+        raise BodyProblem(f"content-encoding {encoding}, where the hub asks for {ACCEPT_ENCODING}")
+    unzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip") else None
+    out = bytearray()
+    try:
+        async for chunk in _raw(resp):
+            if _add(out, unzip, chunk, cap):
+                if cut:
+                    return bytes(out[:cap])
+                raise BodyProblem(f"answer larger than {_size(cap)} (hub.max_answer_size), counted unzipped")
+    except zlib.error:
+        raise BodyProblem("its gzip body does not decompress") from None
+    if unzip is not None and not unzip.eof and not cut:
+        raise BodyProblem("its gzip body does not decompress")
+    return out
+
+
+async def _raw(resp: httpx.Response) -> AsyncIterator[bytes]:
+    if resp.is_stream_consumed:
+        yield resp.content
+        return
+    async for chunk in resp.aiter_raw():
+        yield chunk
+
+
+def _add(out: bytearray, unzip: Any, chunk: bytes, cap: int) -> bool:
+    """Append `chunk` (unzipped when `unzip`) to `out`; True as soon as `out` is over `cap` (it holds cap + 1)."""
+    while chunk:
+        room = cap + 1 - len(out)
+        if unzip is None:
+            piece, chunk = chunk[:room], b""
+        else:  # max_length: never more than the room left in one step, the rest waits in unconsumed_tail
+            piece = unzip.decompress(chunk, room)
+            chunk = unzip.unconsumed_tail
+        out += piece
+        if len(out) > cap:
+            return True
+    return False
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n % scale == 0:
+            return f"{n // scale}{unit}"
+    return f"{n} bytes"

@@ -1,0 +1,177 @@
+"""The hub's cursors: every host's place in a multi-page answer (search, a Message-Id's recipients) in one token,
+small enough for the listener's 16 KiB request head with a thousand hosts.
+
+Content: `{"f": fingerprint of the filters or Message-Id, "h": {host URL: place}, "n": the first page's clock
+(search), "z": hosts with nothing more to give}`; what a place means is search.py's and messages.py's business. A
+host done with nothing more to give (place 0: most hosts, for a Message-Id) is not named by its URL but by a 4-byte
+hash of it, in `z`. Up to PLAIN_MAX characters the token is that JSON in base64, as a daemon's cursors are;
+longer, the JSON is deflated first, each host's own cursor that is itself such a token stored as its JSON (so the
+parts the hosts' cursors share compress). A cursor longer than CURSOR_BUDGET is not handed out: the page says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any
+
+from correlator.api import BadRequest, decode_token, encode_token
+from hub.targets import Target
+
+PLAIN_MAX = 1024
+"""Characters up to which a cursor stays plain base64 JSON (readable as a daemon's cursor is)."""
+CURSOR_BUDGET = 12 * 1024
+"""Longest cursor handed out: the request head is at most 16 KiB (exporter.http.MAX_REQUEST_HEAD), and the path,
+the other parameters and the headers (a browser's, a Referer is not sent: no-referrer) need the rest."""
+MAX_HUB_CURSOR = 16_384
+"""Longest cursor read (the listener lets no longer request head through anyway)."""
+MAX_INFLATED = 512 * 1024
+"""A deflated cursor's JSON is at most this long: a few KiB of deflate can inflate to GiBs."""
+ZIPPED = b"\x01"
+KEY_BYTES = 4
+TOO_LONG = ("no next page: its cursor would be {length:,} characters, more than the {budget:,} a request to this hub "
+            "may carry; narrow the search (since, until, rcpt, job_id, vmta, outcome), or split the hosts over "
+            "several hubs")
+
+
+def host_key(url: str) -> bytes:
+    return blake2b(url.encode(), digest_size=KEY_BYTES).digest()
+
+
+@dataclass
+class Decoded:
+    fp: str
+    places: dict[str, Any]
+    """Host URL -> place, the hosts of `z` that are among the current targets included (as 0)."""
+    now: Any = None
+    done_elsewhere: frozenset[bytes] = frozenset()
+    """Keys in `z` of no current target: handed on as they are."""
+
+
+def encode(fp: str, places: dict[str, Any], targets: list[Target], now: float | None = None,
+           done_elsewhere: frozenset[bytes] = frozenset()) -> tuple[str | None, str | None]:
+    """(cursor, None), or (None, why there is none) when it would be longer than CURSOR_BUDGET."""
+    keys = {t.url: host_key(t.url) for t in targets}
+    shared = {k for k, n in Counter(keys.values()).items() if n > 1}
+    named: dict[str, Any] = {}
+    done = set(done_elsewhere)
+    for url, place in places.items():
+        key = keys.get(url)
+        if _is_zero(place) and key is not None and key not in shared:
+            done.add(key)
+        else:  # a host out of the targets keeps its URL: it is named in missing_hosts
+            named[url] = place
+    value: dict[str, Any] = {"f": fp, "h": named}
+    if now is not None:
+        value["n"] = now
+    if done:
+        value["z"] = base64.b64encode(b"".join(sorted(done))).decode()
+    token = encode_token(value)
+    if len(token) > PLAIN_MAX:
+        token = _zipped(value)
+    if len(token) > CURSOR_BUDGET:
+        return None, TOO_LONG.format(length=len(token), budget=CURSOR_BUDGET)
+    return token, None
+
+
+def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
+    """The content of a hub cursor, or a 400 naming `cursor` for anything that is not one (bounded in length,
+    inflated size and nesting before anything else is read)."""
+    value = _value(cursor)
+    try:
+        return _decoded(value, targets, valid_place)
+    except (TypeError, ValueError, KeyError, binascii.Error):
+        raise BadRequest(400, "malformed cursor", "cursor") from None
+
+
+def _value(cursor: str) -> Any:
+    if len(cursor) > MAX_HUB_CURSOR:
+        raise BadRequest(400, "malformed cursor", "cursor")
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(400, "malformed cursor", "cursor") from None
+    if not raw.startswith(ZIPPED):
+        return decode_token(cursor, max_chars=MAX_HUB_CURSOR, max_depth=3)
+    try:
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        text = inflate.decompress(raw[1:], MAX_INFLATED)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError("too long, or cut")
+        return json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+    except (zlib.error, ValueError, RecursionError):
+        raise BadRequest(400, "malformed cursor", "cursor") from None
+
+
+def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
+    if not isinstance(value, dict) or not isinstance(value["f"], str) or not isinstance(value["h"], dict):
+        raise TypeError("shape")
+    places = {}
+    for url, place in value["h"].items():
+        place = _wrapped(place)
+        if not valid_place(place):
+            raise TypeError("place")
+        places[url] = place
+    raw = base64.b64decode(value.get("z", ""), validate=True)
+    if len(raw) % KEY_BYTES:
+        raise ValueError("keys")
+    done = {raw[i:i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)}
+    by_key: dict[bytes, list[str]] = {}
+    for t in targets:
+        by_key.setdefault(host_key(t.url), []).append(t.url)
+    for key in done:
+        urls = by_key.get(key, [])
+        if len(urls) == 1:  # (two current targets of one key: neither is taken for done)
+            places.setdefault(urls[0], 0)
+    elsewhere = frozenset(k for k in done if k not in by_key)
+    return Decoded(value["f"], places, value.get("n"), elsewhere)
+
+
+def _is_zero(place: Any) -> bool:
+    return type(place) is int and place == 0
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+# --- deflated form: a host's own cursor that is a token of a flat JSON list is kept as that list -----------------
+
+
+def _zipped(value: dict[str, Any]) -> str:
+    flat = {**value, "h": {url: _unwrapped(place) for url, place in value["h"].items()}}
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    raw = ZIPPED + deflate.compress(json.dumps(flat, separators=(",", ":")).encode()) + deflate.flush()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unwrapped(place: Any) -> Any:
+    if isinstance(place, list) and len(place) == 2 and isinstance(place[0], str):
+        inner = _token_list(place[0])
+        if inner is not None:
+            return [inner, place[1]]
+    return place
+
+
+def _wrapped(place: Any) -> Any:
+    if isinstance(place, list) and len(place) == 2 and isinstance(place[0], list):
+        if not all(isinstance(x, str | int | float | bool) or x is None for x in place[0]):
+            raise TypeError("host cursor")
+        return [encode_token(place[0]), place[1]]
+    return place
+
+
+def _token_list(token: str) -> list[Any] | None:
+    """The flat JSON list `token` encodes, if re-encoding it gives `token` back exactly (else it stays a string)."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        flat = isinstance(value, list) and all(isinstance(x, str | int | float | bool) or x is None for x in value)
+        return value if flat and encode_token(value) == token else None
+    except (ValueError, RecursionError, binascii.Error):
+        return None
