@@ -18,9 +18,13 @@ from pathlib import Path
 from dashlib import (
     ALERTMANAGER,
     ATTEMPTS_RULE,
-    BOUNCE,
+    BLOCK_MIN_ATTEMPTS,
+    BLOCK_OTHER_MIN,
+    BLOCK_REJECT_RATIO,
+    CELL,
     COMPLAINT,
     DEFERRAL,
+    HARD_BOUNCE,
     INFINITY,
     INSTANCE,
     ISP,
@@ -29,9 +33,14 @@ from dashlib import (
     LEVELS,
     MIN_ATTEMPTS,
     POOL,
+    POOL_CELL,
+    QUEUE,
+    QUEUE_LEVELS,
     SENDER,
     SUCCESS,
+    SUCCESS_LEVELS,
     THROTTLE,
+    THROTTLE_LEVELS,
     UP_DOWN,
     VMTA,
     Grid,
@@ -57,6 +66,7 @@ from dashlib import (
     quantile,
     query_var,
     queue_by_pool,
+    queue_or_zero,
     rate,
     ratio,
     sel,
@@ -72,6 +82,7 @@ from dashlib import (
     textbox_var,
     throttled_ratio,
     timeseries,
+    total,
     worst_job,
     worst_level,
 )
@@ -84,8 +95,12 @@ RULE_10M = "From the 10-minute recording rules (rules/recording.yaml), the same 
 CLUSTER = "Cluster-wide recording rule (summed over instances): the Instance filter does not apply."
 WORST_JOB = " With several jobs selected, the worst job's ratio."
 ATTEMPTS_DEF = "Attempts = delivered + bounced + deferred attempts (d + b + t/tq records)."
+QUEUE_SCALE = "yellow > {}k, orange > {}k, red > {}k".format(*(q // 1000 for q in QUEUE_LEVELS))
 QUEUE_JOIN = ("Queue gauges carry only {vmta, isp}; each VMTA's queue is attributed to the pool that carried "
               "most of its attempts in the last 10 minutes; a VMTA without any attempt yet, to pool none.")
+COMPLAINT_ISPS = 'isp!~"gmail|google_workspace|apple|other"'
+"""The ISPs PmtaComplaintRate leaves out (rules/alerts/reputation.yaml): no per-message FBL, or `other`."""
+COMPLAINT_MIN_DELIVERED = 1000
 PROMETHEUS_VAR = datasource_var()
 INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Watchtower API (Infinity)",
                               regex="/^(?!.*[Aa]lertmanager)/")
@@ -106,11 +121,16 @@ def overview() -> Json:
                    [prom(or_zero(sum_by("", rate(metric, ISP))))], "cps"), 4, 4)
     g.add(stat("Success ratio", f"Delivered / attempts over 10 minutes. {ATTEMPTS_DEF} {RULE_10M}",
                [prom(success_ratio("", ISP))], "percentunit", thresholds=SUCCESS), 4, 4)
-    g.add(stat("Complaint ratio (1 day)", "User complaints (FBL, excluding not-spam and auth-failure reports) / "
-               "delivered over the last 24 hours, the window of Gmail's and Yahoo's 0.1% / 0.3% limits (a shorter "
-               f"window turns one complaint in 100 deliveries red). {CLUSTER}",
-               [prom(ratio(sum_by("", sel_cluster("isp:pmta_complaints:rate1d", ISP)),
-                           sum_by("", sel_cluster("isp:pmta_delivered:rate1d", ISP))))], "percentunit",
+    judged = sel_cluster("isp:pmta_complaints:ratio_rate1d", ISP, COMPLAINT_ISPS)
+    enough = f"{sel_cluster('isp:pmta_delivered:rate1d', ISP)} * 86400 >= {COMPLAINT_MIN_DELIVERED}"
+    g.add(stat("Complaint ratio (1 day, worst ISP)", "User complaints (FBL, excluding not-spam and auth-failure "
+               "reports) / delivered over the last 24 hours at the worst ISP PmtaComplaintRate judges: one with a "
+               "per-message feedback loop (not Gmail, Google Workspace, Apple or `other`) and at least "
+               f"{COMPLAINT_MIN_DELIVERED} delivered in the day, so it is red when the alert fires (warn 0.1%, "
+               "critical 0.3%: Gmail's and Yahoo's daily limits). 0 while no ISP qualifies. "
+               f"{CLUSTER}",
+               [prom(f"max({judged} and on (job, isp) ({enough}))"
+                     f" or on () (0 * count({sel_cluster('isp:pmta_delivered:rate1d', ISP)}))")], "percentunit",
                thresholds=COMPLAINT), 4, 4)
     outcomes = f"Every record type Watchtower counts, summed over VMTAs and the selected ISPs (r has no ISP). {PER_S}"
     g.add(timeseries("Outcomes per second", outcomes, [
@@ -284,11 +304,12 @@ REPLY_COLUMNS = (
 def vmta_board() -> Json:
     f = (POOL, VMTA, ISP)
     by = "instance, vmta"
-    cell = "instance, vmta, isp"  # a VMTA's standing is its worst ISP, never the sum of all ISPs
-    worst_succ = f"min by ({by}) ({gated(success_ratio(cell, *f), cell, *f)})"
-    worst_thr = f"max by ({by}) ({gated(throttled_ratio(cell, *f), cell, *f)})"
-    per_cell = (f"Computed per VMTA × ISP (cells with at least {MIN_ATTEMPTS} attempts in 10 minutes, as the alert) "
-                "and the worst ISP kept, so one provider's problem is never averaged away.")
+    # A VMTA's standing is its worst ISP (and pool), never the sum of all ISPs: cells as the alerts judge them.
+    worst_succ = f"min by ({by}) ({gated(success_ratio(POOL_CELL, *f), POOL_CELL, *f)})"
+    worst_thr = f"max by ({by}) ({gated(throttled_ratio(POOL_CELL, *f), POOL_CELL, *f)})"
+    per_cell = (f"Computed per VMTA × ISP and pool, as the alerts (cells with at least {MIN_ATTEMPTS} attempts in 10 "
+                "minutes), and the worst cell kept, so one provider's problem, or one pool's, is never averaged "
+                "away.")
     g = Grid()
     g.row("Board")
     g.add(stat("VMTAs", f"VMTAs (per host) with delivery attempts in the last 10 minutes. {RULE_10M}",
@@ -302,22 +323,30 @@ def vmta_board() -> Json:
                f"or more. {per_cell} {RULE_10M}",
                [prom(f"count({worst_succ} < 0.5) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background"), 4, 4)
-    g.add(stat("Queued recipients", f"Recipients queued for the selected VMTAs and ISPs. {QUEUE_JOIN}",
-               [prom(queue_by_pool("pmta_queue_recipients", "", (VMTA, ISP), (POOL, VMTA)))], "short"), 4, 4)
-    g.add(stat("Queues in backoff", "Queues of the selected VMTAs and ISPs in PMTA backoff mode.",
-               [prom(queue_by_pool("pmta_queue_backoff", "", (VMTA, ISP), (POOL, VMTA)))], "short",
+    empty = " 0 when nothing is queued (while a selected host's PMTA API is read)."
+    g.add(stat("Queued recipients", f"Recipients queued for the selected VMTAs and ISPs.{empty} {QUEUE_JOIN}",
+               [prom(queue_or_zero(queue_by_pool("pmta_queue_recipients", "", (VMTA, ISP), (POOL, VMTA))))],
+               "short"), 4, 4)
+    g.add(stat("Queues in backoff", f"Queues of the selected VMTAs and ISPs in PMTA backoff mode.{empty}",
+               [prom(queue_or_zero(queue_by_pool("pmta_queue_backoff", "", (VMTA, ISP), (POOL, VMTA))))], "short",
                thresholds=steps(("green", None), ("orange", 1))), 4, 4)
-    g.add(stat("Paused queues", "Queues of the selected VMTAs and ISPs paused by an operator.",
-               [prom(queue_by_pool("pmta_queue_paused", "", (VMTA, ISP), (POOL, VMTA)))], "short",
+    g.add(stat("Paused queues", f"Queues of the selected VMTAs and ISPs paused by an operator.{empty}",
+               [prom(queue_or_zero(queue_by_pool("pmta_queue_paused", "", (VMTA, ISP), (POOL, VMTA))))], "short",
                thresholds=steps(("green", None), ("blue", 1))), 4, 4)
     g.add(status_history("Success ratio by VMTA (worst ISP)", "One row per VMTA, one cell per interval: delivered / "
                          "attempts at the VMTA's worst ISP among the selected ones. Red below 50%, orange below 80%, "
                          f"yellow below 95%. {per_cell} {RULE_10M}",
-                         [prom(worst_succ, "{{vmta}} {{instance}}")], "percentunit", SUCCESS), 12, 18)
+                         [prom(worst_succ, "{{vmta}} {{instance}}")], "percentunit", SUCCESS), 8, 18)
     g.add(status_history("Throttled share by VMTA (worst ISP)", "One row per VMTA: share of attempts deferred as "
                          "throttled or reputation at the VMTA's worst ISP. Orange from 30% (the alert threshold), "
                          f"red from 50%. {per_cell} {RULE_10M}",
-                         [prom(worst_thr, "{{vmta}} {{instance}}")], "percentunit", THROTTLE), 12, 18)
+                         [prom(worst_thr, "{{vmta}} {{instance}}")], "percentunit", THROTTLE), 8, 18)
+    g.add(status_history("Level by VMTA (worst ISP)", "One row per VMTA: the war room's level of its worst VMTA × "
+                         "ISP cell (ok / warn / HIGH / CRIT): success and throttled share as beside, a block "
+                         "(PmtaIspBlock's condition: blocklisted responses, or reputation/policy bounces) at CRIT, "
+                         f"and the queue. {per_cell} {RULE_10M}",
+                         [prom(f"max by ({by}) ({worst_level(*f)})", "{{vmta}} {{instance}}")], "none", LEVELS,
+                         max_=3, mappings=LEVEL_TEXT), 8, 18)
     keys = "instance, vmta, vmta_pool"
     cells = "instance, vmta, vmta_pool, isp"
     drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
@@ -325,7 +354,11 @@ def vmta_board() -> Json:
     g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs; cells are "
                 "coloured by the same thresholds as the status history. *Worst ISP* columns are computed per "
                 f"VMTA × ISP (≥ {MIN_ATTEMPTS} attempts in 10 minutes) and keep the worst; the others are over all "
-                f"selected ISPs. Click a VMTA to drill down. {RULE_10M} " + QUEUE_JOIN, [
+                "selected ISPs. The bounce share (all bounces / attempts) has no colour: no alert judges it "
+                "(PmtaHardBounceRate judges hard bounces / outcomes per pool over 1 hour, on the cluster board). "
+                "Queued recipients are the VMTA's total, uncoloured; the largest ISP queue is coloured on the "
+                f"queue alerts' per-VMTA × ISP scale ({QUEUE_SCALE}). Click a VMTA to drill down. {RULE_10M} "
+                + QUEUE_JOIN, [
                     table_query(f"min by ({keys}) ({gated(success_ratio(cells, *f), cells, *f)})"),
                     table_query(success_ratio(keys, *f)),
                     table_query(sum_by(keys, sel("vmta_isp:pmta_delivered:rate10m", *f))),
@@ -333,6 +366,7 @@ def vmta_board() -> Json:
                     table_query(f"max by ({keys}) ({gated(throttled_ratio(cells, *f), cells, *f)})"),
                     table_query(bounce_share(keys, *f)),
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA))),
+                    table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA), agg="max")),
                     table_query(queue_by_pool("pmta_queue_backoff", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_connections", keys, (VMTA, ISP), (POOL, VMTA))),
                 ], ["instance", "vmta", "vmta_pool"], [
@@ -341,11 +375,11 @@ def vmta_board() -> Json:
                     column("C", "Delivered/s", "cps", None, 2),
                     column("D", "Deferral share", "percentunit", DEFERRAL, 1),
                     column("E", "Throttled (worst ISP)", "percentunit", THROTTLE, 1),
-                    column("F", "Bounce share", "percentunit", BOUNCE, 1),
-                    column("G", "Queued recipients", "short", steps(("green", None), ("yellow", 10000),
-                                                                    ("red", 50000)), 0),
-                    column("H", "Backoff queues", "short", steps(("green", None), ("orange", 1)), 0),
-                    column("I", "Connections", "short", None, 0),
+                    column("F", "Bounce share", "percentunit", None, 1),
+                    column("G", "Queued recipients", "short", None, 0),
+                    column("H", "Largest ISP queue", "short", QUEUE, 0),
+                    column("I", "Backoff queues", "short", steps(("green", None), ("orange", 1)), 0),
+                    column("J", "Connections", "short", None, 0),
                     link_column("vmta", "Drill down into ${__data.fields.vmta}", drill),
                 ], sort_by="Throttled (worst ISP)"), 24, 14)
     g.add(replies_panel("${vmta:csv}", "${isp:csv}", "Why: top replies for $vmta × $isp"), 24, 10)
@@ -403,8 +437,11 @@ def cluster() -> Json:
     by = "vmta_pool, isp"
     g = Grid()
     g.row("Pool × ISP")
-    g.add(table("Pool × ISP board", "One row per pool and ISP, cells coloured by the alert thresholds. "
-                f"{ATTEMPTS_DEF} {RULE_10M} The complaint ratio is over 1 day (cluster-wide rule). {QUEUE_JOIN}", [
+    g.add(table("Pool × ISP board", "One row per pool and ISP, cells coloured by the alert thresholds where an "
+                "alert judges that quantity: the bounce share (all bounces / attempts) and the pool's queued "
+                "recipients (a sum over its VMTAs) have none; the largest VMTA × ISP queue is coloured on the queue "
+                f"alerts' scale ({QUEUE_SCALE}). {ATTEMPTS_DEF} {RULE_10M} The complaint ratio is over 1 day "
+                f"(cluster-wide rule). {QUEUE_JOIN}", [
                     table_query(sum_by(by, sel(ATTEMPTS, *f))),
                     table_query(success_ratio(by, *f)),
                     table_query(deferral_ratio(by, *f)),
@@ -412,15 +449,16 @@ def cluster() -> Json:
                     table_query(bounce_share(by, *f)),
                     table_query(f"max by ({by}) ({sel_cluster('vmta_pool_isp:pmta_complaints:ratio_rate1d', *f)})"),
                     table_query(queue_by_pool("pmta_queue_recipients", by, (ISP,), (POOL,))),
+                    table_query(queue_by_pool("pmta_queue_recipients", by, (ISP,), (POOL,), agg="max")),
                 ], ["vmta_pool", "isp"], [
                     column("A", "Attempts/s", "cps", None, 2),
                     column("B", "Success", "percentunit", SUCCESS, 1),
                     column("C", "Deferral share", "percentunit", DEFERRAL, 1),
                     column("D", "Throttled share", "percentunit", THROTTLE, 1),
-                    column("E", "Bounce share", "percentunit", BOUNCE, 2),
+                    column("E", "Bounce share", "percentunit", None, 2),
                     column("F", "Complaint ratio (1d)", "percentunit", COMPLAINT, 3),
-                    column("G", "Queued recipients", "short", steps(("green", None), ("yellow", 10000),
-                                                                    ("red", 50000)), 0),
+                    column("G", "Queued recipients", "short", None, 0),
+                    column("H", "Largest VMTA × ISP queue", "short", QUEUE, 0),
                 ], sort_by="Attempts/s"), 24, 12)
     legend = "{{vmta_pool}} / {{isp}}"
     g.add(timeseries("Success ratio by pool × ISP", f"Delivered / attempts. {RULE_10M}",
@@ -430,15 +468,23 @@ def cluster() -> Json:
     g.add(timeseries("Throttled share by pool × ISP", "Attempts deferred as throttled or reputation / attempts. "
                      + RULE_10M, [prom(throttled_ratio(by, *f), legend)], "percentunit", ratio_axis=True,
                      thresholds=THROTTLE), 12, 9)
-    g.add(timeseries("Bounce share by pool × ISP", f"Bounced recipients / attempts. {RULE_10M}",
-                     [prom(bounce_share(by, *f), legend)], "percentunit", thresholds=BOUNCE), 12, 9)
+    g.add(timeseries("Bounce share by pool × ISP", "Bounced recipients (every class) / attempts over 10 minutes. "
+                     "No alert judges this share (no threshold lines): PmtaHardBounceRate judges hard bounces / "
+                     f"outcomes over 1 hour, in the next panel. {RULE_10M}",
+                     [prom(bounce_share(by, *f), legend)], "percentunit"), 12, 9)
+    g.add(timeseries("Hard-bounce ratio by pool (1 hour)", "Hard bounces (user_unknown, mailbox_disabled, "
+                     "bad_domain) / outcomes (delivered + bounced) per pool over 1 hour: what PmtaHardBounceRate "
+                     "judges, on its thresholds (warn 2%, critical 5%; the alert also needs ≥ 500 outcomes in the "
+                     f"hour). Per pool, all ISPs: the ISP filter does not apply. {CLUSTER}{WORST_JOB}",
+                     [prom(worst_job("vmta_pool", sel_cluster("vmta_pool:pmta_hard_bounced:ratio_rate1h", POOL)),
+                           "{{vmta_pool}}")], "percentunit", thresholds=HARD_BOUNCE), 12, 9)
     g.add(timeseries("Complaint ratio by pool × ISP (1 day)", "User complaints (FBL) / delivered over the last "
                      f"24 hours, against the 0.1% / 0.3% daily limits. {CLUSTER}{WORST_JOB}",
                      [prom(worst_job(by, sel_cluster("vmta_pool_isp:pmta_complaints:ratio_rate1d", *f)), legend)],
                      "percentunit", thresholds=COMPLAINT), 12, 9)
     g.add(timeseries("Delivered per second by pool", f"Recipients delivered per pool. {RULE_10M}",
                      [prom(sum_by("vmta_pool", sel("vmta_isp:pmta_delivered:rate10m", *f)), "{{vmta_pool}}")],
-                     "cps", stack=True), 12, 9)
+                     "cps", stack=True), 24, 9)
 
     g.row("Queues by pool")
     for title, metric, what in (
@@ -446,8 +492,9 @@ def cluster() -> Json:
         ("Queues in backoff by pool", "pmta_queue_backoff", "Queues in PMTA backoff mode"),
         ("Open connections by pool", "pmta_queue_connections", "Open outbound connections"),
     ):
-        g.add(timeseries(title, f"{what} for the selected ISPs, per pool. {QUEUE_JOIN}",
-                         [prom(nonzero(queue_by_pool(metric, "vmta_pool", (ISP,), (POOL,))), "{{vmta_pool}}")],
+        g.add(timeseries(title, f"{what} for the selected ISPs, per pool (0, not left out, when none). "
+                         f"{QUEUE_JOIN}",
+                         [prom(queue_by_pool(metric, "vmta_pool", (ISP,), (POOL,)), "{{vmta_pool}}")],
                          "short", stack=True), 8, 8)
 
     g.row("Delivery delay by pool")
@@ -492,28 +539,31 @@ def flows() -> Json:
     g.add(node_graph("Sender → VMTA → ISP", "Mail flow over the dashboard time range from the correlator: sending "
                      "domains, VMTAs and ISPs as nodes (main stat: recipients delivered + bounced; second: deferrals), "
                      "edges as thick as their volume. Needs the Infinity data source pointed at a Watchtower host "
-                     "with the correlator enabled.",
+                     "with the correlator enabled. It does not follow the Sender, ISP and Instance filters: "
+                     "/api/v1/flows takes only the time range, and answers for the one Watchtower host of the "
+                     "selected Infinity data source (every sender, VMTA and ISP of that host).",
                      [infinity(url, "nodes", "node-graph-nodes"), infinity(url, "edges", "node-graph-edges")],
                      [("arc__delivered", "green"), ("arc__bounced", "red"), ("arc__deferred", "orange")]), 24, 20)
 
     g.row("Senders × ISPs (Prometheus)")
-    g.add(table("Sender × ISP", "One row per sending domain and ISP. Rates are per second over $__rate_interval; "
-                "the daily complaint ratio and 15-minute auth failures come from cluster-wide recording rules "
-                "(not filtered by Instance).", [
-                    table_query(sum_by(by, rate("pmta_sender_delivered_total", *f))),
-                    table_query(sum_by(by, rate("pmta_sender_bounced_total", *f))),
-                    table_query(sum_by(by, rate("pmta_sender_deferred_total", *f))),
-                    table_query(sum_by(by, rate("pmta_sender_complaints_total", *f))),
+    g.add(table("Sender × ISP", "One row per sending domain and ISP. Delivered, bounced, deferred and complaints "
+                "are totals over the dashboard's time range (increase over $__range; complaints of every feedback "
+                "type); the daily complaint ratio (last 24 hours, user complaints) and the 15-minute auth failures "
+                "come from cluster-wide recording rules (not filtered by Instance).", [
+                    table_query(sum_by(by, total("pmta_sender_delivered_total", *f))),
+                    table_query(sum_by(by, total("pmta_sender_bounced_total", *f))),
+                    table_query(sum_by(by, total("pmta_sender_deferred_total", *f))),
+                    table_query(sum_by(by, total("pmta_sender_complaints_total", *f))),
                     table_query(f"max by ({by}) ({sel_cluster('sender_isp:pmta_sender_complaints:ratio_rate1d', *f)})"),
                     table_query(sum_by(by, sel_cluster("sender_isp:pmta_sender_auth_failures:increase15m", *f))),
                 ], ["sender", "isp"], [
-                    column("A", "Delivered/s", "cps", None, 2),
-                    column("B", "Bounced/s", "cps", None, 3),
-                    column("C", "Deferred/s", "cps", None, 3),
-                    column("D", "Complaints/s", "cps", None, 4),
+                    column("A", "Delivered", "short", None, 0),
+                    column("B", "Bounced", "short", None, 0),
+                    column("C", "Deferred", "short", None, 0),
+                    column("D", "Complaints", "short", None, 0),
                     column("E", "Complaint ratio (1d)", "percentunit", COMPLAINT, 3),
                     column("F", "Auth failures (15m)", "short", steps(("green", None), ("red", 1)), 0),
-                ], sort_by="Delivered/s"), 24, 12)
+                ], sort_by="Delivered"), 24, 12)
     g.add(timeseries("Delivered per second by sender", f"Recipients delivered per sending domain. {PER_S}",
                      [prom(sum_by("sender", rate("pmta_sender_delivered_total", *f)), "{{sender}}")], "cps",
                      stack=True), 12, 8)
@@ -531,10 +581,12 @@ def flows() -> Json:
                            "{{sender}} / {{isp}}")],
                      "percentunit", thresholds=COMPLAINT), 12, 8)
     g.add(timeseries("Hard-bounce ratio by sender (1 hour)", "user_unknown + mailbox_disabled + bad_domain bounces / "
-                     f"outcomes per sending domain (warn 2%, critical 5%). {CLUSTER}{WORST_JOB}",
+                     "outcomes per sending domain over 1 hour, what PmtaSenderHardBounceRate judges (warn 2%, "
+                     "critical 5%; the alert also needs ≥ 500 outcomes). Per sending domain over every ISP: it "
+                     f"does not follow the ISP filter. {CLUSTER}{WORST_JOB}",
                      [prom(worst_job("sender", sel_cluster("sender:pmta_sender_hard_bounced:ratio_rate1h", SENDER)),
                            "{{sender}}")],
-                     "percentunit", thresholds=BOUNCE), 12, 8)
+                     "percentunit", thresholds=HARD_BOUNCE), 12, 8)
     g.add(timeseries("Auth failures by sender × ISP (15 minutes)", "SPF/DKIM/DMARC/PTR failures (deferrals and "
                      f"bounces classed auth_failure) per sending domain and ISP. {CLUSTER}",
                      [prom(sum_by("sender, isp", sel_cluster("sender_isp:pmta_sender_auth_failures:increase15m", *f)),
@@ -669,7 +721,9 @@ WHAT = {"PmtaIspThrottling": "is throttling", "PmtaIspBlock": "is blocking",
         "PmtaDeliveryStalled": "receives nothing from"}
 """Headline verb per alert about one VMTA x ISP; another such alert reads "<ISP> <alertname> <vmta>"."""
 INCIDENT_KEYS = "alertname, severity, instance, vmta, isp"
-TWINS = "alertname, instance, vmta, isp"
+TWINS = "alertname, job, instance, vmta, vmta_pool, isp, sender, source"
+"""A warning and a critical alike on these labels are twins, and Alertmanager's last inhibition mutes the
+warning (alertmanager/alertmanager.yml: the same `equal` list; a label missing on both sides is equal)."""
 DISPLAY_NAMES = 'isp:pmta_isp_display_name:info{isp!=""}'
 
 
@@ -678,14 +732,18 @@ def firing_cells(*matchers: str) -> str:
     return sel("ALERTS", 'alertstate="firing"', 'vmta!=""', 'isp!=""', *matchers)
 
 
+def without_muted_twins(alerts: str, critical: str) -> str:
+    """`alerts` (ALERTS series) less the warnings whose critical twin (in `critical`) fires: what Alertmanager
+    shows. The incident rows and the warning counter both go through it."""
+    return f"({alerts} unless on ({TWINS}) {critical})"
+
+
 def incident_rows() -> str:
     """One series per incident (a firing VMTA x ISP alert; a warning whose critical twin fires is left
     out, as Alertmanager's inhibition does), value 1, labelled for the table: `headline` ("Gmail is
     throttling vmta-03": the ISP's display name, a verb per alert, the VMTA) and `runbook`."""
-    every = f"max by ({INCIDENT_KEYS}) ({firing_cells(ISP)})"
     critical = firing_cells('severity="critical"', ISP)
-    crit = f"max by ({INCIDENT_KEYS}) ({critical})"
-    rows = f"({crit} or ({every} unless on ({TWINS}) {crit}))"
+    rows = f"max by ({INCIDENT_KEYS}) ({critical} or {without_muted_twins(firing_cells(ISP), critical)})"
     # The display-name rule is a constant per ISP, without job or instance (rules/recording.yaml).
     named = (f"({rows} * on (isp) group_left (provider) max by (isp, provider) ({DISPLAY_NAMES}))"
              f' or on ({INCIDENT_KEYS}) label_replace({rows}, "provider", "$1", "isp", "(.*)")')
@@ -703,23 +761,31 @@ def per_incident(cell_expr: str, on: str = "instance, vmta, isp") -> str:
 
 
 def incidents() -> Json:
-    cell = "instance, vmta, isp"
+    cell = CELL
     queue = sum_by(cell, sel("pmta_queue_recipients"))
     delivered = sum_by(cell, sel("vmta_isp:pmta_delivered:rate10m"))
     g = Grid()
     g.add(text("How to read this page", "What the panels come from.", INCIDENTS_HELP), 24, 3)
-    for title, sev, color in (("Critical alerts firing", "critical", "red"), ("Warnings firing", "warning", "orange")):
+    firing = {sev: f'ALERTS{{alertstate="firing", severity="{sev}", {JOB}}}' for sev in ("critical", "warning")}
+    for title, sev, color, query, muted in (
+        ("Critical alerts firing", "critical", "red", firing["critical"], ""),
+        ("Warnings firing", "warning", "orange", without_muted_twins(firing["warning"], firing["critical"]),
+         " A warning whose critical twin fires (same alert and object) is left out, as Alertmanager inhibits it "
+         "and the tables below leave it out."),
+    ):
         g.add(stat(title, f"Prometheus alerts with severity={sev} firing now (the ALERTS series), over every "
-                   "Watchtower alert (hosts, pools, senders, ISPs). The Instance and ISP filters do not apply.",
-                   [prom(f'count(ALERTS{{alertstate="firing", severity="{sev}", {JOB}}}) or vector(0)')], "short",
+                   f"Watchtower alert (hosts, pools, senders, ISPs). The Instance and ISP filters do not apply.{muted}",
+                   [prom(f"count({query}) or vector(0)")], "short",
                    thresholds=steps(("green", None), (color, 1)), color_mode="background", graph=False), 6, 4)
     g.add(stat("Pending alerts", "Alert conditions that hold but have not lasted their `for` duration yet: the "
                "next incidents, unless they clear.",
                [prom(f'count(ALERTS{{alertstate="pending", {JOB}}}) or vector(0)')], "short",
                thresholds=steps(("green", None), ("yellow", 1)), graph=False), 6, 4)
-    g.add(stat("VMTA × ISP cells in the red", "Cells of the war room at level CRIT: success below 50% or throttled "
-               f"share above 50% (≥ {MIN_ATTEMPTS} attempts in 10 minutes), or over 200k recipients queued.",
-               [prom(f"count({worst_level(cell, ISP)} >= 3) or vector(0)")], "short",
+    g.add(stat("VMTA × ISP cells in the red", "Cells of the war room at level CRIT: a block (PmtaIspBlock's "
+               "condition: a blocklisted response, or reputation/policy bounces), success below 50% or throttled "
+               f"share above 50% in a pool (≥ {MIN_ATTEMPTS} attempts in 10 minutes), or over "
+               f"{QUEUE_LEVELS[-1] // 1000}k recipients queued.",
+               [prom(f"count({worst_level(ISP)} >= 3) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
     link = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
             "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
@@ -741,7 +807,7 @@ def incidents() -> Json:
                     column("A", "Active for", "s", None, 0),
                     column("B", "Success", "percentunit", SUCCESS, 1),
                     column("C", "Throttled", "percentunit", THROTTLE, 1),
-                    column("D", "Queued", "short", steps(("green", None), ("yellow", 10000), ("red", 50000)), 0),
+                    column("D", "Queued", "short", QUEUE, 0),
                     column("E", "Time to drain", "s", steps(("green", None), ("yellow", 3600), ("red", 14400)), 0),
                     link_column("headline", "Status board: ${__data.fields.vmta} × ${__data.fields.isp}", link),
                     link_column("alertname", "Runbook: ${__data.fields.alertname}", runbook),
@@ -782,8 +848,9 @@ def incidents() -> Json:
     g.add(timeseries("Throttled share of affected cells", f"Throttled + reputation deferrals / attempts. {about}",
                      [prom(f"({throttled_ratio(cell)}){only}", legend)], "percentunit", ratio_axis=True,
                      thresholds=THROTTLE), 12, 8)
-    g.add(timeseries("Queued recipients of affected cells", f"Recipients queued (PMTA API). {about}",
-                     [prom(f"({queue}){only}", legend)], "short"), 12, 8)
+    g.add(timeseries("Queued recipients of affected cells", f"Recipients queued (PMTA API), with the queue "
+                     f"alerts' levels ({QUEUE_SCALE}). {about}",
+                     [prom(f"({queue}){only}", legend)], "short", thresholds=QUEUE), 12, 8)
     g.add(timeseries("Time to drain of affected cells", "Queued recipients / delivered per second over 10 "
                      f"minutes: how long the queue takes to empty at the current pace. {about}",
                      [prom(f"({queue} / ({delivered} > 0)){only}", legend)], "s"), 12, 8)
@@ -811,25 +878,41 @@ ALERT_COLUMNS = (
 
 # --- war room --------------------------------------------------------------------------------------
 
-WAR_ROOM_HELP = """\
-One row per VMTA, one column per ISP; a cell is the worst of three signals of that VMTA × ISP, on the
-alert thresholds: **success** (warn < 95%, ALERT < 80%, CRIT < 50%), **throttled share** (warn > 10%,
-ALERT > 30% = PmtaIspThrottling, CRIT > 50%), both judged only with ≥ 50 attempts in 10 minutes as the
-alert does, and **queued recipients** (warn > 10k, ALERT > 50k = PmtaQueueBacklog, CRIT > 200k). The
-`worst` column sorts the worst VMTAs to the top. Click a cell for the status board on that VMTA × ISP."""
+def _pct(x: float) -> str:
+    return f"{x * 100:g}%"
+
+
+def _k(n: int) -> str:
+    return f"{n // 1000}k"
+
+
+_S, _T, _Q = ([_pct(x) for x in SUCCESS_LEVELS], [_pct(x) for x in THROTTLE_LEVELS], [_k(n) for n in QUEUE_LEVELS])
+WAR_ROOM_HELP = f"""\
+One row per VMTA, one column per ISP; a cell is the worst of four signals of that VMTA × ISP, as
+**ok**, **warn**, **HIGH** or **CRIT** (green, yellow, orange, red): **success** (warn < {_S[0]},
+HIGH < {_S[1]}, CRIT < {_S[2]}: dashboard-only levels, no alert judges the 10-minute success ratio),
+**throttled share** (warn > {_T[0]}, HIGH > {_T[1]} = `PmtaIspThrottling`, CRIT > {_T[2]}), both judged
+per pool with ≥ {MIN_ATTEMPTS} attempts in 10 minutes as the alerts judge them, the worst pool kept; a
+**block**, always CRIT (`PmtaIspBlock`'s condition: a blocklisted response in 15 minutes,
+{BLOCK_OTHER_MIN} from `other`, or reputation/policy bounces > {_pct(BLOCK_REJECT_RATIO)} = `PmtaIspBlock` of
+≥ {BLOCK_MIN_ATTEMPTS} attempts); and **queued recipients** (warn > {_Q[0]}, where a throttled cell's
+alert turns critical, HIGH > {_Q[1]} = `PmtaQueueBacklog`, CRIT > {_Q[2]} = `PmtaQueueBacklog`
+critical). The `worst` column sorts the worst VMTAs to the top. Click a cell for the status board on
+that VMTA × ISP."""
 
 
 def warroom() -> Json:
-    cell = "instance, vmta, isp"
+    cell = CELL
     f = (POOL, ISP)
-    level = worst_level(cell, *f)
+    level = worst_level(*f)
     grid_expr = (f"max by (vmta, isp) ({level})"
                  f' or label_replace(max by (vmta) ({level}), "isp", " worst", "", "")')
     g = Grid()
-    g.add(text("Reading the grid", "What a cell means.", WAR_ROOM_HELP), 24, 4)
+    g.add(text("Reading the grid", "What a cell means.", WAR_ROOM_HELP), 24, 6)
     for title, expr, what in (
-        ("Cells at CRIT", f"count({level} >= 3)", "VMTA × ISP cells at level CRIT (red)."),
-        ("Cells at ALERT or worse", f"count({level} >= 2)", "Cells past an alert threshold (orange or red)."),
+        ("Cells at CRIT", f"count({level} >= 3)", "VMTA × ISP cells at level CRIT (red), blocks included."),
+        ("Cells at HIGH or worse", f"count({level} >= 2)", "VMTA × ISP cells at level HIGH or CRIT (orange or red): "
+         "see the legend above for which of those levels are an alert's threshold."),
         ("VMTAs with a red cell", f"count(count by (instance, vmta) ({level} >= 3))",
          "VMTAs with at least one ISP at CRIT: a single-ISP problem counts."),
         ("ISPs with a red cell", f"count(count by (isp) ({level} >= 3))", "ISPs at CRIT on at least one VMTA."),
@@ -839,9 +922,10 @@ def warroom() -> Json:
     link = {"title": "Status board: ${__data.fields[0]} × ${__field.name}", "url":
             "/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
             "&${instance:queryparam}&var-vmta=${__data.fields[0]}&var-isp=${__field.name}"}
-    g.add(matrix("VMTA × ISP", "Rows VMTAs, columns ISPs, cell = worst of success, throttled share and queue "
-                 "(ok / warn / ALERT / CRIT, coloured on the alert thresholds; empty = no traffic). Sorted by the "
-                 f"` worst` column. A VMTA on several hosts shows its worst host; filter Instance for one. {RULE_10M}",
+    g.add(matrix("VMTA × ISP", "Rows VMTAs, columns ISPs, cell = worst of success, throttled share (per pool), "
+                 "block and queue (ok / warn / HIGH / CRIT; the legend above says which levels are an alert's; "
+                 "empty = no traffic). Sorted by the ` worst` column. A VMTA on several hosts (or pools) shows its "
+                 f"worst host (pool); filter Instance for one. {RULE_10M}",
                  prom(grid_expr, instant=True, fmt="table"), "vmta", "isp", LEVEL_TEXT, LEVELS, link, " worst"),
           24, 26)
     # Grafana's merge is an outer join: every column keeps only the 25 cells the Level column ranked, or
@@ -852,19 +936,26 @@ def warroom() -> Json:
         return f"({expr}) and on ({cell}) {worst}"
 
     g.add(table("Worst cells", "The 25 worst VMTA × ISP cells with their numbers (the grid's cells, with "
-                f"the values behind the colour). {RULE_10M}", [
+                "the values behind the colour): success and throttled share of the worst pool of the cell (pools "
+                f"with ≥ {MIN_ATTEMPTS} attempts in 10 minutes), "
+                "queued recipients, attempts, and the block signals (blocklisted responses in 15 minutes, the "
+                f"share of attempts bounced for reputation or policy in 15 minutes, worst pool). {RULE_10M}", [
                     table_query(worst),
-                    table_query(of_worst(success_ratio(cell, *f))),
-                    table_query(of_worst(gated(throttled_ratio(cell, *f), cell, *f))),
+                    table_query(of_worst(f"min by ({cell}) ({gated(success_ratio(POOL_CELL, *f), POOL_CELL, *f)})")),
+                    table_query(of_worst(f"max by ({cell}) ({gated(throttled_ratio(POOL_CELL, *f), POOL_CELL, *f)})")),
                     table_query(of_worst(sum_by(cell, sel("pmta_queue_recipients", ISP)))),
                     table_query(of_worst(f"{sum_by(cell, sel(ATTEMPTS, *f))} * 600")),
+                    table_query(of_worst(sum_by(cell, sel("vmta_isp:pmta_blocklisted:increase15m", *f)))),
+                    table_query(of_worst(f"max by ({cell}) "
+                                         f"({sel('vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m', *f)})")),
                 ], ["instance", "vmta", "isp"], [
                     column("A", "Level", "none", LEVELS, 0),
                     column("B", "Success", "percentunit", SUCCESS, 1),
                     column("C", "Throttled", "percentunit", THROTTLE, 1),
-                    column("D", "Queued", "short", steps(("green", None), ("yellow", 10000), ("orange", 50000),
-                                                         ("red", 200000)), 0),
+                    column("D", "Queued", "short", QUEUE, 0),
                     column("E", "Attempts (10m)", "short", None, 0),
+                    column("F", "Blocklisted (15m)", "short", None, 0),
+                    column("G", "Rep./policy bounced (15m)", "percentunit", None, 1),
                     {"matcher": {"id": "byName", "options": "Value #A"},
                      "properties": [{"id": "mappings", "value": LEVEL_TEXT}]},
                 ], sort_by="Level"), 24, 10)

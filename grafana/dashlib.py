@@ -27,6 +27,11 @@ POOL = 'vmta_pool=~"$vmta_pool"'
 ISP = 'isp=~"$isp"'
 SENDER = 'sender=~"$sender"'
 THROTTLED = 'class=~"throttled|reputation"'
+CELL = "instance, vmta, isp"
+"""A VMTA x ISP cell of the war room and the incidents (a VMTA lives on one host)."""
+POOL_CELL = "instance, vmta, vmta_pool, isp"
+"""What the VMTA x ISP alerts judge (their labels): a VMTA in two pools is two cells, each judged on its own,
+then the worst one kept; summing the pools would let one pool's deliveries hide the other's throttling."""
 
 
 POLLED = ("pmta_queue_", "pmta_status_")
@@ -51,6 +56,11 @@ def sel_cluster(metric: str, *matchers: str) -> str:
 
 def rate(metric: str, *matchers: str) -> str:
     return f"rate({sel(metric, *matchers)}[$__rate_interval])"
+
+
+def total(metric: str, *matchers: str) -> str:
+    """How many over the dashboard's time range (a table's counts next to a 1-day ratio): increase over $__range."""
+    return f"increase({sel(metric, *matchers)}[$__range])"
 
 
 def sum_by(by: str, expr: str) -> str:
@@ -128,10 +138,22 @@ def unattributed(queue: str, pool_matchers: tuple[str, ...]) -> str:
             'and on (kept) label_replace(vector(1), "kept", "1", "", ""))')
 
 
-def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_matchers: tuple[str, ...]) -> str:
+def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_matchers: tuple[str, ...],
+                  agg: str = "sum") -> str:
+    """A queue gauge by `by` (pool labels included), summed, or with agg="max" the largest VMTA x ISP queue (the
+    quantity the queue alerts judge)."""
     queue = sel(metric, *queue_matchers)
+    if agg != "sum":
+        queue = f"sum by (job, instance, vmta, isp) ({queue})"
     pools = f"{pool_of_vmta(*pool_matchers)} or on (job, instance, vmta) {unattributed(queue, pool_matchers)}"
-    return sum_by(by, f"{queue} * on (job, instance, vmta) group_left (vmta_pool) ({pools})")
+    joined = f"{queue} * on (job, instance, vmta) group_left (vmta_pool) ({pools})"
+    return sum_by(by, joined) if agg == "sum" else f"{agg} by ({by}) ({joined})" if by else f"{agg}({joined})"
+
+
+def queue_or_zero(expr: str) -> str:
+    """`expr`, or 0 while a selected host's PMTA API is read but no queue matches (everything delivered): a
+    queue counter that reads "No data" on a healthy system looks broken. No host read: still "No data"."""
+    return f"({expr}) or on () (0 * count({sel('watchtower_pmta_api_up')} == 1))"
 
 
 ATTEMPTS_RULE = "vmta_isp:pmta_attempts:rate10m"
@@ -154,19 +176,52 @@ def levels(expr: str, op: str, cuts: tuple[float, ...]) -> str:
     return "(" + " + ".join(f"({expr} {op} bool {c})" for c in cuts) + ")"
 
 
-def worst_level(by: str, *matchers: str) -> str:
-    """Per cell (`by` = instance, vmta, isp): the worst of success, throttled share and queue, as 0 ok,
-    1 yellow, 2 orange, 3 red on the alert thresholds (SUCCESS, THROTTLE, QUEUE_LEVELS)."""
-    succ = levels(gated(success_ratio(by, *matchers), by, *matchers), "<", (0.95, 0.8, 0.5))
-    thr = levels(gated(throttled_ratio(by, *matchers), by, *matchers), ">", (0.1, 0.3, 0.5))
+# The cell levels, 0 ok, 1 warn, 2 HIGH, 3 CRIT: the one place their thresholds are written.
+SUCCESS_LEVELS = (0.95, 0.8, 0.5)
+"""Success below: dashboard-only levels (no alert judges the 10-minute success ratio; PmtaSuccessRateDrop
+compares the hour with last week's)."""
+THROTTLE_LEVELS = (0.1, 0.3, 0.5)
+"""Throttled share above: 30% is PmtaIspThrottling's threshold (rules/alerts/isp.yaml); 10% and 50% are the
+dashboards' own."""
+QUEUE_LEVELS = (10_000, 50_000, 200_000)
+"""Recipients queued for one VMTA x ISP above: 10k is where PmtaIspThrottling turns critical, 50k and 200k are
+PmtaQueueBacklog's warning and critical (rules/alerts/isp.yaml, queue.yaml). The only queue scale of the
+dashboards, and only for per-VMTA x ISP queues (a pool's or a host's sum is another quantity)."""
+BLOCK_REJECT_RATIO = 0.05
+BLOCK_MIN_ATTEMPTS = 50
+BLOCK_OTHER_MIN = 10
+"""PmtaIspBlock's condition (rules/alerts/isp.yaml): a blocklisted response in 15 minutes (BLOCK_OTHER_MIN from
+`other`, every small domain together), or > BLOCK_REJECT_RATIO of >= BLOCK_MIN_ATTEMPTS attempts in 15 minutes
+bounced for reputation or policy."""
+
+
+def blocked(*matchers: str) -> str:
+    """1 per POOL_CELL where PmtaIspBlock's condition holds now (its `for` aside), from the rules it reads."""
+    listed = "vmta_isp:pmta_blocklisted:increase15m"
+    reject = sel("vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m", *matchers)
+    named, other = sel(listed, *matchers, 'isp!="other"'), sel(listed, *matchers, 'isp="other"')
+    cond = (f"({named} > 0) or ({other} >= {BLOCK_OTHER_MIN})"
+            f" or (({reject} > {BLOCK_REJECT_RATIO})"
+            f" and ({sel('vmta_isp:pmta_attempts:rate15m', *matchers)} * 900 >= {BLOCK_MIN_ATTEMPTS}))")
+    return f"group by ({POOL_CELL}) ({cond})"
+
+
+def worst_level(*matchers: str) -> str:
+    """Per CELL: the worst of its signals, as 0 ok, 1 warn, 2 HIGH, 3 CRIT. Success and throttled share are
+    judged per POOL_CELL as the alerts judge them (SUCCESS_LEVELS, THROTTLE_LEVELS; >= MIN_ATTEMPTS attempts in
+    10 minutes), a block (PmtaIspBlock's condition) is CRIT, and the queue (QUEUE_LEVELS) has no pool; the
+    worst pool cell of a VMTA x ISP is the cell's level."""
+    succ = levels(gated(success_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers), "<", SUCCESS_LEVELS)
+    thr = levels(gated(throttled_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers), ">", THROTTLE_LEVELS)
+    blk = f"(3 * {blocked(*matchers)})"
     # Queue gauges have no vmta_pool: keep the cells of VMTAs active in the selected pools, even a
     # cell with no attempt at all (a stalled queue is the worst case).
     active = f"group by (instance, vmta) ({sel(ATTEMPTS_RULE, *matchers)})"
     queue_sel = sel("pmta_queue_recipients", *[m for m in matchers if "vmta_pool" not in m])
-    que = levels(f"({sum_by(by, queue_sel)} and on (instance, vmta) {active})", ">", (10000, 50000, 200000))
-    parts = [f'label_replace({e}, "signal", "{n}", "", "")' for n, e in (("success", succ), ("throttled", thr),
-                                                                        ("queue", que))]
-    return f"max by ({by}) ({' or '.join(parts)})"
+    que = levels(f"({sum_by(CELL, queue_sel)} and on (instance, vmta) {active})", ">", QUEUE_LEVELS)
+    parts = [f'label_replace({e}, "signal", "{n}", "", "")' for n, e in (
+        ("success", succ), ("throttled", thr), ("blocked", blk), ("queue", que))]
+    return f"max by ({CELL}) ({' or '.join(parts)})"
 
 
 def or_zero(expr: str) -> str:
@@ -241,12 +296,16 @@ def steps(*pairs: tuple[str, float | None]) -> Json:
 GREEN = steps(("green", None))
 LEVELS = steps(("green", None), ("yellow", 1), ("orange", 2), ("red", 3))
 LEVEL_TEXT = [{"type": "value", "options": {
-    "0": {"text": "ok", "index": 0}, "1": {"text": "warn", "index": 1}, "2": {"text": "ALERT", "index": 2},
+    "0": {"text": "ok", "index": 0}, "1": {"text": "warn", "index": 1}, "2": {"text": "HIGH", "index": 2},
     "3": {"text": "CRIT", "index": 3}}}]
-SUCCESS = steps(("red", None), ("orange", 0.5), ("yellow", 0.8), ("green", 0.95))
-THROTTLE = steps(("green", None), ("yellow", 0.1), ("orange", 0.3), ("red", 0.5))
+"""The cell levels' names: HIGH is no alert's name (success below 80% pages nobody)."""
+SUCCESS = steps(("red", None), *zip(("orange", "yellow", "green"), sorted(SUCCESS_LEVELS), strict=True))
+THROTTLE = steps(("green", None), *zip(("yellow", "orange", "red"), THROTTLE_LEVELS, strict=True))
+QUEUE = steps(("green", None), *zip(("yellow", "orange", "red"), QUEUE_LEVELS, strict=True))
 DEFERRAL = steps(("green", None), ("yellow", 0.2), ("orange", 0.4), ("red", 0.6))
-BOUNCE = steps(("green", None), ("yellow", 0.02), ("red", 0.05))
+HARD_BOUNCE = steps(("green", None), ("yellow", 0.02), ("red", 0.05))
+"""PmtaHardBounceRate's and PmtaSenderHardBounceRate's 2% / 5%, for their hourly hard-bounce ratios only (the
+10-minute bounce share of attempts is another quantity: no alert judges it, and it has no colour)."""
 COMPLAINT = steps(("green", None), ("yellow", 0.001), ("red", 0.003))
 UP_DOWN = [{"type": "value", "options": {"0": {"text": "DOWN", "color": "red", "index": 0},
                                           "1": {"text": "UP", "color": "green", "index": 1}}}]
@@ -361,7 +420,8 @@ def bargauge(
     return panel
 
 
-def status_history(title: str, description: str, targets: list[Json], unit: str, thresholds: Json) -> Json:
+def status_history(title: str, description: str, targets: list[Json], unit: str, thresholds: Json,
+                   *, max_: float = 1, mappings: list[Json] | None = None) -> Json:
     """One row per series, one cell per interval, coloured by thresholds (Grafana core panel)."""
     panel = _base("status-history", title, description, targets)
     panel["interval"] = "1m"
@@ -372,7 +432,8 @@ def status_history(title: str, description: str, targets: list[Json], unit: str,
             "color": {"mode": "thresholds"},
             "custom": {"fillOpacity": 80, "lineWidth": 0},
             "min": 0,
-            "max": 1,
+            "max": max_,
+            "mappings": mappings or [],
             "thresholds": thresholds,
         },
         "overrides": [],

@@ -2,8 +2,9 @@
 
 Checks: the seven fixed uids, provisioning form (a `datasource` variable, no `__inputs`, no
 leftover `current`, not editable), `job`/`instance` matchers on every selector, `$__rate_interval`
-in every rate/irate/increase, counters only inside them, every metric in exporter/metrics.py or
-rules/recording.yaml, titles/descriptions/units, and, with promtool installed, that every query
+in every rate/irate/increase (or `$__range` in an increase: a total over the time range), counters only
+inside them, every metric in exporter/metrics.py or rules/recording.yaml, titles/descriptions/units, and,
+with promtool installed, that every query
 parses as PromQL. Also: the JSON is what grafana/build.py generates, and the provisioning YAML;
 drill-down links, NaN-free quantiles, and `promtool test rules` of a few panel queries on synthetic series.
 """
@@ -190,8 +191,9 @@ def lint_expr(expr: str) -> list[str]:
             problems.append(f'{name}: no instance=~"$instance" matcher')
     masked = _STRING.sub(lambda s: '"' + "x" * (len(s.group()) - 2) + '"', flat)  # same offsets as flat
     for m in re.finditer(r"\b(rate|irate|increase)\s*\(", masked):
-        args = _call_args(flat, m.end() - 1)
-        if "[$__rate_interval]" not in args.replace(" ", ""):
+        args = _call_args(flat, m.end() - 1).replace(" ", "")
+        # a total over the dashboard's range (a table's counts) is increase(...[$__range]); a rate never is
+        if "[$__rate_interval]" not in args and not (m.group(1) == "increase" and args.endswith("[$__range]")):
             problems.append(f"{m.group(1)}() without [$__rate_interval]: {args}")
     for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*_total)(?![\w:])", skeleton):
         if not re.search(r"\b(rate|irate|increase)\s*\(\s*$", skeleton[:m.start()]):
@@ -395,10 +397,17 @@ GOOD = 'sum by (isp) (rate(pmta_delivered_total{job=~"$job", instance=~"$instanc
     ('histogram_quantile(0.9, sum by (le) (rate(pmta_delivery_delay_seconds_bucket{job=~"$job"}[5m])))', "5m"),
     ('count({__name__=~"pmta_(delivered|bounced)_total", instance=~"$instance"})', "no job"),
     ('count({__name__=~"pmta_(delivered|bouncd)_total", job=~"$job", instance=~"$instance"})', "unknown metric"),
+    ('sum(rate(pmta_delivered_total{job=~"$job", instance=~"$instance"}[$__range]))', "$__rate_interval"),
+    ('sum(increase(pmta_delivered_total{job=~"$job", instance=~"$instance"}[1h]))', "$__rate_interval"),
 ])
 def test_linter_catches(expr: str, problem: str):
     assert lint_expr(GOOD) == []
     assert any(problem in p for p in lint_expr(expr)), lint_expr(expr)
+
+
+def test_linter_accepts_totals_over_the_dashboard_range():
+    """increase(...[$__range]) is a total over the time range (a table's counts), not a rate: allowed."""
+    assert lint_expr('sum(increase(pmta_delivered_total{job=~"$job", instance=~"$instance"}[$__range]))') == []
 
 
 def test_linter_accepts_cluster_rules_without_instance():
@@ -572,7 +581,8 @@ def test_status_board_judges_each_vmta_by_its_worst_isp():
     for title in ("VMTAs throttled over 30% at an ISP", "VMTAs below 50% success at an ISP",
                   "Throttled share by VMTA (worst ISP)", "Success ratio by VMTA (worst ISP)"):
         expr = by_title[title]["targets"][0]["expr"]
-        assert "sum by (instance, vmta, isp)" in expr, title  # per VMTA x ISP cell ...
+        # per VMTA x ISP cell, per pool as the alert (a VMTA in two pools is two cells) ...
+        assert "sum by (instance, vmta, vmta_pool, isp)" in expr and "sum by (instance, vmta, isp)" not in expr, title
         assert "* 600 >= 50" in expr, title  # ... with the alert's >= 50 attempts in 10 minutes
         assert re.search(r"\b(min|max) by \(instance, vmta\)", expr), title  # ... then the worst cell
 
@@ -697,11 +707,11 @@ def test_quantiles_leave_out_idle_windows(path: Path):
 
 
 def promtool_expect(tmp_path: Path, series: dict[str, str], exprs: list[tuple[str, list[dict[str, Any]]]],
-                    eval_time: str = "40m") -> subprocess.CompletedProcess[str]:
-    """`promtool test rules` of panel queries (variables as on first open: All) over `series`, with the
-    shipped recording rules loaded, against the samples each query should give."""
+                    eval_time: str = "40m", interval: str = "1m") -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of panel queries (variables as on first open: All) over `series` (one sample per
+    `interval`), with the shipped recording rules loaded, against the samples each query should give."""
     test = {"rule_files": [str(REPO / "rules" / "recording.yaml")], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m",
+        "interval": interval,
         "input_series": [{"series": s, "values": v} for s, v in series.items()],
         "promql_expr_test": [{"expr": substitute(e), "eval_time": eval_time, "exp_samples": exp} for e, exp in exprs],
     }]}
@@ -845,3 +855,323 @@ def test_a_queue_without_any_attempt_yet_counts_under_pool_none(tmp_path: Path, 
     (tmp_path / "t.yml").write_text(yaml.safe_dump(test, width=100_000))
     run = subprocess.run(["promtool", "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+# --- audit 2026-12 (dashboards against the alerts): a colour means what the alert with that threshold means ---
+
+
+def alert_rule(name: str, severity: str) -> dict[str, Any]:
+    (rule,) = [r for path in sorted((REPO / "rules" / "alerts").glob("*.yaml"))
+               for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"] for r in g["rules"]
+               if r.get("alert") == name and r["labels"]["severity"] == severity]
+    return rule
+
+
+def fires(name: str, severity: str) -> str:
+    """How many series the alert's condition (without its `for`) selects: panel tests put it beside the panels."""
+    return f"count({alert_rule(name, severity)['expr']}) or vector(0)"
+
+
+def cell(metric: str, vmta: str, values: str, isp: str = "gmail", pool: str = "pool-a",
+         **labels: str) -> tuple[str, str]:
+    """A per-VMTA x ISP record counter of the host pmta-01:9469 (labels: class, feedback_type, ...)."""
+    extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+    return (f'{metric}{{job="watchtower", instance="pmta-01:9469", vmta="{vmta}", vmta_pool="{pool}", '
+            f'isp="{isp}"{extra}}}', values)
+
+
+ONE = [{"labels": "{}", "value": 1}]
+NONE = [{"labels": "{}", "value": 0}]
+
+
+@needs_promtool
+@pytest.mark.parametrize(("isp", "trouble", "blocked"), [
+    ("microsoft", cell("pmta_deferred_total", "vmta-02", "0+1x40", "microsoft", **{"class": "blocklisted"}), True),
+    ("microsoft", cell("pmta_bounced_total", "vmta-02", "0+6x40", "microsoft", category="policy-related",
+                       **{"class": "policy"}), True),  # 6% of 100 attempts a minute bounced for policy
+    ("other", cell("pmta_deferred_total", "vmta-02", "0+0.5x40", "other", **{"class": "blocklisted"}), False),
+], ids=["blocklisted", "policy-bounces", "other-below-10"])
+def test_a_block_turns_the_cell_red_wherever_the_cell_level_shows(tmp_path: Path, isp: str, trouble: tuple[str, str],
+                                                                  blocked: bool):
+    """PmtaIspBlock is critical on one blocklisted response (10 in 15 minutes from `other`) or > 5% of attempts
+    bounced for reputation or policy; success stays near 95%, nothing is throttled or queued. The war room,
+    the incidents counter and the status board's level history used to stay green (audit 2026-12)."""
+    series = dict([cell("pmta_delivered_total", "vmta-02", "0+94x40", isp), trouble])
+    level = 3 if blocked else 1 if "bounced" in trouble[0] else 0
+    count = ONE if blocked else NONE
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaIspBlock", "critical"), count),
+        (panel_expr("watchtower-warroom", "Cells at CRIT"), count),
+        (panel_expr("watchtower-warroom", "VMTAs with a red cell"), count),
+        (panel_expr("watchtower-warroom", "ISPs with a red cell"), count),
+        (panel_expr("watchtower-warroom", "VMTA × ISP"), [{"labels": f'{{vmta="vmta-02", isp="{isp}"}}', "value": level},
+                                                          {"labels": '{vmta="vmta-02", isp=" worst"}', "value": level}]),
+        (panel_expr("watchtower-incidents", "VMTA × ISP cells in the red"), count),
+        (panel_expr("watchtower-vmta", "Level by VMTA (worst ISP)"),
+         [{"labels": '{instance="pmta-01:9469", vmta="vmta-02"}', "value": level}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_a_vmta_in_two_pools_is_judged_per_pool_as_the_alert_judges_it(tmp_path: Path):
+    """PmtaIspThrottling judges each (instance, vmta, vmta_pool, isp): vmta-01's 100 attempts in 10 minutes in pool-a
+    are 50% throttled and it fires, while its 2000 deliveries in pool-b hid it on every board (audit 2026-12)."""
+    series = dict([cell("pmta_delivered_total", "vmta-01", "0+5x40", "yahoo"),
+                   cell("pmta_deferred_total", "vmta-01", "0+5x40", "yahoo", **{"class": "throttled"}),
+                   cell("pmta_delivered_total", "vmta-01", "0+200x40", "yahoo", pool="pool-b")])
+    vmta = '{instance="pmta-01:9469", vmta="vmta-01"}'
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaIspThrottling", "warning"), ONE),
+        (panel_expr("watchtower-vmta", "VMTAs throttled over 30% at an ISP"), ONE),
+        (panel_expr("watchtower-vmta", "VMTAs below 50% success at an ISP"), NONE),
+        (panel_expr("watchtower-vmta", "Throttled share by VMTA (worst ISP)"), [{"labels": vmta, "value": 0.5}]),
+        (panel_expr("watchtower-vmta", "Success ratio by VMTA (worst ISP)"), [{"labels": vmta, "value": 0.5}]),
+        (panel_expr("watchtower-vmta", "Level by VMTA (worst ISP)"), [{"labels": vmta, "value": 2}]),
+        (panel_expr("watchtower-warroom", "VMTA × ISP"), [{"labels": '{vmta="vmta-01", isp="yahoo"}', "value": 2},
+                                                          {"labels": '{vmta="vmta-01", isp=" worst"}', "value": 2}]),
+        (panel_expr("watchtower-warroom", "Cells at HIGH or worse"), ONE),
+        (panel_expr("watchtower-warroom", "Worst cells", "C"),
+         [{"labels": '{instance="pmta-01:9469", vmta="vmta-01", isp="yahoo"}', "value": 0.5}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_the_daily_complaint_stat_is_red_when_the_complaint_alert_fires(tmp_path: Path):
+    """Yahoo at 0.5% of 100k a day pages; Gmail's 1M deliveries a day (no per-message FBL, left out by the
+    alert) diluted the all-ISP stat to 0.05%, green (audit 2026-12). The stat shows the worst judged ISP."""
+    series = {
+        'pmta_delivered_total{job="watchtower", instance="h1", vmta="v", vmta_pool="a", isp="yahoo"}': "0+700x300",
+        'pmta_complaints_total{job="watchtower", instance="h1", vmta="v", vmta_pool="a", isp="yahoo", '
+        'feedback_type="abuse"}': "0+3.5x300",
+        'pmta_delivered_total{job="watchtower", instance="h1", vmta="v", vmta_pool="a", isp="gmail"}': "0+7000x300",
+        'watchtower_build_info{job="watchtower", instance="h1"}': "1x300",
+    }
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaComplaintRate", "critical"), ONE),
+        (panel_expr("watchtower-overview", "Complaint ratio (1 day, worst ISP)"), [{"labels": "{}", "value": 0.005}]),
+    ], eval_time="2d", interval="10m")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_daily_complaint_stat_judges_the_isps_the_alert_judges():
+    expr = panel_expr("watchtower-overview", "Complaint ratio (1 day, worst ISP)")
+    alert = alert_rule("PmtaComplaintRate", "warning")["expr"]
+    (isps,) = re.findall(r'isp!~"[^"]+"', alert)
+    assert isps in expr and "* 86400 >= 1000" in alert and "* 86400 >= 1000" in expr
+
+
+@needs_promtool
+def test_the_pool_hard_bounce_alert_lands_on_its_ratio(tmp_path: Path):
+    """PmtaHardBounceRate links to the cluster dashboard, which had no panel of the ratio it judges."""
+    series = dict([cell("pmta_delivered_total", "vmta-01", "0+97x40"),
+                   cell("pmta_bounced_total", "vmta-01", "0+3x40", category="bad-mailbox",
+                        **{"class": "user_unknown"})])
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaHardBounceRate", "warning"), ONE),
+        (fires("PmtaHardBounceRate", "critical"), NONE),
+        (panel_expr("watchtower-cluster", "Hard-bounce ratio by pool (1 hour)"),
+         [{"labels": '{vmta_pool="pool-a"}', "value": 0.03}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def thresholds_of(panel: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
+    """(field, [(colour, value), ...]) of a panel's default thresholds and of each override that sets some."""
+    fc = panel.get("fieldConfig", {})
+    steps = fc.get("defaults", {}).get("thresholds", {}).get("steps")
+    if steps and panel["type"] != "table":
+        yield "", [(s["color"], s["value"]) for s in steps]
+    for o in fc.get("overrides", []):
+        names = [p["value"] for p in o["properties"] if p["id"] == "displayName"]
+        for p in o["properties"]:
+            if p["id"] == "thresholds":
+                yield (names or [o["matcher"]["options"]])[0], [(s["color"], s["value"]) for s in p["value"]["steps"]]
+
+
+def test_hard_bounce_colours_are_the_alerts_and_only_on_hard_bounce_ratios():
+    """2% / 5% are PmtaHardBounceRate's thresholds on hard bounces / outcomes over 1 hour; the bounce share (all
+    bounces / attempts over 10 minutes) is another quantity and must not wear them (audit 2026-12)."""
+    warn = re.search(r"> (0\.\d+)", alert_rule("PmtaHardBounceRate", "warning")["expr"]).group(1)  # type: ignore[union-attr]
+    crit = re.search(r"> (0\.\d+)", alert_rule("PmtaHardBounceRate", "critical")["expr"]).group(1)  # type: ignore[union-attr]
+    hard = {"Hard-bounce ratio by pool (1 hour)": "watchtower-cluster",
+            "Hard-bounce ratio by sender (1 hour)": "watchtower-flows"}
+    for title, uid in hard.items():
+        (panel,) = [p for p in panels(by_uid(uid)) if p["title"] == title]
+        assert dict(thresholds_of(panel))[""] == [("green", None), ("yellow", float(warn)), ("red", float(crit))]
+    for path in DASHBOARDS:
+        for p in panels(load(path)):
+            for field, steps in thresholds_of(p):
+                if "bounce share" in f"{p['title']} {field}".lower():
+                    assert [v for _, v in steps if v] == [], (p["title"], field)
+
+
+ALERT_SHOWS = {  # (alert, severity or None for both) -> the series its dashboard_url's dashboard must plot
+    ("PmtaIspThrottling", None): {"vmta_isp:pmta_deferred_by_class:rate10m", "pmta_queue_recipients"},
+    ("PmtaIspBlock", None): {"vmta_isp:pmta_blocklisted:increase15m",
+                             "vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m"},
+    ("PmtaComplaintRate", None): {"isp:pmta_complaints:ratio_rate1d"},
+    ("PmtaHardBounceRate", None): {"vmta_pool:pmta_hard_bounced:ratio_rate1h"},
+    ("PmtaSenderHardBounceRate", None): {"sender:pmta_sender_hard_bounced:ratio_rate1h"},
+    ("PmtaQueueBacklog", None): {"pmta_queue_recipients"},
+    ("PmtaDeliveryStalled", "warning"): {"pmta_queue_recipients", "vmta_isp:pmta_delivered:rate10m"},
+    ("PmtaDeliveryStalled", "critical"): {"pmta_status_queue_recipients", "watchtower_pmta_api_up"},
+}
+
+
+def test_alert_links_land_on_a_dashboard_that_plots_what_the_alert_judges():
+    """The critical PmtaDeliveryStalled (a whole host) linked to the cluster dashboard, which shows neither the
+    host queue nor whether PMTA's API answers; PmtaHardBounceRate's had no hard-bounce panel (audit 2026-12)."""
+    plotted = {uid: {n for _, e in prom_exprs(by_uid(uid)) for n in metric_names(e)} for uid in EXPECTED_UIDS}
+    checked = []
+    for path in sorted((REPO / "rules" / "alerts").glob("*.yaml")):
+        for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            for r in g["rules"]:
+                want = ALERT_SHOWS.get((r["alert"], None)) or ALERT_SHOWS.get((r["alert"], r["labels"]["severity"]))
+                if want:
+                    uid = re.match(r"/d/([\w-]+)/", r["annotations"]["dashboard_url"]).group(1)  # type: ignore[union-attr]
+                    checked.append((r["alert"], r["labels"]["severity"], uid, sorted(want - plotted[uid])))
+    assert len(checked) >= 12 and [c for c in checked if c[3]] == []
+
+
+@needs_promtool
+def test_warnings_firing_leaves_out_the_warnings_alertmanager_inhibits(tmp_path: Path):
+    """A critical alert mutes its warning twin (same alert and object, job included: alertmanager.yml), and the
+    incident tables leave it out: the counter counted it (audit 2026-12)."""
+    def alert(name: str, severity: str, **labels: str) -> tuple[str, str]:
+        extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+        return f'ALERTS{{alertname="{name}", alertstate="firing", severity="{severity}"{extra}}}', "1x40"
+
+    throttling = {"job": "watchtower", "instance": "pmta-01:9469", "vmta": "vmta-03", "vmta_pool": "pool-a",
+                  "isp": "gmail"}
+    series = dict([alert("PmtaIspThrottling", "warning", **throttling),
+                   alert("PmtaIspThrottling", "critical", **throttling),
+                   # another cluster's critical is no twin of this cluster's warning
+                   alert("PmtaComplaintRate", "warning", job="watchtower", isp="yahoo"),
+                   alert("PmtaComplaintRate", "critical", job="watchtower-eu", isp="yahoo")])
+    result = promtool_expect(tmp_path, series, [
+        (panel_expr("watchtower-incidents", "Warnings firing"), ONE),
+        (panel_expr("watchtower-incidents", "Critical alerts firing"), [{"labels": "{}", "value": 2}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_the_sender_table_gives_totals_over_the_dashboard_range(tmp_path: Path):
+    """Next to a 1-day ratio, a per-second rate over $__rate_interval (the last minute or so) read as a total;
+    the table now counts over $__range (here 5 minutes: 10 a minute is 50), and says so (audit 2026-12)."""
+    labels = 'job="watchtower", instance="pmta-01:9469", sender="a.example", isp="gmail"'
+    series = {f"pmta_sender_delivered_total{{{labels}}}": "0+10x40",
+              f'pmta_sender_bounced_total{{{labels}, class="user_unknown"}}': "0+2x40",
+              f'pmta_sender_deferred_total{{{labels}, class="throttled"}}': "0+4x40",
+              f'pmta_sender_complaints_total{{{labels}, feedback_type="abuse"}}': "0+1x40"}
+    row = '{sender="a.example", isp="gmail"}'
+    result = promtool_expect(tmp_path, series, [
+        (panel_expr("watchtower-flows", "Sender × ISP", ref), [{"labels": row, "value": v}])
+        for ref, v in (("A", 50), ("B", 10), ("C", 20), ("D", 5))])
+    assert result.returncode == 0, result.stdout + result.stderr
+    (table_panel,) = [p for p in panels(by_uid("watchtower-flows")) if p["title"] == "Sender × ISP"]
+    for t in table_panel["targets"][:4]:
+        assert "[$__range]" in t["expr"] and "rate(" not in t["expr"], t["expr"]
+    names = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+             for o in table_panel["fieldConfig"]["overrides"]}
+    assert [(names[f"Value #{r}"]["displayName"], names[f"Value #{r}"]["unit"]) for r in "ABCD"] == [
+        ("Delivered", "short"), ("Bounced", "short"), ("Deferred", "short"), ("Complaints", "short")]
+    assert "$__range" in table_panel["description"] or "time range" in table_panel["description"]
+
+
+def queue_scale_of_the_alerts() -> list[tuple[str, float | None]]:
+    """Yellow where the critical PmtaIspThrottling needs a queue, orange and red at PmtaQueueBacklog's two levels."""
+    throttle = re.search(r"\) > (\d+)\)", alert_rule("PmtaIspThrottling", "critical")["expr"]).group(1)  # type: ignore[union-attr]
+    warn = re.search(r"> (\d+)", alert_rule("PmtaQueueBacklog", "warning")["expr"]).group(1)  # type: ignore[union-attr]
+    crit = re.search(r"> (\d+)", alert_rule("PmtaQueueBacklog", "critical")["expr"]).group(1)  # type: ignore[union-attr]
+    return [("green", None), ("yellow", int(throttle)), ("orange", int(warn)), ("red", int(crit))]
+
+
+def test_queues_are_coloured_on_one_scale_from_the_alerts_and_only_per_vmta_x_isp():
+    """50k was red on some boards, 200k on others, and the cluster board held pool x ISP sums to the per-VMTA x ISP
+    limits (audit 2026-12): one scale, defined once in the generator, on per-VMTA x ISP queues only."""
+    scale = queue_scale_of_the_alerts()
+    levels = {v for _, v in scale if v}
+    coloured = []
+    for path in DASHBOARDS:
+        for p in panels(load(path)):
+            for field, steps in thresholds_of(p):
+                if levels & {v for _, v in steps}:
+                    coloured.append((path.stem, p["title"], field))
+                    assert steps == scale, (path.stem, p["title"], field, steps)
+    assert ("watchtower-cluster", "Pool × ISP board", "Largest VMTA × ISP queue") in coloured
+    assert ("watchtower-vmta", "VMTA board", "Largest ISP queue") in coloured
+    assert ("watchtower-cluster", "Pool × ISP board", "Queued recipients") not in coloured
+    assert ("watchtower-vmta", "VMTA board", "Queued recipients") not in coloured
+    assert len(coloured) >= 5
+    source = "\n".join((GRAFANA / n).read_text(encoding="utf-8") for n in ("build.py", "dashlib.py"))
+    assert sorted(re.findall(r"\b(?:10_?000|50_?000|200_?000)\b", source)) == ["10_000", "200_000", "50_000"]
+
+
+@needs_promtool
+def test_the_pool_board_colours_the_largest_vmta_queue_not_the_pool_sum(tmp_path: Path):
+    """Two VMTAs of pool-a with 40k each for Gmail: 80k in the pool, no backlog alert (50k per VMTA x ISP)."""
+    queue = 'pmta_queue_recipients{{job="watchtower", instance="pmta-01:9469", vmta="{}", isp="gmail"}}'
+    series = dict([cell("pmta_delivered_total", "vmta-01", "0+100x40"), cell("pmta_delivered_total", "vmta-02",
+                                                                                "0+100x40")])
+    series |= {queue.format("vmta-01"): "40000x40", queue.format("vmta-02"): "40000x40"}
+    row = '{vmta_pool="pool-a", isp="gmail"}'
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaQueueBacklog", "warning"), NONE),
+        (panel_expr("watchtower-cluster", "Pool × ISP board", "G"), [{"labels": row, "value": 80000}]),
+        (panel_expr("watchtower-cluster", "Pool × ISP board", "H"), [{"labels": row, "value": 40000}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_war_room_levels_claim_no_alert_threshold_they_do_not_have():
+    """Success < 80% read "ALERT" though no alert has that threshold (audit 2026-12)."""
+    war = by_uid("watchtower-warroom")
+    texts = json.dumps([p.get("fieldConfig", {}) for p in panels(war)])
+    (help_text,) = [p["options"]["content"] for p in panels(war) if p["type"] == "text"]
+    assert "ALERT" not in texts and "ALERT" not in help_text and "ALERT" not in json.dumps(
+        [p["title"] + p.get("description", "") for p in panels(war)])
+    success = help_text[help_text.index("**success**"):help_text.index("**throttled share**")]
+    assert "dashboard-only" in success
+    # each threshold the legend ties to an alert (`> 30% = PmtaIspThrottling`) is one of that alert's
+    claims = re.findall(r"([<>]) (\d+)(%|k)? = `(Pmta\w+)`", help_text)
+    assert len(claims) >= 3, help_text
+    for op, num, suffix, alert in claims:
+        value = int(num) * {"%": 0.01, "k": 1000, "": 1}[suffix]
+        exprs = [r["expr"] for sev in ("warning", "critical") for r in alert_rules_named(alert, sev)]
+        found = [float(v) for e in exprs for v in re.findall(rf"{op} (\d+(?:\.\d+)?)\b", e)]
+        assert any(abs(v - value) < 1e-9 for v in found), (op, num, suffix, alert, found)
+
+
+def alert_rules_named(name: str, severity: str) -> list[dict[str, Any]]:
+    return [r for path in sorted((REPO / "rules" / "alerts").glob("*.yaml"))
+            for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"] for r in g["rules"]
+            if r.get("alert") == name and r["labels"]["severity"] == severity]
+
+
+def test_panels_say_which_filters_they_ignore():
+    """The flow graph reads /api/v1/flows, which takes only the time range; the sender hard-bounce rule has no isp."""
+    flows = {p["title"]: p.get("description", "") for p in panels(by_uid("watchtower-flows"))}
+    graph = flows["Sender → VMTA → ISP"]
+    assert "does not follow the Sender, ISP and Instance filters" in graph, graph
+    assert "does not follow the ISP filter" in flows["Hard-bounce ratio by sender (1 hour)"]
+
+
+@needs_promtool
+def test_queue_panels_read_0_when_nothing_is_queued(tmp_path: Path):
+    """A healthy host with empty queues: the status board's queue counters and the cluster's queues by pool read 0,
+    not "No data" (they were `> 0` or had no zero fallback)."""
+    gauge = 'pmta_queue_{}{{job="watchtower", instance="pmta-01:9469", vmta="vmta-01", isp="gmail"}}'
+    series = dict([cell("pmta_delivered_total", "vmta-01", "0+100x40")])
+    series['watchtower_pmta_api_up{job="watchtower", instance="pmta-01:9469"}'] = "1x40"
+    empty = promtool_expect(tmp_path, series, [
+        (panel_expr("watchtower-vmta", title), NONE)
+        for title in ("Queued recipients", "Queues in backoff", "Paused queues")])
+    assert empty.returncode == 0, empty.stdout + empty.stderr
+    series |= {gauge.format(g): "0x40" for g in ("recipients", "backoff", "connections", "paused")}
+    idle = promtool_expect(tmp_path, series, [
+        (panel_expr("watchtower-cluster", title), [{"labels": '{vmta_pool="pool-a"}', "value": 0}])
+        for title in ("Queued recipients by pool", "Queues in backoff by pool", "Open connections by pool")])
+    assert idle.returncode == 0, idle.stdout + idle.stderr

@@ -9,6 +9,7 @@ installed.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,15 @@ def test_grafana_mounts_match_the_provisioning():
     home = service["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert host_path(service, home).is_file()
     assert service["environment"]["GF_INSTALL_PLUGINS"].split()[0] == "yesoreyeram-infinity-datasource"
+
+
+def test_grafana_home_is_the_incidents_dashboard_the_docs_name():
+    """docs/dashboards.md makes Incidents the home dashboard ("the page that screams"); compose opened the
+    global health overview (audit 2026-12)."""
+    service = compose()["services"]["grafana"]
+    home = host_path(service, service["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert json.loads(home.read_text(encoding="utf-8"))["uid"] == "watchtower-incidents"
+    assert "Make **Incidents** the home dashboard" in (REPO / "docs" / "dashboards.md").read_text(encoding="utf-8")
 
 
 def version(text: str) -> tuple[int, ...]:
