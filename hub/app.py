@@ -20,6 +20,8 @@ from hub.fanout import Fanout, make_client
 from hub.targets import TargetSet
 
 log = logging.getLogger(__name__)
+FD_RESERVE = 64
+"""Descriptors besides sockets: the interpreter's own, logs, TLS and secret files, the event loop's."""
 
 
 def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
@@ -63,6 +65,25 @@ async def serve(config: HubConfig) -> int:
     return 0 if server.started else 1
 
 
+def fd_limit_problem(limit: int, config: HubConfig) -> str | None:
+    """Too few descriptors for the static targets' pools and the listener's clients: connections then fail with
+    EMFILE, which httpx reports as a connect error naming none of this (discovered targets add to the need)."""
+    need = len(config.hub.targets) * config.web.api_max_concurrency + config.web.max_connections + FD_RESERVE
+    if limit >= need:
+        return None
+    return (f"open file limit {limit} is below the {need} descriptors {len(config.hub.targets)} targets x "
+            f"web.api_max_concurrency {config.web.api_max_concurrency} + web.max_connections "
+            f"{config.web.max_connections} may use: raise LimitNOFILE (systemd) or ulimit -n, or lower "
+            "web.api_max_concurrency")
+
+
+def log_fd_limit(limit: int, config: HubConfig) -> None:
+    if problem := fd_limit_problem(limit, config):
+        log.warning("%s", problem)
+    else:
+        log.info("open file limit %d", limit)
+
+
 def run_hub(path: Path) -> int:
     """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
     listener cannot bind, 0 after SIGTERM."""
@@ -84,7 +105,7 @@ def run_hub(path: Path) -> int:
     from exporter.http import raise_fd_limit
 
     logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part
-    raise_fd_limit()  # a connection pool per daemon: up to targets x web.api_max_concurrency sockets
+    log_fd_limit(raise_fd_limit(), config)  # a connection pool per daemon: up to targets x api_max_concurrency
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:
         return asyncio.run(serve(config))

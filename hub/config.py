@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -40,22 +40,47 @@ CREDENTIALS_HINT = "give them in hub.auth (username and password_file, or bearer
 
 def without_credentials(url: str, mask: str = "***@") -> str:
     """`url` (or a bare host:port) with any user name and password replaced by `mask`: what may be shown or logged
-    of it (mask "": the URL to ask, its credentials given apart)."""
-    head, sep, rest = url.partition("://")
-    netloc, slash, path = (rest if sep else head).partition("/")
-    if "@" not in netloc:
+    of it (mask "": the URL to ask, its credentials given apart). A URL that parses keeps an `@` of its query; one
+    that does not, or has an `@` in its path (a password holding `/`, `?` or `#`, unencoded, ends the host part
+    early), is masked from `://` to its last `@`: a password is never shown, whatever it holds."""
+    parts = _parsed(url if "://" in url else "http://" + url)
+    if parts is not None and parts.username is not None:
+        host = parts.netloc.rpartition("@")[2]
+        shown = urlunsplit(parts._replace(netloc=mask + host if mask else host))
+        return shown if "://" in url else shown.removeprefix("http://")
+    if parts is not None and "@" not in url.split("?", 1)[0].split("#", 1)[0]:
         return url
-    netloc = mask + netloc.rpartition("@")[2]
-    return (head + sep if sep else "") + netloc + slash + path
+    head, sep, rest = url.partition("://")
+    body = rest if sep else head
+    before_query = body.split("?", 1)[0].split("#", 1)[0]
+    at = before_query.rfind("@") if "@" in before_query else body.rfind("@")  # else `?`/`#` in the password
+    if at < 0:
+        return url
+    return (head + sep if sep else "") + mask + body[at + 1:]
+
+
+def _parsed(url: str) -> SplitResult | None:
+    """urlsplit of `url` when it is an URL with a host and a valid port, else None."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError: a port that is not one (the rest of a password cut at `?` or `/`)
+    except ValueError:
+        return None
+    return parts if parts.hostname else None
+
+
+def _kind(value: Any) -> str:
+    """What a wrong value is, without echoing it (it may hold a password)."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", list: "a list", type(None): "nothing"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def credentials_problem(url: str) -> str | None:
-    """A target URL is shown in every answer (`missing_hosts`) and put in cursors: it carries no password."""
-    try:
-        userinfo = "@" in urlsplit(url).netloc
-    except ValueError:  # not a URL at all: the start-up checks say so
+    """A target URL is shown in every answer (`missing_hosts`) and put in cursors: it carries no password, and a
+    daemon's base URL has no `@` anywhere (one is a password's rest)."""
+    if "@" not in url:
         return None
-    return f"{without_credentials(url)} carries a user name or password: {CREDENTIALS_HINT}" if userinfo else None
+    return f"{without_credentials(url)} carries a user name or password: {CREDENTIALS_HINT}"
 
 
 class StaticTarget(_Strict):
@@ -82,7 +107,7 @@ class StaticTarget(_Strict):
             target._bare = True
             return target  # type: ignore[no-any-return]
         if not isinstance(data, dict | StaticTarget):
-            raise ValueError(f"expected a daemon URL or a mapping {{url, name}}, got {data!r}")
+            raise ValueError(f"expected a daemon URL or a mapping {{url, name}}, got {_kind(data)}")
         return handler(data)  # type: ignore[no-any-return]
 
     @field_validator("url")
@@ -96,6 +121,18 @@ class StaticTarget(_Strict):
 class PrometheusSource(_Strict):
     url: str = Field(description="Prometheus base URL; the hub reads its /api/v1/targets.")
     job: str = Field(description="Scrape job whose active targets are the daemons.")
+
+    @field_validator("url")
+    @classmethod
+    def _credentials_in_the_host_part(cls, url: str) -> str:
+        """Its credentials, if any, are sent as basic auth: they must be where a URL puts them. A password holding
+        `/`, `?` or `#` unencoded ends the host part early: refused (masked), not asked of another host."""
+        parts = _parsed(url)
+        before_query = url.split("?", 1)[0].split("#", 1)[0]
+        if "@" in before_query and (parts is None or parts.username is None):
+            raise ValueError(f"{without_credentials(url)}: an `@` outside the host part; percent-encode the password "
+                             "(`/` as %2F, `?` as %3F, `#` as %23)")
+        return url
 
 
 class AuthConfig(_Strict):

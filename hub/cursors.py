@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
+from urllib.parse import urlsplit
 
 from correlator.api import BadRequest, decode_token, encode_token
 from hub.targets import Target
@@ -114,6 +115,8 @@ def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], boo
         raise TypeError("shape")
     places = {}
     for url, place in value["h"].items():
+        if not _host_url(url):  # named in missing_hosts when it is no longer a target: parsed for its name
+            raise ValueError("host")
         place = _wrapped(place)
         if not valid_place(place):
             raise TypeError("place")
@@ -131,6 +134,15 @@ def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], boo
             places.setdefault(urls[0], 0)
     elsewhere = frozenset(k for k in done if k not in by_key)
     return Decoded(value["f"], places, value.get("n"), elsewhere)
+
+
+def _host_url(url: Any) -> bool:
+    """Is a cursor's host key an http(s) URL with a host, as every target's is?"""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_zero(place: Any) -> bool:

@@ -2,9 +2,11 @@
 
 A host that refuses, times out, answers 5xx or garbage becomes a `HostAnswer` with `error` set:
 the merge layer turns those into a partial answer naming the host. The bound is enforced with
-`asyncio.wait_for` around the whole request, body and JSON decoding included, since httpx's timeouts
-apply per read and a server that drips bytes could otherwise hold a request far longer. The body is
-streamed and capped at `hub.max_answer_size` counted unzipped (a few KiB of gzip unzip to GiBs).
+`asyncio.wait_for` around the whole request, since httpx's timeouts apply per read and a server that
+drips bytes could otherwise hold a request far longer. The body is streamed and capped at
+`hub.max_answer_size` counted unzipped (a few KiB of gzip unzip to GiBs). Decoding a body already read
+cannot be interrupted: a big one is decoded on a decode thread of its own (DECODE_THREADS), whose JSON
+parse still holds the interpreter lock; near the cap a host's answer can end ~0.5 s past its budget.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,11 +219,20 @@ class Fanout:
         return list(await asyncio.gather(*(self.one(t, path, params, deadline) for t in targets)))
 
 
+DECODE_THREADS = 2
+"""Threads decoding big answers: their own pool, so decodes a timeout abandoned (they run to their end) queue
+there, not in the default executor that resolves host names."""
+_decoders: ThreadPoolExecutor | None = None
+
+
 async def _decoded(raw: bytes | bytearray, path: str, status: int) -> tuple[Any, str | None]:
     """(body, None) or (None, why not): JSON, checked against the daemon's model of that route. A big body is
-    decoded in a thread, so the host's budget can end while it is (the event loop goes on answering)."""
+    decoded on a decode thread (the event loop goes on between the parse's lock releases)."""
+    global _decoders
     if len(raw) > DECODE_INLINE:
-        return await asyncio.to_thread(_decode, raw, path, status)
+        if _decoders is None:
+            _decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hub-decode")
+        return await asyncio.get_running_loop().run_in_executor(_decoders, _decode, raw, path, status)
     return _decode(raw, path, status)
 
 

@@ -38,8 +38,12 @@ class Target:
 
 
 def _name_of(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc.rpartition("@")[2] or url
+    """host:port of a target URL (the URL itself when it has none, or is no URL)."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return url
+    return netloc.rpartition("@")[2] or url
 
 
 def default_target(url: str) -> Target:

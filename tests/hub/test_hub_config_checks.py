@@ -22,10 +22,10 @@ def _problems(tmp_path: Path, hub: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize(("hub", "problems"), [
     ({"targets": [{"url": "http://a:1", "nam": "x"}]}, ["hub.targets.0.nam: unknown key"]),
-    ({"targets": ["http://a:1", 5]}, ["hub.targets.1: expected a daemon URL or a mapping {url, name}, got 5"]),
+    ({"targets": ["http://a:1", 5]}, ["hub.targets.1: expected a daemon URL or a mapping {url, name}, got a number"]),
     ({"targets": [{"name": "x"}]}, ["hub.targets.0.url: required key missing"]),
     ({"targets": [["http://a:1"]]},
-     ["hub.targets.0: expected a daemon URL or a mapping {url, name}, got ['http://a:1']"]),
+     ["hub.targets.0: expected a daemon URL or a mapping {url, name}, got a list"]),
 ])
 def test_a_targets_problem_names_its_key_not_pydantics_types(tmp_path: Path, hub: dict[str, Any],
                                                              problems: list[str]):
@@ -52,3 +52,16 @@ def test_file_sd_files_are_checked_at_start(tmp_path: Path):
         f"hub.file_sd.3: {bad}: expected a list of target groups",
         f"hub.file_sd.4: {yml}: not YAML (line 2, column 1: expected ',' or ']', but got '<stream end>')",
     ]
+
+
+def test_a_descriptor_limit_too_low_for_the_targets_pools_is_named_with_what_to_do():
+    """200 targets under `ulimit -n 128`: 80 hosts failed with httpx's `ConnectError` (EMFILE, hidden), and the log
+    said nothing of the limit."""
+    from hub.app import fd_limit_problem
+    from hub.config import HubConfig
+
+    config = HubConfig.model_validate({"hub": {"targets": [f"http://h{i}:9469" for i in range(200)]}})
+    assert fd_limit_problem(128, config) == (
+        "open file limit 128 is below the 3776 descriptors 200 targets x web.api_max_concurrency 16 + "
+        "web.max_connections 512 may use: raise LimitNOFILE (systemd) or ulimit -n, or lower web.api_max_concurrency")
+    assert fd_limit_problem(1 << 20, config) is None

@@ -59,3 +59,24 @@ async def test_no_url_shown_logged_or_put_in_a_cursor_carries_a_password(tmp_pat
         f"user name or password: {HINT}"}
     assert "s3cret" not in caplog.text and "pr0m" not in caplog.text
     assert "prometheus http://***@127.0.0.1:1 job wt" in caplog.text
+
+
+@pytest.mark.parametrize("url", ["http://hub:s3cr/et@pmta-1:9469", "http://hub:s3cr?et@pmta-1:9469",
+                                 "http://hub:s3cr#et@pmta-1:9469", "http://admin/s3cret@pmta-1:9469"])
+def test_a_password_holding_a_url_delimiter_is_refused_and_never_shown(tmp_path: Path, url: str):
+    """Generated passwords hold `/`, `?` or `#`; unencoded, they end the URL's host part, so urlsplit saw no user and
+    the start-up check printed the whole URL. Anything before the last `@` of the part before the query is masked."""
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({"hub": {"targets": [url]}}))
+    assert startup_problems(cfg) == [f"hub.targets.0: http://***@pmta-1:9469 carries a user name or password: {HINT}"]
+    cfg.write_text(yaml.safe_dump({"hub": {"prometheus": {"url": url, "job": "pmta"}}}))
+    problems = startup_problems(cfg)
+    assert problems and not [p for p in problems if "s3cr" in p], problems
+
+
+def test_the_prometheus_url_keeps_an_at_sign_of_its_query_and_masks_its_credentials():
+    from hub.config import without_credentials
+
+    assert without_credentials("http://prom:9090/x?who=a@b") == "http://prom:9090/x?who=a@b"
+    assert without_credentials("http://u:p/q@prom:9090/x?who=a@b", mask="") == "http://prom:9090/x?who=a@b"
+    assert without_credentials("http://u:p@prom:9090") == "http://***@prom:9090"

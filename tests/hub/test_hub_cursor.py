@@ -198,3 +198,19 @@ def test_host_cursors_come_back_exactly_as_the_hosts_gave_them():
     assert len(gone.done_elsewhere) == 60 and set(gone.places) == {t.url for t in targets[:len(odd)]}
     again, _ = cursors.encode("fp", gone.places, targets[:3], 1767225600.5, gone.done_elsewhere)
     assert again is not None and cursors.decode(again, targets, lambda place: True).places == places
+
+
+@pytest.mark.parametrize("host", ["http://[", "http://", "ftp://a:1", "not a url", ""])
+async def test_a_cursor_naming_a_host_url_that_is_no_url_is_a_400_not_a_500(host: str):
+    """A host that left the targets is named by its URL in the cursor, and was then parsed for its name: a crafted
+    `http://[` raised ValueError (a 500 and a traceback per request)."""
+    from hub import messages, search
+
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as fleet, \
+            running_hub({"targets": [{"url": fleet.url("a"), "name": "a"}]}) as hub:
+        answers = [await hub.get("/api/v1/search",
+                                 params={"cursor": encode_token({"f": search.fingerprint({}), "h": {host: [None, 0]}})}),
+                   await hub.get("/api/v1/messages/m@x", params={
+                       "cursor": encode_token({"f": messages.fingerprint("m@x"), "h": {host: [None, 0]}})})]
+    for r in answers:
+        assert (r.status_code, r.json()["error"], r.json()["parameter"]) == (400, "malformed cursor", "cursor")
