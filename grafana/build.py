@@ -11,10 +11,12 @@ keep `instance`, so the host filter still works); raw counters go through rate($
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
 from dashlib import (
     ALERTMANAGER,
     ATTEMPTS_RULE,
@@ -101,6 +103,19 @@ QUEUE_JOIN = ("Queue gauges carry only {vmta, isp}; each VMTA's queue is attribu
 COMPLAINT_ISPS = 'isp!~"gmail|google_workspace|apple|other"'
 """The ISPs PmtaComplaintRate leaves out (rules/alerts/reputation.yaml): no per-message FBL, or `other`."""
 COMPLAINT_MIN_DELIVERED = 1000
+HARD_BOUNCE_MIN_OUTCOMES = 500
+"""PmtaHardBounceRate's and PmtaSenderHardBounceRate's floor (rules/alerts/reputation.yaml): outcomes in 1 hour."""
+
+
+def judged_hard_bounces(key: str, *matchers: str) -> str:
+    """The 1-hour hard-bounce ratio per `key` (vmta_pool or sender, cluster-wide rules keeping `job`) where the
+    alert judges it: at least HARD_BOUNCE_MIN_OUTCOMES outcomes in the hour."""
+    prefix, metric = {"vmta_pool": ("vmta_pool", "pmta"), "sender": ("sender", "pmta_sender")}[key]
+    ratio_rule = sel_cluster(f"{prefix}:{metric}_hard_bounced:ratio_rate1h", *matchers)
+    outcomes = sel_cluster(f"{prefix}:{metric}_outcomes:rate1h", *matchers)
+    return f"({ratio_rule} and on (job, {key}) ({outcomes} * 3600 >= {HARD_BOUNCE_MIN_OUTCOMES}))"
+
+
 PROMETHEUS_VAR = datasource_var()
 INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Watchtower API (Infinity)",
                               regex="/^(?!.*[Aa]lertmanager)/")
@@ -474,10 +489,11 @@ def cluster() -> Json:
                      [prom(bounce_share(by, *f), legend)], "percentunit"), 12, 9)
     g.add(timeseries("Hard-bounce ratio by pool (1 hour)", "Hard bounces (user_unknown, mailbox_disabled, "
                      "bad_domain) / outcomes (delivered + bounced) per pool over 1 hour: what PmtaHardBounceRate "
-                     "judges, on its thresholds (warn 2%, critical 5%; the alert also needs ≥ 500 outcomes in the "
-                     f"hour). Per pool, all ISPs: the ISP filter does not apply. {CLUSTER}{WORST_JOB}",
-                     [prom(worst_job("vmta_pool", sel_cluster("vmta_pool:pmta_hard_bounced:ratio_rate1h", POOL)),
-                           "{{vmta_pool}}")], "percentunit", thresholds=HARD_BOUNCE), 12, 9)
+                     "judges, on its thresholds (warn 2%, critical 5%), for the pools it judges: ≥ "
+                     f"{HARD_BOUNCE_MIN_OUTCOMES} outcomes in the hour (a smaller pool has no line). Per pool, all "
+                     f"ISPs: the ISP filter does not apply. {CLUSTER}{WORST_JOB}",
+                     [prom(worst_job("vmta_pool", judged_hard_bounces("vmta_pool", POOL)), "{{vmta_pool}}")],
+                     "percentunit", thresholds=HARD_BOUNCE), 12, 9)
     g.add(timeseries("Complaint ratio by pool × ISP (1 day)", "User complaints (FBL) / delivered over the last "
                      f"24 hours, against the 0.1% / 0.3% daily limits. {CLUSTER}{WORST_JOB}",
                      [prom(worst_job(by, sel_cluster("vmta_pool_isp:pmta_complaints:ratio_rate1d", *f)), legend)],
@@ -492,9 +508,13 @@ def cluster() -> Json:
         ("Queues in backoff by pool", "pmta_queue_backoff", "Queues in PMTA backoff mode"),
         ("Open connections by pool", "pmta_queue_connections", "Open outbound connections"),
     ):
-        g.add(timeseries(title, f"{what} for the selected ISPs, per pool (0, not left out, when none). "
-                         f"{QUEUE_JOIN}",
-                         [prom(queue_by_pool(metric, "vmta_pool", (ISP,), (POOL,)), "{{vmta_pool}}")],
+        # A pool whose VMTAs have no such queue series at all (every queue drained and dropped) reads 0 as long
+        # as it has attempts (at any ISP: the pools of the pool variable), not left out.
+        active_pools = f"0 * count by (vmta_pool) ({sel(ATTEMPTS, POOL)})"
+        g.add(timeseries(title, f"{what} for the selected ISPs, per pool (0, not left out, for a pool with attempts "
+                         f"series and no such queue). {QUEUE_JOIN}",
+                         [prom(f"({queue_by_pool(metric, 'vmta_pool', (ISP,), (POOL,))}) or on (vmta_pool) "
+                               f"({active_pools})", "{{vmta_pool}}")],
                          "short", stack=True), 8, 8)
 
     g.row("Delivery delay by pool")
@@ -582,10 +602,10 @@ def flows() -> Json:
                      "percentunit", thresholds=COMPLAINT), 12, 8)
     g.add(timeseries("Hard-bounce ratio by sender (1 hour)", "user_unknown + mailbox_disabled + bad_domain bounces / "
                      "outcomes per sending domain over 1 hour, what PmtaSenderHardBounceRate judges (warn 2%, "
-                     "critical 5%; the alert also needs ≥ 500 outcomes). Per sending domain over every ISP: it "
+                     f"critical 5%), for the domains it judges: ≥ {HARD_BOUNCE_MIN_OUTCOMES} outcomes in the hour (a "
+                     "smaller one has no line). Per sending domain over every ISP: it "
                      f"does not follow the ISP filter. {CLUSTER}{WORST_JOB}",
-                     [prom(worst_job("sender", sel_cluster("sender:pmta_sender_hard_bounced:ratio_rate1h", SENDER)),
-                           "{{sender}}")],
+                     [prom(worst_job("sender", judged_hard_bounces("sender", SENDER)), "{{sender}}")],
                      "percentunit", thresholds=HARD_BOUNCE), 12, 8)
     g.add(timeseries("Auth failures by sender × ISP (15 minutes)", "SPF/DKIM/DMARC/PTR failures (deferrals and "
                      f"bounces classed auth_failure) per sending domain and ISP. {CLUSTER}",
@@ -721,9 +741,37 @@ WHAT = {"PmtaIspThrottling": "is throttling", "PmtaIspBlock": "is blocking",
         "PmtaDeliveryStalled": "receives nothing from"}
 """Headline verb per alert about one VMTA x ISP; another such alert reads "<ISP> <alertname> <vmta>"."""
 INCIDENT_KEYS = "alertname, severity, instance, vmta, isp"
-TWINS = "alertname, job, instance, vmta, vmta_pool, isp, sender, source"
-"""A warning and a critical alike on these labels are twins, and Alertmanager's last inhibition mutes the
-warning (alertmanager/alertmanager.yml: the same `equal` list; a label missing on both sides is equal)."""
+AM_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
+
+
+def _inhibitions() -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """(source matchers, target matchers, equal labels) of every inhibit rule of alertmanager/alertmanager.yml,
+    the matchers as PromQL label matchers: the dashboards leave out what Alertmanager mutes, read from the file so
+    the two stay in step."""
+    config = yaml.safe_load(ALERTMANAGER_YML.read_text(encoding="utf-8"))
+    rules = []
+    for rule in config.get("inhibit_rules", []):
+        unknown = set(rule) - {"source_matchers", "target_matchers", "equal"}
+        if unknown:
+            raise ValueError(f"{ALERTMANAGER_YML.name}: inhibit rule with {sorted(unknown)}: only *_matchers and equal "
+                             "are mirrored")
+        sides = []
+        for key in ("source_matchers", "target_matchers"):
+            side = []
+            for m in rule.get(key, []):
+                found = AM_MATCHER.match(m)
+                if not found:
+                    raise ValueError(f"{ALERTMANAGER_YML.name}: matcher {m!r} not understood")
+                name, op, value = found.groups()
+                side.append(f'{name}{op}"{value}"')
+            sides.append(tuple(side))
+        rules.append((sides[0], sides[1], ", ".join(rule.get("equal", []))))
+    return rules
+
+
+ALERTMANAGER_YML = Path(__file__).resolve().parent.parent / "alertmanager" / "alertmanager.yml"
+INHIBITIONS = _inhibitions()
+"""Alertmanager's inhibit rules. A label missing on both sides counts as equal in Alertmanager, as in `on (...)`."""
 DISPLAY_NAMES = 'isp:pmta_isp_display_name:info{isp!=""}'
 
 
@@ -732,18 +780,26 @@ def firing_cells(*matchers: str) -> str:
     return sel("ALERTS", 'alertstate="firing"', 'vmta!=""', 'isp!=""', *matchers)
 
 
-def without_muted_twins(alerts: str, critical: str) -> str:
-    """`alerts` (ALERTS series) less the warnings whose critical twin (in `critical`) fires: what Alertmanager
-    shows. The incident rows and the warning counter both go through it."""
-    return f"({alerts} unless on ({TWINS}) {critical})"
+def firing(*matchers: str) -> str:
+    return f'ALERTS{{alertstate="firing", {JOB}{"".join(", " + m for m in matchers)}}}'
+
+
+def without_inhibited(alerts: str) -> str:
+    """`alerts` (raw ALERTS series) less those an inhibit rule of Alertmanager mutes (INHIBITIONS: a firing source
+    alike on the rule's `equal` labels): what Alertmanager notifies. The incident rows and the warning counter
+    both go through it (on their warnings)."""
+    muted = " or ".join(f"({firing(*target)} and on ({equal}) {firing(*source)})"
+                        for source, target, equal in INHIBITIONS)
+    return f"({alerts} unless ({muted}))" if muted else alerts
 
 
 def incident_rows() -> str:
-    """One series per incident (a firing VMTA x ISP alert; a warning whose critical twin fires is left
-    out, as Alertmanager's inhibition does), value 1, labelled for the table: `headline` ("Gmail is
+    """One series per incident (a firing VMTA x ISP alert; a warning Alertmanager inhibits is left out: its
+    critical twin, a host-wide stall, a block ... fires), value 1, labelled for the table: `headline` ("Gmail is
     throttling vmta-03": the ISP's display name, a verb per alert, the VMTA) and `runbook`."""
     critical = firing_cells('severity="critical"', ISP)
-    rows = f"max by ({INCIDENT_KEYS}) ({critical} or {without_muted_twins(firing_cells(ISP), critical)})"
+    warning = without_inhibited(firing_cells('severity="warning"', ISP))
+    rows = f"max by ({INCIDENT_KEYS}) ({critical} or {warning})"
     # The display-name rule is a constant per ISP, without job or instance (rules/recording.yaml).
     named = (f"({rows} * on (isp) group_left (provider) max by (isp, provider) ({DISPLAY_NAMES}))"
              f' or on ({INCIDENT_KEYS}) label_replace({rows}, "provider", "$1", "isp", "(.*)")')
@@ -766,12 +822,12 @@ def incidents() -> Json:
     delivered = sum_by(cell, sel("vmta_isp:pmta_delivered:rate10m"))
     g = Grid()
     g.add(text("How to read this page", "What the panels come from.", INCIDENTS_HELP), 24, 3)
-    firing = {sev: f'ALERTS{{alertstate="firing", severity="{sev}", {JOB}}}' for sev in ("critical", "warning")}
     for title, sev, color, query, muted in (
-        ("Critical alerts firing", "critical", "red", firing["critical"], ""),
-        ("Warnings firing", "warning", "orange", without_muted_twins(firing["warning"], firing["critical"]),
-         " A warning whose critical twin fires (same alert and object) is left out, as Alertmanager inhibits it "
-         "and the tables below leave it out."),
+        ("Critical alerts firing", "critical", "red", firing('severity="critical"'), ""),
+        ("Warnings firing", "warning", "orange", without_inhibited(firing('severity="warning"')),
+         " A warning Alertmanager inhibits is left out, as in the tables below: every inhibit rule of "
+         "alertmanager/alertmanager.yml is mirrored (its critical twin, a host-wide stall muting its per-VMTA "
+         "stalls, a block muting the throttling of its VMTA × ISP, WatchtowerDown muting its host, ...)."),
     ):
         g.add(stat(title, f"Prometheus alerts with severity={sev} firing now (the ALERTS series), over every "
                    f"Watchtower alert (hosts, pools, senders, ISPs). The Instance and ISP filters do not apply.{muted}",
@@ -791,8 +847,9 @@ def incidents() -> Json:
             "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
     runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#${__data.fields.runbook}"
     g.add(table("Active incidents", "One row per firing alert about a VMTA × ISP (PmtaIspThrottling, PmtaIspBlock, "
-                "PmtaSuccessRateDrop, PmtaQueueBacklog, PmtaDeliveryStalled; a warning whose critical twin fires "
-                "is left out, as Alertmanager inhibits it), from the ALERTS and ALERTS_FOR_STATE series of the "
+                "PmtaSuccessRateDrop, PmtaQueueBacklog, PmtaDeliveryStalled; a warning Alertmanager inhibits "
+                "is left out: every inhibit rule of alertmanager/alertmanager.yml, e.g. its critical twin, a "
+                "host-wide stall or a block firing), from the ALERTS and ALERTS_FOR_STATE series of the "
                 "Prometheus data source: the headline (ISP display name, what, VMTA), severity, how long the "
                 "condition has held, and that cell's success, throttled share, queue and time to drain (queue / "
                 "delivered per second over 10 minutes; empty = not draining). Click the headline for the status "

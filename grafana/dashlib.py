@@ -152,8 +152,10 @@ def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_ma
 
 def queue_or_zero(expr: str) -> str:
     """`expr`, or 0 while a selected host's PMTA API is read but no queue matches (everything delivered): a
-    queue counter that reads "No data" on a healthy system looks broken. No host read: still "No data"."""
-    return f"({expr}) or on () (0 * count({sel('watchtower_pmta_api_up')} == 1))"
+    queue counter that reads "No data" on a healthy system looks broken. No host read, or a selected host whose
+    API is down (its queue gauges are gone, a 0 would hide them): still "No data"."""
+    up = sel("watchtower_pmta_api_up")
+    return f"({expr}) or on () (0 * count({up} == 1) unless on () ({up} == 0))"
 
 
 ATTEMPTS_RULE = "vmta_isp:pmta_attempts:rate10m"
@@ -209,16 +211,20 @@ def blocked(*matchers: str) -> str:
 def worst_level(*matchers: str) -> str:
     """Per CELL: the worst of its signals, as 0 ok, 1 warn, 2 HIGH, 3 CRIT. Success and throttled share are
     judged per POOL_CELL as the alerts judge them (SUCCESS_LEVELS, THROTTLE_LEVELS; >= MIN_ATTEMPTS attempts in
-    10 minutes), a block (PmtaIspBlock's condition) is CRIT, and the queue (QUEUE_LEVELS) has no pool; the
-    worst pool cell of a VMTA x ISP is the cell's level."""
+    10 minutes), a block (PmtaIspBlock's condition) is CRIT, and the queue (QUEUE_LEVELS) has no pool (a VMTA
+    without any attempts series counts as pool `none`, as in queue_by_pool); the worst pool cell of a VMTA x ISP
+    is the cell's level."""
     succ = levels(gated(success_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers), "<", SUCCESS_LEVELS)
     thr = levels(gated(throttled_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers), ">", THROTTLE_LEVELS)
     blk = f"(3 * {blocked(*matchers)})"
-    # Queue gauges have no vmta_pool: keep the cells of VMTAs active in the selected pools, even a
-    # cell with no attempt at all (a stalled queue is the worst case).
-    active = f"group by (instance, vmta) ({sel(ATTEMPTS_RULE, *matchers)})"
+    # Queue gauges have no vmta_pool: keep the cells of VMTAs active in the selected pools (at any ISP), even
+    # a cell with no attempt at all (a stalled queue is the worst case), and those of VMTAs with no attempts
+    # series at all (pool `none`, as unattributed(): a new VMTA's backlog still pages).
+    pool_matchers = tuple(m for m in matchers if m != ISP)
     queue_sel = sel("pmta_queue_recipients", *[m for m in matchers if "vmta_pool" not in m])
-    que = levels(f"({sum_by(CELL, queue_sel)} and on (instance, vmta) {active})", ">", QUEUE_LEVELS)
+    vmtas = (f"group by (instance, vmta) ({sel(ATTEMPTS_RULE, *pool_matchers)})"
+             f" or group by (instance, vmta) ({unattributed(queue_sel, pool_matchers)})")
+    que = levels(f"({sum_by(CELL, queue_sel)} and on (instance, vmta) ({vmtas}))", ">", QUEUE_LEVELS)
     parts = [f'label_replace({e}, "signal", "{n}", "", "")' for n, e in (
         ("success", succ), ("throttled", thr), ("blocked", blk), ("queue", que))]
     return f"max by ({CELL}) ({' or '.join(parts)})"
@@ -379,6 +385,10 @@ def stat(
     color_mode: str = "value",
     graph: bool = True,
 ) -> Json:
+    """A single number; `graph` False: no sparkline, so its Prometheus queries are instant (one point, not a
+    range of them)."""
+    if not graph:
+        targets = [{**t, "instant": True, "range": False} if "expr" in t else t for t in targets]
     panel = _base("stat", title, description, targets)
     panel["fieldConfig"] = {
         "defaults": {
