@@ -5,7 +5,8 @@ file PMTA moves away keeps its place and a reused inode is not mistaken for the 
 newline-terminated lines are handed on; a partial last line waits for the rest, and so does a
 record whose quoted field runs on past the last line read (the parser leaves it unconsumed). `offset`
 is the byte just after the last complete record consumed: the value a checkpoint stores and a restart
-resumes from. A file that gets shorter than `offset` was truncated and is read again from 0.
+resumes from. A file that gets shorter than `offset` (truncated), or whose first bytes changed (rewritten),
+is followed as a new file, under a new id, from byte 0.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class FileStream:
         self.retries = True
         """A failed open is tried again later (the daemon); False in a oneshot, whose read error is final."""
         self.read_error: str | None = None
-        """Why the last open failed (None once the file could be opened)."""
+        """Why the last open or read failed (None once a read succeeds: an open alone may precede an EIO)."""
         self.committed_offset = -1  # offset last handed to the state database
         self.compressed = False
         """Its first bytes are a compression format's: not read (warn_compressed, once)."""
@@ -337,7 +338,7 @@ class FileStream:
 
     def _stop_compressed(self, kind: str) -> None:
         """Bytes that came after the file was followed (gzip writes nothing until its buffer fills) are compressed:
-        not read, ever (a file replaced in its inode is a new stream)."""
+        not read while this stream lasts (until the file leaves the globs)."""
         self.compressed = True
         warn_compressed(self.cp.path, kind, self.cp.source, "not read")
 

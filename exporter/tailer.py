@@ -60,6 +60,13 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
+def _adopt(cp: Checkpoint, path: str, source: str) -> None:
+    """A checkpoint of a source no longer configured (renamed) goes on under `source`, where reading stopped."""
+    log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
+             shown(path), cp.source, source, cp.offset, cp.line_no)
+    cp.source = source
+
+
 def _shared_types(old: frozenset[str] | None, new: frozenset[str] | None) -> str:
     """The record types two sources' `records` filters both keep, for a log line ('' when none; None keeps all)."""
     if old is None and new is None:
@@ -359,9 +366,7 @@ class Tailer:
         when none or several do."""
         matching = [s for s in self.sources if any(glob_matches(cp.path, p) for p in s.paths)]
         if len(matching) == 1:
-            log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
-                     shown(cp.path), cp.source, matching[0].label, cp.offset, cp.line_no)
-            cp.source = matching[0].label
+            _adopt(cp, cp.path, matching[0].label)
             return matching[0]
         if cp.gone_since is None:
             log.warning("%s: was being read for source %s, which is no longer configured, and %s; any records after "
@@ -459,9 +464,7 @@ class Tailer:
         renamed = cp is not None and cp.source != source and cp.source not in self._allowed
         if cp is not None and same_file(cp, st, head) and (cp.source == source or renamed):
             if renamed:  # the source that read it is no longer configured: renamed, not its glob given to another one
-                log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
-                         shown(path), cp.source, source, cp.offset, cp.line_no)
-                cp.source = source
+                _adopt(cp, path, source)
             else:
                 log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
             cp.path = path

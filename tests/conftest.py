@@ -263,7 +263,6 @@ def oneshot_nonzero(tmp_path: Path, correlator: bool, prefixes: tuple[str, ...],
     return out
 
 
-
 SHARED_STACKS = {"gmail_throttle": "e2e", "hostile": "ui-stack", "private": "ui-stack", "wide_hub": "ui-stack",
                  "driver": "ui-stack", "browser_cluster": "ui-stack"}
 """Session fixtures that start whole stacks (Prometheus + Alertmanager + daemon, daemons + hub, chromium) -> the group
@@ -290,7 +289,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's loadscope, scoped by run_group (its loadgroup reads marks pytest 9 no longer lets it apply)."""
+    """xdist's loadscope, scoped by run_group (xdist 3.8's `--dist loadgroup` did not keep marked tests together
+    under pytest 9.2: tried, they ran on both workers)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class StackScheduling(LoadScopeScheduling):
