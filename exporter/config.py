@@ -354,8 +354,8 @@ class MetricsConfig(_Strict):
 class PmtaApiConfig(_Strict):
     url: HttpUrl | None = Field(
         default=None,
-        description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080. "
-        "Unset: no queue gauges.",
+        description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080, without a user or "
+        "password (username/password_file). Unset: no queue gauges.",
     )
     poll_interval: Duration = Field(default=15.0, description="Time between polls of the management API.")
     timeout: Duration = Field(default=5.0, description="Timeout of one HTTP request to PMTA.")
@@ -381,6 +381,15 @@ class PmtaApiConfig(_Strict):
     )
     max_backoff: DurationOrZero = Field(
         default=300.0, description="Longest wait between failing polls (0: no backoff).")
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str | None) -> str | None:
+        """httpx would send them as basic auth, and the URL is logged with every change of the API's state."""
+        if url is not None and "@" in urlsplit(str(url)).netloc:
+            raise ValueError("carries a user name or password: give them as pmta.username and pmta.password_file "
+                             "(a URL's are logged with it)")
+        return url
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> PmtaApiConfig:

@@ -115,9 +115,12 @@ class DomainInfo:
 
 @dataclass(frozen=True, slots=True)
 class QueueTotals:
-    rcp: int
-    dom: int
-    kb: float
+    """A /status queue type's totals; None where PMTA gave no number (missing, `n/a`, negative): no series, rather
+    than a 0 the stall alert would read as an empty queue."""
+
+    rcp: int | None
+    dom: int | None
+    kb: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,17 @@ def to_int(value: Any, default: int = 0) -> int:
         return value
     number = to_float(value, math.nan)
     return int(number) if math.isfinite(number) else default
+
+
+def _count(value: Any) -> int | None:
+    """A count PMTA gave, or None (missing, not a number, negative)."""
+    number = to_float(value, math.nan) if value is not None else math.nan
+    return int(number) if math.isfinite(number) and number >= 0 else None
+
+
+def _amount(value: Any) -> float | None:
+    number = to_float(value, math.nan) if value is not None else math.nan
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def to_float(value: Any, default: float = 0.0) -> float:
@@ -300,7 +314,7 @@ def parse_status(body: bytes, fmt: str) -> StatusInfo:
     queue = {}
     for qtype, totals in (st.get("queue") or {}).items() if isinstance(st.get("queue"), dict) else ():
         if isinstance(totals, dict):
-            queue[qtype] = QueueTotals(to_int(totals.get("rcp")), to_int(totals.get("dom")), to_float(totals.get("kb")))
+            queue[qtype] = QueueTotals(_count(totals.get("rcp")), _count(totals.get("dom")), _amount(totals.get("kb")))
     conn = st.get("conn") if isinstance(st.get("conn"), dict) else {}
     spool = st.get("spool") if isinstance(st.get("spool"), dict) else {}
     files = spool.get("files") if isinstance(spool.get("files"), dict) else {}
@@ -429,6 +443,17 @@ class PmtaApiClient:
                             "(PMTA 5 serves https)", self._client.base_url, "API key" if key else "password")
         except (httpx.InvalidURL, ValueError, TypeError) as exc:  # a URL httpx cannot parse (`http://[::1`)
             raise PmtaApiConfigError("url", f"{config.url!r} is not a usable URL: {_why(exc)}") from exc
+
+    def refresh_secrets(self) -> None:
+        """Read `api_key_file` and `password_file` again (each poll): a rotated secret is used at the next poll,
+        not after a restart. Raises PmtaApiConfigError when one cannot be read."""
+        key = read_api_key(self.config)
+        if key:
+            self._client.headers["X-API-Key"] = key
+        else:
+            self._client.headers.pop("X-API-Key", None)
+        if self.config.username:
+            self._client.auth = httpx.BasicAuth(self.config.username, _password(self.config))
 
     async def _key_stays_home(self, request: httpx.Request) -> None:
         """The X-API-Key grants admin: it goes to pmta.url's origin only (scheme, host and port), or along an

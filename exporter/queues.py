@@ -97,6 +97,8 @@ class _Poll:
 
     outcomes: dict[str, str | None] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    first_error: dict[str, str] = field(default_factory=dict)
+    """Error reason -> the message of its first request that failed so (a 403's hint, a certificate error)."""
 
     def failed(self) -> dict[str, str]:
         return {k: o or "timeout" for k, o in self.outcomes.items() if o != "ok"}
@@ -136,10 +138,13 @@ class QueueCollector:
         conn, spool = self._family("pmta_status_connections"), self._family("pmta_status_spool_files")
         status = snap.status if snap else None
         if status is not None:
-            for qtype, totals in sorted(status.queue.items()):
-                rcp.add_metric([qtype], totals.rcp)
-                dom.add_metric([qtype], totals.dom)
-                kb.add_metric([qtype], round(totals.kb * 1024))
+            for qtype, totals in sorted(status.queue.items()):  # a field PMTA gave no number for: no series
+                if totals.rcp is not None:
+                    rcp.add_metric([qtype], totals.rcp)
+                if totals.dom is not None:
+                    dom.add_metric([qtype], totals.dom)
+                if totals.kb is not None:
+                    kb.add_metric([qtype], round(totals.kb * 1024))
             for direction, value in (("in", status.conn_in), ("out", status.conn_out)):
                 if value is not None:
                     conn.add_metric([direction], value)
@@ -252,7 +257,9 @@ class QueuePoller:
 
     # --- one poll --------------------------------------------------------------------------------
     async def poll_once(self, client: PmtaApiClient) -> bool:
-        """One poll, bounded by `pmta.poll_deadline`; replaces the snapshot. True when anything was read."""
+        """One poll, bounded by `pmta.poll_deadline`; replaces the snapshot. True when anything was read. The secret
+        files are read again first (PmtaApiConfigError when unreadable): a rotated key is used at once."""
+        client.refresh_secrets()
         t0 = time.monotonic()
         poll = _Poll()
         try:
@@ -283,6 +290,7 @@ class QueuePoller:
             result = await request()
         except PmtaApiError as exc:
             poll.outcomes[key] = exc.reason
+            poll.first_error.setdefault(exc.reason, str(exc))
             self.errors.labels(exc.reason).inc()
             log.debug("PMTA API: %s", exc)
             return
@@ -369,6 +377,8 @@ class QueuePoller:
         if vmtas:
             more = f" and {len(vmtas) - LOG_VMTAS} more" if len(vmtas) > LOG_VMTAS else ""
             text += "; VMTAs without gauges: " + ", ".join(vmtas[:LOG_VMTAS]) + more
+        for reason, message in sorted(poll.first_error.items()):  # the cause, not only its class (DEBUG had it)
+            text += f"; first {reason}: {message}"
         return text
 
     def _log_state(self, up: bool, partial: bool, detail: str, setting: str = "") -> None:

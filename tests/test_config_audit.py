@@ -367,3 +367,11 @@ def test_delay_buckets_without_the_four_hour_bound_are_warned_about(tmp_path: Pa
     cfg["metrics"]["delay_buckets"] = [60, 600, 3600, 14400]
     rc, err = _check(tmp_path, cfg, capsys)
     assert rc == 0 and err == ""
+
+
+def test_a_pmta_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path):
+    """httpx sends a URL's user:password as basic auth, and every state-change warning logged the URL, password
+    included (and the clear-text warning, keyed on `username`, was skipped)."""
+    problems = _problems(_minimal(tmp_path, pmta={"url": "http://admin:S3cretPW@127.0.0.1:8080"}))
+    assert problems == ["pmta.url: carries a user name or password: give them as pmta.username and "
+                        "pmta.password_file (a URL's are logged with it)"]

@@ -533,3 +533,50 @@ def test_check_config_names_an_api_key_a_header_cannot_carry(tmp_path: Path, whe
     err = capsys.readouterr().err
     assert f"pmta.{where}: the key has a character an HTTP header cannot carry at position 4" in err, err
     assert key not in err
+
+
+async def test_a_rotated_api_key_or_password_file_is_used_at_the_next_poll(tmp_path: Path) -> None:
+    """The key and password were read once, when the client was built: after a rotation the API stayed down (403)
+    until a restart, though the preflight says the files are read on every poll."""
+    keys: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append((request.headers.get("x-api-key", ""), request.headers.get("authorization", "")))
+        return httpx.Response(200, content=fixture("queues-reconstructed.xml"), headers={"content-type": "text/html"})
+
+    key_file, pw_file = tmp_path / "key", tmp_path / "pw"
+    key_file.write_text("A" * 40 + "\n")
+    pw_file.write_text("old\n")
+    cfg = PmtaApiConfig(url="https://pmta.example:8080/", api_key_file=key_file, username="mon", password_file=pw_file)
+    poller = QueuePoller(cfg, CollectorRegistry(), lambda domain: "other")
+    async with PmtaApiClient(cfg, transport=mock(handler)) as api:
+        await poller.poll_once(api)
+        key_file.write_text("B" * 40 + "\n")
+        pw_file.write_text("new\n")
+        keys.clear()
+        await poller.poll_once(api)
+    basic = "Basic " + base64.b64encode(b"mon:new").decode()
+    assert keys and set(keys) == {("B" * 40, basic)}
+
+
+async def test_the_warning_of_a_failing_api_names_the_cause_not_only_its_class(caplog: pytest.LogCaptureFixture) -> None:
+    """A 403 (this host not in PMTA's http-access) logged "3 of 3 requests failed (http_status: 3)" at WARNING; the
+    hint saying what to change was at DEBUG only."""
+    poller = QueuePoller(PmtaApiConfig(url="http://127.0.0.1:8080"), CollectorRegistry(), lambda domain: "other")
+    async with PmtaApiClient(poller.config, transport=mock(lambda request: httpx.Response(403))) as api:
+        with caplog.at_level("WARNING", logger="watchtower.queues"):
+            assert not await poller.poll_once(api)
+    (line,) = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]
+    assert "requests failed (http_status: 3)" in line
+    assert "; first http_status: " in line and "http-access" in line
+
+
+def test_a_status_total_pmta_gave_no_number_for_is_no_series_not_a_zero() -> None:
+    """`<rcp>n/a</rcp>` (or a missing or negative one) was served as pmta_status_queue_recipients 0: an empty host
+    queue to the critical PmtaDeliveryStalled, and 100% queue coverage."""
+    body = (b"<rsp><data><status><queue><smtp><rcp>n/a</rcp><dom>-3</dom><kb>12.5</kb></smtp>"
+            b"<pipe><rcp>7</rcp><dom>1</dom></pipe></queue></status></data><succ/></rsp>")
+    status = parse_status(body, "xml")
+    assert (status.queue["smtp"].rcp, status.queue["smtp"].dom, status.queue["smtp"].kb) == (None, None, 12.5)
+    assert (status.queue["pipe"].rcp, status.queue["pipe"].dom, status.queue["pipe"].kb) == (7, 1, None)
+    assert status.smtp_rcp is None
