@@ -230,6 +230,23 @@ def split_event_id(eid: int) -> tuple[int, int]:
     return eid >> LINE_BITS, eid & ((1 << LINE_BITS) - 1)
 
 
+def _stored_version(conn: sqlite3.Connection, value: object) -> int:
+    """The correlator schema a store holds; a StateError (one line naming the file and the way out, not an internal
+    error) for one this build cannot read: written by a newer version, or not a version at all."""
+    from exporter.state import StateError
+
+    path = conn.execute("PRAGMA database_list").fetchone()[2] or "the state database"
+    try:
+        version = int(str(value))
+    except ValueError:
+        raise StateError(f"{path}: correlator schema_version {str(value)[:40]!r} is not a version; the store is not "
+                         "this program's, or damaged: move it aside (timelines restart empty)") from None
+    if version > SCHEMA_VERSION:
+        raise StateError(f"{path}: correlator schema {version} is newer than this build's ({SCHEMA_VERSION}): run "
+                         "the version that wrote it, or move the file aside (timelines and counters restart)")
+    return version
+
+
 def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
     """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open."""
     own = not conn.in_transaction
@@ -241,9 +258,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
     try:
         conn.execute(_V1[0])
         row = conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone()
-        current = int(row[0]) if row else 0
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(f"correlator schema {current} is newer than this build ({SCHEMA_VERSION})")
+        current = _stored_version(conn, row[0]) if row else 0
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[version]:
                 conn.execute(stmt)

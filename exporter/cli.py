@@ -247,8 +247,8 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     try:
         with _sigterm_interrupts():
             text = run_oneshot(config)
-    except Terminated:
-        log.critical("watchtower oneshot interrupted by SIGTERM: nothing printed")
+    except Terminated as exc:
+        log.critical("watchtower oneshot interrupted by %s: nothing printed", exc.name)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         log.critical("watchtower oneshot interrupted: nothing printed")
@@ -274,8 +274,15 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM during a oneshot pass, raised like SIGINT's KeyboardInterrupt so that the same unwinding runs:
-    the correlator's temporary store (recipient data) is removed, not left in TMPDIR by the default action."""
+    """SIGTERM, SIGHUP (a dropped ssh session) or SIGQUIT during a oneshot pass, raised like SIGINT's
+    KeyboardInterrupt so that the same unwinding runs: the correlator's temporary store (recipient data and its
+    HMAC key) is removed, not left in TMPDIR by the default action."""
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.args[0]).name
 
 
 def _on_sigterm(signum: int, _frame: object) -> None:
@@ -284,19 +291,21 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM interrupts the pass as SIGINT does (asyncio.run then cancels the pass and awaits its cleanup);
-    outside the pass the default action is back (there is nothing to clean up)."""
+    """SIGTERM, SIGHUP and SIGQUIT interrupt the pass as SIGINT does (asyncio.run then cancels the pass and awaits
+    its cleanup); outside the pass the default actions are back (there is nothing to clean up)."""
     import signal
 
+    taken = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = [signal.signal(s, _on_sigterm) for s in taken]
     except ValueError:  # not the main thread (a test's): signals are not ours to take
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in zip(taken, previous, strict=True):
+            signal.signal(s, handler)
 
 
 def _exit_now(code: int) -> None:

@@ -215,7 +215,16 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
         secret_file_problem("pmta.password_file", config.pmta.password_file),
         ca_file_problem("pmta.ca_file", config.pmta.ca_file),
     ]
-    return [p for p in out if p] + _tls(config)
+    return [p for p in out if p] + _tls(config) + _directories(config)
+
+
+def _directories(config: Config) -> list[str]:
+    """A source path without a wildcard that names a directory matches no file, ever: the daemon would start and
+    follow nothing, silently (a trailing `/` is refused with the config already)."""
+    return [f"sources.{i}.paths.{j}: {pattern!r}: names a directory; add a file pattern such as "
+            f"{pattern.rstrip('/')}/acct-*.csv"
+            for i, source in enumerate(config.sources) for j, pattern in enumerate(source.paths)
+            if not glob.has_magic(pattern) and os.path.isdir(pattern)]
 
 
 def warnings(config: Config) -> list[str]:

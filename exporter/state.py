@@ -306,6 +306,10 @@ class StateStore:
             what = f"tables ({', '.join(sorted(tables)[:4])})" if tables else "no tables"
             raise StateError(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
                              f"its content was lost (a deleted -wal file?); {WAY_OUT}")
+        stored = meta.get("schema_version", SCHEMA_VERSION)
+        if not stored.isdigit() or int(stored) > int(SCHEMA_VERSION):  # written by a newer version: not ours to change
+            raise StateError(f"{self.path}: state schema {stored[:40]!r} is not this build's ({SCHEMA_VERSION}): run "
+                             f"the version that wrote it, or {WAY_OUT}")
         conn.executescript(SCHEMA)  # tables added by later versions
         have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
         for name, kind in SINK_COLUMNS:

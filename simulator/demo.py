@@ -122,6 +122,17 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
     ])
 
 
+def _unusable_dir(directory: Path) -> str | None:
+    """Why the demo cannot write its logs and state under `directory` (made if missing), or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / "logs"
+        probe.mkdir(exist_ok=True)
+    except OSError as exc:
+        return f"cannot create directories there ({exc.strerror or exc})"
+    return None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario)
@@ -131,6 +142,9 @@ def run_demo(args: argparse.Namespace) -> int:
     temp = args.dir is None
     if not temp and Path(args.dir).exists() and not Path(args.dir).is_dir():
         print(f"watchtower demo: --dir {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    if not temp and (problem := _unusable_dir(Path(args.dir))):
+        print(f"watchtower demo: --dir {args.dir}: {problem}", file=sys.stderr)
         return 2
     directory = Path(tempfile.mkdtemp(prefix="watchtower-demo-")) if temp else Path(args.dir)
     try:

@@ -375,3 +375,12 @@ def test_a_pmta_url_with_credentials_is_refused_without_echoing_them(tmp_path: P
     problems = _problems(_minimal(tmp_path, pmta={"url": "http://admin:S3cretPW@127.0.0.1:8080"}))
     assert problems == ["pmta.url: carries a user name or password: give them as pmta.username and "
                         "pmta.password_file (a URL's are logged with it)"]
+
+
+def test_a_source_path_naming_a_directory_is_refused_by_check_config(tmp_path: Path, capsys):
+    """`paths: [/var/log/pmta]` (no file pattern): check-config said ok and `run` followed nothing, silently."""
+    logs = tmp_path / "logs"
+    cfg = _minimal(tmp_path, sources=[{"name": "acct", "paths": [str(logs)]}])
+    rc, err = _check(tmp_path, cfg, capsys)
+    assert rc == 2
+    assert f"sources.0.paths.0: '{logs}': names a directory; add a file pattern such as {logs}/acct-*.csv" in err

@@ -180,6 +180,13 @@ def test_a_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     assert capsys.readouterr().err == f"watchtower demo: --dir {afile} is not a directory\n"
 
 
+def test_a_dir_it_cannot_write_in_is_a_usage_error_in_a_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--dir /proc/1` printed `watchtower demo: FileNotFoundError: [Errno 2] ...` and exited 1."""
+    assert demo.run_demo(args(Path("/proc/1"))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("watchtower demo: --dir /proc/1: cannot create directories there (") and "Error:" not in err
+
+
 def test_a_demo_left_running_keeps_its_disk_use_bounded(tmp_path: Path) -> None:
     """The compose demo writes to a tmpfs (RAM) for as long as it runs: its store is capped and kept for a day,
     and the simulator deletes closed files an hour old, as PMTA's delete-after does."""

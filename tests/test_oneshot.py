@@ -223,8 +223,10 @@ def _has_open(pid: int, path: Path) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
-@pytest.mark.parametrize("correlator", [True, False])
-def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path, correlator: bool) -> None:
+@pytest.mark.parametrize(("correlator", "sig"), [(True, signal.SIGTERM), (False, signal.SIGTERM), (True, signal.SIGHUP)],
+                         ids=["correlator-TERM", "metrics-TERM", "correlator-HUP"])
+def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path, correlator: bool,
+                                                                   sig: signal.Signals) -> None:
     """SIGTERM (docker stop, systemd, a CI timeout) during the pass: nothing printed, nothing left in TMPDIR
     (the correlator's temporary store holds recipients), exit 1, one line; as SIGINT. The process is frozen
     (SIGSTOP) while it holds the input open, so the signal lands mid-pass whatever the machine's speed."""
@@ -247,7 +249,7 @@ def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path
                 proc.send_signal(signal.SIGCONT)
             time.sleep(0.001)
         assert proc.poll() is None and _has_open(proc.pid, acct), "the pass ended before it could be stopped"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)  # SIGHUP: the ssh session of a backfill dropped (it killed the process, store left)
         proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -256,7 +258,7 @@ def test_sigterm_mid_pass_removes_the_temporary_store_and_exits_1(tmp_path: Path
             proc.wait()
     assert proc.returncode == 1, err
     assert out == "" and "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith("watchtower oneshot interrupted by SIGTERM: nothing printed")
+    assert err.strip().splitlines()[-1].endswith(f"watchtower oneshot interrupted by {sig.name}: nothing printed")
     assert list(tmp.iterdir()) == []
 
 

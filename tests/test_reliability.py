@@ -1263,3 +1263,24 @@ async def test_a_lock_file_that_cannot_be_opened_is_one_error_line_naming_it(tmp
         assert await asyncio.wait_for(d.serve(), 20) == 1
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"{tmp_path / 'state' / 'watchtower.lock'} is not a regular file; move it aside"]
+
+
+@pytest.mark.parametrize(("table", "version"), [("wt_meta", "99"), ("wt_meta", "abc"), ("corr_meta", "999"),
+                                                ("corr_meta", "abc")])
+def test_a_state_database_of_a_newer_version_is_refused_naming_the_file(tmp_path: Path, table: str, version: str):
+    """A newer state schema was used silently; a newer correlator schema stopped the daemon with "internal error:
+    RuntimeError" naming no file and no way out."""
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    cfg = write_config(tmp_path, correlator={"enabled": True, "worker": "thread"})
+    wt = Watchtower(cfg).start()
+    wt.stop()
+    db = tmp_path / "state" / "watchtower.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        assert conn.execute(f"UPDATE {table} SET value=? WHERE key='schema_version'", (version,)).rowcount == 1
+    conn.close()
+    proc = subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert f"{db}: " in proc.stderr and "schema" in proc.stderr and "move" in proc.stderr
