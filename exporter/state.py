@@ -72,6 +72,17 @@ WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and st
            "at 0 and existing files are read according to tail.start_position")
 
 
+def _cause(exc: sqlite3.OperationalError, path: Path) -> str:
+    """What to do about an SQLite error that says nothing of the file's content."""
+    text = str(exc).lower()
+    if "full" in text:
+        return f"free space on the file system of {path.parent}; the database is kept and resumed from"
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        return (f"check that the user running watchtower owns {path} and its -wal/-shm files and may write in "
+                f"{path.parent} (chown); the database is kept and resumed from")
+    return "see the message; if the file itself is damaged, " + WAY_OUT
+
+
 class StateError(Exception):
     """The state database cannot be used as it is; the message names the file and the way out."""
 
@@ -227,6 +238,9 @@ class StateStore:
         except StateError:
             self._close()
             raise
+        except sqlite3.OperationalError as exc:  # the file may be fine: not "move it aside" (counters restart)
+            self._close()
+            raise StateError(f"{self.path}: cannot use the state database: {exc}; {_cause(exc, self.path)}") from exc
         except sqlite3.DatabaseError as exc:
             self._close()
             raise StateError(f"{self.path}: not a usable SQLite database ({exc}); {WAY_OUT}") from exc
@@ -246,21 +260,28 @@ class StateStore:
         self._wal = wal
 
     def _create(self) -> None:
-        """Schema and marker written to a temporary file renamed into place: never a half-made database."""
+        """Schema and marker written to a temporary file renamed into place: never a half-made database. A create
+        that fails (a full disk) leaves no temporary file behind, nor do those of earlier failed starts."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp*"):  # a restart loop on a full disk piled them
+            stale.unlink(missing_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        private_file(tmp)
-        conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before anything is written; fixed from then on
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(
-                f"BEGIN IMMEDIATE;{SCHEMA}INSERT INTO wt_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
-                f"INSERT INTO wt_meta VALUES ('created', '{time.time()}');COMMIT;"
-            )
-        finally:
-            conn.close()
-        os.replace(tmp, self.path)
+            private_file(tmp)
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before anything is written; fixed from then on
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;{SCHEMA}INSERT INTO wt_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                    f"INSERT INTO wt_meta VALUES ('created', '{time.time()}');COMMIT;"
+                )
+            finally:
+                conn.close()
+            os.replace(tmp, self.path)
+        except BaseException:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+            raise
 
     def _quick_check(self, conn: sqlite3.Connection) -> None:
         """Refuse a damaged database at start rather than fail every commit while claiming to resume.

@@ -1284,3 +1284,54 @@ def test_a_state_database_of_a_newer_version_is_refused_naming_the_file(tmp_path
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert f"{db}: " in proc.stderr and "schema" in proc.stderr and "move" in proc.stderr
+
+
+async def test_a_first_start_on_a_full_disk_leaves_no_temporary_database(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """Each failed create left `.watchtower.db.<pid>.tmp` (and its -wal, -shm): a restart loop on a full disk piled
+    them up on that disk. The error said to move aside a watchtower.db that did not exist."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ".watchtower.db.4242.tmp").write_bytes(b"x")  # an earlier failed start's
+    (state / ".watchtower.db.4242.tmp-wal").write_bytes(b"x")
+    real = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *a: object) -> object:
+            return self.conn.execute(sql, *a)
+
+        def executescript(self, sql: str) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self) -> None:
+            self.conn.close()
+
+    monkeypatch.setattr(sqlite3, "connect", lambda path, **kw: FullDisk(real(path, **kw)))
+    with pytest.raises(StateError) as exc:
+        await StateStore(state / "watchtower.db").open()
+    assert sorted(p.name for p in state.iterdir()) == []
+    assert "free space on the file system of" in str(exc.value) and "move the file aside" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("error", "advice"), [("unable to open database file", "chown"),
+                                               ("attempt to write a readonly database", "chown"),
+                                               ("database or disk is full", "free space")])
+async def test_an_sqlite_error_that_is_not_damage_does_not_say_to_move_the_database_aside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, advice: str):
+    """A root-owned watchtower.db opened by the service user said "not a usable SQLite database ... move the file
+    aside ... counters restart at 0": throwing good state away, where `chown` was the fix."""
+    db = tmp_path / "watchtower.db"
+    store = StateStore(db)
+    await store.open()
+    await store.close()
+
+    def refuse(*a: object, **kw: object) -> None:
+        raise sqlite3.OperationalError(error)
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    with pytest.raises(StateError) as exc:
+        await StateStore(db).open()
+    assert advice in str(exc.value) and "move the file aside" not in str(exc.value)
