@@ -580,3 +580,18 @@ def test_a_status_total_pmta_gave_no_number_for_is_no_series_not_a_zero() -> Non
     assert (status.queue["smtp"].rcp, status.queue["smtp"].dom, status.queue["smtp"].kb) == (None, None, 12.5)
     assert (status.queue["pipe"].rcp, status.queue["pipe"].dom, status.queue["pipe"].kb) == (7, 1, None)
     assert status.smtp_rcp is None
+
+
+def test_a_long_xml_answer_fed_in_pieces_parses_as_one_call_would() -> None:
+    """Fed in FEED_BYTES pieces (so a 16 MiB queue list lets the event loop in): a multi-byte character and an
+    element cut at a piece's edge parse as ET.fromstring parses them; an error is still a parse error."""
+    import xml.etree.ElementTree as ET
+
+    queues = "".join(f"<queue><name>d{i}.example/vmta-é{i % 7}</name><rcp>{i}</rcp></queue>" for i in range(4000))
+    body = f"<rsp><data>{queues}</data><succ/></rsp>".encode()
+    assert len(body) > 3 * pmta_api.FEED_BYTES
+    fed = pmta_api._xml_root(body)
+    whole = ET.fromstring(body)
+    assert ET.tostring(fed) == ET.tostring(whole)
+    with pytest.raises(PmtaApiError, match="not XML"):
+        pmta_api.parse_envelope(body[:-10], "xml")
