@@ -347,6 +347,8 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
 
         return int(asyncio.run(Daemon(config, owns_process=True).serve()) or 0)  # ^C before it took SIGINT: main()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
+        if interrupted(exc):
+            return EXIT_INTERRUPTED
         log.critical("watchtower could not run: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=exc)
         return EXIT_FAILURE
@@ -365,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             raise done from None
         except KeyboardInterrupt:  # ^C before a command took SIGINT over (imports, checks): no traceback
             return EXIT_INTERRUPTED
+        except Exception as exc:
+            if interrupted(exc):
+                return EXIT_INTERRUPTED
+            raise
         _flush_stdout()
         return code
     except StdoutError as exc:
@@ -372,6 +378,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"watchtower: cannot write to standard output: {exc}", file=sys.stderr)
         _abandon_stdout(argv is None)
         return EXIT_FAILURE
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Is `exc` a ^C in disguise? A KeyboardInterrupt raised while an import creates a class comes out of
+    `__set_name__` as Python 3.11's `RuntimeError: Error calling __set_name__ ...` (seen once, 0.46 s into `run`)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: causes of causes
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _flush_stdout() -> None:
