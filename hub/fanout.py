@@ -12,6 +12,7 @@ parse still holds the interpreter lock; near the cap a host's answer can end ~0.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import time
@@ -222,17 +223,19 @@ class Fanout:
 DECODE_THREADS = 2
 """Threads decoding big answers: their own pool, so decodes a timeout abandoned (they run to their end) queue
 there, not in the default executor that resolves host names."""
-_decoders: ThreadPoolExecutor | None = None
+
+
+@functools.cache
+def _decoders() -> ThreadPoolExecutor:
+    """The decode threads, made on the first big answer."""
+    return ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hub-decode")
 
 
 async def _decoded(raw: bytes | bytearray, path: str, status: int) -> tuple[Any, str | None]:
     """(body, None) or (None, why not): JSON, checked against the daemon's model of that route. A big body is
     decoded on a decode thread (the event loop goes on between the parse's lock releases)."""
-    global _decoders
     if len(raw) > DECODE_INLINE:
-        if _decoders is None:
-            _decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hub-decode")
-        return await asyncio.get_running_loop().run_in_executor(_decoders, _decode, raw, path, status)
+        return await asyncio.get_running_loop().run_in_executor(_decoders(), _decode, raw, path, status)
     return _decode(raw, path, status)
 
 

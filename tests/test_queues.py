@@ -152,14 +152,20 @@ async def test_run_follows_the_simulation(sim: Simulator) -> None:
     assert poller.polls >= 6 and value(registry, "watchtower_pmta_api_up") == 1
 
 
-@pytest.mark.parametrize("per_vmta", [True, False])
-async def test_top_n_limits_and_coverage(per_vmta: bool) -> None:
-    small = make_sim(max_items=3)
+async def polled_once(sim: Simulator, per_vmta: bool) -> tuple[QueuePoller, CollectorRegistry]:
+    """A poller that has read `sim`'s API once, through a real server; and its registry."""
     registry = CollectorRegistry()
-    async with ApiServer(small) as srv:
+    async with ApiServer(sim) as srv:
         poller = QueuePoller(PmtaApiConfig(url=srv.url, per_vmta_queries=per_vmta), registry, isp_of)
         async with PmtaApiClient(poller.config) as client:
             assert await poller.poll_once(client)
+    return poller, registry
+
+
+@pytest.mark.parametrize("per_vmta", [True, False])
+async def test_top_n_limits_and_coverage(per_vmta: bool) -> None:
+    small = make_sim(max_items=3)
+    poller, registry = await polled_once(small, per_vmta)
     ranked = sorted((q for q in small.book.queues.values() if q.rcp), key=lambda q: (-q.rcp, q.name))
     shown = ranked[:3]
     beyond: dict[str, float] = {}
@@ -627,11 +633,7 @@ async def test_unlisted_recipients_under_either_meaning_of_a_filtered_total(tota
     `rcp` in /vmtas (VMTAs /vmtas does not list get none), and the unlisted never exceed the host's total less the
     listed recipients."""
     sim = filtered_or_global_sim(total_rcp)
-    registry = CollectorRegistry()
-    async with ApiServer(sim) as srv:
-        poller = QueuePoller(PmtaApiConfig(url=srv.url, per_vmta_queries=True), registry, isp_of)
-        async with PmtaApiClient(poller.config) as client:
-            assert await poller.poll_once(client)
+    poller, registry = await polled_once(sim, per_vmta=True)
     ranked = sorted((q for q in sim.book.queues.values() if q.rcp), key=lambda q: (-q.rcp, q.name))
     per_vmta: dict[str, int] = {}
     for q in ranked:

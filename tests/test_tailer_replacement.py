@@ -198,8 +198,6 @@ async def test_a_file_that_cannot_be_opened_is_logged_once_until_it_can(tmp_path
                                                                            caplog: pytest.LogCaptureFixture):
     import aiofiles
 
-    path = tmp_path / "acct-0001.csv"
-    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
     real_open = aiofiles.open
     denied = {"on": True}
 
@@ -209,19 +207,26 @@ async def test_a_file_that_cannot_be_opened_is_logged_once_until_it_can(tmp_path
         return real_open(p, *a, **k)
 
     monkeypatch.setattr("exporter.filestream.aiofiles.open", fake_open)
+    reg = await five_failing_polls_then_recovered(tmp_path, denied, caplog)
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "permission"}) == 5
+
+
+async def five_failing_polls_then_recovered(tmp_path: Path, failing: dict[str, bool],
+                                            caplog: pytest.LogCaptureFixture) -> CollectorRegistry:
+    """Five polls while `failing["on"]`, then one after it is cleared: the file's two records are read then, and
+    the log named the file twice (a WARNING at the first failure, an INFO at the recovery)."""
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
     tailer, reg = tailer_for(tmp_path)
     with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
         for _ in range(5):
             assert await drain(tailer) == []
-        denied["on"] = False
+        failing["on"] = False
         assert lines_of(await drain(tailer)) == [2, 3]
-    said = [r.getMessage() for r in caplog.records if "acct-0001.csv" in r.getMessage()]
-    assert [(m.split(": ")[1], r.levelname) for m, r in zip(said, [r for r in caplog.records
-                                                                   if "acct-0001.csv" in r.getMessage()],
-                                                                strict=True)] == [
-        ("cannot read (source acct)", "WARNING"), ("readable again (source acct)", "INFO")]
-    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "permission"}) == 5
+    said = [(r.levelname, r.getMessage().split(": ")[1]) for r in caplog.records if "acct-0001.csv" in r.getMessage()]
+    assert said == [("WARNING", "cannot read (source acct)"), ("INFO", "readable again (source acct)")]
     await tailer.close()
+    return reg
 
 
 async def test_a_split_write_to_a_quiet_file_that_left_the_globs_is_not_cut_at_its_half_line(tmp_path: Path):
@@ -259,8 +264,6 @@ async def test_a_file_that_opens_but_cannot_be_read_is_logged_once_per_failure_s
 
     from exporter.filestream import FileStream
 
-    path = tmp_path / "acct-0001.csv"
-    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
     real_read = FileStream._read_bytes
     failing = {"on": True}
 
@@ -270,16 +273,8 @@ async def test_a_file_that_opens_but_cannot_be_read_is_logged_once_per_failure_s
         return await real_read(self, size)
 
     monkeypatch.setattr(FileStream, "_read_bytes", read_bytes)
-    tailer, reg = tailer_for(tmp_path)
-    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
-        for _ in range(5):
-            assert await drain(tailer) == []
-        failing["on"] = False
-        assert lines_of(await drain(tailer)) == [2, 3]
-    said = [(r.levelname, r.getMessage().split(": ")[1]) for r in caplog.records if "acct-0001.csv" in r.getMessage()]
-    assert said == [("WARNING", "cannot read (source acct)"), ("INFO", "readable again (source acct)")]
+    reg = await five_failing_polls_then_recovered(tmp_path, failing, caplog)
     assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "io"}) == 5
-    await tailer.close()
 
 
 async def test_a_compressed_file_whose_first_bytes_came_after_it_was_followed_is_not_read(
