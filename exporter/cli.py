@@ -60,8 +60,6 @@ from exporter.config import Config, ConfigError, load_config  # noqa: E402
 
 if _GC:
     gc.enable()
-if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() catches KeyboardInterrupt from here on
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -359,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
 
     Standard output that cannot be written is handled here, once for every subcommand: one line on stderr,
     exit 1; a reader that went away (`| head`) ends the command quietly, as Unix tools do."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+        # From here main() catches KeyboardInterrupt; restored any earlier (at the end of this module's import), a
+        # ^C landing in the rest of the import printed a traceback (seen once, fresh-clone suite)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             code = _main(argv)
@@ -436,3 +438,9 @@ def _main(argv: list[str] | None) -> int:
 
         return run_hub(args.config)
     return _run(args, exit_now=argv is None)
+
+
+if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+    # The last statement of the import (main() restores it too): from here a ^C is a KeyboardInterrupt, which
+    # main() catches, and a library user (a test process) gets Python's own handler back
+    signal.signal(signal.SIGINT, signal.default_int_handler)
