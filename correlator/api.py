@@ -287,6 +287,25 @@ def _cursor_decode(cursor: str, fingerprint: str, mismatch: str = "cursor belong
     return pos, now
 
 
+def _message_cursor_decode(cursor: str, fingerprint: str) -> int:
+    """The timeline id a messages cursor continues after: [id, fingerprint]. A cursor of the earlier form
+    [first_seen, id, fingerprint] continues after its id."""
+    value = decode_token(cursor, max_chars=MAX_CURSOR, max_depth=1)
+    try:
+        if not isinstance(value, list) or len(value) not in (2, 3):
+            raise ValueError("shape")
+        if len(value) == 3:
+            _number(value[0])
+        tl, fp = value[-2:]
+        if not isinstance(tl, int) or isinstance(tl, bool) or not 0 <= tl <= MAX_ID or not isinstance(fp, str):
+            raise ValueError("types")
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(400, "malformed cursor", "cursor") from None
+    if fp != fingerprint:
+        raise BadRequest(400, "cursor belongs to another Message-Id", "cursor")
+    return tl
+
+
 def _message_fingerprint(mid: str) -> str:
     """Ties a messages cursor to its Message-Id: another message's cursor is a 400, not a wrong page."""
     return blake2b(json.dumps(["message", mid]).encode(), digest_size=6).hexdigest()
@@ -344,6 +363,14 @@ class Api:
         shown = self.hasher.shown_key(value)  # a hashed recipient as a page showed it
         return shown if shown is not None else self.hasher(value)[0]
 
+    def rcpt_shown(self, rcpt: str) -> str:
+        """The recipient as an answer may show it: with hash_recipients, `hmac-sha256:<hex>` (an answer must
+        not carry the address a caller sent: proxies and Grafana keep answers); plain otherwise."""
+        value = rcpt.strip().lower()
+        if not self.hasher.hashed or self.hasher.shown_key(value) is not None:
+            return value
+        return self.hasher(value)[1]
+
 
 def path_segment(value: str) -> str:
     """`value` as one segment of an /api/v1 path (a Message-Id): '/' and everything but '@' percent-encoded, and
@@ -358,8 +385,12 @@ def redirect_double_slash(router: APIRouter) -> None:
 
     @router.get("//api/v1/{rest:path}", include_in_schema=False)
     def double_slash(rest: str, request: Request) -> RedirectResponse:
+        # The path as the client encoded it (`rest` is decoded: a Message-Id's `%3F`, `%23` or `%25` would come
+        # back as a query, a fragment or another character); only the leading slashes are collapsed.
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        path = "/" + raw.decode("latin-1").lstrip("/")
         query = request.url.query
-        return RedirectResponse("/api/v1/" + rest.lstrip("/") + ("?" + query if query else ""), status_code=308)
+        return RedirectResponse(path + ("?" + query if query else ""), status_code=308)
 
 
 def build_router(api: Api) -> APIRouter:
@@ -386,12 +417,12 @@ def build_router(api: Api) -> APIRouter:
         if not mid:
             raise BadRequest(400, "empty Message-Id", "message_id")
         fp = _message_fingerprint(mid)
-        after = _cursor_decode(cursor, fp, "cursor belongs to another Message-Id")[0] if cursor else None
+        after = _message_cursor_decode(cursor, fp) if cursor else None
         with api.connection() as conn:
             items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
         if not items and not total:
             raise BadRequest(404, f"no timeline for Message-Id {mid!r}", "message_id")
-        next_cursor = encode_token([nxt[0], nxt[1], fp]) if nxt else None
+        next_cursor = encode_token([nxt, fp]) if nxt else None
         body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):
@@ -419,8 +450,8 @@ def build_router(api: Api) -> APIRouter:
         if not items:
             raise BadRequest(404, "no timeline for this recipient", "job_id" if job else "message_id")
         if _want_text(request, format):
-            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {rcpt}", items))
-        body = {"job_id": job or None, "message_id": mid or None, "rcpt": rcpt.strip().lower(), "timelines": items}
+            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items))
+        body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items}
         return json_answer(TimelineResponse, body)
 
     @router.get("/timelines/{timeline_id}", response_model=TimelineResponse, responses={**errors, **_TEXT},

@@ -72,7 +72,9 @@ class TimelineSummary(BaseModel):
 
 
 class Timeline(TimelineSummary):
-    events: list[Event] = Field(description="Oldest first; ties ordered queued, attempts, outcome, reports.")
+    events: list[Event] = Field(description="Oldest first; ties ordered queued, attempts, outcome, reports. "
+                                            "At most the latest 1,000 (fewer each on a page of many timelines).")
+    events_omitted: int = Field(default=0, description="Older events of this timeline not listed.")
     queue_events_omitted: int = Field(description="Older queue_deferred events of this queue not listed.")
 
 
@@ -81,7 +83,7 @@ class MessageResponse(BaseModel):
     recipients_total: int
     truncated: bool = Field(description="True when the message has more recipients than this page lists.")
     next_cursor: str | None = Field(
-        default=None, description="Pass as `cursor` for the next recipients, oldest first; null on the last page.")
+        default=None, description="Pass as `cursor` for the next recipients (stored order); null on the last page.")
     recipients: list[Timeline]
 
 

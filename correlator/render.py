@@ -40,6 +40,8 @@ def timeline(tl: dict[str, Any]) -> str:
         + (f" (pool {e(tl['vmta_pool'])})" if tl["vmta_pool"] else "")
         + f"  isp {e(tl['isp'] or '-')}  outcome {e(tl['outcome']).upper()}  attempts {tl['attempts']}",
     ]
+    if tl.get("events_omitted"):
+        head.append(f"({tl['events_omitted']} older events omitted)")
     if tl.get("queue_events_omitted"):
         head.append(f"({tl['queue_events_omitted']} older queue events of {e(tl['queue'])} omitted)")
     lines = []

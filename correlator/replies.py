@@ -345,7 +345,8 @@ def build_lookup_router(api: Api) -> APIRouter:
         mid = norm_message_id(message_id or "")
         job = (job_id or "").strip()
         addr = (rcpt or "").strip().lower()
-        body: dict[str, Any] = {"message_id": mid or None, "job_id": job or None, "rcpt": addr or None,
+        body: dict[str, Any] = {"message_id": mid or None, "job_id": job or None,
+                                "rcpt": api.rcpt_shown(addr) if addr else None,
                                 "hint": None, "timelines": []}
         if not mid and not (job and addr):
             body["hint"] = "enter a Message-Id, or a job id and a recipient"

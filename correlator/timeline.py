@@ -8,6 +8,11 @@ it costs nothing at ingestion and follows classifier rule changes.
 tq records are queue events: a timeline shows those of its queue (`domain/vmta`) logged between
 its first event and its final d/b (or now when still pending), at most `max_queue_events` of the
 latest, with `queue_events_omitted` counting the rest.
+
+A timeline's own events are bounded too: anyone who can mail the bounce or FBL address can attach
+reports to one without end. An answer lists a timeline's latest MAX_TIMELINE_EVENTS, and a page of
+many timelines shares PAGE_EVENTS among them (MIN_EVENTS each at least); `events_omitted` counts the
+older ones left out, and attempt numbers stay those of the whole timeline.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ KINDS = {
 }
 _RANK = {"queued": 0, "r": 0, "t": 1, "tq": 1, "d": 2, "b": 2, "rs": 3, "rb": 4, "f": 5}
 _CLASSIFIED = frozenset(("t", "tq", "d", "b", "rs", "rb"))
+MAX_TIMELINE_EVENTS = 1000
+"""Most events of one timeline an answer lists (its latest)."""
+PAGE_EVENTS = 10_000
+"""Events one answer lists over all its timelines (and as many queue events): a 1,000-recipient page stays a few MB."""
+MIN_EVENTS = 10
+"""Events each timeline of a page lists at least (its latest: the outcome and the reports after it)."""
+_ATTEMPT_CODES = tuple(store.TYPE_CODES[t] for t in ("t", "d", "b"))
 TL_COLUMNS = (
     "id, message_id, job_id, rcpt, rcpt_domain, orig, sender, vmta, vmta_pool, queue, isp,"
     " t0, t_last, t_queued, t_done, flags, attempts, outcome"
@@ -82,20 +94,24 @@ class Reader:
         items, total, _ = self.message_page(mid_h, limit)
         return items, total
 
-    def message_page(self, mid_h: int, limit: int, after: tuple[float, int] | None = None,
-                     ) -> tuple[list[dict[str, Any]], int, tuple[float, int] | None]:
-        """One page of a Message-Id's timelines, oldest first by (t0, id), after `after`: (items, the
-        message's total, the position to continue after or None on its last page)."""
+    def message_page(self, mid_h: int, limit: int, after: int | None = None,
+                     ) -> tuple[list[dict[str, Any]], int, int | None]:
+        """One page of a Message-Id's timelines in the order they were stored (id), after id `after`: (items, the
+        message's total, the id to continue after or None on its last page).
+
+        Not by first_seen: that moves earlier when a delivery joins a report read before it, and a timeline not
+        yet listed would fall behind the cursor. The id never changes, so every timeline stored when the first page
+        was read is listed once (one merged into another while paging is listed as the one it joined)."""
         total = self.conn.execute(f"SELECT count(*) FROM corr_timelines WHERE {DAYS} AND mid_h=?",
                                   (mid_h,)).fetchone()[0]
         where, params = f"{DAYS} AND mid_h=?", [mid_h]
         if after is not None:
-            where += " AND (t0, id) > (?, ?)"
-            params += after
+            where += " AND id > ?"
+            params.append(after)
         rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {where} ORDER BY t0, id LIMIT ?", (*params, limit + 1),
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {where} ORDER BY id LIMIT ?", (*params, limit + 1),
         ).fetchall()
-        nxt = (rows[limit - 1][11], rows[limit - 1][0]) if len(rows) > limit else None
+        nxt = rows[limit - 1][0] if len(rows) > limit else None
         return self._with_events(rows[:limit]), total, nxt
 
     def by_job_rcpt(self, job_h: int, rcpt_h: int) -> list[dict[str, Any]]:
@@ -123,16 +139,27 @@ class Reader:
         items = [summary(r, self.hashed) for r in rows]
         ids = [it["id"] for it in items]
         marks = ",".join("?" * len(ids))
+        cap = events_per_timeline(len(ids))
         events: dict[int, list[tuple]] = {i: [] for i in ids}
-        for ev in self.conn.execute(
-            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
-            f" FROM corr_events WHERE tl IN ({marks})", ids,
+        stored: dict[int, tuple[int, int]] = {}
+        attempt_codes = ",".join(map(str, _ATTEMPT_CODES))
+        # The latest `cap` events of each timeline, with its event and attempt totals: SQLite reads them all,
+        # Python (and the answer) holds at most `cap` per timeline.
+        for *ev, n, n_attempts in self.conn.execute(
+            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra, n, na FROM ("
+            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra,"
+            " row_number() OVER (PARTITION BY tl ORDER BY t DESC, id DESC) AS rn,"
+            f" count(*) OVER (PARTITION BY tl) AS n, sum(type IN ({attempt_codes})) OVER (PARTITION BY tl) AS na"
+            f" FROM corr_events WHERE tl IN ({marks})) WHERE rn <= ?", [*ids, cap],
         ):
-            events[ev[1]].append(ev)
+            events[ev[1]].append(tuple(ev))
+            stored[ev[1]] = (n, n_attempts)
         files = self._file_names({e[0] >> store.LINE_BITS for evs in events.values() for e in evs})
         for item in items:
             self.check()
-            item["events"], item["queue_events_omitted"] = self._events(item, events[item["id"]], files)
+            n, n_attempts = stored.get(item["id"], (0, 0))
+            item["events"], item["events_omitted"], item["queue_events_omitted"] = self._events(
+                item, events[item["id"]], files, n, n_attempts, cap)
         return [_public(it) for it in items]
 
     def _file_names(self, nums: set[int]) -> dict[int, str]:
@@ -141,13 +168,18 @@ class Reader:
         marks = ",".join("?" * len(nums))
         return dict(self.conn.execute(f"SELECT num, path FROM corr_files WHERE num IN ({marks})", list(nums)))
 
-    def _events(self, item: dict[str, Any], rows: list[tuple], files: dict[int, str]) -> tuple[list[dict], int]:
+    def _events(self, item: dict[str, Any], rows: list[tuple], files: dict[int, str], stored: int,
+                stored_attempts: int, cap: int) -> tuple[list[dict], int, int]:
+        """(events oldest first, own events left out, queue events left out) of one timeline: `rows` are its
+        latest `cap` stored events of `stored` (`stored_attempts` of them t, d or b)."""
         isp = item["isp"] or ""
         out: list[tuple[float, int, int, dict[str, Any]]] = []
         has_r = False
+        shown_attempts = 0
         for eid, _tl, code, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra in rows:
             rtype = store.TYPE_NAMES[code]
             has_r = has_r or rtype == "r"
+            shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
             ev.update(vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
                       dsn_action=action or None, dsn_status=status or None, dsn_diag=diag or None,
@@ -159,20 +191,24 @@ class Reader:
             num, line = store.split_event_id(eid)
             ev["source"] = f"{files.get(num, '?')}:{line}"
             out.append((t, _RANK[rtype], eid, ev))
+        omitted = stored - len(rows)
         if item["_t_queued"] is not None and not has_r:
-            out.append((item["_t_queued"], 0, -1, _event(item["_t_queued"], "queued", None)))
-        omitted = 0
+            if omitted:  # the queued mark is the oldest moment: left out with the older events
+                omitted += 1
+            else:
+                out.append((item["_t_queued"], 0, -1, _event(item["_t_queued"], "queued", None)))
+        queue_omitted = 0
         if item["queue"]:
-            omitted = self._queue_events(item, out)
+            queue_omitted = self._queue_events(item, out, min(self.max_queue_events, cap))
         out.sort(key=lambda e: (e[0], e[1], e[2]))
-        attempt = 0
+        attempt = stored_attempts - shown_attempts  # the attempts left out came first
         for _, _, _, ev in out:
             if ev["record_type"] in ("t", "d", "b"):
                 attempt += 1
                 ev["attempt"] = attempt
-        return [ev for *_, ev in out], omitted
+        return [ev for *_, ev in out], omitted, queue_omitted
 
-    def _queue_events(self, item: dict[str, Any], out: list) -> int:
+    def _queue_events(self, item: dict[str, Any], out: list, most: int) -> int:
         lo = item["_t0"]
         hi = item["_t_done"] if item["_t_done"] is not None else math.inf
         hi_param = hi if hi != math.inf else 1e18
@@ -184,7 +220,7 @@ class Reader:
         rows = self.conn.execute(
             "SELECT id, t, vmta, pool, action, status, diag, mta, bcat, src_ip FROM corr_queue_events"
             " WHERE queue=? AND t BETWEEN ? AND ? ORDER BY t DESC, id DESC LIMIT ?",
-            (item["queue"], lo, hi_param, self.max_queue_events),
+            (item["queue"], lo, hi_param, most),
         ).fetchall()
         files = self._file_names({r[0] >> store.LINE_BITS for r in rows})
         isp = item["isp"] or ""
@@ -284,6 +320,11 @@ class Reader:
 
 def _no_check() -> None:
     pass
+
+
+def events_per_timeline(timelines: int) -> int:
+    """Events an answer lists of each of its `timelines` (see the module's docstring)."""
+    return min(MAX_TIMELINE_EVENTS, max(MIN_EVENTS, PAGE_EVENTS // max(timelines, 1)))
 
 
 LAST_TIME = LATEST - 1

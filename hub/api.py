@@ -157,9 +157,9 @@ def build_hub_router(hub: Hub) -> APIRouter:
                 return early
             return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
                          "job_id" if job_id else "message_id", part)
-        if _want_text(request, format):
-            return _text(render.timelines(f"job {job_id or '-'} rcpt {rcpt}", items), part)
         first = next(a.body for a in answers if a.ok and a.status == 200)
+        if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
+            return _text(render.timelines(f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items), part)
         return {"job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
                 "timelines": items, **part}
 

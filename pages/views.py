@@ -208,7 +208,9 @@ class Views:
                 f"<td class=mono>{_reply(ev)}</td><td>{e(ev.get('response_class'))}</td>"
                 f"<td class=mono>{e(ev.get('source'))}</td></tr>")
         omitted = tl.get("queue_events_omitted") or 0
-        note = more + (f'<p class="meta">{e(omitted)} older queue deferrals not listed.</p>' if omitted else "")
+        older = tl.get("events_omitted") or 0
+        note = (more + (f'<p class="meta">{e(older)} older events not listed.</p>' if older else "")
+                + (f'<p class="meta">{e(omitted)} older queue deferrals not listed.</p>' if omitted else ""))
         tl_vmta = tl.get("vmta")
         vlink = (f'<a class="grafana" href="{grafana_link(self.grafana_url, tl_vmta, None, host)}">{e(tl_vmta)}</a>'
                  if tl_vmta else e(None))

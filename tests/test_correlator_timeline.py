@@ -288,6 +288,106 @@ async def test_the_hashed_form_a_page_shows_finds_its_timeline_again(tmp_path: P
     h.close()
 
 
+async def test_hashed_answers_never_echo_the_address_asked_for(tmp_path: Path) -> None:
+    """With hash_recipients, no answer carries the address a caller sent (a proxy or Grafana may keep answers):
+    /timeline (JSON and text) and /lookup show the recipient as `hmac-sha256:<hex>`, stored or not."""
+    from exporter.config import CorrelatorConfig
+
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    for b in (ACCT_0, ACCT_1, DIAG_0, DIAG_1, BOUNCE, FBL, RECV):
+        h.commit(b)
+    shown = _by_rcpt(h, "bob@yahoo.com")["rcpt"]
+    async with h.client() as c:
+        answers = [
+            await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": "Bob@Yahoo.com"}),
+            await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": "Bob@Yahoo.com", "format": "text"}),
+            await c.get("/api/v1/lookup", params={"job_id": "J1", "rcpt": "Bob@Yahoo.com"}),
+            await c.get("/api/v1/lookup", params={"job_id": "J1", "rcpt": "Nobody@Yahoo.com"}),
+            await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": "Nobody@Yahoo.com"}),
+            await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": shown.upper().replace("HMAC", "hmac")}),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 404, 200]
+    for answer in answers:
+        assert "bob@" not in answer.text.lower() and "nobody@" not in answer.text.lower(), answer.text[:300]
+    assert answers[0].json()["rcpt"] == shown == answers[5].json()["rcpt"]
+    assert f"rcpt {shown}" in answers[1].text
+    assert answers[2].json()["rcpt"] == shown and answers[2].json()["timelines"]
+    assert answers[3].json()["rcpt"].startswith("hmac-sha256:") and answers[3].json()["timelines"] == []
+    h.close()
+
+
+def _deferred_then_reported(h: Harness, deferrals: int, reports: int) -> None:
+    """One timeline (J9, a@gmail.com, <M@x>): `deferrals` t records, its delivery, then `reports` rb records."""
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,jobId,header_Message-Id\n"
+    rows = "".join(f"t,{1714557600 + 60 * i},2024-05-01 10:00:00+0000,s@shop.example,a@gmail.com,4.2.1,"
+                   f"smtp;421 try later {i},v1,J9,<M@x>\n" for i in range(1, deferrals + 1))
+    rows += (f"d,{1714557600 + 60 * (deferrals + 1)},2024-05-01 10:00:00+0000,s@shop.example,a@gmail.com,2.0.0,"
+             "smtp;250 ok,v1,J9,<M@x>\n")
+    h.commit(batch("/l/acct-9.csv", head + rows))
+    if reports:
+        h.commit(batch("/l/bounce-9.csv", "type,timeLogged,orig,rcpt,dsnStatus,dsnDiag,header_Message-Id\n" + "".join(
+            f"rb,{1714640000 + i},s@shop.example,a@gmail.com,5.2.2,smtp;552 mailbox full {i},<M@x>\n"
+            for i in range(reports))))
+
+
+async def test_a_timeline_lists_its_latest_events_within_a_bound_and_counts_the_rest(tmp_path: Path) -> None:
+    """Anyone who can mail the bounce address can attach reports to a timeline without end: an answer lists
+    at most timeline.MAX_TIMELINE_EVENTS of a timeline's latest events and says how many older ones it left
+    out; attempt numbers stay those of the whole timeline."""
+    from correlator.timeline import MAX_TIMELINE_EVENTS
+
+    h = Harness(tmp_path)
+    _deferred_then_reported(h, deferrals=30, reports=MAX_TIMELINE_EVENTS + 5)
+    async with h.client() as c:
+        one = (await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com"})).json()["timelines"]
+        page = (await c.get("/api/v1/messages/M@x", params={"limit": 1})).json()["recipients"]
+        text = (await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com", "format": "text"}))
+    for (tl,) in (one, page):
+        events = tl["events"]
+        assert len(events) == MAX_TIMELINE_EVENTS
+        assert tl["events_omitted"] == 30 + 1 + MAX_TIMELINE_EVENTS + 5 + 1 - MAX_TIMELINE_EVENTS  # + queued
+        assert events[0]["kind"] == "remote_bounce" and events[0]["dsn_diag"].endswith(" 5")  # rb 0-4 left out
+        assert events[-1]["kind"] == "remote_bounce" and events[-1]["dsn_diag"].endswith(f"{MAX_TIMELINE_EVENTS + 4}")
+    assert f"{one[0]['events_omitted']} older events omitted" in text.text
+    h.close()
+
+
+async def test_attempt_numbers_count_the_events_left_out(tmp_path: Path) -> None:
+    from correlator.timeline import MAX_TIMELINE_EVENTS
+
+    h = Harness(tmp_path)
+    _deferred_then_reported(h, deferrals=MAX_TIMELINE_EVENTS + 10, reports=0)
+    async with h.client() as c:
+        (tl,) = (await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com"})).json()["timelines"]
+    attempts = [ev["attempt"] for ev in tl["events"] if "attempt" in ev]
+    assert tl["attempts"] == MAX_TIMELINE_EVENTS + 11
+    assert attempts == list(range(12, MAX_TIMELINE_EVENTS + 12))  # the latest 1000 of 1011 attempts, numbered as such
+    assert tl["events_omitted"] == 12  # 11 older deferrals and the queued mark
+    assert tl["events"][-1]["kind"] == "delivered"
+    h.close()
+
+
+async def test_a_large_message_page_shares_one_event_budget(tmp_path: Path) -> None:
+    """A page of many timelines lists fewer events of each (timeline.PAGE_EVENTS in all, at least
+    timeline.MIN_EVENTS each), so a 1,000-recipient page stays a few MB."""
+    from correlator.timeline import MIN_EVENTS, PAGE_EVENTS
+
+    h = Harness(tmp_path)
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,jobId,header_Message-Id\n"
+    n = 1000
+    rows = "".join(f"t,{1714557600 + 60 * k},2024-05-01 10:00:00+0000,s@shop.example,r{i}@gmail.com,4.2.1,"
+                   f"smtp;421 later,v1,J9,<Big@x>\n" for i in range(n) for k in range(1, 16))
+    h.commit(batch("/l/acct-big.csv", head + rows))
+    async with h.client() as c:
+        big = (await c.get("/api/v1/messages/Big@x", params={"limit": n})).json()["recipients"]
+        small = (await c.get("/api/v1/messages/Big@x", params={"limit": 10})).json()["recipients"]
+    each = max(MIN_EVENTS, PAGE_EVENTS // n)
+    assert len(big) == n and {len(tl["events"]) for tl in big} == {each}
+    assert {tl["events_omitted"] for tl in big} == {16 - each}  # 15 deferrals and the queued mark
+    assert {len(tl["events"]) for tl in small} == {16} and {tl["events_omitted"] for tl in small} == {0}
+    h.close()
+
+
 def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.sink.setup(h.conn)  # idempotent

@@ -1,5 +1,5 @@
 """A Message-Id with more recipients than one answer holds is paged with a cursor: on the daemon
-(oldest first by first_seen, ties by id), through the hub (hosts one after the other, each host's own
+(in the order stored, by id), through the hub (hosts one after the other, each host's own
 pages) and on the forensic page (`Next recipients`). Every recipient is listed exactly once."""
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ async def test_a_host_whose_recipients_change_between_pages_has_none_repeated_or
     while cursor is not None:
         got, cursor = await _page(fanout, targets, 3, cursor)
         seen += got
-    assert seen == [f"a:a{i}@gmail.com" for i in range(5)] + [f"b:b{i}@gmail.com" for i in range(4)]
+    stored_later = ["b:late@gmail.com"] if change == "an older recipient stored" else []  # stored after: listed last
+    assert seen == [f"a:a{i}@gmail.com" for i in range(5)] + [f"b:b{i}@gmail.com" for i in range(4)] + stored_later
 
 
 async def test_a_host_left_out_of_the_targets_for_a_page_keeps_its_place(cluster: Any) -> None:
@@ -277,3 +278,31 @@ async def test_a_cursor_in_the_last_second_of_year_9999_is_taken_back(tmp_path: 
         h.close()
     assert r.status_code == 200, r.text
     assert [t["rcpt"] for t in first["recipients"] + r.json()["recipients"]] == ["z0@gmail.com", "z1@gmail.com"]
+
+
+async def test_a_recipient_whose_first_seen_moves_earlier_while_paging_is_still_listed(tmp_path: Path) -> None:
+    """A report read before its delivery starts a timeline; the delivery joins it later and its first_seen moves
+    earlier. Paged by first_seen, it fell behind the cursor and was never listed: pages follow the storage order
+    (id), which never changes, so every recipient stored when the first page was read is listed once."""
+    h = Harness(tmp_path)
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId,header_Message-Id\n"
+    h.commit(batch("/l/acct-1.csv", head
+                   + "d,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,s@x.example,a@gmail.com,2.0.0,v1,J9,<M@x>\n"
+                   + "d,2024-05-01 11:05:00+0000,2024-05-01 11:00:00+0000,s@x.example,b@gmail.com,2.0.0,v1,J9,<M@x>\n"))
+    h.commit(batch("/l/bounce-1.csv", "type,timeLogged,orig,rcpt,dsnStatus,header_Message-Id\n"
+                   "rb,2024-05-01 14:00:00+0000,s@x.example,c@gmail.com,5.2.2,<M@x>\n"))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+            page = (await c.get("/api/v1/messages/M@x", params={"limit": 1})).json()
+            seen = [t["rcpt"] for t in page["recipients"]]
+            h.commit(batch("/l/acct-2.csv", head  # c's delivery, queued at 09:00, joins the report's timeline
+                           + "d,2024-05-01 09:05:00+0000,2024-05-01 09:00:00+0000,s@x.example,c@gmail.com,2.0.0,v1,"
+                             "J9,<M@x>\n"))
+            while page["next_cursor"]:
+                page = (await c.get("/api/v1/messages/M@x", params={"limit": 1, "cursor": page["next_cursor"]})).json()
+                seen += [t["rcpt"] for t in page["recipients"]]
+            joined = (await c.get("/api/v1/messages/M@x")).json()["recipients"]
+    finally:
+        h.close()
+    assert seen == ["a@gmail.com", "b@gmail.com", "c@gmail.com"]
+    assert [(t["rcpt"], t["first_seen"]) for t in joined][-1] == ("c@gmail.com", "2024-05-01T09:00:00Z")

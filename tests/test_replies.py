@@ -158,3 +158,22 @@ def test_the_scan_budget_bounds_the_work_and_says_so(h: Harness) -> None:
         cut, cut_limited = reply_rows(conn, since, until, ["vmta1"], budget=1)
     assert not limited and sum(r.count for r in full) == 8
     assert cut_limited and sum(r.count for r in cut) < 8
+
+
+async def test_double_slash_keeps_a_message_id_with_question_mark_hash_or_percent(h: Harness) -> None:
+    """`?`, `#` and `%XX` are legal in a Message-Id: the redirect carries the path as the client encoded it, so
+    the followed request finds what the direct one finds (a decoded path re-quoted made `%3F` a query)."""
+    from correlator.api import path_segment
+
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId,header_Message-Id\n"
+    mids = ("a?b@x", "c%41d@x", "e#f@x", "g h@x")
+    h.commit(batch("/l/acct-odd.csv", head + "".join(
+        f"d,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,s@shop.example,r{i}@gmail.com,2.0.0,v1,J9,<{m}>\n"
+        for i, m in enumerate(mids))))
+    async with h.client() as c:
+        for mid in mids:
+            r = await c.get("http://test//api/v1/messages/" + path_segment(mid), params={"limit": 5})
+            assert r.status_code == 308, mid
+            assert r.headers["location"] == "/api/v1/messages/" + path_segment(mid) + "?limit=5"
+            followed = await c.get(r.headers["location"])
+            assert followed.status_code == 200 and followed.json()["message_id"] == mid, (mid, followed.text[:200])

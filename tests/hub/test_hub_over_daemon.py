@@ -144,3 +144,22 @@ async def test_a_daemon_answering_deeply_nested_json_is_a_missing_host_not_a_500
             r = await via_hub.get(path)
             assert r.status_code == 503, (path, r.text)
             assert [(m["url"], m["error"]) for m in r.json()["missing_hosts"]] == [(DAEMON, "HTTP 200: not JSON")]
+
+
+async def test_the_hub_never_echoes_the_address_asked_for_when_hosts_hash(tmp_path: Path) -> None:
+    """Hosts with hash_recipients answer `hmac-sha256:<hex>`: the hub's text title and JSON show that, not the
+    address the caller sent."""
+    from exporter.config import CorrelatorConfig
+
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"),
+                clock=lambda: NOW)
+    for b in CORPUS:
+        h.commit(b)
+    params = {"job_id": "J1", "rcpt": "Bob@Yahoo.com"}
+    async with clients(h, lambda: NOW) as (via_hub, direct):
+        own = (await direct.get("/api/v1/timeline", params=params)).json()
+        text = await via_hub.get("/api/v1/timeline", params={**params, "format": "text"})
+        body = (await via_hub.get("/api/v1/timeline", params=params)).json()
+    assert own["rcpt"].startswith("hmac-sha256:") and body["rcpt"] == own["rcpt"]
+    assert text.status_code == 200 and f"rcpt {own['rcpt']}" in text.text and "bob@" not in text.text.lower()
+    h.close()
