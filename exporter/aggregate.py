@@ -467,6 +467,9 @@ class RecordAggregator(Collector):
         self._warmer: ThreadPoolExecutor | None = None
         self._in_flight: deque[Future[None]] = deque()
         self._derive_here = False
+        self.withheld = False
+        """The record families are left off /metrics (their series still count): after an unclean stop the restored
+        values are lower than those last shown, until the daemon has read that far again (exporter/daemon.py)."""
 
     @classmethod
     def for_config(cls, config: Config, isp_of: Callable[[str, str], str],
@@ -1091,6 +1094,8 @@ class RecordAggregator(Collector):
         """Copies of every family (with `names`: of those holding one of these samples) for exporter.exposition
         (event loop; values are never mutated in place)."""
         self.flush()
+        if self.withheld:
+            return [], [self._series_gauge()]
         families = [(name, dict(series)) for name, series in self.counters.items() if names is None or name in names]
         families += [(name, dict(series)) for name, series in self.histograms.items()
                      if names is None or not names.isdisjoint(sample_names(name, "histogram"))]
@@ -1105,6 +1110,9 @@ class RecordAggregator(Collector):
 
     def collect(self) -> Iterator[Metric]:
         self.flush()
+        if self.withheld:
+            yield self._series_gauge()
+            return
         for name, series in self.counters.items():
             spec = SPECS[name]
             fam = CounterMetricFamily(name.removesuffix("_total"), spec.help, labels=list(spec.labels))

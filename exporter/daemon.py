@@ -247,6 +247,12 @@ class Daemon:
             await self.store.read_sink_files()
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
+        if self.instance.unclean and not loaded.first_run:
+            # What the stopped daemon showed was read, not all committed: shown now, the restored counters would
+            # go backwards, and Prometheus counts a drop as a reset (rate() then adds the whole counter again).
+            self.pipeline.aggregator.withheld = True
+            log.warning("the previous daemon did not stop cleanly (killed, or its last commit failed): the record "
+                        "counters stay off /metrics until the files are read to their current end")
         if loaded.first_run:
             await self._persist_start_decision()
         elif self.config.tail.start_position == "beginning" and loaded.checkpoints:
@@ -375,6 +381,11 @@ class Daemon:
                 continue
             self._set_paused(False)
             more = await self.tailer.poll(self.pipeline.on_batch, should_stop=self._should_stop_reading)
+            if not more and self.pipeline.aggregator.withheld:
+                # every file read to its end, beyond where it was at start and so beyond the furthest the stopped
+                # daemon can have read: the counters are at least what it showed (a /metrics page flushes first)
+                self.pipeline.aggregator.withheld = False
+                log.info("read up to where the previous daemon was: the record counters are on /metrics again")
             now = time.monotonic()
             if now - last_commit >= tail.checkpoint_interval or self.pipeline.pending_rows >= tail.max_pending_rows:
                 self._enqueue_checkpoint()
@@ -457,10 +468,13 @@ class Daemon:
     async def shutdown(self) -> None:
         log.info("shutting down")
         deadline = time.monotonic() + self.config.tail.shutdown_timeout
+        clean = not self.instance.unclean  # nothing read: the state is as clean as the previous stop left it
         try:
             if self.tailer is not None and self.started.is_set():
                 self._enqueue_checkpoint()
                 complete = await self.queue.drain(max(0.0, deadline - time.monotonic()))
+                # all shown is committed, and the previous daemon's showing was matched (not withheld any more)
+                clean = complete and not self.pipeline.aggregator.withheld
                 if not complete:
                     log.warning("stopped before committing everything read (%d rows wait, commit error: %s); "
                                 "those records are read again at the next start", self.queue.backlog_rows,
@@ -484,7 +498,7 @@ class Daemon:
             try:
                 await self.store.close()
             finally:
-                self.instance.release()
+                self.instance.release(clean=clean)
 
     # --- the correlator process (correlator.worker: process) --------------------------------------
     def _start_follower(self) -> None:

@@ -5,6 +5,11 @@ different listen addresses) would both commit checkpoints and counters to one da
 store timelines: each correlator's link cache and key filter would miss the other's. The second daemon
 refuses to start instead, naming the directory and the pid that holds it. flock(2) is released by the
 kernel when its holder dies, so a `kill -9` never leaves a stale lock.
+
+The file also tells how the previous daemon stopped: it holds the holder's pid while it runs and is emptied by a
+stop that committed everything it had shown (`release(clean=True)`). A pid found at start means the previous daemon
+died (kill -9, OOM, power cut) or stopped with reads uncommitted: its /metrics may have shown more than the state
+database holds (`unclean`), and the daemon keeps its restored counters off /metrics until it has read that far again.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class InstanceLock:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / LOCK_FILE
         self._file: IO[str] | None = None
+        self.unclean = False
+        """The previous holder did not stop cleanly (its pid was still in the file): set by `acquire`."""
 
     def acquire(self) -> None:
         """Take the lock or raise StateDirInUse. A file system without flock (some network mounts) is warned
@@ -53,12 +60,23 @@ class InstanceLock:
             log.warning("%s: cannot lock it (%s): nothing keeps a second daemon from using this state directory",
                         self.path, exc.strerror)
         f.seek(0)
+        self.unclean = bool(f.read().strip())
+        f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
         self._file = f
 
-    def release(self) -> None:
+    def release(self, clean: bool = False) -> None:
+        """Unlock; `clean`: everything this daemon showed is committed (and so was the previous one's), so the
+        next start may show its restored counters at once. Otherwise the pid stays in the file for it to see."""
         if self._file is not None:
+            if clean:
+                try:
+                    self._file.seek(0)
+                    self._file.truncate()
+                    self._file.flush()
+                except OSError as exc:  # the next start then waits for its reads once more: only later metrics
+                    log.warning("%s: cannot mark the stop clean (%s)", self.path, exc.strerror)
             self._file.close()
             self._file = None

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry
 
+from exporter import __version__
 from exporter.config import ConfigError
-from exporter.http import build_app, make_server
+from exporter.http import build_app, error_body, exposure_warning, make_server
 from hub.api import Hub, build_hub_routes
 from hub.config import HubConfig, load_hub_config
 from hub.fanout import Fanout, make_client
@@ -22,6 +25,11 @@ from hub.targets import TargetSet
 log = logging.getLogger(__name__)
 FD_RESERVE = 64
 """Descriptors besides sockets: the interpreter's own, logs, TLS and secret files, the event loop's."""
+NO_METRICS = "the hub has no metrics: let Prometheus scrape each daemon's /metrics (docs/scaling.md)"
+INDEX = ("PMTA Watchtower hub {version}\n\n/healthz       health\n"
+         "/api/v1/...    every daemon's message timelines, merged (docs/api.md, docs/scaling.md)\n"
+         "/ui/           search, message forensics, flows (docs/scaling.md)\n/openapi.json  API description\n"
+         "(no /metrics: Prometheus scrapes each daemon)\n")
 
 
 def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
@@ -37,10 +45,58 @@ def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
 
     router = with_pages(build_hub_routes(hub), config.pages.grafana_url, title="PMTA Watchtower hub")
     app = build_app(CollectorRegistry(), health, [router], config.web.basic_auth_users)
+    _without_metrics(app)
     return app, hub
 
 
+def _without_metrics(app: FastAPI) -> None:
+    """build_app's /metrics would answer 200 with an empty body here (the hub keeps no series), so a Prometheus
+    pointed at the hub by mistake would scrape nothing and report no error: a 404 saying where the metrics are,
+    and an index that does not list /metrics."""
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ("/metrics", "/")]
+
+    @app.get("/metrics", include_in_schema=False)
+    async def no_metrics() -> JSONResponse:
+        return JSONResponse(error_body(404, NO_METRICS), status_code=404)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> PlainTextResponse:
+        return PlainTextResponse(INDEX.format(version=__version__))
+
+
+def startup_warnings(config: HubConfig) -> list[str]:
+    """What the daemon warns of at start for the same `listen` and `web` (the hub holds the daemons' credentials
+    and serves every host's recipients): a plain-text password (as exporter.preflight.warnings words it, which
+    reads a daemon Config), then a listener reachable off-host without auth or TLS."""
+    from exporter.webauth import is_bcrypt
+
+    out = [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
+           for user, secret in config.web.basic_auth_users.items() if not is_bcrypt(secret)]
+    exposed = exposure_warning(config)  # type: ignore[arg-type]  # reads listen and web only
+    return out + ([exposed] if exposed else [])
+
+
+def bind_problem(config: HubConfig) -> str | None:
+    """Bind `listen` once before uvicorn does, as the daemon does (Daemon._probe_listen_address): a taken address
+    is then one line naming it, exit 1; uvicorn logs its own error and ends with its own code (3)."""
+    host, port = config.listen_host, config.listen_port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no error
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror included (preflight checked the name; DNS may differ now)
+        why = (exc.strerror or str(exc)).lower()
+        return f"listener could not bind {config.listen}: {why} (listen: {config.listen})"
+    return None
+
+
 async def serve(config: HubConfig) -> int:
+    """Serve until SIGTERM/SIGINT: 0; 1 when the listener cannot bind (one line naming `listen`)."""
+    if problem := bind_problem(config):
+        log.error("%s", problem)
+        return 1
     app, hub = build_hub_app(config)
     server = make_server(app, config)  # type: ignore[arg-type]  # same listen/web attributes as Config
     loop = asyncio.get_running_loop()
@@ -49,8 +105,8 @@ async def serve(config: HubConfig) -> int:
     async def run() -> None:
         try:
             await server.serve()
-        except SystemExit as exc:  # uvicorn exits when it cannot bind; it has logged why
-            log.critical("watchtower hub could not listen on %s (exit %s)", config.listen, exc.code)
+        except SystemExit:  # uvicorn exits (its code 3) when it cannot bind, taken since the probe; it logged why
+            log.critical("watchtower hub could not listen on %s (see the error above; exit 1)", config.listen)
 
     task = asyncio.create_task(run())
     try:
@@ -105,6 +161,8 @@ def run_hub(path: Path) -> int:
     from exporter.http import raise_fd_limit
 
     logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part
+    for warning in startup_warnings(config):
+        log.warning("%s", warning)
     log_fd_limit(raise_fd_limit(), config)  # a connection pool per daemon: up to targets x api_max_concurrency
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:

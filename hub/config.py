@@ -204,6 +204,16 @@ class HubConfig(_Strict, Listener):
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
     log_format: Literal["text", "json"] = Field(default="text", description="`text` lines or JSON lines.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty (`web:` with its keys commented out) is YAML null: its defaults, as on the daemon
+        (exporter.config.Config._empty_sections); a bare `hub:` then names the source it needs."""
+        if not isinstance(data, dict):
+            return data
+        empty = [k for k in _SECTIONS if k in data and data[k] is None]
+        return {**data, **dict.fromkeys(empty, {})} if empty else data
+
     @field_validator("web", mode="before")
     @classmethod
     def _web_defaults(cls, value: Any) -> Any:
@@ -215,6 +225,11 @@ class HubConfig(_Strict, Listener):
     @classmethod
     def _host_port(cls, value: str) -> str:
         return check_listen(value)
+
+
+_SECTIONS = tuple(k for k, f in HubConfig.model_fields.items() if isinstance(f.annotation, type)
+                  and issubclass(f.annotation, BaseModel))
+"""hub, web, pages: the keys whose value is a mapping of keys."""
 
 
 def load_hub_config(path: str | Path) -> HubConfig:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exporter.preflight import _listen as listen_problem  # reads listen_host/listen_port only (Listener)
 from exporter.preflight import ca_file_problem, secret_file_problem, tls_pair_problems
 from hub.config import HubConfig, without_credentials
 from hub.targets import read_file_sd
@@ -45,8 +46,10 @@ def _file_sd_problem(key: str, path: Path, scheme: str) -> str | None:
 
 
 def problems(config: HubConfig) -> list[str]:
+    """Every problem, in the order of the keys in a hub.yml; `listen` as the daemon's check-config checks it (a host
+    that does not resolve was uvicorn's `[Errno -2]` and an exit 1)."""
     hub, web = config.hub, config.web
-    out: list[str | None] = []
+    out: list[str | None] = [listen_problem(config)]  # type: ignore[arg-type]  # the Listener part of Config
     for i, target in enumerate(hub.targets):
         out.append(_url_problem(f"hub.targets.{i}" if target.bare else f"hub.targets.{i}.url", target.url))
     out += [_file_sd_problem(f"hub.file_sd.{i}", path, hub.scheme) for i, path in enumerate(hub.file_sd)]

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from exporter.backlog import RowBacklog
 from exporter.config import SourceConfig, TailConfig, load_config
 from exporter.daemon import Daemon
+from exporter.exposition import render_sync
 from exporter.fingerprint import read_fingerprint
 from exporter.metrics import SelfMetrics
 from exporter.state import Commit, StateError, StateStore
@@ -1335,3 +1336,55 @@ async def test_an_sqlite_error_that_is_not_damage_does_not_say_to_move_the_datab
     with pytest.raises(StateError) as exc:
         await StateStore(db).open()
     assert advice in str(exc.value) and "move the file aside" not in str(exc.value)
+
+
+# --- counters never go backwards across an unclean stop -------------------------------------------
+_DELIVERED = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+
+
+async def _run_until(d: Daemon, n: float) -> None:
+    for _ in range(200):
+        if d.registry.get_sample_value("pmta_delivered_total", _DELIVERED) == n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"pmta_delivered_total never reached {n}")
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "clean"])
+async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught_up(tmp_path: Path, stop: str) -> None:
+    """/metrics shows what was read before it is committed (every tail.checkpoint_interval). After kill -9, an OOM
+    kill or a power cut the restored counters are lower than those a Prometheus last scraped, and rate() takes any
+    drop for a reset: the whole counter counted again, for the width of every rule's window. After an unclean stop
+    the record counters are left out of /metrics until the files are read to where they were at start (beyond the
+    furthest the stopped daemon can have read); after a clean stop they are shown from the start."""
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(300)
+    cfg = load_config(write_config(tmp_path, tail={"start_position": "beginning"}))
+    first = Daemon(cfg)
+    task = asyncio.create_task(first.serve())
+    await _run_until(first, 300)
+    first.should_exit.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    lock = tmp_path / "state" / "watchtower.lock"
+    assert lock.read_text() == ""  # a clean stop says so
+    w.write(200)  # read, shown, and not yet committed when the daemon was killed:
+    if stop == "kill -9":
+        lock.write_text("4242\n")  # what the lock file keeps after its holder died
+    again = Daemon(cfg)
+    await again.startup()
+    try:
+        shown = again.registry.get_sample_value("pmta_delivered_total", _DELIVERED)
+        page = render_sync(again.registry).decode()
+        assert 'watchtower_metric_series{metric="pmta_delivered_total"} 1.0' in page  # its own health is shown
+        if stop == "kill -9":
+            assert shown is None and "\npmta_delivered_total{" not in page  # not 300 after 500 was scraped
+            assert lock.read_text() == f"{os.getpid()}\n"
+        else:
+            assert shown == 300.0 and '\npmta_delivered_total{isp="gmail"' in page
+        loop = asyncio.create_task(again.main_loop())
+        await _run_until(again, 500)
+        again.should_exit.set()
+        await asyncio.wait_for(loop, 10)
+    finally:
+        await again.shutdown()
+    assert lock.read_text() == ""

@@ -247,11 +247,11 @@ def test_a_taken_port_exits_1_without_a_traceback(tmp_path, capfd, caplog, monke
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
         cfg = tmp_path / "hub.yml"
-        cfg.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{taken.getsockname()[1]}",
-                                       "hub": {"targets": ["http://127.0.0.1:1"]}}))
+        cfg.write_text(yaml.safe_dump({"listen": listen, "hub": {"targets": ["http://127.0.0.1:1"]}}))
         assert main(["hub", "--config", str(cfg)]) == 1
-    assert "could not listen" in caplog.text
+    assert f"listener could not bind {listen}: address already in use (listen: {listen})" in caplog.text
     assert "Traceback" not in caplog.text and "never retrieved" not in caplog.text
     assert "Traceback" not in capfd.readouterr().err
 
