@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
+from exporter.yamlproblem import yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
@@ -701,17 +702,6 @@ TOO_DEEP = "nested too deeply (past Python's recursion limit)"
 """A YAML or JSON file an operator writes, nested past what a recursive parser can read: one line, no traceback."""
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: where (line, column) and what, without PyYAML's `in "<unicode string>"` lines."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context:
-        what += f" ({context}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
-    return f"{where}not valid YAML: {what}"
-
-
 def read_config_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML config file (the daemon's or the hub's); ConfigError naming the line."""
     raw = read_config_bytes(path)
@@ -724,7 +714,7 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [_yaml_problem(exc)]) from None
+        raise ConfigError(str(path), [yaml_problem(exc)]) from None
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
     if not isinstance(data, dict):

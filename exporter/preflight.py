@@ -227,13 +227,53 @@ def _directories(config: Config) -> list[str]:
             if not glob.has_magic(pattern) and os.path.isdir(pattern)]
 
 
+def _unlistable(pattern: str) -> str | None:
+    """A glob over a directory this user cannot list (or reach) matches nothing, silently: say so, naming it (the
+    docs say to run check-config as the daemon's user, which reads PMTA's logs by group)."""
+    parts = Path(pattern).parts
+    fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
+    directory = Path(*parts[:fixed]) if fixed else Path(".")
+    for parent in (directory, *directory.parents):
+        try:
+            with os.scandir(parent):
+                break
+        except PermissionError:
+            return (f"cannot list {parent} (permission denied for uid {os.getuid()}): no file of {pattern!r} can be "
+                    "followed; give this user read and search access to it")
+        except OSError:  # not there (yet): the ordinary "matches no file yet"
+            continue
+    return None
+
+
+def _unreadable(pattern: str, matches: list[str]) -> str | None:
+    """Matching files this user cannot open: the daemon would log them at every start; check-config said ok."""
+    shut: list[str] = []
+    for path in matches:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the check (the tailer skips one)
+        except PermissionError:
+            shut.append(path)
+        except OSError:  # gone, a loop, ...: the tailer names those itself
+            continue
+        else:
+            os.close(fd)
+    if not shut:
+        return None
+    return (f"{len(shut)} of {len(matches)} matching files cannot be read (permission denied for uid {os.getuid()}), "
+            f"e.g. {shut[0]}; give this user read access (e.g. the group PMTA's logs belong to)")
+
+
 def warnings(config: Config) -> list[str]:
     """Legal but suspicious: globs matching no file right now, delay buckets an alert needs missing, a plain-text
     password in the config."""
     out = []
     for i, source in enumerate(config.sources):
         for j, pattern in enumerate(source.paths):
-            if not glob.glob(pattern):
+            matches = glob.glob(pattern)
+            problem = _unreadable(pattern, matches) if matches else _unlistable(pattern)
+            if problem:
+                out.append(f"sources.{i}.paths.{j}: {problem}")
+            elif not matches:
                 out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet")
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "

@@ -302,3 +302,17 @@ def test_known_answers_what_classify_answers_and_learns_nothing(fresh: IspClassi
         assert answer == fresh.classify(domain, dsn_mta)
     else:  # only the learned MX could tell (corp.example here): left to the reader in file order
         assert answer is None
+
+
+@pytest.mark.parametrize("loader", ["isp", "replies"])
+def test_a_table_that_is_not_yaml_is_one_line_naming_the_file_and_line(tmp_path: Path, loader: str) -> None:
+    """check-config promises one line per problem, and a SIGHUP reload logs it in one line: PyYAML's own message
+    runs over several (`in "<unicode string>", line 2, column 8`)."""
+    from exporter.classify import IspClassifier, ReplyClassifier
+
+    table = tmp_path / "table.yaml"
+    table.write_text("version: 1\ngmail: [\n")
+    with pytest.raises(ValueError) as exc:
+        (IspClassifier if loader == "isp" else ReplyClassifier).load(table)
+    assert str(exc.value) == (f"{table}: line 3, column 1: not valid YAML: did not find expected node content "
+                              "(while parsing a flow node started on line 3)")

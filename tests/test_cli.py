@@ -459,3 +459,37 @@ def test_a_ctrl_c_that_an_import_turned_into_a_runtime_error_is_a_quiet_130(monk
     monkeypatch.setattr(cli, "_main", lambda _argv: (_ for _ in ()).throw(RuntimeError("a real bug")))
     with pytest.raises(RuntimeError, match="a real bug"):
         cli.main(["run", "--config", "x.yml"])
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.parametrize("shut", ["directory", "file"])
+def test_check_config_names_logs_this_user_cannot_read(tmp_path: Path, shut: str) -> None:
+    """README and deploy/ say to run check-config as the daemon's user: a log directory it cannot list read as
+    'matches no file yet', and a file it cannot read as ok; `run` then found out. Both are warnings naming the
+    path and the uid (run without the capabilities that let root read anything)."""
+    from tests.test_oneshot import SETPRIV
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    acct = logs / "acct-1.csv"
+    acct.write_text("type,timeLogged,rcpt\n")
+    config = tmp_path / "w.yml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}],
+                                      "state_dir": str(tmp_path / "state")}))
+    (logs if shut == "directory" else acct).chmod(0o000 if shut == "directory" else 0o000)
+    if shut == "file":
+        logs.chmod(0o711)
+    try:
+        proc = subprocess.run([*SETPRIV, sys.executable, "-m", "exporter", "check-config", str(config)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        logs.chmod(0o755)
+        acct.chmod(0o644)
+    assert proc.returncode == 0, proc.stderr
+    uid = os.getuid()
+    want = (f"sources.0.paths.0: cannot list {logs} (permission denied for uid {uid}): no file of "
+            f"{str(logs / 'acct-*.csv')!r} can be followed; give this user read and search access to it"
+            if shut == "directory" else
+            f"sources.0.paths.0: 1 of 1 matching files cannot be read (permission denied for uid {uid}), e.g. {acct}; "
+            "give this user read access (e.g. the group PMTA's logs belong to)")
+    assert proc.stderr == f"{config}: warning: {want}\n"

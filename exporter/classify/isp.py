@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from exporter.yamlproblem import yaml_problem
+
 OTHER = "other"
 
 # The closed set of provider names, in dashboard order. Tables may use a subset, never more.
@@ -62,7 +64,7 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
     try:
         return name, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{name}: not valid YAML: {exc}") from exc
+        raise ValueError(f"{name}: {yaml_problem(exc)}") from exc
 
 
 def check_keys(name: str, where: str, data: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:

@@ -1,0 +1,18 @@
+"""One line for a YAML syntax error: the config and the classification tables are checked by `check-config`
+and reloaded on SIGHUP, and both promise one line per problem (PyYAML's message runs over several lines, with
+`in "<unicode string>"` marks that name no file)."""
+
+from __future__ import annotations
+
+import yaml
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where (line, column) and what, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        what += f" ({context}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
+    return f"{where}not valid YAML: {what}"
