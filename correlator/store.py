@@ -133,6 +133,9 @@ ENSURE = [
     # Run at every start (IF NOT EXISTS): a store created before they existed gets them too.
     "CREATE INDEX IF NOT EXISTS corr_tl_vmta ON corr_timelines (vmta, t0)",
     "CREATE INDEX IF NOT EXISTS corr_tl_outcome ON corr_timelines (outcome, t0)",
+    # search by job_id: a job's timelines in (t0, id) order, so a page of a million-recipient job reads its rows,
+    # not the whole job sorted (corr_tl_job leads with the day slice and the recipient: seconds, then a 503)
+    "CREATE INDEX IF NOT EXISTS corr_tl_job_t0 ON corr_timelines (job_h, t0) WHERE job_h IS NOT NULL",
     # a Bloom filter per finished generation (genfilter.py); a store written before them gets them as it is written
     "CREATE TABLE IF NOT EXISTS corr_gen_filters"
     " (gen INTEGER PRIMARY KEY, version INTEGER NOT NULL, bits BLOB NOT NULL)",

@@ -251,8 +251,11 @@ class Reader:
         """
         where: list[str] = []
         params: list[Any] = []
-        if rcpt_h is not None or job_h is not None:
-            where.append(DAYS)  # the rcpt and job indexes lead with qday
+        source = "corr_timelines"
+        if rcpt_h is not None:
+            where.append(DAYS)  # the rcpt index leads with qday
+        elif job_h is not None:  # a job's timelines in (t0, id) order: a page reads its rows, not the whole job
+            source = "corr_timelines INDEXED BY corr_tl_job_t0"
         if rcpt_h is not None:
             where.append("rcpt_h=?")
             params.append(rcpt_h)
@@ -281,7 +284,7 @@ class Reader:
         if after is not None:
             where.append("(t0, id) < (?, ?)")
             params += after
-        base = f"FROM corr_timelines WHERE {' AND '.join(where) or '1'} ORDER BY t0 DESC, id DESC"
+        base = f"FROM {source} WHERE {' AND '.join(where) or '1'} ORDER BY t0 DESC, id DESC"
         budgeted = vmta is not None or outcome is not None  # the budget bounds the rows one page reads
         if filters:
             sql = (f"SELECT * FROM (SELECT {TL_COLUMNS} {base} LIMIT ?) WHERE {' AND '.join(filters)}"
