@@ -127,6 +127,16 @@ def version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.match(r"v?(\d+(?:\.\d+)*)", text).group(1).split("."))
 
 
+def test_grafana_does_not_report_to_or_poll_grafana_com():
+    """Grafana's defaults send usage statistics and poll grafana.com for updates of itself and its plugins: from a
+    host beside the PMTA servers, and for nothing a deployment pinned to versions uses."""
+    env = compose()["services"]["grafana"]["environment"]
+    for key in ("GF_ANALYTICS_REPORTING_ENABLED", "GF_ANALYTICS_CHECK_FOR_UPDATES",
+                "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES"):
+        assert env.get(key) == "false", key
+    assert "GF_INSTALL_PLUGINS" in (REPO / "docker" / "README.md").read_text(encoding="utf-8")
+
+
 def test_grafana_plugin_is_pinned_to_a_version_this_grafana_runs():
     """GF_INSTALL_PLUGINS without a version installs the newest Infinity at every fresh start. Infinity 3.0
     requires Grafana >= 10.4.8 (its v3.0.0 release notes: "BREAKING: Plugin now requires Grafana 10.4.8 or
