@@ -100,6 +100,9 @@ METRICS: tuple[MetricSpec, ...] = (
                ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_backoff", "gauge", "Queues in backoff mode, per VMTA and ISP.", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_paused", "gauge", "Paused queues, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_paused_recipients", "gauge",
+               "Recipients in paused queues, per VMTA and ISP (part of `pmta_queue_recipients`; the stall alerts "
+               "leave them out).", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_status_queue_recipients", "gauge", "Recipients queued on the host (/status), by delivery type.",
                ("type",), "queue"),
     MetricSpec("pmta_status_queue_domains", "gauge", "Domains with queued mail on the host (/status).",

@@ -70,7 +70,8 @@ GLOBAL_SUM = 1.5
 filtered ones count disjoint queues, so they sum to the host total at most (plus what arrived between requests)."""
 
 QUEUE_METRICS = ("pmta_queue_recipients", "pmta_queue_bytes", "pmta_queue_connections", "pmta_queue_backoff",
-                 "pmta_queue_paused")
+                 "pmta_queue_paused", "pmta_queue_paused_recipients")
+"""The (vmta, isp) gauges, in the order of a `Snapshot.queues` row."""
 SERVED_SELF_METRICS = ("watchtower_pmta_api_up", "watchtower_pmta_api_partial", "watchtower_pmta_queue_coverage_ratio")
 """Self metrics the collector derives from the snapshot (so they always match the gauges served)."""
 
@@ -83,7 +84,8 @@ class Snapshot:
     up: bool = False
     partial: bool = False
     queues: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused]."""
+    """(vmta, isp) -> [recipients, bytes, connections, queues in backoff, queues paused, recipients in paused
+    queues] (`QUEUE_METRICS`)."""
     unlisted: dict[str, float] = field(default_factory=dict)
     """vmta -> recipients in its queues beyond its own top-N listing (its total less the queues shown:
     unlisted_recipients)."""
@@ -458,12 +460,13 @@ class QueuePoller:
             key = (self._vmta_label(q.vmta), self._isp(q.domain))
             row = out.get(key)
             if row is None:
-                row = out[key] = [0.0, 0.0, 0.0, 0.0, 0.0]
+                row = out[key] = [0.0] * len(QUEUE_METRICS)
             row[0] += q.rcp
             row[1] += round(q.kb * 1024)
             row[2] += q.conn
             row[3] += 1 if q.backoff else 0
             row[4] += 1 if q.paused else 0
+            row[5] += q.rcp if q.paused else 0  # a VMTA x ISP has many domains: only its paused queues' recipients
         return out
 
 

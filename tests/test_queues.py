@@ -45,16 +45,17 @@ def sim() -> Simulator:
 
 
 def expected(sim: Simulator, queues: list | None = None) -> dict[tuple[str, str], list[float]]:  # type: ignore[type-arg]
-    """Gauge values computed from the simulator's own state (kb as the API rounds it)."""
+    """Gauge values computed from the simulator's own state (kb as the API rounds it), in `QUEUE_METRICS` order."""
     out: dict[tuple[str, str], list[float]] = {}
     for q in queues if queues is not None else sim.book.queues.values():
         if q.rcp:
-            row = out.setdefault((q.vmta, q.isp), [0, 0, 0, 0, 0])
+            row = out.setdefault((q.vmta, q.isp), [0] * len(queues_mod.QUEUE_METRICS))
             row[0] += q.rcp
             row[1] += round(round(q.bytes / 1024, 1) * 1024)
             row[2] += q.connections(sim.t)
             row[3] += q.in_backoff(sim.t)
             row[4] += q.paused
+            row[5] += q.rcp if q.paused else 0
     return out
 
 
@@ -64,7 +65,7 @@ def gauges(registry: CollectorRegistry) -> dict[tuple[str, str], list[float]]:
         for metric in registry.collect():
             if metric.name == name:
                 for s in metric.samples:
-                    out.setdefault((s.labels["vmta"], s.labels["isp"]), [0, 0, 0, 0, 0])[i] = s.value
+                    out.setdefault((s.labels["vmta"], s.labels["isp"]), [0] * len(queues_mod.QUEUE_METRICS))[i] = s.value
     return out
 
 
@@ -127,7 +128,7 @@ async def test_queue_gauges_name_the_vmtas_the_record_series_admitted(sim: Simul
     def per_isp(rows: dict[tuple[str, str], list[float]]) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
         for (_, isp), row in rows.items():
-            out[isp] = [a + b for a, b in zip(out.get(isp, [0, 0, 0, 0, 0]), row, strict=True)]
+            out[isp] = [a + b for a, b in zip(out.get(isp, [0] * len(row)), row, strict=True)]
         return out
 
     assert per_isp(got) == per_isp(want)
@@ -552,6 +553,38 @@ async def test_a_true_bug_keeps_its_traceback_once_not_every_poll(
             await task
     with_traceback = [r for r in caplog.records if r.name == "watchtower.queues" and r.exc_info]
     assert [r.getMessage() for r in with_traceback] == ["PMTA API poll failed unexpectedly (a bug): RuntimeError: bug"]
+
+
+async def test_paused_recipients_are_those_of_the_paused_queues_only() -> None:
+    """The operator paused att.net/vmta-05 (20 recipients, a dead MX); yahoo.com/vmta-05 (30k) and aol.com/vmta-05 are
+    not paused. `pmta_queue_paused` says one of vmta-05's Yahoo queues is paused; the stall alerts need how many
+    recipients that queue holds (20), not the 30,520 of every Yahoo queue of vmta-05, to see the rest stalling."""
+    rows = [("yahoo.com/vmta-05", 30000, "no"), ("att.net/vmta-05", 20, "yes"), ("aol.com/vmta-05", 500, "no"),
+            ("gmail.com/vmta-05", 40, "no"), ("gmail.com/vmta-06", 5000, "yes"), ("googlemail.com/vmta-06", 7, "yes")]
+    body = ("<rsp><data>" + "".join(
+        f"<queue><name>{n}</name><rcp>{r}</rcp><kb>1.0</kb><conn>0</conn><paused>{p}</paused><mode>normal</mode></queue>"
+        for n, r, p in rows) + "<totalRcp>35567</totalRcp></data><succ/></rsp>").encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500) if request.url.path == "/status" else httpx.Response(200, content=body)
+
+    isp = {"yahoo.com": "yahoo", "att.net": "yahoo", "aol.com": "yahoo", "gmail.com": "gmail", "googlemail.com": "gmail"}
+    registry = CollectorRegistry()
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=False), registry, isp.__getitem__)
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(handler)) as client:
+        assert await poller.poll_once(client)
+
+    def series(name: str) -> dict[tuple[str, str], float]:
+        return {(s.labels["vmta"], s.labels["isp"]): s.value for m in registry.collect() if m.name == name
+                for s in m.samples}
+
+    assert series("pmta_queue_paused_recipients") == {("vmta-05", "yahoo"): 20, ("vmta-05", "gmail"): 0,
+                                                      ("vmta-06", "gmail"): 5007}
+    assert series("pmta_queue_paused") == {("vmta-05", "yahoo"): 1, ("vmta-05", "gmail"): 0, ("vmta-06", "gmail"): 2}
+    assert series("pmta_queue_recipients") == {("vmta-05", "yahoo"): 30520, ("vmta-05", "gmail"): 40,
+                                               ("vmta-06", "gmail"): 5007}
+    labels = {tuple(s.labels) for m in registry.collect() if m.name == "pmta_queue_paused_recipients" for s in m.samples}
+    assert labels == {("vmta", "isp")}  # bounded: the queue's domain is never a label
 
 
 async def test_a_queue_takes_the_provider_the_records_taught_since_the_last_poll() -> None:

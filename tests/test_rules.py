@@ -363,6 +363,21 @@ def test_label_values_in_selectors_are_documented() -> None:
                 assert value in allowed[label], f"{where}: {label}={value!r} is not a documented value"
 
 
+def test_auth_failures_count_operators_the_same_way_in_expression_and_description() -> None:
+    """PmtaAuthFailures counts operators, not ISPs (gmail and google_workspace are Google's servers, one policy):
+    the expression and the description's provider list map the ISPs with the same label_replace calls, naming
+    ISPs of the shipped table only (rules/tests/reputation_test.yaml: Google alone does not page)."""
+    rule = next(r for _, _, r in alert_rules() if r["alert"] == "PmtaAuthFailures")
+    in_expr = re.findall(r'"operator", "([^"]+)", "isp", "([^"]+)"', rule["expr"])
+    in_description = re.findall(r'\\"operator\\", \\"([^"\\]+)\\", \\"isp\\", \\"([^"\\]+)\\"',
+                                rule["annotations"]["description"])
+    assert in_expr and in_expr == in_description, (in_expr, in_description)
+    merged = {op: isps.split("|") for op, isps in in_expr if op != "$1"}
+    assert merged == {"google": ["gmail", "google_workspace"], "microsoft": ["microsoft", "office365"]}
+    assert {isp for isps in merged.values() for isp in isps} <= closed_set("isp")
+    assert ("$1", "(.*)") in in_expr  # every other ISP is its own operator
+
+
 def test_isp_display_names_cover_the_shipped_isp_table() -> None:
     named = {
         r["labels"]["isp"]
