@@ -274,10 +274,12 @@ def _is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
-def exposure_warning(config: Config) -> str | None:
-    """A warning line when the listener is reachable off-host without auth or TLS, else None.
+def exposure_warning(config: Config, exposed: str = "/metrics and every stored recipient through /api/v1"
+                     ) -> str | None:
+    """A warning line when the listener is reachable off-host without auth or TLS, else None; `exposed` says what
+    anyone could then read (the hub serves no /metrics).
 
-    The daemon logs it at WARNING at startup. Loopback binds never warn (a local reverse proxy
+    The daemon and the hub log it at WARNING at startup. Loopback binds never warn (a local reverse proxy
     adds TLS and auth in front).
     """
     if _is_loopback(config.listen_host):
@@ -288,7 +290,7 @@ def exposure_warning(config: Config) -> str | None:
     if not missing:
         return None
     return (f"listening on {config.listen} (not loopback) without {' and '.join(missing)}: anyone who can reach "
-            "this port can read /metrics and every stored recipient through /api/v1. Set web.basic_auth_users "
+            f"this port can read {exposed}. Set web.basic_auth_users "
             "and web.tls_cert_file/tls_key_file, or bind 127.0.0.1 behind a reverse proxy (docs/security.md).")
 
 

@@ -72,7 +72,7 @@ def startup_warnings(config: HubConfig) -> list[str]:
 
     out = [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
            for user, secret in config.web.basic_auth_users.items() if not is_bcrypt(secret)]
-    exposed = exposure_warning(config)  # type: ignore[arg-type]  # reads listen and web only
+    exposed = exposure_warning(config, "every host's stored recipients through /api/v1")  # type: ignore[arg-type]
     return out + ([exposed] if exposed else [])
 
 
