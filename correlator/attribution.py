@@ -621,7 +621,7 @@ class Attributor:
                 row_ = self._newest(conn, steps(rh), "corr_tl_job", "job_h=? AND rcpt_h=?", (job_hash(job), rh))
                 if row_ is not None:
                     return row_
-        if rcpt:
+        if rcpt and self._window > 0:  # `fallback_window: 0`: never on rcpt + orig
             lo = t - self._window
             if rcpt_orig is not None and lo <= rcpt_orig[2] <= t:
                 return self._memory(rcpt_orig)

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable
 
 from correlator import genfilter, store
-from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, T
+from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared
 from correlator.writes import Segment
 
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
@@ -280,9 +280,9 @@ class Linker:
         """f/rb/rs that matched no key: the only recipient of its Message-Id, else rcpt + orig in the window."""
         self._flush(conn, p, tls, seg)  # the probes below must see this batch's rows
         mh, rh = p.mh[i], p.rh[i]
-        if mh is not None and rh is None:
-            ids = conn.execute(f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? LIMIT 2",
-                               (mh,)).fetchall()
+        if mh is not None and rh is None:  # a report of its own (recipient hidden, read early) is no recipient
+            ids = conn.execute(f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? AND rcpt_h IS NOT NULL"
+                               " LIMIT 2", (mh,)).fetchall()
             if len(ids) == 1:
                 return self._find(ids[0][0])
         if rh is not None:
@@ -295,13 +295,19 @@ class Linker:
 
         Not one that names another Message-Id or jobId than the report: that is another message (the fallback is
         for the keys the acct file does not log). The report's Message-Id is then stored on the timeline it joins
-        (a jobId is not, where the timeline's job key is sender + timeQueued)."""
-        delivered = store.FLAG[D] | store.FLAG[B] | store.FLAG[T]
+        (a jobId is not, where the timeline's job key is sender + timeQueued).
+
+        Only a timeline delivered or bounced before the report: a complaint or a remote bounce comes after its
+        delivery. A deferred send of another message (its delivery not read yet) is no match: joined, it took the
+        report's Message-Id and a complaint before its own delivery. `fallback_window: 0` never matches."""
+        if self._window <= 0:
+            return None
+        done = store.FLAG[D] | store.FLAG[B]
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
             " AND (?4 = '' OR orig = ?4) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
             " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
-            f" ORDER BY (flags & {delivered}) != 0 DESC, t0 DESC LIMIT 1",
+            f" AND flags & {done} != 0 AND t_done <= ?3 ORDER BY t0 DESC LIMIT 1",
             (rh, t - self._window, t, orig_l, mh, jh),
         ).fetchone()
         return self._find(row[0]) if row else None

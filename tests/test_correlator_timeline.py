@@ -180,8 +180,10 @@ type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,header_Message-Id
 d,2024-05-01 10:10:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,vmta9,J7,2.0.0 (ok),<mz@s.example>
 """)
     h.commit(t)
-    h.commit(f)
-    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 1  # f fell back on rcpt+orig
+    h.commit(f)  # a complaint comes after a delivery: a deferral-only timeline is not its send (rcpt + orig or not)
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2
+    h.commit(d)
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 1
     (tmp_path / "x").mkdir()
     h2 = Harness(tmp_path / "x")
     h2.commit(f)  # here the f comes first: nothing to fall back on
