@@ -262,7 +262,9 @@ def _requests(todo: dict[ClassKey, str]) -> list[tuple[str, str, str, str]]:
 
 
 def _has_times(c: Columns) -> bool:
-    return c.timeLogged >= 0 and c.timeQueued >= 0
+    """Whether a layout's times are read (newest record time, bad_timestamp, delays): with timeLogged, whether or not
+    timeQueued is logged too (PMTA's guide's own acct example has none; without it no delay is observed)."""
+    return c.timeLogged >= 0
 
 
 def _group_plans(lz: pl.LazyFrame, bounds: tuple[float, ...], has_orig: bool,

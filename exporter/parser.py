@@ -35,10 +35,13 @@ import polars as pl
 
 from exporter import jsonrecords
 from exporter.config import RECORD_TYPES
-from exporter.records import LINE, Columns, RecordBatch, col, is_header
+from exporter.records import LINE, MAX_LINE_BYTES, Columns, RecordBatch, col, is_header
 from exporter.redact import Clipped
 
 log = logging.getLogger("watchtower.parser")
+
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))  # a field may be as long as a line (the polars path
+# reads one of any length; csv.reader's default, 131,072 characters, made the same line bad_quoting on the exact path)
 
 _KNOWN = frozenset(RECORD_TYPES)
 _KNOWN_LIST = list(RECORD_TYPES)
@@ -313,9 +316,10 @@ class FileParser:
     def _parse_frame(self, data: bytes) -> tuple[RecordBatch | None, int] | None:
         """The polars path; None when the chunk needs the exact path."""
         columns = self.columns
-        head_lines = 0
+        head_lines = first_row = 0
         if data.startswith(b"type"):  # a file's first chunk: its header line
             nl = data.find(b"\n")
+            first_row = nl + 1
             try:
                 row = next(csv.reader([data[:nl].decode("utf-8", "replace").removesuffix("\r")], strict=True))
             except (UnicodeDecodeError, csv.Error, StopIteration):
@@ -330,6 +334,8 @@ class FileParser:
                 return None, head_lines
         if columns is None or len(columns.names) < 2:
             return None
+        if data.startswith(_BOM, first_row):  # polars would drop a BOM opening what it reads: only
+            return None  # the file's first line may carry one (dropped in `parse`); the exact path counts the line
         if not data.endswith(b"\n") or data.count(b'"', data.rfind(b"\n", 0, len(data) - 1) + 1) & 1:
             # No final newline to count by, or the last line opens a quote it does not close (a record the next
             # chunk completes): exact path. A quote open on an earlier line joins lines, which the row count tells

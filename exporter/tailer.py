@@ -10,6 +10,7 @@ back is not read twice.
 
 from __future__ import annotations
 
+import csv
 import errno
 import fnmatch
 import glob
@@ -19,12 +20,13 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 
+from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
 from exporter.fingerprint import compression_of, fingerprint_of, read_head
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog
-from exporter.records import shown
+from exporter.records import Columns, is_header, shown
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -87,6 +89,24 @@ def _static_root(pattern: str) -> str:
     return root or (os.sep if pattern.startswith(os.sep) else ".")
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def header_of(first: bytes) -> str:
+    """The checkpoint's header text for a file whose first line is `first`, as the parser would take it from byte
+    0: a JSON file's columns, or the CSV header read as CSV (an editor's BOM dropped, quoted names unquoted, CRLF);
+    '' when it is no header (the parser then counts the lines as it would at byte 0)."""
+    if first.startswith(_BOM):
+        first = first[len(_BOM):]
+    if jsonrecords.opens_json(first):
+        return jsonrecords.COLUMNS.header_line
+    try:
+        row = next(csv.reader([first.decode("utf-8", "replace").rstrip("\r\n")], strict=True))
+    except (csv.Error, StopIteration):
+        return ""
+    return Columns.from_header(row).header_line if is_header(row) else ""
+
+
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
     """Newlines in the first `upto` bytes and the header line (for starting at the end of a file)."""
     lines = 0
@@ -94,7 +114,7 @@ def _count_lines(path: str, upto: int) -> tuple[int, str]:
     with open(path, "rb") as f:
         first = f.readline()
         if first.endswith(b"\n"):
-            header = first.decode("utf-8", "replace").rstrip("\r\n")
+            header = header_of(first)
         f.seek(0)
         left = upto
         while left > 0:

@@ -107,3 +107,24 @@ def test_the_command_line_flushes_everything_before_it_ends(tmp_path: Path) -> N
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert main(["oneshot", "--config", str(config)]) == 0  # in-process: returns, prints the same
     assert proc.stdout == out.getvalue()
+
+
+def test_a_header_without_time_queued_still_checks_and_tracks_time_logged(tmp_path: Path) -> None:
+    """PMTA's guide's own acct example logs timeLogged without timeQueued. The time checks ran only with both
+    columns: the newest record time (the stalled-tailer alert's input) was never set, and a timeLogged no PMTA time
+    reads as was counted silently instead of as a bad_timestamp."""
+    from exporter import daemon, oneshot
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "acct-1.csv").write_text("type,timeLogged,orig,rcpt,dlvSourceIp,bounceCat\n"
+                                     "d,1178807903,orig@port25.com,user1@domain.com,10.0.0.1,\n"
+                                     "b,garbage,orig@port25.com,user3@domain.com,,policy-related\n")
+    config_path = tmp_path / "c.yml"
+    config_path.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}],
+                                           "state_dir": str(tmp_path / "state"), "correlator": {"enabled": False}}))
+    config = load_config(config_path)
+    for page in (oneshot.run_oneshot(config), daemon.run_oneshot(config)):
+        assert 'watchtower_last_record_timestamp_seconds{source="acct"} 1.178807903e+09' in page, page
+        assert 'watchtower_parse_errors_total{reason="bad_timestamp",source="acct"} 1.0' in page
+        assert 'pmta_bounced_total{' in page and 'pmta_delivered_total{' in page  # both still counted

@@ -235,3 +235,38 @@ def test_a_lone_cr_inside_a_field_gets_the_same_verdict_on_both_paths(neighbour:
         assert n == 3 and batch is not None, fast
         assert batch.rows[0][6] == "smtp;250 ok\rmore" and batch.rows[0][7] == "v1", fast
         assert p.errors == ({} if "x," not in neighbour else {"bad_quoting": 1}), (fast, p.errors)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_field_longer_than_the_csv_modules_default_limit_is_read_on_both_paths(fast: bool) -> None:
+    """csv.reader refuses a field over 131,072 characters (its default field_size_limit): the exact path called
+    such a line bad_quoting while the polars path read it, so a chunk that also held a quoted line break (exact
+    path) counted it otherwise. A field may be as long as a line (MAX_LINE_BYTES)."""
+    head = b"type,rcpt,vmta,dsnDiag\n"
+    big = b"d,b@gmail.com,v1," + b"x" * 140_000 + b"\n"
+    multi = b'd,c@gmail.com,v2,"multi\nline"\n'
+    for body in (big, big + multi):
+        p = FileParser("s", "/f", None, fast=fast)
+        batch, consumed = p.parse(head + body)
+        assert batch is not None and len(batch.rows) == body.count(b"\nd,") + 1, (fast, p.errors)
+        assert (dict(p.errors), dict(p.read)) == ({}, {"d": len(batch.rows)})
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_bom_opening_a_line_past_the_first_counts_the_same_wherever_the_chunk_starts(fast: bool) -> None:
+    """polars drops a BOM that opens what it reads, so the fast path read a BOM line that began a chunk and called
+    the same line unknown_type in the middle of one (oneshot and daemon disagreed). Only the file's first line may
+    carry a BOM (an editor's); elsewhere the line is counted as it stands, wherever the chunk boundary falls."""
+    head = b"type,timeLogged,rcpt,vmta\n"
+    good = b"d,1704067210,x@gmail.com,v1\n"
+    bommed = b"\xef\xbb\xbfd,1704067211,y@gmail.com,v1\n"
+    whole = FileParser("s", "/f", None, fast=fast)
+    whole.parse(head + good + bommed)
+    split = FileParser("s", "/f", None, fast=fast)
+    split.parse(head + good)
+    split.parse(bommed)
+    right_after_header = FileParser("s", "/f", None, fast=fast)
+    right_after_header.parse(head + bommed)
+    for p in (whole, split):
+        assert (p.read, p.errors) == ({"d": 1}, {"unknown_type": 1}), (fast, p.read, p.errors)
+    assert (right_after_header.read, right_after_header.errors) == ({}, {"unknown_type": 1})

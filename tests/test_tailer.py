@@ -45,6 +45,36 @@ async def test_start_at_end_skips_existing_records_on_the_first_run_only(tmp_pat
     await tailer.close()
 
 
+@pytest.mark.parametrize("form", ["json", "bom", "quoted", "crlf"])
+async def test_start_at_end_reads_the_columns_of_any_header_form(tmp_path: Path, form: str):
+    """On a first start at `end`, the existing first line gives the columns of what is appended. It was split on
+    commas as it stood: a JSON file's records were all `bad_quoting` (kept in the checkpoint: lost until rotation),
+    a BOM hid the `type` column (no complaint was ever counted), a quoted name kept its quotes."""
+    head = {"json": "", "bom": "\ufefftype,timeLogged,rcpt,vmta\n", "quoted": '"type",timeLogged,"rcpt",vmta\n',
+            "crlf": "type,timeLogged,rcpt,vmta\r\n"}[form]
+    row = ('{{"type":"{t}","timeLogged":"2024-05-01 10:00:0{i}+0000","rcpt":"u{i}@gmail.com","vmta":"v1"}}\n'
+           if form == "json" else "{t},2024-05-01 10:00:0{i}+0000,u{i}@gmail.com,v1\n")
+    eol = "\r\n" if form == "crlf" else "\n"
+    path = tmp_path / "acct-1.csv"
+    path.write_bytes((head + row.format(t="d", i=0).replace("\n", eol)).encode())
+    tailer, reg = tailer_for(tmp_path, tail={"start_position": "end"}, first_run=True)
+    read: list[tuple[str, str]] = []
+
+    def keep(_stream: object, batch) -> None:  # type: ignore[no-untyped-def]
+        read.extend((r[batch.columns.type], r[batch.columns.rcpt]) for r in batch.rows)
+
+    assert await drain(tailer) == []
+    with path.open("ab") as f:
+        f.write((row.format(t="d", i=1) + row.format(t="f", i=2)).replace("\n", eol).encode())
+    more = await tailer.poll(keep, force_scan=True)
+    while more:
+        more = await tailer.poll(keep)
+    assert read == [("d", "u1@gmail.com"), ("f", "u2@gmail.com")]
+    assert reg.get_sample_value("watchtower_parse_errors_total", {"source": "acct", "reason": "bad_quoting"}) in (
+        None, 0.0)
+    await tailer.close()
+
+
 async def test_not_the_first_run_reads_unknown_files_from_the_start(tmp_path: Path):
     w = AcctWriter(tmp_path)
     w.write(5)
