@@ -350,7 +350,7 @@ class ReadPool:
                 return
 
 
-SEARCH_INDEXES = ("corr_tl_t0", "corr_tl_vmta", "corr_tl_outcome")
+SEARCH_INDEXES = ("corr_tl_t0", "corr_tl_vmta", "corr_tl_outcome", "corr_tl_job_t0")
 """Indexes only the API's searches, listings and retention read; linking and attribution never do."""
 
 

@@ -36,6 +36,9 @@ KINDS = {
 }
 _RANK = {"queued": 0, "r": 0, "t": 1, "tq": 1, "d": 2, "b": 2, "rs": 3, "rb": 4, "f": 5}
 _CLASSIFIED = frozenset(("t", "tq", "d", "b", "rs", "rb"))
+_RANK_SQL = "CASE type " + " ".join(f"WHEN {store.TYPE_CODES[k]} THEN {v}" for k, v in _RANK.items()
+                                    if k in store.TYPE_CODES) + " ELSE 9 END"
+"""_RANK of a stored event's type, in SQL: the events an answer leaves out are the first ones in the order shown."""
 MAX_TIMELINE_EVENTS = 1000
 """Most events of one timeline an answer lists (its latest)."""
 PAGE_EVENTS = 10_000
@@ -43,6 +46,7 @@ PAGE_EVENTS = 10_000
 MIN_EVENTS = 10
 """Events each timeline of a page lists at least (its latest: the outcome and the reports after it)."""
 _ATTEMPT_CODES = tuple(store.TYPE_CODES[t] for t in ("t", "d", "b"))
+_ATTEMPT_SQL = ",".join(map(str, _ATTEMPT_CODES))
 TL_COLUMNS = (
     "id, message_id, job_id, rcpt, rcpt_domain, orig, sender, vmta, vmta_pool, queue, isp,"
     " t0, t_last, t_queued, t_done, flags, attempts, outcome"
@@ -141,25 +145,26 @@ class Reader:
         marks = ",".join("?" * len(ids))
         cap = events_per_timeline(len(ids))
         events: dict[int, list[tuple]] = {i: [] for i in ids}
-        stored: dict[int, tuple[int, int]] = {}
-        attempt_codes = ",".join(map(str, _ATTEMPT_CODES))
-        # The latest `cap` events of each timeline, with its event and attempt totals: SQLite reads them all,
-        # Python (and the answer) holds at most `cap` per timeline.
-        for *ev, n, n_attempts in self.conn.execute(
-            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra, n, na FROM ("
+        stored: dict[int, tuple[int, int, bool]] = {}
+        # The latest `cap` events of each timeline in the order an answer shows them (time, then _RANK, then id),
+        # with its event and attempt totals and whether it has a reception: SQLite reads them all, Python (and the
+        # answer) holds at most `cap` per timeline.
+        for *ev, n, n_attempts, has_r in self.conn.execute(
+            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra, n, na, hr FROM ("
             "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra,"
-            " row_number() OVER (PARTITION BY tl ORDER BY t DESC, id DESC) AS rn,"
-            f" count(*) OVER (PARTITION BY tl) AS n, sum(type IN ({attempt_codes})) OVER (PARTITION BY tl) AS na"
+            f" row_number() OVER (PARTITION BY tl ORDER BY t DESC, {_RANK_SQL} DESC, id DESC) AS rn,"
+            f" count(*) OVER (PARTITION BY tl) AS n, sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
+            f" max(type = {store.TYPE_CODES['r']}) OVER (PARTITION BY tl) AS hr"
             f" FROM corr_events WHERE tl IN ({marks})) WHERE rn <= ?", [*ids, cap],
         ):
             events[ev[1]].append(tuple(ev))
-            stored[ev[1]] = (n, n_attempts)
+            stored[ev[1]] = (n, n_attempts, bool(has_r))
         files = self._file_names({e[0] >> store.LINE_BITS for evs in events.values() for e in evs})
         for item in items:
             self.check()
-            n, n_attempts = stored.get(item["id"], (0, 0))
+            n, n_attempts, has_r = stored.get(item["id"], (0, 0, False))
             item["events"], item["events_omitted"], item["queue_events_omitted"] = self._events(
-                item, events[item["id"]], files, n, n_attempts, cap)
+                item, events[item["id"]], files, n, n_attempts, has_r, cap)
         return [_public(it) for it in items]
 
     def _file_names(self, nums: set[int]) -> dict[int, str]:
@@ -169,16 +174,15 @@ class Reader:
         return dict(self.conn.execute(f"SELECT num, path FROM corr_files WHERE num IN ({marks})", list(nums)))
 
     def _events(self, item: dict[str, Any], rows: list[tuple], files: dict[int, str], stored: int,
-                stored_attempts: int, cap: int) -> tuple[list[dict], int, int]:
+                stored_attempts: int, has_r: bool, cap: int) -> tuple[list[dict], int, int]:
         """(events oldest first, own events left out, queue events left out) of one timeline: `rows` are its
-        latest `cap` stored events of `stored` (`stored_attempts` of them t, d or b)."""
+        latest `cap` stored events of `stored` (`stored_attempts` of them t, d or b; `has_r`: one is a reception,
+        and the timeline shows no `queued` mark)."""
         isp = item["isp"] or ""
         out: list[tuple[float, int, int, dict[str, Any]]] = []
-        has_r = False
         shown_attempts = 0
         for eid, _tl, code, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra in rows:
             rtype = store.TYPE_NAMES[code]
-            has_r = has_r or rtype == "r"
             shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
             ev.update(vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,

@@ -468,7 +468,9 @@ class Daemon:
     async def shutdown(self) -> None:
         log.info("shutting down")
         deadline = time.monotonic() + self.config.tail.shutdown_timeout
-        clean = not self.instance.unclean  # nothing read: the state is as clean as the previous stop left it
+        # nothing read: as clean as the previous stop left it; once reading started, clean only when the drain below
+        # says everything shown is committed (an exception before that leaves the pid: the next start holds)
+        clean = not self.instance.unclean and not self.started.is_set()
         try:
             if self.tailer is not None and self.started.is_set():
                 self._enqueue_checkpoint()

@@ -11,6 +11,7 @@ import glob
 import os
 import socket
 import ssl
+import stat
 import tempfile
 from pathlib import Path
 
@@ -229,38 +230,44 @@ def _directories(config: Config) -> list[str]:
 
 def _unlistable(pattern: str) -> str | None:
     """A glob over a directory this user cannot list (or reach) matches nothing, silently: say so, naming it (the
-    docs say to run check-config as the daemon's user, which reads PMTA's logs by group)."""
+    docs say to run check-config as the daemon's user, which reads PMTA's logs by group). Only the pattern's own
+    directory: one not created yet, under a parent the user may enter but not list, will be followed once it is."""
     parts = Path(pattern).parts
     fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
     directory = Path(*parts[:fixed]) if fixed else Path(".")
-    for parent in (directory, *directory.parents):
-        try:
-            with os.scandir(parent):
-                break
-        except PermissionError:
-            return (f"cannot list {parent} (permission denied for uid {os.getuid()}): no file of {pattern!r} can be "
-                    "followed; give this user read and search access to it")
-        except OSError:  # not there (yet): the ordinary "matches no file yet"
-            continue
-    return None
+    try:
+        with os.scandir(directory):
+            return None
+    except PermissionError:
+        pass
+    except OSError:  # not there (yet), or not reachable for another reason: the ordinary "matches no file yet"
+        return None
+    return (f"cannot list {directory} (permission denied for uid {os.getuid()}): no file of {pattern!r} can be "
+            "followed; give this user read and search access to it")
 
 
 def _unreadable(pattern: str, matches: list[str]) -> str | None:
-    """Matching files this user cannot open: the daemon would log them at every start; check-config said ok."""
-    shut: list[str] = []
+    """Matching regular files this user cannot open: the daemon would log them at every start; check-config said
+    ok. Directories, FIFOs and the like are skipped (the tailer does not follow them)."""
+    files = shut = 0
+    first = ""
     for path in matches:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the check (the tailer skips one)
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue
+            files += 1
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except PermissionError:
-            shut.append(path)
+            shut += 1
+            first = first or path
         except OSError:  # gone, a loop, ...: the tailer names those itself
             continue
         else:
             os.close(fd)
     if not shut:
         return None
-    return (f"{len(shut)} of {len(matches)} matching files cannot be read (permission denied for uid {os.getuid()}), "
-            f"e.g. {shut[0]}; give this user read access (e.g. the group PMTA's logs belong to)")
+    return (f"{shut} of {files} matching files cannot be read (permission denied for uid {os.getuid()}), "
+            f"e.g. {first}; give this user read access (e.g. the group PMTA's logs belong to)")
 
 
 def warnings(config: Config) -> list[str]:

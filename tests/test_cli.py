@@ -493,3 +493,32 @@ def test_check_config_names_logs_this_user_cannot_read(tmp_path: Path, shut: str
             f"sources.0.paths.0: 1 of 1 matching files cannot be read (permission denied for uid {uid}), e.g. {acct}; "
             "give this user read access (e.g. the group PMTA's logs belong to)")
     assert proc.stderr == f"{config}: warning: {want}\n"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_check_config_does_not_warn_of_what_the_daemon_can_follow(tmp_path: Path) -> None:
+    """No false alarm: a log directory not created yet under a parent this user may enter but not list is 'matches
+    no file yet', and a directory the glob also matches (an archive the user may not read) is no unreadable file
+    (the tailer skips directories)."""
+    from tests.test_oneshot import SETPRIV
+
+    home = tmp_path / "home"
+    home.mkdir()
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    (logs / "acct-1.csv").write_text("type,timeLogged,rcpt\n")
+    config = tmp_path / "w.yml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(home / "pmta" / "acct-*.csv")]},
+                                                  {"name": "all", "paths": [str(logs / "*")]}],
+                                      "state_dir": str(tmp_path / "state")}))
+    home.chmod(0o100)  # its owner (this user) may enter it, not list it
+    (logs / "old").chmod(0o000)
+    try:
+        proc = subprocess.run([*SETPRIV, sys.executable, "-m", "exporter", "check-config", str(config)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        home.chmod(0o755)
+        (logs / "old").chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == (f"{config}: warning: sources.0.paths.0: {str(home / 'pmta' / 'acct-*.csv')!r} matches no "
+                           "file yet\n")

@@ -466,3 +466,58 @@ def test_without_address_of_an_empty_address_is_the_text() -> None:
 
     assert without_address("smtp;550 x", "") == "smtp;550 x"
     assert without_address("A@B.c and a@b.C", "a@b.c") == "<rcpt> and <rcpt>"
+
+
+def _capped(h: Harness, monkeypatch: pytest.MonkeyPatch, most: int) -> tuple[dict, dict]:
+    """The timeline of <M@x> whole, then with at most `most` events."""
+    import correlator.timeline as timeline_module
+
+    with h.reader() as r:
+        whole = r.by_message(message_hash("M@x"), 10)[0][0]
+    monkeypatch.setattr(timeline_module, "MAX_TIMELINE_EVENTS", most)
+    with h.reader() as r:
+        capped = r.by_message(message_hash("M@x"), 10)[0][0]
+    return whole, capped
+
+
+def _brief_events(tl: dict) -> list[tuple]:
+    return [(e["time"], e["record_type"] or e["kind"], e.get("attempt")) for e in tl["events"]]
+
+
+def test_the_events_left_out_are_the_oldest_in_the_order_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A d and a t logged in the same second: shown, the t comes first (attempts before outcomes). The cut took the
+    latest by time and id, so it kept the t (a later file: a higher id) and left the delivery out, numbered the t
+    attempt 3 and the timeline showed no outcome. The cut follows the order shown, so the shown events are the last
+    ones of the whole timeline, numbered as there."""
+    h = Harness(tmp_path)
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,vmta,jobId,header_Message-Id\n"
+    h.commit(batch("/l/acct-1.csv", head + "d,1714557700,1714557600,s@x.example,a@gmail.com,2.0.0,smtp;250,v1,J9,<M@x>\n"))
+    h.commit(batch("/l/diag-1.csv", head
+                   + "t,1714557650,1714557600,s@x.example,a@gmail.com,4.2.1,smtp;421 a,v1,J9,<M@x>\n"
+                   + "t,1714557700,1714557600,s@x.example,a@gmail.com,4.2.1,smtp;421 b,v1,J9,<M@x>\n"))
+    h.commit(batch("/l/bounce-1.csv", "type,timeLogged,orig,rcpt,dsnStatus,dsnDiag,header_Message-Id\n"
+                   "rb,1714640000,s@x.example,a@gmail.com,5.2.2,smtp;552 full,<M@x>\n"
+                   "rb,1714640001,s@x.example,a@gmail.com,5.2.2,smtp;552 full,<M@x>\n"))
+    whole, capped = _capped(h, monkeypatch, 3)
+    assert _brief_events(capped) == _brief_events(whole)[-3:]
+    assert [e[1:] for e in _brief_events(capped)] == [("d", 3), ("rb", None), ("rb", None)]
+    assert capped["events_omitted"] == len(whole["events"]) - 3
+    h.close()
+
+
+def test_a_reception_left_out_is_counted_once_and_no_queued_mark_stands_in(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeline with an r (reception) shows no `queued` mark; with the r among the events left out, the mark was
+    counted as left out too (one too many)."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct-2.csv", "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId,header_Message-Id\n"
+                   "r,1714557600,1714557600,s@x.example,a@gmail.com,,,J9,<M@x>\n"
+                   + "".join(f"t,{1714557600 + 60 * i},1714557600,s@x.example,a@gmail.com,4.2.1,v1,J9,<M@x>\n"
+                             for i in range(1, 6))
+                   + "d,1714558000,1714557600,s@x.example,a@gmail.com,2.0.0,v1,J9,<M@x>\n"))
+    whole, capped = _capped(h, monkeypatch, 3)
+    assert "queued" not in [e["kind"] for e in whole["events"]]
+    assert _brief_events(capped) == _brief_events(whole)[-3:]
+    assert capped["events_omitted"] == len(whole["events"]) - 3 == 4
+    h.close()

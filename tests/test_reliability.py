@@ -1388,3 +1388,23 @@ async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught
     finally:
         await again.shutdown()
     assert lock.read_text() == ""
+
+
+async def test_a_stop_whose_final_commit_raises_is_not_marked_clean(tmp_path: Path) -> None:
+    """The lock file is emptied only when everything shown was committed: a final drain that raises (rather than
+    reporting that it did not finish) must leave the pid, so the next start holds its counters back."""
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(50)
+    cfg = load_config(write_config(tmp_path, tail={"start_position": "beginning"}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await _run_until(d, 50)
+
+    async def broken_drain(_timeout: float) -> bool:
+        raise RuntimeError("folding failed")
+
+    d.queue.drain = broken_drain  # type: ignore[method-assign]
+    d.should_exit.set()
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(task, 10)
+    assert (tmp_path / "state" / "watchtower.lock").read_text() == f"{os.getpid()}\n"
