@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -1350,6 +1351,17 @@ async def _run_until(d: Daemon, n: float) -> None:
     raise AssertionError(f"pmta_delivered_total never reached {n}")
 
 
+async def _serving_after(tmp_path: Path, n: int) -> tuple[AcctWriter, Any, Daemon, asyncio.Task[int]]:
+    """(writer, config, daemon, its serve task) once a daemon has read and shown `n` deliveries from the start."""
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(n)
+    cfg = load_config(write_config(tmp_path, tail={"start_position": "beginning"}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    await _run_until(d, n)
+    return w, cfg, d, task
+
+
 @pytest.mark.parametrize("stop", ["kill -9", "clean"])
 async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught_up(tmp_path: Path, stop: str) -> None:
     """/metrics shows what was read before it is committed (every tail.checkpoint_interval). After kill -9, an OOM
@@ -1357,12 +1369,7 @@ async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught
     drop for a reset: the whole counter counted again, for the width of every rule's window. After an unclean stop
     the record counters are left out of /metrics until the files are read to where they were at start (beyond the
     furthest the stopped daemon can have read); after a clean stop they are shown from the start."""
-    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
-    w.write(300)
-    cfg = load_config(write_config(tmp_path, tail={"start_position": "beginning"}))
-    first = Daemon(cfg)
-    task = asyncio.create_task(first.serve())
-    await _run_until(first, 300)
+    w, cfg, first, task = await _serving_after(tmp_path, 300)
     first.should_exit.set()
     assert await asyncio.wait_for(task, 10) == 0
     lock = tmp_path / "state" / "watchtower.lock"
@@ -1393,12 +1400,7 @@ async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught
 async def test_a_stop_whose_final_commit_raises_is_not_marked_clean(tmp_path: Path) -> None:
     """The lock file is emptied only when everything shown was committed: a final drain that raises (rather than
     reporting that it did not finish) must leave the pid, so the next start holds its counters back."""
-    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
-    w.write(50)
-    cfg = load_config(write_config(tmp_path, tail={"start_position": "beginning"}))
-    d = Daemon(cfg)
-    task = asyncio.create_task(d.serve())
-    await _run_until(d, 50)
+    _w, _cfg, d, task = await _serving_after(tmp_path, 50)
 
     async def broken_drain(_timeout: float) -> bool:
         raise RuntimeError("folding failed")
