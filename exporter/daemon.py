@@ -684,6 +684,7 @@ class Daemon:
             "commit_backlog_bytes": self.queue.span_bytes + sum(s.remaining for s in self.pipeline.spans)
             + self._sink_process_behind(),
             "reading_paused": self.paused,
+            "counters_withheld": self.pipeline.aggregator.withheld,  # after an unclean stop, until read that far
             "sources_without_files": tailer.sources_without_files() if tailer else [],
             "problems": problems,
         }

@@ -1388,8 +1388,10 @@ async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught
             assert lock.read_text() == f"{os.getpid()}\n"
         else:
             assert shown == 300.0 and '\npmta_delivered_total{isp="gmail"' in page
+        assert again.health()["counters_withheld"] is (stop == "kill -9")  # what /healthz says meanwhile
         loop = asyncio.create_task(again.main_loop())
         await _run_until(again, 500)
+        assert again.health()["counters_withheld"] is False
         again.should_exit.set()
         await asyncio.wait_for(loop, 10)
     finally:
