@@ -41,6 +41,14 @@ from exporter.spans import Span, SpanGone, read_span, span_at
 from exporter.walcheckpoint import WalCheckpointer
 from exporter.writelock import BUSY_TIMEOUT_MS, HoldWatch, begin_immediate
 
+REPORT_TYPES = frozenset(("f", "rb", "rs"))
+"""Records about a delivery made before them (a complaint, a remote bounce or status)."""
+
+
+def reports_only(allowed: frozenset[str] | None) -> bool:
+    """Whether a source with these record types (None: all) keeps reports and nothing else."""
+    return allowed is not None and bool(allowed) and allowed <= REPORT_TYPES
+
 log = logging.getLogger("watchtower.state")
 CHECKPOINT_LOCK_WAIT_MS = 60_000
 """How long a checkpoint waits for the write lock (a rows' write: BUSY_TIMEOUT_MS). The correlator's own process
@@ -444,15 +452,21 @@ class StateStore:
             "SELECT file_id, offset, sink_offset FROM wt_checkpoints")}
 
     def behind_spans(self, allowed: dict[str, frozenset[str] | None]) -> list[Span]:
-        """Each file whose sink position is behind its committed offset, as a span to read (sink process)."""
+        """Each file whose sink position is behind its committed offset, as a span to read (sink process).
+
+        Files of sources that keep reports only (f, rb, rs) come last: the sink process stores each span whole, one
+        after the other, and a report stored before the delivery it is about (read earlier by the daemon, in a
+        busier file that sorts later by `updated`, or a rotated file registered after the report file) stays a
+        timeline of its own, where the thread worker, storing in read order, joins it to that delivery."""
         conn = self._conn
         assert conn is not None
         spans = []
         for file_id, source, path, dev, ino, fingerprint, offset, start, line_no, header in conn.execute(
                 "SELECT file_id, source, path, dev, ino, fingerprint, offset, sink_offset, sink_line, sink_header"
-                " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated"):
+                " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated, rowid"):
             spans.append(span_at(file_id, source, path_from_db(path), dev, ino, (start, line_no or 0, header or ""),
                                  offset, allowed.get(source), fingerprint=bytes(fingerprint or b"")))
+        spans.sort(key=lambda span: reports_only(allowed.get(span.source)))  # stable: `updated` order within each
         return spans
 
     def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:
