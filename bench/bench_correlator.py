@@ -264,7 +264,7 @@ def main() -> None:
             items, _n = reader.by_message(message_hash(mid), 100)
             mid_lat.append(time.perf_counter() - t)
             t = time.perf_counter()
-            items2 = reader.by_job_rcpt(job_hash(job), sink.hasher(rcpt)[0])
+            items2, _ = reader.by_job_rcpt(job_hash(job), sink.hasher(rcpt)[0])
             job_lat.append(time.perf_counter() - t)
             found += bool(items) and bool(items2)
     http_lat = asyncio.run(http_lookups(sink, corpus, picks[: min(500, len(picks))]))

@@ -446,12 +446,14 @@ def build_router(api: Api) -> APIRouter:
             raise BadRequest(400, "job_id (or message_id) is required", "job_id")
         with api.connection() as conn:
             reader = api.reader(conn)
-            items = reader.by_job_rcpt(job_hash(job), rh) if job else reader.by_message_rcpt(message_hash(mid), rh)
+            items, older = (reader.by_job_rcpt(job_hash(job), rh) if job
+                            else reader.by_message_rcpt(message_hash(mid), rh))
         if not items:
             raise BadRequest(404, "no timeline for this recipient", "job_id" if job else "message_id")
         if _want_text(request, format):
             return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items))
-        body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items}
+        body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items,
+                "timelines_omitted": older}
         return json_answer(TimelineResponse, body)
 
     @router.get("/timelines/{timeline_id}", response_model=TimelineResponse, responses={**errors, **_TEXT},

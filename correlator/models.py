@@ -91,7 +91,9 @@ class TimelineResponse(BaseModel):
     job_id: str | None
     message_id: str | None
     rcpt: str
-    timelines: list[Timeline] = Field(description="Usually one; several if the same job was sent twice.")
+    timelines: list[Timeline] = Field(description="Usually one; several if the same job was sent twice (the latest "
+                                                  "100, oldest first).")
+    timelines_omitted: int = Field(default=0, description="Older timelines of this recipient and key not listed.")
 
 
 class SearchResponse(BaseModel):

@@ -354,9 +354,9 @@ def build_lookup_router(api: Api) -> APIRouter:
         with api.connection() as conn:
             reader = api.reader(conn)
             if addr and job:
-                items = reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr))
+                items, _ = reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr))
             elif addr:
-                items = reader.by_message_rcpt(message_hash(mid), api.rcpt_key(addr))
+                items, _ = reader.by_message_rcpt(message_hash(mid), api.rcpt_key(addr))
             else:
                 items, _ = reader.by_message(message_hash(mid), limit)
         body["timelines"] = items[:limit]

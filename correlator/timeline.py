@@ -39,6 +39,8 @@ _CLASSIFIED = frozenset(("t", "tq", "d", "b", "rs", "rb"))
 _RANK_SQL = "CASE type " + " ".join(f"WHEN {store.TYPE_CODES[k]} THEN {v}" for k, v in _RANK.items()
                                     if k in store.TYPE_CODES) + " ELSE 9 END"
 """_RANK of a stored event's type, in SQL: the events an answer leaves out are the first ones in the order shown."""
+MAX_TIMELINES = 100
+"""Most timelines of one recipient an answer by (job or Message-Id, rcpt) lists (the latest)."""
 MAX_TIMELINE_EVENTS = 1000
 """Most events of one timeline an answer lists (its latest)."""
 PAGE_EVENTS = 10_000
@@ -118,19 +120,23 @@ class Reader:
         nxt = rows[limit - 1][0] if len(rows) > limit else None
         return self._with_events(rows[:limit]), total, nxt
 
-    def by_job_rcpt(self, job_h: int, rcpt_h: int) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {DAYS} AND job_h=? AND rcpt_h=? ORDER BY t0, id",
-            (job_h, rcpt_h),
-        ).fetchall()
-        return self._with_events(rows)
+    def by_job_rcpt(self, job_h: int, rcpt_h: int) -> tuple[list[dict[str, Any]], int]:
+        """The recipient's timelines of one job: (its latest MAX_TIMELINES, oldest first; how many older ones)."""
+        return self._latest_of(f"{DAYS} AND job_h=? AND rcpt_h=?", (job_h, rcpt_h))
 
-    def by_message_rcpt(self, mid_h: int, rcpt_h: int) -> list[dict[str, Any]]:
+    def by_message_rcpt(self, mid_h: int, rcpt_h: int) -> tuple[list[dict[str, Any]], int]:
+        """The recipient's timelines of one Message-Id, as `by_job_rcpt`."""
+        return self._latest_of(f"{DAYS} AND mid_h=? AND rcpt_h=?", (mid_h, rcpt_h))
+
+    def _latest_of(self, where: str, params: tuple[int, int]) -> tuple[list[dict[str, Any]], int]:
+        """A seed or monitoring address gets the same job (or template Message-Id) every day: its timelines are
+        bounded like a message page's recipients, the latest kept."""
+        total = self.conn.execute(f"SELECT count(*) FROM corr_timelines WHERE {where}", params).fetchone()[0]
         rows = self.conn.execute(
-            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {DAYS} AND mid_h=? AND rcpt_h=? ORDER BY t0, id",
-            (mid_h, rcpt_h),
+            f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {where} ORDER BY t0 DESC, id DESC LIMIT ?",
+            (*params, MAX_TIMELINES),
         ).fetchall()
-        return self._with_events(rows)
+        return self._with_events(rows[::-1]), total - len(rows)
 
     def by_id(self, tl: int) -> dict[str, Any] | None:
         rows = self.conn.execute(f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE id=?", (tl,)).fetchall()

@@ -160,8 +160,10 @@ def build_hub_router(hub: Hub) -> APIRouter:
         first = next(a.body for a in answers if a.ok and a.status == 200)
         if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
             return _text(render.timelines(f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items), part)
+        older = sum(a.body.get("timelines_omitted") or 0 for a in answers if a.ok and a.status == 200
+                    and isinstance(a.body.get("timelines_omitted"), int))
         return {"job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
-                "timelines": items, **part}
+                "timelines": items, "timelines_omitted": older, **part}
 
     @router.get("/timelines/{timeline_id}", response_model=HubTimelineResponse, responses=_ERRORS,
                 summary="One timeline by the id and host a search returned")

@@ -48,6 +48,7 @@ class HubTimelineResponse(Partial):
     message_id: str | None
     rcpt: str
     timelines: list[HostTimeline]
+    timelines_omitted: int = Field(default=0, description="Older timelines not listed, summed over the hosts.")
 
 
 class HubSearchResponse(Partial):

@@ -50,15 +50,18 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str | None) -> str:
-    """The VMTA drill-down dashboard around the event time (one hour either side). The dashboard's path goes after
-    grafana_url's path, and a query it has (`?orgId=2`) is kept, before the link's own parameters."""
+def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str | None,
+                 until: float | None = None) -> str:
+    """The VMTA drill-down dashboard around the event time, or from `ts` to `until` (a timeline's span), one hour
+    either side. The dashboard's path goes after grafana_url's path, and a query it has (`?orgId=2`) is kept, before
+    the link's own parameters."""
     base = urlsplit(grafana_url)
     params: dict[str, Any] = {"var-vmta": vmta}
     if host:
         params["var-instance"] = host
     if ts is not None:
-        params["from"], params["to"] = int((ts - 3600) * 1000), int((ts + 3600) * 1000)
+        end = ts if until is None else max(ts, until)
+        params["from"], params["to"] = int((ts - 3600) * 1000), int((end + 3600) * 1000)
     joined = "&".join(q for q in (base.query, query(**params)) if q)  # grafana_url's own as written (`kiosk`)
     path = base.path.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/"
     return html.escape(urlunsplit((base.scheme, base.netloc, path, joined, "")), quote=True)
@@ -185,35 +188,40 @@ class Views:
     # --- forensics ----------------------------------------------------------------------------
 
     def timeline_section(self, n: int, tl: dict[str, Any], max_events: int | None = None, root: str = "") -> str:
-        """One recipient's timeline; on a message page at most `max_events` of its events, then a link to the rest
-        (a recipient deferred for days has hundreds, and a page shows MESSAGE_PAGE recipients)."""
+        """One recipient's timeline; on a message page its latest `max_events` events (the outcome and the reports
+        after it), with a link to the rest above them (a recipient deferred for days has hundreds, and a page shows
+        MESSAGE_PAGE recipients). Rows are numbered in the whole timeline: the API leaves out its oldest events past
+        its own bound (`events_omitted`), and the notes saying what is left out stand above the table."""
         host = tl.get("host")
         rows = []
         events = tl.get("events") or []
-        more = ""
+        older = tl.get("events_omitted") or 0
+        notes = [f"{older} older events not listed by the store's answer."] if isinstance(older, int) and older else []
         if max_events is not None and len(events) > max_events:
-            more = f"{len(events) - max_events} later events not shown here"
+            more = f"{len(events) - max_events} earlier events not shown here"
             if isinstance(tl_id := tl.get("id"), int):
                 more = f'<a class="all-events" href="{u(root + f"/ui/timelines/{tl_id}", host=host)}">{more}</a>'
-            more = f'<p class="meta">{more}.</p>'
-            events = events[:max_events]
-        for i, ev in enumerate(events):
+            notes.append(more + ".")
+        first = (older if isinstance(older, int) else 0) + max(0, len(events) - (max_events or len(events)))
+        shown = events[len(events) - max_events:] if max_events is not None and len(events) > max_events else events
+        for i, ev in enumerate(shown, start=first + 1):
             vmta = ev.get("vmta")
             vcell = (f'<a class="grafana" href="{grafana_link(self.grafana_url, vmta, ev.get("ts"), host)}">'
                      f"{e(vmta)}</a>") if vmta else e(None)
             rows.append(
                 f'<tr class="event" data-kind="{attr(ev.get("kind"))}" data-ts="{attr(ev.get("ts"))}">'
-                f"<td class=num>{i + 1}</td><td>{_time(ev.get('time'))}</td><td>{e(ev.get('kind'))}</td>"
+                f"<td class=num>{i}</td><td>{_time(ev.get('time'))}</td><td>{e(ev.get('kind'))}</td>"
                 f"<td class=num>{e(ev.get('attempt'))}</td><td>{vcell}</td><td class=mono>{e(ev.get('source_ip'))}</td>"
                 f"<td class=mono>{_reply(ev)}</td><td>{e(ev.get('response_class'))}</td>"
                 f"<td class=mono>{e(ev.get('source'))}</td></tr>")
         omitted = tl.get("queue_events_omitted") or 0
-        older = tl.get("events_omitted") or 0
-        note = (more + (f'<p class="meta">{e(older)} older events not listed.</p>' if older else "")
-                + (f'<p class="meta">{e(omitted)} older queue deferrals not listed.</p>' if omitted else ""))
+        if omitted:
+            notes.append(f"{e(omitted)} older queue deferrals not listed.")
+        note = "".join(f'<p class="meta">{text}</p>' for text in notes)  # each escaped where built
         tl_vmta = tl.get("vmta")
-        vlink = (f'<a class="grafana" href="{grafana_link(self.grafana_url, tl_vmta, None, host)}">{e(tl_vmta)}</a>'
-                 if tl_vmta else e(None))
+        span = [ev["ts"] for ev in events if isinstance(ev.get("ts"), int | float)]
+        href = grafana_link(self.grafana_url, tl_vmta, min(span, default=None), host, max(span, default=None))
+        vlink = f'<a class="grafana" href="{href}">{e(tl_vmta)}</a>' if tl_vmta else e(None)
         return (  # <bdi>: a right-to-left value (Hebrew, Arabic) does not reorder the words around it
             f'<section class="rcpt" id="rcpt-{n}"><h2><bdi class="mono">{e(tl.get("rcpt"))}</bdi> '
             f'{_outcome(tl.get("outcome"))}</h2><div class="meta">'
@@ -222,9 +230,9 @@ class Views:
             f'<bdi>{e(tl.get("vmta_pool"))}</bdi>) &middot; ISP <bdi>{e(tl.get("isp"))}</bdi> &middot; attempts '
             f'{e(tl.get("attempts"))} &middot; queued {_time(tl.get("queued_at"))} &middot; done '
             f'{_time(tl.get("done_at"))}</div>'
-            '<table class="events"><thead><tr><th>#</th><th>Time (UTC)</th><th>Kind</th><th>Attempt</th>'
+            f'{note}<table class="events"><thead><tr><th>#</th><th>Time (UTC)</th><th>Kind</th><th>Attempt</th>'
             "<th>VMTA</th><th>Source IP</th><th>Reply</th><th>Class</th><th>Record (file:line)</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>{note}</section>")
+            f"<tbody>{''.join(rows)}</tbody></table></section>")
 
     async def message(self, request: Request, message_id: str, cursor: str | None = None) -> Response:
         root = _root(request)
@@ -265,7 +273,12 @@ class Views:
         if status != 200:
             return self.page(request, "Timeline", form + error_box(status, body), status)
         head = f'<h1>Recipient <span class="mono">{e(body.get("rcpt"))}</span> job {e(body.get("job_id"))}</h1>'
-        sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(body.get("timelines") or []))
+        older = body.get("timelines_omitted")
+        timelines = body.get("timelines") or []
+        if isinstance(older, int) and older:
+            head += f'<p class="meta">The latest {len(timelines)} sends; {older} older not listed.</p>'
+        sections = await run_in_threadpool(  # up to MAX_TIMELINES of events: not on the event loop
+            lambda: "".join(self.timeline_section(i, tl) for i, tl in enumerate(timelines)))
         return self.page(request, "Timeline", form + partial_banner(body) + head + sections)
 
     async def timeline_by_id(self, request: Request, timeline_id: str, host: str | None) -> Response:

@@ -47,9 +47,9 @@ def _lookups(h: Harness) -> list:
         for mid_h, rcpt_h, job_h in r.conn.execute("SELECT mid_h, rcpt_h, job_h FROM corr_timelines ORDER BY id"):
             if mid_h is not None:
                 out.append([t["id"] for t in r.by_message(mid_h, 10)[0]])
-                out.append([t["id"] for t in r.by_message_rcpt(mid_h, rcpt_h)])
+                out.append([t["id"] for t in r.by_message_rcpt(mid_h, rcpt_h)[0]])
             if job_h is not None:
-                out.append([t["id"] for t in r.by_job_rcpt(job_h, rcpt_h)])
+                out.append([t["id"] for t in r.by_job_rcpt(job_h, rcpt_h)[0]])
             items, _cursor, _limited = r.search(rcpt_h=rcpt_h, job_h=None, vmta=None, outcome=None, since=None,
                                                 until=None, limit=5, after=None)
             out.append([t["id"] for t in items])

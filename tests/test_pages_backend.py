@@ -150,11 +150,19 @@ async def test_a_search_result_links_to_its_own_timeline_and_its_message_apart(t
     assert '<td class=mono><a href="/ui/messages/big@x.example">big@x.example</a></td>' in r.text
 
 
-async def test_a_message_page_shows_the_first_events_of_each_recipient_and_links_the_rest(tmp_path: Path):
+async def test_a_message_page_shows_the_latest_events_of_each_recipient_and_links_the_rest(tmp_path: Path):
+    """The latest events carry the outcome and the reports after it: a page showing a long timeline's first 50 hid
+    them (and, with the store's own bound, showed a middle slice). Rows keep their number in the whole timeline,
+    and what is left out is said above the table."""
+    import re
+
     from pages import views
 
-    events = [{"kind": "deferred", "time": f"2024-05-01T10:{i // 60:02d}:{i % 60:02d}Z"} for i in range(120)]
-    tl = {"id": 42, "rcpt": "r@x.example", "outcome": "deferred", "events": events}
+    events = [{"kind": "deferred", "time": f"2024-05-01T10:{i // 60:02d}:{i % 60:02d}Z", "ts": 1714557600.0 + i,
+               "vmta": "v1"} for i in range(119)] + [{"kind": "delivered", "time": "2024-05-01T10:01:59Z",
+                                                      "ts": 1714557719.0, "vmta": "v1"}]
+    tl = {"id": 42, "rcpt": "r@x.example", "outcome": "delivered", "events": events, "events_omitted": 202,
+          "vmta": "v1"}
     body = {"message_id": "m@x.example", "recipients_total": 1, "recipients": [tl]}
     app = FastAPI()
     app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/messages/m@x.example": (200, body)})))
@@ -162,7 +170,14 @@ async def test_a_message_page_shows_the_first_events_of_each_recipient_and_links
         r = await c.get(f"http://127.0.0.1:{port}/ui/messages/m@x.example")
     assert r.status_code == 200
     assert r.text.count('<tr class="event"') == views.MESSAGE_EVENTS == 50
-    assert '<a class="all-events" href="/ui/timelines/42">70 later events not shown here</a>' in r.text
+    numbers = [int(n) for n in re.findall(r'<tr class="event"[^>]*><td class=num>(\d+)</td>', r.text)]
+    assert numbers == list(range(202 + 70 + 1, 202 + 120 + 1))  # the last 50 of 322, numbered as such
+    assert 'data-kind="delivered"' in r.text
+    notes = r.text.index("202 older events not listed"), r.text.index(
+        '<a class="all-events" href="/ui/timelines/42">70 earlier events not shown here</a>')
+    assert max(notes) < r.text.index('<table class="events">')
+    header_link = re.search(r'VMTA <bdi><a class="grafana" href="([^"]+)"', r.text).group(1)
+    assert f"from={int((1714557600 - 3600) * 1000)}" in header_link and f"to={int((1714557719 + 3600) * 1000)}" in header_link
 
 
 async def test_a_page_the_hub_could_not_give_a_cursor_says_why_instead_of_ending_quietly(tmp_path: Path):
@@ -182,3 +197,15 @@ async def test_a_page_the_hub_could_not_give_a_cursor_says_why_instead_of_ending
         assert r.status_code == 200
         assert f'<p class="warn next-problem">No next page: {problem}</p>' in r.text.replace("&#x27;", "'")
         assert 'id="next"' not in r.text and 'class="next"' not in r.text
+
+
+async def test_the_timeline_page_says_how_many_older_sends_it_leaves_out(tmp_path: Path):
+    tl = {"id": 3, "rcpt": "seed@gmail.com", "outcome": "delivered", "events": []}
+    body = {"job_id": "jseed", "message_id": None, "rcpt": "seed@gmail.com", "timelines": [tl] * 3,
+            "timelines_omitted": 7}
+    app = FastAPI()
+    app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/timeline": (200, body)})))
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _), httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"http://127.0.0.1:{port}/ui/timeline", params={"rcpt": "seed@gmail.com", "job_id": "jseed"})
+    assert r.status_code == 200 and r.text.count('<section class="rcpt"') == 3
+    assert '<p class="meta">The latest 3 sends; 7 older not listed.</p>' in r.text

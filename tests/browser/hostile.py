@@ -31,6 +31,7 @@ DOTS_MESSAGE = ".."
 CROWDED_VMTAS = 80
 INTL_RCPT, INTL_VMTA, INTL_JOB = "用户@例子.中国", "خادم-1", "وظيفة-7"
 LONG_SENDER = "newsletters.customer-engagement.marketing-department.example-company.example"
+LONG_JOB = "campaign-" + "x" * 400  # no break point in 400 characters
 NO_MID_RCPT = "bob@gmail.com"
 HASHED_RCPT = "alice@gmail.com"
 USER, PASSWORD, HUB_PASSWORD = "ops", "s3cret", "hub-s3cret"
@@ -124,6 +125,8 @@ def hostile_pair(root: Path) -> Iterator[Pair]:
                          "2.0.0 (ok)", "smtp;250 ok"))
     rows.append(acct_row("t", base + 66, base, "bounce@news.example", INTL_RCPT, INTL_VMTA, INTL_JOB, "intl@x",
                          "4.2.2 (full)", "smtp;452 4.2.2 صندوق ممتلئ mailbox full"))
+    rows.append(acct_row("d", base + 67, base, "bounce@news.example", "u5@gmail.com", "vmta-y", LONG_JOB, "longjob@x",
+                         "2.0.0 (ok)", "smtp;250 ok"))
     for i in range(CROWDED_VMTAS):
         rows.append(acct_row("d", base + 70, base, f"bounce@s{i % 10}.example", f"v{i}@d{i % 30}.example",
                              f"vmta-{i}", "jobm", f"m{i}@x", "2.0.0 (ok)", "smtp;250 ok"))
@@ -135,7 +138,7 @@ def hostile_pair(root: Path) -> Iterator[Pair]:
     pair = Pair(wt, hub, base)
     try:
         _in_parallel(wt.start, hub.start)
-        _wait(wt.url, 5 + CROWDED_VMTAS, None)
+        _wait(wt.url, 6 + CROWDED_VMTAS, None)
         yield pair
     finally:
         pair.stop()

@@ -13,6 +13,7 @@ from tests.browser.hostile import (
     INTL_JOB,
     INTL_RCPT,
     INTL_VMTA,
+    LONG_JOB,
     MARKUP,
     NO_MID_RCPT,
     SPOOF_MESSAGE,
@@ -172,3 +173,15 @@ def test_query_values_reflected_in_forms_stay_values(driver, hostile, where, pat
     assert not driver.execute_script("return document.title.includes('<')")
     logged = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
     assert logged == []  # nothing ran, nothing was refused by the policy either (nothing tried)
+
+
+@pytest.mark.parametrize("where", ["daemon", "hub"])
+@pytest.mark.parametrize("page", ["search", "message"])
+def test_a_value_without_a_break_point_wraps_inside_the_window(driver, hostile, where, page):
+    """Only the monospace cells could wrap: a 400-character jobId made the search page 4,550 px wide in a 1,400 px
+    window, the Reply and Record columns off-screen."""
+    path = f"/ui/?job_id={quote(LONG_JOB)}" if page == "search" else "/ui/messages/longjob@x"
+    visit(driver, hostile.url(where) + path, f"long-{page}-{where}")
+    width, inner = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= inner, (width, inner)
+    assert LONG_JOB in driver.page_source
