@@ -516,6 +516,8 @@ def build_router(api: Api) -> APIRouter:
         hi = parse_time("until", until, now)
         if lo is None:
             raise BadRequest(400, "since is required", "since")
+        if hi is not None and lo >= hi:  # as /replies: an empty answer would read as "no traffic"
+            raise BadRequest(400, "since must be before until", "since")
         lo, hi = flow_window(lo, hi)  # the bounds of the 5-minute buckets read, echoed as such
         with api.connection() as conn:
             data = api.reader(conn).flows(lo, hi, api.max_flow_senders)

@@ -177,3 +177,13 @@ async def test_double_slash_keeps_a_message_id_with_question_mark_hash_or_percen
             assert r.headers["location"] == "/api/v1/messages/" + path_segment(mid) + "?limit=5"
             followed = await c.get(r.headers["location"])
             assert followed.status_code == 200 and followed.json()["message_id"] == mid, (mid, followed.text[:200])
+
+
+async def test_flows_with_until_before_since_is_a_400_as_replies_is(h: Harness) -> None:
+    """`/flows?since=1h&until=2h` answered an empty 200 ("No traffic" on the page) where /replies says why."""
+    async with h.client() as c:
+        flows = await c.get("/api/v1/flows", params={"since": "1h", "until": "2h"})
+        replies = await c.get("/api/v1/replies", params={"since": "1h", "until": "2h"})
+        same = await c.get("/api/v1/flows", params={"since": "1h", "until": "1h"})
+    for r in (flows, replies, same):
+        assert (r.status_code, r.json()["parameter"], r.json()["error"]) == (400, "since", "since must be before until")
