@@ -66,10 +66,24 @@ def span_of(batch: RecordBatch) -> Span | None:
     return getattr(batch, "span", None)
 
 
+REPORT_TYPES = frozenset(("f", "rb", "rs"))
+"""Records about a delivery made before them (a complaint, a remote bounce or status)."""
+
+
+def reports_only(allowed: frozenset[str] | None) -> bool:
+    """Whether a source with these record types (None: all) keeps reports and nothing else."""
+    return allowed is not None and bool(allowed) and allowed <= REPORT_TYPES
+
+
 def append_span(spans: list[Span], span: Span) -> None:
-    """Add `span`, merged into the last span of the same file when it continues it."""
+    """Add `span`, merged into the last span of the same file when it continues it. A reports-only span is not
+    merged past a span of another kind (spans are stored in list order: its reports would come before the deliveries
+    read ahead of them); a delivery span may be (its deliveries then come before reports read after them)."""
+    report = reports_only(span.allowed)
     for i in range(len(spans) - 1, -1, -1):
         last = spans[i]
+        if report and last.file_id != span.file_id and not reports_only(last.allowed):
+            break
         if last.file_id == span.file_id:
             if last.end == span.start and last.dev == span.dev and last.ino == span.ino:
                 last.end = span.end

@@ -37,17 +37,9 @@ from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.spans import Span, SpanGone, read_span, span_at
+from exporter.spans import Span, SpanGone, read_span, reports_only, span_at
 from exporter.walcheckpoint import WalCheckpointer
 from exporter.writelock import BUSY_TIMEOUT_MS, HoldWatch, begin_immediate
-
-REPORT_TYPES = frozenset(("f", "rb", "rs"))
-"""Records about a delivery made before them (a complaint, a remote bounce or status)."""
-
-
-def reports_only(allowed: frozenset[str] | None) -> bool:
-    """Whether a source with these record types (None: all) keeps reports and nothing else."""
-    return allowed is not None and bool(allowed) and allowed <= REPORT_TYPES
 
 log = logging.getLogger("watchtower.state")
 CHECKPOINT_LOCK_WAIT_MS = 60_000

@@ -45,3 +45,20 @@ def test_merged_spans_keep_the_digest_of_the_longer_head(tmp_path: Path):
     append_span(spans, first)
     append_span(spans, second)
     assert len(spans) == 1 and spans[0].fingerprint == longer
+
+
+def _range(file_id: str, source: str, start: int, end: int, allowed: frozenset[str] | None) -> Span:
+    return Span(file_id, source, f"/l/{source}", 1, len(file_id), start, end, 0, None, allowed, None, b"")
+
+
+def test_a_report_range_read_later_is_not_merged_ahead_of_a_delivery_range_between() -> None:
+    """Spans are stored one after the other (thread worker once spilling): fbl 50-80, read after acct 0-100, was
+    merged into fbl 0-50 ahead of it, so its complaints were stored before the deliveries they are about (each stayed
+    a timeline of its own). A delivery range may still join its own earlier range (deliveries first is the order a
+    report needs)."""
+    fbl, acct = frozenset({"f"}), None
+    spans: list[Span] = []
+    for s in (_range("F", "fbl", 0, 50, fbl), _range("A", "acct", 0, 100, acct), _range("F", "fbl", 50, 80, fbl),
+              _range("A", "acct", 100, 200, acct)):
+        append_span(spans, s)
+    assert [(s.file_id, s.start, s.end) for s in spans] == [("F", 0, 50), ("A", 0, 200), ("F", 50, 80)]
