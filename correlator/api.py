@@ -451,7 +451,8 @@ def build_router(api: Api) -> APIRouter:
         if not items:
             raise BadRequest(404, "no timeline for this recipient", "job_id" if job else "message_id")
         if _want_text(request, format):
-            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items))
+            note = f"{older} older sends not listed" if older else ""
+            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items, note))
         body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items,
                 "timelines_omitted": older}
         return json_answer(TimelineResponse, body)
@@ -516,9 +517,9 @@ def build_router(api: Api) -> APIRouter:
         hi = parse_time("until", until, now)
         if lo is None:
             raise BadRequest(400, "since is required", "since")
-        if hi is not None and lo >= hi:  # as /replies: an empty answer would read as "no traffic"
-            raise BadRequest(400, "since must be before until", "since")
         lo, hi = flow_window(lo, hi)  # the bounds of the 5-minute buckets read, echoed as such
+        if hi is not None and lo >= hi:  # as /replies: no bucket to read would answer as "no traffic"
+            raise BadRequest(400, "since must be before until", "since")
         with api.connection() as conn:
             data = api.reader(conn).flows(lo, hi, api.max_flow_senders)
         body = {"since": iso(lo), "until": iso(hi), **data}

@@ -321,6 +321,7 @@ class LookupResponse(BaseModel):
     rcpt: str | None
     hint: str | None = Field(description="What to enter when nothing was asked for or nothing matched.")
     timelines: list[dict[str, Any]] = Field(description="Timelines with their events, as /api/v1/timeline.")
+    timelines_omitted: int = Field(default=0, description="Timelines of this key not listed (the oldest).")
 
 
 def build_lookup_router(api: Api) -> APIRouter:
@@ -353,13 +354,13 @@ def build_lookup_router(api: Api) -> APIRouter:
             return json_answer(LookupResponse, body)
         with api.connection() as conn:
             reader = api.reader(conn)
-            if addr and job:
-                items, _ = reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr))
-            elif addr:
-                items, _ = reader.by_message_rcpt(message_hash(mid), api.rcpt_key(addr))
-            else:
-                items, _ = reader.by_message(message_hash(mid), limit)
-        body["timelines"] = items[:limit]
+            if addr:  # a recipient's sends: the latest `limit` of them (the latest MAX_TIMELINES at most)
+                items, older = (reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr)) if job
+                                else reader.by_message_rcpt(message_hash(mid), api.rcpt_key(addr)))
+                body["timelines"], body["timelines_omitted"] = items[-limit:], older + max(0, len(items) - limit)
+            else:  # a message's recipients, in the order stored
+                items, total = reader.by_message(message_hash(mid), limit)
+                body["timelines"], body["timelines_omitted"] = items, total - len(items)
         if not items:
             body["hint"] = "no timeline stored for this key (check the id, or the retention)"
         return json_answer(LookupResponse, body)

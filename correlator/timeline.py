@@ -136,7 +136,7 @@ class Reader:
             f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE {where} ORDER BY t0 DESC, id DESC LIMIT ?",
             (*params, MAX_TIMELINES),
         ).fetchall()
-        return self._with_events(rows[::-1]), total - len(rows)
+        return self._with_events(rows[::-1]), max(0, total - len(rows))  # one stored between the two reads
 
     def by_id(self, tl: int) -> dict[str, Any] | None:
         rows = self.conn.execute(f"SELECT {TL_COLUMNS} FROM corr_timelines WHERE id=?", (tl,)).fetchall()

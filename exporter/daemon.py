@@ -43,7 +43,7 @@ from exporter.metrics import SelfMetrics
 from exporter.oneshot import Exposition
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.spans import Span, append_span, span_at, span_of
+from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
 from exporter.state import Commit, StateError, StateStore, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
@@ -284,8 +284,8 @@ class Daemon:
                 continue
             spans.append(span_at(file_id, cp.source, cp.path, cp.dev, cp.ino, position, cp.offset,
                                  self.tailer.allowed_records(cp.source), cp, cp.fingerprint))
-        if spans:
-            self.queue.add_backlog(spans)  # taken only when the sinks write in this process (CommitQueue.feeds_sinks)
+        if spans:  # reports-only ranges after the others, as the correlator process stores them (exporter/spans.py)
+            self.queue.add_backlog(deliveries_first(spans))  # taken only when the sinks write in this process
             log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),
                      sum(s.remaining for s in spans))
 

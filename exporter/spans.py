@@ -75,6 +75,13 @@ def reports_only(allowed: frozenset[str] | None) -> bool:
     return allowed is not None and bool(allowed) and allowed <= REPORT_TYPES
 
 
+def deliveries_first(spans: list[Span]) -> list[Span]:
+    """`spans` with those of reports-only sources after the others, each group in its own order: ranges stored one
+    after the other (the correlator process, a thread worker resuming after a restart) must not store a report
+    before the delivery it is about, read ahead of it (it would stay a timeline of its own)."""
+    return sorted(spans, key=lambda span: reports_only(span.allowed))
+
+
 def append_span(spans: list[Span], span: Span) -> None:
     """Add `span`, merged into the last span of the same file when it continues it. A reports-only span is not
     merged past a span of another kind (spans are stored in list order: its reports would come before the deliveries

@@ -37,7 +37,7 @@ from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
-from exporter.spans import Span, SpanGone, read_span, reports_only, span_at
+from exporter.spans import Span, SpanGone, deliveries_first, read_span, span_at
 from exporter.walcheckpoint import WalCheckpointer
 from exporter.writelock import BUSY_TIMEOUT_MS, HoldWatch, begin_immediate
 
@@ -458,8 +458,7 @@ class StateStore:
                 " FROM wt_checkpoints WHERE sink_offset IS NOT NULL AND sink_offset < offset ORDER BY updated, rowid"):
             spans.append(span_at(file_id, source, path_from_db(path), dev, ino, (start, line_no or 0, header or ""),
                                  offset, allowed.get(source), fingerprint=bytes(fingerprint or b"")))
-        spans.sort(key=lambda span: reports_only(allowed.get(span.source)))  # stable: `updated` order within each
-        return spans
+        return deliveries_first(spans)  # `updated` order within each group
 
     def _unregistered(self, file_ids: set[str], pending: list[Checkpoint]) -> list[Checkpoint]:
         """Checkpoints (from `pending`, not yet committed) of files the database does not know yet.

@@ -158,10 +158,11 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
                          "job_id" if job_id else "message_id", part)
         first = next(a.body for a in answers if a.ok and a.status == 200)
-        if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
-            return _text(render.timelines(f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items), part)
         older = sum(a.body.get("timelines_omitted") or 0 for a in answers if a.ok and a.status == 200
                     and isinstance(a.body.get("timelines_omitted"), int))
+        if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
+            note = f"{older} older sends not listed" if older else ""
+            return _text(render.timelines(f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items, note), part)
         return {"job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
                 "timelines": items, "timelines_omitted": older, **part}
 

@@ -143,9 +143,9 @@ class Views:
                 mid = f'<a href="{u(root + "/ui/messages/" + path_segment(str(it["message_id"])))}">{mid}</a>'
             rows.append(
                 f"<tr><td>{first}</td><td>{_outcome(it.get('outcome'))}</td><td class=mono>{e(it.get('rcpt'))}</td>"
-                f"<td class=mono>{mid}</td><td>{e(it.get('job_id'))}</td>"
-                f"<td>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td>"
-                + (f"<td>{e(it.get('host'))}</td>" if hosts else "") +
+                f"<td class=mono>{mid}</td><td class=free>{e(it.get('job_id'))}</td>"  # free-form: may wrap anywhere
+                f"<td class=free>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td>"
+                + (f"<td class=free>{e(it.get('host'))}</td>" if hosts else "") +
                 f"<td class=num>{e(it.get('attempts'))}</td></tr>")
         return ('<table id="results"><thead><tr><th>First seen (UTC)</th><th>Outcome</th><th>Recipient</th>'
                 "<th>Message-Id</th><th>Job</th><th>VMTA</th><th>ISP</th>" + ("<th>Host</th>" if hosts else "")
@@ -211,7 +211,8 @@ class Views:
             rows.append(
                 f'<tr class="event" data-kind="{attr(ev.get("kind"))}" data-ts="{attr(ev.get("ts"))}">'
                 f"<td class=num>{i}</td><td>{_time(ev.get('time'))}</td><td>{e(ev.get('kind'))}</td>"
-                f"<td class=num>{e(ev.get('attempt'))}</td><td>{vcell}</td><td class=mono>{e(ev.get('source_ip'))}</td>"
+                f"<td class=num>{e(ev.get('attempt'))}</td><td class=free>{vcell}</td>"
+                f"<td class=mono>{e(ev.get('source_ip'))}</td>"
                 f"<td class=mono>{_reply(ev)}</td><td>{e(ev.get('response_class'))}</td>"
                 f"<td class=mono>{e(ev.get('source'))}</td></tr>")
         omitted = tl.get("queue_events_omitted") or 0

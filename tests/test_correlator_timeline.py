@@ -543,3 +543,18 @@ async def test_a_recipient_sent_the_same_job_every_day_lists_its_latest_sends_wi
         assert len(firsts) == MAX_TIMELINES and body["timelines_omitted"] == 7
         assert firsts == sorted(firsts) and (firsts[0], firsts[-1]) == ("2024-05-01T17:00:00Z", "2024-05-05T20:00:00Z")
     h.close()
+
+
+async def test_the_text_timeline_says_how_many_older_sends_it_left_out(tmp_path: Path) -> None:
+    from correlator.timeline import MAX_TIMELINES
+
+    h = Harness(tmp_path)
+    head = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId\n"
+    h.commit(batch("/l/acct-seed.csv", head + "".join(
+        f"d,{1714557600 + 3600 * i + 5},{1714557600 + 3600 * i},s@x.example,seed@gmail.com,v1,jseed\n"
+        for i in range(MAX_TIMELINES + 2))))
+    async with h.client() as c:
+        text = (await c.get("/api/v1/timeline", params={"job_id": "jseed", "rcpt": "seed@gmail.com",
+                                                         "format": "text"})).text
+    assert text.splitlines()[0] == "job jseed rcpt seed@gmail.com  2 older sends not listed"
+    h.close()

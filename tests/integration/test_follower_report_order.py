@@ -70,3 +70,48 @@ def test_complaints_read_while_the_correlator_process_lags_join_their_deliveries
         outcomes[n] = sorted(item["outcome"] for item in items)
     wt.stop()
     assert outcomes == {n: ["complained"] for n in range(5, 10)}  # one timeline each: delivered, then complained
+
+
+def test_a_thread_worker_resuming_after_a_restart_stores_complaints_after_their_deliveries(tmp_path: Path,
+                                                                                           watchtower_factory) -> None:
+    """A store behind its files at a start is read again from the sink positions, range after range: a thread
+    worker took them in the order the files were registered (the fbl source listed first), so the complaints were
+    stored before their deliveries and stayed timelines of their own."""
+    import yaml
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    fbl = logs / "fbl-2026-11-25-0000.csv"
+    fbl.write_text("type,timeLogged,orig,rcpt,feedbackType,reportingMta\n")
+    acct = AcctWriter(logs)
+    acct.write(5)
+    sources = [{"name": "fbl", "paths": [str(logs / "fbl-*.csv")], "records": ["f"]},
+               {"name": "acct", "paths": [str(logs / "acct-*.csv")]}]
+    config = write_config(tmp_path, sources, tail={"checkpoint_interval": 0.1},
+                          correlator={"enabled": True, "worker": "process"})
+    wt = watchtower_factory(config).start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5)
+    wt.committed()
+    follower = _follower_pid(wt.proc.pid)
+    os.kill(follower, signal.SIGSTOP)  # the store falls behind: deliveries u5..u9, then their complaints
+    acct.write(5)
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 10)
+    time.sleep(0.5)
+    with fbl.open("a") as f:
+        f.writelines(f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,abuse,fbl.example\n"
+                     for n in range(5, 10))
+    wt.wait_for(lambda s: total(s, "pmta_complaints_total") >= 5)
+    time.sleep(0.5)  # committed: the metrics and offsets, not the store
+    wt.kill9()
+    os.kill(follower, signal.SIGKILL)
+    data = yaml.safe_load(config.read_text())
+    data["correlator"]["worker"] = "thread"
+    config.write_text(yaml.safe_dump(data))
+    wt.start()
+    wt.committed()
+    outcomes = {}
+    for n in range(5, 10):
+        items = httpx.get(wt.url + "/api/v1/search", params={"rcpt": f"u{n}@gmail.com"}, timeout=5).json()["items"]
+        outcomes[n] = sorted(item["outcome"] for item in items)
+    wt.stop()
+    assert outcomes == {n: ["complained"] for n in range(5, 10)}
