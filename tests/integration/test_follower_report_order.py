@@ -12,9 +12,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import RECORD_DAY, AcctWriter, total, write_config
 
@@ -32,43 +34,67 @@ def _follower_pid(daemon_pid: int) -> int:
     raise AssertionError("no correlator process")
 
 
+class Lagging:
+    """A daemon with the correlator process over an acct and an fbl source (fbl listed `fbl_first` or last), 5
+    deliveries stored; `lag()` stops the correlator process, `deliver()`/`complain()` write records and wait until
+    the daemon counted and committed them."""
+
+    def __init__(self, tmp_path: Path, factory: Any, fbl_first: bool) -> None:
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        self.acct = AcctWriter(logs)
+        self.fbl = logs / "fbl-2026-11-25-0000.csv"
+        self.fbl.write_text("type,timeLogged,orig,rcpt,feedbackType,reportingMta\n")  # no Message-Id: rcpt + orig
+        self.acct.write(5)
+        sources = [{"name": "acct", "paths": [str(logs / "acct-*.csv")]},
+                   {"name": "fbl", "paths": [str(logs / "fbl-*.csv")], "records": ["f"]}]
+        self.config = write_config(tmp_path, sources[::-1] if fbl_first else sources,
+                                   tail={"checkpoint_interval": 0.1}, correlator={"enabled": True, "worker": "process"})
+        self.wt = factory(self.config).start()
+        self.delivered = 5
+        self.wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5)
+        self.wt.committed()
+        self.follower = _follower_pid(self.wt.proc.pid)
+
+    def lag(self) -> None:
+        os.kill(self.follower, signal.SIGSTOP)
+
+    def deliver(self, n: int) -> None:
+        self.acct.write(n)
+        self.delivered += n
+        self.wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= self.delivered)
+        time.sleep(0.5)  # committed: the acct file advanced
+
+    def complain(self, rcpts: range) -> None:
+        with self.fbl.open("a") as f:
+            f.writelines(f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,abuse,fbl.example\n"
+                         for n in rcpts)
+        self.wt.wait_for(lambda s: total(s, "pmta_complaints_total") >= len(rcpts))
+        time.sleep(0.5)
+
+    def outcomes(self, rcpts: range) -> dict[int, list[str]]:
+        """Each recipient's timelines' outcomes, once the store holds everything read."""
+        self.wt.committed()
+        found = {}
+        for n in rcpts:
+            items = httpx.get(self.wt.url + "/api/v1/search", params={"rcpt": f"u{n}@gmail.com"},
+                              timeout=5).json()["items"]
+            found[n] = sorted(item["outcome"] for item in items)
+        return found
+
+
 def test_complaints_read_while_the_correlator_process_lags_join_their_deliveries(tmp_path: Path,
                                                                                  watchtower_factory) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    acct = AcctWriter(logs)
-    fbl = logs / "fbl-2026-11-25-0000.csv"
-    fbl.write_text("type,timeLogged,orig,rcpt,feedbackType,reportingMta\n")  # no Message-Id: rcpt + orig
-    acct.write(5)
-    sources = [{"name": "acct", "paths": [str(logs / "acct-*.csv")]},
-               {"name": "fbl", "paths": [str(logs / "fbl-*.csv")], "records": ["f"]}]
-    config = write_config(tmp_path, sources, tail={"checkpoint_interval": 0.1},
-                          correlator={"enabled": True, "worker": "process"})
-    wt = watchtower_factory(config).start()
-    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5)
-    wt.committed()
-    follower = _follower_pid(wt.proc.pid)
-    os.kill(follower, signal.SIGSTOP)  # the correlator process falls behind
+    run = Lagging(tmp_path, watchtower_factory, fbl_first=False)
+    run.lag()  # the correlator process falls behind
     try:
-        acct.write(5)  # u5..u9 delivered
-        wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 10)
-        time.sleep(0.5)  # committed: the acct file advanced
-        with fbl.open("a") as f:  # their complaints
-            f.writelines(f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,abuse,fbl.example\n"
-                         for n in range(5, 10))
-        wt.wait_for(lambda s: total(s, "pmta_complaints_total") >= 5)
-        time.sleep(0.5)
-        acct.write(5)  # u10..u14: the acct file advanced last, after the fbl file
-        wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 15)
-        time.sleep(0.5)
+        run.deliver(5)  # u5..u9
+        run.complain(range(5, 10))  # their complaints
+        run.deliver(5)  # u10..u14: the acct file advanced last, after the fbl file
     finally:
-        os.kill(follower, signal.SIGCONT)
-    wt.committed()
-    outcomes = {}
-    for n in range(5, 10):
-        items = httpx.get(wt.url + "/api/v1/search", params={"rcpt": f"u{n}@gmail.com"}, timeout=5).json()["items"]
-        outcomes[n] = sorted(item["outcome"] for item in items)
-    wt.stop()
+        os.kill(run.follower, signal.SIGCONT)
+    outcomes = run.outcomes(range(5, 10))
+    run.wt.stop()
     assert outcomes == {n: ["complained"] for n in range(5, 10)}  # one timeline each: delivered, then complained
 
 
@@ -77,41 +103,16 @@ def test_a_thread_worker_resuming_after_a_restart_stores_complaints_after_their_
     """A store behind its files at a start is read again from the sink positions, range after range: a thread
     worker took them in the order the files were registered (the fbl source listed first), so the complaints were
     stored before their deliveries and stayed timelines of their own."""
-    import yaml
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    fbl = logs / "fbl-2026-11-25-0000.csv"
-    fbl.write_text("type,timeLogged,orig,rcpt,feedbackType,reportingMta\n")
-    acct = AcctWriter(logs)
-    acct.write(5)
-    sources = [{"name": "fbl", "paths": [str(logs / "fbl-*.csv")], "records": ["f"]},
-               {"name": "acct", "paths": [str(logs / "acct-*.csv")]}]
-    config = write_config(tmp_path, sources, tail={"checkpoint_interval": 0.1},
-                          correlator={"enabled": True, "worker": "process"})
-    wt = watchtower_factory(config).start()
-    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5)
-    wt.committed()
-    follower = _follower_pid(wt.proc.pid)
-    os.kill(follower, signal.SIGSTOP)  # the store falls behind: deliveries u5..u9, then their complaints
-    acct.write(5)
-    wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 10)
-    time.sleep(0.5)
-    with fbl.open("a") as f:
-        f.writelines(f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,abuse,fbl.example\n"
-                     for n in range(5, 10))
-    wt.wait_for(lambda s: total(s, "pmta_complaints_total") >= 5)
-    time.sleep(0.5)  # committed: the metrics and offsets, not the store
-    wt.kill9()
-    os.kill(follower, signal.SIGKILL)
-    data = yaml.safe_load(config.read_text())
+    run = Lagging(tmp_path, watchtower_factory, fbl_first=True)
+    run.lag()  # the store falls behind: deliveries u5..u9, then their complaints
+    run.deliver(5)
+    run.complain(range(5, 10))
+    run.wt.kill9()
+    os.kill(run.follower, signal.SIGKILL)
+    data = yaml.safe_load(run.config.read_text())
     data["correlator"]["worker"] = "thread"
-    config.write_text(yaml.safe_dump(data))
-    wt.start()
-    wt.committed()
-    outcomes = {}
-    for n in range(5, 10):
-        items = httpx.get(wt.url + "/api/v1/search", params={"rcpt": f"u{n}@gmail.com"}, timeout=5).json()["items"]
-        outcomes[n] = sorted(item["outcome"] for item in items)
-    wt.stop()
+    run.config.write_text(yaml.safe_dump(data))
+    run.wt.start()
+    outcomes = run.outcomes(range(5, 10))
+    run.wt.stop()
     assert outcomes == {n: ["complained"] for n in range(5, 10)}
