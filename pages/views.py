@@ -67,6 +67,16 @@ def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str
     return html.escape(urlunsplit((base.scheme, base.netloc, path, joined, "")), quote=True)
 
 
+def _epoch(iso: Any) -> float | None:
+    """Seconds of an answer's ISO time (`...Z`), or None."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _time(iso: str | None) -> str:
     if not iso:
         return e(None)
@@ -221,7 +231,9 @@ class Views:
         note = "".join(f'<p class="meta">{text}</p>' for text in notes)  # each escaped where built
         tl_vmta = tl.get("vmta")
         span = [ev["ts"] for ev in events if isinstance(ev.get("ts"), int | float)]
-        href = grafana_link(self.grafana_url, tl_vmta, min(span, default=None), host, max(span, default=None))
+        begun = _epoch(tl.get("first_seen")) if older else None  # events left out: the timeline began before them
+        start = begun if begun is not None else min(span, default=None)
+        href = grafana_link(self.grafana_url, tl_vmta, start, host, max(span, default=None))
         vlink = f'<a class="grafana" href="{href}">{e(tl_vmta)}</a>' if tl_vmta else e(None)
         return (  # <bdi>: a right-to-left value (Hebrew, Arabic) does not reorder the words around it
             f'<section class="rcpt" id="rcpt-{n}"><h2><bdi class="mono">{e(tl.get("rcpt"))}</bdi> '

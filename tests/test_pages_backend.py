@@ -162,7 +162,7 @@ async def test_a_message_page_shows_the_latest_events_of_each_recipient_and_link
                "vmta": "v1"} for i in range(119)] + [{"kind": "delivered", "time": "2024-05-01T10:01:59Z",
                                                       "ts": 1714557719.0, "vmta": "v1"}]
     tl = {"id": 42, "rcpt": "r@x.example", "outcome": "delivered", "events": events, "events_omitted": 202,
-          "vmta": "v1"}
+          "vmta": "v1", "first_seen": "2024-04-30T10:00:00Z"}  # the older events left out began a day before
     body = {"message_id": "m@x.example", "recipients_total": 1, "recipients": [tl]}
     app = FastAPI()
     app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/messages/m@x.example": (200, body)})))
@@ -177,7 +177,7 @@ async def test_a_message_page_shows_the_latest_events_of_each_recipient_and_link
         '<a class="all-events" href="/ui/timelines/42">70 earlier events not shown here</a>')
     assert max(notes) < r.text.index('<table class="events">')
     header_link = re.search(r'VMTA <bdi><a class="grafana" href="([^"]+)"', r.text).group(1)
-    assert f"from={int((1714557600 - 3600) * 1000)}" in header_link and f"to={int((1714557719 + 3600) * 1000)}" in header_link
+    assert f"from={int((1714471200 - 3600) * 1000)}" in header_link and f"to={int((1714557719 + 3600) * 1000)}" in header_link
 
 
 async def test_a_page_the_hub_could_not_give_a_cursor_says_why_instead_of_ending_quietly(tmp_path: Path):
