@@ -35,7 +35,6 @@ from dashlib import (
     LEVELS,
     MIN_ATTEMPTS,
     POOL,
-    POOL_CELL,
     QUEUE,
     QUEUE_LEVELS,
     SENDER,
@@ -55,10 +54,11 @@ from dashlib import (
     dashboard,
     datasource_var,
     deferral_ratio,
-    gated,
     heatmap,
     infinity,
     job_instance_vars,
+    judged_success,
+    judged_throttled,
     link_column,
     matrix,
     node_graph,
@@ -110,9 +110,9 @@ HARD_BOUNCE_MIN_OUTCOMES = 500
 def judged_hard_bounces(key: str, *matchers: str) -> str:
     """The 1-hour hard-bounce ratio per `key` (vmta_pool or sender, cluster-wide rules keeping `job`) where the
     alert judges it: at least HARD_BOUNCE_MIN_OUTCOMES outcomes in the hour."""
-    prefix, metric = {"vmta_pool": ("vmta_pool", "pmta"), "sender": ("sender", "pmta_sender")}[key]
-    ratio_rule = sel_cluster(f"{prefix}:{metric}_hard_bounced:ratio_rate1h", *matchers)
-    outcomes = sel_cluster(f"{prefix}:{metric}_outcomes:rate1h", *matchers)
+    metric = {"vmta_pool": "pmta", "sender": "pmta_sender"}[key]
+    ratio_rule = sel_cluster(f"{key}:{metric}_hard_bounced:ratio_rate1h", *matchers)
+    outcomes = sel_cluster(f"{key}:{metric}_outcomes:rate1h", *matchers)
     return f"({ratio_rule} and on (job, {key}) ({outcomes} * 3600 >= {HARD_BOUNCE_MIN_OUTCOMES}))"
 
 
@@ -320,8 +320,8 @@ def vmta_board() -> Json:
     f = (POOL, VMTA, ISP)
     by = "instance, vmta"
     # A VMTA's standing is its worst ISP (and pool), never the sum of all ISPs: cells as the alerts judge them.
-    worst_succ = f"min by ({by}) ({gated(success_ratio(POOL_CELL, *f), POOL_CELL, *f)})"
-    worst_thr = f"max by ({by}) ({gated(throttled_ratio(POOL_CELL, *f), POOL_CELL, *f)})"
+    worst_succ = f"min by ({by}) ({judged_success(*f)})"
+    worst_thr = f"max by ({by}) ({judged_throttled(*f)})"
     per_cell = (f"Computed per VMTA × ISP and pool, as the alerts (cells with at least {MIN_ATTEMPTS} attempts in 10 "
                 "minutes), and the worst cell kept, so one provider's problem, or one pool's, is never averaged "
                 "away.")
@@ -363,7 +363,6 @@ def vmta_board() -> Json:
                          [prom(f"max by ({by}) ({worst_level(*f)})", "{{vmta}} {{instance}}")], "none", LEVELS,
                          max_=3, mappings=LEVEL_TEXT), 8, 18)
     keys = "instance, vmta, vmta_pool"
-    cells = "instance, vmta, vmta_pool, isp"
     drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
              "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
     g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs; cells are "
@@ -374,11 +373,11 @@ def vmta_board() -> Json:
                 "Queued recipients are the VMTA's total, uncoloured; the largest ISP queue is coloured on the "
                 f"queue alerts' per-VMTA × ISP scale ({QUEUE_SCALE}). Click a VMTA to drill down. {RULE_10M} "
                 + QUEUE_JOIN, [
-                    table_query(f"min by ({keys}) ({gated(success_ratio(cells, *f), cells, *f)})"),
+                    table_query(f"min by ({keys}) ({judged_success(*f)})"),
                     table_query(success_ratio(keys, *f)),
                     table_query(sum_by(keys, sel("vmta_isp:pmta_delivered:rate10m", *f))),
                     table_query(deferral_ratio(keys, *f)),
-                    table_query(f"max by ({keys}) ({gated(throttled_ratio(cells, *f), cells, *f)})"),
+                    table_query(f"max by ({keys}) ({judged_throttled(*f)})"),
                     table_query(bounce_share(keys, *f)),
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA), agg="max")),
@@ -503,14 +502,14 @@ def cluster() -> Json:
                      "cps", stack=True), 24, 9)
 
     g.row("Queues by pool")
+    # A pool whose VMTAs have no such queue series at all (every queue drained and dropped) reads 0 as long as it
+    # has attempts (at any ISP: the pools of the pool variable), not left out.
+    active_pools = f"0 * count by (vmta_pool) ({sel(ATTEMPTS, POOL)})"
     for title, metric, what in (
         ("Queued recipients by pool", "pmta_queue_recipients", "Recipients queued"),
         ("Queues in backoff by pool", "pmta_queue_backoff", "Queues in PMTA backoff mode"),
         ("Open connections by pool", "pmta_queue_connections", "Open outbound connections"),
     ):
-        # A pool whose VMTAs have no such queue series at all (every queue drained and dropped) reads 0 as long
-        # as it has attempts (at any ISP: the pools of the pool variable), not left out.
-        active_pools = f"0 * count by (vmta_pool) ({sel(ATTEMPTS, POOL)})"
         g.add(timeseries(title, f"{what} for the selected ISPs, per pool (0, not left out, for a pool with attempts "
                          f"series and no such queue). {QUEUE_JOIN}",
                          [prom(f"({queue_by_pool(metric, 'vmta_pool', (ISP,), (POOL,))}) or on (vmta_pool) "
@@ -998,8 +997,8 @@ def warroom() -> Json:
                 "queued recipients, attempts, and the block signals (blocklisted responses in 15 minutes, the "
                 f"share of attempts bounced for reputation or policy in 15 minutes, worst pool). {RULE_10M}", [
                     table_query(worst),
-                    table_query(of_worst(f"min by ({cell}) ({gated(success_ratio(POOL_CELL, *f), POOL_CELL, *f)})")),
-                    table_query(of_worst(f"max by ({cell}) ({gated(throttled_ratio(POOL_CELL, *f), POOL_CELL, *f)})")),
+                    table_query(of_worst(f"min by ({cell}) ({judged_success(*f)})")),
+                    table_query(of_worst(f"max by ({cell}) ({judged_throttled(*f)})")),
                     table_query(of_worst(sum_by(cell, sel("pmta_queue_recipients", ISP)))),
                     table_query(of_worst(f"{sum_by(cell, sel(ATTEMPTS, *f))} * 600")),
                     table_query(of_worst(sum_by(cell, sel("vmta_isp:pmta_blocklisted:increase15m", *f)))),

@@ -147,7 +147,7 @@ def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_ma
         queue = f"sum by (job, instance, vmta, isp) ({queue})"
     pools = f"{pool_of_vmta(*pool_matchers)} or on (job, instance, vmta) {unattributed(queue, pool_matchers)}"
     joined = f"{queue} * on (job, instance, vmta) group_left (vmta_pool) ({pools})"
-    return sum_by(by, joined) if agg == "sum" else f"{agg} by ({by}) ({joined})" if by else f"{agg}({joined})"
+    return f"{agg} by ({by}) ({joined})" if by else f"{agg}({joined})"
 
 
 def queue_or_zero(expr: str) -> str:
@@ -208,14 +208,24 @@ def blocked(*matchers: str) -> str:
     return f"group by ({POOL_CELL}) ({cond})"
 
 
+def judged_success(*matchers: str) -> str:
+    """The success share per POOL_CELL with enough attempts to judge (as the alerts judge it)."""
+    return gated(success_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers)
+
+
+def judged_throttled(*matchers: str) -> str:
+    """The throttled share per POOL_CELL with enough attempts to judge (as the alerts judge it)."""
+    return gated(throttled_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers)
+
+
 def worst_level(*matchers: str) -> str:
     """Per CELL: the worst of its signals, as 0 ok, 1 warn, 2 HIGH, 3 CRIT. Success and throttled share are
     judged per POOL_CELL as the alerts judge them (SUCCESS_LEVELS, THROTTLE_LEVELS; >= MIN_ATTEMPTS attempts in
     10 minutes), a block (PmtaIspBlock's condition) is CRIT, and the queue (QUEUE_LEVELS) has no pool (a VMTA
     without any attempts series counts as pool `none`, as in queue_by_pool); the worst pool cell of a VMTA x ISP
     is the cell's level."""
-    succ = levels(gated(success_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers), "<", SUCCESS_LEVELS)
-    thr = levels(gated(throttled_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers), ">", THROTTLE_LEVELS)
+    succ = levels(judged_success(*matchers), "<", SUCCESS_LEVELS)
+    thr = levels(judged_throttled(*matchers), ">", THROTTLE_LEVELS)
     blk = f"(3 * {blocked(*matchers)})"
     # Queue gauges have no vmta_pool: keep the cells of VMTAs active in the selected pools (at any ISP), even
     # a cell with no attempt at all (a stalled queue is the worst case), and those of VMTAs with no attempts
