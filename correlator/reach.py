@@ -38,6 +38,7 @@ from correlator.prepare import REPORTS, batch_frame, map_distinct
 from exporter.config import RECORD_TYPES
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import Columns, RecordBatch, col, is_header
+from exporter.spans import REPORT_TYPES  # the record types (a source's `records`) attribution looks up
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ pass's parser, a chunk at a time."""
 READ_BYTES = 16 * 1024 * 1024
 _FIELDS = frozenset({"type", "rcpt", "message_id"})
 _ALL_TYPES = frozenset(RECORD_TYPES)
-REPORT_TYPES = frozenset(t for t in RECORD_TYPES if store.TYPE_CODES.get(t) in REPORTS)
-"""The record types (as a source's `records` names them) that attribution looks up."""
 
 
 def norm_rcpt(rcpt: str) -> str:

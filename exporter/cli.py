@@ -278,8 +278,6 @@ class Terminated(KeyboardInterrupt):
 
     @property
     def name(self) -> str:
-        import signal
-
         return signal.Signals(self.args[0]).name
 
 
@@ -291,8 +289,6 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM, SIGHUP and SIGQUIT interrupt the pass as SIGINT does (asyncio.run then cancels the pass and awaits
     its cleanup); outside the pass the default actions are back (there is nothing to clean up)."""
-    import signal
-
     taken = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     try:
         previous = [signal.signal(s, _on_sigterm) for s in taken]

@@ -130,7 +130,7 @@ def _span(lines: list[str], start: int, end: int) -> int:
 
 
 _LONE_CR = re.compile(b"\r(?!\n)")
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 _NUL = b"\0"
 _NUL_RUN = re.compile(b"\0+")
 
@@ -146,6 +146,16 @@ def _lf_lines(data: bytes) -> bytes:
 _LONE_CR_TEXT = re.compile("\r(?!\n)")
 _CR_STAND_IN = "\ue000"
 """Stands for a CR not followed by LF while csv.reader reads a chunk (a private-use character PMTA does not write)."""
+
+
+def header_columns(line: bytes) -> Columns | None:
+    """The columns of a CSV header line (without its newline; a CR before it is dropped), or None when the line is
+    no header."""
+    try:
+        row = next(csv.reader([line.decode("utf-8", "replace").removesuffix("\r")], strict=True))
+    except (csv.Error, StopIteration):
+        return None
+    return Columns.from_header(row) if is_header(row) else None
 
 
 class _Fallback(Exception):
@@ -272,8 +282,8 @@ class FileParser:
         self.repaired = 0
         self.held = self._held_lines = 0
         original = data
-        if self.line_no == 0 and data.startswith(_BOM):  # an editor's UTF-8 BOM would hide the header
-            data = data[len(_BOM) :]
+        if self.line_no == 0 and data.startswith(BOM):  # an editor's UTF-8 BOM would hide the header
+            data = data[len(BOM) :]
         runs: list[tuple[int, int]] = []
         if _NUL in data:  # memchr: a crash's NUL padding (rare), skipped
             data, runs = self._drop_nuls(data)
@@ -320,13 +330,9 @@ class FileParser:
         if data.startswith(b"type"):  # a file's first chunk: its header line
             nl = data.find(b"\n")
             first_row = nl + 1
-            try:
-                row = next(csv.reader([data[:nl].decode("utf-8", "replace").removesuffix("\r")], strict=True))
-            except (UnicodeDecodeError, csv.Error, StopIteration):
+            columns = header_columns(data[:nl])
+            if columns is None:
                 return None
-            if not is_header(row):
-                return None
-            columns = Columns.from_header(row)
             head_lines = 1  # skipped by the reader (skip_lines): the chunk is not copied to drop it
             if nl + 1 == len(data):
                 self.columns = columns
@@ -334,7 +340,7 @@ class FileParser:
                 return None, head_lines
         if columns is None or len(columns.names) < 2:
             return None
-        if data.startswith(_BOM, first_row):  # polars would drop a BOM opening what it reads: only
+        if data.startswith(BOM, first_row):  # polars would drop a BOM opening what it reads: only
             return None  # the file's first line may carry one (dropped in `parse`); the exact path counts the line
         if not data.endswith(b"\n") or data.count(b'"', data.rfind(b"\n", 0, len(data) - 1) + 1) & 1:
             # No final newline to count by, or the last line opens a quote it does not close (a record the next

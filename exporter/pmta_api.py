@@ -153,15 +153,15 @@ def to_int(value: Any, default: int = 0) -> int:
     return int(number) if math.isfinite(number) else default
 
 
-def _count(value: Any) -> int | None:
-    """A count PMTA gave, or None (missing, not a number, negative)."""
-    number = to_float(value, math.nan) if value is not None else math.nan
-    return int(number) if math.isfinite(number) and number >= 0 else None
-
-
 def _amount(value: Any) -> float | None:
-    number = to_float(value, math.nan) if value is not None else math.nan
-    return number if math.isfinite(number) and number >= 0 else None
+    """An amount PMTA gave, or None (missing, not a number, negative): to_float's NaN default is no amount."""
+    number = to_float(value, math.nan)
+    return number if number >= 0 else None
+
+
+def _count(value: Any) -> int | None:
+    amount = _amount(value)
+    return None if amount is None else int(amount)
 
 
 def to_float(value: Any, default: float = 0.0) -> float:

@@ -232,9 +232,9 @@ def _unlistable(pattern: str) -> str | None:
     """A glob over a directory this user cannot list (or reach) matches nothing, silently: say so, naming it (the
     docs say to run check-config as the daemon's user, which reads PMTA's logs by group). Only the pattern's own
     directory: one not created yet, under a parent the user may enter but not list, will be followed once it is."""
-    parts = Path(pattern).parts
-    fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
-    directory = Path(*parts[:fixed]) if fixed else Path(".")
+    from exporter.tailer import static_root  # the directory the tailer scans for it
+
+    directory = static_root(pattern)
     try:
         with os.scandir(directory):
             return None
@@ -285,9 +285,12 @@ def warnings(config: Config) -> list[str]:
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")
+    return out + plain_password_warnings(config.web.basic_auth_users)
+
+
+def plain_password_warnings(users: dict[str, str]) -> list[str]:
+    """`web.basic_auth_users` given a plain-text password (the daemon's and the hub's `web` alike)."""
     from exporter.webauth import is_bcrypt
 
-    for user, secret in config.web.basic_auth_users.items():
-        if not is_bcrypt(secret):
-            out.append(f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead")
-    return out
+    return [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
+            for user, secret in users.items() if not is_bcrypt(secret)]

@@ -10,7 +10,6 @@ back is not read twice.
 
 from __future__ import annotations
 
-import csv
 import errno
 import fnmatch
 import glob
@@ -25,8 +24,8 @@ from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
 from exporter.fingerprint import compression_of, fingerprint_of, read_head
 from exporter.metrics import SelfMetrics
-from exporter.parser import ErrorLog
-from exporter.records import Columns, is_header, shown
+from exporter.parser import BOM, ErrorLog, header_columns
+from exporter.records import shown
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -77,7 +76,7 @@ def _shared_types(old: frozenset[str] | None, new: frozenset[str] | None) -> str
     return ", ".join(sorted(both))
 
 
-def _static_root(pattern: str) -> str:
+def static_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard (`/var/log/pmta/acct-*.csv` -> `/var/log/pmta`)."""
     parts = pattern.split(os.sep)
     fixed: list[str] = []
@@ -89,22 +88,15 @@ def _static_root(pattern: str) -> str:
     return root or (os.sep if pattern.startswith(os.sep) else ".")
 
 
-_BOM = b"\xef\xbb\xbf"
-
-
 def header_of(first: bytes) -> str:
-    """The checkpoint's header text for a file whose first line is `first`, as the parser would take it from byte
-    0: a JSON file's columns, or the CSV header read as CSV (an editor's BOM dropped, quoted names unquoted, CRLF);
+    """The checkpoint's header text for a file whose first line is `first` (with its newline), as the parser takes
+    it from byte 0: a JSON file's columns, or the CSV header (an editor's BOM dropped, quoted names unquoted, CRLF);
     '' when it is no header (the parser then counts the lines as it would at byte 0)."""
-    if first.startswith(_BOM):
-        first = first[len(_BOM):]
+    first = first.removeprefix(BOM)
     if jsonrecords.opens_json(first):
         return jsonrecords.COLUMNS.header_line
-    try:
-        row = next(csv.reader([first.decode("utf-8", "replace").rstrip("\r\n")], strict=True))
-    except (csv.Error, StopIteration):
-        return ""
-    return Columns.from_header(row).header_line if is_header(row) else ""
+    columns = header_columns(first.removesuffix(b"\n"))
+    return columns.header_line if columns is not None else ""
 
 
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
@@ -207,7 +199,7 @@ class Tailer:
 
     def _root_listable(self, source: str, pattern: str) -> bool:
         """Can the fixed directory part of a glob be listed? glob() says nothing when it cannot (EMFILE...)."""
-        root = _static_root(pattern)
+        root = static_root(pattern)
         try:
             with os.scandir(root):
                 pass

@@ -66,12 +66,11 @@ def _without_metrics(app: FastAPI) -> None:
 
 def startup_warnings(config: HubConfig) -> list[str]:
     """What the daemon warns of at start for the same `listen` and `web` (the hub holds the daemons' credentials
-    and serves every host's recipients): a plain-text password (as exporter.preflight.warnings words it, which
-    reads a daemon Config), then a listener reachable off-host without auth or TLS."""
-    from exporter.webauth import is_bcrypt
+    and serves every host's recipients): a plain-text password, then a listener reachable off-host without auth or
+    TLS."""
+    from exporter.preflight import plain_password_warnings
 
-    out = [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
-           for user, secret in config.web.basic_auth_users.items() if not is_bcrypt(secret)]
+    out = plain_password_warnings(config.web.basic_auth_users)
     exposed = exposure_warning(config, "every host's stored recipients through /api/v1")  # type: ignore[arg-type]
     return out + ([exposed] if exposed else [])
 

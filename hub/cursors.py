@@ -22,7 +22,7 @@ from hashlib import blake2b
 from typing import Any
 from urllib.parse import urlsplit
 
-from correlator.api import BadRequest, decode_token, encode_token
+from correlator.api import BadRequest, _no_constant, decode_token, encode_token
 from hub.targets import Target
 
 PLAIN_MAX = 1024
@@ -147,10 +147,6 @@ def _host_url(url: Any) -> bool:
 
 def _is_zero(place: Any) -> bool:
     return type(place) is int and place == 0
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
 
 
 # --- deflated form: a host's own cursor that is a token of a flat JSON list is kept as that list -----------------

@@ -205,16 +205,16 @@ class Views:
         host = tl.get("host")
         rows = []
         events = tl.get("events") or []
-        older = tl.get("events_omitted") or 0
-        notes = [f"{older} older events not listed by the store's answer."] if isinstance(older, int) and older else []
-        if max_events is not None and len(events) > max_events:
-            more = f"{len(events) - max_events} earlier events not shown here"
+        older = tl.get("events_omitted")
+        older = older if isinstance(older, int) else 0
+        hidden = max(0, len(events) - max_events) if max_events is not None else 0
+        notes = [f"{older} older events not listed by the store's answer."] if older else []
+        if hidden:
+            more = f"{hidden} earlier events not shown here"
             if isinstance(tl_id := tl.get("id"), int):
                 more = f'<a class="all-events" href="{u(root + f"/ui/timelines/{tl_id}", host=host)}">{more}</a>'
             notes.append(more + ".")
-        first = (older if isinstance(older, int) else 0) + max(0, len(events) - (max_events or len(events)))
-        shown = events[len(events) - max_events:] if max_events is not None and len(events) > max_events else events
-        for i, ev in enumerate(shown, start=first + 1):
+        for i, ev in enumerate(events[hidden:], start=older + hidden + 1):
             vmta = ev.get("vmta")
             vcell = (f'<a class="grafana" href="{grafana_link(self.grafana_url, vmta, ev.get("ts"), host)}">'
                      f"{e(vmta)}</a>") if vmta else e(None)
