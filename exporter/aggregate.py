@@ -11,6 +11,7 @@ alongside each checkpoint.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -455,6 +456,8 @@ class RecordAggregator(Collector):
         self.overflows: dict[str, int] = {}
         self.vmta_cap = LabelCap("vmta", max_vmtas)
         """Shared with the queue gauges (`QueuePoller`): a VMTA is named in both or in neither."""
+        self._deferring: set[str] = set()
+        self._deferring_lock = threading.Lock()
         self._pool = LabelCap("vmta_pool", max_pools)
         self._sender_fixed = frozenset(s.lower() for s in senders or [])
         self._sender_auto = LabelCap("sender", 0 if self._sender_fixed else max_senders)
@@ -718,6 +721,7 @@ class RecordAggregator(Collector):
         ages = self.histograms["pmta_deferral_age_seconds"]
         dirty = self.dirty
         width = len(self.bounds) + 2
+        deferring: set[str] = set()
         for row in _rows(grouped):
             typ, v, p, dom, host, st, ck, cat, n, diag = row[:10]
             vl, pl_ = vp[(v, p)]
@@ -727,8 +731,11 @@ class RecordAggregator(Collector):
             series = bounced if typ == "b" else deferred
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
+            if typ != "b":
+                deferring.add(vl)
             if has_times and typ == "t" and row[10 + width]:
                 self._add_hist(ages, "pmta_deferral_age_seconds", (pl_, i), row[10:10 + width])
+        self._note_deferring(deferring)
 
     def _merge_sender_rows(self, res: dict[str, pl.DataFrame], senders: dict[str, str], isp: dict) -> None:
         """_merge_senders for a small chunk: loops over its groups."""
@@ -775,6 +782,21 @@ class RecordAggregator(Collector):
                 cache[key] = cls
         out = [decided.get(r[:4]) or self._class(*r) for r in rows]
         return keys.lazy().select("il", "st", "ck", "cat").with_columns(pl.Series("cls", out, dtype=s))
+
+    def _note_deferring(self, vmtas: set[str]) -> None:
+        """VMTAs a t/tq record named: they have recipients queued (`take_deferring_vmtas`)."""
+        vmtas.discard(PLACEHOLDER_NONE)
+        vmtas.discard(PLACEHOLDER_OVERFLOW)
+        if vmtas:
+            with self._deferring_lock:
+                self._deferring |= vmtas
+
+    def take_deferring_vmtas(self) -> set[str]:
+        """The VMTAs deferred since the last call (the queue poller's, another thread's). PMTA's queue and VMTA
+        lists are top N: a VMTA with a small backlog is in neither, and is asked for by name only if we say so."""
+        with self._deferring_lock:
+            taken, self._deferring = self._deferring, set()
+        return taken
 
     def _class(self, isp: str, st: str, ck: str, cat: str, diag: str) -> str:
         """Reply class of a group: keyed by the reduced text, decided on one raw text of the group."""
@@ -900,11 +922,15 @@ class RecordAggregator(Collector):
         bounced = self.counters["pmta_bounced_total"]
         deferred = self.counters["pmta_deferred_total"]
         dirty = self.dirty
+        deferring: set[str] = set()
         for typ, vl, pl_, i, cat, cls, n in _rows(counts):
             name, key = failure_series(typ, vl, pl_, i, cat, cls)
             series = bounced if typ == "b" else deferred
             series[key] = series.get(key, 0) + n
             dirty.add((name, key))
+            if typ != "b":
+                deferring.add(vl)
+        self._note_deferring(deferring)
         ages = done.get("f_ages")
         if ages is not None:
             series = self.histograms["pmta_deferral_age_seconds"]

@@ -266,7 +266,8 @@ class Daemon:
             from exporter.queues import QueuePoller
 
             self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify,
-                                      vmta_cap=self.pipeline.aggregator.vmta_cap)
+                                      vmta_cap=self.pipeline.aggregator.vmta_cap,
+                                      deferring_vmtas=self.pipeline.aggregator.take_deferring_vmtas)
             self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
         if self.owns_process:
             gcpolicy.settle()

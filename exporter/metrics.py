@@ -95,7 +95,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "their ISP is unknown). Its total: the listing's totalRcp, or its rcp in /vmtas where totalRcp counts "
                "every queue (UNCERTAIN in PMTA's docs: both read); never more than the host's rest.",
                ("vmta",), "queue"),
-    MetricSpec("pmta_queue_bytes", "gauge", "Bytes queued, per VMTA and ISP.", ("vmta", "isp"), "queue"),
+    MetricSpec("pmta_queue_bytes", "gauge", "Bytes queued, per VMTA and ISP (PMTA's kb x 1024).", ("vmta", "isp"),
+               "queue"),
     MetricSpec("pmta_queue_connections", "gauge", "Open outbound connections, per VMTA and ISP.",
                ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_backoff", "gauge", "Queues in backoff mode, per VMTA and ISP.", ("vmta", "isp"), "queue"),
@@ -107,7 +108,8 @@ METRICS: tuple[MetricSpec, ...] = (
                ("type",), "queue"),
     MetricSpec("pmta_status_queue_domains", "gauge", "Domains with queued mail on the host (/status).",
                ("type",), "queue"),
-    MetricSpec("pmta_status_queue_bytes", "gauge", "Bytes queued on the host (/status).", ("type",), "queue"),
+    MetricSpec("pmta_status_queue_bytes", "gauge", "Bytes queued on the host (/status; PMTA's kb x 1024).",
+               ("type",), "queue"),
     MetricSpec("pmta_status_connections", "gauge", "Open SMTP connections on the host (/status).",
                ("direction",), "queue"),
     MetricSpec("pmta_status_spool_files", "gauge", "Spool files in use on the host (/status).", (), "queue"),
@@ -179,7 +181,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
                "Share of the host's queued recipients (/status) the queue gauges account for (per queue, and beyond "
-               "the VMTAs' top-N listings).", (), "self"),
+               "the VMTAs' top-N listings); weighted by recipients, so a VMTA with a small backlog barely moves it.",
+               (), "self"),
 )
 
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}

@@ -334,14 +334,14 @@ def parse_status(body: bytes, fmt: str) -> StatusInfo:
 
     def cur(direction: str) -> int | None:
         c = conn.get(direction)
-        return to_int(c.get("cur")) if isinstance(c, dict) and "cur" in c else None
+        return _count(c.get("cur")) if isinstance(c, dict) else None  # no number: no series, never a 0
 
     return StatusInfo(
         version=to_str(product.get("version")),
         queue=queue,
         conn_in=cur("smtpIn"),
         conn_out=cur("smtpOut"),
-        spool_files=to_int(files["inUse"]) if "inUse" in files else None,
+        spool_files=_count(files.get("inUse")),
         state=to_str(st.get("status")),
     )
 

@@ -164,8 +164,12 @@ class QueuePoller:
     """Polls PMTA every `poll_interval`; `await run()` until cancelled."""
 
     def __init__(self, config: PmtaApiConfig, registry: CollectorRegistry, isp_of_domain: Callable[[str], str],
-                 *, vmta_cap: LabelCap | None = None, transport: object | None = None) -> None:
+                 *, vmta_cap: LabelCap | None = None, transport: object | None = None,
+                 deferring_vmtas: Callable[[], Iterable[str]] | None = None) -> None:
         self.config = config
+        self.deferring_vmtas = deferring_vmtas
+        """The VMTAs the records deferred since the last poll (`RecordAggregator.take_deferring_vmtas`): asked for by
+        name, as PMTA's own lists are top N and leave out a VMTA with a small backlog."""
         self.vmta_cap = vmta_cap or LabelCap("vmta", MAX_VMTA_LABELS)
         """`labels.max_vmtas`, shared with the record series (`RecordAggregator.vmta_cap`): rules join on `vmta`."""
         self._max_queried = max(self.vmta_cap.cap, MAX_VMTA_LABELS)
@@ -311,6 +315,8 @@ class QueuePoller:
             await self._call(poll, "top", client.queues)
             return
         self._age_vmtas()
+        if self.deferring_vmtas is not None:
+            self._seen_vmtas(sorted(self.deferring_vmtas()))
         sem = asyncio.Semaphore(CONCURRENCY)
         queried: set[str] = set()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
@@ -506,3 +507,23 @@ def test_a_remote_report_takes_the_mx_its_domain_was_delivered_to_and_leaves_it_
                          "mail.contoso.example (10.1.0.25)"]))
     assert {k[2] for k in agg.counters["pmta_remote_bounced_total"]} == {"office365"}
     assert isp.classify("contoso.example") == "office365"
+
+
+@pytest.mark.parametrize("groups", [3, 5000])
+def test_the_vmtas_deferred_since_the_last_take_are_those_of_t_and_tq_records_only(groups: int) -> None:
+    """The queue poller asks for these VMTAs by name (PMTA's own lists are top N): every VMTA a t or tq record
+    named, in a small chunk (a poll's, folded by a loop) and a large one (folded by polars plans), and not one
+    only a delivery, a bounce or an over-the-cap value named; each call takes them once."""
+    agg = RecordAggregator(lambda d, h: "gmail", lambda *a: "other", buckets=[1.0], max_vmtas=50)
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSize,vmta,vmtaPool,queue,x\n"
+    rows = [f"t,1764072000,1764071999,a@s.com,u@d{i}.example,4.0.0,smtp;421 try later,,,1,vmta-{i % 40:02d},p,,\n"
+            for i in range(groups)]
+    rows += ["tq,1764072000,,,,4.4.0,smtp;dns down,,,,vmta-tq,p,,\n",
+             "d,1764072000,1764071999,a@s.com,u@gmail.com,2.0.0,smtp;250 ok,,,1,vmta-d,p,,\n",
+             "b,1764072000,1764071999,a@s.com,u@gmail.com,5.1.1,smtp;550 no,,bad-mailbox,1,vmta-b,p,,\n"]
+    rows += [f"t,1764072000,1764071999,a@s.com,u@gmail.com,4.0.0,smtp;421 x,,,1,vmta-over{i},p,,\n" for i in range(60)]
+    agg.apply(FileParser("diag", "/x/d.csv", None).parse((head + "".join(rows)).encode())[0])
+    want = {f"vmta-{i % 40:02d}" for i in range(groups)} | {"vmta-tq"}
+    want |= {f"vmta-over{i}" for i in range(50 - len(want) - 2)}  # d and b took two of the cap's places first
+    assert agg.take_deferring_vmtas() == want
+    assert agg.take_deferring_vmtas() == set()

@@ -582,6 +582,20 @@ def test_a_status_total_pmta_gave_no_number_for_is_no_series_not_a_zero() -> Non
     assert status.smtp_rcp is None
 
 
+def test_connections_and_spool_files_pmta_gave_no_number_for_are_no_series_not_a_zero() -> None:
+    """`<cur/>`, `<cur>n/a</cur>` or `<inUse/>` were served as 0: `pmta_status_connections{direction="out"} 0`
+    tells the stall rules the host is not sending. A value that is not a count is no series, as for queue totals."""
+    for cur, in_use in ((b"<cur/>", b"<inUse/>"), (b"<cur>n/a</cur>", b"<inUse>-1</inUse>")):
+        body = (b"<rsp><data><status><conn><smtpIn>" + cur + b"</smtpIn><smtpOut>" + cur + b"</smtpOut></conn>"
+                b"<spool><files>" + in_use + b"</files></spool></status></data><succ/></rsp>")
+        status = parse_status(body, "xml")
+        assert (status.conn_in, status.conn_out, status.spool_files) == (None, None, None)
+    body = (b"<rsp><data><status><conn><smtpIn><cur>3</cur></smtpIn><smtpOut><cur>0</cur></smtpOut></conn>"
+            b"<spool><files><inUse>12</inUse></files></spool></status></data><succ/></rsp>")
+    status = parse_status(body, "xml")
+    assert (status.conn_in, status.conn_out, status.spool_files) == (3, 0, 12)
+
+
 def test_a_long_xml_answer_fed_in_pieces_parses_as_one_call_would() -> None:
     """Fed in FEED_BYTES pieces (so a 16 MiB queue list lets the event loop in): a multi-byte character and an
     element cut at a piece's edge parse as ET.fromstring parses them; an error is still a parse error."""

@@ -743,3 +743,37 @@ def test_whole_host_totals_are_read_and_bounded_when_status_and_the_top_list_fai
     one = {"v1": listing("v1", 100, 2000)}  # one listing left: the meaning read before stands
     assert unlisted_recipients(one, None, vmtas, None, 100, previous=True).per_vmta == {"v1": 900.0}
     assert unlisted_recipients(one, None, vmtas, None, 100, previous=False).per_vmta == {"v1": 1900.0}
+
+
+async def test_a_vmta_in_neither_top_list_gets_gauges_once_its_records_say_it_defers() -> None:
+    """PMTA lists only its top N queues and VMTAs (`http-default-max-items`): a VMTA whose small backlog is in
+    neither list had no `pmta_queue_*` series at all, so its queue alerts could never fire. Its deferrals (t/tq
+    records: recipients still queued) now name it to the poller, which asks `*/<vmta>` for it."""
+    from exporter.aggregate import RecordAggregator
+    from exporter.parser import FileParser
+
+    small = make_sim(max_items=3)
+    queued: dict[str, int] = {}
+    for q in small.book.queues.values():
+        if q.rcp:
+            queued[q.vmta] = queued.get(q.vmta, 0) + q.rcp
+    agg = RecordAggregator(lambda d, h: "gmail", lambda *a: "other", buckets=[1.0])
+    head = "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSize,vmta,vmtaPool,queue,x\n"
+    rows = "".join(f"t,1764072000,1764071999,a@s.com,u@gmail.com,4.0.0,smtp;421 later,,,1,{v},pool-a,,\n"
+                   for v in sorted(queued))
+    rows += "d,1764072000,1764071999,a@s.com,u@gmail.com,2.0.0,smtp;250 ok,,,1,vmta-idle,pool-a,,\n"
+    agg.apply(FileParser("diag", "/x/d.csv", None).parse((head + rows).encode())[0])
+    registry = CollectorRegistry()
+    async with ApiServer(small) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of, vmta_cap=agg.vmta_cap,
+                             deferring_vmtas=agg.take_deferring_vmtas)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+            asked = set(poller._vmtas)
+            assert await poller.poll_once(client)  # nothing new deferred: still asked (aged, not forgotten)
+    got = gauges(registry)
+    seen = {v: sum(row[0] for (vm, _), row in got.items() if vm == v) + (unlisted_of(registry).get(v) or 0)
+            for v in {vm for vm, _ in got}}
+    assert seen == queued
+    assert "vmta-idle" not in asked  # a delivery alone says nothing of a queue
+    assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 1.0
