@@ -12,7 +12,9 @@ are `pmta_queue_unlisted_recipients{vmta}`, so a VMTA's whole backlog is known. 
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
 The collector serves exactly what the last poll read, and nothing older (the Prometheus
-convention: absent, not stale):
+convention: absent, not stale), except that a (vmta, isp) cell or a VMTA's unlisted recipients gone from a
+complete read is served as 0 for `VANISHED_AS_ZERO` (panels and alerts bridge failed polls with
+last_over_time, which would otherwise count a vanished queue at its last value):
 - one deadline (`pmta.poll_deadline`) bounds the whole poll; a request still running or not yet
   started when it passes is cancelled and counted as a `timeout`, like every failed request is
   counted by reason;
@@ -65,6 +67,11 @@ VMTA_FORGET_POLLS = 3
 CONCURRENCY = 4
 """Per-VMTA queries in flight at once (PMTA's web monitor is a small server; so is our pool of 8)."""
 LOG_VMTAS = 10
+VANISHED_AS_ZERO = 600.0
+"""Seconds a (vmta, isp) queue cell, or a VMTA's unlisted recipients, gone from a complete read is served as 0
+before it is dropped. Panels and alerts read these gauges through last_over_time(...[5m]) so that one failed poll
+does not drop a queue; a cell that vanished would be counted at its last value for those 5 minutes (its recipients
+delivered, or moved into pmta_queue_unlisted_recipients: counted twice). 10 minutes cover the window and a scrape."""
 GLOBAL_SUM = 1.5
 """The VMTA listings' totalRcp summing to more than this many host totals are whole-host totals (`totals_are_global`):
 filtered ones count disjoint queues, so they sum to the host total at most (plus what arrived between requests)."""
@@ -189,6 +196,9 @@ class QueuePoller:
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
         self._read_at: dict[str, int] = {}
+        self._cells_at: dict[tuple[str, str], float] = {}
+        """(vmta, isp) -> when a read last gave it (monotonic): gone from a complete read, it is served as 0."""
+        self._unlisted_at: dict[str, float] = {}
         """VMTA -> the poll that last had an answer to its own listing (or an error: it was not cut off)."""
         self._state: tuple[bool, bool, str] | None = None
         self._global_totals: bool | None = None
@@ -367,6 +377,10 @@ class QueuePoller:
             if status is not None:
                 total = status.smtp_rcp
                 snap.coverage = 1.0 if not total else min(1.0, seen / total)
+            unread_labels = {self._vmta_label(v) for v in unread}
+            width = len(QUEUE_METRICS)
+            _zero_vanished(snap.queues, self._cells_at, lambda key: key[0] in unread_labels, [0.0] * width)
+            _zero_vanished(snap.unlisted, self._unlisted_at, lambda vmta: vmta in unread_labels, 0.0)
         return snap
 
     @staticmethod
@@ -474,6 +488,23 @@ class QueuePoller:
             row[4] += 1 if q.paused else 0
             row[5] += q.rcp if q.paused else 0  # a VMTA x ISP has many domains: only its paused queues' recipients
         return out
+
+
+def _zero_vanished(cells: dict[Any, Any], last_read: dict[Any, float], unread: Callable[[Any], bool],
+                   zero: Any) -> None:
+    """Serve as `zero` the cells a read gave within `VANISHED_AS_ZERO` seconds that this one did not (emptied, or
+    beyond a top-N listing now), and forget older ones; a cell of a VMTA whose query failed is neither zeroed nor
+    forgotten (no series, as every gauge of an unread VMTA). `last_read` is updated in place."""
+    now = time.monotonic()
+    for key in cells:
+        last_read[key] = now
+    for key, at in list(last_read.items()):
+        if key in cells or unread(key):
+            continue
+        if now - at <= VANISHED_AS_ZERO:
+            cells[key] = list(zero) if isinstance(zero, list) else zero
+        else:
+            del last_read[key]
 
 
 @dataclass(frozen=True, slots=True)

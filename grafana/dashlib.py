@@ -39,7 +39,8 @@ POLL_GAP = "5m"
 """A poll of PMTA's API that fails or misses its deadline leaves its pmta_queue_*/pmta_status_* series
 absent (stale) for a scrape (docs/metrics.md); the queue alerts read them through
 last_over_time(...[5m]), and so do the panels: one missed poll neither drops a queue from a sum nor
-turns a red war-room cell green."""
+turns a red war-room cell green. A queue gone from a complete poll (emptied, or beyond a top-N listing) is
+served as 0 for 10 minutes (exporter.queues.VANISHED_AS_ZERO), so the window never counts it at its last value."""
 
 
 def sel(metric: str, *matchers: str) -> str:

@@ -69,6 +69,12 @@ def gauges(registry: CollectorRegistry) -> dict[tuple[str, str], list[float]]:
     return out
 
 
+def split(rows: dict[tuple[str, str], list[float]]) -> tuple[dict[tuple[str, str], list[float]], set[tuple[str, str]]]:
+    """The cells with recipients or any other value, and those served as all zero (gone from a complete read within
+    `VANISHED_AS_ZERO`: emptied, or beyond a top-N listing now)."""
+    return {k: v for k, v in rows.items() if any(v)}, {k for k, v in rows.items() if not any(v)}
+
+
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
@@ -141,12 +147,17 @@ async def test_run_follows_the_simulation(sim: Simulator) -> None:
     async with ApiServer(live) as srv:
         poller = QueuePoller(PmtaApiConfig(url=srv.url, poll_interval=0.01), registry, isp_of)
         task = asyncio.create_task(poller.run())
+        ever: set[tuple[str, str]] = set()
         for _ in range(3):
             before = poller.polls
             live.run_until(live.t + 120)
             while poller.polls < before + 2:  # a poll that started after the step
                 await asyncio.sleep(0.01)
-            assert gauges(registry) == expected(live)
+            cells, zeroed = split(gauges(registry))
+            assert cells == expected(live)
+            assert zeroed == ever - set(cells)  # emptied since: 0, not their last value
+            ever |= set(cells)
+        assert ever - set(cells), "some queue must have emptied during the run"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -391,6 +402,7 @@ async def test_api_hanging_per_call_exact_totals(monkeypatch: pytest.MonkeyPatch
     cfg = PmtaApiConfig(url=srv.url, timeout=3600, poll_deadline=3.0, poll_interval=0.01, max_backoff=0.02)
     poller = QueuePoller(cfg, registry, isp_of)
     seen: list[dict[str, Any]] = []
+    ever: set[tuple[str, str]] = set()
     poll_once = poller.poll_once
 
     async def observed(client: PmtaApiClient) -> bool:
@@ -402,11 +414,15 @@ async def test_api_hanging_per_call_exact_totals(monkeypatch: pytest.MonkeyPatch
         status_read = STATUS not in targets
         rcp = live.book.totals()[0]
         kept = without(live, *dropped) if queues_read else []
+        cells, zeroed = split(gauges(registry))
+        want = expected(live, kept)
+        gone = {k for k in ever if k not in want and k[0] not in dropped} if queues_read else set()
+        ever.update(cells)
         seen.append({
-            "got": (ok, gauges(registry), value(registry, "pmta_status_queue_recipients", type="smtp"),
+            "got": (ok, cells, zeroed, value(registry, "pmta_status_queue_recipients", type="smtp"),
                     value(registry, "watchtower_pmta_api_up"), value(registry, "watchtower_pmta_api_partial"),
                     value(registry, "watchtower_pmta_queue_coverage_ratio"), errors(registry)["timeout"] - timeouts),
-            "want": (queues_read or status_read, expected(live, kept), rcp if status_read else None,
+            "want": (queues_read or status_read, want, gone, rcp if status_read else None,
                      1 if queues_read or status_read else 0, 1 if targets and (queues_read or status_read) else 0,
                      pytest.approx(sum(q.rcp for q in kept) / rcp) if queues_read and status_read else None,
                      hang.hung - hung),
@@ -426,6 +442,7 @@ async def test_api_hanging_per_call_exact_totals(monkeypatch: pytest.MonkeyPatch
     finally:
         await srv.stop()
     assert len({repr(sorted(s["want"][1].items())) for s in seen}) > 2  # the values did move
+    assert any(s["want"][2] for s in seen)  # and some queue emptied: served as 0
     for i, s in enumerate(seen[:len(scenarios)]):
         assert s["got"] == s["want"], f"poll {i}: hanging {sorted(scenarios[i][0])}"
     assert hang.hung == 9  # 2 + 2 + 2 + 3
@@ -487,9 +504,10 @@ async def test_reload_isp_applies_from_the_next_poll(sim: Simulator) -> None:
             assert await poller.poll_once(client)
             poller.reload_isp(lambda domain: "gmail" if isp_of(domain) == "gmail" else "other")
             assert await poller.poll_once(client)
-    got = gauges(registry)
+    got, zeroed = split(gauges(registry))
     assert {isp for _, isp in got} == {"gmail", "other"}
     assert sum(v[0] for v in got.values()) == sim.book.totals()[0]
+    assert {isp for _, isp in zeroed} == {isp_of(q.domain) for q in sim.book.queues.values() if q.rcp} - {"gmail", "other"}
 
 
 def _unusable_settings(tmp_path: Path) -> dict[str, tuple[PmtaApiConfig, str]]:
@@ -607,7 +625,8 @@ async def test_a_queue_takes_the_provider_the_records_taught_since_the_last_poll
         assert list(gauges(registry)) == [("vmta-01", "other")]
         assert isp.classify("acme-corp.example", "aspmx.l.google.com (142.250.1.26)") == "google_workspace"
         await poller.poll_once(client)
-        assert list(gauges(registry)) == [("vmta-01", "google_workspace")]
+        assert gauges(registry) == {("vmta-01", "google_workspace"): [500, 10240, 0, 0, 0, 0],
+                                    ("vmta-01", "other"): [0, 0, 0, 0, 0, 0]}  # gone since: 0, not its last 500
 
 
 async def test_vmtas_a_deadline_cut_off_go_first_at_the_next_poll() -> None:
@@ -777,3 +796,57 @@ async def test_a_vmta_in_neither_top_list_gets_gauges_once_its_records_say_it_de
     assert seen == queued
     assert "vmta-idle" not in asked  # a delivery alone says nothing of a queue
     assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 1.0
+
+
+async def test_a_queue_gone_from_a_complete_poll_is_served_as_zero_long_enough_for_the_panels_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Panels and alerts read the queue gauges through last_over_time(...[5m]) (one failed poll must not drop a
+    queue). A queue that emptied, or left its VMTA's top-N listing (its recipients now in
+    pmta_queue_unlisted_recipients), vanished from /metrics and was still counted for 5 minutes: 12-34% over the
+    host's own total. Gone from a complete read it is served as 0 for `VANISHED_AS_ZERO` seconds, then dropped; a
+    VMTA whose own query failed keeps no series at all (as before), and its cells are not zeroed meanwhile."""
+    now = [1000.0]
+    monkeypatch.setattr(queues_mod.time, "monotonic", lambda: now[0])
+    polls: list[dict[str, list[tuple[str, int]]]] = [
+        {"vmta-01": [("gmail.com", 500), ("yahoo.com", 40)], "vmta-02": [("gmail.com", 7)]},
+        {"vmta-01": [("gmail.com", 480)], "vmta-02": []},  # yahoo.com emptied; vmta-02 answers nothing
+        {"vmta-01": [("gmail.com", 470)], "vmta-02": None},  # vmta-02's own query fails
+        {"vmta-01": [("gmail.com", 460)], "vmta-02": []},
+    ]
+    current: list[dict[str, list[tuple[str, int]] | None]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        poll = current[-1]
+        if request.url.path == "/status":
+            return httpx.Response(500)
+        if request.url.path == "/vmtas":
+            return httpx.Response(200, content=b"<rsp><data>" + b"".join(
+                f"<vmta><name>{v}</name><rcp>1</rcp></vmta>".encode() for v in sorted(poll)) + b"</data><succ/></rsp>")
+        vmta = (request.url.params.get("queue") or "").removeprefix("*/")
+        if vmta and poll.get(vmta) is None:
+            return httpx.Response(500)
+        rows = [(d, v, n) for v, qs in poll.items() if qs and (not vmta or v == vmta) for d, n in qs]
+        return httpx.Response(200, content=b"<rsp><data>" + b"".join(
+            f"<queue><name>{d}/{v}</name><rcp>{n}</rcp><kb>1.0</kb></queue>".encode() for d, v, n in rows)
+            + b"</data><succ/></rsp>")
+
+    registry = CollectorRegistry()
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
+    seen = []
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(answer)) as client:
+        for poll in polls:
+            current.append(poll)
+            await poller.poll_once(client)
+            seen.append({k: v[0] for k, v in gauges(registry).items()})
+            now[0] += 60
+        now[0] += queues_mod.VANISHED_AS_ZERO
+        await poller.poll_once(client)
+        seen.append({k: v[0] for k, v in gauges(registry).items()})
+    assert seen == [
+        {("vmta-01", "gmail"): 500, ("vmta-01", "yahoo"): 40, ("vmta-02", "gmail"): 7},
+        {("vmta-01", "gmail"): 480, ("vmta-01", "yahoo"): 0, ("vmta-02", "gmail"): 0},
+        {("vmta-01", "gmail"): 470, ("vmta-01", "yahoo"): 0},  # vmta-02 unread: no series
+        {("vmta-01", "gmail"): 460, ("vmta-01", "yahoo"): 0, ("vmta-02", "gmail"): 0},
+        {("vmta-01", "gmail"): 460},
+    ]
+    assert {k: v for k, v in gauges(registry).items()} == {("vmta-01", "gmail"): [460, 1024, 0, 0, 0, 0]}
