@@ -59,6 +59,7 @@ from dashlib import (
     job_instance_vars,
     judged_success,
     judged_throttled,
+    level_column,
     link_column,
     matrix,
     node_graph,
@@ -365,8 +366,11 @@ def vmta_board() -> Json:
     keys = "instance, vmta, vmta_pool"
     drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
              "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
-    g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs; cells are "
-                "coloured by the same thresholds as the status history. *Worst ISP* columns are computed per "
+    g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs, the worst "
+                "first: *Level* is the war room's level of the VMTA's worst ISP (ok / warn / HIGH / CRIT, a block "
+                "at CRIT whatever its success or throttling: PmtaIspBlock's condition), as in *Level by VMTA* "
+                "above; cells are coloured by the same thresholds as the status history. *Worst ISP* columns are "
+                "computed per "
                 f"VMTA × ISP (≥ {MIN_ATTEMPTS} attempts in 10 minutes) and keep the worst; the others are over all "
                 "selected ISPs. The bounce share (all bounces / attempts) has no colour: no alert judges it "
                 "(PmtaHardBounceRate judges hard bounces / outcomes per pool over 1 hour, on the cluster board). "
@@ -383,7 +387,11 @@ def vmta_board() -> Json:
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA), agg="max")),
                     table_query(queue_by_pool("pmta_queue_backoff", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_connections", keys, (VMTA, ISP), (POOL, VMTA))),
+                    # on every pool row of the VMTA: the level has no pool (its queue has none)
+                    table_query(f"max by ({by}) ({worst_level(*f)}) * on ({by}) group_right () "
+                                f"group by ({keys}) ({success_ratio(keys, *f)})"),
                 ], ["instance", "vmta", "vmta_pool"], [
+                    level_column("K", "Level (worst ISP)"),
                     column("A", "Success (worst ISP)", "percentunit", SUCCESS, 1),
                     column("B", "Success (all ISPs)", "percentunit", SUCCESS, 1),
                     column("C", "Delivered/s", "cps", None, 2),
@@ -395,11 +403,11 @@ def vmta_board() -> Json:
                     column("I", "Backoff queues", "short", steps(("green", None), ("orange", 1)), 0),
                     column("J", "Connections", "short", None, 0),
                     link_column("vmta", "Drill down into ${__data.fields.vmta}", drill),
-                ], sort_by="Throttled (worst ISP)"), 24, 14)
+                ], sort_by="Level (worst ISP)"), 24, 14)
     g.add(replies_panel("${vmta:csv}", "${isp:csv}", "Why: top replies for $vmta × $isp"), 24, 10)
 
     g.row("Drilldown: $vmta", collapsed=True, repeat="vmta")
-    d = (VMTA, ISP)
+    d = (POOL, VMTA, ISP)  # the pool too, as the row's replies panel: a VMTA in two pools is two traffics
     g.add(timeseries("Success ratio by ISP: $vmta", f"Delivered / attempts of this VMTA per ISP. {RULE_10M}",
                      [prom(success_ratio("isp", *d), "{{isp}}")], "percentunit", ratio_axis=True,
                      thresholds=SUCCESS), 8, 8)
@@ -810,6 +818,35 @@ def incident_rows() -> str:
     return f'label_join({expr}, "headline", " ", "provider", "what", "vmta")'
 
 
+OTHER_KEYS = "alertname, severity, instance, vmta_pool, sender, isp, vmta, source"
+"""The labels an alert that is not about one VMTA x ISP may carry (pool, sender, ISP, host, source)."""
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules" / "alerts"
+
+
+def _alert_names() -> list[str]:
+    """Every alert of rules/alerts/*.yaml: its runbook anchor is its name in lower case (docs/runbooks.md)."""
+    return sorted({r["alert"] for path in RULES_DIR.glob("*.yaml")
+                   for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+                   for r in g["rules"] if "alert" in r})
+
+
+def with_runbook(expr: str) -> str:
+    """`expr` with a `runbook` label: its alert's runbook anchor (Grafana links cannot lower-case a value)."""
+    out = expr
+    for alert in _alert_names():
+        out = f'label_replace({out}, "runbook", "{alert.lower()}", "alertname", "{alert}")'
+    return out
+
+
+def other_alert_rows() -> str:
+    """One series per firing alert that is not about one VMTA x ISP (a pool, a sender, an ISP, a host, a source),
+    as Alertmanager notifies them: every critical, the warnings no inhibit rule mutes; value 1."""
+    cells = firing('vmta!=""', 'isp!=""')
+    critical, warning = firing('severity="critical"'), without_inhibited(firing('severity="warning"'))
+    alerts = f"({critical} or {warning})"
+    return with_runbook(f"max by ({OTHER_KEYS}) ({alerts} unless {cells})")
+
+
 def per_incident(cell_expr: str, on: str = "instance, vmta, isp") -> str:
     """A per-cell value (aggregated by `on`) on every incident row of that cell."""
     return f"{cell_expr} * on ({on}) group_right () {incident_rows()}"
@@ -872,6 +909,22 @@ def incidents() -> Json:
                         {"id": "mappings", "value": [{"type": "value", "options": {
                             "critical": {"color": "red", "index": 0}, "warning": {"color": "orange", "index": 1}}}]}]},
                 ], sort_by="severity", sort_desc=False, hidden=("provider", "what", "runbook")), 24, 8)
+    g.add(table("Other alerts firing", "One row per firing alert that is not about one VMTA × ISP (so not in Active "
+                "incidents): a pool's hard bounces or complaints, a sender's, an ISP's, a host's delivery stall, "
+                "Watchtower's own health; every critical, and each warning no inhibit rule of "
+                "alertmanager/alertmanager.yml mutes (as the counters above), from the ALERTS and ALERTS_FOR_STATE "
+                "series of the Prometheus data source, whatever the Instance and ISP filters. Its labels say what it "
+                "is about; the alert name links to its runbook. Alert headlines below has its description.", [
+                    table_query(f"(time() - max by ({OTHER_KEYS}) (ALERTS_FOR_STATE{{{JOB}}})) "
+                                f"* on ({OTHER_KEYS}) group_right () {other_alert_rows()}"),
+                ], ["severity", "alertname", "instance", "vmta_pool", "sender", "isp", "vmta", "source"], [
+                    column("A", "Active for", "s", None, 0),
+                    link_column("alertname", "Runbook: ${__data.fields.alertname}", runbook),
+                    {"matcher": {"id": "byName", "options": "severity"}, "properties": [
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "mappings", "value": [{"type": "value", "options": {
+                            "critical": {"color": "red", "index": 0}, "warning": {"color": "orange", "index": 1}}}]}]},
+                ], sort_by="severity", sort_desc=False, hidden=("runbook",)), 24, 6)
     g.add(table("Alert headlines (Alertmanager)", "Every active alert as Alertmanager holds it (silenced and "
                 "inhibited ones left out, so a critical hides its warning twin): the description is the headline "
                 "the alert sent, with its links. Read through the Infinity data source from Alertmanager's "

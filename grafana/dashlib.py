@@ -483,6 +483,13 @@ def column(ref: str, name: str, unit: str, thresholds: Json | None = None, decim
     return {"matcher": {"id": "byName", "options": f"Value #{ref}"}, "properties": props}
 
 
+def level_column(ref: str, name: str) -> Json:
+    """A column of cell levels (0-3): coloured and named as the war room's cells (LEVELS, LEVEL_TEXT)."""
+    out = column(ref, name, "none", LEVELS, 0)
+    out["properties"].append({"id": "mappings", "value": LEVEL_TEXT})
+    return out
+
+
 def link_column(field: str, title: str, url: str) -> Json:
     return {"matcher": {"id": "byName", "options": field}, "properties": [{"id": "links", "value": [
         {"title": title, "url": url}]}]}

@@ -48,6 +48,8 @@ ALLOWED_EMPTY = {
     ("watchtower-flows", "Hard-bounce ratio by sender (1 hour)"): "hard bounces are rare early in the run",
     ("watchtower-flows", "Auth failures by sender × ISP (15 minutes)"): "no authentication failure in this scenario",
     ("watchtower-vmta", "Bounces by ISP and class: $vmta"): "a single VMTA's bounces are rare early in the run",
+    ("watchtower-incidents", "Other alerts firing"):
+        "every alert of this scenario is about one VMTA x ISP; a pool's or sender's may show up",
 }
 MUST_LIGHT = {  # panels this incident must light up, whatever else is allowed
     ("watchtower-incidents", "Active incidents"), ("watchtower-incidents", "Alert headlines (Alertmanager)"),
@@ -181,6 +183,23 @@ def test_a_single_isp_problem_turns_the_vmta_red(live: dict[str, list[Result]]) 
     # Small cells may flicker to ALERT (a 10-minute window of ~50 attempts); none other is CRIT.
     others = {k: v for k, v in cells.items() if k[0] != "vmta-03" and v >= 3}
     assert others == {}, _rows(live, "watchtower-warroom", "Worst cells")[0].frames
+
+
+def test_the_vmta_board_puts_the_worst_vmta_first_by_the_war_rooms_level(live: dict[str, list[Result]]) -> None:
+    """The board sorted by throttled share alone, so a blocked VMTA (bounces, no throttling) sank to the bottom
+    of 200 rows. It sorts by the level of the VMTA's worst cell, block included, on every row."""
+    board = json.loads(REPO_DASH["watchtower-vmta"].read_text())
+    (panel,) = [p for p in board["panels"] if p.get("title") == "VMTA board"]
+    names = {o["matcher"]["options"]: {q["id"]: q["value"] for q in o["properties"]}
+             for o in panel["fieldConfig"]["overrides"]}
+    assert panel["options"]["sortBy"] == [{"desc": True, "displayName": names["Value #K"]["displayName"]}]
+    rows = merge_table(_rows(live, "watchtower-vmta", "VMTA board"), ["instance", "vmta", "vmta_pool"])
+    assert rows and all("Value #K" in r for r in rows), rows
+    (grid,) = _rows(live, "watchtower-warroom", "VMTA × ISP")
+    worst = {s["metric"]["vmta"]: float(s["value"][1]) for s in grid.frames if s["metric"]["isp"] == " worst"}
+    assert {r["vmta"]: r["Value #K"] for r in rows} == {v: worst[v] for v in {r["vmta"] for r in rows}}
+    top = max(rows, key=lambda r: r["Value #K"])
+    assert (top["vmta"], top["Value #K"]) == ("vmta-03", 3)
 
 
 def test_the_alert_link_shows_the_replies_behind_it(live: dict[str, list[Result]]) -> None:
