@@ -299,8 +299,10 @@ def replies_panel(vmta: str, isp: str, title: str) -> Json:
                  "(GET /api/v1/replies through the Infinity data source): IPs, addresses and message ids are "
                  "replaced by <ip>, <addr>, <id> so one kind of reply is one row. The alerts' dashboard links "
                  "select one VMTA and one ISP, so this is the first thing an alert shows. It follows the pool, VMTA "
-                 "and ISP filters (a record's vmtaPool, as for the metrics) and reads one Watchtower host (the "
-                 "Infinity data source), whatever the Instance filter.",
+                 "and ISP filters (a record's vmtaPool, as for the metrics) and reads the Watchtower the Infinity "
+                 "data source variable names, whatever the Instance filter: VMTA names repeat across hosts, so pick "
+                 "the data source of the alert's host (name each after its host), or point it at the cluster hub, "
+                 "whose rows say which hosts sent the reply (Hosts).",
                  [infinity(url, "replies", columns=REPLY_COLUMNS)], [], [
                      {"matcher": {"id": "byName", "options": "Share"},
                       "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 1}]},
@@ -313,8 +315,9 @@ REPLY_COLUMNS = (
     ("count", "Count", "number"), ("share", "Share", "number"), ("response_class", "Class", "string"),
     ("reply", "Reply", "string"), ("status", "Status", "string"), ("kind", "Record", "string"),
     ("vmta", "VMTA", "string"), ("isp", "ISP", "string"), ("first_seen", "First", "timestamp"),
-    ("last_seen", "Last", "timestamp"),
+    ("last_seen", "Last", "timestamp"), ("hosts", "Hosts", "string"),
 )
+"""`hosts`: only the hub's answer has it (the hosts whose replies were summed in the row)."""
 
 
 def vmta_board() -> Json:
