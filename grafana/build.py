@@ -104,6 +104,18 @@ QUEUE_JOIN = ("Queue gauges carry only {vmta, isp}; each VMTA's queue is attribu
 COMPLAINT_ISPS = 'isp!~"gmail|google_workspace|apple|other"'
 """The ISPs PmtaComplaintRate leaves out (rules/alerts/reputation.yaml): no per-message FBL, or `other`."""
 COMPLAINT_MIN_DELIVERED = 1000
+JUDGED_COMPLAINTS = ("Coloured only where the complaint alert judges (PmtaComplaintRate, PmtaSenderComplaintRate): an "
+                     "ISP with a per-message feedback loop (not Gmail, Google Workspace, Apple or `other`) and at "
+                     f"least {COMPLAINT_MIN_DELIVERED} delivered in the day; the others are left out.")
+
+
+def judged_complaint_ratio(ratio_rule: str, delivered_rule: str, by: str, *matchers: str) -> str:
+    """A daily complaint ratio where the complaint alerts judge it (their ISPs, their daily floor): its colours
+    then mean what the alert means, never red with nothing firing on a cell of 100 deliveries."""
+    return (f"({sel_cluster(ratio_rule, *matchers, COMPLAINT_ISPS)} and on (job, {by}) "
+            f"({sel_cluster(delivered_rule, *matchers)} * 86400 >= {COMPLAINT_MIN_DELIVERED}))")
+
+
 HARD_BOUNCE_MIN_OUTCOMES = 500
 """PmtaHardBounceRate's and PmtaSenderHardBounceRate's floor (rules/alerts/reputation.yaml): outcomes in 1 hour."""
 
@@ -187,9 +199,10 @@ def overview() -> Json:
                    [prom(f"topk(10, {throttled_ratio('isp', ISP)})", "{{isp}}", instant=True)], "percentunit",
                    thresholds=THROTTLE, max_=1), 8, 9)
     g.add(bargauge("Complaint ratio by ISP (1 day)", "Daily user complaints / delivered per provider (warn 0.1%, "
-                   f"critical 0.3%). {CLUSTER}{WORST_JOB}",
-                   [prom(worst_job("isp", sel_cluster("isp:pmta_complaints:ratio_rate1d", ISP)), "{{isp}}",
-                         instant=True)], "percentunit",
+                   f"critical 0.3%). {JUDGED_COMPLAINTS} {CLUSTER}{WORST_JOB}",
+                   [prom(worst_job("isp", judged_complaint_ratio("isp:pmta_complaints:ratio_rate1d",
+                                                                 "isp:pmta_delivered:rate1d", "isp", ISP)),
+                         "{{isp}}", instant=True)], "percentunit",
                    thresholds=COMPLAINT, max_=0.005), 8, 9)
 
     g.row("Latency and queues")
@@ -464,7 +477,8 @@ def cluster() -> Json:
     g.row("Pool × ISP")
     g.add(table("Pool × ISP board", "One row per pool and ISP, cells coloured by the alert thresholds where an "
                 "alert judges that quantity: the bounce share (all bounces / attempts) and the pool's queued "
-                "recipients (a sum over its VMTAs) have none; the largest VMTA × ISP queue is coloured on the queue "
+                "recipients (a sum over its VMTAs) have none, nor the daily complaint ratio (no alert judges it per "
+                "pool); the largest VMTA × ISP queue is coloured on the queue "
                 f"alerts' scale ({QUEUE_SCALE}). {ATTEMPTS_DEF} {RULE_10M} The complaint ratio is over 1 day "
                 f"(cluster-wide rule). {QUEUE_JOIN}", [
                     table_query(sum_by(by, sel(ATTEMPTS, *f))),
@@ -481,7 +495,7 @@ def cluster() -> Json:
                     column("C", "Deferral share", "percentunit", DEFERRAL, 1),
                     column("D", "Throttled share", "percentunit", THROTTLE, 1),
                     column("E", "Bounce share", "percentunit", None, 2),
-                    column("F", "Complaint ratio (1d)", "percentunit", COMPLAINT, 3),
+                    column("F", "Complaint ratio (1d)", "percentunit", None, 3),
                     column("G", "Queued recipients", "short", None, 0),
                     column("H", "Largest VMTA × ISP queue", "short", QUEUE, 0),
                 ], sort_by="Attempts/s"), 24, 12)
@@ -505,9 +519,10 @@ def cluster() -> Json:
                      [prom(worst_job("vmta_pool", judged_hard_bounces("vmta_pool", POOL)), "{{vmta_pool}}")],
                      "percentunit", thresholds=HARD_BOUNCE), 12, 9)
     g.add(timeseries("Complaint ratio by pool × ISP (1 day)", "User complaints (FBL) / delivered over the last "
-                     f"24 hours, against the 0.1% / 0.3% daily limits. {CLUSTER}{WORST_JOB}",
+                     "24 hours. No alert judges it per pool (PmtaComplaintRate judges each ISP, over every pool), so "
+                     f"it has no thresholds: compare with the ISPs' 0.1% / 0.3% daily limits. {CLUSTER}{WORST_JOB}",
                      [prom(worst_job(by, sel_cluster("vmta_pool_isp:pmta_complaints:ratio_rate1d", *f)), legend)],
-                     "percentunit", thresholds=COMPLAINT), 12, 9)
+                     "percentunit"), 12, 9)
     g.add(timeseries("Delivered per second by pool", f"Recipients delivered per pool. {RULE_10M}",
                      [prom(sum_by("vmta_pool", sel("vmta_isp:pmta_delivered:rate10m", *f)), "{{vmta_pool}}")],
                      "cps", stack=True), 24, 9)
@@ -576,15 +591,19 @@ def flows() -> Json:
                      [("arc__delivered", "green"), ("arc__bounced", "red"), ("arc__deferred", "orange")]), 24, 20)
 
     g.row("Senders × ISPs (Prometheus)")
+    sender_complaints = judged_complaint_ratio("sender_isp:pmta_sender_complaints:ratio_rate1d",
+                                               "sender_isp:pmta_sender_delivered:rate1d", "sender, isp", *f)
     g.add(table("Sender × ISP", "One row per sending domain and ISP. Delivered, bounced, deferred and complaints "
                 "are totals over the dashboard's time range (increase over $__range; complaints of every feedback "
-                "type); the daily complaint ratio (last 24 hours, user complaints) and the 15-minute auth failures "
+                "type); the daily complaint ratio (last 24 hours, user complaints; blank where "
+                "PmtaSenderComplaintRate does not judge it: no per-message feedback loop, or under "
+                f"{COMPLAINT_MIN_DELIVERED} delivered in the day) and the 15-minute auth failures "
                 "come from cluster-wide recording rules (not filtered by Instance).", [
                     table_query(sum_by(by, total("pmta_sender_delivered_total", *f))),
                     table_query(sum_by(by, total("pmta_sender_bounced_total", *f))),
                     table_query(sum_by(by, total("pmta_sender_deferred_total", *f))),
                     table_query(sum_by(by, total("pmta_sender_complaints_total", *f))),
-                    table_query(f"max by ({by}) ({sel_cluster('sender_isp:pmta_sender_complaints:ratio_rate1d', *f)})"),
+                    table_query(f"max by ({by}) ({sender_complaints})"),
                     table_query(sum_by(by, sel_cluster("sender_isp:pmta_sender_auth_failures:increase15m", *f))),
                 ], ["sender", "isp"], [
                     column("A", "Delivered", "short", None, 0),
@@ -606,9 +625,8 @@ def flows() -> Json:
                            "{{sender}} {{class}}")],
                      "cps", stack=True), 12, 8)
     g.add(timeseries("Complaint ratio by sender × ISP (1 day)", "Daily user complaints / delivered (warn 0.1%, "
-                     f"critical 0.3%, Gmail and Yahoo's limits). {CLUSTER}{WORST_JOB}",
-                     [prom(worst_job("sender, isp", sel_cluster("sender_isp:pmta_sender_complaints:ratio_rate1d", *f)),
-                           "{{sender}} / {{isp}}")],
+                     f"critical 0.3%, Gmail and Yahoo's limits). {JUDGED_COMPLAINTS} {CLUSTER}{WORST_JOB}",
+                     [prom(worst_job("sender, isp", sender_complaints), "{{sender}} / {{isp}}")],
                      "percentunit", thresholds=COMPLAINT), 12, 8)
     g.add(timeseries("Hard-bounce ratio by sender (1 hour)", "user_unknown + mailbox_disabled + bad_domain bounces / "
                      "outcomes per sending domain over 1 hour, what PmtaSenderHardBounceRate judges (warn 2%, "

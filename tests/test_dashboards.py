@@ -1343,3 +1343,39 @@ def test_alerts_not_about_one_cell_are_listed_beside_the_incidents(tmp_path: Pat
         {"labels": f'{{alertname="{name}", severity="{severity}", {labels}, runbook="{name.lower()}"}}',
          "value": held} for name, severity, labels, held in rows])])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_complaint_ratios_are_coloured_only_where_the_complaint_alerts_judge_them(tmp_path: Path):
+    """A provider with 100 deliveries a day and 1 complaint (1%) turned red with nothing firing, and so did Gmail
+    (no per-message feedback loop, left out by the alert): the panels show the ratio where PmtaComplaintRate and
+    PmtaSenderComplaintRate judge it, so red means the alert's red (review 2026-12-04)."""
+    def counter(metric: str, isp: str, values: str, sender: str = "", **labels: str) -> tuple[str, str]:
+        extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+        who = f'sender="{sender}"' if sender else 'vmta="v", vmta_pool="a"'
+        return f'{metric}{{job="watchtower", instance="h1", {who}, isp="{isp}"{extra}}}', values
+
+    series = dict([
+        counter("pmta_delivered_total", "yahoo", "0+700x300"),  # ~100k a day
+        counter("pmta_complaints_total", "yahoo", "0+3.5x300", feedback_type="abuse"),  # 0.5%: pages
+        counter("pmta_delivered_total", "comcast", "0+0.7x300"),  # ~100 a day
+        counter("pmta_complaints_total", "comcast", "0+0.007x300", feedback_type="abuse"),  # 1%: too few to judge
+        counter("pmta_delivered_total", "gmail", "0+700x300"),
+        counter("pmta_complaints_total", "gmail", "0+7x300", feedback_type="abuse"),  # Gmail: not judged
+        counter("pmta_sender_delivered_total", "yahoo", "0+700x300", sender="news.example"),
+        counter("pmta_sender_complaints_total", "yahoo", "0+3.5x300", sender="news.example", feedback_type="abuse"),
+        counter("pmta_sender_delivered_total", "comcast", "0+0.7x300", sender="news.example"),
+        counter("pmta_sender_complaints_total", "comcast", "0+0.007x300", sender="news.example",
+                feedback_type="abuse"),
+    ])
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaComplaintRate", "critical"), ONE),
+        (fires("PmtaSenderComplaintRate", "warning"), ONE),
+        (panel_expr("watchtower-overview", "Complaint ratio by ISP (1 day)"),
+         [{"labels": '{isp="yahoo"}', "value": 0.005}]),
+        (panel_expr("watchtower-flows", "Sender × ISP", "E"),
+         [{"labels": '{sender="news.example", isp="yahoo"}', "value": 0.005}]),
+        (panel_expr("watchtower-flows", "Complaint ratio by sender × ISP (1 day)"),
+         [{"labels": '{sender="news.example", isp="yahoo"}', "value": 0.005}]),
+    ], eval_time="2d", interval="10m", every="10m")
+    assert result.returncode == 0, result.stdout + result.stderr
