@@ -447,6 +447,14 @@ def vmta_board() -> Json:
                          prom(sum_by("isp", sel("pmta_queue_connections", *d)), "{{isp}} connections"),
                          prom(nonzero(sum_by("isp", sel("pmta_queue_backoff", *d))), "{{isp}} backoff queues"),
                      ], "short"), 8, 8)
+    hourly = sel("vmta_isp:pmta_success:ratio_rate1h", *d)
+    g.add(timeseries("Success ratio (1 hour) against a week ago: $vmta", "Delivered / attempts of this VMTA per ISP "
+                     "over 1 hour, and the same hour a week before: what PmtaSuccessRateDrop judges (it fires when "
+                     "the ratio falls below half of last week's, with at least 500 attempts in last week's hour). "
+                     "Worst pool of each ISP.", [
+                         prom(f"min by (isp) ({hourly})", "{{isp}}"),
+                         prom(f"min by (isp) ({hourly} offset 1w)", "{{isp}} a week ago"),
+                     ], "percentunit", ratio_axis=True), 8, 8)
     g.add(timeseries("Deferral share by ISP: $vmta", f"Share of this VMTA's attempts deferred, all classes. {RULE_10M}",
                      [prom(deferral_ratio("isp", *d), "{{isp}}")], "percentunit", ratio_axis=True,
                      thresholds=DEFERRAL), 8, 8)
@@ -547,7 +555,10 @@ def cluster() -> Json:
                      "from summed histogram buckets.",
                      [prom(quantile(0.95, sel(DELAY_BUCKETS, *f), "vmta_pool"), "{{vmta_pool}}")], "s"), 12, 8)
     g.add(timeseries("Deferral age p99 by pool", "99th percentile age of messages at each deferral, per pool: how "
-                     f"long the oldest deferred mail has waited. {PER_S}",
+                     "long the oldest deferred mail has waited. It cannot read above the largest finite bound of "
+                     "metrics.delay_buckets (6h by default): mail retried for days reads 6h. PmtaQueueOldMessages "
+                     "judges another quantity: the share of 30 minutes' deferrals for mail older than 4 hours "
+                     f"(docs/runbooks.md). {PER_S}",
                      [prom(quantile(0.99, rate("pmta_deferral_age_seconds_bucket", *f), "vmta_pool"),
                            "{{vmta_pool}}")], "s"), 12, 8)
     hm = heatmap("Delivery delay: $vmta_pool", "Distribution of queue-to-delivery time of this pool (recipients per "

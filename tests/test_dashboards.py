@@ -1020,6 +1020,7 @@ ALERT_SHOWS = {  # (alert, severity or None for both) -> the series its dashboar
     ("PmtaHardBounceRate", None): {"vmta_pool:pmta_hard_bounced:ratio_rate1h"},
     ("PmtaSenderHardBounceRate", None): {"sender:pmta_sender_hard_bounced:ratio_rate1h"},
     ("PmtaQueueBacklog", None): {"pmta_queue_recipients"},
+    ("PmtaSuccessRateDrop", None): {"vmta_isp:pmta_success:ratio_rate1h"},
     ("PmtaDeliveryStalled", "warning"): {"pmta_queue_recipients", "vmta_isp:pmta_delivered:rate10m"},
     ("PmtaDeliveryStalled", "critical"): {"pmta_status_queue_recipients", "watchtower_pmta_api_up"},
 }
