@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
@@ -39,7 +40,7 @@ from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse
-from exporter.metrics import SelfMetrics
+from exporter.metrics import SelfMetrics, named_self_metrics
 from exporter.oneshot import Exposition
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
@@ -57,7 +58,15 @@ STATE_DB = "watchtower.db"
 FOLLOWER_GAUGE_INTERVAL = 0.5
 """Seconds between two reads of the correlator process's backlog (watchtower_commit_backlog_bytes)."""
 FOLLOWER_RESTART_WAIT = 2.0
-"""Seconds before a correlator process that died is started again."""
+"""Seconds before a correlator process that died (or could not start) is started again; doubled at each exit in a
+row, up to FOLLOWER_MAX_WAIT."""
+FOLLOWER_MAX_WAIT = 60.0
+FOLLOWER_STABLE = 60.0
+"""A correlator process that ran this long was not crashing: its next exit waits FOLLOWER_RESTART_WAIT again."""
+FOLLOWER_LOG_EVERY = 60.0
+"""A correlator process that keeps exiting is logged at its first exit, then at most this often."""
+FOLLOWER_UNHEALTHY_EXITS = 3
+"""Exits (or failed starts) in a row after which /healthz is not ok while the correlator process is down."""
 PAUSED_WAIT = 0.05
 """How often a paused reader looks again at the commit backlog."""
 
@@ -175,6 +184,13 @@ class Daemon:
         self._follower_exit: str | None = None
         self._follower_start_error: str | None = None
         """The error of the last failed attempt to start the correlator process (None once one succeeded)."""
+        self._follower_in_a_row = 0
+        """Exits and failed starts since the correlator process last ran FOLLOWER_STABLE seconds."""
+        self._follower_started_at = 0.0
+        self._follower_logged_at = -math.inf
+        self._follower_last_exit = ""
+        restarts = "watchtower_correlator_restarts_total"
+        self._follower_restarts = named_self_metrics(self.registry, (restarts,))[restarts] if self.follows else None
         if self.follows:  # its memory and CPU on /metrics too: process_* describe this process only
             ProcessCollector(namespace="watchtower_correlator", pid=self._follower_pid, registry=self.registry)
         self.tailer: Tailer | None = None
@@ -514,14 +530,15 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - the correlator's problem, never the daemon's end
             error = describe(exc)
             self._follower_exit = f"correlator process could not start: {error}"
+            wait = self._follower_down(self._follower_exit)
             if error != self._follower_start_error:
-                log.error("%s; retrying every %.0fs (nothing is lost: it resumes from its positions)",
-                          self._follower_exit, FOLLOWER_RESTART_WAIT)
+                log.error("%s; retrying in %.0fs, then less and less often (nothing is lost: it resumes from its "
+                          "positions)", self._follower_exit, wait)
             self._follower_start_error = error
-            self._follower_next_start = time.monotonic() + FOLLOWER_RESTART_WAIT
             self.follower = None  # a dead predecessor's last write error is not current any more
             return
         self.follower = handle
+        self._follower_started_at = time.monotonic()
         self._follower_failures = 0
         if self._follower_start_error is not None:
             log.warning("correlator process started after failed attempts (the last: %s)",
@@ -535,7 +552,7 @@ class Daemon:
         if self._follower_start_error is not None:
             if time.monotonic() >= self._follower_next_start:
                 self._follower_exit = None
-                self._start_follower()
+                self._restart_follower()
             return
         handle = self.follower
         if handle is None:
@@ -545,17 +562,35 @@ class Daemon:
             self.pipeline.self_metrics.checkpoint_errors.inc(failures - self._follower_failures)
             self._follower_failures = failures
         proc = handle.process
-        if proc.is_alive():
-            return
         now = time.monotonic()
+        if proc.is_alive():
+            if self._follower_in_a_row and now - self._follower_started_at >= FOLLOWER_STABLE:
+                self._follower_in_a_row = 0  # it ran: not a crash loop
+            return
         if self._follower_exit is None:
             self._follower_exit = f"correlator process exited with code {proc.exitcode}"
-            self._follower_next_start = now + FOLLOWER_RESTART_WAIT
-            log.error("%s; restarting it in %.0fs (nothing is lost: it resumes from its positions)",
-                      self._follower_exit, FOLLOWER_RESTART_WAIT)
+            wait = self._follower_down(self._follower_exit)
+            if self._follower_in_a_row == 1 or now - self._follower_logged_at >= FOLLOWER_LOG_EVERY:
+                self._follower_logged_at = now
+                again = f" ({self._follower_in_a_row} times in a row)" if self._follower_in_a_row > 1 else ""
+                log.error("%s%s; restarting it in %.0fs (nothing is lost: it resumes from its positions)",
+                          self._follower_exit, again, wait)
         if now >= self._follower_next_start:
             self._follower_exit = None
-            self._start_follower()
+            self._restart_follower()
+
+    def _follower_down(self, why: str) -> float:
+        """One more exit or failed start in a row: when to try again (doubling waits, capped)."""
+        self._follower_in_a_row += 1
+        self._follower_last_exit = why
+        wait = min(FOLLOWER_RESTART_WAIT * 2 ** (self._follower_in_a_row - 1), FOLLOWER_MAX_WAIT)
+        self._follower_next_start = time.monotonic() + wait
+        return wait
+
+    def _restart_follower(self) -> None:
+        if self._follower_restarts is not None:
+            self._follower_restarts.inc()
+        self._start_follower()
 
     async def _follower_gauges(self) -> None:
         try:
@@ -671,13 +706,18 @@ class Daemon:
             problems.append(f"commit backlog not written for {self.queue.stuck_for:.0f}s")
         if self._maintain_error is not None:
             problems.append(f"maintenance failing: {self._maintain_error}")
-        if self._follower_exit is not None:
+        crashing = self._follower_exit is not None and self._follower_in_a_row >= FOLLOWER_UNHEALTHY_EXITS
+        if crashing:
+            problems.append(f"correlator process keeps exiting: {self._follower_in_a_row} times in a row (the last: "
+                            f"{self._follower_last_exit}); timelines wait, counters go on; see its log lines")
+        elif self._follower_exit is not None:
             problems.append(self._follower_exit)
         follower_error = self.follower.failing if self.follower is not None else None
         if follower_error is not None:
             problems.append(f"correlator process: writes failing: {follower_error}")
         return {
-            "ok": self.started.is_set() and self.queue.error is None and not stuck and follower_error is None,
+            "ok": self.started.is_set() and self.queue.error is None and not stuck and follower_error is None
+            and not crashing,
             "files_followed": files,
             "bytes_behind": behind,
             "last_commit": self._last_commit_ok,

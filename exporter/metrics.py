@@ -147,6 +147,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",
                "When offsets and counters were last committed (Unix time).", (), "self"),
     MetricSpec("watchtower_checkpoint_errors_total", "counter", "Failed commits to the state database.", (), "self"),
+    MetricSpec("watchtower_correlator_restarts_total", "counter",
+               "Restarts of the correlator process (correlator.worker: process) after it exited or could not "
+               "start; absent with the thread worker.", (), "self"),
     MetricSpec("watchtower_commit_backlog_rows", "gauge",
                "Rows read and held in memory for the correlator, not yet committed (at most tail.max_pending_rows).",
                (), "self"),
@@ -295,7 +298,7 @@ class SelfMetrics:
             metric.labels(source)
 
 
-def self_metrics_for_api(registry: CollectorRegistry, names: tuple[str, ...]) -> dict[str, Counter | Gauge]:
-    """The named watchtower_pmta_* metrics, created on demand by the queue poller (its collector serves the
-    others from the same snapshot as the queue gauges)."""
+def named_self_metrics(registry: CollectorRegistry, names: tuple[str, ...]) -> dict[str, Counter | Gauge]:
+    """The named watchtower_* metrics of one part of the daemon, created on demand by it (the queue poller: its
+    collector serves the others from the same snapshot as the queue gauges; the correlator process's restarts)."""
     return {n: _make(SPECS[n], registry) for n in names}

@@ -43,7 +43,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
-from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, self_metrics_for_api
+from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, named_self_metrics
 from exporter.pmta_api import (
     API_ERROR_REASONS,
     PmtaApiClient,
@@ -183,7 +183,7 @@ class QueuePoller:
         self.deadline = config.poll_deadline
         self.isp_of_domain = isp_of_domain
         self._transport = transport
-        m = self_metrics_for_api(registry, ("watchtower_pmta_api_poll_duration_seconds",
+        m = named_self_metrics(registry, ("watchtower_pmta_api_poll_duration_seconds",
                                             "watchtower_pmta_api_errors_total"))
         self.duration = m["watchtower_pmta_api_poll_duration_seconds"]
         self.errors = m["watchtower_pmta_api_errors_total"]

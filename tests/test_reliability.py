@@ -881,6 +881,64 @@ async def test_a_correlator_process_that_cannot_start_is_retried_and_the_metrics
     assert await asyncio.wait_for(task, 20) == 0
 
 
+async def test_a_correlator_process_that_keeps_exiting_backs_off_says_so_once_and_is_unhealthy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """A correlator process that exits at every start (its lock file replaced by a directory) was restarted every
+    2 s forever: three log lines each time (~5,400 an hour), /healthz ok, no metric and no alert. Now the waits
+    double up to FOLLOWER_MAX_WAIT, a repeated exit is logged at most every FOLLOWER_LOG_EVERY, /healthz is not ok
+    while it is down after FOLLOWER_UNHEALTHY_EXITS exits in a row, and watchtower_correlator_restarts_total
+    counts the restarts; once the cause is gone it starts, stores everything and the daemon is healthy again."""
+    import logging
+
+    import exporter.daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "FOLLOWER_RESTART_WAIT", 0.05)
+    monkeypatch.setattr(daemon_mod, "FOLLOWER_MAX_WAIT", 0.4)
+    monkeypatch.setattr(daemon_mod, "FOLLOWER_LOG_EVERY", 3600.0)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "correlator.lock").mkdir()  # the process refuses it and exits 1
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True, "worker": "process"}))
+    d = Daemon(cfg)
+    starts: list[float] = []
+    real_start = d._start_follower
+
+    def counted() -> None:
+        starts.append(time.monotonic())
+        real_start()
+
+    monkeypatch.setattr(d, "_start_follower", counted)
+    with caplog.at_level(logging.INFO, logger="watchtower"):
+        task = asyncio.create_task(d.serve())
+        await asyncio.wait_for(d.started.wait(), 20)
+        w.write(500)
+        unhealthy = False
+        for _ in range(120):  # 6 s
+            await asyncio.sleep(0.05)
+            health = d.health()
+            if not health["ok"]:
+                unhealthy = True
+                assert any("correlator process keeps exiting" in p for p in health["problems"]), health
+        assert unhealthy
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        assert 6 <= len(starts) <= 25, gaps  # every 0.05 s it would have been ~100
+        assert max(gaps) >= 0.4 * 0.9 and gaps[-1] >= gaps[0]
+        restarts = d.registry.get_sample_value("watchtower_correlator_restarts_total")
+        assert restarts == len(starts) - 1
+        exits = [r for r in caplog.records if r.name == "watchtower.daemon" and "exited with code" in r.getMessage()]
+        assert len(exits) == 1, [r.getMessage() for r in exits]  # the rest within FOLLOWER_LOG_EVERY: not logged
+        (tmp_path / "state" / "correlator.lock").rmdir()
+        db = tmp_path / "state" / "watchtower.db"
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if _events(db) >= 500 and d.health()["ok"]:
+                break
+        assert _events(db) == 500 and d.health()["ok"] is True, d.health()
+        assert d.follower is not None and d.follower.process.is_alive()
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
 @pytest.mark.parametrize("worker", ["thread", "process"])
 async def test_the_correlator_process_has_process_metrics_of_its_own(tmp_path: Path, worker: str):
     """`process_*` describe the daemon only; with the correlator in its own process (the default) its
