@@ -45,7 +45,7 @@ from exporter.oneshot import Exposition
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
-from exporter.state import Commit, StateError, StateStore, private_dir
+from exporter.state import Commit, StateError, StateStore, file_replaced, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
 
@@ -67,6 +67,8 @@ FOLLOWER_LOG_EVERY = 60.0
 """A correlator process that keeps exiting is logged at its first exit, then at most this often."""
 FOLLOWER_UNHEALTHY_EXITS = 3
 """Exits (or failed starts) in a row after which /healthz is not ok while the correlator process is down."""
+STATE_FILES_CHECK_INTERVAL = 5.0
+"""Seconds between two looks at whether the state database and the lock file are still the files opened."""
 PAUSED_WAIT = 0.05
 """How often a paused reader looks again at the commit backlog."""
 
@@ -385,9 +387,12 @@ class Daemon:
     async def main_loop(self) -> None:
         assert self.tailer is not None
         tail = self.config.tail
-        last_commit = last_gauges = time.monotonic()
+        last_commit = last_gauges = last_look = time.monotonic()
         maintain = maintenance.MaintainSchedule()
         while not self.should_exit.is_set():
+            if time.monotonic() - last_look >= STATE_FILES_CHECK_INTERVAL:
+                last_look = time.monotonic()
+                self._check_state_files()
             if self._must_pause():
                 self._set_paused(True)
                 await self._wait(PAUSED_WAIT)
@@ -518,6 +523,20 @@ class Daemon:
                 await self.store.close()
             finally:
                 self.instance.release(clean=clean)
+
+    def _check_state_files(self) -> None:
+        """Raise StateError (the daemon stops with 1) when the state database or the lock file was deleted under
+        it: commits would go on into a file no one reads again, and a second daemon could take the directory."""
+        looks = ((self.store.path, self.store.identity,
+                  "what this daemon commits from now on is lost: its next start is a first run (counters restart "
+                  "at 0, files are read according to tail.start_position)"),
+                 (self.instance.path, self.instance.identity,
+                  "it no longer keeps a second daemon out of the state directory; the next start takes a new one "
+                  "and resumes where this one committed"))
+        for path, identity, consequence in looks:
+            how = file_replaced(path, identity) if identity is not None else None
+            if how is not None:
+                raise StateError(f"{path}: {how}; stopping: {consequence}")
 
     # --- the correlator process (correlator.worker: process) --------------------------------------
     def _start_follower(self) -> None:

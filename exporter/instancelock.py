@@ -38,6 +38,8 @@ class InstanceLock:
         self._file: IO[str] | None = None
         self.unclean = False
         """The previous holder did not stop cleanly (its pid was still in the file): set by `acquire`."""
+        self.identity: tuple[int, int] | None = None
+        """(device, inode) of the file locked: a lock file deleted since no longer keeps a second daemon out."""
 
     def acquire(self) -> None:
         """Take the lock or raise StateDirInUse. A file system without flock (some network mounts) is warned
@@ -65,6 +67,8 @@ class InstanceLock:
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
+        st = os.fstat(f.fileno())
+        self.identity = (st.st_dev, st.st_ino)
         self._file = f
 
     def release(self, clean: bool = False) -> None:

@@ -199,6 +199,21 @@ def _rows_in(batches: list[RecordBatch]) -> int:
     return sum(len(b) for b in batches)
 
 
+def file_replaced(path: Path, identity: tuple[int, int]) -> str | None:
+    """How the file at `path` stopped being the one opened as `identity` (device, inode): deleted (`rm -rf
+    state/`), or deleted and another created in its place. None while it is, or when that cannot be told (a
+    permission or I/O error: looked at again later)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "deleted while the daemon ran"
+    except OSError:
+        return None
+    if (st.st_dev, st.st_ino) != identity:
+        return "deleted while the daemon ran (another file is in its place now)"
+    return None
+
+
 class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
@@ -215,6 +230,8 @@ class StateStore:
         """A database deleted at exit (oneshot): no fsync, a power loss cannot matter to it."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
         self._conn: sqlite3.Connection | None = None
+        self.identity: tuple[int, int] | None = None
+        """(device, inode) of the database file opened: `file_replaced` tells when the path names another."""
         self._wal: WalCheckpointer | None = None
         """Copies the WAL into the database off this writer (started once the database is open)."""
         self._registered: set[str] = set()
@@ -312,6 +329,8 @@ class StateStore:
         private_file(self.path)  # tighten the mode of a database made by an older version
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
+        st = os.stat(self.path)
+        self.identity = (st.st_dev, st.st_ino)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")

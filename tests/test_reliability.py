@@ -1470,3 +1470,38 @@ async def test_a_stop_whose_final_commit_raises_is_not_marked_clean(tmp_path: Pa
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(task, 10)
     assert (tmp_path / "state" / "watchtower.lock").read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+@pytest.mark.parametrize("gone", ["database", "lock file", "state directory"])
+async def test_a_state_file_deleted_under_a_running_daemon_stops_it_with_one_line_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, gone: str, worker: str):
+    """`rm -rf state/` (or of the database or the lock file alone) went unnoticed: the daemon committed into the
+    deleted file with /healthz ok, a second daemon could take the directory at once (its lock file gone too), and
+    the next start was a first run. The daemon now sees the path name another file (or none), logs one ERROR
+    naming it and stops with 1 (systemd starts it again); a second daemon is then the only one."""
+    import shutil
+
+    import exporter.daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "STATE_FILES_CHECK_INTERVAL", 0.1)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True, "worker": worker}))
+    state = tmp_path / "state"
+    d = Daemon(cfg)
+    with caplog.at_level(logging.INFO, logger="watchtower"):
+        task = asyncio.create_task(d.serve())
+        await asyncio.wait_for(d.started.wait(), 20)
+        w.write(200)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if d.registry.get_sample_value("watchtower_last_checkpoint_timestamp_seconds"):
+                break
+        target = {"database": state / "watchtower.db", "lock file": state / "watchtower.lock",
+                  "state directory": state}[gone]
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        assert await asyncio.wait_for(task, 20) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "watchtower.daemon"]
+    named = str(state / "watchtower.db") if gone != "lock file" else str(state / "watchtower.lock")
+    assert len(errors) == 1 and errors[0].startswith(named) and "deleted while the daemon ran" in errors[0], errors
+    assert not any("Traceback" in r.getMessage() for r in caplog.records)
