@@ -80,7 +80,7 @@ class Timeline(TimelineSummary):
 
 class MessageResponse(BaseModel):
     message_id: str
-    recipients_total: int
+    recipients_total: int = Field(ge=0)
     truncated: bool = Field(description="True when the message has more recipients than this page lists.")
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next recipients (stored order); null on the last page.")
@@ -93,7 +93,7 @@ class TimelineResponse(BaseModel):
     rcpt: str
     timelines: list[Timeline] = Field(description="Usually one; several if the same job was sent twice (the latest "
                                                   "100, oldest first).")
-    timelines_omitted: int = Field(default=0, description="Older timelines of this recipient and key not listed.")
+    timelines_omitted: int = Field(default=0, ge=0, description="Older timelines of this recipient and key not listed.")
 
 
 class SearchResponse(BaseModel):
@@ -110,16 +110,16 @@ class FlowNode(BaseModel):
     id: str = Field(description="`sender:<domain>`, `vmta:<name>` or `isp:<name>`.")
     title: str
     subtitle: Literal["sender", "vmta", "isp"]
-    mainstat: int = Field(description="Recipients delivered + bounced.")
-    secondarystat: int = Field(description="Deferrals (t records).")
+    mainstat: int = Field(ge=0, description="Recipients delivered + bounced.")
+    secondarystat: int = Field(ge=0, description="Deferrals (t records).")
     arc__delivered: float
     arc__bounced: float
     arc__deferred: float
-    detail__delivered: int
-    detail__bounced: int
-    detail__deferred: int
-    detail__complained: int
-    detail__remote_bounced: int
+    detail__delivered: int = Field(ge=0)
+    detail__bounced: int = Field(ge=0)
+    detail__deferred: int = Field(ge=0)
+    detail__complained: int = Field(ge=0)
+    detail__remote_bounced: int = Field(ge=0)
     detail__kind: str
 
 
@@ -127,14 +127,14 @@ class FlowEdge(BaseModel):
     id: str
     source: str
     target: str
-    mainstat: int = Field(description="Recipients delivered + bounced.")
-    secondarystat: int = Field(description="Deferrals.")
+    mainstat: int = Field(ge=0, description="Recipients delivered + bounced.")
+    secondarystat: int = Field(ge=0, description="Deferrals.")
     thickness: float = Field(description="1..10, square root of volume relative to the largest edge.")
-    detail__delivered: int
-    detail__bounced: int
-    detail__deferred: int
-    detail__complained: int
-    detail__remote_bounced: int
+    detail__delivered: int = Field(ge=0)
+    detail__bounced: int = Field(ge=0)
+    detail__deferred: int = Field(ge=0)
+    detail__complained: int = Field(ge=0)
+    detail__remote_bounced: int = Field(ge=0)
 
 
 class FlowsResponse(BaseModel):

@@ -84,11 +84,16 @@ class Hub:
 def build_hub_router(hub: Hub) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["hub"], route_class=ErrorRoute)
 
-    def client_error(answers: list[HostAnswer], part: dict[str, Any]) -> JSONResponse | None:
-        err = merge.first_client_error(answers)
-        if err is None:
-            return None
-        return _fail(400, str(err.get("error")), err.get("parameter"), part)
+    def settled(targets: list[Target], answers: list[HostAnswer], fine: tuple[int, ...] = (200,),
+                ) -> tuple[dict[str, Any], JSONResponse | None]:
+        """The partial fields, and the answer when there is nothing to merge: a 400 every host that answered gave,
+        or a 503. A host that answered for itself alone (merge.settle: a 400 beside the others' answers, a status
+        the route never answers) is a missing host, never the whole fleet's 400."""
+        rejected = merge.settle(answers, fine)
+        part = merge.partial_fields(targets, answers)
+        if rejected is not None:
+            return part, _fail(400, rejected["error"], rejected["parameter"], part)
+        return part, none_answered(answers, part, targets)
 
     def without_route(answers: list[HostAnswer]) -> None:
         """A daemon never answers 404 on a route without a path parameter (flows, replies): one that does lacks the
@@ -127,7 +132,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
                                            message_id, limit, cursor, hub.targets.named)
         part = merge.partial_fields(targets, answers)
         if body is None:
-            early = client_error(answers, part) or none_answered(answers, part, targets)
+            early = none_answered(answers, part, targets)
             if early is not None:
                 return early
             return _fail(404, f"no timeline for Message-Id {message_id.strip().strip('<>')!r} on any host"
@@ -149,17 +154,15 @@ def build_hub_router(hub: Hub) -> APIRouter:
         format: FormatParam = None,
     ) -> Any:
         targets, answers = await hub.ask("/api/v1/timeline", _params(rcpt=rcpt, job_id=job_id, message_id=message_id))
-        part = merge.partial_fields(targets, answers)
+        part, early = settled(targets, answers, (200, 404))
+        if early is not None:
+            return early
         items = merge.tagged(answers, "timelines")
         if not items:
-            early = client_error(answers, part) or none_answered(answers, part, targets)
-            if early is not None:
-                return early
             return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
                          "job_id" if job_id else "message_id", part)
-        first = next(a.body for a in answers if a.ok and a.status == 200)
-        older = sum(a.body.get("timelines_omitted") or 0 for a in answers if a.ok and a.status == 200
-                    and isinstance(a.body.get("timelines_omitted"), int))
+        oks = merge.answered(answers)
+        first, older = merge.shown(oks), merge.omitted(oks)
         if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
             note = f"{older} older sends not listed" if older else ""
             return _text(render.timelines(f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items, note), part)
@@ -182,8 +185,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if not ans.ok:
             return _fail(503, f"host {host} did not answer: {ans.error}", None, part)
         if ans.status != 200:
-            body = ans.body if isinstance(ans.body, dict) else {}
-            return _fail(ans.status, str(body.get("error")), body.get("parameter"), part)
+            passed = merge.passed_on(ans.body if isinstance(ans.body, dict) else {})
+            return _fail(ans.status, passed["error"], passed["parameter"], part)
         items = merge.tagged([ans], "timelines")
         if not items:  # an odd daemon's way of saying what a daemon says with a 404
             return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
@@ -212,7 +215,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters, hub.clock(),
                                            hub.targets.named)
         part = merge.partial_fields(targets, failed)
-        if len([f for f in failed if not f.away]) == len(targets):
+        if len([f for f in failed if not (f.away or f.stuck)]) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
         if _want_text(request, format):
             problem = body["next_cursor_problem"]
@@ -229,16 +232,17 @@ def build_hub_router(hub: Hub) -> APIRouter:
     ) -> Any:
         targets, answers = await hub.ask("/api/v1/lookup", _params(message_id=message_id, job_id=job_id,
                                                                      rcpt=rcpt, limit=limit))
-        part = merge.partial_fields(targets, answers)
-        early = client_error(answers, part) or none_answered(answers, part, targets)
+        part, early = settled(targets, answers)
         if early is not None:
             return early
-        oks = [a.body for a in answers if a.ok and a.status == 200 and isinstance(a.body, dict)]
-        items = merge.tagged(answers, "timelines")[:limit]
-        first = oks[0] if oks else {}
+        oks = merge.answered(answers)
+        every = merge.tagged(answers, "timelines")
+        items = merge.latest(every, limit) if rcpt and rcpt.strip() else every[:limit]
+        first = merge.shown(oks)
         hint = None if items else next((b.get("hint") for b in oks if b.get("hint")), "nothing matched on any host")
         return {"message_id": first.get("message_id"), "job_id": first.get("job_id"), "rcpt": first.get("rcpt"),
-                "hint": hint, "timelines": items, **part}
+                "hint": hint, "timelines": items, "timelines_omitted": merge.omitted(oks) + len(every) - len(items),
+                **part}
 
     @router.get("/replies", response_model=HubRepliesResponse, responses=_ERRORS,
                 summary="Top remote replies behind deferrals and bounces, summed over every host")
@@ -255,8 +259,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
                                hub.clock())
         targets, answers = await hub.ask("/api/v1/replies", params)
         without_route(answers)
-        part = merge.partial_fields(targets, answers)
-        early = client_error(answers, part) or none_answered(answers, part, targets)
+        part, early = settled(targets, answers)
         if early is not None:
             return early
         return {**merge.merge_replies(answers, limit), **part}
@@ -271,8 +274,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
     ) -> Any:
         targets, answers = await hub.ask("/api/v1/flows", resolve_times(_params(since=since, until=until), hub.clock()))
         without_route(answers)
-        part = merge.partial_fields(targets, answers)
-        early = client_error(answers, part) or none_answered(answers, part, targets)
+        part, early = settled(targets, answers)
         if early is not None:
             return early
         body = merge.merge_flows(answers)

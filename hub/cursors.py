@@ -34,6 +34,9 @@ MAX_HUB_CURSOR = 16_384
 """Longest cursor read (the listener lets no longer request head through anyway)."""
 MAX_INFLATED = 512 * 1024
 """A deflated cursor's JSON is at most this long: a few KiB of deflate can inflate to GiBs."""
+MAX_AWAY = 1000
+"""Most hosts outside the current targets a cursor may hold a place for: each is named in missing_hosts, so a forged
+cursor naming thousands (a few bytes each, deflated) made an answer some 20 times its size."""
 ZIPPED = b"\x01"
 KEY_BYTES = 4
 TOO_LONG = ("no next page: its cursor would be {length:,} characters, more than the {budget:,} a request to this hub "
@@ -113,6 +116,9 @@ def _value(cursor: str) -> Any:
 def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
     if not isinstance(value, dict) or not isinstance(value["f"], str) or not isinstance(value["h"], dict):
         raise TypeError("shape")
+    current = {t.url for t in targets}
+    if sum(url not in current for url in value["h"]) > MAX_AWAY:
+        raise BadRequest(400, f"cursor names more than {MAX_AWAY} hosts that are not targets", "cursor")
     places = {}
     for url, place in value["h"].items():
         if not _host_url(url):  # named in missing_hosts when it is no longer a target: parsed for its name

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from correlator.models import FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
+from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from exporter.preflight import no_passphrase
 from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
@@ -58,10 +58,20 @@ class HostAnswer:
     seconds: float = 0.0
     away: bool = False
     """Not asked: its place in a cursor belongs to a host no longer among the targets."""
+    stuck: bool = False
+    """Answered, but its next_cursor is the one it was asked with: named in missing_hosts, yet it did answer."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def refused(self) -> None:
+        """Turn this host's own error answer (a 400 beside hosts that took the same parameters, a status the route
+        never answers) into a missing host, saying what it answered."""
+        body = self.body if isinstance(self.body, dict) else {}
+        parameter = body.get("parameter")
+        self.error = (f"HTTP {self.status}: {_short(str(body.get('error')))}"
+                      + (f" (parameter {_short(str(parameter))})" if parameter else ""))
 
 
 def _verify(section: HubSection) -> ssl.SSLContext | bool:
@@ -244,16 +254,63 @@ def _decode(raw: bytes | bytearray, path: str, status: int) -> tuple[Any, str | 
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
         return None, f"HTTP {status}: not JSON"
-    model = answer_model(path) if status == 200 else None
+    if status != 200:
+        return _daemon_error(body, status)
+    model = answer_model(path)
     if model is not None:
         try:
             model.model_validate(body)
         except ValidationError as exc:
             where = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "body"
             return None, f"HTTP 200: not a watchtower {path} answer ({where})"
+        where = _bad_count(model, body)
+        if where is not None:
+            return None, f"HTTP 200: not a watchtower {path} answer ({where})"
     return body, None
 
 
+def _daemon_error(body: Any, status: int) -> tuple[Any, str | None]:
+    """A 400 or 404 passes on only in the daemon's ApiError shape (its text, its parameter named by a string): any
+    other body is no daemon's, and passed on it broke the hub's own ApiError (a 500)."""
+    try:
+        ApiError.model_validate(body)
+    except ValidationError:
+        return None, NO_API if status == 404 else f"HTTP {status}: not a watchtower error"
+    return body, None
+
+
+MAX_COUNT = 2**53
+"""Largest count a daemon answers (beyond it a float loses units): the hub sums, divides and takes roots of them."""
+FLOW_COUNTS = ("mainstat", "secondarystat", "detail__delivered", "detail__bounced", "detail__deferred",
+               "detail__complained", "detail__remote_bounced")
+COUNTS: dict[type[BaseModel], tuple[tuple[str | None, tuple[str, ...]], ...]] = {
+    FlowsResponse: (("nodes", FLOW_COUNTS), ("edges", FLOW_COUNTS)),
+    RepliesResponse: ((None, ("total",)), ("replies", ("count",))),
+    LookupResponse: ((None, ("timelines_omitted",)),), TimelineResponse: ((None, ("timelines_omitted",)),),
+    MessageResponse: ((None, ("recipients_total",)),),
+}
+"""Per answer model, the counts the hub merges: (list of items or None for the answer itself, their fields)."""
+
+
+def _bad_count(model: type[BaseModel], body: dict[str, Any]) -> str | None:
+    """Where a count the hub merges is negative or absurd (`edges.0.detail__delivered`), if anywhere: a liar's -50
+    made the merged flows take the root of a negative (a 500), and 10**400 would not fit a float."""
+    for key, fields in COUNTS.get(model, ()):
+        rows = [(key, body)] if key is None else [(f"{key}.{i}", row) for i, row in enumerate(body.get(key) or [])]
+        for where, row in rows:
+            for name in fields:
+                value = row.get(name, 0)
+                if isinstance(value, int) and not 0 <= value <= MAX_COUNT:
+                    return name if where is None else f"{where}.{name}"
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` without control or escape characters (a host's error text is shown in terminals and pages), its
+    whitespace runs made one space."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 def _short(text: str) -> str:
-    text = " ".join(text.split())
+    text = printable(text)
     return text[:200] + ("..." if len(text) > 200 else "")

@@ -6,11 +6,14 @@ Pure functions over `HostAnswer`s so they are tested without a network.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
+from correlator.keys import HASHED_PREFIX
 from correlator.timeline import flow_stat_fields
 from hub.config import without_credentials
-from hub.fanout import HostAnswer
+from hub.fanout import HostAnswer, printable
 from hub.targets import Target
 
 STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")
@@ -19,17 +22,70 @@ STATS = ("delivered", "bounced", "deferred", "complained", "remote_bounced")
 def partial_fields(targets: list[Target], answers: list[HostAnswer]) -> dict[str, Any]:
     """partial, missing_hosts and hosts. No URL shown carries credentials: the config refuses them and discovery
     drops them, and they would be masked here anyway."""
-    missing = [{"host": a.target.name, "url": without_credentials(a.target.url), "error": a.error}
-               for a in answers if not a.ok]
+    missing = [{"host": a.target.name, "url": without_credentials(a.target.url), "error": printable(a.error)}
+               for a in answers if a.error is not None]
     return {"partial": bool(missing), "missing_hosts": missing, "hosts": [t.name for t in targets]}
 
 
-def first_client_error(answers: list[HostAnswer]) -> dict[str, Any] | None:
-    """A 400 from any host is the caller's mistake (same parameters everywhere): pass it on."""
+def settle(answers: list[HostAnswer], fine: Collection[int], own: Collection[str] = ()) -> dict[str, Any] | None:
+    """The 400 to pass on, or None; marks the hosts whose own answer failed as missing.
+
+    Every host gets the same parameters, so a 400 is the caller's mistake only when every host that answered says
+    so. Beside a host that took them (a status in `fine`) it is that host's own (an older daemon, a liar): a missing
+    host, as is any status the route never answers (404 on /lookup), and a 400 on a parameter in `own` (the host's
+    own cursor, which the hub made). The 400 passed on is the first host's, its text without control characters."""
     for a in answers:
-        if a.ok and a.status == 400 and isinstance(a.body, dict):
-            return a.body
+        if a.ok and ((a.status not in fine and a.status != 400) or not isinstance(a.body, dict)):
+            a.refused()
+    rejected = [a for a in answers if a.ok and a.status == 400]
+    blamed = [a for a in rejected if a.body.get("parameter") not in own]
+    if blamed and not any(a.ok and a.status in fine for a in answers):
+        return passed_on(blamed[0].body)
+    for a in rejected:
+        a.refused()
     return None
+
+
+def passed_on(body: dict[str, Any]) -> dict[str, Any]:
+    """A daemon's 400 (ApiError-shaped: the fan-out checked) as the hub passes it on: its text without control
+    characters."""
+    return {"error": printable(str(body.get("error")))[:1000], "parameter": body.get("parameter")}
+
+
+def first_seen_key(item: dict[str, Any]) -> float:
+    """An item's first_seen as epoch seconds for ordering; anything that is no ISO time orders first (oldest)."""
+    fs = item.get("first_seen")
+    if not fs or not isinstance(fs, str):
+        return float("-inf")
+    try:
+        return datetime.fromisoformat(fs.replace("Z", "+00:00")).timestamp()
+    except ValueError:  # not a daemon's ISO time (its answer passed the model: a string): merged last, not a 500
+        return float("-inf")
+
+
+def latest(items: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` items by first_seen, oldest first, as a daemon lists a recipient's sends (`items[-limit:]`);
+    equal times keep target order. Cutting in target order kept the first host's oldest sends instead."""
+    return sorted(items, key=first_seen_key)[-limit:]
+
+
+def shown(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer whose key fields (rcpt, job_id, message_id) the hub shows: one that holds timelines, and one that
+    hashes the recipient if any host does (an answer must not carry the address a hashing host hides)."""
+    def rank(body: dict[str, Any]) -> tuple[bool, bool]:
+        return str(body.get("rcpt") or "").startswith(HASHED_PREFIX), bool(body.get("timelines"))
+
+    return max(bodies, key=rank, default={})
+
+
+def omitted(bodies: list[dict[str, Any]]) -> int:
+    """timelines_omitted summed over the hosts' answers (each checked non-negative by the fan-out)."""
+    return sum(b.get("timelines_omitted") or 0 for b in bodies if isinstance(b.get("timelines_omitted"), int))
+
+
+def answered(answers: list[HostAnswer]) -> list[dict[str, Any]]:
+    """The bodies of the 200 answers, in target order."""
+    return [a.body for a in answers if a.ok and a.status == 200 and isinstance(a.body, dict)]
 
 
 def tagged(answers: list[HostAnswer], key: str) -> list[dict[str, Any]]:
@@ -69,15 +125,21 @@ def merge_flows(answers: list[HostAnswer]) -> dict[str, Any]:
         fields = flow_stat_fields(n.pop("_st"))
         node_list.append({**n, **fields})
     node_list.sort(key=lambda n: (order.get(n.get("subtitle", ""), 3), -n["mainstat"], n["id"]))
-    top = max((e["_st"][0] + e["_st"][1] for e in edges.values()), default=0) or 1
+    top = max((e["_st"][0] + e["_st"][1] for e in edges.values()), default=0)
+    top = top if top > 0 else 1
     edge_list = []
     for e in sorted(edges.values(), key=lambda e: (e["source"], e["target"])):
         st = e.pop("_st")
         fields = flow_stat_fields(st)
         for k in ("arc__delivered", "arc__bounced", "arc__deferred"):
             del fields[k]
-        edge_list.append({**e, **fields, "thickness": round(1 + 9 * math.sqrt((st[0] + st[1]) / top), 2)})
+        edge_list.append({**e, **fields, "thickness": _thickness(st[0] + st[1], top)})
     return {"since": since, "until": until, "nodes": node_list, "edges": edge_list}
+
+
+def _thickness(volume: int, top: int) -> float:
+    """1..10 by the square root of the volume relative to the largest edge's (never the root of a negative)."""
+    return round(1 + 9 * math.sqrt(min(1.0, max(0, volume) / top)), 2)
 
 
 def merge_replies(answers: list[HostAnswer], limit: int) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from typing import Any
 
 from correlator.api import BadRequest
 from correlator.keys import norm_message_id
-from hub import cursors
+from hub import cursors, merge
 from hub.cursors import Decoded
 from hub.fanout import Fanout, HostAnswer
-from hub.places import away_answers, cursor_after, kept_out_of_targets, stalled
+from hub.places import STUCK, away_answers, cursor_after, kept_out_of_targets, moved_on, stalled, unfinished
 from hub.targets import Target, default_target
 
 
@@ -38,6 +38,11 @@ def _message_place(value: Any) -> bool:
         return value >= 0
     return (isinstance(value, list) and len(value) == 2 and (value[0] is None or isinstance(value[0], str))
             and type(value[1]) is int and 0 <= value[1] <= 1000)
+
+
+def _finished(place: Any) -> bool:
+    """A host done with: its place is its recipients_total."""
+    return isinstance(place, int)
 
 
 def _decode(cursor: str, fp: str, targets: list[Target]) -> Decoded:
@@ -67,10 +72,11 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
     positions = {t.url: state.get(t.url) or [None, 0] for t in pending}
     answers = dict(zip((t.url for t in pending), await asyncio.gather(
         *(ask(t, positions[t.url][0], positions[t.url][1] + limit) for t in pending)), strict=True))
-    for ans in answers.values():
-        if ans.ok and ans.status == 400 and isinstance(ans.body, dict):  # the caller's parameters
-            raise BadRequest(400, str(ans.body.get("error")), ans.body.get("parameter"))
+    rejected = merge.settle(list(answers.values()), (200, 404), own=("cursor",))
+    if rejected is not None:  # every host that answered refused the parameters: the caller's
+        raise BadRequest(400, rejected["error"], rejected["parameter"])
     out: list[dict[str, Any]] = []
+    stuck: list[HostAnswer] = []
     new_state = kept_out_of_targets(state, targets)
     total, found, full = 0, False, False
     cut: tuple[Target, str | None, int, Any] | None = None
@@ -96,20 +102,22 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
             if taken:
                 cut = (t, start, skip + taken, items[taken - 1].get("id"))
             full = True
-        elif ans.body.get("next_cursor"):  # the host has more: later hosts wait for it
+        elif ans.body.get("next_cursor") and moved_on(start, ans.body["next_cursor"]):  # more: later hosts wait
             new_state[t.url] = [ans.body["next_cursor"], 0]
             full = True
         else:
+            if ans.body.get("next_cursor"):
+                stuck.append(HostAnswer(t, 200, error=STUCK, stuck=True))
             new_state[t.url] = int(ans.body.get("recipients_total") or 0)
-    every = [*answers.values(), *away_answers(state, targets, named, lambda place: isinstance(place, int))]
+    every = [*answers.values(), *stuck, *away_answers(state, targets, named, _finished)]
     if not found:
         return None, every
     if cut is not None:  # at most one host per page is handed out in part: its place as its own keyset cursor
         t, start, count, last_id = cut
-        nxt = cursor_after(await ask(t, start, count), "recipients", count, last_id)
+        nxt = cursor_after(await ask(t, start, count), "recipients", count, last_id, start)
         if nxt is not None:
             new_state[t.url] = [nxt, 0]
-    more = any(not isinstance(new_state[t.url], int) for t in targets) and not stalled(len(out), new_state, state)
+    more = unfinished(new_state, targets, _finished) and not stalled(len(out), new_state, state)
     token, problem = cursors.encode(fp, new_state, targets, done_elsewhere=got.done_elsewhere) if more else (None, None)
     body = {"message_id": mid or norm_message_id(message_id), "recipients_total": total,
             "truncated": total > len(out), "next_cursor": token, "next_cursor_problem": problem, "recipients": out}

@@ -14,17 +14,25 @@ from hub.fanout import HostAnswer
 from hub.targets import Target
 
 NOT_AMONG_TARGETS = "not among the current targets"
+STUCK = "HTTP 200: its next_cursor is the cursor it was asked with (paging it stops there)"
+"""A daemon's keyset cursor always moves on: one that does not would hand the same page out on every hub page."""
 
 
-def cursor_after(ans: HostAnswer, items_key: str, count: int, last_id: Any) -> str | None:
+def cursor_after(ans: HostAnswer, items_key: str, count: int, last_id: Any, start: str | None) -> str | None:
     """The host's own cursor after the `count` items its answer lists, if that page still ends at the item handed
-    out last (`last_id`); None (the caller keeps the offset) when it did not answer or its page moved."""
+    out last (`last_id`); None (the caller keeps the offset) when it did not answer, its page moved, or its cursor
+    is the one it was asked with (`start`: the same items again on the next page)."""
     if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
         return None
     items, nxt = ans.body.get(items_key) or [], ans.body.get("next_cursor")
-    if len(items) != count or items[-1].get("id") != last_id or not isinstance(nxt, str):
+    if len(items) != count or items[-1].get("id") != last_id or not isinstance(nxt, str) or nxt == start:
         return None
     return nxt
+
+
+def moved_on(start: str | None, nxt: Any) -> bool:
+    """False for a host whose next_cursor is the cursor it was asked with (STUCK)."""
+    return start is None or nxt != start
 
 
 def kept_out_of_targets(state: dict[str, Any], targets: list[Target]) -> dict[str, Any]:
@@ -32,6 +40,13 @@ def kept_out_of_targets(state: dict[str, Any], targets: list[Target]) -> dict[st
     a host resumes where it was when it is back."""
     asked = {t.url for t in targets}
     return {url: place for url, place in state.items() if url not in asked}
+
+
+def unfinished(new_state: dict[str, Any], targets: list[Target], finished: Callable[[Any], bool]) -> bool:
+    """Does any host have more to give: a target without a place (not asked yet) or with an unfinished one, or a host
+    out of the targets whose place the cursor keeps. Counting only the targets ended the paging on a page handed out
+    while the host with more was away: asking that page's cursor again once it was back gave its items twice."""
+    return any(t.url not in new_state for t in targets) or not all(finished(p) for p in new_state.values())
 
 
 def stalled(handed_out: int, new_state: dict[str, Any], state: dict[str, Any]) -> bool:

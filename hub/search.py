@@ -22,15 +22,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from hashlib import blake2b
 from typing import Any
 
 from correlator.api import MAX_TIME, MIN_TIME, BadRequest, parse_time
-from hub import cursors
+from hub import cursors, merge
 from hub.cursors import Decoded
 from hub.fanout import Fanout, HostAnswer
-from hub.places import away_answers, cursor_after, kept_out_of_targets, stalled
+from hub.places import STUCK, away_answers, cursor_after, kept_out_of_targets, moved_on, stalled, unfinished
 from hub.targets import Target, default_target
 
 MAX_ROUNDS = 4
@@ -81,16 +80,6 @@ def _lean(state: dict[str, Any], targets: list[Target]) -> dict[str, Any]:
     return {url: place for url, place in state.items() if not (url in current and place == [None, 0])}
 
 
-def _key(item: dict[str, Any]) -> float:
-    fs = item.get("first_seen")
-    if not fs or not isinstance(fs, str):
-        return float("-inf")
-    try:
-        return datetime.fromisoformat(fs.replace("Z", "+00:00")).timestamp()
-    except ValueError:  # not a daemon's ISO time (its answer passed the model: a string): merged last, not a 500
-        return float("-inf")
-
-
 @dataclass
 class HostPager:
     target: Target
@@ -103,6 +92,8 @@ class HostPager:
     failed: HostAnswer | None = None
     rounds: int = 0
     scan_limited: bool = False
+    stuck: bool = False
+    """Its next_cursor was the cursor it was asked with: its page is its last (places.STUCK)."""
     last_id: Any = None
     """Id of the last item of this host handed out on this hub page."""
 
@@ -157,7 +148,8 @@ async def search(
         live = [(rank, p) for rank, p in enumerate(pagers) if p.buffer]
         if not live:
             break
-        best = max(live, key=lambda rp: (_key(rp[1].buffer[0]), -rp[0]))[1]  # (pagers.index() was a scan per host)
+        # (rank from enumerate: pagers.index() was a scan per host)
+        best = max(live, key=lambda rp: (merge.first_seen_key(rp[1].buffer[0]), -rp[0]))[1]
         item = best.buffer.pop(0)
         out.append({**item, "host": best.target.name})
         best.skip += 1
@@ -167,12 +159,32 @@ async def search(
     new_state = kept_out_of_targets(state, targets)
     new_state.update((p.target.url, p.state()) for p in pagers)
     new_state = _lean(new_state, targets)
-    more = any(new_state.get(t.url) != 0 for t in targets) and not stalled(len(out), new_state, _lean(state, targets))
+    _refused_by_all(pagers)
+    more = unfinished(new_state, targets, _done) and not stalled(len(out), new_state, _lean(state, targets))
     token, problem = cursors.encode(fp, new_state, targets, now, got.done_elsewhere) if more else (None, None)
     body = {"items": out, "next_cursor": token, "next_cursor_problem": problem, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}
     failed = [p.failed for p in pagers if p.failed is not None]
-    return body, failed + away_answers(state, targets, named, lambda place: place == 0)
+    failed += [HostAnswer(p.target, 200, error=STUCK, stuck=True) for p in pagers if p.stuck]
+    return body, failed + away_answers(state, targets, named, _done)
+
+
+def _done(place: Any) -> bool:
+    return type(place) is int and place == 0
+
+
+def _refused_by_all(pagers: list[HostPager]) -> None:
+    """Raise the 400 of the hosts asked when none took the parameters: the caller's mistake, as on a daemon. A 400
+    beside a host that answered is that host's own (a missing host), as is one naming `cursor` (its own cursor,
+    which the hub made: a daemon upgraded between pages)."""
+    if any(p.fetched for p in pagers):
+        return
+    for p in pagers:
+        ans = p.failed
+        if ans is not None and ans.status == 400 and isinstance(ans.body, dict) and ans.body.get("parameter") \
+                != "cursor":
+            passed = merge.passed_on(ans.body)
+            raise BadRequest(400, passed["error"], passed["parameter"])
 
 
 async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline: float) -> None:
@@ -183,7 +195,8 @@ async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline
     q = {**params, "limit": p.skip}
     if p.start:
         q["cursor"] = p.start
-    nxt = cursor_after(await fanout.one(p.target, "/api/v1/search", q, deadline), "items", p.skip, p.last_id)
+    nxt = cursor_after(await fanout.one(p.target, "/api/v1/search", q, deadline), "items", p.skip, p.last_id,
+                       p.start)
     if nxt is not None:
         p.start, p.skip = nxt, 0
 
@@ -203,17 +216,17 @@ async def _refill(fanout: Fanout, pagers: list[HostPager], params: dict[str, Any
             q["cursor"] = p.start
         p.rounds += 1
         ans = await fanout.one(p.target, "/api/v1/search", q, deadline)
-        if ans.ok and ans.status == 400 and isinstance(ans.body, dict):  # the caller's parameters
-            raise BadRequest(400, str(ans.body.get("error")), ans.body.get("parameter"))
         if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
-            if ans.ok:
-                ans.error = f"HTTP {ans.status}: {ans.body.get('error') if isinstance(ans.body, dict) else ans.body}"
+            if ans.ok:  # a 400 (the caller's mistake only if every host says so: _refused_by_all) or a 404
+                ans.refused()
             p.failed = ans
             return
         p.fetched = True
         items = ans.body.get("items") or []
         p.buffer = items[p.skip:]
         p.next = ans.body.get("next_cursor")
+        if not moved_on(p.start, p.next):
+            p.next, p.stuck = None, True
         p.scan_limited = p.scan_limited or bool(ans.body.get("scan_limited"))
         if not p.buffer and p.next is None:
             p.done = True
