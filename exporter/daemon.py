@@ -725,6 +725,8 @@ class Daemon:
             problems.append(f"commit backlog not written for {self.queue.stuck_for:.0f}s")
         if self._maintain_error is not None:
             problems.append(f"maintenance failing: {self._maintain_error}")
+        if self.store.wal_problem is not None:
+            problems.append(f"{self.db_path}: {self.store.wal_problem}")
         crashing = self._follower_exit is not None and self._follower_in_a_row >= FOLLOWER_UNHEALTHY_EXITS
         if crashing:
             problems.append(f"correlator process keeps exiting: {self._follower_in_a_row} times in a row (the last: "

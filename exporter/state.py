@@ -246,6 +246,11 @@ class StateStore:
     def _given_up(self) -> bool:
         return self._interrupted
 
+    @property
+    def wal_problem(self) -> str | None:
+        """Why the WAL cannot be copied into the database (a reader holding an old snapshot), while it lasts."""
+        return self._wal.problem if self._wal is not None else None
+
     # --- writer-thread functions -----------------------------------------------------------------
     def _open(self, check: bool = True) -> Loaded:
         try:

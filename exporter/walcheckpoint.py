@@ -15,8 +15,10 @@ A throwaway store (oneshot's, deleted at exit) runs no thread: there the copy on
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("watchtower.state")
@@ -27,6 +29,15 @@ WAL_CAP_PAGES = 4096
 cannot keep up. Below it the thread does every copy."""
 IDLE_SECONDS = 1.0
 """A checkpoint also runs this often without a commit poking it (another process may have written)."""
+STUCK_SECONDS = 30.0
+"""A WAL past WAL_CAP_PAGES that no checkpoint could copy whole for this long is held by a reader (a `sqlite3`
+shell or a backup left inside a transaction keeps an old snapshot): reported, as it grows until the reader ends."""
+
+
+def wal_size_limit(page_bytes: int) -> int:
+    """Bytes the WAL file is cut back to when it starts over (`journal_size_limit`): a burst, or a reader that held
+    it, leaves no file of hundreds of MiB behind."""
+    return WAL_CAP_PAGES * page_bytes
 
 
 class WalCheckpointer:
@@ -38,12 +49,18 @@ class WalCheckpointer:
         self._stopping = False
         self._conn: sqlite3.Connection | None = None
         self._failing = False
+        self._stuck_since: float | None = None
+        self.problem: str | None = None
+        """Why the WAL cannot be copied whole (a reader holds an old snapshot), while that lasts; for /healthz."""
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_NAME}-{path.name}", daemon=True)
 
     @staticmethod
     def configure_writer(conn: sqlite3.Connection) -> None:
-        """Leave the copying to the thread up to WAL_CAP_PAGES (set on each writing connection)."""
+        """Leave the copying to the thread up to WAL_CAP_PAGES (set on each writing connection), and cut the file
+        back to `wal_size_limit()` when it starts over."""
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CAP_PAGES}")
+        page_bytes = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute(f"PRAGMA journal_size_limit={wal_size_limit(page_bytes)}")
 
     def start(self) -> None:
         self._thread.start()
@@ -96,7 +113,7 @@ class WalCheckpointer:
                     log.debug("traceback", exc_info=exc)
                     break
                 else:
-                    if self._failing:
+                    if self._failing and self.problem is None:
                         self._failing = False
                         log.info("%s: the WAL is copied into the database again", self.path)
         finally:
@@ -105,7 +122,34 @@ class WalCheckpointer:
     def _checkpoint(self) -> None:
         """PASSIVE: copy what no reader still needs, without waiting for any lock (a busy one is tried next time)."""
         assert self._conn is not None
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        frames, copied = (row[1], row[2]) if row else (0, 0)
+        self._note_progress(frames, copied)
+
+    def _note_progress(self, frames: int, copied: int) -> None:
+        """A WAL past WAL_CAP_PAGES left partly uncopied for STUCK_SECONDS: one WARNING (and `problem`); an INFO when
+        a checkpoint copies it whole again. Our own short reads only delay a copy by a moment."""
+        now = time.monotonic()
+        if frames > WAL_CAP_PAGES and copied < frames:
+            if self._stuck_since is None:
+                self._stuck_since = now
+            elif now - self._stuck_since >= STUCK_SECONDS and self.problem is None:
+                try:
+                    size = f"{os.stat(f'{self.path}-wal').st_size / 2**20:.0f} MiB"
+                except OSError:
+                    size = f"{frames} pages"
+                held = now - self._stuck_since
+                self.problem = (f"the WAL holds {size} that no checkpoint could copy for {held:.0f}s: a reader keeps "
+                                "an old snapshot open (a sqlite3 shell or a backup inside a transaction?); it grows "
+                                "until that reader ends")
+                self._failing = True
+                log.warning("%s: %s", self.path, self.problem)
+            return
+        self._stuck_since = None
+        if self.problem is not None:
+            self.problem = None
+            self._failing = False
+            log.info("%s: the WAL is copied into the database again", self.path)
 
     def _report(self, exc: sqlite3.Error) -> None:
         if not self._failing:
