@@ -63,10 +63,14 @@ class InstanceLock:
                         self.path, exc.strerror)
         f.seek(0)
         self.unclean = bool(f.read().strip())
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+        except OSError as exc:  # a full disk: the flock is what keeps a second daemon out, and it is held
+            log.warning("%s: cannot write this daemon's pid (%s): a crash now would not be seen at the next start; "
+                        "the state directory is locked all the same", self.path, exc.strerror or exc)
         st = os.fstat(f.fileno())
         self.identity = (st.st_dev, st.st_ino)
         self._file = f

@@ -72,9 +72,22 @@ WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and st
            "at 0 and existing files are read according to tail.start_position")
 
 
+def _full(directory: Path) -> bool:
+    """Whether the file system of `directory` has no block (or no inode) left for this user."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or st.f_favail == 0
+
+
 def _cause(exc: sqlite3.OperationalError, path: Path) -> str:
-    """What to do about an SQLite error that says nothing of the file's content."""
+    """What to do about an SQLite error that says nothing of the file's content. A full disk can read `disk I/O
+    error` (SQLite cannot create the -shm file): the file system is looked at, whatever the words."""
     text = str(exc).lower()
+    if _full(path.parent):
+        return (f"the file system of {path.parent} is full: free space there; the database is kept and resumed "
+                "from")
     if "full" in text:
         return f"free space on the file system of {path.parent}; the database is kept and resumed from"
     if "unable to open" in text or "readonly" in text or "read-only" in text:

@@ -1505,3 +1505,67 @@ async def test_a_state_file_deleted_under_a_running_daemon_stops_it_with_one_lin
     named = str(state / "watchtower.db") if gone != "lock file" else str(state / "watchtower.lock")
     assert len(errors) == 1 and errors[0].startswith(named) and "deleted while the daemon ran" in errors[0], errors
     assert not any("Traceback" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_disk_io_error_on_a_full_disk_at_start_says_to_free_space_not_to_move_the_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """On a full disk SQLite reports `disk I/O error` (it cannot create the -shm file): the message advised moving
+    the database aside, which loses every checkpoint (review 2026-12-04). A full file system is named whatever
+    SQLite's words; the database is kept."""
+    import os as os_mod
+
+    state = tmp_path / "state"
+    store = StateStore(state / "watchtower.db")
+    await store.open()
+    await store.close()
+    real_statvfs, real_connect = os_mod.statvfs, sqlite3.connect
+
+    class Full:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_bavail, self.f_frsize, self.f_favail = 0, st.f_frsize, st.f_favail
+
+    def failing(path: object, **kw: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(os_mod, "statvfs", lambda p: Full(real_statvfs(p)))
+    monkeypatch.setattr(sqlite3, "connect", failing)
+    with pytest.raises(StateError) as exc:
+        await StateStore(state / "watchtower.db").open()
+    text = str(exc.value)
+    assert "disk I/O error" in text and f"{state} is full" in text and "move the file aside" not in text, text
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    assert (state / "watchtower.db").stat().st_size > 0  # kept
+
+
+def test_a_lock_whose_pid_cannot_be_written_is_still_held_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """A clean previous stop leaves the lock file empty; on a full disk writing the pid failed with ENOSPC and the
+    daemon refused to start. The lock (flock) is what keeps a second daemon out: it is held, and the missing pid
+    only means a crash now would not be seen at the next start (one WARNING)."""
+    from exporter.instancelock import InstanceLock, StateDirInUse
+
+    (tmp_path / "watchtower.lock").write_text("")
+    (tmp_path / "watchtower.lock").chmod(0o600)
+    lock = InstanceLock(tmp_path)
+    real_open = open
+
+    class NoSpace:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", lambda *a, **kw: NoSpace(real_open(*a, **kw)))
+    with caplog.at_level(logging.WARNING, logger="watchtower.daemon"):
+        lock.acquire()
+    monkeypatch.setattr("builtins.open", real_open)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'watchtower.lock'}: cannot write this daemon's pid (No space left on device): a crash now "
+        "would not be seen at the next start; the state directory is locked all the same"]
+    with pytest.raises(StateDirInUse):
+        InstanceLock(tmp_path).acquire()
+    lock.release(clean=True)
