@@ -30,6 +30,8 @@ from exporter.records import shown
 
 log = logging.getLogger("watchtower.follower")
 
+FAILURE_LOG_EVERY = 60.0
+"""A write failure that goes on is logged again this often (with how many attempts failed), as the daemon's own."""
 IDLE_WAIT = 0.2
 """Seconds between two looks at the checkpoints when the correlator has caught up."""
 BATCH_SECONDS = 2.0
@@ -250,6 +252,8 @@ class Follower:
         sizes = SliceSizes(seconds=FOLLOWER_SLICE_SECONDS, max_span_bytes=FOLLOWER_MAX_SPAN_BYTES)
         maintain = MaintainSchedule()
         delay = 0.5
+        failed = 0
+        logged_at, last_text = -FAILURE_LOG_EVERY, ""
         try:
             while self._running():
                 if self.reload_requested:
@@ -264,11 +268,23 @@ class Follower:
                         maintain.ran(store._maintain())  # noqa: SLF001
                     delay = 0.5
                     self._report(None)
+                    if failed:
+                        log.warning("correlator process: writes to %s resumed after %d failed attempts", self.db_path,
+                                    failed)
+                        failed, last_text = 0, ""
                 except (sqlite3.Error, OSError) as exc:  # disk full, locked too long: retried, never fatal
                     text = f"{type(exc).__name__}: {exc}"
-                    if self._report(text):
+                    failed += 1
+                    now = time.monotonic()
+                    self._report(text)
+                    if failed == 1 or text != last_text:
                         log.error("correlator process: write to %s failed: %s; retried until it succeeds",
                                   self.db_path, text)
+                        logged_at, last_text = now, text
+                    elif now - logged_at >= FAILURE_LOG_EVERY:
+                        log.error("correlator process: write to %s failed again (%d attempts so far): %s",
+                                  self.db_path, failed, text)
+                        logged_at = now
                     backlog = RowBacklog()  # positions in the database say where to resume
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)

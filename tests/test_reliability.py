@@ -1569,3 +1569,42 @@ def test_a_lock_whose_pid_cannot_be_written_is_still_held_with_a_warning(
     with pytest.raises(StateDirInUse):
         InstanceLock(tmp_path).acquire()
     lock.release(clean=True)
+
+
+@pytest.mark.parametrize("log_every", [3600.0, 0.0])
+def test_the_correlator_process_says_when_its_writes_resume_and_repeats_a_lasting_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, log_every: float) -> None:
+    """Its failed writes were logged once and never again: no reminder while they went on, no line when they
+    resumed (docs/reliability.md promises both, as the daemon's own writer does; review 2026-12-04)."""
+    import logging
+    import sqlite3
+
+    from exporter import follower as follower_mod
+    from exporter.follower import Follower
+    from exporter.state import private_dir
+
+    cfg = load_config(write_config(tmp_path, correlator={"enabled": True}))
+    stop: list[bool] = []
+    outcomes = ["full", "full", "full", "ok", "ok"]
+
+    def write(*_a: object, **_k: object) -> None:
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            stop.append(True)
+        if outcome == "full":
+            raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr("exporter.writer.write_slices", write)
+    monkeypatch.setattr(follower_mod, "FAILURE_LOG_EVERY", log_every)
+    monkeypatch.setattr(follower_mod.time, "sleep", lambda _s: None)
+    private_dir(Path(cfg.state_dir))
+    with caplog.at_level(logging.INFO, logger="watchtower"):
+        Follower(cfg, os.getppid(), stop).run()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "correlator process: write" in r.getMessage()]
+    db = Path(cfg.state_dir) / "watchtower.db"
+    first = ("ERROR", f"correlator process: write to {db} failed: OperationalError: database or disk is full; "
+                      "retried until it succeeds")
+    again = [("ERROR", f"correlator process: write to {db} failed again ({n} attempts so far): OperationalError: "
+                       "database or disk is full") for n in (2, 3)]
+    resumed = ("WARNING", f"correlator process: writes to {db} resumed after 3 failed attempts")
+    assert said == ([first, resumed] if log_every else [first, *again, resumed])
