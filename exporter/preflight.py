@@ -92,8 +92,13 @@ def _can_create_in(directory: Path) -> bool:
 
 
 def _writable_dir(key: str, path: Path) -> str | None:
-    """The state dir must be writable, or creatable in an existing writable parent."""
+    """The state dir must be writable, or creatable in an existing writable parent (not a link to nothing)."""
+    from exporter.state import dangling_link
+
     path = path.expanduser()
+    dangling = dangling_link(path)
+    if dangling is not None:
+        return f"{key}: {dangling}"
     if path.exists():
         if not path.is_dir():
             return f"{key}: {path} exists and is not a directory"

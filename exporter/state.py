@@ -160,11 +160,22 @@ class Loaded:
     """Files whose rows the sinks hold only up to a byte before the checkpoint: (offset, line, header)."""
 
 
+def dangling_link(path: Path) -> str | None:
+    """`path` is a symbolic link to nothing (a volume not mounted): said in one line, as mkdir would only say
+    `File exists`."""
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist (a volume not mounted?)"
+    return None
+
+
 def private_dir(path: Path) -> None:
     """Create the state directory 0700; tighten an existing one of ours that is open to others.
 
     Called before anything else writes there (the correlator's HMAC key included).
     """
+    dangling = dangling_link(path)
+    if dangling is not None:
+        raise StateError(f"state_dir: {dangling}")
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir honours the umask

@@ -1608,3 +1608,22 @@ def test_the_correlator_process_says_when_its_writes_resume_and_repeats_a_lastin
                        "database or disk is full") for n in (2, 3)]
     resumed = ("WARNING", f"correlator process: writes to {db} resumed after 3 failed attempts")
     assert said == ([first, resumed] if log_every else [first, *again, resumed])
+
+
+def test_a_state_dir_that_is_a_link_to_nothing_is_named_by_check_config_and_run(tmp_path: Path) -> None:
+    """A state_dir symlink to a volume not mounted: check-config said ok, and run stopped with `could not run:
+    FileExistsError: [Errno 17] File exists` (review 2026-12-04). Both name the link and its missing target."""
+    import yaml
+
+    config = write_config(tmp_path)
+    state = Path(yaml.safe_load(config.read_text())["state_dir"])
+    state.symlink_to(tmp_path / "mnt" / "watchtower")
+    said = f"state_dir: {state} is a symbolic link to {tmp_path / 'mnt' / 'watchtower'}, which does not exist " \
+           "(a volume not mounted?)"
+    check = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(config)],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 2 and check.stderr.splitlines()[-1].strip() == said, check.stderr
+    run = subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(config)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode in (1, 2) and said in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and "FileExistsError" not in run.stderr
