@@ -48,7 +48,7 @@ from correlator.models import (
     SearchResponse,
     TimelineResponse,
 )
-from correlator.store import ReadPool, StoreNotReady
+from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, Reader, flow_window, iso
 from exporter.timeparse import LATEST
 
@@ -112,6 +112,50 @@ def _error(status: int, error: str, parameter: str | None = None,
                         headers=headers)
 
 
+STORE_LOG_INTERVAL = 60.0
+"""Seconds before the same store error is logged again: a damaged store fails every request."""
+log_clock: Callable[[], float] = time.monotonic
+"""The clock of that interval (module-level so a test can move it)."""
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+class LogOnce:
+    """Logs each distinct message once per `interval`, then with how many answers repeated it meanwhile:
+    one line a minute, not one per request (which buried the log of a damaged store)."""
+
+    def __init__(self, interval: float, keep: int = 64) -> None:
+        self.interval, self.keep = interval, keep
+        self._seen: dict[str, list[float]] = {}  # message -> [when last logged, answers since]
+
+    def __call__(self, level: int, message: str) -> None:
+        now = log_clock()
+        seen = self._seen.get(message)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            return
+        more = f" ({seen[1]:.0f} more answers since)" if seen and seen[1] else ""
+        if seen is None and len(self._seen) >= self.keep:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[message] = [now, 0]
+        log.log(level, "%s%s", message, more)
+
+
+_store_log = LogOnce(STORE_LOG_INTERVAL)
+
+
+def _store_error(exc: sqlite3.Error) -> JSONResponse:
+    """A 503 whose one line says what is wrong with the store (logged as said, never with a traceback):
+    damage names the file and the runbook, since no retry helps; busy or locked is worth a retry."""
+    if isinstance(exc, StoreDamaged):
+        message, level = f"correlator store damaged: {exc}; see docs/runbooks.md", logging.ERROR
+    elif getattr(exc, "sqlite_errorcode", None) in _BUSY:
+        message, level = f"correlator store busy: {exc}", logging.WARNING
+    else:
+        message, level = f"correlator store failed: {exc}", logging.ERROR
+    _store_log(level, message)
+    return _error(503, message)
+
+
 class ErrorRoute(APIRoute):
     """Maps every failure of our routes to an ApiError JSON body."""
 
@@ -142,9 +186,8 @@ class ErrorRoute(APIRoute):
                 return _error(exc.status, exc.error, exc.parameter)
             except StoreNotReady as exc:
                 return _error(503, f"correlator store not ready: {exc}")
-            except sqlite3.OperationalError as exc:
-                log.warning("correlator query failed: %s", exc)
-                return _error(503, f"correlator store busy: {exc}")
+            except sqlite3.Error as exc:
+                return _store_error(exc)
             finally:
                 _DEADLINE.reset(token)
                 slots.release()
@@ -398,7 +441,7 @@ def build_router(api: Api) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {
         400: {"model": ApiError, "description": "Bad parameter (named in `parameter`)."},
         404: {"model": ApiError, "description": "Nothing stored for this key."},
-        503: {"model": ApiError, "description": "Store not ready or busy, too many concurrent API requests, "
+        503: {"model": ApiError, "description": "Store not ready, busy or damaged, too many concurrent API requests, "
               "or the query exceeded its time budget."},
         # Declaring `default` also stops FastAPI from listing a 422 the server never sends.
         "default": {"model": ApiError, "description": "Any other error (401, 405): same body."},

@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from exporter.writelock import begin_immediate
 
@@ -292,6 +292,28 @@ class StoreNotReady(Exception):
     """The DB or the correlator tables do not exist yet (daemon still starting)."""
 
 
+class StoreDamaged(sqlite3.DatabaseError):
+    """SQLite found the store's file damaged (malformed, or not a database): `PATH: SQLite's words`.
+
+    No retry helps, so callers say so instead of "busy"; a sqlite3.DatabaseError, so code that already
+    treats any sqlite3.Error as "store not readable" (attribution) goes on doing so."""
+
+
+DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def as_damage(path: Path, exc: sqlite3.Error) -> StoreDamaged | None:
+    """`exc` as a StoreDamaged naming `path` when SQLite says the file is damaged; else None.
+
+    A bare DatabaseError (no subclass) is what the sqlite3 module raises for those codes."""
+    if isinstance(exc, StoreDamaged):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in DAMAGE_CODES or (code is None and type(exc) is sqlite3.DatabaseError):
+        return StoreDamaged(f"{path}: {exc}")
+    return None
+
+
 class ReadPool:
     """A few read-only connections shared by API worker threads (FastAPI runs sync routes in a pool).
 
@@ -308,12 +330,27 @@ class ReadPool:
         self._closed = False
 
     def _open(self) -> sqlite3.Connection:
+        """A new read connection; closed again if its first statements fail (a damaged file fails here)."""
         if not self._path.exists():
             raise StoreNotReady(f"{self._path} does not exist yet")
         conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA query_only=1")
-        conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
+        try:
+            conn.execute("PRAGMA query_only=1")
+            conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
+        except sqlite3.Error as exc:
+            conn.close()
+            self._raise(exc)
         return conn
+
+    def _raise(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise what a caller should see for `exc`: StoreNotReady for missing tables, StoreDamaged naming the
+        file for a damaged one, else `exc` itself."""
+        if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+            raise StoreNotReady(str(exc)) from exc
+        damaged = as_damage(self._path, exc)
+        if damaged is not None and damaged is not exc:
+            raise damaged from exc
+        raise exc
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -322,15 +359,13 @@ class ReadPool:
         except queue.Empty:
             conn = self._open()
             self._opened += 1
-        conn.execute("BEGIN")
         ok = False
         try:
+            conn.execute("BEGIN")
             yield conn
             ok = True
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                raise StoreNotReady(str(exc)) from exc
-            raise
+        except sqlite3.Error as exc:
+            self._raise(exc)
         finally:
             try:
                 conn.execute("ROLLBACK")

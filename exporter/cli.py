@@ -184,6 +184,36 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+HEALTH_SHOWN_CHARS = 200
+"""Most characters of an answer's body (or an error) a healthcheck line shows."""
+HEALTH_READ_BYTES = 8192
+"""Most bytes of an answer read: /healthz is a small JSON object; another server's page can be anything."""
+
+
+def one_line(text: str, limit: int = HEALTH_SHOWN_CHARS) -> str:
+    """`text` as one bounded line a terminal shows as it is: whitespace runs (newlines too) become one space,
+    other control and format characters (escapes, bidi overrides) go. The port may be answered by another
+    server, whose page came out whole, over many lines, escapes included."""
+    kept = "".join(ch if ch.isprintable() else " " if ch.isspace() else "" for ch in text)
+    flat = " ".join(kept.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def _get_bounded(url: str, auth: Any, timeout: float) -> tuple[int, str]:
+    """(status, the body's first HEALTH_READ_BYTES as text) of GET `url`; a server that sends without end
+    is cut there, not read until it stops."""
+    import httpx
+
+    # The certificate names the public host, not loopback; this is a local liveness probe.
+    with httpx.stream("GET", url, auth=auth, timeout=timeout, verify=False) as r:  # noqa: S501
+        body = b""
+        for chunk in r.iter_bytes():
+            body += chunk
+            if len(body) >= HEALTH_READ_BYTES:
+                break
+        return r.status_code, body[:HEALTH_READ_BYTES].decode(r.encoding or "utf-8", errors="replace")
+
+
 def _healthcheck(args: argparse.Namespace) -> int:
     """0 when /healthz says ok. With auth on and no WATCHTOWER_HEALTHCHECK_USER/_PASSWORD, a 401 from the
     listener counts as alive (the process answers HTTP); with them, the full status is checked."""
@@ -200,19 +230,18 @@ def _healthcheck(args: argparse.Namespace) -> int:
     password = os.environ.get("WATCHTOWER_HEALTHCHECK_PASSWORD", "")
     auth: Any = (user, password) if user else None
     try:
-        # The certificate names the public host, not loopback; this is a local liveness probe.
-        r = httpx.get(url, auth=auth, timeout=args.timeout, verify=False)  # noqa: S501
+        status, body = _get_bounded(url, auth, args.timeout)
     except httpx.HTTPError as exc:
-        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        print(f"unhealthy: {url}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
-    if r.status_code == 401 and auth is None and config.web.basic_auth_users:
+    if status == 401 and auth is None and config.web.basic_auth_users:
         emit(f"alive: {url} answers (auth required; set WATCHTOWER_HEALTHCHECK_USER and "
              "WATCHTOWER_HEALTHCHECK_PASSWORD for the full check)\n")
         return EXIT_OK
-    if r.status_code == 200:
+    if status == 200:
         emit(f"healthy: {url}\n")
         return EXIT_OK
-    print(f"unhealthy: {url}: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
+    print(f"unhealthy: {url}: HTTP {status} {one_line(body)}".rstrip(), file=sys.stderr)
     return EXIT_FAILURE
 
 

@@ -2,7 +2,7 @@
 
 uvicorn is started with `log_config=None`, so its loggers (`uvicorn`, `uvicorn.error`) have no
 handlers of their own and propagate here: one format for the whole process, which is what a
-journald or Loki pipeline needs.
+journald or Loki pipeline needs. Python warnings come here too, as one `py.warnings` line each.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from typing import Any, TextIO
 
 from exporter.redact import RedactFilter
@@ -102,6 +103,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False).translate(_JSON_ESCAPES)  # they only occur inside strings
 
 
+def log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                file: TextIO | None = None, line: str | None = None) -> None:
+    """`warnings.showwarning` for the whole process: a warning (the multiprocessing resource tracker relaunched
+    after a kill) is one `py.warnings` line in the log's format, through its filters, instead of the two raw lines
+    Python writes to stderr (`path:123: UserWarning: ...` and the source line)."""
+    logging.getLogger("py.warnings").warning("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
+
+
 def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,
           redact_addresses: bool = False) -> logging.Handler:
     """Install the one handler (replacing earlier ones, so calling twice is harmless).
@@ -118,6 +127,7 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None,
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    warnings.showwarning = log_warning
     level_no = getattr(logging, level.upper())
     root.setLevel(level_no)
     for name in PER_REQUEST_LOGGERS:

@@ -1,6 +1,7 @@
-"""One line for a YAML syntax error: the config and the classification tables are checked by `check-config`
-and reloaded on SIGHUP, and both promise one line per problem (PyYAML's message runs over several lines, with
-`in "<unicode string>"` marks that name no file)."""
+"""One line for a YAML syntax error or a file that is not UTF-8: the config and the classification tables are
+checked by `check-config` and reloaded on SIGHUP, and both promise one line per problem (PyYAML's message runs
+over several lines, with `in "<unicode string>"` marks that name no file; Python's decode error names no file).
+"""
 
 from __future__ import annotations
 
@@ -16,3 +17,9 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     if context:
         what += f" ({context}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
     return f"{where}not valid YAML: {what}"
+
+
+def utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """The first byte that is not UTF-8 and where, in one line: Python's own words name no file and say
+    `position`, which reads as a character count."""
+    return f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"

@@ -316,3 +316,50 @@ def test_a_table_that_is_not_yaml_is_one_line_naming_the_file_and_line(tmp_path:
         (IspClassifier if loader == "isp" else ReplyClassifier).load(table)
     assert str(exc.value) == (f"{table}: line 3, column 1: not valid YAML: did not find expected node content "
                               "(while parsing a flow node started on line 3)")
+
+
+# --- a table that is not UTF-8 names the file and the byte, at start and on SIGHUP -------------------
+NOT_UTF8 = [(b"\xffversion: 1\n", 0xFF, 0), (b"version: 1\n# caf\xe9\n", 0xE9, 16)]
+
+
+@pytest.mark.parametrize("loader", ["isp", "replies"])
+@pytest.mark.parametrize(("raw", "byte", "offset"), NOT_UTF8, ids=["first-byte", "in-a-comment"])
+def test_a_table_that_is_not_utf8_is_one_line_naming_the_file_and_the_byte(tmp_path: Path, loader: str,
+                                                                           raw: bytes, byte: int, offset: int) -> None:
+    from exporter.classify import ReplyClassifier
+
+    table = tmp_path / "table.yaml"
+    table.write_bytes(raw)
+    with pytest.raises(ValueError) as exc:
+        (IspClassifier if loader == "isp" else ReplyClassifier).load(table)
+    assert str(exc.value) == f"{table}: not UTF-8 (byte 0x{byte:02x} at offset {offset}); save the file as UTF-8"
+
+
+@pytest.mark.parametrize("key", ["isp_file", "replies_file"])
+def test_a_table_that_is_not_utf8_is_named_at_start_and_on_sighup(tmp_path: Path, watchtower_factory,
+                                                                  key: str) -> None:
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO, write_config
+
+    table = tmp_path / "table.yaml"
+    shutil.copy(REPO / "exporter" / "classify" / ("isps.yaml" if key == "isp_file" else "replies.yaml"), table)
+    cfg = write_config(tmp_path, classify={key: str(table)})
+    said = f"{table}: not UTF-8 (byte 0xff at offset 0); save the file as UTF-8"
+    wt = watchtower_factory(cfg).start()
+    table.write_bytes(b"\xff" + table.read_bytes())
+    wt.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "not reloaded" not in wt.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (line,) = [x for x in wt.log.read_text().splitlines() if "not reloaded" in x]
+    assert said in line and "UnicodeDecodeError" not in line
+    assert wt.stop() == 0
+    start = subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=REPO,
+                           capture_output=True, text=True, timeout=30)
+    assert start.returncode != 0 and f"classify.{key}: {said}" in start.stderr
+    assert "Traceback" not in start.stderr and "codec" not in start.stderr

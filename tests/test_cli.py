@@ -522,3 +522,41 @@ def test_check_config_does_not_warn_of_what_the_daemon_can_follow(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == (f"{config}: warning: sources.0.paths.0: {str(home / 'pmta' / 'acct-*.csv')!r} matches no "
                            "file yet\n")
+
+
+FOREIGN_PAGE = ("<!DOCTYPE html>\n<html>\n  <head><title>404 Not Found</title></head>\r\n  <body>\n"
+                "    <h1>Not\tFound</h1>\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e\n" + "    <p>filler</p>\n" * 200
+                + "  </body>\n</html>\n")
+
+
+def test_healthcheck_against_another_server_is_one_bounded_line(tmp_path: Path) -> None:
+    """A port answered by another web server printed that server's whole HTML page, over many lines and with the
+    terminal escapes it held."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Foreign(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = FOREIGN_PAGE.encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = write_config(tmp_path, listen=f"127.0.0.1:{server.server_address[1]}")
+        proc = _healthcheck(config)
+    finally:
+        server.shutdown()
+        server.server_close()
+    url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"unhealthy: {url}: HTTP 404 <!DOCTYPE html> <html> <head><title>404 Not Found</title>"
+                           "</head> <body> <h1>Not Found</h1>]0;pwned[2J31m <p>filler</p> <p>filler</p> <p>filler</p> "
+                           "<p>filler</p> <p>filler</p> <p>filler</p> <p>filler</...\n")  # 200 characters of it

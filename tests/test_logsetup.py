@@ -105,3 +105,42 @@ def test_each_http_request_is_logged_at_debug_only(level: str, logged: bool):
     assert ("HTTP Request: GET http://127.0.0.1:8080/status?format=xml" in out.getvalue()) is logged
     logging.getLogger("httpx").warning("a warning still shows")
     assert "WARNING httpx: a warning still shows" in out.getvalue()
+
+
+RELAUNCH = "resource_tracker: process died unexpectedly, relaunching.  Some resources might leak."
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_python_warning_is_one_log_line_in_the_configured_format(fmt: str) -> None:
+    """A warning (the multiprocessing resource tracker relaunched after a kill) went to stderr as Python prints it:
+    two raw lines, `path:123: UserWarning: ...` and the source line, outside the log's format."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import warnings\nfrom exporter import logsetup\n"
+              f"logsetup.setup('info', {fmt!r})\nwarnings.warn({RELAUNCH!r}, UserWarning)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                          cwd=Path(logsetup.__file__).parent.parent)
+    (line,) = proc.stderr.splitlines()
+    if fmt == "json":
+        record = json.loads(line)
+        assert (record["level"], record["logger"]) == ("warning", "py.warnings")
+        assert record["msg"] == f"UserWarning: {RELAUNCH} (<string>:4)"
+    else:
+        assert line.endswith(f" WARNING py.warnings: UserWarning: {RELAUNCH} (<string>:4)")
+
+
+def test_a_warning_in_process_goes_through_the_handler_and_its_filters() -> None:
+    """The same handler as every other line: redaction applies, and the location is the warning's own."""
+    import sys
+    import warnings
+
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logsetup.setup("info", "json", stream=out, redact_addresses=True)
+        line = sys._getframe().f_lineno + 1
+        warnings.warn("odd reply from alice@gmail.com\nsecond line", RuntimeWarning, stacklevel=1)
+    (record,) = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert record["msg"] == f"RuntimeWarning: odd reply from [redacted]@gmail.com\nsecond line ({__file__}:{line})"

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from exporter.yamlproblem import yaml_problem
+from exporter.yamlproblem import utf8_problem, yaml_problem
 
 OTHER = "other"
 
@@ -51,16 +51,22 @@ def mta_host(mta: str) -> str:
 
 
 def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
-    """(name for error messages, parsed YAML) of `path`, or of the file shipped in this package."""
+    """(name for error messages, parsed YAML) of `path`, or of the file shipped in this package.
+
+    Every failure is a ValueError `NAME: what` in one line: check-config and a SIGHUP reload show it as is."""
     if path is None:
         name = f"exporter/classify/{shipped}"
         text = resources.files("exporter.classify").joinpath(shipped).read_text(encoding="utf-8")
     else:
         name = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            raw = Path(path).read_bytes()
         except OSError as exc:
             raise ValueError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: {utf8_problem(raw, exc)}") from None
     try:
         return name, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
