@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter import gcpolicy, maintenance
 from exporter.aggregate import FIELDS, RecordAggregator
-from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers
+from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers, table_problem
 from exporter.config import Config
 from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse
@@ -669,7 +669,7 @@ class Daemon:
         try:
             isp, replies = load_classifiers(self.config)
         except Exception as exc:  # noqa: BLE001 - a bad table must not kill the daemon
-            log.error("SIGHUP: classification tables not reloaded (%s); keeping the current ones", describe(exc))
+            log.error("SIGHUP: classification tables not reloaded (%s); keeping the current ones", table_problem(exc))
             return
         self.isp, self.replies = isp, replies
         self.pipeline.reload_classifiers(isp, replies)

@@ -185,15 +185,14 @@ class Follower:
     def _reload(self, sink: Any) -> None:
         """SIGHUP: the tables the daemon has just loaded, here too; a broken one keeps the current tables
         (the daemon's log says why, as it refuses the same file)."""
-        from exporter.classify import load_classifiers
-        from exporter.writer import describe
+        from exporter.classify import load_classifiers, table_problem
 
         self.reload_requested.clear()
         try:
             isp, replies = load_classifiers(self.config)
         except Exception as exc:  # noqa: BLE001 - a bad table must not stop the correlator
             log.warning("correlator process: classification tables not reloaded (%s); keeping the current ones",
-                        describe(exc))
+                        table_problem(exc))
             return
         if sink is not None:
             sink.reload_classifiers(isp.classify_rcpt, replies.classify)

@@ -19,9 +19,17 @@ from exporter.classify.replies import REPLY_CLASSES, ReplyClassifier
 if TYPE_CHECKING:
     from exporter.config import Config
 
-__all__ = ["ISP_NAMES", "REPLY_CLASSES", "IspClassifier", "ReplyClassifier", "load_classifiers"]
+__all__ = ["ISP_NAMES", "REPLY_CLASSES", "IspClassifier", "ReplyClassifier", "load_classifiers", "table_problem"]
 
 
 def load_classifiers(config: Config) -> tuple[IspClassifier, ReplyClassifier]:
     """Both tables of a configuration (the shipped ones unless `classify.*_file` names others)."""
     return IspClassifier.load(config.classify.isp_file), ReplyClassifier.load(config.classify.replies_file)
+
+
+def table_problem(exc: BaseException) -> str:
+    """One line for a table that could not be loaded: a table's ValueError already names the file and the entry
+    (`PATH: not UTF-8 (byte 0xff at offset 0); ...`); anything else is a bug, named by its class."""
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
