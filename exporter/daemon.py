@@ -602,7 +602,8 @@ class Daemon:
         """One more exit or failed start in a row: when to try again (doubling waits, capped)."""
         self._follower_in_a_row += 1
         self._follower_last_exit = why
-        wait = min(FOLLOWER_RESTART_WAIT * 2 ** (self._follower_in_a_row - 1), FOLLOWER_MAX_WAIT)
+        doublings = min(self._follower_in_a_row - 1, 32)  # capped before the power: 2.0 * 2**1024 overflows
+        wait = min(FOLLOWER_RESTART_WAIT * 2 ** doublings, FOLLOWER_MAX_WAIT)
         self._follower_next_start = time.monotonic() + wait
         return wait
 

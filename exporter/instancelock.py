@@ -63,11 +63,9 @@ class InstanceLock:
                         self.path, exc.strerror)
         f.seek(0)
         self.unclean = bool(f.read().strip())
-        try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
+        try:  # on the descriptor: a failed write must leave nothing in a buffer for close() to fail on again
+            os.ftruncate(f.fileno(), 0)
+            os.pwrite(f.fileno(), f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:  # a full disk: the flock is what keeps a second daemon out, and it is held
             log.warning("%s: cannot write this daemon's pid (%s): a crash now would not be seen at the next start; "
                         "the state directory is locked all the same", self.path, exc.strerror or exc)
@@ -81,10 +79,11 @@ class InstanceLock:
         if self._file is not None:
             if clean:
                 try:
-                    self._file.seek(0)
-                    self._file.truncate()
-                    self._file.flush()
+                    os.ftruncate(self._file.fileno(), 0)
                 except OSError as exc:  # the next start then waits for its reads once more: only later metrics
                     log.warning("%s: cannot mark the stop clean (%s)", self.path, exc.strerror)
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:  # nothing buffered is ours to lose: the lock goes with the descriptor anyway
+                log.debug("%s: close: %s", self.path, exc)
             self._file = None

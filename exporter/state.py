@@ -73,12 +73,13 @@ WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and st
 
 
 def _full(directory: Path) -> bool:
-    """Whether the file system of `directory` has no block (or no inode) left for this user."""
+    """Whether the file system of `directory` has no block (or no inode) left for this user. A file system that
+    counts no blocks or inodes at all (btrfs and many FUSE mounts report 0 inodes) is not full for it."""
     try:
         st = os.statvfs(directory)
     except OSError:
         return False
-    return st.f_bavail == 0 or st.f_favail == 0
+    return (st.f_blocks > 0 and st.f_bavail == 0) or (st.f_files > 0 and st.f_favail == 0)
 
 
 def _cause(exc: sqlite3.OperationalError, path: Path) -> str:

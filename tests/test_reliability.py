@@ -1522,7 +1522,7 @@ async def test_a_disk_io_error_on_a_full_disk_at_start_says_to_free_space_not_to
 
     class Full:
         def __init__(self, st: os.statvfs_result) -> None:
-            self.f_bavail, self.f_frsize, self.f_favail = 0, st.f_frsize, st.f_favail
+            self.f_blocks, self.f_bavail, self.f_files, self.f_favail = st.f_blocks or 1, 0, st.f_files, st.f_favail
 
     def failing(path: object, **kw: object) -> sqlite3.Connection:
         raise sqlite3.OperationalError("disk I/O error")
@@ -1547,28 +1547,21 @@ def test_a_lock_whose_pid_cannot_be_written_is_still_held_with_a_warning(
     (tmp_path / "watchtower.lock").write_text("")
     (tmp_path / "watchtower.lock").chmod(0o600)
     lock = InstanceLock(tmp_path)
-    real_open = open
 
-    class NoSpace:
-        def __init__(self, f: Any) -> None:
-            self.f = f
+    def no_space(*_a: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.f, name)
-
-        def write(self, text: str) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("builtins.open", lambda *a, **kw: NoSpace(real_open(*a, **kw)))
+    monkeypatch.setattr(os, "pwrite", no_space)
     with caplog.at_level(logging.WARNING, logger="watchtower.daemon"):
         lock.acquire()
-    monkeypatch.setattr("builtins.open", real_open)
+    monkeypatch.undo()
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'watchtower.lock'}: cannot write this daemon's pid (No space left on device): a crash now "
         "would not be seen at the next start; the state directory is locked all the same"]
     with pytest.raises(StateDirInUse):
         InstanceLock(tmp_path).acquire()
-    lock.release(clean=True)
+    lock.release(clean=True)  # nothing left buffered to fail at close
+    assert (tmp_path / "watchtower.lock").read_text() == ""
 
 
 @pytest.mark.parametrize("log_every", [3600.0, 0.0])
@@ -1627,3 +1620,28 @@ def test_a_state_dir_that_is_a_link_to_nothing_is_named_by_check_config_and_run(
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode in (1, 2) and said in run.stderr, run.stderr
     assert "Traceback" not in run.stderr and "FileExistsError" not in run.stderr
+
+
+def test_the_correlator_restart_wait_stays_at_its_cap_however_long_the_crash_loop(tmp_path: Path) -> None:
+    """The doubling wait was computed before its cap: after ~1,025 exits in a row (17 hours of a correlator that
+    cannot start) 2.0 * 2**1024 raised OverflowError and stopped the daemon (review 2026-12-04)."""
+    import exporter.daemon as daemon_mod
+
+    d = Daemon(load_config(write_config(tmp_path, correlator={"enabled": True, "worker": "process"})))
+    waits = [d._follower_down("exited") for _ in range(1100)]
+    assert waits[:3] == [daemon_mod.FOLLOWER_RESTART_WAIT * k for k in (1, 2, 4)]
+    assert waits[-1] == daemon_mod.FOLLOWER_MAX_WAIT and d._follower_in_a_row == 1100
+
+
+def test_a_file_system_that_counts_no_inodes_is_not_taken_for_a_full_one(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """btrfs and many FUSE mounts report 0 inodes (f_files = f_favail = 0): every start-up SQLite error there was
+    explained as a full disk (review 2026-12-04)."""
+    from exporter.state import _cause
+
+    class Btrfs:
+        f_blocks, f_bavail, f_files, f_favail = 1000, 500, 0, 0
+
+    monkeypatch.setattr(os, "statvfs", lambda _p: Btrfs())
+    said = _cause(sqlite3.OperationalError("unable to open database file"), tmp_path / "watchtower.db")
+    assert "full" not in said and "chown" in said
