@@ -90,8 +90,8 @@ METRICS: tuple[MetricSpec, ...] = (
                ("sender", "isp", "feedback_type"), "records"),
     # --- from PMTA's HTTP management interface ---------------------------------------------
     MetricSpec("pmta_queue_recipients", "gauge",
-               "Recipients queued, per VMTA and ISP. A cell (of every pmta_queue_* gauge) gone from a complete "
-               "poll is 0 for 10 minutes, then absent.", ("vmta", "isp"), "queue"),
+               "Recipients queued, per VMTA and ISP. A cell (of every pmta_queue_* gauge) gone from its VMTA's "
+               "listing read whole is 0 for 10 minutes, then absent.", ("vmta", "isp"), "queue"),
     MetricSpec("pmta_queue_unlisted_recipients", "gauge",
                "Recipients in a VMTA's queues beyond PMTA's top-N listing of it (its total less the queues shown; "
                "their ISP is unknown). Its total: the listing's totalRcp, or its rcp in /vmtas where totalRcp counts "

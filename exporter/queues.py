@@ -12,9 +12,10 @@ are `pmta_queue_unlisted_recipients{vmta}`, so a VMTA's whole backlog is known. 
 `watchtower_pmta_queue_coverage_ratio` says how much of /status's total the per-queue gauges saw.
 
 The collector serves exactly what the last poll read, and nothing older (the Prometheus
-convention: absent, not stale), except that a (vmta, isp) cell or a VMTA's unlisted recipients gone from a
-complete read is served as 0 for `VANISHED_AS_ZERO` (panels and alerts bridge failed polls with
-last_over_time, which would otherwise count a vanished queue at its last value):
+convention: absent, not stale), except that a (vmta, isp) cell gone from its VMTA's listing read whole (no
+recipient left unlisted), or a VMTA's unlisted recipients gone, is served as 0 for `VANISHED_AS_ZERO` (panels
+and alerts bridge failed polls with last_over_time, which would otherwise count an emptied queue at its last
+value; a cell that only left a top-N listing stays absent: it is not known empty):
 - one deadline (`pmta.poll_deadline`) bounds the whole poll; a request still running or not yet
   started when it passes is cancelled and counted as a `timeout`, like every failed request is
   counted by reason;
@@ -43,7 +44,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
-from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, SPECS, named_self_metrics
+from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_OVERFLOW, SPECS, named_self_metrics
 from exporter.pmta_api import (
     API_ERROR_REASONS,
     PmtaApiClient,
@@ -377,10 +378,16 @@ class QueuePoller:
             if status is not None:
                 total = status.smtp_rcp
                 snap.coverage = 1.0 if not total else min(1.0, seen / total)
-            unread_labels = {self._vmta_label(v) for v in unread}
+            # a cell is 0 only where the read was whole: not a VMTA whose query failed, nor one whose listing left
+            # recipients out (a cell beyond it is not empty: at the listing's edge it would read 300, 0, 300 ...)
+            unknown = {self._known_label(v) for v in unread} | {v for v, rest in snap.unlisted.items() if rest}
+            if not self.config.per_vmta_queries and (top is None or top.total_rcp is None or top.total_rcp > listed):
+                unknown = None  # the top-N list alone, and not all of it: no cell can be said empty
             width = len(QUEUE_METRICS)
-            _zero_vanished(snap.queues, self._cells_at, lambda key: key[0] in unread_labels, [0.0] * width)
-            _zero_vanished(snap.unlisted, self._unlisted_at, lambda vmta: vmta in unread_labels, 0.0)
+            _zero_vanished(snap.queues, self._cells_at, lambda key: unknown is None or key[0] in unknown,
+                           [0.0] * width)
+            _zero_vanished(snap.unlisted, self._unlisted_at, lambda vmta: unknown is not None and vmta in unknown,
+                           0.0)
         return snap
 
     @staticmethod
@@ -433,6 +440,12 @@ class QueuePoller:
             self._vmtas = dict(keep)
 
     # --- labels ----------------------------------------------------------------------------------
+    def _known_label(self, vmta: str) -> str:
+        """The label `vmta` has, without admitting it to the cap (a VMTA whose query failed gets no series)."""
+        if not vmta or vmta == "{default}":
+            return PLACEHOLDER_NONE
+        return vmta if vmta in self.vmta_cap.admitted else PLACEHOLDER_OVERFLOW
+
     def _vmta_label(self, vmta: str) -> str:
         if not vmta or vmta == "{default}":
             return PLACEHOLDER_NONE

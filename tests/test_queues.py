@@ -798,8 +798,9 @@ async def test_a_vmta_in_neither_top_list_gets_gauges_once_its_records_say_it_de
     assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 1.0
 
 
+@pytest.mark.parametrize("per_vmta", [True, False])
 async def test_a_queue_gone_from_a_complete_poll_is_served_as_zero_long_enough_for_the_panels_window(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, per_vmta: bool) -> None:
     """Panels and alerts read the queue gauges through last_over_time(...[5m]) (one failed poll must not drop a
     queue). A queue that emptied, or left its VMTA's top-N listing (its recipients now in
     pmta_queue_unlisted_recipients), vanished from /metrics and was still counted for 5 minutes: 12-34% over the
@@ -808,12 +809,20 @@ async def test_a_queue_gone_from_a_complete_poll_is_served_as_zero_long_enough_f
     now = [1000.0]
     monkeypatch.setattr(queues_mod.time, "monotonic", lambda: now[0])
     polls: list[dict[str, list[tuple[str, int]]]] = [
-        {"vmta-01": [("gmail.com", 500), ("yahoo.com", 40)], "vmta-02": [("gmail.com", 7)]},
-        {"vmta-01": [("gmail.com", 480)], "vmta-02": []},  # yahoo.com emptied; vmta-02 answers nothing
-        {"vmta-01": [("gmail.com", 470)], "vmta-02": None},  # vmta-02's own query fails
-        {"vmta-01": [("gmail.com", 460)], "vmta-02": []},
+        {"vmta-01": [("gmail.com", 500), ("yahoo.com", 40)], "vmta-02": [("gmail.com", 7)],
+         "vmta-03": [("gmail.com", 9), ("aol.com", 30)]},
+        # yahoo.com emptied; vmta-02 answers nothing; aol.com left vmta-03's top-N listing (totalRcp says so)
+        {"vmta-01": [("gmail.com", 480)], "vmta-02": [], "vmta-03": [("gmail.com", 9)]},
+        {"vmta-01": [("gmail.com", 470)], "vmta-02": None, "vmta-03": [("gmail.com", 9)]},  # vmta-02's query fails
+        {"vmta-01": [("gmail.com", 460)], "vmta-02": [], "vmta-03": [("gmail.com", 9)]},
     ]
+    beyond = {"vmta-03": 30}  # from the second poll on: recipients of vmta-03's queues not shown
     current: list[dict[str, list[tuple[str, int]] | None]] = []
+
+    def held(vmta: str) -> int:
+        """All of a VMTA's recipients, shown or not (its rcp in /vmtas)."""
+        shown = sum(n for _d, n in current[-1].get(vmta) or [])
+        return shown + (beyond.get(vmta, 0) if len(current) > 1 else 0)
 
     def answer(request: httpx.Request) -> httpx.Response:
         poll = current[-1]
@@ -821,17 +830,21 @@ async def test_a_queue_gone_from_a_complete_poll_is_served_as_zero_long_enough_f
             return httpx.Response(500)
         if request.url.path == "/vmtas":
             return httpx.Response(200, content=b"<rsp><data>" + b"".join(
-                f"<vmta><name>{v}</name><rcp>1</rcp></vmta>".encode() for v in sorted(poll)) + b"</data><succ/></rsp>")
+                f"<vmta><name>{v}</name><rcp>{held(v)}</rcp></vmta>".encode() for v in sorted(poll))
+                + b"</data><succ/></rsp>")
         vmta = (request.url.params.get("queue") or "").removeprefix("*/")
         if vmta and poll.get(vmta) is None:
             return httpx.Response(500)
         rows = [(d, v, n) for v, qs in poll.items() if qs and (not vmta or v == vmta) for d, n in qs]
+        total = b""
+        if vmta and len(current) > 1 and vmta in beyond:
+            total = f"<totalRcp>{sum(n for _d, _v, n in rows) + beyond[vmta]}</totalRcp>".encode()
         return httpx.Response(200, content=b"<rsp><data>" + b"".join(
             f"<queue><name>{d}/{v}</name><rcp>{n}</rcp><kb>1.0</kb></queue>".encode() for d, v, n in rows)
-            + b"</data><succ/></rsp>")
+            + total + b"</data><succ/></rsp>")
 
     registry = CollectorRegistry()
-    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=per_vmta), registry, isp_of)
     seen = []
     async with PmtaApiClient(poller.config, transport=httpx.MockTransport(answer)) as client:
         for poll in polls:
@@ -842,11 +855,18 @@ async def test_a_queue_gone_from_a_complete_poll_is_served_as_zero_long_enough_f
         now[0] += queues_mod.VANISHED_AS_ZERO
         await poller.poll_once(client)
         seen.append({k: v[0] for k, v in gauges(registry).items()})
+    if not per_vmta:  # PMTA's top-N list alone, with no totalRcp to say it is whole: no cell is said empty
+        assert [{k for k, v in s.items() if not v} for s in seen] == [set()] * 5
+        return
+    # ("vmta-03", "yahoo") (aol.com): its recipients are in vmta-03's unlisted now; not a 0 (a stuck queue at the listing's edge
+    # would read 300, 0, 300, ... and never hold an alert), absent as before: the window keeps its last value
     assert seen == [
-        {("vmta-01", "gmail"): 500, ("vmta-01", "yahoo"): 40, ("vmta-02", "gmail"): 7},
-        {("vmta-01", "gmail"): 480, ("vmta-01", "yahoo"): 0, ("vmta-02", "gmail"): 0},
-        {("vmta-01", "gmail"): 470, ("vmta-01", "yahoo"): 0},  # vmta-02 unread: no series
-        {("vmta-01", "gmail"): 460, ("vmta-01", "yahoo"): 0, ("vmta-02", "gmail"): 0},
-        {("vmta-01", "gmail"): 460},
+        {("vmta-01", "gmail"): 500, ("vmta-01", "yahoo"): 40, ("vmta-02", "gmail"): 7, ("vmta-03", "gmail"): 9,
+         ("vmta-03", "yahoo"): 30},
+        {("vmta-01", "gmail"): 480, ("vmta-01", "yahoo"): 0, ("vmta-02", "gmail"): 0, ("vmta-03", "gmail"): 9},
+        {("vmta-01", "gmail"): 470, ("vmta-01", "yahoo"): 0, ("vmta-03", "gmail"): 9},  # vmta-02 unread: no series
+        {("vmta-01", "gmail"): 460, ("vmta-01", "yahoo"): 0, ("vmta-02", "gmail"): 0, ("vmta-03", "gmail"): 9},
+        {("vmta-01", "gmail"): 460, ("vmta-03", "gmail"): 9},
     ]
-    assert {k: v for k, v in gauges(registry).items()} == {("vmta-01", "gmail"): [460, 1024, 0, 0, 0, 0]}
+    assert unlisted_of(registry) == {"vmta-03": 30}
+    assert gauges(registry)[("vmta-01", "gmail")] == [460, 1024, 0, 0, 0, 0]
