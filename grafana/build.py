@@ -440,21 +440,24 @@ def vmta_board() -> Json:
                      "cps", stack=True), 8, 8)
     g.add(timeseries("Delivery delay p95 by ISP: $vmta", "95th percentile queue-to-delivery time of this VMTA, "
                      "over 5 minutes.", [prom(quantile(0.95, sel(DELAY_BUCKETS, *d), "isp"), "{{isp}}")], "s"), 8, 8)
-    g.add(timeseries("Queued recipients by ISP: $vmta", "Recipients queued on this VMTA per ISP (PMTA API).",
-                     [prom(sum_by("isp", sel("pmta_queue_recipients", *d)), "{{isp}}")], "short", stack=True), 8, 8)
+    dq = (VMTA, ISP)  # queue gauges carry no pool: a VMTA's queues whatever the pool filter
+    g.add(timeseries("Queued recipients by ISP: $vmta", "Recipients queued on this VMTA per ISP (PMTA API; queues "
+                     "have no pool: the pool filter does not apply).",
+                     [prom(sum_by("isp", sel("pmta_queue_recipients", *dq)), "{{isp}}")], "short", stack=True), 8, 8)
     g.add(timeseries("Connections and backoff by ISP: $vmta", "Open outbound connections and queues in backoff "
-                     "mode on this VMTA per ISP (PMTA API).", [
-                         prom(sum_by("isp", sel("pmta_queue_connections", *d)), "{{isp}} connections"),
-                         prom(nonzero(sum_by("isp", sel("pmta_queue_backoff", *d))), "{{isp}} backoff queues"),
+                     "mode on this VMTA per ISP (PMTA API; the pool filter does not apply).", [
+                         prom(sum_by("isp", sel("pmta_queue_connections", *dq)), "{{isp}} connections"),
+                         prom(nonzero(sum_by("isp", sel("pmta_queue_backoff", *dq))), "{{isp}} backoff queues"),
                      ], "short"), 8, 8)
-    hourly = sel("vmta_isp:pmta_success:ratio_rate1h", *d)
-    g.add(timeseries("Success ratio (1 hour) against a week ago: $vmta", "Delivered / attempts of this VMTA per ISP "
-                     "over 1 hour, and the same hour a week before: what PmtaSuccessRateDrop judges (it fires when "
-                     "the ratio falls below half of last week's, with at least 500 attempts in last week's hour). "
-                     "Worst pool of each ISP.", [
-                         prom(f"min by (isp) ({hourly})", "{{isp}}"),
-                         prom(f"min by (isp) ({hourly} offset 1w)", "{{isp}} a week ago"),
-                     ], "percentunit", ratio_axis=True), 8, 8)
+    hourly, tried = sel("vmta_isp:pmta_success:ratio_rate1h", *d), sel("vmta_isp:pmta_attempts:rate1h", *d)
+    judged = (f"({hourly} / ({hourly} offset 1w > 0)) and ({tried} * 3600 >= 500)"
+              f" and (({tried} offset 1w) * 3600 >= 500)")
+    g.add(timeseries("Success ratio against the same hour a week ago: $vmta", "The 1-hour success ratio of this VMTA "
+                     "per ISP divided by the same hour's a week before, where PmtaSuccessRateDrop judges it (at least "
+                     "500 attempts in both hours), each pool and host on its own and the worst kept: it fires below "
+                     "0.5 (half of last week's) for 15 minutes. No line: too few attempts to judge.",
+                     [prom(f"min by (isp) ({judged})", "{{isp}}")], "percentunit",
+                     thresholds=steps(("red", None), ("green", 0.5))), 8, 8)
     g.add(timeseries("Deferral share by ISP: $vmta", f"Share of this VMTA's attempts deferred, all classes. {RULE_10M}",
                      [prom(deferral_ratio("isp", *d), "{{isp}}")], "percentunit", ratio_axis=True,
                      thresholds=DEFERRAL), 8, 8)

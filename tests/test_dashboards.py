@@ -1380,3 +1380,34 @@ def test_complaint_ratios_are_coloured_only_where_the_complaint_alerts_judge_the
          [{"labels": '{sender="news.example", isp="yahoo"}', "value": 0.005}]),
     ], eval_time="2d", interval="10m", every="10m")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_no_queue_gauge_is_selected_by_a_label_it_does_not_carry(path: Path):
+    """pmta_queue_* carry {vmta, isp} only: a `vmta_pool` matcher on them selects nothing (the status board's
+    drill-down queue panels went empty whenever a pool was selected; review 2026-12-04). Per pool they are joined
+    (queue_by_pool)."""
+    bad = [(where, m.group()) for where, expr in prom_exprs(json.loads(path.read_text()))
+           for m in re.finditer(r"pmta_queue_\w+\{[^}]*vmta_pool[^}]*\}", expr)]
+    assert bad == []
+
+
+@needs_promtool
+def test_the_week_ago_panel_shows_the_drop_the_alert_judges_per_pool(tmp_path: Path):
+    """Pool A went from 90% to 40% success (PmtaSuccessRateDrop fires), pool B from 32% to 30%: the panel took the
+    worst ratio now (B's 30%) and the worst a week ago (B's 32%) separately and showed no drop (review
+    2026-12-04). It shows each series' ratio to its own week-ago hour, the worst kept: A's 0.44."""
+    week = 1008  # 10-minute steps
+    series = dict([
+        cell("pmta_delivered_total", "vmta-01", f"0+90x{week} {90 * week}+40x12", "yahoo"),
+        cell("pmta_deferred_total", "vmta-01", f"0+10x{week} {10 * week}+60x12", "yahoo", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-01", f"0+32x{week} {32 * week}+30x12", "yahoo", pool="pool-b"),
+        cell("pmta_deferred_total", "vmta-01", f"0+68x{week} {68 * week}+70x12", "yahoo", pool="pool-b",
+             **{"class": "throttled"}),
+    ])
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaSuccessRateDrop", "warning"), ONE),
+        (panel_expr("watchtower-vmta", "Success ratio against the same hour a week ago: $vmta"),
+         [{"labels": '{isp="yahoo"}', "value": 0.4444444444444444}]),  # 0.4 / 0.9
+    ], eval_time=f"{(week + 12) * 10}m", interval="10m", every="10m")
+    assert result.returncode == 0, result.stdout + result.stderr
