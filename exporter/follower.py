@@ -252,7 +252,7 @@ class Follower:
         maintain = MaintainSchedule()
         delay = 0.5
         failed = 0
-        logged_at, last_text = -FAILURE_LOG_EVERY, ""
+        logged_at = -FAILURE_LOG_EVERY
         try:
             while self._running():
                 if self.reload_requested:
@@ -270,17 +270,17 @@ class Follower:
                     if failed:
                         log.warning("correlator process: writes to %s resumed after %d failed attempts", self.db_path,
                                     failed)
-                        failed, last_text = 0, ""
+                        failed = 0
                 except (sqlite3.Error, OSError) as exc:  # disk full, locked too long: retried, never fatal
                     text = f"{type(exc).__name__}: {exc}"
                     failed += 1
                     now = time.monotonic()
                     self._report(text)
-                    if failed == 1 or text != last_text:
+                    if failed == 1:
                         log.error("correlator process: write to %s failed: %s; retried until it succeeds",
                                   self.db_path, text)
-                        logged_at, last_text = now, text
-                    elif now - logged_at >= FAILURE_LOG_EVERY:
+                        logged_at = now
+                    elif now - logged_at >= FAILURE_LOG_EVERY:  # alternating errors too: once a minute
                         log.error("correlator process: write to %s failed again (%d attempts so far): %s",
                                   self.db_path, failed, text)
                         logged_at = now

@@ -142,13 +142,12 @@ class WalCheckpointer:
                 self.problem = (f"the WAL holds {size} that no checkpoint could copy for {held:.0f}s: a reader keeps "
                                 "an old snapshot open (a sqlite3 shell or a backup inside a transaction?); it grows "
                                 "until that reader ends")
-                self._failing = True
                 log.warning("%s: %s", self.path, self.problem)
             return
         self._stuck_since = None
         if self.problem is not None:
             self.problem = None
-            self._failing = False
+            self._failing = False  # a whole copy: a failure reported before is over too (one INFO for both)
             log.info("%s: the WAL is copied into the database again", self.path)
 
     def _report(self, exc: sqlite3.Error) -> None:

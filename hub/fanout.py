@@ -299,8 +299,8 @@ def _bad_count(model: type[BaseModel], body: dict[str, Any]) -> str | None:
         rows = [(key, body)] if key is None else [(f"{key}.{i}", row) for i, row in enumerate(body.get(key) or [])]
         for where, row in rows:
             for name in fields:
-                value = row.get(name, 0)
-                if isinstance(value, int) and not 0 <= value <= MAX_COUNT:
+                value = row.get(name, 0)  # a float too: the models take -50.0 for an int, the body keeps it
+                if isinstance(value, int | float) and not 0 <= value <= MAX_COUNT:
                     return name if where is None else f"{where}.{name}"
     return None
 

@@ -158,7 +158,9 @@ async def test_flows_with_a_negative_or_absurd_count_are_a_missing_host_not_a_50
 
 @pytest.mark.parametrize(("path", "body"), [
     ("/api/v1/replies", {**REPLIES, "total": -5}),
+    ("/api/v1/replies", {**REPLIES, "total": -50.0}),  # pydantic takes -50.0 for an int; the body keeps the float
     ("/api/v1/replies", {**REPLIES, "replies": [{**REPLY, "count": -7}]}),
+    ("/api/v1/replies", {**REPLIES, "replies": [{**REPLY, "count": 1e300}]}),
     ("/api/v1/lookup", {"message_id": "m@x", "job_id": None, "rcpt": None, "hint": None, "timelines": [],
                         "timelines_omitted": -9}),
     ("/api/v1/messages/m@x", {"message_id": "m@x", "recipients_total": -2, "truncated": False,
