@@ -61,6 +61,7 @@ FOLLOWER_RESTART_WAIT = 2.0
 """Seconds before a correlator process that died (or could not start) is started again; doubled at each exit in a
 row, up to FOLLOWER_MAX_WAIT."""
 FOLLOWER_MAX_WAIT = 60.0
+"""The longest wait between two starts of a correlator process that keeps exiting (a minute's log line at most)."""
 FOLLOWER_STABLE = 60.0
 """A correlator process that ran this long was not crashing: its next exit waits FOLLOWER_RESTART_WAIT again."""
 FOLLOWER_LOG_EVERY = 60.0
@@ -608,6 +609,7 @@ class Daemon:
         return wait
 
     def _restart_follower(self) -> None:
+        """Start the correlator process again, counted (watchtower_correlator_restarts_total: the crash-loop alert)."""
         if self._follower_restarts is not None:
             self._follower_restarts.inc()
         self._start_follower()

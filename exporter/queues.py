@@ -185,7 +185,7 @@ class QueuePoller:
         self.isp_of_domain = isp_of_domain
         self._transport = transport
         m = named_self_metrics(registry, ("watchtower_pmta_api_poll_duration_seconds",
-                                            "watchtower_pmta_api_errors_total"))
+                                          "watchtower_pmta_api_errors_total"))
         self.duration = m["watchtower_pmta_api_poll_duration_seconds"]
         self.errors = m["watchtower_pmta_api_errors_total"]
         for reason in API_ERROR_REASONS:
@@ -197,10 +197,10 @@ class QueuePoller:
         self._vmtas: dict[str, int] = {}
         """VMTA -> polls since it was last listed by /vmtas or seen with queued mail."""
         self._read_at: dict[str, int] = {}
+        """VMTA -> the poll that last had an answer to its own listing (or an error: it was not cut off)."""
         self._cells_at: dict[tuple[str, str], float] = {}
         """(vmta, isp) -> when a read last gave it (monotonic): gone from a complete read, it is served as 0."""
         self._unlisted_at: dict[str, float] = {}
-        """VMTA -> the poll that last had an answer to its own listing (or an error: it was not cut off)."""
         self._state: tuple[bool, bool, str] | None = None
         self._global_totals: bool | None = None
         """Whether the last poll read the per-VMTA listings' totalRcp as whole-host totals (logged when it changes)."""
