@@ -17,7 +17,7 @@ from datetime import datetime
 
 from simulator.clock import seconds_of_day, tz_of
 from simulator.config import SimConfig
-from simulator.providers import PROVIDERS, mx_for
+from simulator.providers import PROVIDERS, Mx, mx_for
 from simulator.queues import F_BAD_DOMAIN, F_CONTENT, F_MAILBOX_FULL, F_USER_UNKNOWN, Queue, QueueBook, Recipient
 from simulator.records import (
     Row,
@@ -233,7 +233,7 @@ class TrafficModel:
                 mx = q.mxs[0]
                 diag = reply.render_diag(self._ctx(q, None, mx))
                 self._emit(queue_record(now, q, reply, diag, mx, self.ips[q.vmta]), q, None, reply)
-                self._deferred(q, now, reply, diag)
+                self._deferred(q, now, reply, diag, mx)
                 q.blocked_until = q.next_retry = now + self._connect_retry
                 q.conn = 0
                 return True
@@ -265,7 +265,7 @@ class TrafficModel:
             r.last_diag, r.last_mta = diag, mx.dsn_mta
             retry = now + self._retry[min(r.attempts, len(self._retry)) - 1]
             heapq.heappush(self._due, (retry, r.seq, r))
-            self._deferred(q, now, reply, diag)
+            self._deferred(q, now, reply, diag, mx)
             q.next_retry = retry if q.next_retry <= now else min(q.next_retry, retry)
 
     def _decide(self, r: Recipient, q: Queue, rel: int) -> Reply:
@@ -285,10 +285,16 @@ class TrafficModel:
             return _TRANSIENT[p.name].pick(rng)  # type: ignore[return-value]
         return CATALOGUE[p.ok]
 
-    def _deferred(self, q: Queue, now: int, reply: Reply, diag: str) -> None:
-        q.events.appendleft((now, diag.removeprefix("smtp;")))
+    def _deferred(self, q: Queue, now: int, reply: Reply, diag: str, mx: Mx) -> None:
+        """A queue's recent events as PMTA words them (pmta-http-api.md §5.2): the reply with where it was
+        connected, and the rate-limit notice of a queue put in backoff."""
+        ip = self.ips[q.vmta]
+        q.events.appendleft((now, f'Error: "{diag.removeprefix("smtp;")}" while connected from '
+                                  f"mailout-{q.vmta}.example.net ({ip}) to {mx.dsn_mta}"))
         if reply.backoff:
             q.backoff_until = now + self._to_normal
+            q.events.appendleft((now, "message rate limit reached (based on queue's backoff-max-msg-rate in "
+                                      "configuration)"))
 
     def _after_delivery(self, r: Recipient, q: Queue, now: int, rel: int) -> None:
         p = q.provider

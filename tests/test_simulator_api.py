@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -76,6 +77,13 @@ async def test_raw_envelopes(sim: Simulator) -> None:
                               "<name>gmail.com/vmta-03</name><rcp>")
         assert xml.endswith("</data><succ/></rsp>") and "<paused>no</paused><mode>backoff</mode>" in xml
         assert "<event><type>error</type><time>2024-06-12 " in xml and "4.7.28" in xml
+        # PMTA's own forms (pmta-http-api.md §5.2): the reply wrapped with where it was connected, and its notices
+        texts = re.findall(r"<text>([^<]*)</text>", xml)
+        assert texts and all(t.startswith("Error: &quot;421") or t.startswith('Error: "421')
+                             or t.startswith("message rate limit reached") for t in texts), texts[:3]
+        wrapped = next(t for t in texts if t.startswith(("Error", )))
+        assert re.search(r"while connected from \S+ \(198\.51\.100\.\d+\) to \S+ \([\d.]+\)$", wrapped), wrapped
+        assert any(t.startswith("message rate limit reached (based on queue's backoff-max-msg-rate") for t in texts)
         js = (await http.get("/status?format=json")).json()
         assert js["status"] == "success" and js["message"] == ""
         assert js["data"]["status"]["shuttingDown"] is False and js["data"]["status"]["queue"]["pipe"]["kb"] == 0
