@@ -63,8 +63,9 @@ check: setup lint
 	amtool check-config alertmanager/alertmanager.yml
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
+DEMO_ARGS ?=
 demo: $(STAMP) bytecode
-	$(BIN)/watchtower demo
+	$(BIN)/watchtower demo $(DEMO_ARGS)
 
 bench: $(STAMP) bytecode
 	$(BIN)/python bench/bench_ingest.py

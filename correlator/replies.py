@@ -294,7 +294,7 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
     ) -> Any:
-        now = api.clock()
+        now = float(int(api.clock()))  # whole seconds, as every time the API gives (a relative window is echoed)
         lo = parse_time("since", since, now)
         hi = parse_time("until", until, now)
         hi = now if hi is None else hi

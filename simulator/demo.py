@@ -116,7 +116,11 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
         f"  curl -s '{api}/vmtas?format=xml'",
         f"  curl -s 'http://{host}:{port}/api/v1/search?outcome=deferred&limit=3&format=text'   # message timelines",
         f"  curl -s 'http://{host}:{port}/api/v1/flows'   # sender -> VMTA -> ISP (Grafana node graph)",
-        "Timed events are minutes into the scenario; use --speed 60 to see them sooner. Ctrl-C stops.",
+        f"  curl -s 'http://{host}:{port}/healthz'",
+        f"  pages (search, message forensics, flows): http://{host}:{port}/ui/",
+        f"  {Path(sys.executable).parent / 'watchtower'} oneshot --config {config_path}   # the same files, once",
+        "Timed events are minutes into the scenario; `make demo DEMO_ARGS='--speed 60'` (or `watchtower demo "
+        "--speed 60`) shows them sooner. Ctrl-C stops.",
         *([f"No {' or '.join(later)} file yet: the simulator creates one with its first such record;"
            " until then the exporter warns that the glob matches no file (yet)."] if later else []),
     ])
@@ -125,9 +129,9 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
 def _unusable_dir(directory: Path) -> str | None:
     """Why the demo cannot write its logs and state under `directory` (made if missing), or None."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)  # simulated recipients: private like real ones
         probe = directory / "logs"
-        probe.mkdir(exist_ok=True)
+        probe.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         return f"cannot create directories there ({exc.strerror or exc})"
     return None

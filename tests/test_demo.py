@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import sys
 import threading
 import time
 from datetime import datetime
@@ -63,6 +64,12 @@ def test_demo_runs_for_its_duration_with_a_stand_in_exporter(tmp_path: Path, mon
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "logs").glob("*.csv")) == ["acct", "diag"]
     out = capsys.readouterr().out
     assert "/metrics" in out and "curl -s" in out and "/queues?format=json" in out and "gmail-throttle" in out
+    # what a first-time user needs next (review 2026-12-04): the pages, the health check, the commands' path,
+    # and how `make demo` takes --speed
+    port = config["listen"].rpartition(":")[2]
+    assert f"http://127.0.0.1:{port}/ui/" in out and f"http://127.0.0.1:{port}/healthz" in out
+    assert f"{Path(sys.executable).parent / 'watchtower'} oneshot --config {tmp_path / 'watchtower.yaml'}" in out
+    assert "make demo DEMO_ARGS='--speed 60'" in out
 
 
 def test_the_exporter_starts_on_files_the_simulator_already_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

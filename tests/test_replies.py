@@ -203,3 +203,15 @@ async def test_lookup_of_a_recipients_many_sends_lists_the_latest_and_counts_the
     assert [tl["first_seen"] for tl in by_job["timelines"]][-1] == "2024-05-07T15:00:00Z"  # send 150, the latest
     assert (len(by_job["timelines"]), by_job["timelines_omitted"]) == (10, 140)
     assert (len(by_mid["timelines"]), by_mid["timelines_omitted"]) == (10, 140)
+
+
+async def test_a_relative_window_is_echoed_in_whole_seconds_as_every_time_the_api_gives(tmp_path: Path) -> None:
+    """`since=24h` echoed `2026-12-04T20:10:31.010495Z` (docs/api.md: times look like `2024-05-01T10:20:00Z`, as
+    /flows and /search give them; review 2026-12-04)."""
+    harness = Harness(tmp_path, clock=lambda: 1714780800.4567)
+    try:
+        async with harness.client() as c:
+            body = (await c.get("/api/v1/replies", params={"since": "24h"})).json()
+        assert (body["since"], body["until"]) == ("2024-05-03T00:00:00Z", "2024-05-04T00:00:00Z")
+    finally:
+        harness.close()
