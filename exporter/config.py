@@ -455,7 +455,8 @@ class WebConfig(_Strict):
     )
     max_connections: int = Field(
         default=512, ge=8,
-        description="Open HTTP connections kept at most; past it the longest-idle one is closed. Also held "
+        description="Open HTTP connections kept at most; past it the longest-idle one is closed (with none idle, "
+        "the one whose answer has been in flight longest, past 5 s). Also held "
         "below the process's open-file limit so sockets never starve the tailer and the database.",
     )
     header_timeout: Duration = Field(

@@ -296,6 +296,12 @@ def exposure_warning(config: Config, exposed: str = "/metrics and every stored r
 
 # --- connections ---------------------------------------------------------------------------------
 
+EVICT_BUSY_AFTER = 5.0
+"""Past web.max_connections with every connection answering, the one whose answer has been in flight longest makes
+way for the newcomer once that is this many seconds: clients reading their answers at a trickle (always in flight,
+never stalled) held every slot and kept scrapes out. A scrape's answer takes well under a second."""
+
+
 class ConnectionGuard:
     """Tracks open HTTP connections; closes idle ones past the header timeout or the cap, stalled ones
     past the send timeout.
@@ -316,15 +322,21 @@ class ConnectionGuard:
         self.stalled = 0
 
     def opened(self, proto: GuardedH11Protocol) -> None:
-        self.waiting[proto] = time.monotonic()
+        now = time.monotonic()
+        self.waiting[proto] = now
         if len(self.waiting) > self.max_connections:
             for other in self.waiting:
                 if other is not proto and not other.in_flight():
                     self.evicted += 1
                     other.drop()
                     return
-            proto.drop()  # every other connection is busy: refuse the newcomer
+            # every other connection is answering: the one answering longest makes way, if that is long
+            busy = max((p for p in self.waiting if p is not proto), key=lambda p: p.answering_for(now), default=None)
             self.evicted += 1
+            if busy is not None and busy.answering_for(now) >= EVICT_BUSY_AFTER:
+                busy.reset()  # what it has not read is discarded (a FIN would queue behind it)
+            else:
+                proto.drop()  # all answers are young: refuse the newcomer
 
     def idle_again(self, proto: GuardedH11Protocol) -> None:
         if proto in self.waiting:
@@ -341,6 +353,8 @@ class ConnectionGuard:
         for proto in late:
             self.timed_out += 1
             proto.drop()
+        for proto in self.waiting:
+            proto.answering_for(now)  # notice each new answer now: its age counts from here at the latest
         stuck = [p for p in self.waiting if p.write_stalled(now, self.send_timeout)]
         for proto in stuck:
             self.stalled += 1
@@ -356,6 +370,8 @@ class GuardedH11Protocol(H11Protocol):
     _queued = 0  # bytes in the kernel's send queue at that sample
     _progress_at = 0.0  # when a sample last saw progress (or an empty buffer)
     _drained = False  # the transport resumed writing since the last sample
+    _seen_cycle: object = None  # the request cycle `answering_for` last saw, and when it first saw it
+    _cycle_seen_at = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -375,6 +391,15 @@ class GuardedH11Protocol(H11Protocol):
 
     def in_flight(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
+
+    def answering_for(self, now: float) -> float:
+        """Seconds the answer in flight has been seen in flight (0 when none): a request cycle is noticed at the
+        first look (a sweep, or an eviction's), so the age is at most a sweep short."""
+        if not self.in_flight():
+            return 0.0
+        if self.cycle is not self._seen_cycle:
+            self._seen_cycle, self._cycle_seen_at = self.cycle, now
+        return now - self._cycle_seen_at
 
     def write_stalled(self, now: float, limit: float) -> bool:
         """True when answer bytes have waited in the write buffer `limit` seconds with none taken by the client.

@@ -142,6 +142,31 @@ async def test_clients_that_never_read_are_reset_after_send_timeout_and_newcomer
                 s.close()
 
 
+async def test_clients_answered_slowly_cannot_keep_newcomers_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """As many connections as web.max_connections, each with pipelined requests it reads only a trickle of: always in
+    flight and never stalled, so every newcomer was refused, scrapes included, for as long as they went on (a
+    review saw /healthz fail 44 times in 45 over a minute). Past the cap the connection whose answer has been in
+    flight longest (over EVICT_BUSY_AFTER) makes way for the newcomer."""
+    import exporter.http as http_mod
+
+    monkeypatch.setattr(http_mod, "EVICT_BUSY_AFTER", 0.3)
+    config = load_config(write_config(tmp_path, web={"max_connections": 8, "send_timeout": "60s"}))
+    async with serving(build_app(big_registry(256 * 1024), lambda: {"ok": True}), config) as (port, server):
+        socks = await asyncio.to_thread(open_non_readers, port, STUCK)
+        try:
+            await asyncio.sleep(1.5)  # a sweep (every second) has seen their answers in flight
+            answers = []
+            for _ in range(3):
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+                    r = await c.get("/healthz")
+                answers.append((r.status_code, r.json()))
+            assert answers == [(200, {"ok": True})] * 3
+            assert server.guard.evicted >= 1 and server.guard.stalled == 0
+        finally:
+            for s in socks:
+                s.close()
+
+
 async def test_shutdown_does_not_wait_for_clients_that_never_read(tmp_path: Path):
     config = load_config(write_config(tmp_path, web={"send_timeout": "500ms"}))
     server, task = await start(build_app(big_registry(256 * 1024), lambda: {"ok": True}), config)
