@@ -145,8 +145,37 @@ def build_app(
             return await call_next(request)  # type: ignore[no-any-return]
 
     app.add_middleware(HeadAsGet)
-    app.add_middleware(HeadSizeLimit)  # added last, so it runs first: before auth or any route
+    app.add_middleware(HeadSizeLimit)  # runs before auth or any route
+    app.add_middleware(SafeHeaders)  # added last, so it runs first: every answer, refusals included
     return app
+
+
+SAFE_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"),
+                (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"))
+"""On every answer that does not set its own (the /ui pages set their CSP): answers hold recipients and stored
+texts, so no browser may sniff them into HTML, no proxy or browser may keep them, and none may be framed."""
+
+
+class SafeHeaders:
+    """Adds SAFE_HEADERS to each answer's head where it lacks them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in SAFE_HEADERS if name not in present]
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def with_head_allowed(headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -595,6 +624,7 @@ def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
         log_config=None,  # logging is set up once by exporter.logsetup; uvicorn's records go through it
         access_log=False,
         lifespan="off",
+        ws="none",  # no WebSocket route: an Upgrade is an ordinary HTTP request, behind auth and the head limit
         server_header=False,
         timeout_keep_alive=web.keep_alive_timeout,  # type: ignore[arg-type]  # float works (call_later)
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD,

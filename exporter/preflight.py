@@ -294,8 +294,18 @@ def warnings(config: Config) -> list[str]:
 
 
 def plain_password_warnings(users: dict[str, str]) -> list[str]:
-    """`web.basic_auth_users` given a plain-text password (the daemon's and the hub's `web` alike)."""
-    from exporter.webauth import is_bcrypt
+    """`web.basic_auth_users` given a plain-text password, or bcrypt hashes of different costs (the daemon's and
+    the hub's `web` alike). An unknown user costs a check at the highest cost: a user of a lower cost fails
+    faster, so timing tells its name from an unknown one."""
+    from exporter.webauth import bcrypt_cost, is_bcrypt
 
-    return [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
-            for user, secret in users.items() if not is_bcrypt(secret)]
+    out = [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
+           for user, secret in users.items() if not is_bcrypt(secret)]
+    costs = {user: bcrypt_cost(secret) for user, secret in users.items() if is_bcrypt(secret)}
+    if len(set(costs.values())) > 1:
+        top = max(costs.values())
+        lower = ", ".join(f"{user} ({cost})" for user, cost in sorted(costs.items()) if cost < top)
+        out.append(f"web.basic_auth_users: bcrypt costs differ ({lower} below {top}): a wrong password for those "
+                   "users fails faster than for an unknown name, so their names can be told by timing; hash every "
+                   "password at one cost")
+    return out

@@ -235,3 +235,50 @@ async def test_every_failure_costs_one_bcrypt_check_of_the_same_cost(daemon_port
         work[kind] = [h[:7] for h in counted.calls[before:]]
     assert work == {"bcrypt user": [b"$2b$04$"], "plain-text user": [b"$2b$04$"], "unknown user": [b"$2b$04$"]}
     assert (await request(daemon_port, "legacy", "plain-pw"))[0] == 200
+
+
+async def test_a_websocket_upgrade_is_an_ordinary_request_behind_basic_auth(port: int):
+    """`Upgrade: websocket` reached the app as a WebSocket request, past the basic-auth middleware (HTTP only) and
+    the head-size limit: a 403 with an empty body, where any future WebSocket route would be open (review
+    2026-12-04). The listener speaks no WebSocket: the request is HTTP, answered 401 like any other."""
+    def exchange() -> bytes:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /api/v1/search HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                      b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            return s.recv(65536)
+
+    answer = await asyncio.to_thread(exchange)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"www-authenticate: basic" in answer.lower()
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/api/v1/nope/<script>", "/"])
+async def test_every_answer_says_nosniff_no_store_and_a_closed_csp(port: int, path: str):
+    """API answers (stored texts such as a jobId `<script>...`, recipients), errors and /metrics had no
+    X-Content-Type-Options, Cache-Control or CSP: only the /ui pages did (review 2026-12-04). Refusals too."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        refused = await c.get(path)
+        answered = await c.get(path, auth=("prometheus", PASSWORD))
+    for r in (refused, answered):
+        assert r.headers.get("x-content-type-options") == "nosniff", (r.status_code, dict(r.headers))
+        assert r.headers.get("cache-control") == "no-store"
+        assert "default-src 'none'" in r.headers.get("content-security-policy", "")
+
+
+def test_bcrypt_costs_that_differ_are_warned_of_as_they_tell_user_names_apart():
+    """An unknown user costs a check at the highest cost; a user of a lower cost failed faster (0.001 s against
+    0.25 s), so its name showed (review 2026-12-04). check-config, the daemon and the hub warn of it."""
+    from exporter.preflight import plain_password_warnings
+
+    users = {"prom": bcrypt.hashpw(b"a", bcrypt.gensalt(rounds=4)).decode(),
+             "admin": bcrypt.hashpw(b"b", bcrypt.gensalt(rounds=5)).decode(), "legacy": "plain"}
+    assert plain_password_warnings(users) == [
+        "web.basic_auth_users.legacy: plain-text password; store a bcrypt hash instead",
+        "web.basic_auth_users: bcrypt costs differ (prom (4) below 5): a wrong password for those users fails "
+        "faster than for an unknown name, so their names can be told by timing; hash every password at one cost"]
+    assert plain_password_warnings({k: v for k, v in users.items() if k != "admin"}) == [
+        "web.basic_auth_users.legacy: plain-text password; store a bcrypt hash instead"]
