@@ -400,7 +400,8 @@ def read_api_key(config: PmtaApiConfig) -> str | None:
     return None
 
 
-def _loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (no name lookup: a secret's way is judged by what the URL says)."""
     if host == "localhost":
         return True
     try:
@@ -451,7 +452,7 @@ class PmtaApiClient:
             )
             base = self._client.base_url
             self._home = (base.scheme, base.host, base.port)
-            if (key or auth) and base.scheme == "http" and not _loopback(base.host):
+            if (key or auth) and base.scheme == "http" and not is_loopback_host(base.host):
                 log.warning("pmta.url %s is plain http: the %s crosses the network in clear text on every poll "
                             "(PMTA 5 serves https)", self._client.base_url, "API key" if key else "password")
         except (httpx.InvalidURL, ValueError, TypeError) as exc:  # a URL httpx cannot parse (`http://[::1`)

@@ -72,7 +72,27 @@ def startup_warnings(config: HubConfig) -> list[str]:
 
     out = plain_password_warnings(config.web.basic_auth_users)
     exposed = exposure_warning(config, "every host's stored recipients through /api/v1")  # type: ignore[arg-type]
-    return out + ([exposed] if exposed else [])
+    return out + ([exposed] if exposed else []) + clear_text_credential_warnings(config.hub)
+
+
+def clear_text_credential_warnings(section: Any) -> list[str]:
+    """hub.auth goes to every target, one credential for all the daemons: over plain http to another host it
+    crosses the network in clear text (as pmta.url's secret would, which the daemon warns of too)."""
+    from urllib.parse import urlsplit
+
+    from exporter.pmta_api import is_loopback_host
+
+    auth = section.auth
+    if not (auth.username or auth.bearer_token_file):
+        return []
+    plain = [t.url for t in section.targets if urlsplit(t.url).scheme == "http"
+             and not is_loopback_host(urlsplit(t.url).hostname or "")]
+    out = [f"hub.targets: {url} is plain http: hub.auth's credential, the same for every daemon, crosses the network "
+           "in clear text on every request; use https (hub.tls)" for url in plain]
+    if (section.file_sd or section.prometheus) and section.scheme == "http":
+        out.append("hub.scheme is http: hub.auth's credential, the same for every daemon, goes in clear text to every "
+                   "discovered target (file_sd, prometheus) that is not this host; set hub.scheme: https")
+    return out
 
 
 def bind_problem(config: HubConfig) -> str | None:

@@ -152,3 +152,28 @@ async def test_the_hubs_metrics_is_a_404_saying_to_scrape_the_daemons(top: dict[
             assert (await client.get("/healthz", auth=auth)).json()["role"] == "hub"
     finally:
         await hub.fanout.client.aclose()
+
+
+def test_a_credential_sent_over_plain_http_to_another_host_is_warned_of(tmp_path: Path):
+    """hub.auth goes to every target, the same for all daemons: over http to another host (or to whatever file_sd or
+    Prometheus discovers, with hub.scheme http) it crossed the network in clear text without a word (review
+    2026-12-04), where pmta.url's secret is warned of."""
+    from hub.app import startup_warnings
+
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    sd = tmp_path / "sd.json"
+    sd.write_text("[]")
+    auth = {"bearer_token_file": str(token)}
+    config = HubConfig.model_validate({"hub": {"targets": ["http://127.0.0.1:9469", "http://10.0.0.5:9469",
+                                                           "https://10.0.0.6:9469"],
+                                               "file_sd": [str(sd)], "auth": auth}})
+    assert startup_warnings(config) == [
+        "hub.targets: http://10.0.0.5:9469 is plain http: hub.auth's credential, the same for every daemon, crosses "
+        "the network in clear text on every request; use https (hub.tls)",
+        "hub.scheme is http: hub.auth's credential, the same for every daemon, goes in clear text to every "
+        "discovered target (file_sd, prometheus) that is not this host; set hub.scheme: https"]
+    safe = HubConfig.model_validate({"hub": {"targets": ["https://10.0.0.6:9469"], "file_sd": [str(sd)],
+                                             "scheme": "https", "auth": auth}})
+    assert startup_warnings(safe) == []
+    assert startup_warnings(HubConfig.model_validate({"hub": {"targets": ["http://10.0.0.5:9469"]}})) == []
