@@ -33,10 +33,28 @@ ACCT_HEADER = (
 )
 
 
+PORTS_PER_WORKER = 1500
+PORTS_FROM = 20000
+"""Test listeners take ports below the kernel's ephemeral range (32768-60999 by default), a block per xdist worker.
+A port the kernel handed out for bind(0) could be taken, before the daemon bound it, by an outgoing connection of
+another test (those use the ephemeral range) or by the other worker: `address already in use` (seen in CI)."""
+_next_port = [os.getpid() % PORTS_PER_WORKER]  # two test runs side by side (-n0) start at different places
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, from this worker's block; cycles through the block, skipping ports in use."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = PORTS_FROM + (int(worker) if worker.isdigit() else 0) % 8 * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = base + _next_port[0] % PORTS_PER_WORKER
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {base}-{base + PORTS_PER_WORKER - 1}")
 
 
 RECORD_DAY = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 AM_DIR = REPO / "alertmanager"
@@ -33,12 +34,6 @@ needs_amtool = pytest.mark.skipif(
     reason="amtool is not on PATH. Install it (Debian/Ubuntu: `apt-get install prometheus-alertmanager`; CI "
     "installs it) to check alertmanager/alertmanager.yml and render its templates.",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:

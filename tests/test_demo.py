@@ -18,12 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import config_from_dict
 from simulator import demo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 def args(tmp_path: Path | None, **kw: object) -> argparse.Namespace:
