@@ -290,10 +290,10 @@ def warnings(config: Config) -> list[str]:
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")
-    return out + plain_password_warnings(config.web.basic_auth_users)
+    return out + basic_auth_warnings(config.web.basic_auth_users)
 
 
-def plain_password_warnings(users: dict[str, str]) -> list[str]:
+def basic_auth_warnings(users: dict[str, str]) -> list[str]:
     """`web.basic_auth_users` given a plain-text password, or bcrypt hashes of different costs (the daemon's and
     the hub's `web` alike). An unknown user costs a check at the highest cost: a user of a lower cost fails
     faster, so timing tells its name from an unknown one."""

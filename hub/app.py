@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.config import ConfigError
 from exporter.http import build_app, error_body, exposure_warning, make_server
 from hub.api import Hub, build_hub_routes
-from hub.config import HubConfig, load_hub_config
+from hub.config import HubConfig, HubSection, load_hub_config
 from hub.fanout import Fanout, make_client
 from hub.targets import TargetSet
 
@@ -68,14 +68,14 @@ def startup_warnings(config: HubConfig) -> list[str]:
     """What the daemon warns of at start for the same `listen` and `web` (the hub holds the daemons' credentials
     and serves every host's recipients): a plain-text password, then a listener reachable off-host without auth or
     TLS."""
-    from exporter.preflight import plain_password_warnings
+    from exporter.preflight import basic_auth_warnings
 
-    out = plain_password_warnings(config.web.basic_auth_users)
+    out = basic_auth_warnings(config.web.basic_auth_users)
     exposed = exposure_warning(config, "every host's stored recipients through /api/v1")  # type: ignore[arg-type]
     return out + ([exposed] if exposed else []) + clear_text_credential_warnings(config.hub)
 
 
-def clear_text_credential_warnings(section: Any) -> list[str]:
+def clear_text_credential_warnings(section: HubSection) -> list[str]:
     """hub.auth goes to every target, one credential for all the daemons: over plain http to another host it
     crosses the network in clear text (as pmta.url's secret would, which the daemon warns of too)."""
     from urllib.parse import urlsplit

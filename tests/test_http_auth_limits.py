@@ -272,13 +272,13 @@ async def test_every_answer_says_nosniff_no_store_and_a_closed_csp(port: int, pa
 def test_bcrypt_costs_that_differ_are_warned_of_as_they_tell_user_names_apart():
     """An unknown user costs a check at the highest cost; a user of a lower cost failed faster (0.001 s against
     0.25 s), so its name showed (review 2026-12-04). check-config, the daemon and the hub warn of it."""
-    from exporter.preflight import plain_password_warnings
+    from exporter.preflight import basic_auth_warnings
 
     users = {"prom": bcrypt.hashpw(b"a", bcrypt.gensalt(rounds=4)).decode(),
              "admin": bcrypt.hashpw(b"b", bcrypt.gensalt(rounds=5)).decode(), "legacy": "plain"}
-    assert plain_password_warnings(users) == [
+    assert basic_auth_warnings(users) == [
         "web.basic_auth_users.legacy: plain-text password; store a bcrypt hash instead",
         "web.basic_auth_users: bcrypt costs differ (prom (4) below 5): a wrong password for those users fails "
         "faster than for an unknown name, so their names can be told by timing; hash every password at one cost"]
-    assert plain_password_warnings({k: v for k, v in users.items() if k != "admin"}) == [
+    assert basic_auth_warnings({k: v for k, v in users.items() if k != "admin"}) == [
         "web.basic_auth_users.legacy: plain-text password; store a bcrypt hash instead"]
