@@ -197,7 +197,7 @@ class RepliesResponse(BaseModel):
 # --- route -----------------------------------------------------------------------------------------
 
 
-def _values(name: str, raw: str | None) -> list[str] | None:
+def filter_values(name: str, raw: str | None) -> list[str] | None:
     """Comma-separated filter values; None (all) for empty, `.*`, `*` or Grafana's All."""
     if raw is None:
         return None
@@ -304,7 +304,7 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
             raise BadRequest(400, "since must be before until", "since")
         capped = hi - lo > MAX_WINDOW
         lo = max(lo, hi - MAX_WINDOW)
-        vmtas, isps, pools = _values("vmta", vmta), _values("isp", isp), _values("pool", pool)
+        vmtas, isps, pools = filter_values("vmta", vmta), filter_values("isp", isp), filter_values("pool", pool)
         with api.connection() as conn:
             rows, limited = reply_rows(conn, lo, hi, vmtas, pools=pools)
         items, total = top_replies(rows, isps, limit, api.class_of, isp_of)

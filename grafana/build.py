@@ -306,16 +306,16 @@ def isp_var(*matchers: str) -> Json:
 def replies_panel(vmta: str, isp: str, title: str) -> Json:
     """The "why" behind a class: /api/v1/replies for the VMTA(s) x ISP(s) over the dashboard range."""
     url = (f"/api/v1/replies?vmta={vmta}&pool=${{vmta_pool:csv}}&isp={isp}&since=${{__from:date:seconds}}"
-           "&until=${__to:date:seconds}&limit=10")
+           "&until=${__to:date:seconds}&limit=10&host=${instance:csv}")  # the hub asks those hosts; a daemon ignores it
     return table(title, "The remote SMTP replies behind the deferrals (t, tq) and bounces (b) of the selected VMTA "
                  "× ISP over the dashboard range (at most the last 24 hours), from Watchtower's correlator "
                  "(GET /api/v1/replies through the Infinity data source): IPs, addresses and message ids are "
                  "replaced by <ip>, <addr>, <id> so one kind of reply is one row. The alerts' dashboard links "
                  "select one VMTA and one ISP, so this is the first thing an alert shows. It follows the pool, VMTA "
                  "and ISP filters (a record's vmtaPool, as for the metrics) and reads the Watchtower the Infinity "
-                 "data source variable names, whatever the Instance filter: VMTA names repeat across hosts, so pick "
-                 "the data source of the alert's host (name each after its host), or point it at the cluster hub, "
-                 "whose rows say which hosts sent the reply (Hosts).",
+                 "data source variable names. VMTA names repeat across hosts: point it at the cluster hub, which "
+                 "asks only the hosts of the Instance filter (an alert's link names its host) and says which hosts "
+                 "sent each reply (Hosts); a daemon's own data source answers for its host whatever the filter.",
                  [infinity(url, "replies", columns=REPLY_COLUMNS)], [], [
                      {"matcher": {"id": "byName", "options": "Share"},
                       "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 1}]},

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from correlator import render
 from correlator.api import BadRequest, ErrorRoute, FormatParam, path_segment, redirect_double_slash
 from correlator.models import ApiError, Outcome
+from correlator.replies import filter_values
 from hub import merge
 from hub.fanout import NO_API, Fanout, HostAnswer
 from hub.messages import message_page
@@ -30,6 +31,7 @@ from hub.models import (
     HubSearchResponse,
     HubTimelineResponse,
 )
+from hub.places import NOT_AMONG_TARGETS
 from hub.search import resolve_times
 from hub.search import search as merged_search
 from hub.targets import Target, TargetSet
@@ -254,10 +256,19 @@ def build_hub_router(hub: Hub) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
         pool: Annotated[str | None, Query(description="VMTA pool(s) as in the metrics' vmta_pool, comma-separated; "
                                           "empty or All = every pool.")] = None,
+        host: Annotated[str | None, Query(description="Only these hosts (target names, as items' `host`; a "
+                                          "dashboard's instance), comma-separated; empty or All = every host.")] = None,
     ) -> Any:
         params = resolve_times(_params(vmta=vmta, pool=pool, isp=isp, since=since, until=until, limit=100),
                                hub.clock())
-        targets, answers = await hub.ask("/api/v1/replies", params)
+        named = filter_values("host", host)
+        targets = await hub.targets.current()
+        unknown: list[HostAnswer] = []
+        if named is not None:  # VMTA names repeat across hosts: an alert's board reads its own host's replies
+            names = {t.name for t in targets}
+            unknown = [HostAnswer(Target(n, ""), error=NOT_AMONG_TARGETS, away=True) for n in named if n not in names]
+            targets = [t for t in targets if t.name in named]
+        answers = await hub.fanout.all(targets, "/api/v1/replies", params) + unknown
         without_route(answers)
         part, early = settled(targets, answers)
         if early is not None:
