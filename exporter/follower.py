@@ -241,7 +241,7 @@ class Follower:
         sink = _correlator(self.config, self.db_path, isp, replies)
         if isinstance(sink, CorrelatorSink):  # the daemon commits checkpoints to the same file meanwhile
             sink.prune_pause = PRUNE_PAUSE_S
-        store = StateStore(self.db_path, [sink] if sink is not None else [])
+        store = StateStore(self.db_path, [sink] if sink is not None else [], reports_readers=False)  # the daemon does
         store._open(check=False)  # noqa: SLF001 - this process has no event loop: the writer calls directly
         if store._conn is not None:  # noqa: SLF001 - its own process: a page cache the daemon's RSS need not carry
             raise_cache(store._conn, FOLLOWER_CACHE_BYTES)  # noqa: SLF001

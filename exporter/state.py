@@ -243,8 +243,11 @@ class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
     def __init__(self, path: Path, sinks: list[RecordSink] | None = None, throwaway: bool = False,
-                 sinks_elsewhere: bool = False) -> None:
+                 sinks_elsewhere: bool = False, reports_readers: bool = True) -> None:
         self.path = path
+        self.reports_readers = reports_readers
+        """Warn of a reader holding an old snapshot (the WAL thread's `problem`); the correlator process leaves it
+        to the daemon, whose thread copies the same WAL: one line for one reader."""
         self.sinks = sinks or []
         self.sinks_elsewhere = sinks_elsewhere
         """The sinks write in another process (exporter/follower.py), which owns the sink positions: checkpoints
@@ -298,7 +301,7 @@ class StateStore:
     def _start_wal_checkpointer(self) -> None:
         if self._wal is not None or self.throwaway:  # oneshot: a copy of a file deleted at exit only delays the exit
             return
-        wal = WalCheckpointer(self.path)
+        wal = WalCheckpointer(self.path, reports_readers=self.reports_readers)
         try:
             wal.start()
         except RuntimeError as exc:  # no thread to be had: the commits copy the WAL themselves, at the cap

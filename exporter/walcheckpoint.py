@@ -43,8 +43,9 @@ def wal_size_limit(page_bytes: int) -> int:
 class WalCheckpointer:
     """One thread per writing process; `poke()` after each commit, `stop()` before closing the writer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reports_readers: bool = True) -> None:
         self.path = path
+        self.reports_readers = reports_readers
         self._wake = threading.Event()
         self._stopping = False
         self._conn: sqlite3.Connection | None = None
@@ -130,6 +131,8 @@ class WalCheckpointer:
         """A WAL past WAL_CAP_PAGES left partly uncopied for STUCK_SECONDS: one WARNING (and `problem`); an INFO when
         a checkpoint copies it whole again. Our own short reads only delay a copy by a moment."""
         now = time.monotonic()
+        if not self.reports_readers:
+            return
         if frames > WAL_CAP_PAGES and copied < frames:
             if self._stuck_since is None:
                 self._stuck_since = now

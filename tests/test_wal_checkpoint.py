@@ -226,3 +226,32 @@ async def test_a_reader_holding_an_old_snapshot_is_reported_and_the_wal_shrinks_
     await store.write_rows([object()])  # the next write starts the WAL over: truncated to the limit
     assert _wait_for(lambda: wal.stat().st_size <= walcheckpoint.wal_size_limit(16384), 5), wal.stat().st_size
     await store.close()
+
+
+async def test_the_correlator_process_leaves_the_stuck_reader_report_to_the_daemon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """Both processes copy the same WAL, so one reader holding an old snapshot was warned of twice (the daemon's line
+    and the correlator process's; review 2026-12-04). A store opened with `reports_readers=False` (the correlator
+    process's) copies as before and says nothing of it; the daemon's store says it once."""
+    monkeypatch.setattr(walcheckpoint, "WAL_CAP_PAGES", 20)
+    monkeypatch.setattr(walcheckpoint, "STUCK_SECONDS", 0.2)
+    monkeypatch.setattr(walcheckpoint, "IDLE_SECONDS", 0.05)
+    caplog.set_level(logging.INFO, logger="watchtower.state")
+    db = tmp_path / "watchtower.db"
+    daemon, follower = StateStore(db, [BlobSink()]), StateStore(db, [BlobSink()], reports_readers=False)
+    await daemon.open()
+    await follower.open()
+    await follower.write_rows([object()])  # type: ignore[list-item]
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM blobs").fetchone()
+    for _ in range(30):
+        await follower.write_rows([object()])  # type: ignore[list-item]
+    assert _wait_for(lambda: daemon.wal_problem is not None, 5)
+    time.sleep(0.5)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "old snapshot" in r.getMessage()]
+    assert len(warned) == 1 and follower.wal_problem is None
+    reader.execute("COMMIT")
+    reader.close()
+    await follower.close()
+    await daemon.close()
