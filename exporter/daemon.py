@@ -191,7 +191,6 @@ class Daemon:
         """Exits and failed starts since the correlator process last ran FOLLOWER_STABLE seconds."""
         self._follower_started_at = 0.0
         self._follower_logged_at = -math.inf
-        self._follower_last_exit = ""
         restarts = "watchtower_correlator_restarts_total"
         self._follower_restarts = named_self_metrics(self.registry, (restarts,))[restarts] if self.follows else None
         if self.follows:  # its memory and CPU on /metrics too: process_* describe this process only
@@ -550,7 +549,7 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - the correlator's problem, never the daemon's end
             error = describe(exc)
             self._follower_exit = f"correlator process could not start: {error}"
-            wait = self._follower_down(self._follower_exit)
+            wait = self._follower_down()
             if error != self._follower_start_error:
                 log.error("%s; retrying in %.0fs, then less and less often (nothing is lost: it resumes from its "
                           "positions)", self._follower_exit, wait)
@@ -589,7 +588,7 @@ class Daemon:
             return
         if self._follower_exit is None:
             self._follower_exit = f"correlator process exited with code {proc.exitcode}"
-            wait = self._follower_down(self._follower_exit)
+            wait = self._follower_down()
             if self._follower_in_a_row == 1 or now - self._follower_logged_at >= FOLLOWER_LOG_EVERY:
                 self._follower_logged_at = now
                 again = f" ({self._follower_in_a_row} times in a row)" if self._follower_in_a_row > 1 else ""
@@ -599,10 +598,9 @@ class Daemon:
             self._follower_exit = None
             self._restart_follower()
 
-    def _follower_down(self, why: str) -> float:
+    def _follower_down(self) -> float:
         """One more exit or failed start in a row: when to try again (doubling waits, capped)."""
         self._follower_in_a_row += 1
-        self._follower_last_exit = why
         doublings = min(self._follower_in_a_row - 1, 32)  # capped before the power: 2.0 * 2**1024 overflows
         wait = min(FOLLOWER_RESTART_WAIT * 2 ** doublings, FOLLOWER_MAX_WAIT)
         self._follower_next_start = time.monotonic() + wait
@@ -733,7 +731,7 @@ class Daemon:
         crashing = self._follower_exit is not None and self._follower_in_a_row >= FOLLOWER_UNHEALTHY_EXITS
         if crashing:
             problems.append(f"correlator process keeps exiting: {self._follower_in_a_row} times in a row (the last: "
-                            f"{self._follower_last_exit}); timelines wait, counters go on; see its log lines")
+                            f"{self._follower_exit}); timelines wait, counters go on; see its log lines")
         elif self._follower_exit is not None:
             problems.append(self._follower_exit)
         follower_error = self.follower.failing if self.follower is not None else None

@@ -383,11 +383,12 @@ class QueuePoller:
             unknown = {self._known_label(v) for v in unread} | {v for v, rest in snap.unlisted.items() if rest}
             if not self.config.per_vmta_queries and (top is None or top.total_rcp is None or top.total_rcp > listed):
                 unknown = None  # the top-N list alone, and not all of it: no cell can be said empty
+            def cannot_tell(vmta: str) -> bool:
+                return unknown is None or vmta in unknown
+
             width = len(QUEUE_METRICS)
-            _zero_vanished(snap.queues, self._cells_at, lambda key: unknown is None or key[0] in unknown,
-                           [0.0] * width)
-            _zero_vanished(snap.unlisted, self._unlisted_at, lambda vmta: unknown is not None and vmta in unknown,
-                           0.0)
+            _zero_vanished(snap.queues, self._cells_at, lambda key: cannot_tell(key[0]), lambda: [0.0] * width)
+            _zero_vanished(snap.unlisted, self._unlisted_at, cannot_tell, lambda: 0.0)
         return snap
 
     @staticmethod
@@ -442,14 +443,12 @@ class QueuePoller:
     # --- labels ----------------------------------------------------------------------------------
     def _known_label(self, vmta: str) -> str:
         """The label `vmta` has, without admitting it to the cap (a VMTA whose query failed gets no series)."""
-        if not vmta or vmta == "{default}":
+        if _unnamed(vmta):
             return PLACEHOLDER_NONE
         return vmta if vmta in self.vmta_cap.admitted else PLACEHOLDER_OVERFLOW
 
     def _vmta_label(self, vmta: str) -> str:
-        if not vmta or vmta == "{default}":
-            return PLACEHOLDER_NONE
-        return self.vmta_cap(vmta)
+        return PLACEHOLDER_NONE if _unnamed(vmta) else self.vmta_cap(vmta)
 
     def _isp(self, domain: str) -> str:
         """Asked again at every poll, not cached: for a domain the ISP table does not list, the answer is what the
@@ -503,8 +502,13 @@ class QueuePoller:
         return out
 
 
+def _unnamed(vmta: str) -> bool:
+    """A queue of no VMTA (PMTA's `{default}`, or none): the `none` placeholder, never a cap's value."""
+    return not vmta or vmta == "{default}"
+
+
 def _zero_vanished(cells: dict[Any, Any], last_read: dict[Any, float], unread: Callable[[Any], bool],
-                   zero: Any) -> None:
+                   zero: Callable[[], Any]) -> None:
     """Serve as `zero` the cells a read gave within `VANISHED_AS_ZERO` seconds that this one did not (emptied, or
     beyond a top-N listing now), and forget older ones; a cell of a VMTA whose query failed is neither zeroed nor
     forgotten (no series, as every gauge of an unread VMTA). `last_read` is updated in place."""
@@ -515,7 +519,7 @@ def _zero_vanished(cells: dict[Any, Any], last_read: dict[Any, float], unread: C
         if key in cells or unread(key):
             continue
         if now - at <= VANISHED_AS_ZERO:
-            cells[key] = list(zero) if isinstance(zero, list) else zero
+            cells[key] = zero()
         else:
             del last_read[key]
 

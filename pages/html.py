@@ -78,9 +78,9 @@ def page(title: str, body: str, root: str, status: int = 200, subtitle: str = ""
            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
            f'<link rel="icon" href="data:,"><title>{e(title)}</title><style>{STYLE}</style></head>'
            f"<body>{nav}<main>{body}</main></body></html>")
-    return HTMLResponse(doc, status_code=status, headers={
-        "content-security-policy": CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
-        "cache-control": "no-store"})
+    # nosniff and no-store come with every answer of the listener (exporter.http.SAFE_HEADERS); the CSP is the page's
+    return HTMLResponse(doc, status_code=status, headers={"content-security-policy": CSP,
+                                                          "referrer-policy": "no-referrer"})
 
 
 def partial_banner(body: Any) -> str:

@@ -1628,7 +1628,7 @@ def test_the_correlator_restart_wait_stays_at_its_cap_however_long_the_crash_loo
     import exporter.daemon as daemon_mod
 
     d = Daemon(load_config(write_config(tmp_path, correlator={"enabled": True, "worker": "process"})))
-    waits = [d._follower_down("exited") for _ in range(1100)]
+    waits = [d._follower_down() for _ in range(1100)]
     assert waits[:3] == [daemon_mod.FOLLOWER_RESTART_WAIT * k for k in (1, 2, 4)]
     assert waits[-1] == daemon_mod.FOLLOWER_MAX_WAIT and d._follower_in_a_row == 1100
 
