@@ -6,7 +6,7 @@ out what varies per message (IPs, addresses, Gmail ids, long numbers), and retur
 with counts, their response class and share. The status board's drill-down shows it (Infinity).
 
 Cost is bounded whatever the request: the window is capped (`MAX_WINDOW`), the SQL scans at most
-`SCAN_BUDGET` timelines and queue events and groups in SQLite (`LIMIT` on every statement), and
+`SCAN_BUDGET` deferral and bounce events and as many queue events and groups in SQLite (`LIMIT` on every statement), and
 `limit` caps the answer, and the SQL and the grouping in Python both stop at `web.api_query_timeout`
 (503) like every /api/v1 route. The store is read through `reply_rows()` only, so a change of the
 correlator's write model touches one function.
@@ -48,13 +48,10 @@ from exporter.metrics import PLACEHOLDER_NONE
 MAX_WINDOW = 86400.0
 """Longest window read (s): an older `since` is moved up to `until - MAX_WINDOW` (`window_capped`)."""
 SCAN_BUDGET = 100_000
-"""Most timelines, and most queue events, one request reads."""
-TIMELINE_LOOKBACK = 86400.0
-"""A deferral in the window may belong to a message first seen this long before the window."""
+"""Most t and b events, and most queue events, one request reads (the newest of the window)."""
 MAX_FILTER_VALUES = 50
 ANY = frozenset(("", "*", ".*", ".+", "$__all", "All"))
 """Filter values meaning "every VMTA/ISP" (what Grafana sends for All)."""
-_T, _TQ, _B = store.TYPE_CODES["t"], store.TYPE_CODES["tq"], store.TYPE_CODES["b"]
 KINDS = {"t": "deferred", "tq": "queue_deferred", "b": "bounced"}
 
 _PREFIX = re.compile(r"^\s*[A-Za-z][\w.-]*;\s*")  # smtp; / x-pmta;
@@ -127,23 +124,22 @@ def reply_rows(
     the scan short, so the counts cover part of the window. tq rows have no ISP here (isp='')
     and keep the queue domain in `dsn_mta`'s place for the caller to classify.
     """
-    vm_sql, vm_params = _selection(vmtas, pools, "e.")
-    tl_sql = (
-        "SELECT id, isp FROM corr_timelines WHERE t0 >= ? AND t0 < ? AND t_last >= ? ORDER BY t0 DESC LIMIT ?"
-    )
+    vm_sql, vm_params = _selection(vmtas, pools, "")
+    # The window's t and b events through their own time index (store.REPLY_EVENTS), whenever their message was
+    # queued: picking timelines by first_seen left out every message retried for longer than the lookback, and so
+    # every message-expired bounce. Each event's ISP is its timeline's (a primary-key join per event read).
+    ev_sql = (f"SELECT tl, type, vmta, status, diag, bcat, mta, t FROM corr_events WHERE {store.REPLY_EVENTS}"
+              f" AND t >= ? AND t < ?{vm_sql}")
     sql = (
-        f"SELECT e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat, e.mta, count(*), min(e.t), max(e.t)"
-        f" FROM ({tl_sql}) tl JOIN corr_events e ON e.tl = tl.id"
-        f" WHERE e.type IN ({_T}, {_B}) AND e.t >= ? AND e.t < ?{vm_sql}"
+        "SELECT e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat, e.mta, count(*), min(e.t), max(e.t)"
+        f" FROM ({ev_sql} ORDER BY t DESC LIMIT ?) e JOIN corr_timelines tl ON tl.id = e.tl"
         " GROUP BY e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat ORDER BY count(*) DESC LIMIT ?"
     )
-    params: list[Any] = [since - TIMELINE_LOOKBACK, until, since, budget + 1, since, until, *vm_params, budget]
     rows = [ReplyRow(store.TYPE_NAMES[r[0]], r[1] or "", r[2] or "", r[3] or "", r[4] or "", r[5] or "",
-                     r[6] or "", r[7], r[8], r[9]) for r in conn.execute(sql, params)]
-    scanned = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM corr_timelines WHERE t0 >= ? AND t0 < ? AND t_last >= ? LIMIT ?)",
-        (since - TIMELINE_LOOKBACK, until, since, budget + 1),
-    ).fetchone()[0]
+                     r[6] or "", r[7], r[8], r[9])
+            for r in conn.execute(sql, [since, until, *vm_params, budget + 1, budget])]
+    scanned = conn.execute(f"SELECT count(*) FROM ({ev_sql} LIMIT ?)", [since, until, *vm_params, budget + 1]
+                           ).fetchone()[0]
     limited = scanned > budget
 
     q_vm, q_params = _selection(vmtas, pools, "")

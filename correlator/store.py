@@ -128,6 +128,8 @@ _V3 = [
     "ALTER TABLE corr_timelines ADD COLUMN t_attempt REAL",
 ]
 MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+REPLY_EVENTS = f"type IN ({TYPE_CODES['t']}, {TYPE_CODES['b']})"
+"""The events /api/v1/replies reads (t and b), spelled as its index's WHERE: a query must repeat it to use the index."""
 ENSURE = [
     # search by vmta / outcome alone, newest first with the (t0, id) keyset: one index range each.
     # Run at every start (IF NOT EXISTS): a store created before they existed gets them too.
@@ -136,6 +138,9 @@ ENSURE = [
     # search by job_id: a job's timelines in (t0, id) order, so a page of a million-recipient job reads its rows,
     # not the whole job sorted (corr_tl_job leads with the day slice and the recipient: seconds, then a 503)
     "CREATE INDEX IF NOT EXISTS corr_tl_job_t0 ON corr_timelines (job_h, t0) WHERE job_h IS NOT NULL",
+    # /api/v1/replies: the deferrals and bounces logged in a window, newest first, whenever their message was queued
+    # (a partial index: only t and b events pay for it; a store written before it gets it at its next start)
+    f"CREATE INDEX IF NOT EXISTS corr_ev_reply_t ON corr_events (t) WHERE {REPLY_EVENTS}",
     # a Bloom filter per finished generation (genfilter.py); a store written before them gets them as it is written
     "CREATE TABLE IF NOT EXISTS corr_gen_filters"
     " (gen INTEGER PRIMARY KEY, version INTEGER NOT NULL, bits BLOB NOT NULL)",
@@ -385,7 +390,7 @@ class ReadPool:
                 return
 
 
-SEARCH_INDEXES = ("corr_tl_t0", "corr_tl_vmta", "corr_tl_outcome", "corr_tl_job_t0")
+SEARCH_INDEXES = ("corr_tl_t0", "corr_tl_vmta", "corr_tl_outcome", "corr_tl_job_t0", "corr_ev_reply_t")
 """Indexes only the API's searches, listings and retention read; linking and attribution never do."""
 
 

@@ -215,3 +215,46 @@ async def test_a_relative_window_is_echoed_in_whole_seconds_as_every_time_the_ap
         assert (body["since"], body["until"]) == ("2024-05-03T00:00:00Z", "2024-05-04T00:00:00Z")
     finally:
         harness.close()
+
+
+LONG_QUEUED = batch(f"{LOG}/diag-2024-05-03-0000.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+t,2024-05-03 23:10:00+0000,2024-05-03 22:00:00+0000,n@shop.example,fresh@yahoo.com,delayed,4.7.0 (TSS04),\
+smtp;421 4.7.0 [TSS04] deferred,mta7.am0.yahoodns.net (67.195.1.1),,vmta1,J1,yahoo.com/vmta1,pool-a
+t,2024-05-03 23:20:00+0000,2024-05-01 22:00:00+0000,n@shop.example,old@yahoo.com,delayed,4.7.0 (TSS04),\
+smtp;421 4.7.0 [TSS04] deferred,mta7.am0.yahoodns.net (67.195.1.1),,vmta1,J2,yahoo.com/vmta1,pool-a
+b,2024-05-03 23:30:00+0000,2024-04-29 23:30:00+0000,n@shop.example,expired@yahoo.com,failed,4.4.7 (delivery expired),\
+smtp;421 4.7.0 [TSS04] deferred,mta7.am0.yahoodns.net (67.195.1.1),message-expired,vmta1,J3,yahoo.com/vmta1,pool-a
+""")
+
+
+async def test_replies_of_messages_queued_days_before_the_window_are_counted(tmp_path: Path) -> None:
+    """A message retried for days (and every message-expired bounce) was left out: timelines were picked by when the
+    message was first seen, at most a day before the window, not by when the reply came."""
+    h = Harness(tmp_path)
+    try:
+        h.commit(LONG_QUEUED)
+        async with h.client() as c:
+            r = await c.get("/api/v1/replies", params={"since": "2024-05-03T23:00:00Z",
+                                                       "until": "2024-05-04T00:00:00Z"})
+    finally:
+        h.close()
+    body = r.json()
+    assert (body["total"], body["scan_limited"]) == (3, False)
+    assert sorted((x["kind"], x["count"]) for x in body["replies"]) == [("bounced", 1), ("deferred", 2)]
+
+
+def test_the_window_is_read_through_the_reply_events_time_index(h: Harness) -> None:
+    """Bounded cost without a first_seen lookback: the events of the window are found by their own time."""
+    from correlator.replies import reply_rows
+
+    statements: list[str] = []
+    with h.sink.pool.connection() as conn:
+        conn.set_trace_callback(statements.append)
+        try:
+            reply_rows(conn, 1714557600.0, 1714568400.0, ["vmta1"])
+        finally:
+            conn.set_trace_callback(None)
+        events = [s for s in statements if "FROM corr_events" in s]
+        plans = [" | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {s}")) for s in events]
+    assert len(plans) == 2 and all("USING INDEX corr_ev_reply_t (t>? AND t<?)" in p for p in plans), plans
