@@ -24,7 +24,7 @@ import polars as pl
 from correlator import store
 from correlator.keys import MID_STRIP, job_hash, queued_hash
 from exporter.records import LINE, RecordBatch, col
-from exporter.timeparse import parse_pmta_time
+from exporter.timeparse import MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
 REPORTS = frozenset((F, RB, RS))
@@ -33,6 +33,17 @@ QUEUED_KEY_TYPES = frozenset((R, T, D, B))
 _MIX = 0x9E3779B97F4A7C15
 _U64 = 0xFFFFFFFFFFFFFFFF
 
+
+
+def _believed(now: float) -> list[pl.Expr]:
+    """t_raw (timeLogged) and tq (timeQueued) without the times the metrics count as bad_timestamp or do not believe
+    (exporter.timeparse): more than MAX_FUTURE ahead of `now`, or a timeQueued more than MAX_QUEUE_AGE from its
+    timeLogged (a placeholder such as 0). The record is then read as one without that time."""
+    logged, queued = pl.col("t_raw"), pl.col("tq")
+    ahead = now + MAX_FUTURE
+    near = ((logged - queued).abs() <= MAX_QUEUE_AGE).fill_null(True)
+    return [pl.when(logged <= ahead).then(logged).alias("t_raw"),
+            pl.when((queued <= ahead) & near).then(queued).alias("tq")]
 
 def _signed(value: int) -> int:
     value &= _U64
@@ -199,7 +210,7 @@ class Preparer:
         stored = df.height
         tq = map_distinct(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
         tl = map_distinct(df.get_column("timeLogged"), parse, pl.Float64)
-        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(
+        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(*_believed(now)).with_columns(
             pl.coalesce("t_raw", "tq", pl.lit(now, dtype=pl.Float64)).alias("t"))
         is_tq = pl.col("code") == TQ
         qev = df.filter(is_tq)

@@ -37,7 +37,7 @@ from exporter.metrics import (
 )
 from exporter.parser import ErrorLog
 from exporter.records import LINE, Columns, RecordBatch, col
-from exporter.timeparse import LATEST, parse_pmta_time
+from exporter.timeparse import LATEST, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -86,8 +86,6 @@ def _domain(address: str) -> str:
     return address[address.rfind("@") + 1 :].lower() if "@" in address else ""
 
 
-MAX_FUTURE = 86_400.0
-"""A record timestamp more than this ahead of the clock is not believed for the last-record gauge."""
 _GSMTP_ID = r"(^| )[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+ - gsmtp$"
 # Python's str `\s` also matches \x1c-\x1f (str.isspace); Rust's does not: listed so both agree.
 _LOCAL_PART = r"[^\s\x1c-\x1f<>()\[\]\"',;:]+@"
@@ -182,13 +180,6 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     return out
 
 
-MAX_QUEUE_AGE = 366 * 86_400.0
-"""A timeQueued further than this (a year) from its timeLogged, before or after it, is no time a message spent queued
-but a placeholder such as epoch 0 or a broken clock: a `bad_timestamp`, and the record counts without a delay
-(observed, one such record put decades into the delay histogram's sum; one decades ahead would have been observed
-as 0). Not tighter: PMTA keeps a message until its `bounce-after` (pmta-formats.md §2: message-expired), which a site
-may set to weeks, and paused queues hold mail longer; the reference's real 2014 `d` sample (pmta-formats.md §4) was
-queued 45 days before it was delivered. A skew of seconds stays a negative delay."""
 
 
 def _too_far() -> pl.Expr:
@@ -809,8 +800,14 @@ class RecordAggregator(Collector):
         return cls
 
     def _newest(self, source: str, ts: float) -> None:
-        """watchtower_last_record_timestamp_seconds: never backwards, never more than a day ahead of now."""
-        if self.self_metrics is None or ts > time.time() + MAX_FUTURE or ts <= self._newest_ts.get(source, -1.0):
+        """watchtower_last_record_timestamp_seconds: never backwards, never ahead of now. A record up to a day ahead
+        (a PMTA host's clock off) counts as logged now: held ahead, the gauge looked fresh that long after tailing
+        stopped; one further ahead is not believed at all."""
+        now = time.time()
+        if self.self_metrics is None or ts > now + MAX_FUTURE:
+            return
+        ts = min(ts, now)
+        if ts <= self._newest_ts.get(source, -1.0):
             return
         self._newest_ts[source] = ts
         self.self_metrics.last_record_ts.labels(source).set(ts)

@@ -141,7 +141,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("watchtower_read_errors_total", "counter", "Failed opens or reads, by reason.",
                ("source", "reason"), "self"),
     MetricSpec("watchtower_last_record_timestamp_seconds", "gauge",
-               "timeLogged of the newest record read (Unix time).", ("source",), "self"),
+               "timeLogged of the newest record read (Unix time), never ahead of the clock: a record up to a day "
+               "ahead counts as logged when read, one further ahead is not believed.", ("source",), "self"),
     MetricSpec("watchtower_bytes_behind", "gauge", "Bytes written to followed files but not yet read.",
                ("source",), "self"),
     MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",

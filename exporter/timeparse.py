@@ -15,6 +15,19 @@ LATEST = 253402300800.0
 takes `nan`, `inf` or `1e308`, and they broke day arithmetic downstream (the correlator's process died on `nan`)."""
 
 
+MAX_FUTURE = 86_400.0
+"""A record time more than this ahead of the clock is not believed: not for the last-record gauge, not as a timeline's
+time (the correlator reads such a record as logged when it is read). A PMTA host whose clock ran ahead before NTP
+set it wrote such times; kept, a timeline first seen years ahead was never pruned and led every search."""
+MAX_QUEUE_AGE = 366 * 86_400.0
+"""A timeQueued further than this (a year) from its timeLogged, before or after it, is no time a message spent queued
+but a placeholder such as epoch 0 or a broken clock: a `bad_timestamp`, and the record counts without a delay
+(observed, one such record put decades into the delay histogram's sum; one decades ahead would have been observed
+as 0). Not tighter: PMTA keeps a message until its `bounce-after` (pmta-formats.md §2: message-expired), which a site
+may set to weeks, and paused queues hold mail longer; the reference's real 2014 `d` sample (pmta-formats.md §4) was
+queued 45 days before it was delivered. A skew of seconds stays a negative delay."""
+
+
 def _parse(value: str) -> float | None:
     s = value.strip()
     if not s:

@@ -166,3 +166,25 @@ def test_the_reference_d_sample_queued_45_days_is_a_delay_not_a_bad_timestamp():
     assert agg.counters["pmta_delivered_total"] == {key: 1}
     hist = agg.histograms["pmta_delivery_delay_seconds"][key]
     assert hist == [0.0, 1.0, 0.0, 45 * 86_400.0 + 12.0]  # (<=30d, <=60d, +Inf, sum)
+
+
+def test_the_last_record_gauge_never_runs_ahead_of_the_clock(tmp_path: Path):
+    """A record stamped 20 hours ahead (a PMTA host's clock before NTP synced it) held the gauge 20 hours in the
+    future: `time() - gauge` stayed negative (fresh) for that long even once tailing had stopped."""
+    import time as clock
+    from datetime import UTC, datetime
+
+    def stamp(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S+0000")
+
+    (tmp_path / "logs").mkdir()
+    before = clock.time()
+    (tmp_path / "logs" / "ahead.csv").write_text(
+        f"{HEADER}\nd,{stamp(before + 20 * 3600)},{stamp(before + 20 * 3600 - 60)},a@gmail.com,v1\n"
+        f"d,{stamp(before - 5)},{stamp(before - 65)},b@gmail.com,v1\n")
+    proc = _oneshot(tmp_path)
+    after = clock.time()
+    assert proc.returncode == 0, proc.stderr
+    m = re.search(r'^watchtower_last_record_timestamp_seconds\{source="acct"\} (\S+)$', proc.stdout, re.M)
+    assert m is not None, proc.stdout
+    assert int(before) <= float(m.group(1)) <= after + 1

@@ -77,7 +77,8 @@ class Harness:
         self.conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (path TEXT PRIMARY KEY, line INTEGER)")
         self.sink.setup(self.conn)
 
-    def commit(self, *batches: RecordBatch) -> None:
+    def commit(self, *batches: RecordBatch, maintain: bool = True) -> None:
+        """Write and commit `batches` as the daemon does, then run its maintenance (retention) unless told not to."""
         for b in batches:
             self.sink.observe(b)
         self.conn.execute("BEGIN IMMEDIATE")
@@ -86,7 +87,8 @@ class Harness:
             "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", [(b.path, b.line_numbers[-1]) for b in batches]
         )
         self.conn.execute("COMMIT")
-        self.sink.maintain(self.conn)
+        if maintain:
+            self.sink.maintain(self.conn)
 
     @contextmanager
     def reader(self) -> Iterator[Reader]:

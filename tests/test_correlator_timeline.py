@@ -17,6 +17,8 @@ from tests.test_correlator_support import (
     DIAG_0,
     DIAG_1,
     FBL,
+    LOG,
+    NOW,
     RECV,
     Harness,
     batch,
@@ -529,8 +531,8 @@ async def test_a_recipient_sent_the_same_job_every_day_lists_its_latest_sends_wi
     and says how many older ones it left out."""
     from correlator.timeline import MAX_TIMELINES
 
-    h = Harness(tmp_path)
     n = MAX_TIMELINES + 7
+    h = Harness(tmp_path, clock=lambda: 1714557600 + 3600 * n)  # the clock after the sends (none is ahead of it)
     head = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,header_Message-Id\n"
     h.commit(batch("/l/acct-seed.csv", head + "".join(
         f"d,{1714557600 + 3600 * i + 5},{1714557600 + 3600 * i},s@x.example,seed@gmail.com,v1,jseed,<tpl@x>\n"
@@ -548,7 +550,7 @@ async def test_a_recipient_sent_the_same_job_every_day_lists_its_latest_sends_wi
 async def test_the_text_timeline_says_how_many_older_sends_it_left_out(tmp_path: Path) -> None:
     from correlator.timeline import MAX_TIMELINES
 
-    h = Harness(tmp_path)
+    h = Harness(tmp_path, clock=lambda: 1714557600 + 3600 * (MAX_TIMELINES + 2))
     head = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId\n"
     h.commit(batch("/l/acct-seed.csv", head + "".join(
         f"d,{1714557600 + 3600 * i + 5},{1714557600 + 3600 * i},s@x.example,seed@gmail.com,v1,jseed\n"
@@ -558,3 +560,36 @@ async def test_the_text_timeline_says_how_many_older_sends_it_left_out(tmp_path:
                                                          "format": "text"})).text
     assert text.splitlines()[0] == "job jseed rcpt seed@gmail.com  2 older sends not listed"
     h.close()
+
+
+IMPLAUSIBLE_TIMES = batch(f"{LOG}/acct-2024-05-03-0009.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSize,vmta,jobId,queue,vmtaPool
+d,2036-01-01 00:00:00+0000,2036-01-01 00:00:00+0000,n@shop.example,future@gmail.com,relayed,2.0.0 (success),\
+smtp;250 ok,gmail-smtp-in.l.google.com (1.2.3.4),,100,vmta1,J1,gmail.com/vmta1,pool-a
+t,2024-05-03 23:20:00+0000,0,n@shop.example,zero@yahoo.com,delayed,4.7.0 (TSS04),smtp;421 4.7.0 [TSS04] deferred,\
+mta7.am0.yahoodns.net (67.195.1.1),,,vmta1,J2,yahoo.com/vmta1,pool-a
+d,2024-05-03 23:30:00+0000,2024-05-03 23:29:00+0000,n@shop.example,now@gmail.com,relayed,2.0.0 (success),\
+smtp;250 ok,gmail-smtp-in.l.google.com (1.2.3.4),,100,vmta1,J3,gmail.com/vmta1,pool-a
+""")
+
+
+def test_times_the_metrics_do_not_believe_are_not_a_timelines_times_either(tmp_path: Path) -> None:
+    """A record stamped 2036 (a PMTA host's clock before NTP synced it) was stored as first seen in 2036: never pruned,
+    first in every search for years; a timeQueued of 0 (a placeholder) made a timeline first seen in 1970, outside
+    every window. The metrics count both as bad_timestamp; the correlator now reads them as the records without that
+    time: a timeLogged more than a day ahead of the clock is the time it was read, a timeQueued more than a year
+    from its timeLogged is none."""
+    from correlator.timeline import iso
+
+    h = Harness(tmp_path)
+    try:
+        h.commit(IMPLAUSIBLE_TIMES)
+        got = {rcpt: _by_rcpt(h, rcpt) for rcpt in ("future@gmail.com", "zero@yahoo.com", "now@gmail.com")}
+    finally:
+        h.close()
+    seen = {rcpt: (t["first_seen"], t["queued_at"], t["last_seen"]) for rcpt, t in got.items()}
+    assert seen == {
+        "future@gmail.com": (iso(NOW), None, iso(NOW)),
+        "zero@yahoo.com": ("2024-05-03T23:20:00Z", None, "2024-05-03T23:20:00Z"),
+        "now@gmail.com": ("2024-05-03T23:29:00Z", "2024-05-03T23:29:00Z", "2024-05-03T23:30:00Z"),
+    }

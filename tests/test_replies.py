@@ -191,7 +191,7 @@ async def test_flows_with_until_before_since_is_a_400_as_replies_is(h: Harness) 
 async def test_lookup_of_a_recipients_many_sends_lists_the_latest_and_counts_the_rest(tmp_path: Path) -> None:
     """/lookup took the first `limit` of the latest MAX_TIMELINES sends (sends 51-60 of 150 for limit=10: neither the
     latest nor the oldest) and said nothing of the others."""
-    harness = Harness(tmp_path)
+    harness = Harness(tmp_path, clock=lambda: 1714557600 + 3600 * 150)  # the clock after the sends
     head = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,header_Message-Id\n"
     harness.commit(batch("/l/acct-seed.csv", head + "".join(
         f"d,{1714557600 + 3600 * i + 5},{1714557600 + 3600 * i},s@x.example,seed@gmail.com,v1,jseed,<tpl@x>\n"
