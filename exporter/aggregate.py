@@ -130,15 +130,20 @@ def _when(cond: pl.Expr, always: bool, never: bool, value: pl.Expr, dtype: type[
     return pl.when(cond).then(value)
 
 
+def pmta_epoch(e: pl.Expr) -> pl.Expr:
+    """A PMTA time column as Unix seconds, null where Python's parser must decide (exporter.timeparse, the one
+    authority: a value read here is read the same there)."""
+    # only the padded 24-byte form: chrono also takes `2016-5-29 1:10:51+0200`, which Python's parser does not
+    iso = pl.when(e.str.len_bytes() == 24).then(
+        e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0)
+    t = pl.coalesce(iso, e.cast(pl.Float64, strict=False))
+    return pl.when((t >= 0.0) & (t < LATEST) & t.is_not_nan()).then(t)  # as parse_pmta_time: else no time
+
+
 def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl.Expr]:
 
     def field(i: int) -> pl.Expr:
         return pl.col(col(i)).fill_null("") if i >= 0 else pl.lit("")
-
-    def epoch(e: pl.Expr) -> pl.Expr:
-        iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
-        t = pl.coalesce(iso, e.cast(pl.Float64, strict=False))
-        return pl.when((t >= 0.0) & (t < LATEST) & t.is_not_nan()).then(t)  # as parse_pmta_time: else no time
 
     rcpt, queue, vmta, orig = field(c.rcpt), field(c.queue), field(c.vmta), field(c.orig)
     t = pl.col("c0")
@@ -175,8 +180,8 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     ]
     if has_times:
         out += [field(c.timeLogged).alias("tl"), field(c.timeQueued).alias("tq"),
-                epoch(field(c.timeLogged)).alias("a"),  # every type's: the newest record time, its bad_timestamp
-                _when(timed, all_timed, none_timed, epoch(field(c.timeQueued)), pl.Float64).alias("b")]
+                pmta_epoch(field(c.timeLogged)).alias("a"),  # every type's: the newest record time, its bad_timestamp
+                _when(timed, all_timed, none_timed, pmta_epoch(field(c.timeQueued)), pl.Float64).alias("b")]
     return out
 
 

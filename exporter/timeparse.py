@@ -6,7 +6,7 @@ turns most parses on the hot path into one dict lookup. It is cleared when full 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 _CACHE_LIMIT = 65536
 _cache: dict[str, float | None] = {}
@@ -29,22 +29,36 @@ queued 45 days before it was delivered. A skew of seconds stays a negative delay
 
 
 def _parse(value: str) -> float | None:
+    """What PMTA writes only: ASCII digits (epoch, a fraction allowed) or an ISO date with a time of day. A time
+    without an offset is UTC, as the API reads one: read in this host's zone, the same file gave other delays under
+    another TZ. A leap second (`23:59:60`) is the second after `:59`, as the metrics' polars reading has it."""
     s = value.strip()
-    if not s:
+    if not s or not value.isascii() or "_" in s:  # float() also takes `1_000` and digits of other scripts
         return None
     if s.isdigit():
         t = float(s)
     else:
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
+        dt = _iso(s)
+        if dt is None:
             try:
                 t = float(s)  # epoch with a fraction
             except ValueError:
                 return None
         else:
-            t = dt.timestamp()  # without an offset, timestamp() reads it as PMTA host local time
+            t = (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
     return t if 0.0 <= t < LATEST else None  # NaN fails both tests
+
+
+def _iso(s: str) -> datetime | None:
+    """An ISO date and time of day (a date alone is no record time), or None."""
+    leap = len(s) > 18 and s[16] == ":" and s[17:19] == "60"
+    try:
+        dt = datetime.fromisoformat(s[:17] + "59" + s[19:] if leap else s)
+    except ValueError:
+        return None
+    if len(s) <= 10:  # `2016-05-29`, `20160529`: a date without a time
+        return None
+    return dt + timedelta(seconds=1) if leap else dt
 
 
 def parse_pmta_time(value: str) -> float | None:
