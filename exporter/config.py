@@ -341,7 +341,9 @@ class MetricsConfig(_Strict):
         min_length=1,
         description="Upper bounds (seconds) of `pmta_delivery_delay_seconds` and `pmta_deferral_age_seconds`; +Inf "
         "is implied. Keep a bound >= 14400: `PmtaQueueOldMessages` counts deferrals past the smallest such "
-        "bound (4 h), and cannot fire without one.",
+        "bound (4 h), and cannot fire without one. Changing it restarts both histograms from 0 at the next start "
+        "(a warning says so; Prometheus reads it as a counter reset): counts kept per bucket of other bounds would "
+        "read as other delays.",
     )
 
     @field_validator("delay_buckets")

@@ -250,8 +250,15 @@ class Daemon:
         # next start would resume at them, whatever `tail.start_position` says then)
         self._probe_listen_address()
         loaded = await self.store.open()
+        aggregator = self.pipeline.aggregator
+        bounds = tuple(aggregator.bounds)
+        before = await self.store.keep_buckets(frozenset(aggregator.histograms), bounds)
+        if before is not None:
+            log.warning("metrics.delay_buckets changed from %s to %s: the delay histograms start again from 0 (their "
+                        "stored counts are per bucket of the old bounds)", before, [float(b) for b in bounds])
         for name, key, value in loaded.series:
-            self.pipeline.aggregator.restore(name, key, value)
+            if before is None or name not in aggregator.histograms:
+                aggregator.restore(name, key, value)
         metrics_only = self.pipeline.sink is None
         self.tailer = Tailer(self.config.sources, self.config.tail, self.pipeline.self_metrics,
                              loaded.checkpoints, first_run=loaded.first_run,

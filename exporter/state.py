@@ -569,6 +569,36 @@ class StateStore:
             raise
         self._registered.update(cp.file_id for cp in c.checkpoints)
 
+    def _keep_buckets(self, names: frozenset[str], bounds: tuple[float, ...]) -> list[float] | None:
+        """Tie the stored histogram series to the bucket bounds they were counted under (`metrics.delay_buckets`).
+
+        Same bounds (or a database from before they were stored: restored as before): None. Other bounds: the stored
+        histograms are deleted and the old bounds returned: their counts are per bucket, so restored under other
+        bounds they would read as other delays (five of 10 s stored under 5 and 60 read back as none at or below 15).
+        A histogram that starts again from 0 is a counter reset Prometheus handles."""
+        conn = self._conn
+        assert conn is not None
+        wanted = json.dumps([float(b) for b in bounds])
+        row = conn.execute("SELECT value FROM wt_meta WHERE key='delay_buckets'").fetchone()
+        if row is not None and row[0] == wanted:
+            return None
+        begin_immediate(conn, CHECKPOINT_LOCK_WAIT_MS, self._given_up)
+        try:
+            if row is not None:
+                conn.execute(f"DELETE FROM wt_series WHERE metric IN ({','.join('?' * len(names))})", sorted(names))
+            conn.execute("INSERT OR REPLACE INTO wt_meta VALUES ('delay_buckets', ?)", (wanted,))
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback_quietly(conn)
+            raise
+        if row is None:
+            return None
+        try:
+            before = json.loads(row[0])
+        except ValueError:
+            before = []
+        return before if isinstance(before, list) else []
+
     def _commit(self, c: Commit) -> None:
         """Rows and checkpoint of `c` at once (oneshot and tests; the daemon goes through CommitQueue)."""
         if c.batches and self.sinks:
@@ -614,6 +644,9 @@ class StateStore:
 
     async def open(self) -> Loaded:
         return await self._run(self._open)  # type: ignore[no-any-return]
+
+    async def keep_buckets(self, names: frozenset[str], bounds: tuple[float, ...]) -> list[float] | None:
+        return await self._run(self._keep_buckets, names, bounds)  # type: ignore[no-any-return]
 
     async def write_rows(self, batches: list[RecordBatch]) -> None:
         await self._run(self._write_rows, batches)

@@ -1645,3 +1645,31 @@ def test_a_file_system_that_counts_no_inodes_is_not_taken_for_a_full_one(tmp_pat
     monkeypatch.setattr(os, "statvfs", lambda _p: Btrfs())
     said = _cause(sqlite3.OperationalError("unable to open database file"), tmp_path / "watchtower.db")
     assert "full" not in said and "chown" in said
+
+
+def test_changed_delay_buckets_restart_the_histograms_instead_of_relabelling_them(tmp_path: Path, watchtower_factory):
+    """The stored bucket counts were restored under the new `le` bounds when the list kept its length (5 delays of
+    10 s read back as none at or below 15 s), and silently dropped when it did not (_count reset, _sum kept nowhere)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    head = "type,timeLogged,timeQueued,rcpt,vmta\n"
+    (logs / "acct-1.csv").write_text(head + "".join(
+        f"d,2026-12-01 00:00:10+0000,2026-12-01 00:00:00+0000,u{i}@gmail.com,v1\n" for i in range(5)))
+    cfg = write_config(tmp_path, metrics={"delay_buckets": [5.0, 60.0]})
+    wt = watchtower_factory(cfg).start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") == 5)
+    wt.committed()
+    assert wt.stop() == 0
+    listen = wt.listen
+    cfg = write_config(tmp_path, metrics={"delay_buckets": [15.0, 60.0]}, listen=listen)
+    wt = watchtower_factory(cfg).start()
+    (logs / "acct-1.csv").write_text((logs / "acct-1.csv").read_text() + "".join(
+        f"d,2026-12-01 00:01:10+0000,2026-12-01 00:01:00+0000,w{i}@gmail.com,v1\n" for i in range(5)))
+    s = wt.wait_for(lambda s: total(s, "pmta_delivered_total") == 10)
+    assert wt.stop() == 0
+    buckets = {dict(k)["le"]: v for (name, k), v in s.items() if name == "pmta_delivery_delay_seconds_bucket"}
+    count = total(s, "pmta_delivery_delay_seconds_count")
+    assert (buckets, count) == ({"15.0": 5.0, "60.0": 5.0, "+Inf": 5.0}, 5.0)  # the 5 read since, under their bounds
+    log = wt.log.read_text()
+    assert "metrics.delay_buckets changed from [5.0, 60.0] to [15.0, 60.0]" in log, log[-2000:]
+    assert "Traceback" not in log
