@@ -53,9 +53,12 @@ def render_metrics() -> str:
         "(e.g. `watchtower_correlator_process_resident_memory_bytes`), absent while it is not running: "
         "add both for the host's footprint. `watchtower oneshot` prints neither.", "",
         "## Scraping", "",
-        "`GET /metrics` answers the Prometheus text format 0.0.4 (OpenMetrics to a client that accepts only "
-        "OpenMetrics), gzipped when the client asks. `name[]` parameters (at most "
-        f"{MAX_NAMES}) limit the page to those sample names, as prometheus_client's own exporters do: a histogram's "
+        "`GET /metrics` answers the Prometheus text format 0.0.4, as client_golang's handlers do by default, and "
+        "OpenMetrics 1.0.0 to a client whose `Accept` refuses the text format (`text/plain;q=0`, or no text range "
+        "at all) and accepts OpenMetrics 1.0.0; weights are read per media range, the most specific one deciding. "
+        "It is gzipped when the client asks (`Vary: Accept, Accept-Encoding`). `name[]` parameters (at most "
+        f"{MAX_NAMES} distinct names; blank ones are ignored) limit the page to those sample names, as "
+        "prometheus_client's own exporters do: a histogram's "
         "samples are `NAME_bucket`, `NAME_count` and `NAME_sum`, a counter's its name with `_total`. A probe that "
         "reads a few families then costs the daemon what those families cost, not the whole page:", "",
         "```", "curl -s 'http://127.0.0.1:9469/metrics?name[]=pmta_delivered_total"

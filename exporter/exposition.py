@@ -239,11 +239,33 @@ def renderer_for(registry: CollectorRegistry) -> Renderer:
 
 
 def wants_openmetrics(accept: str) -> bool:
-    """OpenMetrics only for a client that does not accept the text format (Prometheus does)."""
-    accept = accept.lower()
-    if "application/openmetrics-text" not in accept:
-        return False
-    return "text/plain" not in accept and "*/*" not in accept
+    """OpenMetrics only for a client that does not accept the text format (Prometheus does, as client_golang's
+    handlers answer it by default) but accepts OpenMetrics 1.0.0, the version this page writes.
+
+    `Accept` is read as media ranges with their weights (RFC 9110 §12.5.1): text's weight is that of its most
+    specific range (`text/plain`, else `text/*`, else `*/*`), q=0 meaning not acceptable. Linear in the header,
+    which the listener bounds (MAX_REQUEST_HEAD)."""
+    text: dict[str, float] = {}
+    openmetrics = 0.0
+    for part in accept.lower().split(","):
+        media, *params = part.split(";")
+        media, q = media.strip(), _qvalue(params)
+        if media == "application/openmetrics-text":
+            if _param(params, "version") in (None, "1.0.0"):
+                openmetrics = max(openmetrics, q)
+        elif media in ("text/plain", "text/*", "*/*"):
+            text[media] = max(text.get(media, 0.0), q)
+    text_q = next((text[m] for m in ("text/plain", "text/*", "*/*") if m in text), 0.0)
+    return openmetrics > 0 and text_q == 0
+
+
+def _param(params: list[str], wanted: str) -> str | None:
+    """The value of one media-range parameter (lowercase), or None when absent."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == wanted:
+            return value.strip().strip('"')
+    return None
 
 
 def wants_gzip(accept_encoding: str) -> bool:
@@ -301,7 +323,7 @@ async def render_metrics(
         return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if gz else body
 
     body = await asyncio.to_thread(work)
-    headers = {"content-type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_TEXT, "vary": "accept-encoding"}
+    headers = {"content-type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_TEXT, "vary": "Accept, Accept-Encoding"}
     if gz:
         headers["content-encoding"] = "gzip"
     return body, headers

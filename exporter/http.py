@@ -82,13 +82,14 @@ def build_app(
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         # series are copied on the loop (never concurrently with apply()), formatted and gzipped in a thread
-        asked = request.query_params.getlist("name[]")
+        # as prometheus_client's parse_qs: blank values are dropped (none left: the whole page), repeats are one name
+        asked = frozenset(name for name in request.query_params.getlist("name[]") if name)
         if len(asked) > MAX_NAMES:
             return JSONResponse(error_body(400, f"at most {MAX_NAMES} name[] parameters, got {len(asked)}", "name[]"),
                                 status_code=400)
-        body, headers = await render_metrics(registry, request.headers.get("accept", ""),
-                                             request.headers.get("accept-encoding", ""),
-                                             frozenset(asked) if asked else None)
+        accept_encoding = ", ".join(request.headers.getlist("accept-encoding"))  # repeated fields are one list
+        body, headers = await render_metrics(registry, request.headers.get("accept", ""), accept_encoding,
+                                             asked or None)
         return Response(body, headers=headers)
 
     @app.get("/healthz", summary="Liveness and tailing status")
@@ -246,12 +247,13 @@ class MetricsGZip(GZipMiddleware):
 
     Starlette compresses whenever the header contains "gzip" (`gzip;q=0` included), so the decision is
     made here once and handed on as `Accept-Encoding: gzip` or no header: Starlette and the routes below
-    (/metrics compresses its own page) then agree with it.
+    then agree with it. Not for /metrics, which compresses its own page in a thread and names its own `Vary`
+    (Starlette added a second `Accept-Encoding` to it).
     """
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/api/"):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"].startswith("/api/") or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)  # /metrics gzips its own page (and says what it varies with)
             return
         asked = ", ".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"accept-encoding")
         headers = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -145,3 +146,50 @@ def test_a_oneshot_page_is_what_prometheus_client_writes(tmp_path, monkeypatch) 
     page = oneshot.run_oneshot(load_config(tmp_path / "c.yml"))
     assert page.count("pmta_delivery_delay_seconds_bucket") > 100
     assert page.encode() == generate_latest(captured["registry"])
+
+
+@pytest.mark.parametrize(("accept", "openmetrics"), [
+    ("application/openmetrics-text, text/plain;q=0", True),  # text refused: q=0 is "not acceptable"
+    ("text/plain;q=0, */*;q=0.1, application/openmetrics-text", True),  # the most specific range decides text's q
+    ("text/*;q=0, application/openmetrics-text;version=1.0.0", True),
+    ("APPLICATION/OpenMetrics-Text; Version=1.0.0", True),
+    ("application/openmetrics-text; version=0.0.1", False),  # a version this page is not: text, as client_python
+    ("application/openmetrics-text;q=0", False),
+    ("application/openmetrics-textfoo", False),  # another type, not a prefix match
+    ("application/json", False),  # nothing this page has is asked for: text, the default
+])
+def test_content_negotiation_reads_media_ranges_and_their_weights(accept: str, openmetrics: bool) -> None:
+    """Substring tests served text to a client that refused it (`text/plain;q=0`), OpenMetrics 1.0.0 to one that asked
+    for version 0.0.1 only, and OpenMetrics for `application/openmetrics-textfoo`."""
+    assert wants_openmetrics(accept) is openmetrics
+
+
+async def test_blank_and_repeated_names_are_read_as_prometheus_client_reads_them() -> None:
+    """`?name[]=` (blank) answered an empty page and 65 copies of one name a 400; prometheus_client's parse_qs drops
+    blank values (the whole page) and the limit is on the names asked, not on repeats."""
+    from exporter.exposition import MAX_NAMES
+    from exporter.http import build_app
+
+    reg, _agg, _p = registry_with(ROWS)
+    app = build_app(reg, lambda: {"ok": True})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
+        blank = await c.get("/metrics?name[]=", headers={"accept-encoding": "identity"})
+        blanks = await c.get("/metrics?name[]=&name[]=pmta_delivered_total", headers={"accept-encoding": "identity"})
+        repeated = await c.get("/metrics", params={"name[]": ["pmta_delivered_total"] * (MAX_NAMES + 1)},
+                               headers={"accept-encoding": "identity"})
+    assert (blank.status_code, blank.content) == (200, generate_latest(reg))
+    assert blanks.content == repeated.content == only(generate_latest(reg), ["pmta_delivered_total"])
+    assert repeated.status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip", ""])
+async def test_metrics_says_once_that_it_varies_with_accept_and_accept_encoding(encoding: str) -> None:
+    """`vary: accept-encoding, Accept-Encoding` (the route's and Starlette's gzip both added it), and never Accept,
+    which chooses the format."""
+    from exporter.http import build_app
+
+    reg, _agg, _p = registry_with(ROWS)
+    app = build_app(reg, lambda: {"ok": True})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
+        r = await c.get("/metrics", headers={"accept-encoding": encoding} if encoding else {})
+    assert r.headers.get_list("vary") == ["Accept, Accept-Encoding"]
