@@ -4,7 +4,8 @@ Everything else imports from here: the record aggregator (`aggregate.py`) serves
 record metrics, the queue poller serves `pmta_queue_*`, and `SelfMetrics` holds the
 `watchtower_*` health metrics. `docs/metrics.md` is checked against this table by tests, so a
 metric cannot be added without being documented. Label values are closed sets (see
-`LABEL_VALUES`): no recipient, domain, message id or job id is ever a label.
+`LABEL_VALUES`): no recipient, recipient domain, message id or job id is ever a label (a sending domain is, capped by
+`labels.max_senders` or listed in `labels.senders`).
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ LABEL_VALUES: dict[str, str] = {
     "feedback_type": "ARF Feedback-Type: abuse, auth-failure, fraud, not-spam, virus, other; `unknown` when empty.",
     "action": "dsnAction: delivered, relayed, failed, delayed, expanded; `unknown` otherwise.",
     "sender": "Sending domain (MAIL FROM) from `labels.senders`, or the first `labels.max_senders` seen; else "
-    "`other`.",
+    "`other`. `none` for a MAIL FROM without a domain (the null sender `<>` of bounces and DSNs) when "
+    "`labels.senders` is not set.",
     "source": "The `name` of a configured source.",
     "type": "Record type (d, b, t, tq, f, rb, rs, r) or, on pmta_status_*, PMTA's delivery type (smtp, ...).",
     "reason": "Parse errors: " + ", ".join(PARSE_ERROR_REASONS) + ". Repairs: invalid_utf8. Read errors: "
@@ -281,13 +283,18 @@ class SelfMetrics:
         self.attribution_skipped = m("watchtower_attribution_skipped_total")
         self.files_open = m("watchtower_files_open")
         self.label_overflow = m("watchtower_label_overflow_total")
+        for label in ("vmta", "vmta_pool", "sender"):  # at 0: a first burst of overflows is a rate() like any other
+            self.label_overflow.labels(label)
         self.records_repaired = m("watchtower_records_repaired_total")
         self.negative_delays = m("watchtower_negative_delays_total")
 
-    def init_source(self, source: str) -> None:
-        """Create a source's series at 0 so rate() works from the first scrape."""
+    def init_source(self, source: str, feeds: frozenset[str] | None = None) -> None:
+        """Create a source's series at 0 so rate() works from the first scrape (`feeds`: the record types it takes,
+        None for all; the others are the types its records can be skipped as)."""
         for t in RECORD_TYPE_VALUES:
             self.records_read.labels(source, t)
+            if feeds is not None and t not in feeds:
+                self.records_skipped.labels(source, t)
         for reason in PARSE_ERROR_REASONS:
             self.parse_errors.labels(source, reason)
         for reason in READ_ERROR_REASONS:

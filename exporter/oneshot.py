@@ -3,8 +3,7 @@
 The metrics-only run needs neither the state database (nothing is checkpointed), the web stack nor
 an event loop, so it imports none of them: the Tailer's `poll()` is driven to completion directly
 (`_drive`) over FileStreams that read with plain blocking calls (`filestream.blocking_reads`),
-BACKFILL_CHUNK_BYTES at a time (the chunk boundaries decide the order in which label-cap overflows
-are first counted: other boundaries could reorder `watchtower_label_overflow_total`'s series). The
+BACKFILL_CHUNK_BYTES at a time. The
 same tailer, parser and aggregator as `watchtower run` do the work; the aggregator is the one the
 daemon's Pipeline builds (`RecordAggregator.for_config`). It renders with the cached-line renderer of `/metrics`
 (exporter.exposition, byte-identical to prometheus_client's `generate_latest`). With the

@@ -174,7 +174,7 @@ class Tailer:
         """file_id -> (descriptor, offset drained to, when) of the files kept open for the correlator process."""
         if metrics:
             for s in sources:
-                metrics.init_source(s.label)
+                metrics.init_source(s.label, self._allowed[s.label])
 
     # --- discovery -------------------------------------------------------------------------------
     def _matches(self) -> dict[tuple[int, int], tuple[str, str, os.stat_result]]:

@@ -3,6 +3,7 @@ none of the web stack, the correlator, the state database or an event loop loade
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,11 +43,10 @@ def test_metrics_only_oneshot_writes_what_the_daemon_path_writes(tmp_path: Path,
 
 
 def test_same_chunks_same_page_whatever_the_label_overflows(tmp_path: Path, monkeypatch) -> None:
-    """Read in the same chunks, the pipelined oneshot and the daemon's inline path write the same page,
-    including the order of `watchtower_label_overflow_total`'s series. That order follows the chunks
-    (a chunk counts its vmta overflows before its sender ones): here the 21st sender comes ~1.4 KB
-    before the 21st vmta, so 10 kB chunks count `sender` first and 64 KiB chunks `vmta` first. So
-    oneshot must read in the chunks it always read, blocking reads or not."""
+    """Read in the same chunks, the pipelined oneshot and the daemon's inline path write the same page. The order of
+    `watchtower_label_overflow_total`'s series no longer follows the chunks: here the 21st sender comes ~1.4 KB
+    before the 21st vmta, and 10 kB chunks counted `sender` first, 64 KiB chunks `vmta` first, while the series
+    were made at their first overflow; they are made at 0 from the start now, in one order."""
     from exporter import daemon, oneshot
 
     path = _config(tmp_path)
@@ -60,8 +60,9 @@ def test_same_chunks_same_page_whatever_the_label_overflows(tmp_path: Path, monk
         fast = oneshot.run_oneshot(config)
         assert fast == daemon.run_oneshot(config)
         pages.append([line for line in fast.splitlines() if line.startswith("watchtower_label_overflow_total")])
-    assert [line.split('"')[1] for line in pages[0]] == ["sender", "vmta"]
-    assert [line.split('"')[1] for line in pages[1]] == ["vmta", "sender"]
+    assert pages[0] == pages[1]
+    assert [line.split('"')[1] for line in pages[0]] == ["vmta", "vmta_pool", "sender"]
+    assert [float(line.split()[-1]) > 0 for line in pages[0]] == [True, False, True]
 
 
 def _oneshot_in_fresh_process(config: Path, modules: tuple[str, ...], marker: str) -> str:
@@ -128,3 +129,19 @@ def test_a_header_without_time_queued_still_checks_and_tracks_time_logged(tmp_pa
         assert 'watchtower_last_record_timestamp_seconds{source="acct"} 1.178807903e+09' in page, page
         assert 'watchtower_parse_errors_total{reason="bad_timestamp",source="acct"} 1.0' in page
         assert 'pmta_bounced_total{' in page and 'pmta_delivered_total{' in page  # both still counted
+
+
+def test_skipped_records_and_label_overflows_are_zero_series_from_the_start(tmp_path: Path):
+    """Both were created at their first increment: the first burst of skipped records (a source fed a type it does
+    not take) or of overflowed labels was invisible to rate() and increase()."""
+    from tests.test_bad_timestamps import HEADER, _oneshot
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.csv").write_text(f"{HEADER}\nd,2024-06-12 08:00:00+0000,2024-06-12 07:59:00+0000,"
+                                             "a@gmail.com,v1\n")
+    proc = _oneshot(tmp_path, records=["d", "b"])
+    assert proc.returncode == 0, proc.stderr
+    skipped = sorted(re.findall(r'^watchtower_records_skipped_total\{source="acct",type="(\w+)"\} 0\.0$', proc.stdout,
+                                re.M))
+    overflow = re.findall(r'^watchtower_label_overflow_total\{label="(\w+)"\} 0\.0$', proc.stdout, re.M)
+    assert (skipped, overflow) == (["f", "r", "rb", "rs", "t", "tq"], ["vmta", "vmta_pool", "sender"])
