@@ -17,12 +17,12 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
-from exporter.fingerprint import compression_of, fingerprint_of, read_head
+from exporter.fingerprint import compression_of, fingerprint_of, head_matches, read_head
 from exporter.metrics import SelfMetrics
 from exporter.parser import BOM, ErrorLog, header_columns
 from exporter.records import shown
@@ -152,6 +152,8 @@ class Tailer:
         self.retired: list[Checkpoint] = []
         self._last_scan = float("-inf")
         self._scanned_once = False
+        self._matched_now: Collection[tuple[int, int]] = ()
+        """The identities the scan in progress matched (a checkpoint whose inode is among them is no new identity's)."""
         self._left_while_down: set[tuple[int, int]] = set()
         """Checkpoints of files read at the last stop that the first scan did not match (_find_left_while_down)."""
         self._allowed = {s.label: frozenset(s.records) if s.records else None for s in sources}
@@ -286,6 +288,7 @@ class Tailer:
     def scan(self) -> None:
         """Re-evaluate the globs: follow new files, notice files that left."""
         found = self._matches()
+        self._matched_now = found.keys()
         for key, (source, path, st) in found.items():
             stream = self.streams.get(key)
             if stream is not None:
@@ -467,6 +470,8 @@ class Tailer:
         self._undecided.pop(key, None)
         fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
+        if cp is None and not self._scanned_once:
+            cp = self._new_identity(key, source, path, st, head)
         compression = compression_of(head) if cp is None else None
         if compression is not None:
             if key not in self._compressed:
@@ -482,7 +487,9 @@ class Tailer:
             cp.path = path
             cp.gone_since = None
         else:
-            if cp is not None and cp.source != source:  # a config edit gave its glob to another configured source
+            if cp is not None and cp.source != source and same_file(cp, st, head):
+                # a config edit gave its glob to another configured source (its content is the one read: the same
+                # file; other bytes in its inode are a new file, and the old one's loss is said below)
                 both = _shared_types(self._allowed.get(cp.source), self._allowed[source])
                 log.log(logging.WARNING if both else logging.INFO,
                         "%s: now matched by source %s, not %s; reading it from the start for %s%s", shown(path),
@@ -515,6 +522,28 @@ class Tailer:
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
                                        self.tail.chunk_bytes, self.fields)
         self.streams[key].retries = not self.oneshot
+
+    def _new_identity(self, key: tuple[int, int], source: str, path: str, st: os.stat_result,
+                      head: bytes) -> Checkpoint | None:
+        """At the first scan, the checkpoint of the file read before at this path when a new inode there holds its
+        bytes: a log directory restored from a backup, copied to another disk, or a file replaced by `cp` + `mv`
+        while the daemon was down. Its first bytes must match and it must be no shorter than where reading stopped,
+        and the old inode must be matched nowhere now; it is then re-keyed and read on from its checkpoint (the
+        same file id: the correlator's record names stay). Read again from byte 0, every record counted twice."""
+        for old_key, cp in list(self.known.items()):
+            if (cp.path != path or cp.source != source or cp.gone_since is not None or old_key in self.streams
+                    or old_key in self._matched_now or st.st_size < cp.offset
+                    or not head_matches(cp.fingerprint, head)):
+                continue
+            log.warning("%s: the file read before has a new identity (device %d inode %d, was %d/%d: restored from a "
+                        "backup, copied, or moved to another disk while the daemon was down?); its first bytes match "
+                        "and it is no shorter than where reading stopped: resuming at byte %d (line %d)",
+                        shown(path), st.st_dev, st.st_ino, cp.dev, cp.ino, cp.offset, cp.line_no)
+            del self.known[old_key]
+            cp.dev, cp.ino = st.st_dev, st.st_ino
+            self.known[key] = cp
+            return cp
+        return None
 
     # --- reading ---------------------------------------------------------------------------------
     async def poll(self, on_batch: OnBatch, force_scan: bool = False,

@@ -50,3 +50,22 @@ async def test_series_are_encoded_before_the_checkpoint_takes_the_write_lock(tmp
     assert seen == [False] * 50
     stored = sqlite3.connect(tmp_path / "watchtower.db").execute("SELECT count(*) FROM wt_series").fetchone()[0]
     assert stored == 50
+
+
+async def test_a_checkpoint_that_took_a_new_identity_is_saved_with_it(tmp_path) -> None:
+    """The tailer re-keys a file restored under a new inode to its checkpoint: saved with the old (device, inode), the
+    next start took it for a new identity again (a warning at every start)."""
+    from exporter.filestream import Checkpoint
+    from exporter.state import Commit, StateStore
+
+    store = StateStore(tmp_path / "watchtower.db")
+    await store.open()
+    cp = Checkpoint("f1", "acct", "/l/acct.csv", 1, 100, b"fp", 10, 2, "type")
+    await store.write_checkpoint(Commit(checkpoints=[cp]))
+    await store.write_checkpoint(Commit(checkpoints=[Checkpoint("f1", "acct", "/l/acct.csv", 2, 200, b"fp", 20, 3,
+                                                                "type")]))
+    await store.close()
+    again = StateStore(tmp_path / "watchtower.db")
+    loaded = await again.open()
+    await again.close()
+    assert [(c.file_id, c.dev, c.ino, c.offset) for c in loaded.checkpoints] == [("f1", 2, 200, 20)]

@@ -298,3 +298,50 @@ async def test_a_compressed_file_whose_first_bytes_came_after_it_was_followed_is
                     "(e.g. acct-*.csv)"]
     assert parse_errors(reg) == {}
     await tailer.close()
+
+
+async def test_the_same_file_under_a_new_inode_while_the_daemon_was_down_resumes_where_it_stopped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A log directory restored from a backup, copied to another disk or replaced by `cp` + `mv` holds the same bytes
+    under new inodes: each file was read again from byte 0 (every record counted twice), and the log said its records
+    after the checkpoint were not read."""
+    import dataclasses
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 5))
+    tailer, _reg = tailer_for(tmp_path)
+    (file_id,) = ids_of(await drain(tailer))
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    copy = tmp_path / "copy.tmp"
+    copy.write_bytes(path.read_bytes() + records(5, 3).encode())  # restored, and PMTA wrote on meanwhile
+    copy.rename(path)
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), saved, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        rows = await drain(again)
+    assert (ids_of(rows), lines_of(rows)) == ({file_id}, [7, 8, 9])
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "new identity" in said[0] and "resuming at byte" in said[0], said
+    assert [(cp.file_id, cp.ino) for cp in again.take_checkpoints()] == [(file_id, path.stat().st_ino)]
+    await again.close()
+
+
+async def test_a_file_of_another_source_in_a_gone_files_inode_is_new_and_the_gone_ones_loss_is_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """An acct file deleted while the daemon was down, its inode taken by a new diag file: the log said only that the
+    file was now matched by source diag (a config edit), not that acct's unread records were lost."""
+    diag = tmp_path / "diag-0001.csv"
+    diag.write_text(ACCT_HEADER + "\n" + records(0, 4))
+    st = diag.stat()
+    gone = Checkpoint("acctfile", "acct", str(tmp_path / "acct-0001.csv"), st.st_dev, st.st_ino, b"other first bytes",
+                      500, 9, ACCT_HEADER)
+    sources = [SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")]),
+               SourceConfig(name="diag", paths=[str(tmp_path / "diag-*.csv")])]
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), [gone], first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        rows = await drain(tailer)
+    assert lines_of(rows) == [2, 3, 4, 5] and "acctfile" not in ids_of(rows)
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("now matched by source" in m for m in said), said
+    assert any("gone while the daemon was down" in m and "line 9" in m for m in said), said
+    await tailer.close()
