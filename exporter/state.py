@@ -27,6 +27,7 @@ import os
 import sqlite3
 import stat
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -352,6 +353,34 @@ class StateStore:
             if check != ["ok"]:
                 raise StateError(f"{self.path}: the state database is damaged ({'; '.join(check)}); {WAY_OUT}")
 
+    def _check_before_writing(self) -> None:
+        """`_quick_check` on a read-only connection, before the writer's opens: a writer's close copies the -wal into
+        the file. A -wal beside the file that belongs to another copy of it (a backup restored while a later run's
+        -wal stayed) reads as damage, and a writer's check then wrote it into the restored file, which moving the
+        -wal aside would have kept whole. Refused untouched, the -wal named."""
+        uri = f"file:{urllib.parse.quote(os.fsencode(self.path))}?mode=ro"  # any bytes a path may hold
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._quick_check(conn)
+        except sqlite3.OperationalError:
+            raise
+        except (StateError, sqlite3.DatabaseError) as exc:
+            wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+            try:
+                wal_bytes = wal.stat().st_size
+            except OSError:
+                wal_bytes = 0
+            if not wal_bytes:
+                raise
+            detail = str(exc).partition(" (")[2].rpartition(");")[0] if isinstance(exc, StateError) else str(exc)
+            raise StateError(f"{self.path}: reads as damaged with the {wal.name} beside it ({detail}); that -wal "
+                             f"({wal_bytes:,} bytes) may belong to another copy of the database (a backup restored "
+                             f"while a later run's -wal stayed): stop the daemon, move {wal.name} and {shm.name} "
+                             f"aside and start again; if it is still refused, {WAY_OUT}") from None
+        finally:
+            conn.close()
+
     def _open_checked(self, check: bool = True) -> Loaded:
         private_dir(self.path.parent)
         if not self.path.exists():
@@ -359,7 +388,10 @@ class StateStore:
         elif self.path.stat().st_size == 0:
             raise StateError(f"{self.path}: the state database is an empty file (emptied or truncated outside "
                              f"the daemon); {WAY_OUT}")
-        private_file(self.path)  # tighten the mode of a database made by an older version
+        else:
+            private_file(self.path)  # tighten the mode of a database made by an older version
+            if check:
+                self._check_before_writing()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
         st = os.stat(self.path)
@@ -369,8 +401,6 @@ class StateStore:
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
         conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
         WalCheckpointer.configure_writer(conn)
-        if check:
-            self._quick_check(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         meta: dict[str, str] = {}
         if "wt_meta" in tables:

@@ -1673,3 +1673,49 @@ def test_changed_delay_buckets_restart_the_histograms_instead_of_relabelling_the
     log = wt.log.read_text()
     assert "metrics.delay_buckets changed from [5.0, 60.0] to [15.0, 60.0]" in log, log[-2000:]
     assert "Traceback" not in log
+
+
+async def test_a_backup_restored_beside_a_later_wal_is_refused_untouched_naming_the_wal(tmp_path: Path):
+    """The state database restored from a backup while the -wal of a later run stayed beside it: the start replayed
+    that -wal over the backup, found it damaged, and its close copied the -wal into the file: the backup itself was
+    damaged, and the advice (move it aside, counters restart at 0) lost what moving the -wal aside would have kept."""
+    import shutil
+
+    db = tmp_path / "state" / "watchtower.db"
+    store = StateStore(db)
+    await store.open()
+    await store.close()
+
+    def fill(metric: str, n: int) -> None:
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("BEGIN")
+        conn.executemany("INSERT OR REPLACE INTO wt_series VALUES (?,?,?)", [(metric, f"v{i}", "1") for i in range(n)])
+        conn.execute("COMMIT")
+        conn.close()
+
+    fill("pmta_delivered_total", 3000)
+    shutil.copy(db, tmp_path / "backup.db")
+    fill("pmta_bounced_total", 3000)  # copied into the file at its close: the file moved on past the backup
+    crash = ("import os, sqlite3, sys\n"
+             "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "c.execute('PRAGMA wal_autocheckpoint=0')\n"
+             "c.execute('BEGIN')\n"
+             "c.executemany('INSERT OR REPLACE INTO wt_series VALUES (?,?,?)', "
+             "[('pmta_deferred_total', 'd%d' % i, '2') for i in range(5000)])\n"
+             "c.execute(\"DELETE FROM wt_series WHERE labels LIKE 'v1%'\")\n"
+             "c.execute('COMMIT')\n"
+             "os._exit(0)\n")  # killed: its -wal stays
+    subprocess.run([sys.executable, "-c", crash, str(db)], check=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    restored = db.read_bytes()
+    with pytest.raises(StateError) as refused:
+        await StateStore(db).open()
+    said = str(refused.value)
+    assert said.index("move watchtower.db-wal and watchtower.db-shm aside") < said.index("counters restart"), said
+    assert db.read_bytes() == restored
+    for name in ("watchtower.db-wal", "watchtower.db-shm"):  # as the message says: the backup is whole
+        (tmp_path / "state" / name).rename(tmp_path / name)
+    again = StateStore(db)
+    loaded = await again.open()
+    await again.close()
+    assert len(loaded.series) == 3000
