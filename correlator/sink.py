@@ -81,8 +81,13 @@ class CorrelatorSink:
         self.config = config
         self.db_path = Path(db_path)
         key = None
+        self._key_file: tuple[Path, bool] | None = None
+        """(the HMAC key file, whether this start created it): a store keyed with another key refuses it (setup)."""
         if config.hash_recipients:
-            key = load_or_create_key(config.hmac_key_file or self.db_path.with_name("correlator-hmac.key"))
+            key_path = config.hmac_key_file or self.db_path.with_name("correlator-hmac.key")
+            created = not key_path.exists()
+            key = load_or_create_key(key_path)
+            self._key_file = (key_path, created)
         self.hasher = RcptHasher(key)
         self.class_of = class_of or default_class_of()
         self.clock = clock
@@ -103,7 +108,7 @@ class CorrelatorSink:
     # --- RecordSink ----------------------------------------------------------------------------
 
     def setup(self, conn: sqlite3.Connection) -> None:
-        store.migrate(conn, self.hasher.fingerprint())
+        store.migrate(conn, self.hasher.fingerprint(), self._key_file)
         if not self.ingestor.keep_history:
             store.drop_search_indexes(conn)
         store.raise_cache(conn, self._writer_cache_bytes)

@@ -255,8 +255,9 @@ def _stored_version(conn: sqlite3.Connection, value: object) -> int:
     return version
 
 
-def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
-    """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open."""
+def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None) -> None:
+    """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open. `key_file`: the HMAC
+    key file recipients are keyed with now, and whether this start created it (`_other_key`)."""
     own = not conn.in_transaction
     if own:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -280,6 +281,8 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
         if row is None:
             conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', ?)", (rcpt_fingerprint,))
         elif row[0] != rcpt_fingerprint:
+            if key_file is not None and row[0].startswith("hmac:"):
+                raise _other_key(conn, row[0], *key_file)
             log.warning(
                 "correlator recipients were stored as %s but are now keyed as %s: older timelines will "
                 "not be found by recipient", row[0], rcpt_fingerprint,
@@ -291,6 +294,22 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str) -> None:
         raise
     if own:
         conn.execute("COMMIT")
+
+
+def _other_key(conn: sqlite3.Connection, stored: str, path: Path, created: bool) -> Exception:
+    """The error of a start whose HMAC key is not the one the store's recipients were keyed with: one made now (the
+    file was missing: a state directory restored or moved without it) or another. Going on lost every stored timeline
+    to lookups by recipient, and marking the store with the new key lost the later ones once the old key was back.
+    A key made now is removed again, so that putting the old one back is all it takes."""
+    from exporter.state import StateError
+
+    if created:
+        path.unlink(missing_ok=True)
+    db = conn.execute("PRAGMA database_list").fetchone()[2]
+    what = "is missing" if created else "holds another key"
+    return StateError(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were keyed "
+                      f"with the key {stored}: put that key file back (from the host or the backup the store came "
+                      "from), or move the store aside to start a new one with this key")
 
 
 class StoreNotReady(Exception):

@@ -430,7 +430,8 @@ class CorrelatorConfig(_Strict):
         default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
     )
     hmac_key_file: ConfigPath | None = Field(
-        default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600."
+        default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600 "
+        "on the first start. Back it up and move it with the state: a store keyed with it refuses another key, or none."
     )
     max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
     worker: Literal["thread", "process"] = Field(

@@ -593,3 +593,31 @@ def test_times_the_metrics_do_not_believe_are_not_a_timelines_times_either(tmp_p
         "zero@yahoo.com": ("2024-05-03T23:20:00Z", None, "2024-05-03T23:20:00Z"),
         "now@gmail.com": ("2024-05-03T23:29:00Z", "2024-05-03T23:29:00Z", "2024-05-03T23:30:00Z"),
     }
+
+
+@pytest.mark.parametrize("key_now", ["missing", "another"])
+def test_a_store_keyed_with_one_hmac_key_refuses_another_or_none_naming_the_key_file(tmp_path: Path,
+                                                                                      key_now: str) -> None:
+    """A state directory restored or moved without its key file got a new key silently: every stored timeline was
+    lost to lookups by recipient, and the store was marked with the new key, so putting the old one back lost the
+    timelines written meanwhile. The start is refused instead, naming the key file; a missing key is not created."""
+    from exporter.config import CorrelatorConfig
+    from exporter.state import StateError
+
+    key = tmp_path / "keys" / "hmac.key"
+    key.parent.mkdir()
+    config = CorrelatorConfig(hash_recipients=True, hmac_key_file=key)
+    h = Harness(tmp_path, config)
+    h.commit(ACCT_0)
+    h.close()
+    if key_now == "missing":
+        key.unlink()
+    else:
+        key.write_text("f" * 64 + "\n")
+    with pytest.raises(StateError) as refused:
+        Harness(tmp_path, config)
+    said = str(refused.value)
+    assert said.startswith(f"{key}: ") and "move the store aside" in said, said
+    assert key.exists() is (key_now == "another")
+    mode = sqlite3.connect(tmp_path / "state.db").execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'")
+    assert mode.fetchone()[0].startswith("hmac:")  # still the first key's
