@@ -638,6 +638,7 @@ class RecordAggregator(Collector):
             self._apply_late_in_slices(job.late)
         if job.repaired and self.self_metrics is not None:
             self.self_metrics.records_repaired.labels(job.source, "invalid_utf8").inc(job.repaired)
+        _TIME_ERRORS.expire()  # bad times left unlogged in a window that has passed: said now
         if self.self_metrics is not None and self.overflows:
             for label, n in self.overflows.items():
                 self.self_metrics.label_overflow.labels(label).inc(n)

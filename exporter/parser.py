@@ -163,7 +163,8 @@ class _Fallback(Exception):
 
 
 class ErrorLog:
-    """Logs bad lines with file and line number, at most `burst` per `interval` seconds per source."""
+    """Logs bad lines with file and line number, at most `burst` per `interval` seconds per source; the lines past
+    the burst are summed up in one line once the window has passed (`expire`, every poll) or at a stop (`flush`)."""
 
     def __init__(self, burst: int = 10, interval: float = 60.0) -> None:
         self.burst = burst
@@ -174,9 +175,7 @@ class ErrorLog:
         now = time.monotonic()
         start, shown, suppressed = self._window.get(source, (now, 0, 0))
         if now - start >= self.interval:
-            if suppressed:
-                log.warning("source %s: %d more bad lines not logged in the last %.0fs", source, suppressed,
-                            now - start)
+            self._say(source, suppressed)
             start, shown, suppressed = now, 0, 0
         if shown < self.burst:
             # Cut to 120 characters (at a field boundary) only once formatted: with hashing on, the log's
@@ -187,12 +186,26 @@ class ErrorLog:
             suppressed += 1
         self._window[source] = (start, shown, suppressed)
 
+    def _say(self, source: str, suppressed: int, within: bool = True) -> None:
+        if suppressed:
+            log.warning("source %s: %d more bad lines not logged%s", source, suppressed,
+                        f" in the {self.interval:.0f}s after the first of them" if within else "")
+
+    def expire(self) -> None:
+        """Sum up the windows that have passed: their unlogged lines said when their window ends, not at the next bad
+        line (hours later, or never) with the time since then as their span."""
+        now = time.monotonic()
+        for source, (start, _shown, suppressed) in list(self._window.items()):
+            if now - start >= self.interval:
+                self._say(source, suppressed)
+                del self._window[source]
+
     def flush(self) -> None:
         """Say how many bad lines went unlogged in the current windows (at a stop: a oneshot ends long before
         its window would, and those lines must not vanish unsaid)."""
         for source, (start, shown, suppressed) in sorted(self._window.items()):
             if suppressed:
-                log.warning("source %s: %d more bad lines not logged", source, suppressed)
+                self._say(source, suppressed, within=False)
                 self._window[source] = (start, shown, 0)
 
     def not_logged(self, source: str, n: int) -> None:

@@ -552,6 +552,7 @@ class Tailer:
 
         `should_stop` is asked between files so a stop request is not held up by a long pass.
         """
+        self.error_log.expire()  # the unlogged bad lines of a window that has passed: said now, not at the next one
         if force_scan or time.monotonic() - self._last_scan >= self.tail.rescan_interval:
             self.scan()
         more = False

@@ -270,3 +270,29 @@ def test_a_bom_opening_a_line_past_the_first_counts_the_same_wherever_the_chunk_
     for p in (whole, split):
         assert (p.read, p.errors) == ({"d": 1}, {"unknown_type": 1}), (fast, p.read, p.errors)
     assert (right_after_header.read, right_after_header.errors) == ({}, {"unknown_type": 1})
+
+
+def test_lines_left_unlogged_are_summed_up_when_their_minute_ends_with_that_minute(monkeypatch, caplog) -> None:
+    """50 bad lines in one second, burst 2: the 48 others were said only at the next bad line, hours later, as "not
+    logged in the last 10800s". They are said once the window has passed (the tailer asks every poll), with its
+    own span."""
+    import logging
+
+    clock = [1000.0]
+    monkeypatch.setattr(parser_module.time, "monotonic", lambda: clock[0])
+    log = parser_module.ErrorLog(burst=2, interval=60)
+    with caplog.at_level(logging.WARNING, logger="watchtower.parser"):
+        for i in range(50):
+            clock[0] += 0.01
+            log.report("acct", "/l/acct.csv", i + 2, "short_row", "x")
+        clock[0] += 30
+        log.expire()  # the window is still open
+        assert len(caplog.records) == 2
+        clock[0] += 31
+        log.expire()
+        log.expire()  # said once
+        clock[0] += 3 * 3600
+        log.report("acct", "/l/acct.csv", 999, "short_row", "y")
+    said = [r.getMessage() for r in caplog.records]
+    assert said[2:] == ["source acct: 48 more bad lines not logged in the 60s after the first of them",
+                        said[3]] and said[3].startswith("/l/acct.csv:999: short_row"), said
