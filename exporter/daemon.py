@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -244,8 +245,10 @@ class Daemon:
         except StateDirInUse as exc:
             raise StartupError(str(exc)) from None
         except OSError as exc:
+            way_out = (f": chown it to the user running watchtower (uid {os.geteuid()}), as every file in the state "
+                       "directory" if exc.errno in (errno.EACCES, errno.EPERM) else "")
             raise StartupError(f"{self.instance.path}: cannot lock the state directory: "
-                               f"{exc.strerror or describe(exc)}") from None
+                               f"{exc.strerror or describe(exc)}{way_out}") from None
         # before anything is written: a first start that cannot listen must not commit its start positions (the
         # next start would resume at them, whatever `tail.start_position` says then)
         self._probe_listen_address()

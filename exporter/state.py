@@ -93,9 +93,26 @@ def _cause(exc: sqlite3.OperationalError, path: Path) -> str:
     if "full" in text:
         return f"free space on the file system of {path.parent}; the database is kept and resumed from"
     if "unable to open" in text or "readonly" in text or "read-only" in text:
+        unwritable = _unwritable_own_file(path)
+        if unwritable is not None:
+            return unwritable
         return (f"check that the user running watchtower owns {path} and its -wal/-shm files and may write in "
                 f"{path.parent} (chown); the database is kept and resumed from")
     return "see the message; if the file itself is damaged, " + WAY_OUT
+
+
+def _unwritable_own_file(path: Path) -> str | None:
+    """The way out when the database or its -wal/-shm is this user's own file without its write bit (mode 0400): a
+    chmod, not the chown the other causes of a read-only database need."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = candidate.stat()
+        except OSError:
+            continue
+        if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IWUSR:
+            return (f"{candidate} is not writable (mode {stat.S_IMODE(st.st_mode):04o}): chmod u+w {candidate}; "
+                    "the database is kept and resumed from")
+    return None
 
 
 class StateError(Exception):

@@ -1719,3 +1719,35 @@ async def test_a_backup_restored_beside_a_later_wal_is_refused_untouched_naming_
     loaded = await again.open()
     await again.close()
     assert len(loaded.series) == 3000
+
+
+def test_a_read_only_database_file_of_this_user_is_told_to_be_made_writable_not_chowned(tmp_path: Path) -> None:
+    """A 0400 database owned by the right user was told "check that the user owns it (chown)", which it does."""
+    from exporter.state import _cause
+
+    db = tmp_path / "watchtower.db"
+    db.write_bytes(b"")
+    db.chmod(0o400)
+    said = _cause(sqlite3.OperationalError("attempt to write a readonly database"), db)
+    assert said.startswith(f"{db} is not writable (mode 0400): chmod u+w {db}"), said
+    db.chmod(0o600)
+    said = _cause(sqlite3.OperationalError("attempt to write a readonly database"), db)
+    assert "chown" in said and "chmod" not in said, said
+
+
+async def test_a_lock_file_this_user_cannot_open_is_told_to_be_chowned(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`watchtower.lock: cannot lock the state directory: Permission denied` gave no way out."""
+    from exporter import instancelock
+    from exporter.daemon import StartupError
+
+    def denied(self: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(instancelock.InstanceLock, "acquire", denied)
+    daemon = Daemon(load_config(write_config(tmp_path)))
+    with pytest.raises(StartupError) as refused:
+        await daemon.startup()
+    said = str(refused.value)
+    assert said.endswith(f"Permission denied: chown it to the user running watchtower (uid {os.getuid()}), "
+                         "as every file in the state directory"), said
