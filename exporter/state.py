@@ -308,7 +308,10 @@ class StateStore:
             raise
         except sqlite3.OperationalError as exc:  # the file may be fine: not "move it aside" (counters restart)
             self._close()
-            raise StateError(f"{self.path}: cannot use the state database: {exc}; {_cause(exc, self.path)}") from exc
+            cause = _cause(exc, self.path)
+            if self.throwaway:  # oneshot's store is deleted at exit: nothing is resumed from it
+                cause = cause.replace("; the database is kept and resumed from", "")
+            raise StateError(f"{self.path}: cannot use the state database: {exc}; {cause}") from exc
         except sqlite3.DatabaseError as exc:
             self._close()
             raise StateError(f"{self.path}: not a usable SQLite database ({exc}); {WAY_OUT}") from exc

@@ -1751,3 +1751,21 @@ async def test_a_lock_file_this_user_cannot_open_is_told_to_be_chowned(tmp_path:
     said = str(refused.value)
     assert said.endswith(f"Permission denied: chown it to the user running watchtower (uid {os.getuid()}), "
                          "as every file in the state directory"), said
+
+
+async def test_a_oneshot_store_that_cannot_be_made_does_not_promise_to_be_resumed_from(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch):
+    """oneshot's store (deleted at exit) on a full TMPDIR said "the database is kept and resumed from"."""
+    from exporter import state
+
+    monkeypatch.setattr(state, "_full", lambda _d: True)
+
+    def no_space(*_a: object, **_k: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store = StateStore(tmp_path / "oneshot.db", throwaway=True)
+    monkeypatch.setattr(store, "_open_checked", no_space)
+    with pytest.raises(StateError) as refused:
+        await store.open()
+    said = str(refused.value)
+    assert "is full: free space there" in said and "resumed from" not in said, said
