@@ -47,7 +47,7 @@ import contextlib  # noqa: E402
 import errno  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -104,6 +104,32 @@ def positive_float(text: str) -> float:
     return value
 
 
+def at_most(most: float) -> Callable[[str], float]:
+    """argparse type of a positive_float with an upper bound (`healthcheck --timeout 1e10` was an OverflowError
+    where the timeout became a deadline; `demo --speed 1e300` wrote gigabytes of logs)."""
+    def bounded(text: str) -> float:
+        value = positive_float(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"expected a number greater than 0 and at most {most:.0f}, got {text!r}")
+        return value
+    return bounded
+
+
+MAX_HEALTH_TIMEOUT = 3600.0
+"""Longest `healthcheck --timeout` (seconds): a Docker health check's own timeout is seconds."""
+MAX_DEMO_DURATION = 30 * 86400.0
+"""Longest `demo --duration` (real seconds)."""
+MAX_DEMO_SPEED = 3600.0
+"""Fastest `demo --speed`: an hour of simulated traffic per real second."""
+
+
+def config_path(text: str) -> Path:
+    """argparse type of a config file argument: an empty one would be Path('.'), the working directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give the YAML config file")
+    return Path(text)
+
+
 def listen_address(text: str) -> str:
     """argparse type of a listener address: host:port as the config's `listen` takes it."""
     from exporter.config import check_listen
@@ -120,25 +146,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"watchtower {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="tail accounting files and serve /metrics until SIGTERM")
-    run.add_argument("--config", required=True, type=Path, help="YAML config file")
+    run.add_argument("--config", required=True, type=config_path, help="YAML config file")
     one = sub.add_parser("oneshot", help="read every matching file from byte 0, print the exposition, exit")
-    one.add_argument("--config", required=True, type=Path, help="YAML config file")
+    one.add_argument("--config", required=True, type=config_path, help="YAML config file")
     chk = sub.add_parser("check-config", help="validate a config file against this machine; exit 2 listing "
                          "every problem")
-    chk.add_argument("file", type=Path, nargs="?", help="YAML config file (or --config FILE)")
-    chk.add_argument("--config", dest="config_opt", type=Path, default=None, help="YAML config file")
+    chk.add_argument("file", type=config_path, nargs="?", help="YAML config file (or --config FILE)")
+    chk.add_argument("--config", dest="config_opt", type=config_path, default=None, help="YAML config file")
     hc = sub.add_parser("healthcheck", help="GET /healthz of the running daemon (for Docker HEALTHCHECK); "
                         "exit 0 healthy, 1 not")
-    hc.add_argument("--config", required=True, type=Path, help="YAML config file of the daemon")
-    hc.add_argument("--timeout", type=positive_float, default=4.0, help="seconds")
+    hc.add_argument("--config", required=True, type=config_path, help="YAML config file of the daemon")
+    hc.add_argument("--timeout", type=at_most(MAX_HEALTH_TIMEOUT), default=4.0, help="seconds")
     demo = sub.add_parser("demo", help="simulated PMTA traffic + the exporter, on loopback")
     demo.add_argument("--scenario", default="gmail-throttle", help="scenario name or YAML file")
     demo.add_argument("--listen", type=listen_address, default="127.0.0.1:9469", help="exporter listener host:port")
-    demo.add_argument("--speed", type=positive_float, default=1.0, help="simulated seconds per real second")
+    demo.add_argument("--speed", type=at_most(MAX_DEMO_SPEED), default=1.0, help="simulated seconds per real second")
     demo.add_argument("--dir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
-    demo.add_argument("--duration", type=positive_float, default=None, help="stop after this many real seconds")
+    demo.add_argument("--duration", type=at_most(MAX_DEMO_DURATION), default=None,
+                      help="stop after this many real seconds")
     hub = sub.add_parser("hub", help="one /api/v1 and the /ui pages over many daemons (fan-out, docs/scaling.md)")
-    hub.add_argument("--config", required=True, type=Path, help="hub YAML config file")
+    hub.add_argument("--config", required=True, type=config_path, help="hub YAML config file")
     return p
 
 
@@ -161,7 +188,11 @@ def _load(path: Path, preflight: bool = True, oneshot: bool = False) -> Config |
         print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return None
     if preflight:
-        problems = checks.problems(config, uses_state_dir=not oneshot)  # oneshot: a temporary store, in TMPDIR
+        try:
+            problems = checks.problems(config, uses_state_dir=not oneshot)  # oneshot: a temporary store, in TMPDIR
+        except OSError as exc:  # each check names its own key; this is for a stat one of them does not guard
+            print(f"{path}: cannot check: {checks.unreachable(exc)}", file=sys.stderr)
+            return None
         if problems:
             _report(path, problems)
             return None
@@ -199,9 +230,9 @@ def one_line(text: str, limit: int = HEALTH_SHOWN_CHARS) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
-def _get_bounded(url: str, auth: Any, timeout: float) -> tuple[int, str]:
-    """(status, the body's first HEALTH_READ_BYTES as text) of GET `url`; a server that sends without end
-    is cut there, not read until it stops."""
+def _get_bounded(url: str, auth: Any, timeout: float) -> tuple[int, str, bool]:
+    """(status, the body's first HEALTH_READ_BYTES as text, whether it was cut there) of GET `url`; a server that
+    sends without end is cut there, not read until it stops."""
     import httpx
 
     # The certificate names the public host, not loopback; this is a local liveness probe.
@@ -211,12 +242,31 @@ def _get_bounded(url: str, auth: Any, timeout: float) -> tuple[int, str]:
             body += chunk
             if len(body) >= HEALTH_READ_BYTES:
                 break
-        return r.status_code, body[:HEALTH_READ_BYTES].decode(r.encoding or "utf-8", errors="replace")
+        text = body[:HEALTH_READ_BYTES].decode(r.encoding or "utf-8", errors="replace")
+        return r.status_code, text, len(body) >= HEALTH_READ_BYTES
+
+
+HEALTH_KEY = "files_followed"
+"""A key of the daemon's /healthz object (exporter/daemon.py Daemon.health) that another server's 200 does not hold:
+`python3 -m http.server` serving a file named healthz was taken for a healthy daemon."""
+
+
+def is_watchtower_health(body: str, cut: bool) -> bool:
+    """The body is the daemon's /healthz JSON object; one cut at HEALTH_READ_BYTES (a long `problems` list) is
+    judged by its start, where the daemon puts HEALTH_KEY."""
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return cut and body.lstrip().startswith("{") and f'"{HEALTH_KEY}":' in body
+    return isinstance(data, dict) and HEALTH_KEY in data
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
-    """0 when /healthz says ok. With auth on and no WATCHTOWER_HEALTHCHECK_USER/_PASSWORD, a 401 from the
-    listener counts as alive (the process answers HTTP); with them, the full status is checked."""
+    """0 when /healthz says ok in the daemon's own words (a 200 from another server is unhealthy). With auth on and
+    no WATCHTOWER_HEALTHCHECK_USER/_PASSWORD, a 401 from the listener counts as alive (the process answers HTTP);
+    with them, the full status is checked."""
     import httpx
 
     config = _load(args.config, preflight=False)
@@ -230,17 +280,24 @@ def _healthcheck(args: argparse.Namespace) -> int:
     password = os.environ.get("WATCHTOWER_HEALTHCHECK_PASSWORD", "")
     auth: Any = (user, password) if user else None
     try:
-        status, body = _get_bounded(url, auth, args.timeout)
+        status, body, cut = _get_bounded(url, auth, args.timeout)
     except httpx.HTTPError as exc:
         print(f"unhealthy: {url}: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OverflowError:  # the socket's deadline (the option is bounded: a caller of _healthcheck may not be)
+        print(f"unhealthy: {url}: timeout {args.timeout:g} s is longer than this platform can wait", file=sys.stderr)
         return EXIT_FAILURE
     if status == 401 and auth is None and config.web.basic_auth_users:
         emit(f"alive: {url} answers (auth required; set WATCHTOWER_HEALTHCHECK_USER and "
              "WATCHTOWER_HEALTHCHECK_PASSWORD for the full check)\n")
         return EXIT_OK
-    if status == 200:
+    if status == 200 and is_watchtower_health(body, cut):
         emit(f"healthy: {url}\n")
         return EXIT_OK
+    if status == 200:
+        print(f"unhealthy: {url}: HTTP 200 but not watchtower's /healthz answer (another server on this port?): "
+              f"{one_line(body)}".rstrip(), file=sys.stderr)
+        return EXIT_FAILURE
     print(f"unhealthy: {url}: HTTP {status} {one_line(body)}".rstrip(), file=sys.stderr)
     return EXIT_FAILURE
 

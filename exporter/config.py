@@ -494,6 +494,8 @@ class WebConfig(_Strict):
             if not user or ":" in user:
                 problems.append(f"user {user!r}: a user name cannot hold ':' or be empty (HTTP basic auth splits "
                                 "user and password at the first ':')")
+            elif not secret.strip():
+                problems.append(f"user {user!r}: an empty password: anyone could log in as it; give a bcrypt hash")
             elif is_bcrypt(secret) and (why := bcrypt_problem(secret)) is not None:
                 problems.append(f"user {user!r}: bcrypt cannot check this hash ({why}): nobody could log in as it")
         if problems:
@@ -514,8 +516,10 @@ def check_listen(value: str) -> str:
     if "://" in value:
         raise ValueError(f"{value!r}: listen is host:port, not a URL (e.g. 127.0.0.1:9469)")
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep:
         raise ValueError(f"expected host:port, got {value!r}")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:  # isdigit() alone takes '²' and full-width '９'
+        raise ValueError(f"expected host:port, got {value!r} (the port is a number from 0 to 65535, in ASCII digits)")
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9469, got {value!r}")
     return value
@@ -706,6 +710,10 @@ TOO_DEEP = "nested too deeply (past Python's recursion limit)"
 """A YAML or JSON file an operator writes, nested past what a recursive parser can read: one line, no traceback."""
 
 
+_EMPTY = "the file is empty: a config is a YAML mapping of keys"
+_NO_KEYS = "the file holds no keys (only comments or blank lines): a config is a YAML mapping of keys"
+
+
 def read_config_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML config file (the daemon's or the hub's); ConfigError naming the line."""
     raw = read_config_bytes(path)
@@ -721,6 +729,8 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(path), [yaml_problem(exc)]) from None
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
+    if data is None:  # nothing but blanks, comments or `---` (or /dev/null)
+        raise ConfigError(str(path), [_EMPTY if not text.strip() else _NO_KEYS])
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["top level must be a mapping of keys"])
     broken = surrogate_paths(data)

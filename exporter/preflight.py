@@ -7,17 +7,45 @@ as a traceback. `warnings()` lists what is legal but probably not meant (a glob 
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import socket
 import ssl
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from exporter.config import Config
 
+P = ParamSpec("P")
+PathT = TypeVar("PathT", Path, Path | None)
+Check = Callable[Concatenate[str, PathT, P], str | None]
 
+
+def unreachable(exc: OSError, path: Path | str | None = None) -> str:
+    """`cannot reach PATH: why`: a stat that failed for another reason than `not there` (EACCES on a directory on
+    the way, which Python 3.11's Path.exists() raises), naming the uid when it is permissions."""
+    why = (exc.strerror or str(exc)).lower()
+    uid = f" (uid {os.getuid()})" if isinstance(exc, PermissionError) else ""
+    return f"cannot reach {path if path is not None else exc.filename}: {why}{uid}"
+
+
+def reaching(check: Check[PathT, P]) -> Check[PathT, P]:
+    """Every check of the path a key names goes through this: an OSError from any stat in it is that key's problem
+    line (`key: cannot reach PATH: permission denied (uid N)`), never a traceback."""
+    @functools.wraps(check)
+    def guarded(key: str, path: PathT, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        try:
+            return check(key, path, *args, **kwargs)
+        except OSError as exc:
+            return f"{key}: {unreachable(exc, path)}"
+    return guarded
+
+
+@reaching
 def _readable_file(key: str, path: Path | None) -> str | None:
     if path is None:
         return None
@@ -58,17 +86,25 @@ def ca_file_problem(key: str, path: Path | None) -> str | None:
     return None
 
 
-def _hmac_key(config: Config) -> str | None:
-    """The key `run` reads (or creates) when hashing recipients: a non-empty regular file, or creatable
-    in an existing directory (the same rule as state_dir: a missing parent is a typo, not made silently)."""
+def _hmac_key(config: Config, state_dir_checked: bool) -> str | None:
+    """The key `run` reads (or creates) when hashing recipients. The default one, in state_dir, only where state_dir
+    is used and passed its own check (oneshot's key is in its temporary store)."""
     correlator = config.correlator
     if not (correlator.enabled and correlator.hash_recipients):
         return None
-    key = "correlator.hmac_key_file"
-    path = correlator.hmac_key_file or Path(config.state_dir) / "correlator-hmac.key"
+    if correlator.hmac_key_file is not None:
+        return _hmac_key_file("correlator.hmac_key_file", correlator.hmac_key_file, explicit=True)
+    if not state_dir_checked:
+        return None
+    return _hmac_key_file("correlator.hmac_key_file", Path(config.state_dir) / "correlator-hmac.key", explicit=False)
+
+
+@reaching
+def _hmac_key_file(key: str, path: Path, explicit: bool) -> str | None:
+    """A non-empty regular file, or creatable in an existing directory (the same rule as state_dir: a missing parent
+    is a typo, not made silently); the default one is created inside state_dir, which has its own check."""
     if not path.exists():
-        # the default one is created inside state_dir, which has its own check
-        return _creatable(key, path) if correlator.hmac_key_file is not None else None
+        return _creatable(key, path) if explicit else None
     problem = _readable_file(key, path)
     if problem:
         return problem
@@ -91,6 +127,7 @@ def _can_create_in(directory: Path) -> bool:
     return True
 
 
+@reaching
 def _writable_dir(key: str, path: Path) -> str | None:
     """The state dir must be writable, or creatable in an existing writable parent (not a link to nothing)."""
     from exporter.state import dangling_link
@@ -114,18 +151,23 @@ STATE_FILES = ("watchtower.db", "watchtower.db-wal", "watchtower.db-shm", "watch
 """The files the daemon keeps in state_dir (exporter.daemon.STATE_DB, instancelock)."""
 
 
-def _state_dir(path: Path) -> str | None:
+@reaching
+def _state_dir(key: str, path: Path) -> str | None:
     """state_dir writable, and the state files in it, where they exist, regular files (a directory named
     watchtower.db would only fail later, as 'not a usable SQLite database')."""
-    problem = _writable_dir("state_dir", path)
+    problem = _writable_dir(key, path)
     if problem is None and path.is_dir():
         for name in STATE_FILES:
             file = path / name
             if file.exists() and not file.is_file():
-                return f"state_dir: {file} is not a regular file; move it aside"
+                return f"{key}: {file} is not a regular file; move it aside"
+            if file.exists() and not os.access(file, os.R_OK | os.W_OK):  # left by a start as root: `run` would stop
+                return (f"{key}: {file} is not readable and writable by this user (uid {os.getuid()}): chown it to "
+                        "the user running watchtower")
     return problem
 
 
+@reaching
 def _creatable(key: str, path: Path) -> str | None:
     """`path` can be created: its parent exists, is a directory, and this user can create in it."""
     parent = path.parent
@@ -211,12 +253,13 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
     """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
 
     `uses_state_dir` False (oneshot: no state database, or a temporary one in TMPDIR) skips state_dir."""
+    state_dir = _state_dir("state_dir", Path(config.state_dir)) if uses_state_dir else None
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
-        _state_dir(Path(config.state_dir)) if uses_state_dir else None,
+        state_dir,
         _listen(config),
-        _hmac_key(config),
+        _hmac_key(config, state_dir_checked=uses_state_dir and state_dir is None),
         secret_file_problem("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
         secret_file_problem("pmta.password_file", config.pmta.password_file),
         ca_file_problem("pmta.ca_file", config.pmta.ca_file),

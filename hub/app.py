@@ -159,22 +159,43 @@ def log_fd_limit(limit: int, config: HubConfig) -> None:
         log.info("open file limit %d", limit)
 
 
-def run_hub(path: Path) -> int:
-    """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
-    listener cannot bind, 0 after SIGTERM."""
+def _checked_config(path: Path) -> HubConfig | None:
+    """The config, its files and URLs checked (as the daemon's check-config), or None after printing every problem.
+    Only an OSError of reading `path` itself blames the config file: one of a file it names is that key's problem
+    (exporter.preflight.reaching), and any other a `cannot check` line naming the file it came from."""
+    from exporter.preflight import unreachable
     from hub import preflight
 
     try:
         config = load_hub_config(path)
-        if found := preflight.problems(config):  # the files and URLs it names, as the daemon's check-config
-            raise ConfigError(str(path), found)
     except ConfigError as exc:
-        print(f"{exc.path}: invalid configuration", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        _report(exc.path, exc.problems)
+        return None
     except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    try:
+        found = preflight.problems(config)
+    except OSError as exc:
+        print(f"{path}: cannot check: {unreachable(exc)}", file=sys.stderr)
+        return None
+    if found:
+        _report(str(path), found)
+        return None
+    return config
+
+
+def _report(path: str, problems: list[str]) -> None:
+    print(f"{path}: invalid configuration", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def run_hub(path: Path) -> int:
+    """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
+    listener cannot bind, 0 after SIGTERM."""
+    config = _checked_config(path)
+    if config is None:
         return 2
     from exporter import logsetup
     from exporter.http import raise_fd_limit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -529,17 +531,17 @@ FOREIGN_PAGE = ("<!DOCTYPE html>\n<html>\n  <head><title>404 Not Found</title></
                 + "  </body>\n</html>\n")
 
 
-def test_healthcheck_against_another_server_is_one_bounded_line(tmp_path: Path) -> None:
-    """A port answered by another web server printed that server's whole HTML page, over many lines and with the
-    terminal escapes it held."""
+@contextlib.contextmanager
+def other_server(status: int, body: bytes, content_type: str | None = None) -> Iterator[str]:
+    """Another web server on a loopback port answering every GET with `status` and `body`: yields its listen address."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class Foreign(BaseHTTPRequestHandler):
+    class Other(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = FOREIGN_PAGE.encode()
-            self.send_response(404)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -547,16 +549,82 @@ def test_healthcheck_against_another_server_is_one_bounded_line(tmp_path: Path) 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Other)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        config = write_config(tmp_path, listen=f"127.0.0.1:{server.server_address[1]}")
-        proc = _healthcheck(config)
+        yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
-    url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+
+
+def test_healthcheck_against_another_server_is_one_bounded_line(tmp_path: Path) -> None:
+    """A port answered by another web server printed that server's whole HTML page, over many lines and with the
+    terminal escapes it held."""
+    with other_server(404, FOREIGN_PAGE.encode(), "text/html; charset=utf-8") as listen:
+        proc = _healthcheck(write_config(tmp_path, listen=listen))
+    url = f"http://{listen}/healthz"
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr == (f"unhealthy: {url}: HTTP 404 <!DOCTYPE html> <html> <head><title>404 Not Found</title>"
                            "</head> <body> <h1>Not Found</h1>]0;pwned[2J31m <p>filler</p> <p>filler</p> <p>filler</p> "
                            "<p>filler</p> <p>filler</p> <p>filler</p> <p>filler</...\n")  # 200 characters of it
+
+
+@pytest.mark.parametrize(("argv", "code", "last"), [
+    (["healthcheck", "--config", "w.yml", "--timeout", "1e10"], 1,
+     "watchtower healthcheck: error: argument --timeout: expected a number greater than 0 and at most 3600, got '1e10'"),
+    (["demo", "--duration", "1e10"], 2,
+     "watchtower demo: error: argument --duration: expected a number greater than 0 and at most 2592000, got '1e10'"),
+    (["demo", "--speed", "1e300"], 2,
+     "watchtower demo: error: argument --speed: expected a number greater than 0 and at most 3600, got '1e300'"),
+    (["demo", "--speed", "nan"], 2,
+     "watchtower demo: error: argument --speed: expected a finite number greater than 0, got 'nan'"),
+])
+def test_numeric_options_past_their_bound_are_usage_errors_naming_the_option(
+        argv: list[str], code: int, last: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`healthcheck --timeout 1e10` was `OverflowError: timestamp out of range for platform time_t`, a traceback."""
+    import simulator.demo
+
+    monkeypatch.setattr(simulator.demo, "run_demo", lambda _args: pytest.fail("the demo started"))
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert (done.value.code, err.splitlines()[-1]) == (code, last), err
+
+
+def test_a_timeout_the_platform_cannot_wait_for_is_one_unhealthy_line(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The fallback behind the bound: an OverflowError where the timeout becomes a deadline is no traceback."""
+    import argparse
+
+    from exporter import cli
+
+    config = write_config(tmp_path)
+    listen = yaml.safe_load(config.read_text())["listen"]
+    assert cli._healthcheck(argparse.Namespace(config=config, timeout=1e10)) == 1
+    assert capsys.readouterr() == ("", f"unhealthy: http://{listen}/healthz: timeout 1e+10 s is longer than this "
+                                       "platform can wait\n")
+
+
+@pytest.mark.parametrize("body", [b"hello\n", b'{"ok": true}', b"[1, 2]"])
+def test_healthcheck_is_not_fooled_by_another_server_answering_200(tmp_path: Path, body: bytes) -> None:
+    """`python3 -m http.server` serving a file named healthz answered 200, and healthcheck said healthy
+    (docs/reliability.md: a port another server answers is unhealthy)."""
+    with other_server(200, body) as listen:
+        proc = _healthcheck(write_config(tmp_path, listen=listen))
+    url = f"http://{listen}/healthz"
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (f"unhealthy: {url}: HTTP 200 but not watchtower's /healthz answer (another server on this "
+                           f"port?): {body.decode().strip()}\n")
+
+
+@pytest.mark.parametrize("argv", [["check-config", ""], ["check-config", "--config", ""], ["run", "--config", ""],
+                                  ["oneshot", "--config", ""]])
+def test_an_empty_config_path_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`check-config ""` said `.: not a regular file (a directory)`: the empty path had become the working directory."""
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    where = "file" if argv[1] == "" else "--config"
+    assert (done.value.code, capsys.readouterr().err.splitlines()[-1]) == (
+        2, f"watchtower {argv[0]}: error: argument {where}: an empty path; give the YAML config file")

@@ -203,3 +203,42 @@ def test_a_db_size_cap_too_small_to_hold_a_store_is_refused(tmp_path: Path, caps
     assert main(["check-config", str(cfg)]) == (0 if ok else 2)
     if not ok:
         assert f"correlator.max_db_size: must be at least 64MiB, got {value!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("secret", ["", "   ", "\t\n"])
+def test_an_empty_basic_auth_password_is_a_config_error_naming_the_user(tmp_path: Path, capsys, secret: str):
+    """`prom: ""` was only a plain-text warning, and `curl -u prom:` got 200: no password at all."""
+    rc, err = _check(tmp_path, {"sources": [{"name": "acct", "paths": [str(tmp_path / "*.csv")]}],
+                                "state_dir": str(tmp_path / "state"),
+                                "web": {"basic_auth_users": {"ops": "fine-pw", "prom": secret}}}, capsys)
+    assert (rc, err) == (2, f"{tmp_path / 'c.yml'}: invalid configuration\n  web.basic_auth_users: user 'prom': an "
+                            "empty password: anyone could log in as it; give a bcrypt hash\n")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("", "the file is empty: a config is a YAML mapping of keys"),
+    ("\n  \n", "the file is empty: a config is a YAML mapping of keys"),
+    ("# only a comment\n---\n", "the file holds no keys (only comments or blank lines): a config is a YAML mapping "
+                                "of keys"),
+    ("- a list\n", "top level must be a mapping of keys"),
+])
+def test_an_empty_config_file_says_it_is_empty(tmp_path: Path, capsys, text: str, problem: str):
+    """An empty file (or /dev/null) said only `top level must be a mapping of keys`."""
+    rc, err = _check(tmp_path, text, capsys)
+    assert (rc, err) == (2, f"{tmp_path / 'c.yml'}: invalid configuration\n  {problem}\n")
+
+
+def test_dev_null_as_config_says_it_is_empty(capsys):
+    assert main(["check-config", os.devnull]) == 2
+    assert capsys.readouterr().err == (f"{os.devnull}: invalid configuration\n  the file is empty: a config is a YAML "
+                                       "mapping of keys\n")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:3\u00b2", "127.0.0.1:\uff19\uff14\uff16\uff19", "127.0.0.1:99999",
+                                    "127.0.0.1:", "127.0.0.1:+80", "127.0.0.1: 80"])
+def test_a_listen_port_is_ascii_digits_up_to_65535(tmp_path: Path, listen: str):
+    """`3²` printed Python's `invalid literal for int() with base 10`, and full-width digits were accepted."""
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(_minimal(tmp_path, listen=listen))
+    assert exc.value.problems == [f"listen: expected host:port, got {listen!r} (the port is a number from 0 to "
+                                  "65535, in ASCII digits)"]

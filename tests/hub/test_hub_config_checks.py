@@ -65,3 +65,44 @@ def test_a_descriptor_limit_too_low_for_the_targets_pools_is_named_with_what_to_
         "open file limit 128 is below the 3776 descriptors 200 targets x web.api_max_concurrency 16 + "
         "web.max_connections 512 may use: raise LimitNOFILE (systemd) or ulimit -n, or lower web.api_max_concurrency")
     assert fd_limit_problem(1 << 20, config) is None
+
+
+@pytest.mark.parametrize(("target", "problem"), [
+    ("http://h:0", "'http://h:0': the port must be a number from 1 to 65535, got '0'"),
+    ("http://h:99999", "'http://h:99999': the port must be a number from 1 to 65535, got '99999'"),
+    ("http://h:9x", "'http://h:9x': the port must be a number from 1 to 65535, got '9x'"),
+    ("http://h:\uff19\uff14\uff16\uff19", "'http://h:\uff19\uff14\uff16\uff19': the port must be a number from 1 to "
+                                          "65535, got '\uff19\uff14\uff16\uff19'"),
+    ("http://h h:1", "'http://h h:1': 'h h' is not a host name or IP address"),
+    ("http://h\u00a0h:1", "'http://h\\xa0h:1': 'h\\xa0h' is not a host name or IP address"),  # shown, repr
+    ("http://[::1x]:1", "'http://[::1x]:1': its host part is not a host name or IP address"),
+    ("ftp://h:1", "'ftp://h:1' is not an http:// or https:// URL"),
+])
+def test_a_target_port_or_host_that_cannot_be_asked_is_named_precisely(tmp_path: Path, target: str, problem: str):
+    """`http://h:0` and `http://h h:1` were accepted (every request failing), `http://h:99999` was 'not an http URL'."""
+    assert _problems(tmp_path, {"targets": [target]}) == [f"hub.targets.0: {problem}"]
+
+
+@pytest.mark.parametrize("target", ["http://pmta-1.example.net:9469", "https://[::1]:9469", "http://10.0.0.1",
+                                    "http://b\u00fccher.example:9469/", "http://pmta_2:9469"])
+def test_usable_targets_are_accepted(tmp_path: Path, target: str):
+    assert _problems(tmp_path, {"targets": [target]}) == []
+
+
+def test_an_os_error_of_the_start_up_checks_does_not_blame_the_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """A check's OSError was printed as `hub.yml: cannot read: Permission denied`, the (readable) config blamed."""
+    import os
+
+    from exporter.cli import main
+    from hub import preflight
+
+    def failing(_config: object) -> list[str]:
+        raise PermissionError(13, "Permission denied", "/srv/shut/pw")
+
+    monkeypatch.setattr(preflight, "problems", failing)
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({"hub": {"targets": ["http://127.0.0.1:9469"]}}))
+    assert main(["hub", "--config", str(cfg)]) == 2
+    assert capsys.readouterr() == ("", f"{cfg}: cannot check: cannot reach /srv/shut/pw: permission denied "
+                                       f"(uid {os.getuid()})\n")

@@ -1,0 +1,140 @@
+"""Paths a config names inside a directory this user cannot enter: Python 3.11's Path.exists()/is_file() raise
+PermissionError there (EACCES), and check-config, run, oneshot and the hub printed a traceback (or blamed the config
+file). Each is one problem line naming the key and the path, exit 2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+
+
+@pytest.fixture
+def shut(tmp_path: Path) -> Iterator[Path]:
+    """A directory this user (without root's capabilities) cannot enter, holding every file the config names."""
+    priv = tmp_path / "priv"
+    (priv / "state").mkdir(parents=True)
+    for name in ("isp.yml", "hmac.key", "api.key", "pw", "ca.pem", "cert.pem", "key.pem"):
+        (priv / name).write_text("x\n")
+    priv.chmod(0o000)
+    yield priv
+    priv.chmod(0o755)
+
+
+def _config(tmp_path: Path, priv: Path, **overrides: Any) -> Path:
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    cfg: dict[str, Any] = {
+        "sources": [{"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")]}],
+        "state_dir": str(priv / "state"), "listen": f"127.0.0.1:{free_port()}",
+        "classify": {"isp_file": str(priv / "isp.yml")},
+        "correlator": {"enabled": True, "hash_recipients": True, "hmac_key_file": str(priv / "hmac.key")},
+        "pmta": {"url": "http://127.0.0.1:1/", "api_key_file": str(priv / "api.key"), "username": "mon",
+                 "password_file": str(priv / "pw"), "ca_file": str(priv / "ca.pem")},
+        "web": {"tls_cert_file": str(priv / "cert.pem"), "tls_key_file": str(priv / "key.pem")},
+        **overrides,
+    }
+    path = tmp_path / "w.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _watchtower(*args: str) -> subprocess.CompletedProcess[str]:
+    from tests.test_oneshot import SETPRIV
+
+    return subprocess.run([*SETPRIV, sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _unreachable(key: str, path: Path) -> str:
+    return f"  {key}: cannot reach {path}: permission denied (uid {os.getuid()})"
+
+
+@pytest.mark.parametrize("command", ["check-config", "run", "oneshot"])
+def test_every_path_under_a_directory_this_user_cannot_enter_is_a_problem_line(tmp_path: Path, shut: Path,
+                                                                                command: str) -> None:
+    config = _config(tmp_path, shut)
+    proc = _watchtower(*(["check-config", str(config)] if command == "check-config" else [command, "--config",
+                                                                                         str(config)]))
+    want = [f"{config}: invalid configuration",
+            _unreachable("classify.isp_file", shut / "isp.yml"),
+            *([] if command == "oneshot" else [_unreachable("state_dir", shut / "state")]),  # a temporary store
+            _unreachable("correlator.hmac_key_file", shut / "hmac.key"),
+            _unreachable("pmta.api_key_file", shut / "api.key"),
+            _unreachable("pmta.password_file", shut / "pw"),
+            _unreachable("pmta.ca_file", shut / "ca.pem"),
+            _unreachable("web.tls_cert_file", shut / "cert.pem"),
+            _unreachable("web.tls_key_file", shut / "key.pem")]
+    assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (2, "", want)
+
+
+def test_the_default_hmac_key_in_an_unreachable_state_dir(tmp_path: Path, shut: Path) -> None:
+    """Hashing recipients with the key in state_dir (the default): check-config names state_dir once; oneshot,
+    whose store (and key) is a temporary one, does not need state_dir at all and runs."""
+    config = _config(tmp_path, shut, classify={}, pmta={}, web={},
+                     correlator={"enabled": True, "hash_recipients": True})
+    check = _watchtower("check-config", str(config))
+    assert (check.returncode, check.stderr.splitlines()) == (
+        2, [f"{config}: invalid configuration", _unreachable("state_dir", shut / "state")])
+    one = _watchtower("oneshot", "--config", str(config))
+    assert one.returncode == 0 and "Traceback" not in one.stderr, one.stderr
+    assert "# TYPE pmta_delivered_total counter" in one.stdout
+
+
+def test_a_hub_secret_under_a_directory_it_cannot_enter_is_named_not_the_config(tmp_path: Path, shut: Path) -> None:
+    """It said `hub.yml: cannot read: Permission denied`, blaming the (readable) config file."""
+    config = tmp_path / "hub.yml"
+    config.write_text(yaml.safe_dump({
+        "listen": f"127.0.0.1:{free_port()}",
+        "hub": {"targets": ["http://127.0.0.1:9469"], "file_sd": [str(shut / "sd.json")],
+                "auth": {"username": "hub", "password_file": str(shut / "pw")}}}))
+    proc = _watchtower("hub", "--config", str(config))
+    assert (proc.returncode, proc.stderr.splitlines()) == (2, [
+        f"{config}: invalid configuration",
+        _unreachable("hub.file_sd.0", shut / "sd.json"),
+        _unreachable("hub.auth.password_file", shut / "pw")])
+
+
+def test_an_os_error_the_checks_did_not_foresee_is_one_line_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The fallback: whatever stat a future check forgets to guard is still no traceback."""
+    from exporter import preflight
+    from exporter.cli import main
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path)
+
+    def failing(*_args: object, **_kwargs: object) -> list[str]:
+        raise PermissionError(13, "Permission denied", "/srv/shut/thing")
+
+    monkeypatch.setattr(preflight, "problems", failing)
+    for argv in (["check-config", str(config)], ["run", "--config", str(config)], ["oneshot", "--config", str(config)]):
+        assert main(argv) == 2
+        assert capsys.readouterr() == ("", f"{config}: cannot check: cannot reach /srv/shut/thing: permission denied "
+                                           f"(uid {os.getuid()})\n")
+
+
+def test_a_state_file_this_user_cannot_write_is_a_problem_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """state_dir owned by the service user, watchtower.db left by a start as root: check-config said ok, `run` then
+    stopped (review 2026-12-04)."""
+    from exporter import preflight
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "watchtower.db").write_bytes(b"")
+    real = os.access
+    monkeypatch.setattr(preflight.os, "access", lambda p, mode: False if str(p).endswith("watchtower.db")
+                        else real(p, mode))
+    said = preflight._state_dir("state_dir", state)  # noqa: SLF001 - the one check of the state files
+    assert said == (f"state_dir: {state / 'watchtower.db'} is not readable and writable by this user "
+                    f"(uid {os.getuid()}): chown it to the user running watchtower")
