@@ -40,6 +40,12 @@ FOLLOWER_SLICE_SECONDS, FOLLOWER_MAX_SPAN_BYTES = 1.0, 16 * 1024 * 1024
 only rolls the slice in flight back, and the positions committed say where to resume."""
 LOCK_FILE = "correlator.lock"
 ERROR_BYTES = 300
+BLOCKED_AT_SPAWN = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+"""Signals the child starts with blocked (a mask survives exec) until its own handling is in place (`main`): its
+first second goes to imports, when their default action would end it with a traceback from the middle of an import.
+A terminal's ^C (SIGINT) and a `kill` of the job (SIGTERM) reach the whole process group, the daemon's reload
+forwards SIGHUP. Blocked, a SIGINT is dropped when the child ignores it (the daemon decides); a SIGTERM or SIGHUP
+is acted on then."""
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
 """SQLite page cache of the follower (the daemon's writer has 16 MiB): the newest generation of each key index
 (correlator/store.py) and the pages the summary updates touch stay in memory."""
@@ -114,18 +120,27 @@ class Handle:
         """The current failure, empty while writes succeed (the daemon's /healthz shows it)."""
         self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
                                    args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error))
-        # The child starts with SIGHUP blocked (a mask survives exec): the daemon's reload forwards one, and until
-        # the child's handler is in place (a second of imports) its default action would end the child.
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            self.process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        _spawn(self.process)
 
     @property
     def failing(self) -> str | None:
         text = self.error.value.decode("utf-8", "replace")
         return text or None
+
+
+def _spawn(process: Any) -> None:
+    """Start `process` with BLOCKED_AT_SPAWN blocked in it; this thread's own mask as before."""
+    from multiprocessing import resource_tracker
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_AT_SPAWN)
+    try:
+        # Else started by the first spawn: it too keeps SIGHUP blocked (a hangup of the terminal is no end of it),
+        # and ignores SIGINT and SIGTERM, which it unblocks in this thread as it starts: blocked again for ours.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_AT_SPAWN)
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def start(config: Any) -> Handle:
@@ -145,7 +160,7 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
     follower = Follower(config, parent, stop, failures, error)
     signal.signal(signal.SIGHUP, lambda *_a: follower.reload_requested.append(True))  # sent by the daemon's SIGHUP
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked since the spawn: one sent since arrives now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_AT_SPAWN)  # one sent since the spawn arrives now (or is dropped)
     try:
         follower.run()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the daemon restarts this process

@@ -47,20 +47,37 @@ def repair_tree(obj: Any) -> Any:
 
 def surrogate_paths(obj: Any, path: str = "") -> list[str]:
     """Key paths (`sources.0.name`) of the keys and strings of a decoded YAML/JSON document that hold a lone
-    surrogate. For files an operator writes (config, tables): named as a problem rather than repaired."""
-    if isinstance(obj, str):
-        return [path or "(top level)"] if _SURROGATE.search(obj) else []
+    surrogate. For files an operator writes (config, tables): named as a problem rather than repaired.
+
+    Each list and mapping is looked at once, at its first path: a YAML alias shares its anchor's container, so a
+    few hundred bytes of nested aliases name 10**8 paths, and an alias inside its own anchor (`&a [1, *a]`) names
+    endless ones; the anchor is the place to correct. Without recursion: no nesting is too deep for the walk."""
     found: list[str] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{path}.{k}" if path else str(k)
-            if isinstance(k, str) and _SURROGATE.search(k):
-                found.append(key)
-            found += surrogate_paths(v, key)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found += surrogate_paths(v, f"{path}.{i}" if path else str(i))
+    seen: set[int] = set()
+    todo: list[tuple[str, Any]] = [(path, obj)]
+    while todo:
+        where, node = todo.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                found.append(where or "(top level)")
+        elif isinstance(node, dict | list) and id(node) not in seen:
+            seen.add(id(node))
+            todo += reversed(_members(node, where))
     return found
+
+
+def _members(node: dict[Any, Any] | list[Any], path: str) -> list[tuple[str, Any]]:
+    """What `surrogate_paths` looks at inside `node`, in order, with their paths: a mapping's text keys (named by
+    their own path) and values, a list's items."""
+    if isinstance(node, list):
+        return [(f"{path}.{i}" if path else str(i), v) for i, v in enumerate(node)]
+    members: list[tuple[str, Any]] = []
+    for k, v in node.items():
+        key = f"{path}.{k}" if path else str(k)
+        if isinstance(k, str):
+            members.append((key, k))
+        members.append((key, v))
+    return members
 
 
 SURROGATE_PROBLEM = ("holds an escaped lone surrogate (\\ud800-\\udfff), which is not text: write the character "
