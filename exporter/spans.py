@@ -155,12 +155,16 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         raise SpanGone(f"{shown(span.path)}: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (span.dev, span.ino):
+        moved = (st.st_dev, st.st_ino) != (span.dev, span.ino)
+        if moved and not span.fingerprint:
             raise SpanGone(f"{shown(span.path)}: replaced by another file")
         if st.st_size < span.end:
             raise SpanGone(f"{shown(span.path)}: truncated to {st.st_size} bytes")
         if span.fingerprint and not head_matches(span.fingerprint, read_head(fd)):
-            raise SpanGone(f"{shown(span.path)}: its inode now holds another file (its first bytes differ)")
+            raise SpanGone(f"{shown(span.path)}: " + ("replaced by another file" if moved else
+                                                     "its inode now holds another file (its first bytes differ)"))
+        # Another inode with the same first bytes and at least the span's bytes: the same file under a new identity
+        # (restored, copied; the tailer re-keys its checkpoint at the first scan, exporter.tailer._new_identity)
         skip = _overlong_at(fd, span)
         if skip:  # the tailer skipped these bytes unparsed (one long_row error): so do the sinks
             return None, skip[0], span.line_no + skip[1], span.columns

@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 
 from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
@@ -152,7 +152,7 @@ class Tailer:
         self.retired: list[Checkpoint] = []
         self._last_scan = float("-inf")
         self._scanned_once = False
-        self._matched_now: Collection[tuple[int, int]] = ()
+        self._matched_now: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
         """The identities the scan in progress matched (a checkpoint whose inode is among them is no new identity's)."""
         self._left_while_down: set[tuple[int, int]] = set()
         """Checkpoints of files read at the last stop that the first scan did not match (_find_left_while_down)."""
@@ -288,7 +288,7 @@ class Tailer:
     def scan(self) -> None:
         """Re-evaluate the globs: follow new files, notice files that left."""
         found = self._matches()
-        self._matched_now = found.keys()
+        self._matched_now = found
         for key, (source, path, st) in found.items():
             stream = self.streams.get(key)
             if stream is not None:
@@ -526,24 +526,55 @@ class Tailer:
     def _new_identity(self, key: tuple[int, int], source: str, path: str, st: os.stat_result,
                       head: bytes) -> Checkpoint | None:
         """At the first scan, the checkpoint of the file read before at this path when a new inode there holds its
-        bytes: a log directory restored from a backup, copied to another disk, or a file replaced by `cp` + `mv`
-        while the daemon was down. Its first bytes must match and it must be no shorter than where reading stopped,
-        and the old inode must be matched nowhere now; it is then re-keyed and read on from its checkpoint (the
-        same file id: the correlator's record names stay). Read again from byte 0, every record counted twice."""
+        first bytes: a log directory restored from a backup, copied to another disk, or a file replaced by `cp` + `mv`
+        while the daemon was down. Read again from byte 0, each of its records was counted twice.
+
+        No shorter than where reading stopped, it is that file: the checkpoint is re-keyed and read on from where it
+        stopped (the same file id: the correlator's record names stay; spans accept the new inode by its first bytes,
+        exporter.spans.read_span). Shorter (a backup older than the checkpoint), it holds only records read before:
+        followed as a new file from its end, so that none is counted again. Not when the old inode is matched still
+        holding the old file (then the path holds a copy: another file)."""
         for old_key, cp in list(self.known.items()):
             if (cp.path != path or cp.source != source or cp.gone_since is not None or old_key in self.streams
-                    or old_key in self._matched_now or st.st_size < cp.offset
-                    or not head_matches(cp.fingerprint, head)):
+                    or old_key == key or not head_matches(cp.fingerprint, head) or self._still_holds(old_key, cp)):
                 continue
-            log.warning("%s: the file read before has a new identity (device %d inode %d, was %d/%d: restored from a "
-                        "backup, copied, or moved to another disk while the daemon was down?); its first bytes match "
-                        "and it is no shorter than where reading stopped: resuming at byte %d (line %d)",
-                        shown(path), st.st_dev, st.st_ino, cp.dev, cp.ino, cp.offset, cp.line_no)
             del self.known[old_key]
-            cp.dev, cp.ino = st.st_dev, st.st_ino
-            self.known[key] = cp
-            return cp
+            if st.st_size >= cp.offset:
+                log.warning("%s: the file read before has a new identity (device %d inode %d, was %d/%d: restored "
+                            "from a backup, copied, or moved to another disk while the daemon was down?); its first "
+                            "bytes match and it is no shorter than where reading stopped: resuming at byte %d "
+                            "(line %d)", shown(path), st.st_dev, st.st_ino, cp.dev, cp.ino, cp.offset, cp.line_no)
+                cp.dev, cp.ino = st.st_dev, st.st_ino
+                self.known[key] = cp
+                return cp
+            try:
+                line_no, header = _count_lines(path, st.st_size)
+            except OSError:
+                self.known[old_key] = cp
+                return None  # decided by the usual rules (a new file, its bytes read)
+            log.warning("%s: the file read before has a new identity and is shorter than where reading stopped (%d "
+                        "of %d bytes: restored from an older backup while the daemon was down?); its first bytes "
+                        "match: the records it holds were read before and are not counted again, and reading goes on "
+                        "from its end (byte %d, line %d) as a new file", shown(path), st.st_size, cp.offset,
+                        st.st_size, line_no)
+            cp.gone_since = time.time()
+            self.retired.append(cp)
+            fresh = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), st.st_size,
+                               line_no, header)
+            self.known[key] = fresh
+            return fresh
         return None
+
+    def _still_holds(self, old_key: tuple[int, int], cp: Checkpoint) -> bool:
+        """Is the checkpoint's own inode matched by this scan and still its file (not an inode a new file took)?"""
+        found = self._matched_now.get(old_key)
+        if found is None:
+            return False
+        _source, old_path, old_st = found
+        try:
+            return same_file(cp, old_st, read_head(old_path))
+        except OSError:
+            return True  # cannot tell: not taken for a copy
 
     # --- reading ---------------------------------------------------------------------------------
     async def poll(self, on_batch: OnBatch, force_scan: bool = False,

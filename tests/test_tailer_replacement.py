@@ -345,3 +345,99 @@ async def test_a_file_of_another_source_in_a_gone_files_inode_is_new_and_the_gon
     assert not any("now matched by source" in m for m in said), said
     assert any("gone while the daemon was down" in m and "line 9" in m for m in said), said
     await tailer.close()
+
+
+
+def test_a_span_of_a_file_now_under_a_new_inode_with_its_first_bytes_is_still_read(tmp_path: Path):
+    """The correlator's backlog spans are made at start, before the first scan re-keys a restored file's checkpoint:
+    they named the old inode, found the new one, and the correlator dropped the records it was still behind on."""
+    from exporter.fingerprint import fingerprint_of, read_head
+    from exporter.spans import SpanGone, read_span, span_at
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 5))
+    st = path.stat()
+    start = len(ACCT_HEADER) + 1
+    span = span_at("f1", "acct", str(path), st.st_dev, st.st_ino, (start, 1, ACCT_HEADER), st.st_size, None,
+                   fingerprint=fingerprint_of(read_head(str(path))))
+    copy = tmp_path / "copy.tmp"
+    copy.write_bytes(path.read_bytes())
+    copy.rename(path)  # a new inode, the same bytes
+    batch, consumed, line_no, _columns = read_span(span, 1 << 20)
+    assert batch is not None and (batch.line_numbers, consumed, line_no) == ([2, 3, 4, 5, 6], st.st_size - start, 6)
+    other = tmp_path / "other.tmp"
+    other.write_text(ACCT_HEADER + "\n" + records(50, 5))
+    other.rename(path)  # a new inode, other bytes
+    with pytest.raises(SpanGone):  # (its inode may be the first one again: freed, then taken)
+        read_span(span, 1 << 20)
+
+
+async def _restart_over(tmp_path: Path, before: str, after: bytes) -> tuple[str, list[tuple[str, int]], list[str],
+                                                                           Tailer]:
+    """Read acct-0001.csv holding `before`, stop, replace it by a new inode holding `after`, start again from the
+    saved checkpoints: (the first file id, the rows read after the restart, the warnings, the tailer)."""
+    import dataclasses
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(before)
+    tailer, _reg = tailer_for(tmp_path)
+    (file_id,) = ids_of(await drain(tailer))
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    copy = tmp_path / "copy.tmp"
+    copy.write_bytes(after)
+    copy.rename(path)
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), saved, first_run=False)
+    handler = logging.getLogger("watchtower.tailer")
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                said.append(record.getMessage())
+
+    keep = Keep()
+    handler.addHandler(keep)
+    try:
+        rows = await drain(again)
+    finally:
+        handler.removeHandler(keep)
+    return file_id, rows, said, again
+
+
+async def test_a_backup_older_than_the_checkpoint_restored_under_a_new_inode_counts_nothing_again(tmp_path: Path):
+    """The usual backup is older than the last checkpoint: restored shorter, it was read again from byte 0 (its 5
+    records counted twice) and said to be gone with records not read."""
+    full = ACCT_HEADER + "\n" + records(0, 10)
+    backup = (ACCT_HEADER + "\n" + records(0, 5)).encode()
+    file_id, rows, said, again = await _restart_over(tmp_path, full, backup)
+    assert rows == []
+    assert len(said) == 1 and "shorter than where reading stopped" in said[0] and "gone" not in said[0], said
+    (tmp_path / "acct-0001.csv").write_text(backup.decode() + records(20, 2))  # PMTA writes on: read, as new lines
+    rows = await drain(again)
+    assert lines_of(rows) == [7, 8] and file_id not in ids_of(rows)
+    await again.close()
+
+
+async def test_a_copy_whose_old_inode_another_file_took_still_resumes(tmp_path: Path):
+    """After `cp` + `mv` the freed inode goes to PMTA's next file: that vetoed the re-keying (the old inode was
+    matched), so the copy was read again from byte 0 and the old file said to be gone."""
+    import dataclasses
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 5))
+    tailer, _reg = tailer_for(tmp_path)
+    (file_id,) = ids_of(await drain(tailer))
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    copy = tmp_path / "copy.tmp"
+    copy.write_bytes(path.read_bytes() + records(5, 1).encode())
+    copy.rename(path)
+    nxt = tmp_path / "acct-0002.csv"
+    nxt.write_text(ACCT_HEADER + "\n" + records(100, 2))
+    saved[0].ino = nxt.stat().st_ino  # as ext4 hands the freed inode to the next file
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), saved, first_run=False)
+    rows = await drain(again)
+    by_file = {fid: [n for f, n in rows if f == fid] for fid in ids_of(rows)}
+    assert by_file.pop(file_id) == [7] and list(by_file.values()) == [[2, 3]]
+    await again.close()
