@@ -300,29 +300,49 @@ async def test_a_compressed_file_whose_first_bytes_came_after_it_was_followed_is
     await tailer.close()
 
 
-async def test_the_same_file_under_a_new_inode_while_the_daemon_was_down_resumes_where_it_stopped(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    """A log directory restored from a backup, copied to another disk or replaced by `cp` + `mv` holds the same bytes
-    under new inodes: each file was read again from byte 0 (every record counted twice), and the log said its records
-    after the checkpoint were not read."""
+async def _restart_over(tmp_path: Path, before: str, after: bytes) -> tuple[str, list[tuple[str, int]], list[str],
+                                                                           Tailer]:
+    """Read acct-0001.csv holding `before`, stop, replace it by a new inode holding `after`, start again from the
+    saved checkpoints: (the first file id, the rows read after the restart, the warnings, the tailer)."""
     import dataclasses
 
     path = tmp_path / "acct-0001.csv"
-    path.write_text(ACCT_HEADER + "\n" + records(0, 5))
+    path.write_text(before)
     tailer, _reg = tailer_for(tmp_path)
     (file_id,) = ids_of(await drain(tailer))
     saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
     await tailer.close()
     copy = tmp_path / "copy.tmp"
-    copy.write_bytes(path.read_bytes() + records(5, 3).encode())  # restored, and PMTA wrote on meanwhile
+    copy.write_bytes(after)
     copy.rename(path)
     again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), saved, first_run=False)
-    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+    handler = logging.getLogger("watchtower.tailer")
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                said.append(record.getMessage())
+
+    keep = Keep()
+    handler.addHandler(keep)
+    try:
         rows = await drain(again)
-    assert (ids_of(rows), lines_of(rows)) == ({file_id}, [7, 8, 9])
-    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        handler.removeHandler(keep)
+    return file_id, rows, said, again
+
+
+async def test_the_same_file_under_a_new_inode_while_the_daemon_was_down_resumes_where_it_stopped(tmp_path: Path):
+    """A log directory restored from a backup, copied to another disk or replaced by `cp` + `mv` holds the same bytes
+    under new inodes: each file was read again from byte 0 (every record counted twice), and the log said its records
+    after the checkpoint were not read."""
+    before = ACCT_HEADER + "\n" + records(0, 5)
+    file_id, rows, said, again = await _restart_over(tmp_path, before, (before + records(5, 3)).encode())
+    assert (ids_of(rows), lines_of(rows)) == ({file_id}, [7, 8, 9])  # restored, and PMTA wrote on meanwhile
     assert len(said) == 1 and "new identity" in said[0] and "resuming at byte" in said[0], said
-    assert [(cp.file_id, cp.ino) for cp in again.take_checkpoints()] == [(file_id, path.stat().st_ino)]
+    assert [(cp.file_id, cp.ino) for cp in again.take_checkpoints()] == [(file_id, (tmp_path / "acct-0001.csv")
+                                                                          .stat().st_ino)]
     await again.close()
 
 
@@ -370,39 +390,6 @@ def test_a_span_of_a_file_now_under_a_new_inode_with_its_first_bytes_is_still_re
     other.rename(path)  # a new inode, other bytes
     with pytest.raises(SpanGone):  # (its inode may be the first one again: freed, then taken)
         read_span(span, 1 << 20)
-
-
-async def _restart_over(tmp_path: Path, before: str, after: bytes) -> tuple[str, list[tuple[str, int]], list[str],
-                                                                           Tailer]:
-    """Read acct-0001.csv holding `before`, stop, replace it by a new inode holding `after`, start again from the
-    saved checkpoints: (the first file id, the rows read after the restart, the warnings, the tailer)."""
-    import dataclasses
-
-    path = tmp_path / "acct-0001.csv"
-    path.write_text(before)
-    tailer, _reg = tailer_for(tmp_path)
-    (file_id,) = ids_of(await drain(tailer))
-    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
-    await tailer.close()
-    copy = tmp_path / "copy.tmp"
-    copy.write_bytes(after)
-    copy.rename(path)
-    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), saved, first_run=False)
-    handler = logging.getLogger("watchtower.tailer")
-    said: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
-                said.append(record.getMessage())
-
-    keep = Keep()
-    handler.addHandler(keep)
-    try:
-        rows = await drain(again)
-    finally:
-        handler.removeHandler(keep)
-    return file_id, rows, said, again
 
 
 async def test_a_backup_older_than_the_checkpoint_restored_under_a_new_inode_counts_nothing_again(tmp_path: Path):
