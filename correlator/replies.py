@@ -124,23 +124,25 @@ def reply_rows(
     the scan short, so the counts cover part of the window. tq rows have no ISP here (isp='')
     and keep the queue domain in `dsn_mta`'s place for the caller to classify.
     """
-    vm_sql, vm_params = _selection(vmtas, pools, "")
-    # The window's t and b events through their own time index (store.REPLY_EVENTS), whenever their message was
-    # queued: picking timelines by first_seen left out every message retried for longer than the lookback, and so
-    # every message-expired bounce. Each event's ISP is its timeline's (a primary-key join per event read).
-    ev_sql = (f"SELECT tl, type, vmta, status, diag, bcat, mta, t FROM corr_events WHERE {store.REPLY_EVENTS}"
-              f" AND t >= ? AND t < ?{vm_sql}")
+    vm_sql, vm_params = _selection(vmtas, pools, "e.")
+    # The window's newest `budget` t and b events through their own time index (store.REPLY_EVENTS), whenever their
+    # message was queued (picking timelines by first_seen left out every message retried for longer than a lookback,
+    # and so every message-expired bounce), then the selection: the rows examined are bounded whatever it is (a rare
+    # VMTA's filter applied during the index walk read every event of the window). Each event's ISP is its
+    # timeline's (a primary-key join per event).
+    newest = (f"SELECT tl, type, vmta, pool, status, diag, bcat, mta, t FROM corr_events WHERE {store.REPLY_EVENTS}"
+              " AND t >= ? AND t < ? ORDER BY t DESC LIMIT ?")
     sql = (
         "SELECT e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat, e.mta, count(*), min(e.t), max(e.t)"
-        f" FROM ({ev_sql} ORDER BY t DESC LIMIT ?) e JOIN corr_timelines tl ON tl.id = e.tl"
+        f" FROM ({newest}) e JOIN corr_timelines tl ON tl.id = e.tl WHERE 1{vm_sql}"
         " GROUP BY e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat ORDER BY count(*) DESC LIMIT ?"
     )
     rows = [ReplyRow(store.TYPE_NAMES[r[0]], r[1] or "", r[2] or "", r[3] or "", r[4] or "", r[5] or "",
                      r[6] or "", r[7], r[8], r[9])
-            for r in conn.execute(sql, [since, until, *vm_params, budget + 1, budget])]
-    scanned = conn.execute(f"SELECT count(*) FROM ({ev_sql} LIMIT ?)", [since, until, *vm_params, budget + 1]
-                           ).fetchone()[0]
-    limited = scanned > budget
+            for r in conn.execute(sql, [since, until, budget, *vm_params, budget])]
+    limited = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM corr_events WHERE {store.REPLY_EVENTS} AND t >= ? AND t < ? LIMIT ?)",
+        [since, until, budget + 1]).fetchone()[0] > budget
 
     q_vm, q_params = _selection(vmtas, pools, "")
     q_sql = (

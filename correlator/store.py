@@ -271,6 +271,9 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[version]:
                 conn.execute(stmt)
+        if current and conn.execute("SELECT 1 FROM sqlite_master WHERE name='corr_ev_reply_t'").fetchone() is None:
+            log.info("building the index /api/v1/replies reads over the stored deferrals and bounces (once, after "
+                     "an upgrade: a minute or more on a store of hundreds of millions of events)")
         for stmt in ENSURE:
             conn.execute(stmt)
         conn.execute("INSERT OR REPLACE INTO corr_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
