@@ -133,7 +133,7 @@ def _when(cond: pl.Expr, always: bool, never: bool, value: pl.Expr, dtype: type[
 def pmta_epoch(e: pl.Expr) -> pl.Expr:
     """A PMTA time column as Unix seconds, null where Python's parser must decide (exporter.timeparse, the one
     authority: a value read here is read the same there)."""
-    # only the padded 24-byte form: chrono also takes `2016-5-29 1:10:51+0200`, which Python's parser does not
+    # PMTA's own 24-byte form only (others go to exporter.timeparse, which reads this format as chrono does too)
     iso = pl.when(e.str.len_bytes() == 24).then(
         e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0)
     t = pl.coalesce(iso, e.cast(pl.Float64, strict=False))

@@ -49,13 +49,29 @@ def _parse(value: str) -> float | None:
     return t if 0.0 <= t < LATEST else None  # NaN fails both tests
 
 
+PMTA_FORMAT = "%Y-%m-%d %H:%M:%S%z"
+"""PMTA's iso-times form, which exporter.aggregate.pmta_epoch reads in polars (chrono: fields padded or not, runs of
+spaces, an offset with or without a colon): read here too when fromisoformat cannot, so both agree."""
+
+
+def _pmta_form(s: str) -> datetime | None:
+    """`s` read with PMTA_FORMAT; its second 60 (a leap second) is the second after :59, as chrono has it."""
+    head, leap, tail = s.rpartition(":60")
+    try:
+        if leap and tail[:1] in ("+", "-"):
+            return datetime.strptime(head + ":59" + tail, PMTA_FORMAT) + timedelta(seconds=1)
+        return datetime.strptime(s, PMTA_FORMAT)
+    except ValueError:
+        return None
+
+
 def _iso(s: str) -> datetime | None:
     """An ISO date and time of day (a date alone is no record time), or None."""
     leap = len(s) > 18 and s[16] == ":" and s[17:19] == "60"
     try:
         dt = datetime.fromisoformat(s[:17] + "59" + s[19:] if leap else s)
     except ValueError:
-        return None
+        return _pmta_form(s)
     if len(s) <= 10:  # `2016-05-29`, `20160529`: a date without a time
         return None
     return dt + timedelta(seconds=1) if leap else dt
