@@ -34,16 +34,22 @@ _MIX = 0x9E3779B97F4A7C15
 _U64 = 0xFFFFFFFFFFFFFFFF
 
 
-
 def _believed(now: float) -> list[pl.Expr]:
-    """t_raw (timeLogged) and tq (timeQueued) without the times the metrics count as bad_timestamp or do not believe
-    (exporter.timeparse): more than MAX_FUTURE ahead of `now`, or a timeQueued more than MAX_QUEUE_AGE from its
-    timeLogged (a placeholder such as 0). The record is then read as one without that time."""
+    """`tq` (timeQueued) and `t` (the event's time) without the times the metrics count as bad_timestamp or do not
+    believe (exporter.timeparse): more than MAX_FUTURE ahead of `now`, or a timeQueued more than MAX_QUEUE_AGE from
+    its timeLogged (a placeholder such as 0). A record without a believable timeLogged is timed by its timeQueued when
+    it had none (or none readable), and by `now`, the time it was read, when it had one too far ahead: its timeQueued,
+    from the same clock, may be ahead as well."""
     logged, queued = pl.col("t_raw"), pl.col("tq")
     ahead = now + MAX_FUTURE
     near = ((logged - queued).abs() <= MAX_QUEUE_AGE).fill_null(True)
-    return [pl.when(logged <= ahead).then(logged).alias("t_raw"),
-            pl.when((queued <= ahead) & near).then(queued).alias("tq")]
+    believed_queued = pl.when((queued <= ahead) & near).then(queued)
+    read_now = pl.lit(now, dtype=pl.Float64)
+    event = (pl.when(logged <= ahead).then(logged)
+             .when(logged.is_null()).then(pl.coalesce(believed_queued, read_now))
+             .otherwise(read_now))
+    return [believed_queued.alias("tq"), event.alias("t")]
+
 
 def _signed(value: int) -> int:
     value &= _U64
@@ -210,8 +216,7 @@ class Preparer:
         stored = df.height
         tq = map_distinct(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
         tl = map_distinct(df.get_column("timeLogged"), parse, pl.Float64)
-        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(*_believed(now)).with_columns(
-            pl.coalesce("t_raw", "tq", pl.lit(now, dtype=pl.Float64)).alias("t"))
+        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(*_believed(now))
         is_tq = pl.col("code") == TQ
         qev = df.filter(is_tq)
         queue_events: list[tuple] = []

@@ -570,6 +570,8 @@ t,2024-05-03 23:20:00+0000,0,n@shop.example,zero@yahoo.com,delayed,4.7.0 (TSS04)
 mta7.am0.yahoodns.net (67.195.1.1),,,vmta1,J2,yahoo.com/vmta1,pool-a
 d,2024-05-03 23:30:00+0000,2024-05-03 23:29:00+0000,n@shop.example,now@gmail.com,relayed,2.0.0 (success),\
 smtp;250 ok,gmail-smtp-in.l.google.com (1.2.3.4),,100,vmta1,J3,gmail.com/vmta1,pool-a
+d,2024-05-06 00:00:00+0000,2024-05-04 20:00:00+0000,n@shop.example,ahead@gmail.com,relayed,2.0.0 (success),\
+smtp;250 ok,gmail-smtp-in.l.google.com (1.2.3.4),,100,vmta1,J4,gmail.com/vmta1,pool-a
 """)
 
 
@@ -584,7 +586,8 @@ def test_times_the_metrics_do_not_believe_are_not_a_timelines_times_either(tmp_p
     h = Harness(tmp_path)
     try:
         h.commit(IMPLAUSIBLE_TIMES)
-        got = {rcpt: _by_rcpt(h, rcpt) for rcpt in ("future@gmail.com", "zero@yahoo.com", "now@gmail.com")}
+        got = {rcpt: _by_rcpt(h, rcpt) for rcpt in ("future@gmail.com", "zero@yahoo.com", "now@gmail.com",
+                                                    "ahead@gmail.com")}
     finally:
         h.close()
     seen = {rcpt: (t["first_seen"], t["queued_at"], t["last_seen"]) for rcpt, t in got.items()}
@@ -592,6 +595,8 @@ def test_times_the_metrics_do_not_believe_are_not_a_timelines_times_either(tmp_p
         "future@gmail.com": (iso(NOW), None, iso(NOW)),
         "zero@yahoo.com": ("2024-05-03T23:20:00Z", None, "2024-05-03T23:20:00Z"),
         "now@gmail.com": ("2024-05-03T23:29:00Z", "2024-05-03T23:29:00Z", "2024-05-03T23:30:00Z"),
+        # its timeLogged 2 days ahead: timed when read, not by its timeQueued (20 h ahead, from the same clock)
+        "ahead@gmail.com": (iso(NOW), "2024-05-04T20:00:00Z", iso(NOW)),
     }
 
 
