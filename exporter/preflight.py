@@ -162,8 +162,9 @@ def _state_dir(key: str, path: Path) -> str | None:
             if file.exists() and not file.is_file():
                 return f"{key}: {file} is not a regular file; move it aside"
             if file.exists() and not os.access(file, os.R_OK | os.W_OK):  # left by a start as root: `run` would stop
-                return (f"{key}: {file} is not readable and writable by this user (uid {os.getuid()}): chown it to "
-                        "the user running watchtower")
+                own = file.stat().st_uid == os.geteuid()  # this user's own file without its bits: a chmod, not a chown
+                return (f"{key}: {file} is not readable and writable by this user (uid {os.getuid()}): "
+                        + (f"chmod u+rw {file}" if own else "chown it to the user running watchtower"))
     return problem
 
 

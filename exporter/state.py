@@ -410,8 +410,8 @@ class StateStore:
                              f"the daemon); {WAY_OUT}")
         else:
             private_file(self.path)  # tighten the mode of a database made by an older version
-            if check:
-                self._check_before_writing()
+            if check and not Path(f"{self.path}-journal").exists():  # a hot rollback journal: only a writer can
+                self._check_before_writing()  # roll it back (the store is WAL, but a copy may come from elsewhere)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
         st = os.stat(self.path)

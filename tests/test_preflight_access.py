@@ -135,6 +135,22 @@ def test_a_state_file_this_user_cannot_write_is_a_problem_line(tmp_path: Path, m
     real = os.access
     monkeypatch.setattr(preflight.os, "access", lambda p, mode: False if str(p).endswith("watchtower.db")
                         else real(p, mode))
+    monkeypatch.setattr(preflight.os, "geteuid", lambda: os.getuid() + 1)  # a file of another user (root's)
     said = preflight._state_dir("state_dir", state)  # noqa: SLF001 - the one check of the state files
     assert said == (f"state_dir: {state / 'watchtower.db'} is not readable and writable by this user "
                     f"(uid {os.getuid()}): chown it to the user running watchtower")
+
+
+def test_a_state_file_of_this_user_without_its_bits_is_told_chmod(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0400 watchtower.db of the right owner was told to be chowned, which it is (review of this session)."""
+    from exporter import preflight
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "watchtower.db").write_bytes(b"")
+    real = os.access
+    monkeypatch.setattr(preflight.os, "access", lambda p, mode: False if str(p).endswith("watchtower.db")
+                        else real(p, mode))
+    said = preflight._state_dir("state_dir", state)  # noqa: SLF001 - the one check of the state files
+    assert said is not None and said.endswith(f"chmod u+rw {state / 'watchtower.db'}"), said

@@ -1769,3 +1769,27 @@ async def test_a_oneshot_store_that_cannot_be_made_does_not_promise_to_be_resume
         await store.open()
     said = str(refused.value)
     assert "is full: free space there" in said and "resumed from" not in said, said
+
+
+async def test_a_database_left_with_a_hot_rollback_journal_still_opens(tmp_path: Path) -> None:
+    """The read-only check before the writer opens could not roll a hot journal back ("attempt to write a readonly
+    database", and chown advice): a copy of the store in rollback mode, killed mid-transaction, no longer started."""
+    db = tmp_path / "state" / "watchtower.db"
+    store = StateStore(db)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    crash = ("import os, sqlite3, sys\n"
+             "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "c.execute('PRAGMA cache_size=1')\n"
+             "c.execute('BEGIN')\n"
+             "c.executemany('INSERT INTO wt_series VALUES (?,?,?)', [('m', 'l%d' % i, '1') for i in range(20000)])\n"
+             "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", crash, str(db)], check=True)
+    assert (tmp_path / "state" / "watchtower.db-journal").exists()
+    again = StateStore(db)
+    loaded = await again.open()
+    await again.close()
+    assert loaded.series == []  # the killed transaction rolled back
