@@ -566,13 +566,24 @@ class Tailer:
         return None
 
     def _still_holds(self, old_key: tuple[int, int], cp: Checkpoint) -> bool:
-        """Is the checkpoint's own inode matched by this scan and still its file (not an inode a new file took)?"""
+        """Is the checkpoint's own inode still its file, matched by this scan or in its source's `moved_to` (PMTA's
+        move-to: a file of the same name may follow it there, its first bytes the same header), not an inode a new
+        file took? Then the path holds another file, and the old one is read to its end where it is."""
         found = self._matched_now.get(old_key)
-        if found is None:
-            return False
-        _source, old_path, old_st = found
+        if found is not None:
+            old_path = found[1]
+        else:
+            source = next((s for s in self.sources if s.label == cp.source), None)
+            if source is None or not source.moved_to:
+                return False
+            moved = self._identities(cp.source, source.moved_to)
+            if moved is None:
+                return True  # a moved_to directory could not be listed: cannot tell, not taken for a copy
+            if old_key not in moved:
+                return False
+            old_path = moved[old_key]
         try:
-            return same_file(cp, old_st, read_head(old_path))
+            return same_file(cp, os.stat(old_path), read_head(old_path))
         except OSError:
             return True  # cannot tell: not taken for a copy
 

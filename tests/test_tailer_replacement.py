@@ -428,3 +428,29 @@ async def test_a_copy_whose_old_inode_another_file_took_still_resumes(tmp_path: 
     by_file = {fid: [n for f, n in rows if f == fid] for fid in ids_of(rows)}
     assert by_file.pop(file_id) == [7] and list(by_file.values()) == [[2, 3]]
     await again.close()
+
+
+async def test_a_new_file_of_the_same_name_while_the_old_one_sits_in_moved_to_is_no_copy(tmp_path: Path):
+    """PMTA's move-to may leave a file of the same name behind the one it moved, its first bytes the same header: the
+    moved file, not read to its end, must be read there, and the new one read whole, not taken for a copy of it."""
+    import dataclasses
+
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    path = logs / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n")  # a fingerprint of the header alone: any file of this header matches it
+    src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")])
+    tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
+    await drain(tailer)
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    with path.open("a") as f:
+        f.write(records(0, 3))  # written after the last checkpoint, then moved away by PMTA
+    path.rename(moved / "acct-0001.csv")
+    path.write_text(ACCT_HEADER + "\n" + records(100, 2))  # the next file, under the same name
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False)
+    rows = await drain(again)
+    by_file = {fid: [n for f, n in rows if f == fid] for fid in ids_of(rows)}
+    assert by_file.pop(saved[0].file_id) == [2, 3, 4] and list(by_file.values()) == [[2, 3]]
+    await again.close()
