@@ -36,6 +36,9 @@ def _url_problem(key: str, url: str) -> str | None:
         return f"{key}: {shown!r}: its host part is not a host name or IP address"
     port = _port_text(parts)
     if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        if "@" in url:  # a password holding `/`, `?` or `#` ends the host part early: its start reads as the port
+            return (f"{key}: {shown!r}: the port is not a number from 1 to 65535 (a user name or password holding "
+                    "'/', '?' or '#' must be percent-encoded, and is better in hub.auth)")
         return f"{key}: {shown!r}: the port must be a number from 1 to 65535, got {port!r}"
     if not _is_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("[")):
         return f"{key}: {shown!r}: {parts.hostname!r} is not a host name or IP address"
