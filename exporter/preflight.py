@@ -11,9 +11,11 @@ import functools
 import glob
 import os
 import socket
+import sqlite3
 import ssl
 import stat
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -92,11 +94,37 @@ def _hmac_key(config: Config, state_dir_checked: bool) -> str | None:
     correlator = config.correlator
     if not (correlator.enabled and correlator.hash_recipients):
         return None
+    store = Path(config.state_dir).expanduser() / "watchtower.db"
     if correlator.hmac_key_file is not None:
-        return _hmac_key_file("correlator.hmac_key_file", correlator.hmac_key_file, explicit=True)
+        return (_hmac_key_file("correlator.hmac_key_file", correlator.hmac_key_file, explicit=True)
+                or _keyed_store_without_key(correlator.hmac_key_file, store if state_dir_checked else None))
     if not state_dir_checked:
         return None
-    return _hmac_key_file("correlator.hmac_key_file", Path(config.state_dir) / "correlator-hmac.key", explicit=False)
+    path = Path(config.state_dir).expanduser() / "correlator-hmac.key"
+    return _hmac_key_file("correlator.hmac_key_file", path, explicit=False) or _keyed_store_without_key(path, store)
+
+
+def _keyed_store_without_key(path: Path, store: Path | None) -> str | None:
+    """`run` refuses a correlator store whose recipients were keyed with an HMAC key when the key file is missing
+    (correlator.store._other_key): said here too, rather than `ok` and then a refused start."""
+    try:
+        if store is None or path.exists() or not store.is_file():
+            return None
+    except OSError:
+        return None  # the key file's own check names what cannot be reached
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.fsencode(store))}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # no correlator tables yet, or a database `run` judges itself
+    if row is None or not str(row[0]).startswith("hmac:"):
+        return None
+    return (f"correlator.hmac_key_file: {path} does not exist, and the recipients of the correlator store {store} "
+            f"were keyed with the key {row[0]}: put that key file back (from the host or the backup the store came "
+            "from), or move the store aside to start a new one")
 
 
 @reaching

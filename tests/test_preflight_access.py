@@ -143,3 +143,30 @@ def test_a_state_file_this_user_cannot_write_is_a_problem_line(tmp_path: Path, m
     way_out = f"chmod u+rw {state / 'watchtower.db'}" if owned else "chown it to the user running watchtower"
     assert said == (f"state_dir: {state / 'watchtower.db'} is not readable and writable by this user "
                     f"(uid {os.getuid()}): {way_out}")
+
+
+def test_check_config_says_what_run_refuses_a_keyed_store_without_its_key_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` refuses a correlator store keyed with an HMAC key whose key file is missing; check-config said ok."""
+    import sqlite3
+
+    from exporter.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / "watchtower.db")
+    conn.execute("CREATE TABLE corr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', 'hmac:0123456789abcdef')")
+    conn.commit()
+    conn.close()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "acct-1.csv").write_text("type,timeLogged\n")
+    config = tmp_path / "watchtower.yml"
+    config.write_text(yaml.safe_dump({
+        "sources": [{"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")]}],
+        "state_dir": str(state), "listen": f"127.0.0.1:{free_port()}",
+        "correlator": {"enabled": True, "hash_recipients": True}}))
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (f"  correlator.hmac_key_file: {state / 'correlator-hmac.key'} does not exist, and the recipients of the "
+            f"correlator store {state / 'watchtower.db'} were keyed with the key hmac:0123456789abcdef") in err, err
