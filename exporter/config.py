@@ -145,7 +145,7 @@ def check_path(value: Any) -> Path:
         raise ValueError("empty path; give an absolute path such as /var/lib/watchtower")
     if "\x00" in text:
         raise ValueError(f"{text!r} contains a NUL byte")
-    expanded = os.path.expanduser(text)
+    expanded = expand_home(text)
     if expanded.startswith("~"):
         raise ValueError(f"{text!r}: cannot expand {text.split('/')[0]} (no such user)")
     if not os.path.isabs(expanded):
@@ -157,9 +157,20 @@ def check_path(value: Any) -> Path:
 ConfigPath = Annotated[Path, BeforeValidator(check_path)]
 
 
+def expand_home(text: str) -> str:
+    """`text` with a leading `~` or `~/` expanded, as os.path.expanduser does, except from a HOME that is set but
+    empty or relative: `HOME= watchtower ...` made `~/state` read as `/state`, silently."""
+    if text == "~" or text.startswith("~/"):
+        home = os.environ.get("HOME")
+        if home is not None and not os.path.isabs(home):
+            raise ValueError(f"{text!r}: HOME is {home!r}, not an absolute path, so ~ cannot be expanded; set HOME "
+                             "or give an absolute path")
+    return os.path.expanduser(text)
+
+
 def _check_glob(pattern: str) -> str:
     """A source glob, `~` expanded as for every path key, that can match what the operator meant."""
-    expanded = os.path.expanduser(pattern) if pattern.startswith("~") else pattern
+    expanded = expand_home(pattern) if pattern.startswith("~") else pattern
     problem = glob_problem(expanded)
     if problem:
         raise ValueError(f"{pattern!r}: {problem}")

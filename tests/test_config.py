@@ -242,3 +242,20 @@ def test_a_listen_port_is_ascii_digits_up_to_65535(tmp_path: Path, listen: str):
         config_from_dict(_minimal(tmp_path, listen=listen))
     assert exc.value.problems == [f"listen: expected host:port, got {listen!r} (the port is a number from 0 to "
                                   "65535, in ASCII digits)"]
+
+
+@pytest.mark.parametrize("home", ["", "relative/dir"])
+def test_a_home_that_cannot_expand_a_tilde_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    home: str) -> None:
+    """`HOME=` made `~/state` read as `/state`, silently; a relative HOME made the error blame the value."""
+    from exporter.config import ConfigError
+
+    monkeypatch.setenv("HOME", home)
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": ["~/logs/acct-*.csv"]}],
+                                    "state_dir": "~/state"}))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    said = str(refused.value)
+    assert f"'~/state': HOME is {home!r}, not an absolute path, so ~ cannot be expanded" in said, said
+    assert f"'~/logs/acct-*.csv': HOME is {home!r}" in said, said
