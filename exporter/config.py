@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import reprlib
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
+from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamlproblem import yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
@@ -759,15 +758,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     return config_from_dict(data, source=str(path))
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 4, 12, 12, 400, 400
-"""repr() with bounds: a value a few nested YAML aliases expand (`paths: *h`, 10^8 items in an 880-byte file) is
-shown by its first items, not written out whole to be cut to 80 characters (seconds per level of nesting)."""
-
-
 def _short(value: Any) -> str:
-    text = _SHORT.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return short_repr(value)
 
 
 def describe_error(err: Any) -> str:

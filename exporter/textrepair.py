@@ -9,6 +9,7 @@ edges use this: the accounting form (`jsonrecords`) and PMTA's management API (`
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 
 UNSAFE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
@@ -82,3 +83,15 @@ def _members(node: dict[Any, Any] | list[Any], path: str) -> list[tuple[str, Any
 
 SURROGATE_PROBLEM = ("holds an escaped lone surrogate (\\ud800-\\udfff), which is not text: write the character "
                      "itself, or a pair of escapes")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 4, 12, 12, 400, 400
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr() of a value an operator's file gave, in at most `limit` characters and bounded work: a value a few nested
+    YAML aliases expand (10^8 items in an 880-byte file) is shown by its first items, not written out whole to be cut
+    (seconds per level of nesting)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from exporter.config import TOO_DEEP
-from exporter.textrepair import SURROGATE_PROBLEM, surrogate_paths
+from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
 from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, without_credentials
 
@@ -75,7 +75,9 @@ def read_file_sd(path: Path, scheme: str) -> list[Target]:
     for i, group in enumerate(data):
         if not isinstance(group, dict) or not isinstance(group.get("targets"), list):
             raise ValueError(f"{path}: group {i}: expected a mapping with a `targets` list")
-        for hostport in map(str, group["targets"]):
+        for hostport in group["targets"]:
+            if not isinstance(hostport, str):  # a number or an aliased list: named, not written out whole
+                raise ValueError(f"{path}: group {i}: target {short_repr(hostport)} is not a host:port string")
             if "@" in hostport:  # its URL would be shown in answers and logged, password included
                 raise ValueError(f"{path}: group {i}: target {without_credentials(hostport)} carries a "
                                  f"user name or password: {CREDENTIALS_HINT}")

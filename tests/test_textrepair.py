@@ -165,3 +165,27 @@ def test_a_checked_key_given_a_value_nested_aliases_expand_is_named_at_once(tmp_
     assert run.returncode == 2 and "Traceback" not in run.stderr
     first = run.stderr.splitlines()[1]
     assert first.startswith("  sources.0.paths.0: expected a valid string, got [[[[") and len(first) < 160, first
+
+
+def test_an_isp_table_or_file_sd_entry_that_nested_aliases_expand_is_named_at_once(tmp_path: Path):
+    """`str()` of an aliased entry wrote 10^8 items out before the entry was found not to be a name (the ISP table, a
+    hub's file_sd file)."""
+    from exporter.classify.isp import IspClassifier
+    from hub.targets import read_file_sd
+
+    table = tmp_path / "isp.yaml"
+    nested = "".join(f"      - &{n} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
+                     for p, n in zip(["", *"abcdefg"], "abcdefgh", strict=True))
+    table.write_text('version: 1\ndate: "2026-01-01"\nproviders:\n  gmail:\n    note:\n' + nested + "    domains: [*h]\n")
+    sd = tmp_path / "sd.yml"
+    sd.write_text("- targets: &t [" + ", ".join(["[a, b, c, d, e, f, g, h, i, j]"] * 10) + "]\n"
+                  "- targets: [*t, *t, *t, *t, *t, *t, *t, *t, *t, *t]\n")
+    started = time.monotonic()
+    with pytest.raises(ValueError) as isp:
+        IspClassifier.load(table)
+    with pytest.raises(ValueError) as targets:
+        read_file_sd(sd, "http")
+    assert time.monotonic() - started < 5
+    assert "bad entry [[[[" in str(isp.value) and len(str(isp.value)) < 300, str(isp.value)[:300]
+    assert str(targets.value) == (f"{sd}: group 0: target ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'] is not "
+                                  "a host:port string")

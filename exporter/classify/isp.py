@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from exporter.textrepair import short_repr
 from exporter.yamlproblem import utf8_problem, yaml_problem
 
 OTHER = "other"
@@ -105,9 +106,9 @@ def _hosts(name: str, where: str, value: Any) -> list[str]:
         raise ValueError(f"{name}: {where}: expected a list of names")
     out = []
     for item in value:
-        host = str(item).strip().lower().removeprefix("*.").removeprefix(".").rstrip(".")
-        if not isinstance(item, str) or "." not in host or not _HOST.match(host):
-            raise ValueError(f"{name}: {where}: bad entry {item!r} (expected a name such as example.com)")
+        host = item.strip().lower().removeprefix("*.").removeprefix(".").rstrip(".") if isinstance(item, str) else ""
+        if "." not in host or not _HOST.match(host):  # (an aliased list is not written out whole to say so)
+            raise ValueError(f"{name}: {where}: bad entry {short_repr(item)} (expected a name such as example.com)")
         out.append(host)
     return out
 
