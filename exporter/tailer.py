@@ -153,6 +153,9 @@ class Tailer:
         self._last_scan = float("-inf")
         self._scanned_once = False
         self._matched_now: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
+        self._displaced: dict[tuple[int, int], Checkpoint] = {}
+        """Checkpoints whose inode another file's checkpoint took at the first scan (`_new_identity`): looked for at
+        their own path under another inode, and reported gone if not found there."""
         """The identities the scan in progress matched (a checkpoint whose inode is among them is no new identity's)."""
         self._left_while_down: set[tuple[int, int]] = set()
         """Checkpoints of files read at the last stop that the first scan did not match (_find_left_while_down)."""
@@ -298,6 +301,9 @@ class Tailer:
                 stream.cp.gone_since = None
                 continue
             self._follow(key, source, path, st)
+        for cp in self._displaced.values():  # their inode holds another file, and no new one at their path is them
+            self._replaced(cp, "gone while the daemon was down (deleted: its inode now holds another file)")
+        self._displaced.clear()
         for key in [k for k in self._undecided if k not in found]:  # left the globs: decided as any file that left
             del self._undecided[key]
         for key, stream in self.streams.items():
@@ -470,8 +476,8 @@ class Tailer:
         self._undecided.pop(key, None)
         fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
-        if cp is None and not self._scanned_once:
-            cp = self._new_identity(key, source, path, st, head)
+        if not self._scanned_once and (cp is None or not same_file(cp, st, head)):
+            cp = self._new_identity(key, source, path, st, head) or cp
         compression = compression_of(head) if cp is None else None
         if compression is not None:
             if key not in self._compressed:
@@ -534,11 +540,17 @@ class Tailer:
         exporter.spans.read_span). Shorter (a backup older than the checkpoint), it holds only records read before:
         followed as a new file from its end, so that none is counted again. Not when the old inode is matched still
         holding the old file (then the path holds a copy: another file)."""
-        for old_key, cp in list(self.known.items()):
-            if (cp.path != path or cp.source != source or cp.gone_since is not None or old_key in self.streams
-                    or old_key == key or not head_matches(cp.fingerprint, head) or self._still_holds(old_key, cp)):
+        candidates = [(k, c, False) for k, c in self.known.items()] + [(k, c, True) for k, c in self._displaced.items()]
+        for old_key, cp, displaced in candidates:
+            if cp.path != path or cp.source != source or cp.gone_since is not None \
+                    or not head_matches(cp.fingerprint, head):
                 continue
-            del self.known[old_key]
+            if not displaced and (old_key in self.streams or old_key == key or self._still_holds(old_key, cp)):
+                continue
+            del (self._displaced if displaced else self.known)[old_key]
+            other = self.known.get(key)
+            if other is not None and other is not cp:  # this inode's own checkpoint: its file may have a new
+                self._displaced[key] = other  # identity too (two copies that took each other's inodes)
             if st.st_size >= cp.offset:
                 log.warning("%s: the file read before has a new identity (device %d inode %d, was %d/%d: restored "
                             "from a backup, copied, or moved to another disk while the daemon was down?); its first "
@@ -549,9 +561,11 @@ class Tailer:
                 return cp
             try:
                 line_no, header = _count_lines(path, st.st_size)
-            except OSError:
-                self.known[old_key] = cp
-                return None  # decided by the usual rules (a new file, its bytes read)
+            except OSError:  # decided by the usual rules (a new file, its bytes read)
+                (self._displaced if displaced else self.known)[old_key] = cp
+                if other is not None and other is not cp:
+                    del self._displaced[key]
+                return None
             log.warning("%s: the file read before has a new identity and is shorter than where reading stopped (%d "
                         "of %d bytes: restored from an older backup while the daemon was down?); its first bytes "
                         "match: the records it holds were read before and are not counted again, and reading goes on "

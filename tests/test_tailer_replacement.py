@@ -454,3 +454,30 @@ async def test_a_new_file_of_the_same_name_while_the_old_one_sits_in_moved_to_is
     by_file = {fid: [n for f, n in rows if f == fid] for fid in ids_of(rows)}
     assert by_file.pop(saved[0].file_id) == [2, 3, 4] and list(by_file.values()) == [[2, 3]]
     await again.close()
+
+
+async def test_two_files_copied_while_down_whose_copies_took_each_others_inodes_both_resume(tmp_path: Path):
+    """`cp` + `mv` of acct-0001, then of acct-0000: the second copy took the first file's freed inode (and so on).
+    Each path's inode then held the other file's checkpoint: acct-0000 was read again from byte 0 ("inode reused")
+    and acct-0001 said gone with records not read (found by a randomized restart test)."""
+    import dataclasses
+
+    first, second = tmp_path / "acct-0000.csv", tmp_path / "acct-0001.csv"
+    first.write_text(ACCT_HEADER + "\n" + records(0, 4))
+    second.write_text(ACCT_HEADER + "\n" + records(10, 3))
+    tailer, _reg = tailer_for(tmp_path)
+    await drain(tailer)
+    saved = {cp.path: dataclasses.replace(cp) for cp in tailer.take_checkpoints()}
+    await tailer.close()
+    for path, more in ((second, records(13, 1)), (first, records(4, 2))):  # copied, and written on meanwhile
+        copy = tmp_path / "copy.tmp"
+        copy.write_bytes(path.read_bytes() + more.encode())
+        copy.rename(path)
+    # as ext4 hands a freed inode to the next new file: each copy in the other's old inode
+    a, b = saved[str(first)], saved[str(second)]
+    a.ino, b.ino = second.stat().st_ino, first.stat().st_ino
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), list(saved.values()),
+                   first_run=False)
+    rows = await drain(again)
+    assert sorted(rows) == sorted([(a.file_id, 6), (a.file_id, 7), (b.file_id, 5)])
+    await again.close()
