@@ -156,6 +156,9 @@ class Tailer:
         self._displaced: dict[tuple[int, int], Checkpoint] = {}
         """Checkpoints whose inode another file's checkpoint took at the first scan (`_new_identity`): looked for at
         their own path under another inode, and reported gone if not found there."""
+        self._looked_for: set[tuple[int, int]] = set()
+        """Files that left the globs with no descriptor open, looked for once where they went (see
+        _unread_where_it_went)."""
         """The identities the scan in progress matched (a checkpoint whose inode is among them is no new identity's)."""
         self._left_while_down: set[tuple[int, int]] = set()
         """Checkpoints of files read at the last stop that the first scan did not match (_find_left_while_down)."""
@@ -619,7 +622,7 @@ class Tailer:
                 more = True
                 break
             stream = self.streams[key]
-            if stream.gone and stream.file is None:
+            if stream.gone and stream.file is None and not self._unread_where_it_went(key, stream):
                 continue  # fully read when it was closed; retired below
             if stream.gone or stream.file is not None or self._grew(stream):
                 if stream.file is None:
@@ -636,6 +639,29 @@ class Tailer:
         await self._retire_and_idle()
         self._update_gauges()
         return more
+
+    def _unread_where_it_went(self, key: tuple[int, int], stream: FileStream) -> bool:
+        """A file that left the globs while no descriptor of it was open: closed when read to its end (idle), or not
+        opened yet (a start a moment before PMTA's move-to took it; one closed to keep tail.max_open_files). Looked
+        for once where it went, by its identity (its source's `moved_to`, its own directory): with bytes past its
+        checkpoint, it is read on there (retired as read to its end, those records were lost, silently)."""
+        if key in self._looked_for:
+            return False
+        self._looked_for.add(key)
+        source = next((s for s in self.sources if s.label == stream.cp.source), None)
+        moved = self._identities(stream.cp.source, source.moved_to) if source is not None and source.moved_to else {}
+        try:
+            found = self._locate(stream.cp, moved or {})
+        except OSError:
+            return False
+        if found is None or found[1].st_size <= stream.cp.offset:
+            return False
+        path = found[0]
+        log.info("%s: left the globs before it was read to its end: reading it on as %s from byte %d (line %d)",
+                 shown(stream.cp.path), shown(path), stream.cp.offset, stream.cp.line_no)
+        stream.cp.path = path
+        stream.parser.path = shown(path)
+        return True
 
     async def _make_room(self) -> None:
         """Keep at most `tail.max_open_files` descriptors: close the least recently grown idle file first.
@@ -674,6 +700,7 @@ class Tailer:
                 self._hold(stream)
                 await stream.close()
                 del self.streams[key]
+                self._looked_for.discard(key)
                 stream.cp.gone_since = time.time()
                 self.retired.append(stream.cp)
                 if self.metrics:

@@ -481,3 +481,28 @@ async def test_two_files_copied_while_down_whose_copies_took_each_others_inodes_
     rows = await drain(again)
     assert sorted(rows) == sorted([(a.file_id, 6), (a.file_id, 7), (b.file_id, 5)])
     await again.close()
+
+
+async def test_a_file_moved_away_before_its_first_read_after_a_start_is_read_where_it_went(tmp_path: Path):
+    """A restart resumed a file (no descriptor open yet), PMTA's move-to took it away before the first read, and it
+    was retired as read to its end: its records were lost, silently (found by a randomized restart test)."""
+    import dataclasses
+
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    path = logs / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
+    src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")])
+    tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
+    await drain(tailer)
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    with path.open("a") as f:
+        f.write(records(2, 3))  # written while the daemon was down
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False)
+    again.scan()  # the start's first scan: followed, not yet opened
+    path.rename(moved / "acct-0001.csv")  # moved by PMTA before the first read
+    rows = await drain(again)
+    assert (ids_of(rows), lines_of(rows)) == ({saved[0].file_id}, [4, 5, 6])
+    await again.close()
