@@ -430,21 +430,29 @@ async def test_a_copy_whose_old_inode_another_file_took_still_resumes(tmp_path: 
     await again.close()
 
 
-async def test_a_new_file_of_the_same_name_while_the_old_one_sits_in_moved_to_is_no_copy(tmp_path: Path):
-    """PMTA's move-to may leave a file of the same name behind the one it moved, its first bytes the same header: the
-    moved file, not read to its end, must be read there, and the new one read whole, not taken for a copy of it."""
+async def _read_once_with_moved_to(tmp_path: Path, text: str) -> tuple[Path, Path, SourceConfig, list[Checkpoint]]:
+    """logs/acct-0001.csv holding `text`, read by a tailer whose source has `moved_to` = moved/*.csv, then stopped:
+    (the file, the moved_to directory, the source, the saved checkpoints)."""
     import dataclasses
 
     logs, moved = tmp_path / "logs", tmp_path / "moved"
     logs.mkdir()
     moved.mkdir()
     path = logs / "acct-0001.csv"
-    path.write_text(ACCT_HEADER + "\n")  # a fingerprint of the header alone: any file of this header matches it
+    path.write_text(text)
     src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")])
     tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
     await drain(tailer)
     saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
     await tailer.close()
+    return path, moved, src, saved
+
+
+async def test_a_new_file_of_the_same_name_while_the_old_one_sits_in_moved_to_is_no_copy(tmp_path: Path):
+    """PMTA's move-to may leave a file of the same name behind the one it moved, its first bytes the same header: the
+    moved file, not read to its end, must be read there, and the new one read whole, not taken for a copy of it."""
+    # a fingerprint of the header alone: any file of this header matches it
+    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, ACCT_HEADER + "\n")
     with path.open("a") as f:
         f.write(records(0, 3))  # written after the last checkpoint, then moved away by PMTA
     path.rename(moved / "acct-0001.csv")
@@ -486,18 +494,7 @@ async def test_two_files_copied_while_down_whose_copies_took_each_others_inodes_
 async def test_a_file_moved_away_before_its_first_read_after_a_start_is_read_where_it_went(tmp_path: Path):
     """A restart resumed a file (no descriptor open yet), PMTA's move-to took it away before the first read, and it
     was retired as read to its end: its records were lost, silently (found by a randomized restart test)."""
-    import dataclasses
-
-    logs, moved = tmp_path / "logs", tmp_path / "moved"
-    logs.mkdir()
-    moved.mkdir()
-    path = logs / "acct-0001.csv"
-    path.write_text(ACCT_HEADER + "\n" + records(0, 2))
-    src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")])
-    tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
-    await drain(tailer)
-    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
-    await tailer.close()
+    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, ACCT_HEADER + "\n" + records(0, 2))
     with path.open("a") as f:
         f.write(records(2, 3))  # written while the daemon was down
     again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False)
