@@ -11,7 +11,6 @@ import functools
 import glob
 import os
 import socket
-import sqlite3
 import ssl
 import stat
 import tempfile
@@ -106,7 +105,9 @@ def _hmac_key(config: Config, state_dir_checked: bool) -> str | None:
 
 def _keyed_store_without_key(path: Path, store: Path | None) -> str | None:
     """`run` refuses a correlator store whose recipients were keyed with an HMAC key when the key file is missing
-    (correlator.store._other_key): said here too, rather than `ok` and then a refused start."""
+    (correlator.store._other_key): said here too, rather than `ok` and then a refused start. (sqlite3 imported here:
+    a metrics-only oneshot imports no database module.)"""
+    import sqlite3
     try:
         if store is None or path.exists() or not store.is_file():
             return None
