@@ -236,7 +236,9 @@ class SourceConfig(_Strict):
     moved_to: list[SourceGlob] = Field(
         default_factory=list,
         description="Glob patterns of where PMTA's `move-to` puts this source's closed files (e.g. "
-        "`/var/log/pmta/archive/acct-*.csv`). Files there are never followed as new. They are searched at a start, "
+        "`/var/log/pmta/archive/acct-*.csv`). Files there are not followed as new, except at a restart one that no "
+        "checkpoint names and that changed after the checkpoints were last written (PMTA created and moved it while "
+        "the daemon was down): it is read whole, once. They are searched at a start, "
         "for a file that was being read when the daemon stopped and has left the globs since: found by its identity "
         "(device, inode and first bytes), it is read from where reading stopped to its end. The correlator process "
         "searches them too, for a file whose recorded path no longer names it. The directory a file was read in is "

@@ -265,7 +265,8 @@ class Daemon:
         metrics_only = self.pipeline.sink is None
         self.tailer = Tailer(self.config.sources, self.config.tail, self.pipeline.self_metrics,
                              loaded.checkpoints, first_run=loaded.first_run,
-                             fields=FIELDS if metrics_only else None)
+                             fields=FIELDS if metrics_only else None,
+                             moved_since=None if loaded.first_run else loaded.last_commit)
         self.tailer.hold_drained = self.follows  # the correlator process reads a file renamed away through it
         if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
             self.pipeline.aggregator.run_in_background()

@@ -177,6 +177,8 @@ class Loaded:
     series: list[tuple[str, tuple[str, ...], Any]]
     sink_positions: dict[str, Position] = field(default_factory=dict)
     """Files whose rows the sinks hold only up to a byte before the checkpoint: (offset, line, header)."""
+    last_commit: float | None = None
+    """When the checkpoints were last written (the newest `updated`): a file changed since was not read then."""
 
 
 def dangling_link(path: Path) -> str | None:
@@ -462,7 +464,8 @@ class StateStore:
             (m, tuple(labels.split(SEP)) if labels else (), json.loads(value))
             for m, labels, value in conn.execute("SELECT metric, labels, value FROM wt_series")
         ]
-        return Loaded(first_run, cps, series, behind)
+        last = conn.execute("SELECT max(updated) FROM wt_checkpoints").fetchone()[0]
+        return Loaded(first_run, cps, series, behind, last_commit=last)
 
     def _write_rows(self, batches: list[RecordBatch], new_files: list[Checkpoint] | None = None,
                     progress: dict[str, Position | None] | None = None) -> None:

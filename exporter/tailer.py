@@ -130,6 +130,7 @@ class Tailer:
         first_run: bool = True,
         oneshot: bool = False,
         fields: frozenset[str] | None = None,
+        moved_since: float | None = None,
     ) -> None:
         self.sources = sources
         self.fields = fields
@@ -152,6 +153,10 @@ class Tailer:
         self.retired: list[Checkpoint] = []
         self._last_scan = float("-inf")
         self._scanned_once = False
+        self.moved_since = moved_since
+        """When the checkpoints were last written (a restart; None on a first start): a file in a `moved_to` directory
+        that no checkpoint names and that changed since was created and moved there while the daemon was down, never
+        read (`_moved_while_down`)."""
         self._matched_now: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
         self._displaced: dict[tuple[int, int], Checkpoint] = {}
         """Checkpoints whose inode another file's checkpoint took at the first scan (`_new_identity`): looked for at
@@ -320,6 +325,8 @@ class Tailer:
                                      if key not in self.streams and cp.gone_since is None}
         if self._left_while_down:
             self._find_left_while_down()
+        if not self._scanned_once and self.moved_since is not None:
+            self._moved_while_down(self.moved_since)
         self._scanned_once = True
         self._last_scan = time.monotonic()
 
@@ -383,6 +390,35 @@ class Tailer:
             self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
                                            self.tail.chunk_bytes, self.fields)
             self.streams[key].retries = not self.oneshot
+
+    def _moved_while_down(self, since: float) -> None:
+        """Files PMTA created and its move-to moved away while the daemon was down (a downtime longer than its
+        move-interval): in a source's `moved_to`, named by no checkpoint, changed after the checkpoints were last
+        written. Nothing read them: each is read whole from where it is, then retired (the next scan finds it outside
+        the globs), as a file found there by its identity is. Without this their records were lost, and nothing said
+        so. An older file there is an archive read before (its checkpoint forgotten after `tail.forget_after`)."""
+        for source in self.sources:
+            if not source.moved_to:
+                continue
+            for key, path in sorted((self._identities(source.label, source.moved_to) or {}).items(),
+                                    key=lambda kv: kv[1]):
+                if key in self.known or key in self.streams:
+                    continue
+                try:
+                    st = os.stat(path)
+                    head = read_head(path)
+                except OSError:
+                    continue
+                if st.st_mtime <= since or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None:
+                    continue
+                log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
+                            "its last checkpoint, named by none): reading it whole", shown(path))
+                cp = Checkpoint(new_file_id(), source.label, path, st.st_dev, st.st_ino, fingerprint_of(head), 0, 0,
+                                "")
+                self.known[key] = cp
+                self.streams[key] = FileStream(cp, self._allowed[source.label], self.metrics, self.error_log,
+                                               self.tail.chunk_bytes, self.fields)
+                self.streams[key].retries = not self.oneshot
 
     def _adopter(self, cp: Checkpoint, now: float) -> SourceConfig | None:
         """The source that takes over a checkpoint of a source no longer configured (renamed): the one whose globs

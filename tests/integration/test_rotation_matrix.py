@@ -232,7 +232,9 @@ def test_a_file_moved_to_move_to_while_the_daemon_is_down_is_read_to_its_end(tmp
     os.rename(old, tmp_path / "archive" / old.name)
     writer.rotate()
     writer.write(20, "vmta-3")
-    (tmp_path / "archive" / "acct-2026-11-24-0000.csv").write_text(ACCT_HEADER + "\n")  # an older file there: not read
+    older = tmp_path / "archive" / "acct-2026-11-24-0000.csv"
+    older.write_text(ACCT_HEADER + "\n")  # an older file there (changed long before the stop): not read
+    os.utime(older, (1_700_000_000, 1_700_000_000))
     wt.start()
     assert_exact(wt, writer)
     log = wt.log.read_text()
