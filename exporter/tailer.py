@@ -411,6 +411,8 @@ class Tailer:
                     continue
                 if st.st_mtime <= since or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None:
                     continue
+                if any(cp.source == source.label and head_matches(cp.fingerprint, head) for cp in self.known.values()):
+                    continue  # a copy of a file read before (`cp` gives it a new inode and time): not read again
                 log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
                             "its last checkpoint, named by none): reading it whole", shown(path))
                 cp = Checkpoint(new_file_id(), source.label, path, st.st_dev, st.st_ino, fingerprint_of(head), 0, 0,
