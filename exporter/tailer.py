@@ -628,10 +628,7 @@ class Tailer:
         if found is not None:
             old_path = found[1]
         else:
-            source = next((s for s in self.sources if s.label == cp.source), None)
-            if source is None or not source.moved_to:
-                return False
-            moved = self._identities(cp.source, source.moved_to)
+            moved = self._moved_identities(cp.source)
             if moved is None:
                 return True  # a moved_to directory could not be listed: cannot tell, not taken for a copy
             if old_key not in moved:
@@ -678,6 +675,12 @@ class Tailer:
         self._update_gauges()
         return more
 
+    def _moved_identities(self, label: str) -> dict[tuple[int, int], str] | None:
+        """(device, inode) -> path of the files a source's `moved_to` globs match ({} without any; None when one of
+        their directories could not be listed)."""
+        source = next((s for s in self.sources if s.label == label), None)
+        return self._identities(label, source.moved_to) if source is not None and source.moved_to else {}
+
     def _unread_where_it_went(self, key: tuple[int, int], stream: FileStream) -> bool:
         """A file that left the globs while no descriptor of it was open: closed when read to its end (idle), or not
         opened yet (a start a moment before PMTA's move-to took it; one closed to keep tail.max_open_files). Looked
@@ -686,10 +689,8 @@ class Tailer:
         if key in self._looked_for:
             return False
         self._looked_for.add(key)
-        source = next((s for s in self.sources if s.label == stream.cp.source), None)
-        moved = self._identities(stream.cp.source, source.moved_to) if source is not None and source.moved_to else {}
         try:
-            found = self._locate(stream.cp, moved or {})
+            found = self._locate(stream.cp, self._moved_identities(stream.cp.source) or {})
         except OSError:
             return False
         if found is None or found[1].st_size <= stream.cp.offset:
