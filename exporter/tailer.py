@@ -309,8 +309,8 @@ class Tailer:
                 stream.cp.gone_since = None
                 continue
             self._follow(key, source, path, st)
-        for cp in self._displaced.values():  # their inode holds another file, and no new one at their path is them
-            self._replaced(cp, "gone while the daemon was down (deleted: its inode now holds another file)")
+        for key, cp in self._displaced.items():  # their inode holds another file, and no new one at their path is them
+            self._copy_or_gone(key, cp)
         self._displaced.clear()
         for key in [k for k in self._undecided if k not in found]:  # left the globs: decided as any file that left
             del self._undecided[key]
@@ -374,22 +374,85 @@ class Tailer:
                 continue  # it may be in the moved_to directory that could not be listed: looked for at the next scan
             self._left_while_down.discard(key)
             cp.gone_since = now
+            copy = self._copy_of(cp, listed or {}) if found is None else None
+            if copy is not None:
+                found = self._take_copy(key, cp, *copy)
+                if found is None:
+                    continue
+                key = (cp.dev, cp.ino)
             if found is None:
                 self._report_gone(cp)
                 self.retired.append(cp)
                 continue
-            path, _st = found
-            if path == cp.path:  # found there at the last start too (a stop came before it was read to its end)
-                log.info("%s: still outside the globs; reading it to its end from byte %d (line %d)",
-                         shown(path), cp.offset, cp.line_no)
-            else:
-                log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
-                         shown(cp.path), shown(path), cp.offset, cp.line_no)
-            cp.path, cp.gone_since = path, None  # followed at its new path; the next scan finds it outside the
-            # globs and marks it gone, and it is drained, then retired (and held for the correlator process)
-            self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
-                                           self.tail.chunk_bytes, self.fields)
-            self.streams[key].retries = not self.oneshot
+            self._read_on_where_it_is(key, cp, found[0])
+
+    def _read_on_where_it_is(self, key: tuple[int, int], cp: Checkpoint, path: str) -> None:
+        """Follow a file found outside the globs at a start from where reading stopped: the next scan finds it
+        outside the globs and marks it gone, and it is drained, then retired (and held for the correlator process)."""
+        if path == cp.path:  # found there at the last start too (a stop came before it was read to its end)
+            log.info("%s: still outside the globs; reading it to its end from byte %d (line %d)",
+                     shown(path), cp.offset, cp.line_no)
+        else:
+            log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
+                     shown(cp.path), shown(path), cp.offset, cp.line_no)
+        cp.path, cp.gone_since = path, None
+        self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
+                                       self.tail.chunk_bytes, self.fields)
+        self.streams[key].retries = not self.oneshot
+
+    def _copy_or_gone(self, key: tuple[int, int], cp: Checkpoint) -> None:
+        """A checkpoint whose inode the first scan found holding another file (`key`, now that file's) and whose path
+        the globs match under no other inode: its file copied (`cp` + `mv`) and moved away by PMTA's move-to while
+        the daemon was down is read on where it is; else it is gone."""
+        holder = self.known.get(key)
+        how = f"gone while the daemon was down (deleted: its inode now holds {shown(holder.path)})" \
+            if holder is not None and holder is not cp else ""
+        if cp.source in self._allowed:
+            copy = self._copy_of(cp, self._moved_identities(cp.source) or {})
+            if copy is not None:
+                if self._take_copy(None, cp, *copy) is not None:
+                    self._read_on_where_it_is((cp.dev, cp.ino), cp, copy[0])
+                return
+        self._replaced(cp, how)
+
+    def _copy_of(self, cp: Checkpoint, moved: dict[tuple[int, int], str]) -> tuple[str, os.stat_result] | None:
+        """A file that left the globs while the daemon was down, now under another inode: at the path it was read at
+        or under its name among its source's `moved_to` matches, a regular file no checkpoint names whose first bytes
+        are its (`cp` + `mv` or a backup restored, before or after PMTA's move-to moved it). Found by neither its
+        inode nor as a new file (its first bytes are a known file's), it was said gone and its last records lost."""
+        name = os.path.basename(cp.path)
+        for path in [cp.path] + sorted(p for p in moved.values() if os.path.basename(p) == name and p != cp.path):
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) in self.known or (st.st_dev, st.st_ino) in self.streams \
+                        or not stat.S_ISREG(st.st_mode) or not head_matches(cp.fingerprint, read_head(path)):
+                    continue
+            except OSError:
+                continue
+            return path, st
+        return None
+
+    def _take_copy(self, key: tuple[int, int] | None, cp: Checkpoint, path: str,
+                   st: os.stat_result) -> tuple[str, os.stat_result] | None:
+        """Re-key the checkpoint to its file's copy (as `_new_identity` does for one the globs match): no shorter
+        than where reading stopped, it is read on from there (returned: where it is); shorter (an older backup), its
+        records were all read before, and the checkpoint is retired (None)."""
+        if st.st_size < cp.offset:
+            cp.gone_since = cp.gone_since or time.time()
+            log.warning("%s: the file read before is at %s under a new identity and shorter than where reading stopped "
+                        "(%d of %d bytes: an older backup restored while the daemon was down?); its first bytes match: "
+                        "the records it holds were read before and are not counted again", shown(cp.path),
+                        shown(path), st.st_size, cp.offset)
+            self.retired.append(cp)
+            return None
+        log.warning("%s: the file read before is at %s under a new identity (device %d inode %d, was %d/%d: copied or "
+                    "restored from a backup while the daemon was down?); its first bytes match and it is no shorter "
+                    "than where reading stopped", shown(cp.path), shown(path), st.st_dev, st.st_ino, cp.dev, cp.ino)
+        if key is not None and self.known.get(key) is cp:
+            del self.known[key]
+        cp.dev, cp.ino = st.st_dev, st.st_ino
+        self.known[(cp.dev, cp.ino)] = cp
+        return path, st
 
     def _moved_while_down(self, since: float) -> None:
         """Files PMTA created and its move-to moved away while the daemon was down (a downtime longer than its
@@ -548,14 +611,17 @@ class Tailer:
             elif cp is not None:
                 log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
                 if path == cp.path and st.st_size < cp.offset:  # in place: copytruncate, `: > file`
-                    how = f"truncated to {st.st_size} bytes while the daemon was down"
+                    self._replaced(cp, f"truncated to {st.st_size} bytes while the daemon was down")
                     if self.metrics and not self._scanned_once:
                         self.metrics.truncations.labels(source).inc()
                 elif path == cp.path:
-                    how = "gone while the daemon was down (deleted: a new file of the same name took its inode)"
+                    self._replaced(cp, "gone while the daemon was down (deleted: a new file of the same name took its "
+                                       "inode)")
+                elif not self._scanned_once and cp.gone_since is None:
+                    self._displaced[key] = cp  # its file may be a copy at its path or in moved_to: decided at the
+                    # end of this scan (`_new_identity` takes it back if a glob match is it)
                 else:
-                    how = f"gone while the daemon was down (deleted: its inode now holds {shown(path)})"
-                self._replaced(cp, how)
+                    self._replaced(cp, f"gone while the daemon was down (deleted: its inode now holds {shown(path)})")
             offset, line_no, header = 0, 0, ""
             if self.start_at_end and not self._scanned_once:
                 try:
