@@ -51,6 +51,14 @@ def head_matches(fp: bytes, head: bytes) -> bool:
     return head[:n] == fp  # a raw fingerprint stored by an older version
 
 
+def shares_first_record(fp: bytes, head: bytes) -> bool:
+    """Does a file starting with `head` start as the one fingerprinted `fp` did, through a whole first record? Every
+    file of a source starts with the same header line, so a fingerprint of the header alone (the file held nothing
+    else then) says nothing of whether `head` is that file's copy; a first record (its message id, time, recipient)
+    does."""
+    return head_matches(fp, head) and head.count(b"\n", 0, fingerprint_len(fp)) >= 2
+
+
 COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 

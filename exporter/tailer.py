@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
-from exporter.fingerprint import compression_of, fingerprint_of, head_matches, read_head
+from exporter.fingerprint import compression_of, fingerprint_of, head_matches, read_head, shares_first_record
 from exporter.metrics import SelfMetrics
 from exporter.parser import BOM, ErrorLog, header_columns
 from exporter.records import shown
@@ -474,7 +474,8 @@ class Tailer:
                     continue
                 if st.st_mtime <= since or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None:
                     continue
-                if any(cp.source == source.label and head_matches(cp.fingerprint, head) for cp in self.known.values()):
+                if any(cp.source == source.label and shares_first_record(cp.fingerprint, head)
+                       for cp in self.known.values()):
                     continue  # a copy of a file read before (`cp` gives it a new inode and time): not read again
                 log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
                             "its last checkpoint, named by none): reading it whole", shown(path))
