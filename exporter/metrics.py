@@ -11,10 +11,12 @@ metric cannot be added without being documented. Label values are closed sets (s
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import Metric
 
 from exporter import __version__
 
@@ -38,11 +40,33 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]
     group: Literal["records", "queue", "self", "correlator"]
+    deprecated_for: str | None = None
+    """The current name of a renamed metric, when this is its old name: served with the same values (and a
+    `Deprecated: use NEW.` help) until a later release removes it. Made from `RENAMED`, never by hand."""
 
 
 RECORD_LABELS = ("vmta", "vmta_pool", "isp")
 
-METRICS: tuple[MetricSpec, ...] = (
+RENAMED: dict[str, str] = {
+    # current name -> its old name, still served with the same values for a deprecation period (the unit goes
+    # last, before `_total`: https://prometheus.io/docs/practices/naming/)
+    "watchtower_read_bytes_total": "watchtower_bytes_read_total",
+    "watchtower_behind_bytes": "watchtower_bytes_behind",
+    "watchtower_commit_backlog_lost_bytes_total": "watchtower_commit_backlog_bytes_lost_total",
+}
+
+
+def _with_deprecated_aliases(specs: Iterable[MetricSpec]) -> Iterator[MetricSpec]:
+    """The table with each renamed metric's old name right after it (so the reference lists them together)."""
+    for spec in specs:
+        yield spec
+        old = RENAMED.get(spec.name)
+        if old is not None:
+            yield MetricSpec(old, spec.kind, f"Deprecated: use {spec.name}. {spec.help}", spec.labels, spec.group,
+                             deprecated_for=spec.name)
+
+
+METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     # --- from accounting records -------------------------------------------------------------
     MetricSpec("pmta_delivered_total", "counter", "Recipients delivered (d records).", RECORD_LABELS, "records"),
     MetricSpec(
@@ -131,7 +155,7 @@ METRICS: tuple[MetricSpec, ...] = (
                ("source",), "self"),
     MetricSpec("watchtower_lines_read_total", "counter", "Complete lines read, headers and bad lines included.",
                ("source",), "self"),
-    MetricSpec("watchtower_bytes_read_total", "counter", "Bytes consumed from accounting files.", ("source",), "self"),
+    MetricSpec("watchtower_read_bytes_total", "counter", "Bytes consumed from accounting files.", ("source",), "self"),
     MetricSpec("watchtower_files_followed", "gauge", "Files currently followed.", ("source",), "self"),
     MetricSpec("watchtower_file_opens_total", "counter", "Files opened for reading.", ("source",), "self"),
     MetricSpec("watchtower_rotations_total", "counter",
@@ -144,7 +168,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("watchtower_last_record_timestamp_seconds", "gauge",
                "timeLogged of the newest record read (Unix time), never ahead of the clock: a record up to a day "
                "ahead counts as logged when read, one further ahead is not believed.", ("source",), "self"),
-    MetricSpec("watchtower_bytes_behind", "gauge", "Bytes written to followed files but not yet read.",
+    MetricSpec("watchtower_behind_bytes", "gauge", "Bytes written to followed files but not yet read.",
                ("source",), "self"),
     MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",
                "When offsets and counters were last committed (Unix time).", (), "self"),
@@ -159,7 +183,7 @@ METRICS: tuple[MetricSpec, ...] = (
                "Bytes of accounting files counted in the metrics whose rows the correlator has not stored yet and "
                "that are not held in memory: its own process (correlator.worker: process) or the state writer "
                "thread reads them again from the files.", (), "self"),
-    MetricSpec("watchtower_commit_backlog_bytes_lost_total", "counter",
+    MetricSpec("watchtower_commit_backlog_lost_bytes_total", "counter",
                "Backlog bytes whose file was removed or replaced before the correlator could read them again.",
                (), "self"),
     MetricSpec("watchtower_attribution_skipped_total", "counter",
@@ -190,9 +214,12 @@ METRICS: tuple[MetricSpec, ...] = (
                "Share of the host's queued recipients (/status) the queue gauges account for (per queue, and beyond "
                "the VMTAs' top-N listings); weighted by recipients, so a VMTA with a small backlog barely moves it.",
                (), "self"),
-)
+)))
 
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+DEPRECATED_ALIASES: dict[str, tuple[MetricSpec, ...]] = {
+    new: tuple(m for m in METRICS if m.deprecated_for == new) for new in RENAMED}
+"""Current name -> the specs of its deprecated old names (served by `_make` from the same values)."""
 
 
 def sample_names(name: str, kind: str) -> tuple[str, ...]:
@@ -247,10 +274,52 @@ LABEL_VALUES: dict[str, str] = {
 RECORD_TYPE_VALUES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 
 
+def _family_name(spec: MetricSpec) -> str:
+    return spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
+
+
 def _make(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
-    name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
     cls = {"counter": Counter, "gauge": Gauge}[spec.kind]  # self metrics are never histograms
-    return cls(name, spec.help, list(spec.labels), registry=registry)
+    aliases = DEPRECATED_ALIASES.get(spec.name, ())
+    metric = cls(_family_name(spec), spec.help, list(spec.labels), registry=None if aliases else registry)
+    if aliases:
+        registry.register(_WithDeprecatedAliases(metric, aliases))
+    return metric
+
+
+class _WithDeprecatedAliases:
+    """Serves a renamed metric under its current name and its deprecated old names, from one read of its values.
+
+    The old names cost nothing where values change: `bytes_read` is incremented in the tailer's read loop (per
+    chunk of each file) and updating a second child there would double that work (a lock and a label lookup
+    more per read) for a name on its way out. Copying the families here, at collect time, costs a few samples
+    per source per scrape; and since both names come from the same collect() they carry identical values in
+    every scrape (a counter incremented between two collects could not make them differ), including the
+    children `SelfMetrics.init_source` creates at 0. Registered in place of the metric itself: describe() names
+    both, so the registry refuses another owner of an old name, and `/metrics?name[]=OLD` selects it.
+    """
+
+    def __init__(self, metric: Counter | Gauge | Histogram, aliases: tuple[MetricSpec, ...]) -> None:
+        self.metric = metric
+        self.aliases = aliases
+
+    def describe(self) -> Iterator[Metric]:
+        for fam in self.metric.describe():
+            yield fam
+            yield from (_renamed(fam, alias) for alias in self.aliases)
+
+    def collect(self) -> Iterator[Metric]:
+        for fam in self.metric.collect():
+            yield fam
+            yield from (_renamed(fam, alias) for alias in self.aliases)
+
+
+def _renamed(fam: Metric, spec: MetricSpec) -> Metric:
+    """`fam`'s samples under `spec`'s name and help (a sample keeps its suffix: `_total` of a counter)."""
+    base = _family_name(spec)
+    out = Metric(base, spec.help, fam.type, fam.unit)
+    out.samples = [s._replace(name=base + s.name[len(fam.name):]) for s in fam.samples]
+    return out
 
 
 class SelfMetrics:
@@ -266,19 +335,21 @@ class SelfMetrics:
         self.records_skipped = m("watchtower_records_skipped_total")
         self.parse_errors = m("watchtower_parse_errors_total")
         self.lines_read = m("watchtower_lines_read_total")
-        self.bytes_read = m("watchtower_bytes_read_total")
+        # bytes_read, bytes_behind, commit_backlog_bytes_lost: attribute names of the metrics' old names (what the
+        # tailer and the daemon update), now serving the new names and those old ones (RENAMED)
+        self.bytes_read = m("watchtower_read_bytes_total")
         self.files_followed = m("watchtower_files_followed")
         self.file_opens = m("watchtower_file_opens_total")
         self.rotations = m("watchtower_rotations_total")
         self.truncations = m("watchtower_truncations_total")
         self.read_errors = m("watchtower_read_errors_total")
         self.last_record_ts = m("watchtower_last_record_timestamp_seconds")
-        self.bytes_behind = m("watchtower_bytes_behind")
+        self.bytes_behind = m("watchtower_behind_bytes")
         self.last_checkpoint_ts = m("watchtower_last_checkpoint_timestamp_seconds")
         self.checkpoint_errors = m("watchtower_checkpoint_errors_total")
         self.commit_backlog_rows = m("watchtower_commit_backlog_rows")
         self.commit_backlog_bytes = m("watchtower_commit_backlog_bytes")
-        self.commit_backlog_bytes_lost = m("watchtower_commit_backlog_bytes_lost_total")
+        self.commit_backlog_bytes_lost = m("watchtower_commit_backlog_lost_bytes_total")
         self.maintenance_errors = m("watchtower_maintenance_errors_total")
         self.attribution_skipped = m("watchtower_attribution_skipped_total")
         self.files_open = m("watchtower_files_open")
@@ -301,6 +372,8 @@ class SelfMetrics:
             self.read_errors.labels(source, reason)
         self.records_repaired.labels(source, "invalid_utf8")
         self.negative_delays.labels(source)
+        # bytes_read and bytes_behind (watchtower_read_bytes_total, watchtower_behind_bytes) bring their deprecated
+        # old names along: those are served from these children (_WithDeprecatedAliases), at 0 from here on too
         for metric in (self.lines_read, self.bytes_read, self.file_opens, self.rotations, self.truncations,
                        self.files_followed, self.bytes_behind):
             metric.labels(source)

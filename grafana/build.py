@@ -271,7 +271,7 @@ def overview() -> Json:
                      [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_parse_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     g.add(timeseries("Bytes behind", "Bytes written to followed files but not yet read: the tailing backlog.",
-                     [prom(sum_by("instance, source", sel("watchtower_bytes_behind")), "{{instance}} {{source}}")],
+                     [prom(sum_by("instance, source", sel("watchtower_behind_bytes")), "{{instance}} {{source}}")],
                      "bytes"), 12, 8)
     g.add(timeseries("Errors per second", f"Failed file opens/reads, failed PMTA API requests, failed state "
                      f"commits, and complaints / remote bounces counted with vmta unknown because their store lookup "

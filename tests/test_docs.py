@@ -10,6 +10,7 @@ import pytest
 from exporter.cli import _parser
 from exporter.docgen import targets
 from exporter.metrics import METRICS
+from exporter.metrics import RENAMED as TABLE_RENAMED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,60 @@ def test_metric_names_follow_prometheus_conventions():
         assert re.fullmatch(r"(pmta|watchtower)_[a-z0-9_]+", m.name), m.name
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert not any(x in m.labels for x in ("rcpt", "domain", "message_id", "job_id", "jobId")), m.name
+
+
+RENAMED = {  # new name -> the old one, still served with the same values until a later release removes it
+    "watchtower_read_bytes_total": "watchtower_bytes_read_total",
+    "watchtower_behind_bytes": "watchtower_bytes_behind",
+    "watchtower_commit_backlog_lost_bytes_total": "watchtower_commit_backlog_bytes_lost_total",
+}
+UNITS = ("bytes", "seconds")
+
+
+def test_a_unit_is_the_last_word_of_a_metric_name():
+    """https://prometheus.io/docs/practices/naming/: the unit ends the name, before `_total` on a counter
+    (`node_disk_read_bytes_total`); only a deprecated alias keeps an old name."""
+    wrong = []
+    for m in METRICS:
+        if m.deprecated_for is not None:
+            continue
+        base = m.name.removesuffix("_total")
+        wrong += [m.name for unit in UNITS if f"_{unit}_" in m.name and not base.endswith(f"_{unit}")]
+    assert wrong == []
+
+
+def test_renamed_metrics_keep_their_old_names_as_deprecated_aliases():
+    specs = {m.name: m for m in METRICS}
+    for new, old in RENAMED.items():
+        assert specs[new].deprecated_for is None and specs[old].deprecated_for == new
+        assert (specs[old].kind, specs[old].labels, specs[old].group) == (specs[new].kind, specs[new].labels,
+                                                                           specs[new].group)
+        assert specs[old].help.startswith(f"Deprecated: use {new}. "), specs[old].help
+    assert {m.deprecated_for for m in METRICS} - {None} == set(TABLE_RENAMED)  # each rename made its alias
+    for m in METRICS:  # an alias names a metric of the table that is itself current
+        if m.deprecated_for is not None:
+            assert m.deprecated_for in specs and specs[m.deprecated_for].deprecated_for is None, m.name
+            assert m.group == "self", m.name  # served by SelfMetrics from its target's values (exporter/metrics.py)
+
+
+def test_the_metrics_reference_marks_deprecated_names():
+    rows = {line.split("`")[1]: line for line in (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+            .splitlines() if re.match(r"\| `\w+` \| (counter|gauge|histogram) \|", line)}  # the metric tables
+    for new, old in RENAMED.items():
+        assert f"deprecated: use `{new}`; removed in a later release" in rows[old], rows[old]
+        assert "deprecated" not in rows[new].lower(), rows[new]
+    renamed = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8").split("## Renamed metrics")[1]
+    assert all(f"| `{old}` | `{new}` |" in renamed for new, old in RENAMED.items())
+
+
+def test_deprecated_metric_names_are_used_nowhere_but_in_the_reference():
+    """Rules, their tests, dashboards and the docs read the current names (the old ones go away)."""
+    old = [m.name for m in METRICS if m.deprecated_for is not None]
+    files = [*ROOT.glob("rules/**/*.yaml"), *ROOT.glob("grafana/**/*.json"), ROOT / "grafana" / "build.py",
+             *ROOT.glob("docs/*.md"), ROOT / "README.md"]
+    found = [f"{f.relative_to(ROOT)}: {name}" for f in files if f.name != "metrics.md"
+             for name in old if re.search(rf"\b{name}\b", f.read_text(encoding="utf-8"))]
+    assert len(files) > 10 and found == []
 
 
 def test_every_cli_command_is_in_the_readme():

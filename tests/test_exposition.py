@@ -193,3 +193,44 @@ async def test_metrics_says_once_that_it_varies_with_accept_and_accept_encoding(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wt") as c:
         r = await c.get("/metrics", headers={"accept-encoding": encoding} if encoding else {})
     assert r.headers.get_list("vary") == ["Accept, Accept-Encoding"]
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_renamed_self_metrics_serve_their_old_names_with_the_same_values(openmetrics: bool) -> None:
+    """The three names without their unit last are served under the new name and, for a deprecation period, the
+    old one (HELP `Deprecated: use NEW.`), from the same values: set, incremented and zero-initialised per source."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    renamed = {"watchtower_read_bytes_total": "watchtower_bytes_read_total",
+               "watchtower_behind_bytes": "watchtower_bytes_behind",
+               "watchtower_commit_backlog_lost_bytes_total": "watchtower_commit_backlog_bytes_lost_total"}
+    reg = CollectorRegistry()
+    metrics = SelfMetrics(reg)
+    for source in ("acct", "diag"):
+        metrics.init_source(source)
+    metrics.bytes_read.labels("acct").inc(1234)
+    metrics.bytes_behind.labels("acct").set(56)
+    metrics.commit_backlog_bytes_lost.inc(7)
+    page = render_sync(reg, openmetrics)
+    assert page == (generate_openmetrics if openmetrics else generate_latest)(reg)
+    samples: dict[str, dict[tuple, float]] = {}
+    helps: dict[str, str] = {}
+    for fam in (parse_om if openmetrics else parse_text)(page.decode()):
+        for s in fam.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+            helps[s.name] = fam.documentation
+    assert samples["watchtower_read_bytes_total"] == {(("source", "acct"),): 1234.0, (("source", "diag"),): 0.0}
+    assert samples["watchtower_behind_bytes"] == {(("source", "acct"),): 56.0, (("source", "diag"),): 0.0}
+    assert samples["watchtower_commit_backlog_lost_bytes_total"] == {(): 7.0}
+    for new, old in renamed.items():
+        assert samples[old] == samples[new], old
+        assert helps[old] == f"Deprecated: use {new}. {helps[new]}"
+        assert reg.get_sample_value(old, {"source": "acct"} if "backlog" not in old else {}) == \
+            reg.get_sample_value(new, {"source": "acct"} if "backlog" not in new else {})
+        # `/metrics?name[]=OLD` selects the alias alone
+        assert b"Deprecated" in render_sync(reg, openmetrics, frozenset({old}))
+        assert new.encode() not in render_sync(reg, openmetrics, frozenset({old})).replace(
+            f"Deprecated: use {new}".encode(), b"")
+    with pytest.raises(ValueError, match="Duplicated"):  # the old names are the registry's too: no second owner
+        Counter("watchtower_bytes_read", "x", ["source"], registry=reg)

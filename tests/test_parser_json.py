@@ -170,8 +170,9 @@ def test_a_oneshot_over_json_files_equals_one_over_the_same_traffic_as_csv(tmp_p
     for source in ("acct", "diag", "fbl", "bounce"):  # one header line per CSV file
         key = f'watchtower_lines_read_total{{source="{source}"}}'
         assert float(csv_page.pop(key)) == float(json_page.pop(key)) + files["csv"].count(source)
-        key = f'watchtower_bytes_read_total{{source="{source}"}}'
-        assert float(json_page.pop(key)) > float(csv_page.pop(key))
+        for name in ("watchtower_read_bytes_total", "watchtower_bytes_read_total"):  # and its deprecated old name
+            key = f'{name}{{source="{source}"}}'
+            assert float(json_page.pop(key)) > float(csv_page.pop(key))
     assert json_page == csv_page
 
 

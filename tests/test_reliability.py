@@ -628,10 +628,11 @@ async def test_a_backlog_file_removed_before_it_is_read_again_is_reported(tmp_pa
     sink.delay = 0
     for _ in range(300):
         await asyncio.sleep(0.02)
-        if not d.queue.pending and d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total"):
+        if not d.queue.pending and d.registry.get_sample_value("watchtower_commit_backlog_lost_bytes_total"):
             break
-    lost = d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total")
+    lost = d.registry.get_sample_value("watchtower_commit_backlog_lost_bytes_total")
     assert lost and lost > 0
+    assert d.registry.get_sample_value("watchtower_commit_backlog_bytes_lost_total") == lost  # its deprecated name
     assert 0 < len(sink.rows) < 4000
     assert d.registry.get_sample_value("pmta_delivered_total", labels) == 4000  # the metrics counted them all
     assert any("cannot be read again for the correlator" in r.getMessage() for r in caplog.records)

@@ -66,7 +66,7 @@ async def test_an_overlong_line_is_one_long_row_error_at_any_read_size(tmp_path:
     errors = {s.labels["reason"]: s.value for m in reg.collect() for s in m.samples
               if s.name == "watchtower_parse_errors_total" and s.value}
     assert errors == {"long_row": 1}
-    assert value(reg, "watchtower_bytes_read_total") == path.stat().st_size
+    assert value(reg, "watchtower_read_bytes_total") == path.stat().st_size
     assert value(reg, "watchtower_lines_read_total") == 8
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"{path}:3: long_row"]
     await t.close()
@@ -79,7 +79,7 @@ async def test_an_overlong_line_without_a_newline_is_one_error_and_its_bytes_are
     await drain(t, lines)
     assert lines == []
     assert value(reg, "watchtower_parse_errors_total", reason="long_row") == 1
-    assert value(reg, "watchtower_bytes_read_total") == path.stat().st_size
+    assert value(reg, "watchtower_read_bytes_total") == path.stat().st_size
     await t.close()
 
 
@@ -132,7 +132,7 @@ def test_reading_a_span_again_skips_an_overlong_line(tmp_path: Path, start: str)
 
 
 def _oneshot(tmp_path: Path, correlator: bool) -> dict[str, float]:
-    return oneshot_nonzero(tmp_path, correlator, ("watchtower_parse_errors_total", "watchtower_bytes_read_total",
+    return oneshot_nonzero(tmp_path, correlator, ("watchtower_parse_errors_total", "watchtower_read_bytes_total",
                                                   "watchtower_lines_read_total", "watchtower_records_read_total"))
 
 
@@ -143,7 +143,7 @@ def test_oneshot_counts_an_overlong_line_the_same_with_the_correlator_on_and_off
     path = long_file(tmp_path / "logs" / "long.csv")
     off, on = _oneshot(tmp_path, False), _oneshot(tmp_path, True)
     assert off == on
-    assert off == {'watchtower_bytes_read_total{source="acct"}': float(path.stat().st_size),
+    assert off == {'watchtower_read_bytes_total{source="acct"}': float(path.stat().st_size),
                    'watchtower_lines_read_total{source="acct"}': 8.0,
                    'watchtower_parse_errors_total{reason="long_row",source="acct"}': 1.0,
                    'watchtower_records_read_total{source="acct",type="d"}': 6.0}

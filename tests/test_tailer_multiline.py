@@ -48,7 +48,7 @@ async def drain(t: Tailer) -> tuple[list[int], list[list[str]]]:
 def counters(reg: CollectorRegistry) -> dict[str, float]:
     return {f"{s.name}{sorted(s.labels.items())}": s.value for m in reg.collect() for s in m.samples
             if s.value and s.name.startswith(("watchtower_parse_errors", "watchtower_lines_read",
-                                              "watchtower_bytes_read", "watchtower_records_read"))
+                                              "watchtower_read_bytes", "watchtower_records_read"))
             and s.name.endswith("_total")}
 
 
@@ -64,7 +64,7 @@ async def test_a_quoted_line_break_is_read_whole_at_any_read_size(tmp_path: Path
     assert lines == LINES
     assert rows[1][6] == DIAG
     assert counters(reg) == {
-        "watchtower_bytes_read_total[('source', 'acct')]": float(path.stat().st_size),
+        "watchtower_read_bytes_total[('source', 'acct')]": float(path.stat().st_size),
         "watchtower_lines_read_total[('source', 'acct')]": 6.0,
         "watchtower_records_read_total[('source', 'acct'), ('type', 'd')]": 3.0,
         "watchtower_records_read_total[('source', 'acct'), ('type', 't')]": 1.0,
@@ -98,7 +98,7 @@ async def test_a_record_written_in_two_parts_is_read_once_it_is_whole(tmp_path: 
     after = counters(reg)
     total = {k: after.get(k, 0.0) + (first.get(k, 0.0) if restart else 0.0) for k in after.keys() | first.keys()}
     assert total == {
-        "watchtower_bytes_read_total[('source', 'acct')]": float(len(DATA)),
+        "watchtower_read_bytes_total[('source', 'acct')]": float(len(DATA)),
         "watchtower_lines_read_total[('source', 'acct')]": 6.0,
         "watchtower_records_read_total[('source', 'acct'), ('type', 'd')]": 3.0,
         "watchtower_records_read_total[('source', 'acct'), ('type', 't')]": 1.0,
