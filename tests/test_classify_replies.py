@@ -3,7 +3,13 @@ and the invariant that recipient-level replies never count as sender throttling.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1181,3 +1187,114 @@ def test_bad_rule_file_names_the_file_and_the_rule(tmp_path: Path, text: str, me
 def test_missing_rule_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"nope\.yaml: cannot read"):
         ReplyClassifier.load(tmp_path / "nope.yaml")
+
+
+# --- a pattern that can backtrack for ever is refused when the table loads ------------------------------------------
+NESTED = (r"a repeat inside a repeat that can take the same characters (as in (a+)+ or (\w+\s?)+) can take "
+          r"exponential time on a reply that almost matches; make the inner one possessive (a++) or let a character "
+          r"it cannot take follow it (as in (\d+\.){3})")
+ALTERNATION = ("a repeated alternation whose branches can start alike (as in (x|x)* or (a|b|ab)*) can take exponential "
+               "time on a reply that almost matches; make the branches start differently")
+SLOW = "a" * 36 + "!"
+EXPONENTIAL = [  # (pattern, a text it takes exponential time on, the reason given)
+    (r"(a+)+$", SLOW, NESTED),
+    (r"(\w+\s?)+$", SLOW, NESTED),
+    (r"(a*)*$", SLOW, NESTED),
+    (r"(a+?)+$", SLOW, NESTED),
+    (r"(?:a+b?)+$", SLOW, NESTED),
+    (r"(a+){1,20}$", SLOW, NESTED),  # a bounded outer repeat is no help: n^20 ways to split the run
+    (r"(?>(a+)+b)", SLOW, NESTED),  # an atomic group commits only once its body has matched
+    (r"(?=(a+)+b)", SLOW, NESTED),
+    (r"(?:(a+)+b)++", SLOW, NESTED),
+    (r"(x|x)*y", "x" * 36 + "!", ALTERNATION),
+    (r"(?:a|b|ab)*c", "ab" * 18 + "!", ALTERNATION),
+    (r"(?:\w|ab)*$", "ab" * 18 + "!", ALTERNATION),
+]
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Fail, not hang, when the body runs longer than `seconds` (`re` checks for signals while it backtracks)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(*_: object) -> None:
+        pytest.fail(f"still running after {seconds}s: the pattern was run, not refused")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def slow_rule(pattern: str, example: str) -> str:
+    return yaml.safe_dump({"date": "1", "rules": [
+        {"code": "5", "class": "other"},  # a first rule: the error names the second by index and name
+        {"name": "greedy", "pattern": pattern, "class": "other", "examples": [f"550 {example}"]},
+    ]})
+
+
+@pytest.mark.parametrize(("pattern", "text", "why"), EXPONENTIAL)
+def test_a_pattern_that_can_backtrack_for_ever_is_refused_at_load(tmp_path: Path, pattern: str, text: str,
+                                                                  why: str) -> None:
+    """Its example (and, at run time, a reply) would hang the loader, check-config and the daemon's hot path."""
+    path = write(tmp_path, slow_rule(pattern, text))
+    with within(5), pytest.raises(ValueError) as info:
+        ReplyClassifier.load(path)
+    assert str(info.value) == f"{path}: rules[1] (greedy).pattern: {why}"
+    assert replies_module.backtracking_hazard(pattern) == why
+
+
+SAFE = [
+    r"(a++)+$",  # a possessive inner repeat gives nothing back
+    r"(?:(?>a+)b?)+$",  # nor does an atomic group around it
+    r"(\d{1,3}\.){3}\d{1,3}",  # the inner repeat is bounded
+    r"(?:\s+\S+)?",  # the outer one does not repeat
+    r"\w+\s+\w+",  # repeats side by side, not nested
+    r"(?:foo|bar)+ baz",  # branches that start differently
+    r"(?:a|b?)*$",
+    r"(?:[a-z]|-)+$",  # one character per branch: the parser makes it a set
+    r"rate.?limit|too many (?:connections|messages)",
+    r"(\d+\.){3}\d+",  # a character the inner repeat cannot take follows it: one way to split
+    r"(?:\s+\S+){0,3}",  # \S+ ends where the next iteration's \s+ begins
+    r"(\S+\s+)*unknown",
+    r"(?:\d\d|\s)*",  # branches that start with characters of different classes
+    r"(ab+)+c",
+]
+
+
+@pytest.mark.parametrize("pattern", SAFE)
+def test_patterns_without_nested_backtracking_still_load(tmp_path: Path, pattern: str) -> None:
+    assert replies_module.backtracking_hazard(pattern) is None
+    path = write(tmp_path, yaml.safe_dump({"date": "1", "rules": [{"pattern": pattern, "class": "other"}]}))
+    with within(5):
+        assert ReplyClassifier.load(path).rules[0].pattern is not None
+
+
+def test_backtracking_hazard_fails_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parser that changed (a private module) refuses nothing, as required_literals then checks nothing."""
+    def broken(pattern: str) -> object:
+        raise RuntimeError("a future re._parser")
+
+    monkeypatch.setattr(replies_module, "_parse", broken)
+    assert replies_module.backtracking_hazard(r"(a+)+$") is None
+
+
+def test_check_config_refuses_an_exponential_pattern_in_one_line(tmp_path: Path) -> None:
+    """`check-config` (and so `run`) ran the rule's example through the pattern: it hung for ever."""
+    from tests.conftest import REPO, write_config
+
+    table = write(tmp_path, slow_rule(r"(\w+\s?)+$", SLOW))
+    config = write_config(tmp_path, classify={"replies_file": str(table)})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(config)], cwd=REPO,
+                              capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("check-config still running after 20s: the pattern was run, not refused")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"  classify.replies_file: {table}: rules[1] (greedy).pattern: {NESTED}"
+    assert "Traceback" not in proc.stderr

@@ -29,13 +29,14 @@ from typing import Any
 from exporter.classify.isp import ISP_NAMES, check_keys, check_version, read_yaml
 
 try:  # the stdlib regex parser, only for the literal pre-check (required_literals)
+    from re import _compiler as sre_compile
     from re import _constants as sre_c
     from re import _parser as sre_parse
 
     _REPEATS = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", sre_c.MAX_REPEAT)}
     _ATOMIC_GROUP = getattr(sre_c, "ATOMIC_GROUP", object())
 except ImportError:  # pragma: no cover - a future Python without it: no pre-check (see required_literals)
-    sre_c = sre_parse = None  # type: ignore[assignment]
+    sre_c = sre_parse = sre_compile = None  # type: ignore[assignment]
     _REPEATS, _ATOMIC_GROUP = set(), object()
 
 OTHER = "other"
@@ -391,6 +392,9 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
             pattern = re.compile(raw["pattern"], re.IGNORECASE)
         except re.error as exc:
             raise ValueError(f"{name}: {label}.pattern: bad regular expression: {exc}") from exc
+        why = backtracking_hazard(raw["pattern"])
+        if why:  # before the examples: searching them could take for ever
+            raise ValueError(f"{name}: {label}.pattern: {why}")
     if not (isps or codes or specs or pattern):
         raise ValueError(f"{name}: {label}: a rule needs at least one of isp, code, enhanced, pattern")
     keywords = required_literals(pattern.pattern) if pattern else None
@@ -443,6 +447,123 @@ def literal_expansions(pattern: str) -> frozenset[str] | None:
     except Exception:  # a private module: never let its changes break loading
         return None
     return frozenset(found) if found and "" not in found else None
+
+
+_POSSESSIVE = getattr(sre_c, "POSSESSIVE_REPEAT", object()) if sre_c is not None else object()
+_SINGLE = {sre_c.LITERAL, sre_c.NOT_LITERAL, sre_c.ANY, sre_c.IN, sre_c.CATEGORY} if sre_c is not None else set()
+_ZERO_WIDTH = {sre_c.AT, sre_c.ASSERT, sre_c.ASSERT_NOT} if sre_c is not None else set()
+_PROBES = (*range(0x100), 0x130, 0x17F, 0x391, 0x410, 0x2028, 0x4E00, 0xFFFD)
+"""The characters two character classes are compared on: ASCII and Latin-1 (replies are ASCII) and one of each
+other kind `\\w`, `\\s` and case folding treat specially."""
+_ALL = frozenset(_PROBES)
+_NESTED = ("a repeat inside a repeat that can take the same characters (as in (a+)+ or (\\w+\\s?)+) can take "
+           "exponential time on a reply that almost matches; make the inner one possessive (a++) or let a character "
+           "it cannot take follow it (as in (\\d+\\.){3})")
+_ALTERNATION = ("a repeated alternation whose branches can start alike (as in (x|x)* or (a|b|ab)*) can take "
+                "exponential time on a reply that almost matches; make the branches start differently")
+
+
+@functools.lru_cache(maxsize=512)
+def _one_char(state: Any, op: Any, av: Any) -> frozenset[int]:
+    """The probe characters a one-character item (a literal, a set, `.`, `\\d`...) matches, case-insensitively."""
+    one = sre_compile.compile(sre_parse.SubPattern(state, [(op, av)]), re.IGNORECASE)
+    return frozenset(c for c in _PROBES if one.fullmatch(chr(c)))
+
+
+def _first(state: Any, seq: Any) -> tuple[frozenset[int], bool]:
+    """(the characters a match of `seq` can start with, whether it can match nothing); unknown items: any."""
+    first: frozenset[int] = frozenset()
+    for op, av in seq:
+        if op in _ZERO_WIDTH:
+            continue
+        if op in _SINGLE:
+            return first | _one_char(state, op, _hashable(av)), False
+        if op is sre_c.BRANCH:
+            parts = [_first(state, branch) for branch in av[1]]
+        elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
+            parts = [_first(state, av if op is _ATOMIC_GROUP else av[-1])]
+        elif op in _REPEATS:
+            parts = [_first(state, av[2])] + ([(frozenset(), True)] if av[0] == 0 else [])
+        else:  # a back reference, a conditional: anything
+            return _ALL, False
+        first = first.union(*(chars for chars, _ in parts))
+        if not any(empty for _, empty in parts):
+            return first, False
+    return first, True
+
+
+def _chars(state: Any, seq: Any) -> frozenset[int]:
+    """Every character a match of `seq` can take."""
+    out: frozenset[int] = frozenset()
+    for op, av in seq:
+        if op in _SINGLE:
+            out |= _one_char(state, op, _hashable(av))
+        elif op is sre_c.BRANCH:
+            out = out.union(*(_chars(state, branch) for branch in av[1]))
+        elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
+            out |= _chars(state, av if op is _ATOMIC_GROUP else av[-1])
+        elif op in _REPEATS:
+            out |= _chars(state, av[2])
+        elif op not in _ZERO_WIDTH:
+            return _ALL
+    return out
+
+
+def _hashable(av: Any) -> Any:
+    """A parse node's argument as a cache key (sets are lists of tuples)."""
+    return tuple(_hashable(x) for x in av) if isinstance(av, list | tuple) else av
+
+
+def backtracking_hazard(pattern: str) -> str | None:
+    """Why `pattern` can take exponential time on some text, or None.
+
+    `re` backtracks: a repeat that may iterate around an unbounded repeat that can take the characters that come
+    after it (`(a+)+`, `(\\w+\\s?)+`), or around an alternation whose branches can start alike (`(x|x)*`), tries every
+    way to split a near-match before it gives up: for ever on a reply of a few hundred characters, in the daemon's
+    hot path. What follows the inner repeat decides: `(\\d+\\.){3}` and `(\\S+\\s+)*` split one way only. A
+    possessive repeat or atomic group gives nothing back (`(a++)+`). Fails open, as required_literals, if the parser
+    gives anything unexpected."""
+    try:
+        tree = _parse(pattern)
+        return _walk(tree.state, tree, None)
+    except Exception:  # a private module: never let its changes break loading
+        return None
+
+
+def _walk(state: Any, seq: Any, after: frozenset[int] | None) -> str | None:
+    """The hazard in `seq`. `after`: inside an iterating backtracking repeat, the characters that can come right
+    after `seq` (None outside one)."""
+    items = list(seq)
+    for i, (op, av) in enumerate(items):
+        follow = None
+        if after is not None:  # what can come right after this item, within the iterating repeat
+            rest, empty = _first(state, items[i + 1:])
+            follow = rest | after if empty else rest
+        if op in _BACKTRACKING:
+            lo, hi, body = av
+            if follow is not None and hi == sre_c.MAXREPEAT and _chars(state, body) & follow:
+                return _NESTED
+            found = _walk(state, body, _first(state, body)[0] if hi > 1 else follow)
+        elif op is _POSSESSIVE or op is _ATOMIC_GROUP:  # nothing given back to the outside; its inside still may
+            found = _walk(state, av if op is _ATOMIC_GROUP else av[2], None)
+        elif op in (sre_c.ASSERT, sre_c.ASSERT_NOT):  # lookarounds are atomic too
+            found = _walk(state, av[1], None)
+        elif op is sre_c.SUBPATTERN:
+            found = _walk(state, av[-1], follow)
+        elif op is sre_c.GROUPREF_EXISTS:
+            found = _walk(state, av[1], follow) or (_walk(state, av[2], follow) if av[2] else None)
+        elif op is sre_c.BRANCH:
+            if follow is not None:
+                starts = [_first(state, branch) for branch in av[1]]
+                for (a, a_empty), (b, b_empty) in itertools.combinations(starts, 2):
+                    if a & b or (a_empty and b_empty):
+                        return _ALTERNATION
+            found = next(filter(None, (_walk(state, branch, follow) for branch in av[1])), None)
+        else:
+            continue
+        if found:
+            return found
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
