@@ -159,8 +159,12 @@ class Tailer:
         read (`_moved_while_down`)."""
         self._matched_now: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
         self._displaced: dict[tuple[int, int], Checkpoint] = {}
-        """Checkpoints whose inode another file's checkpoint took at the first scan (`_new_identity`): looked for at
-        their own path under another inode, and reported gone if not found there."""
+        """Checkpoints whose inode holds another file at the first scan (`_follow`, `_new_identity`), keyed by it:
+        looked for at their own path under another inode (`_new_identity`), then as a copy at their path or in
+        `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
+        self._read_before: set[tuple[int, int]] = set()
+        """Copies found at the first scan shorter than where their checkpoint's reading stopped (older backups): their
+        records were read before (`_take_copy`), not read again as files nothing names (`_moved_while_down`)."""
         self._looked_for: set[tuple[int, int]] = set()
         """Files that left the globs with no descriptor open, looked for once where they went (see
         _unread_where_it_went)."""
@@ -309,9 +313,6 @@ class Tailer:
                 stream.cp.gone_since = None
                 continue
             self._follow(key, source, path, st)
-        for key, cp in self._displaced.items():  # their inode holds another file, and no new one at their path is them
-            self._copy_or_gone(key, cp)
-        self._displaced.clear()
         for key in [k for k in self._undecided if k not in found]:  # left the globs: decided as any file that left
             del self._undecided[key]
         for key, stream in self.streams.items():
@@ -320,6 +321,9 @@ class Tailer:
                     continue  # a failed or partial scan is not a rotation
                 stream.gone = True  # drained, then retired (and only then saved as gone: a stop before the end leaves
                 # its checkpoint live, and the next start looks for the file to read the rest, or says it cannot)
+        for key, cp in list(self._displaced.items()):  # their inode holds another file, no glob match is them
+            if self._copy_or_gone(key, cp):
+                del self._displaced[key]
         if not self._scanned_once:
             self._left_while_down = {key for key, cp in self.known.items()
                                      if key not in self.streams and cp.gone_since is None}
@@ -400,20 +404,29 @@ class Tailer:
                                        self.tail.chunk_bytes, self.fields)
         self.streams[key].retries = not self.oneshot
 
-    def _copy_or_gone(self, key: tuple[int, int], cp: Checkpoint) -> None:
+    def _copy_or_gone(self, key: tuple[int, int], cp: Checkpoint) -> bool:
         """A checkpoint whose inode the first scan found holding another file (`key`, now that file's) and whose path
         the globs match under no other inode: its file copied (`cp` + `mv`) and moved away by PMTA's move-to while
-        the daemon was down is read on where it is; else it is gone."""
+        the daemon was down is read on where it is; else it is gone. False: undecided (its `moved_to` could not be
+        listed, or a candidate read), looked at again at the next scan."""
         holder = self.known.get(key)
         how = f"gone while the daemon was down (deleted: its inode now holds {shown(holder.path)})" \
             if holder is not None and holder is not cp else ""
-        if cp.source in self._allowed:
-            copy = self._copy_of(cp, self._moved_identities(cp.source) or {})
+        if cp.gone_since is None and cp.source in self._allowed:
+            moved = self._moved_identities(cp.source)
+            try:
+                copy = self._copy_of(cp, moved or {})
+            except OSError as exc:
+                self._count_error(cp.source, _io_reason(exc), exc.filename or cp.path, exc, HEAD_UNREADABLE)
+                return False
             if copy is not None:
                 if self._take_copy(None, cp, *copy) is not None:
                     self._read_on_where_it_is((cp.dev, cp.ino), cp, copy[0])
-                return
+                return True
+            if moved is None:
+                return False
         self._replaced(cp, how)
+        return True
 
     def _copy_of(self, cp: Checkpoint, moved: dict[tuple[int, int], str]) -> tuple[str, os.stat_result] | None:
         """A file that left the globs while the daemon was down, now under another inode: at the path it was read at
@@ -421,16 +434,32 @@ class Tailer:
         are its (`cp` + `mv` or a backup restored, before or after PMTA's move-to moved it). Found by neither its
         inode nor as a new file (its first bytes are a known file's), it was said gone and its last records lost."""
         name = os.path.basename(cp.path)
+        unreadable: OSError | None = None
         for path in [cp.path] + sorted(p for p in moved.values() if os.path.basename(p) == name and p != cp.path):
             try:
                 st = os.stat(path)
-                if (st.st_dev, st.st_ino) in self.known or (st.st_dev, st.st_ino) in self.streams \
-                        or not stat.S_ISREG(st.st_mode) or not head_matches(cp.fingerprint, read_head(path)):
+                if not stat.S_ISREG(st.st_mode):
                     continue
-            except OSError:
+                head = read_head(path)
+            except FileNotFoundError:
                 continue
-            return path, st
+            except OSError as exc:  # may be it: not decided now (as `_locate`)
+                exc.filename = exc.filename or path
+                unreadable = unreadable or exc
+                continue
+            if head_matches(cp.fingerprint, head) and self._unclaimed((st.st_dev, st.st_ino), st, head):
+                return path, st
+        if unreadable is not None:
+            raise unreadable
         return None
+
+    def _unclaimed(self, key: tuple[int, int], st: os.stat_result, head: bytes) -> bool:
+        """Is the file in this inode one no checkpoint describes? A gone checkpoint (kept `tail.forget_after`) whose
+        first bytes it does not hold names a file deleted before: ext4 gives its inode to the next new file."""
+        if key in self.streams or key in self._read_before:
+            return False
+        cp = self.known.get(key)
+        return cp is None or (cp.gone_since is not None and not same_file(cp, st, head))
 
     def _take_copy(self, key: tuple[int, int] | None, cp: Checkpoint, path: str,
                    st: os.stat_result) -> tuple[str, os.stat_result] | None:
@@ -444,6 +473,7 @@ class Tailer:
                         "the records it holds were read before and are not counted again", shown(cp.path),
                         shown(path), st.st_size, cp.offset)
             self.retired.append(cp)
+            self._read_before.add((st.st_dev, st.st_ino))
             return None
         log.warning("%s: the file read before is at %s under a new identity (device %d inode %d, was %d/%d: copied or "
                     "restored from a backup while the daemon was down?); its first bytes match and it is no shorter "
@@ -465,17 +495,18 @@ class Tailer:
                 continue
             for key, path in sorted((self._identities(source.label, source.moved_to) or {}).items(),
                                     key=lambda kv: kv[1]):
-                if key in self.known or key in self.streams:
+                if key in self.streams or (key in self.known and self.known[key].gone_since is None):
                     continue
                 try:
                     st = os.stat(path)
                     head = read_head(path)
                 except OSError:
                     continue
-                if st.st_mtime <= since or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None:
+                if not self._unclaimed(key, st, head) or st.st_mtime <= since or not stat.S_ISREG(st.st_mode) \
+                        or compression_of(head) is not None:
                     continue
                 if any(cp.source == source.label and shares_first_record(cp.fingerprint, head)
-                       for cp in self.known.values()):
+                       for cp in (*self.known.values(), *self.retired, *self._displaced.values())):
                     continue  # a copy of a file read before (`cp` gives it a new inode and time): not read again
                 log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
                             "its last checkpoint, named by none): reading it whole", shown(path))
