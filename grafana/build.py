@@ -129,6 +129,21 @@ def judged_hard_bounces(key: str, *matchers: str) -> str:
     return f"({ratio_rule} and on (job, {key}) ({outcomes} * 3600 >= {HARD_BOUNCE_MIN_OUTCOMES}))"
 
 
+OLD_DEFERRALS_RULE = "instance_vmta_pool_isp:pmta_deferrals_older_than_4h:increase30m"
+OLD_SHARE_RULE = "instance_vmta_pool_isp:pmta_deferrals_older_than_4h:ratio_increase30m"
+OLD_MESSAGES_MIN = 10
+OLD_MESSAGES_SHARE = 0.05
+"""PmtaQueueOldMessages (rules/alerts/queue.yaml) per host x pool x ISP: at least OLD_MESSAGES_MIN deferrals of
+messages older than 4h in the last 30 minutes, and at least OLD_MESSAGES_SHARE of the deferrals (recorded rules:
+the panel needs no fixed [30m] range of its own)."""
+
+
+def judged_old_share(*matchers: str) -> str:
+    """The recorded old-message share where PmtaQueueOldMessages judges it (at least OLD_MESSAGES_MIN old deferrals):
+    above its line means the alert's condition holds."""
+    return f"({sel(OLD_SHARE_RULE, *matchers)} and ({sel(OLD_DEFERRALS_RULE, *matchers)} >= {OLD_MESSAGES_MIN}))"
+
+
 PROMETHEUS_VAR = datasource_var()
 INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Watchtower API (Infinity)",
                               regex="/^(?!.*[Aa]lertmanager)/")
@@ -560,10 +575,19 @@ def cluster() -> Json:
     g.add(timeseries("Deferral age p99 by pool", "99th percentile age of messages at each deferral, per pool: how "
                      "long the oldest deferred mail has waited. It cannot read above the largest finite bound of "
                      "metrics.delay_buckets (6h by default): mail retried for days reads 6h. PmtaQueueOldMessages "
-                     "judges another quantity: the share of 30 minutes' deferrals for mail older than 4 hours "
-                     f"(docs/runbooks.md). {PER_S}",
+                     "judges another quantity: the share of 30 minutes' deferrals for mail older than 4 hours, in "
+                     f"the next panel (docs/runbooks.md). {PER_S}",
                      [prom(quantile(0.99, rate("pmta_deferral_age_seconds_bucket", *f), "vmta_pool"),
                            "{{vmta_pool}}")], "s"), 12, 8)
+    g.add(timeseries("Share of deferrals older than 4h by pool × ISP (30 minutes)", "Deferrals of messages older "
+                     "than 4 hours / all deferrals, over the last 30 minutes, per host × pool × ISP: the share "
+                     f"PmtaQueueOldMessages judges, from its recording rule ({OLD_SHARE_RULE}). The alert (warning) "
+                     f"fires when it is ≥ {OLD_MESSAGES_SHARE:.0%} (the dashed line) with ≥ {OLD_MESSAGES_MIN} such "
+                     "deferrals, for 5 minutes; a series shows only while there are that many (below, the alert does "
+                     "not judge the share). 4 hours is the smallest bound of metrics.delay_buckets ≥ 14400 s "
+                     "(docs/alerts.md).",
+                     [prom(judged_old_share(*f), "{{vmta_pool}} / {{isp}} on {{instance}}")], "percentunit",
+                     thresholds=steps(("green", None), ("orange", OLD_MESSAGES_SHARE))), 24, 8)
     hm = heatmap("Delivery delay: $vmta_pool", "Distribution of queue-to-delivery time of this pool (recipients per "
                  "second per delay bucket, 5-minute rates); one heatmap per selected pool.",
                  [prom(sum_by("le", sel(DELAY_BUCKETS, 'vmta_pool=~"$vmta_pool"', ISP)), "{{le}}", fmt="heatmap")],

@@ -1022,6 +1022,7 @@ ALERT_SHOWS = {  # (alert, severity or None for both) -> the series its dashboar
     ("PmtaHardBounceRate", None): {"vmta_pool:pmta_hard_bounced:ratio_rate1h"},
     ("PmtaSenderHardBounceRate", None): {"sender:pmta_sender_hard_bounced:ratio_rate1h"},
     ("PmtaQueueBacklog", None): {"pmta_queue_recipients"},
+    ("PmtaQueueOldMessages", None): {"instance_vmta_pool_isp:pmta_deferrals_older_than_4h:ratio_increase30m"},
     ("PmtaSuccessRateDrop", None): {"vmta_isp:pmta_success:ratio_rate1h"},
     ("PmtaDeliveryStalled", "warning"): {"pmta_queue_recipients", "vmta_isp:pmta_delivered:rate10m"},
     ("PmtaDeliveryStalled", "critical"): {"pmta_status_queue_recipients", "watchtower_pmta_api_up"},
@@ -1087,6 +1088,37 @@ def test_the_sender_table_gives_totals_over_the_dashboard_range(tmp_path: Path):
     assert [(names[f"Value #{r}"]["displayName"], names[f"Value #{r}"]["unit"]) for r in "ABCD"] == [
         ("Delivered", "short"), ("Bounced", "short"), ("Deferred", "short"), ("Complaints", "short")]
     assert "$__range" in table_panel["description"] or "time range" in table_panel["description"]
+
+
+@needs_promtool
+def test_the_old_message_share_is_plotted_where_and_as_the_alert_judges_it(tmp_path: Path):
+    """PmtaQueueOldMessages fired and no panel showed its share (a panel may not use a fixed [30m] range): the cluster
+    dashboard plots its recorded share on the alert's line, only where the alert judges it (its floor of old
+    deferrals), so a line above the threshold means the alert's condition holds."""
+    expr = alert_rule("PmtaQueueOldMessages", "warning")["expr"]
+    share = float(re.search(r"ratio_increase30m >= (0\.\d+)", expr).group(1))  # type: ignore[union-attr]
+    floor = int(re.search(r":increase30m >= (\d+)", expr).group(1))  # type: ignore[union-attr]
+    title = "Share of deferrals older than 4h by pool × ISP (30 minutes)"
+    (panel,) = [p for p in panels(by_uid("watchtower-cluster")) if p["title"] == title]
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert [v for _, v in dict(thresholds_of(panel))[""] if v] == [share]
+    query = panel_expr("watchtower-cluster", title)
+    assert query.count("instance_vmta_pool_isp:pmta_deferrals_older_than_4h:increase30m{") == 1, query
+    assert query.endswith(f" >= {floor}))"), query
+
+    def ages(pool: str, isp: str, total: str, young: str) -> dict[str, str]:
+        labels = f'job="watchtower", instance="pmta-01:9469", vmta_pool="{pool}", isp="{isp}"'
+        return {f'pmta_deferral_age_seconds_bucket{{{labels}, le="14400.0"}}': young,
+                f'pmta_deferral_age_seconds_bucket{{{labels}, le="+Inf"}}': total}
+
+    # pool-a -> Gmail: 1 of 20 deferrals a minute older than 4h, 30 of 600 in 30m (5%): the alert's condition.
+    # pool-b -> Yahoo: a quarter of 1 a minute, 7.5 in 30m (25%, but under the floor): no line, no alert.
+    series = {**ages("pool-a", "gmail", "0+20x40", "0+19x40"), **ages("pool-b", "yahoo", "0+1x40", "0+0.75x40")}
+    shown = ('instance_vmta_pool_isp:pmta_deferrals_older_than_4h:ratio_increase30m{job="watchtower", '
+             'instance="pmta-01:9469", vmta_pool="pool-a", isp="gmail"}')
+    result = promtool_expect(tmp_path, series, [(query, [{"labels": shown, "value": 0.05}]),
+                                                (fires("PmtaQueueOldMessages", "warning"), ONE)])
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def queue_scale_of_the_alerts() -> list[tuple[str, float | None]]:

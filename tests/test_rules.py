@@ -154,12 +154,13 @@ def test_every_recording_rule_has_a_comment_above() -> None:
 
 
 def test_recording_rules_aggregate_without_instance_above_vmta_level() -> None:
-    """vmta_isp and instance keep `instance` (a VMTA is host-local; instance is the host); every other level is
-    cluster-wide, so a rule reading raw metrics or vmta_isp series must aggregate `without (instance, ...)`."""
+    """vmta_isp, instance_vmta_pool_isp and instance keep `instance` (a VMTA is host-local; instance is the host;
+    PmtaQueueOldMessages judges each host's pool x ISP); every other level is cluster-wide, so a rule reading raw
+    metrics or vmta_isp series must aggregate `without (instance, ...)`."""
     for g in groups(RECORDING):
         for r in g["rules"]:
             name, expr = r["record"], r["expr"]
-            if name.startswith(("vmta_isp:", "instance:")):
+            if name.startswith(("vmta_isp:", "instance_vmta_pool_isp:", "instance:")):
                 assert not re.search(r"without \([^)]*\binstance\b", expr), name
                 continue
             reads_host_level = re.search(r"(?<![:\w])pmta_\w+", expr) or re.search(r"(?<![\w])vmta_isp:", expr)
@@ -401,10 +402,25 @@ def test_docs_alerts_lists_every_alert_and_its_parameters() -> None:
     by_name: dict[str, list[dict[str, Any]]] = {}
     for _, _, r in alert_rules():
         by_name.setdefault(r["alert"], []).append(r)
+    recorded = {r["record"]: r["expr"] for g in groups(RECORDING) for r in g["rules"]}
+
+    def with_rules_read(expr: str) -> str:
+        """The expression and those of the recording rules it reads, transitively (a window or an `le` regex may
+        live in the rule an alert reads: PmtaQueueOldMessages)."""
+        seen: set[str] = set()
+        todo = [expr]
+        while todo:
+            text = todo.pop()
+            for name in re.findall(r"\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b", text):
+                if name in recorded and name not in seen:
+                    seen.add(name)
+                    todo.append(recorded[name])
+        return "\n".join([expr, *(recorded[n] for n in sorted(seen))])
+
     for param, fragment, used_by in rows:
         fragment = fragment.replace("\\|", "|")  # pipes are escaped inside Markdown tables
         targets = re.findall(r"`((?:Pmta|Watchtower)[A-Za-z]+)`", used_by)
         assert targets, f"parameter {param}: no alert named"
         for target in targets:
-            texts = [r["expr"] + f"\nfor: {r['for']}" for r in by_name[target]]
+            texts = [with_rules_read(r["expr"]) + f"\nfor: {r['for']}" for r in by_name[target]]
             assert any(fragment in t for t in texts), f"{param}: `{fragment}` not in {target}"
