@@ -345,7 +345,10 @@ class Tailer:
         moved: dict[str, dict[tuple[int, int], str] | None] = {}  # per source: the moved_to matches by identity, listed
         # once (None: a moved_to directory could not be listed)
         now = time.time()
-        for key in sorted(self._left_while_down, key=lambda k: self.known[k].path):
+        # files whose records were read first: one that held only its header gives way to them (`_unclaimed`)
+        for key in sorted(self._left_while_down, key=lambda k: (self.known[k].line_no <= 1, self.known[k].path)):
+            if key not in self._left_while_down:  # displaced meanwhile by a file whose copy took its inode
+                continue
             cp = self.known[key]
             source = sources.get(cp.source)
             if key in self.streams:  # matched again once its source's directory could be listed: followed as it was
@@ -447,19 +450,32 @@ class Tailer:
                 exc.filename = exc.filename or path
                 unreadable = unreadable or exc
                 continue
-            if head_matches(cp.fingerprint, head) and self._unclaimed((st.st_dev, st.st_ino), st, head):
+            if head_matches(cp.fingerprint, head) and self._unclaimed((st.st_dev, st.st_ino), st, head, cp):
                 return path, st
         if unreadable is not None:
             raise unreadable
         return None
 
-    def _unclaimed(self, key: tuple[int, int], st: os.stat_result, head: bytes) -> bool:
-        """Is the file in this inode one no checkpoint describes? A gone checkpoint (kept `tail.forget_after`) whose
-        first bytes it does not hold names a file deleted before: ext4 gives its inode to the next new file."""
+    def _unclaimed(self, key: tuple[int, int], st: os.stat_result, head: bytes,
+                   claimer: Checkpoint | None = None) -> bool:
+        """Is the file in this inode one no checkpoint describes (or one `claimer` describes better)? A gone
+        checkpoint (kept `tail.forget_after`) whose first bytes it does not hold names a file deleted before: ext4
+        gives its inode to the next new file. A checkpoint of a file that held only its header (the bytes every file
+        of the source starts with) gives way to one whose first record the file starts with."""
         if key in self.streams or key in self._read_before:
             return False
         cp = self.known.get(key)
-        return cp is None or (cp.gone_since is not None and not same_file(cp, st, head))
+        if cp is None or cp is claimer:
+            return cp is None
+        if not same_file(cp, st, head):
+            return cp.gone_since is not None
+        return not shares_first_record(cp.fingerprint, head) and claimer is not None \
+            and shares_first_record(claimer.fingerprint, head)
+
+    def _first_record_of_another(self, cp: Checkpoint, head: bytes) -> bool:
+        """Does a file starting with `head` start with the first record another checkpoint of its source read?"""
+        return any(other is not cp and other.source == cp.source and shares_first_record(other.fingerprint, head)
+                   for other in self.known.values())
 
     def _take_copy(self, key: tuple[int, int] | None, cp: Checkpoint, path: str,
                    st: os.stat_result) -> tuple[str, os.stat_result] | None:
@@ -481,7 +497,12 @@ class Tailer:
         if key is not None and self.known.get(key) is cp:
             del self.known[key]
         cp.dev, cp.ino = st.st_dev, st.st_ino
-        self.known[(cp.dev, cp.ino)] = cp
+        new_key = (cp.dev, cp.ino)
+        other = self.known.get(new_key)
+        if other is not None and other.gone_since is None:  # a file that held only its header (`_unclaimed`): its
+            self._displaced[new_key] = other  # own file is looked for as a copy, or said gone (`_copy_or_gone`)
+            self._left_while_down.discard(new_key)
+        self.known[new_key] = cp
         return path, st
 
     def _moved_while_down(self, since: float) -> None:
@@ -572,11 +593,11 @@ class Tailer:
                     out.setdefault((st.st_dev, st.st_ino), path)
         return out if complete else None
 
-    @staticmethod
-    def _locate(cp: Checkpoint, moved: dict[tuple[int, int], str]) -> tuple[str, os.stat_result] | None:
+    def _locate(self, cp: Checkpoint, moved: dict[tuple[int, int], str]) -> tuple[str, os.stat_result] | None:
         """Where the checkpoint's file is now, by its identity: among `moved` (its source's `moved_to` matches), else
         an entry of the directory it was read in; its first bytes must still be the checkpoint's. Raises the OSError
-        of a candidate that could not be read when no other one is the file (it may be: not declared gone)."""
+        of a candidate that could not be read when no other one is the file (it may be: not declared gone). A file
+        that held only its header when last read does not take a file another checkpoint's first record names."""
         candidates = [moved[(cp.dev, cp.ino)]] if (cp.dev, cp.ino) in moved else []
         try:
             with os.scandir(os.path.dirname(cp.path) or ".") as entries:
@@ -587,8 +608,11 @@ class Tailer:
         for path in candidates:
             try:
                 st = os.stat(path)
-                if (st.st_dev, st.st_ino) == (cp.dev, cp.ino) and stat.S_ISREG(st.st_mode) \
-                        and same_file(cp, st, read_head(path)):
+                if (st.st_dev, st.st_ino) != (cp.dev, cp.ino) or not stat.S_ISREG(st.st_mode):
+                    continue
+                head = read_head(path)
+                if same_file(cp, st, head) and (shares_first_record(cp.fingerprint, head)
+                                                or not self._first_record_of_another(cp, head)):
                     return path, st
             except FileNotFoundError:
                 continue
@@ -612,7 +636,11 @@ class Tailer:
         self._undecided.pop(key, None)
         fingerprint = fingerprint_of(head)
         cp = self.known.get(key)
-        if not self._scanned_once and (cp is None or not same_file(cp, st, head)):
+        if not self._scanned_once and (cp is None or not same_file(cp, st, head) or (
+                cp.path != path and not shares_first_record(cp.fingerprint, head))):
+            # (a checkpoint of a file that held only its header, found at another path: its fingerprint is the
+            # header every file of the source starts with, so the inode may be another file's copy, which a
+            # checkpoint of this path describes better)
             cp = self._new_identity(key, source, path, st, head) or cp
         compression = compression_of(head) if cp is None else None
         if compression is not None:
@@ -733,7 +761,9 @@ class Tailer:
                 return False
             old_path = moved[old_key]
         try:
-            return same_file(cp, os.stat(old_path), read_head(old_path))
+            head = read_head(old_path)
+            return same_file(cp, os.stat(old_path), head) and (
+                shares_first_record(cp.fingerprint, head) or not self._first_record_of_another(cp, head))
         except OSError:
             return True  # cannot tell: not taken for a copy
 

@@ -734,3 +734,65 @@ async def test_a_gone_checkpoint_whose_inode_a_copy_took_stays_gone(tmp_path: Pa
         assert await drain(again) == []
     assert not any("acct-0000.csv" in r.getMessage() for r in caplog.records)
     await again.close()
+
+
+async def test_a_copy_in_the_inode_of_a_file_that_held_only_its_header_resumes_as_itself(tmp_path: Path):
+    """`cp` + `mv` of acct-0002 (its header alone so far), then of acct-0001: the second copy took the inode the
+    first freed. acct-0002's checkpoint, its fingerprint the header every file starts with, took acct-0001's copy for
+    its own file renamed and read it from the header's end: its records counted twice (found by the randomized
+    restart suite)."""
+    import dataclasses
+
+    first, second = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
+    first.write_text(ACCT_HEADER + "\n" + records(0, 3))
+    second.write_text(ACCT_HEADER + "\n")
+    tailer, _reg = tailer_for(tmp_path)
+    await drain(tailer)
+    saved = {cp.path: dataclasses.replace(cp) for cp in tailer.take_checkpoints()}
+    await tailer.close()
+    _copy_in_place(second)
+    _copy_in_place(first)
+    a, b = saved[str(first)], saved[str(second)]
+    b.ino = first.stat().st_ino  # as ext4 hands the freed inode to the next new file
+    a.ino = 1  # its own inode freed, nothing in it
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), list(saved.values()),
+                   first_run=False)
+    assert await drain(again) == []
+    with first.open("a") as f:
+        f.write(records(3, 1))
+    with second.open("a") as f:
+        f.write(records(10, 2))
+    assert sorted(await drain(again)) == sorted([(a.file_id, 5), (b.file_id, 2), (b.file_id, 3)])
+    await again.close()
+
+
+async def test_a_file_that_held_only_its_header_does_not_claim_another_files_copy_in_moved_to(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """As above, and acct-0001's copy then moved to moved_to, the new identities never committed (a kill): acct-0002's
+    checkpoint found its old inode there under its header and read acct-0001's records again from the header's end;
+    acct-0001's was said gone (found by the randomized restart suite)."""
+    import dataclasses
+
+    path, moved, src, saved_one = await _read_once_with_moved_to(tmp_path, ACCT_HEADER + "\n" + records(0, 3))
+    second = path.parent / "acct-0002.csv"
+    second.write_text(ACCT_HEADER + "\n")
+    tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved_one,
+                    first_run=False)
+    await drain(tailer)
+    saved = {cp.path: dataclasses.replace(cp) for cp in [*saved_one, *tailer.take_checkpoints()]}
+    await tailer.close()
+    _copy_in_place(second)
+    _copy_in_place(path)
+    path.rename(moved / path.name)
+    a, b = saved[str(path)], saved[str(second)]
+    b.ino = (moved / path.name).stat().st_ino  # acct-0001's copy took the inode acct-0002's copy freed
+    a.ino = 1
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), list(saved.values()),
+                   first_run=False, moved_since=time.time() - 60)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(again) == []
+        with second.open("a") as f:
+            f.write(records(10, 2))
+        assert sorted(await drain(again)) == [(b.file_id, 2), (b.file_id, 3)]
+    assert not any("were not read" in r.getMessage() for r in caplog.records)
+    await again.close()
