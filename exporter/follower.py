@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import gcpolicy
+from exporter.fingerprint import head_matches, read_head
 from exporter.records import shown
 
 log = logging.getLogger("watchtower.follower")
@@ -59,13 +60,25 @@ def _identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def locate(key: tuple[int, int], patterns: list[str], parent: int) -> str | None:
+def _starts_as(path: str, fingerprint: bytes) -> bool:
+    """Does the file at `path` start with the bytes `fingerprint` was taken of? (No fingerprint: cannot tell, yes.)"""
+    if not fingerprint:
+        return True
+    try:
+        return head_matches(fingerprint, read_head(path))
+    except OSError:
+        return False
+
+
+def locate(key: tuple[int, int], patterns: list[str], parent: int, fingerprint: bytes = b"") -> str | None:
     """A path to the file `key` (device, inode) now: a match of its source's globs (renamed within them), else the
     descriptor the daemon `parent` holds open for it (renamed out of the globs or deleted; the tailer keeps it
-    until this process has read the file: Tailer.hold_drained), by its name when that still names it."""
+    until this process has read the file: Tailer.hold_drained), by its name when that still names it. A file in that
+    inode whose first bytes are not the file's (`fingerprint`) is another one: ext4 hands a freed inode to the next
+    new file."""
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):
-            if _identity(path) == key:
+            if _identity(path) == key and _starts_as(path, fingerprint):
                 return path
     fd_dir = f"/proc/{parent}/fd"  # Linux; elsewhere a file renamed away cannot be read again
     try:
@@ -74,7 +87,7 @@ def locate(key: tuple[int, int], patterns: list[str], parent: int) -> str | None
         return None
     for name in names:
         held = f"{fd_dir}/{name}"
-        if _identity(held) != key:
+        if _identity(held) != key or not _starts_as(held, fingerprint):
             continue
         try:
             target = os.readlink(held)
@@ -86,20 +99,23 @@ def locate(key: tuple[int, int], patterns: list[str], parent: int) -> str | None
 
 class Where:
     """Where a span's file is now (`Span.live`: read_span takes its `path`): the path recorded while it names the
-    file, else wherever `locate` finds it by its identity, as the tailer follows it."""
+    file (its inode, or a copy of it there: its first bytes), else wherever `locate` finds it by its identity, as the
+    tailer follows it."""
 
-    __slots__ = ("key", "patterns", "parent", "_path")
+    __slots__ = ("key", "patterns", "parent", "fingerprint", "_path")
 
-    def __init__(self, path: str, key: tuple[int, int], patterns: list[str], parent: int) -> None:
+    def __init__(self, path: str, key: tuple[int, int], patterns: list[str], parent: int,
+                 fingerprint: bytes = b"") -> None:
         self._path = path
         self.key = key
         self.patterns = patterns
         self.parent = parent
+        self.fingerprint = fingerprint
 
     @property
     def path(self) -> str:
-        if _identity(self._path) != self.key:
-            found = locate(self.key, self.patterns, self.parent)
+        if _identity(self._path) != self.key and not (self.fingerprint and _starts_as(self._path, self.fingerprint)):
+            found = locate(self.key, self.patterns, self.parent, self.fingerprint)
             if found is not None:
                 log.info("%s: read again as %s (renamed)", shown(self._path), shown(found))
                 self._path = found
@@ -217,7 +233,8 @@ class Follower:
         """Each span's file followed by its identity, not its recorded path (a rename since is no loss)."""
         for span in spans:
             if span.live is None:
-                span.live = Where(span.path, (span.dev, span.ino), self.patterns.get(span.source, []), self.parent)
+                span.live = Where(span.path, (span.dev, span.ino), self.patterns.get(span.source, []), self.parent,
+                                  span.fingerprint)
         return spans
 
     def _running(self) -> bool:

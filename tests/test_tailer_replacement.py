@@ -796,3 +796,32 @@ async def test_a_file_that_held_only_its_header_does_not_claim_another_files_cop
         assert sorted(await drain(again)) == [(b.file_id, 2), (b.file_id, 3)]
     assert not any("were not read" in r.getMessage() for r in caplog.records)
     await again.close()
+
+
+def test_the_correlator_process_reads_a_span_on_from_its_files_copy_not_from_a_file_in_its_old_inode(tmp_path: Path):
+    """The correlator process follows a span's file by its identity: after `cp` + `mv` of it (moved to moved_to
+    before) the freed inode went to PMTA's next file, which it took for the span's file renamed: "truncated", its
+    records never stored (found by the randomized restart suite). The copy at the span's path has its bytes."""
+    from exporter.fingerprint import fingerprint_of, read_head
+    from exporter.follower import Where
+    from exporter.spans import read_span, span_at
+
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    path = moved / "acct-0003.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 5))
+    start = len(ACCT_HEADER) + 1
+    fingerprint = fingerprint_of(read_head(str(path)))
+    end = path.stat().st_size
+    _copy_in_place(path)
+    nxt = logs / "acct-0005.csv"
+    nxt.write_text(ACCT_HEADER + "\n")
+    st = nxt.stat()  # as ext4 hands the freed inode to the next new file
+    span = span_at("f3", "acct", str(path), st.st_dev, st.st_ino, (start, 1, ACCT_HEADER), end, None,
+                   fingerprint=fingerprint)
+    span.live = Where(str(path), (st.st_dev, st.st_ino), [str(logs / "*.csv"), str(moved / "*.csv")], os.getpid(),
+                      fingerprint)
+    batch, consumed, line_no, _columns = read_span(span, 1 << 20)
+    assert batch is not None and (batch.line_numbers, consumed, line_no) == ([2, 3, 4, 5, 6], end - start, 6)
+    assert span.path == str(path)
