@@ -112,6 +112,10 @@ class Where:
         self.parent = parent
         self.fingerprint = fingerprint
 
+    def follow(self, path: str, key: tuple[int, int], fingerprint: bytes) -> None:
+        """The file's checkpoint has a new identity (the tailer re-keyed it): follow that one."""
+        self._path, self.key, self.fingerprint = path, key, fingerprint
+
     @property
     def path(self) -> str:
         if _identity(self._path) != self.key and not (self.fingerprint and _starts_as(self._path, self.fingerprint)):

@@ -522,6 +522,8 @@ class StateStore:
         try:
             batch, consumed, line_no, columns = read_span(span, max_bytes)
         except SpanGone as exc:
+            if self._rekeyed(span):  # read again where the tailer found the file since
+                return 0, 0
             lost = span.remaining
             log.warning("%s: its last %d bytes (from line %d) were counted in the metrics but cannot be read "
                         "again for the correlator; their timelines are incomplete", exc, lost, span.line_no + 1)
@@ -539,6 +541,23 @@ class StateStore:
                          {span.file_id: pos})
         backlog.span_stored(span, consumed, line_no, columns)
         return (len(batch) if rows else 0), consumed
+
+    def _rekeyed(self, span: Span) -> bool:
+        """Did the daemon's tailer find the span's file under a new identity since the span was taken (a copy made
+        while it was down, at its path or in `moved_to`: exporter.tailer `_new_identity`, `_take_copy`)? Then the
+        span follows its checkpoint (the correlator process takes spans from the checkpoints it read at its start,
+        which can be before the daemon's first scan), instead of calling the file gone."""
+        conn = self._conn
+        assert conn is not None
+        row = conn.execute("SELECT path, dev, ino, fingerprint FROM wt_checkpoints WHERE file_id = ?",
+                           (span.file_id,)).fetchone()
+        if row is None or (row[1], row[2]) == (span.dev, span.ino):
+            return False
+        span.path, span.dev, span.ino = path_from_db(row[0]), row[1], row[2]
+        span.fingerprint = bytes(row[3] or b"") or span.fingerprint
+        if hasattr(span.live, "follow"):  # the correlator process's Where (the thread worker's is the checkpoint)
+            span.live.follow(span.path, (span.dev, span.ino), span.fingerprint)
+        return True
 
     def _read_sink_files(self) -> None:
         """Each file's committed offset and sink position (`sink_files`; a NULL position is caught up): what

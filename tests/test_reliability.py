@@ -514,6 +514,56 @@ def test_span_slices_are_sized_per_source_so_a_slow_sources_slices_stay_short(tm
     assert sizes.by_source["fbl"] < sizes.by_source["acct"]
 
 
+def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture):
+    """The correlator process takes its spans from the checkpoints at its start, maybe before the daemon's first
+    scan found a file copied (`cp` + `mv`) and moved to moved_to while it was down and re-keyed its checkpoint: the
+    span named the old path and inode, found neither, and its records were never stored (found by the randomized
+    restart suite). It follows the re-keyed checkpoint."""
+    import os
+
+    from exporter.fingerprint import fingerprint_of, read_head
+    from exporter.follower import Where
+    from exporter.spans import span_at
+    from exporter.writer import SliceSizes, write_slices
+    from tests.conftest import ACCT_HEADER
+
+    (tmp_path / "logs").mkdir()
+    w = AcctWriter(tmp_path / "logs")
+    w.write(50)
+    st = w.path.stat()
+    fingerprint = fingerprint_of(read_head(str(w.path)))
+    start = len(ACCT_HEADER) + 1
+    span = span_at("f1", "acct", str(w.path), st.st_dev, st.st_ino, (start, 1, ACCT_HEADER), st.st_size, None,
+                   fingerprint=fingerprint)
+    span.live = Where(span.path, (st.st_dev, st.st_ino), [str(tmp_path / "logs" / "*.csv")], os.getpid(),
+                      fingerprint)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    copy = moved / w.path.name
+    copy.write_bytes(w.path.read_bytes())  # moved across file systems, or moved then copied: a new inode
+    w.path.unlink()
+    sink = FailingSink()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
+    store._open(check=False)
+    cst = copy.stat()
+    store._conn.execute(  # the daemon's first scan re-keyed the checkpoint (exporter.tailer._take_copy)
+        "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since,"
+        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, NULL, 0, ?, 1, ?)",
+        (str(copy), cst.st_dev, cst.st_ino, fingerprint, cst.st_size, ACCT_HEADER, start, ACCT_HEADER))
+    backlog = RowBacklog()
+    backlog.add([], [span])
+    try:
+        with caplog.at_level(logging.INFO):
+            while backlog:
+                write_slices(store, backlog, [], SliceSizes(seconds=0.05), 5.0, lambda: True)
+    finally:
+        store._close()
+    assert sorted(n for _f, n in sink.rows) == list(range(2, 52))  # every record, once
+    assert store.bytes_lost == 0
+    assert not any("cannot be read again" in r.getMessage() for r in caplog.records)
+
+
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
 async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(tmp_path: Path):
     """kill -9 between a row slice and the checkpoint: the next start knows the file under the same id
