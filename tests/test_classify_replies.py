@@ -1191,8 +1191,10 @@ def test_missing_rule_file(tmp_path: Path) -> None:
 
 # --- a pattern that can backtrack for ever is refused when the table loads ------------------------------------------
 NESTED = (r"a repeat inside a repeat that can take the same characters (as in (a+)+ or (\w+\s?)+) can take "
-          r"exponential time on a reply that almost matches; make the inner one possessive (a++) or let a character "
-          r"it cannot take follow it (as in (\d+\.){3})")
+          r"exponential time on a reply that almost matches; make the inner one possessive (a++) or atomic "
+          r"((?>...)), or let a character it cannot take follow it (as in (\d+\.){3})")
+EMPTY = (r"a repeat that can match nothing inside a repeat (as in ((x?)+a)+) can take exponential time on a reply "
+         r"that almost matches; make its inner part match at least one character")
 ALTERNATION = ("a repeated alternation whose branches can start alike (as in (x|x)* or (a|b|ab)*) can take exponential "
                "time on a reply that almost matches; make the branches start differently")
 SLOW = "a" * 36 + "!"
@@ -1206,6 +1208,14 @@ EXPONENTIAL = [  # (pattern, a text it takes exponential time on, the reason giv
     (r"(?>(a+)+b)", SLOW, NESTED),  # an atomic group commits only once its body has matched
     (r"(?=(a+)+b)", SLOW, NESTED),
     (r"(?:(a+)+b)++", SLOW, NESTED),
+    (r"(?:[a-z0-9-]{1,63}\.?)+$", "a" * 60 + "!", NESTED),  # a bounded inner repeat: still a count to choose
+    (r"(?:\d{1,3}[.:]?)+$", "1" * 60 + "!", NESTED),
+    (r"(?:aa?)+$", "a" * 60 + "!", NESTED),  # an optional character beside a mandatory one
+    (r"(?:b?a?)+$", "ba" * 30 + "!", NESTED),
+    (r"(?:\w(?:\.?\w)?)+$", "a" * 40 + "!", NESTED),
+    (r"(?:ж+\s?)+$", "ж" * 40 + "!", NESTED),  # beyond Latin-1: the pattern's own characters are compared too
+    (r"(?:(?:\s?)+\w)+$", "a" * 31 + "!", EMPTY),
+    (r"(?:ba?b|b)+$", "b" * 40 + "!", ALTERNATION),  # parsed as b(?:a?b|): an empty branch, then a b
     (r"(x|x)*y", "x" * 36 + "!", ALTERNATION),
     (r"(?:a|b|ab)*c", "ab" * 18 + "!", ALTERNATION),
     (r"(?:\w|ab)*$", "ab" * 18 + "!", ALTERNATION),
@@ -1252,7 +1262,7 @@ def test_a_pattern_that_can_backtrack_for_ever_is_refused_at_load(tmp_path: Path
 SAFE = [
     r"(a++)+$",  # a possessive inner repeat gives nothing back
     r"(?:(?>a+)b?)+$",  # nor does an atomic group around it
-    r"(\d{1,3}\.){3}\d{1,3}",  # the inner repeat is bounded
+    r"(\d{1,3}\.){3}\d{1,3}",  # a character the inner repeat cannot take follows it
     r"(?:\s+\S+)?",  # the outer one does not repeat
     r"\w+\s+\w+",  # repeats side by side, not nested
     r"(?:foo|bar)+ baz",  # branches that start differently
@@ -1264,6 +1274,10 @@ SAFE = [
     r"(\S+\s+)*unknown",
     r"(?:\d\d|\s)*",  # branches that start with characters of different classes
     r"(ab+)+c",
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}\b",  # a host name: the dot ends each label one way only
+    r"(?:[\w-]*\w\.)+com",
+    r"(?:a?)+$",  # an optional iteration: empty, it ends the loop
+    r"(?:user|mailbox) (?:\S+ )*unknown",
 ]
 
 
@@ -1298,3 +1312,13 @@ def test_check_config_refuses_an_exponential_pattern_in_one_line(tmp_path: Path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines()[-1] == f"  classify.replies_file: {table}: rules[1] (greedy).pattern: {NESTED}"
     assert "Traceback" not in proc.stderr
+
+
+def test_a_pattern_nested_too_deeply_to_check_is_refused_not_let_through(tmp_path: Path) -> None:
+    """The check recursed past Python's limit on ~500 nested groups around (a+)+ and, failing open, let it load; a
+    deeper one overflowed the compiler itself, a RecursionError instead of the file/rule message."""
+    deep = "(" * 480 + "(a+)+" + ")" * 480 + "$"
+    assert replies_module.backtracking_hazard(deep) == replies_module._DEEP
+    path = write(tmp_path, slow_rule("(" * 2000 + "a" + ")" * 2000, "a"))
+    with pytest.raises(ValueError, match=r"rules\[1\] \(greedy\)\.pattern: bad regular expression"):
+        ReplyClassifier.load(path)

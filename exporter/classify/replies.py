@@ -390,7 +390,7 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
             raise ValueError(f"{name}: {label}.pattern: expected a non-empty string")
         try:
             pattern = re.compile(raw["pattern"], re.IGNORECASE)
-        except re.error as exc:
+        except (re.error, RecursionError) as exc:  # (a pattern of a thousand nested groups overflows the compiler)
             raise ValueError(f"{name}: {label}.pattern: bad regular expression: {exc}") from exc
         why = backtracking_hazard(raw["pattern"])
         if why:  # before the examples: searching them could take for ever
@@ -453,60 +453,25 @@ _POSSESSIVE = getattr(sre_c, "POSSESSIVE_REPEAT", object()) if sre_c is not None
 _SINGLE = {sre_c.LITERAL, sre_c.NOT_LITERAL, sre_c.ANY, sre_c.IN, sre_c.CATEGORY} if sre_c is not None else set()
 _ZERO_WIDTH = {sre_c.AT, sre_c.ASSERT, sre_c.ASSERT_NOT} if sre_c is not None else set()
 _PROBES = (*range(0x100), 0x130, 0x17F, 0x391, 0x410, 0x2028, 0x4E00, 0xFFFD)
-"""The characters two character classes are compared on: ASCII and Latin-1 (replies are ASCII) and one of each
-other kind `\\w`, `\\s` and case folding treat specially."""
-_ALL = frozenset(_PROBES)
+"""The characters two character classes are compared on: ASCII and Latin-1 (replies are ASCII), one of each other
+kind `\\w`, `\\s` and case folding treat specially, and each pattern's own literals and range ends (`_probes`)."""
 _NESTED = ("a repeat inside a repeat that can take the same characters (as in (a+)+ or (\\w+\\s?)+) can take "
-           "exponential time on a reply that almost matches; make the inner one possessive (a++) or let a character "
-           "it cannot take follow it (as in (\\d+\\.){3})")
+           "exponential time on a reply that almost matches; make the inner one possessive (a++) or atomic "
+           "((?>...)), or let a character it cannot take follow it (as in (\\d+\\.){3})")
+_EMPTY = ("a repeat that can match nothing inside a repeat (as in ((x?)+a)+) can take exponential time on a reply "
+          "that almost matches; make its inner part match at least one character")
 _ALTERNATION = ("a repeated alternation whose branches can start alike (as in (x|x)* or (a|b|ab)*) can take "
                 "exponential time on a reply that almost matches; make the branches start differently")
+_DEEP = "nested too deeply to be checked for exponential backtracking; simplify it"
 
 
-@functools.lru_cache(maxsize=512)
-def _one_char(state: Any, op: Any, av: Any) -> frozenset[int]:
+@functools.lru_cache(maxsize=2048)
+def _one_char(state: Any, op: Any, av: Any, probes: tuple[int, ...]) -> frozenset[int]:
     """The probe characters a one-character item (a literal, a set, `.`, `\\d`...) matches, case-insensitively."""
+    if op is sre_c.LITERAL:
+        return frozenset(c for c in probes if chr(c).casefold() == chr(av).casefold())
     one = sre_compile.compile(sre_parse.SubPattern(state, [(op, av)]), re.IGNORECASE)
-    return frozenset(c for c in _PROBES if one.fullmatch(chr(c)))
-
-
-def _first(state: Any, seq: Any) -> tuple[frozenset[int], bool]:
-    """(the characters a match of `seq` can start with, whether it can match nothing); unknown items: any."""
-    first: frozenset[int] = frozenset()
-    for op, av in seq:
-        if op in _ZERO_WIDTH:
-            continue
-        if op in _SINGLE:
-            return first | _one_char(state, op, _hashable(av)), False
-        if op is sre_c.BRANCH:
-            parts = [_first(state, branch) for branch in av[1]]
-        elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
-            parts = [_first(state, av if op is _ATOMIC_GROUP else av[-1])]
-        elif op in _REPEATS:
-            parts = [_first(state, av[2])] + ([(frozenset(), True)] if av[0] == 0 else [])
-        else:  # a back reference, a conditional: anything
-            return _ALL, False
-        first = first.union(*(chars for chars, _ in parts))
-        if not any(empty for _, empty in parts):
-            return first, False
-    return first, True
-
-
-def _chars(state: Any, seq: Any) -> frozenset[int]:
-    """Every character a match of `seq` can take."""
-    out: frozenset[int] = frozenset()
-    for op, av in seq:
-        if op in _SINGLE:
-            out |= _one_char(state, op, _hashable(av))
-        elif op is sre_c.BRANCH:
-            out = out.union(*(_chars(state, branch) for branch in av[1]))
-        elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
-            out |= _chars(state, av if op is _ATOMIC_GROUP else av[-1])
-        elif op in _REPEATS:
-            out |= _chars(state, av[2])
-        elif op not in _ZERO_WIDTH:
-            return _ALL
-    return out
+    return frozenset(c for c in probes if one.fullmatch(chr(c)))
 
 
 def _hashable(av: Any) -> Any:
@@ -514,56 +479,161 @@ def _hashable(av: Any) -> Any:
     return tuple(_hashable(x) for x in av) if isinstance(av, list | tuple) else av
 
 
-def backtracking_hazard(pattern: str) -> str | None:
-    """Why `pattern` can take exponential time on some text, or None.
+class _Hazards:
+    """One pattern's check (see backtracking_hazard): its probe characters, and the walk."""
 
-    `re` backtracks: a repeat that may iterate around an unbounded repeat that can take the characters that come
-    after it (`(a+)+`, `(\\w+\\s?)+`), or around an alternation whose branches can start alike (`(x|x)*`), tries every
-    way to split a near-match before it gives up: for ever on a reply of a few hundred characters, in the daemon's
-    hot path. What follows the inner repeat decides: `(\\d+\\.){3}` and `(\\S+\\s+)*` split one way only. A
-    possessive repeat or atomic group gives nothing back (`(a++)+`). Fails open, as required_literals, if the parser
-    gives anything unexpected."""
-    try:
-        tree = _parse(pattern)
-        return _walk(tree.state, tree, None)
-    except Exception:  # a private module: never let its changes break loading
+    def __init__(self, tree: Any) -> None:
+        self.state = tree.state
+        own: set[int] = set()
+        self._literals(tree, own)
+        variants = {ord(v) for c in own for v in (chr(c).lower(), chr(c).upper(), chr(c).casefold()) if len(v) == 1}
+        self.probes = tuple(sorted(set(_PROBES) | own | variants))
+        self.all = frozenset(self.probes)
+
+    def _literals(self, seq: Any, out: set[int]) -> None:
+        """Every literal and range end of the pattern (characters beyond the base probes included)."""
+        for op, av in seq:
+            if op in (sre_c.LITERAL, sre_c.NOT_LITERAL):
+                out.add(av)
+            elif op is sre_c.IN:
+                for kind, arg in av:
+                    if kind is sre_c.LITERAL:
+                        out.add(arg)
+                    elif kind is sre_c.RANGE:
+                        out.update(arg)
+            elif isinstance(av, list | tuple):
+                for part in av:
+                    if isinstance(part, sre_parse.SubPattern):
+                        self._literals(part, out)
+                    elif isinstance(part, list):  # a BRANCH's branches
+                        for sub in part:
+                            if isinstance(sub, sre_parse.SubPattern):
+                                self._literals(sub, out)
+            elif isinstance(av, sre_parse.SubPattern):  # an atomic group
+                self._literals(av, out)
+
+    def one(self, op: Any, av: Any) -> frozenset[int]:
+        return _one_char(self.state, op, _hashable(av), self.probes)
+
+    def first(self, seq: Any) -> tuple[frozenset[int], bool]:
+        """(the characters a match of `seq` can start with, whether it can match nothing); unknown items: any."""
+        first: frozenset[int] = frozenset()
+        for op, av in seq:
+            if op in _ZERO_WIDTH:
+                continue
+            if op in _SINGLE:
+                return first | self.one(op, av), False
+            if op is sre_c.BRANCH:
+                parts = [self.first(branch) for branch in av[1]]
+            elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
+                parts = [self.first(av if op is _ATOMIC_GROUP else av[-1])]
+            elif op in _REPEATS:
+                parts = [self.first(av[2])] + ([(frozenset(), True)] if av[0] == 0 else [])
+            else:  # a back reference, a conditional: anything
+                return self.all, False
+            first = first.union(*(chars for chars, _ in parts))
+            if not any(empty for _, empty in parts):
+                return first, False
+        return first, True
+
+    def chars(self, seq: Any) -> frozenset[int]:
+        """Every character a match of `seq` can take."""
+        out: frozenset[int] = frozenset()
+        for op, av in seq:
+            if op in _SINGLE:
+                out |= self.one(op, av)
+            elif op is sre_c.BRANCH:
+                out = out.union(*(self.chars(branch) for branch in av[1]))
+            elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
+                out |= self.chars(av if op is _ATOMIC_GROUP else av[-1])
+            elif op in _REPEATS:
+                out |= self.chars(av[2])
+            elif op not in _ZERO_WIDTH:
+                return self.all
+        return out
+
+    def pinned(self, rest: list[Any], chars: frozenset[int]) -> bool:
+        """Does a character outside `chars` have to come after a fixed number of characters (one-character items in
+        between)? Then a run of `chars` ends one way only (`[a-z-]*[a-z]\\.`): no split to try."""
+        for op, av in rest:
+            if op in _ZERO_WIDTH:
+                continue
+            if op in _SINGLE:
+                if not self.one(op, av) & chars:
+                    return True
+                continue
+            if op is sre_c.SUBPATTERN and not av[1] and not av[2]:
+                inner = list(av[-1])
+                if self.pinned(inner, chars):
+                    return True
+                if any(o not in _SINGLE and o not in _ZERO_WIDTH for o, _ in inner):
+                    return False
+                continue
+            return False
+        return False
+
+    def walk(self, seq: Any, cont: list[Any] | None, wrap: frozenset[int]) -> str | None:
+        """The hazard in `seq`. Inside a backtracking repeat that iterates, `cont` holds what follows `seq` within the
+        iteration (None outside one) and `wrap` what the next iteration can start with."""
+        items = list(seq)
+        for i, (op, av) in enumerate(items):
+            rest = items[i + 1:] + cont if cont is not None else None
+            follow = frozenset()
+            if rest is not None:
+                follow, empty = self.first(rest)
+                follow = follow | wrap if empty else follow
+            if op in _BACKTRACKING:
+                lo, hi, body = av
+                if rest is not None and lo != hi:
+                    if hi > 1 and self.first(body)[1]:
+                        return _EMPTY
+                    alone = hi <= 1 and len(items) == 1 and not cont  # an optional iteration: empty, it ends the loop
+                    taken = self.chars(body)
+                    if not alone and taken & follow and not self.pinned(rest, taken):
+                        return _NESTED
+                found = self.walk(body, [], self.first(body)[0]) if hi > 1 else self.walk(body, rest, wrap)
+            elif op is _POSSESSIVE or op is _ATOMIC_GROUP:  # nothing given back to the outside; its inside still may
+                found = self.walk(av if op is _ATOMIC_GROUP else av[2], None, frozenset())
+            elif op in (sre_c.ASSERT, sre_c.ASSERT_NOT):  # lookarounds are atomic too
+                found = self.walk(av[1], None, frozenset())
+            elif op is sre_c.SUBPATTERN:
+                found = self.walk(av[-1], rest, wrap)
+            elif op is sre_c.GROUPREF_EXISTS:
+                found = self.walk(av[1], rest, wrap) or (self.walk(av[2], rest, wrap) if av[2] else None)
+            elif op is sre_c.BRANCH:
+                if rest is not None:
+                    starts = [self.first(branch) for branch in av[1]]
+                    for (a, a_empty), (b, b_empty) in itertools.combinations(starts, 2):
+                        if a & b or (a_empty and b_empty):
+                            return _ALTERNATION
+                    alone = len(items) == 1 and not cont  # the whole iteration: empty, it ends the loop
+                    if not alone and any(empty for _, empty in starts) and any(a & follow for a, _ in starts):
+                        return _ALTERNATION  # an empty branch, or another that takes what follows
+                found = next(filter(None, (self.walk(branch, rest, wrap) for branch in av[1])), None)
+            else:
+                continue
+            if found:
+                return found
         return None
 
 
-def _walk(state: Any, seq: Any, after: frozenset[int] | None) -> str | None:
-    """The hazard in `seq`. `after`: inside an iterating backtracking repeat, the characters that can come right
-    after `seq` (None outside one)."""
-    items = list(seq)
-    for i, (op, av) in enumerate(items):
-        follow = None
-        if after is not None:  # what can come right after this item, within the iterating repeat
-            rest, empty = _first(state, items[i + 1:])
-            follow = rest | after if empty else rest
-        if op in _BACKTRACKING:
-            lo, hi, body = av
-            if follow is not None and hi == sre_c.MAXREPEAT and _chars(state, body) & follow:
-                return _NESTED
-            found = _walk(state, body, _first(state, body)[0] if hi > 1 else follow)
-        elif op is _POSSESSIVE or op is _ATOMIC_GROUP:  # nothing given back to the outside; its inside still may
-            found = _walk(state, av if op is _ATOMIC_GROUP else av[2], None)
-        elif op in (sre_c.ASSERT, sre_c.ASSERT_NOT):  # lookarounds are atomic too
-            found = _walk(state, av[1], None)
-        elif op is sre_c.SUBPATTERN:
-            found = _walk(state, av[-1], follow)
-        elif op is sre_c.GROUPREF_EXISTS:
-            found = _walk(state, av[1], follow) or (_walk(state, av[2], follow) if av[2] else None)
-        elif op is sre_c.BRANCH:
-            if follow is not None:
-                starts = [_first(state, branch) for branch in av[1]]
-                for (a, a_empty), (b, b_empty) in itertools.combinations(starts, 2):
-                    if a & b or (a_empty and b_empty):
-                        return _ALTERNATION
-            found = next(filter(None, (_walk(state, branch, follow) for branch in av[1])), None)
-        else:
-            continue
-        if found:
-            return found
-    return None
+def backtracking_hazard(pattern: str) -> str | None:
+    """Why `pattern` can take exponential time on some text, or None.
+
+    `re` backtracks: a repeat that may iterate, around a repeat of variable count that can take the characters that
+    come after it (`(a+)+`, `(\\w+\\s?)+`, `(a{1,2})+`), around a repeat that can match nothing, or around an
+    alternation whose branches can start alike (`(x|x)*`), tries every way to split a near-match before it gives up:
+    for ever on a reply of a few hundred characters, in the daemon's hot path. What follows the inner repeat decides:
+    `(\\d+\\.){3}`, `(\\S+\\s+)*` and `([a-z-]*[a-z]\\.)+` split one way only. A possessive repeat or atomic group gives
+    nothing back (`(a++)+`). A pattern nested too deeply to check is refused; if the parser gives anything unexpected,
+    nothing is (fails open, as required_literals)."""
+    try:
+        tree = _parse(pattern)
+        return _Hazards(tree).walk(tree, None, frozenset())
+    except RecursionError:
+        return _DEEP
+    except Exception:  # a private module: never let its changes break loading
+        return None
 
 
 @functools.lru_cache(maxsize=1024)
