@@ -142,6 +142,10 @@ class Tailer:
         self.error_log = ErrorLog()
         self.streams: dict[tuple[int, int], FileStream] = {}
         self.known: dict[tuple[int, int], Checkpoint] = {}
+        checkpoints = list(checkpoints)
+        self._loaded = checkpoints
+        """Every checkpoint of the last stop, two of one identity included (`known` keeps one): a file a copy in
+        `moved_to` shares its first record with was read (`_moved_while_down`)."""
         for c in checkpoints:  # two for one identity (an inode reused): the file followed, not the one gone
             old = self.known.get((c.dev, c.ino))
             if old is None or c.gone_since is None or old.gone_since is not None:
@@ -527,7 +531,7 @@ class Tailer:
                         or compression_of(head) is not None:
                     continue
                 if any(cp.source == source.label and shares_first_record(cp.fingerprint, head)
-                       for cp in (*self.known.values(), *self.retired, *self._displaced.values())):
+                       for cp in (*self.known.values(), *self.retired, *self._displaced.values(), *self._loaded)):
                     continue  # a copy of a file read before (`cp` gives it a new inode and time): not read again
                 log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
                             "its last checkpoint, named by none): reading it whole", shown(path))

@@ -825,3 +825,28 @@ def test_the_correlator_process_reads_a_span_on_from_its_files_copy_not_from_a_f
     batch, consumed, line_no, _columns = read_span(span, 1 << 20)
     assert batch is not None and (batch.line_numbers, consumed, line_no) == ([2, 3, 4, 5, 6], end - start, 6)
     assert span.path == str(path)
+
+
+async def test_a_copy_in_moved_to_of_a_file_read_before_is_not_read_again_when_its_checkpoint_shares_an_inode(
+        tmp_path: Path):
+    """Two gone checkpoints of one inode (a file read to its end and a file that held only its header, which had
+    held that inode before): only one is kept by identity, and when that was the header-only one, a copy of the
+    other in moved_to (`cp` while down: a new inode and time) was read whole again (3 records counted twice, found by
+    the randomized restart suite)."""
+    import dataclasses
+
+    from exporter.fingerprint import fingerprint_of
+
+    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, ACCT_HEADER + "\n" + records(0, 3))
+    target = moved / path.name
+    path.rename(target)
+    read = dataclasses.replace(saved[0], path=str(target), gone_since=time.time() - 5)
+    header_only = dataclasses.replace(read, file_id="0123456789abcdef", path=str(moved / "acct-0002.csv"), offset=len(
+        ACCT_HEADER) + 1, line_no=1, fingerprint=fingerprint_of((ACCT_HEADER + "\n").encode()))
+    stopped = time.time()
+    time.sleep(0.02)
+    _copy_in_place(target)  # while down, after the stop: a new inode and time
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), [read, header_only],
+                   first_run=False, moved_since=stopped)
+    assert await drain(again) == []
+    await again.close()
