@@ -5,8 +5,9 @@ last line sometimes left half written), files rotated, moved by "PMTA's move-to"
 an archive), copied in place while the daemon is down (`cp` + `mv`: a new inode, the same bytes; a freed inode goes
 to the next file), SIGTERM, kill -9 and restarts. At the end, with every line finished, four counts must agree with
 the ledger of lines written: the daemon's /metrics totals, a `watchtower oneshot` over every file (its samples equal
-the daemon's), and the correlator's stored events. Seeds here are ones that found bugs (the tailer's restart logic:
-a copy in `moved_to`, a freed inode met first by the scan). Run alone with `pytest -m fault`.
+the daemon's), and the correlator's stored events. The seeds run by default are ones that found bugs (a copy in
+`moved_to`, a freed inode met first by the scan, a checkpoint of a header-only file claiming another file, the
+correlator process losing a re-keyed file); RANDOM_RESTART_SEEDS=1-40 runs more. Run alone with `pytest -m fault`.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def seeds() -> list[tuple[int, bool]]:
     if wanted:
         first, _, last = wanted.partition("-")
         return [(seed, True) for seed in range(int(first), int(last or first) + 1)]
-    return [(914, True), (915, True), (921, False)]
+    return [(1, True), (6, True), (11, False)]  # 1 and 6 failed before the fixes of 2026-12-05 (with 2, 5, 11)
 
 
 @pytest.mark.parametrize(("seed", "correlator"), seeds())
