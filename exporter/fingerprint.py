@@ -51,12 +51,27 @@ def head_matches(fp: bytes, head: bytes) -> bool:
     return head[:n] == fp  # a raw fingerprint stored by an older version
 
 
+RECORD_PREFIX_BYTES = 64
+"""How much of a file's first record its fingerprint must cover to tell the file from others of its source: its
+type, timeLogged and sender at least (the recipient soon after)."""
+
+
 def shares_first_record(fp: bytes, head: bytes) -> bool:
-    """Does a file starting with `head` start as the one fingerprinted `fp` did, through a whole first record? Every
-    file of a source starts with the same header line, so a fingerprint of the header alone (the file held nothing
-    else then) says nothing of whether `head` is that file's copy; a first record (its message id, time, recipient)
-    does."""
-    return head_matches(fp, head) and head.count(b"\n", 0, fingerprint_len(fp)) >= 2
+    """Does a file starting with `head` start as the one fingerprinted `fp` did, through the start of a first record?
+    Every file of a source starts with the same header line, so a fingerprint of the header alone (the file held
+    nothing else then) says nothing of whether `head` is that file's copy; the start of a first record (its time,
+    sender, recipient) does. A JSON file has no header line; a header longer than the fingerprint leaves no room."""
+    if not head_matches(fp, head):
+        return False
+    covered = fingerprint_len(fp)
+    if head[:1] == b"{":
+        first = 0
+    else:
+        end = head.find(b"\n", 0, covered)
+        if end < 0:
+            return False
+        first = end + 1
+    return covered - first >= RECORD_PREFIX_BYTES
 
 
 COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))

@@ -850,3 +850,37 @@ async def test_a_copy_in_moved_to_of_a_file_read_before_is_not_read_again_when_i
                    first_run=False, moved_since=stopped)
     assert await drain(again) == []
     await again.close()
+
+
+async def test_a_copy_in_moved_to_is_known_by_its_first_record_when_the_header_fills_most_of_the_fingerprint(
+        tmp_path: Path):
+    """A header of many custom fields (~850 bytes) leaves no whole first record inside the 1,024 fingerprinted bytes:
+    every file's checkpoint looked header-only, and a copy of a file read before, put in moved_to while the daemon
+    was down, was read whole again. The start of the first record is enough to know it (found by a review)."""
+    extra = ",".join(f"header_X-Custom-Field-{i:02d}" for i in range(28))
+    header = ACCT_HEADER + "," + extra
+    body = "".join(d_line(i) + "," * 28 + "\n" for i in range(3))
+    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, header + "\n" + body)
+    assert 850 < len(header) < 1024 - 64 and "\n" not in path.read_text()[len(header) + 1:1024]
+    stopped = time.time()
+    time.sleep(0.02)
+    (moved / path.name).write_bytes(path.read_bytes())  # a copy, after the stop
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=stopped)
+    assert await drain(again) == []
+    await again.close()
+
+
+@pytest.mark.parametrize(("text", "shares"), [
+    (ACCT_HEADER + "\n", False),  # the header alone: every file of the source starts so
+    (ACCT_HEADER + "\n" + "d,2026-12-04 06:00:01+0000", False),  # too little of a record to tell files apart
+    (ACCT_HEADER + "\n" + records(0, 1), True),
+    (ACCT_HEADER + "\r\n" + records(0, 1).replace("\n", "\r\n"), True),
+    ('{"type":"d","timeLogged":"2026-12-04 06:00:01+0000","orig":"bounces@news.example","rcpt":"a@b.example"}\n',
+     True),  # PMTA's JSON form has no header line: its first line is a record
+])
+def test_a_fingerprint_names_a_file_by_the_start_of_its_first_record(text: str, shares: bool) -> None:
+    from exporter.fingerprint import fingerprint_of, shares_first_record
+
+    head = text.encode()[:1024]
+    assert shares_first_record(fingerprint_of(head), head + b"more bytes written since") is shares
