@@ -118,7 +118,9 @@ class Where:
 
     @property
     def path(self) -> str:
-        if _identity(self._path) != self.key and not (self.fingerprint and _starts_as(self._path, self.fingerprint)):
+        # By its identity first; else the recorded path stays, and read_span takes what it holds only if its first
+        # bytes are the file's (a copy there: `cp` + `mv`)
+        if _identity(self._path) != self.key:
             found = locate(self.key, self.patterns, self.parent, self.fingerprint)
             if found is not None:
                 log.info("%s: read again as %s (renamed)", shown(self._path), shown(found))

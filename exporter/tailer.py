@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterable
 from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
-from exporter.fingerprint import compression_of, fingerprint_of, head_matches, read_head, shares_first_record
+from exporter.fingerprint import (
+    compression_of,
+    fingerprint_len,
+    fingerprint_of,
+    head_matches,
+    read_head,
+    shares_first_record,
+)
 from exporter.metrics import SelfMetrics
 from exporter.parser import BOM, ErrorLog, header_columns
 from exporter.records import shown
@@ -86,6 +93,19 @@ def static_root(pattern: str) -> str:
         fixed.append(part)
     root = os.sep.join(fixed)
     return root or (os.sep if pattern.startswith(os.sep) else ".")
+
+
+def _a_copy(head: bytes, name: str, by_len: dict[int, set[bytes]], by_name: dict[str, list[bytes]]) -> bool:
+    """Is a file named `name` starting with `head` a copy of a file read before (`Tailer._read_before_index`)? It
+    starts with the first record one started with, or it has one's name and first bytes: a fingerprint of a header
+    alone, or of a header too long to leave room for a record, tells no more, and PMTA never reuses a file name."""
+    for covered, fingerprints in by_len.items():
+        if len(head) < covered:
+            continue
+        for fingerprint in (fingerprint_of(head[:covered]), head[:covered]):  # (raw: an older version's)
+            if fingerprint in fingerprints and shares_first_record(fingerprint, head):
+                return True
+    return any(head_matches(fingerprint, head) for fingerprint in by_name.get(name, ()))
 
 
 def header_of(first: bytes) -> str:
@@ -166,6 +186,8 @@ class Tailer:
         """Checkpoints whose inode holds another file at the first scan (`_follow`, `_new_identity`), keyed by it:
         looked for at their own path under another inode (`_new_identity`), then as a copy at their path or in
         `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
+        self._moved_pending: set[str] | None = None
+        """Sources whose `moved_to` `_moved_while_down` has yet to list (None: not looked at yet)."""
         self._read_before: set[tuple[int, int]] = set()
         """Copies found at the first scan shorter than where their checkpoint's reading stopped (older backups): their
         records were read before (`_take_copy`), not read again as files nothing names (`_moved_while_down`)."""
@@ -333,7 +355,7 @@ class Tailer:
                                      if key not in self.streams and cp.gone_since is None}
         if self._left_while_down:
             self._find_left_while_down()
-        if not self._scanned_once and self.moved_since is not None:
+        if self.moved_since is not None and (not self._scanned_once or self._moved_pending):
             self._moved_while_down(self.moved_since)
         self._scanned_once = True
         self._last_scan = time.monotonic()
@@ -515,11 +537,17 @@ class Tailer:
         written. Nothing read them: each is read whole from where it is, then retired (the next scan finds it outside
         the globs), as a file found there by its identity is. Without this their records were lost, and nothing said
         so. An older file there is an archive read before (its checkpoint forgotten after `tail.forget_after`)."""
+        if self._moved_pending is None:
+            self._moved_pending = {s.label for s in self.sources if s.moved_to}
         for source in self.sources:
-            if not source.moved_to:
+            if source.label not in self._moved_pending:
                 continue
-            for key, path in sorted((self._identities(source.label, source.moved_to) or {}).items(),
-                                    key=lambda kv: kv[1]):
+            listed = self._identities(source.label, source.moved_to)
+            if listed is None:  # a directory that could not be listed (counted and logged): looked at next scan
+                continue
+            self._moved_pending.discard(source.label)
+            index: tuple[dict[int, set[bytes]], dict[str, list[bytes]]] | None = None
+            for key, path in sorted(listed.items(), key=lambda kv: kv[1]):
                 if key in self.streams or (key in self.known and self.known[key].gone_since is None):
                     continue
                 try:
@@ -527,11 +555,12 @@ class Tailer:
                     head = read_head(path)
                 except OSError:
                     continue
-                if not self._unclaimed(key, st, head) or st.st_mtime <= since or not stat.S_ISREG(st.st_mode) \
-                        or compression_of(head) is not None:
+                if st.st_mtime <= since or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None \
+                        or not self._unclaimed(key, st, head):
                     continue
-                if any(cp.source == source.label and shares_first_record(cp.fingerprint, head)
-                       for cp in (*self.known.values(), *self.retired, *self._displaced.values(), *self._loaded)):
+                if index is None:
+                    index = self._read_before_index(source.label)
+                if _a_copy(head, os.path.basename(path), *index):
                     continue  # a copy of a file read before (`cp` gives it a new inode and time): not read again
                 log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
                             "its last checkpoint, named by none): reading it whole", shown(path))
@@ -541,6 +570,20 @@ class Tailer:
                 self.streams[key] = FileStream(cp, self._allowed[source.label], self.metrics, self.error_log,
                                                self.tail.chunk_bytes, self.fields)
                 self.streams[key].retries = not self.oneshot
+        if not self._moved_pending:
+            self._loaded = []  # (held for this look only)
+
+    def _read_before_index(self, label: str) -> tuple[dict[int, set[bytes]], dict[str, list[bytes]]]:
+        """The fingerprints of a source's files read before (every checkpoint of the last stop, and those made
+        since), by the length they cover and by file name: a file in `moved_to` is checked against them in a few
+        digests, not one per checkpoint (thousands, with `tail.forget_after`)."""
+        by_len: dict[int, set[bytes]] = {}
+        by_name: dict[str, list[bytes]] = {}
+        for cp in (*self._loaded, *self.known.values(), *self.retired, *self._displaced.values()):
+            if cp.source == label and cp.fingerprint:
+                by_len.setdefault(fingerprint_len(cp.fingerprint), set()).add(cp.fingerprint)
+                by_name.setdefault(os.path.basename(cp.path), []).append(cp.fingerprint)
+        return by_len, by_name
 
     def _adopter(self, cp: Checkpoint, now: float) -> SourceConfig | None:
         """The source that takes over a checkpoint of a source no longer configured (renamed): the one whose globs

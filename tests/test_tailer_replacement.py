@@ -884,3 +884,81 @@ def test_a_fingerprint_names_a_file_by_the_start_of_its_first_record(text: str, 
 
     head = text.encode()[:1024]
     assert shares_first_record(fingerprint_of(head), head + b"more bytes written since") is shares
+
+
+def _long_header() -> str:
+    """A header of many custom fields, longer than the 1,024 fingerprinted bytes less a record's start."""
+    return ACCT_HEADER + "," + ",".join(f"header_X-Custom-Field-{i:02d}" for i in range(36))
+
+
+@pytest.mark.parametrize("name", ["acct-0001.csv", "acct-0009.csv"])
+async def test_with_a_header_too_long_to_tell_files_apart_a_file_name_decides_a_copy(tmp_path: Path, name: str):
+    """A header of ~1,000 bytes: no fingerprint holds the start of a record, so by its first bytes every file of the
+    source is a copy of every other. A copy in moved_to of a file read before has its name (not read again); a file
+    of a name no checkpoint has was created and moved there while the daemon was down (read whole) (found by a
+    review)."""
+    header = _long_header()
+    body = "".join(d_line(i) + "," * 36 + "\n" for i in range(3))
+    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, header + "\n" + body)
+    assert len(header) > 1024 - 64  # (here: longer than the fingerprinted bytes)
+    stopped = time.time()
+    time.sleep(0.02)
+    (moved / name).write_bytes(path.read_bytes() if name == path.name else (header + "\n" + body).encode())
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=stopped)
+    assert lines_of(await drain(again)) == ([] if name == path.name else [2, 3, 4])
+    await again.close()
+
+
+async def test_a_file_moved_while_down_to_a_moved_to_not_listable_at_the_first_scan_is_read_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """moved_to could not be listed at the first scan: the files created and moved there while the daemon was down
+    were never looked for again, and lost without a word (found by a review)."""
+    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, ACCT_HEADER + "\n" + records(0, 2))
+    stopped = time.time()
+    time.sleep(0.02)
+    (moved / "acct-0002.csv").write_text(ACCT_HEADER + "\n" + records(100, 3))
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=stopped)
+    listable, broken = Tailer._root_listable, [True]
+
+    def unlistable_moved_to(self: Tailer, source: str, pattern: str) -> bool:
+        if broken[0] and pattern.startswith(str(moved)):
+            self._count_error(source, "scan", str(moved), PermissionError(13, "Permission denied"))
+            return False
+        return listable(self, source, pattern)
+
+    monkeypatch.setattr(Tailer, "_root_listable", unlistable_moved_to)
+    rows = await drain(again)
+    broken[0] = False
+    rows += await drain(again)
+    assert lines_of(rows) == [2, 3, 4]
+    assert await drain(again) == []
+    await again.close()
+
+
+def test_the_correlator_process_follows_a_span_by_its_inode_before_a_same_named_file(tmp_path: Path):
+    """PMTA moved the span's file to moved_to and began a new one of the same name; with a header filling the
+    fingerprint both start alike, and the new file's records were stored under the old file's id and lines (found by
+    a review). The file is followed by its identity first."""
+    from exporter.fingerprint import fingerprint_of, read_head
+    from exporter.follower import Where
+    from exporter.spans import read_span, span_at
+
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    header = _long_header()
+    path = logs / "acct-0001.csv"
+    path.write_text(header + "\n" + "".join(d_line(i) + "," * 36 + "\n" for i in range(5)))
+    st = path.stat()
+    start = len(header) + 1
+    span = span_at("f1", "acct", str(path), st.st_dev, st.st_ino, (start, 1, header), st.st_size, None,
+                   fingerprint=fingerprint_of(read_head(str(path))))
+    span.live = Where(str(path), (st.st_dev, st.st_ino), [str(logs / "*.csv"), str(moved / "*.csv")], os.getpid(),
+                      span.fingerprint)
+    path.rename(moved / path.name)
+    path.write_text(header + "\n" + "".join(d_line(i) + "," * 36 + "\n" for i in range(500, 505)))
+    batch, _consumed, _line_no, _columns = read_span(span, 1 << 20)
+    assert batch is not None and span.path == str(moved / path.name)
+    assert [batch.columns.get(row, "rcpt") for row in batch.rows] == [f"u{i}@gmail.com" for i in range(5)]
