@@ -620,6 +620,23 @@ async def test_a_file_moved_to_moved_to_while_down_is_read_though_a_known_file_h
     await again.close()
 
 
+async def _drain_with_moved_to_unlistable_at_first(tailer: Tailer, moved: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Rows read while `moved` cannot be listed (EACCES, counted and logged), then once it can again."""
+    listable, broken = Tailer._root_listable, [True]
+
+    def unlistable_moved_to(self: Tailer, source: str, pattern: str) -> bool:
+        if broken[0] and pattern.startswith(str(moved)):
+            self._count_error(source, "scan", str(moved), PermissionError(13, "Permission denied"))
+            return False
+        return listable(self, source, pattern)
+
+    monkeypatch.setattr(Tailer, "_root_listable", unlistable_moved_to)
+    rows = await drain(tailer)
+    broken[0] = False
+    return rows + await drain(tailer)
+
+
 def _files(rows: list[tuple[str, int]]) -> dict[str, list[int]]:
     return {fid: [n for f, n in rows if f == fid] for fid in ids_of(rows)}
 
@@ -688,18 +705,7 @@ async def test_a_copy_in_moved_to_not_listable_at_the_first_scan_is_looked_for_a
     saved = [dataclasses.replace(cp, ino=holder.stat().st_ino) for cp in saved]
     again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
                    moved_since=time.time() - 60)
-    listable, broken = Tailer._root_listable, [True]
-
-    def unlistable_moved_to(self: Tailer, source: str, pattern: str) -> bool:
-        if broken[0] and pattern.startswith(str(moved)):
-            self._count_error(source, "scan", str(moved), PermissionError(13, "Permission denied"))
-            return False
-        return listable(self, source, pattern)
-
-    monkeypatch.setattr(Tailer, "_root_listable", unlistable_moved_to)
-    rows = await drain(again)
-    broken[0] = False
-    rows += await drain(again)
+    rows = await _drain_with_moved_to_unlistable_at_first(again, moved, monkeypatch)
     assert _files(rows).get(saved[0].file_id) == [7]
     await again.close()
 
@@ -920,18 +926,7 @@ async def test_a_file_moved_while_down_to_a_moved_to_not_listable_at_the_first_s
     (moved / "acct-0002.csv").write_text(ACCT_HEADER + "\n" + records(100, 3))
     again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
                    moved_since=stopped)
-    listable, broken = Tailer._root_listable, [True]
-
-    def unlistable_moved_to(self: Tailer, source: str, pattern: str) -> bool:
-        if broken[0] and pattern.startswith(str(moved)):
-            self._count_error(source, "scan", str(moved), PermissionError(13, "Permission denied"))
-            return False
-        return listable(self, source, pattern)
-
-    monkeypatch.setattr(Tailer, "_root_listable", unlistable_moved_to)
-    rows = await drain(again)
-    broken[0] = False
-    rows += await drain(again)
+    rows = await _drain_with_moved_to_unlistable_at_first(again, moved, monkeypatch)
     assert lines_of(rows) == [2, 3, 4]
     assert await drain(again) == []
     await again.close()
