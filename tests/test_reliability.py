@@ -973,7 +973,9 @@ async def test_a_correlator_process_that_keeps_exiting_backs_off_says_so_once_an
         assert unhealthy
         gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         assert 6 <= len(starts) <= 25, gaps  # every 0.05 s it would have been ~100
-        assert max(gaps) >= 0.4 * 0.9 and gaps[-1] >= gaps[0]
+        # the wait doubles up to FOLLOWER_MAX_WAIT: the last one is there (the first gap can be as long, the first
+        # spawn of a loaded machine taking over a second: seen in a fresh-clone run)
+        assert max(gaps) >= 0.4 * 0.9 and gaps[-1] >= 0.4 * 0.9
         restarts = d.registry.get_sample_value("watchtower_correlator_restarts_total")
         assert restarts == len(starts) - 1
         exits = [r for r in caplog.records if r.name == "watchtower.daemon" and "exited with code" in r.getMessage()]
