@@ -165,7 +165,7 @@ class Tailer:
         checkpoints = list(checkpoints)
         self._loaded = checkpoints
         """Every checkpoint of the last stop, two of one identity included (`known` keeps one): a file a copy in
-        `moved_to` shares its first record with was read (`_moved_while_down`)."""
+        `moved_to` shares its first record with was read (`_moved_while_down`; a few hundred bytes a checkpoint)."""
         for c in checkpoints:  # two for one identity (an inode reused): the file followed, not the one gone
             old = self.known.get((c.dev, c.ino))
             if old is None or c.gone_since is None or old.gone_since is not None:
@@ -186,6 +186,12 @@ class Tailer:
         """Checkpoints whose inode holds another file at the first scan (`_follow`, `_new_identity`), keyed by it:
         looked for at their own path under another inode (`_new_identity`), then as a copy at their path or in
         `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
+        self._started_at = time.time()
+        self._moved_dirs: dict[str, int] = {}
+        self._moved_listed: set[str] = set()
+        """Sources whose `moved_to` `_moved_while_down` has listed (a later look takes only files changed since the
+        daemon started: the older ones were looked at then)."""
+        """Each `moved_to` directory's modification time at the last look (`_look_at_changed_moved_to`)."""
         self._moved_pending: set[str] | None = None
         """Sources whose `moved_to` `_moved_while_down` has yet to list (None: not looked at yet)."""
         self._read_before: set[tuple[int, int]] = set()
@@ -355,8 +361,12 @@ class Tailer:
                                      if key not in self.streams and cp.gone_since is None}
         if self._left_while_down:
             self._find_left_while_down()
-        if self.moved_since is not None and (not self._scanned_once or self._moved_pending):
+        if not self.oneshot:
+            self._look_at_changed_moved_to()
+        if not self._scanned_once and self.moved_since is not None:
             self._moved_while_down(self.moved_since)
+        elif self._scanned_once and self._moved_pending:  # a moved_to unlistable at the first scan, or changed since
+            self._moved_while_down(self._started_at if self.moved_since is None else self.moved_since)
         self._scanned_once = True
         self._last_scan = time.monotonic()
 
@@ -495,6 +505,8 @@ class Tailer:
             return cp is None
         if not same_file(cp, st, head):
             return cp.gone_since is not None
+        if cp.gone_since is not None:  # a file read before, if its first record says so (a header says nothing:
+            return not shares_first_record(cp.fingerprint, head)  # the name decides then, `_a_copy`)
         return not shares_first_record(cp.fingerprint, head) and claimer is not None \
             and shares_first_record(claimer.fingerprint, head)
 
@@ -531,6 +543,24 @@ class Tailer:
         self.known[new_key] = cp
         return path, st
 
+    def _look_at_changed_moved_to(self) -> None:
+        """While the daemon runs, a file PMTA creates, fills and moves away between two scans is never in the globs
+        when one looks: its source's `moved_to` directory changes (a new entry), and `_moved_while_down` looks there
+        at this scan for files named by no checkpoint and changed since the daemon started (the first look only
+        notes each directory's time)."""
+        for source in self.sources:
+            for pattern in source.moved_to:
+                root = static_root(pattern)
+                try:
+                    changed = os.stat(root).st_mtime_ns
+                except OSError:
+                    continue
+                if self._moved_dirs.setdefault(root, changed) != changed:
+                    self._moved_dirs[root] = changed
+                    if self._moved_pending is None:
+                        self._moved_pending = set()
+                    self._moved_pending.add(source.label)
+
     def _moved_while_down(self, since: float) -> None:
         """Files PMTA created and its move-to moved away while the daemon was down (a downtime longer than its
         move-interval): in a source's `moved_to`, named by no checkpoint, changed after the checkpoints were last
@@ -546,6 +576,9 @@ class Tailer:
             if listed is None:  # a directory that could not be listed (counted and logged): looked at next scan
                 continue
             self._moved_pending.discard(source.label)
+            # a source's moved_to listed before: only files changed since the daemon started are new to it
+            floor = since if source.label not in self._moved_listed else max(since, self._started_at)
+            self._moved_listed.add(source.label)
             index: tuple[dict[int, set[bytes]], dict[str, list[bytes]]] | None = None
             for key, path in sorted(listed.items(), key=lambda kv: kv[1]):
                 if key in self.streams or (key in self.known and self.known[key].gone_since is None):
@@ -555,23 +588,25 @@ class Tailer:
                     head = read_head(path)
                 except OSError:
                     continue
-                if st.st_mtime <= since or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None \
+                if st.st_mtime <= floor or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None \
                         or not self._unclaimed(key, st, head):
                     continue
                 if index is None:
                     index = self._read_before_index(source.label)
                 if _a_copy(head, os.path.basename(path), *index):
                     continue  # a copy of a file read before (`cp` gives it a new inode and time): not read again
-                log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed since "
-                            "its last checkpoint, named by none): reading it whole", shown(path))
+                if self._scanned_once:
+                    log.warning("%s: created and moved to where `moved_to` looks between two scans (never in the globs "
+                                "when one looked; named by no checkpoint): reading it whole", shown(path))
+                else:
+                    log.warning("%s: created and moved to where `moved_to` looks while the daemon was down (changed "
+                                "since its last checkpoint, named by none): reading it whole", shown(path))
                 cp = Checkpoint(new_file_id(), source.label, path, st.st_dev, st.st_ino, fingerprint_of(head), 0, 0,
                                 "")
                 self.known[key] = cp
                 self.streams[key] = FileStream(cp, self._allowed[source.label], self.metrics, self.error_log,
                                                self.tail.chunk_bytes, self.fields)
                 self.streams[key].retries = not self.oneshot
-        if not self._moved_pending:
-            self._loaded = []  # (held for this look only)
 
     def _read_before_index(self, label: str) -> tuple[dict[int, set[bytes]], dict[str, list[bytes]]]:
         """The fingerprints of a source's files read before (every checkpoint of the last stop, and those made
