@@ -833,12 +833,11 @@ def test_the_correlator_process_reads_a_span_on_from_its_files_copy_not_from_a_f
     assert span.path == str(path)
 
 
-async def test_a_copy_in_moved_to_of_a_file_read_before_is_not_read_again_when_its_checkpoint_shares_an_inode(
-        tmp_path: Path):
-    """Two gone checkpoints of one inode (a file read to its end and a file that held only its header, which had
-    held that inode before): only one is kept by identity, and when that was the header-only one, a copy of the
-    other in moved_to (`cp` while down: a new inode and time) was read whole again (3 records counted twice, found by
-    the randomized restart suite)."""
+async def _a_copy_of_a_file_whose_inode_two_gone_checkpoints_name(
+        tmp_path: Path) -> tuple[SourceConfig, Path, list[Checkpoint], float]:
+    """moved/acct-0001.csv read to its end, then copied while the daemon was down (a new inode and time); its gone
+    checkpoint shares its inode with a gone one of a file that held only its header (loaded last: `known` keeps that
+    one). Returns (source, moved_to directory, the two checkpoints, when the daemon stopped)."""
     import dataclasses
 
     from exporter.fingerprint import fingerprint_of
@@ -851,8 +850,18 @@ async def test_a_copy_in_moved_to_of_a_file_read_before_is_not_read_again_when_i
         ACCT_HEADER) + 1, line_no=1, fingerprint=fingerprint_of((ACCT_HEADER + "\n").encode()))
     stopped = time.time()
     time.sleep(0.02)
-    _copy_in_place(target)  # while down, after the stop: a new inode and time
-    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), [read, header_only],
+    _copy_in_place(target)
+    return src, moved, [read, header_only], stopped
+
+
+async def test_a_copy_in_moved_to_of_a_file_read_before_is_not_read_again_when_its_checkpoint_shares_an_inode(
+        tmp_path: Path):
+    """Two gone checkpoints of one inode (a file read to its end and a file that held only its header, which had
+    held that inode before): only one is kept by identity, and when that was the header-only one, a copy of the
+    other in moved_to (`cp` while down: a new inode and time) was read whole again (3 records counted twice, found by
+    the randomized restart suite)."""
+    src, moved, checkpoints, stopped = await _a_copy_of_a_file_whose_inode_two_gone_checkpoints_name(tmp_path)
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), checkpoints,
                    first_run=False, moved_since=stopped)
     assert await drain(again) == []
     await again.close()
@@ -985,21 +994,9 @@ async def test_a_later_look_at_moved_to_takes_only_files_changed_since_the_start
     """A look at moved_to while the daemon runs (its directory changed) read whole a copy made while it was down,
     which the first scan had rightly taken for a copy of a file read before (51 records counted twice, found by the
     randomized restart suite, seed 1). Files older than the start were looked at then."""
-    import dataclasses
-
-    from exporter.fingerprint import fingerprint_of
-
-    path, moved, src, saved = await _read_once_with_moved_to(tmp_path, ACCT_HEADER + "\n" + records(0, 3))
-    target = moved / path.name
-    path.rename(target)
-    read = dataclasses.replace(saved[0], path=str(target), gone_since=time.time() - 5)
-    header_only = dataclasses.replace(read, file_id="0123456789abcdef", path=str(moved / "acct-0002.csv"), offset=len(
-        ACCT_HEADER) + 1, line_no=1, fingerprint=fingerprint_of((ACCT_HEADER + "\n").encode()))
-    stopped = time.time()
+    src, moved, checkpoints, stopped = await _a_copy_of_a_file_whose_inode_two_gone_checkpoints_name(tmp_path)
     time.sleep(0.02)
-    _copy_in_place(target)  # while down: a copy of a file read, known only among the loaded checkpoints
-    time.sleep(0.02)
-    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), [read, header_only],
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), checkpoints,
                    first_run=False, moved_since=stopped)
     assert await drain(again) == []
     time.sleep(0.01)
