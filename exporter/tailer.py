@@ -188,12 +188,13 @@ class Tailer:
         `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
         self._started_at = time.time()
         self._moved_dirs: dict[str, int] = {}
+        """Each `moved_to` directory's modification time at the last look (`_look_at_changed_moved_to`)."""
         self._moved_listed: set[str] = set()
         """Sources whose `moved_to` `_moved_while_down` has listed (a later look takes only files changed since the
         daemon started: the older ones were looked at then)."""
-        """Each `moved_to` directory's modification time at the last look (`_look_at_changed_moved_to`)."""
-        self._moved_pending: set[str] | None = None
-        """Sources whose `moved_to` `_moved_while_down` has yet to list (None: not looked at yet)."""
+        self._moved_pending: set[str] = {s.label for s in sources if s.moved_to} if moved_since is not None else set()
+        """Sources whose `moved_to` `_moved_while_down` is to list at the next scan: every one at a restart's first
+        scan, then one whose directory changed or could not be listed."""
         self._read_before: set[tuple[int, int]] = set()
         """Copies found at the first scan shorter than where their checkpoint's reading stopped (older backups): their
         records were read before (`_take_copy`), not read again as files nothing names (`_moved_while_down`)."""
@@ -363,9 +364,7 @@ class Tailer:
             self._find_left_while_down()
         if not self.oneshot:
             self._look_at_changed_moved_to()
-        if not self._scanned_once and self.moved_since is not None:
-            self._moved_while_down(self.moved_since)
-        elif self._scanned_once and self._moved_pending:  # a moved_to unlistable at the first scan, or changed since
+        if self._moved_pending:
             self._moved_while_down(self._started_at if self.moved_since is None else self.moved_since)
         self._scanned_once = True
         self._last_scan = time.monotonic()
@@ -557,8 +556,6 @@ class Tailer:
                     continue
                 if self._moved_dirs.setdefault(root, changed) != changed:
                     self._moved_dirs[root] = changed
-                    if self._moved_pending is None:
-                        self._moved_pending = set()
                     self._moved_pending.add(source.label)
 
     def _moved_while_down(self, since: float) -> None:
@@ -567,8 +564,6 @@ class Tailer:
         written. Nothing read them: each is read whole from where it is, then retired (the next scan finds it outside
         the globs), as a file found there by its identity is. Without this their records were lost, and nothing said
         so. An older file there is an archive read before (its checkpoint forgotten after `tail.forget_after`)."""
-        if self._moved_pending is None:
-            self._moved_pending = {s.label for s in self.sources if s.moved_to}
         for source in self.sources:
             if source.label not in self._moved_pending:
                 continue
