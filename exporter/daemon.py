@@ -43,6 +43,7 @@ from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse
 from exporter.metrics import SelfMetrics, named_self_metrics
 from exporter.oneshot import Exposition
+from exporter.reconciled import new_run_token
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
@@ -176,7 +177,12 @@ class Daemon:
         self.pipeline = Pipeline(config, self.registry, sink, self.isp, self.replies)
         self.follows = sink is not None and config.correlator.worker == "process"
         """The correlator writes in a process of its own (exporter/follower.py); this one only reads and counts."""
-        self.store = StateStore(self.db_path, [sink] if sink is not None else [], sinks_elsewhere=self.follows)
+        self.run_token = new_run_token()
+        """This run, named to the correlator (its process too): a span whose file it does not find waits for the commit
+        marked with it, made once the tailer has decided every checkpoint of the last stop (exporter/reconciled.py)."""
+        self._reconciled_sent = False
+        self.store = StateStore(self.db_path, [sink] if sink is not None else [], sinks_elsewhere=self.follows,
+                                run=self.run_token)
         metrics = self.pipeline.self_metrics
         self.queue = CommitQueue(self.store, on_committed=self._committed,
                                  on_error=metrics.checkpoint_errors.inc, on_progress=self._backlog_gauges)
@@ -556,7 +562,7 @@ class Daemon:
         from exporter import follower
 
         try:
-            handle = follower.start(self.config)
+            handle = follower.start(self.config, self.run_token)
         except Exception as exc:  # noqa: BLE001 - the correlator's problem, never the daemon's end
             error = describe(exc)
             self._follower_exit = f"correlator process could not start: {error}"
@@ -702,7 +708,10 @@ class Daemon:
             forget_before=time.time() - self.config.tail.forget_after,
             spans=p.take_spans(),
         )
-        if commit.checkpoints or commit.series or commit.batches or commit.spans:
+        if not self._reconciled_sent and self.tailer.reconciled:  # with the re-keyed checkpoints taken above
+            commit.reconciled = self.run_token
+            self._reconciled_sent = True
+        if commit.checkpoints or commit.series or commit.batches or commit.spans or commit.reconciled:
             self.queue.put(commit)
         self._backlog_gauges()
 

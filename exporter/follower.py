@@ -131,7 +131,7 @@ class Where:
 class Handle:
     """The daemon's side of a follower: its process, and what it reports (shared memory, no I/O)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, run: str | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         # Without locks: only the child writes them (a lock would not make `+= 1` atomic anyway), and a lock is a
         # POSIX semaphore that a killed daemon leaves to Python's resource tracker, which then prints a warning
@@ -141,7 +141,7 @@ class Handle:
         self.error = ctx.Array("c", ERROR_BYTES, lock=False)
         """The current failure, empty while writes succeed (the daemon's /healthz shows it)."""
         self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
-                                   args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error))
+                                   args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error, run))
         _spawn(self.process)
 
     @property
@@ -165,12 +165,13 @@ def _spawn(process: Any) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def start(config: Any) -> Handle:
-    """Spawn the follower for this daemon's configuration (a fresh interpreter: nothing inherited)."""
-    return Handle(config)
+def start(config: Any, run: str | None = None) -> Handle:
+    """Spawn the follower for this daemon's configuration and run (a fresh interpreter: nothing inherited)."""
+    return Handle(config, run)
 
 
-def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: Any = None) -> None:
+def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: Any = None,
+         run: str | None = None) -> None:
     """Entry point of the child process."""
     from exporter import logsetup
     from exporter.config import config_from_dict
@@ -180,7 +181,7 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_a: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
-    follower = Follower(config, parent, stop, failures, error)
+    follower = Follower(config, parent, stop, failures, error, run)
     signal.signal(signal.SIGHUP, lambda *_a: follower.reload_requested.append(True))  # sent by the daemon's SIGHUP
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_AT_SPAWN)  # one sent since the spawn arrives now (or is dropped)
     try:
@@ -194,7 +195,10 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
 class Follower:
     """Reads what the checkpoints say the correlator lacks, slice by slice, until told to stop."""
 
-    def __init__(self, config: Any, parent: int, stop: list[bool], failures: Any = None, error: Any = None) -> None:
+    def __init__(self, config: Any, parent: int, stop: list[bool], failures: Any = None, error: Any = None,
+                 run: str | None = None) -> None:
+        self.daemon_run = run
+        """The daemon's run token (exporter/reconciled.py): a span whose file is not found waits for its mark."""
         self.failures = failures
         self.error = error
         self.config = config
@@ -279,7 +283,8 @@ class Follower:
         sink = _correlator(self.config, self.db_path, isp, replies)
         if isinstance(sink, CorrelatorSink):  # the daemon commits checkpoints to the same file meanwhile
             sink.prune_pause = PRUNE_PAUSE_S
-        store = StateStore(self.db_path, [sink] if sink is not None else [], reports_readers=False)  # the daemon does
+        store = StateStore(self.db_path, [sink] if sink is not None else [], reports_readers=False,  # the daemon does
+                           run=self.daemon_run)
         store._open(check=False)  # noqa: SLF001 - this process has no event loop: the writer calls directly
         if store._conn is not None:  # noqa: SLF001 - its own process: a page cache the daemon's RSS need not carry
             raise_cache(store._conn, FOLLOWER_CACHE_BYTES)  # noqa: SLF001
@@ -301,6 +306,9 @@ class Follower:
                     if not backlog:
                         time.sleep(IDLE_WAIT)
                     write_slices(store, backlog, [], sizes, BATCH_SECONDS, self._running)
+                    if store.span_waits:  # a span's file not found yet: the daemon's reconciled commit is to come
+                        store.span_waits = False
+                        time.sleep(IDLE_WAIT)
                     if maintain.due():
                         maintain.ran(store._maintain())  # noqa: SLF001
                     delay = 0.5

@@ -47,6 +47,8 @@ class Span:
     fingerprint: bytes = b""
     """The file's first bytes as a digest (exporter.fingerprint): (dev, inode) alone also names a file that took a
     deleted file's inode. Empty: not known (the identity alone decides)."""
+    rekeyed_to: tuple[str, int, int] | None = None
+    """(path, dev, inode) of the checkpoint the span last followed (exporter.state `_rekeyed`): not followed twice."""
 
     @property
     def remaining(self) -> int:

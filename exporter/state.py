@@ -36,6 +36,7 @@ from typing import Any
 
 from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
+from exporter.reconciled import Reconciliation, mark_reconciled
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
 from exporter.spans import Span, SpanGone, deliveries_first, read_span, span_at
@@ -152,6 +153,9 @@ class Commit:
     batches: list[RecordBatch] = field(default_factory=list)
     forget_before: float = 0.0
     spans: list[Span] = field(default_factory=list)
+    reconciled: str | None = None
+    """The daemon's run token once its tailer has decided every checkpoint of the last stop (exporter/reconciled.py):
+    written with the checkpoints it is true of."""
 
     @property
     def rows(self) -> int:
@@ -168,6 +172,7 @@ class Commit:
         series.update(((m, k), v) for m, k, v in later.series)
         self.series = [(m, k, v) for (m, k), v in series.items()]
         self.forget_before = max(self.forget_before, later.forget_before)
+        self.reconciled = later.reconciled or self.reconciled
 
 
 @dataclass(slots=True)
@@ -263,8 +268,14 @@ class StateStore:
     """Owns the write connection; every call runs on its single writer thread."""
 
     def __init__(self, path: Path, sinks: list[RecordSink] | None = None, throwaway: bool = False,
-                 sinks_elsewhere: bool = False, reports_readers: bool = True) -> None:
+                 sinks_elsewhere: bool = False, reports_readers: bool = True, run: str | None = None) -> None:
         self.path = path
+        self.reconciliation = Reconciliation(run) if run is not None else None
+        """The wait of a span whose file is not found for the daemon's run `run` to have re-keyed it (None: not
+        waited for: oneshot, tools)."""
+        self.span_waits = False
+        """The last slice found its span's file nowhere and waits for the daemon's reconciled commit: the caller
+        pauses before the next one (set by `_write_backlog`, cleared by the caller)."""
         self.reports_readers = reports_readers
         """Warn of a reader holding an old snapshot (the WAL thread's `problem`); the correlator process leaves it
         to the daemon, whose thread copies the same WAL: one line for one reader."""
@@ -522,7 +533,13 @@ class StateStore:
         try:
             batch, consumed, line_no, columns = read_span(span, max_bytes)
         except SpanGone as exc:
+            # The daemon's mark first: seen, the re-key committed with it is seen by the next read (each statement
+            # reads its own snapshot: the other order could miss a re-key committed between the two)
+            waiting = self.reconciliation is not None and self.reconciliation.pending(self._conn, str(exc))
             if self._rekeyed(span):  # read again where the tailer found the file since
+                return 0, 0
+            if waiting:
+                self.span_waits = True  # the daemon's first scans may still find it under a new identity or path
                 return 0, 0
             lost = span.remaining
             log.warning("%s: its last %d bytes (from line %d) were counted in the metrics but cannot be read "
@@ -543,17 +560,22 @@ class StateStore:
         return (len(batch) if rows else 0), consumed
 
     def _rekeyed(self, span: Span) -> bool:
-        """Did the daemon's tailer find the span's file under a new identity since the span was taken (a copy made
-        while it was down, at its path or in `moved_to`: exporter.tailer `_new_identity`, `_take_copy`)? Then the
-        span follows its checkpoint (the correlator process takes spans from the checkpoints it read at its start,
-        which can be before the daemon's first scan), instead of calling the file gone."""
+        """Did the daemon's tailer find the span's file under a new identity or path since the span was taken (a copy
+        made while it was down, at its path or in `moved_to`: exporter.tailer `_new_identity`, `_take_copy`; renamed
+        out of the globs: `_read_on_where_it_is`)? Then the span follows its checkpoint (the correlator process takes
+        spans from the checkpoints it read at its start, which can be before the daemon's first scan), instead of
+        calling the file gone. A checkpoint already followed is not followed again (the file is gone from there too)."""
         conn = self._conn
         assert conn is not None
         row = conn.execute("SELECT path, dev, ino, fingerprint FROM wt_checkpoints WHERE file_id = ?",
                            (span.file_id,)).fetchone()
-        if row is None or (row[1], row[2]) == (span.dev, span.ino):
+        if row is None:
             return False
-        span.path, span.dev, span.ino = path_from_db(row[0]), row[1], row[2]
+        target = (path_from_db(row[0]), row[1], row[2])
+        if target == (span.path, span.dev, span.ino) or target == span.rekeyed_to:
+            return False
+        span.rekeyed_to = target
+        span.path, span.dev, span.ino = target
         span.fingerprint = bytes(row[3] or b"") or span.fingerprint
         if hasattr(span.live, "follow"):  # the correlator process's Where (the thread worker's is the checkpoint)
             span.live.follow(span.path, (span.dev, span.ino), span.fingerprint)
@@ -635,6 +657,8 @@ class StateStore:
                 conn.execute("DELETE FROM wt_checkpoints WHERE gone_since IS NOT NULL AND gone_since < ?"
                              " AND (sink_offset IS NULL OR sink_offset >= offset)", (c.forget_before,))
             conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('initialized', ?)", (str(now),))
+            if c.reconciled:
+                mark_reconciled(conn, c.reconciled)
             conn.execute("COMMIT")
             self._committed()
         except BaseException:

@@ -369,6 +369,13 @@ class Tailer:
         self._scanned_once = True
         self._last_scan = time.monotonic()
 
+    @property
+    def reconciled(self) -> bool:
+        """Has a scan decided every checkpoint of the last stop (followed where its file is now, re-keyed to a copy,
+        or said gone)? Until then a checkpoint may still get a new identity: the correlator waits for it before it
+        calls a file gone (exporter/reconciled.py)."""
+        return self._scanned_once and not (self._displaced or self._left_while_down or self._undecided)
+
     def _find_left_while_down(self) -> None:
         """Files that were being read when the daemon stopped (checkpoints not marked gone) and that the first scan
         no longer matched: moved (PMTA's `move-to`), renamed or deleted while it was down. One found by its identity

@@ -36,6 +36,9 @@ BATCH_SECONDS = 1.0
 """A slice grows at most 2x from one to the next: rows the sinks already hold (a restart) are skipped
 fast, and a size learnt on them must not become a multi-second slice of new rows."""
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
+SPAN_WAIT_PAUSE = 0.2
+"""Seconds between two looks for a span's file while it waits for the daemon's reconciled commit (or a checkpoint
+to write: it wakes the writer at once)."""
 REPEAT_LOG_EVERY = 60.0
 
 
@@ -88,7 +91,8 @@ class CommitQueue:
         # The checkpoint first, then its rows: a slice the writer thread takes meanwhile finds the checkpoints
         # of new files it must register (`_pending_checkpoints`); the checkpoint itself is written later, on
         # this loop, once the rows are in the backlog, so its sink positions see them.
-        marks = Commit(checkpoints=commit.checkpoints, series=commit.series, forget_before=commit.forget_before)
+        marks = Commit(checkpoints=commit.checkpoints, series=commit.series, forget_before=commit.forget_before,
+                       reconciled=commit.reconciled)
         if self.checkpoint is None:
             self.checkpoint = marks
         else:
@@ -203,6 +207,14 @@ class CommitQueue:
 
     async def _write_slice(self) -> None:
         await self.store.on_writer(self._slices)
+        if self.store.span_waits:  # its file not found yet: the checkpoint that re-keys it is to come
+            self.store.span_waits = False
+            if self.checkpoint is None and not self._closing:  # a stop does not wait for it (nor drops it)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), SPAN_WAIT_PAUSE)
+                except TimeoutError:
+                    pass
 
     def _slices(self) -> None:
         """Writer thread: slices back to back for up to BATCH_SECONDS, or until a checkpoint waits or a stop

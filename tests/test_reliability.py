@@ -514,18 +514,12 @@ def test_span_slices_are_sized_per_source_so_a_slow_sources_slices_stay_short(tm
     assert sizes.by_source["fbl"] < sizes.by_source["acct"]
 
 
-def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_path: Path,
-                                                                            caplog: pytest.LogCaptureFixture):
-    """The correlator process takes its spans from the checkpoints at its start, maybe before the daemon's first
-    scan found a file copied (`cp` + `mv`) and moved to moved_to while it was down and re-keyed its checkpoint: the
-    span named the old path and inode, found neither, and its records were never stored (found by the randomized
-    restart suite). It follows the re-keyed checkpoint."""
-    import os
-
+def _a_span_of_the_correlator_process(tmp_path: Path) -> tuple[AcctWriter, object, os.stat_result, bytes, int]:
+    """logs/acct-*.csv with 50 records, and the correlator process's span of them from the header line on (its `live`
+    a follower.Where): (writer, span, the file's stat, its fingerprint, the span's first byte)."""
     from exporter.fingerprint import fingerprint_of, read_head
     from exporter.follower import Where
     from exporter.spans import span_at
-    from exporter.writer import SliceSizes, write_slices
     from tests.conftest import ACCT_HEADER
 
     (tmp_path / "logs").mkdir()
@@ -538,6 +532,19 @@ def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_p
                    fingerprint=fingerprint)
     span.live = Where(span.path, (st.st_dev, st.st_ino), [str(tmp_path / "logs" / "*.csv")], os.getpid(),
                       fingerprint)
+    return w, span, st, fingerprint, start
+
+
+def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture):
+    """The correlator process takes its spans from the checkpoints at its start, maybe before the daemon's first
+    scan found a file copied (`cp` + `mv`) and moved to moved_to while it was down and re-keyed its checkpoint: the
+    span named the old path and inode, found neither, and its records were never stored (found by the randomized
+    restart suite). It follows the re-keyed checkpoint."""
+    from exporter.writer import SliceSizes, write_slices
+    from tests.conftest import ACCT_HEADER
+
+    w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
     moved = tmp_path / "moved"
     moved.mkdir()
     copy = moved / w.path.name
@@ -562,6 +569,89 @@ def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_p
     assert sorted(n for _f, n in sink.rows) == list(range(2, 52))  # every record, once
     assert store.bytes_lost == 0
     assert not any("cannot be read again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("daemon", ["re-keys it", "re-keys it as the mark is read", "renames it", "finds it nowhere",
+                                    "never says"])
+def test_a_span_whose_file_is_not_found_waits_for_the_daemons_reconciled_commit(tmp_path: Path, daemon: str,
+                                                                                caplog: pytest.LogCaptureFixture):
+    """Before the daemon's first scans have decided every checkpoint of the last stop, a span whose file is nowhere
+    may name a copy the daemon is about to re-key (or a file renamed out of the globs, its path about to change): it
+    waits for the commit the daemon marks with its run token (exporter/reconciled.py). Marked, it reads the file
+    where the checkpoint now says, or gives the span up as before; never marked, it gives up once the wait is over.
+    The mark is read before the checkpoint: the other order dropped a span re-keyed between the two reads."""
+    from exporter.reconciled import Reconciliation, mark_reconciled
+    from exporter.writer import SliceSizes, write_slices
+    from tests.conftest import ACCT_HEADER
+
+    w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
+    if daemon == "renames it":
+        found = w.path.with_name(w.path.name + ".old")  # renamed in place, out of the globs, while it was down
+        w.path.rename(found)
+    else:
+        (tmp_path / "moved").mkdir()
+        found = tmp_path / "moved" / w.path.name
+        found.write_bytes(w.path.read_bytes())  # moved to another disk while the daemon was down: a new inode
+        w.path.unlink()
+    sink = FailingSink()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink], run="run-1")
+    store._open(check=False)
+    conn = store._conn
+
+    def daemon_commits() -> None:
+        if daemon != "finds it nowhere":  # its first scans found it (exporter.tailer _take_copy, _read_on_where_it_is)
+            fst = found.stat()
+            conn.execute("UPDATE wt_checkpoints SET path = ?, dev = ?, ino = ? WHERE file_id = 'f1'",
+                         (str(found), fst.st_dev, fst.st_ino))
+        mark_reconciled(conn, "run-1")
+
+    class Racing(Reconciliation):
+        """The daemon's commit lands as the correlator looks for the mark (between its two reads, in the old order)."""
+
+        looks = 0
+
+        def pending(self, conn, what):  # type: ignore[no-untyped-def]
+            Racing.looks += 1
+            if Racing.looks == 4:
+                daemon_commits()
+            return super().pending(conn, what)
+
+    store.reconciliation = (Racing if daemon == "re-keys it as the mark is read" else Reconciliation)(
+        "run-1", wait=0.5 if daemon == "never says" else 60.0)
+    conn.execute(  # the checkpoint of the last stop, as the correlator finds it at its start
+        "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since,"
+        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, NULL, 0, ?, 1, ?)",
+        (str(w.path), st.st_dev, st.st_ino, fingerprint, st.st_size, ACCT_HEADER, start, ACCT_HEADER))
+    mark_reconciled(conn, "run-0")  # the mark of the daemon's previous run says nothing of this one
+    backlog = RowBacklog()
+    backlog.add([], [span])
+
+    def write() -> None:
+        write_slices(store, backlog, [], SliceSizes(seconds=0.05), 5.0, lambda: True)
+
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                write()
+                assert store.span_waits and backlog and store.bytes_lost == 0 and not sink.rows
+                store.span_waits = False
+            if daemon == "never says":
+                time.sleep(0.6)
+            elif daemon != "re-keys it as the mark is read":
+                daemon_commits()
+            while backlog:
+                write()
+    finally:
+        store._close()
+    said = [r.getMessage() for r in caplog.records]
+    given_up = [m for m in said if "cannot be read again" in m]
+    if daemon in ("finds it nowhere", "never says"):
+        assert not sink.rows and store.bytes_lost == st.st_size - start and len(given_up) == 1, given_up
+    else:
+        assert sorted(n for _f, n in sink.rows) == list(range(2, 52))  # every record, once
+        assert store.bytes_lost == 0 and not given_up
+    assert len([m for m in said if "waiting (60 s at most)" in m or "waiting (0 s at most)" in m]) == 1, said
+    assert len([m for m in said if "has not found every file" in m]) == (daemon == "never says")
 
 
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
@@ -902,11 +992,11 @@ async def test_a_correlator_process_that_cannot_start_is_retried_and_the_metrics
     real_start = follower.start
     attempts: list[int] = []
 
-    def failing_start(config):  # type: ignore[no-untyped-def]
+    def failing_start(config, run):  # type: ignore[no-untyped-def]
         attempts.append(1)
         if len(attempts) <= 3:
             raise OSError(28, "No space left on device")  # sem_open on a full /dev/shm
-        return real_start(config)
+        return real_start(config, run)
 
     monkeypatch.setattr(follower, "start", failing_start)
     w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
@@ -1208,7 +1298,7 @@ async def test_a_restart_behind_leaves_the_correlator_rows_to_the_correlator_pro
     cfg = load_config(write_config(tmp_path, sources, correlator={"enabled": True, "worker": "process"}))
     db = tmp_path / "state" / "watchtower.db"
 
-    def no_child(config):  # type: ignore[no-untyped-def]
+    def no_child(config, run):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(follower, "start", no_child)  # first run: the metrics read everything, nothing is stored
@@ -1269,7 +1359,7 @@ async def test_a_file_behind_whose_inode_another_file_took_is_not_read_again_as_
                                    correlator={"enabled": True, "worker": "process"}))
     db = tmp_path / "state" / "watchtower.db"
 
-    def no_child(config):  # type: ignore[no-untyped-def]
+    def no_child(config, run):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(follower, "start", no_child)  # first run: counted, not stored; the sink is behind

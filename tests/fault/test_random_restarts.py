@@ -269,10 +269,10 @@ def seeds() -> list[tuple[int, bool]]:
     if wanted:
         first, _, last = wanted.partition("-")
         return [(seed, True) for seed in range(int(first), int(last or first) + 1)]
-    # 1, 6 and 11 failed before the fixes of 2026-12-05 (with 2 and 5). Seed 6 with the correlator on still fails now
-    # and then on a loaded machine: the correlator process can take a span before the daemon's first scan commits
-    # the file's new identity, and drops it (a known race, docs/reliability.md); its metrics are exact.
-    return [(1, True), (6, False), (11, False)]
+    # 1, 6 and 11 failed before the fixes of 2026-12-05 (with 2 and 5); seed 6 with the correlator on also failed now
+    # and then on a loaded machine (the correlator process took a span before the daemon's first scan had committed
+    # the file's new identity, and dropped it: exporter/reconciled.py).
+    return [(1, True), (6, True), (11, False)]
 
 
 @pytest.mark.parametrize(("seed", "correlator"), seeds())

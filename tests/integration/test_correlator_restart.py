@@ -117,3 +117,46 @@ def test_a_daemon_killed_with_its_correlator_process_leaves_no_python_noise_in_i
         time.sleep(0.02)
     log = wt.log.read_text()
     assert "resource_tracker" not in log and "Traceback" not in log, log[-2000:]
+
+
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_a_span_taken_before_the_first_scan_waits_for_the_copy_it_names(tmp_path: Path, watchtower_factory,
+                                                                        worker: str) -> None:
+    """While the daemon was down its file was copied (a new inode) into `moved_to` and the original removed. The
+    correlator, behind on that file, takes its span before the daemon's first scan has committed the checkpoint's
+    new identity: it found neither the old path nor the old inode, logged the records as lost for the timelines
+    ("cannot be read again") and skipped them (found by the randomized restart suite, seed 6). It waits for the
+    daemon's first reconciled commit (bounded), then reads the copy."""
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    writer = AcctWriter(logs)
+    writer.write(300)
+    sources = [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "moved_to": [str(moved / "acct-*.csv")]}]
+    cfg = write_config(tmp_path, sources, correlator={"enabled": True, "worker": worker},
+                       tail={"checkpoint_interval": 6.0})  # the daemon's first commit after the correlator's look
+    wt = watchtower_factory(cfg).start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") == 300)
+    wt.committed()
+    assert wt.stop() == 0
+    state = tmp_path / "state"
+    with sqlite3.connect(state / "watchtower.db") as db:  # the correlator stopped behind: back to the header line
+        (header,) = db.execute("SELECT header FROM wt_checkpoints").fetchone()
+        db.execute("UPDATE wt_checkpoints SET sink_offset = ?, sink_line = 1, sink_header = ?",
+                   (len(header) + 1, header))
+    copy = moved / writer.path.name
+    copy.write_bytes(writer.path.read_bytes())  # `cp` to another disk, then the original removed
+    writer.path.unlink()
+    wt.start()
+    wt.committed(timeout=60)
+    samples = wt.settle()
+    assert total(samples, "pmta_delivered_total") == 300  # nothing counted again
+    assert samples.get(("watchtower_commit_backlog_lost_bytes_total", ()), 0.0) == 0.0
+    assert wt.stop() == 0
+    log = wt.log.read_text()
+    assert "cannot be read again" not in log and "Traceback" not in log, log[-3000:]
+    assert log.count("waiting (60 s at most) for the daemon's first scans") == 1, log[-3000:]  # it did wait
+    with sqlite3.connect(state / "watchtower.db") as db:
+        assert db.execute("SELECT path, sink_offset IS NULL OR sink_offset = offset FROM wt_checkpoints").fetchall() \
+            == [(str(copy), 1)]
+    assert stored_deliveries(state) == (300, 300)  # each record once: the ones it held were skipped
