@@ -236,14 +236,16 @@ class SourceConfig(_Strict):
     moved_to: list[SourceGlob] = Field(
         default_factory=list,
         description="Glob patterns of where PMTA's `move-to` puts this source's closed files (e.g. "
-        "`/var/log/pmta/archive/acct-*.csv`). Files there are not followed as new, except at a restart one that no "
-        "checkpoint names and that changed after the checkpoints were last written (PMTA created and moved it while "
-        "the daemon was down): it is read whole, once. They are searched at a start, "
-        "for a file that was being read when the daemon stopped and has left the globs since: found by its identity "
-        "(device, inode and first bytes), it is read from where reading stopped to its end. The correlator process "
-        "searches them too, for a file whose recorded path no longer names it. The directory a file was read in is "
-        "always searched as well (a file renamed in place). A move to another file system is a copy (a new inode): "
-        "never found by identity.",
+        "`/var/log/pmta/archive/acct-*.csv`). Files there are not followed as new, except one that no checkpoint "
+        "names, that is no copy of a file read before, and that PMTA created and moved there unseen (between two "
+        "scans, or while the daemon was down): it is read whole, once. The daemon looks there when one of its "
+        "directories changes (with a wildcard in the directory part, each directory it matches) and at a restart. "
+        "They are searched at a "
+        "start for a file that was being read when the daemon stopped and has left the globs since: found by its "
+        "identity (device, inode and first bytes), or as a copy with its first bytes (moved to another file system), "
+        "it is read from where reading stopped to its end. The correlator process searches them too, for a file whose "
+        "recorded path no longer names it. The directory a file was read in is always searched as well (a file "
+        "renamed in place).",
     )
     records: list[str] | None = Field(
         default=None,

@@ -272,7 +272,7 @@ class Daemon:
         self.tailer = Tailer(self.config.sources, self.config.tail, self.pipeline.self_metrics,
                              loaded.checkpoints, first_run=loaded.first_run,
                              fields=FIELDS if metrics_only else None,
-                             moved_since=None if loaded.first_run else loaded.last_commit)
+                             moved_since=loaded.moved_since_for([s.label for s in self.config.sources]))
         self.tailer.hold_drained = self.follows  # the correlator process reads a file renamed away through it
         if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
             self.pipeline.aggregator.run_in_background()
@@ -707,6 +707,7 @@ class Daemon:
             batches=p.take_pending(),
             forget_before=time.time() - self.config.tail.forget_after,
             spans=p.take_spans(),
+            moved_since=self.tailer.moved_to.since,
         )
         if not self._reconciled_sent and self.tailer.reconciled:  # with the re-keyed checkpoints taken above
             commit.reconciled = self.run_token

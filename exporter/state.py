@@ -121,6 +121,17 @@ class StateError(Exception):
 
 
 
+def _times_by_source(text: str | None) -> dict[str, float]:
+    """wt_meta `moved_since`: {source: time}; anything else (none yet, another build's) is no time at all."""
+    try:
+        value = json.loads(text) if text is not None else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: float(v) for k, v in value.items() if isinstance(k, str) and isinstance(v, int | float)}
+
+
 def path_to_db(path: str) -> str | bytes:
     """A file's path as SQLite can store it without loss: text when it is UTF-8, else its filesystem bytes (a
     BLOB; a name that is not UTF-8 has surrogate escapes no UTF-8 text can carry, and failed every checkpoint)."""
@@ -153,6 +164,8 @@ class Commit:
     batches: list[RecordBatch] = field(default_factory=list)
     forget_before: float = 0.0
     spans: list[Span] = field(default_factory=list)
+    moved_since: dict[str, float] | None = None
+    """Per source, where the next start takes up the looks at `moved_to` (exporter.movedto `MovedToWatch.since`)."""
     reconciled: str | None = None
     """The daemon's run token once its tailer has decided every checkpoint of the last stop (exporter/reconciled.py):
     written with the checkpoints it is true of."""
@@ -173,6 +186,7 @@ class Commit:
         self.series = [(m, k, v) for (m, k), v in series.items()]
         self.forget_before = max(self.forget_before, later.forget_before)
         self.reconciled = later.reconciled or self.reconciled
+        self.moved_since = later.moved_since if later.moved_since is not None else self.moved_since
 
 
 @dataclass(slots=True)
@@ -183,7 +197,17 @@ class Loaded:
     sink_positions: dict[str, Position] = field(default_factory=dict)
     """Files whose rows the sinks hold only up to a byte before the checkpoint: (offset, line, header)."""
     last_commit: float | None = None
-    """When the checkpoints were last written (the newest `updated`): a file changed since was not read then."""
+    """When the checkpoints were last written (the newest `updated`)."""
+    moved_since: dict[str, float] = field(default_factory=dict)
+    """Per source, files in its `moved_to` changed after this may be new to the next look there (exporter/movedto.py):
+    the start of the last scan that looked at them, as the last commit saved it (a source missing: `last_commit`)."""
+
+    def moved_since_for(self, labels: list[str]) -> dict[str, float] | None:
+        """`moved_since` for the sources configured now (None on a first run: nothing to take up)."""
+        if self.first_run:
+            return None
+        fallback = self.last_commit if self.last_commit is not None else time.time()
+        return {label: self.moved_since.get(label, fallback) for label in labels}
 
 
 def dangling_link(path: Path) -> str | None:
@@ -476,7 +500,8 @@ class StateStore:
             for m, labels, value in conn.execute("SELECT metric, labels, value FROM wt_series")
         ]
         last = conn.execute("SELECT max(updated) FROM wt_checkpoints").fetchone()[0]
-        return Loaded(first_run, cps, series, behind, last_commit=last)
+        return Loaded(first_run, cps, series, behind, last_commit=last,
+                      moved_since=_times_by_source(meta.get("moved_since")))
 
     def _write_rows(self, batches: list[RecordBatch], new_files: list[Checkpoint] | None = None,
                     progress: dict[str, Position | None] | None = None) -> None:
@@ -659,6 +684,8 @@ class StateStore:
             conn.execute("INSERT OR IGNORE INTO wt_meta VALUES ('initialized', ?)", (str(now),))
             if c.reconciled:
                 mark_reconciled(conn, c.reconciled)
+            if c.moved_since:
+                conn.execute("INSERT OR REPLACE INTO wt_meta VALUES ('moved_since', ?)", (json.dumps(c.moved_since),))
             conn.execute("COMMIT")
             self._committed()
         except BaseException:

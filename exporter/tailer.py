@@ -31,6 +31,7 @@ from exporter.fingerprint import (
     shares_first_record,
 )
 from exporter.metrics import SelfMetrics
+from exporter.movedto import MovedToWatch
 from exporter.parser import BOM, ErrorLog, header_columns
 from exporter.records import shown
 
@@ -177,24 +178,14 @@ class Tailer:
         self.retired: list[Checkpoint] = []
         self._last_scan = float("-inf")
         self._scanned_once = False
-        self.moved_since = moved_since
-        """When the checkpoints were last written (a restart; None on a first start): a file in a `moved_to` directory
-        that no checkpoint names and that changed since was created and moved there while the daemon was down, never
-        read (`_moved_while_down`)."""
         self._matched_now: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
         self._displaced: dict[tuple[int, int], Checkpoint] = {}
         """Checkpoints whose inode holds another file at the first scan (`_follow`, `_new_identity`), keyed by it:
         looked for at their own path under another inode (`_new_identity`), then as a copy at their path or in
         `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
-        self._started_at = time.time()
-        self._moved_dirs: dict[str, int] = {}
-        """Each `moved_to` directory's modification time at the last look (`_look_at_changed_moved_to`)."""
-        self._moved_listed: set[str] = set()
-        """Sources whose `moved_to` `_moved_while_down` has listed (a later look takes only files changed since the
-        daemon started: the older ones were looked at then)."""
-        self._moved_pending: set[str] = {s.label for s in sources if s.moved_to} if moved_since is not None else set()
-        """Sources whose `moved_to` `_moved_while_down` is to list at the next scan: every one at a restart's first
-        scan, then one whose directory changed or could not be listed."""
+        self.moved_to = MovedToWatch(sources, moved_since, time.time())
+        """When to look in the `moved_to` directories and which files there are new to a look (`_moved_while_down`);
+        `moved_since`: where a restart takes up the last run's looks (`moved_to.since`, saved with the checkpoints)."""
         self._read_before: set[tuple[int, int]] = set()
         """Copies found at the first scan shorter than where their checkpoint's reading stopped (older backups): their
         records were read before (`_take_copy`), not read again as files nothing names (`_moved_while_down`)."""
@@ -335,6 +326,7 @@ class Tailer:
 
     def scan(self) -> None:
         """Re-evaluate the globs: follow new files, notice files that left."""
+        started = time.time()
         found = self._matches()
         self._matched_now = found
         for key, (source, path, st) in found.items():
@@ -363,9 +355,9 @@ class Tailer:
         if self._left_while_down:
             self._find_left_while_down()
         if not self.oneshot:
-            self._look_at_changed_moved_to()
-        if self._moved_pending:
-            self._moved_while_down(self._started_at if self.moved_since is None else self.moved_since)
+            self.moved_to.look()
+        if self.moved_to.pending:
+            self._moved_while_down(started)
         self._scanned_once = True
         self._last_scan = time.monotonic()
 
@@ -549,49 +541,28 @@ class Tailer:
         self.known[new_key] = cp
         return path, st
 
-    def _look_at_changed_moved_to(self) -> None:
-        """While the daemon runs, a file PMTA creates, fills and moves away between two scans is never in the globs
-        when one looks: its source's `moved_to` directory changes (a new entry), and `_moved_while_down` looks there
-        at this scan for files named by no checkpoint and changed since the daemon started (the first look only
-        notes each directory's time)."""
+    def _moved_while_down(self, scan_started: float) -> None:
+        """Files PMTA created and its move-to moved away without the daemon seeing them in the globs: while it was
+        down (a downtime longer than its move-interval), or between two scans. In a source's `moved_to`, new to its
+        look (exporter/movedto.py) and named by no checkpoint, nothing read them: each is read whole from where it is,
+        then retired (the next scan finds it outside the globs), as a file found there by its identity is. Without
+        this their records were lost, and nothing said so. A copy of a file read before is not read again."""
         for source in self.sources:
-            for pattern in source.moved_to:
-                root = static_root(pattern)
-                try:
-                    changed = os.stat(root).st_mtime_ns
-                except OSError:
-                    continue
-                if self._moved_dirs.setdefault(root, changed) != changed:
-                    self._moved_dirs[root] = changed
-                    self._moved_pending.add(source.label)
-
-    def _moved_while_down(self, since: float) -> None:
-        """Files PMTA created and its move-to moved away while the daemon was down (a downtime longer than its
-        move-interval): in a source's `moved_to`, named by no checkpoint, changed after the checkpoints were last
-        written. Nothing read them: each is read whole from where it is, then retired (the next scan finds it outside
-        the globs), as a file found there by its identity is. Without this their records were lost, and nothing said
-        so. An older file there is an archive read before (its checkpoint forgotten after `tail.forget_after`)."""
-        for source in self.sources:
-            if source.label not in self._moved_pending:
+            if source.label not in self.moved_to.pending:
                 continue
             listed = self._identities(source.label, source.moved_to)
             if listed is None:  # a directory that could not be listed (counted and logged): looked at next scan
                 continue
-            self._moved_pending.discard(source.label)
-            # a source's moved_to listed before: only files changed since the daemon started are new to it
-            floor = since if source.label not in self._moved_listed else max(since, self._started_at)
-            self._moved_listed.add(source.label)
             index: tuple[dict[int, set[bytes]], dict[str, list[bytes]]] | None = None
-            for key, path in sorted(listed.items(), key=lambda kv: kv[1]):
+            for key, path, st in self.moved_to.new_files(source.label, listed, scan_started):
                 if key in self.streams or (key in self.known and self.known[key].gone_since is None):
                     continue
                 try:
-                    st = os.stat(path)
                     head = read_head(path)
                 except OSError:
+                    self.moved_to.unread(source.label, st)
                     continue
-                if st.st_mtime <= floor or not stat.S_ISREG(st.st_mode) or compression_of(head) is not None \
-                        or not self._unclaimed(key, st, head):
+                if compression_of(head) is not None or not self._unclaimed(key, st, head):
                     continue
                 if index is None:
                     index = self._read_before_index(source.label)

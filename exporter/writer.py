@@ -92,7 +92,7 @@ class CommitQueue:
         # of new files it must register (`_pending_checkpoints`); the checkpoint itself is written later, on
         # this loop, once the rows are in the backlog, so its sink positions see them.
         marks = Commit(checkpoints=commit.checkpoints, series=commit.series, forget_before=commit.forget_before,
-                       reconciled=commit.reconciled)
+                       reconciled=commit.reconciled, moved_since=commit.moved_since)
         if self.checkpoint is None:
             self.checkpoint = marks
         else:

@@ -1,0 +1,120 @@
+"""When to look in the sources' `moved_to` directories, and which files there are new to a look.
+
+PMTA's move-to moves a finished file out of the directory the globs watch. Most files there were read before (followed,
+then moved), are archives (their checkpoints forgotten after `tail.forget_after`) or copies; but a file PMTA creates,
+fills and moves between two scans, or while the daemon is down, was never in the globs when one looked, and is read
+whole from there (exporter.tailer `_moved_while_down`, which also tells copies and files read before apart).
+
+A look lists a source's `moved_to` when one of its directories changed (a new entry changes its modification time),
+or had changed so shortly before the last look that another change in the same clock tick would not show (a second
+on some file systems): it is looked at once more. New to a look are the files not listed, in that version (inode,
+size, modification time), at the source's previous look; at the first look, those changed after `since` (a restart:
+the start of the last scan before the stop that had looked at the source, less the clock's coarseness; a first run:
+its start). A file read before and moved there long ago, its checkpoint forgotten, is never new again.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+import time
+from collections.abc import Iterable
+from typing import Any
+
+RACY_NS = 2_000_000_000
+"""A directory changed this shortly before a look may have changed again after it within the same tick, unseen: the
+next look lists it once more."""
+COARSE_S = 2.0
+"""Seconds taken off a restart's `since`: a file's time may be rounded down (a second on some file systems)."""
+
+
+def _directories(pattern: str) -> list[str]:
+    """The directories a `moved_to` glob lists: its own directory, or each one its directory part matches."""
+    directory = os.path.dirname(pattern) or "."
+    if not glob.has_magic(directory):
+        return [directory]
+    return sorted(d for d in glob.glob(directory) if os.path.isdir(d))
+
+
+def _version(st: os.stat_result) -> int:
+    """A file as a look saw it: another file in its inode, or the file written to since, is another version."""
+    return hash((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+class MovedToWatch:
+    """Per source with `moved_to`: whether its next scan lists it (`pending`), and which listed files are new."""
+
+    def __init__(self, sources: Iterable[Any], since: float | dict[str, float] | None, started_at: float) -> None:
+        self._patterns = {s.label: list(s.moved_to) for s in sources if s.moved_to}
+        self.pending: set[str] = set(self._patterns) if since is not None else set()
+        """Sources to list at the next scan: every one at a restart's first scan, then one whose directories changed
+        (or changed recently), or whose listing failed."""
+        self._since = {label: started_at if since is None else since if isinstance(since, float | int)
+                       else since.get(label, started_at) for label in self._patterns}
+        """Per source: the start of the scan whose look a restart must take up from (`since`, saved per source)."""
+        self._floor = {label: t if since is None else t - COARSE_S for label, t in self._since.items()}
+        """Per source: files changed after this are new to its first look."""
+        self._seen: dict[str, set[int]] = {}
+        """Per source: the versions of the files its last look listed."""
+        self._dir_times: dict[str, tuple[int, int]] = {}
+        """Per directory: (its modification time, when it was read) at the last look."""
+        self._looked = False
+
+    @property
+    def since(self) -> dict[str, float]:
+        """For the next start, per source: files in its `moved_to` changed after this may be new to it (per source: a
+        source whose directory never changes keeps an old time, which must not reopen another source's archives)."""
+        return dict(self._since)
+
+    def look(self) -> None:
+        """Note the sources whose directories changed since the last look, or changed within a tick of it (a change
+        after it in the same tick would not show: looked at once more); a directory that appears (created, or a new
+        one a wildcard matches) is a change."""
+        now = time.time_ns()
+        times: dict[str, tuple[int, int]] = {}
+        for label, patterns in self._patterns.items():
+            for directory in (d for p in patterns for d in _directories(p)):
+                try:
+                    changed = os.stat(directory).st_mtime_ns
+                except OSError:
+                    changed = -1  # missing for now: its creation is a change
+                times[directory] = (changed, now)
+                before = self._dir_times.get(directory)
+                if before is None:
+                    if self._looked:
+                        self.pending.add(label)
+                elif before[0] != changed or 0 <= before[1] - before[0] < RACY_NS:
+                    self.pending.add(label)
+        self._dir_times = times
+        self._looked = True
+
+    def new_files(self, label: str, listed: dict[tuple[int, int], str], scan_started: float
+                  ) -> list[tuple[tuple[int, int], str, os.stat_result]]:
+        """The regular files of this listing of `label`'s `moved_to` (identity -> path) new to its look, in name
+        order. The listing is then the source's last look, but for files the caller could not read (`unread`)."""
+        seen = self._seen.get(label)
+        floor = self._floor[label]
+        versions: set[int] = set()
+        new = []
+        for key, path in sorted(listed.items(), key=lambda kv: kv[1]):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            version = _version(st)
+            versions.add(version)
+            if (version in seen) if seen is not None else st.st_mtime <= floor:
+                continue
+            new.append((key, path, st))
+        self._seen[label] = versions
+        self._since[label] = scan_started
+        self.pending.discard(label)
+        return new
+
+    def unread(self, label: str, st: os.stat_result) -> None:
+        """A new file the caller could not read now: new again to the next look, which the next scan makes."""
+        self._seen.get(label, set()).discard(_version(st))
+        self.pending.add(label)

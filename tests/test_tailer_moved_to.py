@@ -1,0 +1,189 @@
+"""Files PMTA's `move-to` puts in a source's `moved_to` directory without the daemon having seen them in the globs.
+
+PMTA may create a file, fill it and move it away between two scans (or while the daemon is down): the next look at
+`moved_to` reads it whole, once. Every other file there was read before or is an archive, and must never be read
+again: not once its checkpoint is forgotten (`tail.forget_after`), not after a restart. Found by a review of the look
+while the daemon runs: each test here failed before its fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from exporter import tailer as tailer_module
+from exporter.config import SourceConfig, TailConfig
+from exporter.metrics import SelfMetrics
+from exporter.tailer import Tailer
+from tests.conftest import ACCT_HEADER
+from tests.test_tailer_replacement import drain, ids_of, lines_of, records
+
+
+def setup(tmp_path: Path, moved_glob: str = "*.csv", make_moved: bool = True, **tail: object
+          ) -> tuple[Path, Path, SourceConfig, Tailer]:
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    if make_moved:
+        moved.mkdir()
+    src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / moved_glob)])
+    tailer = Tailer([src], TailConfig(**{"rescan_interval": 0, **tail}), SelfMetrics(CollectorRegistry()),
+                    first_run=False)
+    return logs, moved, src, tailer
+
+
+def file_of(n: int, first: int) -> str:
+    return ACCT_HEADER + "\n" + records(first, n)
+
+
+async def test_a_file_moved_away_after_it_was_read_is_not_read_again_once_its_checkpoint_is_forgotten(
+        tmp_path: Path) -> None:
+    """A look at moved_to took every file changed since the daemon started and named by no checkpoint: once
+    `tail.forget_after` had dropped the checkpoint of a file read and moved there, the next move made the look read
+    it whole again (a daemon up longer than 14 days counted every file moved since its start a second time)."""
+    logs, moved, _src, tailer = setup(tmp_path, forget_after=1.0)
+    assert await drain(tailer) == []
+    time.sleep(0.02)
+    (logs / "acct-0001.csv").write_text(file_of(3, 0))
+    first = await drain(tailer)
+    assert lines_of(first) == [2, 3, 4]
+    (logs / "acct-0001.csv").rename(moved / "acct-0001.csv")  # PMTA's move-to, once written
+    assert await drain(tailer) == [] and await drain(tailer) == []
+    tailer.take_checkpoints()  # the daemon's commit
+    time.sleep(1.2)
+    await drain(tailer)  # the checkpoint is forgotten
+    assert not any(cp.path.endswith("acct-0001.csv") for cp in tailer.known.values())
+    (moved / "acct-0002.csv").write_text(file_of(2, 100))  # the next file PMTA moves there, never in the globs
+    rows = await drain(tailer)
+    assert lines_of(rows) == [2, 3] and not ids_of(rows) & ids_of(first)
+    await tailer.close()
+
+
+async def test_a_file_moved_to_moved_to_between_the_last_scan_and_a_stop_is_read_at_the_restart(
+        tmp_path: Path) -> None:
+    """A restart looked for files changed after the last commit: one created and moved between the last scan and the
+    stop's commit was older than that, and lost without a word. The restart looks from the last scan's start."""
+    _logs, moved, src, tailer = setup(tmp_path)
+    assert await drain(tailer) == []
+    time.sleep(0.02)
+    (moved / "acct-0002.csv").write_text(file_of(3, 10))  # created and moved after the last scan
+    since = tailer.moved_to.since
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    time.sleep(0.02)  # the stop's commit, later than the file's time
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=since)
+    assert lines_of(await drain(again)) == [2, 3, 4]
+    await again.close()
+
+
+async def test_a_second_move_in_the_same_tick_as_the_last_look_is_read(tmp_path: Path) -> None:
+    """A directory's time changes once per clock tick (a second on some file systems): a file moved in within the
+    tick of the last look left it unchanged, and was never read. A directory changed that recently is looked at
+    again at the next scan."""
+    _logs, moved, _src, tailer = setup(tmp_path)
+    assert await drain(tailer) == []
+    time.sleep(0.02)
+    (moved / "acct-0001.csv").write_text(file_of(2, 0))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    then = os.stat(moved).st_mtime_ns
+    (moved / "acct-0002.csv").write_text(file_of(3, 10))
+    os.utime(moved, ns=(then, then))  # the directory's time as it was at the last look: the same tick
+    assert lines_of(await drain(tailer) + await drain(tailer)) == [2, 3, 4]
+    assert await drain(tailer) == []
+    await tailer.close()
+
+
+async def test_a_moved_to_directory_created_after_the_start_is_looked_at(tmp_path: Path) -> None:
+    """A `moved_to` directory missing at the first look was skipped and nothing noted: created later with a file in
+    it, it counted as unchanged and the file was never read."""
+    _logs, moved, _src, tailer = setup(tmp_path, make_moved=False)
+    assert await drain(tailer) == []
+    time.sleep(0.02)
+    moved.mkdir()
+    (moved / "acct-0001.csv").write_text(file_of(2, 0))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    assert await drain(tailer) == []
+    await tailer.close()
+
+
+async def test_a_moved_to_glob_with_a_wildcard_directory_looks_in_each_directory_it_matches(tmp_path: Path) -> None:
+    """Only the pattern's fixed root was watched: a file moved into an existing dated subdirectory
+    (`moved/*/acct-*.csv`) changed a directory nothing looked at."""
+    _logs, moved, _src, tailer = setup(tmp_path, moved_glob="*/*.csv")
+    (moved / "2026-12-04").mkdir()
+    assert await drain(tailer) == []
+    time.sleep(0.02)
+    (moved / "2026-12-04" / "acct-0001.csv").write_text(file_of(2, 0))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    time.sleep(0.02)
+    (moved / "2026-12-05").mkdir()  # a new day's directory, a file in it
+    (moved / "2026-12-05" / "acct-0002.csv").write_text(file_of(3, 10))
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    assert await drain(tailer) == []
+    await tailer.close()
+
+
+async def test_a_look_at_a_moved_to_full_of_archives_opens_only_the_new_file(tmp_path: Path, monkeypatch) -> None:
+    """Each look opened every file of the directory to read its first bytes before asking whether it was new: 3,000
+    archives, 3,001 opens per move. Files seen at the last look are not opened again."""
+    _logs, moved, _src, tailer = setup(tmp_path)
+    for i in range(300):
+        path = moved / f"acct-old{i:04d}.csv"
+        path.write_text(file_of(1, i))
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    assert await drain(tailer) == []
+    opened: list[str] = []
+    real = tailer_module.read_head
+
+    def counting(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(os.path.basename(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tailer_module, "read_head", counting)
+    time.sleep(0.02)
+    (moved / "acct-new.csv").write_text(file_of(2, 1000))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    assert not [name for name in opened if name.startswith("acct-old")], opened[:5]
+    await tailer.close()
+
+
+async def test_where_the_looks_at_moved_to_stopped_is_saved_per_source_with_the_checkpoints(tmp_path: Path) -> None:
+    """A restart takes up each source's looks where its last look started (saved with the checkpoints), not at the last
+    commit, and not at the oldest of all sources': a source whose directory never changed keeps its old time, which
+    would reopen another source's archives whose checkpoints are forgotten."""
+    from exporter.state import Commit, StateStore
+
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    for d in (logs, moved, tmp_path / "fbl-moved"):
+        d.mkdir()
+    sources = [SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")]),
+               SourceConfig(name="fbl", paths=[str(logs / "fbl-*.csv")], moved_to=[str(tmp_path / "fbl-moved/*")])]
+    for d in (moved, tmp_path / "fbl-moved"):  # made long ago (a directory changed within a tick is looked at again)
+        os.utime(d, (time.time() - 60, time.time() - 60))
+    old = time.time() - 86_400 * 20  # the last run's looks, 20 days ago
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False,
+                    moved_since=old)
+    before = time.time()
+    assert await drain(tailer) == []
+    first = tailer.moved_to.since
+    assert first["acct"] == first["fbl"] and before <= first["acct"] <= time.time()  # a restart's first scan looks
+    assert await drain(tailer) == [] and tailer.moved_to.since == first  # nothing changed: no look
+    before = time.time()
+    (moved / "acct-0001.csv").write_text(file_of(2, 0))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    since = tailer.moved_to.since
+    assert before <= since["acct"] <= time.time() and since["fbl"] == first["fbl"]  # fbl's directory did not change
+    store = StateStore(tmp_path / "state" / "watchtower.db")
+    store._open(check=False)
+    store._write_checkpoint(Commit(checkpoints=tailer.take_checkpoints(), moved_since=since))
+    store._close()
+    await tailer.close()
+    again = StateStore(tmp_path / "state" / "watchtower.db")
+    loaded = again._open(check=False)
+    again._close()
+    assert loaded.moved_since == since
+    assert loaded.moved_since_for(["acct", "diag"]) == {"acct": since["acct"], "diag": loaded.last_commit}
