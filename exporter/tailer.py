@@ -712,9 +712,13 @@ class Tailer:
             cp.path = path
             cp.gone_since = None
         else:
-            if cp is not None and cp.source != source and same_file(cp, st, head):
+            if cp is not None and cp.source != source and same_file(cp, st, head) \
+                    and (cp.path == path or shares_first_record(cp.fingerprint, head)):
                 # a config edit gave its glob to another configured source (its content is the one read: the same
-                # file; other bytes in its inode are a new file, and the old one's loss is said below)
+                # file; other bytes in its inode are a new file, and the old one's loss is said below). Not a file
+                # of another name when the checkpoint's file held only its header: every file of both sources may
+                # start with that header line, and the inode is then another source's new file (the checkpoint's
+                # own file may be a copy elsewhere: `_displaced`)
                 both = _shared_types(self._allowed.get(cp.source), self._allowed[source])
                 log.log(logging.WARNING if both else logging.INFO,
                         "%s: now matched by source %s, not %s; reading it from the start for %s%s", shown(path),

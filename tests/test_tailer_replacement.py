@@ -1003,3 +1003,38 @@ async def test_a_later_look_at_moved_to_takes_only_files_changed_since_the_start
     (moved / "acct-0009.csv").write_text(ACCT_HEADER + "\n" + records(100, 2))  # moved_to changes while it runs
     assert lines_of(await drain(again)) == [2, 3]
     await again.close()
+
+
+async def test_a_header_only_file_of_one_source_does_not_claim_another_sources_new_file_in_its_inode(tmp_path: Path):
+    """Sources whose files start with the same header line (PMTA's acct and diag files can): a diag file read when it
+    held only its header was copied (`cp` + `mv`) and moved to moved_to while the daemon was down, and acct's next file
+    took its freed inode. The first scan took that acct file for the diag file given to another source by a config
+    edit (the same inode, the same first bytes), and never looked for the copy: its 10 records were lost (randomized
+    restart suite, seed 23). A checkpoint that held only its header is only that file at its own path."""
+    import dataclasses
+
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    sources = [SourceConfig(name=name, paths=[str(logs / f"{name}-*.csv")], moved_to=[str(moved / f"{name}-*.csv")])
+               for name in ("acct", "diag")]
+    diag = logs / "diag-0000.csv"
+    diag.write_text(ACCT_HEADER + "\n")
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
+    assert await drain(tailer) == []
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    (diag_id,) = [cp.file_id for cp in saved]
+    copy = moved / "diag-0000.csv"  # records written, then `cp` to moved_to and the original removed
+    copy.write_text(ACCT_HEADER + "\n" + records(0, 10))
+    diag.unlink()
+    acct = logs / "acct-0004.csv"
+    acct.write_text(ACCT_HEADER + "\n" + records(100, 3))
+    saved[0].ino = acct.stat().st_ino  # as ext4 hands the freed inode to the next file
+    again = Tailer(sources, TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False)
+    rows = await drain(again)
+    by_file = {fid: [n for f, n in rows if f == fid] for fid in ids_of(rows)}
+    assert by_file.pop(diag_id) == list(range(2, 12))  # the copy, read on from where its reading stopped
+    assert list(by_file.values()) == [[2, 3, 4]]  # acct's file, as a new file
+    assert {cp.source for cp in again.known.values() if cp.file_id == diag_id} == {"diag"}
+    await again.close()
