@@ -18,7 +18,6 @@ same answers as `classify` (a property test compares them), at a fraction of the
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections.abc import Callable
@@ -26,17 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import re2
+
 from exporter.classify.isp import ISP_NAMES, check_keys, check_version, read_yaml
 
 try:  # the stdlib regex parser, only for the literal pre-check (required_literals)
-    from re import _compiler as sre_compile
     from re import _constants as sre_c
     from re import _parser as sre_parse
 
     _REPEATS = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", sre_c.MAX_REPEAT)}
     _ATOMIC_GROUP = getattr(sre_c, "ATOMIC_GROUP", object())
 except ImportError:  # pragma: no cover - a future Python without it: no pre-check (see required_literals)
-    sre_c = sre_parse = sre_compile = None  # type: ignore[assignment]
+    sre_c = sre_parse = None  # type: ignore[assignment]
     _REPEATS, _ATOMIC_GROUP = set(), object()
 
 OTHER = "other"
@@ -94,7 +94,8 @@ class Rule:
     isps: frozenset[str]
     codes: tuple[str, ...]
     enhanced: tuple[EnhancedSpec, ...]
-    pattern: re.Pattern[str] | None
+    pattern: Any
+    """The compiled pattern (RE2: `compile_pattern`), or None."""
     keywords: tuple[tuple[str, ...], ...] | None = None
     """required_literals(pattern): a cheap pre-check before the regex, or None."""
     exact: frozenset[str] | None = None
@@ -261,6 +262,8 @@ class ReplyClassifier:
             more = index.get(k)
             if more is not None:
                 picked = picked | more
+        if not ascii_text:
+            text = searchable(text)
         for i in sorted(picked):
             search, groups, cls, _name, exact = candidates[i]
             if groups is not None and not all(not present.isdisjoint(g) for g in groups):
@@ -309,6 +312,8 @@ class ReplyClassifier:
         if candidates is None:
             candidates = self._select(isp, code, enh)
         lowered = None
+        if not dsn_diag.isascii():
+            dsn_diag = searchable(dsn_diag)
         for search, keywords, cls, rule_name, _exact in candidates:
             if keywords is not None:
                 if lowered is None:
@@ -389,12 +394,9 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
         if not isinstance(raw["pattern"], str) or not raw["pattern"]:
             raise ValueError(f"{name}: {label}.pattern: expected a non-empty string")
         try:
-            pattern = re.compile(raw["pattern"], re.IGNORECASE)
-        except (re.error, RecursionError) as exc:  # (a pattern of a thousand nested groups overflows the compiler)
-            raise ValueError(f"{name}: {label}.pattern: bad regular expression: {exc}") from exc
-        why = backtracking_hazard(raw["pattern"])
-        if why:  # before the examples: searching them could take for ever
-            raise ValueError(f"{name}: {label}.pattern: {why}")
+            pattern = compile_pattern(raw["pattern"])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {label}.pattern: {exc}") from None
     if not (isps or codes or specs or pattern):
         raise ValueError(f"{name}: {label}: a rule needs at least one of isp, code, enhanced, pattern")
     keywords = required_literals(pattern.pattern) if pattern else None
@@ -412,6 +414,36 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
         if not rule.selects(isp, code, enh) or (pattern and not pattern.search(str(example))):
             raise ValueError(f"{name}: {label}.examples: the rule does not match its own example {example!r}")
     return rule
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.case_sensitive = False
+_RE2_OPTIONS.log_errors = False  # the error is raised, with the rule named: not also printed on stderr
+
+
+def compile_pattern(text: str) -> Any:
+    """A rule's pattern, compiled by RE2: its time is linear in the reply's length whatever the pattern, where
+    Python's backtracking `re` can take exponential time (`(a+)+$`) or polynomial time (`\\w+\\s*\\w+ x`) on a reply
+    crafted by the remote server, on the hot path. RE2 syntax, as Prometheus' own regexes: no lookarounds,
+    backreferences, possessive or atomic groups (refused, with RE2's reason)."""
+    try:
+        return re2.compile(text, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(f"bad regular expression (RE2 syntax, as Prometheus' own; lookarounds, backreferences, "
+                         f"possessive and atomic groups are not supported): {reason}") from None
+
+
+def searchable(text: str) -> str:
+    """`text` as RE2 can read it (UTF-8): a lone surrogate (a byte no UTF-8 decoder made a character of, kept by
+    exporter.textrepair) becomes `?`; any other text is itself."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def required_literals(pattern: str) -> tuple[tuple[str, ...], ...] | None:
@@ -449,194 +481,6 @@ def literal_expansions(pattern: str) -> frozenset[str] | None:
     return frozenset(found) if found and "" not in found else None
 
 
-_POSSESSIVE = getattr(sre_c, "POSSESSIVE_REPEAT", object()) if sre_c is not None else object()
-_SINGLE = {sre_c.LITERAL, sre_c.NOT_LITERAL, sre_c.ANY, sre_c.IN, sre_c.CATEGORY} if sre_c is not None else set()
-_ZERO_WIDTH = {sre_c.AT, sre_c.ASSERT, sre_c.ASSERT_NOT} if sre_c is not None else set()
-_PROBES = (*range(0x100), 0x130, 0x17F, 0x391, 0x410, 0x2028, 0x4E00, 0xFFFD)
-"""The characters two character classes are compared on: ASCII and Latin-1 (replies are ASCII), one of each other
-kind `\\w`, `\\s` and case folding treat specially, and each pattern's own literals and range ends (`_probes`)."""
-_NESTED = ("a repeat inside a repeat that can take the same characters (as in (a+)+ or (\\w+\\s?)+) can take "
-           "exponential time on a reply that almost matches; make the inner one possessive (a++) or atomic "
-           "((?>...)), or let a character it cannot take follow it (as in (\\d+\\.){3})")
-_EMPTY = ("a repeat that can match nothing inside a repeat (as in ((x?)+a)+) can take exponential time on a reply "
-          "that almost matches; make its inner part match at least one character")
-_ALTERNATION = ("a repeated alternation whose branches can start alike (as in (x|x)* or (a|b|ab)*) can take "
-                "exponential time on a reply that almost matches; make the branches start differently")
-_DEEP = "nested too deeply to be checked for exponential backtracking; simplify it"
-
-
-@functools.lru_cache(maxsize=2048)
-def _one_char(state: Any, op: Any, av: Any, probes: tuple[int, ...]) -> frozenset[int]:
-    """The probe characters a one-character item (a literal, a set, `.`, `\\d`...) matches, case-insensitively."""
-    if op is sre_c.LITERAL:
-        return frozenset(c for c in probes if chr(c).casefold() == chr(av).casefold())
-    one = sre_compile.compile(sre_parse.SubPattern(state, [(op, av)]), re.IGNORECASE)
-    return frozenset(c for c in probes if one.fullmatch(chr(c)))
-
-
-def _hashable(av: Any) -> Any:
-    """A parse node's argument as a cache key (sets are lists of tuples)."""
-    return tuple(_hashable(x) for x in av) if isinstance(av, list | tuple) else av
-
-
-class _Hazards:
-    """One pattern's check (see backtracking_hazard): its probe characters, and the walk."""
-
-    def __init__(self, tree: Any) -> None:
-        self.state = tree.state
-        own: set[int] = set()
-        self._literals(tree, own)
-        variants = {ord(v) for c in own for v in (chr(c).lower(), chr(c).upper(), chr(c).casefold()) if len(v) == 1}
-        self.probes = tuple(sorted(set(_PROBES) | own | variants))
-        self.all = frozenset(self.probes)
-
-    def _literals(self, seq: Any, out: set[int]) -> None:
-        """Every literal and range end of the pattern (characters beyond the base probes included)."""
-        for op, av in seq:
-            if op in (sre_c.LITERAL, sre_c.NOT_LITERAL):
-                out.add(av)
-            elif op is sre_c.IN:
-                for kind, arg in av:
-                    if kind is sre_c.LITERAL:
-                        out.add(arg)
-                    elif kind is sre_c.RANGE:
-                        out.update(arg)
-            elif isinstance(av, list | tuple):
-                for part in av:
-                    if isinstance(part, sre_parse.SubPattern):
-                        self._literals(part, out)
-                    elif isinstance(part, list):  # a BRANCH's branches
-                        for sub in part:
-                            if isinstance(sub, sre_parse.SubPattern):
-                                self._literals(sub, out)
-            elif isinstance(av, sre_parse.SubPattern):  # an atomic group
-                self._literals(av, out)
-
-    def one(self, op: Any, av: Any) -> frozenset[int]:
-        return _one_char(self.state, op, _hashable(av), self.probes)
-
-    def first(self, seq: Any) -> tuple[frozenset[int], bool]:
-        """(the characters a match of `seq` can start with, whether it can match nothing); unknown items: any."""
-        first: frozenset[int] = frozenset()
-        for op, av in seq:
-            if op in _ZERO_WIDTH:
-                continue
-            if op in _SINGLE:
-                return first | self.one(op, av), False
-            if op is sre_c.BRANCH:
-                parts = [self.first(branch) for branch in av[1]]
-            elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
-                parts = [self.first(av if op is _ATOMIC_GROUP else av[-1])]
-            elif op in _REPEATS:
-                parts = [self.first(av[2])] + ([(frozenset(), True)] if av[0] == 0 else [])
-            else:  # a back reference, a conditional: anything
-                return self.all, False
-            first = first.union(*(chars for chars, _ in parts))
-            if not any(empty for _, empty in parts):
-                return first, False
-        return first, True
-
-    def chars(self, seq: Any) -> frozenset[int]:
-        """Every character a match of `seq` can take."""
-        out: frozenset[int] = frozenset()
-        for op, av in seq:
-            if op in _SINGLE:
-                out |= self.one(op, av)
-            elif op is sre_c.BRANCH:
-                out = out.union(*(self.chars(branch) for branch in av[1]))
-            elif op is sre_c.SUBPATTERN or op is _ATOMIC_GROUP:
-                out |= self.chars(av if op is _ATOMIC_GROUP else av[-1])
-            elif op in _REPEATS:
-                out |= self.chars(av[2])
-            elif op not in _ZERO_WIDTH:
-                return self.all
-        return out
-
-    def pinned(self, rest: list[Any], chars: frozenset[int]) -> bool:
-        """Does a character outside `chars` have to come after a fixed number of characters (one-character items in
-        between)? Then a run of `chars` ends one way only (`[a-z-]*[a-z]\\.`): no split to try."""
-        for op, av in rest:
-            if op in _ZERO_WIDTH:
-                continue
-            if op in _SINGLE:
-                if not self.one(op, av) & chars:
-                    return True
-                continue
-            if op is sre_c.SUBPATTERN and not av[1] and not av[2]:
-                inner = list(av[-1])
-                if self.pinned(inner, chars):
-                    return True
-                if any(o not in _SINGLE and o not in _ZERO_WIDTH for o, _ in inner):
-                    return False
-                continue
-            return False
-        return False
-
-    def walk(self, seq: Any, cont: list[Any] | None, wrap: frozenset[int]) -> str | None:
-        """The hazard in `seq`. Inside a backtracking repeat that iterates, `cont` holds what follows `seq` within the
-        iteration (None outside one) and `wrap` what the next iteration can start with."""
-        items = list(seq)
-        for i, (op, av) in enumerate(items):
-            rest = items[i + 1:] + cont if cont is not None else None
-            follow = frozenset()
-            if rest is not None:
-                follow, empty = self.first(rest)
-                follow = follow | wrap if empty else follow
-            if op in _BACKTRACKING:
-                lo, hi, body = av
-                if rest is not None and lo != hi:
-                    if hi > 1 and self.first(body)[1]:
-                        return _EMPTY
-                    alone = hi <= 1 and len(items) == 1 and not cont  # an optional iteration: empty, it ends the loop
-                    taken = self.chars(body)
-                    if not alone and taken & follow and not self.pinned(rest, taken):
-                        return _NESTED
-                found = self.walk(body, [], self.first(body)[0]) if hi > 1 else self.walk(body, rest, wrap)
-            elif op is _POSSESSIVE or op is _ATOMIC_GROUP:  # nothing given back to the outside; its inside still may
-                found = self.walk(av if op is _ATOMIC_GROUP else av[2], None, frozenset())
-            elif op in (sre_c.ASSERT, sre_c.ASSERT_NOT):  # lookarounds are atomic too
-                found = self.walk(av[1], None, frozenset())
-            elif op is sre_c.SUBPATTERN:
-                found = self.walk(av[-1], rest, wrap)
-            elif op is sre_c.GROUPREF_EXISTS:
-                found = self.walk(av[1], rest, wrap) or (self.walk(av[2], rest, wrap) if av[2] else None)
-            elif op is sre_c.BRANCH:
-                if rest is not None:
-                    starts = [self.first(branch) for branch in av[1]]
-                    for (a, a_empty), (b, b_empty) in itertools.combinations(starts, 2):
-                        if a & b or (a_empty and b_empty):
-                            return _ALTERNATION
-                    alone = len(items) == 1 and not cont  # the whole iteration: empty, it ends the loop
-                    if not alone and any(empty for _, empty in starts) and any(a & follow for a, _ in starts):
-                        return _ALTERNATION  # an empty branch, or another that takes what follows
-                found = next(filter(None, (self.walk(branch, rest, wrap) for branch in av[1])), None)
-            else:
-                continue
-            if found:
-                return found
-        return None
-
-
-def backtracking_hazard(pattern: str) -> str | None:
-    """Why `pattern` can take exponential time on some text, or None.
-
-    `re` backtracks: a repeat that may iterate, around a repeat of variable count that can take the characters that
-    come after it (`(a+)+`, `(\\w+\\s?)+`, `(a{1,2})+`), around a repeat that can match nothing, or around an
-    alternation whose branches can start alike (`(x|x)*`), tries every way to split a near-match before it gives up:
-    for ever on a reply of a few hundred characters, in the daemon's hot path. What follows the inner repeat decides:
-    `(\\d+\\.){3}`, `(\\S+\\s+)*` and `([a-z-]*[a-z]\\.)+` split one way only. A possessive repeat or atomic group gives
-    nothing back (`(a++)+`). A pattern nested too deeply to check is refused; if the parser gives anything unexpected,
-    nothing is (fails open, as required_literals)."""
-    try:
-        tree = _parse(pattern)
-        return _Hazards(tree).walk(tree, None, frozenset())
-    except RecursionError:
-        return _DEEP
-    except Exception:  # a private module: never let its changes break loading
-        return None
-
-
-@functools.lru_cache(maxsize=1024)
 def _parse(pattern: str) -> Any:
     """The stdlib parser's tree of a case-insensitive pattern (shared by the two readers of a rule's pattern)."""
     return sre_parse.parse(pattern, re.IGNORECASE)
