@@ -103,3 +103,36 @@ def test_literal_expansions_decide_exactly_what_the_regex_decides_on_ascii_text(
     words = data.draw(st.lists(piece | st.text(alphabet="abeiklnorstuy .-()[]0123", max_size=8), max_size=6))
     text = " ".join(words)
     assert (rule.pattern.search(text) is not None) == any(e in text.lower() for e in rule.exact)
+
+
+RE2_FORMS = [  # (pattern, replies): forms Python's parser reads otherwise than RE2, and a lone surrogate
+    ("user[[:space:]]unknown", ["550 5.1.1 user unknown", "550 user]unknown", "550 user:unknown"]),
+    ("[[:alpha:]]x", ["550 ax", "550 a]x", "550 :x", "550 1x"]),
+    ("[[:^alpha:]]x", ["550 1x", "550 ax"]),
+    ("ab{,2}c", ["550 abc", "550 ab{,2}c", "550 ac"]),
+    ("unknown\\?", ["550 user unknown\udcff", "550 user unknown?"]),
+]
+
+
+@pytest.mark.parametrize(("pattern", "replies"), RE2_FORMS)
+def test_the_pre_checks_agree_with_re2_on_forms_pythons_parser_reads_otherwise(tmp_path, pattern: str,
+                                                                               replies: list[str]) -> None:
+    """The literal pre-checks came from Python's parser: `[[:space:]]` (a POSIX class in RE2) read as a set then a
+    `]`, so `user[[:space:]]unknown` required `]unknown` and never fired; `{,2}` (literal in RE2) read as a count; a
+    lone surrogate was `?` to the regex and itself to the literals. classify, classify_many and explain must answer
+    what the pattern itself (RE2) answers."""
+    import warnings
+
+    import yaml
+
+    warnings.simplefilter("ignore")  # as in the daemon: the suite's warnings-as-errors would hide the old misreading
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"date": "1", "rules": [{"name": "r", "pattern": pattern, "class": "content"}]}))
+    classifier = ReplyClassifier.load(path)
+    rule = classifier.rules[0]
+    for reply in replies:
+        want = "content" if rule.pattern.search(replies_module.searchable(reply)) else "other"
+        got = (classifier.explain("other", "", reply)[0], ReplyClassifier.load(path).classify("other", "", reply),
+               ReplyClassifier.load(path).classify_many([("other", "", reply, "")] * 9)[0])
+        assert got == (want, want, want), (pattern, reply)
+    assert any(rule.pattern.search(r) for r in replies if r.isascii())  # each pattern matches one of its replies

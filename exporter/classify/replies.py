@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,8 +222,9 @@ class ReplyClassifier:
         if not todo:
             return out  # type: ignore[return-value]
         decided: dict[tuple[str, str, str, str], str] = {}
-        for key, found in zip(todo, self._present([k[1].lower() for k in todo]), strict=True):
-            isp, text, status, cat = key
+        texts = [searchable(k[1]) for k in todo]  # the literals and the regex read the same text
+        for key, text, found in zip(todo, texts, self._present([t.lower() for t in texts]), strict=True):
+            isp, _key_text, status, cat = key
             decided[key] = cls = self._decide(isp, status, text, cat, found, text.isascii())
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
@@ -247,8 +249,9 @@ class ReplyClassifier:
 
     def _decide(self, isp: str, dsn_status: str, text: str, bounce_cat: str, present: frozenset[str],
                 ascii_text: bool) -> str:
-        """explain(...)[0] given the rule literals present in text.lower(): only rules they allow are tried,
-        and on an ASCII text a pattern that is a set of literals (`Rule.exact`) is decided by them, no regex."""
+        """explain(...)[0] of `text` (as `searchable` made it) given the rule literals present in text.lower(): only
+        rules they allow are tried, and on an ASCII text a pattern that is a set of literals (`Rule.exact`) is
+        decided by them, no regex."""
         found = self._override.get(bounce_cat)
         if found is not None:
             return found
@@ -262,8 +265,6 @@ class ReplyClassifier:
             more = index.get(k)
             if more is not None:
                 picked = picked | more
-        if not ascii_text:
-            text = searchable(text)
         for i in sorted(picked):
             search, groups, cls, _name, exact = candidates[i]
             if groups is not None and not all(not present.isdisjoint(g) for g in groups):
@@ -312,8 +313,7 @@ class ReplyClassifier:
         if candidates is None:
             candidates = self._select(isp, code, enh)
         lowered = None
-        if not dsn_diag.isascii():
-            dsn_diag = searchable(dsn_diag)
+        dsn_diag = searchable(dsn_diag)
         for search, keywords, cls, rule_name, _exact in candidates:
             if keywords is not None:
                 if lowered is None:
@@ -419,6 +419,7 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.case_sensitive = False
 _RE2_OPTIONS.log_errors = False  # the error is raised, with the rule named: not also printed on stderr
+_RE2_OPTIONS.never_capture = True  # a match or none is all a rule asks (capture positions cost ~5x on a long reply)
 
 
 def compile_pattern(text: str) -> Any:
@@ -438,20 +439,23 @@ def compile_pattern(text: str) -> Any:
 
 def searchable(text: str) -> str:
     """`text` as RE2 can read it (UTF-8): a lone surrogate (a byte no UTF-8 decoder made a character of, kept by
-    exporter.textrepair) becomes `?`; any other text is itself."""
+    exporter.textrepair) becomes U+FFFD, which no ASCII pattern matches; any other text is itself. Both the literal
+    pre-checks and the regex read this text, so that they agree."""
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
     return text
 
 
 def required_literals(pattern: str) -> tuple[tuple[str, ...], ...] | None:
     """Groups of lower-case literals such that every match of `pattern` holds one literal of each group.
 
-    Python's `re` scans a case-insensitive alternation slowly (tens of µs on a long reply); plain
-    substring tests on the lowercased text rule most patterns out first. Uses the stdlib regex parser
-    (`re._parser`); anything unexpected means None, "no pre-check", which is always correct, only slower.
+    A case-insensitive regex scan of a long reply takes several µs; plain substring tests on the lowercased
+    text rule most patterns out first. Uses the stdlib regex parser (`re._parser`) on patterns it reads as RE2
+    does (`_parse`); anything unexpected means None, "no pre-check", which is always correct, only slower.
     """
     try:
         groups = _requirements(_parse(pattern))
@@ -470,7 +474,7 @@ def literal_expansions(pattern: str) -> frozenset[str] | None:
     """The lower-case strings a case-insensitive `pattern` matches, when they are a short finite list of
     ASCII literals (alternations, optional parts, one-character sets of them); else None.
 
-    Then, on an ASCII text, `re.search(pattern, text, re.IGNORECASE)` finds a match iff one of them is a
+    Then, on an ASCII text, the pattern (`compile_pattern`: RE2, case-insensitive) finds a match iff one of them is a
     substring of `text.lower()` (ASCII letters fold to ASCII letters only): the batch path reads that off
     the literals it finds anyway instead of running the regex. Anchors, word boundaries, classes such as
     \\d or \\s, wide repeats and inline flag changes make it None (the regex decides, as always)."""
@@ -481,9 +485,20 @@ def literal_expansions(pattern: str) -> frozenset[str] | None:
     return frozenset(found) if found and "" not in found else None
 
 
+_READ_OTHERWISE = ("[:", "{,")
+"""Text RE2 reads otherwise than Python's parser: `[[:alpha:]]` is a POSIX class in RE2, a set of `[:alph` then a `]`
+in Python; `a{,2}` is literal text in RE2, a count in Python. A pattern holding either gets no pre-check."""
+
+
 def _parse(pattern: str) -> Any:
-    """The stdlib parser's tree of a case-insensitive pattern (shared by the two readers of a rule's pattern)."""
-    return sre_parse.parse(pattern, re.IGNORECASE)
+    """The stdlib parser's tree of a case-insensitive pattern (shared by the two readers of a rule's pattern), for
+    patterns it reads as RE2 does (others raise: no pre-check). Its warnings (`[[`: "possible nested set") are its
+    own business: the pattern runs in RE2."""
+    if any(form in pattern for form in _READ_OTHERWISE):
+        raise ValueError("read otherwise by RE2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sre_parse.parse(pattern, re.IGNORECASE)
 
 
 def _expand(seq: Any) -> set[str] | None:
