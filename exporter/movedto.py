@@ -8,9 +8,9 @@ whole from there (exporter.tailer `_moved_while_down`, which also tells copies a
 A look lists a source's `moved_to` when one of its directories changed (a new entry changes its modification time),
 or had changed so shortly before the last look that another change in the same clock tick would not show (a second
 on some file systems): it is looked at once more. New to a look are the files not listed, in that version (inode,
-size, modification time), at the source's previous look; at the first look, those changed after `since` (a restart:
-the start of the last scan before the stop that had looked at the source, less the clock's coarseness; a first run:
-its start). A file read before and moved there long ago, its checkpoint forgotten, is never new again.
+size, modification time), at the source's previous look, and changed after it started (less the clock's coarseness;
+at a restart, after the start of the last look before the stop; on a first run, after the start) and within
+`tail.forget_after`. A file read before and moved there long ago, its checkpoint forgotten, is never new again.
 """
 
 from __future__ import annotations
@@ -45,16 +45,19 @@ def _version(st: os.stat_result) -> int:
 class MovedToWatch:
     """Per source with `moved_to`: whether its next scan lists it (`pending`), and which listed files are new."""
 
-    def __init__(self, sources: Iterable[Any], since: float | dict[str, float] | None, started_at: float) -> None:
+    def __init__(self, sources: Iterable[Any], since: float | dict[str, float] | None, started_at: float,
+                 forget_after: float) -> None:
         self._patterns = {s.label: list(s.moved_to) for s in sources if s.moved_to}
+        self._forget_after = forget_after
         self.pending: set[str] = set(self._patterns) if since is not None else set()
         """Sources to list at the next scan: every one at a restart's first scan, then one whose directories changed
         (or changed recently), or whose listing failed."""
         self._since = {label: started_at if since is None else since if isinstance(since, float | int)
                        else since.get(label, started_at) for label in self._patterns}
-        """Per source: the start of the scan whose look a restart must take up from (`since`, saved per source)."""
+        """Per source: files changed after this may be new to its next look (saved for a restart: `since`)."""
         self._floor = {label: t if since is None else t - COARSE_S for label, t in self._since.items()}
-        """Per source: files changed after this are new to its first look."""
+        """Per source: files changed after this may be new to its next look (`_since`, less the coarseness of file
+        times when it comes from another run or a file's time)."""
         self._seen: dict[str, set[int]] = {}
         """Per source: the versions of the files its last look listed."""
         self._dir_times: dict[str, tuple[int, int]] = {}
@@ -92,9 +95,13 @@ class MovedToWatch:
     def new_files(self, label: str, listed: dict[tuple[int, int], str], scan_started: float
                   ) -> list[tuple[tuple[int, int], str, os.stat_result]]:
         """The regular files of this listing of `label`'s `moved_to` (identity -> path) new to its look, in name
-        order. The listing is then the source's last look, but for files the caller could not read (`unread`)."""
-        seen = self._seen.get(label)
-        floor = self._floor[label]
+        order: not listed in that version by its last look, and changed after it started (a file missing from one
+        look, a directory renamed away or unreadable for a while, is not new again once back) and within
+        `tail.forget_after` (an older file read before may have had its checkpoint forgotten; one never read is
+        that old only after a look failing that long). The next look takes up from this scan's start, but for the
+        files the caller could not read (`unread`)."""
+        seen = self._seen.get(label, set())
+        floor = max(self._floor[label], time.time() - self._forget_after)
         versions: set[int] = set()
         new = []
         for key, path in sorted(listed.items(), key=lambda kv: kv[1]):
@@ -106,15 +113,19 @@ class MovedToWatch:
                 continue
             version = _version(st)
             versions.add(version)
-            if (version in seen) if seen is not None else st.st_mtime <= floor:
+            if version in seen or st.st_mtime <= floor:
                 continue
             new.append((key, path, st))
         self._seen[label] = versions
         self._since[label] = scan_started
+        self._floor[label] = scan_started - COARSE_S
         self.pending.discard(label)
         return new
 
     def unread(self, label: str, st: os.stat_result) -> None:
-        """A new file the caller could not read now: new again to the next look, which the next scan makes."""
+        """A new file the caller could not read now: new again to the next look (which the next scan makes), and to a
+        restart's first look."""
         self._seen.get(label, set()).discard(_version(st))
+        self._since[label] = min(self._since[label], st.st_mtime)
+        self._floor[label] = min(self._floor[label], st.st_mtime - COARSE_S)
         self.pending.add(label)

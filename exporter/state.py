@@ -206,7 +206,10 @@ class Loaded:
         """`moved_since` for the sources configured now (None on a first run: nothing to take up)."""
         if self.first_run:
             return None
-        fallback = self.last_commit if self.last_commit is not None else time.time()
+        # a source without a time of its own (renamed, or a database of an older version): the oldest saved, else
+        # the last commit
+        fallback = min(self.moved_since.values(), default=self.last_commit if self.last_commit is not None
+                       else time.time())
         return {label: self.moved_since.get(label, fallback) for label in labels}
 
 

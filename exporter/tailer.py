@@ -151,7 +151,7 @@ class Tailer:
         first_run: bool = True,
         oneshot: bool = False,
         fields: frozenset[str] | None = None,
-        moved_since: float | None = None,
+        moved_since: float | dict[str, float] | None = None,
     ) -> None:
         self.sources = sources
         self.fields = fields
@@ -183,7 +183,7 @@ class Tailer:
         """Checkpoints whose inode holds another file at the first scan (`_follow`, `_new_identity`), keyed by it:
         looked for at their own path under another inode (`_new_identity`), then as a copy at their path or in
         `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
-        self.moved_to = MovedToWatch(sources, moved_since, time.time())
+        self.moved_to = MovedToWatch(sources, moved_since, time.time(), tail.forget_after)
         """When to look in the `moved_to` directories and which files there are new to a look (`_moved_while_down`);
         `moved_since`: where a restart takes up the last run's looks (`moved_to.since`, saved with the checkpoints)."""
         self._read_before: set[tuple[int, int]] = set()

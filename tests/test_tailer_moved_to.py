@@ -186,4 +186,89 @@ async def test_where_the_looks_at_moved_to_stopped_is_saved_per_source_with_the_
     loaded = again._open(check=False)
     again._close()
     assert loaded.moved_since == since
-    assert loaded.moved_since_for(["acct", "diag"]) == {"acct": since["acct"], "diag": loaded.last_commit}
+    assert loaded.moved_since_for(["acct", "diag"]) == {"acct": since["acct"], "diag": min(since.values())}
+
+
+async def test_a_new_file_that_could_not_be_read_at_a_look_is_still_new_after_a_restart(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """A new file whose first bytes could not be read at the look (EMFILE, EACCES) was looked at again at the next
+    scan, but the look's start was saved as where a restart takes up: after a stop it was older than that, and
+    lost."""
+    import errno
+
+    _logs, moved, src, tailer = setup(tmp_path)
+    assert await drain(tailer) == []
+    new = moved / "acct-0002.csv"
+    new.write_text(file_of(3, 10))
+    time.sleep(2.5)  # PMTA closed it longer before the scan than file times can be coarse
+    real = tailer_module.read_head
+
+    def failing(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("acct-0002.csv"):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tailer_module, "read_head", failing)
+    assert await drain(tailer) == []
+    since = tailer.moved_to.since
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]  # the stop's commit
+    await tailer.close()
+    monkeypatch.setattr(tailer_module, "read_head", real)
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=since)
+    assert lines_of(await drain(again) + await drain(again)) == [2, 3, 4]
+    await again.close()
+
+
+async def test_an_archive_missing_from_one_look_is_not_new_at_the_next(tmp_path: Path) -> None:
+    """A look's list of files replaced the last one: a directory a wildcard matches, renamed away (or unreadable)
+    during one look, then back, made every file in it new again, and one whose checkpoint was forgotten was read
+    whole a second time."""
+    logs, moved, _src, tailer = setup(tmp_path, moved_glob="*/*.csv", forget_after=1.0)
+    day = moved / "2026-12-04"
+    day.mkdir()
+    assert await drain(tailer) == []
+    (logs / "acct-0001.csv").write_text(file_of(3, 0))
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    (logs / "acct-0001.csv").rename(day / "acct-0001.csv")
+    assert await drain(tailer) == [] and await drain(tailer) == []
+    tailer.take_checkpoints()
+    time.sleep(2.2)
+    await drain(tailer)  # its checkpoint is forgotten
+    assert not tailer.known
+    day.rename(moved / ".2026-12-04.tmp")  # away during one look
+    (moved / "2026-12-05").mkdir()
+    (moved / "2026-12-05" / "acct-0002.csv").write_text(file_of(2, 100))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    (moved / ".2026-12-04.tmp").rename(day)
+    assert await drain(tailer) == [] and await drain(tailer) == []
+    await tailer.close()
+
+
+async def test_an_archive_moved_while_moved_to_could_not_be_listed_is_not_read_again_later(
+        tmp_path: Path, monkeypatch) -> None:
+    """While a `moved_to` directory cannot be listed (permissions), files read through the globs and moved there
+    are not in the last look; once their checkpoints are forgotten, the first look that succeeds read them whole
+    again. A file older than `tail.forget_after` is never new to a look: one read before would have a checkpoint."""
+    logs, moved, _src, tailer = setup(tmp_path, forget_after=1.0)
+    assert await drain(tailer) == []
+    (logs / "acct-0001.csv").write_text(file_of(3, 0))
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    listable = Tailer._root_listable
+
+    def denied(self, source, pattern):  # type: ignore[no-untyped-def]
+        if str(moved) in pattern:
+            self._count_error(source, "scan", pattern, PermissionError(13, "Permission denied"))
+            return False
+        return listable(self, source, pattern)
+
+    monkeypatch.setattr(Tailer, "_root_listable", denied)
+    (logs / "acct-0001.csv").rename(moved / "acct-0001.csv")  # PMTA's move-to; moved_to cannot be listed
+    assert await drain(tailer) == [] and await drain(tailer) == []
+    tailer.take_checkpoints()
+    time.sleep(1.2)
+    await drain(tailer)  # its checkpoint is forgotten
+    assert not tailer.known
+    monkeypatch.setattr(Tailer, "_root_listable", listable)  # permissions fixed
+    assert await drain(tailer) == [] and await drain(tailer) == []
+    await tailer.close()
