@@ -174,8 +174,11 @@ async def test_shutdown_does_not_wait_for_clients_that_never_read(tmp_path: Path
     try:
         server.should_exit = True  # uvicorn's graceful shutdown waits for answers these clients never take
         await asyncio.wait_for(task, 30)
-        assert [await asyncio.to_thread(read_to_end, s) for s in socks] == ["reset"] * 2
-        assert server.guard.stalled == 2
+        ends = [await asyncio.to_thread(read_to_end, s) for s in socks]
+        # Each connection is ended, none left open: reset when the answer it never took was still queued; on a
+        # loaded machine the kernel's send buffer can have taken the rest of the second one's, then closed (eof)
+        assert ends[0] == "reset" and ends[1] in ("reset", "eof"), ends
+        assert server.guard.stalled == ends.count("reset")
     finally:
         for s in socks:
             s.close()
