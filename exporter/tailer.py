@@ -697,6 +697,13 @@ class Tailer:
             # header every file of the source starts with, so the inode may be another file's copy, which a
             # checkpoint of this path describes better)
             cp = self._new_identity(key, source, path, st, head) or cp
+        if cp is not None and self._scanned_once and cp.path != path and not shares_first_record(cp.fingerprint, head):
+            # While the daemon runs, a checkpoint no stream follows (a file retired: it left the globs or was deleted)
+            # whose inode a glob match at another path holds: a new file in the freed inode (ext4 hands it to the
+            # next file at once), unless the start of its first record says it is the file come back. A fingerprint
+            # of the header and a few bytes of a record (a file retired before this run read it, as taken when it was
+            # small) matches every file begun in the same minute: the new file's first records were skipped.
+            cp = None
         compression = compression_of(head) if cp is None else None
         if compression is not None:
             if key not in self._compressed:

@@ -1038,3 +1038,31 @@ async def test_a_header_only_file_of_one_source_does_not_claim_another_sources_n
     assert list(by_file.values()) == [[2, 3, 4]]  # acct's file, as a new file
     assert {cp.source for cp in again.known.values() if cp.file_id == diag_id} == {"diag"}
     await again.close()
+
+
+async def test_a_retired_file_with_a_weak_fingerprint_does_not_claim_a_new_file_in_its_inode(tmp_path: Path):
+    """While the daemon ran, a file read and deleted left its inode to the next file, which a scan took for the
+    retired file come back and resumed where its reading had stopped: its first 10 records skipped (randomized
+    restart suite, seed 25). The retired checkpoint's fingerprint covered the header and 20 bytes of a first record
+    (as taken when the file was small, and never grown in a run that did not read the file), the same in every file
+    begun that minute. A retired file at another path is the file come back only by its first record."""
+    from exporter.fingerprint import fingerprint_of
+
+    tailer, _reg = tailer_for(tmp_path)
+    old = tmp_path / "acct-0000.csv"
+    old.write_text(ACCT_HEADER + "\n" + records(0, 10))
+    first = await drain(tailer)
+    assert lines_of(first) == list(range(2, 12))
+    ((key, cp),) = tailer.known.items()
+    start = old.read_bytes()[: len(ACCT_HEADER) + 1 + 20]
+    old.unlink()
+    assert await drain(tailer) == [] and cp.gone_since is not None  # drained, retired
+    cp.fingerprint = fingerprint_of(start)  # the weak fingerprint it was loaded with
+    new = tmp_path / "acct-0002.csv"
+    new.write_bytes(start + records(100, 12).encode()[20:])  # the same minute's first bytes, then its own records
+    st = new.stat()
+    tailer.known[(st.st_dev, st.st_ino)] = tailer.known.pop(key)  # as ext4 hands the freed inode to the next file
+    cp.dev, cp.ino = st.st_dev, st.st_ino
+    rows = await drain(tailer)
+    assert lines_of(rows) == list(range(2, 14)) and not ids_of(rows) & ids_of(first)  # a new file, read whole
+    await tailer.close()
