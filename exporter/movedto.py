@@ -26,7 +26,8 @@ RACY_NS = 2_000_000_000
 """A directory changed this shortly before a look may have changed again after it within the same tick, unseen: the
 next look lists it once more."""
 COARSE_S = 2.0
-"""Seconds taken off a restart's `since`: a file's time may be rounded down (a second on some file systems)."""
+"""Seconds taken off the start of a look (and a restart's `since`) before files' times are compared with it: a file's
+time may be rounded down (a second on some file systems)."""
 
 
 def _directories(pattern: str) -> list[str]:
