@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import gcpolicy
-from exporter.fingerprint import head_matches, read_head
+from exporter.fingerprint import head_matches, read_head, shares_first_record
 from exporter.records import shown
 
 log = logging.getLogger("watchtower.follower")
@@ -75,16 +75,16 @@ def locate(key: tuple[int, int], patterns: list[str], parent: int, fingerprint: 
     descriptor the daemon `parent` holds open for it (renamed out of the globs or deleted; the tailer keeps it
     until this process has read the file: Tailer.hold_drained), by its name when that still names it. A file in that
     inode whose first bytes are not the file's (`fingerprint`) is another one: ext4 hands a freed inode to the next
-    new file."""
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            if _identity(path) == key and _starts_as(path, fingerprint):
-                return path
+    new file. Last, a glob match under another inode that starts with the file's first record: its copy."""
+    matches = [path for pattern in patterns for path in sorted(glob.glob(pattern))]
+    for path in matches:
+        if _identity(path) == key and _starts_as(path, fingerprint):
+            return path
     fd_dir = f"/proc/{parent}/fd"  # Linux; elsewhere a file renamed away cannot be read again
     try:
         names = os.listdir(fd_dir)
     except OSError:
-        return None
+        names = []
     for name in names:
         held = f"{fd_dir}/{name}"
         if _identity(held) != key or not _starts_as(held, fingerprint):
@@ -94,6 +94,16 @@ def locate(key: tuple[int, int], patterns: list[str], parent: int, fingerprint: 
         except OSError:
             target = ""
         return target if target.startswith("/") and _identity(target) == key else held
+    # A copy (`cp` + `mv`, a move to another disk: another inode) that starts with the file's first record: a file
+    # the daemon had read to its end and retired, the correlator still behind on it, is not looked for by the
+    # daemon's scans again (its checkpoint is gone for the metrics), so nothing re-keys it
+    if fingerprint:
+        for path in matches:
+            try:
+                if shares_first_record(fingerprint, read_head(path)):
+                    return path
+            except OSError:
+                continue
     return None
 
 
@@ -125,6 +135,9 @@ class Where:
             if found is not None:
                 log.info("%s: read again as %s (renamed)", shown(self._path), shown(found))
                 self._path = found
+                found_key = _identity(found)
+                if found_key is not None and not found.startswith("/proc/"):
+                    self.key = found_key  # a copy: followed by its own identity from now on
         return self._path
 
 

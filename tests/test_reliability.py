@@ -654,6 +654,50 @@ def test_a_span_whose_file_is_not_found_waits_for_the_daemons_reconciled_commit(
     assert len([m for m in said if "has not found every file" in m]) == (daemon == "never says")
 
 
+def test_a_span_of_a_retired_file_copied_while_down_is_read_from_the_copy(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture):
+    """The daemon had read a file to its end and retired it, the correlator process still behind on it; while the
+    daemon was down the file was copied into moved_to (a new inode) and removed. The daemon's scans do not look for
+    a retired file again (the metrics are done with it), so nothing re-keyed its checkpoint, and the correlator gave
+    its last 26,324 bytes up (randomized restart suite, seed 40). The correlator finds the copy by its first record."""
+    import os
+
+    from exporter.follower import Where
+    from exporter.reconciled import mark_reconciled
+    from exporter.writer import SliceSizes, write_slices
+    from tests.conftest import ACCT_HEADER
+
+    w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    span.live = Where(span.path, (st.st_dev, st.st_ino), [str(tmp_path / "logs" / "*.csv"), str(moved / "*.csv")],
+                      os.getpid(), fingerprint)
+    (moved / "other.csv").write_text(ACCT_HEADER + "\n" + "".join(f"{line}\n" for line in
+                                                                 w.path.read_text().splitlines()[2:]))  # not it
+    copy = moved / w.path.name
+    copy.write_bytes(w.path.read_bytes())
+    w.path.unlink()
+    sink = FailingSink()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink], run="run-1")
+    store._open(check=False)
+    store._conn.execute(  # retired by the daemon that read it: gone, never re-keyed
+        "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since,"
+        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, 1.0, 0, ?, 1, ?)",
+        (str(w.path), st.st_dev, st.st_ino, fingerprint, st.st_size, ACCT_HEADER, start, ACCT_HEADER))
+    mark_reconciled(store._conn, "run-1")  # the daemon's first scans are done
+    backlog = RowBacklog()
+    backlog.add([], [span])
+    try:
+        with caplog.at_level(logging.INFO):
+            while backlog:
+                write_slices(store, backlog, [], SliceSizes(seconds=0.05), 5.0, lambda: True)
+    finally:
+        store._close()
+    assert sorted(n for _f, n in sink.rows) == list(range(2, 52))  # every record, once, from the copy
+    assert store.bytes_lost == 0
+    assert not any("cannot be read again" in r.getMessage() for r in caplog.records)
+
+
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
 async def test_a_file_whose_rows_were_stored_before_its_checkpoint_keeps_its_id(tmp_path: Path):
     """kill -9 between a row slice and the checkpoint: the next start knows the file under the same id

@@ -155,7 +155,10 @@ def test_a_span_taken_before_the_first_scan_waits_for_the_copy_it_names(tmp_path
     assert wt.stop() == 0
     log = wt.log.read_text()
     assert "cannot be read again" not in log and "Traceback" not in log, log[-3000:]
-    assert log.count("waiting (60 s at most) for the daemon's first scans") == 1, log[-3000:]  # it did wait
+    # the thread worker waited for the daemon's re-key; the process worker may also find the copy by its first record
+    # (exporter.follower.locate) before the daemon's first commit
+    waits = log.count("waiting (60 s at most) for the daemon's first scans")
+    assert waits == 1 if worker == "thread" else waits <= 1, log[-3000:]
     with sqlite3.connect(state / "watchtower.db") as db:
         assert db.execute("SELECT path, sink_offset IS NULL OR sink_offset = offset FROM wt_checkpoints").fetchall() \
             == [(str(copy), 1)]
