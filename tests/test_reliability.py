@@ -535,29 +535,21 @@ def _a_span_of_the_correlator_process(tmp_path: Path) -> tuple[AcctWriter, objec
     return w, span, st, fingerprint, start
 
 
-def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_path: Path,
-                                                                            caplog: pytest.LogCaptureFixture):
-    """The correlator process takes its spans from the checkpoints at its start, maybe before the daemon's first
-    scan found a file copied (`cp` + `mv`) and moved to moved_to while it was down and re-keyed its checkpoint: the
-    span named the old path and inode, found neither, and its records were never stored (found by the randomized
-    restart suite). It follows the re-keyed checkpoint."""
-    from exporter.writer import SliceSizes, write_slices
+def _checkpoint_row(conn, path: Path, st: os.stat_result, fingerprint: bytes, start: int,  # type: ignore[no-untyped-def]
+                    gone_since: float | None = None) -> None:
+    """The span's file as wt_checkpoints holds it: read to its end, the correlator at its header line."""
     from tests.conftest import ACCT_HEADER
 
-    w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
-    moved = tmp_path / "moved"
-    moved.mkdir()
-    copy = moved / w.path.name
-    copy.write_bytes(w.path.read_bytes())  # moved across file systems, or moved then copied: a new inode
-    w.path.unlink()
-    sink = FailingSink()
-    store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
-    store._open(check=False)
-    cst = copy.stat()
-    store._conn.execute(  # the daemon's first scan re-keyed the checkpoint (exporter.tailer._take_copy)
+    conn.execute(
         "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since,"
-        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, NULL, 0, ?, 1, ?)",
-        (str(copy), cst.st_dev, cst.st_ino, fingerprint, cst.st_size, ACCT_HEADER, start, ACCT_HEADER))
+        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, ?, 0, ?, 1, ?)",
+        (str(path), st.st_dev, st.st_ino, fingerprint, st.st_size, ACCT_HEADER, gone_since, start, ACCT_HEADER))
+
+
+def _stored_whole(store: StateStore, sink: FailingSink, span: object, caplog: pytest.LogCaptureFixture) -> None:
+    """Slices until the span is stored, then: its 50 records once each, nothing given up."""
+    from exporter.writer import SliceSizes, write_slices
+
     backlog = RowBacklog()
     backlog.add([], [span])
     try:
@@ -571,6 +563,27 @@ def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_p
     assert not any("cannot be read again" in r.getMessage() for r in caplog.records)
 
 
+def test_a_span_whose_file_the_tailer_found_copied_elsewhere_is_read_there(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture):
+    """The correlator process takes its spans from the checkpoints at its start, maybe before the daemon's first
+    scan found a file copied (`cp` + `mv`) and moved to moved_to while it was down and re-keyed its checkpoint: the
+    span named the old path and inode, found neither, and its records were never stored (found by the randomized
+    restart suite). It follows the re-keyed checkpoint."""
+
+    w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    copy = moved / w.path.name
+    copy.write_bytes(w.path.read_bytes())  # moved across file systems, or moved then copied: a new inode
+    w.path.unlink()
+    sink = FailingSink()
+    store = StateStore(tmp_path / "state" / "watchtower.db", [sink])
+    store._open(check=False)
+    # the daemon's first scan re-keyed the checkpoint (exporter.tailer._take_copy)
+    _checkpoint_row(store._conn, copy, copy.stat(), fingerprint, start)
+    _stored_whole(store, sink, span, caplog)
+
+
 @pytest.mark.parametrize("daemon", ["re-keys it", "re-keys it as the mark is read", "renames it", "finds it nowhere",
                                     "never says"])
 def test_a_span_whose_file_is_not_found_waits_for_the_daemons_reconciled_commit(tmp_path: Path, daemon: str,
@@ -582,7 +595,6 @@ def test_a_span_whose_file_is_not_found_waits_for_the_daemons_reconciled_commit(
     The mark is read before the checkpoint: the other order dropped a span re-keyed between the two reads."""
     from exporter.reconciled import Reconciliation, mark_reconciled
     from exporter.writer import SliceSizes, write_slices
-    from tests.conftest import ACCT_HEADER
 
     w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
     if daemon == "renames it":
@@ -618,10 +630,7 @@ def test_a_span_whose_file_is_not_found_waits_for_the_daemons_reconciled_commit(
 
     store.reconciliation = (Racing if daemon == "re-keys it as the mark is read" else Reconciliation)(
         "run-1", wait=0.5 if daemon == "never says" else 60.0)
-    conn.execute(  # the checkpoint of the last stop, as the correlator finds it at its start
-        "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since,"
-        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, NULL, 0, ?, 1, ?)",
-        (str(w.path), st.st_dev, st.st_ino, fingerprint, st.st_size, ACCT_HEADER, start, ACCT_HEADER))
+    _checkpoint_row(conn, w.path, st, fingerprint, start)  # the checkpoint of the last stop, as the correlator finds it
     mark_reconciled(conn, "run-0")  # the mark of the daemon's previous run says nothing of this one
     backlog = RowBacklog()
     backlog.add([], [span])
@@ -664,7 +673,6 @@ def test_a_span_of_a_retired_file_copied_while_down_is_read_from_the_copy(tmp_pa
 
     from exporter.follower import Where
     from exporter.reconciled import mark_reconciled
-    from exporter.writer import SliceSizes, write_slices
     from tests.conftest import ACCT_HEADER
 
     w, span, st, fingerprint, start = _a_span_of_the_correlator_process(tmp_path)
@@ -680,22 +688,9 @@ def test_a_span_of_a_retired_file_copied_while_down_is_read_from_the_copy(tmp_pa
     sink = FailingSink()
     store = StateStore(tmp_path / "state" / "watchtower.db", [sink], run="run-1")
     store._open(check=False)
-    store._conn.execute(  # retired by the daemon that read it: gone, never re-keyed
-        "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since,"
-        " updated, sink_offset, sink_line, sink_header) VALUES ('f1', 'acct', ?, ?, ?, ?, ?, 51, ?, 1.0, 0, ?, 1, ?)",
-        (str(w.path), st.st_dev, st.st_ino, fingerprint, st.st_size, ACCT_HEADER, start, ACCT_HEADER))
+    _checkpoint_row(store._conn, w.path, st, fingerprint, start, gone_since=1.0)  # retired, never re-keyed
     mark_reconciled(store._conn, "run-1")  # the daemon's first scans are done
-    backlog = RowBacklog()
-    backlog.add([], [span])
-    try:
-        with caplog.at_level(logging.INFO):
-            while backlog:
-                write_slices(store, backlog, [], SliceSizes(seconds=0.05), 5.0, lambda: True)
-    finally:
-        store._close()
-    assert sorted(n for _f, n in sink.rows) == list(range(2, 52))  # every record, once, from the copy
-    assert store.bytes_lost == 0
-    assert not any("cannot be read again" in r.getMessage() for r in caplog.records)
+    _stored_whole(store, sink, span, caplog)  # from the copy
 
 
 # --- rows stored before their file's checkpoint: the file is registered in the same transaction ---
