@@ -331,6 +331,17 @@ class Tailer:
         self._matched_now = found
         for key, (source, path, st) in found.items():
             stream = self.streams.get(key)
+            if stream is not None and stream.cp.source != source and stream.file is None:
+                # Its inode holds a file another source's globs match: the stream's file was deleted (no descriptor
+                # held it) and the inode handed to a new file, not renamed across the sources' globs. Followed as
+                # that source's new file; else it was read from the start for the old source, then again for its own
+                del self.streams[key]
+                log.info("%s: gone (deleted; its inode now holds %s, source %s)", shown(stream.cp.path), shown(path),
+                         source)
+                self._replaced(stream.cp)
+                self.known.pop(key, None)
+                self._follow(key, source, path, st)
+                continue
             if stream is not None:
                 stream.cp.path = path
                 stream.parser.path = shown(path)

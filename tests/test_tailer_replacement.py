@@ -1066,3 +1066,35 @@ async def test_a_retired_file_with_a_weak_fingerprint_does_not_claim_a_new_file_
     rows = await drain(tailer)
     assert lines_of(rows) == list(range(2, 14)) and not ids_of(rows) & ids_of(first)  # a new file, read whole
     await tailer.close()
+
+
+async def test_a_file_of_another_source_in_a_deleted_files_inode_is_that_sources_new_file(tmp_path: Path):
+    """While the daemon ran, a diag file it followed (its descriptor closed while idle) was deleted and acct's next
+    file took its inode: the scan took that file for the diag file renamed, found its first bytes changed and read
+    it from the start for diag; the next start read it again for acct (800 records counted twice, randomized
+    restart suite, seed 55). A stream's inode holding another source's file is that source's new file."""
+    sources = [SourceConfig(name=name, paths=[str(tmp_path / f"{name}-*.csv")]) for name in ("acct", "diag")]
+    tailer = Tailer(sources, TailConfig(rescan_interval=0, idle_close_after=0.01), SelfMetrics(CollectorRegistry()),
+                    first_run=False)
+    diag = tmp_path / "diag-0000.csv"
+    diag.write_text(ACCT_HEADER + "\n" + records(0, 3))
+    first = await drain(tailer)
+    assert lines_of(first) == [2, 3, 4]
+    ((key, stream),) = tailer.streams.items()
+    time.sleep(0.02)
+    await drain(tailer)
+    assert stream.file is None  # closed while idle
+    diag.unlink()
+    acct = tmp_path / "acct-0009.csv"
+    acct.write_text(ACCT_HEADER + "\n" + records(100, 5))
+    st = acct.stat()
+    new_key = (st.st_dev, st.st_ino)
+    if new_key != key:  # as ext4 hands the freed inode to the next file
+        tailer.streams[new_key] = tailer.streams.pop(key)
+        tailer.known[new_key] = tailer.known.pop(key)
+        stream.cp.dev, stream.cp.ino = new_key
+    rows = await drain(tailer)
+    assert lines_of(rows) == [2, 3, 4, 5, 6] and not ids_of(rows) & ids_of(first)
+    assert tailer.streams[new_key].cp.source == "acct"
+    assert [cp.source for cp in tailer.retired if cp.file_id in ids_of(first)] == ["diag"]
+    await tailer.close()
