@@ -32,6 +32,7 @@ def visit(driver: Any, url: str, shot: str) -> None:
 def follow(driver: Any, act: Callable[[], None], until_id: str) -> None:
     """Do what leaves the page, then wait for an element of the page it leads to: waiting for the id alone
     can be met by the page being left (the landing page also lists #results), which raced in CI."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -39,7 +40,17 @@ def follow(driver: Any, act: Callable[[], None], until_id: str) -> None:
     left = driver.find_element(By.TAG_NAME, "html")
     act()
     wait = WebDriverWait(driver, 10)
-    wait.until(expected_conditions.staleness_of(left), message=f"still on {driver.current_url}")
+    stale = expected_conditions.staleness_of(left)
+
+    def gone(d: Any) -> bool:
+        try:
+            return stale(d)
+        except WebDriverException as exc:  # chromedriver, asked mid-navigation: "Node with given id does not belong
+            if "does not belong to the document" in str(exc):  # to the document" instead of a stale element
+                return True
+            raise
+
+    wait.until(gone, message=f"still on {driver.current_url}")
     wait.until(lambda d: d.find_elements(By.ID, until_id), message=driver.current_url)
 
 
