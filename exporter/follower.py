@@ -135,9 +135,7 @@ class Where:
             if found is not None:
                 log.info("%s: read again as %s (renamed)", shown(self._path), shown(found))
                 self._path = found
-                found_key = _identity(found)
-                if found_key is not None and not found.startswith("/proc/"):
-                    self.key = found_key  # a copy: followed by its own identity from now on
+                self.key = _identity(found) or self.key  # a copy: followed by its own identity from now on
         return self._path
 
 
