@@ -30,6 +30,21 @@ def tailer_for(directory: Path, **tail: object) -> tuple[Tailer, CollectorRegist
     return Tailer([src], TailConfig(**{"rescan_interval": 0, **tail}), SelfMetrics(reg), first_run=False), reg
 
 
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The tailer's and the streams' monotonic clock, standing still until a test moves it (`clock[0] += s`): how
+    long ago a file last grew is then what the test says, not what a loaded machine's pauses make it."""
+    import types
+
+    import exporter.filestream
+    import exporter.tailer
+
+    clock = [1000.0]
+    fake = types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
+    monkeypatch.setattr(exporter.filestream, "time", fake)
+    monkeypatch.setattr(exporter.tailer, "time", fake)
+    return clock
+
+
 async def drain(tailer: Tailer) -> list[tuple[str, int]]:
     """(file id, line number) of every row read until the files are exhausted."""
     rows: list[tuple[str, int]] = []
@@ -157,7 +172,9 @@ async def test_a_truncated_file_back_at_its_committed_offset_is_still_checkpoint
     await tailer.close()
 
 
-async def test_appends_to_a_file_renamed_out_of_the_globs_are_read_until_it_stops_growing(tmp_path: Path):
+async def test_appends_to_a_file_renamed_out_of_the_globs_are_read_until_it_stops_growing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    clock = frozen_clock(monkeypatch)
     path = tmp_path / "acct-0001.csv"
     path.write_text(ACCT_HEADER + "\n" + records(0, 10))
     tailer, reg = tailer_for(tmp_path, rescan_interval=0.3)
@@ -168,23 +185,25 @@ async def test_appends_to_a_file_renamed_out_of_the_globs_are_read_until_it_stop
         writer.write(records(10, 5))
     assert lines_of(await drain(tailer)) == list(range(12, 17))
     assert len(tailer.streams) == 1
-    time.sleep(0.35)
+    clock[0] += 0.35
     assert await drain(tailer) == []
     assert tailer.streams == {}
     assert reg.get_sample_value("watchtower_rotations_total", {"source": "acct"}) == 1
     await tailer.close()
 
 
-async def test_a_file_that_left_the_globs_ending_mid_line_is_read_to_its_end_and_retired(tmp_path: Path):
+async def test_a_file_that_left_the_globs_ending_mid_line_is_read_to_its_end_and_retired(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """PMTA killed mid-write, then the file removed: its last line never gets its newline. Read as the file's last
     record once the file stops growing (as a oneshot reads it), then the file is closed and its disk space freed."""
     path = tmp_path / "acct-0001.csv"
     path.write_text(ACCT_HEADER + "\n" + records(0, 3) + d_line(3))
+    clock = frozen_clock(monkeypatch)
     tailer, reg = tailer_for(tmp_path, rescan_interval=0.2)
     assert lines_of(await drain(tailer)) == [2, 3, 4]  # the last line waits for its newline
     path.unlink()
     assert await drain(tailer) == []
-    time.sleep(0.25)
+    clock[0] += 0.25
     rows = await drain(tailer)
     assert lines_of(rows) == [5]
     assert tailer.streams == {}
@@ -229,9 +248,11 @@ async def five_failing_polls_then_recovered(tmp_path: Path, failing: dict[str, b
     return reg
 
 
-async def test_a_split_write_to_a_quiet_file_that_left_the_globs_is_not_cut_at_its_half_line(tmp_path: Path):
+async def test_a_split_write_to_a_quiet_file_that_left_the_globs_is_not_cut_at_its_half_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Its writer still holds it, is quiet past tail.rescan_interval, then flushes a whole line and half the next:
     the read that sees the growth must not take the half line for the file's last record (the rest follows)."""
+    clock = frozen_clock(monkeypatch)
     path = tmp_path / "acct-0001.csv"
     reg = CollectorRegistry()
     with path.open("w", buffering=1) as writer:
@@ -242,7 +263,7 @@ async def test_a_split_write_to_a_quiet_file_that_left_the_globs_is_not_cut_at_i
         assert lines_of(await drain(tailer)) == [2, 3, 4]
         path.rename(tmp_path / "acct-0001.old")
         assert await drain(tailer) == []
-        time.sleep(0.35)
+        clock[0] += 0.35
         half = d_line(4)
         writer.write(d_line(3) + "\n" + half[:40])
         writer.flush()
@@ -250,7 +271,7 @@ async def test_a_split_write_to_a_quiet_file_that_left_the_globs_is_not_cut_at_i
         writer.write(half[40:] + "\n")
         writer.flush()
         assert lines_of(await drain(tailer)) == [6]
-    time.sleep(0.35)
+    clock[0] += 0.35
     assert await drain(tailer) == []
     assert tailer.streams == {}
     assert parse_errors(reg) == {}

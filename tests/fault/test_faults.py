@@ -113,7 +113,10 @@ def test_sigterm_mid_backfill_exits_within_5s_and_resumes_exactly(tmp_path: Path
     for _ in range(3):
         writer.write(40_000, random.Random(writer.n).choice(["vmta-1", "vmta-2"]))
         writer.rotate()
-    cfg = write_config(tmp_path, correlator={"enabled": True}, tail={"checkpoint_interval": 1.0})
+    # shutdown_timeout 1 s (default 3 s): the same 5 s bound leaves 4 s for a loaded machine's process teardown,
+    # and a stop that waited for the backfill still takes far longer
+    cfg = write_config(tmp_path, correlator={"enabled": True},
+                       tail={"checkpoint_interval": 1.0, "shutdown_timeout": 1.0})
     wt = watchtower_factory(cfg).start()
     wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5_000, timeout=60)
     assert wt.proc is not None

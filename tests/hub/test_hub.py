@@ -29,7 +29,8 @@ def direct(cluster: Cluster, n: int, path: str, **params: Any) -> httpx.Response
 
 
 def via_hub(cluster: Cluster, path: str, **params: Any) -> httpx.Response:
-    return httpx.get(cluster.hub.url + path, params=params, timeout=10)
+    # well past the hub's own bound (2 x its per-host timeout): the hub answers, partial, before the client gives up
+    return httpx.get(cluster.hub.url + path, params=params, timeout=4 * cluster.timeout + 10)
 
 
 def all_items(cluster: Cluster, n: int, **filters: Any) -> list[dict[str, Any]]:
@@ -191,7 +192,9 @@ def stopped_host_checks(cluster: Cluster) -> None:
         body = r.json()
         assert body["partial"] is True, path
         assert [m["host"] for m in body["missing_hosts"]] == [gone], path
-        assert elapsed < 2 * cluster.timeout + 2.0, (path, elapsed)  # generous: the bound is 2 x timeout
+        # it refused at once: named for that, not waited on until its timeout (whatever the machine's load)
+        assert "timed out" not in body["missing_hosts"][0]["error"], (path, body["missing_hosts"])
+        assert elapsed < 2 * cluster.timeout + 2.0, (path, elapsed)  # the hub's bound is 2 x timeout, plus slack
     page = via_hub(cluster, "/api/v1/search", limit=500).json()
     assert {i["host"] for i in page["items"]} == {name(cluster, 1), name(cluster, 2)}
     assert len(page["items"]) == cluster.hosts[0].timelines + cluster.hosts[1].timelines
