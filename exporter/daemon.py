@@ -426,7 +426,8 @@ class Daemon:
                 self.pipeline.aggregator.withheld = False
                 log.info("read up to where the previous daemon was: the record counters are on /metrics again")
             now = time.monotonic()
-            if now - last_commit >= tail.checkpoint_interval or self.pipeline.pending_rows >= tail.max_pending_rows:
+            if (now - last_commit >= tail.checkpoint_interval or self.pipeline.pending_rows >= tail.max_pending_rows
+                    or self._reconciled_due()):
                 self._enqueue_checkpoint()
                 last_commit = now
             if self.follows:
@@ -709,12 +710,17 @@ class Daemon:
             spans=p.take_spans(),
             moved_since=self.tailer.moved_to.since,
         )
-        if not self._reconciled_sent and self.tailer.reconciled:  # with the re-keyed checkpoints taken above
+        if self._reconciled_due():  # with the re-keyed checkpoints taken above
             commit.reconciled = self.run_token
             self._reconciled_sent = True
         if commit.checkpoints or commit.series or commit.batches or commit.spans or commit.reconciled:
             self.queue.put(commit)
         self._backlog_gauges()
+
+    def _reconciled_due(self) -> bool:
+        """The tailer has just decided every checkpoint of the last stop: commit now, not at the next tick. The
+        correlator waits RECONCILE_WAIT at most for the mark, and a `tail.checkpoint_interval` as long made it late."""
+        return not self._reconciled_sent and self.tailer is not None and self.tailer.reconciled
 
     def _backlog_gauges(self) -> None:
         m = self.pipeline.self_metrics

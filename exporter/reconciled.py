@@ -4,8 +4,9 @@ At a restart the correlator (its own process, or the daemon's writer thread) res
 last stop: spans of files named by path and (device, inode). A file copied or moved while the daemon was down is
 found under its new identity by the daemon's first scans (exporter.tailer: `_new_identity`, `_take_copy`), which
 re-key its checkpoint. A span read before that commit names a file that is nowhere, and its records were given up
-for the timelines although they were still there. So the daemon marks the first commit made once its tailer has
-decided every checkpoint of the last stop (`Tailer.reconciled`) with a token of its run (wt_meta `reconciled`), and a
+for the timelines although they were still there. So the daemon commits as soon as its tailer has decided every
+checkpoint of the last stop (`Tailer.reconciled`; not at the next checkpoint tick, which may come after the wait
+below), marked with a token of its run (wt_meta `reconciled`), and a
 span whose file is not found waits for that mark, at most `RECONCILE_WAIT` seconds from the reader's start (a file
 that cannot be decided, unreadable for good, must not hold the timelines back for ever).
 """
