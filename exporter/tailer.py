@@ -570,8 +570,11 @@ class Tailer:
                     continue
                 try:
                     head = read_head(path)
-                except OSError:
-                    self.moved_to.unread(source.label, st)
+                except OSError as exc:  # counted at each look, named once: dropped unnoticed after forget_after
+                    self._count_error(source.label, _io_reason(exc), path, exc,
+                                      "cannot read a file created and moved to where `moved_to` looks (read once it "
+                                      "can be)")
+                    self.moved_to.unread(source.label, path, st)
                     continue
                 if compression_of(head) is not None or not self._unclaimed(key, st, head):
                     continue

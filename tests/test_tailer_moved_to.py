@@ -272,3 +272,109 @@ async def test_an_archive_moved_while_moved_to_could_not_be_listed_is_not_read_a
     monkeypatch.setattr(Tailer, "_root_listable", listable)  # permissions fixed
     assert await drain(tailer) == [] and await drain(tailer) == []
     await tailer.close()
+
+
+async def test_a_moved_to_directory_missing_at_a_restarts_first_look_is_read_from_the_last_runs_look(
+        tmp_path: Path) -> None:
+    """A `moved_to` missing (or a mount point not mounted yet) at a restart's first look listed as empty, and the look
+    moved the source's start up to its own: once the directory was back, the file PMTA had moved there while the
+    daemon was down was older than that, and never read, without a word. A directory no look of this run listed is
+    looked at from where the last run's looks stopped."""
+    _logs, moved, src, tailer = setup(tmp_path)
+    assert await drain(tailer) == []
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    t = time.time()
+    since = {"acct": t - 10}  # the last run's last look, 10 s ago
+    new = moved / "acct-0002.csv"
+    new.write_text(file_of(3, 10))  # moved there while the daemon was down
+    os.utime(new, (t - 5, t - 5))
+    offline = moved.rename(tmp_path / "moved.offline")  # not mounted yet when the daemon starts
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=since)
+    assert await drain(again) == []
+    offline.rename(moved)  # mounted
+    assert lines_of(await drain(again)) == [2, 3, 4]
+    assert await drain(again) == []
+    await again.close()
+
+
+async def test_a_file_moved_after_the_clock_stepped_back_is_read(tmp_path: Path, monkeypatch) -> None:
+    """Files' times were compared with the wall clock's time of the last look: after the clock stepped back (a host an
+    hour fast, then corrected by NTP), every file created and moved there within the hour was older than the look, and
+    never read. The last look's time is taken on the clock as it is now."""
+    import types
+
+    from exporter import movedto
+
+    fast = [3600.0]
+    monkeypatch.setattr(movedto, "time", types.SimpleNamespace(time=lambda: time.time() + fast[0],
+                                                               time_ns=lambda: time.time_ns() + int(fast[0] * 1e9),
+                                                               monotonic=time.monotonic))
+    monkeypatch.setattr(tailer_module, "time", types.SimpleNamespace(time=lambda: time.time() + fast[0],
+                                                                     monotonic=time.monotonic))
+    _logs, moved, _src, tailer = setup(tmp_path)
+    os.utime(moved, (time.time() - 60, time.time() - 60))
+    assert await drain(tailer) == []
+    first = moved / "acct-0001.csv"
+    first.write_text(file_of(2, 0))
+    os.utime(first, (time.time() + fast[0], time.time() + fast[0]))  # written by the fast clock's hour
+    assert lines_of(await drain(tailer)) == [2, 3]
+    fast[0] = 0.0  # stepped back
+    time.sleep(0.02)
+    (moved / "acct-0002.csv").write_text(file_of(3, 10))
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    assert await drain(tailer) == []
+    await tailer.close()
+
+
+async def test_a_restart_with_the_clock_behind_the_last_runs_looks_reads_what_was_moved_while_down(
+        tmp_path: Path) -> None:
+    """The last run's looks were saved an hour ahead of the clock (it was fast, and was set right while the daemon was
+    down): taken as is, every file moved there while the daemon was down was older than them, and lost. A saved time
+    past the start cannot be trusted: the restart looks at files up to `tail.forget_after` old (named by no
+    checkpoint and no copy of one read before, as ever)."""
+    _logs, moved, src, tailer = setup(tmp_path)
+    (_logs / "acct-0001.csv").write_text(file_of(2, 0))
+    assert lines_of(await drain(tailer)) == [2, 3]
+    (_logs / "acct-0001.csv").rename(moved / "acct-0001.csv")  # read, then moved: not new
+    assert await drain(tailer) == [] and await drain(tailer) == []
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    (moved / "acct-0002.csv").write_text(file_of(3, 10))  # moved there while the daemon was down
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since={"acct": time.time() + 3600})
+    assert lines_of(await drain(again)) == [2, 3, 4]
+    assert await drain(again) == []
+    await again.close()
+
+
+async def test_a_new_file_in_moved_to_that_cannot_be_read_is_counted_and_named_once(
+        tmp_path: Path, monkeypatch, caplog) -> None:
+    """A new file whose first bytes could not be read was looked at again at every scan, but nothing said so: no read
+    error, no log line, and once `tail.forget_after` passed it was dropped unnoticed. It is counted at each failed look
+    and named once, as a file in the globs is."""
+    import errno
+    import logging
+
+    _logs, moved, _src, tailer = setup(tmp_path)
+    assert await drain(tailer) == []
+    real = tailer_module.read_head
+
+    def failing(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("acct-0002.csv"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tailer_module, "read_head", failing)
+    time.sleep(0.02)
+    (moved / "acct-0002.csv").write_text(file_of(3, 10))
+    with caplog.at_level(logging.WARNING, logger="watchtower"):
+        assert await drain(tailer) == [] and await drain(tailer) == []
+    errors = tailer.metrics.read_errors.labels("acct", "permission")._value.get()
+    assert errors == 2
+    said = [r.getMessage() for r in caplog.records if "acct-0002.csv" in r.getMessage()]
+    assert len(said) == 1 and "Permission denied" in said[0], said
+    monkeypatch.setattr(tailer_module, "read_head", real)
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    await tailer.close()
