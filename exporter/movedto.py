@@ -96,6 +96,8 @@ class MovedToWatch:
         self._dir_floors: dict[str, dict[tuple[int, int], _At]] = {label: {} for label in self._patterns}
         """Per source, per directory (device, inode): files there changed after this may be new (the start of the last
         look that listed it, less the coarseness of file times)."""
+        self._listed: dict[str, dict[str, tuple[int, int] | None]] = {}
+        """Per source: its directories at its last look, by path: (device, inode), None if missing or unlistable."""
         self._seen: dict[str, set[int]] = {}
         """Per source: the versions of the files its last look listed."""
         self._dir_times: dict[str, tuple[int, int]] = {}
@@ -145,7 +147,7 @@ class MovedToWatch:
         forget = now - self._forget_after
         floors = self._dir_floors[label]
         first = max(self._first_floor[label].wall(), forget)
-        directories = {d: _identity(d) for p in self._patterns[label] for d in _directories(p)}
+        directories = {d: _listable(d) for p in self._patterns[label] for d in _directories(p)}
         versions: set[int] = set()
         new = []
         for key, path in sorted(listed.items(), key=lambda kv: kv[1]):
@@ -166,13 +168,21 @@ class MovedToWatch:
                 continue
             new.append((key, path, st))
         self._seen[label] = versions
-        self._since[label] = started
+        self._listed[label] = directories
         floor = _At(scan_started - COARSE_S)
-        for where in directories.values():
-            if where is not None:
-                floors[where] = floor
+        listed_now = {w for w in directories.values() if w is not None}
+        for where in listed_now:
+            floors[where] = floor
         for where in [w for w, at in floors.items() if at.wall() < forget]:  # as if never listed: the same floor
             del floors[where]
+        # A restart takes up from the earliest floor this look did not reach: a directory listed before but missing
+        # (or unlistable) now, and one missing since the run began, keep what was moved there for when it is back
+        since = started
+        for at in [at for w, at in floors.items() if w not in listed_now]:
+            since = at if at.wall() < since.wall() else since
+        if None in directories.values() and self._first_floor[label].wall() < since.wall():
+            since = self._first_floor[label]
+        self._since[label] = since
         self.pending.discard(label)
         return new
 
@@ -181,11 +191,25 @@ class MovedToWatch:
         restart's first look."""
         self._seen.get(label, set()).discard(_version(st))
         self._since[label] = self._since[label].earlier(st.st_mtime)
-        where = _identity(os.path.dirname(path) or ".")
+        directory = os.path.dirname(path) or "."
+        where = self._listed.get(label, {}).get(directory) or _identity(directory)  # as the look saw it
         floors = self._dir_floors[label]
         if where is not None and where in floors:
             floors[where] = floors[where].earlier(st.st_mtime - COARSE_S)
+        else:
+            self._first_floor[label] = self._first_floor[label].earlier(st.st_mtime - COARSE_S)
         self.pending.add(label)
+
+
+def _listable(directory: str) -> tuple[int, int] | None:
+    """`_identity` of a directory that can be listed, else None: glob() says nothing of a subdirectory it cannot list
+    (a wildcard's), and the files there must not fall below a floor moved up by a look that could not see them."""
+    try:
+        with os.scandir(directory):
+            pass
+    except OSError:
+        return None
+    return _identity(directory)
 
 
 def _identity(directory: str) -> tuple[int, int] | None:

@@ -644,13 +644,31 @@ class Tailer:
             cp.gone_since = time.time()
         self.retired.append(cp)
 
+    def _subdirectories_listable(self, source: str, pattern: str) -> bool:
+        """Can every directory a wildcard in the glob's directory part matches be listed? glob() skips one it cannot
+        list without a word, and a file there would be taken for gone, or its look for done."""
+        directory = os.path.dirname(pattern)
+        if not glob.has_magic(directory):
+            return True
+        listable = True
+        for path in glob.glob(directory):
+            try:
+                with os.scandir(path):
+                    pass
+            except (NotADirectoryError, FileNotFoundError):  # a file the wildcard matches, or one removed since
+                continue
+            except OSError as exc:
+                self._count_error(source, "scan", path, exc)
+                listable = False
+        return listable
+
     def _identities(self, source: str, patterns: list[str]) -> dict[tuple[int, int], str] | None:
         """(device, inode) -> path of every regular file the globs match; None when a glob's directory could not be
         listed (counted and logged): glob() would have said nothing, and a file there taken for gone."""
         out: dict[tuple[int, int], str] = {}
         complete = True
         for pattern in patterns:
-            if not self._root_listable(source, pattern):
+            if not self._root_listable(source, pattern) or not self._subdirectories_listable(source, pattern):
                 complete = False
                 continue
             for path in sorted(glob.glob(pattern)):

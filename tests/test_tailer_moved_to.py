@@ -378,3 +378,82 @@ async def test_a_new_file_in_moved_to_that_cannot_be_read_is_counted_and_named_o
     monkeypatch.setattr(tailer_module, "read_head", real)
     assert lines_of(await drain(tailer)) == [2, 3, 4]
     await tailer.close()
+
+
+def shifted_clock(monkeypatch) -> list[float]:  # type: ignore[no-untyped-def]
+    """The looks' clocks (wall and monotonic alike) moved on by `offset[0]` seconds: time passing, without a sleep
+    (files written now are that much older to the looks)."""
+    import types
+
+    from exporter import movedto
+
+    offset = [0.0]
+    clock = types.SimpleNamespace(time=lambda: time.time() + offset[0],
+                                  time_ns=lambda: time.time_ns() + int(offset[0] * 1e9),
+                                  monotonic=lambda: time.monotonic() + offset[0])
+    monkeypatch.setattr(movedto, "time", clock)
+    monkeypatch.setattr(tailer_module, "time", clock)
+    return offset
+
+
+async def test_a_moved_to_directory_missing_at_the_last_look_before_a_stop_is_looked_at_from_its_own_last_look(
+        tmp_path: Path, monkeypatch) -> None:
+    """Only one time per source was saved, the start of its last look: a file moved into a directory that was then
+    unmounted, while a later look at the source's other directory moved that time past the file's, was never read
+    after the restart that found the directory back. A restart takes up from the earliest floor the last look did
+    not reach."""
+    offset = shifted_clock(monkeypatch)
+    logs, moved, other = tmp_path / "logs", tmp_path / "moved", tmp_path / "moved2"
+    for d in (logs, moved, other):
+        d.mkdir()
+    src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")],
+                       moved_to=[str(moved / "*.csv"), str(other / "*.csv")])
+    tailer = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
+    assert await drain(tailer) == []
+    offset[0] += 1
+    (moved / "acct-0002.csv").write_text(file_of(3, 10))  # created and moved there between two scans
+    off = moved.rename(tmp_path / "moved.offline")  # unmounted before the next look
+    assert await drain(tailer) == []
+    offset[0] += 5
+    (other / "acct-0100.csv").write_text(ACCT_HEADER + "\n")  # a later look at the source, in its other directory
+    assert await drain(tailer) == []
+    since = tailer.moved_to.since
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    off.rename(moved)  # mounted again while the daemon was down
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
+                   moved_since=since)
+    assert lines_of(await drain(again)) == [2, 3, 4]
+    assert await drain(again) == []
+    await again.close()
+
+
+async def test_a_wildcard_directory_that_cannot_be_listed_is_looked_at_again_once_it_can(
+        tmp_path: Path, monkeypatch) -> None:
+    """glob() skips a directory a wildcard matches that it cannot list (permissions) without a word: the look counted
+    as done, its floor moved past the file moved there, and once listable again the file was never read. The
+    directory is counted as unlistable (named once), and the source looked at again at each scan until it can be."""
+    offset = shifted_clock(monkeypatch)
+    _logs, moved, _src, tailer = setup(tmp_path, moved_glob="*/*.csv")
+    day = moved / "2026-12-05"
+    day.mkdir()
+    assert await drain(tailer) == []
+    offset[0] += 1
+    (day / "acct-0002.csv").write_text(file_of(3, 10))
+    real = os.scandir
+
+    def denied(path=".", *args):  # type: ignore[no-untyped-def]
+        if os.fspath(path) == str(day):
+            raise PermissionError(13, "Permission denied", str(day))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    assert await drain(tailer) == []
+    offset[0] += 5
+    assert await drain(tailer) == []
+    errors = tailer.metrics.read_errors.labels("acct", "scan")._value.get()
+    assert errors == 2
+    monkeypatch.setattr(os, "scandir", real)  # permissions fixed: no change the look would see in the directories
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    assert await drain(tailer) == []
+    await tailer.close()
