@@ -105,10 +105,11 @@ def read_to_end(sock: socket.socket) -> str:
 
 
 def slow_but_steady_get(port: int, slow_for: float) -> bytes:
-    """GET /metrics read 2 KB per 10 ms (~200 KB/s) for `slow_for` seconds, then at full speed; the body.
+    """GET /metrics read 2 KB per 20 ms (~40 KB/s once the tiny receive buffer is counted) for `slow_for` seconds,
+    then at full speed; the body.
 
-    At that pace the server's own write buffer moves only when the kernel frees a third of its socket
-    buffer (~400 KB, every ~2 s), so only the kernel's queue shows the client is reading."""
+    At that pace the server's own write buffer moves only when the kernel has freed ~400 KB of its socket
+    buffer (~10 s), so only the kernel's queue shows the client is reading."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         s.settimeout(10)
@@ -119,7 +120,7 @@ def slow_but_steady_get(port: int, slow_for: float) -> bytes:
         while chunk := s.recv(2048 if time.monotonic() < until else 65536):
             answer += chunk
             if time.monotonic() < until:
-                time.sleep(0.01)
+                time.sleep(0.02)
     return bytes(answer.partition(b"\r\n\r\n")[2])
 
 
@@ -185,10 +186,14 @@ async def test_shutdown_does_not_wait_for_clients_that_never_read(tmp_path: Path
 
 
 async def test_a_slow_reader_that_keeps_reading_gets_the_whole_answer(tmp_path: Path):
-    config = load_config(write_config(tmp_path, web={"send_timeout": "500ms"}))
+    # send_timeout 3 s, not 500 ms: the reader is a thread of this process (same GIL), and a loaded machine can
+    # keep it off the CPU for a whole sweep (every second); with 500 ms one such sweep without progress reset it
+    config = load_config(write_config(tmp_path, web={"send_timeout": "3s"}))
     reg = big_registry(3 * 1024 * 1024)  # more than the kernel buffers hold: the server waits on the client
     async with serving(build_app(reg, lambda: {"ok": True}), config) as (port, server):
-        body = await asyncio.to_thread(slow_but_steady_get, port, 3.0)  # three sweeps of the guard
+        # slow for twice send_timeout: the server's own buffer stays put all that time (a guard that looked only
+        # at it resets this reader ~5 s in), so only the kernel's queue can show the guard it is being read
+        body = await asyncio.to_thread(slow_but_steady_get, port, 6.0)
     assert len(body) > 3 * 1024 * 1024 and body.endswith(b"watchtower_probe_total 1.0\n")
     assert server.guard.stalled == 0
 

@@ -269,30 +269,49 @@ def test_backoff_doubles_up_to_max_and_resets() -> None:
     assert poller.next_delay(True) == 15 and poller.failures == 0
 
 
-async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator) -> None:
+async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = CollectorRegistry()
-    async with ApiServer(sim) as srv:
-        srv.app.state.delay = 1.0
-        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=0.3), registry, isp_of)
-        ticks = 0
+    ticks = 0
+    arrived: dict[str, int] = {}  # path: the ticks when the API (in this loop too) began to hang on it
+    gave_up: dict[str, tuple[int | None, int]] = {}  # path: (ticks at its arrival, if it had arrived), ticks then
+    srv, hang = hanging_server(sim)
+    hang.targets = {STATUS, VMTAS, TOP}  # never answered, however long the poll waits
+    hang.on_hang = lambda path: arrived.setdefault(path, ticks)
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
 
-        t = asyncio.create_task(ticker())
+    async with srv:
+        # the deadline far past the bound below: only the per-request timeout can end this poll in time
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=1.0, poll_deadline=30), registry, isp_of)
         async with PmtaApiClient(poller.config) as client:
-            assert not await poller.poll_once(client)
-        t.cancel()
-        srv.app.state.delay = 0
+            get = client.get
+
+            async def noted_get(path: str, queue: str | None = None) -> bytes:
+                try:
+                    return await get(path, queue)
+                finally:
+                    gave_up[path] = (arrived.get(path), ticks)
+
+            monkeypatch.setattr(client, "get", noted_get)
+            t = asyncio.create_task(ticker())
+            try:
+                assert not await asyncio.wait_for(poller.poll_once(client), timeout=60)  # liveness guard, not a timing
+            finally:
+                t.cancel()
     assert errors(registry)["timeout"] == 3  # /status, /vmtas and the top-N list
     assert value(registry, "watchtower_pmta_api_up") == 0
-    assert value(registry, "watchtower_pmta_api_poll_duration_seconds") < 1.0  # type: ignore[operator]
-    # the loop ran other tasks while the poll waited for its 3 timeouts (~0.9 s): a blocked loop would
-    # tick at most once; how often it ticks depends on the machine's load (8 seen under a full test run)
-    assert ticks >= 3
+    # ~1 s (the requests run at once); a poll that waited for an answer would end at the deadline (30 s)
+    assert value(registry, "watchtower_pmta_api_poll_duration_seconds") < 5.0  # type: ignore[operator]
+    # the loop ran other tasks while each request waited: the API, served by this loop, had the request and the
+    # ticker stepped before the client gave up on it. A poll blocking the loop gives up on requests the API has
+    # not seen yet. No count of ticks: how often the loop turns depends on the machine's load
+    assert sorted(gave_up) == ["/queues", "/status", "/vmtas"]
+    for path, (at_arrival, at_give_up) in gave_up.items():
+        assert at_arrival is not None and at_give_up > at_arrival, (path, gave_up)
 
 
 @pytest.mark.parametrize(("fault", "reason"), [("garbled", "parse"), ("no_succ", "parse"), ("http_500", "http_status")])
@@ -337,10 +356,14 @@ class Hang:
         self.app = app
         self.targets: set[str] = set()
         self.hung = 0
+        self.on_hang: Callable[[str], object] | None = None
+        """Called with the path of each request as it begins to hang."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and f"{scope['path']}?{unquote(scope['query_string'].decode())}" in self.targets:
             self.hung += 1
+            if self.on_hang is not None:
+                self.on_hang(scope["path"])
             while (await receive())["type"] != "http.disconnect":
                 pass
             return

@@ -2,7 +2,7 @@
 
 The daemon and its correlator process write to one database. With SQLite's own busy handler a writer that has
 waited a while sleeps 100 ms between attempts and misses a lock left free for less: these tests leave it free
-for 30 ms between two long transactions of another connection.
+between two transactions of another connection only until the waiting writer has had its next attempt.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,22 +51,65 @@ def _holder(path: Path, first: float, gap: float, then: float, started: threadin
     return thread
 
 
-def test_a_writer_takes_the_lock_in_a_short_gap_between_two_transactions_of_another(tmp_path: Path) -> None:
+def test_a_writer_takes_the_lock_in_a_short_gap_between_two_transactions_of_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gap is made of the writer's attempts, not of wall time: on a loaded machine the writer may be kept off
+    # the CPU for longer than any gap a timer could leave. What makes a gap short is checked on the pauses it asks
+    # for between attempts (SQLite's handler pauses 100 ms, and inside C: none of them would be seen here).
     path = _db(tmp_path)
-    started = threading.Event()
-    # SQLite's handler tries again at ~528 and ~628 ms (sleeps of 1, 2, 5, ... 50, 50, 100, 100 ms): a gap
-    # between those is missed by it. 70 ms of it, not 30: a loaded CI machine may keep the writer off the CPU
-    # that long (it holds many POLL_S either way)
-    holder = _holder(path, first=0.545, gap=0.07, then=3.0, started=started)
-    started.wait(5)
+    started, retried, freed, gap_over, done = (threading.Event() for _ in range(5))
+    pauses: list[float] = []
+    after_free = 0
+
+    def sleep(seconds: float) -> None:
+        """The writer's pause after a refused attempt."""
+        nonlocal after_free
+        pauses.append(seconds)
+        retried.set()
+        if freed.is_set():
+            after_free += 1
+            if after_free >= 2:  # the attempt before this pause began after the COMMIT, and was refused all the same
+                gap_over.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(writelock, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+        conn.execute("BEGIN IMMEDIATE")
+        started.set()
+        retried.wait(30)  # the writer was refused at least once: it waits in begin_immediate's loop
+        conn.execute("COMMIT")
+        freed.set()
+        gap_over.wait(30)  # until the writer's next attempt, which can only have begun after the COMMIT, has ended
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # fails if the writer under test took the lock in the gap
+        except sqlite3.OperationalError:
+            conn.close()
+            return
+        conn.execute("INSERT INTO t VALUES ('holder')")
+        done.wait(30)  # a writer that missed the gap waits in vain, until its timeout
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert started.wait(5)
     conn = sqlite3.connect(path, isolation_level=None, timeout=2.0)
-    writelock.begin_immediate(conn, timeout_ms=2000)  # SQLite's handler, asleep 100 ms at a time, raises here
+    try:
+        writelock.begin_immediate(conn, timeout_ms=2000)  # raises `database is locked` if it missed the gap
+    finally:  # it has the lock (the holder may try again, and find it taken), or gave up: the holder goes on
+        retried.set()
+        gap_over.set()
+        done.set()
     conn.execute("INSERT INTO t VALUES ('writer')")
     conn.execute("COMMIT")
-    holder.join()
+    holder.join(10)
     who = [r[0] for r in conn.execute("SELECT who FROM t ORDER BY rowid")]
     assert who[0] == "writer"  # in the gap, not after the holder's second transaction
     assert who in (["writer"], ["writer", "holder"])  # the holder got in again after it, or found it still there
+    # it waited by asking again, never pausing long enough to miss a lock left free for a few tens of ms
+    assert pauses and max(pauses) <= 0.01, pauses
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2000
     conn.close()
 
