@@ -1287,9 +1287,12 @@ async def test_the_correlator_process_backlog_counts_what_was_read_but_not_yet_c
             await asyncio.sleep(0.05)
             if d.registry.get_sample_value("pmta_delivered_total", labels) == 2000:
                 break
-        await asyncio.sleep(1.5)  # several gauge refreshes (FOLLOWER_GAUGE_INTERVAL) after the read
         size = w.path.stat().st_size
         header = len(w.path.read_bytes().split(b"\n", 1)[0]) + 1
+        deadline = time.monotonic() + 20  # until a gauge refresh (FOLLOWER_GAUGE_INTERVAL) after the read
+        while (d.registry.get_sample_value("watchtower_commit_backlog_bytes") not in (size, size - header)
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
         assert _events(tmp_path / "state" / "watchtower.db") == 0  # nothing committed for the child to read
         assert d.health()["commit_backlog_bytes"] in (size, size - header)
         assert d.registry.get_sample_value("watchtower_commit_backlog_bytes") in (size, size - header)
