@@ -11,7 +11,8 @@ on some file systems): it is looked at once more. New to a look are the files no
 size, modification time), at the source's previous look, and changed after the last look of this run that listed
 their directory (that directory, by device and inode: one missing, or not mounted yet, at a look is not looked past)
 started, less the clock's coarseness; in a directory no look of this run listed, after the start of the last look
-before the stop (a restart) or after the start (a first run); and within `tail.forget_after`. A file read before and
+before the stop (a restart) or after the start (a first run); and within `tail.forget_after` (or, while a restarted
+run is younger than that, changed after the last run's looks: a downtime longer than it). A file read before and
 moved there long ago, its checkpoint forgotten, is never new again. The times of looks are kept with the monotonic
 clock's too: after the wall clock steps back, a look's time is taken as the clock reads now, and a restart's saved
 time later than its start (the clock set back while the daemon was down) is not trusted (`tail.forget_after` back).
@@ -75,7 +76,7 @@ class MovedToWatch:
     """Per source with `moved_to`: whether its next scan lists it (`pending`), and which listed files are new."""
 
     def __init__(self, sources: Iterable[Any], since: float | dict[str, float] | None, started_at: float,
-                 forget_after: float) -> None:
+                 forget_after: float, last_gone: dict[str, float] | None = None) -> None:
         self._patterns = {s.label: list(s.moved_to) for s in sources if s.moved_to}
         self._forget_after = forget_after
         self.pending: set[str] = set(self._patterns) if since is not None else set()
@@ -93,6 +94,13 @@ class MovedToWatch:
                              for label, at in self._since.items()}
         """Per source: files in a directory no look of this run listed that changed after this may be new (the last
         run's looks, less the coarseness of file times, or this run's start)."""
+        self._started = _At(started_at)
+        gone = last_gone or {}
+        self._down_from = {label: _At(max(t, gone.get(label, t))) for label, t in saved.items() if t <= started_at}
+        """Per source, at a restart: the later of the last run's looks and the last time it saw a file leave (its
+        checkpoints' `gone_since`): a file changed after both was not read by the last run (it would have left the
+        globs later), so until this run is `tail.forget_after` old no checkpoint of one can have been forgotten:
+        such files are new even when older than that (a downtime longer than `tail.forget_after`)."""
         self._dir_floors: dict[str, dict[tuple[int, int], _At]] = {label: {} for label in self._patterns}
         """Per source, per directory (device, inode): files there changed after this may be new (the start of the last
         look that listed it, less the coarseness of file times)."""
@@ -145,6 +153,9 @@ class MovedToWatch:
         started = _At(scan_started)
         now = time.time()
         forget = now - self._forget_after
+        down = self._down_from.get(label)
+        if down is not None and down.wall() < forget < self._started.wall():  # a downtime longer than forget_after
+            forget = down.wall()
         floors = self._dir_floors[label]
         first = max(self._first_floor[label].wall(), forget)
         directories = {d: _listable(d) for p in self._patterns[label] for d in _directories(p)}

@@ -183,7 +183,11 @@ class Tailer:
         """Checkpoints whose inode holds another file at the first scan (`_follow`, `_new_identity`), keyed by it:
         looked for at their own path under another inode (`_new_identity`), then as a copy at their path or in
         `moved_to` (`_copy_or_gone`, at the scan's end and, while undecided, the next ones), else reported gone."""
-        self.moved_to = MovedToWatch(sources, moved_since, time.time(), tail.forget_after)
+        last_gone: dict[str, float] = {}  # per source, the last file the last run saw leave (before its stop)
+        for c in checkpoints:
+            if c.gone_since is not None:
+                last_gone[c.source] = max(last_gone.get(c.source, c.gone_since), c.gone_since)
+        self.moved_to = MovedToWatch(sources, moved_since, time.time(), tail.forget_after, last_gone)
         """When to look in the `moved_to` directories and which files there are new to a look (`_moved_while_down`);
         `moved_since`: where a restart takes up the last run's looks (`moved_to.since`, saved with the checkpoints)."""
         self._read_before: set[tuple[int, int]] = set()

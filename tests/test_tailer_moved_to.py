@@ -457,3 +457,33 @@ async def test_a_wildcard_directory_that_cannot_be_listed_is_looked_at_again_onc
     assert lines_of(await drain(tailer)) == [2, 3, 4]
     assert await drain(tailer) == []
     await tailer.close()
+
+
+async def test_a_file_moved_there_early_in_a_downtime_longer_than_forget_after_is_read_at_the_restart(
+        tmp_path: Path) -> None:
+    """Files older than `tail.forget_after` were never new (one read before may have had its checkpoint forgotten):
+    after 20 days down with the default 14, what PMTA moved there in the downtime's first 6 days was lost without a
+    word. No checkpoint of a file changed after the last run's looks can have been forgotten before this run is
+    `tail.forget_after` old (nothing read it before this run): until then those are looked at."""
+    _logs, moved, src, tailer = setup(tmp_path)
+    await tailer.close()
+    day, now = 86_400.0, time.time()
+    early = moved / "acct-0002.csv"
+    early.write_text(file_of(3, 10))
+    os.utime(early, (now - 15 * day, now - 15 * day))  # moved there 5 days into the downtime
+    archive = moved / "acct-0001.csv"
+    archive.write_text(file_of(2, 0))
+    os.utime(archive, (now - 21 * day, now - 21 * day))  # read and moved there before the last look: not new
+    late = moved / "acct-0000.csv"  # read, and moved there after the last look, just before the stop: not new
+    late.write_text(file_of(2, 50))
+    os.utime(late, (now - 19.9 * day, now - 19.9 * day))
+    from exporter.filestream import Checkpoint
+
+    retired = Checkpoint("f0", "acct", str(late), 0, 1, b"", late.stat().st_size, 3, ACCT_HEADER,
+                         gone_since=now - 19.8 * day)  # forgotten at the first commit (older than forget_after)
+    again = Tailer([src], TailConfig(rescan_interval=0, forget_after=14 * day), SelfMetrics(CollectorRegistry()),
+                   [retired], first_run=False, moved_since={"acct": now - 20 * day})
+    again.known.clear()  # as after that commit: nothing names it
+    assert lines_of(await drain(again)) == [2, 3, 4]
+    assert await drain(again) == []
+    await again.close()
