@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamlproblem import yaml_problem
 
@@ -663,62 +663,18 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-CONFIG_PIPE_TIMEOUT = 10.0
+CONFIG_PIPE_TIMEOUT = PIPE_TIMEOUT
 """Longest wait for a piped config (`--config <(envsubst < tmpl)`, /dev/stdin) to be written to its end."""
 
 
 def read_config_bytes(path: str | Path) -> bytes:
-    """The bytes of a config file of at most MAX_CONFIG_BYTES: a regular file, or a pipe or character device read to
-    its end (container set-ups pipe configs in), never more than MAX_CONFIG_BYTES + 1 bytes nor longer than
-    CONFIG_PIPE_TIMEOUT. ConfigError for anything else (OSError if unreadable).
-
-    Opened non-blocking: a FIFO nobody writes to would block forever, /dev/zero never ends."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """The bytes of a config file of at most MAX_CONFIG_BYTES (exporter.boundedfile: a regular file, or a pipe or
+    character device read to its end, as container set-ups pipe configs in). ConfigError for anything else (OSError
+    if unreadable)."""
     try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            raw = _read_up_to(fd, MAX_CONFIG_BYTES + 1, None) if st.st_size else b""
-        elif stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
-            raw = _read_up_to(fd, MAX_CONFIG_BYTES + 1, CONFIG_PIPE_TIMEOUT, path)
-            if not raw and stat.S_ISFIFO(st.st_mode):
-                raise ConfigError(str(path), [f"{path}: a pipe with nothing written to it; give the YAML config file"])
-        else:
-            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
-            raise ConfigError(str(path), [f"{path}: not a regular file ({kind}); give the YAML config file"])
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_CONFIG_BYTES:
-        size = f"{st.st_size} bytes" if stat.S_ISREG(st.st_mode) else "more than 1MiB"
-        raise ConfigError(str(path), [f"{path}: {size}; a config file is at most 1MiB (is this the right file?)"])
-    return raw
-
-
-def _read_up_to(fd: int, limit: int, timeout: float | None, path: str | Path = "") -> bytes:
-    """Read `fd` (non-blocking) to its end or `limit` bytes; a pipe is waited for up to `timeout` seconds in all."""
-    import select
-    import time
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    parts: list[bytes] = []
-    size = 0
-    while size < limit:
-        try:
-            more = os.read(fd, min(limit - size, 1 << 16))
-        except BlockingIOError:  # a pipe whose writer has not written yet
-            left = deadline - time.monotonic() if deadline is not None else 0.0
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise ConfigError(str(path), [f"{path}: nothing more was written to the pipe within "
-                                              f"{timeout:.0f}s; give the YAML config file"]) from None
-            continue
-        if not more:
-            break
-        parts.append(more)
-        size += len(more)
-    return b"".join(parts)
+        return read_bounded(path, MAX_CONFIG_BYTES, "the YAML config file", "a config file", CONFIG_PIPE_TIMEOUT)
+    except FileProblem as exc:
+        raise ConfigError(str(path), [str(exc)]) from None
 
 
 TOO_DEEP = "nested too deeply (past Python's recursion limit)"
