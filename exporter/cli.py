@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     hc = sub.add_parser("healthcheck", help="GET /healthz of the running daemon (for Docker HEALTHCHECK); "
                         "exit 0 healthy, 1 not")
     hc.add_argument("--config", required=True, type=config_path, help="YAML config file of the daemon")
-    hc.add_argument("--timeout", type=at_most(MAX_HEALTH_TIMEOUT), default=4.0, help="seconds")
+    hc.add_argument("--timeout", type=at_most(MAX_HEALTH_TIMEOUT), default=4.0,
+                    help="seconds for the whole answer (the daemon is asked directly: proxy variables are ignored)")
     demo = sub.add_parser("demo", help="simulated PMTA traffic + the exporter, on loopback")
     demo.add_argument("--scenario", default="gmail-throttle", help="scenario name or YAML file")
     demo.add_argument("--listen", type=listen_address, default="127.0.0.1:9469", help="exporter listener host:port")
@@ -230,20 +231,46 @@ def one_line(text: str, limit: int = HEALTH_SHOWN_CHARS) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
+class HealthDeadline(Exception):
+    """No complete answer within the healthcheck's --timeout."""
+
+
 def _get_bounded(url: str, auth: Any, timeout: float) -> tuple[int, str, bool]:
-    """(status, the body's first HEALTH_READ_BYTES as text, whether it was cut there) of GET `url`; a server that
-    sends without end is cut there, not read until it stops."""
+    """(status, the body's first HEALTH_READ_BYTES as text, whether it was cut there) of GET `url`, within `timeout`
+    in all (HealthDeadline past it); a server that sends without end is cut there, not read until it stops.
+
+    httpx's timeout bounds each read: a server trickling a header line a second held the probe for hours. The request
+    runs on a daemon thread, given up at the deadline (the process exits at once after). Proxy variables are
+    ignored: the daemon's own listener is asked directly, never through an HTTP_PROXY of the image."""
+    import threading
+
     import httpx
 
-    # The certificate names the public host, not loopback; this is a local liveness probe.
-    with httpx.stream("GET", url, auth=auth, timeout=timeout, verify=False) as r:  # noqa: S501
-        body = b""
-        for chunk in r.iter_bytes():
-            body += chunk
-            if len(body) >= HEALTH_READ_BYTES:
-                break
-        text = body[:HEALTH_READ_BYTES].decode(r.encoding or "utf-8", errors="replace")
-        return r.status_code, text, len(body) >= HEALTH_READ_BYTES
+    answer: list[tuple[int, str, bool] | BaseException] = []
+
+    def get() -> None:
+        try:
+            # The certificate names the public host, not loopback; this is a local liveness probe.
+            with httpx.stream("GET", url, auth=auth, timeout=timeout, verify=False,  # noqa: S501
+                              trust_env=False) as r:
+                body = b""
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) >= HEALTH_READ_BYTES:
+                        break
+                text = body[:HEALTH_READ_BYTES].decode(r.encoding or "utf-8", errors="replace")
+                answer.append((r.status_code, text, len(body) >= HEALTH_READ_BYTES))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which says it in one line
+            answer.append(exc)
+
+    worker = threading.Thread(target=get, name="healthcheck", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not answer:
+        raise HealthDeadline(f"no complete answer within {timeout:g} s")
+    if isinstance(answer[0], BaseException):
+        raise answer[0]
+    return answer[0]
 
 
 HEALTH_KEY = "files_followed"
@@ -281,7 +308,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
     auth: Any = (user, password) if user else None
     try:
         status, body, cut = _get_bounded(url, auth, args.timeout)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HealthDeadline) as exc:
         print(f"unhealthy: {url}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except OverflowError:  # the socket's deadline (the option is bounded: a caller of _healthcheck may not be)

@@ -447,6 +447,7 @@ class PmtaApiClient:
             self._client = httpx.AsyncClient(
                 base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
                 verify=verify, follow_redirects=True, transport=transport,
+                trust_env=False,  # PMTA's API is next to the daemon: never through an HTTP_PROXY of the host
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
                 event_hooks={"request": [self._key_stays_home]},
             )

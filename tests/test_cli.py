@@ -22,7 +22,7 @@ import yaml
 
 from exporter import __version__
 from exporter.cli import main
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, free_port, write_config
 
 
 def test_version(capsys):
@@ -631,3 +631,51 @@ def test_an_empty_config_path_is_a_usage_error(argv: list[str], capsys: pytest.C
     where = "file" if argv[1] == "" else "--config"
     assert (done.value.code, capsys.readouterr().err.splitlines()[-1]) == (
         2, f"watchtower {argv[0]}: error: argument {where}: an empty path; give the YAML config file")
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "HTTPS_PROXY"])
+def test_healthcheck_asks_the_daemon_directly_whatever_the_proxy_environment(tmp_path: Path, variable: str) -> None:
+    """With HTTP_PROXY (or ALL_PROXY) set, as in an image built behind a corporate proxy, the probe of the daemon's own
+    loopback listener went through the proxy: "unhealthy: ...: Connection refused", the container unhealthy for
+    ever, the error blaming the daemon's address."""
+    with other_server(200, b'{"ok": true, "files_followed": 0}') as listen:
+        proc = _healthcheck(write_config(tmp_path, listen=listen), **{variable: f"http://127.0.0.1:{free_port()}"})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"healthy: http://{listen}/healthz\n", "")
+
+
+def test_healthcheck_timeout_is_a_deadline_for_the_whole_answer(tmp_path: Path) -> None:
+    """--timeout bounded each read, not the answer: a server sending a header line every second kept the probe
+    waiting for hours (64 KiB of headers), and Docker's health check with it."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.5):
+                try:
+                    conn.sendall(b"X-A: b\r\n")
+                except OSError:
+                    return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    listen = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "exporter", "healthcheck", "--config",
+                               str(write_config(tmp_path, listen=listen)), "--timeout", "2"],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"unhealthy: http://{listen}/healthz: no complete answer within 2 s\n"
+    assert took < 20, took  # the deadline (2 s) and the interpreter's start; trickling, it would be hours

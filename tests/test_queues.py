@@ -109,6 +109,24 @@ async def test_exact_gauges_from_the_live_api(sim: Simulator) -> None:
     assert "gmail.com" not in text and 'domain="' not in text
 
 
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY", "http_proxy"])
+async def test_the_api_is_asked_directly_whatever_the_proxy_environment(sim: Simulator, variable: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTP_PROXY set (a host behind a corporate proxy), every poll of PMTA's API went to the proxy:
+    watchtower_pmta_api_up 0 and "is failing ... ConnectError" for an API on loopback, and an API key sent off the
+    host. The management API is reached directly."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{free_port()}")
+    registry = CollectorRegistry()
+    async with ApiServer(sim) as srv:
+        poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
+        async with PmtaApiClient(poller.config) as client:
+            assert await poller.poll_once(client)
+    assert value(registry, "watchtower_pmta_api_up") == 1
+    assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
+
+
 async def test_queue_gauges_name_the_vmtas_the_record_series_admitted(sim: Simulator) -> None:
     """The queue gauges share the record series' `vmta` cap (`labels.max_vmtas`): once it is full, the VMTAs the records
     named are the ones the gauges name, so rules joining the two on `vmta` still match; the rest are summed under
