@@ -44,7 +44,7 @@ from exporter.instancelock import InstanceLock, StateDirInUse
 from exporter.metrics import SelfMetrics, named_self_metrics
 from exporter.oneshot import Exposition
 from exporter.reconciled import new_run_token
-from exporter.records import RecordBatch
+from exporter.records import RecordBatch, shown
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
 from exporter.state import Commit, StateError, StateStore, file_replaced, private_dir
@@ -59,6 +59,8 @@ log = logging.getLogger("watchtower.daemon")
 STATE_DB = "watchtower.db"
 FOLLOWER_GAUGE_INTERVAL = 0.5
 """Seconds between two reads of the correlator process's backlog (watchtower_commit_backlog_bytes)."""
+HEALTH_PATHS_SHOWN = 5
+"""Paths a /healthz problem names (the count says how many more): its answer stays small."""
 FOLLOWER_RESTART_WAIT = 2.0
 """Seconds before a correlator process that died (or could not start) is started again; doubled at each exit in a
 row, up to FOLLOWER_MAX_WAIT."""
@@ -764,6 +766,12 @@ class Daemon:
         follower_error = self.follower.failing if self.follower is not None else None
         if follower_error is not None:
             problems.append(f"correlator process: writes failing: {follower_error}")
+        unreadable = tailer.unreadable() if tailer else []
+        if unreadable:  # not ok=false: the daemon runs and reads the rest (WatchtowerReadErrors says it too)
+            shown_paths = ", ".join(shown(p) for p in unreadable[:HEALTH_PATHS_SHOWN])
+            more = f" and {len(unreadable) - HEALTH_PATHS_SHOWN} more" if len(unreadable) > HEALTH_PATHS_SHOWN else ""
+            problems.append(f"cannot read {len(unreadable)} path{'' if len(unreadable) == 1 else 's'}: {shown_paths}"
+                            f"{more} (watchtower_read_errors_total counts the failures; the log says why)")
         return {
             "ok": self.started.is_set() and self.queue.error is None and not stuck and follower_error is None
             and not crashing,

@@ -135,6 +135,9 @@ class FileStream:
         self.skipping = False
         """Inside a line over MAX_LINE_BYTES (its error counted): bytes are consumed up to its newline, unparsed."""
         self.size = 0
+        self.unopened_size = 0
+        """Its size by stat while it cannot be opened (permissions): counted behind, though never read yet (`size` is
+        what reads saw, which the check for a file rewritten in place compares with)."""
         self.last_growth = time.monotonic()
         self.gone = False
         self.retries = True
@@ -154,7 +157,7 @@ class FileStream:
 
     @property
     def behind(self) -> int:
-        return max(0, self.size - self.cp.offset)
+        return max(0, max(self.size, self.unopened_size) - self.cp.offset)
 
     async def open(self) -> bool:
         """Open (or reopen) at the checkpoint offset; False if the file cannot be read now."""
@@ -165,13 +168,16 @@ class FileStream:
             f = await self._open_file()
         except PermissionError:
             self._read_error("permission", "permission denied")
+            self._size_unopened()
             return False
         except FileNotFoundError:
             self._read_error("not_found", "vanished before it could be opened")
             return False
         except OSError as exc:
             self._read_error("io", exc.strerror or str(exc))
+            self._size_unopened()
             return False
+        self.unopened_size = 0
         st = os.fstat(f.fileno())
         if (st.st_dev, st.st_ino) != self.key:  # replaced between stat and open
             await self._close_file(f)
@@ -193,6 +199,12 @@ class FileStream:
             return os.pread(f.fileno(), 1, self.cp.offset - 1) not in (b"\n", b"")
         except OSError:
             return False
+
+    def _size_unopened(self) -> None:
+        try:
+            self.unopened_size = os.stat(self.cp.path).st_size
+        except OSError:
+            pass
 
     def _read_error(self, reason: str, text: str) -> None:
         first, self.read_error = self.read_error is None, text

@@ -205,6 +205,9 @@ class Tailer:
         self._empty_sources: set[str] = set()
         self._warned_empty: set[str] = set()
         self._reported: set[str] = set()
+        self._failed_paths: set[str] = set()
+        """Paths a look failed on since the last scan began (`unreadable`: a path that recovered, or went, drops out
+        at the next scan; `_reported` remembers what was logged, until its stat succeeds again)."""
         self._undecided: dict[tuple[int, int], str] = {}
         """Glob matches with a checkpoint whose first bytes could not be read: whether each is the checkpoint's file or
         a new one in its inode is decided at a scan that can read them (-> path, logged once)."""
@@ -282,6 +285,7 @@ class Tailer:
         as `log_it` says when the caller keeps its own once-ness."""
         if self.metrics:
             self.metrics.read_errors.labels(source, reason).inc()
+        self._failed_paths.add(path)
         if log_it is None:
             log_it = path not in self._reported
             self._reported.add(path)
@@ -306,8 +310,9 @@ class Tailer:
         return self._allowed.get(source)
 
     def unreadable(self) -> list[str]:
-        """Paths that could not be listed, stat'ed or opened at the last look (a oneshot exits 1 over them)."""
-        failed = set(self._reported) | set(self._undecided.values()) \
+        """Paths that could not be listed, stat'ed or opened at the last look (a oneshot exits 1 over them; /healthz
+        names them)."""
+        failed = self._failed_paths | set(self._undecided.values()) \
             | {s.cp.path for s in self.streams.values() if s.read_error is not None}
         return sorted(failed)
 
@@ -331,6 +336,7 @@ class Tailer:
     def scan(self) -> None:
         """Re-evaluate the globs: follow new files, notice files that left."""
         started = time.time()
+        self._failed_paths = set()
         found = self._matches()
         self._matched_now = found
         for key, (source, path, st) in found.items():

@@ -2048,3 +2048,42 @@ async def test_a_database_left_with_a_hot_rollback_journal_still_opens(tmp_path:
     loaded = await again.open()
     await again.close()
     assert loaded.series == []  # the killed transaction rolled back
+
+
+async def test_a_file_the_daemon_cannot_read_is_a_problem_on_healthz_and_its_bytes_are_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the daemon's user may not read (the forgotten `usermod -a -G pmta`) was logged, but /healthz said ok
+    with no problem and 0 bytes behind while 830 KB waited: it names the file, and its bytes count as behind (ok stays
+    true: the daemon runs, and the read-errors alert says the rest)."""
+    from exporter.filestream import FileStream
+
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(30)
+    real = FileStream._open_file
+
+    async def denied(self: FileStream) -> Any:
+        if self.cp.path == str(w.path):
+            raise PermissionError(13, "Permission denied", self.cp.path)
+        return await real(self)
+
+    monkeypatch.setattr(FileStream, "_open_file", denied)
+    d = Daemon(load_config(write_config(tmp_path)))
+    task = asyncio.create_task(d.serve())
+    try:
+        await asyncio.wait_for(d.started.wait(), 20)
+        deadline = time.monotonic() + 20
+        while not d.health()["problems"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        health = d.health()
+        assert health["problems"] == [f"cannot read 1 path: {w.path} (watchtower_read_errors_total counts the "
+                                      "failures; the log says why)"], health
+        assert health["ok"] is True and health["bytes_behind"] == w.path.stat().st_size, health
+        assert d.registry.get_sample_value("watchtower_behind_bytes", {"source": "acct"}) == w.path.stat().st_size
+        monkeypatch.setattr(FileStream, "_open_file", real)  # permissions fixed
+        while d.health()["problems"] and time.monotonic() < deadline + 20:
+            await asyncio.sleep(0.05)
+        assert d.health()["problems"] == [] and d.registry.get_sample_value(
+            "pmta_delivered_total", {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}) == 30
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
