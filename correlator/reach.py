@@ -37,7 +37,7 @@ from correlator.keys import MID_STRIP
 from correlator.prepare import REPORTS, batch_frame, map_distinct
 from exporter.config import RECORD_TYPES
 from exporter.parser import ErrorLog, FileParser
-from exporter.records import Columns, RecordBatch, col, is_header
+from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, col, is_header
 from exporter.spans import REPORT_TYPES  # the record types (a source's `records`) attribution looks up
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,39 @@ def scan(sources: Iterable[Any]) -> Reach | None:
                 if len(reach.rcpts) + len(mids) > KEY_LIMIT:
                     log.info("oneshot stores every row: the reports reach more than %d keys", KEY_LIMIT)
                     return None
+    except LineTooLong as exc:
+        log.info("oneshot stores every row: %s holds a line over %d bytes", exc.path, MAX_LINE_BYTES)
+        return None
     except Exception as exc:  # noqa: BLE001 - an unreadable file (the pass reports it) or worse: store every row
         log.info("oneshot stores every row: the first read of the files failed (%s)", type(exc).__name__)
         return None
     return reach
+
+
+class LineTooLong(Exception):
+    """A file holds a line over MAX_LINE_BYTES: polars' reader would hold it whole, several times over (1.8 GB for a
+    200 MB line), where the pass skips it in pieces. The scan gives up: the pass stores every row."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def _check_lines(path: str) -> None:
+    """LineTooLong if a line of `path` is over MAX_LINE_BYTES, found by reading it in blocks of that size: a line
+    inside a block is shorter, so only the bytes run on from one block's last newline into the next are counted."""
+    run = 0
+    with open(path, "rb") as f:
+        while block := f.read(MAX_LINE_BYTES):
+            first = block.find(b"\n")
+            if first < 0:
+                run += len(block)
+            else:
+                run += first
+                if run <= MAX_LINE_BYTES:
+                    run = len(block) - block.rfind(b"\n") - 1
+            if run > MAX_LINE_BYTES:
+                raise LineTooLong(path)
 
 
 _REPORT_NAMES = frozenset(name for name in (*store.TYPE_CODES, *store.ALIASES) if store.type_code(name) in REPORTS)
@@ -168,6 +197,7 @@ def _matching(paths: list[str], wanted: pl.Expr) -> Iterator[pl.DataFrame]:
     refuses a file, or the file has more, the pass's own parser (the rows polars gave come again: keys are sets)."""
     limit = STREAM_ROWS
     for path in paths:
+        _check_lines(path)
         try:
             frame = _streamed(path, wanted, limit)
         except (pl.exceptions.PolarsError, ValueError, csv.Error, UnicodeDecodeError):
@@ -183,7 +213,7 @@ def _streamed(path: str, wanted: pl.Expr, limit: int) -> pl.DataFrame | None:
     """The first `limit` rows `wanted` selects, read by polars in bounded memory; None for a file without a header
     line."""
     with open(path, "rb") as f:
-        head = f.readline()
+        head = f.readline(MAX_LINE_BYTES + 1)
     row = next(csv.reader([head.decode("utf-8", "replace").rstrip("\r\n")]), [])
     if not is_header(row):
         return None
@@ -230,6 +260,8 @@ def _batches(parser: FileParser, path: str) -> Iterator[RecordBatch]:
             data = rest + data
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
+            if len(rest) > MAX_LINE_BYTES:  # grown since `_check_lines`: not joined on without end
+                raise LineTooLong(path)
             if cut:  # a record whose quoted field runs on past the cut is held for the next read, as the pass holds it
                 batch, _ = parser.parse(data[:cut], final=False)
                 rest = data[cut - parser.held:]
