@@ -19,13 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from simulator.config import SimConfig
 from simulator.engine import Simulator
 from simulator.scenario import ScenarioError, list_scenarios, load_scenario
 from simulator.server import ApiServer
+from simulator.yamlfile import YamlFileError, keys_of, read_mapping, validation_problem
 
 
 def positive_float(text: str) -> float:
@@ -75,10 +75,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_sim_config(path: Path | None) -> SimConfig:
+    """The `--config` settings (an empty file: the defaults); YamlFileError in one line naming the file and the key,
+    read as a scenario is (bounded: /dev/zero, a FIFO)."""
     if path is None:
         return SimConfig()
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return SimConfig.model_validate(data)
+    data = read_mapping(path, "simulator config", keys_of(SimConfig), empty=True)
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem(exc, str(path)) from None
 
 
 def build_simulator(args: argparse.Namespace) -> Simulator:
@@ -111,7 +116,7 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     try:
         sim = build_simulator(args)
-    except (ScenarioError, ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
+    except (ScenarioError, YamlFileError, ValueError, OSError) as exc:
         print(f"pmta-sim: {exc}", file=sys.stderr)
         return 2
     if args.command == "generate":

@@ -10,16 +10,17 @@ docs/simulator.md; shipped scenarios live in simulator/scenarios/*.yaml.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simulator.providers import MIXES, PROVIDERS
 from simulator.replies import CATALOGUE
+from simulator.yamlfile import YamlFileError, keys_of, parse_mapping, read_mapping, validation_problem
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -195,7 +196,8 @@ class Scenario(_Strict):
 
 
 class ScenarioError(ValueError):
-    pass
+    """A scenario that cannot be loaded, in one line naming the file (and the key): `pmta-sim` and `watchtower demo`
+    print it as is and exit 2."""
 
 
 def list_scenarios() -> list[str]:
@@ -204,27 +206,42 @@ def list_scenarios() -> list[str]:
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A shipped scenario by name (`gmail-throttle`) or a YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    """A shipped scenario by name (`gmail-throttle`) or a YAML file by path (a regular file or a pipe, at most
+    simulator.yamlfile.MAX_BYTES)."""
+    if _names_a_file(str(name_or_path)):  # named as given (`./x.yaml`, not Path's `x.yaml`)
         try:
-            text, where = path.read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
-            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    else:
-        res = resources.files("simulator").joinpath("scenarios", f"{name_or_path}.yaml")
-        if not res.is_file():
-            raise ScenarioError(f"unknown scenario {name_or_path!r}; shipped: {', '.join(list_scenarios())}")
-        text, where = res.read_text(encoding="utf-8"), f"simulator/scenarios/{name_or_path}.yaml"
-    return parse_scenario(text, where)
+            return _validated(read_mapping(name_or_path, "scenario", keys_of(Scenario)), str(name_or_path))
+        except YamlFileError as exc:
+            raise ScenarioError(str(exc)) from None
+    if str(name_or_path) not in list_scenarios():
+        raise ScenarioError(f"unknown scenario {str(name_or_path)!r}; shipped: {', '.join(list_scenarios())}")
+    res = resources.files("simulator").joinpath("scenarios", f"{name_or_path}.yaml")
+    return parse_scenario(res.read_bytes(), f"simulator/scenarios/{name_or_path}.yaml")
 
 
-def parse_scenario(text: str, where: str = "<scenario>") -> Scenario:
+def _names_a_file(name: str) -> bool:
+    """A path (a YAML suffix, a slash, or a file by that name) rather than a shipped scenario's name: `./x` or
+    `dir/x` that is not there is a missing file, not an unknown scenario. Path.exists() raises for a name the system
+    refuses (too long): that is read, and the read says why."""
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        return True
     try:
-        data = yaml.safe_load(text)
+        return Path(name).exists()
+    except (OSError, ValueError):
+        return True
+
+
+def parse_scenario(text: str | bytes, where: str = "<scenario>") -> Scenario:
+    """A scenario from YAML text (bytes: UTF-8); ScenarioError in one line naming `where`."""
+    try:
+        return _validated(parse_mapping(text, where, "scenario", keys_of(Scenario)), where)
+    except YamlFileError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def _validated(data: dict[str, Any], where: str) -> Scenario:
+    """The scenario of a top-level mapping; pydantic's errors as one line (YamlFileError) naming `where`."""
+    try:
         return Scenario.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{where}: not valid YAML: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ScenarioError(f"{where}: {problems}") from exc
+        raise validation_problem(exc, where) from None

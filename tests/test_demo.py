@@ -16,9 +16,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.boundedfile import PIPE_TIMEOUT
 from exporter.config import config_from_dict
 from simulator import demo
 from tests.conftest import free_port
+from tests.test_simulator_scenarios import BAD_SCENARIOS, bad_scenario, run_limited
 
 
 def args(tmp_path: Path | None, **kw: object) -> argparse.Namespace:
@@ -116,6 +118,18 @@ def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path, monkeypat
 def test_unknown_scenario_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.run_demo(args(tmp_path, scenario="no-such-thing")) == 2
     assert "unknown scenario" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", BAD_SCENARIOS)
+def test_a_bad_scenario_file_is_one_line_not_a_traceback(tmp_path: Path, kind: str) -> None:
+    """Review 2026-12-05: a non-UTF-8 file ended in a UnicodeDecodeError traceback, /dev/zero filled the memory, a
+    FIFO hung, an empty file or a list said `FILE: : Input should be a valid dictionary`. One line, exit 2."""
+    arg, message = bad_scenario(kind, tmp_path)
+    proc, took = run_limited("exporter", "demo", "--scenario", arg, "--duration", "1", "--dir", str(tmp_path / "d"),
+                             "--listen", f"127.0.0.1:{free_port()}")
+    assert (proc.returncode, proc.stderr) == (2, f"watchtower demo: {message}\n")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert took < PIPE_TIMEOUT  # a FIFO nobody writes to is refused at once, not waited for
 
 
 def missing(text: str) -> list[str]:

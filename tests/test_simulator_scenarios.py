@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from exporter.boundedfile import PIPE_TIMEOUT
 from simulator import SimConfig, Simulator, list_scenarios, load_scenario
 from simulator.scenario import ScenarioError, parse_scenario
+from tests.conftest import REPO
 
 SHIPPED = ["auth-regression", "bad-list-upload", "baseline", "complaint-creep", "connection-failures", "gmail-throttle",
            "microsoft-s3150-block", "noise", "spamhaus-listing", "yahoo-tss04-pool"]
@@ -169,3 +175,127 @@ def test_complaints_come_later_and_only_from_fbl_providers(tmp_path: Path) -> No
     assert all(r["header_Message-Id"].startswith("<") for r in f)
     acme = truth.count(type="f", sender="news.acme-shop.example")
     assert acme >= truth.count(type="f") - acme
+
+
+LIMITED = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+           "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+"""`python -c LIMITED module args...`: the module run as `python -m`, in 2 GiB of address space: a reader that is no
+longer bounded fails the test with a MemoryError instead of filling the machine (/dev/zero reached 13.7 GB in 8 s)."""
+
+BAD_SCENARIOS = ["not-utf8", "fifo", "dev-zero", "empty", "comments-only", "list", "string", "syntax", "deep",
+                 "directory", "missing", "name-too-long", "many-problems"]
+
+
+def bad_scenario(kind: str, tmp_path: Path) -> tuple[str, str]:
+    """A `--scenario` argument of the given kind and the one line it must earn (after `prog: `)."""
+    p = tmp_path / f"{kind}.yml"
+    mapping = ("a YAML mapping of name, description, duration, start, traffic, pools and events "
+               "(docs/simulator.md)")
+    if kind == "not-utf8":
+        p.write_bytes(b"\xff\xfe bad")
+        return str(p), f"{p}: line 1: not UTF-8 (byte 0xff at offset 0); save the file as UTF-8"
+    if kind == "fifo":
+        os.mkfifo(p)
+        return str(p), f"{p}: a pipe with nothing written to it; give a YAML scenario file"
+    if kind == "dev-zero":
+        return "/dev/zero", "/dev/zero: more than 1MiB; a scenario file is at most 1MiB (is this the right file?)"
+    if kind == "directory":
+        return str(tmp_path), f"{tmp_path}: not a regular file (a directory); give a YAML scenario file"
+    if kind == "missing":
+        return str(tmp_path / "no" / "such"), f"{tmp_path / 'no' / 'such'}: cannot read: No such file or directory"
+    if kind == "name-too-long":  # Path.exists() raised it: a traceback in `watchtower demo`
+        return "x" * 300, f"{'x' * 300}: cannot read: File name too long"
+    text, message = {
+        "empty": ("", f"the file is empty: a scenario is {mapping}"),
+        "comments-only": ("# to do\n\n", f"the file holds no keys (only comments or blank lines): a scenario is {mapping}"),
+        "list": ("- name: x\n", "expected a mapping at the top level, got a list"),
+        "string": ("gmail-throttle\n", "expected a mapping at the top level, got a string"),
+        "syntax": ("name: [x\n", "line 2, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                                  "(while parsing a flow sequence started on line 1)"),
+        "deep": ("[" * 5000, "not valid YAML: nested too deeply (past Python's recursion limit)"),
+        "many-problems": ("name: x\nevents: [" + ", ".join(["1"] * 5000) + "]\n",
+                          "; ".join(f"events.{i}: Input should be a valid dictionary or object to extract fields from"
+                                    for i in range(3)) + " (and 4997 more problems)"),
+    }[kind]
+    p.write_text(text)
+    return str(p), f"{p}: {message}"
+
+
+def run_limited(module: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`python -m module args` in bounded memory, and how long it took."""
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", LIMITED, module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    return proc, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("kind", BAD_SCENARIOS)
+def test_a_bad_scenario_file_is_one_line_for_pmta_sim(tmp_path: Path, kind: str) -> None:
+    """Review 2026-12-05: a non-UTF-8 file, /dev/zero (`pmta-sim: MemoryError:`), a FIFO (hung), an empty file or
+    a list (`FILE: : Input should be a valid dictionary`): one line naming the file and what is wrong, exit 2."""
+    arg, message = bad_scenario(kind, tmp_path)
+    proc, took = run_limited("simulator.cli", "generate", "--scenario", arg, "--out", str(tmp_path / "out"))
+    assert (proc.returncode, proc.stderr) == (2, f"pmta-sim: {message}\n")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert took < PIPE_TIMEOUT  # a FIFO nobody writes to is refused at once, not waited for
+
+
+def test_a_bad_scenario_is_a_scenario_error_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library call says the same (Simulator(path) and load_scenario are how the tests and benchmarks load)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScenarioError, match=r"^\./baseline: cannot read: No such file or directory$"):
+        load_scenario("./baseline")  # a path as typed, not the shipped scenario nor `unknown scenario`
+    assert load_scenario("baseline").name == "baseline"
+    arg, message = bad_scenario("list", tmp_path)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(arg)
+    assert str(caught.value) == message
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: x\ndescription: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ScenarioError, match=r"^\S+latin1.yaml: line 2: not UTF-8 \(byte 0xe9 at offset 24\); "):
+        Simulator(p, None)
+    with pytest.raises(ScenarioError, match="^<scenario>: expected a mapping at the top level, got a number$"):
+        parse_scenario("42")
+
+
+def test_a_scenario_piped_in_is_read() -> None:
+    """`--scenario <(envsubst < tmpl.yaml)`: a pipe is read to its end, as the exporter's config is."""
+    r, w = os.pipe()
+    os.write(w, b"name: piped\nduration: 2m\n")
+    os.close(w)
+    try:
+        assert load_scenario(f"/dev/fd/{r}").name == "piped"
+    finally:
+        os.close(r)
+
+
+@pytest.mark.parametrize(("kind", "text", "message"), [
+    ("dev-zero", None, "/dev/zero: more than 1MiB; a simulator config file is at most 1MiB (is this the right file?)"),
+    ("not-utf8", b"rate: 1\n\xff", "{p}: line 2: not UTF-8 (byte 0xff at offset 8); save the file as UTF-8"),
+    ("list", b"- rate: 1\n", "{p}: expected a mapping at the top level, got a list"),
+    ("syntax", b"rate: [1\n", "{p}: line 2, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                              "(while parsing a flow sequence started on line 1)"),
+    ("invalid", b"rate: -1\nseeds: 2\n", "{p}: rate: Input should be greater than 0; seeds: Extra inputs are not "
+                                          "permitted"),
+])
+def test_a_bad_simulator_config_is_one_line(tmp_path: Path, kind: str, text: bytes | None, message: str) -> None:
+    """`pmta-sim --config` read its file as the scenario loader did (`path.read_text`): the same class of defect,
+    and a pydantic or PyYAML error printed over several lines."""
+    p = tmp_path / "sim.yaml"
+    if text is None:
+        arg = "/dev/zero"
+    else:
+        p.write_bytes(text)
+        arg = str(p)
+    proc, _ = run_limited("simulator.cli", "generate", "--config", arg, "--out", str(tmp_path / "out"))
+    assert (proc.returncode, proc.stderr) == (2, f"pmta-sim: {message.format(p=p)}\n")
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_empty_simulator_config_is_the_defaults(tmp_path: Path) -> None:
+    """Unlike a scenario (which needs a name), an empty settings file means every default, as before."""
+    from simulator.cli import load_sim_config
+
+    p = tmp_path / "sim.yaml"
+    p.write_text("# nothing yet\n")
+    assert load_sim_config(p) == SimConfig()
