@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -200,6 +201,15 @@ HttpUrl = Annotated[str, AfterValidator(check_http_url)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """A boolean for a number is refused, not taken as 1 or 0 (pydantic's lax int): `max_senders: yes`."""
+        if isinstance(value, bool) and info.field_name is not None \
+                and cls.model_fields[info.field_name].annotation in (int, float, int | None, float | None):
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
 
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -723,21 +733,35 @@ def _short(value: Any) -> str:
     return short_repr(value)
 
 
+YAML_BOOL_HINT = " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote the word)"
+"""Said of a boolean where a config key wants something else: `log_level: off` is False to YAML."""
+
+
 def describe_error(err: Any) -> str:
     """One pydantic error as an operator reads it: our own message, or pydantic's without its internals
-    (`Value error, `, model class names), always naming the value given."""
+    (`Value error, `, model class names), always naming the value given, and why YAML made it a boolean or a
+    number when the key wants something else."""
     kind, given = err["type"], err.get("input")
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key missing"
     if kind == "value_error":
-        return str(err["ctx"]["error"])
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a section (a mapping of keys), got {_short(given)}"
-    if kind == "literal_error":
-        return f"expected one of {err['ctx']['expected']}, got {_short(given)}"
-    return f"{err['msg'].replace('Input should be', 'expected')}, got {_short(given)}"
+        text = str(err["ctx"]["error"])
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        text = f"expected a section (a mapping of keys), got {_short(given)}"
+    elif kind == "literal_error":
+        text = f"expected one of {err['ctx']['expected']}, got {_short(given)}"
+    elif ", got " in err["msg"]:  # pydantic's own words say what it got (`got a number with a fractional part`)
+        text = f"{err['msg'].replace('Input should be', 'expected')} ({_short(given)})"
+    else:
+        text = f"{err['msg'].replace('Input should be', 'expected')}, got {_short(given)}"
+    if isinstance(given, bool) and kind != "extra_forbidden":
+        return text + YAML_BOOL_HINT
+    if kind == "string_type" and isinstance(given, int | float):
+        return text + f' (YAML reads it as a number: quote it, e.g. "{":" if err["loc"][-1:] == ("listen",) else ""}' \
+            f'{given}")'
+    return text
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:

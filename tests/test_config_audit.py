@@ -384,3 +384,23 @@ def test_a_source_path_naming_a_directory_is_refused_by_check_config(tmp_path: P
     rc, err = _check(tmp_path, cfg, capsys)
     assert rc == 2
     assert f"sources.0.paths.0: '{logs}': names a directory; add a file pattern such as {logs}/acct-*.csv" in err
+
+
+YAML_BOOL = " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote the word)"
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    ({"labels": {"max_senders": True}}, "labels.max_senders: expected a number, got True" + YAML_BOOL),
+    ({"tail": {"poll_interval": True}}, "tail.poll_interval: expected a number, got True" + YAML_BOOL),
+    ({"tail": {"chunk_bytes": False}}, "tail.chunk_bytes: expected a number, got False" + YAML_BOOL),
+    ({"log_level": False}, "log_level: expected one of 'debug', 'info', 'warning' or 'error', got False" + YAML_BOOL),
+    ({"listen": 9469}, "listen: expected a valid string, got 9469 (YAML reads it as a number: quote it, e.g. "
+                       "\":9469\")"),
+    ({"labels": {"max_vmtas": 1.5}}, "labels.max_vmtas: expected a valid integer, got a number with a fractional "
+                                     "part (1.5)"),
+])
+def test_a_value_yaml_made_a_boolean_or_a_number_is_refused_saying_so(tmp_path: Path, extra: dict,
+                                                                        problem: str) -> None:
+    """`labels.max_senders: true` was taken as 1 (pydantic's lax int), `log_level: off` and `listen: 9469` said
+    only `got False` / `got 9469`, and `max_vmtas: 1.5` said `got` twice."""
+    assert _problems(_minimal(tmp_path, **extra)) == [problem]
