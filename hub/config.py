@@ -6,6 +6,8 @@ keys, so a hub is secured exactly like a daemon. Unknown keys are rejected by na
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -67,6 +69,51 @@ def _parsed(url: str) -> SplitResult | None:
     except ValueError:
         return None
     return parts if parts.hostname else None
+
+
+HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
+"""One label of a host name as IDNA gives it (`_` too: container and compose service names hold it)."""
+
+
+def port_text(parts: SplitResult) -> str | None:
+    """The port as written (None: none given); urlsplit's `port` raises on a bad one without saying which."""
+    host_port = parts.netloc.rpartition("@")[2]
+    if host_port.startswith("["):
+        host_port = host_port.partition("]")[2]
+    _, sep, port = host_port.rpartition(":")
+    return port if sep else None
+
+
+def is_port(port: str) -> bool:
+    """A port as written that a socket takes (`99999` passes httpx and fails in connect(), `\uff19` isdigit())."""
+    return port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+
+
+def is_host(host: str, bracketed: bool) -> bool:
+    """An IP address (an IPv6 one only in brackets), or a name whose IDNA labels are letters, digits, `-` and `_`."""
+    if bracketed:
+        try:
+            return ipaddress.ip_address(host.partition("%")[0]).version == 6
+        except ValueError:
+            return False
+    try:
+        ascii_name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return all(HOST_LABEL.fullmatch(label) for label in ascii_name.removesuffix(".").split("."))
+
+
+def address_problem(parts: SplitResult) -> str | None:
+    """Why no request can reach the host part of a parsed daemon URL (a port outside 1-65535, a host that is no host
+    name or IP address), or None. httpx takes `h:99999`: the socket layer then raises OverflowError on every request,
+    so static and file_sd targets are checked alike, when they are read."""
+    port = port_text(parts)
+    if port is not None and not is_port(port):
+        return f"the port must be a number from 1 to 65535, got {port!r}"
+    host = parts.hostname or ""
+    if not is_host(host, bracketed=parts.netloc.rpartition("@")[2].startswith("[")):
+        return f"{host!r} is not a host name or IP address"
+    return None
 
 
 def _kind(value: Any) -> str:

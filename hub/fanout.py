@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from exporter.preflight import no_passphrase
 from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.targets import Target
+
+log = logging.getLogger(__name__)
 
 ANSWER_MODELS: dict[str, type[BaseModel]] = {
     "/api/v1/search": SearchResponse, "/api/v1/flows": FlowsResponse, "/api/v1/replies": RepliesResponse,
@@ -194,9 +197,12 @@ class Fanout:
             await asyncio.wait_for(self._ask(ans, path, params), budget)
         except TimeoutError:
             ans.error, ans.body = f"timed out after {budget:.3g}s", None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (a bad port, an unexpanded template in a
-            # file_sd list) is no HTTPError: that one host is missing, every route goes on
-            ans.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - whatever one host's request raises (httpx.InvalidURL, an
+            # OverflowError from connect() for a port past 65535, in anyio's ExceptionGroup) is that host missing:
+            # the other hosts' answers go on, never a 500 for the whole request
+            ans.error, ans.body = _why(exc), None
+            if not isinstance(exc, httpx.HTTPError | httpx.InvalidURL):
+                log.debug("asking %s failed", ans.target.url, exc_info=True)
         ans.seconds = time.monotonic() - start
         return ans
 
@@ -303,6 +309,14 @@ def _bad_count(model: type[BaseModel], body: dict[str, Any]) -> str | None:
                 if isinstance(value, int | float) and not 0 <= value <= MAX_COUNT:
                     return name if where is None else f"{where}.{name}"
     return None
+
+
+def _why(exc: BaseException) -> str:
+    """`Type: text` of an exception, one short line; of an exception group, its first leaf's (anyio's connect wraps
+    the cause in one: `unhandled errors in a TaskGroup` says nothing)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return _short(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 def printable(text: str) -> str:

@@ -3,21 +3,16 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import ssl
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
 
 from exporter.preflight import _listen as listen_problem  # reads listen_host/listen_port only (Listener)
 from exporter.preflight import ca_file_problem, reaching, secret_file_problem, tls_pair_problems
-from hub.config import HubConfig, without_credentials
+from hub.config import HubConfig, address_problem, is_port, port_text, without_credentials
 from hub.targets import read_file_sd
-
-HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
-"""One label of a host name as IDNA gives it (`_` too: container and compose service names hold it)."""
 
 
 def _url_problem(key: str, url: str) -> str | None:
@@ -34,38 +29,13 @@ def _url_problem(key: str, url: str) -> str | None:
         return f"{key}: {shown!r} is not an http:// or https:// URL"
     if parts is None:
         return f"{key}: {shown!r}: its host part is not a host name or IP address"
-    port = _port_text(parts)
-    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        if "@" in url:  # a password holding `/`, `?` or `#` ends the host part early: its start reads as the port
-            return (f"{key}: {shown!r}: the port is not a number from 1 to 65535 (a user name or password holding "
-                    "'/', '?' or '#' must be percent-encoded, and is better in hub.auth)")
-        return f"{key}: {shown!r}: the port must be a number from 1 to 65535, got {port!r}"
-    if not _is_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("[")):
-        return f"{key}: {shown!r}: {parts.hostname!r} is not a host name or IP address"
-    return None
-
-
-def _port_text(parts: SplitResult) -> str | None:
-    """The port as written (None: none given); urlsplit's `port` raises on a bad one without saying which."""
-    host_port = parts.netloc.rpartition("@")[2]
-    if host_port.startswith("["):
-        host_port = host_port.partition("]")[2]
-    _, sep, port = host_port.rpartition(":")
-    return port if sep else None
-
-
-def _is_host(host: str, bracketed: bool) -> bool:
-    """An IP address (an IPv6 one only in brackets), or a name whose IDNA labels are letters, digits, `-` and `_`."""
-    if bracketed:
-        try:
-            return ipaddress.ip_address(host.partition("%")[0]).version == 6
-        except ValueError:
-            return False
-    try:
-        ascii_name = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return all(HOST_LABEL.fullmatch(label) for label in ascii_name.removesuffix(".").split("."))
+    port = port_text(parts)
+    if port is not None and not is_port(port) and "@" in url:
+        # a password holding `/`, `?` or `#` ends the host part early: its start reads as the port
+        return (f"{key}: {shown!r}: the port is not a number from 1 to 65535 (a user name or password holding "
+                "'/', '?' or '#' must be percent-encoded, and is better in hub.auth)")
+    problem = address_problem(parts)
+    return f"{key}: {shown!r}: {problem}" if problem else None
 
 
 @reaching

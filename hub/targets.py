@@ -20,15 +20,19 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import yaml
 
+from exporter.boundedfile import PIPE_TIMEOUT, read_bounded
 from exporter.config import TOO_DEEP
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
-from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, without_credentials
+from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, address_problem, without_credentials
 
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 10_000
 """Targets whose names are kept after they leave the targets (to name them in missing_hosts)."""
+MAX_FILE_SD_BYTES = 4 * 1024**2
+"""Largest file_sd file read: 10,000 targets take well under 1 MiB; /dev/zero named by mistake stops here."""
+FILE_SD_GIVE = "a Prometheus file_sd file (JSON or YAML)"
 
 
 @dataclass(frozen=True, order=True)
@@ -59,9 +63,17 @@ def static_targets(section: HubSection) -> list[Target]:
     return out
 
 
-def read_file_sd(path: Path, scheme: str) -> list[Target]:
-    """Targets of one file_sd file: `[{"targets": ["host:port"], "labels": {...}}]` in JSON or YAML."""
-    text = path.read_text(encoding="utf-8")
+def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) -> list[Target]:
+    """Targets of one file_sd file: `[{"targets": ["host:port"], "labels": {...}}]` in JSON or YAML. Read bounded
+    (exporter.boundedfile: a FIFO nobody writes to, /dev/zero); ValueError naming the file, and the group and target
+    that no request could reach (checked as hub.targets are: one such target made every route a 500)."""
+    raw = read_bounded(path, MAX_FILE_SD_BYTES, FILE_SD_GIVE, "a file_sd target list", pipe_timeout)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                         "save the file as UTF-8") from None
     try:
         data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except RecursionError:  # json and PyYAML's composer recurse once per level of nesting
@@ -81,8 +93,22 @@ def read_file_sd(path: Path, scheme: str) -> list[Target]:
             if "@" in hostport:  # its URL would be shown in answers and logged, password included
                 raise ValueError(f"{path}: group {i}: target {without_credentials(hostport)} carries a "
                                  f"user name or password: {CREDENTIALS_HINT}")
+            if problem := _hostport_problem(hostport, scheme):
+                raise ValueError(f"{path}: group {i}: target {short_repr(hostport)}{problem}")
             out.append(Target(hostport, f"{scheme}://{hostport}"))
     return out
+
+
+def _hostport_problem(hostport: str, scheme: str) -> str | None:
+    """Why a file_sd target is no `host[:port]` a request can reach (the rest of its line), or None."""
+    try:
+        parts = urlsplit(f"{scheme}://{hostport}")
+    except ValueError:  # brackets that hold no IPv6 address
+        return ": its host part is not a host name or IP address"
+    if parts.netloc != hostport or not parts.hostname:
+        return " is not a host:port (no scheme, path or query: hub.scheme gives the scheme)"
+    problem = address_problem(parts)
+    return f": {problem}" if problem else None
 
 
 def parse_prometheus_targets(body: Any, job: str) -> list[Target]:
@@ -181,7 +207,7 @@ class TargetSet:
 
     async def _refresh(self) -> None:
         for path in self.section.file_sd:
-            self._update(str(path), lambda p=path: read_file_sd(p, self.section.scheme))
+            await self._read_file_sd(path)
         prom = self.section.prometheus
         if prom is not None:
             key = f"prometheus {without_credentials(prom.url)} job {prom.job}"
@@ -196,10 +222,21 @@ class TargetSet:
                 return
             self._update(key, lambda: parse_prometheus_targets(body, prom.job))
 
+    async def _read_file_sd(self, path: Path) -> None:
+        """Read on a thread, a pipe waited for at most hub.timeout: on the request path, and the event loop serves
+        the other requests meanwhile."""
+        try:
+            found = await asyncio.to_thread(read_file_sd, path, self.section.scheme, self.section.timeout)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            self._failed(str(path), str(exc))
+            return
+        self._update(str(path), lambda: found)
+
     async def _ask_prometheus(self, prom: PrometheusSource) -> Any:
-        """Its /api/v1/targets answer as JSON, read under hub.max_answer_size."""
+        """Its /api/v1/targets answer as JSON, read under hub.max_answer_size; asked directly, as the daemons are
+        (trust_env=False: an HTTP_PROXY set for other programs is not this hub's way to its Prometheus)."""
         url = without_credentials(prom.url, mask="").rstrip("/") + "/api/v1/targets"
-        async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url),
+        async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url), trust_env=False,
                                      headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
                 client.stream("GET", url, params={"state": "active"}) as resp:
             resp.raise_for_status()

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import free_port
 from tests.hub.fakes import EMPTY_SEARCH, FakeHosts, Reply, Request, running_hub
+from tests.hub.test_hub_host_answers import PAGES, ROUTES, _empty
 
 ACTIVE = {"labels": {"job": "wt", "instance": "p1"}, "scrapeUrl": "{daemon}/metrics"}
 
@@ -80,3 +82,49 @@ async def test_a_prometheus_that_drips_its_answer_holds_no_request_past_the_time
     assert took < 5.0, took
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot read targets from prometheus {prom.url('prom')} job wt (keeping the last list): timed out after 2s"]
+
+
+async def test_discovery_ignores_proxy_variables_as_the_fan_out_does(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture):
+    """The Prometheus client honoured HTTP_PROXY/ALL_PROXY (httpx's trust_env) where the fan-out does not: with a
+    proxy set for other programs, discovery went through it (here a dead one) and the hub found no target."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, dead)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    caplog.set_level(logging.WARNING, logger="hub.targets")
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon:
+        async with FakeHosts(prometheus(f"http://127.0.0.1:{daemon.port}", [Reply(body="good")])) as prom, \
+                running_hub({"prometheus": {"url": prom.url("prom"), "job": "wt"}}) as hub:
+            r = await hub.get("/api/v1/search")
+    assert (r.status_code, r.json()["hosts"], r.json()["partial"]) == (200, ["p1"], False)
+    assert ([req.host for req in prom.requests], [req.path for req in daemon.requests]) == (["prom"], ["/api/v1/search"])
+    assert caplog.records == []
+
+
+BAD_PORT = "OverflowError: connect(): port must be 0-65535."
+
+
+async def test_a_discovered_target_no_socket_can_reach_is_a_missing_host_on_every_route():
+    """Prometheus named `127.0.0.1:99999` (a relabelling mistake): connect() raised OverflowError inside an
+    ExceptionGroup, which escaped the fan-out; every route answered 500 and hid the healthy daemon's data."""
+    active = [{"labels": {"job": "wt", "instance": name}, "scrapeUrl": f"http://{hostport}/metrics"}
+              for name, hostport in (("bad4", "127.0.0.1:99999"), ("bad6", "[::1]:99999"))]
+
+    def answer(req: Request) -> Reply:
+        if req.host == "prom":
+            return Reply(body={"status": "success", "data": {"activeTargets": [
+                *active, {"labels": {"job": "wt", "instance": "a"}, "scrapeUrl": f"{daemon.url('a')}/metrics"}]}})
+        return _empty(req)
+
+    async with FakeHosts(answer) as daemon, \
+            running_hub({"prometheus": {"url": daemon.url("prom"), "job": "wt"}}) as hub:
+        for path, params, status in ROUTES:
+            r = await hub.get(path, params=params)
+            missing = [] if "timelines/" in path else [("bad4", BAD_PORT), ("bad6", BAD_PORT)]
+            assert (r.status_code, [(m["host"], m["error"]) for m in r.json().get("missing_hosts", [])]) == (
+                status, missing), (path, r.text)
+        for path, params in PAGES:
+            r = await hub.get(path, params=params)
+            assert r.status_code in (200, 404) and "internal error" not in r.text, (path, r.text)
