@@ -234,7 +234,8 @@ class SourceConfig(_Strict):
         min_length=1, description="Glob patterns of the accounting files PMTA writes: absolute paths, e.g. "
         "`/var/log/pmta/acct-*.csv`. CSV (a header line first) or PMTA's JSON form (one object per record, e.g. "
         "`/var/log/pmta/acct-*.json`), told apart per file by its first line. A match whose first bytes are "
-        "compressed (gzip, bzip2, xz, zstd: logrotate's `compress`) is named once in the log and not read."
+        "compressed (gzip, bzip2, xz, zstd: logrotate's `compress`), or whose header line ends in a lone CR (old Mac "
+        "line endings), is named once in the log and not read."
     )
     name: str | None = Field(
         default=None,

@@ -11,6 +11,7 @@ is followed as a new file, under a new id, from byte 0.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import secrets
@@ -30,7 +31,7 @@ from exporter.fingerprint import (
 )
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser
-from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
+from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, overlong_line, shown
 from exporter.spans import Span
 
 if TYPE_CHECKING:
@@ -72,6 +73,19 @@ def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
 
 
 OnBatch = Callable[["FileStream", RecordBatch], None]
+
+
+MAX_HEADER_SCAN = 64 * 1024
+"""Bytes of a file's start searched for its header line's end (a PMTA header is a few hundred bytes)."""
+
+
+def lone_cr_header(data: bytes) -> bool:
+    """Do a file's first bytes hold a header line ended by a CR alone (no LF after it)? Such a file is no CSV PMTA
+    wrote: every line ends so (`tr '\\n' '\\r'`, old Mac tools)."""
+    cr = data.find(b"\r", 0, MAX_HEADER_SCAN)
+    if cr < 0 or data[cr + 1 : cr + 2] == b"\n" or b"\n" in data[:cr] or cr + 1 == len(data):
+        return False
+    return is_header(next(csv.reader([data[:cr].decode("utf-8", "replace")]), []))
 
 
 def warn_compressed(path: str, compression: str, source: str, what: str) -> None:
@@ -313,6 +327,10 @@ class FileStream:
                 self._stop_compressed(kind)
                 await self.close()
                 return False
+            if self.cp.offset == 0 and not self.pending and lone_cr_header(data):
+                self._stop_lone_cr()
+                await self.close()
+                return False
             if not data:
                 if final and self.skipping:  # oneshot: the unterminated last line is complete
                     self._skip(0, True)
@@ -365,6 +383,13 @@ class FileStream:
         self.pending = b""
         self.skipping = True
         self._skip(n, False)
+
+    def _stop_lone_cr(self) -> None:
+        """Lines ending in CR alone: the whole file would be one header line (its records uncounted), or a line
+        waited on for ever. Not read while this stream lasts, said once."""
+        self.compressed = True
+        log.warning("%s: its lines end in a lone CR (old Mac line endings), not LF as PMTA writes them (source %s): "
+                    "not read; convert it (tr '\\r' '\\n')", shown(self.cp.path), self.cp.source)
 
     def _long_row(self, head: bytes) -> None:
         """Count and log (with its file and line) the overlong line that starts the next line."""

@@ -199,3 +199,24 @@ def test_oneshot_memory_stays_bounded_on_an_overlong_line_with_the_correlator_on
     assert 'watchtower_parse_errors_total{reason="long_row",source="acct"} 1.0' in proc.stdout
     assert 'watchtower_records_read_total{source="acct",type="d"} 6.0' in proc.stdout
     assert peak < 300 * 1024, peak  # KiB (~150 MB): the 128 MiB line held whole, several times over, is far more
+
+
+@pytest.mark.parametrize("oneshot", [True, False])
+async def test_a_file_whose_lines_end_in_a_lone_cr_is_named_not_read_as_one_header(
+        tmp_path: Path, oneshot: bool, caplog: pytest.LogCaptureFixture):
+    """Old Mac line endings (CR alone, no LF; `tr '\\n' '\\r'`): a oneshot read the whole file as its header line,
+    warned of "columns" named after data values, and the records vanished uncounted; the daemon waited on it for
+    ever as a line without its end. One warning names the file and says why it is not read."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(("\r".join([HEADER, rec(0), rec(1)]) + "\r").encode())
+    t, reg, lines = tailer(tmp_path, oneshot, 1 << 20)
+    with caplog.at_level(logging.WARNING, logger="watchtower"):
+        await drain(t, lines)
+        await drain(t, lines)
+    assert lines == []
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{path}: its lines end in a lone CR (old Mac line endings), not LF as PMTA writes them (source "
+                    "acct): not read; convert it (tr '\\r' '\\n')"], said
+    assert value(reg, "watchtower_lines_read_total") == 0 and value(reg, "watchtower_parse_errors_total",
+                                                                     reason="long_row") == 0
+    await t.close()
