@@ -654,13 +654,14 @@ class Tailer:
             cp.gone_since = time.time()
         self.retired.append(cp)
 
-    def _subdirectories_listable(self, source: str, pattern: str) -> bool:
-        """Can every directory a wildcard in the glob's directory part matches be listed? glob() skips one it cannot
-        list without a word, and a file there would be taken for gone, or its look for done."""
+    def _name_unlistable_subdirectories(self, source: str, pattern: str) -> None:
+        """Count and name (once) each directory a wildcard in the glob's directory part matches that cannot be listed:
+        glob() skips it without a word. The rest of the source is looked at as ever (one such directory for good,
+        `lost+found` at an archive volume's root, must not stop every look); its own floor stays where the last look
+        that listed it left it (exporter/movedto.py), so a file moved there is new to a look once it can be listed."""
         directory = os.path.dirname(pattern)
         if not glob.has_magic(directory):
-            return True
-        listable = True
+            return
         for path in glob.glob(directory):
             try:
                 with os.scandir(path):
@@ -669,8 +670,6 @@ class Tailer:
                 continue
             except OSError as exc:
                 self._count_error(source, "scan", path, exc)
-                listable = False
-        return listable
 
     def _identities(self, source: str, patterns: list[str]) -> dict[tuple[int, int], str] | None:
         """(device, inode) -> path of every regular file the globs match; None when a glob's directory could not be
@@ -678,9 +677,10 @@ class Tailer:
         out: dict[tuple[int, int], str] = {}
         complete = True
         for pattern in patterns:
-            if not self._root_listable(source, pattern) or not self._subdirectories_listable(source, pattern):
+            if not self._root_listable(source, pattern):
                 complete = False
                 continue
+            self._name_unlistable_subdirectories(source, pattern)
             for path in sorted(glob.glob(pattern)):
                 try:
                     st = os.stat(path)

@@ -428,11 +428,11 @@ async def test_a_moved_to_directory_missing_at_the_last_look_before_a_stop_is_lo
     await again.close()
 
 
-async def test_a_wildcard_directory_that_cannot_be_listed_is_looked_at_again_once_it_can(
+async def test_a_wildcard_directory_that_cannot_be_listed_keeps_its_files_for_the_look_that_can(
         tmp_path: Path, monkeypatch) -> None:
-    """glob() skips a directory a wildcard matches that it cannot list (permissions) without a word: the look counted
-    as done, its floor moved past the file moved there, and once listable again the file was never read. The
-    directory is counted as unlistable (named once), and the source looked at again at each scan until it can be."""
+    """glob() skips a directory a wildcard matches that it cannot list (permissions) without a word: the look moved
+    its floor past the file moved there, and once listable again the file was never read. It is counted and named,
+    and its floor stays where the last look that listed it left it."""
     offset = shifted_clock(monkeypatch)
     _logs, moved, _src, tailer = setup(tmp_path, moved_glob="*/*.csv")
     day = moved / "2026-12-05"
@@ -449,14 +449,38 @@ async def test_a_wildcard_directory_that_cannot_be_listed_is_looked_at_again_onc
 
     monkeypatch.setattr(os, "scandir", denied)
     assert await drain(tailer) == []
+    assert tailer.metrics.read_errors.labels("acct", "scan")._value.get() == 1
     offset[0] += 5
+    monkeypatch.setattr(os, "scandir", real)  # permissions fixed
+    (moved / "2026-12-06").mkdir()  # the next day's directory: a look
+    (moved / "2026-12-06" / "acct-0003.csv").write_text(file_of(2, 20))
+    assert sorted(lines_of(await drain(tailer))) == [2, 2, 3, 3, 4]  # both files, whole
     assert await drain(tailer) == []
-    errors = tailer.metrics.read_errors.labels("acct", "scan")._value.get()
-    assert errors == 2
-    monkeypatch.setattr(os, "scandir", real)  # permissions fixed: no change the look would see in the directories
+    await tailer.close()
+
+
+async def test_a_directory_that_can_never_be_listed_does_not_stop_the_looks(tmp_path: Path, monkeypatch) -> None:
+    """`lost+found` (root's, mode 0700) at an archive volume's root, matched by `moved/*/*.csv`: one directory that
+    cannot be listed made every look of the source fail, for good, and nothing moved there was read again."""
+    _logs, moved, _src, tailer = setup(tmp_path, moved_glob="*/*.csv")
+    (moved / "lost+found").mkdir()
+    day = moved / "2026-12-05"
+    day.mkdir()
+    real = os.scandir
+
+    def denied(path=".", *args):  # type: ignore[no-untyped-def]
+        if os.fspath(path) == str(moved / "lost+found"):
+            raise PermissionError(13, "Permission denied", str(moved / "lost+found"))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    assert await drain(tailer) == []
+    time.sleep(0.02)
+    (day / "acct-0002.csv").write_text(file_of(3, 10))  # created and moved there between two scans
     assert lines_of(await drain(tailer)) == [2, 3, 4]
     assert await drain(tailer) == []
     await tailer.close()
+
 
 
 async def test_a_file_moved_there_early_in_a_downtime_longer_than_forget_after_is_read_at_the_restart(
