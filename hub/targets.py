@@ -178,6 +178,8 @@ class TargetSet:
         self._errors: dict[str, str] = {}
         self._fresh_at: float | None = None
         self._seen: dict[str, Target] = {}
+        self._first: asyncio.Future[None] | None = None
+        """The first refresh, which requests arriving meanwhile wait for: before it ends nothing is discovered yet."""
 
     @property
     def dynamic(self) -> bool:
@@ -186,7 +188,13 @@ class TargetSet:
     async def current(self) -> list[Target]:
         if self.dynamic and (self._fresh_at is None or self.clock() - self._fresh_at >= self.section.refresh_interval):
             self._fresh_at = self.clock()
-            await self._refresh()
+            if self._first is None:  # shielded: a request cancelled meanwhile does not cancel it for the others
+                self._first = asyncio.ensure_future(self._refresh())
+                await asyncio.shield(self._first)
+            else:  # a later one: requests meanwhile answer from the last lists
+                await self._refresh()
+        elif self._first is not None and not self._first.done():
+            await asyncio.shield(self._first)
         seen: dict[str, Target] = {}
         for t in [*self.static, *(t for ts in self._dynamic.values() for t in ts)]:
             seen.setdefault(t.url, t)

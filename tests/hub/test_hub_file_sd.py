@@ -204,3 +204,14 @@ async def test_a_fifo_whose_writer_never_writes_holds_a_refresh_for_hub_timeout_
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot read targets from {sd} (keeping the last list): {sd}: nothing more was written to the pipe within "
         f"1s; {GIVE}"]
+
+
+async def test_requests_during_the_first_refresh_wait_for_its_targets(tmp_path: Path) -> None:
+    """The first request set the list fresh, then read file_sd (on a thread) and asked Prometheus: requests arriving
+    meanwhile found it fresh and answered from no discovered target at all (a dashboard's burst of panels: 503 "no
+    targets", or answers leaving the file_sd hosts out without naming them missing). They wait for that refresh."""
+    sd = tmp_path / "sd.json"
+    sd.write_text(json.dumps([{"targets": ["pmta-1:9469", "pmta-2:9469"]}]))
+    targets = TargetSet(HubConfig.model_validate({"hub": {"file_sd": [str(sd)]}}).hub)
+    found = await asyncio.gather(*(targets.current() for _ in range(3)))
+    assert [len(f) for f in found] == [2, 2, 2]
