@@ -384,7 +384,8 @@ class PmtaApiConfig(_Strict):
     url: HttpUrl | None = Field(
         default=None,
         description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080, without a user or "
-        "password (username/password_file); reached directly (HTTP_PROXY and the other proxy variables are ignored). "
+        "password (username/password_file); reached directly (HTTP_PROXY and the other proxy variables are ignored; "
+        "SSL_CERT_FILE and SSL_CERT_DIR still name the CAs trusted without `ca_file`). "
         "Unset: no queue gauges.",
     )
     poll_interval: Duration = Field(default=15.0, description="Time between polls of the management API.")

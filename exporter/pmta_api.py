@@ -30,6 +30,7 @@ import httpx
 from exporter import __version__
 from exporter.config import PmtaApiConfig
 from exporter.textrepair import may_need_repair, repair_tree
+from exporter.tlstrust import default_trust
 
 log = logging.getLogger("watchtower.pmta_api")
 
@@ -379,12 +380,20 @@ def parse_domains(body: bytes, fmt: str) -> list[DomainInfo]:
 
 # --- HTTP ----------------------------------------------------------------------------------------
 def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
+    """pmta.ca_file's CAs, else the default ones (SSL_CERT_FILE / SSL_CERT_DIR still count: exporter/tlstrust.py), or
+    no verification (verify_tls false)."""
     if config.ca_file is not None:
         try:  # ssl.SSLError (not PEM) is an OSError too
             return ssl.create_default_context(cafile=str(config.ca_file))
         except (OSError, ValueError) as exc:
             raise PmtaApiConfigError("ca_file", f"{config.ca_file} is not a usable CA bundle: {_why(exc)}") from exc
-    return config.verify_tls
+    if not config.verify_tls:
+        return False
+    try:
+        return default_trust()
+    except (OSError, ValueError) as exc:  # an SSL_CERT_FILE that is no CA bundle
+        raise PmtaApiConfigError("verify_tls", f"the CA certificates SSL_CERT_FILE or SSL_CERT_DIR names are not "
+                                 f"usable: {_why(exc)}") from exc
 
 
 def read_api_key(config: PmtaApiConfig) -> str | None:

@@ -23,6 +23,7 @@ import yaml
 from exporter.boundedfile import PIPE_TIMEOUT, read_bounded
 from exporter.config import TOO_DEEP
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
+from exporter.tlstrust import default_trust
 from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
 from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, address_problem, without_credentials
 
@@ -225,8 +226,8 @@ class TargetSet:
             except TimeoutError:
                 self._failed(key, f"timed out after {timeout:.3g}s")
                 return
-            except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError) as exc:
-                self._failed(key, f"{type(exc).__name__}: {exc}")
+            except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError, OSError) as exc:
+                self._failed(key, f"{type(exc).__name__}: {exc}")  # OSError: an SSL_CERT_FILE that is no CA bundle
                 return
             self._update(key, lambda: parse_prometheus_targets(body, prom.job))
 
@@ -245,7 +246,7 @@ class TargetSet:
         (trust_env=False: an HTTP_PROXY set for other programs is not this hub's way to its Prometheus)."""
         url = without_credentials(prom.url, mask="").rstrip("/") + "/api/v1/targets"
         async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url), trust_env=False,
-                                     headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
+                                     verify=default_trust(), headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
                 client.stream("GET", url, params={"state": "active"}) as resp:
             resp.raise_for_status()
             return json.loads(await read_capped(resp, self.section.max_answer_size))
