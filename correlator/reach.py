@@ -135,8 +135,9 @@ def scan(sources: Iterable[Any]) -> Reach | None:
     is_report = pl.col("type").str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase().is_in(list(_REPORT_NAMES))
     rcpts: set[str] = set()
     mids: set[str] = set()
+    checked: set[str] = set()  # files whose lines `_check_lines` measured: once per scan, not once per look
     try:
-        for reports in _matching(source_files(feeding), is_report):
+        for reports in _matching(source_files(feeding), is_report, checked):
             code = map_distinct(reports.get_column("type"), lambda t: store.type_code(t) or 0, pl.Int64)
             reports = reports.filter(code.is_in(list(REPORTS)))
             rcpts.update(r for r in normalised_rcpts(reports.get_column("rcpt")).to_list() if r)
@@ -147,7 +148,7 @@ def scan(sources: Iterable[Any]) -> Reach | None:
         reach = Reach(rcpts, mids)
         if mids:
             has_mid = pl.col("message_id").str.strip_chars(MID_STRIP).is_in(_series(mids))
-            for rows in _matching(source_files(sources), has_mid):
+            for rows in _matching(source_files(sources), has_mid, checked):
                 reach.add_mid_rows(rows)
                 if len(reach.rcpts) + len(mids) > KEY_LIMIT:
                     log.info("oneshot stores every row: the reports reach more than %d keys", KEY_LIMIT)
@@ -190,14 +191,17 @@ def _check_lines(path: str) -> None:
 _REPORT_NAMES = frozenset(name for name in (*store.TYPE_CODES, *store.ALIASES) if store.type_code(name) in REPORTS)
 
 
-def _matching(paths: list[str], wanted: pl.Expr) -> Iterator[pl.DataFrame]:
+def _matching(paths: list[str], wanted: pl.Expr, checked: set[str]) -> Iterator[pl.DataFrame]:
     """type, rcpt and message_id of the rows of each file that `wanted` selects, SCAN_ROWS rows at a time. polars'
     streaming reader first (it may read a malformed file otherwise than the pass: a row it misses makes
     `Reach.keep` see the unforeseen, and the pass runs again in full), at most STREAM_ROWS rows of a file; where it
-    refuses a file, or the file has more, the pass's own parser (the rows polars gave come again: keys are sets)."""
+    refuses a file, or the file has more, the pass's own parser (the rows polars gave come again: keys are sets).
+    A file with a line over MAX_LINE_BYTES ends the scan (LineTooLong): measured once per scan (`checked`)."""
     limit = STREAM_ROWS
     for path in paths:
-        _check_lines(path)
+        if path not in checked:
+            _check_lines(path)
+            checked.add(path)
         try:
             frame = _streamed(path, wanted, limit)
         except (pl.exceptions.PolarsError, ValueError, csv.Error, UnicodeDecodeError):

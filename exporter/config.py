@@ -735,6 +735,8 @@ def _short(value: Any) -> str:
     return short_repr(value)
 
 
+_NOT_SCALARS = frozenset({"extra_forbidden", "model_type", "model_attributes_type", "dict_type", "list_type",
+                          "tuple_type", "set_type"})
 YAML_BOOL_HINT = " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote the word)"
 """Said of a boolean where a config key wants something else: `log_level: off` is False to YAML."""
 
@@ -758,7 +760,7 @@ def describe_error(err: Any) -> str:
         text = f"{err['msg'].replace('Input should be', 'expected')} ({_short(given)})"
     else:
         text = f"{err['msg'].replace('Input should be', 'expected')}, got {_short(given)}"
-    if isinstance(given, bool) and kind != "extra_forbidden":
+    if isinstance(given, bool) and kind not in _NOT_SCALARS:  # quoting the word makes no section or list
         return text + YAML_BOOL_HINT
     if kind == "string_type" and isinstance(given, int | float):
         return text + f' (YAML reads it as a number: quote it, e.g. "{":" if err["loc"][-1:] == ("listen",) else ""}' \

@@ -398,6 +398,7 @@ YAML_BOOL = " (YAML reads an unquoted yes, no, on, off, true or false as a boole
                        "\":9469\")"),
     ({"labels": {"max_vmtas": 1.5}}, "labels.max_vmtas: expected a valid integer, got a number with a fractional "
                                      "part (1.5)"),
+    ({"correlator": False}, "correlator: expected a section (a mapping of keys), got False"),  # quoting: no section
 ])
 def test_a_value_yaml_made_a_boolean_or_a_number_is_refused_saying_so(tmp_path: Path, extra: dict,
                                                                         problem: str) -> None:
