@@ -22,8 +22,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -123,6 +123,8 @@ Duration = Annotated[float, BeforeValidator(_duration(allow_zero=False))]
 """Seconds, more than 0 and finite: an interval or timeout where 0 would spin or never wait."""
 DurationOrZero = Annotated[float, BeforeValidator(_duration(allow_zero=True))]
 """Seconds where 0 has a meaning (rescan on every poll, no wait, no fallback window)."""
+Count = Annotated[int, Strict()]
+"""A whole number: a boolean is refused, not taken as 1 or 0 (pydantic's lax int read `max_senders: yes` as 1)."""
 Size = Annotated[int, BeforeValidator(_size(2**53))]
 ChunkSize = Annotated[int, BeforeValidator(_size(256 * 1024**2))]
 """A read buffer: held in memory per read, so bounded (256MiB)."""
@@ -201,15 +203,6 @@ HttpUrl = Annotated[str, AfterValidator(check_http_url)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """A boolean for a number is refused, not taken as 1 or 0 (pydantic's lax int): `max_senders: yes`."""
-        if isinstance(value, bool) and info.field_name is not None \
-                and cls.model_fields[info.field_name].annotation in (int, float, int | None, float | None):
-            raise ValueError(f"expected a number, got {value!r}")
-        return value
 
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -315,12 +308,12 @@ class TailConfig(_Strict):
         default=14 * 86400.0,
         description="Drop the checkpoint of a file that has been gone from every glob for this long.",
     )
-    max_open_files: int = Field(
+    max_open_files: Count = Field(
         default=128, ge=1,
         description="Most accounting files held open at once; the least recently grown idle ones are closed "
         "first (a file rotated away is kept open until drained).",
     )
-    max_pending_rows: int = Field(
+    max_pending_rows: Count = Field(
         default=20_000, ge=1000,
         description="With `correlator.worker: thread`: rows read and held in memory for the correlator; past it "
         "the correlator's backlog is kept as file ranges and read again from the files (the metrics never wait), "
@@ -349,12 +342,12 @@ class LabelsConfig(_Strict):
         description="Sending domains (MAIL FROM domain) kept as the `sender` label; others become `other`. "
         "When empty, the first `max_senders` distinct domains seen are kept.",
     )
-    max_senders: int = Field(default=20, ge=0, description="Cap on auto-admitted `sender` values.")
-    max_vmtas: int = Field(
+    max_senders: Count = Field(default=20, ge=0, description="Cap on auto-admitted `sender` values.")
+    max_vmtas: Count = Field(
         default=2000, ge=1, description="Cap on distinct `vmta` values, shared by the record series and the queue "
         "gauges (a VMTA is named in both or neither); beyond it new VMTAs become `overflow`."
     )
-    max_pools: int = Field(
+    max_pools: Count = Field(
         default=200, ge=1, description="Cap on distinct `vmta_pool` values; beyond it `overflow`."
     )
 
@@ -461,7 +454,7 @@ class CorrelatorConfig(_Strict):
         default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600 "
         "on the first start. Back it up and move it with the state: a store keyed with it refuses another key, or none."
     )
-    max_flow_senders: int = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
+    max_flow_senders: Count = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
     worker: Literal["thread", "process"] = Field(
         default="process",
         description="Where timelines are written: `process` (a child process of its own, with its own interpreter "
@@ -484,7 +477,7 @@ class WebConfig(_Strict):
         "`htpasswd -nbBC 10 '' PASSWORD | cut -c2-`) required on every route when set. A value that is not "
         "a bcrypt hash is taken as a plain password (discouraged).",
     )
-    max_connections: int = Field(
+    max_connections: Count = Field(
         default=512, ge=8,
         description="Open HTTP connections kept at most; past it the longest-idle one is closed (with none idle, "
         "the one whose answer has been in flight longest, past 5 s). Also held "
@@ -501,7 +494,7 @@ class WebConfig(_Strict):
         description="Reset a connection whose answer makes no progress for this long (the client does not read "
         "it): clients that send requests and never read the answers cannot hold connections.",
     )
-    api_max_concurrency: int = Field(
+    api_max_concurrency: Count = Field(
         default=2, ge=1, description="/api/v1 requests served at once; others wait up to api_queue_timeout."
     )
     api_queue_timeout: DurationOrZero = Field(

@@ -390,14 +390,15 @@ YAML_BOOL = " (YAML reads an unquoted yes, no, on, off, true or false as a boole
 
 
 @pytest.mark.parametrize(("extra", "problem"), [
-    ({"labels": {"max_senders": True}}, "labels.max_senders: expected a number, got True" + YAML_BOOL),
-    ({"tail": {"poll_interval": True}}, "tail.poll_interval: expected a number, got True" + YAML_BOOL),
-    ({"tail": {"chunk_bytes": False}}, "tail.chunk_bytes: expected a number, got False" + YAML_BOOL),
+    ({"labels": {"max_senders": True}}, "labels.max_senders: expected a valid integer, got True" + YAML_BOOL),
+    ({"tail": {"poll_interval": True}}, "tail.poll_interval: invalid duration True: expected a finite number of "
+                                        "seconds or e.g. 5s, 10m, 7d" + YAML_BOOL),
+    ({"tail": {"chunk_bytes": False}}, "tail.chunk_bytes: invalid size False: expected bytes or e.g. 512KiB, 1MiB"
+                                       + YAML_BOOL),
     ({"log_level": False}, "log_level: expected one of 'debug', 'info', 'warning' or 'error', got False" + YAML_BOOL),
     ({"listen": 9469}, "listen: expected a valid string, got 9469 (YAML reads it as a number: quote it, e.g. "
                        "\":9469\")"),
-    ({"labels": {"max_vmtas": 1.5}}, "labels.max_vmtas: expected a valid integer, got a number with a fractional "
-                                     "part (1.5)"),
+    ({"labels": {"max_vmtas": 1.5}}, "labels.max_vmtas: expected a valid integer, got 1.5"),
     ({"correlator": False}, "correlator: expected a section (a mapping of keys), got False"),  # quoting: no section
 ])
 def test_a_value_yaml_made_a_boolean_or_a_number_is_refused_saying_so(tmp_path: Path, extra: dict,
