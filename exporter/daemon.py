@@ -545,15 +545,20 @@ class Daemon:
                 self.instance.release(clean=clean)
 
     def _check_state_files(self) -> None:
-        """Raise StateError (the daemon stops with 1) when the state database or the lock file was deleted under
-        it: commits would go on into a file no one reads again, and a second daemon could take the directory."""
+        """Raise StateError (the daemon stops with 1) when the state database, its -wal or -shm, or the lock file was
+        deleted under it: commits would go on into a file no one reads again, a second index of the log would corrupt
+        the database, and a second daemon could take the directory."""
         looks = ((self.store.path, self.store.identity,
                   "what this daemon commits from now on is lost: its next start is a first run (counters restart "
                   "at 0, files are read according to tail.start_position)"),
                  (self.instance.path, self.instance.identity,
                   "it no longer keeps a second daemon out of the state directory; the next start takes a new one "
                   "and resumes where this one committed"))
-        for path, identity, consequence in looks:
+        sides = tuple((side, identity, "a process that opens the database now (a correlator process restarted) "
+                       "would make a second one beside the one this daemon holds, and their writes would corrupt the "
+                       "database; the next start goes on from what was committed")
+                      for side, identity in self.store.wal_identities.items())
+        for path, identity, consequence in looks + sides:
             how = file_replaced(path, identity) if identity is not None else None
             if how is not None:
                 raise StateError(f"{path}: {how}; stopping: {consequence}")

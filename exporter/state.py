@@ -276,6 +276,11 @@ def _rows_in(batches: list[RecordBatch]) -> int:
     return sum(len(b) for b in batches)
 
 
+def wal_files(db: Path) -> tuple[Path, Path]:
+    """A WAL database's write-ahead log and its shared-memory index, beside it."""
+    return Path(f"{db}-wal"), Path(f"{db}-shm")
+
+
 def file_replaced(path: Path, identity: tuple[int, int]) -> str | None:
     """How the file at `path` stopped being the one opened as `identity` (device, inode): deleted (`rm -rf
     state/`), or deleted and another created in its place. None while it is, or when that cannot be told (a
@@ -317,6 +322,10 @@ class StateStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchtower-state")
         self._conn: sqlite3.Connection | None = None
         self.identity: tuple[int, int] | None = None
+        self.wal_identities: dict[Path, tuple[int, int]] = {}
+        """The -wal and -shm files as opened (device, inode): one deleted while the daemon runs makes the next opener
+        (a restarted correlator process) build a second index of the log beside the one held, and corrupts the
+        database (the daemon stops instead); after the database itself is deleted they are its orphans (`_close`)."""
         """(device, inode) of the database file opened: `file_replaced` tells when the path names another."""
         self._wal: WalCheckpointer | None = None
         """Copies the WAL into the database off this writer (started once the database is open)."""
@@ -444,6 +453,7 @@ class StateStore:
     def _open_checked(self, check: bool = True) -> Loaded:
         private_dir(self.path.parent)
         if not self.path.exists():
+            self._orphans_aside()
             self._create()
         elif self.path.stat().st_size == 0:
             raise StateError(f"{self.path}: the state database is an empty file (emptied or truncated outside "
@@ -459,6 +469,13 @@ class StateStore:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
+        self.wal_identities = {}
+        for side in wal_files(self.path):
+            try:
+                sst = os.stat(side)
+            except OSError:
+                continue
+            self.wal_identities[side] = (sst.st_dev, sst.st_ino)
         conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
         WalCheckpointer.configure_writer(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -757,6 +774,35 @@ class StateStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self.identity is not None and file_replaced(self.path, self.identity) is not None:
+            self._drop_orphans()
+
+    def _orphans_aside(self) -> None:
+        """A -wal or -shm without its database (the database deleted while the daemon was stopped, or by an older
+        version while it ran): SQLite would apply that log to the database about to be made, and every start would
+        be refused as malformed. Moved aside (kept: it is the deleted state's), said once."""
+        for side in wal_files(self.path):
+            if side.exists():
+                aside = side.with_name(f"{side.name}.orphaned")
+                try:
+                    side.replace(aside)
+                except OSError as exc:
+                    raise StateError(f"{side}: the log of a deleted state database, which would corrupt the new one: "
+                                     f"cannot move it aside ({exc.strerror or exc}); remove it") from None
+                log.warning("%s: the log of a deleted state database (no %s beside it): moved aside to %s; this start "
+                            "is a first run", side, self.path.name, aside.name)
+
+    def _drop_orphans(self) -> None:
+        """The database was deleted (or another put in its place) while this store had it open: its -wal and -shm are
+        still at their paths, and SQLite would apply that log to the next database there (every later start refused
+        as malformed, or a deleted state brought back). Removed, if they are still the ones this store opened."""
+        for side, identity in self.wal_identities.items():
+            if file_replaced(side, identity) is None:
+                try:
+                    side.unlink()
+                except OSError as exc:
+                    log.warning("%s: the log of the deleted state database is left (%s): remove it before the next "
+                                "start", side, exc.strerror or exc)
 
     def interrupt(self) -> None:
         """Stop the statement running on the writer thread, or its wait for the write lock (any thread; used at

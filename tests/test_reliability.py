@@ -1728,13 +1728,18 @@ async def test_a_stop_whose_final_commit_raises_is_not_marked_clean(tmp_path: Pa
 
 
 @pytest.mark.parametrize("worker", ["thread", "process"])
-@pytest.mark.parametrize("gone", ["database", "lock file", "state directory"])
+@pytest.mark.parametrize("gone", ["database", "lock file", "state directory", "-shm", "-wal"])
 async def test_a_state_file_deleted_under_a_running_daemon_stops_it_with_one_line_naming_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, gone: str, worker: str):
     """`rm -rf state/` (or of the database or the lock file alone) went unnoticed: the daemon committed into the
     deleted file with /healthz ok, a second daemon could take the directory at once (its lock file gone too), and
     the next start was a first run. The daemon now sees the path name another file (or none), logs one ERROR
-    naming it and stops with 1 (systemd starts it again); a second daemon is then the only one."""
+    naming it and stops with 1 (systemd starts it again); a second daemon is then the only one.
+
+    The -shm (or -wal) deleted: a process opening the database next (the correlator's, restarted) made a second
+    index beside the one the others held, and the database was destroyed with /healthz ok (review). The database
+    deleted: its -wal stayed, SQLite applied it to the next start's new database, and every start was refused as
+    malformed until someone removed it by hand (review). The next start now runs, with every record counted once."""
     import shutil
 
     import exporter.daemon as daemon_mod
@@ -1753,13 +1758,36 @@ async def test_a_state_file_deleted_under_a_running_daemon_stops_it_with_one_lin
             if d.registry.get_sample_value("watchtower_last_checkpoint_timestamp_seconds"):
                 break
         target = {"database": state / "watchtower.db", "lock file": state / "watchtower.lock",
-                  "state directory": state}[gone]
+                  "state directory": state, "-shm": state / "watchtower.db-shm",
+                  "-wal": state / "watchtower.db-wal"}[gone]
         shutil.rmtree(target) if target.is_dir() else target.unlink()
         assert await asyncio.wait_for(task, 20) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "watchtower.daemon"]
-    named = str(state / "watchtower.db") if gone != "lock file" else str(state / "watchtower.lock")
+    named = {"lock file": str(state / "watchtower.lock"), "-shm": str(state / "watchtower.db-shm"),
+             "-wal": str(state / "watchtower.db-wal")}.get(gone, str(state / "watchtower.db"))
     assert len(errors) == 1 and errors[0].startswith(named) and "deleted while the daemon ran" in errors[0], errors
     assert not any("Traceback" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    w.write(100)
+    again = Daemon(cfg)  # systemd's restart
+    task = asyncio.create_task(again.serve())
+    try:
+        await asyncio.wait_for(again.started.wait(), 20)
+        labels = {"vmta": "vmta-1", "vmta_pool": "pool-a", "isp": "gmail"}
+        want = 100 if gone in ("database", "state directory") else 300  # a first run counts from 0 (from byte 0 too)
+        deadline = time.monotonic() + 20
+        while again.registry.get_sample_value("pmta_delivered_total", labels) != want and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if gone in ("database", "state directory"):  # tail.start_position beginning: both writes, read from byte 0
+            want = 300
+            while again.registry.get_sample_value("pmta_delivered_total", labels) != want \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        assert again.registry.get_sample_value("pmta_delivered_total", labels) == want
+        assert again.health()["ok"] is True, again.health()
+    finally:
+        again.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
 
 
 async def test_a_disk_io_error_on_a_full_disk_at_start_says_to_free_space_not_to_move_the_database(
@@ -2087,3 +2115,38 @@ async def test_a_file_the_daemon_cannot_read_is_a_problem_on_healthz_and_its_byt
     finally:
         d.should_exit.set()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+def test_a_wal_left_without_its_database_is_moved_aside_and_the_start_is_a_first_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`rm watchtower.db` while the daemon was stopped (or by a version that did not remove the log): the -wal and
+    -shm stayed, SQLite applied that log to the new database, and every start was refused as malformed until someone
+    removed them by hand (review). They are moved aside, said once, and the start is a first run."""
+    import shutil
+
+    state = tmp_path / "state"
+    live = tmp_path / "live"
+    live.mkdir()
+    conn = sqlite3.connect(live / "watchtower.db", isolation_level=None)  # a database with committed, unmerged log
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    state.mkdir(mode=0o700)
+    for side in ("-wal", "-shm"):  # copied while open: the deleted database's log, as the daemon left it
+        shutil.copy(live / f"watchtower.db{side}", state / f"watchtower.db{side}")
+    conn.close()
+    store = StateStore(state / "watchtower.db")
+    with caplog.at_level(logging.WARNING, logger="watchtower.state"):
+        loaded = store._open(check=True)
+    store._close()
+    assert loaded.first_run is True, loaded
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{state / 'watchtower.db-wal'}: the log of a deleted state database (no watchtower.db beside it): "
+                    "moved aside to watchtower.db-wal.orphaned; this start is a first run",
+                    f"{state / 'watchtower.db-shm'}: the log of a deleted state database (no watchtower.db beside it): "
+                    "moved aside to watchtower.db-shm.orphaned; this start is a first run"], said
+    check = sqlite3.connect(state / "watchtower.db")
+    assert check.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    assert check.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone() == (0,)  # not applied
+    check.close()
