@@ -387,8 +387,8 @@ def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
             return ssl.create_default_context(cafile=str(config.ca_file))
         except (OSError, ValueError) as exc:
             raise PmtaApiConfigError("ca_file", f"{config.ca_file} is not a usable CA bundle: {_why(exc)}") from exc
-    if not config.verify_tls:
-        return False
+    if not config.verify_tls or not str(config.url or "").lower().startswith("https:"):
+        return config.verify_tls  # plain http: no trust to build (a stale SSL_CERT_FILE must not stop it)
     try:
         return default_trust()
     except (OSError, ValueError) as exc:  # an SSL_CERT_FILE that is no CA bundle

@@ -784,6 +784,10 @@ class StateStore:
         for side in wal_files(self.path):
             if side.exists():
                 aside = side.with_name(f"{side.name}.orphaned")
+                n = 0
+                while aside.exists():  # an older orphan is kept too
+                    n += 1
+                    aside = side.with_name(f"{side.name}.orphaned.{n}")
                 try:
                     side.replace(aside)
                 except OSError as exc:

@@ -56,6 +56,13 @@ def default_target(url: str) -> Target:
     return Target(_name_of(url), url)
 
 
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Its error read (each waiting request raises it too): one whose first caller was cancelled is not also logged
+    as 'never retrieved'."""
+    if not task.cancelled():
+        task.exception()
+
+
 def static_targets(section: HubSection) -> list[Target]:
     out = []
     for t in section.targets:  # (no credentials in them: the config refuses those)
@@ -191,6 +198,7 @@ class TargetSet:
             self._fresh_at = self.clock()
             if self._first is None:  # shielded: a request cancelled meanwhile does not cancel it for the others
                 self._first = asyncio.ensure_future(self._refresh())
+                self._first.add_done_callback(_retrieved)
                 await asyncio.shield(self._first)
             else:  # a later one: requests meanwhile answer from the last lists
                 await self._refresh()
@@ -246,7 +254,8 @@ class TargetSet:
         (trust_env=False: an HTTP_PROXY set for other programs is not this hub's way to its Prometheus)."""
         url = without_credentials(prom.url, mask="").rstrip("/") + "/api/v1/targets"
         async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url), trust_env=False,
-                                     verify=default_trust(), headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
+                                     verify=default_trust() if url.lower().startswith("https:") else True,
+                                     headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
                 client.stream("GET", url, params={"state": "active"}) as resp:
             resp.raise_for_status()
             return json.loads(await read_capped(resp, self.section.max_answer_size))

@@ -2150,3 +2150,9 @@ def test_a_wal_left_without_its_database_is_moved_aside_and_the_start_is_a_first
     assert check.execute("PRAGMA quick_check").fetchone() == ("ok",)
     assert check.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone() == (0,)  # not applied
     check.close()
+    (state / "watchtower.db").unlink()  # the same again: the first orphan is kept, the second beside it
+    shutil.copy(state / "watchtower.db-wal.orphaned", state / "watchtower.db-wal")
+    again = StateStore(state / "watchtower.db")
+    again._open(check=True)
+    again._close()
+    assert (state / "watchtower.db-wal.orphaned").exists() and (state / "watchtower.db-wal.orphaned.1").exists()

@@ -100,3 +100,12 @@ def test_an_ssl_cert_file_that_is_no_ca_bundle_is_one_line_naming_it(tmp_path: P
         _verify(PmtaApiConfig(url="https://127.0.0.1:8080"))
     assert str(exc.value).startswith("pmta.verify_tls: the CA certificates SSL_CERT_FILE or SSL_CERT_DIR names are "
                                      "not usable: ")
+
+
+def test_a_stale_ssl_cert_file_does_not_stop_a_plain_http_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale SSL_CERT_FILE (a conda environment's, an image's) is common: it made every poll of an http:// API
+    fail once the trust was built explicitly (review). Only an https URL builds it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "gone.pem"))
+    assert _verify(PmtaApiConfig(url="http://127.0.0.1:8080")) is True
+    with pytest.raises(PmtaApiConfigError):
+        _verify(PmtaApiConfig(url="https://127.0.0.1:8080"))
