@@ -30,7 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
-from exporter.yamlproblem import yaml_problem
+from exporter.yamlproblem import utf8_line_problem, yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
@@ -697,9 +697,7 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(str(path), [f"line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
-                                      f"{exc.start}); save the file as UTF-8"]) from None
+        raise ConfigError(str(path), [utf8_line_problem(raw, exc)]) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

@@ -19,6 +19,12 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}not valid YAML: {what}"
 
 
+def utf8_line_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """`line N: ` and utf8_problem: the line of a text file an operator edits, where the bad byte is."""
+    line = raw[: exc.start].count(b"\n") + 1
+    return f"line {line}: {utf8_problem(raw, exc)}"
+
+
 def utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
     """The first byte that is not UTF-8 and where, in one line: Python's own words name no file and say
     `position`, which reads as a character count."""

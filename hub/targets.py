@@ -24,6 +24,7 @@ from exporter.boundedfile import PIPE_TIMEOUT, read_bounded
 from exporter.config import TOO_DEEP
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.tlstrust import default_trust
+from exporter.yamlproblem import utf8_line_problem
 from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
 from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, address_problem, without_credentials
 
@@ -79,9 +80,7 @@ def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) ->
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                         "save the file as UTF-8") from None
+        raise ValueError(f"{path}: {utf8_line_problem(raw, exc)}") from None
     try:
         data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except RecursionError:  # json and PyYAML's composer recurse once per level of nesting

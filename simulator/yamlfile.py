@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from exporter.boundedfile import FileProblem, read_bounded
-from exporter.yamlproblem import utf8_problem, yaml_problem
+from exporter.yamlproblem import utf8_line_problem, yaml_problem
 
 MAX_BYTES = 1024**2
 """Largest scenario or settings file read: they are a few KiB, so a bigger file is the wrong file (a log,
@@ -48,8 +48,7 @@ def parse_mapping(text: str | bytes, where: str, what: str, keys: str, empty: bo
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = text[: exc.start].count(b"\n") + 1
-            raise YamlFileError(f"{where}: line {line}: {utf8_problem(text, exc)}") from None
+            raise YamlFileError(f"{where}: {utf8_line_problem(text, exc)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

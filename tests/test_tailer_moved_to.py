@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -37,6 +38,33 @@ def setup(tmp_path: Path, moved_glob: str = "*.csv", make_moved: bool = True, **
 
 def file_of(n: int, first: int) -> str:
     return ACCT_HEADER + "\n" + records(first, n)
+
+
+def failing_heads(monkeypatch, name: str, error: OSError) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+    """The first bytes of files whose path ends in `name` cannot be read (EMFILE, EACCES); returns the undo."""
+    real = tailer_module.read_head
+
+    def failing(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith(name):
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tailer_module, "read_head", failing)
+    return lambda: monkeypatch.setattr(tailer_module, "read_head", real)
+
+
+def unlistable(monkeypatch, directory: Path) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+    """`directory` cannot be listed (permissions; the tests run as root, whom chmod does not stop); returns the
+    undo."""
+    real = os.scandir
+
+    def denied(path=".", *args):  # type: ignore[no-untyped-def]
+        if os.fspath(path) == str(directory):
+            raise PermissionError(13, "Permission denied", str(directory))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    return lambda: monkeypatch.setattr(os, "scandir", real)
 
 
 async def test_a_file_moved_away_after_it_was_read_is_not_read_again_once_its_checkpoint_is_forgotten(
@@ -201,19 +229,12 @@ async def test_a_new_file_that_could_not_be_read_at_a_look_is_still_new_after_a_
     new = moved / "acct-0002.csv"
     new.write_text(file_of(3, 10))
     time.sleep(2.5)  # PMTA closed it longer before the scan than file times can be coarse
-    real = tailer_module.read_head
-
-    def failing(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if str(path).endswith("acct-0002.csv"):
-            raise OSError(errno.EMFILE, "Too many open files")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(tailer_module, "read_head", failing)
+    readable_again = failing_heads(monkeypatch, "acct-0002.csv", OSError(errno.EMFILE, "Too many open files"))
     assert await drain(tailer) == []
     since = tailer.moved_to.since
     saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]  # the stop's commit
     await tailer.close()
-    monkeypatch.setattr(tailer_module, "read_head", real)
+    readable_again()
     again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), saved, first_run=False,
                    moved_since=since)
     assert lines_of(await drain(again) + await drain(again)) == [2, 3, 4]
@@ -359,14 +380,7 @@ async def test_a_new_file_in_moved_to_that_cannot_be_read_is_counted_and_named_o
 
     _logs, moved, _src, tailer = setup(tmp_path)
     assert await drain(tailer) == []
-    real = tailer_module.read_head
-
-    def failing(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if str(path).endswith("acct-0002.csv"):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(tailer_module, "read_head", failing)
+    readable_again = failing_heads(monkeypatch, "acct-0002.csv", PermissionError(errno.EACCES, "Permission denied"))
     time.sleep(0.02)
     (moved / "acct-0002.csv").write_text(file_of(3, 10))
     with caplog.at_level(logging.WARNING, logger="watchtower"):
@@ -375,7 +389,7 @@ async def test_a_new_file_in_moved_to_that_cannot_be_read_is_counted_and_named_o
     assert errors == 2
     said = [r.getMessage() for r in caplog.records if "acct-0002.csv" in r.getMessage()]
     assert len(said) == 1 and "Permission denied" in said[0], said
-    monkeypatch.setattr(tailer_module, "read_head", real)
+    readable_again()
     assert lines_of(await drain(tailer)) == [2, 3, 4]
     await tailer.close()
 
@@ -440,18 +454,11 @@ async def test_a_wildcard_directory_that_cannot_be_listed_keeps_its_files_for_th
     assert await drain(tailer) == []
     offset[0] += 1
     (day / "acct-0002.csv").write_text(file_of(3, 10))
-    real = os.scandir
-
-    def denied(path=".", *args):  # type: ignore[no-untyped-def]
-        if os.fspath(path) == str(day):
-            raise PermissionError(13, "Permission denied", str(day))
-        return real(path, *args)
-
-    monkeypatch.setattr(os, "scandir", denied)
+    listable_again = unlistable(monkeypatch, day)
     assert await drain(tailer) == []
     assert tailer.metrics.read_errors.labels("acct", "scan")._value.get() == 1
     offset[0] += 5
-    monkeypatch.setattr(os, "scandir", real)  # permissions fixed
+    listable_again()  # permissions fixed
     (moved / "2026-12-06").mkdir()  # the next day's directory: a look
     (moved / "2026-12-06" / "acct-0003.csv").write_text(file_of(2, 20))
     assert sorted(lines_of(await drain(tailer))) == [2, 2, 3, 3, 4]  # both files, whole
@@ -466,14 +473,7 @@ async def test_a_directory_that_can_never_be_listed_does_not_stop_the_looks(tmp_
     (moved / "lost+found").mkdir()
     day = moved / "2026-12-05"
     day.mkdir()
-    real = os.scandir
-
-    def denied(path=".", *args):  # type: ignore[no-untyped-def]
-        if os.fspath(path) == str(moved / "lost+found"):
-            raise PermissionError(13, "Permission denied", str(moved / "lost+found"))
-        return real(path, *args)
-
-    monkeypatch.setattr(os, "scandir", denied)
+    unlistable(monkeypatch, moved / "lost+found")
     assert await drain(tailer) == []
     time.sleep(0.02)
     (day / "acct-0002.csv").write_text(file_of(3, 10))  # created and moved there between two scans
