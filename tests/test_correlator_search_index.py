@@ -86,3 +86,45 @@ def test_a_job_search_reads_the_jobs_rows_in_keyset_order(h: Harness, filters: d
         assert re.search(r"SEARCH corr_timelines USING (COVERING )?INDEX corr_tl_job_t0 \(job_h=\?", plan), plan
         inner = plan.split(" | SCAN (subquery")[0]
         assert "TEMP B-TREE" not in inner, plan
+
+
+def _statements(h: Harness, call: str, *args: object) -> tuple[object, list[str]]:
+    """What `Reader.<call>(*args)` answered, and the query plan of each SELECT it ran."""
+    statements: list[str] = []
+    with h.reader() as r:
+        r.conn.set_trace_callback(statements.append)
+        answer = getattr(r, call)(*args)
+        r.conn.set_trace_callback(None)
+        plans = [" | ".join(row[3] for row in r.conn.execute("EXPLAIN QUERY PLAN " + sql))
+                 for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+    return answer, plans
+
+
+def test_a_job_and_recipient_lookup_seeks_the_pair_not_the_whole_job(h: Harness) -> None:
+    """With no statistics (no ANALYZE) the planner took corr_tl_job_t0 for its (t0) order and walked the whole
+    job testing rcpt_h row by row: 4 s for one recipient of a 10M-recipient job, over both API slots."""
+    from correlator.keys import job_hash
+
+    rcpt_h = h.sink.hasher("p7@gmail.com")[0]
+    (items, older), plans = _statements(h, "by_job_rcpt", job_hash("JP"), rcpt_h)
+    assert [i["rcpt"] for i in items] == ["p7@gmail.com"] and older == 0  # type: ignore[index]
+    timelines = [p for p in plans if p.startswith("SEARCH corr_timelines") or p.startswith("SCAN corr_timelines")]
+    assert len(timelines) == 2  # the count and the rows; the events are read by timeline id
+    for plan in timelines:
+        assert re.search(r"USING (COVERING )?INDEX corr_tl_job \(qday=\? AND job_h=\? AND rcpt_h=\?\)", plan), plan
+
+
+def test_a_search_by_job_and_recipient_seeks_the_pair_not_the_whole_job(h: Harness) -> None:
+    from correlator.keys import job_hash
+
+    rcpt_h = h.sink.hasher("p8@gmail.com")[0]
+    for filters, expected in (({}, ["p8@gmail.com"]), ({"outcome": store.OUTCOMES.index("delivered")}, []),
+                              ({"outcome": store.OUTCOMES.index("bounced")}, ["p8@gmail.com"]),
+                              ({"vmta": "vA"}, ["p8@gmail.com"]), ({"vmta": "vB"}, [])):
+        found, plans = _plans(h, job_h=job_hash("JP"), rcpt_h=rcpt_h, **filters)
+        assert found == expected
+        assert plans
+        for plan in plans:
+            assert "corr_tl_job_t0" not in plan, plan
+            assert re.search(r"USING (COVERING )?INDEX corr_tl_(job|rcpt) \(qday=\? AND (job_h=\? AND )?rcpt_h=\?",
+                             plan), plan
