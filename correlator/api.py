@@ -531,12 +531,14 @@ def build_router(api: Api) -> APIRouter:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
-        fp = blake2b(json.dumps([rcpt, job_id, vmta, outcome, since, until]).encode(), digest_size=6).hexdigest()
+        rh = api.rcpt_key(rcpt) if rcpt is not None else None
+        jh = job_hash(job_id.strip()) if job_id else None
+        # Of the recipient's key, not its text: a cursor is kept with its answer, and a digest of the address
+        # alone gave the address back to a dictionary of candidates (with hash_recipients, the key needs the HMAC's).
+        fp = blake2b(json.dumps([rh, jh, vmta, outcome, since, until]).encode(), digest_size=6).hexdigest()
         after, first_now = _cursor_decode(cursor, fp) if cursor else (None, None)
         now = api.clock() if first_now is None else first_now  # relative times: the first page's bounds
         lo, hi = parse_time("since", since, now), parse_time("until", until, now)
-        rh = api.rcpt_key(rcpt) if rcpt is not None else None
-        jh = job_hash(job_id.strip()) if job_id else None
         code = store.OUTCOMES.index(outcome) if outcome else None
         with api.connection() as conn:
             items, nxt, limited = api.reader(conn).search(

@@ -626,3 +626,31 @@ def test_a_store_keyed_with_one_hmac_key_refuses_another_or_none_naming_the_key_
     assert key.exists() is (key_now == "another")
     mode = sqlite3.connect(tmp_path / "state.db").execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'")
     assert mode.fetchone()[0].startswith("hmac:")  # still the first key's
+
+
+async def test_a_hashed_search_cursor_carries_nothing_derived_from_the_address_alone(tmp_path: Path) -> None:
+    """A search's next_cursor held an unkeyed 48-bit digest of the address searched: a dictionary of 200k candidate
+    addresses recovered it from a saved answer in 0.5 s. Derived from the recipient's key, it differs with the HMAC
+    key (and means nothing without it), and it still pages."""
+    from correlator.api import decode_token
+    from exporter.config import CorrelatorConfig
+
+    two = batch("/l/acct-2.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnStatus,jobId
+d,2024-05-01 10:00:00+0000,2024-05-01 09:59:00+0000,a@s.example,Alice@Gmail.com,2.0.0,J1
+d,2024-05-01 11:00:00+0000,2024-05-01 10:59:00+0000,a@s.example,alice@gmail.com,2.0.0,J2
+""")
+    fingerprints = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / name / "k"))
+        h.commit(two)
+        async with h.client() as c:
+            first = (await c.get("/api/v1/search", params={"rcpt": "alice@gmail.com", "limit": 1})).json()
+            second = (await c.get("/api/v1/search", params={"rcpt": "alice@gmail.com", "limit": 1,
+                                                             "cursor": first["next_cursor"]})).json()
+        assert [i["job_id"] for i in first["items"] + second["items"]] == ["J2", "J1"]
+        assert second["next_cursor"] is None
+        fingerprints.append(decode_token(first["next_cursor"], max_chars=1000, max_depth=1)[2])
+        h.close()
+    assert fingerprints[0] != fingerprints[1]
