@@ -37,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from correlator import render, store
 from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
@@ -208,6 +209,15 @@ def _without_blank_values(request: Request) -> Request:
     return Request(scope, request.receive)
 
 
+ECHO_CHARS = 64
+"""Most characters of a caller's value an error message repeats: an answer's size stays bounded by ours."""
+
+
+def echoed(value: str) -> str:
+    """`value` as an error message quotes it, cut to ECHO_CHARS (a 15,000-character Message-Id came back whole)."""
+    return repr(value[:ECHO_CHARS]) + ("..." if len(value) > ECHO_CHARS else "")
+
+
 def parse_time(name: str, value: str | None, now: float) -> float | None:
     """Epoch seconds, ISO 8601 (naive = UTC) or a duration back from now (`15m`, `2h`, `7d`)."""
     if value is None or value == "":
@@ -226,10 +236,10 @@ def parse_time(name: str, value: str | None, now: float) -> float | None:
                     dt = dt.replace(tzinfo=UTC)
                 ts = dt.timestamp()
     except (ValueError, OverflowError):
-        raise BadRequest(400, f"invalid time {value[:64]!r}: use epoch seconds, ISO 8601 or e.g. 15m, 7d",
+        raise BadRequest(400, f"invalid time {echoed(value)}: use epoch seconds, ISO 8601 or e.g. 15m, 7d",
                          name) from None
     if not MIN_TIME <= ts <= MAX_TIME:  # also false for nan
-        raise BadRequest(400, f"time {value[:64]!r} is out of range (1970-01-01 .. 9999-12-31)", name)
+        raise BadRequest(400, f"time {echoed(value)} is out of range (1970-01-01 .. 9999-12-31)", name)
     return ts
 
 
@@ -432,6 +442,8 @@ def redirect_double_slash(router: APIRouter) -> None:
         # back as a query, a fragment or another character); only the leading slashes are collapsed.
         raw = request.scope.get("raw_path") or request.url.path.encode()
         path = "/" + raw.decode("latin-1").lstrip("/")
+        if not path.startswith("/api/v1/"):  # a slash the client encoded (`/%2Fapi/...`): redirected, it looped
+            raise StarletteHTTPException(404)
         query = request.url.query
         return RedirectResponse(path + ("?" + query if query else ""), status_code=308)
 
@@ -464,7 +476,7 @@ def build_router(api: Api) -> APIRouter:
         with api.connection() as conn:
             items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
         if not items and not total:
-            raise BadRequest(404, f"no timeline for Message-Id {mid!r}", "message_id")
+            raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
         next_cursor = encode_token([nxt, fp]) if nxt else None
         body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}

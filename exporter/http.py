@@ -76,8 +76,10 @@ def build_app(
     routers: list[Any] | None = None,
     basic_auth_users: dict[str, str] | None = None,
 ) -> FastAPI:
+    # No slash redirects: Starlette builds their Location from the Host header and the listener's own scheme
+    # (any host a client names; the internal http:// address behind a TLS proxy). `/metrics/` is a 404.
     app = FastAPI(title="PMTA Watchtower", version=__version__, docs_url=None, redoc_url=None,
-                  description="Prometheus metrics and per-message timelines for PowerMTA.")
+                  description="Prometheus metrics and per-message timelines for PowerMTA.", redirect_slashes=False)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from correlator import render
-from correlator.api import BadRequest, ErrorRoute, FormatParam, path_segment, redirect_double_slash
+from correlator.api import BadRequest, ErrorRoute, FormatParam, echoed, path_segment, redirect_double_slash
 from correlator.models import ApiError, Outcome
 from correlator.replies import filter_values
 from hub import merge
@@ -181,7 +181,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         targets = await hub.targets.current()
         target = next((t for t in targets if t.name == host), None)
         if target is None:
-            raise BadRequest(404, f"unknown host {host!r}", "host")
+            raise BadRequest(404, f"unknown host {echoed(host)}", "host")
         ans = await hub.fanout.one(target, f"/api/v1/timelines/{timeline_id}", {})
         part = merge.partial_fields([target], [ans])
         if not ans.ok:

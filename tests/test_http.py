@@ -88,6 +88,17 @@ async def test_unknown_routes_and_methods_are_api_errors_and_no_swagger():
         assert "422" not in (await c.get("/openapi.json")).text
 
 
+async def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header():
+    """Starlette's slash redirect answered `/metrics/` with an absolute Location built from the Host header and the
+    listener's own scheme: `http://evil.example/metrics` for any Host sent, the internal plain-HTTP address behind
+    a TLS proxy."""
+    async with client() as c:
+        for path in ("/metrics/", "/healthz/"):
+            r = await c.get(path, headers={"host": "evil.example"})
+            assert (r.status_code, r.headers.get("location")) == (404, None), path
+            assert r.json() == {"error": f"no route {path}", "parameter": None, "status": 404}
+
+
 async def test_metrics_gzip_when_asked():
     reg = CollectorRegistry()
     for i in range(200):

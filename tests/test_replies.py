@@ -133,6 +133,23 @@ async def test_double_slash_from_an_infinity_base_url_with_a_trailing_slash(h: H
     assert followed.status_code == 200 and followed.json()["nodes"]
 
 
+async def test_an_encoded_slash_is_not_a_double_slash_to_redirect(h: Harness) -> None:
+    """`/%2Fapi/v1/...` decodes to `//api/v1/...`, but the client sent one slash: the redirect built from the raw
+    path pointed at itself, a loop (`curl -L` gave up after its 50 redirects)."""
+    async with h.client() as c:
+        for path in ("/%2Fapi/v1/replies", "/%2F%2Fapi/v1/flows", "//%2Fapi/v1/flows"):
+            r = await c.get("http://test" + path)
+            assert (r.status_code, r.headers.get("location")) == (404, None), path
+
+
+async def test_an_unknown_message_ids_404_quotes_it_cut_short(h: Harness) -> None:
+    """A 15,000-character Message-Id came back whole in the 404 (times were already cut to 64 characters)."""
+    async with h.client() as c:
+        r = await c.get("/api/v1/messages/" + "m" * 15_000)
+    assert r.status_code == 404
+    assert r.json()["error"] == "no timeline for Message-Id '" + "m" * 64 + "'..."
+
+
 async def test_lookup_answers_empty_and_unknown_keys_with_an_empty_list(h: Harness) -> None:
     async with h.client() as c:
         empty = await c.get("/api/v1/lookup", params={"message_id": "", "job_id": "", "rcpt": ""})
