@@ -515,15 +515,19 @@ class Tailer:
                    claimer: Checkpoint | None = None) -> bool:
         """Is the file in this inode one no checkpoint describes (or one `claimer` describes better)? A gone
         checkpoint (kept `tail.forget_after`) whose first bytes it does not hold names a file deleted before: ext4
-        gives its inode to the next new file. A checkpoint of a file that held only its header (the bytes every file
-        of the source starts with) gives way to one whose first record the file starts with."""
+        gives its inode to the next new file; so may a live one's, to a claimer's copy. A checkpoint of a file that
+        held only its header (the bytes every file of the source starts with) gives way to one whose first record the
+        file starts with."""
         if key in self.streams or key in self._read_before:
             return False
         cp = self.known.get(key)
         if cp is None or cp is claimer:
             return cp is None
         if not same_file(cp, st, head):
-            return cp.gone_since is not None
+            # Its first bytes are not the checkpoint's: whatever that checkpoint's file became, this is not it. A
+            # claimer's copy (its name and first bytes) then takes the inode, and the checkpoint it named is looked
+            # for as a copy itself (`_take_copy`); else a live one keeps it (a rewrite in place is decided elsewhere).
+            return cp.gone_since is not None or (claimer is not None and not head_matches(cp.fingerprint, head))
         if cp.gone_since is not None:  # a file read before, if its first record says so (a header says nothing:
             return not shares_first_record(cp.fingerprint, head)  # the name decides then, `_a_copy`)
         return not shares_first_record(cp.fingerprint, head) and claimer is not None \
