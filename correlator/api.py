@@ -50,7 +50,7 @@ from correlator.models import (
     TimelineResponse,
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
-from correlator.timeline import LAST_TIME, ClassOf, Reader, flow_window, iso
+from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -340,23 +340,44 @@ def _cursor_decode(cursor: str, fingerprint: str, mismatch: str = "cursor belong
     return pos, now
 
 
-def _message_cursor_decode(cursor: str, fingerprint: str) -> int:
-    """The timeline id a messages cursor continues after: [id, fingerprint]. A cursor of the earlier form
-    [first_seen, id, fingerprint] continues after its id."""
+def _message_cursor_decode(cursor: str, fingerprint: str) -> MessagePosition:
+    """Where a messages cursor continues: [id, fingerprint] (a message paged in the order stored), or [total, day
+    slice, recipient key or null, id, fingerprint] (a large one paged along its index: `Reader.message_page`). A
+    cursor of the earlier form [first_seen, id, fingerprint] continues after its id."""
     value = decode_token(cursor, max_chars=MAX_CURSOR, max_depth=1)
     try:
-        if not isinstance(value, list) or len(value) not in (2, 3):
+        if not isinstance(value, list) or len(value) not in (2, 3, 5):
             raise ValueError("shape")
-        if len(value) == 3:
-            _number(value[0])
-        tl, fp = value[-2:]
-        if not isinstance(tl, int) or isinstance(tl, bool) or not 0 <= tl <= MAX_ID or not isinstance(fp, str):
+        fp = value[-1]
+        if not isinstance(fp, str):
             raise ValueError("types")
+        if len(value) == 5:
+            total, day, rcpt_h, tl = value[:4]
+            if not all(_int64(v) for v in (total, day, tl)) or not (rcpt_h is None or _int64(rcpt_h)) \
+                    or not 0 <= tl <= MAX_ID or total < 0:
+                raise ValueError("types")
+            position: MessagePosition = (total, day, rcpt_h, tl)
+        else:
+            if len(value) == 3:
+                _number(value[0])
+            tl = value[-2]
+            if not isinstance(tl, int) or isinstance(tl, bool) or not 0 <= tl <= MAX_ID:
+                raise ValueError("types")
+            position = tl
     except (ValueError, TypeError, OverflowError):
         raise BadRequest(400, "malformed cursor", "cursor") from None
     if fp != fingerprint:
         raise BadRequest(400, "cursor belongs to another Message-Id", "cursor")
-    return tl
+    return position
+
+
+def _int64(value: Any) -> bool:
+    """A JSON integer SQLite can bind (no bool, no float)."""
+    return type(value) is int and -(1 << 63) <= value < 1 << 63
+
+
+def _message_cursor_encode(position: MessagePosition, fingerprint: str) -> str:
+    return encode_token([*position, fingerprint] if isinstance(position, tuple) else [position, fingerprint])
 
 
 def _message_fingerprint(mid: str) -> str:
@@ -477,7 +498,7 @@ def build_router(api: Api) -> APIRouter:
             items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
         if not items and not total:
             raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
-        next_cursor = encode_token([nxt, fp]) if nxt else None
+        next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
         body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):

@@ -1,4 +1,4 @@
-"""One Message-Id across hosts, paged: every host's recipients in target order, each host's in the order it stored them.
+"""One Message-Id across hosts, paged: every host's recipients in target order, each host's in its own page order.
 
 A Message-Id normally lives on one host, so the pages are the hosts' own pages one after the other
 (the order the unpaged answer always had), not a merge by time. The hub cursor holds, per host URL,

@@ -306,3 +306,55 @@ async def test_a_recipient_whose_first_seen_moves_earlier_while_paging_is_still_
         h.close()
     assert seen == ["a@gmail.com", "b@gmail.com", "c@gmail.com"]
     assert [(t["rcpt"], t["first_seen"]) for t in joined][-1] == ("c@gmail.com", "2024-05-01T09:00:00Z")
+
+
+async def test_a_large_message_is_paged_along_its_index_without_sorting_or_counting_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page of a Message-Id read and sorted every timeline of it (ORDER BY id; no index holds that order) and
+    counted them all: 1.5 s a page at 10M recipients, quadratic to page through. Past MESSAGE_ORDERED_MAX a message
+    is paged in its index's order (day, recipient key, id), counted on its first page only; every recipient still
+    comes once, with new ones stored while paging."""
+    from correlator import timeline
+    from correlator.keys import message_hash
+
+    monkeypatch.setattr(timeline, "MESSAGE_ORDERED_MAX", 5)
+    h = Harness(tmp_path)
+    rcpts = seed(h, "u", 12, other=3)
+    h.commit(batch("/l/norcpt.csv", "type,timeLogged,orig,rcpt,vmta,header_Message-Id\n" + "".join(
+        f"d,2024-05-01 10:00:0{i}+0000,a@s.example,,v1,<{MID}>\n" for i in range(3))))  # no recipient key
+    late: list[str] = []
+    seen, ids, totals, cursor = [], [], [], None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(h)), base_url="http://d") as c:
+        while True:
+            r = await c.get(f"/api/v1/messages/{MID}", params={"limit": 4, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            seen += [t["rcpt"] for t in body["recipients"] if t["rcpt"] is not None]
+            ids += [t["id"] for t in body["recipients"]]
+            totals.append(body["recipients_total"])
+            if len(ids) == 4:
+                late = seed(h, "late", 2)  # stored after the first page: listed once (or not) by the later pages
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+    assert len(set(ids)) == len(ids) and len(set(seen)) == len(seen)  # once each
+    assert set(rcpts) <= set(seen) <= set(rcpts) | set(late) and len(ids) - len(seen) == 3
+    assert totals == [15] * len(totals)  # as of the first page
+    statements: list[str] = []
+    pages, after = [], None
+    with h.reader() as r:
+        r.conn.set_trace_callback(statements.append)
+        while True:
+            items, total, after = r.message_page(message_hash(MID), 4, after)
+            pages.append((len(items), total))
+            if after is None:
+                break
+        r.conn.set_trace_callback(None)
+        plans = [" | ".join(row[3] for row in r.conn.execute("EXPLAIN QUERY PLAN " + sql))
+                 for sql in statements if "FROM corr_timelines" in sql]
+    assert pages == [(4, 17), (4, 17), (4, 17), (4, 17), (1, 17)]
+    assert len([sql for sql in statements if "count(" in sql and "FROM corr_timelines" in sql]) <= 2
+    assert plans
+    for plan in plans:
+        assert "TEMP B-TREE" not in plan, plan
+    h.close()
