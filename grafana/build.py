@@ -57,6 +57,7 @@ from dashlib import (
     heatmap,
     infinity,
     job_instance_vars,
+    judged_rejected,
     judged_success,
     judged_throttled,
     level_column,
@@ -351,12 +352,14 @@ REPLY_COLUMNS = (
 def vmta_board() -> Json:
     f = (POOL, VMTA, ISP)
     by = "instance, vmta"
-    # A VMTA's standing is its worst ISP (and pool), never the sum of all ISPs: cells as the alerts judge them.
+    # A VMTA's standing is its worst ISP, never the sum of all ISPs: cells as the alerts judge them (the VMTA over
+    # all its pools, and each pool on its own: the worse kept).
     worst_succ = f"min by ({by}) ({judged_success(*f)})"
     worst_thr = f"max by ({by}) ({judged_throttled(*f)})"
-    per_cell = (f"Computed per VMTA × ISP and pool, as the alerts (cells with at least {MIN_ATTEMPTS} attempts in 10 "
-                "minutes), and the worst cell kept, so one provider's problem, or one pool's, is never averaged "
-                "away.")
+    per_cell = ("Computed per VMTA × ISP as the alerts judge it: over all the VMTA's pools and in each pool on its "
+                f"own (each with at least {MIN_ATTEMPTS} attempts in 10 minutes), the worse kept, then the worst "
+                "cell, so neither one provider's problem nor one pool's is averaged away; the pool filter picks "
+                "the VMTAs.")
     g = Grid()
     g.row("Board")
     g.add(stat("VMTAs", f"VMTAs (per host) with delivery attempts in the last 10 minutes. {RULE_10M}",
@@ -395,32 +398,38 @@ def vmta_board() -> Json:
                          [prom(f"max by ({by}) ({worst_level(*f)})", "{{vmta}} {{instance}}")], "none", LEVELS,
                          max_=3, mappings=LEVEL_TEXT), 8, 18)
     keys = "instance, vmta, vmta_pool"
+    rows = f"group by ({keys}) ({success_ratio(keys, *f)})"
+
+    def on_every_row(per_vmta: str) -> str:
+        """A per-VMTA value (no pool: its cells are over all its pools) on every pool row of the VMTA."""
+        return f"{per_vmta} * on ({by}) group_right () {rows}"
+
     drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
              "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
     g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs, the worst "
                 "first: *Level* is the war room's level of the VMTA's worst ISP (ok / warn / HIGH / CRIT, a block "
                 "at CRIT whatever its success or throttling: PmtaIspBlock's condition), as in *Level by VMTA* "
                 "above; cells are coloured by the same thresholds as the status history. *Worst ISP* columns are "
-                "computed per "
-                f"VMTA × ISP (≥ {MIN_ATTEMPTS} attempts in 10 minutes) and keep the worst; the others are over all "
-                "selected ISPs. The bounce share (all bounces / attempts) has no colour: no alert judges it "
+                "computed per VMTA × ISP as the alerts judge it (over all its pools, and each pool on its own; "
+                f"≥ {MIN_ATTEMPTS} attempts in 10 minutes each) and keep the worst, the same on each pool row of the "
+                "VMTA; the others are per pool, over all selected ISPs. The bounce share (all bounces / attempts) "
+                "has no colour: no alert judges it "
                 "(PmtaHardBounceRate judges hard bounces / outcomes per pool over 1 hour, on the cluster board). "
                 "Queued recipients are the VMTA's total, uncoloured; the largest ISP queue is coloured on the "
                 f"queue alerts' per-VMTA × ISP scale ({QUEUE_SCALE}). Click a VMTA to drill down. {RULE_10M} "
                 + QUEUE_JOIN, [
-                    table_query(f"min by ({keys}) ({judged_success(*f)})"),
+                    table_query(on_every_row(f"min by ({by}) ({judged_success(*f)})")),
                     table_query(success_ratio(keys, *f)),
                     table_query(sum_by(keys, sel("vmta_isp:pmta_delivered:rate10m", *f))),
                     table_query(deferral_ratio(keys, *f)),
-                    table_query(f"max by ({keys}) ({judged_throttled(*f)})"),
+                    table_query(on_every_row(f"max by ({by}) ({judged_throttled(*f)})")),
                     table_query(bounce_share(keys, *f)),
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_recipients", keys, (VMTA, ISP), (POOL, VMTA), agg="max")),
                     table_query(queue_by_pool("pmta_queue_backoff", keys, (VMTA, ISP), (POOL, VMTA))),
                     table_query(queue_by_pool("pmta_queue_connections", keys, (VMTA, ISP), (POOL, VMTA))),
-                    # on every pool row of the VMTA: the level has no pool (its queue has none)
-                    table_query(f"max by ({by}) ({worst_level(*f)}) * on ({by}) group_right () "
-                                f"group by ({keys}) ({success_ratio(keys, *f)})"),
+                    # on every pool row of the VMTA: the level has no pool (its cells are over all its pools)
+                    table_query(on_every_row(f"max by ({by}) ({worst_level(*f)})")),
                 ], ["instance", "vmta", "vmta_pool"], [
                     level_column("K", "Level (worst ISP)"),
                     column("A", "Success (worst ISP)", "percentunit", SUCCESS, 1),
@@ -464,13 +473,27 @@ def vmta_board() -> Json:
                          prom(sum_by("isp", sel("pmta_queue_connections", *dq)), "{{isp}} connections"),
                          prom(nonzero(sum_by("isp", sel("pmta_queue_backoff", *dq))), "{{isp}} backoff queues"),
                      ], "short"), 8, 8)
-    hourly, tried = sel("vmta_isp:pmta_success:ratio_rate1h", *d), sel("vmta_isp:pmta_attempts:rate1h", *d)
-    judged = (f"({hourly} / ({hourly} offset 1w > 0)) and ({tried} * 3600 >= 500)"
-              f" and (({tried} offset 1w) * 3600 >= 500)")
+    # As PmtaSuccessRateDrop: per VMTA x ISP over all its pools (last week's hour summed from the per-pool rules,
+    # success ratio x attempts = delivered, which have the week of history), or per pool on its own, each with its
+    # own gates; the worse kept.
+    every = (VMTA, ISP)
+    hourly = sel("instance_vmta_isp:pmta_success:ratio_rate1h", *every)
+    tried = sel("instance_vmta_isp:pmta_attempts:rate1h", *every)
+    pool_hourly = sel("vmta_isp:pmta_success:ratio_rate1h", *every)
+    pool_tried = sel("vmta_isp:pmta_attempts:rate1h", *every)
+    ratio_then, tried_then = f"{pool_hourly} offset 1w", f"{pool_tried} offset 1w"
+    cells = f"job, {CELL}"  # as the instance_vmta_isp rules (`sum without (vmta_pool)`)
+    hourly_then = f"{sum_by(cells, f'{ratio_then} * {tried_then}')} / {sum_by(cells, tried_then)}"
+    whole = (f"(({hourly} / ({hourly_then} > 0)) and ({tried} * 3600 >= 500)"
+             f" and ({sum_by(cells, tried_then)} * 3600 >= 500))")
+    pools = (f"(({pool_hourly} / ({ratio_then} > 0)) and ({pool_tried} * 3600 >= 500)"
+             f" and (({tried_then}) * 3600 >= 500))")
+    judged = f"{whole} or {pools}"
     g.add(timeseries("Success ratio against the same hour a week ago: $vmta", "The 1-hour success ratio of this VMTA "
                      "per ISP divided by the same hour's a week before, where PmtaSuccessRateDrop judges it (at least "
-                     "500 attempts in both hours), each pool and host on its own and the worst kept: it fires below "
-                     "0.5 (half of last week's) for 15 minutes. No line: too few attempts to judge.",
+                     "500 attempts in both hours), as the alert: over all the VMTA's pools and each pool on its own "
+                     "(the pool filter does not apply), each host on its own, the worst kept: it fires below 0.5 "
+                     "(half of last week's) for 15 minutes. No line: too few attempts to judge.",
                      [prom(f"min by (isp) ({judged})", "{{isp}}")], "percentunit",
                      thresholds=steps(("red", None), ("green", 0.5))), 8, 8)
     g.add(timeseries("Deferral share by ISP: $vmta", f"Share of this VMTA's attempts deferred, all classes. {RULE_10M}",
@@ -934,7 +957,8 @@ def incidents() -> Json:
                thresholds=steps(("green", None), ("yellow", 1)), graph=False), 6, 4)
     g.add(stat("VMTA × ISP cells in the red", "Cells of the war room at level CRIT: a block (PmtaIspBlock's "
                "condition: a blocklisted response, or reputation/policy bounces), success below 50% or throttled "
-               f"share above 50% in a pool (≥ {MIN_ATTEMPTS} attempts in 10 minutes), or over "
+               f"share above 50% (≥ {MIN_ATTEMPTS} attempts in 10 minutes, over all the VMTA's pools or in one "
+               "pool on its own), or over "
                f"{QUEUE_LEVELS[-1] // 1000}k recipients queued.",
                [prom(f"count({worst_level(ISP)} >= 3) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
@@ -1060,13 +1084,13 @@ One row per VMTA, one column per ISP; a cell is the worst of four signals of tha
 **ok**, **warn**, **HIGH** or **CRIT** (green, yellow, orange, red): **success** (warn < {_S[0]},
 HIGH < {_S[1]}, CRIT < {_S[2]}: dashboard-only levels, no alert judges the 10-minute success ratio),
 **throttled share** (warn > {_T[0]}, HIGH > {_T[1]} = `PmtaIspThrottling`, CRIT > {_T[2]}), both judged
-per pool with ≥ {MIN_ATTEMPTS} attempts in 10 minutes as the alerts judge them, the worst pool kept; a
-**block**, always CRIT (`PmtaIspBlock`'s condition: a blocklisted response in 15 minutes,
-{BLOCK_OTHER_MIN} from `other`, or reputation/policy bounces > {_pct(BLOCK_REJECT_RATIO)} = `PmtaIspBlock` of
-≥ {BLOCK_MIN_ATTEMPTS} attempts); and **queued recipients** (warn > {_Q[0]}, where a throttled cell's
-alert turns critical, HIGH > {_Q[1]} = `PmtaQueueBacklog`, CRIT > {_Q[2]} = `PmtaQueueBacklog`
-critical). The `worst` column sorts the worst VMTAs to the top. Click a cell for the status board on
-that VMTA × ISP."""
+as the alerts judge them, over all the VMTA's pools and in each pool on its own (≥ {MIN_ATTEMPTS} attempts
+in 10 minutes each), the worse kept; a **block**, always CRIT (`PmtaIspBlock`'s condition: a
+blocklisted response in 15 minutes, {BLOCK_OTHER_MIN} from `other`, or reputation/policy
+bounces > {_pct(BLOCK_REJECT_RATIO)} = `PmtaIspBlock` of ≥ {BLOCK_MIN_ATTEMPTS} attempts, over all the pools or in one);
+and **queued recipients** (warn > {_Q[0]}, where a throttled cell's alert turns critical,
+HIGH > {_Q[1]} = `PmtaQueueBacklog`, CRIT > {_Q[2]} = `PmtaQueueBacklog` critical). The `worst` column
+sorts the worst VMTAs to the top. Click a cell for the status board on that VMTA × ISP."""
 
 
 def warroom() -> Json:
@@ -1090,10 +1114,10 @@ def warroom() -> Json:
     link = {"title": "Status board: ${__data.fields[0]} × ${__field.name}", "url":
             "/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
             "&${instance:queryparam}&var-vmta=${__data.fields[0]}&var-isp=${__field.name}"}
-    g.add(matrix("VMTA × ISP", "Rows VMTAs, columns ISPs, cell = worst of success, throttled share (per pool), "
-                 "block and queue (ok / warn / HIGH / CRIT; the legend above says which levels are an alert's; "
-                 "empty = no traffic). Sorted by the ` worst` column. A VMTA on several hosts (or pools) shows its "
-                 f"worst host (pool); filter Instance for one. {RULE_10M}",
+    g.add(matrix("VMTA × ISP", "Rows VMTAs, columns ISPs, cell = worst of success, throttled share (over all the "
+                 "VMTA's pools or in one pool, the worse), block and queue (ok / warn / HIGH / CRIT; the legend "
+                 "above says which levels are an alert's; empty = no traffic). Sorted by the ` worst` column. A "
+                 f"VMTA on several hosts shows its worst host; filter Instance for one. {RULE_10M}",
                  prom(grid_expr, instant=True, fmt="table"), "vmta", "isp", LEVEL_TEXT, LEVELS, link, " worst"),
           24, 26)
     # Grafana's merge is an outer join: every column keeps only the 25 cells the Level column ranked, or
@@ -1104,18 +1128,19 @@ def warroom() -> Json:
         return f"({expr}) and on ({cell}) {worst}"
 
     g.add(table("Worst cells", "The 25 worst VMTA × ISP cells with their numbers (the grid's cells, with "
-                "the values behind the colour): success and throttled share of the worst pool of the cell (pools "
-                f"with ≥ {MIN_ATTEMPTS} attempts in 10 minutes), "
-                "queued recipients, attempts, and the block signals (blocklisted responses in 15 minutes, the "
-                f"share of attempts bounced for reputation or policy in 15 minutes, worst pool). {RULE_10M}", [
+                "the values behind the colour), as the alerts judge them: success and throttled share, the worse of "
+                f"the VMTA over all its pools and of each pool on its own (≥ {MIN_ATTEMPTS} attempts in 10 minutes "
+                "each); queued recipients and attempts over all its pools; the block signals (blocklisted responses "
+                "in 15 minutes over all its pools, the share of attempts bounced for reputation or policy in 15 "
+                f"minutes over all its pools, or a pool's own when higher and of ≥ {BLOCK_MIN_ATTEMPTS} attempts). "
+                f"{RULE_10M}", [
                     table_query(worst),
                     table_query(of_worst(f"min by ({cell}) ({judged_success(*f)})")),
                     table_query(of_worst(f"max by ({cell}) ({judged_throttled(*f)})")),
                     table_query(of_worst(sum_by(cell, sel("pmta_queue_recipients", ISP)))),
-                    table_query(of_worst(f"{sum_by(cell, sel(ATTEMPTS, *f))} * 600")),
-                    table_query(of_worst(sum_by(cell, sel("vmta_isp:pmta_blocklisted:increase15m", *f)))),
-                    table_query(of_worst(f"max by ({cell}) "
-                                         f"({sel('vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m', *f)})")),
+                    table_query(of_worst(f"{sum_by(cell, sel(ATTEMPTS, ISP))} * 600")),
+                    table_query(of_worst(sum_by(cell, sel("instance_vmta_isp:pmta_blocklisted:increase15m", ISP)))),
+                    table_query(of_worst(judged_rejected(*f))),
                 ], ["instance", "vmta", "isp"], [
                     column("A", "Level", "none", LEVELS, 0),
                     column("B", "Success", "percentunit", SUCCESS, 1),

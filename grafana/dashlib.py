@@ -28,10 +28,15 @@ ISP = 'isp=~"$isp"'
 SENDER = 'sender=~"$sender"'
 THROTTLED = 'class=~"throttled|reputation"'
 CELL = "instance, vmta, isp"
-"""A VMTA x ISP cell of the war room and the incidents (a VMTA lives on one host)."""
+"""A VMTA x ISP cell of the war room and the incidents (a VMTA lives on one host), and what the VMTA x ISP
+alerts judge (their labels): one alert per cell, no `vmta_pool` (rules/alerts/isp.yaml). A pool filter picks the
+cells of the VMTAs with attempts in the selected pools (in_pools), whose values stay those of all their pools, as
+the alert's."""
 POOL_CELL = "instance, vmta, vmta_pool, isp"
-"""What the VMTA x ISP alerts judge (their labels): a VMTA in two pools is two cells, each judged on its own,
-then the worst one kept; summing the pools would let one pool's deliveries hide the other's throttling."""
+"""One pool's share of a CELL. The VMTA x ISP alerts judge a cell two ways and fire when either judgement meets the
+condition: the VMTA over all its pools (ISPs throttle and block the IP: two pools under the volume gate each add
+up), and each of its pools on its own (a pool usually carries one sender domain, whose reputation ISPs judge too:
+one pool throttled beside another's clean deliveries). The cell shows the worse of the two (worse())."""
 
 
 POLLED = ("pmta_queue_", "pmta_status_")
@@ -119,10 +124,18 @@ def pool_of_vmta(*matchers: str) -> str:
     """One series of value 1 per (job, instance, vmta) carrying the VMTA's busiest `vmta_pool`.
 
     Queue gauges only have {vmta, isp}; multiplying them by this with `group_left (vmta_pool)`
-    attributes a VMTA's queue to one pool (a VMTA in several pools is not counted twice).
+    attributes a VMTA's queue to one pool (a VMTA in several pools is not counted twice). The busiest pool is
+    picked over all pools, then the pool filter applied: picked among the selected pools only, a pool that
+    carries 1 attempt of a VMTA's 100 would be charged its whole queue.
     """
-    attempts = sum_by("job, instance, vmta, vmta_pool", sel("vmta_isp:pmta_attempts:rate10m", *matchers))
-    return f"group by (job, instance, vmta, vmta_pool) (topk by (job, instance, vmta) (1, {attempts}))"
+    pool_matchers = tuple(m for m in matchers if m == POOL)
+    others = tuple(m for m in matchers if m != POOL)
+    attempts = sum_by("job, instance, vmta, vmta_pool", sel("vmta_isp:pmta_attempts:rate10m", *others))
+    busiest = f"topk by (job, instance, vmta) (1, {attempts})"
+    if pool_matchers:
+        busiest = (f"({busiest} and on (job, instance, vmta, vmta_pool) "
+                   f"{sel('vmta_isp:pmta_attempts:rate10m', *matchers)})")
+    return f"group by (job, instance, vmta, vmta_pool) ({busiest})"
 
 
 def unattributed(queue: str, pool_matchers: tuple[str, ...]) -> str:
@@ -198,33 +211,77 @@ BLOCK_OTHER_MIN = 10
 bounced for reputation or policy."""
 
 
+def over_pools(matchers: tuple[str, ...]) -> tuple[str, ...]:
+    """`matchers` without the pool filter: a CELL is judged on all the VMTA's pools, as the alerts judge it."""
+    return tuple(m for m in matchers if m != POOL)
+
+
+def worse(agg: str, whole: str, per_pool: str) -> str:
+    """Per CELL, the worse (`agg`: min or max) of `whole` (per CELL: the VMTA over all its pools) and `per_pool`
+    (per POOL_CELL: each pool on its own), each where its own gate passes: what the alerts judge."""
+    return f"{agg} by ({CELL}) ({whole} or {per_pool})"
+
+
+def in_pools(expr: str, *matchers: str) -> str:
+    """`expr` (per CELL) only for the cells with attempts in the selected pools, when `matchers` filter pools."""
+    if POOL not in matchers:
+        return expr
+    return f"({expr} and on ({CELL}) {sel(ATTEMPTS_RULE, *matchers)})"
+
+
+def rejected(level: str, *matchers: str) -> str:
+    """PmtaIspBlock's ratio branch at `level` ("instance_vmta_isp": the VMTA over all its pools; "vmta_isp": each
+    pool): the share bounced for reputation or policy where it is past the threshold, of enough attempts."""
+    return (f"(({sel(f'{level}:pmta_bounced_reputation_policy:ratio_rate15m', *matchers)} > {BLOCK_REJECT_RATIO})"
+            f" and ({sel(f'{level}:pmta_attempts:rate15m', *matchers)} * 900 >= {BLOCK_MIN_ATTEMPTS}))")
+
+
 def blocked(*matchers: str) -> str:
-    """1 per POOL_CELL where PmtaIspBlock's condition holds now (its `for` aside), from the rules it reads."""
-    listed = "vmta_isp:pmta_blocklisted:increase15m"
-    reject = sel("vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m", *matchers)
-    named, other = sel(listed, *matchers, 'isp!="other"'), sel(listed, *matchers, 'isp="other"')
+    """1 per CELL where PmtaIspBlock's condition holds now (its `for` aside), from the rules it reads: a blocklisted
+    response over all the VMTA's pools, or the share bounced for reputation or policy over all its pools or in one
+    of its pools on its own."""
+    every = over_pools(matchers)
+    listed = "instance_vmta_isp:pmta_blocklisted:increase15m"
+    named, other = sel(listed, *every, 'isp!="other"'), sel(listed, *every, 'isp="other"')
     cond = (f"({named} > 0) or ({other} >= {BLOCK_OTHER_MIN})"
-            f" or (({reject} > {BLOCK_REJECT_RATIO})"
-            f" and ({sel('vmta_isp:pmta_attempts:rate15m', *matchers)} * 900 >= {BLOCK_MIN_ATTEMPTS}))")
-    return f"group by ({POOL_CELL}) ({cond})"
+            f" or {rejected('instance_vmta_isp', *every)} or {rejected('vmta_isp', *every)}")
+    return in_pools(f"group by ({CELL}) ({cond})", *matchers)
+
+
+def judged_rejected(*matchers: str) -> str:
+    """The share of attempts bounced for reputation or policy in 15 minutes per CELL: over all the VMTA's pools, or
+    a pool's own share where it is higher and that pool has enough attempts for PmtaIspBlock to judge it."""
+    every = over_pools(matchers)
+    whole = sel("instance_vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m", *every)
+    pools = (f"({sel('vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m', *every)} and "
+             f"({sel('vmta_isp:pmta_attempts:rate15m', *every)} * 900 >= {BLOCK_MIN_ATTEMPTS}))")
+    return in_pools(worse("max", whole, pools), *matchers)
 
 
 def judged_success(*matchers: str) -> str:
-    """The success share per POOL_CELL with enough attempts to judge (as the alerts judge it)."""
-    return gated(success_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers)
+    """The success share per CELL, the worse of the VMTA over all its pools and of each of its pools on its own,
+    each with enough attempts to judge (as the alerts judge a cell)."""
+    every = over_pools(matchers)
+    whole = gated(success_ratio(CELL, *every), CELL, *every)
+    pools = gated(success_ratio(POOL_CELL, *every), POOL_CELL, *every)
+    return in_pools(worse("min", whole, pools), *matchers)
 
 
 def judged_throttled(*matchers: str) -> str:
-    """The throttled share per POOL_CELL with enough attempts to judge (as the alerts judge it)."""
-    return gated(throttled_ratio(POOL_CELL, *matchers), POOL_CELL, *matchers)
+    """The throttled share per CELL, the worse of the VMTA over all its pools and of each of its pools on its own,
+    each with enough attempts to judge (as PmtaIspThrottling judges a cell)."""
+    every = over_pools(matchers)
+    whole = gated(throttled_ratio(CELL, *every), CELL, *every)
+    pools = gated(throttled_ratio(POOL_CELL, *every), POOL_CELL, *every)
+    return in_pools(worse("max", whole, pools), *matchers)
 
 
 def worst_level(*matchers: str) -> str:
     """Per CELL: the worst of its signals, as 0 ok, 1 warn, 2 HIGH, 3 CRIT. Success and throttled share are
-    judged per POOL_CELL as the alerts judge them (SUCCESS_LEVELS, THROTTLE_LEVELS; >= MIN_ATTEMPTS attempts in
-    10 minutes), a block (PmtaIspBlock's condition) is CRIT, and the queue (QUEUE_LEVELS) has no pool (a VMTA
-    without any attempts series counts as pool `none`, as in queue_by_pool); the worst pool cell of a VMTA x ISP
-    is the cell's level."""
+    judged as the alerts judge them, the worse of the VMTA over all its pools and of each pool on its own
+    (SUCCESS_LEVELS, THROTTLE_LEVELS; >= MIN_ATTEMPTS attempts in 10 minutes, per judgement), a block (PmtaIspBlock's
+    condition) is CRIT, and the queue (QUEUE_LEVELS) has no pool (a VMTA without any attempts series counts as pool
+    `none`, as in queue_by_pool)."""
     succ = levels(judged_success(*matchers), "<", SUCCESS_LEVELS)
     thr = levels(judged_throttled(*matchers), ">", THROTTLE_LEVELS)
     blk = f"(3 * {blocked(*matchers)})"

@@ -581,9 +581,11 @@ def test_status_board_judges_each_vmta_by_its_worst_isp():
     for title in ("VMTAs throttled over 30% at an ISP", "VMTAs below 50% success at an ISP",
                   "Throttled share by VMTA (worst ISP)", "Success ratio by VMTA (worst ISP)"):
         expr = by_title[title]["targets"][0]["expr"]
-        # per VMTA x ISP cell, per pool as the alert (a VMTA in two pools is two cells) ...
-        assert "sum by (instance, vmta, vmta_pool, isp)" in expr and "sum by (instance, vmta, isp)" not in expr, title
-        assert "* 600 >= 50" in expr, title  # ... with the alert's >= 50 attempts in 10 minutes
+        # per VMTA x ISP cell as the alert: over all its pools (an ISP throttles the IP) and per pool (a pool's
+        # sender domain has its own reputation), the worse kept ...
+        assert "sum by (instance, vmta, isp)" in expr and "sum by (instance, vmta, vmta_pool, isp)" in expr, title
+        assert re.search(r"\b(min|max) by \(instance, vmta, isp\)", expr), title
+        assert "* 600 >= 50" in expr, title  # ... each with the alert's >= 50 attempts in 10 minutes
         assert re.search(r"\b(min|max) by \(instance, vmta\)", expr), title  # ... then the worst cell
 
 
@@ -862,6 +864,38 @@ def test_a_queue_without_any_attempt_yet_counts_under_pool_none(tmp_path: Path, 
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+SHARED_VMTA_SERIES = [  # v1 sends 100 attempts/s through p1 and 1/s through p2; v2 sends only through p2
+    ('pmta_queue_recipients{job="w", instance="h1", vmta="v1", isp="gmail"}', "60000x10"),
+    ('pmta_queue_recipients{job="w", instance="h1", vmta="v2", isp="gmail"}', "100x10"),
+    ('vmta_isp:pmta_attempts:rate10m{job="w", instance="h1", vmta="v1", vmta_pool="p1", isp="gmail"}', "100x10"),
+    ('vmta_isp:pmta_attempts:rate10m{job="w", instance="h1", vmta="v1", vmta_pool="p2", isp="gmail"}', "1x10"),
+    ('vmta_isp:pmta_attempts:rate10m{job="w", instance="h1", vmta="v2", vmta_pool="p2", isp="gmail"}', "50x10"),
+]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH (apt-get install prometheus)")
+@pytest.mark.parametrize(("pools", "expected"), [
+    (".*", {"p1": 60000, "p2": 100}),
+    ("p2", {"p2": 100}),  # not v1's 60k: p2 carries 1% of v1's attempts
+    ("p1", {"p1": 60000}),
+])
+def test_a_pool_filter_charges_a_pool_only_the_queues_of_the_vmtas_it_carries_most(tmp_path: Path, pools: str,
+                                                                                    expected: dict):
+    """Each VMTA's queue goes to its busiest pool over all pools, then the pool filter applies: picked among the
+    selected pools only, selecting p2 charged it v1's whole 60k queue for 1 attempt in 101 (review 2026-12)."""
+    (target,) = next(p for p in panels(by_uid("watchtower-cluster"))
+                     if p["title"] == "Queued recipients by pool")["targets"]
+    expr = (target["expr"].replace("$job", "w").replace("$instance", ".+").replace("$isp", ".*")
+            .replace("$vmta_pool", pools))
+    test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": [{"series": s, "values": v} for s, v in SHARED_VMTA_SERIES],
+        "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": [
+            {"labels": f'{{vmta_pool="{k}"}}', "value": v} for k, v in expected.items()]}]}]}
+    (tmp_path / "t.yml").write_text(yaml.safe_dump(test, width=100_000))
+    run = subprocess.run(["promtool", "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 # --- audit 2026-12 (dashboards against the alerts): a colour means what the alert with that threshold means ---
 
 
@@ -921,25 +955,75 @@ def test_a_block_turns_the_cell_red_wherever_the_cell_level_shows(tmp_path: Path
 
 
 @needs_promtool
-def test_a_vmta_in_two_pools_is_judged_per_pool_as_the_alert_judges_it(tmp_path: Path):
-    """PmtaIspThrottling judges each (instance, vmta, vmta_pool, isp): vmta-01's 100 attempts in 10 minutes in pool-a
-    are 50% throttled and it fires, while its 2000 deliveries in pool-b hid it on every board (audit 2026-12)."""
-    series = dict([cell("pmta_delivered_total", "vmta-01", "0+5x40", "yahoo"),
-                   cell("pmta_deferred_total", "vmta-01", "0+5x40", "yahoo", **{"class": "throttled"}),
-                   cell("pmta_delivered_total", "vmta-01", "0+200x40", "yahoo", pool="pool-b")])
-    vmta = '{instance="pmta-01:9469", vmta="vmta-01"}'
+def test_a_vmta_in_two_pools_is_judged_as_the_alert_judges_it(tmp_path: Path):
+    """PmtaIspThrottling judges each (instance, vmta, isp) two ways, and fires when either meets the condition: the
+    VMTA over all its pools (an ISP throttles the IP) and each pool on its own (a pool's sender domain has its own
+    reputation; review 2026-12). vmta-01 sends 40 attempts in 10 minutes through each of pool-a and pool-b, all
+    throttled: under the floor of 50 in each pool, 80 together, it fires. vmta-02's 100 attempts in pool-a are 50%
+    throttled beside 2000 deliveries in pool-b: 2.4% of the IP's attempts, but pool-a on its own fires. vmta-03's
+    10 attempts in pool-a, all throttled, beside 2000 deliveries in pool-b: neither judgement has the attempts, no
+    alert. Every board shows the cell as the alert judges it, the worse of the two values."""
+    series = dict([cell("pmta_deferred_total", "vmta-01", "0+4x40", "yahoo", **{"class": "throttled"}),
+                   cell("pmta_deferred_total", "vmta-01", "0+4x40", "yahoo", pool="pool-b", **{"class": "throttled"}),
+                   cell("pmta_delivered_total", "vmta-02", "0+5x40", "yahoo"),
+                   cell("pmta_deferred_total", "vmta-02", "0+5x40", "yahoo", **{"class": "throttled"}),
+                   cell("pmta_delivered_total", "vmta-02", "0+200x40", "yahoo", pool="pool-b"),
+                   cell("pmta_deferred_total", "vmta-03", "0+1x40", "yahoo", **{"class": "throttled"}),
+                   cell("pmta_delivered_total", "vmta-03", "0+200x40", "yahoo", pool="pool-b")])
+    host = 'instance="pmta-01:9469"'
+    v1, v2, v3 = (f'{{{host}, vmta="vmta-0{n}"}}' for n in (1, 2, 3))
+    two = [{"labels": "{}", "value": 2}]
     result = promtool_expect(tmp_path, series, [
-        (fires("PmtaIspThrottling", "warning"), ONE),
-        (panel_expr("watchtower-vmta", "VMTAs throttled over 30% at an ISP"), ONE),
-        (panel_expr("watchtower-vmta", "VMTAs below 50% success at an ISP"), NONE),
-        (panel_expr("watchtower-vmta", "Throttled share by VMTA (worst ISP)"), [{"labels": vmta, "value": 0.5}]),
-        (panel_expr("watchtower-vmta", "Success ratio by VMTA (worst ISP)"), [{"labels": vmta, "value": 0.5}]),
-        (panel_expr("watchtower-vmta", "Level by VMTA (worst ISP)"), [{"labels": vmta, "value": 2}]),
-        (panel_expr("watchtower-warroom", "VMTA × ISP"), [{"labels": '{vmta="vmta-01", isp="yahoo"}', "value": 2},
-                                                          {"labels": '{vmta="vmta-01", isp=" worst"}', "value": 2}]),
-        (panel_expr("watchtower-warroom", "Cells at HIGH or worse"), ONE),
+        (fires("PmtaIspThrottling", "warning"), two),
+        (f'count({alert_rule("PmtaIspThrottling", "warning")["expr"]}) by (vmta_pool)', two),  # no pool label
+        (panel_expr("watchtower-vmta", "VMTAs throttled over 30% at an ISP"), two),
+        (panel_expr("watchtower-vmta", "VMTAs below 50% success at an ISP"), ONE),
+        (panel_expr("watchtower-vmta", "Throttled share by VMTA (worst ISP)"),  # v3: 10 of 2010 over both pools
+         [{"labels": v1, "value": 1}, {"labels": v2, "value": 0.5}, {"labels": v3, "value": 10 / 2010}]),
+        (panel_expr("watchtower-vmta", "Success ratio by VMTA (worst ISP)"),
+         [{"labels": v1, "value": 0}, {"labels": v2, "value": 0.5}, {"labels": v3, "value": 2000 / 2010}]),
+        (panel_expr("watchtower-vmta", "Level by VMTA (worst ISP)"),
+         [{"labels": v1, "value": 3}, {"labels": v2, "value": 2}, {"labels": v3, "value": 0}]),
+        (panel_expr("watchtower-vmta", "VMTA board", "E"),  # the worst cell of the VMTA on each of its pool rows
+         [{"labels": f'{{{host}, vmta="vmta-0{n}", vmta_pool="pool-{p}"}}', "value": v}
+          for n, v in ((1, 1), (2, 0.5), (3, 10 / 2010)) for p in "ab"]),
+        (panel_expr("watchtower-warroom", "VMTA × ISP"),
+         [{"labels": f'{{vmta="vmta-0{n}", isp="{i}"}}', "value": v}
+          for n, v in ((1, 3), (2, 2), (3, 0)) for i in ("yahoo", " worst")]),
+        (panel_expr("watchtower-warroom", "Cells at HIGH or worse"), two),
         (panel_expr("watchtower-warroom", "Worst cells", "C"),
-         [{"labels": '{instance="pmta-01:9469", vmta="vmta-01", isp="yahoo"}', "value": 0.5}]),
+         [{"labels": f'{{{host}, vmta="vmta-0{n}", isp="yahoo"}}', "value": v}
+          for n, v in ((1, 1), (2, 0.5), (3, 10 / 2010))]),
+        (panel_expr("watchtower-warroom", "Worst cells", "E"),  # the attempts over all the VMTA's pools
+         [{"labels": f'{{{host}, vmta="vmta-0{n}", isp="yahoo"}}', "value": v}
+          for n, v in ((1, 80), (2, 2100), (3, 2010))]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_a_pool_bounced_for_policy_on_its_own_turns_the_cell_red(tmp_path: Path):
+    """PmtaIspBlock's ratio branch judges the VMTA over all its pools and each pool on its own (review 2026-12):
+    vmta-02's pool-a has 60 attempts in 15 minutes, a quarter bounced for policy, beside pool-b's 3000 deliveries
+    (0.5% over both pools): it fires, and the cell is red with pool-a's share. vmta-03's pool-a has 7 or 8, all
+    bounced, beside the same deliveries: no judgement has the attempts, no alert, no red."""
+    series = dict([cell("pmta_delivered_total", "vmta-02", "0+3x40", "microsoft"),
+                   cell("pmta_bounced_total", "vmta-02", "0+1x40", "microsoft", category="policy-related",
+                        **{"class": "policy"}),
+                   cell("pmta_delivered_total", "vmta-02", "0+200x40", "microsoft", pool="pool-b"),
+                   cell("pmta_bounced_total", "vmta-03", "0+0.5x40", "microsoft", category="policy-related",
+                        **{"class": "policy"}),
+                   cell("pmta_delivered_total", "vmta-03", "0+200x40", "microsoft", pool="pool-b")])
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaIspBlock", "critical"), ONE),
+        (panel_expr("watchtower-warroom", "Cells at CRIT"), ONE),
+        (panel_expr("watchtower-incidents", "VMTA × ISP cells in the red"), ONE),
+        (panel_expr("watchtower-warroom", "VMTA × ISP"),
+         [{"labels": f'{{vmta="vmta-0{n}", isp="{i}"}}', "value": v}
+          for n, v in ((2, 3), (3, 0)) for i in ("microsoft", " worst")]),
+        (panel_expr("watchtower-warroom", "Worst cells", "G"),  # pool-a's share, not the 0.5% over both pools
+         [{"labels": '{instance="pmta-01:9469", vmta="vmta-02", isp="microsoft"}', "value": 0.25},
+          {"labels": '{instance="pmta-01:9469", vmta="vmta-03", isp="microsoft"}', "value": 7.5 / 3007.5}]),
     ])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -1016,14 +1100,15 @@ def test_hard_bounce_colours_are_the_alerts_and_only_on_hard_bounce_ratios():
 
 ALERT_SHOWS = {  # (alert, severity or None for both) -> the series its dashboard_url's dashboard must plot
     ("PmtaIspThrottling", None): {"vmta_isp:pmta_deferred_by_class:rate10m", "pmta_queue_recipients"},
-    ("PmtaIspBlock", None): {"vmta_isp:pmta_blocklisted:increase15m",
+    ("PmtaIspBlock", None): {"instance_vmta_isp:pmta_blocklisted:increase15m",
+                             "instance_vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m",
                              "vmta_isp:pmta_bounced_reputation_policy:ratio_rate15m"},
     ("PmtaComplaintRate", None): {"isp:pmta_complaints:ratio_rate1d"},
     ("PmtaHardBounceRate", None): {"vmta_pool:pmta_hard_bounced:ratio_rate1h"},
     ("PmtaSenderHardBounceRate", None): {"sender:pmta_sender_hard_bounced:ratio_rate1h"},
     ("PmtaQueueBacklog", None): {"pmta_queue_recipients"},
     ("PmtaQueueOldMessages", None): {"instance_vmta_pool_isp:pmta_deferrals_older_than_4h:ratio_increase30m"},
-    ("PmtaSuccessRateDrop", None): {"vmta_isp:pmta_success:ratio_rate1h"},
+    ("PmtaSuccessRateDrop", None): {"instance_vmta_isp:pmta_success:ratio_rate1h", "vmta_isp:pmta_success:ratio_rate1h"},
     ("PmtaDeliveryStalled", "warning"): {"pmta_queue_recipients", "vmta_isp:pmta_delivered:rate10m"},
     ("PmtaDeliveryStalled", "critical"): {"pmta_status_queue_recipients", "watchtower_pmta_api_up"},
 }
@@ -1427,21 +1512,35 @@ def test_no_queue_gauge_is_selected_by_a_label_it_does_not_carry(path: Path):
 
 
 @needs_promtool
-def test_the_week_ago_panel_shows_the_drop_the_alert_judges_per_pool(tmp_path: Path):
-    """Pool A went from 90% to 40% success (PmtaSuccessRateDrop fires), pool B from 32% to 30%: the panel took the
-    worst ratio now (B's 30%) and the worst a week ago (B's 32%) separately and showed no drop (review
-    2026-12-04). It shows each series' ratio to its own week-ago hour, the worst kept: A's 0.44."""
+def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path):
+    """The panel took the worst ratio now and the worst a week ago separately and showed no drop (review 2026-12-04);
+    it shows each judgement's ratio to its own week-ago hour, the worst kept, as PmtaSuccessRateDrop judges: the VMTA
+    over all its pools, and each pool on its own, each with 500 attempts in both hours (review 2026-12). vmta-01 at
+    Yahoo: pool A 90% -> 40%, pool B 80% -> 20%, together 85% -> 30%: it fires, and the panel reads B's 0.25.
+    vmta-02 at Gmail: pool A 90% -> 40%, pool B 32% -> 30%, together 61% -> 35% (0.57, above half), but pool A on
+    its own dropped: it fires, the panel reads 0.4 / 0.9. vmta-03 at Apple: pool A's 300 attempts an hour 90% ->
+    40%, beside pool B's 600 clean ones: together 96.7% -> 80%, no alert, as the panel says."""
     week = 1008  # 10-minute steps
     series = dict([
         cell("pmta_delivered_total", "vmta-01", f"0+90x{week} {90 * week}+40x12", "yahoo"),
         cell("pmta_deferred_total", "vmta-01", f"0+10x{week} {10 * week}+60x12", "yahoo", **{"class": "throttled"}),
-        cell("pmta_delivered_total", "vmta-01", f"0+32x{week} {32 * week}+30x12", "yahoo", pool="pool-b"),
-        cell("pmta_deferred_total", "vmta-01", f"0+68x{week} {68 * week}+70x12", "yahoo", pool="pool-b",
+        cell("pmta_delivered_total", "vmta-01", f"0+80x{week} {80 * week}+20x12", "yahoo", pool="pool-b"),
+        cell("pmta_deferred_total", "vmta-01", f"0+20x{week} {20 * week}+80x12", "yahoo", pool="pool-b",
              **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-02", f"0+90x{week} {90 * week}+40x12", "gmail"),
+        cell("pmta_deferred_total", "vmta-02", f"0+10x{week} {10 * week}+60x12", "gmail", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-02", f"0+32x{week} {32 * week}+30x12", "gmail", pool="pool-b"),
+        cell("pmta_deferred_total", "vmta-02", f"0+68x{week} {68 * week}+70x12", "gmail", pool="pool-b",
+             **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-03", f"0+45x{week} {45 * week}+20x12", "apple"),
+        cell("pmta_deferred_total", "vmta-03", f"0+5x{week} {5 * week}+30x12", "apple", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-03", f"0+100x{week + 12}", "apple", pool="pool-b"),
     ])
     result = promtool_expect(tmp_path, series, [
-        (fires("PmtaSuccessRateDrop", "warning"), ONE),
+        (fires("PmtaSuccessRateDrop", "warning"), [{"labels": "{}", "value": 2}]),
         (panel_expr("watchtower-vmta", "Success ratio against the same hour a week ago: $vmta"),
-         [{"labels": '{isp="yahoo"}', "value": 0.4444444444444444}]),  # 0.4 / 0.9
+         [{"labels": '{isp="yahoo"}', "value": 0.2 / 0.8},
+          {"labels": '{isp="gmail"}', "value": 0.4444444444444444},  # 0.4 / 0.9
+          {"labels": '{isp="apple"}', "value": (120 / 150) / (145 / 150)}]),
     ], eval_time=f"{(week + 12) * 10}m", interval="10m", every="10m")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -150,3 +150,43 @@ def test_every_hub_route_says_how_it_is_merged(tmp_path: Path):
     for path in hub:  # the table writes `{id}` for path parameters
         stem = re.sub(r"\{[^}]*\}", "{", path)
         assert any(re.sub(r"\{[^}]*\}", "{", r.split("`")[1]).startswith("GET " + stem) for r in rows), path
+
+
+def _federated_selectors() -> list[tuple[str, dict[str, str]]]:
+    """(name regex, other matchers) of each match[] selector of docs/scaling.md's federation recipe."""
+    text = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    (recipe,) = re.findall(r"/federate\?([^`\s]+)", text)
+    selectors = []
+    for sel in re.findall(r"match\[\]=\{([^}]*)\}", recipe):
+        matchers = dict(re.findall(r'(\w+)=~"([^"]*)"', sel))
+        selectors.append((matchers.pop("__name__"), matchers))
+    return selectors
+
+
+def test_the_federation_recipe_takes_every_recorded_series_the_dashboards_read():
+    """The recipe federated `vmta_isp:.*|isp:.*|sender.*:.*` only: the dashboards read other levels too
+    (vmta_pool:*, instance_vmta_pool_isp:*, ...) and went empty on the global Prometheus (review 2026-12). Its
+    selectors must take every recording rule of rules/recording.yaml, hence every one the dashboards read, the
+    alerts' state the Incidents dashboard reads, and no raw series (the rules are evaluated where those are)."""
+    import yaml
+
+    selectors = _federated_selectors()
+
+    def federated(name: str, **labels: str) -> bool:
+        return any(re.fullmatch(regex, name) and all(re.fullmatch(v, labels.get(k, "")) for k, v in rest.items())
+                   for regex, rest in selectors)
+
+    recorded = {r["record"] for g in yaml.safe_load((ROOT / "rules" / "recording.yaml").read_text())["groups"]
+                for r in g["rules"]}
+    dashboards = " ".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "grafana" / "dashboards")
+                                                                         .glob("*.json")))
+    read = set(re.findall(r"\b[a-z][a-z_]*:[a-z0-9_]+:[a-z0-9_]+\b", dashboards))  # not ${__from:date:seconds}
+    assert read and read <= recorded, read - recorded
+    assert {"vmta_pool:pmta_hard_bounced:ratio_rate1h", "instance_vmta_pool_isp:pmta_deferrals_older_than_4h:"
+            "ratio_increase30m", "sender_isp:pmta_sender_complaints:ratio_rate1d"} <= read
+    assert [n for n in sorted(recorded) if not federated(n)] == []
+    assert "ALERTS{" in dashboards and "ALERTS_FOR_STATE{" in dashboards
+    assert federated("ALERTS", alertname="PmtaIspThrottling") and federated("ALERTS_FOR_STATE", alertname="WatchtowerDown")
+    assert not federated("ALERTS", alertname="NodeDown")  # another team's alerts stay home
+    raw = [m.name for m in METRICS] + ["up", "instance:node_cpu:rate5m"]
+    assert [n for n in raw if federated(n)] == []

@@ -154,13 +154,14 @@ def test_every_recording_rule_has_a_comment_above() -> None:
 
 
 def test_recording_rules_aggregate_without_instance_above_vmta_level() -> None:
-    """vmta_isp, instance_vmta_pool_isp and instance keep `instance` (a VMTA is host-local; instance is the host;
-    PmtaQueueOldMessages judges each host's pool x ISP); every other level is cluster-wide, so a rule reading raw
-    metrics or vmta_isp series must aggregate `without (instance, ...)`."""
+    """vmta_isp, instance_vmta_isp, instance_vmta_pool_isp and instance keep `instance` (a VMTA is host-local; the
+    ISP alerts judge a VMTA over its pools; instance is the host; PmtaQueueOldMessages judges each host's pool x
+    ISP); every other level is cluster-wide, so a rule reading raw metrics or vmta_isp series must aggregate
+    `without (instance, ...)`."""
     for g in groups(RECORDING):
         for r in g["rules"]:
             name, expr = r["record"], r["expr"]
-            if name.startswith(("vmta_isp:", "instance_vmta_pool_isp:", "instance:")):
+            if name.startswith(("vmta_isp:", "instance_vmta_isp:", "instance_vmta_pool_isp:", "instance:")):
                 assert not re.search(r"without \([^)]*\binstance\b", expr), name
                 continue
             reads_host_level = re.search(r"(?<![:\w])pmta_\w+", expr) or re.search(r"(?<![\w])vmta_isp:", expr)
@@ -229,6 +230,30 @@ def test_noise_classes_never_feed_throttling_or_block_alerts() -> None:
             selectors += re.findall(r'class\s*(=~|=|!=|!~)\s*"([^"]*)"', expr)
         # Only allow-lists of classes: a new class can never leak into these alerts.
         assert selectors and all(op in ("=", "=~") for op, _ in selectors), (rule["alert"], selectors)
+
+
+
+ISP_JUDGEMENTS = {  # alert -> thresholds written once per judgement (the VMTA over its pools, each pool)
+    "PmtaIspThrottling": ("> 0.30", "* 600 >= 50"),
+    "PmtaIspBlock": ("> 0.05", "* 900 >= 50"),
+    "PmtaSuccessRateDrop": ("< 0.5 * (", "* 3600 >= 500"),
+}
+
+
+@pytest.mark.parametrize("rule", [r for _, _, r in alert_rules() if r["alert"] in ISP_JUDGEMENTS], ids=rule_id)
+def test_isp_alerts_judge_the_vmta_over_its_pools_and_each_pool_on_its_own(rule: dict[str, Any]) -> None:
+    """One alert per (instance, vmta, isp), fired when the VMTA over all its pools (instance_vmta_isp:*: ISPs
+    throttle the IP) or any one of its pools on its own (vmta_isp:*: a pool's sender domain has its own reputation)
+    meets the condition (review 2026-12): both levels are read, folded with `max`/`min without (vmta_pool)` (one
+    alert, no pool label, the worse value), and every threshold and floor is written for both judgements."""
+    expr = " ".join(rule["expr"].split())
+    fold = "min" if rule["alert"] == "PmtaSuccessRateDrop" else "max"
+    assert f"{fold} without (vmta_pool) (" in expr, rule["alert"]
+    assert "instance_vmta_isp:" in expr and re.search(r"(?<![\w])vmta_isp:", expr), rule["alert"]
+    for fragment in ISP_JUDGEMENTS[rule["alert"]]:
+        n = expr.count(fragment)
+        assert n >= 2 and n % 2 == 0, (rule["alert"], fragment, n)
+    assert "vmta_pool" not in rule["labels"]
 
 
 # --- tests cover every alert ------------------------------------------------------------------
@@ -309,11 +334,15 @@ def test_management_api_gauges_are_read_through_last_over_time() -> None:
     that uses them and resolves the firing ones; rules/tests/edge_cases_test.yaml shows the effect.
     Every use, in expressions and in annotation queries, goes through last_over_time(...[5m]); the host's queue
     of the critical PmtaDeliveryStalled through [6h]: the last one PMTA reported, which a dead PMTA stops reporting.
-    One recording rule reads it raw on purpose: what PMTA finished as of its last report must stop there."""
+    Two recording rules gate on it raw on purpose: what PMTA finished, and the recipients of its paused queues, as
+    of its last report must stop there (their other reads go through last_over_time as everywhere)."""
+    as_of_report = ("/instance:pmta_finished_at_queue_report:total",
+                    "/instance:pmta_queue_paused_recipients_at_queue_report:sum")
     for where, text in all_promql():
-        if where.endswith("/instance:pmta_finished_at_queue_report:total"):
-            assert re.search(r"and on \(instance, job\)\s+pmta_status_queue_recipients\s*$", text), text
-            continue
+        if where.endswith(as_of_report):
+            gate = re.search(r"and on \(instance, job\)\s+pmta_status_queue_recipients\s*$", text)
+            assert gate, text
+            text = text[: gate.start()]
         for m in re.finditer(r"(?<![:\w])pmta_(?:queue|status)_[a-z_]+", text):
             assert text[: m.start()].endswith("last_over_time("), f"{where}: {m.group(0)} read raw"
             window = r"\[(?:5m|6h)\]" if m.group(0) == "pmta_status_queue_recipients" else r"\[5m\]"
