@@ -221,10 +221,26 @@ def dangling_link(path: Path) -> str | None:
     return None
 
 
+OWN_PREFIXES = ("watchtower", "correlator")
+"""Every file the daemon keeps in state_dir starts so (a leading dot aside): the database, its -wal/-shm, their
+`.orphaned` copies, the lock files, the correlator's HMAC key."""
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of a state directory that are not the daemon's (a volume's lost+found aside), sorted."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    return sorted(n for n in names if not n.lstrip(".").startswith(OWN_PREFIXES) and n != "lost+found")
+
+
 def private_dir(path: Path) -> None:
     """Create the state directory 0700; tighten an existing one of ours that is open to others.
 
-    Called before anything else writes there (the correlator's HMAC key included).
+    Called before anything else writes there (the correlator's HMAC key included). One open to others that holds
+    other files is not ours to change: `state_dir: /var/lib` (the `/watchtower` left off) run as root made the
+    shared directory 0700 and cut every other service off from it. Refused, named.
     """
     dangling = dangling_link(path)
     if dangling is not None:
@@ -236,6 +252,12 @@ def private_dir(path: Path) -> None:
     st = path.stat()
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
+        foreign = foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise StateError(f"state_dir {path} is open to other users (mode {mode:04o}) and holds files that are "
+                             f"not watchtower's: {shown}; not changed. Give state_dir a directory of its own (it "
+                             "holds recipient data: the daemon keeps it 0700)")
         if st.st_uid == os.geteuid():
             os.chmod(path, 0o700)
             log.warning("state_dir %s was accessible to other users (mode %04o); set to 0700: it holds "
