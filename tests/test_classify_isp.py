@@ -364,3 +364,23 @@ def test_a_table_that_is_not_utf8_is_named_at_start_and_on_sighup(tmp_path: Path
                            capture_output=True, text=True, timeout=30)
     assert start.returncode != 0 and f"classify.{key}: {said}" in start.stderr
     assert "Traceback" not in start.stderr and "codec" not in start.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "huge"])
+def test_a_table_that_is_no_small_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """A SIGHUP reload read `classify.isp_file` whole, unchecked: /dev/zero grew the daemon to 20 GB, a FIFO hung it
+    (no /metrics, SIGTERM ignored). Bounded, and a pipe is not waited for: one line naming the file."""
+    import os
+    import time
+
+    from exporter.classify.isp import read_yaml
+
+    path = {"fifo": tmp_path / "isps.fifo", "zero": Path("/dev/zero"), "huge": tmp_path / "isps.yaml"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "huge":
+        path.write_text("# " + "x" * (5 << 20) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=str(path)):
+        read_yaml(path, "isps.yaml")
+    assert time.monotonic() - started < 2

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from exporter.boundedfile import read_bounded
 from exporter.textrepair import short_repr
 from exporter.yamlproblem import utf8_problem, yaml_problem
 
@@ -51,6 +52,11 @@ def mta_host(mta: str) -> str:
     return _MTA_TYPE.sub("", host).rstrip(".")
 
 
+MAX_TABLE_BYTES = 4 << 20
+"""Largest classification table read (the shipped ones are 6 and 22 KB): a SIGHUP reload read the named file whole,
+and a path swapped for /dev/zero grew the daemon to 20 GB."""
+
+
 def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
     """(name for error messages, parsed YAML) of `path`, or of the file shipped in this package.
 
@@ -60,8 +66,9 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
         text = resources.files("exporter.classify").joinpath(shipped).read_text(encoding="utf-8")
     else:
         name = str(path)
-        try:
-            raw = Path(path).read_bytes()
+        try:  # a FIFO is not waited for (a SIGHUP reload runs on the event loop), /dev/zero is cut at the cap
+            raw = read_bounded(path, MAX_TABLE_BYTES, "a YAML classification table", "a classification table",
+                               pipe_timeout=0)
         except OSError as exc:
             raise ValueError(f"{name}: cannot read: {exc.strerror or exc}") from exc
         try:
