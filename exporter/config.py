@@ -202,7 +202,9 @@ HttpUrl = Annotated[str, AfterValidator(check_http_url)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError's own text (a traceback at debug level) shows no value, a password's
+    # included; the problem lines are written by describe_error, which never shows a secret key's
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -336,11 +338,33 @@ class ClassifyConfig(_Strict):
     )
 
 
+def check_sender_domain(value: str) -> str:
+    """A `labels.senders` entry as records are compared with it: the MAIL FROM domain after the last `@`,
+    lowercased (exporter/aggregate.py). Spaces around it, a leading `@` and a trailing dot are dropped; what still
+    cannot equal such a domain (an address, a space, a wildcard, a list in one string) is refused: it never matched,
+    and every record went to sender="other", silently."""
+    domain = value.strip().lower().removeprefix("@").removesuffix(".").strip()
+    if not domain:
+        raise ValueError("empty: give a sending domain such as example.com")
+    if "@" in domain:
+        raise ValueError(f"{value!r} is an address, not a domain: give the part after the '@'")
+    if any(ch.isspace() or ch in ",;" for ch in domain):
+        raise ValueError(f"{value!r} holds a space, ',' or ';': one domain per entry")
+    if any(ch in "*?[]" for ch in domain):
+        raise ValueError(f"{value!r} holds a wildcard: entries are whole domains, compared exactly")
+    return domain
+
+
+SenderDomain = Annotated[str, AfterValidator(check_sender_domain)]
+
+
 class LabelsConfig(_Strict):
-    senders: list[str] = Field(
+    senders: list[SenderDomain] = Field(
         default_factory=list,
         description="Sending domains (MAIL FROM domain) kept as the `sender` label; others become `other`. "
-        "When empty, the first `max_senders` distinct domains seen are kept.",
+        "When empty, the first `max_senders` distinct domains seen are kept. Compared as records are: the part "
+        "after the address's last `@`, in lower case (spaces around an entry, a leading `@` and a trailing dot are "
+        "dropped); an entry that still is no domain (an address, a space, a wildcard) is an error.",
     )
     max_senders: Count = Field(default=20, ge=0, description="Cap on auto-admitted `sender` values.")
     max_vmtas: Count = Field(
@@ -350,6 +374,12 @@ class LabelsConfig(_Strict):
     max_pools: Count = Field(
         default=200, ge=1, description="Cap on distinct `vmta_pool` values; beyond it `overflow`."
     )
+
+    @field_validator("senders")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        """`Example.com` and `example.com` are one sender once written as compared: listed once."""
+        return list(dict.fromkeys(value))
 
 
 class MetricsConfig(_Strict):
@@ -474,8 +504,10 @@ class WebConfig(_Strict):
     basic_auth_users: dict[str, str] = Field(
         default_factory=dict,
         description="user: bcrypt hash (`$2b$...`, as node_exporter's web-config; make one with "
-        "`htpasswd -nbBC 10 '' PASSWORD | cut -c2-`) required on every route when set. A value that is not "
-        "a bcrypt hash is taken as a plain password (discouraged).",
+        "`htpasswd -nbBC 10 '' PASSWORD | cut -c2-`) required on every route when set. A value that starts like "
+        "a bcrypt hash (`$2a$`, `$2b$`, `$2y$`, `$2x$` and a cost) must be a whole hash bcrypt can check (an error "
+        "naming the user otherwise: one cut short when pasted is never a plain password); any other value is taken "
+        "as a plain password (discouraged).",
     )
     max_connections: Count = Field(
         default=512, ge=8,
@@ -571,7 +603,8 @@ class Config(_Strict, Listener):
     listen: str = Field(
         default="127.0.0.1:9469",
         description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "
-        "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469`, `[::]:9469` or an address.",
+        "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469`, `[::]:9469` or an address of this host "
+        "(one it does not have is a config error).",
     )
     tail: TailConfig = Field(default_factory=TailConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
@@ -732,25 +765,66 @@ YAML_BOOL_HINT = " (YAML reads an unquoted yes, no, on, off, true or false as a 
 """Said of a boolean where a config key wants something else: `log_level: off` is False to YAML."""
 
 
+_SECRET_KEY = re.compile(r"password|passwd|secret|token|api_?key|(?:^|_)key(?:_|$)|basic_auth_users", re.IGNORECASE)
+"""Keys whose value may be a secret, or a secret written in the wrong key (a password pasted into `password_file`):
+pmta.password, pmta.api_key(_file), web.basic_auth_users (every user's), correlator.hmac_key_file,
+web.tls_key_file, the hub's password_file and bearer_token_file."""
+NUMBER_NOT_STRING = "a number, not a string: quote it in the YAML"
+
+
+def is_secret_key(loc: tuple[Any, ...]) -> bool:
+    """Whether an error at `loc` (pydantic's key path) must not show the value given."""
+    return any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc)
+
+
+def _kind(value: Any) -> str:
+    """What a value is, without showing it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    kinds = ((str, "a string"), (list, "a list"), (tuple, "a list"), (dict, "a mapping"), (type(None), "nothing"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a value of another kind")
+
+
+def _unsaid(text: str, given: Any) -> str:
+    """Our own message for a secret key's value, the value taken out (of a mapping such as basic_auth_users, its
+    values: the user names are said); if any part of it is still there (a message that quotes a piece of it), only
+    that the value is not usable."""
+    said = "the value given" if isinstance(given, str) else _kind(given)
+    values = list(given.values()) if isinstance(given, dict) else list(given) if isinstance(given, list) else [given]
+    secrets = [str(v) for v in values if isinstance(v, str | int | float) and not isinstance(v, bool)]
+    for shown in (repr(given), _short(given), *(v for v in secrets if len(v) >= 3)):  # not `.` in every sentence
+        text = re.sub(rf"(?<![\w.]){re.escape(shown)}(?![\w])", lambda _m: said, text)
+    if any(piece in text for v in secrets for piece in re.split(r"[\s/~]+", v) if len(piece) >= 3):
+        return "not a usable value (not shown: this key may hold a secret)"
+    return text
+
+
 def describe_error(err: Any) -> str:
     """One pydantic error as an operator reads it: our own message, or pydantic's without its internals
-    (`Value error, `, model class names), always naming the value given, and why YAML made it a boolean or a
-    number when the key wants something else."""
+    (`Value error, `, model class names), naming the value given (of a key that may hold a secret only what it
+    is: a number, a list, ...), and why YAML made it a boolean or a number when the key wants something else."""
     kind, given = err["type"], err.get("input")
+    secret = is_secret_key(tuple(err.get("loc", ())))
+    shown = _kind(given) if secret else _short(given)
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key missing"
+    if kind == "string_type" and secret and isinstance(given, int | float) and not isinstance(given, bool):
+        return NUMBER_NOT_STRING
     if kind == "value_error":
         text = str(err["ctx"]["error"])
+        text = _unsaid(text, given) if secret else text
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
-        text = f"expected a section (a mapping of keys), got {_short(given)}"
+        text = f"expected a section (a mapping of keys), got {shown}"
     elif kind == "literal_error":
-        text = f"expected one of {err['ctx']['expected']}, got {_short(given)}"
+        text = f"expected one of {err['ctx']['expected']}, got {shown}"
     elif ", got " in err["msg"]:  # pydantic's own words say what it got (`got a number with a fractional part`)
-        text = f"{err['msg'].replace('Input should be', 'expected')} ({_short(given)})"
+        text = err["msg"].replace("Input should be", "expected") + ("" if secret else f" ({shown})")
     else:
-        text = f"{err['msg'].replace('Input should be', 'expected')}, got {_short(given)}"
+        text = f"{err['msg'].replace('Input should be', 'expected')}, got {shown}"
     if isinstance(given, bool) and kind not in _NOT_SCALARS:  # quoting the word makes no section or list
         return text + YAML_BOOL_HINT
     if kind == "string_type" and isinstance(given, int | float):

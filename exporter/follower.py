@@ -197,10 +197,17 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_AT_SPAWN)  # one sent since the spawn arrives now (or is dropped)
     try:
         follower.run()
+    except LockRefused as exc:  # a state file this user cannot use: said as the daemon says it of its own
+        log.critical("correlator process: %s", exc)
+        raise SystemExit(1) from None
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the daemon restarts this process
         log.critical("correlator process stopped by an internal error: %s: %s", type(exc).__name__, exc)
         log.debug("internal error", exc_info=exc)
         raise SystemExit(1) from None
+
+
+class LockRefused(Exception):
+    """The follower lock cannot be opened by this user (a correlator.lock left by a start as root)."""
 
 
 class Follower:
@@ -266,8 +273,13 @@ class Follower:
         from exporter.state import private_file
 
         path = self.db_path.with_name(LOCK_FILE)
-        private_file(path)  # 0600 like the database next to it (and an older 0644 one tightened)
-        f = open(path, "a")  # noqa: SIM115 - held for the process lifetime
+        try:
+            private_file(path)  # 0600 like the database next to it (and an older 0644 one tightened)
+            f = open(path, "a")  # noqa: SIM115 - held for the process lifetime
+        except PermissionError as exc:  # e.g. left by a start as root: the way out, as for the other state files
+            raise LockRefused(f"{path}: cannot open the correlator's lock file: {(exc.strerror or str(exc)).lower()}: "
+                              f"chown it to the user running watchtower (uid {os.geteuid()}), as every file in the "
+                              "state directory") from None
         while self._running():
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -7,6 +7,7 @@ as a traceback. `warnings()` lists what is legal but probably not meant (a glob 
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import os
@@ -176,25 +177,37 @@ def _writable_dir(key: str, path: Path) -> str | None:
 
 OLD_DEFERRAL_S = 14400
 """The age PmtaQueueOldMessages (rules/alerts/queue.yaml) counts deferrals past: the smallest delay bucket >= it."""
-STATE_FILES = ("watchtower.db", "watchtower.db-wal", "watchtower.db-shm", "watchtower.lock")
-"""The files the daemon keeps in state_dir (exporter.daemon.STATE_DB, instancelock)."""
+STATE_FILES = ("watchtower.db", "watchtower.db-wal", "watchtower.db-shm", "watchtower.lock", "correlator.lock")
+"""The files the daemon and its correlator process keep in state_dir (exporter.daemon.STATE_DB, instancelock,
+exporter.follower.LOCK_FILE)."""
+
+
+def _state_dir(key: str, path: Path) -> list[str]:
+    """state_dir writable, and every state file in it, where it exists, a regular file this user can read and write
+    (a directory named watchtower.db would only fail later, as 'not a usable SQLite database'; a file left by a start
+    as root stops `run`, or the correlator process at each of its restarts): one line per file, all in one pass."""
+    problem = _writable_dir(key, path)
+    if problem is not None:
+        return [problem]
+    try:
+        if not path.is_dir():  # not there yet: created empty by the first start
+            return []
+    except OSError as exc:
+        return [f"{key}: {unreachable(exc, path)}"]
+    return [p for p in (_state_file(key, path / name) for name in STATE_FILES) if p]
 
 
 @reaching
-def _state_dir(key: str, path: Path) -> str | None:
-    """state_dir writable, and the state files in it, where they exist, regular files (a directory named
-    watchtower.db would only fail later, as 'not a usable SQLite database')."""
-    problem = _writable_dir(key, path)
-    if problem is None and path.is_dir():
-        for name in STATE_FILES:
-            file = path / name
-            if file.exists() and not file.is_file():
-                return f"{key}: {file} is not a regular file; move it aside"
-            if file.exists() and not os.access(file, os.R_OK | os.W_OK):  # left by a start as root: `run` would stop
-                own = file.stat().st_uid == os.geteuid()  # this user's own file without its bits: a chmod, not a chown
-                return (f"{key}: {file} is not readable and writable by this user (uid {os.getuid()}): "
-                        + (f"chmod u+rw {file}" if own else "chown it to the user running watchtower"))
-    return problem
+def _state_file(key: str, file: Path) -> str | None:
+    if not file.exists():
+        return None
+    if not file.is_file():
+        return f"{key}: {file} is not a regular file; move it aside"
+    if not os.access(file, os.R_OK | os.W_OK):  # left by a start as root: `run` would stop
+        own = file.stat().st_uid == os.geteuid()  # this user's own file without its bits: a chmod, not a chown
+        return (f"{key}: {file} is not readable and writable by this user (uid {os.getuid()}): "
+                + (f"chmod u+rw {file}" if own else "chown it to the user running watchtower"))
+    return None
 
 
 @reaching
@@ -257,12 +270,31 @@ def _tls(config: Config) -> list[str]:
     return tls_pair_problems("web.tls_cert_file", "web.tls_key_file", web.tls_cert_file, web.tls_key_file)
 
 
+NOT_LOCAL = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+"""A bind that fails with these fails at every start whatever runs beside it: an address this host does not have, or
+an address family it does not support (IPv6 turned off)."""
+
+
 def _listen(config: Config) -> str | None:
+    """The host resolves, and the address it resolves to is this host's: `run` binds the first answer (as the
+    daemon's probe does), and one on no interface here fails at every start (exit 1, restarted for ever). Checked by
+    binding the address with port 0: the port itself may be taken by the very daemon this config runs (check-config
+    beside it), which `run` says itself."""
     host = config.listen_host
     try:
-        socket.getaddrinfo(host, config.listen_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, config.listen_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         return f"listen: host {host!r} does not resolve ({exc})"
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind((address[0], 0, *address[2:]))
+    except OSError as exc:
+        if exc.errno not in NOT_LOCAL:
+            return None  # anything else (no descriptor left, ...) is no property of the config: `run` says it
+        why = (exc.strerror or str(exc)).lower()
+        return (f"listen: {address[0]} is not an address of this host ({why}): name one of its addresses, "
+                "0.0.0.0 or [::] for all, or 127.0.0.1")
     return None
 
 
@@ -283,13 +315,13 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
     """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
 
     `uses_state_dir` False (oneshot: no state database, or a temporary one in TMPDIR) skips state_dir."""
-    state_dir = _state_dir("state_dir", Path(config.state_dir)) if uses_state_dir else None
+    state_dir = _state_dir("state_dir", Path(config.state_dir)) if uses_state_dir else []
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
-        state_dir,
+        *state_dir,
         _listen(config),
-        _hmac_key(config, state_dir_checked=uses_state_dir and state_dir is None),
+        _hmac_key(config, state_dir_checked=uses_state_dir and not state_dir),
         secret_file_problem("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
         secret_file_problem("pmta.password_file", config.pmta.password_file),
         ca_file_problem("pmta.ca_file", config.pmta.ca_file),

@@ -32,7 +32,11 @@ import bcrypt
 
 log = logging.getLogger("watchtower.http")
 
-_BCRYPT = re.compile(r"^\$2[aby]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
+_BCRYPT = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
+"""A whole bcrypt hash: prefix, two-digit cost, 22 characters of salt and 31 of hash."""
+_BCRYPT_START = re.compile(r"^\$2[a-z]?\$(\d+)\$")
+"""How a bcrypt hash starts (`$2b$10$`): a value that starts so is a hash, whole or not, never a plain password (one
+cut by a character when pasted was compared as text: its text logged in, the real password did not)."""
 CACHE_SIZE = 64
 VERIFY_CONCURRENCY = 2
 """bcrypt checks running at once (worker threads), whatever the number of clients."""
@@ -59,16 +63,22 @@ VERIFIER_BUSY = Refusal(503, "too many logins being checked; retry later",
 
 
 def is_bcrypt(secret: str) -> bool:
-    return _BCRYPT.match(secret) is not None
+    """Whether `secret` is meant as a bcrypt hash (it starts like one): never compared as a plain password, even when
+    malformed (bcrypt_problem says why it cannot be checked)."""
+    return _BCRYPT_START.match(secret) is not None
 
 
 def bcrypt_cost(secret: str) -> int:
-    m = _BCRYPT.match(secret)
+    m = _BCRYPT_START.match(secret)
     return int(m.group(1)) if m else 0
 
 
 def bcrypt_problem(secret: str) -> str | None:
-    """Why bcrypt cannot check this hash (it would raise on every login), None when it can."""
+    """Why bcrypt cannot check this hash (it would raise on every login, or it is not a whole hash), None when it can.
+    Never quotes the hash."""
+    if _BCRYPT.match(secret) is None:
+        return (f"not a whole bcrypt hash: {len(secret)} characters, where a hash is $2b$, a two-digit cost, $ and "
+                "53 characters of ./A-Za-z0-9 (60 in all); cut short or changed when pasted?")
     if not 4 <= bcrypt_cost(secret) <= 31:
         return f"cost {bcrypt_cost(secret)} is outside 04..31"
     if not secret.startswith(("$2a$", "$2b$", "$2y$")):

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -144,13 +145,16 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"watchtower demo: {exc}", file=sys.stderr)
         return 2
     temp = args.dir is None
-    if not temp and Path(args.dir).exists() and not Path(args.dir).is_dir():
+    # Absolute, `~` expanded: the generated config's paths must be (the exporter refuses relative ones, naming a
+    # file the operator never wrote), and the simulator must write where that config reads.
+    given = None if temp else Path(os.path.expanduser(args.dir)).absolute()
+    if given is not None and given.exists() and not given.is_dir():
         print(f"watchtower demo: --dir {args.dir} is not a directory", file=sys.stderr)
         return 2
-    if not temp and (problem := _unusable_dir(Path(args.dir))):
+    if given is not None and (problem := _unusable_dir(given)):
         print(f"watchtower demo: --dir {args.dir}: {problem}", file=sys.stderr)
         return 2
-    directory = Path(tempfile.mkdtemp(prefix="watchtower-demo-")) if temp else Path(args.dir)
+    directory = Path(tempfile.mkdtemp(prefix="watchtower-demo-")) if given is None else given
     try:
         return asyncio.run(_demo(scenario, directory, args.listen, args.speed or 1.0, args.duration))
     except KeyboardInterrupt:

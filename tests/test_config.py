@@ -97,6 +97,49 @@ def _check(tmp_path: Path, cfg: dict | str | bytes, capsys, *, flag: bool = Fals
     return rc, capsys.readouterr().err
 
 
+FOREIGN = "192.0.2.1"
+"""TEST-NET-1 (RFC 5737): an address no host of ours has."""
+
+
+def _assignable(host: str) -> bool:
+    import socket
+
+    try:
+        with socket.socket() as s:
+            s.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_assignable(FOREIGN), reason=f"{FOREIGN} is an address of this host")
+def test_a_listen_address_not_on_this_host_is_a_config_error(tmp_path: Path, capsys):
+    """Review 2026-12: `listen: "10.254.254.254:47412"` resolved, so check-config said ok, and `run` exited 1 (which
+    systemd restarts for ever) instead of 2. Both name `listen` now, exit 2, before anything is written."""
+    f = tmp_path / "c.yml"
+    f.write_text(yaml.safe_dump(_minimal(tmp_path, listen=f"{FOREIGN}:47512")))
+    for command in (["check-config"], ["run", "--config"]):
+        capsys.readouterr()
+        rc, err = main([*command, str(f)]), capsys.readouterr().err
+        assert (rc, err.splitlines()) == (2, [
+            f"{f}: invalid configuration",
+            f"  listen: {FOREIGN} is not an address of this host (cannot assign requested address): name one of its "
+            "addresses, 0.0.0.0 or [::] for all, or 127.0.0.1"]), err
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_listen_port_in_use_is_no_config_problem(tmp_path: Path, capsys):
+    """check-config run beside the daemon it checks (its port taken by that daemon) says ok: only the address is
+    checked (a bind to another port of it); `run` says a port in use itself (exit 1)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 47513))
+        taken.listen(1)
+        rc, err = _check(tmp_path, _minimal(tmp_path, listen="127.0.0.1:47513"), capsys)
+    assert rc == 0 and "  listen:" not in err, err
+
+
 def test_check_config_checks_the_machine_not_only_the_shape(tmp_path: Path, capsys):
     cert = tmp_path / "tls.crt"
     cert.write_text("not a certificate")
@@ -192,6 +235,32 @@ def test_basic_auth_users_nobody_could_log_in_as_are_config_errors(tmp_path: Pat
     assert "web.basic_auth_users: " in err and "user 'prom:etheus': a user name cannot hold ':'" in err, err
     assert "user 'grafana': bcrypt cannot check this hash (cost 99 is outside 04..31)" in err
     assert "'ops'" not in err and good not in err
+
+
+@pytest.mark.parametrize("mangle", ["cut", "run-on", "bad-char", "2x", "one-digit-cost", "cut-after-cost"])
+def test_a_value_that_starts_like_a_bcrypt_hash_is_never_taken_as_a_plain_password(tmp_path: Path, capsys,
+                                                                                   mangle: str):
+    """Review 2026-12: a hash cut by one character when pasted (`$2b$10$` + 52) did not match the bcrypt pattern and
+    was taken as a plain-text password: the real password failed, the hash's text logged in. Anything that starts
+    like a bcrypt hash (`$2a$`, `$2b$`, `$2y$`, `$2x$` and a cost) is a hash, and a malformed one a config error
+    naming the user, without its value (check-config and `run` exit 2)."""
+    import bcrypt
+
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(10)).decode()
+    bad = {"cut": good[:-1], "run-on": good + "Q", "bad-char": good[:-1] + "!", "2x": "$2x$" + good[4:],
+           "one-digit-cost": "$2b$9$" + good[7:], "cut-after-cost": good[:7]}[mangle]
+    cfg = {"sources": [{"name": "acct", "paths": [str(tmp_path / "*.csv")]}], "state_dir": str(tmp_path / "state"),
+           "web": {"basic_auth_users": {"ops": good, "prom": bad}}}
+    f = tmp_path / "c.yml"
+    f.write_text(yaml.safe_dump(cfg))
+    for command in (["check-config"], ["run", "--config"]):
+        capsys.readouterr()
+        rc, err = main([*command, str(f)]), capsys.readouterr().err
+        assert rc == 2, err
+        assert err.startswith(f"{tmp_path / 'c.yml'}: invalid configuration\n  web.basic_auth_users: user 'prom': "
+                              "bcrypt cannot check this hash ("), err
+        assert err.endswith("): nobody could log in as it\n") and err.count("\n") == 2, err
+        assert bad not in err and good[7:] not in err and good[20:40] not in err and "'ops'" not in err
 
 
 @pytest.mark.parametrize(("value", "ok"), [(20, False), ("1MiB", False), ("64MiB", True), ("20GiB", True)])

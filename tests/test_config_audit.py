@@ -58,13 +58,18 @@ PATH_KEYS = {
 @pytest.mark.parametrize("key", sorted(PATH_KEYS))
 def test_every_path_key_rejects_empty_and_relative_paths(tmp_path: Path, key: str):
     base = _minimal(tmp_path)
+    # a key naming a secret (password_file, api_key_file, hmac_key_file, tls_key_file) may have been given the
+    # secret itself: its value is not shown (review 2026-12)
+    secret = "key" in key or "password" in key
     assert _problems({**base, **PATH_KEYS[key]("")}) == [
         f"{key}: empty path; give an absolute path such as /var/lib/watchtower"]
     assert _problems({**base, **PATH_KEYS[key]("state/x")}) == [
-        f"{key}: 'state/x' is a relative path; give an absolute path (or ~/...): the daemon's working directory "
-        "is not the config file's"]
-    assert _problems({**base, **PATH_KEYS[key](".")})[0].startswith(f"{key}: '.' is a relative path")
-    assert _problems({**base, **PATH_KEYS[key](7)}) == [f"{key}: expected a path (a string), got 7"]
+        f"{key}: {'the value given' if secret else repr('state/x')} is a relative path; give an absolute path "
+        "(or ~/...): the daemon's working directory is not the config file's"]
+    assert _problems({**base, **PATH_KEYS[key](".")})[0].startswith(
+        f"{key}: {'the value given' if secret else repr('.')} is a relative path")
+    assert _problems({**base, **PATH_KEYS[key](7)}) == [
+        f"{key}: expected a path (a string), got {'a number' if secret else 7}"]
 
 
 def test_tilde_is_expanded_once_in_the_model_for_every_path_key(tmp_path: Path):
@@ -406,3 +411,93 @@ def test_a_value_yaml_made_a_boolean_or_a_number_is_refused_saying_so(tmp_path: 
     """`labels.max_senders: true` was taken as 1 (pydantic's lax int), `log_level: off` and `listen: 9469` said
     only `got False` / `got 9469`, and `max_vmtas: 1.5` said `got` twice."""
     assert _problems(_minimal(tmp_path, **extra)) == [problem]
+
+
+# --- review 2026-12: a secret's value is never echoed in a problem line ------------------------------------------
+
+SECRET = 73194655
+"""A password YAML reads as a number (unquoted digits): the problem said `got 73194655 (... e.g. "73194655")`."""
+NUMBER = "a number, not a string: quote it in the YAML"
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    ({"pmta": {"url": "http://127.0.0.1:8080", "username": "mon", "password": SECRET}}, f"pmta.password: {NUMBER}"),
+    ({"pmta": {"url": "http://127.0.0.1:8080", "username": "mon", "password": SECRET / 1000}},
+     f"pmta.password: {NUMBER}"),
+    ({"pmta": {"url": "http://127.0.0.1:8080", "api_key": SECRET}}, f"pmta.api_key: {NUMBER}"),
+    ({"web": {"basic_auth_users": {"prom": SECRET}}}, f"web.basic_auth_users.prom: {NUMBER}"),
+    ({"web": {"basic_auth_users": {"prom": [SECRET]}}}, "web.basic_auth_users.prom: expected a valid string, got "
+                                                         "a list"),
+    ({"web": {"basic_auth_users": f"prom:{SECRET}"}}, "web.basic_auth_users: expected a section (a mapping of "
+                                                      "keys), got a string"),
+    ({"pmta": {"username": "mon", "password_file": str(SECRET)}},
+     "pmta.password_file: the value given is a relative path; give an absolute path (or ~/...): the daemon's "
+     "working directory is not the config file's"),
+    ({"pmta": {"username": "mon", "password_file": SECRET}}, "pmta.password_file: expected a path (a string), got "
+                                                             "a number"),
+    ({"pmta": {"username": "mon", "password_file": f"~{SECRET}/pw"}},
+     "pmta.password_file: not a usable value (not shown: this key may hold a secret)"),  # `~73194655`: its user
+    ({"pmta": {"api_key": True}}, "pmta.api_key: expected a valid string, got a boolean" + YAML_BOOL),
+])
+def test_the_value_of_a_secret_key_is_never_echoed(tmp_path: Path, extra: dict, problem: str) -> None:
+    """Review 2026-12: `pmta.password: 73194655` said `expected a valid string, got 73194655 (YAML reads it as a
+    number: quote it, e.g. "73194655")`, into a terminal, CI log or ticket; so did api_key and basic auth passwords.
+    The problem names the key and what is wrong, never the value."""
+    problems = _problems(_minimal(tmp_path, **extra))
+    assert problems == [problem]
+    assert str(SECRET) not in problems[0] and str(SECRET)[:4] not in problems[0]
+
+
+def test_check_config_never_prints_an_unquoted_numeric_password(tmp_path: Path, capsys) -> None:
+    """The whole path: YAML file -> check-config's stderr (and the hub's config, which shares the web section)."""
+    from exporter.config import ConfigError as Refused
+    from hub.config import load_hub_config
+
+    (tmp_path / "logs").mkdir()
+    text = (f"sources: [{{paths: ['{tmp_path}/logs/acct-*.csv']}}]\nstate_dir: {tmp_path}/state\n"
+            f"pmta: {{url: 'http://127.0.0.1:8080', username: mon, password: {SECRET}, api_key: {SECRET}}}\n"
+            f"web: {{basic_auth_users: {{prom: {SECRET}}}}}\n")
+    rc, err = _check(tmp_path, text, capsys)
+    assert rc == 2 and str(SECRET) not in err, err
+    assert [ln.strip() for ln in err.splitlines()[1:]] == [
+        f"pmta.api_key: {NUMBER}", f"pmta.password: {NUMBER}", f"web.basic_auth_users.prom: {NUMBER}"]
+    hub = tmp_path / "hub.yml"
+    hub.write_text(f"hub: {{targets: ['http://127.0.0.1:9469']}}\nweb: {{basic_auth_users: {{prom: {SECRET}}}}}\n")
+    with pytest.raises(Refused) as refused:
+        load_hub_config(hub)
+    assert refused.value.problems == [f"web.basic_auth_users.prom: {NUMBER}"]
+
+
+# --- review 2026-12: labels.senders entries that could never match ----------------------------------------------
+
+def test_sender_domains_are_written_as_records_are_compared(tmp_path: Path) -> None:
+    """The aggregator compares a record's MAIL FROM domain (after the last `@`, lowercased) with each entry as it is:
+    ` example.com`, `@example.com`, `example.com.` never matched, and every record went to sender="other"."""
+    entries = [" Mail.Example.COM ", "@news.example", "bounces.example.", "\tPLAIN.example\n", "news.example"]
+    config = config_from_dict(_minimal(tmp_path, labels={"senders": entries}))
+    assert config.labels.senders == ["mail.example.com", "news.example", "bounces.example", "plain.example"]
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ("bounce@example.com", "'bounce@example.com' is an address, not a domain: give the part after the '@'"),
+    ("", "empty: give a sending domain such as example.com"),
+    ("  @ ", "empty: give a sending domain such as example.com"),
+    ("example .com", "'example .com' holds a space, ',' or ';': one domain per entry"),
+    ("a.example,b.example", "'a.example,b.example' holds a space, ',' or ';': one domain per entry"),
+    ("*.example.com", "'*.example.com' holds a wildcard: entries are whole domains, compared exactly"),
+])
+def test_a_sender_entry_that_is_no_domain_is_refused_naming_it(tmp_path: Path, entry: str, why: str) -> None:
+    assert _problems(_minimal(tmp_path, labels={"senders": ["ok.example", entry]})) == [f"labels.senders.1: {why}"]
+
+
+def test_a_sender_written_as_operators_do_is_its_own_label_end_to_end(tmp_path: Path) -> None:
+    """oneshot over records sent from bounce@sender.example: ` @Sender.Example. ` in labels.senders counted them as
+    sender="other" (nothing could match it)."""
+    from tests.conftest import ACCT_HEADER, d_line, oneshot_nonzero
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "off").mkdir()
+    (tmp_path / "logs" / "acct-1.csv").write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(5)))
+    seen = oneshot_nonzero(tmp_path, False, ("pmta_sender_delivered_total",),
+                           labels={"senders": [" @Sender.Example. "]})
+    assert seen == {'pmta_sender_delivered_total{isp="gmail",sender="sender.example"}': 5.0}, seen

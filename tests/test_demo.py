@@ -211,3 +211,51 @@ def test_a_demo_left_running_keeps_its_disk_use_bounded(tmp_path: Path) -> None:
     files = demo.demo_sim_config().files
     assert {f.name for f in files} == set(demo.FAMILIES)
     assert all(f.delete_after == 3600 and f.max_size == 32 * 1024**2 for f in files)
+
+
+def _free_in_range() -> str:
+    """A loopback port of this session's range (47500-47599) free now."""
+    for port in range(47540, 47600):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return f"127.0.0.1:{port}"
+    raise RuntimeError("no free port in 47540-47599")
+
+
+def test_a_relative_dir_is_taken_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 2026-12: `watchtower demo --dir demo` wrote a config with relative paths, which the exporter refused
+    (`state_dir: 'demo/state' is a relative path`, a file the operator never wrote), exit 1. The real exporter, a
+    short run."""
+    monkeypatch.chdir(tmp_path)
+    listen = _free_in_range()
+    assert demo.run_demo(args(Path("demo"), listen=listen, duration=0.5)) == 0, capsys.readouterr().err
+    config = yaml.safe_load((tmp_path / "demo" / "watchtower.yaml").read_text())
+    assert config["state_dir"] == str(tmp_path / "demo" / "state")
+    assert (tmp_path / "demo" / "state" / "watchtower.db").is_file()
+    out, err = capsys.readouterr()
+    assert f"exporter config   {tmp_path / 'demo' / 'watchtower.yaml'}" in out and "relative path" not in err
+
+
+def test_a_dir_under_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--dir '~/demo'` (quoted, or from a script): the same, from HOME."""
+    seen: list[Path] = []
+
+    async def validating(config_path: Path) -> tuple[object, asyncio.Task[None]]:
+        from exporter.config import load_config
+
+        seen.append(load_config(config_path).state_dir)  # what the exporter refused
+        return object(), asyncio.create_task(asyncio.sleep(3600))
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(demo, "serve_exporter", validating)
+    assert demo.run_demo(args(Path("~/demo"), duration=0.2)) == 0
+    assert seen == [home / "demo" / "state"]
+    assert list((home / "demo" / "logs").glob("acct-*.csv")) and not (cwd / "~").exists()  # the logs where read

@@ -282,3 +282,15 @@ def test_bcrypt_costs_that_differ_are_warned_of_as_they_tell_user_names_apart():
         "faster than for an unknown name, so their names can be told by timing; hash every password at one cost"]
     assert basic_auth_warnings({k: v for k, v in users.items() if k != "admin"}) == [
         "web.basic_auth_users.legacy: plain-text password; store a bcrypt hash instead"]
+
+
+@pytest.mark.parametrize("mangled", [HASH[:-1], HASH + "Q", "$2x$" + HASH[4:], HASH[:7]])
+def test_a_malformed_bcrypt_hash_logs_nobody_in_not_even_with_its_own_text(mangled: str, caplog) -> None:
+    """Review 2026-12: `$2b$..` cut by one character was a plain-text password: its own text logged in (and the real
+    password did not). The config refuses it; a BasicAuth given one anyway (an embedding caller) lets nobody in."""
+    with caplog.at_level(logging.WARNING, logger="watchtower.http"):
+        auth = webauth.BasicAuth({"prom": mangled, "prometheus": HASH})
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["web.basic_auth_users.prom"]
+    assert mangled not in caplog.text
+    assert (auth.verify("prom", mangled), auth.verify("prom", PASSWORD), auth.verify("prometheus", PASSWORD)) == (
+        False, False, True)

@@ -141,8 +141,8 @@ def test_a_state_file_this_user_cannot_write_is_a_problem_line(tmp_path: Path, m
         monkeypatch.setattr(preflight.os, "geteuid", lambda: os.getuid() + 1)  # a file of another user (root's)
     said = preflight._state_dir("state_dir", state)  # noqa: SLF001 - the one check of the state files
     way_out = f"chmod u+rw {state / 'watchtower.db'}" if owned else "chown it to the user running watchtower"
-    assert said == (f"state_dir: {state / 'watchtower.db'} is not readable and writable by this user "
-                    f"(uid {os.getuid()}): {way_out}")
+    assert said == [f"state_dir: {state / 'watchtower.db'} is not readable and writable by this user "
+                    f"(uid {os.getuid()}): {way_out}"]
 
 
 def test_check_config_says_what_run_refuses_a_keyed_store_without_its_key_file(
@@ -170,3 +170,71 @@ def test_check_config_says_what_run_refuses_a_keyed_store_without_its_key_file(
     err = capsys.readouterr().err
     assert (f"  correlator.hmac_key_file: {state / 'correlator-hmac.key'} does not exist, and the recipients of the "
             f"correlator store {state / 'watchtower.db'} were keyed with the key hmac:0123456789abcdef") in err, err
+
+
+def test_one_check_config_pass_names_every_state_file_this_user_cannot_use(tmp_path: Path) -> None:
+    """Review 2026-12: the check stopped at the first bad state file (an operator fixed one per run, though each pass
+    lists every problem) and knew nothing of correlator.lock, which the correlator process opens: check-config said
+    ok and that process then died at every restart. Files left by a start as root (another user's: chown), and this
+    user's own without their bits (chmod); a directory in a file's place is named too."""
+    state = tmp_path / "state"
+    state.mkdir()
+    other = os.getuid() == 0  # root can hand a file to another user: the chown case for real
+    for name in ("watchtower.db", "watchtower.db-shm", "watchtower.lock", "correlator.lock"):
+        (state / name).write_bytes(b"")
+        (state / name).chmod(0o600 if other and name.endswith(".lock") else 0o400)
+        if other and name.endswith(".lock"):
+            os.chown(state / name, 4242, 4242)
+    (state / "watchtower.db-wal").mkdir()
+    (tmp_path / "logs").mkdir()
+    config = tmp_path / "w.yml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")]}],
+                                      "state_dir": str(state), "listen": "127.0.0.1:47509"}))
+    proc = _watchtower("check-config", str(config))
+
+    def cannot(name: str) -> str:
+        way_out = ("chown it to the user running watchtower" if other and name.endswith(".lock")
+                   else f"chmod u+rw {state / name}")
+        return f"  state_dir: {state / name} is not readable and writable by this user (uid {os.getuid()}): {way_out}"
+
+    assert (proc.returncode, proc.stderr.splitlines()) == (2, [
+        f"{config}: invalid configuration",
+        cannot("watchtower.db"),
+        f"  state_dir: {state / 'watchtower.db-wal'} is not a regular file; move it aside",
+        cannot("watchtower.db-shm"),
+        cannot("watchtower.lock"),
+        cannot("correlator.lock")]), proc.stderr
+
+
+def test_a_correlator_lock_the_process_cannot_open_is_named_with_the_way_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The correlator process logged `stopped by an internal error: PermissionError: [Errno 13] Permission denied:
+    '.../correlator.lock'` at every restart: the lock is a state file like the others, said as they are."""
+    import logging
+
+    from exporter import follower
+    from exporter.config import config_from_dict
+
+    state = tmp_path / "state"
+    state.mkdir()
+    lock = state / "correlator.lock"
+    lock.write_bytes(b"")
+
+    def refused(path: object, *_args: object, **_kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(follower, "open", refused, raising=False)  # a root-owned 0600 file, for this user
+    config = config_from_dict({"sources": [{"name": "acct", "paths": [str(tmp_path / "acct-*.csv")]}],
+                               "state_dir": str(state)})
+    process = follower.Follower(config, os.getppid(), [])
+    monkeypatch.setattr(follower.Follower, "run", follower.Follower._lock)  # noqa: SLF001 - the step that fails
+    monkeypatch.setattr(follower, "Follower", lambda *_a, **_k: process)
+    monkeypatch.setattr("exporter.logsetup.setup", lambda *_a, **_k: None)
+    monkeypatch.setattr(follower.signal, "signal", lambda *_a: None)  # the test process keeps its handlers
+    monkeypatch.setattr(follower.signal, "pthread_sigmask", lambda *_a: set())
+    with caplog.at_level(logging.CRITICAL, logger="watchtower.follower"), pytest.raises(SystemExit) as ended:
+        follower.main(config.model_dump(mode="json"), os.getppid())
+    assert ended.value.code == 1  # as before: the daemon restarts it
+    assert [r.getMessage() for r in caplog.records] == [
+        f"correlator process: {lock}: cannot open the correlator's lock file: permission denied: chown it to the "
+        f"user running watchtower (uid {os.geteuid()}), as every file in the state directory"]
