@@ -211,8 +211,9 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "Failed API requests, by reason; a request cut by the poll deadline is a timeout.", ("reason",),
                "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
-               "Share of the host's queued recipients (/status) the queue gauges account for (per queue, and beyond "
-               "the VMTAs' top-N listings); weighted by recipients, so a VMTA with a small backlog barely moves it.",
+               "Share of the host's queued recipients (/status, else the unfiltered list's totalRcp; absent without "
+               "either) the queue gauges account for (per queue, and beyond the VMTAs' top-N listings); weighted by "
+               "recipients, so a VMTA with a small backlog barely moves it.",
                (), "self"),
 )))
 

@@ -201,6 +201,8 @@ class QueuePoller:
         self._cells_at: dict[tuple[str, str], float] = {}
         """(vmta, isp) -> when a read last gave it (monotonic): gone from a complete read, it is served as 0."""
         self._unlisted_at: dict[str, float] = {}
+        self._undetermined: set[str] = set()
+        """VMTA labels of the last poll whose listings no total says are whole (`Unlisted.undetermined`)."""
         self._state: tuple[bool, bool, str] | None = None
         self._global_totals: bool | None = None
         """Whether the last poll read the per-VMTA listings' totalRcp as whole-host totals (logged when it changes)."""
@@ -375,12 +377,18 @@ class QueuePoller:
             listed = sum(q.rcp for q in queues)
             snap.unlisted = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
             seen = listed + sum(snap.unlisted.values())
-            if status is not None:
-                total = status.smtp_rcp
-                snap.coverage = 1.0 if not total else min(1.0, seen / total)
+            host = status.smtp_rcp if status is not None and status.smtp_rcp is not None else \
+                top.total_rcp if top is not None else None  # the unfiltered list's totalRcp: every queue's
+            if host is not None:  # none to measure against: no ratio (1.0 said "all shown" of 10 in 5,000)
+                snap.coverage = 1.0 if not host else min(1.0, seen / host)
             # a cell is 0 only where the read was whole: not a VMTA whose query failed, nor one whose listing left
-            # recipients out (a cell beyond it is not empty: at the listing's edge it would read 300, 0, 300 ...)
-            unknown = {self._known_label(v) for v in unread} | {v for v, rest in snap.unlisted.items() if rest}
+            # recipients out (a cell beyond it is not empty: at the listing's edge it would read 300, 0, 300 ...),
+            # nor one whose listing no total says is whole, nor a queue of no VMTA (only the top list shows those)
+            # unless that list is whole
+            unknown = {self._known_label(v) for v in unread} | {v for v, rest in snap.unlisted.items() if rest} \
+                | self._undetermined
+            if top is None or top.total_rcp is None or top.total_rcp > sum(q.rcp for q in top.queues):
+                unknown.add(PLACEHOLDER_NONE)
             if not self.config.per_vmta_queries and (top is None or top.total_rcp is None or top.total_rcp > listed):
                 unknown = None  # the top-N list alone, and not all of it: no cell can be said empty
             def cannot_tell(vmta: str) -> bool:
@@ -472,6 +480,7 @@ class QueuePoller:
         for vmta, rest in found.per_vmta.items():
             label = self._vmta_label(vmta)
             out[label] = out.get(label, 0.0) + rest
+        self._undetermined = {self._known_label(v) for v in found.undetermined}
         return out
 
     def _log_meaning(self, global_totals: bool) -> None:
@@ -530,6 +539,9 @@ class Unlisted:
 
     per_vmta: dict[str, float]
     global_totals: bool
+    undetermined: frozenset[str] = frozenset()
+    """VMTAs whose listing may leave queues out though no total says how many (no totalRcp, no /vmtas count): a
+    queue gone from their listing cannot be said empty."""
 
 
 def totals_are_global(listings: dict[str, QueueList], top_total: int | None, host_total: int | None,
@@ -560,17 +572,19 @@ def unlisted_recipients(listings: dict[str, QueueList], top_total: int | None, v
     if host_total is None and vmtas:
         host_total = sum(v.rcp for v in vmtas)
     global_totals = totals_are_global(listings, top_total, host_total, previous)
+    own = {v.name: v.rcp for v in vmtas or []}
     if global_totals:
-        own = {v.name: v.rcp for v in vmtas or []}
         totals: dict[str, int | None] = {vmta: own.get(vmta) for vmta in listings}
-    else:
-        totals = {vmta: listing.total_rcp for vmta, listing in listings.items()}
+    else:  # a listing without its totalRcp (a shape the reference leaves open): the VMTA's count in /vmtas
+        totals = {vmta: listing.total_rcp if listing.total_rcp is not None else own.get(vmta)
+                  for vmta, listing in listings.items()}
     rest: dict[str, float] = {}
     for vmta, listing in listings.items():
         total = totals[vmta]
         if total is not None and (beyond := total - sum(q.rcp for q in listing.queues)) > 0:
             rest[vmta] = float(beyond)
-    return Unlisted(_capped(rest, None if host_total is None else host_total - listed), global_totals)
+    undetermined = frozenset(vmta for vmta, total in totals.items() if total is None and listings[vmta].queues)
+    return Unlisted(_capped(rest, None if host_total is None else host_total - listed), global_totals, undetermined)
 
 
 def _capped(rest: dict[str, float], budget: float | None) -> dict[str, float]:

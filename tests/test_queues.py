@@ -911,3 +911,81 @@ async def test_a_queue_gone_from_a_complete_poll_is_served_as_zero_long_enough_f
     ]
     assert unlisted_of(registry) == {"vmta-03": 30}
     assert gauges(registry)[("vmta-01", "gmail")] == [460, 1024, 0, 0, 0, 0]
+
+
+def _listing(*rows: tuple[str, int], total: int | None = None) -> bytes:
+    items = "".join(f"<queue><name>{name}</name><rcp>{rcp}</rcp><kb>1.0</kb></queue>" for name, rcp in rows)
+    return (f"<rsp><data>{items}" + (f"<totalRcp>{total}</totalRcp>" if total is not None else "")
+            + "</data><succ/></rsp>").encode()
+
+
+async def _served(polls: list[dict[str, bytes]]) -> tuple[list[dict[tuple[str, str], float]], list[float | None]]:
+    """The pmta_queue_recipients cells and the coverage ratio after each poll, PMTA answering `polls[i][path]` (the
+    key of a per-VMTA listing is `*/<vmta>`; a path not given is a 500)."""
+    current: list[dict[str, bytes]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        key = request.url.params.get("queue") or request.url.path
+        body = current[-1].get(key)
+        return httpx.Response(200, content=body) if body is not None else httpx.Response(500)
+
+    registry = CollectorRegistry()
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
+    cells, coverage = [], []
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(answer)) as client:
+        for poll in polls:
+            current.append(poll)
+            await poller.poll_once(client)
+            cells.append({k: v[0] for k, v in gauges(registry).items()})
+            coverage.append(value(registry, "watchtower_pmta_queue_coverage_ratio"))
+    return cells, coverage
+
+
+def _status(rcp: str) -> bytes:
+    return f"<rsp><data><status><queue><smtp><rcp>{rcp}</rcp></smtp></queue></status></data><succ/></rsp>".encode()
+
+
+def _vmtas(**rcp: int) -> bytes:
+    return ("<rsp><data>" + "".join(f"<vmta><name>{v}</name><rcp>{n}</rcp></vmta>" for v, n in rcp.items())
+            + "</data><succ/></rsp>").encode()
+
+
+async def test_a_queue_beyond_a_listing_that_gives_no_total_is_not_served_as_empty() -> None:
+    """PMTA's listing of `*/v1` shows its top 2 queues and (a shape the reference leaves open) no totalRcp: yahoo.com
+    (5 recipients, still queued) fell out of it and was served as 0 for 10 minutes, hiding a backlog from the stall
+    alerts. /vmtas says v1 holds more than shown: its cells beyond the listing cannot be said empty (absent); once
+    everything /vmtas counts is shown, a queue gone is empty (0)."""
+    top2 = [("gmail.com/v1", 10), ("yahoo.com/v1", 5)]
+    later = [("outlook.com/v1", 20), ("gmail.com/v1", 10)]
+    cells, _ = await _served([
+        {"/status": _status("16"), "/vmtas": _vmtas(v1=16), "*/v1": _listing(*top2), "/queues": _listing(*top2)},
+        {"/status": _status("35"), "/vmtas": _vmtas(v1=35), "*/v1": _listing(*later), "/queues": _listing(*later)},
+        {"/status": _status("30"), "/vmtas": _vmtas(v1=30), "*/v1": _listing(*later), "/queues": _listing(*later)},
+    ])
+    assert [c.get(("v1", "yahoo")) for c in cells] == [5, None, 0]
+
+
+async def test_a_queue_of_no_vmta_pushed_out_of_the_top_list_is_not_served_as_empty() -> None:
+    """`gmail.com` (no VMTA part: PMTA's `{default}`, never asked per VMTA) holds 50 recipients throughout; two
+    bigger queues pushed it out of the top-2 list, and it was served as 0 with `partial` 0."""
+    cells, _ = await _served([
+        {"/status": _status("100"), "/vmtas": _vmtas(v1=50), "*/v1": _listing(("yahoo.com/v1", 50), total=50),
+         "/queues": _listing(("gmail.com", 50), ("yahoo.com/v1", 50), total=100)},
+        {"/status": _status("350"), "/vmtas": _vmtas(v1=300),
+         "*/v1": _listing(("yahoo.com/v1", 200), ("aol.com/v1", 100), total=300),
+         "/queues": _listing(("yahoo.com/v1", 200), ("aol.com/v1", 100), total=350)},
+    ])
+    assert [c.get(("none", "gmail")) for c in cells] == [50, None]
+
+
+async def test_coverage_needs_a_host_total_to_be_measured_against() -> None:
+    """With /status giving no SMTP recipient count (`n/a`), coverage read 1.0 while the listings showed 10 of 5,000:
+    the unfiltered list's totalRcp is the host's total then; with neither, no ratio is served."""
+    shown = _listing(("gmail.com/v1", 10), total=5000)
+    _, coverage = await _served([
+        {"/status": _status("n/a"), "/vmtas": _vmtas(v1=10), "*/v1": _listing(("gmail.com/v1", 10), total=10),
+         "/queues": shown},
+        {"/status": _status("n/a"), "/vmtas": _vmtas(v1=10), "*/v1": _listing(("gmail.com/v1", 10), total=10),
+         "/queues": _listing(("gmail.com/v1", 10))},
+    ])
+    assert coverage == [10 / 5000, None]
