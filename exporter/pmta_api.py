@@ -403,11 +403,13 @@ def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
             return ssl.create_default_context(cafile=str(config.ca_file))
         except (OSError, ValueError) as exc:
             raise PmtaApiConfigError("ca_file", f"{config.ca_file} is not a usable CA bundle: {_why(exc)}") from exc
-    if not config.verify_tls or not str(config.url or "").lower().startswith("https:"):
-        return config.verify_tls  # plain http: no trust to build (a stale SSL_CERT_FILE must not stop it)
-    try:
+    if not config.verify_tls:
+        return False
+    try:  # an http:// URL too: PMTA 5 redirects it to https by default, and that leg trusts what the host trusts
         return default_trust()
     except (OSError, ValueError) as exc:  # an SSL_CERT_FILE that is no CA bundle
+        if not str(config.url or "").lower().startswith("https:"):
+            return True  # plain http: a stale SSL_CERT_FILE (a conda environment's) must not stop its polls
         raise PmtaApiConfigError("verify_tls", f"the CA certificates SSL_CERT_FILE or SSL_CERT_DIR names are not "
                                  f"usable: {_why(exc)}") from exc
 

@@ -4,6 +4,7 @@ them refusing a private CA named there (CERTIFICATE_VERIFY_FAILED)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import ssl
@@ -109,3 +110,42 @@ def test_a_stale_ssl_cert_file_does_not_stop_a_plain_http_api(tmp_path: Path, mo
     assert _verify(PmtaApiConfig(url="http://127.0.0.1:8080")) is True
     with pytest.raises(PmtaApiConfigError):
         _verify(PmtaApiConfig(url="https://127.0.0.1:8080"))
+
+
+async def test_an_http_api_that_redirects_to_https_is_trusted_as_ssl_cert_file_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PMTA 5 redirects http:// to https:// by default (the API key is allowed to follow): for an http:// URL the
+    client trusted certifi's bundle only, and a private CA named by SSL_CERT_FILE failed verification."""
+    from exporter.pmta_api import PmtaApiClient
+
+    cert, key = private_ca_server_cert(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    status = b"<rsp><data><status><queue><smtp><rcp>5</rcp></smtp></queue></status></data><succ/></rsp>"
+
+    async def tls_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(status), status))
+        await writer.drain()
+        writer.close()
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    tls = await asyncio.start_server(tls_answer, "127.0.0.1", 0, ssl=ctx)
+    tls_port = tls.sockets[0].getsockname()[1]
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        target = head.split(b" ", 2)[1].decode()
+        writer.write(f"HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:{tls_port}{target}\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    plain = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{plain.sockets[0].getsockname()[1]}"
+        async with PmtaApiClient(PmtaApiConfig(url=url)) as api:
+            assert (await api.status()).smtp_rcp == 5
+    finally:
+        plain.close()
+        tls.close()
