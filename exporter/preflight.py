@@ -192,9 +192,14 @@ def _state_dir(key: str, path: Path) -> list[str]:
     try:
         if not path.is_dir():  # not there yet: created empty by the first start
             return []
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         return [f"{key}: {unreachable(exc, path)}"]
-    return [p for p in (_state_file(key, path / name) for name in STATE_FILES) if p]
+    from exporter.state import shared_dir_problem  # a typo such as `/var/lib`: refused, never made 0700
+
+    shared = shared_dir_problem(path, mode)
+    return ([f"{key}: {shared}"] if shared else []) + [
+        p for p in (_state_file(key, path / name) for name in STATE_FILES) if p]
 
 
 @reaching

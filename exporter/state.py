@@ -235,6 +235,17 @@ def foreign_entries(path: Path) -> list[str]:
     return sorted(n for n in names if not n.lstrip(".").startswith(OWN_PREFIXES) and n != "lost+found")
 
 
+def shared_dir_problem(path: Path, mode: int) -> str | None:
+    """`<path> is open to ... not changed. ...` when a state directory open to others (`mode`) holds files that are
+    not watchtower's: not ours to make 0700 (check-config says it too, as a config problem)."""
+    foreign = foreign_entries(path)
+    if not mode & 0o077 or not foreign:
+        return None
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return (f"{path} is open to other users (mode {mode:04o}) and holds files that are not watchtower's: {shown}; "
+            "not changed. Give state_dir a directory of its own (it holds recipient data: the daemon keeps it 0700)")
+
+
 def private_dir(path: Path) -> None:
     """Create the state directory 0700; tighten an existing one of ours that is open to others.
 
@@ -252,12 +263,9 @@ def private_dir(path: Path) -> None:
     st = path.stat()
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        foreign = foreign_entries(path)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise StateError(f"state_dir {path} is open to other users (mode {mode:04o}) and holds files that are "
-                             f"not watchtower's: {shown}; not changed. Give state_dir a directory of its own (it "
-                             "holds recipient data: the daemon keeps it 0700)")
+        shared = shared_dir_problem(path, mode)
+        if shared is not None:
+            raise StateError(f"state_dir {shared}")
         if st.st_uid == os.geteuid():
             os.chmod(path, 0o700)
             log.warning("state_dir %s was accessible to other users (mode %04o); set to 0700: it holds "

@@ -30,3 +30,21 @@ def test_a_state_dir_open_to_others_that_holds_other_files_is_refused_not_chmodd
     own.chmod(0o755)
     private_dir(own)
     assert stat.S_IMODE(own.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_check_config_and_run_refuse_a_shared_state_dir_as_a_config_problem(tmp_path: Path, command: str,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """Exit 2 (systemd's RestartPreventExitStatus: a typo is not retried every 5 s), the directory untouched."""
+    from exporter.cli import main
+    from tests.conftest import write_config
+
+    shared = tmp_path / "varlib"
+    (shared / "postgresql").mkdir(parents=True)
+    shared.chmod(0o755)
+    config = write_config(tmp_path, state_dir=str(shared))
+    assert main([command, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"state_dir: {shared} is open to other users (mode 0755) and holds files that are not watchtower's: " \
+           "postgresql; not changed" in err, err
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755 and sorted(p.name for p in shared.iterdir()) == ["postgresql"]
