@@ -522,7 +522,7 @@ class PmtaApiClient:
             raise
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise PmtaApiError("timeout", f"GET {path}: no answer within {self.config.timeout:g}s") from exc
-        except httpx.DecodingError as exc:
+        except (httpx.DecodingError, zlib.error) as exc:
             raise PmtaApiError("parse", f"GET {path}: undecodable body: {exc}") from exc
         except Exception as exc:  # httpx.HTTPError, InvalidURL, ssl/OS errors: the exchange failed
             raise PmtaApiError("connect", f"GET {path}: {type(exc).__name__}: {exc}") from exc

@@ -611,7 +611,8 @@ def test_a_long_xml_answer_fed_in_pieces_parses_as_one_call_would() -> None:
         pmta_api.parse_envelope(body[:-10], "xml")
 
 
-@pytest.mark.parametrize(("encoding", "reason"), [("gzip, gzip", "parse"), ("gzip", "parse"), ("br", "parse")])
+@pytest.mark.parametrize(("encoding", "reason"), [("gzip, gzip", "parse"), ("gzip", "parse"), ("br", "parse"),
+                                                  ("corrupt", "parse")])
 async def test_a_compressed_answer_is_decoded_against_the_cap_never_whole(encoding: str, reason: str) -> None:
     """httpx decodes each network chunk whole, one decoder per listed encoding: `gzip, gzip` on a few KB expanded to
     2 GiB before the cap was looked at (4 GiB of memory, the event loop frozen 12 s). Decoded here step by step, at
@@ -619,10 +620,12 @@ async def test_a_compressed_answer_is_decoded_against_the_cap_never_whole(encodi
     import tracemalloc
 
     inner = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
-    body = {"gzip, gzip": gzip.compress(inner, compresslevel=9), "gzip": inner, "br": b"\x1b\x03"}[encoding]
+    body = {"gzip, gzip": gzip.compress(inner, compresslevel=9), "gzip": inner, "br": b"\x1b\x03",
+            "corrupt": inner[:20] + b"\xff" * 64}[encoding]
 
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Encoding": encoding}, stream=httpx.ByteStream(body))
+        sent = "gzip" if encoding == "corrupt" else encoding
+        return httpx.Response(200, headers={"Content-Encoding": sent}, stream=httpx.ByteStream(body))
 
     async with PmtaApiClient(PmtaApiConfig(url="http://pmta.test"), transport=mock(answer)) as api:
         api.max_body = 1024 * 1024
