@@ -88,6 +88,8 @@ class Columns:
             if lower.setdefault(name.lower(), i) != i and name:
                 duplicates.append(name)
         resolved = {f: index.get(f, lower.get(f.lower(), -1)) for f in KNOWN_FIELDS}
+        if resolved["timeLogged"] < 0:  # an f record's time column is UNCERTAIN (pmta-formats.md §1.2): `arrivalDate`
+            resolved["timeLogged"] = lower.get("arrivaldate", -1)  # without it a report had no time to match in
         message_id = lower.get("header_message-id", lower.get("header_message-id:", -1))
         return cls(names=names, index=index, message_id=message_id, duplicates=tuple(duplicates), **resolved)
 

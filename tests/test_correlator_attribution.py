@@ -690,3 +690,26 @@ async def test_daemon_counts_an_anonymised_complaint_under_its_deliverys_isp(tmp
     finally:
         again.should_exit.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+def test_a_report_timed_by_arrival_date_is_attributed_by_rcpt_and_orig(tmp_path: Path) -> None:
+    """The f record's time column is UNCERTAIN in the reference (`timeLogged` is seen; `arrivalDate` not confirmed):
+    a report timed by `arrivalDate` had no time, the rcpt + orig window could not be placed, and every complaint of a
+    default PMTA (no Message-Id in the files) was `vmta="unknown"` (a backfill read a month later, as here)."""
+    h = Harness(tmp_path, CorrelatorConfig(retention="30d"), clock=lambda: 1714780800 + 17 * 86_400)
+    h.commit(ACCT_1)
+    for column in ("timeLogged", "arrivalDate", "ArrivalDate"):
+        rows = batch("/l/fbl.csv", f"""
+type,{column},orig,rcpt
+f,2024-05-02 08:00:00+0000,news@shop.example,Bob@Yahoo.com
+""")
+        assert vp(h.sink.lookup_vmta(rows.columns, rows.rows)) == [("vmta1", "pool-a")], column
+    h.close()
+
+
+def test_a_file_with_both_time_columns_reads_time_logged() -> None:
+    from exporter.records import Columns
+
+    both = Columns.from_header(["type", "arrivalDate", "timeLogged", "orig"])
+    only = Columns.from_header(["type", "arrivalDate", "orig"])
+    assert (both.timeLogged, only.timeLogged, Columns.from_header(["type", "orig"]).timeLogged) == (2, 1, -1)
