@@ -37,6 +37,8 @@ Emit = Callable[[Row, TruthKey], None]
 
 _EXPIRED = CATALOGUE["pmta.expired"]
 _NO_SUCH_DOMAIN = CATALOGUE["pmta.no_such_domain"]
+NO_MX_REPLIES = frozenset({"pmta.dns_failed"})
+"""Failures before any MX was resolved: no dsnMta or destination address in the record, no host in the event."""
 _DEAD = Weighted([(d, 1.0) for d in PROVIDERS["other"].dead_domains])
 _TRANSIENT = {name: Weighted([(CATALOGUE[r], w) for r, w in p.transient_replies]) for name, p in PROVIDERS.items()}
 _RS_DELIVERED = 0.2
@@ -230,7 +232,8 @@ class TrafficModel:
         for i, ev in self._queue_events:
             if self._matches(i, q) and self.rng.random() < ev.chance(rel):
                 reply = CATALOGUE[ev.reply]
-                mx = q.mxs[0]
+                # A failed DNS lookup resolved no MX: PMTA has no host or address to write (pmta-formats.md §4.1)
+                mx = None if reply.id in NO_MX_REPLIES else q.mxs[0]
                 diag = reply.render_diag(self._ctx(q, None, mx))
                 self._emit(queue_record(now, q, reply, diag, mx, self.ips[q.vmta]), q, None, reply)
                 self._deferred(q, now, reply, diag, mx)
@@ -285,12 +288,14 @@ class TrafficModel:
             return _TRANSIENT[p.name].pick(rng)  # type: ignore[return-value]
         return CATALOGUE[p.ok]
 
-    def _deferred(self, q: Queue, now: int, reply: Reply, diag: str, mx: Mx) -> None:
+    def _deferred(self, q: Queue, now: int, reply: Reply, diag: str, mx: Mx | None) -> None:
         """A queue's recent events as PMTA words them (pmta-http-api.md §5.2): the reply with where it was
-        connected, and the rate-limit notice of a queue put in backoff."""
+        connected (a DNS failure connected nowhere: its text alone), and the rate-limit notice of a queue put in
+        backoff."""
         ip = self.ips[q.vmta]
-        q.events.appendleft((now, f'Error: "{diag.removeprefix("smtp;")}" while connected from '
-                                  f"mailout-{q.vmta}.example.net ({ip}) to {mx.dsn_mta}"))
+        q.events.appendleft((now, diag.removeprefix("smtp;") if mx is None else
+                             f'Error: "{diag.removeprefix("smtp;")}" while connected from '
+                             f"mailout-{q.vmta}.example.net ({ip}) to {mx.dsn_mta}"))
         if reply.backoff:
             q.backoff_until = now + self._to_normal
             q.events.appendleft((now, "message rate limit reached (based on queue's backoff-max-msg-rate in "

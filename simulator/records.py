@@ -52,18 +52,19 @@ def recipient_record(typ: str, now: int, r: Recipient, reply: Reply, diag: str, 
     }
 
 
-def queue_record(now: int, q: Queue, reply: Reply, diag: str, mx: Mx, src_ip: str) -> Row:
-    """tq: a queue-wide failure (on connect / EHLO); no message, so no orig, rcpt, jobId or headers."""
+def queue_record(now: int, q: Queue, reply: Reply, diag: str, mx: Mx | None, src_ip: str) -> Row:
+    """tq: a queue-wide failure (on connect / EHLO); no message, so no orig, rcpt, jobId or headers. `mx` None: a
+    DNS failure, no MX host or address to name."""
     return {
         "type": "tq",
         "timeLogged": now,
         "dsnAction": "delayed",
         "dsnStatus": reply.status,
         "dsnDiag": diag,
-        "dsnMta": mx.dsn_mta,
+        "dsnMta": mx.dsn_mta if mx is not None else "",
         "dlvType": "smtp",
         "dlvSourceIp": src_ip,
-        "dlvDestinationIp": mx.ip,
+        "dlvDestinationIp": mx.ip if mx is not None else "",
         "dlvEsmtpAvailable": "",
         "vmta": q.vmta,
         "queue": q.name,

@@ -100,3 +100,18 @@ def test_pmtas_own_connection_failures_are_network(tmp_path: Path) -> None:
     assert {k for k in want if k[1] == "network"} == {("orange", "network"), ("other", "network"),
                                                       ("mailru", "network"), ("yandex", "network")}
     assert deferred == want
+
+
+def test_a_dns_failure_names_no_mx_where_pmta_resolved_none(tmp_path: Path) -> None:
+    """`StatusDnsQueryFailed resolving DOMAIN` (pmta-formats.md §4.1): no MX was resolved, so PMTA has no host or
+    address to write. The simulator wrote the domain's first MX in dsnMta and dlvDestinationIp, information real logs
+    lack (it taught the daemon a hosted domain's provider no real record would)."""
+    import csv
+
+    Simulator("connection-failures", tmp_path, config=SimConfig(rate=6)).generate(40)
+    rows = [r for p in sorted(tmp_path.glob("diag-*.csv")) for r in csv.DictReader(p.open(newline=""))]
+    dns = [r for r in rows if r["dsnDiag"].startswith("StatusDnsQueryFailed")]
+    refused = [r for r in rows if r["dsnDiag"].startswith("ECONNREFUSED")]
+    assert dns and refused
+    assert {(r["dsnMta"], r["dlvDestinationIp"]) for r in dns} == {("", "")}
+    assert all(r["dsnMta"] and r["dlvDestinationIp"] for r in refused)
