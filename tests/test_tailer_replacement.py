@@ -738,12 +738,7 @@ async def test_a_gone_checkpoint_whose_inode_a_copy_took_stays_gone(tmp_path: Pa
     revived, read and retired again (found by a review)."""
     import dataclasses
 
-    logs, moved = tmp_path / "logs", tmp_path / "moved"
-    logs.mkdir()
-    moved.mkdir()
-    a, b = logs / "acct-0000.csv", logs / "acct-0001.csv"
-    a.write_text(ACCT_HEADER + "\n" + records(0, 4))
-    b.write_text(ACCT_HEADER + "\n" + records(10, 3))
+    logs, moved, a, b = _two_files_and_moved_to(tmp_path, 3)
     src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")])
     t = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
     await drain(t)
@@ -1121,6 +1116,17 @@ async def test_a_file_of_another_source_in_a_deleted_files_inode_is_that_sources
     await tailer.close()
 
 
+def _two_files_and_moved_to(tmp_path: Path, second: int) -> tuple[Path, Path, Path, Path]:
+    """logs/ and an empty moved/; logs/acct-0000.csv with 4 records and logs/acct-0001.csv with `second`."""
+    logs, moved = tmp_path / "logs", tmp_path / "moved"
+    logs.mkdir()
+    moved.mkdir()
+    a, b = logs / "acct-0000.csv", logs / "acct-0001.csv"
+    a.write_text(ACCT_HEADER + "\n" + records(0, 4))
+    b.write_text(ACCT_HEADER + "\n" + records(10, second))
+    return logs, moved, a, b
+
+
 async def test_a_copy_in_moved_to_in_the_inode_of_a_live_checkpoint_of_another_file_resumes(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """While down: acct-0000 copied in place and moved away, acct-0001 moved away and copied there. ext4 gave
@@ -1129,12 +1135,7 @@ async def test_a_copy_in_moved_to_in_the_inode_of_a_live_checkpoint_of_another_f
     records lost (randomized restart seed 329)."""
     import dataclasses
 
-    logs, moved = tmp_path / "logs", tmp_path / "moved"
-    logs.mkdir()
-    moved.mkdir()
-    first, second = logs / "acct-0000.csv", logs / "acct-0001.csv"
-    first.write_text(ACCT_HEADER + "\n" + records(0, 4))
-    second.write_text(ACCT_HEADER + "\n" + records(10, 2))
+    logs, moved, first, second = _two_files_and_moved_to(tmp_path, 2)
     acct = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")], moved_to=[str(moved / "*.csv")])
     diag = SourceConfig(name="diag", paths=[str(logs / "diag-*.csv")])
     tailer = Tailer([acct, diag], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
