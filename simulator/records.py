@@ -79,6 +79,7 @@ def fbl_record(now: int, r: Recipient, feedback_type: str, src_ip: str, hide_rcp
     return {
         "type": "f",
         "timeLogged": now,
+        "arrivalDate": now,  # written only when a file's fields name it: the f time column is UNCERTAIN (§1.2)
         "orig": r.orig,
         "rcpt": "" if hide_rcpt else r.rcpt,
         "repSourceIp": src_ip,

@@ -25,7 +25,7 @@ from simulator.clock import format_acct_time, local_date
 from simulator.config import FileSpec
 from simulator.fields import csv_line, resolve_fields
 
-TIME_FIELDS = frozenset({"timeLogged", "timeQueued"})
+TIME_FIELDS = frozenset({"timeLogged", "timeQueued", "arrivalDate"})
 
 
 class AcctFile:

@@ -115,3 +115,41 @@ def test_a_dns_failure_names_no_mx_where_pmta_resolved_none(tmp_path: Path) -> N
     assert dns and refused
     assert {(r["dsnMta"], r["dlvDestinationIp"]) for r in dns} == {("", "")}
     assert all(r["dsnMta"] and r["dlvDestinationIp"] for r in refused)
+
+
+def test_complaints_timed_by_arrival_date_are_placed_as_those_timed_by_time_logged(tmp_path: Path) -> None:
+    """The f time column is UNCERTAIN (pmta-formats.md §1.2: `timeLogged` seen, `arrivalDate` not confirmed), and
+    PMTA writes no Message-Id by default (§3.4): the correlator then places a complaint by rcpt + orig in a window
+    around the report's time. Both forms, same seed: the same VMTA for every complaint, and most of them placed."""
+    from exporter.config import CorrelatorConfig
+    from simulator.config import FileSpec
+    from tests.test_correlator_support import Harness
+
+    placed = {}
+    for column in ("timeLogged", "arrivalDate"):
+        out = tmp_path / column
+        fbl_fields = ["*"] if column == "timeLogged" else ["*", "!timeLogged", "arrivalDate"]
+        files = [FileSpec(name="acct", records=["d", "b"], fields=["*"]),
+                 FileSpec(name="fbl", records=["f"], fields=fbl_fields)]
+        cfg = SimConfig(rate=4, files=files, complaint_rate=0.01, fbl_delay=(60, 600))
+        truth = Simulator("baseline", out, config=cfg).generate(30)
+        (fbl,) = sorted(out.glob("fbl-*.csv"))
+        assert column in fbl.read_text().splitlines()[0].split(",")
+        # read 20 days later (a backfill): the window must come from the report's own time, not the clock's
+        h = Harness(out, CorrelatorConfig(retention="30d"), clock=lambda end=truth.end: end + 20 * 86_400.0)
+        for path in sorted(out.glob("acct-*.csv")):
+            h.commit(batch_of(path))
+        reports = batch_of(fbl)
+        named = [bool(row[reports.columns.rcpt]) for row in reports.rows]  # Hotmail hides some recipients
+        placed[column] = [(vp and vp[0], has) for vp, has in zip(h.sink.lookup_vmta(reports.columns, reports.rows),
+                                                                  named, strict=True)]
+        h.close()
+    assert placed["timeLogged"] == placed["arrivalDate"]
+    assert all(bool(vmta) == has for vmta, has in placed["arrivalDate"])  # every report naming its recipient
+    assert sum(has for _, has in placed["arrivalDate"]) > 10
+
+
+def batch_of(path: Path):  # type: ignore[no-untyped-def]
+    from tests.test_correlator_support import batch
+
+    return batch(str(path), path.read_text())
