@@ -22,7 +22,6 @@ import math
 import re
 import ssl
 import xml.etree.ElementTree as ET
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -31,6 +30,7 @@ import httpx
 
 from exporter import __version__
 from exporter.config import PmtaApiConfig
+from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.textrepair import may_need_repair, repair_tree
 from exporter.tlstrust import default_trust
 
@@ -381,20 +381,6 @@ def parse_domains(body: bytes, fmt: str) -> list[DomainInfo]:
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
-def _decoder(path: str, encoding: str) -> Any:
-    """A zlib decompressor for the body's Content-Encoding (None: identity). httpx's own decoders expand each
-    network chunk whole, one per listed encoding: `gzip, gzip` on 7 KB was 4 GiB before any cap was looked at.
-    We ask for gzip only; anything else (stacked, br, zstd) is refused unread."""
-    value = encoding.strip().lower()
-    if value in ("", "identity"):
-        return None
-    if value in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if value == "deflate":
-        return zlib.decompressobj()
-    raise PmtaApiError("parse", f"GET {path}: unsupported Content-Encoding {encoding[:40]!r} (gzip at most once)")
-
-
 def _verify(config: PmtaApiConfig) -> bool | ssl.SSLContext:
     """pmta.ca_file's CAs, else the default ones (SSL_CERT_FILE / SSL_CERT_DIR still count: exporter/tlstrust.py), or
     no verification (verify_tls false)."""
@@ -464,7 +450,7 @@ class PmtaApiClient:
         self.config = config
         self.format = config.format
         self.max_body = MAX_BODY_BYTES
-        headers = {"User-Agent": f"pmta-watchtower/{__version__}", "Accept-Encoding": "gzip"}
+        headers = {"User-Agent": f"pmta-watchtower/{__version__}", "Accept-Encoding": ACCEPT_ENCODING}
         key = read_api_key(config)
         if key:
             headers["X-API-Key"] = key
@@ -522,7 +508,7 @@ class PmtaApiClient:
             raise
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise PmtaApiError("timeout", f"GET {path}: no answer within {self.config.timeout:g}s") from exc
-        except (httpx.DecodingError, zlib.error) as exc:
+        except httpx.DecodingError as exc:
             raise PmtaApiError("parse", f"GET {path}: undecodable body: {exc}") from exc
         except Exception as exc:  # httpx.HTTPError, InvalidURL, ssl/OS errors: the exchange failed
             raise PmtaApiError("connect", f"GET {path}: {type(exc).__name__}: {exc}") from exc
@@ -537,23 +523,10 @@ class PmtaApiClient:
             if declared.isdigit() and int(declared) > self.max_body:
                 raise PmtaApiError("parse", f"GET {path}: response announces {declared} bytes, "
                                             f"more than the {self.max_body}-byte cap")
-            if resp.is_stream_consumed:  # a response a transport built whole (decoded by httpx): its bytes
-                if len(resp.content) > self.max_body:
-                    raise PmtaApiError("parse", f"GET {path}: response larger than {self.max_body} bytes")
-                return resp.content
-            decoder = _decoder(path, resp.headers.get("content-encoding", ""))
-            body = bytearray()
-            async for chunk in resp.aiter_raw():  # decoded here, a step at a time: a gzip bomb stops at the cap
-                if decoder is None:
-                    body += chunk
-                while decoder is not None and chunk and len(body) <= self.max_body:
-                    body += decoder.decompress(chunk, self.max_body + 1 - len(body))
-                    chunk = decoder.unconsumed_tail
-                if len(body) > self.max_body:
-                    raise PmtaApiError("parse", f"GET {path}: response larger than {self.max_body} bytes")
-            if decoder is not None and not decoder.eof:
-                raise PmtaApiError("parse", f"GET {path}: compressed body cut short")
-            return bytes(body)
+            try:
+                return bytes(await read_capped(resp, self.max_body, setting="the cap on a PMTA answer"))
+            except BodyProblem as exc:
+                raise PmtaApiError("parse", f"GET {path}: {exc}") from None
 
     async def _page(self, path: str, parse: Any, queue: str | None = None) -> Any:
         body = await self.get(path, queue)

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ValidationError
 
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
+from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
-from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.targets import Target
 

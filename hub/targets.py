@@ -22,10 +22,10 @@ import yaml
 
 from exporter.boundedfile import PIPE_TIMEOUT, read_bounded
 from exporter.config import TOO_DEEP
+from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.tlstrust import default_trust
 from exporter.yamlproblem import utf8_line_problem
-from hub.bodies import ACCEPT_ENCODING, BodyProblem, read_capped
 from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, address_problem, without_credentials
 
 log = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ async def test_a_gzip_bomb_is_cut_at_the_answer_cap_and_that_host_is_missing():
     (Reply(raw=b"\x1f\x8b not gzip at all", headers={"content-encoding": "gzip"}),
      "HTTP 200: its gzip body does not decompress"),
     (Reply(raw=b"{}", headers={"content-encoding": "br"}),
-     "HTTP 200: content-encoding br, where the hub asks for gzip"),
+     "HTTP 200: content-encoding br, where gzip is asked for"),
     (Reply(503, raw=b"x" * (4 << 20)), "HTTP 503: " + "x" * 200 + "..."),
 ])
 async def test_an_oversized_or_undecodable_answer_is_a_missing_host_with_its_reason(reply: Reply, error: str):

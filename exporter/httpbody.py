@@ -1,5 +1,7 @@
-"""Reading an HTTP answer the hub did not choose (a daemon's, a Prometheus's): streamed, unzipped and capped as it
-arrives, so its size on the wire says nothing about the memory it takes."""
+"""Reading an HTTP answer we did not choose (PMTA's management API for the daemon; a daemon's or a Prometheus's for
+the hub): streamed, unzipped and capped as it arrives, so its size on the wire says nothing about the memory it takes.
+httpx's own decoders expand each network chunk whole, one per listed encoding: `gzip, gzip` on 7 KB was 4 GiB before
+a cap counted after them could look."""
 
 from __future__ import annotations
 
@@ -14,17 +16,18 @@ ACCEPT_ENCODING = "gzip"
 
 
 class BodyProblem(Exception):
-    """An answer the hub will not read: over the cap, or in an encoding it cannot unzip."""
+    """An answer not to read: over the cap, or in an encoding it cannot unzip."""
 
 
-async def read_capped(resp: httpx.Response, cap: int, cut: bool = False) -> bytes | bytearray:
+async def read_capped(resp: httpx.Response, cap: int, cut: bool = False,
+                      setting: str = "hub.max_answer_size") -> bytes | bytearray:
     """The body, unzipped, at most `cap` bytes counted after unzipping (a few KiB of gzip can unzip to GiBs).
-    Over the cap: BodyProblem, or (`cut`) the first `cap` bytes."""
+    Over the cap: BodyProblem naming `setting` (the cap's), or (`cut`) the first `cap` bytes."""
     encoding = resp.headers.get("content-encoding", "").strip().lower()
     if resp.is_stream_consumed:  # already in memory, unzipped (an in-process transport's answer)
         encoding = ""
     elif encoding not in ("", "identity", "gzip", "x-gzip"):
-        raise BodyProblem(f"content-encoding {encoding}, where the hub asks for {ACCEPT_ENCODING}")
+        raise BodyProblem(f"content-encoding {encoding[:40]}, where {ACCEPT_ENCODING} is asked for")
     unzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip") else None
     out = bytearray()
     try:
@@ -32,7 +35,7 @@ async def read_capped(resp: httpx.Response, cap: int, cut: bool = False) -> byte
             if _add(out, unzip, chunk, cap):
                 if cut:
                     return bytes(out[:cap])
-                raise BodyProblem(f"answer larger than {_size(cap)} (hub.max_answer_size), counted unzipped")
+                raise BodyProblem(f"answer larger than {_size(cap)} ({setting}), counted unzipped")
     except zlib.error:
         raise BodyProblem("its gzip body does not decompress") from None
     if unzip is not None and not unzip.eof and not cut:
