@@ -268,6 +268,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
             names = {t.name for t in targets}
             unknown = [HostAnswer(Target(n, ""), error=NOT_AMONG_TARGETS, away=True) for n in named if n not in names]
             targets = [t for t in targets if t.name in named]
+            if not targets:  # only names no target has (a typo): a 404 on `host`, as /timelines answers
+                raise BadRequest(404, f"unknown host {echoed(','.join(named))}", "host")
         answers = await hub.fanout.all(targets, "/api/v1/replies", params) + unknown
         without_route(answers)
         part, early = settled(targets, answers)

@@ -12,7 +12,10 @@ host whose name sorts first.
 
 Relative times (`since=2h`) are resolved once, on the hub's clock at the first page, and sent to
 every host as epoch seconds; the cursor carries that instant (`n`), so later pages ask the hosts for
-the very same window even when a host's first page is fetched again.
+the very same window even when a host's first page is fetched again. A search without `until` is sent
+with `until` = that instant: timelines a live host stores while the caller pages (first seen after it) stay out
+of the paging, so a host's page asked again from its top still ends at the item handed out last (`_keyset`); a
+new search (no cursor) shows them.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ async def search(
     elif now is None:
         now = time.time()
     params = resolve_times(params, now)
+    params.setdefault("until", repr(now))  # pinned: timelines a live host stores while the caller pages never enter
     pagers = []
     for t in targets:
         s = state.get(t.url, [None, 0])
@@ -201,6 +205,13 @@ async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline
         p.start, p.skip = nxt, 0
 
 
+def _cut(body: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """A host's items, at most the `limit` it was asked for (fanout refuses a longer list already): a place's skip
+    then never grows past the 500 its cursor decoder takes."""
+    items = body.get("items") or []
+    return items[:limit]
+
+
 async def _refill(fanout: Fanout, pagers: list[HostPager], params: dict[str, Any], limit: int,
                   deadline: float) -> None:
     """Fetch the next page of every waiting host concurrently."""
@@ -222,7 +233,7 @@ async def _refill(fanout: Fanout, pagers: list[HostPager], params: dict[str, Any
             p.failed = ans
             return
         p.fetched = True
-        items = ans.body.get("items") or []
+        items = _cut(ans.body, q["limit"])
         p.buffer = items[p.skip:]
         p.next = ans.body.get("next_cursor")
         if not moved_on(p.start, p.next):

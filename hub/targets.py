@@ -118,9 +118,11 @@ def _hostport_problem(hostport: str, scheme: str) -> str | None:
     return f": {problem}" if problem else None
 
 
-def parse_prometheus_targets(body: Any, job: str) -> list[Target]:
-    """Active targets of `job` from a Prometheus /api/v1/targets answer, named by their instance label; ValueError
-    naming the first place the answer is not that shape (a proxy's page, another API)."""
+def parse_prometheus_targets(body: Any, job: str, scheme: str = "http") -> list[Target]:
+    """Active targets of `job` from a Prometheus /api/v1/targets answer, named by their instance label, as
+    `scheme://host:port` (hub.scheme, as file_sd's: the scrape URL's own scheme sent hub.auth's credential in clear
+    text to a target Prometheus scrapes over http under `scheme: https`); ValueError naming the first place the
+    answer is not that shape (a proxy's page, another API)."""
     out = []
     for i, t in enumerate(_active_targets(body)):
         where = f"data.activeTargets.{i}"
@@ -135,7 +137,7 @@ def parse_prometheus_targets(body: Any, job: str) -> list[Target]:
         hostport = parts.netloc.rpartition("@")[2]  # a password Prometheus scrapes with is not shown: hub.auth
         if not hostport:
             continue
-        out.append(Target(labels.get("instance") or hostport, f"{parts.scheme}://{hostport}"))
+        out.append(Target(labels.get("instance") or hostport, f"{scheme}://{hostport}"))
     return out
 
 
@@ -236,7 +238,7 @@ class TargetSet:
             except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError, OSError) as exc:
                 self._failed(key, f"{type(exc).__name__}: {exc}")  # OSError: an SSL_CERT_FILE that is no CA bundle
                 return
-            self._update(key, lambda: parse_prometheus_targets(body, prom.job))
+            self._update(key, lambda: parse_prometheus_targets(body, prom.job, self.section.scheme))
 
     async def _read_file_sd(self, path: Path) -> None:
         """Read on a thread, a pipe waited for at most hub.timeout: on the request path, and the event loop serves
