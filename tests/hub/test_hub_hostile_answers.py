@@ -1,6 +1,5 @@
-"""Review F (2027): an answer that costs the hub more than its size, a live host's keyset re-check, an oversized
-page, a discovered http target under `scheme: https`, a forged cursor's away hosts, an empty discovery, a typo'd
-`host`. Fake hosts and the hub on loopback, in the test's own event loop."""
+"""From a hostile review (2026-12-05): an answer that costs the hub more than its size, a live host's keyset re-check,
+an oversized page, a discovered http target under `scheme: https`, a typo'd `host`. Fake hosts and the hub on loopback, in the test's own event loop."""
 
 from __future__ import annotations
 
