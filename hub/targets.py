@@ -149,6 +149,15 @@ def _active_targets(body: Any) -> list[Any]:
     return _shaped(data.get("activeTargets"), list, "data.activeTargets")  # type: ignore[no-any-return]
 
 
+def _some(targets: list[Target], job: str) -> list[Target]:
+    """A job's targets, refused (ValueError: the last good list stays, a warning says why) when there are none: a
+    misspelled `job`, or a Prometheus just restarted that has not loaded its targets yet, emptied the hub silently."""
+    if not targets:
+        raise ValueError(f"no active target of job {job!r} (a misspelled job, or a Prometheus that has not loaded its "
+                         "targets yet?)")
+    return targets
+
+
 def _shaped(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
         raise ValueError(f"not a Prometheus /api/v1/targets answer: {where} is not {_KINDS[kind]}")
@@ -238,7 +247,7 @@ class TargetSet:
             except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError, OSError) as exc:
                 self._failed(key, f"{type(exc).__name__}: {exc}")  # OSError: an SSL_CERT_FILE that is no CA bundle
                 return
-            self._update(key, lambda: parse_prometheus_targets(body, prom.job, self.section.scheme))
+            self._update(key, lambda: _some(parse_prometheus_targets(body, prom.job, self.section.scheme), prom.job))
 
     async def _read_file_sd(self, path: Path) -> None:
         """Read on a thread, a pipe waited for at most hub.timeout: on the request path, and the event loop serves

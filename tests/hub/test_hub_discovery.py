@@ -62,6 +62,24 @@ async def test_a_prometheus_answer_of_another_shape_keeps_the_last_targets(body:
         f"not a Prometheus /api/v1/targets answer: {why}"]
 
 
+async def test_a_job_with_no_active_target_keeps_the_last_targets_and_says_why(caplog: pytest.LogCaptureFixture):
+    """A misspelled `job`, or a Prometheus just restarted that has not loaded its targets yet, answers an empty
+    `activeTargets`: the hub emptied (503 "no targets") without a log line."""
+    caplog.set_level(logging.WARNING, logger="hub.targets")
+    empty = Reply(body={"status": "success", "data": {"activeTargets": []}})
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon:
+        async with FakeHosts(prometheus(f"http://127.0.0.1:{daemon.port}", [Reply(body="good"), empty])) as prom, \
+                running_hub({"refresh_interval": 0.05, "prometheus": {"url": prom.url("prom"), "job": "wt"}}) as hub:
+            first = await hub.get("/api/v1/search")
+            time.sleep(0.1)
+            second = await hub.get("/api/v1/search")
+    assert (first.status_code, first.json()["hosts"]) == (200, ["p1"])
+    assert (second.status_code, second.json()["hosts"]) == (200, ["p1"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot read targets from prometheus {prom.url('prom')} job wt (keeping the last list): no active target "
+        "of job 'wt' (a misspelled job, or a Prometheus that has not loaded its targets yet?)"]
+
+
 async def test_a_prometheus_that_drips_its_answer_holds_no_request_past_the_timeout(
         caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.WARNING, logger="hub.targets")
