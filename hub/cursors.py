@@ -37,6 +37,9 @@ MAX_INFLATED = 512 * 1024
 MAX_AWAY = 1000
 """Most hosts outside the current targets a cursor may hold a place for: each is named in missing_hosts, so a forged
 cursor naming thousands (a few bytes each, deflated) made an answer some 20 times its size."""
+MAX_AWAY_CHARS = 32 * 1024
+"""Most characters of the URLs of those hosts: 1,000 forged names of 450 characters (a 5 KB cursor) made a 1 MB
+answer."""
 ZIPPED = b"\x01"
 KEY_BYTES = 4
 TOO_LONG = ("no next page: its cursor would be {length:,} characters, more than the {budget:,} a request to this hub "
@@ -117,8 +120,12 @@ def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], boo
     if not isinstance(value, dict) or not isinstance(value["f"], str) or not isinstance(value["h"], dict):
         raise TypeError("shape")
     current = {t.url for t in targets}
-    if sum(url not in current for url in value["h"]) > MAX_AWAY:
+    away = [url for url in value["h"] if url not in current]
+    if len(away) > MAX_AWAY:
         raise BadRequest(400, f"cursor names more than {MAX_AWAY} hosts that are not targets", "cursor")
+    if sum(len(url) for url in away) > MAX_AWAY_CHARS:
+        raise BadRequest(400, f"cursor names hosts that are not targets in more than {MAX_AWAY_CHARS:,} characters",
+                         "cursor")
     places = {}
     for url, place in value["h"].items():
         if not _host_url(url):  # named in missing_hosts when it is no longer a target: parsed for its name

@@ -225,6 +225,18 @@ async def test_a_cursor_naming_too_many_hosts_out_of_the_targets_is_a_400():
     assert fine.status_code == 200 and len(fine.json()["missing_hosts"]) == cursors.MAX_AWAY
 
 
+async def test_a_cursor_naming_long_host_names_out_of_the_targets_is_a_400():
+    """1,000 forged non-target hosts of 450 characters each, deflated into a 5 KB cursor, made a 1 MB answer."""
+    from hub import cursors, search
+
+    long = {f"http://{'h' * 420}{i}.example:9469": [None, 0] for i in range(100)}
+    async with FakeHosts(_good) as fleet, running_hub({"targets": _targets(fleet, "a")}) as hub:
+        r = await hub.get("/api/v1/search", params={"cursor": cursors._zipped({"f": search.fingerprint({}),
+                                                                                "h": long})})
+    assert (r.status_code, r.json()["parameter"]) == (400, "cursor"), r.text[:200]
+    assert r.json()["error"] == "cursor names hosts that are not targets in more than 32,768 characters"
+
+
 # --- a host that leaves the targets while the others run out ------------------------------------------------------
 
 
