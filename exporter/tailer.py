@@ -742,7 +742,16 @@ class Tailer:
             # (a checkpoint of a file that held only its header, found at another path: its fingerprint is the
             # header every file of the source starts with, so the inode may be another file's copy, which a
             # checkpoint of this path describes better)
-            cp = self._new_identity(key, source, path, st, head) or cp
+            found = self._new_identity(key, source, path, st, head)
+            if found is not None:
+                cp = found
+            elif cp is not None and cp.gone_since is not None and cp.path != path \
+                    and not shares_first_record(cp.fingerprint, head):
+                # A retired file's inode, taken while the daemon was down by a new file of another name: a fingerprint
+                # without a first record matches every file of the source, and the new file resumed at the retired
+                # one's offset, its first records never read (randomized restart seed 448). Kept in `_loaded`, the
+                # retired checkpoint still tells its copies apart.
+                cp = None
         if cp is not None and self._scanned_once and cp.path != path and not shares_first_record(cp.fingerprint, head):
             # While the daemon runs, a checkpoint no stream follows (a file retired: it left the globs or was deleted)
             # whose inode a glob match at another path holds: a new file in the freed inode (ext4 hands it to the

@@ -1166,3 +1166,37 @@ async def test_a_copy_in_moved_to_in_the_inode_of_a_live_checkpoint_of_another_f
         [(a.file_id, 6), (a.file_id, 7), (b.file_id, 4), (b.file_id, 5), (b.file_id, 6)])
     assert len([r for r in rows if r[0] not in (a.file_id, b.file_id)]) == 1  # diag-0001, new
     await again.close()
+
+
+async def test_a_new_file_in_the_inode_of_a_retired_header_only_checkpoint_is_read_from_its_start(tmp_path: Path,
+                                                                                                  caplog):
+    """Randomized restart seed 448: a retired checkpoint whose fingerprint held no first record (the header every file
+    of the source starts with) named an inode a new file of another name took while the daemon was down; the new file
+    "resumed at byte 5022" (the retired file's offset) and its first records were never read, while the retired
+    file's copy elsewhere was read whole: every total right, ten records lost and ten counted twice."""
+    import dataclasses
+
+    from exporter.fingerprint import read_fingerprint
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old, new = logs / "acct-0000.csv", logs / "acct-0003.csv"
+    old.write_text(ACCT_HEADER + "\n")
+    src = SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")])
+    t = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), first_run=False)
+    await drain(t)
+    (cp,) = [dataclasses.replace(c) for c in t.take_checkpoints()]
+    await t.close()
+    header_only = read_fingerprint(str(old))
+    old.unlink()
+    new.write_text(ACCT_HEADER + "\n" + records(0, 6))
+    # the old file went on to 6 records (its offset past them), but the checkpoint kept its header-only fingerprint;
+    # it was retired, and the new file took its inode
+    retired = dataclasses.replace(cp, ino=new.stat().st_ino, fingerprint=header_only, offset=new.stat().st_size - 60,
+                                  line_no=5, gone_since=time.time() - 5)
+    again = Tailer([src], TailConfig(rescan_interval=0), SelfMetrics(CollectorRegistry()), [retired], first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        rows = await drain(again)
+    assert lines_of(rows) == [2, 3, 4, 5, 6, 7], [r.getMessage() for r in caplog.records]
+    assert retired.file_id not in ids_of(rows)
+    await again.close()
