@@ -201,8 +201,6 @@ class QueuePoller:
         self._cells_at: dict[tuple[str, str], float] = {}
         """(vmta, isp) -> when a read last gave it (monotonic): gone from a complete read, it is served as 0."""
         self._unlisted_at: dict[str, float] = {}
-        self._undetermined: set[str] = set()
-        """VMTA labels of the last poll whose listings no total says are whole (`Unlisted.undetermined`)."""
         self._state: tuple[bool, bool, str] | None = None
         self._global_totals: bool | None = None
         """Whether the last poll read the per-VMTA listings' totalRcp as whole-host totals (logged when it changes)."""
@@ -375,7 +373,7 @@ class QueuePoller:
         if queues is not None:
             snap.queues = self._aggregate(queues)
             listed = sum(q.rcp for q in queues)
-            snap.unlisted = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
+            snap.unlisted, undetermined = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
             seen = listed + sum(snap.unlisted.values())
             host = status.smtp_rcp if status is not None and status.smtp_rcp is not None else \
                 top.total_rcp if top is not None else None  # the unfiltered list's totalRcp: every queue's
@@ -386,7 +384,7 @@ class QueuePoller:
             # nor one whose listing no total says is whole, nor a queue of no VMTA (only the top list shows those)
             # unless that list is whole
             unknown = {self._known_label(v) for v in unread} | {v for v, rest in snap.unlisted.items() if rest} \
-                | self._undetermined
+                | undetermined
             if top is None or top.total_rcp is None or top.total_rcp > sum(q.rcp for q in top.queues):
                 unknown.add(PLACEHOLDER_NONE)
             if not self.config.per_vmta_queries and (top is None or top.total_rcp is None or top.total_rcp > listed):
@@ -467,10 +465,11 @@ class QueuePoller:
             return PLACEHOLDER_OTHER
 
     def _unlisted(self, listings: dict[str, QueueList], top: QueueList | None, vmtas: list[VmtaInfo] | None,
-                  status: StatusInfo | None, listed: float) -> dict[str, float]:
+                  status: StatusInfo | None, listed: float) -> tuple[dict[str, float], set[str]]:
         """A VMTA's own listing is top-N too: the recipients of its queues not shown, per VMTA label. A gauge of its
         own: their ISP is unknown, and under `pmta_queue_recipients` they would be a (vmta, isp) queue no delivery
-        counter can match (the stall alerts would fire on it)."""
+        counter can match (the stall alerts would fire on it). Also the labels of the VMTAs whose listings no total
+        says are whole (`Unlisted.undetermined`)."""
         totals = [t for t in (status.smtp_rcp if status else None, top.total_rcp if top else None) if t is not None]
         host = max(totals) if totals else None
         found = unlisted_recipients(listings, top.total_rcp if top else None, vmtas, host, listed,
@@ -480,8 +479,7 @@ class QueuePoller:
         for vmta, rest in found.per_vmta.items():
             label = self._vmta_label(vmta)
             out[label] = out.get(label, 0.0) + rest
-        self._undetermined = {self._known_label(v) for v in found.undetermined}
-        return out
+        return out, {self._known_label(v) for v in found.undetermined}
 
     def _log_meaning(self, global_totals: bool) -> None:
         """One line when the meaning read from PMTA's per-VMTA totalRcp changes (an operator may wonder why some
