@@ -308,9 +308,6 @@ class FileStream:
             self._start_over(why)
             await self._seek(0)
         self.size = size
-        covered = fingerprint_len(self.cp.fingerprint)
-        if covered < FINGERPRINT_BYTES and size > covered:
-            self.cp.fingerprint = read_fingerprint(f.fileno())
         for _ in range(max_chunks):
             if should_stop is not None and should_stop():
                 return True
@@ -323,6 +320,8 @@ class FileStream:
             if self.read_error is not None:  # recovered: a read succeeded (an open alone may precede an EIO)
                 log.info("%s: readable again (source %s)", shown(self.cp.path), self.cp.source)
                 self.read_error = None
+            if data:
+                self._cover_what_was_read(f, len(data))
             if self.cp.offset == 0 and not self.pending and (kind := compression_of(data)) is not None:
                 self._stop_compressed(kind)
                 await self.close()
@@ -365,6 +364,18 @@ class FileStream:
             del lines  # freed before the batch is folded: the next read reuses the memory
             self._deliver(*parsed, on_batch)
         return True
+
+    def _cover_what_was_read(self, f: Any, nread: int) -> None:
+        """Keep the fingerprint over every byte read (up to FINGERPRINT_BYTES) before the checkpoint passes them. Taken
+        from the size seen before a read, it missed records PMTA appended between that size check and the read: a
+        checkpoint saved past them with a fingerprint of the header alone matches every file of the source, and after
+        a restart took a new file in its freed inode for its own (randomized restart seed 448)."""
+        covered = fingerprint_len(self.cp.fingerprint)
+        if covered < FINGERPRINT_BYTES and self.cp.offset + len(self.pending) + nread > covered:
+            try:
+                self.cp.fingerprint = read_fingerprint(f.fileno())
+            except OSError:
+                pass  # the next read says what failed; this one is refreshed then
 
     def _stop_compressed(self, kind: str) -> None:
         """Bytes that came after the file was followed (gzip writes nothing until its buffer fills) are compressed:

@@ -23,6 +23,7 @@ from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
 from exporter.fingerprint import (
+    FINGERPRINT_BYTES,
     compression_of,
     fingerprint_len,
     fingerprint_of,
@@ -82,6 +83,17 @@ def _shared_types(old: frozenset[str] | None, new: frozenset[str] | None) -> str
         return "every type"
     both = (old or new or frozenset()) if old is None or new is None else old & new
     return ", ".join(sorted(both))
+
+
+def _short_fingerprint_elsewhere(cp: Checkpoint, path: str, head: bytes) -> bool:
+    """Is this a checkpoint saved past the bytes its fingerprint covers, met under another name? Older versions saved
+    such a fingerprint (of the header alone) when PMTA appended between a stream's size check and its read: it fits
+    every file of the source, and a new file in its freed inode is likelier than a rename within the globs (PMTA
+    does not rename its files). Not resumed: the inode's file is read as new, the checkpoint's own file looked for as
+    a copy (`_displaced`)."""
+    return os.path.basename(cp.path) != os.path.basename(path) \
+        and fingerprint_len(cp.fingerprint) < min(cp.offset, FINGERPRINT_BYTES) \
+        and not shares_first_record(cp.fingerprint, head)
 
 
 def static_root(pattern: str) -> str:
@@ -712,8 +724,8 @@ class Tailer:
                 if (st.st_dev, st.st_ino) != (cp.dev, cp.ino) or not stat.S_ISREG(st.st_mode):
                     continue
                 head = read_head(path)
-                if same_file(cp, st, head) and (shares_first_record(cp.fingerprint, head)
-                                                or not self._first_record_of_another(cp, head)):
+                if same_file(cp, st, head) and not _short_fingerprint_elsewhere(cp, path, head) \
+                        and (shares_first_record(cp.fingerprint, head) or not self._first_record_of_another(cp, head)):
                     return path, st
             except FileNotFoundError:
                 continue
@@ -766,7 +778,8 @@ class Tailer:
                 warn_compressed(path, compression, source, "not followed")
             return
         renamed = cp is not None and cp.source != source and cp.source not in self._allowed
-        if cp is not None and same_file(cp, st, head) and (cp.source == source or renamed):
+        if cp is not None and same_file(cp, st, head) and (cp.source == source or renamed) \
+                and not _short_fingerprint_elsewhere(cp, path, head):
             if renamed:  # the source that read it is no longer configured: renamed, not its glob given to another one
                 _adopt(cp, path, source)
             else:
@@ -883,8 +896,8 @@ class Tailer:
             old_path = moved[old_key]
         try:
             head = read_head(old_path)
-            return same_file(cp, os.stat(old_path), head) and (
-                shares_first_record(cp.fingerprint, head) or not self._first_record_of_another(cp, head))
+            return same_file(cp, os.stat(old_path), head) and not _short_fingerprint_elsewhere(cp, old_path, head) \
+                and (shares_first_record(cp.fingerprint, head) or not self._first_record_of_another(cp, head))
         except OSError:
             return True  # cannot tell: not taken for a copy
 

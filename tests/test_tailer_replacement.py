@@ -1200,3 +1200,51 @@ async def test_a_new_file_in_the_inode_of_a_retired_header_only_checkpoint_is_re
     assert lines_of(rows) == [2, 3, 4, 5, 6, 7], [r.getMessage() for r in caplog.records]
     assert retired.file_id not in ids_of(rows)
     await again.close()
+
+
+@pytest.mark.parametrize("saved_by", ["this version", "an older version"])
+async def test_records_appended_between_the_size_check_and_the_read_are_in_the_saved_fingerprint(
+        tmp_path: Path, saved_by: str):
+    """A file holding only its header when followed; PMTA appended records between the stream's size check and its
+    read, and the stop came before the next read: the checkpoint was saved past those records with a fingerprint of
+    the header alone. After `cp` + `mv` of it while the daemon was down, PMTA's next file took the freed inode and
+    was resumed at the old file's offset (its first records never read), while the copy was read again from byte 0
+    (randomized restart seed 448). A checkpoint an older version saved so is not taken for a file of another name."""
+    import dataclasses
+
+    from exporter.fingerprint import fingerprint_of, read_head, shares_first_record
+
+    first = tmp_path / "acct-0001.csv"
+    first.write_text(ACCT_HEADER + "\n")
+    tailer, _reg = tailer_for(tmp_path)
+    await drain(tailer)
+    (stream,) = tailer.streams.values()
+    plain_read = stream._read_bytes
+
+    async def appended_meanwhile(size: int) -> bytes:  # PMTA writes after the size check, before the read
+        with first.open("a") as f:
+            f.write(records(0, 10))
+        stream._read_bytes = plain_read  # type: ignore[method-assign]
+        return await plain_read(size)
+
+    stream._read_bytes = appended_meanwhile  # type: ignore[method-assign]
+    first_rows = await drain(tailer)
+    assert lines_of(first_rows) == list(range(2, 12))
+    (cp,) = [dataclasses.replace(c) for c in tailer.take_checkpoints()]
+    assert cp.offset == first.stat().st_size
+    assert shares_first_record(cp.fingerprint, read_head(first))
+    await tailer.close()
+    old_ino = first.stat().st_ino
+    _copy_in_place(first)
+    second = tmp_path / "acct-0002.csv"
+    second.write_text(ACCT_HEADER + "\n" + records(100, 12))  # as if in the inode the copy freed
+    cp_second = second.stat().st_ino
+    cp.ino = cp_second  # the saved checkpoint names the inode PMTA's next file now holds
+    if saved_by == "an older version":
+        cp.fingerprint = fingerprint_of((ACCT_HEADER + "\n").encode())
+    assert old_ino != first.stat().st_ino
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(CollectorRegistry()), [cp], first_run=False)
+    rows = await drain(again)
+    assert sorted(lines_of([r for r in rows if r[0] != cp.file_id])) == list(range(2, 14))  # acct-0002 whole
+    assert [r for r in rows if r[0] == cp.file_id] == []  # acct-0001's copy: nothing after the checkpoint
+    await again.close()
