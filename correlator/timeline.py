@@ -26,6 +26,7 @@ from typing import Any
 
 from correlator import store
 from correlator.store import DAYS
+from exporter.classify.replies import is_success
 from exporter.timeparse import LATEST
 
 ClassOf = Callable[[str, str, str, str], str]
@@ -244,7 +245,7 @@ class Reader:
                       dsn_mta=mta or None, bounce_category=bcat or None)
             if extra:
                 ev.update(json.loads(extra))
-            if rtype in _CLASSIFIED:
+            if rtype in _CLASSIFIED and not is_success(status or "", diag or ""):  # a success has no failure class
                 ev["response_class"] = self.class_of(isp, status or "", diag or "", bcat or "") or None
             num, line = store.split_event_id(eid)
             ev["source"] = f"{files.get(num, '?')}:{line}"

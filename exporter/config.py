@@ -603,8 +603,8 @@ class Config(_Strict, Listener):
     listen: str = Field(
         default="127.0.0.1:9469",
         description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "
-        "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469`, `[::]:9469` or an address of this host "
-        "(one it does not have is a config error).",
+        "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469` (IPv4), `[::]:9469` (IPv6 and IPv4) or an "
+        "address of this host (one it does not have is a config error).",
     )
     tail: TailConfig = Field(default_factory=TailConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)

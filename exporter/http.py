@@ -559,6 +559,13 @@ class AcceptErrorLog:
             loop.default_exception_handler(context)
 
 
+def every_address_socket(port: int, backlog: int) -> socket.socket:
+    """`[::]`, every address of the host: IPv6 and IPv4 both, as node_exporter's `[::]:9100`. asyncio binds an
+    IPv6 socket IPv6-only, so a Prometheus scraping the host's IPv4 address was refused while the healthcheck (over
+    ::1) said healthy. A bind failure raises OSError (the daemon reports it in one line, exit 1)."""
+    return socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True)
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling (the daemon decides when to stop), plus the guard."""
 
@@ -575,6 +582,8 @@ class EmbeddedServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrorLog(loop.get_exception_handler()))
+        if sockets is None and self.config.host == "::" and socket.has_dualstack_ipv6():
+            sockets = [every_address_socket(self.config.port, self.config.backlog)]
         if self.config.ssl is None:
             await super().startup(sockets)
         else:

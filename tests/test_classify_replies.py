@@ -865,6 +865,22 @@ def test_same_text_differs_by_provider(rc: ReplyClassifier) -> None:
     assert rc.classify("apple", "", "451 4.7.1 Service unavailable - try again later") == "transient_remote"
 
 
+@pytest.mark.parametrize(("status", "diag"), [
+    ("2.6.0 (success)", "smtp;250 2.6.0 <4e5301d7a8@news.example> [InternalId=1718190000] Queued mail for delivery"),
+    ("2.0.0 (success)", "smtp;250 2.0.0 OK 1718190000 r2981si258405010uvx.25 - gsmtp"),
+    ("2.6.0 (success)", ""),
+    ("", "250 2.7.0 accepted"),
+])
+def test_a_success_reply_takes_no_failure_class_from_its_enhanced_code(rc: ReplyClassifier, status: str,
+                                                                       diag: str) -> None:
+    """RFC 3463's subject codes (x.6 media, x.7 security...) name what a failure was about; with class 2 they
+    describe a success: Outlook's `250 2.6.0 Queued mail for delivery` was classed `content` in every timeline."""
+    assert rc.explain("microsoft", status, diag) == ("other", "none")
+    assert rc.classify("microsoft", status, diag) == "other"
+    assert replies_module.is_success(status, diag)
+    assert not replies_module.is_success("4.6.0 (other)", "451 4.6.0 content") and not replies_module.is_success("", "")
+
+
 def test_explain_names_the_deciding_rule(rc: ReplyClassifier) -> None:
     assert rc.explain("gmail", "", "421-4.7.28 unusual rate - gsmtp") == ("throttled", "gmail-4.7.28-rate")
     assert rc.explain("other", "", "550 go away", "bad-mailbox") == ("user_unknown", "bounceCat:bad-mailbox")

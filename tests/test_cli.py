@@ -265,6 +265,30 @@ def test_a_listen_address_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no IPv6 on this host")
+def test_listen_on_every_ipv6_address_answers_ipv4_too(tmp_path: Path) -> None:
+    """`listen: "[::]:9469"` is documented as every interface (as node_exporter's `[::]:9100`): asyncio binds an
+    IPv6 socket IPv6-only, so a Prometheus scraping the host's IPv4 address was refused while `watchtower
+    healthcheck` (over ::1) said healthy."""
+    port = free_port()
+    config = write_config(tmp_path, listen=f"[::]:{port}")
+    log = tmp_path / "run.log"
+    proc = _run_logging_to(config, log)
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert f"listening on [::]:{port} " in log.read_text(), log.read_text()
+        for url in (f"http://127.0.0.1:{port}/healthz", f"http://[::1]:{port}/healthz"):
+            assert httpx.get(url, timeout=5).status_code in (200, 503), url
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.integration
 def test_listen_port_0_logs_the_port_bound(tmp_path: Path) -> None:
     """`listen: 127.0.0.1:0` lets the kernel choose: the log names the port it chose, which answers."""
     config = write_config(tmp_path, listen="127.0.0.1:0")

@@ -53,7 +53,7 @@ async def test_message_json(h: Harness) -> None:
         "vmta": "vmta1", "vmta_pool": "pool-a", "source_ip": "192.0.2.10", "dsn_action": "relayed",
         "dsn_status": "2.0.0 (success)", "dsn_diag": "smtp;250 2.0.0 OK 1714558800 - gsmtp",
         "dsn_mta": "gmail-smtp-in.l.google.com (142.250.1.27)", "bounce_category": "success",
-        "response_class": "accepted", "queue": None, "feedback_type": None, "user_agent": None,
+        "response_class": None, "queue": None, "feedback_type": None, "user_agent": None,
         "reporting_mta": None, "source": "/var/log/pmta/acct-2024-05-01-0000.csv:2",
     }
 

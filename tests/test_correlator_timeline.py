@@ -70,9 +70,9 @@ def test_alice_receipt_deferral_queue_event_delivery_status_and_fbl_by_message_i
          "diag-2024-05-01-0000.csv:2"),
         ("2024-05-01T10:10:00Z", "queue_deferred", "tq", None, "4.0.0 (other)", "vmta1", "deferred",
          "diag-2024-05-01-0000.csv:3"),
-        ("2024-05-01T10:20:00Z", "delivered", "d", 2, "2.0.0 (success)", "vmta1", "accepted",
+        ("2024-05-01T10:20:00Z", "delivered", "d", 2, "2.0.0 (success)", "vmta1", None,
          "acct-2024-05-01-0000.csv:2"),
-        ("2024-05-01T10:40:00Z", "remote_status", "rs", None, "2.0.0 (success)", None, "accepted",
+        ("2024-05-01T10:40:00Z", "remote_status", "rs", None, "2.0.0 (success)", None, None,
          "bounce-2024-05-01-0000.csv:3"),
         ("2024-05-02T08:00:00Z", "complaint", "f", None, None, None, None, "fbl-2024-05-01-0000.csv:2"),
     ]
@@ -114,7 +114,7 @@ def test_carol_delivery_then_remote_bounce_by_message_id_and_iso_offsets(h: Harn
     tl = _by_rcpt(h, "carol@outlook.com")
     assert brief(tl["events"]) == [
         ("2024-05-01T09:59:00Z", "queued", None, None, None, None, None, None),
-        ("2024-05-01T10:00:00Z", "delivered", "d", 1, "2.0.0 (success)", "vmta2", "accepted",
+        ("2024-05-01T10:00:00Z", "delivered", "d", 1, "2.0.0 (success)", "vmta2", None,
          "acct-2024-05-01-0000.csv:3"),
         ("2024-05-01T14:00:00Z", "remote_bounce", "rb", None, "5.2.2 (mailbox full)", None, "rejected",
          "bounce-2024-05-01-0000.csv:2"),
@@ -130,7 +130,7 @@ def test_dave_without_ids_links_by_sender_and_queue_time_and_fbl_by_rcpt_orig(h:
         ("2024-05-01T09:00:00Z", "queued", None, None, None, None, None, None),
         ("2024-05-01T09:10:00Z", "deferred", "t", 1, "4.2.2 (mailbox full)", "vmta3", "deferred",
          "diag-2024-05-01-0001.csv:2"),
-        ("2024-05-01T09:30:00Z", "delivered", "d", 2, "2.0.0 (success)", "vmta3", "accepted",
+        ("2024-05-01T09:30:00Z", "delivered", "d", 2, "2.0.0 (success)", "vmta3", None,
          "acct-2024-05-01-0001.csv:3"),
         ("2024-05-03T09:00:00Z", "complaint", "f", None, None, None, None, "fbl-2024-05-01-0000.csv:4"),
     ]

@@ -146,6 +146,18 @@ def parse_codes(dsn_status: str, dsn_diag: str) -> tuple[str, Enhanced | None, E
     return code, (None if code else status), status
 
 
+_FAILURE_CLASSES = ("4", "5")
+"""Enhanced-code classes the fallback reads: RFC 3463's subject codes (x.6 media, x.7 security) say what a
+failure was about; under class 2 they describe a success (Outlook's `250 2.6.0 Queued mail for delivery`)."""
+
+
+def is_success(dsn_status: str, dsn_diag: str) -> bool:
+    """Does the record carry a success (a 2xx reply, or PMTA's status class 2 when the diag has no reply code)?
+    A success has no failure class: a timeline shows none for it."""
+    code, _enh, status = parse_codes(dsn_status, dsn_diag)
+    return code.startswith("2") if code else status is not None and status[0] == "2"
+
+
 class ReplyClassifier:
     """Maps one PMTA reply to a member of `CLASSES`. Built once; `classify` is the hot path."""
 
@@ -275,7 +287,7 @@ class ReplyClassifier:
         found = self._bc_fallback.get(bounce_cat)
         if found is not None:
             return found
-        if fallback_enh is not None:
+        if fallback_enh is not None and fallback_enh[0] in _FAILURE_CLASSES:
             c, s, d = fallback_enh
             for k in (f"{c}.{s}.{d}", f"x.{s}.{d}", f"{c}.{s}", f"x.{s}"):
                 found = self._enh_fallback.get(k)
@@ -325,7 +337,7 @@ class ReplyClassifier:
         found = self._bc_fallback.get(bounce_cat)
         if found is not None:
             return found, f"bounceCat:{bounce_cat}"
-        if fallback_enh is not None:
+        if fallback_enh is not None and fallback_enh[0] in _FAILURE_CLASSES:
             c, s, d = fallback_enh
             for k in (f"{c}.{s}.{d}", f"x.{s}.{d}", f"{c}.{s}", f"x.{s}"):
                 found = self._enh_fallback.get(k)
