@@ -51,6 +51,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
+from exporter.redact import REDACTED, redact
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,21 @@ ECHO_CHARS = 64
 def echoed(value: str) -> str:
     """`value` as an error message quotes it, cut to ECHO_CHARS (a 15,000-character Message-Id came back whole)."""
     return repr(value[:ECHO_CHARS]) + ("..." if len(value) > ECHO_CHARS else "")
+
+
+_SPACE = re.compile(r"\s")
+_REDACT_CHARS = 16 * ECHO_CHARS
+"""Characters of a domain redacted before its echo is cut to ECHO_CHARS: an address cut past them is never shown."""
+
+
+def unquoted_space(address: str) -> bool:
+    """True for `bob tag@gmail.com`: no address has a space outside a quoted local part (`"bob tag"@x`), so one
+    is a `+` sent unencoded in a query string (URL form encoding reads `+` as a space). Needs an `@`."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return False
+    quoted = len(local) >= 2 and local[0] == local[-1] == '"'
+    return _SPACE.search(domain) is not None or (not quoted and _SPACE.search(local) is not None)
 
 
 def parse_time(name: str, value: str | None, now: float) -> float | None:
@@ -431,9 +447,14 @@ class Api:
                 conn.set_progress_handler(None, 0)
 
     def rcpt_key(self, rcpt: str, name: str = "rcpt") -> int:
+        """The recipient's index key; a 400 naming `name` for a value no address has (empty, or with a space that
+        was a `+`: looked up, it answered 404 on job_id or an empty search, with no word about the `+`)."""
         value = rcpt.strip().lower()
         if not value:
             raise BadRequest(400, "empty recipient", name)
+        if unquoted_space(value):
+            raise BadRequest(400, f"recipient {self.rcpt_echo(value)} has a space: a `+` in a query string reads as "
+                             f"a space, send it as %2B (curl -G --data-urlencode '{name}=...')", name)
         shown = self.hasher.shown_key(value)  # a hashed recipient as a page showed it
         return shown if shown is not None else self.hasher(value)[0]
 
@@ -444,6 +465,27 @@ class Api:
         if not self.hasher.hashed or self.hasher.shown_key(value) is not None:
             return value
         return self.hasher(value)[1]
+
+    def rcpt_echo(self, rcpt: str) -> str:
+        """The recipient as an error message quotes it, so the operator sees what was looked up (`bob tag@...`),
+        cut by `echoed`. With hash_recipients the local part is redacted whole and the domain kept: an error body
+        is kept like any answer, and `redact` alone keeps what precedes a space (`bob [redacted]@gmail.com`)."""
+        value = rcpt.strip().lower()
+        if not self.hasher.hashed or self.hasher.shown_key(value) is not None:
+            return echoed(value)
+        _local, at, domain = value.rpartition("@")
+        return echoed(redact(f"{REDACTED}@{domain[:_REDACT_CHARS]}") if at else REDACTED)
+
+
+_KEY_INDEX = {"job_h": "corr_tl_job", "mid_h": "corr_tl_mid"}
+
+
+def key_stored(conn: sqlite3.Connection, column: Literal["job_h", "mid_h"], key: int) -> bool:
+    """Whether any timeline of this job (or Message-Id) is stored, so that a 404 names the parameter at fault
+    (`rcpt` when the job is there). One seek per day slice along the index the recipient's lookup just read, never
+    a search index (a store without history drops those)."""
+    sql = f"SELECT 1 FROM corr_timelines INDEXED BY {_KEY_INDEX[column]} WHERE {store.DAYS} AND {column} = ? LIMIT 1"
+    return conn.execute(sql, (key,)).fetchone() is not None
 
 
 def path_segment(value: str) -> str:
@@ -520,12 +562,17 @@ def build_router(api: Api) -> APIRouter:
         mid = norm_message_id(message_id or "")
         if not job and not mid:
             raise BadRequest(400, "job_id (or message_id) is required", "job_id")
+        key_h = job_hash(job) if job else message_hash(mid)
         with api.connection() as conn:
             reader = api.reader(conn)
-            items, older = (reader.by_job_rcpt(job_hash(job), rh) if job
-                            else reader.by_message_rcpt(message_hash(mid), rh))
+            items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
+            known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
         if not items:
-            raise BadRequest(404, "no timeline for this recipient", "job_id" if job else "message_id")
+            key = f"job {echoed(job)}" if job else f"Message-Id {echoed(mid)}"
+            if not known:
+                raise BadRequest(404, f"no timeline for {key}", "job_id" if job else "message_id")
+            raise BadRequest(404, f"no timeline for recipient {api.rcpt_echo(rcpt)} {'in' if job else 'of'} {key}",
+                             "rcpt")
         if _want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
             return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items, note))

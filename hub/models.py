@@ -77,6 +77,9 @@ class HubFlowsResponse(Partial):
 class HubLookupResponse(LookupResponse, Partial):
     """Each timeline also carries `host`."""
 
+    timelines: list[HostTimeline] = Field(  # type: ignore[assignment]
+        description="Timelines with their events and host, as /api/v1/timeline.")
+
 
 class HubReply(Reply):
     hosts: list[str] = Field(description="Hosts where this reply text was seen.")

@@ -98,7 +98,9 @@ async def test_timeline_by_job_and_rcpt(h: Harness) -> None:
         _error(await c.get("/api/v1/timeline", params={"job_id": "J1"}), 400, "rcpt")
         _error(await c.get("/api/v1/timeline", params={"rcpt": "bob@yahoo.com"}), 400, "job_id")
         _error(await c.get("/api/v1/timeline", params={"rcpt": " ", "job_id": "J1"}), 400, "rcpt")
-        _error(await c.get("/api/v1/timeline", params={"job_id": "J2", "rcpt": "bob@yahoo.com"}), 404, "job_id")
+        # J2 is stored (carol's), not for bob: the recipient is the parameter at fault; J99 is stored for no one
+        _error(await c.get("/api/v1/timeline", params={"job_id": "J2", "rcpt": "bob@yahoo.com"}), 404, "rcpt")
+        _error(await c.get("/api/v1/timeline", params={"job_id": "J99", "rcpt": "bob@yahoo.com"}), 404, "job_id")
         _error(await c.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": "b@y.com", "format": "xml"}),
                400, "format")
 
