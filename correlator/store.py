@@ -241,16 +241,16 @@ def split_event_id(eid: int) -> tuple[int, int]:
 def _stored_version(conn: sqlite3.Connection, value: object) -> int:
     """The correlator schema a store holds; a StateError (one line naming the file and the way out, not an internal
     error) for one this build cannot read: written by a newer version, or not a version at all."""
-    from exporter.state import StateError
+    from exporter.state import StateRefused
 
     path = conn.execute("PRAGMA database_list").fetchone()[2] or "the state database"
     try:
         version = int(str(value))
     except ValueError:
-        raise StateError(f"{path}: correlator schema_version {str(value)[:40]!r} is not a version; the store is not "
+        raise StateRefused(f"{path}: correlator schema_version {str(value)[:40]!r} is not a version; the store is not "
                          "this program's, or damaged: move it aside (timelines restart empty)") from None
     if version > SCHEMA_VERSION:
-        raise StateError(f"{path}: correlator schema {version} is newer than this build's ({SCHEMA_VERSION}): run "
+        raise StateRefused(f"{path}: correlator schema {version} is newer than this build's ({SCHEMA_VERSION}): run "
                          "the version that wrote it, or move the file aside (timelines and counters restart)")
     return version
 
@@ -304,13 +304,13 @@ def _other_key(conn: sqlite3.Connection, stored: str, path: Path, created: bool)
     file was missing: a state directory restored or moved without it) or another. Going on lost every stored timeline
     to lookups by recipient, and marking the store with the new key lost the later ones once the old key was back.
     A key made now is removed again, so that putting the old one back is all it takes."""
-    from exporter.state import StateError
+    from exporter.state import StateRefused
 
     if created:
         path.unlink(missing_ok=True)
     db = conn.execute("PRAGMA database_list").fetchone()[2]
     what = "is missing" if created else "holds another key"
-    return StateError(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were keyed "
+    return StateRefused(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were keyed "
                       f"with the key {stored}: put that key file back (from the host or the backup the store came "
                       "from), or move the store aside to start a new one with this key")
 

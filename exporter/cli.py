@@ -442,6 +442,8 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     for warning in preflight.warnings(config):
         if warning.startswith(("web.basic_auth_users", "metrics.delay_buckets")):  # (globs: the tailer logs its own)
             log.warning("%s", warning)
+    for warning in preflight.overlaps(config):  # a source reading none of the files it names: said at each start
+        log.warning("%s", warning)
     import asyncio  # `run` only: the metrics-only oneshot has no event loop
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

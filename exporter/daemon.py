@@ -47,7 +47,7 @@ from exporter.reconciled import new_run_token
 from exporter.records import RecordBatch, shown
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
-from exporter.state import Commit, StateError, StateStore, file_replaced, private_dir
+from exporter.state import Commit, StateError, StateRefused, StateStore, file_replaced, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
 
@@ -236,6 +236,9 @@ class Daemon:
         try:
             await self.startup()
             await self.main_loop()
+        except StateRefused as exc:  # no restart mends it: exit 2, which systemd does not restart
+            log.error("%s", exc)
+            return 2
         except (StartupError, StateError) as exc:
             log.error("%s", exc)
             return 1

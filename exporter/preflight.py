@@ -11,6 +11,7 @@ import errno
 import functools
 import glob
 import os
+import re
 import socket
 import ssl
 import stat
@@ -198,8 +199,36 @@ def _state_dir(key: str, path: Path) -> list[str]:
     from exporter.state import shared_dir_problem  # a typo such as `/var/lib`: refused, never made 0700
 
     shared = shared_dir_problem(path, mode)
-    return ([f"{key}: {shared}"] if shared else []) + [
-        p for p in (_state_file(key, path / name) for name in STATE_FILES) if p]
+    files = [_state_file(key, path / name) for name in STATE_FILES]
+    if files[0] is None:  # watchtower.db absent, or a file this user can read: is it SQLite at all?
+        files[0] = _state_db(key, path / STATE_FILES[0])
+    return ([f"{key}: {shared}"] if shared else []) + [p for p in files if p]
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html, 1.3.1)."""
+
+
+@reaching
+def _state_db(key: str, db: Path) -> str | None:
+    """A state database without the SQLite header (random bytes, a file copied over it, zero bytes) passed here, and
+    `run` then refused it at every start with exit 1, which systemd restarts for ever: refused here, with exit 2.
+    Only the header is read (the daemon's quick_check judges the pages: a big database would delay the check)."""
+    if not db.is_file():
+        return None
+    with open(db, "rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if head == SQLITE_HEADER:
+        return None
+    from exporter.state import WAY_OUT
+
+    if not head:  # exporter.state refuses an empty database too, rather than start afresh over it
+        why = "is an empty file (emptied or truncated outside the daemon), which the daemon refuses to start with"
+    elif len(head) < len(SQLITE_HEADER):
+        why = f"is not a SQLite database ({len(head)} bytes, shorter than the SQLite header)"
+    else:
+        why = f"is not a SQLite database (its first {len(SQLITE_HEADER)} bytes are not the SQLite header)"
+    return f"{key}: {db} {why}: {WAY_OUT}"
 
 
 @reaching
@@ -262,9 +291,79 @@ def tls_pair_problems(cert_key: str, key_key: str, cert: Path | None, key: Path 
         ssl.create_default_context(purpose).load_cert_chain(cert, key, password=no_passphrase)
     except _Passphrase:
         out.append(f"{key_key}: {key or cert} is protected by a passphrase: give an unencrypted key (kept 0600)")
-    except (ssl.SSLError, OSError) as exc:
-        out.append(f"{cert_key}: cannot load {cert}" + (f" with {key}" if key else "") + f": {exc}")
+    except ssl.SSLError as exc:
+        out.append(_tls_diagnosis(cert_key, key_key, cert, key, exc)
+                   or f"{cert_key}: cannot load {cert}" + (f" with {key}" if key else "") + f": {exc}")
+    except OSError as exc:
+        out.append(f"{cert_key}: cannot load {cert}" + (f" with {key}" if key else "") + f": {exc.strerror or exc}")
     return out
+
+
+PEM_SCAN_BYTES = 1 << 20
+"""How much of a TLS file is read for its PEM markers: a certificate chain is a few KiB; a bound, not a guess."""
+PEM_BEGIN = re.compile(rb"^-----BEGIN ([^\r\n-]+)-----", re.MULTILINE)
+KEY_MISMATCH = ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
+"""OpenSSL's reasons for a key that is not the certificate's: another RSA key, or a key of another type."""
+
+
+def _pem_labels(path: Path) -> list[str] | None:
+    """The PEM block labels (`CERTIFICATE`, `PRIVATE KEY`...) in the file's first PEM_SCAN_BYTES, None when it
+    holds no `-----BEGIN` line at all (DER, text, an empty file)."""
+    with open(path, "rb") as f:
+        head = f.read(PEM_SCAN_BYTES)
+    labels = [m.group(1).decode("ascii", "replace").strip() for m in PEM_BEGIN.finditer(head)]
+    return labels or None
+
+
+def _has_cert(labels: list[str]) -> bool:
+    return any(label in ("CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CERTIFICATE") for label in labels)
+
+
+def _has_key(labels: list[str]) -> bool:
+    return any(label.endswith("PRIVATE KEY") for label in labels)
+
+
+def _tls_diagnosis(cert_key: str, key_key: str, cert: Path, key: Path | None, exc: ssl.SSLError) -> str | None:
+    """Which file of a pair OpenSSL refused, and why, from their PEM markers: its own words (`[SSL] PEM lib
+    (_ssl.c:3905)`) name neither. None when the markers look right (a damaged block): the caller shows OpenSSL's."""
+    try:
+        cert_labels = _pem_labels(cert)
+        key_labels = _pem_labels(key) if key is not None else cert_labels
+        der = cert_labels is None and _looks_der(cert)
+    except OSError:
+        return None
+    if cert_labels is None:
+        return f"{cert_key}: cannot load {cert}: not PEM " + (
+            "(no -----BEGIN line; DER?): give the certificate in PEM form (openssl x509 -inform DER -in FILE "
+            "-out FILE.pem)" if der else "(no -----BEGIN line): give the certificate in PEM form")
+    if not _has_cert(cert_labels):
+        if not _has_key(cert_labels):
+            held = ", ".join(dict.fromkeys(cert_labels))
+            return f"{cert_key}: cannot load {cert}: it holds {held}, not a certificate"
+        swapped = key_labels is not None and key is not None and _has_cert(key_labels)
+        return (f"{cert_key}: cannot load {cert}: it holds a private key, not a certificate"
+                + (f": {cert_key} and {key_key} swapped?" if swapped else ""))
+    if key is None:
+        if not _has_key(cert_labels):
+            return (f"{cert_key}: cannot load {cert}: it holds no private key and {key_key} is not set: "
+                    f"set {key_key} to the key's file")
+    elif key_labels is None:
+        return f"{key_key}: cannot load {key}: not PEM (no -----BEGIN line): give the private key in PEM form"
+    elif not _has_key(key_labels):
+        what = "a certificate" if _has_cert(key_labels) else ", ".join(dict.fromkeys(key_labels))
+        return f"{key_key}: cannot load {key}: it holds {what}, not a private key"
+    if getattr(exc, "reason", None) not in KEY_MISMATCH:
+        return None
+    if key is None:
+        return f"{cert_key}: the private key in {cert} does not match the certificate before it"
+    return (f"{key_key}: {key} does not match the certificate in {cert}: give the key the certificate was made for "
+            "(or the certificate of this key)")
+
+
+def _looks_der(path: Path) -> bool:
+    """A DER certificate starts with an ASN.1 SEQUENCE of a long form length (0x30 0x82: most certificates)."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x30\x82"
 
 
 def _tls(config: Config) -> list[str]:
@@ -331,7 +430,7 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
         secret_file_problem("pmta.password_file", config.pmta.password_file),
         ca_file_problem("pmta.ca_file", config.pmta.ca_file),
     ]
-    return [p for p in out if p] + _tls(config) + _directories(config)
+    return [p for p in out if p] + _tls(config) + _directories(config) + _brace_alternatives(config)
 
 
 def _directories(config: Config) -> list[str]:
@@ -341,6 +440,86 @@ def _directories(config: Config) -> list[str]:
             f"{pattern.rstrip('/')}/acct-*.csv"
             for i, source in enumerate(config.sources) for j, pattern in enumerate(source.paths)
             if not glob.has_magic(pattern) and os.path.isdir(pattern)]
+
+
+BRACES = re.compile(r"\{([^{}/]*,[^{}/]*)\}")
+"""A shell's brace alternatives (`{acct,diag}`): glob() has none, and matches the characters literally."""
+
+
+def _brace_alternatives(config: Config) -> list[str]:
+    """A source glob with `{a,b}` matches no file, ever, silently; refused as `**` is (exporter.config.glob_problem),
+    naming the patterns to give instead. A brace without a comma (`acct-{x}-*.csv`) may be a real file name."""
+    out = []
+    for i, source in enumerate(config.sources):
+        for key in ("paths", "moved_to"):
+            for j, pattern in enumerate(getattr(source, key)):
+                found = BRACES.search(pattern)
+                if found is None:
+                    continue
+                each = ", ".join(repr(pattern[:found.start()] + alternative + pattern[found.end():])
+                                 for alternative in found.group(1).split(","))
+                out.append(f"sources.{i}.{key}.{j}: {pattern!r}: brace alternatives {found.group(0)} are not "
+                           f"supported (glob matches them literally): give one pattern per alternative: {each}")
+    return out
+
+
+def _absent_directory(pattern: str) -> str | None:
+    """Why a glob's fixed directory holds nothing: the first directory on its way that does not exist (a typo such
+    as `/var/log/ptma`), or a file where a directory should be. None when it is there, or cannot be told."""
+    from exporter.tailer import static_root
+
+    root = Path(static_root(pattern))
+    here = Path(root.anchor)
+    for part in root.parts[1:]:
+        here = here / part
+        try:
+            mode = os.stat(here).st_mode
+        except FileNotFoundError:
+            return f"the directory {here} does not exist (a typo? files there are followed once it is created)"
+        except OSError:
+            return None  # not reachable: _unlistable, or the tailer at run time, says why
+        if not stat.S_ISDIR(mode):
+            return f"{here} is not a directory"
+    return None
+
+
+def overlaps(config: Config) -> list[str]:
+    """Sources whose globs match the same files (as `warnings` says them): `run` logs them, as the tailer logs its
+    own for globs matching nothing."""
+    return _overlaps(config, {(i, j): glob.glob(pattern) for i, source in enumerate(config.sources)
+                              for j, pattern in enumerate(source.paths)})
+
+
+def _overlaps(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[str]:
+    """Two sources given one pattern, or one whose files another's pattern also matches now: the tailer follows a
+    file (by device and inode) for the first source listed, so the other never reads it, silently."""
+    out = []
+    patterns: dict[str, tuple[int, int]] = {}
+    owners: dict[tuple[int, int], tuple[int, int]] = {}
+    for i, source in enumerate(config.sources):
+        for j, pattern in enumerate(source.paths):
+            first = patterns.setdefault(pattern, (i, j))
+            if first[0] != i:
+                other = config.sources[first[0]].label
+                out.append(f"sources.{i}.paths.{j}: {pattern!r} is also sources.{first[0]}.paths.{first[1]} (source "
+                           f"{other}): a file both match is read for {other} only, never for {source.label}; remove "
+                           "it from one of them")
+                continue
+            for path in sorted(matched[(i, j)]):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                oi, oj = owners.setdefault((st.st_dev, st.st_ino), (i, j))
+                if oi != i:
+                    other = config.sources[oi]
+                    out.append(f"sources.{i}.paths.{j}: {pattern!r} also matches {path}, a file of sources.{oi}.paths."
+                               f"{oj} {other.paths[oj]!r} (source {other.label}): such a file is read for "
+                               f"{other.label} only, never for {source.label}; narrow one of the patterns")
+                    break
+    return out
 
 
 def _unlistable(pattern: str) -> str | None:
@@ -386,17 +565,21 @@ def _unreadable(pattern: str, matches: list[str]) -> str | None:
 
 
 def warnings(config: Config) -> list[str]:
-    """Legal but suspicious: globs matching no file right now, delay buckets an alert needs missing, a plain-text
-    password in the config."""
+    """Legal but suspicious: globs matching no file right now (naming a missing directory), two sources matching
+    the same files, delay buckets an alert needs missing, a plain-text password in the config."""
     out = []
+    matched: dict[tuple[int, int], list[str]] = {}
     for i, source in enumerate(config.sources):
         for j, pattern in enumerate(source.paths):
-            matches = glob.glob(pattern)
+            matches = matched[(i, j)] = glob.glob(pattern)
             problem = _unreadable(pattern, matches) if matches else _unlistable(pattern)
             if problem:
                 out.append(f"sources.{i}.paths.{j}: {problem}")
             elif not matches:
-                out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet")
+                absent = _absent_directory(pattern)
+                why = f": {absent}" if absent else ""
+                out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet{why}")
+    out += _overlaps(config, matched)
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")

@@ -120,6 +120,12 @@ class StateError(Exception):
     """The state database cannot be used as it is; the message names the file and the way out."""
 
 
+class StateRefused(StateError):
+    """A state database (or directory) no restart can mend: damaged, not SQLite, emptied, another program's or a
+    newer schema. `run` exits 2 for it, which the shipped systemd unit does not restart (RestartPreventExitStatus):
+    with exit 1 it was restarted every 5 s for ever, the same line each time."""
+
+
 
 def _times_by_source(text: str | None) -> dict[str, float]:
     """wt_meta `moved_since`: {source: time}; anything else (none yet, another build's) is no time at all."""
@@ -255,7 +261,7 @@ def private_dir(path: Path) -> None:
     """
     dangling = dangling_link(path)
     if dangling is not None:
-        raise StateError(f"state_dir: {dangling}")
+        raise StateRefused(f"state_dir: {dangling}")
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir honours the umask
@@ -265,7 +271,7 @@ def private_dir(path: Path) -> None:
     if mode & 0o077:
         shared = shared_dir_problem(path, mode)
         if shared is not None:
-            raise StateError(f"state_dir {shared}")
+            raise StateRefused(f"state_dir {shared}")
         if st.st_uid == os.geteuid():
             os.chmod(path, 0o700)
             log.warning("state_dir %s was accessible to other users (mode %04o); set to 0700: it holds "
@@ -283,7 +289,7 @@ def private_file(path: Path) -> bool:
     except FileExistsError:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):  # no chmod of a directory in its place: say what it is
-            raise StateError(f"{path} is not a regular file; move it aside") from None
+            raise StateRefused(f"{path} is not a regular file; move it aside") from None
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             os.chmod(path, 0o600)
@@ -393,7 +399,7 @@ class StateStore:
             raise StateError(f"{self.path}: cannot use the state database: {exc}; {cause}") from exc
         except sqlite3.DatabaseError as exc:
             self._close()
-            raise StateError(f"{self.path}: not a usable SQLite database ({exc}); {WAY_OUT}") from exc
+            raise StateRefused(f"{self.path}: not a usable SQLite database ({exc}); {WAY_OUT}") from exc
         except OSError as exc:
             self._close()
             raise StateError(f"{self.path}: cannot open the state database: {exc.strerror or exc}") from exc
@@ -450,7 +456,7 @@ class StateStore:
                     continue
                 raise
             if check != ["ok"]:
-                raise StateError(f"{self.path}: the state database is damaged ({'; '.join(check)}); {WAY_OUT}")
+                raise StateRefused(f"{self.path}: the state database is damaged ({'; '.join(check)}); {WAY_OUT}")
 
     def _check_before_writing(self) -> None:
         """`_quick_check` on a read-only connection, before the writer's opens: a writer's close copies the -wal into
@@ -473,7 +479,7 @@ class StateStore:
             if not wal_bytes:
                 raise
             detail = str(exc).partition(" (")[2].rpartition(");")[0] if isinstance(exc, StateError) else str(exc)
-            raise StateError(f"{self.path}: reads as damaged with the {wal.name} beside it ({detail}); that -wal "
+            raise StateRefused(f"{self.path}: reads as damaged with the {wal.name} beside it ({detail}); that -wal "
                              f"({wal_bytes:,} bytes) may belong to another copy of the database (a backup restored "
                              f"while a later run's -wal stayed): stop the daemon, move {wal.name} and {shm.name} "
                              f"aside and start again; if it is still refused, {WAY_OUT}") from None
@@ -486,7 +492,7 @@ class StateStore:
             self._orphans_aside()
             self._create()
         elif self.path.stat().st_size == 0:
-            raise StateError(f"{self.path}: the state database is an empty file (emptied or truncated outside "
+            raise StateRefused(f"{self.path}: the state database is an empty file (emptied or truncated outside "
                              f"the daemon); {WAY_OUT}")
         else:
             private_file(self.path)  # tighten the mode of a database made by an older version
@@ -514,11 +520,11 @@ class StateStore:
             meta = dict(conn.execute("SELECT key, value FROM wt_meta").fetchall())
         if "schema_version" not in meta and "initialized" not in meta:
             what = f"tables ({', '.join(sorted(tables)[:4])})" if tables else "no tables"
-            raise StateError(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
+            raise StateRefused(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
                              f"its content was lost (a deleted -wal file?); {WAY_OUT}")
         stored = meta.get("schema_version", SCHEMA_VERSION)
         if not stored.isdigit() or int(stored) > int(SCHEMA_VERSION):  # written by a newer version: not ours to change
-            raise StateError(f"{self.path}: state schema {stored[:40]!r} is not this build's ({SCHEMA_VERSION}): run "
+            raise StateRefused(f"{self.path}: state schema {stored[:40]!r} is not this build's ({SCHEMA_VERSION}): run "
                              f"the version that wrote it, or {WAY_OUT}")
         conn.executescript(SCHEMA)  # tables added by later versions
         have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}

@@ -550,7 +550,8 @@ def test_check_config_does_not_warn_of_what_the_daemon_can_follow(tmp_path: Path
         (logs / "old").chmod(0o755)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == (f"{config}: warning: sources.0.paths.0: {str(home / 'pmta' / 'acct-*.csv')!r} matches no "
-                           "file yet\n")
+                           f"file yet: the directory {home / 'pmta'} does not exist (a typo? files there are followed "
+                           "once it is created)\n")
 
 
 FOREIGN_PAGE = ("<!DOCTYPE html>\n<html>\n  <head><title>404 Not Found</title></head>\r\n  <body>\n"

@@ -139,7 +139,7 @@ def test_a_damaged_or_emptied_state_database_is_refused_with_its_name(tmp_path: 
     else:
         db.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     proc = run_watchtower(cfg)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # no restart mends it: systemd's RestartPreventExitStatus=2
     assert str(db) in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "move the file aside" in proc.stderr
@@ -1575,7 +1575,7 @@ async def test_a_lock_file_that_cannot_be_opened_is_one_error_line_naming_it(tmp
     (tmp_path / "state" / "watchtower.lock").mkdir(parents=True)  # even root cannot open a directory for writing
     d = Daemon(load_config(write_config(tmp_path)))
     with caplog.at_level("ERROR", logger="watchtower.daemon"):
-        assert await asyncio.wait_for(d.serve(), 20) == 1
+        assert await asyncio.wait_for(d.serve(), 20) == 2  # no restart mends it
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"{tmp_path / 'state' / 'watchtower.lock'} is not a regular file; move it aside"]
 
@@ -1596,7 +1596,7 @@ def test_a_state_database_of_a_newer_version_is_refused_naming_the_file(tmp_path
     conn.close()
     proc = subprocess.run([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], capture_output=True,
                           text=True, timeout=60, cwd=REPO)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # no restart mends it: systemd's RestartPreventExitStatus=2
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert f"{db}: " in proc.stderr and "schema" in proc.stderr and "move" in proc.stderr
 
