@@ -172,7 +172,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                ("source",), "self"),
     MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",
                "When offsets and counters were last committed (Unix time).", (), "self"),
-    MetricSpec("watchtower_checkpoint_errors_total", "counter", "Failed commits to the state database.", (), "self"),
+    MetricSpec("watchtower_checkpoint_errors_total", "counter",
+               "Failed commits to the state database, the correlator process's included.", (), "self"),
     MetricSpec("watchtower_correlator_restarts_total", "counter",
                "Restarts of the correlator process (correlator.worker: process) after it exited or could not "
                "start; absent with the thread worker.", (), "self"),

@@ -74,25 +74,32 @@ WAY_OUT = ("stop the daemon, move the file aside (keep it for inspection) and st
            "at 0 and existing files are read according to tail.start_position")
 
 
+NEARLY_FULL_BYTES = 1024**2
+"""Free space below which a file system counts as full when SQLite fails: its -shm alone takes 32 KiB, a first
+create some 200 KiB, and with a few blocks left it says `disk I/O error`, not `database or disk is full`."""
+
+
 def _full(directory: Path) -> bool:
-    """Whether the file system of `directory` has no block (or no inode) left for this user. A file system that
-    counts no blocks or inodes at all (btrfs and many FUSE mounts report 0 inodes) is not full for it."""
+    """Whether the file system of `directory` has (nearly) no block, or no inode, left for this user. A file system
+    that counts no blocks or inodes at all (btrfs and many FUSE mounts report 0 inodes) is not full for it."""
     try:
         st = os.statvfs(directory)
     except OSError:
         return False
-    return (st.f_blocks > 0 and st.f_bavail == 0) or (st.f_files > 0 and st.f_favail == 0)
+    block = getattr(st, "f_frsize", 0)
+    return (st.f_blocks > 0 and (st.f_bavail == 0 or 0 < block and st.f_bavail * block < NEARLY_FULL_BYTES)) or (
+        st.f_files > 0 and st.f_favail == 0)
 
 
 def _cause(exc: sqlite3.OperationalError, path: Path) -> str:
     """What to do about an SQLite error that says nothing of the file's content. A full disk can read `disk I/O
     error` (SQLite cannot create the -shm file): the file system is looked at, whatever the words."""
     text = str(exc).lower()
+    kept = "the database is kept and resumed from" if path.exists() else "nothing was created: the next start does"
     if _full(path.parent):
-        return (f"the file system of {path.parent} is full: free space there; the database is kept and resumed "
-                "from")
+        return f"the file system of {path.parent} is full: free space there; {kept}"
     if "full" in text:
-        return f"free space on the file system of {path.parent}; the database is kept and resumed from"
+        return f"free space on the file system of {path.parent}; {kept}"
     if "unable to open" in text or "readonly" in text or "read-only" in text:
         unwritable = _unwritable_own_file(path)
         if unwritable is not None:
@@ -417,7 +424,11 @@ class StateStore:
 
     def _create(self) -> None:
         """Schema and marker written to a temporary file renamed into place: never a half-made database. A create
-        that fails (a full disk) leaves no temporary file behind, nor do those of earlier failed starts."""
+        that fails (a full disk) leaves no temporary file behind, nor do those of earlier failed starts.
+
+        Written with a rollback journal, not WAL (the open switches to WAL after): a WAL commit reaches the file only
+        when the close copies it in, and that copy fails without a word on a full disk. The file was then renamed
+        into place without its schema, and every later start refused it as malformed."""
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp*"):  # a restart loop on a full disk piled them
             stale.unlink(missing_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -426,16 +437,18 @@ class StateStore:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before anything is written; fixed from then on
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA journal_mode=DELETE")  # the commit is in the file when it returns
                 conn.executescript(
                     f"BEGIN IMMEDIATE;{SCHEMA}INSERT INTO wt_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
                     f"INSERT INTO wt_meta VALUES ('created', '{time.time()}');COMMIT;"
                 )
             finally:
                 conn.close()
+            if Path(f"{tmp}-wal").exists() or Path(f"{tmp}-journal").exists():  # (a commit not whole in the file)
+                raise sqlite3.OperationalError(f"{tmp}: the new database could not be completed (its log is left)")
             os.replace(tmp, self.path)
         except BaseException:
-            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
                 leftover.unlink(missing_ok=True)
             raise
 
@@ -505,6 +518,8 @@ class StateStore:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise StateError(f"{self.path}: cannot switch the state database to WAL mode")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a read makes the -wal and -shm of a
+        # database just switched to WAL (one made by `_create` has none before): their identities are taken next
         self.wal_identities = {}
         for side in wal_files(self.path):
             try:

@@ -154,6 +154,11 @@ class WalCheckpointer:
             log.info("%s: the WAL is copied into the database again", self.path)
 
     def _report(self, exc: sqlite3.Error) -> None:
+        """One WARNING when copies start failing (the recovery is one INFO). Said by the process that reports
+        readers (the daemon) only: both processes copy the one WAL, and both said each failure."""
+        if not self.reports_readers:
+            log.debug("%s: WAL copy failed: %s", self.path, exc)
+            return
         if not self._failing:
             self._failing = True
             log.warning("%s: cannot copy the WAL into the database (%s); commits go on, and copy it themselves "

@@ -1631,6 +1631,58 @@ async def test_a_first_start_on_a_full_disk_leaves_no_temporary_database(tmp_pat
     assert "free space on the file system of" in str(exc.value) and "move the file aside" not in str(exc.value)
 
 
+async def test_a_new_database_whose_log_could_not_be_copied_in_is_no_half_made_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A first start on a nearly full disk (160-220 KiB free): the create committed into the temporary file's WAL,
+    its close could not copy the WAL into the file, and the file was renamed into place without its schema, the
+    WAL left under the temporary name. Every later start refused the `malformed` database, space freed or not
+    (full-disk review 2026-12-05). Here another connection keeps the close from copying the WAL, as the full disk
+    did."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    real = sqlite3.connect
+    held: list[sqlite3.Connection] = []
+
+    class Creating:
+        """The create's connection; another one opens on its file just before the schema is written."""
+
+        def __init__(self, path: object, conn: sqlite3.Connection) -> None:
+            self.path, self.conn = path, conn
+
+        def execute(self, sql: str, *a: object) -> object:
+            return self.conn.execute(sql, *a)
+
+        def executescript(self, sql: str) -> object:
+            held.append(real(self.path, check_same_thread=False))  # type: ignore[arg-type]
+            held[-1].execute("PRAGMA schema_version").fetchone()
+            return self.conn.executescript(sql)
+
+        def close(self) -> None:
+            self.conn.close()
+
+    def connect(path: object, *a: object, **kw: object) -> object:
+        conn = real(path, *a, **kw)  # type: ignore[arg-type]
+        return Creating(path, conn) if str(path).endswith(".tmp") else conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    try:
+        first = StateStore(state / "watchtower.db")
+        try:
+            await first.open()
+        except StateError:
+            pass  # failing is allowed; what it leaves must be usable
+        else:
+            await first.close()
+    finally:
+        for conn in held:
+            conn.close()
+    monkeypatch.setattr(sqlite3, "connect", real)
+    again = StateStore(state / "watchtower.db")
+    await again.open()  # not "malformed", not "no watchtower marker"
+    await again.close()
+    assert sorted(p.name for p in state.iterdir() if ".tmp" in p.name) == []
+
+
 @pytest.mark.parametrize(("error", "advice"), [("unable to open database file", "chown"),
                                                ("attempt to write a readonly database", "chown"),
                                                ("database or disk is full", "free space")])
@@ -1818,6 +1870,43 @@ async def test_a_disk_io_error_on_a_full_disk_at_start_says_to_free_space_not_to
     assert "disk I/O error" in text and f"{state} is full" in text and "move the file aside" not in text, text
     monkeypatch.setattr(sqlite3, "connect", real_connect)
     assert (state / "watchtower.db").stat().st_size > 0  # kept
+
+
+@pytest.mark.parametrize("first_start", [True, False])
+async def test_a_disk_io_error_with_a_few_blocks_left_is_a_full_disk_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_start: bool):
+    """32-48 KiB free: SQLite cannot make its -shm and says `disk I/O error`, and the message advised moving aside
+    a database that did not exist ("if the file itself is damaged ... counters restart at 0"). A first start has no
+    database to keep, and said it was kept (full-disk review 2026-12-05)."""
+    import os as os_mod
+
+    state = tmp_path / "state"
+    if not first_start:
+        store = StateStore(state / "watchtower.db")
+        await store.open()
+        await store.close()
+    else:
+        state.mkdir(mode=0o700)
+    real_statvfs = os_mod.statvfs
+
+    class NearlyFull:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_blocks, self.f_files, self.f_favail = st.f_blocks or 1, st.f_files, st.f_favail
+            self.f_frsize, self.f_bavail = 4096, 8  # 32 KiB
+
+    def failing(path: object, **kw: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(os_mod, "statvfs", lambda p: NearlyFull(real_statvfs(p)))
+    monkeypatch.setattr(sqlite3, "connect", failing)
+    with pytest.raises(StateError) as exc:
+        await StateStore(state / "watchtower.db").open()
+    text = str(exc.value)
+    assert f"the file system of {state} is full" in text and "move the file aside" not in text, text
+    if first_start:
+        assert "kept" not in text and "nothing was created" in text, text
+    else:
+        assert text.endswith("the database is kept and resumed from"), text
 
 
 def test_a_lock_whose_pid_cannot_be_written_is_still_held_with_a_warning(

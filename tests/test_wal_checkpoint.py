@@ -106,6 +106,31 @@ async def test_a_failing_wal_copy_is_reported_once_and_commits_go_on(
     conn.close()
 
 
+async def test_the_correlator_processs_copy_failures_are_left_to_the_daemon_to_say(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """Both processes copy the one WAL, and on a full disk both failed: each failure and each recovery was logged
+    twice, the correlator process's without its prefix (full-disk review 2026-12-05). The store of the process
+    that does not report readers (`reports_readers=False`) says neither."""
+    attempts = []
+
+    def failing(self: walcheckpoint.WalCheckpointer) -> None:
+        attempts.append(1)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(walcheckpoint.WalCheckpointer, "_checkpoint", failing)
+    caplog.set_level(logging.INFO, logger="watchtower.state")
+    db = tmp_path / "watchtower.db"
+    store = StateStore(db, [BlobSink()], reports_readers=False)
+    await store.open()
+    for _ in range(3):
+        await store.write_rows([object()])  # type: ignore[list-item]
+        time.sleep(0.05)
+    assert _wait_for(lambda: len(attempts) >= 2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+            and r.getMessage().startswith(str(db))] == []
+    await store.close()
+
+
 async def test_a_throwaway_store_runs_no_copy_thread(tmp_path: Path):
     """oneshot's store is deleted at exit: copying its WAL only delayed the exit (~50 ms of a 0.9 s run)."""
     others = set(_checkpointer_threads())
