@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from exporter import gcpolicy, maintenance
+from exporter import gcpolicy, maintenance, warmup
 from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers, table_problem
 from exporter.config import Config
@@ -329,6 +329,8 @@ class Daemon:
             self.queue.add_backlog(deliveries_first(spans))  # taken only when the sinks write in this process
             log.info("correlator resumes %d files behind their checkpoints (%d bytes to read again)", len(spans),
                      sum(s.remaining for s in spans))
+            if self.follows and self.pipeline.sink is not None:  # reports read next find those deliveries
+                warmup.warm(spans, self.pipeline.sink)
 
     async def _persist_start_decision(self) -> None:
         """First run: where each existing file starts (its end, or 0) is committed before any read.

@@ -116,3 +116,28 @@ def test_a_thread_worker_resuming_after_a_restart_stores_complaints_after_their_
     outcomes = run.outcomes(range(5, 10))
     run.wt.stop()
     assert outcomes == {n: ["complained"] for n in range(5, 10)}
+
+
+def test_complaints_read_after_a_restart_about_deliveries_the_store_lacks_name_their_vmta(tmp_path: Path,
+                                                                                           watchtower_factory) -> None:
+    """The correlator process stalled (a full disk failed its writes; here SIGSTOP), the deliveries counted and
+    checkpointed but not stored; then a restart. The daemon's memory of recent deliveries (what attributes a report
+    before the store has its delivery) starts empty, and the complaints read after the start were counted under
+    vmta="unknown" for good, with nothing saying so (full-disk review 2026-12-05). The daemon now fills that memory
+    from the ranges the correlator process has yet to store before it reads on."""
+    run = Lagging(tmp_path, watchtower_factory, fbl_first=False)
+    run.lag()
+    run.deliver(5)  # u5..u9: counted and checkpointed, not stored
+    run.wt.kill9()
+    os.kill(run.follower, signal.SIGKILL)
+    with run.fbl.open("a") as f:  # their complaints, written while the daemon was down
+        f.writelines(f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,abuse,fbl.example\n"
+                     for n in range(5, 10))
+    run.wt.start()
+    samples = run.wt.wait_for(lambda s: total(s, "pmta_complaints_total") >= 5)
+    complaints = {dict(labels).get("vmta"): v for (name, labels), v in samples.items()
+                  if name == "pmta_complaints_total" and v}
+    log = run.wt.log.read_text()
+    run.wt.stop()
+    assert complaints == {"vmta-1": 5.0}, complaints
+    assert "Traceback" not in log

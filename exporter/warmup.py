@@ -1,0 +1,89 @@
+"""At a start, the daemon's memory of recent deliveries filled from what the correlator process has yet to store.
+
+A complaint or remote bounce carries no VMTA: the metrics take it from its delivery, found in the daemon's memory
+of the deliveries it read lately (`correlator.attribution.RecentDeliveries`) or in the correlator's store. After a
+restart that memory is empty, and when the correlator process was behind (its writes failing on a full disk, or a
+backlog under load) the store lacks the deliveries too: every report read after the start about them was counted
+under vmta="unknown" for good, nothing saying so. So before reading on, the daemon reads the newest part of each
+range the correlator process will store again (its `Span`s) and shows their rows to that memory, as it shows the
+rows it reads itself. Bounded by WARM_BYTES: the memory keeps its newest rows only anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Protocol
+
+from exporter.records import RecordBatch, shown
+from exporter.spans import Span, SpanGone, read_span, reports_only
+
+log = logging.getLogger("watchtower.daemon")
+
+WARM_BYTES = 32 * 1024**2
+"""Bytes of the correlator's backlog read at a start, the newest of each range: some 130,000 acct rows, more than
+the 100,000 rows the memory of deliveries keeps."""
+PIECE_BYTES = 4 * 1024**2
+"""Bytes parsed at a time."""
+
+
+class Observer(Protocol):
+    def observe(self, batch: RecordBatch) -> None: ...
+
+    def release(self, batch: RecordBatch) -> None: ...
+
+
+def warm(spans: list[Span], sink: Observer, budget: int = WARM_BYTES) -> int:
+    """Show the rows of the newest `budget` bytes of the delivery ranges in `spans` to `sink` (observed, then
+    released: kept as its memory keeps what the daemon reads); returns the rows shown. `spans` are not changed."""
+    ranges = sorted((s for s in spans if not reports_only(s.allowed) and s.remaining), key=lambda s: s.remaining)
+    shown_rows = 0
+    for i, span in enumerate(ranges):
+        share = budget // (len(ranges) - i)
+        piece = _tail(span, share)
+        budget -= piece.remaining if piece is not None else 0
+        if piece is not None:
+            shown_rows += _show(piece, sink)
+    return shown_rows
+
+
+def _tail(span: Span, max_bytes: int) -> Span | None:
+    """A copy of `span` holding its last `max_bytes` at most, from the start of a line. None when it cannot be read
+    (the correlator process says what became of the file when its turn comes)."""
+    piece = dataclasses.replace(span, path=span.live.path if span.live is not None else span.path)
+    if span.remaining <= max_bytes:
+        return piece
+    start = span.end - max_bytes
+    try:
+        fd = os.open(piece.path, os.O_RDONLY)
+        try:
+            window = os.pread(fd, 64 * 1024, start - 1)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    nl = window.find(b"\n")
+    if nl < 0:
+        return None
+    piece.start = start + nl  # the first byte after that newline (the window starts one byte before `start`)
+    return piece
+
+
+def _show(piece: Span, sink: Observer) -> int:
+    """Parse the piece and show its batches to the sink; the rows shown."""
+    rows = 0
+    try:
+        while piece.remaining > 0:
+            batch, consumed, line_no, columns = read_span(piece, PIECE_BYTES)
+            if batch is not None and len(batch):
+                sink.observe(batch)
+                sink.release(batch)
+                rows += len(batch)
+            if consumed <= 0:
+                break
+            piece.start += consumed
+            piece.line_no, piece.columns = line_no, columns
+    except (SpanGone, OSError) as exc:
+        log.debug("%s: not read for the memory of recent deliveries: %s", shown(piece.path), exc)
+    return rows

@@ -1,0 +1,67 @@
+"""exporter.warmup: the newest part of the correlator's backlog shown to the daemon's memory of deliveries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.records import Columns, RecordBatch
+from exporter.spans import span_at
+from exporter.warmup import warm
+from tests.conftest import ACCT_HEADER, d_line
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.observed: list[RecordBatch] = []
+        self.released: list[RecordBatch] = []
+
+    def observe(self, batch: RecordBatch) -> None:
+        self.observed.append(batch)
+
+    def release(self, batch: RecordBatch) -> None:
+        self.released.append(batch)
+
+
+def _file(tmp_path: Path, name: str, lines: list[str]) -> tuple[Path, int]:
+    path = tmp_path / name
+    head = ACCT_HEADER + "\n"
+    path.write_text(head + "".join(line + "\n" for line in lines))
+    return path, len(head.encode())
+
+
+def _span(path: Path, start: int, allowed: frozenset[str] | None = None):  # type: ignore[no-untyped-def]
+    st = path.stat()
+    return span_at("f1", "acct", str(path), st.st_dev, st.st_ino, (start, 1, ACCT_HEADER), st.st_size, allowed)
+
+
+def test_the_newest_whole_lines_within_the_budget_are_shown_and_released(tmp_path: Path) -> None:
+    lines = [d_line(n) for n in range(1000)]
+    path, start = _file(tmp_path, "acct-1.csv", lines)
+    span = _span(path, start)
+    budget = sum(len(line) + 1 for line in lines[-37:]) + 5  # 37 whole lines and part of the one before
+    sink = Recording()
+    assert warm([span], sink, budget) == 37
+    rcpts = [row[batch.columns.rcpt] for batch in sink.observed for row in batch.rows]
+    assert rcpts == [f"u{n}@gmail.com" for n in range(963, 1000)]
+    assert [id(b) for b in sink.released] == [id(b) for b in sink.observed]
+    assert (span.start, span.line_no) == (start, 1)  # the correlator's own span is not moved
+
+
+def test_a_budget_is_shared_by_the_ranges_and_reports_are_not_read(tmp_path: Path) -> None:
+    small, s_start = _file(tmp_path, "acct-1.csv", [d_line(n) for n in range(3)])
+    big_lines = [d_line(n) for n in range(100, 1100)]
+    big, b_start = _file(tmp_path, "acct-2.csv", big_lines)
+    fbl, f_start = _file(tmp_path, "fbl-1.csv", [d_line(n) for n in range(5)])
+    sink = Recording()
+    small_bytes = small.stat().st_size - s_start
+    budget = small_bytes + sum(len(line) + 1 for line in big_lines[-20:])
+    shown = warm([_span(big, b_start), _span(fbl, f_start, frozenset({"f"})), _span(small, s_start)], sink, budget)
+    assert shown == 3 + 20  # the small range whole, the rest of the budget to the big one's newest lines
+    assert all(isinstance(b.columns, Columns) for b in sink.observed)
+
+
+def test_a_file_gone_since_is_skipped_without_a_word(tmp_path: Path) -> None:
+    path, start = _file(tmp_path, "acct-1.csv", [d_line(n) for n in range(10)])
+    span = _span(path, start)
+    path.unlink()
+    assert warm([span], Recording()) == 0
