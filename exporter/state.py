@@ -268,7 +268,7 @@ def private_dir(path: Path) -> None:
     """
     dangling = dangling_link(path)
     if dangling is not None:
-        raise StateRefused(f"state_dir: {dangling}")
+        raise StateError(f"state_dir: {dangling}")  # (a disk not mounted yet: a restart may mend it)
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir honours the umask
