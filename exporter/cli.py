@@ -338,7 +338,7 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     and flushed, the process ends without the interpreter's teardown, which would free every frame,
     table and module one object at a time (~60 ms) only to give the memory back to the kernel."""
     from exporter import logsetup
-    from exporter.oneshot import no_collections
+    from exporter.oneshot import backfill_sources, no_collections
 
     if sys.stdout is None:  # nowhere to print the exposition: say so before reading anything
         raise StdoutError("it is closed")
@@ -346,6 +346,7 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
         config = _load(args.config, oneshot=True)
         if config is None:
             return EXIT_CONFIG
+        config = backfill_sources(config)  # what PMTA's move-to put away is counted too
         logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
         if config.correlator.enabled:
             allocator.use(allocator.ONESHOT_CORRELATOR)

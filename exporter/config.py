@@ -251,7 +251,7 @@ class SourceConfig(_Strict):
         "identity (device, inode and first bytes), or as a copy with its first bytes (moved to another file system), "
         "it is read from where reading stopped to its end. The correlator process searches them too, for a file whose "
         "recorded path no longer names it. The directory a file was read in is always searched as well (a file "
-        "renamed in place).",
+        "renamed in place). `watchtower oneshot` reads them as it reads `paths`: a backfill counts the moved files.",
     )
     records: list[str] | None = Field(
         default=None,

@@ -57,6 +57,17 @@ class Exposition(str):
         return page
 
 
+def backfill_sources(config: Config) -> Config:
+    """`config` with each source's `moved_to` globs read as its `paths`: a backfill counts every file PMTA wrote
+    that is still on disk, the closed ones its move-to put away included (they are read by identity only in the
+    daemon, which followed them before they moved). A file both match is one file (read once, by identity)."""
+    if not any(source.moved_to for source in config.sources):
+        return config
+    sources = [source.model_copy(update={"paths": list(dict.fromkeys([*source.paths, *source.moved_to])),
+                                         "moved_to": []}) for source in config.sources]
+    return config.model_copy(update={"sources": sources})
+
+
 def tune_process() -> None:
     """Allocator settings for a single pass; call before polars is imported (it reads its jemalloc
     settings when it loads). An operator's own `_RJEM_MALLOC_CONF` is kept."""

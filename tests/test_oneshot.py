@@ -335,3 +335,25 @@ def test_bad_lines_past_the_burst_are_summed_up_before_exit(tmp_path: Path, corr
     lines = proc.stderr.splitlines()
     assert sum("unknown_type (source acct)" in ln for ln in lines) == 10, proc.stderr
     assert sum(ln.endswith("source acct: 5 more bad lines not logged") for ln in lines) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("correlator", [False, True])
+def test_a_backfill_reads_what_pmta_moved_away_too(tmp_path: Path, correlator: bool) -> None:
+    """With PMTA's move-to, closed files sit in the source's `moved_to` directory. `oneshot` read the `paths` globs
+    alone: on such a host a backfill counted the current file only, exit 0, nothing said (simulator review
+    2026-12-05)."""
+    live, archive = tmp_path / "live", tmp_path / "archive"
+    live.mkdir()
+    archive.mkdir()
+    (archive / "acct-2026-11-25-0000.csv").write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(4)))
+    (live / "acct-2026-11-25-0001.csv").write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(4, 7)))
+    config = write_config(tmp_path, [{"name": "acct", "paths": [str(live / "acct-*.csv")],
+                                      "moved_to": [str(archive / "acct-*.csv")]}],
+                          correlator={"enabled": correlator})
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(proc.stdout) for s in fam.samples}
+    assert samples[("watchtower_records_read_total", (("source", "acct"), ("type", "d")))] == 7
+    assert samples[("watchtower_files_followed", (("source", "acct"),))] == 2
