@@ -84,7 +84,7 @@ def test_routing(labels: str, receivers: str) -> None:
 
 def test_grouping_and_inhibitions() -> None:
     cfg = config()
-    assert cfg["route"]["group_by"] == ["alertname", "isp", "vmta_pool"]
+    assert cfg["route"]["group_by"] == ["alertname", "cluster", "isp", "vmta_pool"]  # sites apart (docs/scaling.md)
     rules = [(r["source_matchers"], r["target_matchers"], r["equal"]) for r in cfg["inhibit_rules"]]
     assert (['alertname = "PmtaIspBlock"'], ['alertname = "PmtaIspThrottling"'], ["instance", "vmta", "isp"]) in rules
     down = [r for r in rules if r[0] == ['alertname = "WatchtowerDown"']]
@@ -412,6 +412,11 @@ def test_critical_mutes_its_warning_twin_only_in_the_same_cluster(alertmanager: 
         "pool-warning-eu": alert(
             alertname="PmtaHardBounceRate", severity="warning", job="watchtower-eu", vmta_pool="gmail-pool"
         ),
+        # docs/scaling.md's shape: one job everywhere, the sites told apart by `external_labels: {cluster: ...}`
+        "sender-critical-paris": alert(alertname="PmtaSenderHardBounceRate", severity="critical", job="watchtower",
+                                       sender="news.example.com", cluster="paris"),
+        "sender-warning-dallas": alert(alertname="PmtaSenderHardBounceRate", severity="warning", job="watchtower",
+                                       sender="news.example.com", cluster="dallas"),
     }
     assert "warning-us" in settled_muting(alertmanager, sent, lambda muted: "warning-us" in muted)
     time.sleep(0.5)
