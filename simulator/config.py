@@ -53,6 +53,17 @@ class FileSpec(_Strict):
         description="PMTA's `delete-after`: a closed file whose last write is older than this (simulated time) is "
         "deleted; unset: never (PMTA's own default is 8d; here files are kept unless asked).",
     )
+    move_to: str | None = Field(
+        default=None,
+        description="PMTA's `move-to DIR` (relative to the output directory, or absolute; made if missing): each "
+        "closed file is moved there, and every `move_interval` the current file is closed; `delete_after` then "
+        "does not apply. Unset (PMTA's default): files stay where they were written.",
+    )
+    move_interval: Offset = Field(
+        default=86400.0,
+        description="PMTA's `move-interval` (default 1d): with `move_to`, how long a file is written before it is "
+        "closed and moved (simulated time); ignored without it, as PMTA ignores it.",
+    )
     iso_times: bool = True
     newline: Literal["lf", "crlf"] = "lf"
     split_writes: bool = False

@@ -34,6 +34,9 @@ class AcctFile:
     def __init__(self, directory: Path, spec: FileSpec, tz: timezone) -> None:
         self.directory = directory
         self.spec = spec
+        self.moved_to = directory / spec.move_to if spec.move_to is not None else None
+        """PMTA's move-to directory (a closed file goes there), or None."""
+        self._opened = 0
         self.tz = tz
         self.fields = resolve_fields(spec.fields, list(spec.records))
         self.newline = "\r\n" if spec.newline == "crlf" else "\n"
@@ -73,11 +76,13 @@ class AcctFile:
     def write(self, rows: list[dict[str, Any]], now: int) -> None:
         """Append `rows` (field -> value) as of simulated time `now`, rotating as PMTA would."""
         self._now = now
-        if self._closed and self.spec.delete_after is not None:
+        if self._closed and self.spec.delete_after is not None and self.moved_to is None:
             self._delete_old(now - self.spec.delete_after)
         date = local_date(now, self.tz)
         if self._fd is not None and date != self._date:
             self._rotate(date, new_day=True)
+        elif self._fd is not None and self.moved_to is not None and now - self._opened >= self.spec.move_interval:
+            self._rotate(date, new_day=False)  # move-interval: closed (and moved), the next one in place
         if not rows:
             if self._tail:
                 self._flush(b"")
@@ -139,16 +144,28 @@ class AcctFile:
             _t, path = self._closed.popleft()
             path.unlink(missing_ok=True)
 
+    def _move(self, path: Path) -> None:
+        """PMTA's move-to: the closed file is renamed into DIR (the same volume); the ground truth follows it."""
+        assert self.moved_to is not None
+        self.moved_to.mkdir(parents=True, exist_ok=True)
+        target = self.moved_to / path.name
+        os.replace(path, target)
+        self.paths[self.paths.index(path)] = target
+
     def _rotate(self, date: str, new_day: bool) -> None:
         if self._fd is not None:
             self._flush(b"", hold=False)
             os.close(self._fd)
             self._closed.append((self._now, self.paths[-1]))
+            if self.moved_to is not None:
+                self._move(self.paths[-1])
         seq = 0 if new_day else self._seq + 1
-        while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.{self.suffix}").exists():
+        while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.{self.suffix}").exists() or (
+                self.moved_to is not None and (self.moved_to / path.name).exists()):  # nor a name moved away
             seq += 1
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._date, self._seq, self._size, self._has_records = date, seq, 0, False
+        self._opened = self._now
         self.paths.append(path)
         if self.header:
             _write_all(self._fd, self.header)

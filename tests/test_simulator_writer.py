@@ -179,3 +179,22 @@ def test_files_are_kept_without_delete_after(tmp_path: Path) -> None:
     sim = Simulator("baseline", tmp_path, config=cfg, seed=5)
     sim.generate(8)
     assert sorted(tmp_path.glob("acct-*.csv")) == sim.files.files[0].paths
+
+
+def test_move_to_moves_each_closed_file_and_closes_one_every_move_interval(tmp_path: Path) -> None:
+    """PMTA's `move-to DIR` (pmta-formats.md §1.5): every `move-interval` the current file is closed and moved to
+    DIR, the next one started in place with the next NNNN; `delete-after` applies only without move-to. The
+    simulator had no move-to, so nothing exercised the exporter's `moved_to` but its own tests."""
+    cfg = SimConfig(files=[FileSpec(name="acct", records=["d", "b"], move_to="archive", move_interval="5m",
+                                    delete_after="1m")])
+    sim = Simulator("baseline", tmp_path, config=cfg, seed=5)
+    truth = sim.generate(17, close=False)
+    acct = sim.files.files[0]
+    moved = sorted((tmp_path / "archive").glob("acct-*.csv"))
+    live = sorted(tmp_path.glob("acct-*.csv"))
+    assert [p.name for p in moved] == [f"acct-2024-06-12-{n:04d}.csv" for n in range(3)]  # closed at 5, 10, 15m
+    assert live == [acct.current] and acct.current.name == "acct-2024-06-12-0003.csv"
+    assert acct.paths == [*moved, *live]  # the ground truth names each file where it is
+    rows = [r for p in acct.paths for r in read_rows(p)[1:]]
+    assert len(rows) == truth.count(type=("d", "b"))
+    sim.close()

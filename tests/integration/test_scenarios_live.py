@@ -99,3 +99,48 @@ def test_noise_moves_only_the_noise_classes(tmp_path: Path):
             assert deferred / attempts < 0.30, lab  # far from the throttling alert's threshold
     finally:
         stop(sim, wt)
+
+
+def test_files_pmta_moves_away_under_a_running_daemon_are_counted_once(tmp_path: Path):
+    """PMTA's `move-to` (the simulator's `move_to`): every 2 simulated minutes the current file is closed and moved to
+    archive/ while the daemon follows it. What the daemon counts equals a oneshot over both directories: no record
+    of a moved file lost (read to its end where it went) or counted twice."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    sim_cfg = tmp_path / "sim.yml"
+    sim_cfg.write_text(yaml.safe_dump({"files": [
+        {"name": "acct", "records": ["d", "b"], "move_to": "archive", "move_interval": "2m"},
+        {"name": "diag", "records": ["t", "tq"], "move_to": "archive", "move_interval": "2m"}]}))
+    cfg = {
+        "sources": [{"name": n, "paths": [str(logs / f"{n}-*.csv")], "moved_to": [str(logs / "archive" / f"{n}-*.csv")]}
+                    for n in ("acct", "diag")],
+        "state_dir": str(tmp_path / "state"), "listen": f"127.0.0.1:{free_port()}",
+        "tail": {"start_position": "beginning", "poll_interval": 0.2, "rescan_interval": 0.5},
+        "correlator": {"enabled": False},
+    }
+    (tmp_path / "w.yml").write_text(yaml.safe_dump(cfg))
+    wt = Watchtower(tmp_path / "w.yml").start()
+    try:
+        subprocess.run([sys.executable, "-m", "simulator.cli", "run", "--out", str(logs), "--config", str(sim_cfg),
+                        "--speed", "240", "--duration", "8", "--api", f"127.0.0.1:{free_port()}"],
+                       stdout=open(tmp_path / "sim.log", "ab"), stderr=subprocess.STDOUT, cwd=REPO,  # noqa: SIM115
+                       timeout=120, check=True)
+        moved = sorted((logs / "archive").glob("acct-*.csv"))
+        assert len(moved) >= 5, moved  # 32 simulated minutes: about 16 moves
+        oneshot = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(tmp_path / "w.yml")],
+                                 capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert oneshot.returncode == 0, oneshot.stderr
+        from prometheus_client.parser import text_string_to_metric_families
+
+        want = {family: sum(s.value for fam in text_string_to_metric_families(oneshot.stdout) for s in fam.samples
+                            if s.name == family)
+                for family in ("pmta_delivered_total", "pmta_bounced_total", "pmta_deferred_total")}
+        assert want["pmta_delivered_total"] > 1000
+        deadline = time.monotonic() + 60
+        while {f: total(wt.scrape(), f) for f in want} != want:
+            assert time.monotonic() < deadline, ({f: total(wt.scrape(), f) for f in want}, want)
+            time.sleep(0.5)
+    finally:
+        if wt.proc is not None:
+            wt.stop()
+    assert "Traceback" not in wt.log.read_text()
