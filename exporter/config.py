@@ -237,7 +237,9 @@ class SourceConfig(_Strict):
         description="Label value for self-metrics; unique. Defaults to the first glob's file name up to its first "
         "wildcard, without separators or extension (`/var/log/pmta/acct-*.csv` and `/x/acct.csv` give `acct`); "
         "required when that leaves nothing (`*.csv`). Renaming a source keeps its files' read positions (they were "
-        "read for the old name); a file whose glob moves to another configured source is read again for that one.",
+        "read for the old name); a file whose glob moves to another configured source resumes there too when that "
+        "source keeps no record type the old one did not, else it is read again for it (records of types both "
+        "keep are then counted again: a WARNING says so).",
     )
     moved_to: list[SourceGlob] = Field(
         default_factory=list,

@@ -70,11 +70,22 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
-def _adopt(cp: Checkpoint, path: str, source: str) -> None:
-    """A checkpoint of a source no longer configured (renamed) goes on under `source`, where reading stopped."""
-    log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
-             shown(path), cp.source, source, cp.offset, cp.line_no)
+def _adopt(cp: Checkpoint, path: str, source: str, old_configured: bool = False) -> None:
+    """A checkpoint of a source no longer configured (renamed), or of one that kept every record type `source`
+    keeps (its glob given to `source`), goes on under `source` where reading stopped: read again, its records were
+    counted twice."""
+    if old_configured:
+        log.info("%s: now matched by source %s, not %s, which kept every record type %s keeps; resuming at byte %d "
+                 "(line %d)", shown(path), source, cp.source, source, cp.offset, cp.line_no)
+    else:
+        log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
+                 shown(path), cp.source, source, cp.offset, cp.line_no)
     cp.source = source
+
+
+def _keeps_nothing_more(new: frozenset[str] | None, old: frozenset[str] | None) -> bool:
+    """Does a source keeping record types `new` keep none that one keeping `old` did not (None: every type)?"""
+    return old is None or (new is not None and new <= old)
 
 
 def _shared_types(old: frozenset[str] | None, new: frozenset[str] | None) -> str:
@@ -777,11 +788,17 @@ class Tailer:
                 self._compressed.add(key)
                 warn_compressed(path, compression, source, "not followed")
             return
-        renamed = cp is not None and cp.source != source and cp.source not in self._allowed
-        if cp is not None and same_file(cp, st, head) and (cp.source == source or renamed) \
+        # the source that read it is no longer configured (renamed), or keeps every type the new one does (a glob
+        # given to another source, a renamed source's old name taken by a new one): nothing left to count again
+        # (a checkpoint of a file that held only its header is that file at its own path only: another source's
+        # files may start with the same header line)
+        handed = cp is not None and cp.source != source and (cp.source not in self._allowed or (
+            _keeps_nothing_more(self._allowed[source], self._allowed[cp.source])
+            and (cp.path == path or shares_first_record(cp.fingerprint, head))))
+        if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
                 and not _short_fingerprint_elsewhere(cp, path, head):
-            if renamed:  # the source that read it is no longer configured: renamed, not its glob given to another one
-                _adopt(cp, path, source)
+            if handed:
+                _adopt(cp, path, source, cp.source in self._allowed)
             else:
                 log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
             cp.path = path

@@ -431,6 +431,33 @@ async def test_a_file_a_config_edit_gave_to_another_configured_source_is_read_fo
     assert sorted((cp.source, cp.gone_since is None) for cp in saved) == [("acct", True), ("diag", False)]
 
 
+@pytest.mark.parametrize(("old_records", "new_records"), [(None, None), (["d", "b"], ["d"]), (None, ["b"])])
+async def test_a_file_given_to_a_source_that_keeps_no_type_more_resumes_where_it_was(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, old_records: list[str] | None,
+        new_records: list[str] | None):
+    """A glob moved to another configured source, or a source renamed while a new one took its old name: the new
+    source keeps no record type the old one did not, so reading the file again from the start only counted its
+    records twice (every pmta_* counter, and the correlator's timelines: `attempts 2`, review 2026-12-05). It
+    resumes where reading stopped, under the same file id."""
+    import dataclasses
+
+    w, checkpoints = await read_then_stop(tmp_path)
+    given = [dataclasses.replace(cp, source="diag") for cp in checkpoints]
+    w.write(2)
+    sources = [SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], records=new_records),
+               SourceConfig(name="diag", paths=[str(tmp_path / "diag-*.csv")], records=old_records)]
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), None, checkpoints=given, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == ([5, 6] if new_records is None or "d" in new_records else [])  # (d lines)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("now matched by source acct, not diag, which kept every record type acct keeps; resuming at byte"
+               in m for m in said), said
+    assert not [m for m in said if "reading it from the start" in m or "were not read" in m]
+    saved = tailer.take_checkpoints()
+    await tailer.close()
+    assert [(cp.file_id, cp.source, cp.gone_since) for cp in saved] == [(checkpoints[0].file_id, "acct", None)]
+
+
 async def test_a_file_of_a_renamed_source_moved_away_while_the_daemon_was_down_is_read_to_its_end(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Both at once while it was down: the source renamed, its file moved by PMTA's move-to. The configured source
