@@ -278,8 +278,9 @@ class Linker:
 
     def _report_link(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int) -> int | None:
         """f/rb/rs that matched no key: the only recipient of its Message-Id, else rcpt + orig in the window."""
-        self._flush(conn, p, tls, seg)  # the probes below must see this batch's rows
         mh, rh = p.mh[i], p.rh[i]
+        if _pending_rows_of(p, seg, len(tls), mh, rh):
+            self._flush(conn, p, tls, seg)  # the probes below must see this batch's rows of its Message-Id or rcpt
         if mh is not None and rh is None:  # a report of its own (recipient hidden, read early) is no recipient
             ids = conn.execute(f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? AND rcpt_h IS NOT NULL"
                                " LIMIT 2", (mh,)).fetchall()
@@ -347,3 +348,22 @@ def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
         start = end
     out.append(text[start:])
     return "".join(out)
+
+
+def _pending_rows_of(p: Prepared, seg: Segment, upto: int, mh: int | None, rh: int | None) -> bool:
+    """Does a row of the segment not flushed yet carry this Message-Id or recipient key? Only such a row can make
+    or change a timeline the report's probes find. Flushed before every unmatched report, a run of them (their
+    deliveries pruned, or never read) stored one row at a time, ~3 ms each: the correlator stalled ~100 s and
+    held the write lock for seconds (store-size review 2026-12-05). Keys are collected once per row."""
+    if seg.keys_from != seg.start:
+        seg.keys_from = seg.keys_upto = seg.start
+        seg.mids.clear()
+        seg.rcpts.clear()
+    mids, rcpts, pmh, prh = seg.mids, seg.rcpts, p.mh, p.rh
+    for j in range(seg.keys_upto, upto):
+        if (m := pmh[j]) is not None:
+            mids.add(m)
+        if (r := prh[j]) is not None:
+            rcpts.add(r)
+    seg.keys_upto = upto
+    return (mh is not None and mh in mids) or (rh is not None and rh in rcpts)

@@ -27,6 +27,13 @@ class Segment:
     new: dict[int, int] = field(default_factory=dict)
     """Timelines created in this segment -> their qday."""
     merges: list[tuple[int, int]] = field(default_factory=list)
+    keys_from: int = -1
+    """The row from which `mids` and `rcpts` were collected (the segment's start when they are current)."""
+    keys_upto: int = 0
+    mids: set[int] = field(default_factory=set)
+    """Message-Id and recipient keys of rows [keys_from, keys_upto): a report whose keys none of them holds needs
+    no flush before its store probes (linking.Linker._report_link)."""
+    rcpts: set[int] = field(default_factory=set)
 
 
 _INSERT_TL = (

@@ -321,3 +321,30 @@ def test_a_write_by_another_writer_reloads_the_key_filter(tmp_path: Path, writes
                               " (write_seq 2, expected 1): reloading its key filter")
     first.close()
     second.close()
+
+
+def test_a_run_of_reports_about_deliveries_not_stored_is_stored_in_one_piece(tmp_path: Path) -> None:
+    """Reports that match no key (their deliveries pruned, or never read) were each preceded by a flush of the rows
+    before them, so that the store probes saw them: a run of them was stored one row at a time (~3 ms each), and the
+    correlator stalled ~100 s holding the write lock (store-size review 2026-12-05). Only rows carrying the report's
+    Message-Id or recipient call for that flush; a delivery of the same batch is still found."""
+    from tests.test_correlator_support import batch
+
+    head = "type,timeLogged,orig,rcpt,feedbackType,reportingMta,header_Message-Id\n"
+    reports = batch("/var/log/pmta/fbl-2024-05-04-0000.csv", head + "".join(
+        f"f,2024-05-04 08:{n // 60:02d}:{n % 60:02d}+0000,news@shop.example,u{n}@yahoo.com,abuse,fbl.example,"
+        f"<gone{n}@shop.example>\n" for n in range(300)))
+    h = Harness(tmp_path)
+    flushes: list[int] = []
+    real = h.sink.ingestor._flush_rows
+    h.sink.ingestor._flush_rows = lambda conn, p, tls, seg, start, stop: (  # type: ignore[method-assign]
+        flushes.append(stop - start), real(conn, p, tls, seg, start, stop))
+    h.commit(reports)
+    assert flushes == [300]  # one piece, not 299 pieces of one row and a last one
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 300
+    h.commit(ACCT_0, FBL)  # a report after its delivery in one batch still joins it (the probe sees the row)
+    from correlator import store
+
+    (flags,) = [f for (f,) in h.conn.execute("SELECT flags FROM corr_timelines WHERE message_id = 'm1@shop.example'")]
+    assert flags & store.FLAG[store.TYPE_CODES["d"]] and flags & store.FLAG[store.TYPE_CODES["f"]]  # alice's delivery and its complaint: one timeline
+    h.close()
