@@ -308,6 +308,7 @@ class FileStream:
             self._start_over(why)
             await self._seek(0)
         self.size = size
+        self._cover_what_was_read(f, 0, size)  # (an idle file resumed from an older version's short one too)
         for _ in range(max_chunks):
             if should_stop is not None and should_stop():
                 return True
@@ -365,13 +366,14 @@ class FileStream:
             self._deliver(*parsed, on_batch)
         return True
 
-    def _cover_what_was_read(self, f: Any, nread: int) -> None:
+    def _cover_what_was_read(self, f: Any, nread: int, size: int = 0) -> None:
         """Keep the fingerprint over every byte read (up to FINGERPRINT_BYTES) before the checkpoint passes them. Taken
         from the size seen before a read, it missed records PMTA appended between that size check and the read: a
         checkpoint saved past them with a fingerprint of the header alone matches every file of the source, and after
-        a restart took a new file in its freed inode for its own (randomized restart seed 448)."""
+        a restart took a new file in its freed inode for its own (randomized restart seed 448). Called before a read
+        with the size seen (nread 0) and after it with the bytes read."""
         covered = fingerprint_len(self.cp.fingerprint)
-        if covered < FINGERPRINT_BYTES and self.cp.offset + len(self.pending) + nread > covered:
+        if covered < FINGERPRINT_BYTES and max(size, self.cp.offset + len(self.pending) + nread) > covered:
             try:
                 self.cp.fingerprint = read_fingerprint(f.fileno())
             except OSError:

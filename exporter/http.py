@@ -559,6 +559,15 @@ class AcceptErrorLog:
             loop.default_exception_handler(context)
 
 
+def _every_ipv6_address(host: str) -> bool:
+    """`::` in any spelling (`::0`, `0:0:0:0:0:0:0:0`)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 6 and address.is_unspecified
+
+
 def every_address_socket(port: int, backlog: int) -> socket.socket:
     """`[::]`, every address of the host: IPv6 and IPv4 both, as node_exporter's `[::]:9100`. asyncio binds an
     IPv6 socket IPv6-only, so a Prometheus scraping the host's IPv4 address was refused while the healthcheck (over
@@ -582,7 +591,7 @@ class EmbeddedServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrorLog(loop.get_exception_handler()))
-        if sockets is None and self.config.host == "::" and socket.has_dualstack_ipv6():
+        if sockets is None and _every_ipv6_address(self.config.host) and socket.has_dualstack_ipv6():
             sockets = [every_address_socket(self.config.port, self.config.backlog)]
         if self.config.ssl is None:
             await super().startup(sockets)

@@ -96,6 +96,10 @@ def _cause(exc: sqlite3.OperationalError, path: Path) -> str:
     error` (SQLite cannot create the -shm file): the file system is looked at, whatever the words."""
     text = str(exc).lower()
     kept = "the database is kept and resumed from" if path.exists() else "nothing was created: the next start does"
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        unwritable = _unwritable_own_file(path)  # the evidence at hand, before a nearly full disk is blamed
+        if unwritable is not None:
+            return unwritable
     if _full(path.parent):
         return f"the file system of {path.parent} is full: free space there; {kept}"
     if "full" in text:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from typing import Protocol
 
-from exporter.records import RecordBatch, shown
+from exporter.records import Columns, RecordBatch, shown
 from exporter.spans import Span, SpanGone, read_span, reports_only
 
 log = logging.getLogger("watchtower.daemon")
@@ -26,6 +27,9 @@ WARM_BYTES = 32 * 1024**2
 the 100,000 rows the memory of deliveries keeps."""
 PIECE_BYTES = 4 * 1024**2
 """Bytes parsed at a time."""
+HEADER_SCAN_BYTES = 8 * 1024**2
+"""How far before a cut a header line written mid-file is looked for (PMTA's header always starts with `type`)."""
+_HEADER_LINE = re.compile(rb"\n(?:\xef\xbb\xbf)?([Tt][Yy][Pp][Ee],[^\r\n]*)")
 
 
 class Observer(Protocol):
@@ -67,7 +71,29 @@ def _tail(span: Span, max_bytes: int) -> Span | None:
     if nl < 0:
         return None
     piece.start = start + nl  # the first byte after that newline (the window starts one byte before `start`)
+    try:
+        header = _header_before(piece.path, span.start, piece.start)
+    except OSError:
+        return None
+    if header is not None:
+        piece.columns = Columns.from_header(header.split(","))
+    elif piece.columns is None:
+        return None  # (a JSON file has no header and needs none: its range is read whole or not at all)
     return piece
+
+
+def _header_before(path: str, start: int, cut: int) -> str | None:
+    """The last header line in [start, cut) of the file, looked for in the HEADER_SCAN_BYTES before `cut`: the
+    header in force where the piece begins, when the range starts before the file's header line (no columns) or
+    PMTA wrote a new one inside it. None when there is none there (the range's own header is in force)."""
+    lo = max(start, cut - HEADER_SCAN_BYTES)
+    with open(path, "rb") as f:
+        f.seek(lo - 1 if lo else 0)
+        data = (b"" if lo else b"\n") + f.read(cut - lo + (1 if lo else 0))  # a line start before each match
+    last = None
+    for match in _HEADER_LINE.finditer(data):
+        last = match
+    return last.group(1).decode("utf-8", "replace") if last is not None else None
 
 
 def _show(piece: Span, sink: Observer) -> int:

@@ -159,3 +159,12 @@ def test_accept_errors_are_logged_rate_limited_without_traceback(caplog):
     assert record.getMessage().startswith("accept() failed: [Errno 24] Too many open files (0 more")
     assert record.exc_info is None and handler.suppressed == 999
     assert passed == [{"message": "something else"}]  # other loop errors go to the previous handler
+
+
+@pytest.mark.parametrize(("host", "every"), [("::", True), ("::0", True), ("0:0:0:0:0:0:0:0", True), ("::1", False),
+                                             ("0.0.0.0", False), ("localhost", False), ("fe80::1", False)])
+def test_every_spelling_of_the_unspecified_ipv6_address_binds_dual_stack(host: str, every: bool) -> None:
+    """`[::]` listens on IPv4 too (one dual-stack socket); `[::0]` is the same address and was left IPv6-only."""
+    from exporter.http import _every_ipv6_address
+
+    assert _every_ipv6_address(host) is every

@@ -65,3 +65,31 @@ def test_a_file_gone_since_is_skipped_without_a_word(tmp_path: Path) -> None:
     span = _span(path, start)
     path.unlink()
     assert warm([span], Recording()) == 0
+
+
+def test_a_range_from_the_files_first_byte_cut_to_its_tail_takes_the_header_line(tmp_path: Path) -> None:
+    """The correlator had stored nothing of the file (a rotation while it was behind): its range starts before the
+    header line, with no columns. Cut to its newest lines, the piece was parsed without a header: no row at all
+    (review of 2026-12-05)."""
+    lines = [d_line(n) for n in range(1000)]
+    path, _start = _file(tmp_path, "acct-1.csv", lines)
+    st = path.stat()
+    span = span_at("f1", "acct", str(path), st.st_dev, st.st_ino, (0, 0, ""), st.st_size, None)
+    sink = Recording()
+    budget = sum(len(line) + 1 for line in lines[-37:]) + 5
+    assert warm([span], sink, budget) == 37
+    assert [row[b.columns.vmta] for b in sink.observed for row in b.rows] == ["vmta-1"] * 37
+
+
+def test_a_tail_after_a_header_line_written_mid_file_is_read_with_that_header(tmp_path: Path) -> None:
+    """PMTA wrote a new header line (other fields, another order) inside the range: the tail was parsed with the
+    header in force at the range's start, its columns shifted (vmta read from another field)."""
+    path, start = _file(tmp_path, "acct-1.csv", [d_line(n) for n in range(100)])
+    with path.open("a") as f:
+        f.write("type,timeLogged,vmta,rcpt,vmtaPool\n")
+        f.writelines(f"d,2026-11-25 12:00:00+0000,vmta-new,v{n}@gmail.com,pool-b\n" for n in range(100))
+    sink = Recording()
+    budget = 10 * len("d,2026-11-25 12:00:00+0000,vmta-new,v99@gmail.com,pool-b\n")
+    assert warm([_span(path, start)], sink, budget) == 10
+    assert {(row[b.columns.vmta], row[b.columns.vmtaPool]) for b in sink.observed for row in b.rows} == {
+        ("vmta-new", "pool-b")}
