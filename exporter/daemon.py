@@ -287,6 +287,10 @@ class Daemon:
             await self.store.read_sink_files()
         log.info("state %s: %s, %d checkpoints, %d series restored", self.db_path,
                  "first run" if loaded.first_run else "resuming", len(loaded.checkpoints), len(loaded.series))
+        if loaded.correlator_off_since is not None:
+            log.warning("the correlator was off from %s until this start: the records read meanwhile have no "
+                        "timelines (the counters count them); timelines go on from what is read next",
+                        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(loaded.correlator_off_since)))
         if self.instance.unclean and not loaded.first_run:
             # What the stopped daemon showed was read, not all committed: shown now, the restored counters would
             # go backwards, and Prometheus counts a drop as a reset (rate() then adds the whole counter again).

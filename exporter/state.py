@@ -79,6 +79,10 @@ NEARLY_FULL_BYTES = 1024**2
 create some 200 KiB, and with a few blocks left it says `disk I/O error`, not `database or disk is full`."""
 
 
+CORRELATOR_OFF_SINCE = "correlator_off_since"
+"""wt_meta key: when the daemon first started with the correlator off (kept until a start with it on)."""
+
+
 def _full(directory: Path) -> bool:
     """Whether the file system of `directory` has (nearly) no block, or no inode, left for this user. A file system
     that counts no blocks or inodes at all (btrfs and many FUSE mounts report 0 inodes) is not full for it."""
@@ -218,6 +222,8 @@ class Loaded:
     moved_since: dict[str, float] = field(default_factory=dict)
     """Per source, files in its `moved_to` changed after this may be new to the next look there (exporter/movedto.py):
     the start of the last scan that looked at them, as the last commit saved it (a source missing: `last_commit`)."""
+    correlator_off_since: float | None = None
+    """The correlator is on now and was off from this time (wt_meta): what was read meanwhile has no timelines."""
 
     def moved_since_for(self, labels: list[str]) -> dict[str, float] | None:
         """`moved_since` for the sources configured now (None on a first run: nothing to take up)."""
@@ -576,7 +582,26 @@ class StateStore:
         ]
         last = conn.execute("SELECT max(updated) FROM wt_checkpoints").fetchone()[0]
         return Loaded(first_run, cps, series, behind, last_commit=last,
-                      moved_since=_times_by_source(meta.get("moved_since")))
+                      moved_since=_times_by_source(meta.get("moved_since")),
+                      correlator_off_since=self._note_correlator(conn, meta.get(CORRELATOR_OFF_SINCE)))
+
+    def _note_correlator(self, conn: sqlite3.Connection, stored: str | None) -> float | None:
+        """The daemon's store remembers since when the correlator is off (`correlator.enabled: false`): turned on
+        again, it goes on from what is read next, and the records read meanwhile have no timelines; that start says
+        so once (returned) instead of leaving a silent hole."""
+        if self.throwaway or not self.reports_readers:
+            return None
+        if self.sinks or self.sinks_elsewhere:
+            if stored is None:
+                return None
+            conn.execute("DELETE FROM wt_meta WHERE key = ?", (CORRELATOR_OFF_SINCE,))
+            try:
+                return float(stored)
+            except ValueError:
+                return 0.0
+        if stored is None:
+            conn.execute("INSERT OR REPLACE INTO wt_meta VALUES (?, ?)", (CORRELATOR_OFF_SINCE, str(time.time())))
+        return None
 
     def _write_rows(self, batches: list[RecordBatch], new_files: list[Checkpoint] | None = None,
                     progress: dict[str, Position | None] | None = None) -> None:

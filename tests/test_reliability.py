@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from exporter.backlog import RowBacklog
@@ -2245,3 +2246,22 @@ def test_a_wal_left_without_its_database_is_moved_aside_and_the_start_is_a_first
     again._open(check=True)
     again._close()
     assert (state / "watchtower.db-wal.orphaned").exists() and (state / "watchtower.db-wal.orphaned.1").exists()
+
+
+def test_turning_the_correlator_on_again_says_what_has_no_timelines(tmp_path: Path, watchtower_factory) -> None:
+    """Records read while `correlator.enabled` was false have no timelines, and turning it on again left that hole
+    without a word (reconfiguration review 2026-12-05). The start that turns it on says since when it was off, once."""
+    cfg = write_config(tmp_path, correlator={"enabled": False})
+    wt = watchtower_factory(cfg).start()
+    assert wt.stop() == 0
+    data = yaml.safe_load(cfg.read_text())
+    for enabled in (False, True, True):  # off again (the time kept is the first), then on twice
+        data["correlator"] = {"enabled": enabled, "worker": "thread"}
+        cfg.write_text(yaml.safe_dump(data))
+        wt.start()
+        assert wt.stop() == 0
+    said = [line.split(": ", 1)[1] for line in wt.log.read_text().splitlines() if " WARNING " in line]
+    gaps = [m for m in said if m.startswith("the correlator was off from ")]
+    assert len(gaps) == 1, said
+    assert gaps[0].endswith("until this start: the records read meanwhile have no timelines (the counters count "
+                            "them); timelines go on from what is read next"), gaps
