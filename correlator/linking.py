@@ -279,8 +279,8 @@ class Linker:
     def _report_link(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int) -> int | None:
         """f/rb/rs that matched no key: the only recipient of its Message-Id, else rcpt + orig in the window."""
         mh, rh = p.mh[i], p.rh[i]
-        if _pending_rows_of(p, seg, len(tls), mh, rh):
-            self._flush(conn, p, tls, seg)  # the probes below must see this batch's rows of its Message-Id or rcpt
+        if seg.merges or _pending_rows_of(p, seg, len(tls), mh, rh):  # (a pending merge deletes a timeline the
+            self._flush(conn, p, tls, seg)  # probes would count): they must see this batch's rows of its keys
         if mh is not None and rh is None:  # a report of its own (recipient hidden, read early) is no recipient
             ids = conn.execute(f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? AND rcpt_h IS NOT NULL"
                                " LIMIT 2", (mh,)).fetchall()
