@@ -41,15 +41,16 @@ class Observer(Protocol):
 def warm(spans: list[Span], sink: Observer, budget: int = WARM_BYTES) -> int:
     """Show the rows of the newest `budget` bytes of the delivery ranges in `spans` to `sink` (observed, then
     released: kept as its memory keeps what the daemon reads); returns the rows shown. `spans` are not changed."""
-    ranges = sorted((s for s in spans if not reports_only(s.allowed) and s.remaining), key=lambda s: s.remaining)
-    shown_rows = 0
-    for i, span in enumerate(ranges):
-        share = budget // (len(ranges) - i)
-        piece = _tail(span, share)
-        budget -= piece.remaining if piece is not None else 0
+    ranges = [s for s in spans if not reports_only(s.allowed) and s.remaining]
+    pieces: dict[int, Span] = {}
+    by_size = sorted(range(len(ranges)), key=lambda k: ranges[k].remaining)  # the budget is shared smallest first
+    for n, k in enumerate(by_size):
+        piece = _tail(ranges[k], budget // (len(ranges) - n))
         if piece is not None:
-            shown_rows += _show(piece, sink)
-    return shown_rows
+            budget -= piece.remaining
+            pieces[k] = piece
+    # shown in the order they were read: the memory answers a key with the newest row it was shown
+    return sum(_show(pieces[k], sink) for k in sorted(pieces))
 
 
 def _tail(span: Span, max_bytes: int) -> Span | None:

@@ -93,3 +93,13 @@ def test_a_tail_after_a_header_line_written_mid_file_is_read_with_that_header(tm
     assert warm([_span(path, start)], sink, budget) == 10
     assert {(row[b.columns.vmta], row[b.columns.vmtaPool]) for b in sink.observed for row in b.rows} == {
         ("vmta-new", "pool-b")}
+
+
+def test_ranges_are_shown_in_the_order_they_were_read_not_by_size(tmp_path: Path) -> None:
+    """The memory answers a key with the newest row it was shown: ranges shown smallest first (the order the budget
+    is shared in) could show an older file's delivery after a newer one's (a review of this round's changes)."""
+    old, o_start = _file(tmp_path, "acct-1.csv", [d_line(n, vmta="vmta-old") for n in range(50)])
+    new, n_start = _file(tmp_path, "acct-2.csv", [d_line(n, vmta="vmta-new") for n in range(3)])
+    sink = Recording()
+    assert warm([_span(old, o_start), _span(new, n_start)], sink) == 53
+    assert [row[b.columns.vmta] for b in sink.observed for row in b.rows][-1] == "vmta-new"
