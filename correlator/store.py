@@ -247,11 +247,11 @@ def _stored_version(conn: sqlite3.Connection, value: object) -> int:
     try:
         version = int(str(value))
     except ValueError:
-        raise StateRefused(f"{path}: correlator schema_version {str(value)[:40]!r} is not a version; the store is not "
-                         "this program's, or damaged: move it aside (timelines restart empty)") from None
+        raise StateRefused(f"{path}: correlator schema_version {str(value)[:40]!r} is not a version; the store is "
+                           "not this program's, or damaged: move it aside (timelines restart empty)") from None
     if version > SCHEMA_VERSION:
-        raise StateRefused(f"{path}: correlator schema {version} is newer than this build's ({SCHEMA_VERSION}): run "
-                         "the version that wrote it, or move the file aside (timelines and counters restart)")
+        raise StateRefused(f"{path}: correlator schema {version} is newer than this build's ({SCHEMA_VERSION}): "
+                           "run the version that wrote it, or move the file aside (timelines and counters restart)")
     return version
 
 
@@ -310,9 +310,9 @@ def _other_key(conn: sqlite3.Connection, stored: str, path: Path, created: bool)
         path.unlink(missing_ok=True)
     db = conn.execute("PRAGMA database_list").fetchone()[2]
     what = "is missing" if created else "holds another key"
-    return StateRefused(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were keyed "
-                      f"with the key {stored}: put that key file back (from the host or the backup the store came "
-                      "from), or move the store aside to start a new one with this key")
+    return StateRefused(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were "
+                        f"keyed with the key {stored}: put that key file back (from the host or the backup the store "
+                        "came from), or move the store aside to start a new one with this key")
 
 
 class StoreNotReady(Exception):

@@ -440,10 +440,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     from exporter.http import raise_fd_limit  # the web stack is imported by `run` only
 
     raise_fd_limit()
-    for warning in preflight.warnings(config):
-        if warning.startswith(("web.basic_auth_users", "metrics.delay_buckets")):  # (globs: the tailer logs its own)
-            log.warning("%s", warning)
-    for warning in preflight.overlaps(config):  # a source reading none of the files it names: said at each start
+    for warning in preflight.run_warnings(config):  # (globs matching nothing: the tailer says its own)
         log.warning("%s", warning)
     import asyncio  # `run` only: the metrics-only oneshot has no event loop
 

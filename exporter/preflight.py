@@ -483,13 +483,6 @@ def _absent_directory(pattern: str) -> str | None:
     return None
 
 
-def overlaps(config: Config) -> list[str]:
-    """Sources whose globs match the same files (as `warnings` says them): `run` logs them, as the tailer logs its
-    own for globs matching nothing."""
-    return _overlaps(config, {(i, j): glob.glob(pattern) for i, source in enumerate(config.sources)
-                              for j, pattern in enumerate(source.paths)})
-
-
 def _overlaps(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[str]:
     """Two sources given one pattern, or one whose files another's pattern also matches now: the tailer follows a
     file (by device and inode) for the first source listed, so the other never reads it, silently."""
@@ -564,22 +557,35 @@ def _unreadable(pattern: str, matches: list[str]) -> str | None:
             f"e.g. {first}; give this user read access (e.g. the group PMTA's logs belong to)")
 
 
+def _matches(config: Config) -> dict[tuple[int, int], list[str]]:
+    """Each (source, pattern) of `paths` with the files its glob matches now."""
+    return {(i, j): glob.glob(pattern) for i, source in enumerate(config.sources)
+            for j, pattern in enumerate(source.paths)}
+
+
 def warnings(config: Config) -> list[str]:
-    """Legal but suspicious: globs matching no file right now (naming a missing directory), two sources matching
-    the same files, delay buckets an alert needs missing, a plain-text password in the config."""
+    """Legal but suspicious: globs matching no file right now (naming a missing directory), and `run_warnings`."""
+    matched = _matches(config)
     out = []
-    matched: dict[tuple[int, int], list[str]] = {}
-    for i, source in enumerate(config.sources):
-        for j, pattern in enumerate(source.paths):
-            matches = matched[(i, j)] = glob.glob(pattern)
-            problem = _unreadable(pattern, matches) if matches else _unlistable(pattern)
-            if problem:
-                out.append(f"sources.{i}.paths.{j}: {problem}")
-            elif not matches:
-                absent = _absent_directory(pattern)
-                why = f": {absent}" if absent else ""
-                out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet{why}")
-    out += _overlaps(config, matched)
+    for (i, j), matches in matched.items():
+        pattern = config.sources[i].paths[j]
+        problem = _unreadable(pattern, matches) if matches else _unlistable(pattern)
+        if problem:
+            out.append(f"sources.{i}.paths.{j}: {problem}")
+        elif not matches:
+            absent = _absent_directory(pattern)
+            why = f": {absent}" if absent else ""
+            out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet{why}")
+    return out + run_warnings(config, matched)
+
+
+def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | None = None) -> list[str]:
+    """What `run` logs at each start besides the tailer's own words about globs: two sources matching the same
+    files, delay buckets an alert needs missing, a plain-text password in the config. `matched`: each
+    (source, pattern)'s glob matches, when already listed."""
+    if matched is None:
+        matched = _matches(config)
+    out = _overlaps(config, matched)
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")

@@ -503,9 +503,9 @@ class StateStore:
                 raise
             detail = str(exc).partition(" (")[2].rpartition(");")[0] if isinstance(exc, StateError) else str(exc)
             raise StateRefused(f"{self.path}: reads as damaged with the {wal.name} beside it ({detail}); that -wal "
-                             f"({wal_bytes:,} bytes) may belong to another copy of the database (a backup restored "
-                             f"while a later run's -wal stayed): stop the daemon, move {wal.name} and {shm.name} "
-                             f"aside and start again; if it is still refused, {WAY_OUT}") from None
+                               f"({wal_bytes:,} bytes) may belong to another copy of the database (a backup restored "
+                               f"while a later run's -wal stayed): stop the daemon, move {wal.name} and {shm.name} "
+                               f"aside and start again; if it is still refused, {WAY_OUT}") from None
         finally:
             conn.close()
 
@@ -516,7 +516,7 @@ class StateStore:
             self._create()
         elif self.path.stat().st_size == 0:
             raise StateRefused(f"{self.path}: the state database is an empty file (emptied or truncated outside "
-                             f"the daemon); {WAY_OUT}")
+                               f"the daemon); {WAY_OUT}")
         else:
             private_file(self.path)  # tighten the mode of a database made by an older version
             if check and not Path(f"{self.path}-journal").exists():  # a hot rollback journal: only a writer can
@@ -546,11 +546,11 @@ class StateStore:
         if "schema_version" not in meta and "initialized" not in meta:
             what = f"tables ({', '.join(sorted(tables)[:4])})" if tables else "no tables"
             raise StateRefused(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
-                             f"its content was lost (a deleted -wal file?); {WAY_OUT}")
+                               f"its content was lost (a deleted -wal file?); {WAY_OUT}")
         stored = meta.get("schema_version", SCHEMA_VERSION)
         if not stored.isdigit() or int(stored) > int(SCHEMA_VERSION):  # written by a newer version: not ours to change
             raise StateRefused(f"{self.path}: state schema {stored[:40]!r} is not this build's ({SCHEMA_VERSION}): run "
-                             f"the version that wrote it, or {WAY_OUT}")
+                               f"the version that wrote it, or {WAY_OUT}")
         conn.executescript(SCHEMA)  # tables added by later versions
         have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
         for name, kind in SINK_COLUMNS:

@@ -76,7 +76,7 @@ class AcctFile:
     def write(self, rows: list[dict[str, Any]], now: int) -> None:
         """Append `rows` (field -> value) as of simulated time `now`, rotating as PMTA would."""
         self._now = now
-        if self._closed and self.spec.delete_after is not None and self.moved_to is None:
+        if self._closed and self.spec.delete_after is not None:
             self._delete_old(now - self.spec.delete_after)
         date = local_date(now, self.tz)
         if self._fd is not None and date != self._date:
@@ -144,21 +144,21 @@ class AcctFile:
             _t, path = self._closed.popleft()
             path.unlink(missing_ok=True)
 
-    def _move(self, path: Path) -> None:
-        """PMTA's move-to: the closed file is renamed into DIR (the same volume); the ground truth follows it."""
-        assert self.moved_to is not None
-        self.moved_to.mkdir(parents=True, exist_ok=True)
-        target = self.moved_to / path.name
-        os.replace(path, target)
-        self.paths[self.paths.index(path)] = target
+    def _move_closed(self, moved_to: Path) -> None:
+        """PMTA's move-to: the file just closed is renamed into DIR (the same volume); the ground truth follows it."""
+        moved_to.mkdir(parents=True, exist_ok=True)
+        target = moved_to / self.paths[-1].name
+        os.replace(self.paths[-1], target)
+        self.paths[-1] = target
 
     def _rotate(self, date: str, new_day: bool) -> None:
         if self._fd is not None:
             self._flush(b"", hold=False)
             os.close(self._fd)
-            self._closed.append((self._now, self.paths[-1]))
             if self.moved_to is not None:
-                self._move(self.paths[-1])
+                self._move_closed(self.moved_to)
+            else:  # delete-after applies without move-to only
+                self._closed.append((self._now, self.paths[-1]))
         seq = 0 if new_day else self._seq + 1
         while (path := self.directory / f"{self.spec.name}-{date}-{seq:04d}.{self.suffix}").exists() or (
                 self.moved_to is not None and (self.moved_to / path.name).exists()):  # nor a name moved away

@@ -110,6 +110,14 @@ def test_run_with_bcrypt_auth_json_logs_and_healthcheck(tmp_path: Path):
     assert proc.returncode == 0
 
 
+def _wait_listening(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the daemon logs where it listens (30 s at most; it must not have exited)."""
+    deadline = time.monotonic() + 30
+    while "listening on" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 def _run_logging_to(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`watchtower run` in the background, its stdout and stderr to `log` (the caller stops it)."""
     with open(log, "wb") as logf:
@@ -275,10 +283,7 @@ def test_listen_on_every_ipv6_address_answers_ipv4_too(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     proc = _run_logging_to(config, log)
     try:
-        deadline = time.monotonic() + 30
-        while "listening on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        _wait_listening(proc, log)
         assert f"listening on [::]:{port} " in log.read_text(), log.read_text()
         for url in (f"http://127.0.0.1:{port}/healthz", f"http://[::1]:{port}/healthz"):
             assert httpx.get(url, timeout=5).status_code in (200, 503), url
@@ -295,10 +300,7 @@ def test_listen_port_0_logs_the_port_bound(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     proc = _run_logging_to(config, log)
     try:
-        deadline = time.monotonic() + 30
-        while "listening on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        _wait_listening(proc, log)
         line = next(ln for ln in log.read_text().splitlines() if "listening on" in ln)
         port = int(line.rsplit(":", 1)[1])
         assert line.endswith(f"listening on 127.0.0.1:{port}") and port != 0, line
