@@ -238,12 +238,16 @@ def split_event_id(eid: int) -> tuple[int, int]:
     return eid >> LINE_BITS, eid & ((1 << LINE_BITS) - 1)
 
 
-def _stored_version(conn: sqlite3.Connection, value: object) -> int:
-    """The correlator schema a store holds; a StateError (one line naming the file and the way out, not an internal
-    error) for one this build cannot read: written by a newer version, or not a version at all."""
+def database_file(conn: sqlite3.Connection) -> str:
+    return conn.execute("PRAGMA database_list").fetchone()[2] or "the state database"
+
+
+def stored_version(path: str, value: object) -> int:
+    """The correlator schema the store at `path` holds; a StateRefused (one line naming the file and the way out, not
+    an internal error) for one this build cannot read: written by a newer version, or not a version at all. Shared
+    with check-config, which says it in the same words."""
     from exporter.state import StateRefused
 
-    path = conn.execute("PRAGMA database_list").fetchone()[2] or "the state database"
     try:
         version = int(str(value))
     except ValueError:
@@ -257,7 +261,7 @@ def _stored_version(conn: sqlite3.Connection, value: object) -> int:
 
 def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None) -> None:
     """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open. `key_file`: the HMAC
-    key file recipients are keyed with now, and whether this start created it (`_other_key`)."""
+    key file recipients are keyed with now, and whether this start created it (`other_key`)."""
     own = not conn.in_transaction
     if own:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -267,7 +271,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
     try:
         conn.execute(_V1[0])
         row = conn.execute("SELECT value FROM corr_meta WHERE key='schema_version'").fetchone()
-        current = _stored_version(conn, row[0]) if row else 0
+        current = stored_version(database_file(conn), row[0]) if row else 0
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[version]:
                 conn.execute(stmt)
@@ -285,7 +289,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
             conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', ?)", (rcpt_fingerprint,))
         elif row[0] != rcpt_fingerprint:
             if key_file is not None and row[0].startswith("hmac:"):
-                raise _other_key(conn, row[0], *key_file)
+                raise other_key(database_file(conn), row[0], *key_file)
             log.warning(
                 "correlator recipients were stored as %s but are now keyed as %s: older timelines will "
                 "not be found by recipient", row[0], rcpt_fingerprint,
@@ -299,16 +303,16 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
         conn.execute("COMMIT")
 
 
-def _other_key(conn: sqlite3.Connection, stored: str, path: Path, created: bool) -> Exception:
+def other_key(db: str, stored: str, path: Path, created: bool) -> Exception:
     """The error of a start whose HMAC key is not the one the store's recipients were keyed with: one made now (the
     file was missing: a state directory restored or moved without it) or another. Going on lost every stored timeline
     to lookups by recipient, and marking the store with the new key lost the later ones once the old key was back.
-    A key made now is removed again, so that putting the old one back is all it takes."""
+    A key made now is removed again, so that putting the old one back is all it takes. check-config says it in the
+    same words."""
     from exporter.state import StateRefused
 
     if created:
         path.unlink(missing_ok=True)
-    db = conn.execute("PRAGMA database_list").fetchone()[2]
     what = "is missing" if created else "holds another key"
     return StateRefused(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were "
                         f"keyed with the key {stored}: put that key file back (from the host or the backup the store "

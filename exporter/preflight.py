@@ -16,7 +16,6 @@ import socket
 import ssl
 import stat
 import tempfile
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -89,45 +88,75 @@ def ca_file_problem(key: str, path: Path | None) -> str | None:
     return None
 
 
-def _hmac_key(config: Config, state_dir_checked: bool) -> str | None:
-    """The key `run` reads (or creates) when hashing recipients. The default one, in state_dir, only where state_dir
-    is used and passed its own check (oneshot's key is in its temporary store)."""
+def _correlator_store(config: Config, state_dir_checked: bool) -> str | None:
+    """What `run` refuses in the correlator store, by its content (a schema this build cannot read) or for the key
+    its recipients were keyed with, and the key file `run` reads (or creates) when hashing recipients. The store and
+    the default key, in state_dir, only where state_dir is used and passed its own check (oneshot's are temporary)."""
     correlator = config.correlator
-    if not (correlator.enabled and correlator.hash_recipients):
+    if not correlator.enabled:
         return None
-    store = Path(config.state_dir).expanduser() / "watchtower.db"
-    if correlator.hmac_key_file is not None:
-        return (_hmac_key_file("correlator.hmac_key_file", correlator.hmac_key_file, explicit=True)
-                or _keyed_store_without_key(correlator.hmac_key_file, store if state_dir_checked else None))
-    if not state_dir_checked:
-        return None
-    path = Path(config.state_dir).expanduser() / "correlator-hmac.key"
-    return _hmac_key_file("correlator.hmac_key_file", path, explicit=False) or _keyed_store_without_key(path, store)
+    from correlator.store import stored_version
+    from exporter.state import StateRefused
 
-
-def _keyed_store_without_key(path: Path, store: Path | None) -> str | None:
-    """`run` refuses a correlator store whose recipients were keyed with an HMAC key when the key file is missing
-    (correlator.store._other_key): said here too, rather than `ok` and then a refused start. (sqlite3 imported here:
-    a metrics-only oneshot imports no database module.)"""
-    import sqlite3
-    try:
-        if store is None or path.exists() or not store.is_file():
-            return None
-    except OSError:
-        return None  # the key file's own check names what cannot be reached
-    try:
-        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.fsencode(store))}?mode=ro", uri=True)
+    store = Path(config.state_dir).expanduser() / "watchtower.db" if state_dir_checked else None
+    meta = _correlator_meta(store) if store is not None else {}
+    if "schema_version" in meta:
         try:
-            row = conn.execute("SELECT value FROM corr_meta WHERE key='rcpt_mode'").fetchone()
+            stored_version(str(store), meta["schema_version"])
+        except StateRefused as exc:
+            return f"state_dir: {exc}"
+    if not correlator.hash_recipients:
+        return None
+    if correlator.hmac_key_file is not None:
+        path, explicit = correlator.hmac_key_file, True
+    elif state_dir_checked:
+        path, explicit = Path(config.state_dir).expanduser() / "correlator-hmac.key", False
+    else:
+        return None
+    return (_hmac_key_file("correlator.hmac_key_file", path, explicit=explicit)
+            or _keyed_with_another_key(path, store, meta.get("rcpt_mode")))
+
+
+def _correlator_meta(store: Path) -> dict[str, str]:
+    """The correlator store's schema_version and rcpt_mode, read without changing anything; empty when there is no
+    store, no correlator table yet, or a database `run` judges itself (the state checks name it). (sqlite3 imported
+    here: a metrics-only oneshot imports no database module.)"""
+    import sqlite3
+
+    from exporter.state import peek
+
+    try:
+        if not store.is_file():
+            return {}
+        conn = peek(store)
+        try:
+            return dict(conn.execute("SELECT key, value FROM corr_meta WHERE key IN ('schema_version', 'rcpt_mode')"))
         finally:
             conn.close()
-    except sqlite3.Error:
-        return None  # no correlator tables yet, or a database `run` judges itself
-    if row is None or not str(row[0]).startswith("hmac:"):
+    except (OSError, sqlite3.Error):
+        return {}
+
+
+def _keyed_with_another_key(path: Path, store: Path | None, mode: str | None) -> str | None:
+    """`run` refuses a correlator store whose recipients were keyed with an HMAC key other than the key file's, or
+    when that file is missing (correlator.store.other_key): said here too, rather than `ok` and then a refused
+    start."""
+    from correlator.keys import RcptHasher
+    from correlator.store import other_key
+
+    if store is None or mode is None or not mode.startswith("hmac:"):
         return None
-    return (f"correlator.hmac_key_file: {path} does not exist, and the recipients of the correlator store {store} "
-            f"were keyed with the key {row[0]}: put that key file back (from the host or the backup the store came "
-            "from), or move the store aside to start a new one")
+    try:
+        if not path.exists():
+            return (f"correlator.hmac_key_file: {path} does not exist, and the recipients of the correlator store "
+                    f"{store} were keyed with the key {mode}: put that key file back (from the host or the backup "
+                    "the store came from), or move the store aside to start a new one")
+        key = path.read_bytes().strip()
+    except OSError:
+        return None  # the key file's own check names what cannot be reached
+    if RcptHasher(key).fingerprint() == mode:
+        return None
+    return f"correlator.hmac_key_file: {other_key(str(store), mode, path, created=False)}"
 
 
 @reaching
@@ -218,9 +247,11 @@ def _state_db(key: str, db: Path) -> str | None:
         return None
     with open(db, "rb") as f:
         head = f.read(len(SQLITE_HEADER))
+    from exporter.state import WAY_OUT, content_refusal
+
     if head == SQLITE_HEADER:
-        return None
-    from exporter.state import WAY_OUT
+        refusal = content_refusal(db)
+        return f"{key}: {refusal}" if refusal else None
 
     if not head:  # exporter.state refuses an empty database too, rather than start afresh over it
         why = "is an empty file (emptied or truncated outside the daemon), which the daemon refuses to start with"
@@ -425,7 +456,7 @@ def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
         *state_dir,
         _listen(config),
-        _hmac_key(config, state_dir_checked=uses_state_dir and not state_dir),
+        _correlator_store(config, state_dir_checked=uses_state_dir and not state_dir),
         secret_file_problem("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
         secret_file_problem("pmta.password_file", config.pmta.password_file),
         ca_file_problem("pmta.ca_file", config.pmta.ca_file),

@@ -334,6 +334,52 @@ def wal_files(db: Path) -> tuple[Path, Path]:
     return Path(f"{db}-wal"), Path(f"{db}-shm")
 
 
+def peek(db: Path) -> sqlite3.Connection:
+    """A read-only connection that leaves no file behind. A read-only open of a WAL database without its -wal and
+    -shm creates them, owned by whoever opens it: `sudo watchtower check-config` left root's files that stopped the
+    daemon's user. Without both, the file is all there is to read (immutable: nothing created or locked)."""
+    wal, shm = wal_files(db)
+    through_wal = wal.exists() and shm.exists()
+    uri = f"file:{urllib.parse.quote(os.fsencode(db))}?mode=ro{'' if through_wal else '&immutable=1'}"
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
+def _tables_and_meta(conn: sqlite3.Connection) -> tuple[set[str], dict[str, str]]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    meta: dict[str, str] = {}
+    if "wt_meta" in tables:
+        meta = dict(conn.execute("SELECT key, value FROM wt_meta").fetchall())
+    return tables, meta
+
+
+def marker_refusal(db: Path, tables: set[str], meta: dict[str, str]) -> str | None:
+    """Why a state database is not this build's to open by its content (another program's, content lost, a newer
+    schema): `run` refuses it (exit 2) and check-config says so with the same words."""
+    if "schema_version" not in meta and "initialized" not in meta:
+        what = f"tables ({', '.join(sorted(tables)[:4])})" if tables else "no tables"
+        return (f"{db}: has {what} but no watchtower marker: not this daemon's state, or its content was lost (a "
+                f"deleted -wal file?); {WAY_OUT}")
+    stored = meta.get("schema_version", SCHEMA_VERSION)
+    if not stored.isdigit() or int(stored) > int(SCHEMA_VERSION):  # written by a newer version: not ours to change
+        return f"{db}: state schema {stored[:40]!r} is not this build's ({SCHEMA_VERSION}): run the version that " \
+               f"wrote it, or {WAY_OUT}"
+    return None
+
+
+def content_refusal(db: Path) -> str | None:
+    """`marker_refusal` of an existing database file, read without changing anything; None when it cannot be read
+    here (damage is for the quick_check to name)."""
+    try:
+        conn = peek(db)
+        try:
+            tables, meta = _tables_and_meta(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return marker_refusal(db, tables, meta)
+
+
 def file_replaced(path: Path, identity: tuple[int, int]) -> str | None:
     """How the file at `path` stopped being the one opened as `identity` (device, inode): deleted (`rm -rf
     state/`), or deleted and another created in its place. None while it is, or when that cannot be told (a
@@ -518,6 +564,9 @@ class StateStore:
             raise StateRefused(f"{self.path}: the state database is an empty file (emptied or truncated outside "
                                f"the daemon); {WAY_OUT}")
         else:
+            refusal = content_refusal(self.path)  # before any change: another program's file is refused as it was
+            if refusal:
+                raise StateRefused(refusal)
             private_file(self.path)  # tighten the mode of a database made by an older version
             if check and not Path(f"{self.path}-journal").exists():  # a hot rollback journal: only a writer can
                 self._check_before_writing()  # roll it back (the store is WAL, but a copy may come from elsewhere)
@@ -539,18 +588,10 @@ class StateStore:
             self.wal_identities[side] = (sst.st_dev, sst.st_ino)
         conn.execute("PRAGMA synchronous=OFF" if self.throwaway else "PRAGMA synchronous=NORMAL")
         WalCheckpointer.configure_writer(conn)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        meta: dict[str, str] = {}
-        if "wt_meta" in tables:
-            meta = dict(conn.execute("SELECT key, value FROM wt_meta").fetchall())
-        if "schema_version" not in meta and "initialized" not in meta:
-            what = f"tables ({', '.join(sorted(tables)[:4])})" if tables else "no tables"
-            raise StateRefused(f"{self.path}: has {what} but no watchtower marker: not this daemon's state, or "
-                               f"its content was lost (a deleted -wal file?); {WAY_OUT}")
-        stored = meta.get("schema_version", SCHEMA_VERSION)
-        if not stored.isdigit() or int(stored) > int(SCHEMA_VERSION):  # written by a newer version: not ours to change
-            raise StateRefused(f"{self.path}: state schema {stored[:40]!r} is not this build's ({SCHEMA_VERSION}): run "
-                               f"the version that wrote it, or {WAY_OUT}")
+        tables, meta = _tables_and_meta(conn)
+        refusal = marker_refusal(self.path, tables, meta)
+        if refusal:
+            raise StateRefused(refusal)
         conn.executescript(SCHEMA)  # tables added by later versions
         have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
         for name, kind in SINK_COLUMNS:

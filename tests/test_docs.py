@@ -190,3 +190,24 @@ def test_the_federation_recipe_takes_every_recorded_series_the_dashboards_read()
     assert not federated("ALERTS", alertname="NodeDown")  # another team's alerts stay home
     raw = [m.name for m in METRICS] + ["up", "instance:node_cpu:rate5m"]
     assert [n for n in raw if federated(n)] == []
+
+
+async def test_the_text_example_of_the_api_reference_is_what_the_api_answers(tmp_path: Path) -> None:
+    """docs/api.md's `format=text` example, against its own corpus with the shipped classification tables: it showed
+    `[other]` on success lines, which carry no class (review 2026-12-05)."""
+    from exporter.classify import IspClassifier, ReplyClassifier
+    from tests.test_correlator_support import CORPUS, Harness
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    command = "$ curl -s 'http://localhost:9469/api/v1/messages/m1@shop.example?format=text'\n"
+    shown = text.split(command, 1)[1].split("\n\n", 1)[0].splitlines()
+    harness = Harness(tmp_path, isp_of=IspClassifier.load().classify_rcpt, class_of=ReplyClassifier.load().classify)
+    try:
+        for b in CORPUS:
+            harness.commit(b)
+        async with harness.client() as client:
+            answer = await client.get("/api/v1/messages/m1@shop.example", params={"format": "text"})
+    finally:
+        harness.close()
+    assert answer.status_code == 200
+    assert answer.text.splitlines() == shown

@@ -157,6 +157,8 @@ def test_check_config_says_what_run_refuses_a_keyed_store_without_its_key_file(
     conn = sqlite3.connect(state / "watchtower.db")
     conn.execute("CREATE TABLE corr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', 'hmac:0123456789abcdef')")
+    conn.execute("CREATE TABLE wt_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")  # the daemon's marker
+    conn.execute("INSERT INTO wt_meta VALUES ('schema_version', '1')")
     conn.commit()
     conn.close()
     (tmp_path / "logs").mkdir()

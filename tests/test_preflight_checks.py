@@ -20,7 +20,7 @@ import yaml
 
 from exporter import preflight
 from exporter.config import config_from_dict
-from tests.conftest import REPO
+from tests.conftest import REPO, Watchtower, free_port
 
 LISTEN = "127.0.0.1:29471"
 """check-config binds no port (its probe binds port 0); `run` stops at the preflight before binding."""
@@ -281,19 +281,83 @@ def test_run_refuses_a_corrupt_state_database_with_exit_2(tmp_path: Path) -> Non
     assert db.read_bytes() == b"\x00garbage" * 512  # kept as it was, for inspection
 
 
-def test_a_sqlite_state_database_passes(tmp_path: Path) -> None:
-    db = tmp_path / "state" / "watchtower.db"
-    db.parent.mkdir(mode=0o700)
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE t (x)")
-    conn.close()
-    db.chmod(0o600)
-    proc = _check(_config(tmp_path))
-    assert proc.returncode == 0 and "state_dir" not in proc.stderr, proc.stderr
-
-
 def test_oneshot_does_not_judge_state_dir(tmp_path: Path) -> None:
     _db(tmp_path, b"junk")
     config = config_from_dict({"sources": [{"name": "acct", "paths": [str(tmp_path / "logs" / "acct-*.csv")]}],
                                "state_dir": str(tmp_path / "state"), "listen": LISTEN})
     assert preflight.problems(config, uses_state_dir=False) == []
+
+
+# --- 5. a state database `run` refuses by its content -------------------------------------------------------
+def _started_state(tmp_path: Path, **correlator: Any) -> tuple[Path, Path]:
+    """A state directory as a real start leaves it (correlator on, in the daemon's thread)."""
+    cfg = _config(tmp_path, correlator={"enabled": True, "worker": "thread", **correlator})
+    text = yaml.safe_load(cfg.read_text())
+    text["listen"] = f"127.0.0.1:{free_port()}"
+    cfg.write_text(yaml.safe_dump(text))
+    Watchtower(cfg).start().stop()
+    return cfg, tmp_path / "state" / "watchtower.db"
+
+
+def _sql(db: Path, statement: str) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(statement)
+    conn.close()
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize(("change", "said"), [
+    ("UPDATE wt_meta SET value='99' WHERE key='schema_version'", "state schema '99' is not this build's (1)"),
+    ("UPDATE corr_meta SET value='999' WHERE key='schema_version'", "correlator schema 999 is newer than this "
+                                                                     "build's"),
+    ("UPDATE corr_meta SET value='abc' WHERE key='schema_version'", "correlator schema_version 'abc' is not a "
+                                                                     "version"),
+])
+def test_check_config_refuses_a_newer_schema_as_run_does(tmp_path: Path, command: str, change: str,
+                                                         said: str) -> None:
+    """Review 2026-12-05: check-config said `ok` on a state database of a newer version (a downgrade, a restore);
+    `run` then exited 2 and the unit stayed down."""
+    cfg, db = _started_state(tmp_path)
+    _sql(db, change)
+    proc = _watchtower(command, "--config", str(cfg))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{db}: {said}" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_check_config_refuses_another_programs_database_as_run_does(tmp_path: Path, command: str) -> None:
+    db = _db(tmp_path, b"")
+    db.unlink()
+    _sql(db, "CREATE TABLE foo (x)")
+    db.chmod(0o644)
+    proc = _watchtower(command, "--config", str(_config(tmp_path)))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{db}: has tables (foo) but no watchtower marker" in proc.stderr
+    assert db.stat().st_mode & 0o777 == 0o644  # another program's file: refused as it was, mode included
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_check_config_refuses_another_hmac_key_as_run_does(tmp_path: Path, command: str) -> None:
+    cfg, db = _started_state(tmp_path, hash_recipients=True)
+    key = tmp_path / "state" / "correlator-hmac.key"
+    key.write_text("another key\n")
+    proc = _watchtower(command, "--config", str(cfg))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{key}: the HMAC key file holds another key, and the recipients of the correlator store {db}" \
+        in proc.stderr
+    assert key.read_text() == "another key\n"
+
+
+def test_a_state_database_of_this_build_passes_and_is_left_as_it_was(tmp_path: Path) -> None:
+    """A read-only open of a WAL database without its -wal and -shm creates them, owned by whoever runs it: a
+    `sudo watchtower check-config` would leave root's files that the daemon's user cannot open."""
+    cfg, db = _started_state(tmp_path, hash_recipients=True)
+    before = sorted(p.name for p in db.parent.iterdir())
+    assert "watchtower.db-wal" not in before  # a clean stop leaves none
+    proc = _check(cfg)
+    assert proc.returncode == 0 and "state_dir" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in db.parent.iterdir()) == before
