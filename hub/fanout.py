@@ -64,6 +64,8 @@ class HostAnswer:
     """Not asked: its place in a cursor belongs to a host no longer among the targets."""
     stuck: bool = False
     """Answered, but its next_cursor is the one it was asked with: named in missing_hosts, yet it did answer."""
+    cut: bool = False
+    """Timed out within what was left of the request's budget, shorter than the host's own `hub.timeout`."""
 
     @property
     def ok(self) -> bool:
@@ -197,7 +199,7 @@ class Fanout:
         try:  # reading, unzipping and decoding the answer are all within the host's budget
             await asyncio.wait_for(self._ask(ans, path, params), budget)
         except TimeoutError:
-            ans.error, ans.body = f"timed out after {budget:.3g}s", None
+            ans.error, ans.body, ans.cut = f"timed out after {budget:.3g}s", None, budget < self.timeout
         except Exception as exc:  # noqa: BLE001 - whatever one host's request raises (httpx.InvalidURL, an
             # OverflowError from connect() for a port past 65535, in anyio's ExceptionGroup) is that host missing:
             # the other hosts' answers go on, never a 500 for the whole request
@@ -369,6 +371,8 @@ def _why(exc: BaseException) -> str:
     the cause in one: `unhandled errors in a TaskGroup` says nothing)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    if isinstance(exc, httpx.LocalProtocolError) and "header value" in str(exc):
+        return f"{type(exc).__name__}: Illegal header value (not shown: it may hold a credential)"
     return _short(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 

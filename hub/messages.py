@@ -23,8 +23,17 @@ from correlator.api import BadRequest
 from correlator.keys import norm_message_id
 from hub import cursors, merge
 from hub.cursors import Decoded
-from hub.fanout import Fanout, HostAnswer
-from hub.places import STUCK, away_answers, cursor_after, kept_out_of_targets, moved_on, stalled, unfinished
+from hub.fanout import MAX_COUNT, Fanout, HostAnswer
+from hub.places import (
+    STUCK,
+    away_answers,
+    kept_out_of_targets,
+    keyset_deadline,
+    moved_on,
+    place_after,
+    stalled,
+    unfinished,
+)
 from hub.targets import Target, default_target
 
 
@@ -33,9 +42,10 @@ def fingerprint(message_id: str) -> str:
 
 
 def _message_place(value: Any) -> bool:
-    """Recipients_total of a host done with (0: it has none), or [its own cursor or null, recipients handed out]."""
+    """Recipients_total of a host done with (0: it has none; at most a count a daemon answers: a forged 10**300 was
+    summed into recipients_total), or [its own cursor or null, recipients handed out]."""
     if type(value) is int:
-        return value >= 0
+        return 0 <= value <= MAX_COUNT
     return (isinstance(value, list) and len(value) == 2 and (value[0] is None or isinstance(value[0], str))
             and type(value[1]) is int and 0 <= value[1] <= 1000)
 
@@ -63,11 +73,11 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
     pending = [t for t in targets if not isinstance(state.get(t.url), int)]
     deadline = time.monotonic() + fanout.timeout
 
-    async def ask(t: Target, start: str | None, count: int) -> HostAnswer:
+    async def ask(t: Target, start: str | None, count: int, by: float = deadline) -> HostAnswer:
         params: dict[str, Any] = {"limit": min(1000, count)}
         if start:
             params["cursor"] = start
-        return await fanout.one(t, path, params, deadline)
+        return await fanout.one(t, path, params, by)
 
     positions = {t.url: state.get(t.url) or [None, 0] for t in pending}
     answers = dict(zip((t.url for t in pending), await asyncio.gather(
@@ -114,7 +124,8 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
         return None, every
     if cut is not None:  # at most one host per page is handed out in part: its place as its own keyset cursor
         t, start, count, last_id = cut
-        nxt = cursor_after(await ask(t, start, count), "recipients", count, last_id, start)
+        by = keyset_deadline(deadline, fanout.timeout)
+        nxt = await place_after(lambda n: ask(t, start, n, by), "recipients", count, last_id, start, most=1000)
         if nxt is not None:
             new_state[t.url] = [nxt, 0]
     more = unfinished(new_state, targets, _finished) and not stalled(len(out), new_state, state)

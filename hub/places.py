@@ -7,7 +7,8 @@ hosts that did not answer are left ends the paging instead of handing its own cu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hub.fanout import HostAnswer
@@ -28,6 +29,46 @@ def cursor_after(ans: HostAnswer, items_key: str, count: int, last_id: Any, star
     if len(items) != count or items[-1].get("id") != last_id or not isinstance(nxt, str) or nxt == start:
         return None
     return nxt
+
+
+SHIFT_SLACK = 50
+"""Items past a host's part handed out asked for when it is no longer at its place: a late file or pruning moved it."""
+
+
+async def place_after(ask: Callable[[int], Awaitable[HostAnswer]], items_key: str, count: int, last_id: Any,
+                      start: str | None, most: int) -> str | None:
+    """The host's own cursor after the item handed out last (`last_id`, the `count`-th of its page then), asked
+    `ask(limit)` from `start`. When items were stored or pruned above it meanwhile (a file copied in late holds
+    timelines first seen in the window already paged), it is no longer the `count`-th: it is looked for in a page
+    `SHIFT_SLACK` longer, then asked up to where it is now. None (the caller keeps the offset) when it is not found."""
+    ans = await ask(count)
+    nxt = cursor_after(ans, items_key, count, last_id, start)
+    if nxt is not None or not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
+        return nxt
+    at = _position(ans.body.get(items_key), last_id)
+    if at is None and count < most:
+        wider = await ask(min(most, count + SHIFT_SLACK))
+        at = _position(wider.body.get(items_key) if wider.ok and isinstance(wider.body, dict) else None, last_id)
+    if at is None or at == count:
+        return None
+    return cursor_after(await ask(at), items_key, at, last_id, start)
+
+
+def _position(items: Any, last_id: Any) -> int | None:
+    """How many items up to and including the one of `last_id`, or None."""
+    if not isinstance(items, list):
+        return None
+    for at, item in enumerate(items, start=1):
+        if isinstance(item, dict) and item.get("id") == last_id:
+            return at
+    return None
+
+
+def keyset_deadline(deadline: float, timeout: float) -> float:
+    """The deadline of a host's keyset re-check: a whole `hub.timeout` of its own at least. Within what was left of
+    the page's budget, a host answering in over half its timeout always timed out, its place stayed an offset from
+    its top, and items it stored there meanwhile (a file copied in late) moved that offset: items came twice."""
+    return max(deadline, time.monotonic() + timeout)
 
 
 def moved_on(start: str | None, nxt: Any) -> bool:

@@ -35,7 +35,26 @@ def _url_problem(key: str, url: str) -> str | None:
         return (f"{key}: {shown!r}: the port is not a number from 1 to 65535 (a user name or password holding "
                 "'/', '?' or '#' must be percent-encoded, and is better in hub.auth)")
     problem = address_problem(parts)
+    if problem is None and (parts.query or parts.fragment):  # the routes' paths would be appended after them
+        problem = "a daemon's base URL has no query or fragment"
     return f"{key}: {shown!r}: {problem}" if problem else None
+
+
+@reaching
+def _bearer_token_problem(key: str, path: Path | None) -> str | None:
+    """The token is sent as an HTTP header value: a second line or a non-ASCII character was accepted, then shown in
+    every answer (`Illegal header value b'Bearer ...'`) or a traceback at start. Where, never what."""
+    problem = secret_file_problem(key, path)
+    if problem or path is None:
+        return problem
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        return f"{key}: {path} is empty"
+    bad = next((pos for pos, char in enumerate(token, start=1) if not "!" <= char <= "~"), None)
+    if bad is not None:
+        return (f"{key}: {path} holds a character an HTTP header cannot carry at position {bad} (a bearer token is "
+                "visible ASCII on one line)")
+    return None
 
 
 @reaching
@@ -75,5 +94,5 @@ def problems(config: HubConfig) -> list[str]:
         out += tls_pair_problems("hub.tls.cert_file", "hub.tls.key_file", hub.tls.cert_file, hub.tls.key_file,
                                  purpose=ssl.Purpose.SERVER_AUTH)
     out.append(secret_file_problem("hub.auth.password_file", hub.auth.password_file))
-    out.append(secret_file_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
+    out.append(_bearer_token_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
     return [p for p in out if p]

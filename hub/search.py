@@ -32,7 +32,16 @@ from correlator.api import MAX_TIME, MIN_TIME, BadRequest, parse_time
 from hub import cursors, merge
 from hub.cursors import Decoded
 from hub.fanout import Fanout, HostAnswer
-from hub.places import STUCK, away_answers, cursor_after, kept_out_of_targets, moved_on, stalled, unfinished
+from hub.places import (
+    STUCK,
+    away_answers,
+    kept_out_of_targets,
+    keyset_deadline,
+    moved_on,
+    place_after,
+    stalled,
+    unfinished,
+)
 from hub.targets import Target, default_target
 
 MAX_ROUNDS = 4
@@ -158,7 +167,8 @@ async def search(
         out.append({**item, "host": best.target.name})
         best.skip += 1
         best.last_id = item.get("id")
-    await asyncio.gather(*(_keyset(fanout, p, params, deadline) for p in pagers
+    keyset_by = keyset_deadline(deadline, fanout.timeout)
+    await asyncio.gather(*(_keyset(fanout, p, params, keyset_by) for p in pagers
                            if p.failed is None and p.buffer and p.skip and p.last_id is not None))
     new_state = kept_out_of_targets(state, targets)
     new_state.update((p.target.url, p.state()) for p in pagers)
@@ -192,15 +202,18 @@ def _refused_by_all(pagers: list[HostPager]) -> None:
 
 
 async def _keyset(fanout: Fanout, p: HostPager, params: dict[str, Any], deadline: float) -> None:
-    """A host handed out in part on this hub page: its place as its own cursor after the last item handed out,
-    asked once more with that many items. An offset into its page would move on a live host (its first page
-    takes every timeline stored since on top: those items came again on the next hub page). The offset stays
-    when it does not answer, or its page no longer ends at that item (a scan-limited short page)."""
-    q = {**params, "limit": p.skip}
-    if p.start:
-        q["cursor"] = p.start
-    nxt = cursor_after(await fanout.one(p.target, "/api/v1/search", q, deadline), "items", p.skip, p.last_id,
-                       p.start)
+    """A host handed out in part on this hub page: its place as its own cursor after the last item handed out
+    (places.place_after). An offset into its page would move on a live host (its first page takes every timeline
+    stored since on top: those items came again on the next hub page). The offset stays when it does not answer,
+    or the item is no longer found near where it was (a scan-limited short page)."""
+
+    async def ask(limit: int) -> HostAnswer:
+        q = {**params, "limit": limit}
+        if p.start:
+            q["cursor"] = p.start
+        return await fanout.one(p.target, "/api/v1/search", q, deadline)
+
+    nxt = await place_after(ask, "items", p.skip, p.last_id, p.start, most=500)
     if nxt is not None:
         p.start, p.skip = nxt, 0
 
@@ -227,6 +240,8 @@ async def _refill(fanout: Fanout, pagers: list[HostPager], params: dict[str, Any
             q["cursor"] = p.start
         p.rounds += 1
         ans = await fanout.one(p.target, "/api/v1/search", q, deadline)
+        if ans.cut:  # the page's budget ran out, not the host's: it waits, and the page ends (scan_limited)
+            return
         if not ans.ok or ans.status != 200 or not isinstance(ans.body, dict):
             if ans.ok:  # a 400 (the caller's mistake only if every host says so: _refused_by_all) or a 404
                 ans.refused()

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import yaml
@@ -64,12 +64,31 @@ def _retrieved(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
+def canonical_url(url: str) -> str:
+    """One spelling of a daemon's base URL: scheme and host in lower case, the port as a number (`:029469` is
+    `:9469`), no trailing `/` or empty `?`. Targets are told apart by URL: each spelling of one daemon was a host
+    of its own, asked once per spelling, its items listed as many times. (A query or fragment is refused by the
+    config; a URL that does not parse is left for its check to name.)"""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url.rstrip("/")
+    host = parts.hostname
+    if not host or "@" in parts.netloc:
+        return url.rstrip("/")
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query, parts.fragment))
+
+
 def static_targets(section: HubSection) -> list[Target]:
-    out = []
+    """hub.targets, one per daemon (the first of several spellings of its URL)."""
+    out: dict[str, Target] = {}
     for t in section.targets:  # (no credentials in them: the config refuses those)
-        url = t.url.rstrip("/")
-        out.append(Target(t.name or _name_of(url), url))
-    return out
+        url = canonical_url(t.url)
+        out.setdefault(url, Target(t.name or _name_of(url), url))
+    return list(out.values())
 
 
 def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) -> list[Target]:
@@ -102,7 +121,7 @@ def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) ->
                                  f"user name or password: {CREDENTIALS_HINT}")
             if problem := _hostport_problem(hostport, scheme):
                 raise ValueError(f"{path}: group {i}: target {short_repr(hostport)}{problem}")
-            out.append(Target(hostport, f"{scheme}://{hostport}"))
+            out.append(Target(hostport, canonical_url(f"{scheme}://{hostport}")))
     return out
 
 
@@ -137,7 +156,7 @@ def parse_prometheus_targets(body: Any, job: str, scheme: str = "http") -> list[
         hostport = parts.netloc.rpartition("@")[2]  # a password Prometheus scrapes with is not shown: hub.auth
         if not hostport:
             continue
-        out.append(Target(labels.get("instance") or hostport, f"{scheme}://{hostport}"))
+        out.append(Target(labels.get("instance") or hostport, canonical_url(f"{scheme}://{hostport}")))
     return out
 
 

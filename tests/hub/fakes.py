@@ -59,6 +59,8 @@ class Reply:
     """Read the request, then send nothing (until the test ends)."""
     drip: float = 0.0
     """Seconds between bytes of the body (after the head)."""
+    delay: float = 0.0
+    """Seconds before the head is sent (a slow daemon that does answer)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class FakeHosts:
     async def _answer(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         if reply.hang:
             await asyncio.sleep(3600)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         body = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
         headers = {"content-type": "application/json", **reply.headers}
         if reply.gzip:
