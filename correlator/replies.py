@@ -63,11 +63,14 @@ _TOKEN_ID = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z
 _LONG_NUMBER = re.compile(r"\b\d{5,}\b")
 _SPACES = re.compile(r"\s+")
 MAX_TEXT = 400
+NORMALISED_INPUT = 4 * MAX_TEXT
+"""Characters of a reply normalised: what lies past them is never shown (MAX_TEXT), and `_EMAIL` is quadratic in a
+text without spaces (one 200,000-character reply held the daemon ~200 s between two checks of the query budget)."""
 
 
 def normalise(diag: str) -> str:
     """One reply text per kind of reply: the per-message parts replaced by <ip>, <addr>, <id>, <n>."""
-    text = _PREFIX.sub("", diag or "")
+    text = _PREFIX.sub("", (diag or "")[:NORMALISED_INPUT])
     text = _EMAIL.sub("<addr>", text)
     text = _IPV4.sub("<ip>", text)
     text = _IPV6.sub("<ip>", text)

@@ -88,6 +88,16 @@ def _correlator(config: Config, db_path: Path, isp: IspClassifier, replies: Repl
                           class_of=replies.classify, history=history)
 
 
+def _ignore_sighup(loop: asyncio.AbstractEventLoop) -> None:
+    """After the stop, SIGHUP is ignored, not given back its default action (closing the loop would): a `systemctl
+    reload` during the last moments of a stop ended the process with 129 instead of 0."""
+    try:
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except (ValueError, RuntimeError, OSError):  # not the main thread (tests): not ours
+        pass
+
+
 def _report_chore(task: asyncio.Task[None]) -> None:
     """A chore's failure is logged (it has no awaiter to raise to) and the next one is started as usual."""
     if not task.cancelled() and (exc := task.exception()) is not None:
@@ -206,6 +216,7 @@ class Daemon:
             ProcessCollector(namespace="watchtower_correlator", pid=self._follower_pid, registry=self.registry)
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
+        self._reload_due = False
         self.started = asyncio.Event()
         self.paused = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -227,12 +238,14 @@ class Daemon:
                 loop.add_signal_handler(sig, self.should_exit.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        hup = False
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
         except (NotImplementedError, RuntimeError, AttributeError):
             pass
         else:  # `watchtower run` blocked it from its start (cli.main): one sent since is taken now, as a reload
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            hup = True
         try:
             await self.startup()
             await self.main_loop()
@@ -248,6 +261,8 @@ class Daemon:
             return 1
         finally:
             await self.shutdown()
+            if hup:
+                _ignore_sighup(loop)
         return 0
 
     async def startup(self) -> None:
@@ -698,6 +713,19 @@ class Daemon:
         if proc.is_alive():
             proc.kill()  # the slice in flight rolls back; nothing is lost
         proc.join(timeout=1.0)
+
+    def _sighup(self) -> None:
+        """SIGHUP's handler: one reload for the signals of a burst (each of a `kill -HUP` loop reloaded the tables on
+        the event loop: a stop took minutes), none once stopping."""
+        if self.should_exit.is_set() or self._reload_due:
+            return
+        self._reload_due = True
+        asyncio.get_running_loop().call_soon(self._reload_when_due)
+
+    def _reload_when_due(self) -> None:
+        self._reload_due = False
+        if not self.should_exit.is_set():
+            self.reload()
 
     def reload(self) -> None:
         """SIGHUP: load the classification tables again; on error keep the current ones and say why."""

@@ -90,12 +90,23 @@ def _outcome(o: str | None) -> str:
     return f'<span class="badge o-{e(o)}">{e(o)}</span>'
 
 
+SHOWN_TEXT = 1000
+"""Characters of one reply field shown in a page (the API answers it whole): a remote server's 200,000-character
+reply was a 205 KB page of one cell, and a message page shows up to 100 recipients of 50 events."""
+
+
 def _reply(ev: dict[str, Any]) -> str:
     if ev.get("kind") == "complaint":
         bits = [ev.get("feedback_type"), ev.get("user_agent"), ev.get("reporting_mta")]
     else:
         bits = [ev.get("dsn_status"), ev.get("dsn_diag"), ev.get("dsn_mta"), ev.get("reporting_mta")]
-    return "<br>".join(e(b) for b in bits if b) or e(None)
+    return "<br>".join(_shown(b) for b in bits if b) or e(None)
+
+
+def _shown(text: Any) -> str:
+    if not isinstance(text, str) or len(text) <= SHOWN_TEXT:
+        return e(text)
+    return f"{e(text[:SHOWN_TEXT])}… ({len(text) - SHOWN_TEXT:,} more characters: the API answers them)"
 
 
 BackendFor = Callable[[Request], Backend]

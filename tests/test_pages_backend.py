@@ -209,3 +209,14 @@ async def test_the_timeline_page_says_how_many_older_sends_it_leaves_out(tmp_pat
         r = await c.get(f"http://127.0.0.1:{port}/ui/timeline", params={"rcpt": "seed@gmail.com", "job_id": "jseed"})
     assert r.status_code == 200 and r.text.count('<section class="rcpt"') == 3
     assert '<p class="meta">The latest 3 sends; 7 older not listed.</p>' in r.text
+
+
+def test_a_reply_of_200k_characters_is_shown_cut_and_escaped() -> None:
+    """Review 2026-12-05: a remote server's 200,000-character reply made a 205 KB page of one table cell."""
+    from pages.views import SHOWN_TEXT, _reply
+
+    diag = "smtp;421 <b>" + "A" * 200_000
+    cell = _reply({"kind": "deferred", "dsn_status": "4.7.0", "dsn_diag": diag})
+    shown = "smtp;421 &lt;b&gt;" + "A" * (SHOWN_TEXT - len("smtp;421 <b>"))
+    assert cell == f"4.7.0<br>{shown}… ({len(diag) - SHOWN_TEXT:,} more characters: the API answers them)"
+    assert _reply({"kind": "deferred", "dsn_diag": "smtp;421 <try later>"}) == "smtp;421 &lt;try later&gt;"

@@ -295,3 +295,21 @@ def test_a_selective_filter_examines_at_most_the_budget_of_the_windows_events(h:
     assert ([r for r in cut if r.kind != "tq"], cut_limited) == ([], True)  # queue events have their own budget
     assert sum(r.count for r in whole if r.kind != "tq") == sum(1 for (v,) in events if v == rare)
     assert not whole_limited
+
+
+def test_a_reply_text_of_200k_characters_is_normalised_at_once() -> None:
+    """Review 2026-12-05: one deferral whose reply held 200,000 characters without a space froze the daemon for
+    ~200 s on /api/v1/replies (the per-address pattern is quadratic in a text without spaces; the query budget is
+    checked between rows): /metrics, /healthz and every page waited. The text is cut before it is normalised (only
+    MAX_TEXT characters are kept). A subprocess with a 30 s guard: the check is liveness, not speed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from correlator.replies import normalise, MAX_TEXT\n"
+            "out = normalise('smtp;421 ' + 'A' * 200000 + ' bob@yahoo.com')\n"
+            "assert out == ('421 ' + 'A' * MAX_TEXT)[:MAX_TEXT] + '…', out[:50]\n"
+            "assert normalise('smtp;421 4.7.0 <bob@yahoo.com> try later') == '421 4.7.0 <<addr>> try later'\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
