@@ -201,7 +201,7 @@ class Daemon:
         self.pipeline.spill_check = self._sinks_behind
         self.pipeline.keep_rows = not self.follows
         self.follower: Any = None
-        self._follower_failures = 0
+        self._follower_failures = self._follower_bytes_lost = 0
         self._follower_next_start = 0.0
         self._follower_exit: str | None = None
         self._follower_start_error: str | None = None
@@ -607,7 +607,7 @@ class Daemon:
             return
         self.follower = handle
         self._follower_started_at = time.monotonic()
-        self._follower_failures = 0
+        self._follower_failures = self._follower_bytes_lost = 0
         if self._follower_start_error is not None:
             log.warning("correlator process started after failed attempts (the last: %s)",
                         self._follower_start_error)
@@ -629,6 +629,10 @@ class Daemon:
         if failures > self._follower_failures:
             self.pipeline.self_metrics.checkpoint_errors.inc(failures - self._follower_failures)
             self._follower_failures = failures
+        lost = handle.bytes_lost.value
+        if lost > self._follower_bytes_lost:
+            self.pipeline.self_metrics.commit_backlog_bytes_lost.inc(lost - self._follower_bytes_lost)
+            self._follower_bytes_lost = lost
         proc = handle.process
         now = time.monotonic()
         if proc.is_alive():

@@ -59,6 +59,17 @@ class Checkpoint:
     line_no: int
     header: str
     gone_since: float | None = None
+    records: str | None = None
+    """The record types the source reading it keeps (`b,d`; `*`: every type): what the bytes before `offset` were read
+    for, compared when a config edit gives the file to another source. None: not known (an older database)."""
+
+
+def records_text(allowed: frozenset[str] | None) -> str:
+    return "*" if allowed is None else ",".join(sorted(allowed))
+
+
+def records_of(text: str) -> frozenset[str] | None:
+    return None if text == "*" else frozenset(t for t in text.split(",") if t)
 
 
 def new_file_id() -> str:
@@ -136,6 +147,7 @@ class FileStream:
         fields: frozenset[str] | None = None,
     ) -> None:
         self.cp = checkpoint
+        checkpoint.records = records_text(allowed)
         columns = Columns.from_header(checkpoint.header.split(",")) if checkpoint.header else None
         self.parser = FileParser(checkpoint.source, shown(checkpoint.path), allowed, columns, checkpoint.line_no,
                                  error_log, fields=fields)

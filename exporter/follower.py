@@ -151,8 +151,12 @@ class Handle:
         """Failed writes so far (the daemon adds them to watchtower_checkpoint_errors_total)."""
         self.error = ctx.Array("c", ERROR_BYTES, lock=False)
         """The current failure, empty while writes succeed (the daemon's /healthz shows it)."""
+        self.bytes_lost = ctx.Value("q", 0, lock=False)
+        """Bytes counted in the metrics this process could not read again (its files gone): the daemon adds them to
+        watchtower_commit_backlog_lost_bytes_total, as it does its own thread's."""
         self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
-                                   args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error, run))
+                                   args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error, run,
+                                         self.bytes_lost))
         _spawn(self.process)
 
     @property
@@ -182,7 +186,7 @@ def start(config: Any, run: str | None = None) -> Handle:
 
 
 def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: Any = None,
-         run: str | None = None) -> None:
+         run: str | None = None, bytes_lost: Any = None) -> None:
     """Entry point of the child process."""
     from exporter import logsetup
     from exporter.config import config_from_dict
@@ -192,7 +196,7 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_a: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
-    follower = Follower(config, parent, stop, failures, error, run)
+    follower = Follower(config, parent, stop, failures, error, run, bytes_lost)
     signal.signal(signal.SIGHUP, lambda *_a: follower.reload_requested.append(True))  # sent by the daemon's SIGHUP
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_AT_SPAWN)  # one sent since the spawn arrives now (or is dropped)
     try:
@@ -214,7 +218,8 @@ class Follower:
     """Reads what the checkpoints say the correlator lacks, slice by slice, until told to stop."""
 
     def __init__(self, config: Any, parent: int, stop: list[bool], failures: Any = None, error: Any = None,
-                 run: str | None = None) -> None:
+                 run: str | None = None, bytes_lost: Any = None) -> None:
+        self.bytes_lost = bytes_lost
         self.daemon_run = run
         """The daemon's run token (exporter/reconciled.py): a span whose file is not found waits for its mark."""
         self.failures = failures
@@ -329,6 +334,8 @@ class Follower:
                     if not backlog:
                         time.sleep(IDLE_WAIT)
                     write_slices(store, backlog, [], sizes, BATCH_SECONDS, self._running)
+                    if self.bytes_lost is not None and store.bytes_lost != self.bytes_lost.value:
+                        self.bytes_lost.value = store.bytes_lost
                     if store.span_waits:  # a span's file not found yet: the daemon's reconciled commit is to come
                         store.span_waits = False
                         time.sleep(IDLE_WAIT)

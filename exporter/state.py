@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS wt_checkpoints (
     file_id TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL, dev INTEGER NOT NULL,
     ino INTEGER NOT NULL, fingerprint BLOB NOT NULL, offset INTEGER NOT NULL, line_no INTEGER NOT NULL,
     header TEXT NOT NULL, gone_since REAL, updated REAL NOT NULL,
-    sink_offset INTEGER, sink_line INTEGER, sink_header TEXT
+    sink_offset INTEGER, sink_line INTEGER, sink_header TEXT, records TEXT
 );
 CREATE TABLE IF NOT EXISTS wt_series (
     metric TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (metric, labels)
@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS wt_series (
 """
 SINK_COLUMNS = (("sink_offset", "INTEGER"), ("sink_line", "INTEGER"), ("sink_header", "TEXT"))
 """Where the sinks stand in each file (NULL: they hold every row before `offset`); added to older databases."""
+ADDED_COLUMNS = (*SINK_COLUMNS, ("records", "TEXT"))
+"""Columns of wt_checkpoints later than its first version, added to older databases (`records`: Checkpoint.records,
+NULL in their rows)."""
 PAGE_SIZE = 16384
 """Page size of a new state database: the correlator's random-key index inserts touch fewer, fuller pages
 (its write path ~7% faster than with SQLite's 4 KiB default, bench/bench_corr_write.py)."""
@@ -594,7 +597,7 @@ class StateStore:
             raise StateRefused(refusal)
         conn.executescript(SCHEMA)  # tables added by later versions
         have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
-        for name, kind in SINK_COLUMNS:
+        for name, kind in ADDED_COLUMNS:
             if name not in have:  # an older database: its sinks held every row before each offset
                 conn.execute(f"ALTER TABLE wt_checkpoints ADD COLUMN {name} {kind}")
         if self.sinks_elsewhere:  # NULL (caught up) made explicit: the sink process follows explicit positions
@@ -605,9 +608,9 @@ class StateStore:
             sink.setup(conn)
         first_run = "initialized" not in meta
         cps = [
-            Checkpoint(r[0], r[1], path_from_db(r[2]), r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9])
+            Checkpoint(r[0], r[1], path_from_db(r[2]), r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9], r[10])
             for r in conn.execute(
-                "SELECT file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since"
+                "SELECT file_id, source, path, dev, ino, fingerprint, offset, line_no, header, gone_since, records"
                 " FROM wt_checkpoints"
             )
         ]
@@ -657,8 +660,8 @@ class StateStore:
                 now = time.time()
                 conn.executemany(
                     "INSERT OR IGNORE INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset,"
-                    " line_no, header, gone_since, updated) VALUES (?,?,?,?,?,?,0,0,'',NULL,?)",
-                    [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, now)
+                    " line_no, header, gone_since, updated, records) VALUES (?,?,?,?,?,?,0,0,'',NULL,?,?)",
+                    [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, now, cp.records)
                      for cp in new_files],
                 )
             if batches:
@@ -802,18 +805,20 @@ class StateStore:
                          for cp in c.checkpoints}
         # rows built before the lock: the correlator process waits for it only while SQLite writes
         offsets = [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
-                    cp.header, cp.gone_since, now, *positions.get(cp.file_id, blank)) for cp in c.checkpoints]
+                    cp.header, cp.gone_since, now, cp.records, *positions.get(cp.file_id, blank))
+                   for cp in c.checkpoints]
         values = [(m, SEP.join(k), series_json(v)) for m, k, v in c.series]
         begin_immediate(conn, CHECKPOINT_LOCK_WAIT_MS, self._given_up)
         try:
             conn.executemany(
                 "INSERT INTO wt_checkpoints (file_id, source, path, dev, ino, fingerprint, offset, line_no, header,"
-                " gone_since, updated, sink_offset, sink_line, sink_header) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " gone_since, updated, records, sink_offset, sink_line, sink_header)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(file_id) DO UPDATE SET"
                 " source=excluded.source, path=excluded.path, dev=excluded.dev, ino=excluded.ino,"
                 " fingerprint=excluded.fingerprint, offset=excluded.offset,"
                 " line_no=excluded.line_no, header=excluded.header, gone_since=excluded.gone_since,"
-                " updated=excluded.updated"
+                " updated=excluded.updated, records=coalesce(excluded.records, records)"
                 + ("" if keep else ", sink_offset=excluded.sink_offset, sink_line=excluded.sink_line,"
                    " sink_header=excluded.sink_header"),
                 offsets,

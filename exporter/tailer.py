@@ -21,7 +21,15 @@ from collections.abc import Callable, Iterable
 
 from exporter import jsonrecords
 from exporter.config import SourceConfig, TailConfig
-from exporter.filestream import Checkpoint, FileStream, OnBatch, new_file_id, same_file, warn_compressed
+from exporter.filestream import (
+    Checkpoint,
+    FileStream,
+    OnBatch,
+    new_file_id,
+    records_of,
+    same_file,
+    warn_compressed,
+)
 from exporter.fingerprint import (
     FINGERPRINT_BYTES,
     compression_of,
@@ -331,6 +339,15 @@ class Tailer:
     def allowed_records(self, source: str) -> frozenset[str] | None:
         """The record types a source keeps (None: every type)."""
         return self._allowed.get(source)
+
+    def _read_for(self, cp: Checkpoint) -> frozenset[str] | None:
+        """The record types the bytes before a checkpoint's offset were read for: as it recorded them; for one of an
+        older database, those its source keeps now, or every type when that source is gone (renamed: resumed, as
+        before). Its source's name alone misled: a renamed source's old name taken by a new one for other files
+        gave the new one's types, and the file was read again from the start, every record counted twice."""
+        if cp.records is not None:
+            return records_of(cp.records)
+        return self._allowed.get(cp.source)
 
     def unreadable(self) -> list[str]:
         """Paths that could not be listed, stat'ed or opened at the last look (a oneshot exits 1 over them; /healthz
@@ -792,9 +809,9 @@ class Tailer:
         # given to another source, a renamed source's old name taken by a new one): nothing left to count again
         # (a checkpoint of a file that held only its header is that file at its own path only: another source's
         # files may start with the same header line)
-        handed = cp is not None and cp.source != source and (cp.source not in self._allowed or (
-            _keeps_nothing_more(self._allowed[source], self._allowed[cp.source])
-            and (cp.path == path or shares_first_record(cp.fingerprint, head))))
+        read_for = self._read_for(cp) if cp is not None else None
+        handed = cp is not None and cp.source != source and _keeps_nothing_more(self._allowed[source], read_for) and (
+            cp.source not in self._allowed or cp.path == path or shares_first_record(cp.fingerprint, head))
         if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
                 and not _short_fingerprint_elsewhere(cp, path, head):
             if handed:
@@ -811,7 +828,7 @@ class Tailer:
                 # of another name when the checkpoint's file held only its header: every file of both sources may
                 # start with that header line, and the inode is then another source's new file (the checkpoint's
                 # own file may be a copy elsewhere: `_displaced`)
-                both = _shared_types(self._allowed.get(cp.source), self._allowed[source])
+                both = _shared_types(read_for, self._allowed[source])
                 log.log(logging.WARNING if both else logging.INFO,
                         "%s: now matched by source %s, not %s; reading it from the start for %s%s", shown(path),
                         source, cp.source, source,

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import SourceConfig, TailConfig
-from exporter.filestream import Checkpoint
+from exporter.filestream import Checkpoint, records_text
 from exporter.metrics import SelfMetrics
 from exporter.tailer import Tailer
 from tests.conftest import ACCT_HEADER, AcctWriter
@@ -417,7 +417,7 @@ async def test_a_file_a_config_edit_gave_to_another_configured_source_is_read_fo
     import dataclasses
 
     _w, checkpoints = await read_then_stop(tmp_path)
-    moved = [dataclasses.replace(cp, source="diag") for cp in checkpoints]
+    moved = [dataclasses.replace(cp, source="diag", records="t") for cp in checkpoints]  # as diag read it
     sources = [SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")]),
                SourceConfig(name="diag", paths=[str(tmp_path / "diag-*.csv")], records=["t"])]
     tailer = Tailer(sources, TailConfig(rescan_interval=0), None, checkpoints=moved, first_run=False)
@@ -442,7 +442,8 @@ async def test_a_file_given_to_a_source_that_keeps_no_type_more_resumes_where_it
     import dataclasses
 
     w, checkpoints = await read_then_stop(tmp_path)
-    given = [dataclasses.replace(cp, source="diag") for cp in checkpoints]
+    given = [dataclasses.replace(cp, source="diag", records=records_text(frozenset(old_records) if old_records
+                                                                         else None)) for cp in checkpoints]
     w.write(2)
     sources = [SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], records=new_records),
                SourceConfig(name="diag", paths=[str(tmp_path / "diag-*.csv")], records=old_records)]
@@ -502,3 +503,33 @@ async def test_a_checkpoint_of_a_source_no_longer_configured_whose_file_no_glob_
                     f"{checkpoints[0].offset}) were not read"]
     assert [(cp.source, cp.gone_since is not None) for cp in tailer.take_checkpoints()] == [("old", True)]
     await tailer.close()
+
+
+@pytest.mark.parametrize(("read_with", "kept"), [(None, "*"), (["d", "b"], "b,d")])
+async def test_a_renamed_source_whose_old_name_a_new_source_took_resumes_where_it_was(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, read_with: list[str] | None, kept: str):
+    """Review 2026-12-05: `acct` renamed `pmta-acct` (same glob, same records) and a new source named `acct` for the
+    FBL files: the old name's *current* record types (f) were compared with the new source's, so every acct file was
+    read again from the start and every delivery counted twice, said at INFO. A checkpoint keeps the record types it
+    was read for (`records`), and they are what is compared."""
+    w = AcctWriter(tmp_path)
+    w.write(4)
+    first = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], records=read_with)],
+                   TailConfig(rescan_interval=0), None)
+    await drain(first)
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    assert [cp.records for cp in checkpoints] == [kept]
+    w.write(2)
+    sources = [SourceConfig(name="pmta-acct", paths=[str(tmp_path / "acct-*.csv")], records=read_with),
+               SourceConfig(name="acct", paths=[str(tmp_path / "fbl-*.csv")], records=["f"])]
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), None, checkpoints=checkpoints, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == [6, 7]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("now matched by source pmta-acct, not acct, which kept every record type pmta-acct keeps; resuming "
+               "at byte" in m for m in said), said
+    assert not [m for m in said if "reading it from the start" in m]
+    saved = tailer.take_checkpoints()
+    await tailer.close()
+    assert [(cp.file_id, cp.source, cp.records) for cp in saved] == [(checkpoints[0].file_id, "pmta-acct", kept)]

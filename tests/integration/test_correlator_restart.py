@@ -163,3 +163,33 @@ def test_a_span_taken_before_the_first_scan_waits_for_the_copy_it_names(tmp_path
         assert db.execute("SELECT path, sink_offset IS NULL OR sink_offset = offset FROM wt_checkpoints").fetchall() \
             == [(str(copy), 1)]
     assert stored_deliveries(state) == (300, 300)  # each record once: the ones it held were skipped
+
+
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_bytes_the_correlator_cannot_read_again_are_counted_by_either_worker(tmp_path: Path, watchtower_factory,
+                                                                           worker: str) -> None:
+    """Review 2026-12-05: with the default process worker, the correlator process logged "its last N bytes ... cannot
+    be read again" but watchtower_commit_backlog_lost_bytes_total stayed 0 (its count was its own process's); the
+    thread worker counted them. Here the correlator stopped behind by a whole file, deleted while the daemon was
+    down."""
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    writer.write(300)
+    cfg = write_config(tmp_path, correlator={"enabled": True, "worker": worker})
+    wt = watchtower_factory(cfg).start()
+    wt.wait_for(lambda s: total(s, "pmta_delivered_total") == 300)
+    wt.committed()
+    assert wt.stop() == 0
+    with sqlite3.connect(tmp_path / "state" / "watchtower.db") as db:  # the correlator behind: at the header line
+        (header,) = db.execute("SELECT header FROM wt_checkpoints").fetchone()
+        db.execute("UPDATE wt_checkpoints SET sink_offset = ?, sink_line = 1, sink_header = ?",
+                   (len(header) + 1, header))
+    behind = writer.path.stat().st_size - len(header) - 1
+    writer.path.unlink()
+    wt.start()
+    samples = wt.wait_for(lambda s: s.get(("watchtower_commit_backlog_lost_bytes_total", ()), 0.0) > 0)
+    assert samples[("watchtower_commit_backlog_lost_bytes_total", ())] == behind
+    assert total(samples, "pmta_delivered_total") == 300
+    assert wt.stop() == 0
+    assert f"its last {behind} bytes (from line 2) were counted in the metrics but cannot be read again" \
+        in wt.log.read_text()

@@ -165,9 +165,8 @@ def test_a_file_truncated_in_place_reaches_the_timelines_under_a_new_id(tmp_path
     assert total(wt.scrape(), "watchtower_truncations_total", source="acct") == 1
 
 
-def test_a_renamed_source_resumes_its_files_without_counting_them_again(tmp_path: Path, watchtower_factory):
-    """The pmta_* counters carry no source label: a source renamed in the config (or whose derived name changed with
-    its first glob) must not read its files again from byte 0 at the next start."""
+def _read_then_restart_with(tmp_path: Path, watchtower_factory, edit) -> tuple[object, AcctWriter]:
+    """A daemon that read 40 records, stopped; `edit(config)` changes its sources; 5 more records; started again."""
     import yaml
 
     (tmp_path / "logs").mkdir()
@@ -178,15 +177,43 @@ def test_a_renamed_source_resumes_its_files_without_counting_them_again(tmp_path
     caught_up(wt, writer)
     wt.stop()
     data = yaml.safe_load(config.read_text())
-    data["sources"][0]["name"] = "main"
+    edit(data)
     config.write_text(yaml.safe_dump(data))
     writer.write(5)
     wt.start()
     assert_exact(wt, writer)
+    return wt, writer
+
+
+def test_a_renamed_source_resumes_its_files_without_counting_them_again(tmp_path: Path, watchtower_factory):
+    """The pmta_* counters carry no source label: a source renamed in the config (or whose derived name changed with
+    its first glob) must not read its files again from byte 0 at the next start."""
+    def rename(data: dict) -> None:
+        data["sources"][0]["name"] = "main"
+
+    wt, _ = _read_then_restart_with(tmp_path, watchtower_factory, rename)
     assert "source acct is no longer configured; resuming for source main at byte" in wt.log.read_text()
     wt.stop()
     with closing(sqlite3.connect(tmp_path / "state" / "watchtower.db")) as db:
         assert db.execute("SELECT source, count(*) FROM wt_checkpoints GROUP BY source").fetchall() == [("main", 1)]
+
+
+def test_a_renamed_source_whose_old_name_a_new_source_takes_resumes_its_files(tmp_path: Path, watchtower_factory):
+    """Review 2026-12-05: `acct` renamed `pmta-acct` and a new source named `acct` for the FBL files: every acct
+    file was read again from the start (the old name's current types compared) and every delivery counted twice,
+    said at INFO. The state database keeps the record types each file was read for."""
+    def rename_and_reuse(data: dict) -> None:
+        data["sources"][0]["name"] = "pmta-acct"
+        data["sources"].append({"name": "acct", "paths": [str(tmp_path / "logs" / "fbl-*.csv")], "records": ["f"]})
+
+    wt, _ = _read_then_restart_with(tmp_path, watchtower_factory, rename_and_reuse)
+    text = wt.log.read_text()
+    assert "now matched by source pmta-acct, not acct, which kept every record type pmta-acct keeps; resuming" in text
+    assert "reading it from the start" not in text
+    wt.stop()
+    with closing(sqlite3.connect(tmp_path / "state" / "watchtower.db")) as db:
+        assert db.execute("SELECT source, records, count(*) FROM wt_checkpoints GROUP BY source").fetchall() == [
+            ("pmta-acct", "*", 1)]
 
 
 def test_files_that_appear_while_the_daemon_is_down(tmp_path: Path, watchtower_factory):
