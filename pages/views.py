@@ -344,8 +344,8 @@ class Views:
             ok, deferred, bounced = shares(x)
             src, dst = nodes.get(x["source"], {}), nodes.get(x["target"], {})
             rows.append(
-                f'<tr data-edge="{attr(x["id"])}"><td>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
-                f'<td>{e(dst.get("subtitle"))} {e(dst.get("title"))}</td><td class=num>{attempts(x)}</td>'
+                f'<tr data-edge="{attr(x["id"])}"><td class=free>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
+                f'<td class=free>{e(dst.get("subtitle"))} {e(dst.get("title"))}</td><td class=num>{attempts(x)}</td>'
                 f"<td class=num>{e(x.get('detail__delivered'))}</td><td class=num>{ok:.1%}</td>"
                 f"<td class=num>{deferred:.1%}</td><td class=num>{bounced:.1%}</td>"
                 f"<td class=num>{e(x.get('detail__complained'))}</td></tr>")

@@ -32,6 +32,7 @@ CROWDED_VMTAS = 80
 INTL_RCPT, INTL_VMTA, INTL_JOB = "用户@例子.中国", "خادم-1", "وظيفة-7"
 LONG_SENDER = "newsletters.customer-engagement.marketing-department.example-company.example"
 LONG_JOB = "campaign-" + "x" * 400  # no break point in 400 characters
+LONG_VMTA = "vmta-" + "v" * 300  # a flows row's name without a break point
 NO_MID_RCPT = "bob@gmail.com"
 HASHED_RCPT = "alice@gmail.com"
 USER, PASSWORD, HUB_PASSWORD = "ops", "s3cret", "hub-s3cret"
@@ -127,6 +128,8 @@ def hostile_pair(root: Path) -> Iterator[Pair]:
                          "4.2.2 (full)", "smtp;452 4.2.2 صندوق ممتلئ mailbox full"))
     rows.append(acct_row("d", base + 67, base, "bounce@news.example", "u5@gmail.com", "vmta-y", LONG_JOB, "longjob@x",
                          "2.0.0 (ok)", "smtp;250 ok"))
+    rows.append(acct_row("d", base + 68, base, "bounce@news.example", "u6@gmail.com", LONG_VMTA, "job6", "longvmta@x",
+                         "2.0.0 (ok)", "smtp;250 ok"))
     for i in range(CROWDED_VMTAS):
         rows.append(acct_row("d", base + 70, base, f"bounce@s{i % 10}.example", f"v{i}@d{i % 30}.example",
                              f"vmta-{i}", "jobm", f"m{i}@x", "2.0.0 (ok)", "smtp;250 ok"))
@@ -138,7 +141,7 @@ def hostile_pair(root: Path) -> Iterator[Pair]:
     pair = Pair(wt, hub, base)
     try:
         _in_parallel(wt.start, hub.start)
-        _wait(wt.url, 6 + CROWDED_VMTAS, None)
+        _wait(wt.url, 7 + CROWDED_VMTAS, None)
         yield pair
     finally:
         pair.stop()

@@ -14,6 +14,7 @@ from tests.browser.hostile import (
     INTL_RCPT,
     INTL_VMTA,
     LONG_JOB,
+    LONG_VMTA,
     MARKUP,
     NO_MID_RCPT,
     SPOOF_MESSAGE,
@@ -176,15 +177,17 @@ def test_query_values_reflected_in_forms_stay_values(driver, hostile, where, pat
 
 
 @pytest.mark.parametrize("where", ["daemon", "hub"])
-@pytest.mark.parametrize("page", ["search", "message"])
+@pytest.mark.parametrize("page", ["search", "message", "flows"])
 def test_a_value_without_a_break_point_wraps_inside_the_window(driver, hostile, where, page):
     """Only the monospace cells could wrap: a 400-character jobId made the search page 4,550 px wide in a 1,400 px
-    window, the Reply and Record columns off-screen."""
-    path = f"/ui/?job_id={quote(LONG_JOB)}" if page == "search" else "/ui/messages/longjob@x"
+    window, the Reply and Record columns off-screen; a 305-character VMTA name the flows page 5,470 px (review
+    2026-12-05)."""
+    path, long = {"search": (f"/ui/?job_id={quote(LONG_JOB)}", LONG_JOB),
+                  "message": ("/ui/messages/longjob@x", LONG_JOB), "flows": (f"/ui/flows?since={int(hostile.base) - 3600}", LONG_VMTA)}[page]
     visit(driver, hostile.url(where) + path, f"long-{page}-{where}")
     width, inner = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert width <= inner, (width, inner)
-    assert LONG_JOB in driver.page_source
+    assert long in driver.page_source
     # only free-form values wrap: numbers, times and kinds stay whole (a table squeezed them all once: "deferr/ed")
     broken = driver.execute_script("""
         const out = [];
