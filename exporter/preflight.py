@@ -95,12 +95,12 @@ def _correlator_store(config: Config, state_dir_checked: bool) -> str | None:
     correlator = config.correlator
     if not correlator.enabled:
         return None
-    from correlator.store import stored_version
-    from exporter.state import StateRefused
-
     store = Path(config.state_dir).expanduser() / "watchtower.db" if state_dir_checked else None
     meta = _correlator_meta(store) if store is not None else {}
-    if "schema_version" in meta:
+    if "schema_version" in meta:  # (the correlator package imports polars: not before a oneshot sets its allocator
+        from correlator.store import stored_version  # policy, exporter/allocator.py, nor for a store not there)
+        from exporter.state import StateRefused
+
         try:
             stored_version(str(store), meta["schema_version"])
         except StateRefused as exc:
@@ -141,11 +141,11 @@ def _keyed_with_another_key(path: Path, store: Path | None, mode: str | None) ->
     """`run` refuses a correlator store whose recipients were keyed with an HMAC key other than the key file's, or
     when that file is missing (correlator.store.other_key): said here too, rather than `ok` and then a refused
     start."""
+    if store is None or mode is None or not mode.startswith("hmac:"):
+        return None
     from correlator.keys import RcptHasher
     from correlator.store import other_key
 
-    if store is None or mode is None or not mode.startswith("hmac:"):
-        return None
     try:
         if not path.exists():
             return (f"correlator.hmac_key_file: {path} does not exist, and the recipients of the correlator store "
