@@ -139,3 +139,27 @@ def test_a_forged_message_place_past_any_count_is_a_400():
     with pytest.raises(BadRequest) as exc:
         _decode(forged, fp, targets)
     assert (exc.value.status, exc.value.parameter) == (400, "cursor")
+
+
+async def test_a_refill_the_page_budget_cuts_short_ends_the_page_without_calling_the_host_missing():
+    """A host that gives one item per page (scan-limited) in 0.6 s, hub.timeout 1 s: its third page of one hub page
+    had 0.3 s of the 1.5 s budget left and timed out, and the host was named missing ("timed out after 0.3s") on a
+    page it answered every request of in time. The page ends there, scan_limited; the next page goes on."""
+    def answer(req: Request) -> Reply:
+        at = int(req.params.get("cursor", "100"))
+        nxt = str(at - 1) if at > 91 else None
+        return Reply(body=search_page([summary(id=at, first_seen=f"2026-01-01T00:00:{at - 40:02d}Z")], nxt).body,
+                     delay=0.6)
+
+    async with FakeHosts(answer) as fleet, \
+            running_hub({"targets": _targets(fleet, "sparse"), "timeout": "1s"}) as hub:
+        r = await hub.get("/api/v1/search", params={"limit": 10})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["missing_hosts"] == [] and body["partial"] is False
+        assert body["scan_limited"] is True and body["next_cursor"]
+        first = [i["id"] for i in body["items"]]
+        assert first == list(range(100, 100 - len(first), -1)) and 1 <= len(first) < 10
+        r = await hub.get("/api/v1/search", params={"limit": 10, "cursor": body["next_cursor"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["items"][0]["id"] == first[-1] - 1
