@@ -64,13 +64,14 @@ _LONG_NUMBER = re.compile(r"\b\d{5,}\b")
 _SPACES = re.compile(r"\s+")
 MAX_TEXT = 400
 NORMALISED_INPUT = 4 * MAX_TEXT
-"""Characters of a reply normalised: what lies past them is never shown (MAX_TEXT), and `_EMAIL` is quadratic in a
-text without spaces (one 200,000-character reply held the daemon ~200 s between two checks of the query budget)."""
+"""Characters of a reply normalised (the rest is an ellipsis): `_EMAIL` is quadratic in a text without spaces (one
+200,000-character reply held the daemon ~200 s between two checks of the query budget), and MAX_TEXT are shown."""
 
 
 def normalise(diag: str) -> str:
     """One reply text per kind of reply: the per-message parts replaced by <ip>, <addr>, <id>, <n>."""
-    text = _PREFIX.sub("", (diag or "")[:NORMALISED_INPUT])
+    diag = diag or ""
+    text = _PREFIX.sub("", diag[:NORMALISED_INPUT])
     text = _EMAIL.sub("<addr>", text)
     text = _IPV4.sub("<ip>", text)
     text = _IPV6.sub("<ip>", text)
@@ -78,7 +79,7 @@ def normalise(diag: str) -> str:
     text = _TOKEN_ID.sub("<id>", text)
     text = _LONG_NUMBER.sub("<n>", text)
     text = _SPACES.sub(" ", text).strip()
-    return text[:MAX_TEXT] + ("…" if len(text) > MAX_TEXT else "")
+    return text[:MAX_TEXT] + ("…" if len(text) > MAX_TEXT or len(diag) > NORMALISED_INPUT else "")
 
 
 # --- the one place that knows the store layout ------------------------------------------------

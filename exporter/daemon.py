@@ -92,10 +92,14 @@ def _ignore_sighup(loop: asyncio.AbstractEventLoop) -> None:
     """After the stop, SIGHUP is ignored, not given back its default action (closing the loop would): a `systemctl
     reload` during the last moments of a stop ended the process with 129 instead of 0."""
     try:
-        loop.remove_signal_handler(signal.SIGHUP)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     except (ValueError, RuntimeError, OSError):  # not the main thread (tests): not ours
-        pass
+        return
+    # Unregistered from the loop without its remove_signal_handler(), which sets the default action first (a
+    # SIGHUP in between ended the process) and which closing the loop would call
+    handlers = getattr(loop, "_signal_handlers", None)
+    if isinstance(handlers, dict):
+        handlers.pop(signal.SIGHUP, None)
 
 
 def _report_chore(task: asyncio.Task[None]) -> None:
@@ -260,9 +264,12 @@ class Daemon:
             log.debug("internal error", exc_info=exc)
             return 1
         finally:
-            await self.shutdown()
-            if hup:
-                _ignore_sighup(loop)
+            self.should_exit.set()  # a stop for an error too: a SIGHUP meanwhile reloads nothing
+            try:
+                await self.shutdown()
+            finally:
+                if hup:
+                    _ignore_sighup(loop)
         return 0
 
     async def startup(self) -> None:

@@ -129,6 +129,8 @@ def _correlator_meta(store: Path) -> dict[str, str]:
         if not store.is_file():
             return {}
         conn = peek(store)
+        if conn is None:
+            return {}
         try:
             return dict(conn.execute("SELECT key, value FROM corr_meta WHERE key IN ('schema_version', 'rcpt_mode')"))
         finally:

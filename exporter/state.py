@@ -337,12 +337,20 @@ def wal_files(db: Path) -> tuple[Path, Path]:
     return Path(f"{db}-wal"), Path(f"{db}-shm")
 
 
-def peek(db: Path) -> sqlite3.Connection:
-    """A read-only connection that leaves no file behind. A read-only open of a WAL database without its -wal and
-    -shm creates them, owned by whoever opens it: `sudo watchtower check-config` left root's files that stopped the
-    daemon's user. Without both, the file is all there is to read (immutable: nothing created or locked)."""
+def peek(db: Path) -> sqlite3.Connection | None:
+    """A read-only connection that leaves no file behind, or None when the file alone would not say what the
+    database holds. A read-only open of a WAL database without its -wal and -shm creates them, owned by whoever
+    opens it: `sudo watchtower check-config` left root's files that stopped the daemon's user. Without a -wal (or an
+    empty one) the file is all there is (immutable: nothing created or locked); with a -wal and no -shm, or a hot
+    rollback journal, only a writer's open sees the database as it is (the writer's own checks judge it)."""
     wal, shm = wal_files(db)
-    through_wal = wal.exists() and shm.exists()
+    try:
+        wal_bytes = wal.stat().st_size
+    except FileNotFoundError:
+        wal_bytes = 0
+    if Path(f"{db}-journal").exists() or (wal_bytes and not shm.exists()):
+        return None
+    through_wal = bool(wal_bytes)
     uri = f"file:{urllib.parse.quote(os.fsencode(db))}?mode=ro{'' if through_wal else '&immutable=1'}"
     return sqlite3.connect(uri, uri=True, isolation_level=None)
 
@@ -374,11 +382,13 @@ def content_refusal(db: Path) -> str | None:
     here (damage is for the quick_check to name)."""
     try:
         conn = peek(db)
+        if conn is None:
+            return None
         try:
             tables, meta = _tables_and_meta(conn)
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         return None
     return marker_refusal(db, tables, meta)
 

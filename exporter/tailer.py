@@ -341,10 +341,11 @@ class Tailer:
         return self._allowed.get(source)
 
     def _read_for(self, cp: Checkpoint) -> frozenset[str] | None:
-        """The record types the bytes before a checkpoint's offset were read for: as it recorded them; for one of an
-        older database, those its source keeps now, or every type when that source is gone (renamed: resumed, as
-        before). Its source's name alone misled: a renamed source's old name taken by a new one for other files
-        gave the new one's types, and the file was read again from the start, every record counted twice."""
+        """The record types the bytes before a checkpoint's offset were read for, when its source's name is still
+        configured: as it recorded them, or (a checkpoint of an older database) those that source keeps now. The
+        name alone misled: a renamed source's old name taken by a new one for other files gave the new one's types,
+        and the file was read again from the start, every record counted twice. (A source no longer configured is
+        a rename: its files resume, new types included, as a source whose types widen without a rename does.)"""
         if cp.records is not None:
             return records_of(cp.records)
         return self._allowed.get(cp.source)
@@ -810,8 +811,9 @@ class Tailer:
         # (a checkpoint of a file that held only its header is that file at its own path only: another source's
         # files may start with the same header line)
         read_for = self._read_for(cp) if cp is not None else None
-        handed = cp is not None and cp.source != source and _keeps_nothing_more(self._allowed[source], read_for) and (
-            cp.source not in self._allowed or cp.path == path or shares_first_record(cp.fingerprint, head))
+        handed = cp is not None and cp.source != source and (cp.source not in self._allowed or (
+            _keeps_nothing_more(self._allowed[source], read_for)
+            and (cp.path == path or shares_first_record(cp.fingerprint, head))))
         if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
                 and not _short_fingerprint_elsewhere(cp, path, head):
             if handed:

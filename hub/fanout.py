@@ -141,6 +141,8 @@ class PerHostPools(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
+CUT = 0.95
+"""A request whose budget the caller's deadline made shorter than this share of hub.timeout was cut (HostAnswer.cut)."""
 POOL_KEY = "watchtower_pool"
 """Request extension naming the pool (the target's URL) a request goes through."""
 KEEPALIVE_PER_HOST = 2
@@ -199,7 +201,8 @@ class Fanout:
         try:  # reading, unzipping and decoding the answer are all within the host's budget
             await asyncio.wait_for(self._ask(ans, path, params), budget)
         except TimeoutError:
-            ans.error, ans.body, ans.cut = f"timed out after {budget:.3g}s", None, budget < self.timeout
+            ans.error, ans.body = f"timed out after {budget:.3g}s", None
+            ans.cut = budget < CUT * self.timeout  # (a deadline set at now + timeout is no cut)
         except Exception as exc:  # noqa: BLE001 - whatever one host's request raises (httpx.InvalidURL, an
             # OverflowError from connect() for a port past 65535, in anyio's ExceptionGroup) is that host missing:
             # the other hosts' answers go on, never a 500 for the whole request

@@ -65,7 +65,7 @@ def _retrieved(task: asyncio.Future[None]) -> None:
 
 
 def canonical_url(url: str) -> str:
-    """One spelling of a daemon's base URL: scheme and host in lower case, the port as a number (`:029469` is
+    """One spelling of a daemon's base URL: scheme and host in lower case, the port as a number (`:09469` is
     `:9469`), no trailing `/` or empty `?`. Targets are told apart by URL: each spelling of one daemon was a host
     of its own, asked once per spelling, its items listed as many times. (A query or fragment is refused by the
     config; a URL that does not parse is left for its check to name.)"""
@@ -87,7 +87,10 @@ def static_targets(section: HubSection) -> list[Target]:
     out: dict[str, Target] = {}
     for t in section.targets:  # (no credentials in them: the config refuses those)
         url = canonical_url(t.url)
-        out.setdefault(url, Target(t.name or _name_of(url), url))
+        if url in out:
+            log.warning("hub.targets: %s is %s again (the daemon is asked once, as %r)", t.url, url, out[url].name)
+            continue
+        out[url] = Target(t.name or _name_of(url), url)
     return list(out.values())
 
 

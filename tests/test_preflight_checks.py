@@ -361,3 +361,27 @@ def test_a_state_database_of_this_build_passes_and_is_left_as_it_was(tmp_path: P
     proc = _check(cfg)
     assert proc.returncode == 0 and "state_dir" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in db.parent.iterdir()) == before
+
+
+def test_a_database_whose_marker_is_only_in_its_wal_is_not_judged_from_the_file_alone(tmp_path: Path) -> None:
+    """Review 2026-12-05: with a -wal and no -shm (a stop that left the -wal, the -shm removed), the read-only look
+    (immutable: nothing created) ignored the -wal and said `no watchtower marker`: `run` refused a good database.
+    Neither that nor a hot rollback journal is judged from the file alone (the writer's own checks do)."""
+    from exporter.state import content_refusal
+
+    live = tmp_path / "live.db"
+    conn = sqlite3.connect(live, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE wt_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO wt_meta VALUES ('schema_version', '1')")
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(live, copy)
+    shutil.copyfile(f"{live}-wal", f"{copy}-wal")  # the -shm not
+    conn.close()
+    assert content_refusal(copy) is None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy")) == ["copy.db", "copy.db-wal"]
+    Path(f"{copy}-wal").unlink()  # now the file is all there is: judged (the marker lived in the -wal)
+    assert "has no tables but no watchtower marker" in (content_refusal(copy) or "")
+    Path(f"{copy}-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + bytes(504))
+    assert content_refusal(copy) is None

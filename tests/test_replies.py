@@ -313,3 +313,8 @@ def test_a_reply_text_of_200k_characters_is_normalised_at_once() -> None:
             "assert normalise('smtp;421 4.7.0 <bob@yahoo.com> try later') == '421 4.7.0 <<addr>> try later'\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_reply_cut_before_it_is_normalised_says_so() -> None:
+    """A 1,700-digit token shrank to `<n>` and the cut-off rest (`mailbox full`) left no trace: no ellipsis."""
+    assert normalise("smtp; 552 5.2.2 " + "1" * 1700 + " mailbox full") == "552 5.2.2 <n>…"

@@ -533,3 +533,25 @@ async def test_a_renamed_source_whose_old_name_a_new_source_took_resumes_where_i
     saved = tailer.take_checkpoints()
     await tailer.close()
     assert [(cp.file_id, cp.source, cp.records) for cp in saved] == [(checkpoints[0].file_id, "pmta-acct", kept)]
+
+
+async def test_a_source_renamed_with_more_record_types_resumes_as_a_widened_one_does(tmp_path: Path,
+                                                                                     caplog: pytest.LogCaptureFixture):
+    """Review 2026-12-05: `acct` (records [d]) renamed `pmta-acct` with [d, b]: once checkpoints kept their types, the
+    file was read again from the start and every delivery counted twice. A source no longer configured is a rename:
+    it resumes (the widened types count from there on, as without a rename)."""
+    w = AcctWriter(tmp_path)
+    w.write(4)
+    first = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], records=["d"])],
+                   TailConfig(rescan_interval=0), None)
+    await drain(first)
+    checkpoints = first.take_checkpoints()
+    await first.close()
+    w.write(2)
+    tailer = Tailer([SourceConfig(name="pmta-acct", paths=[str(tmp_path / "acct-*.csv")], records=["d", "b"])],
+                    TailConfig(rescan_interval=0), None, checkpoints=checkpoints, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == [6, 7]
+    assert any("source acct is no longer configured; resuming for source pmta-acct" in r.getMessage()
+               for r in caplog.records)
+    await tailer.close()

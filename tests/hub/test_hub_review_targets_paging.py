@@ -163,3 +163,35 @@ async def test_a_refill_the_page_budget_cuts_short_ends_the_page_without_calling
         r = await hub.get("/api/v1/search", params={"limit": 10, "cursor": body["next_cursor"]})
     assert r.status_code == 200, r.text
     assert r.json()["items"][0]["id"] == first[-1] - 1
+
+
+async def test_only_a_budget_the_callers_deadline_shortened_is_a_cut():
+    """A Message-Id page's deadline is now + hub.timeout: its timeouts were all flagged `cut` (by a hair)."""
+    import time
+
+    from hub.config import HubConfig
+    from hub.fanout import Fanout, make_client
+
+    async with FakeHosts(lambda req: Reply(hang=True)) as fleet:
+        config = HubConfig.model_validate({"hub": {"targets": [fleet.url("h")], "timeout": "0.3s"}})
+        fanout = Fanout(make_client(config.hub), config.hub.timeout)
+        try:
+            target = Target("h", fleet.url("h"))
+            whole = await fanout.one(target, "/api/v1/search", {}, time.monotonic() + 0.3)
+            short = await fanout.one(target, "/api/v1/search", {}, time.monotonic() + 0.1)
+        finally:
+            await fanout.aclose()
+    assert (whole.cut, short.cut) == (False, True)
+    assert whole.error == "timed out after 0.3s"
+
+
+def test_a_target_given_twice_is_asked_once_and_said(caplog: pytest.LogCaptureFixture):
+    from hub.config import HubConfig
+    from hub.targets import static_targets
+
+    config = HubConfig.model_validate({"hub": {"targets": [{"url": "http://pmta-1:9469", "name": "one"},
+                                                           {"url": "HTTP://PMTA-1:09469/", "name": "two"}]}})
+    with caplog.at_level("WARNING", logger="hub.targets"):
+        assert static_targets(config.hub) == [Target("one", "http://pmta-1:9469")]
+    assert [r.getMessage() for r in caplog.records] == [
+        "hub.targets: HTTP://PMTA-1:09469/ is http://pmta-1:9469 again (the daemon is asked once, as 'one')"]
