@@ -555,3 +555,29 @@ async def test_a_source_renamed_with_more_record_types_resumes_as_a_widened_one_
     assert any("source acct is no longer configured; resuming for source pmta-acct" in r.getMessage()
                for r in caplog.records)
     await tailer.close()
+
+
+async def test_an_earlier_builds_checkpoint_whose_source_name_went_to_other_files_resumes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Review of upgrades 2026-12-05: a checkpoint written before checkpoints kept their record types, then `acct`
+    renamed `deliveries` and `bounce` renamed `acct` at the upgrade: the name's new types (rb, rs) were compared,
+    no overlap, and the file was read again from the start, every delivery counted twice, said at INFO."""
+    import dataclasses
+
+    w = AcctWriter(tmp_path)
+    w.write(4)
+    first = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*.csv")], records=["d", "b"])],
+                   TailConfig(rescan_interval=0), None)
+    await drain(first)
+    earlier = [dataclasses.replace(cp, records=None) for cp in first.take_checkpoints()]  # as an earlier build saved
+    await first.close()
+    w.write(2)
+    sources = [SourceConfig(name="deliveries", paths=[str(tmp_path / "acct-*.csv")], records=["d", "b"]),
+               SourceConfig(name="acct", paths=[str(tmp_path / "bounce-*.csv")], records=["rb", "rs"])]
+    tailer = Tailer(sources, TailConfig(rescan_interval=0), None, checkpoints=earlier, first_run=False)
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        assert await drain(tailer) == [6, 7]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "now matched by source" in r.getMessage()]
+    assert len(said) == 1 and said[0][0] == logging.WARNING, said
+    assert "whose name now stands for other files" in said[0][1] and "resuming at byte" in said[0][1]
+    await tailer.close()
