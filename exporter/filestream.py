@@ -335,14 +335,18 @@ class FileStream:
                 self.read_error = None
             if data:
                 self._cover_what_was_read(f, len(data))
-            if self.cp.offset == 0 and not self.pending and (kind := compression_of(data)) is not None:
-                self._stop_compressed(kind)
-                await self.close()
-                return False
-            if self.cp.offset == 0 and not self.pending and lone_cr_header(data):
-                self._stop_lone_cr()
-                await self.close()
-                return False
+            # the file's first bytes, judged until there are enough of them: a first read of one byte of a gzip file
+            # matched no magic, went to `pending`, and the rest was parsed as CSV (oneshot skipped the file)
+            if self.cp.offset == 0 and len(self.pending) < MAX_HEADER_SCAN:
+                head = self.pending + data if self.pending else data
+                if (kind := compression_of(head)) is not None:
+                    self._stop_compressed(kind)
+                    await self.close()
+                    return False
+                if lone_cr_header(head):
+                    self._stop_lone_cr()
+                    await self.close()
+                    return False
             if not data:
                 if final and self.skipping:  # oneshot: the unterminated last line is complete
                     self._skip(0, True)
