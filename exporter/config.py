@@ -293,7 +293,8 @@ class TailConfig(_Strict):
     start_position: Literal["beginning", "end"] = Field(
         default="end",
         description="Where to start in files that already exist the very first time the daemon runs "
-        "(no state yet). Files found later, and every file after the first run, are read from byte 0.",
+        "(no state yet). Files found later, and every file after the first run, are read from byte 0. Files "
+        "already in `moved_to` at the first run are not read (a WARNING counts them; `watchtower oneshot` does).",
     )
     poll_interval: Duration = Field(
         default=0.25, description="How often followed files are checked for growth (a stat each; cheap)."

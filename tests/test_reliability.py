@@ -31,7 +31,7 @@ from exporter.fingerprint import read_fingerprint
 from exporter.metrics import SelfMetrics
 from exporter.state import Commit, StateError, StateStore
 from exporter.tailer import Tailer
-from tests.conftest import RECORD_DAY, REPO, AcctWriter, Watchtower, total, write_config
+from tests.conftest import ACCT_HEADER, RECORD_DAY, REPO, AcctWriter, Watchtower, total, write_config
 
 THREAD_WORKER = {"worker": "thread"}
 """Tests of the daemon's own state writer thread (a sink injected in-process) pin that worker."""
@@ -2265,3 +2265,27 @@ def test_turning_the_correlator_on_again_says_what_has_no_timelines(tmp_path: Pa
     assert len(gaps) == 1, said
     assert gaps[0].endswith("until this start: the records read meanwhile have no timelines (the counters count "
                             "them); timelines go on from what is read next"), gaps
+
+
+async def test_a_first_run_from_the_beginning_says_which_moved_files_it_does_not_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Long-run review 2026-12-05: a file PMTA's move-to put away 10 s before the first start was never counted (17,014
+    deliveries), nothing said; oneshot counted it. tail.start_position applies to what `paths` match: said, once."""
+    logs, archive = tmp_path / "logs", tmp_path / "archive"
+    logs.mkdir()
+    archive.mkdir()
+    AcctWriter(logs).write(3)
+    (archive / "acct-0000.csv").write_text(ACCT_HEADER + "\n")
+    cfg = write_config(tmp_path, [{"name": "acct", "paths": [str(logs / "acct-*.csv")],
+                                   "moved_to": [str(archive / "acct-*.csv")]}],
+                       tail={"start_position": "beginning"})
+    d = Daemon(load_config(cfg))
+    with caplog.at_level(logging.INFO, logger="watchtower.daemon"):
+        task = asyncio.create_task(d.serve())
+        await asyncio.wait_for(d.started.wait(), 20)
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+    said = [r.getMessage() for r in caplog.records if "already in `moved_to`" in r.getMessage()]
+    assert said == [f"first run: 1 files already in `moved_to` (e.g. {archive / 'acct-0000.csv'}) are not read: "
+                    "tail.start_position applies to the files `paths` match; `watchtower oneshot` counts them "
+                    "(a backfill)"]
