@@ -608,7 +608,8 @@ class StateStore:
         conn.executescript(SCHEMA)  # tables added by later versions
         have = {r[1] for r in conn.execute("PRAGMA table_info(wt_checkpoints)")}
         for name, kind in ADDED_COLUMNS:
-            if name not in have:  # an older database: its sinks held every row before each offset
+            if name not in have:  # an older database: its sinks held every row before each offset (NULL sink
+                # columns say so); its checkpoints' record types are not known (NULL records)
                 conn.execute(f"ALTER TABLE wt_checkpoints ADD COLUMN {name} {kind}")
         if self.sinks_elsewhere:  # NULL (caught up) made explicit: the sink process follows explicit positions
             conn.execute("UPDATE wt_checkpoints SET sink_offset=offset, sink_line=line_no, sink_header=header"

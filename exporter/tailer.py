@@ -78,16 +78,16 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
-def _adopt(cp: Checkpoint, path: str, source: str, old_configured: bool = False, reassigned: bool = False) -> None:
-    """A checkpoint of a source no longer configured (renamed), of one that kept every record type `source` keeps
-    (its glob given to `source`), or of an earlier build whose source's name now stands for other files
-    (`reassigned`), goes on under `source` where reading stopped: read again, its records were counted twice."""
-    if reassigned:
+def _adopt(cp: Checkpoint, path: str, source: str, how: str = "gone") -> None:
+    """A checkpoint of a source no longer configured (`gone`: renamed), of one that kept every record type `source`
+    keeps (`keeps`: its glob given to `source`), or of an earlier build whose source's name now stands for other
+    files (`reassigned`), goes on under `source` where reading stopped: read again, its records were counted twice."""
+    if how == "reassigned":
         log.warning("%s: now matched by source %s, not %s, whose name now stands for other files (renamed, its "
                     "name given to another source) and an earlier build did not record which record types it was "
                     "read for: resuming at byte %d (line %d); types %s keeps that %s did not count from there on",
                     shown(path), source, cp.source, cp.offset, cp.line_no, source, cp.source)
-    elif old_configured:
+    elif how == "keeps":
         log.info("%s: now matched by source %s, not %s, which kept every record type %s keeps; resuming at byte %d "
                  "(line %d)", shown(path), source, cp.source, source, cp.offset, cp.line_no)
     else:
@@ -837,7 +837,8 @@ class Tailer:
         if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
                 and not _short_fingerprint_elsewhere(cp, path, head):
             if handed:
-                _adopt(cp, path, source, cp.source in self._allowed, reassigned)
+                _adopt(cp, path, source, "reassigned" if reassigned else "keeps" if cp.source in self._allowed
+                       else "gone")
             else:
                 log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
             cp.path = path

@@ -298,27 +298,36 @@ async def test_a_file_that_opens_but_cannot_be_read_is_logged_once_per_failure_s
     assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "io"}) == 5
 
 
+async def _followed_then_compressed(tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, first: bytes,
+                                    rest: bytes) -> tuple[Path, list[str], dict[str, float]]:
+    """A file followed once it holds `first`, then `rest` appended: (its path, the warnings naming it, the parse
+    errors counted)."""
+    reg = CollectorRegistry()
+    tailer = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*")])], TailConfig(rescan_interval=0),
+                    SelfMetrics(reg), first_run=False)
+    path = tmp_path / name
+    path.write_bytes(first)
+    assert await drain(tailer) == []
+    with path.open("ab") as f:
+        f.write(rest)
+    with caplog.at_level(logging.WARNING, logger="watchtower.tailer"):
+        assert await drain(tailer) == []
+        assert await drain(tailer) == []
+    await tailer.close()
+    return path, [r.getMessage() for r in caplog.records if name in r.getMessage()], parse_errors(reg)
+
+
 async def test_a_compressed_file_whose_first_bytes_came_after_it_was_followed_is_not_read(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """gzip writes nothing until its buffer fills: the scan found the file empty and followed it. Its magic bytes,
     seen at byte 0, stop the reading (one WARNING), rather than screens of binary parse errors."""
     import gzip
 
-    reg = CollectorRegistry()
-    tailer = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*")])], TailConfig(rescan_interval=0),
-                    SelfMetrics(reg), first_run=False)
-    path = tmp_path / "acct-0001.csv.gz"
-    path.write_bytes(b"")
-    assert await drain(tailer) == []
-    path.write_bytes(gzip.compress((ACCT_HEADER + "\n" + records(0, 400)).encode()))
-    with caplog.at_level(logging.WARNING, logger="watchtower.tailer"):
-        assert await drain(tailer) == []
-        assert await drain(tailer) == []
-    said = [r.getMessage() for r in caplog.records if "acct-0001.csv.gz" in r.getMessage()]
+    data = gzip.compress((ACCT_HEADER + "\n" + records(0, 400)).encode())
+    path, said, errors = await _followed_then_compressed(tmp_path, caplog, "acct-0001.csv.gz", b"", data)
     assert said == [f"{path}: compressed (gzip; source acct): not read; narrow the glob to the files PMTA writes "
                     "(e.g. acct-*.csv)"]
-    assert parse_errors(reg) == {}
-    await tailer.close()
+    assert errors == {}
 
 
 @pytest.mark.parametrize(("kind", "first"), [("gzip", 1), ("xz", 3), ("zstd", 2)])
@@ -331,23 +340,14 @@ async def test_a_compressed_file_whose_first_read_is_shorter_than_its_magic_is_n
     import lzma
 
     text = (ACCT_HEADER + "\n" + records(0, 40)).encode()
-    data = {"gzip": gzip.compress(text), "xz": lzma.compress(text), "zstd": b"\x28\xb5\x2f\xfd" + bytes(200)}[kind]  # (its magic)
-    reg = CollectorRegistry()
-    tailer = Tailer([SourceConfig(name="acct", paths=[str(tmp_path / "acct-*")])], TailConfig(rescan_interval=0),
-                    SelfMetrics(reg), first_run=False)
-    path = tmp_path / "acct-0001.csv"
-    path.write_bytes(data[:first])
-    assert await drain(tailer) == []
-    with path.open("ab") as f:
-        f.write(data[first:])
-    with caplog.at_level(logging.WARNING, logger="watchtower.tailer"):
-        assert await drain(tailer) == []
-        assert await drain(tailer) == []
-    said = [r.getMessage() for r in caplog.records if "acct-0001.csv" in r.getMessage()]
+    data = {"gzip": gzip.compress(text), "xz": lzma.compress(text),
+            "zstd": b"\x28\xb5\x2f\xfd" + bytes(200)}[kind]  # (zstd: its magic)
+    path, said, errors = await _followed_then_compressed(tmp_path, caplog, "acct-0001.csv", data[:first],
+                                                         data[first:])
     assert said == [f"{path}: compressed ({kind}; source acct): not read; narrow the glob to the files PMTA writes "
                     "(e.g. acct-*.csv)"]
-    assert parse_errors(reg) == {}
-    await tailer.close()
+    assert errors == {}
+
 
 async def _restart_over(tmp_path: Path, before: str, after: bytes) -> tuple[str, list[tuple[str, int]], list[str],
                                                                            Tailer]:
