@@ -340,13 +340,28 @@ def test_management_api_gauges_are_read_through_last_over_time() -> None:
                     "/instance:pmta_queue_paused_recipients_at_queue_report:sum")
     for where, text in all_promql():
         if where.endswith(as_of_report):
-            gate = re.search(r"and on \(instance, job\)\s+pmta_status_queue_recipients\s*$", text)
+            gate = re.search(r"and on \(cluster, job, instance\)\s+pmta_status_queue_recipients\s*$", text)
             assert gate, text
             text = text[: gate.start()]
         for m in re.finditer(r"(?<![:\w])pmta_(?:queue|status)_[a-z_]+", text):
             assert text[: m.start()].endswith("last_over_time("), f"{where}: {m.group(0)} read raw"
             window = r"\[(?:5m|6h)\]" if m.group(0) == "pmta_status_queue_recipients" else r"\[5m\]"
             assert re.match(r"(?:\{[^}]*\})?" + window, text[m.end() :]), f"{where}: {m.group(0)}: window"
+
+
+def test_per_host_joins_and_queries_keep_sites_apart() -> None:
+    """Two sites (docs/scaling.md: one job, an external `cluster` label each, rules in a central ruler) may
+    share instance names (the compose stack's `watchtower:9469`). Every vector match that names `instance`
+    also names `cluster` and `job`, and so does every per-host query of a description: the joins named
+    `instance` only, and one site's deliveries hid the other's stalled VMTA (rules/tests/edge_cases_test.yaml,
+    review 2026-12-05). A label absent on both sides (one site, no `cluster`) still matches."""
+    for where, text in all_promql():
+        for keys in re.findall(r"\b(?:on|ignoring)\s*\(([^)]*)\)", text):
+            names = {k.strip() for k in keys.split(",")}
+            if "instance" in names:
+                assert {"cluster", "job"} <= names, f"{where}: on ({keys})"
+        for selector in re.findall(r"\{([^{}]*instance=%q[^{}]*)\}", text):
+            assert selector.startswith("cluster=%q,job=%q,instance=%q"), f"{where}: {{{selector}}}"
 
 
 def test_cluster_wide_queries_in_annotations_select_the_alerts_job() -> None:
@@ -380,8 +395,8 @@ def test_delivery_stalled_leaves_out_exactly_the_tailer_stalled_condition() -> N
     by_name = {rule_id(r): r["expr"] for _, _, r in alert_rules()}
     tailer = flat(by_name["WatchtowerTailerStalled[critical]"])
     for rid in ("PmtaDeliveryStalled[warning]", "PmtaDeliveryStalled[critical]"):
-        assert "unless on (instance, job)" in by_name[rid], rid
-        assert flat(by_name[rid].rsplit("unless on (instance, job)", 1)[1]) == tailer, rid
+        assert "unless on (cluster, job, instance)" in by_name[rid], rid
+        assert flat(by_name[rid].rsplit("unless on (cluster, job, instance)", 1)[1]) == tailer, rid
 
 
 def test_label_values_in_selectors_are_documented() -> None:
