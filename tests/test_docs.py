@@ -167,7 +167,9 @@ def test_the_federation_recipe_takes_every_recorded_series_the_dashboards_read()
     """The recipe federated `vmta_isp:.*|isp:.*|sender.*:.*` only: the dashboards read other levels too
     (vmta_pool:*, instance_vmta_pool_isp:*, ...) and went empty on the global Prometheus (review 2026-12). Its
     selectors must take every recording rule of rules/recording.yaml, hence every one the dashboards read, the
-    alerts' state the Incidents dashboard reads, and no raw series (the rules are evaluated where those are)."""
+    alerts' state the Incidents dashboard reads, the one raw series the dashboards' variables list (without it every
+    variable was empty, hence every panel: review 2026-12-05), and no other raw series (the rules are evaluated where
+    those are)."""
     import yaml
 
     selectors = _federated_selectors()
@@ -188,7 +190,9 @@ def test_the_federation_recipe_takes_every_recorded_series_the_dashboards_read()
     assert "ALERTS{" in dashboards and "ALERTS_FOR_STATE{" in dashboards
     assert federated("ALERTS", alertname="PmtaIspThrottling") and federated("ALERTS_FOR_STATE", alertname="WatchtowerDown")
     assert not federated("ALERTS", alertname="NodeDown")  # another team's alerts stay home
-    raw = [m.name for m in METRICS] + ["up", "instance:node_cpu:rate5m"]
+    listed = set(re.findall(r"label_values\(([\w:]+)", dashboards))  # the job/instance variables' series
+    assert "watchtower_build_info" in listed and [n for n in sorted(listed) if not federated(n)] == []
+    raw = [m.name for m in METRICS if m.name not in listed] + ["up", "instance:node_cpu:rate5m"]
     assert [n for n in raw if federated(n)] == []
 
 
