@@ -187,6 +187,28 @@ def test_a_field_named_twice_in_a_record_is_read_from_its_first_occurrence():
         assert batch.columns.get(batch.rows[0], "rcpt") == "exact@x"  # the exact name over another case
 
 
+def test_a_report_timed_by_arrival_date_has_its_time_on_every_path():
+    """The f record's time column is UNCERTAIN (pmta-formats.md §1.2: `timeLogged` seen, `arrivalDate` not ruled out).
+    A CSV header naming `arrivalDate` and no `timeLogged` reads it as the record's time; a JSON record did not: no
+    `watchtower_last_record_timestamp_seconds`, its timeline event timed when read (review 2026-12-05). A record
+    with both keeps its `timeLogged`; `ArrivalDate` in another case counts too."""
+    lines = [record(type="f", arrivalDate="2026-11-25 12:00:00+0000", rcpt="a@x.com"),
+             record(type="f", ArrivalDate="2026-11-25 12:01:00+0000", rcpt="b@x.com"),
+             record(type="f", arrivalDate="2026-11-25 12:02:00+0000", timeLogged="2026-11-25 12:03:00+0000"),
+             record(type="d", timeLogged="2026-11-25 12:04:00+0000", rcpt="c@x.com")]
+    for fast, schema_read_from in ((True, 0), (True, jsonrecords.SCHEMA_READ_MIN_BYTES), (False, 0)):
+        default, jsonrecords.SCHEMA_READ_MIN_BYTES = jsonrecords.SCHEMA_READ_MIN_BYTES, schema_read_from
+        try:
+            p = FileParser("fbl", "/x/fbl.json", None, fast=fast)
+            batch, n = p.parse(("\n".join(lines) + "\n").encode())
+        finally:
+            jsonrecords.SCHEMA_READ_MIN_BYTES = default
+        assert batch is not None and (n, p.errors) == (4, {}), fast
+        assert [batch.columns.get(row, "timeLogged") for row in batch.rows] == [
+            "2026-11-25 12:00:00+0000", "2026-11-25 12:01:00+0000", "2026-11-25 12:03:00+0000",
+            "2026-11-25 12:04:00+0000"], (fast, schema_read_from)
+
+
 def test_an_ordinary_json_chunk_takes_the_polars_path(monkeypatch: pytest.MonkeyPatch):
     taken = []
     real = jsonrecords.frame_of
