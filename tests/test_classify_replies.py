@@ -734,6 +734,8 @@ OTHERS = [
 
 GENERIC = [
     ("other", "4.4.1 (no answer from host)", "ETIMEDOUT in connection to gmail.com (1.2.3.4)", "", "network"),
+    # PMTA on Windows (pmta-http-api.md §10), with a status that does not say network either
+    ("other", "4.0.0 (undefined status)", "WSAETIMEDOUT in connection to gmail.com (1.2.3.4)", "", "network"),
     (
         "gmail",
         "4.4.1 (no answer from host)",
@@ -815,7 +817,7 @@ EXPIRED_AND_FALLBACKS = [
     ("other", "4.0.0 (undefined status)", "", "no-answer-from-host", "network"),
     ("other", "4.0.0 (undefined status)", "", "bad-connection", "network"),
     ("other", "5.0.0 (undefined status)", "550 go away", "content-related", "content"),
-    ("other", "5.0.0 (undefined status)", "550 go away", "spam-related", "content"),
+    ("other", "5.0.0 (undefined status)", "550 go away", "spam-related", "reputation"),  # §2.10, not content
     ("other", "5.0.0 (undefined status)", "550 go away", "virus-related", "content"),
     ("other", "5.0.0 (undefined status)", "550 go away", "policy-related", "policy"),
     ("other", "5.0.0 (undefined status)", "550 go away", "protocol-errors", "protocol"),
