@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -54,18 +54,27 @@ ANY = frozenset(("", "*", ".*", ".+", "$__all", "All"))
 """Filter values meaning "every VMTA/ISP" (what Grafana sends for All)."""
 KINDS = {"t": "deferred", "tq": "queue_deferred", "b": "bounced"}
 
+# Reply text is the remote server's: each pattern takes time linear in its length (tests/test_reply_regex_bounds.py
+# lints them). A pattern that starts with a run is tried only where such a run starts (a lookbehind): unanchored,
+# the run was read again from each of its characters (`_EMAIL`, `_TOKEN_ID`: quadratic; the Gmail id, whose two runs
+# of the same characters around a letter tried every split as well: cubic, ~1 s for 1,600 characters).
 _PREFIX = re.compile(r"^\s*[A-Za-z][\w.-]*;\s*")  # smtp; / x-pmta;
-_EMAIL = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+_ADDRESS_END = r"\s<>()\[\]\"',;:"
+_EMAIL = re.compile(rf"(?<![^{_ADDRESS_END}])[^{_ADDRESS_END}]+@[^{_ADDRESS_END}]+")
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
-_GMAIL_ID = re.compile(r"\b[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+(?= - gsmtp)")
-_TOKEN_ID = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{12,}\b")
+_GMAIL_RUN = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z0-9-]*)\.\d+(?= - gsmtp)")
+"""A run of id characters with its `.digits` right before ` - gsmtp`: where `_gmail_id` looks for a Gmail id."""
+_TOKEN_RUN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{12,}")
+"""A run of 12 or more token characters: where `_token_id` looks for a queue or message id."""
+_LETTER = re.compile(r"[A-Za-z]")
+_DIGIT = re.compile(r"[0-9]")
 _LONG_NUMBER = re.compile(r"\b\d{5,}\b")
 _SPACES = re.compile(r"\s+")
 MAX_TEXT = 400
 NORMALISED_INPUT = 4 * MAX_TEXT
-"""Characters of a reply normalised (the rest is an ellipsis): `_EMAIL` is quadratic in a text without spaces (one
-200,000-character reply held the daemon ~200 s between two checks of the query budget), and MAX_TEXT are shown."""
+"""Characters of a reply normalised (the rest is an ellipsis): MAX_TEXT are shown, and a bound on the work per row
+of a request that may read 200,000 of them (one 200,000-character reply held the daemon ~200 s)."""
 
 
 def normalise(diag: str) -> str:
@@ -75,11 +84,53 @@ def normalise(diag: str) -> str:
     text = _EMAIL.sub("<addr>", text)
     text = _IPV4.sub("<ip>", text)
     text = _IPV6.sub("<ip>", text)
-    text = _GMAIL_ID.sub("<id>", text)
-    text = _TOKEN_ID.sub("<id>", text)
+    text = _GMAIL_RUN.sub(_gmail_id, text)
+    text = _TOKEN_RUN.sub(_token_id, text)
     text = _LONG_NUMBER.sub("<n>", text)
     text = _SPACES.sub(" ", text).strip()
     return text[:MAX_TEXT] + ("…" if len(text) > MAX_TEXT or len(diag) > NORMALISED_INPUT else "")
+
+
+def _is_word(c: str) -> bool:
+    """`c` as `\\w` (and so `\\b`) of a str pattern reads it: Unicode letters and digits, and `_`."""
+    return c.isalnum() or c == "_"
+
+
+def _boundaries(text: str, start: int, end: int) -> Iterator[int]:
+    """The `\\b` positions in [start, end] of a run of ASCII id characters text[start:end], left to right; inside it
+    only `-` is not a word character."""
+    before = start > 0 and _is_word(text[start - 1])
+    for i in range(start, end):
+        here = text[i] != "-"
+        if here != before:
+            yield i
+        before = here
+    if before != (end < len(text) and _is_word(text[end])):
+        yield end
+
+
+def _gmail_id(m: re.Match[str]) -> str:
+    """`_GMAIL_RUN`'s match with the id `\\b[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\\.\\d+(?= - gsmtp)` finds in it
+    replaced: the id starts at the run's first word boundary, and needs a letter after it (a later start has fewer)."""
+    text, start, dot = m.string, m.start(1), m.end(1)
+    first = next((b for b in _boundaries(text, start, dot) if b < dot), None)
+    if first is None or _LETTER.search(text, first, dot) is None:
+        return m.group()
+    return text[start:first] + "<id>"
+
+
+def _token_id(m: re.Match[str]) -> str:
+    """`_TOKEN_RUN`'s match with what `\\b(?=[A-Za-z0-9_-]*\\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{12,}\\b` finds
+    in it replaced: one id at most, from the first word boundary to the last one 12 or more characters on, when the
+    run from there holds a letter and a digit (or a digit follows it: the lookahead's `\\d` reads one character on)."""
+    text, start, end = m.string, m.start(), m.end()
+    found = list(_boundaries(text, start, end))
+    first = found[0] if found and found[0] < end else None
+    if first is None or found[-1] < first + 12 or _LETTER.search(text, first, end) is None:
+        return m.group()
+    if _DIGIT.search(text, first, end) is None and not text[end:end + 1].isdecimal():
+        return m.group()
+    return text[start:first] + "<id>" + text[found[-1]:end]
 
 
 # --- the one place that knows the store layout ------------------------------------------------

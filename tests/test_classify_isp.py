@@ -384,3 +384,32 @@ def test_a_table_that_is_no_small_regular_file_is_refused_at_once(tmp_path: Path
     with pytest.raises(ValueError, match=str(path)):
         read_yaml(path, "isps.yaml")
     assert time.monotonic() - started < 2
+
+
+class _CountingDict(dict):  # type: ignore[type-arg]
+    """A table that counts its lookups."""
+
+    lookups = 0
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        _CountingDict.lookups += 1
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("call", ["classify_mx", "classify", "classify_reporter"])
+def test_a_host_of_many_labels_costs_lookups_of_its_last_253_characters_only(fresh: IspClassifier, call: str) -> None:
+    """A crafted dsnMta or reporting MTA of 100,000 labels (`a.a.a...`) cost one lookup, and one copy of the rest of
+    the host, per label: quadratic, 3 s for 200,000 characters (review 2026-12-05). No listed name is longer than a
+    DNS name (253 characters), so only the suffixes within that many are looked up: at most 127 labels a table."""
+    host = "a." * 100_000 + "mx.gmail-smtp-in.l.google.com"
+    fresh._domains = _CountingDict(fresh._domains)
+    fresh._suffixes = _CountingDict(fresh._suffixes)
+    _CountingDict.lookups = 0
+    if call == "classify_mx":
+        got = fresh.classify_mx(f"{host} (1.2.3.4)")
+    elif call == "classify":
+        got = fresh.classify("unknown.example", host)
+    else:
+        got = fresh.classify_reporter(host)
+    assert got == "gmail"
+    assert _CountingDict.lookups <= 2 * 128

@@ -120,6 +120,10 @@ def _hosts(name: str, where: str, value: Any) -> list[str]:
     return out
 
 
+LONGEST_NAME = 253
+"""Characters of the longest DNS name (RFC 1035): no listed domain or MX suffix is longer."""
+
+
 class IspClassifier:
     """Maps (recipient domain, dsnMta) to one of `VALUES`. Built once; `classify` is the hot path."""
 
@@ -231,7 +235,11 @@ class IspClassifier:
     @staticmethod
     def _walk(host: str, *tables: dict[str, str]) -> str:
         """The provider of `host`'s longest suffix (on label boundaries) listed in any of `tables`, the
-        earlier table first at equal length; `other` when none is."""
+        earlier table first at equal length; `other` when none is. Only the suffixes of at most a DNS name's length
+        are looked up: a crafted host of 100,000 labels cost a lookup and a copy per label (quadratic)."""
+        if len(host) > LONGEST_NAME:
+            cut = host.find(".", len(host) - LONGEST_NAME - 1)
+            host = host[cut + 1 :] if cut >= 0 else ""
         while host:
             for table in tables:
                 found = table.get(host)

@@ -66,8 +66,17 @@ REPLY_CLASSES: tuple[str, ...] = (
 
 _CACHE_LIMIT = 32_768  # cleared (not LRU-evicted) when full: one O(1) check per insert
 _GSMTP = " - gsmtp"
-_GMAIL_ID = re.compile(r"[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+")  # s142si14934335lfe.256
-_LOCAL_PART = re.compile(r"[^\s<>()\[\]\"',;:]+@")  # the per-recipient part of an address in a reply
+# Reply text is the remote server's: every pattern run on it whole must take time linear in its length (Python's
+# `re` backtracks, holding the GIL; tests/test_reply_regex_bounds.py lints them). The rules themselves run in RE2.
+# s142si14934335lfe.256, fullmatched: the lookahead asks for the letter that `[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*`
+# placed between two runs of the same characters, which tried every split of a long token (1.6 s for 40,000).
+_GMAIL_ID = re.compile(r"(?=[0-9-]*[A-Za-z])[A-Za-z0-9-]*\.\d+")
+_ADDRESS_END = r"\s<>()\[\]\"',;:"
+"""Characters that end an address's local part (exporter.aggregate's reply_key has the same, for polars)."""
+# The per-recipient part of an address in a reply: a run of other characters up to its last `@`, tried only where the
+# run starts (the lookbehind). Unanchored, the run was read again from each of its characters: quadratic (4 s for
+# 40,000 characters then ` @x`). Same matches: a later start in the run finds no `@` an earlier one missed.
+_LOCAL_PART = re.compile(rf"(?<![^{_ADDRESS_END}])[^{_ADDRESS_END}]+@")
 # Optional `smtp;` prefix, optional 3-digit reply code, optional enhanced code right after it.
 _REPLY = re.compile(r"\s*(?:[A-Za-z][\w.-]*;\s*)?(?:([245]\d\d)(?:[ -]+|$))?(?:#?([245])\.(\d{1,3})\.(\d{1,3})(?!\d))?")
 _STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
