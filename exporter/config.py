@@ -476,7 +476,9 @@ class CorrelatorConfig(_Strict):
         description="Bytes in use in the state DB above which the earliest-stored timelines are pruned, whatever "
         "their age (checked every 5 s; every 1 s while over it). At least 64MiB. A target, not a hard bound: a "
         "backfill faster than pruning (1 s of deletes a second) goes past it for a while (2x at 64MiB in a review), "
-        "and the file keeps its largest size (freed pages are reused, not given back), plus a -wal of up to 64MiB.",
+        "and the file keeps its largest size (freed pages are reused, not given back), plus a -wal of up to 64MiB. "
+        "`check-config` and `run` warn when it is above what the state_dir's file system has free (plus what the "
+        "store holds): keep state_dir off the file system of PMTA's spool.",
     )
     fallback_window: DurationOrZero = Field(
         default=7 * 86400.0,

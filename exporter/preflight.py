@@ -202,9 +202,22 @@ def _writable_dir(key: str, path: Path) -> str | None:
         if not path.is_dir():
             return f"{key}: {path} exists and is not a directory"
         if not _can_create_in(path):
-            return f"{key}: {path} is not writable by this user (uid {os.getuid()})"
+            return f"{key}: {_unwritable(path)}"
         return None
     return _creatable(key, path)
+
+
+def _unwritable(directory: Path) -> str:
+    """Why this user cannot create in `directory`: a read-only file system (systemd's ProtectSystem=strict, a
+    read-only mount: chown and chmod cannot help, and root is refused too) or its permissions."""
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return (f"{directory} is on a read-only file system (under systemd's ProtectSystem=strict, add it to the "
+                "unit's ReadWritePaths=)")
+    return f"{directory} is not writable by this user (uid {os.getuid()})"
 
 
 OLD_DEFERRAL_S = 14400
@@ -286,7 +299,7 @@ def _creatable(key: str, path: Path) -> str | None:
     if not parent.is_dir():
         return f"{key}: cannot create {path}: {parent} is not a directory"
     if not _can_create_in(parent):
-        return f"{key}: cannot create {path}: {parent} is not writable by this user (uid {os.getuid()})"
+        return f"{key}: cannot create {path}: {_unwritable(parent)}"
     return None
 
 
@@ -622,7 +635,68 @@ def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | Non
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")
-    return out + basic_auth_warnings(config.web.basic_auth_users)
+    return out + _exposed_secrets(config) + _store_above_free_space(config) + basic_auth_warnings(
+        config.web.basic_auth_users)
+
+
+def _exposed_secrets(config: Config) -> list[str]:
+    """Secret files every local user can read: the PMTA API key or password (admin access to PMTA,
+    pmta-http-api.md §2) and the listener's TLS key."""
+    out = []
+    for key, path in (("pmta.api_key_file", config.pmta.api_key_file),
+                      ("pmta.password_file", config.pmta.password_file),
+                      ("web.tls_key_file", config.web.tls_key_file)):
+        try:
+            mode = path.stat().st_mode if path is not None else 0
+        except OSError:
+            continue  # its own check names it
+        if mode & stat.S_IROTH:
+            out.append(f"{key}: {path} is readable by every user (mode {stat.S_IMODE(mode):04o}): chmod 600 (or 640 "
+                       "with the daemon's group)")
+    return out
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes this user may still write on the file system of `directory` (or of its nearest existing parent)."""
+    for place in (directory, *directory.parents):
+        try:
+            st = os.statvfs(place)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+    return None
+
+
+def _store_above_free_space(config: Config) -> list[str]:
+    """correlator.max_db_size (20 GiB by default) against the state disk: on a PMTA host /var/lib often shares a file
+    system with PMTA's spool and logs, which a store that grows to its cap would fill."""
+    if not config.correlator.enabled:
+        return []
+    state_dir = Path(config.state_dir).expanduser()
+    free = _free_bytes(state_dir)
+    if free is None:
+        return []
+    try:
+        stored = (state_dir / "watchtower.db").stat().st_size
+    except OSError:
+        stored = 0
+    cap = config.correlator.max_db_size
+    if free + stored >= cap:
+        return []
+    return [f"correlator.max_db_size: {_shown_size(cap)}, but {state_dir}'s file system has {_shown_size(free)} free "
+            f"(the store holds {_shown_size(stored)}): the store can fill it, and PMTA's spool and logs with it if "
+            "they share it; lower max_db_size or move state_dir"]
+
+
+def _shown_size(n: int) -> str:
+    """`n` bytes as a size an operator reads at a glance: three figures at most, in the largest unit it fills."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return f"{n}B"
 
 
 def basic_auth_warnings(users: dict[str, str]) -> list[str]:

@@ -385,3 +385,62 @@ def test_a_database_whose_marker_is_only_in_its_wal_is_not_judged_from_the_file_
     assert "has no tables but no watchtower marker" in (content_refusal(copy) or "")
     Path(f"{copy}-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + bytes(504))
     assert content_refusal(copy) is None
+
+
+# --- operability (review 2026-12-05): a read-only mount, world-readable secrets, a store bigger than its disk -----
+
+
+def test_a_read_only_file_system_is_named_not_a_permission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state_dir under systemd's ProtectSystem=strict (not in ReadWritePaths=) or a read-only mount was `not
+    writable by this user (uid 0)`: chown and chmod cannot fix it. It says read-only, and where to look."""
+    state = tmp_path / "state"
+    state.mkdir()
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path: str) -> None:
+            self._real = real(path)
+
+        def __getattr__(self, name: str) -> int:
+            return getattr(self._real, name)
+
+        @property
+        def f_flag(self) -> int:
+            return self._real.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(preflight, "_can_create_in", lambda directory: False)
+    monkeypatch.setattr(preflight.os, "statvfs", ReadOnly)
+    for where in (state, state / "sub"):  # an existing directory, and one to create in a read-only parent
+        problem = preflight._writable_dir("state_dir", where)
+        assert problem is not None and "read-only file system" in problem and "ReadWritePaths=" in problem, problem
+        assert "uid" not in problem, problem
+
+
+@pytest.mark.parametrize("key", ["api_key_file", "password_file"])
+def test_a_secret_file_every_user_can_read_is_warned(tmp_path: Path, key: str) -> None:
+    """`pmta.api_key_file` grants PMTA admin access (pmta-http-api.md §2): a 0644 file passed without a word."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    pmta = {"url": "http://127.0.0.1:1", key: str(secret), **({"username": "admin"} if key == "password_file" else {})}
+    config = config_from_dict({"sources": [{"name": "acct", "paths": [str(tmp_path / "acct-*.csv")]}],
+                               "state_dir": str(tmp_path / "state"), "pmta": pmta})
+    secret.chmod(0o644)
+    (warning,) = [w for w in preflight.run_warnings(config) if w.startswith(f"pmta.{key}")]
+    assert "readable by every user" in warning and "chmod 600" in warning, warning
+    secret.chmod(0o640)
+    assert [w for w in preflight.run_warnings(config) if w.startswith("pmta.")] == []
+
+
+def test_a_store_cap_above_the_free_space_is_warned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """correlator.max_db_size (20 GiB by default) was never compared with the state disk: on a PMTA host /var/lib
+    often shares a file system with PMTA's spool, which the store could fill."""
+    config = config_from_dict({"sources": [{"name": "acct", "paths": [str(tmp_path / "acct-*.csv")]}],
+                               "state_dir": str(tmp_path / "state"), "correlator": {"max_db_size": "1GiB"}})
+    monkeypatch.setattr(preflight, "_free_bytes", lambda directory: 300 * 2**20)
+    (warning,) = [w for w in preflight.run_warnings(config) if w.startswith("correlator.max_db_size")]
+    assert "1GiB" in warning and "300MiB free" in warning, warning
+    monkeypatch.setattr(preflight, "_free_bytes", lambda directory: 2 * 2**30)
+    assert [w for w in preflight.run_warnings(config) if w.startswith("correlator.max_db_size")] == []
+    off = config.model_copy(update={"correlator": config.correlator.model_copy(update={"enabled": False})})
+    monkeypatch.setattr(preflight, "_free_bytes", lambda directory: 0)
+    assert [w for w in preflight.run_warnings(off) if w.startswith("correlator.max_db_size")] == []
