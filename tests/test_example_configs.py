@@ -96,7 +96,10 @@ def test_check_config_passes_and_every_glob_matches_pmta_file_names(config: Path
     out = subprocess.run([str(WATCHTOWER), "check-config", str(mapped(config, tmp_path))],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "warning" not in out.stderr, out.stderr  # a glob matching none of PMTA's files is a warning
+    # a glob matching none of PMTA's files is a warning; the store cap against this disk's free space depends on the
+    # machine (20 GiB by default), not on the config
+    warned = [line for line in out.stderr.splitlines() if "warning" in line and "max_db_size" not in line]
+    assert warned == [], out.stderr
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.parent.name)
