@@ -2,9 +2,11 @@
 
 FBL and remote-bounce records carry no vmta, so the metrics would say `unknown`; an FBL whose recipient the provider
 anonymised (Microsoft JMRP) names no provider either, so its `isp` comes from the delivery too (`Delivery.isp`).
-The delivery is found by Message-Id, then jobId + rcpt, then rcpt + orig within the fallback window: first among
-rows observed but perhaps not yet committed (a small bounded in-memory index, so attribution works
-inside one commit interval and in oneshot runs), then in the store through a read connection.
+The delivery is found by Message-Id + rcpt (by the Message-Id alone for a report without rcpt, and only when the
+message has one recipient: never another recipient's delivery, as linking joins it), then jobId + rcpt, then rcpt +
+orig within the fallback window (rcpt alone for a report without orig): first among rows observed but perhaps not
+yet committed (a small bounded in-memory index, so attribution works inside one commit interval and in oneshot
+runs), then in the store through a read connection.
 
 Entries leave the in-memory index once the write that stored them is known to be committed (the
 next write or maintain call), so there is no gap where a row is in neither place.
@@ -43,6 +45,14 @@ IspOf = Callable[[str, str], str]
 """(recipient address, dsnMta) -> provider: the correlator's ISP classifier (correlator.ingest.IspOf)."""
 
 
+class Sole(NamedTuple):
+    """What memory holds of the deliveries of one Message-Id (its key alone)."""
+
+    newest: Found
+    rcpts: tuple[str, ...]
+    """Its recipients (normalised as a report's), at most two: two are enough to say it names no one recipient."""
+
+
 class RecentDeliveries:
     """Bounded index of observed d/b/t rows: link key -> (vmta, pool, time, rcpt domain, MX host), newest first.
 
@@ -62,11 +72,11 @@ class RecentDeliveries:
         """seq -> rows of that queued batch that give a key (`_keyed_rows`), oldest first."""
         self._queued_total = 0  # their sum
         self._keyed: dict[int, tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]] = {}
-        """seq -> (its keys (h, vp, ip, t, seq) in row order, its (vmta, pool) pairs, which vp indexes, its (rcpt
-        domain, MX host) places, which ip indexes), oldest first."""
+        """seq -> (its keys (h, vp, ip, t, who, h2, seq) in row order, its (vmta, pool) pairs, which vp indexes, its
+        (rcpt domain, MX host) places, which ip indexes), oldest first."""
         self._size = 0  # keys held in _keyed
         self._table: pl.DataFrame | None = None
-        """The _keyed frames in one (h, vp, ip, t, seq) frame, oldest first: None once a batch left it."""
+        """The _keyed frames in one (h, vp, ip, t, who, h2, seq) frame, oldest first: None once a batch left it."""
         self._fresh: list[pl.DataFrame] = []  # keyed since _table was built
         self._seq_of: dict[int, tuple[RecordBatch, int]] = {}  # id(batch) -> (batch, seq)
         self._written: list[int] = []
@@ -149,15 +159,40 @@ class RecentDeliveries:
                 self._key_queued()
             if not self._size:
                 return [None] * len(keys)
-            hits = self._all_keys().filter(pl.col("h").is_in(hashes.implode())).unique("h", keep="last")
-            found: dict[int, Found] = {}
-            keyed = self._keyed
-            for h, vp, ip, t, seq in hits.iter_rows():
-                _frame, pairs, places = keyed[seq]
-                vmta, pool = pairs[vp]
-                dom, host = places[ip]
-                found[h] = (vmta, pool, t, dom, host)
+            table, wanted = self._all_keys(), hashes.implode()
+            # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
+            hits = pl.concat([table.filter(pl.col("h").is_in(wanted)).select(_HIT),
+                              table.filter(pl.col(_H2).is_in(wanted)).select(pl.col(_H2).alias("h"), *_HIT[1:])])
+            hits = hits.unique("h", keep="last", maintain_order=True)
+            found = {h: self._found(vp, ip, t, seq) for h, vp, ip, t, seq in hits.iter_rows()}
         return [found.get(h) for h in hashes.to_list()]
+
+    def recipients(self, keys: list[Key]) -> list[Sole | None]:
+        """Of each Message-Id-alone key: its newest delivery row and its recipients (at most two), or None.
+
+        A Message-Id names a delivery only as its message's one recipient (a report without rcpt): with `find`'s
+        newest row alone, a message sent to two recipients through two VMTAs gave either one."""
+        if not keys:
+            return []
+        hashes = key_hashes(keys)
+        with self._lock:
+            if self._queued:
+                self._key_queued()
+            if not self._size:
+                return [None] * len(keys)
+            hits = self._all_keys().filter(pl.col("h").is_in(hashes.implode()) & pl.col(_WHO).is_not_null())
+            groups = hits.group_by("h", maintain_order=True).agg(
+                pl.col(_WHO).unique(maintain_order=True).head(2), *(pl.col(name).last() for name in _HIT[1:]))
+            found = {h: Sole(self._found(vp, ip, t, seq), tuple(who))
+                     for h, who, vp, ip, t, seq in groups.select("h", _WHO, *_HIT[1:]).iter_rows()}
+        return [found.get(h) for h in hashes.to_list()]
+
+    def _found(self, vp: int, ip: int, t: float, seq: int) -> Found:
+        """The answer of a key row: its batch's (vmta, pool) pair and (rcpt domain, MX host) place."""
+        _frame, pairs, places = self._keyed[seq]
+        vmta, pool = pairs[vp]
+        dom, host = places[ip]
+        return vmta, pool, t, dom, host
 
     def _all_keys(self) -> pl.DataFrame:
         """Every keyed batch in one frame, in observation order: extended while batches only arrive
@@ -238,6 +273,11 @@ def _narrow(batch: RecordBatch) -> RecordBatch:
 
 _FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl", "mta")
 _SEQ = "seq"
+_WHO = "who"
+"""The recipient of a Message-Id-alone key row (null on the other keys): `RecentDeliveries.recipients` counts them."""
+_H2 = "h2"
+"""A key row's second key: rcpt + orig on the rcpt-alone row of a delivery with an orig (null on the others)."""
+_HIT = ("h", "vp", "ip", "t", _SEQ)
 _NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
 """A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
 _RCPT_STRIPPED = pl.col("rcpt").str.strip_chars(PY_WHITESPACE)
@@ -248,8 +288,9 @@ _MID = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
 
 def _keys_by_batch(queued: list[tuple[int, RecordBatch]],
                    ) -> dict[int, tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]]:
-    """seq -> (keys (h, vp, ip, t, seq), (vmta, pool) pairs, (rcpt domain, MX host) places) of each batch that has
-    keys; batches of one layout go through `_delivery_keys` together (their pairs and places lists are shared)."""
+    """seq -> (keys (h, vp, ip, t, who, h2, seq), (vmta, pool) pairs, (rcpt domain, MX host) places) of each batch
+    that has keys; batches of one layout go through `_delivery_keys` together (their pairs and places lists are
+    shared)."""
     layouts: dict[tuple[int, ...], list[tuple[int, RecordBatch]]] = {}
     frames: list[pl.DataFrame] = []
     for seq, batch in queued:
@@ -296,17 +337,20 @@ def _rows_frame(batch: RecordBatch, seq: int) -> pl.DataFrame:
 
 def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]:
     """The link keys of the delivery rows (`_frames_frame`) that name a vmta or pool, in row order:
-    (h, vp, ip, t, seq), where vp indexes the returned list of distinct (vmta, pool) pairs and ip the returned list
-    of distinct (recipient domain, MX host) places (the provider of a delivery, decided when a report finds it).
+    (h, vp, ip, t, who, h2, seq), where vp indexes the returned list of distinct (vmta, pool) pairs and ip the
+    returned list of distinct (recipient domain, MX host) places (the provider of a delivery, decided when a report
+    finds it).
 
-    Per row: Message-Id + rcpt and Message-Id alone (with a Message-Id), jobId + rcpt (with both),
-    rcpt + orig (with a rcpt). Fields are normalised as `Attributor._fields` normalises a report's
-    (`str.strip()`'s characters, `str.lower()`'s mapping), then hashed (`key_hashes`), all column-wise.
+    Per row: Message-Id + rcpt and Message-Id alone (with a Message-Id; the latter with its recipient in `who`),
+    jobId + rcpt (with both), rcpt alone (with a rcpt: the key of a report without orig, which the store matches
+    on any orig) with rcpt + orig in `h2` (with an orig too: a second key of the row, not a row of its own, so the
+    index holds as many rows for its `limit` as before). Fields are normalised as `Attributor._fields` normalises
+    a report's (`str.strip()`'s characters, `str.lower()`'s mapping), then hashed (`key_hashes`), column-wise.
     """
     df = df.filter(_NAMES_VMTA)
     if not df.height:
         return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "ip": pl.UInt32, "t": pl.Float64,
-                                    _SEQ: pl.Int64}), [], []
+                                    _WHO: pl.String, _H2: pl.UInt64, _SEQ: pl.Int64}), [], []
     rcpt, mid = _RCPT, _MID
     orig = pl.col("orig").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
     job = pl.col("job").str.strip_chars(PY_WHITESPACE)
@@ -326,9 +370,15 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
 
     keys = pl.concat_list(
         key("m", "mid", "rcpt", has_mid), key("m", "mid", None, has_mid & has_rcpt),
-        key("j", "job", "rcpt", has_rcpt & (pl.col("job") != "")), key("r", "rcpt", "orig", has_rcpt),
+        key("j", "job", "rcpt", has_rcpt & (pl.col("job") != "")), key("r", "rcpt", None, has_rcpt),
     ).alias("h")
-    out = df.select(keys, "vp", "ip", "t", _SEQ).explode("h").drop_nulls("h")
+    with_orig = key("r", "rcpt", "orig", has_rcpt & (pl.col("orig") != "")).alias(_H2)
+    out = df.select(keys, "vp", "ip", "t", pl.col("rcpt").alias(_WHO), with_orig, _SEQ).explode("h")
+    # each row gave 4 key rows in `keys`' order (nulls kept until drop_nulls): `who` on its 2nd, `h2` on its 4th
+    # (lists of them exploded too cost 2.5x the keying, measured)
+    pos = pl.int_range(pl.len(), dtype=pl.UInt32) % 4
+    out = out.with_columns(pl.when(pos == 1).then(pl.col(_WHO)).alias(_WHO),
+                           pl.when(pos == 3).then(pl.col(_H2)).alias(_H2)).drop_nulls("h")
     return (out, list(zip(pairs.get_column("vmta").to_list(), pairs.get_column("pool").to_list(), strict=True)),
             list(zip(places.get_column("dom").to_list(), places.get_column("host").to_list(), strict=True)))
 
@@ -411,6 +461,17 @@ Report = tuple[str, str, str, str, float]
 """(rcpt, orig, Message-Id, jobId, time) of a report, normalised (`Attributor._fields`)."""
 
 
+class Recent(NamedTuple):
+    """What memory holds of one report's keys (`Attributor._in_memory`)."""
+
+    mid_rcpt: Found | None
+    job_rcpt: Found | None
+    rcpt_orig: Found | None
+    """Of rcpt + orig; of rcpt alone when the report has no orig."""
+    sole: Sole | None
+    """Of its Message-Id alone, when the report has no rcpt."""
+
+
 class _First(NamedTuple):
     """What `_first_steps` found for one report's Message-Id + rcpt search."""
 
@@ -472,11 +533,7 @@ class Attributor:
             self._until = None  # the budget of a batch whose lookups failed is not carried over
         self._isp_memo.clear()
         reports = [self._fields(columns, row) for row in rows]
-        keys: list[Key] = []
-        for rcpt, orig, mid, job, _t in reports:  # every key a report may need, asked of memory at once
-            keys += (("m", mid, rcpt), ("m", mid, ""), ("j", job, rcpt), ("r", rcpt, orig))
-        hits = self._recent.find(keys)
-        pairs = [(report, hits[4 * i : 4 * i + 4]) for i, report in enumerate(reports)]
+        pairs = list(zip(reports, self._in_memory(reports), strict=True))
         try:
             with self._pool.connection() as conn:
                 slices = self._slices(conn)
@@ -500,6 +557,18 @@ class Attributor:
             log.debug("correlator store not readable for attribution: %s", exc)
             return [self._one(report, recent, None, Slices([], [], [])) for report, recent in pairs]
 
+    def _in_memory(self, reports: list[Report]) -> list[Recent]:
+        """What memory holds of every key of every report, asked at once: Message-Id + rcpt, jobId + rcpt and rcpt +
+        orig (+ rcpt alone when orig is empty: the same key) by `find`, a Message-Id of a report without rcpt by
+        `recipients`."""
+        keys: list[Key] = []
+        for rcpt, orig, mid, job, _t in reports:
+            keys += (("m", mid, rcpt), ("j", job, rcpt), ("r", rcpt, orig))
+        hits = self._recent.find(keys)
+        alone = [i for i, (rcpt, _o, mid, _j, _t) in enumerate(reports) if mid and not rcpt]
+        soles = dict(zip(alone, self._recent.recipients([("m", reports[i][2], "") for i in alone]), strict=True))
+        return [Recent(*hits[3 * i : 3 * i + 3], soles.get(i)) for i in range(len(reports))]
+
     def _slices(self, conn: sqlite3.Connection) -> Slices:
         """The store's slices and generation filters, read again only when its SEARCH_SEQ moved (they change a
         few times a minute; reading them cost ~2.5 ms per batch at a full store)."""
@@ -518,7 +587,7 @@ class Attributor:
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
         return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
 
-    def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, list[Found | None]]],
+    def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, Recent]],
                      slices: Slices) -> dict[int, _First]:
         """The first step of the Message-Id + rcpt search of every report of the batch that memory did not answer,
         in one statement per ~_BULK_ROWS slices (a VALUES join, as linking probes): report index -> what its first
@@ -529,7 +598,7 @@ class Attributor:
         rows: list[int] = []
         plans: dict[int, tuple[int, bool]] = {}  # report -> (its first step's low id, whether more steps follow)
         for i, ((rcpt, _orig, mid, _job, _t), recent) in enumerate(pairs):
-            if not (mid and rcpt) or recent[0] is not None:
+            if not (mid and rcpt) or recent.mid_rcpt is not None:
                 continue
             mh, rh = message_hash(mid), self._hasher(rcpt)[0]
             steps = search_steps(slices, self._filters.ruled_out(mh, rh))
@@ -581,53 +650,93 @@ class Attributor:
                                                  if self.isp_of is not None and (dom or host) else "")
         return Delivery(vmta, pool, isp)
 
-    def _one(self, report: Report, recent: list[Found | None],
-             conn: sqlite3.Connection | None, slices: Slices,
+    def _one(self, report: Report, recent: Recent, conn: sqlite3.Connection | None, slices: Slices,
              first: _First | None = None) -> Delivery | None:
-        """Message-Id, then jobId + rcpt, then rcpt + orig in the window; each in memory (`recent`: the
-        hits of this report's four keys, as `lookup` asked them) first, then in the store's `slices`, minus the
-        generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
+        """Message-Id (+ rcpt; alone only without rcpt), then jobId + rcpt, then rcpt + orig in the window; each in
+        memory (`recent`: what `_in_memory` found of this report's keys) first, then in the store's `slices`, minus
+        the generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
         what `_first_steps` found for its Message-Id + rcpt search (None: it did not search it)."""
         rcpt, orig, mid, job, t = report
         if first is not None and first.answer is not None:  # (only a report with both keys, not in memory, has one)
             return first.answer  # settled by the batch's statement, whatever budget is left
-
-        def steps(*keys: int | None) -> list[_Step]:
-            return search_steps(slices, self._filters.ruled_out(*keys))
-
-        mid_rcpt, mid_alone, job_rcpt, rcpt_orig = recent
         rh = self._hasher(rcpt)[0] if rcpt else None
+        if mid and rh is None:  # no recipient: nothing but its Message-Id names its delivery
+            return self._only_recipient(mid, recent.sole, conn, slices)
         if mid:
-            hit = mid_rcpt if mid_rcpt is not None or not rcpt else mid_alone
+            hit = self._by_mid_rcpt(mid, rh, recent.mid_rcpt, conn, slices, first)
             if hit is not None:
-                return self._memory(hit)
-            if conn is not None:
-                mh = message_hash(mid)
-                row_ = None
-                if rh is not None:
-                    if first is None:
-                        row_ = self._newest(conn, steps(mh, rh), "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
-                    elif not first.settled:  # on from the second step
-                        row_ = self._newest(conn, steps(mh, rh)[1:], "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh),
-                                            best=first.best)
-                if row_ is None:
-                    row_ = self._newest(conn, steps(mh), "corr_tl_mid", "mid_h=?", (mh,), any_one=True)
-                if row_ is not None:
-                    return row_
+                return hit
         if job and rcpt:
-            if job_rcpt is not None:
-                return self._memory(job_rcpt)
+            if recent.job_rcpt is not None:
+                return self._memory(recent.job_rcpt)
             if conn is not None:
-                row_ = self._newest(conn, steps(rh), "corr_tl_job", "job_h=? AND rcpt_h=?", (job_hash(job), rh))
-                if row_ is not None:
-                    return row_
+                hit = self._newest(conn, self._steps(slices, rh), "corr_tl_job", "job_h=? AND rcpt_h=?",
+                                   (job_hash(job), rh))
+                if hit is not None:
+                    return hit
         if rcpt and self._window > 0:  # `fallback_window: 0`: never on rcpt + orig
             lo = t - self._window
-            if rcpt_orig is not None and lo <= rcpt_orig[2] <= t:
-                return self._memory(rcpt_orig)
+            if recent.rcpt_orig is not None and lo <= recent.rcpt_orig[2] <= t:
+                return self._memory(recent.rcpt_orig)
             if conn is not None:
-                return self._latest_in_window(conn, steps(rh), rh, lo, t, orig)
+                return self._latest_in_window(conn, self._steps(slices, rh), rh, lo, t, orig)
         return None
+
+    def _steps(self, slices: Slices, *keys: int | None) -> list[_Step]:
+        """The steps of a search of these keys: without the generations whose filter rules them out."""
+        return search_steps(slices, self._filters.ruled_out(*keys))
+
+    def _by_mid_rcpt(self, mid: str, rh: int | None, hit: Found | None, conn: sqlite3.Connection | None,
+                     slices: Slices, first: _First | None) -> Delivery | None:
+        """The newest delivery of (Message-Id, rcpt): memory's `hit`, else the store from the step `first` did not
+        settle. Not the Message-Id alone: the report names its recipient, whose delivery is not known (yet); another
+        recipient's is another VMTA's, and linking does not join the report to it either."""
+        if hit is not None:
+            return self._memory(hit)
+        if conn is None:
+            return None
+        mh = message_hash(mid)
+        steps = self._steps(slices, mh, rh)
+        if first is None:
+            return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
+        if not first.settled:  # on from the second step
+            return self._newest(conn, steps[1:], "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh), best=first.best)
+        return None
+
+    def _only_recipient(self, mid: str, sole: Sole | None, conn: sqlite3.Connection | None,
+                        slices: Slices) -> Delivery | None:
+        """The delivery of the one recipient of a Message-Id (a report without rcpt: an anonymised FBL), memory's and
+        the store's recipients counted together; None when it has two or more (as linking, which joins such a report
+        to the only recipient timeline of its Message-Id). Without the store (its budget spent, not readable), what
+        memory holds; a search cut by the budget counts what it found."""
+        known = {self._hasher(who)[0] for who in sole.rcpts} if sole is not None else set()
+        stored: dict[int, Delivery] = {}
+        if len(known) < 2 and conn is not None:
+            mh = message_hash(mid)
+            stored = self._recipients(conn, self._steps(slices, mh), mh, known)
+        if len(known | stored.keys()) != 1:
+            return None
+        return self._memory(sole.newest) if sole is not None else next(iter(stored.values()))
+
+    def _recipients(self, conn: sqlite3.Connection, steps: list[_Step], mh: int,
+                    known: set[int]) -> dict[int, Delivery]:
+        """Recipient hash -> (vmta, pool, isp) of its newest timeline of this Message-Id, searched step by step until
+        a second recipient (`known`: those memory holds) shows that the Message-Id names no one delivery."""
+        found: dict[int, tuple[int, Delivery]] = {}
+        for step in self._within_budget(steps):
+            marks = ",".join("?" * len(step.slices))
+            rows = self._fetch(conn, (
+                f"SELECT rcpt_h, max(id), vmta, vmta_pool, isp FROM corr_timelines INDEXED BY corr_tl_mid"
+                f" WHERE qday IN ({marks}) AND mid_h=? AND rcpt_h IS NOT NULL{_HAS_VMTA} GROUP BY rcpt_h LIMIT 2"),
+                (*step.slices, mh), every_row=True)
+            if rows is None:  # cut by the budget
+                break
+            for rh, tl, vmta, pool, isp in rows:
+                if rh not in found or tl > found[rh][0]:
+                    found[rh] = (tl, Delivery(vmta or "", pool or "", isp or ""))
+            if len(known | found.keys()) > 1:
+                break
+        return {rh: hit for rh, (_tl, hit) in found.items()}
 
     def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,
                           orig: str) -> Delivery | None:
@@ -687,11 +796,11 @@ class Attributor:
         return self.seeks < until[0] and self.timer() < until[1]
 
     def _newest(self, conn: sqlite3.Connection, steps: list[_Step], index: str, where: str, params: tuple,
-                any_one: bool = False, best: tuple[int, str, str, str] | None = None) -> Delivery | None:
-        """(vmta, pool, isp) of the newest timeline (highest id) matching `where`, searched step by step, newest first
-        (`any_one`: of any matching timeline). The first step's undated slices and plain days may hold an older
-        timeline than a later step: a hit there below the step's dated ids lets the search go on. `best`: the
-        newest hit of the steps before `steps` (id, vmta, pool, isp)."""
+                best: tuple[int, str, str, str] | None = None) -> Delivery | None:
+        """(vmta, pool, isp) of the newest timeline (highest id) matching `where`, searched step by step, newest
+        first. The first step's undated slices and plain days may hold an older timeline than a later step: a hit
+        there below the step's dated ids lets the search go on. `best`: the newest hit of the steps before `steps`
+        (id, vmta, pool, isp)."""
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
@@ -701,6 +810,6 @@ class Attributor:
                 break
             if row is not None and (best is None or row[0] > best[0]):
                 best = row
-            if best is not None and (any_one or best[0] >= step.low):
+            if best is not None and best[0] >= step.low:
                 break
         return None if best is None else Delivery(best[1] or "", best[2] or "", best[3] or "")

@@ -51,6 +51,16 @@ def _believed(now: float) -> list[pl.Expr]:
     return [believed_queued.alias("tq"), event.alias("t")]
 
 
+def _reception_queued() -> pl.Expr:
+    """`tq` with an r record's timeLogged where it has no timeQueued: PMTA's r field list is UNCERTAIN and the
+    simulator writes none. A reception is logged when its message is queued, so its d/b/t records carry that time as
+    timeQueued (the simulator writes both from one clock reading): the r joins its own send. Undated, it joined any
+    send of its jobId (a job sent again a day later got both receptions) and, without jobId or Message-Id, none at
+    all (sender + timeQueued needs the time): a `pending` timeline for ever next to the delivered one."""
+    untimed = (pl.col("code") == R) & pl.col("tq").is_null()
+    return pl.when(untimed).then(pl.col("t_raw")).otherwise(pl.col("tq")).alias("tq")
+
+
 def _signed(value: int) -> int:
     value &= _U64
     return value - (1 << 64) if value >> 63 else value
@@ -216,7 +226,8 @@ class Preparer:
         stored = df.height
         tq = map_distinct(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
         tl = map_distinct(df.get_column("timeLogged"), parse, pl.Float64)
-        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(*_believed(now))
+        df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(_reception_queued()) \
+            .with_columns(*_believed(now))
         is_tq = pl.col("code") == TQ
         qev = df.filter(is_tq)
         queue_events: list[tuple] = []

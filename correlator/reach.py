@@ -16,8 +16,8 @@ Unicode). What the scan saw is checked in the pass: a report whose keys, or a ro
 Message-Id whose recipient, the scan did not see (a file that changed meanwhile, a malformed line read
 otherwise) makes `Reach.keep` set `missed`, and the caller runs the pass again storing every row.
 Beyond KEY_LIMIT keys (reports about most deliveries) the filter would save little and hold much: every
-row is stored. Timeline ids differ from a full store's, which matters only where attribution may answer
-with any of several timelines (a Message-Id alone, sent to several recipients through different vmtas).
+row is stored. Timeline ids differ from a full store's; attribution answers with none of them where it could
+pick among several (a Message-Id alone names a delivery only when its message went to one recipient).
 """
 
 from __future__ import annotations

@@ -407,7 +407,7 @@ def test_day_slices_join_one_delivery_across_midnight_and_split_resends(tmp_path
     h.commit(batch("/l/recv.csv", """
 type,timeLogged,orig,rcpt,jobId
 r,2024-05-01 23:58:00+0000,a@s.example,yan@gmail.com,J5
-"""))  # no timeQueued: the no-day slice
+"""))  # no timeQueued: queued when logged (prepare._reception_queued), its day's slice
     h.commit(batch("/l/diag.csv", """
 type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,queue
 t,2024-05-02 00:05:00+0000,2024-05-01 23:58:00+0000,a@s.example,yan@gmail.com,v1,J5,4.0.0 (later),
@@ -422,8 +422,8 @@ d,2024-05-03 10:00:00+0000,2024-05-03 09:00:00+0000,a@s.example,zoe@gmail.com,v1
     with h.reader() as r:
         rows = r.conn.execute("SELECT id FROM corr_timelines ORDER BY id").fetchall()
         first, zoe1, zoe2 = (r.by_id(x[0]) for x in rows)
-    # the receipt (no timeQueued) started the timeline in the no-day slice; the attempts queued
-    # before midnight and logged after it join it
+    # the receipt (no timeQueued: timed as queued when it was logged) started the timeline in its day's slice; the
+    # attempts queued before midnight and logged after it join it
     assert [(e["kind"], e["attempt"]) for e in first["events"]] == [
         ("received", None), ("deferred", 1), ("delivered", 2)]  # the tq has no queue field: shown nowhere
     # the same job sent to the same recipient again two days later is another message
@@ -432,10 +432,10 @@ d,2024-05-03 10:00:00+0000,2024-05-03 09:00:00+0000,a@s.example,zoe@gmail.com,v1
         ("queued", "2024-05-03T09:00:00Z"), ("delivered", "2024-05-03T10:00:00Z")]
     assert h.conn.execute("SELECT count(*) FROM corr_queue_events").fetchone()[0] == 1
     slices = [d for (d,) in h.conn.execute("SELECT day FROM corr_days ORDER BY day")]
-    # 2024-05-01 and 2024-05-03 (UTC days since the epoch) and the no-day slice, all of generation 1
-    # (the legacy no-day slice -1 is always listed)
+    # 2024-05-01 and 2024-05-03 (UTC days since the epoch), both of generation 1; no undated slice (the legacy
+    # no-day slice -1 is always listed)
     assert [(store.day_of_slice(v), max(v, 0) >> store.DAY_BITS) for v in slices] == [
-        (-1, 0), (19844, 1), (19846, 1), (-1, 1)]
+        (-1, 0), (19844, 1), (19846, 1)]
     h.close()
 
 
