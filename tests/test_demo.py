@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -173,6 +175,10 @@ def test_newcomer_sees_live_metrics(tmp_path: Path) -> None:
         thread.join(timeout=40)
     assert missing(text) == []
     assert result == [0]
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # Prometheus's own lint of the exposition: names, units, HELP/TYPE, label names
+        lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert (lint.returncode, lint.stdout + lint.stderr) == (0, ""), lint.stdout + lint.stderr
 
 
 def test_a_demo_whose_exporter_cannot_listen_fails_without_pointing_at_the_port(
