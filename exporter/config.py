@@ -513,8 +513,8 @@ class WebConfig(_Strict):
         description="user: bcrypt hash (`$2b$...`, as node_exporter's web-config; make one with "
         "`htpasswd -nbBC 10 '' PASSWORD | cut -c2-`) required on every route when set. A value that starts like "
         "a bcrypt hash (`$2a$`, `$2b$`, `$2y$`, `$2x$` and a cost) must be a whole hash bcrypt can check (an error "
-        "naming the user otherwise: one cut short when pasted is never a plain password); any other value is taken "
-        "as a plain password (discouraged).",
+        "naming the user otherwise: one cut short when pasted is never a plain password), of cost 04 to 14 (each "
+        "step doubles a login's work: ~1 s at 14); any other value is taken as a plain password (discouraged).",
     )
     max_connections: Count = Field(
         default=512, ge=8,
@@ -547,7 +547,7 @@ class WebConfig(_Strict):
     @classmethod
     def _users_who_can_log_in(cls, users: dict[str, str]) -> dict[str, str]:
         """A user nobody could ever log in as is a mistake to say at start, not a 401 for ever (the secret unsaid)."""
-        from exporter.webauth import bcrypt_problem, is_bcrypt
+        from exporter.webauth import MAX_BCRYPT_COST, bcrypt_cost, bcrypt_problem, is_bcrypt
 
         problems = []
         for user, secret in users.items():
@@ -557,7 +557,10 @@ class WebConfig(_Strict):
             elif not secret.strip():
                 problems.append(f"user {user!r}: an empty password: anyone could log in as it; give a bcrypt hash")
             elif is_bcrypt(secret) and (why := bcrypt_problem(secret)) is not None:
-                problems.append(f"user {user!r}: bcrypt cannot check this hash ({why}): nobody could log in as it")
+                if MAX_BCRYPT_COST < bcrypt_cost(secret) <= 31:  # checkable, but too slow to be let in
+                    problems.append(f"user {user!r}: bcrypt {why}")
+                else:
+                    problems.append(f"user {user!r}: bcrypt cannot check this hash ({why}): nobody could log in as it")
         if problems:
             raise ValueError("; ".join(problems))
         return users

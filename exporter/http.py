@@ -648,6 +648,9 @@ def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
         lifespan="off",
         ws="none",  # no WebSocket route: an Upgrade is an ordinary HTTP request, behind auth and the head limit
         server_header=False,
+        # X-Forwarded-For is the client's to write: uvicorn's default trusts it from 127.0.0.1 (or FORWARDED_ALLOW_IPS),
+        # so a loopback peer chose request.client, the address basic auth's one-check-in-flight limit counts by
+        proxy_headers=False,
         timeout_keep_alive=web.keep_alive_timeout,  # type: ignore[arg-type]  # float works (call_later)
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         backlog=ACCEPT_BATCH,

@@ -4,7 +4,9 @@ Why bcrypt and not a fast hash: the config file holds the verifier, and a leaked
 give the password away. Why the work is the same for every failure: a wrong password for a
 bcrypt user, any failure for a plain-text user and an unknown user each cost one bcrypt check
 (the latter two against a dummy hash of the slowest configured cost), so response time tells
-neither which user names exist nor which users have plain-text passwords.
+neither which user names exist nor which users have plain-text passwords. Why costs stop at
+MAX_BCRYPT_COST: each step doubles a check (~1 s at 14), and a cost-31 hash made every login, and
+the dummy hash once made at start, take days.
 bcrypt is slow on purpose (~50 ms at cost 10), so it runs in a worker thread, VERIFY_CONCURRENCY at
 a time; a successful (user, password) pair is cached (keyed by a digest, never the password) so
 that a scraper's repeated requests cost one dictionary lookup. Why the queue is bounded: each
@@ -42,6 +44,11 @@ VERIFY_CONCURRENCY = 2
 """bcrypt checks running at once (worker threads), whatever the number of clients."""
 VERIFY_QUEUE_TIMEOUT = 2.0
 """Seconds a check waits for one of the VERIFY_CONCURRENCY threads before the answer is 503."""
+MAX_BCRYPT_COST = 14
+"""Highest bcrypt cost accepted (docs/security.md). A check doubles per step: 0.06 s at 10, 0.25 s at 12, ~1 s at 14
+on a current x86 core. At 14 a login waiting behind two running checks still gets a thread within
+VERIFY_QUEUE_TIMEOUT (2 s); from 15 (~2 s a check) two wrong passwords from two addresses are enough to make every
+other login 503, and at 31 a check takes days, uninterruptible. docs/security.md makes hashes at 10 (htpasswd -B: 5)."""
 BCRYPT_MAX_PASSWORD = 72
 """bcrypt's key schedule reads 72 bytes: hashes made by htpasswd, Go or bcrypt < 5 cover only those."""
 
@@ -81,6 +88,9 @@ def bcrypt_problem(secret: str) -> str | None:
                 "53 characters of ./A-Za-z0-9 (60 in all); cut short or changed when pasted?")
     if not 4 <= bcrypt_cost(secret) <= 31:
         return f"cost {bcrypt_cost(secret)} is outside 04..31"
+    if bcrypt_cost(secret) > MAX_BCRYPT_COST:
+        return (f"cost {bcrypt_cost(secret)} is above {MAX_BCRYPT_COST}, the highest accepted: each step doubles a "
+                f"login's work (~1 s at {MAX_BCRYPT_COST}); hash the password again at cost 10 to 12")
     if not secret.startswith(("$2a$", "$2b$", "$2y$")):
         return "prefix is not $2a$, $2b$ or $2y$"
     try:  # the salt's encoding, checked at the cheapest cost
@@ -88,6 +98,13 @@ def bcrypt_problem(secret: str) -> str | None:
     except ValueError:
         return "invalid salt"
     return None
+
+
+def dummy_hash(cost: int) -> bytes:
+    """A hash to check failures against at `cost`, made without hashing: a check's work depends on the cost and the
+    salt only, so no bcrypt run at the configured cost is needed at start (on the event loop, which a high cost
+    blocked). Its 31 hash characters are all `.`, which no password gives in practice; the result is ignored anyway."""
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 def client_key(host: str) -> str:
@@ -147,7 +164,7 @@ class BasicAuth:
         self._names = set(users)
         costs = [bcrypt_cost(s.decode()) for s in self._hashed.values()]
         # What every failure other than a bcrypt user's wrong password is checked against: as slow as the slowest.
-        self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=max(costs))) if costs else None
+        self._dummy_hash = dummy_hash(max(costs)) if costs else None
         self._cache: OrderedDict[bytes, str] = OrderedDict()
         self._sem: asyncio.Semaphore | None = None
         self._pending: set[str] = set()  # client keys with a check waiting or running

@@ -58,15 +58,19 @@ def _fail(status: int, error: str, parameter: str | None, part: dict[str, Any]) 
     return JSONResponse({"error": error, "parameter": parameter, "status": status, **part}, status_code=status)
 
 
-def _text(text: str, part: dict[str, Any]) -> PlainTextResponse:
-    """A text answer, with the hosts that did not answer named on a last line (as the JSON's missing_hosts)."""
-    return PlainTextResponse(text + (f"partial answer{_missing_note(part)}\n" if part["missing_hosts"] else ""))
+def _text(text: str, part: dict[str, Any], problem: str | None = None) -> PlainTextResponse:
+    """A text answer, then `problem` and the hosts that did not answer (as the JSON's missing_hosts) on last lines,
+    escaped as render escapes every value (a discovered host's name is a Prometheus label anyone could set)."""
+    tail = (f"{render.safe(problem)}\n" if problem else "") + (
+        f"partial answer{_missing_note(part)}\n" if part["missing_hosts"] else "")
+    return PlainTextResponse(text + tail)
 
 
 def _missing_note(part: dict[str, Any]) -> str:
+    """` (hosts not answering: a, b)`, control characters escaped: it goes into text answers and error messages."""
     if not part["missing_hosts"]:
         return ""
-    return " (hosts not answering: " + ", ".join(m["host"] for m in part["missing_hosts"]) + ")"
+    return " (hosts not answering: " + ", ".join(render.safe(m["host"]) for m in part["missing_hosts"]) + ")"
 
 
 class Hub:
@@ -137,7 +141,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
             early = none_answered(answers, part, targets)
             if early is not None:
                 return early
-            return _fail(404, f"no timeline for Message-Id {message_id.strip().strip('<>')!r} on any host"
+            return _fail(404, f"no timeline for Message-Id {echoed(message_id.strip().strip('<>'))} on any host"
                          + _missing_note(part), "message_id", part)
         if _want_text(request, format):
             note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
@@ -220,8 +224,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if len([f for f in failed if not (f.away or f.stuck)]) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
         if _want_text(request, format):
-            problem = body["next_cursor_problem"]
-            return _text(render.search(body) + (f"{problem}\n" if problem else ""), part)
+            return _text(render.search(body), part, body["next_cursor_problem"])
         return {**body, **part}
 
     @router.get("/lookup", response_model=HubLookupResponse, responses=_ERRORS,

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from correlator.api import BadRequest, _no_constant, decode_token, encode_token
+from correlator.render import safe
 from hub.targets import Target
 
 PLAIN_MAX = 1024
@@ -150,7 +151,11 @@ def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], boo
 
 
 def _host_url(url: Any) -> bool:
-    """Is a cursor's host key an http(s) URL with a host, as every target's is?"""
+    """Is a cursor's host key an http(s) URL with a host, as every target's is? None holds a control character: a
+    host that left the targets is named (by its URL's host) in missing_hosts and text answers, so a forged one
+    carried terminal escapes there (urlsplit keeps them, and drops tabs and newlines unseen)."""
+    if isinstance(url, str) and safe(url) != url:
+        return False
     try:
         parts = urlsplit(url)
         return parts.scheme in ("http", "https") and bool(parts.hostname)
