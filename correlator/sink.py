@@ -19,6 +19,7 @@ from correlator.attribution import Attributor, RecentDeliveries
 from correlator.ingest import Ingestor, IspOf
 from correlator.keys import RcptHasher, domain_of, load_or_create_key
 from correlator.timeline import ClassOf
+from correlator.wallclock import SteadyWallClock
 from exporter.config import CorrelatorConfig
 from exporter.records import Columns, RecordBatch
 from exporter.sinks import Delivery
@@ -91,6 +92,7 @@ class CorrelatorSink:
         self.hasher = RcptHasher(key)
         self.class_of = class_of or default_class_of()
         self.clock = clock
+        self._retention_clock = SteadyWallClock() if clock is time.time else clock  # tests pass their own time
         self.pool = store.ReadPool(self.db_path)
         self.recent = RecentDeliveries()
         isp_of = isp_of or default_isp_of()
@@ -152,7 +154,7 @@ class CorrelatorSink:
         comes back soon instead of after its usual interval, or the store outgrows the cap."""
         self.recent.committed()  # the last write's transaction has ended by now
         try:
-            deleted, more = store.prune(conn, self.clock() - self.config.retention, self.config.max_db_size,
+            deleted, more = store.prune(conn, self._retention_clock() - self.config.retention, self.config.max_db_size,
                                         pause_s=self.prune_pause)
         except BaseException:  # batches before the failure are committed: cached links may name what they deleted
             self.ingestor.pruned(0)

@@ -808,15 +808,18 @@ class RecordAggregator(Collector):
     def _newest(self, source: str, ts: float) -> None:
         """watchtower_last_record_timestamp_seconds: never backwards, never ahead of now. A record up to a day ahead
         (a PMTA host's clock off) counts as logged now: held ahead, the gauge looked fresh that long after tailing
-        stopped; one further ahead is not believed at all."""
+        stopped; one further ahead is not believed at all. What it holds once the clock stepped back behind it was
+        read while the clock was ahead: the next record replaces it (it held the gauge ahead until records passed
+        it)."""
         now = time.time()
         if self.self_metrics is None or ts > now + MAX_FUTURE:
             return
-        ts = min(ts, now)
-        if ts <= self._newest_ts.get(source, -1.0):
+        held = self._newest_ts.get(source, -1.0)
+        value = max(held if held <= now else -1.0, min(ts, now))  # a time ahead of now was read before a step back
+        if value == held:
             return
-        self._newest_ts[source] = ts
-        self.self_metrics.last_record_ts.labels(source).set(ts)
+        self._newest_ts[source] = value
+        self.self_metrics.last_record_ts.labels(source).set(value)
 
     def _bad_times(self, source: str, n: int, path: str = "", rows: list[tuple[int, str, str, bool]] | None = None,
                    ) -> None:

@@ -246,6 +246,27 @@ def test_last_record_timestamp_never_goes_backwards_nor_into_the_far_future():
     assert before - 1 <= last() <= time.time()
 
 
+def test_last_record_timestamp_follows_the_clock_back_after_it_stepped_back(monkeypatch: pytest.MonkeyPatch):
+    """A clock an hour ahead, then corrected: the gauge held the newest time read while ahead (never backwards) and
+    stayed an hour ahead of the clock until records passed it: "newest record age" negative, and the stalled-tailer
+    alert's "logged ... ago" too (review 2026-12-05). The held value is taken as no later than now."""
+    import time
+
+    from exporter import aggregate
+    from exporter.metrics import SelfMetrics
+
+    reg = CollectorRegistry()
+    agg = make(self_metrics=SelfMetrics(reg))
+    d = "d,{t},{q},a@s1.com,u1@gmail.com,2.0.0,ok,,success,1,vmta-1,pool-a,,"
+    ahead = time.time() + 3600
+    monkeypatch.setattr(aggregate.time, "time", lambda: ahead)  # the host's clock an hour ahead
+    agg.apply(batch_of([d.format(t=int(ahead), q=int(ahead) - 10)]))
+    assert reg.get_sample_value("watchtower_last_record_timestamp_seconds", {"source": "acct"}) == int(ahead)
+    monkeypatch.setattr(aggregate.time, "time", lambda: ahead - 3600)  # NTP steps it back
+    agg.apply(batch_of([d.format(t=int(ahead) - 3610, q=int(ahead) - 3620)]))
+    assert reg.get_sample_value("watchtower_last_record_timestamp_seconds", {"source": "acct"}) == int(ahead) - 3610
+
+
 def test_last_record_timestamp_of_a_source_of_complaints_or_remote_bounces_only():
     """An fbl or bounce source (f/rb/rs/r rows only) reports its newest record too: the stalled-tailer alert reads it."""
     from exporter.metrics import SelfMetrics

@@ -181,3 +181,51 @@ def test_a_prune_that_fails_after_a_committed_batch_leaves_no_link_to_a_deleted_
     orphans = h.conn.execute("SELECT count(*) FROM corr_events WHERE tl NOT IN (SELECT id FROM corr_timelines)")
     assert orphans.fetchone()[0] == 0 and _counts(h)[:2] == (1, 1)
     h.close()
+
+
+def test_a_forward_step_of_the_system_clock_prunes_nothing_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The cutoff came from time.time(): a clock stepped a day ahead for seconds (a VM resumed, a bad NTP source)
+    deleted every timeline older than 6 days of a 7-day retention at once, for good, without a word (review
+    2026-12-05). Retention's clock follows a forward step at twice real time and logs it."""
+    import time
+
+    from correlator import wallclock
+
+    now = time.time()
+    h = Harness(tmp_path, CorrelatorConfig(retention="7d"), clock=time.time)
+    h.commit(_acct("older", now - 6.5 * DAY, 5, "older"), maintain=False)
+    h.commit(_acct("fresh", now - 60, 5, "fresh"), maintain=False)
+    h.sink.maintain(h.conn)
+    assert _counts(h)[0] == 10
+    real = time.time
+    monkeypatch.setattr(wallclock.time, "time", lambda: real() + DAY)  # a day ahead, for the two runs below
+    with caplog.at_level("WARNING", logger="watchtower.correlator"):
+        h.sink.maintain(h.conn)
+        h.sink.maintain(h.conn)
+    assert _counts(h)[0] == 10
+    assert [r.getMessage().split(" ahead")[0] for r in caplog.records] == ["the system clock jumped 86400 s"]
+    h.close()
+
+
+def test_retention_clock_follows_back_at_once_and_forward_at_twice_real_time() -> None:
+    from correlator.wallclock import SteadyWallClock
+
+    wall, mono = [1000.0], [0.0]
+    clock = SteadyWallClock(lambda: wall[0], lambda: mono[0])
+
+    def tick(seconds: float, step: float = 0.0) -> float:
+        mono[0] += seconds
+        wall[0] += seconds + step
+        return clock()
+
+    assert tick(10) == 1010.0  # running true
+    assert tick(1, step=0.001) == wall[0] == 1011.001  # a slew is followed as it is
+    assert tick(10, step=DAY) == pytest.approx(1031.001)  # stepped a day ahead: 2x the 10 s that passed
+    assert tick(0, step=-DAY) == wall[0] == pytest.approx(1021.001)  # corrected at once: followed back, no harm done
+    assert tick(10, step=-3600) == wall[0]  # a step back: followed at once (pruning waits)
+    start = wall[0]
+    assert tick(100, step=1000) == pytest.approx(start + 200)  # a real correction is caught up with at 2x ...
+    for _ in range(8):
+        assert tick(100) < wall[0]
+    assert tick(100) == wall[0]  # ... in as long as the step was
