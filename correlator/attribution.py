@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import polars as pl
 
@@ -43,6 +43,9 @@ Found = tuple[str, str, float, str, str]
 """(vmta, pool, time, recipient domain, MX host) of the newest observed delivery row with a key."""
 IspOf = Callable[[str, str], str]
 """(recipient address, dsnMta) -> provider: the correlator's ISP classifier (correlator.ingest.IspOf)."""
+
+
+T = TypeVar("T")
 
 
 class Sole(NamedTuple):
@@ -151,27 +154,17 @@ class RecentDeliveries:
 
     def find(self, keys: list[Key]) -> list[Found | None]:
         """(vmta, pool, time, rcpt domain, MX host) of the newest observed delivery row with each key, or None."""
-        if not keys:
-            return []
-        hashes = key_hashes(keys)
-        with self._lock:
-            if self._queued:
-                self._key_queued()
-            if not self._size:
-                return [None] * len(keys)
-            table, wanted = self._all_keys(), hashes.implode()
-            # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
-            hits = pl.concat([table.filter(pl.col("h").is_in(wanted)).select(_HIT),
-                              table.filter(pl.col(_H2).is_in(wanted)).select(pl.col(_H2).alias("h"), *_HIT[1:])])
-            hits = hits.unique("h", keep="last", maintain_order=True)
-            found = {h: self._found(vp, ip, t, seq) for h, vp, ip, t, seq in hits.iter_rows()}
-        return [found.get(h) for h in hashes.to_list()]
+        return self._answered(keys, self._newest)
 
     def recipients(self, keys: list[Key]) -> list[Sole | None]:
         """Of each Message-Id-alone key: its newest delivery row and its recipients (at most two), or None.
 
         A Message-Id names a delivery only as its message's one recipient (a report without rcpt): with `find`'s
         newest row alone, a message sent to two recipients through two VMTAs gave either one."""
+        return self._answered(keys, self._sole)
+
+    def _answered(self, keys: list[Key], answer: Callable[[pl.DataFrame, pl.Series], dict[int, T]]) -> list[T | None]:
+        """Each key's answer from the index (`answer`: the key table and the wanted hashes -> hash: answer)."""
         if not keys:
             return []
         hashes = key_hashes(keys)
@@ -180,12 +173,22 @@ class RecentDeliveries:
                 self._key_queued()
             if not self._size:
                 return [None] * len(keys)
-            hits = self._all_keys().filter(pl.col("h").is_in(hashes.implode()) & pl.col(_WHO).is_not_null())
-            groups = hits.group_by("h", maintain_order=True).agg(
-                pl.col(_WHO).unique(maintain_order=True).head(2), *(pl.col(name).last() for name in _HIT[1:]))
-            found = {h: Sole(self._found(vp, ip, t, seq), tuple(who))
-                     for h, who, vp, ip, t, seq in groups.select("h", _WHO, *_HIT[1:]).iter_rows()}
+            found = answer(self._all_keys(), hashes.implode())
         return [found.get(h) for h in hashes.to_list()]
+
+    def _newest(self, table: pl.DataFrame, wanted: pl.Series) -> dict[int, Found]:
+        # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
+        hits = pl.concat([table.filter(pl.col("h").is_in(wanted)).select(_HIT),
+                          table.filter(pl.col(_H2).is_in(wanted)).select(pl.col(_H2).alias("h"), *_HIT[1:])])
+        hits = hits.unique("h", keep="last", maintain_order=True)
+        return {h: self._found(vp, ip, t, seq) for h, vp, ip, t, seq in hits.iter_rows()}
+
+    def _sole(self, table: pl.DataFrame, wanted: pl.Series) -> dict[int, Sole]:
+        hits = table.filter(pl.col("h").is_in(wanted) & pl.col(_WHO).is_not_null())
+        groups = hits.group_by("h", maintain_order=True).agg(
+            pl.col(_WHO).unique(maintain_order=True).head(2), *(pl.col(name).last() for name in _HIT[1:]))
+        return {h: Sole(self._found(vp, ip, t, seq), tuple(who))
+                for h, who, vp, ip, t, seq in groups.select("h", _WHO, *_HIT[1:]).iter_rows()}
 
     def _found(self, vp: int, ip: int, t: float, seq: int) -> Found:
         """The answer of a key row: its batch's (vmta, pool) pair and (rcpt domain, MX host) place."""

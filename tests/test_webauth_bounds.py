@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from exporter import webauth
 from exporter.config import load_config
 from exporter.http import build_app
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, free_port, write_config
 from tests.listener import serving
 from tests.test_http_auth_limits import HASH, PASSWORD, USERS
 
@@ -37,20 +35,6 @@ BOUND = 14
 """The highest cost accepted, as docs/security.md states it."""
 HELD = "held-wrong-password"
 """The one wrong password whose bcrypt check the tests hold in flight."""
-
-
-def loopback_port() -> int:
-    """A free loopback port in 37000-37999 (this suite's block)."""
-    start = os.getpid() % 1000
-    for i in range(1000):
-        port = 37000 + (start + i) % 1000
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 37000-37999")
 
 
 def hash_of_cost(cost: int) -> str:
@@ -87,7 +71,7 @@ def test_a_cost_above_the_bound_is_refused_saying_which_cost_to_use(cost: int) -
 @pytest.mark.parametrize("command", ["check-config", "run"])
 def test_check_config_and_run_refuse_cost_31_naming_the_file_and_the_user(tmp_path: Path, command: str) -> None:
     """check-config said ok; run never listened and ignored SIGTERM (the dummy hash at cost 31, on the loop)."""
-    config = write_config(tmp_path, listen=f"127.0.0.1:{loopback_port()}",
+    config = write_config(tmp_path, listen=f"127.0.0.1:{free_port()}",
                           web={"basic_auth_users": {"prom": "$2b$31$" + HASH[7:]}})
     proc = watchtower(*(["check-config", str(config)] if command == "check-config" else ["run", "--config",
                                                                                             str(config)]))
@@ -177,7 +161,7 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldBcrypt]:
 @pytest.fixture(params=["daemon", "hub"])
 async def port(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[int]:
     """The daemon's listener or the hub's (make_server, as `run` and `hub` serve), USERS as basic_auth_users."""
-    listen = f"127.0.0.1:{loopback_port()}"
+    listen = f"127.0.0.1:{free_port()}"
     if request.param == "daemon":
         config = load_config(write_config(tmp_path, listen=listen, web={"basic_auth_users": USERS}))
         async with serving(build_app(CollectorRegistry(), lambda: {"ok": True}, [], USERS), config) as (p, _):

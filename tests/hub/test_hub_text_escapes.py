@@ -10,8 +10,6 @@ Real HTTP: fake daemons, a fake Prometheus and the hub on loopback.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +19,7 @@ import pytest
 
 from correlator.api import ECHO_CHARS, echoed, encode_token
 from hub import messages, search
+from tests.conftest import free_port
 from tests.hub.fakes import FakeHosts, Reply, Request, running_hub, search_page, summary, timeline
 
 EVIL = "evil\x1b]0;owned\x07\x1b[2J\u202eeman"
@@ -29,20 +28,6 @@ EVIL_SHOWN = "evil\\x1b]0;owned\\x07\\x1b[2J\\u202eeman"
 FLOWS = {"since": "2026-01-01T00:00:00Z", "until": None, "nodes": [], "edges": []}
 TEXT_ROUTES = [("/api/v1/search", {}), ("/api/v1/flows", {}), ("/api/v1/timeline", {"rcpt": "u@x.example", "job_id": "j"}),
                ("/api/v1/messages/m@x.example", {})]
-
-
-def loopback_port() -> int:
-    """A free loopback port in 37000-37999 (this suite's block)."""
-    start = os.getpid() % 1000
-    for i in range(1000):
-        port = 37000 + (start + i) % 1000
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 37000-37999")
 
 
 def daemon(req: Request) -> Reply:
@@ -61,7 +46,7 @@ def daemon(req: Request) -> Reply:
 @asynccontextmanager
 async def hub_with_an_evil_instance() -> AsyncIterator[httpx.AsyncClient]:
     """A hub over a static daemon that answers and a discovered one named EVIL that does not (nothing listens)."""
-    down = f"127.0.0.1:{loopback_port()}"
+    down = f"127.0.0.1:{free_port()}"
 
     def prometheus(req: Request) -> Reply:
         return Reply(body={"status": "success", "data": {"activeTargets": [
@@ -70,7 +55,7 @@ async def hub_with_an_evil_instance() -> AsyncIterator[httpx.AsyncClient]:
     async with FakeHosts(daemon) as fleet, FakeHosts(prometheus) as prom, \
             running_hub({"targets": [{"url": fleet.url("ok"), "name": "ok"}], "timeout": 2.0,
                          "prometheus": {"url": prom.url("prom"), "job": "wt"}},
-                        listen=f"127.0.0.1:{loopback_port()}") as hub:
+                        listen=f"127.0.0.1:{free_port()}") as hub:
         yield hub
 
 
@@ -91,7 +76,7 @@ async def test_a_cursor_naming_a_host_url_with_control_characters_is_a_400() -> 
            "http://a\x7f.example:1", "http://a\x9b2J.example:1", "http://a\tb.example:1"]
     async with FakeHosts(daemon) as fleet, \
             running_hub({"targets": [{"url": fleet.url("a"), "name": "a"}]},
-                        listen=f"127.0.0.1:{loopback_port()}") as hub:
+                        listen=f"127.0.0.1:{free_port()}") as hub:
         answers = []
         for url in bad:
             answers.append(await hub.get("/api/v1/search", params={
@@ -111,7 +96,7 @@ async def test_a_message_id_found_nowhere_is_echoed_cut_short() -> None:
 
     async with FakeHosts(nowhere) as fleet, \
             running_hub({"targets": [{"url": fleet.url("a"), "name": "a"}]},
-                        listen=f"127.0.0.1:{loopback_port()}") as hub:
+                        listen=f"127.0.0.1:{free_port()}") as hub:
         r = await hub.get(f"/api/v1/messages/<{mid}>")
     assert r.status_code == 404, r.text[:300]
     assert r.json()["error"] == f"no timeline for Message-Id {echoed(mid)} on any host"
