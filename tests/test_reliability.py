@@ -2014,7 +2014,7 @@ def test_a_file_system_that_counts_no_inodes_is_not_taken_for_a_full_one(tmp_pat
 
     monkeypatch.setattr(os, "statvfs", lambda _p: Btrfs())
     said = _cause(sqlite3.OperationalError("unable to open database file"), tmp_path / "watchtower.db")
-    assert "full" not in said and "chown" in said
+    assert "full" not in said.replace(str(tmp_path), "DIR") and "chown" in said  # (a --basetemp may say `full`)
 
 
 def test_changed_delay_buckets_restart_the_histograms_instead_of_relabelling_them(tmp_path: Path, watchtower_factory):
