@@ -713,33 +713,34 @@ class Attributor:
         to the only recipient timeline of its Message-Id). Without the store (its budget spent, not readable), what
         memory holds; a search cut by the budget counts what it found."""
         known = {self._hasher(who)[0] for who in sole.rcpts} if sole is not None else set()
-        stored: dict[int, Delivery] = {}
-        if len(known) < 2 and conn is not None:
-            mh = message_hash(mid)
-            stored = self._recipients(conn, self._steps(slices, mh), mh, known)
-        if len(known | stored.keys()) != 1:
+        if len(known) > 1 or conn is None:
+            return self._memory(sole.newest) if sole is not None and len(known) == 1 else None
+        mh = message_hash(mid)
+        steps = self._steps(slices, mh)
+        recipients = known | self._recipients(conn, steps, mh, known)
+        if len(recipients) != 1:
             return None
-        return self._memory(sole.newest) if sole is not None else next(iter(stored.values()))
+        if sole is not None:
+            return self._memory(sole.newest)
+        return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, *recipients))
 
-    def _recipients(self, conn: sqlite3.Connection, steps: list[_Step], mh: int,
-                    known: set[int]) -> dict[int, Delivery]:
-        """Recipient hash -> (vmta, pool, isp) of its newest timeline of this Message-Id, searched step by step until
-        a second recipient (`known`: those memory holds) shows that the Message-Id names no one delivery."""
-        found: dict[int, tuple[int, Delivery]] = {}
+    def _recipients(self, conn: sqlite3.Connection, steps: list[_Step], mh: int, known: set[int]) -> set[int]:
+        """Recipient hashes of this Message-Id's delivery timelines, searched step by step until a second one
+        (`known`: those memory holds) shows that it names no one delivery. Two distinct ones are read, not all: a
+        mailing's Message-Id names every recipient's timeline (grouping them all cost seconds per report)."""
+        found: set[int] = set()
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             rows = self._fetch(conn, (
-                f"SELECT rcpt_h, max(id), vmta, vmta_pool, isp FROM corr_timelines INDEXED BY corr_tl_mid"
-                f" WHERE qday IN ({marks}) AND mid_h=? AND rcpt_h IS NOT NULL{_HAS_VMTA} GROUP BY rcpt_h LIMIT 2"),
+                f"SELECT DISTINCT rcpt_h FROM corr_timelines INDEXED BY corr_tl_mid"
+                f" WHERE qday IN ({marks}) AND mid_h=? AND rcpt_h IS NOT NULL{_HAS_VMTA} LIMIT 2"),
                 (*step.slices, mh), every_row=True)
             if rows is None:  # cut by the budget
                 break
-            for rh, tl, vmta, pool, isp in rows:
-                if rh not in found or tl > found[rh][0]:
-                    found[rh] = (tl, Delivery(vmta or "", pool or "", isp or ""))
-            if len(known | found.keys()) > 1:
+            found.update(rh for (rh,) in rows)
+            if len(known | found) > 1:
                 break
-        return {rh: hit for rh, (_tl, hit) in found.items()}
+        return found
 
     def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,
                           orig: str) -> Delivery | None:
