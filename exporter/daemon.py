@@ -931,6 +931,7 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
     attributor = getattr(sink, "attributor", None)
     if attributor is not None:  # every report looked up: the output must not depend on the commits' pace
         attributor.seek_budget = None
+        sink.recent.limit = None  # type: ignore[union-attr]  # nor on evictions: the slices bound what is uncommitted
     ingestor = getattr(sink, "ingestor", None)
     if ingestor is not None:
         ingestor.cache_limit = ONESHOT_LINK_CACHE

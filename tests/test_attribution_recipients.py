@@ -188,3 +188,19 @@ def test_an_anonymised_report_about_a_big_mailing_reads_two_of_its_recipients_no
     assert vp(h.sink.lookup_vmta(anon.columns, anon.rows)) == [None]  # 6,000 recipients: no one delivery
     assert steps[0] < 20, steps  # < 2,000 VM steps; grouping all 6,000 timelines took > 100,000
     h.close()
+
+
+def test_oneshot_attributes_every_complaint_about_a_big_mailing_of_one_message_id(tmp_path: Path) -> None:
+    """60,000 deliveries of one Message-Id (every row reachable by a report), then a complaint for every 50th
+    recipient with Message-Id + rcpt: 29% were `unknown`. The in-memory index dropped keyed batches past its 100k
+    keys before the store had them (review 2026-12-05); a oneshot holds what is not committed yet, which its slices
+    bound."""
+    from tests.conftest import RECORD_DAY as DAY
+
+    head = _ACCT.strip() + ",feedbackType\n"
+    rows = [f"d,{DAY} 10:{i % 60:02d}:00+0000,{DAY} 10:00:00+0000,{_SENDER},user{i}@gmail.com,mx (1.1.1.1),"
+            f"vmta-{i % 8},pool-a,J-NEWS,{_MID},\n" for i in range(60_000)]
+    reports = [f"f,{DAY} 11:00:00+0000,,{_SENDER},user{i}@gmail.com,,,,,{_MID},abuse\n" for i in range(0, 60_000, 50)]
+    got = _oneshot(tmp_path, {"acct-2024-0000.csv": head + "".join(rows), "acct-2024-0001.csv": head + "".join(reports)})
+    counted = {line.split('vmta="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in got}
+    assert sum(counted.values()) == 1200 and "unknown" not in counted, counted

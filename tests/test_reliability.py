@@ -1324,7 +1324,7 @@ async def test_reports_past_the_lookup_budget_are_counted_unattributed_and_the_c
             if _events(tmp_path / "state" / "watchtower.db") == 20:
                 break
         assert _events(tmp_path / "state" / "watchtower.db") == 20  # stored and committed
-        d.pipeline.sink.recent._limit = 1  # noqa: SLF001 - and out of the in-memory index: the store must answer
+        d.pipeline.sink.recent.limit = 1  # and out of the in-memory index: the store must answer
         fbl.write_text("type,timeLogged,orig,rcpt,jobId\n" + "".join(
             f"f,{RECORD_DAY} 13:00:00+0000,bounce@sender.example,u{n}@gmail.com,job{n % 7}\n" for n in range(5)))
         for _ in range(200):
