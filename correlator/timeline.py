@@ -48,6 +48,12 @@ PAGE_EVENTS = 10_000
 """Events one answer lists over all its timelines (and as many queue events): a 1,000-recipient page stays a few MB."""
 MIN_EVENTS = 10
 """Events each timeline of a page lists at least (its latest: the outcome and the reports after it)."""
+FLOODED = 20_000
+"""Events of one timeline sorted whole for an answer. Anyone who can mail the FBL or bounce address attaches reports
+without end: a timeline of a million took ~5 s to sort, past the API's budget on every page that held it. Past this,
+its latest FLOODED by id (the order read) are sorted, and its totals counted apart (an index scan)."""
+_EVENT_COLUMNS = "id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
+_EVENT_ORDER = f"t DESC, {_RANK_SQL} DESC, id DESC"
 _ATTEMPT_CODES = tuple(store.TYPE_CODES[t] for t in ("t", "d", "b"))
 _ATTEMPT_SQL = ",".join(map(str, _ATTEMPT_CODES))
 TL_COLUMNS = (
@@ -201,19 +207,31 @@ class Reader:
         cap = events_per_timeline(len(ids))
         events: dict[int, list[tuple]] = {i: [] for i in ids}
         stored: dict[int, tuple[int, int, bool]] = {}
+        sizes = dict(self.conn.execute(f"SELECT tl, count(*) FROM corr_events WHERE tl IN ({marks}) GROUP BY tl", ids))
+        flooded = [i for i in ids if sizes.get(i, 0) > FLOODED]
+        whole = [i for i in ids if sizes.get(i, 0) <= FLOODED]
         # The latest `cap` events of each timeline in the order an answer shows them (time, then _RANK, then id),
-        # with its event and attempt totals and whether it has a reception: SQLite reads them all, Python (and the
-        # answer) holds at most `cap` per timeline.
-        for *ev, n, n_attempts, has_r in self.conn.execute(
-            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra, n, na, hr FROM ("
-            "SELECT id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra,"
-            f" row_number() OVER (PARTITION BY tl ORDER BY t DESC, {_RANK_SQL} DESC, id DESC) AS rn,"
-            f" count(*) OVER (PARTITION BY tl) AS n, sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
-            f" max(type = {store.TYPE_CODES['r']}) OVER (PARTITION BY tl) AS hr"
-            f" FROM corr_events WHERE tl IN ({marks})) WHERE rn <= ?", [*ids, cap],
-        ):
-            events[ev[1]].append(tuple(ev))
-            stored[ev[1]] = (n, n_attempts, bool(has_r))
+        # with its event and attempt totals and whether it has a reception: SQLite reads them all (a flooded
+        # timeline: its latest FLOODED, its totals apart), Python (and the answer) holds at most `cap` per timeline.
+        if whole:
+            rows = self.conn.execute(
+                f"SELECT {_EVENT_COLUMNS}, n, na, hr FROM (SELECT {_EVENT_COLUMNS},"
+                f" row_number() OVER (PARTITION BY tl ORDER BY {_EVENT_ORDER}) AS rn,"
+                f" count(*) OVER (PARTITION BY tl) AS n, sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
+                f" max(type = {store.TYPE_CODES['r']}) OVER (PARTITION BY tl) AS hr"
+                f" FROM corr_events WHERE tl IN ({','.join('?' * len(whole))})) WHERE rn <= ?", [*whole, cap])
+            for *ev, n, n_attempts, has_r in rows:
+                events[ev[1]].append(tuple(ev))
+                stored[ev[1]] = (n, n_attempts, bool(has_r))
+        for tl in flooded:
+            self.check()
+            events[tl] = [tuple(ev) for ev in self.conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM (SELECT * FROM corr_events WHERE tl=? ORDER BY id DESC LIMIT ?)"
+                f" ORDER BY {_EVENT_ORDER} LIMIT ?", (tl, FLOODED, cap))]
+            n, n_attempts, has_r = self.conn.execute(
+                f"SELECT count(*), sum(type IN ({_ATTEMPT_SQL})), max(type = {store.TYPE_CODES['r']})"
+                " FROM corr_events WHERE tl=?", (tl,)).fetchone()
+            stored[tl] = (n, n_attempts or 0, bool(has_r))
         files = self._file_names({e[0] >> store.LINE_BITS for evs in events.values() for e in evs})
         for item in items:
             self.check()

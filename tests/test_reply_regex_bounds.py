@@ -1,4 +1,4 @@
-"""Regexes over remote text take time linear in its length (review 2026-12-06: reply normalisers, ReDoS).
+"""Regexes over remote text take time linear in its length (review 2026-12-05: reply normalisers, ReDoS).
 
 Remote MXes, and anyone who mails a DSN, write the replies, addresses and header fields these modules read (a log
 line may hold 16 MiB). Python's `re` backtracks: a pattern that can match in many ways from many start positions
