@@ -1305,11 +1305,12 @@ async def test_the_correlator_process_backlog_counts_what_was_read_but_not_yet_c
 async def test_reports_past_the_lookup_budget_are_counted_unattributed_and_the_count_is_said(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The metrics of a batch wait for its reports' vmta lookups. Past the batch's budget of index seeks
-    (correlator.attribution.SEEK_BUDGET; 0 here: every store lookup is over it) a report is counted at once with
-    vmta `unknown`, and `watchtower_attribution_skipped_total` says how many were."""
+    (correlator.attribution.SEEK_BUDGET and SEEKS_PER_REPORT; 0 here: every store lookup is over it) a report is
+    counted at once with vmta `unknown`, and `watchtower_attribution_skipped_total` says how many were."""
     from correlator import attribution
 
     monkeypatch.setattr(attribution, "SEEK_BUDGET", 0)
+    monkeypatch.setattr(attribution, "SEEKS_PER_REPORT", 0)
     w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
     w.write(20)
     fbl = tmp_path / "logs" / "fbl-2026-11-25-0000.csv"
