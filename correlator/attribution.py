@@ -157,7 +157,7 @@ class RecentDeliveries:
 
     def find(self, keys: list[Key]) -> list[Found | None]:
         """(vmta, pool, time, rcpt domain, MX host) of the newest observed delivery row with each key, or None."""
-        return self._answered(keys, self._newest)
+        return self._answered(keys, self._newest_rows)
 
     def recipients(self, keys: list[Key]) -> list[Sole | None]:
         """Of each Message-Id-alone key: its newest delivery row and its recipients (at most two), or None.
@@ -179,7 +179,7 @@ class RecentDeliveries:
             found = answer(self._all_keys(), hashes.implode())
         return [found.get(h) for h in hashes.to_list()]
 
-    def _newest(self, table: pl.DataFrame, wanted: pl.Series) -> dict[int, Found]:
+    def _newest_rows(self, table: pl.DataFrame, wanted: pl.Series) -> dict[int, Found]:
         # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
         hits = pl.concat([table.filter(pl.col("h").is_in(wanted)).select(_HIT),
                           table.filter(pl.col(_H2).is_in(wanted)).select(pl.col(_H2).alias("h"), *_HIT[1:])])

@@ -206,38 +206,38 @@ class Reader:
         marks = ",".join("?" * len(ids))
         cap = events_per_timeline(len(ids))
         events: dict[int, list[tuple]] = {i: [] for i in ids}
-        stored: dict[int, tuple[int, int, bool]] = {}
+        stored: dict[int, tuple[int, bool]] = {}  # tl -> its attempts, whether it has a reception
         sizes = dict(self.conn.execute(f"SELECT tl, count(*) FROM corr_events WHERE tl IN ({marks}) GROUP BY tl", ids))
         flooded = [i for i in ids if sizes.get(i, 0) > FLOODED]
         whole = [i for i in ids if sizes.get(i, 0) <= FLOODED]
         # The latest `cap` events of each timeline in the order an answer shows them (time, then _RANK, then id),
-        # with its event and attempt totals and whether it has a reception: SQLite reads them all (a flooded
+        # with its attempt total and whether it has a reception (`sizes`: its events): SQLite reads them all (a flooded
         # timeline: its latest FLOODED, its totals apart), Python (and the answer) holds at most `cap` per timeline.
         if whole:
             rows = self.conn.execute(
-                f"SELECT {_EVENT_COLUMNS}, n, na, hr FROM (SELECT {_EVENT_COLUMNS},"
+                f"SELECT {_EVENT_COLUMNS}, na, hr FROM (SELECT {_EVENT_COLUMNS},"
                 f" row_number() OVER (PARTITION BY tl ORDER BY {_EVENT_ORDER}) AS rn,"
-                f" count(*) OVER (PARTITION BY tl) AS n, sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
+                f" sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
                 f" max(type = {store.TYPE_CODES['r']}) OVER (PARTITION BY tl) AS hr"
                 f" FROM corr_events WHERE tl IN ({','.join('?' * len(whole))})) WHERE rn <= ?", [*whole, cap])
-            for *ev, n, n_attempts, has_r in rows:
+            for *ev, n_attempts, has_r in rows:
                 events[ev[1]].append(tuple(ev))
-                stored[ev[1]] = (n, n_attempts, bool(has_r))
+                stored[ev[1]] = (n_attempts, bool(has_r))
         for tl in flooded:
             self.check()
             events[tl] = [tuple(ev) for ev in self.conn.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM (SELECT * FROM corr_events WHERE tl=? ORDER BY id DESC LIMIT ?)"
                 f" ORDER BY {_EVENT_ORDER} LIMIT ?", (tl, FLOODED, cap))]
-            n, n_attempts, has_r = self.conn.execute(
-                f"SELECT count(*), sum(type IN ({_ATTEMPT_SQL})), max(type = {store.TYPE_CODES['r']})"
+            n_attempts, has_r = self.conn.execute(
+                f"SELECT sum(type IN ({_ATTEMPT_SQL})), max(type = {store.TYPE_CODES['r']})"
                 " FROM corr_events WHERE tl=?", (tl,)).fetchone()
-            stored[tl] = (n, n_attempts or 0, bool(has_r))
+            stored[tl] = (n_attempts or 0, bool(has_r))
         files = self._file_names({e[0] >> store.LINE_BITS for evs in events.values() for e in evs})
         for item in items:
             self.check()
-            n, n_attempts, has_r = stored.get(item["id"], (0, 0, False))
+            n_attempts, has_r = stored.get(item["id"], (0, False))
             item["events"], item["events_omitted"], item["queue_events_omitted"] = self._events(
-                item, events[item["id"]], files, n, n_attempts, has_r, cap)
+                item, events[item["id"]], files, sizes.get(item["id"], 0), n_attempts, has_r, cap)
         return [_public(it) for it in items]
 
     def _file_names(self, nums: set[int]) -> dict[int, str]:

@@ -16,6 +16,7 @@ import pytest
 
 from exporter.parser import FileParser
 from exporter.records import RecordBatch
+from tests import test_correlator_link_rules as link_rules
 from tests.test_correlator_support import Harness, batch
 
 R_HEAD = "type,timeLogged,orig,rcpt,srcType,srcMta,rcvSourceIp,rcvSmtpUser,jobId\n"
@@ -41,13 +42,8 @@ def _timelines(h: Harness) -> list[tuple[str, str]]:
     return [(tl["outcome"], "".join(e["record_type"] or "" for e in tl["events"])) for tl in found if tl is not None]
 
 
-@pytest.fixture(params=["cached", "restarted"])
-def restart(request: pytest.FixtureRequest):  # noqa: ANN201
-    """Keep the link caches, or drop them as a restart does, between two commits."""
-    def maybe(h: Harness) -> None:
-        if request.param == "restarted":
-            h.sink.ingestor.forget()
-    return maybe
+restart = link_rules.restart
+"""Keep the link caches, or drop them as a restart does, between two commits (the link rules' fixture)."""
 
 
 ORDERS = {

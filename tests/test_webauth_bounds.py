@@ -17,19 +17,16 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bcrypt
 import pytest
-from prometheus_client import CollectorRegistry
 
 from exporter import webauth
-from exporter.config import load_config
-from exporter.http import build_app
+from tests import test_http_auth_limits as auth_limits
 from tests.conftest import REPO, free_port, write_config
-from tests.listener import serving
-from tests.test_http_auth_limits import HASH, PASSWORD, USERS
+from tests.test_http_auth_limits import HASH, PASSWORD
 
 BOUND = 14
 """The highest cost accepted, as docs/security.md states it."""
@@ -158,26 +155,8 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldBcrypt]:
     counter.gate.set()  # never leave a worker thread blocked
 
 
-@pytest.fixture(params=["daemon", "hub"])
-async def port(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[int]:
-    """The daemon's listener or the hub's (make_server, as `run` and `hub` serve), USERS as basic_auth_users."""
-    listen = f"127.0.0.1:{free_port()}"
-    if request.param == "daemon":
-        config = load_config(write_config(tmp_path, listen=listen, web={"basic_auth_users": USERS}))
-        async with serving(build_app(CollectorRegistry(), lambda: {"ok": True}, [], USERS), config) as (p, _):
-            yield p
-        return
-    from hub.app import build_hub_app
-    from hub.config import HubConfig
-
-    hub_config = HubConfig.model_validate({"listen": listen, "hub": {"targets": ["127.0.0.1:1"]},
-                                           "web": {"basic_auth_users": USERS}})
-    app, hub = build_hub_app(hub_config)
-    try:
-        async with serving(app, hub_config) as (p, _):
-            yield p
-    finally:
-        await hub.fanout.client.aclose()
+port = auth_limits.port
+"""The daemon's listener or the hub's (make_server, as `run` and `hub` serve), USERS as basic_auth_users."""
 
 
 async def test_forged_forwarded_for_addresses_share_the_peers_one_check_in_flight(port: int, held: HeldBcrypt) -> None:
