@@ -54,6 +54,7 @@ from correlator.keyfilter import FilterUpkeep, KeyFilter
 from correlator.keys import RcptHasher
 from correlator.linking import Linker
 from correlator.prepare import REPORTS, Preparer, batch_frame
+from correlator.scopes import ScopeCache
 from correlator.writes import _INSERT_QE, KEYED_EVERY, Writer
 from exporter.records import LINE, RecordBatch
 
@@ -106,8 +107,9 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         """Day -> its slices (NO_DAY -> the undated ones, where every dated key is probed too)."""
         self._legacy: dict[int, list[int]] = {}
         """Day -> its slices listed before scopes (they may hold unscoped dated timelines: probed for the whole day)."""
-        self._scopes: dict[int, list[int]] = {}
-        """SCOPE_BUCKET of timeQueued -> the slices where timelines queued in it were created (corr_scopes)."""
+        self._scopes = ScopeCache()
+        """SCOPE_BUCKET of timeQueued -> the slices where timelines queued in it were created (corr_scopes, read as
+        probes need it: scopes.py)."""
         self._undated: tuple[int, int] = (store.undated_slice(1), 0)
         """The undated slice new undated timelines go to, and how many it holds (see Linker._undated_slice)."""
         self._mixes: dict[float, int] = {}
@@ -173,11 +175,10 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         self._seq = None  # unknown until this write returns; a raise leaves it so
         self._seen = seq
         if not self._days_loaded:
-            self._days, self._day_slices, self._legacy, self._scopes = set(), {}, {}, {}
+            self._days, self._day_slices, self._legacy = set(), {}, {}
+            self._scopes.clear()
             for value, legacy in conn.execute("SELECT day, legacy FROM corr_days"):
                 self._note_slice(value, legacy=bool(legacy))
-            for bucket, value in conn.execute("SELECT bucket, slice FROM corr_scopes"):
-                self._scopes.setdefault(bucket, []).append(value)
             self._days_loaded = True
             newest = max(self._day_slices.get(store.NO_DAY, []), key=store.generation_of_slice, default=store.NO_DAY)
             if newest == store.NO_DAY:  # the legacy -1 only: start the first generation

@@ -60,8 +60,9 @@ class Linker:
         boundary = max(0, cut - 1) << store.GEN_BITS
         """Lowest id of a recent generation: a key found only below it may have a newer timeline in an older slice."""
         undated = self._day_slices.get(store.NO_DAY, [])
-        scopes, legacy = self._scopes, self._legacy
         bucket, day = store.SCOPE_BUCKET, store.DAY
+        scopes = self._scopes.read(conn, {int(scope // bucket) for _, _, scope in wanted.values() if scope is not None})
+        legacy = self._legacy
         parts: dict[int | None, tuple[list[int], list[int]]] = {}
 
         def split(scope: float | None) -> tuple[list[int], list[int]]:
@@ -172,13 +173,6 @@ class Linker:
         self._undated = (value, fill + 1)
         return value  # listed in corr_days by the caller, as a dated slice is
 
-    def _add_scope(self, conn: sqlite3.Connection, bucket: int, value: int) -> None:
-        """Timelines queued in this SCOPE_BUCKET are created in this slice too (probes of the bucket seek it)."""
-        slices = self._scopes.setdefault(bucket, [])
-        if value not in slices:
-            slices.append(value)
-            conn.execute("INSERT OR IGNORE INTO corr_scopes VALUES (?, ?)", (bucket, value))
-
     def _link_all(self, conn: sqlite3.Connection, p: Prepared) -> None:
         """In file order: find or create each row's timeline (merging two when a row names both), then flush.
 
@@ -192,6 +186,7 @@ class Linker:
         no_day = store.NO_DAY
         bucket = store.SCOPE_BUCKET
         scoped = (None, None)  # the last (bucket, slice) registered: most creations repeat it
+        add_scope = self._scopes.add
         tls: list[int] = []
         seg = Segment()
         new = seg.new
@@ -237,7 +232,7 @@ class Linker:
                 if value not in days:
                     self._add_slice(conn, value)
                 if qs is not None and scoped != (qb := int(qs // bucket), value):
-                    self._add_scope(conn, qb, value)
+                    add_scope(conn, qb, value)  # probes of the bucket will seek this slice
                     scoped = (qb, value)
                 new[tl] = value
                 if self._complete:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from correlator import genfilter, store
+from correlator import genfilter, scopes, store
 from tests.test_correlator_support import Harness, batch
 
 HEAD = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,header_Message-Id\n"
@@ -330,4 +330,28 @@ def test_a_late_report_joins_the_newest_timeline_of_its_key_however_far_back(
         (6,), (101,)]
     _report_seeks(h, 5)
     assert _reported(h) == [101]
+    h.close()
+
+
+def test_the_scopes_held_in_memory_are_bounded_and_a_dropped_bucket_is_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a year of timeQueued is ~3M buckets: held whole, over a gigabyte, and read whole again at every cache drop
+    monkeypatch.setattr(store, "GEN_BITS", 2)
+    monkeypatch.setattr(scopes, "LIMIT", 16)
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct.csv", HEAD + _messages(300, step=10)))  # 300 buckets, one message each
+    assert h.conn.execute("SELECT count(DISTINCT bucket) FROM corr_scopes").fetchone() == (300,)
+    ing = h.sink.ingestor
+    assert len(ing._scopes) <= 16  # noqa: SLF001
+    # a retry of message 5 (id 6, generation 1), whose bucket left memory long ago: read again, one seek in its slice
+    # and one in the undated slice for each of its 2 keys, as if it had never left
+    assert _seeks(h, f"t,{T0 + 9999},{T0 + 50},n@s.example,u5@gmail.com,v1,J5,<x5@s>") == 2 * 2
+    assert _timelines(h)[5] == (6, "u5@gmail.com", 2)
+    assert len(ing._scopes) <= 16  # noqa: SLF001
+    # new messages spread over more buckets than the cache holds still register every bucket they are queued in
+    h.commit(batch("/l/acct3.csv", HEAD + "\n".join(
+        f"d,{T0 + 9999},{T0 + 5000 + 10 * i},n@s.example,w{i}@gmail.com,v1,K{i},<w{i}@s>" for i in range(40))))
+    assert h.conn.execute("SELECT count(DISTINCT bucket) FROM corr_scopes").fetchone() == (340,)
+    assert _seeks(h, f"t,{T0 + 9999},{T0 + 5000 + 10 * 3},n@s.example,w3@gmail.com,v1,K3,<w3@s>") == 2 * 2
+    assert _timelines(h)[303] == (304, "w3@gmail.com", 2)
     h.close()
