@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from exporter import allocator  # noqa: E402
+from exporter import allocator, fdlimit  # noqa: E402
 
 allocator.set_default()  # polars' page-return policy is read when polars loads: before any import of it
 
@@ -340,6 +340,8 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     from exporter import logsetup
     from exporter.oneshot import backfill_sources, no_collections
 
+    fdlimit.raise_limit()  # a backfill of many files under `ulimit -n` as low as the hard limit allows
+
     if sys.stdout is None:  # nowhere to print the exposition: say so before reading anything
         raise StdoutError("it is closed")
     with no_collections():  # the config load, logging and the imports of the pass create long-lived objects
@@ -437,9 +439,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     if config is None:
         return EXIT_CONFIG
     logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
-    from exporter.http import raise_fd_limit  # the web stack is imported by `run` only
-
-    raise_fd_limit()
+    fdlimit.raise_limit()
     for warning in preflight.run_warnings(config):  # (globs matching nothing: the tailer says its own)
         log.warning("%s", warning)
     import asyncio  # `run` only: the metrics-only oneshot has no event loop

@@ -315,8 +315,11 @@ class TailConfig(_Strict):
     )
     max_open_files: Count = Field(
         default=128, ge=1,
-        description="Most accounting files held open at once; the least recently grown idle ones are closed "
-        "first (a file rotated away is kept open until drained).",
+        description="Most accounting files held open at once. To open another, a file read to its end is closed "
+        "first, else one still being written; a file with bytes unread that no longer grows (a backlog, a file "
+        "rotated away) keeps its descriptor until drained, and the new one waits its turn. Lowered to half of what "
+        "the process's open-file limit leaves past 32 descriptors (a WARNING says so): `LimitNOFILE` of at least "
+        "2 x this + 32 keeps it.",
     )
     max_pending_rows: Count = Field(
         default=20_000, ge=1000,
@@ -372,10 +375,12 @@ class LabelsConfig(_Strict):
     max_senders: Count = Field(default=20, ge=0, description="Cap on auto-admitted `sender` values.")
     max_vmtas: Count = Field(
         default=2000, ge=1, description="Cap on distinct `vmta` values, shared by the record series and the queue "
-        "gauges (a VMTA is named in both or neither); beyond it new VMTAs become `overflow`."
+        "gauges (a VMTA is named in both or neither); beyond it new VMTAs become `overflow`, as does a name longer "
+        "than 256 characters whatever the cap."
     )
     max_pools: Count = Field(
-        default=200, ge=1, description="Cap on distinct `vmta_pool` values; beyond it `overflow`."
+        default=200, ge=1, description="Cap on distinct `vmta_pool` values; beyond it `overflow`, as for a name "
+        "longer than 256 characters."
     )
 
     @field_validator("senders")
@@ -411,8 +416,9 @@ class PmtaApiConfig(_Strict):
         default=None,
         description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080, without a user or "
         "password (username/password_file); reached directly (HTTP_PROXY and the other proxy variables are ignored; "
-        "SSL_CERT_FILE and SSL_CERT_DIR still name the CAs trusted without `ca_file`). "
-        "Unset: no queue gauges.",
+        "SSL_CERT_FILE and SSL_CERT_DIR still name the CAs trusted without `ca_file`). A redirect is followed only "
+        "on this origin or to https on the same host (PMTA 5's `http-redirect-to-https`); one to another server is "
+        "refused and counted as `http_status`, naming where it pointed. Unset: no queue gauges.",
     )
     poll_interval: Duration = Field(default=15.0, description="Time between polls of the management API.")
     timeout: Duration = Field(default=5.0, description="Timeout of one HTTP request to PMTA.")

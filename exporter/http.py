@@ -25,7 +25,6 @@ import fcntl
 import functools
 import ipaddress
 import logging
-import resource
 import socket
 import struct
 import sys
@@ -45,7 +44,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Match
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from exporter import __version__
+from exporter import __version__, fdlimit
 from exporter.config import Config
 from exporter.exposition import MAX_NAMES, render_metrics, wants_gzip
 from exporter.webauth import BasicAuth
@@ -511,22 +510,13 @@ def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
     return type("GuardedH11", (GuardedH11Protocol,), {"guard": guard})
 
 
-def connection_cap(configured: int) -> int:
-    """max_connections, lowered to leave FD_RESERVE descriptors free under RLIMIT_NOFILE."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
+def connection_cap(configured: int, reserve: int = FD_RESERVE) -> int:
+    """max_connections, lowered to leave `reserve` descriptors free under RLIMIT_NOFILE (the tailer's share and the
+    rest of the process: exporter/fdlimit.py)."""
+    soft = fdlimit.soft_limit()
+    if soft is None:
         return configured
-    return max(8, min(configured, soft - FD_RESERVE - 2 * ACCEPT_BATCH))
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go programs do); returns the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft
+    return max(8, min(configured, soft - reserve - 2 * ACCEPT_BATCH))
 
 
 class AcceptErrorLog:
@@ -636,7 +626,9 @@ def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
 
     web = config.web
     app.state.api_limits = ApiLimits(web.api_max_concurrency, web.api_queue_timeout, web.api_query_timeout)
-    guard = ConnectionGuard(connection_cap(web.max_connections), web.header_timeout, web.send_timeout)
+    tail = getattr(config, "tail", None)  # (the hub's config has no files to tail)
+    reserve = FD_RESERVE if tail is None else max(FD_RESERVE, fdlimit.reserved(tail.max_open_files))
+    guard = ConnectionGuard(connection_cap(web.max_connections, reserve), web.header_timeout, web.send_timeout)
     ucfg = uvicorn.Config(
         app,
         host=config.listen_host,

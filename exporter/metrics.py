@@ -29,7 +29,13 @@ PLACEHOLDER_NONE = "none"
 PLACEHOLDER_UNKNOWN = "unknown"
 """Label value when the record type carries no vmta / pool (f, rb, rs) and nothing correlates."""
 PLACEHOLDER_OVERFLOW = "overflow"
-"""Label value once a label's cap (`labels.max_vmtas`, `labels.max_pools`) is reached."""
+"""Label value once a label's cap (`labels.max_vmtas`, `labels.max_pools`) is reached, or for a value longer than
+`MAX_LABEL_VALUE_CHARS`."""
+MAX_LABEL_VALUE_CHARS = 256
+"""The longest label value a cap (exporter/labelcap.py) admits: a domain name is 253 characters at most, PMTA's VMTA
+and pool names are short. A longer one is `overflow`, as a value past the cap is: never cut to a prefix, which could
+merge two VMTAs into one series under a name that is neither, or split a join with the record series. VMTA names of
+60 KB each grew /metrics to 216 MB; a Prometheus with `label_value_length_limit` would refuse the whole scrape."""
 PLACEHOLDER_OTHER = "other"
 
 
@@ -196,7 +202,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_files_open", "gauge", "Accounting files held open (bounded by tail.max_open_files).",
                (), "self"),
     MetricSpec("watchtower_label_overflow_total", "counter",
-               "Records whose label value was replaced by `overflow`/`other` because a cap was reached.",
+               "Records whose label value was replaced by `overflow`/`other` because a cap was reached or the "
+               f"value was longer than {MAX_LABEL_VALUE_CHARS} characters.",
                ("label",), "self"),
     MetricSpec("watchtower_metric_series", "gauge", "Series currently held per record metric family.",
                ("metric",), "self"),
@@ -209,7 +216,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_pmta_api_poll_duration_seconds", "gauge",
                "Duration of the last API poll (at most `pmta.poll_deadline`).", (), "self"),
     MetricSpec("watchtower_pmta_api_errors_total", "counter",
-               "Failed API requests, by reason; a request cut by the poll deadline is a timeout.", ("reason",),
+               "Failed API requests, by reason; a request cut by the poll deadline is a timeout, a redirect to another "
+               "server is an http_status, an answer with a DTD or past 16 MiB is a parse error.", ("reason",),
                "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
                "Share of the host's queued recipients (/status, else the unfiltered list's totalRcp; absent without "
@@ -239,15 +247,18 @@ PARSE_ERROR_REASONS: tuple[str, ...] = (
     "nul_padding",
     "bad_json",
 )
-READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io", "stat", "scan")
+READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io", "stat", "scan", "lost")
 """stat: a glob match that cannot be stat'ed (symlink loop, stale NFS handle, ...); scan: a directory of a glob
-that cannot be listed (descriptors exhausted, I/O error): the files already followed are kept."""
+that cannot be listed (descriptors exhausted, I/O error): the files already followed are kept; not_found: a file
+gone before it could be opened, or a symlink to a missing file; lost: a file that went (deleted, moved out of reach)
+while no descriptor of it was open and bytes of it were unread: those records are lost (one per file)."""
 
 LABEL_VALUES: dict[str, str] = {
     "vmta": "PMTA's VirtualMTA name as logged; `none` when empty, `unknown` on f/rb/rs records with no "
-    "correlated delivery, `overflow` past `labels.max_vmtas`.",
+    f"correlated delivery, `overflow` past `labels.max_vmtas` or longer than {MAX_LABEL_VALUE_CHARS} characters "
+    "(record series and queue gauges alike).",
     "vmta_pool": "PMTA's vmtaPool as logged; `none` when empty, `unknown` as for vmta, `overflow` past "
-    "`labels.max_pools`.",
+    f"`labels.max_pools` or longer than {MAX_LABEL_VALUE_CHARS} characters.",
     "isp": "Mailbox provider from the shipped ISP table: gmail, google_workspace, yahoo, microsoft, office365, "
     "apple, comcast, gmx, mailru, yandex, orange, other (the table is overridable). Placed by the recipient domain, "
     "else dsnMta. An f/rb/rs record: its recipient domain (or the MX a delivery taught), else its dsnMta, else for f "
@@ -259,11 +270,13 @@ LABEL_VALUES: dict[str, str] = {
     "message_too_large, protocol, expired, other.",
     "feedback_type": "ARF Feedback-Type: abuse, auth-failure, fraud, not-spam, virus, other; `unknown` when empty.",
     "action": "dsnAction: delivered, relayed, failed, delayed, expanded; `unknown` otherwise.",
-    "sender": "Sending domain (MAIL FROM) from `labels.senders`, or the first `labels.max_senders` seen; else "
-    "`other`. `none` for a MAIL FROM without a domain (the null sender `<>` of bounces and DSNs) when "
-    "`labels.senders` is not set.",
+    "sender": "Sending domain (MAIL FROM) from `labels.senders`, or the first `labels.max_senders` seen (of at most "
+    f"{MAX_LABEL_VALUE_CHARS} characters); else `other`. `none` for a MAIL FROM without a domain (the null sender "
+    "`<>` of bounces and DSNs) when `labels.senders` is not set.",
     "source": "The `name` of a configured source.",
-    "type": "Record type (d, b, t, tq, f, rb, rs, r) or, on pmta_status_*, PMTA's delivery type (smtp, ...).",
+    "type": "Record type (d, b, t, tq, f, rb, rs, r) or, on pmta_status_*, PMTA's delivery type (smtp, pipe, "
+    "discard, file, alias, bounceProcessor, feedbackLoopProcessor, gmImprinter, and the first others seen up to 32 "
+    f"types; later ones, and any longer than {MAX_LABEL_VALUE_CHARS} characters, summed as `overflow`).",
     "reason": "Parse errors: " + ", ".join(PARSE_ERROR_REASONS) + ". Repairs: invalid_utf8. Read errors: "
     + ", ".join(READ_ERROR_REASONS) + ". API errors: timeout, connect, http_status, parse.",
     "direction": "in or out.",

@@ -7,9 +7,10 @@ missing `<succ/>` (or a JSON status other than "success") is an error. The parse
 format we asked for, never from Content-Type (old PMTA sends XML as text/html). Every failure is a
 `PmtaApiError` whose `reason` is one of `API_ERROR_REASONS`, whatever the peer sends: bodies are
 streamed against a size cap and decoded here a bounded step at a time (a huge or endless body, or a
-decompression bomb, is refused once the cap is passed), a parser that gives up (deep nesting, absurd
-numbers) is a `parse` error, and any transport failure (reset, truncated body, not HTTP at all) is
-`connect`.
+decompression bomb, is refused once the cap is passed), a parser that gives up (deep nesting) or an XML DTD
+(which PMTA never sends: refused before any entity is expanded) is a `parse` error, a redirect to another server is
+`http_status`, and any transport failure (reset, truncated body, not HTTP at all) is `connect`. Every number read is
+bounded to [0, MAX_NUMBER]: nothing downstream can overflow.
 """
 
 from __future__ import annotations
@@ -146,20 +147,26 @@ class StatusInfo:
 
 
 # --- value coercion --------------------------------------------------------------------------------
+MAX_NUMBER = 1e12
+"""The largest count or amount read from PMTA (recipients, domains, connections, files, kb): a trillion recipients
+or a petabyte of spool is more than any PMTA holds. Past it (a 400-digit `rcp`, `<kb>1e306</kb>`), or below 0, a
+value is no number: bounded here, nothing downstream (sums, kb x 1024, ratios) can overflow or go negative."""
+
+
 def to_int(value: Any, default: int = 0) -> int:
-    """A count; anything that is not a finite number (`1e400`, `nan`, a dict) is `default`."""
+    """A count in [0, MAX_NUMBER]; anything else (`1e400`, `-5`, `nan`, a dict) is `default`."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return value
+        return value if 0 <= value <= MAX_NUMBER else default
     number = to_float(value, math.nan)
     return int(number) if math.isfinite(number) else default
 
 
 def _amount(value: Any) -> float | None:
-    """An amount PMTA gave, or None (missing, not a number, negative): to_float's NaN default is no amount."""
+    """An amount PMTA gave, or None (missing, not a number, out of range): to_float's NaN default is no amount."""
     number = to_float(value, math.nan)
-    return number if number >= 0 else None
+    return None if math.isnan(number) else number
 
 
 def _count(value: Any) -> int | None:
@@ -168,7 +175,8 @@ def _count(value: Any) -> int | None:
 
 
 def to_float(value: Any, default: float = 0.0) -> float:
-    """A finite float; `inf`, `nan` and unparsable text are `default` (a gauge must never be inf/NaN)."""
+    """A float in [0, MAX_NUMBER]; `inf`, `nan`, a negative or absurd number and unparsable text are `default` (a
+    gauge must never be inf/NaN, and no sum of them may overflow)."""
     if isinstance(value, bool):
         return float(value)
     number: float
@@ -184,7 +192,7 @@ def to_float(value: Any, default: float = 0.0) -> float:
             return default
     else:
         return default
-    return number if math.isfinite(number) else default
+    return number if 0 <= number <= MAX_NUMBER else default
 
 
 def to_bool(value: Any) -> bool:
@@ -252,11 +260,19 @@ def _lenient(body: bytes) -> str:
     return _NOT_IN_XML.sub("", body.decode("utf-8", "replace"))
 
 
+class _NoDtd(ET.TreeBuilder):
+    """A tree builder that refuses a DTD at its first bytes: expat calls `doctype` when `<!DOCTYPE` opens, before it
+    reads one entity declaration. PMTA never sends a DTD; an internal entity referenced a few million times stays
+    under expat's amplification limit yet expands 8 MiB into gigabytes, in a parse no deadline can cancel."""
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise PmtaApiError("parse", f"a DTD (<!DOCTYPE {name[:40]} ...>), which PMTA never sends: refused unexpanded")
+
+
 def _xml_root(body: bytes | str) -> ET.Element:
-    """ET.fromstring, fed in FEED_BYTES pieces when long (the lock is released between two pieces)."""
-    if len(body) <= FEED_BYTES:
-        return ET.fromstring(body)
-    parser = ET.XMLParser()
+    """The parsed body, fed in FEED_BYTES pieces (the lock is released between two pieces); PmtaApiError("parse") on a
+    DTD. Without one, the work and memory are linear in the body, itself capped at MAX_BODY_BYTES."""
+    parser = ET.XMLParser(target=_NoDtd())
     for start in range(0, len(body), FEED_BYTES):
         parser.feed(body[start : start + FEED_BYTES])
     return parser.close()
@@ -361,10 +377,8 @@ def parse_queues(body: bytes, fmt: str) -> QueueList:
                                 mode=to_str(item.get("mode")) or "normal", retry_time=to_str(item.get("retryTime"))))
     total_rcp = total_queues = None
     if isinstance(data, dict):
-        if "totalRcp" in data:
-            total_rcp = to_int(data["totalRcp"])
-        if "totalQueuesWithRcp" in data:
-            total_queues = to_int(data["totalQueuesWithRcp"])
+        total_rcp = _count(data.get("totalRcp"))  # not a count: no total (0 would say the listing is whole)
+        total_queues = _count(data.get("totalQueuesWithRcp"))
     return QueueList(queues, total_rcp, total_queues)
 
 
@@ -441,6 +455,12 @@ def _password(config: PmtaApiConfig) -> str:
                                                   f"{_why(exc)}") from exc
 
 
+def _origin(url: httpx.URL) -> str:
+    """`scheme://host[:port]` of a URL: no credentials, path or query (safe to log)."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{url.scheme}://{host}" + (f":{url.port}" if url.port is not None else "")
+
+
 class PmtaApiClient:
     """`async with PmtaApiClient(config) as api: await api.status()`; one pooled httpx client."""
 
@@ -462,7 +482,7 @@ class PmtaApiClient:
                 verify=verify, follow_redirects=True, transport=transport,
                 trust_env=False,  # PMTA's API is next to the daemon: never through an HTTP_PROXY of the host
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
-                event_hooks={"request": [self._key_stays_home]},
+                event_hooks={"request": [self._key_stays_home], "response": [self._redirect_stays_home]},
             )
             base = self._client.base_url
             self._home = (base.scheme, base.host, base.port)
@@ -483,15 +503,28 @@ class PmtaApiClient:
         if self.config.username:
             self._client.auth = httpx.BasicAuth(self.config.username, _password(self.config))
 
+    def _is_home(self, url: httpx.URL) -> bool:
+        """pmta.url's origin (scheme, host and port), or https on its host: PMTA 5 redirects http there by default."""
+        scheme, host, port = self._home
+        return (url.scheme, url.host, url.port) == (scheme, host, port) or \
+            (url.host == host and scheme == "http" and url.scheme == "https")
+
     async def _key_stays_home(self, request: httpx.Request) -> None:
-        """The X-API-Key grants admin: it goes to pmta.url's origin only (scheme, host and port), or along an
-        http -> https redirect on that host, which PMTA 5 does by default. httpx strips Authorization so on a
-        redirect, not a custom header."""
-        url, (scheme, host, port) = request.url, self._home
-        same = (url.scheme, url.host, url.port) == (scheme, host, port)
-        upgrade = url.host == host and scheme == "http" and url.scheme == "https"
-        if not (same or upgrade):
+        """The X-API-Key grants admin: it goes home only (`_is_home`). httpx strips Authorization on a redirect to
+        another origin, not a custom header. (`_redirect_stays_home` refuses those redirects anyway.)"""
+        if not self._is_home(request.url):
             request.headers.pop("X-API-Key", None)
+
+    async def _redirect_stays_home(self, response: httpx.Response) -> None:
+        """A redirect is followed home only (`_is_home`): another server's answer must not be served as PMTA's. The
+        message names the target's origin, never its user:password or path."""
+        if not response.has_redirect_location:
+            return
+        target = response.request.url.join(response.headers["location"])
+        if not self._is_home(target):
+            raise PmtaApiError("http_status", f"GET {response.request.url.path}: HTTP {response.status_code} redirects "
+                                              f"to another server, {_origin(target)}: not followed (pmta.url must "
+                                              "name PMTA itself)")
 
     async def get(self, path: str, queue: str | None = None) -> bytes:
         """Raw body of `path?format=...` (`queue` is sent unescaped: `*` and `/` are legal in a query).

@@ -33,11 +33,13 @@ exponentially up to `max_backoff`, and even a bug only costs one poll.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -52,11 +54,13 @@ from exporter.pmta_api import (
     PmtaApiError,
     QueueInfo,
     QueueList,
+    QueueTotals,
     StatusInfo,
     VmtaInfo,
 )
 
 log = logging.getLogger("watchtower.queues")
+_N = TypeVar("_N", int, float)
 
 MAX_VMTA_LABELS = 2000
 """`labels.max_vmtas`' default (a poller without the aggregator's cap); at least this many VMTAs are queried
@@ -68,6 +72,16 @@ VMTA_FORGET_POLLS = 3
 CONCURRENCY = 4
 """Per-VMTA queries in flight at once (PMTA's web monitor is a small server; so is our pool of 8)."""
 LOG_VMTAS = 10
+LOG_NAME_CHARS = 64
+"""A VMTA name quoted in a log line is cut after this many characters (PMTA's names are short; a hostile one of
+60 KB, ten to a line, made 2 MB WARNING lines)."""
+LOG_TEXT_CHARS = 300
+"""The same for an error message quoted in a log line (it may quote what the peer sent)."""
+STATUS_TYPES = ("smtp", "pipe", "discard", "file", "alias", "bounceProcessor", "feedbackLoopProcessor", "gmImprinter")
+"""PMTA's delivery types in /status (pmta-http-api.md): always named on pmta_status_* series."""
+MAX_STATUS_TYPES = 32
+"""Distinct `type` values of the pmta_status_* series, `STATUS_TYPES` included; later ones are summed as `overflow`
+(PMTA has 8: 20,000 in one answer were 20,001 series)."""
 VANISHED_AS_ZERO = 600.0
 """Seconds a (vmta, isp) queue cell, or a VMTA's unlisted recipients, gone from a complete read is served as 0
 before it is dropped. Panels and alerts read these gauges through last_over_time(...[5m]) so that one failed poll
@@ -139,33 +153,41 @@ class QueueCollector:
         fams = [self._family(n) for n in QUEUE_METRICS]
         for (vmta, isp), values in sorted((snap.queues if snap else {}).items()):
             for fam, value in zip(fams, values, strict=True):
-                fam.add_metric([vmta, isp], value)
+                _add(fam, [vmta, isp], value)
         unlisted = self._family("pmta_queue_unlisted_recipients")
         for vmta, value in sorted((snap.unlisted if snap else {}).items()):
-            unlisted.add_metric([vmta], value)
+            _add(unlisted, [vmta], value)
         rcp, dom, kb = (self._family(n) for n in ("pmta_status_queue_recipients", "pmta_status_queue_domains",
                                                   "pmta_status_queue_bytes"))
         conn, spool = self._family("pmta_status_connections"), self._family("pmta_status_spool_files")
         status = snap.status if snap else None
         if status is not None:
             for qtype, totals in sorted(status.queue.items()):  # a field PMTA gave no number for: no series
-                if totals.rcp is not None:
-                    rcp.add_metric([qtype], totals.rcp)
-                if totals.dom is not None:
-                    dom.add_metric([qtype], totals.dom)
-                if totals.kb is not None:
-                    kb.add_metric([qtype], round(totals.kb * 1024))
+                _add(rcp, [qtype], totals.rcp)
+                _add(dom, [qtype], totals.dom)
+                _add(kb, [qtype], _bytes(totals.kb))
             for direction, value in (("in", status.conn_in), ("out", status.conn_out)):
-                if value is not None:
-                    conn.add_metric([direction], value)
-            if status.spool_files is not None:
-                spool.add_metric([], status.spool_files)
+                _add(conn, [direction], value)
+            _add(spool, [], status.spool_files)
         up, partial, coverage = (self._family(n) for n in SERVED_SELF_METRICS)
         up.add_metric([], 1 if snap is not None and snap.up else 0)
         partial.add_metric([], 1 if snap is not None and snap.partial else 0)
-        if snap is not None and snap.coverage is not None:
-            coverage.add_metric([], snap.coverage)
+        if snap is not None:
+            _add(coverage, [], snap.coverage)
         return [*fams, unlisted, rcp, dom, kb, conn, spool, up, partial, coverage]
+
+
+def _add(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:
+    """One sample, unless there is no value or it is not finite: a scrape never fails on a number (round() of an
+    infinite one raised, and /metrics answered 500 for every family, the file-tailing ones too)."""
+    if value is not None and math.isfinite(value):
+        family.add_metric(labels, value)
+
+
+def _bytes(kb: float | None) -> float | None:
+    """PMTA's kb as bytes (whole), None when there is no finite number of them."""
+    number = None if kb is None else kb * 1024
+    return float(round(number)) if number is not None and math.isfinite(number) else None
 
 
 class QueuePoller:
@@ -181,6 +203,10 @@ class QueuePoller:
         self.vmta_cap = vmta_cap or LabelCap("vmta", MAX_VMTA_LABELS)
         """`labels.max_vmtas`, shared with the record series (`RecordAggregator.vmta_cap`): rules join on `vmta`."""
         self._max_queried = max(self.vmta_cap.cap, MAX_VMTA_LABELS)
+        self.type_cap = LabelCap("type", MAX_STATUS_TYPES)
+        """The `type` label of the pmta_status_* series: PMTA's own types always, then the first others seen."""
+        for qtype in STATUS_TYPES:
+            self.type_cap.readmit(qtype)
         self.deadline = config.poll_deadline
         self.isp_of_domain = isp_of_domain
         self._transport = transport
@@ -201,7 +227,7 @@ class QueuePoller:
         self._cells_at: dict[tuple[str, str], float] = {}
         """(vmta, isp) -> when a read last gave it (monotonic): gone from a complete read, it is served as 0."""
         self._unlisted_at: dict[str, float] = {}
-        self._state: tuple[bool, bool, str] | None = None
+        self._state: tuple[bool, bool, str, str] | None = None
         self._global_totals: bool | None = None
         """Whether the last poll read the per-VMTA listings' totalRcp as whole-host totals (logged when it changes)."""
         self._bug: str | None = None
@@ -229,26 +255,27 @@ class QueuePoller:
                     self._down(str(exc), setting=str(exc))
                 except PmtaApiError as exc:
                     self.errors.labels(exc.reason).inc()
-                    self._down(f"{exc}")
+                    self._down(_clip(str(exc), LOG_TEXT_CHARS), cause=exc.reason)
                 except Exception as exc:  # noqa: BLE001 - a bug must not kill the poller (or the daemon)
                     self._log_bug("PMTA API poll failed unexpectedly", exc)
-                    self._down("unexpected error")
+                    self._down("unexpected error", cause="bug")
                 await asyncio.sleep(self.next_delay(ok))
         finally:
             if client is not None:
                 await asyncio.shield(client.aclose())
 
-    def _down(self, why: str, setting: str = "") -> None:
+    def _down(self, why: str, setting: str = "", cause: str = "") -> None:
         """Nothing read this poll. `setting`: the message of an unusable pmta.* setting (logged once, and again
-        only when it changes: another key, or the same key failing another way)."""
+        only when it changes: another key, or the same key failing another way); `cause`: the failure's class (logged
+        again when it changes)."""
         self.snapshot = Snapshot(time.monotonic())
         self.polls += 1
-        self._log_state(False, False, why, setting)
+        self._log_state(False, False, why, setting, cause)
 
     def _log_bug(self, what: str, exc: BaseException) -> None:
         """What the client cannot explain is a bug: its traceback is worth logging, once while it repeats (a
         poll every few seconds would otherwise fill the log with the same traceback)."""
-        text = f"{type(exc).__name__}: {exc}"
+        text = _clip(f"{type(exc).__name__}: {exc}", LOG_TEXT_CHARS)
         if text == self._bug:
             log.debug("%s (a bug, again): %s", what, text)
             return
@@ -297,7 +324,8 @@ class QueuePoller:
         self._read_at.update(dict.fromkeys(read, self.polls))
         self.polls += 1
         self.duration.set(time.monotonic() - t0)
-        self._log_state(snap.up, snap.partial, self._summary(poll, failed))
+        cause = "" if snap.up else ",".join(sorted(set(failed.values())))
+        self._log_state(snap.up, snap.partial, self._summary(poll, failed), cause=cause)
         return snap.up
 
     async def _call(self, poll: _Poll, key: str, request: Callable[[], Awaitable[Any]]) -> None:
@@ -369,7 +397,8 @@ class QueuePoller:
                 if q.rcp and q.vmta in self._vmtas:
                     self._vmtas[q.vmta] = 0
         up = status is not None or queues is not None
-        snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed), status=status)
+        snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed),
+                        status=None if status is None else self._capped_status(status))
         if queues is not None:
             snap.queues = self._aggregate(queues)
             listed = sum(q.rcp for q in queues)
@@ -412,15 +441,15 @@ class QueuePoller:
             text += "; unread: " + ", ".join(other)
         if vmtas:
             more = f" and {len(vmtas) - LOG_VMTAS} more" if len(vmtas) > LOG_VMTAS else ""
-            text += "; VMTAs without gauges: " + ", ".join(vmtas[:LOG_VMTAS]) + more
+            text += "; VMTAs without gauges: " + ", ".join(_clip(v) for v in vmtas[:LOG_VMTAS]) + more
         for reason, message in sorted(poll.first_error.items()):  # the cause, not only its class (DEBUG had it)
-            text += f"; first {reason}: {message}"
+            text += f"; first {reason}: {_clip(message, LOG_TEXT_CHARS)}"
         return text
 
-    def _log_state(self, up: bool, partial: bool, detail: str, setting: str = "") -> None:
-        """One line when the API goes up, partial or down (not every poll), or when the pmta.* setting that
-        keeps it down changes."""
-        state = (up, partial, setting)
+    def _log_state(self, up: bool, partial: bool, detail: str, setting: str = "", cause: str = "") -> None:
+        """One line when the API goes up, partial or down (not every poll), or when what keeps it down changes: the
+        pmta.* setting, or the `cause` (the failures' reasons: down for `connect`, then for `http_status`)."""
+        state = (up, partial, setting, cause)
         if state == self._state:
             return
         self._state = state
@@ -452,6 +481,17 @@ class QueuePoller:
         if _unnamed(vmta):
             return PLACEHOLDER_NONE
         return vmta if vmta in self.vmta_cap.admitted else PLACEHOLDER_OVERFLOW
+
+    def _capped_status(self, status: StatusInfo) -> StatusInfo:
+        """/status with its delivery types as `type` labels: beyond `MAX_STATUS_TYPES` (or the label length bound)
+        summed as `overflow`."""
+        queue: dict[str, QueueTotals] = {}
+        for qtype, totals in status.queue.items():
+            label = self.type_cap(qtype)
+            prev = queue.get(label)
+            queue[label] = totals if prev is None else QueueTotals(
+                _plus(prev.rcp, totals.rcp), _plus(prev.dom, totals.dom), _plus(prev.kb, totals.kb))
+        return dataclasses.replace(status, queue=queue)
 
     def _vmta_label(self, vmta: str) -> str:
         return PLACEHOLDER_NONE if _unnamed(vmta) else self.vmta_cap(vmta)
@@ -501,12 +541,24 @@ class QueuePoller:
             if row is None:
                 row = out[key] = [0.0] * len(QUEUE_METRICS)
             row[0] += q.rcp
-            row[1] += round(q.kb * 1024)
+            row[1] += _bytes(q.kb) or 0.0
             row[2] += q.conn
             row[3] += 1 if q.backoff else 0
             row[4] += 1 if q.paused else 0
             row[5] += q.rcp if q.paused else 0  # a VMTA x ISP has many domains: only its paused queues' recipients
         return out
+
+
+def _plus(a: _N | None, b: _N | None) -> _N | None:
+    """A sum of values that may be missing: missing only when both are."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _clip(text: str, limit: int = LOG_NAME_CHARS) -> str:
+    """`text` as quoted in a log line: cut after `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _unnamed(vmta: str) -> bool:

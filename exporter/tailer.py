@@ -19,7 +19,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 
-from exporter import jsonrecords
+from exporter import fdlimit, jsonrecords
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import (
     Checkpoint,
@@ -48,6 +48,14 @@ log = logging.getLogger("watchtower.tailer")
 
 MAX_CHUNKS_PER_PASS = 8
 """Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
+
+
+def _open_size(stream: FileStream) -> int:
+    """Size of an open file (by its descriptor); 0 when fstat fails (the next read says why)."""
+    try:
+        return os.fstat(stream.file.fileno()).st_size  # type: ignore[union-attr]
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def _kind(mode: int) -> str:
@@ -251,6 +259,11 @@ class Tailer:
         """Matches whose first bytes are a compression format's (logrotate's `compress`), named once each."""
         self._not_regular: set[str] = set()
         """Matches that are not regular files (FIFOs, devices), named once each."""
+        self.max_open = fdlimit.files_cap(tail.max_open_files)
+        """`tail.max_open_files`, lowered to what the process's open-file limit leaves (exporter/fdlimit.py)."""
+        self._seen_size: dict[tuple[int, int], int] = {}
+        """The size of each followed file at the last stat: the bytes a file that went before it was read to its
+        end took with it (`_retire_and_idle` says them)."""
         self.hold_drained = False
         """Keep a descriptor of each file drained after it left the globs (renamed out, deleted) until `release_held`
         says the correlator's own process has read it too (exporter/follower.py finds it in /proc/<pid>/fd)."""
@@ -271,8 +284,8 @@ class Tailer:
                 if not self._root_listable(source.label, pattern):
                     self._incomplete.add(source.label)
                 for path in sorted(glob.glob(pattern)):
-                    matched = True
                     st = self._stat(source.label, path)
+                    matched = matched or st is not None or os.path.exists(path)  # not removed since, nor dangling
                     if st is None:
                         continue
                     found.setdefault((st.st_dev, st.st_ino), (source.label, path, st))
@@ -298,8 +311,10 @@ class Tailer:
         """stat() a glob match; any error on one path is counted and reported, never fatal."""
         try:
             st = os.stat(path)
-        except FileNotFoundError:
-            return None  # removed since the glob listed it
+        except FileNotFoundError as exc:  # removed since the glob listed it, or a symlink to nothing (said, counted)
+            if os.path.islink(path):
+                self._count_error(source, "not_found", path, exc, "a symbolic link to a missing file")
+            return None
         except PermissionError as exc:
             self._count_error(source, "permission", path, exc)
             return None
@@ -400,6 +415,7 @@ class Tailer:
         found = self._matches()
         self._matched_now = found
         for key, (source, path, st) in found.items():
+            self._seen_size[key] = st.st_size
             stream = self.streams.get(key)
             if stream is not None and stream.cp.source != source and stream.file is None:
                 # Its inode holds a file another source's globs match: the stream's file was deleted (no descriptor
@@ -979,8 +995,8 @@ class Tailer:
             if stream.gone and stream.file is None and not self._unread_where_it_went(key, stream):
                 continue  # fully read when it was closed; retired below
             if stream.gone or stream.file is not None or self._grew(stream):
-                if stream.file is None:
-                    await self._make_room()
+                if stream.file is None and not await self._make_room():
+                    continue  # every descriptor is held by a file with bytes unread: read when one is done
                 more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
                 if stream.gone and (stream.pending or stream.skipping) and self._settled(stream):
                     # quiet since before that read (a read that got bytes moved last_growth): the unterminated
@@ -1021,26 +1037,46 @@ class Tailer:
         stream.parser.path = shown(path)
         return True
 
-    async def _make_room(self) -> None:
-        """Keep at most `tail.max_open_files` descriptors: close the least recently grown idle file first.
+    async def _make_room(self) -> bool:
+        """Keep at most `max_open` descriptors (tail.max_open_files, or what the open-file limit leaves): close a file
+        read to its end first, else one still being written (it grew since its last read began: PMTA's current file,
+        which no delete-after takes), the least recently grown first. False when every descriptor is held by a file
+        with bytes unread that no longer grows (a backlog, a file just rotated): such a file is not closed (a
+        delete-after, or a move-to without `moved_to`, would take its rest with it) and the new one waits its turn.
 
         A file that left the globs stays open until drained (after a delete its descriptor is the only
         way to its data); a closed file is reopened at its offset when it grows again.
         """
         open_streams = [s for s in self.streams.values() if s.file is not None]
-        excess = len(open_streams) + 1 - self.tail.max_open_files
+        excess = len(open_streams) + 1 - self.max_open
         if excess <= 0:
-            return
-        closable = sorted((s for s in open_streams if not s.gone), key=lambda s: s.last_growth)
-        for stream in closable[:excess]:
+            return True
+        read_out: list[FileStream] = []
+        written: list[FileStream] = []
+        for stream in open_streams:
+            if stream.gone:
+                continue
+            size = _open_size(stream)
+            if size <= stream.cp.offset + len(stream.pending):
+                read_out.append(stream)
+            elif size > stream.size:
+                written.append(stream)
+        by_growth = sorted(read_out, key=lambda s: s.last_growth) + sorted(written, key=lambda s: s.last_growth)
+        if len(by_growth) < excess:
+            return False
+        for stream in by_growth[:excess]:
             await stream.close()
+        return True
 
     def _grew(self, stream: FileStream) -> bool:
         try:
             st = os.stat(stream.cp.path)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) == stream.key and st.st_size != stream.cp.offset
+        if (st.st_dev, st.st_ino) != stream.key:
+            return False
+        self._seen_size[stream.key] = st.st_size
+        return st.st_size != stream.cp.offset
 
     def _settled(self, stream: FileStream) -> bool:
         """Has a file that left the globs stopped growing? Not for `tail.rescan_interval` since its last growth: a
@@ -1055,6 +1091,7 @@ class Tailer:
             if stream.gone:
                 if stream.file is not None and (stream.behind > 0 or not self._settled(stream)):
                     continue  # still draining a rotated-away file, or it grew a moment ago
+                unread = self._seen_size.pop(key, 0) - stream.cp.offset if stream.file is None else 0
                 self._hold(stream)
                 await stream.close()
                 del self.streams[key]
@@ -1063,7 +1100,10 @@ class Tailer:
                 self.retired.append(stream.cp)
                 if self.metrics:
                     self.metrics.rotations.labels(stream.cp.source).inc()
-                log.info("%s: drained and retired at byte %d", shown(stream.cp.path), stream.cp.offset)
+                if unread > 0:
+                    self._report_lost(stream.cp, unread)
+                else:
+                    log.info("%s: drained and retired at byte %d", shown(stream.cp.path), stream.cp.offset)
             elif stream.file is not None and not stream.pending and stream.behind == 0 \
                     and now - stream.last_growth >= self.tail.idle_close_after:
                 await stream.close()
@@ -1071,6 +1111,15 @@ class Tailer:
         for key, cp in list(self.known.items()):
             if key not in self.streams and cp.gone_since is not None and cp.gone_since < cutoff:
                 del self.known[key]
+
+    def _report_lost(self, cp: Checkpoint, unread: int) -> None:
+        """A file that went (deleted, or moved where no glob or `moved_to` finds it) while no descriptor of it was open
+        and bytes of it were unread: they are lost. Said, and counted (`read_errors_total{reason="lost"}`)."""
+        log.warning("%s: gone before it was read to its end (source %s): %d bytes from byte %d (line %d) never read, "
+                    "their records lost; no descriptor of it was open (tail.max_open_files: %d)", shown(cp.path),
+                    cp.source, unread, cp.offset, cp.line_no + 1, self.max_open)
+        if self.metrics:
+            self.metrics.read_errors.labels(cp.source, "lost").inc()
 
     def _hold(self, stream: FileStream) -> None:
         """A drained file that left the globs: a descriptor of it kept for the correlator process (hold_drained)."""

@@ -49,6 +49,13 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _damage(exc: BaseException) -> bool:
+    """SQLite says the file is no database, or a damaged one (SQLITE_NOTADB, SQLITE_CORRUPT): no retry mends that."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None \
+        and code & 0xFF in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
 class CommitQueue:
     """Prompt checkpoints, then ordered, retried, time-sliced row writes; one instance per daemon."""
 
@@ -237,8 +244,13 @@ class CommitQueue:
             what = "checkpoint" if kind == "checkpoint" else "write of the correlator's rows"
             held = f" ({self.backlog_rows} rows wait in memory)" if self.backlog_rows else ""
             # whether reading pauses is the daemon's decision (tail.max_pending_rows), logged by it when it does
-            log.error("%s to %s %s: %s; nothing is lost: it is retried until it succeeds%s",
-                      what, self.store.path, how, text, held)
+            if _damage(exc):
+                log.error("%s to %s %s: %s; the database file is damaged (changed outside the daemon, or a failing "
+                          "disk): what it held may be lost and retries cannot mend it; stop the daemon and see "
+                          "docs/runbooks.md#correlator-store-damaged%s", what, self.store.path, how, text, held)
+            else:
+                log.error("%s to %s %s: %s; nothing is lost: it is retried until it succeeds%s",
+                          what, self.store.path, how, text, held)
             if not isinstance(exc, sqlite3.Error | OSError):
                 log.debug("commit failure detail", exc_info=exc)
             self._last_error_log = now

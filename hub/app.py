@@ -198,12 +198,12 @@ def run_hub(path: Path) -> int:
     if config is None:
         return 2
     from exporter import logsetup
-    from exporter.http import raise_fd_limit
+    from exporter.fdlimit import raise_limit
 
     logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part
     for warning in startup_warnings(config):
         log.warning("%s", warning)
-    log_fd_limit(raise_fd_limit(), config)  # a connection pool per daemon: up to targets x api_max_concurrency
+    log_fd_limit(raise_limit(), config)  # a connection pool per daemon: up to targets x api_max_concurrency
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:
         return asyncio.run(serve(config))

@@ -307,6 +307,26 @@ def test_commit_failure_log_states_only_what_is_true(tmp_path: Path, caplog: pyt
                            " succeeds (1234 rows wait in memory)"), second
 
 
+def test_a_commit_failing_on_a_damaged_database_does_not_say_nothing_is_lost(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A `-wal` truncated in place while the daemon ran (review, 2026-12-05: 1 try in 25) zeroed the database's first
+    page; every commit then failed with `file is not a database`, logged as "nothing is lost", and the next start
+    refused the file: every counter and checkpoint was gone. SQLite's damage codes (NOTADB, CORRUPT) are said as such."""
+    from exporter.writer import CommitQueue
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"\0" * 8192)  # what the review found: a first page of zeros
+    with pytest.raises(sqlite3.DatabaseError) as damaged:
+        sqlite3.connect(broken).execute("SELECT * FROM sqlite_master").fetchall()
+    queue = CommitQueue(StateStore(tmp_path / "watchtower.db", []))
+    with caplog.at_level("ERROR", logger="watchtower.state"):
+        queue._failed("checkpoint", damaged.value)  # noqa: SLF001
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (f"checkpoint to {tmp_path / 'watchtower.db'} failed: DatabaseError: file is not a database; the"
+                    " database file is damaged (changed outside the daemon, or a failing disk): what it held may be"
+                    " lost and retries cannot mend it; stop the daemon and see docs/runbooks.md#correlator-store-damaged")
+
+
 async def test_sigterm_mid_backfill_commits_within_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A slow sink (5k rows/s) and a big backlog: stop returns within shutdown_timeout + one slice."""
     import exporter.daemon as daemon_mod
