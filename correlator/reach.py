@@ -28,7 +28,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from itertools import chain
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -38,6 +38,7 @@ from correlator.prepare import REPORTS, batch_frame, map_distinct
 from exporter.config import RECORD_TYPES
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, col, is_header
+from exporter.safeopen import open_regular_file
 from exporter.spans import REPORT_TYPES  # the record types (a source's `records`) attribution looks up
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def _check_lines(path: str) -> None:
     """LineTooLong if a line of `path` is over MAX_LINE_BYTES, found by reading it in blocks of that size: a line
     inside a block is shorter, so only the bytes run on from one block's last newline into the next are counted."""
     run = 0
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         while block := f.read(MAX_LINE_BYTES):
             first = block.find(b"\n")
             if first < 0:
@@ -216,18 +217,31 @@ def _matching(paths: list[str], wanted: pl.Expr, checked: set[str]) -> Iterator[
 def _streamed(path: str, wanted: pl.Expr, limit: int) -> pl.DataFrame | None:
     """The first `limit` rows `wanted` selects, read by polars in bounded memory; None for a file without a header
     line."""
-    with open(path, "rb") as f:
-        head = f.readline(MAX_LINE_BYTES + 1)
+    with open_regular_file(path) as f:
+        return _streamed_from(f, path, wanted, limit)
+
+
+def _streamed_from(f: BinaryIO, path: str, wanted: pl.Expr, limit: int) -> pl.DataFrame | None:
+    """`_streamed` of the regular file `f` is open on: polars reads it by its descriptor's name (/proc/self/fd/N on
+    Linux: the file opened, not what `path` names by then, which may be a FIFO swapped in since)."""
+    head = f.readline(MAX_LINE_BYTES + 1)
     row = next(csv.reader([head.decode("utf-8", "replace").rstrip("\r\n")]), [])
     if not is_header(row):
         return None
     c = Columns.from_header(row)
     schema = {col(i): pl.String for i in range(len(c.names))}
     picks = {"type": c.type, "rcpt": c.rcpt, "message_id": c.message_id}
-    lazy = pl.scan_csv(path, has_header=False, skip_rows=1, schema=schema, quote_char='"', encoding="utf8-lossy",
-                       truncate_ragged_lines=True)
+    lazy = pl.scan_csv(_by_descriptor(f.fileno(), path), has_header=False, skip_rows=1, schema=schema, quote_char='"',
+                       encoding="utf8-lossy", truncate_ragged_lines=True)
     return lazy.select(*(pl.col(col(i)).fill_null("").alias(name) if i >= 0 else pl.lit("", dtype=pl.String).alias(name)
                          for name, i in picks.items())).filter(wanted).head(limit).collect(engine="streaming")
+
+
+def _by_descriptor(fd: int, path: str) -> str:
+    """A name that opens the file `fd` is open on (Linux's /proc/self/fd), else `path` (checked as a regular file just
+    before: a race left open where there is no /proc)."""
+    proc = f"/proc/self/fd/{fd}"
+    return proc if os.path.exists(proc) else path
 
 
 class _Quiet(ErrorLog):
@@ -255,7 +269,7 @@ def _parsed(path: str) -> Iterator[pl.DataFrame]:
 
 def _batches(parser: FileParser, path: str) -> Iterator[RecordBatch]:
     """Complete lines a chunk at a time; a last line without its newline is read too (more keys, never fewer)."""
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         rest = b""
         while True:
             data = f.read(READ_BYTES)

@@ -30,8 +30,9 @@ from exporter.fingerprint import (
     read_fingerprint,
 )
 from exporter.metrics import SelfMetrics
-from exporter.parser import ErrorLog, FileParser
-from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, overlong_line, shown
+from exporter.parser import ErrorLog, FileParser, overlong_unpadded
+from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
+from exporter.safeopen import open_regular, open_regular_file
 from exporter.spans import Span
 
 if TYPE_CHECKING:
@@ -160,6 +161,12 @@ class FileStream:
         self._warned_header: tuple[str, ...] | None = None
         self.skipping = False
         """Inside a line over MAX_LINE_BYTES (its error counted): bytes are consumed up to its newline, unparsed."""
+        self.nul_run = 0
+        """NUL bytes of the run being skipped (a run that outgrew MAX_PENDING_LINE at a line start: a crash's padding, a
+        sparse hole): counted into the offset as they are read, never held; one nul_padding error when it ends."""
+        self.skip_nuls = 0
+        """NULs ending what an overlong line's skip read: counted into the offset only with the bytes after them, so a
+        checkpoint never stops just after a NUL inside that line (a restart there would take it for a run's end)."""
         self.size = 0
         self.unopened_size = 0
         """Its size by stat while it cannot be opened (permissions): counted behind, though never read yet (`size` is
@@ -211,18 +218,20 @@ class FileStream:
         self.file = f
         await self._seek(self.cp.offset)
         self.pending = b""
+        self.skip_nuls = 0
         self.skipping = self._mid_line(f)
         if self.metrics:
             self.metrics.file_opens.labels(src).inc()
         return True
 
     def _mid_line(self, f: Any) -> bool:
-        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline,
-        so a restart (or a reopen) there goes on skipping it rather than parse its rest as a line."""
+        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline (or
+        after a NUL: a run of NULs skipped, what follows it read as a line), so a restart (or a reopen) there goes on
+        skipping it rather than parse its rest as a line."""
         if self.cp.offset <= 0:
             return False
         try:
-            return os.pread(f.fileno(), 1, self.cp.offset - 1) not in (b"\n", b"")
+            return os.pread(f.fileno(), 1, self.cp.offset - 1) not in (b"\n", b"\0", b"")
         except OSError:
             return False
 
@@ -248,11 +257,12 @@ class FileStream:
 
     # The only calls that differ between the two modes: everything else is shared.
     async def _open_file(self) -> Any:
+        """Opened non-blocking and fstat'ed (safeopen): a FIFO swapped in since the stat is refused, not waited on."""
         if self.blocking:
-            return open(self.cp.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+            return open_regular_file(self.cp.path, buffering=0)
         import aiofiles  # the daemon's event loop only (blocking_reads: not imported at all)
 
-        return await aiofiles.open(self.cp.path, "rb")
+        return await aiofiles.open(self.cp.path, "rb", opener=open_regular)
 
     async def _close_file(self, f: Any) -> None:
         if self.blocking:
@@ -300,6 +310,7 @@ class FileStream:
         self.parser.reset()
         self.pending = b""
         self.skipping = False
+        self.nul_run = self.skip_nuls = 0
         self.committed_offset = -1
 
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
@@ -348,7 +359,10 @@ class FileStream:
                     await self.close()
                     return False
             if not data:
-                if final and self.skipping:  # oneshot: the unterminated last line is complete
+                if final and self.nul_run:  # oneshot: a file ending in a run (as a line of NULs alone would read)
+                    self._end_nul_run()
+                    self._consume(b"\n", 0, on_batch, final=True)
+                elif final and self.skipping:  # oneshot: the unterminated last line is complete
                     self._skip(0, True)
                 elif final and self.pending:
                     self._consume(self.pending + (b"" if self.pending.endswith(b"\n") else b"\n"), len(self.pending),
@@ -356,9 +370,11 @@ class FileStream:
                     self.pending = b""
                 return False
             self.last_growth = time.monotonic()
+            if self.nul_run and not (data := self._skip_nul_run(data)):
+                continue
             if self.skipping:
                 nl = data.find(b"\n")
-                self._skip(len(data) if nl < 0 else nl + 1, nl >= 0)
+                self._skip(len(data) if nl < 0 else nl + 1, nl >= 0, data)
                 if nl < 0:
                     continue
                 data = data[nl + 1 :]  # once per overlong line
@@ -373,7 +389,7 @@ class FileStream:
             lines = data if cut + 1 == len(data) and not pending else b"".join((pending, memoryview(data)[: cut + 1]))
             del data
             nbytes = len(lines)
-            if nbytes > MAX_PENDING_LINE and (found := overlong_line(lines)) is not None:
+            if nbytes > MAX_PENDING_LINE and (found := overlong_unpadded(lines)) is not None:
                 self._consume_around(lines, found, on_batch)
                 del lines
                 continue
@@ -401,17 +417,40 @@ class FileStream:
         self.compressed = True
         warn_compressed(self.cp.path, kind, self.cp.source, "not read")
 
+    def _skip_nul_run(self, data: bytes) -> bytes:
+        """The bytes after the NUL run `data` starts with (the run counted into the offset: read, never held)."""
+        rest = data.lstrip(b"\0")
+        n = len(data) - len(rest)
+        if n:
+            self.nul_run += n
+            self.cp.offset += n
+            if self.metrics:
+                self.metrics.bytes_read.labels(self.cp.source).inc(n)
+        if rest:
+            self._end_nul_run()
+        return rest
+
+    def _end_nul_run(self) -> None:
+        """One nul_padding error for the run, with its size, on the line it starts (what follows it is read there)."""
+        self.parser._error("nul_padding", self.parser.line_no + 1, f"<{self.nul_run} NUL bytes>")
+        self._drain_tallies()
+        self.nul_run = 0
+
     def _drop_overlong(self, on_batch: OnBatch) -> None:
-        """The pending line has grown past MAX_LINE_BYTES without a newline: one error, then skip to its end."""
+        """The pending line has grown past MAX_LINE_BYTES without a newline: one error, then skip to its end. A line
+        that starts with NULs is a run of padding (a crash, a sparse hole), skipped as the bytes come (`nul_run`)."""
+        if self.pending[:1] == b"\0":
+            self.pending = self._skip_nul_run(self.pending)
+            if len(self.pending) <= MAX_PENDING_LINE:
+                return
         held = self.pending.rfind(b"\n") + 1
         if held:  # lines of a record left open: it cannot run on into this line (past MAX_RECORD_SPAN), read them now
             lines, self.pending = self.pending[:held], self.pending[held:]
             self._consume(lines, held, on_batch, final=True)
         self._long_row(self.pending[:LONG_SAMPLE_BYTES])
-        n = len(self.pending)
-        self.pending = b""
+        pending, self.pending = self.pending, b""
         self.skipping = True
-        self._skip(n, False)
+        self._skip(len(pending), False, pending)
 
     def _stop_lone_cr(self) -> None:
         """Lines ending in CR alone: the whole file would be one header line (its records uncounted), or a line
@@ -426,8 +465,18 @@ class FileStream:
         self.parser._error("long_row", self.parser.line_no + 1, sample)
         self._drain_tallies()
 
-    def _skip(self, n: int, ended: bool) -> None:
-        """`n` bytes of an overlong line consumed unparsed; `ended`: its newline among them (one line read)."""
+    def _skip(self, n: int, ended: bool, data: bytes = b"") -> None:
+        """`n` bytes of an overlong line consumed unparsed; `ended`: its newline among them (one line read). NULs that
+        end `data` without it are held back from the offset (`skip_nuls`)."""
+        if not ended and data[-1:] == b"\0":
+            tail = n - len(data.rstrip(b"\0"))
+            if tail < n:  # bytes came after the NULs held before: those count now
+                n, self.skip_nuls = n + self.skip_nuls, 0
+            n -= tail
+            self.skip_nuls += tail
+        elif self.skip_nuls:
+            n += self.skip_nuls
+            self.skip_nuls = 0
         self.cp.offset += n
         if ended:
             self.skipping = False
@@ -440,7 +489,8 @@ class FileStream:
                 self.metrics.lines_read.labels(src).inc()
 
     def _consume_around(self, lines: bytes, found: tuple[int, int] | None, on_batch: OnBatch) -> None:
-        """Complete lines holding lines over MAX_LINE_BYTES (rare): the others parsed, each of those skipped."""
+        """Complete lines holding lines over MAX_LINE_BYTES (rare): the others parsed, each of those skipped. A line
+        long only by its NULs (padding: the parser drops them, one nul_padding error a run) is no overlong line."""
         pos = 0
         while found is not None:
             start, end = found
@@ -449,7 +499,7 @@ class FileStream:
             self._long_row(lines[start : start + LONG_SAMPLE_BYTES])
             self._skip(end - start, True)
             pos = end
-            found = overlong_line(lines, pos)
+            found = overlong_unpadded(lines, pos)
         if pos < len(lines):
             self._consume(lines[pos:], len(lines) - pos, on_batch)
 

@@ -10,16 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 
+from exporter.safeopen import open_regular
+
 FINGERPRINT_BYTES = 1024
 _DIGEST_TAG = b"h1"
 
 
 def read_head(path_or_fd: str | int, size: int = FINGERPRINT_BYTES) -> bytes:
-    """The first bytes of a file: what identifies it besides (device, inode)."""
+    """The first bytes of a file: what identifies it besides (device, inode). A path is opened as a regular file only
+    (safeopen: a FIFO swapped in since the caller's stat raises NotRegularFile, an OSError, instead of blocking)."""
     if isinstance(path_or_fd, int):
         return os.pread(path_or_fd, size, 0)
-    with open(path_or_fd, "rb") as f:
-        return f.read(size)
+    fd = open_regular(path_or_fd)
+    try:
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
 
 
 def fingerprint_of(head: bytes) -> bytes:

@@ -35,7 +35,7 @@ import polars as pl
 
 from exporter import jsonrecords
 from exporter.config import RECORD_TYPES
-from exporter.records import LINE, MAX_LINE_BYTES, Columns, RecordBatch, col, is_header
+from exporter.records import LINE, MAX_LINE_BYTES, Columns, RecordBatch, col, is_header, overlong_line
 from exporter.redact import Clipped
 
 log = logging.getLogger("watchtower.parser")
@@ -133,6 +133,15 @@ _LONE_CR = re.compile(b"\r(?!\n)")
 BOM = b"\xef\xbb\xbf"
 _NUL = b"\0"
 _NUL_RUN = re.compile(b"\0+")
+
+
+def overlong_unpadded(data: bytes, start: int = 0) -> tuple[int, int] | None:
+    """`records.overlong_line`, less the lines long only by their NULs: padding the parser drops (one nul_padding
+    error a run, the record after it read), not a line to skip whole as long_row."""
+    found = overlong_line(data, start)
+    while found is not None and found[1] - found[0] - data.count(_NUL, found[0], found[1]) <= MAX_LINE_BYTES:
+        found = overlong_line(data, found[1])
+    return found
 
 
 def _lf_lines(data: bytes) -> bytes:

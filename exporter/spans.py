@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.fingerprint import fingerprint_len, head_matches, read_head
-from exporter.parser import ErrorLog, FileParser
-from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, overlong_line, shown
+from exporter.parser import ErrorLog, FileParser, overlong_unpadded
+from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, shown
+from exporter.safeopen import open_regular
 
 log = logging.getLogger("watchtower.state")
 
@@ -124,8 +125,9 @@ def _overlong_at(fd: int, span: Span) -> tuple[int, int] | None:
     """(bytes, lines) to skip at the span's start: the rest of a line over MAX_LINE_BYTES when the start falls inside
     one (a checkpoint taken while the tailer skipped it) or starts one; None when a line of usual length starts."""
     start, end = span.start, span.end
-    inside = start > 0 and os.pread(fd, 1, start - 1) != b"\n"
-    pos, size = start, 1 << 12  # a usual line ends in the first block: 4 KiB read, not 1 MiB
+    # (after a NUL: the tailer skipped a run of NULs there, and the line goes on with a record it read)
+    inside = start > 0 and os.pread(fd, 1, start - 1) not in (b"\n", b"\0")
+    pos, size, nuls = start, 1 << 12, 0  # a usual line ends in the first block: 4 KiB read, not 1 MiB
     while pos < end:
         block = os.pread(fd, min(size, end - pos), pos)
         size = 1 << 20
@@ -133,12 +135,14 @@ def _overlong_at(fd: int, span: Span) -> tuple[int, int] | None:
             break
         nl = block.find(b"\n")
         if nl >= 0:
+            nuls += block.count(b"\0", 0, nl)
             pos += nl
             break
+        nuls += block.count(b"\0")
         pos += len(block)
-        if not inside and pos - start > MAX_LINE_BYTES:
+        if not inside and pos - start - nuls > MAX_LINE_BYTES:
             inside = True
-    if not inside and pos - start <= MAX_LINE_BYTES:
+    if not inside and pos - start - nuls <= MAX_LINE_BYTES:  # NULs are padding the parser drops, not line
         return None
     return (min(pos + 1, end) - start, 1 if pos < end else 0)
 
@@ -152,7 +156,7 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
     if span.live is not None:
         span.path = span.live.path
     try:
-        fd = os.open(span.path, os.O_RDONLY)
+        fd = open_regular(span.path)  # a FIFO swapped in at the path: SpanGone, not a wait for a writer
     except OSError as exc:
         raise SpanGone(f"{shown(span.path)}: {exc.strerror or exc}") from exc
     try:
@@ -181,7 +185,7 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         if cut < 0:  # one line longer than max_bytes (not over MAX_LINE_BYTES: _overlong_at): read it whole
             return read_span(span, max_bytes * 4)
         data = data[: cut + 1]
-    found = overlong_line(data)
+    found = overlong_unpadded(data)
     if found is not None:  # the lines before it; it is skipped at the next call
         data = data[: found[0]]
     consumed = len(data)

@@ -43,6 +43,7 @@ from exporter.metrics import SelfMetrics
 from exporter.movedto import MovedToWatch
 from exporter.parser import BOM, ErrorLog, header_columns
 from exporter.records import shown
+from exporter.safeopen import open_regular_file
 
 log = logging.getLogger("watchtower.tailer")
 
@@ -168,7 +169,7 @@ def _count_lines(path: str, upto: int) -> tuple[int, str]:
     """Newlines in the first `upto` bytes and the header line (for starting at the end of a file)."""
     lines = 0
     header = ""
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:  # a FIFO swapped in since the stat: refused (an OSError), not waited on
         first = f.readline()
         if first.endswith(b"\n"):
             header = header_of(first)

@@ -18,6 +18,7 @@ import re
 from typing import Protocol
 
 from exporter.records import Columns, RecordBatch, shown
+from exporter.safeopen import open_regular, open_regular_file
 from exporter.spans import Span, SpanGone, read_span, reports_only
 
 log = logging.getLogger("watchtower.daemon")
@@ -61,7 +62,7 @@ def _tail(span: Span, max_bytes: int) -> Span | None:
         return piece
     start = span.end - max_bytes
     try:
-        fd = os.open(piece.path, os.O_RDONLY)
+        fd = open_regular(piece.path)  # a FIFO swapped in at the path: refused (OSError), not waited on
         try:
             window = os.pread(fd, 64 * 1024, start - 1)
         finally:
@@ -88,7 +89,7 @@ def _header_before(path: str, start: int, cut: int) -> str | None:
     header in force where the piece begins, when the range starts before the file's header line (no columns) or
     PMTA wrote a new one inside it. None when there is none there (the range's own header is in force)."""
     lo = max(start, cut - HEADER_SCAN_BYTES)
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         f.seek(lo - 1 if lo else 0)
         data = (b"" if lo else b"\n") + f.read(cut - lo + (1 if lo else 0))  # a line start before each match
     last = None
