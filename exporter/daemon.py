@@ -24,6 +24,7 @@ import errno
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -40,7 +41,7 @@ from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers, table_problem
 from exporter.config import Config
 from exporter.filestream import FileStream
-from exporter.instancelock import InstanceLock, StateDirInUse
+from exporter.instancelock import InstanceLock, StateDirInUse, way_out
 from exporter.metrics import SelfMetrics, named_self_metrics
 from exporter.oneshot import Exposition
 from exporter.reconciled import new_run_token
@@ -291,10 +292,9 @@ class Daemon:
         except StateDirInUse as exc:
             raise StartupError(str(exc)) from None
         except OSError as exc:
-            way_out = (f": chown it to the user running watchtower (uid {os.geteuid()}), as every file in the state "
-                       "directory" if exc.errno in (errno.EACCES, errno.EPERM) else "")
+            fix = f": {way_out(self.instance.path)}" if exc.errno in (errno.EACCES, errno.EPERM) else ""
             raise StartupError(f"{self.instance.path}: cannot lock the state directory: "
-                               f"{exc.strerror or describe(exc)}{way_out}") from None
+                               f"{exc.strerror or describe(exc)}{fix}") from None
         # before anything is written: a first start that cannot listen must not commit its start positions (the
         # next start would resume at them, whatever `tail.start_position` says then)
         self._probe_listen_address()
@@ -907,12 +907,82 @@ async def _oneshot(config: Config) -> Exposition:
     return Exposition.of(render_sync(registry).decode(), unreadable)
 
 
+ONESHOT_PREFIX = "watchtower-oneshot-"
+ONESHOT_MARKER = "watchtower-oneshot.pid"
+"""In each oneshot's temporary store directory: the pid of the oneshot that made it. A oneshot killed by SIGKILL (or
+a power cut) cannot remove its directory, which holds the store and the HMAC key of hashed recipients: the next
+oneshot removes it (`remove_stale_oneshot_dirs`)."""
+
+
+def _mark_oneshot_dir(path: Path) -> None:
+    fd = os.open(path / ONESHOT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+
+
+def _marker_pid(path: str) -> int | None:
+    """The pid in a directory's marker file, or None (no marker, a symlink, not a pid)."""
+    try:
+        fd = os.open(os.path.join(path, ONESHOT_MARKER), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(32)
+    return int(text) if text.isdigit() and 0 < int(text) < 1 << 31 else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a process of another user has it
+        return True
+    return True
+
+
+def remove_stale_oneshot_dirs(parent: Path | str | None = None) -> list[str]:
+    """Remove the temporary store directories (`watchtower-oneshot-*` in TMPDIR) that a oneshot left behind when it
+    was killed: only directories (never through a symlink) this user owns whose marker names a process that no
+    longer runs. One without a marker (not provably watchtower's), or whose pid runs again (reused: kept, the safe
+    way), stays. Never raises: the pass goes on whatever it cannot remove."""
+    removed: list[str] = []
+    try:
+        root = os.fspath(parent) if parent is not None else tempfile.gettempdir()
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    uid, me = os.getuid(), os.getpid()
+    for entry in entries:
+        if not entry.name.startswith(ONESHOT_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue
+        pid = _marker_pid(entry.path)
+        if pid is None or pid == me or _running(pid):
+            continue
+        try:
+            shutil.rmtree(entry.path)  # refuses a symlink; never follows one inside
+        except OSError as exc:
+            log.warning("oneshot: could not remove %s, left by a oneshot (pid %d) that no longer runs: %s",
+                        entry.path, pid, exc)
+            continue
+        log.info("oneshot: removed %s, left by a oneshot (pid %d) that no longer runs", entry.path, pid)
+        removed.append(entry.path)
+    return removed
+
+
 async def _oneshot_store_pass(config: Config, reach: Reach | None, unreadable: list[str]) -> CollectorRegistry:
     """One pass into a temporary store (fresh classifiers: the ISP table learns from what it reads); the paths
     it could not read are added to `unreadable`."""
     registry = CollectorRegistry()
     isp, replies = load_classifiers(config)
-    with tempfile.TemporaryDirectory(prefix="watchtower-oneshot-") as tmp:
+    remove_stale_oneshot_dirs()
+    with tempfile.TemporaryDirectory(prefix=ONESHOT_PREFIX) as tmp:
+        _mark_oneshot_dir(Path(tmp))
         try:
             await _oneshot_pass(config, registry, Path(tmp) / STATE_DB, isp, replies, reach, unreadable)
         except (sqlite3.Error, StateError) as exc:  # nothing is printed: a pass that stopped half-way would under-count

@@ -27,6 +27,7 @@ from typing import Any
 
 from exporter import gcpolicy
 from exporter.fingerprint import head_matches, read_head, shares_first_record
+from exporter.instancelock import way_out
 from exporter.records import shown
 
 log = logging.getLogger("watchtower.follower")
@@ -283,8 +284,7 @@ class Follower:
             f = open(path, "a")  # noqa: SIM115 - held for the process lifetime
         except PermissionError as exc:  # e.g. left by a start as root: the way out, as for the other state files
             raise LockRefused(f"{path}: cannot open the correlator's lock file: {(exc.strerror or str(exc)).lower()}: "
-                              f"chown it to the user running watchtower (uid {os.geteuid()}), as every file in the "
-                              "state directory") from None
+                              f"{way_out(path)}") from None
         while self._running():
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

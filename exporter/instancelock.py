@@ -26,6 +26,21 @@ LOCK_FILE = "watchtower.lock"
 log = logging.getLogger("watchtower.daemon")
 
 
+def way_out(path: Path) -> str:
+    """What to do about a state file this user was refused: the directory's mode when that is what refuses (a chown
+    of the file would change nothing), the file's mode when it is this user's own, else its owner."""
+    parent, uid = path.parent, os.geteuid()
+    try:
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return (f"chmod u+rwx {parent}" if parent.stat().st_uid == uid
+                    else f"chown {parent} to the user running watchtower (uid {uid})")
+        if path.stat().st_uid == uid:
+            return f"chmod u+rw {path}"
+    except OSError:  # cannot even stat it: the directory above refuses, or the file is gone
+        pass
+    return f"chown it to the user running watchtower (uid {uid}), as every file in the state directory"
+
+
 class StateDirInUse(Exception):
     """Another live process holds the state directory's lock."""
 

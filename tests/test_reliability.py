@@ -2144,6 +2144,24 @@ async def test_a_lock_file_this_user_cannot_open_is_told_to_be_chowned(tmp_path:
                          "as every file in the state directory"), said
 
 
+def test_a_lock_file_refused_by_its_directory_or_its_own_mode_is_told_the_chmod_that_mends_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state_dir set to 000 (the lock file this user's own) was told to chown the file, which changes nothing
+    (review, 2026-12-05): the directory's mode is what refuses. Root passes every access check, so os.access is
+    what the kernel would answer for the daemon's user."""
+    from exporter.instancelock import LOCK_FILE, way_out
+
+    lock = tmp_path / LOCK_FILE
+    lock.write_text("")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    assert way_out(lock) == f"chmod u+rwx {tmp_path}"
+    monkeypatch.setattr(os, "access", real_access)
+    assert way_out(lock) == f"chmod u+rw {lock}"  # the directory lets it in: the file's own mode refuses
+    assert way_out(tmp_path / "gone.lock") == (f"chown it to the user running watchtower (uid {os.geteuid()}), as "
+                                               "every file in the state directory")
+
+
 async def test_a_oneshot_store_that_cannot_be_made_does_not_promise_to_be_resumed_from(tmp_path: Path,
                                                                                     monkeypatch: pytest.MonkeyPatch):
     """oneshot's store (deleted at exit) on a full TMPDIR said "the database is kept and resumed from"."""

@@ -45,6 +45,22 @@ async def test_start_at_end_skips_existing_records_on_the_first_run_only(tmp_pat
     await tailer.close()
 
 
+async def test_a_big_file_counted_to_start_at_its_end_is_said_first(tmp_path: Path, caplog, monkeypatch):
+    """A first start at `end` reads a file whole to count its lines: over a 50 GB sparse file the daemon did not
+    listen for 21 s, without a word. A file of COUNT_SAID_BYTES or more is said before."""
+    import exporter.tailer as tailer_mod
+
+    w = AcctWriter(tmp_path)
+    w.write(10)
+    monkeypatch.setattr(tailer_mod, "COUNT_SAID_BYTES", w.path.stat().st_size)
+    tailer, _ = tailer_for(tmp_path, tail={"start_position": "end"}, first_run=True)
+    with caplog.at_level("INFO", logger="watchtower.tailer"):
+        assert await drain(tailer) == []
+    said = [r.getMessage() for r in caplog.records if "counting its lines" in r.getMessage()]
+    assert said == [f"{w.path}: counting its lines to start at its end (0.0 GB; tail.start_position: end)"]
+    await tailer.close()
+
+
 @pytest.mark.parametrize("form", ["json", "bom", "quoted", "crlf"])
 async def test_start_at_end_reads_the_columns_of_any_header_form(tmp_path: Path, form: str):
     """On a first start at `end`, the existing first line gives the columns of what is appended. It was split on
