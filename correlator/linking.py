@@ -14,8 +14,9 @@ import sqlite3
 from collections.abc import Callable
 
 from correlator import genfilter, store
-from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared
+from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, rcpt_domain
 from correlator.writes import Segment
+from exporter.redact import without_addresses
 
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
 _KEY_INDEX = {"mid_h": "corr_tl_mid", "job_h": "corr_tl_job"}
@@ -309,17 +310,32 @@ class Linker:
         return self._find(row[0]) if row else None
 
     def _isp(self, rcpt_l: str, dsn_mta: str) -> str:
-        key = (rcpt_l.rpartition("@")[2], dsn_mta)
+        """The ISP of a recipient's domain (its dsnMta when the domain is unknown, or when it has none: a recipient
+        without `@` is never asked about as if all of it were a domain)."""
+        domain = rcpt_domain(rcpt_l)
+        key = (domain, dsn_mta)
         isp = self._isp_cache.get(key)
         if isp is None:
-            isp = self._isp_cache[key] = self._isp_of(rcpt_l, dsn_mta) or ""
+            isp = self._isp_cache[key] = self._isp_of(rcpt_l if domain else "", dsn_mta) or ""
         return isp
 
     def _redact(self, diag: str, rcpt_l: str | None) -> str:
-        """With hashed recipients the SMTP reply must not keep the address either."""
-        if not self._hasher.hashed or not diag or not rcpt_l:
+        """With hashed recipients the SMTP reply must not keep the address either, nor any other."""
+        if not self._hasher.hashed or not diag:
             return diag
-        return without_address(diag, rcpt_l)
+        return reply_without_addresses(diag, rcpt_l)
+
+
+def reply_without_addresses(diag: str, rcpt_l: str | None) -> str:
+    """A remote reply as stored and served with hashed recipients: the recipient's own address (`rcpt_l`, lower
+    case, when the record names one) as `<rcpt>`, every other address (a `+tag` recipient's bare address, a
+    forwarding target, one percent-encoded, any address of a reply without a recipient: `tq`, a remote bounce
+    without rcpt) as `<addr>`, whole. Linear in the reply's length (exporter.redact.without_addresses)."""
+    if not diag:
+        return diag
+    if rcpt_l:
+        diag = without_address(diag, rcpt_l)
+    return without_addresses(diag)
 
 
 def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:

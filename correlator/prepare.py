@@ -188,10 +188,10 @@ class Preparer:
             elif plain:
                 rh = from_bytes(b2b(("r\0" + rcpt_l).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
                                 "big", signed=True)
-                memo[rcpt] = (rcpt_l, rh, rcpt_l, rcpt_l.rpartition("@")[2])
+                memo[rcpt] = (rcpt_l, rh, rcpt_l, rcpt_domain(rcpt_l))
             else:
                 rh, rstore = hasher(rcpt_l)
-                memo[rcpt] = (rcpt_l, rh, rstore, rcpt_l.rpartition("@")[2])
+                memo[rcpt] = (rcpt_l, rh, rstore, rcpt_domain(rcpt_l))
 
     def _job_key(self, job: str) -> tuple[str, int | None]:
         """(stripped jobId, its hash or None when empty)."""
@@ -232,6 +232,9 @@ class Preparer:
         qev = df.filter(is_tq)
         queue_events: list[tuple] = []
         if qev.height:
+            if self._hasher.hashed:  # a queue's reply names no recipient to compare with: every address goes
+                redact = self._redact
+                qev = qev.with_columns(map_distinct(qev.get_column("dsnDiag"), lambda d: redact(d, None), pl.String))
             queue_events = list(zip(
                 qev.get_column("eid").to_list(), qev.get_column("t").to_list(),
                 map_distinct(qev.get_column("queue"), str.strip, pl.String).to_list(),
@@ -312,11 +315,11 @@ class Preparer:
         want = deliv & (pl.col("rcpt_l") != "")
         key = pl.concat_str(["rdom", "host"], separator="\0")
         df = df.with_columns(_mx_host_expr(pl.col("dsnMta")).alias("host"))
-        pairs = df.filter(want).select(key.alias("key"), "rcpt_l", "host").unique(
+        pairs = df.filter(want).select(key.alias("key"), "rcpt_l", "rdom", "host").unique(
             subset=["key"], keep="first", maintain_order=True)
         isp_cache = self._isp_cache
-        isps = [isp_cache.get((rcpt_l.rpartition("@")[2], host)) or self._isp(rcpt_l, host)
-                for _k, rcpt_l, host in pairs.iter_rows()]
+        isps = [isp_cache.get((rdom, host)) or self._isp(rcpt_l, host)
+                for _k, rcpt_l, rdom, host in pairs.iter_rows()]
         vmta, rdom = pl.col("vmta"), pl.col("rdom")
         df = df.with_columns(
             pl.when(want).then(key.replace_strict(pairs.get_column("key"), pl.Series(isps, dtype=pl.String),
@@ -371,6 +374,13 @@ class Preparer:
                     jh = p.frame.get_column("jh").to_list()
                 probe_j[jk] = (jh[i], p.rh[i], p.qs[i])
         return probe_m, probe_j
+
+
+def rcpt_domain(rcpt_l: str) -> str:
+    """The domain of a recipient address, '' when it has no `@`: a recipient logged without one (`bob`, a bad
+    line's field) is all local part, so neither its domain nor a queue name (`domain/vmta`) is made of it."""
+    _local, at, domain = rcpt_l.rpartition("@")
+    return domain if at else ""
 
 
 def _orig_key(orig: str) -> tuple[str, str]:

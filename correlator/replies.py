@@ -21,6 +21,7 @@ ending in `/` asks for `//api/v1/flows`; those requests are redirected to the si
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ from correlator.keys import job_hash, message_hash, norm_message_id
 from correlator.models import ApiError, Timeline
 from correlator.timeline import iso
 from exporter.metrics import PLACEHOLDER_NONE
+from exporter.redact import without_addresses
 
 MAX_WINDOW = 86400.0
 """Longest window read (s): an older `since` is moved up to `until - MAX_WINDOW` (`window_capped`)."""
@@ -287,16 +289,20 @@ def default_isp_of_domain() -> IspOfDomain:
 
 def top_replies(
     rows: list[ReplyRow], isps: list[str] | None, limit: int, class_of: Callable[[str, str, str, str], str],
-    isp_of_domain: IspOfDomain, check: Callable[[], None] = check_budget,
+    isp_of_domain: IspOfDomain, check: Callable[[], None] = check_budget, hashed: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """Merge exact texts into normalised groups per (vmta, isp, kind); the `limit` largest first.
 
     Up to 2 x SCAN_BUDGET rows each go through the regexes of `normalise`: `check` before every row
-    stops that work at the request's time budget (QueryBudgetExceeded, a 503)."""
+    stops that work at the request's time budget (QueryBudgetExceeded, a 503). `hashed` (hash_recipients): a
+    text stored with an address (before hashing was on, or by an older version) is grouped and shown as
+    `without_addresses` gives it, its `example` included."""
     groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     total = 0
     for r in rows:
         check()
+        if hashed and r.diag:
+            r = dataclasses.replace(r, diag=without_addresses(r.diag))
         isp, mta = r.isp, r.dsn_mta
         if r.kind == "tq":
             domain, _, mta = r.dsn_mta.partition("\n")
@@ -360,7 +366,7 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
         vmtas, isps, pools = filter_values("vmta", vmta), filter_values("isp", isp), filter_values("pool", pool)
         with api.connection() as conn:
             rows, limited = reply_rows(conn, lo, hi, vmtas, pools=pools)
-        items, total = top_replies(rows, isps, limit, api.class_of, isp_of)
+        items, total = top_replies(rows, isps, limit, api.class_of, isp_of, hashed=api.hasher.hashed)
         return json_answer(RepliesResponse, {"vmta": vmtas, "pool": pools, "isp": isps, "since": iso(lo),
                                              "until": iso(hi), "window_capped": capped, "scan_limited": limited,
                                              "total": total, "replies": items})

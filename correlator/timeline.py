@@ -27,6 +27,7 @@ from typing import Any
 from correlator import store
 from correlator.store import DAYS
 from exporter.classify.replies import is_success
+from exporter.redact import without_addresses
 from exporter.timeparse import LATEST
 
 ClassOf = Callable[[str, str, str, str], str]
@@ -254,8 +255,11 @@ class Reader:
         isp = item["isp"] or ""
         out: list[tuple[float, int, int, dict[str, Any]]] = []
         shown_attempts = 0
+        hashed = self.hashed
         for eid, _tl, code, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra in rows:
             rtype = store.TYPE_NAMES[code]
+            if hashed and diag:  # a row stored raw (before hashing, or by an older version) shows no address
+                diag = without_addresses(diag)
             shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
             ev.update(vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
@@ -302,6 +306,8 @@ class Reader:
         files = self._file_names({r[0] >> store.LINE_BITS for r in rows})
         isp = item["isp"] or ""
         for eid, t, vmta, pool, action, status, diag, mta, bcat, src_ip in rows:
+            if self.hashed and diag:
+                diag = without_addresses(diag)
             ev = _event(t, "queue_deferred", "tq")
             ev.update(queue=item["queue"], vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
                       dsn_action=action or None, dsn_status=status or None, dsn_diag=diag or None,

@@ -932,13 +932,19 @@ def _marker_pid(path: str) -> int | None:
 
 
 def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie, killed and not yet reaped by its parent, has)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # EPERM: a process of another user has it
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def remove_stale_oneshot_dirs(parent: Path | str | None = None) -> list[str]:

@@ -86,16 +86,9 @@ def _quoted_start(text: str, closing: int) -> int | None:
 
 
 _HOST = re.compile(f"[^{_DELIMITERS}/]*")
-
-
-def _in_a_path(text: str, start: int, after_at: int) -> bool:
-    """`name@host` as a file path writes it, not an address: a path segment (`/var/lib/watchtower@prod/...`, a
-    systemd instance's directory) or an scp target (`backup@nas:/srv`). A URL's user (`http://bob@host/`) is not
-    one: it is redacted like an address."""
-    end = _HOST.match(text, after_at).end()
-    if text.startswith(":/", end):
-        return True
-    return text.startswith("/", end) and text[start - 1:start] == "/" and text[start - 2:start] != "//"
+"""An address's domain after a literal `@`: up to a delimiter or a `/` (`<bob@x.org>`, `/bob@x.org/`)."""
+_DOMAIN_END = "'`"  # no domain holds a quote: `'alice@x.org'` keeps its closing one
+_URL_DOMAIN_END = _DOMAIN_END + "=&?#"
 
 
 def _local_spans(text: str) -> list[tuple[int, int]]:
@@ -134,7 +127,7 @@ def _local_spans(text: str) -> list[tuple[int, int]]:
         prev_end = m.end()
         if literal:
             after_at = prev_end
-        if start >= at or (literal and _in_a_path(text, start, prev_end)):
+        if start >= at:
             continue
         while spans and spans[-1][1] > start:  # a quoted local part holding an `@` covers the one before
             start = min(start, spans.pop()[0])
@@ -160,6 +153,59 @@ def redact(text: str) -> str:
     for start, end in spans:
         out.append(text[pos:start])
         out.append(REDACTED)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+ADDRESS = "<addr>"
+"""What `without_addresses` puts in place of a whole address (the placeholder of /api/v1/replies' texts)."""
+
+
+def _domain_end(text: str, start: int, stop: int, literal: bool) -> int:
+    """End of the domain that starts at `start` (right after an `@` or `%40`), looked for before `stop`."""
+    end = _HOST.match(text, start, stop).end()  # type: ignore[union-attr]  # `*`: always matches
+    for c in _DOMAIN_END if literal else _URL_DOMAIN_END:
+        k = text.find(c, start, end)
+        if k >= 0:
+            end = k
+    while end > start and text[end - 1] == ".":  # a sentence's full stop is no part of it
+        end -= 1
+    return end
+
+
+def without_addresses(text: str, mark: str = ADDRESS) -> str:
+    """`text` with every e-mail address, local part and domain, replaced by `mark` (`<addr>`).
+
+    The same addresses `redact` finds (Unicode, quoted, percent-encoded, cut short after the `@`), taken whole: what
+    the correlator keeps of a remote reply when recipients are hashed, where the domain of another address than the
+    recipient's (a forwarding target) may itself name a person. Linear: each domain is looked for only up to the
+    next `@` found."""
+    if not might_hold_address(text):
+        return text
+    ats = [(m.start(), m.end(), m.group() in ("@", "\uff20")) for m in _AT.finditer(text)]
+    spans = _local_spans(text)
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    i = 0  # the next `@` match not yet passed
+    for start, at in spans:
+        if at < pos:  # its `@` was in the previous address (`a@b@c`)
+            continue
+        start = max(start, pos)
+        while i < len(ats) and ats[i][0] < at:
+            i += 1
+        _, after, literal = ats[i]
+        stop = ats[i + 1][0] if i + 1 < len(ats) else len(text)
+        end = _domain_end(text, after, stop, literal)
+        while end == stop and i + 1 < len(ats) and ats[i + 1][0] == stop:  # `a@b@c`: one address to the last `@`
+            i += 1
+            _, after, literal = ats[i]
+            stop = ats[i + 1][0] if i + 1 < len(ats) else len(text)
+            end = _domain_end(text, after, stop, literal)
+        out.append(text[pos:start])
+        out.append(mark)
         pos = end
     out.append(text[pos:])
     return "".join(out)

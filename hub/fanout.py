@@ -31,6 +31,7 @@ from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchRe
 from correlator.replies import LookupResponse, RepliesResponse
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
+from exporter.redact import redact
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.targets import Target
 
@@ -386,5 +387,13 @@ def printable(text: str) -> str:
 
 
 def _short(text: str) -> str:
-    text = printable(text)
+    """A target's error text as the hub quotes it (missing_hosts, the /ui banner): printable, addresses redacted as
+    the hub's log lines are (exporter.redact, before the cut: a local part cut from its `@` is no longer found),
+    200 characters. A failing target's answer is remote text: `backend failed for alice@gmail.com` must not be
+    copied into every answer of the hub."""
+    text = redact(printable(text[:REDACTED_HEAD]))
     return text[:200] + ("..." if len(text) > 200 else "")
+
+
+REDACTED_HEAD = 200 + 4096
+"""Characters of a target's error text redacted before the cut to 200: room for a quoted or encoded local part."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from correlator.keys import HASHED_PREFIX
 from correlator.timeline import flow_stat_fields
+from exporter.redact import redact
 from hub.config import without_credentials
 from hub.fanout import HostAnswer, printable
 from hub.targets import Target
@@ -48,8 +49,8 @@ def settle(answers: list[HostAnswer], fine: Collection[int], own: Collection[str
 
 def passed_on(body: dict[str, Any]) -> dict[str, Any]:
     """A daemon's 400 (ApiError-shaped: the fan-out checked) as the hub passes it on: its text without control
-    characters."""
-    return {"error": printable(str(body.get("error")))[:1000], "parameter": body.get("parameter")}
+    characters, addresses redacted as the hub's logs are (before the cut)."""
+    return {"error": redact(printable(str(body.get("error"))[:5000]))[:1000], "parameter": body.get("parameter")}
 
 
 def first_seen_key(item: dict[str, Any]) -> float:

@@ -65,10 +65,21 @@ AUDIT_EXAMPLES = [
 ]
 
 NOT_ADDRESSES = ["a bare @ in text", "@", "@@ and @ @", "decorator @property", "", "100% sure", "%40 alone",
-                 'said "@" there', "[redacted]@gmail.com stays as is",
-                 # paths: a systemd-instance state_dir, a glob under a host-named directory, scp-style targets
-                 "state /var/lib/watchtower@prod/watchtower.db: first run",
-                 "watching /srv/pmta@mx1/acct-*.csv", "backup to backup@nas:/srv/watchtower"]
+                 'said "@" there', "[redacted]@gmail.com stays as is"]
+
+# Written like a path, `name@host` is redacted too (privacy review 2026-12-05): the exemption for path forms (a
+# systemd-instance state_dir, a glob under a host-named directory, an scp-style target) also let an address through
+# where a bad CSV line or a reply quoted it that way (`alice@gmail.com:/var/mail/x`, `/alice@gmail.com/`).
+PATH_FORMS = [
+    ("state /var/lib/watchtower@prod/watchtower.db: first run", "state /[redacted]@prod/watchtower.db: first run"),
+    ("watching /srv/pmta@mx1/acct-*.csv", "watching /[redacted]@mx1/acct-*.csv"),
+    ("backup to backup@nas:/srv/watchtower", "backup to [redacted]@nas:/srv/watchtower"),
+]  # the review's own canaries: tests/test_privacy_hashing_on.py
+
+
+@pytest.mark.parametrize(("line", "want"), PATH_FORMS)
+def test_an_address_written_like_a_path_is_redacted(line: str, want: str):
+    assert redact(line) == want
 
 
 @pytest.mark.parametrize(("line", "want"), AUDIT_EXAMPLES)

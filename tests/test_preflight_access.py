@@ -226,6 +226,7 @@ def test_a_correlator_lock_the_process_cannot_open_is_named_with_the_way_out(
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(follower, "open", refused, raising=False)  # a root-owned 0600 file, for this user
+    monkeypatch.setattr("exporter.instancelock.os.geteuid", lambda: 4242)  # ... which is not root
     config = config_from_dict({"sources": [{"name": "acct", "paths": [str(tmp_path / "acct-*.csv")]}],
                                "state_dir": str(state)})
     process = follower.Follower(config, os.getppid(), [])
@@ -239,4 +240,4 @@ def test_a_correlator_lock_the_process_cannot_open_is_named_with_the_way_out(
     assert ended.value.code == 1  # as before: the daemon restarts it
     assert [r.getMessage() for r in caplog.records] == [
         f"correlator process: {lock}: cannot open the correlator's lock file: permission denied: chown it to the "
-        f"user running watchtower (uid {os.geteuid()}), as every file in the state directory"]
+        "user running watchtower (uid 4242), as every file in the state directory"]

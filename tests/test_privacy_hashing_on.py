@@ -1,0 +1,295 @@
+"""With `correlator.hash_recipients` on, no address is stored or served in clear (privacy review 2026-12-05).
+
+The review's canaries: a reply on a row without a recipient (`tq`, an `rb` with an empty rcpt), a reply quoting
+another address than the recipient's (a `+tag` recipient, a forwarding target, a percent-encoded address), the
+`example` of /api/v1/replies, a recipient without `@` (its whole text taken for the domain and the queue name), a
+log line quoting an address written like a path, and a oneshot's temporary store left behind by a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from correlator import store
+from exporter.config import CorrelatorConfig
+from exporter.redact import redact
+from tests.test_correlator_support import Harness, batch
+
+WINDOW = {"since": "2024-05-03T00:00:00Z", "until": "2024-05-03T23:00:00Z"}
+DIAG = batch("/l/diag-2024-05-03-0000.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+tq,2024-05-03 10:00:04+0000,,,,delayed,4.7.1,"smtp;451 4.7.1 <zz.leak.canary11@gmail.com>: greylisted, try later",\
+alt1.gmail-smtp-in.l.google.com (142.250.153.27),,vmta-01,,gmail.com/vmta-01,pool-a
+""")
+ACCT = batch("/l/acct-2024-05-03-0000.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
+header_Message-Id
+d,2024-05-03 10:00:01+0000,2024-05-03 10:00:00+0000,b@news.example,zz.leak.canary1@gmail.com,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,J1,gmail.com/vmta-01,pool-a,<c1@news.example>
+b,2024-05-03 10:00:02+0000,2024-05-03 10:00:00+0000,b@news.example,zz.leak.canary5+promo@gmail.com,failed,5.1.1,\
+smtp;550 5.1.1 <zz.leak.canary5@gmail.com>: mailbox unavailable,mx.gmail.com (1.2.3.4),bad-mailbox,vmta-01,J1,\
+gmail.com/vmta-01,pool-a,<c5@news.example>
+b,2024-05-03 10:00:03+0000,2024-05-03 10:00:00+0000,b@news.example,zz.leak.canary16@yahoo.com,failed,5.1.1,\
+smtp;554 delivery error: dd zz.leak.canary16%40yahoo.com is not available,mta5.am0.yahoodns.net (1.2.3.4),\
+bad-mailbox,vmta-01,J1,yahoo.com/vmta-01,pool-a,<c16@news.example>
+d,2024-05-03 10:00:05+0000,2024-05-03 10:00:00+0000,b@news.example,zz.leak.canary80,relayed,2.0.0,\
+smtp;250 ok,mx.other.example (1.2.3.4),,vmta-01,J1,,pool-a,<c80@news.example>
+""")
+BOUNCE = batch("/l/bounce-2024-05-03-0000.csv", """
+type,timeLogged,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,header_Message-Id
+rb,2024-05-03 10:00:09+0000,b@news.example,zz.leak.canary1@gmail.com,failed,5.2.2,\
+smtp; 552 5.2.2 <zz.leak.canary1@gmail.com> mailbox full; also forwarded to zz.leak.canary13fwd@outlook.com,\
+mx.gmail.com,quota-issues,<c1@news.example>
+rb,2024-05-03 10:00:10+0000,b@news.example,,failed,5.1.1,smtp; 550 5.1.1 <zz.leak.canary87@gmail.com> user unknown,\
+mx.gmail.com,bad-mailbox,<c87@news.example>
+""")
+
+
+@pytest.fixture
+def hashed(tmp_path: Path) -> Harness:
+    key = tmp_path / "hmac.key"
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=key))
+    for b in (ACCT, DIAG, BOUNCE):
+        h.commit(b)
+    yield h
+    h.close()
+
+
+def _store_bytes(h: Harness) -> bytes:
+    h.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return b"".join(p.read_bytes() for p in h.db.parent.glob("state.db*")).lower()
+
+
+def _texts(h: Harness, sql: str) -> list[str]:
+    return [r[0] for r in h.conn.execute(sql).fetchall() if r[0]]
+
+
+# --- 1. a reply on a row without a recipient -------------------------------------------------------------
+
+
+def test_a_queue_events_reply_is_stored_without_its_address(hashed: Harness) -> None:
+    assert _texts(hashed, "SELECT diag FROM corr_queue_events") == [
+        "smtp;451 4.7.1 <<addr>>: greylisted, try later"]
+
+
+def test_a_remote_bounce_without_rcpt_is_stored_without_its_address(hashed: Harness) -> None:
+    diags = _texts(hashed, f"SELECT diag FROM corr_events WHERE type = {store.TYPE_CODES['rb']}")
+    assert "smtp; 550 5.1.1 <<addr>> user unknown" in diags, diags
+
+
+def test_no_canary_anywhere_in_the_store(hashed: Harness) -> None:
+    blob = _store_bytes(hashed)
+    for canary in (b"canary1@", b"canary5@", b"canary5+promo", b"canary11", b"canary13fwd", b"canary16", b"canary87",
+                   b"canary80"):
+        assert canary not in blob, canary
+
+
+async def test_replies_json_serves_no_address(hashed: Harness) -> None:
+    async with hashed.client() as c:
+        r = await c.get("/api/v1/replies", params={**WINDOW, "limit": 100})
+    assert r.status_code == 200, r.text
+    assert "canary" not in r.text, r.text
+    got = {x["reply"]: x["example"] for x in r.json()["replies"]}
+    assert got["451 4.7.1 <<addr>>: greylisted, try later"] == "smtp;451 4.7.1 <<addr>>: greylisted, try later"
+    assert got["550 5.1.1 <<addr>>: mailbox unavailable"] == "smtp;550 5.1.1 <<addr>>: mailbox unavailable"
+    assert got["554 delivery error: dd <addr> is not available"] == (
+        "smtp;554 delivery error: dd <addr> is not available")
+
+
+async def test_timelines_serve_no_address_in_json_nor_text(hashed: Harness) -> None:
+    ids = [r[0] for r in hashed.conn.execute("SELECT id FROM corr_timelines ORDER BY id")]
+    async with hashed.client() as c:
+        for tl in ids:
+            for fmt in ("json", "text"):
+                r = await c.get(f"/api/v1/timelines/{tl}", params={"format": fmt})
+                assert r.status_code == 200, r.text
+                assert "canary" not in r.text, (tl, fmt, r.text)
+
+
+# --- 2. every address of a reply, and the example ----------------------------------------------------------
+
+
+def test_a_recipients_reply_quoting_another_address_keeps_neither(hashed: Harness) -> None:
+    diags = _texts(hashed, "SELECT diag FROM corr_events")
+    assert "smtp; 552 5.2.2 <<rcpt>> mailbox full; also forwarded to <addr>" in diags, diags
+    assert "smtp;550 5.1.1 <<addr>>: mailbox unavailable" in diags, diags  # the `+promo` recipient's bare address
+
+
+async def test_a_reply_stored_raw_before_is_served_without_its_addresses(hashed: Harness) -> None:
+    """A row written by an older version (or before hashing was on) still holds the address: served, it does not."""
+    raw = "smtp;550 5.1.1 <zz.leak.canary5@gmail.com>: mailbox unavailable"
+    hashed.conn.execute("UPDATE corr_events SET diag = ? WHERE diag LIKE '%mailbox unavailable%'", (raw,))
+    hashed.conn.execute("UPDATE corr_queue_events SET diag = 'smtp;451 <zz.leak.canary11@gmail.com> later'")
+    tl = hashed.conn.execute("SELECT tl FROM corr_events WHERE diag = ?", (raw,)).fetchone()[0]
+    async with hashed.client() as c:
+        replies = await c.get("/api/v1/replies", params={**WINDOW, "limit": 100})
+        page = await c.get(f"/api/v1/timelines/{tl}")
+        queue = await c.get("/api/v1/timelines/1")
+    for r in (replies, page, queue):
+        assert r.status_code == 200, r.text
+        assert "canary" not in r.text, r.text
+
+
+async def test_with_hashing_off_the_reply_is_kept_for_forensics(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(ACCT, DIAG)
+    async with h.client() as c:
+        r = await c.get("/api/v1/replies", params={**WINDOW, "limit": 100})
+    assert "<zz.leak.canary5@gmail.com>" in r.text and "<zz.leak.canary11@gmail.com>" in r.text
+    h.close()
+
+
+@pytest.mark.parametrize(("diag", "rcpt", "want"), [
+    ("smtp;550 <Bob@Yahoo.com> and <bob@yahoo.com>", "bob@yahoo.com", "smtp;550 <<rcpt>> and <<rcpt>>"),
+    ("550 <a@b.c>, <d@e.f>; x@y.z.", None, "550 <<addr>>, <<addr>>; <addr>."),
+    ("550 to alice%40gmail.com and al%2540x.org/y", None, "550 to <addr> and <addr>/y"),
+    ("550 quoted \"john doe\"@example.com gone", None, "550 quoted <addr> gone"),
+    ("550 a@b@c end", None, "550 <addr> end"),
+    ("550 bare @ and @@ and trailing x@", None, "550 bare @ and @@ and trailing <addr>"),
+    ("550 no address here", "bob@yahoo.com", "550 no address here"),
+    ("", None, ""),
+])
+def test_reply_without_addresses(diag: str, rcpt: str | None, want: str) -> None:
+    from correlator.linking import reply_without_addresses
+
+    assert reply_without_addresses(diag, rcpt) == want
+
+
+def test_without_addresses_is_linear_on_hostile_text() -> None:
+    import time
+
+    from exporter.redact import without_addresses
+
+    for text in ("a@" * 100_000, "%40" * 100_000, "x" * 200_000 + "@", "@" + "y" * 200_000,
+                 "a%40" + "b" * 200_000):
+        start = time.perf_counter()
+        out = without_addresses(text)
+        assert time.perf_counter() - start < 2.0, text[:10]
+        assert "@" not in out.replace("<addr>", "") or text.startswith("@")
+
+
+# --- 3. a recipient without `@` ----------------------------------------------------------------------------
+
+
+async def test_a_recipient_without_at_has_no_domain_and_no_queue_derived(hashed: Harness) -> None:
+    rh = hashed.sink.hasher("zz.leak.canary80")[0]
+    row = hashed.conn.execute("SELECT rcpt_domain, queue FROM corr_timelines WHERE rcpt_h = ?", (rh,)).fetchone()
+    assert row == (None, None)
+    async with hashed.client() as c:
+        r = await c.get("/api/v1/search", params={"since": "2024-05-03T00:00:00Z", "limit": 100})
+    assert r.status_code == 200 and "canary80" not in r.text, r.text
+
+
+def test_a_recipient_without_at_has_no_domain_with_hashing_off_either(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.commit(ACCT)
+    row = h.conn.execute("SELECT rcpt_domain, queue FROM corr_timelines WHERE rcpt = 'zz.leak.canary80'").fetchone()
+    assert row == (None, None)
+    h.close()
+
+
+# --- 4. log lines: an address written like a path is redacted ----------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "want"), [
+    ("bad line d,zz.leak.canary95@gmail.com:/var/mail/x,y", "bad line d,[redacted]@gmail.com:/var/mail/x,y"),
+    ("550 /zz.leak.canary@gmail.com/ unknown", "550 /[redacted]@gmail.com/ unknown"),
+])
+def test_an_address_written_like_a_path_is_redacted_in_logs(line: str, want: str) -> None:
+    assert redact(line) == want
+
+
+# --- 6. a oneshot's temporary store left by a killed process -----------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_stale_oneshot_directory_of_a_dead_process_is_removed(tmp_path: Path) -> None:
+    from exporter.daemon import ONESHOT_MARKER, remove_stale_oneshot_dirs
+
+    def made(name: str, pid: int | None) -> Path:
+        d = tmp_path / name
+        d.mkdir(mode=0o700)
+        (d / "state.db").write_bytes(b"secret")
+        if pid is not None:
+            (d / ONESHOT_MARKER).write_text(str(pid))
+        return d
+
+    dead = made("watchtower-oneshot-dead", _dead_pid())
+    alive = made("watchtower-oneshot-alive", os.getpid())
+    unmarked = made("watchtower-oneshot-unmarked", None)
+    other = made("other-dead", _dead_pid())
+    target = made("elsewhere", _dead_pid())
+    (tmp_path / "watchtower-oneshot-link").symlink_to(target)
+    remove_stale_oneshot_dirs(tmp_path)
+    assert not dead.exists()
+    assert alive.exists() and unmarked.exists() and other.exists()
+    assert (target / "state.db").exists() and (tmp_path / "watchtower-oneshot-link").is_symlink()
+
+
+def test_the_oneshot_store_directory_carries_its_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import daemon
+
+    seen: list[list[str]] = []
+
+    async def fake_pass(config, registry, db_path, *a, **kw) -> None:  # noqa: ANN001
+        seen.append(sorted(p.name for p in Path(db_path).parent.iterdir()))
+        assert (Path(db_path).parent / daemon.ONESHOT_MARKER).read_text() == str(os.getpid())
+
+    monkeypatch.setattr(daemon, "_oneshot_pass", fake_pass)
+    monkeypatch.setattr(daemon, "load_classifiers", lambda config: (None, None))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    import asyncio
+
+    asyncio.run(daemon._oneshot_store_pass(None, None, []))  # noqa: SLF001
+    assert seen == [[daemon.ONESHOT_MARKER]]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_store_opened_in_the_stale_dir_is_gone_too(tmp_path: Path) -> None:
+    """The database files (-wal, -shm) go with the directory: nothing of the key or the rows is left."""
+    from exporter.daemon import ONESHOT_MARKER, remove_stale_oneshot_dirs
+
+    d = tmp_path / "watchtower-oneshot-x"
+    d.mkdir(mode=0o700)
+    conn = sqlite3.connect(d / "state.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    (d / ONESHOT_MARKER).write_text(str(_dead_pid()))
+    remove_stale_oneshot_dirs(tmp_path)
+    assert not d.exists()
+
+
+def test_a_killed_oneshot_not_yet_reaped_counts_as_ended(tmp_path: Path) -> None:
+    """SIGKILLed, a process is a zombie until its parent reaps it, and `kill(pid, 0)` still finds it: the directory
+    was kept (seen by running a oneshot right after `kill -9` of one started from a shell)."""
+    import signal
+    import time
+
+    from exporter.daemon import ONESHOT_MARKER, remove_stale_oneshot_dirs
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        for _ in range(100):  # until it is a zombie (not reaped: no wait() yet)
+            if Path(f"/proc/{proc.pid}/stat").read_bytes().rsplit(b")", 1)[1][1:2] == b"Z":
+                break
+            time.sleep(0.01)
+        d = tmp_path / "watchtower-oneshot-zombie"
+        d.mkdir(mode=0o700)
+        (d / ONESHOT_MARKER).write_text(str(proc.pid))
+        remove_stale_oneshot_dirs(tmp_path)
+        assert not d.exists()
+    finally:
+        proc.wait()
