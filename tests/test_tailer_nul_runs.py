@@ -80,7 +80,7 @@ ALL = [f"u{i}@gmail.com" for i in range(6)]
     (17 * MIB, False, 1 * MIB),
     (17 * MIB, False, 4 * MIB),
     (17 * MIB, False, 64 * MIB),
-    ((1 << 30) + 5, True, 4 * MIB),
+    ((256 * MIB) + 5, True, 4 * MIB),  # a hole: never held, whatever its size (see the next test)
 ])
 @pytest.mark.parametrize("oneshot", [True, False])
 async def test_a_nul_run_of_any_length_is_one_error_and_the_record_after_it_is_read(
@@ -105,7 +105,7 @@ async def test_a_nul_run_of_any_length_is_one_error_and_the_record_after_it_is_r
 
 
 async def test_a_sparse_hole_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
-    padded(tmp_path / "acct.csv", 4 << 30, True)
+    padded(tmp_path / "acct.csv", 1 << 30, True)  # held whole, 1 GiB would show in the peak
     t, _reg = make_tailer(tmp_path, False, 4 * MIB)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert await drain(t) == ALL
