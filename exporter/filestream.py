@@ -135,6 +135,24 @@ def blocking_reads() -> Iterator[None]:
         _BLOCKING.reset(token)
 
 
+NUL_LOOKBACK = 1 << 30
+"""Bytes of a NUL run `_before_nuls` reads back at most (a sparse hole: ~0.2 s a GiB); past it, the run is taken for
+the inside of an overlong line (the rest of that line skipped)."""
+
+
+def _before_nuls(fd: int, end: int) -> bytes:
+    """The byte before the NUL run that ends at `end` (inclusive): b"" at the file's start, b"x" past NUL_LOOKBACK."""
+    pos, block = end + 1, 1 << 20
+    while pos > 0 and end + 1 - pos < NUL_LOOKBACK:
+        start = max(0, pos - block)
+        data = os.pread(fd, pos - start, start)
+        rest = data.rstrip(b"\0")
+        if rest:
+            return rest[-1:]
+        pos = start
+    return b"" if pos == 0 else b"x"
+
+
 class FileStream:
     """Reads one file from `offset` onwards and hands each chunk's valid rows to `on_batch`."""
 
@@ -164,9 +182,6 @@ class FileStream:
         self.nul_run = 0
         """NUL bytes of the run being skipped (a run that outgrew MAX_PENDING_LINE at a line start: a crash's padding, a
         sparse hole): counted into the offset as they are read, never held; one nul_padding error when it ends."""
-        self.skip_nuls = 0
-        """NULs ending what an overlong line's skip read: counted into the offset only with the bytes after them, so a
-        checkpoint never stops just after a NUL inside that line (a restart there would take it for a run's end)."""
         self.size = 0
         self.unopened_size = 0
         """Its size by stat while it cannot be opened (permissions): counted behind, though never read yet (`size` is
@@ -218,22 +233,25 @@ class FileStream:
         self.file = f
         await self._seek(self.cp.offset)
         self.pending = b""
-        self.skip_nuls = 0
         self.skipping = self._mid_line(f)
         if self.metrics:
             self.metrics.file_opens.labels(src).inc()
         return True
 
     def _mid_line(self, f: Any) -> bool:
-        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline (or
-        after a NUL: a run of NULs skipped, what follows it read as a line), so a restart (or a reopen) there goes on
-        skipping it rather than parse its rest as a line."""
+        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline, so
+        a restart (or a reopen) there goes on skipping it rather than parse its rest as a line. After a NUL, the byte
+        before the run says: a newline (or the file's start) before it, the run began a line (skipped as padding,
+        what follows is read as a line); anything else, the run is inside an overlong line (`_before_nuls`)."""
         if self.cp.offset <= 0:
             return False
         try:
-            return os.pread(f.fileno(), 1, self.cp.offset - 1) not in (b"\n", b"\0", b"")
+            last = os.pread(f.fileno(), 1, self.cp.offset - 1)
+            if last == b"\0":
+                last = _before_nuls(f.fileno(), self.cp.offset - 1)
         except OSError:
             return False
+        return last not in (b"\n", b"")
 
     def _size_unopened(self) -> None:
         try:
@@ -310,7 +328,7 @@ class FileStream:
         self.parser.reset()
         self.pending = b""
         self.skipping = False
-        self.nul_run = self.skip_nuls = 0
+        self.nul_run = 0
         self.committed_offset = -1
 
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
@@ -374,7 +392,7 @@ class FileStream:
                 continue
             if self.skipping:
                 nl = data.find(b"\n")
-                self._skip(len(data) if nl < 0 else nl + 1, nl >= 0, data)
+                self._skip(len(data) if nl < 0 else nl + 1, nl >= 0)
                 if nl < 0:
                     continue
                 data = data[nl + 1 :]  # once per overlong line
@@ -450,7 +468,7 @@ class FileStream:
         self._long_row(self.pending[:LONG_SAMPLE_BYTES])
         pending, self.pending = self.pending, b""
         self.skipping = True
-        self._skip(len(pending), False, pending)
+        self._skip(len(pending), False)
 
     def _stop_lone_cr(self) -> None:
         """Lines ending in CR alone: the whole file would be one header line (its records uncounted), or a line
@@ -465,18 +483,8 @@ class FileStream:
         self.parser._error("long_row", self.parser.line_no + 1, sample)
         self._drain_tallies()
 
-    def _skip(self, n: int, ended: bool, data: bytes = b"") -> None:
-        """`n` bytes of an overlong line consumed unparsed; `ended`: its newline among them (one line read). NULs that
-        end `data` without it are held back from the offset (`skip_nuls`)."""
-        if not ended and data[-1:] == b"\0":
-            tail = n - len(data.rstrip(b"\0"))
-            if tail < n:  # bytes came after the NULs held before: those count now
-                n, self.skip_nuls = n + self.skip_nuls, 0
-            n -= tail
-            self.skip_nuls += tail
-        elif self.skip_nuls:
-            n += self.skip_nuls
-            self.skip_nuls = 0
+    def _skip(self, n: int, ended: bool) -> None:
+        """`n` bytes of an overlong line consumed unparsed; `ended`: its newline among them (one line read)."""
         self.cp.offset += n
         if ended:
             self.skipping = False

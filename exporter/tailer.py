@@ -442,6 +442,8 @@ class Tailer:
                 stream.cp.gone_since = None
                 continue
             self._follow(key, source, path, st)
+        for key in [k for k in self._seen_size if k not in self.streams]:  # not followed (compressed, replaced)
+            del self._seen_size[key]
         for key in [k for k in self._undecided if k not in found]:  # left the globs: decided as any file that left
             del self._undecided[key]
         for key, stream in self.streams.items():
@@ -1005,7 +1007,7 @@ class Tailer:
                 if stream.file is None and not await self._make_room():
                     continue  # every descriptor is held by a file with bytes unread: read when one is done
                 more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
-                if stream.gone and (stream.pending or stream.skipping) and self._settled(stream):
+                if stream.gone and (stream.pending or stream.skipping or stream.nul_run) and self._settled(stream):
                     # quiet since before that read (a read that got bytes moved last_growth): the unterminated
                     # last line is the file's last record; read(final) takes it at once, unless bytes came meanwhile
                     more |= await stream.read(on_batch, 1, final=True, should_stop=should_stop)
@@ -1047,9 +1049,11 @@ class Tailer:
     async def _make_room(self) -> bool:
         """Keep at most `max_open` descriptors (tail.max_open_files, or what the open-file limit leaves): close a file
         read to its end first, else one still being written (it grew since its last read began: PMTA's current file,
-        which no delete-after takes), the least recently grown first. False when every descriptor is held by a file
-        with bytes unread that no longer grows (a backlog, a file just rotated): such a file is not closed (a
-        delete-after, or a move-to without `moved_to`, would take its rest with it) and the new one waits its turn.
+        which no delete-after takes), else, as the last resort, one whose only unread bytes are a line without its
+        newline (a crash cut a record short: reopened, it is read again); the least recently grown first. False when
+        every descriptor is held by a file with whole lines unread that no longer grows (a backlog, a file just
+        rotated): such a file is not closed (a delete-after, or a move-to without `moved_to`, would take its rest
+        with it) and the new one waits its turn.
 
         A file that left the globs stays open until drained (after a delete its descriptor is the only
         way to its data); a closed file is reopened at its offset when it grows again.
@@ -1060,15 +1064,18 @@ class Tailer:
             return True
         read_out: list[FileStream] = []
         written: list[FileStream] = []
+        tails: list[FileStream] = []
         for stream in open_streams:
             if stream.gone:
                 continue
             size = _open_size(stream)
-            if size <= stream.cp.offset + len(stream.pending):
+            if size <= stream.cp.offset and not stream.pending:
                 read_out.append(stream)
             elif size > stream.size:
                 written.append(stream)
-        by_growth = sorted(read_out, key=lambda s: s.last_growth) + sorted(written, key=lambda s: s.last_growth)
+            elif size <= stream.cp.offset + len(stream.pending):
+                tails.append(stream)
+        by_growth = [s for group in (read_out, written, tails) for s in sorted(group, key=lambda s: s.last_growth)]
         if len(by_growth) < excess:
             return False
         for stream in by_growth[:excess]:
@@ -1098,7 +1105,8 @@ class Tailer:
             if stream.gone:
                 if stream.file is not None and (stream.behind > 0 or not self._settled(stream)):
                     continue  # still draining a rotated-away file, or it grew a moment ago
-                unread = self._seen_size.pop(key, 0) - stream.cp.offset if stream.file is None else 0
+                seen = self._seen_size.pop(key, 0)
+                unread = seen - stream.cp.offset if stream.file is None else 0
                 self._hold(stream)
                 await stream.close()
                 del self.streams[key]

@@ -170,3 +170,77 @@ async def test_a_symlink_to_a_missing_file_is_said_and_a_source_matching_only_su
     assert tailer.sources_without_files() == ["acct"]
     assert tailer.unreadable() == [f"{tmp_path}/acct-1.csv"]
     await tailer.close()
+
+
+HEAD5 = "type,timeLogged,rcpt,vmta,dsnDiag\n"
+
+
+def _recs(first: int, n: int) -> str:
+    return "".join(f"d,2024-06-12 08:00:01+0000,u{i}@gmail.com,v1,ok\n" for i in range(first, first + n))
+
+
+async def test_files_ending_in_a_crash_tail_of_nuls_do_not_hold_the_descriptors_for_good(tmp_path: Path) -> None:
+    # a crash tail: a record cut short, then over 16 MiB of NULs (the usual shape: delayed allocation), never
+    # written again. Its trailing NULs were never counted read, so the file never looked read to its end: it kept
+    # its descriptor for good, and under max_open_files: 2 no new file was ever read (review of 2026-12-05)
+    for name in ("acct-a.csv", "acct-b.csv"):
+        with open(tmp_path / name, "wb") as f:
+            f.write((HEAD5 + _recs(0, 3)).encode() + b"d,2024-06-12 08:00:01+0000,u9@gm")
+            f.truncate(f.tell() + 17 * (1 << 20))
+    tailer, reg = tailer_for(tmp_path, tail={"max_open_files": 2, "start_position": "beginning",
+                                             "chunk_bytes": 1 << 20, "idle_close_after": 0.01})
+    seen: list[tuple[str, str]] = []
+
+    def keep(stream, batch) -> None:  # type: ignore[no-untyped-def]
+        seen.extend((os.path.basename(stream.cp.path), r[batch.columns.rcpt]) for r in batch.rows)
+
+    for _ in range(6):
+        await tailer.poll(keep, force_scan=True)
+    assert reg.get_sample_value("watchtower_behind_bytes", {"source": "acct"}) == 0
+    (tmp_path / "acct-c.csv").write_text(HEAD5 + _recs(100, 5))  # PMTA's new current file
+    for _ in range(4):
+        await tailer.poll(keep, force_scan=True)
+    assert [r for name, r in seen if name == "acct-c.csv"] == [f"u{i}@gmail.com" for i in range(100, 105)]
+    await tailer.close()
+
+
+async def test_a_file_ending_in_an_unterminated_record_is_closed_only_when_nothing_else_can_be(
+        tmp_path: Path) -> None:
+    # PMTA crashed mid-record: the tail waits for a newline that never comes. It is closed for another file only
+    # when every other open file has bytes unread (the last resort); with room enough it keeps its descriptor, so a
+    # delete-after still lets its last record be read as the file's last
+    (tmp_path / "acct-a.csv").write_text((HEAD5 + _recs(0, 4))[:-1])
+    (tmp_path / "acct-b.csv").write_text(HEAD5 + _recs(10, 3))
+    tailer, reg = tailer_for(tmp_path, tail={"max_open_files": 2, "start_position": "beginning"})
+    seen: list[str] = []
+    for _ in range(3):
+        await tailer.poll(lambda _s, b: seen.extend(r[b.columns.rcpt] for r in b.rows), force_scan=True)
+    os.unlink(tmp_path / "acct-a.csv")
+    for _ in range(3):
+        await tailer.poll(lambda _s, b: seen.extend(r[b.columns.rcpt] for r in b.rows), force_scan=True)
+    assert sorted(seen) == sorted([f"u{i}@gmail.com" for i in (*range(4), 10, 11, 12)])
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "lost"}) == 0
+    await tailer.close()
+    # and under max_open_files: 1 the current file is still read (the tail gives way, as the last resort)
+    (tmp_path / "acct-a.csv").write_text((HEAD5 + _recs(0, 4))[:-1])
+    tailer, _ = tailer_for(tmp_path, tail={"max_open_files": 1, "start_position": "beginning"})
+    seen.clear()
+    for _ in range(4):
+        await tailer.poll(lambda _s, b: seen.extend(r[b.columns.rcpt] for r in b.rows), force_scan=True)
+    assert sorted(seen) == sorted([f"u{i}@gmail.com" for i in (0, 1, 2, 10, 11, 12)])
+    await tailer.close()
+
+
+async def test_the_sizes_seen_are_forgotten_with_the_files(tmp_path: Path) -> None:
+    tailer, _ = tailer_for(tmp_path, tail={"start_position": "beginning"})
+    previous = None
+    for i in range(40):  # each file rotated away (deleted) while open, as PMTA's delete-after does
+        path = tmp_path / f"acct-{i:03d}.csv"
+        path.write_text(HEAD5 + _recs(i * 10, 2))
+        await tailer.poll(lambda _s, _b: None, force_scan=True)
+        if previous is not None:
+            os.unlink(previous)
+        previous = path
+    await tailer.poll(lambda _s, _b: None, force_scan=True)
+    assert len(tailer._seen_size) <= len(tailer.streams) == 1  # noqa: SLF001 - 40 before: one per file ever seen
+    await tailer.close()
