@@ -33,9 +33,9 @@ class ScopeCache:
 
     def read(self, conn: sqlite3.Connection, buckets: Iterable[int]) -> dict[int, list[int]]:
         """The slices of each of these buckets (empty: none created there), cached ones from memory."""
-        cached = self._slices
-        found = {b: cached[b] for b in set(buckets) if b in cached}
-        missing = [b for b in set(buckets) if b not in found]
+        cached, wanted = self._slices, set(buckets)  # (an iterable read once)
+        found = {b: cached[b] for b in wanted if b in cached}
+        missing = [b for b in wanted if b not in found]
         if missing:
             self._make_room(len(missing))
             read: dict[int, list[int]] = {b: [] for b in missing}

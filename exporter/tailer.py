@@ -48,9 +48,9 @@ from exporter.safeopen import open_regular_file
 log = logging.getLogger("watchtower.tailer")
 
 MAX_CHUNKS_PER_PASS = 8
+"""Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
 COUNT_SAID_BYTES = 1 << 30
 """A file at least this big whose lines are counted at a first start at `end` is said first (~0.4 s a GB)."""
-"""Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
 
 
 def _open_size(stream: FileStream) -> int:
