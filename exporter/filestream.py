@@ -33,7 +33,7 @@ from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
 from exporter.safeopen import open_regular, open_regular_file
-from exporter.spans import Span
+from exporter.spans import Span, inside_a_line
 
 if TYPE_CHECKING:
     from aiofiles.threadpool.binary import AsyncBufferedReader
@@ -135,24 +135,6 @@ def blocking_reads() -> Iterator[None]:
         _BLOCKING.reset(token)
 
 
-NUL_LOOKBACK = 1 << 30
-"""Bytes of a NUL run `_before_nuls` reads back at most (a sparse hole: ~0.2 s a GiB); past it, the run is taken for
-the inside of an overlong line (the rest of that line skipped)."""
-
-
-def _before_nuls(fd: int, end: int) -> bytes:
-    """The byte before the NUL run that ends at `end` (inclusive): b"" at the file's start, b"x" past NUL_LOOKBACK."""
-    pos, block = end + 1, 1 << 20
-    while pos > 0 and end + 1 - pos < NUL_LOOKBACK:
-        start = max(0, pos - block)
-        data = os.pread(fd, pos - start, start)
-        rest = data.rstrip(b"\0")
-        if rest:
-            return rest[-1:]
-        pos = start
-    return b"" if pos == 0 else b"x"
-
-
 class FileStream:
     """Reads one file from `offset` onwards and hands each chunk's valid rows to `on_batch`."""
 
@@ -239,19 +221,13 @@ class FileStream:
         return True
 
     def _mid_line(self, f: Any) -> bool:
-        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline, so
-        a restart (or a reopen) there goes on skipping it rather than parse its rest as a line. After a NUL, the byte
-        before the run says: a newline (or the file's start) before it, the run began a line (skipped as padding,
-        what follows is read as a line); anything else, the run is inside an overlong line (`_before_nuls`)."""
-        if self.cp.offset <= 0:
-            return False
+        """Does the offset fall inside a line? Only the skip of an overlong line stops anywhere but after a newline (or
+        after a run of NULs at a line start), so a restart (or a reopen) there goes on skipping it rather than parse
+        its rest as a line (spans.inside_a_line)."""
         try:
-            last = os.pread(f.fileno(), 1, self.cp.offset - 1)
-            if last == b"\0":
-                last = _before_nuls(f.fileno(), self.cp.offset - 1)
+            return inside_a_line(f.fileno(), self.cp.offset)
         except OSError:
             return False
-        return last not in (b"\n", b"")
 
     def _size_unopened(self) -> None:
         try:

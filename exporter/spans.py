@@ -121,12 +121,41 @@ class _Silent(ErrorLog):
 _QUIET = _Silent()
 
 
+NUL_LOOKBACK = 1 << 30
+"""Bytes of a NUL run `_before_nuls` reads back at most (a sparse hole: ~0.2 s a GiB); past it, the run is taken for
+the inside of an overlong line (the rest of that line skipped)."""
+
+
+def _before_nuls(fd: int, end: int) -> bytes:
+    """The byte before the NUL run that ends at `end` (inclusive): b"" at the file's start, b"x" past NUL_LOOKBACK."""
+    pos, block = end + 1, 1 << 20
+    while pos > 0 and end + 1 - pos < NUL_LOOKBACK:
+        start = max(0, pos - block)
+        data = os.pread(fd, pos - start, start)
+        rest = data.rstrip(b"\0")
+        if rest:
+            return rest[-1:]
+        pos = start
+    return b"" if pos == 0 else b"x"
+
+
+def inside_a_line(fd: int, offset: int) -> bool:
+    """Does `offset` fall inside a line of the file? After a newline (or at the start) it does not; after a run of
+    NULs, the byte before the run says: a newline (or the start) there, the run began a line (skipped as padding,
+    what follows is read as a line); anything else, the run is inside a line (an overlong one, skipped whole)."""
+    if offset <= 0:
+        return False
+    last = os.pread(fd, 1, offset - 1)
+    if last == b"\0":
+        last = _before_nuls(fd, offset - 1)
+    return last not in (b"\n", b"")
+
+
 def _overlong_at(fd: int, span: Span) -> tuple[int, int] | None:
     """(bytes, lines) to skip at the span's start: the rest of a line over MAX_LINE_BYTES when the start falls inside
     one (a checkpoint taken while the tailer skipped it) or starts one; None when a line of usual length starts."""
     start, end = span.start, span.end
-    # (after a NUL: the tailer skipped a run of NULs there, and the line goes on with a record it read)
-    inside = start > 0 and os.pread(fd, 1, start - 1) not in (b"\n", b"\0")
+    inside = inside_a_line(fd, start)
     pos, size, nuls = start, 1 << 12, 0  # a usual line ends in the first block: 4 KiB read, not 1 MiB
     while pos < end:
         block = os.pread(fd, min(size, end - pos), pos)
