@@ -58,6 +58,7 @@ from exporter.pmta_api import (
     StatusInfo,
     VmtaInfo,
 )
+from exporter.redact import cut_point
 
 log = logging.getLogger("watchtower.queues")
 _N = TypeVar("_N", int, float)
@@ -557,8 +558,9 @@ def _plus(a: _N | None, b: _N | None) -> _N | None:
 
 
 def _clip(text: str, limit: int = LOG_NAME_CHARS) -> str:
-    """`text` as quoted in a log line: cut after `limit` characters, saying how long it was."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """`text` as quoted in a log line: cut after `limit` characters (before a local part the cut would split from
+    its `@`: the redacting handler could not find it), saying how long it was."""
+    return text if len(text) <= limit else f"{text[:cut_point(text, limit)]}... ({len(text)} characters)"
 
 
 def _unnamed(vmta: str) -> bool:

@@ -158,6 +158,20 @@ def redact(text: str) -> str:
     return "".join(out)
 
 
+def cut_point(text: str, limit: int) -> int:
+    """Where to cut `text` to at most `limit` characters without splitting a local part from its `@`.
+
+    A line cut first and redacted later (the redacting log handler formats it) would show a local part's head with
+    no `@` left to recognise it by: the cut moves back to where that local part starts. Only the first
+    `limit + _CLIP_MARGIN` characters are looked at (a longer local part is no real one)."""
+    if len(text) <= limit:
+        return len(text)
+    for start, at in _local_spans(text[: limit + _CLIP_MARGIN]):
+        if start < limit <= at:
+            return start
+    return limit
+
+
 ADDRESS = "<addr>"
 """What `without_addresses` puts in place of a whole address (the placeholder of /api/v1/replies' texts)."""
 

@@ -315,3 +315,17 @@ def test_property_any_text_redacts_without_error_and_idempotently(text):
     assert redact(out) == out
     if "@" not in text and "%" not in text:
         assert out == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=_surrounding, local=_dot_atom, domain=_domain, suffix=_surrounding, limit=st.integers(0, 150))
+def test_property_a_queue_poller_message_cut_then_redacted_never_shows_part_of_a_local_part(
+        prefix, local, domain, suffix, limit):
+    """The PMTA API poller quotes error texts cut to a length (queues._clip) in lines the redacting handler
+    formats later: a cut between a local part and its `@` left the local part's head, no `@` to find it by."""
+    from exporter.queues import _clip
+
+    sample = prefix + " " + local + "@" + domain + " " + suffix
+    shown = redact(_clip(sample, limit))
+    assume(local[:3] not in prefix + suffix + domain + "[redacted]... (characters)0123456789")
+    assert local[:3] not in shown
