@@ -100,19 +100,21 @@ def _sample_name(line: str) -> str:
 
 
 class _Family:
-    """Cached sample lines of one record family: key -> (value rendered, lines)."""
+    """Cached sample lines of one record family: key -> (value rendered, lines), and key -> the lines' label
+    prefixes (escaped and sorted once per series: a value that changed costs only its numbers)."""
 
-    __slots__ = ("name", "kind", "labels", "lines", "headers", "_order", "_fmt", "_cut")
+    __slots__ = ("name", "kind", "labels", "lines", "prefixes", "headers", "_order", "_fmt", "_cut")
 
     def __init__(self, name: str, kind: str, labels: tuple[str, ...], help_text: str, bounds: list[float]) -> None:
         self.name = name
         self.kind = kind
         self.labels = labels
         self.lines: dict[Key, tuple[Any, str]] = {}
-        # `name{a="%s",b="%s"} %s`: label names sorted once per family, not per line
+        self.prefixes: dict[Key, Any] = {}
+        # `name{a="%s",b="%s"} `: label names sorted once per family, not per line
         self._order = sorted(range(len(labels)), key=labels.__getitem__)
         body = ",".join(f'{labels[i]}="%s"' for i in self._order)
-        self._fmt = f"{name}{{{body}}} %s\n" if labels else f"{name} %s\n"
+        self._fmt = f"{name}{{{body}}} " if labels else f"{name} "
         self._cut = sum(1 for k in labels if k < "le")  # where a bucket's `le` sorts among the label names
         base = name.removesuffix("_total")
         empty: Metric = (CounterMetricFamily(base, help_text, labels=list(labels)) if kind == "counter"
@@ -121,42 +123,52 @@ class _Family:
         self.headers = {False: generate_latest(_Collected([empty])).decode(), True: om.removesuffix("# EOF\n")}
 
     def render(self, series: dict[Key, Any], les: list[str], out: list[str]) -> None:
-        cache = self.lines
+        cache, prefixes = self.lines, self.prefixes
         fresh: dict[Key, tuple[Any, str]] = {}
+        counter = self.kind == "counter"
         for key, value in series.items():
             hit = cache.get(key)
             if hit is None or hit[0] is not value and hit[0] != value:
-                hit = (value, self._lines(key, value, les))
+                prefix = prefixes.get(key)
+                if prefix is None:
+                    prefix = prefixes[key] = self._prefix(key, les)
+                hit = (value, f"{prefix}{_num(value)}\n" if counter else _histogram(prefix, value))
             fresh[key] = hit
             out.append(hit[1])
-        self.lines = fresh  # series that went away (never, for counters) drop out of the cache
+        self.lines = fresh  # series that went away (never, for counters) drop out of the caches
+        if len(prefixes) > len(fresh):
+            self.prefixes = {key: prefixes[key] for key in fresh}
 
-    def _lines(self, key: Key, value: Any, les: list[str]) -> str:
+    def _prefix(self, key: Key, les: list[str]) -> Any:
+        """A counter's `name{labels} `; a histogram's (one `name_bucket{..le="x"..} ` per bound, `name_count{..} `,
+        `name_sum{..} `), label names sorted as prometheus_client writes them."""
         full = len(key) == len(self.labels)
         if self.kind == "counter":
             if full:
-                return self._fmt % (*[_escape(key[i]) for i in self._order], _num(value))
-            return f"{self.name}{_labels(zip(self.labels, key, strict=False))} {_num(value)}\n"
+                return self._fmt % tuple(_escape(key[i]) for i in self._order)
+            return f"{self.name}{_labels(zip(self.labels, key, strict=False))} "
         if full:  # the label names' sorted order and where `le` goes among them are the family's, known once
-            return self._histogram([f'{self.labels[i]}="{_escape(key[i])}"' for i in self._order], self._cut,
-                                   value, les)
-        items = sorted(zip(self.labels, key, strict=False))
-        return self._histogram([f'{k}="{_escape(v)}"' for k, v in items], sum(1 for k, _ in items if k < "le"),
-                               value, les)
-
-    def _histogram(self, pairs: list[str], cut: int, value: Any, les: list[str]) -> str:
-        """The lines of a histogram series, given its `name="value"` labels in sorted order and how many
-        sort before `le`: the bucket counts summed as `acc += n` from 0.0 (prometheus_client's floats)."""
+            pairs, cut = [f'{self.labels[i]}="{_escape(key[i])}"' for i in self._order], self._cut
+        else:
+            items = sorted(zip(self.labels, key, strict=False))
+            pairs, cut = [f'{k}="{_escape(v)}"' for k, v in items], sum(1 for k, _ in items if k < "le")
         start = f'{self.name}_bucket{{{"".join(p + "," for p in pairs[:cut])}le="'
         end = '"' + "".join("," + p for p in pairs[cut:]) + "} "
         plain = "{" + ",".join(pairs) + "}" if pairs else ""
-        acc = 0.0
-        lines = []
-        for le, n in zip(les, value, strict=False):
-            acc += n
-            lines.append(f"{start}{le}{end}{repr(acc) if -1e300 < acc < 1e6 else _num(acc)}\n")
-        lines.append(f"{self.name}_count{plain} {_num(acc)}\n{self.name}_sum{plain} {_num(value[len(les)])}\n")
-        return "".join(lines)
+        return [f"{start}{le}{end}" for le in les], f"{self.name}_count{plain} ", f"{self.name}_sum{plain} "
+
+
+def _histogram(prefix: Any, value: Any) -> str:
+    """The lines of a histogram series from its cached prefixes: the bucket counts summed as `acc += n` from 0.0
+    (prometheus_client's floats), then the count and the sum (the value's last item)."""
+    buckets, count, total = prefix
+    acc = 0.0
+    lines = []
+    for pre, n in zip(buckets, value, strict=False):
+        acc += n
+        lines.append(f"{pre}{repr(acc) if -1e300 < acc < 1e6 else _num(acc)}\n")
+    lines.append(f"{count}{_num(acc)}\n{total}{_num(value[len(buckets)])}\n")
+    return "".join(lines)
 
 
 class Renderer:
