@@ -28,19 +28,21 @@ $(STAMP): pyproject.toml
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q $(PACKAGES) >/dev/null
 
-# promtool/amtool and the real servers come from Debian's packages (tests start them on loopback);
+# promtool/amtool and the real servers come from Debian's packages (tests start them on loopback); curl runs
+# docs/api.md's documented command against a real listener;
 # docker-compose checks docker/docker-compose.yml (`config`, no Docker daemon needed). Installing the packages
 # enables their services on 0.0.0.0 without auth: the ones installed here are disabled again (an existing
 # Prometheus or Alertmanager of the machine is left as it was).
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromedriver >/dev/null \
-	    || ! command -v docker-compose >/dev/null; then \
-	  echo "installing Debian packages prometheus prometheus-alertmanager chromium chromium-driver docker-compose"; \
+	    || ! command -v docker-compose >/dev/null || ! command -v curl >/dev/null; then \
+	  echo "installing Debian packages prometheus prometheus-alertmanager chromium chromium-driver docker-compose curl"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  fresh=""; for unit in prometheus prometheus-alertmanager; do \
 	    dpkg -s $$unit >/dev/null 2>&1 || fresh="$$fresh $$unit"; done; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager chromium chromium-driver docker-compose >/dev/null; \
+	    --no-install-recommends prometheus prometheus-alertmanager chromium chromium-driver docker-compose curl \
+	    >/dev/null; \
 	  if [ -n "$$fresh" ] && [ -d /run/systemd/system ]; then \
 	    echo "disabling the services just installed:$$fresh (tests start their own on loopback)"; \
 	    $$SUDO systemctl disable --now $$fresh >/dev/null 2>&1 || true; \
