@@ -1,21 +1,27 @@
 """The daemon under load, whole process: a backfill with the correlator on, then live appends.
 
 1. backfill: `watchtower run` (correlator on, start_position beginning) over a varied corpus
-   (bench/corpus.py, 600k lines by default); prints records/s, peak RSS (the daemon's VmHWM, and with its
-   children sampled every 0.1 s), and the time a SIGTERM sent mid-backfill took; then restarts and checks
-   the totals are exact.
-2. live: appends acct+diag+fbl records at `--rate` records/s for `--seconds` to a running daemon;
-   prints metrics lag (records written minus records counted, as seconds of traffic) p50/p99, the
-   timeline backlog (rows held in memory + bytes the writer reads again from the files) at the middle
-   and at the end of the run, the timeline lag per quarter of the run as seconds of traffic (flat = the
-   correlator keeps up) and how long it takes to catch up once the appends stop, RSS (daemon plus
-   its children) at start, middle and end, and the CPU of the daemon, its correlator process, this
-   benchmark and the whole machine while appending. Generating the records costs ~0.25 of a core at
-   20k records/s, taken from the daemon on a 2-core machine (PMTA writes its logs from C):
-   `--pregenerate` generates them before the daemon starts and only copies them in while appending.
-   `--keep DIR` keeps the run's files and store (for bench/bench_store_ops.py). `--complaint-delay S`
-   writes each complaint S seconds after its delivery (their vmta is then looked up deeper in the store);
-   the complaints counted, counted `unknown` and skipped by the lookup budget are printed per quarter.
+   (bench/corpus.py, 600k lines by default); prints records/s, peak RSS (the daemon's VmHWM; with its children the
+   sum of each process's own VmHWM, read every 0.1 s and before each SIGTERM, an upper bound of their joint peak,
+   and the largest sampled sum of their VmRSS, a lower bound), and the time a SIGTERM sent mid-backfill took; then
+   restarts and checks the totals are exact.
+2. live: a separate process (the appender) appends acct+diag+fbl+bounce records on a fixed schedule, `--rate`
+   records/s for `--seconds`, to a running daemon; this process only samples. The metrics lag of a sample is the
+   records the schedule had written by the moment the /metrics answer arrived minus the records it counts, as
+   seconds of traffic (p50/p99, per quarter); a slow answer cannot hide lag, and appends go on during it. Also
+   printed: the timeline backlog (rows held in memory + bytes the writer reads again from the files) at the middle
+   and at the end of the run, the timeline lag per quarter of the run as seconds of traffic (flat = the correlator
+   keeps up), RSS (daemon plus its children) at start, middle and end, and the CPU of the daemon, its correlator
+   process, this benchmark, the appender and the whole machine. Once the appends stop it waits (up to
+   `--drain-timeout`) until the daemon has counted every record written, read every byte (bytes_behind 0) and stored
+   every row (timeline backlog 0), and prints the final counts, or that it did not get there. FLAG lines say when a
+   target or a sanity check fails: complaints counted with vmta `unknown` above 2%, timeline lag growing quarter over
+   quarter, metrics lag p99 above 1 s, the appender behind its schedule, a drain that did not finish.
+   Generating the records costs ~0.35 of a core at 20k records/s, taken from the daemon on a 2-core machine (PMTA
+   writes its logs from C): `--pregenerate` has the appender generate them before the daemon starts and only copy
+   them in while appending. `--keep DIR` keeps the run's files and store (for bench/bench_store_ops.py).
+   `--complaint-delay S` writes each report (f, rb) S seconds after its delivery (their vmta is then looked up deeper
+   in the store); the complaints counted, counted `unknown` and skipped by the lookup budget are printed per quarter.
 
 Ratios are against the target in the same run (`--rate`); no assertion, just figures:
 `python bench/bench_daemon.py [--lines 600000] [--rate 20000] [--seconds 30]`.
@@ -27,6 +33,7 @@ import argparse
 import collections
 import contextlib
 import io
+import multiprocessing
 import os
 import signal
 import socket
@@ -45,7 +52,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from corpus import ACCT_HEADER, DIAG_HEADER, FBL_HEADER, _Gen, make_corpus  # noqa: E402
+from corpus import HEADERS, RECORDS, _Gen, make_corpus  # noqa: E402
 
 from correlator import store  # noqa: E402
 from exporter.config import CorrelatorConfig  # noqa: E402
@@ -82,22 +89,23 @@ WORKER = DEFAULT_WORKER
 SAMPLE_EVERY = 0.5
 """Seconds between two lag samples (each one /metrics scrape of LAG_SAMPLES)."""
 LAG_SAMPLES = ("pmta_delivered_total", "pmta_bounced_total", "pmta_deferred_total", "pmta_complaints_total",
-               "watchtower_attribution_skipped_total")
+               "pmta_remote_bounced_total", "watchtower_attribution_skipped_total")
 """The samples a lag sample reads (`/metrics?name[]=`): the counts and the attribution."""
 FULL_SCRAPE_EVERY = 15.0
 """Seconds between two scrapes of the whole page, as a Prometheus would (0: every sample scrapes the whole page, as the
 benchmark did before the sixteenth round: 2 whole pages a second, ~20% of the daemon's time holding the GIL)."""
 MAX_PENDING: int | None = None
+FILES = tuple(HEADERS)
+"""The corpus's file kinds (acct, diag, fbl, bounce): one file of each is appended to while live."""
+UNKNOWN_FLAG_SHARE = 0.02
+"""Complaints counted with vmta `unknown` above this share of all complaints: a FLAG (attribution failing)."""
 
 
 def config(directory: Path, logs: Path) -> tuple[Path, str]:
     listen = f"127.0.0.1:{free_port()}"
     cfg = {
-        "sources": [
-            {"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]},
-            {"name": "diag", "paths": [str(logs / "diag-*.csv")], "records": ["t", "tq"]},
-            {"name": "fbl", "paths": [str(logs / "fbl-*.csv")], "records": ["f"]},
-        ],
+        "sources": [{"name": kind, "paths": [str(logs / f"{kind}-*.csv")], "records": list(records)}
+                    for kind, records in RECORDS.items()],
         "state_dir": str(directory / "state"),
         "listen": listen,
         "log_level": "warning",
@@ -147,19 +155,21 @@ def scrape(listen: str, names: tuple[str, ...] | None = None) -> str:
                     headers={"Accept-Encoding": "identity"}).text
 
 
-def counted(listen: str, text: str | None = None) -> tuple[float, int, int]:
-    """(records counted by the persisted pmta_* counters, rows waiting to be committed, bytes to read again).
+def counted(listen: str, text: str | None = None) -> tuple[float, int, int, int]:
+    """(records counted by the persisted pmta_* counters, rows waiting to be committed, bytes to read again, bytes
+    written to the files and not read yet).
 
-    The corpus holds d, b (acct), t (diag) and f (fbl) records: each is counted by exactly one of these.
-    (watchtower_* self-metrics restart at 0 with the process, so they cannot measure across a restart.)
+    The corpus holds d, b (acct), t, tq (diag), f (fbl) and rb (bounce) records: each is counted by exactly one of
+    these. (watchtower_* self-metrics restart at 0 with the process, so they cannot measure across a restart.)
     """
     if text is None:
         text = scrape(listen, LAG_SAMPLES)
     n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith(("pmta_delivered_total{", "pmta_bounced_total{", "pmta_deferred_total{",
-                                "pmta_complaints_total{")))
+                                "pmta_complaints_total{", "pmta_remote_bounced_total{")))
     health = HTTP.get(f"http://{listen}/healthz").json()
-    return n, int(health.get("commit_backlog_rows", -1)), int(health.get("commit_backlog_bytes", 0))
+    return (n, int(health.get("commit_backlog_rows", -1)), int(health.get("commit_backlog_bytes", 0)),
+            int(health.get("bytes_behind", 0)))
 
 
 def kb_field_mb(path: str, key: str) -> float:
@@ -196,38 +206,74 @@ def rss_with_children(pid: int) -> float:
     return status(pid, "VmRSS") + over_children(pid, lambda child: status(child, "VmRSS"))
 
 
+class Peaks:
+    """Peak memory of the daemons of a run and their children: each process's own VmHWM (its high-water mark, the
+    kernel's), summed over the processes alive together (an upper bound of their joint peak: their peaks need not
+    coincide), and the largest sampled sum of their VmRSS (a lower bound)."""
+
+    def __init__(self) -> None:
+        self.daemon = self.hwm_sum = self.rss_sum = 0.0
+        self.parts: dict[str, float] = {}
+        """The last VmHWM sum's processes: daemon, correlator process, resource tracker (MB)."""
+
+    def sample(self, pid: int) -> None:
+        try:
+            self.daemon = max(self.daemon, status(pid, "VmHWM"))
+            parts = {"daemon": status(pid, "VmHWM")}
+            rss = status(pid, "VmRSS")
+        except OSError:  # exited meanwhile
+            return
+        for child in child_pids(pid):
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                name = "resource tracker" if b"resource_tracker" in cmdline else "correlator process"
+                parts[name] = parts.get(name, 0.0) + status(child, "VmHWM")
+                rss += status(child, "VmRSS")
+            except OSError:
+                pass
+        self.rss_sum = max(self.rss_sum, rss)
+        if sum(parts.values()) >= self.hwm_sum:
+            self.hwm_sum, self.parts = sum(parts.values()), parts
+
+    def __str__(self) -> str:
+        parts = " + ".join(f"{name} {mb:.0f}" for name, mb in self.parts.items())
+        return (f"peak RSS {self.daemon:.0f} MB (the daemon's VmHWM); with children {self.hwm_sum:.0f} MB = {parts} "
+                f"(each process's own VmHWM, read every 0.1 s and before each SIGTERM, summed: an upper bound), "
+                f"{self.rss_sum:.0f} MB (their VmRSS summed, sampled every 0.1 s: a lower bound)")
+
+
 def backfill(work: Path, lines: int) -> None:
     logs = work / "logs"
     counts = make_corpus(logs, lines)
-    records = counts["acct"] + counts["diag"] + counts["fbl"]
+    records = counts["lines"]
     cfg, listen = config(work, logs)
     log = work / "daemon.log"
     t0 = time.perf_counter()
     proc = start(cfg, listen, log)
+    peaks = Peaks()
     while counted(listen)[0] < records // 2:
+        peaks.sample(proc.pid)
         time.sleep(0.1)
+    peaks.sample(proc.pid)
     stop0 = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     stop_s = time.perf_counter() - stop0
     proc = start(cfg, listen, log)
-    hwm = together = 0.0
     while True:
-        n, backlog, _bytes = counted(listen)
-        hwm = max(hwm, status(proc.pid, "VmHWM"))
-        together = max(together, rss_with_children(proc.pid))
-        if n >= records and backlog == 0 and _bytes == 0:
+        n, backlog, _bytes, behind = counted(listen)
+        peaks.sample(proc.pid)
+        if n >= records and backlog == 0 and _bytes == 0 and behind == 0:
             break
         time.sleep(0.1)
     took = time.perf_counter() - t0
-    hwm = max(hwm, status(proc.pid, "VmHWM"))
+    peaks.sample(proc.pid)
     exact = counted(listen)[0] == records
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     mode = "on" if CORRELATOR else "off"
     print(f"backfill: {records:,} records (correlator {mode}) in {took:.1f}s = {records / took:,.0f} records/s "
-          f"incl. one restart; peak RSS {hwm:.0f} MB, with children {max(hwm, together):.0f} MB (sampled); "
-          f"SIGTERM mid-backfill exited in {stop_s:.2f}s; "
+          f"incl. one restart; {peaks}; SIGTERM mid-backfill exited in {stop_s:.2f}s; "
           f"totals exact after restart: {exact}" + (f"; {stored_exactly(work / 'state' / 'watchtower.db', records)}"
                                                     if CORRELATOR else ""))
 
@@ -246,18 +292,26 @@ def stored_exactly(db: Path, records: int) -> str:
     return f"records stored {events:,} of {records:,}, messages split across timelines {split:,}"
 
 
-def drain(listen: str, limit: float = 120.0) -> str:
-    """How long the correlator takes to store what is left once nothing is appended (flat lag: a second or two)."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < limit:
+def drain(listen: str, written: int, limit: float) -> tuple[str, bool, tuple[float, int, int, int] | None]:
+    """Once nothing is appended: how long until the daemon has counted every record written and read every byte
+    (metrics), then stored every row (timelines: no rows held, no bytes to read again); (what it says, whether it
+    got there within `limit` seconds, the last counted())."""
+    t0 = time.monotonic()
+    metrics_at: float | None = None
+    last = None
+    while time.monotonic() - t0 < limit:
         try:
-            _n, rows, nbytes = counted(listen)
+            last = counted(listen)
         except httpx.HTTPError:
             continue  # no answer within 10 s: ask again
-        if rows == 0 and nbytes == 0:
-            return f"in {time.perf_counter() - t0:.1f}s"
+        n, rows, nbytes, behind = last
+        if metrics_at is None and n >= written and behind == 0:
+            metrics_at = time.monotonic() - t0
+        if metrics_at is not None and rows == 0 and nbytes == 0:
+            return f"metrics in {metrics_at:.1f}s, timelines in {time.monotonic() - t0:.1f}s", True, last
         time.sleep(0.2)
-    return f"not within {limit:.0f}s"
+    return (f"NOT within {limit:.0f}s (metrics " + (f"in {metrics_at:.1f}s" if metrics_at is not None else "not either")
+            + ")", False, last)
 
 
 def by_quarter(samples: list[tuple[float, float]], end: float) -> list[list[float]]:
@@ -279,15 +333,29 @@ def metrics_lag_summary(lag_at: list[tuple[float, float]], seconds: float) -> st
                      for q, lags in enumerate(by_quarter(lag_at, seconds)) if lags)
 
 
-def lag_summary(behind: list[tuple[float, int, int]], rate: int, traffic: float) -> str:
-    """Median and max of the timeline lag in each quarter of the run: flat when the quarters agree."""
+def timeline_quarters(behind: list[tuple[float, int, int]], rate: int, traffic: float) -> list[list[float]]:
+    """The timeline lag samples (seconds of traffic) of each quarter of the run, each sorted."""
     def seconds(rows: int, nbytes: int) -> float:
         return rows / rate + (nbytes / traffic if traffic else 0.0)
 
     end = behind[-1][0] if behind else 0.0
-    quarters = by_quarter([(t, seconds(r, b)) for t, r, b in behind], end)
+    return by_quarter([(t, seconds(r, b)) for t, r, b in behind], end)
+
+
+def lag_summary(quarters: list[list[float]]) -> str:
+    """Median and max of the timeline lag in each quarter of the run: flat when the quarters agree."""
     return "median/max " + ", ".join(f"Q{q + 1} {statistics.median(lags):.1f}/{lags[-1]:.1f}s"
                                      for q, lags in enumerate(quarters) if lags)
+
+
+def grows(quarters: list[list[float]]) -> bool:
+    """Whether the timeline lag grows quarter over quarter: its medians rise every quarter by 0.5 s in all, or the
+    last quarter's is over 1.5x the first's plus 1 s."""
+    medians = [statistics.median(q) for q in quarters if q]
+    if len(medians) < 4:
+        return False
+    rising = all(a < b for a, b in zip(medians, medians[1:], strict=False)) and medians[-1] - medians[0] >= 0.5
+    return rising or medians[-1] > 1.5 * medians[0] + 1.0
 
 
 def machine_cpu() -> tuple[float, float, float]:
@@ -304,22 +372,23 @@ def stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
-def usage(pid: int) -> tuple[float, ...]:
-    """(wall, daemon CPU, children CPU, this benchmark's CPU, machine busy, machine all, iowait, children's major
-    faults) now: two of them give the shares of a stretch of the run."""
+def usage(pid: int, appender_cpu: float) -> tuple[float, ...]:
+    """(wall, daemon CPU, children CPU, this benchmark's CPU, the appender's CPU, machine busy, machine all, iowait,
+    children's major faults) now: two of them give the shares of a stretch of the run."""
     daemon, children = cpu_seconds(pid)
     busy, total, iowait = machine_cpu()
-    return (time.perf_counter(), daemon, children, time.process_time(), busy, total, iowait,
+    return (time.monotonic(), daemon, children, time.process_time(), appender_cpu, busy, total, iowait,
             over_children(pid, lambda child: int(stat_fields(child)[9])))  # majflt
 
 
 def usage_summary(marks: list[tuple[float, ...]]) -> str:
-    """Per stretch between two marks: cores busy (daemon, correlator, benchmark, machine), iowait, major faults."""
+    """Per stretch between two marks: cores busy (daemon, correlator, benchmark, appender, machine), iowait, major
+    faults."""
     out = []
     for q, (a, b) in enumerate(zip(marks, marks[1:], strict=False)):
         wall = max(b[0] - a[0], 1e-9)
-        out.append(f"Q{q + 1} {(b[1] - a[1]) / wall:.2f}/{(b[2] - a[2]) / wall:.2f}/{(b[3] - a[3]) / wall:.2f}/"
-                   f"{(b[4] - a[4]) / wall:.2f} iowait {(b[6] - a[6]) / wall:.2f} majflt {b[7] - a[7]:,.0f}")
+        busy = "/".join(f"{(b[i] - a[i]) / wall:.2f}" for i in (1, 2, 3, 4, 5))
+        out.append(f"Q{q + 1} {busy} iowait {(b[7] - a[7]) / wall:.2f} majflt {b[8] - a[8]:,.0f}")
     return "; ".join(out)
 
 
@@ -333,36 +402,39 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 class Generated:
-    """Messages generated while appending (bench/corpus.py): ~0.25 of a core at 20k records/s, taken from the
+    """Messages generated while appending (bench/corpus.py): ~0.35 of a core at 20k records/s, taken from the
     machine the daemon runs on."""
 
     def __init__(self, complaint_delay: float = 0.0) -> None:
         self.gen = _Gen(11, start=time.time() - 3600, invalid_at=-1)
         self.complaint_delay = complaint_delay
-        """`--complaint-delay`: seconds between a delivery's line and its complaint's (0: in the same write)."""
-        self.held: collections.deque[tuple[float, str]] = collections.deque()
-        """Complaint lines not written yet, with when they are due (in order)."""
+        """`--complaint-delay`: seconds between a delivery's line and its reports' (f, rb) (0: in the same write)."""
+        self.held: collections.deque[tuple[float, str, str]] = collections.deque()
+        """Report lines not written yet, with when they are due and their file (in order)."""
 
     def append(self, handles: dict[str, Any], due: int) -> int:
-        """Whole messages of at least `due` records, and the complaints now due; returns the records written."""
+        """Whole messages of at least `due` records, and the reports now due; returns the records written."""
         written = 0
         now = time.perf_counter()
         held = self.held
         if held and held[0][0] <= now:
-            lines = []
+            lines: dict[str, list[str]] = {}
             while held and held[0][0] <= now:
-                lines.append(held.popleft()[1])
-            handles["fbl"].write("\n".join(lines) + "\n")
-            written += len(lines)
+                _due, name, line = held.popleft()
+                lines.setdefault(name, []).append(line)
+            for name, rows in lines.items():
+                handles[name].write("\n".join(rows) + "\n")
+                written += len(rows)
         while written < due:
-            a, d, f = self.gen.message()
-            if f and self.complaint_delay:
-                held.extend((now + self.complaint_delay, line) for line in f)
-                f = []
-            for name, rows in (("acct", a), ("diag", d), ("fbl", f)):
+            a, d, f, r = self.gen.message()
+            if (f or r) and self.complaint_delay:
+                held.extend((now + self.complaint_delay, name, line) for name, rows in (("fbl", f), ("bounce", r))
+                            for line in rows)
+                f, r = [], []
+            for name, rows in (("acct", a), ("diag", d), ("fbl", f), ("bounce", r)):
                 if rows:
                     handles[name].write("\n".join(rows) + "\n")
-            written += len(a) + len(d) + len(f)
+            written += len(a) + len(d) + len(f) + len(r)
         return written
 
 
@@ -383,7 +455,7 @@ class Pregenerated:
         started = time.perf_counter()
         total = 0
         while total < records:
-            parts = {name: io.StringIO() for name in ("acct", "diag", "fbl")}
+            parts = {name: io.StringIO() for name in FILES}
             n = gen.append(parts, self.BLOCK)
             self.blocks.append((n, {name: text for name, part in parts.items() if (text := part.getvalue())}))
             total += n
@@ -401,6 +473,47 @@ class Pregenerated:
         return written
 
 
+WRITTEN, APPENDER_CPU, BEHIND_SCHEDULE, FINISHED = range(4)
+"""Slots of the appender's shared array: records written (and flushed), its CPU seconds since the start of the
+schedule, the most seconds of traffic it was behind its schedule after a write, 1 once it is done."""
+
+
+def append_on_schedule(paths: dict[str, str], rate: int, seconds: float, pregenerate: bool, complaint_delay: float,
+                       start_at: Any, go: Any, ready: Any, shared: Any) -> None:
+    """The appender (its own process): from `start_at` (time.monotonic(), the same clock in every process) on, keeps
+    the files at int(rate * elapsed) records, flushing every 10 ms, until rate * seconds records are written; the
+    sampling process reads its progress from `shared`."""
+    source: Generated | Pregenerated = (Pregenerated(int(rate * seconds * 1.01)) if pregenerate
+                                        else Generated(complaint_delay))
+    handles = {name: open(path, "a", encoding="utf-8") for name, path in paths.items()}  # noqa: SIM115
+    ready.set()
+    go.wait()
+    t0 = start_at.value
+    total = int(rate * seconds)
+    written = 0
+    behind = 0.0
+    cpu0 = time.process_time()
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    while True:
+        now = time.monotonic()
+        due = min(total, int((now - t0) * rate))
+        if due > written:
+            written += source.append(handles, due - written)
+            for h in handles.values():
+                h.flush()
+            shared[WRITTEN] = written
+            behind = max(behind, (min(total, (time.monotonic() - t0) * rate) - written) / rate)
+            shared[BEHIND_SCHEDULE] = behind
+        shared[APPENDER_CPU] = time.process_time() - cpu0
+        if due >= total or (pregenerate and not source.blocks):  # type: ignore[union-attr]
+            break
+        time.sleep(max(0.0, 0.01 - (time.monotonic() - now)))
+    for h in handles.values():
+        h.close()
+    shared[APPENDER_CPU] = time.process_time() - cpu0
+    shared[FINISHED] = 1
+
+
 def attribution(text: str) -> tuple[float, float, float]:
     """(complaints counted, of them with vmta `unknown`, f/rb records whose store lookup was skipped), from a
     scrape."""
@@ -416,22 +529,26 @@ def attribution(text: str) -> tuple[float, float, float]:
 
 
 def live(work: Path, rate: int, seconds: float, restart_at: float | None = None, pregenerate: bool = False,
-         complaint_delay: float = 0.0) -> None:
+         complaint_delay: float = 0.0, drain_limit: float = 120.0) -> None:
     logs = work / "live"
     logs.mkdir()
-    files = {"acct": (logs / "acct-2026-11-30-0000.csv", ACCT_HEADER), "diag":
-             (logs / "diag-2026-11-30-0000.csv", DIAG_HEADER), "fbl": (logs / "fbl-2026-11-30-0000.csv", FBL_HEADER)}
-    handles = {}
-    for name, (path, header) in files.items():
-        handles[name] = open(path, "w", encoding="utf-8")  # noqa: SIM115
-        handles[name].write(header + "\n")
-        handles[name].flush()
-    source: Generated | Pregenerated = (Pregenerated(int(rate * seconds * 1.01)) if pregenerate
-                                        else Generated(complaint_delay))
+    paths = {name: logs / f"{name}-2026-11-30-0000.csv" for name in FILES}
+    for name, path in paths.items():
+        path.write_text(HEADERS[name] + "\n")
+    headers = sum(path.stat().st_size for path in paths.values())
+    ctx = multiprocessing.get_context("fork")  # the appender needs nothing of this process but the code
+    start_at = ctx.Value("d", 0.0, lock=False)
+    shared = ctx.Array("d", 4, lock=False)
+    go, ready = ctx.Event(), ctx.Event()
+    appender = ctx.Process(target=append_on_schedule, name="bench-appender", daemon=True,
+                           args=({name: str(p) for name, p in paths.items()}, rate, seconds, pregenerate,
+                                 complaint_delay, start_at, go, ready, shared))
+    appender.start()
+    ready.wait()  # --pregenerate: generated before the daemon starts
     cfg, listen = config(work / "live-state" if (work / "live-state").mkdir() is None else work, logs)
     proc = start(cfg, listen, work / "live.log")
     rss0 = rss_with_children(proc.pid)
-    written = 0
+    total = int(rate * seconds)
     lags: list[float] = []
     lag_at: list[tuple[float, float]] = []
     """(seconds since the start, metrics lag) of each sample: when the slow samples came."""
@@ -450,67 +567,82 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
     planned_restart = restart_at
     reports: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * 5
     """attribution() at the start and at the end of each quarter (the same process: no restart)."""
+    t0 = time.monotonic() + 0.2
+    start_at.value = t0
+    go.set()
+    time.sleep(max(0.0, t0 - time.monotonic()))
     cpu0 = cpu_seconds(proc.pid)
-    machine0, own0 = machine_cpu(), time.process_time()
-    marks = [usage(proc.pid)]
+    machine0, own0, appender0 = machine_cpu(), time.process_time(), 0.0
+    marks = [usage(proc.pid, 0.0)]
     """usage() at the start and at the end of each quarter (the same process: no restart)."""
-    t0 = time.perf_counter()
+
+    def scheduled(at: float) -> float:
+        """Records the schedule has written by `at` (time.monotonic())."""
+        return min(total, max(0.0, (at - t0) * rate))
+
     cpu_from = t0
     next_sample = t0 + SAMPLE_EVERY
     next_full, full_scrapes = t0 + FULL_SCRAPE_EVERY, []
-    while (now := time.perf_counter()) - t0 < seconds:
-        written += source.append(handles, int((now - t0) * rate) - written)
-        for h in handles.values():
-            h.flush()
-        if now >= next_sample:
-            dirty = max(dirty, kb_field_mb("/proc/meminfo", "Dirty") + kb_field_mb("/proc/meminfo", "Writeback"))
-            try:
-                text = scrape(listen, LAG_SAMPLES if FULL_SCRAPE_EVERY else None)  # the counts and the attribution
-                n, _rows, _bytes = counted(listen, text)
-                if FULL_SCRAPE_EVERY and now >= next_full:  # after the sample: what a Prometheus costs, timed
-                    began = time.perf_counter()
-                    scrape(listen)
-                    full_scrapes.append(time.perf_counter() - began)
-                    next_full += FULL_SCRAPE_EVERY
-            except httpx.HTTPError as exc:  # a stall is a result: counted, its time and the daemon's log kept
-                stalls.append((now - t0, f"{type(exc).__name__}: {exc}"))
-                next_sample = time.perf_counter() + SAMPLE_EVERY
-                continue
-            lags.append(max(0.0, (written - n) / rate))
-            lag_at.append((now - t0, lags[-1]))
-            behind.append((now - t0, _rows, _bytes))
-            quarter = min(3, int((now - t0) * 4 / seconds))
-            if quarter >= len(marks) and planned_restart is None:
-                marks.append(usage(proc.pid))
-            rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
-            if CORRELATOR:
-                used_by_quarter[quarter] = max(used_by_quarter[quarter], bytes_in_use(db))
-                reports[quarter + 1] = attribution(text)
-            next_sample = now + SAMPLE_EVERY
-            if middle is None and now - t0 >= seconds / 2:
-                middle = (_rows, _bytes, rss_with_children(proc.pid))
-        if restart_at is not None and now - t0 >= restart_at:  # PMTA goes on writing meanwhile (a burst after)
+    while (now := time.monotonic()) - t0 < seconds:
+        if restart_at is not None and now - t0 >= restart_at:  # the appender goes on writing meanwhile (a burst after)
             restart_at = None
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             proc = start(cfg, listen, work / "live.log")
-            cpu0, cpu_from = cpu_seconds(proc.pid), time.perf_counter()
-            machine0, own0 = machine_cpu(), time.process_time()
-        time.sleep(0.01)
+            cpu0, cpu_from = cpu_seconds(proc.pid), time.monotonic()
+            machine0, own0, appender0 = machine_cpu(), time.process_time(), shared[APPENDER_CPU]
+            continue
+        if now < next_sample:
+            time.sleep(min(next_sample - now, 0.05))
+            continue
+        dirty = max(dirty, kb_field_mb("/proc/meminfo", "Dirty") + kb_field_mb("/proc/meminfo", "Writeback"))
+        try:
+            text = scrape(listen, LAG_SAMPLES if FULL_SCRAPE_EVERY else None)  # the counts and the attribution
+            answered = time.monotonic()  # the lag is taken against the schedule at the answer, however slow it was
+            n, _rows, _bytes, _behind = counted(listen, text)
+            if FULL_SCRAPE_EVERY and answered >= next_full:  # after the sample: what a Prometheus costs, timed
+                began = time.monotonic()
+                scrape(listen)
+                full_scrapes.append(time.monotonic() - began)
+                next_full += FULL_SCRAPE_EVERY
+        except httpx.HTTPError as exc:  # a stall is a result: counted, its time and the daemon's log kept
+            stalls.append((now - t0, f"{type(exc).__name__}: {exc}"))
+            next_sample = time.monotonic() + SAMPLE_EVERY
+            continue
+        at = answered - t0
+        lags.append(max(0.0, (scheduled(answered) - n) / rate))
+        lag_at.append((at, lags[-1]))
+        behind.append((at, _rows, _bytes))
+        quarter = min(3, int(at * 4 / seconds))
+        if quarter >= len(marks) and planned_restart is None:
+            marks.append(usage(proc.pid, shared[APPENDER_CPU]))
+        rss_by_quarter[quarter] = max(rss_by_quarter[quarter], rss_with_children(proc.pid))
+        if CORRELATOR:
+            used_by_quarter[quarter] = max(used_by_quarter[quarter], bytes_in_use(db))
+            reports[quarter + 1] = attribution(text)
+        next_sample = max(next_sample + SAMPLE_EVERY, time.monotonic())
+        if middle is None and at >= seconds / 2:
+            middle = (_rows, _bytes, rss_with_children(proc.pid))
+    flags: list[str] = []
+    appender.join(timeout=max(60.0, seconds))
+    if appender.is_alive():
+        appender.terminate()
+        flags.append(f"the appender had not finished {max(60.0, seconds):.0f} s after the end of its schedule")
+    written = int(shared[WRITTEN])
     n, backlog, backlog_bytes = 0.0, -1, 0
     for _ in range(30):  # the last sample, through a stall of up to 5 min
         try:
-            n, backlog, backlog_bytes = counted(listen)
+            n, backlog, backlog_bytes, _behind = counted(listen)
             break
         except httpx.HTTPError as exc:
-            stalls.append((time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
+            stalls.append((time.monotonic() - t0, f"{type(exc).__name__}: {exc}"))
     rss1 = rss_with_children(proc.pid)
-    marks.append(usage(proc.pid))
-    elapsed = time.perf_counter() - cpu_from
+    marks.append(usage(proc.pid, shared[APPENDER_CPU]))
+    elapsed = time.monotonic() - cpu_from
     cpu1 = cpu_seconds(proc.pid)
-    machine1, own1 = machine_cpu(), time.process_time()
-    drained = drain(listen)
-    traffic = sum(h.tell() for h in handles.values()) / seconds  # bytes appended per second
+    machine1, own1, appender1 = machine_cpu(), time.process_time(), shared[APPENDER_CPU]
+    drained, caught_up, final = drain(listen, written, drain_limit)
+    traffic = (sum(path.stat().st_size for path in paths.values()) - headers) / seconds  # bytes appended per second
     mid_rows, mid_bytes, mid_rss = middle or (0, 0, 0.0)
     lags.sort()
     mode = f"on, {WORKER}" if CORRELATOR else "off"
@@ -518,12 +650,22 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         mode += f", restarted at {planned_restart:.0f}s"
     print(f"live (correlator {mode}, poll {POLL}s): {written:,} records at {written / seconds:,.0f}/s "
           f"for {seconds:.0f}s (target {rate:,}/s = "
-          f"{written / seconds / rate:.2f}x); metrics lag p50 {statistics.median(lags):.2f}s p99 {p99(lags):.2f}s; "
+          f"{written / seconds / rate:.2f}x), appended by a separate process on a fixed schedule (at most "
+          f"{shared[BEHIND_SCHEDULE]:.2f}s behind it); metrics lag (the schedule's records at each answer minus "
+          f"those counted) p50 {statistics.median(lags):.2f}s p99 {p99(lags):.2f}s; "
           f"timeline backlog (rows in memory + MB to read again) middle {mid_rows:,} + {mid_bytes / 1e6:.1f} MB, "
           f"end {backlog:,} + {backlog_bytes / 1e6:.1f} MB; "
           f"RSS (with children) {rss0:.0f} -> {mid_rss:.0f} -> {rss1:.0f} MB")
-    print("  timeline lag (backlog as seconds of traffic, one sample per 0.5 s): " + lag_summary(behind, rate, traffic)
-          + f"; caught up {drained} after the appends stopped")
+    quarters = timeline_quarters(behind, rate, traffic)
+    print("  timeline lag (backlog as seconds of traffic, one sample per 0.5 s): " + lag_summary(quarters)
+          + f"; caught up after the appends stopped: {drained}")
+    if final is not None:
+        fn, frows, fbytes, fbehind = final
+        print(f"  final counts: {written:,} records written, {fn:,.0f} counted ("
+              + ("exact" if fn == written else f"{fn - written:+,.0f}") + f"), {fbehind:,} bytes behind, timeline "
+              f"backlog {frows:,} rows + {fbytes / 1e6:.1f} MB")
+        if fn > written:
+            flags.append(f"the daemon counted {fn - written:,.0f} records more than were written")
     busy = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
     print("  metrics lag p50/p99/max per quarter: " + metrics_lag_summary(lag_at, seconds)
           + "; the slowest samples at " + ", ".join(f"{t:.0f} s ({lag:.1f})" for t, lag in
@@ -532,19 +674,26 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         print(f"  whole-page scrapes (one per {FULL_SCRAPE_EVERY:.0f} s, as a Prometheus would): {len(full_scrapes)},"
               f" p50 {statistics.median(full_scrapes):.3f} s, max {max(full_scrapes):.3f} s; lag samples read"
               f" {len(LAG_SAMPLES)} samples (`name[]`)")
+    elif FULL_SCRAPE_EVERY:
+        print(f"  no whole-page scrape: the run was shorter than --full-scrape-every ({FULL_SCRAPE_EVERY:.0f} s)")
     else:
         print("  every lag sample scraped the whole page (--full-scrape-every 0)")
     print("  peak RSS (with children) per quarter: " + ", ".join(f"{r:.0f}" for r in rss_by_quarter) + " MB")
+    complaints = unknown = 0.0
     if CORRELATOR:
         print("  peak bytes in use in the state DB per quarter: "
               + ", ".join(f"{u / 1e6:,.0f}" for u in used_by_quarter) + " MB")
-        if planned_restart is None:  # the counters restart with the process
-            quarters = []
+        if planned_restart is None:  # the self-metric of skipped lookups restarts with the process
+            per_quarter = []
             for q in range(4):
                 (c0, u0, s0), (c1, u1, s1) = reports[q], reports[q + 1]
-                quarters.append(f"{c1 - c0:,.0f} / {u1 - u0:,.0f} / {s1 - s0:,.0f}")
+                per_quarter.append(f"{c1 - c0:,.0f} / {u1 - u0:,.0f} / {s1 - s0:,.0f}")
             print(f"  complaints (written {complaint_delay:g} s after their delivery) counted / with vmta unknown /"
-                  " store lookup skipped, per quarter: " + ", ".join(quarters))
+                  " store lookup skipped, per quarter: " + ", ".join(per_quarter))
+        with contextlib.suppress(httpx.HTTPError):
+            complaints, unknown, _skipped = attribution(scrape(listen, LAG_SAMPLES))
+        print(f"  complaints in all (after the drain): {complaints:,.0f}, with vmta unknown {unknown:,.0f}"
+              + (f" ({unknown / complaints:.1%})" if complaints else ""))
     print(f"  peak dirty + writeback file pages: {dirty:,.0f} MB; samples without an answer within 10 s:"
           f" {len(stalls)}" + (f" (first at {stalls[0][0]:.0f} s: {stalls[0][1]}, last at {stalls[-1][0]:.0f} s)"
                                if stalls else ""))
@@ -555,18 +704,38 @@ def live(work: Path, rate: int, seconds: float, restart_at: float | None = None,
         print("  " + log_problems(work / "live.log"))
     print(f"  CPU while appending{' (since the restart)' if cpu_from > t0 else ''} (cores busy): daemon {busy[0]:.2f}"
           + (f", correlator process {busy[1]:.2f}" if WORKER == "process" and CORRELATOR else "")
-          + f", this benchmark (writing the files) {(own1 - own0) / elapsed:.2f}; the whole machine"
+          + f", this benchmark (sampling) {(own1 - own0) / elapsed:.2f}, the appender (generating and writing the"
+          f" files) {(appender1 - appender0) / elapsed:.2f}; the whole machine"
           f" {(machine1[0] - machine0[0]) / elapsed:.2f} of {(machine1[1] - machine0[1]) / elapsed:.2f}")
     if planned_restart is None:
-        print("  per quarter, cores busy (daemon/correlator process/this benchmark/machine), iowait (cores idle"
-              " waiting for the disk), major faults of the correlator process: " + usage_summary(marks))
-    for h in handles.values():
-        h.close()
+        print("  per quarter, cores busy (daemon/correlator process/this benchmark/appender/machine), iowait (cores"
+              " idle waiting for the disk), major faults of the correlator process: " + usage_summary(marks))
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     if CORRELATOR:
         state = Path(yaml.safe_load(cfg.read_text())["state_dir"])
         print("  store at the end: " + store_shape(state / "watchtower.db"))
+    if complaints and unknown / complaints > UNKNOWN_FLAG_SHARE:
+        flags.append(f"{unknown / complaints:.1%} of the complaints were counted with vmta `unknown` (more than "
+                     f"{UNKNOWN_FLAG_SHARE:.0%}): attribution did not find their deliveries"
+                     + (f" (each written {complaint_delay:g} s after its delivery, within the timeline lag: the"
+                        " delivery may not be stored yet; real reports come minutes to hours later, see"
+                        " --complaint-delay)" if complaint_delay < 5 else ""))
+    if grows(quarters):
+        flags.append("the timeline lag grows quarter over quarter (" + ", ".join(
+            f"Q{q + 1} {statistics.median(lag):.1f}s" for q, lag in enumerate(quarters) if lag)
+                     + " median): the correlator does not keep up")
+    if lags and p99(lags) > 1.0:
+        flags.append(f"metrics lag p99 {p99(lags):.2f}s, above issue #10's 1 s")
+    if shared[BEHIND_SCHEDULE] > 0.5:
+        flags.append(f"the appender fell {shared[BEHIND_SCHEDULE]:.2f}s behind its schedule: the rate offered was "
+                     "less than --rate for a while (the machine could not generate and write that fast)")
+    if written < total:
+        flags.append(f"the appender wrote {written:,} of the {total:,} records scheduled")
+    if not caught_up:
+        flags.append(f"the daemon did not catch up within {drain_limit:.0f}s of the appends stopping ({drained})")
+    for flag in flags:
+        print("FLAG: " + flag)
 
 
 def log_problems(log: Path) -> str:
@@ -635,16 +804,19 @@ def main() -> int:
     ap.add_argument("--max-db-size", type=int, default=None, help="correlator.max_db_size in bytes (default: the"
                     " daemon's, 20 GiB): a small one makes the run prune under the size cap")
     ap.add_argument("--complaint-delay", type=float, default=0.0,
-                    help="write each complaint this many seconds after its delivery (FBL reports arrive late: their"
+                    help="write each report (f, rb) this many seconds after its delivery (reports arrive late: their"
                          " delivery must be found deeper in the store); not with --pregenerate")
     ap.add_argument("--pregenerate", action="store_true",
                     help="live: generate the run's records before the daemon starts (held in memory, ~470 bytes each)"
-                         " and copy them in while appending (generating them meanwhile takes ~0.25 of a core at 20k"
+                         " and copy them in while appending (generating them meanwhile takes ~0.35 of a core at 20k"
                          " records/s from the daemon)")
     ap.add_argument("--full-scrape-every", type=float, default=FULL_SCRAPE_EVERY,
                     help="seconds between whole-page /metrics scrapes (default 15, as a Prometheus); the lag samples"
                          " read only the counts they need. 0: every lag sample scrapes the whole page (the harness"
                          " before the sixteenth round)")
+    ap.add_argument("--drain-timeout", type=float, default=120.0,
+                    help="live: seconds to wait, once the appends stop, for the daemon to count every record written,"
+                         " read every byte and store every row before saying it did not (default 120)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="work in this (new) directory and keep it: the store, logs and files, to study afterwards")
     args = ap.parse_args()
@@ -669,7 +841,8 @@ def main() -> int:
             if args.only in (None, "backfill"):
                 backfill(work, args.lines)
             if args.only in (None, "live"):
-                live(work, args.rate, args.seconds, args.restart_at, args.pregenerate, args.complaint_delay)
+                live(work, args.rate, args.seconds, args.restart_at, args.pregenerate, args.complaint_delay,
+                     args.drain_timeout)
         finally:  # a run that fails must not leave its daemon running under the next measurement
             for proc in STARTED:
                 if proc.poll() is None:
