@@ -88,6 +88,19 @@ class RcptHasher:
         return "hmac:" + sha256(b"fingerprint\0" + self._key).hexdigest()[:16]
 
 
+MIN_KEY_BYTES = 32
+"""Bytes a recipient-hashing key must hold (the one created holds 64 hex digits): `printf short > KEY` gave a
+40-bit key, taken without a word."""
+
+
+def short_key_problem(path: Path, key: bytes) -> str | None:
+    """Why `key` (read from `path`, whitespace stripped) is too short to hash recipients with, or None."""
+    if len(key) >= MIN_KEY_BYTES:
+        return None
+    return (f"{path} holds {len(key)} bytes: a key needs at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32 > "
+            f"{path}`), or delete it to have one created")
+
+
 def load_or_create_key(path: Path) -> bytes:
     """Read the HMAC key, creating a random one with mode 0600 if the file is absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +113,8 @@ def load_or_create_key(path: Path) -> bytes:
         key = path.read_bytes().strip()
         if not key:
             raise ValueError(f"HMAC key file {path} is empty") from None
+        if (problem := short_key_problem(path, key)) is not None:
+            raise ValueError(f"HMAC key file {problem}") from None
         return key
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32) + "\n")

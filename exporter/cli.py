@@ -176,7 +176,7 @@ def _report(path: Path, problems: list[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _load(path: Path, preflight: bool = True, oneshot: bool = False) -> Config | None:
+def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool = False) -> Config | None:
     """The validated config, or None after printing every problem (shape first, then the machine)."""
     from exporter import preflight as checks
 
@@ -190,7 +190,8 @@ def _load(path: Path, preflight: bool = True, oneshot: bool = False) -> Config |
         return None
     if preflight:
         try:
-            problems = checks.problems(config, uses_state_dir=not oneshot)  # oneshot: a temporary store, in TMPDIR
+            problems = checks.problems(config, uses_state_dir=not oneshot,  # oneshot: a temporary store, in TMPDIR
+                                       waits_for_address=run)
         except OSError as exc:  # each check names its own key; this is for a stat one of them does not guard
             print(f"{path}: cannot check: {checks.unreachable(exc)}", file=sys.stderr)
             return None
@@ -435,7 +436,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
 
     if args.command == "oneshot":
         return _oneshot(args, exit_now)
-    config = _load(args.config)
+    config = _load(args.config, run=True)
     if config is None:
         return EXIT_CONFIG
     logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
@@ -452,7 +453,8 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     try:
         from exporter.daemon import Daemon
 
-        return int(asyncio.run(Daemon(config, owns_process=True).serve()) or 0)  # ^C before it took SIGINT: main()
+        daemon = Daemon(config, owns_process=True, config_path=args.config)  # the file: checked again on SIGHUP
+        return int(asyncio.run(daemon.serve()) or 0)  # ^C before it took SIGINT: main()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
         if interrupted(exc):
             return EXIT_INTERRUPTED

@@ -294,7 +294,10 @@ class TailConfig(_Strict):
         default="end",
         description="Where to start in files that already exist the very first time the daemon runs "
         "(no state yet). Files found later, and every file after the first run, are read from byte 0. Files "
-        "already in `moved_to` at the first run are not read (a WARNING counts them; `watchtower oneshot` does).",
+        "already in `moved_to` at the first run are not read (a WARNING counts them; `watchtower oneshot` does). "
+        "With `end`, a file the first run cannot read yet (permissions) is read from where it ended then once it "
+        "can be, and a log directory it cannot list yet has the files found there once it can be started at "
+        "their ends (a WARNING names each).",
     )
     poll_interval: Duration = Field(
         default=0.25, description="How often followed files are checked for growth (a stat each; cheap)."
@@ -494,8 +497,9 @@ class CorrelatorConfig(_Strict):
         default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
     )
     hmac_key_file: ConfigPath | None = Field(
-        default=None, description="Key for hash_recipients; default `<state_dir>/correlator-hmac.key`, created 0600 "
-        "on the first start. Back it up and move it with the state: a store keyed with it refuses another key, or none."
+        default=None, description="Key for hash_recipients (at least 32 bytes); default "
+        "`<state_dir>/correlator-hmac.key`, created 0600 on the first start. Back it up and move it with the state: a "
+        "store keyed with it refuses another key, or none."
     )
     max_flow_senders: Count = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
     worker: Literal["thread", "process"] = Field(
@@ -620,7 +624,8 @@ class Config(_Strict, Listener):
         default="127.0.0.1:9469",
         description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "
         "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469` (IPv4), `[::]:9469` (IPv6 and IPv4) or an "
-        "address of this host (one it does not have is a config error).",
+        "address of this host (one it does not have is a config error to `check-config`; `run` waits 30 s for it "
+        "to be assigned, then exits 1).",
     )
     tail: TailConfig = Field(default_factory=TailConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)

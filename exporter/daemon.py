@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from exporter import gcpolicy, maintenance, warmup
 from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers, table_problem
-from exporter.config import Config
+from exporter.config import Config, ConfigError, load_config
 from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse, way_out
 from exporter.metrics import SelfMetrics, named_self_metrics
@@ -89,6 +89,25 @@ def _correlator(config: Config, db_path: Path, isp: IspClassifier, replies: Repl
                           class_of=replies.classify, history=history)
 
 
+MAX_KEYS_SAID = 12
+"""Most changed config keys one SIGHUP line names (the rest are counted)."""
+
+
+def changed_keys(running: Config, edited: Config) -> list[str]:
+    """The dotted keys (`tail.poll_interval`, `sources`) whose values differ between two configs, sorted."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in dict.fromkeys([*a, *b]):
+                walk(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        elif a != b:
+            out.append(prefix)
+
+    walk(running.model_dump(mode="json"), edited.model_dump(mode="json"), "")
+    return sorted(out)
+
+
 def _ignore_sighup(loop: asyncio.AbstractEventLoop) -> None:
     """After the stop, SIGHUP is ignored, not given back its default action (closing the loop would): a `systemctl
     reload` during the last moments of a stop ended the process with 129 instead of 0."""
@@ -124,6 +143,15 @@ def _report_chore(task: asyncio.Task[None]) -> None:
 
 class StartupError(Exception):
     """The daemon cannot start as configured (e.g. the listen address is taken); the message says why."""
+
+
+class AddressNotHere(StartupError):
+    """`listen` names an address this host does not have (yet): waited for at start (`_wait_for_listen_address`)."""
+
+
+LISTEN_ADDRESS_WAIT = 30.0
+"""Seconds a start waits for its `listen` address to be assigned to this host."""
+LISTEN_ADDRESS_RETRY = 0.5
 
 
 class OneshotStoreError(StateError):
@@ -191,9 +219,12 @@ class Pipeline:
 class Daemon:
     """`watchtower run`: follows the sources until told to stop."""
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None, owns_process: bool = False) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None, owns_process: bool = False,
+                 config_path: Path | None = None) -> None:
         self.config = config
         self.owns_process = owns_process
+        self.config_path = config_path
+        """The file `config` was loaded from: checked again on SIGHUP (`reload`), None when embedded."""
         """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
         (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
         self.registry = registry or CollectorRegistry()
@@ -211,6 +242,8 @@ class Daemon:
         """This run, named to the correlator (its process too): a span whose file it does not find waits for the commit
         marked with it, made once the tailer has decided every checkpoint of the last stop (exporter/reconciled.py)."""
         self._reconciled_sent = False
+        self._start_pending_saved: list[tuple[str, str]] = []
+        """The directories pending a start at `end` (exporter.tailer `start_pending`) as last saved."""
         self.store = StateStore(self.db_path, [sink] if sink is not None else [], sinks_elsewhere=self.follows,
                                 run=self.run_token)
         metrics = self.pipeline.self_metrics
@@ -297,7 +330,7 @@ class Daemon:
                                f"{exc.strerror or describe(exc)}{fix}") from None
         # before anything is written: a first start that cannot listen must not commit its start positions (the
         # next start would resume at them, whatever `tail.start_position` says then)
-        self._probe_listen_address()
+        await self._wait_for_listen_address()
         loaded = await self.store.open()
         aggregator = self.pipeline.aggregator
         bounds = tuple(aggregator.bounds)
@@ -312,7 +345,9 @@ class Daemon:
         self.tailer = Tailer(self.config.sources, self.config.tail, self.pipeline.self_metrics,
                              loaded.checkpoints, first_run=loaded.first_run,
                              fields=FIELDS if metrics_only else None,
-                             moved_since=loaded.moved_since_for([s.label for s in self.config.sources]))
+                             moved_since=loaded.moved_since_for([s.label for s in self.config.sources]),
+                             start_pending=loaded.start_pending)
+        self._start_pending_saved = sorted(loaded.start_pending)
         self.tailer.hold_drained = self.follows  # the correlator process reads a file renamed away through it
         if metrics_only:  # chunk N is folded on a worker thread while chunk N+1 is parsed
             self.pipeline.aggregator.run_in_background()
@@ -380,7 +415,8 @@ class Daemon:
         assert self.tailer is not None
         self.tailer.scan()
         cps = [dataclasses.replace(cp) for cp in self.tailer.take_checkpoints()]
-        await self.store.write_checkpoint(Commit(checkpoints=cps), start=True)
+        self._start_pending_saved = sorted(self.tailer.start_pending)
+        await self.store.write_checkpoint(Commit(checkpoints=cps, start_pending=self._start_pending_saved), start=True)
         log.info("first run: start positions of %d existing files committed (tail.start_position: %s)",
                  len(cps), self.config.tail.start_position)
         if self.config.tail.start_position == "beginning":
@@ -410,6 +446,26 @@ class Daemon:
             await asyncio.sleep(0.01)
         log.info("listening on %s", self._bound_address())
 
+    async def _wait_for_listen_address(self) -> None:
+        """`_probe_listen_address`, waiting up to LISTEN_ADDRESS_WAIT for an address this host does not have yet: at
+        boot an IPv6 address is still tentative (duplicate address detection) for a second or two, and a VIP comes
+        when keepalived gives it. Exit 2 (a config error, which the shipped unit does not restart) left the daemon
+        down for good; after the wait it is exit 1, restarted, and `check-config` still names a wrong address."""
+        deadline = time.monotonic() + LISTEN_ADDRESS_WAIT
+        said = False
+        while True:
+            try:
+                self._probe_listen_address()
+                return
+            except AddressNotHere as exc:
+                if time.monotonic() >= deadline:
+                    raise StartupError(f"{exc} (waited {LISTEN_ADDRESS_WAIT:.0f} s for it)") from None
+                if not said:
+                    said = True
+                    log.warning("%s: waiting up to %.0f s for it (an address still being assigned: IPv6 duplicate "
+                                "address detection, a VIP)", exc, LISTEN_ADDRESS_WAIT)
+            await asyncio.sleep(LISTEN_ADDRESS_RETRY)
+
     def _probe_listen_address(self) -> None:
         """Bind `listen` once before uvicorn does: a taken or foreign address is then one line naming it, exit 1.
         uvicorn would log its own error and end the process with exit code 3 (not the documented 1)."""
@@ -426,8 +482,9 @@ class Daemon:
                 probe.bind(address)
         except OSError as exc:
             why = (exc.strerror or str(exc)).lower()
-            raise StartupError(f"listener could not bind {self.config.listen}: {why} "
-                               f"(listen: {self.config.listen})") from None
+            error = AddressNotHere if exc.errno == errno.EADDRNOTAVAIL else StartupError
+            raise error(f"listener could not bind {self.config.listen}: {why} "
+                        f"(listen: {self.config.listen})") from None
 
     async def _serve_listener(self) -> None:
         """uvicorn's serve(); its sys.exit() when it cannot bind (the address taken since the probe) becomes a
@@ -754,7 +811,9 @@ class Daemon:
             self.reload()
 
     def reload(self) -> None:
-        """SIGHUP: load the classification tables again; on error keep the current ones and say why."""
+        """SIGHUP: load the classification tables again; on error keep the current ones and say why. The config
+        file is checked too (`check_config_file`): only the tables are reloaded, so what else changed is named."""
+        self.check_config_file()
         try:
             isp, replies = load_classifiers(self.config)
         except Exception as exc:  # noqa: BLE001 - a bad table must not kill the daemon
@@ -768,6 +827,30 @@ class Daemon:
         log.info("SIGHUP: classification tables reloaded (isp: %s, replies: %s)",
                  self.config.classify.isp_file or "shipped", self.config.classify.replies_file or "shipped")
 
+    def check_config_file(self) -> None:
+        """SIGHUP said "reloaded" whatever the config file had become: an edit that broke it went unnoticed until
+        the next crash or reboot, which then exited 2 (and the shipped unit gives up on 2). A broken file is an
+        ERROR naming its problems; settings that differ from the running ones are named (by key, never by value:
+        some are secrets) as taking effect at the next restart."""
+        if self.config_path is None:
+            return
+        try:
+            edited = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: %s is invalid now (%s): still running as started; a restart would fail until it is "
+                      "fixed (`watchtower check-config` says the same)", self.config_path, "; ".join(exc.problems))
+            return
+        except OSError as exc:
+            log.error("SIGHUP: %s cannot be read now (%s): still running as started; a restart would fail until it "
+                      "can be", self.config_path, exc.strerror or exc)
+            return
+        changed = changed_keys(self.config, edited)
+        if changed:
+            shown_keys = ", ".join(changed[:MAX_KEYS_SAID]) + (
+                f" and {len(changed) - MAX_KEYS_SAID} more" if len(changed) > MAX_KEYS_SAID else "")
+            log.warning("SIGHUP: %s changed %s since the start: only the classification tables' contents are "
+                        "reloaded; these settings take effect at the next restart", self.config_path, shown_keys)
+
     # --- commits ---------------------------------------------------------------------------------
     def _enqueue_checkpoint(self) -> None:
         assert self.tailer is not None
@@ -780,10 +863,15 @@ class Daemon:
             spans=p.take_spans(),
             moved_since=self.tailer.moved_to.since,
         )
+        commit.started_at_end, self.tailer.started_at_end = self.tailer.started_at_end, set()
+        pending = sorted(self.tailer.start_pending)
+        if pending != self._start_pending_saved:  # a directory listed at last: saved even with nothing else
+            commit.start_pending = self._start_pending_saved = pending
         if self._reconciled_due():  # with the re-keyed checkpoints taken above
             commit.reconciled = self.run_token
             self._reconciled_sent = True
-        if commit.checkpoints or commit.series or commit.batches or commit.spans or commit.reconciled:
+        if commit.checkpoints or commit.series or commit.batches or commit.spans or commit.reconciled \
+                or commit.start_pending is not None:
             self.queue.put(commit)
         self._backlog_gauges()
 

@@ -29,6 +29,7 @@ from exporter.fingerprint import (
     head_matches,
     read_fingerprint,
 )
+from exporter.linecount import UNCOUNTED, count_lines
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
@@ -212,12 +213,30 @@ class FileStream:
         if (st.st_dev, st.st_ino) != self.key:  # replaced between stat and open
             await self._close_file(f)
             return False
+        if self.cp.line_no == UNCOUNTED and not self._count_lines_before(f, st.st_size):
+            await self._close_file(f)
+            return False
         self.file = f
         await self._seek(self.cp.offset)
         self.pending = b""
         self.skipping = self._mid_line(f)
         if self.metrics:
             self.metrics.file_opens.labels(src).inc()
+        return True
+
+    def _count_lines_before(self, f: Any, size: int) -> bool:
+        """A file the first start could not read starts where it ended then: the lines before that offset (and its
+        header) are counted at its first open, so line numbers stay true. False when the read fails (retried)."""
+        try:
+            lines, header = count_lines(f.fileno(), min(self.cp.offset, size))
+        except OSError as exc:
+            self._read_error("io", exc.strerror or str(exc))
+            return False
+        self.cp.line_no, self.cp.header = lines, header
+        self.parser.line_no = lines
+        self.parser.columns = Columns.from_header(header.split(",")) if header else None
+        log.info("%s: readable now; reading on from byte %d, where it ended at the first start (line %d)",
+                 shown(self.cp.path), self.cp.offset, lines)
         return True
 
     def _mid_line(self, f: Any) -> bool:

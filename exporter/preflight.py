@@ -171,12 +171,15 @@ def _hmac_key_file(key: str, path: Path, explicit: bool) -> str | None:
     if problem:
         return problem
     try:
-        empty = not path.read_bytes().strip()
+        held = path.read_bytes().strip()
     except OSError as exc:
         return f"{key}: cannot read {path}: {exc.strerror or exc}"
-    if empty:
+    if not held:
         return f"{key}: {path} is empty; write a key into it, or delete it to have one created"
-    return None
+    from correlator.keys import short_key_problem
+
+    problem = short_key_problem(path, held)
+    return f"{key}: {problem}" if problem is not None else None
 
 
 def _can_create_in(directory: Path) -> bool:
@@ -425,7 +428,7 @@ NOT_LOCAL = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 an address family it does not support (IPv6 turned off)."""
 
 
-def _listen(config: Config) -> str | None:
+def _listen(config: Config, waits: bool = False) -> str | None:
     """The host resolves, and the address it resolves to is this host's: `run` binds the first answer (as the
     daemon's probe does), and one on no interface here fails at every start (exit 1, restarted for ever). Checked by
     binding the address with port 0: the port itself may be taken by the very daemon this config runs (check-config
@@ -440,8 +443,9 @@ def _listen(config: Config) -> str | None:
         with socket.socket(family, kind, proto) as probe:
             probe.bind((address[0], 0, *address[2:]))
     except OSError as exc:
-        if exc.errno not in NOT_LOCAL:
+        if exc.errno not in NOT_LOCAL or (waits and exc.errno == errno.EADDRNOTAVAIL):
             return None  # anything else (no descriptor left, ...) is no property of the config: `run` says it
+            # (`waits`: `run` waits a while for an address being assigned, exporter.daemon._wait_for_listen_address)
         why = (exc.strerror or str(exc)).lower()
         return (f"listen: {address[0]} is not an address of this host ({why}): name one of its addresses, "
                 "0.0.0.0 or [::] for all, or 127.0.0.1")
@@ -461,16 +465,18 @@ def _api_key(config: Config) -> str | None:
     return None
 
 
-def problems(config: Config, uses_state_dir: bool = True) -> list[str]:
+def problems(config: Config, uses_state_dir: bool = True, waits_for_address: bool = False) -> list[str]:
     """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
 
-    `uses_state_dir` False (oneshot: no state database, or a temporary one in TMPDIR) skips state_dir."""
+    `uses_state_dir` False (oneshot: no state database, or a temporary one in TMPDIR) skips state_dir;
+    `waits_for_address` (`run`) leaves a `listen` address this host does not have yet to the daemon, which waits
+    for it a while."""
     state_dir = _state_dir("state_dir", Path(config.state_dir)) if uses_state_dir else []
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
         *state_dir,
-        _listen(config),
+        _listen(config, waits=waits_for_address),
         _correlator_store(config, state_dir_checked=uses_state_dir and not state_dir),
         secret_file_problem("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
         secret_file_problem("pmta.password_file", config.pmta.password_file),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.fingerprint import fingerprint_len, head_matches, read_head
+from exporter.linecount import UNCOUNTED, count_lines
 from exporter.parser import ErrorLog, FileParser, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, shown
 from exporter.safeopen import open_regular
@@ -200,6 +201,9 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
                                                      "its inode now holds another file (its first bytes differ)"))
         # Another inode with the same first bytes and at least the span's bytes: the same file under a new identity
         # (restored, copied; the tailer re-keys its checkpoint at the first scan, exporter.tailer._new_identity)
+        if span.line_no == UNCOUNTED:  # started at its end by a first start that could not read it (linecount)
+            span.line_no, header = count_lines(fd, span.start)
+            span.columns = Columns.from_header(header.split(",")) if header else None
         skip = _overlong_at(fd, span)
         if skip:  # the tailer skipped these bytes unparsed (one long_row error): so do the sinks
             return None, skip[0], span.line_no + skip[1], span.columns

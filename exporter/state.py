@@ -156,6 +156,18 @@ def _times_by_source(text: str | None) -> dict[str, float]:
     return {k: float(v) for k, v in value.items() if isinstance(k, str) and isinstance(v, int | float)}
 
 
+def _pairs(text: str | None) -> list[tuple[str, str]]:
+    """wt_meta `start_pending`: [[source, directory], ...]; anything else is none."""
+    try:
+        value = json.loads(text) if text is not None else []
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [(a, b) for item in value if isinstance(item, list) and len(item) == 2
+            for a, b in [item] if isinstance(a, str) and isinstance(b, str)]
+
+
 def path_to_db(path: str) -> str | bytes:
     """A file's path as SQLite can store it without loss: text when it is UTF-8, else its filesystem bytes (a
     BLOB; a name that is not UTF-8 has surrogate escapes no UTF-8 text can carry, and failed every checkpoint)."""
@@ -193,6 +205,11 @@ class Commit:
     reconciled: str | None = None
     """The daemon's run token once its tailer has decided every checkpoint of the last stop (exporter/reconciled.py):
     written with the checkpoints it is true of."""
+    start_pending: list[tuple[str, str]] | None = None
+    """(source, directory) pairs whose files start at their ends once listed (exporter.tailer `start_pending`)."""
+    started_at_end: set[str] = field(default_factory=set)
+    """Ids of new files followed from their ends after a first start: with `sinks_elsewhere`, the sink process
+    starts there too (not at byte 0, as for any other new file)."""
 
     @property
     def rows(self) -> int:
@@ -211,6 +228,8 @@ class Commit:
         self.forget_before = max(self.forget_before, later.forget_before)
         self.reconciled = later.reconciled or self.reconciled
         self.moved_since = later.moved_since if later.moved_since is not None else self.moved_since
+        self.start_pending = later.start_pending if later.start_pending is not None else self.start_pending
+        self.started_at_end |= later.started_at_end
 
 
 @dataclass(slots=True)
@@ -227,6 +246,8 @@ class Loaded:
     the start of the last scan that looked at them, as the last commit saved it (a source missing: `last_commit`)."""
     correlator_off_since: float | None = None
     """The correlator is on now and was off from this time (wt_meta): what was read meanwhile has no timelines."""
+    start_pending: list[tuple[str, str]] = field(default_factory=list)
+    """(source, directory) pairs the first start at `end` could not list (wt_meta `start_pending`)."""
 
     def moved_since_for(self, labels: list[str]) -> dict[str, float] | None:
         """`moved_since` for the sources configured now (None on a first run: nothing to take up)."""
@@ -638,6 +659,7 @@ class StateStore:
         last = conn.execute("SELECT max(updated) FROM wt_checkpoints").fetchone()[0]
         return Loaded(first_run, cps, series, behind, last_commit=last,
                       moved_since=_times_by_source(meta.get("moved_since")),
+                      start_pending=_pairs(meta.get("start_pending")),
                       correlator_off_since=self._note_correlator(conn, meta.get(CORRELATOR_OFF_SINCE)))
 
     def _note_correlator(self, conn: sqlite3.Connection, stored: str | None) -> float | None:
@@ -812,8 +834,8 @@ class StateStore:
         blank = (None, None, None)
         keep = self.sinks_elsewhere
         if keep:  # the sink process reads a new file from byte 0, or from the first run's start position
-            positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start else (0, 0, "")
-                         for cp in c.checkpoints}
+            positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start or cp.file_id in c.started_at_end
+                         else (0, 0, "") for cp in c.checkpoints}
         # rows built before the lock: the correlator process waits for it only while SQLite writes
         offsets = [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
                     cp.header, cp.gone_since, now, cp.records, *positions.get(cp.file_id, blank))
@@ -843,6 +865,9 @@ class StateStore:
                 mark_reconciled(conn, c.reconciled)
             if c.moved_since:
                 conn.execute("INSERT OR REPLACE INTO wt_meta VALUES ('moved_since', ?)", (json.dumps(c.moved_since),))
+            if c.start_pending is not None:
+                conn.execute("INSERT OR REPLACE INTO wt_meta VALUES ('start_pending', ?)",
+                             (json.dumps(sorted(c.start_pending)),))
             conn.execute("COMMIT")
             self._committed()
         except BaseException:

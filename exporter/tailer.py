@@ -19,7 +19,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 
-from exporter import fdlimit, jsonrecords
+from exporter import fdlimit
 from exporter.config import SourceConfig, TailConfig
 from exporter.filestream import (
     Checkpoint,
@@ -39,9 +39,10 @@ from exporter.fingerprint import (
     read_head,
     shares_first_record,
 )
+from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
 from exporter.metrics import SelfMetrics
 from exporter.movedto import MovedToWatch
-from exporter.parser import BOM, ErrorLog, header_columns
+from exporter.parser import ErrorLog
 from exporter.records import shown
 from exporter.safeopen import open_regular_file
 
@@ -49,8 +50,6 @@ log = logging.getLogger("watchtower.tailer")
 
 MAX_CHUNKS_PER_PASS = 8
 """Chunks read from one file before moving to the next, so one busy file cannot starve the rest."""
-COUNT_SAID_BYTES = 1 << 30
-"""A file at least this big whose lines are counted at a first start at `end` is said first (~0.4 s a GB)."""
 
 
 def _open_size(stream: FileStream) -> int:
@@ -156,38 +155,14 @@ def _a_copy(head: bytes, name: str, by_len: dict[int, set[bytes]], by_name: dict
     return any(head_matches(fingerprint, head) for fingerprint in by_name.get(name, ()))
 
 
-def header_of(first: bytes) -> str:
-    """The checkpoint's header text for a file whose first line is `first` (with its newline), as the parser takes
-    it from byte 0: a JSON file's columns, or the CSV header (an editor's BOM dropped, quoted names unquoted, CRLF);
-    '' when it is no header (the parser then counts the lines as it would at byte 0)."""
-    first = first.removeprefix(BOM)
-    if jsonrecords.opens_json(first):
-        return jsonrecords.COLUMNS.header_line
-    columns = header_columns(first.removesuffix(b"\n"))
-    return columns.header_line if columns is not None else ""
-
-
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
     """Newlines in the first `upto` bytes and the header line (for starting at the end of a file). Read whole, so a
     big file is said first: a first start at `end` over a 50 GB file (a sparse one) took 21 s before it listened."""
     if upto >= COUNT_SAID_BYTES:
         log.info("%s: counting its lines to start at its end (%.1f GB; tail.start_position: end)", shown(path),
                  upto / 1e9)
-    lines = 0
-    header = ""
     with open_regular_file(path) as f:  # a FIFO swapped in since the stat: refused (an OSError), not waited on
-        first = f.readline()
-        if first.endswith(b"\n"):
-            header = header_of(first)
-        f.seek(0)
-        left = upto
-        while left > 0:
-            block = f.read(min(left, 1 << 20))
-            if not block:
-                break
-            lines += block.count(b"\n")
-            left -= len(block)
-    return lines, header
+        return count_lines(f.fileno(), upto)
 
 
 class Tailer:
@@ -203,6 +178,7 @@ class Tailer:
         oneshot: bool = False,
         fields: frozenset[str] | None = None,
         moved_since: float | dict[str, float] | None = None,
+        start_pending: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.sources = sources
         self.fields = fields
@@ -211,6 +187,15 @@ class Tailer:
         self.metrics = metrics
         self.oneshot = oneshot
         self.start_at_end = first_run and tail.start_position == "end" and not oneshot
+        self.start_pending: set[tuple[str, str]] = set(start_pending) if tail.start_position == "end" \
+            and not oneshot else set()
+        """(source, directory) pairs a first start at `end` could not list: the files found there when it can be
+        are followed from their ends then (saved with the checkpoints until then)."""
+        self._unlisted: set[tuple[str, str]] = set()
+        self._ending: dict[str, list[str]] = {}
+        self.started_at_end: set[str] = set()
+        """Ids of files followed from their ends after the first scan (a pending directory listed at last): the
+        correlator's own process starts there too (exporter.state `Commit.started_at_end`); taken by each commit."""
         self.error_log = ErrorLog()
         self.streams: dict[tuple[int, int], FileStream] = {}
         self.known: dict[tuple[int, int], Checkpoint] = {}
@@ -284,12 +269,14 @@ class Tailer:
     def _matches(self) -> dict[tuple[int, int], tuple[str, str, os.stat_result]]:
         found: dict[tuple[int, int], tuple[str, str, os.stat_result]] = {}
         self._incomplete = set()
+        self._unlisted = set()
         self._empty_sources = set()
         for source in self.sources:
             matched = False
             for pattern in source.paths:
                 if not self._root_listable(source.label, pattern):
                     self._incomplete.add(source.label)
+                    self._unlisted.add((source.label, static_root(pattern)))
                 for path in sorted(glob.glob(pattern)):
                     st = self._stat(source.label, path)
                     matched = matched or st is not None or os.path.exists(path)  # not removed since, nor dangling
@@ -313,6 +300,30 @@ class Tailer:
             self._count_error(source, "scan", root, exc)
             return False
         return True
+
+    def _decide_pending_starts(self) -> None:
+        """A first start at `end` that could not list a source's directory (the daemon's user not yet in PMTA's
+        log group): its files would all be new once it can be, and read whole, PMTA's whole retention counted at
+        once. Such a directory stays pending (saved with the checkpoints) until a scan lists it: the files found
+        there then start at their ends (`_starts_at_end`)."""
+        if self.start_at_end and not self._scanned_once:
+            for source, root in sorted(self._unlisted - self.start_pending):
+                log.warning("%s: cannot be listed at the first start (source %s): tail.start_position: end still "
+                            "applies: the files found there once it can be are read from their ends then (records "
+                            "written there before that are not read)", shown(root), source)
+            self.start_pending |= self._unlisted
+        for source, root in sorted(self.start_pending - self._unlisted):
+            self._ending.setdefault(source, []).append(root.rstrip(os.sep) + os.sep)
+            self.start_pending.discard((source, root))
+            if self._scanned_once or not self.start_at_end:
+                log.info("%s: can be listed now (source %s): its files start at their ends, as tail.start_position: "
+                         "end decided at the first start", shown(root), source)
+
+    def _starts_at_end(self, source: str, path: str) -> bool:
+        """Is a file followed for the first time started at its end (not read from byte 0)?"""
+        if self.start_at_end and not self._scanned_once:
+            return True
+        return any(path.startswith(root) for root in self._ending.get(source, ()))
 
     def _stat(self, source: str, path: str) -> os.stat_result | None:
         """stat() a glob match; any error on one path is counted and reported, never fatal."""
@@ -421,6 +432,7 @@ class Tailer:
         self._failed_paths = set()
         found = self._matches()
         self._matched_now = found
+        self._decide_pending_starts()
         for key, (source, path, st) in found.items():
             self._seen_size[key] = st.st_size
             stream = self.streams.get(key)
@@ -455,6 +467,7 @@ class Tailer:
         for key, cp in list(self._displaced.items()):  # their inode holds another file, no glob match is them
             if self._copy_or_gone(key, cp):
                 del self._displaced[key]
+        self._ending = {}
         if not self._scanned_once:
             self._left_while_down = {key for key, cp in self.known.items()
                                      if key not in self.streams and cp.gone_since is None}
@@ -899,14 +912,19 @@ class Tailer:
                 else:
                     self._replaced(cp, f"gone while the daemon was down (deleted: its inode now holds {shown(path)})")
             offset, line_no, header = 0, 0, ""
-            if self.start_at_end and not self._scanned_once:
+            if self._starts_at_end(source, path):
                 try:
                     line_no, header = _count_lines(path, st.st_size)
-                    offset = st.st_size
-                except OSError:
-                    offset, line_no, header = 0, 0, ""
+                except OSError as exc:  # read from where it ends now once it can be: not its whole history then
+                    line_no = UNCOUNTED
+                    log.warning("%s: cannot be read (%s; source %s): tail.start_position: end still applies: it "
+                                "is read from its current end (%d bytes) once it can be, its lines counted then",
+                                shown(path), (exc.strerror or str(exc)).lower(), source, st.st_size)
+                offset = st.st_size
             cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no,
                             header)
+            if offset and self._scanned_once:
+                self.started_at_end.add(cp.file_id)
             self.known[key] = cp
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
                                        self.tail.chunk_bytes, self.fields)

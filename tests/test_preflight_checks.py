@@ -343,13 +343,13 @@ def test_check_config_refuses_another_programs_database_as_run_does(tmp_path: Pa
 def test_check_config_refuses_another_hmac_key_as_run_does(tmp_path: Path, command: str) -> None:
     cfg, db = _started_state(tmp_path, hash_recipients=True)
     key = tmp_path / "state" / "correlator-hmac.key"
-    key.write_text("another key\n")
+    key.write_text("another key " * 4 + "\n")
     proc = _watchtower(command, "--config", str(cfg))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"{key}: the HMAC key file holds another key, and the recipients of the correlator store {db}" \
         in proc.stderr
-    assert key.read_text() == "another key\n"
+    assert key.read_text() == "another key " * 4 + "\n"
 
 
 def test_a_state_database_of_this_build_passes_and_is_left_as_it_was(tmp_path: Path) -> None:

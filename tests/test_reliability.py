@@ -406,6 +406,37 @@ def test_sighup_reloads_the_isp_table_and_survives_a_broken_one(tmp_path: Path, 
     assert wt.stop() == 0
 
 
+def test_sighup_checks_the_config_file_and_says_what_a_restart_would_do(tmp_path: Path, watchtower_factory):
+    """`systemctl reload` read the tables only and said "reloaded" whatever the config file had become: an edit
+    that broke it went unnoticed until the next crash or reboot, which then exited 2 (and systemd gave up). The
+    file is checked on SIGHUP: a broken one is an ERROR naming its problem (the daemon goes on as it was), and
+    settings that changed are named as taking effect at the next restart."""
+    (tmp_path / "logs").mkdir()
+    AcctWriter(tmp_path / "logs")
+    cfg = write_config(tmp_path)
+    wt = watchtower_factory(cfg).start()
+    good = cfg.read_text()
+    data = yaml.safe_load(good)
+    cfg.write_text(yaml.safe_dump({**data, "listen": "127.0.0.1:99999"}))
+    _sighup(wt, "a restart would fail")
+    said = [ln for ln in wt.log.read_text().splitlines() if "SIGHUP" in ln]
+    assert any(" ERROR " in ln and str(cfg) in ln and "listen" in ln and "a restart would fail" in ln
+               for ln in said), said
+    cfg.write_text(yaml.safe_dump({**data, "log_level": "debug", "tail": {**data["tail"], "poll_interval": 0.7}}))
+    _sighup(wt, "take effect at the next restart")
+    changed = [ln for ln in wt.log.read_text().splitlines() if "take effect at the next restart" in ln]
+    assert len(changed) == 1 and " WARNING " in changed[0], changed
+    assert "log_level, tail.poll_interval" in changed[0], changed
+    cfg.write_text(good)
+    before = wt.log.read_text().count("take effect at the next restart")
+    _sighup(wt, "classification tables reloaded")
+    time.sleep(0.5)
+    assert wt.log.read_text().count("take effect at the next restart") == before  # as started: nothing to say
+    assert wt.proc is not None and wt.proc.poll() is None
+    assert "Traceback" not in wt.log.read_text()
+    assert wt.stop() == 0
+
+
 @pytest.mark.parametrize("worker", ["thread", "process"])
 def test_sighup_reloads_the_tables_the_correlator_uses_too(tmp_path: Path, watchtower_factory, worker: str):
     """Timelines take their ISP from the same table as the metrics: after SIGHUP, new timelines follow the
