@@ -145,7 +145,7 @@ class _Family:
         full = len(key) == len(self.labels)
         if self.kind == "counter":
             if full:
-                return self._fmt % tuple(_escape(key[i]) for i in self._order)
+                return self._fmt % tuple([_escape(key[i]) for i in self._order])
             return f"{self.name}{_labels(zip(self.labels, key, strict=False))} "
         if full:  # the label names' sorted order and where `le` goes among them are the family's, known once
             pairs, cut = [f'{self.labels[i]}="{_escape(key[i])}"' for i in self._order], self._cut
