@@ -207,6 +207,36 @@ def test_a_precision_in_the_format_string_cannot_cut_an_address_open():
     assert out == ["bad line 'd,x,[redacted]@gmai", "reply 550 <[redacted]|3|  2.2", "a [redacted]"]
 
 
+def _log_with_a_stack(log: logging.Logger) -> None:
+    log.warning("stack follows", stack_info=True, extra={"rcpt": "secret.person@gmail.com"})  # shown in the stack
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_traceback_already_text_and_a_logged_stack_keep_no_local_part(fmt: str):
+    """A record reaching the handler with its traceback already text (`exc_text`: formatted by another handler first,
+    or sent through a QueueHandler) and one logged with `stack_info=True`, whose source lines quote an address."""
+    stream = io.StringIO()
+    handler = setup("info", fmt, stream=stream, redact_addresses=True)
+    try:
+        log = logging.getLogger("watchtower.x")
+        record = log.makeRecord("watchtower.x", logging.ERROR, __file__, 1, "lookup failed", (), None)
+        record.exc_text = "Traceback (most recent call last):\nValueError: no timeline for secret.person@gmail.com"
+        log.handle(record)
+        _log_with_a_stack(log)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    if fmt == "json":  # the JSON form carries the traceback, not the stack
+        records = [json.loads(x) for x in out.splitlines()]
+        assert [(r["msg"], r.get("exc")) for r in records] == [
+            ("lookup failed", "Traceback (most recent call last):\nValueError: no timeline for [redacted]@gmail.com"),
+            ("stack follows", None)]
+    else:
+        assert "\nValueError: no timeline for [redacted]@gmail.com\n" in out, out
+        assert 'extra={"rcpt": "[redacted]@gmail.com"})  # shown in the stack' in out, out
+    assert "secret" not in out, out
+
+
 # --- Properties: an address anywhere in any text never leaves its local part in a log line ---
 
 _ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-."

@@ -133,14 +133,23 @@ def test_an_answer_with_a_dtd_is_refused_before_anything_is_expanded(body: bytes
     assert peak < len(body) + 2 * 1024 * 1024, peak
 
 
-async def test_a_long_answer_with_a_dtd_is_a_counted_parse_error_in_the_worker_thread_too() -> None:
-    """Past THREAD_PARSE_BYTES the parse runs in a thread that a deadline cannot cancel: it must refuse as early."""
+async def test_a_long_answer_with_a_dtd_is_a_counted_parse_error_in_the_worker_thread_too(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Past THREAD_PARSE_BYTES the parse runs in a thread that a deadline cannot cancel: it must refuse as early
+    (unexpanded, the entity would be 290 MB; tracemalloc sees the worker thread's allocations too)."""
     body = _quadratic(1_000_000)
     assert len(body) > pmta_api.THREAD_PARSE_BYTES
     registry = CollectorRegistry()
-    t0 = time.monotonic()
-    await _poll({"/status": _status(), "/queues": body}, registry=registry)
-    assert time.monotonic() - t0 < 2
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="watchtower.queues"):
+            await _poll({"/status": _status(), "/queues": body}, registry=registry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(body), peak  # the answer and a copy or two of it, nothing expanded
+    assert [r.getMessage().split("; first parse: ")[1] for r in caplog.records] == [
+        "a DTD (<!DOCTYPE rsp ...>), which PMTA never sends: refused unexpanded"]
     assert _errors(registry) == {**NO_ERRORS, "parse": 1.0}
     assert registry.get_sample_value("watchtower_pmta_api_partial") == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ async def test_exact_gauges_from_the_live_api(sim: Simulator) -> None:
     async with ApiServer(sim) as srv:
         poller = QueuePoller(PmtaApiConfig(url=srv.url), registry, isp_of)
         async with PmtaApiClient(poller.config) as client:
+            before = time.monotonic()
             assert await poller.poll_once(client)
+            around = time.monotonic() - before
     want = expected(sim)
     assert gauges(registry) == want
     assert want[("vmta-03", "gmail")][0] > 10_000 and want[("vmta-03", "gmail")][3] == 2  # gmail + googlemail
@@ -103,7 +106,8 @@ async def test_exact_gauges_from_the_live_api(sim: Simulator) -> None:
     assert value(registry, "pmta_status_spool_files") == rcp
     assert value(registry, "watchtower_pmta_api_up") == 1 and value(registry, "watchtower_pmta_api_partial") == 0
     assert value(registry, "watchtower_pmta_queue_coverage_ratio") == 1.0
-    assert 0 < value(registry, "watchtower_pmta_api_poll_duration_seconds") < 5  # type: ignore[operator]
+    # the poll's own length: within the interval around the call, whatever the machine's speed
+    assert 0 < value(registry, "watchtower_pmta_api_poll_duration_seconds") <= around  # type: ignore[operator]
     assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
     text = generate_latest(registry).decode()
     assert "gmail.com" not in text and 'domain="' not in text
@@ -303,8 +307,8 @@ async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator, monk
             ticks += 1
 
     async with srv:
-        # the deadline far past the bound below: only the per-request timeout can end this poll in time
-        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=1.0, poll_deadline=30), registry, isp_of)
+        # the deadline far past the hang guard below: only the per-request timeout (1 s) can end this poll
+        poller = QueuePoller(PmtaApiConfig(url=srv.url, timeout=1.0, poll_deadline=3600), registry, isp_of)
         async with PmtaApiClient(poller.config) as client:
             get = client.get
 
@@ -317,13 +321,13 @@ async def test_slow_api_times_out_without_blocking_the_loop(sim: Simulator, monk
             monkeypatch.setattr(client, "get", noted_get)
             t = asyncio.create_task(ticker())
             try:
-                assert not await asyncio.wait_for(poller.poll_once(client), timeout=60)  # liveness guard, not a timing
+                assert not await asyncio.wait_for(poller.poll_once(client), timeout=60)  # a hang guard, not a timing
+            except TimeoutError:
+                pytest.fail("the poll hung: the per-request timeout (1 s) did not end it in 60 s")
             finally:
                 t.cancel()
     assert errors(registry)["timeout"] == 3  # /status, /vmtas and the top-N list
     assert value(registry, "watchtower_pmta_api_up") == 0
-    # ~1 s (the requests run at once); a poll that waited for an answer would end at the deadline (30 s)
-    assert value(registry, "watchtower_pmta_api_poll_duration_seconds") < 5.0  # type: ignore[operator]
     # the loop ran other tasks while each request waited: the API, served by this loop, had the request and the
     # ticker stepped before the client gave up on it. A poll blocking the loop gives up on requests the API has
     # not seen yet. No count of ticks: how often the loop turns depends on the machine's load

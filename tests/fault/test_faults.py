@@ -107,26 +107,30 @@ def test_kill_9_while_the_correlator_reads_its_backlog_again_from_the_files(tmp_
     restart_and_expect_exact(wt, writer.total, tmp_path / "state")
 
 
-def test_sigterm_mid_backfill_exits_within_5s_and_resumes_exactly(tmp_path: Path, watchtower_factory):
+def test_sigterm_mid_backfill_stops_without_waiting_for_the_correlator_and_resumes_exactly(tmp_path: Path, watchtower_factory):
     (tmp_path / "logs").mkdir()
     writer = AcctWriter(tmp_path / "logs")
     for _ in range(3):
         writer.write(40_000, random.Random(writer.n).choice(["vmta-1", "vmta-2"]))
         writer.rotate()
-    # shutdown_timeout 1 s (default 3 s): the same 5 s bound leaves 4 s for a loaded machine's process teardown,
-    # and a stop that waited for the backfill still takes far longer
+    # shutdown_timeout 1 s (default 3 s): the stop gives up there, the correlator left behind
     cfg = write_config(tmp_path, correlator={"enabled": True},
                        tail={"checkpoint_interval": 1.0, "shutdown_timeout": 1.0})
     wt = watchtower_factory(cfg).start()
     wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5_000, timeout=60)
     assert wt.proc is not None
-    started = time.monotonic()
     wt.proc.send_signal(signal.SIGTERM)
-    rc = wt.proc.wait(timeout=30)
-    took = time.monotonic() - started
+    try:
+        rc = wt.proc.wait(timeout=120)  # a hang guard: the stop takes about shutdown_timeout
+    except subprocess.TimeoutExpired:
+        pytest.fail("SIGTERM mid-backfill: the daemon had not exited after 120 s (the stop hung)")
     wt.proc = None
     assert rc == 0
-    assert took < 5.0, f"SIGTERM took {took:.1f}s"
+    # it stopped mid-backfill instead of waiting for the correlator to store what was read: the correlator's
+    # positions are behind the daemon's (a NULL position is caught up), read again at the next start
+    with sqlite3.connect(tmp_path / "state" / "watchtower.db") as db:
+        behind = db.execute("SELECT sum(offset - coalesce(sink_offset, offset)) FROM wt_checkpoints").fetchone()[0]
+    assert behind > 0, f"the stop waited for the correlator to catch up (stored {stored_deliveries(tmp_path / 'state')})"
     restart_and_expect_exact(wt, writer.total, tmp_path / "state")
 
 

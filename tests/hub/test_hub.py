@@ -4,7 +4,6 @@ and partial answers when a host is down (host 3 is stopped, then started again).
 from __future__ import annotations
 
 import base64
-import time
 from datetime import datetime
 from typing import Any
 
@@ -185,16 +184,13 @@ def stopped_host_checks(cluster: Cluster) -> None:
         ("/api/v1/messages/m1-h3@mail3.example", {}, 404),  # only host 3 had it: not found, and says why
     ]
     for path, params, status in checks:
-        start = time.monotonic()
-        r = via_hub(cluster, path, **params)
-        elapsed = time.monotonic() - start
+        r = via_hub(cluster, path, **params)  # its client's timeout is the hang guard
         assert r.status_code == status, (path, r.text)
         body = r.json()
         assert body["partial"] is True, path
         assert [m["host"] for m in body["missing_hosts"]] == [gone], path
         # it refused at once: named for that, not waited on until its timeout (whatever the machine's load)
-        assert "timed out" not in body["missing_hosts"][0]["error"], (path, body["missing_hosts"])
-        assert elapsed < 2 * cluster.timeout + 2.0, (path, elapsed)  # the hub's bound is 2 x timeout, plus slack
+        assert body["missing_hosts"][0]["error"].startswith("ConnectError: "), (path, body["missing_hosts"])
     page = via_hub(cluster, "/api/v1/search", limit=500).json()
     assert {i["host"] for i in page["items"]} == {name(cluster, 1), name(cluster, 2)}
     assert len(page["items"]) == cluster.hosts[0].timelines + cluster.hosts[1].timelines

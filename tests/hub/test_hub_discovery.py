@@ -3,6 +3,7 @@ warning with the last good list kept, never a 500 and never a request held past 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -92,12 +93,13 @@ async def test_a_prometheus_that_drips_its_answer_holds_no_request_past_the_time
         async with FakeHosts(prometheus("", [drip])) as prom, \
                 running_hub({"targets": [{"url": daemon.url("s"), "name": "static"}], "timeout": timeout,
                              "prometheus": {"url": prom.url("prom"), "job": "wt"}}) as hub:
-            start = time.monotonic()
-            r = await hub.get("/api/v1/search")
-            took = time.monotonic() - start
+            try:  # a hang guard only
+                r = await asyncio.wait_for(hub.get("/api/v1/search"), 60)
+            except TimeoutError:
+                pytest.fail("GET /api/v1/search hung: no answer after 60 s")
     assert (r.status_code, r.json()["hosts"], r.json()["partial"]) == (200, ["static"], False)
-    # the refresh (2 s at most) then a loopback fan-out; a request held for the whole drip takes ~10 s
-    assert took < 5.0, took
+    # the hub's bound on the whole refresh cut the drip (held for the whole drip, ~10 s, the refresh would have
+    # ended on its empty target list: "no active target")
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot read targets from prometheus {prom.url('prom')} job wt (keeping the last list): timed out after 2s"]
 

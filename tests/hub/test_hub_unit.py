@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -126,10 +127,12 @@ async def test_a_host_that_never_answers_is_named_missing_within_the_timeout(fak
     timeout = 2.0  # the threaded fake must answer within it too, on a loaded machine
     config = HubConfig.model_validate({"hub": {"targets": [fake.url, {"url": black_hole, "name": "slow-host"}],
                                                "timeout": timeout}})
-    # The black hole holds the request for ever: any finite bound proves it was cut off; this one, that it was cut
-    # at the hub's bound (2 x timeout) with room for load. wait_for makes a hang a failure, not a stalled run.
-    bound = 2 * timeout + 2.0
-    r, elapsed = await asyncio.wait_for(hub_get(config, path, **params), bound)
+    # The black hole holds the request for ever: an answer at all proves it was cut off, the error says by the
+    # host's timeout. wait_for is a hang guard only (60 s: the hub's bound is 2 x timeout).
+    try:
+        r, _ = await asyncio.wait_for(hub_get(config, path, **params), 60)
+    except TimeoutError:
+        pytest.fail(f"GET {path} hung: the hub had not answered after 60 s")
     if path == "/api/v1/timeline":  # the fake holds no such timeline: found nowhere, and says who was not asked
         assert r.status_code == 404
     else:
@@ -137,8 +140,8 @@ async def test_a_host_that_never_answers_is_named_missing_within_the_timeout(fak
     body = r.json()
     assert body["partial"] is True
     assert [(m["host"], m["url"]) for m in body["missing_hosts"]] == [("slow-host", black_hole)]
-    assert "timed out" in body["missing_hosts"][0]["error"]
-    assert elapsed < bound, elapsed
+    cut = re.fullmatch(r"timed out after ([0-9.]+)s", body["missing_hosts"][0]["error"])  # its budget: hub.timeout,
+    assert cut is not None and 0 < float(cut[1]) <= timeout, body  # or what a page's deadline left of it
 
 
 async def test_no_host_answering_is_a_503_naming_them(black_hole):
