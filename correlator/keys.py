@@ -89,16 +89,18 @@ class RcptHasher:
 
 
 MIN_KEY_BYTES = 32
-"""Bytes a recipient-hashing key must hold (the one created holds 64 hex digits): `printf short > KEY` gave a
-40-bit key, taken without a word."""
+"""Bytes a recipient-hashing key should hold (the one created holds 64 hex digits): `printf short > KEY` gave a
+40-bit key, taken without a word (exporter/preflight.py warns)."""
 
 
 def short_key_problem(path: Path, key: bytes) -> str | None:
-    """Why `key` (read from `path`, whitespace stripped) is too short to hash recipients with, or None."""
+    """Why `key` (read from `path`, whitespace stripped) is too short to hash recipients well, or None. Said at each
+    start and by check-config, never refused: a store keyed with it refuses any other key (its timelines with it)."""
     if len(key) >= MIN_KEY_BYTES:
         return None
-    return (f"{path} holds {len(key)} bytes: a key needs at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32 > "
-            f"{path}`), or delete it to have one created")
+    return (f"{path} holds {len(key)} bytes, fewer than the {MIN_KEY_BYTES} a key should (hashed recipients can be "
+            f"guessed back from a short one); before the first start, write a longer one (`openssl rand -hex 32 > "
+            f"{path}`); a store already keyed with it needs that key: move the store aside to change it")
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -113,8 +115,6 @@ def load_or_create_key(path: Path) -> bytes:
         key = path.read_bytes().strip()
         if not key:
             raise ValueError(f"HMAC key file {path} is empty") from None
-        if (problem := short_key_problem(path, key)) is not None:
-            raise ValueError(f"HMAC key file {problem}") from None
         return key
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32) + "\n")

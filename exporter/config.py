@@ -30,7 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
-from exporter.yamlproblem import utf8_line_problem, yaml_problem
+from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
@@ -497,7 +497,7 @@ class CorrelatorConfig(_Strict):
         default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
     )
     hmac_key_file: ConfigPath | None = Field(
-        default=None, description="Key for hash_recipients (at least 32 bytes); default "
+        default=None, description="Key for hash_recipients (32 bytes or more: a shorter one is warned of); default "
         "`<state_dir>/correlator-hmac.key`, created 0600 on the first start. Back it up and move it with the state: a "
         "store keyed with it refuses another key, or none."
     )
@@ -756,6 +756,8 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [yaml_problem(exc)]) from None
+    except (ValueError, OverflowError) as exc:  # a constructor's (an impossible date), not a YAMLError
+        raise ConfigError(str(path), [value_problem(exc)]) from None
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
     if data is None:  # nothing but blanks, comments or `---` (or /dev/null)

@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -93,6 +94,16 @@ MAX_KEYS_SAID = 12
 """Most changed config keys one SIGHUP line names (the rest are counted)."""
 
 
+def _regular_file(path: Path) -> bool:
+    """A config file SIGHUP can read again: not a pipe, nor /dev/stdin (a redirected file read to its end)."""
+    if str(path).startswith(("/dev/", "/proc/")):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def changed_keys(running: Config, edited: Config) -> list[str]:
     """The dotted keys (`tail.poll_interval`, `sources`) whose values differ between two configs, sorted."""
     out: list[str] = []
@@ -143,6 +154,10 @@ def _report_chore(task: asyncio.Task[None]) -> None:
 
 class StartupError(Exception):
     """The daemon cannot start as configured (e.g. the listen address is taken); the message says why."""
+
+
+class StoppedBeforeStart(Exception):
+    """A stop asked for before the daemon started (while it waited for its listen address): a clean exit, 0."""
 
 
 class AddressNotHere(StartupError):
@@ -223,8 +238,9 @@ class Daemon:
                  config_path: Path | None = None) -> None:
         self.config = config
         self.owns_process = owns_process
-        self.config_path = config_path
-        """The file `config` was loaded from: checked again on SIGHUP (`reload`), None when embedded."""
+        self.config_path = config_path if config_path is not None and _regular_file(config_path) else None
+        """The file `config` was loaded from: checked again on SIGHUP (`reload`); None when embedded, or when it was
+        no regular file (`--config <(envsubst ...)`, /dev/stdin: read once, there is nothing to read again)."""
         """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
         (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
         self.registry = registry or CollectorRegistry()
@@ -300,6 +316,9 @@ class Daemon:
         try:
             await self.startup()
             await self.main_loop()
+        except StoppedBeforeStart as exc:
+            log.info("%s", exc)
+            return 0
         except StateRefused as exc:  # no restart mends it: exit 2, which systemd does not restart
             log.error("%s", exc)
             return 2
@@ -464,7 +483,11 @@ class Daemon:
                     said = True
                     log.warning("%s: waiting up to %.0f s for it (an address still being assigned: IPv6 duplicate "
                                 "address detection, a VIP)", exc, LISTEN_ADDRESS_WAIT)
-            await asyncio.sleep(LISTEN_ADDRESS_RETRY)
+            try:  # a stop (SIGTERM, ^C) ends the wait at once: systemd's TimeoutStopSec= would SIGKILL it
+                await asyncio.wait_for(self.should_exit.wait(), LISTEN_ADDRESS_RETRY)
+            except TimeoutError:
+                continue
+            raise StoppedBeforeStart("stopped while waiting for the listen address; nothing was read or written")
 
     def _probe_listen_address(self) -> None:
         """Bind `listen` once before uvicorn does: a taken or foreign address is then one line naming it, exit 1.
@@ -843,6 +866,10 @@ class Daemon:
         except OSError as exc:
             log.error("SIGHUP: %s cannot be read now (%s): still running as started; a restart would fail until it "
                       "can be", self.config_path, exc.strerror or exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a check must not keep the tables from reloading
+            log.error("SIGHUP: %s could not be checked (%s); still running as started", self.config_path,
+                      describe(exc))
             return
         changed = changed_keys(self.config, edited)
         if changed:

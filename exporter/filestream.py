@@ -29,7 +29,7 @@ from exporter.fingerprint import (
     head_matches,
     read_fingerprint,
 )
-from exporter.linecount import UNCOUNTED, count_lines
+from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
 from exporter.metrics import SelfMetrics
 from exporter.parser import ErrorLog, FileParser, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
@@ -213,7 +213,7 @@ class FileStream:
         if (st.st_dev, st.st_ino) != self.key:  # replaced between stat and open
             await self._close_file(f)
             return False
-        if self.cp.line_no == UNCOUNTED and not self._count_lines_before(f, st.st_size):
+        if self.cp.line_no == UNCOUNTED and not await self._count_lines_before(f, st.st_size):
             await self._close_file(f)
             return False
         self.file = f
@@ -224,11 +224,21 @@ class FileStream:
             self.metrics.file_opens.labels(src).inc()
         return True
 
-    def _count_lines_before(self, f: Any, size: int) -> bool:
+    async def _count_lines_before(self, f: Any, size: int) -> bool:
         """A file the first start could not read starts where it ended then: the lines before that offset (and its
-        header) are counted at its first open, so line numbers stay true. False when the read fails (retried)."""
+        header) are counted at its first open, so line numbers stay true. False when the read fails (retried). In a
+        worker thread (a file of gigabytes took seconds, every scrape waiting on the event loop meanwhile)."""
+        upto = min(self.cp.offset, size)
+        if upto >= COUNT_SAID_BYTES:
+            log.info("%s: counting its lines to read on from where it ended at the first start (%.1f GB)",
+                     shown(self.cp.path), upto / 1e9)
         try:
-            lines, header = count_lines(f.fileno(), min(self.cp.offset, size))
+            if self.blocking:
+                lines, header = count_lines(f.fileno(), upto)
+            else:
+                import asyncio  # the daemon's: a blocking (oneshot) stream never gets here with an event loop
+
+                lines, header = await asyncio.to_thread(count_lines, f.fileno(), upto)
         except OSError as exc:
             self._read_error("io", exc.strerror or str(exc))
             return False

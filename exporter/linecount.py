@@ -19,6 +19,16 @@ COUNT_SAID_BYTES = 1 << 30
 """A file at least this big whose lines are counted at a first start at `end` is said first (~0.4 s a GB)."""
 
 
+def line_text(line_no: int) -> str:
+    """`line N` as a log line names where reading stands; `line unknown` before the lines are counted."""
+    return "line unknown" if line_no == UNCOUNTED else f"line {line_no}"
+
+
+def next_line_text(line_no: int) -> str:
+    """`line N+1`: the line after `line_no` lines (where reading goes on), `line unknown` before they are counted."""
+    return line_text(line_no + 1 if line_no != UNCOUNTED else UNCOUNTED)
+
+
 def header_of(first: bytes) -> str:
     """The checkpoint's header text for a file whose first line is `first` (with its newline), as the parser takes
     it from byte 0: a JSON file's columns, or the CSV header (an editor's BOM dropped, quoted names unquoted, CRLF);

@@ -176,10 +176,7 @@ def _hmac_key_file(key: str, path: Path, explicit: bool) -> str | None:
         return f"{key}: cannot read {path}: {exc.strerror or exc}"
     if not held:
         return f"{key}: {path} is empty; write a key into it, or delete it to have one created"
-    from correlator.keys import short_key_problem
-
-    problem = short_key_problem(path, held)
-    return f"{key}: {problem}" if problem is not None else None
+    return None
 
 
 def _can_create_in(directory: Path) -> bool:
@@ -642,7 +639,24 @@ def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | Non
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")
     return out + _exposed_secrets(config) + _store_above_free_space(config) + basic_auth_warnings(
-        config.web.basic_auth_users)
+        config.web.basic_auth_users) + _short_hmac_key(config)
+
+
+def _short_hmac_key(config: Config) -> list[str]:
+    """A recipient-hashing key shorter than correlator.keys.MIN_KEY_BYTES (`printf short > KEY` was taken without a
+    word). Said, not refused: a store keyed with it would refuse any other key, and its timelines with it."""
+    correlator = config.correlator
+    if not (correlator.enabled and correlator.hash_recipients):
+        return []
+    path = correlator.hmac_key_file or Path(config.state_dir).expanduser() / "correlator-hmac.key"
+    try:
+        held = path.read_bytes().strip()
+    except OSError:
+        return []  # none yet (created long enough), or its own check names it
+    from correlator.keys import short_key_problem
+
+    problem = short_key_problem(path, held) if held else None
+    return [f"correlator.hmac_key_file: {problem}"] if problem is not None else []
 
 
 def _exposed_secrets(config: Config) -> list[str]:

@@ -166,8 +166,10 @@ def cut_point(text: str, limit: int) -> int:
     `limit + _CLIP_MARGIN` characters are looked at (a longer local part is no real one)."""
     if len(text) <= limit:
         return len(text)
-    for start, at in _local_spans(text[: limit + _CLIP_MARGIN]):
-        if start < limit <= at:
+    head = text[: limit + _CLIP_MARGIN]
+    for start, at in _local_spans(head):
+        sign = _AT.match(head, at)  # `@`, or `%40`, `%2540`...: a cut inside an encoded one splits it as well
+        if start < limit < (sign.end() if sign else at + 1):
             return start
     return limit
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from exporter.backlog import Position, RowBacklog
 from exporter.filestream import Checkpoint
+from exporter.linecount import next_line_text
 from exporter.reconciled import Reconciliation, mark_reconciled
 from exporter.records import RecordBatch
 from exporter.sinks import RecordSink
@@ -744,8 +745,9 @@ class StateStore:
                 self.span_waits = True  # the daemon's first scans may still find it under a new identity or path
                 return 0, 0
             lost = span.remaining
-            log.warning("%s: its last %d bytes (from line %d) were counted in the metrics but cannot be read "
-                        "again for the correlator; their timelines are incomplete", exc, lost, span.line_no + 1)
+            log.warning("%s: its last %d bytes (from %s) were counted in the metrics but cannot be read again for "
+                        "the correlator; their timelines are incomplete", exc, lost,
+                        next_line_text(span.line_no))
             backlog.drop_span(span)
             self._write_rows([], None, {span.file_id: backlog.positions().get(span.file_id)})
             self.bytes_lost += lost

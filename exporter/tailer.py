@@ -39,7 +39,7 @@ from exporter.fingerprint import (
     read_head,
     shares_first_record,
 )
-from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
+from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines, line_text, next_line_text
 from exporter.metrics import SelfMetrics
 from exporter.movedto import MovedToWatch
 from exporter.parser import ErrorLog
@@ -95,14 +95,14 @@ def _adopt(cp: Checkpoint, path: str, source: str, how: str = "gone") -> None:
     if how == "reassigned":
         log.warning("%s: now matched by source %s, not %s, whose name now stands for other files (renamed, its "
                     "name given to another source) and an earlier build did not record which record types it was "
-                    "read for: resuming at byte %d (line %d); types %s keeps that %s did not count from there on",
-                    shown(path), source, cp.source, cp.offset, cp.line_no, source, cp.source)
+                    "read for: resuming at byte %d (%s); types %s keeps that %s did not count from there on",
+                    shown(path), source, cp.source, cp.offset, line_text(cp.line_no), source, cp.source)
     elif how == "keeps":
         log.info("%s: now matched by source %s, not %s, which kept every record type %s keeps; resuming at byte %d "
-                 "(line %d)", shown(path), source, cp.source, source, cp.offset, cp.line_no)
+                 "(%s)", shown(path), source, cp.source, source, cp.offset, line_text(cp.line_no))
     else:
-        log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (line %d)",
-                 shown(path), cp.source, source, cp.offset, cp.line_no)
+        log.info("%s: source %s is no longer configured; resuming for source %s at byte %d (%s)",
+                 shown(path), cp.source, source, cp.offset, line_text(cp.line_no))
     cp.source = source
 
 
@@ -277,6 +277,9 @@ class Tailer:
                 if not self._root_listable(source.label, pattern):
                     self._incomplete.add(source.label)
                     self._unlisted.add((source.label, static_root(pattern)))
+                elif (self.start_at_end and not self._scanned_once) or self.start_pending:
+                    self._unlisted.update((source.label, d) for d in self._unlistable_subdirectories(source.label,
+                                                                                                   pattern))
                 for path in sorted(glob.glob(pattern)):
                     st = self._stat(source.label, path)
                     matched = matched or st is not None or os.path.exists(path)  # not removed since, nor dangling
@@ -550,11 +553,11 @@ class Tailer:
         """Follow a file found outside the globs at a start from where reading stopped: the next scan finds it
         outside the globs and marks it gone, and it is drained, then retired (and held for the correlator process)."""
         if path == cp.path:  # found there at the last start too (a stop came before it was read to its end)
-            log.info("%s: still outside the globs; reading it to its end from byte %d (line %d)",
-                     shown(path), cp.offset, cp.line_no)
+            log.info("%s: still outside the globs; reading it to its end from byte %d (%s)",
+                     shown(path), cp.offset, line_text(cp.line_no))
         else:
-            log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (line %d)",
-                     shown(cp.path), shown(path), cp.offset, cp.line_no)
+            log.info("%s: moved to %s while the daemon was down; reading it to its end from byte %d (%s)",
+                     shown(cp.path), shown(path), cp.offset, line_text(cp.line_no))
         cp.path, cp.gone_since = path, None
         self.streams[key] = FileStream(cp, self._allowed[cp.source], self.metrics, self.error_log,
                                        self.tail.chunk_bytes, self.fields)
@@ -729,9 +732,9 @@ class Tailer:
             return matching[0]
         if cp.gone_since is None:
             log.warning("%s: was being read for source %s, which is no longer configured, and %s; any records after "
-                        "line %d (byte %d) were not read", shown(cp.path), cp.source,
+                        "%s (byte %d) were not read", shown(cp.path), cp.source,
                         "several configured sources' globs match it" if matching
-                        else "no configured source's globs match it", cp.line_no, cp.offset)
+                        else "no configured source's globs match it", line_text(cp.line_no), cp.offset)
             cp.gone_since = now
             self.retired.append(cp)
         return None
@@ -744,7 +747,8 @@ class Tailer:
         how = how or (f"gone while the daemon was down (deleted, or moved where neither the globs nor the `moved_to` "
                       f"globs of source {cp.source} look)")
         log.log(logging.WARNING if newest else logging.INFO,
-                "%s: %s; any records after line %d (byte %d) were not read", shown(cp.path), how, cp.line_no, cp.offset)
+                "%s: %s; any records after %s (byte %d) were not read", shown(cp.path), how, line_text(cp.line_no),
+                cp.offset)
 
     def _replaced(self, cp: Checkpoint, how: str = "") -> None:
         """A checkpoint whose identity now names another file: its own file is gone. Saved as gone (forgotten after
@@ -756,14 +760,13 @@ class Tailer:
             cp.gone_since = time.time()
         self.retired.append(cp)
 
-    def _name_unlistable_subdirectories(self, source: str, pattern: str) -> None:
-        """Count and name (once) each directory a wildcard in the glob's directory part matches that cannot be listed:
-        glob() skips it without a word. The rest of the source is looked at as ever (one such directory for good,
-        `lost+found` at an archive volume's root, must not stop every look); its own floor stays where the last look
-        that listed it left it (exporter/movedto.py), so a file moved there is new to a look once it can be listed."""
+    def _unlistable_subdirectories(self, source: str, pattern: str) -> list[str]:
+        """The directories a wildcard in the glob's directory part matches that cannot be listed (glob() skips them
+        without a word), each counted and named once: a start at `end` waits for them (`_decide_pending_starts`)."""
         directory = os.path.dirname(pattern)
         if not glob.has_magic(directory):
-            return
+            return []
+        out = []
         for path in glob.glob(directory):
             try:
                 with os.scandir(path):
@@ -772,6 +775,15 @@ class Tailer:
                 continue
             except OSError as exc:
                 self._count_error(source, "scan", path, exc)
+                out.append(path)
+        return out
+
+    def _name_unlistable_subdirectories(self, source: str, pattern: str) -> None:
+        """Count and name (once) each directory a wildcard in the glob's directory part matches that cannot be listed:
+        glob() skips it without a word. The rest of the source is looked at as ever (one such directory for good,
+        `lost+found` at an archive volume's root, must not stop every look); its own floor stays where the last look
+        that listed it left it (exporter/movedto.py), so a file moved there is new to a look once it can be listed."""
+        self._unlistable_subdirectories(source, pattern)
 
     def _identities(self, source: str, patterns: list[str]) -> dict[tuple[int, int], str] | None:
         """(device, inode) -> path of every regular file the globs match; None when a glob's directory could not be
@@ -878,7 +890,7 @@ class Tailer:
                 _adopt(cp, path, source, "reassigned" if reassigned else "keeps" if cp.source in self._allowed
                        else "gone")
             else:
-                log.info("%s: resuming at byte %d (line %d)", shown(path), cp.offset, cp.line_no)
+                log.info("%s: resuming at byte %d (%s)", shown(path), cp.offset, line_text(cp.line_no))
             cp.path = path
             cp.gone_since = None
         else:
@@ -923,7 +935,7 @@ class Tailer:
                 offset = st.st_size
             cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no,
                             header)
-            if offset and self._scanned_once:
+            if offset and (self._scanned_once or not self.start_at_end):  # not the first run's own start commit
                 self.started_at_end.add(cp.file_id)
             self.known[key] = cp
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
@@ -956,7 +968,7 @@ class Tailer:
                 log.warning("%s: the file read before has a new identity (device %d inode %d, was %d/%d: restored "
                             "from a backup, copied, or moved to another disk while the daemon was down?); its first "
                             "bytes match and it is no shorter than where reading stopped: resuming at byte %d "
-                            "(line %d)", shown(path), st.st_dev, st.st_ino, cp.dev, cp.ino, cp.offset, cp.line_no)
+                            "(%s)", shown(path), st.st_dev, st.st_ino, cp.dev, cp.ino, cp.offset, line_text(cp.line_no))
                 cp.dev, cp.ino = st.st_dev, st.st_ino
                 self.known[key] = cp
                 return cp
@@ -1058,8 +1070,8 @@ class Tailer:
         if found is None or found[1].st_size <= stream.cp.offset:
             return False
         path = found[0]
-        log.info("%s: left the globs before it was read to its end: reading it on as %s from byte %d (line %d)",
-                 shown(stream.cp.path), shown(path), stream.cp.offset, stream.cp.line_no)
+        log.info("%s: left the globs before it was read to its end: reading it on as %s from byte %d (%s)",
+                 shown(stream.cp.path), shown(path), stream.cp.offset, line_text(stream.cp.line_no))
         stream.cp.path = path
         stream.parser.path = shown(path)
         return True
@@ -1148,9 +1160,9 @@ class Tailer:
     def _report_lost(self, cp: Checkpoint, unread: int) -> None:
         """A file that went (deleted, or moved where no glob or `moved_to` finds it) while no descriptor of it was open
         and bytes of it were unread: they are lost. Said, and counted (`read_errors_total{reason="lost"}`)."""
-        log.warning("%s: gone before it was read to its end (source %s): %d bytes from byte %d (line %d) never read, "
+        log.warning("%s: gone before it was read to its end (source %s): %d bytes from byte %d (%s) never read, "
                     "their records lost; no descriptor of it was open (tail.max_open_files: %d)", shown(cp.path),
-                    cp.source, unread, cp.offset, cp.line_no + 1, self.max_open)
+                    cp.source, unread, cp.offset, next_line_text(cp.line_no), self.max_open)
         if self.metrics:
             self.metrics.read_errors.labels(cp.source, "lost").inc()
 

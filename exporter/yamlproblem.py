@@ -5,18 +5,39 @@ over several lines, with `in "<unicode string>"` marks that name no file; Python
 
 from __future__ import annotations
 
+import re
+
 import yaml
+
+_NAMED = re.compile(r"\b(alias|anchor|tag) '[^']*'")
+"""PyYAML quotes the name of an alias, anchor or tag it cannot use: an unquoted password starting with `*` or `!`
+(`password: *Hunter2`), which a log line (SIGHUP's too) must not repeat."""
+_HINTS = {"alias": "a value starting with `*` is an alias to YAML: quote it",
+          "anchor": "a value starting with `&` is an anchor to YAML: quote it",
+          "tag": "a value starting with `!` is a tag to YAML: quote it"}
+
+
+def _unnamed(text: str) -> str:
+    """`text` without the names PyYAML quotes (`_NAMED`), with what to do instead."""
+    found = _NAMED.search(text)
+    return _NAMED.sub(r"\1", text) + f" ({_HINTS[found.group(1)]})" if found else text
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """Where (line, column) and what, in one line."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    what = _unnamed(getattr(exc, "problem", None) or str(exc).splitlines()[0])
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context:
-        what += f" ({context}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
+        what += f" ({_unnamed(context)}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
     return f"{where}not valid YAML: {what}"
+
+
+def value_problem(exc: ValueError | OverflowError) -> str:
+    """A value PyYAML's constructors refused with a ValueError, not a YAMLError (`2026-02-30` read as a date, an
+    integer of more than 4300 digits): one line, as yaml_problem (their messages quote no value)."""
+    return f"not valid YAML: a value it cannot read ({exc}); quote it if it is text"
 
 
 def utf8_line_problem(raw: bytes, exc: UnicodeDecodeError) -> str:

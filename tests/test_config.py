@@ -139,6 +139,34 @@ def test_a_listen_address_not_on_this_host_is_a_config_error_and_waited_for_by_r
     assert not (tmp_path / "state" / "watchtower.db").exists()
 
 
+@pytest.mark.skipif(_assignable(FOREIGN), reason=f"{FOREIGN} is an address of this host")
+def test_a_stop_while_waiting_for_the_listen_address_ends_the_wait(tmp_path: Path) -> None:
+    """SIGTERM during the wait for a listen address was ignored: the daemon exited 1 after the whole 30 s (systemd's
+    TimeoutStopSec= races that with a SIGKILL). It stops at once, exit 0, having written no state database."""
+    import signal
+    import time
+
+    f = tmp_path / "c.yml"
+    f.write_text(yaml.safe_dump(_minimal(tmp_path, listen=f"{FOREIGN}:47514")))
+    err = tmp_path / "err.log"
+    with err.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(f)], stdout=subprocess.DEVNULL,
+                                stderr=out, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting up to 30 s" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=20)  # a hang guard far above the 0.5 s a stop takes; the wait itself is 30 s
+    finally:
+        proc.kill()
+    assert rc == 0, err.read_text()
+    assert "stopped while waiting for the listen address; nothing was read or written" in err.read_text()
+    assert "Traceback" not in err.read_text()
+    assert not (tmp_path / "state" / "watchtower.db").exists()
+
+
 def test_a_listen_port_in_use_is_no_config_problem(tmp_path: Path, capsys):
     """check-config run beside the daemon it checks (its port taken by that daemon) says ok: only the address is
     checked (a bind to another port of it); `run` says a port in use itself (exit 1)."""
@@ -339,3 +367,28 @@ def test_a_home_that_cannot_expand_a_tilde_is_named(tmp_path: Path, monkeypatch:
     said = str(refused.value)
     assert f"'~/state': HOME is {home!r}, not an absolute path, so ~ cannot be expanded" in said, said
     assert f"'~/logs/acct-*.csv': HOME is {home!r}" in said, said
+
+
+@pytest.mark.parametrize(("value", "hint"), [("*Hunter2Secret", "a value starting with `*` is an alias to YAML"),
+                                             ("!Hunter2Secret", "a value starting with `!` is a tag to YAML")])
+def test_an_unquoted_secret_read_as_an_alias_or_tag_is_not_repeated(tmp_path: Path, capsys, value: str,
+                                                                   hint: str) -> None:
+    """PyYAML quotes the alias or tag it cannot use: an unquoted password starting with `*` or `!` came out whole in
+    check-config's output and, on SIGHUP, in the daemon's log."""
+    text = f"sources: [{{name: acct, paths: ['{tmp_path}/acct-*.csv']}}]\nstate_dir: {tmp_path}/state\n" \
+           f"pmta:\n  url: https://127.0.0.1:8080\n  password: {value}\n"
+    rc, err = _check(tmp_path, text, capsys)
+    assert rc == 2, err
+    assert "Hunter2Secret" not in err, err
+    assert hint in err and "quote it" in err, err
+
+
+def test_a_value_yaml_cannot_construct_is_a_config_error_not_a_traceback(tmp_path: Path, capsys) -> None:
+    """An impossible date (`2026-02-30`) or an integer of more than 4300 digits is a ValueError of PyYAML's
+    constructors, not a YAMLError: check-config printed a traceback (exit 1), and a SIGHUP logged one."""
+    for value in ("2026-02-30", "9" * 5000):
+        text = f"sources: [{{name: acct, paths: ['{tmp_path}/acct-*.csv']}}]\nstate_dir: {tmp_path}/state\n" \
+               f"log_level: {value}\n"
+        rc, err = _check(tmp_path, text, capsys)
+        assert rc == 2, err
+        assert "Traceback" not in err and "not valid YAML: a value it cannot read (" in err, err

@@ -199,13 +199,16 @@ def test_hmac_key_file_is_checked_like_state_dir(tmp_path: Path):
         f"correlator.hmac_key_file: {empty} is empty; write a key into it, or delete it to have one created"]
     assert _preflight(tmp_path, correlator={**on, "hmac_key_file": "/nonexistent/k"}) == [
         "correlator.hmac_key_file: cannot create /nonexistent/k: its parent /nonexistent does not exist (a typo?)"]
-    short = tmp_path / "short.key"  # `printf short > KEY`: a 40-bit key was taken without a word
-    short.write_text("short\n")
-    assert _preflight(tmp_path, correlator={**on, "hmac_key_file": str(short)}) == [
-        f"correlator.hmac_key_file: {short} holds 5 bytes: a key needs at least 32 (e.g. `openssl rand -hex 32 > "
-        f"{short}`), or delete it to have one created"]
+    short = tmp_path / "short.key"  # `printf short > KEY`: a 40-bit key was taken without a word; said, not refused
+    short.write_text("short\n")  # (a store keyed with it refuses any other key: refused, its timelines were lost)
+    config = config_from_dict(_minimal(tmp_path, correlator={**on, "hmac_key_file": str(short)}))
+    assert preflight.problems(config) == []
+    assert [w for w in preflight.run_warnings(config) if "hmac" in w] == [
+        f"correlator.hmac_key_file: {short} holds 5 bytes, fewer than the 32 a key should (hashed recipients can be "
+        f"guessed back from a short one); before the first start, write a longer one (`openssl rand -hex 32 > "
+        f"{short}`); a store already keyed with it needs that key: move the store aside to change it"]
     short.write_text("k" * 32 + "\n")
-    assert _preflight(tmp_path, correlator={**on, "hmac_key_file": str(short)}) == []
+    assert [w for w in preflight.run_warnings(config) if "hmac" in w] == []
     assert _preflight(tmp_path, correlator={**on, "hmac_key_file": str(tmp_path / "new.key")}) == []
     # not hashing, or no correlator: the key is never read
     assert _preflight(tmp_path, correlator={"hmac_key_file": "/nonexistent/k"}) == []

@@ -348,14 +348,27 @@ def test_property_any_text_redacts_without_error_and_idempotently(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(prefix=_surrounding, local=_dot_atom, domain=_domain, suffix=_surrounding, limit=st.integers(0, 150))
+@given(prefix=_surrounding, local=_dot_atom, domain=_domain, suffix=_surrounding, limit=st.integers(0, 150),
+       sign=st.sampled_from(["@", "%40", "%2540", "\uff20"]))
 def test_property_a_queue_poller_message_cut_then_redacted_never_shows_part_of_a_local_part(
-        prefix, local, domain, suffix, limit):
+        prefix, local, domain, suffix, limit, sign):
     """The PMTA API poller quotes error texts cut to a length (queues._clip) in lines the redacting handler
-    formats later: a cut between a local part and its `@` left the local part's head, no `@` to find it by."""
+    formats later: a cut between a local part and its `@` (or inside a `%40`) left the local part's head, no `@` to
+    find it by."""
     from exporter.queues import _clip
 
-    sample = prefix + " " + local + "@" + domain + " " + suffix
+    sample = prefix + " " + local + sign + domain + " " + suffix
+    assume(local[:3] not in redact(sample))  # `a=%40x` reads as a query string whose value starts at the `%40`
     shown = redact(_clip(sample, limit))
     assume(local[:3] not in prefix + suffix + domain + "[redacted]... (characters)0123456789")
     assert local[:3] not in shown
+
+
+@pytest.mark.parametrize("sign", ["@", "%40", "%2540", "\uff20"])
+def test_a_cut_at_any_point_of_an_address_sign_shows_no_local_part(sign: str) -> None:
+    """A cut inside `%40` (`alice%`) split the encoded `@` from its local part as a cut before `@` did."""
+    from exporter.queues import _clip
+
+    text = "x" * 100 + " alice" + sign + "gmail.com " + "y" * 20
+    for limit in range(100, 120):
+        assert "alice" not in redact(_clip(text, limit)), limit

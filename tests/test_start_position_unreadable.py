@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
 
 
-def _first_start_without_read_access(tmp_path: Path, logs: Path, correlator: bool) -> str:
+def _first_start_without_read_access(tmp_path: Path, pattern: str, correlator: bool) -> str:
     """Run the daemon's first start without the capabilities that let root read anything; stop it once it has
     committed its start positions. Returns its log."""
     config = tmp_path / "w.yml"
     config.write_text(yaml.safe_dump({
-        "sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}], "state_dir": str(tmp_path / "state"),
+        "sources": [{"name": "acct", "paths": [pattern]}], "state_dir": str(tmp_path / "state"),
         "listen": "127.0.0.1:0", "tail": {"start_position": "end"}, "correlator": {"enabled": correlator}}))
     err = tmp_path / "first.log"
     with err.open("w") as f:
@@ -51,13 +51,13 @@ def _first_start_without_read_access(tmp_path: Path, logs: Path, correlator: boo
     return err.read_text()
 
 
-async def _resumed(tmp_path: Path, logs: Path) -> tuple[Tailer, list[tuple[str, str]]]:
+async def _resumed(tmp_path: Path, pattern: str) -> tuple[Tailer, list[tuple[str, str]]]:
     """A tailer resuming from the committed checkpoints (now with read access), and the directories the store
     holds pending."""
     store = StateStore(tmp_path / "state" / "watchtower.db")
     loaded = await store.open()
     await store.close()
-    tailer = Tailer([SourceConfig(name="acct", paths=[str(logs / "acct-*.csv")])],
+    tailer = Tailer([SourceConfig(name="acct", paths=[pattern])],
                     TailConfig(rescan_interval=0, start_position="end"), None, loaded.checkpoints,
                     first_run=loaded.first_run, start_pending=loaded.start_pending)
     return tailer, loaded.start_pending
@@ -72,19 +72,24 @@ async def _drain(tailer: Tailer) -> list[int]:
 
 
 @pytest.mark.parametrize("correlator", [False, True])
-@pytest.mark.parametrize("shut", ["file", "directory"])
+@pytest.mark.parametrize("shut", ["file", "directory", "subdirectory"])
 async def test_logs_unreadable_at_the_first_start_are_read_from_where_they_ended_then(
         tmp_path: Path, shut: str, correlator: bool) -> None:
+    """`subdirectory`: a glob with a wildcard in its directory part (`logs/*/acct-*.csv`), whose glob() skips a
+    directory it cannot list without a word."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    w = AcctWriter(logs)
+    where = logs / "sub" if shut == "subdirectory" else logs
+    where.mkdir(exist_ok=True)
+    pattern = str(logs / "*" / "acct-*.csv") if shut == "subdirectory" else str(logs / "acct-*.csv")
+    w = AcctWriter(where)
     w.write(20)  # history: lines 2-21
-    (w.path if shut == "file" else logs).chmod(0o000)
+    (w.path if shut == "file" else where).chmod(0o000)
     try:
-        log = _first_start_without_read_access(tmp_path, logs, correlator)
+        log = _first_start_without_read_access(tmp_path, pattern, correlator)
     finally:
         w.path.chmod(0o644)
-        logs.chmod(0o755)
+        where.chmod(0o755)
     assert "Traceback" not in log
     said = [ln for ln in log.splitlines() if "tail.start_position: end still applies" in ln]
     assert len(said) == 1, log
@@ -92,12 +97,14 @@ async def test_logs_unreadable_at_the_first_start_are_read_from_where_they_ended
         assert f"{w.path}: cannot be read (permission denied; source acct)" in said[0]
         assert f"its current end ({os.path.getsize(w.path)} bytes)" in said[0]
     else:
-        assert f"{logs}: cannot be listed at the first start (source acct)" in said[0]
+        assert f"{where}: cannot be listed at the first start (source acct)" in said[0]
     w.write(3)  # lines 22-24: written after the first start (a directory's: before it could be listed)
-    tailer, pending = await _resumed(tmp_path, logs)
-    assert pending == ([] if shut == "file" else [("acct", str(logs))])
+    tailer, pending = await _resumed(tmp_path, pattern)
+    assert pending == ([] if shut == "file" else [("acct", str(where))])
     assert await _drain(tailer) == ([22, 23, 24] if shut == "file" else [])
     assert tailer.start_pending == set()
+    # started at its end by this (restarted) daemon: the correlator's own process starts there too, not at byte 0
+    assert len(tailer.started_at_end) == (0 if shut == "file" else 1)
     w.write(2)
     assert await _drain(tailer) == [25, 26]  # line numbers stay true
     await tailer.close()

@@ -19,7 +19,7 @@ import yaml
 
 from exporter.boundedfile import read_bounded
 from exporter.textrepair import short_repr
-from exporter.yamlproblem import utf8_problem, yaml_problem
+from exporter.yamlproblem import utf8_problem, value_problem, yaml_problem
 
 OTHER = "other"
 
@@ -79,6 +79,8 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
         return name, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ValueError(f"{name}: {yaml_problem(exc)}") from exc
+    except (ValueError, OverflowError) as exc:  # a constructor's (an impossible date), not a YAMLError
+        raise ValueError(f"{name}: {value_problem(exc)}") from None
 
 
 def check_keys(name: str, where: str, data: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
