@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from simulator.replies import dsn_status
+
 GENERATOR_VERSION = 2
 """Bump whenever the same parameters would write other bytes (bench_e2e.py regenerates a corpus whose manifest
 names another version). 1: the 11-domain corpus before the long tail; 2: long tail, rb records, skewed VMTAs."""
@@ -63,30 +65,8 @@ RECORDS = {"acct": ("d", "b"), "diag": ("t", "tq"), "fbl": ("f",), "bounce": ("r
 """The record types each file kind holds (a source's `records` in a watchtower config)."""
 DAY = "2026-11-25"
 
-# --- dsnStatus texts (PMTA writes the enhanced code and RFC 3463's description) -------------------------------
-_DESCRIPTIONS = {
-    "0.0": "undefined status", "1.0": "unknown address-related status", "1.1": "bad destination mailbox address",
-    "1.2": "bad destination system: no such domain", "1.8": "bad sender's system address",
-    "1.10": "recipient address has null MX", "2.0": "undefined mailbox status",
-    "2.1": "mailbox disabled, not accepting messages", "2.2": "mailbox full",
-    "3.0": "other or undefined mail system status", "3.1": "mail system full", "3.2": "system not accepting network "
-    "messages", "3.4": "message too big for system", "3.5": "system incorrectly configured",
-    "4.0": "other or undefined network or routing status", "4.1": "no answer from host", "4.2": "bad connection",
-    "4.3": "directory server failure", "4.4": "unable to route", "4.6": "routing loop detected",
-    "4.7": "delivery time expired", "5.0": "other or undefined protocol status", "5.1": "invalid command",
-    "5.2": "syntax error", "6.0": "other or undefined media error", "7.0": "other or undefined security status",
-    "7.1": "delivery not authorized, message refused",
-}
-
-
-@functools.cache
-def status(enh: str) -> str:
-    """`4.2.2 (mailbox full)`; details without a description of their own take their subject's `.0` one."""
-    if enh.startswith("2."):
-        return f"{enh} (success)"
-    _, subject, detail = enh.split(".")
-    text = _DESCRIPTIONS.get(f"{subject}.{detail}") or _DESCRIPTIONS.get(f"{subject}.0", "undefined status")
-    return f"{enh} ({text})"
+# dsnStatus texts (PMTA writes the enhanced code and RFC 3463's description): the simulator's
+status = dsn_status
 
 
 # --- recipient domains ----------------------------------------------------------------------------------------

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 _DESCRIPTIONS = {
     "0.0": "undefined status", "1.0": "unknown address-related status", "1.1": "bad destination mailbox address",
-    "1.2": "bad destination system: no such domain", "2.0": "undefined mailbox status",
+    "1.2": "bad destination system: no such domain", "1.8": "bad sender's system address",
+    "1.10": "recipient address has null MX", "2.0": "undefined mailbox status",
     "2.1": "mailbox disabled, not accepting messages", "2.2": "mailbox full",
-    "3.0": "other or undefined mail system status",
-    "3.4": "message too big for system", "4.0": "other or undefined network or routing status",
-    "4.1": "no answer from host", "4.2": "bad connection", "4.3": "directory server failure", "4.4": "unable to route",
-    "4.7": "delivery time expired",
-    "5.0": "other or undefined protocol status", "7.0": "other or undefined security status",
+    "3.0": "other or undefined mail system status", "3.1": "mail system full", "3.2": "system not accepting network "
+    "messages", "3.4": "message too big for system", "3.5": "system incorrectly configured",
+    "4.0": "other or undefined network or routing status", "4.1": "no answer from host", "4.2": "bad connection",
+    "4.3": "directory server failure", "4.4": "unable to route", "4.6": "routing loop detected",
+    "4.7": "delivery time expired", "5.0": "other or undefined protocol status", "5.1": "invalid command",
+    "5.2": "syntax error", "6.0": "other or undefined media error", "7.0": "other or undefined security status",
     "7.1": "delivery not authorized, message refused",
 }
 
