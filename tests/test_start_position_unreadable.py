@@ -24,6 +24,7 @@ from exporter.state import StateStore
 from exporter.tailer import Tailer
 from tests.conftest import AcctWriter
 from tests.test_oneshot import SETPRIV
+from tests.test_tailer import drain
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
@@ -63,14 +64,6 @@ async def _resumed(tmp_path: Path, pattern: str) -> tuple[Tailer, list[tuple[str
     return tailer, loaded.start_pending
 
 
-async def _drain(tailer: Tailer) -> list[int]:
-    lines: list[int] = []
-    more = await tailer.poll(lambda _s, batch: lines.extend(batch.line_numbers), force_scan=True)
-    while more:
-        more = await tailer.poll(lambda _s, batch: lines.extend(batch.line_numbers))
-    return lines
-
-
 @pytest.mark.parametrize("correlator", [False, True])
 @pytest.mark.parametrize("shut", ["file", "directory", "subdirectory"])
 async def test_logs_unreadable_at_the_first_start_are_read_from_where_they_ended_then(
@@ -101,12 +94,12 @@ async def test_logs_unreadable_at_the_first_start_are_read_from_where_they_ended
     w.write(3)  # lines 22-24: written after the first start (a directory's: before it could be listed)
     tailer, pending = await _resumed(tmp_path, pattern)
     assert pending == ([] if shut == "file" else [("acct", str(where))])
-    assert await _drain(tailer) == ([22, 23, 24] if shut == "file" else [])
+    assert await drain(tailer) == ([22, 23, 24] if shut == "file" else [])
     assert tailer.start_pending == set()
     # started at its end by this (restarted) daemon: the correlator's own process starts there too, not at byte 0
     assert len(tailer.started_at_end) == (0 if shut == "file" else 1)
     w.write(2)
-    assert await _drain(tailer) == [25, 26]  # line numbers stay true
+    assert await drain(tailer) == [25, 26]  # line numbers stay true
     await tailer.close()
 
 
