@@ -756,8 +756,8 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [yaml_problem(exc)]) from None
-    except (ValueError, OverflowError) as exc:  # a constructor's (an impossible date), not a YAMLError
-        raise ConfigError(str(path), [value_problem(exc)]) from None
+    except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's (an impossible date,
+        raise ConfigError(str(path), [value_problem(exc)]) from None  # `!!timestamp x`), not a YAMLError
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
     if data is None:  # nothing but blanks, comments or `---` (or /dev/null)

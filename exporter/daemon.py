@@ -95,9 +95,7 @@ MAX_KEYS_SAID = 12
 
 
 def _regular_file(path: Path) -> bool:
-    """A config file SIGHUP can read again: not a pipe, nor /dev/stdin (a redirected file read to its end)."""
-    if str(path).startswith(("/dev/", "/proc/")):
-        return False
+    """A config file SIGHUP can read again (a link to one too: /dev/stdin redirected from a file opens it anew)."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
@@ -238,9 +236,9 @@ class Daemon:
                  config_path: Path | None = None) -> None:
         self.config = config
         self.owns_process = owns_process
-        self.config_path = config_path if config_path is not None and _regular_file(config_path) else None
-        """The file `config` was loaded from: checked again on SIGHUP (`reload`); None when embedded, or when it was
-        no regular file (`--config <(envsubst ...)`, /dev/stdin: read once, there is nothing to read again)."""
+        self.config_path = config_path
+        """The file `config` was loaded from: checked again on SIGHUP (`reload`) while it is a regular file (not
+        `--config <(envsubst ...)`: a pipe, read once, nothing to read again); None when embedded."""
         """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
         (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
         self.registry = registry or CollectorRegistry()
@@ -856,6 +854,10 @@ class Daemon:
         ERROR naming its problems; settings that differ from the running ones are named (by key, never by value:
         some are secrets) as taking effect at the next restart."""
         if self.config_path is None:
+            return
+        if not _regular_file(self.config_path):  # a pipe (or a FIFO, a tty swapped in): a read would wait on it
+            log.info("SIGHUP: %s is no regular file: not checked again (only the tables are reloaded)",
+                     self.config_path)
             return
         try:
             edited = load_config(self.config_path)

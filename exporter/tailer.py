@@ -155,6 +155,18 @@ def _a_copy(head: bytes, name: str, by_len: dict[int, set[bytes]], by_name: dict
     return any(head_matches(fingerprint, head) for fingerprint in by_name.get(name, ()))
 
 
+def _cannot_list(directory: str) -> bool:
+    """Does listing `directory` fail now (permissions, I/O)? One that is gone, or no directory, is no longer waited
+    for."""
+    try:
+        with os.scandir(directory):
+            return False
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+
+
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
     """Newlines in the first `upto` bytes and the header line (for starting at the end of a file). Read whole, so a
     big file is said first: a first start at `end` over a 50 GB file (a sparse one) took 21 s before it listened."""
@@ -277,7 +289,7 @@ class Tailer:
                 if not self._root_listable(source.label, pattern):
                     self._incomplete.add(source.label)
                     self._unlisted.add((source.label, static_root(pattern)))
-                elif (self.start_at_end and not self._scanned_once) or self.start_pending:
+                elif self.start_at_end and not self._scanned_once:  # later, only the pending ones are looked at
                     self._unlisted.update((source.label, d) for d in self._unlistable_subdirectories(source.label,
                                                                                                    pattern))
                 for path in sorted(glob.glob(pattern)):
@@ -316,16 +328,18 @@ class Tailer:
                             "written there before that are not read)", shown(root), source)
             self.start_pending |= self._unlisted
         for source, root in sorted(self.start_pending - self._unlisted):
-            self._ending.setdefault(source, []).append(root.rstrip(os.sep) + os.sep)
+            if source in self._allowed and _cannot_list(root):  # (a source no longer configured: forgotten)
+                continue  # one a wildcard matched: looked at alone, its error counted once (at the first start)
             self.start_pending.discard((source, root))
+            if source not in self._allowed:
+                continue
+            self._ending.setdefault(source, []).append(root.rstrip(os.sep) + os.sep)
             if self._scanned_once or not self.start_at_end:
                 log.info("%s: can be listed now (source %s): its files start at their ends, as tail.start_position: "
                          "end decided at the first start", shown(root), source)
 
     def _starts_at_end(self, source: str, path: str) -> bool:
-        """Is a file followed for the first time started at its end (not read from byte 0)?"""
-        if self.start_at_end and not self._scanned_once:
-            return True
+        """Is a file followed for the first time in a directory listed at last (`_decide_pending_starts`)?"""
         return any(path.startswith(root) for root in self._ending.get(source, ()))
 
     def _stat(self, source: str, path: str) -> os.stat_result | None:
@@ -924,15 +938,17 @@ class Tailer:
                 else:
                     self._replaced(cp, f"gone while the daemon was down (deleted: its inode now holds {shown(path)})")
             offset, line_no, header = 0, 0, ""
-            if self._starts_at_end(source, path):
+            first_start = self.start_at_end and not self._scanned_once
+            if first_start or self._starts_at_end(source, path):
+                offset, line_no = st.st_size, UNCOUNTED  # a pending directory listed at last: its lines are
+                # counted at the first open (FileStream.open), off the event loop
+            if first_start:
                 try:
                     line_no, header = _count_lines(path, st.st_size)
                 except OSError as exc:  # read from where it ends now once it can be: not its whole history then
-                    line_no = UNCOUNTED
                     log.warning("%s: cannot be read (%s; source %s): tail.start_position: end still applies: it "
                                 "is read from its current end (%d bytes) once it can be, its lines counted then",
                                 shown(path), (exc.strerror or str(exc)).lower(), source, st.st_size)
-                offset = st.st_size
             cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no,
                             header)
             if offset and (self._scanned_once or not self.start_at_end):  # not the first run's own start commit

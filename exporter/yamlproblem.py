@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-_NAMED = re.compile(r"\b(alias|anchor|tag) '[^']*'")
+_NAMED = re.compile(r"\b(alias|anchor|tag)(?: handle)? (?:'[^']*'|\"[^\"]*\")")
 """PyYAML quotes the name of an alias, anchor or tag it cannot use: an unquoted password starting with `*` or `!`
 (`password: *Hunter2`), which a log line (SIGHUP's too) must not repeat."""
 _HINTS = {"alias": "a value starting with `*` is an alias to YAML: quote it",
@@ -34,10 +34,14 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}not valid YAML: {what}"
 
 
-def value_problem(exc: ValueError | OverflowError) -> str:
-    """A value PyYAML's constructors refused with a ValueError, not a YAMLError (`2026-02-30` read as a date, an
-    integer of more than 4300 digits): one line, as yaml_problem (their messages quote no value)."""
-    return f"not valid YAML: a value it cannot read ({exc}); quote it if it is text"
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def value_problem(exc: Exception) -> str:
+    """A value PyYAML's constructors refused with another error than a YAMLError (`2026-02-30` read as a date, an
+    integer of more than 4300 digits, `!!int Hunter2`): one line, as yaml_problem, without what the message quotes
+    (`invalid literal for int() with base 10: 'Hunter2'`: a secret given a type tag)."""
+    return f"not valid YAML: a value it cannot read ({_QUOTED.sub('...', str(exc))}); quote it if it is text"
 
 
 def utf8_line_problem(raw: bytes, exc: UnicodeDecodeError) -> str:

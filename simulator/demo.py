@@ -189,8 +189,11 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
         later = _first_records(sim)
         daemon, exporter = await serve_exporter(config_path)
         if not await _started(daemon, exporter):
-            print("watchtower demo: the exporter did not start (see the error above)", file=sys.stderr)
             sim.close()
+            if exporter.done() and not exporter.cancelled() and exporter.exception() is None \
+                    and exporter.result() == 0:  # stopped (^C, SIGTERM) before it started: waiting for its address
+                return 0
+            print("watchtower demo: the exporter did not start (see the error above)", file=sys.stderr)
             return 1
         print(_banner(sim, api.url, listen, directory, config_path, speed, later), flush=True)
         sim_task = asyncio.create_task(sim.run(speed, stop=stop, duration=duration,

@@ -138,3 +138,42 @@ def test_the_correlator_process_starts_a_file_started_at_its_end_there_too(tmp_p
     row = store._conn.execute("SELECT sink_offset, sink_line, sink_header FROM wt_checkpoints").fetchone()
     store._close()
     assert row == ((100, 3, "type,rcpt") if started_at_end else (0, 0, ""))
+
+
+async def test_a_directory_that_stays_unlistable_is_counted_once_and_stays_pending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`logs/*/acct-*.csv` over a `lost+found` no one may list: at a first start at `end` it is pending; each scan
+    after looked at every directory again and counted its error again (read_errors_total rose every scan, and the
+    alert on it never resolved). It is counted once, looked at alone while it stays pending."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.metrics import SelfMetrics
+
+    logs = tmp_path / "logs"
+    (logs / "a").mkdir(parents=True)
+    shut = logs / "lost+found"
+    shut.mkdir()
+    real_scandir = os.scandir
+    looked: list[str] = []
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        looked.append(str(path))
+        if str(path) == str(shut):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("exporter.tailer.os.scandir", scandir)
+    w = AcctWriter(logs / "a")
+    w.write(5)
+    reg = CollectorRegistry()
+    tailer = Tailer([SourceConfig(name="acct", paths=[str(logs / "*" / "acct-*.csv")])],
+                    TailConfig(rescan_interval=0, start_position="end"), SelfMetrics(reg), first_run=True)
+    assert await drain(tailer) == []
+    for _ in range(4):
+        looked.clear()
+        tailer.scan()
+        # glob() itself lists each directory once; nothing else looks at a directory that is not pending
+        assert looked.count(str(logs / "a")) == 1 and looked.count(str(shut)) == 2, looked
+    assert tailer.start_pending == {("acct", str(shut))}
+    assert reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "scan"}) == 1
+    await tailer.close()

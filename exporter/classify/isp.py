@@ -79,7 +79,7 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
         return name, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ValueError(f"{name}: {yaml_problem(exc)}") from exc
-    except (ValueError, OverflowError) as exc:  # a constructor's (an impossible date), not a YAMLError
+    except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's, not a YAMLError
         raise ValueError(f"{name}: {value_problem(exc)}") from None
 
 
