@@ -313,6 +313,17 @@ def _qvalue(params: list[str]) -> float:
     return 1.0
 
 
+_RENDERING = 0
+"""/metrics renders in their worker thread now: counted on the event loop, the only thread that changes it."""
+
+
+def rendering() -> bool:
+    """Is a /metrics page being formatted? The daemon's reading yields to it (exporter.daemon `_yield_to_render`):
+    the worker thread shares the GIL with tailing and aggregation, and a scrape of a daemon taking 20k records/s
+    took 144 ms (p50) where the render alone takes ~40."""
+    return _RENDERING > 0
+
+
 def render_sync(registry: CollectorRegistry, openmetrics: bool = False, names: Names = None) -> bytes:
     """The whole exposition (or the samples `names`) now, on this thread (oneshot; tests)."""
     r = renderer_for(registry)
@@ -334,7 +345,12 @@ async def render_metrics(
         body = r.render(parts, om)
         return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if gz else body
 
-    body = await asyncio.to_thread(work)
+    global _RENDERING
+    _RENDERING += 1
+    try:
+        body = await asyncio.to_thread(work)
+    finally:
+        _RENDERING -= 1
     headers = {"content-type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_TEXT, "vary": "Accept, Accept-Encoding"}
     if gz:
         headers["content-encoding"] = "gzip"
