@@ -155,16 +155,16 @@ def _a_copy(head: bytes, name: str, by_len: dict[int, set[bytes]], by_name: dict
     return any(head_matches(fingerprint, head) for fingerprint in by_name.get(name, ()))
 
 
-def _cannot_list(directory: str) -> bool:
-    """Does listing `directory` fail now (permissions, I/O)? One that is gone, or no directory, is no longer waited
-    for."""
+def _list_error(directory: str) -> OSError | None:
+    """Why listing `directory` fails now (permissions, I/O), or None: one that is gone, or no directory, lists
+    nothing and waits for nothing (a legitimately empty match; a file a wildcard matched)."""
     try:
         with os.scandir(directory):
-            return False
+            return None
     except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError:
-        return True
+        return None
+    except OSError as exc:
+        return exc
 
 
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
@@ -306,15 +306,10 @@ class Tailer:
     def _root_listable(self, source: str, pattern: str) -> bool:
         """Can the fixed directory part of a glob be listed? glob() says nothing when it cannot (EMFILE...)."""
         root = static_root(pattern)
-        try:
-            with os.scandir(root):
-                pass
-        except (FileNotFoundError, NotADirectoryError):
-            return True  # nothing there: a legitimately empty match
-        except OSError as exc:
+        exc = _list_error(root)
+        if exc is not None:
             self._count_error(source, "scan", root, exc)
-            return False
-        return True
+        return exc is None
 
     def _decide_pending_starts(self) -> None:
         """A first start at `end` that could not list a source's directory (the daemon's user not yet in PMTA's
@@ -328,7 +323,7 @@ class Tailer:
                             "written there before that are not read)", shown(root), source)
             self.start_pending |= self._unlisted
         for source, root in sorted(self.start_pending - self._unlisted):
-            if source in self._allowed and _cannot_list(root):  # (a source no longer configured: forgotten)
+            if source in self._allowed and _list_error(root) is not None:  # (a source no longer configured: forgotten)
                 continue  # one a wildcard matched: looked at alone, its error counted once (at the first start)
             self.start_pending.discard((source, root))
             if source not in self._allowed:
@@ -782,12 +777,8 @@ class Tailer:
             return []
         out = []
         for path in glob.glob(directory):
-            try:
-                with os.scandir(path):
-                    pass
-            except (NotADirectoryError, FileNotFoundError):  # a file the wildcard matches, or one removed since
-                continue
-            except OSError as exc:
+            exc = _list_error(path)
+            if exc is not None:
                 self._count_error(source, "scan", path, exc)
                 out.append(path)
         return out
