@@ -150,7 +150,7 @@ class FileStream:
     ) -> None:
         self.cp = checkpoint
         checkpoint.records = records_text(allowed)
-        columns = Columns.from_header(checkpoint.header.split(",")) if checkpoint.header else None
+        columns = Columns.of_header_line(checkpoint.header)
         self.parser = FileParser(checkpoint.source, shown(checkpoint.path), allowed, columns, checkpoint.line_no,
                                  error_log, fields=fields)
         self.metrics = metrics
@@ -244,7 +244,7 @@ class FileStream:
             return False
         self.cp.line_no, self.cp.header = lines, header
         self.parser.line_no = lines
-        self.parser.columns = Columns.from_header(header.split(",")) if header else None
+        self.parser.columns = Columns.of_header_line(header)
         log.info("%s: readable now; reading on from byte %d, where it ended at the first start (line %d)",
                  shown(self.cp.path), self.cp.offset, lines)
         return True

@@ -93,6 +93,11 @@ class Columns:
         message_id = lower.get("header_message-id", lower.get("header_message-id:", -1))
         return cls(names=names, index=index, message_id=message_id, duplicates=tuple(duplicates), **resolved)
 
+    @classmethod
+    def of_header_line(cls, header_line: str) -> Columns | None:
+        """The columns a checkpoint's (or a span's) saved `header_line` names; None when none is saved."""
+        return cls.from_header(header_line.split(",")) if header_line else None
+
     def get(self, row: list[str], name: str) -> str:
         """Value of any column by name ('' when the file has no such column); not for hot loops."""
         i = self.index.get(name)

@@ -61,7 +61,7 @@ def span_at(file_id: str, source: str, path: str, dev: int, ino: int, position: 
             allowed: frozenset[str] | None, live: Any = None, fingerprint: bytes = b"") -> Span:
     """The span from a stored sink position (offset, lines before it, header line there) to `end`."""
     offset, line_no, header = position
-    columns = Columns.from_header(header.split(",")) if header else None
+    columns = Columns.of_header_line(header)
     return Span(file_id, source, path, dev, ino, offset, end, line_no, columns, allowed, live, fingerprint)
 
 
@@ -203,7 +203,7 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         # (restored, copied; the tailer re-keys its checkpoint at the first scan, exporter.tailer._new_identity)
         if span.line_no == UNCOUNTED:  # started at its end by a first start that could not read it (linecount)
             span.line_no, header = count_lines(fd, span.start)
-            span.columns = Columns.from_header(header.split(",")) if header else None
+            span.columns = Columns.of_header_line(header)
         skip = _overlong_at(fd, span)
         if skip:  # the tailer skipped these bytes unparsed (one long_row error): so do the sinks
             return None, skip[0], span.line_no + skip[1], span.columns
