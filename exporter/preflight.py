@@ -107,14 +107,17 @@ def _correlator_store(config: Config, state_dir_checked: bool) -> str | None:
             return f"state_dir: {exc}"
     if not correlator.hash_recipients:
         return None
-    if correlator.hmac_key_file is not None:
-        path, explicit = correlator.hmac_key_file, True
-    elif state_dir_checked:
-        path, explicit = Path(config.state_dir).expanduser() / "correlator-hmac.key", False
-    else:
+    explicit = correlator.hmac_key_file is not None
+    if not (explicit or state_dir_checked):
         return None
+    path = hmac_key_path(config)
     return (_hmac_key_file("correlator.hmac_key_file", path, explicit=explicit)
             or _keyed_with_another_key(path, store, meta.get("rcpt_mode")))
+
+
+def hmac_key_path(config: Config) -> Path:
+    """The recipient-hashing key's file: `correlator.hmac_key_file`, else `<state_dir>/correlator-hmac.key`."""
+    return config.correlator.hmac_key_file or Path(config.state_dir).expanduser() / "correlator-hmac.key"
 
 
 def _correlator_meta(store: Path) -> dict[str, str]:
@@ -648,7 +651,7 @@ def _short_hmac_key(config: Config) -> list[str]:
     correlator = config.correlator
     if not (correlator.enabled and correlator.hash_recipients):
         return []
-    path = correlator.hmac_key_file or Path(config.state_dir).expanduser() / "correlator-hmac.key"
+    path = hmac_key_path(config)
     try:
         held = path.read_bytes().strip()
     except OSError:
