@@ -1030,12 +1030,12 @@ class Tailer:
         self.error_log.expire()  # the unlogged bad lines of a window that has passed: said now, not at the next one
         if force_scan or time.monotonic() - self._last_scan >= self.tail.rescan_interval:
             self.scan()
-        more = False
+        more = cut_short = False
         budget = 1 << 30 if self.oneshot else MAX_CHUNKS_PER_PASS  # oneshot: config order, file by file
         for key in sorted(self.streams, key=lambda k: (self._order.get(self.streams[k].cp.source, 0),
                                                        self.streams[k].cp.path)):
             if should_stop is not None and should_stop():
-                more = True
+                more = cut_short = True
                 break
             stream = self.streams[key]
             if stream.gone and stream.file is None and not self._unread_where_it_went(key, stream):
@@ -1052,7 +1052,8 @@ class Tailer:
                     self.retired.extend(stream.superseded)
                     stream.superseded.clear()
                     self.known[key] = stream.cp
-        await self._retire_and_idle()
+        if not cut_short:  # files this pass did not reach (a stop, a pause, a /metrics render) are not retired: a
+            await self._retire_and_idle()  # gone one never opened was said lost with its bytes unread
         self._update_gauges()
         return more
 
