@@ -511,3 +511,20 @@ async def test_a_file_moved_there_early_in_a_downtime_longer_than_forget_after_i
     assert lines_of(await drain(again)) == [2, 3, 4]
     assert await drain(again) == []
     await again.close()
+
+
+async def test_a_pass_cut_short_retires_no_file_it_did_not_reach(tmp_path: Path) -> None:
+    """A pass that stops early (a stop request, a pause, a /metrics render: `should_stop`) used to retire the gone
+    files it never reached: one moved to moved_to before it was ever opened was said lost, its bytes unread (seed 23
+    of the randomized restart test lost 10 t records that way). Now the next whole pass finds it where it went."""
+    logs, moved, _src, tailer = setup(tmp_path)
+    assert await drain(tailer) == []
+    (logs / "acct-0001.csv").write_text(file_of(3, 0))
+    assert await tailer.poll(lambda *_: None, force_scan=True, should_stop=lambda: True) is True  # seen, not read
+    os.rename(logs / "acct-0001.csv", moved / "acct-0001.csv")
+    assert await tailer.poll(lambda *_: None, force_scan=True, should_stop=lambda: True) is True
+    assert tailer.retired == []
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    assert tailer.metrics is not None
+    lost = tailer.metrics.read_errors.labels("acct", "lost")._value.get()
+    assert lost == 0
