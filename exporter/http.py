@@ -69,6 +69,14 @@ def error_body(status: int, error: str, parameter: str | None = None) -> dict[st
     return {"error": error, "parameter": parameter, "status": status}
 
 
+ECHO_CHARS = 64
+"""Characters of a path or method an error quotes: a 16,000-character path came back whole in its 404."""
+
+
+def _cut(text: str) -> str:
+    return text[:ECHO_CHARS] + ("..." if len(text) > ECHO_CHARS else "")
+
+
 def build_app(
     registry: CollectorRegistry,
     health: Callable[[], dict[str, Any]],
@@ -113,7 +121,7 @@ def build_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        what = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed"}
+        what = {404: f"no route {_cut(request.url.path)}", 405: f"method {_cut(request.method)} not allowed"}
         return JSONResponse(error_body(exc.status_code, what.get(exc.status_code, str(exc.detail))),
                             status_code=exc.status_code, headers=with_head_allowed(exc.headers))
 

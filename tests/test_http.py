@@ -88,6 +88,18 @@ async def test_unknown_routes_and_methods_are_api_errors_and_no_swagger():
         assert "422" not in (await c.get("/openapi.json")).text
 
 
+async def test_an_error_quotes_a_long_path_or_method_cut_short():
+    """A 16,000-character path came back whole in its 404 (16,052 bytes), a 15,000-character method in its 405:
+    an error quotes what it names cut to 64 characters, as every other echo of the API does."""
+    async with client() as c:
+        r = await c.get("/" + "a" * 16_000)
+        assert r.status_code == 404 and r.json()["error"] == "no route /" + "a" * 63 + "..."
+        r = await c.request("X" * 15_000, "/metrics")
+        assert r.status_code == 405 and r.json()["error"] == "method " + "X" * 64 + "... not allowed"
+        r = await c.get("/" + "b" * 63)
+        assert r.json()["error"] == "no route /" + "b" * 63
+
+
 async def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header():
     """Starlette's slash redirect answered `/metrics/` with an absolute Location built from the Host header and the
     listener's own scheme: `http://evil.example/metrics` for any Host sent, the internal plain-HTTP address behind
