@@ -28,7 +28,7 @@ async def read_capped(resp: httpx.Response, cap: int, cut: bool = False,
         encoding = ""
     elif encoding not in ("", "identity", "gzip", "x-gzip"):
         raise BodyProblem(f"content-encoding {encoding[:40]}, where {ACCEPT_ENCODING} is asked for")
-    unzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip") else None
+    unzip = _Gunzip() if encoding in ("gzip", "x-gzip") else None
     out = bytearray()
     try:
         async for chunk in _raw(resp):
@@ -38,9 +38,34 @@ async def read_capped(resp: httpx.Response, cap: int, cut: bool = False,
                 raise BodyProblem(f"answer larger than {_size(cap)} ({setting}), counted unzipped")
     except zlib.error:
         raise BodyProblem("its gzip body does not decompress") from None
-    if unzip is not None and not unzip.eof and not cut:
+    if unzip is not None and not unzip.ended and not cut:
         raise BodyProblem("its gzip body does not decompress")
     return out
+
+
+class _Gunzip:
+    """gzip members one after another (RFC 1952), NUL padding between them skipped as Python's gzip does.
+
+    Bytes after a member are never left to zlib: it keeps them all in `unused_data`, each chunk copying the ones
+    before, so a body that went on after its end cost memory and time growing with the square of its length."""
+
+    def __init__(self) -> None:
+        self.member: Any = None  # a zlib decompressor while inside a member
+        self.ended = True  # between members: the body may end here
+
+    def unzip(self, chunk: bytes, room: int) -> tuple[bytes, bytes]:
+        """(at most `room` unzipped bytes, what of `chunk` is left to feed); zlib.error on bytes that are not gzip."""
+        if self.member is None:
+            chunk = chunk.lstrip(b"\0")
+            if not chunk:
+                return b"", b""
+            self.member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.ended = False
+        piece = self.member.decompress(chunk, room)
+        rest = self.member.unconsumed_tail
+        if self.member.eof:
+            rest, self.member, self.ended = self.member.unused_data + rest, None, True
+        return piece, rest
 
 
 async def _raw(resp: httpx.Response) -> AsyncIterator[bytes]:
@@ -51,15 +76,14 @@ async def _raw(resp: httpx.Response) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _add(out: bytearray, unzip: Any, chunk: bytes, cap: int) -> bool:
+def _add(out: bytearray, unzip: _Gunzip | None, chunk: bytes, cap: int) -> bool:
     """Append `chunk` (unzipped when `unzip`) to `out`; True as soon as `out` is over `cap` (it holds cap + 1)."""
     while chunk:
         room = cap + 1 - len(out)
         if unzip is None:
             piece, chunk = chunk[:room], b""
         else:  # max_length: never more than the room left in one step, the rest waits in unconsumed_tail
-            piece = unzip.decompress(chunk, room)
-            chunk = unzip.unconsumed_tail
+            piece, chunk = unzip.unzip(chunk, room)
         out += piece
         if len(out) > cap:
             return True
