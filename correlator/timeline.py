@@ -53,14 +53,49 @@ FLOODED = 20_000
 """Events of one timeline sorted whole for an answer. Anyone who can mail the FBL or bounce address attaches reports
 without end: a timeline of a million took ~5 s to sort, past the API's budget on every page that held it. Past this,
 its latest FLOODED by id (the order read) are sorted, and its totals counted apart (an index scan)."""
+TEXT_CAP = 4096
+"""Characters of one text field an answer holds (a reply, a user agent, an envelope address...): anyone who can mail
+the bounce or FBL address writes those of a report, up to a 16 MiB line; 100 reports with a 200,000-character reply
+made every answer naming their timeline 20 MB. No SMTP reply or report field of a real server comes near it."""
+CUT_MARK = f"… [cut: longer than {TEXT_CAP:,} characters]"
+_READ_CAP = TEXT_CAP + 4096
+"""Characters of a text field read from the store (SQL substr, so no row read for an answer holds more): past
+TEXT_CAP by room for an address cut at the cap to be found whole and redacted before the cut (exporter/redact.py)."""
+
+
+def _capped(column: str) -> str:
+    return f"substr({column}, 1, {_READ_CAP}) AS {column}"
+
+
+def cut(text: str | None) -> str | None:
+    """`text` at most TEXT_CAP characters, CUT_MARK after it when it was longer."""
+    if text is None or len(text) <= TEXT_CAP:
+        return text
+    return text[:TEXT_CAP] + CUT_MARK
+
+
+_REPORT_FIELDS = ("feedback_type", "user_agent", "reporting_mta")
+_EXTRA_SQL = ("CASE WHEN length(extra) <= 2 * {cap} THEN extra ELSE json_object("
+              + ", ".join(f"'{k}', substr(json_extract(extra, '$.{k}'), 1, {{cap}})" for k in _REPORT_FIELDS)
+              + ") END AS extra").format(cap=_READ_CAP)
+"""A report's fields as stored (JSON), each cut in SQL when the whole is long: json.loads needs it whole."""
 _EVENT_COLUMNS = "id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
+_EVENT_READ = ", ".join(
+    _EXTRA_SQL if c == "extra" else _capped(c) if c in ("action", "status", "diag", "mta", "bcat", "vmta", "pool",
+                                                         "src_ip") else c
+    for c in _EVENT_COLUMNS.split(", "))
+"""_EVENT_COLUMNS as read from corr_events: every text cut to _READ_CAP."""
+_QUEUE_EVENT_READ = ", ".join(map(_capped, ("vmta", "pool", "action", "status", "diag", "mta", "bcat", "src_ip")))
 _EVENT_ORDER = f"t DESC, {_RANK_SQL} DESC, id DESC"
 _ATTEMPT_CODES = tuple(store.TYPE_CODES[t] for t in ("t", "d", "b"))
 _ATTEMPT_SQL = ",".join(map(str, _ATTEMPT_CODES))
 TL_COLUMNS = (
-    "id, message_id, job_id, rcpt, rcpt_domain, orig, sender, vmta, vmta_pool, queue, isp,"
+    f"id, {_capped('message_id')}, {_capped('job_id')}, {_capped('rcpt')}, {_capped('rcpt_domain')},"
+    f" {_capped('orig')}, {_capped('sender')}, vmta, vmta_pool, queue, isp,"
     " t0, t_last, t_queued, t_done, flags, attempts, outcome"
 )
+"""A timeline's summary columns; those a report can write are cut to _READ_CAP (vmta, pool, queue and isp name
+PMTA's own configuration or a classifier's answer, and the search filters compare vmta whole)."""
 
 MESSAGE_ORDERED_MAX = 10_000
 """Timelines of a Message-Id listed in the order stored (sorted on every page); a larger one is paged along its index
@@ -83,8 +118,9 @@ def summary(row: tuple, hashed: bool) -> dict[str, Any]:
     (tl, mid, job, rcpt, rdom, orig, sender, vmta, pool, queue, isp, t0, t_last, t_queued, t_done, flags,
      attempts, outcome) = row
     return {
-        "id": tl, "message_id": mid, "job_id": job, "rcpt": rcpt, "rcpt_hashed": hashed and rcpt is not None,
-        "rcpt_domain": rdom, "orig": orig, "sender_domain": sender, "vmta": vmta, "vmta_pool": pool,
+        "id": tl, "message_id": cut(mid), "job_id": cut(job), "rcpt": cut(rcpt),
+        "rcpt_hashed": hashed and rcpt is not None, "rcpt_domain": cut(rdom), "orig": cut(orig),
+        "sender_domain": cut(sender), "vmta": vmta, "vmta_pool": pool,
         "queue": queue, "isp": isp, "outcome": store.OUTCOMES[outcome], "attempts": attempts,
         "first_seen": iso(t0), "last_seen": iso(t_last), "queued_at": iso(t_queued), "done_at": iso(t_done),
         "complained": bool(flags & store.FLAG[store.TYPE_CODES["f"]]),
@@ -216,7 +252,7 @@ class Reader:
         # timeline: its latest FLOODED, its totals apart), Python (and the answer) holds at most `cap` per timeline.
         if whole:
             rows = self.conn.execute(
-                f"SELECT {_EVENT_COLUMNS}, na, hr FROM (SELECT {_EVENT_COLUMNS},"
+                f"SELECT {_EVENT_COLUMNS}, na, hr FROM (SELECT {_EVENT_READ},"
                 f" row_number() OVER (PARTITION BY tl ORDER BY {_EVENT_ORDER}) AS rn,"
                 f" sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
                 f" max(type = {store.TYPE_CODES['r']}) OVER (PARTITION BY tl) AS hr"
@@ -227,7 +263,8 @@ class Reader:
         for tl in flooded:
             self.check()
             events[tl] = [tuple(ev) for ev in self.conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM (SELECT * FROM corr_events WHERE tl=? ORDER BY id DESC LIMIT ?)"
+                f"SELECT {_EVENT_COLUMNS} FROM (SELECT {_EVENT_READ} FROM corr_events WHERE tl=? ORDER BY id DESC"
+                " LIMIT ?)"
                 f" ORDER BY {_EVENT_ORDER} LIMIT ?", (tl, FLOODED, cap))]
             n_attempts, has_r = self.conn.execute(
                 f"SELECT sum(type IN ({_ATTEMPT_SQL})), max(type = {store.TYPE_CODES['r']})"
@@ -262,11 +299,11 @@ class Reader:
                 diag = without_addresses(diag)
             shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
-            ev.update(vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
-                      dsn_action=action or None, dsn_status=status or None, dsn_diag=diag or None,
-                      dsn_mta=mta or None, bounce_category=bcat or None)
+            ev.update(vmta=cut(vmta) or None, vmta_pool=cut(pool) or None, source_ip=cut(src_ip) or None,
+                      dsn_action=cut(action) or None, dsn_status=cut(status) or None, dsn_diag=cut(diag) or None,
+                      dsn_mta=cut(mta) or None, bounce_category=cut(bcat) or None)
             if extra:
-                ev.update(json.loads(extra))
+                ev.update((k, cut(v)) for k, v in json.loads(extra).items())
             if rtype in _CLASSIFIED and not is_success(status or "", diag or ""):  # a success has no failure class
                 ev["response_class"] = self.class_of(isp, status or "", diag or "", bcat or "") or None
             num, line = store.split_event_id(eid)
@@ -299,7 +336,7 @@ class Reader:
         if not count:
             return 0
         rows = self.conn.execute(
-            "SELECT id, t, vmta, pool, action, status, diag, mta, bcat, src_ip FROM corr_queue_events"
+            f"SELECT id, t, {_QUEUE_EVENT_READ} FROM corr_queue_events"
             " WHERE queue=? AND t BETWEEN ? AND ? ORDER BY t DESC, id DESC LIMIT ?",
             (item["queue"], lo, hi_param, most),
         ).fetchall()
@@ -309,9 +346,9 @@ class Reader:
             if self.hashed and diag:
                 diag = without_addresses(diag)
             ev = _event(t, "queue_deferred", "tq")
-            ev.update(queue=item["queue"], vmta=vmta or None, vmta_pool=pool or None, source_ip=src_ip or None,
-                      dsn_action=action or None, dsn_status=status or None, dsn_diag=diag or None,
-                      dsn_mta=mta or None, bounce_category=bcat or None,
+            ev.update(queue=item["queue"], vmta=cut(vmta) or None, vmta_pool=cut(pool) or None,
+                      source_ip=cut(src_ip) or None, dsn_action=cut(action) or None, dsn_status=cut(status) or None,
+                      dsn_diag=cut(diag) or None, dsn_mta=cut(mta) or None, bounce_category=cut(bcat) or None,
                       response_class=self.class_of(isp, status or "", diag or "", bcat or "") or None)
             num, line = store.split_event_id(eid)
             ev["source"] = f"{files.get(num, '?')}:{line}"

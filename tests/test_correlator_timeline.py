@@ -667,3 +667,41 @@ d,2024-05-01 11:00:00+0000,2024-05-01 10:59:00+0000,a@s.example,alice@gmail.com,
         fingerprints.append(decode_token(first["next_cursor"], max_chars=1000, max_depth=1)[2])
         h.close()
     assert fingerprints[0] != fingerprints[1]
+
+
+async def test_an_answer_cuts_every_long_text_field_so_its_size_is_bounded(tmp_path: Path) -> None:
+    """Anyone who can mail the bounce or FBL address writes the reply, user agent, reporting MTA and envelope
+    fields of a report: 100 reports with a 200,000-character reply made each answer naming the timeline 20 MB
+    (hostile review 2026-12-06). Every text field of an answer is cut to timeline.TEXT_CAP characters with a mark,
+    in SQL, so neither the answer nor the rows read for it hold the rest; a field within the cap is whole."""
+    from correlator.timeline import CUT_MARK, TEXT_CAP
+
+    h = Harness(tmp_path)
+    _deferred_then_reported(h, deferrals=1, reports=0)
+    long = "smtp;552 " + "A" * 100_000  # csv.reader (the test batches) stops at 131,072
+    ua = "UA/" + "u" * 50_000
+    rmta = "r" * (TEXT_CAP + 1)
+    head = "type,timeLogged,orig,rcpt,dsnStatus,dsnDiag,reportingMta,header_Message-Id\n"
+    h.commit(batch("/l/bounce-9.csv", head + "".join(
+        f"rb,{1714640000 + i},s@shop.example,a@gmail.com,5.2.2,{long},{rmta},<M@x>\n" for i in range(20))))
+    h.commit(batch("/l/fbl-9.csv", "type,timeLogged,orig,rcpt,feedbackType,userAgent,reportingMta,header_Message-Id\n"
+                   f"f,1714650000,s@shop.example,a@gmail.com,abuse,{ua},{'f' * TEXT_CAP},<M@x>\n"))
+    async with h.client() as c:
+        answers = [await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com"}),
+                   await c.get("/api/v1/messages/M@x"),
+                   await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com", "format": "text"})]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    for answer in answers:
+        assert len(answer.content) < 21 * 3 * (TEXT_CAP + 200) + 20_000, len(answer.content)
+    for (tl,) in (answers[0].json()["timelines"], answers[1].json()["recipients"]):
+        reports = [ev for ev in tl["events"] if ev["kind"] == "remote_bounce"]
+        assert len(reports) == 20
+        for ev in reports:
+            assert ev["dsn_diag"] == long[:TEXT_CAP] + CUT_MARK
+            assert ev["reporting_mta"] == rmta[:TEXT_CAP] + CUT_MARK
+        (fbl,) = [ev for ev in tl["events"] if ev["kind"] == "complaint"]
+        assert fbl["user_agent"] == ua[:TEXT_CAP] + CUT_MARK
+        assert fbl["reporting_mta"] == "f" * TEXT_CAP  # at the cap: whole, no mark
+        assert fbl["feedback_type"] == "abuse"
+    assert long[:TEXT_CAP] + CUT_MARK in answers[2].text
+    h.close()
