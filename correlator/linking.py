@@ -283,11 +283,11 @@ class Linker:
             if len(ids) == 1:
                 return self._find(ids[0][0])
         if rh is not None:
-            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i])
+            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i], p.orig_s[i])
         return None
 
     def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float, mh: int | None,
-                  jh: int | None) -> int | None:
+                  jh: int | None, orig_s: str | None = None) -> int | None:
         """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window.
 
         Not one that names another Message-Id or jobId than the report: that is another message (the fallback is
@@ -296,16 +296,18 @@ class Linker:
 
         Only a timeline delivered or bounced before the report: a complaint or a remote bounce comes after its
         delivery. A deferred send of another message (its delivery not read yet) is no match: joined, it took the
-        report's Message-Id and a complaint before its own delivery. `fallback_window: 0` never matches."""
+        report's Message-Id and a complaint before its own delivery. `fallback_window: 0` never matches.
+        The sender is compared as stored (`orig_s`: without addresses when recipients are hashed) or as logged (a
+        timeline stored before hashing was turned on)."""
         if self._window <= 0:
             return None
         done = store.FLAG[D] | store.FLAG[B]
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
-            " AND (?4 = '' OR orig = ?4) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
+            " AND (?4 = '' OR orig = ?4 OR orig = ?7) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
             " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" AND flags & {done} != 0 AND t_done <= ?3 ORDER BY t0 DESC LIMIT 1",
-            (rh, t - self._window, t, orig_l, mh, jh),
+            (rh, t - self._window, t, orig_l, mh, jh, orig_l if orig_s is None else orig_s),
         ).fetchone()
         return self._find(row[0]) if row else None
 

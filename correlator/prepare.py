@@ -24,6 +24,7 @@ import polars as pl
 from correlator import store
 from correlator.keys import MID_STRIP, job_hash, queued_hash
 from exporter.records import LINE, RecordBatch, col
+from exporter.redact import without_addresses
 from exporter.timeparse import MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
@@ -82,6 +83,10 @@ _FIELDS = (
     "bounceCat", "dlvSourceIp", "vmta", "vmtaPool", "jobId", "queue", "message_id", "feedbackType",
     "userAgent", "reportingMta",
 )
+_ADDRESS_FREE = ("mid", "job", "dsnStatus", "dsnMta", "feedbackType", "userAgent", "reportingMta")
+"""Stored as shown with hashed recipients only without addresses (exporter/redact.py): a Message-Id or jobId that
+embeds the recipient, a remote bounce's status or MTA field, an FBL report's fields. Their keys were hashed from the
+text as logged, so lookups by them still match; the sender as stored is `orig_s`, and dsnDiag has its own rule."""
 _EVENT_FIELDS = ("dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "vmta", "vmtaPool", "dlvSourceIp")
 """The corr_events columns after (id, tl, type, t), in table order."""
 
@@ -158,6 +163,8 @@ class Prepared:
     rh: list[int | None] = field(default_factory=list)
     mh: list[int | None] = field(default_factory=list)
     orig_l: list[str] = field(default_factory=list)
+    orig_s: list[str] = field(default_factory=list)
+    """The sender as stored (without addresses when recipients are hashed): what the report fallback compares."""
     mk: list[int | None] = field(default_factory=list)
     mkn: list[int | None] = field(default_factory=list)
     jk: list[int | None] = field(default_factory=list)
@@ -234,7 +241,9 @@ class Preparer:
         if qev.height:
             if self._hasher.hashed:  # a queue's reply names no recipient to compare with: every address goes
                 redact = self._redact
-                qev = qev.with_columns(map_distinct(qev.get_column("dsnDiag"), lambda d: redact(d, None), pl.String))
+                qev = qev.with_columns(map_distinct(qev.get_column("dsnDiag"), lambda d: redact(d, None), pl.String),
+                                       *(map_distinct(qev.get_column(n), without_addresses, pl.String)
+                                         for n in ("dsnStatus", "dsnMta")))
             queue_events = list(zip(
                 qev.get_column("eid").to_list(), qev.get_column("t").to_list(),
                 map_distinct(qev.get_column("queue"), str.strip, pl.String).to_list(),
@@ -302,7 +311,7 @@ class Preparer:
             code=df.get_column("code").to_list(), t=df.get_column("t").to_list(), qd=df.get_column("qd").to_list(),
             qs=df.get_column("qs").to_list(),
             rh=df.get_column("rh").to_list(), mh=df.get_column("mh").to_list(),
-            orig_l=df.get_column("orig_l").to_list(),
+            orig_l=df.get_column("orig_l").to_list(), orig_s=df.get_column("orig_s").to_list(),
             mk=keys.get_column("mk").to_list(), mkn=keys.get_column("mkn").to_list(),
             jk=keys.get_column("jk").to_list(), jkn=keys.get_column("jkn").to_list(),
             smix=df.get_column("smix").to_list(), stored=stored,
@@ -331,6 +340,12 @@ class Preparer:
             _mapped_number(df.get_column("t"), lambda v: int(v // store.FLOW_BUCKET) * store.FLOW_BUCKET)
             .alias("bucket"),
         )
+        if self._hasher.hashed:  # linking read the keys: what is stored of every other text keeps no address
+            df = df.with_columns(
+                *(map_distinct(df.get_column(name), without_addresses, pl.String) for name in _ADDRESS_FREE),
+                map_distinct(df.get_column("orig_l"), without_addresses, pl.String).alias("orig_s"))
+        else:
+            df = df.with_columns(pl.col("orig_l").alias("orig_s"))
         extra = pl.Series("extra", [None] * df.height, dtype=pl.String)
         is_report = df.get_column("code").is_in(list(REPORTS))
         if is_report.any():
@@ -384,9 +399,10 @@ def rcpt_domain(rcpt_l: str) -> str:
 
 
 def _orig_key(orig: str) -> tuple[str, str]:
-    """(lowercase sender address, its domain)."""
+    """(lowercase sender address, its domain; '' when it has no `@`, as rcpt_domain: a sender logged without one was
+    shown whole as a flow's sender domain)."""
     orig_l = orig.strip().lower()
-    return orig_l, orig_l.rpartition("@")[2]
+    return orig_l, rcpt_domain(orig_l)
 
 
 def _mapped_many(

@@ -117,6 +117,8 @@ def iso(ts: float | None) -> str | None:
 def summary(row: tuple, hashed: bool) -> dict[str, Any]:
     (tl, mid, job, rcpt, rdom, orig, sender, vmta, pool, queue, isp, t0, t_last, t_queued, t_done, flags,
      attempts, outcome) = row
+    if hashed:  # a row stored raw (before hashing was turned on, or by an older version) shows no address
+        mid, job, orig = (without_addresses(v) if v else v for v in (mid, job, orig))
     return {
         "id": tl, "message_id": cut(mid), "job_id": cut(job), "rcpt": cut(rcpt),
         "rcpt_hashed": hashed and rcpt is not None, "rcpt_domain": cut(rdom), "orig": cut(orig),
@@ -295,15 +297,16 @@ class Reader:
         hashed = self.hashed
         for eid, _tl, code, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra in rows:
             rtype = store.TYPE_NAMES[code]
-            if hashed and diag:  # a row stored raw (before hashing, or by an older version) shows no address
-                diag = without_addresses(diag)
+            if hashed:  # a row stored raw (before hashing, or by an older version) shows no address
+                diag, status, mta = (without_addresses(v) if v else v for v in (diag, status, mta))
             shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
             ev.update(vmta=cut(vmta) or None, vmta_pool=cut(pool) or None, source_ip=cut(src_ip) or None,
                       dsn_action=cut(action) or None, dsn_status=cut(status) or None, dsn_diag=cut(diag) or None,
                       dsn_mta=cut(mta) or None, bounce_category=cut(bcat) or None)
             if extra:
-                ev.update((k, cut(v)) for k, v in json.loads(extra).items())
+                ev.update((k, cut(without_addresses(v) if hashed and isinstance(v, str) else v))
+                          for k, v in json.loads(extra).items())
             if rtype in _CLASSIFIED and not is_success(status or "", diag or ""):  # a success has no failure class
                 ev["response_class"] = self.class_of(isp, status or "", diag or "", bcat or "") or None
             num, line = store.split_event_id(eid)
@@ -343,8 +346,8 @@ class Reader:
         files = self._file_names({r[0] >> store.LINE_BITS for r in rows})
         isp = item["isp"] or ""
         for eid, t, vmta, pool, action, status, diag, mta, bcat, src_ip in rows:
-            if self.hashed and diag:
-                diag = without_addresses(diag)
+            if self.hashed:
+                diag, status, mta = (without_addresses(v) if v else v for v in (diag, status, mta))
             ev = _event(t, "queue_deferred", "tq")
             ev.update(queue=item["queue"], vmta=cut(vmta) or None, vmta_pool=cut(pool) or None,
                       source_ip=cut(src_ip) or None, dsn_action=cut(action) or None, dsn_status=cut(status) or None,

@@ -357,3 +357,66 @@ def test_a_killed_oneshot_not_yet_reaped_counts_as_ended(tmp_path: Path) -> None
         assert not d.exists()
     finally:
         proc.wait()
+
+
+# --- every other stored text (privacy review 2026-12-06) -----------------------------------------------------
+
+FIELDS_ACCT = batch("/l/acct-2024-05-03-0001.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
+header_Message-Id
+d,2024-05-03 11:00:01+0000,2024-05-03 11:00:00+0000,bounce+zz.leak.canary20=gmail.com@news.example,\
+zz.leak.canary20@gmail.com,relayed,2.0.0,smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,job-zz.leak.canary21@gmail.com,\
+gmail.com/vmta-01,pool-a,<20240503.zz.leak.canary22=gmail.com@news.example>
+d,2024-05-03 11:00:02+0000,2024-05-03 11:00:00+0000,zz.leak.canary26,zz.leak.canary27@gmail.com,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,J2,gmail.com/vmta-01,pool-a,<c27@news.example>
+""")
+FIELDS_DIAG = batch("/l/diag-2024-05-03-0001.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+tq,2024-05-03 11:00:01+0000,,,,delayed,4.7.1 (zz.leak.canary28@gmail.com),smtp;451 later,\
+dns; zz.leak.canary29@gmail.com,,vmta-01,,gmail.com/vmta-01,pool-a
+""")
+FIELDS_REPORTS = batch("/l/bounce-2024-05-03-0001.csv", """
+type,timeLogged,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,reportingMta,feedbackType,userAgent
+rb,2024-05-03 11:00:09+0000,bounce+zz.leak.canary20=gmail.com@news.example,zz.leak.canary20@gmail.com,failed,\
+5.2.2 (zz.leak.canary23@gmail.com),smtp; 552 full,dns; zz.leak.canary24@gmail.com,quota-issues,\
+dns; zz.leak.canary25@gmail.com,,
+f,2024-05-03 11:00:10+0000,bounce+zz.leak.canary20=gmail.com@news.example,zz.leak.canary20@gmail.com,,,,,,\
+fbl.example,abuse zz.leak.canary30@gmail.com,UA zz.leak.canary31@gmail.com
+""")
+
+
+@pytest.fixture
+def fields(tmp_path: Path) -> Harness:
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    for b in (FIELDS_ACCT, FIELDS_DIAG, FIELDS_REPORTS):
+        h.commit(b)
+    yield h
+    h.close()
+
+
+async def test_no_address_in_any_stored_or_served_field(fields: Harness) -> None:
+    """Only the reply lost its addresses: a VERP sender, a Message-Id or jobId embedding the recipient, a remote
+    bounce's status and MTA, an FBL report's fields and a queue event's status and MTA were stored and served raw
+    (and a sender without `@` was taken whole for its domain). Their keys were hashed from the text as logged."""
+    blob = _store_bytes(fields)
+    for n in range(20, 32):
+        assert f"canary{n}@".encode() not in blob and f"canary{n}=".encode() not in blob, n
+    (tl,) = fields.conn.execute("SELECT id FROM corr_timelines WHERE rcpt_h = ?",
+                                (fields.sink.hasher("zz.leak.canary20@gmail.com")[0],)).fetchall()
+    row = fields.conn.execute("SELECT orig, message_id, job_id, flags FROM corr_timelines WHERE id = ?", tl).fetchone()
+    assert row[:3] == ("<addr>", "<addr>", "<addr>")  # as a reply's addresses are stored
+    assert row[3] & store.FLAG[store.TYPE_CODES["rb"]] and row[3] & store.FLAG[store.TYPE_CODES["f"]]  # joined
+    async with fields.client() as c:
+        answers = [await c.get(f"/api/v1/timelines/{tl[0]}", params={"format": fmt}) for fmt in ("json", "text")]
+        answers.append(await c.get("/api/v1/messages/20240503.zz.leak.canary22=gmail.com@news.example"))
+        answers.append(await c.get("/api/v1/flows", params={"since": "2024-05-03T00:00:00Z"}))
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]  # found by the Message-Id as logged
+    for a in answers:
+        assert "canary" not in a.text.replace("zz.leak.canary22=gmail.com@", ""), a.text  # the id asked is echoed
+    assert "canary26" not in answers[3].text and "sender:zz" not in answers[3].text  # no `@`: no sender domain
+    (shown,) = answers[0].json()["timelines"]
+    events = {ev["kind"]: ev for ev in shown["events"]}
+    assert events["remote_bounce"]["dsn_status"] == "5.2.2 (<addr>)"
+    assert events["remote_bounce"]["dsn_mta"] == "dns; <addr>"
+    assert events["complaint"]["user_agent"] == "UA <addr>"
+    assert events["complaint"]["feedback_type"] == "abuse <addr>"
