@@ -32,6 +32,7 @@ import httpx
 from exporter import __version__
 from exporter.config import PmtaApiConfig
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
+from exporter.redact import clip
 from exporter.textrepair import may_need_repair, repair_tree
 from exporter.tlstrust import default_trust
 
@@ -278,6 +279,12 @@ def _xml_root(body: bytes | str) -> ET.Element:
     return parser.close()
 
 
+def _head(body: bytes) -> str:
+    """The first characters of an answer quoted in an error, cut where no address loses its `@` (exporter/redact.py:
+    the log handler redacts the line later, and a local part without its `@` would pass)."""
+    return repr(clip(body[:4096].decode("utf-8", "replace"), 60))
+
+
 def _xml_envelope(body: bytes) -> Any:
     try:
         root = _xml_root(body)
@@ -285,11 +292,11 @@ def _xml_envelope(body: bytes) -> Any:
         try:  # a bad byte or control character in one text: only that text pays (tried only after a failure)
             root = _xml_root(_lenient(body))
         except ET.ParseError:
-            raise PmtaApiError("parse", f"not XML: {exc} (starts {body[:60]!r})") from exc
+            raise PmtaApiError("parse", f"not XML: {exc} (starts {_head(body)})") from exc
     if root.tag != "rsp":
         raise PmtaApiError("parse", f"unexpected XML root <{root.tag}>, expected <rsp>")
     if root.find("succ") is None:
-        detail = " ".join(t.strip() for t in root.itertext() if t.strip())[:200]
+        detail = clip(" ".join(t.strip() for t in root.itertext() if t.strip()), 200)
         raise PmtaApiError("parse", f"PMTA did not report success (no <succ/>): {detail or 'no detail'}")
     data = root.find("data")
     return _element_tree(data) if data is not None else {}
@@ -302,14 +309,14 @@ def _json_envelope(body: bytes) -> Any:
         try:  # as for XML: a bad byte or a raw control character in one string costs that string
             obj = json.loads(body.decode("utf-8", "replace"), strict=False)
         except ValueError:
-            raise PmtaApiError("parse", f"not JSON: {exc} (starts {body[:60]!r})") from exc
+            raise PmtaApiError("parse", f"not JSON: {exc} (starts {_head(body)})") from exc
     if not isinstance(obj, dict):
         raise PmtaApiError("parse", "JSON response is not an object")
     if may_need_repair(body):  # an escaped lone surrogate or NUL: no label can carry it (textrepair)
         obj = repair_tree(obj)
     status = obj.get("status", "success" if "data" in obj else None)
     if not isinstance(status, str) or status.lower() != "success" or "data" not in obj:
-        message = to_str(obj.get("message")) or json.dumps(obj.get("errors", ""))[:200]
+        message = clip(to_str(obj.get("message")) or json.dumps(obj.get("errors", "")), 200)
         raise PmtaApiError("parse", f"PMTA did not report success (status {status!r}): {message or 'no detail'}")
     return obj["data"]
 
@@ -571,7 +578,7 @@ class PmtaApiClient:
             raise
         except Exception as exc:  # RecursionError on deep nesting, MemoryError, a shape we did not foresee
             raise PmtaApiError("parse", f"GET {path}: unusable {self.format.upper()}: "
-                                        f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+                                        f"{type(exc).__name__}: {clip(str(exc), 200)}") from exc
 
     async def status(self) -> StatusInfo:
         return await self._page("/status", parse_status)  # type: ignore[no-any-return]

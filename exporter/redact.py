@@ -174,6 +174,13 @@ def cut_point(text: str, limit: int) -> int:
     return limit
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at `cut_point`, `...` after it when cut: for a text quoted in a log
+    line or an error, which the log handler redacts later."""
+    end = cut_point(text, limit)
+    return text if end >= len(text) else text[:end] + "..."
+
+
 ADDRESS = "<addr>"
 """What `without_addresses` puts in place of a whole address (the placeholder of /api/v1/replies' texts)."""
 

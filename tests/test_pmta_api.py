@@ -112,6 +112,20 @@ def test_failures_are_parse_errors(name: str, fmt: str, message: str) -> None:
     assert err.value.reason == "parse"
 
 
+@pytest.mark.parametrize(("body", "fmt"), [
+    (b"<rsp><error>" + b"x" * 190 + b" jane.canary.doe@gmail.com</error></rsp>", "xml"),
+    (b'{"status": "error", "message": "' + b"x" * 190 + b' jane.canary.doe@gmail.com"}', "json"),
+    (b"x" * 50 + b" jane.canary.doe@gmail.com", "xml"),
+    (b"x" * 50 + b" jane.canary.doe@gmail.com", "json"),
+])
+def test_an_error_quoting_pmtas_answer_never_cuts_a_local_part_from_its_at(body: bytes, fmt: str) -> None:
+    """The error texts were cut at 200 (60) characters and redacted later, by the log handler: cut inside the local
+    part, `jane.canary.do` had no `@` left to be recognised by and was logged (privacy review 2026-12-06)."""
+    with pytest.raises(PmtaApiError) as err:
+        parse_queues(body, fmt)
+    assert "jane" not in str(err.value) and "..." in str(err.value), str(err.value)
+
+
 def test_garbage_and_truncated_bodies() -> None:
     for body in (b"", b"\x00\xff", b"<rsp><data><queue><name>gmail.com/vm", b"[1, 2]", b'{"data": {}}x'):
         for fmt in ("xml", "json"):
