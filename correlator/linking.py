@@ -337,11 +337,21 @@ def reply_without_addresses(diag: str, rcpt_l: str | None) -> str:
         return diag
     if rcpt_l:
         diag = without_address(diag, rcpt_l)
+        local = rcpt_l.rpartition("@")[0]
+        if len(local) >= LOCAL_PART_MIN:
+            diag = without_address(diag, local, whole_word=True)
     return without_addresses(diag)
 
 
-def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
-    """`text` with every occurrence of `address_l` (lower case), in any case, replaced by `mark`.
+LOCAL_PART_MIN = 3
+"""The recipient's bare local part is replaced too when at least this long (`550 5.1.1 <bob>... User unknown`,
+`The user bob is over quota`): a shorter one is no name, and replacing it would rewrite common words."""
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._%+-=!#$&'*/?^`{|}~")
+
+
+def without_address(text: str, address_l: str, mark: str = "<rcpt>", whole_word: bool = False) -> str:
+    """`text` with every occurrence of `address_l` (lower case), in any case, replaced by `mark`; `whole_word`: only
+    where no local-part character touches it (a full stop before a space or the end is punctuation).
 
     Found in the lowered text, cut from the original: lowering can change a text's length ("İ" becomes two
     characters, and every one before the address would shift the cut, leaving the address's first letters), so
@@ -356,11 +366,28 @@ def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
     out, start, at = [], 0, 0
     while (i := low.find(address_l, at)) >= 0:
         at = i + len(address_l)
+        if whole_word and not _alone(low, i, at):
+            at = i + 1
+            continue
         begin, end = (i, at) if origin is None else (origin[i], origin[at - 1] + 1)
         out += (text[start:begin], mark)
         start = end
     out.append(text[start:])
     return "".join(out)
+
+
+def _alone(low: str, begin: int, end: int) -> bool:
+    """Is low[begin:end] a word of its own: no local-part character right before it, nor right after it (a `.`
+    after it only when a word character follows: `bob.smith`, not `bob.` ending a sentence)?"""
+    if begin > 0 and low[begin - 1] in _WORD:
+        return False
+    if end < len(low):
+        nxt = low[end]
+        if nxt == "." and end + 1 < len(low) and low[end + 1] in _WORD and low[end + 1] != ".":
+            return False
+        if nxt != "." and (nxt in _WORD or nxt == "@"):
+            return False
+    return True
 
 
 def _pending_rows_of(p: Prepared, seg: Segment, upto: int, mh: int | None, rh: int | None) -> bool:

@@ -22,14 +22,15 @@ REDACTED = "[redacted]"
 # (SMTPUTF8 local parts), `\` (a repr or JSON escape such as `\u00e9` inside the name) and `=` (VERP and
 # SRS addresses: `bounces+u=example.com@lists.example`), so an unknown character errs toward redacting
 # more, never less. Typographic apostrophes stay inside (`o’brien`).
-_DELIMITERS = r"\s\"<>()\[\],;:@＠«»‹›“”„‟「」『』【】〈〉《》〔〕（）［］｛｝＜＞，：；、。"
+_DELIMITERS = r"\s\"<>()\[\],;:@＠﹫«»‹›“”„‟「」『』【】〈〉《》〔〕（）［］｛｝＜＞，：；、。"
 # After a percent-encoded `@` the text is a URL: httpx, browsers and urlencode encode `=&?/#` inside a
 # value, so there a raw one is the URL's own punctuation (`?rcpt=alice%40gmail.com`).
 _URL_DELIMITERS = _DELIMITERS + "=&?/#"
 _LAST_DELIMITER = re.compile(f".*[{_DELIMITERS}]", re.S)  # .match: linear, from the right end
 _LAST_URL_DELIMITER = re.compile(f".*[{_URL_DELIMITERS}]", re.S)
 # `@`, or `%40` as URLs carry it (`%2540` once more encoded, and so on).
-_AT = re.compile(r"[@\uff20]|%(?:25)*40")  # \uff20: the full-width ＠ of CJK input methods
+_AT = re.compile(r"[@\uff20\ufe6b]|%(?:25)*40")  # \uff20: the full-width ＠ of CJK input methods; \ufe6b: small ﹫
+_LITERAL_ATS = ("@", "\uff20", "\ufe6b")
 _ENCODED_AT = re.compile(r"%(?:25)*40")
 # A local part is at most 64 octets; quoted, escaped or percent-encoded (twice) it can be ~1000 characters.
 _QUOTED_MAX = 1024
@@ -39,7 +40,8 @@ _OPENING = "'`/"  # a quote or URL slashes right before the name are kept: `'ali
 
 def might_hold_address(text: str) -> bool:
     """Cheap test run on every log line: does `text` hold an `@`, literal or percent-encoded?"""
-    return "@" in text or "\uff20" in text or ("%" in text and _ENCODED_AT.search(text) is not None)
+    return "@" in text or "\uff20" in text or "\ufe6b" in text or (
+        "%" in text and _ENCODED_AT.search(text) is not None)
 
 
 def _backslashes(text: str, end: int) -> int:
@@ -104,7 +106,7 @@ def _local_spans(text: str) -> list[tuple[int, int]]:
     run: int | None = None  # where the previous `%40`'s unbroken run began
     for m in _AT.finditer(text):
         at = m.start()
-        literal = m.group() in ("@", "\uff20")
+        literal = m.group() in _LITERAL_ATS
         last, floor = (_LAST_DELIMITER, after_at) if literal else (_LAST_URL_DELIMITER, prev_end)
         if at > 0 and text[at - 1] == '"':
             start = _quoted_start(text, at - 1)
@@ -206,7 +208,7 @@ def without_addresses(text: str, mark: str = ADDRESS) -> str:
     next `@` found."""
     if not might_hold_address(text):
         return text
-    ats = [(m.start(), m.end(), m.group() in ("@", "\uff20")) for m in _AT.finditer(text)]
+    ats = [(m.start(), m.end(), m.group() in _LITERAL_ATS) for m in _AT.finditer(text)]
     spans = _local_spans(text)
     if not spans:
         return text

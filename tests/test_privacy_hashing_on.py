@@ -163,6 +163,12 @@ async def test_with_hashing_off_the_reply_is_kept_for_forensics(tmp_path: Path) 
     ("550 bare @ and @@ and trailing x@", None, "550 bare @ and @@ and trailing <addr>"),
     ("550 no address here", "bob@yahoo.com", "550 no address here"),
     ("", None, ""),
+    # the recipient's bare local part, as sendmail and others quote it (privacy review 2026-12-06)
+    ("550 5.1.1 <Bob.Smith>... User unknown", "bob.smith@yahoo.com", "550 5.1.1 <<rcpt>>... User unknown"),
+    ("552 The user bob.smith is over quota.", "bob.smith@yahoo.com", "552 The user <rcpt> is over quota."),
+    ("550 bob.smithers and xbob.smith stay", "bob.smith@yahoo.com", "550 bob.smithers and xbob.smith stay"),
+    ("550 user jo unknown", "jo@yahoo.com", "550 user jo unknown"),  # too short to be a name: words stay
+    ("550 mail to cnry\ufe6bgmail.com refused", None, "550 mail to <addr> refused"),  # the small commercial at
 ])
 def test_reply_without_addresses(diag: str, rcpt: str | None, want: str) -> None:
     from correlator.linking import reply_without_addresses
