@@ -51,7 +51,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
-from exporter.redact import REDACTED, redact
+from exporter.redact import REDACTED, redact, without_addresses
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -466,6 +466,11 @@ class Api:
             return value
         return self.hasher(value)[1]
 
+    def key_shown(self, value: str) -> str:
+        """A Message-Id or jobId as an answer or error shows the one a caller sent: with hash_recipients, without
+        the addresses it may embed (`<addr>`), as the store shows it (the caller knows what was asked)."""
+        return without_addresses(value) if self.hasher.hashed else value
+
     def rcpt_echo(self, rcpt: str) -> str:
         """The recipient as an error message quotes it, so the operator sees what was looked up (`bob tag@...`),
         cut by `echoed`. With hash_recipients the local part is redacted whole and the domain kept: an error body
@@ -539,12 +544,12 @@ def build_router(api: Api) -> APIRouter:
         with api.connection() as conn:
             items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
         if not items and not total:
-            raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
+            raise BadRequest(404, f"no timeline for Message-Id {echoed(api.key_shown(mid))}", "message_id")
         next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
-        body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
+        body = {"message_id": api.key_shown(mid), "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):
-            return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items,
+            return PlainTextResponse(render.timelines(f"Message-Id <{api.key_shown(mid)}>", items,
                                                       render.message_note(len(items), total, next_cursor)))
         return json_answer(MessageResponse, body)
 
@@ -568,15 +573,17 @@ def build_router(api: Api) -> APIRouter:
             items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
             known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
         if not items:
-            key = f"job {echoed(job)}" if job else f"Message-Id {echoed(mid)}"
+            key = f"job {echoed(api.key_shown(job))}" if job else f"Message-Id {echoed(api.key_shown(mid))}"
             if not known:
                 raise BadRequest(404, f"no timeline for {key}", "job_id" if job else "message_id")
             raise BadRequest(404, f"no timeline for recipient {api.rcpt_echo(rcpt)} {'in' if job else 'of'} {key}",
                              "rcpt")
         if _want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
-            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items, note))
-        body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items,
+            return PlainTextResponse(render.timelines(f"job {api.key_shown(job) or '-'} rcpt {api.rcpt_shown(rcpt)}",
+                                                      items, note))
+        body = {"job_id": api.key_shown(job) or None, "message_id": api.key_shown(mid) or None,
+                "rcpt": api.rcpt_shown(rcpt), "timelines": items,
                 "timelines_omitted": older}
         return json_answer(TimelineResponse, body)
 

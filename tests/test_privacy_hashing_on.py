@@ -416,9 +416,16 @@ async def test_no_address_in_any_stored_or_served_field(fields: Harness) -> None
         answers = [await c.get(f"/api/v1/timelines/{tl[0]}", params={"format": fmt}) for fmt in ("json", "text")]
         answers.append(await c.get("/api/v1/messages/20240503.zz.leak.canary22=gmail.com@news.example"))
         answers.append(await c.get("/api/v1/flows", params={"since": "2024-05-03T00:00:00Z"}))
-    assert [a.status_code for a in answers] == [200, 200, 200, 200]  # found by the Message-Id as logged
+        answers.append(await c.get("/api/v1/timeline", params={"rcpt": "zz.leak.canary20@gmail.com",
+                                                               "job_id": "job-zz.leak.canary21@gmail.com"}))
+        answers.append(await c.get("/api/v1/messages/zz.leak.canary32@gmail.com"))
+        answers.append(await c.get("/api/v1/timeline", params={"rcpt": "a@b.c", "job_id": "zz.leak.canary33@x.org"}))
+    # found by the Message-Id and jobId as logged; neither echoed with its address, in an answer nor in an error
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 404]
     for a in answers:
-        assert "canary" not in a.text.replace("zz.leak.canary22=gmail.com@", ""), a.text  # the id asked is echoed
+        assert "canary" not in a.text, a.text
+    assert answers[2].json()["message_id"] == "<addr>" and answers[4].json()["job_id"] == "<addr>"
+    assert answers[5].json()["error"] == "no timeline for Message-Id '<addr>'"
     assert "canary26" not in answers[3].text and "sender:zz" not in answers[3].text  # no `@`: no sender domain
     (shown,) = answers[0].json()["timelines"]
     events = {ev["kind"]: ev for ev in shown["events"]}
