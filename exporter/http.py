@@ -47,6 +47,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from exporter import __version__, fdlimit
 from exporter.config import Config
 from exporter.exposition import MAX_NAMES, render_metrics, wants_gzip
+from exporter.formquery import FormAsQuery
 from exporter.webauth import BasicAuth
 
 log = logging.getLogger("watchtower.http")
@@ -154,7 +155,8 @@ def build_app(
                                     headers=refused.headers)
             return await call_next(request)  # type: ignore[no-any-return]
 
-    app.add_middleware(HeadAsGet)
+    app.add_middleware(FormAsQuery, max_request=MAX_REQUEST_HEAD, error_body=error_body)  # before auth, after the
+    app.add_middleware(HeadAsGet)  # head's checks: a lookup's form is read within their bounds
     app.add_middleware(HeadSizeLimit)  # runs before auth or any route
     app.add_middleware(SafeHeaders)  # added last, so it runs first: every answer, refusals included
     return app
@@ -243,8 +245,13 @@ class HeadSizeLimit:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             size = head_size(scope)
+            names = {name.lower() for name, _ in scope["headers"]}
+            error = None
             if size > MAX_REQUEST_HEAD:
                 error = f"request line + headers are {size} bytes, at most {MAX_REQUEST_HEAD}"
+            elif b"content-length" in names and b"transfer-encoding" in names:  # RFC 9112 §6.1: a server MUST close
+                error = "both Content-Length and Transfer-Encoding: a request a proxy may frame otherwise"
+            if error is not None:
                 await JSONResponse(error_body(400, error), status_code=400,
                                    headers={"Connection": "close"})(scope, receive, send)
                 return

@@ -1,0 +1,82 @@
+"""A lookup sent as a form (POST) is answered as the same GET: the address stays out of URLs.
+
+Every /api/v1 and /ui route is a GET, so a lookup by recipient put the address in the request line, which
+reverse proxies log by default (nginx's `combined` format), browsers keep in their history and Grafana keeps in
+a dashboard's URL. `curl --data-urlencode rcpt=... URL` (a POST of `application/x-www-form-urlencoded`) and the
+/ui search form send it in the body instead: its fields are appended to the query string (a field given in both
+takes the body's value, as a repeated parameter takes the last) and the request goes on as the GET. The body is
+bounded so that the request it becomes stays within MAX_REQUEST_HEAD, and read within a time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+FORM_PATHS = ("/api/v1/", "/ui/")
+READ_SECONDS = 10.0
+"""A form body not whole within this is refused (408), like a request head trickled past its timeout."""
+
+
+class FormAsQuery:
+    """POST of a form to an /api/v1 or /ui path -> the GET of the same path with the form in its query string."""
+
+    def __init__(self, app: Any, max_request: int, error_body: Any) -> None:
+        self.app, self.max_request, self.error_body = app, max_request, error_body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(FORM_PATHS) \
+                or _content_type(scope) != FORM_TYPE:
+            await self.app(scope, receive, send)
+            return
+        from exporter.http import head_size  # the size of the GET it becomes, counted as the head limit counts it
+
+        room = self.max_request - head_size(scope) - 1
+        try:
+            async with asyncio.timeout(READ_SECONDS):
+                body = await _body(receive, room)
+        except TimeoutError:
+            await self._refuse(scope, receive, send, 408, f"form body not received within {READ_SECONDS:g} s")
+            return
+        if body is None:
+            await self._refuse(scope, receive, send, 413,
+                               f"form body too large: the request it makes is at most {self.max_request} bytes")
+            return
+        query = b"&".join(q for q in (scope.get("query_string", b""), body.strip()) if q)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+        await self.app({**scope, "method": "GET", "query_string": query, "headers": headers}, _no_body, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any, status: int, error: str) -> None:
+        await JSONResponse(self.error_body(status, error), status_code=status,
+                           headers={"Connection": "close"})(scope, receive, send)
+
+
+def _content_type(scope: Any) -> str:
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-type":
+            return str(value.decode("latin-1").split(";")[0].strip().lower())
+    return ""
+
+
+async def _body(receive: Any, room: int) -> bytes | None:
+    """The whole body, or None once it passes `room` bytes (the rest is not read: the connection closes)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client went away
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > room:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
