@@ -1,0 +1,38 @@
+"""A hub search cursor does not give back the recipient searched (privacy review 2026-12-06).
+
+Its filters' fingerprint was an unkeyed 6-byte digest of the filters: whoever held the cursor (kept with the answer
+by a proxy, Grafana or a browser's history) recovered the address from a list of candidates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from hashlib import blake2b
+
+from hub import search
+
+
+def _printed_fingerprint() -> str:
+    code = "from hub.search import fingerprint; print(fingerprint({'rcpt': 'alice@gmail.com'}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_fingerprint_needs_the_hubs_key() -> None:
+    filters = {"rcpt": "alice@gmail.com"}
+    unkeyed = blake2b(json.dumps(filters, sort_keys=True).encode(), digest_size=6).hexdigest()
+    assert search.fingerprint(filters) != unkeyed
+    assert search.fingerprint(filters) == search.fingerprint(dict(filters))  # stable within one hub
+    assert _printed_fingerprint() != _printed_fingerprint()  # each hub process has its own key
+
+
+def test_a_cursor_holds_no_digest_a_dictionary_of_addresses_can_match() -> None:
+    fp = search.fingerprint({"rcpt": "alice@gmail.com", "since": "1h"})
+    candidates = [f"{name}@gmail.com" for name in ("bob", "carol", "alice", "dave")]
+    guessed = [c for c in candidates
+               if blake2b(json.dumps({"rcpt": c, "since": "1h"}, sort_keys=True).encode(),
+                          digest_size=6).hexdigest() == fp]
+    assert guessed == []
+    assert base64.b16decode(fp.upper())  # still a 6-byte hex fingerprint
