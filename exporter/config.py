@@ -501,7 +501,9 @@ class CorrelatorConfig(_Strict):
         "`<state_dir>/correlator-hmac.key`, created 0600 on the first start. Back it up and move it with the state: a "
         "store keyed with it refuses another key, or none."
     )
-    max_flow_senders: Count = Field(default=20, ge=1, description="Senders shown in /api/v1/flows; rest `other`.")
+    max_flow_senders: Count = Field(default=20, ge=1, le=999, description=(
+        "Senders shown in /api/v1/flows; rest `other`. At most 999: a hub refuses a host's flows with more sender "
+        "nodes than 1,000, `other` included."))
     worker: Literal["thread", "process"] = Field(
         default="process",
         description="Where timelines are written: `process` (a child process of its own, with its own interpreter "

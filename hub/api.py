@@ -9,6 +9,7 @@ host reads the same window. Empty query values are absent ones, as on a daemon (
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from correlator.api import BadRequest, ErrorRoute, FormatParam, echoed, path_seg
 from correlator.models import ApiError, Outcome
 from correlator.replies import filter_values
 from hub import merge
+from hub.encode import json_answer
 from hub.fanout import NO_API, Fanout, HostAnswer
 from hub.messages import message_page
 from hub.models import (
@@ -146,9 +148,10 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if _want_text(request, format):
             note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
             notes = (note, body["next_cursor_problem"], _missing_note(part).strip())
-            return PlainTextResponse(render.timelines(f"Message-Id <{body['message_id']}>", body["recipients"],
-                                                      " ".join(x for x in notes if x)))
-        return {**body, **part}
+            return PlainTextResponse(await asyncio.to_thread(
+                render.timelines, f"Message-Id <{body['message_id']}>", body["recipients"],
+                " ".join(x for x in notes if x)))
+        return await json_answer(HubMessageResponse, {**body, **part})
 
     @router.get("/timeline", response_model=HubTimelineResponse, responses=_ERRORS,
                 summary="Timeline of one recipient of one job (or Message-Id), on every host")
@@ -171,9 +174,11 @@ def build_hub_router(hub: Hub) -> APIRouter:
         first, older = merge.shown(oks), merge.omitted(oks)
         if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
             note = f"{older} older sends not listed" if older else ""
-            return _text(render.timelines(f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items, note), part)
-        return {"job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
-                "timelines": items, "timelines_omitted": older, **part}
+            return _text(await asyncio.to_thread(
+                render.timelines, f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items, note), part)
+        return await json_answer(HubTimelineResponse, {
+            "job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
+            "timelines": items, "timelines_omitted": older, **part})
 
     @router.get("/timelines/{timeline_id}", response_model=HubTimelineResponse, responses=_ERRORS,
                 summary="One timeline by the id and host a search returned")
@@ -197,8 +202,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if not items:  # an odd daemon's way of saying what a daemon says with a 404
             return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
         if _want_text(request, format):
-            return PlainTextResponse(render.timeline(items[0]))
-        return {**ans.body, "timelines": items, **part}
+            return PlainTextResponse(await asyncio.to_thread(render.timeline, items[0]))
+        return await json_answer(HubTimelineResponse, {**ans.body, "timelines": items, **part})
 
     @router.get("/search", response_model=HubSearchResponse, responses=_ERRORS,
                 summary="Find timelines on every host, newest first, one cursor for all hosts")
@@ -225,7 +230,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _fail(503, "no host answered" + _missing_note(part), None, part)
         if _want_text(request, format):
             return _text(render.search(body), part, body["next_cursor_problem"])
-        return {**body, **part}
+        return await json_answer(HubSearchResponse, {**body, **part})
 
     @router.get("/lookup", response_model=HubLookupResponse, responses=_ERRORS,
                 summary="Timelines by Message-Id and/or (jobId, rcpt) on every host; no match is an empty list")
@@ -245,9 +250,10 @@ def build_hub_router(hub: Hub) -> APIRouter:
         items = merge.latest(every, limit) if rcpt and rcpt.strip() else every[:limit]
         first = merge.shown(oks)
         hint = None if items else next((b.get("hint") for b in oks if b.get("hint")), "nothing matched on any host")
-        return {"message_id": first.get("message_id"), "job_id": first.get("job_id"), "rcpt": first.get("rcpt"),
-                "hint": hint, "timelines": items, "timelines_omitted": merge.omitted(oks) + len(every) - len(items),
-                **part}
+        return await json_answer(HubLookupResponse, {
+            "message_id": first.get("message_id"), "job_id": first.get("job_id"), "rcpt": first.get("rcpt"),
+            "hint": hint, "timelines": items, "timelines_omitted": merge.omitted(oks) + len(every) - len(items),
+            **part})
 
     @router.get("/replies", response_model=HubRepliesResponse, responses=_ERRORS,
                 summary="Top remote replies behind deferrals and bounces, summed over every host")
@@ -278,7 +284,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part, early = settled(targets, answers)
         if early is not None:
             return early
-        return {**merge.merge_replies(answers, limit), **part}
+        merged = await asyncio.to_thread(merge.merge_replies, answers, limit)
+        return await json_answer(HubRepliesResponse, {**merged, **part})
 
     @router.get("/flows", response_model=HubFlowsResponse, responses=_ERRORS,
                 summary="Sender domain -> VMTA -> ISP volumes summed over every host")
@@ -293,11 +300,11 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part, early = settled(targets, answers)
         if early is not None:
             return early
-        body = merge.merge_flows(answers)
+        body = await asyncio.to_thread(merge.merge_flows, answers)  # up to 10,000s of edges a host: off the loop
         body["since"] = body["since"] or since
         if _want_text(request, format):
-            return _text(render.flows(body), part)
-        return {**body, **part}
+            return _text(await asyncio.to_thread(render.flows, body), part)
+        return await json_answer(HubFlowsResponse, {**body, **part})
 
     return router
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from correlator.api import BadRequest, _no_constant, decode_token, encode_token
 from correlator.render import safe
+from exporter.textrepair import surrogate_paths
 from hub.targets import Target
 
 PLAIN_MAX = 1024
@@ -92,6 +93,8 @@ def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool
     """The content of a hub cursor, or a 400 naming `cursor` for anything that is not one (bounded in length,
     inflated size and nesting before anything else is read)."""
     value = _value(cursor)
+    if surrogate_paths(value):  # no text: a host URL is named in answers and a host cursor sent on (a 500 or a 503)
+        raise BadRequest(400, "malformed cursor", "cursor")
     try:
         return _decoded(value, targets, valid_place)
     except (TypeError, ValueError, KeyError, binascii.Error):

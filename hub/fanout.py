@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -27,12 +28,17 @@ import httpx
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
+from correlator.api import MAX_ID, MAX_TIME, MIN_TIME
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
+from correlator.timeline import MAX_TIMELINES, events_per_timeline
+from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
 from exporter.redact import redact
+from exporter.textrepair import surrogate_paths
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
+from hub.encode import item_lists as _item_lists
 from hub.targets import Target
 
 log = logging.getLogger(__name__)
@@ -254,18 +260,23 @@ def _decoders() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hub-decode")
 
 
-LIMITED_LISTS: dict[type[BaseModel], str] = {SearchResponse: "items", MessageResponse: "recipients"}
-"""The list of a route asked with `limit`: a daemon never lists more than asked."""
+ASKED_LISTS: dict[type[BaseModel], tuple[str, int]] = {
+    SearchResponse: ("items", 50), MessageResponse: ("recipients", 100), LookupResponse: ("timelines", 100),
+    RepliesResponse: ("replies", 10)}
+"""The list of a route asked with `limit`, and the daemon's default `limit`: a daemon never lists more than asked."""
 
 
 def _asked_limit(path: str, params: dict[str, Any]) -> int | None:
-    """The `limit` a request asked for (None when it asked none, or of a route whose list it does not bound)."""
-    if answer_model(path) not in LIMITED_LISTS:
+    """The `limit` a request asked for (the daemon's default when it asked none), or None on a route whose list it
+    does not bound."""
+    model = answer_model(path)
+    listed = ASKED_LISTS.get(model) if model is not None else None
+    if listed is None:
         return None
     try:
         return int(params["limit"])
     except (KeyError, TypeError, ValueError):
-        return None
+        return listed[1]
 
 
 async def _decoded(raw: bytes | bytearray, path: str, status: int, limit: int | None = None,
@@ -277,23 +288,44 @@ async def _decoded(raw: bytes | bytearray, path: str, status: int, limit: int | 
     return _decode(raw, path, status, limit)
 
 
-def _fail_fast_schema(schema: Any) -> Any:
+def _fail_fast_schema(schema: Any, field: str | None = None) -> Any:
     """A copy of a core schema that checks the same shape, its lists stopping at their first bad item, and its
     models checked as plain fields (a validator built from a schema naming a model class reuses that class's own,
-    which collects every item's errors)."""
+    which collects every item's errors). Each number is held to what a daemon sends (`_number_bounds`); `field` is
+    the name of the model field the schema is of."""
     if isinstance(schema, dict):
         ref = None
         while schema.get("type") == "model":
             ref, schema = schema.get("ref", ref), schema["schema"]
-        out = {k: _fail_fast_schema(v) for k, v in schema.items()}
+        if schema.get("type") == "model-fields":
+            out = {k: (_fail_fast_schema(v) if k != "fields" else
+                       {name: _fail_fast_schema(f, name) for name, f in v.items()}) for k, v in schema.items()}
+        else:
+            out = {k: _fail_fast_schema(v, field) for k, v in schema.items()}
         if ref is not None:
             out["ref"] = ref
         if out.get("type") in ("list", "set", "frozenset", "tuple"):
             out["fail_fast"] = True
+        out.update(_number_bounds(out.get("type"), field))
         return out
     if isinstance(schema, list):
-        return [_fail_fast_schema(v) for v in schema]
+        return [_fail_fast_schema(v, field) for v in schema]
     return schema
+
+
+def _number_bounds(kind: Any, field: str | None) -> dict[str, Any]:
+    """The bounds of a number a daemon sends: every integer a count or an id from 0 (a count to 2^53, an id to
+    2^63 - 1), every float finite, a time (`ts`) within the API's times (1970 .. 9999). The hub sums, divides and
+    takes roots of counts, and the pages make Grafana links of times: a 10**400 or a 1e308 made 500s."""
+    if kind == "int":
+        return {"ge": 0, "le": MAX_ID if field == "id" else MAX_COUNT}
+    if kind == "float":
+        return {"allow_inf_nan": False, **({"ge": MIN_TIME, "le": MAX_TIME} if field in TIME_FIELDS else {})}
+    return {}
+
+
+TIME_FIELDS = frozenset({"ts"})
+"""Float fields that are times (epoch seconds)."""
 
 
 @functools.cache
@@ -310,35 +342,80 @@ def _checker(model: type[BaseModel]) -> SchemaValidator:
 
 
 def _decode(raw: bytes | bytearray, path: str, status: int, limit: int | None = None) -> tuple[Any, str | None]:
+    """(body, None) or (None, why not). The body is the answer as parsed, checked strictly against the daemon's model
+    of the route (types exactly a daemon's: "3" is no count, as `_checker`'s numbers), every string text, and every
+    list no longer than a daemon lists (`_too_long`): what the merge code and the pages then read is what a daemon
+    sends."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
         return None, f"HTTP {status}: not JSON"
+    what = f"a watchtower {path} answer" if status == 200 else "a watchtower error"
+    broken = _surrogate_path(raw, body)
+    if broken is not None:  # never merged: an answer holding it cannot be encoded (a 500)
+        return None, f"HTTP {status}: not {what} ({broken} holds a lone surrogate)"
     if status != 200:
         return _daemon_error(body, status)
     model = answer_model(path)
     if model is not None:
-        key = LIMITED_LISTS.get(model)
-        if limit is not None and key is not None and isinstance(body, dict) and isinstance(body.get(key), list) \
-                and len(body[key]) > limit:
-            return None, (f"HTTP 200: not a watchtower {path} answer ({len(body[key])} {key} where at most {limit} "
-                          "were asked)")
-        try:
-            _checker(model).validate_python(body)
-        except ValidationError as exc:  # never exc.errors() of a whole answer: one bad item's errors at most
-            where = ".".join(str(x) for x in exc.errors(include_url=False)[0]["loc"]) or "body"
-            return None, f"HTTP 200: not a watchtower {path} answer ({where})"
-        where = _bad_count(model, body)
+        where = _too_long(model, path, body, limit)
+        if where is None:
+            where = _invalid(model, body)
+        if where is None:
+            where = _bad_count(model, body) or (_flow_problem(body) if model is FlowsResponse else None)
         if where is not None:
-            return None, f"HTTP 200: not a watchtower {path} answer ({where})"
+            return None, f"HTTP 200: not {what} ({where})"
     return body, None
+
+
+def _invalid(model: type[BaseModel], body: Any) -> str | None:
+    """Where `body` first fails the strict check of `model` (`_checker`), if anywhere. The items of its lists of
+    models are checked one by one: pydantic holds the interpreter lock through one call, and one call for a whole
+    answer of 10 MB held the event loop ~0.3 s (this runs on a decode thread for big answers)."""
+    lists = [name for name, _ in _item_lists(model) if isinstance(body, dict) and isinstance(body.get(name), list)]
+    try:
+        _checker(model).validate_python({**body, **dict.fromkeys(lists, [])} if lists else body, strict=True)
+        for name, item in _item_lists(model):
+            if name in lists:
+                check = _checker(item)
+                for i, value in enumerate(body[name]):
+                    try:
+                        check.validate_python(value, strict=True)
+                    except ValidationError as exc:
+                        return f"{name}.{i}" + "".join(f".{x}" for x in _first_loc(exc))
+    except ValidationError as exc:  # never exc.errors() of a whole answer: one bad item's errors at most
+        return ".".join(str(x) for x in _first_loc(exc)) or "body"
+    return None
+
+
+def _first_loc(exc: ValidationError) -> tuple[int | str, ...]:
+    return tuple(exc.errors(include_url=False)[0]["loc"])
+
+
+def _not_json(constant: str) -> Any:
+    """NaN, Infinity and -Infinity, which json.loads takes and JSON (RFC 8259) does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+"""Where a lone surrogate may come from: an escape of one (`\\ud800`), or one UTF-8-encoded (json.loads decodes
+bytes with `surrogatepass`). Neither is in a daemon's answer, whose pydantic encoding writes text as UTF-8."""
+
+
+def _surrogate_path(raw: bytes | bytearray, body: Any) -> str | None:
+    """Where the first lone surrogate of `body` is (`items.0.rcpt`), if any: the parsed answer is walked only when its
+    bytes hold a candidate (a pair of escapes is one too), and a daemon's never do."""
+    if (b"\\u" not in raw and b"\xed" not in raw) or not _SURROGATE_BYTES.search(raw):
+        return None
+    broken = surrogate_paths(body)
+    return broken[0] if broken else None
 
 
 def _daemon_error(body: Any, status: int) -> tuple[Any, str | None]:
     """A 400 or 404 passes on only in the daemon's ApiError shape (its text, its parameter named by a string): any
     other body is no daemon's, and passed on it broke the hub's own ApiError (a 500)."""
     try:
-        ApiError.model_validate(body)
+        ApiError.model_validate(body, strict=True)
     except ValidationError:
         return None, NO_API if status == 404 else f"HTTP {status}: not a watchtower error"
     return body, None
@@ -367,6 +444,92 @@ def _bad_count(model: type[BaseModel], body: dict[str, Any]) -> str | None:
                 value = row.get(name, 0)  # a float too: the models take -50.0 for an int, the body keeps it
                 if isinstance(value, int | float) and not 0 <= value <= MAX_COUNT:
                     return name if where is None else f"{where}.{name}"
+    return None
+
+
+FLOW_NODES = {"sender": 1000, "vmta": 10_000, "isp": len(ISP_NAMES) + 1}
+"""Most nodes of each kind in one host's flows. ISPs: the classifier's names and `unknown`, all a daemon has; senders:
+`correlator.max_flow_senders` (at most 999) and `other`. VMTAs have no bound of the daemon's own (every VMTA that
+sent): the hub takes 10,000 of one host."""
+
+
+def _too_long(model: type[BaseModel], path: str, body: Any, limit: int | None) -> str | None:
+    """What list of `body` is longer than a daemon sends for `path`, if any (checked before the model: a list of
+    150,000 items is never validated). Its list is at most the `limit` asked (search, messages, lookup, replies), or
+    a daemon's own bound (the latest MAX_TIMELINES of a recipient; one timeline by id); each timeline's events at
+    most twice what a daemon lists of each of that many timelines, and its `queued` mark (its own events and as many
+    queue events: correlator/timeline.py); flows at most FLOW_NODES nodes, and edges that pair them."""
+    if not isinstance(body, dict):
+        return None
+    if model is FlowsResponse:
+        return _flows_too_long(body)
+    if model in ASKED_LISTS:
+        key, default = ASKED_LISTS[model]
+        most, words = (default if limit is None else limit), "where at most {} were asked"
+    elif model is TimelineResponse:
+        key, words = "timelines", "where a daemon lists at most {}"
+        most = 1 if path.startswith("/api/v1/timelines/") else MAX_TIMELINES
+    else:
+        return None
+    items = body.get(key)
+    if not isinstance(items, list):
+        return None
+    if len(items) > most:
+        return f"{len(items)} {key} {words.format(most)}"
+    if key in ("timelines", "recipients"):
+        events = 2 * events_per_timeline(len(items)) + 1
+        for i, item in enumerate(items):
+            listed = item.get("events") if isinstance(item, dict) else None
+            if isinstance(listed, list) and len(listed) > events:
+                return f"{len(listed)} events in {key}.{i} where a daemon lists at most {events}"
+    return None
+
+
+def _flows_too_long(body: dict[str, Any]) -> str | None:
+    nodes, edges = body.get("nodes"), body.get("edges")
+    if not isinstance(nodes, list):
+        return None
+    if len(nodes) > sum(FLOW_NODES.values()):
+        return f"{len(nodes)} nodes where the hub takes at most {sum(FLOW_NODES.values())}"
+    kinds = {kind: 0 for kind in FLOW_NODES}
+    for node in nodes:
+        kind = node.get("subtitle") if isinstance(node, dict) else None
+        if isinstance(kind, str) and kind in kinds:
+            kinds[kind] += 1
+    for kind, most in FLOW_NODES.items():
+        if kinds[kind] > most:
+            who = "a daemon lists" if kind == "isp" else "the hub takes"
+            return f"{kinds[kind]} {kind} nodes where {who} at most {most}"
+    pairs = (kinds["sender"] + kinds["isp"]) * kinds["vmta"]  # sender -> vmta, vmta -> isp
+    if isinstance(edges, list) and len(edges) > pairs:
+        return f"{len(edges)} edges where its nodes make at most {pairs}"
+    return None
+
+
+FLOW_EDGES = frozenset({("sender", "vmta"), ("vmta", "isp")})
+"""The (source, target) kinds of a daemon's flow edges."""
+
+
+def _flow_problem(body: dict[str, Any]) -> str | None:
+    """Where a (validated) flows answer is not one a daemon makes, if anywhere: each node and edge once, every edge
+    sender -> vmta or vmta -> isp between two of its nodes (so the hub's merge is of what its nodes bound)."""
+    kind_of: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for i, node in enumerate(body["nodes"]):
+        if node["id"] in kind_of:
+            return f"nodes.{i} repeats the id of nodes.{first[node['id']]}"
+        kind_of[node["id"]], first[node["id"]] = node["subtitle"], i
+    first.clear()
+    for i, edge in enumerate(body["edges"]):
+        for end in ("source", "target"):
+            if edge[end] not in kind_of:
+                return f"edges.{i}.{end} is no node of the answer"
+        pair = (kind_of[edge["source"]], kind_of[edge["target"]])
+        if pair not in FLOW_EDGES:
+            return f"edges.{i} goes from {pair[0]} to {pair[1]}"
+        if edge["id"] in first:
+            return f"edges.{i} repeats the id of edges.{first[edge['id']]}"
+        first[edge["id"]] = i
     return None
 
 

@@ -140,11 +140,14 @@ def _hostport_problem(hostport: str, scheme: str) -> str | None:
     return f": {problem}" if problem else None
 
 
-def parse_prometheus_targets(body: Any, job: str, scheme: str = "http") -> list[Target]:
+def parse_prometheus_targets(body: Any, job: str, scheme: str = "http", skipped: list[str] | None = None,
+                             ) -> list[Target]:
     """Active targets of `job` from a Prometheus /api/v1/targets answer, named by their instance label, as
     `scheme://host:port` (hub.scheme, as file_sd's: the scrape URL's own scheme sent hub.auth's credential in clear
     text to a target Prometheus scrapes over http under `scheme: https`); ValueError naming the first place the
-    answer is not that shape (a proxy's page, another API)."""
+    answer is not that shape (a proxy's page, another API). A target whose instance label or scrape URL holds a lone
+    surrogate is left out (its name is in every answer, which could not be encoded: every route was a 500), and
+    said in `skipped` (logged when None)."""
     out = []
     for i, t in enumerate(_active_targets(body)):
         where = f"data.activeTargets.{i}"
@@ -155,6 +158,15 @@ def parse_prometheus_targets(body: Any, job: str, scheme: str = "http") -> list[
         scrape_url = _shaped(t.get("scrapeUrl", ""), str, where + ".scrapeUrl")
         if labels.get("job") != job:
             continue
+        broken = next(((name, value) for name, value in (("labels.instance", labels.get("instance")),
+                                                        ("scrapeUrl", scrape_url)) if surrogate_paths(value)), None)
+        if broken is not None:
+            why = f"{where} skipped: {broken[0]} {short_repr(broken[1])} {NOT_TEXT}"
+            if skipped is None:
+                log.warning("prometheus targets: %s", why)
+            else:
+                skipped.append(why)
+            continue
         parts = urlsplit(scrape_url)
         hostport = parts.netloc.rpartition("@")[2]  # a password Prometheus scrapes with is not shown: hub.auth
         if not hostport:
@@ -162,6 +174,8 @@ def parse_prometheus_targets(body: Any, job: str, scheme: str = "http") -> list[
         out.append(Target(labels.get("instance") or hostport, canonical_url(f"{scheme}://{hostport}")))
     return out
 
+
+NOT_TEXT = "holds a lone surrogate (\\ud800-\\udfff), which is not text"
 
 _KINDS = {dict: "a mapping", list: "a list", str: "a string"}
 
@@ -216,6 +230,7 @@ class TargetSet:
         self.static = static_targets(section)
         self._dynamic: dict[str, list[Target]] = {}
         self._errors: dict[str, str] = {}
+        self._skipped: dict[str, set[str]] = {}
         self._fresh_at: float | None = None
         self._seen: dict[str, Target] = {}
         self._first: asyncio.Future[None] | None = None
@@ -269,7 +284,10 @@ class TargetSet:
             except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError, OSError) as exc:
                 self._failed(key, f"{type(exc).__name__}: {exc}")  # OSError: an SSL_CERT_FILE that is no CA bundle
                 return
-            self._update(key, lambda: _some(parse_prometheus_targets(body, prom.job, self.section.scheme), prom.job))
+            skipped: list[str] = []
+            self._update(key, lambda: _some(parse_prometheus_targets(body, prom.job, self.section.scheme, skipped),
+                                            prom.job))
+            self._say_skipped(key, skipped)
 
     async def _read_file_sd(self, path: Path) -> None:
         """Read on a thread, a pipe waited for at most hub.timeout: on the request path, and the event loop serves
@@ -299,6 +317,14 @@ class TargetSet:
                 log.info("targets from %s readable again", key)
         except (OSError, ValueError, yaml.YAMLError) as exc:
             self._failed(key, str(exc))
+
+    def _say_skipped(self, key: str, skipped: list[str]) -> None:
+        """A warning per target a source's list leaves out, once while it is left out (not at every refresh)."""
+        before = self._skipped.get(key, set())
+        for why in skipped:
+            if why not in before:
+                log.warning("targets from %s: %s", key, why)
+        self._skipped[key] = set(skipped)
 
     def _failed(self, key: str, why: str) -> None:
         if self._errors.get(key) != why:

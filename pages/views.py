@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from correlator.api import path_segment
+from correlator.api import MAX_TIME, MIN_TIME, path_segment
 from pages.backend import Backend
 from pages.html import attr, e, error_box, page, partial_banner, query, u
 from pages.sankey import attempts, sankey_svg, shares
@@ -59,12 +59,21 @@ def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str
     params: dict[str, Any] = {"var-vmta": vmta}
     if host:
         params["var-instance"] = host
-    if ts is not None:
+    ts, until = _when(ts), _when(until)
+    if ts is not None:  # (a time that is none, NaN or 1e308 made int() raise: the page was a 500)
         end = ts if until is None else max(ts, until)
         params["from"], params["to"] = int((ts - 3600) * 1000), int((end + 3600) * 1000)
     joined = "&".join(q for q in (base.query, query(**params)) if q)  # grafana_url's own as written (`kiosk`)
     path = base.path.rstrip("/") + f"/d/{VMTA_DASHBOARD_UID}/"
     return html.escape(urlunsplit((base.scheme, base.netloc, path, joined, "")), quote=True)
+
+
+def _when(ts: Any) -> float | None:
+    """`ts` if it is a time the API gives (epoch seconds from 1970 to 9999), else None: what the pages read is an
+    answer (on the hub, made of the hosts'), and a link is left without its window rather than the page failing."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not MIN_TIME <= ts <= MAX_TIME:  # (false for NaN)
+        return None
+    return float(ts)
 
 
 def _epoch(iso: Any) -> float | None:
@@ -241,7 +250,7 @@ class Views:
             notes.append(f"{e(omitted)} older queue deferrals not listed.")
         note = "".join(f'<p class="meta">{text}</p>' for text in notes)  # each escaped where built
         tl_vmta = tl.get("vmta")
-        span = [ev["ts"] for ev in events if isinstance(ev.get("ts"), int | float)]
+        span = [t for ev in events if (t := _when(ev.get("ts"))) is not None]
         begun = _epoch(tl.get("first_seen")) if older else None  # events left out: the timeline began before them
         start = begun if begun is not None else min(span, default=None)
         href = grafana_link(self.grafana_url, tl_vmta, start, host, max(span, default=None))
@@ -338,25 +347,31 @@ class Views:
             status, body = await self.ask(request, "/api/v1/flows", {"since": since, "until": until})
         if status != 200:
             return self.page(request, "Flows", form + error_box(status, body), status)
-        rows = []
-        nodes = {n["id"]: n for n in body.get("nodes") or []}
-        for x in body.get("edges") or []:
-            ok, deferred, bounced = shares(x)
-            src, dst = nodes.get(x["source"], {}), nodes.get(x["target"], {})
-            rows.append(
-                f'<tr data-edge="{attr(x["id"])}"><td class=free>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
-                f'<td class=free>{e(dst.get("subtitle"))} {e(dst.get("title"))}</td><td class=num>{attempts(x)}</td>'
-                f"<td class=num>{e(x.get('detail__delivered'))}</td><td class=num>{ok:.1%}</td>"
-                f"<td class=num>{deferred:.1%}</td><td class=num>{bounced:.1%}</td>"
-                f"<td class=num>{e(x.get('detail__complained'))}</td></tr>")
-        table = ('<table id="links"><thead><tr><th>From</th><th>To</th><th>Attempts</th><th>Delivered</th>'
-                 "<th>Delivered share</th><th>Deferral share</th><th>Bounce share</th><th>Complaints</th></tr></thead>"
-                 f"<tbody>{''.join(rows)}</tbody></table>")
-        head = (f"<h1>Flows since {_time(body.get('since'))}"
-                f"{' until ' + _time(body.get('until')) if body.get('until') else ''}</h1>"
-                '<p class="meta">sender &rarr; VMTA &rarr; ISP; link width by attempts (delivered + deferred + '
-                "bounced), colour from red (none delivered) to green (all delivered).</p>")
-        return self.page(request, "Flows", form + partial_banner(body) + head + sankey_svg(body) + table)
+        drawn = await run_in_threadpool(flows_body, body)  # a hub's flows hold 10,000s of edges: not on the event loop
+        return self.page(request, "Flows", form + partial_banner(body) + drawn)
+
+
+def flows_body(body: dict[str, Any]) -> str:
+    """The flows page under its form: heading, Sankey diagram and the table of links."""
+    rows = []
+    nodes = {n["id"]: n for n in body.get("nodes") or []}
+    for x in body.get("edges") or []:
+        ok, deferred, bounced = shares(x)
+        src, dst = nodes.get(x["source"], {}), nodes.get(x["target"], {})
+        rows.append(
+            f'<tr data-edge="{attr(x["id"])}"><td class=free>{e(src.get("subtitle"))} {e(src.get("title"))}</td>'
+            f'<td class=free>{e(dst.get("subtitle"))} {e(dst.get("title"))}</td><td class=num>{attempts(x)}</td>'
+            f"<td class=num>{e(x.get('detail__delivered'))}</td><td class=num>{ok:.1%}</td>"
+            f"<td class=num>{deferred:.1%}</td><td class=num>{bounced:.1%}</td>"
+            f"<td class=num>{e(x.get('detail__complained'))}</td></tr>")
+    table = ('<table id="links"><thead><tr><th>From</th><th>To</th><th>Attempts</th><th>Delivered</th>'
+             "<th>Delivered share</th><th>Deferral share</th><th>Bounce share</th><th>Complaints</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    head = (f"<h1>Flows since {_time(body.get('since'))}"
+            f"{' until ' + _time(body.get('until')) if body.get('until') else ''}</h1>"
+            '<p class="meta">sender &rarr; VMTA &rarr; ISP; link width by attempts (delivered + deferred + '
+            "bounced), colour from red (none delivered) to green (all delivered).</p>")
+    return head + sankey_svg(body) + table
 
 
 def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://localhost:3000",

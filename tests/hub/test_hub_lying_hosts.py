@@ -19,7 +19,12 @@ from tests.hub.fakes import FakeHosts, Reply, Request, running_hub, search_page,
 EDGE = {"id": "vmta:v->isp:g", "source": "vmta:v", "target": "isp:g", "mainstat": 3, "secondarystat": 0,
         "thickness": 10.0, "detail__delivered": 2, "detail__bounced": 1, "detail__deferred": 0,
         "detail__complained": 0, "detail__remote_bounced": 0}
-FLOWS = {"since": "2026-01-01T00:00:00Z", "until": None, "nodes": [], "edges": [EDGE]}
+NODE = {"title": "v", "mainstat": 3, "secondarystat": 0, "arc__delivered": 0.6667, "arc__bounced": 0.3333,
+        "arc__deferred": 0.0, "detail__delivered": 2, "detail__bounced": 1, "detail__deferred": 0,
+        "detail__complained": 0, "detail__remote_bounced": 0}
+FLOWS = {"since": "2026-01-01T00:00:00Z", "until": None, "edges": [EDGE], "nodes": [  # a daemon lists both ends
+    {**NODE, "id": "vmta:v", "subtitle": "vmta", "detail__kind": "vmta"},
+    {**NODE, "id": "isp:g", "title": "g", "subtitle": "isp", "detail__kind": "isp"}]}
 REPLY = {"reply": "421 later", "kind": "deferred", "vmta": "v", "isp": "g", "count": 2, "share": 1.0,
          "status": "4.7.0", "example": "421 later", "first_seen": None, "last_seen": None,
          "response_class": None}
