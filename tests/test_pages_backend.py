@@ -220,3 +220,21 @@ def test_a_reply_of_200k_characters_is_shown_cut_and_escaped() -> None:
     shown = "smtp;421 &lt;b&gt;" + "A" * (SHOWN_TEXT - len("smtp;421 <b>"))
     assert cell == f"4.7.0<br>{shown}… ({len(diag) - SHOWN_TEXT:,} more characters: the API answers them)"
     assert _reply({"kind": "deferred", "dsn_diag": "smtp;421 <try later>"}) == "smtp;421 &lt;try later&gt;"
+
+
+async def test_the_search_form_posts_and_a_hashed_search_shows_and_links_no_address(tmp_path: Path):
+    """The search form was a GET: the recipient typed went into the URL (history, a proxy's log), and the page wrote
+    it back into its form and its Next page link even when the answer showed it hashed (privacy review 2026-12-06).
+    The form posts; with hashed rows, the page and its links carry the hashed form only."""
+    hashed = "hmac-sha256:" + "ab" * 32
+    item = {"id": 7, "rcpt": hashed, "rcpt_hashed": True, "first_seen": "2024-05-01T10:00:00Z", "outcome": "bounced"}
+    body = {"items": [item], "next_cursor": "WzEsMiwiYWIiXQ", "limit": 50, "scan_limited": False}
+    app = build_app(CollectorRegistry(), lambda: {"ok": True}, [])
+    app.include_router(build_pages_router(lambda _r: Answers({"/api/v1/search": (200, body)})))
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _), httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(f"http://127.0.0.1:{port}/ui/", data={"rcpt": "alice.private@gmail.com", "job_id": ""})
+        plain = await c.get(f"http://127.0.0.1:{port}/ui/")
+    assert r.status_code == 200 and "alice" not in r.text
+    assert f'<input name="rcpt" value="{hashed}"' in r.text
+    assert f'<a id="next" href="/ui/?rcpt={hashed.replace(":", "%3A")}&amp;cursor=WzEsMiwiYWIiXQ">' in r.text
+    assert '<form class="search" method="post" action="/ui/"' in plain.text
