@@ -51,7 +51,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
-from exporter.redact import REDACTED, redact, without_addresses
+from exporter.redact import REDACTED, redact
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -396,9 +396,10 @@ def _message_cursor_encode(position: MessagePosition, fingerprint: str) -> str:
     return encode_token([*position, fingerprint] if isinstance(position, tuple) else [position, fingerprint])
 
 
-def _message_fingerprint(mid: str) -> str:
-    """Ties a messages cursor to its Message-Id: another message's cursor is a 400, not a wrong page."""
-    return blake2b(json.dumps(["message", mid]).encode(), digest_size=6).hexdigest()
+def _message_fingerprint(mid: str, hasher: RcptHasher) -> str:
+    """Ties a messages cursor to its Message-Id: another message's cursor is a 400, not a wrong page. Keyed with
+    hash_recipients: a Message-Id that embeds the recipient was given back to a list of candidates."""
+    return hasher.keyed_digest(json.dumps(["message", mid]).encode(), 6)
 
 
 class Api:
@@ -465,11 +466,6 @@ class Api:
         if not self.hasher.hashed or self.hasher.shown_key(value) is not None:
             return value
         return self.hasher(value)[1]
-
-    def key_shown(self, value: str) -> str:
-        """A Message-Id or jobId as an answer or error shows the one a caller sent: with hash_recipients, without
-        the addresses it may embed (`<addr>`), as the store shows it (the caller knows what was asked)."""
-        return without_addresses(value) if self.hasher.hashed else value
 
     def rcpt_echo(self, rcpt: str) -> str:
         """The recipient as an error message quotes it, so the operator sees what was looked up (`bob tag@...`),
@@ -539,17 +535,17 @@ def build_router(api: Api) -> APIRouter:
         mid = norm_message_id(message_id)
         if not mid:
             raise BadRequest(400, "empty Message-Id", "message_id")
-        fp = _message_fingerprint(mid)
+        fp = _message_fingerprint(mid, api.hasher)
         after = _message_cursor_decode(cursor, fp) if cursor else None
         with api.connection() as conn:
             items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
         if not items and not total:
-            raise BadRequest(404, f"no timeline for Message-Id {echoed(api.key_shown(mid))}", "message_id")
+            raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
         next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
-        body = {"message_id": api.key_shown(mid), "recipients_total": total, "truncated": total > len(items),
+        body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):
-            return PlainTextResponse(render.timelines(f"Message-Id <{api.key_shown(mid)}>", items,
+            return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items,
                                                       render.message_note(len(items), total, next_cursor)))
         return json_answer(MessageResponse, body)
 
@@ -573,17 +569,15 @@ def build_router(api: Api) -> APIRouter:
             items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
             known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
         if not items:
-            key = f"job {echoed(api.key_shown(job))}" if job else f"Message-Id {echoed(api.key_shown(mid))}"
+            key = f"job {echoed(job)}" if job else f"Message-Id {echoed(mid)}"
             if not known:
                 raise BadRequest(404, f"no timeline for {key}", "job_id" if job else "message_id")
             raise BadRequest(404, f"no timeline for recipient {api.rcpt_echo(rcpt)} {'in' if job else 'of'} {key}",
                              "rcpt")
         if _want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
-            return PlainTextResponse(render.timelines(f"job {api.key_shown(job) or '-'} rcpt {api.rcpt_shown(rcpt)}",
-                                                      items, note))
-        body = {"job_id": api.key_shown(job) or None, "message_id": api.key_shown(mid) or None,
-                "rcpt": api.rcpt_shown(rcpt), "timelines": items,
+            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items, note))
+        body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items,
                 "timelines_omitted": older}
         return json_answer(TimelineResponse, body)
 

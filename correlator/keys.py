@@ -81,6 +81,12 @@ class RcptHasher:
             return None
         return int.from_bytes(digest[:8], "big", signed=True)
 
+    def keyed_digest(self, data: bytes, size: int) -> str:
+        """`data`'s hex digest keyed with the recipient key when there is one (plain otherwise): for what a cursor
+        carries about a search, which must not give back an address it names (hash_recipients)."""
+        key = sha256(self._key).digest() if self._key is not None else b""
+        return blake2b(data, key=key, digest_size=size).hexdigest()
+
     def fingerprint(self) -> str:
         """Identifies the key (not the key itself) so a changed key is noticed at startup."""
         if self._key is None:

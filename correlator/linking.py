@@ -16,7 +16,7 @@ from collections.abc import Callable
 from correlator import genfilter, store
 from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, rcpt_domain
 from correlator.writes import Segment
-from exporter.redact import without_addresses
+from exporter.redact import without_address, without_addresses, without_recipient
 
 _PROBE_CHUNK = 300  # VALUES rows per probe statement
 _KEY_INDEX = {"mid_h": "corr_tl_mid", "job_h": "corr_tl_job"}
@@ -336,58 +336,17 @@ def reply_without_addresses(diag: str, rcpt_l: str | None) -> str:
     if not diag:
         return diag
     if rcpt_l:
-        diag = without_address(diag, rcpt_l)
+        diag = without_recipient(diag, rcpt_l)
         local = rcpt_l.rpartition("@")[0]
         if len(local) >= LOCAL_PART_MIN:
-            diag = without_address(diag, local, whole_word=True)
+            diag = without_address(diag, f"<{local}>", "<<rcpt>>")
     return without_addresses(diag)
 
 
 LOCAL_PART_MIN = 3
-"""The recipient's bare local part is replaced too when at least this long (`550 5.1.1 <bob>... User unknown`,
-`The user bob is over quota`): a shorter one is no name, and replacing it would rewrite common words."""
-_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._%+-=!#$&'*/?^`{|}~")
-
-
-def without_address(text: str, address_l: str, mark: str = "<rcpt>", whole_word: bool = False) -> str:
-    """`text` with every occurrence of `address_l` (lower case), in any case, replaced by `mark`; `whole_word`: only
-    where no local-part character touches it (a full stop before a space or the end is punctuation).
-
-    Found in the lowered text, cut from the original: lowering can change a text's length ("İ" becomes two
-    characters, and every one before the address would shift the cut, leaving the address's first letters), so
-    outside ASCII each lowered character maps back to the original one it came from."""
-    low = text.lower()
-    if not address_l or address_l not in low:
-        return text
-    origin = None
-    if len(low) != len(text):
-        origin = [i for i, char in enumerate(text) for _ in char.lower()]
-        origin.append(len(text))
-    out, start, at = [], 0, 0
-    while (i := low.find(address_l, at)) >= 0:
-        at = i + len(address_l)
-        if whole_word and not _alone(low, i, at):
-            at = i + 1
-            continue
-        begin, end = (i, at) if origin is None else (origin[i], origin[at - 1] + 1)
-        out += (text[start:begin], mark)
-        start = end
-    out.append(text[start:])
-    return "".join(out)
-
-
-def _alone(low: str, begin: int, end: int) -> bool:
-    """Is low[begin:end] a word of its own: no local-part character right before it, nor right after it (a `.`
-    after it only when a word character follows: `bob.smith`, not `bob.` ending a sentence)?"""
-    if begin > 0 and low[begin - 1] in _WORD:
-        return False
-    if end < len(low):
-        nxt = low[end]
-        if nxt == "." and end + 1 < len(low) and low[end + 1] in _WORD and low[end + 1] != ".":
-            return False
-        if nxt != "." and (nxt in _WORD or nxt == "@"):
-            return False
-    return True
+"""The recipient's bare local part in angle brackets (sendmail's `550 5.1.1 <bob>... User unknown`) is replaced too
+when at least this long. Only there: as a word of the text it rewrote replies whose local part is a word the
+classifier reads (`mail`, `user`, `account`: "receiving mail too quickly" lost its class)."""
 
 
 def _pending_rows_of(p: Prepared, seg: Segment, upto: int, mh: int | None, rh: int | None) -> bool:

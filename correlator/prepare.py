@@ -23,8 +23,9 @@ import polars as pl
 
 from correlator import store
 from correlator.keys import MID_STRIP, job_hash, queued_hash
+from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, RecordBatch, col
-from exporter.redact import without_addresses
+from exporter.redact import without_addresses, without_recipient
 from exporter.timeparse import MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
@@ -83,10 +84,11 @@ _FIELDS = (
     "bounceCat", "dlvSourceIp", "vmta", "vmtaPool", "jobId", "queue", "message_id", "feedbackType",
     "userAgent", "reportingMta",
 )
-_ADDRESS_FREE = ("mid", "job", "dsnStatus", "dsnMta", "feedbackType", "userAgent", "reportingMta")
-"""Stored as shown with hashed recipients only without addresses (exporter/redact.py): a Message-Id or jobId that
-embeds the recipient, a remote bounce's status or MTA field, an FBL report's fields. Their keys were hashed from the
-text as logged, so lookups by them still match; the sender as stored is `orig_s`, and dsnDiag has its own rule."""
+_ADDRESS_FREE = ("dsnStatus", "dsnMta", "feedbackType", "userAgent", "reportingMta")
+"""Stored with hashed recipients without any address (exporter/redact.py): a remote bounce's status or MTA field, an
+FBL report's fields. The sender (`orig_s`), the Message-Id and the jobId lose only the recipient's address
+(`without_recipient`): they are keys that pages link by and the report fallback compares, so every other character
+stays; the reply (dsnDiag) has its own rule (linking.reply_without_addresses)."""
 _EVENT_FIELDS = ("dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "vmta", "vmtaPool", "dlvSourceIp")
 """The corr_events columns after (id, tl, type, t), in table order."""
 
@@ -340,10 +342,13 @@ class Preparer:
             _mapped_number(df.get_column("t"), lambda v: int(v // store.FLOW_BUCKET) * store.FLOW_BUCKET)
             .alias("bucket"),
         )
-        if self._hasher.hashed:  # linking read the keys: what is stored of every other text keeps no address
+        if self._hasher.hashed:  # the keys are hashed: what is stored of the texts keeps no address of the recipient
+            rcpts = df.get_column("rcpt_l").to_list()
             df = df.with_columns(
                 *(map_distinct(df.get_column(name), without_addresses, pl.String) for name in _ADDRESS_FREE),
-                map_distinct(df.get_column("orig_l"), without_addresses, pl.String).alias("orig_s"))
+                *(pl.Series(alias, [without_recipient(v, r) for v, r in zip(df.get_column(name).to_list(), rcpts,
+                                                                              strict=True)], dtype=pl.String)
+                  for name, alias in (("mid", "mid"), ("job", "job"), ("orig_l", "orig_s"))))
         else:
             df = df.with_columns(pl.col("orig_l").alias("orig_s"))
         extra = pl.Series("extra", [None] * df.height, dtype=pl.String)
@@ -399,10 +404,12 @@ def rcpt_domain(rcpt_l: str) -> str:
 
 
 def _orig_key(orig: str) -> tuple[str, str]:
-    """(lowercase sender address, its domain; '' when it has no `@`, as rcpt_domain: a sender logged without one was
-    shown whole as a flow's sender domain)."""
+    """(lowercase sender address, its domain): '' for the null sender (`<>`, logged empty), `none` for a sender
+    logged without a domain, as the metrics label it (taken whole, it was shown as a flow's sender domain; as '', it
+    joined the null sender's)."""
     orig_l = orig.strip().lower()
-    return orig_l, rcpt_domain(orig_l)
+    domain = rcpt_domain(orig_l)
+    return orig_l, domain if domain or not orig_l else PLACEHOLDER_NONE
 
 
 def _mapped_many(

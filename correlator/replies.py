@@ -43,7 +43,7 @@ from correlator.api import (
 )
 from correlator.keys import job_hash, message_hash, norm_message_id
 from correlator.models import ApiError, Timeline
-from correlator.timeline import iso
+from correlator.timeline import capped_column, cut, iso
 from exporter.metrics import PLACEHOLDER_NONE
 from exporter.redact import without_addresses
 
@@ -187,7 +187,8 @@ def reply_rows(
     # and so every message-expired bounce), then the selection: the rows examined are bounded whatever it is (a rare
     # VMTA's filter applied during the index walk read every event of the window). Each event's ISP is its
     # timeline's (a primary-key join per event).
-    newest = (f"SELECT tl, type, vmta, pool, status, diag, bcat, mta, t FROM corr_events WHERE {store.REPLY_EVENTS}"
+    texts = ", ".join(map(capped_column, ("status", "diag", "bcat", "mta")))  # grouped and shown: cut (timeline.py)
+    newest = (f"SELECT tl, type, vmta, pool, {texts}, t FROM corr_events WHERE {store.REPLY_EVENTS}"
               " AND t >= ? AND t < ? ORDER BY t DESC LIMIT ?")
     sql = (
         "SELECT e.type, e.vmta, tl.isp, e.status, e.diag, e.bcat, e.mta, count(*), min(e.t), max(e.t)"
@@ -204,7 +205,7 @@ def reply_rows(
     q_vm, q_params = _selection(vmtas, pools, "")
     q_sql = (
         "SELECT vmta, queue, status, diag, bcat, mta, count(*), min(t), max(t) FROM"
-        f" (SELECT vmta, queue, status, diag, bcat, mta, t FROM corr_queue_events WHERE t >= ? AND t < ?{q_vm}"
+        f" (SELECT vmta, queue, {texts}, t FROM corr_queue_events WHERE t >= ? AND t < ?{q_vm}"
         " ORDER BY t DESC LIMIT ?) GROUP BY vmta, queue, status, diag, bcat ORDER BY count(*) DESC LIMIT ?"
     )
     q_rows = conn.execute(q_sql, [since, until, *q_params, budget + 1, budget])
@@ -301,8 +302,8 @@ def top_replies(
     total = 0
     for r in rows:
         check()
-        if hashed and r.diag:
-            r = dataclasses.replace(r, diag=without_addresses(r.diag))
+        if hashed and (r.diag or r.status):
+            r = dataclasses.replace(r, diag=without_addresses(r.diag), status=without_addresses(r.status))
         isp, mta = r.isp, r.dsn_mta
         if r.kind == "tq":
             domain, _, mta = r.dsn_mta.partition("\n")
@@ -323,10 +324,10 @@ def top_replies(
     ranked = sorted(groups.values(), key=lambda g: (-g["count"], g["vmta"], g["isp"], g["reply"]))[:limit]
     out = []
     for g in ranked:
-        out.append({"reply": g["reply"], "status": g["status"], "response_class": g["response_class"] or None,
+        out.append({"reply": g["reply"], "status": cut(g["status"]), "response_class": g["response_class"] or None,
                     "kind": g["kind"], "vmta": g["vmta"], "isp": g["isp"], "count": g["count"],
                     "share": round(g["count"] / total, 4) if total else 0.0, "first_seen": iso(g["first"]),
-                    "last_seen": iso(g["last"]), "example": g["example"]})
+                    "last_seen": iso(g["last"]), "example": cut(g["example"])})
     return out, total
 
 

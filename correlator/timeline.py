@@ -63,7 +63,7 @@ _READ_CAP = TEXT_CAP + 4096
 TEXT_CAP by room for an address cut at the cap to be found whole and redacted before the cut (exporter/redact.py)."""
 
 
-def _capped(column: str) -> str:
+def capped_column(column: str) -> str:
     return f"substr({column}, 1, {_READ_CAP}) AS {column}"
 
 
@@ -75,23 +75,23 @@ def cut(text: str | None) -> str | None:
 
 
 _REPORT_FIELDS = ("feedback_type", "user_agent", "reporting_mta")
-_EXTRA_SQL = ("CASE WHEN length(extra) <= 2 * {cap} THEN extra ELSE json_object("
+_EXTRA_SQL = ("CASE WHEN extra IS NULL OR length(extra) <= 2 * {cap} THEN extra ELSE json_object("
               + ", ".join(f"'{k}', substr(json_extract(extra, '$.{k}'), 1, {{cap}})" for k in _REPORT_FIELDS)
               + ") END AS extra").format(cap=_READ_CAP)
 """A report's fields as stored (JSON), each cut in SQL when the whole is long: json.loads needs it whole."""
 _EVENT_COLUMNS = "id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
 _EVENT_READ = ", ".join(
-    _EXTRA_SQL if c == "extra" else _capped(c) if c in ("action", "status", "diag", "mta", "bcat", "vmta", "pool",
+    _EXTRA_SQL if c == "extra" else capped_column(c) if c in ("action", "status", "diag", "mta", "bcat", "vmta", "pool",
                                                          "src_ip") else c
     for c in _EVENT_COLUMNS.split(", "))
 """_EVENT_COLUMNS as read from corr_events: every text cut to _READ_CAP."""
-_QUEUE_EVENT_READ = ", ".join(map(_capped, ("vmta", "pool", "action", "status", "diag", "mta", "bcat", "src_ip")))
+_QUEUE_EVENT_READ = ", ".join(map(capped_column, ("vmta", "pool", "action", "status", "diag", "mta", "bcat", "src_ip")))
 _EVENT_ORDER = f"t DESC, {_RANK_SQL} DESC, id DESC"
 _ATTEMPT_CODES = tuple(store.TYPE_CODES[t] for t in ("t", "d", "b"))
 _ATTEMPT_SQL = ",".join(map(str, _ATTEMPT_CODES))
 TL_COLUMNS = (
-    f"id, {_capped('message_id')}, {_capped('job_id')}, {_capped('rcpt')}, {_capped('rcpt_domain')},"
-    f" {_capped('orig')}, {_capped('sender')}, vmta, vmta_pool, queue, isp,"
+    f"id, {', '.join(map(capped_column, ('message_id', 'job_id', 'rcpt', 'rcpt_domain', 'orig', 'sender')))},"
+    " vmta, vmta_pool, queue, isp,"
     " t0, t_last, t_queued, t_done, flags, attempts, outcome"
 )
 """A timeline's summary columns; those a report can write are cut to _READ_CAP (vmta, pool, queue and isp name
@@ -117,8 +117,6 @@ def iso(ts: float | None) -> str | None:
 def summary(row: tuple, hashed: bool) -> dict[str, Any]:
     (tl, mid, job, rcpt, rdom, orig, sender, vmta, pool, queue, isp, t0, t_last, t_queued, t_done, flags,
      attempts, outcome) = row
-    if hashed:  # a row stored raw (before hashing was turned on, or by an older version) shows no address
-        mid, job, orig = (without_addresses(v) if v else v for v in (mid, job, orig))
     return {
         "id": tl, "message_id": cut(mid), "job_id": cut(job), "rcpt": cut(rcpt),
         "rcpt_hashed": hashed and rcpt is not None, "rcpt_domain": cut(rdom), "orig": cut(orig),

@@ -142,6 +142,9 @@ def build_app(
     # answers are bounded pages, and compressing them would put that CPU on the event loop.
     app.add_middleware(MetricsGZip, minimum_size=1024)
 
+    # A lookup's form is read after the credentials are checked (a client without them is refused at once, not after
+    # its body) and after the head's checks, within their bounds.
+    app.add_middleware(FormAsQuery, max_request=MAX_REQUEST_HEAD, error_body=error_body)
     if basic_auth_users:
         auth = BasicAuth(basic_auth_users)
 
@@ -155,8 +158,7 @@ def build_app(
                                     headers=refused.headers)
             return await call_next(request)  # type: ignore[no-any-return]
 
-    app.add_middleware(FormAsQuery, max_request=MAX_REQUEST_HEAD, error_body=error_body)  # before auth, after the
-    app.add_middleware(HeadAsGet)  # head's checks: a lookup's form is read within their bounds
+    app.add_middleware(HeadAsGet)
     app.add_middleware(HeadSizeLimit)  # runs before auth or any route
     app.add_middleware(SafeHeaders)  # added last, so it runs first: every answer, refusals included
     return app

@@ -183,6 +183,41 @@ def clip(text: str, limit: int) -> str:
     return text if end >= len(text) else text[:end] + "..."
 
 
+def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
+    """`text` with every occurrence of `address_l` (lower case), in any case, replaced by `mark`. Linear.
+
+    Found in the lowered text, cut from the original: lowering can change a text's length ("İ" becomes two
+    characters, and every one before the address would shift the cut, leaving the address's first letters), so
+    outside ASCII each lowered character maps back to the original one it came from."""
+    low = text.lower()
+    if not address_l or address_l not in low:
+        return text
+    origin = None
+    if len(low) != len(text):
+        origin = [i for i, char in enumerate(text) for _ in char.lower()]
+        origin.append(len(text))
+    out, start, at = [], 0, 0
+    while (i := low.find(address_l, at)) >= 0:
+        at = i + len(address_l)
+        begin, end = (i, at) if origin is None else (origin[i], origin[at - 1] + 1)
+        out += (text[start:begin], mark)
+        start = end
+    out.append(text[start:])
+    return "".join(out)
+
+
+def without_recipient(text: str, rcpt_l: str, mark: str = "<rcpt>") -> str:
+    """`text` with the recipient's address (`rcpt_l`, lower case) replaced by `mark`, in any case, as written and in
+    its VERP form (`bounces+alice=gmail.com@lists.example` encodes `alice@gmail.com` as `alice=gmail.com`). What the
+    correlator keeps of a sender, a Message-Id or a jobId when recipients are hashed: their other text stays (they
+    are keys a page links by), and the same recipient gives the same text (the report fallback compares senders)."""
+    if not text or not rcpt_l:
+        return text
+    text = without_address(text, rcpt_l, mark)
+    local, at, domain = rcpt_l.rpartition("@")
+    return without_address(text, f"{local}={domain}", mark) if at and local and domain else text
+
+
 ADDRESS = "<addr>"
 """What `without_addresses` puts in place of a whole address (the placeholder of /api/v1/replies' texts)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,12 @@ from correlator.api import BadRequest, _no_constant, decode_token, encode_token
 from correlator.render import safe
 from exporter.textrepair import surrogate_paths
 from hub.targets import Target
+
+CURSOR_KEY = secrets.token_bytes(32)
+"""Keys the fingerprint a hub cursor carries of its search's filters or Message-Id. Unkeyed, a digest gave the
+recipient searched back to anyone holding the cursor with a list of candidate addresses (100,000 tried in 0.27 s:
+privacy review 2026-12-06); the hub keeps no key file, so a restarted hub refuses the cursors of the one before (400:
+search again)."""
 
 PLAIN_MAX = 1024
 """Characters up to which a cursor stays plain base64 JSON (readable as a daemon's cursor is)."""

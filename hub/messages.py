@@ -38,7 +38,8 @@ from hub.targets import Target, default_target
 
 
 def fingerprint(message_id: str) -> str:
-    return blake2b(json.dumps(["hub-message", norm_message_id(message_id)]).encode(), digest_size=6).hexdigest()
+    return blake2b(json.dumps(["hub-message", norm_message_id(message_id)]).encode(), key=cursors.CURSOR_KEY,
+                   digest_size=6).hexdigest()
 
 
 def _message_place(value: Any) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,14 +60,8 @@ def resolve_times(params: dict[str, Any], now: float) -> dict[str, Any]:
     return out
 
 
-CURSOR_KEY = secrets.token_bytes(32)
-"""Keys the filters' fingerprint a cursor carries. Unkeyed, a digest of the filters gave the recipient searched back
-to anyone holding the cursor with a list of candidate addresses (100,000 tried in 0.27 s: privacy review 2026-12-06);
-the hub keeps no key file, so a restarted hub refuses the cursors of the one before (400: search again)."""
-
-
 def fingerprint(filters: dict[str, Any]) -> str:
-    return blake2b(json.dumps(filters, sort_keys=True).encode(), key=CURSOR_KEY, digest_size=6).hexdigest()
+    return blake2b(json.dumps(filters, sort_keys=True).encode(), key=cursors.CURSOR_KEY, digest_size=6).hexdigest()
 
 
 def _search_place(v: Any) -> bool:

@@ -97,3 +97,18 @@ async def test_a_request_with_both_content_length_and_transfer_encoding_is_refus
                                                         b"GET /api/v1/flows HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status.startswith("HTTP/1.1 400 ") and headers.get("connection") == "close", (status, headers)
     assert body.count(b"HTTP/1.1") == 0 and b"Transfer-Encoding" in body  # one answer, the refusal
+
+
+async def test_a_form_without_credentials_is_refused_before_its_body_is_read(tmp_path: Path, h: Harness) -> None:
+    """The form was read before basic auth: a client without credentials that trickled its body held the
+    connection until the read's time limit and got a 408, not the 401 (regression review 2026-12-06)."""
+    import bcrypt
+
+    users = {"ops": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()}
+    app = build_app(big_registry(10), lambda: {"ok": True}, [h.sink.asgi_routes()], basic_auth_users=users)
+    async with serving(app, load_config(write_config(tmp_path))) as (port, _):
+        answer = await asyncio.to_thread(_trickled, port)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, auth=("ops", "s3cret")) as c:
+            posted = await c.post("/api/v1/search", data={"rcpt": "alice@gmail.com", "since": "3650d"})
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert posted.status_code == 200 and posted.json()["items"]

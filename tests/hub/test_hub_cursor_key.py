@@ -36,3 +36,19 @@ def test_a_cursor_holds_no_digest_a_dictionary_of_addresses_can_match() -> None:
                           digest_size=6).hexdigest() == fp]
     assert guessed == []
     assert base64.b16decode(fp.upper())  # still a 6-byte hex fingerprint
+
+
+def test_a_message_cursor_needs_the_key_too() -> None:
+    """A messages cursor carried an unkeyed digest of its Message-Id, the daemon's and the hub's alike: a Message-Id
+    that embeds the recipient (`20240503.alice=gmail.com@news.example`) was given back to a list of candidates."""
+    from correlator.api import _message_fingerprint
+    from correlator.keys import RcptHasher
+    from hub import messages
+
+    mid = "20240503.alice=gmail.com@news.example"
+    unkeyed = blake2b(json.dumps(["message", mid]).encode(), digest_size=6).hexdigest()
+    assert _message_fingerprint(mid, RcptHasher()) == unkeyed  # hashing off: the cursors of before stay valid
+    hashed = _message_fingerprint(mid, RcptHasher(b"k" * 32))
+    assert hashed != unkeyed and hashed == _message_fingerprint(mid, RcptHasher(b"k" * 32))
+    hub_unkeyed = blake2b(json.dumps(["hub-message", mid]).encode(), digest_size=6).hexdigest()
+    assert messages.fingerprint(mid) != hub_unkeyed
