@@ -43,21 +43,33 @@ async def read_capped(resp: httpx.Response, cap: int, cut: bool = False,
     return out
 
 
+TRAILING_MAX = 64 * 1024
+"""Bytes after a gzip body that are no next member (a CRLF some servers add), dropped as curl and browsers drop them;
+past this many the answer is refused."""
+
+
 class _Gunzip:
     """gzip members one after another (RFC 1952), NUL padding between them skipped as Python's gzip does.
 
     Bytes after a member are never left to zlib: it keeps them all in `unused_data`, each chunk copying the ones
-    before, so a body that went on after its end cost memory and time growing with the square of its length."""
+    before, so a body that went on after its end cost memory and time growing with the square of its length. Bytes
+    that start no member are dropped, up to TRAILING_MAX."""
 
     def __init__(self) -> None:
         self.member: Any = None  # a zlib decompressor while inside a member
         self.ended = True  # between members: the body may end here
+        self.dropped = -1  # bytes dropped after the body (-1: none seen yet)
 
     def unzip(self, chunk: bytes, room: int) -> tuple[bytes, bytes]:
         """(at most `room` unzipped bytes, what of `chunk` is left to feed); zlib.error on bytes that are not gzip."""
         if self.member is None:
             chunk = chunk.lstrip(b"\0")
             if not chunk:
+                return b"", b""
+            if self.dropped >= 0 or not _MAGIC.startswith(chunk[:2]):
+                self.dropped = max(self.dropped, 0) + len(chunk)
+                if self.dropped > TRAILING_MAX:
+                    raise zlib.error(f"more than {TRAILING_MAX} bytes after the gzip body")
                 return b"", b""
             self.member = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self.ended = False
@@ -66,6 +78,9 @@ class _Gunzip:
         if self.member.eof:
             rest, self.member, self.ended = self.member.unused_data + rest, None, True
         return piece, rest
+
+
+_MAGIC = b"\x1f\x8b"
 
 
 async def _raw(resp: httpx.Response) -> AsyncIterator[bytes]:
