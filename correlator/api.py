@@ -28,7 +28,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from hashlib import blake2b
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -616,7 +615,7 @@ def build_router(api: Api) -> APIRouter:
         jh = job_hash(job_id.strip()) if job_id else None
         # Of the recipient's key, not its text: a cursor is kept with its answer, and a digest of the address
         # alone gave the address back to a dictionary of candidates (with hash_recipients, the key needs the HMAC's).
-        fp = blake2b(json.dumps([rh, jh, vmta, outcome, since, until]).encode(), digest_size=6).hexdigest()
+        fp = api.hasher.keyed_digest(json.dumps([rh, jh, vmta, outcome, since, until]).encode(), 6)
         after, first_now = _cursor_decode(cursor, fp) if cursor else (None, None)
         now = api.clock() if first_now is None else first_now  # relative times: the first page's bounds
         lo, hi = parse_time("since", since, now), parse_time("until", until, now)

@@ -29,6 +29,7 @@ from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_
 from correlator.prepare import _mx_host_expr, map_distinct
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
+from exporter.redact import without_recipient
 from exporter.sinks import Delivery
 from exporter.timeparse import parse_pmta_time
 
@@ -691,7 +692,8 @@ class Attributor:
             if recent.rcpt_orig is not None and lo <= recent.rcpt_orig[2] <= t:
                 return self._memory(recent.rcpt_orig)
             if conn is not None:
-                return self._latest_in_window(conn, self._steps(slices, rh), rh, lo, t, orig)
+                stored = without_recipient(orig, rcpt) if self._hasher.hashed else orig  # as prepare stores it
+                return self._latest_in_window(conn, self._steps(slices, rh), rh, lo, t, orig, stored)
         return None
 
     def _steps(self, slices: Slices, *keys: int | None) -> list[_Step]:
@@ -752,16 +754,18 @@ class Attributor:
         return found
 
     def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,
-                          orig: str) -> Delivery | None:
+                          orig: str, stored: str) -> Delivery | None:
         """(vmta, pool, isp) of the timeline of this rcpt (+ orig) begun last in [lo, t]: newest by t0, not by id, so
-        every step is searched (the budget may cut it: the latest found so far, if any)."""
+        every step is searched (the budget may cut it: the latest found so far, if any). The sender is compared as
+        logged (`orig`) and as stored (`stored`: without the recipient's address when recipients are hashed)."""
         best: tuple[float, str, str, str] | None = None
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
                 f"SELECT t0, vmta, vmta_pool, isp FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
-                f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig = ?){_HAS_VMTA} ORDER BY t0 DESC LIMIT 1"),
-                (*step.slices, rh, lo, t, orig, orig))
+                f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig = ? OR orig = ?){_HAS_VMTA}"
+                " ORDER BY t0 DESC LIMIT 1"),
+                (*step.slices, rh, lo, t, orig, orig, stored))
             if self._cut:
                 break
             if row is not None and (best is None or row[0] > best[0]):

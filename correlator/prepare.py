@@ -346,8 +346,9 @@ class Preparer:
             rcpts = df.get_column("rcpt_l").to_list()
             df = df.with_columns(
                 *(map_distinct(df.get_column(name), without_addresses, pl.String) for name in _ADDRESS_FREE),
-                *(pl.Series(alias, [without_recipient(v, r) for v, r in zip(df.get_column(name).to_list(), rcpts,
-                                                                              strict=True)], dtype=pl.String)
+                *(pl.Series(alias, [without_recipient(v, r) if r else without_addresses(v)  # no recipient: every one
+                                    for v, r in zip(df.get_column(name).to_list(), rcpts, strict=True)],
+                            dtype=pl.String)
                   for name, alias in (("mid", "mid"), ("job", "job"), ("orig_l", "orig_s"))))
         else:
             df = df.with_columns(pl.col("orig_l").alias("orig_s"))

@@ -324,7 +324,7 @@ def top_replies(
     ranked = sorted(groups.values(), key=lambda g: (-g["count"], g["vmta"], g["isp"], g["reply"]))[:limit]
     out = []
     for g in ranked:
-        out.append({"reply": g["reply"], "status": cut(g["status"]), "response_class": g["response_class"] or None,
+        out.append({"reply": cut(g["reply"]), "status": cut(g["status"]), "response_class": g["response_class"] or None,
                     "kind": g["kind"], "vmta": g["vmta"], "isp": g["isp"], "count": g["count"],
                     "share": round(g["count"] / total, 4) if total else 0.0, "first_seen": iso(g["first"]),
                     "last_seen": iso(g["last"]), "example": cut(g["example"])})

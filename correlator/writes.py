@@ -17,6 +17,7 @@ from itertools import chain
 import polars as pl
 
 from correlator.prepare import _EVENT_FIELDS, DELIVERY, QUEUED_KEY_TYPES, RB, B, D, F, Prepared, T
+from exporter.metrics import PLACEHOLDER_NONE
 
 
 @dataclass
@@ -242,7 +243,7 @@ class Writer:
             keyed = []
             for tl, sender in zip(ids, reports.get_column("sender").to_list(), strict=True):
                 vmta, isp, tl_sender = info.get(tl, ("", "", ""))
-                keyed.append((sender or tl_sender, vmta, isp))
+                keyed.append((tl_sender if sender in ("", PLACEHOLDER_NONE) else sender, vmta, isp))
             senders, vmtas, isps = zip(*keyed, strict=True)
             part = reports.select("bucket", "code").with_columns(
                 pl.Series("sender", senders, dtype=pl.String), pl.Series("vmta", vmtas, dtype=pl.String),

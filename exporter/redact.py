@@ -211,7 +211,7 @@ def without_recipient(text: str, rcpt_l: str, mark: str = "<rcpt>") -> str:
     its VERP form (`bounces+alice=gmail.com@lists.example` encodes `alice@gmail.com` as `alice=gmail.com`). What the
     correlator keeps of a sender, a Message-Id or a jobId when recipients are hashed: their other text stays (they
     are keys a page links by), and the same recipient gives the same text (the report fallback compares senders)."""
-    if not text or not rcpt_l:
+    if not text or "@" not in rcpt_l:  # a recipient logged without `@` (`ab`) is no address to look for
         return text
     text = without_address(text, rcpt_l, mark)
     local, at, domain = rcpt_l.rpartition("@")

@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 import sys
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.config import ConfigError
 from exporter.http import build_app, error_body, exposure_warning, make_server
+from hub import cursors
 from hub.api import Hub, build_hub_routes
 from hub.config import HubConfig, HubSection, load_hub_config
 from hub.fanout import Fanout, make_client
@@ -37,6 +39,8 @@ def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
     from pages import with_pages
 
     section = config.hub
+    if section.cursor_key_file is not None:  # shared by the hubs behind one address: each one's cursors valid on all
+        cursors.CURSOR_KEY = sha256(Path(section.cursor_key_file).read_bytes().strip()).digest()
     client = make_client(section, per_host=config.web.api_max_concurrency)
     hub = Hub(TargetSet(section), Fanout(client, section.timeout, section.max_answer_size))
 

@@ -94,5 +94,6 @@ def problems(config: HubConfig) -> list[str]:
         out += tls_pair_problems("hub.tls.cert_file", "hub.tls.key_file", hub.tls.cert_file, hub.tls.key_file,
                                  purpose=ssl.Purpose.SERVER_AUTH)
     out.append(secret_file_problem("hub.auth.password_file", hub.auth.password_file))
+    out.append(secret_file_problem("hub.cursor_key_file", hub.cursor_key_file))
     out.append(_bearer_token_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
     return [p for p in out if p]

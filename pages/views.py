@@ -68,21 +68,6 @@ def grafana_link(grafana_url: str, vmta: str | None, ts: float | None, host: str
     return html.escape(urlunsplit((base.scheme, base.netloc, path, joined, "")), quote=True)
 
 
-HASHED_PREFIX = "hmac-sha256:"
-"""How an answer shows a recipient when hash_recipients is on (the API takes that form back as `rcpt`)."""
-
-
-def _rcpt_shown(rcpt: str | None, items: Any) -> str | None:
-    """The recipient searched as the page may show it and put in its links: as the answer's rows show it when they
-    show it hashed (the address typed is then in no link, nor in the page), else as typed."""
-    if rcpt and isinstance(items, list) and items and all(
-            isinstance(it, dict) and it.get("rcpt_hashed") is True for it in items):
-        first = items[0].get("rcpt")
-        if isinstance(first, str) and first.startswith(HASHED_PREFIX):
-            return first
-    return rcpt
-
-
 def _when(ts: Any) -> float | None:
     """`ts` if it is a time the API gives (epoch seconds from 1970 to 9999), else None: what the pages read is an
     answer (on the hub, made of the hosts'), and a link is left without its window rather than the page failing."""
@@ -213,14 +198,19 @@ class Views:
         params = {"rcpt": (rcpt or "").strip() or None, "job_id": (job_id or "").strip() or None,
                   "cursor": cursor, "limit": 50}
         status, body = await self.ask(request, "/api/v1/search", params)
-        shown = _rcpt_shown(params["rcpt"], body.get("items") if status == 200 else None)
-        form = self.form(root, "", shown or "", job_id or "")
+        form = self.form(root, "", rcpt or "", job_id or "")  # in the page (not kept: no-store), never in a URL
         heading = "Matching timelines" if params["rcpt"] or params["job_id"] else "Latest timelines"
         if status != 200:
             return self.page(request, "Search", form + error_box(status, body), status)
         more = ""
-        if body.get("next_cursor"):
-            href = u(root + "/ui/", rcpt=shown, job_id=params["job_id"], cursor=body["next_cursor"])
+        if body.get("next_cursor") and params["rcpt"]:  # posted, as the search: the address stays out of the URL
+            fields = "".join(f'<input type="hidden" name="{name}" value="{attr(value)}">' for name, value in
+                             (("rcpt", params["rcpt"]), ("job_id", params["job_id"]), ("cursor", body["next_cursor"]))
+                             if value)
+            more = (f'<form id="next" class="next" method="post" action="{u(root + "/ui/")}">{fields}'
+                    '<button type="submit">Next page</button></form>')
+        elif body.get("next_cursor"):
+            href = u(root + "/ui/", job_id=params["job_id"], cursor=body["next_cursor"])
             more = f'<p><a id="next" href="{href}">Next page</a></p>'
         more = more or next_problem(body)
         if body.get("scan_limited"):  # the API stopped at its scan budget: not "no match", only "none so far"
@@ -322,8 +312,6 @@ class Views:
                                           {"rcpt": rcpt, "job_id": job_id, "message_id": message_id})
         if status != 200:
             return self.page(request, "Timeline", form + error_box(status, body), status)
-        if isinstance(body.get("rcpt"), str) and body["rcpt"].startswith(HASHED_PREFIX):  # as the answer shows it
-            form = self.form(root, "", body["rcpt"], job_id or "")
         head = f'<h1>Recipient <span class="mono">{e(body.get("rcpt"))}</span> job {e(body.get("job_id"))}</h1>'
         older = body.get("timelines_omitted")
         timelines = body.get("timelines") or []

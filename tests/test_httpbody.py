@@ -85,3 +85,12 @@ async def test_a_body_cut_inside_its_second_member_does_not_decompress() -> None
     resp, _ = answer([gzip.compress(b"first"), gzip.compress(b"second")[:12]])
     with pytest.raises(BodyProblem, match="gzip body does not decompress"):
         await read_capped(resp, 1 << 20)
+
+
+async def test_a_body_said_gzip_that_is_not_is_refused_not_read_as_empty() -> None:
+    """Dropping what follows a gzip body took a body that never began one for such bytes: read as empty, with no
+    error (regression review 2026-12-06)."""
+    for chunks in ([b'{"status": "success"}'], [b"\0\0plain"], [b""]):
+        resp, _ = answer(chunks)
+        with pytest.raises(BodyProblem, match="gzip body does not decompress"):
+            await read_capped(resp, 1 << 20)

@@ -490,3 +490,101 @@ async def test_replies_serve_a_raw_stored_status_without_its_address_and_cut_lon
     assert len(got) == 2  # the two bounces' ISPs
     for x in got:
         assert x["example"] == long[:TEXT_CAP] + CUT_MARK and x["status"] == "4.0.0 (<addr>)"
+
+
+VERP = "bounce+alice=gmail.com@news.example"
+VERP_DELIVERY = batch("/l/acct-2024-05-01-0000.csv", f"""
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+d,2024-05-01 10:00:05+0000,2024-05-01 10:00:00+0000,{VERP},alice@gmail.com,relayed,2.0.0,smtp;250 ok,\
+mx.gmail.com (1.2.3.4),,vmta-07,J1,gmail.com/vmta-07,pool-z
+""")
+OTHER_DELIVERY = batch("/l/acct-2024-05-01-0001.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+d,2024-05-01 10:01:05+0000,2024-05-01 10:01:00+0000,x@news.example,bob@yahoo.com,relayed,2.0.0,smtp;250 ok,\
+mx.yahoo.com (1.2.3.4),,vmta-01,J2,yahoo.com/vmta-01,pool-a
+""")
+VERP_COMPLAINT = batch("/l/fbl-2024-05-01-0000.csv", f"""
+type,timeLogged,orig,rcpt,feedbackType,userAgent,reportingMta
+f,2024-05-01 12:00:00+0000,{VERP.upper()},Alice@Gmail.com,abuse,UA,fbl.example
+""")
+
+
+@pytest.mark.parametrize("hashing", [False, True])
+def test_attribution_finds_a_verp_senders_delivery_in_the_store(tmp_path: Path, hashing: bool) -> None:
+    """The store keeps a VERP sender without the recipient's address when hashing; attribution's rcpt + orig search
+    compared the sender as logged only, so the complaint's VMTA was `unknown` (regression review 2026-12-06)."""
+    from exporter.config import CorrelatorConfig as Config
+
+    config = Config(hash_recipients=True, hmac_key_file=tmp_path / "k") if hashing else Config()
+    h = Harness(tmp_path, config, clock=lambda: 1714567200.0 + 3600)
+    h.commit(VERP_DELIVERY)
+    h.commit(OTHER_DELIVERY)  # the first write known committed: it leaves the in-memory index for the store
+    h.commit(OTHER_DELIVERY)
+    got = h.sink.lookup_vmta(VERP_COMPLAINT.columns, VERP_COMPLAINT.rows)
+    h.close()
+    assert [(d.vmta, d.pool, d.isp) if d else None for d in got] == [("vmta-07", "pool-z", "gmail")]
+
+
+def test_a_report_without_a_recipient_stores_no_address_in_its_sender_message_id_or_job(hashed: Harness) -> None:
+    """The sender, Message-Id and jobId lose the recipient's address; a report without one (an anonymised complaint)
+    kept them whole (regression review 2026-12-06): every address goes."""
+    hashed.commit(batch("/l/fbl-2024-05-03-0009.csv", """
+type,timeLogged,orig,rcpt,feedbackType,userAgent,reportingMta,jobId,header_Message-Id
+f,2024-05-03 12:00:00+0000,bounce+zz.leak.canary70=gmail.com@news.example,,abuse,UA,fbl.example,\
+job-zz.leak.canary71@gmail.com,<x.zz.leak.canary72@gmail.com.1@news.example>
+"""))
+    blob = _store_bytes(hashed)
+    for n in (70, 71, 72):
+        assert f"canary{n}".encode() not in blob, n
+
+
+def test_a_complaint_without_a_sender_counts_under_its_deliverys_sender_in_flows(tmp_path: Path) -> None:
+    """A report's sender `none` (logged without `@`) counted under `sender:none` in flows instead of its delivery's
+    sender, as an empty one does (regression review 2026-12-06)."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct-2024-05-01-0002.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+d,2024-05-01 10:00:05+0000,2024-05-01 10:00:00+0000,a@shop.example,carl@gmail.com,relayed,2.0.0,smtp;250 ok,\
+mx.gmail.com (1.2.3.4),,vmta-07,J7,gmail.com/vmta-07,pool-z
+"""))
+    h.commit(batch("/l/fbl-2024-05-01-0002.csv", """
+type,timeLogged,orig,rcpt,feedbackType,userAgent,reportingMta,jobId
+f,2024-05-01 12:00:00+0000,postmaster,carl@gmail.com,abuse,UA,fbl.example,J7
+f,2024-05-01 12:00:01+0000,,carl@gmail.com,abuse,UA,fbl.example,J7
+"""))
+    rows = h.conn.execute("SELECT sender, sum(complained) FROM corr_flows GROUP BY sender").fetchall()
+    h.close()
+    assert rows == [("shop.example", 2)], rows
+
+
+async def test_a_search_cursor_gives_back_no_job_id_nor_recipient(hashed: Harness) -> None:
+    """A search cursor's filters fingerprint was an unkeyed digest of the recipient's and the jobId's keys (both
+    unkeyed 64-bit hashes of the text): a jobId embedding the recipient was given back to a list of candidates
+    (regression review 2026-12-06). With hash_recipients it is keyed with the recipient key."""
+    import base64
+    import json
+    from hashlib import blake2b
+
+    from correlator.keys import job_hash
+
+    async with hashed.client() as c:
+        r = await c.get("/api/v1/search", params={"job_id": "J1", "since": "3650d", "limit": 1})
+    token = r.json()["next_cursor"]
+    value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    unkeyed = blake2b(json.dumps([None, job_hash("J1"), None, None, "3650d", None]).encode(),
+                      digest_size=6).hexdigest()
+    assert value[2] != unkeyed and len(value[2]) == 12
+    async with hashed.client() as c:
+        page2 = await c.get("/api/v1/search", params={"job_id": "J1", "since": "3650d", "limit": 1, "cursor": token})
+    assert page2.status_code == 200 and page2.json()["items"]
+
+
+async def test_replies_cut_a_reply_made_of_a_long_status(hashed: Harness) -> None:
+    from correlator.timeline import CUT_MARK, TEXT_CAP
+
+    hashed.conn.execute("UPDATE corr_events SET status = ?, diag = '' WHERE type = ?",
+                        ("5.0.0 " + "S" * 6000, store.TYPE_CODES["b"]))
+    async with hashed.client() as c:
+        r = await c.get("/api/v1/replies", params={**WINDOW, "limit": 100})
+    got = [x for x in r.json()["replies"] if x["reply"].startswith("5.0.0 S")]
+    assert got and all(x["reply"] == ("5.0.0 " + "S" * 6000)[:TEXT_CAP] + CUT_MARK for x in got)

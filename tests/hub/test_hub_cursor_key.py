@@ -52,3 +52,23 @@ def test_a_message_cursor_needs_the_key_too() -> None:
     assert hashed != unkeyed and hashed == _message_fingerprint(mid, RcptHasher(b"k" * 32))
     hub_unkeyed = blake2b(json.dumps(["hub-message", mid]).encode(), digest_size=6).hexdigest()
     assert messages.fingerprint(mid) != hub_unkeyed
+
+
+def test_hubs_sharing_a_cursor_key_file_take_each_others_cursors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A key drawn at each start made every hub behind one address (docs/scaling.md: run as many as you like) and
+    every restart refuse the others' cursors (regression review 2026-12-06): `hub.cursor_key_file` shares one."""
+    key = tmp_path / "cursor.key"
+    key.write_text("a shared secret of the operator's\n")
+    code = ("import sys; from hub.config import HubConfig; from hub.app import build_hub_app; from hub import search; "
+            "build_hub_app(HubConfig.model_validate({'hub': {'targets': ['http://127.0.0.1:9'], "
+            "'cursor_key_file': sys.argv[1]}})); print(search.fingerprint({'rcpt': 'alice@gmail.com'}))")
+    runs = [subprocess.run([sys.executable, "-c", code, str(key)], capture_output=True, text=True, check=True)
+            .stdout.strip() for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 12
+    assert runs[0] != _printed_fingerprint()
+    from hub.config import HubConfig
+    from hub.preflight import problems
+
+    missing = HubConfig.model_validate({"hub": {"targets": ["http://127.0.0.1:9"],
+                                                "cursor_key_file": str(tmp_path / "none.key")}})
+    assert any("hub.cursor_key_file" in p for p in problems(missing))
