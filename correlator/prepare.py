@@ -25,6 +25,7 @@ from correlator import store
 from correlator.keys import MID_STRIP, job_hash, queued_hash
 from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, RecordBatch, col
+from exporter.redact import redact as redact_local_parts
 from exporter.redact import without_addresses, without_recipient
 from exporter.timeparse import MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
@@ -346,10 +347,11 @@ class Preparer:
             rcpts = df.get_column("rcpt_l").to_list()
             df = df.with_columns(
                 *(map_distinct(df.get_column(name), without_addresses, pl.String) for name in _ADDRESS_FREE),
-                *(pl.Series(alias, [without_recipient(v, r) if r else without_addresses(v)  # no recipient: every one
+                *(pl.Series(alias, [without_recipient(v, r) if r else redact_local(v)
                                     for v, r in zip(df.get_column(name).to_list(), rcpts, strict=True)],
                             dtype=pl.String)
-                  for name, alias in (("mid", "mid"), ("job", "job"), ("orig_l", "orig_s"))))
+                  for name, alias, redact_local in (("mid", "mid", _as_logged), ("job", "job", redact_local_parts),
+                                                    ("orig_l", "orig_s", redact_local_parts))))
         else:
             df = df.with_columns(pl.col("orig_l").alias("orig_s"))
         extra = pl.Series("extra", [None] * df.height, dtype=pl.String)
@@ -402,6 +404,12 @@ def rcpt_domain(rcpt_l: str) -> str:
     line's field) is all local part, so neither its domain nor a queue name (`domain/vmta`) is made of it."""
     _local, at, domain = rcpt_l.rpartition("@")
     return domain if at else ""
+
+
+def _as_logged(text: str) -> str:
+    """A report's Message-Id when it names no recipient: the key pages link by, kept (`<addr>` in its place left the
+    timeline of an anonymised complaint linked to a message that cannot be found)."""
+    return text
 
 
 def _orig_key(orig: str) -> tuple[str, str]:

@@ -114,7 +114,7 @@ _AGGS = [
     pl.col("jh").drop_nulls().first().alias("job_h"),
     pl.col("job").filter(pl.col("jh").is_not_null()).first().alias("job_id"),
     pl.col("orig_s").filter(pl.col("orig_l") != "").first().alias("orig"),
-    pl.col("sender").filter(pl.col("orig_l") != "").first().alias("sender"),
+    pl.col("sender").filter((pl.col("orig_l") != "") & (pl.col("sender") != PLACEHOLDER_NONE)).first().alias("sender"),
     *_latest("vmta", "vmta", "vmta"),
     *_latest("vmtaPool", "vmtaPool", "vmta_pool"),
     *_latest("qname", "qname", "queue"),

@@ -224,9 +224,10 @@ class HubSection(_Strict):
         default=MAX_ANSWER_SIZE, description="Largest answer read from one host, counted unzipped (at most 256MiB); "
         "a bigger one makes that host a missing host.")
     cursor_key_file: ConfigPath | None = Field(default=None, description=(
-        "File holding a secret that keys the fingerprint a cursor carries of its search (so no cursor gives back the "
-        "recipient searched). Give every hub behind one address the same file: their cursors then stay valid across "
-        "hubs and restarts. Default: a key drawn at each start (a restarted hub answers older cursors 400)."))
+        "File holding a secret (any bytes, at least 16) that keys the fingerprint a cursor carries of its search (so "
+        "no cursor gives back the recipient searched). Give every hub behind one address the same file: their "
+        "cursors then stay valid across hubs and restarts. Default: a key drawn at each start (a restarted hub "
+        "answers older cursors 400)."))
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tls: TlsClientConfig = Field(default_factory=TlsClientConfig)
 

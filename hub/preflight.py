@@ -57,6 +57,25 @@ def _bearer_token_problem(key: str, path: Path | None) -> str | None:
     return None
 
 
+CURSOR_KEY_MIN = 16
+"""Bytes a cursor key file holds at least (blank space at its ends not counted)."""
+
+
+def _cursor_key_problem(key: str, path: Path | None) -> str | None:
+    """The secret that keys the hubs' cursors: any bytes (`head -c 32 /dev/urandom`), but not so few that a list of
+    candidates can be tried with it (an empty file keyed every cursor with a constant anyone can compute)."""
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes().strip()
+    except OSError as exc:
+        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    if len(raw) < CURSOR_KEY_MIN:
+        return (f"{key}: {path} holds {len(raw)} bytes, at least {CURSOR_KEY_MIN} are needed "
+                "(e.g. head -c 32 /dev/urandom > FILE)")
+    return None
+
+
 @reaching
 def _file_sd_problem(key: str, path: Path, scheme: str) -> str | None:
     """A file_sd file read as the hub reads it: one it cannot read at start gives no target (every answer a 503)."""
@@ -94,6 +113,6 @@ def problems(config: HubConfig) -> list[str]:
         out += tls_pair_problems("hub.tls.cert_file", "hub.tls.key_file", hub.tls.cert_file, hub.tls.key_file,
                                  purpose=ssl.Purpose.SERVER_AUTH)
     out.append(secret_file_problem("hub.auth.password_file", hub.auth.password_file))
-    out.append(secret_file_problem("hub.cursor_key_file", hub.cursor_key_file))
+    out.append(_cursor_key_problem("hub.cursor_key_file", hub.cursor_key_file))
     out.append(_bearer_token_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
     return [p for p in out if p]

@@ -203,7 +203,8 @@ class Views:
         if status != 200:
             return self.page(request, "Search", form + error_box(status, body), status)
         more = ""
-        if body.get("next_cursor") and params["rcpt"]:  # posted, as the search: the address stays out of the URL
+        if body.get("next_cursor") and (params["rcpt"] or params["job_id"]):  # posted, as the search: an address
+            # (a jobId may embed one) stays out of the URL
             fields = "".join(f'<input type="hidden" name="{name}" value="{attr(value)}">' for name, value in
                              (("rcpt", params["rcpt"]), ("job_id", params["job_id"]), ("cursor", body["next_cursor"]))
                              if value)

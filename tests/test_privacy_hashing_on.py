@@ -527,15 +527,19 @@ def test_attribution_finds_a_verp_senders_delivery_in_the_store(tmp_path: Path, 
 
 def test_a_report_without_a_recipient_stores_no_address_in_its_sender_message_id_or_job(hashed: Harness) -> None:
     """The sender, Message-Id and jobId lose the recipient's address; a report without one (an anonymised complaint)
-    kept them whole (regression review 2026-12-06): every address goes."""
+    kept them whole (regression review 2026-12-06): its sender and jobId lose every local part. Its Message-Id is
+    kept as logged: `<addr>` in its place linked the complaint's timeline to a message no page can find (third
+    review), and a Message-Id is the key the pages link by."""
     hashed.commit(batch("/l/fbl-2024-05-03-0009.csv", """
 type,timeLogged,orig,rcpt,feedbackType,userAgent,reportingMta,jobId,header_Message-Id
 f,2024-05-03 12:00:00+0000,bounce+zz.leak.canary70=gmail.com@news.example,,abuse,UA,fbl.example,\
 job-zz.leak.canary71@gmail.com,<x.zz.leak.canary72@gmail.com.1@news.example>
 """))
     blob = _store_bytes(hashed)
-    for n in (70, 71, 72):
+    for n in (70, 71):
         assert f"canary{n}".encode() not in blob, n
+    row = hashed.conn.execute("SELECT orig, job_id, message_id FROM corr_timelines WHERE message_id LIKE 'x.%'").fetchone()
+    assert row == ("[redacted]@news.example", "[redacted]@gmail.com", "x.zz.leak.canary72@gmail.com.1@news.example")
 
 
 def test_a_complaint_without_a_sender_counts_under_its_deliverys_sender_in_flows(tmp_path: Path) -> None:
@@ -588,3 +592,22 @@ async def test_replies_cut_a_reply_made_of_a_long_status(hashed: Harness) -> Non
         r = await c.get("/api/v1/replies", params={**WINDOW, "limit": 100})
     got = [x for x in r.json()["replies"] if x["reply"].startswith("5.0.0 S")]
     assert got and all(x["reply"] == ("5.0.0 " + "S" * 6000)[:TEXT_CAP] + CUT_MARK for x in got)
+
+
+def test_complaints_on_a_null_sender_delivery_count_under_the_null_sender(tmp_path: Path) -> None:
+    """A null-sender delivery leaves its timeline's sender empty; a complaint logged with a sender without `@` filled
+    it with `none`, and every later report then counted under `none` (third regression review 2026-12-06)."""
+    h = Harness(tmp_path)
+    h.commit(batch("/l/acct-2024-05-01-0003.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+d,2024-05-01 10:00:05+0000,2024-05-01 10:00:00+0000,,dora@gmail.com,relayed,2.0.0,smtp;250 ok,\
+mx.gmail.com (1.2.3.4),,vmta-07,J8,gmail.com/vmta-07,pool-z
+"""))
+    h.commit(batch("/l/fbl-2024-05-01-0003.csv", """
+type,timeLogged,orig,rcpt,feedbackType,userAgent,reportingMta,jobId
+f,2024-05-01 12:00:00+0000,postmaster,dora@gmail.com,abuse,UA,fbl.example,J8
+f,2024-05-01 12:00:01+0000,,dora@gmail.com,abuse,UA,fbl.example,J8
+"""))
+    rows = h.conn.execute("SELECT sender, sum(delivered), sum(complained) FROM corr_flows GROUP BY sender").fetchall()
+    h.close()
+    assert rows == [("", 1, 2)], rows

@@ -72,3 +72,12 @@ def test_hubs_sharing_a_cursor_key_file_take_each_others_cursors(tmp_path) -> No
     missing = HubConfig.model_validate({"hub": {"targets": ["http://127.0.0.1:9"],
                                                 "cursor_key_file": str(tmp_path / "none.key")}})
     assert any("hub.cursor_key_file" in p for p in problems(missing))
+    for text in (b"", b"  \n", b"short"):  # keyed with a constant anyone computes: refused
+        key.write_bytes(text)
+        found = [p for p in problems(missing.model_copy(update={"hub": missing.hub.model_copy(
+            update={"cursor_key_file": key})})) if p.startswith("hub.cursor_key_file")]
+        assert found == [f"hub.cursor_key_file: {key} holds {len(text.strip())} bytes, at least 16 are needed "
+                         "(e.g. head -c 32 /dev/urandom > FILE)"], text
+    key.write_bytes(bytes(range(256))[:32])  # random bytes, no text: taken
+    assert not [p for p in problems(missing.model_copy(update={"hub": missing.hub.model_copy(
+        update={"cursor_key_file": key})})) if p.startswith("hub.cursor_key_file")]
