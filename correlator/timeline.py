@@ -17,6 +17,7 @@ older ones left out, and attempt numbers stay those of the whole timeline.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
@@ -58,34 +59,57 @@ TEXT_CAP = 4096
 the bounce or FBL address writes those of a report, up to a 16 MiB line; 100 reports with a 200,000-character reply
 made every answer naming their timeline 20 MB. No SMTP reply or report field of a real server comes near it."""
 CUT_MARK = f"… [cut: longer than {TEXT_CAP:,} characters]"
-_READ_CAP = TEXT_CAP + 4096
-"""Characters of a text field read from the store (SQL substr, so no row read for an answer holds more): past
-TEXT_CAP by room for an address cut at the cap to be found whole and redacted before the cut (exporter/redact.py)."""
+_MARGIN = 4096
+"""Characters read past a cut: room for an address cut there to be found whole and redacted before the cut
+(exporter/redact.py)."""
+_READ_CAP = TEXT_CAP + _MARGIN
+"""Characters of a text field read from the store (SQL substr, so no row read for an answer holds more)."""
+EVENT_TEXT_BUDGET = 16 * 1024 * 1024
+"""Characters of event text fields one answer holds at most, over its events: the cut per field shrinks (to
+MIN_TEXT_CAP) on an answer of many events. Each field at TEXT_CAP, the 10,000 events and as many queue events of a
+page could make ~200 MB of one answer (anyone who can mail the bounce address can flood one message with reports)."""
+MIN_TEXT_CAP = 256
+_EVENT_TEXTS = 4
+"""Text fields of an event counted against EVENT_TEXT_BUDGET (a reply, a status and an MTA, or a report's fields)."""
 
 
-def capped_column(column: str) -> str:
-    return f"substr({column}, 1, {_READ_CAP}) AS {column}"
+def capped_column(column: str, cap: int = TEXT_CAP) -> str:
+    return f"substr({column}, 1, {cap + _MARGIN}) AS {column}"
 
 
-def cut(text: str | None) -> str | None:
-    """`text` at most TEXT_CAP characters, CUT_MARK after it when it was longer."""
-    if text is None or len(text) <= TEXT_CAP:
+def cut(text: str | None, cap: int = TEXT_CAP) -> str | None:
+    """`text` at most `cap` characters, a mark saying so after it when it was longer."""
+    if text is None or len(text) <= cap:
         return text
-    return text[:TEXT_CAP] + CUT_MARK
+    return text[:cap] + (CUT_MARK if cap == TEXT_CAP else f"… [cut: longer than {cap:,} characters]")
+
+
+def event_text_cap(events: int) -> int:
+    """The cut of each event text field of an answer listing up to `events` events (EVENT_TEXT_BUDGET)."""
+    return max(MIN_TEXT_CAP, min(TEXT_CAP, EVENT_TEXT_BUDGET // max(1, events * _EVENT_TEXTS)))
 
 
 _REPORT_FIELDS = ("feedback_type", "user_agent", "reporting_mta")
-_EXTRA_SQL = ("CASE WHEN extra IS NULL OR length(extra) <= 2 * {cap} THEN extra ELSE json_object("
-              + ", ".join(f"'{k}', substr(json_extract(extra, '$.{k}'), 1, {{cap}})" for k in _REPORT_FIELDS)
-              + ") END AS extra").format(cap=_READ_CAP)
-"""A report's fields as stored (JSON), each cut in SQL when the whole is long: json.loads needs it whole."""
 _EVENT_COLUMNS = "id, tl, type, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra"
-_EVENT_READ = ", ".join(
-    _EXTRA_SQL if c == "extra" else capped_column(c) if c in ("action", "status", "diag", "mta", "bcat", "vmta", "pool",
-                                                         "src_ip") else c
-    for c in _EVENT_COLUMNS.split(", "))
-"""_EVENT_COLUMNS as read from corr_events: every text cut to _READ_CAP."""
-_QUEUE_EVENT_READ = ", ".join(map(capped_column, ("vmta", "pool", "action", "status", "diag", "mta", "bcat", "src_ip")))
+_EVENT_TEXT_COLUMNS = ("action", "status", "diag", "mta", "bcat", "vmta", "pool", "src_ip")
+
+
+@functools.lru_cache(maxsize=64)
+def _event_read(cap: int) -> str:
+    """_EVENT_COLUMNS as read from corr_events: every text cut to `cap` + _MARGIN; a report's fields (JSON) each cut
+    in SQL when the whole is long (json.loads needs it whole)."""
+    read = cap + _MARGIN
+    extra = ("CASE WHEN extra IS NULL OR length(extra) <= 2 * {cap} THEN extra ELSE json_object("
+             + ", ".join(f"'{k}', substr(json_extract(extra, '$.{k}'), 1, {{cap}})" for k in _REPORT_FIELDS)
+             + ") END AS extra").format(cap=read)
+    return ", ".join(extra if c == "extra" else capped_column(c, cap) if c in _EVENT_TEXT_COLUMNS else c
+                     for c in _EVENT_COLUMNS.split(", "))
+
+
+@functools.lru_cache(maxsize=64)
+def _queue_event_read(cap: int) -> str:
+    return ", ".join(capped_column(c, cap) for c in ("vmta", "pool", "action", "status", "diag", "mta", "bcat",
+                                                     "src_ip"))
 _EVENT_ORDER = f"t DESC, {_RANK_SQL} DESC, id DESC"
 _ATTEMPT_CODES = tuple(store.TYPE_CODES[t] for t in ("t", "d", "b"))
 _ATTEMPT_SQL = ",".join(map(str, _ATTEMPT_CODES))
@@ -144,6 +168,8 @@ class Reader:
         self.class_of = class_of
         self.hashed = hashed
         self.max_queue_events = max_queue_events
+        self.text_cap = TEXT_CAP
+        """The cut of each event text field of the answer being built (event_text_cap)."""
         self.now = now
         self.check = check or _no_check
         """Called between rows of Python work: the API's raises once the request's time budget is spent."""
@@ -245,6 +271,9 @@ class Reader:
         events: dict[int, list[tuple]] = {i: [] for i in ids}
         stored: dict[int, tuple[int, bool]] = {}  # tl -> its attempts, whether it has a reception
         sizes = dict(self.conn.execute(f"SELECT tl, count(*) FROM corr_events WHERE tl IN ({marks}) GROUP BY tl", ids))
+        listed = sum(min(sizes.get(i, 0), cap) for i in ids) + len(ids) * min(self.max_queue_events, cap)
+        self.text_cap = text_cap = event_text_cap(listed)  # the events listed (queue events at most) share a budget
+        event_read = _event_read(text_cap)
         flooded = [i for i in ids if sizes.get(i, 0) > FLOODED]
         whole = [i for i in ids if sizes.get(i, 0) <= FLOODED]
         # The latest `cap` events of each timeline in the order an answer shows them (time, then _RANK, then id),
@@ -252,7 +281,7 @@ class Reader:
         # timeline: its latest FLOODED, its totals apart), Python (and the answer) holds at most `cap` per timeline.
         if whole:
             rows = self.conn.execute(
-                f"SELECT {_EVENT_COLUMNS}, na, hr FROM (SELECT {_EVENT_READ},"
+                f"SELECT {_EVENT_COLUMNS}, na, hr FROM (SELECT {event_read},"
                 f" row_number() OVER (PARTITION BY tl ORDER BY {_EVENT_ORDER}) AS rn,"
                 f" sum(type IN ({_ATTEMPT_SQL})) OVER (PARTITION BY tl) AS na,"
                 f" max(type = {store.TYPE_CODES['r']}) OVER (PARTITION BY tl) AS hr"
@@ -263,7 +292,7 @@ class Reader:
         for tl in flooded:
             self.check()
             events[tl] = [tuple(ev) for ev in self.conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM (SELECT {_EVENT_READ} FROM corr_events WHERE tl=? ORDER BY id DESC"
+                f"SELECT {_EVENT_COLUMNS} FROM (SELECT {event_read} FROM corr_events WHERE tl=? ORDER BY id DESC"
                 " LIMIT ?)"
                 f" ORDER BY {_EVENT_ORDER} LIMIT ?", (tl, FLOODED, cap))]
             n_attempts, has_r = self.conn.execute(
@@ -290,6 +319,11 @@ class Reader:
         latest `cap` stored events of `stored` (`stored_attempts` of them t, d or b; `has_r`: one is a reception,
         and the timeline shows no `queued` mark)."""
         isp = item["isp"] or ""
+        cap = self.text_cap
+
+        def fit(text: str | None) -> str | None:
+            return cut(text, cap)
+
         out: list[tuple[float, int, int, dict[str, Any]]] = []
         shown_attempts = 0
         hashed = self.hashed
@@ -299,11 +333,11 @@ class Reader:
                 diag, status, mta = (without_addresses(v) if v else v for v in (diag, status, mta))
             shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
-            ev.update(vmta=cut(vmta) or None, vmta_pool=cut(pool) or None, source_ip=cut(src_ip) or None,
-                      dsn_action=cut(action) or None, dsn_status=cut(status) or None, dsn_diag=cut(diag) or None,
-                      dsn_mta=cut(mta) or None, bounce_category=cut(bcat) or None)
+            ev.update(vmta=fit(vmta) or None, vmta_pool=fit(pool) or None, source_ip=fit(src_ip) or None,
+                      dsn_action=fit(action) or None, dsn_status=fit(status) or None, dsn_diag=fit(diag) or None,
+                      dsn_mta=fit(mta) or None, bounce_category=fit(bcat) or None)
             if extra:
-                ev.update((k, cut(without_addresses(v) if hashed and isinstance(v, str) else v))
+                ev.update((k, fit(without_addresses(v) if hashed and isinstance(v, str) else v))
                           for k, v in json.loads(extra).items())
             if rtype in _CLASSIFIED and not is_success(status or "", diag or ""):  # a success has no failure class
                 ev["response_class"] = self.class_of(isp, status or "", diag or "", bcat or "") or None
@@ -337,19 +371,24 @@ class Reader:
         if not count:
             return 0
         rows = self.conn.execute(
-            f"SELECT id, t, {_QUEUE_EVENT_READ} FROM corr_queue_events"
+            f"SELECT id, t, {_queue_event_read(self.text_cap)} FROM corr_queue_events"
             " WHERE queue=? AND t BETWEEN ? AND ? ORDER BY t DESC, id DESC LIMIT ?",
             (item["queue"], lo, hi_param, most),
         ).fetchall()
         files = self._file_names({r[0] >> store.LINE_BITS for r in rows})
         isp = item["isp"] or ""
+        cap = self.text_cap
+
+        def fit(text: str | None) -> str | None:
+            return cut(text, cap)
+
         for eid, t, vmta, pool, action, status, diag, mta, bcat, src_ip in rows:
             if self.hashed:
                 diag, status, mta = (without_addresses(v) if v else v for v in (diag, status, mta))
             ev = _event(t, "queue_deferred", "tq")
-            ev.update(queue=item["queue"], vmta=cut(vmta) or None, vmta_pool=cut(pool) or None,
-                      source_ip=cut(src_ip) or None, dsn_action=cut(action) or None, dsn_status=cut(status) or None,
-                      dsn_diag=cut(diag) or None, dsn_mta=cut(mta) or None, bounce_category=cut(bcat) or None,
+            ev.update(queue=item["queue"], vmta=fit(vmta) or None, vmta_pool=fit(pool) or None,
+                      source_ip=fit(src_ip) or None, dsn_action=fit(action) or None, dsn_status=fit(status) or None,
+                      dsn_diag=fit(diag) or None, dsn_mta=fit(mta) or None, bounce_category=fit(bcat) or None,
                       response_class=self.class_of(isp, status or "", diag or "", bcat or "") or None)
             num, line = store.split_event_id(eid)
             ev["source"] = f"{files.get(num, '?')}:{line}"

@@ -705,3 +705,26 @@ async def test_an_answer_cuts_every_long_text_field_so_its_size_is_bounded(tmp_p
         assert fbl["feedback_type"] == "abuse"
     assert long[:TEXT_CAP] + CUT_MARK in answers[2].text
     h.close()
+
+
+async def test_an_answer_of_many_events_cuts_each_field_shorter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 ) -> None:
+    """Each field at 4,096 characters, the 10,000 events and as many queue events of a page could still make one
+    answer ~200 MB: the events listed share timeline.EVENT_TEXT_BUDGET, each field cut to budget / (events x 4)
+    (at least MIN_TEXT_CAP, at most TEXT_CAP)."""
+    from correlator import timeline
+
+    h = Harness(tmp_path)
+    _deferred_then_reported(h, deferrals=1, reports=20)
+    long = "smtp;552 " + "A" * 100_000
+    h.commit(batch("/l/bounce-8.csv", "type,timeLogged,orig,rcpt,dsnStatus,dsnDiag,header_Message-Id\n"
+                   f"rb,1714650000,s@shop.example,a@gmail.com,5.2.2,{long},<M@x>\n"))
+    listed = 1 + 1 + 20 + 1 + 100  # its deferral, delivery, 21 remote bounces and up to 100 queue events
+    monkeypatch.setattr(timeline, "EVENT_TEXT_BUDGET", listed * 4 * 1000)
+    assert timeline.event_text_cap(listed) == 1000 and timeline.event_text_cap(10**9) == timeline.MIN_TEXT_CAP
+    async with h.client() as c:
+        (tl,) = (await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com"})).json()["timelines"]
+    (big,) = [ev for ev in tl["events"] if (ev["dsn_diag"] or "").startswith("smtp;552 A")]
+    assert big["dsn_diag"] == long[:1000] + "… [cut: longer than 1,000 characters]"
+    assert [ev["dsn_diag"] for ev in tl["events"] if ev["kind"] == "remote_bounce"][0] == "smtp;552 mailbox full 0"
+    h.close()
