@@ -167,7 +167,8 @@ class Prepared:
     mh: list[int | None] = field(default_factory=list)
     orig_l: list[str] = field(default_factory=list)
     orig_s: list[str] = field(default_factory=list)
-    """The sender as stored (without addresses when recipients are hashed): what the report fallback compares."""
+    """The sender as stored (without the recipient's address when recipients are hashed): what the report fallback
+    compares, beside the sender as logged."""
     mk: list[int | None] = field(default_factory=list)
     mkn: list[int | None] = field(default_factory=list)
     jk: list[int | None] = field(default_factory=list)
