@@ -372,3 +372,18 @@ def test_a_cut_at_any_point_of_an_address_sign_shows_no_local_part(sign: str) ->
     text = "x" * 100 + " alice" + sign + "gmail.com " + "y" * 20
     for limit in range(100, 120):
         assert "alice" not in redact(_clip(text, limit)), limit
+
+
+def test_healthz_problems_show_no_local_part_with_hashed_recipients(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """/healthz quoted an error's text (a path, an exception) as it came, the log lines' redaction aside (privacy
+    review 2026-12-06, suspected): with hashed recipients its problems are redacted as log lines are."""
+    from exporter.config import load_config
+    from exporter.daemon import Daemon
+    from tests.conftest import write_config
+
+    for hashing, want in ((True, "/[redacted]@gmail.com.db"), (False, "/var/x/alice.smith@gmail.com.db")):
+        correlator = {"enabled": True, "hash_recipients": hashing, "hmac_key_file": str(tmp_path / "k")}
+        (tmp_path / str(hashing)).mkdir()
+        d = Daemon(load_config(write_config(tmp_path / str(hashing), correlator=correlator)))
+        d._maintain_error = "sqlite: no such file /var/x/alice.smith@gmail.com.db"  # noqa: SLF001
+        assert d.health()["problems"] == [f"maintenance failing: sqlite: no such file {want}"]
