@@ -81,7 +81,7 @@ def cut(text: str | None, cap: int = TEXT_CAP) -> str | None:
     """`text` at most `cap` characters, a mark saying so after it when it was longer."""
     if text is None or len(text) <= cap:
         return text
-    return text[:cap] + (CUT_MARK if cap == TEXT_CAP else f"… [cut: longer than {cap:,} characters]")
+    return f"{text[:cap]}… [cut: longer than {cap:,} characters]"
 
 
 def event_text_cap(events: int) -> int:
@@ -319,10 +319,7 @@ class Reader:
         latest `cap` stored events of `stored` (`stored_attempts` of them t, d or b; `has_r`: one is a reception,
         and the timeline shows no `queued` mark)."""
         isp = item["isp"] or ""
-        cap = self.text_cap
-
-        def fit(text: str | None) -> str | None:
-            return cut(text, cap)
+        fit = functools.partial(cut, cap=self.text_cap)
 
         out: list[tuple[float, int, int, dict[str, Any]]] = []
         shown_attempts = 0
@@ -377,10 +374,7 @@ class Reader:
         ).fetchall()
         files = self._file_names({r[0] >> store.LINE_BITS for r in rows})
         isp = item["isp"] or ""
-        cap = self.text_cap
-
-        def fit(text: str | None) -> str | None:
-            return cut(text, cap)
+        fit = functools.partial(cut, cap=self.text_cap)
 
         for eid, t, vmta, pool, action, status, diag, mta, bcat, src_ip in rows:
             if self.hashed:

@@ -728,3 +728,21 @@ async def test_an_answer_of_many_events_cuts_each_field_shorter(tmp_path: Path, 
     assert big["dsn_diag"] == long[:1000] + "… [cut: longer than 1,000 characters]"
     assert [ev["dsn_diag"] for ev in tl["events"] if ev["kind"] == "remote_bounce"][0] == "smtp;552 mailbox full 0"
     h.close()
+
+
+async def test_a_page_lists_queue_events_within_its_events_per_timeline(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeline lists at most events_per_timeline(n) queue events as well as own ones: the text-budget change
+    (82833ee) reused the name `cap` for the text cut, and the queue events' bound became max_queue_events again."""
+    from correlator import timeline
+
+    h = Harness(tmp_path)
+    _deferred_then_reported(h, deferrals=1, reports=0)
+    h.commit(batch("/l/diag-9.csv", "type,timeLogged,dsnStatus,dsnDiag,vmta,queue\n" + "".join(
+        f"tq,{1714557600 + i},4.7.0,smtp;421 queue busy {i},v1,gmail.com/v1\n" for i in range(1, 31))))
+    monkeypatch.setattr(timeline, "PAGE_EVENTS", 10)
+    async with h.client() as c:
+        (tl,) = (await c.get("/api/v1/timeline", params={"job_id": "J9", "rcpt": "a@gmail.com"})).json()["timelines"]
+    assert sum(ev["kind"] == "queue_deferred" for ev in tl["events"]) == 10
+    assert tl["queue_events_omitted"] == 20
+    h.close()
