@@ -346,13 +346,17 @@ class Preparer:
         )
         if self._hasher.hashed:  # the keys are hashed: what is stored of the texts keeps no address of the recipient
             rcpts = df.get_column("rcpt_l").to_list()
+
+            def keyed(name: str, alias: str, mid: bool = False) -> pl.Series:
+                """Without the row's recipient; a row without one (an anonymised report): without any local part,
+                but a Message-Id as logged (the key pages link by)."""
+                return pl.Series(alias, [without_recipient(v, r) if r else v if mid else redact_local_parts(v)
+                                         for v, r in zip(df.get_column(name).to_list(), rcpts, strict=True)],
+                                 dtype=pl.String)
+
             df = df.with_columns(
                 *(map_distinct(df.get_column(name), without_addresses, pl.String) for name in _ADDRESS_FREE),
-                *(pl.Series(alias, [without_recipient(v, r) if r else redact_local(v)
-                                    for v, r in zip(df.get_column(name).to_list(), rcpts, strict=True)],
-                            dtype=pl.String)
-                  for name, alias, redact_local in (("mid", "mid", _as_logged), ("job", "job", redact_local_parts),
-                                                    ("orig_l", "orig_s", redact_local_parts))))
+                keyed("mid", "mid", mid=True), keyed("job", "job"), keyed("orig_l", "orig_s"))
         else:
             df = df.with_columns(pl.col("orig_l").alias("orig_s"))
         extra = pl.Series("extra", [None] * df.height, dtype=pl.String)
@@ -405,12 +409,6 @@ def rcpt_domain(rcpt_l: str) -> str:
     line's field) is all local part, so neither its domain nor a queue name (`domain/vmta`) is made of it."""
     _local, at, domain = rcpt_l.rpartition("@")
     return domain if at else ""
-
-
-def _as_logged(text: str) -> str:
-    """A report's Message-Id when it names no recipient: the key pages link by, kept (`<addr>` in its place left the
-    timeline of an anonymised complaint linked to a message that cannot be found)."""
-    return text
 
 
 def _orig_key(orig: str) -> tuple[str, str]:

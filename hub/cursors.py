@@ -34,6 +34,11 @@ recipient searched back to anyone holding the cursor with a list of candidate ad
 privacy review 2026-12-06); the hub keeps no key file, so a restarted hub refuses the cursors of the one before (400:
 search again)."""
 
+def fingerprint(value: Any) -> str:
+    """A cursor's 6-byte fingerprint of what it pages (filters, a Message-Id), keyed with CURSOR_KEY."""
+    return blake2b(json.dumps(value, sort_keys=True).encode(), key=CURSOR_KEY, digest_size=6).hexdigest()
+
+
 PLAIN_MAX = 1024
 """Characters up to which a cursor stays plain base64 JSON (readable as a daemon's cursor is)."""
 CURSOR_BUDGET = 12 * 1024

@@ -13,10 +13,8 @@ missing, "not among the current targets"). hub/cursors.py encodes the places com
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from hashlib import blake2b
 from typing import Any
 
 from correlator.api import BadRequest
@@ -38,8 +36,7 @@ from hub.targets import Target, default_target
 
 
 def fingerprint(message_id: str) -> str:
-    return blake2b(json.dumps(["hub-message", norm_message_id(message_id)]).encode(), key=cursors.CURSOR_KEY,
-                   digest_size=6).hexdigest()
+    return cursors.fingerprint(["hub-message", norm_message_id(message_id)])
 
 
 def _message_place(value: Any) -> bool:

@@ -21,11 +21,9 @@ new search (no cursor) shows them.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any
 
 from correlator.api import MAX_TIME, MIN_TIME, BadRequest, parse_time
@@ -61,7 +59,7 @@ def resolve_times(params: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def fingerprint(filters: dict[str, Any]) -> str:
-    return blake2b(json.dumps(filters, sort_keys=True).encode(), key=cursors.CURSOR_KEY, digest_size=6).hexdigest()
+    return cursors.fingerprint(filters)
 
 
 def _search_place(v: Any) -> bool:
