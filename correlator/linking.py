@@ -287,7 +287,7 @@ class Linker:
         return None
 
     def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float, mh: int | None,
-                  jh: int | None, orig_s: str | None = None) -> int | None:
+                  jh: int | None, orig_s: str) -> int | None:
         """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window.
 
         Not one that names another Message-Id or jobId than the report: that is another message (the fallback is
@@ -307,7 +307,7 @@ class Linker:
             " AND (?4 = '' OR orig = ?4 OR orig = ?7) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
             " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" AND flags & {done} != 0 AND t_done <= ?3 ORDER BY t0 DESC LIMIT 1",
-            (rh, t - self._window, t, orig_l, mh, jh, orig_l if orig_s is None else orig_s),
+            (rh, t - self._window, t, orig_l, mh, jh, orig_s),
         ).fetchone()
         return self._find(row[0]) if row else None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -24,17 +25,16 @@ READ_SECONDS = 10.0
 class FormAsQuery:
     """POST of a form to an /api/v1 or /ui path -> the GET of the same path with the form in its query string."""
 
-    def __init__(self, app: Any, max_request: int, error_body: Any) -> None:
-        self.app, self.max_request, self.error_body = app, max_request, error_body
+    def __init__(self, app: Any, max_request: int, error_body: Any, head_size: Any) -> None:
+        """`error_body` and `head_size` are exporter.http's (its answers' shape; the head size its limit counts)."""
+        self.app, self.max_request, self.error_body, self.head_size = app, max_request, error_body, head_size
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(FORM_PATHS) \
-                or _content_type(scope) != FORM_TYPE:
+                or Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
             await self.app(scope, receive, send)
             return
-        from exporter.http import head_size  # the size of the GET it becomes, counted as the head limit counts it
-
-        room = self.max_request - head_size(scope) - 1
+        room = self.max_request - self.head_size(scope) - 1  # the GET it becomes stays within the head limit
         try:
             async with asyncio.timeout(READ_SECONDS):
                 body = await _body(receive, room)
@@ -52,13 +52,6 @@ class FormAsQuery:
     async def _refuse(self, scope: Any, receive: Any, send: Any, status: int, error: str) -> None:
         await JSONResponse(self.error_body(status, error), status_code=status,
                            headers={"Connection": "close"})(scope, receive, send)
-
-
-def _content_type(scope: Any) -> str:
-    for name, value in scope["headers"]:
-        if name.lower() == b"content-type":
-            return str(value.decode("latin-1").split(";")[0].strip().lower())
-    return ""
 
 
 async def _body(receive: Any, room: int) -> bytes | None:

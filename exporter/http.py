@@ -144,7 +144,7 @@ def build_app(
 
     # A lookup's form is read after the credentials are checked (a client without them is refused at once, not after
     # its body) and after the head's checks, within their bounds.
-    app.add_middleware(FormAsQuery, max_request=MAX_REQUEST_HEAD, error_body=error_body)
+    app.add_middleware(FormAsQuery, max_request=MAX_REQUEST_HEAD, error_body=error_body, head_size=head_size)
     if basic_auth_users:
         auth = BasicAuth(basic_auth_users)
 
