@@ -58,7 +58,7 @@ class _Gunzip:
     def __init__(self) -> None:
         self.member: Any = None  # a zlib decompressor while inside a member
         self.ended = False  # a member ended and no other began: the body may end here
-        self.dropped = -1  # bytes dropped after the body (-1: none seen yet)
+        self.dropped = 0  # bytes dropped after the body: once one is, every later one is
 
     def unzip(self, chunk: bytes, room: int) -> tuple[bytes, bytes]:
         """(at most `room` unzipped bytes, what of `chunk` is left to feed); zlib.error on bytes that are not gzip."""
@@ -66,8 +66,8 @@ class _Gunzip:
             chunk = chunk.lstrip(b"\0")
             if not chunk:
                 return b"", b""
-            if self.ended and (self.dropped >= 0 or not _MAGIC.startswith(chunk[:2])):
-                self.dropped = max(self.dropped, 0) + len(chunk)
+            if self.ended and (self.dropped or not _MAGIC.startswith(chunk[:2])):
+                self.dropped += len(chunk)
                 if self.dropped > TRAILING_MAX:
                     raise zlib.error(f"more than {TRAILING_MAX} bytes after the gzip body")
                 return b"", b""
