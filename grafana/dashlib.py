@@ -709,7 +709,9 @@ def job_instance_vars() -> list[Json]:
         query_var("job", "Job", "label_values(watchtower_build_info, job)", all_value=None,
                   description="Prometheus job(s) scraping Watchtower."),
         query_var("instance", "Instance", 'label_values(watchtower_build_info{job=~"$job"}, instance)',
-                  all_value=".+", description="Watchtower instances, one per PMTA host."),
+                  # `.*`, not `.+`: Grafana puts a custom All value into the replies panels' API URLs as it is, and
+                  # a query string reads `+` as a space (the hub refused `host=. `); every series has an instance
+                  all_value=".*", description="Watchtower instances, one per PMTA host."),
     ]
 
 

@@ -1547,3 +1547,32 @@ def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path):
           {"labels": '{isp="apple"}', "value": (120 / 150) / (145 / 150)}]),
     ], eval_time=f"{(week + 12) * 10}m", interval="10m", every="10m")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_all_values_in_api_urls_reach_the_api_as_all(path: Path) -> None:
+    """Grafana puts a variable's custom All value into a URL as it is, whatever the format (`:csv`): the API must
+    read it, query-string decoded, as "every value". `.+` arrived as `. ` (a `+` is a space) and the hub refused
+    it as an unknown host: the status board's replies panels failed whenever Instance was All, the default."""
+    from urllib.parse import parse_qsl
+
+    from correlator.replies import ANY, filter_values
+
+    d = load(path)
+    variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    problems = []
+    for p in panels(d):
+        for t in p.get("targets", []):
+            url = t.get("url")
+            if not url or "?" not in url:
+                continue
+            for key, raw in parse_qsl(url.split("?", 1)[1], keep_blank_values=True):
+                m = re.fullmatch(r"\$\{(\w+)(?::\w+)?\}", raw)
+                var = variables.get(m.group(1)) if m else None
+                if var is None or not var.get("includeAll") or var.get("allValue") is None:
+                    continue
+                query = url.split("?", 1)[1].replace(raw, var["allValue"])
+                sent = dict(parse_qsl(query, keep_blank_values=True))[key]
+                if filter_values(key, sent) is not None:
+                    problems.append(f"{p['title']!r}: {key}={var['allValue']} arrives as {sent!r}, not All ({ANY})")
+    assert not problems
