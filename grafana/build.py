@@ -20,6 +20,8 @@ import yaml
 from dashlib import (
     ALERTMANAGER,
     ATTEMPTS_RULE,
+    BLOCK_BLOCKLISTED_MIN,
+    BLOCK_BLOCKLISTED_SHARE,
     BLOCK_MIN_ATTEMPTS,
     BLOCK_OTHER_MIN,
     BLOCK_REJECT_RATIO,
@@ -956,7 +958,8 @@ def incidents() -> Json:
                [prom(f'count(ALERTS{{alertstate="pending", {JOB}}}) or vector(0)')], "short",
                thresholds=steps(("green", None), ("yellow", 1)), graph=False), 6, 4)
     g.add(stat("VMTA × ISP cells in the red", "Cells of the war room at level CRIT: a block (PmtaIspBlock's "
-               "condition: a blocklisted response, or reputation/policy bounces), success below 50% or throttled "
+               f"condition: blocklisted responses, ≥ {_pct(BLOCK_BLOCKLISTED_SHARE)} of the attempts or ≥ "
+               f"{BLOCK_BLOCKLISTED_MIN}, or reputation/policy bounces), success below 50% or throttled "
                f"share above 50% (≥ {MIN_ATTEMPTS} attempts in 10 minutes, over all the VMTA's pools or in one "
                "pool on its own), or over "
                f"{QUEUE_LEVELS[-1] // 1000}k recipients queued.",
@@ -1086,7 +1089,8 @@ HIGH < {_S[1]}, CRIT < {_S[2]}: dashboard-only levels, no alert judges the 10-mi
 **throttled share** (warn > {_T[0]}, HIGH > {_T[1]} = `PmtaIspThrottling`, CRIT > {_T[2]}), both judged
 as the alerts judge them, over all the VMTA's pools and in each pool on its own (≥ {MIN_ATTEMPTS} attempts
 in 10 minutes each), the worse kept; a **block**, always CRIT (`PmtaIspBlock`'s condition: a
-blocklisted response in 15 minutes, {BLOCK_OTHER_MIN} from `other`, or reputation/policy
+blocklisted responses in 15 minutes, ≥ {_pct(BLOCK_BLOCKLISTED_SHARE)} of the attempts or ≥ {BLOCK_BLOCKLISTED_MIN}
+({BLOCK_OTHER_MIN} from `other`), or reputation/policy
 bounces > {_pct(BLOCK_REJECT_RATIO)} = `PmtaIspBlock` of ≥ {BLOCK_MIN_ATTEMPTS} attempts, over all the pools or in one);
 and **queued recipients** (warn > {_Q[0]}, where a throttled cell's alert turns critical,
 HIGH > {_Q[1]} = `PmtaQueueBacklog`, CRIT > {_Q[2]} = `PmtaQueueBacklog` critical). The `worst` column

@@ -206,9 +206,12 @@ dashboards, and only for per-VMTA x ISP queues (a pool's or a host's sum is anot
 BLOCK_REJECT_RATIO = 0.05
 BLOCK_MIN_ATTEMPTS = 50
 BLOCK_OTHER_MIN = 10
-"""PmtaIspBlock's condition (rules/alerts/isp.yaml): a blocklisted response in 15 minutes (BLOCK_OTHER_MIN from
-`other`, every small domain together), or > BLOCK_REJECT_RATIO of >= BLOCK_MIN_ATTEMPTS attempts in 15 minutes
-bounced for reputation or policy."""
+BLOCK_BLOCKLISTED_SHARE = 0.01
+BLOCK_BLOCKLISTED_MIN = 10
+"""PmtaIspBlock's condition (rules/alerts/isp.yaml): blocklisted responses in 15 minutes from a named provider that
+are >= BLOCK_BLOCKLISTED_SHARE of the VMTA's attempts or >= BLOCK_BLOCKLISTED_MIN (BLOCK_OTHER_MIN from `other`,
+every small domain together), or > BLOCK_REJECT_RATIO of >= BLOCK_MIN_ATTEMPTS attempts in 15 minutes bounced
+for reputation or policy."""
 
 
 def over_pools(matchers: tuple[str, ...]) -> tuple[str, ...]:
@@ -237,13 +240,15 @@ def rejected(level: str, *matchers: str) -> str:
 
 
 def blocked(*matchers: str) -> str:
-    """1 per CELL where PmtaIspBlock's condition holds now (its `for` aside), from the rules it reads: a blocklisted
-    response over all the VMTA's pools, or the share bounced for reputation or policy over all its pools or in one
-    of its pools on its own."""
+    """1 per CELL where PmtaIspBlock's condition holds now (its `for` aside), from the rules it reads: blocklisted
+    responses over all the VMTA's pools (a share of its attempts or many), or the share bounced for reputation or
+    policy over all its pools or in one of its pools on its own."""
     every = over_pools(matchers)
     listed = "instance_vmta_isp:pmta_blocklisted:increase15m"
     named, other = sel(listed, *every, 'isp!="other"'), sel(listed, *every, 'isp="other"')
-    cond = (f"({named} > 0) or ({other} >= {BLOCK_OTHER_MIN})"
+    attempts = sel("instance_vmta_isp:pmta_attempts:rate15m", *every)
+    cond = (f"(({named} > 0) and ({named} / ({attempts} * 900) >= {BLOCK_BLOCKLISTED_SHARE}))"
+            f" or ({named} >= {BLOCK_BLOCKLISTED_MIN}) or ({other} >= {BLOCK_OTHER_MIN})"
             f" or {rejected('instance_vmta_isp', *every)} or {rejected('vmta_isp', *every)}")
     return in_pools(f"group by ({CELL}) ({cond})", *matchers)
 
