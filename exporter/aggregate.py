@@ -132,12 +132,17 @@ def _when(cond: pl.Expr, always: bool, never: bool, value: pl.Expr, dtype: type[
 
 def pmta_epoch(e: pl.Expr) -> pl.Expr:
     """A PMTA time column as Unix seconds, null where Python's parser must decide (exporter.timeparse, the one
-    authority: a value read here is read the same there)."""
-    # PMTA's own 24-byte form only (others go to exporter.timeparse, which reads this format as chrono does too)
-    iso = pl.when(e.str.len_bytes() == 24).then(
-        e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0)
-    t = pl.coalesce(iso, e.cast(pl.Float64, strict=False))
-    return pl.when((t >= 0.0) & (t < LATEST) & t.is_not_nan()).then(t)  # as parse_pmta_time: else no time
+    authority: a value read here is read the same there; `_group` hands every other non-empty value to it).
+
+    Read here: PMTA's own two forms in ASCII digits only, `2016-05-29 01:10:51+0200` padded and epoch seconds (a
+    fraction after 9 or 10 digits). Anything else is Python's: chrono also takes unpadded fields with a space before
+    the offset (`2016-5-29 01:10:51 +0200`), which Python reads as no time; `float` takes `1e3`, `+5` or `inf`; and
+    `20160529.010203` is a basic ISO time to Python, a number to the cast."""
+    pmta = (r"^(?:[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{4}"
+            r"|[0-9]+|[0-9]{9,10}\.[0-9]+)$")
+    iso = e.str.to_datetime("%Y-%m-%d %H:%M:%S%z", strict=False, time_unit="ms").dt.epoch("ms") / 1000.0
+    t = pl.when(e.str.contains(pmta)).then(pl.coalesce(iso, e.cast(pl.Float64, strict=False)))
+    return pl.when((t >= 0.0) & (t < LATEST)).then(t)  # as parse_pmta_time: else no time (digits are never NaN)
 
 
 def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl.Expr]:

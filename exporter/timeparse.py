@@ -50,8 +50,8 @@ def _parse(value: str) -> float | None:
 
 
 PMTA_FORMAT = "%Y-%m-%d %H:%M:%S%z"
-"""PMTA's iso-times form, which exporter.aggregate.pmta_epoch reads in polars (chrono: fields padded or not, runs of
-spaces, an offset with or without a colon): read here too when fromisoformat cannot, so both agree."""
+"""PMTA's iso-times form, read with strptime when fromisoformat cannot (a field unpadded, `2016-5-29 1:10:51+0200`).
+exporter.aggregate.pmta_epoch reads only its padded spelling in polars and leaves every other value to this module."""
 
 
 def _pmta_form(s: str) -> datetime | None:
