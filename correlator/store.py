@@ -24,7 +24,8 @@ transaction covers both. Shape, chosen for the write path first:
 * `corr_events`: one row per d/b/t/r/f/rb/rs record. Its rowid is `file_num << 32 | line`, which
   makes a replayed line a no-op without an extra UNIQUE index.
 * `corr_queue_events`: tq records (queue-level, no rcpt), shown at query time in the timelines of
-  recipients of that queue during their lifetime, so ingestion never fans them out.
+  recipients of that queue during their lifetime, so ingestion never fans them out; retention keeps
+  them while a stored timeline shows them.
 * `corr_flows`: per 5-minute bucket (sender domain, vmta, isp) counters for /api/v1/flows.
 * `corr_scopes`: (10 s bucket of timeQueued, slice) where a timeline of that scope was created.
 * `corr_gen_filters`: a Bloom filter of the Message-Id and recipient hashes of each finished generation
@@ -37,6 +38,7 @@ transaction covers both. Shape, chosen for the write path first:
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import sqlite3
 import time
@@ -473,11 +475,12 @@ def prune(
     Timelines go when their *latest* event is older than the cutoff, oldest first. Over the size cap the
     earliest stored go, whatever their age: ids grow as timelines are stored, so a batch of the lowest ids
     empties whole pages of the table and of every slice-led index (deleting by t0 instead scattered each batch
-    over the store: ~4x slower, measured). Queue events and flow buckets follow the cutoff (and, under the cap,
-    the oldest t0 kept). Each batch is its own short transaction when the caller has none open, so the writer
-    is never held for long and a crash loses no progress. Stops after `budget_s` of work; `batch` and
-    `budget_s` default to PRUNE_BATCH and PRUNE_BUDGET_S. `pause_s`: a wait after each batch of its own
-    transaction, so another process's writer gets the lock (SQLite's busy handler retries every <= 100 ms).
+    over the store: ~4x slower, measured). Flow buckets follow the cutoff (and, over the cap, the oldest t0 kept);
+    queue events too, but those a stored timeline shows stay with it (`_delete_queue_events`). Each batch is its
+    own short transaction when the caller has none open, so the writer is never held for long and a crash loses
+    no progress. Stops after `budget_s` of work; `batch` and `budget_s` default to PRUNE_BATCH and
+    PRUNE_BUDGET_S. `pause_s`: a wait after each batch of its own transaction, so another process's writer
+    gets the lock (SQLite's busy handler retries every <= 100 ms).
     """
     deadline = time.monotonic() + (PRUNE_BUDGET_S if budget_s is None else budget_s)
     own = not conn.in_transaction
@@ -534,11 +537,49 @@ def _delete_timelines(conn: sqlite3.Connection, ids: list[int]) -> None:
 
 
 def _delete_before(conn: sqlite3.Connection, cutoff: float, batch: int) -> None:
-    conn.execute(
-        "DELETE FROM corr_queue_events WHERE id IN (SELECT id FROM corr_queue_events WHERE t < ? LIMIT ?)",
-        (cutoff, batch * 5),
-    )
+    _delete_queue_events(conn, cutoff, batch * 5)
     conn.execute("DELETE FROM corr_flows WHERE bucket < ?", (int(cutoff // FLOW_BUCKET) * FLOW_BUCKET,))
+
+
+QUEUE_HOLDERS = 1_000
+"""Stored timelines that began before the cutoff read per prune batch, oldest first (one range of corr_tl_t0): the
+queue events they show stay. Queue events from the next one's first event on wait for a later prune."""
+_QUEUE_EVENTS_BEFORE = "DELETE FROM corr_queue_events WHERE id IN (SELECT id FROM corr_queue_events WHERE {} LIMIT ?)"
+
+
+def _delete_queue_events(conn: sqlite3.Connection, cutoff: float, most: int) -> None:
+    """Delete up to `most` queue events older than `cutoff` that no stored timeline shows. A timeline shows those of its
+    queue logged from its first event (t0) to its final d/b (t_done; on while pending), both included (timeline.py):
+    one that began before the cutoff is kept while its latest event is within retention, and its queue events with it.
+    Cost: QUEUE_HOLDERS rows, one corr_qe_queue range per queue and window they show, the deletes, and a pass over the
+    shown queue events of the oldest stored timelines' queues (on corr_qe_t)."""
+    holders = conn.execute("SELECT t0, t_done, queue FROM corr_timelines WHERE t0 < ? ORDER BY t0 LIMIT ?",
+                           (cutoff, QUEUE_HOLDERS + 1)).fetchall()
+    bound = holders.pop()[0] if len(holders) > QUEUE_HOLDERS else cutoff  # a later timeline may show what is after
+    shown: dict[str, list[list[float]]] = {}
+    for t0, t_done, name in holders:  # in t0 order: overlapping windows of one queue merge
+        if not name:  # no attempt yet: it shows no queue event
+            continue
+        windows = shown.setdefault(name, [])
+        hi = math.inf if t_done is None else t_done
+        if windows and t0 <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], hi)
+        else:
+            windows.append([t0, hi])
+    marks = ",".join("?" * len(shown))
+    left = most - conn.execute(_QUEUE_EVENTS_BEFORE.format(f"t < ? AND queue NOT IN ({marks})"),
+                               (bound, *shown, most)).rowcount
+    for name, windows in shown.items():
+        after = -math.inf
+        for lo, hi in (*windows, (bound, bound)):
+            if left <= 0:
+                return
+            if after < min(lo, bound):
+                left -= conn.execute(_QUEUE_EVENTS_BEFORE.format("queue = ? AND t > ? AND t < ?"),
+                                     (name, after, min(lo, bound), left)).rowcount
+            after = hi
+            if after >= bound:
+                break
 
 
 def _drop_empty_slices(conn: sqlite3.Connection, cutoff: float) -> None:

@@ -38,6 +38,7 @@ code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-al
 section.rcpt{background:#fff;border:1px solid #e5e7eb;padding:8px 12px;margin-bottom:16px}
 section.rcpt h2{font-size:15px;margin:0 0 4px}
 .meta{color:#4b5563;font-size:12px}
+.redacted{text-decoration:underline dotted;cursor:help}
 bdi,.meta,h1,.free{overflow-wrap:anywhere}
 svg text{font-size:12px;fill:#1d2126}
 """

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from correlator.api import MAX_TIME, MIN_TIME, path_segment
+from exporter.redact import REDACTED
 from pages.backend import Backend
 from pages.html import attr, e, error_box, page, partial_banner, query, u
 from pages.sankey import attempts, sankey_svg, shares
@@ -118,6 +119,42 @@ def _shown(text: Any) -> str:
     return f"{e(text[:SHOWN_TEXT])}… ({len(text) - SHOWN_TEXT:,} more characters: the API answers them)"
 
 
+REDACTION_MARKS = ("<rcpt>", REDACTED)
+"""What hash_recipients leaves in a stored Message-Id or jobId (correlator/prepare.py): `<rcpt>` in place of the
+recipient's address (exporter.redact.without_recipient), `[redacted]` in place of a local part (a report without a
+recipient: its jobId)."""
+REDACTED_TITLE = ("Redacted (hash_recipients): the recipient's address in it is shown as <rcpt> (a local part as "
+                  "[redacted]). A lookup needs the value as logged: this text finds nothing.")
+
+
+def redacted(item: dict[str, Any], value: Any) -> bool:
+    """Whether `value`, the Message-Id or jobId of `item` (a search row or a timeline), is shown redacted. Lookups hash
+    the value as logged, so a redacted one finds nothing: no link nor search is made of it. `<rcpt>` is the mark when
+    the row says hashing is on (`rcpt_hashed`), `[redacted]` on a row without a recipient (no `rcpt_hashed` then)."""
+    if not isinstance(value, str):
+        return False
+    if item.get("rcpt_hashed") is True:
+        return REDACTION_MARKS[0] in value
+    return item.get("rcpt") is None and REDACTION_MARKS[1] in value
+
+
+def _key(item: dict[str, Any], value: Any) -> str:
+    """A Message-Id or jobId as text; a redacted one says so (a title), and is never a link."""
+    if redacted(item, value):
+        return f'<span class="redacted" title="{attr(REDACTED_TITLE)}">{e(value)}</span>'
+    return e(value)
+
+
+def redaction_hint(*typed: str | None) -> str:
+    """Why a Message-Id or jobId copied from a page finds nothing: it was shown redacted. `rcpt>`: the search box
+    strips a Message-Id's angle brackets (`<<rcpt>.1@x>` is looked up as `rcpt>.1@x`)."""
+    if not any(v and ("rcpt>" in v or REDACTION_MARKS[1] in v) for v in typed):
+        return ""
+    return ('<p class="meta" id="redacted-hint"><code>&lt;rcpt&gt;</code> and <code>[redacted]</code> stand for what '
+            "<code>hash_recipients</code> leaves out of a Message-Id or jobId shown here: a lookup needs the value "
+            "as logged. Search by recipient, or open the timeline from its search row.</p>")
+
+
 BackendFor = Callable[[Request], Backend]
 
 
@@ -164,17 +201,17 @@ class Views:
             # so the newest of a large one (search's first rows) were not on the page a row linked to.
             if isinstance(it.get("id"), int):
                 href = u(root + f"/ui/timelines/{it['id']}", host=it.get("host"))
-            elif it.get("job_id") and it.get("rcpt") and not it.get("rcpt_hashed"):
+            elif it.get("job_id") and it.get("rcpt") and not it.get("rcpt_hashed"):  # not hashed: keys as logged
                 href = u(root + "/ui/timeline", rcpt=it["rcpt"], job_id=it["job_id"])
             else:
                 href = ""
             first = f'<a href="{href}">{_time(it.get("first_seen"))}</a>' if href else _time(it.get("first_seen"))
-            mid = e(it.get("message_id"))
-            if it.get("message_id"):  # every recipient of the message, a page at a time
+            mid = _key(it, it.get("message_id"))
+            if it.get("message_id") and not redacted(it, it["message_id"]):  # every recipient, a page at a time
                 mid = f'<a href="{u(root + "/ui/messages/" + path_segment(str(it["message_id"])))}">{mid}</a>'
             rows.append(
                 f"<tr><td>{first}</td><td>{_outcome(it.get('outcome'))}</td><td class=mono>{e(it.get('rcpt'))}</td>"
-                f"<td class=mono>{mid}</td><td class=free>{e(it.get('job_id'))}</td>"  # free-form: may wrap anywhere
+                f"<td class=mono>{mid}</td><td class=free>{_key(it, it.get('job_id'))}</td>"  # free-form: may wrap
                 f"<td class=free>{e(it.get('vmta'))}</td><td>{e(it.get('isp'))}</td>"
                 + (f"<td class=free>{e(it.get('host'))}</td>" if hosts else "") +
                 f"<td class=num>{e(it.get('attempts'))}</td></tr>")
@@ -219,7 +256,8 @@ class Views:
                      + (" before finding a match" if not body.get("items") else "")
                      + ": <b>Next page</b> continues it (or narrow it by recipient or job).</p>")
         else:
-            empty = "" if body.get("items") else '<p id="none">No timeline matches.</p>'
+            empty = "" if body.get("items") else ('<p id="none">No timeline matches.</p>'
+                                                  + redaction_hint(params["job_id"]))
         return self.page(request, "Search", form + partial_banner(body) + f"<h1>{e(heading)}</h1>" + empty
                          + self.summary_rows(root, body.get("items") or []) + more)
 
@@ -266,7 +304,7 @@ class Views:
         return (  # <bdi>: a right-to-left value (Hebrew, Arabic) does not reorder the words around it
             f'<section class="rcpt" id="rcpt-{n}"><h2><bdi class="mono">{e(tl.get("rcpt"))}</bdi> '
             f'{_outcome(tl.get("outcome"))}</h2><div class="meta">'
-            f'{"host <bdi>" + e(host) + "</bdi> &middot; " if host else ""}job <bdi>{e(tl.get("job_id"))}</bdi>'
+            f'{"host <bdi>" + e(host) + "</bdi> &middot; " if host else ""}job <bdi>{_key(tl, tl.get("job_id"))}</bdi>'
             f' &middot; from <bdi class="mono">{e(tl.get("orig"))}</bdi> &middot; VMTA <bdi>{vlink}</bdi> (pool '
             f'<bdi>{e(tl.get("vmta_pool"))}</bdi>) &middot; ISP <bdi>{e(tl.get("isp"))}</bdi> &middot; attempts '
             f'{e(tl.get("attempts"))} &middot; queued {_time(tl.get("queued_at"))} &middot; done '
@@ -284,7 +322,8 @@ class Views:
             status, body = await self.ask(request, "/api/v1/messages/" + path_segment(message_id),
                                           {"limit": MESSAGE_PAGE, "cursor": cursor})
         if status != 200:
-            return self.page(request, f"Message {message_id}", form + error_box(status, body), status)
+            return self.page(request, f"Message {message_id}",
+                             form + error_box(status, body) + redaction_hint(message_id), status)
         recips = body.get("recipients") or []
         trunc = (f'<p class="meta">{len(recips)} of {e(body.get("recipients_total"))} recipients shown'
                  + (" (a later page)" if cursor else "") + ".</p>" if body.get("truncated") else "")
@@ -312,7 +351,8 @@ class Views:
             status, body = await self.ask(request, "/api/v1/timeline",
                                           {"rcpt": rcpt, "job_id": job_id, "message_id": message_id})
         if status != 200:
-            return self.page(request, "Timeline", form + error_box(status, body), status)
+            return self.page(request, "Timeline", form + error_box(status, body) + redaction_hint(job_id, message_id),
+                             status)
         head = f'<h1>Recipient <span class="mono">{e(body.get("rcpt"))}</span> job {e(body.get("job_id"))}</h1>'
         older = body.get("timelines_omitted")
         timelines = body.get("timelines") or []
