@@ -184,7 +184,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "Restarts of the correlator process (correlator.worker: process) after it exited or could not "
                "start; absent with the thread worker.", (), "self"),
     MetricSpec("watchtower_commit_backlog_rows", "gauge",
-               "Rows read and held in memory for the correlator, not yet committed (at most tail.max_pending_rows).",
+               "Rows read and held in memory for the correlator, not yet committed (reading pauses at "
+               "tail.max_pending_rows: the read in progress may take it past that by one read's rows).",
                (), "self"),
     MetricSpec("watchtower_commit_backlog_bytes", "gauge",
                "Bytes of accounting files counted in the metrics whose rows the correlator has not stored yet and "
