@@ -31,7 +31,7 @@ from exporter.fingerprint import (
 )
 from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
 from exporter.metrics import SelfMetrics
-from exporter.parser import ErrorLog, FileParser, overlong_unpadded
+from exporter.parser import ErrorLog, FileParser, Segment, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
 from exporter.safeopen import open_regular, open_regular_file
 from exporter.spans import Span, inside_a_line
@@ -418,7 +418,7 @@ class FileStream:
                 continue
             parsed = self._parse(lines, nbytes)
             del lines  # freed before the batch is folded: the next read reuses the memory
-            self._deliver(*parsed, on_batch)
+            self._deliver(parsed, on_batch)
         return True
 
     def _cover_what_was_read(self, f: Any, nread: int, size: int = 0) -> None:
@@ -517,40 +517,48 @@ class FileStream:
             self._consume(lines[pos:], len(lines) - pos, on_batch)
 
     def _consume(self, data: bytes, nbytes: int, on_batch: OnBatch, final: bool = False) -> None:
-        self._deliver(*self._parse(data, nbytes, final), on_batch)
+        self._deliver(self._parse(data, nbytes, final), on_batch)
 
-    def _parse(self, data: bytes, nbytes: int, final: bool = False
-               ) -> tuple[RecordBatch | None, int, int, int, Columns | None, int]:
-        """(batch, lines, and where they started: offset, line number, header; bytes consumed) of complete lines
-        (`nbytes` of the file). A record still open at their end goes back in front of `pending`: read again,
-        whole, with the bytes that complete it (so an offset never falls inside a record)."""
-        start, line_no, columns = self.cp.offset, self.parser.line_no, self.parser.columns
-        batch, nlines = self.parser.parse(data, final)
+    def _parse(self, data: bytes, nbytes: int, final: bool = False) -> list[Segment]:
+        """The segments of complete lines (`nbytes` of the file): one per header's stretch, each with its batch,
+        lines and bytes, and where it starts (line number, header). A record still open at their end goes back in
+        front of `pending`: read again, whole, with the bytes that complete it (so an offset never falls inside a
+        record)."""
+        segments = self.parser.parse_all(data, final)
         held = self.parser.held
         if held:
             self.pending = bytes(data[len(data) - held :]) + self.pending
-        return batch, nlines, start, line_no, columns, nbytes - held
+        if nbytes != len(data):  # a newline added to the file's unterminated last line is no byte of the file
+            last = segments[-1]
+            segments[-1] = last._replace(size=last.size + nbytes - len(data))
+        return segments
 
-    def _deliver(self, batch: RecordBatch | None, nlines: int, start: int, line_no: int, columns: Columns | None,
-                 nbytes: int, on_batch: OnBatch) -> None:
-        """Account for `nbytes` parsed into `nlines` lines and hand the batch (with its Span) on."""
-        self.cp.offset += nbytes
-        self.cp.line_no = self.parser.line_no
-        if self.parser.columns is not None:
-            if self.parser.columns is not columns and self.parser.columns.duplicates:
-                self._warn_duplicates(self.parser.columns)
-            self.cp.header = self.parser.columns.header_line
-        if self.metrics:
-            src = self.cp.source
-            self.metrics.lines_read.labels(src).inc(nlines)
-            self.metrics.bytes_read.labels(src).inc(nbytes)
-        self._drain_tallies()
-        if batch is not None:
-            cp = self.cp
-            batch.file_id = cp.file_id
-            batch.span = Span(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, start, cp.offset, line_no, columns,
-                              self.parser.allowed, cp, cp.fingerprint)
-            on_batch(self, batch)
+    def _deliver(self, segments: list[Segment], on_batch: OnBatch) -> None:
+        """Account for each segment's bytes and lines and hand its batch (with its Span) on, in file order: the
+        checkpoint moves segment by segment, as it would had each been read alone."""
+        for k, seg in enumerate(segments):
+            after = segments[k + 1] if k + 1 < len(segments) else None  # where it ends: where the next starts
+            line_no = after.line_no if after is not None else self.parser.line_no
+            columns = after.columns if after is not None else self.parser.columns
+            start = self.cp.offset
+            self.cp.offset += seg.size
+            self.cp.line_no = line_no
+            if columns is not None:
+                if columns is not seg.columns and columns.duplicates:
+                    self._warn_duplicates(columns)
+                self.cp.header = columns.header_line
+            if self.metrics:
+                src = self.cp.source
+                self.metrics.lines_read.labels(src).inc(seg.lines)
+                self.metrics.bytes_read.labels(src).inc(seg.size)
+            self._drain_tallies()
+            batch = seg.batch
+            if batch is not None:
+                cp = self.cp
+                batch.file_id = cp.file_id
+                batch.span = Span(cp.file_id, cp.source, cp.path, cp.dev, cp.ino, start, cp.offset, seg.line_no,
+                                  seg.columns, self.parser.allowed, cp, cp.fingerprint)
+                on_batch(self, batch)
 
     def _warn_duplicates(self, columns: Columns) -> None:
         """Once per file and header: a column named twice is read from its first place only (say which)."""

@@ -8,6 +8,13 @@ quote that never closes costs its own line (one `bad_quoting` error) and reading
 line, rather than swallowing the lines after it. A record still open where a chunk ends is not
 consumed (`FileParser.held`): the file stream keeps its bytes and hands them in again with the rest.
 
+PMTA writes a new header line when its fields change. Each header's stretch of the file is read with that header's
+columns alone (a layout without `rcpt` takes its domain from `queue`, one without `orig` has no sender), so a header
+that changes the columns after rows of the same chunk starts a new batch: `parse_all` returns one `Segment` per
+stretch (its rows, lines, bytes and where it starts), `parse` ends its read before that header, as if the chunk had
+ended there. The same bytes give the same batches wherever the chunks end. A file's form, CSV or PMTA's JSON, is
+decided once, by its first non-blank line (`FileParser.decided`), and kept in its checkpointed header.
+
 Fast path: polars parses the whole chunk with a sentinel field appended to every line, so a
 valid row has the sentinel exactly after its last column and a short row has it earlier; long
 rows and bad quoting make polars refuse the chunk, and a row count that differs from the line
@@ -30,6 +37,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import polars as pl
 
@@ -171,6 +179,58 @@ class _Fallback(Exception):
     """The chunk holds a malformed line: re-read it line by line."""
 
 
+class _SegmentEnd(Exception):
+    """A header changes the columns after rows of this read, which ends before it (`FileParser.parse`)."""
+
+
+NO_HEADER = Columns.from_header(["{csv}"])
+"""What `FileParser.columns` says for a CSV file before its header: its first non-blank line was no header and no
+JSON, so it is CSV for good. A checkpoint keeps it as its header text (as jsonrecords.JSON_MARK a JSON file's), so a
+restart does not decide the form again. Never the columns of a batch."""
+
+_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
+"""The first byte of a line that is not blank (spaces, tabs and CRs only, as `jsonrecords.opens_json` skips them)."""
+
+
+class Segment(NamedTuple):
+    """One header's stretch of a chunk (`FileParser.parse_all`): what a chunk holding just those lines would give."""
+
+    batch: RecordBatch | None
+    lines: int
+    """Lines it consumed."""
+    size: int
+    """Bytes it consumed, of the data as given (a BOM and NULs included)."""
+    line_no: int
+    """Lines of the file before it."""
+    columns: Columns | None
+    """The header in force before it (`FileParser.columns` there): its first line may be the header it reads by."""
+
+
+_HEADER_LIKE = re.compile(rb"(?i)[^,\n]*type")
+"""A line that may be a header: its first field holds `type` in any case (`is_header` unquotes and strips it)."""
+_NEXT_HEADER_LIKE = re.compile(rb"(?i)\n[^,\n]*type")
+_BLOCK = 1 << 16
+
+
+def _line_starts(data: bytes, lines: list[int]) -> list[int]:
+    """Where each of `lines` (0-based, ascending, none past the last newline) starts in `data`: whole blocks are
+    passed by counting their newlines, only the lines of the block holding the target are walked."""
+    starts: list[int] = []
+    pos = seen = 0
+    for target in lines:
+        while seen < target:
+            end = min(pos + _BLOCK, len(data))
+            k = data.count(b"\n", pos, end)
+            if seen + k < target:
+                seen, pos = seen + k, end
+                continue
+            while seen < target:
+                pos = data.index(b"\n", pos) + 1
+                seen += 1
+        starts.append(pos)
+    return starts
+
+
 class ErrorLog:
     """Logs bad lines with file and line number, at most `burst` per `interval` seconds per source; the lines past
     the burst are summed up in one line once the window has passed (`expire`, every poll) or at a stop (`flush`)."""
@@ -238,8 +298,9 @@ def _records_holding(lines: list[int], numbers: list[int], rows: list[list[str]]
 class FileParser:
     """Parsing state of one file: its header and how many lines have been consumed."""
 
-    __slots__ = ("source", "path", "allowed", "columns", "line_no", "errors", "skipped", "read", "error_log", "fast",
-                 "repaired", "fields", "_held", "held", "_held_lines", "_rows_out", "_header_changes")
+    __slots__ = ("source", "path", "allowed", "_columns", "decided", "line_no", "errors", "skipped", "read",
+                 "error_log", "fast", "repaired", "fields", "_held", "held", "_held_lines", "_rows_out", "_whole",
+                 "_bounds", "_earlier")
 
     def __init__(
         self,
@@ -262,11 +323,20 @@ class FileParser:
         """Bad lines of a csv pass over a chunk, logged only if the pass is kept (see `_parse_exact`)."""
         self._rows_out: list[list[str]] | None = None
         """The rows the exact path is gathering (a header change marks where the earlier ones end)."""
-        self._header_changes: list[tuple[int, Columns]] = []
-        """(rows gathered before it, the columns they were read with) for each header that changed the columns."""
+        self._whole = True
+        """The read goes on past a header that changes the columns (`parse_all`), or ends before it (`parse`)."""
+        self._bounds: list[tuple[int, int, Columns]] = []
+        """Each header that changed the columns after rows of this read: (rows gathered before it, its line, the
+        columns those rows were read with)."""
+        self._earlier: list[RecordBatch | None] = []
+        """The batches of the stretches before the last one of the read (the exact path's, with `_bounds`)."""
         self.source = source
         self.path = path
         self.allowed = allowed if allowed is not None else _KNOWN
+        self._columns: Columns | None = None
+        """The header in force (jsonrecords.COLUMNS in a JSON file); None before it."""
+        self.decided = False
+        """The file's form is decided: its first non-blank line was read (CSV or JSON, for good)."""
         self.columns = columns
         self.line_no = line_no
         self.error_log = error_log or ErrorLog()
@@ -281,8 +351,23 @@ class FileParser:
         chunk ends (only when not `final`). The caller hands them in again, followed by the file's next bytes."""
         self._held_lines = 0
 
+    @property
+    def columns(self) -> Columns | None:
+        """The header in force (None before the file's first non-blank line; NO_HEADER in a CSV file before its
+        header): what a checkpoint keeps as its header text, and a new parser is given back."""
+        if self._columns is None and self.decided:
+            return NO_HEADER
+        return self._columns
+
+    @columns.setter
+    def columns(self, columns: Columns | None) -> None:
+        if columns is not None and columns.names == NO_HEADER.names:
+            self._columns, self.decided = None, True
+        else:
+            self._columns, self.decided = columns, columns is not None
+
     def reset(self) -> None:
-        """The file was truncated or replaced: forget its header and start at line 0."""
+        """The file was truncated or replaced: forget its header (and form) and start at line 0."""
         self.columns = None
         self.line_no = 0
 
@@ -300,39 +385,126 @@ class FileParser:
 
         Not `final` (more of the file may follow): a record still open at the end is left unconsumed, its
         bytes counted in `held`. `final` (the file's end, or a caller that cannot hand bytes back): it is
-        one `bad_quoting` error and the lines after its first are read as records."""
+        one `bad_quoting` error and the lines after its first are read as records. A header that changes the
+        columns after rows of this read ends it, whatever `final`: that header and the lines after it are left
+        unconsumed (`held`), to be read by the next call, with the header's columns (`parse_all` reads on)."""
+        first = self._parse_chunk(data, final, whole=False)[0]
+        return first.batch, first.lines
+
+    def parse_all(self, data: bytes, final: bool = True) -> list[Segment]:
+        """`parse`, reading on past each header that changes the columns: one Segment per header's stretch, in file
+        order, each what a chunk of just its lines would give (its batch read with its own header's columns), so
+        their lines, bytes and rows are the same wherever the chunks end. `held` as for `parse`, after the last."""
+        return self._parse_chunk(data, final, whole=True)
+
+    def _parse_chunk(self, data: bytes, final: bool, whole: bool) -> list[Segment]:
         self.repaired = 0
         self.held = self._held_lines = 0
+        self._whole = whole
+        self._bounds.clear()
+        self._earlier.clear()
         original = data
+        start, columns = self.line_no, self.columns
         if self.line_no == 0 and data.startswith(BOM):  # an editor's UTF-8 BOM would hide the header
             data = data[len(BOM) :]
         runs: list[tuple[int, int]] = []
         if _NUL in data:  # memchr: a crash's NUL padding (rare), skipped
             data, runs = self._drop_nuls(data)
-        start = self.line_no
-        if self.columns is None and jsonrecords.opens_json(data):
-            self.columns = jsonrecords.COLUMNS  # PMTA's JSON form: every record names its fields
-        if jsonrecords.is_json(self.columns):
+        blank = 0
+        if not self.decided:  # the file's first lines: blank ones until its first line decides its form
+            data, blank = self._decide(data)
+        cut = False
+        fast: tuple[RecordBatch | None, int] | None = None
+        if not data:
+            fast = (None, 0)
+        elif jsonrecords.is_json(self._columns):
             fast = self._parse_json(data)
         else:
-            fast = self._parse_frame(data) if self.fast else None
+            if not whole and _HEADER_LIKE.match(data) and (stop := self._next_header(data)) is not None:
+                # A read of one stretch (`parse`) that starts with a header, as the one after a header ended the last
+                # does: only the lines before the next header that changes the columns are parsed, not the whole
+                # chunk again for each of its stretches. A record still open there (a quoted field holding such a
+                # line) is held, read whole next time.
+                head = data[:stop]  # a short one by csv.reader: polars costs ~1 ms a call
+                fast = self._parse_exact(head, final=False) if len(head) < _BLOCK else self._parse_csv(head, False)
+                cut = fast[1] > 0
+                if not cut:  # nothing read (a record open from the first line on): the whole chunk, as ever
+                    fast, self._held_lines = None, 0
             if fast is None:
-                fast = self._parse_exact(data, final)
-        if self._held_lines:  # in bytes of `data` as given (BOM and NULs included): where the held lines start
+                fast = self._parse_csv(data, final)
+        used = blank + fast[1]
+        # `held` in bytes of `data` as given (BOM and NULs included): the lines from a header that ended the read
+        # found from the start, the few of a record still open at the end counted back from the end
+        if cut or self._held_lines > 64:
+            self.held = len(original) - _line_starts(original, [used])[0]
+        elif self._held_lines:
             pos = len(original) - 1 if original.endswith(b"\n") else len(original)
             for _ in range(self._held_lines):
                 pos = original.rfind(b"\n", 0, pos)
             self.held = len(original) - (pos + 1)
         nuls = 0
         for line, size in runs:  # after the parse: the exact path's fallback resets the tallies it made itself
-            if line - start <= fast[1]:  # a run in held lines is counted when they are read again
+            if line - start <= used:  # a run in held lines is counted when they are read again
                 nuls += 1
                 self.error_log.report(self.source, self.path, line, "nul_padding", f"<{size} NUL bytes>")
         if nuls:
             self.errors["nul_padding"] = self.errors.get("nul_padding", 0) + nuls
-        if fast[0] is not None:
-            fast[0].repaired = self.repaired
-        return fast
+        bounds = self._bounds
+        if not bounds:
+            if fast[0] is not None:
+                fast[0].repaired = self.repaired
+            return [Segment(fast[0], used, len(original) - self.held, start, columns)]
+        # Header changes (exact path): a segment per stretch, each starting at its header's line
+        firsts = [line - start - 1 for _rows, line, _cols in bounds]
+        offsets = [0, *_line_starts(original, firsts), len(original) - self.held]
+        firsts = [0, *firsts, used]
+        befores = [columns, *(cols for _rows, _line, cols in bounds)]
+        batches = [*self._earlier, fast[0]]
+        bounds.clear()
+        self._earlier.clear()
+        return [Segment(batches[k], firsts[k + 1] - firsts[k], offsets[k + 1] - offsets[k], start + firsts[k],
+                        befores[k]) for k in range(len(batches))]
+
+    def _next_header(self, data: bytes) -> int | None:
+        """Where the first line after the first of `data` that is a header of other columns than those in force
+        above it starts, judging each line alone (a cheap scan for `type` first); None without one."""
+        nl = data.find(b"\n")
+        first = header_columns(data[:nl]) if nl >= 0 else None
+        names = first.names if first is not None else self._columns.names if self._columns is not None else None
+        pos = 0
+        while (found := _NEXT_HEADER_LIKE.search(data, pos)) is not None:
+            start = found.start() + 1
+            pos = data.find(b"\n", start)
+            columns = header_columns(data[start : pos if pos >= 0 else len(data)])
+            if columns is not None:
+                if names is not None and columns.names != names:
+                    return start
+                names = columns.names
+            if pos < 0:
+                return None
+        return None
+
+    def _parse_csv(self, data: bytes, final: bool) -> tuple[RecordBatch | None, int]:
+        """A CSV chunk: the polars path where it can judge it, else the exact path."""
+        fast = self._parse_frame(data) if self.fast else None
+        return fast if fast is not None else self._parse_exact(data, final)
+
+    def _decide(self, data: bytes) -> tuple[bytes, int]:
+        """Blank lines before the file's first line that is not: consumed as blank lines (in either form; the count
+        returned with the data after them). That line decides the form for good: JSON when it opens an object or an
+        array (`jsonrecords.opens_json`), else CSV (a first line that is no header is then `missing_header`)."""
+        found = _NOT_BLANK.search(data)
+        if found is None:  # blank lines only: the form is still open
+            n = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+            self.line_no += n
+            return b"", n
+        first = data.rfind(b"\n", 0, found.start()) + 1
+        n = data.count(b"\n", 0, first)
+        self.line_no += n
+        self.decided = True
+        if data[found.start()] in b"[{":
+            self._columns = jsonrecords.COLUMNS  # PMTA's JSON form: every record names its fields
+        return (data[first:] if first else data), n
 
     def _drop_nuls(self, data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
         """`data` without its NUL bytes (a file padded after a crash, a record often glued after the run), and
@@ -347,7 +519,7 @@ class FileParser:
 
     def _parse_frame(self, data: bytes) -> tuple[RecordBatch | None, int] | None:
         """The polars path; None when the chunk needs the exact path."""
-        columns = self.columns
+        columns = self._columns
         head_lines = first_row = 0
         if data.startswith(b"type"):  # a file's first chunk: its header line
             nl = data.find(b"\n")
@@ -357,7 +529,7 @@ class FileParser:
                 return None
             head_lines = 1  # skipped by the reader (skip_lines): the chunk is not copied to drop it
             if nl + 1 == len(data):
-                self.columns = columns
+                self._columns = columns
                 self.line_no += head_lines
                 return None, head_lines
         if columns is None or len(columns.names) < 2:
@@ -400,7 +572,7 @@ class FileParser:
             (~usable).any().alias("u"), t.filter(usable).value_counts().implode().alias("v"),
         ).row(0)
         if header:
-            return None  # a header line mid-chunk: the exact path remaps columns in place
+            return None  # a header line mid-chunk: the exact path reads each header's stretch by its own columns
         if bad and keep is not None:  # bad lines are logged whole: read the chunk again with every column
             try:
                 frame = self._read(marked, n, None, bad_utf8, head_lines).with_columns(
@@ -415,7 +587,7 @@ class FileParser:
                 (~blank.fill_null(False) & ~usable).any().alias("b"), (~usable).any().alias("u"),
                 t.filter(usable).value_counts().implode().alias("v"),
             ).row(0)
-        self.columns = columns
+        self._columns = columns
         self.line_no += head_lines + nlines
         if bad:
             self._count_bad(frame, n, known, valid, blank)
@@ -504,14 +676,13 @@ class FileParser:
         if lines and lines[-1] == "":
             lines.pop()  # the empty tail after the final newline
         base = self.line_no
-        start_columns = self.columns
+        start_columns = self._columns
         batch_rows: list[list[str]] = []
         numbers: list[int] = []
         held: list[tuple[int, str, str]] = []
         self._held = held
         self._rows_out = batch_rows
-        changes = self._header_changes
-        changes.clear()
+        bounds = self._bounds
         try:
             used = self._parse_rows(csv.reader(io.StringIO(text, newline="\n"), strict=True), base, batch_rows,
                                     numbers, lines, final)
@@ -519,8 +690,8 @@ class FileParser:
             held.clear()  # counted again, and logged, by the record-by-record pass
             batch_rows.clear()
             numbers.clear()
-            changes.clear()
-            self.columns = start_columns
+            bounds.clear()
+            self._columns = start_columns
             self.errors.clear()
             self.skipped.clear()
             self.read.clear()
@@ -533,46 +704,31 @@ class FileParser:
             self.error_log.report(self.source, self.path, line, reason, sample)
         self.line_no = base + used
         self._held_lines = len(lines) - used
-        if bad_utf8 and batch_rows:
-            self.repaired += _records_holding([base + i + 1 for i in bad_utf8], numbers, batch_rows)
-        if not batch_rows or self.columns is None:
-            return None, used
         if lone_cr:
             for row in batch_rows:
                 for k, value in enumerate(row):
                     if _CR_STAND_IN in value:
                         row[k] = value.replace(_CR_STAND_IN, "\r")
-        columns = self._remapped(batch_rows) if changes else self.columns
-        return RecordBatch(self.source, self.path, columns, batch_rows, numbers), used
+        if not bounds:
+            return self._exact_batch(batch_rows, numbers, self._columns, base, bad_utf8), used
+        # A batch per header's stretch (`_parse_chunk` makes them segments): each row read by the header above it.
+        cuts = [0, *(rows for rows, _line, _cols in bounds), len(batch_rows)]
+        layouts = [*(cols for _rows, _line, cols in bounds), self._columns]
+        batches = [self._exact_batch(batch_rows[cuts[k] : cuts[k + 1]], numbers[cuts[k] : cuts[k + 1]], layouts[k],
+                                     base, bad_utf8) for k in range(len(layouts))]
+        self._earlier[:] = batches[:-1]
+        return batches[-1], used
 
-    def _remapped(self, rows: list[list[str]]) -> Columns:
-        """A header changed the columns mid-chunk: every row in the layout of the union of the headers (the newest
-        one's fields first, then those only older ones had), each field moved from where its own header put it.
-        The parser goes on with the newest header; only this batch carries the union."""
-        assert self.columns is not None
-        changes = self._header_changes
-        names = list(self.columns.names)
-        seen = {name.lower() for name in names}  # Columns reads names in any case: `Type` is `type`
-        for _end, cols in changes:
-            for name in cols.names:
-                if name.lower() not in seen:
-                    seen.add(name.lower())
-                    names.append(name)
-        union = Columns.from_header(names)
-        starts = [0, *(end for end, _cols in changes)]
-        layouts = [cols for _end, cols in changes] + [self.columns]
-        for start, end, cols in zip(starts, [*starts[1:], len(rows)], layouts, strict=True):
-            if cols.names == union.names:
-                continue
-            where: dict[str, int] = {}
-            for i, name in enumerate(cols.names):
-                where.setdefault(name.lower(), i)  # the first of a name given twice, as Columns reads it
-            picks = [where.get(name.lower()) for name in union.names]
-            for k in range(start, end):
-                row = rows[k]
-                rows[k] = [row[i] if i is not None else "" for i in picks]
-        changes.clear()
-        return union
+    def _exact_batch(self, rows: list[list[str]], numbers: list[int], columns: Columns | None, base: int,
+                     bad_utf8: list[int]) -> RecordBatch | None:
+        """The batch of rows the exact path read by `columns` (None without any), its repaired records counted."""
+        if not rows or columns is None:
+            return None
+        batch = RecordBatch(self.source, self.path, columns, rows, numbers)
+        if bad_utf8:
+            batch.repaired = _records_holding([base + i + 1 for i in bad_utf8], numbers, rows)
+            self.repaired += batch.repaired
+        return batch
 
     def _parse_json(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """A chunk of a JSON accounting file (exporter/jsonrecords.py): one record per line, each line that is not
@@ -642,9 +798,10 @@ class FileParser:
         self, reader: Iterable[list[str]], base: int, out: list[list[str]], numbers: list[int], lines: list[str],
         final: bool,
     ) -> int:
-        """The hot loop: one csv.reader over the chunk; returns the lines consumed (all, or all but an open
-        record at the end). Anything irregular raises for the record-by-record pass."""
-        columns = self.columns
+        """The hot loop: one csv.reader over the chunk; returns the lines consumed (all, all but an open record at
+        the end, or those before a header that ends the read). Anything irregular raises for the record-by-record
+        pass."""
+        columns = self._columns
         ncols = len(columns.names) if columns is not None else -1
         allowed = self.allowed
         read = self.read
@@ -677,6 +834,8 @@ class FileParser:
             if final or str(exc) != "unexpected end of data" or _span(lines, n, len(lines)) > MAX_RECORD_SPAN:
                 raise
             return n
+        except _SegmentEnd:
+            return line - base - 1  # the header's line and those after it: the next read's
         if n != len(lines):
             raise _Fallback
         return n
@@ -693,34 +852,41 @@ class FileParser:
 
     def _odd_row(self, row: list[str], line: int, sample: str) -> Columns | None:
         """Everything that is not a valid, wanted record: headers, skips and errors."""
+        current = self._columns
         if not row:
-            return self.columns  # blank line
+            return current  # blank line
         if is_header(row):
             columns = Columns.from_header(row)
-            if self._rows_out and self.columns is not None and columns.names != self.columns.names:
-                self._header_changes.append((len(self._rows_out), self.columns))
-            self.columns = columns
-            return self.columns
-        if self.columns is None:
+            rows, bounds = self._rows_out, self._bounds
+            if (rows and current is not None and columns.names != current.names
+                    and len(rows) > (bounds[-1][0] if bounds else 0)):
+                # rows of this read are in the columns in force: the new header's stretch is a batch of its own
+                if not self._whole:
+                    raise _SegmentEnd
+                bounds.append((len(rows), line, current))
+            self._columns = columns
+            return columns
+        if current is None:
             self._error("missing_header", line, sample)
             return None
         t = row[0]
         if t not in _KNOWN:
             self._error("unknown_type", line, sample)
-        elif len(row) < len(self.columns.names):
+        elif len(row) < len(current.names):
             self._error("short_row", line, sample)
-        elif len(row) > len(self.columns.names):
+        elif len(row) > len(current.names):
             self._error("long_row", line, sample)
         else:  # a known type this source does not feed
             self.skipped[t] = self.skipped.get(t, 0) + 1
-        return self.columns
+        return current
 
     def _parse_each(self, lines: list[str], base: int, out: list[list[str]], numbers: list[int],
                     final: bool = True) -> int:
         """Slow path for a chunk with a malformed record: each record parsed alone, errors pinned to its first line.
 
         A record that cannot be read (bad quoting, or a quote open past MAX_RECORD_SPAN or at the file's end) is one
-        `bad_quoting` error for its first line, and reading resumes at the next line. Returns the lines consumed."""
+        `bad_quoting` error for its first line (`missing_header` before the file's header: a line without a header,
+        however quoted), and reading resumes at the next line. Returns the lines consumed."""
         allowed = self.allowed
         i, total = 0, len(lines)
         while i < total:
@@ -731,19 +897,22 @@ class FileParser:
             except csv.Error:
                 if ended[0] and not final:  # still open at the chunk's end: read again with the rest
                     return i
-                self._error("bad_quoting", base + i + 1, lines[i])
+                self._error("bad_quoting" if self._columns is not None else "missing_header", base + i + 1, lines[i])
                 i += 1
                 continue
             used = max(reader.line_num, 1)
             sample = lines[i] if used == 1 else "\n".join(lines[i : i + used])
             line = base + i + 1
             i += used
-            cols = self.columns
+            cols = self._columns
             if cols is not None and row and (len(row) == len(cols.names) or self._pad(row, cols)):
                 if row[0] in allowed:
                     out.append(row)
                     numbers.append(line)
                     self.read[row[0]] = self.read.get(row[0], 0) + 1
                     continue
-            self._odd_row(row, line, sample)
+            try:
+                self._odd_row(row, line, sample)
+            except _SegmentEnd:
+                return line - base - 1  # the header's line and those after it: the next read's
         return total

@@ -230,8 +230,8 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
     # the tailer's record could not run into either), an open record is final: one bad_quoting error, as it was.
     final = want >= span.remaining or found is not None
     batch, _lines = parser.parse(data, final=final)
-    if parser.held:
-        consumed -= parser.held
+    if parser.held:  # a record still open, or a header that changes the columns (its stretch: the next piece's)
+        consumed = min(consumed, len(data) - parser.held)  # (a newline added above is no byte of the file)
         if consumed == 0:  # one record longer than the piece (within MAX_RECORD_SPAN): read it whole
             return read_span(span, max_bytes * 4)
     if batch is not None:

@@ -80,18 +80,27 @@ def test_header_state_and_line_numbers_continue_across_chunks():
 ])
 def test_a_header_mid_chunk_maps_each_row_by_the_header_above_it(fast: bool, second: str) -> None:
     """PMTA rewrites the header when its <acct-file> fields change. The rows before the new header in the same
-    chunk must keep their own mapping (they were read as the new one: a time as vmta, or a crash on the count)."""
+    chunk must keep their own mapping (they were read as the new one: a time as vmta, or a crash on the count), and
+    those after it are read by the new header's columns alone, as if the chunk had ended before it."""
     values = {"type": "d", "timeLogged": "1", "timeQueued": "2", "orig": "o@a", "rcpt": "r@b", "dsnStatus": "2.0.0",
               "dsnDiag": "ok", "vmta": "vm-9", "vmtaPool": "p-9", "dlvTlsProtocol": "TLSv1.3"}
     after = ",".join(values[name] for name in second.split(","))
-    p, batch, n = parse(HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n" * 3 + second + "\n" + after + "\n",
-                        parser=FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast))
-    assert n == 6 and p.errors == {} and batch is not None
-    c = batch.columns
-    assert [(row[c.vmta], row[c.vmtaPool] if c.vmtaPool is not None else None) for row in batch.rows] == [
-        ("v", "p")] * 3 + [("vm-9", "p-9" if "vmtaPool" in second else "")]
-    assert {len(row) for row in batch.rows} == {len(c.names)}
-    assert batch.frame.height == 4  # the frame the aggregator builds (it raised on a change of field count)
+    data = (HEADER + "d,1,2,o@a,r@b,2.0.0,ok,v,p\n" * 3 + second + "\n" + after + "\n").encode()
+    p, batch, n = parse(data, parser=FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast))
+    assert n == 4 and p.held == len(second) + len(after) + 2 and batch is not None  # `parse` ends before it
+    p = FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast)
+    segments = p.parse_all(data)
+    assert [s.lines for s in segments] == [4, 2] and p.errors == {} and p.held == 0
+    first, then = (s.batch for s in segments)
+    assert first is not None and then is not None
+    c = first.columns
+    assert c.names == tuple(HEADER.strip().split(","))
+    assert [(row[c.vmta], row[c.vmtaPool]) for row in first.rows] == [("v", "p")] * 3
+    c = then.columns
+    assert c.names == tuple(second.split(","))
+    assert [(row[c.vmta], row[c.vmtaPool] if c.vmtaPool >= 0 else "") for row in then.rows] == [
+        ("vm-9", "p-9" if "vmtaPool" in second else "")]
+    assert first.frame.height == 3 and then.frame.height == 1  # the frames the aggregator builds
     assert p.columns is not None and p.columns.names == tuple(second.split(","))  # the next chunk reads the new one
 
 
@@ -215,13 +224,18 @@ def test_a_header_spelt_otherwise_mid_file_is_a_header_on_both_paths(spelling: s
     data = HEADER + good + spelling + ",vmta,vmtaPool,TIMELOGGED,timeQueued,orig,rcpt,dsnStatus,dsnDiag\n" + \
         "d,vm-9,p-9,1,2,o@a,r@b,2.0.0,ok\n"
     for fast in (True, False):
-        p, batch, n = parse(data, parser=FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast))
-        assert (n, p.errors) == (43, {}), fast
-        assert batch is not None, fast
-        c = batch.columns  # names in another case are the same field: every row keeps its type, vmta and time
-        assert len(c.names) == 9 and batch.frame.height == 41, (fast, c.names)
-        assert {(row[c.type], row[c.vmta], row[c.timeLogged]) for row in batch.rows} == {
-            ("d", "v", "1"), ("d", "vm-9", "1")}, fast
+        p = FileParser("acct", "/x/acct-2026-11-25-0000.csv", None, fast=fast)
+        segments = p.parse_all(data.encode())
+        assert ([s.lines for s in segments], p.errors) == ([41, 2], {}), fast
+        batches = [s.batch for s in segments]
+        assert [len(b) if b is not None else 0 for b in batches] == [40, 1], fast
+        for batch in batches:  # names in another case are the same field: every row keeps its type, vmta and time
+            assert batch is not None
+            c = batch.columns
+            assert len(c.names) == 9 and batch.frame.height == len(batch), (fast, c.names)
+            assert {(row[c.type], row[c.vmta], row[c.timeLogged]) for row in batch.rows} <= {
+                ("d", "v", "1"), ("d", "vm-9", "1")}, fast
+        assert {(row[c.type], row[c.vmta]) for row in batch.rows} == {("d", "vm-9")}  # the new header's row
 
 
 @pytest.mark.parametrize("neighbour", ["d,1,2,o@a,r@b,2.0.0,ok,v2,p\n",  # the fast path takes the chunk
