@@ -168,9 +168,7 @@ class ErrorRoute(APIRoute):
             slots = getattr(request.app.state, "api_slots", None)
             if slots is None:
                 slots = request.app.state.api_slots = asyncio.Semaphore(limits.max_concurrency)
-            try:
-                await asyncio.wait_for(slots.acquire(), timeout=limits.queue_timeout)
-            except TimeoutError:
+            if not await _take_slot(slots, limits.queue_timeout):
                 return _error(503, "too many concurrent API requests; retry later", None,
                               {"Retry-After": str(max(1, math.ceil(limits.queue_timeout)))})
             token = _DEADLINE.set(deadline_clock() + limits.query_timeout)
@@ -194,6 +192,23 @@ class ErrorRoute(APIRoute):
                 slots.release()
 
         return wrapped
+
+
+async def _take_slot(slots: asyncio.Semaphore, queue_timeout: float) -> bool:
+    """One of the /api/v1 slots, waiting for it up to `queue_timeout` seconds; False when none came in time.
+
+    0 (`web.api_queue_timeout: 0`, "no wait") takes a free slot now or none: `asyncio.wait_for(acquire, 0)` cancels
+    the acquire before it runs (Python 3.11), so every request was a 503 with every slot free."""
+    if queue_timeout <= 0:
+        if slots.locked():
+            return False
+        await slots.acquire()  # a free slot: taken at once, without suspending
+        return True
+    try:
+        await asyncio.wait_for(slots.acquire(), timeout=queue_timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _without_blank_values(request: Request) -> Request:

@@ -34,9 +34,10 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where ^
     except ValueError:  # imported from a thread other than the main one (a library use): signals are not ours
         pass
 
-if sys.argv[1:2] == ["run"]:
-    # `systemctl reload` right after a start: SIGHUP's default action would end the daemon before its handler is
-    # in place (a second of imports and checks). Held from here, before the imports, until then (Daemon.serve).
+if sys.argv[1:2] in (["run"], ["hub"]):
+    # `systemctl reload` right after a start: SIGHUP's default action would end the daemon (or the hub) before its
+    # handler is in place (a second of imports and checks). Held from here, before the imports (threads they start
+    # inherit the mask), until then (Daemon.serve, hub.app.serve).
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
 
 _GC = gc.isenabled()

@@ -8,8 +8,10 @@ Hardening, because the API holds every recipient address of the host:
 - every error is an ApiError-shaped JSON body (`error`, `parameter`, `status`), 404/405 included;
 - no Swagger UI (it would load scripts from a CDN), no `server:` header;
 - connections are capped (ConnectionGuard): one that sends no complete request within
-  `web.header_timeout` is closed, and past `web.max_connections` the longest-idle one is closed,
-  so idle sockets cannot exhaust the process's file descriptors (which the tailer and SQLite need);
+  `web.header_timeout` (of its opening, or of the first byte of a request after a keep-alive answer) is
+  closed, one idle after an answer is closed after `web.keep_alive_timeout`, and past
+  `web.max_connections` the longest-idle one is closed, so idle sockets cannot exhaust the process's
+  file descriptors (which the tailer and SQLite need);
 - one whose answer the client stops reading is reset after `web.send_timeout` without progress, so
   clients that send requests but never read cannot hold connections (and the cap) either;
 - a request h11 cannot parse gets the same JSON 400 (GuardedH11Protocol.send_400_response);
@@ -359,13 +361,22 @@ class ConnectionGuard:
     between keep-alive requests. A connection with a request being answered is cut only when its
     answer makes no progress for `send_timeout` (the client does not read it): otherwise clients that
     pipeline requests and never read would hold every slot, and past the cap newcomers were refused.
+
+    `header_timeout` counts from the connection's opening, or on a kept-alive connection from the first byte of its
+    next request: one idle after an answer with no byte of another (`kept_alive`) is uvicorn's keep-alive timer's
+    to close, after `web.keep_alive_timeout` (header_timeout closed it first, ~header_timeout after the answer,
+    whatever keep_alive_timeout said). `keep_alive_timeout` (when given) is only a backstop here: such a
+    connection still open `header_timeout` past it is closed as a late head is.
     """
 
-    def __init__(self, max_connections: int, header_timeout: float, send_timeout: float = 30.0) -> None:
+    def __init__(self, max_connections: int, header_timeout: float, send_timeout: float = 30.0,
+                 keep_alive_timeout: float | None = None) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.send_timeout = send_timeout
+        self.keep_alive_timeout = keep_alive_timeout
         self.waiting: dict[GuardedH11Protocol, float] = {}  # every open connection, oldest idle first
+        self.kept_alive: set[GuardedH11Protocol] = set()  # idle after an answer, no byte of a next request yet
         self.evicted = 0
         self.timed_out = 0
         self.stalled = 0
@@ -388,17 +399,35 @@ class ConnectionGuard:
                 proto.drop()  # all answers are young: refuse the newcomer
 
     def idle_again(self, proto: GuardedH11Protocol) -> None:
+        """An answer is complete: idle from now, kept alive unless bytes of a next request came already."""
         if proto in self.waiting:
             del self.waiting[proto]
             self.waiting[proto] = time.monotonic()
+            if proto.awaits_next_request():
+                self.kept_alive.add(proto)
+            else:
+                self.kept_alive.discard(proto)
+
+    def request_begun(self, proto: GuardedH11Protocol) -> None:
+        """Bytes arrived: on a kept-alive connection the first of a next request, whose head header_timeout
+        bounds from now (uvicorn's keep-alive timer stops at that byte). Later bytes do not restart the clock."""
+        if proto in self.kept_alive:
+            self.kept_alive.discard(proto)
+            if proto in self.waiting:
+                del self.waiting[proto]
+                self.waiting[proto] = time.monotonic()
 
     def closed(self, proto: GuardedH11Protocol) -> None:
         self.waiting.pop(proto, None)
+        self.kept_alive.discard(proto)
 
     def sweep(self) -> None:
         now = time.monotonic()
         cutoff = now - self.header_timeout
-        late = [p for p, since in self.waiting.items() if since < cutoff and not p.in_flight()]
+        kept_cutoff = (-float("inf") if self.keep_alive_timeout is None
+                       else cutoff - self.keep_alive_timeout)  # a backstop: uvicorn closes them at keep_alive_timeout
+        late = [p for p, since in self.waiting.items()
+                if since < (kept_cutoff if p in self.kept_alive else cutoff) and not p.in_flight()]
         for proto in late:
             self.timed_out += 1
             proto.drop()
@@ -433,6 +462,16 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         self.guard.idle_again(self)
         super().on_response_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self.guard.request_begun(self)
+        super().data_received(data)
+
+    def awaits_next_request(self) -> bool:
+        """Open, with no byte of a next request received (h11 holds none): idle between keep-alive requests."""
+        return (self.transport is not None and not self.transport.is_closing()
+                and not self.conn.trailing_data[0])
 
     def resume_writing(self) -> None:
         self._drained = True
@@ -645,7 +684,8 @@ def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
     app.state.api_limits = ApiLimits(web.api_max_concurrency, web.api_queue_timeout, web.api_query_timeout)
     tail = getattr(config, "tail", None)  # (the hub's config has no files to tail)
     reserve = FD_RESERVE if tail is None else max(FD_RESERVE, fdlimit.reserved(tail.max_open_files))
-    guard = ConnectionGuard(connection_cap(web.max_connections, reserve), web.header_timeout, web.send_timeout)
+    guard = ConnectionGuard(connection_cap(web.max_connections, reserve), web.header_timeout, web.send_timeout,
+                            web.keep_alive_timeout)
     ucfg = uvicorn.Config(
         app,
         host=config.listen_host,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import sys
+import time
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,10 @@ INDEX = ("PMTA Watchtower hub {version}\n\n/healthz       health\n"
          "/api/v1/...    every daemon's message timelines, merged (docs/api.md, docs/scaling.md)\n"
          "/ui/           search, message forensics, flows (docs/scaling.md)\n/openapi.json  API description\n"
          "(no /metrics: Prometheus scrapes each daemon)\n")
+SIGHUP_LINE = ("SIGHUP: the hub reloads nothing; restart it to apply a changed config, credentials or certificate "
+               "(its file_sd and Prometheus targets are re-read every hub.refresh_interval without a signal)")
+SIGHUP_LOG_INTERVAL = 1.0
+"""A burst of SIGHUPs is one line, not one per signal."""
 
 
 def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
@@ -115,8 +121,75 @@ def bind_problem(config: HubConfig) -> str | None:
     return None
 
 
+_sighups_held = [0]
+"""SIGHUPs received between run_hub's start and serve() taking the signal over."""
+
+
+def _sighup_before_serving(_signum: int, _frame: object) -> None:
+    _sighups_held[0] += 1  # said by serve() once it runs (no logging inside a signal handler)
+
+
+def hold_sighup() -> None:
+    """SIGHUP caught from run_hub's start until serve() takes it: its default action ended the hub (129) when a
+    `systemctl reload` came during the start-up checks. A handler, not a blocked mask: threads started by the imports
+    (polars') do not block it, and the kernel may hand a process its signal on any of them."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # not the main thread, or no such signal
+        signal.signal(signal.SIGHUP, _sighup_before_serving)
+
+
+class _SighupLine:
+    """The hub's SIGHUP: nothing to reload (see SIGHUP_LINE), said at most once per SIGHUP_LOG_INTERVAL."""
+
+    def __init__(self) -> None:
+        self.said = -SIGHUP_LOG_INTERVAL
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.said >= SIGHUP_LOG_INTERVAL:
+            self.said = now
+            log.warning("%s", SIGHUP_LINE)
+
+
+def _take_sighup(loop: asyncio.AbstractEventLoop) -> tuple[bool, Any] | None:
+    """SIGHUP handled on the loop: one line, the hub serves on (it died with 129, docs/security.md says restart it).
+    None when it cannot be handled here (not the main thread); else whether the process is the hub's (run_hub caught
+    or blocked SIGHUP before) and the handler it had before. One caught or held before is said now."""
+    try:
+        blocked = signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        previous = signal.getsignal(signal.SIGHUP)
+        line = _SighupLine()
+        loop.add_signal_handler(signal.SIGHUP, line)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError, OSError):
+        return None
+    if blocked:  # (a caller that blocked it early, as exporter.cli does for `run`): one pending is taken now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    if _sighups_held[0]:
+        _sighups_held[0] = 0
+        line()
+    return blocked or previous is _sighup_before_serving, previous
+
+
+def _leave_sighup(loop: asyncio.AbstractEventLoop, taken: tuple[bool, Any] | None) -> None:
+    """After the stop: in the hub's own process SIGHUP is ignored to the exit, never given back its default action (a
+    reload overlapping the stop ended it with 129; the loop's remove_signal_handler() sets the default first, and
+    closing the loop calls it); called in-process (tests), the handler it had before is put back."""
+    if taken is None:
+        return
+    held, previous = taken
+    if held:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        handlers = getattr(loop, "_signal_handlers", None)
+        if isinstance(handlers, dict):
+            handlers.pop(signal.SIGHUP, None)
+        return
+    loop.remove_signal_handler(signal.SIGHUP)
+    if previous is not None:
+        signal.signal(signal.SIGHUP, previous)
+
+
 async def serve(config: HubConfig) -> int:
-    """Serve until SIGTERM/SIGINT: 0; 1 when the listener cannot bind (one line naming `listen`)."""
+    """Serve until SIGTERM/SIGINT: 0; 1 when the listener cannot bind (one line naming `listen`). SIGHUP reloads
+    nothing: one line says so, and to restart the hub for a changed config."""
     if problem := bind_problem(config):
         log.error("%s", problem)
         return 1
@@ -125,6 +198,8 @@ async def serve(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    hup = _take_sighup(loop)
+
     async def run() -> None:
         try:
             await server.serve()
@@ -141,6 +216,7 @@ async def serve(config: HubConfig) -> int:
         await task
     finally:
         await hub.fanout.aclose()
+        _leave_sighup(loop, hup)
     return 0 if server.started else 1
 
 
@@ -198,6 +274,7 @@ def _report(path: str, problems: list[str]) -> None:
 def run_hub(path: Path) -> int:
     """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
     listener cannot bind, 0 after SIGTERM."""
+    hold_sighup()  # until serve() takes it (the imports before this are exporter.cli's)
     config = _checked_config(path)
     if config is None:
         return 2
