@@ -3,8 +3,10 @@
 FBL and remote-bounce records carry no vmta, so the metrics would say `unknown`; an FBL whose recipient the provider
 anonymised (Microsoft JMRP) names no provider either, so its `isp` comes from the delivery too (`Delivery.isp`).
 The delivery is found by Message-Id + rcpt (by the Message-Id alone for a report without rcpt, and only when the
-message has one recipient: never another recipient's delivery, as linking joins it), then jobId + rcpt, then rcpt +
-orig within the fallback window (rcpt alone for a report without orig): first among rows observed but perhaps not
+message has one recipient: never another recipient's delivery, as linking joins it), then jobId + rcpt (by either,
+the delivery of the latest send of the key queued and delivered before the report, as linking joins it: not a resend
+queued after it, nor a send with deferrals only), then rcpt + orig within the fallback window (rcpt alone for a report
+without orig; a delivery first, else a deferral): first among rows observed but perhaps not
 yet committed (a small bounded in-memory index, so attribution works inside one commit interval and in oneshot
 runs), then in the store through a read connection.
 
@@ -36,6 +38,24 @@ from exporter.timeparse import parse_pmta_time
 log = logging.getLogger(__name__)
 
 _HAS_VMTA = " AND (vmta IS NOT NULL OR vmta_pool IS NOT NULL)"
+_DONE_FLAGS = store.FLAG[store.TYPE_CODES["d"]] | store.FLAG[store.TYPE_CODES["b"]]
+
+
+def _sent_before(before: str, t: str = "") -> str:
+    """SQL: the timeline (`t`: its table's name and a dot) is one a report of time `before` (an SQL value) may be about:
+    queued and delivered (or bounced) at or before it, as linking joins (linking._report_fits). Not a resend queued
+    after the report, nor a send never delivered."""
+    return (f" AND {t}flags & {_DONE_FLAGS} != 0 AND {t}t_done <= {before}"
+            f" AND coalesce({t}t_queued, {t}t0) <= {before}")
+
+
+Hit = tuple[int, str, str, str, float | None]
+"""(id, vmta, pool, isp, t_queued) of a timeline a store search found."""
+
+
+def _rank(hit: Hit) -> tuple[float, int]:
+    """The later of two sends of a key: by timeQueued (none: below any), then id."""
+    return (float("-inf") if hit[4] is None else hit[4], hit[0])
 _DELIVERY_TYPES = frozenset(("d", "b", "t", "delivery", "bounce", "transient"))
 Key = tuple[str, str, str]
 Place = tuple[str, str]
@@ -160,6 +180,49 @@ class RecentDeliveries:
         """(vmta, pool, time, rcpt domain, MX host) of the newest observed delivery row with each key, or None."""
         return self._answered(keys, self._newest_rows)
 
+    def sent(self, keys: list[Key], times: list[float]) -> list[Found | None]:
+        """Of each Message-Id + rcpt or jobId + rcpt key, with the time of the report asking: the delivery (d, b) row of
+        the latest send of the key queued and delivered at or before that time (by timeQueued, then the newest
+        observed), or None. Not the newest row of the key: a resend queued after the report, or a deferral of a send
+        never delivered, is not what the report is about (linking does not join it either)."""
+        return self._before(keys, [(t, t) for t in times], sent=True)
+
+    def in_window(self, keys: list[Key], spans: list[tuple[float, float]]) -> list[Found | None]:
+        """Of each rcpt + orig (or rcpt alone) key, with a window (lo, hi): the newest observed delivery (d, b) row of
+        the key logged in it, else its newest row logged in it (a deferral: the VMTA that would deliver it)."""
+        return self._before(keys, spans, sent=False)
+
+    def _before(self, keys: list[Key], spans: list[tuple[float, float]], sent: bool) -> list[Found | None]:
+        """`sent` or `in_window`: each key's best row logged in its span (lo, hi), its answer or None."""
+        if not keys:
+            return []
+        hashes = key_hashes(keys)
+        with self._lock:
+            if self._queued:
+                self._key_queued()
+            if not self._size:
+                return [None] * len(keys)
+            table = self._all_keys()
+            wanted = pl.DataFrame([pl.Series("i", range(len(keys)), dtype=pl.Int64), hashes.alias("h"),
+                                   pl.Series("lo", [lo for lo, _hi in spans], dtype=pl.Float64),
+                                   pl.Series("hi", [hi for _lo, hi in spans], dtype=pl.Float64)])
+            want = hashes.implode()
+            if sent:  # only the delivery rows of sends queued by then, the latest send first
+                hits = table.filter(pl.col("h").is_in(want) & pl.col(_DONE)).select(*_HIT, _QUEUED, _DONE)
+                ok = (pl.col("t") <= pl.col("hi")) & (pl.coalesce(_QUEUED, "t") <= pl.col("hi"))
+                rank = [pl.col(_QUEUED).fill_null(float("-inf")), "row"]
+            else:  # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
+                hits = pl.concat([table.filter(pl.col("h").is_in(want)).select(*_HIT, _QUEUED, _DONE),
+                                  table.filter(pl.col(_H2).is_in(want)).select(pl.col(_H2).alias("h"), *_HIT[1:],
+                                                                               _QUEUED, _DONE)])
+                ok = (pl.col("lo") <= pl.col("t")) & (pl.col("t") <= pl.col("hi"))
+                rank = [_DONE, "row"]
+            best = (hits.with_row_index("row").join(wanted, on="h").filter(ok).sort(rank)
+                    .group_by("i", maintain_order=True).last())
+            found = {i: self._found(vp, ip, t, seq)
+                     for i, vp, ip, t, seq in best.select("i", "vp", "ip", "t", _SEQ).iter_rows()}
+        return [found.get(i) for i in range(len(keys))]
+
     def recipients(self, keys: list[Key]) -> list[Sole | None]:
         """Of each Message-Id-alone key: its newest delivery row and its recipients (at most two), or None.
 
@@ -276,17 +339,22 @@ def _narrow(batch: RecordBatch) -> RecordBatch:
         return batch
     c = batch.columns
     keep = [col(i) for i in sorted({c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId,
-                                    c.timeLogged, c.dsnMta}) if i >= 0]
+                                    c.timeLogged, c.dsnMta, c.timeQueued}) if i >= 0]
     return RecordBatch(batch.source, batch.path, c, frame=frame.select(keep), file_id=batch.file_id)
 
 
-_FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl", "mta")
+_FIELDS = ("vmta", "pool", "rcpt", "orig", "mid", "job", "tl", "mta", "tq", "kind")
 _SEQ = "seq"
 _WHO = "who"
 """The recipient of a Message-Id-alone key row (null on the other keys): `RecentDeliveries.recipients` counts them."""
 _H2 = "h2"
 """A key row's second key: rcpt + orig on the rcpt-alone row of a delivery with an orig (null on the others)."""
 _HIT = ("h", "vp", "ip", "t", _SEQ)
+_QUEUED = "q"
+"""A key row's delivery's timeQueued (null: none logged)."""
+_DONE = "done"
+"""A key row's delivery row is a d or b (not a deferral): a report after it may be about its send."""
+_DONE_TYPES = ("d", "b", "delivery", "bounce")
 _NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
 """A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
 _RCPT_STRIPPED = pl.col("rcpt").str.strip_chars(PY_WHITESPACE)
@@ -318,7 +386,9 @@ def _keys_by_batch(queued: list[tuple[int, RecordBatch]],
 
 
 def _layout(c: Columns) -> tuple[int, ...]:
-    return c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged, c.dsnMta
+    """The type column, then the column of each of `_FIELDS` (`kind`: the type again)."""
+    return (c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged, c.dsnMta, c.timeQueued,
+            c.type)
 
 
 def _frames_frame(members: list[tuple[int, RecordBatch]]) -> pl.DataFrame:
@@ -346,20 +416,23 @@ def _rows_frame(batch: RecordBatch, seq: int) -> pl.DataFrame:
 
 def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]], list[Place]]:
     """The link keys of the delivery rows (`_frames_frame`) that name a vmta or pool, in row order:
-    (h, vp, ip, t, who, h2, seq), where vp indexes the returned list of distinct (vmta, pool) pairs and ip the
+    (h, vp, ip, t, who, h2, q, done, seq), where vp indexes the returned list of distinct (vmta, pool) pairs and ip the
     returned list of distinct (recipient domain, MX host) places (the provider of a delivery, decided when a report
     finds it).
 
     Per row: Message-Id + rcpt and Message-Id alone (with a Message-Id; the latter with its recipient in `who`),
     jobId + rcpt (with both), rcpt alone (with a rcpt: the key of a report without orig, which the store matches
     on any orig) with rcpt + orig in `h2` (with an orig too: a second key of the row, not a row of its own, so the
-    index holds as many rows for its `limit` as before). Fields are normalised as `Attributor._fields` normalises
+    index holds as many rows for its `limit` as before). `q` is the row's timeQueued (null without one), `done` whether
+    it is a d or b: a report is about a send queued and delivered before it (`RecentDeliveries.sent`). Fields are
+    normalised as `Attributor._fields` normalises
     a report's (`str.strip()`'s characters, `str.lower()`'s mapping), then hashed (`key_hashes`), column-wise.
     """
     df = df.filter(_NAMES_VMTA)
     if not df.height:
         return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "ip": pl.UInt32, "t": pl.Float64,
-                                    _WHO: pl.String, _H2: pl.UInt64, _SEQ: pl.Int64}), [], []
+                                    _WHO: pl.String, _H2: pl.UInt64, _QUEUED: pl.Float64, _DONE: pl.Boolean,
+                                    _SEQ: pl.Int64}), [], []
     rcpt, mid = _RCPT, _MID
     orig = pl.col("orig").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
     job = pl.col("job").str.strip_chars(PY_WHITESPACE)
@@ -370,7 +443,9 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
     df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").join(
         places, on=["dom", "host"], how="left", maintain_order="left").with_columns(
         rcpt.alias("rcpt"), orig.alias("orig"), mid.alias("mid"), job.alias("job"),
-        map_distinct(df.get_column("tl"), lambda v: parse_pmta_time(v) or 0.0, pl.Float64).alias("t"))
+        map_distinct(df.get_column("tl"), lambda v: parse_pmta_time(v) or 0.0, pl.Float64).alias("t"),
+        map_distinct(df.get_column("tq"), lambda v: parse_pmta_time(v) if v.strip() else None, pl.Float64)
+        .alias(_QUEUED), pl.col("kind").str.strip_chars().is_in(list(_DONE_TYPES)).alias(_DONE))
     has_mid, has_rcpt = pl.col("mid") != "", pl.col("rcpt") != ""
 
     def key(kind: str, a: str, b: str | None, when: pl.Expr) -> pl.Expr:
@@ -382,7 +457,7 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
         key("j", "job", "rcpt", has_rcpt & (pl.col("job") != "")), key("r", "rcpt", None, has_rcpt),
     ).alias("h")
     with_orig = key("r", "rcpt", "orig", has_rcpt & (pl.col("orig") != "")).alias(_H2)
-    out = df.select(keys, "vp", "ip", "t", pl.col("rcpt").alias(_WHO), with_orig, _SEQ).explode("h")
+    out = df.select(keys, "vp", "ip", "t", pl.col("rcpt").alias(_WHO), with_orig, _QUEUED, _DONE, _SEQ).explode("h")
     # each row gave 4 key rows in `keys`' order (nulls kept until drop_nulls): `who` on its 2nd, `h2` on its 4th
     # (lists of them exploded too cost 2.5x the keying, measured)
     pos = pl.int_range(pl.len(), dtype=pl.UInt32) % 4
@@ -478,7 +553,9 @@ class Recent(NamedTuple):
     """What memory holds of one report's keys (`Attributor._in_memory`)."""
 
     mid_rcpt: Found | None
+    """Of Message-Id + rcpt: the delivery of the latest send queued and delivered before the report."""
     job_rcpt: Found | None
+    """Of jobId + rcpt: the same."""
     rcpt_orig: Found | None
     """Of rcpt + orig; of rcpt alone when the report has no orig."""
     sole: Sole | None
@@ -491,9 +568,8 @@ class _First(NamedTuple):
     settled: bool
     """The first step settles the search: `answer` is its result (None: no such timeline)."""
     answer: Delivery | None
-    best: tuple[int, str, str, str] | None
-    """Not settled: the first step's newest hit (id, vmta, pool, isp), from which the search goes on at its second
-    step."""
+    best: Hit | None
+    """Not settled: the first step's latest hit, from which the search goes on at its second step."""
 
 _BULK_ROWS = 300
 """VALUES rows (a report and one of its slices each) per statement of `_first_steps`, about: whole reports."""
@@ -571,16 +647,24 @@ class Attributor:
             return [self._one(report, recent, None, Slices([], [], [])) for report, recent in pairs]
 
     def _in_memory(self, reports: list[Report]) -> list[Recent]:
-        """What memory holds of every key of every report, asked at once: Message-Id + rcpt, jobId + rcpt and rcpt +
-        orig (+ rcpt alone when orig is empty: the same key) by `find`, a Message-Id of a report without rcpt by
+        """What memory holds of every key of every report, asked at once: Message-Id + rcpt and jobId + rcpt by `sent`
+        (the send queued and delivered before the report), rcpt + orig (+ rcpt alone when orig is empty: the same key)
+        by `in_window` (a delivery in the fallback window first), a Message-Id of a report without rcpt by
         `recipients`."""
+        keyed: list[Key] = []
+        times: list[float] = []
         keys: list[Key] = []
-        for rcpt, orig, mid, job, _t in reports:
-            keys += (("m", mid, rcpt), ("j", job, rcpt), ("r", rcpt, orig))
-        hits = self._recent.find(keys)
+        spans: list[tuple[float, float]] = []
+        for rcpt, orig, mid, job, t in reports:
+            keyed += (("m", mid, rcpt), ("j", job, rcpt))
+            times += (t, t)
+            keys.append(("r", rcpt, orig))
+            spans.append((t - self._window, t))
+        sent = self._recent.sent(keyed, times)
+        hits = self._recent.in_window(keys, spans) if self._window > 0 else [None] * len(keys)
         alone = [i for i, (rcpt, _o, mid, _j, _t) in enumerate(reports) if mid and not rcpt]
         soles = dict(zip(alone, self._recent.recipients([("m", reports[i][2], "") for i in alone]), strict=True))
-        return [Recent(*hits[3 * i : 3 * i + 3], soles.get(i)) for i in range(len(reports))]
+        return [Recent(sent[2 * i], sent[2 * i + 1], hits[i], soles.get(i)) for i in range(len(reports))]
 
     def _slices(self, conn: sqlite3.Connection) -> Slices:
         """The store's slices and generation filters, read again only when its SEARCH_SEQ moved (they change a
@@ -610,15 +694,15 @@ class Attributor:
         out: dict[int, _First] = {}
         rows: list[int] = []
         plans: dict[int, tuple[int, bool]] = {}  # report -> (its first step's low id, whether more steps follow)
-        for i, ((rcpt, _orig, mid, _job, _t), recent) in enumerate(pairs):
+        for i, ((rcpt, _orig, mid, _job, t), recent) in enumerate(pairs):
             if not (mid and rcpt) or recent.mid_rcpt is not None:
                 continue
             mh, rh = message_hash(mid), self._hasher(rcpt)[0]
             steps = search_steps(slices, self._filters.ruled_out(mh, rh))
             plans[i] = (steps[0].low, len(steps) > 1)
             for v in steps[0].slices:
-                rows += (i, v, mh, rh)
-            if len(rows) >= 4 * _BULK_ROWS:  # a statement per chunk of whole reports: a cut loses the rest only
+                rows += (i, v, mh, rh, t)
+            if len(rows) >= 5 * _BULK_ROWS:  # a statement per chunk of whole reports: a cut loses the rest only
                 if not self._settle(conn, rows, plans, out):
                     return out
                 rows, plans = [], {}
@@ -626,28 +710,33 @@ class Attributor:
             self._settle(conn, rows, plans, out)
         return out
 
-    def _settle(self, conn: sqlite3.Connection, rows: list[int], plans: dict[int, tuple[int, bool]],
+    def _settle(self, conn: sqlite3.Connection, rows: list[int | float], plans: dict[int, tuple[int, bool]],
                 out: dict[int, _First]) -> bool:
-        """One statement of `_first_steps` (rows: report, slice, mid_h, rcpt_h, flat): what it found for each of
-        its reports into `out`; False when the budget ran out (before or inside it)."""
+        """One statement of `_first_steps` (rows: report, slice, mid_h, rcpt_h, report time, flat): what it found for
+        each of its reports into `out` (the latest send queued and delivered before the report); False when the
+        budget ran out (before or inside it)."""
         if not self._room():
             return False
-        self.seeks += len(rows) // 4
-        values = ",".join(["(?,?,?,?)"] * (len(rows) // 4))
-        sql = (f"SELECT v.column1, t.id, t.vmta, t.vmta_pool, t.isp FROM (VALUES {values})"
+        self.seeks += len(rows) // 5
+        values = ",".join(["(?,?,?,?,?)"] * (len(rows) // 5))
+        sent = _sent_before("v.column5", "t.")
+        sql = (f"SELECT v.column1, t.id, t.vmta, t.vmta_pool, t.isp, t.t_queued FROM (VALUES {values})"
                " AS v JOIN corr_timelines AS t INDEXED BY corr_tl_mid"
-               f" ON t.qday = v.column2 AND t.mid_h = v.column3 AND t.rcpt_h = v.column4 WHERE 1{_HAS_VMTA}")
+               f" ON t.qday = v.column2 AND t.mid_h = v.column3 AND t.rcpt_h = v.column4 WHERE 1{_HAS_VMTA}{sent}")
         found = self._fetch(conn, sql, rows, every_row=True)
         if found is None:
             return False  # the budget ran out inside it
-        best: dict[int, tuple[int, str, str, str]] = {}
-        for i, tl, vmta, pool, isp in found:
-            if i not in best or tl > best[i][0]:
-                best[i] = (tl, vmta or "", pool or "", isp or "")
+        best: dict[int, Hit] = {}
+        top: dict[int, int] = {}
+        for i, tl, vmta, pool, isp, queued in found:
+            hit = (tl, vmta or "", pool or "", isp or "", queued)
+            if i not in best or _rank(hit) > _rank(best[i]):
+                best[i] = hit
+            top[i] = max(top.get(i, tl), tl)
         for i, (low, more) in plans.items():
             hit = best.get(i)
-            if hit is not None and (hit[0] >= low or not more):
-                out[i] = _First(True, Delivery(*hit[1:]), None)
+            if hit is not None and (top[i] >= low or not more):
+                out[i] = _First(True, Delivery(*hit[1:4]), None)
             elif hit is None and not more:
                 out[i] = _First(True, None, None)
             else:
@@ -668,7 +757,8 @@ class Attributor:
         """Message-Id (+ rcpt; alone only without rcpt), then jobId + rcpt, then rcpt + orig in the window; each in
         memory (`recent`: what `_in_memory` found of this report's keys) first, then in the store's `slices`, minus
         the generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
-        what `_first_steps` found for its Message-Id + rcpt search (None: it did not search it)."""
+        what `_first_steps` found for its Message-Id + rcpt search (None: it did not search it). By Message-Id + rcpt
+        or jobId + rcpt, only the latest send queued and delivered before the report (as linking joins it)."""
         rcpt, orig, mid, job, t = report
         if first is not None and first.answer is not None:  # (only a report with both keys, not in memory, has one)
             return first.answer  # settled by the batch's statement, whatever budget is left
@@ -676,7 +766,7 @@ class Attributor:
         if mid and rh is None:  # no recipient: nothing but its Message-Id names its delivery
             return self._only_recipient(mid, recent.sole, conn, slices)
         if mid:
-            hit = self._by_mid_rcpt(mid, rh, recent.mid_rcpt, conn, slices, first)
+            hit = self._by_mid_rcpt(mid, rh, recent.mid_rcpt, conn, slices, first, t)
             if hit is not None:
                 return hit
         if job and rcpt:
@@ -684,7 +774,7 @@ class Attributor:
                 return self._memory(recent.job_rcpt)
             if conn is not None:
                 hit = self._newest(conn, self._steps(slices, rh), "corr_tl_job", "job_h=? AND rcpt_h=?",
-                                   (job_hash(job), rh))
+                                   (job_hash(job), rh), before=t)
                 if hit is not None:
                     return hit
         if rcpt and self._window > 0:  # `fallback_window: 0`: never on rcpt + orig
@@ -701,10 +791,10 @@ class Attributor:
         return search_steps(slices, self._filters.ruled_out(*keys))
 
     def _by_mid_rcpt(self, mid: str, rh: int | None, hit: Found | None, conn: sqlite3.Connection | None,
-                     slices: Slices, first: _First | None) -> Delivery | None:
-        """The newest delivery of (Message-Id, rcpt): memory's `hit`, else the store from the step `first` did not
-        settle. Not the Message-Id alone: the report names its recipient, whose delivery is not known (yet); another
-        recipient's is another VMTA's, and linking does not join the report to it either."""
+                     slices: Slices, first: _First | None, t: float) -> Delivery | None:
+        """The delivery of (Message-Id, rcpt) a report of time `t` is about: memory's `hit`, else the store from
+        the step `first` did not settle. Not the Message-Id alone: the report names its recipient, whose delivery is
+        not known (yet); another recipient's is another VMTA's, and linking does not join the report to it either."""
         if hit is not None:
             return self._memory(hit)
         if conn is None:
@@ -712,9 +802,10 @@ class Attributor:
         mh = message_hash(mid)
         steps = self._steps(slices, mh, rh)
         if first is None:
-            return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh))
+            return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh), before=t)
         if not first.settled:  # on from the second step
-            return self._newest(conn, steps[1:], "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh), best=first.best)
+            return self._newest(conn, steps[1:], "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh), best=first.best,
+                                before=t)
         return None
 
     def _only_recipient(self, mid: str, sole: Sole | None, conn: sqlite3.Connection | None,
@@ -755,22 +846,25 @@ class Attributor:
 
     def _latest_in_window(self, conn: sqlite3.Connection, steps: list[_Step], rh: int | None, lo: float, t: float,
                           orig: str, stored: str) -> Delivery | None:
-        """(vmta, pool, isp) of the timeline of this rcpt (+ orig) begun last in [lo, t]: newest by t0, not by id, so
-        every step is searched (the budget may cut it: the latest found so far, if any). The sender is compared as
-        logged (`orig`) and as stored (`stored`: without the recipient's address when recipients are hashed)."""
-        best: tuple[float, str, str, str] | None = None
+        """(vmta, pool, isp) of the timeline of this rcpt (+ orig) begun last in [lo, t], one delivered (or bounced)
+        before `t` first, as linking's fallback joins (else one deferred only: the VMTA that would deliver it): by t0,
+        not by id, so every step is searched (the budget may cut it: the latest found so far, if any). The sender is
+        compared as logged (`orig`) and as stored (`stored`: without the recipient's address when recipients are
+        hashed)."""
+        best: tuple[int, float, str, str, str] | None = None
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
-                f"SELECT t0, vmta, vmta_pool, isp FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
+                f"SELECT coalesce(flags & {_DONE_FLAGS} != 0 AND t_done <= ?, 0) AS sent, t0, vmta, vmta_pool, isp"
+                f" FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
                 f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig = ? OR orig = ?){_HAS_VMTA}"
-                " ORDER BY t0 DESC LIMIT 1"),
-                (*step.slices, rh, lo, t, orig, orig, stored))
+                " ORDER BY sent DESC, t0 DESC LIMIT 1"),
+                (t, *step.slices, rh, lo, t, orig, orig, stored))
             if self._cut:
                 break
-            if row is not None and (best is None or row[0] > best[0]):
+            if row is not None and (best is None or (row[0], row[1]) > (best[0], best[1])):
                 best = row
-        return None if best is None else Delivery(best[1] or "", best[2] or "", best[3] or "")
+        return None if best is None else Delivery(best[2] or "", best[3] or "", best[4] or "")
 
     def _within_budget(self, steps: list[_Step]) -> Iterator[_Step]:
         """The steps of a search while the batch's budget lasts, their seeks counted. A search cut before its end
@@ -814,20 +908,26 @@ class Attributor:
         return self.seeks < until[0] and self.timer() < until[1]
 
     def _newest(self, conn: sqlite3.Connection, steps: list[_Step], index: str, where: str, params: tuple,
-                best: tuple[int, str, str, str] | None = None) -> Delivery | None:
+                best: Hit | None = None, before: float | None = None) -> Delivery | None:
         """(vmta, pool, isp) of the newest timeline (highest id) matching `where`, searched step by step, newest
-        first. The first step's undated slices and plain days may hold an older timeline than a later step: a hit
-        there below the step's dated ids lets the search go on. `best`: the newest hit of the steps before `steps`
-        (id, vmta, pool, isp)."""
+        first; with `before` (a report's time), of the latest send (`_rank`) queued and delivered at or before it.
+        The first step's undated slices and plain days may hold an older timeline than a later step: a hit there below
+        the step's dated ids lets the search go on. `best`: the latest hit of the steps before `steps`."""
+        sent, order = ("", " ORDER BY id DESC LIMIT 1") if before is None else (_sent_before("?"), "")
+        newest = -1 if best is None else best[0]
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
-            row = self._fetch(conn, (
-                f"SELECT id, vmta, vmta_pool, isp FROM corr_timelines INDEXED BY {index} WHERE qday IN ({marks})"
-                f" AND {where}{_HAS_VMTA} ORDER BY id DESC LIMIT 1"), (*step.slices, *params))
+            rows = self._fetch(conn, (
+                f"SELECT id, vmta, vmta_pool, isp, t_queued FROM corr_timelines INDEXED BY {index}"
+                f" WHERE qday IN ({marks}) AND {where}{_HAS_VMTA}{sent}{order}"),
+                (*step.slices, *params, *(() if before is None else (before, before))), every_row=True)
             if self._cut:
                 break
-            if row is not None and (best is None or row[0] > best[0]):
-                best = row
-            if best is not None and best[0] >= step.low:
+            for tl, vmta, pool, isp, queued in rows:
+                hit = (tl, vmta or "", pool or "", isp or "", queued if before is not None else None)
+                if best is None or _rank(hit) > _rank(best):
+                    best = hit
+                newest = max(newest, tl)
+            if best is not None and newest >= step.low:
                 break
-        return None if best is None else Delivery(best[1] or "", best[2] or "", best[3] or "")
+        return None if best is None else Delivery(*best[1:4])

@@ -7,12 +7,16 @@ A timeline is one recipient of one message. A record joins a timeline by, in ord
 3. for report records (f, rb, rs) that matched neither: Message-Id alone when the message has
    exactly one recipient timeline and the report has no rcpt, else rcpt + orig with a timeline
    that began at most `fallback_window` before the report.
+A report matched by key 1 or 2 joins the latest send of that key queued and delivered before it
+(never a resend queued after it, nor a send with deferrals only); a record whose Message-Id is set
+never joins a timeline holding another one (linking.py; docs/api.md states the rules whole).
 A record carrying two keys that point at two timelines merges them (lower id wins), so the result
 does not depend on the order files are read. tq records are queue-level and are stored apart.
 Keys 1 and 2 of a d/b/t/r record join only a timeline of the same timeQueued (its scope: every
 attempt of one delivery carries it) or an undated one (started by a record without timeQueued):
-the same ids queued at another time are another message. Timelines stored before scopes (schema
-version 1) keep the rule they were written under: any timeQueued of their day.
+the same ids queued at another time are another message; an undated timeline started by a report
+is joined only by the delivery of a send queued and delivered before that report. Timelines stored
+before scopes (schema version 1) keep the rule they were written under: any timeQueued of their day.
 
 Writes are appends plus one summary UPDATE per touched timeline per group, all via executemany.
 Links found or created are kept in a bounded int-keyed cache; a miss is probed (one VALUES join

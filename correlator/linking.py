@@ -1,11 +1,14 @@
 """Stage 2 of a write, link: find or create each record's timeline, in file order.
 
 The rules (Message-Id + rcpt, then jobId + rcpt or sender + timeQueued + rcpt, then the report
-fallbacks) are described in ingest.py. Links found or created are kept in a bounded int-keyed
-cache; misses the key filter cannot rule out are probed in bulk with one VALUES join per group, in
-the slices where timelines of the key's timeQueued may be (a few, however big the store); a
-record whose two keys name two timelines merges them (lower id wins). This is the only per-row
-Python loop of a write: it decides a timeline id per row, and writes.py aggregates the rest.
+fallbacks) are described in ingest.py, and what a record may join in docs/api.md ("How timelines are
+built"): a record never joins a timeline holding another Message-Id; a report joins the latest send of
+its key queued and delivered before it; a timeline started by a report read first is joined by such a
+send's delivery only. Links found or created are kept in a bounded int-keyed cache; misses the key
+filter cannot rule out are probed in bulk with one VALUES join per group, in the slices where
+timelines of the key's timeQueued may be (a few, however big the store); a record whose two keys name
+two timelines merges them (lower id wins). This is the only per-row Python loop of a write: it decides
+a timeline id per row, and writes.py aggregates the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sqlite3
 from collections.abc import Callable
 
 from correlator import genfilter, store
-from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, rcpt_domain
+from correlator.prepare import NO_DAY_MIX, REPORTS, B, D, Prepared, R, T, rcpt_domain, scope_mix
 from correlator.writes import Segment
 from exporter.redact import without_address, without_addresses, without_recipient
 
@@ -23,6 +26,15 @@ _KEY_INDEX = {"mid_h": "corr_tl_mid", "job_h": "corr_tl_job"}
 _BACK_FIRST = 8
 """Older generations a probe seeks in its first step back (then 16, 32, ...): a report (no timeQueued) may be in any
 of the hundreds of a full store, and is most often about a recent message."""
+SENDS = store.FLAG[R] | store.FLAG[T] | store.FLAG[D] | store.FLAG[B]
+"""Flags of the records of a send: a timeline without any holds reports only (read before their send)."""
+DONE = store.FLAG[D] | store.FLAG[B]
+DELIVERED = frozenset((D, B))
+_NONE = float("-inf")
+"""The timeQueued an undated timeline ranks with among the sends of a key: below any dated one."""
+_STATE = "SELECT id, t_queued, t0, flags, t_done, mid_h FROM corr_timelines WHERE id IN ({})"
+State = tuple[float | None, float, int, float | None, int | None]
+"""(t_queued, t0, flags, t_done, mid_h) of a stored timeline: what says whether a record may join it."""
 
 
 class Linker:
@@ -53,7 +65,13 @@ class Linker:
         Those are sought newest first, _BACK_FIRST generations, then twice as many, and so on, each step only
         for the keys no step found yet: a late report, which may be in any of the hundreds of generations of a
         full store, costs about as many seeks as its message is generations old, not as the store holds.
+
+        A key without a scope (a report's) names the latest send of it found, by timeQueued (`_rank_to`); a dated
+        key found on an undated timeline is cached in its undated form (the key ^ its scope's mix ^ NO_DAY_MIX),
+        where a dated record looks second and joins only when it may (`_undated_join`): found under the dated key
+        itself, it hid the timeline of the record's own timeQueued, and every send of the key joined it.
         """
+        self._keep_caches()
         if not wanted:
             return
         gen = store.generation_of_slice
@@ -99,7 +117,8 @@ class Linker:
                   slices_of: Callable[[int], list[int]],
                   boundary: int) -> dict[int, tuple[int, int, float | None]]:
         """Probe `wanted` in the slices `slices_of` gives for each key (a newer timeline than the one
-        cached wins); returns the keys not found with an id of `boundary` or above.
+        cached wins; for a key without a scope, the later send: `_rank_to`); returns the keys not found with an id
+        of `boundary` or above (a dated key's undated timelines do not count: its own may be in an older slice).
 
         A dated key joins a timeline of its own scope or an unscoped one (undated, or written before scopes).
         """
@@ -110,19 +129,30 @@ class Linker:
         rows = 0
 
         index = _KEY_INDEX[column]
+        no_day, day_of_slice, mixes = store.NO_DAY, store.day_of_slice, self._mixes
 
         def run() -> None:
             marks = ",".join(["(?,?,?,?,?)"] * rows)
             # INDEXED BY: with the scope test the key index no longer covers the query, and SQLite may then
             # build an automatic index over the whole table for each probe (measured: 0.2 s instead of 2 ms)
-            sql = (f"SELECT v.column4, t.id FROM (VALUES {marks}) AS v JOIN corr_timelines AS t INDEXED BY {index}"
+            sql = (f"SELECT v.column4, t.id, t.qday, t.t_queued FROM (VALUES {marks}) AS v"
+                   f" JOIN corr_timelines AS t INDEXED BY {index}"
                    f" ON t.qday = v.column1 AND t.{column} = v.column2 AND t.rcpt_h = v.column3"
                    " AND (v.column5 IS NULL OR t.scope IS NULL OR t.scope = v.column5) ORDER BY t.id")
-            for pos, tl in conn.execute(sql, params):
-                key = items[pos][0]
-                have = link.get(key)
-                if have is None or have < tl:
-                    link[key] = tl
+            for pos, tl, qday, queued in conn.execute(sql, params):
+                key, (_h, _rh, scope) = items[pos]
+                if scope is None:
+                    self._rank_to(key, tl, queued)
+                elif day_of_slice(qday) == no_day:
+                    key ^= (mixes.get(scope) or scope_mix(scope)) ^ NO_DAY_MIX
+                    have = link.get(key)
+                    if have is None or have < tl:
+                        link[key] = tl
+                    continue
+                else:
+                    have = link.get(key)
+                    if have is None or have < tl:
+                        link[key] = tl
                 if tl >= boundary:
                     found.add(pos)
             self.probe_seeks += rows
@@ -137,6 +167,32 @@ class Linker:
         if rows:
             run()
         return {key: item for pos, (key, item) in enumerate(items) if pos not in found}
+
+    def _rank_to(self, key: int, tl: int, queued: float | None) -> None:
+        """Let the key without a scope (what reports look up) name `tl`, of this timeQueued, if it is the later send
+        of the key: by timeQueued (an undated timeline below any dated one), then by id. Not the one stored last: a
+        resend's deferral read before the acct file gave it the lower id, and its report joined the older send."""
+        have = self._link.get(key)
+        if have is not None:
+            theirs = self._ranks.get(key)
+            if (_NONE if queued is None else queued, tl) < (_NONE if theirs is None else theirs, self._find(have)):
+                return
+        self._link[key] = tl
+        self._ranks[key] = queued
+
+    def _keep_caches(self) -> None:
+        """The caches of this module that go with the link cache: made at the first use, and emptied with it (an empty
+        link cache has been dropped by Ingestor.forget, or is a store's first)."""
+        if not self._link or getattr(self, "_ranks", None) is None:
+            self._ranks: dict[int, float | None] = {}
+            """Key without a scope -> the timeQueued of the timeline it names (see `_rank_to`)."""
+            self._mids: dict[int, int | None] = {}
+            """Timeline -> its Message-Id hash (None: none yet), for those linked since the cache was dropped."""
+            self._sent: set[int] = set()
+            """Undated timelines known to hold a send (no report waiting there alone)."""
+            self._unsure: set[int] = set()
+            """Keys without a scope that a dated record of this group cached while other timelines of them may be
+            stored that the cache does not know (it is not complete): dropped at the group's end, so a report probes."""
 
     def _mirror(self, bare: int, tl: int) -> None:
         """A key the record adds to an existing timeline is stored under *that timeline's* scope: put it
@@ -178,9 +234,14 @@ class Linker:
         """In file order: find or create each row's timeline (merging two when a row names both), then flush.
 
         Only the decisions are made here, one row at a time; what the rows add to their timelines is
-        aggregated per timeline by writes.py.
+        aggregated per timeline by writes.py. A row whose Message-Id is set never joins a timeline that holds another
+        (`_mid_of`); a report joins only a send queued and delivered before it (`_for_report`); a dated record joins
+        an undated timeline only as `_undated_join` says, and its delivery takes in the reports waiting there for it
+        (`_waiting_for`).
         """
+        self._keep_caches()
         link, alias, find = self._link, self._alias, self._find
+        mids = self._mids
         slice_of, day_of_slice = store.slice_of, store.day_of_slice
         days = self._days
         reports = REPORTS
@@ -191,19 +252,28 @@ class Linker:
         tls: list[int] = []
         seg = Segment()
         new = seg.new
-        for i, (code, mk, mkn, jk, jkn, smix, qd, qs) in enumerate(
-                zip(p.code, p.mk, p.mkn, p.jk, p.jkn, p.smix, p.qd, p.qs, strict=True)):
+        for i, (code, mk, mkn, jk, jkn, smix, qd, qs, mh) in enumerate(
+                zip(p.code, p.mk, p.mkn, p.jk, p.jkn, p.smix, p.qd, p.qs, p.mh, strict=True)):
             a = b = None
             if mk is not None:
                 a = link.get(mk)
-                if a is None and mkn is not None:
-                    a = link.get(mkn)
             if jk is not None:
                 b = link.get(jk)
-                if b is None and jkn is not None:
-                    b = link.get(jkn)
             if alias:
                 a, b = find(a), find(b)
+            report = qs is None and code in reports
+            a0, b0 = a, b  # what the keys named: a report's key keeps naming the latest send
+            if qs is not None:  # dated: a timeline of its own timeQueued, else an undated one its keys name, if fit
+                if a is None and mkn is not None and (u := link.get(mkn)) is not None:
+                    a = self._undated_join(conn, p, tls, seg, i, "mid_h", mk, find(u))
+                if b is None and jkn is not None and (u := link.get(jkn)) is not None:
+                    b = self._undated_join(conn, p, tls, seg, i, "job_h", jk, find(u))
+            if report and (a is not None or b is not None):
+                a, b = self._for_report(conn, p, tls, seg, i, a, b)
+            elif mh is not None and b is not None and b != a:
+                mid_b = self._mid_of(conn, p, tls, seg, b)
+                if mid_b is not None and mid_b != mh:  # another message of the job: its key names that one
+                    b = None
             if a is not None and b is not None and a != b and qs is None \
                     and (apart := self._two_sends(conn, p, tls, seg, i, a, b)) is not None:
                 tl: int | None = apart
@@ -214,11 +284,11 @@ class Linker:
             elif a is not None and b is not None and a != b:
                 tl = a if a < b else b
                 loser = b if a < b else a
-                alias[loser] = tl
-                seg.merges.append((tl, loser))
-                self._complete = False  # the winner now holds keys in slices the cache does not name
+                self._merge(seg, tl, loser)
             else:
                 tl = a if a is not None else b
+            if tl is not None and qs is not None and (mkn is not None or jkn is not None):
+                tl = self._waiting_for(conn, p, tls, seg, i, tl)
             if tl is None and code in reports:
                 tl = self._report_link(conn, p, tls, seg, i)
             if self._complete and tl is not None:
@@ -236,27 +306,152 @@ class Linker:
                     add_scope(conn, qb, value)  # probes of the bucket will seek this slice
                     scoped = (qb, value)
                 new[tl] = value
+                mids[tl] = mh
                 if self._complete:
                     self._tl_mix[tl] = smix or NO_DAY_MIX
+            elif mh is not None:  # (it joined no timeline holding another)
+                mids[tl] = mh
+            fresh = tl in new and day_of_slice(new[tl]) == no_day  # (an undated timeline this row created)
             if mk is not None:
-                link[mk] = tl
-                if smix:
-                    bare = mk ^ smix  # the bare key, which reports look up: the timeline stored last, as a probe finds
-                    # (find() only when the key names a later id: a merge winner is lower than its loser)
-                    if (have := link.get(bare)) is None or have <= tl or find(have) <= tl:
-                        link[bare] = tl
-                elif tl in new and day_of_slice(new[tl]) == no_day:
-                    link[mk ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
+                self._keys(mk, smix, tl, qs, a0, report, fresh)
             if jk is not None:
-                link[jk] = tl
-                if smix:
-                    bare = jk ^ smix
-                    if (have := link.get(bare)) is None or have <= tl or find(have) <= tl:
-                        link[bare] = tl
-                elif tl in new and day_of_slice(new[tl]) == no_day:
-                    link[jk ^ NO_DAY_MIX] = tl
+                self._keys(jk, smix, tl, qs, b0, report, fresh)
             tls.append(tl)
         self._flush(conn, p, tls, seg)
+        for key in self._unsure:
+            link.pop(key, None)
+            self._ranks.pop(key, None)
+        self._unsure.clear()
+
+    def _keys(self, key: int, smix: int, tl: int, qs: float | None, had: int | None, report: bool,
+              fresh: bool) -> None:
+        """Cache a row's key as naming `tl`: a dated row's in its scope, and without a scope (what reports look up)
+        as a probe finds it, the latest send (`_rank_to`); an undated row's as before, or for a report only when it
+        named nothing (`had`); the undated form too when the row created an undated timeline (`fresh`)."""
+        link = self._link
+        if smix:
+            link[key] = tl
+            bare = key ^ smix
+            if bare not in link and not self._complete:  # stored sends of it may be later: a report probes them
+                self._unsure.add(bare)
+            self._rank_to(bare, tl, qs)
+            return
+        if report:  # the key names the latest send of it already (a report joined an older one, or waits)
+            if had is None:
+                self._rank_to(key, tl, None)
+        else:  # an undated send: as the newest timeline of its key
+            link[key] = tl
+            self._ranks[key] = None
+        if fresh:
+            link[key ^ NO_DAY_MIX] = tl  # the no-day slice, where dated records look second
+
+    def _merge(self, seg: Segment, winner: int, loser: int) -> None:
+        self._alias[loser] = winner
+        seg.merges.append((winner, loser))
+        self._complete = False  # the winner now holds keys in slices the cache does not name
+        self._mids.pop(winner, None)  # (read again after the merge is stored)
+        self._mids.pop(loser, None)
+
+    def _states(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int,
+                ids: set[int] | tuple[int, ...]) -> dict[int, State]:
+        """The stored state of these timelines as the rows before row `i` leave them: the segment is flushed first
+        when a row of it may have changed them (one of the row's recipient, a merge, a timeline it created)."""
+        if seg.merges or any(tl in seg.new for tl in ids) or _pending_rows_of(p, seg, len(tls), None, p.rh[i]):
+            self._flush(conn, p, tls, seg)
+        marks = ",".join("?" * len(ids))
+        return {row[0]: row[1:] for row in conn.execute(_STATE.format(marks), list(ids))}
+
+    def _mid_of(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, tl: int) -> int | None:
+        """The Message-Id hash timeline `tl` holds (None: none). Known for those linked since the cache was dropped
+        (a row of the segment that gave it one is one of them), else read (after a pending merge is stored)."""
+        mids = self._mids
+        if tl in mids:
+            return mids[tl]
+        if seg.merges:
+            self._flush(conn, p, tls, seg)
+        row = conn.execute("SELECT mid_h FROM corr_timelines WHERE id = ?", (tl,)).fetchone()
+        mids[tl] = mid = row[0] if row is not None else None
+        return mid
+
+    def _jh(self, p: Prepared, i: int) -> int | None:
+        return p.frame.get_column("jh")[i]
+
+    def _undated_join(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int, column: str,
+                      key: int, u: int) -> int | None:
+        """Dated row `i`'s key (`key`, scoped) names no timeline of its timeQueued in the cache and its undated form
+        names `u`: the timeline of its timeQueued if the store holds one (the cache is not complete: the probe of the
+        key was skipped, its undated form being cached), else `u` if the row may join it (`_undated_fits`), else None
+        (the row starts its own: a report waiting there takes it in with its delivery, `_waiting_for`)."""
+        if not self._complete:
+            h = p.mh[i] if column == "mid_h" else self._jh(p, i)
+            if h is not None and p.rh[i] is not None:
+                self._probe(conn, column, {key: (h, p.rh[i], p.qs[i])})
+                own = self._link.get(key)
+                if own is not None:
+                    return self._find(own)
+        st = self._states(conn, p, tls, seg, i, (u,)).get(u)
+        if st is None or not _undated_fits(st, p.code[i], p.qs[i], p.t[i], p.mh[i]):
+            return None
+        return u
+
+    def _waiting_for(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int,
+                     tl: int) -> int:
+        """Dated row `i` joins `tl`, its send's timeline: reports waiting for that send in an undated timeline its
+        keys name (read before any send delivered before them) are merged in once the send was queued and delivered
+        before them (this row is its delivery, or one is stored), so a report read first ends where it would have
+        joined read last. Returns the row's timeline."""
+        link, find, sent = self._link, self._find, self._sent
+        for undated in (p.mkn[i], p.jkn[i]):
+            u = link.get(undated) if undated is not None else None
+            if u is None or (u := find(u)) == tl or u in sent:
+                continue
+            st = self._states(conn, p, tls, seg, i, (u, tl))
+            waiting = st.get(u)
+            if waiting is None or waiting[2] & SENDS:
+                sent.add(u)
+                continue
+            first, mid = waiting[1], waiting[4]  # (the earliest report)
+            if mid is not None and p.mh[i] is not None and mid != p.mh[i]:
+                continue
+            if not (p.code[i] in DELIVERED and p.qs[i] <= first and p.t[i] <= first
+                    or _report_fits(st.get(tl), first, mid)):
+                continue
+            have = self._mid_of(conn, p, tls, seg, tl)
+            if mid is not None and have is not None and mid != have:
+                continue
+            winner, loser = (u, tl) if u < tl else (tl, u)
+            self._merge(seg, winner, loser)
+            tl = winner
+        return tl
+
+    def _for_report(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int,
+                    a: int | None, b: int | None) -> tuple[int | None, int | None]:
+        """Report row `i`'s Message-Id key names `a` and its job key `b` (the latest send of each, or None): each kept
+        only if the report may be about it (`_report_fits`), else the latest send of that key it may be about (one
+        index probe), else None: the report is then matched as one that matched no key."""
+        t, mh, rh = p.t[i], p.mh[i], p.rh[i]
+        st = self._states(conn, p, tls, seg, i, {tl for tl in (a, b) if tl is not None})
+        if a is not None and not _report_fits(st.get(a), t, None):
+            a = self._latest_sent(conn, "mid_h", mh, rh, t, None)
+        if b is not None and not _report_fits(st.get(b), t, mh):
+            b = self._latest_sent(conn, "job_h", self._jh(p, i), rh, t, mh)
+        return a, b
+
+    def _latest_sent(self, conn: sqlite3.Connection, column: str, h: int | None, rh: int | None, t: float,
+                     mh: int | None) -> int | None:
+        """The timeline of this key a report of time `t` may be about (`_report_fits`, in SQL): the latest send
+        queued and delivered before it, else reports of the key waiting for their send; None if none. One seek per
+        slice of the key's index (as the rcpt + orig fallback), for a report whose key's latest send was not it."""
+        if h is None or rh is None:
+            return None
+        self.probe_seeks += len(self._days)
+        row = conn.execute(
+            f"SELECT id FROM corr_timelines INDEXED BY {_KEY_INDEX[column]} WHERE {store.DAYS} AND {column} = ?1"
+            " AND rcpt_h = ?2 AND (?3 IS NULL OR mid_h IS NULL OR mid_h = ?3)"
+            f" AND (flags & {SENDS} = 0 OR (flags & {DONE} != 0 AND t_done <= ?4 AND coalesce(t_queued, t0) <= ?4))"
+            f" ORDER BY flags & {SENDS} = 0, t_queued IS NULL, t_queued DESC, id DESC LIMIT 1",
+            (h, rh, mh, t)).fetchone()
+        return self._find(row[0]) if row else None
 
     def _two_sends(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int, a: int,
                    b: int) -> int | None:
@@ -326,6 +521,35 @@ class Linker:
         if not self._hasher.hashed or not diag:
             return diag
         return reply_without_addresses(diag, rcpt_l)
+
+
+def _report_fits(st: State | None, t: float, mh: int | None) -> bool:
+    """May a report of time `t` (of Message-Id hash `mh`, when its job key found the timeline) be about the timeline
+    of state `st`? A send queued and delivered (or bounced) before it, as the rcpt + orig fallback asks, or reports
+    of its key that wait for their send; never one holding another Message-Id."""
+    if st is None:
+        return False
+    queued, t0, flags, done, mid = st
+    if mh is not None and mid is not None and mid != mh:
+        return False
+    if not flags & SENDS:
+        return True
+    return bool(flags & DONE) and done is not None and done <= t and (t0 if queued is None else queued) <= t
+
+
+def _undated_fits(st: State, code: int, qs: float, t: float, mh: int | None) -> bool:
+    """May a dated row (type `code`, timeQueued `qs`, time `t`, Message-Id hash `mh`) join the undated timeline of
+    state `st`? One holding a send: if the row is of that send (its timeQueued), or if the send had none (a record
+    logged without it started it, as before). One holding reports only (read before their send): if the row is the
+    delivery of a send queued and delivered before them, what a report read after it joins; a deferral or a
+    reception is not yet (their send starts its own timeline; its delivery takes the reports in, `_waiting_for`).
+    Never one holding another Message-Id."""
+    queued, t0, flags, _done, mid = st
+    if mh is not None and mid is not None and mid != mh:
+        return False
+    if flags & SENDS:
+        return queued is None or queued == qs
+    return code in DELIVERED and qs <= t0 and t <= t0
 
 
 def reply_without_addresses(diag: str, rcpt_l: str | None) -> str:

@@ -161,6 +161,8 @@ class Writer:
         start, stop = seg.start, len(tls)
         if stop > start:
             self._flush_rows(conn, p, tls, seg, start, stop)
+        elif seg.merges:  # decided by the row being linked, which reads the store before it is stored itself
+            self._merge_all(conn, seg)
         seg.start = stop
         seg.new.clear()
         seg.merges.clear()
@@ -198,6 +200,13 @@ class Writer:
         history = self.keep_history
         if history:
             conn.executemany(_INSERT_EV, _rows(rows, "eid", "tl", "code", "t", *_EVENT_FIELDS, "extra"))
+        self._merge_all(conn, seg)
+        if history:
+            self._flows_of(conn, rows)
+
+    def _merge_all(self, conn: sqlite3.Connection, seg: Segment) -> None:
+        """The segment's merges: each loser's events and summary go to its winner, and the loser is deleted."""
+        history = self.keep_history
         for winner, loser in seg.merges:
             if history:
                 conn.execute("UPDATE corr_events SET tl=? WHERE tl=?", (winner, loser))
@@ -205,8 +214,6 @@ class Writer:
             conn.execute("DELETE FROM corr_timelines WHERE id=?", (loser,))
             if winner < self._keyed_from:
                 self._keyed_tls.append(winner)
-        if history:
-            self._flows_of(conn, rows)
 
     def _insert_new(self, conn: sqlite3.Connection, new: pl.DataFrame, qdays: dict[int, int]) -> None:
         fallback = new.filter(pl.col("isp").is_null() & pl.col("rcpt_any").is_not_null())

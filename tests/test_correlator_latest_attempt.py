@@ -72,12 +72,13 @@ f,2024-05-03 09:00:00+0000,a@s.example,zed@gmail.com,J7
 type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,queue,dsnStatus,header_Message-Id
 d,2024-05-01 10:20:00+0000,2024-05-01 10:00:00+0000,b@s.example,zed@gmail.com,vmta-b,pool-b,gmail.com/vmta-b,\
 2.0.0 (ok),<mz@s.example>
-"""))  # timeline 2: known by Message-Id (and another sender, so no sender + timeQueued link)
-    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 2
+"""))  # timeline 3: known by Message-Id (and another sender, so no sender + timeQueued link)
+    # the complaint waits apart (timeline 2): the only send of J7 read is a deferral, never delivered so far
+    assert h.conn.execute("SELECT count(*) FROM corr_timelines").fetchone()[0] == 3
     h.commit(batch("/l/recv-0.csv", """
 type,timeLogged,timeQueued,orig,rcpt,jobId,header_Message-Id
 r,2024-05-01 10:00:00+0000,2024-05-01 10:00:00+0000,a@s.example,zed@gmail.com,J7,<mz@s.example>
-"""))  # names both: the two merge
+"""))  # names both: the two merge, and take in the complaint (their delivery came before it)
     assert _summary(h) == [(*LATEST, 2)]
     h.close()
 
