@@ -263,7 +263,12 @@ def stored_version(path: str, value: object) -> int:
 
 def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None) -> None:
     """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open. `key_file`: the HMAC
-    key file recipients are keyed with now, and whether this start created it (`other_key`)."""
+    key file recipients are keyed with now, and whether this start created it (`other_key`).
+
+    The recipients' mark (`rcpt_mode`: `plain` or the key's fingerprint) changes from `plain` to a key (hashing
+    turned on: a WARNING when timelines are stored), or on a store holding no timeline; a store marked with a key
+    refuses another key or none (`other_key`) and, holding timelines, hashing off (`hashing_turned_off`), so the
+    mark never forgets a key while timelines keyed with it may remain."""
     own = not conn.in_transaction
     if own:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -290,12 +295,17 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
         if row is None:
             conn.execute("INSERT INTO corr_meta VALUES ('rcpt_mode', ?)", (rcpt_fingerprint,))
         elif row[0] != rcpt_fingerprint:
-            if key_file is not None and row[0].startswith("hmac:"):
+            stored_hmac = row[0].startswith("hmac:")
+            if key_file is not None and stored_hmac:  # another key, or none (the file was missing)
                 raise other_key(database_file(conn), row[0], *key_file)
-            log.warning(
-                "correlator recipients were stored as %s but are now keyed as %s: older timelines will "
-                "not be found by recipient", row[0], rcpt_fingerprint,
-            )
+            held = conn.execute("SELECT 1 FROM corr_timelines LIMIT 1").fetchone() is not None
+            if held and stored_hmac:  # hashing turned off over hashed timelines
+                raise hashing_turned_off(database_file(conn), row[0])
+            if held:  # hashing turned on over plain timelines: documented (docs/security.md)
+                log.warning(
+                    "correlator recipients were stored as %s but are now keyed as %s: older timelines will "
+                    "not be found by recipient", row[0], rcpt_fingerprint,
+                )
             conn.execute("UPDATE corr_meta SET value=? WHERE key='rcpt_mode'", (rcpt_fingerprint,))
     except BaseException:
         if own:
@@ -319,6 +329,19 @@ def other_key(db: str, stored: str, path: Path, created: bool) -> Exception:
     return StateRefused(f"{path}: the HMAC key file {what}, and the recipients of the correlator store {db} were "
                         f"keyed with the key {stored}: put that key file back (from the host or the backup the store "
                         "came from), or move the store aside to start a new one with this key")
+
+
+def hashing_turned_off(db: str, stored: str) -> Exception:
+    """The error of a start with `hash_recipients` off over a store holding timelines keyed with an HMAC key. It
+    stored recipients in clear beside them, and marked the store `plain`, which forgot the key: a start with another
+    key was then let in too (review 4). check-config says it in the same words."""
+    from exporter.state import StateRefused
+
+    return StateRefused(f"correlator.hash_recipients: false, but the recipients of the correlator store {db} were "
+                        f"keyed with the key {stored} (hash_recipients: true): a start without it would store "
+                        "addresses in clear beside them; set hash_recipients: true again, with that key "
+                        "(correlator.hmac_key_file), or start a new store to turn hashing off: another state_dir, "
+                        "or the store moved aside or deleted (its timelines, counters and read positions with it)")
 
 
 class StoreNotReady(Exception):

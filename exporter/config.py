@@ -228,7 +228,8 @@ class SourceConfig(_Strict):
     paths: list[SourceGlob] = Field(
         min_length=1, description="Glob patterns of the accounting files PMTA writes: absolute paths, e.g. "
         "`/var/log/pmta/acct-*.csv`. CSV (a header line first) or PMTA's JSON form (one object per record, e.g. "
-        "`/var/log/pmta/acct-*.json`), told apart per file by its first line. A match whose first bytes are "
+        "`/var/log/pmta/acct-*.json`), told apart per file by its first non-blank line (once: kept across "
+        "restarts). A match whose first bytes are "
         "compressed (gzip, bzip2, xz, zstd: logrotate's `compress`), or whose header line ends in a lone CR (old Mac "
         "line endings), is named once in the log and not read."
     )
@@ -418,7 +419,8 @@ class PmtaApiConfig(_Strict):
     url: HttpUrl | None = Field(
         default=None,
         description="Base URL of PMTA's HTTP management interface, e.g. https://127.0.0.1:8080, without a user or "
-        "password (username/password_file); reached directly (HTTP_PROXY and the other proxy variables are ignored; "
+        "password (username/password_file) and without a query or fragment (the API's paths, /status, /queues, are "
+        "appended to it); reached directly (HTTP_PROXY and the other proxy variables are ignored; "
         "SSL_CERT_FILE and SSL_CERT_DIR still name the CAs trusted without `ca_file`). A redirect is followed only "
         "on this origin or to https on the same host (PMTA 5's `http-redirect-to-https`); one to another server is "
         "refused and counted as `http_status`, naming where it pointed. Unset: no queue gauges.",
@@ -432,7 +434,9 @@ class PmtaApiConfig(_Strict):
     )
     api_key: str | None = Field(default=None, description="Sent as the X-API-Key header (PMTA 5).")
     api_key_file: ConfigPath | None = Field(default=None, description="File holding the API key.")
-    username: str | None = Field(default=None, description="HTTP basic auth user (a proxy in front of PMTA).")
+    username: str | None = Field(
+        default=None, description="HTTP basic auth user (a proxy in front of PMTA); no `:` (basic auth splits user "
+        "and password at the first one).")
     password: str | None = Field(
         default=None, description="HTTP basic auth password (prefer password_file); needs username.")
     password_file: ConfigPath | None = Field(
@@ -456,6 +460,25 @@ class PmtaApiConfig(_Strict):
             raise ValueError("carries a user name or password: give them as pmta.username and pmta.password_file "
                              "(a URL's are logged with it)")
         return url
+
+    @field_validator("url")
+    @classmethod
+    def _base_url_alone(cls, url: str | None) -> str | None:
+        """The API's paths are appended to the URL: after a query or fragment every request URL was malformed
+        (`/pmta?site=a/status?format=xml`), as the hub refuses for its targets. Not shown: a query may hold a token."""
+        if url is not None and ("?" in url or "#" in url):
+            raise ValueError("has a query or fragment (`?...` or `#...`): the API's paths (/status, /queues, ...) are "
+                             "appended to this base URL, so every request URL would be malformed; give the base URL "
+                             "alone, e.g. https://127.0.0.1:8080 or http://proxy.example/pmta")
+        return url
+
+    @field_validator("username")
+    @classmethod
+    def _basic_auth_user(cls, user: str | None) -> str | None:
+        """As web.basic_auth_users: PMTA (or the proxy in front of it) would read another user name."""
+        if user is not None and ":" in user:
+            raise ValueError("a user name cannot hold ':' (HTTP basic auth splits user and password at the first ':')")
+        return user
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> PmtaApiConfig:
@@ -494,12 +517,17 @@ class CorrelatorConfig(_Strict):
         description="How far back an FBL/remote-bounce record without id is matched on rcpt + orig (0: never).",
     )
     hash_recipients: bool = Field(
-        default=False, description="Store recipients as HMAC-SHA256; lookups by address still work."
+        default=False, description="Store recipients as HMAC-SHA256; lookups by address still work. Turned on over "
+        "a store of plain timelines: let in (a WARNING; those keep their address until pruned and are no longer "
+        "found by address, docs/security.md). Turned off over a store of hashed timelines: refused (`check-config` "
+        "and `run` exit 2) rather than storing addresses in clear beside them; set it back, or start a new store "
+        "(another state_dir). A store holding no timeline takes either."
     )
     hmac_key_file: ConfigPath | None = Field(
         default=None, description="Key for hash_recipients (32 bytes or more: a shorter one is warned of); default "
         "`<state_dir>/correlator-hmac.key`, created 0600 on the first start. Back it up and move it with the state: a "
-        "store keyed with it refuses another key, or none."
+        "store keyed with it refuses another key, or none, and, while it holds timelines, hash_recipients off "
+        "(`check-config` and `run` exit 2)."
     )
     max_flow_senders: Count = Field(default=20, ge=1, le=999, description=(
         "Senders shown in /api/v1/flows; rest `other`. At most 999: a hub refuses a host's flows with more sender "
@@ -535,7 +563,9 @@ class WebConfig(_Strict):
         "below the process's open-file limit so sockets never starve the tailer and the database.",
     )
     header_timeout: Duration = Field(
-        default=10.0, description="Close a connection that has not sent a complete request for this long."
+        default=10.0, description="Close a connection that has not sent a complete request head this long after it "
+        "opened, or after the first byte of its next request on a keep-alive connection (an idle keep-alive "
+        "connection is closed after keep_alive_timeout)."
     )
     keep_alive_timeout: DurationOrZero = Field(
         default=5.0, description="Close a keep-alive connection idle for this long after a response (0: no keep-alive)."
@@ -627,7 +657,9 @@ class Config(_Strict, Listener):
         description="host:port of the HTTP listener serving /metrics and the API. A bare `:port` means "
         "loopback (127.0.0.1); other hosts must be named: `0.0.0.0:9469` (IPv4), `[::]:9469` (IPv6 and IPv4) or an "
         "address of this host (one it does not have is a config error to `check-config`; `run` waits 30 s for it "
-        "to be assigned, then exits 1).",
+        "to be assigned, then exits 1). Port 0 binds a free port the kernel picks (for tests and benchmarks): the "
+        "daemon logs it at start (`listening on HOST:PORT`), and `healthcheck`, which takes the port from this key, "
+        "cannot find it (it asks port 0 and reports unhealthy).",
     )
     tail: TailConfig = Field(default_factory=TailConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)

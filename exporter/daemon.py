@@ -30,6 +30,7 @@ import socket
 import sqlite3
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -289,6 +290,10 @@ class Daemon:
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self._reload_due = False
+        self._config_check = threading.Lock()
+        self._config_checking = self._config_check_again = False
+        """A SIGHUP's check of the config file runs in a thread of its own (`check_config_file`), one at a time: a
+        signal during it has the file checked again once it ends."""
         self.started = asyncio.Event()
         self.paused = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -873,35 +878,75 @@ class Daemon:
 
     def check_config_file(self) -> None:
         """SIGHUP said "reloaded" whatever the config file had become: an edit that broke it went unnoticed until
-        the next crash or reboot, which then exited 2 (and the shipped unit gives up on 2). A broken file is an
-        ERROR naming its problems; settings that differ from the running ones are named (by key, never by value:
-        some are secrets) as taking effect at the next restart."""
+        the next crash or reboot, which then exited 2 (and the shipped unit gives up on 2). The file is checked as a
+        start checks it (`_check_config_file`), in a thread: the machine checks resolve the `listen` host, which
+        can take seconds, and the event loop serves scrapes meanwhile. One check at a time; a SIGHUP during one has
+        the file checked again when it ends."""
         if self.config_path is None:
             return
         if not _regular_file(self.config_path):  # a pipe (or a FIFO, a tty swapped in): a read would wait on it
             log.info("SIGHUP: %s is no regular file: not checked again (only the tables are reloaded)",
                      self.config_path)
             return
+        with self._config_check:
+            if self._config_checking:
+                self._config_check_again = True
+                return
+            self._config_checking = True
+        threading.Thread(target=self._check_config_file_until_settled, args=(self.config_path,),
+                         name="sighup-config-check", daemon=True).start()  # a stop does not wait for a resolver
+
+    def _check_config_file_until_settled(self, path: Path) -> None:
+        while True:
+            try:
+                self._check_config_file(path)
+            finally:
+                with self._config_check:
+                    again, self._config_check_again = self._config_check_again, False
+                    self._config_checking = again
+            if not again:
+                return
+
+    def _check_config_file(self, path: Path) -> None:
+        """A file that does not load, or that a start would refuse (`preflight.problems`, as `run` calls it), is one
+        ERROR naming each problem: a restart would exit 2. What only this daemon holds is no problem: the checks
+        bind the `listen` host with port 0, take no lock and read the store through SQLite only (a descriptor of
+        the database opened and closed beside SQLite's would drop its locks: `open_db`). Otherwise settings that differ
+        from the running ones are named (by key, never by value: some are secrets) as taking effect at the next
+        restart."""
+        from exporter import preflight
+
         try:
-            edited = load_config(self.config_path)
+            edited = load_config(path)
         except ConfigError as exc:
             log.error("SIGHUP: %s is invalid now (%s): still running as started; a restart would fail until it is "
-                      "fixed (`watchtower check-config` says the same)", self.config_path, "; ".join(exc.problems))
+                      "fixed (`watchtower check-config` says the same)", path, "; ".join(exc.problems))
             return
         except OSError as exc:
             log.error("SIGHUP: %s cannot be read now (%s): still running as started; a restart would fail until it "
-                      "can be", self.config_path, exc.strerror or exc)
+                      "can be", path, exc.strerror or exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a check must not keep the tables from reloading
-            log.error("SIGHUP: %s could not be checked (%s); still running as started", self.config_path,
-                      describe(exc))
+        except Exception as exc:  # noqa: BLE001 - a check must not end the daemon
+            log.error("SIGHUP: %s could not be checked (%s); still running as started", path, describe(exc))
+            return
+        try:
+            problems = preflight.problems(edited, waits_for_address=True, open_db=self.db_path)
+        except OSError as exc:  # as `run` says it (cli._load)
+            problems = [f"cannot check: {preflight.unreachable(exc)}"]
+        except Exception as exc:  # noqa: BLE001 - a check must not end the daemon
+            log.error("SIGHUP: %s could not be checked (%s); still running as started", path, describe(exc))
+            return
+        if problems:
+            log.error("SIGHUP: %s would be refused by a start now (%s): still running as started; a restart would "
+                      "exit 2 until it is fixed (`watchtower check-config` says the same)", path,
+                      "; ".join(problems))
             return
         changed = changed_keys(self.config, edited)
         if changed:
             shown_keys = ", ".join(changed[:MAX_KEYS_SAID]) + (
                 f" and {len(changed) - MAX_KEYS_SAID} more" if len(changed) > MAX_KEYS_SAID else "")
             log.warning("SIGHUP: %s changed %s since the start: only the classification tables' contents are "
-                        "reloaded; these settings take effect at the next restart", self.config_path, shown_keys)
+                        "reloaded; these settings take effect at the next restart", path, shown_keys)
 
     # --- commits ---------------------------------------------------------------------------------
     def _enqueue_checkpoint(self) -> None:

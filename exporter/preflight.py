@@ -90,8 +90,9 @@ def ca_file_problem(key: str, path: Path | None) -> str | None:
 
 def _correlator_store(config: Config, state_dir_checked: bool) -> str | None:
     """What `run` refuses in the correlator store, by its content (a schema this build cannot read) or for the key
-    its recipients were keyed with, and the key file `run` reads (or creates) when hashing recipients. The store and
-    the default key, in state_dir, only where state_dir is used and passed its own check (oneshot's are temporary)."""
+    its recipients were keyed with (another key, none, or hashing turned off over keyed timelines), and the key file
+    `run` reads (or creates) when hashing recipients. The store and the default key, in state_dir, only where
+    state_dir is used and passed its own check (oneshot's are temporary)."""
     correlator = config.correlator
     if not correlator.enabled:
         return None
@@ -106,7 +107,7 @@ def _correlator_store(config: Config, state_dir_checked: bool) -> str | None:
         except StateRefused as exc:
             return f"state_dir: {exc}"
     if not correlator.hash_recipients:
-        return None
+        return _hashing_turned_off(store, meta.get("rcpt_mode"))
     explicit = correlator.hmac_key_file is not None
     if not (explicit or state_dir_checked):
         return None
@@ -140,6 +141,36 @@ def _correlator_meta(store: Path) -> dict[str, str]:
             conn.close()
     except (OSError, sqlite3.Error):
         return {}
+
+
+def _hashing_turned_off(store: Path | None, mode: str | None) -> str | None:
+    """`run` refuses hash_recipients off over a store whose timelines were keyed with an HMAC key
+    (correlator.store.hashing_turned_off): it wrote addresses in clear beside them and forgot the key. A store
+    holding no timeline takes it (nothing is keyed yet)."""
+    if store is None or mode is None or not mode.startswith("hmac:") or not _holds_timelines(store):
+        return None
+    from correlator.store import hashing_turned_off
+
+    return str(hashing_turned_off(str(store), mode))
+
+
+def _holds_timelines(store: Path) -> bool:
+    """Whether the correlator store holds a timeline, read without changing anything (as `_correlator_meta`: False
+    when that cannot be told here; `run`'s own check decides then, in the same words)."""
+    import sqlite3
+
+    from exporter.state import peek
+
+    try:
+        conn = peek(store)
+        if conn is None:
+            return False
+        try:
+            return conn.execute("SELECT 1 FROM corr_timelines LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):  # no corr_timelines table yet among them
+        return False
 
 
 def _keyed_with_another_key(path: Path, store: Path | None, mode: str | None) -> str | None:
@@ -230,10 +261,11 @@ STATE_FILES = ("watchtower.db", "watchtower.db-wal", "watchtower.db-shm", "watch
 exporter.follower.LOCK_FILE)."""
 
 
-def _state_dir(key: str, path: Path) -> list[str]:
+def _state_dir(key: str, path: Path, open_db: Path | None = None) -> list[str]:
     """state_dir writable, and every state file in it, where it exists, a regular file this user can read and write
     (a directory named watchtower.db would only fail later, as 'not a usable SQLite database'; a file left by a start
-    as root stops `run`, or the correlator process at each of its restarts): one line per file, all in one pass."""
+    as root stops `run`, or the correlator process at each of its restarts): one line per file, all in one pass.
+    `open_db`: the state database this process has open (`problems`)."""
     problem = _writable_dir(key, path)
     if problem is not None:
         return [problem]
@@ -248,7 +280,8 @@ def _state_dir(key: str, path: Path) -> list[str]:
     shared = shared_dir_problem(path, mode)
     files = [_state_file(key, path / name) for name in STATE_FILES]
     if files[0] is None:  # watchtower.db absent, or a file this user can read: is it SQLite at all?
-        files[0] = _state_db(key, path / STATE_FILES[0])
+        db = path / STATE_FILES[0]
+        files[0] = _state_db(key, db, header=open_db is None or not _same_file(db, open_db))
     return ([f"{key}: {shared}"] if shared else []) + [p for p in files if p]
 
 
@@ -256,17 +289,30 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html, 1.3.1)."""
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 @reaching
-def _state_db(key: str, db: Path) -> str | None:
+def _state_db(key: str, db: Path, header: bool = True) -> str | None:
     """A state database without the SQLite header (random bytes, a file copied over it, zero bytes) passed here, and
     `run` then refused it at every start with exit 1, which systemd restarts for ever: refused here, with exit 2.
-    Only the header is read (the daemon's quick_check judges the pages: a big database would delay the check)."""
+    Only the header is read (the daemon's quick_check judges the pages: a big database would delay the check).
+    `header` False: the database this process has open (a SIGHUP's check in the daemon) is read through SQLite only.
+    Closing any other descriptor of the file drops every POSIX lock the process holds on it, SQLite's included (its
+    shared lock kept another process's last close from deleting the -wal and -shm in use)."""
     if not db.is_file():
         return None
-    with open(db, "rb") as f:
-        head = f.read(len(SQLITE_HEADER))
     from exporter.state import WAY_OUT, content_refusal
 
+    if not header:
+        refusal = content_refusal(db)
+        return f"{key}: {refusal}" if refusal else None
+    with open(db, "rb") as f:
+        head = f.read(len(SQLITE_HEADER))
     if head == SQLITE_HEADER:
         refusal = content_refusal(db)
         return f"{key}: {refusal}" if refusal else None
@@ -465,13 +511,15 @@ def _api_key(config: Config) -> str | None:
     return None
 
 
-def problems(config: Config, uses_state_dir: bool = True, waits_for_address: bool = False) -> list[str]:
+def problems(config: Config, uses_state_dir: bool = True, waits_for_address: bool = False,
+             open_db: Path | None = None) -> list[str]:
     """Everything that would stop `watchtower run` at startup, each as `key.path: what`.
 
     `uses_state_dir` False (oneshot: no state database, or a temporary one in TMPDIR) skips state_dir;
     `waits_for_address` (`run`) leaves a `listen` address this host does not have yet to the daemon, which waits
-    for it a while."""
-    state_dir = _state_dir("state_dir", Path(config.state_dir)) if uses_state_dir else []
+    for it a while; `open_db`: the state database this process has open (the daemon checking its config file again
+    on SIGHUP), never opened here but through SQLite (`_state_db`)."""
+    state_dir = _state_dir("state_dir", Path(config.state_dir), open_db) if uses_state_dir else []
     out = [
         _classifier("classify.isp_file", config.classify.isp_file, "isp"),
         _classifier("classify.replies_file", config.classify.replies_file, "replies"),
