@@ -551,6 +551,7 @@ class Daemon:
             if self._must_pause():
                 self._set_paused(True)
                 await self._wait(PAUSED_WAIT)
+                self.tailer.look_while_paused()  # the lag gauges go on (sizes only, each poll_interval): not frozen
                 now = time.monotonic()
                 if now - last_commit >= tail.checkpoint_interval:
                     self._enqueue_checkpoint()

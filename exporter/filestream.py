@@ -166,6 +166,9 @@ class FileStream:
         """NUL bytes of the run being skipped (a run that outgrew MAX_PENDING_LINE at a line start: a crash's padding, a
         sparse hole): counted into the offset as they are read, never held; one nul_padding error when it ends."""
         self.size = 0
+        """Its size when the last read began (what the check for a file rewritten in place compares with)."""
+        self.seen_size = 0
+        """Its size at the last look: a read's, or `look()`'s while reading is paused (what `behind` counts from)."""
         self.unopened_size = 0
         """Its size by stat while it cannot be opened (permissions): counted behind, though never read yet (`size` is
         what reads saw, which the check for a file rewritten in place compares with)."""
@@ -176,8 +179,10 @@ class FileStream:
         self.read_error: str | None = None
         """Why the last open or read failed (None once a read succeeds: an open alone may precede an EIO)."""
         self.committed_offset = -1  # offset last handed to the state database
-        self.compressed = False
-        """Its first bytes are a compression format's: not read (warn_compressed, once)."""
+        self.refused: str | None = None
+        """Why it is not read, by design (its first bytes a compression format's, its lines ended by a lone CR), said
+        once when found; None while it is read. Its bytes are owed to nobody: none is behind, and its removal loses
+        nothing. Until the file leaves the globs."""
         self.superseded: list[Checkpoint] = []
         """Checkpoints of the bytes this identity held before it was truncated or rewritten (_start_over), for the
         tailer to retire."""
@@ -188,7 +193,27 @@ class FileStream:
 
     @property
     def behind(self) -> int:
-        return max(0, max(self.size, self.unopened_size) - self.cp.offset)
+        """Bytes written to the file but not yet read (0 for a file refused by design: never to be read)."""
+        if self.refused is not None:
+            return 0
+        return max(0, max(self.seen_size, self.unopened_size) - self.cp.offset)
+
+    def look(self) -> None:
+        """Its size now, nothing read (while reading is paused: the lag gauges must not freeze): by its descriptor,
+        else by its path while the path still names the file."""
+        if self.refused is not None:
+            return
+        try:
+            if self.file is not None:
+                size = os.fstat(self.file.fileno()).st_size
+            else:
+                st = os.stat(self.cp.path)
+                if (st.st_dev, st.st_ino) != self.key:
+                    return
+                size = st.st_size
+        except (OSError, ValueError):
+            return
+        self.seen_size = size
 
     async def open(self) -> bool:
         """Open (or reopen) at the checkpoint offset; False if the file cannot be read now."""
@@ -339,7 +364,7 @@ class FileStream:
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
                    should_stop: Callable[[], bool] | None = None) -> bool:
         """Read up to `max_chunks` chunks (fewer once `should_stop()`); True if the file may hold more now."""
-        if self.compressed or (self.file is None and not await self.open()):
+        if self.refused is not None or (self.file is None and not await self.open()):
             return False
         f = self.file
         assert f is not None
@@ -353,7 +378,7 @@ class FileStream:
         if why is not None:
             self._start_over(why)
             await self._seek(0)
-        self.size = size
+        self.size = self.seen_size = size
         self._cover_what_was_read(f, 0, size)  # (an idle file resumed from an older version's short one too)
         for _ in range(max_chunks):
             if should_stop is not None and should_stop():
@@ -437,7 +462,7 @@ class FileStream:
     def _stop_compressed(self, kind: str) -> None:
         """Bytes that came after the file was followed (gzip writes nothing until its buffer fills) are compressed:
         not read while this stream lasts (until the file leaves the globs)."""
-        self.compressed = True
+        self.refused = f"compressed ({kind})"
         warn_compressed(self.cp.path, kind, self.cp.source, "not read")
 
     def _skip_nul_run(self, data: bytes) -> bytes:
@@ -478,7 +503,7 @@ class FileStream:
     def _stop_lone_cr(self) -> None:
         """Lines ending in CR alone: the whole file would be one header line (its records uncounted), or a line
         waited on for ever. Not read while this stream lasts, said once."""
-        self.compressed = True
+        self.refused = "its lines end in a lone CR"
         log.warning("%s: its lines end in a lone CR (old Mac line endings), not LF as PMTA writes them (source %s): "
                     "not read; convert it (tr '\\r' '\\n')", shown(self.cp.path), self.cp.source)
 

@@ -174,8 +174,10 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_last_record_timestamp_seconds", "gauge",
                "timeLogged of the newest record read (Unix time), never ahead of the clock: a record up to a day "
                "ahead counts as logged when read, one further ahead is not believed.", ("source",), "self"),
-    MetricSpec("watchtower_behind_bytes", "gauge", "Bytes written to followed files but not yet read.",
-               ("source",), "self"),
+    MetricSpec("watchtower_behind_bytes", "gauge",
+               "Bytes written to followed files but not yet read, kept current while reading is paused (commits "
+               "failing). A file not read by design (compressed, or lines ending in a lone CR: named once in the log) "
+               "counts 0.", ("source",), "self"),
     MetricSpec("watchtower_last_checkpoint_timestamp_seconds", "gauge",
                "When offsets and counters were last committed (Unix time).", (), "self"),
     MetricSpec("watchtower_checkpoint_errors_total", "counter",

@@ -273,6 +273,11 @@ class Tailer:
         says the correlator's own process has read it too (exporter/follower.py finds it in /proc/<pid>/fd)."""
         self.held: dict[str, tuple[int, int, float]] = {}
         """file_id -> (descriptor, offset drained to, when) of the files kept open for the correlator process."""
+        self._sink_files: dict[str, tuple[int, int]] = {}
+        """file_id -> (committed offset, sink position) as of the last `release_held` (hold_drained): which files the
+        correlator process has still to read (`_correlator_needs`)."""
+        self._last_look = float("-inf")
+        """When `look_while_paused` last looked at the files' sizes (monotonic)."""
         if metrics:
             for s in sources:
                 metrics.init_source(s.label, self._allowed[s.label])
@@ -1038,6 +1043,8 @@ class Tailer:
                 more = cut_short = True
                 break
             stream = self.streams[key]
+            if stream.refused is not None:
+                continue  # not read, by design (said once): retired when it leaves the globs
             if stream.gone and stream.file is None and not self._unread_where_it_went(key, stream):
                 continue  # fully read when it was closed; retired below
             if stream.gone or stream.file is not None or self._grew(stream):
@@ -1113,7 +1120,8 @@ class Tailer:
                 written.append(stream)
             elif size <= stream.cp.offset + len(stream.pending):
                 tails.append(stream)
-        by_growth = [s for group in (read_out, written, tails) for s in sorted(group, key=lambda s: s.last_growth)]
+        by_growth = [s for group in (read_out, written, tails)  # (a file the correlator process needs: the last)
+                     for s in sorted(group, key=lambda s: (self._correlator_needs(s), s.last_growth))]
         if len(by_growth) < excess:
             return False
         for stream in by_growth[:excess]:
@@ -1143,8 +1151,8 @@ class Tailer:
             if stream.gone:
                 if stream.file is not None and (stream.behind > 0 or not self._settled(stream)):
                     continue  # still draining a rotated-away file, or it grew a moment ago
-                seen = self._seen_size.pop(key, 0)
-                unread = seen - stream.cp.offset if stream.file is None else 0
+                seen = self._seen_size.pop(key, 0)  # (a file refused by design owes no byte: none lost)
+                unread = seen - stream.cp.offset if stream.file is None and stream.refused is None else 0
                 self._hold(stream)
                 await stream.close()
                 del self.streams[key]
@@ -1155,15 +1163,28 @@ class Tailer:
                     self.metrics.rotations.labels(stream.cp.source).inc()
                 if unread > 0:
                     self._report_lost(stream.cp, unread)
+                elif stream.refused is not None:
+                    log.info("%s: retired, not read (%s)", shown(stream.cp.path), stream.refused)
                 else:
                     log.info("%s: drained and retired at byte %d", shown(stream.cp.path), stream.cp.offset)
             elif stream.file is not None and not stream.pending and stream.behind == 0 \
-                    and now - stream.last_growth >= self.tail.idle_close_after:
+                    and now - stream.last_growth >= self.tail.idle_close_after and not self._correlator_needs(stream):
                 await stream.close()
         cutoff = time.time() - self.tail.forget_after
         for key, cp in list(self.known.items()):
             if key not in self.streams and cp.gone_since is not None and cp.gone_since < cutoff:
                 del self.known[key]
+
+    def _correlator_needs(self, stream: FileStream) -> bool:
+        """Has the correlator process (hold_drained) still bytes of this file to read? It reads a file deleted or
+        renamed away through a descriptor of this process (`_hold`): one closed for idling before the file went left
+        none, and the bytes it had not read were lost to the timelines. So a file it needs is not closed for idling
+        (only `_make_room` closes it, to keep tail.max_open_files). As the database said at the last `release_held`:
+        not there yet (it starts a new file at byte 0), or its sink position short of what was read."""
+        if not self.hold_drained or stream.cp.offset == 0:
+            return False
+        known = self._sink_files.get(stream.cp.file_id)
+        return known is None or known[1] < stream.cp.offset
 
     def _report_lost(self, cp: Checkpoint, unread: int) -> None:
         """A file that went (deleted, or moved where no glob or `moved_to` finds it) while no descriptor of it was open
@@ -1187,13 +1208,27 @@ class Tailer:
 
     def release_held(self, sink_files: dict[str, tuple[int, int]]) -> None:
         """Close the descriptors of files the correlator process has read to the end (`sink_files`: file_id ->
-        (committed offset, sink position), StateStore.sink_files), or that the database forgot long ago."""
+        (committed offset, sink position), StateStore.sink_files), or that the database forgot long ago. Kept: a file
+        the process has still to read is not closed for idling either (`_correlator_needs`)."""
+        self._sink_files = sink_files
         now = time.monotonic()
         for file_id, (fd, offset, since) in list(self.held.items()):
             known = sink_files.get(file_id)
             if (known is not None and known[1] >= offset) or (known is None and now - since > self.tail.forget_after):
                 del self.held[file_id]
                 os.close(fd)
+
+    def look_while_paused(self) -> None:
+        """While reading is paused (the daemon's commits failing with the backlog full), at the polls' cadence: the
+        lag gauges from each followed file's size now (an fstat each, a stat of an idle one's path; nothing read), so
+        the bytes written meanwhile count as behind and the lag alerts can fire during the outage."""
+        now = time.monotonic()
+        if now - self._last_look < self.tail.poll_interval:
+            return
+        self._last_look = now
+        for stream in self.streams.values():
+            stream.look()
+        self._update_gauges()
 
     def _update_gauges(self) -> None:
         if not self.metrics:

@@ -1,0 +1,175 @@
+"""`watchtower_behind_bytes` (and /healthz `bytes_behind`) say the bytes written to followed files but not yet read.
+
+Two ways it lied: while reading was paused (commits failing with the backlog full) it stayed at what the last read
+saw, however much PMTA appended meanwhile (879 kB unread for 60 s, the gauge at 0: the lag alerts could not fire
+during the outage); and a file the daemon refuses to read by design (compressed, lines ending in a lone CR) counted
+its whole size as unread for ever (a false WatchtowerTailerStalled), and its removal as records lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import SourceConfig, TailConfig, load_config
+from exporter.daemon import Daemon
+from exporter.metrics import SelfMetrics
+from exporter.tailer import Tailer
+from tests.conftest import ACCT_HEADER, AcctWriter, d_line, write_config
+from tests.test_reliability import THREAD_WORKER, FailingSink
+
+_next = [os.getpid() % 500]
+
+
+def loopback_port() -> int:
+    """A free loopback port in 39000-39999 (this file's block)."""
+    for _ in range(1000):
+        port = 39000 + _next[0] % 1000
+        _next[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 39000-39999")
+
+
+def tailer_for(directory: Path) -> tuple[Tailer, CollectorRegistry]:
+    reg = CollectorRegistry()
+    src = SourceConfig(name="acct", paths=[str(directory / "acct-*.csv")])
+    return Tailer([src], TailConfig(rescan_interval=0, poll_interval=0.05), SelfMetrics(reg), first_run=False), reg
+
+
+async def drain(tailer: Tailer) -> int:
+    rows = 0
+
+    def take(stream, batch) -> None:  # type: ignore[no-untyped-def]
+        nonlocal rows
+        rows += len(batch)
+
+    more = await tailer.poll(take, force_scan=True)
+    while more:
+        more = await tailer.poll(take)
+    return rows
+
+
+def behind(reg: CollectorRegistry) -> float | None:
+    return reg.get_sample_value("watchtower_behind_bytes", {"source": "acct"})
+
+
+def lost(reg: CollectorRegistry) -> float:
+    return reg.get_sample_value("watchtower_read_errors_total", {"source": "acct", "reason": "lost"}) or 0.0
+
+
+# --- while reading is paused ----------------------------------------------------------------------------------
+async def test_bytes_appended_while_reading_is_paused_count_as_behind(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits failing (a full state disk) with `tail.max_pending_rows` waiting: reading pauses. The gauge and
+    /healthz then went on saying what the last read saw (0 when it had read to the end) whatever PMTA appended: it
+    follows the files' sizes (an fstat each, nothing read) at the polls' cadence."""
+    import exporter.daemon as daemon_mod
+
+    monkeypatch.setattr("exporter.writer.RETRY_MAX", 0.05)
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    cfg = load_config(write_config(tmp_path, listen=f"127.0.0.1:{loopback_port()}",
+                                   tail={"max_pending_rows": 1000, "chunk_bytes": 64 * 1024},
+                                   correlator=THREAD_WORKER))
+    sink = FailingSink()
+    sink.maintain_fails = False
+    monkeypatch.setattr(daemon_mod, "_correlator", lambda *a: sink)
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    try:
+        await asyncio.wait_for(d.started.wait(), 20)
+        sink.failing = True
+        w.write(5000)
+        assert d.tailer is not None
+        deadline = time.monotonic() + 20
+        while not d.paused and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert d.paused and d.health()["reading_paused"] is True
+        await asyncio.sleep(0.5)  # paused for good: nothing is read any more
+        (stream,) = d.tailer.streams.values()
+        offset = stream.cp.offset
+        size = w.path.stat().st_size
+        assert 0 < offset < size
+        assert d.registry.get_sample_value("watchtower_behind_bytes", {"source": "acct"}) == size - offset
+
+        w.write(2000)  # PMTA goes on writing during the outage
+        appended = w.path.stat().st_size - size
+        await asyncio.sleep(1.0)  # 20 poll intervals
+        assert d.paused and stream.cp.offset == offset  # still paused: looked at, not read
+        assert d.registry.get_sample_value("watchtower_behind_bytes", {"source": "acct"}) \
+            == size - offset + appended
+        assert d.health()["bytes_behind"] == size - offset + appended
+
+        sink.failing = False  # the disk freed: everything read, and the gauge back to 0
+        deadline = time.monotonic() + 30
+        while (len(sink.rows) < 7000 or d.registry.get_sample_value("watchtower_behind_bytes", {"source": "acct"})
+               != 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(sink.rows) == 7000
+        assert d.registry.get_sample_value("watchtower_behind_bytes", {"source": "acct"}) == 0
+        assert d.health()["bytes_behind"] == 0
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_a_paused_look_sees_an_idle_closed_file_grow(tmp_path: Path) -> None:
+    """A file whose descriptor was closed (idle) is looked at by its path (while the path still names it)."""
+    t, reg = tailer_for(tmp_path)
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(10)))
+    assert await drain(t) == 10
+    (stream,) = t.streams.values()
+    await stream.close()  # as idle_close_after does
+    before = path.stat().st_size
+    with path.open("a") as f:
+        f.write("".join(d_line(n) + "\n" for n in range(10, 30)))
+    t.look_while_paused()
+    assert behind(reg) == path.stat().st_size - before
+    assert stream.cp.offset == before  # nothing read
+    await t.close()
+
+
+# --- files refused by design -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["gzip", "lone_cr"])
+async def test_a_file_refused_by_design_is_not_behind_and_its_removal_loses_nothing(
+        tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A followed file that turns out compressed (gzip appended to an empty file), or whose lines end in a lone CR,
+    is named once and not read: its bytes are owed to nobody. They kept watchtower_behind_bytes at its size for ever
+    (a false critical WatchtowerTailerStalled), and deleting it counted read_errors_total{reason="lost"} with "never
+    read, their records lost"."""
+    t, reg = tailer_for(tmp_path)
+    path = tmp_path / "acct-0001.csv"
+    with caplog.at_level(logging.INFO, logger="watchtower"):
+        if kind == "gzip":
+            path.write_bytes(b"")  # followed while empty: gzip writes nothing until its buffer fills
+            assert await drain(t) == 0
+            path.write_bytes(gzip.compress((ACCT_HEADER + "\n" + d_line(0) + "\n").encode() * 50))
+        else:
+            path.write_bytes(("\r".join([ACCT_HEADER, d_line(0), d_line(1)]) + "\r").encode())
+        assert await drain(t) == 0
+        assert await drain(t) == 0
+        assert path.stat().st_size > 0
+        assert behind(reg) == 0
+        assert sum(s.behind for s in t.streams.values()) == 0
+        path.unlink()
+        assert await drain(t) == 0
+        assert t.streams == {}  # retired
+        assert behind(reg) == 0
+        assert lost(reg) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and str(path) in r.getMessage()]
+    assert len(said) == 1 and "not read" in said[0], said  # its refusal, once; no loss
+    assert not any("never read" in r.getMessage() for r in caplog.records)
+    await t.close()
