@@ -551,6 +551,10 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+TLS_SHUTDOWN_TIMEOUT = 2.0
+"""Seconds a closed TLS connection waits for the client's close_notify before its socket is released."""
+
+
 def kernel_queued(sock: Any) -> int:
     """Bytes the kernel holds for the peer, sent but unacknowledged or unsent (Linux SIOCOUTQ); 0 if unknown."""
     request = getattr(termios, "TIOCOUTQ", None)
@@ -644,8 +648,12 @@ class EmbeddedServer(uvicorn.Server):
         else:
             # A TLS client that never finishes its handshake is invisible to the guard (the protocol
             # sees the connection only after it): bound it like a request head (asyncio's default is 60 s).
+            # A connection closed (evicted, timed out, kept alive too long) waits for the client's close_notify:
+            # uncounted by the guard by then, so bounded too (asyncio's default, 30 s, let clients that never read
+            # hold a descriptor each past max_connections).
             loop.create_server = functools.partial(  # type: ignore[method-assign]
-                loop.create_server, ssl_handshake_timeout=self.handshake_timeout)
+                loop.create_server, ssl_handshake_timeout=self.handshake_timeout,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT)
             try:
                 await super().startup(sockets)
             finally:
