@@ -28,6 +28,7 @@ from exporter.fingerprint import (
     fingerprint_len,
     head_matches,
     read_fingerprint,
+    read_head,
 )
 from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
 from exporter.metrics import SelfMetrics
@@ -168,7 +169,11 @@ class FileStream:
         self.size = 0
         """Its size when the last read began (what the check for a file rewritten in place compares with)."""
         self.seen_size = 0
-        """Its size at the last look: a read's, or `look()`'s while reading is paused (what `behind` counts from)."""
+        """Its size at the last look: a read's, or `look()`'s while reading is paused (what `behind` counts from; a
+        file `look()` found below the read position, truncated, counts all of its size: offset + size)."""
+        self._refused_look: tuple[int, int] = (0, 0)
+        """(size, mtime in ns) of a refused file at its last look (`refusal_lifted`): its first bytes are read again
+        only when they change."""
         self.unopened_size = 0
         """Its size by stat while it cannot be opened (permissions): counted behind, though never read yet (`size` is
         what reads saw, which the check for a file rewritten in place compares with)."""
@@ -182,7 +187,7 @@ class FileStream:
         self.refused: str | None = None
         """Why it is not read, by design (its first bytes a compression format's, its lines ended by a lone CR), said
         once when found; None while it is read. Its bytes are owed to nobody: none is behind, and its removal loses
-        nothing. Until the file leaves the globs."""
+        nothing. Until the file leaves the globs, or is rewritten in place (`refusal_lifted`: read from byte 0)."""
         self.superseded: list[Checkpoint] = []
         """Checkpoints of the bytes this identity held before it was truncated or rewritten (_start_over), for the
         tailer to retire."""
@@ -213,7 +218,35 @@ class FileStream:
                 size = st.st_size
         except (OSError, ValueError):
             return
-        self.seen_size = size
+        # below the read position: truncated (and maybe refilled) meanwhile, all of it to be read from byte 0
+        self.seen_size = self.cp.offset + size if size < self.cp.offset else size
+
+    def refusal_lifted(self) -> bool:
+        """A file refused by design, looked at each poll (a stat; its first bytes read only when its size or mtime
+        changed): rewritten in place, as the log's advice (convert it) leads to (shorter than when refused, or its
+        first bytes changed), it is read from byte 0 as a truncated file is (`_start_over`: same log line, counted in
+        watchtower_truncations_total). True then; False while it stays refused."""
+        if self.refused is None:
+            return True
+        try:
+            st = os.stat(self.cp.path)
+            if (st.st_dev, st.st_ino) != self.key or (st.st_size, st.st_mtime_ns) == self._refused_look:
+                return False
+            self._refused_look = (st.st_size, st.st_mtime_ns)
+            if st.st_size < self.size:
+                why = f"truncated from {self.size} to {st.st_size} bytes"
+            elif not self.cp.fingerprint \
+                    or head_matches(self.cp.fingerprint, read_head(self.cp.path, fingerprint_len(self.cp.fingerprint))):
+                return False
+            else:
+                why = "rewritten (its first bytes changed)"
+        except OSError:
+            return False
+        self.refused = None
+        self._refused_look = (0, 0)
+        self._start_over(why)
+        self.size = self.seen_size = st.st_size
+        return True
 
     async def open(self) -> bool:
         """Open (or reopen) at the checkpoint offset; False if the file cannot be read now."""

@@ -271,8 +271,9 @@ class Tailer:
         self.hold_drained = False
         """Keep a descriptor of each file drained after it left the globs (renamed out, deleted) until `release_held`
         says the correlator's own process has read it too (exporter/follower.py finds it in /proc/<pid>/fd)."""
-        self.held: dict[str, tuple[int, int, float]] = {}
-        """file_id -> (descriptor, offset drained to, when) of the files kept open for the correlator process."""
+        self.held: dict[str, tuple[int, int, float, str]] = {}
+        """file_id -> (descriptor, offset drained to, when, path) of the files kept open for the correlator process;
+        counted in tail.max_open_files (`_make_room`)."""
         self._sink_files: dict[str, tuple[int, int]] = {}
         """file_id -> (committed offset, sink position) as of the last `release_held` (hold_drained): which files the
         correlator process has still to read (`_correlator_needs`)."""
@@ -1044,7 +1045,11 @@ class Tailer:
                 break
             stream = self.streams[key]
             if stream.refused is not None:
-                continue  # not read, by design (said once): retired when it leaves the globs
+                if stream.gone or not stream.refusal_lifted():
+                    continue  # not read, by design (said once): retired when it leaves the globs
+                self.retired.extend(stream.superseded)  # rewritten in place: read from byte 0 as a new file
+                stream.superseded.clear()
+                self.known[key] = stream.cp
             if stream.gone and stream.file is None and not self._unread_where_it_went(key, stream):
                 continue  # fully read when it was closed; retired below
             if stream.gone or stream.file is not None or self._grew(stream):
@@ -1101,10 +1106,12 @@ class Tailer:
         with it) and the new one waits its turn.
 
         A file that left the globs stays open until drained (after a delete its descriptor is the only
-        way to its data); a closed file is reopened at its offset when it grows again.
+        way to its data); a closed file is reopened at its offset when it grows again. The descriptors held for the
+        correlator process (`held`) count too: when the budget is short, the oldest is closed after the files it does
+        not need, so the descriptors of log files never pass `max_open`.
         """
         open_streams = [s for s in self.streams.values() if s.file is not None]
-        excess = len(open_streams) + 1 - self.max_open
+        excess = len(open_streams) + len(self.held) + 1 - self.max_open  # (held for the correlator process: counted)
         if excess <= 0:
             return True
         read_out: list[FileStream] = []
@@ -1122,9 +1129,20 @@ class Tailer:
                 tails.append(stream)
         by_growth = [s for group in (read_out, written, tails)  # (a file the correlator process needs: the last)
                      for s in sorted(group, key=lambda s: (self._correlator_needs(s), s.last_growth))]
-        if len(by_growth) < excess:
+        if len(by_growth) + len(self.held) < excess:
             return False
-        for stream in by_growth[:excess]:
+        # Closed first: files the correlator process does not need (reopened when they grow, nothing lost); then the
+        # descriptors held for it of files gone (the oldest first: their unread rest is lost to it, and counted as
+        # such by it); then files it needs
+        free = [s for s in by_growth if not self._correlator_needs(s)]
+        needed = [s for s in by_growth if self._correlator_needs(s)]
+        for stream in free[:excess]:
+            await stream.close()
+        excess -= min(excess, len(free))
+        while excess > 0 and self.held:
+            self._let_go_oldest_held()
+            excess -= 1
+        for stream in needed[:excess]:
             await stream.close()
         return True
 
@@ -1204,7 +1222,18 @@ class Tailer:
         except OSError as exc:  # out of descriptors: the correlator process reports what it cannot read
             log.warning("%s: not kept open for the correlator process: %s", shown(stream.cp.path), exc.strerror or exc)
             return
-        self.held[stream.cp.file_id] = (fd, stream.cp.offset, time.monotonic())
+        self.held[stream.cp.file_id] = (fd, stream.cp.offset, time.monotonic(), stream.cp.path)
+
+    def _let_go_oldest_held(self) -> None:
+        """Close the oldest descriptor held for the correlator process (to keep tail.max_open_files): the rest of that
+        file it has not read is lost to its timelines (it says so, and counts it in
+        watchtower_commit_backlog_lost_bytes_total)."""
+        file_id = min(self.held, key=lambda f: self.held[f][2])
+        fd, offset, _since, path = self.held.pop(file_id)
+        os.close(fd)
+        log.warning("%s: gone from the globs (%d bytes); the descriptor kept for the correlator process is closed "
+                    "before that process read it to its end, to keep tail.max_open_files (%d): what it had not read "
+                    "is lost to its timelines", shown(path), offset, self.max_open)
 
     def release_held(self, sink_files: dict[str, tuple[int, int]]) -> None:
         """Close the descriptors of files the correlator process has read to the end (`sink_files`: file_id ->
@@ -1212,7 +1241,7 @@ class Tailer:
         the process has still to read is not closed for idling either (`_correlator_needs`)."""
         self._sink_files = sink_files
         now = time.monotonic()
-        for file_id, (fd, offset, since) in list(self.held.items()):
+        for file_id, (fd, offset, since, _path) in list(self.held.items()):
             known = sink_files.get(file_id)
             if (known is not None and known[1] >= offset) or (known is None and now - since > self.tail.forget_after):
                 del self.held[file_id]
@@ -1257,7 +1286,7 @@ class Tailer:
     async def close(self) -> None:
         for stream in self.streams.values():
             await stream.close()
-        for fd, _offset, _since in self.held.values():
+        for fd, _offset, _since, _path in self.held.values():
             os.close(fd)
         self.held.clear()
         self.error_log.flush()

@@ -214,3 +214,44 @@ async def test_a_file_deleted_after_its_descriptor_idled_while_the_correlator_pr
     finally:
         d.should_exit.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_descriptors_held_for_a_stopped_correlator_count_in_max_open_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The correlator process reading nothing (stopped), files rotated and deleted past tail.max_open_files: a file it
+    needs is not idle-closed, so each deleted one left a held descriptor, and held ones were not counted (11 -> 41
+    descriptors in 40 rotations with max_open_files 16). Open and held together stay within the cap: the oldest held
+    is let go (said), the correlator process then counting what it had not read as lost."""
+    import logging
+
+    clock = frozen_clock(monkeypatch)
+    cap = 4
+    t, _reg = held_tailer(tmp_path, max_open_files=cap)
+    kept: list[Path] = []
+    deleted: list[Path] = []
+    with caplog.at_level(logging.WARNING, logger="watchtower"):
+        for n in range(12):
+            path = tmp_path / f"acct-{n:04d}.csv"
+            path.write_text(ACCT_HEADER + "\n" + "".join(d_line(100 * n + i) + "\n" for i in range(10)))
+            kept.append(path)
+            assert await drain(t) == 10  # every new file gets a descriptor
+            t.release_held({})  # the process has read none of them: it needs every file
+            clock[0] += 10  # past idle_close_after: needed, so not closed for idling
+            while len(kept) > 2:
+                deleted.append(kept.pop(0))
+                deleted[-1].unlink()
+            assert await drain(t) == 0
+            open_now = sum(s.file is not None for s in t.streams.values())
+            assert open_now + len(t.held) <= cap, (n, open_now, len(t.held))
+            fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}")]
+            assert sum(str(tmp_path) in target for target in fds) <= cap
+    assert len(t.held) == cap - 2  # the two files kept open, the rest of the budget held for the process
+    said = [r.getMessage() for r in caplog.records if "to keep tail.max_open_files" in r.getMessage()]
+    let_go = [m.split(":")[0] for m in said]
+    assert let_go == [str(p) for p in deleted[: len(let_go)]]  # the oldest let go first, each said once
+    assert len(let_go) == len(deleted) - len(t.held)
+    for fd, _offset, _since, path in t.held.values():  # the ones still held: the newest deleted
+        assert path in {str(p) for p in deleted[-len(t.held):]}
+        assert os.fstat(fd).st_nlink == 0
+    await t.close()

@@ -173,3 +173,75 @@ async def test_a_file_refused_by_design_is_not_behind_and_its_removal_loses_noth
     assert len(said) == 1 and "not read" in said[0], said  # its refusal, once; no loss
     assert not any("never read" in r.getMessage() for r in caplog.records)
     await t.close()
+
+
+@pytest.mark.parametrize("how", ["same_size", "truncated_first"])
+async def test_a_lone_cr_file_converted_in_place_is_read_once(tmp_path: Path, how: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The log's advice for a lone-CR file is to convert it: done in place (same inode: `tr` into a copy, then `cat`
+    back; or emptied first, seen empty by a poll), it stayed unread for good and at 0 behind, until a restart. It is
+    read from byte 0 as a truncated file is (the same log line, watchtower_truncations_total), each record once."""
+    t, reg = tailer_for(tmp_path)
+    path = tmp_path / "acct-0001.csv"
+    lines = [ACCT_HEADER] + [d_line(n) for n in range(100)]
+    path.write_bytes(("\r".join(lines) + "\r").encode())
+    ino = path.stat().st_ino
+    with caplog.at_level(logging.INFO, logger="watchtower"):
+        assert await drain(t) == 0
+        assert await drain(t) == 0  # refused, looked at: unchanged
+        (stream,) = t.streams.values()
+        assert stream.refused is not None and behind(reg) == 0
+        with path.open("r+b") as f:
+            f.truncate(0)
+            if how == "truncated_first":
+                f.flush()
+                assert await drain(t) == 0  # a poll between the two: seen empty
+                assert stream.refused is None and behind(reg) == 0
+            f.write(("\n".join(lines) + "\n").encode())  # the same size as before when it was not seen empty
+        assert path.stat().st_ino == ino
+        assert await drain(t) == 100
+        assert await drain(t) == 0  # exactly once
+        assert behind(reg) == 0
+        with path.open("a") as f:
+            f.write(d_line(100) + "\n")
+        assert await drain(t) == 1  # followed on as any file
+    assert reg.get_sample_value("watchtower_truncations_total", {"source": "acct"}) == 1
+    said = [r.getMessage() for r in caplog.records if "reading it from the start as a new file" in r.getMessage()]
+    assert len(said) == 1, said
+    assert lost(reg) == 0
+    (cp,) = [c for c in t.take_checkpoints() if c.gone_since is None]
+    assert cp.offset == path.stat().st_size
+    await t.close()
+
+
+async def test_a_refused_file_that_only_grows_stays_refused(tmp_path: Path) -> None:
+    """The look at a refused file reads its first bytes only when it changed, and a file that grew with the same
+    first bytes (gzip going on writing) is still not read, said once."""
+    t, reg = tailer_for(tmp_path)
+    path = tmp_path / "acct-0001.csv"
+    path.write_bytes(("\r".join([ACCT_HEADER, d_line(0), d_line(1)]) + "\r").encode())
+    assert await drain(t) == 0
+    with path.open("ab") as f:
+        f.write((d_line(2) + "\r").encode())
+    assert await drain(t) == 0
+    (stream,) = t.streams.values()
+    assert stream.refused is not None and behind(reg) == 0
+    assert (reg.get_sample_value("watchtower_truncations_total", {"source": "acct"}) or 0) == 0
+    await t.close()
+
+
+async def test_a_paused_look_counts_a_file_truncated_below_its_offset_whole(tmp_path: Path) -> None:
+    """Truncated and refilled below the read position while reading is paused: all of it is to be read again from
+    byte 0 (the gauge clamped size - offset to 0)."""
+    t, reg = tailer_for(tmp_path)
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(50)))
+    assert await drain(t) == 50
+    with path.open("r+b") as f:
+        f.truncate(0)
+        f.write((ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(100, 105))).encode())
+    t.look_while_paused()
+    assert behind(reg) == path.stat().st_size
+    assert await drain(t) == 5  # reading resumed: the new bytes from byte 0
+    assert behind(reg) == 0
+    await t.close()
