@@ -8,9 +8,11 @@ lines `UNCOUNTED` until it can be opened: counted there, by the stream that read
 from __future__ import annotations
 
 import os
+import re
 
 from exporter import jsonrecords
-from exporter.parser import BOM, header_columns
+from exporter.parser import BOM, NO_HEADER, header_columns
+from exporter.records import MAX_LINE_BYTES
 
 UNCOUNTED = -1
 """A checkpoint's (or a span's) `line_no` when the lines before its offset are not counted yet."""
@@ -29,30 +31,99 @@ def next_line_text(line_no: int) -> str:
     return line_text(line_no + 1 if line_no != UNCOUNTED else UNCOUNTED)
 
 
-def header_of(first: bytes) -> str:
-    """The checkpoint's header text for a file whose first line is `first` (with its newline), as the parser takes
-    it from byte 0: a JSON file's columns, or the CSV header (an editor's BOM dropped, quoted names unquoted, CRLF);
-    '' when it is no header (the parser then counts the lines as it would at byte 0)."""
-    first = first.removeprefix(BOM)
-    if jsonrecords.opens_json(first):
-        return jsonrecords.COLUMNS.header_line
-    columns = header_columns(first.removesuffix(b"\n"))
-    return columns.header_line if columns is not None else ""
+_NOT_BLANK = re.compile(rb"[^ \t\r\n\0]")
+"""A byte that makes a line not blank to the parser (which drops NULs first, then skips spaces, tabs and CRs)."""
+
+
+class _Form:
+    """The header text FileParser keeps for a file once it has read the file's first bytes, fed here in order: its
+    form is decided by the first line that is not blank (spaces, tabs, CRs; NULs are dropped) nor over
+    MAX_LINE_BYTES (the file stream skips such a line unparsed): the JSON columns when that line opens an object or
+    an array, else the CSV header it is, else parser.NO_HEADER (a CSV file before its header). Undecided (None)
+    until that line has ended: blank lines only, or no complete line."""
+
+    __slots__ = ("header", "_first", "_line", "_text", "_json", "_skipping")
+
+    def __init__(self) -> None:
+        self.header: str | None = None
+        self._first = True
+        self._line = bytearray()
+        """The line so far, NULs dropped (its blank lead kept, as the parser reads it); first, the bytes that may yet
+        be a BOM."""
+        self._text = False
+        """`_line` holds a byte that is not blank."""
+        self._json = False
+        self._skipping = False
+        """Inside an overlong line, up to its newline."""
+
+    def feed(self, block: bytes) -> None:
+        if self._first:  # an editor's BOM at byte 0 is dropped by the parser (its bytes may come in two blocks)
+            block = bytes(self._line) + block
+            self._line.clear()
+            if BOM.startswith(block):  # all of it may yet be a BOM
+                self._line += block
+                return
+            self._first = False
+            block = block.removeprefix(BOM)
+        pos, size = 0, len(block)
+        while self.header is None and pos < size:
+            if self._skipping:
+                nl = block.find(b"\n", pos)
+                if nl < 0:
+                    return
+                self._skipping, pos = False, nl + 1
+                continue
+            if not self._text:  # blank so far: straight to the first byte that is not (past any blank lines)
+                found = _NOT_BLANK.search(block, pos)
+                at = size if found is None else found.start()
+                nl = block.rfind(b"\n", pos, at)
+                if nl >= 0:  # blank lines ended before it: its line starts after them
+                    self._line.clear()
+                    pos = nl + 1
+                self._line += block[pos:at].replace(b"\0", b"")
+                if found is None:
+                    return
+                self._text, self._json, pos = True, block[at] in b"[{", at
+            nl = block.find(b"\n", pos)
+            self._line += block[pos : size if nl < 0 else nl].replace(b"\0", b"")
+            if len(self._line) > MAX_LINE_BYTES:  # skipped unparsed, as the file stream does: the next line decides
+                self._line.clear()
+                self._text, self._skipping = False, nl < 0
+                pos = size if nl < 0 else nl + 1
+                continue
+            if nl < 0:
+                return
+            if self._json:
+                self.header = jsonrecords.COLUMNS.header_line
+            else:
+                columns = header_columns(bytes(self._line))
+                self.header = (columns if columns is not None else NO_HEADER).header_line
+            self._line = bytearray()
+
+
+def header_of(head: bytes) -> str:
+    """The checkpoint's header text for a file whose first bytes are `head` (from byte 0), as FileParser keeps it
+    once it has read their complete lines: a JSON file's columns, the CSV header (an editor's BOM dropped, quoted
+    names unquoted, CRLF), or NO_HEADER's text when the first line that is not blank is neither (a CSV file without
+    its header yet: its rows are missing_header); '' while undecided (blank lines only: the parser decides later)."""
+    form = _Form()
+    form.feed(head)
+    return form.header or ""
 
 
 def count_lines(fd: int, upto: int) -> tuple[int, str]:
-    """Newlines in the first `upto` bytes of the open file `fd` and its header line (`header_of` its first line;
-    '' when that line does not end within the first block: no PMTA header is that long). Read in blocks, never
-    held whole."""
+    """Newlines in the first `upto` bytes of the open file `fd` and its header line (`header_of` those bytes: the
+    form is decided by the first line that is not blank, wherever it ends within them). Read in blocks, never held
+    whole."""
     lines = 0
-    header = ""
+    form = _Form()
     offset = 0
     while offset < upto:
         block = os.pread(fd, min(upto - offset, BLOCK), offset)
         if not block:
             break
-        if offset == 0 and (nl := block.find(b"\n")) >= 0:
-            header = header_of(block[: nl + 1])
+        if form.header is None:
+            form.feed(block)
         lines += block.count(b"\n")
         offset += len(block)
-    return lines, header
+    return lines, form.header or ""

@@ -210,23 +210,32 @@ _HEADER_LIKE = re.compile(rb"(?i)[^,\n]*type")
 """A line that may be a header: its first field holds `type` in any case (`is_header` unquotes and strips it)."""
 _NEXT_HEADER_LIKE = re.compile(rb"(?i)\n[^,\n]*type")
 _BLOCK = 1 << 16
+_STEP = 256
 
 
 def _line_starts(data: bytes, lines: list[int]) -> list[int]:
-    """Where each of `lines` (0-based, ascending, none past the last newline) starts in `data`: whole blocks are
-    passed by counting their newlines, only the lines of the block holding the target are walked."""
+    """Where each of `lines` (0-based, ascending, none past the last newline) starts in `data`. A line far ahead is
+    reached by counting the newlines of stretches of bytes, each twice the last while the line lies past it, halved
+    while it lies inside (down to a few hundred bytes, then walked line by line): each target costs about the bytes
+    from the last one, not a whole block (a chunk with a header change every few rows has thousands of targets)."""
     starts: list[int] = []
     pos = seen = 0
+    size = len(data)
     for target in lines:
-        while seen < target:
-            end = min(pos + _BLOCK, len(data))
+        step = _STEP
+        while target - seen > 16:
+            end = min(pos + step, size)
             k = data.count(b"\n", pos, end)
             if seen + k < target:
                 seen, pos = seen + k, end
-                continue
-            while seen < target:
-                pos = data.index(b"\n", pos) + 1
-                seen += 1
+                step = min(step * 2, _BLOCK)
+            elif step > _STEP:
+                step //= 2
+            else:
+                break
+        while seen < target:
+            pos = data.index(b"\n", pos) + 1
+            seen += 1
         starts.append(pos)
     return starts
 
@@ -709,25 +718,31 @@ class FileParser:
                 for k, value in enumerate(row):
                     if _CR_STAND_IN in value:
                         row[k] = value.replace(_CR_STAND_IN, "\r")
+        bad_lines = [base + i + 1 for i in bad_utf8]  # ascending, as bad_utf8
         if not bounds:
-            return self._exact_batch(batch_rows, numbers, self._columns, base, bad_utf8), used
+            return self._exact_batch(batch_rows, numbers, self._columns, bad_lines), used
         # A batch per header's stretch (`_parse_chunk` makes them segments): each row read by the header above it.
         cuts = [0, *(rows for rows, _line, _cols in bounds), len(batch_rows)]
         layouts = [*(cols for _rows, _line, cols in bounds), self._columns]
         batches = [self._exact_batch(batch_rows[cuts[k] : cuts[k + 1]], numbers[cuts[k] : cuts[k + 1]], layouts[k],
-                                     base, bad_utf8) for k in range(len(layouts))]
+                                     bad_lines) for k in range(len(layouts))]
         self._earlier[:] = batches[:-1]
         return batches[-1], used
 
-    def _exact_batch(self, rows: list[list[str]], numbers: list[int], columns: Columns | None, base: int,
-                     bad_utf8: list[int]) -> RecordBatch | None:
-        """The batch of rows the exact path read by `columns` (None without any), its repaired records counted."""
+    def _exact_batch(self, rows: list[list[str]], numbers: list[int], columns: Columns | None,
+                     bad_lines: list[int]) -> RecordBatch | None:
+        """The batch of rows the exact path read by `columns` (None without any), its repaired records counted:
+        those holding one of the chunk's `bad_lines` (ascending line numbers of invalid UTF-8). Only the bad lines
+        within the rows' own lines are looked at (a chunk of many header stretches costs each its own, not all)."""
         if not rows or columns is None:
             return None
         batch = RecordBatch(self.source, self.path, columns, rows, numbers)
-        if bad_utf8:
-            batch.repaired = _records_holding([base + i + 1 for i in bad_utf8], numbers, rows)
-            self.repaired += batch.repaired
+        if bad_lines:
+            last = numbers[-1] + sum(field.count("\n") for field in rows[-1])  # a quoted field's breaks carry it on
+            mine = bad_lines[bisect.bisect_left(bad_lines, numbers[0]) : bisect.bisect_right(bad_lines, last)]
+            if mine:
+                batch.repaired = _records_holding(mine, numbers, rows)
+                self.repaired += batch.repaired
         return batch
 
     def _parse_json(self, data: bytes) -> tuple[RecordBatch | None, int]:

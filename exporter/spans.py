@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any, NamedTuple
 
 from exporter.fingerprint import fingerprint_len, head_matches, read_head
 from exporter.linecount import UNCOUNTED, count_lines
@@ -26,6 +27,19 @@ from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, shown
 from exporter.safeopen import open_regular
 
 log = logging.getLogger("watchtower.state")
+
+
+class _Ahead(NamedTuple):
+    """One stretch of a piece `read_span` parsed ahead: where it starts (offset, lines before it, header in force),
+    and what `read_span` returns for it (its batch, bytes, and the lines and header after it)."""
+
+    start: int
+    line_no: int
+    columns: Columns | None
+    batch: RecordBatch | None
+    size: int
+    line_no_after: int
+    columns_after: Columns | None
 
 
 @dataclass(slots=True)
@@ -51,6 +65,9 @@ class Span:
     deleted file's inode. Empty: not known (the identity alone decides)."""
     rekeyed_to: tuple[str, int, int] | None = None
     """(path, dev, inode) of the checkpoint the span last followed (exporter.state `_rekeyed`): not followed twice."""
+    ahead: list[_Ahead] | None = field(default=None, compare=False, repr=False)
+    """The stretches `read_span` parsed past the one it returned (a piece holding headers that change the columns):
+    returned by the next calls, while the span starts where each of them does, instead of reading the piece again."""
 
     @property
     def remaining(self) -> int:
@@ -183,6 +200,7 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
     Returns (batch or None, bytes consumed, line_no after them, header after them); the caller moves
     the span on only once the batch is stored. Raises SpanGone when the file is not the one read.
     """
+    ahead, span.ahead = span.ahead, None
     if span.live is not None:
         span.path = span.live.path
     try:
@@ -204,6 +222,11 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         if span.line_no == UNCOUNTED:  # started at its end by a first start that could not read it (linecount)
             span.line_no, header = count_lines(fd, span.start)
             span.columns = Columns.of_header_line(header)
+        got = ahead[0] if ahead else None
+        if got is not None and got[:3] == (span.start, span.line_no, span.columns) and got.start + got.size <= span.end:
+            # the next stretch of the piece the last call parsed: its bytes checked as still the file's, not read again
+            span.ahead = ahead[1:] or None
+            return got.batch, got.size, got.line_no_after, got.columns_after
         skip = _overlong_at(fd, span)
         if skip:  # the tailer skipped these bytes unparsed (one long_row error): so do the sinks
             return None, skip[0], span.line_no + skip[1], span.columns
@@ -229,8 +252,23 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
     # left it for its next chunk. At the span's end (where the tailer's records ended) or an overlong line (which
     # the tailer's record could not run into either), an open record is final: one bad_quoting error, as it was.
     final = want >= span.remaining or found is not None
-    batch, _lines = parser.parse(data, final=final)
-    if parser.held:  # a record still open, or a header that changes the columns (its stretch: the next piece's)
+    segments = parser.parse_all(data, final=final)
+    if len(segments) > 1:  # headers that change the columns: each stretch a batch of its own, as the tailer's
+        # The first is returned; the next ones wait in `span.ahead` for the next calls (not read and parsed again
+        # with a whole piece each), but the last, which the piece's end cut: read again, whole, from its header.
+        stretches: list[_Ahead] = []
+        start = span.start
+        for seg, after in pairwise(segments):  # ends before the last (its bytes may hold a newline added above)
+            if seg.batch is not None:
+                seg.batch.file_id = span.file_id
+            stretches.append(_Ahead(start, seg.line_no, seg.columns, seg.batch, seg.size, after.line_no,
+                                    after.columns))
+            start += seg.size
+        span.ahead = stretches[1:] or None
+        first = stretches[0]
+        return first.batch, first.size, first.line_no_after, first.columns_after
+    batch = segments[0].batch
+    if parser.held:  # a record still open: read again, whole, with the next piece
         consumed = min(consumed, len(data) - parser.held)  # (a newline added above is no byte of the file)
         if consumed == 0:  # one record longer than the piece (within MAX_RECORD_SPAN): read it whole
             return read_span(span, max_bytes * 4)
