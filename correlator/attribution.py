@@ -494,21 +494,27 @@ hundred spent its budget on its first hundred, and 13-54% of complaints 10 minut
 `unknown` (bench/README.md, thirteenth round). The event loop then waits at most ~1 ms more per report."""
 PROGRESS_OPS = 1_000
 """SQLite VM instructions between two looks at the clock inside a store search (its progress handler): a step is one
-statement over up to MAX_STEP generations, and on a store bigger than the page cache each of its seeks may wait for
+statement over up to MAX_STEP dated slices, and on a store bigger than the page cache each of its seeks may wait for
 the disk; with the budget looked at between steps only, the metrics lag p99 was 7.8 s at 20k records/s with
 complaints 10 minutes late (bench/README.md, twelfth round). A look costs ~0.1 us against ~10-50 us per seek."""
 FIRST_STEP = 8
-"""Generations the first step of a store search covers (then 16, 32, up to MAX_STEP): newest first, as most reports
-are about a recent delivery."""
+"""Dated slices the first step of a store search covers (then 16, 32, up to MAX_STEP): newest first (by generation,
+then day), as most reports are about a recent delivery. At a high rate a slice is a generation (of one day); at a low
+rate one generation holds a slice per day it was filled over (a year: 365)."""
 MAX_STEP = 64
-"""Generations a step covers at most: the budget is looked at between two steps (64 index seeks: ~0.1-0.3 s at worst
+"""Dated slices a step covers at most: the budget is looked at between two steps (64 index seeks: ~0.1-0.3 s at worst
 on a cold 20 GiB store, measured)."""
 
 
 class _Step(NamedTuple):
     slices: list[int]
     low: int
-    """Lowest timeline id of the step's dated generations: a hit at or above it is newer than any later step's."""
+    """Lowest timeline id above every id the later steps' slices may hold (those of their newest generation and older):
+    a hit at or above it is newer than any later step's. A step may end inside a generation: the rest of it is later."""
+    day: int
+    """The latest day of the later steps' slices (-1: none): a send queued on a later day than that was queued after
+    every send they hold (a dated slice holds the timelines queued on its day), so a hit of a search by report time
+    (the latest send queued and delivered before it) queued after it settles the search."""
 
 
 class Slices(NamedTuple):
@@ -517,32 +523,42 @@ class Slices(NamedTuple):
     anywhere: list[int]
     """The undated slices and plain days: their timelines may have any id, so they are searched first."""
     dated: list[int]
-    """The slices of dated generations, newest first."""
+    """The slices of dated generations, newest first: by generation, then day (a generation's ids are not in the order
+    of its days: listed oldest day first, the first steps of a search held a long generation's oldest days only)."""
     gens: list[int]
     """The generation of each of `dated`."""
 
 
 def read_slices(conn: sqlite3.Connection) -> Slices:
-    gen = store.dated_generation
+    gen, day = store.dated_generation, store.day_of_slice
     values = [v for (v,) in conn.execute("SELECT day FROM corr_days")]
-    dated = sorted((v for v in values if gen(v)), key=gen, reverse=True)
+    dated = sorted((v for v in values if gen(v)), key=lambda v: (gen(v), day(v)), reverse=True)
     return Slices([v for v in values if not gen(v)], dated, [gen(v) for v in dated])
 
 
 def search_steps(slices: Slices, ruled_out: set[int] | frozenset[int] = frozenset()) -> list[_Step]:
     """The slices a search goes through, in steps: the undated slices and plain days first with the newest
-    FIRST_STEP dated generations, then older ones, twice as many per step up to MAX_STEP; generations whose filter
+    FIRST_STEP dated slices, then older ones, twice as many per step up to MAX_STEP; generations whose filter
     rules the search's keys out (`ruled_out`, see genfilter.py) are left out."""
-    gen = store.generation_of_slice
+    gen, day_of = store.generation_of_slice, store.day_of_slice
     dated = ([v for v, g in zip(slices.dated, slices.gens, strict=True) if g not in ruled_out] if ruled_out
              else slices.dated)
+    later = [-1] * (len(dated) + 1)  # the latest day of dated[i:]
+    for i in range(len(dated) - 1, -1, -1):
+        later[i] = max(later[i + 1], day_of(dated[i]))
     steps, start, size = [], 0, FIRST_STEP
     while not steps or start < len(dated):
-        part = dated[start : start + size]
-        low = (gen(part[-1]) - 1) << store.GEN_BITS if part else 0
-        steps.append(_Step((slices.anywhere if not steps else []) + part, low))
-        start, size = start + size, min(size * 2, MAX_STEP)
+        stop = min(start + size, len(dated))
+        low = gen(dated[stop]) << store.GEN_BITS if stop < len(dated) else 0
+        steps.append(_Step((slices.anywhere if not steps else []) + dated[start:stop], low, later[stop]))
+        start, size = stop, min(size * 2, MAX_STEP)
     return steps
+
+
+def _settles(hit: Hit, step: _Step) -> bool:
+    """A search by report time that found `hit` (the latest send queued and delivered before the report so far) needs
+    no step after `step`: every send they hold was queued on an earlier day (`_Step.day`)."""
+    return hit[4] is not None and int(hit[4] // store.DAY) > step.day
 
 
 Report = tuple[str, str, str, str, float]
@@ -693,13 +709,13 @@ class Attributor:
         made each retake wait (the batch's budget is wall time)."""
         out: dict[int, _First] = {}
         rows: list[int] = []
-        plans: dict[int, tuple[int, bool]] = {}  # report -> (its first step's low id, whether more steps follow)
+        plans: dict[int, tuple[_Step, bool]] = {}  # report -> (its first step, whether more steps follow)
         for i, ((rcpt, _orig, mid, _job, t), recent) in enumerate(pairs):
             if not (mid and rcpt) or recent.mid_rcpt is not None:
                 continue
             mh, rh = message_hash(mid), self._hasher(rcpt)[0]
             steps = search_steps(slices, self._filters.ruled_out(mh, rh))
-            plans[i] = (steps[0].low, len(steps) > 1)
+            plans[i] = (steps[0], len(steps) > 1)
             for v in steps[0].slices:
                 rows += (i, v, mh, rh, t)
             if len(rows) >= 5 * _BULK_ROWS:  # a statement per chunk of whole reports: a cut loses the rest only
@@ -710,7 +726,7 @@ class Attributor:
             self._settle(conn, rows, plans, out)
         return out
 
-    def _settle(self, conn: sqlite3.Connection, rows: list[int | float], plans: dict[int, tuple[int, bool]],
+    def _settle(self, conn: sqlite3.Connection, rows: list[int | float], plans: dict[int, tuple[_Step, bool]],
                 out: dict[int, _First]) -> bool:
         """One statement of `_first_steps` (rows: report, slice, mid_h, rcpt_h, report time, flat): what it found for
         each of its reports into `out` (the latest send queued and delivered before the report); False when the
@@ -733,9 +749,9 @@ class Attributor:
             if i not in best or _rank(hit) > _rank(best[i]):
                 best[i] = hit
             top[i] = max(top.get(i, tl), tl)
-        for i, (low, more) in plans.items():
+        for i, (step, more) in plans.items():
             hit = best.get(i)
-            if hit is not None and (top[i] >= low or not more):
+            if hit is not None and (top[i] >= step.low or not more or _settles(hit, step)):
                 out[i] = _First(True, Delivery(*hit[1:4]), None)
             elif hit is None and not more:
                 out[i] = _First(True, None, None)
@@ -910,7 +926,8 @@ class Attributor:
     def _newest(self, conn: sqlite3.Connection, steps: list[_Step], index: str, where: str, params: tuple,
                 best: Hit | None = None, before: float | None = None) -> Delivery | None:
         """(vmta, pool, isp) of the newest timeline (highest id) matching `where`, searched step by step, newest
-        first; with `before` (a report's time), of the latest send (`_rank`) queued and delivered at or before it.
+        first; with `before` (a report's time), of the latest send (`_rank`) queued and delivered at or before it,
+        found once no later step may hold a newer timeline (`_Step.low`) or a send queued later (`_settles`).
         The first step's undated slices and plain days may hold an older timeline than a later step: a hit there below
         the step's dated ids lets the search go on. `best`: the latest hit of the steps before `steps`."""
         sent, order = ("", " ORDER BY id DESC LIMIT 1") if before is None else (_sent_before("?"), "")
@@ -928,6 +945,6 @@ class Attributor:
                 if best is None or _rank(hit) > _rank(best):
                     best = hit
                 newest = max(newest, tl)
-            if best is not None and newest >= step.low:
+            if best is not None and (newest >= step.low or before is not None and _settles(best, step)):
                 break
         return None if best is None else Delivery(*best[1:4])

@@ -4,11 +4,11 @@ The rules (Message-Id + rcpt, then jobId + rcpt or sender + timeQueued + rcpt, t
 fallbacks) are described in ingest.py, and what a record may join in docs/api.md ("How timelines are
 built"): a record never joins a timeline holding another Message-Id; a report joins the latest send of
 its key queued and delivered before it; a timeline started by a report read first is joined by such a
-send's delivery only. Links found or created are kept in a bounded int-keyed cache; misses the key
-filter cannot rule out are probed in bulk with one VALUES join per group, in the slices where
-timelines of the key's timeQueued may be (a few, however big the store); a record whose two keys name
-two timelines merges them (lower id wins). This is the only per-row Python loop of a write: it decides
-a timeline id per row, and writes.py aggregates the rest.
+send's delivery only (by any key the send holds). Links found or created are kept in a bounded
+int-keyed cache; misses the key filter cannot rule out are probed in bulk with one VALUES join per
+group, in the slices where timelines of the key's timeQueued may be (a few, however big the store); a
+record whose two keys name two timelines merges them (lower id wins). This is the only per-row Python
+loop of a write: it decides a timeline id per row, and writes.py aggregates the rest.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ DONE = store.FLAG[D] | store.FLAG[B]
 DELIVERED = frozenset((D, B))
 _NONE = float("-inf")
 """The timeQueued an undated timeline ranks with among the sends of a key: below any dated one."""
-_STATE = "SELECT id, t_queued, t0, flags, t_done, mid_h FROM corr_timelines WHERE id IN ({})"
-State = tuple[float | None, float, int, float | None, int | None]
-"""(t_queued, t0, flags, t_done, mid_h) of a stored timeline: what says whether a record may join it."""
+_STATE = "SELECT id, t_queued, t0, flags, t_done, mid_h, job_h FROM corr_timelines WHERE id IN ({})"
+State = tuple[float | None, float, int, float | None, int | None, int | None]
+"""(t_queued, t0, flags, t_done, mid_h, job_h) of a stored timeline: what says whether a record may join it."""
 
 
 class Linker:
@@ -64,7 +64,9 @@ class Linker:
         an id of a recent generation: every id of an older generation is lower, so the newest timeline wins.
         Those are sought newest first, _BACK_FIRST generations, then twice as many, and so on, each step only
         for the keys no step found yet: a late report, which may be in any of the hundreds of generations of a
-        full store, costs about as many seeks as its message is generations old, not as the store holds.
+        full store, costs about as many seeks as its message is generations old, not as the store holds. A dated
+        key seeks the undated slices by its recipient (`_probe_undated`, as many seeks): what it finds there holding
+        reports only is noted as waiting for a send of that recipient.
 
         A key without a scope (a report's) names the latest send of it found, by timeQueued (`_rank_to`); a dated
         key found on an undated timeline is cached in its undated form (the key ^ its scope's mix ^ NO_DAY_MIX),
@@ -85,15 +87,16 @@ class Linker:
         parts: dict[int | None, tuple[list[int], list[int]]] = {}
 
         def split(scope: float | None) -> tuple[list[int], list[int]]:
-            """(first, then) slices a key of this scope may be stored in: the undated slices and plain days
-            (numbered apart from the generations, so any id may be in any of them) and the recent dated ones
-            first, then the older dated ones, newest first."""
+            """(first, then) slices a key of this scope may be stored in: the undated slices (a report's key; a
+            dated key seeks them by recipient: `_probe_undated`) and plain days (numbered apart from the
+            generations, so any id may be in any of them) and the recent dated ones first, then the older dated
+            ones, newest first."""
             b = None if scope is None else int(scope // bucket)
             got = parts.get(b)
             if got is None:
                 where = ([v for v in self._days if store.day_of_slice(v) != store.NO_DAY] if b is None  # a report
                          else scopes.get(b, []) + legacy.get(b * bucket // day, []))
-                got = parts[b] = (undated + [v for v in where if gen(v) >= cut or not gen(v)],
+                got = parts[b] = ((undated if b is None else []) + [v for v in where if gen(v) >= cut or not gen(v)],
                                   sorted((v for v in where if 0 < gen(v) < cut), key=gen, reverse=True))
             return got
 
@@ -105,6 +108,7 @@ class Linker:
                 out = ruled_out(h if column == "mid_h" else None, rh)
                 first, then = genfilter.keep(first, out), genfilter.keep(then, out)
             plans[key] = (first, then)
+        self._probe_undated(conn, column, {key: item for key, item in wanted.items() if item[2] is not None}, undated)
         left = self._probe_in(conn, column, wanted, lambda key: plans[key][0], boundary)
         start, size = 0, _BACK_FIRST
         while left:  # the older slices, newest first, in growing steps: a key found in one is sought no further back
@@ -168,6 +172,34 @@ class Linker:
             run()
         return {key: item for pos, (key, item) in enumerate(items) if pos not in found}
 
+    def _probe_undated(self, conn: sqlite3.Connection, column: str, wanted: dict[int, tuple[int, int, float | None]],
+                       undated: list[int]) -> None:
+        """Probe dated keys (`wanted`) in the undated slices, by recipient: a timeline there holding the key is cached
+        under the key's undated form (where a dated record looks second, `_undated_join`), and every one holding
+        reports only, whatever its keys, as a report waiting for its send (`_waiting`): a delivery of that recipient
+        may hold the key the report waits under although the delivery's record does not carry it (`_waiting_for`).
+        One seek per key and undated slice, as a probe of the key itself costs there."""
+        if not wanted or not undated:
+            return
+        link, mixes, waiting = self._link, self._mixes, self._waiting
+        items = list(wanted.items())
+        rows = [(value, rh, pos) for pos, (_key, (_h, rh, _scope)) in enumerate(items) for value in undated]
+        for start in range(0, len(rows), _PROBE_CHUNK):
+            part = rows[start:start + _PROBE_CHUNK]
+            marks = ",".join(["(?,?,?)"] * len(part))
+            sql = (f"SELECT v.column3, t.id, t.{column}, t.scope, t.flags, t.mid_h FROM (VALUES {marks}) AS v"
+                   " JOIN corr_timelines AS t INDEXED BY corr_tl_rcpt ON t.qday = v.column1 AND t.rcpt_h = v.column2")
+            for pos, tl, h, scope, flags, mid in conn.execute(sql, [x for row in part for x in row]):
+                key, (want, rh, own) = items[pos]
+                if not flags & SENDS:
+                    waiting.setdefault(rh, {})[tl] = mid
+                if h == want and (scope is None or scope == own):
+                    key ^= (mixes.get(own) or scope_mix(own)) ^ NO_DAY_MIX
+                    have = link.get(key)
+                    if have is None or have < tl:
+                        link[key] = tl
+            self.probe_seeks += len(part)
+
     def _rank_to(self, key: int, tl: int, queued: float | None) -> None:
         """Let the key without a scope (what reports look up) name `tl`, of this timeQueued, if it is the later send
         of the key: by timeQueued (an undated timeline below any dated one), then by id. Not the one stored last: a
@@ -193,6 +225,10 @@ class Linker:
             self._unsure: set[int] = set()
             """Keys without a scope that a dated record of this group cached while other timelines of them may be
             stored that the cache does not know (it is not complete): dropped at the group's end, so a report probes."""
+            self._waiting: dict[int, dict[int, int | None]] = {}
+            """Recipient hash -> undated timelines holding reports only (read before their send), each with its
+            Message-Id hash: those created since the cache was dropped, and those a probe of a dated key of the
+            recipient found (`_probe_undated`). A delivery of the recipient looks there by every key its send holds."""
 
     def _mirror(self, bare: int, tl: int) -> None:
         """A key the record adds to an existing timeline is stored under *that timeline's* scope: put it
@@ -309,6 +345,8 @@ class Linker:
                 mids[tl] = mh
                 if self._complete:
                     self._tl_mix[tl] = smix or NO_DAY_MIX
+                if qd is None and code in reports and (rh := p.rh[i]) is not None:  # a report waits for its send
+                    self._waiting.setdefault(rh, {})[tl] = mh
             elif mh is not None:  # (it joined no timeline holding another)
                 mids[tl] = mh
             fresh = tl in new and day_of_slice(new[tl]) == no_day  # (an undated timeline this row created)
@@ -396,22 +434,41 @@ class Linker:
 
     def _waiting_for(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int,
                      tl: int) -> int:
-        """Dated row `i` joins `tl`, its send's timeline: reports waiting for that send in an undated timeline its
-        keys name (read before any send delivered before them) are merged in once the send was queued and delivered
-        before them (this row is its delivery, or one is stored), so a report read first ends where it would have
-        joined read last. Returns the row's timeline."""
+        """Dated row `i` joins `tl`, its send's timeline: reports waiting for that send in an undated timeline (read
+        before any send delivered before them) are merged in once the send was queued and delivered before them (this
+        row is its delivery, or one is stored), so a report read first ends where it would have joined read last.
+        Those waiting under a key of the row (its undated forms), and for a delivery (d, b) those of its recipient
+        (`_waiting`) waiting under any key the send holds: its deferral or reception may have brought the Message-Id
+        (or jobId) the report names, which its delivery's record lacks (PMTA's acct fields have no Message-Id).
+        Never one naming another Message-Id than the row or the send. Returns the row's timeline."""
         link, find, sent = self._link, self._find, self._sent
+        rh, mh = p.rh[i], p.mh[i]
+        found: dict[int, bool] = {}  # candidate -> named by a key of the row
         for undated in (p.mkn[i], p.jkn[i]):
             u = link.get(undated) if undated is not None else None
-            if u is None or (u := find(u)) == tl or u in sent:
+            if u is not None:
+                found[find(u)] = True
+        by_rcpt = self._waiting.get(rh) if rh is not None and p.code[i] in DELIVERED else None
+        held = mh if mh is not None else self._mids.get(tl)  # (the send's Message-Id, when known without a read)
+        for u, mid in list(by_rcpt.items()) if by_rcpt else ():
+            if (w := find(u)) != u or w in sent:  # merged into another timeline, or joined by a send: not waiting
+                del by_rcpt[u]
+            elif held is None or mid is None or mid == held:  # (another Message-Id: another message, never)
+                found.setdefault(u, False)
+        for u, named in found.items():
+            if u == tl or u in sent:
                 continue
             st = self._states(conn, p, tls, seg, i, (u, tl))
             waiting = st.get(u)
             if waiting is None or waiting[2] & SENDS:
                 sent.add(u)
+                if by_rcpt:
+                    by_rcpt.pop(u, None)
                 continue
             first, mid = waiting[1], waiting[4]  # (the earliest report)
-            if mid is not None and p.mh[i] is not None and mid != p.mh[i]:
+            if mid is not None and mh is not None and mid != mh:
+                continue
+            if not named and not _same_send(waiting, st.get(tl), mh, self._jh(p, i)):
                 continue
             if not (p.code[i] in DELIVERED and p.qs[i] <= first and p.t[i] <= first
                     or _report_fits(st.get(tl), first, mid)):
@@ -421,6 +478,10 @@ class Linker:
                 continue
             winner, loser = (u, tl) if u < tl else (tl, u)
             self._merge(seg, winner, loser)
+            if rh is not None and (here := self._waiting.get(rh)):
+                here.pop(u, None)  # (it holds the send now: no longer waiting)
+            if winner == u:
+                sent.add(u)
             tl = winner
         return tl
 
@@ -529,12 +590,22 @@ def _report_fits(st: State | None, t: float, mh: int | None) -> bool:
     of its key that wait for their send; never one holding another Message-Id."""
     if st is None:
         return False
-    queued, t0, flags, done, mid = st
+    queued, t0, flags, done, mid, _job = st
     if mh is not None and mid is not None and mid != mh:
         return False
     if not flags & SENDS:
         return True
     return bool(flags & DONE) and done is not None and done <= t and (t0 if queued is None else queued) <= t
+
+
+def _same_send(waiting: State, send: State | None, mh: int | None, jh: int | None) -> bool:
+    """Do the reports of state `waiting` wait under a key of the send of state `send` (as stored before the row being
+    linked) or of that row (Message-Id hash `mh`, job hash `jh`)? By Message-Id, else by jobId (+ the recipient both
+    have: they were found by it)."""
+    mid, job = waiting[4], waiting[5]
+    if mid is not None and (mid == mh or send is not None and mid == send[4]):
+        return True
+    return job is not None and (job == jh or send is not None and job == send[5])
 
 
 def _undated_fits(st: State, code: int, qs: float, t: float, mh: int | None) -> bool:
@@ -544,7 +615,7 @@ def _undated_fits(st: State, code: int, qs: float, t: float, mh: int | None) -> 
     delivery of a send queued and delivered before them, what a report read after it joins; a deferral or a
     reception is not yet (their send starts its own timeline; its delivery takes the reports in, `_waiting_for`).
     Never one holding another Message-Id."""
-    queued, t0, flags, _done, mid = st
+    queued, t0, flags, _done, mid, _job = st
     if mh is not None and mid is not None and mid != mh:
         return False
     if flags & SENDS:
