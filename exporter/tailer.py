@@ -1127,15 +1127,16 @@ class Tailer:
                 written.append(stream)
             elif size <= stream.cp.offset + len(stream.pending):
                 tails.append(stream)
-        by_growth = [s for group in (read_out, written, tails)  # (a file the correlator process needs: the last)
-                     for s in sorted(group, key=lambda s: (self._correlator_needs(s), s.last_growth))]
+        by_growth = [s for group in (read_out, written, tails) for s in sorted(group, key=lambda s: s.last_growth)]
         if len(by_growth) + len(self.held) < excess:
             return False
         # Closed first: files the correlator process does not need (reopened when they grow, nothing lost); then the
         # descriptors held for it of files gone (the oldest first: their unread rest is lost to it, and counted as
         # such by it); then files it needs
-        free = [s for s in by_growth if not self._correlator_needs(s)]
-        needed = [s for s in by_growth if self._correlator_needs(s)]
+        free: list[FileStream] = []
+        needed: list[FileStream] = []
+        for stream in by_growth:
+            (needed if self._correlator_needs(stream) else free).append(stream)
         for stream in free[:excess]:
             await stream.close()
         excess -= min(excess, len(free))
