@@ -86,6 +86,21 @@ def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
     return head_matches(cp.fingerprint, head)
 
 
+def why_replaced(size_before: int, size: int, fingerprint: bytes, read_head_of: Callable[[int], bytes]) -> str | None:
+    """Why a file at the same identity is no longer the one read before, or None while it is: shorter than
+    `size_before` (copytruncate, `: > file`), or first bytes (`read_head_of(n)`) that no longer match `fingerprint`
+    (rewritten in place). A file without a fingerprint yet, or whose head cannot be read, is taken as the same."""
+    if size < size_before:
+        return f"truncated from {size_before} to {size} bytes"
+    if not fingerprint:
+        return None
+    try:
+        head = read_head_of(fingerprint_len(fingerprint))
+    except OSError:
+        return None
+    return None if head_matches(fingerprint, head) else "rewritten (its first bytes changed)"
+
+
 OnBatch = Callable[["FileStream", RecordBatch], None]
 
 
@@ -233,14 +248,11 @@ class FileStream:
             if (st.st_dev, st.st_ino) != self.key or (st.st_size, st.st_mtime_ns) == self._refused_look:
                 return False
             self._refused_look = (st.st_size, st.st_mtime_ns)
-            if st.st_size < self.size:
-                why = f"truncated from {self.size} to {st.st_size} bytes"
-            elif not self.cp.fingerprint \
-                    or head_matches(self.cp.fingerprint, read_head(self.cp.path, fingerprint_len(self.cp.fingerprint))):
-                return False
-            else:
-                why = "rewritten (its first bytes changed)"
         except OSError:
+            return False
+        path = self.cp.path
+        why = why_replaced(self.size, st.st_size, self.cp.fingerprint, lambda n: read_head(path, n))
+        if why is None:
             return False
         self.refused = None
         self._refused_look = (0, 0)
@@ -368,15 +380,10 @@ class FileStream:
         """Why the bytes at this identity are no longer the checkpoint's file, or None while they are: shorter than
         the offset (copytruncate, `: > file`), or first bytes that changed since the size did (emptied and refilled
         past the offset between two polls, or a new file that took an idle file's inode)."""
-        if size < self.cp.offset:
-            return f"truncated from {self.cp.offset} to {size} bytes"
-        if size == self.size or not self.cp.fingerprint:
+        if size >= self.cp.offset and size == self.size:
             return None
-        try:
-            head = os.pread(f.fileno(), fingerprint_len(self.cp.fingerprint), 0)
-        except OSError:
-            return None  # the read that follows reports it
-        return None if head_matches(self.cp.fingerprint, head) else "rewritten (its first bytes changed)"
+        fd = f.fileno()  # a head it cannot read: the read that follows reports it
+        return why_replaced(self.cp.offset, size, self.cp.fingerprint, lambda n: os.pread(fd, n, 0))
 
     def _start_over(self, why: str) -> None:
         """Follow the file as a new one from byte 0, under a new id: the old checkpoint is retired as gone
