@@ -54,8 +54,8 @@ Hit = tuple[int, str, str, str, float | None]
 
 
 def _rank(hit: Hit) -> tuple[float, int]:
-    """The later of two sends of a key: by timeQueued (none: below any), then id."""
-    return (float("-inf") if hit[4] is None else hit[4], hit[0])
+    """The later of two sends of a key (`store.send_rank`)."""
+    return store.send_rank(hit[4], hit[0])
 _DELIVERY_TYPES = frozenset(("d", "b", "t", "delivery", "bounce", "transient"))
 Key = tuple[str, str, str]
 Place = tuple[str, str]

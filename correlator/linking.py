@@ -30,8 +30,6 @@ SENDS = store.FLAG[R] | store.FLAG[T] | store.FLAG[D] | store.FLAG[B]
 """Flags of the records of a send: a timeline without any holds reports only (read before their send)."""
 DONE = store.FLAG[D] | store.FLAG[B]
 DELIVERED = frozenset((D, B))
-_NONE = float("-inf")
-"""The timeQueued an undated timeline ranks with among the sends of a key: below any dated one."""
 _STATE = "SELECT id, t_queued, t0, flags, t_done, mid_h, job_h FROM corr_timelines WHERE id IN ({})"
 State = tuple[float | None, float, int, float | None, int | None, int | None]
 """(t_queued, t0, flags, t_done, mid_h, job_h) of a stored timeline: what says whether a record may join it."""
@@ -207,7 +205,7 @@ class Linker:
         have = self._link.get(key)
         if have is not None:
             theirs = self._ranks.get(key)
-            if (_NONE if queued is None else queued, tl) < (_NONE if theirs is None else theirs, self._find(have)):
+            if store.send_rank(queued, tl) < store.send_rank(theirs, self._find(have)):
                 return
         self._link[key] = tl
         self._ranks[key] = queued

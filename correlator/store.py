@@ -232,6 +232,12 @@ def search_seq(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def send_rank(t_queued: float | None, tl: int) -> tuple[float, int]:
+    """Which of two sends of a key is the later: by timeQueued (an undated timeline below any dated one), then by
+    id. Linking names a key's latest send by it, and attribution answers a report with it: both must agree."""
+    return (float("-inf") if t_queued is None else t_queued, tl)
+
+
 def event_id(file_num: int, line: int) -> int:
     return (file_num << LINE_BITS) | line
 
