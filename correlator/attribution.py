@@ -194,34 +194,30 @@ class RecentDeliveries:
 
     def _before(self, keys: list[Key], spans: list[tuple[float, float]], sent: bool) -> list[Found | None]:
         """`sent` or `in_window`: each key's best row logged in its span (lo, hi), its answer or None."""
-        if not keys:
-            return []
-        hashes = key_hashes(keys)
-        with self._lock:
-            if self._queued:
-                self._key_queued()
-            if not self._size:
-                return [None] * len(keys)
-            table = self._all_keys()
-            wanted = pl.DataFrame([pl.Series("i", range(len(keys)), dtype=pl.Int64), hashes.alias("h"),
-                                   pl.Series("lo", [lo for lo, _hi in spans], dtype=pl.Float64),
-                                   pl.Series("hi", [hi for _lo, hi in spans], dtype=pl.Float64)])
-            want = hashes.implode()
-            if sent:  # only the delivery rows of sends queued by then, the latest send first
-                hits = table.filter(pl.col("h").is_in(want) & pl.col(_DONE)).select(*_HIT, _QUEUED, _DONE)
-                ok = (pl.col("t") <= pl.col("hi")) & (pl.coalesce(_QUEUED, "t") <= pl.col("hi"))
-                rank = [pl.col(_QUEUED).fill_null(float("-inf")), "row"]
-            else:  # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
-                hits = pl.concat([table.filter(pl.col("h").is_in(want)).select(*_HIT, _QUEUED, _DONE),
-                                  table.filter(pl.col(_H2).is_in(want)).select(pl.col(_H2).alias("h"), *_HIT[1:],
-                                                                               _QUEUED, _DONE)])
-                ok = (pl.col("lo") <= pl.col("t")) & (pl.col("t") <= pl.col("hi"))
-                rank = [_DONE, "row"]
-            best = (hits.with_row_index("row").join(wanted, on="h").filter(ok).sort(rank)
-                    .group_by("i", maintain_order=True).last())
-            found = {i: self._found(vp, ip, t, seq)
-                     for i, vp, ip, t, seq in best.select("i", "vp", "ip", "t", _SEQ).iter_rows()}
-        return [found.get(i) for i in range(len(keys))]
+        return self._ask(keys, lambda table, hashes: self._best_in_spans(table, hashes, spans, sent))
+
+    def _best_in_spans(self, table: pl.DataFrame, hashes: pl.Series, spans: list[tuple[float, float]],
+                       sent: bool) -> list[Found | None]:
+        """`_before`'s answer from the key table (one per key, in order: a key asked twice may have two spans)."""
+        wanted = pl.DataFrame([pl.Series("i", range(len(hashes)), dtype=pl.Int64), hashes.alias("h"),
+                               pl.Series("lo", [lo for lo, _hi in spans], dtype=pl.Float64),
+                               pl.Series("hi", [hi for _lo, hi in spans], dtype=pl.Float64)])
+        want = hashes.implode()
+        if sent:  # only the delivery rows of sends queued by then, the latest send first
+            hits = table.filter(pl.col("h").is_in(want) & pl.col(_DONE)).select(*_HIT, _QUEUED, _DONE)
+            ok = (pl.col("t") <= pl.col("hi")) & (pl.coalesce(_QUEUED, "t") <= pl.col("hi"))
+            rank = [pl.col(_QUEUED).fill_null(float("-inf")), "row"]  # store.send_rank, as polars sorts it
+        else:  # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
+            hits = pl.concat([table.filter(pl.col("h").is_in(want)).select(*_HIT, _QUEUED, _DONE),
+                              table.filter(pl.col(_H2).is_in(want)).select(pl.col(_H2).alias("h"), *_HIT[1:],
+                                                                           _QUEUED, _DONE)])
+            ok = (pl.col("lo") <= pl.col("t")) & (pl.col("t") <= pl.col("hi"))
+            rank = [_DONE, "row"]
+        best = (hits.with_row_index("row").join(wanted, on="h").filter(ok).sort(rank)
+                .group_by("i", maintain_order=True).last())
+        found = {i: self._found(vp, ip, t, seq)
+                 for i, vp, ip, t, seq in best.select("i", "vp", "ip", "t", _SEQ).iter_rows()}
+        return [found.get(i) for i in range(len(hashes))]
 
     def recipients(self, keys: list[Key]) -> list[Sole | None]:
         """Of each Message-Id-alone key: its newest delivery row and its recipients (at most two), or None.
@@ -232,6 +228,14 @@ class RecentDeliveries:
 
     def _answered(self, keys: list[Key], answer: Callable[[pl.DataFrame, pl.Series], dict[int, T]]) -> list[T | None]:
         """Each key's answer from the index (`answer`: the key table and the wanted hashes -> hash: answer)."""
+        def by_hash(table: pl.DataFrame, hashes: pl.Series) -> list[T | None]:
+            found = answer(table, hashes.implode())
+            return [found.get(h) for h in hashes.to_list()]
+        return self._ask(keys, by_hash)
+
+    def _ask(self, keys: list[Key], answer: Callable[[pl.DataFrame, pl.Series], list[T | None]]) -> list[T | None]:
+        """`answer(key table, the keys' hashes)` under the lock, the keys queued since the last question indexed
+        first; all None while nothing is indexed."""
         if not keys:
             return []
         hashes = key_hashes(keys)
@@ -240,8 +244,7 @@ class RecentDeliveries:
                 self._key_queued()
             if not self._size:
                 return [None] * len(keys)
-            found = answer(self._all_keys(), hashes.implode())
-        return [found.get(h) for h in hashes.to_list()]
+            return answer(self._all_keys(), hashes)
 
     def _newest_rows(self, table: pl.DataFrame, wanted: pl.Series) -> dict[int, Found]:
         # a hash is either rows' `h` or rows' `h2` (rcpt + orig, never a row's own key): each part in order
