@@ -41,7 +41,9 @@ _FOLDED = {name.lower(): i for name, i in _EXACT.items()}
 _SLOTS: dict[str, int] = dict(_EXACT)
 """Each key seen -> its column (exact name), column + WIDTH (the name in another case), or -1 (not read)."""
 _MAX_SLOTS = 4096
-_OPENS = re.compile(rb"[ \t\r\n]*[\[{]")
+BLANK = b" \t\r\n"
+"""The bytes of a blank line: those before a file's first line decide nothing (its form is decided by the first
+line that holds any other byte; the parser and the line counter of a file started at its end read it alike)."""
 
 
 def is_json(columns: Columns | None) -> bool:
@@ -49,9 +51,10 @@ def is_json(columns: Columns | None) -> bool:
     return columns is not None and bool(columns.names) and columns.names[-1] == JSON_MARK
 
 
-def opens_json(data: bytes) -> bool:
-    """Whether a file's first bytes open a JSON object or array (a CSV file opens with its `type` header)."""
-    return _OPENS.match(data) is not None
+def opens_json(first: int) -> bool:
+    """Whether a file whose first byte that is not BLANK is `first` is in PMTA's JSON form: that byte opens an object
+    or an array (a CSV file opens with its `type` header)."""
+    return first in b"[{"
 
 
 def object_text(line: str) -> str:

@@ -31,8 +31,8 @@ def next_line_text(line_no: int) -> str:
     return line_text(line_no + 1 if line_no != UNCOUNTED else UNCOUNTED)
 
 
-_NOT_BLANK = re.compile(rb"[^ \t\r\n\0]")
-"""A byte that makes a line not blank to the parser (which drops NULs first, then skips spaces, tabs and CRs)."""
+_NOT_BLANK = re.compile(b"[^" + jsonrecords.BLANK + b"\0]")
+"""A byte that makes a line not blank to the parser (which drops NULs first, then skips `jsonrecords.BLANK`)."""
 
 
 class _Form:
@@ -83,7 +83,7 @@ class _Form:
                 self._line += block[pos:at].replace(b"\0", b"")
                 if found is None:
                     return
-                self._text, self._json, pos = True, block[at] in b"[{", at
+                self._text, self._json, pos = True, jsonrecords.opens_json(block[at]), at
             nl = block.find(b"\n", pos)
             self._line += block[pos : size if nl < 0 else nl].replace(b"\0", b"")
             if len(self._line) > MAX_LINE_BYTES:  # skipped unparsed, as the file stream does: the next line decides

@@ -188,8 +188,8 @@ NO_HEADER = Columns.from_header(["{csv}"])
 JSON, so it is CSV for good. A checkpoint keeps it as its header text (as jsonrecords.JSON_MARK a JSON file's), so a
 restart does not decide the form again. Never the columns of a batch."""
 
-_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
-"""The first byte of a line that is not blank (spaces, tabs and CRs only, as `jsonrecords.opens_json` skips them)."""
+_NOT_BLANK = re.compile(b"[^" + jsonrecords.BLANK + b"]")
+"""The first byte of a line that is not blank (`jsonrecords.BLANK`: the data has no NULs by then)."""
 
 
 class Segment(NamedTuple):
@@ -511,7 +511,7 @@ class FileParser:
         n = data.count(b"\n", 0, first)
         self.line_no += n
         self.decided = True
-        if data[found.start()] in b"[{":
+        if jsonrecords.opens_json(data[found.start()]):
             self._columns = jsonrecords.COLUMNS  # PMTA's JSON form: every record names its fields
         return (data[first:] if first else data), n
 

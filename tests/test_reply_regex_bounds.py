@@ -54,7 +54,7 @@ PATTERNS: dict[str, dict[str, str]] = {
     "exporter.textrepair": {"UNSAFE_ESCAPE": SCAN, "_UNSAFE": SCAN, "_SURROGATE": SCAN},
     "exporter.parser": {"_LONE_CR": SCAN, "_NUL_RUN": SCAN, "_LONE_CR_TEXT": SCAN, "_HEADER_LIKE": ANCHORED,
                         "_NEXT_HEADER_LIKE": SCAN, "_NOT_BLANK": SCAN},
-    "exporter.jsonrecords": {"_OPENS": ANCHORED, "_NOT_TEXT": SCAN},
+    "exporter.jsonrecords": {"_NOT_TEXT": SCAN},
     "exporter.warmup": {"_HEADER_LINE": SCAN},
     "exporter.pmta_api": {"_NOT_IN_XML": SCAN},
 }
