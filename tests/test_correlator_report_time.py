@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +57,17 @@ def files(scenario: str, **text: tuple[str, list[str]]) -> dict[str, RecordBatch
             for name, (head, rows) in text.items()}
 
 
-def dump(h: Harness) -> list[tuple[Any, ...]]:
-    """Every timeline as the API serves it: (job, Message-Id, rcpt, outcome, vmta, queued_at, event kinds), sorted."""
+def dump(h: Harness, key: Callable[[Any], Any] | None = None) -> list[tuple[Any, ...]]:
+    """Every timeline as the API serves it: (job, Message-Id, rcpt, outcome, vmta, queued_at, event kinds), sorted
+    (by `key`: `repr` where a missing jobId, None, stands beside a string)."""
 
     async def fetch() -> list[dict[str, Any]]:
         async with h.client() as c:
             items = (await c.get("/api/v1/search", params={"since": "0", "limit": 500})).json()["items"]
             return [(await c.get(f"/api/v1/timelines/{i['id']}")).json()["timelines"][0] for i in items]
 
-    return sorted((tl["job_id"], tl["message_id"], tl["rcpt"], tl["outcome"], tl["vmta"], tl["queued_at"],
-                   tuple(e["kind"] for e in tl["events"])) for tl in asyncio.run(fetch()))
+    return sorted([(tl["job_id"], tl["message_id"], tl["rcpt"], tl["outcome"], tl["vmta"], tl["queued_at"],
+                    tuple(e["kind"] for e in tl["events"])) for tl in asyncio.run(fetch())], key=key)
 
 
 def reports_of(batches: dict[str, RecordBatch]) -> list[RecordBatch]:
@@ -73,9 +75,10 @@ def reports_of(batches: dict[str, RecordBatch]) -> list[RecordBatch]:
 
 
 def read(tmp: Path, batches: dict[str, RecordBatch], order: tuple[str, ...], mode: str,
+         key: Callable[[Any], Any] | None = None,
          ) -> tuple[list[tuple[Any, ...]], dict[str, list[Any]], list[tuple[Any, ...]]]:
-    """Read the files in `order` as `mode` says: (timelines, the attribution of each report file's rows when it was
-    read (what the metrics count), the flows' report counts per vmta)."""
+    """Read the files in `order` as `mode` says: (timelines (`dump`, sorted by `key`), the attribution of each report
+    file's rows when it was read (what the metrics count), the flows' report counts per vmta)."""
     h = Harness(tmp)
     counted: dict[str, list[Any]] = {}
     try:
@@ -92,7 +95,7 @@ def read(tmp: Path, batches: dict[str, RecordBatch], order: tuple[str, ...], mod
                 h.commit(b)
         flows = h.conn.execute("SELECT vmta, sum(complained), sum(remote_bounced) FROM corr_flows GROUP BY vmta"
                                " HAVING sum(complained) + sum(remote_bounced) > 0 ORDER BY vmta").fetchall()
-        return dump(h), counted, flows
+        return dump(h, key), counted, flows
     finally:
         h.close()
 

@@ -23,8 +23,8 @@ import pytest
 
 from correlator import store
 from exporter.records import RecordBatch
-from tests.test_correlator_report_time import files, ids, orders, reports_of
-from tests.test_correlator_support import Harness, vp
+from tests.test_correlator_report_time import files, ids, orders
+from tests.test_correlator_report_time import read as read_files
 
 ACCT = "type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,jobId,header_Message-Id"
 NO_MID = "type,timeLogged,timeQueued,orig,rcpt,vmta,vmtaPool,jobId"
@@ -72,36 +72,8 @@ JOINED = ("m1@s", "a@gmail.com", "complained", "vmA", "2024-05-02T09:59:00Z")
 
 def read(tmp: Path, batches: dict[str, RecordBatch], order: tuple[str, ...], mode: str,
          ) -> tuple[list[tuple[Any, ...]], dict[str, list[Any]], list[tuple[Any, ...]]]:
-    """As test_correlator_report_time.read (each file a commit, `restarted`: the caches dropped before each, or all in
-    `one-commit`): (the timelines as the API serves them, the attribution of each report file's rows when it was
-    read, the flows' report counts per vmta), the timelines sorted with a missing jobId first."""
-    h = Harness(tmp)
-    counted: dict[str, list[Any]] = {}
-    try:
-        if mode == "one-commit":
-            h.commit(*(batches[name] for name in order))
-        else:
-            for name in order:
-                b = batches[name]
-                h.sink.observe(b)
-                if b in reports_of(batches):
-                    counted[name] = vp(h.sink.lookup_vmta(b.columns, b.rows))
-                if mode == "restarted":
-                    h.sink.ingestor.forget()
-                h.commit(b)
-
-        async def fetch() -> list[dict[str, Any]]:
-            async with h.client() as c:
-                items = (await c.get("/api/v1/search", params={"since": "0", "limit": 500})).json()["items"]
-                return [(await c.get(f"/api/v1/timelines/{i['id']}")).json()["timelines"][0] for i in items]
-
-        found = sorted(((tl["job_id"], tl["message_id"], tl["rcpt"], tl["outcome"], tl["vmta"], tl["queued_at"],
-                         tuple(e["kind"] for e in tl["events"])) for tl in asyncio.run(fetch())), key=repr)
-        flows = h.conn.execute("SELECT vmta, sum(complained), sum(remote_bounced) FROM corr_flows GROUP BY vmta"
-                               " HAVING sum(complained) + sum(remote_bounced) > 0 ORDER BY vmta").fetchall()
-        return found, counted, flows
-    finally:
-        h.close()
+    """test_correlator_report_time.read, the timelines sorted with a missing jobId first."""
+    return read_files(tmp, batches, order, mode, key=repr)
 
 
 def _params(scenarios: dict[str, dict[str, Any]]) -> list[Any]:
