@@ -47,8 +47,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import errno  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -57,6 +56,7 @@ from exporter import allocator, fdlimit  # noqa: E402
 allocator.set_default()  # polars' page-return policy is read when polars loads: before any import of it
 
 from exporter import __version__  # noqa: E402
+from exporter.cliargs import MAX_DURATION, MAX_SPEED, at_most  # noqa: E402
 from exporter.config import Config, ConfigError, load_config  # noqa: E402
 
 if _GC:
@@ -93,35 +93,8 @@ def emit(text: str) -> None:
         raise StdoutError(str(exc)) from exc
 
 
-def positive_float(text: str) -> float:
-    """argparse type of every numeric option: a finite number > 0 (a timeout of 0, -1, nan or inf is a
-    usage error, not a traceback deep in httpx or asyncio)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number greater than 0, got {text!r}")
-    return value
-
-
-def at_most(most: float) -> Callable[[str], float]:
-    """argparse type of a positive_float with an upper bound (`healthcheck --timeout 1e10` was an OverflowError
-    where the timeout became a deadline; `demo --speed 1e300` wrote gigabytes of logs)."""
-    def bounded(text: str) -> float:
-        value = positive_float(text)
-        if value > most:
-            raise argparse.ArgumentTypeError(f"expected a number greater than 0 and at most {most:.0f}, got {text!r}")
-        return value
-    return bounded
-
-
 MAX_HEALTH_TIMEOUT = 3600.0
 """Longest `healthcheck --timeout` (seconds): a Docker health check's own timeout is seconds."""
-MAX_DEMO_DURATION = 30 * 86400.0
-"""Longest `demo --duration` (real seconds)."""
-MAX_DEMO_SPEED = 3600.0
-"""Fastest `demo --speed`: an hour of simulated traffic per real second."""
 
 
 def config_path(text: str) -> Path:
@@ -162,9 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulated PMTA traffic + the exporter, on loopback")
     demo.add_argument("--scenario", default="gmail-throttle", help="scenario name or YAML file")
     demo.add_argument("--listen", type=listen_address, default="127.0.0.1:9469", help="exporter listener host:port")
-    demo.add_argument("--speed", type=at_most(MAX_DEMO_SPEED), default=1.0, help="simulated seconds per real second")
+    demo.add_argument("--speed", type=at_most(MAX_SPEED), default=1.0, help="simulated seconds per real second")
     demo.add_argument("--dir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
-    demo.add_argument("--duration", type=at_most(MAX_DEMO_DURATION), default=None,
+    demo.add_argument("--duration", type=at_most(MAX_DURATION), default=None,
                       help="stop after this many real seconds")
     hub = sub.add_parser("hub", help="one /api/v1 and the /ui pages over many daemons (fan-out, docs/scaling.md)")
     hub.add_argument("--config", required=True, type=config_path, help="hub YAML config file")

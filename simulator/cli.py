@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import signal
 import sys
 import time
@@ -21,22 +20,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from exporter.cliargs import MAX_DURATION, MAX_SPEED, at_most, positive_float
 from simulator.config import SimConfig
 from simulator.engine import Simulator
 from simulator.scenario import ScenarioError, list_scenarios, load_scenario
 from simulator.server import ApiServer
 from simulator.yamlfile import YamlFileError, keys_of, read_mapping, validation_problem
-
-
-def positive_float(text: str) -> float:
-    """argparse type of the numeric options: a finite number > 0 (nan, inf, 0 or a negative is a usage error)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number greater than 0, got {text!r}")
-    return value
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -67,10 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="simulated minutes (default: scenario duration)")
     gen.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     run = sub.choices["run"]
-    run.add_argument("--speed", type=positive_float, default=1.0, help="simulated seconds per real second (default 1)")
+    run.add_argument("--speed", type=at_most(MAX_SPEED), default=1.0,
+                     help="simulated seconds per real second (default 1, at most 3600)")
     run.add_argument("--api", type=host_port, default="127.0.0.1:0",
                      help="host:port of the management API (default: a free port)")
-    run.add_argument("--duration", type=positive_float, default=None, help="stop after this many real seconds")
+    run.add_argument("--duration", type=at_most(MAX_DURATION), default=None, help="stop after this many real seconds")
     return p
 
 

@@ -299,3 +299,21 @@ def test_an_empty_simulator_config_is_the_defaults(tmp_path: Path) -> None:
     p = tmp_path / "sim.yaml"
     p.write_text("# nothing yet\n")
     assert load_sim_config(p) == SimConfig()
+
+
+@pytest.mark.parametrize(("option", "value", "last"), [
+    ("--speed", "1e300", "expected a number greater than 0 and at most 3600, got '1e300'"),
+    ("--duration", "1e10", "expected a number greater than 0 and at most 2592000, got '1e10'"),
+    ("--speed", "nan", "expected a finite number greater than 0, got 'nan'"),
+])
+def test_pmta_sim_run_bounds_its_pace_as_watchtower_demo_does(
+        tmp_path: Path, option: str, value: str, last: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pmta-sim run --speed 1e300` ran, writing as fast as the disk took it (`watchtower demo` refused it): both
+    commands take their numeric options from exporter.cliargs, with the same bounds."""
+    from simulator.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--out", str(tmp_path / "out"), option, value])
+    err = capsys.readouterr().err
+    assert (done.value.code, err.splitlines()[-1]) == (2, f"pmta-sim run: error: argument {option}: {last}"), err
+    assert not (tmp_path / "out").exists()
