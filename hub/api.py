@@ -9,7 +9,6 @@ host reads the same window. Empty query values are absent ones, as on a daemon (
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -21,9 +20,9 @@ from correlator import render
 from correlator.api import BadRequest, ErrorRoute, FormatParam, echoed, path_segment, redirect_double_slash
 from correlator.models import ApiError, Outcome
 from correlator.replies import filter_values
-from hub import merge
+from hub import merge, threads
 from hub.encode import json_answer
-from hub.fanout import NO_API, Fanout, HostAnswer
+from hub.fanout import NO_API, Fanout, HostAnswer, printable
 from hub.messages import message_page
 from hub.models import (
     HubFlowsResponse,
@@ -37,12 +36,24 @@ from hub.places import NOT_AMONG_TARGETS
 from hub.search import resolve_times
 from hub.search import search as merged_search
 from hub.targets import Target, TargetSet
+from hub.threads import off_loop
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ApiError, "description": "Bad parameter (named in `parameter`)."},
     404: {"model": ApiError, "description": "No host holds this key (see `missing_hosts`)."},
     503: {"model": ApiError, "description": "No host answered."},
 }
+
+
+NO_TARGETS = "no targets configured or discovered"
+SAID_CHARS = 300
+"""Characters of why one discovery source failed, in a 503 (a file path and an error line fit)."""
+
+
+def _said(text: str) -> str:
+    """One discovery problem as an answer quotes it: printable, one line, at most SAID_CHARS."""
+    text = printable(text)
+    return text[:SAID_CHARS] + ("..." if len(text) > SAID_CHARS else "")
 
 
 def _want_text(request: Request, fmt: str | None) -> bool:
@@ -88,6 +99,13 @@ class Hub:
         targets = await self.targets.current()
         return targets, await self.fanout.all(targets, path, params)
 
+    async def aclose(self) -> None:
+        """The hub's end: its connections closed, its threads (hub.threads) ended."""
+        try:
+            await self.fanout.aclose()
+        finally:
+            threads.shutdown()
+
 
 def build_hub_router(hub: Hub) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["hub"], route_class=ErrorRoute)
@@ -122,8 +140,13 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _fail(503, "the hosts this cursor goes on with are not among the current targets "
                          f"({', '.join(away)}): ask again later", None, part)
         if not targets:
-            return _fail(503, "no targets configured or discovered", None, part)
+            return _fail(503, no_targets(), None, part)
         return None
+
+    def no_targets() -> str:
+        """Why there is no target: nothing configured, or the discovery sources never read (named)."""
+        failed = [_said(why) for why in hub.targets.undiscovered()]
+        return NO_TARGETS + (": discovery failed: " + "; ".join(failed) if failed else "")
 
     @router.get("/messages/{message_id:path}", response_model=HubMessageResponse, responses=_ERRORS,
                 summary="Every recipient's timeline of one Message-Id, on every host")
@@ -148,7 +171,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if _want_text(request, format):
             note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
             notes = (note, body["next_cursor_problem"], _missing_note(part).strip())
-            return PlainTextResponse(await asyncio.to_thread(
+            return PlainTextResponse(await off_loop(
                 render.timelines, f"Message-Id <{body['message_id']}>", body["recipients"],
                 " ".join(x for x in notes if x)))
         return await json_answer(HubMessageResponse, {**body, **part})
@@ -174,7 +197,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         first, older = merge.shown(oks), merge.omitted(oks)
         if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
             note = f"{older} older sends not listed" if older else ""
-            return _text(await asyncio.to_thread(
+            return _text(await off_loop(
                 render.timelines, f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items, note), part)
         return await json_answer(HubTimelineResponse, {
             "job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
@@ -202,7 +225,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if not items:  # an odd daemon's way of saying what a daemon says with a 404
             return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
         if _want_text(request, format):
-            return PlainTextResponse(await asyncio.to_thread(render.timeline, items[0]))
+            return PlainTextResponse(await off_loop(render.timeline, items[0]))
         return await json_answer(HubTimelineResponse, {**ans.body, "timelines": items, **part})
 
     @router.get("/search", response_model=HubSearchResponse, responses=_ERRORS,
@@ -222,7 +245,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         filters = _params(rcpt=rcpt, job_id=job_id, vmta=vmta, outcome=outcome, since=since, until=until)
         targets = await hub.targets.current()
         if not targets:
-            return _fail(503, "no targets configured or discovered", None, merge.partial_fields(targets, []))
+            return _fail(503, no_targets(), None, merge.partial_fields(targets, []))
         body, failed = await merged_search(hub.fanout, targets, filters, limit, cursor, filters, hub.clock(),
                                            hub.targets.named)
         part = merge.partial_fields(targets, failed)
@@ -284,7 +307,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part, early = settled(targets, answers)
         if early is not None:
             return early
-        merged = await asyncio.to_thread(merge.merge_replies, answers, limit)
+        merged = await off_loop(merge.merge_replies, answers, limit)
         return await json_answer(HubRepliesResponse, {**merged, **part})
 
     @router.get("/flows", response_model=HubFlowsResponse, responses=_ERRORS,
@@ -300,10 +323,10 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part, early = settled(targets, answers)
         if early is not None:
             return early
-        body = await asyncio.to_thread(merge.merge_flows, answers)  # up to 10,000s of edges a host: off the loop
+        body = await off_loop(merge.merge_flows, answers)  # up to 10,000s of edges a host: off the loop
         body["since"] = body["since"] or since
         if _want_text(request, format):
-            return _text(await asyncio.to_thread(render.flows, body), part)
+            return _text(await off_loop(render.flows, body), part)
         return await json_answer(HubFlowsResponse, {**body, **part})
 
     return router

@@ -215,7 +215,7 @@ async def serve(config: HubConfig) -> int:
                      ", ".join(t.name for t in hub.targets.static) or "discovered targets")
         await task
     finally:
-        await hub.fanout.aclose()
+        await hub.aclose()
         _leave_sighup(loop, hup)
     return 0 if server.started else 1
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from correlator.api import BadRequest, _no_constant, decode_token, encode_token
 from correlator.render import safe
-from exporter.textrepair import surrogate_paths
+from exporter.textrepair import first_surrogate_path
 from hub.targets import Target
 
 CURSOR_KEY = secrets.token_bytes(32)
@@ -47,7 +47,12 @@ the other parameters and the headers (a browser's, a Referer is not sent: no-ref
 MAX_HUB_CURSOR = 16_384
 """Longest cursor read (the listener lets no longer request head through anyway)."""
 MAX_INFLATED = 512 * 1024
-"""A deflated cursor's JSON is at most this long: a few KiB of deflate can inflate to GiBs."""
+"""A deflated cursor's JSON is at most this long: a few KiB of deflate can inflate to GiBs. Room for some 2,500 hosts
+handed out in part (a URL and a daemon's cursor each, ~200 characters): the targets are not bounded in number. What
+it inflates to is checked for a cursor's shape first (`_shaped`): reading any 512 KiB then costs ~15 ms."""
+KEYS = frozenset({"f", "h", "n", "z"})
+CURSOR_DEPTH = 4
+"""The deepest a cursor nests: its mapping, `h`, a place, a host's own cursor kept as its flat list (deflated form)."""
 MAX_AWAY = 1000
 """Most hosts outside the current targets a cursor may hold a place for: each is named in missing_hosts, so a forged
 cursor naming thousands (a few bytes each, deflated) made an answer some 20 times its size."""
@@ -105,7 +110,9 @@ def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool
     """The content of a hub cursor, or a 400 naming `cursor` for anything that is not one (bounded in length,
     inflated size and nesting before anything else is read)."""
     value = _value(cursor)
-    if surrogate_paths(value):  # no text: a host URL is named in answers and a host cursor sent on (a 500 or a 503)
+    # its shape first (a forged deflated one inflates to 512 KiB of anything), then no lone surrogate: a host URL is
+    # named in answers and a host cursor sent on (a 500 or a 503); the shape bounds that walk to CURSOR_DEPTH
+    if not _shaped(value) or first_surrogate_path(value, max_depth=CURSOR_DEPTH, aliases=False) is not None:
         raise BadRequest(400, "malformed cursor", "cursor")
     try:
         return _decoded(value, targets, valid_place)
@@ -132,9 +139,34 @@ def _value(cursor: str) -> Any:
         raise BadRequest(400, "malformed cursor", "cursor") from None
 
 
-def _decoded(value: Any, targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
-    if not isinstance(value, dict) or not isinstance(value["f"], str) or not isinstance(value["h"], dict):
-        raise TypeError("shape")
+def _shaped(value: Any) -> bool:
+    """Has `value` a hub cursor's shape: a mapping of `f` (text), `h` (host -> place), `n` (a number) and `z`
+    (text), each place flat (`_flat_place`)? Checked before anything walks it: no deeper than CURSOR_DEPTH, and what
+    each place means is search.py's and messages.py's to check."""
+    if not isinstance(value, dict) or not {"f", "h"} <= value.keys() <= KEYS:
+        return False
+    now = value.get("n")
+    if not isinstance(value["f"], str) or not isinstance(value["h"], dict) or not isinstance(value.get("z", ""), str) \
+            or (now is not None and (isinstance(now, bool) or not isinstance(now, int | float))):
+        return False
+    return all(_flat_place(place) for place in value["h"].values())
+
+
+def _flat_place(place: Any) -> bool:
+    """A count (`0`, a host's total), or [its own cursor: null, a token or that token's flat list; a count]."""
+    if type(place) is int:
+        return True
+    if not (isinstance(place, list) and len(place) == 2 and type(place[1]) is int):
+        return False
+    own = place[0]
+    return own is None or isinstance(own, str) or (isinstance(own, list) and all(map(_scalar, own)))
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
     current = {t.url for t in targets}
     away = [url for url in value["h"] if url not in current]
     if len(away) > MAX_AWAY:
@@ -202,8 +234,6 @@ def _unwrapped(place: Any) -> Any:
 
 def _wrapped(place: Any) -> Any:
     if isinstance(place, list) and len(place) == 2 and isinstance(place[0], list):
-        if not all(isinstance(x, str | int | float | bool) or x is None for x in place[0]):
-            raise TypeError("host cursor")
         return [encode_token(place[0]), place[1]]
     return place
 
@@ -212,7 +242,7 @@ def _token_list(token: str) -> list[Any] | None:
     """The flat JSON list `token` encodes, if re-encoding it gives `token` back exactly (else it stays a string)."""
     try:
         value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        flat = isinstance(value, list) and all(isinstance(x, str | int | float | bool) or x is None for x in value)
+        flat = isinstance(value, list) and all(map(_scalar, value))
         return value if flat and encode_token(value) == token else None
     except (ValueError, RecursionError, binascii.Error):
         return None

@@ -10,12 +10,13 @@ model, fields and order; compact JSON), so the response model still documents th
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any, get_args, get_origin
 
 from fastapi.responses import Response
 from pydantic import BaseModel
+
+from hub.threads import off_loop
 
 
 @functools.cache
@@ -54,6 +55,6 @@ def encoded(model: type[BaseModel], content: dict[str, Any]) -> bytes:
 
 
 async def json_answer(model: type[BaseModel], content: dict[str, Any], status_code: int = 200) -> Response:
-    """The route's answer, checked and encoded on a worker thread (`encoded`)."""
-    body = await asyncio.to_thread(encoded, model, content)
+    """The route's answer, checked and encoded on one of the hub's work threads (`encoded`, hub.threads)."""
+    body = await off_loop(encoded, model, content)
     return Response(body, status_code=status_code, media_type="application/json")

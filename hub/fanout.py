@@ -19,10 +19,9 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -36,10 +35,11 @@ from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
 from exporter.redact import redact
-from exporter.textrepair import surrogate_paths
+from exporter.textrepair import TooDeep, first_surrogate_path
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.encode import item_lists as _item_lists
 from hub.targets import Target
+from hub.threads import Threads
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +251,9 @@ class Fanout:
 
 DECODE_THREADS = 2
 """Threads decoding big answers: their own pool, so decodes a timeout abandoned (they run to their end) queue
-there, not in the default executor that resolves host names."""
-
-
-@functools.cache
-def _decoders() -> ThreadPoolExecutor:
-    """The decode threads, made on the first big answer."""
-    return ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="hub-decode")
+there, not in the default executor that resolves host names, nor among the hub's other work (hub.threads)."""
+DECODERS = Threads(DECODE_THREADS, "hub-decode")
+"""The decode threads, made on the first big answer."""
 
 
 ASKED_LISTS: dict[type[BaseModel], tuple[str, int]] = {
@@ -284,7 +280,7 @@ async def _decoded(raw: bytes | bytearray, path: str, status: int, limit: int | 
     """(body, None) or (None, why not): JSON, checked against the daemon's model of that route. A big body is
     decoded on a decode thread (the event loop goes on between the parse's lock releases)."""
     if len(raw) > DECODE_INLINE:
-        return await asyncio.get_running_loop().run_in_executor(_decoders(), _decode, raw, path, status, limit)
+        return await DECODERS.run(_decode, raw, path, status, limit)
     return _decode(raw, path, status, limit)
 
 
@@ -345,27 +341,52 @@ def _decode(raw: bytes | bytearray, path: str, status: int, limit: int | None = 
     """(body, None) or (None, why not). The body is the answer as parsed, checked strictly against the daemon's model
     of the route (types exactly a daemon's: "3" is no count, as `_checker`'s numbers), every string text, and every
     list no longer than a daemon lists (`_too_long`): what the merge code and the pages then read is what a daemon
-    sends."""
+    sends. The cheap checks come first (a mapping, its lists' lengths), then the walk for a lone surrogate, bounded
+    by the model's nesting (`_not_text`), then the model: no check costs more than the answer's size."""
     try:
         body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit
         return None, f"HTTP {status}: not JSON"
-    what = f"a watchtower {path} answer" if status == 200 else "a watchtower error"
-    broken = _surrogate_path(raw, body)
-    if broken is not None:  # never merged: an answer holding it cannot be encoded (a 500)
-        return None, f"HTTP {status}: not {what} ({broken} holds a lone surrogate)"
     if status != 200:
-        return _daemon_error(body, status)
+        return _daemon_error(raw, body, status)
     model = answer_model(path)
-    if model is not None:
-        where = _too_long(model, path, body, limit)
-        if where is None:
-            where = _invalid(model, body)
-        if where is None:
-            where = _bad_count(model, body) or (_flow_problem(body) if model is FlowsResponse else None)
-        if where is not None:
-            return None, f"HTTP 200: not {what} ({where})"
+    where = _shape_problem(model, path, body, limit) if model is not None else None
+    if where is None:  # never merged: an answer holding one cannot be encoded (a 500)
+        where = _not_text(raw, body, model)
+    if where is None and model is FlowsResponse:
+        where = _flow_edges_too_many(body)
+    if where is None and model is not None:
+        where = _invalid(model, body) or _bad_count(model, body) or (
+            _flow_problem(body) if model is FlowsResponse else None)
+    if where is not None:
+        return None, f"HTTP 200: not a watchtower {path} answer ({where})"
     return body, None
+
+
+def _shape_problem(model: type[BaseModel], path: str, body: Any, limit: int | None) -> str | None:
+    """What makes `body` no answer of `model` at a glance, if anything: not a mapping (`body`, as the model's own
+    check says), or a list longer than a daemon sends (`_too_long`)."""
+    if not isinstance(body, dict):
+        return "body"
+    return _too_long(model, path, body, limit)
+
+
+@functools.cache
+def nesting(model: type[BaseModel]) -> int:
+    """How deep `model`'s JSON nests lists and mappings (the answer itself is 1): no daemon's answer nests deeper."""
+    return 1 + max((_nesting(info.annotation) for info in model.model_fields.values()), default=0)
+
+
+def _nesting(kind: Any) -> int:
+    """The nesting of a field's type: a model's own, a list or mapping one more than what it holds, a union its
+    deepest member's."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return nesting(kind)
+    origin = get_origin(kind)
+    if origin is Literal:
+        return 0
+    inner = max((_nesting(arg) for arg in get_args(kind)), default=0)
+    return inner + (1 if origin in (list, dict, tuple, set, frozenset) else 0)
 
 
 def _invalid(model: type[BaseModel], body: Any) -> str | None:
@@ -402,22 +423,30 @@ _SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 bytes with `surrogatepass`). Neither is in a daemon's answer, whose pydantic encoding writes text as UTF-8."""
 
 
-def _surrogate_path(raw: bytes | bytearray, body: Any) -> str | None:
-    """Where the first lone surrogate of `body` is (`items.0.rcpt`), if any: the parsed answer is walked only when its
-    bytes hold a candidate (a pair of escapes is one too), and a daemon's never do."""
+def _not_text(raw: bytes | bytearray, body: Any, model: type[BaseModel] | None) -> str | None:
+    """Where the first lone surrogate of `body` is (`items.0.rcpt holds a lone surrogate`), if any: the parsed answer
+    is walked only when its bytes hold a candidate (a pair of escapes is one too), and a daemon's never do. The walk
+    goes no deeper than `model` nests (a list a daemon nests deeper is said instead), holds a place per level and
+    writes out the path of the hit alone: a path per item made a few KiB of gzip nested deep cost GBs."""
     if (b"\\u" not in raw and b"\xed" not in raw) or not _SURROGATE_BYTES.search(raw):
         return None
-    broken = surrogate_paths(body)
-    return broken[0] if broken else None
+    try:
+        broken = first_surrogate_path(body, max_depth=nesting(model) if model is not None else None, aliases=False)
+    except TooDeep as exc:
+        return f"{exc.where} is nested deeper than a daemon's answer"
+    return None if broken is None else f"{broken} holds a lone surrogate"
 
 
-def _daemon_error(body: Any, status: int) -> tuple[Any, str | None]:
-    """A 400 or 404 passes on only in the daemon's ApiError shape (its text, its parameter named by a string): any
-    other body is no daemon's, and passed on it broke the hub's own ApiError (a 500)."""
+def _daemon_error(raw: bytes | bytearray, body: Any, status: int) -> tuple[Any, str | None]:
+    """A 400 or 404 passes on only in the daemon's ApiError shape (its text, its parameter named by a string), every
+    string text: any other body is no daemon's, and passed on it broke the hub's own ApiError (a 500)."""
     try:
         ApiError.model_validate(body, strict=True)
     except ValidationError:
         return None, NO_API if status == 404 else f"HTTP {status}: not a watchtower error"
+    where = _not_text(raw, body, ApiError)
+    if where is not None:  # never passed on: an answer holding one cannot be encoded (a 500)
+        return None, f"HTTP {status}: not a watchtower error ({where})"
     return body, None
 
 
@@ -458,7 +487,7 @@ def _too_long(model: type[BaseModel], path: str, body: Any, limit: int | None) -
     150,000 items is never validated). Its list is at most the `limit` asked (search, messages, lookup, replies), or
     a daemon's own bound (the latest MAX_TIMELINES of a recipient; one timeline by id); each timeline's events at
     most twice what a daemon lists of each of that many timelines, and its `queued` mark (its own events and as many
-    queue events: correlator/timeline.py); flows at most FLOW_NODES nodes, and edges that pair them."""
+    queue events: correlator/timeline.py); flows at most FLOW_NODES nodes (their edges: `_flow_edges_too_many`)."""
     if not isinstance(body, dict):
         return None
     if model is FlowsResponse:
@@ -486,24 +515,41 @@ def _too_long(model: type[BaseModel], path: str, body: Any, limit: int | None) -
 
 
 def _flows_too_long(body: dict[str, Any]) -> str | None:
-    nodes, edges = body.get("nodes"), body.get("edges")
+    """Flows' nodes past FLOW_NODES (the edges, as its nodes pair them, after the walk for a lone surrogate:
+    `_flow_edges_too_many`)."""
+    nodes = body.get("nodes")
     if not isinstance(nodes, list):
         return None
     if len(nodes) > sum(FLOW_NODES.values()):
         return f"{len(nodes)} nodes where the hub takes at most {sum(FLOW_NODES.values())}"
+    kinds = _node_kinds(nodes)
+    for kind, most in FLOW_NODES.items():
+        if kinds[kind] > most:
+            who = "a daemon lists" if kind == "isp" else "the hub takes"
+            return f"{kinds[kind]} {kind} nodes where {who} at most {most}"
+    return None
+
+
+def _flow_edges_too_many(body: dict[str, Any]) -> str | None:
+    """Edges past those its nodes can make (sender -> vmta, vmta -> isp): checked before the model, which would
+    check each of them."""
+    nodes, edges = body.get("nodes"), body.get("edges")
+    if not isinstance(nodes, list) or not isinstance(edges, list):
+        return None
+    kinds = _node_kinds(nodes)
+    pairs = (kinds["sender"] + kinds["isp"]) * kinds["vmta"]
+    if len(edges) > pairs:
+        return f"{len(edges)} edges where its nodes make at most {pairs}"
+    return None
+
+
+def _node_kinds(nodes: list[Any]) -> dict[str, int]:
     kinds = {kind: 0 for kind in FLOW_NODES}
     for node in nodes:
         kind = node.get("subtitle") if isinstance(node, dict) else None
         if isinstance(kind, str) and kind in kinds:
             kinds[kind] += 1
-    for kind, most in FLOW_NODES.items():
-        if kinds[kind] > most:
-            who = "a daemon lists" if kind == "isp" else "the hub takes"
-            return f"{kinds[kind]} {kind} nodes where {who} at most {most}"
-    pairs = (kinds["sender"] + kinds["isp"]) * kinds["vmta"]  # sender -> vmta, vmta -> isp
-    if isinstance(edges, list) and len(edges) > pairs:
-        return f"{len(edges)} edges where its nodes make at most {pairs}"
-    return None
+    return kinds
 
 
 FLOW_EDGES = frozenset({("sender", "vmta"), ("vmta", "isp")})

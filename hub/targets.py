@@ -23,10 +23,11 @@ import yaml
 from exporter.boundedfile import PIPE_TIMEOUT, read_bounded
 from exporter.config import TOO_DEEP
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
-from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
+from exporter.textrepair import SURROGATE_PROBLEM, first_surrogate_path, short_repr
 from exporter.tlstrust import default_trust
 from exporter.yamlproblem import utf8_line_problem
 from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, address_problem, without_credentials
+from hub.threads import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,9 @@ def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) ->
         raise ValueError(f"{path}: {TOO_DEEP}") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of target groups")
-    broken = surrogate_paths(data)
-    if broken:  # a target's name is shown in every answer: it must encode
-        raise ValueError(f"{path}: {broken[0]}: {SURROGATE_PROBLEM}")
+    broken = first_surrogate_path(data)  # (the first only: a path per hit of a 4 MiB file nested deep was GBs)
+    if broken is not None:  # a target's name is shown in every answer: it must encode
+        raise ValueError(f"{path}: {broken}: {SURROGATE_PROBLEM}")
     out = []
     for i, group in enumerate(data):
         if not isinstance(group, dict) or not isinstance(group.get("targets"), list):
@@ -158,8 +159,8 @@ def parse_prometheus_targets(body: Any, job: str, scheme: str = "http", skipped:
         scrape_url = _shaped(t.get("scrapeUrl", ""), str, where + ".scrapeUrl")
         if labels.get("job") != job:
             continue
-        broken = next(((name, value) for name, value in (("labels.instance", labels.get("instance")),
-                                                        ("scrapeUrl", scrape_url)) if surrogate_paths(value)), None)
+        named = (("labels.instance", labels.get("instance")), ("scrapeUrl", scrape_url))
+        broken = next(((name, value) for name, value in named if first_surrogate_path(value) is not None), None)
         if broken is not None:
             why = f"{where} skipped: {broken[0]} {short_repr(broken[1])} {NOT_TEXT}"
             if skipped is None:
@@ -194,10 +195,19 @@ def _some(targets: list[Target], job: str) -> list[Target]:
     return targets
 
 
+class NotTargets(ValueError):
+    """A Prometheus answer that is JSON but no /api/v1/targets answer: said as it is (no exception name)."""
+
+
 def _shaped(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
-        raise ValueError(f"not a Prometheus /api/v1/targets answer: {where} is not {_KINDS[kind]}")
+        raise NotTargets(f"not a Prometheus /api/v1/targets answer: {where} is not {_KINDS[kind]}")
     return value
+
+
+def _parsed_targets(raw: bytes, job: str, scheme: str, skipped: list[str]) -> list[Target]:
+    """parse_prometheus_targets of an answer's bytes (on a hub work thread: it may be MiBs of JSON)."""
+    return parse_prometheus_targets(json.loads(raw), job, scheme, skipped)
 
 
 def _url_auth(url: str) -> httpx.BasicAuth | None:
@@ -235,6 +245,8 @@ class TargetSet:
         self._seen: dict[str, Target] = {}
         self._first: asyncio.Future[None] | None = None
         """The first refresh, which requests arriving meanwhile wait for: before it ends nothing is discovered yet."""
+        self._by_pool = True
+        """Ask Prometheus for the job's scrape pool (until it shows it cannot say: `_prometheus_targets`)."""
 
     @property
     def dynamic(self) -> bool:
@@ -272,43 +284,79 @@ class TargetSet:
     async def _refresh(self) -> None:
         for path in self.section.file_sd:
             await self._read_file_sd(path)
-        prom = self.section.prometheus
-        if prom is not None:
-            key = f"prometheus {without_credentials(prom.url)} job {prom.job}"
-            timeout = self.section.timeout
-            try:  # on the request path: bounded as a daemon's answer is (a Prometheus that drips its answer)
-                body = await asyncio.wait_for(self._ask_prometheus(prom), timeout)
-            except TimeoutError:
-                self._failed(key, f"timed out after {timeout:.3g}s")
-                return
-            except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError, OSError) as exc:
-                self._failed(key, f"{type(exc).__name__}: {exc}")  # OSError: an SSL_CERT_FILE that is no CA bundle
-                return
-            skipped: list[str] = []
-            self._update(key, lambda: _some(parse_prometheus_targets(body, prom.job, self.section.scheme, skipped),
-                                            prom.job))
-            self._say_skipped(key, skipped)
+        if self.section.prometheus is not None:
+            await self._read_prometheus(self.section.prometheus)
+
+    async def _read_prometheus(self, prom: PrometheusSource) -> None:
+        key = f"prometheus {without_credentials(prom.url)} job {prom.job}"
+        timeout = self.section.timeout
+        skipped: list[str] = []
+        try:  # on the request path: bounded as a daemon's answer is (a Prometheus that drips its answer)
+            found = await asyncio.wait_for(self._prometheus_targets(prom, skipped), timeout)
+        except TimeoutError:
+            self._failed(key, f"timed out after {timeout:.3g}s")
+            return
+        except NotTargets as exc:
+            self._failed(key, str(exc))
+            return
+        except (httpx.HTTPError, httpx.InvalidURL, BodyProblem, ValueError, RecursionError, OSError) as exc:
+            self._failed(key, f"{type(exc).__name__}: {exc}")  # OSError: an SSL_CERT_FILE that is no CA bundle
+            return
+        self._update(key, lambda: _some(found, prom.job))
+        self._say_skipped(key, skipped)
+
+    async def _prometheus_targets(self, prom: PrometheusSource, skipped: list[str]) -> list[Target]:
+        """The job's active targets, asked of its scrape pool (`scrapePool`, Prometheus 2.42+) rather than read among
+        every job's (under hub.max_answer_size: a big Prometheus's whole list did not fit). Asked for every target,
+        kept by job label as before, when Prometheus answers 400 to it, or its pool gives none while the job label
+        finds some (a relabelled `job`): from then on, without asking by pool first."""
+        if self._by_pool:
+            try:
+                found = await self._asked(prom, skipped, by_pool=True)
+                if found:
+                    return found
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 400:
+                    raise
+                self._not_by_pool(prom, "it answers 400 to scrapePool")
+            skipped.clear()
+        found = await self._asked(prom, skipped, by_pool=False)
+        if found and self._by_pool:
+            self._not_by_pool(prom, f"no scrape pool {prom.job!r} holds the targets of job label {prom.job!r}")
+        return found
+
+    def _not_by_pool(self, prom: PrometheusSource, why: str) -> None:
+        self._by_pool = False
+        log.info("prometheus %s: %s; asking it for every active target", without_credentials(prom.url), why)
+
+    async def _asked(self, prom: PrometheusSource, skipped: list[str], by_pool: bool) -> list[Target]:
+        """The job's targets of one /api/v1/targets answer, parsed on a hub work thread (up to hub.max_answer_size
+        of JSON: ~0.5 s of the event loop, every request waiting)."""
+        raw = await self._ask_prometheus(prom, by_pool)
+        return await off_loop(_parsed_targets, raw, prom.job, self.section.scheme, skipped)
 
     async def _read_file_sd(self, path: Path) -> None:
-        """Read on a thread, a pipe waited for at most hub.timeout: on the request path, and the event loop serves
-        the other requests meanwhile."""
+        """Read on one of the hub's work threads (hub.threads), a pipe waited for at most hub.timeout: on the request
+        path, and the event loop serves the other requests meanwhile."""
         try:
-            found = await asyncio.to_thread(read_file_sd, path, self.section.scheme, self.section.timeout)
+            found = await off_loop(read_file_sd, path, self.section.scheme, self.section.timeout)
         except (OSError, ValueError, yaml.YAMLError) as exc:
             self._failed(str(path), str(exc))
             return
         self._update(str(path), lambda: found)
 
-    async def _ask_prometheus(self, prom: PrometheusSource) -> Any:
-        """Its /api/v1/targets answer as JSON, read under hub.max_answer_size; asked directly, as the daemons are
-        (trust_env=False: an HTTP_PROXY set for other programs is not this hub's way to its Prometheus)."""
+    async def _ask_prometheus(self, prom: PrometheusSource, by_pool: bool) -> bytes:
+        """Its /api/v1/targets answer (of the job's scrape pool `by_pool`), read under hub.max_answer_size; asked
+        directly, as the daemons are (trust_env=False: an HTTP_PROXY set for other programs is not this hub's way to
+        its Prometheus)."""
         url = without_credentials(prom.url, mask="").rstrip("/") + "/api/v1/targets"
+        params = {"state": "active", **({"scrapePool": prom.job} if by_pool else {})}
         async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url), trust_env=False,
                                      verify=default_trust() if url.lower().startswith("https:") else True,
                                      headers={"accept-encoding": ACCEPT_ENCODING}) as client, \
-                client.stream("GET", url, params={"state": "active"}) as resp:
+                client.stream("GET", url, params=params) as resp:
             resp.raise_for_status()
-            return json.loads(await read_capped(resp, self.section.max_answer_size))
+            return await read_capped(resp, self.section.max_answer_size)
 
     def _update(self, key: str, read: Any) -> None:
         try:
@@ -325,6 +373,12 @@ class TargetSet:
             if why not in before:
                 log.warning("targets from %s: %s", key, why)
         self._skipped[key] = set(skipped)
+
+    def undiscovered(self) -> list[str]:
+        """`source: why` of each discovery source not read once since the start (none of its targets known): the
+        503 of a hub with no target says discovery failed, not that nothing is configured. No secret: a source is
+        named without credentials, and why it failed is the hub's own text."""
+        return [f"{key}: {why}" for key, why in self._errors.items() if key not in self._dynamic]
 
     def _failed(self, key: str, why: str) -> None:
         if self._errors.get(key) != why:

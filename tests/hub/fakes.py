@@ -160,7 +160,7 @@ async def running_hub(hub: dict[str, Any], **top: Any) -> AsyncIterator[httpx.As
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 15)
-        await state.fanout.aclose()
+        await state.aclose()
 
 
 def search_page(items: list[dict[str, Any]], next_cursor: str | None = None) -> Reply:

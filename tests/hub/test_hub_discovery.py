@@ -148,3 +148,93 @@ async def test_a_discovered_target_no_socket_can_reach_is_a_missing_host_on_ever
         for path, params in PAGES:
             r = await hub.get(path, params=params)
             assert r.status_code in (200, 404) and "internal error" not in r.text, (path, r.text)
+
+
+def _pools(daemon: str, job_label: str = "wt", refuses_pool: bool = False) -> Any:
+    """A Prometheus with the hub's daemon in scrape pool `wt` (its job label `job_label`) and 200 node targets in
+    pool `node`; it filters by `scrapePool` (2.42+), or answers 400 to it (`refuses_pool`)."""
+    others = [{"labels": {"job": "node", "instance": f"n{i}"}, "scrapePool": "node",
+               "scrapeUrl": f"http://10.0.0.{i % 250}:9100/metrics"} for i in range(200)]
+    ours = [{"labels": {"job": job_label, "instance": "p1"}, "scrapePool": "wt", "scrapeUrl": f"{daemon}/metrics"}]
+
+    def answer(req: Request) -> Reply:
+        if req.host != "prom":
+            return Reply(body=EMPTY_SEARCH)
+        pool = req.params.get("scrapePool")
+        if pool is not None and refuses_pool:
+            return Reply(400, {"status": "error", "errorType": "bad_data", "error": "unknown parameter scrapePool"})
+        active = [t for t in [*others, *ours] if pool is None or t["scrapePool"] == pool]
+        return Reply(body={"status": "success", "data": {"activeTargets": active, "droppedTargets": []}})
+
+    return answer
+
+
+async def test_discovery_asks_prometheus_for_the_jobs_scrape_pool_only(caplog: pytest.LogCaptureFixture):
+    """All active targets of every job were read (under hub.max_answer_size: a big Prometheus's answer made the hub
+    find none) to keep one job's: Prometheus 2.42+ answers one scrape pool's (`scrapePool`)."""
+    caplog.set_level(logging.WARNING, logger="hub.targets")
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon, \
+            FakeHosts(_pools(f"http://127.0.0.1:{daemon.port}")) as prom, \
+            running_hub({"prometheus": {"url": prom.url("prom"), "job": "wt"}}) as hub:
+        r = await hub.get("/api/v1/search")
+    assert (r.status_code, r.json()["hosts"], r.json()["partial"]) == (200, ["p1"], False)
+    assert [req.params for req in prom.requests] == [{"state": "active", "scrapePool": "wt"}]
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(("refuses_pool", "job_label"), [(True, "wt"), (False, "watchtower")],
+                         ids=["400-to-scrapePool", "job-label-relabelled"])
+async def test_a_prometheus_that_refuses_or_finds_nothing_by_scrape_pool_is_asked_for_every_target(
+        refuses_pool: bool, job_label: str, caplog: pytest.LogCaptureFixture):
+    """An older or another Prometheus API may answer 400 to `scrapePool`, and a job whose `job` label is relabelled
+    has no scrape pool of that name: both are asked for every active target, kept by job label as before."""
+    caplog.set_level(logging.WARNING, logger="hub.targets")
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon, \
+            FakeHosts(_pools(f"http://127.0.0.1:{daemon.port}", job_label, refuses_pool)) as prom, \
+            running_hub({"prometheus": {"url": prom.url("prom"), "job": job_label}, "refresh_interval": 0.05}) as hub:
+        first = await hub.get("/api/v1/search")
+        time.sleep(0.1)
+        second = await hub.get("/api/v1/search")
+    for r in (first, second):
+        assert (r.status_code, r.json()["hosts"], r.json()["partial"]) == (200, ["p1"], False)
+    pooled, every = {"state": "active", "scrapePool": job_label}, {"state": "active"}
+    # a Prometheus where the pool gave nothing the job label finds is not asked by pool again
+    assert [req.params for req in prom.requests] == [pooled, every, every]
+    assert caplog.records == []
+
+
+async def test_the_prometheus_answer_is_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch):
+    """Up to hub.max_answer_size of JSON (32 MiB: ~0.5 s) was parsed on the event loop, every request waiting."""
+    import json
+    import threading
+
+    parsed_on: list[str] = []
+    loads = json.loads
+
+    def watched(text: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(text, bytes | bytearray) and b"activeTargets" in text:
+            parsed_on.append(threading.current_thread().name)
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", watched)
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon, \
+            FakeHosts(_pools(f"http://127.0.0.1:{daemon.port}")) as prom, \
+            running_hub({"prometheus": {"url": prom.url("prom"), "job": "wt"}}) as hub:
+        r = await hub.get("/api/v1/search")
+    assert (r.status_code, r.json()["hosts"]) == (200, ["p1"])
+    assert len(parsed_on) == 1 and parsed_on[0].startswith("hub-work"), parsed_on
+
+
+async def test_a_discovery_source_never_read_is_named_in_the_503(tmp_path: Any):
+    """`no targets configured or discovered` read as if nothing were configured when Prometheus could not be asked
+    (or a file_sd file read) since the start: the 503 now says discovery failed and names the source, no secret."""
+    dead = f"http://watcher:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
+    missing = tmp_path / "absent.json"
+    async with running_hub({"prometheus": {"url": dead, "job": "wt"}, "file_sd": [str(missing)]}) as hub:
+        answers = [await hub.get(path) for path in ("/api/v1/search", "/api/v1/flows", "/api/v1/messages/m@x")]
+    for r in answers:
+        error = r.json()["error"]
+        assert r.status_code == 503 and error.startswith("no targets configured or discovered: discovery failed: "), \
+            error
+        assert f"prometheus http://***@127.0.0.1:{dead.rsplit(':', 1)[1]} job wt: ConnectError" in error, error
+        assert f"{missing}: " in error and "s3cret" not in error and "watcher" not in error, error
