@@ -185,7 +185,7 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
-    for warning in preflight.warnings(config):
+    for warning in preflight.warnings(config, config_path=path):
         print(f"{path}: warning: {warning}", file=sys.stderr)
     emit(f"{path}: ok\n")
     return EXIT_OK
@@ -415,7 +415,8 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
         return EXIT_CONFIG
     logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
     fdlimit.raise_limit()
-    for warning in preflight.run_warnings(config):  # (globs matching nothing: the tailer says its own)
+    # (globs matching nothing: the tailer says its own)
+    for warning in preflight.run_warnings(config, config_path=args.config):
         log.warning("%s", warning)
     import asyncio  # `run` only: the metrics-only oneshot has no event loop
 

@@ -823,15 +823,18 @@ YAML_BOOL_HINT = " (YAML reads an unquoted yes, no, on, off, true or false as a 
 
 
 _SECRET_KEY = re.compile(r"password|passwd|secret|token|api_?key|(?:^|_)key(?:_|$)|basic_auth_users", re.IGNORECASE)
-"""Keys whose value may be a secret, or a secret written in the wrong key (a password pasted into `password_file`):
-pmta.password, pmta.api_key(_file), web.basic_auth_users (every user's), correlator.hmac_key_file,
-web.tls_key_file, the hub's password_file and bearer_token_file."""
+"""Keys naming a secret: pmta.password, pmta.api_key, web.basic_auth_users (every user's), and the `*_file` keys
+that name a secret's file (pmta.password_file, pmta.api_key_file, correlator.hmac_key_file, web.tls_key_file, the
+hub's password_file, bearer_token_file and cursor_key_file)."""
 NUMBER_NOT_STRING = "a number, not a string: quote it in the YAML"
 
 
-def is_secret_key(loc: tuple[Any, ...]) -> bool:
-    """Whether an error at `loc` (pydantic's key path) must not show the value given."""
-    return any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc)
+def is_secret_key(loc: tuple[Any, ...], given: Any = None) -> bool:
+    """Whether an error at `loc` (pydantic's key path) must not show the value `given`. A path given to a `*_file`
+    key is shown, as the checks of the file itself show it (`... does not exist`): a path is not the secret, the
+    file's content is. What is no path there (an unquoted number: a password pasted into the wrong key) is not."""
+    named = [part for part in loc if isinstance(part, str) and _SECRET_KEY.search(part)]
+    return bool(named) and not (isinstance(given, str) and all(part.endswith("_file") for part in named))
 
 
 def _kind(value: Any) -> str:
@@ -863,7 +866,7 @@ def describe_error(err: Any) -> str:
     (`Value error, `, model class names), naming the value given (of a key that may hold a secret only what it
     is: a number, a list, ...), and why YAML made it a boolean or a number when the key wants something else."""
     kind, given = err["type"], err.get("input")
-    secret = is_secret_key(tuple(err.get("loc", ())))
+    secret = is_secret_key(tuple(err.get("loc", ())), given)
     shown = _kind(given) if secret else _short(given)
     if kind == "extra_forbidden":
         return "unknown key"

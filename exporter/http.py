@@ -49,7 +49,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from exporter import __version__, fdlimit
 from exporter.config import Config
 from exporter.exposition import MAX_NAMES, render_metrics, wants_gzip
-from exporter.formquery import FormAsQuery
+from exporter.formquery import FORM_PATHS, FORM_TYPE, FormAsQuery
 from exporter.webauth import BasicAuth
 
 log = logging.getLogger("watchtower.http")
@@ -124,9 +124,14 @@ def build_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = with_head_allowed(exc.headers)
+        if exc.status_code == 405 and takes_a_form(request.url.path, headers):
+            if request.method == "POST":  # a form was answered as its GET (FormAsQuery): this POST is none
+                return JSONResponse(error_body(415, NOT_A_FORM), status_code=415, headers={"Accept-Post": FORM_TYPE})
+            headers = {**(headers or {}), "Allow": (headers or {})["Allow"] + ", POST"}
         what = {404: f"no route {_cut(request.url.path)}", 405: f"method {_cut(request.method)} not allowed"}
         return JSONResponse(error_body(exc.status_code, what.get(exc.status_code, str(exc.detail))),
-                            status_code=exc.status_code, headers=with_head_allowed(exc.headers))
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -192,6 +197,17 @@ class SafeHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+NOT_A_FORM = f"a POST here is an HTML form (Content-Type: {FORM_TYPE}) of the GET's parameters; or use GET"
+"""The 415 of a POST to a route that takes a form, sent without one (no body, JSON, multipart)."""
+
+
+def takes_a_form(path: str, headers: dict[str, str] | None) -> bool:
+    """A GET route under /api/v1 or /ui, which answers a POSTed form as its GET (exporter.formquery): its 405
+    lists POST in `Allow`, and a POST that reaches it is no form."""
+    allow = (headers or {}).get("Allow", "").split(", ")
+    return path.startswith(FORM_PATHS) and "GET" in allow and "POST" not in allow
 
 
 def with_head_allowed(headers: dict[str, str] | None) -> dict[str, str] | None:

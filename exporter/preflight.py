@@ -663,8 +663,9 @@ def _matches(config: Config) -> dict[tuple[int, int], list[str]]:
             for j, pattern in enumerate(source.paths)}
 
 
-def warnings(config: Config) -> list[str]:
-    """Legal but suspicious: globs matching no file right now (naming a missing directory), and `run_warnings`."""
+def warnings(config: Config, config_path: Path | None = None) -> list[str]:
+    """Legal but suspicious: globs matching no file right now (naming a missing directory), and `run_warnings`
+    (`config_path`: the file `config` was read from, judged by its mode when it holds a secret)."""
     matched = _matches(config)
     out = []
     for (i, j), matches in matched.items():
@@ -676,20 +677,22 @@ def warnings(config: Config) -> list[str]:
             absent = _absent_directory(pattern)
             why = f": {absent}" if absent else ""
             out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet{why}")
-    return out + run_warnings(config, matched)
+    return out + run_warnings(config, matched, config_path)
 
 
-def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | None = None) -> list[str]:
+def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | None = None,
+                 config_path: Path | None = None) -> list[str]:
     """What `run` logs at each start besides the tailer's own words about globs: two sources matching the same
-    files, delay buckets an alert needs missing, a plain-text password in the config. `matched`: each
-    (source, pattern)'s glob matches, when already listed."""
+    files, delay buckets an alert needs missing, a plain-text password in the config, a secret (or the config file
+    holding one, `config_path`) every user can read. `matched`: each (source, pattern)'s glob matches, when already
+    listed."""
     if matched is None:
         matched = _matches(config)
     out = _overlaps(config, matched)
     if not any(bound >= OLD_DEFERRAL_S for bound in config.metrics.delay_buckets):
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")
-    return out + _exposed_secrets(config) + _store_above_free_space(config) + basic_auth_warnings(
+    return out + _exposed_secrets(config, config_path) + _store_above_free_space(config) + basic_auth_warnings(
         config.web.basic_auth_users) + _short_hmac_key(config)
 
 
@@ -710,21 +713,67 @@ def _short_hmac_key(config: Config) -> list[str]:
     return [f"correlator.hmac_key_file: {problem}"] if problem is not None else []
 
 
-def _exposed_secrets(config: Config) -> list[str]:
-    """Secret files every local user can read: the PMTA API key or password (admin access to PMTA,
-    pmta-http-api.md §2) and the listener's TLS key."""
-    out = []
-    for key, path in (("pmta.api_key_file", config.pmta.api_key_file),
-                      ("pmta.password_file", config.pmta.password_file),
-                      ("web.tls_key_file", config.web.tls_key_file)):
-        try:
-            mode = path.stat().st_mode if path is not None else 0
-        except OSError:
-            continue  # its own check names it
-        if mode & stat.S_IROTH:
-            out.append(f"{key}: {path} is readable by every user (mode {stat.S_IMODE(mode):04o}): chmod 600 (or 640 "
-                       "with the daemon's group)")
-    return out
+def _exposed_secrets(config: Config, config_path: Path | None = None) -> list[str]:
+    """Secrets every local user can read: the PMTA API key or password (admin access to PMTA, pmta-http-api.md
+    §2), the listener's TLS key, the recipient-hashing key (whoever holds it can confirm who was mailed), and the
+    config file itself when it holds one of them inline."""
+    files = [("pmta.api_key_file", config.pmta.api_key_file), ("pmta.password_file", config.pmta.password_file),
+             ("web.tls_key_file", config.web.tls_key_file)]
+    if config.correlator.enabled and config.correlator.hash_recipients:
+        files.append(("correlator.hmac_key_file", hmac_key_path(config)))
+    out = [line for key, path in files if (line := exposed_file_warning(key, path))]
+    inline = exposed_config_warning(inline_secret_keys(config), config_path)
+    return out + ([inline] if inline else [])
+
+
+def inline_secret_keys(config: Config) -> list[str]:
+    """The daemon's keys whose value in the config file is itself a secret (a bcrypt hash is not one)."""
+    keys = [key for key, value in (("pmta.api_key", config.pmta.api_key), ("pmta.password", config.pmta.password))
+            if value is not None]
+    return keys + plain_text_users(config.web.basic_auth_users)
+
+
+def plain_text_users(users: dict[str, str]) -> list[str]:
+    """`web.basic_auth_users.NAME` of each user given a password rather than a bcrypt hash."""
+    from exporter.webauth import is_bcrypt
+
+    return [f"web.basic_auth_users.{user}" for user, secret in users.items() if not is_bcrypt(secret)]
+
+
+def _world_readable_mode(path: Path) -> int | None:
+    """The permission bits of a regular file every user may read, else None (a pipe's or a device's mode, as of
+    `--config <(envsubst ...)`, says nothing of the secret's own file; a file not there is named by its check)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IROTH else None
+
+
+def _chmod_hint(path: Path) -> str:
+    return f"chmod 600 {path} (or 640 with the daemon's group)"
+
+
+def exposed_file_warning(key: str, path: Path | None) -> str | None:
+    """`key: PATH is readable by every user (mode 0644): chmod 600 PATH ...` for a secret file any local user can
+    read (the daemon's and the hub's alike), else None."""
+    mode = _world_readable_mode(path) if path is not None else None
+    if mode is None:
+        return None
+    return f"{key}: {path} is readable by every user (mode {mode:04o}): {_chmod_hint(path)}"
+
+
+def exposed_config_warning(keys: list[str], config_path: Path | None) -> str | None:
+    """The same words for the config file when it holds `keys`' secrets inline (a config without any may well be
+    0644, as /etc files are)."""
+    if not keys or config_path is None:
+        return None
+    mode = _world_readable_mode(config_path)
+    if mode is None:
+        return None
+    what = "these secrets" if len(keys) > 1 else "this secret"
+    return (f"{', '.join(keys)}: {config_path} is readable by every user (mode {mode:04o}) and holds {what} inline: "
+            f"{_chmod_hint(config_path)}")
 
 
 def _free_bytes(directory: Path) -> int | None:
@@ -776,8 +825,7 @@ def basic_auth_warnings(users: dict[str, str]) -> list[str]:
     faster, so timing tells its name from an unknown one."""
     from exporter.webauth import bcrypt_cost, is_bcrypt
 
-    out = [f"web.basic_auth_users.{user}: plain-text password; store a bcrypt hash instead"
-           for user, secret in users.items() if not is_bcrypt(secret)]
+    out = [f"{key}: plain-text password; store a bcrypt hash instead" for key in plain_text_users(users)]
     costs = {user: bcrypt_cost(secret) for user, secret in users.items() if is_bcrypt(secret)}
     if len(set(costs.values())) > 1:
         top = max(costs.values())

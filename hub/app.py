@@ -74,13 +74,14 @@ def _without_metrics(app: FastAPI) -> None:
         return PlainTextResponse(INDEX.format(version=__version__))
 
 
-def startup_warnings(config: HubConfig) -> list[str]:
+def startup_warnings(config: HubConfig, path: Path | None = None) -> list[str]:
     """What the daemon warns of at start for the same `listen` and `web` (the hub holds the daemons' credentials
     and serves every host's recipients): a plain-text password, then a listener reachable off-host without auth or
     TLS."""
     from exporter.preflight import basic_auth_warnings
+    from hub.preflight import warnings as exposed_secrets
 
-    out = basic_auth_warnings(config.web.basic_auth_users)
+    out = basic_auth_warnings(config.web.basic_auth_users) + exposed_secrets(config, path)
     exposed = exposure_warning(config, "every host's stored recipients through /api/v1")  # type: ignore[arg-type]
     return out + ([exposed] if exposed else []) + clear_text_credential_warnings(config.hub)
 
@@ -282,7 +283,7 @@ def run_hub(path: Path) -> int:
     from exporter.fdlimit import raise_limit
 
     logsetup.setup(config.log_level, config.log_format, redact_addresses=True)  # no store here: never a local part
-    for warning in startup_warnings(config):
+    for warning in startup_warnings(config, path):
         log.warning("%s", warning)
     log_fd_limit(raise_limit(), config)  # a connection pool per daemon: up to targets x api_max_concurrency
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise

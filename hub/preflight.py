@@ -10,7 +10,15 @@ from urllib.parse import urlsplit
 import yaml
 
 from exporter.preflight import _listen as listen_problem  # reads listen_host/listen_port only (Listener)
-from exporter.preflight import ca_file_problem, reaching, secret_file_problem, tls_pair_problems
+from exporter.preflight import (
+    ca_file_problem,
+    exposed_config_warning,
+    exposed_file_warning,
+    plain_text_users,
+    reaching,
+    secret_file_problem,
+    tls_pair_problems,
+)
 from hub.config import HubConfig, address_problem, is_port, port_text, without_credentials
 from hub.targets import read_file_sd
 
@@ -116,3 +124,27 @@ def problems(config: HubConfig) -> list[str]:
     out.append(_cursor_key_problem("hub.cursor_key_file", hub.cursor_key_file))
     out.append(_bearer_token_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
     return [p for p in out if p]
+
+
+def warnings(config: HubConfig, config_path: Path | None = None) -> list[str]:
+    """Secrets every local user can read, in the daemon's words (exporter.preflight.exposed_file_warning): the
+    hub's credential for every daemon, its cursor key, its TLS keys, and the config file (`config_path`) when it
+    holds a secret inline."""
+    hub, web = config.hub, config.web
+    files = (("web.tls_key_file", web.tls_key_file), ("hub.tls.key_file", hub.tls.key_file),
+             ("hub.auth.password_file", hub.auth.password_file),
+             ("hub.auth.bearer_token_file", hub.auth.bearer_token_file), ("hub.cursor_key_file", hub.cursor_key_file))
+    out = [line for key, path in files if (line := exposed_file_warning(key, path))]
+    inline = exposed_config_warning(_inline_secret_keys(config), config_path)
+    return out + ([inline] if inline else [])
+
+
+def _inline_secret_keys(config: HubConfig) -> list[str]:
+    """The hub's keys whose value is itself a secret: a Prometheus URL's password (sent as basic auth), a plain-text
+    web.basic_auth_users value."""
+    prometheus = config.hub.prometheus
+    try:
+        password = urlsplit(prometheus.url).password if prometheus is not None else None
+    except ValueError:
+        password = None  # problems() names the URL
+    return (["hub.prometheus.url"] if password else []) + plain_text_users(config.web.basic_auth_users)

@@ -47,6 +47,7 @@ def test_an_exposed_hub_warns_of_its_listener_and_a_plain_text_password_as_the_d
     port = free_port()
     cfg = _config(tmp_path, yaml.safe_dump({"listen": f"0.0.0.0:{port}", "hub": TARGETS,
                                             "web": {"basic_auth_users": {"u": "plainpw"}}}))
+    cfg.chmod(0o600)  # (a world-readable one holding the password is warned of too: tests/test_secret_file_modes.py)
     log = tmp_path / "hub.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "hub", "--config", str(cfg)], cwd=REPO,
@@ -162,6 +163,7 @@ def test_a_credential_sent_over_plain_http_to_another_host_is_warned_of(tmp_path
 
     token = tmp_path / "token"
     token.write_text("t0ken\n")
+    token.chmod(0o600)
     sd = tmp_path / "sd.json"
     sd.write_text("[]")
     auth = {"bearer_token_file": str(token)}
