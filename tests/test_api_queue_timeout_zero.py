@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from hub.app import build_hub_app
 from hub.config import HubConfig
 from tests.conftest import free_port, write_config
 from tests.listener import serving
-from tests.test_correlator_support import CORPUS, Harness
+from tests.test_correlator_support import Harness, corpus_harness
 
 SEARCH = "/api/v1/search?rcpt=alice@gmail.com&since=3650d"
 MESSAGE = "/api/v1/messages/%3Cm1%40shop.example%3E"
@@ -30,12 +31,8 @@ PAGE = "/ui/?rcpt=alice@gmail.com&since=3650d"
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Any:
-    harness = Harness(tmp_path)
-    for b in CORPUS:
-        harness.commit(b)
-    yield harness
-    harness.close()
+def h(tmp_path: Path) -> Iterator[Harness]:
+    yield from corpus_harness(tmp_path)
 
 
 def _daemon(h: Harness) -> Any:

@@ -14,24 +14,13 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import ConfigError, config_from_dict
+from exporter.config import ConfigError
 from hub.config import load_hub_config
+from tests.test_config_audit import _minimal, _problems
 
 RELATIVE = ("is a relative path; give an absolute path (or ~/...): the daemon's working directory is not the config "
             "file's")
 SECRET = 73194655
-
-
-def _minimal(tmp_path: Path, **extra: object) -> dict:
-    (tmp_path / "logs").mkdir(exist_ok=True)
-    return {"sources": [{"paths": [str(tmp_path / "logs" / "acct-*.csv")]}], "state_dir": str(tmp_path / "state"),
-            **extra}
-
-
-def _problems(data: dict) -> list[str]:
-    with pytest.raises(ConfigError) as exc:
-        config_from_dict(data)
-    return exc.value.problems
 
 
 FILE_KEYS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,16 +19,12 @@ from correlator import CorrelatorSink
 from correlator import api as api_module
 from correlator.api import ApiLimits
 from exporter.config import CorrelatorConfig
-from tests.test_correlator_support import CORPUS, NOW, Harness, batch, class_of, isp_of
+from tests.test_correlator_support import CORPUS, NOW, Harness, batch, class_of, corpus_harness, isp_of
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Harness:
-    harness = Harness(tmp_path)
-    for b in CORPUS:
-        harness.commit(b)
-    yield harness
-    harness.close()
+def h(tmp_path: Path) -> Iterator[Harness]:
+    yield from corpus_harness(tmp_path)
 
 
 def _error(r: httpx.Response, status: int, parameter: str | None) -> dict:

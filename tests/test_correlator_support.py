@@ -163,6 +163,16 @@ type,timeLogged,timeQueued,orig,rcpt,jobId,srcMta,header_Message-Id
 r,2024-05-01 10:00:00+0000,2024-05-01 10:00:00+0000,news@shop.example,alice@gmail.com,J1,app (10.0.0.5),<m1@shop.example>
 """)
 CORPUS = (ACCT_0, ACCT_1, DIAG_0, DIAG_1, BOUNCE, FBL, RECV)
+
+
+def corpus_harness(tmp_path: Path) -> Iterator[Harness]:
+    """A Harness holding CORPUS, one commit per batch, closed after: the HTTP tests' `h` fixture
+    (`yield from corpus_harness(tmp_path)`)."""
+    harness = Harness(tmp_path)
+    for b in CORPUS:
+        harness.commit(b)
+    yield harness
+    harness.close()
 CORPUS_RECORDS = sum(len(b) for b in CORPUS)
 
 

@@ -7,6 +7,7 @@ a client meets it. A POST that is no form (no body, JSON) is told what the route
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hub.app import build_hub_app
 from hub.config import HubConfig
 from tests.conftest import write_config
 from tests.listener import serving
-from tests.test_correlator_support import CORPUS, Harness
+from tests.test_correlator_support import Harness, corpus_harness
 from tests.test_http_wire import big_registry
 
 FORM_ROUTES = ("/api/v1/search", "/api/v1/timeline", "/api/v1/messages/m1@shop.example", "/ui/", "/ui/flows")
@@ -29,12 +30,8 @@ NOT_A_FORM = ("a POST here is an HTML form (Content-Type: application/x-www-form
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Any:
-    harness = Harness(tmp_path)
-    for b in CORPUS:
-        harness.commit(b)
-    yield harness
-    harness.close()
+def h(tmp_path: Path) -> Iterator[Harness]:
+    yield from corpus_harness(tmp_path)
 
 
 async def _daemon(tmp_path: Path, h: Harness, check: Any) -> None:

@@ -15,9 +15,8 @@ import logging
 import select
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -32,7 +31,7 @@ from hub.app import build_hub_app
 from hub.config import HubConfig
 from tests.conftest import free_port, write_config
 from tests.listener import serving, start
-from tests.test_correlator_support import CORPUS, Harness
+from tests.test_correlator_support import Harness, corpus_harness
 
 TCP_CLOSE = 7
 """tcpi_state (first byte of TCP_INFO) of a socket the peer reset: closed without the client reading a byte."""
@@ -293,12 +292,8 @@ async def assert_head_like_get(base: str, paths: list[str]) -> None:
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Any:
-    harness = Harness(tmp_path)
-    for b in CORPUS:
-        harness.commit(b)
-    yield harness
-    harness.close()
+def h(tmp_path: Path) -> Iterator[Harness]:
+    yield from corpus_harness(tmp_path)
 
 
 async def test_head_answers_every_get_route_of_the_daemon_like_get(tmp_path: Path, h: Harness):
