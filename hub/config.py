@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.config import (
     ChunkSize,
@@ -130,37 +130,54 @@ def credentials_problem(url: str) -> str | None:
     return f"{without_credentials(url)} carries a user name or password: {CREDENTIALS_HINT}"
 
 
+def url_problem(url: str) -> str | None:
+    """A daemon or Prometheus base URL: a `host:port` (as file_sd lists targets) is not one, nor another scheme; a
+    port or host no request can reach is named as such (`http://h:0`, `http://h h:1` were accepted, every
+    request then failing). Static targets are checked as the config is read (every item's problem listed, as one
+    carrying credentials is); the Prometheus URL by the hub's preflight."""
+    shown = without_credentials(url)
+    http = url.partition("://")[0].lower() in ("http", "https")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # brackets that hold no IPv6 address (its words may quote the password: not shown)
+        parts = None
+    if not http or parts is not None and not parts.hostname:
+        return f"{shown!r} is not an http:// or https:// URL"
+    if parts is None:
+        return f"{shown!r}: its host part is not a host name or IP address"
+    port = port_text(parts)
+    if port is not None and not is_port(port) and "@" in url:
+        # a password holding `/`, `?` or `#` ends the host part early: its start reads as the port
+        return (f"{shown!r}: the port is not a number from 1 to 65535 (a user name or password holding "
+                "'/', '?' or '#' must be percent-encoded, and is better in hub.auth)")
+    problem = address_problem(parts)
+    if problem is None and (parts.query or parts.fragment):  # the routes' paths would be appended after them
+        problem = "a daemon's base URL has no query or fragment"
+    return f"{shown!r}: {problem}" if problem else None
+
+
 class StaticTarget(_Strict):
     """A daemon: written as its base URL, or as a mapping {url, name}."""
 
     url: str = Field(description="Daemon base URL, e.g. http://pmta-1:9469.")
     name: str | None = Field(default=None, description="Host name shown in answers; default the URL's host:port.")
-    _bare: bool = PrivateAttr(default=False)
-
-    @property
-    def bare(self) -> bool:
-        """True when written as a bare URL: its problems are then named `hub.targets.N`, not `hub.targets.N.url`."""
-        return self._bare
-
     @model_validator(mode="wrap")
     @classmethod
     def _url_or_mapping(cls, data: Any, handler: Any) -> StaticTarget:
         """One type for both forms, so an error names the item's key (`hub.targets.0.nam: unknown key`), not
         pydantic's union members (`hub.targets.0.str: ...` plus `hub.targets.0.StaticTarget.nam: ...`)."""
-        if isinstance(data, str):
-            if problem := credentials_problem(data):
+        if isinstance(data, str):  # its problem named `hub.targets.N`, a mapping's `hub.targets.N.url`
+            if problem := credentials_problem(data) or url_problem(data):
                 raise ValueError(problem)
-            target = handler({"url": data})
-            target._bare = True
-            return target  # type: ignore[no-any-return]
+            return handler({"url": data})  # type: ignore[no-any-return]
         if not isinstance(data, dict | StaticTarget):
             raise ValueError(f"expected a daemon URL or a mapping {{url, name}}, got {_kind(data)}")
         return handler(data)  # type: ignore[no-any-return]
 
     @field_validator("url")
     @classmethod
-    def _no_credentials(cls, value: str) -> str:
-        if problem := credentials_problem(value):
+    def _usable_url(cls, value: str) -> str:
+        if problem := credentials_problem(value) or url_problem(value):
             raise ValueError(problem)
         return value
 

@@ -19,33 +19,14 @@ from exporter.preflight import (
     secret_file_problem,
     tls_pair_problems,
 )
-from hub.config import HubConfig, address_problem, is_port, port_text, without_credentials
+from hub.config import HubConfig, url_problem
 from hub.targets import read_file_sd
 
 
 def _url_problem(key: str, url: str) -> str | None:
-    """A daemon or Prometheus base URL: a `host:port` (as file_sd lists targets) is not one, nor another scheme; a
-    port or host no request can reach is named as such (`http://h:0`, `http://h h:1` were accepted, every
-    request then failing)."""
-    shown = without_credentials(url)
-    http = url.partition("://")[0].lower() in ("http", "https")
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # brackets that hold no IPv6 address (its words may quote the password: not shown)
-        parts = None
-    if not http or parts is not None and not parts.hostname:
-        return f"{key}: {shown!r} is not an http:// or https:// URL"
-    if parts is None:
-        return f"{key}: {shown!r}: its host part is not a host name or IP address"
-    port = port_text(parts)
-    if port is not None and not is_port(port) and "@" in url:
-        # a password holding `/`, `?` or `#` ends the host part early: its start reads as the port
-        return (f"{key}: {shown!r}: the port is not a number from 1 to 65535 (a user name or password holding "
-                "'/', '?' or '#' must be percent-encoded, and is better in hub.auth)")
-    problem = address_problem(parts)
-    if problem is None and (parts.query or parts.fragment):  # the routes' paths would be appended after them
-        problem = "a daemon's base URL has no query or fragment"
-    return f"{key}: {shown!r}: {problem}" if problem else None
+    """`hub.config.url_problem`, named by its key."""
+    problem = url_problem(url)
+    return f"{key}: {problem}" if problem else None
 
 
 @reaching
@@ -109,8 +90,6 @@ def problems(config: HubConfig) -> list[str]:
     that does not resolve was uvicorn's `[Errno -2]` and an exit 1)."""
     hub, web = config.hub, config.web
     out: list[str | None] = [listen_problem(config)]  # type: ignore[arg-type]  # the Listener part of Config
-    for i, target in enumerate(hub.targets):
-        out.append(_url_problem(f"hub.targets.{i}" if target.bare else f"hub.targets.{i}.url", target.url))
     out += [_file_sd_problem(f"hub.file_sd.{i}", path, hub.scheme) for i, path in enumerate(hub.file_sd)]
     if hub.prometheus is not None:
         out.append(_url_problem("hub.prometheus.url", hub.prometheus.url))

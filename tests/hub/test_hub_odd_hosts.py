@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from hub.app import build_hub_app
-from hub.config import HubConfig
+from hub.config import HubConfig, StaticTarget
 from hub.fanout import HostAnswer
 from hub.merge import merge_replies
 from hub.targets import Target
@@ -18,8 +18,13 @@ from hub.targets import Target
 EMPTY_SEARCH = {"items": [], "next_cursor": None, "limit": 50, "scan_limited": False}
 
 
-async def ask(hub_cfg: dict[str, Any], handler: Any, *paths: str) -> list[httpx.Response]:
-    app, hub = build_hub_app(HubConfig.model_validate({"hub": {"timeout": 1.0, **hub_cfg}}))
+async def ask(hub_cfg: dict[str, Any], handler: Any, *paths: str, unchecked: tuple[str, ...] = ()) -> list[httpx.Response]:
+    """`paths` asked of a hub of `hub_cfg` whose hosts answer by `handler`; `unchecked` target URLs are added past the
+    config's checks (as a discovered target is)."""
+    config = HubConfig.model_validate({"hub": {"timeout": 1.0, **hub_cfg}})
+    targets = [*config.hub.targets, *(StaticTarget.model_construct(url=url, name=None) for url in unchecked)]
+    config = config.model_copy(update={"hub": config.hub.model_copy(update={"targets": targets})})
+    app, hub = build_hub_app(config)
     await hub.fanout.client.aclose()
     hub.fanout.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
@@ -31,8 +36,8 @@ async def test_a_target_url_httpx_refuses_is_one_missing_host_not_a_500_everywhe
     """`pmta-2:${PORT}` (a template left unexpanded): httpx.InvalidURL is no httpx.HTTPError and escaped the fan-out, so
     every hub route answered 500. Start-up refuses such a target (hub.targets, hub.file_sd); the fan-out does not
     count on it (a Prometheus-discovered one is not checked)."""
-    got = await ask({"targets": ["http://pmta-1:9469", "http://pmta-2:${PORT}"]},
-                    lambda req: httpx.Response(200, json=EMPTY_SEARCH), "/api/v1/search", "/ui/")
+    got = await ask({"targets": ["http://pmta-1:9469"]}, lambda req: httpx.Response(200, json=EMPTY_SEARCH),
+                    "/api/v1/search", "/ui/", unchecked=("http://pmta-2:${PORT}",))
     search, page = got
     assert search.status_code == 200, search.text
     body = search.json()

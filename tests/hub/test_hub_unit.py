@@ -330,12 +330,35 @@ def test_hub_tls_files_and_targets_are_checked_at_start_naming_key_and_file(tmp_
                 "tls": {"ca_file": str(hostname), "cert_file": str(tmp_path / "gone.pem"), "key_file": str(key)}},
     }))
     assert main(["hub", "--config", str(cfg)]) == 2
-    err = capfd.readouterr().err
+    err = capfd.readouterr().err  # the file first, each target's problem (as the daemon's check-config: two passes)
     for expected in ("hub.targets.0: '127.0.0.1:9469' is not an http:// or https:// URL",
                      "hub.targets.1: 'ftp://pmta-02:9469' is not an http:// or https:// URL",
-                     "hub.targets.2.url: 'not a url' is not an http:// or https:// URL",
-                     f"web.tls_key_file: {encrypted} is protected by a passphrase",
+                     "hub.targets.2.url: 'not a url' is not an http:// or https:// URL"):
+        assert expected in err, err
+    assert "pmta-03" not in err and "Traceback" not in err
+    data = yaml.safe_load(cfg.read_text())
+    data["hub"]["targets"] = ["http://pmta-03:9469"]
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["hub", "--config", str(cfg)]) == 2
+    err = capfd.readouterr().err  # then, the file valid, the machine: every file named
+    for expected in (f"web.tls_key_file: {encrypted} is protected by a passphrase",
                      f"hub.tls.ca_file: cannot load {hostname} as a PEM CA bundle",
                      f"hub.tls.cert_file: {tmp_path / 'gone.pem'} does not exist"):
         assert expected in err, err
-    assert "pmta-03" not in err and "Traceback" not in err and "PEM pass phrase" not in err
+    assert "hub.targets" not in err and "Traceback" not in err and "PEM pass phrase" not in err
+
+
+def test_every_target_problem_is_listed_with_one_carrying_credentials(tmp_path, capfd):
+    """scaling.md: `watchtower hub` exits 2 listing every problem. A target carrying credentials was refused as the
+    file was read and the other targets were checked only after it (review 2026-12-06): one fix, then the next."""
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {
+        "targets": ["http://u:p@127.0.0.1:26469", "http://h:0", "ftp://x:1", {"url": "http://h h:1"}]}}))
+    assert main(["hub", "--config", str(cfg)]) == 2
+    err = capfd.readouterr().err
+    assert err.splitlines()[1:] == [
+        "  hub.targets.0: http://***@127.0.0.1:26469 carries a user name or password: give them in hub.auth (username "
+        "and password_file, or bearer_token_file), not in the URL",
+        "  hub.targets.1: 'http://h:0': the port must be a number from 1 to 65535, got '0'",
+        "  hub.targets.2: 'ftp://x:1' is not an http:// or https:// URL",
+        "  hub.targets.3.url: 'http://h h:1': 'h h' is not a host name or IP address"], err
