@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
                          "every problem")
     chk.add_argument("file", type=config_path, nargs="?", help="YAML config file (or --config FILE)")
     chk.add_argument("--config", dest="config_opt", type=config_path, default=None, help="YAML config file")
+    chk.add_argument("--hub", action="store_true", help="the file is a `watchtower hub` config (docs/scaling.md)")
     hc = sub.add_parser("healthcheck", help="GET /healthz of the running daemon (for Docker HEALTHCHECK); "
                         "exit 0 healthy, 1 not")
     hc.add_argument("--config", required=True, type=config_path, help="YAML config file of the daemon")
@@ -182,6 +183,10 @@ def _check_config(args: argparse.Namespace) -> int:
     if path is None or (args.config_opt and args.file):
         print("watchtower check-config: give the config file once: FILE or --config FILE", file=sys.stderr)
         return EXIT_CONFIG
+    if args.hub:
+        from hub.app import check_hub_config
+
+        return check_hub_config(path)
     config = _load(path)
     if config is None:
         return EXIT_CONFIG

@@ -272,6 +272,18 @@ def _report(path: str, problems: list[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def check_hub_config(path: Path) -> int:
+    """`watchtower check-config --hub`: what `watchtower hub` checks before it listens (every problem, exit 2) and
+    the warnings it logs at start, then `FILE: ok` (exit 0), without starting it: as the daemon's check-config."""
+    config = _checked_config(path)
+    if config is None:
+        return 2
+    for warning in startup_warnings(config, path):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    print(f"{path}: ok")
+    return 0
+
+
 def run_hub(path: Path) -> int:
     """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
     listener cannot bind, 0 after SIGTERM."""

@@ -362,3 +362,20 @@ def test_every_target_problem_is_listed_with_one_carrying_credentials(tmp_path, 
         "  hub.targets.1: 'http://h:0': the port must be a number from 1 to 65535, got '0'",
         "  hub.targets.2: 'ftp://x:1' is not an http:// or https:// URL",
         "  hub.targets.3.url: 'http://h h:1': 'h h' is not a host name or IP address"], err
+
+
+def test_check_config_hub_checks_a_hub_file_without_starting_it(tmp_path, capfd):
+    """`watchtower check-config hub.yml` read the hub's file as a daemon's (`sources: required key missing; hub:
+    unknown key`) and there was no way to check one before a restart (review 2026-12-06)."""
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {"targets": ["http://h:0"]}}))
+    assert main(["check-config", "--hub", str(cfg)]) == 2
+    assert capfd.readouterr().err == (f"{cfg}: invalid configuration\n"
+                                      "  hub.targets.0: 'http://h:0': the port must be a number from 1 to 65535, got '0'\n")
+    cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {"targets": ["http://127.0.0.1:9469"]},
+                                   "web": {"basic_auth_users": {"u": "plainpw"}}}))
+    cfg.chmod(0o600)
+    assert main(["check-config", "--hub", "--config", str(cfg)]) == 0
+    out, err = capfd.readouterr()
+    assert (out, err) == (f"{cfg}: ok\n", f"{cfg}: warning: web.basic_auth_users.u: plain-text password; store a "
+                                          "bcrypt hash instead\n")
