@@ -97,12 +97,18 @@ MAX_KEYS_SAID = 12
 """Most changed config keys one SIGHUP line names (the rest are counted)."""
 
 
-def _regular_file(path: Path) -> bool:
-    """A config file SIGHUP can read again (a link to one too: /dev/stdin redirected from a file opens it anew)."""
+def _read_once(path: Path) -> str | None:
+    """What the config file is when SIGHUP must not read it again: a pipe or FIFO (`--config <(envsubst ...)`) or a
+    character device (a terminal), read once at the start (a read now would wait on it). None for anything else: a
+    regular file (a link to one too: /dev/stdin redirected from a file opens it anew), and one that cannot be looked
+    at now (deleted, permissions), which the check reports as the error a restart would meet."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
-        return False
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe or FIFO"
+    return "a character device" if stat.S_ISCHR(mode) else None
 
 
 def changed_keys(running: Config, edited: Config) -> list[str]:
@@ -885,9 +891,10 @@ class Daemon:
         the file checked again when it ends."""
         if self.config_path is None:
             return
-        if not _regular_file(self.config_path):  # a pipe (or a FIFO, a tty swapped in): a read would wait on it
-            log.info("SIGHUP: %s is no regular file: not checked again (only the tables are reloaded)",
-                     self.config_path)
+        kind = _read_once(self.config_path)
+        if kind is not None:  # a read would wait on it; a file gone or unreadable is checked: the error a restart meets
+            log.info("SIGHUP: %s is %s, not a regular file (read once, at the start): not checked at this signal (only "
+                     "the classification tables are reloaded)", self.config_path, kind)
             return
         with self._config_check:
             if self._config_checking:

@@ -6,7 +6,9 @@ newline-terminated lines are handed on; a partial last line waits for the rest, 
 record whose quoted field runs on past the last line read (the parser leaves it unconsumed). `offset`
 is the byte just after the last complete record consumed: the value a checkpoint stores and a restart
 resumes from. A file that gets shorter than `offset` (truncated), or whose first bytes changed (rewritten),
-is followed as a new file, under a new id, from byte 0.
+is followed as a new file, under a new id, from byte 0, with the header it had until it writes one again; one cut
+back to an older copy of itself (its first bytes, through its first record, unchanged) holds only records read
+before, and is followed as a new file from its end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from exporter import jsonrecords
 from exporter.fingerprint import (
     FINGERPRINT_BYTES,
     compression_of,
@@ -29,10 +32,11 @@ from exporter.fingerprint import (
     head_matches,
     read_fingerprint,
     read_head,
+    shares_first_record,
 )
 from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
 from exporter.metrics import SelfMetrics
-from exporter.parser import ErrorLog, FileParser, Segment, overlong_unpadded
+from exporter.parser import NO_HEADER, ErrorLog, FileParser, Segment, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
 from exporter.safeopen import open_regular, open_regular_file
 from exporter.spans import Span, inside_a_line
@@ -86,19 +90,56 @@ def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
     return head_matches(cp.fingerprint, head)
 
 
-def why_replaced(size_before: int, size: int, fingerprint: bytes, read_head_of: Callable[[int], bytes]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """Why the bytes at a followed identity are no longer the file read before (`why_replaced`)."""
+
+    why: str
+    older_copy: bool = False
+    """Cut back to bytes that still start as they did, through the first record read: an older copy of the file
+    restored over it in place (`cp backup file`), holding only records read before."""
+    new_file: bool = False
+    """A new file that took the inode of one deleted while no descriptor of it was open: no truncation."""
+
+
+def why_replaced(size_before: int, size: int, fingerprint: bytes,
+                 read_head_of: Callable[[int], bytes]) -> Replaced | None:
     """Why a file at the same identity is no longer the one read before, or None while it is: shorter than
-    `size_before` (copytruncate, `: > file`), or first bytes (`read_head_of(n)`) that no longer match `fingerprint`
-    (rewritten in place). A file without a fingerprint yet, or whose head cannot be read, is taken as the same."""
+    `size_before`, cut back to an older copy of itself (its first bytes, `read_head_of(n)`, still hold those of
+    `fingerprint` through a first record) or truncated (copytruncate, `: > file`: fewer bytes than the fingerprint
+    covers, or others); or first bytes that no longer match `fingerprint` (rewritten in place). A file without a
+    fingerprint yet, or whose head cannot be read, is taken as the same (truncated, when shorter)."""
     if size < size_before:
-        return f"truncated from {size_before} to {size} bytes"
+        if _starts_as_before(size, fingerprint, read_head_of):
+            return Replaced(f"cut back from {size_before} to {size} bytes, its first bytes unchanged", older_copy=True)
+        return Replaced(f"truncated from {size_before} to {size} bytes")
     if not fingerprint:
         return None
     try:
         head = read_head_of(fingerprint_len(fingerprint))
     except OSError:
         return None
-    return None if head_matches(fingerprint, head) else "rewritten (its first bytes changed)"
+    return None if head_matches(fingerprint, head) else Replaced("rewritten (its first bytes changed)")
+
+
+def _starts_as_before(size: int, fingerprint: bytes, read_head_of: Callable[[int], bytes]) -> bool:
+    """Does a file of `size` bytes still hold every byte `fingerprint` covers, through the start of a first record
+    (fingerprint.shares_first_record: a header alone is every file's)? Not after copytruncate or `: > file`."""
+    covered = fingerprint_len(fingerprint)
+    if not fingerprint or size < covered:
+        return False
+    try:
+        return shares_first_record(fingerprint, read_head_of(covered))
+    except OSError:
+        return False
+
+
+def header_kept(header: str) -> str:
+    """The header text a file truncated or rewritten in place goes on with until it writes a header line again: a
+    writer whose file logrotate's copytruncate emptied appends records without one (PMTA writes its header when it
+    opens a file), and each was a missing_header error. '' for a file without a CSV header (none yet, or in PMTA's
+    JSON form, whose records name their fields: its form is decided anew)."""
+    return "" if header in (NO_HEADER.header_line, jsonrecords.COLUMNS.header_line) else header
 
 
 OnBatch = Callable[["FileStream", RecordBatch], None]
@@ -204,8 +245,22 @@ class FileStream:
         once when found; None while it is read. Its bytes are owed to nobody: none is behind, and its removal loses
         nothing. Until the file leaves the globs, or is rewritten in place (`refusal_lifted`: read from byte 0)."""
         self.superseded: list[Checkpoint] = []
-        """Checkpoints of the bytes this identity held before it was truncated or rewritten (_start_over), for the
-        tailer to retire."""
+        """Checkpoints of the bytes this identity held before it was truncated or rewritten (_start_over), or cut back
+        to an older copy (_go_on_after_copy), for the tailer to retire."""
+        self.started_mid_file: list[str] = []
+        """Ids this stream took up at an older copy's end, not at byte 0 (`_go_on_after_copy`): the correlator's own
+        process starts there too (the tailer hands them on in `Tailer.started_at_end`)."""
+        self.copy_note: str | None = None
+        """Why reading goes on at `cp.offset` under a new id (its bytes before it are a copy of bytes read before),
+        said with the line reached once the lines before it are counted (`_count_lines_before`)."""
+        self.head_unchecked = False
+        """Opened since the last read: its first bytes are looked at whatever its size (a new file of the same size
+        may have taken its inode while no descriptor of it was open)."""
+        self.closed_look: tuple[int, int] | None = None
+        """(mtime, ctime) in ns when its descriptor was last closed (`changed_since_closed`)."""
+        self.renamed_while_closed: str | None = None
+        """The path it had when a scan found its inode under another name while no descriptor of it was open (set
+        by the tailer): first bytes changed then are a new file in the inode of one deleted, no truncation."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -251,14 +306,19 @@ class FileStream:
         except OSError:
             return False
         path = self.cp.path
-        why = why_replaced(self.size, st.st_size, self.cp.fingerprint, lambda n: read_head(path, n))
-        if why is None:
+        found = why_replaced(self.size, st.st_size, self.cp.fingerprint, lambda n: read_head(path, n))
+        if found is None:
             return False
         self.refused = None
         self._refused_look = (0, 0)
-        self._start_over(why)
+        self._start_over(found.why)  # (none of it was read: an older copy of it too is read from byte 0)
         self.size = self.seen_size = st.st_size
         return True
+
+    def changed_since_closed(self, st: os.stat_result) -> bool:
+        """Was the file written (or its inode given to a new file) since its descriptor was closed? A closed file was
+        read again only when its size moved: a new file of exactly its size in its inode was not read until it grew."""
+        return self.closed_look is not None and (st.st_mtime_ns, st.st_ctime_ns) != self.closed_look
 
     async def open(self) -> bool:
         """Open (or reopen) at the checkpoint offset; False if the file cannot be read now."""
@@ -287,6 +347,7 @@ class FileStream:
             await self._close_file(f)
             return False
         self.file = f
+        self.head_unchecked = True
         await self._seek(self.cp.offset)
         self.pending = b""
         self.skipping = self._mid_line(f)
@@ -295,13 +356,14 @@ class FileStream:
         return True
 
     async def _count_lines_before(self, f: Any, size: int) -> bool:
-        """A file the first start could not read starts where it ended then: the lines before that offset (and its
-        header) are counted at its first open, so line numbers stay true. False when the read fails (retried). In a
-        worker thread (a file of gigabytes took seconds, every scrape waiting on the event loop meanwhile)."""
+        """A file the first start could not read starts where it ended then, a copy of a file read before where that
+        reading ended (`copy_note`): the lines before that offset (and its header) are counted at its first open, so
+        line numbers stay true. False when the read fails (retried). In a worker thread (a file of gigabytes took
+        seconds, every scrape waiting on the event loop meanwhile)."""
         upto = min(self.cp.offset, size)
         if upto >= COUNT_SAID_BYTES:
-            log.info("%s: counting its lines to read on from where it ended at the first start (%.1f GB)",
-                     shown(self.cp.path), upto / 1e9)
+            log.info("%s: counting its lines to read on from byte %d (%.1f GB)", shown(self.cp.path), upto,
+                     upto / 1e9)
         try:
             if self.blocking:
                 lines, header = count_lines(f.fileno(), upto)
@@ -315,8 +377,14 @@ class FileStream:
         self.cp.line_no, self.cp.header = lines, header
         self.parser.line_no = lines
         self.parser.columns = Columns.of_header_line(header)
-        log.info("%s: readable now; reading on from byte %d, where it ended at the first start (line %d)",
-                 shown(self.cp.path), self.cp.offset, lines)
+        if self.copy_note is not None:
+            log.warning("%s: %s; its first record is the one read before: the records it holds up to byte %d were "
+                        "read before and are not counted again; reading goes on from there (line %d) as a new file",
+                        shown(self.cp.path), self.copy_note, upto, lines)
+            self.copy_note = None
+        else:
+            log.info("%s: readable now; reading on from byte %d, where it ended at the first start (line %d)",
+                     shown(self.cp.path), self.cp.offset, lines)
         return True
 
     def _mid_line(self, f: Any) -> bool:
@@ -344,6 +412,11 @@ class FileStream:
 
     async def close(self) -> None:
         if self.file is not None:
+            try:
+                st = os.fstat(self.file.fileno())
+                self.closed_look = (st.st_mtime_ns, st.st_ctime_ns)
+            except (OSError, ValueError):
+                self.closed_look = None
             await self._close_file(self.file)
             self.file = None
             self.pending = b""
@@ -376,30 +449,62 @@ class FileStream:
             return self.file.read(size)  # type: ignore[no-any-return]
         return await self.file.read(size)  # type: ignore[no-any-return]
 
-    def _replaced_in_place(self, f: Any, size: int) -> str | None:
+    def _replaced_in_place(self, f: Any, size: int) -> Replaced | None:
         """Why the bytes at this identity are no longer the checkpoint's file, or None while they are: shorter than
-        the offset (copytruncate, `: > file`), or first bytes that changed since the size did (emptied and refilled
-        past the offset between two polls, or a new file that took an idle file's inode)."""
-        if size >= self.cp.offset and size == self.size:
+        the offset (copytruncate, `: > file`, an older copy restored over it), or first bytes that changed since the
+        size did or since it was opened (emptied and refilled past the offset between two polls, a new file that
+        took a closed file's inode: of the same size too). First bytes changed while no descriptor held it and a
+        scan found it under another name: the file was deleted and a new one took its inode."""
+        if size >= self.cp.offset and size == self.size and not self.head_unchecked:
             return None
         fd = f.fileno()  # a head it cannot read: the read that follows reports it
-        return why_replaced(self.cp.offset, size, self.cp.fingerprint, lambda n: os.pread(fd, n, 0))
+        found = why_replaced(self.cp.offset, size, self.cp.fingerprint, lambda n: os.pread(fd, n, 0))
+        if found is not None and not found.older_copy and self.renamed_while_closed is not None:
+            return Replaced(f"a new file in the inode {shown(self.renamed_while_closed)} had (deleted while no "
+                            "descriptor of it was open: the filesystem reused its inode)", new_file=True)
+        return found
 
-    def _start_over(self, why: str) -> None:
+    def _start_over(self, why: str, new_file: bool = False) -> None:
         """Follow the file as a new one from byte 0, under a new id: the old checkpoint is retired as gone
         (`superseded`), so (file id, line) of a new line never names a record of the old bytes (the correlator's
-        key), and a restart never resumes the old file's position in it."""
-        log.warning("%s: %s; reading it from the start as a new file", shown(self.cp.path), why)
-        if self.metrics:
+        key), and a restart never resumes the old file's position in it. Truncated or rewritten in place, it keeps
+        its header until it writes one (`header_kept`); a `new_file` in a deleted one's inode does not."""
+        log.log(logging.INFO if new_file else logging.WARNING, "%s: %s; reading it from the start as a new file",
+                shown(self.cp.path), why)
+        header = "" if new_file else header_kept(self.cp.header)
+        self._supersede(counted=not new_file)
+        self.cp = replace(self.cp, file_id=new_file_id(), offset=0, line_no=0, header=header, fingerprint=b"",
+                          gone_since=None)
+        self.parser.columns = Columns.of_header_line(header)
+
+    def _supersede(self, counted: bool) -> None:
+        """Retire the checkpoint of the bytes read so far (`superseded`, gone), counted in
+        watchtower_truncations_total when the file was cut or rewritten in place; the parser starts afresh."""
+        if self.metrics and counted:
             self.metrics.truncations.labels(self.cp.source).inc()
         self.superseded.append(replace(self.cp, gone_since=time.time()))
-        self.cp = replace(self.cp, file_id=new_file_id(), offset=0, line_no=0, header="", fingerprint=b"",
-                          gone_since=None)
         self.parser.reset()
         self.pending = b""
         self.skipping = False
         self.nul_run = 0
         self.committed_offset = -1
+
+    async def _go_on_after_copy(self, f: Any, size: int, why: str) -> bool:
+        """Cut back in place to an older copy of itself (`Replaced.older_copy`: `cp backup file`): every record it
+        holds was read before. Followed as a new file from its end (the old checkpoint retired, as `_start_over`
+        does, and counted as a truncation), its lines counted up to there off the event loop. False when that count
+        fails: closed, it is counted at its next open (`open`: UNCOUNTED)."""
+        self._supersede(counted=True)
+        self.cp = replace(self.cp, file_id=new_file_id(), offset=size, line_no=UNCOUNTED, header="",
+                          gone_since=None)
+        self.started_mid_file.append(self.cp.file_id)
+        self.copy_note = why
+        if not await self._count_lines_before(f, size):
+            await self.close()
+            return False
+        await self._seek(size)
+        self.skipping = self._mid_line(f)
+        return True
 
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
                    should_stop: Callable[[], bool] | None = None) -> bool:
@@ -414,9 +519,13 @@ class FileStream:
             self._read_error("io", exc.strerror or str(exc))
             await self.close()
             return False
-        why = self._replaced_in_place(f, size)
-        if why is not None:
-            self._start_over(why)
+        found = self._replaced_in_place(f, size)
+        self.head_unchecked, self.renamed_while_closed = False, None
+        if found is not None and found.older_copy:
+            if not await self._go_on_after_copy(f, size, found.why):
+                return False
+        elif found is not None:
+            self._start_over(found.why, found.new_file)
             await self._seek(0)
         self.size = self.seen_size = size
         self._cover_what_was_read(f, 0, size)  # (an idle file resumed from an older version's short one too)

@@ -167,7 +167,9 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_rotations_total", "counter",
                "Files retired after being drained (rotated away, moved or deleted).", ("source",), "self"),
     MetricSpec("watchtower_truncations_total", "counter",
-               "Files found truncated or rewritten under the read offset (read again from byte 0 as new files).",
+               "Files found truncated or rewritten in place under the read offset, each followed as a new file: from "
+               "byte 0, or from its end when cut back to an older copy of itself (its first record unchanged: records "
+               "read before). Not a new file in a deleted file's inode.",
                ("source",), "self"),
     MetricSpec("watchtower_read_errors_total", "counter", "Failed opens or reads, by reason.",
                ("source", "reason"), "self"),

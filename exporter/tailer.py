@@ -25,6 +25,7 @@ from exporter.filestream import (
     Checkpoint,
     FileStream,
     OnBatch,
+    header_kept,
     new_file_id,
     records_of,
     same_file,
@@ -265,6 +266,9 @@ class Tailer:
         """Matches that are not regular files (FIFOs, devices), named once each."""
         self.max_open = fdlimit.files_cap(tail.max_open_files)
         """`tail.max_open_files`, lowered to what the process's open-file limit leaves (exporter/fdlimit.py)."""
+        self._copies: dict[tuple[int, int], int] = {}
+        """Glob matches found while the daemon runs to be copies of a file read at their path that is still read to its
+        end (`_copy_checkpoint`), with their size when first found: followed once that file is retired."""
         self._seen_size: dict[tuple[int, int], int] = {}
         """The size of each followed file at the last stat: the bytes a file that went before it was read to its
         end took with it (`_retire_and_idle` says them)."""
@@ -466,6 +470,8 @@ class Tailer:
                 self._follow(key, source, path, st)
                 continue
             if stream is not None:
+                if stream.file is None and stream.cp.path != path and stream.renamed_while_closed is None:
+                    stream.renamed_while_closed = stream.cp.path  # (its first bytes changed: a new file in its inode)
                 stream.cp.path = path
                 stream.parser.path = shown(path)
                 stream.gone = False
@@ -476,6 +482,8 @@ class Tailer:
             del self._seen_size[key]
         for key in [k for k in self._undecided if k not in found]:  # left the globs: decided as any file that left
             del self._undecided[key]
+        for key in [k for k in self._copies if k not in found]:
+            del self._copies[key]
         for key, stream in self.streams.items():
             if key not in found and not stream.gone:
                 if stream.cp.source in self._incomplete or self._still_there(stream):
@@ -895,6 +903,7 @@ class Tailer:
         handed = cp is not None and cp.source != source and (cp.source not in self._allowed or reassigned or (
             _keeps_nothing_more(self._allowed[source], read_for)
             and (cp.path == path or shares_first_record(cp.fingerprint, head))))
+        note: str | None = None
         if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
                 and not _short_fingerprint_elsewhere(cp, path, head):
             if handed:
@@ -904,7 +913,16 @@ class Tailer:
                 log.info("%s: resuming at byte %d (%s)", shown(path), cp.offset, line_text(cp.line_no))
             cp.path = path
             cp.gone_since = None
+        elif (cut := self._cut_back_to_a_copy(key, cp, source, path, st, head)) is not None:
+            cp, note = cut
+        elif self._scanned_once and (cp is None or not same_file(cp, st, head)) \
+                and (copied := self._copied_here(key, source, path, head)) is not None:
+            taken = self._copy_checkpoint(key, copied, cp, source, path, st, head)
+            if taken is None:
+                return  # followed once the file it copies is read to its end
+            cp, note = taken
         else:
+            kept = ""
             if cp is not None and cp.source != source and same_file(cp, st, head) \
                     and (cp.path == path or shares_first_record(cp.fingerprint, head)):
                 # a config edit gave its glob to another configured source (its content is the one read: the same
@@ -924,6 +942,7 @@ class Tailer:
                 log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
                 if path == cp.path and st.st_size < cp.offset:  # in place: copytruncate, `: > file`
                     self._replaced(cp, f"truncated to {st.st_size} bytes while the daemon was down")
+                    kept = header_kept(cp.header)  # a writer may go on without writing its header again
                     if self.metrics and not self._scanned_once:
                         self.metrics.truncations.labels(source).inc()
                 elif path == cp.path:
@@ -934,7 +953,7 @@ class Tailer:
                     # end of this scan (`_new_identity` takes it back if a glob match is it)
                 else:
                     self._replaced(cp, f"gone while the daemon was down (deleted: its inode now holds {shown(path)})")
-            offset, line_no, header = 0, 0, ""
+            offset, line_no, header = 0, 0, kept
             first_start = self.start_at_end and not self._scanned_once
             if first_start or self._starts_at_end(source, path):
                 offset, line_no = st.st_size, UNCOUNTED  # a pending directory listed at last: its lines are
@@ -948,12 +967,94 @@ class Tailer:
                                 shown(path), (exc.strerror or str(exc)).lower(), source, st.st_size)
             cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no,
                             header)
-            if offset and (self._scanned_once or not self.start_at_end):  # not the first run's own start commit
-                self.started_at_end.add(cp.file_id)
+            self._starts_mid_file(cp)
             self.known[key] = cp
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
                                        self.tail.chunk_bytes, self.fields)
         self.streams[key].retries = not self.oneshot
+        self.streams[key].copy_note = note
+
+    def _starts_mid_file(self, cp: Checkpoint) -> None:
+        """A new file id read from past byte 0 (a start at `end`, a copy's end): the correlator's own process starts
+        there too, not at byte 0 as for any other new file (the first run's own start commit starts it everywhere)."""
+        if cp.offset and (self._scanned_once or not self.start_at_end):
+            self.started_at_end.add(cp.file_id)
+
+    def _cut_back_to_a_copy(self, key: tuple[int, int], cp: Checkpoint | None, source: str, path: str,
+                            st: os.stat_result, head: bytes) -> tuple[Checkpoint, str] | None:
+        """A file not followed (at a start: the daemon was down) found at its path in its inode, shorter than where
+        reading stopped, its first bytes those read through its first record: an older copy of it restored over it
+        in place (`cp backup file`). It was read again from byte 0, each record counted twice, where a copy under a
+        new inode was not (`_new_identity`). Now the same: the checkpoint is retired (counted as a truncation), and
+        the file goes on from its end as a new file (its lines counted at its first read; the note says it then)."""
+        if cp is None or cp.path != path or cp.source != source or (cp.dev, cp.ino) != key \
+                or st.st_size >= cp.offset or not shares_first_record(cp.fingerprint, head):
+            return None
+        cp.gone_since = cp.gone_since or time.time()
+        self.retired.append(cp)
+        if self.metrics:
+            self.metrics.truncations.labels(source).inc()
+        fresh = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), st.st_size,
+                           UNCOUNTED, "")
+        self._starts_mid_file(fresh)
+        self.known[key] = fresh
+        when = "while it was not followed" if self._scanned_once else "while the daemon was down"
+        return fresh, (f"cut back in place from {cp.offset} to {st.st_size} bytes {when} (an older copy of it "
+                       "restored over it?), its first bytes unchanged")
+
+    def _copied_here(self, key: tuple[int, int], source: str, path: str, head: bytes) -> Checkpoint | None:
+        """While the daemon runs, a new inode at `path` that starts as a file read there did, through its first
+        record, when that file's inode left the path (`cp backup tmp && mv tmp path`, a backup restored, the file
+        moved out of the globs and copied back): the checkpoint of that file (the one still followed, else the one
+        read furthest), or None. PMTA's next file starts with a record of its own: not a copy. A copy of a file
+        still in the globs under another name is another file (as at a start, `_new_identity`)."""
+        best: Checkpoint | None = None
+        for old_key, cp in self.known.items():
+            if old_key == key or cp.path != path or cp.source != source \
+                    or (cp.gone_since is None and old_key in self._matched_now) \
+                    or not shares_first_record(cp.fingerprint, head):
+                continue
+            if best is None or (cp.gone_since is None, cp.offset) > (best.gone_since is None, best.offset):
+                best = cp
+        return best
+
+    def _copy_checkpoint(self, key: tuple[int, int], copied: Checkpoint, cp: Checkpoint | None, source: str,
+                         path: str, st: os.stat_result, head: bytes) -> tuple[Checkpoint, str] | None:
+        """The checkpoint of a copy of the file `copied` (`_copied_here`): a new file id that goes on where reading
+        the file stopped, or at the copy's end when shorter (an older backup): what it holds up to there was read
+        from that file. None while that file is still read (through its descriptor: records PMTA wrote to it
+        before the copy was made are read there, once): followed once it is retired, from where its reading ended
+        (`_follow_waiting_copies`). `cp`: a checkpoint of another file this inode held, retired."""
+        size = self._copies.setdefault(key, st.st_size)  # its size when found: what came after is new
+        reading = self.streams.get((copied.dev, copied.ino))
+        if reading is not None and reading.cp is copied:
+            return None
+        del self._copies[key]
+        if cp is not None:
+            self._replaced(cp)
+        offset = min(size, copied.offset)
+        taken = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), offset,
+                           UNCOUNTED, "")
+        self._starts_mid_file(taken)
+        self.known[key] = taken
+        return taken, (f"replaced by a copy of the file read there before (device {st.st_dev} inode {st.st_ino}, "
+                       f"was {copied.dev}/{copied.ino}: `cp` + `mv` over it, a backup restored?)")
+
+    def _follow_waiting_copies(self) -> None:
+        """Copies that waited for the file they copy to be retired (`_copy_checkpoint`) are followed at once, not at
+        the next scan: a stop in between saved that file as gone, and the next start took the copy for a new file,
+        read whole."""
+        for key in [k for k in self._copies if k not in self.streams]:
+            match = self._matched_now.get(key)
+            if match is None:
+                continue
+            source, path, _ = match
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == key:
+                self._follow(key, source, path, st)
 
     def _new_identity(self, key: tuple[int, int], source: str, path: str, st: os.stat_result,
                       head: bytes) -> Checkpoint | None:
@@ -1001,6 +1102,7 @@ class Tailer:
             self.retired.append(cp)
             fresh = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), st.st_size,
                                line_no, header)
+            self._starts_mid_file(fresh)  # (the correlator's process read the records it holds under the old id)
             self.known[key] = fresh
             return fresh
         return None
@@ -1052,7 +1154,7 @@ class Tailer:
                 self.known[key] = stream.cp
             if stream.gone and stream.file is None and not self._unread_where_it_went(key, stream):
                 continue  # fully read when it was closed; retired below
-            if stream.gone or stream.file is not None or self._grew(stream):
+            if stream.gone or stream.file is not None or stream.copy_note is not None or self._grew(stream):
                 if stream.file is None and not await self._make_room():
                     continue  # every descriptor is held by a file with bytes unread: read when one is done
                 more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
@@ -1155,7 +1257,7 @@ class Tailer:
         if (st.st_dev, st.st_ino) != stream.key:
             return False
         self._seen_size[stream.key] = st.st_size
-        return st.st_size != stream.cp.offset
+        return st.st_size != stream.cp.offset or stream.changed_since_closed(st)
 
     def _settled(self, stream: FileStream) -> bool:
         """Has a file that left the globs stopped growing? Not for `tail.rescan_interval` since its last growth: a
@@ -1186,6 +1288,8 @@ class Tailer:
                     log.info("%s: retired, not read (%s)", shown(stream.cp.path), stream.refused)
                 else:
                     log.info("%s: drained and retired at byte %d", shown(stream.cp.path), stream.cp.offset)
+                if self._copies:
+                    self._follow_waiting_copies()
             elif stream.file is not None and not stream.pending and stream.behind == 0 \
                     and now - stream.last_growth >= self.tail.idle_close_after and not self._correlator_needs(stream):
                 await stream.close()
@@ -1274,9 +1378,13 @@ class Tailer:
         self.metrics.files_open.set(sum(1 for s in self.streams.values() if s.file is not None))
 
     def take_checkpoints(self) -> list[Checkpoint]:
-        """Checkpoints whose offset changed since the last call, plus retired ones."""
+        """Checkpoints whose offset changed since the last call, plus retired ones; the ids streams took up past byte
+        0 meanwhile join `started_at_end`, which the same commit takes."""
         out = []
         for stream in self.streams.values():
+            if stream.started_mid_file:  # (cut back to an older copy, taken up at its end: maybe mid-read, while its
+                self.started_at_end.update(stream.started_mid_file)  # lines are counted, its checkpoint taken here)
+                stream.started_mid_file.clear()
             if stream.cp.offset != stream.committed_offset or stream.gone:
                 stream.committed_offset = stream.cp.offset
                 out.append(stream.cp)

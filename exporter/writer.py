@@ -99,7 +99,8 @@ class CommitQueue:
         # of new files it must register (`_pending_checkpoints`); the checkpoint itself is written later, on
         # this loop, once the rows are in the backlog, so its sink positions see them.
         marks = Commit(checkpoints=commit.checkpoints, series=commit.series, forget_before=commit.forget_before,
-                       reconciled=commit.reconciled, moved_since=commit.moved_since)
+                       reconciled=commit.reconciled, moved_since=commit.moved_since,
+                       start_pending=commit.start_pending, started_at_end=commit.started_at_end)
         if self.checkpoint is None:
             self.checkpoint = marks
         else:

@@ -155,6 +155,112 @@ async def test_a_new_file_in_an_idle_files_inode_is_read_from_its_start(tmp_path
     await tailer.close()
 
 
+async def test_a_new_file_of_the_same_size_in_an_idle_files_inode_is_read_and_not_called_a_truncation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """Review 2026-12-06: the new file in the closed idle file's inode had exactly its size, and the size alone decided
+    whether a closed file was looked at again: its records were read only once it grew, or at a restart. A file that
+    took the inode under another name while no descriptor held it (the old file deleted) is a new file, said so, and
+    no truncation."""
+    clock = frozen_clock(monkeypatch)
+    old = tmp_path / "acct-0001.csv"
+    old.write_text(ACCT_HEADER + "\n" + records(10, 5))
+    tailer, reg = tailer_for(tmp_path, idle_close_after=5)
+    (old_id,) = ids_of(await drain(tailer))
+    clock[0] += 10
+    await drain(tailer)
+    assert all(s.file is None for s in tailer.streams.values())  # idle: its descriptor closed
+    size = old.stat().st_size
+    new = tmp_path / "acct-0002.csv"
+    with old.open("r+") as f:  # (as ext4 hands the freed inode to the next file)
+        f.truncate(0)
+        f.write(ACCT_HEADER + "\n" + records(20, 5))
+    old.rename(new)
+    assert new.stat().st_size == size
+    with caplog.at_level(logging.INFO, logger="watchtower.tailer"):
+        rows = await drain(tailer)
+    assert lines_of(rows) == [2, 3, 4, 5, 6] and old_id not in ids_of(rows)
+    assert not truncations(reg)
+    said = [r.getMessage() for r in caplog.records if "a new file" in r.getMessage() or r.levelno >= logging.WARNING]
+    assert said == [f"{new}: a new file in the inode {old} had (deleted while no descriptor of it was open: the "
+                    "filesystem reused its inode); reading it from the start as a new file"], said
+    await tailer.close()
+
+
+@pytest.mark.parametrize("seen", ["emptied, then written", "written before the next poll"])
+async def test_records_a_writer_appends_after_a_copytruncate_without_a_header_are_read(tmp_path: Path, seen: str):
+    """Review 2026-12-06: logrotate's copytruncate empties the file; the writer goes on appending records, with no
+    new header line (PMTA writes its header when it opens a file). Every record after it was a missing_header error.
+    The file's header stays in force until a header line comes."""
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 10))
+    tailer, reg = tailer_for(tmp_path)
+    (old_id,) = ids_of(await drain(tailer))
+    os.truncate(path, 0)
+    if seen == "emptied, then written":
+        assert await drain(tailer) == []
+    with path.open("a") as f:
+        f.write(records(10, 4))
+    rows = await drain(tailer)
+    assert lines_of(rows) == [1, 2, 3, 4] and old_id not in ids_of(rows)
+    assert parse_errors(reg) == {}
+    assert truncations(reg) == 1
+    await tailer.close()
+
+
+async def test_a_writer_without_o_append_leaves_a_hole_after_a_copytruncate_and_its_records_are_read(tmp_path: Path):
+    """A writer that does not open with O_APPEND writes on at its own position after the file was emptied: the bytes
+    before it read as NULs (a sparse hole), one nul_padding error; the records after it are read with the header."""
+    path = tmp_path / "acct-0001.csv"
+    writer = path.open("w")
+    writer.write(ACCT_HEADER + "\n" + records(0, 10))
+    writer.flush()
+    tailer, reg = tailer_for(tmp_path)
+    assert len(await drain(tailer)) == 10
+    os.truncate(path, 0)
+    assert await drain(tailer) == []
+    writer.write(records(10, 4))
+    writer.close()
+    rows = await drain(tailer)
+    assert len(rows) == 4
+    assert parse_errors(reg) == {"nul_padding": 1}
+    await tailer.close()
+
+
+async def test_records_appended_without_a_header_after_a_copytruncate_while_the_daemon_was_down_are_read(
+        tmp_path: Path):
+    import dataclasses
+
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(0, 10))
+    tailer, _ = tailer_for(tmp_path)
+    assert len(await drain(tailer)) == 10
+    saved = [dataclasses.replace(cp) for cp in tailer.take_checkpoints()]
+    await tailer.close()
+    os.truncate(path, 0)
+    with path.open("a") as f:
+        f.write(records(10, 4))
+    reg = CollectorRegistry()
+    again = Tailer(tailer.sources, tailer.tail, SelfMetrics(reg), saved, first_run=False)
+    assert lines_of(await drain(again)) == [1, 2, 3, 4]
+    assert parse_errors(reg) == {}
+    await again.close()
+
+
+async def test_a_header_written_after_a_copytruncate_is_the_one_in_force(tmp_path: Path):
+    """The header kept over a truncation yields to a header line the writer puts in the file (other columns)."""
+    path = tmp_path / "acct-0001.csv"
+    path.write_text("type,timeLogged,orig,rcpt\n" + "d,2026-01-01 00:00:00+0000,a@b.example,c@d.example\n")
+    tailer, reg = tailer_for(tmp_path)
+    assert len(await drain(tailer)) == 1
+    os.truncate(path, 0)
+    assert await drain(tailer) == []
+    with path.open("a") as f:
+        f.write(ACCT_HEADER + "\n" + records(0, 3))
+    assert lines_of(await drain(tailer)) == [2, 3, 4]
+    assert parse_errors(reg) == {}
+    await tailer.close()
+
+
 async def test_a_truncated_file_back_at_its_committed_offset_is_still_checkpointed(tmp_path: Path):
     path = tmp_path / "acct-0001.csv"
     body = ACCT_HEADER + "\n" + records(0, 10)
