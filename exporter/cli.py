@@ -186,12 +186,14 @@ def _check_config(args: argparse.Namespace) -> int:
     if args.hub:
         from hub.app import check_hub_config
 
-        return check_hub_config(path)
-    config = _load(path)
-    if config is None:
-        return EXIT_CONFIG
-    for warning in preflight.warnings(config, config_path=path):
-        print(f"{path}: warning: {warning}", file=sys.stderr)
+        if not check_hub_config(path):
+            return EXIT_CONFIG
+    else:
+        config = _load(path)
+        if config is None:
+            return EXIT_CONFIG
+        for warning in preflight.warnings(config, config_path=path):
+            print(f"{path}: warning: {warning}", file=sys.stderr)
     emit(f"{path}: ok\n")
     return EXIT_OK
 

@@ -134,6 +134,15 @@ DbSize = Annotated[int, BeforeValidator(_size(2**53, MIN_DB_SIZE))]
 timeline as soon as it is written, silently."""
 
 
+class PathProblem(ValueError):
+    """A path key's problem; `valueless` says it without the value, for a `*_file` key whose value may be the secret
+    itself pasted into the wrong key (a password, a PEM block): the reason stays, the value is not shown."""
+
+    def __init__(self, text: str, valueless: str) -> None:
+        super().__init__(text)
+        self.valueless = valueless
+
+
 def check_path(value: Any) -> Path:
     """One rule for every path key: absolute after `~` expansion, so check-config and `run` see the same file
     whatever the working directory (a relative state_dir once meant `.`, chmodded 0700)."""
@@ -146,13 +155,15 @@ def check_path(value: Any) -> Path:
     if not text.strip():
         raise ValueError("empty path; give an absolute path such as /var/lib/watchtower")
     if "\x00" in text:
-        raise ValueError(f"{text!r} contains a NUL byte")
+        raise PathProblem(f"{text!r} contains a NUL byte", "the value given contains a NUL byte")
     expanded = expand_home(text)
     if expanded.startswith("~"):
-        raise ValueError(f"{text!r}: cannot expand {text.split('/')[0]} (no such user)")
+        raise PathProblem(f"{text!r}: cannot expand {text.split('/')[0]} (no such user)",
+                          "the value given: cannot expand its ~user part (no such user)")
     if not os.path.isabs(expanded):
-        raise ValueError(f"{text!r} is a relative path; give an absolute path (or ~/...): the daemon's working "
-                         "directory is not the config file's")
+        why = "is a relative path; give an absolute path (or ~/...): the daemon's working directory is not the " \
+              "config file's"
+        raise PathProblem(f"{text!r} {why}", f"the value given {why}")
     return Path(expanded)
 
 
@@ -830,11 +841,22 @@ NUMBER_NOT_STRING = "a number, not a string: quote it in the YAML"
 
 
 def is_secret_key(loc: tuple[Any, ...], given: Any = None) -> bool:
-    """Whether an error at `loc` (pydantic's key path) must not show the value `given`. A path given to a `*_file`
-    key is shown, as the checks of the file itself show it (`... does not exist`): a path is not the secret, the
-    file's content is. What is no path there (an unquoted number: a password pasted into the wrong key) is not."""
+    """Whether an error at `loc` (pydantic's key path) must not show the value `given`. An absolute or `~` path given
+    to a `*_file` key is shown, as the checks of the file itself show it (`... does not exist`): a path is not the
+    secret, the file's content is. Any other value there may be the secret pasted into the wrong key (a password, a
+    token, a PEM block, an unquoted number): not shown (a relative path's problem says why without it)."""
     named = [part for part in loc if isinstance(part, str) and _SECRET_KEY.search(part)]
-    return bool(named) and not (isinstance(given, str) and all(part.endswith("_file") for part in named))
+    return bool(named) and not (_looks_like_a_path(given) and all(part.endswith("_file") for part in named))
+
+
+MAX_SHOWN_PATH = 4096
+"""Longest `*_file` value shown as a path (PATH_MAX)."""
+
+
+def _looks_like_a_path(value: Any) -> bool:
+    """An absolute or `~` path of one printable line without blanks: what no password, token or key looks like."""
+    return isinstance(value, str) and value.startswith(("/", "~")) and len(value) <= MAX_SHOWN_PATH \
+        and value.isprintable() and not any(c.isspace() for c in value)
 
 
 def _kind(value: Any) -> str:
@@ -875,8 +897,9 @@ def describe_error(err: Any) -> str:
     if kind == "string_type" and secret and isinstance(given, int | float) and not isinstance(given, bool):
         return NUMBER_NOT_STRING
     if kind == "value_error":
-        text = str(err["ctx"]["error"])
-        text = _unsaid(text, given) if secret else text
+        error = err["ctx"]["error"]
+        text = error.valueless if secret and isinstance(error, PathProblem) else str(error)
+        text = _unsaid(text, given) if secret and not isinstance(error, PathProblem) else text
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         text = f"expected a section (a mapping of keys), got {shown}"
     elif kind == "literal_error":

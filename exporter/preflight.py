@@ -750,6 +750,13 @@ def _world_readable_mode(path: Path) -> int | None:
     return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IROTH else None
 
 
+def _named(path: Path) -> tuple[str, Path]:
+    """`path` as a warning names it, and the file a chmod must change: the file a link or `/dev/stdin` (a config
+    given as `< file`) leads to (`chmod 600 /dev/stdin` would change the terminal, not the file)."""
+    real = Path(os.path.realpath(path))
+    return (str(path) if real == path else f"{path} ({real})"), real
+
+
 def _chmod_hint(path: Path) -> str:
     return f"chmod 600 {path} (or 640 with the daemon's group)"
 
@@ -760,7 +767,8 @@ def exposed_file_warning(key: str, path: Path | None) -> str | None:
     mode = _world_readable_mode(path) if path is not None else None
     if mode is None:
         return None
-    return f"{key}: {path} is readable by every user (mode {mode:04o}): {_chmod_hint(path)}"
+    shown, real = _named(path)
+    return f"{key}: {shown} is readable by every user (mode {mode:04o}): {_chmod_hint(real)}"
 
 
 def exposed_config_warning(keys: list[str], config_path: Path | None) -> str | None:
@@ -772,8 +780,9 @@ def exposed_config_warning(keys: list[str], config_path: Path | None) -> str | N
     if mode is None:
         return None
     what = "these secrets" if len(keys) > 1 else "this secret"
-    return (f"{', '.join(keys)}: {config_path} is readable by every user (mode {mode:04o}) and holds {what} inline: "
-            f"{_chmod_hint(config_path)}")
+    shown, real = _named(config_path)
+    return (f"{', '.join(keys)}: {shown} is readable by every user (mode {mode:04o}) and holds {what} inline: "
+            f"{_chmod_hint(real)}")
 
 
 def _free_bytes(directory: Path) -> int | None:

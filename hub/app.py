@@ -272,16 +272,15 @@ def _report(path: str, problems: list[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def check_hub_config(path: Path) -> int:
-    """`watchtower check-config --hub`: what `watchtower hub` checks before it listens (every problem, exit 2) and
-    the warnings it logs at start, then `FILE: ok` (exit 0), without starting it: as the daemon's check-config."""
+def check_hub_config(path: Path) -> bool:
+    """`watchtower check-config --hub`: what `watchtower hub` checks before it listens (every problem printed: False)
+    and the warnings it logs at start, without starting it; the caller says `FILE: ok` (exporter.cli.emit)."""
     config = _checked_config(path)
     if config is None:
-        return 2
+        return False
     for warning in startup_warnings(config, path):
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    print(f"{path}: ok")
-    return 0
+    return True
 
 
 def run_hub(path: Path) -> int:

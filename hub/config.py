@@ -185,6 +185,11 @@ class StaticTarget(_Strict):
 class PrometheusSource(_Strict):
     url: str = Field(description="Prometheus base URL; the hub reads its /api/v1/targets.")
     job: str = Field(description="Scrape job whose active targets are the daemons.")
+    scrape_pool: str | None = Field(default=None, description=(
+        "Ask Prometheus (2.42+) for this scrape pool's active targets only (`scrapePool`, a scrape config's "
+        "`job_name`), kept by `job` label: other jobs' targets then do not count against hub.max_answer_size. "
+        "Default: every active target is read (the daemons may sit in several scrape pools, relabelled to one "
+        "`job`). A Prometheus answering 400 to it is asked for every target from then on."))
 
     @field_validator("url")
     @classmethod

@@ -306,33 +306,28 @@ class TargetSet:
         self._say_skipped(key, skipped)
 
     async def _prometheus_targets(self, prom: PrometheusSource, skipped: list[str]) -> list[Target]:
-        """The job's active targets, asked of its scrape pool (`scrapePool`, Prometheus 2.42+) rather than read among
-        every job's (under hub.max_answer_size: a big Prometheus's whole list did not fit). Asked for every target,
-        kept by job label as before, when Prometheus answers 400 to it, or its pool gives none while the job label
-        finds some (a relabelled `job`): from then on, without asking by pool first."""
-        if self._by_pool:
+        """The job's active targets, kept by `job` label: among `prometheus.scrape_pool`'s (`scrapePool`, Prometheus
+        2.42+; a big Prometheus's whole list may not fit hub.max_answer_size) when one is set, else among every
+        job's (the daemons may sit in several pools relabelled to one job: asking the pool named as the job left
+        the others out). A Prometheus answering 400 to `scrapePool` is asked for every target from then on."""
+        if prom.scrape_pool is not None and self._by_pool:
             try:
-                found = await self._asked(prom, skipped, by_pool=True)
-                if found:
-                    return found
+                return await self._asked(prom, skipped, pool=prom.scrape_pool)
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != 400:
                     raise
                 self._not_by_pool(prom, "it answers 400 to scrapePool")
             skipped.clear()
-        found = await self._asked(prom, skipped, by_pool=False)
-        if found and self._by_pool:
-            self._not_by_pool(prom, f"no scrape pool {prom.job!r} holds the targets of job label {prom.job!r}")
-        return found
+        return await self._asked(prom, skipped, pool=None)
 
     def _not_by_pool(self, prom: PrometheusSource, why: str) -> None:
         self._by_pool = False
         log.info("prometheus %s: %s; asking it for every active target", without_credentials(prom.url), why)
 
-    async def _asked(self, prom: PrometheusSource, skipped: list[str], by_pool: bool) -> list[Target]:
+    async def _asked(self, prom: PrometheusSource, skipped: list[str], pool: str | None) -> list[Target]:
         """The job's targets of one /api/v1/targets answer, parsed on a hub work thread (up to hub.max_answer_size
         of JSON: ~0.5 s of the event loop, every request waiting)."""
-        raw = await self._ask_prometheus(prom, by_pool)
+        raw = await self._ask_prometheus(prom, pool)
         return await off_loop(_parsed_targets, raw, prom.job, self.section.scheme, skipped)
 
     async def _read_file_sd(self, path: Path) -> None:
@@ -345,12 +340,12 @@ class TargetSet:
             return
         self._update(str(path), lambda: found)
 
-    async def _ask_prometheus(self, prom: PrometheusSource, by_pool: bool) -> bytes:
-        """Its /api/v1/targets answer (of the job's scrape pool `by_pool`), read under hub.max_answer_size; asked
+    async def _ask_prometheus(self, prom: PrometheusSource, pool: str | None) -> bytes:
+        """Its /api/v1/targets answer (of scrape pool `pool` only, if given), read under hub.max_answer_size; asked
         directly, as the daemons are (trust_env=False: an HTTP_PROXY set for other programs is not this hub's way to
         its Prometheus)."""
         url = without_credentials(prom.url, mask="").rstrip("/") + "/api/v1/targets"
-        params = {"state": "active", **({"scrapePool": prom.job} if by_pool else {})}
+        params = {"state": "active", **({"scrapePool": pool} if pool is not None else {})}
         async with httpx.AsyncClient(timeout=self.section.timeout, auth=_url_auth(prom.url), trust_env=False,
                                      verify=default_trust() if url.lower().startswith("https:") else True,
                                      headers={"accept-encoding": ACCEPT_ENCODING}) as client, \

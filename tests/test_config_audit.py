@@ -58,16 +58,18 @@ PATH_KEYS = {
 @pytest.mark.parametrize("key", sorted(PATH_KEYS))
 def test_every_path_key_rejects_empty_and_relative_paths(tmp_path: Path, key: str):
     base = _minimal(tmp_path)
-    # a path is shown whatever the key (a secret's file's path is not the secret); what is no path given to a key
-    # naming a secret (password_file, api_key_file, hmac_key_file, tls_key_file) may be the secret itself: its value
-    # is not shown (review 2026-12)
+    # an absolute or ~ path is shown whatever the key (a secret's file's path is not the secret); anything else given
+    # to a key naming a secret (password_file, api_key_file, hmac_key_file, tls_key_file) may be the secret itself:
+    # its problem is said without it (review 2026-12)
     secret = "key" in key or "password" in key
+    shown = "the value given" if secret else "'state/x'"
     assert _problems({**base, **PATH_KEYS[key]("")}) == [
         f"{key}: empty path; give an absolute path such as /var/lib/watchtower"]
     assert _problems({**base, **PATH_KEYS[key]("state/x")}) == [
-        f"{key}: 'state/x' is a relative path; give an absolute path (or ~/...): the daemon's working directory is "
+        f"{key}: {shown} is a relative path; give an absolute path (or ~/...): the daemon's working directory is "
         "not the config file's"]
-    assert _problems({**base, **PATH_KEYS[key](".")})[0].startswith(f"{key}: '.' is a relative path")
+    assert _problems({**base, **PATH_KEYS[key](".")})[0].startswith(
+        f"{key}: {'the value given' if secret else repr('.')} is a relative path")
     assert _problems({**base, **PATH_KEYS[key](7)}) == [
         f"{key}: expected a path (a string), got {'a number' if secret else 7}"]
 

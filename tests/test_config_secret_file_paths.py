@@ -1,9 +1,10 @@
-"""A `*_file` key's value is a path, not a secret: its problem line says why the path is refused and shows it.
+"""A `*_file` key's problem says why its value is refused; the value is shown only when it is an absolute or `~`
+path (the machine check shows it too: `... does not exist`), never what may be the secret pasted into the key.
 
 Review 2026-12 (operator's view): `pmta.password_file: relative/S3cret` said only `not a usable value (not shown:
-this key may hold a secret)` where `classify.isp_file: isp.yml` said `'isp.yml' is a relative path; give an absolute
-path (or ~/...)`, while the machine check of the same key showed the path (`/nonexistent/S3cret does not exist`).
-The values of pmta.password, pmta.api_key and web.basic_auth_users stay unshown.
+this key may hold a secret)`, no reason. The first fix showed every string given to a `*_file` key, and with it a
+password, a token or a whole PEM private key pasted there (regression review the same day). The values of
+pmta.password, pmta.api_key and web.basic_auth_users stay unshown.
 """
 
 from __future__ import annotations
@@ -32,8 +33,23 @@ FILE_KEYS = {
 
 
 @pytest.mark.parametrize("key", sorted(FILE_KEYS))
-def test_a_relative_secret_file_path_is_named_with_the_reason(tmp_path: Path, key: str) -> None:
-    assert _problems(_minimal(tmp_path, **FILE_KEYS[key]("relative/S3cret"))) == [f"{key}: 'relative/S3cret' {RELATIVE}"]
+def test_a_relative_secret_file_path_is_refused_with_the_reason_not_the_value(tmp_path: Path, key: str) -> None:
+    assert _problems(_minimal(tmp_path, **FILE_KEYS[key]("relative/S3cret"))) == [f"{key}: the value given {RELATIVE}"]
+
+
+PASTED = {
+    "a password": "S3cr3t-hunter2",
+    "a token": "eyJhbGciOiJIUzI1NiJ9.tok3n",
+    "a PEM key": "-----BEGIN PRIVATE KEY-----\nMIIEvQSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n",
+}
+
+
+@pytest.mark.parametrize("key", sorted(FILE_KEYS))
+@pytest.mark.parametrize("what", sorted(PASTED))
+def test_a_secret_pasted_into_a_file_key_is_not_shown(tmp_path: Path, key: str, what: str) -> None:
+    (problem,) = _problems(_minimal(tmp_path, **FILE_KEYS[key](PASTED[what])))
+    assert problem.startswith(f"{key}: ") and not any(
+        piece in problem for piece in ("S3cr3t", "hunter2", "tok3n", "SECRETKEY", "BEGIN")), problem
 
 
 def test_an_unknown_users_home_in_a_secret_file_path_is_named(tmp_path: Path) -> None:
@@ -60,13 +76,13 @@ def test_a_secrets_own_value_is_still_not_shown(tmp_path: Path, extra: dict, key
     assert problem.startswith(f"{key}: ") and "S3cret" not in problem, problem
 
 
-def test_check_config_shows_the_relative_path_it_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_says_why_a_relative_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text(yaml.safe_dump(_minimal(tmp_path, pmta={"url": "http://127.0.0.1:1", "username": "mon",
                                                            "password_file": "relative/S3cret"})))
     capsys.readouterr()
     assert main(["check-config", str(cfg)]) == 2
-    assert f"  pmta.password_file: 'relative/S3cret' {RELATIVE}" in capsys.readouterr().err.splitlines()
+    assert f"  pmta.password_file: the value given {RELATIVE}" in capsys.readouterr().err.splitlines()
 
 
 @pytest.mark.parametrize(("section", "key"), [
@@ -79,4 +95,4 @@ def test_the_hubs_secret_file_paths_are_named_alike(tmp_path: Path, section: dic
     cfg.write_text(yaml.safe_dump({"hub": {"targets": ["http://127.0.0.1:27469"], **section}}))
     with pytest.raises(ConfigError) as refused:
         load_hub_config(cfg)
-    assert refused.value.problems == [f"{key}: 'relative/S3cret' {RELATIVE}"]
+    assert refused.value.problems == [f"{key}: the value given {RELATIVE}"]

@@ -169,36 +169,57 @@ def _pools(daemon: str, job_label: str = "wt", refuses_pool: bool = False) -> An
     return answer
 
 
-async def test_discovery_asks_prometheus_for_the_jobs_scrape_pool_only(caplog: pytest.LogCaptureFixture):
+async def test_discovery_asks_prometheus_for_the_scrape_pool_given_only(caplog: pytest.LogCaptureFixture):
     """All active targets of every job were read (under hub.max_answer_size: a big Prometheus's answer made the hub
-    find none) to keep one job's: Prometheus 2.42+ answers one scrape pool's (`scrapePool`)."""
+    find none) to keep one job's: with `prometheus.scrape_pool`, Prometheus 2.42+ answers that pool's only."""
     caplog.set_level(logging.WARNING, logger="hub.targets")
     async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon, \
             FakeHosts(_pools(f"http://127.0.0.1:{daemon.port}")) as prom, \
-            running_hub({"prometheus": {"url": prom.url("prom"), "job": "wt"}}) as hub:
+            running_hub({"prometheus": {"url": prom.url("prom"), "job": "wt", "scrape_pool": "wt"}}) as hub:
         r = await hub.get("/api/v1/search")
     assert (r.status_code, r.json()["hosts"], r.json()["partial"]) == (200, ["p1"], False)
     assert [req.params for req in prom.requests] == [{"state": "active", "scrapePool": "wt"}]
     assert caplog.records == []
 
 
-@pytest.mark.parametrize(("refuses_pool", "job_label"), [(True, "wt"), (False, "watchtower")],
-                         ids=["400-to-scrapePool", "job-label-relabelled"])
-async def test_a_prometheus_that_refuses_or_finds_nothing_by_scrape_pool_is_asked_for_every_target(
-        refuses_pool: bool, job_label: str, caplog: pytest.LogCaptureFixture):
-    """An older or another Prometheus API may answer 400 to `scrapePool`, and a job whose `job` label is relabelled
-    has no scrape pool of that name: both are asked for every active target, kept by job label as before."""
+async def test_without_a_scrape_pool_every_pool_holding_the_job_is_read():
+    """Review 2026-12-06: asking by the pool named as the job (the first version of the above) left out daemons of
+    other pools relabelled to the same `job` (`job_name: watchtower-dc2`): a whole datacenter missing from every
+    answer, not even a missing host. Without `scrape_pool` every active target is read, kept by job label."""
+    async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as one, \
+            FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as two:
+        ours = [{"labels": {"job": "watchtower", "instance": name}, "scrapePool": pool,
+                 "scrapeUrl": f"http://127.0.0.1:{daemon.port}/metrics"}
+                for name, pool, daemon in (("p1", "watchtower", one), ("p2", "watchtower-dc2", two))]
+
+        def answer(req: Request) -> Reply:
+            if req.host != "prom":
+                return Reply(body=EMPTY_SEARCH)
+            pool = req.params.get("scrapePool")
+            active = [t for t in ours if pool is None or t["scrapePool"] == pool]
+            return Reply(body={"status": "success", "data": {"activeTargets": active, "droppedTargets": []}})
+
+        async with FakeHosts(answer) as prom, \
+                running_hub({"prometheus": {"url": prom.url("prom"), "job": "watchtower"}}) as hub:
+            r = await hub.get("/api/v1/search")
+    assert (r.status_code, sorted(r.json()["hosts"])) == (200, ["p1", "p2"])
+    assert [req.params for req in prom.requests] == [{"state": "active"}]
+
+
+async def test_a_prometheus_that_refuses_scrape_pool_is_asked_for_every_target(caplog: pytest.LogCaptureFixture):
+    """An older or another Prometheus API may answer 400 to `scrapePool`: it is asked for every active target, kept
+    by job label, and not asked by pool again."""
     caplog.set_level(logging.WARNING, logger="hub.targets")
     async with FakeHosts(lambda req: Reply(body=EMPTY_SEARCH)) as daemon, \
-            FakeHosts(_pools(f"http://127.0.0.1:{daemon.port}", job_label, refuses_pool)) as prom, \
-            running_hub({"prometheus": {"url": prom.url("prom"), "job": job_label}, "refresh_interval": 0.05}) as hub:
+            FakeHosts(_pools(f"http://127.0.0.1:{daemon.port}", "wt", refuses_pool=True)) as prom, \
+            running_hub({"prometheus": {"url": prom.url("prom"), "job": "wt", "scrape_pool": "wt"},
+                         "refresh_interval": 0.05}) as hub:
         first = await hub.get("/api/v1/search")
         time.sleep(0.1)
         second = await hub.get("/api/v1/search")
     for r in (first, second):
         assert (r.status_code, r.json()["hosts"], r.json()["partial"]) == (200, ["p1"], False)
-    pooled, every = {"state": "active", "scrapePool": job_label}, {"state": "active"}
-    # a Prometheus where the pool gave nothing the job label finds is not asked by pool again
+    pooled, every = {"state": "active", "scrapePool": "wt"}, {"state": "active"}
     assert [req.params for req in prom.requests] == [pooled, every, every]
     assert caplog.records == []
 

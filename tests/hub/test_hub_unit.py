@@ -379,3 +379,28 @@ def test_check_config_hub_checks_a_hub_file_without_starting_it(tmp_path, capfd)
     out, err = capfd.readouterr()
     assert (out, err) == (f"{cfg}: ok\n", f"{cfg}: warning: web.basic_auth_users.u: plain-text password; store a "
                                           "bcrypt hash instead\n")
+
+
+def test_check_config_hub_from_stdin_names_the_file_to_chmod_and_a_full_disk_is_one_line(tmp_path):
+    """Regression review 2026-12-06: `check-config --hub /dev/stdin < hub.yml` advised `chmod 600 /dev/stdin` (the
+    terminal), and its `ok` line was printed bare: a traceback on a closed pipe or a full disk."""
+    import sys
+
+    from tests.conftest import REPO
+
+    cfg = tmp_path / "hub.yml"
+    cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {"targets": ["http://127.0.0.1:9469"]},
+                                   "web": {"basic_auth_users": {"u": "plainpw"}}}))
+    cfg.chmod(0o644)
+    command = [sys.executable, "-m", "exporter", "check-config", "--hub", "/dev/stdin"]
+    with open(cfg, "rb") as stdin:
+        proc = subprocess.run(command, stdin=stdin, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "/dev/stdin: ok\n"), proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"/dev/stdin: warning: web.basic_auth_users.u: /dev/stdin ({cfg}) is readable by every user (mode 0644) and "
+        f"holds this secret inline: chmod 600 {cfg} (or 640 with the daemon's group)")
+    with open(cfg, "rb") as stdin, open("/dev/full", "wb") as full:
+        proc = subprocess.run(command, stdin=stdin, stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "watchtower: cannot write to standard output: No space left on device"
