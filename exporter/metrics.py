@@ -217,13 +217,16 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "series are served); 0 if it read nothing or the poller is stuck (then none are).", (), "self"),
     MetricSpec("watchtower_pmta_api_partial", "gauge",
                "1 if the last poll was up but a request failed or missed `pmta.poll_deadline`: the series it "
-               "would have given (a VMTA's pmta_queue_*, or pmta_status_*) are absent, not stale.", (), "self"),
+               "would have given (a VMTA's pmta_queue_*, those of a label it shares with others such as `overflow`, "
+               "or pmta_status_*) are absent, not stale.", (), "self"),
     MetricSpec("watchtower_pmta_api_poll_duration_seconds", "gauge",
-               "Duration of the last API poll (at most `pmta.poll_deadline`).", (), "self"),
+               "Time the last API poll's requests took, parsing their answers included: at most "
+               "`pmta.poll_deadline` (a poll the deadline cut off reads the deadline); summing the answers into the "
+               "gauges afterwards is not counted.", (), "self"),
     MetricSpec("watchtower_pmta_api_errors_total", "counter",
                "Failed API requests, by reason; a request cut by the poll deadline is a timeout, a redirect to another "
-               "server is an http_status, an answer with a DTD or past 16 MiB is a parse error.", ("reason",),
-               "self"),
+               "server is an http_status, an answer with a DTD, past 16 MiB or of more than 250,000 elements is a "
+               "parse error.", ("reason",), "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
                "Share of the host's queued recipients (/status, else the unfiltered list's totalRcp; absent without "
                "either) the queue gauges account for (per queue, and beyond the VMTAs' top-N listings); weighted by "

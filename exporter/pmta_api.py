@@ -10,12 +10,14 @@ streamed against a size cap and decoded here a bounded step at a time (a huge or
 decompression bomb, is refused once the cap is passed), a parser that gives up (deep nesting) or an XML DTD
 (which PMTA never sends: refused before any entity is expanded) is a `parse` error, a redirect to another server is
 `http_status`, and any transport failure (reset, truncated body, not HTTP at all) is `connect`. Every number read is
-bounded to [0, MAX_NUMBER]: nothing downstream can overflow.
+bounded to [0, MAX_NUMBER]: nothing downstream can overflow. The work of one parse is bounded too: an answer of more
+than MAX_ELEMENTS elements is refused before it is parsed, and a listing keeps its first MAX_QUEUES queues.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -23,6 +25,7 @@ import math
 import re
 import ssl
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -41,18 +44,40 @@ log = logging.getLogger("watchtower.pmta_api")
 Reason = Literal["timeout", "connect", "http_status", "parse"]
 API_ERROR_REASONS: tuple[Reason, ...] = ("timeout", "connect", "http_status", "parse")
 MAX_BODY_BYTES = 16 * 1024 * 1024
-"""Largest (decoded) response read; ~80,000 queues of XML. A bigger answer is a `parse` error."""
+"""Largest (decoded) response read. A bigger answer is a `parse` error, as is a smaller one of more than
+MAX_ELEMENTS elements (16 MiB hold ~120,000 queues without events: the bytes alone do not bound a parse's work)."""
 THREAD_PARSE_BYTES = 256 * 1024
-"""Bodies larger than this are parsed in a worker thread, XML fed in FEED_BYTES pieces: one parse call holds the
-interpreter lock for its whole length (a 16 MiB queue list in one `fromstring` stalled /metrics for ~1 s), pieces
-let the event loop in between."""
+"""Bodies larger than this are parsed off the event loop (`Offload`: the poller's own worker thread), XML fed in
+FEED_BYTES pieces: one parse call holds the interpreter lock for its whole length (a 16 MiB queue list in one
+`fromstring` stalled /metrics for ~1 s), pieces let the event loop in between."""
 FEED_BYTES = 64 * 1024
+MAX_ELEMENTS = 250_000
+"""Most elements (XML) or values (JSON) an answer may have; counted before parsing, from its bytes (an upper bound:
+`<` that open no end tag, comment or declaration; `[`, `{` and `,`). A queue is ~8 of them, ~50 with ten events:
+5,000 queues with their events fit. `<a/>` x 4 million fits MAX_BODY_BYTES and took 0.5 GB and 5-8 s to parse, in a
+thread no deadline can stop: a bigger answer is a `parse` error (`TooManyElements`) and costs a count of its bytes."""
+MAX_QUEUES = 10_000
+"""Queues read from one listing (PMTA lists the largest first; its default is 10): the others' recipients count as
+unlisted (totalRcp less those read), as for any top-N listing; `QueueList.cut` says how many were left."""
+LOG_CUT_FILTERS = 100
+"""Queue filters remembered as warned about a listing past MAX_QUEUES (then DEBUG for every other)."""
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""Runs a parse off the event loop (`PmtaApiClient._page`); the poller's runs it on its own worker thread."""
 
 
 class PmtaApiError(Exception):
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class TooManyElements(PmtaApiError):
+    """An answer past MAX_ELEMENTS: refused unparsed (`_page` names the path it came from)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__("parse", f"more than {MAX_ELEMENTS:,} elements (up to {count:,}), more than any answer "
+                                  "watchtower reads: refused unparsed (a listing holds http-default-max-items "
+                                  "queues, 10 by default)")
 
 
 class PmtaApiConfigError(PmtaApiError):
@@ -102,6 +127,8 @@ class QueueList:
     total_rcp: int | None = None
     """`totalRcp` of the listing: recipients in every queue matching the request, not only those shown."""
     total_queues: int | None = None
+    cut: int = 0
+    """Queues listed past MAX_QUEUES, not read: their recipients are among the unlisted ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,11 +271,27 @@ class _Repeated(list):  # type: ignore[type-arg]
 
 
 def parse_envelope(body: bytes, fmt: str) -> Any:
-    """The `data` part of a response, as nested dicts/lists/strings; PmtaApiError("parse") otherwise."""
+    """The `data` part of a response, as nested dicts/lists/strings; PmtaApiError("parse") otherwise (TooManyElements
+    past MAX_ELEMENTS, before any parsing)."""
+    count = _json_values(body) if fmt == "json" else _xml_elements(body)
+    if count > MAX_ELEMENTS:
+        raise TooManyElements(count)
     try:
         return _json_envelope(body) if fmt == "json" else _xml_envelope(body)
     except RecursionError:  # PMTA's answers are a few levels deep: this one is not an answer, and not our bug
         raise PmtaApiError("parse", f"{fmt.upper()} nested deeper than Python's recursion limit") from None
+
+
+def _xml_elements(body: bytes) -> int:
+    """At least the number of elements of an XML body: each opens with a `<` that starts no end tag (`</`), comment,
+    CDATA or declaration (`<!`) nor processing instruction (`<?`). A count of bytes: no parse, no memory."""
+    return body.count(b"<") - body.count(b"</") - body.count(b"<!") - body.count(b"<?")
+
+
+def _json_values(body: bytes) -> int:
+    """At least the number of values of a JSON body: past the first, a value opens an array or object, or follows a
+    `,` (what strings hold is counted too: an upper bound)."""
+    return 1 + body.count(b"[") + body.count(b"{") + body.count(b",")
 
 
 _NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -324,22 +367,40 @@ def _json_envelope(body: bytes) -> Any:
 def find_items(data: Any, key: str) -> list[dict[str, Any]]:
     """The repeated `key` elements of a listing: under `key` or `key`+s (object or list), one level
     down, or failing that the first list of objects that have a `name`."""
+    return _find_listing(data, key)[0]
+
+
+def _find_listing(data: Any, key: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`find_items`' items, and the object they were found in: the listing's own fields (totalRcp, title) are next
+    to its items, straight under `data` or one level down (pmta-http-api.md §5.2 leaves it open)."""
     if isinstance(data, list):
-        return [x for x in data if isinstance(x, dict)]
+        return [x for x in data if isinstance(x, dict)], {}
     if not isinstance(data, dict):
-        return []
+        return [], {}
     for k in (key, key + "s"):
         if k in data:
             inner = data[k]
             if isinstance(inner, dict) and "name" not in inner and (key in inner or key + "s" in inner):
-                return find_items(inner, key)
-            return [x for x in as_list(inner) if isinstance(x, dict)]
+                return _find_listing(inner, key)
+            return [x for x in as_list(inner) if isinstance(x, dict)], data
     for value in data.values():
         if isinstance(value, list) and value and all(isinstance(x, dict) and "name" in x for x in value):
-            return value
+            return value, data
     if "name" in data and "rcp" in data:
-        return [data]
-    return []
+        return [data], {}
+    return [], data
+
+
+def _list_field(data: Any, holder: dict[str, Any], key: str, name: str) -> int | None:
+    """A list-level count (`totalRcp`) next to the items, else straight under `data`, else in an item-less wrapper
+    (`data.queues` of an empty listing); None when none is a count (0 would say the listing is whole)."""
+    places = [holder, data]
+    if isinstance(data, dict):
+        places += [data.get(key + "s"), data.get(key)]
+    for place in places:
+        if isinstance(place, dict) and name in place:
+            return _count(place[name])
+    return None
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -373,20 +434,24 @@ def parse_status(body: bytes, fmt: str) -> StatusInfo:
 
 
 def parse_queues(body: bytes, fmt: str) -> QueueList:
+    """A queue listing: its first MAX_QUEUES queues (`cut`: how many more it had) and its totals, read next to the
+    queues or straight under `data` (either placement, XML or JSON)."""
     data = parse_envelope(body, fmt)
+    items, holder = _find_listing(data, "queue")
     queues = []
-    for item in find_items(data, "queue"):
+    cut = 0
+    for item in items:
         name = to_str(item.get("name"))
         if not name:
+            continue
+        if len(queues) >= MAX_QUEUES:
+            cut += 1
             continue
         queues.append(QueueInfo(name=name, rcp=to_int(item.get("rcp")), kb=to_float(item.get("kb")),
                                 conn=to_int(item.get("conn")), paused=to_bool(item.get("paused")),
                                 mode=to_str(item.get("mode")) or "normal", retry_time=to_str(item.get("retryTime"))))
-    total_rcp = total_queues = None
-    if isinstance(data, dict):
-        total_rcp = _count(data.get("totalRcp"))  # not a count: no total (0 would say the listing is whole)
-        total_queues = _count(data.get("totalQueuesWithRcp"))
-    return QueueList(queues, total_rcp, total_queues)
+    return QueueList(queues, _list_field(data, holder, "queue", "totalRcp"),
+                     _list_field(data, holder, "queue", "totalQueuesWithRcp"), cut)
 
 
 def parse_vmtas(body: bytes, fmt: str) -> list[VmtaInfo]:
@@ -477,6 +542,8 @@ class PmtaApiClient:
         self.config = config
         self.format = config.format
         self.max_body = MAX_BODY_BYTES
+        self._cut_logged: set[str | None] = set()
+        """The queue filters whose listing passed MAX_QUEUES, already warned about."""
         headers = {"User-Agent": f"pmta-watchtower/{__version__}", "Accept-Encoding": ACCEPT_ENCODING}
         key = read_api_key(config)
         if key:
@@ -568,29 +635,47 @@ class PmtaApiClient:
             except BodyProblem as exc:
                 raise PmtaApiError("parse", f"GET {path}: {exc}") from None
 
-    async def _page(self, path: str, parse: Any, queue: str | None = None) -> Any:
+    async def _page(self, path: str, parse: Any, queue: str | None = None, offload: Offload | None = None) -> Any:
+        """`path`'s answer, parsed: past THREAD_PARSE_BYTES by `offload` (default: asyncio's thread pool; the poller
+        passes its own worker, so /metrics never waits behind a parse)."""
         body = await self.get(path, queue)
         try:
             if len(body) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(parse, body, self.format)
+                return await (offload or asyncio.to_thread)(functools.partial(parse, body, self.format))
             return parse(body, self.format)
+        except TooManyElements as exc:
+            raise PmtaApiError("parse", f"GET {path}: {exc}") from None
         except PmtaApiError:
             raise
         except Exception as exc:  # RecursionError on deep nesting, MemoryError, a shape we did not foresee
             raise PmtaApiError("parse", f"GET {path}: unusable {self.format.upper()}: "
                                         f"{type(exc).__name__}: {clip(str(exc), 200)}") from exc
 
-    async def status(self) -> StatusInfo:
-        return await self._page("/status", parse_status)  # type: ignore[no-any-return]
+    async def status(self, offload: Offload | None = None) -> StatusInfo:
+        return await self._page("/status", parse_status, offload=offload)  # type: ignore[no-any-return]
 
-    async def queues(self, queue: str | None = None) -> QueueList:
-        return await self._page("/queues", parse_queues, queue)  # type: ignore[no-any-return]
+    async def queues(self, queue: str | None = None, offload: Offload | None = None) -> QueueList:
+        listing: QueueList = await self._page("/queues", parse_queues, queue, offload)
+        if listing.cut:
+            self._log_cut(queue, listing)
+        return listing
 
-    async def vmtas(self) -> list[VmtaInfo]:
-        return await self._page("/vmtas", parse_vmtas)  # type: ignore[no-any-return]
+    def _log_cut(self, queue: str | None, listing: QueueList) -> None:
+        """A listing past MAX_QUEUES: a warning the first time for its filter (of the first LOG_CUT_FILTERS), then
+        DEBUG (a poll every few seconds would repeat it)."""
+        where = "GET /queues" + ("" if queue is None else f" (queue={clip(queue, 80)})")
+        first = queue not in self._cut_logged and len(self._cut_logged) < LOG_CUT_FILTERS
+        if first:
+            self._cut_logged.add(queue)
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "%s: %d queues listed, only the first %d are read (MAX_QUEUES); the recipients of the other %d "
+                "count as unlisted", where, len(listing.queues) + listing.cut, len(listing.queues), listing.cut)
 
-    async def domains(self) -> list[DomainInfo]:
-        return await self._page("/domains", parse_domains)  # type: ignore[no-any-return]
+    async def vmtas(self, offload: Offload | None = None) -> list[VmtaInfo]:
+        return await self._page("/vmtas", parse_vmtas, offload=offload)  # type: ignore[no-any-return]
+
+    async def domains(self, offload: Offload | None = None) -> list[DomainInfo]:
+        return await self._page("/domains", parse_domains, offload=offload)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         await self._client.aclose()

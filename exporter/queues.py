@@ -20,7 +20,8 @@ value; a cell that only left a top-N listing stays absent: it is not known empty
   started when it passes is cancelled and counted as a `timeout`, like every failed request is
   counted by reason;
 - a VMTA whose own query failed has no `pmta_queue_*` series at all (not even from the top-N list,
-  which would be a partial sum), the /status gauges exist only when /status was read;
+  which would be a partial sum), nor has a label it shares with VMTAs that answered (`overflow` past
+  labels.max_vmtas, `none`): that too would be a partial sum; the /status gauges exist only when /status was read;
 - `watchtower_pmta_api_up` is 1 when the poll read anything, `watchtower_pmta_api_partial` is 1 when
   it was up but some request failed; both come from the same snapshot as the gauges, so they can
   never disagree with them. A snapshot older than `STALE_POLLS` x (interval + deadline) means the
@@ -28,6 +29,11 @@ value; a cell that only left a top-N listing stays absent: it is not known empty
 
 Whatever PMTA answers, `run()` never raises: errors are counted, polls that read nothing back off
 exponentially up to `max_backoff`, and even a bug only costs one poll.
+
+Large answers are parsed, and every poll's queues summed, on the poller's own worker thread, one job at a time: never
+in asyncio's default pool, where /metrics is formatted (seven 16 MiB parses at once filled it and a scrape waited
+12 s), nor on the event loop. A parse still waiting for that worker when its poll's deadline passes is dropped
+unstarted; one under way cannot be stopped, but pmta_api bounds its work (MAX_ELEMENTS, MAX_QUEUES).
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ import asyncio
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,7 +54,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import PmtaApiConfig
 from exporter.labelcap import LabelCap
-from exporter.metrics import PLACEHOLDER_NONE, PLACEHOLDER_OTHER, PLACEHOLDER_OVERFLOW, SPECS, named_self_metrics
+from exporter.metrics import (
+    MAX_LABEL_VALUE_CHARS,
+    PLACEHOLDER_NONE,
+    PLACEHOLDER_OTHER,
+    PLACEHOLDER_OVERFLOW,
+    SPECS,
+    named_self_metrics,
+)
 from exporter.pmta_api import (
     API_ERROR_REASONS,
     PmtaApiClient,
@@ -62,6 +77,7 @@ from exporter.redact import cut_point
 
 log = logging.getLogger("watchtower.queues")
 _N = TypeVar("_N", int, float)
+_T = TypeVar("_T")
 
 MAX_VMTA_LABELS = 2000
 """`labels.max_vmtas`' default (a poller without the aggregator's cap); at least this many VMTAs are queried
@@ -124,6 +140,9 @@ class _Poll:
     results: dict[str, Any] = field(default_factory=dict)
     first_error: dict[str, str] = field(default_factory=dict)
     """Error reason -> the message of its first request that failed so (a 403's hint, a certificate error)."""
+    over: threading.Event = field(default_factory=threading.Event)
+    """Set when the poll's requests are over (answered, or cut off by the deadline): a parse not started by then
+    is not started at all (`_unless_over`)."""
 
     def failed(self) -> dict[str, str]:
         return {k: o or "timeout" for k, o in self.outcomes.items() if o != "ok"}
@@ -233,6 +252,8 @@ class QueuePoller:
         """Whether the last poll read the per-VMTA listings' totalRcp as whole-host totals (logged when it changes)."""
         self._bug: str | None = None
         """The last unexpected error logged with its traceback: a bug that repeats every poll is logged once."""
+        self._executor: ThreadPoolExecutor | None = None
+        """The poller's own worker thread (`_worker`): parses of large answers and the sum of each poll's queues."""
         registry.register(QueueCollector(self))
 
     def reload_isp(self, isp_of_domain: Callable[[str], str]) -> None:
@@ -262,8 +283,26 @@ class QueuePoller:
                     self._down("unexpected error", cause="bug")
                 await asyncio.sleep(self.next_delay(ok))
         finally:
+            self.close()
             if client is not None:
                 await asyncio.shield(client.aclose())
+
+    def _worker(self) -> ThreadPoolExecutor:
+        """The poller's one worker thread, started at first use (again after `close`)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="watchtower-pmta-api")
+        return self._executor
+
+    def close(self, wait: bool = False) -> None:
+        """Stops the worker thread (`run` does as it ends): work not started is dropped; a parse under way ends on its
+        own (pmta_api bounds it) and its answer is dropped. `wait`: return once it has ended."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+    async def _in_worker(self, work: Callable[..., _T], *args: Any) -> _T:
+        """`work(*args)` on the poller's worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker(), work, *args)
 
     def _down(self, why: str, setting: str = "", cause: str = "") -> None:
         """Nothing read this poll. `setting`: the message of an unusable pmta.* setting (logged once, and again
@@ -310,24 +349,34 @@ class QueuePoller:
         try:
             async with asyncio.timeout(self.deadline or None):
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._call(poll, "status", client.status))
+                    tg.create_task(self._call(poll, "status", lambda: client.status(offload=self._offload(poll))))
                     tg.create_task(self._read_queues(client, poll))
         except TimeoutError:
             pass  # what is unfinished is counted below
+        finally:
+            poll.over.set()  # a parse still waiting for the worker is dropped unstarted
+        elapsed = time.monotonic() - t0
         failed = poll.failed()
         unfinished = sum(1 for outcome in poll.outcomes.values() if outcome is None)
         if unfinished:  # cancelled by the deadline, while running or still waiting for a slot
             self.errors.labels("timeout").inc(unfinished)
-        snap = self._snapshot(poll, failed)
+        snap = await self._in_worker(self._snapshot, poll, failed)  # every queue of every listing: not on the loop
         self.snapshot = snap
         read = {k.removeprefix("vmta:") for k, outcome in poll.outcomes.items() if k.startswith("vmta:") and outcome}
         self._read_at = {v: at for v, at in self._read_at.items() if v in self._vmtas}  # forgotten VMTAs go
         self._read_at.update(dict.fromkeys(read, self.polls))
         self.polls += 1
-        self.duration.set(time.monotonic() - t0)
+        self.duration.set(min(elapsed, self.deadline) if self.deadline else elapsed)  # the requests' time: documented
         cause = "" if snap.up else ",".join(sorted(set(failed.values())))
         self._log_state(snap.up, snap.partial, self._summary(poll, failed), cause=cause)
         return snap.up
+
+    def _offload(self, poll: _Poll) -> Callable[[Callable[[], _T]], Awaitable[_T]]:
+        """The `Offload` of `poll`'s parses: the poller's worker, unless the poll is over when a parse's turn comes."""
+        async def offload(parse: Callable[[], _T]) -> _T:
+            return await self._in_worker(_unless_over, poll.over, parse)
+
+        return offload
 
     async def _call(self, poll: _Poll, key: str, request: Callable[[], Awaitable[Any]]) -> None:
         """Runs one request, recording its outcome; never raises (but lets cancellation through)."""
@@ -351,8 +400,9 @@ class QueuePoller:
         """PMTA's top-N list, plus (when configured) `*/<vmta>` for every VMTA listed by /vmtas, present
         in the top-N list or seen recently, `CONCURRENCY` at a time. Each listing starts its VMTAs'
         queries as soon as it answers, so one listing that hangs does not hold back the other's."""
+        offload = self._offload(poll)
         if not self.config.per_vmta_queries:
-            await self._call(poll, "top", client.queues)
+            await self._call(poll, "top", lambda: client.queues(offload=offload))
             return
         self._age_vmtas()
         if self.deferring_vmtas is not None:
@@ -362,7 +412,7 @@ class QueuePoller:
 
         async def one(vmta: str) -> None:
             async with sem:
-                await self._call(poll, f"vmta:{vmta}", lambda: client.queues(f"*/{vmta}"))
+                await self._call(poll, f"vmta:{vmta}", lambda: client.queues(f"*/{vmta}", offload=offload))
 
         async with asyncio.TaskGroup() as tg:
             def query(listed: list[str]) -> None:
@@ -379,11 +429,12 @@ class QueuePoller:
                 if key in poll.results:
                     query(names(poll.results[key]))
 
-            tg.create_task(listing("vmtas", client.vmtas, lambda r: [v.name for v in r]))
-            tg.create_task(listing("top", client.queues, lambda r: [q.vmta for q in r.queues]))
+            tg.create_task(listing("vmtas", lambda: client.vmtas(offload=offload), lambda r: [v.name for v in r]))
+            tg.create_task(listing("top", lambda: client.queues(offload=offload), lambda r: [q.vmta for q in r.queues]))
 
     def _snapshot(self, poll: _Poll, failed: dict[str, str]) -> Snapshot:
-        """The gauges this poll may serve: what was read, minus every VMTA whose own query failed."""
+        """The gauges this poll may serve: what was read, minus every VMTA whose own query failed and every label it
+        shares. Runs on the worker thread (`poll_once`): the loop's polls never touch this state meanwhile."""
         status: StatusInfo | None = poll.results.get("status")
         top: QueueList | None = poll.results.get("top")
         per_vmta = poll.vmta_results()
@@ -401,9 +452,11 @@ class QueuePoller:
         snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed),
                         status=None if status is None else self._capped_status(status))
         if queues is not None:
+            queues, unread_labels = self._whole_labels(queues, unread)
             snap.queues = self._aggregate(queues)
             listed = sum(q.rcp for q in queues)
-            snap.unlisted, undetermined = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
+            unlisted, undetermined = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
+            snap.unlisted = {label: n for label, n in unlisted.items() if label not in unread_labels}
             seen = listed + sum(snap.unlisted.values())
             host = status.smtp_rcp if status is not None and status.smtp_rcp is not None else \
                 top.total_rcp if top is not None else None  # the unfiltered list's totalRcp: every queue's
@@ -413,8 +466,7 @@ class QueuePoller:
             # recipients out (a cell beyond it is not empty: at the listing's edge it would read 300, 0, 300 ...),
             # nor one whose listing no total says is whole, nor a queue of no VMTA (only the top list shows those)
             # unless that list is whole
-            unknown = {self._known_label(v) for v in unread} | {v for v, rest in snap.unlisted.items() if rest} \
-                | undetermined
+            unknown = unread_labels | {v for v, rest in snap.unlisted.items() if rest} | undetermined
             if top is None or top.total_rcp is None or top.total_rcp > sum(q.rcp for q in top.queues):
                 unknown.add(PLACEHOLDER_NONE)
             if not self.config.per_vmta_queries and (top is None or top.total_rcp is None or top.total_rcp > listed):
@@ -478,10 +530,24 @@ class QueuePoller:
 
     # --- labels ----------------------------------------------------------------------------------
     def _known_label(self, vmta: str) -> str:
-        """The label `vmta` has, without admitting it to the cap (a VMTA whose query failed gets no series)."""
+        """The label `vmta` has, or would have now, without admitting it to the cap (a VMTA whose query failed gets
+        no series)."""
         if _unnamed(vmta):
             return PLACEHOLDER_NONE
-        return vmta if vmta in self.vmta_cap.admitted else PLACEHOLDER_OVERFLOW
+        cap = self.vmta_cap
+        if vmta in cap.admitted:
+            return vmta
+        return vmta if len(vmta) <= MAX_LABEL_VALUE_CHARS and len(cap.admitted) < cap.cap else PLACEHOLDER_OVERFLOW
+
+    def _whole_labels(self, queues: list[QueueInfo], unread: set[str]) -> tuple[list[QueueInfo], set[str]]:
+        """`queues` less those of a label an `unread` VMTA has too, and those labels. `overflow` (past
+        labels.max_vmtas) and `none` sum several VMTAs: with one of them unread, the sum of the others would be served
+        as the label's (absent, not partial). The labels read are admitted first, in listing order, so that an unread
+        VMTA's label is the one it would share."""
+        labels = {vmta: self._vmta_label(vmta) for vmta in dict.fromkeys(q.vmta for q in queues)}
+        unread_labels = {self._known_label(vmta) for vmta in unread}
+        dropped = {vmta for vmta, label in labels.items() if label in unread_labels}
+        return ([q for q in queues if q.vmta not in dropped] if dropped else queues), unread_labels
 
     def _capped_status(self, status: StatusInfo) -> StatusInfo:
         """/status with its delivery types as `type` labels: beyond `MAX_STATUS_TYPES` (or the label length bound)
@@ -548,6 +614,14 @@ class QueuePoller:
             row[4] += 1 if q.paused else 0
             row[5] += q.rcp if q.paused else 0  # a VMTA x ISP has many domains: only its paused queues' recipients
         return out
+
+
+def _unless_over(over: threading.Event, work: Callable[[], _T]) -> _T:
+    """`work()`, on the worker, unless its poll is over: a parse queued behind others past the deadline is dropped
+    (its request already counted as a timeout; no one waits for it)."""
+    if over.is_set():
+        raise PmtaApiError("timeout", "not parsed: the poll's deadline passed while the answer waited for the worker")
+    return work()
 
 
 def _plus(a: _N | None, b: _N | None) -> _N | None:

@@ -15,6 +15,9 @@ F_USER_UNKNOWN = 1
 F_MAILBOX_FULL = 2
 F_CONTENT = 4
 F_BAD_DOMAIN = 8
+MAX_EVENTS_RECORDED = 10
+"""Events a queue keeps, newest first: PMTA 5.0's per-domain `max-events-recorded` default, "the last ten" its help
+page says (the 4.x sample's five were 4.x's); /status reports 5.0r8."""
 
 
 class Recipient:
@@ -63,7 +66,7 @@ class Queue:
     conn: int = 0
     last_attempt: int = 0
     next_retry: int = 0
-    events: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=5))
+    events: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS_RECORDED))
 
     def in_backoff(self, now: int) -> bool:
         return now < self.backoff_until

@@ -141,3 +141,20 @@ async def test_gmail_throttle_queue_climbs_past_40k_then_drains() -> None:
     assert final.queues == [] or final.queues[0].rcp < 500
     others = max(sim.truth.max_queue(f"vmta-0{i}", "gmail") for i in (1, 2, 4, 5, 6, 7, 8))
     assert others < 200
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+async def test_a_queue_lists_its_last_ten_events_as_pmta_5_does(sim: Simulator, fmt: str) -> None:
+    """/status says 5.0r8, and PMTA 5.0 keeps a queue's last ten events (`max-events-recorded`, default 10; the 4.x
+    sample's five were its own default): the simulator kept five."""
+    from exporter.pmta_api import find_items, parse_envelope
+    from simulator.api import build_app
+
+    busiest = max((q for q in sim.book.queues.values() if q.rcp), key=lambda q: (len(q.events), q.rcp))
+    assert len(busiest.events) == 10
+    transport = httpx.ASGITransport(app=build_app(sim))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+        answer = await http.get("/queues", params={"format": fmt, "queue": busiest.name})
+    [entry] = find_items(parse_envelope(answer.content, fmt), "queue")
+    assert entry["name"] == busiest.name
+    assert [e["text"] for e in entry["event"]] == [text for _, text in busiest.events]
