@@ -225,7 +225,7 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "gauges afterwards is not counted.", (), "self"),
     MetricSpec("watchtower_pmta_api_errors_total", "counter",
                "Failed API requests, by reason; a request cut by the poll deadline is a timeout, a redirect to another "
-               "server is an http_status, an answer with a DTD, past 16 MiB or of more than 250,000 elements is a "
+               "server is an http_status, an answer with a DTD, past 16 MiB or of more than 1,000,000 elements is a "
                "parse error.", ("reason",), "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
                "Share of the host's queued recipients (/status, else the unfiltered list's totalRcp; absent without "

@@ -51,11 +51,14 @@ THREAD_PARSE_BYTES = 256 * 1024
 FEED_BYTES pieces: one parse call holds the interpreter lock for its whole length (a 16 MiB queue list in one
 `fromstring` stalled /metrics for ~1 s), pieces let the event loop in between."""
 FEED_BYTES = 64 * 1024
-MAX_ELEMENTS = 250_000
-"""Most elements (XML) or values (JSON) an answer may have; counted before parsing, from its bytes (an upper bound:
-`<` that open no end tag, comment or declaration; `[`, `{` and `,`). A queue is ~8 of them, ~50 with ten events:
-5,000 queues with their events fit. `<a/>` x 4 million fits MAX_BODY_BYTES and took 0.5 GB and 5-8 s to parse, in a
-thread no deadline can stop: a bigger answer is a `parse` error (`TooManyElements`) and costs a count of its bytes."""
+MAX_ELEMENTS = 1_000_000
+"""Most elements (XML: attributes too) or values (JSON) an answer may have; counted before parsing, from its bytes
+(an upper bound: `<` that open no end tag, comment or declaration, and `="`; `[`, `{` and `,`, those in strings
+too). A real listing is 50-65 bytes a count (a queue ~8 of them, ~50-60 with ten events whose texts hold commas):
+MAX_BODY_BYTES of one stays under it (~5,000 queues with their events, ~120,000 without), and parses in ~1.5 s and
+~150 MB at most. `<a/>` x 4 million (4 bytes a count) also fits MAX_BODY_BYTES and took 0.5 GB and 5-8 s, in a
+thread no deadline can stop: past this it is a `parse` error (`TooManyElements`) and costs a count of its bytes.
+250,000 refused real JSON listings of 4,500 queues with their events (regression review 2026-12-06)."""
 MAX_QUEUES = 10_000
 """Queues read from one listing (PMTA lists the largest first; its default is 10): the others' recipients count as
 unlisted (totalRcp less those read), as for any top-N listing; `QueueList.cut` says how many were left."""
@@ -283,9 +286,12 @@ def parse_envelope(body: bytes, fmt: str) -> Any:
 
 
 def _xml_elements(body: bytes) -> int:
-    """At least the number of elements of an XML body: each opens with a `<` that starts no end tag (`</`), comment,
-    CDATA or declaration (`<!`) nor processing instruction (`<?`). A count of bytes: no parse, no memory."""
-    return body.count(b"<") - body.count(b"</") - body.count(b"<!") - body.count(b"<?")
+    """At least the number of elements and attributes of an XML body: an element opens with a `<` that starts no end
+    tag (`</`), comment, CDATA or declaration (`<!`) nor processing instruction (`<?`); an attribute holds `="` or
+    `='` (one start tag of 1.4 million attributes parsed ~10 s, counted as one element). A count of bytes: no
+    parse, no memory."""
+    elements = body.count(b"<") - body.count(b"</") - body.count(b"<!") - body.count(b"<?")
+    return elements + body.count(b'="') + body.count(b"='")
 
 
 def _json_values(body: bytes) -> int:

@@ -284,3 +284,32 @@ async def test_a_label_one_of_whose_vmtas_failed_has_no_queue_series(shared: str
     assert registry.get_sample_value("watchtower_pmta_api_partial") == 1
     assert registry.get_sample_value("watchtower_pmta_queue_coverage_ratio") == pytest.approx(20 / 60)
     poller.close(wait=True)
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_a_real_listing_of_5000_queues_with_ten_events_each_is_read(fmt: str) -> None:
+    """Regression review 2026-12-06: the first bound (250,000) refused the JSON listing of 4,500 queues the simulator
+    renders, each with PMTA 5.0's ten events whose texts hold commas (~58 values a queue): PMTA then read as down."""
+    from simulator.api import to_xml
+
+    text = ('Error: "452-4.2.2 The email account that you tried to reach is over quota, try again later, gsmtp" '
+            "while connected from mta5.sender.example (10.0.0.5) to gmail-smtp-in.l.google.com (142.250.1.27)")
+    queues = [{"name": f"d{i}.example/vmta-{i % 40}", "rcp": 5000 - i, "kb": 12.5, "conn": 1,
+               "event": [{"type": "error", "time": "2026-12-06T10:00:00+00:00", "text": text}] * 10,
+               "paused": "no", "mode": "backoff", "retryTime": ""} for i in range(5000)]
+    data = {"title": "Top 5000 queues by number of recipients", "queue": queues,
+            "totalRcp": sum(q["rcp"] for q in queues), "totalQueuesWithRcp": 5000}
+    body = (json.dumps({"status": "success", "data": data}) if fmt == "json"
+            else "<rsp>" + to_xml("data", data) + "<succ/></rsp>").encode()
+    assert len(body) <= pmta_api.MAX_BODY_BYTES
+    listing = parse_queues(body, fmt)
+    assert (len(listing.queues), listing.total_rcp) == (5000, data["totalRcp"])
+
+
+def test_attributes_count_against_the_element_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One start tag of 1.4 million attributes (15.7 MB) counted as 6 elements and parsed ~10 s, 557 MB."""
+    monkeypatch.setattr(pmta_api, "MAX_ELEMENTS", 1000)
+    attrs = " ".join(f'a{i}=""' for i in range(1001))
+    with pytest.raises(PmtaApiError) as err:
+        parse_queues(f"<rsp><data><queue {attrs}/></data><succ/></rsp>".encode(), "xml")
+    assert err.value.reason == "parse" and "more than 1,000 elements" in str(err.value)
