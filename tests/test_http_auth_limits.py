@@ -63,7 +63,7 @@ async def port(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     from hub.app import build_hub_app
     from hub.config import HubConfig
 
-    hub_config = HubConfig.model_validate({"listen": f"127.0.0.1:{free_port()}", "hub": {"targets": ["127.0.0.1:1"]},
+    hub_config = HubConfig.model_validate({"listen": f"127.0.0.1:{free_port()}", "hub": {"targets": ["http://127.0.0.1:1"]},
                                            "web": {"basic_auth_users": USERS}})
     app, hub = build_hub_app(hub_config)
     try:
