@@ -378,8 +378,9 @@ class FileStream:
         self.parser.line_no = lines
         self.parser.columns = Columns.of_header_line(header)
         if self.copy_note is not None:
-            log.warning("%s: %s; its first record is the one read before: the records it holds up to byte %d were "
-                        "read before and are not counted again; reading goes on from there (line %d) as a new file",
+            log.warning("%s: %s; its first record is the one read before: the records it holds up to byte %d are "
+                        "taken as read before and not counted again (any written to it after the cut and before "
+                        "this look among them); reading goes on from there (line %d) as a new file",
                         shown(self.cp.path), self.copy_note, upto, lines)
             self.copy_note = None
         else:
