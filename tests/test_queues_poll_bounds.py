@@ -1,4 +1,4 @@
-"""One poll's work is bounded and kept off what /metrics needs (review 2027-01: a 16 MiB answer cost 0.5 GB and
+"""One poll's work is bounded and kept off what /metrics needs (review 2026-12-06: a 16 MiB answer cost 0.5 GB and
 5-8 s to parse, up to 7 at once in the default thread pool /metrics renders in; a parse outlived its poll's deadline;
 the queues were summed on the event loop). The project has no timing assertions: these tests pin behaviour."""
 

@@ -1,6 +1,6 @@
 """The lone-surrogate walk (exporter.textrepair) costs memory in proportion to the document, not to its nesting:
 a path string per list item, each as long as the nesting is deep, made a few KiB of gzip from a hub target (and a
-700-character hub cursor) allocate GBs (hub review 2027-01). A path is written out for a hit only."""
+700-character hub cursor) allocate GBs (hub review 2026-12-06). A path is written out for a hit only."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A target's answer costs the hub work and memory in proportion to its size, whatever its shape (hub review
-2027-01): a few KiB of gzip unzipping to lists nested hundreds deep, beside one lone surrogate, made the hub write a
+2026-12-06): a few KiB of gzip unzipping to lists nested hundreds deep, beside one lone surrogate, made the hub write a
 path string per list item as long as the nesting is deep (GBs, the event loop frozen). The cheap checks (its lists'
 lengths) come first, and the walk for a lone surrogate is bounded by the nesting of the daemon's answer."""
 

@@ -1,4 +1,4 @@
-"""A forged deflated cursor costs the hub what its shape allows, not what it inflates to (hub review 2027-01): a
+"""A forged deflated cursor costs the hub what its shape allows, not what it inflates to (hub review 2026-12-06): a
 700-character cursor inflating to 512 KiB of lists nested 900 deep was walked for lone surrogates first, a path
 string per item (~0.5 GB, ~1 s of the event loop per request). Its shape (a mapping of f, h, n, z; flat places) is
 checked first, as the plain form's nesting is; each is the same 400 "malformed cursor"."""

@@ -1,7 +1,7 @@
 """The hub's own work off the event loop (encoding answers, merging, rendering text, reading discovery) runs on threads
 of its own, never in asyncio's default executor: httpx (anyio) resolves host names there, and a target whose DNS
 never answers filled it (6 threads on 2 CPUs), so answers that never ask that target waited for the resolver (hub
-review 2027-01). Fake daemons and the hub on loopback, in the test's own event loop."""
+review 2026-12-06). Fake daemons and the hub on loopback, in the test's own event loop."""
 
 from __future__ import annotations
 
