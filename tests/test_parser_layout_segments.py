@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -368,11 +368,23 @@ def layouts(draw: st.DrawFn) -> list[bytes]:
     return stretches
 
 
+FIRST_SEEN_LATER = [
+    b"type,timeLogged,timeQueued,rcpt\nd,2026-01-01 12:00:00+0000,,u@gmail.com\n"
+    b"d,2026-01-01 12:00:00+0000,2026-01-01 11:59:00+0000,u@yahoo.com\n"
+    b"d,2026-01-01 12:00:00+0000,2026-01-01 11:59:00+0000,u@gmail.com\n"]
+"""Found by this test (fresh clone of 2026-12-06): a gmail delivery without timeQueued, then a yahoo and a gmail one
+with it. Read in one batch, the gmail delay series came first; row by row, yahoo's did (the first row observes no
+delay). The same series and values: a family's series are in the order they were first seen, which batch
+boundaries decide and Prometheus does not read."""
+
+
 @settings(max_examples=100, deadline=None)
 @given(layouts(), st.sampled_from([1, 7, 40, 64]))
+@example(FIRST_SEEN_LATER, 1)
 def test_random_layout_sequences_count_alike_however_they_are_read(stretches: list[bytes], chunk: int) -> None:
     """One read, reads of `chunk` bytes, each stretch appended and read on its own by the daemon's tailer, and the
-    correlator's second read of the file in pieces of `chunk` bytes: the same series, rows, lines and checkpoint."""
+    correlator's second read of the file in pieces of `chunk` bytes: the same series, rows, lines and checkpoint.
+    The series are compared as a set (FIRST_SEEN_LATER): their order within a family follows the reads."""
     data = b"".join(stretches)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -380,8 +392,8 @@ def test_random_layout_sequences_count_alike_however_they_are_read(stretches: li
         small = read_whole(root / "small", data, chunk)
         apart = read_appends(root / "apart", stretches)
         spans = read_spans(root / "whole" / "acct-1.csv", chunk)
-    assert small.page == whole.page
-    assert apart.page == whole.page
+    assert sorted(small.page) == sorted(whole.page)
+    assert sorted(apart.page) == sorted(whole.page)
     assert small.records == whole.records == apart.records == spans[0]
     assert small.checkpoint == whole.checkpoint == apart.checkpoint
     assert spans[1:] == whole.checkpoint[1:]
