@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hub.fanout import _decode
 from tests.hub.fakes import FakeHosts, Reply, Request, running_hub, search_page, summary
+from tests.test_textrepair_bounds import _peak
 
 SEARCH_TAIL = ', "x": "\\ud800", "next_cursor": null, "limit": 50, "scan_limited": false}'
 
@@ -23,16 +22,6 @@ def nested_bomb(size: int, depth: int) -> bytes:
     """A search answer of about `size` bytes: one item that is a list `depth` deep of zeros, and a lone surrogate."""
     n = (size - 2 * depth - 200) // 2
     return ('{"items": ' + "[" * depth + ",".join(["0"] * n) + "]" * depth + SEARCH_TAIL).encode()
-
-
-def _peak(work: Callable[[], Any]) -> tuple[Any, int]:
-    """What `work()` returns and the most memory Python held at once meanwhile (bytes, every thread)."""
-    tracemalloc.start()
-    try:
-        got = work()
-        return got, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_an_answer_nested_deeper_than_a_daemons_is_refused_in_memory_of_its_size():
