@@ -408,6 +408,7 @@ def build_lookup_router(api: Api) -> APIRouter:
         mid = norm_message_id(message_id or "")
         job = (job_id or "").strip()
         addr = (rcpt or "").strip().lower()
+        key = api.rcpt_key(addr) if addr else None  # a value no address has is a 400 on rcpt, whatever else is given
         body: dict[str, Any] = {"message_id": mid or None, "job_id": job or None,
                                 "rcpt": api.rcpt_shown(addr) if addr else None,
                                 "hint": None, "timelines": []}
@@ -417,8 +418,8 @@ def build_lookup_router(api: Api) -> APIRouter:
         with api.connection() as conn:
             reader = api.reader(conn)
             if addr:  # a recipient's sends: the latest `limit` of them (the latest MAX_TIMELINES at most)
-                items, older = (reader.by_job_rcpt(job_hash(job), api.rcpt_key(addr)) if job
-                                else reader.by_message_rcpt(message_hash(mid), api.rcpt_key(addr)))
+                items, older = (reader.by_job_rcpt(job_hash(job), key) if job
+                                else reader.by_message_rcpt(message_hash(mid), key))
                 body["timelines"], body["timelines_omitted"] = items[-limit:], older + max(0, len(items) - limit)
             else:  # a message's recipients, in the order stored
                 items, total = reader.by_message(message_hash(mid), limit)

@@ -438,7 +438,7 @@ def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://local
 
     @router.get("/timeline")
     async def timeline(request: Request, rcpt: Text = None, job_id: Text = None, message_id: Text = None) -> Response:
-        if not rcpt:
+        if not (rcpt or "").strip():  # blank is missing, as on every route: the job's search
             return await views.search(request, None, None, job_id, None)
         return await views.timeline(request, rcpt, job_id, message_id)
 

@@ -137,6 +137,7 @@ async def test_a_plus_sent_as_a_space_is_a_400_naming_rcpt(h: Harness) -> None:
                     "/api/v1/timeline?message_id=m10@shop.example&rcpt=bob+tag@gmail.com",
                     "/api/v1/search?rcpt=bob+tag@gmail.com",
                     "/api/v1/lookup?job_id=J10&rcpt=bob+tag@gmail.com",
+                    "/api/v1/lookup?rcpt=bob+tag@gmail.com",  # a recipient alone: was 200 "enter a Message-Id ..."
                     "/api/v1/timeline?job_id=J10&rcpt=Bob%20Tag@gmail.com"):
             error = _error(await c.get(url), 400, "rcpt")
             assert error == ("recipient 'bob tag@gmail.com' has a space: a `+` in a query string reads as a space, "

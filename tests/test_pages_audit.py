@@ -238,3 +238,14 @@ def test_an_unknown_page_is_an_html_404_with_the_search_form(hostile, where):
     assert "/ui/nope/&lt;b&gt;x" in main(r) and "<b>x" not in r.text
     assert 'name="rcpt"' in r.text
     assert httpx.get(hostile.url(where) + "/api/v1/nope", timeout=10).headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_a_blank_rcpt_on_the_timeline_page_is_the_jobs_search_as_none(hostile, where):
+    """docs/api.md: a blank value is a missing one on every route; `rcpt=%20` on /ui/timeline was a 400 page
+    (`Field required (parameter rcpt)`) where no rcpt showed the job's search (review 2026-12-06)."""
+    blank = httpx.get(hostile.url(where) + "/ui/timeline?rcpt=%20&job_id=J2", timeout=10)
+    missing = httpx.get(hostile.url(where) + "/ui/timeline?job_id=J2", timeout=10)
+    assert_html_page(blank, 200)
+    assert_html_page(missing, 200)
+    assert main(blank) == main(missing)
