@@ -965,14 +965,20 @@ class Tailer:
                     log.warning("%s: cannot be read (%s; source %s): tail.start_position: end still applies: it "
                                 "is read from its current end (%d bytes) once it can be, its lines counted then",
                                 shown(path), (exc.strerror or str(exc)).lower(), source, st.st_size)
-            cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no,
-                            header)
-            self._starts_mid_file(cp)
-            self.known[key] = cp
+            cp = self._new_checkpoint(key, source, path, st, fingerprint, offset, line_no, header)
         self.streams[key] = FileStream(cp, self._allowed[source], self.metrics, self.error_log,
                                        self.tail.chunk_bytes, self.fields)
         self.streams[key].retries = not self.oneshot
         self.streams[key].copy_note = note
+
+    def _new_checkpoint(self, key: tuple[int, int], source: str, path: str, st: os.stat_result, fingerprint: bytes,
+                        offset: int, line_no: int = UNCOUNTED, header: str = "") -> Checkpoint:
+        """A new file id for the file at `key`, read on from `offset` (its lines counted later when UNCOUNTED), known
+        from now on; the correlator's process starts there too when it is past byte 0 (`_starts_mid_file`)."""
+        cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no, header)
+        self._starts_mid_file(cp)
+        self.known[key] = cp
+        return cp
 
     def _starts_mid_file(self, cp: Checkpoint) -> None:
         """A new file id read from past byte 0 (a start at `end`, a copy's end): the correlator's own process starts
@@ -994,10 +1000,7 @@ class Tailer:
         self.retired.append(cp)
         if self.metrics:
             self.metrics.truncations.labels(source).inc()
-        fresh = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), st.st_size,
-                           UNCOUNTED, "")
-        self._starts_mid_file(fresh)
-        self.known[key] = fresh
+        fresh = self._new_checkpoint(key, source, path, st, fingerprint_of(head), st.st_size)
         when = "while it was not followed" if self._scanned_once else "while the daemon was down"
         return fresh, (f"cut back in place from {cp.offset} to {st.st_size} bytes {when} (an older copy of it "
                        "restored over it?), its first bytes unchanged")
@@ -1033,10 +1036,7 @@ class Tailer:
         if cp is not None:
             self._replaced(cp)
         offset = min(size, copied.offset)
-        taken = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), offset,
-                           UNCOUNTED, "")
-        self._starts_mid_file(taken)
-        self.known[key] = taken
+        taken = self._new_checkpoint(key, source, path, st, fingerprint_of(head), offset)
         return taken, (f"replaced by a copy of the file read there before (device {st.st_dev} inode {st.st_ino}, "
                        f"was {copied.dev}/{copied.ino}: `cp` + `mv` over it, a backup restored?)")
 
@@ -1100,10 +1100,8 @@ class Tailer:
                         st.st_size, line_no)
             cp.gone_since = time.time()
             self.retired.append(cp)
-            fresh = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint_of(head), st.st_size,
-                               line_no, header)
-            self._starts_mid_file(fresh)  # (the correlator's process read the records it holds under the old id)
-            self.known[key] = fresh
+            # (the correlator's process read the records it holds under the old id: it starts at the end too)
+            fresh = self._new_checkpoint(key, source, path, st, fingerprint_of(head), st.st_size, line_no, header)
             return fresh
         return None
 
