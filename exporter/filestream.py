@@ -69,6 +69,10 @@ class Checkpoint:
     records: str | None = None
     """The record types the source reading it keeps (`b,d`; `*`: every type): what the bytes before `offset` were read
     for, compared when a config edit gives the file to another source. None: not known (an older database)."""
+    first_header: str = ""
+    """The header in force at byte 0 of this file id: '' but for a file truncated or rewritten in place, whose writer
+    goes on appending records without writing its header again (`header_kept`). Where the correlator's own process
+    starts reading a new file id (exporter.state); not stored: that process's position is, once written."""
 
 
 def records_text(allowed: frozenset[str] | None) -> str:
@@ -475,7 +479,7 @@ class FileStream:
         header = "" if new_file else header_kept(self.cp.header)
         self._supersede(counted=not new_file)
         self.cp = replace(self.cp, file_id=new_file_id(), offset=0, line_no=0, header=header, fingerprint=b"",
-                          gone_since=None)
+                          gone_since=None, first_header=header)
         self.parser.columns = Columns.of_header_line(header)
 
     def _supersede(self, counted: bool) -> None:
@@ -497,7 +501,7 @@ class FileStream:
         fails: closed, it is counted at its next open (`open`: UNCOUNTED)."""
         self._supersede(counted=True)
         self.cp = replace(self.cp, file_id=new_file_id(), offset=size, line_no=UNCOUNTED, header="",
-                          gone_since=None)
+                          gone_since=None, first_header="")
         self.started_mid_file.append(self.cp.file_id)
         self.copy_note = why
         if not await self._count_lines_before(f, size):

@@ -827,7 +827,8 @@ class StateStore:
         byte of the file still in `backlog`, or NULL (they hold every row before the offset).
 
         With `sinks_elsewhere` the positions belong to the sink process: a file new to the database gets
-        byte 0 (NULL, caught up, for the first run's `start` decision) and existing ones keep theirs.
+        byte 0 (NULL, caught up, for the first run's `start` decision), with the header in force there (one a file
+        truncated in place kept: `Checkpoint.first_header`), and existing ones keep theirs.
         """
         conn = self._conn
         assert conn is not None
@@ -837,7 +838,7 @@ class StateStore:
         keep = self.sinks_elsewhere
         if keep:  # the sink process reads a new file from byte 0, or from the first run's start position
             positions = {cp.file_id: (cp.offset, cp.line_no, cp.header) if start or cp.file_id in c.started_at_end
-                         else (0, 0, "") for cp in c.checkpoints}
+                         else (0, 0, cp.first_header) for cp in c.checkpoints}
         # rows built before the lock: the correlator process waits for it only while SQLite writes
         offsets = [(cp.file_id, cp.source, path_to_db(cp.path), cp.dev, cp.ino, cp.fingerprint, cp.offset, cp.line_no,
                     cp.header, cp.gone_since, now, cp.records, *positions.get(cp.file_id, blank))

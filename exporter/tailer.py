@@ -975,7 +975,8 @@ class Tailer:
                         offset: int, line_no: int = UNCOUNTED, header: str = "") -> Checkpoint:
         """A new file id for the file at `key`, read on from `offset` (its lines counted later when UNCOUNTED), known
         from now on; the correlator's process starts there too when it is past byte 0 (`_starts_mid_file`)."""
-        cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no, header)
+        cp = Checkpoint(new_file_id(), source, path, st.st_dev, st.st_ino, fingerprint, offset, line_no, header,
+                        first_header="" if offset else header)  # at byte 0: a header kept after a truncation
         self._starts_mid_file(cp)
         self.known[key] = cp
         return cp

@@ -146,11 +146,15 @@ def test_truncated_file_is_read_again_from_the_start(tmp_path: Path, watchtower_
     assert total(wt.scrape(), "watchtower_truncations_total", source="acct") == 1
 
 
-@pytest.mark.parametrize("worker", ["thread", "process"])
+@pytest.mark.parametrize(("worker", "header_again"), [("thread", True), ("process", True), ("thread", False),
+                                                      ("process", False)],
+                         ids=["thread", "process", "thread-no-header", "process-no-header"])
 def test_a_file_truncated_in_place_reaches_the_timelines_under_a_new_id(tmp_path: Path, watchtower_factory,
-                                                                       worker: str):
+                                                                       worker: str, header_again: bool):
     """The correlator names a record by (file id, line): the lines after a copytruncate are new records (a new file
-    id), not lines 2..31 of the file it already stored."""
+    id), not lines 2..31 of the file it already stored. After logrotate's copytruncate PMTA goes on appending
+    records without writing its header again (`no-header`): the correlator's own process read them with no header
+    (each a missing_header error, no timeline) while the metrics counted them under the header the file had."""
     (tmp_path / "logs").mkdir()
     writer = AcctWriter(tmp_path / "logs")
     wt = watchtower_factory(write_config(tmp_path, correlator={"enabled": True, "worker": worker})).start()
@@ -158,8 +162,8 @@ def test_a_file_truncated_in_place_reaches_the_timelines_under_a_new_id(tmp_path
     caught_up(wt, writer)
     wt.committed()
     with open(writer.path, "w") as f:
-        f.write(ACCT_HEADER + "\n")
-    time.sleep(0.5)
+        f.write(ACCT_HEADER + "\n" if header_again else "")
+    wt.wait_for(lambda s: total(s, "watchtower_truncations_total", source="acct") >= 1)
     writer.write(30, "vmta-5")
     assert_exact(wt, writer)
     wt.committed()
@@ -167,6 +171,29 @@ def test_a_file_truncated_in_place_reaches_the_timelines_under_a_new_id(tmp_path
         assert db.execute("SELECT count(*) FROM corr_events").fetchone() == (70,)
         assert db.execute("SELECT count(*) FROM corr_timelines WHERE vmta = 'vmta-5'").fetchone() == (30,)
     assert total(wt.scrape(), "watchtower_truncations_total", source="acct") == 1
+
+
+def test_records_appended_without_a_header_after_a_copytruncate_while_the_daemon_was_down_reach_the_timelines(
+        tmp_path: Path, watchtower_factory):
+    """The same copytruncate while the daemon is down: the correlator's own process reads the new file id with the
+    header the file had (it read none there: 30 missing_header errors, 40 events)."""
+    (tmp_path / "logs").mkdir()
+    writer = AcctWriter(tmp_path / "logs")
+    wt = watchtower_factory(write_config(tmp_path, correlator={"enabled": True, "worker": "process"})).start()
+    writer.write(40)
+    caught_up(wt, writer)
+    wt.committed()
+    wt.stop()
+    with open(writer.path, "w"):
+        pass
+    writer.write(30, "vmta-5")
+    wt.start()
+    assert_exact(wt, writer)
+    wt.committed()
+    with closing(sqlite3.connect(tmp_path / "state" / "watchtower.db")) as db:
+        assert db.execute("SELECT count(*) FROM corr_events").fetchone() == (70,)
+        assert db.execute("SELECT count(*) FROM corr_timelines WHERE vmta = 'vmta-5'").fetchone() == (30,)
+    assert total(wt.scrape(), "watchtower_parse_errors_total") == 0
 
 
 def _read_then_restart_with(tmp_path: Path, watchtower_factory, edit) -> tuple[object, AcctWriter]:
