@@ -50,6 +50,9 @@ DOMAINS = [
     ("aim.com", "yahoo"),
     ("verizon.net", "yahoo"),
     ("att.net", "yahoo"),
+    ("frontier.com", "yahoo"),  # Yahoo's partners (Badsender list): `other` for a deferral naming no MX
+    ("sky.com", "yahoo"),
+    ("rogers.com", "yahoo"),
     ("sbcglobal.net", "yahoo"),
     ("bellsouth.net", "yahoo"),
     ("worldnet.att.net", "yahoo"),
