@@ -181,7 +181,7 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
         _when(failure, all_failures, no_failures, field(c.dsnStatus), pl.String).alias("st"), diag.alias("diag"),
         (pl.lit(None, dtype=pl.String) if no_failures else reply_key(diag)).alias("ck"),
         _when(failure, all_failures, no_failures, field(c.bounceCat), pl.String).alias("cat"),
-        _when(t == "d", types == {"d"}, all_failures, field(c.dlvSize), pl.String).alias("size"),
+        *_sizes(field(c.dlvSize) if c.dlvSize >= 0 else None, t == "d", types == {"d"}, all_failures),
     ]
     if has_times:
         out += [field(c.timeLogged).alias("tl"), field(c.timeQueued).alias("tq"),
@@ -190,6 +190,33 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
     return out
 
 
+
+
+def _sizes(size: pl.Expr | None, is_d: pl.Expr, all_d: bool, no_d: bool) -> list[pl.Expr]:
+    """A d row's dlvSize as `sz` (Int64: its bytes where polars reads them, ASCII digits only; null otherwise) and
+    `size` (its text where polars does not read it and it is not empty: `whole_size` decides those, the rare rows;
+    null otherwise). The hot path is one regex test and one cast per row, as before."""
+    if size is None or no_d:
+        return [pl.lit(None, dtype=pl.Int64).alias("sz"), pl.lit(None, dtype=pl.String).alias("size")]
+    sz = pl.when(size.str.contains(r"^[0-9]+$")).then(size.cast(pl.Int64, strict=False))
+    odd = pl.when(sz.is_null() & (size != "")).then(size)
+    return [_when(is_d, all_d, no_d, sz, pl.Int64).alias("sz"), _when(is_d, all_d, no_d, odd, pl.String).alias("size")]
+
+
+MAX_SIZE = 2**63 - 1
+"""The largest dlvSize read (Int64, as polars reads the common spelling); a larger number is no message's size."""
+
+
+def whole_size(text: str) -> int | None:
+    """A dlvSize polars does not read (`_sizes`) as bytes, or None (a `bad_size`): a whole number in ASCII digits,
+    with blanks (space, tab) around it and a fraction of zeros only (`1234.0`: JSON's number, a script's float), is that
+    number; a sign, a thousands separator, an exponent or any other fraction is no size."""
+    s = text.strip(" \t")
+    head, dot, frac = s.partition(".")
+    if not head or len(head) > 19 or not (head.isascii() and head.isdigit()) or (dot and (not frac or frac.strip("0"))):
+        return None
+    n = int(head)
+    return n if n <= MAX_SIZE else None
 
 
 def _too_far() -> pl.Expr:
@@ -214,7 +241,6 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
     width = len(bounds) + 1
     is_t = pl.col("t") == "t"
     timed = pl.col("t").is_in(["d", "t"])
-    size_ok = pl.col("size").str.contains(r"^[0-9]+$")
     return {
         "with": {"ok": ok, "idx": pl.when(ok).then(idx), "delay": pl.when(ok).then(delay)},
         "hist": [*[(pl.col("idx") == i).sum().alias(f"b{i}") for i in range(width)],
@@ -223,8 +249,8 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
                   "tok": is_t & pl.col("ok")},
         "thist": [*[(pl.col("tidx") == i).sum().alias(f"b{i}") for i in range(width)],
                   pl.col("tdelay").sum().alias("s"), pl.col("tok").sum().alias("nok")],
-        "sizes": [pl.len().alias("n"), size_ok.sum().alias("nbytes"),
-                  pl.when(size_ok).then(pl.col("size").cast(pl.Int64, strict=False)).otherwise(0).sum().alias("bytes")],
+        "sizes": [pl.len().alias("n"), pl.col("sz").is_not_null().sum().alias("nbytes"),
+                  pl.col("sz").sum().alias("bytes")],
         "failed": [pl.len().alias("n"), pl.col("diag").first()],
         "s_failed": [pl.len(), pl.col("diag").first()],
         "is_d": pl.col("t") == "d", "not_d": pl.col("t") != "d", "not_tq": pl.col("t") != "tq",
@@ -235,6 +261,14 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
 
 _TIME_ERRORS = ErrorLog()
 """Logs rows with bad times (file:line, rate-limited per source as the tailer's parse errors)."""
+
+
+def _line_numbers(batch: RecordBatch) -> list[int] | None:
+    """The batch's line numbers, or None for one built without them (a test's rows)."""
+    try:
+        return batch.line_numbers
+    except (AssertionError, AttributeError, pl.exceptions.ColumnNotFoundError):
+        return None
 
 
 def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
@@ -311,8 +345,12 @@ class _Grouped:
     """The distinct (vmta, pool), (domain, MX host) and sender domains, in first-seen order."""
     res: dict[str, pl.DataFrame]
     """Every aggregate of `_group_plans`."""
-    bad_times: list[tuple[int, str, str, bool]] = field(default_factory=list)
+    bad_times: list[tuple[int, str, str | None, bool]] = field(default_factory=list)
     """(line, timeLogged, timeQueued) of the first bad-time rows, to log (looked up only when there are some)."""
+    bad_sizes: int = 0
+    """d rows whose dlvSize is no size (`whole_size`)."""
+    bad_size_rows: list[tuple[int, str]] = field(default_factory=list)
+    """(line, dlvSize) of the first of them, to log."""
 
 
 def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Grouped:
@@ -335,26 +373,45 @@ def _group(c: Columns, derived: pl.DataFrame, bounds: tuple[float, ...]) -> _Gro
     if has_times:
         first["tl"] = lz.filter(pl.col("a").is_null() & (pl.col("tl") != "")).select(pl.col("tl").unique())
         first["tq"] = lz.filter(timed & pl.col("b").is_null() & (pl.col("tq") != "")).select(pl.col("tq").unique())
+    sized = derived.get_column("size").null_count() < derived.height  # a dlvSize polars did not read (rare)
+    if sized:
+        first["size"] = lz.filter(pl.col("size").is_not_null()).group_by("size", maintain_order=True).len()
     # The group-bys need no label, only the times: run them with the key scans (one polars round),
-    # again below only in the rare chunk whose times need Python's parser.
+    # again below only in the rare chunk whose times or sizes need Python's parser.
     group = _group_plans(lz, bounds, has_orig, has_times)
     got = _collect({**first, **group})
     res = {name: got.pop(name) for name in group}
+    read: dict[str, pl.Expr] = {}
     if has_times:
         odd = {x: parse_pmta_time(x) for x in got.pop("tl").to_series().to_list() + got.pop("tq").to_series().to_list()}
         if odd:  # other ISO spellings some PMTA versions write: Python's parser, distinct values only
-            lz = lz.with_columns(
-                a=pl.coalesce("a", pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64)),
-                b=pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64)),
-            )
-            res = _collect(_group_plans(lz, bounds, has_orig, has_times))
-    bad_times: list[tuple[int, str, str, bool]] = []
+            read["a"] = pl.coalesce("a", pl.col("tl").replace_strict(odd, default=None, return_dtype=pl.Float64))
+            read["b"] = pl.coalesce("b", pl.col("tq").replace_strict(odd, default=None, return_dtype=pl.Float64))
+    bad_sizes, unread = 0, []
+    if sized:  # `1234.0`, ` 1234`: whole_size, distinct values only; the others are bad_size
+        sizes = {}
+        for text, n in _rows(got.pop("size")):
+            if (size := whole_size(text)) is None:
+                bad_sizes += n
+                unread.append(text)
+            else:
+                sizes[text] = size
+        if sizes:
+            read["sz"] = pl.coalesce("sz", pl.col("size").replace_strict(sizes, default=None, return_dtype=pl.Int64))
+    if read:
+        lz = lz.with_columns(**read)
+        res = _collect(_group_plans(lz, bounds, has_orig, has_times))
+    bad_times: list[tuple[int, str, str | None, bool]] = []
     if has_times and LINE in derived.columns and res["times"].item(0, "bad"):  # rare: the rows to log, found now
         bad = _unreadable_time(timed)
         bad_times = list(lz.filter(bad).select(LINE, "tl", "tq", (timed & _too_far()).alias("far"))
                          .head(_TIME_ERRORS.burst)
                          .collect().iter_rows())
-    return _Grouped(has_orig, has_times, got, res, bad_times)
+    bad_size_rows: list[tuple[int, str]] = []
+    if bad_sizes and LINE in derived.columns:
+        bad_size_rows = list(lz.filter(pl.col("size").is_in(unread)).select(LINE, "size").head(_TIME_ERRORS.burst)
+                             .collect().iter_rows())
+    return _Grouped(has_orig, has_times, got, res, bad_times, bad_sizes, bad_size_rows)
 
 
 @dataclass(slots=True)
@@ -694,6 +751,7 @@ class RecordAggregator(Collector):
             self._defer_delivered(done.get("delivered"))
             self._merge_failures(done)
             self._merge_senders(done)
+        self._bad_sizes(source, g.bad_sizes, path, g.bad_size_rows)
         if has_times:
             bad, neg, newest = res["times"].row(0)
             self._bad_times(source, bad, path, g.bad_times)
@@ -826,21 +884,32 @@ class RecordAggregator(Collector):
         self._newest_ts[source] = value
         self.self_metrics.last_record_ts.labels(source).set(value)
 
-    def _bad_times(self, source: str, n: int, path: str = "", rows: list[tuple[int, str, str, bool]] | None = None,
-                   ) -> None:
+    def _bad_times(self, source: str, n: int, path: str = "",
+                   rows: list[tuple[int, str, str | None, bool]] | None = None) -> None:
         """Count `n` rows with bad times; log them by file and line as the parser logs its errors (`rows`: the
-        first of them, as many as a burst logs; the others only counted as not logged)."""
+        first of them, as many as a burst logs; the others only counted as not logged). A row's timeQueued is None
+        where it is not read (f, rb, rs, r)."""
+        said = [(line, f"timeQueued {tq} is more than {MAX_QUEUE_AGE / 86_400:.0f} days from timeLogged {tl}" if far
+                 else f"timeLogged {tl}" if tq is None else f"timeLogged {tl}, timeQueued {tq}")
+                for line, tl, tq, far in rows or []]
+        self._parse_errors(source, "bad_timestamp", n, path, said)
+
+    def _bad_sizes(self, source: str, n: int, path: str = "", rows: list[tuple[int, str]] | None = None) -> None:
+        """Count `n` d rows whose dlvSize is no size (their deliveries counted, their bytes not); log the first."""
+        self._parse_errors(source, "bad_size", n, path, [(line, f"dlvSize {size}") for line, size in rows or []])
+
+    def _parse_errors(self, source: str, reason: str, n: int, path: str, said: list[tuple[int, str]]) -> None:
+        """Count `n` records with a field no PMTA record holds (`reason`); log `said`, the first of them by line and
+        what is wrong, as the parser logs its errors (rate-limited per source); the others only counted as not
+        logged."""
         if not n:
             return
         if self.self_metrics is not None:
-            self.self_metrics.parse_errors.labels(source, "bad_timestamp").inc(n)
-        rows = rows or []
-        for line, tl, tq, far in rows:
-            said = (f"timeQueued {tq} is more than {MAX_QUEUE_AGE / 86_400:.0f} days from timeLogged {tl}" if far
-                    else f"timeLogged {tl}, timeQueued {tq}")
-            _TIME_ERRORS.report(source, path, line, "bad_timestamp", said)
-        if n > len(rows):
-            _TIME_ERRORS.not_logged(source, n - len(rows))
+            self.self_metrics.parse_errors.labels(source, reason).inc(n)
+        for line, text in said:
+            _TIME_ERRORS.report(source, path, line, reason, text)
+        if n > len(said):
+            _TIME_ERRORS.not_logged(source, n - len(said))
 
     def _delivered_plan(self, grouped: pl.DataFrame, labels: _LabelFrames, has_times: bool) -> dict[str, pl.LazyFrame]:
         """This chunk's d groups with their labels (vmta, pool, isp) instead of raw keys."""
@@ -1000,11 +1069,15 @@ class RecordAggregator(Collector):
         rstatus: dict[Key, int] = {}
         received: dict[Key, int] = {}
         newest, believable = -1.0, time.time() + MAX_FUTURE
-        for row in rows:
+        bad_times: list[int] = []  # rows whose timeLogged is no time (empty is none: PMTA leaves some so)
+        for k, row in enumerate(rows):
             t = row[c.type]
             if c.timeLogged >= 0:
                 logged = parse_pmta_time(row[c.timeLogged])
-                if logged is not None and newest < logged <= believable:
+                if logged is None:
+                    if row[c.timeLogged]:
+                        bad_times.append(k)
+                elif newest < logged <= believable:
                     newest = logged
             hit = found.get(id(row))
             if missing(row):
@@ -1050,6 +1123,11 @@ class RecordAggregator(Collector):
         self._merge("pmta_received_total", received)
         if newest >= 0.0:  # an fbl or bounce source has no d/t rows: its newest record is one of these
             self._newest(batch.source, newest)
+        if bad_times:  # counted and logged as the d/b/t/tq rows' (`_group`): the records themselves count
+            lines = _line_numbers(batch)
+            shown = [] if lines is None else [(lines[k], rows[k][c.timeLogged], None, False)
+                                              for k in bad_times[:_TIME_ERRORS.burst]]
+            self._bad_times(batch.source, len(bad_times), batch.path, shown)
         return asked
 
     def _own_isp(self, c: Columns, row: list[str]) -> str:

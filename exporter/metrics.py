@@ -76,7 +76,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     # --- from accounting records -------------------------------------------------------------
     MetricSpec("pmta_delivered_total", "counter", "Recipients delivered (d records).", RECORD_LABELS, "records"),
     MetricSpec(
-        "pmta_delivered_bytes_total", "counter", "Bytes delivered (dlvSize of d records).",
+        "pmta_delivered_bytes_total", "counter", "Bytes delivered (dlvSize of d records; one that is no whole number "
+        "adds none and counts in watchtower_parse_errors_total as bad_size).",
         RECORD_LABELS, "records",
     ),
     MetricSpec(
@@ -254,6 +255,7 @@ PARSE_ERROR_REASONS: tuple[str, ...] = (
     "bad_timestamp",
     "nul_padding",
     "bad_json",
+    "bad_size",
 )
 READ_ERROR_REASONS: tuple[str, ...] = ("permission", "not_found", "io", "stat", "scan", "lost")
 """stat: a glob match that cannot be stat'ed (symlink loop, stale NFS handle, ...); scan: a directory of a glob

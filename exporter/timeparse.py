@@ -1,4 +1,6 @@
-"""PMTA timestamps in both forms it writes: `2016-05-29 01:10:51+0200` (iso-times) and epoch seconds.
+"""PMTA timestamps in both forms it writes: `2016-05-29 01:10:51+0200` (iso-times) and epoch seconds; and an RFC 5322
+date (`Fri, 24 Feb 2023 10:00:00 +0000`), the form of an ARF report's Arrival-Date, which may time an f record
+(`arrivalDate`: pmta-formats.md §1.2, UNCERTAIN).
 
 Records written in the same second share a timeLogged string, so results are cached: the cache
 turns most parses on the hot path into one dict lookup. It is cleared when full to stay bounded.
@@ -6,7 +8,9 @@ turns most parses on the hot path into one dict lookup. It is cleared when full 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 _CACHE_LIMIT = 65536
 _cache: dict[str, float | None] = {}
@@ -29,9 +33,10 @@ queued 45 days before it was delivered. A skew of seconds stays a negative delay
 
 
 def _parse(value: str) -> float | None:
-    """What PMTA writes only: ASCII digits (epoch, a fraction allowed) or an ISO date with a time of day. A time
-    without an offset is UTC, as the API reads one: read in this host's zone, the same file gave other delays under
-    another TZ. A leap second (`23:59:60`) is the second after `:59`, as the metrics' polars reading has it."""
+    """What PMTA writes only: ASCII digits (epoch, a fraction allowed), an ISO date with a time of day, or an RFC 5322
+    date and time (an ARF Arrival-Date, `_rfc5322`). A time without an offset is UTC, as the API reads one: read in
+    this host's zone, the same file gave other delays under another TZ. A leap second (`23:59:60`) is the second
+    after `:59`, as the metrics' polars reading has it."""
     s = value.strip()
     if not s or not value.isascii() or "_" in s:  # float() also takes `1_000` and digits of other scripts
         return None
@@ -41,11 +46,16 @@ def _parse(value: str) -> float | None:
         dt = _iso(s)
         if dt is None:
             try:
-                t = float(s)  # epoch with a fraction
+                return _in_range(float(s))  # epoch with a fraction
             except ValueError:
-                return None
-        else:
-            t = (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
+                dt = _rfc5322(s)
+        if dt is None:
+            return None
+        t = (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
+    return _in_range(t)
+
+
+def _in_range(t: float) -> float | None:
     return t if 0.0 <= t < LATEST else None  # NaN fails both tests
 
 
@@ -61,7 +71,7 @@ def _pmta_form(s: str) -> datetime | None:
         if leap and tail[:1] in ("+", "-"):
             return datetime.strptime(head + ":59" + tail, PMTA_FORMAT) + timedelta(seconds=1)
         return datetime.strptime(s, PMTA_FORMAT)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the second after 9999-12-31 23:59:59
         return None
 
 
@@ -74,7 +84,38 @@ def _iso(s: str) -> datetime | None:
         return _pmta_form(s)
     if len(s) <= 10:  # `2016-05-29`, `20160529`: a date without a time
         return None
-    return dt + timedelta(seconds=1) if leap else dt
+    try:
+        return dt + timedelta(seconds=1) if leap else dt
+    except OverflowError:  # `9999-12-31 23:59:60`: raised out of the parser (a record's fold) before
+        return None
+
+
+RFC5322_MAX = 80
+"""The longest RFC 5322 date read (`Wed, 24 Sep 2023 10:00:00 +0000 (Coordinated Universal Time)` is 62): a longer
+value is no date, and is not handed to the regex or to email.utils."""
+_RFC5322 = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),[ \t]*)?[0-9]{1,2}[ \t]+"
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[ \t]+[1-9][0-9]{3}[ \t]+"
+    r"[0-9]{2}:[0-9]{2}(?::([0-9]{2}))?[ \t]+"
+    r"(?:[+-][0-9]{4}|UT|UTC|GMT|Z|[ECMP][SD]T)(?:[ \t]*\([ -~]{0,40}\))?",
+    re.IGNORECASE)
+"""RFC 5322's date-time (§3.3): an optional day name, a four-digit year (email.utils reads `0023` as 2023: no year
+before 1000 is taken), seconds optional, a numeric zone or one of
+the obsolete names RFC 5322 defines (§4.3; a military letter, which it says to read as unknown, is no zone here), an
+optional comment after it (`(UTC)`). `-0000` is UTC with no zone known. Used with fullmatch only."""
+
+
+def _rfc5322(s: str) -> datetime | None:
+    """An RFC 5322 date and time (`_RFC5322`), or None; second 60 (a leap second) is the second after :59."""
+    m = _RFC5322.fullmatch(s) if len(s) <= RFC5322_MAX else None
+    if m is None:
+        return None
+    leap = m.group(1) == "60"
+    try:
+        dt = parsedate_to_datetime(s[:m.start(1)] + "59" + s[m.end(1):] if leap else s)
+        return dt + timedelta(seconds=1) if leap else dt
+    except (ValueError, TypeError, IndexError, OverflowError):  # a day past the month's end, hour 25, past year 9999
+        return None
 
 
 def parse_pmta_time(value: str) -> float | None:

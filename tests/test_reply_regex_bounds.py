@@ -57,6 +57,7 @@ PATTERNS: dict[str, dict[str, str]] = {
     "exporter.jsonrecords": {"_NOT_TEXT": SCAN},
     "exporter.warmup": {"_HEADER_LINE": SCAN},
     "exporter.pmta_api": {"_NOT_IN_XML": SCAN},
+    "exporter.timeparse": {"_RFC5322": ANCHORED},
 }
 """Every module-level Python pattern of the modules that read record text, replies or request values. Not here:
 the config, table and certificate readers (text the operator writes)."""
