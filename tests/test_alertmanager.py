@@ -84,7 +84,8 @@ def test_routing(labels: str, receivers: str) -> None:
 
 def test_grouping_and_inhibitions() -> None:
     cfg = config()
-    assert cfg["route"]["group_by"] == ["alertname", "cluster", "isp", "vmta_pool"]  # sites apart (docs/scaling.md)
+    # sites (docs/scaling.md) and PMTA clusters scraped as a job each notify apart
+    assert cfg["route"]["group_by"] == ["alertname", "cluster", "job", "isp", "vmta_pool"]
     rules = [(r["source_matchers"], r["target_matchers"], r["equal"]) for r in cfg["inhibit_rules"]]
     assert (['alertname = "PmtaIspBlock"'], ['alertname = "PmtaIspThrottling"'],
             ["cluster", "job", "instance", "vmta", "isp"]) in rules
@@ -144,7 +145,7 @@ def notification(alerts: list[dict[str, Any]], status: str = "firing") -> dict[s
         "receiver": "deliverability-oncall",
         "status": status,
         "alerts": alerts,
-        "groupLabels": {k: common[k] for k in ("alertname", "isp", "vmta_pool") if k in common},
+        "groupLabels": {k: common[k] for k in ("alertname", "cluster", "job", "isp", "vmta_pool") if k in common},
         "commonLabels": common,
         "commonAnnotations": {},
         "externalURL": "http://alertmanager.example.invalid",
@@ -184,7 +185,8 @@ def test_slack_leads_with_the_headline(firing: dict[str, Any], headline: str, tm
     text = render("watchtower.slack.text", firing, tmp_path)
     lines = text.splitlines()
     assert lines[0] == f"*{headline}*"
-    assert lines[1] == "WARNING · PmtaIspThrottling · " + throttling_alerts()[0]["annotations"]["summary"]
+    job = throttling_alerts()[0]["labels"]["job"]
+    assert lines[1] == f"WARNING · PmtaIspThrottling · {throttling_alerts()[0]['annotations']['summary']} · job {job}"
     runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#pmtaispthrottling"
     dashboard = f"{GRAFANA}/d/watchtower-vmta/vmta?var-instance=pmta-01%3A9469&var-vmta=vmta-05&var-isp=gmail"
     assert lines[2].startswith(f"<{runbook}|Runbook> · <{dashboard}|Dashboard> · <http://prometheus.")
@@ -422,6 +424,28 @@ def test_critical_mutes_its_warning_twin_only_in_the_same_cluster(alertmanager: 
     assert "warning-us" in settled_muting(alertmanager, sent, lambda muted: "warning-us" in muted)
     time.sleep(0.5)
     assert settled_muting(alertmanager, sent, lambda muted: True) == {"warning-us"}
+
+
+@pytest.mark.integration
+def test_two_clusters_scraped_as_a_job_each_notify_apart_and_say_which(alertmanager: str, tmp_path: Path) -> None:
+    """The cluster-wide alerts keep `job`, not `instance`: two PMTA clusters' hard-bounce alerts of the same pool name
+    were one notification whose lines ("Pool pool-x hard-bounced 3%", "... 4%") did not say which cluster."""
+    eu = alert(alertname="PmtaHardBounceRate", severity="warning", job="pmta-eu", vmta_pool="pool-x")
+    us = alert(alertname="PmtaHardBounceRate", severity="warning", job="pmta-us", vmta_pool="pool-x")
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=[eu, us], timeout=5).raise_for_status()
+    deadline = time.monotonic() + 15
+    while True:
+        groups = [g for g in httpx.get(f"{alertmanager}/api/v2/alerts/groups", timeout=5).json()
+                  if g["receiver"]["name"] == "deliverability-slack"]
+        if sum(len(g["alerts"]) for g in groups) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted((g["labels"].get("job"), len(g["alerts"])) for g in groups) == [("pmta-eu", 1), ("pmta-us", 1)]
+    text = render("watchtower.slack.text", notification([{**eu, "status": "firing"}]), tmp_path)
+    assert text.splitlines()[1] == "WARNING · PmtaHardBounceRate · s. · job pmta-eu"
+    paris = {**eu, "labels": {**eu["labels"], "cluster": "paris"}, "status": "firing"}
+    assert render("watchtower.slack.text", notification([paris]), tmp_path).splitlines()[1] == (
+        "WARNING · PmtaHardBounceRate · s. · cluster paris · job pmta-eu")
 
 
 @pytest.mark.integration
