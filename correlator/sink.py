@@ -92,7 +92,9 @@ class CorrelatorSink:
         self.hasher = RcptHasher(key)
         self.class_of = class_of or default_class_of()
         self.clock = clock
-        self._retention_clock = SteadyWallClock() if clock is time.time else clock  # tests pass their own time
+        self._steady = clock is time.time
+        self._retention_clock = SteadyWallClock() if self._steady else clock  # tests pass their own time
+        """Retention's now: started again from the store's last retention time in `setup` (correlator/wallclock.py)."""
         self.pool = store.ReadPool(self.db_path)
         self.recent = RecentDeliveries()
         isp_of = isp_of or default_isp_of()
@@ -114,6 +116,8 @@ class CorrelatorSink:
         if not self.ingestor.keep_history:
             store.drop_search_indexes(conn)
         store.raise_cache(conn, self._writer_cache_bytes)
+        if self._steady:  # a new process trusts the clock no more than a running one: it goes on from the store's time
+            self._retention_clock = SteadyWallClock(start=store.retention_seed(conn))
 
     def use_page_cache(self, nbytes: int) -> None:
         """SQLite page cache of the writer's connection and of each read connection (before `setup` and the first
@@ -145,6 +149,7 @@ class CorrelatorSink:
     def write(self, conn: sqlite3.Connection, batches: list[RecordBatch]) -> None:
         self.recent.committed()  # the previous write's transaction has ended by now
         self.rows_written += self.ingestor.write(conn, batches)
+        store.record_retention_time(conn, self._retention_clock())  # for the next start (`setup`); same transaction
         self.recent.written(batches)
 
     def maintain(self, conn: sqlite3.Connection) -> bool:
@@ -153,9 +158,10 @@ class CorrelatorSink:
         True when it stopped on its budget with more to delete (over the size cap at a high rate): the caller
         comes back soon instead of after its usual interval, or the store outgrows the cap."""
         self.recent.committed()  # the last write's transaction has ended by now
+        now = self._retention_clock()
         try:
-            deleted, more = store.prune(conn, self._retention_clock() - self.config.retention, self.config.max_db_size,
-                                        pause_s=self.prune_pause)
+            deleted, more = store.prune(conn, now - self.config.retention, self.config.max_db_size,
+                                        pause_s=self.prune_pause, now=now)
         except BaseException:  # batches before the failure are committed: cached links may name what they deleted
             self.ingestor.pruned(0)
             raise

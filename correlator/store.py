@@ -31,8 +31,9 @@ transaction covers both. Shape, chosen for the write path first:
 * `corr_gen_filters`: a Bloom filter of the Message-Id and recipient hashes of each finished generation
   (genfilter.py), so a lookup without a scope seeks only the generations that may hold its key.
 * `corr_files`: file identity -> small number and highest line stored.
-* `corr_meta`: schema version, recipient-hash fingerprint and a write sequence number that lets
-  the ingestor notice a rolled-back transaction and drop its caches.
+* `corr_meta`: schema version, recipient-hash fingerprint, a write sequence number that lets
+  the ingestor notice a rolled-back transaction and drop its caches, and the retention time last
+  trusted (RETENTION_TIME), where the next start's retention clock begins.
 """
 
 from __future__ import annotations
@@ -232,6 +233,36 @@ def search_seq(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+RETENTION_TIME = "retention_time"
+"""corr_meta key: the retention clock's reading (correlator/wallclock.py) at the writer's last commit and prune. A new
+process starts its retention clock from it instead of trusting the system clock: a start under a clock stepped ahead
+deleted every timeline within the step of its retention at once, for good, without a word (a review's
+reproduction: a store of timelines 6 h old emptied within seconds of a start with the clock 3 days ahead)."""
+
+
+def record_retention_time(conn: sqlite3.Connection, now: float) -> None:
+    """Keep `now` as the store's RETENTION_TIME (in the caller's transaction: one row on a page it writes anyway)."""
+    conn.execute("INSERT OR REPLACE INTO corr_meta VALUES (?, ?)", (RETENTION_TIME, repr(float(now))))
+
+
+def retention_seed(conn: sqlite3.Connection) -> float | None:
+    """Where a new retention clock starts: the stored RETENTION_TIME; for a store written before it, the newest
+    activity it holds (the latest timeline's first event, flow bucket or queue event: index seeks, never a scan);
+    None for an empty store (the system clock then). The clock takes the system clock instead when it is behind."""
+    row = conn.execute("SELECT value FROM corr_meta WHERE key = ?", (RETENTION_TIME,)).fetchone()
+    if row is not None:
+        try:
+            value = float(row[0])
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return value
+    newest = [r[0] for r in conn.execute(
+        "SELECT (SELECT max(t0) FROM corr_timelines) UNION ALL SELECT (SELECT max(bucket) FROM corr_flows)"
+        " UNION ALL SELECT (SELECT max(t) FROM corr_queue_events)") if r[0] is not None]
+    return float(max(newest)) if newest else None
+
+
 def send_rank(t_queued: float | None, tl: int) -> tuple[float, int]:
     """Which of two sends of a key is the later: by timeQueued (an undated timeline below any dated one), then by
     id. Linking names a key's latest send by it, and attribution answers a report with it: both must agree."""
@@ -367,11 +398,12 @@ DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 def as_damage(path: Path, exc: sqlite3.Error) -> StoreDamaged | None:
     """`exc` as a StoreDamaged naming `path` when SQLite says the file is damaged; else None.
 
-    A bare DatabaseError (no subclass) is what the sqlite3 module raises for those codes."""
+    A bare DatabaseError (no subclass) is what the sqlite3 module raises for those codes. An extended code
+    (SQLITE_CORRUPT_INDEX, ...) is read by its primary code, its low byte."""
     if isinstance(exc, StoreDamaged):
         return exc
     code = getattr(exc, "sqlite_errorcode", None)
-    if code in DAMAGE_CODES or (code is None and type(exc) is sqlite3.DatabaseError):
+    if (code is not None and code & 0xFF in DAMAGE_CODES) or (code is None and type(exc) is sqlite3.DatabaseError):
         return StoreDamaged(f"{path}: {exc}")
     return None
 
@@ -497,7 +529,7 @@ and its caller comes back after MAINTAIN_BUSY_INTERVAL instead of the usual inte
 
 def prune(
     conn: sqlite3.Connection, cutoff: float, max_bytes: int, batch: int | None = None,
-    budget_s: float | None = None, pause_s: float = 0.0,
+    budget_s: float | None = None, pause_s: float = 0.0, now: float | None = None,
 ) -> Pruned:
     """Delete timelines (with their events) past retention or over the size cap, a batch at a time.
 
@@ -509,7 +541,8 @@ def prune(
     own short transaction when the caller has none open, so the writer is never held for long and a crash loses
     no progress. Stops after `budget_s` of work; `batch` and `budget_s` default to PRUNE_BATCH and
     PRUNE_BUDGET_S. `pause_s`: a wait after each batch of its own transaction, so another process's writer
-    gets the lock (SQLite's busy handler retries every <= 100 ms).
+    gets the lock (SQLite's busy handler retries every <= 100 ms). `now`: the retention time the cutoff was taken
+    from, kept as RETENTION_TIME by the last transaction (no transaction of its own).
     """
     deadline = time.monotonic() + (PRUNE_BUDGET_S if budget_s is None else budget_s)
     own = not conn.in_transaction
@@ -535,6 +568,8 @@ def prune(
         if not ids or time.monotonic() >= deadline:
             with _txn(conn):
                 _drop_empty_slices(conn, horizon)
+                if now is not None:
+                    record_retention_time(conn, now)
             more = bool(ids) and (not over or used_bytes(conn) > max_bytes)
             return Pruned(deleted, more)
         if own and pause_s > 0:

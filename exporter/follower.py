@@ -33,7 +33,8 @@ from exporter.records import shown
 log = logging.getLogger("watchtower.follower")
 
 FAILURE_LOG_EVERY = 60.0
-"""A write failure that goes on is logged again this often (with how many attempts failed), as the daemon's own."""
+"""A write failure that goes on is logged again this often (with how many attempts failed), as the daemon's own.
+A damaged store is said once (no retry mends it: `_damaged`)."""
 IDLE_WAIT = 0.2
 """Seconds between two looks at the checkpoints when the correlator has caught up."""
 BATCH_SECONDS = 2.0
@@ -247,6 +248,12 @@ class Follower:
             return text is not None
         return False
 
+    def _damaged(self, exc: BaseException) -> bool:
+        """SQLite says the store's file is damaged (correlator/store.py `as_damage`): the API's 503 says the same."""
+        from correlator.store import as_damage
+
+        return isinstance(exc, sqlite3.Error) and as_damage(self.db_path, exc) is not None
+
     def _reload(self, sink: Any) -> None:
         """SIGHUP: the tables the daemon has just loaded, here too; a broken one keeps the current tables
         (the daemon's log says why, as it refuses the same file)."""
@@ -324,6 +331,7 @@ class Follower:
         delay = 0.5
         failed = 0
         logged_at = -FAILURE_LOG_EVERY
+        damage_said = False
         try:
             while self._running():
                 if self.reload_requested:
@@ -347,12 +355,22 @@ class Follower:
                         log.warning("correlator process: writes to %s resumed after %d failed attempts", self.db_path,
                                     failed)
                         failed = 0
+                        damage_said = False
                 except (sqlite3.Error, OSError) as exc:  # disk full, locked too long: retried, never fatal
                     text = f"{type(exc).__name__}: {exc}"
                     failed += 1
                     now = time.monotonic()
                     self._report(text)
-                    if failed == 1:
+                    if self._damaged(exc):  # retried too (the file may be restored), but said once: no retry mends it
+                        if not damage_said:
+                            log.error("correlator process: write to %s failed: %s; the database file is damaged "
+                                      "(changed outside the daemon, or a failing disk): what it held may be lost and "
+                                      "retries cannot mend it; stop the daemon and see "
+                                      "docs/runbooks.md#correlator-store-damaged (said once: its writes are retried "
+                                      "meanwhile)", self.db_path, text)
+                            damage_said = True
+                        logged_at = now
+                    elif failed == 1:
                         log.error("correlator process: write to %s failed: %s; retried until it succeeds",
                                   self.db_path, text)
                         logged_at = now
