@@ -10,6 +10,11 @@ The framing is UNCERTAIN in the reference (one object per line, the one sample s
 one object per line (`[` and `]` around, a comma after each object) is read too. A record never spans lines. A
 field named twice in one record is read from its first occurrence (as a CSV header's first column of a name).
 
+PMTA writes every value as a string (the one real sample, pmta-formats.md §4); whether a numeric or flag field may
+come as a JSON number or boolean is UNCERTAIN, so a scalar is read as the CSV form would carry it (`1234` -> "1234",
+`true` -> "true", null -> ""). An object or an array is no PMTA value: a record holding one in a field read here
+(its name in any case) is no row but a `bad_json` line naming that field (`to_row`), never a label or timeline key.
+
 Two paths give the same rows (tests compare them): polars reads a chunk of plain records at C speed
 (`frame_of`); a chunk it cannot judge exactly (a bad line, framing, a blank line, invalid UTF-8, a value that is
 not a string, a read field named in another case, a surrogate or NUL escape) goes line by line through Python's
@@ -74,8 +79,11 @@ def object_text(line: str) -> str:
     return text
 
 
-def to_row(text: str) -> list[str] | None:
-    """The row of one record's object text; None when it is not a JSON object.
+def to_row(text: str) -> list[str] | str | None:
+    """The row of one record's object text; None when it is not a JSON object; a str when a member the exporter
+    reads (its name in any case) holds an object or an array, which no PMTA field is: `FIELD VALUE` (the member's
+    name as written, its value as compact JSON) for the `bad_json` log line. A scalar is read as the CSV form would
+    carry it (`_text`).
 
     A raw control character in a string (a tab in a remote reply) is read as itself (`strict=False`), as the CSV
     form carries it, rather than costing the record. Values may still hold what only an escape can say (a lone
@@ -94,11 +102,15 @@ def to_row(text: str) -> list[str] | None:
             i = _slot(key)
         if i < 0:
             continue
+        if value.__class__ is not str:  # rare: PMTA writes strings (a chunk of them is polars', `frame_of`)
+            if isinstance(value, dict | list):
+                return _not_a_value(key, value)
+            value = _text(value)
         if i >= WIDTH:  # another case of a name: an exact name's value, or the first other case's, is kept
             i -= WIDTH
             if row[i]:
                 continue
-        row[i] = value if value.__class__ is str else _text(value)
+        row[i] = value
     if not row[_TIME]:
         row[_TIME] = row[_ARRIVAL]
     return row
@@ -214,14 +226,27 @@ def _slot(key: str) -> int:
     return slot
 
 
-def _text(value: Any) -> str:
-    """A JSON value as the CSV form would carry it (PMTA writes strings; numbers and null are taken as meant)."""
+def _text(value: str | float | bool | None) -> str:
+    """A JSON scalar as the CSV form would carry it. PMTA writes strings (pmta-formats.md §4); whether a numeric or
+    flag field may come as a JSON number or boolean is UNCERTAIN, so those are taken as meant (`1234` -> "1234",
+    `true` -> "true", in any field: a scalar is a value the CSV form could carry), and null as an empty field."""
     if isinstance(value, str):
         return value
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+_SHOWN_CHARS = 200
+"""Of a value `_not_a_value` shows (the log line clips it to 120 characters anyway; a line can be megabytes)."""
+
+
+def _not_a_value(key: str, value: dict[str, Any] | list[Any]) -> str:
+    """`FIELD VALUE` for the log line of a record whose read member `key` holds an object or list (not a row)."""
+    try:
+        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:_SHOWN_CHARS]
+    except (ValueError, RecursionError):  # as deep as json.loads would go: the name is what the reader needs
+        shown = "[...]" if isinstance(value, list) else "{...}"
+    return f"{key} {repair_text(shown)[0]}"  # an escaped lone surrogate or NUL: text a log line can carry

@@ -747,7 +747,8 @@ class FileParser:
 
     def _parse_json(self, data: bytes) -> tuple[RecordBatch | None, int]:
         """A chunk of a JSON accounting file (exporter/jsonrecords.py): one record per line, each line that is not
-        a usable record one error (`bad_json`, or `unknown_type` for an object without a known type)."""
+        a usable record one error (`bad_json`, or `unknown_type` for an object without a known type). A read field
+        holding an object or an array makes the record `bad_json` whatever its type, logged by that field."""
         bad_utf8 = invalid_utf8_lines(data)
         if self.fast and data.endswith(b"\n"):
             fast = self._json_frame(data, bad_utf8)
@@ -767,12 +768,13 @@ class FileParser:
             if not record:
                 continue  # blank, or an array's framing
             row = jsonrecords.to_row(record)
+            if row is None or isinstance(row, str):  # no object, or a field holding an object or array: no record
+                self._error("bad_json", base + i + 1, line if row is None else row)
+                continue
             # Only an escape can hold a surrogate or NUL; repaired before the type is judged (`"d\\u0000"` is `d`).
-            repaired = row is not None and "\\u" in record and jsonrecords.repair(row)
-            t = row[0] if row is not None else ""
-            if row is None:
-                self._error("bad_json", base + i + 1, line)
-            elif t in allowed:
+            repaired = "\\u" in record and jsonrecords.repair(row)
+            t = row[0]
+            if t in allowed:
                 if repaired:
                     fixed.add(base + i + 1)
                 rows.append(row)

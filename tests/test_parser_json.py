@@ -53,7 +53,7 @@ def test_fields_by_name_any_case_values_of_any_json_type():
     data = "\n".join([
         record(type="d", timeLogged="2026-11-25 12:00:00+0000", RCPT="a@x.com", vmta="v1",
                **{"header_Message-Id": "<m1@x>"}),
-        record(vmta="v2", type="b", timeLogged=1764072000, dlvSize=1234, jobId=None, queue=["odd"], envId=True),
+        record(vmta="v2", type="b", timeLogged=1764072000, dlvSize=1234, jobId=None, queue=12.5, envId=True),
     ]).encode() + b"\n"
     p, batch, n = parse(data)
     assert (n, p.errors, p.read) == (2, {}, {"d": 1, "b": 1})
@@ -63,7 +63,7 @@ def test_fields_by_name_any_case_values_of_any_json_type():
     assert [c.get(first, f) for f in ("type", "rcpt", "vmta", "header_Message-Id")] == ["d", "a@x.com", "v1", "<m1@x>"]
     assert first[c.message_id] == "<m1@x>"
     assert [c.get(second, f) for f in ("timeLogged", "dlvSize", "jobId", "queue", "envId")] == [
-        "1764072000", "1234", "", '["odd"]', "true"]
+        "1764072000", "1234", "", "12.5", "true"]  # an object or array: bad_json (tests/test_json_field_types.py)
     assert all(len(row) == len(c.names) for row in batch.rows)
 
 
