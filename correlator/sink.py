@@ -117,7 +117,7 @@ class CorrelatorSink:
             store.drop_search_indexes(conn)
         store.raise_cache(conn, self._writer_cache_bytes)
         if self._steady:  # a new process trusts the clock no more than a running one: it goes on from the store's time
-            self._retention_clock = SteadyWallClock(start=store.retention_seed(conn))
+            self._retention_clock = SteadyWallClock(start=store.retention_seed(conn, time.time()))
 
     def use_page_cache(self, nbytes: int) -> None:
         """SQLite page cache of the writer's connection and of each read connection (before `setup` and the first

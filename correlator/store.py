@@ -245,22 +245,25 @@ def record_retention_time(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("INSERT OR REPLACE INTO corr_meta VALUES (?, ?)", (RETENTION_TIME, repr(float(now))))
 
 
-def retention_seed(conn: sqlite3.Connection) -> float | None:
-    """Where a new retention clock starts: the stored RETENTION_TIME; for a store written before it, the newest
-    activity it holds (the latest timeline's first event, flow bucket or queue event: index seeks, never a scan);
-    None for an empty store (the system clock then). The clock takes the system clock instead when it is behind."""
+def retention_seed(conn: sqlite3.Connection, now: float) -> float | None:
+    """Where a new retention clock starts: the stored RETENTION_TIME, but never before the newest activity the store
+    holds (the latest timeline's first event, flow bucket or queue event, up to `now`: index seeks, never a scan).
+    A time recorded while the clock was far behind (a start before NTP set it: 1970, a VM restored) would otherwise
+    hold pruning back for as long, restart after restart; a store written before RETENTION_TIME starts from its
+    newest activity. None for an empty store (the system clock then). The clock takes the system clock instead when
+    it is behind."""
     row = conn.execute("SELECT value FROM corr_meta WHERE key = ?", (RETENTION_TIME,)).fetchone()
+    recorded = math.nan
     if row is not None:
         try:
-            value = float(row[0])
+            recorded = float(row[0])
         except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return value
-    newest = [r[0] for r in conn.execute(
+            pass
+    newest = [min(float(r[0]), now) for r in conn.execute(
         "SELECT (SELECT max(t0) FROM corr_timelines) UNION ALL SELECT (SELECT max(bucket) FROM corr_flows)"
         " UNION ALL SELECT (SELECT max(t) FROM corr_queue_events)") if r[0] is not None]
-    return float(max(newest)) if newest else None
+    seeds = [*newest, *([recorded] if math.isfinite(recorded) else [])]
+    return max(seeds) if seeds else None
 
 
 def send_rank(t_queued: float | None, tl: int) -> tuple[float, int]:

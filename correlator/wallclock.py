@@ -40,8 +40,8 @@ class SteadyWallClock:
         now = self._read_wall()
         self._now = now if start is None else min(start, now)
         self._stepped = False
-        self._since = ", the retention time the store last recorded (the daemon was stopped that long, or the clock " \
-            "stepped)" if start is not None else ""
+        self._since = ", the time the store last recorded (its retention time or newest record: the daemon was " \
+            "stopped that long, or the clock stepped)" if start is not None else ""
         """Said of a step found at the first reading after a `start` (reset at the next reading)."""
 
     def _read_wall(self) -> float:

@@ -369,7 +369,7 @@ class Follower:
                                       "docs/runbooks.md#correlator-store-damaged (said once: its writes are retried "
                                       "meanwhile)", self.db_path, text)
                             damage_said = True
-                        logged_at = now
+                            logged_at = now  # another error (locked, disk full) meeting it is said a minute on
                     elif failed == 1:
                         log.error("correlator process: write to %s failed: %s; retried until it succeeds",
                                   self.db_path, text)

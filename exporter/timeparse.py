@@ -97,12 +97,14 @@ _RFC5322 = re.compile(
     r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),[ \t]*)?[0-9]{1,2}[ \t]+"
     r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[ \t]+[1-9][0-9]{3}[ \t]+"
     r"[0-9]{2}:[0-9]{2}(?::([0-9]{2}))?[ \t]+"
-    r"(?:[+-][0-9]{4}|UT|UTC|GMT|Z|[ECMP][SD]T)(?:[ \t]*\([ -~]{0,40}\))?",
+    r"(?P<zone>[+-](?:[01][0-9]|2[0-3])[0-5][0-9]|UT|UTC|GMT|Z|[ECMP][SD]T)(?:[ \t]*\([ -~]{0,40}\))?",
     re.IGNORECASE)
 """RFC 5322's date-time (§3.3): an optional day name, a four-digit year (email.utils reads `0023` as 2023: no year
-before 1000 is taken), seconds optional, a numeric zone or one of
-the obsolete names RFC 5322 defines (§4.3; a military letter, which it says to read as unknown, is no zone here), an
-optional comment after it (`(UTC)`). `-0000` is UTC with no zone known. Used with fullmatch only."""
+before 1000 is taken), seconds optional, a numeric zone (hours 00-23, minutes 00-59) or one of the obsolete names
+RFC 5322 defines (§4.3: `Z` is UTC; another military letter, which it says to read as unknown, is no zone here), an
+optional comment after it (`(UTC)`, with or without a space before it: not handed to email.utils, which would read a
+zone glued to it as none). `-0000` is UTC with no zone known. A day name that is not the date's is not checked (as
+email.utils). Used with fullmatch only."""
 
 
 def _rfc5322(s: str) -> datetime | None:
@@ -111,6 +113,7 @@ def _rfc5322(s: str) -> datetime | None:
     if m is None:
         return None
     leap = m.group(1) == "60"
+    s = s[:m.end("zone")]  # the comment off: `+0200(CEST)` was read as no zone, i.e. UTC
     try:
         dt = parsedate_to_datetime(s[:m.start(1)] + "59" + s[m.end(1):] if leap else s)
         return dt + timedelta(seconds=1) if leap else dt

@@ -182,6 +182,11 @@ def test_an_fbl_file_timed_by_an_rfc5322_arrival_date_gets_its_times(tmp_path: P
     ("Fri,  24  Feb  2023  10:00:00  +0000", 1677232800.0),  # folding white space
     ("Fri, 24 Feb 2023 10:00:00 -0000", 1677232800.0),  # RFC 5322: UTC, no zone known
     ("Sat, 31 Dec 2016 23:59:60 +0000", 1483228800.0),  # a leap second: the next second, as the ISO form's
+    ("Fri, 24 Feb 2023 10:00:00 +0200(CEST)", 1677225600.0),  # a comment glued to the zone: read as UTC before
+    ("Fri, 24 Feb 2023 10:00:00 -0500(EST)", 1677250800.0),
+    ("Fri, 24 Feb 2023 10:00:00 +0200 (CEST)", 1677225600.0),
+    ("Fri, 24 Feb 2023 10:00:00 +0099", None),  # no zone has 99 minutes
+    ("Fri, 24 Feb 2023 10:00:00 +2400", None),
     ("Fri, 24 Feb 2023 10:00:00", None),  # RFC 5322 requires the zone
     ("Fri, 24 Feb 2023 10:00:00 XYZ", None),  # a zone no RFC names
     ("Fri, 24 Feb 23 10:00:00 +0000", None),  # a two-digit year: which century is a guess

@@ -138,13 +138,37 @@ def test_an_empty_store_starts_from_the_clock(tmp_path: Path) -> None:
 
 def test_store_seed_reads_the_newest_activity_without_a_stored_time(tmp_path: Path) -> None:
     h = Harness(tmp_path, CorrelatorConfig(), clock=lambda: 1714521600.0 + DAY)
-    assert store.retention_seed(h.conn) is None  # empty, no stored time: the clock it is
+    now = 1714521600.0 + 2 * DAY
+    assert store.retention_seed(h.conn, now) is None  # empty, no stored time: the clock it is
     h.commit(_acct("a", 1714521600.0, 3, "a"), maintain=False)
-    assert store.retention_seed(h.conn) == 1714521600.0 + DAY  # each commit keeps the retention clock's reading
+    assert store.retention_seed(h.conn, now) == 1714521600.0 + DAY  # each commit keeps the retention clock's reading
     h.conn.execute("DELETE FROM corr_meta WHERE key = ?", (store.RETENTION_TIME,))  # as an older version left it
-    assert store.retention_seed(h.conn) == pytest.approx(1714521602.0, abs=store.FLOW_BUCKET)
+    assert store.retention_seed(h.conn, now) == pytest.approx(1714521602.0, abs=store.FLOW_BUCKET)
+    assert store.retention_seed(h.conn, 1714521600.0 - DAY) == 1714521600.0 - DAY  # newest activity: at most now
     store.record_retention_time(h.conn, 1714600000.5)
-    assert store.retention_seed(h.conn) == 1714600000.5
+    assert store.retention_seed(h.conn, now) == 1714600000.5
+    store.record_retention_time(h.conn, 0.0)  # recorded while the clock read 1970 (a start before NTP set it)
+    assert store.retention_seed(h.conn, now) == pytest.approx(1714521602.0, abs=store.FLOW_BUCKET)
+    h.close()
+
+
+def test_a_start_under_a_clock_far_behind_does_not_hold_pruning_back_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start with the clock 30 days behind records that time; the next start under the right clock went on from it
+    (30 days without pruning) where it should go on from what the store shows had happened: the newest record."""
+    h = Harness(tmp_path, CorrelatorConfig(retention="2d"), clock=time.time)
+    h.commit(_acct("old", time.time() - 5 * DAY, 10, "old"), maintain=False)
+    h.commit(_acct("new", time.time() - HOUR, 10, "new"), maintain=False)
+    h.close()
+    clock = _stepped(monkeypatch, -30 * DAY)
+    h = Harness(tmp_path, CorrelatorConfig(retention="2d"), clock=clock)
+    h.sink.maintain(h.conn)
+    assert _timelines(h.db) == 20  # behind: pruning waits
+    h.close()
+    monkeypatch.undo()
+    h = Harness(tmp_path, CorrelatorConfig(retention="2d"), clock=time.time)
+    h.sink.maintain(h.conn)
+    assert _timelines(h.db) == 10  # the 5-day-old ones, past the 2-day retention of the newest record's time
     h.close()
 
 
