@@ -57,6 +57,20 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port in {base}-{base + PORTS_PER_WORKER - 1}")
 
 
+def correlator_pid(daemon_pid: int) -> int:
+    """The correlator process: the daemon's child running multiprocessing's spawn_main (not its resource tracker)."""
+    for _ in range(100):
+        for child in Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:  # exited meanwhile
+                continue
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                return int(child)
+        time.sleep(0.1)
+    raise AssertionError("no correlator process")
+
+
 RECORD_DAY = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
 """Date of the records the writers below produce: yesterday (UTC). A fixed date aged past the daemon's default
 `correlator.retention` (7 days) seven days after it, and its timelines were then pruned in the middle of tests."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 from correlator import store
 from correlator.wallclock import SteadyWallClock
 from exporter.config import CorrelatorConfig
-from tests.conftest import ACCT_HEADER, Watchtower, write_config
+from tests.conftest import ACCT_HEADER, Watchtower, correlator_pid, write_config
 from tests.test_correlator_support import Harness, batch
 
 DAY = 86400.0
@@ -210,30 +209,6 @@ time.time_ns = lambda: _real_ns() + int(_offset() * 1e9)
 '''
 
 
-def _port() -> int:
-    """A loopback port in 36000-37999 (a block the conftest's per-worker blocks do not use)."""
-    for port in range(36000 + os.getpid() % 1000, 38000):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 36000-37999")
-
-
-def _correlator_pid(daemon: int) -> int | None:
-    for task in Path(f"/proc/{daemon}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes() and \
-                        b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
-                    return int(child)
-            except OSError:
-                continue
-    return None
-
-
 def _wait(check: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -253,8 +228,7 @@ def test_daemon_restart_and_correlator_respawn_under_a_stepped_clock_keep_fresh_
     offset.write_text("0")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("WT_TEST_CLOCK_OFFSET_FILE", str(offset))
-    config = write_config(tmp_path, listen=f"127.0.0.1:{_port()}",
-                          correlator={"enabled": True, "retention": "2d", "worker": "process"})
+    config = write_config(tmp_path, correlator={"enabled": True, "retention": "2d", "worker": "process"})
     queued = time.time() - 6 * HOUR
     stamp = time.strftime("%Y-%m-%d %H:%M:%S+0000", time.gmtime(queued))
     n = 300
@@ -280,8 +254,7 @@ def test_daemon_restart_and_correlator_respawn_under_a_stepped_clock_keep_fresh_
         assert _timelines(db) == n
         assert _retention_time(db) < kept + 60  # the trusted time, not the stepped clock's
         assert wt.proc is not None
-        pid = _correlator_pid(wt.proc.pid)
-        assert pid is not None
+        pid = correlator_pid(wt.proc.pid)
         os.kill(pid, 9)  # the daemon respawns it; the new one must not trust the clock either
         time.sleep(0.3)
         kept = _retention_time(db)

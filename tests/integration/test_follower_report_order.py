@@ -18,20 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import RECORD_DAY, AcctWriter, total, write_config
+from tests.conftest import RECORD_DAY, AcctWriter, correlator_pid, total, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def _follower_pid(daemon_pid: int) -> int:
-    """The correlator process: the daemon's child running multiprocessing's spawn_main (not its resource tracker)."""
-    for _ in range(100):
-        for child in Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-                return int(child)
-        time.sleep(0.1)
-    raise AssertionError("no correlator process")
 
 
 class Lagging:
@@ -54,7 +43,7 @@ class Lagging:
         self.delivered = 5
         self.wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= 5)
         self.wt.committed()
-        self.follower = _follower_pid(self.wt.proc.pid)
+        self.follower = correlator_pid(self.wt.proc.pid)
 
     def lag(self) -> None:
         os.kill(self.follower, signal.SIGSTOP)
