@@ -437,7 +437,8 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Pr
     if types & _MAIN:
         main = frame.lazy() if types <= _MAIN else frame.lazy().filter(pl.col("c0").is_in(list(_MAIN)))
         exprs = _derive(c, _has_times(c), frozenset(types & _MAIN))
-        if _has_times(c) and LINE in frame.columns:  # to log bad times by line (a column carried, no work per row)
+        if (_has_times(c) or c.dlvSize >= 0) and LINE in frame.columns:  # to log bad times and sizes by line (a
+            # column carried, no work per row)
             exprs = [*exprs, pl.col(LINE)]
         derived = main.select(exprs).collect(engine=ENGINE)
     if types & _LATE:

@@ -272,6 +272,20 @@ def test_bad_sizes_are_rate_limited_like_the_other_parse_errors(tmp_path: Path) 
     assert "pmta_delivered_bytes_total{" not in proc.stdout  # no record had a size
 
 
+def test_bad_sizes_are_logged_by_line_in_a_layout_without_times(tmp_path: Path) -> None:
+    """The line numbers were carried only for a layout with timeLogged: without one, bad sizes were counted and only
+    said as "3 more bad lines not logged"."""
+    header = "type,rcpt,dlvSize,vmta"
+    rows = [_csv_line({"type": "d", "rcpt": f"u{i}@gmail.com", "dlvSize": v, "vmta": "v1"}, header)
+            for i, v in enumerate(["10", "abc", "1,234", "12.5", "20"])]
+    path = _write(tmp_path, "csv", rows, header)
+    proc = _oneshot(tmp_path, "csv")
+    assert _sample(proc.stdout, "watchtower_parse_errors_total", reason="bad_size", source="acct") == 3
+    assert _sample(proc.stdout, "pmta_delivered_bytes_total", isp="gmail", vmta="v1", vmta_pool="none") == 30
+    assert _logged_lines(proc.stderr, path, "bad_size") == [3, 4, 5], proc.stderr
+    assert "not logged" not in proc.stderr
+
+
 MODES = ["inline", "background", "derive_here", "pipelined"]
 
 
