@@ -657,9 +657,12 @@ def build_router(api: Api) -> APIRouter:
         hi = parse_time("until", until, now)
         if lo is None:
             raise BadRequest(400, "since is required", "since")
-        lo, hi = flow_window(lo, hi)  # the bounds of the 5-minute buckets read, echoed as such
-        if hi is not None and lo >= hi:  # as /replies: no bucket to read would answer as "no traffic"
+        # As /replies, on the bounds as given (checked after rounding to buckets, `until` before `since` within one
+        # bucket, 11:21:07 to 11:20:08, read that bucket: a 200 with its data). Rounded, since < until still holds:
+        # since rounds down, until up, and parse_time keeps both at most LAST_TIME, where rounding stops.
+        if hi is not None and lo >= hi:
             raise BadRequest(400, "since must be before until", "since")
+        lo, hi = flow_window(lo, hi)  # the bounds of the 5-minute buckets read, echoed as such
         with api.connection() as conn:
             data = api.reader(conn).flows(lo, hi, api.max_flow_senders)
         body = {"since": iso(lo), "until": iso(hi), **data}

@@ -67,6 +67,15 @@ def _params(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def _window(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` (resolve_times'), or the daemon's 400 on `since` when `until` is not after it (/flows, /replies):
+    checked here, the answer is that 400 whatever the hosts are (none, down, or an older daemon that answered a
+    backwards /flows window with the data of the bucket both bounds fall in)."""
+    if "since" in params and "until" in params and float(params["since"]) >= float(params["until"]):
+        raise BadRequest(400, "since must be before until", "since")
+    return params
+
+
 def _fail(status: int, error: str, parameter: str | None, part: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"error": error, "parameter": parameter, "status": status, **part}, status_code=status)
 
@@ -84,6 +93,30 @@ def _missing_note(part: dict[str, Any]) -> str:
     if not part["missing_hosts"]:
         return ""
     return " (hosts not answering: " + ", ".join(render.safe(m["host"]) for m in part["missing_hosts"]) + ")"
+
+
+STORED_HOSTS_SHOWN = 10
+"""Hosts named in a /timeline 404 as storing the job (or Message-Id) but not for the recipient; then `and N more`."""
+
+
+def _timeline_not_found(answers: list[HostAnswer], part: dict[str, Any], job_id: str | None,
+                        message_id: str | None) -> JSONResponse:
+    """/timeline's 404 when no host holds a timeline, naming the parameter as the daemons do: `rcpt` when any host
+    answered that it stores the job (or Message-Id), not for this recipient (the key exists, the recipient is what
+    is not there), else the key parameter (no host that answered stores it). Hosts that did not answer are in
+    missing_hosts, as on every route: the key may be on one of them."""
+    job = (job_id or "").strip()
+    key = f"job {echoed(job)}" if job else f"Message-Id {echoed((message_id or '').strip().strip('<>'))}"
+    stored = [a.target.name for a in answers if a.ok and a.status == 404 and isinstance(a.body, dict)
+              and a.body.get("parameter") == "rcpt"]
+    if not stored:
+        return _fail(404, f"no timeline for {key} on any host" + _missing_note(part),
+                     "job_id" if job else "message_id", part)
+    names = ", ".join(render.safe(n) for n in stored[:STORED_HOSTS_SHOWN])
+    more = len(stored) - STORED_HOSTS_SHOWN
+    names += f" and {more} more" if more > 0 else ""
+    return _fail(404, f"no timeline for this recipient {'in' if job else 'of'} {key} on any host ({key} is stored "
+                 f"on {names}, not for this recipient)" + _missing_note(part), "rcpt", part)
 
 
 class Hub:
@@ -191,8 +224,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return early
         items = merge.tagged(answers, "timelines")
         if not items:
-            return _fail(404, "no timeline for this recipient on any host" + _missing_note(part),
-                         "job_id" if job_id else "message_id", part)
+            return _timeline_not_found(answers, part, job_id, message_id)
         oks = merge.answered(answers)
         first, older = merge.shown(oks), merge.omitted(oks)
         if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
@@ -291,8 +323,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         host: Annotated[str | None, Query(description="Only these hosts (target names, as items' `host`; a "
                                           "dashboard's instance), comma-separated; empty or All = every host.")] = None,
     ) -> Any:
-        params = resolve_times(_params(vmta=vmta, pool=pool, isp=isp, since=since, until=until, limit=100),
-                               hub.clock())
+        params = _window(resolve_times(_params(vmta=vmta, pool=pool, isp=isp, since=since, until=until, limit=100),
+                                       hub.clock()))
         named = filter_values("host", host)
         targets = await hub.targets.current()
         unknown: list[HostAnswer] = []
@@ -318,7 +350,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         until: Annotated[str | None, Query(description="End (exclusive), same forms.")] = None,
         format: FormatParam = None,
     ) -> Any:
-        targets, answers = await hub.ask("/api/v1/flows", resolve_times(_params(since=since, until=until), hub.clock()))
+        params = _window(resolve_times(_params(since=since, until=until), hub.clock()))
+        targets, answers = await hub.ask("/api/v1/flows", params)
         without_route(answers)
         part, early = settled(targets, answers)
         if early is not None:

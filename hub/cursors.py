@@ -39,6 +39,15 @@ def fingerprint(value: Any) -> str:
     return blake2b(json.dumps(value, sort_keys=True).encode(), key=CURSOR_KEY, digest_size=6).hexdigest()
 
 
+NOT_ISSUED = ("cursor not issued by this hub for {these}: {differ}, or the hub restarted without hub.cursor_key_file; "
+              "{again}")
+"""The 400 on `cursor` when its fingerprint does not match. The hub cannot tell why: the filters (Message-Id) differ,
+or the key changed (a restart, another hub behind the same address, without a shared `hub.cursor_key_file`)."""
+OTHER_FILTERS = NOT_ISSUED.format(these="these filters", differ="the filters differ", again="start the search again")
+OTHER_MESSAGE = NOT_ISSUED.format(these="this Message-Id", differ="the Message-Id differs",
+                                  again="start again from the first page")
+
+
 PLAIN_MAX = 1024
 """Characters up to which a cursor stays plain base64 JSON (readable as a daemon's cursor is)."""
 CURSOR_BUDGET = 12 * 1024

@@ -56,7 +56,7 @@ def _finished(place: Any) -> bool:
 def _decode(cursor: str, fp: str, targets: list[Target]) -> Decoded:
     got = cursors.decode(cursor, targets, _message_place)
     if got.fp != fp:
-        raise BadRequest(400, "cursor belongs to another Message-Id", "cursor")
+        raise BadRequest(400, cursors.OTHER_MESSAGE, "cursor")
     return got
 
 

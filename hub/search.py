@@ -78,7 +78,7 @@ def decode_cursor(cursor: str, fp: str, targets: list[Target] | None = None) -> 
                             or not MIN_TIME <= now <= MAX_TIME):
         raise BadRequest(400, "malformed cursor", "cursor")
     if got.fp != fp:
-        raise BadRequest(400, "cursor belongs to a search with other filters", "cursor")
+        raise BadRequest(400, cursors.OTHER_FILTERS, "cursor")
     got.now = None if now is None else float(now)
     return got
 

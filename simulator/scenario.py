@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from exporter.cliargs import MAX_DURATION
 from simulator.providers import MIXES, PROVIDERS
 from simulator.replies import CATALOGUE
 from simulator.yamlfile import YamlFileError, keys_of, parse_mapping, read_mapping, validation_problem
@@ -184,7 +185,8 @@ class Traffic(_Strict):
 class Scenario(_Strict):
     name: str
     description: str = ""
-    duration: Offset = 3600.0
+    duration: Annotated[Offset, Field(le=int(MAX_DURATION))] = 3600.0
+    """What `generate` simulates without `--minutes`; at most 30 days, as `--minutes` (`.inf` ran for ever)."""
     start: str | None = None
     """Default simulated start, ISO 8601 with offset (e.g. `2024-06-12 08:00:00+00:00`)."""
     traffic: Traffic = Field(default_factory=Traffic)
