@@ -43,6 +43,8 @@ RECORD_ALIASES: dict[str, str] = {
     "remote-status": "rs",
     "receipt": "r",
 }
+_RECORD_CHOICES = ", ".join(f"{code} ({alias})" for alias, code in RECORD_ALIASES.items())
+"""Every record type as a bad `records` value's error lists it: `d (delivery), b (bounce), ...`."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
@@ -242,7 +244,12 @@ class SourceConfig(_Strict):
         "`/var/log/pmta/acct-*.json`), told apart per file by its first non-blank line (once: kept across "
         "restarts). A match whose first bytes are "
         "compressed (gzip, bzip2, xz, zstd: logrotate's `compress`), or whose header line ends in a lone CR (old Mac "
-        "line endings), is named once in the log and not read."
+        "line endings), is named once in the log and not read. A file two sources' globs match is read for the "
+        "first source listed only, with its `records` (the later source reads none of it). Where the later source "
+        "keeps a record type the first does not, those records would be read by no source: `check-config`, `run` "
+        "and `oneshot` refuse the config (exit 2) when the globs are the same or a file matches both at the time; "
+        "read such files with one source keeping every type wanted (`records: [d, b]`). An overlap that loses no "
+        "type (the later source keeps no type the first does not, or both keep every type) is a warning."
     )
     name: str | None = Field(
         default=None,
@@ -269,9 +276,12 @@ class SourceConfig(_Strict):
     )
     records: list[str] | None = Field(
         default=None,
-        description="Record types this source feeds (d, b, t, tq, f, rb, rs, r or long aliases); "
-        "others are skipped so a record PMTA writes to two files is counted once. Unset: all types (an empty "
-        "list is an error).",
+        description="Record types this source feeds, each a code or its long alias, in lower case: "
+        + ", ".join(f"`{code}` ({alias})" for alias, code in RECORD_ALIASES.items())
+        + "; others are skipped so a record PMTA writes to two files is counted once. Unset: all "
+        "types (an empty list is an error). A file two sources' globs match is read for the first source listed only "
+        "(see `paths`): give a set of files one source keeping every type wanted there (`records: [d, b]`; a source "
+        "of `d` and another of `b` over the same glob is a config error).",
     )
 
     @field_validator("records")
@@ -285,7 +295,8 @@ class SourceConfig(_Strict):
         for item in value:
             code = RECORD_ALIASES.get(item, item)
             if code not in RECORD_TYPES:
-                raise ValueError(f"unknown record type {item!r}; expected one of {', '.join(RECORD_TYPES)}")
+                raise ValueError(f"unknown record type {item!r}; expected one of {_RECORD_CHOICES}: a code or its "
+                                 "alias, in lower case")
             out.append(code)
         return out
 
@@ -306,7 +317,8 @@ class TailConfig(_Strict):
         default="end",
         description="Where to start in files that already exist the very first time the daemon runs "
         "(no state yet). Files found later, and every file after the first run, are read from byte 0. Files "
-        "already in `moved_to` at the first run are not read (a WARNING counts them; `watchtower oneshot` does). "
+        "already in `moved_to` at the first run are not read (with `beginning` a WARNING counts them; "
+        "`watchtower oneshot` does). "
         "With `end`, a file the first run cannot read yet (permissions) is read from where it ended then once it "
         "can be, and a log directory it cannot list yet has the files found there once it can be started at "
         "their ends (a WARNING names each).",
@@ -434,7 +446,8 @@ class PmtaApiConfig(_Strict):
         "appended to it); reached directly (HTTP_PROXY and the other proxy variables are ignored; "
         "SSL_CERT_FILE and SSL_CERT_DIR still name the CAs trusted without `ca_file`). A redirect is followed only "
         "on this origin or to https on the same host (PMTA 5's `http-redirect-to-https`); one to another server is "
-        "refused and counted as `http_status`, naming where it pointed. Unset: no queue gauges.",
+        "refused and counted as `http_status`, naming where it pointed. Unset: no queue gauges, and the other pmta "
+        "keys the file sets have no effect (a warning names them at `check-config` and at start).",
     )
     poll_interval: Duration = Field(default=15.0, description="Time between polls of the management API.")
     timeout: Duration = Field(default=5.0, description="Timeout of one HTTP request to PMTA.")
@@ -512,7 +525,9 @@ class PmtaApiConfig(_Strict):
 
 
 class CorrelatorConfig(_Strict):
-    enabled: bool = Field(default=True, description="Store per-message timelines in SQLite.")
+    enabled: bool = Field(default=True, description="Store per-message timelines in SQLite, served by /api/v1 and "
+                          "the /ui pages. Off, the other correlator keys the file sets have no effect (a warning names "
+                          "them at `check-config` and at start), except hash_recipients.")
     retention: Duration = Field(default=7 * 86400.0, description="Keep a timeline until its latest event is this old.")
     max_db_size: DbSize = Field(
         default=20 * 1024**3,
@@ -528,7 +543,9 @@ class CorrelatorConfig(_Strict):
         description="How far back an FBL/remote-bounce record without id is matched on rcpt + orig (0: never).",
     )
     hash_recipients: bool = Field(
-        default=False, description="Store recipients as HMAC-SHA256; lookups by address still work. Turned on over "
+        default=False, description="Store recipients as HMAC-SHA256; lookups by address still work. Also removes "
+        "the local part of every address from the log lines and /healthz's problems, with the correlator off too. "
+        "Turned on over "
         "a store of plain timelines: let in (a WARNING; those keep their address until pruned and are no longer "
         "found by address, docs/security.md). Turned off over a store of hashed timelines: refused (`check-config` "
         "and `run` exit 2) rather than storing addresses in clear beside them; set it back, or start a new store "

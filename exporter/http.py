@@ -111,12 +111,15 @@ def build_app(
 
     @app.get("/", include_in_schema=False)
     async def index() -> PlainTextResponse:
-        ui = {"type": "http", "path": "/ui/", "method": "GET", "root_path": ""}  # served with the correlator only
-        served = any(route.matches(ui)[0] == Match.FULL for route in app.router.routes)
-        pages = "/ui/           search, message forensics, flows (docs/scaling.md)\n" if served else ""
+        def served(path: str) -> bool:  # /ui/ and /api/v1/... are served with the correlator only
+            scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+            return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
+        api = "/api/v1/...    message timelines (docs/api.md)\n" if served("/api/v1/search") else ""
+        pages = "/ui/           search, message forensics, flows (docs/scaling.md)\n" if served("/ui/") else ""
         return PlainTextResponse(
             "PMTA Watchtower " + __version__ + "\n\n/metrics       Prometheus metrics\n/healthz       health\n"
-            "/api/v1/...    message timelines (docs/api.md)\n" + pages + "/openapi.json  API description\n"
+            + api + pages + "/openapi.json  API description\n"
         )
 
     for router in routers or []:

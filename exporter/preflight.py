@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from exporter.config import Config
+from exporter.config import RECORD_TYPES, Config, CorrelatorConfig, PmtaApiConfig, SourceConfig
 
 P = ParamSpec("P")
 PathT = TypeVar("PathT", Path, Path | None)
@@ -530,7 +530,8 @@ def problems(config: Config, uses_state_dir: bool = True, waits_for_address: boo
         secret_file_problem("pmta.password_file", config.pmta.password_file),
         ca_file_problem("pmta.ca_file", config.pmta.ca_file),
     ]
-    return [p for p in out if p] + _tls(config) + _directories(config) + _brace_alternatives(config)
+    return [p for p in out if p] + _tls(config) + _directories(config) + _brace_alternatives(config) + \
+        _records_lost_to_overlaps(config)
 
 
 def _directories(config: Config) -> list[str]:
@@ -583,21 +584,29 @@ def _absent_directory(pattern: str) -> str | None:
     return None
 
 
-def _overlaps(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[str]:
+def _overlap_findings(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[tuple[str, bool]]:
     """Two sources given one pattern, or one whose files another's pattern also matches now: the tailer follows a
-    file (by device and inode) for the first source listed, so the other never reads it, silently."""
-    out = []
+    file (by device and inode) for the first source listed (exporter.tailer.Tailer._matches), so the other never
+    reads it. Each as (line, lost): `lost` when the later source keeps a record type the first does not, whose
+    records in those files are then read for no source at all (`records: [d]` and `records: [b]` over one glob: every
+    bounce skipped); else nothing is lost, only the later source reads none of them. One line per pattern and
+    source it overlaps."""
+    out: list[tuple[str, bool]] = []
     patterns: dict[str, tuple[int, int]] = {}
     owners: dict[tuple[int, int], tuple[int, int]] = {}
     for i, source in enumerate(config.sources):
         for j, pattern in enumerate(source.paths):
             first = patterns.setdefault(pattern, (i, j))
             if first[0] != i:
-                other = config.sources[first[0]].label
-                out.append(f"sources.{i}.paths.{j}: {pattern!r} is also sources.{first[0]}.paths.{first[1]} (source "
-                           f"{other}): a file both match is read for {other} only, never for {source.label}; remove "
-                           "it from one of them")
+                owner = config.sources[first[0]]
+                said = (f"sources.{i}.paths.{j}: {pattern!r} is also sources.{first[0]}.paths.{first[1]} (source "
+                        f"{owner.label}): a file both match is read for {owner.label} only")
+                lost = _lost_record_types(owner, source)
+                out.append((f"{said}, so the records of {_types(lost)} that {source.label} asks for are never read: "
+                            f"{_one_source(owner, source)}", True) if lost else
+                           (f"{said}, never for {source.label}; remove it from one of them", False))
                 continue
+            shared: dict[int, tuple[str, int]] = {}  # the first file of each other source this pattern matches
             for path in sorted(matched[(i, j)]):
                 try:
                     st = os.stat(path)
@@ -607,12 +616,49 @@ def _overlaps(config: Config, matched: dict[tuple[int, int], list[str]]) -> list
                     continue
                 oi, oj = owners.setdefault((st.st_dev, st.st_ino), (i, j))
                 if oi != i:
-                    other = config.sources[oi]
-                    out.append(f"sources.{i}.paths.{j}: {pattern!r} also matches {path}, a file of sources.{oi}.paths."
-                               f"{oj} {other.paths[oj]!r} (source {other.label}): such a file is read for "
-                               f"{other.label} only, never for {source.label}; narrow one of the patterns")
-                    break
+                    shared.setdefault(oi, (path, oj))
+            for oi, (path, oj) in sorted(shared.items()):
+                owner = config.sources[oi]
+                said = (f"sources.{i}.paths.{j}: {pattern!r} also matches {path}, a file of sources.{oi}.paths.{oj} "
+                        f"{owner.paths[oj]!r} (source {owner.label}): such a file is read for {owner.label} only")
+                lost = _lost_record_types(owner, source)
+                out.append((f"{said}, so the records of {_types(lost)} that {source.label} asks for are never read in "
+                            f"it: {_one_source(owner, source)}, or narrow one of the patterns", True) if lost else
+                           (f"{said}, never for {source.label}; narrow one of the patterns", False))
     return out
+
+
+def _lost_record_types(first: SourceConfig, later: SourceConfig) -> list[str]:
+    """The record types `later` keeps and `first` does not (RECORD_TYPES' order; `records` unset keeps every type):
+    those of a file both match are read for neither, the tailer reading it for `first` only. None lost when `later`
+    keeps no type `first` does not (as exporter.tailer._keeps_nothing_more judges a file handed between sources)."""
+    if first.records is None:
+        return []
+    return [t for t in RECORD_TYPES if (later.records is None or t in later.records) and t not in first.records]
+
+
+def _types(codes: list[str]) -> str:
+    return f"type{'s' if len(codes) > 1 else ''} {', '.join(codes)}"
+
+
+def _one_source(first: SourceConfig, later: SourceConfig) -> str:
+    """The fix: one source for those files, keeping the types of both."""
+    if first.records is None or later.records is None:
+        return "make them one source without records (every type)"
+    both = [t for t in RECORD_TYPES if t in first.records or t in later.records]
+    return f"make them one source with records: [{', '.join(both)}]"
+
+
+def _overlaps(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[str]:
+    """The overlaps that lose no record type (a warning): the later source reads none of those files."""
+    return [line for line, lost in _overlap_findings(config, matched) if not lost]
+
+
+def _records_lost_to_overlaps(config: Config) -> list[str]:
+    """The overlaps that lose record types (a config error): none when no source sets `records` (no glob run)."""
+    if all(source.records is None for source in config.sources):
+        return []
+    return [line for line, lost in _overlap_findings(config, _matches(config)) if lost]
 
 
 def _unlistable(pattern: str) -> str | None:
@@ -693,7 +739,39 @@ def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | Non
         out.append(f"metrics.delay_buckets: no bound >= {OLD_DEFERRAL_S} (4h): the PmtaQueueOldMessages alert counts "
                    "deferrals past such a bound and cannot fire")
     return out + _exposed_secrets(config, config_path) + _store_above_free_space(config) + basic_auth_warnings(
-        config.web.basic_auth_users) + _short_hmac_key(config)
+        config.web.basic_auth_users) + _short_hmac_key(config) + _keys_without_effect(config)
+
+
+LIVE_WITHOUT_CORRELATOR = frozenset({"enabled", "hash_recipients"})
+"""The correlator's keys that act with `correlator.enabled: false`: hash_recipients still redacts the local part of
+addresses in the log lines (exporter.logsetup, the correlator's process's too) and /healthz's problems."""
+
+
+def _keys_without_effect(config: Config) -> list[str]:
+    """Keys the config file sets (pydantic's model_fields_set: not a default) that nothing reads: the pmta section's
+    without pmta.url (no poller runs, exporter.daemon), the correlator's with the correlator off (no sink, store, API
+    or pages). One line per section, naming them."""
+    out = []
+    pmta = config.pmta
+    if pmta.url is None:
+        dead = [key for key in PmtaApiConfig.model_fields if key != "url" and key in pmta.model_fields_set]
+        if dead:
+            out.append(f"pmta.url is not set: {_no_effect(dead)} (they configure the polls of PMTA's management API, "
+                       "which run only with pmta.url; without it there are no queue gauges); set pmta.url, or remove "
+                       "them")
+    correlator = config.correlator
+    if not correlator.enabled:
+        dead = [key for key in CorrelatorConfig.model_fields
+                if key not in LIVE_WITHOUT_CORRELATOR and key in correlator.model_fields_set]
+        if dead:
+            out.append(f"correlator.enabled is false: {_no_effect(dead)} (they configure the correlator's timeline "
+                       "store, its /api/v1 routes and /ui pages, none of which runs); remove them, or set "
+                       "correlator.enabled: true")
+    return out
+
+
+def _no_effect(keys: list[str]) -> str:
+    return f"{', '.join(keys)} {'has' if len(keys) == 1 else 'have'} no effect"
 
 
 def _short_hmac_key(config: Config) -> list[str]:
