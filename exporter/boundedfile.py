@@ -70,3 +70,27 @@ def _read_up_to(fd: int, limit: int, timeout: float | None, path: str | Path, gi
         parts.append(more)
         size += len(more)
     return b"".join(parts)
+
+
+SECRET_MAX_BYTES = 16 * 1024
+"""Largest secret file read (a password, an API key, a bearer token, a cursor or HMAC key): a few bytes to a few
+KiB, so a bigger file is the wrong file (a log, /dev/zero)."""
+
+
+def read_regular(path: str | Path, limit: int = SECRET_MAX_BYTES, what: str = "a secret file") -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes: FileProblem (`PATH is not a
+    regular file`, `PATH holds N bytes; a secret file is at most 16KiB`) otherwise; OSError if it cannot be opened.
+
+    Opened non-blocking and checked with fstat after opening (no race with a rename): a FIFO nobody writes to never
+    hangs the read, /dev/zero is never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(f"{path} is not a regular file")
+        raw = _read_up_to(fd, limit + 1, None, path, "a regular file") if st.st_size else b""
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise FileProblem(f"{path} holds {max(st.st_size, len(raw))} bytes; {what} is at most {_size(limit)}")
+    return raw

@@ -57,7 +57,7 @@ allocator.set_default()  # polars' page-return policy is read when polars loads:
 
 from exporter import __version__  # noqa: E402
 from exporter.cliargs import MAX_DURATION, MAX_SPEED, at_most  # noqa: E402
-from exporter.config import Config, ConfigError, load_config  # noqa: E402
+from exporter.config import Config, ConfigError, load_config, printable  # noqa: E402
 
 if _GC:
     gc.enable()
@@ -104,6 +104,13 @@ def config_path(text: str) -> Path:
     return Path(text)
 
 
+def dir_path(text: str) -> Path:
+    """argparse type of a directory argument: an empty one would be Path('.'), the working directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give a directory")
+    return Path(text)
+
+
 def listen_address(text: str) -> str:
     """argparse type of a listener address: host:port as the config's `listen` takes it."""
     from exporter.config import check_listen
@@ -137,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="gmail-throttle", help="scenario name or YAML file")
     demo.add_argument("--listen", type=listen_address, default="127.0.0.1:9469", help="exporter listener host:port")
     demo.add_argument("--speed", type=at_most(MAX_SPEED), default=1.0, help="simulated seconds per real second")
-    demo.add_argument("--dir", type=Path, default=None, help="where logs and state go (default: a temp dir)")
+    demo.add_argument("--dir", type=dir_path, default=None, help="where logs and state go (default: a temp dir)")
     demo.add_argument("--duration", type=at_most(MAX_DURATION), default=None,
                       help="stop after this many real seconds")
     hub = sub.add_parser("hub", help="one /api/v1 and the /ui pages over many daemons (fan-out, docs/scaling.md)")
@@ -146,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(path: Path, problems: list[str]) -> None:
-    print(f"{path}: invalid configuration", file=sys.stderr)
+    print(f"{printable(str(path))}: invalid configuration", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
 
@@ -161,14 +168,14 @@ def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool =
         _report(path, exc.problems)
         return None
     except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{printable(str(path))}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return None
     if preflight:
         try:
             problems = checks.problems(config, uses_state_dir=not oneshot,  # oneshot: a temporary store, in TMPDIR
                                        waits_for_address=run)
         except OSError as exc:  # each check names its own key; this is for a stat one of them does not guard
-            print(f"{path}: cannot check: {checks.unreachable(exc)}", file=sys.stderr)
+            print(f"{printable(str(path))}: cannot check: {checks.unreachable(exc)}", file=sys.stderr)
             return None
         if problems:
             _report(path, problems)
@@ -193,8 +200,8 @@ def _check_config(args: argparse.Namespace) -> int:
         if config is None:
             return EXIT_CONFIG
         for warning in preflight.warnings(config, config_path=path):
-            print(f"{path}: warning: {warning}", file=sys.stderr)
-    emit(f"{path}: ok\n")
+            print(f"{printable(str(path))}: warning: {warning}", file=sys.stderr)
+    emit(f"{printable(str(path))}: ok\n")
     return EXIT_OK
 
 
@@ -349,7 +356,14 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     except KeyboardInterrupt:
         log.critical("watchtower oneshot interrupted: nothing printed")
         return EXIT_FAILURE
-    except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
+    except (SystemExit, GeneratorExit):  # (KeyboardInterrupt: above)
+        raise
+    except BaseException as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
+        if not isinstance(exc, Exception):  # a Rust panic (pyo3_runtime.PanicException), e.g. out of descriptors
+            log.critical("watchtower oneshot failed, nothing printed: cannot run: too many open files? "
+                         "(ulimit -n %s) %s: %s", _fd_limit(), type(exc).__name__, " ".join(str(exc).split()))
+            log.debug("traceback", exc_info=exc)
+            return EXIT_FAILURE
         from exporter.state import StateError  # its messages name the file and the way out
         from exporter.writer import describe
 
@@ -367,6 +381,14 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     if exit_now and not config.correlator.enabled:
         _exit_now(code)
     return code
+
+
+def _fd_limit() -> str:
+    """The soft limit of open files, as `ulimit -n` shows it."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
 
 
 class Terminated(KeyboardInterrupt):
@@ -432,17 +454,43 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
         # before the daemon installs its handler, which a start-up step can absorb (a ^C lost) or surface as a
         # CancelledError. This one raises KeyboardInterrupt wherever it lands: main() says 130.
         signal.signal(signal.SIGINT, _interrupt)
+    serving = None
     try:
         from exporter.daemon import Daemon
 
         daemon = Daemon(config, owns_process=True, config_path=args.config)  # the file: checked again on SIGHUP
-        return int(asyncio.run(daemon.serve()) or 0)  # ^C before it took SIGINT: main()
+        serving = daemon.serve()
+        return int(asyncio.run(serving) or 0)  # ^C before it took SIGINT: main()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
         if interrupted(exc):
             return EXIT_INTERRUPTED
         log.critical("watchtower could not run: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=exc)
+        _drop_quietly(exc)
         return EXIT_FAILURE
+    finally:
+        if serving is not None:  # never awaited when the event loop could not be made (no warning about it)
+            serving.close()
+
+
+def _drop_quietly(exc: BaseException) -> None:
+    """Free what `exc`'s frames hold without the noise of a half-made event loop: one whose self-pipe could not be
+    made (out of descriptors, `ulimit -n`) fails again in its __del__ (`no attribute '_ssock'`), said after the
+    one line that named the problem."""
+    import traceback
+
+    hook = sys.unraisablehook
+
+    def quiet(unraisable: sys.UnraisableHookArgs) -> None:
+        if not (isinstance(unraisable.exc_value, AttributeError) and "_ssock" in str(unraisable.exc_value)):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    try:
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 def main(argv: list[str] | None = None) -> int:

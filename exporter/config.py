@@ -7,6 +7,7 @@ then handed whole to the daemon; the hot path only ever sees plain attributes co
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded
+from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_regular
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
@@ -61,14 +62,25 @@ def parse_duration(value: Any) -> float:
     """Seconds from a number or a string such as `250ms`, `5s`, `10m`, `7d`; never inf or NaN (YAML's `.inf`)."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a whole number of 309+ digits: not a traceback naming no key
+            raise ValueError(f"must be at most 3650d, got {_shown_number(value)}") from None
     elif isinstance(value, str):
         m = _DURATION.match(value)
         if m:
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
+            if math.isinf(seconds):  # digits too many for a float ('1e400' is inf): too long, not malformed
+                raise ValueError(f"must be at most 3650d, got {_shown_number(value)}")
     if seconds is None or not math.isfinite(seconds):
         raise ValueError(f"invalid duration {value!r}: expected a finite number of seconds or e.g. 5s, 10m, 7d")
     return seconds
+
+
+def _shown_number(value: Any) -> str:
+    """`value` as an error quotes it, a number of hundreds of digits cut to its ends."""
+    text = repr(value) if not isinstance(value, int) else str(value)
+    return text if len(text) <= 40 else f"{text[:16]}...{text[-16:]} ({len(text)} characters)"
 
 
 def parse_size(value: Any) -> int:
@@ -519,7 +531,11 @@ class PmtaApiConfig(_Strict):
     def resolved_password(self) -> str | None:
         """The basic auth password, read from password_file when that is set (raises OSError if unreadable)."""
         if self.password_file is not None:
-            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+            try:  # a regular file of a few KiB: a FIFO never hangs a poll, /dev/zero is never read
+                raw = read_regular(self.password_file)
+            except FileProblem as exc:  # as an unreadable file (pmta_api names password_file)
+                raise OSError(errno.EINVAL, str(exc)) from None
+            lines = raw.decode("utf-8").splitlines()
             return lines[0] if lines else ""
         return self.password
 
@@ -938,6 +954,25 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {describe_error(err)}"
-                    for err in exc.errors()]
-        raise ConfigError(source, problems) from exc
+        raise ConfigError(source, validation_problems(exc)) from exc
+    except (ArithmeticError, TypeError) as exc:  # a check that raised what pydantic does not catch:
+        raise ConfigError(source, [unchecked_problem(exc)]) from None  # one line, never a traceback
+
+
+def unchecked_problem(exc: Exception) -> str:
+    """A value a check could not take (a number too large for a float): one line, its key not known."""
+    return f"a value could not be checked ({type(exc).__name__}: {exc}); is a number far too large?"
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """One `key.path: problem` line per error, each key's control characters escaped (a key `"a\\nb"` is one
+    line, not two)."""
+    return [f"{printable('.'.join(str(p) for p in err['loc'])) or '(top level)'}: {describe_error(err)}"
+            for err in exc.errors()]
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters (a newline, an escape sequence) shown escaped, as repr() shows them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

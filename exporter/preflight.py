@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
+from exporter.boundedfile import FileProblem, read_regular
 from exporter.config import RECORD_TYPES, Config, CorrelatorConfig, PmtaApiConfig, SourceConfig
 
 P = ParamSpec("P")
@@ -60,15 +61,25 @@ def _readable_file(key: str, path: Path | None) -> str | None:
     return None
 
 
+def read_secret_file(key: str, path: Path) -> tuple[bytes, str | None]:
+    """The bytes of a secret file the config names under `key`, or the one line saying why not: a regular file of at
+    most boundedfile.SECRET_MAX_BYTES (a FIFO never hangs the read, /dev/zero is never read)."""
+    try:
+        return read_regular(path), None
+    except FileProblem as exc:
+        return b"", f"{key}: {exc}"
+    except OSError as exc:
+        return b"", f"{key}: cannot read {path}: {exc.strerror or exc}"
+
+
 def secret_file_problem(key: str, path: Path | None) -> str | None:
     """A secret file (password, API key) that `run` reads as UTF-8 text on every poll."""
     problem = _readable_file(key, path)
     if problem or path is None:
         return problem
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    raw, problem = read_secret_file(key, path)
+    if problem:
+        return problem
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -187,8 +198,8 @@ def _keyed_with_another_key(path: Path, store: Path | None, mode: str | None) ->
             return (f"correlator.hmac_key_file: {path} does not exist, and the recipients of the correlator store "
                     f"{store} were keyed with the key {mode}: put that key file back (from the host or the backup "
                     "the store came from), or move the store aside to start a new one")
-        key = path.read_bytes().strip()
-    except OSError:
+        key = read_regular(path).strip()
+    except (OSError, FileProblem):
         return None  # the key file's own check names what cannot be reached
     if RcptHasher(key).fingerprint() == mode:
         return None
@@ -204,10 +215,10 @@ def _hmac_key_file(key: str, path: Path, explicit: bool) -> str | None:
     problem = _readable_file(key, path)
     if problem:
         return problem
-    try:
-        held = path.read_bytes().strip()
-    except OSError as exc:
-        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    raw, problem = read_secret_file(key, path)
+    if problem:
+        return problem
+    held = raw.strip()
     if not held:
         return f"{key}: {path} is empty; write a key into it, or delete it to have one created"
     return None
@@ -782,8 +793,8 @@ def _short_hmac_key(config: Config) -> list[str]:
         return []
     path = hmac_key_path(config)
     try:
-        held = path.read_bytes().strip()
-    except OSError:
+        held = read_regular(path).strip()
+    except (OSError, FileProblem):
         return []  # none yet (created long enough), or its own check names it
     from correlator.keys import short_key_problem
 

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.config import ConfigError
+from exporter.boundedfile import read_regular
+from exporter.config import ConfigError, printable
 from exporter.http import build_app, error_body, exposure_warning, make_server
 from hub import cursors
 from hub.api import Hub, build_hub_routes
@@ -46,7 +47,7 @@ def build_hub_app(config: HubConfig) -> tuple[FastAPI, Hub]:
 
     section = config.hub
     if section.cursor_key_file is not None:  # shared by the hubs behind one address: each one's cursors valid on all
-        cursors.CURSOR_KEY = sha256(Path(section.cursor_key_file).read_bytes().strip()).digest()
+        cursors.CURSOR_KEY = sha256(read_regular(Path(section.cursor_key_file)).strip()).digest()  # hub.preflight
     client = make_client(section, per_host=config.web.api_max_concurrency)
     hub = Hub(TargetSet(section), Fanout(client, section.timeout, section.max_answer_size))
 
@@ -253,12 +254,12 @@ def _checked_config(path: Path) -> HubConfig | None:
         _report(exc.path, exc.problems)
         return None
     except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{printable(str(path))}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return None
     try:
         found = preflight.problems(config)
     except OSError as exc:
-        print(f"{path}: cannot check: {unreachable(exc)}", file=sys.stderr)
+        print(f"{printable(str(path))}: cannot check: {unreachable(exc)}", file=sys.stderr)
         return None
     if found:
         _report(str(path), found)
@@ -267,7 +268,7 @@ def _checked_config(path: Path) -> HubConfig | None:
 
 
 def _report(path: str, problems: list[str]) -> None:
-    print(f"{path}: invalid configuration", file=sys.stderr)
+    print(f"{printable(str(path))}: invalid configuration", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
 
@@ -279,7 +280,7 @@ def check_hub_config(path: Path) -> bool:
     if config is None:
         return False
     for warning in startup_warnings(config, path):
-        print(f"{path}: warning: {warning}", file=sys.stderr)
+        print(f"{printable(str(path))}: warning: {warning}", file=sys.stderr)
     return True
 
 

@@ -23,8 +23,9 @@ from exporter.config import (
     Listener,
     WebConfig,
     check_listen,
-    describe_error,
     read_config_mapping,
+    unchecked_problem,
+    validation_problems,
 )
 
 HUB_API_CONCURRENCY = 16
@@ -312,6 +313,6 @@ def load_hub_config(path: str | Path) -> HubConfig:
     try:
         return HubConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {describe_error(err)}"
-                    for err in exc.errors()]
-        raise ConfigError(str(path), problems) from exc
+        raise ConfigError(str(path), validation_problems(exc)) from exc
+    except (ArithmeticError, TypeError) as exc:  # a check that raised what pydantic does not catch
+        raise ConfigError(str(path), [unchecked_problem(exc)]) from None

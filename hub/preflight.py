@@ -16,6 +16,7 @@ from exporter.preflight import (
     exposed_file_warning,
     plain_text_users,
     reaching,
+    read_secret_file,
     secret_file_problem,
     tls_pair_problems,
 )
@@ -36,7 +37,10 @@ def _bearer_token_problem(key: str, path: Path | None) -> str | None:
     problem = secret_file_problem(key, path)
     if problem or path is None:
         return problem
-    token = path.read_text(encoding="utf-8").strip()
+    raw, problem = read_secret_file(key, path)
+    if problem:
+        return problem
+    token = raw.decode("utf-8").strip()
     if not token:
         return f"{key}: {path} is empty"
     bad = next((pos for pos, char in enumerate(token, start=1) if not "!" <= char <= "~"), None)
@@ -55,10 +59,10 @@ def _cursor_key_problem(key: str, path: Path | None) -> str | None:
     candidates can be tried with it (an empty file keyed every cursor with a constant anyone can compute)."""
     if path is None:
         return None
-    try:
-        raw = path.read_bytes().strip()
-    except OSError as exc:
-        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+    held, problem = read_secret_file(key, path)  # a regular file of a few KiB: /dev/zero, a FIFO refused
+    if problem:
+        return problem
+    raw = held.strip()
     if len(raw) < CURSOR_KEY_MIN:
         return (f"{key}: {path} holds {len(raw)} bytes, at least {CURSOR_KEY_MIN} are needed "
                 "(e.g. head -c 32 /dev/urandom > FILE)")
