@@ -258,10 +258,10 @@ class SourceConfig(_Strict):
         "compressed (gzip, bzip2, xz, zstd: logrotate's `compress`), or whose header line ends in a lone CR (old Mac "
         "line endings), is named once in the log and not read. A file two sources' globs match is read for the "
         "first source listed only, with its `records` (the later source reads none of it). Where the later source "
-        "keeps a record type the first does not, those records would be read by no source: `check-config`, `run` "
-        "and `oneshot` refuse the config (exit 2) when the globs are the same or a file matches both at the time; "
-        "read such files with one source keeping every type wanted (`records: [d, b]`). An overlap that loses no "
-        "type (the later source keeps no type the first does not, or both keep every type) is a warning."
+        "keeps a record type the first does not, those records are read by no source: `check-config`, `run` and "
+        "`oneshot` refuse two sources given the same glob so (exit 2); globs that share some files only (`*.csv` "
+        "beside `acct-*.csv`) are a warning naming the types such a file may lose (what it holds is not known). "
+        "Read such files with one source keeping every type wanted (`records: [d, b]`)."
     )
     name: str | None = Field(
         default=None,
@@ -293,7 +293,7 @@ class SourceConfig(_Strict):
         + "; others are skipped so a record PMTA writes to two files is counted once. Unset: all "
         "types (an empty list is an error). A file two sources' globs match is read for the first source listed only "
         "(see `paths`): give a set of files one source keeping every type wanted there (`records: [d, b]`; a source "
-        "of `d` and another of `b` over the same glob is a config error).",
+        "of `d` and another of `b` given the same glob is a config error).",
     )
 
     @field_validator("records")

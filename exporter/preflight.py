@@ -598,10 +598,12 @@ def _absent_directory(pattern: str) -> str | None:
 def _overlap_findings(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[tuple[str, bool]]:
     """Two sources given one pattern, or one whose files another's pattern also matches now: the tailer follows a
     file (by device and inode) for the first source listed (exporter.tailer.Tailer._matches), so the other never
-    reads it. Each as (line, lost): `lost` when the later source keeps a record type the first does not, whose
-    records in those files are then read for no source at all (`records: [d]` and `records: [b]` over one glob: every
-    bounce skipped); else nothing is lost, only the later source reads none of them. One line per pattern and
-    source it overlaps."""
+    reads it. Each as (line, refused): refused when both give the same pattern and the later source keeps a record
+    type the first does not: every file is shared, so those records are read for no source at all (`records: [d]`
+    and `records: [b]` over one glob: every bounce skipped). Patterns that only share some files now (`*.csv` beside
+    `acct-*.csv`) are a warning whatever the types: what those files hold, and which files come, is not known here
+    (PMTA's acct file holds only d and b; a refusal would also depend on the files present at a start). One line per
+    pattern and source it overlaps."""
     out: list[tuple[str, bool]] = []
     patterns: dict[str, tuple[int, int]] = {}
     owners: dict[tuple[int, int], tuple[int, int]] = {}
@@ -618,7 +620,7 @@ def _overlap_findings(config: Config, matched: dict[tuple[int, int], list[str]])
                            (f"{said}, never for {source.label}; remove it from one of them", False))
                 continue
             shared: dict[int, tuple[str, int]] = {}  # the first file of each other source this pattern matches
-            for path in sorted(matched[(i, j)]):
+            for path in sorted(matched.get((i, j), ())):
                 try:
                     st = os.stat(path)
                 except OSError:
@@ -633,8 +635,8 @@ def _overlap_findings(config: Config, matched: dict[tuple[int, int], list[str]])
                 said = (f"sources.{i}.paths.{j}: {pattern!r} also matches {path}, a file of sources.{oi}.paths.{oj} "
                         f"{owner.paths[oj]!r} (source {owner.label}): such a file is read for {owner.label} only")
                 lost = _lost_record_types(owner, source)
-                out.append((f"{said}, so the records of {_types(lost)} that {source.label} asks for are never read in "
-                            f"it: {_one_source(owner, source)}, or narrow one of the patterns", True) if lost else
+                out.append((f"{said}, so any records of {_types(lost)} in it, which {source.label} asks for, are never "
+                            f"read: {_one_source(owner, source)}, or narrow one of the patterns", False) if lost else
                            (f"{said}, never for {source.label}; narrow one of the patterns", False))
     return out
 
@@ -661,15 +663,14 @@ def _one_source(first: SourceConfig, later: SourceConfig) -> str:
 
 
 def _overlaps(config: Config, matched: dict[tuple[int, int], list[str]]) -> list[str]:
-    """The overlaps that lose no record type (a warning): the later source reads none of those files."""
-    return [line for line, lost in _overlap_findings(config, matched) if not lost]
+    """The overlaps that are a warning: the later source reads none of those files."""
+    return [line for line, refused in _overlap_findings(config, matched) if not refused]
 
 
 def _records_lost_to_overlaps(config: Config) -> list[str]:
-    """The overlaps that lose record types (a config error): none when no source sets `records` (no glob run)."""
-    if all(source.records is None for source in config.sources):
-        return []
-    return [line for line, lost in _overlap_findings(config, _matches(config)) if lost]
+    """One pattern given to two sources whose later keeps a record type the first does not (a config error): read
+    from the config alone (no glob), so a start does not depend on the files present."""
+    return [line for line, refused in _overlap_findings(config, {}) if refused]
 
 
 def _unlistable(pattern: str) -> str | None:

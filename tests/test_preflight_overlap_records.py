@@ -79,16 +79,20 @@ def test_a_later_source_of_every_type_loses_the_types_the_first_skips(tmp_path: 
         "without records (every type)"]
 
 
-def test_a_file_two_globs_match_losing_types_is_a_config_error(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_file_two_different_globs_match_is_a_warning_naming_the_types_it_may_lose(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Patterns that share some files only (`*.csv` beside `acct-*.csv`): what the shared files hold is not known (a
+    catch-all second source over PMTA's acct file, which holds only d and b, loses nothing), and a refusal would
+    depend on the files present at a start (a regression review: a working config refused, a restart failing)."""
     logs = _logs(tmp_path, "acct-1.csv", "other.csv")
     config = _write(tmp_path, [{"name": "dl", "paths": [str(logs / "acct-*.csv")], "records": ["d"]},
                                {"name": "bo", "paths": [str(logs / "*.csv")], "records": ["b"]}])
-    assert main(["check-config", str(config)]) == 2
-    assert _lines(capsys.readouterr().err) == [
-        f"sources.1.paths.0: {str(logs / '*.csv')!r} also matches {logs / 'acct-1.csv'}, a file of sources.0.paths.0 "
-        f"{str(logs / 'acct-*.csv')!r} (source dl): such a file is read for dl only, so the records of type b that bo "
-        "asks for are never read in it: make them one source with records: [d, b], or narrow one of the patterns"]
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr()
+    assert (f"warning: sources.1.paths.0: {str(logs / '*.csv')!r} also matches {logs / 'acct-1.csv'}, a file of "
+            f"sources.0.paths.0 {str(logs / 'acct-*.csv')!r} (source dl): such a file is read for dl only, so any "
+            "records of type b in it, which bo asks for, are never read: make them one source with records: [d, b], "
+            "or narrow one of the patterns") in out.err + out.out
 
 
 @pytest.mark.parametrize("command", ["run", "oneshot"])
