@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import os
 import signal
 import sys
 import time
@@ -21,11 +23,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from exporter.cliargs import MAX_DURATION, MAX_SPEED, at_most
+from simulator import interrupted_while_importing as _interrupted_while_importing
 from simulator.config import SimConfig
 from simulator.engine import Simulator
-from simulator.scenario import ScenarioError, list_scenarios, load_scenario
+from simulator.scenario import ScenarioError, list_scenarios, load_scenario, start_epoch
 from simulator.server import ApiServer
 from simulator.yamlfile import YamlFileError, keys_of, read_mapping, validation_problem
+
+EXIT_INTERRUPTED = 130
 
 MAX_MINUTES = MAX_DURATION / 60
 """Most `generate --minutes`: 30 simulated days, as `run --duration` (about 13 GB of files at the baseline's 10
@@ -37,9 +42,35 @@ def host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = text, "0"
-    if not port.isdigit() or int(port) > 65535:
+    if host.startswith("[") or host.endswith("]"):  # [::1]:8080; `[::1:8080` or `::1]:8080` is a typo
+        if not (host.startswith("[") and host.endswith("]")) or not host[1:-1]:
+            raise argparse.ArgumentTypeError(f"expected host:port ([addr]:port for IPv6), got {text!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"expected host:port (an IPv6 address in brackets: [::1]:8080), got {text!r}")
+    if not port.isdigit() or int(port) > 65535 or any(c.isspace() or c in "[]" for c in host):
         raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return host or "127.0.0.1", int(port)
+
+
+def a_path(text: str) -> Path:
+    """argparse type of --out, --truth, --config: a path that is not empty (Path("") is the working directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r} (a NUL character)")
+    return Path(text)
+
+
+def a_start(text: str) -> str:
+    """argparse type of --start: `now`, or ISO 8601 with an offset that the simulated clock can run from."""
+    if text == "now":
+        return text
+    try:
+        start_epoch(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,16 +81,16 @@ def _parser() -> argparse.ArgumentParser:
                        ("run", "run in step with the wall clock and serve the management API")):
         c = sub.add_parser(name, help=text)
         c.add_argument("--scenario", default="baseline", help="scenario name or YAML file (default baseline)")
-        c.add_argument("--out", type=Path, required=True, help="directory for the accounting files")
+        c.add_argument("--out", type=a_path, required=True, help="directory for the accounting files")
         c.add_argument("--seed", type=int, default=None, help="random seed (default: config, 1)")
-        c.add_argument("--start", default=None,
+        c.add_argument("--start", type=a_start, default=None,
                        help="simulated start, ISO 8601 with offset, or 'now' (default: the scenario's)")
-        c.add_argument("--config", type=Path, default=None, help="simulator settings YAML (docs/simulator.md)")
+        c.add_argument("--config", type=a_path, default=None, help="simulator settings YAML (docs/simulator.md)")
     gen = sub.choices["generate"]
     gen.add_argument("--minutes", type=at_most(MAX_MINUTES), default=None,
                      help=f"simulated minutes (default: scenario duration; at most {MAX_MINUTES:.0f} (30 days), "
                           "as run's --duration)")
-    gen.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
+    gen.add_argument("--truth", type=a_path, default=None, help="write the ground truth JSON here")
     run = sub.choices["run"]
     run.add_argument("--speed", type=at_most(MAX_SPEED), default=1.0,
                      help="simulated seconds per real second (default 1, at most 3600)")
@@ -83,18 +114,53 @@ def load_sim_config(path: Path | None) -> SimConfig:
 
 def build_simulator(args: argparse.Namespace) -> Simulator:
     start = int(time.time()) if args.start == "now" else args.start
-    return Simulator(load_scenario(args.scenario), args.out, config=load_sim_config(args.config), seed=args.seed,
-                     start=start)
+    scenario = load_scenario(args.scenario)
+    config = load_sim_config(args.config)
+    where = str(args.scenario) + (f" (with --config {args.config})" if args.config is not None else "")
+    config.for_scenario(scenario, where)  # the scenario's pools against the settings' senders: one line, exit 2
+    return Simulator(scenario, args.out, config=config, seed=args.seed, start=start)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; every failure is one line on stderr: exit 2 for bad arguments, 1 at run time."""
-    args = _parser().parse_args(argv)
+    """The command line; every failure is one line on stderr: exit 2 for bad arguments, 1 at run time, 130 on ^C.
+    A reader that went away (`pmta-sim list | head`) ends it quietly (exit 1), as with `watchtower`."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here main() catches KeyboardInterrupt
+    try:
+        try:
+            args = _parser().parse_args(argv)
+            code = _guarded(args)
+            if sys.stdout is not None:
+                sys.stdout.flush()
+            return code
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _abandon_stdout(argv is None)
+        return 1
+
+
+def _abandon_stdout(command_line: bool) -> None:
+    """After a failed write the interpreter's exit would flush stdout again (`Exception ignored ... BrokenPipeError`):
+    from the command line stdout becomes /dev/null (the recipe of Python's signal docs)."""
+    if not command_line or sys.stdout is None:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _guarded(args: argparse.Namespace) -> int:
     try:
         return _main(args)
-    except KeyboardInterrupt:
-        return 1
+    except BrokenPipeError:
+        raise
     except OSError as exc:  # an output that cannot be written: the --out directory, --truth, the API's address
+        if exc.errno == errno.EPIPE:
+            raise BrokenPipeError(*exc.args) from None
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"pmta-sim: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -111,6 +177,9 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     try:
         sim = build_simulator(args)
+    except ValidationError as exc:  # not expected (every path above names its file): still one line
+        print(f"pmta-sim: {validation_problem(exc, str(args.scenario))}", file=sys.stderr)
+        return 2
     except (ScenarioError, YamlFileError, ValueError, OSError) as exc:
         print(f"pmta-sim: {exc}", file=sys.stderr)
         return 2
@@ -137,15 +206,30 @@ async def _run(sim: Simulator, speed: float, duration: float | None, host: str, 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with ApiServer(sim, host, port) as api:
+    api = ApiServer(sim, host, port)
+    try:
+        await api.start()
+    except OSError as exc:  # a name that does not resolve, an address in use or not ours
+        sim.close()
+        shown = f"[{host}]" if ":" in host else host
+        print(f"pmta-sim: --api {shown}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
         print(f"pmta-sim: scenario {sim.scenario.name} at {speed:g}x, files in {sim.out_dir}", flush=True)
         print(f"pmta-sim: management API {api.url}/status?format=json  (Ctrl-C stops)", flush=True)
         try:
             await sim.run(speed, stop=stop, duration=duration)
         finally:
             sim.close()
+    finally:
+        await api.stop()
     return 0
 
+
+if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+    # The last statement of the import (main() restores it too): from here a ^C is a KeyboardInterrupt, which
+    # main() catches
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if __name__ == "__main__":
     sys.exit(main())

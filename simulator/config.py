@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from simulator.scenario import Mix, Offset, Quality, Scenario
+from simulator.scenario import MAX_RATE, Mix, Offset, Quality, Scenario, check_pools
+from simulator.yamlfile import validation_problem
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 
@@ -30,14 +31,38 @@ def _size(value: Any) -> Any:
 Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
 
 
+def _ordered(value: tuple[Any, Any]) -> tuple[Any, Any]:
+    if value[0] > value[1]:
+        raise ValueError(f"a range [low, high]: {value[0]:g} is more than {value[1]:g}")
+    return value
+
+
+def _file_name(value: str) -> str:
+    """A file's base name: written in the output directory, never elsewhere (`/tmp/x`, `../x` were)."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value or not value.isprintable():
+        raise ValueError(f"expected a plain file name (no path, no `..`, no control characters), got {value!r}")
+    return value
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and ("\0" in value or not value):
+        raise ValueError(f"expected a directory, got {value!r}")
+    return value
+
+
+Delays = Annotated[tuple[Offset, Offset], AfterValidator(_ordered)]
+"""[low, high] seconds, low <= high (`[100, 1]` ended in `empty range for randrange`)."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FileSpec(_Strict):
     """One `<acct-file>`: its base name, record types, columns and output details."""
 
-    name: str = Field(description="Base name: files are <dir>/<name>-YYYY-MM-DD-NNNN.csv (.json in the JSON form).")
+    name: Annotated[str, AfterValidator(_file_name)] = Field(
+        description="Base name: files are <dir>/<name>-YYYY-MM-DD-NNNN.csv (.json in the JSON form); no path.")
     records: list[Literal["d", "b", "t", "tq", "f", "rb", "rs", "r"]] = Field(
         description="PMTA's `records`: the record types of this file. `r` (one reception per injected message) is "
         "in no default file (PMTA's own default is `d,b`); add a file such as `{name: recv, records: [r]}`.",
@@ -53,7 +78,7 @@ class FileSpec(_Strict):
         description="PMTA's `delete-after`: a closed file whose last write is older than this (simulated time) is "
         "deleted; unset: never (PMTA's own default is 8d; here files are kept unless asked).",
     )
-    move_to: str | None = Field(
+    move_to: Annotated[str | None, AfterValidator(_no_nul)] = Field(
         default=None,
         description="PMTA's `move-to DIR` (relative to the output directory, or absolute; made if missing): each "
         "closed file is moved there, and every `move_interval` the current file is closed; `delete_after` then "
@@ -83,11 +108,12 @@ class SenderSpec(_Strict):
 
 
 class QueueSpec(_Strict):
-    backoff_rate: float = Field(default=1.0, gt=0, description="Attempts/s of a queue in backoff mode.")
+    backoff_rate: float = Field(default=1.0, gt=0, le=MAX_RATE, description="Attempts/s of a queue in backoff mode.")
     backoff_to_normal_after: Offset = 600.0
-    retry: list[Offset] = Field(default_factory=lambda: [300.0, 600.0, 1200.0, 1800.0, 3600.0])
+    retry: list[Offset] = Field(default_factory=lambda: [300.0, 600.0, 1200.0, 1800.0, 3600.0], min_length=1)
     bounce_after: Offset = 8 * 3600.0
-    first_attempt_delay: tuple[int, int] = (1, 20)
+    first_attempt_delay: Annotated[tuple[Annotated[int, Field(ge=0, le=86400)], Annotated[int, Field(ge=0, le=86400)]],
+                                   AfterValidator(_ordered)] = (1, 20)
     connect_retry: Offset = 60.0
     """After a queue-level (tq) failure the queue waits this long before connecting again."""
 
@@ -132,19 +158,22 @@ def _default_files() -> list[FileSpec]:
 class SimConfig(_Strict):
     seed: int = 1
     utc_offset_minutes: int = Field(default=0, ge=-720, le=840, description="The simulated host's zone.")
-    pools: dict[str, list[str]] = Field(default_factory=_default_pools)
+    pools: Annotated[dict[str, list[str]], AfterValidator(check_pools)] = Field(default_factory=_default_pools)
     senders: list[SenderSpec] = Field(default_factory=_default_senders, min_length=1)
-    rate: float = Field(default=10.0, gt=0, description="Baseline recipients injected per simulated second.")
-    vmta_rate_factor: dict[str, float] = Field(
+    rate: float = Field(default=10.0, gt=0, le=MAX_RATE,
+                        description="Baseline recipients injected per simulated second (at most MAX_RATE).")
+    vmta_rate_factor: dict[str, Annotated[float, Field(ge=0, le=1000)]] = Field(
         default_factory=dict, description="Per-VMTA factor on every queue's attempt rate (IP warm-up: 0.2)."
     )
     mix: Mix = "us_b2c"
     quality: Quality = Field(default_factory=Quality)
     complaint_rate: float = Field(default=0.0004, ge=0, le=1, description="Per delivery to an FBL provider.")
     remote_bounce_scale: float = Field(default=1.0, ge=0, description="Multiplies each provider's rb chance.")
-    message_kb: tuple[int, int] = (15, 90)
-    fbl_delay: tuple[Offset, Offset] = (1800.0, 12 * 3600.0)
-    rb_delay: tuple[Offset, Offset] = (300.0, 3600.0)
+    message_kb: Annotated[tuple[Annotated[int, Field(ge=1, le=102400)], Annotated[int, Field(ge=1, le=102400)]],
+                          AfterValidator(_ordered)] = (15, 90)
+    """[low, high] KB of a message, 1 KB to 100 MB."""
+    fbl_delay: Delays = (1800.0, 12 * 3600.0)
+    rb_delay: Delays = (300.0, 3600.0)
     queue: QueueSpec = Field(default_factory=QueueSpec)
     files: list[FileSpec] = Field(default_factory=_default_files)
     api: ApiSpec = Field(default_factory=ApiSpec)
@@ -152,17 +181,19 @@ class SimConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> SimConfig:
         vmtas = [v for members in self.pools.values() for v in members]
-        if not vmtas or len(vmtas) != len(set(vmtas)):
-            raise ValueError("pools must list at least one VMTA, each in one pool only")
-        for s in self.senders:
+        for i, s in enumerate(self.senders):
             if s.pool not in self.pools:
-                raise ValueError(f"sender {s.domain}: unknown pool {s.pool!r}")
+                raise ValueError(f"pools: no pool {s.pool!r}, which senders.{i} ({s.domain}) sends through; "
+                                 f"pools: {', '.join(self.pools)}")
         unknown = sorted(set(self.vmta_rate_factor) - set(vmtas))
         if unknown:
-            raise ValueError(f"vmta_rate_factor: unknown VMTA(s) {unknown}")
+            raise ValueError(f"vmta_rate_factor: unknown VMTA(s) {unknown}; pools list {', '.join(vmtas[:10])}")
         routed = [t for f in self.files for t in f.records]
         if len(routed) != len(set(routed)):
-            raise ValueError("each record type may go to one file only")
+            raise ValueError("files: each record type may go to one file only")
+        names = [f.name for f in self.files]
+        if len(names) != len(set(names)):
+            raise ValueError("files: each file needs its own name")
         return self
 
     @property
@@ -183,3 +214,11 @@ class SimConfig(_Strict):
         if scenario.pools:
             changes["pools"] = scenario.pools
         return SimConfig.model_validate({**self.model_dump(), **changes}) if changes else self
+
+    def for_scenario(self, scenario: Scenario, where: str) -> SimConfig:
+        """with_scenario, its problems (the scenario's pools without the senders' pool) a YamlFileError in one line
+        naming `where` (the scenario's file) and the key."""
+        try:
+            return self.with_scenario(scenario)
+        except ValidationError as exc:
+            raise validation_problem(exc, where) from None

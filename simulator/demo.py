@@ -28,6 +28,7 @@ from simulator.config import SimConfig
 from simulator.engine import Simulator
 from simulator.scenario import ScenarioError, load_scenario
 from simulator.server import ApiServer
+from simulator.yamlfile import YamlFileError
 
 log = logging.getLogger("watchtower.demo")
 FAMILIES = ("acct", "diag", "fbl", "bounce")
@@ -141,7 +142,8 @@ def _unusable_dir(directory: Path) -> str | None:
 def run_demo(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario)
-    except ScenarioError as exc:
+        demo_sim_config().for_scenario(scenario, str(args.scenario))  # its pools against the senders' pools
+    except (ScenarioError, YamlFileError) as exc:
         print(f"watchtower demo: {exc}", file=sys.stderr)
         return 2
     temp = args.dir is None

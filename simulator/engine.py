@@ -18,7 +18,7 @@ from simulator.config import SimConfig
 from simulator.model import TrafficModel
 from simulator.queues import QueueBook
 from simulator.records import Row
-from simulator.scenario import Scenario, load_scenario
+from simulator.scenario import Scenario, load_scenario, start_epoch
 from simulator.truth import GroundTruth, TruthKey
 from simulator.writer import FileSet
 
@@ -32,10 +32,7 @@ def to_epoch(value: datetime | int | float | str) -> int:
         return int(value.timestamp())
     if isinstance(value, int | float):
         return int(value)
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"start time {value!r} needs a UTC offset, e.g. +00:00")
-    return int(dt.timestamp())
+    return start_epoch(value)
 
 
 class Simulator:

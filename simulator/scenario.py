@@ -10,13 +10,24 @@ docs/simulator.md; shipped scenarios live in simulator/scenarios/*.yaml.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from exporter.cliargs import MAX_DURATION
 from simulator.providers import MIXES, PROVIDERS
@@ -27,16 +38,60 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MAX_RATE = 1000.0
+"""Most recipients a second a rate (`traffic.rate`, an `inject` event's, `pmta-sim --config`'s `rate`) may give:
+3.6 million an hour, more than a large PowerMTA host sends (the shipped scenarios use 3-14). Each recipient is
+simulated one by one, so `rate: 1e9` never finished its first simulated second."""
+
+
 def parse_offset(value: Any) -> float:
-    """Seconds from a number or `90s`, `20m`, `1h30m`, `3d`."""
+    """Seconds from a number or `90s`, `20m`, `1h30m`, `3d`; a finite number only (`.inf` and a 400-digit number
+    are refused here, which names the key, rather than overflowing later)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration")
     if isinstance(value, int | float):
+        seconds = _finite(value)
+    else:
+        text = str(value).replace(" ", "")
+        if not text or _PART.sub("", text):
+            raise ValueError(f"invalid duration {_short(value)}: use e.g. 90s, 20m, 1h30m, 3d")
+        seconds = sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {_short(value)}")
+    return seconds
+
+
+def start_epoch(text: str) -> int:
+    """The epoch second of a simulated start, ISO 8601 with a UTC offset (`2024-06-12 08:00:00+00:00`, `...Z`),
+    from 1970 to 30 days before the year 10000 (a run that reached it failed with `year 10000 is out of range`);
+    ValueError in the user's terms."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"expected ISO 8601 with a UTC offset, e.g. 2024-06-12T08:00:00+00:00, got {_short(text)}"
+                         ) from None
+    if dt.tzinfo is None:
+        raise ValueError(f"start time {text!r} needs a UTC offset, e.g. +00:00")
+    try:
+        epoch = int(dt.timestamp())
+        datetime.fromtimestamp(epoch + int(MAX_DURATION) + 2 * 86400, UTC)
+    except (ValueError, OverflowError, OSError):
+        epoch = -1
+    if epoch < 0:
+        raise ValueError(f"expected a start from 1970 to 9999-11-30, got {text!r}")
+    return epoch
+
+
+def _finite(value: int | float) -> float:
+    try:
         return float(value)
-    text = str(value).replace(" ", "")
-    if not text or _PART.sub("", text):
-        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 20m, 1h30m, 3d")
-    return sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))
+    except OverflowError:
+        raise ValueError(f"expected a finite duration, got a number of {len(str(abs(value)))} digits") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 Offset = Annotated[float, BeforeValidator(parse_offset), Field(ge=0)]
@@ -44,7 +99,7 @@ Patterns = Annotated[list[str] | None, BeforeValidator(lambda v: [v] if isinstan
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class Match(_Strict):
@@ -78,9 +133,15 @@ def _check_mix(value: Any) -> Any:
         if value not in MIXES:
             raise ValueError(f"unknown mix {value!r}; presets: {', '.join(MIXES)}")
     elif isinstance(value, dict):
-        unknown = sorted(set(value) - set(PROVIDERS))
+        unknown = sorted(set(value) - set(PROVIDERS), key=str)
         if unknown:
             raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
+        shares = [w for w in value.values() if isinstance(w, int | float) and not isinstance(w, bool)]
+        if len(shares) == len(value):  # other values: pydantic says what is wrong with them
+            if any(not math.isfinite(w) or w < 0 for w in shares):
+                raise ValueError("each provider's share must be a finite number, 0 or more")
+            if not any(w > 0 for w in shares):
+                raise ValueError("give at least one provider a share greater than 0")
     return value
 
 
@@ -157,7 +218,7 @@ class PauseEvent(_Window):
 class InjectEvent(_Window):
     kind: Literal["inject"]
     name: str = "campaign"
-    rate: float = Field(gt=0, description="Recipients per simulated second.")
+    rate: float = Field(gt=0, le=MAX_RATE, description="Recipients per simulated second (at most MAX_RATE).")
     sender: str | None = None
     job: str | None = None
     vmta: str | None = None
@@ -176,25 +237,51 @@ def _default_kind(value: Any) -> Any:
 
 
 class Traffic(_Strict):
-    rate: float | None = Field(default=None, gt=0, description="Baseline recipients per simulated second.")
+    rate: float | None = Field(default=None, gt=0, le=MAX_RATE,
+                               description="Baseline recipients per simulated second (at most MAX_RATE).")
     mix: Mix | None = None
     quality: Quality | None = None
     complaint_rate: float | None = Field(default=None, ge=0, le=1)
 
 
+def _at_most_30_days(value: Any) -> Any:
+    """`duration` past MAX_DURATION (`.inf`, `999...9w`), said with the bound (pydantic's finite check came first)."""
+    seconds = parse_offset(value) if not isinstance(value, int | float) or isinstance(value, bool) else value
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and not seconds <= MAX_DURATION:
+        raise ValueError(f"expected at most {int(MAX_DURATION)} seconds (30 days), got {_short(value)}")
+    return value
+
+
 class Scenario(_Strict):
     name: str
     description: str = ""
-    duration: Annotated[Offset, Field(le=int(MAX_DURATION))] = 3600.0
+    duration: Annotated[Offset, Field(le=int(MAX_DURATION)), BeforeValidator(_at_most_30_days)] = 3600.0
     """What `generate` simulates without `--minutes`; at most 30 days, as `--minutes` (`.inf` ran for ever)."""
-    start: str | None = None
+    start: Annotated[str | None, AfterValidator(lambda v: v if v is None else (start_epoch(v), v)[1])] = None
     """Default simulated start, ISO 8601 with offset (e.g. `2024-06-12 08:00:00+00:00`)."""
     traffic: Traffic = Field(default_factory=Traffic)
-    pools: dict[str, list[str]] | None = None
+    pools: Annotated[dict[str, list[str]] | None, AfterValidator(lambda v: v if v is None else check_pools(v))] = None
     events: Annotated[list[Event], BeforeValidator(_default_kind)] = Field(default_factory=list)
 
     def of_kind(self, cls: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, cls)]
+
+
+def check_pools(pools: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`pools` as a scenario or the settings give it: at least one pool, each with at least one VMTA, a VMTA in one
+    pool only."""
+    if not pools:
+        raise ValueError("give at least one pool, e.g. {pool-a: [vmta-01]}")
+    empty = [name for name, members in pools.items() if not members]
+    if empty:
+        raise ValueError(f"pool {empty[0]!r} has no VMTA")
+    seen: dict[str, str] = {}
+    for name, members in pools.items():
+        for vmta in members:
+            if vmta in seen:
+                raise ValueError(f"VMTA {vmta!r} is in pool {seen[vmta]!r} and in pool {name!r}: one pool only")
+            seen[vmta] = name
+    return pools
 
 
 class ScenarioError(ValueError):

@@ -57,6 +57,11 @@ def parse_mapping(text: str | bytes, where: str, what: str, keys: str, empty: bo
         from exporter.config import TOO_DEEP  # the exporter's words; imported only here (exporter.config is big)
 
         raise YamlFileError(f"{where}: not valid YAML: {TOO_DEEP}") from None
+    except (ValueError, OverflowError, TypeError, AttributeError) as exc:
+        # PyYAML's constructors: `2026-02-30` (day is out of range), `!!timestamp x` (AttributeError), ...
+        line = _unreadable_line(text)
+        raise YamlFileError(f"{where}:{f' line {line}:' if line else ''} a value YAML cannot read: "
+                            f"{_why(exc)}") from None
     if data is None:  # nothing but blanks, comments or `---` (or /dev/null)
         if empty:
             return {}
@@ -70,9 +75,17 @@ def parse_mapping(text: str | bytes, where: str, what: str, keys: str, empty: bo
 def validation_problem(exc: ValidationError, where: str) -> YamlFileError:
     """Pydantic's errors as `where: key.path: message; ...`, the first SHOWN_PROBLEMS of them, in one line."""
     errors = exc.errors()
-    shown = "; ".join(f"{_location(e['loc'])}: {_one_line(e['msg'])}" for e in errors[:SHOWN_PROBLEMS])
+    shown = "; ".join(_problem(e) for e in errors[:SHOWN_PROBLEMS])
     more = len(errors) - SHOWN_PROBLEMS
     return YamlFileError(f"{where}: {shown}" + (f" (and {more} more problems)" if more > 0 else ""))
+
+
+def _problem(error: Any) -> str:
+    """`key.path: message`; a model's own check (no location) says which key itself."""
+    msg = _one_line(error["msg"])
+    if not error["loc"] and error["type"] == "value_error":
+        return msg.removeprefix("Value error, ")
+    return f"{_location(error['loc'])}: {msg}"
 
 
 def keys_of(model: type[Any]) -> str:
@@ -85,6 +98,35 @@ def _location(loc: tuple[int | str, ...]) -> str:
     """`events.0.inject.vmtaa`; a key of the user's with a line break or a dot in it is quoted."""
     return ".".join(str(p) if isinstance(p, int) or (p.isprintable() and "." not in p and p) else repr(p)
                     for p in loc) or "(top level)"
+
+
+def _why(exc: Exception) -> str:
+    """What a PyYAML constructor's exception says, in the user's terms."""
+    if isinstance(exc, ValueError | OverflowError) and str(exc):
+        return _one_line(str(exc))
+    return "a value that does not fit its tag (e.g. `!!timestamp` on something that is not a date)"
+
+
+def _unreadable_line(text: str) -> int | None:
+    """The line (1-based) of the first scalar in `text` PyYAML composes but cannot construct, or None."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader("")
+    except Exception:  # noqa: BLE001 - only a hint for the message
+        return None
+    todo: list[Any] = [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node)
+            except Exception:  # noqa: BLE001 - the value that cannot be read
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            todo.extend(reversed([n for pair in node.value for n in pair]))
+    return None
 
 
 def _one_line(text: str) -> str:
