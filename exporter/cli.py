@@ -56,7 +56,7 @@ from exporter import allocator, fdlimit  # noqa: E402
 allocator.set_default()  # polars' page-return policy is read when polars loads: before any import of it
 
 from exporter import __version__  # noqa: E402
-from exporter.cliargs import MAX_DURATION, MAX_SPEED, at_most  # noqa: E402
+from exporter.cliargs import MAX_DURATION, MAX_SPEED, abandon_stdout, at_most  # noqa: E402
 from exporter.config import Config, ConfigError, load_config, printable  # noqa: E402
 
 if _GC:
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     except StdoutError as exc:
         if not exc.broken_pipe:
             print(f"watchtower: cannot write to standard output: {exc}", file=sys.stderr)
-        _abandon_stdout(argv is None)
+        abandon_stdout(argv is None)
         return EXIT_FAILURE
 
 
@@ -540,20 +540,6 @@ def _flush_stdout() -> None:
     """What is still buffered for stdout, written now (a failure is a StdoutError, not an exit-time warning)."""
     if sys.stdout is not None:
         emit("")
-
-
-def _abandon_stdout(command_line: bool) -> None:
-    """After a failed write the buffer still holds the text, and the interpreter's exit would try it again
-    (`Exception ignored ... BrokenPipeError`): from the command line, stdout becomes /dev/null (the
-    recipe of Python's signal docs); in-process (tests) it is left alone."""
-    if not command_line or sys.stdout is None:
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 def _main(argv: list[str] | None) -> int:

@@ -1,4 +1,5 @@
-"""argparse types of the numeric options of both commands, `watchtower` and `pmta-sim`.
+"""argparse types of the numeric options of both commands, `watchtower` and `pmta-sim`, and what both do with a
+stdout whose reader went away.
 
 A number the process cannot use (0, a negative, nan, inf, or a speed that would write gigabytes of logs) is a
 usage error naming the option, exit 2, never a traceback deep in httpx or asyncio.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from collections.abc import Callable
 
 MAX_SPEED = 3600.0
@@ -36,3 +39,17 @@ def at_most(most: float) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"expected a number greater than 0 and at most {most:.0f}, got {text!r}")
         return value
     return bounded
+
+
+def abandon_stdout(command_line: bool) -> None:
+    """After a failed write (the reader of `| head` gone) the buffer still holds the text, and the interpreter's exit
+    would try it again (`Exception ignored ... BrokenPipeError`): from the command line, stdout becomes /dev/null (the
+    recipe of Python's signal docs); in-process (tests) it is left alone."""
+    if not command_line or sys.stdout is None:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -636,8 +636,8 @@ def _overlap_findings(config: Config, matched: dict[tuple[int, int], list[str]])
                         f"{owner.paths[oj]!r} (source {owner.label}): such a file is read for {owner.label} only")
                 lost = _lost_record_types(owner, source)
                 out.append((f"{said}, so any records of {_types(lost)} in it, which {source.label} asks for, are never "
-                            f"read: {_one_source(owner, source)}, or narrow one of the patterns", False) if lost else
-                           (f"{said}, never for {source.label}; narrow one of the patterns", False))
+                            f"read: {_one_source(owner, source)}, or narrow one of the patterns" if lost else
+                            f"{said}, never for {source.label}; narrow one of the patterns", False))
     return out
 
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import os
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from exporter.cliargs import MAX_DURATION, MAX_SPEED, at_most
+from exporter.cliargs import MAX_DURATION, MAX_SPEED, abandon_stdout, at_most
 from simulator import interrupted_while_importing as _interrupted_while_importing
 from simulator.config import SimConfig
 from simulator.engine import Simulator
@@ -136,21 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
     except BrokenPipeError:
-        _abandon_stdout(argv is None)
+        abandon_stdout(argv is None)
         return 1
-
-
-def _abandon_stdout(command_line: bool) -> None:
-    """After a failed write the interpreter's exit would flush stdout again (`Exception ignored ... BrokenPipeError`):
-    from the command line stdout becomes /dev/null (the recipe of Python's signal docs)."""
-    if not command_line or sys.stdout is None:
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 def _guarded(args: argparse.Namespace) -> int:
