@@ -73,8 +73,11 @@ def _read_up_to(fd: int, limit: int, timeout: float | None, path: str | Path, gi
 
 
 SECRET_MAX_BYTES = 16 * 1024
-"""Largest secret file read (a password, an API key, a bearer token, a cursor or HMAC key): a few bytes to a few
-KiB, so a bigger file is the wrong file (a log, /dev/zero)."""
+"""Largest secret file read (a password, an API key, a bearer token, a cursor key): a few bytes to a few KiB, so a
+bigger file is the wrong file (a log, /dev/zero)."""
+HMAC_KEY_MAX_BYTES = 1024 * 1024
+"""Largest HMAC key file read: the correlator takes a key of any size (32 bytes or more), and a store keyed with a
+large one refuses any other, so the bound only keeps out /dev/zero-like files, never a key a store was made with."""
 
 
 def read_regular(path: str | Path, limit: int = SECRET_MAX_BYTES, what: str = "a secret file") -> bytes:
@@ -88,7 +91,8 @@ def read_regular(path: str | Path, limit: int = SECRET_MAX_BYTES, what: str = "a
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileProblem(f"{path} is not a regular file")
-        raw = _read_up_to(fd, limit + 1, None, path, "a regular file") if st.st_size else b""
+        raw = _read_up_to(fd, limit + 1, None, path, "a regular file")  # whatever st_size says: procfs, FUSE
+        # secret mounts with direct_io report 0 for a file that holds bytes
     finally:
         os.close(fd)
     if len(raw) > limit:

@@ -360,9 +360,15 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
         raise
     except BaseException as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
         if not isinstance(exc, Exception):  # a Rust panic (pyo3_runtime.PanicException), e.g. out of descriptors
-            log.critical("watchtower oneshot failed, nothing printed: cannot run: too many open files? "
-                         "(ulimit -n %s) %s: %s", _fd_limit(), type(exc).__name__, " ".join(str(exc).split()))
-            log.debug("traceback", exc_info=exc)
+            said = " ".join(str(exc).split())
+            if "TooManyOpenFiles" in said or "Too many open files" in said:
+                log.critical("watchtower oneshot failed, nothing printed: too many open files (ulimit -n %s): %s: %s",
+                             _fd_limit(), type(exc).__name__, said)
+                log.debug("traceback", exc_info=exc)
+            else:  # a bug (ours or a library's), not a limit: said as such, its traceback at debug level
+                log.critical("watchtower oneshot failed, nothing printed: internal error (a bug: please report it; "
+                             "`log_level: debug` shows its traceback): %s: %s", type(exc).__name__, said)
+                log.debug("traceback", exc_info=exc)
             return EXIT_FAILURE
         from exporter.state import StateError  # its messages name the file and the way out
         from exporter.writer import describe

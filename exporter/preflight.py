@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from exporter.boundedfile import FileProblem, read_regular
+from exporter.boundedfile import HMAC_KEY_MAX_BYTES, SECRET_MAX_BYTES, FileProblem, read_regular
 from exporter.config import RECORD_TYPES, Config, CorrelatorConfig, PmtaApiConfig, SourceConfig
 
 P = ParamSpec("P")
@@ -61,11 +61,11 @@ def _readable_file(key: str, path: Path | None) -> str | None:
     return None
 
 
-def read_secret_file(key: str, path: Path) -> tuple[bytes, str | None]:
+def read_secret_file(key: str, path: Path, limit: int = SECRET_MAX_BYTES) -> tuple[bytes, str | None]:
     """The bytes of a secret file the config names under `key`, or the one line saying why not: a regular file of at
-    most boundedfile.SECRET_MAX_BYTES (a FIFO never hangs the read, /dev/zero is never read)."""
+    most `limit` bytes (a FIFO never hangs the read, /dev/zero is never read)."""
     try:
-        return read_regular(path), None
+        return read_regular(path, limit), None
     except FileProblem as exc:
         return b"", f"{key}: {exc}"
     except OSError as exc:
@@ -198,7 +198,7 @@ def _keyed_with_another_key(path: Path, store: Path | None, mode: str | None) ->
             return (f"correlator.hmac_key_file: {path} does not exist, and the recipients of the correlator store "
                     f"{store} were keyed with the key {mode}: put that key file back (from the host or the backup "
                     "the store came from), or move the store aside to start a new one")
-        key = read_regular(path).strip()
+        key = read_regular(path, HMAC_KEY_MAX_BYTES).strip()
     except (OSError, FileProblem):
         return None  # the key file's own check names what cannot be reached
     if RcptHasher(key).fingerprint() == mode:
@@ -215,7 +215,7 @@ def _hmac_key_file(key: str, path: Path, explicit: bool) -> str | None:
     problem = _readable_file(key, path)
     if problem:
         return problem
-    raw, problem = read_secret_file(key, path)
+    raw, problem = read_secret_file(key, path, HMAC_KEY_MAX_BYTES)
     if problem:
         return problem
     held = raw.strip()
@@ -794,7 +794,7 @@ def _short_hmac_key(config: Config) -> list[str]:
         return []
     path = hmac_key_path(config)
     try:
-        held = read_regular(path).strip()
+        held = read_regular(path, HMAC_KEY_MAX_BYTES).strip()
     except (OSError, FileProblem):
         return []  # none yet (created long enough), or its own check names it
     from correlator.keys import short_key_problem

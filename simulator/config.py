@@ -191,9 +191,9 @@ class SimConfig(_Strict):
         routed = [t for f in self.files for t in f.records]
         if len(routed) != len(set(routed)):
             raise ValueError("files: each record type may go to one file only")
-        names = [f.name for f in self.files]
+        names = [(f.name, f.format) for f in self.files]  # `acct` as .csv and as .json: two files
         if len(names) != len(set(names)):
-            raise ValueError("files: each file needs its own name")
+            raise ValueError("files: each file needs its own name (per format)")
         return self
 
     @property

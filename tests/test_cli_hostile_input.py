@@ -144,3 +144,45 @@ def test_out_of_descriptors_is_one_line(tmp_path: Path, command: str) -> None:
     assert "Traceback" not in done.stderr
     assert "Exception ignored" not in done.stderr and "never awaited" not in done.stderr
     assert "CRITICAL" in done.stderr
+
+
+def test_a_secret_file_whose_size_reads_zero_is_read_whole() -> None:
+    """procfs, and FUSE secret mounts with direct_io, report st_size 0 for a file that holds bytes: it was read as
+    empty (a password of "", a key refused as empty)."""
+    from exporter.boundedfile import read_regular
+
+    proc_file = Path("/proc/sys/kernel/random/boot_id")
+    if not proc_file.exists():
+        pytest.skip("no procfs")
+    assert os.stat(proc_file).st_size == 0
+    assert read_regular(proc_file).strip() == proc_file.read_bytes().strip() != b""
+
+
+def test_an_hmac_key_file_larger_than_a_password_is_accepted(tmp_path: Path) -> None:
+    """A store keyed with a large key refuses any other: the 16 KiB bound of passwords refused such a key file at the
+    upgrade, locking the operator out of the store's timelines."""
+    from exporter.preflight import _hmac_key_file
+
+    key = tmp_path / "big.key"
+    key.write_bytes(os.urandom(20_000).hex().encode())
+    key.chmod(0o600)
+    assert _hmac_key_file("correlator.hmac_key_file", key, explicit=True) is None
+
+
+def test_a_panic_that_is_no_descriptor_limit_is_called_an_internal_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """A Rust panic was always said as "too many open files?", hiding a library's bug behind a limit."""
+    from exporter import cli, daemon, oneshot
+
+    class Panic(BaseException):  # as pyo3_runtime.PanicException: not an Exception
+        pass
+
+    def panics(_config: object) -> str:
+        raise Panic("called `Option::unwrap()` on a `None` value at read.rs:123")
+
+    monkeypatch.setattr(oneshot, "run_oneshot", panics)
+    monkeypatch.setattr(daemon, "run_oneshot", panics)  # with the correlator on
+    config = _daemon_yml(tmp_path, "listen: 127.0.0.1:0\n")
+    assert cli.main(["oneshot", "--config", str(config)]) == 1
+    said = [line for line in capfd.readouterr().err.splitlines() if "CRITICAL" in line]
+    assert len(said) == 1 and "internal error" in said[0] and "open files" not in said[0], said

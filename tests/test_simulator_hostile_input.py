@@ -61,7 +61,6 @@ SCENARIOS = {  # scenario YAML after `name: x` -> what the line must name beside
     "pools-shared": ("pools: {pool-a: [v1], pool-b: [v1]}", "pools"),
     "pools-empty-pool": ("pools: {a: []}", "pools"),
     "pools-no-sender-pool": ("pools: {p: [v1]}", "pools"),
-    "pools-empty": ("pools: {}", "pools"),
 }
 
 
@@ -74,6 +73,20 @@ def test_a_hostile_scenario_is_one_line_for_pmta_sim(tmp_path: Path, kind: str) 
                        "--minutes", "0.05"))
     assert err.startswith(f"pmta-sim: {path}: ") and key in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_that_worked_before_the_bounds_still_do(tmp_path: Path) -> None:
+    """A regression review: `pools: {}` (no override), a pool no VMTA is in yet, and one name as .csv and .json."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: x\npools: {}\n", encoding="utf-8")
+    settings = tmp_path / "sim.yaml"
+    settings.write_text("pools: {pool-a: [vmta-01], pool-b: [vmta-02], reserve: []}\n"
+                        "files: [{name: acct, records: [d, b]}, {name: acct, records: [t, tq], format: json}]\n",
+                        encoding="utf-8")
+    proc = run("simulator.cli", "generate", "--scenario", str(scenario), "--config", str(settings), "--out",
+               str(tmp_path / "out"), "--minutes", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json"]
 
 
 @pytest.mark.parametrize("kind", ["date", "huge-int", "rate-inf", "pools-shared", "pools-no-sender-pool"])
