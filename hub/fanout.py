@@ -12,6 +12,7 @@ parse still holds the interpreter lock; near the cap a host's answer can end ~0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import logging
@@ -31,6 +32,7 @@ from correlator.api import MAX_ID, MAX_TIME, MIN_TIME
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from correlator.timeline import MAX_TIMELINES, events_per_timeline
+from exporter.boundedfile import FileProblem, read_regular
 from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
@@ -101,7 +103,12 @@ def _verify(section: HubSection) -> ssl.SSLContext | bool:
 
 
 def _read_secret(path: Path) -> str:
-    return Path(path).read_text(encoding="utf-8").strip()
+    """A secret file as hub.preflight checked it at start (a regular file of at most 16 KiB): one swapped for
+    /dev/zero or a FIFO before a SIGHUP never eats the hub's memory or hangs it (OSError, as an unreadable file)."""
+    try:
+        return read_regular(Path(path)).decode("utf-8").strip()
+    except FileProblem as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
 
 
 class PerHostPools(httpx.AsyncBaseTransport):

@@ -186,3 +186,26 @@ def test_a_panic_that_is_no_descriptor_limit_is_called_an_internal_error(
     assert cli.main(["oneshot", "--config", str(config)]) == 1
     said = [line for line in capfd.readouterr().err.splitlines() if "CRITICAL" in line]
     assert len(said) == 1 and "internal error" in said[0] and "open files" not in said[0], said
+
+
+def test_secrets_read_after_start_are_bounded_too(tmp_path: Path) -> None:
+    """Checked at start, but read again later (PMTA's API key at each poll, the hub's secrets at a SIGHUP): a file
+    swapped for /dev/zero or a FIFO meanwhile ate memory or hung there (a large file stands in for them here)."""
+    from exporter.config import PmtaApiConfig
+    from exporter.pmta_api import PmtaApiConfigError, read_api_key
+    from hub.fanout import _read_secret
+
+    big = tmp_path / "big"
+    big.write_bytes(b"k" * 100_000)
+    with pytest.raises(PmtaApiConfigError, match="api_key_file"):
+        read_api_key(PmtaApiConfig(url="http://127.0.0.1:1", api_key_file=big))
+    with pytest.raises(OSError, match="at most 16KiB"):
+        _read_secret(big)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        _read_secret(fifo)
+    small = tmp_path / "small"
+    small.write_text("s3cret\n")
+    assert _read_secret(small) == "s3cret"
+    assert read_api_key(PmtaApiConfig(url="http://127.0.0.1:1", api_key_file=small)) == "s3cret"
