@@ -240,7 +240,8 @@ def test_daemon_restart_and_correlator_respawn_under_a_stepped_clock_keep_fresh_
     wt = Watchtower(config).start()
     try:
         wt.committed(timeout=30)
-        assert _timelines(db) == n
+        # the correlator's own process stores them after the daemon's commit (a loaded fresh clone: 0 at this point)
+        _wait(lambda: _timelines(db) == n, 60, f"the {n} timelines stored", wt.log)
         wt.stop()
         kept = _retention_time(db)
         offset.write_text(str(STEP))  # the next start finds the clock 3 days ahead
