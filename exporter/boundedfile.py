@@ -4,6 +4,7 @@ end in a traceback. One line names the file and what is wrong with it (`FileProb
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import stat
@@ -98,3 +99,12 @@ def read_regular(path: str | Path, limit: int = SECRET_MAX_BYTES, what: str = "a
     if len(raw) > limit:
         raise FileProblem(f"{path} holds {max(st.st_size, len(raw))} bytes; {what} is at most {_size(limit)}")
     return raw
+
+
+def read_secret(path: str | Path) -> bytes:
+    """A secret file read while running (a poll's password or API key, the hub's at a SIGHUP), as `read_regular`
+    checked it at start: its problem raised as the OSError of an unreadable file, which those callers report."""
+    try:
+        return read_regular(path)
+    except FileProblem as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None

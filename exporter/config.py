@@ -7,7 +7,6 @@ then handed whole to the daemon; the hot path only ever sees plain attributes co
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
@@ -29,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_regular
+from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_secret
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
@@ -531,10 +530,7 @@ class PmtaApiConfig(_Strict):
     def resolved_password(self) -> str | None:
         """The basic auth password, read from password_file when that is set (raises OSError if unreadable)."""
         if self.password_file is not None:
-            try:  # a regular file of a few KiB: a FIFO never hangs a poll, /dev/zero is never read
-                raw = read_regular(self.password_file)
-            except FileProblem as exc:  # as an unreadable file (pmta_api names password_file)
-                raise OSError(errno.EINVAL, str(exc)) from None
+            raw = read_secret(self.password_file)  # a FIFO never hangs a poll, /dev/zero is never read
             lines = raw.decode("utf-8").splitlines()
             return lines[0] if lines else ""
         return self.password

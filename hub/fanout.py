@@ -12,7 +12,6 @@ parse still holds the interpreter lock; near the cap a host's answer can end ~0.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import json
 import logging
@@ -32,7 +31,7 @@ from correlator.api import MAX_ID, MAX_TIME, MIN_TIME
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from correlator.timeline import MAX_TIMELINES, events_per_timeline
-from exporter.boundedfile import FileProblem, read_regular
+from exporter.boundedfile import read_secret
 from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
@@ -105,10 +104,7 @@ def _verify(section: HubSection) -> ssl.SSLContext | bool:
 def _read_secret(path: Path) -> str:
     """A secret file as hub.preflight checked it at start (a regular file of at most 16 KiB): one swapped for
     /dev/zero or a FIFO before a SIGHUP never eats the hub's memory or hangs it (OSError, as an unreadable file)."""
-    try:
-        return read_regular(Path(path)).decode("utf-8").strip()
-    except FileProblem as exc:
-        raise OSError(errno.EINVAL, str(exc)) from None
+    return read_secret(Path(path)).decode("utf-8").strip()
 
 
 class PerHostPools(httpx.AsyncBaseTransport):
