@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from correlator import render, store
-from correlator.keys import RcptHasher, job_hash, message_hash, norm_message_id
+from correlator.keys import RcptHasher, job_hash, message_hashes, norm_message_id
 from correlator.models import (
     ApiError,
     FlowsResponse,
@@ -552,7 +552,11 @@ def build_router(api: Api) -> APIRouter:
         fp = _message_fingerprint(mid, api.hasher)
         after = _message_cursor_decode(cursor, fp) if cursor else None
         with api.connection() as conn:
-            items, total, nxt = api.reader(conn).message_page(message_hash(mid), limit, after)
+            reader = api.reader(conn)
+            for key_h in message_hashes(mid):  # a store keyed before mid_key: the id as written (keys.message_hashes)
+                items, total, nxt = reader.message_page(key_h, limit, after)
+                if items or total:
+                    break
         if not items and not total:
             raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
         next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
@@ -577,11 +581,13 @@ def build_router(api: Api) -> APIRouter:
         mid = norm_message_id(message_id or "")
         if not job and not mid:
             raise BadRequest(400, "job_id (or message_id) is required", "job_id")
-        key_h = job_hash(job) if job else message_hash(mid)
         with api.connection() as conn:
             reader = api.reader(conn)
-            items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
-            known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
+            for key_h in (job_hash(job),) if job else message_hashes(mid):  # (keys.message_hashes)
+                items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
+                known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
+                if known:
+                    break
         if not items:
             key = f"job {echoed(job)}" if job else f"Message-Id {echoed(mid)}"
             if not known:

@@ -27,7 +27,7 @@ import polars as pl
 
 from correlator import store
 from correlator.genfilter import GenerationFilters
-from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, norm_message_id
+from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, mid_key, norm_message_id
 from correlator.prepare import _mx_host_expr, map_distinct
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
@@ -328,7 +328,7 @@ def _keyed_rows(batch: RecordBatch) -> int:
     if batch.columns.type < 0 or not len(batch):
         return 0
     frame = _rows_frame(batch, 0) if batch._rows is not None else _frames_frame([(0, batch)])  # noqa: SLF001
-    return int(frame.filter(_NAMES_VMTA).select(((_MID != "") | (_RCPT_STRIPPED != "")).sum()).item())
+    return int(frame.filter(_NAMES_VMTA).select(((_MID_BARE != "") | (_RCPT_STRIPPED != "")).sum()).item())
 
 
 def _narrow(batch: RecordBatch) -> RecordBatch:
@@ -362,8 +362,12 @@ _NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
 """A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
 _RCPT_STRIPPED = pl.col("rcpt").str.strip_chars(PY_WHITESPACE)
 _RCPT = _RCPT_STRIPPED.str.to_lowercase()
-_MID = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
-"""rcpt and Message-Id normalised as `Attributor._fields` normalises a report's."""
+_MID_BARE = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
+_MID = pl.when(_MID_BARE.str.contains("@", literal=True)).then(pl.concat_str(
+    _MID_BARE.str.extract(r"(?s)^(.*@)", 1), _MID_BARE.str.extract(r"@([^@]*)$", 1).str.to_lowercase())
+).otherwise(_MID_BARE)
+"""rcpt and Message-Id normalised as `Attributor._fields` normalises a report's (the id's domain lower-cased:
+keys.mid_key)."""
 
 
 def _keys_by_batch(queued: list[tuple[int, RecordBatch]],
@@ -701,7 +705,7 @@ class Attributor:
             return row[i].strip() if i >= 0 else ""
 
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
-        return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
+        return val(c.rcpt).lower(), val(c.orig).lower(), mid_key(norm_message_id(val(c.message_id))), val(c.jobId), t
 
     def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, Recent]],
                      slices: Slices) -> dict[int, _First]:

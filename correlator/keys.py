@@ -16,6 +16,8 @@ import secrets
 from hashlib import blake2b, sha256
 from pathlib import Path
 
+from exporter.boundedfile import HMAC_KEY_MAX_BYTES, FileProblem, read_regular
+
 log = logging.getLogger(__name__)
 
 HASHED_PREFIX = "hmac-sha256:"
@@ -34,8 +36,25 @@ def norm_message_id(value: str) -> str:
     return value.strip(MID_STRIP)
 
 
+def mid_key(message_id: str) -> str:
+    """The Message-Id as timelines are keyed by it: its domain (after the last `@`) lower-cased, as domains compare,
+    its local part as written (RFC 5322). An ISP's FBL copy naming `<id@EXAMPLE.COM>` is the message sent as
+    `<id@example.com>`. A lower-case domain keys as it always did: a store written before reads as it was."""
+    left, at, right = message_id.rpartition("@")
+    return f"{left}@{right.lower()}" if at else message_id
+
+
 def message_hash(message_id: str) -> int:
-    return h64("m\0" + message_id)
+    return h64("m\0" + mid_key(message_id))
+
+
+def message_hashes(message_id: str) -> tuple[int, ...]:
+    """The keys a lookup of `message_id` tries, in turn: `message_hash`, then, for an id whose domain has capitals,
+    the hash of the id as written, under which builds before `mid_key` stored its timelines (no migration rewrites
+    stored keys: a stored text may have lost the recipient it held, exporter/redact.py, so its key cannot be
+    computed again)."""
+    key, as_written = message_hash(message_id), h64("m\0" + message_id)
+    return (key,) if key == as_written else (key, as_written)
 
 
 def job_hash(job_id: str) -> int:
@@ -109,20 +128,46 @@ def short_key_problem(path: Path, key: bytes) -> str | None:
             f"{path}`); a store already keyed with it needs that key: move the store aside to change it")
 
 
+KEY_SETTING = "correlator.hmac_key_file"
+"""The config key every problem of the key file is said under (its default path too, as check-config says it)."""
+
+
+class KeyFileError(ValueError):
+    """The HMAC key file cannot be used: one line naming KEY_SETTING and the file, a setup error (check-config's
+    words), never an internal one. Raised at a start that found it changed since the checks."""
+
+
 def load_or_create_key(path: Path) -> bytes:
     """Read the HMAC key, creating a random one with mode 0600 if the file is absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(f"{KEY_SETTING}: cannot create {path}: {(exc.strerror or str(exc)).lower()}") from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o7777
-        if mode & 0o077:
-            log.warning("correlator HMAC key %s is readable by group/other (mode %04o)", path, mode)
-        key = path.read_bytes().strip()
-        if not key:
-            raise ValueError(f"HMAC key file {path} is empty") from None
-        return key
+        return _read_key(path)
+    except OSError as exc:
+        raise KeyFileError(f"{KEY_SETTING}: cannot create {path}: {(exc.strerror or str(exc)).lower()}") from None
+    key = secrets.token_hex(32)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(key + "\n")
     log.info("created correlator HMAC key %s", path)
-    return path.read_bytes().strip()
+    return key.encode()
+
+
+def _read_key(path: Path) -> bytes:
+    """The key the file holds, read as every secret is (exporter/boundedfile.py): a link to /dev/zero or a FIFO
+    swapped in after check-config must neither fill the memory nor hang the start."""
+    try:
+        key = read_regular(path, HMAC_KEY_MAX_BYTES).strip()
+        mode = path.stat().st_mode & 0o7777
+    except FileProblem as exc:
+        raise KeyFileError(f"{KEY_SETTING}: {exc}") from None
+    except OSError as exc:
+        raise KeyFileError(f"{KEY_SETTING}: cannot read {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise KeyFileError(f"{KEY_SETTING}: {path} is empty; write a key into it, or delete it to have one created")
+    if mode & 0o077:
+        log.warning("correlator HMAC key %s is readable by group/other (mode %04o)", path, mode)
+    return key

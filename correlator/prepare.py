@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from correlator import store
-from correlator.keys import MID_STRIP, job_hash, queued_hash
+from correlator.keys import MID_STRIP, job_hash, mid_key, queued_hash
 from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, RecordBatch, col
 from exporter.redact import redact as redact_local_parts
@@ -146,7 +146,8 @@ def _mid_keys(memo: dict[str, Any]) -> None:
     from_bytes = int.from_bytes
     for value in memo:
         mid = value.strip(MID_STRIP) if value else ""
-        memo[value] = (mid, from_bytes(b2b(("m\0" + mid).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+        key = "m\0" + mid_key(mid)  # keys.message_hash, inline
+        memo[value] = (mid, from_bytes(b2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest(),
                                        "big", signed=True) if mid else None)
 
 

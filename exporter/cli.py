@@ -370,6 +370,10 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
                              "`log_level: debug` shows its traceback): %s: %s", type(exc).__name__, said)
                 log.debug("traceback", exc_info=exc)
             return EXIT_FAILURE
+        setup = setup_problem(exc)
+        if setup is not None:
+            _report(args.config, [setup])
+            return EXIT_CONFIG
         from exporter.state import StateError  # its messages name the file and the way out
         from exporter.writer import describe
 
@@ -470,6 +474,10 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
         if interrupted(exc):
             return EXIT_INTERRUPTED
+        setup = setup_problem(exc)
+        if setup is not None:
+            _report(args.config, [setup])
+            return EXIT_CONFIG
         log.critical("watchtower could not run: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=exc)
         _drop_quietly(exc)
@@ -477,6 +485,16 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
     finally:
         if serving is not None:  # never awaited when the event loop could not be made (no warning about it)
             serving.close()
+
+
+def setup_problem(exc: BaseException) -> str | None:
+    """The `key: what` line of a file the config names found unusable as the daemon set up, after the checks passed
+    (correlator.hmac_key_file changed since): said as check-config says it, exit 2. None for anything else. Looked up
+    in sys.modules: such an error was raised by the correlator, so its module is loaded (none imported here)."""
+    keys = sys.modules.get("correlator.keys")
+    if keys is not None and isinstance(exc, keys.KeyFileError):
+        return str(exc)
+    return None
 
 
 def _drop_quietly(exc: BaseException) -> None:

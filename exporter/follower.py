@@ -190,6 +190,7 @@ def start(config: Any, run: str | None = None) -> Handle:
 def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: Any = None,
          run: str | None = None, bytes_lost: Any = None) -> None:
     """Entry point of the child process."""
+    from correlator.keys import KeyFileError
     from exporter import logsetup
     from exporter.config import config_from_dict
 
@@ -204,6 +205,9 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     try:
         follower.run()
     except LockRefused as exc:  # a state file this user cannot use: said as the daemon says it of its own
+        log.critical("correlator process: %s", exc)
+        raise SystemExit(1) from None
+    except KeyFileError as exc:  # changed since the daemon's start: a setup error, named as check-config names it
         log.critical("correlator process: %s", exc)
         raise SystemExit(1) from None
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the daemon restarts this process

@@ -537,12 +537,22 @@ def problems(config: Config, uses_state_dir: bool = True, waits_for_address: boo
         *state_dir,
         _listen(config, waits=waits_for_address),
         _correlator_store(config, state_dir_checked=uses_state_dir and not state_dir),
-        secret_file_problem("pmta.api_key_file", config.pmta.api_key_file) or _api_key(config),
-        secret_file_problem("pmta.password_file", config.pmta.password_file),
-        ca_file_problem("pmta.ca_file", config.pmta.ca_file),
+        *_poller_files(config),
     ]
     return [p for p in out if p] + _tls(config) + _directories(config) + _brace_alternatives(config) + \
         _records_lost_to_overlaps(config)
+
+
+def _poller_files(config: Config) -> list[str | None]:
+    """The files of PMTA's management API polls, checked only when they run (pmta.url set: exporter.daemon starts
+    the poller then alone). Without it nothing reads them: a stale path left from a poller turned off must not
+    refuse the start; `_keys_without_effect` warns of it instead."""
+    pmta = config.pmta
+    if not pmta.url:
+        return []
+    return [secret_file_problem("pmta.api_key_file", pmta.api_key_file) or _api_key(config),
+            secret_file_problem("pmta.password_file", pmta.password_file),
+            ca_file_problem("pmta.ca_file", pmta.ca_file)]
 
 
 def _directories(config: Config) -> list[str]:

@@ -229,8 +229,8 @@ def test_pmta_files_are_read_as_run_reads_them(tmp_path: Path):
     binary = tmp_path / "secret.bin"
     binary.write_bytes(b"\xff\xfesecret\n")
     for key in ("password_file", "api_key_file"):
-        extra = {"username": "u"} if key == "password_file" else {}
-        assert _preflight(tmp_path, pmta={key: str(binary), **extra}) == [
+        extra = {"username": "u"} if key == "password_file" else {}  # (read by the poller: with pmta.url only)
+        assert _preflight(tmp_path, pmta={"url": "http://127.0.0.1:1", key: str(binary), **extra}) == [
             f"pmta.{key}: {binary} is not UTF-8 text (byte 0xff at offset 0)"]
 
 

@@ -77,3 +77,32 @@ def test_every_dead_pmta_key_is_named(tmp_path: Path) -> None:
 ])
 def test_nothing_is_said_of_keys_that_act_or_were_not_set(tmp_path: Path, sections: dict[str, Any]) -> None:
     assert _said(tmp_path, **sections) == []
+
+
+# --- secret files of the poller without pmta.url: never read, so never a reason to refuse the start -----------------
+
+@pytest.mark.parametrize(("key", "extra"), [("password_file", {"username": "mon"}), ("api_key_file", {}),
+                                            ("ca_file", {})])
+def test_a_missing_pmta_file_without_url_is_warned_not_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, extra: dict[str, Any]) -> None:
+    """No pmta.url: no poller runs (exporter.daemon starts QueuePoller only with it), so the poller's files are never
+    read. A stale path left from a poller turned off refused the start (exit 2, `does not exist`); it has no effect,
+    and check-config says so as of every other such key."""
+    (tmp_path / "acct-1.csv").write_text("type\n")
+    gone = tmp_path / "gone"
+    path = tmp_path / "w.yml"
+    path.write_text(yaml.safe_dump(_config(tmp_path, pmta={key: str(gone), **extra})))
+    path.chmod(0o600)
+    assert preflight.problems(config_from_dict(_config(tmp_path, pmta={key: str(gone), **extra}))) == []
+    assert main(["check-config", str(path)]) == 0
+    keys = ", ".join([*extra, key])
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: warning: " + NO_URL.format(keys=keys, verb="has" if not extra else "have")]
+
+
+@pytest.mark.parametrize("key", ["password_file", "api_key_file", "ca_file"])
+def test_a_missing_pmta_file_with_url_is_still_refused(tmp_path: Path, key: str) -> None:
+    gone = tmp_path / "gone"
+    pmta = {"url": "http://127.0.0.1:27999", key: str(gone), **({"username": "mon"} if key == "password_file" else {})}
+    assert preflight.problems(config_from_dict(_config(tmp_path, pmta=pmta))) == [
+        f"pmta.{key}: {gone} does not exist"]
