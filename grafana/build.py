@@ -40,6 +40,7 @@ from dashlib import (
     QUEUE,
     QUEUE_LEVELS,
     SENDER,
+    SITE,
     SUCCESS,
     SUCCESS_LEVELS,
     THROTTLE,
@@ -115,7 +116,7 @@ JUDGED_COMPLAINTS = ("Coloured only where the complaint alert judges (PmtaCompla
 def judged_complaint_ratio(ratio_rule: str, delivered_rule: str, by: str, *matchers: str) -> str:
     """A daily complaint ratio where the complaint alerts judge it (their ISPs, their daily floor): its colours
     then mean what the alert means, never red with nothing firing on a cell of 100 deliveries."""
-    return (f"({sel_cluster(ratio_rule, *matchers, COMPLAINT_ISPS)} and on (job, {by}) "
+    return (f"({sel_cluster(ratio_rule, *matchers, COMPLAINT_ISPS)} and on (cluster, job, {by}) "
             f"({sel_cluster(delivered_rule, *matchers)} * 86400 >= {COMPLAINT_MIN_DELIVERED}))")
 
 
@@ -129,7 +130,7 @@ def judged_hard_bounces(key: str, *matchers: str) -> str:
     metric = {"vmta_pool": "pmta", "sender": "pmta_sender"}[key]
     ratio_rule = sel_cluster(f"{key}:{metric}_hard_bounced:ratio_rate1h", *matchers)
     outcomes = sel_cluster(f"{key}:{metric}_outcomes:rate1h", *matchers)
-    return f"({ratio_rule} and on (job, {key}) ({outcomes} * 3600 >= {HARD_BOUNCE_MIN_OUTCOMES}))"
+    return f"({ratio_rule} and on (cluster, job, {key}) ({outcomes} * 3600 >= {HARD_BOUNCE_MIN_OUTCOMES}))"
 
 
 OLD_DEFERRALS_RULE = "instance_vmta_pool_isp:pmta_deferrals_older_than_4h:increase30m"
@@ -175,7 +176,7 @@ def overview() -> Json:
                f"{COMPLAINT_MIN_DELIVERED} delivered in the day, so it is red when the alert fires (warn 0.1%, "
                "critical 0.3%: Gmail's and Yahoo's daily limits). 0 while no ISP qualifies. "
                f"{CLUSTER}",
-               [prom(f"max({judged} and on (job, isp) ({enough}))"
+               [prom(f"max({judged} and on (cluster, job, isp) ({enough}))"
                      f" or on () (0 * count({sel_cluster('isp:pmta_delivered:rate1d', ISP)}))")], "percentunit",
                thresholds=COMPLAINT), 4, 4)
     outcomes = f"Every record type Watchtower counts, summed over VMTAs and the selected ISPs (r has no ISP). {PER_S}"
@@ -274,40 +275,41 @@ def overview() -> Json:
                thresholds=steps(("red", None), ("orange", 0.8), ("green", 0.95))), 4, 4)
     g.add(stat("Newest record age", "Seconds since the timeLogged of the newest record read, per instance. "
                "It grows when PMTA stops logging or Watchtower stops tailing.",
-               [prom(f"time() - max by (instance) ({sel('watchtower_last_record_timestamp_seconds')})",
+               [prom(f"time() - max by (cluster, instance) ({sel('watchtower_last_record_timestamp_seconds')})",
                      "{{instance}}")], "s",
                thresholds=steps(("green", None), ("yellow", 300), ("red", 900))), 4, 4)
     g.add(stat("Checkpoint age", "Seconds since offsets and counters were last committed to the state database.",
-               [prom(f"time() - max by (instance) ({sel('watchtower_last_checkpoint_timestamp_seconds')})",
+               [prom(f"time() - max by (cluster, instance) ({sel('watchtower_last_checkpoint_timestamp_seconds')})",
                      "{{instance}}")], "s", thresholds=steps(("green", None), ("yellow", 120), ("red", 600))), 4, 4)
     g.add(stat("Files followed", "Accounting files currently followed, per instance.",
-               [prom(sum_by("instance", sel("watchtower_files_followed")), "{{instance}}")], "short"), 4, 4)
+               [prom(sum_by("cluster, instance", sel("watchtower_files_followed")), "{{instance}}")], "short"), 4, 4)
     g.add(timeseries("Records read per second by source", f"Valid records read from each configured source. {PER_S}",
-                     [prom(sum_by("instance, source", rate("watchtower_records_read_total")),
+                     [prom(sum_by("cluster, instance, source", rate("watchtower_records_read_total")),
                            "{{instance}} {{source}}")], "cps"), 12, 8)
     g.add(timeseries("Parse errors per second", f"Lines that could not be used, by source and reason. {PER_S}",
-                     [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_parse_errors_total"))),
+                     [prom(nonzero(sum_by("cluster, instance, source, reason", rate("watchtower_parse_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     g.add(timeseries("Bytes behind", "Bytes written to followed files but not yet read: the tailing backlog.",
-                     [prom(sum_by("instance, source", sel("watchtower_behind_bytes")), "{{instance}} {{source}}")],
+                     [prom(sum_by("cluster, instance, source", sel("watchtower_behind_bytes")),
+                           "{{instance}} {{source}}")],
                      "bytes"), 12, 8)
     g.add(timeseries("Errors per second", f"Failed file opens/reads, failed PMTA API requests, failed state "
                      f"commits, and complaints / remote bounces counted with vmta unknown because their store lookup "
                      f"was skipped (the correlator is behind: WatchtowerAttributionSkipped). {PER_S}", [
-                         prom(nonzero(sum_by("instance, reason", rate("watchtower_read_errors_total"))),
+                         prom(nonzero(sum_by("cluster, instance, reason", rate("watchtower_read_errors_total"))),
                               "read {{reason}} {{instance}}"),
-                         prom(nonzero(sum_by("instance, reason", rate("watchtower_pmta_api_errors_total"))),
+                         prom(nonzero(sum_by("cluster, instance, reason", rate("watchtower_pmta_api_errors_total"))),
                               "api {{reason}} {{instance}}"),
-                         prom(nonzero(sum_by("instance", rate("watchtower_checkpoint_errors_total"))),
+                         prom(nonzero(sum_by("cluster, instance", rate("watchtower_checkpoint_errors_total"))),
                               "checkpoint {{instance}}"),
-                         prom(nonzero(sum_by("instance", rate("watchtower_attribution_skipped_total"))),
+                         prom(nonzero(sum_by("cluster, instance", rate("watchtower_attribution_skipped_total"))),
                               "attribution skipped {{instance}}"),
                      ], "cps"), 12, 8)
     g.add(timeseries("PMTA API poll duration", "Duration of the last complete poll of PMTA's management API.",
                      [prom(sel("watchtower_pmta_api_poll_duration_seconds"), "{{instance}}")], "s"), 8, 8)
     g.add(timeseries("Label overflow per second", "Records whose vmta, vmta_pool or sender was replaced by "
                      f"overflow/other because a label cap was reached: raise the cap or list the values. {PER_S}",
-                     [prom(nonzero(sum_by("instance, label", rate("watchtower_label_overflow_total"))),
+                     [prom(nonzero(sum_by("cluster, instance, label", rate("watchtower_label_overflow_total"))),
                            "{{instance}} {{label}}")], "cps"), 8, 8)
     g.add(timeseries("Series per record metric", "Series currently held per record metric family (cardinality).",
                      [prom(sum_by("metric", sel("watchtower_metric_series")), "{{metric}}")], "short"), 8, 8)
@@ -317,7 +319,7 @@ def overview() -> Json:
 
 
 def isp_var(*matchers: str) -> Json:
-    selector = ", ".join((JOB, INSTANCE, *matchers))
+    selector = ", ".join((SITE, JOB, INSTANCE, *matchers))
     return query_var("isp", "ISP", f"label_values({ATTEMPTS}{{{selector}}}, isp)", description="Mailbox provider.")
 
 
@@ -353,7 +355,7 @@ REPLY_COLUMNS = (
 
 def vmta_board() -> Json:
     f = (POOL, VMTA, ISP)
-    by = "instance, vmta"
+    by = "cluster, instance, vmta"
     # A VMTA's standing is its worst ISP, never the sum of all ISPs: cells as the alerts judge them (the VMTA over
     # all its pools, and each pool on its own: the worse kept).
     worst_succ = f"min by ({by}) ({judged_success(*f)})"
@@ -399,7 +401,7 @@ def vmta_board() -> Json:
                          f"and the queue. {per_cell} {RULE_10M}",
                          [prom(f"max by ({by}) ({worst_level(*f)})", "{{vmta}} {{instance}}")], "none", LEVELS,
                          max_=3, mappings=LEVEL_TEXT), 8, 18)
-    keys = "instance, vmta, vmta_pool"
+    keys = "cluster, instance, vmta, vmta_pool"
     rows = f"group by ({keys}) ({success_ratio(keys, *f)})"
 
     def on_every_row(per_vmta: str) -> str:
@@ -407,7 +409,7 @@ def vmta_board() -> Json:
         return f"{per_vmta} * on ({by}) group_right () {rows}"
 
     drill = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
-             "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
+             "&${cluster:queryparam}&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&${isp:queryparam}")
     g.add(table("VMTA board", "Every VMTA with attempts in the last 10 minutes for the selected ISPs, the worst "
                 "first: *Level* is the war room's level of the VMTA's worst ISP (ok / warn / HIGH / CRIT, a block "
                 "at CRIT whatever its success or throttling: PmtaIspBlock's condition), as in *Level by VMTA* "
@@ -432,7 +434,7 @@ def vmta_board() -> Json:
                     table_query(queue_by_pool("pmta_queue_connections", keys, (VMTA, ISP), (POOL, VMTA))),
                     # on every pool row of the VMTA: the level has no pool (its cells are over all its pools)
                     table_query(on_every_row(f"max by ({by}) ({worst_level(*f)})")),
-                ], ["instance", "vmta", "vmta_pool"], [
+                ], ["cluster", "instance", "vmta", "vmta_pool"], [
                     level_column("K", "Level (worst ISP)"),
                     column("A", "Success (worst ISP)", "percentunit", SUCCESS, 1),
                     column("B", "Success (all ISPs)", "percentunit", SUCCESS, 1),
@@ -484,10 +486,15 @@ def vmta_board() -> Json:
     pool_hourly = sel("vmta_isp:pmta_success:ratio_rate1h", *every)
     pool_tried = sel("vmta_isp:pmta_attempts:rate1h", *every)
     ratio_then, tried_then = f"{pool_hourly} offset 1w", f"{pool_tried} offset 1w"
-    cells = f"job, {CELL}"  # as the instance_vmta_isp rules (`sum without (vmta_pool)`)
-    hourly_then = f"{sum_by(cells, f'{ratio_then} * {tried_then}')} / {sum_by(cells, tried_then)}"
+    # `sum without (vmta_pool)`, as the instance_vmta_isp rules and the alert: every other label stays, so the rule's
+    # series match one to one whatever target labels they carry (a site's `cluster`, an `env`); a `sum by` list
+    # dropped them and the branch went empty.
+    def all_pools(expr: str) -> str:
+        return f"sum without (vmta_pool) ({expr})"
+
+    hourly_then = f"{all_pools(f'{ratio_then} * {tried_then}')} / {all_pools(tried_then)}"
     whole = (f"(({hourly} / ({hourly_then} > 0)) and ({tried} * 3600 >= 500)"
-             f" and ({sum_by(cells, tried_then)} * 3600 >= 500))")
+             f" and ({all_pools(tried_then)} * 3600 >= 500))")
     pools = (f"(({pool_hourly} / ({ratio_then} > 0)) and ({pool_tried} * 3600 >= 500)"
              f" and (({tried_then}) * 3600 >= 500))")
     judged = f"{whole} or {pools}"
@@ -510,7 +517,7 @@ def vmta_board() -> Json:
 
 
 def pool_vmta_isp_vars(*, vmta: bool) -> list[Json]:
-    base = f"{ATTEMPTS}{{{JOB}, {INSTANCE}"
+    base = f"{ATTEMPTS}{{{SITE}, {JOB}, {INSTANCE}"
     out = [query_var("vmta_pool", "VMTA pool", f"label_values({base}}}, vmta_pool)",
                      description="PMTA vmtaPool (`none` when empty).")]
     if not vmta:
@@ -710,9 +717,9 @@ def flows() -> Json:
                          # Every sender counter, not only delivered: a domain whose mail all bounces or
                          # defers (DMARC failures, a blocklisting) is the one to pick.
                          query_var("sender", "Sender",
-                                   f"label_values({{{SENDER_COUNTERS}, {JOB}, {INSTANCE}}}, sender)",
+                                   f"label_values({{{SENDER_COUNTERS}, {SITE}, {JOB}, {INSTANCE}}}, sender)",
                                    description="Sending domain (MAIL FROM)."),
-                         query_var("isp", "ISP", f"label_values({{{SENDER_COUNTERS}, {JOB}, {INSTANCE}, "
+                         query_var("isp", "ISP", f"label_values({{{SENDER_COUNTERS}, {SITE}, {JOB}, {INSTANCE}, "
                                    f"{SENDER}}}, isp)", description="Mailbox provider."),
                      ], g)
 
@@ -791,10 +798,10 @@ def forensics() -> Json:
     g.add(stat("Truncations per second", f"Files found shorter than the read offset (copytruncate). {PER_S}",
                [prom(or_zero(sum_by("", rate("watchtower_truncations_total"))))], "cps"), 6, 4)
     g.add(timeseries("Parse errors by reason", f"Unusable lines per source and reason. {PER_S}",
-                     [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_parse_errors_total"))),
+                     [prom(nonzero(sum_by("cluster, instance, source, reason", rate("watchtower_parse_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     g.add(timeseries("Skipped records by source and type", f"Records a source read but does not count. {PER_S}",
-                     [prom(nonzero(sum_by("instance, source, type", rate("watchtower_records_skipped_total"))),
+                     [prom(nonzero(sum_by("cluster, instance, source, type", rate("watchtower_records_skipped_total"))),
                            "{{instance}} {{source}} {{type}}")], "cps"), 12, 8)
     g.add(timeseries("Lines and records read per second", "Complete lines read (headers and bad lines included) "
                      f"against valid records, per source. {PER_S}", [
@@ -811,7 +818,7 @@ def forensics() -> Json:
         prom(nonzero(sum_by("source", rate("watchtower_truncations_total"))), "truncations {{source}}"),
     ], "cps"), 12, 8)
     g.add(timeseries("Read errors by reason", f"Failed opens or reads per source and reason. {PER_S}",
-                     [prom(nonzero(sum_by("instance, source, reason", rate("watchtower_read_errors_total"))),
+                     [prom(nonzero(sum_by("cluster, instance, source, reason", rate("watchtower_read_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     return dashboard("watchtower-forensics", "PMTA Watchtower / Message forensics",
                      "Per-message timelines from Watchtower's correlator API, and the input-quality counters that "
@@ -831,7 +838,7 @@ WHAT = {"PmtaIspThrottling": "is throttling", "PmtaIspBlock": "is blocking",
         "PmtaSuccessRateDrop": "halved the success rate of", "PmtaQueueBacklog": "has a backlog on",
         "PmtaDeliveryStalled": "receives nothing from"}
 """Headline verb per alert about one VMTA x ISP; another such alert reads "<ISP> <alertname> <vmta>"."""
-INCIDENT_KEYS = "alertname, severity, instance, vmta, isp"
+INCIDENT_KEYS = "alertname, severity, cluster, instance, vmta, isp"
 AM_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
 
 
@@ -872,7 +879,7 @@ def firing_cells(*matchers: str) -> str:
 
 
 def firing(*matchers: str) -> str:
-    return f'ALERTS{{alertstate="firing", {JOB}{"".join(", " + m for m in matchers)}}}'
+    return f'ALERTS{{alertstate="firing", {SITE}, {JOB}{"".join(", " + m for m in matchers)}}}'
 
 
 def without_inhibited(alerts: str) -> str:
@@ -902,7 +909,7 @@ def incident_rows() -> str:
     return f'label_join({expr}, "headline", " ", "provider", "what", "vmta")'
 
 
-OTHER_KEYS = "alertname, severity, instance, vmta_pool, sender, isp, vmta, source"
+OTHER_KEYS = "alertname, severity, cluster, instance, vmta_pool, sender, isp, vmta, source"
 """The labels an alert that is not about one VMTA x ISP may carry (pool, sender, ISP, host, source)."""
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules" / "alerts"
 
@@ -931,7 +938,7 @@ def other_alert_rows() -> str:
     return with_runbook(f"max by ({OTHER_KEYS}) ({alerts} unless {cells})")
 
 
-def per_incident(cell_expr: str, on: str = "instance, vmta, isp") -> str:
+def per_incident(cell_expr: str, on: str = CELL) -> str:
     """A per-cell value (aggregated by `on`) on every incident row of that cell."""
     return f"{cell_expr} * on ({on}) group_right () {incident_rows()}"
 
@@ -955,7 +962,7 @@ def incidents() -> Json:
                    thresholds=steps(("green", None), (color, 1)), color_mode="background", graph=False), 6, 4)
     g.add(stat("Pending alerts", "Alert conditions that hold but have not lasted their `for` duration yet: the "
                "next incidents, unless they clear.",
-               [prom(f'count(ALERTS{{alertstate="pending", {JOB}}}) or vector(0)')], "short",
+               [prom(f'count(ALERTS{{alertstate="pending", {SITE}, {JOB}}}) or vector(0)')], "short",
                thresholds=steps(("green", None), ("yellow", 1)), graph=False), 6, 4)
     g.add(stat("VMTA × ISP cells in the red", "Cells of the war room at level CRIT: a block (PmtaIspBlock's "
                f"condition: blocklisted responses, ≥ {_pct(BLOCK_BLOCKLISTED_SHARE)} of the attempts or ≥ "
@@ -966,7 +973,7 @@ def incidents() -> Json:
                [prom(f"count({worst_level(ISP)} >= 3) or vector(0)")], "short",
                thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
     link = ("/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${infinity:queryparam}"
-            "&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
+            "&${cluster:queryparam}&${job:queryparam}&var-instance=${__data.fields.instance}&var-vmta=${__data.fields.vmta}&var-isp=${__data.fields.isp}")
     runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#${__data.fields.runbook}"
     g.add(table("Active incidents", "One row per firing alert about a VMTA × ISP (PmtaIspThrottling, PmtaIspBlock, "
                 "PmtaSuccessRateDrop, PmtaQueueBacklog, PmtaDeliveryStalled; a warning Alertmanager inhibits "
@@ -982,7 +989,7 @@ def incidents() -> Json:
                     table_query(per_incident(throttled_ratio(cell))),
                     table_query(per_incident(queue)),
                     table_query(per_incident(f"({queue} / ({delivered} > 0))")),
-                ], ["severity", "headline", "alertname", "instance", "vmta", "isp"], [
+                ], ["severity", "headline", "alertname", "cluster", "instance", "vmta", "isp"], [
                     column("A", "Active for", "s", None, 0),
                     column("B", "Success", "percentunit", SUCCESS, 1),
                     column("C", "Throttled", "percentunit", THROTTLE, 1),
@@ -1001,9 +1008,9 @@ def incidents() -> Json:
                 "alertmanager/alertmanager.yml mutes (as the counters above), from the ALERTS and ALERTS_FOR_STATE "
                 "series of the Prometheus data source, whatever the Instance and ISP filters. Its labels say what it "
                 "is about; the alert name links to its runbook. Alert headlines below has its description.", [
-                    table_query(f"(time() - max by ({OTHER_KEYS}) (ALERTS_FOR_STATE{{{JOB}}})) "
+                    table_query(f"(time() - max by ({OTHER_KEYS}) (ALERTS_FOR_STATE{{{SITE}, {JOB}}})) "
                                 f"* on ({OTHER_KEYS}) group_right () {other_alert_rows()}"),
-                ], ["severity", "alertname", "instance", "vmta_pool", "sender", "isp", "vmta", "source"], [
+                ], ["severity", "alertname", "cluster", "instance", "vmta_pool", "sender", "isp", "vmta", "source"], [
                     column("A", "Active for", "s", None, 0),
                     link_column("alertname", "Runbook: ${__data.fields.alertname}", runbook),
                     {"matcher": {"id": "byName", "options": "severity"}, "properties": [
@@ -1109,14 +1116,14 @@ def warroom() -> Json:
         ("Cells at CRIT", f"count({level} >= 3)", "VMTA × ISP cells at level CRIT (red), blocks included."),
         ("Cells at HIGH or worse", f"count({level} >= 2)", "VMTA × ISP cells at level HIGH or CRIT (orange or red): "
          "see the legend above for which of those levels are an alert's threshold."),
-        ("VMTAs with a red cell", f"count(count by (instance, vmta) ({level} >= 3))",
+        ("VMTAs with a red cell", f"count(count by (cluster, instance, vmta) ({level} >= 3))",
          "VMTAs with at least one ISP at CRIT: a single-ISP problem counts."),
         ("ISPs with a red cell", f"count(count by (isp) ({level} >= 3))", "ISPs at CRIT on at least one VMTA."),
     ):
         g.add(stat(title, f"{what} {RULE_10M}", [prom(f"{expr} or vector(0)")], "short",
                    thresholds=steps(("green", None), ("red", 1)), color_mode="background", graph=False), 6, 4)
     link = {"title": "Status board: ${__data.fields[0]} × ${__field.name}", "url":
-            "/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
+            "/d/watchtower-vmta/vmta?${__url_time_range}&${datasource:queryparam}&${cluster:queryparam}&${job:queryparam}"
             "&${instance:queryparam}&var-vmta=${__data.fields[0]}&var-isp=${__field.name}"}
     g.add(matrix("VMTA × ISP", "Rows VMTAs, columns ISPs, cell = worst of success, throttled share (over all the "
                  "VMTA's pools or in one pool, the worse), block and queue (ok / warn / HIGH / CRIT; the legend "
@@ -1145,7 +1152,7 @@ def warroom() -> Json:
                     table_query(of_worst(f"{sum_by(cell, sel(ATTEMPTS, ISP))} * 600")),
                     table_query(of_worst(sum_by(cell, sel("instance_vmta_isp:pmta_blocklisted:increase15m", ISP)))),
                     table_query(of_worst(judged_rejected(*f))),
-                ], ["instance", "vmta", "isp"], [
+                ], ["cluster", "instance", "vmta", "isp"], [
                     column("A", "Level", "none", LEVELS, 0),
                     column("B", "Success", "percentunit", SUCCESS, 1),
                     column("C", "Throttled", "percentunit", THROTTLE, 1),

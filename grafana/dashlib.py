@@ -2,7 +2,7 @@
 
 Plain dicts in, plain dicts out (no Grafana SDK), so the committed JSON is exactly what this
 file says and regenerating it is byte-for-byte deterministic. Every query goes through `sel()`,
-which puts the `job`/`instance` matchers in; every counter goes through `rate()`, which uses
+which puts the `cluster`/`job`/`instance` matchers in; every counter goes through `rate()`, which uses
 `$__rate_interval`. tests/test_dashboards.py lints the output, not this file.
 """
 
@@ -20,6 +20,11 @@ TAG = "pmta-watchtower"
 
 # --- PromQL ---------------------------------------------------------------------------------
 
+SITE = 'cluster=~"$cluster"'
+"""The site (docs/scaling.md: each Prometheus has `external_labels: {cluster: ...}`), seen where they meet (federation,
+Thanos, Mimir). Where no series has a `cluster` label (one site), the variable is All = `.*`, which matches the absent
+label: the panels read as without it. Two sites may both name a host pmta-01:9469: every grouping that keeps a host
+keeps its `cluster` too (HOST, CELL, POOL_CELL), as the alerts do (`on (cluster, job, instance, ...)`)."""
 JOB = 'job=~"$job"'
 INSTANCE = 'instance=~"$instance"'
 VMTA = 'vmta=~"$vmta"'
@@ -27,12 +32,14 @@ POOL = 'vmta_pool=~"$vmta_pool"'
 ISP = 'isp=~"$isp"'
 SENDER = 'sender=~"$sender"'
 THROTTLED = 'class=~"throttled|reputation"'
-CELL = "instance, vmta, isp"
+HOST = "cluster, job, instance"
+"""One Watchtower (one PMTA host) of one site, as the alerts join them."""
+CELL = "cluster, instance, vmta, isp"
 """A VMTA x ISP cell of the war room and the incidents (a VMTA lives on one host), and what the VMTA x ISP
 alerts judge (their labels): one alert per cell, no `vmta_pool` (rules/alerts/isp.yaml). A pool filter picks the
 cells of the VMTAs with attempts in the selected pools (in_pools), whose values stay those of all their pools, as
 the alert's."""
-POOL_CELL = "instance, vmta, vmta_pool, isp"
+POOL_CELL = "cluster, instance, vmta, vmta_pool, isp"
 """One pool's share of a CELL. The VMTA x ISP alerts judge a cell two ways and fire when either judgement meets the
 condition: the VMTA over all its pools (ISPs throttle and block the IP: two pools under the volume gate each add
 up), and each of its pools on its own (a pool usually carries one sender domain, whose reputation ISPs judge too:
@@ -49,15 +56,16 @@ served as 0 for 10 minutes (exporter.queues.VANISHED_AS_ZERO), so the window nev
 
 
 def sel(metric: str, *matchers: str) -> str:
-    """`metric{job=~"$job", instance=~"$instance", ...}`: every per-host series is selected so
+    """`metric{cluster=~"$cluster", job=~"$job", instance=~"$instance", ...}`: every per-host series is selected so
     (the PMTA API gauges as their last value of the last POLL_GAP)."""
-    selector = metric + "{" + ", ".join((JOB, INSTANCE, *matchers)) + "}"
+    selector = metric + "{" + ", ".join((SITE, JOB, INSTANCE, *matchers)) + "}"
     return f"last_over_time({selector}[{POLL_GAP}])" if metric.startswith(POLLED) else selector
 
 
 def sel_cluster(metric: str, *matchers: str) -> str:
-    """For cluster-wide recording rules, which are summed `without (instance)`: job only."""
-    return metric + "{" + ", ".join((JOB, *matchers)) + "}"
+    """For cluster-wide recording rules, which are summed `without (instance)` (they keep `cluster` and `job`): no
+    instance matcher."""
+    return metric + "{" + ", ".join((SITE, JOB, *matchers)) + "}"
 
 
 def rate(metric: str, *matchers: str) -> str:
@@ -121,7 +129,7 @@ def complaint_ratio(by: str, *matchers: str) -> str:
 
 
 def pool_of_vmta(*matchers: str) -> str:
-    """One series of value 1 per (job, instance, vmta) carrying the VMTA's busiest `vmta_pool`.
+    """One series of value 1 per (cluster, job, instance, vmta) carrying the VMTA's busiest `vmta_pool`.
 
     Queue gauges only have {vmta, isp}; multiplying them by this with `group_left (vmta_pool)`
     attributes a VMTA's queue to one pool (a VMTA in several pools is not counted twice). The busiest pool is
@@ -130,20 +138,20 @@ def pool_of_vmta(*matchers: str) -> str:
     """
     pool_matchers = tuple(m for m in matchers if m == POOL)
     others = tuple(m for m in matchers if m != POOL)
-    attempts = sum_by("job, instance, vmta, vmta_pool", sel("vmta_isp:pmta_attempts:rate10m", *others))
-    busiest = f"topk by (job, instance, vmta) (1, {attempts})"
+    attempts = sum_by(f"{HOST}, vmta, vmta_pool", sel("vmta_isp:pmta_attempts:rate10m", *others))
+    busiest = f"topk by ({HOST}, vmta) (1, {attempts})"
     if pool_matchers:
-        busiest = (f"({busiest} and on (job, instance, vmta, vmta_pool) "
+        busiest = (f"({busiest} and on ({HOST}, vmta, vmta_pool) "
                    f"{sel('vmta_isp:pmta_attempts:rate10m', *matchers)})")
-    return f"group by (job, instance, vmta, vmta_pool) ({busiest})"
+    return f"group by ({HOST}, vmta, vmta_pool) ({busiest})"
 
 
 def unattributed(queue: str, pool_matchers: tuple[str, ...]) -> str:
-    """One series of value 1 per (job, instance, vmta) of `queue` that has no attempts series at all (a new VMTA,
-    a queue PMTA holds back before its first attempt), with `vmta_pool="none"`: without it such a queue dropped
+    """One series of value 1 per (cluster, job, instance, vmta) of `queue` that has no attempts series at all (a new
+    VMTA, a queue PMTA holds back before its first attempt), with `vmta_pool="none"`: without it such a queue dropped
     out of every pool-joined panel. Kept only when `none` passes the pool filter, as a record without a pool."""
     others = tuple(m for m in pool_matchers if m != POOL)
-    standin = (f"label_replace(group by (job, instance, vmta) ({queue}) unless on (job, instance, vmta) "
+    standin = (f"label_replace(group by ({HOST}, vmta) ({queue}) unless on ({HOST}, vmta) "
                f'{sel(ATTEMPTS_RULE, *others)}, "vmta_pool", "none", "", "")')
     if POOL not in pool_matchers:
         return standin
@@ -158,9 +166,9 @@ def queue_by_pool(metric: str, by: str, queue_matchers: tuple[str, ...], pool_ma
     quantity the queue alerts judge)."""
     queue = sel(metric, *queue_matchers)
     if agg != "sum":
-        queue = f"sum by (job, instance, vmta, isp) ({queue})"
-    pools = f"{pool_of_vmta(*pool_matchers)} or on (job, instance, vmta) {unattributed(queue, pool_matchers)}"
-    joined = f"{queue} * on (job, instance, vmta) group_left (vmta_pool) ({pools})"
+        queue = f"sum by ({HOST}, vmta, isp) ({queue})"
+    pools = f"{pool_of_vmta(*pool_matchers)} or on ({HOST}, vmta) {unattributed(queue, pool_matchers)}"
+    joined = f"{queue} * on ({HOST}, vmta) group_left (vmta_pool) ({pools})"
     return f"{agg} by ({by}) ({joined})" if by else f"{agg}({joined})"
 
 
@@ -295,9 +303,9 @@ def worst_level(*matchers: str) -> str:
     # series at all (pool `none`, as unattributed(): a new VMTA's backlog still pages).
     pool_matchers = tuple(m for m in matchers if m != ISP)
     queue_sel = sel("pmta_queue_recipients", *[m for m in matchers if "vmta_pool" not in m])
-    vmtas = (f"group by (instance, vmta) ({sel(ATTEMPTS_RULE, *pool_matchers)})"
-             f" or group by (instance, vmta) ({unattributed(queue_sel, pool_matchers)})")
-    que = levels(f"({sum_by(CELL, queue_sel)} and on (instance, vmta) ({vmtas}))", ">", QUEUE_LEVELS)
+    vmtas = (f"group by (cluster, instance, vmta) ({sel(ATTEMPTS_RULE, *pool_matchers)})"
+             f" or group by (cluster, instance, vmta) ({unattributed(queue_sel, pool_matchers)})")
+    que = levels(f"({sum_by(CELL, queue_sel)} and on (cluster, instance, vmta) ({vmtas}))", ">", QUEUE_LEVELS)
     parts = [f'label_replace({e}, "signal", "{n}", "", "")' for n, e in (
         ("success", succ), ("throttled", thr), ("blocked", blk), ("queue", que))]
     return f"max by ({CELL}) ({' or '.join(parts)})"
@@ -708,12 +716,18 @@ def custom_var(name: str, label: str, values: list[str], description: str) -> Js
 
 
 def job_instance_vars() -> list[Json]:
+    """cluster, job and instance, each list narrowed by the ones before it."""
     return [
+        # allValue `.*`, not the values found: with one site no series has a `cluster` label, the list is empty, and
+        # All of an empty list would be `()`, which matches nothing; `.*` matches the absent label (every series).
+        query_var("cluster", "Cluster", "label_values(watchtower_build_info, cluster)", all_value=".*",
+                  description="Site: the `cluster` external label of its Prometheus (docs/scaling.md), seen through "
+                              "federation, Thanos or Mimir. Empty with one site: All then reads every series."),
         # No allValue: All = the jobs that scrape a Watchtower (`.+` would be every target of a
         # shared Prometheus, e.g. in the `up` panel).
-        query_var("job", "Job", "label_values(watchtower_build_info, job)", all_value=None,
+        query_var("job", "Job", f"label_values(watchtower_build_info{{{SITE}}}, job)", all_value=None,
                   description="Prometheus job(s) scraping Watchtower."),
-        query_var("instance", "Instance", 'label_values(watchtower_build_info{job=~"$job"}, instance)',
+        query_var("instance", "Instance", f"label_values(watchtower_build_info{{{SITE}, {JOB}}}, instance)",
                   # `.*`, not `.+`: Grafana puts a custom All value into the replies panels' API URLs as it is, and
                   # a query string reads `+` as a space (the hub refused `host=. `); every series has an instance
                   all_value=".*", description="Watchtower instances, one per PMTA host."),
@@ -769,7 +783,7 @@ def alert_annotation(matchers: str = "") -> Json:
     return {
         "datasource": PROMETHEUS,
         "enable": True,
-        "expr": f'ALERTS{{alertstate="firing", job=~"$job"{extra}}}',
+        "expr": f'ALERTS{{alertstate="firing", {SITE}, {JOB}{extra}}}',
         "hide": False,
         "iconColor": "red",
         "name": "Firing alerts",

@@ -294,8 +294,10 @@ def test_variable_queries(path: Path):
         m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
         assert m, f"{name}: expected label_values(selector, label), got {query}"
         selector, label = m.groups()
-        if name == "job":  # the job/instance variables cannot filter on themselves
-            selector = selector + '{job=~"$job", instance=~"$instance"}' if "{" not in selector else selector
+        if name in ("cluster", "job"):  # the cluster/job/instance variables cannot filter on themselves
+            metric, _, inner = selector.partition("{")
+            selector = metric + "{" + ", ".join(m for m in (inner.rstrip("}"), 'cluster=~"$cluster"', 'job=~"$job"',
+                                                            'instance=~"$instance"') if m) + "}"
         elif name == "instance":
             selector = selector.replace("}", ', instance=~"$instance"}')
         # label_values() reads label values, not samples: a counter needs no rate() there
@@ -586,10 +588,11 @@ def test_status_board_judges_each_vmta_by_its_worst_isp():
         expr = by_title[title]["targets"][0]["expr"]
         # per VMTA x ISP cell as the alert: over all its pools (an ISP throttles the IP) and per pool (a pool's
         # sender domain has its own reputation), the worse kept ...
-        assert "sum by (instance, vmta, isp)" in expr and "sum by (instance, vmta, vmta_pool, isp)" in expr, title
-        assert re.search(r"\b(min|max) by \(instance, vmta, isp\)", expr), title
+        assert "sum by (cluster, instance, vmta, isp)" in expr, title
+        assert "sum by (cluster, instance, vmta, vmta_pool, isp)" in expr, title
+        assert re.search(r"\b(min|max) by \(cluster, instance, vmta, isp\)", expr), title
         assert "* 600 >= 50" in expr, title  # ... each with the alert's >= 50 attempts in 10 minutes
-        assert re.search(r"\b(min|max) by \(instance, vmta\)", expr), title  # ... then the worst cell
+        assert re.search(r"\b(min|max) by \(cluster, instance, vmta\)", expr), title  # ... then the worst cell
 
 
 def test_alert_links_reach_the_replies_panel():
@@ -645,7 +648,7 @@ def data_links(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield p["title"], link["url"]
 
 
-KEPT_VARS = ("datasource", "infinity", "job", "instance")
+KEPT_VARS = ("datasource", "infinity", "cluster", "job", "instance")
 """A drill-down keeps the data sources and hosts the operator picked, unless it sets them itself."""
 
 
@@ -856,8 +859,8 @@ def test_a_queue_without_any_attempt_yet_counts_under_pool_none(tmp_path: Path, 
     filled in as Grafana does, evaluated by the real promtool over series written here."""
     (target,) = next(p for p in panels(by_uid("watchtower-cluster"))
                      if p["title"] == "Queued recipients by pool")["targets"]
-    expr = (target["expr"].replace("$job", "w").replace("$instance", ".+").replace("$isp", ".*")
-            .replace("$vmta_pool", pools))
+    expr = (target["expr"].replace("$cluster", ".*").replace("$job", "w").replace("$instance", ".+")
+            .replace("$isp", ".*").replace("$vmta_pool", pools))
     test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": [{"series": s, "values": v} for s, v in QUEUE_SERIES],
         "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": [
@@ -888,8 +891,8 @@ def test_a_pool_filter_charges_a_pool_only_the_queues_of_the_vmtas_it_carries_mo
     selected pools only, selecting p2 charged it v1's whole 60k queue for 1 attempt in 101 (review 2026-12)."""
     (target,) = next(p for p in panels(by_uid("watchtower-cluster"))
                      if p["title"] == "Queued recipients by pool")["targets"]
-    expr = (target["expr"].replace("$job", "w").replace("$instance", ".+").replace("$isp", ".*")
-            .replace("$vmta_pool", pools))
+    expr = (target["expr"].replace("$cluster", ".*").replace("$job", "w").replace("$instance", ".+")
+            .replace("$isp", ".*").replace("$vmta_pool", pools))
     test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": [{"series": s, "values": v} for s, v in SHARED_VMTA_SERIES],
         "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": [
@@ -1519,16 +1522,22 @@ def test_no_queue_gauge_is_selected_by_a_label_it_does_not_carry(path: Path):
 
 
 @needs_promtool
-def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path):
+@pytest.mark.parametrize("target", [{}, {"cluster": "eu"}, {"cluster": "eu", "env": "prod"}],
+                         ids=["one-site", "cluster", "cluster-and-env"])
+def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path, target: dict[str, str]):
     """The panel took the worst ratio now and the worst a week ago separately and showed no drop (review 2026-12-04);
     it shows each judgement's ratio to its own week-ago hour, the worst kept, as PmtaSuccessRateDrop judges: the VMTA
     over all its pools, and each pool on its own, each with 500 attempts in both hours (review 2026-12). vmta-01 at
     Yahoo: pool A 90% -> 40%, pool B 80% -> 20%, together 85% -> 30%: it fires, and the panel reads B's 0.25.
     vmta-02 at Gmail: pool A 90% -> 40%, pool B 32% -> 30%, together 61% -> 35% (0.57, above half), but pool A on
     its own dropped: it fires, the panel reads 0.4 / 0.9. vmta-03 at Apple: pool A's 300 attempts an hour 90% ->
-    40%, beside pool B's 600 clean ones: together 96.7% -> 80%, no alert, as the panel says."""
+    40%, beside pool B's 600 clean ones: together 96.7% -> 80%, no alert, as the panel says. vmta-04 at Microsoft:
+    two pools of 300 attempts an hour, 90% -> 30%: only the judgement over both pools has the attempts; it fires.
+    With a target label beyond job and instance (a site's `cluster` external label, an `env`), the over-all-pools
+    judgement divided a rule's series by a `sum by (job, instance, vmta, isp)` that dropped it: no match, no line,
+    while the alert (`sum without (vmta_pool)`) fired (review 2026-12)."""
     week = 1008  # 10-minute steps
-    series = dict([
+    cells = [
         cell("pmta_delivered_total", "vmta-01", f"0+90x{week} {90 * week}+40x12", "yahoo"),
         cell("pmta_deferred_total", "vmta-01", f"0+10x{week} {10 * week}+60x12", "yahoo", **{"class": "throttled"}),
         cell("pmta_delivered_total", "vmta-01", f"0+80x{week} {80 * week}+20x12", "yahoo", pool="pool-b"),
@@ -1542,11 +1551,19 @@ def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path):
         cell("pmta_delivered_total", "vmta-03", f"0+45x{week} {45 * week}+20x12", "apple"),
         cell("pmta_deferred_total", "vmta-03", f"0+5x{week} {5 * week}+30x12", "apple", **{"class": "throttled"}),
         cell("pmta_delivered_total", "vmta-03", f"0+100x{week + 12}", "apple", pool="pool-b"),
-    ])
+    ] + [  # vmta-04 at Microsoft: 300 attempts an hour in each of two pools, 90% -> 30%: judged over both pools only
+        c for pool in ("pool-a", "pool-b") for c in (
+            cell("pmta_delivered_total", "vmta-04", f"0+45x{week} {45 * week}+15x12", "microsoft", pool=pool),
+            cell("pmta_deferred_total", "vmta-04", f"0+5x{week} {5 * week}+35x12", "microsoft", pool=pool,
+                 **{"class": "throttled"}))
+    ]
+    extra = "".join(f', {k}="{v}"' for k, v in target.items())
+    series = {name[:-1] + extra + "}": values for name, values in cells}
     result = promtool_expect(tmp_path, series, [
-        (fires("PmtaSuccessRateDrop", "warning"), [{"labels": "{}", "value": 2}]),
+        (fires("PmtaSuccessRateDrop", "warning"), [{"labels": "{}", "value": 3}]),
         (panel_expr("watchtower-vmta", "Success ratio against the same hour a week ago: $vmta"),
          [{"labels": '{isp="yahoo"}', "value": 0.2 / 0.8},
+          {"labels": '{isp="microsoft"}', "value": 0.3333333333333333},  # 0.3 / 0.9, over both pools only
           {"labels": '{isp="gmail"}', "value": 0.4444444444444444},  # 0.4 / 0.9
           {"labels": '{isp="apple"}', "value": (120 / 150) / (145 / 150)}]),
     ], eval_time=f"{(week + 12) * 10}m", interval="10m", every="10m")
@@ -1580,3 +1597,79 @@ def test_all_values_in_api_urls_reach_the_api_as_all(path: Path) -> None:
                 if filter_values(key, sent) is not None:
                     problems.append(f"{p['title']!r}: {key}={var['allValue']} arrives as {sent!r}, not All ({ANY})")
     assert not problems
+
+
+# --- review 2026-12 (multi-site): two sites that name a host alike are two hosts --------------------------
+
+SITES = ("eu", "us")
+
+
+@needs_promtool
+def test_two_sites_with_the_same_host_name_are_never_summed_into_one_cell(tmp_path: Path):
+    """docs/scaling.md: each site's Prometheus has `external_labels: {cluster: ...}`; federated (or through
+    Thanos/Mimir), both sites' pmta-01:9469 / vmta-03 / gmail are two cells. The boards grouped and joined without
+    `cluster`: 30k queued at each site read 60k, HIGH (PmtaQueueBacklog's colour) in the war room, while the alert,
+    per cluster, fired for neither (review 2026-12). Each cell keeps its `cluster`; a pick in the Cluster variable
+    shows that site alone; totals over the sites still add up."""
+    series = {}
+    for site in SITES:
+        host = f'cluster="{site}", job="watchtower", instance="pmta-01:9469"'
+        series[f'pmta_queue_recipients{{{host}, vmta="vmta-03", isp="gmail"}}'] = "30000x40"
+        series[f"watchtower_pmta_api_up{{{host}}}"] = "1x40"
+        series[f'pmta_delivered_total{{{host}, vmta="vmta-03", vmta_pool="pool-a", isp="gmail"}}'] = "0+100x40"
+    per_site = [{"labels": f'{{cluster="{s}", instance="pmta-01:9469", vmta="vmta-03"}}', "value": 1} for s in SITES]
+    result = promtool_expect(tmp_path, series, [
+        (fires("PmtaQueueBacklog", "warning"), NONE),
+        (panel_expr("watchtower-warroom", "VMTA × ISP"), [{"labels": '{vmta="vmta-03", isp="gmail"}', "value": 1},
+                                                          {"labels": '{vmta="vmta-03", isp=" worst"}', "value": 1}]),
+        (panel_expr("watchtower-warroom", "Cells at HIGH or worse"), NONE),
+        (panel_expr("watchtower-warroom", "Worst cells", "D"),
+         [{"labels": f'{{cluster="{s}", instance="pmta-01:9469", vmta="vmta-03", isp="gmail"}}', "value": 30000}
+          for s in SITES]),
+        (panel_expr("watchtower-vmta", "Level by VMTA (worst ISP)"), per_site),
+        (panel_expr("watchtower-vmta", "VMTA board", "H"),  # the largest VMTA x ISP queue, per site
+         [{"labels": f'{{cluster="{s}", instance="pmta-01:9469", vmta="vmta-03", vmta_pool="pool-a"}}',
+           "value": 30000} for s in SITES]),
+        (panel_expr("watchtower-cluster", "Pool × ISP board", "H"),
+         [{"labels": '{vmta_pool="pool-a", isp="gmail"}', "value": 30000}]),
+        (panel_expr("watchtower-vmta", "Queued recipients"), [{"labels": "{}", "value": 60000}]),  # both sites
+        (panel_expr("watchtower-vmta", "Queued recipients").replace("$cluster", "eu"),
+         [{"labels": "{}", "value": 30000}]),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_every_selector_and_every_host_grouping_keeps_the_cluster(path: Path):
+    """Every selector filters on `cluster=~"$cluster"` and every `by`/`on` list that keeps a host (`instance`) keeps
+    its `cluster` too: two sites may both have a pmta-01:9469 (review 2026-12)."""
+    d = load(path)
+    texts = [(w, e) for w, e in prom_exprs(d)] + [("annotation", a["expr"]) for a in d["annotations"]["list"]
+                                                 if "expr" in a]
+    problems = []
+    for where, expr in texts:
+        flat = re.sub(r"\$\{(\w+)(?::\w+)?\}", r"$\1", expr)
+        for m in re.finditer(r"(?<![\w:])([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}", flat):
+            name, matchers = m.groups()
+            if (name or "__name__" in matchers) and name not in STATIC_RULES \
+                    and not re.search(r'\bcluster\s*=~\s*"\$cluster"', matchers):
+                problems.append(f"{where}: {name or matchers} without the cluster matcher")
+        for m in re.finditer(r"\b(by|on)\s*\(([^)]*)\)", _STRING.sub('""', expr)):
+            labels = {x.strip() for x in m.group(2).split(",")}
+            if "instance" in labels and "cluster" not in labels:
+                problems.append(f"{where}: {m.group()} keeps the host, not its cluster")
+    assert not problems, "\n".join(sorted(set(problems))[:20])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_the_cluster_variable_is_all_even_where_no_series_has_a_cluster(path: Path):
+    """One site without external labels: label_values(..., cluster) finds nothing, and All must still match every
+    series (a `=~".*"` matcher matches an absent label), so single-site boards show what they showed before."""
+    v = variables(load(path))
+    assert "cluster" in v
+    c = v["cluster"]
+    assert c["type"] == "query" and variable_query(c) == "label_values(watchtower_build_info, cluster)"
+    assert c["includeAll"] and c["multi"] and c["allValue"] == ".*"  # no allValue: All of nothing is `()`
+    names = [n for n, x in v.items() if x["type"] == "query"]
+    assert names[0] == "cluster"  # the job and instance lists follow the site picked
+    assert all('cluster=~"$cluster"' in variable_query(v[n]) for n in names[1:]), names
