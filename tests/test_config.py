@@ -195,7 +195,8 @@ def test_check_config_checks_the_machine_not_only_the_shape(tmp_path: Path, caps
             "state_dir": str(tmp_path / "absent" / "state")},
         "state_dir: cannot create": {"state_dir": str(cert / "state")},
         "listen: host 'no-such-host.invalid' does not resolve": {"listen": "no-such-host.invalid:9469"},
-        "pmta.password_file: ": {"pmta": {"username": "u", "password_file": str(tmp_path / "pw")}},
+        "pmta.password_file: ": {"pmta": {"url": "http://127.0.0.1:1", "username": "u",  # read with pmta.url only
+                                           "password_file": str(tmp_path / "pw")}},
         "pmta: set password or password_file, not both": {
             "pmta": {"username": "u", "password": "x", "password_file": str(cert)}},
         "sources.0.paths.0: '': empty pattern": {"sources": [{"paths": [""]}]},
