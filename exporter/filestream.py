@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from exporter import jsonrecords
 from exporter.fingerprint import (
-    FINGERPRINT_BYTES,
     compression_of,
     fingerprint_len,
+    fingerprint_of,
     head_matches,
-    read_fingerprint,
     read_head,
     shares_first_record,
+    whole_identity,
 )
-from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines
+from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines, whole_lines_end
 from exporter.metrics import SelfMetrics
 from exporter.parser import NO_HEADER, ErrorLog, FileParser, Segment, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, is_header, shown
@@ -262,6 +262,9 @@ class FileStream:
         may have taken its inode while no descriptor of it was open)."""
         self.closed_look: tuple[int, int] | None = None
         """(mtime, ctime) in ns when its descriptor was last closed (`changed_since_closed`)."""
+        self._whole_fingerprint: bytes | None = None
+        """`cp.fingerprint` once it covers every byte that identifies the file (`_cover_what_was_read`); b"" while it
+        does not (the file was shorter); None before it was looked at."""
         self.renamed_while_closed: str | None = None
         """The path it had when a scan found its inode under another name while no descriptor of it was open (set
         by the tailer): first bytes changed then are a new file in the inode of one deleted, no truncation."""
@@ -365,6 +368,12 @@ class FileStream:
         line numbers stay true. False when the read fails (retried). In a worker thread (a file of gigabytes took
         seconds, every scrape waiting on the event loop meanwhile)."""
         upto = min(self.cp.offset, size)
+        if self.copy_note is None and self.cp.offset <= size:  # a start at its end: at the end of its complete lines
+            try:  # (the line being written then, half a header or half a record, is read whole once complete)
+                upto = self.cp.offset = whole_lines_end(f.fileno(), upto)
+            except OSError as exc:
+                self._read_error("io", exc.strerror or str(exc))
+                return False
         if upto >= COUNT_SAID_BYTES:
             log.info("%s: counting its lines to read on from byte %d (%.1f GB)", shown(self.cp.path), upto,
                      upto / 1e9)
@@ -601,17 +610,24 @@ class FileStream:
         return True
 
     def _cover_what_was_read(self, f: Any, nread: int, size: int = 0) -> None:
-        """Keep the fingerprint over every byte read (up to FINGERPRINT_BYTES) before the checkpoint passes them. Taken
-        from the size seen before a read, it missed records PMTA appended between that size check and the read: a
-        checkpoint saved past them with a fingerprint of the header alone matches every file of the source, and after
-        a restart took a new file in its freed inode for its own (randomized restart seed 448). Called before a read
-        with the size seen (nread 0) and after it with the bytes read."""
-        covered = fingerprint_len(self.cp.fingerprint)
-        if covered < FINGERPRINT_BYTES and max(size, self.cp.offset + len(self.pending) + nread) > covered:
+        """Keep the fingerprint over every byte read (up to the bytes that identify the file, `identity_bytes`: through
+        the start of its first record whatever its header's length) before the checkpoint passes them. Taken from the
+        size seen before a read, it missed records PMTA appended between that size check and the read: a checkpoint
+        saved past them with a fingerprint of the header alone matches every file of the source, and after a restart
+        took a new file in its freed inode for its own (randomized restart seed 448). Called before a read with the
+        size seen (nread 0) and after it with the bytes read. A fingerprint an older version took of a long header's
+        first 1,024 bytes is taken again at the first read."""
+        fingerprint = self.cp.fingerprint
+        if fingerprint and fingerprint == self._whole_fingerprint:
+            return
+        if max(size, self.cp.offset + len(self.pending) + nread) > fingerprint_len(fingerprint) \
+                or self._whole_fingerprint is None:
             try:
-                self.cp.fingerprint = read_fingerprint(f.fileno())
+                head = read_head(f.fileno())
             except OSError:
-                pass  # the next read says what failed; this one is refreshed then
+                return  # the next read says what failed; this one is refreshed then
+            self.cp.fingerprint = fingerprint_of(head)
+            self._whole_fingerprint = self.cp.fingerprint if whole_identity(head) else b""
 
     def _stop_compressed(self, kind: str) -> None:
         """Bytes that came after the file was followed (gzip writes nothing until its buffer fills) are compressed:

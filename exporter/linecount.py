@@ -127,3 +127,23 @@ def count_lines(fd: int, upto: int) -> tuple[int, str]:
         lines += block.count(b"\n")
         offset += len(block)
     return lines, form.header or ""
+
+
+def whole_lines_end(fd: int, upto: int) -> int:
+    """Where the complete lines in the first `upto` bytes of the open file `fd` end: just after the last newline
+    among them, 0 when there is none (a file holding part of its first line: its header being written). A start at
+    a file's end (`tail.start_position: end`) starts there, so the line being written when it looked (half a header:
+    every record after it was a missing_header error; half a record) is read whole once complete, not skipped as the
+    rest of a line. A line over MAX_LINE_BYTES is not looked through: `upto` stays (that line is skipped anyway)."""
+    pos, block_size = upto, 1 << 12  # a usual line ends in the last 4 KiB
+    while pos > 0 and upto - pos <= MAX_LINE_BYTES:
+        size = min(block_size, pos)
+        block_size = BLOCK
+        block = os.pread(fd, size, pos - size)
+        if len(block) < size:  # shorter than it was: what is there is looked at by the reads that follow
+            return upto
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            return pos - size + nl + 1
+        pos -= size
+    return 0 if pos <= 0 else upto

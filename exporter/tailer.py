@@ -32,7 +32,6 @@ from exporter.filestream import (
     warn_compressed,
 )
 from exporter.fingerprint import (
-    FINGERPRINT_BYTES,
     compression_of,
     fingerprint_len,
     fingerprint_of,
@@ -40,7 +39,14 @@ from exporter.fingerprint import (
     read_head,
     shares_first_record,
 )
-from exporter.linecount import COUNT_SAID_BYTES, UNCOUNTED, count_lines, line_text, next_line_text
+from exporter.linecount import (
+    COUNT_SAID_BYTES,
+    UNCOUNTED,
+    count_lines,
+    line_text,
+    next_line_text,
+    whole_lines_end,
+)
 from exporter.metrics import SelfMetrics
 from exporter.movedto import MovedToWatch
 from exporter.parser import ErrorLog
@@ -127,8 +133,15 @@ def _short_fingerprint_elsewhere(cp: Checkpoint, path: str, head: bytes) -> bool
     does not rename its files). Not resumed: the inode's file is read as new, the checkpoint's own file looked for as
     a copy (`_displaced`)."""
     return os.path.basename(cp.path) != os.path.basename(path) \
-        and fingerprint_len(cp.fingerprint) < min(cp.offset, FINGERPRINT_BYTES) \
-        and not shares_first_record(cp.fingerprint, head)
+        and _weak_fingerprint(cp, head)
+
+
+def _weak_fingerprint(cp: Checkpoint, head: bytes) -> bool:
+    """Does the checkpoint's fingerprint, saved past the bytes it covers, fail to tell its file from the others of its
+    source? It holds no start of a first record: the header alone, which every file of the source starts with (an
+    older version's of a header of ~1,000 bytes or more, its first 1,024 bytes; a header line longer than
+    MAX_FINGERPRINT_BYTES). A file starting with `head` then matches it whatever its records."""
+    return fingerprint_len(cp.fingerprint) < cp.offset and not shares_first_record(cp.fingerprint, head)
 
 
 def static_root(pattern: str) -> str:
@@ -166,6 +179,13 @@ def _list_error(directory: str) -> OSError | None:
         return None
     except OSError as exc:
         return exc
+
+
+def _whole_lines_end(path: str, upto: int) -> int:
+    """Where the complete lines of a file's first `upto` bytes end (linecount.whole_lines_end): a start at its end
+    starts there, the line being written then (half a header, half a record) read whole once complete."""
+    with open_regular_file(path) as f:
+        return whole_lines_end(f.fileno(), upto)
 
 
 def _count_lines(path: str, upto: int) -> tuple[int, str]:
@@ -905,7 +925,8 @@ class Tailer:
             and (cp.path == path or shares_first_record(cp.fingerprint, head))))
         note: str | None = None
         if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
-                and not _short_fingerprint_elsewhere(cp, path, head):
+                and not _short_fingerprint_elsewhere(cp, path, head) \
+                and not self._not_its_lines(cp, path, st.st_size, head):
             if handed:
                 _adopt(cp, path, source, "reassigned" if reassigned else "keeps" if cp.source in self._allowed
                        else "gone")
@@ -939,20 +960,34 @@ class Tailer:
                     cp.gone_since = time.time()
                 self.retired.append(cp)
             elif cp is not None:
-                log.info("%s: inode reused or file replaced; reading it from the start", shown(path))
-                if path == cp.path and st.st_size < cp.offset:  # in place: copytruncate, `: > file`
-                    self._replaced(cp, f"truncated to {st.st_size} bytes while the daemon was down")
-                    kept = header_kept(cp.header)  # a writer may go on without writing its header again
+                when = "while it was not followed" if self._scanned_once else "while the daemon was down"
+                if path == cp.path:
+                    # In place: copytruncate or `: > file` (shorter than where reading stopped, or grown back past it
+                    # meanwhile), rewritten, or deleted and a file of the same name given its inode: told apart by
+                    # nothing but its first bytes. As a running stream does (FileStream._start_over): the header it
+                    # had stays in force until it writes one (a writer goes on after a copytruncate without one; a
+                    # file that starts with its own header line replaces it). Each record after a copytruncate that
+                    # grew back past the offset was a missing_header error.
+                    how = (f"truncated to {st.st_size} bytes {when}" if st.st_size < cp.offset else
+                           f"truncated or rewritten in place {when} and grown back to {st.st_size} bytes, past where "
+                           "reading stopped, its first bytes no longer those read (or deleted, and a new file of its "
+                           "name took its inode)")
+                    how += ": read from the start as a new file, its header kept until it writes one"
+                    if cp.gone_since is not None or self._scanned_once:  # else said by `_replaced`
+                        log.warning("%s: %s", shown(path), how)
+                    self._replaced(cp, how)
+                    kept = header_kept(cp.header)
                     if self.metrics and not self._scanned_once:
                         self.metrics.truncations.labels(source).inc()
-                elif path == cp.path:
-                    self._replaced(cp, "gone while the daemon was down (deleted: a new file of the same name took its "
-                                       "inode)")
-                elif not self._scanned_once and cp.gone_since is None:
-                    self._displaced[key] = cp  # its file may be a copy at its path or in moved_to: decided at the
-                    # end of this scan (`_new_identity` takes it back if a glob match is it)
                 else:
-                    self._replaced(cp, f"gone while the daemon was down (deleted: its inode now holds {shown(path)})")
+                    log.info("%s: its inode held %s (read to byte %d), whose first bytes it does not start with (or "
+                             "they cannot tell: its header alone); a new file: reading it from the start",
+                             shown(path), shown(cp.path), cp.offset)
+                    if not self._scanned_once and cp.gone_since is None:
+                        self._displaced[key] = cp  # its file may be a copy at its path or in moved_to: decided at the
+                        # end of this scan (`_new_identity` takes it back if a glob match is it)
+                    else:
+                        self._replaced(cp, f"gone {when} (deleted: its inode now holds {shown(path)})")
             offset, line_no, header = 0, 0, kept
             first_start = self.start_at_end and not self._scanned_once
             if first_start or self._starts_at_end(source, path):
@@ -960,7 +995,8 @@ class Tailer:
                 # counted at the first open (FileStream.open), off the event loop
             if first_start:
                 try:
-                    line_no, header = _count_lines(path, st.st_size)
+                    offset = _whole_lines_end(path, st.st_size)
+                    line_no, header = _count_lines(path, offset)
                 except OSError as exc:  # read from where it ends now once it can be: not its whole history then
                     log.warning("%s: cannot be read (%s; source %s): tail.start_position: end still applies: it "
                                 "is read from its current end (%d bytes) once it can be, its lines counted then",
@@ -970,6 +1006,32 @@ class Tailer:
                                        self.tail.chunk_bytes, self.fields)
         self.streams[key].retries = not self.oneshot
         self.streams[key].copy_note = note
+
+    def _not_its_lines(self, cp: Checkpoint, path: str, size: int, head: bytes) -> bool:
+        """A checkpoint whose fingerprint cannot tell its file from another of its source (`_weak_fingerprint`: one an
+        older version took of a long header's first 1,024 bytes; a header line longer than MAX_FINGERPRINT_BYTES),
+        about to resume in the file at its identity: is that file not the one read, its lines before the offset not
+        those counted there? A new file of the source in a deleted file's inode (ext4 reuses one at once) resumed at
+        the old file's offset, its first records skipped and nothing said. Counted once (the next read takes a
+        fingerprint through the first record); a count that cannot be made resumes as before."""
+        if not cp.fingerprint or cp.line_no == UNCOUNTED or not _weak_fingerprint(cp, head):
+            return False
+        try:
+            with open_regular_file(path) as f:
+                if cp.offset >= COUNT_SAID_BYTES:
+                    log.info("%s: counting its lines to byte %d to tell whether it is the file read before (%.1f GB)",
+                             shown(path), cp.offset, cp.offset / 1e9)
+                lines, _header = count_lines(f.fileno(), cp.offset)
+                last = os.pread(f.fileno(), 1, cp.offset - 1) if cp.offset else b"\n"
+        except OSError:
+            return False
+        # (a oneshot reads a last line without its newline: counted, its newline not there, and nothing after it)
+        if lines == cp.line_no or (lines + 1 == cp.line_no and last != b"\n" and size == cp.offset):
+            return False
+        log.warning("%s: its first bytes (its header alone) cannot tell it from another file of source %s, and its "
+                    "%d lines before byte %d are not the %d read there: a new file in the inode of the one read "
+                    "before; reading it from the start", shown(path), cp.source, lines, cp.offset, cp.line_no)
+        return True
 
     def _new_checkpoint(self, key: tuple[int, int], source: str, path: str, st: os.stat_result, fingerprint: bytes,
                         offset: int, line_no: int = UNCOUNTED, header: str = "") -> Checkpoint:

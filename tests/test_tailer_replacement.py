@@ -1058,14 +1058,17 @@ def _long_header() -> str:
 
 @pytest.mark.parametrize("name", ["acct-0001.csv", "acct-0009.csv"])
 async def test_with_a_header_too_long_to_tell_files_apart_a_file_name_decides_a_copy(tmp_path: Path, name: str):
-    """A header of ~1,000 bytes: no fingerprint holds the start of a record, so by its first bytes every file of the
-    source is a copy of every other. A copy in moved_to of a file read before has its name (not read again); a file
-    of a name no checkpoint has was created and moved there while the daemon was down (read whole) (found by a
-    review)."""
-    header = _long_header()
-    body = "".join(d_line(i) + "," * 36 + "\n" for i in range(3))
+    """A header too long for a fingerprint to hold the start of a record (~1,000 bytes once; past
+    MAX_FINGERPRINT_BYTES since a fingerprint covers the first record after any shorter header): by its first bytes
+    every file of the source is a copy of every other. A copy in moved_to of a file read before has its name (not
+    read again); a file of a name no checkpoint has was created and moved there while the daemon was down (read
+    whole) (found by a review)."""
+    from exporter.fingerprint import MAX_FINGERPRINT_BYTES
+
+    header = ACCT_HEADER + "," + ",".join(f"header_X-Custom-Field-{i:04d}" for i in range(2700))
+    body = "".join(d_line(i) + "," * 2700 + "\n" for i in range(3))
     path, moved, src, saved = await _read_once_with_moved_to(tmp_path, header + "\n" + body)
-    assert len(header) > 1024 - 64  # (here: longer than the fingerprinted bytes)
+    assert len(header) > MAX_FINGERPRINT_BYTES  # (here: longer than the fingerprinted bytes)
     stopped = time.time()
     time.sleep(0.02)
     (moved / name).write_bytes(path.read_bytes() if name == path.name else (header + "\n" + body).encode())
