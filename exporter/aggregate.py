@@ -427,9 +427,29 @@ class _Prepared:
     path: str = ""  # the batch's file, to log bad times with
 
 
-def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Prepared:
+def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None,
+             class_keys: Future[pl.DataFrame | None] | None = None) -> _Prepared:
     """The stateless part of folding a batch (no series read): safe on any thread. With `bounds`, the
-    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging."""
+    derived rows are grouped too (`_group`): all that is left to the fold is labelling and merging.
+    `class_keys` is given the failure rows' distinct class keys (`_class_keys`) as soon as they are derived, so the
+    reply classes are decided while the rows are grouped; it is always resolved (None when there are none)."""
+    try:
+        return _prepare_batch(batch, bounds, class_keys)
+    finally:
+        if class_keys is not None and not class_keys.done():
+            class_keys.set_result(None)
+
+
+def _class_keys(derived: pl.DataFrame) -> pl.DataFrame:
+    """(dom, host, st, ck, cat, diag) of the first failure row of each distinct (dom, host, st, ck, cat): what the
+    reply classifier is asked ahead of the fold (`RecordAggregator._warm`)."""
+    return (derived.lazy().filter(pl.col("t") != "d")
+            .unique(subset=["dom", "host", "st", "ck", "cat"], keep="first", maintain_order=True)
+            .select("dom", "host", "st", "ck", "cat", "diag").collect(engine=ENGINE))
+
+
+def _prepare_batch(batch: RecordBatch, bounds: tuple[float, ...] | None,
+                   class_keys: Future[pl.DataFrame | None] | None) -> _Prepared:
     frame = batch.frame
     types = set(frame.get_column("c0").unique().to_list())
     c = batch.columns
@@ -441,6 +461,8 @@ def _prepare(batch: RecordBatch, bounds: tuple[float, ...] | None = None) -> _Pr
             # column carried, no work per row)
             exprs = [*exprs, pl.col(LINE)]
         derived = main.select(exprs).collect(engine=ENGINE)
+        if class_keys is not None and (types & _MAIN) != {"d"}:
+            class_keys.set_result(_class_keys(derived))
     if types & _LATE:
         late = RecordBatch(batch.source, batch.path, c, frame=frame.filter(pl.col("c0").is_in(list(_LATE))))
     if bounds is not None and derived is not None:
@@ -612,7 +634,8 @@ class RecordAggregator(Collector):
         keeps its event loop free. `pipelined` (oneshot): a pipeline of four threads instead: the caller
         parses a chunk while a second thread derives and groups the one before (`_prepare` with the
         bounds: all the per-row work, polars, no state), a third decides the reply classes of that one's
-        failure groups (`_warmed`: the classifier, Python) and the worker labels and merges the oldest.
+        failure keys as soon as they are derived, while it is grouped (`_warmed`: the classifier, Python), and the
+        worker labels and merges the oldest.
         """
         if self.lookup_vmta is None and self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="watchtower-aggregate")
@@ -622,15 +645,16 @@ class RecordAggregator(Collector):
                 self._warmer = ThreadPoolExecutor(1, thread_name_prefix="watchtower-classify")
         return self._worker is not None
 
-    def _warmed(self, job: Future[_Prepared]) -> _Prepared:
+    def _warmed(self, class_keys: Future[pl.DataFrame | None], job: Future[_Prepared]) -> _Prepared:
         """The grouping thread's result once its reply classes are decided (`_warm`): a fourth stage, as
-        the classifier is Python (it holds the GIL) while grouping is polars (it releases it)."""
-        prepared = job.result()
-        if prepared.grouped is not None:
-            self._warm(prepared.grouped)
-        return prepared
+        the classifier is Python (it holds the GIL) while grouping is polars (it releases it). The keys come
+        before the groups (`_prepare`'s `class_keys`): the classes are decided while the chunk is grouped."""
+        keys = class_keys.result()
+        if keys is not None:
+            self._warm(keys)
+        return job.result()
 
-    def _warm(self, g: _Grouped) -> None:
+    def _warm(self, failures: pl.DataFrame) -> None:
         """Decide the reply classes of a chunk's new failure keys ahead of its fold (another thread).
 
         The classifier caches its answers, which depend on (provider, status, reply, bounceCat) only, so
@@ -641,7 +665,6 @@ class RecordAggregator(Collector):
         """
         known = getattr(getattr(self.isp_of, "__self__", None), "known", None)
         many = getattr(getattr(self.class_of, "__self__", None), "classify_many", None)
-        failures = g.res["failures"]
         if known is None or many is None or not failures.height:
             return
         todo = _undecided(failures, known, self._class_cache)  # a read only: a stale cache warms a key twice
@@ -677,7 +700,8 @@ class RecordAggregator(Collector):
             return
         job: _Prepared | RecordBatch | Future[_Prepared] = batch
         if self._stage is not None and self._warmer is not None:  # stateless steps on their own threads
-            job = self._warmer.submit(self._warmed, self._stage.submit(_prepare, batch, tuple(self.bounds)))
+            keys: Future[pl.DataFrame | None] = Future()
+            job = self._warmer.submit(self._warmed, keys, self._stage.submit(_prepare, batch, tuple(self.bounds), keys))
             while len(self._in_flight) >= PIPELINE_DEPTH:  # bounded read-ahead: memory of a few chunks
                 self._in_flight.popleft().result()
         else:
