@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from correlator import render, store
-from correlator.keys import RcptHasher, job_hash, message_hashes, norm_message_id
+from correlator.keys import RcptHasher, norm_message_id
 from correlator.models import (
     ApiError,
     FlowsResponse,
@@ -552,11 +552,8 @@ def build_router(api: Api) -> APIRouter:
         fp = _message_fingerprint(mid, api.hasher)
         after = _message_cursor_decode(cursor, fp) if cursor else None
         with api.connection() as conn:
-            reader = api.reader(conn)
-            for key_h in message_hashes(mid):  # a store keyed before mid_key: the id as written (keys.message_hashes)
-                items, total, nxt = reader.message_page(key_h, limit, after)
-                if items or total:
-                    break
+            # the store's scheme (keys.LinkKeys: keyed with hash_recipients)
+            items, total, nxt = api.reader(conn).message_page(api.hasher.links.message_hash(mid), limit, after)
         if not items and not total:
             raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
         next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
@@ -583,11 +580,10 @@ def build_router(api: Api) -> APIRouter:
             raise BadRequest(400, "job_id (or message_id) is required", "job_id")
         with api.connection() as conn:
             reader = api.reader(conn)
-            for key_h in (job_hash(job),) if job else message_hashes(mid):  # (keys.message_hashes)
-                items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
-                known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
-                if known:
-                    break
+            links = api.hasher.links  # the store's scheme (keys.LinkKeys)
+            key_h = links.job_hash(job) if job else links.message_hash(mid)
+            items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
+            known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
         if not items:
             key = f"job {echoed(job)}" if job else f"Message-Id {echoed(mid)}"
             if not known:
@@ -633,7 +629,7 @@ def build_router(api: Api) -> APIRouter:
         format: FormatParam = None,
     ) -> Any:
         rh = api.rcpt_key(rcpt) if rcpt is not None else None
-        jh = job_hash(job_id.strip()) if job_id else None
+        jh = api.hasher.links.job_hash(job_id.strip()) if job_id else None
         # Of the recipient's key, not its text: a cursor is kept with its answer, and a digest of the address
         # alone gave the address back to a dictionary of candidates (with hash_recipients, the key needs the HMAC's).
         fp = api.hasher.keyed_digest(json.dumps([rh, jh, vmta, outcome, since, until]).encode(), 6)

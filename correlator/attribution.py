@@ -27,7 +27,7 @@ import polars as pl
 
 from correlator import store
 from correlator.genfilter import GenerationFilters
-from correlator.keys import MID_STRIP, RcptHasher, job_hash, message_hash, mid_key, norm_message_id
+from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id
 from correlator.prepare import _mx_host_expr, map_distinct
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
@@ -679,14 +679,15 @@ class Attributor:
         keys: list[Key] = []
         spans: list[tuple[float, float]] = []
         for rcpt, orig, mid, job, t in reports:
-            keyed += (("m", mid, rcpt), ("j", job, rcpt))
+            keyed += (("m", mid_key(mid), rcpt), ("j", job, rcpt))  # memory folds the domain's case (`_MID`)
             times += (t, t)
             keys.append(("r", rcpt, orig))
             spans.append((t - self._window, t))
         sent = self._recent.sent(keyed, times)
         hits = self._recent.in_window(keys, spans) if self._window > 0 else [None] * len(keys)
         alone = [i for i, (rcpt, _o, mid, _j, _t) in enumerate(reports) if mid and not rcpt]
-        soles = dict(zip(alone, self._recent.recipients([("m", reports[i][2], "") for i in alone]), strict=True))
+        soles = dict(zip(alone, self._recent.recipients([("m", mid_key(reports[i][2]), "") for i in alone]),
+                         strict=True))
         return [Recent(sent[2 * i], sent[2 * i + 1], hits[i], soles.get(i)) for i in range(len(reports))]
 
     def _slices(self, conn: sqlite3.Connection) -> Slices:
@@ -700,12 +701,13 @@ class Attributor:
         return self._slice_list
 
     def _fields(self, c: Columns, row: list[str]) -> Report:
-        """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries."""
+        """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries (the
+        Message-Id as written: memory keys it by `mid_key`, the store as its scheme says, RcptHasher.links)."""
         def val(i: int) -> str:
             return row[i].strip() if i >= 0 else ""
 
         t = parse_pmta_time(val(c.timeLogged)) or self._clock()
-        return val(c.rcpt).lower(), val(c.orig).lower(), mid_key(norm_message_id(val(c.message_id))), val(c.jobId), t
+        return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
 
     def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, Recent]],
                      slices: Slices) -> dict[int, _First]:
@@ -720,7 +722,7 @@ class Attributor:
         for i, ((rcpt, _orig, mid, _job, t), recent) in enumerate(pairs):
             if not (mid and rcpt) or recent.mid_rcpt is not None:
                 continue
-            mh, rh = message_hash(mid), self._hasher(rcpt)[0]
+            mh, rh = self._hasher.links.message_hash(mid), self._hasher(rcpt)[0]
             steps = search_steps(slices, self._filters.ruled_out(mh, rh))
             plans[i] = (steps[0], len(steps) > 1)
             for v in steps[0].slices:
@@ -797,7 +799,7 @@ class Attributor:
                 return self._memory(recent.job_rcpt)
             if conn is not None:
                 hit = self._newest(conn, self._steps(slices, rh), "corr_tl_job", "job_h=? AND rcpt_h=?",
-                                   (job_hash(job), rh), before=t)
+                                   (self._hasher.links.job_hash(job), rh), before=t)
                 if hit is not None:
                     return hit
         if rcpt and self._window > 0:  # `fallback_window: 0`: never on rcpt + orig
@@ -822,7 +824,7 @@ class Attributor:
             return self._memory(hit)
         if conn is None:
             return None
-        mh = message_hash(mid)
+        mh = self._hasher.links.message_hash(mid)
         steps = self._steps(slices, mh, rh)
         if first is None:
             return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, rh), before=t)
@@ -840,7 +842,7 @@ class Attributor:
         known = {self._hasher(who)[0] for who in sole.rcpts} if sole is not None else set()
         if len(known) > 1 or conn is None:
             return self._memory(sole.newest) if sole is not None and len(known) == 1 else None
-        mh = message_hash(mid)
+        mh = self._hasher.links.message_hash(mid)
         steps = self._steps(slices, mh)
         recipients = known | self._recipients(conn, steps, mh, known)
         if len(recipients) != 1:

@@ -104,7 +104,6 @@ class Ingestor(FreshRows, Preparer, Linker, Writer, FilterUpkeep):
         self._alias: dict[int, int] = {}
         self._files: dict[str, list[int]] = {}
         self._isp_cache: dict[tuple[str, str], str] = {}
-        self._job_hashes: dict[str, int] = {}
         self._days: set[int] = set()
         """Every slice in corr_days (store.slice_of: a day and a generation)."""
         self._day_slices: dict[int, list[int]] = {}

@@ -4,7 +4,8 @@ Indexes hold 8-byte integers instead of long strings, which keeps them small and
 inserts cheap. The hashes must be identical across processes (they are stored), so Python's
 salted `hash()` is out; blake2b is fast and stable. With `hash_recipients` the recipient key is
 derived from an HMAC-SHA256 so neither the index nor the stored text reveals the address, while a
-lookup by address (hashed the same way) still finds it.
+lookup by address (hashed the same way) still finds it; the Message-Id and jobId keys are then keyed too (a blake2b
+keyed with a subkey of the HMAC key, `LinkKeys`), except in a store written before they were (corr_meta `link_keys`).
 """
 
 from __future__ import annotations
@@ -39,22 +40,15 @@ def norm_message_id(value: str) -> str:
 def mid_key(message_id: str) -> str:
     """The Message-Id as timelines are keyed by it: its domain (after the last `@`) lower-cased, as domains compare,
     its local part as written (RFC 5322). An ISP's FBL copy naming `<id@EXAMPLE.COM>` is the message sent as
-    `<id@example.com>`. A lower-case domain keys as it always did: a store written before reads as it was."""
+    `<id@example.com>`. Not in a store written before (LINKS_AS_WRITTEN): its keys are of the ids as written."""
     left, at, right = message_id.rpartition("@")
     return f"{left}@{right.lower()}" if at else message_id
 
 
 def message_hash(message_id: str) -> int:
+    """The unkeyed key of a Message-Id (`message_hash`, `job_hash`, `queued_hash`: the unkeyed scheme, LINKS_UNKEYED);
+    what a store is keyed with is `RcptHasher.links`, read from it at setup."""
     return h64("m\0" + mid_key(message_id))
-
-
-def message_hashes(message_id: str) -> tuple[int, ...]:
-    """The keys a lookup of `message_id` tries, in turn: `message_hash`, then, for an id whose domain has capitals,
-    the hash of the id as written, under which builds before `mid_key` stored its timelines (no migration rewrites
-    stored keys: a stored text may have lost the recipient it held, exporter/redact.py, so its key cannot be
-    computed again)."""
-    key, as_written = message_hash(message_id), h64("m\0" + message_id)
-    return (key,) if key == as_written else (key, as_written)
 
 
 def job_hash(job_id: str) -> int:
@@ -66,18 +60,94 @@ def queued_hash(orig: str, time_queued: float) -> int:
     return h64(f"q\0{orig}\0{time_queued:.0f}")
 
 
+LINKS_UNKEYED = "unkeyed"
+"""corr_meta `link_keys` of a store whose Message-Id, jobId and sender + timeQueued keys (mid_h, job_h) are plain
+blake2b of the texts: every store with hashing off, and one written with hashing on before they were keyed."""
+LINKS_KEYED = "keyed"
+"""corr_meta `link_keys` of a store whose mid_h and job_h are keyed with a subkey of the HMAC key (`LinkKeys`)."""
+LINKS_AS_WRITTEN = "as-written"
+"""The scheme of a store written before `link_keys` was recorded (schema version 3 or older): unkeyed, and its
+Message-Ids keyed as written, their domain's case too (`mid_key` came with `link_keys`). Kept: a Message-Id that
+reaches it again in the case it was stored under must find its timeline (a delivery, then its complaint, across the
+upgrade); keyed by `mid_key`, it would start a second timeline and the complaint would lose its vmta."""
+LINK_SCHEMES = (LINKS_KEYED, LINKS_UNKEYED, LINKS_AS_WRITTEN)
+
+
+class LinkKeys:
+    """The Message-Id, jobId and sender + timeQueued keys of one store's scheme (corr_meta `link_keys`).
+
+    Unkeyed (`key` empty), they are the plain blake2b of `h64`: `message_hash`, `job_hash`, `queued_hash`. Keyed, a
+    blake2b keyed with a subkey of the HMAC key: with hash_recipients the stored Message-Id, jobId and sender keep all
+    but the recipient's address (`<rcpt>`), so a plain hash of them let anyone holding a copy of the store fill in
+    guessed addresses and compare, without the key (100k candidates a second). blake2b with an empty key is the
+    unkeyed hash, so one code path serves both (prepare.py inlines it)."""
+
+    __slots__ = ("as_written", "jobs", "key")
+
+    def __init__(self, key: bytes = b"", as_written: bool = False) -> None:
+        self.key = key
+        """The blake2b key (b"": unkeyed)."""
+        self.as_written = as_written
+        """Message-Ids keyed as written, their domain's case too (LINKS_AS_WRITTEN); else by `mid_key`."""
+        self.jobs: dict[str, int] = {}
+        """jobId -> its key, memoised by the writer (prepare.py); dropped with this object when the scheme changes."""
+
+    @classmethod
+    def of(cls, hmac_key: bytes | None, scheme: str) -> LinkKeys:
+        """The keys of `scheme` (LINKS_KEYED or LINKS_UNKEYED) for a store whose recipients are keyed with
+        `hmac_key` (None: hashing off, always unkeyed)."""
+        if scheme == LINKS_AS_WRITTEN:
+            return cls(as_written=True)
+        if hmac_key is None or scheme != LINKS_KEYED:
+            return cls()
+        return cls(hmac.new(hmac_key, b"watchtower link keys\0v1", sha256).digest())
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.key)
+
+    @property
+    def scheme(self) -> str:
+        return LINKS_KEYED if self.key else LINKS_AS_WRITTEN if self.as_written else LINKS_UNKEYED
+
+    def mid_text(self, message_id: str) -> str:
+        """The text a Message-Id is keyed by in this scheme: `mid_key`, or as written (LINKS_AS_WRITTEN)."""
+        return message_id if self.as_written else mid_key(message_id)
+
+    def h64(self, value: str) -> int:
+        return int.from_bytes(blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8, key=self.key).digest(),
+                              "big", signed=True)
+
+    def message_hash(self, message_id: str) -> int:
+        return self.h64("m\0" + self.mid_text(message_id))
+
+    def job_hash(self, job_id: str) -> int:
+        return self.h64("j\0" + job_id)
+
+    def queued_hash(self, orig: str, time_queued: float) -> int:
+        return self.h64(f"q\0{orig}\0{time_queued:.0f}")
+
+
 def domain_of(address: str) -> str:
     at = address.rfind("@")
     return address[at + 1 :].strip().lower() if at >= 0 else ""
 
 
 class RcptHasher:
-    """Recipient -> (index key, stored text); plain by default, HMAC-SHA256 when a key is given."""
+    """Recipient -> (index key, stored text); plain by default, HMAC-SHA256 when a key is given. `links`: the
+    Message-Id and jobId keys of the store's scheme, keyed with a key given until `use_links` says otherwise (the
+    sink reads the scheme from the store at setup: every writer, attribution and API reader share this object)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "links")
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
+        self.links = LinkKeys.of(key, LINKS_KEYED)
+
+    def use_links(self, scheme: str) -> None:
+        """Hash Message-Ids and jobIds as `scheme` says (the store's corr_meta `link_keys`, store.migrate)."""
+        if scheme != self.links.scheme:
+            self.links = LinkKeys.of(self._key, scheme)
 
     @property
     def hashed(self) -> bool:

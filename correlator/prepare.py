@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from correlator import store
-from correlator.keys import MID_STRIP, job_hash, mid_key, queued_hash
+from correlator.keys import MID_STRIP, mid_key
 from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, RecordBatch, col
 from exporter.redact import redact as redact_local_parts
@@ -141,13 +141,14 @@ def map_distinct(series: pl.Series, fn: Callable[[str], object], dtype: pl.DataT
     return series.replace_strict(uniq, values, return_dtype=dtype)
 
 
-def _mid_keys(memo: dict[str, Any]) -> None:
-    """Fill memo[value] = (Message-Id without <> and blanks, its hash or None) for each distinct value."""
+def _mid_keys(memo: dict[str, Any], secret: bytes = b"", as_written: bool = False) -> None:
+    """Fill memo[value] = (Message-Id without <> and blanks, its hash or None) for each distinct value. `secret`,
+    `as_written`: the store's LinkKeys (b"": unkeyed, blake2b without a key; the id as written or by `mid_key`)."""
     from_bytes = int.from_bytes
     for value in memo:
         mid = value.strip(MID_STRIP) if value else ""
-        key = "m\0" + mid_key(mid)  # keys.message_hash, inline
-        memo[value] = (mid, from_bytes(b2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+        key = "m\0" + (mid if as_written else mid_key(mid))  # LinkKeys.message_hash, inline
+        memo[value] = (mid, from_bytes(b2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=secret).digest(),
                                        "big", signed=True) if mid else None)
 
 
@@ -210,12 +211,13 @@ class Preparer:
         job = job.strip()
         if not job:
             return job, None
-        jobs = self._job_hashes
+        links = self._hasher.links  # the store's scheme (set at setup), with its own memo
+        jobs = links.jobs
         jh = jobs.get(job)
         if jh is None:
             if len(jobs) > 10_000:
                 jobs.clear()
-            jh = jobs[job] = job_hash(job)
+            jh = jobs[job] = links.job_hash(job)
         return job, jh
 
     def _prepare(self, df: pl.DataFrame) -> Prepared:
@@ -265,7 +267,7 @@ class Preparer:
         rcpt_l, rh, rstore, rdom = zip(*map(rmemo.__getitem__, rcpts), strict=True)
         mids = df.get_column("message_id").to_list()
         mmemo = dict.fromkeys(mids)
-        _mid_keys(mmemo)
+        _mid_keys(mmemo, self._hasher.links.key, self._hasher.links.as_written)
         mid, mh = zip(*map(mmemo.__getitem__, mids), strict=True)
         queued = pl.col("code").is_in(list(QUEUED_KEY_TYPES)) & pl.col("tq").is_not_null()
         df = df.with_columns(
@@ -291,6 +293,7 @@ class Preparer:
         if need_q.any():  # no jobId: sender + timeQueued identify the message
             sub = df.filter(need_q)
             memo: dict[tuple[str, float], int] = {}
+            queued_hash = self._hasher.links.queued_hash
             qh = []
             for o, q in zip(sub.get_column("orig_l").to_list(), sub.get_column("tq").to_list(), strict=True):
                 h = memo.get((o, q))

@@ -41,7 +41,7 @@ from correlator.api import (
     parse_time,
     redirect_double_slash,
 )
-from correlator.keys import job_hash, message_hashes, norm_message_id
+from correlator.keys import norm_message_id
 from correlator.models import ApiError, Timeline
 from correlator.timeline import capped_column, cut, iso
 from exporter.metrics import PLACEHOLDER_NONE
@@ -417,15 +417,14 @@ def build_lookup_router(api: Api) -> APIRouter:
             return json_answer(LookupResponse, body)
         with api.connection() as conn:
             reader = api.reader(conn)
-            for key_h in (job_hash(job),) if job and addr else message_hashes(mid):  # (keys.message_hashes)
-                if addr:  # a recipient's sends: the latest `limit` of them (the latest MAX_TIMELINES at most)
-                    items, older = reader.by_job_rcpt(key_h, key) if job else reader.by_message_rcpt(key_h, key)
-                    body["timelines"], body["timelines_omitted"] = items[-limit:], older + max(0, len(items) - limit)
-                else:  # a message's recipients, in the order stored
-                    items, total = reader.by_message(key_h, limit)
-                    body["timelines"], body["timelines_omitted"] = items, total - len(items)
-                if items:
-                    break
+            links = api.hasher.links  # the store's scheme (keys.LinkKeys)
+            if addr:  # a recipient's sends: the latest `limit` of them (the latest MAX_TIMELINES at most)
+                items, older = (reader.by_job_rcpt(links.job_hash(job), key) if job
+                                else reader.by_message_rcpt(links.message_hash(mid), key))
+                body["timelines"], body["timelines_omitted"] = items[-limit:], older + max(0, len(items) - limit)
+            else:  # a message's recipients, in the order stored
+                items, total = reader.by_message(links.message_hash(mid), limit)
+                body["timelines"], body["timelines_omitted"] = items, total - len(items)
         if not items:
             body["hint"] = "no timeline stored for this key (check the id, or the retention)"
         return json_answer(LookupResponse, body)

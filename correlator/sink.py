@@ -108,11 +108,17 @@ class CorrelatorSink:
         checkpoint commits go to the same database and would otherwise wait for a whole prune run."""
         self._router: Any = None
         self._api: Any = None
+        self.says_store_warnings = True
+        """Warn at `setup` of what the store keeps as it is (keys not keyed): the correlator process
+        (exporter/follower.py) leaves it to the daemon, which sets the same store up first: one line per start."""
 
     # --- RecordSink ----------------------------------------------------------------------------
 
     def setup(self, conn: sqlite3.Connection) -> None:
-        store.migrate(conn, self.hasher.fingerprint(), self._key_file)
+        scheme = store.migrate(conn, self.hasher.fingerprint(), self._key_file)
+        self.hasher.use_links(scheme)  # shared by the writer, attribution and the API: read once, here
+        if self.hasher.hashed and not self.hasher.links.keyed and self.says_store_warnings:
+            log.warning("%s", store.unkeyed_links_warning(store.database_file(conn)))
         if not self.ingestor.keep_history:
             store.drop_search_indexes(conn)
         store.raise_cache(conn, self._writer_cache_bytes)

@@ -31,9 +31,10 @@ transaction covers both. Shape, chosen for the write path first:
 * `corr_gen_filters`: a Bloom filter of the Message-Id and recipient hashes of each finished generation
   (genfilter.py), so a lookup without a scope seeks only the generations that may hold its key.
 * `corr_files`: file identity -> small number and highest line stored.
-* `corr_meta`: schema version, recipient-hash fingerprint, a write sequence number that lets
-  the ingestor notice a rolled-back transaction and drop its caches, and the retention time last
-  trusted (RETENTION_TIME), where the next start's retention clock begins.
+* `corr_meta`: schema version, recipient-hash fingerprint, the Message-Id and jobId key scheme
+  (LINK_KEYS), a write sequence number that lets the ingestor notice a rolled-back transaction and
+  drop its caches, and the retention time last trusted (RETENTION_TIME), where the next start's
+  retention clock begins.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from exporter.writelock import begin_immediate
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LINE_BITS = 32
 FLOW_BUCKET = 300  # seconds per corr_flows bucket
 
@@ -130,7 +131,11 @@ _V3 = [
     # whatever order the diag and acct files are read in (NULL: no attempt yet, or written before this column)
     "ALTER TABLE corr_timelines ADD COLUMN t_attempt REAL",
 ]
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+_V4: list[str] = []
+"""No table changes: the Message-Id and jobId keys (mid_h, job_h) of a store created with hash_recipients are keyed from
+here on (corr_meta LINK_KEYS). The version keeps an earlier build, which hashes them unkeyed, from adding its keys to
+such a store (its lookups would find nothing, and two schemes would be mixed in one index)."""
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 REPLY_EVENTS = f"type IN ({TYPE_CODES['t']}, {TYPE_CODES['b']})"
 """The events /api/v1/replies reads (t and b), spelled as its index's WHERE: a query must repeat it to use the index."""
 ENSURE = [
@@ -301,9 +306,10 @@ def stored_version(path: str, value: object) -> int:
     return version
 
 
-def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None) -> None:
+def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None) -> str:
     """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open. `key_file`: the HMAC
-    key file recipients are keyed with now, and whether this start created it (`other_key`).
+    key file recipients are keyed with now, and whether this start created it (`other_key`). Returns the scheme of the
+    store's Message-Id and jobId keys (`link_scheme`): what every writer and reader of it must hash them with.
 
     The recipients' mark (`rcpt_mode`: `plain` or the key's fingerprint) changes from `plain` to a key (hashing
     turned on: a WARNING when timelines are stored), or on a store holding no timeline; a store marked with a key
@@ -347,12 +353,54 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
                     "not be found by recipient", row[0], rcpt_fingerprint,
                 )
             conn.execute("UPDATE corr_meta SET value=? WHERE key='rcpt_mode'", (rcpt_fingerprint,))
+        scheme = link_scheme(conn, current, rcpt_fingerprint)
     except BaseException:
         if own:
             conn.execute("ROLLBACK")
         raise
     if own:
         conn.execute("COMMIT")
+    return scheme
+
+
+LINK_KEYS = "link_keys"
+"""corr_meta key: how the store's Message-Id, jobId and sender + timeQueued keys (mid_h, job_h) are hashed,
+keys.LINKS_KEYED, keys.LINKS_UNKEYED or keys.LINKS_AS_WRITTEN. Never mixed in one store: stored keys cannot be
+computed again (their texts lost the recipient's address, exporter/redact.py), so a store keeps the scheme it holds
+timelines under."""
+
+
+def link_scheme(conn: sqlite3.Connection, current: int, rcpt_fingerprint: str) -> str:
+    """The store's LINK_KEYS, recorded (in the caller's transaction). A store without timelines takes the scheme of
+    its recipients (keyed with an HMAC key: keyed; plain: unkeyed); one holding timelines keeps its own, and one
+    written before LINK_KEYS (`current`, its schema version before this start, > 0) holds unkeyed keys of the
+    Message-Ids as written (LINKS_AS_WRITTEN)."""
+    from correlator.keys import LINK_SCHEMES, LINKS_AS_WRITTEN, LINKS_KEYED, LINKS_UNKEYED
+
+    wanted = LINKS_KEYED if rcpt_fingerprint.startswith("hmac:") else LINKS_UNKEYED
+    row = conn.execute("SELECT value FROM corr_meta WHERE key=?", (LINK_KEYS,)).fetchone()
+    stored = row[0] if row is not None else LINKS_AS_WRITTEN if current else wanted
+    if stored != wanted and conn.execute("SELECT 1 FROM corr_timelines LIMIT 1").fetchone() is None:
+        stored = wanted  # nothing keyed yet: nothing to mix
+    if stored not in LINK_SCHEMES or (stored == LINKS_KEYED and wanted == LINKS_UNKEYED):
+        from exporter.state import StateRefused  # (keyed with hashing off: rcpt_mode refuses it first)
+
+        raise StateRefused(f"{database_file(conn)}: correlator {LINK_KEYS} {stored[:40]!r} cannot be read with "
+                           f"hash_recipients {'on' if wanted == LINKS_KEYED else 'off'}: the store is not this "
+                           "program's, or damaged: move it aside (timelines restart empty)")
+    if row is None or row[0] != stored:
+        conn.execute("INSERT OR REPLACE INTO corr_meta VALUES (?, ?)", (LINK_KEYS, stored))
+    return stored
+
+
+def unkeyed_links_warning(db: str) -> str:
+    """Said once at a start with hash_recipients over a store whose Message-Id and jobId keys are not keyed (written
+    before they were, or before hashing was on): it keeps them, so that its timelines stay found."""
+    return (f"the Message-Id and jobId keys of the correlator store {db} are not keyed (it was written before they "
+            "were, or before hash_recipients was on): a copy of the store can be matched against guessed addresses "
+            "(a Message-Id, jobId or sender holding the recipient's address is stored without it, its key is not), "
+            "without the HMAC key; start a new store to key them: another state_dir, or the store moved aside or "
+            "deleted (its timelines, counters and read positions with it)")
 
 
 def other_key(db: str, stored: str, path: Path, created: bool) -> Exception:

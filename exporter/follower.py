@@ -322,6 +322,7 @@ class Follower:
         sink = _correlator(self.config, self.db_path, isp, replies)
         if isinstance(sink, CorrelatorSink):  # the daemon commits checkpoints to the same file meanwhile
             sink.prune_pause = PRUNE_PAUSE_S
+            sink.says_store_warnings = False  # the daemon said them, setting the same store up before this process
         store = StateStore(self.db_path, [sink] if sink is not None else [], reports_readers=False,  # the daemon does
                            run=self.daemon_run)
         store._open(check=False)  # noqa: SLF001 - this process has no event loop: the writer calls directly

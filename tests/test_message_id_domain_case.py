@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from correlator.keys import h64, message_hash, message_hashes, mid_key
+from correlator import store
+from correlator.keys import LINKS_AS_WRITTEN, h64, message_hash, mid_key
 from tests.test_correlator_support import Harness, batch
 
 SENT = "Ab.1@Mail.S.example"
@@ -55,13 +56,31 @@ def test_a_report_naming_the_domain_in_capitals_joins_its_delivery(tmp_path: Pat
     h.close()
 
 
-def test_a_store_keyed_before_is_still_read_by_the_id_as_written(tmp_path: Path) -> None:
-    """Timelines stored before domains were lower-cased hold the hash of the id as written: a lookup of that id still
-    finds them (`message_hashes`), with no migration of the stored keys."""
+SAME_CASE = batch("/l/fbl.csv", f"""
+type,timeLogged,orig,rcpt,header_Message-Id
+f,2024-05-02 11:00:00+0000,a@s.example,,<{SENT}>
+""")
+
+
+def _store_of_the_previous_build(tmp_path: Path) -> None:
+    """The delivery as a build before `mid_key` stored it: the id's hash as written, schema 3, no link_keys."""
     h = Harness(tmp_path)
     h.commit(DELIVERY)
-    h.conn.execute("UPDATE corr_timelines SET mid_h=?", (h64("m\0" + SENT),))  # as the previous build keyed it
-    h.sink.ingestor.forget()
-    assert message_hashes(SENT) == (message_hash(SENT), h64("m\0" + SENT))
-    assert _found(h, [SENT]) == [(200, ["delivered"])]
+    h.conn.execute("UPDATE corr_timelines SET mid_h=?", (h64("m\0" + SENT),))
+    h.conn.execute("DELETE FROM corr_meta WHERE key = ?", (store.LINK_KEYS,))
+    h.conn.execute("UPDATE corr_meta SET value = '3' WHERE key = 'schema_version'")
+    h.close()
+
+
+def test_a_store_of_the_previous_build_keeps_keying_ids_as_written(tmp_path: Path) -> None:
+    """Upgrade: a delivery stored before, its complaint after, naming the id as it was sent (capitals in its domain).
+    Keyed by `mid_key` over the old keys, the complaint made a second timeline (flags 128, no rcpt), lost its vmta in
+    the metrics and hid the delivery from /api/v1/messages (regression review 2026-12-06)."""
+    _store_of_the_previous_build(tmp_path)
+    h = Harness(tmp_path)
+    assert h.sink.hasher.links.scheme == LINKS_AS_WRITTEN
+    assert h.sink.lookup_vmta(SAME_CASE.columns, SAME_CASE.rows)[0][:2] == ("vmta9", "pool-z")
+    h.commit(SAME_CASE)
+    assert h.conn.execute("SELECT message_id, flags != 0 FROM corr_timelines").fetchall() == [(SENT, 1)]
+    assert _found(h, [SENT]) == [(200, ["complained"])]
     h.close()
