@@ -257,7 +257,9 @@ class ErrorLog:
             start, shown, suppressed = now, 0, 0
         if shown < self.burst:
             # Cut to 120 characters (at a field boundary) only once formatted: with hashing on, the log's
-            # RedactFilter redacts the whole line first, since a cut could leave half a local part and no `@`.
+            # RedactFilter redacts the whole line first, since a cut could leave half a local part and no `@`, and
+            # a reply's bare copy of the rcpt's local part (`<ivan.bare>... User unknown`) shown before the cut is
+            # redacted even when the rcpt column comes after it (Clipped.redacted reads the uncut sample).
             log.warning("%s:%d: %s (source %s): %r", path, line, reason, source, Clipped(sample, 120, ","))
             shown += 1
         else:

@@ -13,8 +13,9 @@ import logging
 import numbers
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 
@@ -147,7 +148,10 @@ def redact(text: str) -> str:
     """
     if not might_hold_address(text):
         return text
-    spans = _local_spans(text)
+    return _replace_spans(text, _local_spans(text))
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
     if not spans:
         return text
     out: list[str] = []
@@ -158,6 +162,143 @@ def redact(text: str) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+# --- bare local parts (log lines only) ---------------------------------------------------------------------------
+
+BARE_MIN = 3
+"""A local part is looked for on its own (`<ivan.bare>`) when at least this long: the store's rule for the recipient's
+bare local part in a reply (correlator.linking.LOCAL_PART_MIN)."""
+_SOFT = "'`=&?#\\/"
+"""Inside a run of local-part characters, what may quote, escape or separate a name (`'bob'`, `\\"bob\\"`, `u=bob`,
+`/bob/`): a piece between them (or between full stops, `..`) is compared on its own as well."""
+_EDGES = ".'`\\/"  # stripped from both ends of a run (a full stop, a quote, an escape) before it is compared
+_TOKEN = re.compile(f"[^{_DELIMITERS}]+")
+"""A run of characters that may belong to a local part (everything but `_DELIMITERS`): a bare copy is a whole run
+(or a whole piece of one), never part of a longer word. Each character is read once."""
+_PIECE = re.compile(r"(?:[^'`=&?#\\/.]|\.(?!\.))+")
+"""A piece of a run: between `_SOFT` characters and runs of full stops (`ivan.bare...User`: no local part holds two)."""
+_LOOSE_MAX = 8  # local parts holding a delimiter (`"john doe"`), each looked for with one scan of the text
+_FORMS_PREFILTER = 64  # up to this many local parts, each is looked for in the text (C scans) before the run scan
+
+
+def _bare_forms(local: str) -> set[str]:
+    """The lower-case forms of a local part (the text before an `@`, as `_local_spans` found it) that a message may
+    quote on their own: as written, without its quotes, percent-decoded, and its last piece after a `=`, a quote or a
+    slash (`rcpt=bob@x`, VERP `bounces+u=example.com@x`)."""
+    texts = [local, unquote(local)] if "%" in local else [local]
+    forms: set[str] = set()
+    for t in texts:
+        t = t.strip(_EDGES + '"').lower()
+        forms.add(t)
+        last = _PIECE.findall(t)
+        if last:
+            forms.add(last[-1].strip("."))
+    forms.discard(REDACTED.strip("[]"))
+    return {f for f in forms if len(f) >= BARE_MIN}
+
+
+def _bare_in_run(run: str, forms: set[str]) -> str:
+    """`run` (a `_TOKEN` match) with itself, or each piece of it, redacted where it is one of `forms`."""
+    core = run.strip(_EDGES)
+    if core.lower() in forms:
+        i = len(run) - len(run.lstrip(_EDGES))
+        return run[:i] + REDACTED + run[i + len(core):]
+    if ".." not in run and not any(c in run for c in _SOFT):
+        return run
+    out: list[str] = []
+    pos = 0
+    for p in _PIECE.finditer(run):
+        piece = p.group()
+        core = piece.strip(".")
+        if len(core) >= BARE_MIN and core.lower() in forms:
+            i = p.start() + len(piece) - len(piece.lstrip("."))
+            out += (run[pos:i], REDACTED)
+            pos = i + len(core)
+    if not out:
+        return run
+    out.append(run[pos:])
+    return "".join(out)
+
+
+def _joins(c: str) -> bool:
+    """Would `c`, next to a name, make it a longer word (a local part's character other than a full stop)?"""
+    return c.isalnum() or c in "!#$%&*+-=?^_{|}~"
+
+
+def _without_loose(text: str, form: str) -> str:
+    """`text` with each whole-word occurrence of `form` (lower case, holding a delimiter: `john doe`) redacted."""
+    low = text.lower()
+    if len(low) != len(text):  # lowering changed the length: looked for as written in the text instead
+        low = text
+    out: list[str] = []
+    pos = at = 0
+    while (i := low.find(form, at)) >= 0:
+        at = i + len(form)
+        if (i == 0 or not _joins(text[i - 1])) and (at == len(text) or not _joins(text[at])):
+            out += (text[pos:i], REDACTED)
+            pos = at
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _without_bare(text: str, forms: set[str]) -> str:
+    """`text` (redacted already) with every whole-token occurrence of `forms` redacted. Linear: one scan of the runs
+    (a set lookup each), plus one scan per local part holding a delimiter (at most `_LOOSE_MAX`)."""
+    forms = {f for f in forms if f}
+    loose = sorted(f for f in forms if _TOKEN.fullmatch(f) is None)[:_LOOSE_MAX]
+    for form in loose:
+        text = _without_loose(text, form)
+    if len(forms) <= _FORMS_PREFILTER:
+        low = text.lower()
+        if not any(f in low for f in forms):
+            return text
+
+    def one(m: re.Match[str]) -> str:
+        if m.start() and text[m.start() - 1] in _LITERAL_ATS:  # a domain
+            return m.group()
+        return _bare_in_run(m.group(), forms)
+
+    return _TOKEN.sub(one, text)
+
+
+def redact_log_text(text: str, extra: Iterable[str] = ()) -> str:
+    """`redact(text)`, and then every bare occurrence of those addresses' local parts (and of `extra`: lower-case
+    local parts found elsewhere) as a whole token: `ivan.bare@gmail.com ... <ivan.bare>` is logged as
+    `[redacted]@gmail.com ... <[redacted]>`. What the log filter applies: a reply quotes the recipient's local part
+    alone (`550 5.1.1 <ivan.bare>... User unknown`) next to the line's rcpt column. A local part is looked for on its
+    own when at least `BARE_MIN` characters long, as a run of local-part characters (or a piece of one between `=`,
+    quotes or slashes, `?u=ivan.bare`), ending full stops aside, in any case: `ivanhoe`, `ivan-b` or `b.ivan` are
+    other words than `ivan`. A domain (the run after an `@`) is never touched."""
+    forms = set(extra)
+    spans: list[tuple[int, int]] = []
+    if might_hold_address(text):
+        spans = _local_spans(text)
+        for local in {text[start:end] for start, end in spans}:
+            forms |= _bare_forms(local)
+    text = _replace_spans(text, spans)
+    return _without_bare(text, forms) if forms else text
+
+
+def _shown_tokens(text: str) -> set[str]:
+    """The lower-case runs and pieces of `text` (a shown cut: short) that could be a local part."""
+    found: set[str] = set()
+    for m in _TOKEN.finditer(text):
+        run = m.group()
+        found.add(run.strip(_EDGES).lower())
+        if ".." in run or any(c in run for c in _SOFT):
+            found.update(p.strip(".").lower() for p in _PIECE.findall(run))
+    found.discard(REDACTED.strip("[]"))
+    return {f for f in found if len(f) >= BARE_MIN}
+
+
+def _local_parts_among(candidates: set[str], text_at: str) -> set[str]:
+    """Those of `candidates` written right before an `@` somewhere in `text_at` (lower case, every `@` sign made `@`,
+    closing quotes before it dropped): one C scan each. What comes before them is not looked at (`poweruser@x`
+    makes `user` one): the price is a word redacted too many, never a name kept."""
+    return {c for c in candidates if c + "@" in text_at}
 
 
 def cut_point(text: str, limit: int) -> int:
@@ -294,12 +435,35 @@ class Clipped:
         return head + "..."
 
     def redacted(self) -> Clipped:
-        """The same cut of the text with its addresses redacted: what `RedactFilter` formats.
+        """The same cut of the text with its addresses, and the bare copies of their local parts, redacted
+        (`redact_log_text`): what `RedactFilter` formats.
 
         Only the first `limit + _CLIP_MARGIN` characters are redacted (a bad line can be megabytes): an
-        address whose `@` lies beyond would have a local part longer than any real one."""
+        address whose `@` lies beyond would have a local part longer than any real one. The local parts of the
+        addresses further on are still looked for among the words shown, in the uncut text (C scans, one per
+        word shown): a reply's `<ivan.bare>` before the cut and the rcpt column after it."""
         head = self.text[: self.limit + _CLIP_MARGIN]
-        return Clipped(redact(head), self.limit, self.sep, self.more or len(head) < len(self.text))
+        more = self.more or len(head) < len(self.text)
+        red = redact_log_text(head)
+        if len(head) < len(self.text):
+            # An address past that part is not redacted (it is not shown), but a bare copy of its local part before
+            # the cut would be (`<ivan.bare>... User unknown,` and the rcpt 6000 characters on): each word shown is
+            # looked for right before an `@` in the whole text. Shown again after each change, until stable.
+            whole = _AT.sub("@", self.text.lower()).replace('\\"@', "@").replace('"@', "@")
+            checked: set[str] = set()
+            far: set[str] = set()
+            while candidates := _shown_tokens(self._shown_words(red)) - checked:
+                checked |= candidates
+                found = _local_parts_among(candidates, whole)
+                if found:
+                    far |= found
+                    red = redact_log_text(head, far)
+        return Clipped(red, self.limit, self.sep, more)
+
+    def _shown_words(self, text: str) -> str:
+        """What `cut` shows of `text` (at most `limit` characters), with the word it may cut into whole."""
+        rest = _TOKEN.match(text, self.limit)
+        return text[: self.limit] + (rest.group() if rest else "")
 
     def __str__(self) -> str:
         return self.cut()
@@ -317,10 +481,10 @@ class _RedactedArg:
         self.obj = obj
 
     def __str__(self) -> str:
-        return redact(str(self.obj))
+        return redact_log_text(str(self.obj))
 
     def __repr__(self) -> str:
-        return redact(repr(self.obj))
+        return redact_log_text(repr(self.obj))
 
     def __int__(self) -> int:  # `%d` of an object with __int__
         return int(self.obj)
@@ -344,12 +508,13 @@ def _redacted_arg(arg: Any, cutting: bool) -> Any:
     if not cutting or arg is None or isinstance(arg, numbers.Number):
         return arg
     if isinstance(arg, str):
-        return redact(arg)
+        return redact_log_text(arg)
     return _RedactedArg(arg)
 
 
 class RedactFilter(logging.Filter):
-    """A handler filter applying `redact` to each record's final message and traceback text.
+    """A handler filter applying `redact_log_text` to each record's final message and traceback text: addresses,
+    and the bare copies of their local parts.
 
     Arguments are redacted before the message is formatted where formatting cuts them (a `Clipped`
     argument, a precision such as `%.120r`): a cut local part no longer has the `@` that marks it.
@@ -368,12 +533,12 @@ class RedactFilter(logging.Filter):
                     record.args = tuple(_redacted_arg(a, cutting) for a in args)
         message = record.getMessage()
         if might_hold_address(message):
-            record.msg, record.args = redact(message), None
+            record.msg, record.args = redact_log_text(message), None
         if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = redact_log_text(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact_log_text(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = redact_log_text(record.stack_info)
         return True
