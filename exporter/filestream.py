@@ -87,6 +87,11 @@ def new_file_id() -> str:
     return secrets.token_hex(8)
 
 
+def _lines_and_last_byte(fd: int, upto: int) -> tuple[tuple[int, str], bytes]:
+    """(newlines and header in the first `upto` bytes, the byte before `upto`: b"" at 0): `FileStream._check_lines`."""
+    return count_lines(fd, upto), os.pread(fd, 1, upto - 1) if upto else b""
+
+
 def same_file(cp: Checkpoint, st: os.stat_result, head: bytes) -> bool:
     """Is the file at (dev, ino) whose first bytes are `head` the one the checkpoint describes?"""
     if (cp.dev, cp.ino) != (st.st_dev, st.st_ino) or st.st_size < cp.offset:
@@ -268,6 +273,12 @@ class FileStream:
         self.renamed_while_closed: str | None = None
         """The path it had when a scan found its inode under another name while no descriptor of it was open (set
         by the tailer): first bytes changed then are a new file in the inode of one deleted, no truncation."""
+        self.lines_unchecked: str | None = None
+        """The path its checkpoint had when a start resumed it with a fingerprint that cannot tell its file from
+        another of its source (its header alone: an older version's of a long header's first 1,024 bytes, a header
+        line over MAX_FINGERPRINT_BYTES; exporter.tailer `_weak_fingerprint`): its lines before the offset are counted
+        at its first open, off the event loop, and a file whose lines are not those read there is read from byte 0 as
+        a new file (`_check_lines`). None: nothing to check."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -353,6 +364,9 @@ class FileStream:
         if self.cp.line_no == UNCOUNTED and not await self._count_lines_before(f, st.st_size):
             await self._close_file(f)
             return False
+        if self.lines_unchecked is not None and not await self._check_lines(f, st.st_size):
+            await self._close_file(f)
+            return False
         self.file = f
         self.head_unchecked = True
         await self._seek(self.cp.offset)
@@ -399,6 +413,56 @@ class FileStream:
         else:
             log.info("%s: readable now; reading on from byte %d, where it ended at the first start (line %d)",
                      shown(self.cp.path), self.cp.offset, lines)
+        return True
+
+    async def _check_lines(self, f: Any, size: int) -> bool:
+        """A checkpoint resumed with a fingerprint of its header alone (`lines_unchecked`): are the lines before its
+        offset the ones read there? Its header line alone, which every file of the source starts with, could not
+        tell a new file in a deleted file's inode (ext4 reuses one at once) from the file read, and the new file was
+        resumed at the old one's offset, its first records never read. Counted once, at its first open, in a worker
+        thread (inside the tailer's scan, on the event loop, each start counted every such file, an idle one at every
+        start for ever). The same count: the file read, its fingerprint taken again through its first record and
+        saved with the next commit (`committed_offset`), never counted again. Another count: a new
+        file, read from byte 0 (`_start_over`: in place it cannot be told from a file rewritten in place, and counts
+        as one). An older version's oneshot read a last line without its newline: counted, its newline not there
+        (whatever came after it since). The same count and a newline before the offset cannot tell a new file from
+        the file read (docs/reliability.md). False when the count fails (retried)."""
+        read_at, offset = self.lines_unchecked, self.cp.offset
+        if size < offset:  # shorter than where reading stopped: truncated, as the read that follows finds
+            self.lines_unchecked = None
+            return True
+        if offset >= COUNT_SAID_BYTES:
+            log.info("%s: counting its lines to byte %d to tell whether it is the file read before (%.1f GB)",
+                     shown(self.cp.path), offset, offset / 1e9)
+        try:
+            if self.blocking:
+                (count, _header), last = _lines_and_last_byte(f.fileno(), offset)
+            else:
+                import asyncio  # the daemon's: a blocking (oneshot) stream never gets here with an event loop
+
+                (count, _header), last = await asyncio.to_thread(_lines_and_last_byte, f.fileno(), offset)
+        except OSError as exc:
+            self._read_error("io", exc.strerror or str(exc))
+            return False
+        self.lines_unchecked = None
+        if count == self.cp.line_no or (count + 1 == self.cp.line_no and last not in (b"\n", b"")):
+            if count != self.cp.line_no:  # the line read without its newline is counted when its rest (its newline)
+                self.cp.line_no = self.parser.line_no = count  # is skipped: the lines after it keep their numbers
+            log.info("%s: its %d lines before byte %d are those read there: the file read before, resumed",
+                     shown(self.cp.path), self.cp.line_no, offset)
+            try:
+                head = read_head(f.fileno())
+            except OSError:
+                return True  # taken again at its first read (`_cover_what_was_read`)
+            if head_matches(self.cp.fingerprint, head):
+                self.cp.fingerprint = fingerprint_of(head)
+                self._whole_fingerprint = self.cp.fingerprint if whole_identity(head) else b""
+                self.committed_offset = -1  # saved with the next commit, though its offset did not move
+            return True
+        why = (f"its first bytes (its header alone) cannot tell it from another file of source {self.cp.source}, and "
+               f"its {count} lines before byte {offset} are not the {self.cp.line_no} read there: a new file in the "
+               "inode of the one read before (or rewritten in place)")
+        self._start_over(why, new_file=read_at != self.cp.path)  # (a new file of another name: no truncation)
         return True
 
     def _mid_line(self, f: Any) -> bool:

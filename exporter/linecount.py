@@ -136,8 +136,8 @@ def whole_lines_end(fd: int, upto: int) -> int:
     every record after it was a missing_header error; half a record) is read whole once complete, not skipped as the
     rest of a line. A line over MAX_LINE_BYTES is not looked through: `upto` stays (that line is skipped anyway)."""
     pos, block_size = upto, 1 << 12  # a usual line ends in the last 4 KiB
-    while pos > 0 and upto - pos <= MAX_LINE_BYTES:
-        size = min(block_size, pos)
+    while pos > 0 and upto - pos < MAX_LINE_BYTES:
+        size = min(block_size, pos, MAX_LINE_BYTES - (upto - pos))
         block_size = BLOCK
         block = os.pread(fd, size, pos - size)
         if len(block) < size:  # shorter than it was: what is there is looked at by the reads that follow

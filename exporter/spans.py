@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 from exporter.fingerprint import fingerprint_len, head_matches, read_head
-from exporter.linecount import UNCOUNTED, count_lines
+from exporter.linecount import UNCOUNTED, count_lines, whole_lines_end
 from exporter.parser import ErrorLog, FileParser, overlong_unpadded
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, shown
 from exporter.safeopen import open_regular
@@ -220,6 +220,10 @@ def read_span(span: Span, max_bytes: int) -> tuple[RecordBatch | None, int, int,
         # Another inode with the same first bytes and at least the span's bytes: the same file under a new identity
         # (restored, copied; the tailer re-keys its checkpoint at the first scan, exporter.tailer._new_identity)
         if span.line_no == UNCOUNTED:  # started at its end by a first start that could not read it (linecount)
+            # At the end of its complete lines, as the tailer starts there at its first open (FileStream
+            # `_count_lines_before`): the line being written when the first start looked is read whole by both (the
+            # position committed then fell inside it, and this process skipped it as the rest of a line)
+            span.start = whole_lines_end(fd, span.start)
             span.line_no, header = count_lines(fd, span.start)
             span.columns = Columns.of_header_line(header)
         got = ahead[0] if ahead else None

@@ -144,6 +144,16 @@ def _weak_fingerprint(cp: Checkpoint, head: bytes) -> bool:
     return fingerprint_len(cp.fingerprint) < cp.offset and not shares_first_record(cp.fingerprint, head)
 
 
+def _lines_to_check(cp: Checkpoint, head: bytes) -> bool:
+    """A checkpoint whose fingerprint cannot tell its file from another of its source (`_weak_fingerprint`: one an
+    older version took of a long header's first 1,024 bytes; a header line longer than MAX_FINGERPRINT_BYTES), about
+    to resume in the file at its identity: a new file of the source in a deleted file's inode (ext4 reuses one at
+    once) resumed at the old file's offset, its first records skipped and nothing said. Its lines before the offset
+    decide, counted at the file's first open (FileStream._check_lines), off the event loop: an idle file is never
+    counted (nothing of it is read), one read takes a fingerprint through its first record then."""
+    return bool(cp.fingerprint) and cp.line_no != UNCOUNTED and _weak_fingerprint(cp, head)
+
+
 def static_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard (`/var/log/pmta/acct-*.csv` -> `/var/log/pmta`)."""
     parts = pattern.split(os.sep)
@@ -924,12 +934,18 @@ class Tailer:
             _keeps_nothing_more(self._allowed[source], read_for)
             and (cp.path == path or shares_first_record(cp.fingerprint, head))))
         note: str | None = None
+        unchecked: str | None = None
         if cp is not None and same_file(cp, st, head) and (cp.source == source or handed) \
-                and not _short_fingerprint_elsewhere(cp, path, head) \
-                and not self._not_its_lines(cp, path, st.st_size, head):
+                and not _short_fingerprint_elsewhere(cp, path, head):
+            if _lines_to_check(cp, head):  # its lines before the offset, counted at its first open, say whether it is
+                unchecked = cp.path  # the file read (FileStream._check_lines: off the event loop, and once)
             if handed:
                 _adopt(cp, path, source, "reassigned" if reassigned else "keeps" if cp.source in self._allowed
                        else "gone")
+            elif unchecked is not None:
+                log.info("%s: its first bytes (its header alone) cannot tell it from another file of source %s: its "
+                         "lines before byte %d are counted at its first read to tell whether it is the file read "
+                         "there (%s)", shown(path), source, cp.offset, line_text(cp.line_no))
             else:
                 log.info("%s: resuming at byte %d (%s)", shown(path), cp.offset, line_text(cp.line_no))
             cp.path = path
@@ -1006,32 +1022,7 @@ class Tailer:
                                        self.tail.chunk_bytes, self.fields)
         self.streams[key].retries = not self.oneshot
         self.streams[key].copy_note = note
-
-    def _not_its_lines(self, cp: Checkpoint, path: str, size: int, head: bytes) -> bool:
-        """A checkpoint whose fingerprint cannot tell its file from another of its source (`_weak_fingerprint`: one an
-        older version took of a long header's first 1,024 bytes; a header line longer than MAX_FINGERPRINT_BYTES),
-        about to resume in the file at its identity: is that file not the one read, its lines before the offset not
-        those counted there? A new file of the source in a deleted file's inode (ext4 reuses one at once) resumed at
-        the old file's offset, its first records skipped and nothing said. Counted once (the next read takes a
-        fingerprint through the first record); a count that cannot be made resumes as before."""
-        if not cp.fingerprint or cp.line_no == UNCOUNTED or not _weak_fingerprint(cp, head):
-            return False
-        try:
-            with open_regular_file(path) as f:
-                if cp.offset >= COUNT_SAID_BYTES:
-                    log.info("%s: counting its lines to byte %d to tell whether it is the file read before (%.1f GB)",
-                             shown(path), cp.offset, cp.offset / 1e9)
-                lines, _header = count_lines(f.fileno(), cp.offset)
-                last = os.pread(f.fileno(), 1, cp.offset - 1) if cp.offset else b"\n"
-        except OSError:
-            return False
-        # (a oneshot reads a last line without its newline: counted, its newline not there, and nothing after it)
-        if lines == cp.line_no or (lines + 1 == cp.line_no and last != b"\n" and size == cp.offset):
-            return False
-        log.warning("%s: its first bytes (its header alone) cannot tell it from another file of source %s, and its "
-                    "%d lines before byte %d are not the %d read there: a new file in the inode of the one read "
-                    "before; reading it from the start", shown(path), cp.source, lines, cp.offset, cp.line_no)
-        return True
+        self.streams[key].lines_unchecked = unchecked
 
     def _new_checkpoint(self, key: tuple[int, int], source: str, path: str, st: os.stat_result, fingerprint: bytes,
                         offset: int, line_no: int = UNCOUNTED, header: str = "") -> Checkpoint:
