@@ -10,14 +10,11 @@ a whole token, and a bad line's bare copies of an address the 120-character cut 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +22,8 @@ from exporter import redact as redaction
 from exporter.logsetup import setup
 from exporter.parser import ErrorLog
 from exporter.redact import Clipped, RedactFilter, redact
+from tests.test_log_redaction import oneshot_over, parser_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRETS = ("ivan.bare", "judy.json", "kim.far", "lena.way", "mona.late")
 
 
@@ -55,27 +52,13 @@ def _write_logs(logs: Path) -> dict[str, str]:
 def _oneshot(tmp_path: Path, hashing: bool, fmt: str = "text") -> subprocess.CompletedProcess[str]:
     logs = tmp_path / "logs"
     _write_logs(logs)
-    cfg = {"sources": [{"name": "acct", "paths": [str(logs / "acct-*")], "records": ["d", "b"]}],
-           "state_dir": str(tmp_path / "state"), "listen": "127.0.0.1:9",
-           "correlator": {"enabled": False, "hash_recipients": hashing}, "log_format": fmt}
-    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(tmp_path / "c.yml")],
-                          capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def _parser_lines(proc: subprocess.CompletedProcess[str], fmt: str) -> list[str]:
-    if fmt == "json":
-        return [json.loads(x)["msg"] for x in proc.stderr.splitlines() if '"watchtower.parser"' in x]
-    return [x.split(" WARNING watchtower.parser: ", 1)[1] for x in proc.stderr.splitlines()
-            if " WARNING watchtower.parser: " in x]
+    return oneshot_over(tmp_path, logs / "acct-*", hashing, fmt)
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_oneshot_logs_no_bare_local_part_of_a_recipient(tmp_path: Path, fmt: str) -> None:
     proc = _oneshot(tmp_path, hashing=True, fmt=fmt)
-    got = _parser_lines(proc, fmt)
+    got = parser_lines(proc, fmt)
     assert len(got) == 6, proc.stderr
     for secret in SECRETS:
         assert secret not in proc.stderr.lower(), secret

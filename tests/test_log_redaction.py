@@ -127,18 +127,8 @@ def test_oneshot_logs_bad_lines_without_local_parts(tmp_path: Path, fmt: str):
     # The time columns last: a row that stops before them is a short_row (one missing only trailing fields is read).
     acct.write_text("type,orig,rcpt,dsnAction,dsnStatus,dsnDiag,vmta,timeLogged,timeQueued\n" + "\n".join(lines) + "\n",
                     encoding="utf-8")
-    cfg = {"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")], "records": ["d", "b"]}],
-           "state_dir": str(tmp_path / "state"), "listen": "127.0.0.1:9",
-           "correlator": {"enabled": False, "hash_recipients": True}, "log_format": fmt}
-    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(tmp_path / "c.yml")],
-                          capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    if fmt == "json":
-        got = [json.loads(x)["msg"] for x in proc.stderr.splitlines() if '"watchtower.parser"' in x]
-    else:
-        got = [x.split(" WARNING watchtower.parser: ", 1)[1] for x in proc.stderr.splitlines()
-               if " WARNING watchtower.parser: " in x]
+    proc = oneshot_over(tmp_path, logs / "acct-*.csv", hashing=True, fmt=fmt)
+    got = parser_lines(proc, fmt)
     reasons = ["short_row", "short_row", "bad_quoting", "short_row", "short_row", "unknown_type", "unknown_type",
                "short_row"]
     assert got == [f"{acct}:{n}: {reason} (source acct): {text}"
@@ -387,3 +377,23 @@ def test_healthz_problems_show_no_local_part_with_hashed_recipients(tmp_path) ->
         d = Daemon(load_config(write_config(tmp_path / str(hashing), correlator=correlator)))
         d._maintain_error = "sqlite: no such file /var/x/alice.smith@gmail.com.db"  # noqa: SLF001
         assert d.health()["problems"] == [f"maintenance failing: sqlite: no such file {want}"]
+
+
+def oneshot_over(tmp_path: Path, glob: Path, hashing: bool, fmt: str) -> subprocess.CompletedProcess[str]:
+    """`watchtower oneshot` over the acct files `glob` matches, metrics only, with `log_format: fmt`."""
+    cfg = {"sources": [{"name": "acct", "paths": [str(glob)], "records": ["d", "b"]}],
+           "state_dir": str(tmp_path / "state"), "listen": "127.0.0.1:9",
+           "correlator": {"enabled": False, "hash_recipients": hashing}, "log_format": fmt}
+    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(tmp_path / "c.yml")],
+                          capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def parser_lines(proc: subprocess.CompletedProcess[str], fmt: str) -> list[str]:
+    """What the parser logged (its messages), from a oneshot's stderr in `fmt`."""
+    if fmt == "json":
+        return [json.loads(x)["msg"] for x in proc.stderr.splitlines() if '"watchtower.parser"' in x]
+    return [x.split(" WARNING watchtower.parser: ", 1)[1] for x in proc.stderr.splitlines()
+            if " WARNING watchtower.parser: " in x]
