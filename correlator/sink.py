@@ -109,13 +109,14 @@ class CorrelatorSink:
         self._router: Any = None
         self._api: Any = None
         self.says_store_warnings = True
-        """Warn at `setup` of what the store keeps as it is (keys not keyed): the correlator process
-        (exporter/follower.py) leaves it to the daemon, which sets the same store up first: one line per start."""
+        """Warn at `setup` of what the store keeps as it is (keys not keyed), and decide its key scheme: the correlator
+        process (exporter/follower.py) leaves both to the daemon, which sets the same store up first (one line per
+        start; one scheme for the daemon's API and attribution and the process's writes, however often it restarts)."""
 
     # --- RecordSink ----------------------------------------------------------------------------
 
     def setup(self, conn: sqlite3.Connection) -> None:
-        scheme = store.migrate(conn, self.hasher.fingerprint(), self._key_file)
+        scheme = store.migrate(conn, self.hasher.fingerprint(), self._key_file, owns_scheme=self.says_store_warnings)
         self.hasher.use_links(scheme)  # shared by the writer, attribution and the API: read once, here
         if self.hasher.hashed and not self.hasher.links.keyed and self.says_store_warnings:
             log.warning("%s", store.unkeyed_links_warning(store.database_file(conn)))

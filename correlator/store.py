@@ -306,10 +306,12 @@ def stored_version(path: str, value: object) -> int:
     return version
 
 
-def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None) -> str:
+def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Path, bool] | None = None,
+            owns_scheme: bool = True) -> str:
     """Bring the schema to SCHEMA_VERSION; in its own transaction unless the caller has one open. `key_file`: the HMAC
     key file recipients are keyed with now, and whether this start created it (`other_key`). Returns the scheme of the
-    store's Message-Id and jobId keys (`link_scheme`): what every writer and reader of it must hash them with.
+    store's Message-Id and jobId keys (`link_scheme`): what every writer and reader of it must hash them with; only an
+    owner (`owns_scheme`: the daemon, not its correlator process) may switch that of a store holding no timeline.
 
     The recipients' mark (`rcpt_mode`: `plain` or the key's fingerprint) changes from `plain` to a key (hashing
     turned on: a WARNING when timelines are stored), or on a store holding no timeline; a store marked with a key
@@ -353,7 +355,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
                     "not be found by recipient", row[0], rcpt_fingerprint,
                 )
             conn.execute("UPDATE corr_meta SET value=? WHERE key='rcpt_mode'", (rcpt_fingerprint,))
-        scheme = link_scheme(conn, current, rcpt_fingerprint)
+        scheme = link_scheme(conn, current, rcpt_fingerprint, owns_scheme)
     except BaseException:
         if own:
             conn.execute("ROLLBACK")
@@ -370,7 +372,7 @@ computed again (their texts lost the recipient's address, exporter/redact.py), s
 timelines under."""
 
 
-def link_scheme(conn: sqlite3.Connection, current: int, rcpt_fingerprint: str) -> str:
+def link_scheme(conn: sqlite3.Connection, current: int, rcpt_fingerprint: str, owns_scheme: bool = True) -> str:
     """The store's LINK_KEYS, recorded (in the caller's transaction). A store without timelines takes the scheme of
     its recipients (keyed with an HMAC key: keyed; plain: unkeyed); one holding timelines keeps its own, and one
     written before LINK_KEYS (`current`, its schema version before this start, > 0) holds unkeyed keys of the
@@ -380,8 +382,9 @@ def link_scheme(conn: sqlite3.Connection, current: int, rcpt_fingerprint: str) -
     wanted = LINKS_KEYED if rcpt_fingerprint.startswith("hmac:") else LINKS_UNKEYED
     row = conn.execute("SELECT value FROM corr_meta WHERE key=?", (LINK_KEYS,)).fetchone()
     stored = row[0] if row is not None else LINKS_AS_WRITTEN if current else wanted
-    if stored != wanted and conn.execute("SELECT 1 FROM corr_timelines LIMIT 1").fetchone() is None:
-        stored = wanted  # nothing keyed yet: nothing to mix
+    if stored != wanted and owns_scheme and conn.execute("SELECT 1 FROM corr_timelines LIMIT 1").fetchone() is None:
+        stored = wanted  # nothing keyed yet: nothing to mix. Not by the correlator process: restarted alone after
+        # retention emptied the store, it switched while the daemon's API and attribution kept the old scheme
     if stored not in LINK_SCHEMES or (stored == LINKS_KEYED and wanted == LINKS_UNKEYED):
         from exporter.state import StateRefused  # (keyed with hashing off: rcpt_mode refuses it first)
 

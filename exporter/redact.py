@@ -169,30 +169,43 @@ def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
 BARE_MIN = 3
 """A local part is looked for on its own (`<ivan.bare>`) when at least this long: the store's rule for the recipient's
 bare local part in a reply (correlator.linking.LOCAL_PART_MIN)."""
-_SOFT = "'`=&?#\\/"
-"""Inside a run of local-part characters, what may quote, escape or separate a name (`'bob'`, `\\"bob\\"`, `u=bob`,
-`/bob/`): a piece between them (or between full stops, `..`) is compared on its own as well."""
-_EDGES = ".'`\\/"  # stripped from both ends of a run (a full stop, a quote, an escape) before it is compared
+_SOFT = "'`=&?#\\"
+"""Inside a run of local-part characters, what may quote, escape or separate a name (`'bob'`, `\\"bob\\"`, `u=bob`):
+a piece between them (or between full stops, `..`) is compared on its own as well. Not a slash: a path's directory
+(`/var/log/pmta/acct.csv` beside `pmta@news.example`) is no quoted name, and the file a line names must stay."""
+_EDGES = ".'`\\"  # stripped from both ends of a run (a full stop, a quote, an escape) before it is compared
 _TOKEN = re.compile(f"[^{_DELIMITERS}]+")
 """A run of characters that may belong to a local part (everything but `_DELIMITERS`): a bare copy is a whole run
 (or a whole piece of one), never part of a longer word. Each character is read once."""
-_PIECE = re.compile(r"(?:[^'`=&?#\\/.]|\.(?!\.))+")
+_PIECE = re.compile(r"(?:[^'`=&?#\\.]|\.(?!\.))+")
 """A piece of a run: between `_SOFT` characters and runs of full stops (`ivan.bare...User`: no local part holds two)."""
 _LOOSE_MAX = 8  # local parts holding a delimiter (`"john doe"`), each looked for with one scan of the text
 _FORMS_PREFILTER = 64  # up to this many local parts, each is looked for in the text (C scans) before the run scan
 
 
+_COMMON_TLDS = frozenset({"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "name", "mobi", "io"})
+
+
+def _domain_like(piece: str) -> bool:
+    """Does a piece after a `=` read as a domain (a dotted name whose last label is a common or a two-letter country
+    top-level domain)? VERP puts the recipient's domain there, which a line shows anyway (after its `@`, in a queue
+    name `example.com/vmta1`); `rcpt=ivan.bare` puts a name there."""
+    head, dot, tld = piece.strip(".").rpartition(".")
+    return bool(dot and head) and (tld in _COMMON_TLDS or (len(tld) == 2 and tld.isascii() and tld.isalpha()))
+
+
 def _bare_forms(local: str) -> set[str]:
     """The lower-case forms of a local part (the text before an `@`, as `_local_spans` found it) that a message may
-    quote on their own: as written, without its quotes, percent-decoded, and its last piece after a `=`, a quote or a
-    slash (`rcpt=bob@x`, VERP `bounces+u=example.com@x`)."""
+    quote on their own: as written, without its quotes, percent-decoded, and its last piece after a `=` or a quote
+    (`rcpt=bob@x`), unless that piece reads as a domain (`_domain_like`: in a VERP sender, `bounces+u=example.com@x`,
+    it is the recipient's domain, which a line shows anyway)."""
     texts = [local, unquote(local)] if "%" in local else [local]
     forms: set[str] = set()
     for t in texts:
         t = t.strip(_EDGES + '"').lower()
         forms.add(t)
         last = _PIECE.findall(t)
-        if last:
+        if last and (last[-1] == t or not _domain_like(last[-1])):  # VERP: `bounces+u=example.com`
             forms.add(last[-1].strip("."))
     forms.discard(REDACTED.strip("[]"))
     return {f for f in forms if len(f) >= BARE_MIN}
@@ -521,6 +534,16 @@ class RedactFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be formatted (a repr that raises, a missing
+            # argument) must neither raise into the code that logged it nor print logging's traceback: one plain line
+            record.msg = (f"a log record from {record.name} ({record.module}.py:{record.lineno}) could not be "
+                          f"formatted: {type(exc).__name__}")
+            record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
+        return True
+
+    def _redact(self, record: logging.LogRecord) -> None:
         args = record.args
         if args:
             msg = record.msg
@@ -541,4 +564,3 @@ class RedactFilter(logging.Filter):
             record.exc_text = redact_log_text(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_log_text(record.stack_info)
-        return True

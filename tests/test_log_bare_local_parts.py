@@ -227,3 +227,34 @@ def test_a_bare_copy_cut_by_the_clip_is_looked_for_whole() -> None:
     sample = "x" * 100 + " <ivan.bareback.person> unknown" + "y" * 5000 + " ivan.bareback.person@gmail.com"
     shown = repr(Clipped(sample, 120, ",").redacted())
     assert "ivan" not in shown and shown.endswith(" <[redacted]> unknow...'")
+
+
+@pytest.mark.parametrize("text", [
+    "/var/log/pmta/acct-1.csv:3: long_row (source acct): 'd,pmta@news.example'",  # a path's directory is no name
+    "queue gmail.com/vmta1: sender bounces+alice=gmail.com@news.example",  # VERP: the piece after `=` is a domain
+])
+def test_what_a_line_must_keep_beside_an_address(text: str) -> None:
+    """Regression review 2026-12-06: the file a line names lost its directory (`/var/log/[redacted]/acct-1.csv`) and a
+    queue its domain (`[redacted]/vmta1`) whenever the line held an address whose local part was that word."""
+    out = redaction.redact_log_text(text)
+    assert "/var/log/pmta/acct-1.csv" in out or "gmail.com/vmta1" in out, out
+    assert "alice" not in out and "pmta@" not in out
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_record_that_cannot_be_formatted_is_one_line_not_an_exception() -> None:
+    """A %r of an object whose repr raises, or a missing argument, raised from the filter into the code that logged."""
+    stream = io.StringIO()
+    handler = setup("info", "text", stream=stream, redact_addresses=True)
+    try:
+        logging.getLogger("watchtower.test").warning("value %r", _BadRepr())
+        logging.getLogger("watchtower.test").warning("two %s %s", "only-one")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and all("could not be formatted" in x for x in lines), lines
+    assert "Traceback" not in stream.getvalue()

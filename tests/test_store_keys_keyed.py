@@ -247,3 +247,23 @@ def test_a_keyed_store_refuses_an_earlier_build_and_a_start_with_hashing_off(tmp
     h.close()
     with pytest.raises(StateRefused, match="hash_recipients: false"):
         Harness(tmp_path, clock=lambda: CLOCK)
+
+
+def test_only_the_daemon_switches_the_scheme_of_a_store_retention_emptied(tmp_path: Path) -> None:
+    """Regression review 2026-12-06: the correlator process, restarted alone after retention had emptied an unkeyed
+    store, switched it to keyed and wrote keyed keys, while the daemon's API and attribution kept hashing unkeyed
+    (its `/api/v1/messages` answered 404 for timelines just stored)."""
+    _old_store(tmp_path)
+    daemon = _hashed(tmp_path)
+    assert daemon.sink.hasher.links.scheme == LINKS_AS_WRITTEN
+    daemon.conn.execute("DELETE FROM corr_timelines")  # what pruning leaves
+    sink = daemon.sink
+    sink.says_store_warnings = False  # as exporter/follower.py sets its own sink
+    sink.setup(daemon.conn)
+    assert sink.hasher.links.scheme == LINKS_AS_WRITTEN
+    assert daemon.conn.execute("SELECT value FROM corr_meta WHERE key = ?", (store.LINK_KEYS,)).fetchone() == (
+        LINKS_AS_WRITTEN,)
+    sink.says_store_warnings = True  # the daemon's next start: nothing stored, nothing to mix
+    sink.setup(daemon.conn)
+    assert sink.hasher.links.scheme == LINKS_KEYED
+    daemon.close()
