@@ -5,7 +5,9 @@ reverse proxies log by default (nginx's `combined` format), browsers keep in the
 a dashboard's URL. `curl --data-urlencode rcpt=... URL` (a POST of `application/x-www-form-urlencoded`) and the
 /ui search form send it in the body instead: its fields are appended to the query string (a field given in both
 takes the body's value, as a repeated parameter takes the last) and the request goes on as the GET. The body is
-bounded so that the request it becomes stays within MAX_REQUEST_HEAD, and read within a time limit.
+bounded so that the request it becomes stays within MAX_REQUEST_HEAD, and read within a time limit. While it
+arrives the connection counts as idle (exporter.http's GuardedH11Protocol.in_flight): `web.header_timeout` bounds it
+as it bounds a head, and past `web.max_connections` it makes way for a newcomer (a scrape).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class FormAsQuery:
         except TimeoutError:
             await self._refuse(scope, receive, send, 408, f"form body not received within {READ_SECONDS:g} s")
             return
+        if body is _GONE:  # the client left, or the connection was closed (evicted, past web.header_timeout)
+            return
         if body is None:
             await self._refuse(scope, receive, send, 413,
                                f"form body too large: the request it makes is at most {self.max_request} bytes")
@@ -54,14 +58,18 @@ class FormAsQuery:
                            headers={"Connection": "close"})(scope, receive, send)
 
 
+_GONE = b"(the client went away)"
+"""What _body returns for a connection closed before its body was whole: nothing is answered, nor run."""
+
+
 async def _body(receive: Any, room: int) -> bytes | None:
-    """The whole body, or None once it passes `room` bytes (the rest is not read: the connection closes)."""
+    """The whole body, None once it passes `room` bytes (the rest is not read: the connection closes), or _GONE."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b""  # the client went away
+            return _GONE  # the client went away (its form was run as a search for nobody)
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > room:

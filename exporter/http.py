@@ -14,7 +14,10 @@ Hardening, because the API holds every recipient address of the host:
   file descriptors (which the tailer and SQLite need);
 - one whose answer the client stops reading is reset after `web.send_timeout` without progress, so
   clients that send requests but never read cannot hold connections (and the cap) either;
-- a request h11 cannot parse gets the same JSON 400 (GuardedH11Protocol.send_400_response);
+- a request h11 cannot parse gets the same JSON 400 (GuardedH11Protocol.send_400_response), a body in more
+  than MAX_BODY_CHUNKS chunks a JSON 413 (BoundedConnection);
+- a request whose body is still arriving counts as idle (GuardedH11Protocol.in_flight) until it is whole or
+  answered, so slow form bodies are bounded by `web.header_timeout` and make way past the cap as slow heads do;
 - HEAD is answered on every GET route (HeadAsGet), gzip only when Accept-Encoding allows it (q > 0);
 - accept() failures (EMFILE) are logged at most once per ACCEPT_LOG_INTERVAL, without traceback.
 """
@@ -65,6 +68,9 @@ a short queue would drop SYNs, and a scraper would wait a second for its retry."
 ACCEPT_LOG_INTERVAL = 10.0
 MAX_REQUEST_HEAD = 16 * 1024
 """Largest request line + headers accepted, in bytes; 400 above it (docs/security.md)."""
+MAX_BODY_CHUNKS = 64
+"""Chunks of a chunked request body parsed at most; 413 past them. The only body read is a form's (exporter.formquery),
+at most 16 KiB, and each chunk costs the event loop a parse: 16,000 one-byte chunks held it ~90 ms."""
 
 
 def error_body(status: int, error: str, parameter: str | None = None) -> dict[str, Any]:
@@ -376,8 +382,9 @@ class ConnectionGuard:
     """Tracks open HTTP connections; closes idle ones past the header timeout or the cap, stalled ones
     past the send timeout.
 
-    "Idle" means no request in flight: waiting for the first request (or the rest of its head), or
-    between keep-alive requests. A connection with a request being answered is cut only when its
+    "Idle" means no request in flight: waiting for the first request (or the rest of its head or body: a form
+    body still arriving, with no answer begun, is bounded as a late head is), or between keep-alive requests.
+    A connection with a request being answered is cut only when its
     answer makes no progress for `send_timeout` (the client does not read it): otherwise clients that
     pipeline requests and never read would hold every slot, and past the cap newcomers were refused.
 
@@ -458,9 +465,31 @@ class ConnectionGuard:
             proto.reset()
 
 
+class BoundedConnection(h11.Connection):
+    """h11's server side, refusing (413) a request body at its first chunk past MAX_BODY_CHUNKS: uvicorn parses
+    every event a read brings before the route runs, so a body of 16,000 one-byte chunks (or of long chunk
+    extensions, which the form's size cap does not count) was parsed whole on the event loop."""
+
+    _chunks = 0
+    _refused: h11.RemoteProtocolError | None = None
+
+    def next_event(self) -> Any:
+        if self._refused is not None:
+            raise self._refused
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            self._chunks = 0
+        elif isinstance(event, h11.Data) and event.chunk_start:
+            self._chunks += 1
+            if self._chunks > MAX_BODY_CHUNKS:
+                self._refused = h11.RemoteProtocolError(f"request body in more than {MAX_BODY_CHUNKS} chunks", 413)
+                raise self._refused
+        return event
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol reporting to a ConnectionGuard (bound by `guarded_protocol`), and answering
-    requests h11 cannot parse with the listener's JSON error."""
+    requests h11 cannot parse with the listener's JSON error (413 for a body in too many chunks)."""
 
     guard: ConnectionGuard
     _pending = 0  # bytes in the write buffer at the last write_stalled() sample
@@ -469,6 +498,10 @@ class GuardedH11Protocol(H11Protocol):
     _drained = False  # the transport resumed writing since the last sample
     _seen_cycle: object = None  # the request cycle `answering_for` last saw, and when it first saw it
     _cycle_seen_at = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = BoundedConnection(h11.SERVER, self.conn._max_incomplete_event_size)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -497,7 +530,14 @@ class GuardedH11Protocol(H11Protocol):
         super().resume_writing()
 
     def in_flight(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
+        """A request being answered: its body whole (the route runs on it) or its answer begun. One whose body is
+        still arriving with no answer begun is idle, as one whose head is: past the cap it makes way for a newcomer,
+        and header_timeout bounds it. Counted busy, form bodies trickled on every slot (a byte per 0.5 s, each
+        connection renewed within EVICT_BUSY_AFTER) kept scrapes out."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        return cycle.response_started or self.conn.their_state is not h11.SEND_BODY
 
     def answering_for(self, now: float) -> float:
         """Seconds the answer in flight has been seen in flight (0 when none): a request cycle is noticed at the
@@ -547,24 +587,29 @@ class GuardedH11Protocol(H11Protocol):
         """uvicorn's answer to bytes h11 cannot parse (request line, header, chunked body, a head past
         h11's limit), as the listener's JSON error instead of text/plain; the connection is then closed.
 
-        Called by uvicorn inside `except h11.RemoteProtocolError`. A request whose body turns out malformed
-        may have its route still running: it is marked disconnected (its writes are dropped, as for a
-        client that left), so its own answer does not follow the 400 (h11 refused it with a traceback).
-        """
+        Called by uvicorn inside `except h11.RemoteProtocolError`; BoundedConnection's refusal is answered 413.
+        A request whose body turns out malformed (or too many chunks) may have its route still running: it is
+        marked disconnected (its writes are dropped, as for a client that left), so its own answer does not
+        follow the 400 (h11 refused it with a traceback)."""
         exc = sys.exc_info()[1]
-        too_long = getattr(exc, "error_status_hint", None) == 431  # h11: "Receive buffer too long"
-        error = (f"request line + headers are over {MAX_REQUEST_HEAD} bytes, at most {MAX_REQUEST_HEAD}"
-                 if too_long else "malformed HTTP request")
+        hint = getattr(exc, "error_status_hint", None)
+        status, reason = (413, b"Content Too Large") if hint == 413 else (400, b"Bad Request")  # BoundedConnection
+        if hint == 413:
+            error = str(exc)
+        elif hint == 431:  # h11: "Receive buffer too long"
+            error = f"request line + headers are over {MAX_REQUEST_HEAD} bytes, at most {MAX_REQUEST_HEAD}"
+        else:
+            error = "malformed HTTP request"
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # else an answer has begun: just close
-            body = JSONResponse(error_body(400, error)).body
+            body = JSONResponse(error_body(status, error)).body
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        (b"connection", b"close")]
             with contextlib.suppress(h11.LocalProtocolError):
-                self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers,
-                                                                 reason=b"Bad Request")) or b"")
+                self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers,
+                                                                 reason=reason)) or b"")
                 self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
                 self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
         self.transport.close()

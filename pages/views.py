@@ -377,7 +377,8 @@ class Views:
         if status != 200:
             return self.page(request, "Timeline", form + error_box(status, body), status)
         head = f"<h1>Timeline {e(tid)}</h1>"
-        sections = "".join(self.timeline_section(i, tl) for i, tl in enumerate(body.get("timelines") or []))
+        sections = await run_in_threadpool(  # a timeline of 1,000s of events, as on `timeline`: not on the event loop
+            lambda: "".join(self.timeline_section(i, tl) for i, tl in enumerate(body.get("timelines") or [])))
         return self.page(request, f"Timeline {tid}", form + partial_banner(body) + head + sections)
 
     # --- flows --------------------------------------------------------------------------------
