@@ -43,7 +43,10 @@ class FormAsQuery:
         except TimeoutError:
             await self._refuse(scope, receive, send, 408, f"form body not received within {READ_SECONDS:g} s")
             return
-        if body is _GONE:  # the client left, or the connection was closed (evicted, past web.header_timeout)
+        if body is _GONE:  # the client left, or the connection was closed (evicted, past web.header_timeout): the
+            # search is not run, yet an answer is sent (uvicorn drops it): with basic auth, Starlette's middleware
+            # around this app logged "No response returned." with a traceback for every abandoned form
+            await self._refuse(scope, receive, send, 400, "form body incomplete: the connection closed")
             return
         if body is None:
             await self._refuse(scope, receive, send, 413,
@@ -59,7 +62,7 @@ class FormAsQuery:
 
 
 _GONE = b"(the client went away)"
-"""What _body returns for a connection closed before its body was whole: nothing is answered, nor run."""
+"""What _body returns for a connection closed before its body was whole: nothing is run (the answer is dropped)."""
 
 
 async def _body(receive: Any, room: int) -> bytes | None:

@@ -196,3 +196,30 @@ async def test_the_timeline_by_id_page_is_built_off_the_event_loop(tmp_path: Pat
         r = await c.get(f"http://127.0.0.1:{port}/ui/timelines/7")
     assert r.status_code == 200 and r.text.count('class="event"') == 3
     assert len(built_on) == 1 and loop_thread not in built_on
+
+
+async def test_an_abandoned_form_behind_basic_auth_logs_no_error(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Regression review 2026-12-06: a form whose client left mid-body was answered with nothing, and with
+    web.basic_auth_users Starlette's middleware around it logged `Exception in ASGI application ... No response
+    returned.` with a ~40-line traceback for each (every trickler evicted or timed out). The search still never runs."""
+    import base64
+
+    from tests.test_http_auth_limits import PASSWORD, USERS
+
+    calls: list[str] = []
+    config = load_config(write_config(tmp_path, web={"basic_auth_users": USERS}))
+    auth = base64.b64encode(f"prometheus:{PASSWORD}".encode())
+    with caplog.at_level("WARNING"):
+        async with serving(build_app(big_registry(1), lambda: {"ok": True}, [recording_search(calls)], USERS),
+                           config) as (port, _server):
+            for _ in range(2):
+                s = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 10)
+                s.sendall(FORM_HEAD + b"Authorization: Basic " + auth + b"\r\nContent-Length: 100\r\n\r\nrcpt=a")
+                await asyncio.sleep(0.3)
+                s.close()
+            async with httpx.AsyncClient(auth=("prometheus", PASSWORD)) as client:  # the listener answers on
+                assert (await client.get(f"http://127.0.0.1:{port}/metrics")).status_code == 200
+            await asyncio.sleep(0.3)
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [] and calls == []
