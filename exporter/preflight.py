@@ -745,7 +745,43 @@ def warnings(config: Config, config_path: Path | None = None) -> list[str]:
             absent = _absent_directory(pattern)
             why = f": {absent}" if absent else ""
             out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet{why}")
-    return out + run_warnings(config, matched, config_path)
+    return out + run_warnings(config, matched, config_path) + _unkeyed_store(config)
+
+
+def _unkeyed_store(config: Config) -> list[str]:
+    """With hash_recipients, a store whose Message-Id and jobId keys a start keeps unkeyed (written before they were
+    keyed, or before hashing was on, and holding timelines: correlator.store.link_scheme): a copy of it can be matched
+    against guessed addresses. `run` says it as the store is set up (correlator/sink.py); check-config, here."""
+    correlator = config.correlator
+    if not (correlator.enabled and correlator.hash_recipients):
+        return []
+    db = Path(config.state_dir).expanduser() / "watchtower.db"
+    if _kept_link_scheme(db) in (None, "keyed"):
+        return []
+    from correlator.store import unkeyed_links_warning
+
+    return [f"correlator.hash_recipients: {unkeyed_links_warning(str(db))}"]
+
+
+def _kept_link_scheme(store: Path) -> str | None:
+    """The Message-Id and jobId key scheme a start would keep in `store` (corr_meta link_keys, `as-written` for a
+    store written before it), or None: no store, no timeline (a start takes the keyed scheme), or not readable."""
+    import sqlite3
+
+    from exporter.state import peek
+
+    try:
+        if not store.is_file() or (conn := peek(store)) is None:
+            return None
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM corr_meta WHERE key IN ('schema_version', 'link_keys')"))
+            if "schema_version" not in meta or conn.execute("SELECT 1 FROM corr_timelines LIMIT 1").fetchone() is None:
+                return None
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
+    return meta.get("link_keys", "as-written")
 
 
 def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | None = None,

@@ -267,3 +267,25 @@ def test_only_the_daemon_switches_the_scheme_of_a_store_retention_emptied(tmp_pa
     sink.setup(daemon.conn)
     assert sink.hasher.links.scheme == LINKS_KEYED
     daemon.close()
+
+
+def test_check_config_says_a_store_keeps_unkeyed_keys(tmp_path: Path) -> None:
+    """`run` logs it as the store is set up; check-config said nothing of it (review of the keyed store, 2026-12-06)."""
+    from exporter import preflight
+    from tests.conftest import write_config
+
+    _old_store(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "state.db").rename(state / "watchtower.db")
+    cfg = write_config(tmp_path, state_dir=str(state), correlator={
+        "enabled": True, "hash_recipients": True, "hmac_key_file": str(tmp_path / "hmac.key")})
+    from exporter.config import load_config
+
+    said = [w for w in preflight.warnings(load_config(cfg)) if w.startswith("correlator.hash_recipients: ")]
+    assert len(said) == 1 and "are not keyed" in said[0] and str(state / "watchtower.db") in said[0], said
+    h = _hashed(tmp_path / "fresh")  # a store keyed from its start: nothing to say
+    h.commit(DELIVERIES)
+    h.close()
+    (tmp_path / "fresh" / "state.db").rename(state / "watchtower.db")
+    assert not [w for w in preflight.warnings(load_config(cfg)) if w.startswith("correlator.hash_recipients: ")]
