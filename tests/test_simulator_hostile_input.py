@@ -64,15 +64,22 @@ SCENARIOS = {  # scenario YAML after `name: x` -> what the line must name beside
 }
 
 
+def _generate_refuses(tmp_path: Path, kind: str, yaml_text: str, option: str) -> str:
+    """`pmta-sim generate OPTION FILE` over `yaml_text`: its one line, naming the file; nothing written."""
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(f"{yaml_text}\n", encoding="utf-8")
+    err = one_line(run("simulator.cli", "generate", option, str(path), "--out", str(tmp_path / "out"),
+                       "--minutes", "0.05"))
+    assert err.startswith(f"pmta-sim: {path}: "), err
+    assert not (tmp_path / "out").exists()
+    return err
+
+
 @pytest.mark.parametrize("kind", SCENARIOS)
 def test_a_hostile_scenario_is_one_line_for_pmta_sim(tmp_path: Path, kind: str) -> None:
     text, key = SCENARIOS[kind]
-    path = tmp_path / f"{kind}.yaml"
-    path.write_text(f"name: x\n{text}\n", encoding="utf-8")
-    err = one_line(run("simulator.cli", "generate", "--scenario", str(path), "--out", str(tmp_path / "out"),
-                       "--minutes", "0.05"))
-    assert err.startswith(f"pmta-sim: {path}: ") and key in err, err
-    assert not (tmp_path / "out").exists()
+    err = _generate_refuses(tmp_path, kind, f"name: x\n{text}", "--scenario")
+    assert key in err, err
 
 
 def test_inputs_that_worked_before_the_bounds_still_do(tmp_path: Path) -> None:
@@ -127,12 +134,8 @@ CONFIGS = {  # --config YAML -> the key the line must name
 @pytest.mark.parametrize("kind", CONFIGS)
 def test_a_hostile_config_is_one_line_for_pmta_sim(tmp_path: Path, kind: str) -> None:
     text, key = CONFIGS[kind]
-    path = tmp_path / f"{kind}.yaml"
-    path.write_text(f"{text}\n", encoding="utf-8")
-    err = one_line(run("simulator.cli", "generate", "--config", str(path), "--out", str(tmp_path / "out"),
-                       "--minutes", "0.05"))
-    assert err.startswith(f"pmta-sim: {path}: ") and key in err, err
-    assert not (tmp_path / "out").exists()
+    err = _generate_refuses(tmp_path, kind, text, "--config")
+    assert key in err, err
 
 
 @pytest.mark.parametrize(("args", "option"), [

@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -80,15 +81,21 @@ async def test_an_older_oneshots_unterminated_last_line_then_grown_resumes(tmp_p
 # --- the count off the event loop, once ----------------------------------------------------------------------------
 
 
+async def _read_by_an_older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: int) -> tuple[Any, ...]:
+    """(path, tailer, saved checkpoints, file id, line counts seen): a long-header file of `records` read, its
+    checkpoint as an older version saved it (a header-only fingerprint), and the line counts recorded from here."""
+    path = tmp_path / "acct-0001.csv"
+    tailer, saved, fid = await read_then_stop(path, LONG_HEADER + "\n" + long_records(0, records))
+    _as_older_version(saved[0], path)
+    return path, tailer, saved, fid, _counts(monkeypatch)
+
+
 async def test_an_older_versions_weak_checkpoint_is_counted_off_the_event_loop_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Review (weak.py, weak2.py): every start counted the lines of each such file inside `scan()` (0.14 s for 308
     MB; tens of GB would stall every scrape), and an idle file was counted again at every start (its checkpoint,
     never read past, was never saved with a whole fingerprint)."""
-    path = tmp_path / "acct-0001.csv"
-    tailer, saved, fid = await read_then_stop(path, LONG_HEADER + "\n" + long_records(0, 2000))
-    _as_older_version(saved[0], path)
-    calls = _counts(monkeypatch)
+    path, tailer, saved, fid, calls = await _read_by_an_older_version(tmp_path, monkeypatch, 2000)
     idle = restarted(tailer, saved)
     idle.scan()
     assert calls == []  # nothing on the event loop
@@ -121,10 +128,7 @@ async def test_a_weak_checkpoint_confirmed_by_its_lines_is_saved_with_a_whole_fi
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Opened for no new bytes (its mtime moved: a `touch`), a checkpoint the count confirmed is taken by the next
     commit with a whole fingerprint, though its offset did not change: not counted at the next start."""
-    path = tmp_path / "acct-0001.csv"
-    tailer, saved, fid = await read_then_stop(path, LONG_HEADER + "\n" + long_records(0, 50))
-    _as_older_version(saved[0], path)
-    calls = _counts(monkeypatch)
+    path, tailer, saved, fid, calls = await _read_by_an_older_version(tmp_path, monkeypatch, 50)
     again = restarted(tailer, saved)
     again.scan()
     (stream,) = again.streams.values()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.hub.fakes import FakeHosts, Reply, Request, running_hub
-from tests.hub.test_hub_over_daemon import clients
-from tests.test_correlator_support import CORPUS, Harness
+from tests.hub.test_hub_over_daemon import clients, corpus_daemon
+from tests.test_correlator_support import Harness
 
 CLOCK = 1714645267.0  # 2024-05-02T10:21:07Z, after the corpus
 FLOWS = {"since": "2024-05-01T10:20:00Z", "until": "2024-05-01T10:25:00Z",
@@ -48,11 +48,8 @@ async def test_the_hub_without_targets_still_names_since(tmp_path: Path) -> None
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path, clock=lambda: CLOCK)
-    for b in CORPUS:
-        harness.commit(b)
-    yield harness
-    harness.close()
+    with corpus_daemon(tmp_path, lambda: CLOCK) as harness:
+        yield harness
 
 
 @pytest.mark.parametrize(("since", "until"), BACKWARDS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,22 @@ def clock() -> list[float]:
     return [NOW]
 
 
-@pytest.fixture
-def h(tmp_path: Path, clock: list[float]) -> Any:
-    harness = Harness(tmp_path, clock=lambda: clock[0])
+@contextmanager
+def corpus_daemon(tmp_path: Path, clock: Callable[[], float]) -> Iterator[Harness]:
+    """A daemon's store holding the shared CORPUS, its clock `clock`: what the hub tests put behind a hub."""
+    harness = Harness(tmp_path, clock=clock)
     for b in CORPUS:
         harness.commit(b)
-    yield harness
-    harness.close()
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.fixture
+def h(tmp_path: Path, clock: list[float]) -> Any:
+    with corpus_daemon(tmp_path, lambda: clock[0]) as harness:
+        yield harness
 
 
 @asynccontextmanager

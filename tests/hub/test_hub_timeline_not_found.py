@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.hub.fakes import FakeHosts, Reply, Request, running_hub
-from tests.hub.test_hub_over_daemon import clients
-from tests.test_correlator_support import CORPUS, NOW, Harness
+from tests.hub.test_hub_over_daemon import clients, corpus_daemon
+from tests.test_correlator_support import NOW, Harness
 
 
 def _not_found(parameter: str) -> Reply:
@@ -57,11 +57,8 @@ async def test_the_404_names_rcpt_when_any_host_stores_the_key(said: dict[str, s
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path, clock=lambda: NOW)
-    for b in CORPUS:
-        harness.commit(b)
-    yield harness
-    harness.close()
+    with corpus_daemon(tmp_path, lambda: NOW) as harness:
+        yield harness
 
 
 async def test_the_hub_over_a_daemon_names_the_parameter_the_daemon_names(h: Harness) -> None:
