@@ -45,21 +45,6 @@ def mid_key(message_id: str) -> str:
     return f"{left}@{right.lower()}" if at else message_id
 
 
-def message_hash(message_id: str) -> int:
-    """The unkeyed key of a Message-Id (`message_hash`, `job_hash`, `queued_hash`: the unkeyed scheme, LINKS_UNKEYED);
-    what a store is keyed with is `RcptHasher.links`, read from it at setup."""
-    return h64("m\0" + mid_key(message_id))
-
-
-def job_hash(job_id: str) -> int:
-    return h64("j\0" + job_id)
-
-
-def queued_hash(orig: str, time_queued: float) -> int:
-    """Fallback message identity when no jobId: sender + queue time (shared by all attempts)."""
-    return h64(f"q\0{orig}\0{time_queued:.0f}")
-
-
 LINKS_UNKEYED = "unkeyed"
 """corr_meta `link_keys` of a store whose Message-Id, jobId and sender + timeQueued keys (mid_h, job_h) are plain
 blake2b of the texts: every store with hashing off, and one written with hashing on before they were keyed."""
@@ -125,7 +110,16 @@ class LinkKeys:
         return self.h64("j\0" + job_id)
 
     def queued_hash(self, orig: str, time_queued: float) -> int:
+        """Fallback message identity when no jobId: sender + queue time (shared by all attempts)."""
         return self.h64(f"q\0{orig}\0{time_queued:.0f}")
+
+
+_UNKEYED = LinkKeys()
+# The unkeyed scheme's keys (LINKS_UNKEYED: a store with hashing off; tests and benchmarks of one): what a store is
+# keyed with is `RcptHasher.links`, read from it at setup.
+message_hash = _UNKEYED.message_hash
+job_hash = _UNKEYED.job_hash
+queued_hash = _UNKEYED.queued_hash
 
 
 def domain_of(address: str) -> str:
