@@ -17,7 +17,7 @@ import secrets
 from hashlib import blake2b, sha256
 from pathlib import Path
 
-from exporter.boundedfile import HMAC_KEY_MAX_BYTES, FileProblem, read_regular
+from exporter.boundedfile import HMAC_KEY_MAX_BYTES, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +223,12 @@ def load_or_create_key(path: Path) -> bytes:
 def _read_key(path: Path) -> bytes:
     """The key the file holds, read as every secret is (exporter/boundedfile.py): a link to /dev/zero or a FIFO
     swapped in after check-config must neither fill the memory nor hang the start."""
+    raw, problem = read_secret_file(KEY_SETTING, path, HMAC_KEY_MAX_BYTES)
+    if problem:
+        raise KeyFileError(problem)
+    key = raw.strip()
     try:
-        key = read_regular(path, HMAC_KEY_MAX_BYTES).strip()
         mode = path.stat().st_mode & 0o7777
-    except FileProblem as exc:
-        raise KeyFileError(f"{KEY_SETTING}: {exc}") from None
     except OSError as exc:
         raise KeyFileError(f"{KEY_SETTING}: cannot read {path}: {exc.strerror or exc}") from None
     if not key:

@@ -101,6 +101,17 @@ def read_regular(path: str | Path, limit: int = SECRET_MAX_BYTES, what: str = "a
     return raw
 
 
+def read_secret_file(key: str, path: Path, limit: int = SECRET_MAX_BYTES) -> tuple[bytes, str | None]:
+    """The bytes of a secret file the config names under `key`, or the one line saying why not: a regular file of at
+    most `limit` bytes (a FIFO never hangs the read, /dev/zero is never read)."""
+    try:
+        return read_regular(path, limit), None
+    except FileProblem as exc:
+        return b"", f"{key}: {exc}"
+    except OSError as exc:
+        return b"", f"{key}: cannot read {path}: {exc.strerror or exc}"
+
+
 def read_secret(path: str | Path) -> bytes:
     """A secret file read while running (a poll's password or API key, the hub's at a SIGHUP), as `read_regular`
     checked it at start: its problem raised as the OSError of an unreadable file, which those callers report."""

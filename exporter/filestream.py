@@ -455,8 +455,7 @@ class FileStream:
             except OSError:
                 return True  # taken again at its first read (`_cover_what_was_read`)
             if head_matches(self.cp.fingerprint, head):
-                self.cp.fingerprint = fingerprint_of(head)
-                self._whole_fingerprint = self.cp.fingerprint if whole_identity(head) else b""
+                self._take_fingerprint(head)
                 self.committed_offset = -1  # saved with the next commit, though its offset did not move
             return True
         why = (f"its first bytes (its header alone) cannot tell it from another file of source {self.cp.source}, and "
@@ -673,6 +672,11 @@ class FileStream:
             self._deliver(parsed, on_batch)
         return True
 
+    def _take_fingerprint(self, head: bytes) -> None:
+        """Fingerprint the file by its first bytes `head`, noting whether they cover all that identifies it."""
+        self.cp.fingerprint = fingerprint_of(head)
+        self._whole_fingerprint = self.cp.fingerprint if whole_identity(head) else b""
+
     def _cover_what_was_read(self, f: Any, nread: int, size: int = 0) -> None:
         """Keep the fingerprint over every byte read (up to the bytes that identify the file, `identity_bytes`: through
         the start of its first record whatever its header's length) before the checkpoint passes them. Taken from the
@@ -690,8 +694,7 @@ class FileStream:
                 head = read_head(f.fileno())
             except OSError:
                 return  # the next read says what failed; this one is refreshed then
-            self.cp.fingerprint = fingerprint_of(head)
-            self._whole_fingerprint = self.cp.fingerprint if whole_identity(head) else b""
+            self._take_fingerprint(head)
 
     def _stop_compressed(self, kind: str) -> None:
         """Bytes that came after the file was followed (gzip writes nothing until its buffer fills) are compressed:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from exporter.boundedfile import HMAC_KEY_MAX_BYTES, SECRET_MAX_BYTES, FileProblem, read_regular
+from exporter.boundedfile import HMAC_KEY_MAX_BYTES, FileProblem, read_regular, read_secret_file
 from exporter.config import RECORD_TYPES, Config, CorrelatorConfig, PmtaApiConfig, SourceConfig
 
 P = ParamSpec("P")
@@ -59,17 +59,6 @@ def _readable_file(key: str, path: Path | None) -> str | None:
     if not os.access(path, os.R_OK):
         return f"{key}: {path} is not readable by this user (uid {os.getuid()})"
     return None
-
-
-def read_secret_file(key: str, path: Path, limit: int = SECRET_MAX_BYTES) -> tuple[bytes, str | None]:
-    """The bytes of a secret file the config names under `key`, or the one line saying why not: a regular file of at
-    most `limit` bytes (a FIFO never hangs the read, /dev/zero is never read)."""
-    try:
-        return read_regular(path, limit), None
-    except FileProblem as exc:
-        return b"", f"{key}: {exc}"
-    except OSError as exc:
-        return b"", f"{key}: cannot read {path}: {exc.strerror or exc}"
 
 
 def secret_file_problem(key: str, path: Path | None) -> str | None:
@@ -511,7 +500,7 @@ def _listen(config: Config, waits: bool = False) -> str | None:
 
 def _api_key(config: Config) -> str | None:
     """The key as `run` sends it: a character an HTTP header cannot carry is named here, not at the first poll."""
-    if not (config.pmta.url and (config.pmta.api_key or config.pmta.api_key_file)):
+    if not (config.pmta.api_key or config.pmta.api_key_file):  # (asked with pmta.url only: `_poller_files`)
         return None  # nothing to send (and oneshot, which polls nothing, imports no HTTP client)
     from exporter.pmta_api import PmtaApiConfigError, read_api_key
 
@@ -756,9 +745,14 @@ def _unkeyed_store(config: Config) -> list[str]:
     if not (correlator.enabled and correlator.hash_recipients):
         return []
     db = Path(config.state_dir).expanduser() / "watchtower.db"
-    if _kept_link_scheme(db) in (None, "keyed"):
+    scheme = _kept_link_scheme(db)
+    if scheme is None:
         return []
+    from correlator.keys import LINKS_KEYED  # (the correlator package loads polars: only over a store with timelines)
     from correlator.store import unkeyed_links_warning
+
+    if scheme == LINKS_KEYED:
+        return []
 
     return [f"correlator.hash_recipients: {unkeyed_links_warning(str(db))}"]
 
@@ -781,7 +775,9 @@ def _kept_link_scheme(store: Path) -> str | None:
             conn.close()
     except (OSError, sqlite3.Error):
         return None
-    return meta.get("link_keys", "as-written")
+    from correlator.keys import LINKS_AS_WRITTEN
+
+    return meta.get("link_keys", LINKS_AS_WRITTEN)
 
 
 def run_warnings(config: Config, matched: dict[tuple[int, int], list[str]] | None = None,
