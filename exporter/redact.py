@@ -169,15 +169,17 @@ def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
 BARE_MIN = 3
 """A local part is looked for on its own (`<ivan.bare>`) when at least this long: the store's rule for the recipient's
 bare local part in a reply (correlator.linking.LOCAL_PART_MIN)."""
-_SOFT = "'`=&?#\\"
-"""Inside a run of local-part characters, what may quote, escape or separate a name (`'bob'`, `\\"bob\\"`, `u=bob`):
-a piece between them (or between full stops, `..`) is compared on its own as well. Not a slash: a path's directory
-(`/var/log/pmta/acct.csv` beside `pmta@news.example`) is no quoted name, and the file a line names must stay."""
+_SOFT = "'`=&?#\\/"
+"""Inside a run of local-part characters, what may quote, escape or separate a name (`'bob'`, `\\"bob\\"`, `u=bob`,
+`/var/mail/bob`): a piece between them (or between full stops, `..`) is compared on its own as well. A slash too: a
+mailbox path names its owner (`cannot update mailbox /var/mail/ivan.bare`), so a directory named like a local part in
+the same line is redacted as well. The file a bad-line warning names is not at risk: its sample is redacted before the
+line is formatted (`Clipped.redacted`), and what the second pass then finds holds no local part."""
 _EDGES = ".'`\\"  # stripped from both ends of a run (a full stop, a quote, an escape) before it is compared
 _TOKEN = re.compile(f"[^{_DELIMITERS}]+")
 """A run of characters that may belong to a local part (everything but `_DELIMITERS`): a bare copy is a whole run
 (or a whole piece of one), never part of a longer word. Each character is read once."""
-_PIECE = re.compile(r"(?:[^'`=&?#\\.]|\.(?!\.))+")
+_PIECE = re.compile(r"(?:[^'`=&?#\\/.]|\.(?!\.))+")
 """A piece of a run: between `_SOFT` characters and runs of full stops (`ivan.bare...User`: no local part holds two)."""
 _LOOSE_MAX = 8  # local parts holding a delimiter (`"john doe"`), each looked for with one scan of the text
 _FORMS_PREFILTER = 64  # up to this many local parts, each is looked for in the text (C scans) before the run scan
@@ -186,10 +188,14 @@ _FORMS_PREFILTER = 64  # up to this many local parts, each is looked for in the 
 _COMMON_TLDS = frozenset({"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "name", "mobi", "io"})
 
 
-def _domain_like(piece: str) -> bool:
-    """Does a piece after a `=` read as a domain (a dotted name whose last label is a common or a two-letter country
-    top-level domain)? VERP puts the recipient's domain there, which a line shows anyway (after its `@`, in a queue
-    name `example.com/vmta1`); `rcpt=ivan.bare` puts a name there."""
+def _verp_domain(local: str, piece: str) -> bool:
+    """Is `piece`, the last piece of `local`, a VERP sender's recipient domain: after a `=` that follows a `+`
+    (`bounces+u=example.com`), and a dotted name whose last label is a common or a two-letter country top-level domain?
+    A line shows that domain anyway (after its `@`, in a queue name `example.com/vmta1`). Without the `+` it is a
+    name (`rcpt=wei.li`), however it ends."""
+    before, eq, _ = local.rpartition("=")
+    if not eq or "+" not in before:
+        return False
     head, dot, tld = piece.strip(".").rpartition(".")
     return bool(dot and head) and (tld in _COMMON_TLDS or (len(tld) == 2 and tld.isascii() and tld.isalpha()))
 
@@ -197,7 +203,7 @@ def _domain_like(piece: str) -> bool:
 def _bare_forms(local: str) -> set[str]:
     """The lower-case forms of a local part (the text before an `@`, as `_local_spans` found it) that a message may
     quote on their own: as written, without its quotes, percent-decoded, and its last piece after a `=` or a quote
-    (`rcpt=bob@x`), unless that piece reads as a domain (`_domain_like`: in a VERP sender, `bounces+u=example.com@x`,
+    (`rcpt=bob@x`), unless that piece reads as a domain (`_verp_domain`: in a VERP sender, `bounces+u=example.com@x`,
     it is the recipient's domain, which a line shows anyway)."""
     texts = [local, unquote(local)] if "%" in local else [local]
     forms: set[str] = set()
@@ -205,7 +211,7 @@ def _bare_forms(local: str) -> set[str]:
         t = t.strip(_EDGES + '"').lower()
         forms.add(t)
         last = _PIECE.findall(t)
-        if last and (last[-1] == t or not _domain_like(last[-1])):  # VERP: `bounces+u=example.com`
+        if last and (last[-1] == t or not _verp_domain(t, last[-1])):  # VERP: `bounces+u=example.com`
             forms.add(last[-1].strip("."))
     forms.discard(REDACTED.strip("[]"))
     return {f for f in forms if len(f) >= BARE_MIN}

@@ -229,16 +229,38 @@ def test_a_bare_copy_cut_by_the_clip_is_looked_for_whole() -> None:
     assert "ivan" not in shown and shown.endswith(" <[redacted]> unknow...'")
 
 
-@pytest.mark.parametrize("text", [
-    "/var/log/pmta/acct-1.csv:3: long_row (source acct): 'd,pmta@news.example'",  # a path's directory is no name
-    "queue gmail.com/vmta1: sender bounces+alice=gmail.com@news.example",  # VERP: the piece after `=` is a domain
+def test_what_a_line_must_keep_beside_an_address() -> None:
+    """Regression review 2026-12-06: a queue lost its domain (`[redacted]/vmta1`) whenever the line held a VERP sender
+    whose recipient domain was that word: a piece after a `=` preceded by a `+` reads as a domain, not a name."""
+    out = redaction.redact_log_text("queue gmail.com/vmta1: sender bounces+alice=gmail.com@news.example")
+    assert "gmail.com/vmta1" in out and "alice" not in out, out
+
+
+def test_a_bad_lines_warning_keeps_the_file_it_names(caplog: pytest.LogCaptureFixture) -> None:
+    """The bad-line warning redacts its sample before the line is formatted (`Clipped.redacted`), so a directory
+    named like a sender's local part stays (`/var/log/pmta/...` beside `pmta@news.example`)."""
+    stream = io.StringIO()
+    handler = setup("info", "text", stream=stream, redact_addresses=True)
+    try:
+        ErrorLog().report("acct", "/var/log/pmta/acct-1.csv", 3, "long_row", "d,pmta@news.example,x")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    assert "/var/log/pmta/acct-1.csv:3: long_row" in out and "pmta@" not in out, out
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    # regression review 2026-12-06: with `/` no longer a separator a name in a mailbox path was shown
+    ("smtp;552 5.2.2 cannot update mailbox /var/mail/ivan.bare for user x,ivan.bare@gmail.com", "ivan.bare"),
+    ("smtp;550 5.1.1 <users/kim.far>: Recipient address rejected,kim.far@gmail.com", "kim.far"),
+    ("550 5.2.2 /home/lena.way/Maildir: over quota rcpt lena.way@gmail.com", "lena.way"),
+    # ...and a name whose last label reads like a top-level domain, after a `=` that is no VERP's
+    ("smtp;550 5.1.1 <wei.li>... User unknown,rcpt=wei.li@gmail.com", "wei.li"),
+    ("smtp;550 5.1.1 <anna.de>... User unknown,x=anna.de@gmail.com", "anna.de"),
 ])
-def test_what_a_line_must_keep_beside_an_address(text: str) -> None:
-    """Regression review 2026-12-06: the file a line names lost its directory (`/var/log/[redacted]/acct-1.csv`) and a
-    queue its domain (`[redacted]/vmta1`) whenever the line held an address whose local part was that word."""
+def test_a_name_in_a_path_or_after_a_plain_equals_sign_is_redacted(text: str, name: str) -> None:
     out = redaction.redact_log_text(text)
-    assert "/var/log/pmta/acct-1.csv" in out or "gmail.com/vmta1" in out, out
-    assert "alice" not in out and "pmta@" not in out
+    assert name not in out.lower(), out
 
 
 class _BadRepr:
