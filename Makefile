@@ -63,7 +63,7 @@ smoke: $(STAMP) bytecode
 check: setup lint
 	promtool check rules rules/recording.yaml rules/alerts/*.yaml
 	amtool check-config alertmanager/alertmanager.yml
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 DEMO_ARGS ?=
 demo: $(STAMP) bytecode

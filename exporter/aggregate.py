@@ -1237,11 +1237,15 @@ class RecordAggregator(Collector):
         (event loop; values are never mutated in place)."""
         self.flush()
         if self.withheld:
-            return [], [self._series_gauge()]
+            return [], [self._series_gauge(), self._withheld_gauge()]
         families = [(name, dict(series)) for name, series in self.counters.items() if names is None or name in names]
         families += [(name, dict(series)) for name, series in self.histograms.items()
                      if names is None or not names.isdisjoint(sample_names(name, "histogram"))]
-        return families, [self._series_gauge()]
+        return families, [self._series_gauge(), self._withheld_gauge()]
+
+    def _withheld_gauge(self) -> Metric:
+        spec = SPECS["watchtower_counters_withheld"]
+        return GaugeMetricFamily(spec.name, spec.help, value=1 if self.withheld else 0)
 
     def _series_gauge(self) -> Metric:
         spec = SPECS["watchtower_metric_series"]
@@ -1254,6 +1258,7 @@ class RecordAggregator(Collector):
         self.flush()
         if self.withheld:
             yield self._series_gauge()
+            yield self._withheld_gauge()
             return
         for name, series in self.counters.items():
             spec = SPECS[name]
@@ -1275,3 +1280,4 @@ class RecordAggregator(Collector):
                 fam.add_metric(list(key), buckets, sum_value=h[width])
             yield fam
         yield self._series_gauge()
+        yield self._withheld_gauge()

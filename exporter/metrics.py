@@ -213,6 +213,10 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                ("label",), "self"),
     MetricSpec("watchtower_metric_series", "gauge", "Series currently held per record metric family.",
                ("metric",), "self"),
+    MetricSpec("watchtower_counters_withheld", "gauge",
+               "1 while the pmta_* record families are left off /metrics after an unclean stop (their restored values "
+               "are lower than those last served) until the daemon has read that far again; 0 otherwise. Rules "
+               "read it to tell a host catching up from one that stopped delivering.", (), "self"),
     MetricSpec("watchtower_pmta_api_up", "gauge",
                "1 if the last poll of PMTA's management API read anything (then its pmta_queue_*/pmta_status_* "
                "series are served); 0 if it read nothing or the poller is stuck (then none are).", (), "self"),

@@ -1840,9 +1840,12 @@ async def test_after_an_unclean_stop_restored_counters_wait_until_reading_caught
         else:
             assert shown == 300.0 and '\npmta_delivered_total{isp="gmail"' in page
         assert again.health()["counters_withheld"] is (stop == "kill -9")  # what /healthz says meanwhile
+        withheld = 1.0 if stop == "kill -9" else 0.0  # ...and /metrics, for the rules (queue.yaml)
+        assert f"\nwatchtower_counters_withheld {withheld}\n" in page
         loop = asyncio.create_task(again.main_loop())
         await _run_until(again, 500)
         assert again.health()["counters_withheld"] is False
+        assert "\nwatchtower_counters_withheld 0.0\n" in render_sync(again.registry).decode()
         again.should_exit.set()
         await asyncio.wait_for(loop, 10)
     finally:

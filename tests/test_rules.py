@@ -394,9 +394,11 @@ def test_delivery_stalled_leaves_out_exactly_the_tailer_stalled_condition() -> N
 
     by_name = {rule_id(r): r["expr"] for _, _, r in alert_rules()}
     tailer = flat(by_name["WatchtowerTailerStalled[critical]"])
+    withheld = "unless on (cluster, job, instance) (max_over_time(watchtower_counters_withheld[3m]) == 1)"
     for rid in ("PmtaDeliveryStalled[warning]", "PmtaDeliveryStalled[critical]"):
         assert "unless on (cluster, job, instance)" in by_name[rid], rid
         assert flat(by_name[rid].rsplit("unless on (cluster, job, instance)", 1)[1]) == tailer, rid
+        assert withheld in by_name[rid], rid  # nor while its counters are withheld (rules/tests/queue_test.yaml)
 
 
 def test_label_values_in_selectors_are_documented() -> None:
