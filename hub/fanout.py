@@ -196,6 +196,11 @@ def not_a_daemons_404(status: int, body: Any) -> bool:
                                   and body["parameter"])
 
 
+PRIVATE_PARAMS = frozenset({"rcpt", "job_id", "message_id"})
+"""Parameters that may hold an address (a job id or a Message-Id can): sent to a daemon in a form body, never in its
+URL (docs/api.md, "Addresses out of URLs")."""
+
+
 class Fanout:
     """GET one path on many targets at once."""
 
@@ -223,9 +228,15 @@ class Fanout:
         return ans
 
     async def _ask(self, ans: HostAnswer, path: str, params: dict[str, Any]) -> None:
-        """Fill `ans` from one GET; the body is streamed and capped, never read whole first."""
-        request = self.client.build_request("GET", ans.target.url + path, params=params,
-                                            extensions={POOL_KEY: ans.target.url})
+        """Fill `ans` from one GET; the body is streamed and capped, never read whole first. A lookup by address
+        (`PRIVATE_PARAMS`) is POSTed as a form, which a daemon answers as its GET (exporter.formquery): the address
+        stays out of the request line a reverse proxy in front of the daemon logs."""
+        if PRIVATE_PARAMS.isdisjoint(params):
+            request = self.client.build_request("GET", ans.target.url + path, params=params,
+                                                extensions={POOL_KEY: ans.target.url})
+        else:
+            request = self.client.build_request("POST", ans.target.url + path, data=params,
+                                                extensions={POOL_KEY: ans.target.url})
         resp = await self.client.send(request, stream=True)
         try:
             ans.status = resp.status_code

@@ -68,7 +68,11 @@ class Request:
     host: str
     path: str
     params: dict[str, str]
+    """The query string's fields and a POSTed form's (as a daemon answers a form: its GET, exporter.formquery)."""
     headers: dict[str, str] = field(default_factory=dict)
+    method: str = "GET"
+    target: str = ""
+    """The request line's target as sent (what a reverse proxy in front of the daemon logs)."""
 
 
 Handler = Callable[[Request], Reply]
@@ -110,7 +114,11 @@ class FakeHosts:
             if host == "api":  # a daemon's own URL, without a path: one host behind this port
                 host, path = "", parts.path.lstrip("/")
             headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields if f)}
-            req = Request(unquote(host), "/" + path, dict(parse_qsl(parts.query)), headers)
+            params = dict(parse_qsl(parts.query))
+            if line.startswith("POST ") and headers.get("content-length", "0").isdigit():
+                form = await reader.readexactly(int(headers.get("content-length", "0")))
+                params.update(parse_qsl(form.decode("latin-1")))
+            req = Request(unquote(host), "/" + path, params, headers, line.split(" ")[0], line.split(" ")[1])
             self.requests.append(req)
             await self._answer(writer, self.handler(req))
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from correlator.api import BadRequest
+from exporter.http import build_app
 from hub.app import build_hub_app
 from hub.config import HubConfig
 from hub.cursors import MAX_HUB_CURSOR
@@ -51,9 +52,9 @@ def h(tmp_path: Path, clock: list[float]) -> Any:
 @asynccontextmanager
 async def clients(h: Harness, clock: Callable[[], float],
                   transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:
-    """(hub client, daemon client): the hub's only target is the harness daemon, on the same clock."""
-    daemon = FastAPI()
-    daemon.include_router(h.sink.asgi_routes())
+    """(hub client, daemon client): the hub's only target is the harness daemon (its routes in the daemon's app, which
+    answers a POSTed form as its GET: how the hub asks by address), on the same clock."""
+    daemon = build_app(CollectorRegistry(), dict, routers=[h.sink.asgi_routes()])
     app, hub = build_hub_app(HubConfig.model_validate({"hub": {"targets": [DAEMON]}}))
     await hub.fanout.client.aclose()
     hub.fanout.client = httpx.AsyncClient(transport=transport or httpx.ASGITransport(app=daemon))
