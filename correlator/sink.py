@@ -66,6 +66,10 @@ def default_class_of() -> ClassOf:
     return class_of
 
 
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 1024**2:.1f} MiB"
+
+
 class CorrelatorSink:
     """Per-message timelines in the state DB, vmta/pool/isp attribution for f/rb/rs, and the /api/v1 routes."""
 
@@ -106,6 +110,9 @@ class CorrelatorSink:
         self.prune_pause = 0.0
         """Seconds between two prune batches. The correlator process sets it (store.PRUNE_PAUSE_S): the daemon's
         checkpoint commits go to the same database and would otherwise wait for a whole prune run."""
+        self.store_problem: str | None = None
+        """Why the store stays over `max_db_size` with nothing of the correlator's left to prune (None: it does not),
+        for the daemon's /healthz problems; logged once (`maintain`)."""
         self._router: Any = None
         self._api: Any = None
         self.says_store_warnings = True
@@ -163,9 +170,12 @@ class CorrelatorSink:
         """Bounded retention/size pruning, in short transactions of its own unless one is open.
 
         True when it stopped on its budget with more to delete (over the size cap at a high rate): the caller
-        comes back soon instead of after its usual interval, or the store outgrows the cap."""
+        comes back soon instead of after its usual interval, or the store outgrows the cap. Over the cap with
+        nothing of the correlator's left to delete: False, one WARNING, and `store_problem` says it until the store
+        is under the cap again."""
         self.recent.committed()  # the last write's transaction has ended by now
         now = self._retention_clock()
+        listed = store.search_seq(conn)
         try:
             deleted, more = store.prune(conn, now - self.config.retention, self.config.max_db_size,
                                         pause_s=self.prune_pause, now=now)
@@ -174,8 +184,31 @@ class CorrelatorSink:
             raise
         if deleted:
             self.timelines_pruned += deleted
-            self.ingestor.pruned(deleted)  # cached links may name deleted timelines, the key filter holds their keys
+        if deleted or store.search_seq(conn) != listed:
+            # cached links may name deleted timelines, the key filter holds their keys; and a prune that deleted no
+            # timeline may still have unlisted slices emptied before (their day passed the cutoff, their generation
+            # was finished since): the writer's slice list must not keep them, or a timeline stored there later is
+            # not listed again and a lookup without a scope misses it
+            self.ingestor.pruned(deleted)
+        self._check_cap(conn, more)
         return more
+
+    def _check_cap(self, conn: sqlite3.Connection, more: bool) -> None:
+        """Say once that the size cap cannot be reached: prune stopped with nothing more to delete, still over it."""
+        used = 0 if more else store.used_bytes(conn)
+        cap = self.config.max_db_size
+        if used <= cap:
+            if self.store_problem is not None:
+                log.info("correlator store %s is under correlator.max_db_size again (%s of %s in use)",
+                         store.database_file(conn), _mib(used), _mib(cap))
+            self.store_problem = None
+            return
+        if self.store_problem is None:
+            self.store_problem = (
+                f"correlator store {store.database_file(conn)}: {_mib(used)} in use, over correlator.max_db_size"
+                f" ({_mib(cap)}) with no timeline, queue event or flow left to prune: the rest is the daemon's own"
+                " (checkpoints, counters); raise max_db_size")
+            log.warning("%s", self.store_problem)
 
     def asgi_routes(self) -> Any:
         if self._router is None:

@@ -585,18 +585,22 @@ def prune(
     conn: sqlite3.Connection, cutoff: float, max_bytes: int, batch: int | None = None,
     budget_s: float | None = None, pause_s: float = 0.0, now: float | None = None,
 ) -> Pruned:
-    """Delete timelines (with their events) past retention or over the size cap, a batch at a time.
+    """Delete timelines (with their events) past retention, and the oldest data over the size cap, a batch at a time.
 
-    Timelines go when their *latest* event is older than the cutoff, oldest first. Over the size cap the
-    earliest stored go, whatever their age: ids grow as timelines are stored, so a batch of the lowest ids
-    empties whole pages of the table and of every slice-led index (deleting by t0 instead scattered each batch
-    over the store: ~4x slower, measured). Flow buckets follow the cutoff (and, over the cap, the oldest t0 kept);
-    queue events too, but those a stored timeline shows stay with it (`_delete_queue_events`). Each batch is its
-    own short transaction when the caller has none open, so the writer is never held for long and a crash loses
-    no progress. Stops after `budget_s` of work; `batch` and `budget_s` default to PRUNE_BATCH and
-    PRUNE_BUDGET_S. `pause_s`: a wait after each batch of its own transaction, so another process's writer
-    gets the lock (SQLite's busy handler retries every <= 100 ms). `now`: the retention time the cutoff was taken
-    from, kept as RETENTION_TIME by the last transaction (no transaction of its own).
+    Timelines go when their *latest* event is older than the cutoff, oldest first; flow buckets follow the cutoff,
+    queue events too, but those a stored timeline shows stay with it (`_delete_queue_events`). Over the size cap the
+    oldest data of every kind goes, whatever its age (`_shed_oldest`): queue events and flows by time, timelines
+    earliest stored first (ids grow as timelines are stored, so a batch of the lowest ids empties whole pages of the
+    table and of every slice-led index; deleting by t0 instead scattered each batch over the store: ~4x slower,
+    measured), each kind only as far as the oldest batch of the others reaches, so no timeline goes while older
+    queue events or flows are left (a store whose bulk was queue events lost every timeline and stayed over the
+    cap: review 2026-12-06). Each batch is its own short transaction when the caller has none open, so the writer is
+    never held for long and a crash loses no progress. Stops after `budget_s` of work; `batch` and `budget_s`
+    default to PRUNE_BATCH and PRUNE_BUDGET_S. `more`: it stopped on its budget with more to delete; over the cap
+    with nothing of the correlator's left to delete it is False (the caller can tell by `used_bytes`). `pause_s`: a
+    wait after each batch of its own transaction, so another process's writer gets the lock (SQLite's busy handler
+    retries every <= 100 ms). `now`: the retention time the cutoff was taken from, kept as RETENTION_TIME by the last
+    transaction (no transaction of its own).
     """
     deadline = time.monotonic() + (PRUNE_BUDGET_S if budget_s is None else budget_s)
     own = not conn.in_transaction
@@ -608,27 +612,68 @@ def prune(
                 "SELECT id FROM corr_timelines WHERE t0 < ? AND t_last < ? ORDER BY t0 LIMIT ?",
                 (cutoff, cutoff, batch),
             )]
-            over = not ids and used_bytes(conn) > max_bytes
-            if over:
-                ids = [r[0] for r in conn.execute("SELECT id FROM corr_timelines ORDER BY id LIMIT ?", (batch,))]
             if ids:
                 _delete_timelines(conn, ids)
                 deleted += len(ids)
+            _delete_before(conn, cutoff, batch)
+            over = not ids and used_bytes(conn) > max_bytes
+            shed = 0
             horizon = cutoff
             if over:
+                timelines, shed = _shed_oldest(conn, batch)
+                deleted += timelines
                 row = conn.execute("SELECT min(t0) FROM corr_timelines").fetchone()
                 horizon = max(cutoff, row[0] if row and row[0] is not None else cutoff)
-            _delete_before(conn, horizon, batch)
-        if not ids or time.monotonic() >= deadline:
+        progress = bool(ids) or shed > 0
+        if not progress or time.monotonic() >= deadline:
             with _txn(conn):
                 _drop_empty_slices(conn, horizon)
                 if now is not None:
                     record_retention_time(conn, now)
-            more = bool(ids) and (not over or used_bytes(conn) > max_bytes)
+            more = progress and (not over or used_bytes(conn) > max_bytes)
             return Pruned(deleted, more)
         if own and pause_s > 0:
             time.sleep(pause_s)
             deadline += pause_s
+
+
+QUEUE_EVENTS_PER_TIMELINE = 5
+"""Queue events (or flow rows, over the size cap) deleted per timeline of a batch: each is one narrow row (a queue event
+in two indexes too); a timeline, its events and its index entries are several times that."""
+
+
+def _shed_oldest(conn: sqlite3.Connection, batch: int) -> tuple[int, int]:
+    """Over the size cap: delete the oldest data, of every kind, up to a batch of each. Returns (timelines deleted,
+    rows deleted).
+
+    Each kind's oldest batch is read (timelines: the `batch` lowest ids, earliest stored; queue events and flow rows:
+    the QUEUE_EVENTS_PER_TIMELINE * `batch` earliest, on corr_qe_t and on the flows' key), and every row up to the
+    earliest of their ends goes: the batch of the kind that ends first whole, of the others what is as old (a
+    timeline by its first event, a flow row by its bucket's start). A kind with less than a batch left ends nowhere
+    (what of it is that old goes). Queue events a kept timeline shows stay (`_delete_queue_events`). Should that
+    leave nothing to delete (the oldest queue events are all shown by timelines stored after the batch of ids), the
+    timelines that show them go, those that began first first (by t0, up to the same end). Nothing deleted: the
+    correlator's tables hold nothing more."""
+    tls = conn.execute("SELECT id, t0 FROM corr_timelines ORDER BY id LIMIT ?", (batch,)).fetchall()
+    most = batch * QUEUE_EVENTS_PER_TIMELINE
+    ends = [max(t0 for _, t0 in tls)] if len(tls) == batch else []
+    for sql, n in (("SELECT t FROM corr_queue_events ORDER BY t LIMIT 1 OFFSET ?", most),
+                   ("SELECT bucket FROM corr_flows ORDER BY bucket LIMIT 1 OFFSET ?", most)):
+        row = conn.execute(sql, (n - 1,)).fetchone()
+        if row is not None:
+            ends.append(row[0])
+    horizon = min(ends, default=math.inf)
+    ids = [tl for tl, t0 in tls if t0 <= horizon]
+    if ids:
+        _delete_timelines(conn, ids)
+    rows = len(ids) + _delete_queue_events(conn, math.nextafter(horizon, math.inf), most)
+    rows += conn.execute("DELETE FROM corr_flows WHERE bucket <= ?", (horizon,)).rowcount
+    if not rows:
+        ids = [r[0] for r in conn.execute("SELECT id FROM corr_timelines WHERE t0 <= ? ORDER BY t0 LIMIT ?",
+                                          (horizon, batch))]
+        _delete_timelines(conn, ids)
+        rows = len(ids)
+    return len(ids), rows
 
 
 @contextmanager
@@ -655,7 +700,7 @@ def _delete_timelines(conn: sqlite3.Connection, ids: list[int]) -> None:
 
 
 def _delete_before(conn: sqlite3.Connection, cutoff: float, batch: int) -> None:
-    _delete_queue_events(conn, cutoff, batch * 5)
+    _delete_queue_events(conn, cutoff, batch * QUEUE_EVENTS_PER_TIMELINE)
     conn.execute("DELETE FROM corr_flows WHERE bucket < ?", (int(cutoff // FLOW_BUCKET) * FLOW_BUCKET,))
 
 
@@ -665,10 +710,11 @@ queue events they show stay. Queue events from the next one's first event on wai
 _QUEUE_EVENTS_BEFORE = "DELETE FROM corr_queue_events WHERE id IN (SELECT id FROM corr_queue_events WHERE {} LIMIT ?)"
 
 
-def _delete_queue_events(conn: sqlite3.Connection, cutoff: float, most: int) -> None:
-    """Delete up to `most` queue events older than `cutoff` that no stored timeline shows. A timeline shows those of its
-    queue logged from its first event (t0) to its final d/b (t_done; on while pending), both included (timeline.py):
-    one that began before the cutoff is kept while its latest event is within retention, and its queue events with it.
+def _delete_queue_events(conn: sqlite3.Connection, cutoff: float, most: int) -> int:
+    """Delete up to `most` queue events older than `cutoff` that no stored timeline shows; returns how many. A timeline
+    shows those of its queue logged from its first event (t0) to its final d/b (t_done; on while pending), both
+    included (timeline.py): one that began before the cutoff is kept while its latest event is within retention, and
+    its queue events with it.
     Cost: QUEUE_HOLDERS rows, one corr_qe_queue range per queue and window they show, the deletes, and a pass over the
     shown queue events of the oldest stored timelines' queues (on corr_qe_t)."""
     holders = conn.execute("SELECT t0, t_done, queue FROM corr_timelines WHERE t0 < ? ORDER BY t0 LIMIT ?",
@@ -691,13 +737,14 @@ def _delete_queue_events(conn: sqlite3.Connection, cutoff: float, most: int) -> 
         after = -math.inf
         for lo, hi in (*windows, (bound, bound)):
             if left <= 0:
-                return
+                return most - left
             if after < min(lo, bound):
                 left -= conn.execute(_QUEUE_EVENTS_BEFORE.format("queue = ? AND t > ? AND t < ?"),
                                      (name, after, min(lo, bound), left)).rowcount
             after = hi
             if after >= bound:
                 break
+    return most - left
 
 
 def _drop_empty_slices(conn: sqlite3.Connection, cutoff: float) -> None:

@@ -543,8 +543,10 @@ class CorrelatorConfig(_Strict):
     retention: Duration = Field(default=7 * 86400.0, description="Keep a timeline until its latest event is this old.")
     max_db_size: DbSize = Field(
         default=20 * 1024**3,
-        description="Bytes in use in the state DB above which the earliest-stored timelines are pruned, whatever "
-        "their age (checked every 5 s; every 1 s while over it). At least 64MiB. A target, not a hard bound: a "
+        description="Bytes in use in the state DB above which the oldest data is pruned, whatever its age: queue "
+        "events and flow buckets by time, timelines earliest stored first, none while older queue events are left "
+        "(checked every 5 s; every 1 s while over it; a cap that pruning cannot reach is logged and shown in "
+        "/healthz `problems`). At least 64MiB. A target, not a hard bound: a "
         "backfill faster than pruning (1 s of deletes a second) goes past it for a while (2x at 64MiB in a review), "
         "and the file keeps its largest size (freed pages are reused, not given back), plus a -wal of up to 64MiB. "
         "`check-config` and `run` warn when it is above what the state_dir's file system has free (plus what the "

@@ -1018,6 +1018,9 @@ class Daemon:
             problems.append(f"maintenance failing: {self._maintain_error}")
         if self.store.wal_problem is not None:
             problems.append(f"{self.db_path}: {self.store.wal_problem}")
+        store_problem = getattr(self.pipeline.sink, "store_problem", None)  # (in the correlator process: its log)
+        if store_problem is not None:
+            problems.append(store_problem)
         crashing = self._follower_exit is not None and self._follower_in_a_row >= FOLLOWER_UNHEALTHY_EXITS
         if crashing:
             problems.append(f"correlator process keeps exiting: {self._follower_in_a_row} times in a row (the last: "
