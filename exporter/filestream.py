@@ -243,6 +243,15 @@ class FileStream:
         """Its size by stat while it cannot be opened (permissions): counted behind, though never read yet (`size` is
         what reads saw, which the check for a file rewritten in place compares with)."""
         self.last_growth = time.monotonic()
+        """When a read last got bytes past `read_to` (monotonic)."""
+        self.read_to = 0
+        """The furthest byte of the file a read has reached: bytes read again below it (its unterminated last line,
+        dropped when its descriptor was closed to keep tail.max_open_files, read anew when it is opened again) are no
+        growth, and do not keep a file that stopped growing from becoming quiet (Tailer._settled)."""
+        self.resumed_inside_line = False
+        """`skipping` since it was opened inside a line (`_mid_line`): at the end of a file, the rest of an overlong
+        line, or a last line without its newline that an earlier run read as the file's last record (counted then),
+        not to be ended as one again (Tailer._ends_unterminated)."""
         self.gone = False
         self.retries = True
         """A failed open is tried again later (the daemon); False in a oneshot, whose read error is final."""
@@ -371,7 +380,7 @@ class FileStream:
         self.head_unchecked = True
         await self._seek(self.cp.offset)
         self.pending = b""
-        self.skipping = self._mid_line(f)
+        self.skipping = self.resumed_inside_line = self._mid_line(f)
         if self.metrics:
             self.metrics.file_opens.labels(src).inc()
         return True
@@ -562,8 +571,9 @@ class FileStream:
         self.superseded.append(replace(self.cp, gone_since=time.time()))
         self.parser.reset()
         self.pending = b""
-        self.skipping = False
+        self.skipping = self.resumed_inside_line = False
         self.nul_run = 0
+        self.read_to = 0
         self.committed_offset = -1
 
     async def _go_on_after_copy(self, f: Any, size: int, why: str) -> bool:
@@ -580,7 +590,7 @@ class FileStream:
             await self.close()
             return False
         await self._seek(size)
-        self.skipping = self._mid_line(f)
+        self.skipping = self.resumed_inside_line = self._mid_line(f)
         return True
 
     async def read(self, on_batch: OnBatch, max_chunks: int, final: bool = False,
@@ -643,7 +653,10 @@ class FileStream:
                                   on_batch, final=True)
                     self.pending = b""
                 return False
-            self.last_growth = time.monotonic()
+            reached = self.cp.offset + len(self.pending) + len(data)  # (where the last read stopped: offset + pending)
+            if reached > self.read_to:
+                self.read_to = reached
+                self.last_growth = time.monotonic()
             if self.nul_run and not (data := self._skip_nul_run(data)):
                 continue
             if self.skipping:
@@ -734,7 +747,7 @@ class FileStream:
             self._consume(lines, held, on_batch, final=True)
         self._long_row(self.pending[:LONG_SAMPLE_BYTES])
         pending, self.pending = self.pending, b""
-        self.skipping = True
+        self.skipping, self.resumed_inside_line = True, False
         self._skip(len(pending), False)
 
     def _stop_lone_cr(self) -> None:

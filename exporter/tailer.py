@@ -67,6 +67,17 @@ def _open_size(stream: FileStream) -> int:
         return 0
 
 
+def _mtime_of(stream: FileStream) -> int | None:
+    """When the file was last written (ns), by its descriptor, else by its path while that still names it."""
+    try:
+        if stream.file is not None:
+            return os.fstat(stream.file.fileno()).st_mtime_ns
+        st = os.stat(stream.cp.path)
+    except (OSError, ValueError):
+        return None
+    return st.st_mtime_ns if (st.st_dev, st.st_ino) == stream.key else None
+
+
 def _kind(mode: int) -> str:
     """What a file that is not regular is, for the operator."""
     if stat.S_ISFIFO(mode):
@@ -1210,9 +1221,12 @@ class Tailer:
                 if stream.file is None and not await self._make_room():
                     continue  # every descriptor is held by a file with bytes unread: read when one is done
                 more |= await stream.read(on_batch, budget, final=self.oneshot, should_stop=should_stop)
-                if stream.gone and (stream.pending or stream.skipping or stream.nul_run) and self._settled(stream):
-                    # quiet since before that read (a read that got bytes moved last_growth): the unterminated
-                    # last line is the file's last record; read(final) takes it at once, unless bytes came meanwhile
+                if self._ends_unterminated(stream) and self._settled(stream) \
+                        and (stream.gone or self._newer_file_written(stream)):
+                    # quiet since before that read (a read that got bytes moved last_growth), and no longer written:
+                    # gone from the globs, or its source's writer on to a newer file (PMTA writes its newest only:
+                    # killed mid-write, then restarted). The unterminated last line is the file's last record;
+                    # read(final) takes it at once, unless bytes came meanwhile
                     more |= await stream.read(on_batch, 1, final=True, should_stop=should_stop)
                 if stream.superseded:  # truncated or rewritten: its old checkpoint retired, the new one known
                     self.retired.extend(stream.superseded)
@@ -1311,10 +1325,37 @@ class Tailer:
         self._seen_size[stream.key] = st.st_size
         return st.st_size != stream.cp.offset or stream.changed_since_closed(st)
 
+    @staticmethod
+    def _ends_unterminated(stream: FileStream) -> bool:
+        """Does the file end, for now, in a line without its newline: bytes held for the rest of a line, a run of NULs,
+        an overlong line being skipped? Not a line this stream was resumed inside (`FileStream.resumed_inside_line`):
+        at a file's end, the last line a previous run read as final (counted then) or an overlong one it skipped."""
+        resumed = stream.resumed_inside_line and not stream.gone  # (a gone file's: read as ever)
+        return bool(stream.pending or stream.nul_run or (stream.skipping and not resumed))
+
+    def _newer_file_written(self, stream: FileStream) -> bool:
+        """Is a newer file of the stream's source being written: another followed file of it, still in the globs,
+        last written after this one (its modification time later)? PMTA writes its newest file only, so this one is
+        complete: its unterminated last line (PMTA killed mid-write) is its last record, read as a gone file's is.
+        Never for the newest file, whose line a buffered write may have split (the rest comes later). Modification
+        times, not the order the tailer read the files in: a start reads them all in one pass, the newest last or
+        not."""
+        mtime = _mtime_of(stream)
+        if mtime is None:
+            return False
+        for other in self.streams.values():
+            if other is stream or other.gone or other.refused is not None or other.cp.source != stream.cp.source:
+                continue
+            written = _mtime_of(other)
+            if written is not None and written > mtime:
+                return True
+        return False
+
     def _settled(self, stream: FileStream) -> bool:
-        """Has a file that left the globs stopped growing? Not for `tail.rescan_interval` since its last growth: a
-        writer that still holds it (renamed away by an external rotation) gets that long to finish its writes, and
-        then its unterminated last line, if any, is read as its last record (poll)."""
+        """Has a file that left the globs (or whose source's writer is on to a newer file) stopped growing? Not for
+        `tail.rescan_interval` since its last growth: a writer that still holds it (renamed away by an external
+        rotation) gets that long to finish its writes, and then its unterminated last line, if any, is read as its
+        last record (poll)."""
         return self.oneshot or time.monotonic() - stream.last_growth >= self.tail.rescan_interval
 
     async def _retire_and_idle(self) -> None:
