@@ -467,9 +467,12 @@ class Tailer:
 
     def unreadable(self) -> list[str]:
         """Paths that could not be listed, stat'ed or opened at the last look (a oneshot exits 1 over them; /healthz
-        names them)."""
+        names them). A oneshot's also holds the files the globs match that are not regular (a FIFO, a device: not
+        read, said once), or a backfill would look complete without them."""
         failed = self._failed_paths | set(self._undecided.values()) \
             | {s.cp.path for s in self.streams.values() if s.read_error is not None}
+        if self.oneshot:
+            failed |= self._not_regular
         return sorted(failed)
 
     def sources_without_files(self) -> list[str]:

@@ -289,6 +289,31 @@ SETPRIV = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-ca
 """Runs a command without the capabilities that let root read anything (the tests may run as root)."""
 
 
+@pytest.mark.parametrize("correlator", [False, True])
+def test_a_fifo_the_globs_match_is_named_and_exits_1(tmp_path: Path, correlator: bool) -> None:
+    """Review 2026-12-06: a FIFO (or a device) the globs match is not read (its open would wait for a writer), and a
+    oneshot said so in a warning and exited 0, while a broken symbolic link in its place exited 1: a backfill script
+    could not tell a skipped file from a complete count. Both are paths a oneshot could not read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "acct-2026-11-25-0000.csv").write_text(ACCT_HEADER + "\n" + "".join(d_line(n) + "\n" for n in range(10)))
+    fifo = logs / "acct-fifo.csv"
+    os.mkfifo(fifo)
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}],
+                                      "state_dir": str(tmp_path / "state"), "correlator": {"enabled": correlator}}))
+    proc = subprocess.run([sys.executable, "-m", "exporter", "oneshot", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(str(fifo) in ln for ln in proc.stderr.splitlines()) >= 1, proc.stderr
+    delivered = sum(s.value for fam in text_string_to_metric_families(proc.stdout) for s in fam.samples
+                    if s.name == "pmta_delivered_total")
+    assert delivered == 10
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "watchtower oneshot: 1 path could not be read; the exposition above counts only what was read"), proc.stderr
+
+
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
 @pytest.mark.parametrize("correlator", [False, True])
 def test_unreadable_input_names_each_path_once_and_exits_1(tmp_path: Path, correlator: bool) -> None:
