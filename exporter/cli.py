@@ -201,6 +201,10 @@ def _check_config(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         for warning in preflight.warnings(config, config_path=path):
             print(f"{printable(str(path))}: warning: {warning}", file=sys.stderr)
+        from exporter.http import exposure_warning  # (the web stack: what `run` loads too)
+
+        if (exposed := exposure_warning(config)) is not None:  # what `run` logs at start
+            print(f"{printable(str(path))}: warning: {exposed}", file=sys.stderr)
     emit(f"{printable(str(path))}: ok\n")
     return EXIT_OK
 

@@ -153,6 +153,11 @@ INFINITY_VAR = datasource_var("infinity", "yesoreyeram-infinity-datasource", "Wa
                               regex="/^(?!.*[Aa]lertmanager)/")
 ALERTMANAGER_VAR = datasource_var("alertmanager", "yesoreyeram-infinity-datasource", "Alertmanager API (Infinity)",
                                   regex="/[Aa]lertmanager/")
+ALERTS_QUERY = "?active=true&silenced=false&inhibited=false"
+"""The alert headlines' query, relative to the Alertmanager data source's URL, which is Alertmanager's
+`/api/v2/alerts` itself (grafana/provisioning/datasources/watchtower.yml): its URL and `allowedHosts` reach that
+endpoint only, as any viewer may send the data source a query of their own (GET or POST), and POST
+/api/v2/silences would mute every alert."""
 
 
 def overview() -> Json:
@@ -1021,9 +1026,9 @@ def incidents() -> Json:
     g.add(table("Alert headlines (Alertmanager)", "Every active alert as Alertmanager holds it (silenced and "
                 "inhibited ones left out, so a critical hides its warning twin): the description is the headline "
                 "the alert sent, with its links. Read through the Infinity data source from Alertmanager's "
-                "GET /api/v2/alerts; pick the Alertmanager API in the variable above.",
-                [infinity("/api/v2/alerts?active=true&silenced=false&inhibited=false", "", columns=ALERT_COLUMNS,
-                          datasource=ALERTMANAGER)],
+                "GET /api/v2/alerts (the data source's URL: this query adds only its parameters); pick the "
+                "Alertmanager API in the variable above.",
+                [infinity(ALERTS_QUERY, "", columns=ALERT_COLUMNS, datasource=ALERTMANAGER)],
                 [], [
                     {"matcher": {"id": "byName", "options": "Headline"},
                      "properties": [{"id": "custom.width", "value": 900},

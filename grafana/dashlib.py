@@ -354,7 +354,8 @@ def table_query(expr: str) -> Json:
 
 def infinity(url: str, root_selector: str, fmt: str = "table", columns: tuple[tuple[str, str, str], ...] = (),
              datasource: Json = INFINITY) -> Json:
-    """A GET on Watchtower's HTTP API through the Infinity data source (URL relative to its base URL).
+    """A GET on an HTTP API (Watchtower's, or Alertmanager's alerts) through the Infinity data source (URL relative
+    to its base URL). The method is pinned to GET: the dashboards never write.
 
     `columns` are (selector, title, type) triples; none means every field. Root selectors are
     GJSON, which the Infinity backend parser tries first in every version (then JSONata).

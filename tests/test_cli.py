@@ -556,6 +556,29 @@ def test_check_config_names_logs_this_user_cannot_read(tmp_path: Path, shut: str
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.parametrize(("listen", "warned"), [("0.0.0.0:9469", True), ("127.0.0.1:9469", False)])
+def test_check_config_warns_of_a_listener_open_off_host_as_run_does(tmp_path: Path, listen: str, warned: bool) -> None:
+    """Review 2026-12-06: `check-config` on a config listening on 0.0.0.0 without auth or TLS (docker/watchtower.yml)
+    said `ok` without the warning `run` logs, the one an operator most needs before opening a port (docs/security.md:
+    check-config checks what run checks). Still exit 0: a warning, not an error."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "acct-1.csv").write_text("type,timeLogged,rcpt\n")
+    config = tmp_path / "w.yml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "acct", "paths": [str(logs / "acct-*.csv")]}],
+                                      "state_dir": str(tmp_path / "state"), "listen": listen}))
+    proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == f"{config}: ok\n", proc.stderr
+    if warned:
+        assert proc.stderr == (f"{config}: warning: listening on {listen} (not loopback) without basic auth and TLS: "
+                               "anyone who can reach this port can read /metrics and every stored recipient through "
+                               "/api/v1. Set web.basic_auth_users and web.tls_cert_file/tls_key_file, or bind "
+                               "127.0.0.1 behind a reverse proxy (docs/security.md).\n"), proc.stderr
+    else:
+        assert proc.stderr == "", proc.stderr
+
+
 def test_check_config_does_not_warn_of_what_the_daemon_can_follow(tmp_path: Path) -> None:
     """No false alarm: a log directory not created yet under a parent this user may enter but not list is 'matches
     no file yet', and a directory the glob also matches (an archive the user may not read) is no unreadable file

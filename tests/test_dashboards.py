@@ -543,6 +543,34 @@ def test_datasource_provisioning():
     assert sum(ds.get("isDefault", False) for ds in conf["datasources"]) == 1
 
 
+def test_infinity_datasources_reach_only_what_the_dashboards_read():
+    """Any viewer (anonymous in docker/) can send an Infinity data source a query of their own, GET or POST, and
+    `allowedHosts` is a plain prefix of the whole request URL (Infinity's CanAllowURL): Alertmanager's is scoped to
+    /api/v2/alerts, else a viewer could POST /api/v2/silences and mute every alert; Watchtower's to /api/v1/ (a
+    bare `http://host:port` also lets `http://host:port@elsewhere/` by). Every dashboard query stays inside."""
+    conf = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "watchtower.yml").read_text(encoding="utf-8"))
+    infinity = {ds["uid"]: ds for ds in conf["datasources"] if ds["type"] == INFINITY}
+    am, wt = infinity["alertmanager-api"], infinity["watchtower-api"]
+    assert "alertmanager" in am["name"].lower() and "alertmanager" not in wt["name"].lower()  # the variables' regexes
+    assert am["url"] == "http://alertmanager:9093/api/v2/alerts"
+    assert am["jsonData"]["allowedHosts"] == [am["url"]]
+    assert wt["jsonData"]["allowedHosts"] == [wt["url"] + "/api/v1/"]
+    for ds in infinity.values():
+        assert not ds["jsonData"].get("allowDangerousHTTPMethods"), ds["name"]
+        for allowed in ds["jsonData"]["allowedHosts"]:
+            assert re.fullmatch(r"https?://[^/@]+/.+", allowed), allowed  # a path: no `host:port@elsewhere`
+    base = {"${alertmanager}": am["url"], "${infinity}": wt["url"]}
+    targets = [t for path in DASHBOARDS for p in panels(load(path)) for t in p.get("targets", [])
+               if t.get("datasource", {}).get("type") == INFINITY]
+    assert {t["datasource"]["uid"] for t in targets} == set(base)
+    for t in targets:
+        assert t["url_options"]["method"] == "GET", t["url"]
+        sent = base[t["datasource"]["uid"]] + t["url"]  # Infinity appends the query URL to the data source's
+        allowed = infinity["alertmanager-api" if t["datasource"]["uid"] == "${alertmanager}" else "watchtower-api"]
+        assert any(sent.startswith(a) for a in allowed["jsonData"]["allowedHosts"]), sent
+        assert ".." not in t["url"] and "@" not in t["url"].split("?")[0], t["url"]
+
+
 def test_docs_describe_every_dashboard():
     doc = (REPO / "docs" / "dashboards.md").read_text(encoding="utf-8")
     for path in DASHBOARDS:
@@ -624,7 +652,8 @@ def test_incidents_and_war_room():
     assert "ALERTS_FOR_STATE" in exprs and 'ALERTS{alertstate="firing"' in exprs
     assert any(a.get("expr", "").startswith("ALERTS{") for a in inc["annotations"]["list"])
     headline = next(p for p in panels(inc) if p["title"] == "Alert headlines (Alertmanager)")
-    assert headline["targets"][0]["url"].startswith("/api/v2/alerts?active=true")
+    # relative to the Alertmanager data source's URL, which is /api/v2/alerts itself (test_datasource_provisioning)
+    assert headline["targets"][0]["url"] == "?active=true&silenced=false&inhibited=false"
     war = by_uid("watchtower-warroom")
     grid = next(p for p in panels(war) if p["title"] == "VMTA × ISP")
     assert grid["transformations"][0]["id"] == "groupingToMatrix"

@@ -99,6 +99,10 @@ def test_check_config_passes_and_every_glob_matches_pmta_file_names(config: Path
     # a glob matching none of PMTA's files is a warning; the store cap against this disk's free space depends on the
     # machine (20 GiB by default), not on the config
     warned = [line for line in out.stderr.splitlines() if "warning" in line and "max_db_size" not in line]
+    if config.parent.name == "docker":  # listens on 0.0.0.0 in its container, which compose publishes on the host's
+        # loopback only (docker/docker-compose.yml): said as `run` says it, the one warning expected
+        assert [line for line in warned if "(not loopback) without basic auth and TLS" in line] == warned[:1], warned
+        warned = warned[1:]
     assert warned == [], out.stderr
 
 

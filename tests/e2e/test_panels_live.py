@@ -77,7 +77,8 @@ def live(gmail_throttle: Pipeline) -> dict[str, list[Result]]:
     stack, wt = gmail_throttle.stack, gmail_throttle.wt
     # The Watchtower base URL ends in `/`, as it may in a provisioned Infinity data source: the
     # queries then ask for `//api/v1/...` (Infinity concatenates), which must still answer.
-    g = Grafana(stack.prom_url, {"infinity": wt.url + "/", "alertmanager": stack.am_url}, scrape_interval=1.0,
+    sources = {"infinity": wt.url + "/", "alertmanager": stack.am_url + "/api/v2/alerts"}  # (as provisioned)
+    g = Grafana(stack.prom_url, sources, scrape_interval=1.0,
                 now=gmail_throttle.critical_at, record_time=gmail_throttle.record_time)
     try:
         out = {uid: g.run(path) for uid, path in REPO_DASH.items()}
@@ -238,7 +239,8 @@ def filtered(gmail_throttle: Pipeline, live: dict[str, list[Result]]) -> dict[st
     isps = next(r.frames for r in live["watchtower-incidents"] if r.panel == "variable: isp")
     alerted = {s["metric"].get("isp") for s in stack.query('max_over_time(ALERTS{vmta!="", isp!=""}[3h])')}
     other = next(i for i in isps if i not in alerted)
-    g = Grafana(stack.prom_url, {"infinity": wt.url + "/", "alertmanager": stack.am_url}, scrape_interval=1.0,
+    sources = {"infinity": wt.url + "/", "alertmanager": stack.am_url + "/api/v2/alerts"}  # (as provisioned)
+    g = Grafana(stack.prom_url, sources, scrape_interval=1.0,
                 now=gmail_throttle.critical_at, record_time=gmail_throttle.record_time)
     try:
         return {isp: g.run(REPO_DASH["watchtower-incidents"], link={"isp": [isp]}) for isp in ("gmail", other)}
