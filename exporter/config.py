@@ -626,6 +626,44 @@ class WebConfig(_Strict):
     api_query_timeout: Duration = Field(
         default=5.0, description="Time budget of one /api/v1 query; past it the query is interrupted (503)."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (no port; an IPv6 address in brackets) the listener answers to besides the "
+        "loopback ones (`localhost`, `127.x.x.x`, `[::1]`) and the `listen` host, compared case-insensitively with "
+        "the `Host` header of each request, whose port is ignored. On a loopback `listen` (the default) a request "
+        "naming any other host is refused `421` before auth and any route, so a web page in a local browser cannot "
+        "point its own DNS name at 127.0.0.1 and read the API (DNS rebinding); list here a name a reverse proxy "
+        "forwards (`proxy_set_header Host $host`) or another name of 127.0.0.1 your tools use. Off loopback every "
+        "`Host` is answered unless this is set; then only these, the `listen` host and the loopback names are. "
+        "A request without `Host` (HTTP/1.0) is answered.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: list[str]) -> list[str]:
+        """Each name as a `Host` header's host is compared (exporter.http.HostCheck): lower case, no final dot, an
+        IPv6 address bracketed and compressed. A port, URL or wildcard would never match: an error naming it."""
+        import ipaddress
+
+        canonical = []
+        for text in names:
+            name = text.strip().lower()
+            inner = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+            try:
+                address = ipaddress.ip_address(inner)
+            except ValueError:
+                address = None
+            if address is not None:
+                canonical.append(f"[{address.compressed}]" if address.version == 6 else address.compressed)
+                continue
+            name = name.removesuffix(".")
+            if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name):
+                why = ("no port: the port of Host is not compared" if ":" in name and not name.startswith("[")
+                       else "a host name (letters, digits, '-', '.'; an IDN in its xn-- form), an IPv4 address or an "
+                       "IPv6 address in brackets, no port, scheme, path or wildcard")
+                raise ValueError(f"{short_repr(text)}: {why}")
+            canonical.append(name)
+        return canonical
 
     @field_validator("basic_auth_users")
     @classmethod

@@ -19,7 +19,9 @@ Hardening, because the API holds every recipient address of the host:
 - a request whose body is still arriving counts as idle (GuardedH11Protocol.in_flight) until it is whole or
   answered, so slow form bodies are bounded by `web.header_timeout` and make way past the cap as slow heads do;
 - HEAD is answered on every GET route (HeadAsGet), gzip only when Accept-Encoding allows it (q > 0);
-- accept() failures (EMFILE) are logged at most once per ACCEPT_LOG_INTERVAL, without traceback.
+- accept() failures (EMFILE) are logged at most once per ACCEPT_LOG_INTERVAL, without traceback;
+- on a loopback listener a request whose Host names another host is refused 421 (HostCheck, wired by make_server):
+  a web page in a local browser could otherwise rebind its own DNS name to 127.0.0.1 and read /api/v1 and /ui.
 """
 
 from __future__ import annotations
@@ -368,6 +370,84 @@ def exposure_warning(config: Config, exposed: str = "/metrics and every stored r
     return (f"listening on {config.listen} (not loopback) without {' and '.join(missing)}: anyone who can reach "
             f"this port can read {exposed}. Set web.basic_auth_users "
             "and web.tls_cert_file/tls_key_file, or bind 127.0.0.1 behind a reverse proxy (docs/security.md).")
+
+
+# --- Host names (DNS rebinding) -------------------------------------------------------------------
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+"""Host names every checked listener answers to (besides any other 127.x address and [::1] spelled otherwise)."""
+MISDIRECTED = ("this listener does not answer to the host named in the Host header: only localhost, loopback "
+               "addresses, the listen host and web.allowed_hosts (docs/security.md)")
+
+
+def host_names(config: Config) -> frozenset[bytes] | None:
+    """The hosts a `Host` header may name (lower case, IPv6 bracketed), or None when any is answered: a listener
+    off loopback without `web.allowed_hosts`."""
+    allowed = getattr(config.web, "allowed_hosts", None) or []
+    if not allowed and not _is_loopback(config.listen_host):
+        return None
+    listen = config.listen_host.lower().removesuffix(".")
+    try:
+        address = ipaddress.ip_address(listen)
+        listen = f"[{address.compressed}]" if address.version == 6 else address.compressed
+    except ValueError:
+        pass
+    return frozenset(name.encode("utf-8") for name in (*LOOPBACK_NAMES, listen, *allowed))
+
+
+def host_allowed(value: bytes, names: frozenset[bytes]) -> bool:
+    """Whether a `Host` header's value names one of `names` (or a loopback address), its port ignored: `ssh -L`
+    tunnels and port mappings change the port. An empty value names no host (HTTP/1.0 clients send none)."""
+    if not value:
+        return True
+    host = value.lower()
+    if host[:1] == b"[":
+        host = host[:host.find(b"]") + 1]  # no `]`: empty, refused
+    else:
+        host = host.partition(b":")[0]
+    if host[-1:] == b".":
+        host = host[:-1]
+    return host in names or _other_spelling(host, names)
+
+
+def _other_spelling(host: bytes, names: frozenset[bytes]) -> bool:
+    """An address literal that is loopback, or one of `names` written otherwise (`[0:0::1]`, `127.1.2.3`). Never a
+    DNS name: `127.0.0.1.attacker.example` is no address."""
+    try:
+        if host[:1] == b"[" and host[-1:] == b"]":
+            address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host[1:-1].decode("ascii"))
+            spelled = f"[{address.compressed}]"
+        elif host[:1].isdigit():
+            address = ipaddress.IPv4Address(host.decode("ascii"))
+            spelled = address.compressed
+        else:
+            return False
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback) or spelled.encode() in names
+
+
+_SAFE_HEADER_TEXT = {name.decode(): value.decode() for name, value in SAFE_HEADERS}
+
+
+class HostCheck:
+    """421 for a request whose `Host` names a host the listener does not answer to (host_names), before auth, the
+    head checks or any route. Outside the app, so only the served listener checks (make_server); the refusal carries
+    SAFE_HEADERS as every answer does."""
+
+    def __init__(self, app: Any, names: frozenset[bytes]) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"host" and not host_allowed(value, self.names):  # every Host field, if several
+                    await JSONResponse(error_body(421, MISDIRECTED), status_code=421,
+                                       headers=_SAFE_HEADER_TEXT)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 # --- connections ---------------------------------------------------------------------------------
@@ -758,8 +838,9 @@ def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
     reserve = FD_RESERVE if tail is None else max(FD_RESERVE, fdlimit.reserved(tail.max_open_files))
     guard = ConnectionGuard(connection_cap(web.max_connections, reserve), web.header_timeout, web.send_timeout,
                             web.keep_alive_timeout)
+    names = host_names(config)
     ucfg = uvicorn.Config(
-        app,
+        app if names is None else HostCheck(app, names),  # not in the app: in-process clients name any host
         host=config.listen_host,
         port=config.listen_port,
         http=guarded_protocol(guard),

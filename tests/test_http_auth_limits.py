@@ -41,7 +41,7 @@ async def request(port: int, user: str | None, password: str = "", source: str =
     auth = ""
     if user is not None:
         auth = "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() + "\r\n"
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: wt\r\n{auth}Connection: close\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n".encode())
     try:
         raw = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
@@ -245,7 +245,7 @@ async def test_a_websocket_upgrade_is_an_ordinary_request_behind_basic_auth(port
         import socket
 
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /api/v1/search HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            s.sendall(b"GET /api/v1/search HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                       b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
             return s.recv(65536)
 

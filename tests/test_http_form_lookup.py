@@ -79,7 +79,7 @@ def _trickled(port: int, to_eof: bool = True) -> bytes:
     """The answer to a form whose body stops short of its Content-Length (94 bytes never sent), read to EOF (or to
     the end of its head)."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(b"POST /api/v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        sock.sendall(b"POST /api/v1/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded"
                      b"\r\nContent-Length: 100\r\n\r\nrcpt=a")
         answer = b""
         while (to_eof or b"\r\n\r\n" not in answer) and (chunk := sock.recv(65536)):
@@ -93,9 +93,9 @@ async def test_a_request_with_both_content_length_and_transfer_encoding_is_refus
     by the other header, a request smuggled past it (RFC 9112 §6.1: the server MUST close the connection)."""
     app = build_app(big_registry(10), lambda: {"ok": True}, [h.sink.asgi_routes()])
     async with serving(app, load_config(write_config(tmp_path))) as (port, _):
-        status, headers, body = await asyncio.to_thread(raw_exchange, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        status, headers, body = await asyncio.to_thread(raw_exchange, port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
                                                         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-                                                        b"GET /api/v1/flows HTTP/1.1\r\nHost: x\r\n\r\n")
+                                                        b"GET /api/v1/flows HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert status.startswith("HTTP/1.1 400 ") and headers.get("connection") == "close", (status, headers)
     assert body.count(b"HTTP/1.1") == 0 and b"Transfer-Encoding" in body  # one answer, the refusal
 

@@ -24,7 +24,7 @@ from tests.listener import serving
 
 
 def head(target: str, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"GET {target} HTTP/1.1", "Host: wt", *(f"{k}: {v}" for k, v in headers)]
+    lines = [f"GET {target} HTTP/1.1", "Host: localhost", *(f"{k}: {v}" for k, v in headers)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 

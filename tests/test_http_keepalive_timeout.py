@@ -32,7 +32,7 @@ SWEEP = 1.0
 """The guard sweeps once a second: a connection it closes is closed up to this much past its timeout."""
 SLACK = 1.5
 """A loaded machine's delay on top (a thread's wake-up, the event loop's turn)."""
-REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def stalled_head_after_an_answer(port: int, idle: float, dribble: bool) -> float
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         start = time.monotonic()
         if dribble:  # one more header byte every 0.2 s: each one must not restart header_timeout's clock
-            for byte in b"Host: x\r\nX-Slow: " + b"a" * 40:
+            for byte in b"Host: localhost\r\nX-Slow: " + b"a" * 40:
                 if closed(sock):
                     break
                 with contextlib.suppress(ConnectionError):
@@ -137,7 +137,7 @@ def stalled_head_after_an_answer(port: int, idle: float, dribble: bool) -> float
 def stalled_head_on_a_new_connection(port: int) -> float:
     with connect(port) as sock:
         start = time.monotonic()
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         return time.monotonic() - start + seconds_until_closed(sock, KEEP_ALIVE + 5)
 
 

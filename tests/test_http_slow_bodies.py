@@ -32,7 +32,7 @@ from tests.test_http_wire import big_registry, raw_exchange
 
 CAP = 8
 """web.max_connections (its minimum): as many form tricklers as the cap, then a scrape."""
-FORM_HEAD = (b"POST /api/v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n")
+FORM_HEAD = (b"POST /api/v1/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n")
 
 
 def open_form_tricklers(port: int, n: int) -> list[socket.socket]:

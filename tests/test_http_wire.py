@@ -72,7 +72,7 @@ def open_non_readers(port: int, n: int) -> list[socket.socket]:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         s.connect(("127.0.0.1", port))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * PIPELINED)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" * PIPELINED)
         socks.append(s)
         assert select.select([s], [], [], 10)[0], "no answer started"
     return socks
@@ -113,7 +113,7 @@ def slow_but_steady_get(port: int, slow_for: float) -> bytes:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         s.settimeout(10)
         s.connect(("127.0.0.1", port))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         answer = bytearray()
         until = time.monotonic() + slow_for
         while chunk := s.recv(2048 if time.monotonic() < until else 65536):
@@ -217,9 +217,9 @@ async def requests_done(server: EmbeddedServer) -> None:
 
 MALFORMED = {
     "no HTTP version": b"GET /api/v1/search\r\n\r\n",
-    "byte 0xff in the target": b"GET /api/v1/messages/\xff HTTP/1.1\r\nHost: x\r\n\r\n",
-    "header without a colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n",
-    "bad chunk size, route running": b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n",
+    "byte 0xff in the target": b"GET /api/v1/messages/\xff HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "header without a colon": b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nnocolon\r\n\r\n",
+    "bad chunk size, route running": b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n",
 }
 
 
@@ -237,7 +237,7 @@ async def test_malformed_requests_get_the_json_400(listener, request_bytes, capl
 
 async def test_a_head_over_256_kib_gets_the_json_400(listener):
     port, _ = listener
-    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 300 * 1024 + b"\r\n\r\n"
+    request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 300 * 1024 + b"\r\n\r\n"
     status, headers, body = await asyncio.to_thread(raw_exchange, port, request)
     assert status == "HTTP/1.1 400 Bad Request" and headers["content-type"] == "application/json"
     assert json.loads(body) == {"status": 400, "parameter": None, "error": f"request line + headers are over "
@@ -254,7 +254,7 @@ async def test_a_route_that_raises_answers_the_json_500(tmp_path: Path):
     config = load_config(write_config(tmp_path))
     async with serving(build_app(big_registry(10), lambda: {"ok": True}, [router]), config) as (port, _):
         status, headers, body = await asyncio.to_thread(
-            raw_exchange, port, b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw_exchange, port, b"GET /boom HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert (status, headers["content-type"]) == ("HTTP/1.1 500 Internal Server Error", "application/json")
     assert json.loads(body) == {"error": "internal error", "parameter": None, "status": 500}
 
@@ -343,7 +343,7 @@ async def test_gzip_follows_the_q_values_on_metrics_and_pages(tmp_path: Path, h:
     async with serving(app, config) as (port, _):
         for path in ("/metrics", "/ui/flows", "/ui/"):
             for value in REFUSED + ACCEPTED:
-                request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {value}\r\nConnection: close\r\n\r\n"
+                request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: {value}\r\nConnection: close\r\n\r\n"
                 status, headers, body = await asyncio.to_thread(raw_exchange, port, request.encode())
                 assert status == "HTTP/1.1 200 OK", (path, value)
                 if value in REFUSED:

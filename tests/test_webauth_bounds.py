@@ -120,7 +120,7 @@ async def forwarded_request(port: int, password: str, forwarded_for: str) -> int
     """One GET /healthz from 127.0.0.1 as `prometheus`, claiming to forward for `forwarded_for`; the status."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=10)
     auth = base64.b64encode(f"prometheus:{password}".encode()).decode()
-    writer.write(f"GET /healthz HTTP/1.1\r\nHost: wt\r\nAuthorization: Basic {auth}\r\nX-Forwarded-For: "
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nX-Forwarded-For: "
                  f"{forwarded_for}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n".encode())
     try:
         raw = await asyncio.wait_for(reader.read(), timeout=10)

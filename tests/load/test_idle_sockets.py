@@ -69,7 +69,7 @@ def test_scrapes_answered_with_2000_idle_connections(tmp_path: Path):
 
         socks = _open_idle(host, int(port), IDLE)
         slow = socket.create_connection((host, int(port)), timeout=10)
-        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # a head that never ends (slowloris)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")  # a head that never ends (slowloris)
         socks.append(slow)
 
         time.sleep(0.5)  # let the guard see every accepted socket
