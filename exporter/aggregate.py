@@ -250,7 +250,7 @@ def _group_exprs(bounds: tuple[float, ...]) -> dict[str, Any]:
         "thist": [*[(pl.col("tidx") == i).sum().alias(f"b{i}") for i in range(width)],
                   pl.col("tdelay").sum().alias("s"), pl.col("tok").sum().alias("nok")],
         "sizes": [pl.len().alias("n"), pl.col("sz").is_not_null().sum().alias("nbytes"),
-                  pl.col("sz").sum().alias("bytes")],
+                  pl.col("sz").cast(pl.Float64).sum().alias("bytes")],  # (an Int64 sum wraps past 2**63)
         "failed": [pl.len().alias("n"), pl.col("diag").first()],
         "s_failed": [pl.len(), pl.col("diag").first()],
         "is_d": pl.col("t") == "d", "not_d": pl.col("t") != "d", "not_tq": pl.col("t") != "tq",
