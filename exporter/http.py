@@ -402,9 +402,13 @@ def host_allowed(value: bytes, names: frozenset[bytes]) -> bool:
         return True
     host = value.lower()
     if host[:1] == b"[":
-        host = host[:host.find(b"]") + 1]  # no `]`: empty, refused
+        end = host.find(b"]") + 1  # no `]`: empty, refused
+        host, port = host[:end], host[end:]
     else:
-        host = host.partition(b":")[0]
+        host, colon, port = host.partition(b":")
+        port = colon + port
+    if port and not (port[:1] == b":" and (len(port) == 1 or port[1:].isdigit())):  # a name, then `:digits` or none
+        return False
     if host[-1:] == b".":
         host = host[:-1]
     return host in names or _other_spelling(host, names)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from exporter import cli
 from exporter.config import WebConfig, load_config
-from exporter.http import MISDIRECTED, build_app, error_body
+from exporter.http import MISDIRECTED, build_app, error_body, host_allowed
 from hub.app import build_hub_app
 from hub.config import HubConfig
 from tests.conftest import free_port, write_config
@@ -218,3 +218,14 @@ def test_allowed_hosts_takes_host_names_only() -> None:
                 "user@host", "host/path", "[not-v6]"):
         with pytest.raises(ValidationError, match="allowed_hosts"):
             WebConfig(allowed_hosts=[bad])
+
+
+@pytest.mark.parametrize("value", [b"[::1]evil.example", b"localhost:evil.example", b"localhost:80:80",
+                                   b"127.0.0.1:9469x", b"[::1]:80]", b"[::1]]"])
+def test_a_malformed_port_is_refused(value: bytes) -> None:
+    """Regression review 2026-12-06: `[::1]evil.example` was cut at its `]`, `localhost:evil.example` at its `:`, and
+    what followed was never read: a Host is a name, then nothing or `:` and the port's digits (RFC 9110 7.2: maybe
+    none)."""
+    names = frozenset({b"localhost", b"127.0.0.1", b"[::1]"})
+    assert not host_allowed(value, names)
+    assert all(host_allowed(ok, names) for ok in (b"localhost:9469", b"[::1]:9469", b"[::1]", b"localhost:"))
