@@ -219,12 +219,15 @@ class RecentDeliveries:
                  for i, vp, ip, t, seq in best.select("i", "vp", "ip", "t", _SEQ).iter_rows()}
         return [found.get(i) for i in range(len(hashes))]
 
-    def recipients(self, keys: list[Key]) -> list[Sole | None]:
-        """Of each Message-Id-alone key: its newest delivery row and its recipients (at most two), or None.
+    def recipients(self, keys: list[Key], times: list[float]) -> list[Sole | None]:
+        """Of each Message-Id-alone key, with the time of the report asking: its newest delivery (d, b) row logged at
+        or before that time and the recipients of such rows (at most two), or None.
 
         A Message-Id names a delivery only as its message's one recipient (a report without rcpt): with `find`'s
-        newest row alone, a message sent to two recipients through two VMTAs gave either one."""
-        return self._answered(keys, self._sole)
+        newest row alone, a message sent to two recipients through two VMTAs gave either one. Not a deferral, nor a
+        delivery after the report (as linking counts them): one read after the report is not counted, so neither is
+        one read before it."""
+        return self._ask(keys, lambda table, hashes: self._sole(table, hashes, times))
 
     def _answered(self, keys: list[Key], answer: Callable[[pl.DataFrame, pl.Series], dict[int, T]]) -> list[T | None]:
         """Each key's answer from the index (`answer`: the key table and the wanted hashes -> hash: answer)."""
@@ -253,12 +256,18 @@ class RecentDeliveries:
         hits = hits.unique("h", keep="last", maintain_order=True)
         return {h: self._found(vp, ip, t, seq) for h, vp, ip, t, seq in hits.iter_rows()}
 
-    def _sole(self, table: pl.DataFrame, wanted: pl.Series) -> dict[int, Sole]:
-        hits = table.filter(pl.col("h").is_in(wanted) & pl.col(_WHO).is_not_null())
-        groups = hits.group_by("h", maintain_order=True).agg(
+    def _sole(self, table: pl.DataFrame, hashes: pl.Series, times: list[float]) -> list[Sole | None]:
+        """`recipients`' answer from the key table (one per key, in order: a key asked twice may have two times)."""
+        wanted = pl.DataFrame([pl.Series("i", range(len(hashes)), dtype=pl.Int64), hashes.alias("h"),
+                               pl.Series("hi", times, dtype=pl.Float64)])
+        hits = table.filter(pl.col("h").is_in(hashes.implode()) & pl.col(_WHO).is_not_null() & pl.col(_DONE))
+        rows = (hits.select(*_HIT, _WHO).with_row_index("row").join(wanted, on="h")
+                .filter(pl.col("t") <= pl.col("hi")).sort("row"))
+        groups = rows.group_by("i", maintain_order=True).agg(
             pl.col(_WHO).unique(maintain_order=True).head(2), *(pl.col(name).last() for name in _HIT[1:]))
-        return {h: Sole(self._found(vp, ip, t, seq), tuple(who))
-                for h, who, vp, ip, t, seq in groups.select("h", _WHO, *_HIT[1:]).iter_rows()}
+        found = {i: Sole(self._found(vp, ip, t, seq), tuple(who))
+                 for i, who, vp, ip, t, seq in groups.select("i", _WHO, *_HIT[1:]).iter_rows()}
+        return [found.get(i) for i in range(len(hashes))]
 
     def _found(self, vp: int, ip: int, t: float, seq: int) -> Found:
         """The answer of a key row: its batch's (vmta, pool) pair and (rcpt domain, MX host) place."""
@@ -582,7 +591,7 @@ class Recent(NamedTuple):
     rcpt_orig: Found | None
     """Of rcpt + orig; of rcpt alone when the report has no orig."""
     sole: Sole | None
-    """Of its Message-Id alone, when the report has no rcpt."""
+    """Of its Message-Id alone, when the report has no rcpt: its recipients delivered (or bounced) before it."""
 
 
 class _First(NamedTuple):
@@ -673,7 +682,7 @@ class Attributor:
         """What memory holds of every key of every report, asked at once: Message-Id + rcpt and jobId + rcpt by `sent`
         (the send queued and delivered before the report), rcpt + orig (+ rcpt alone when orig is empty: the same key)
         by `in_window` (a delivery in the fallback window first), a Message-Id of a report without rcpt by
-        `recipients`."""
+        `recipients` (its recipients delivered before the report)."""
         keyed: list[Key] = []
         times: list[float] = []
         keys: list[Key] = []
@@ -686,8 +695,8 @@ class Attributor:
         sent = self._recent.sent(keyed, times)
         hits = self._recent.in_window(keys, spans) if self._window > 0 else [None] * len(keys)
         alone = [i for i, (rcpt, _o, mid, _j, _t) in enumerate(reports) if mid and not rcpt]
-        soles = dict(zip(alone, self._recent.recipients([("m", mid_key(reports[i][2]), "") for i in alone]),
-                         strict=True))
+        soles = dict(zip(alone, self._recent.recipients([("m", mid_key(reports[i][2]), "") for i in alone],
+                                                        [reports[i][4] for i in alone]), strict=True))
         return [Recent(sent[2 * i], sent[2 * i + 1], hits[i], soles.get(i)) for i in range(len(reports))]
 
     def _slices(self, conn: sqlite3.Connection) -> Slices:
@@ -789,7 +798,7 @@ class Attributor:
             return first.answer  # settled by the batch's statement, whatever budget is left
         rh = self._hasher(rcpt)[0] if rcpt else None
         if mid and rh is None:  # no recipient: nothing but its Message-Id names its delivery
-            return self._only_recipient(mid, recent.sole, conn, slices)
+            return self._only_recipient(mid, recent.sole, conn, slices, t)
         if mid:
             hit = self._by_mid_rcpt(mid, rh, recent.mid_rcpt, conn, slices, first, t)
             if hit is not None:
@@ -834,34 +843,38 @@ class Attributor:
         return None
 
     def _only_recipient(self, mid: str, sole: Sole | None, conn: sqlite3.Connection | None,
-                        slices: Slices) -> Delivery | None:
-        """The delivery of the one recipient of a Message-Id (a report without rcpt: an anonymised FBL), memory's and
-        the store's recipients counted together; None when it has two or more (as linking, which joins such a report
-        to the only recipient timeline of its Message-Id). Without the store (its budget spent, not readable), what
-        memory holds; a search cut by the budget counts what it found."""
+                        slices: Slices, t: float) -> Delivery | None:
+        """The delivery of the one recipient of a Message-Id (a report without rcpt: an anonymised FBL) delivered or
+        bounced at or before the report's time `t`, memory's and the store's recipients counted together; None when
+        it has none, or two or more (as linking, which joins such a report to that only recipient timeline of its
+        Message-Id: a recipient with deferrals only, or delivered after the report, is not counted, so a backfill
+        and a live reading agree). Without the store (its budget spent, not readable), what memory holds; a search
+        cut by the budget counts what it found."""
         known = {self._hasher(who)[0] for who in sole.rcpts} if sole is not None else set()
         if len(known) > 1 or conn is None:
             return self._memory(sole.newest) if sole is not None and len(known) == 1 else None
         mh = self._hasher.links.message_hash(mid)
         steps = self._steps(slices, mh)
-        recipients = known | self._recipients(conn, steps, mh, known)
+        recipients = known | self._recipients(conn, steps, mh, known, t)
         if len(recipients) != 1:
             return None
         if sole is not None:
             return self._memory(sole.newest)
-        return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, *recipients))
+        return self._newest(conn, steps, "corr_tl_mid", "mid_h=? AND rcpt_h=?", (mh, *recipients), before=t)
 
-    def _recipients(self, conn: sqlite3.Connection, steps: list[_Step], mh: int, known: set[int]) -> set[int]:
-        """Recipient hashes of this Message-Id's delivery timelines, searched step by step until a second one
-        (`known`: those memory holds) shows that it names no one delivery. Two distinct ones are read, not all: a
-        mailing's Message-Id names every recipient's timeline (grouping them all cost seconds per report)."""
+    def _recipients(self, conn: sqlite3.Connection, steps: list[_Step], mh: int, known: set[int],
+                    t: float) -> set[int]:
+        """Recipient hashes of this Message-Id's timelines delivered or bounced at or before `t`,
+        searched step by step until a second one (`known`: those memory holds) shows that it names no one delivery.
+        Two distinct ones are read, not all: a mailing's Message-Id names every recipient's timeline (grouping them
+        all cost seconds per report)."""
         found: set[int] = set()
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             rows = self._fetch(conn, (
                 f"SELECT DISTINCT rcpt_h FROM corr_timelines INDEXED BY corr_tl_mid"
-                f" WHERE qday IN ({marks}) AND mid_h=? AND rcpt_h IS NOT NULL{_HAS_VMTA} LIMIT 2"),
-                (*step.slices, mh), every_row=True)
+                f" WHERE qday IN ({marks}) AND mid_h=? AND rcpt_h IS NOT NULL{_HAS_VMTA}{_sent_before('?')} LIMIT 2"),
+                (*step.slices, mh, t, t), every_row=True)
             if rows is None:  # cut by the budget
                 break
             found.update(rh for (rh,) in rows)
