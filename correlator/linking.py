@@ -324,9 +324,7 @@ class Linker:
             if tl is not None and qs is not None and (mkn is not None or jkn is not None):
                 tl = self._waiting_for(conn, p, tls, seg, i, tl)
             if tl is None and code in reports:
-                tl, named = self._report_link(conn, p, tls, seg, i)
-                if not named:  # another recipient's timeline (the report's was redacted): the report's keys, of its
-                    mk = jk = None  # recipient, do not name it (cached, a later delivery of theirs joined it)
+                tl = self._report_link(conn, p, tls, seg, i)
             if self._complete and tl is not None:
                 if mk is not None and a is None:
                     self._mirror(mk ^ smix, tl)
@@ -528,34 +526,31 @@ class Linker:
             return None
         return b if mid_b is not None and mid_b == p.mh[i] else a
 
-    def _report_link(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment,
-                     i: int) -> tuple[int | None, bool]:
+    def _report_link(self, conn: sqlite3.Connection, p: Prepared, tls: list[int], seg: Segment, i: int) -> int | None:
         """f/rb/rs that matched no key: without a recipient, the only recipient of its Message-Id (`_only_sent`);
-        with one, rcpt + orig in the window. With whether the report's recipient is the timeline's (False: joined
-        another's, its keys must not name it). A recipient the ISP redacted to one of its own (`redacted@hotmail.com`)
+        with one, rcpt + orig in the window. A recipient the ISP redacted to one of its own (`redacted@hotmail.com`)
         is not taken for that only recipient: read before its own delivery (a backfill reads files in turn), a real
         recipient's report would join another recipient of the same domain (review 2026-12-06)."""
         mh, rh = p.mh[i], p.rh[i]
         if seg.merges or _pending_rows_of(p, seg, len(tls), mh, rh):  # (a pending merge deletes a timeline the
             self._flush(conn, p, tls, seg)  # probes would count): they must see this batch's rows of its keys
         if rh is not None:
-            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i], p.orig_s[i]), True
+            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i], p.orig_s[i])
         if mh is not None:
-            return self._only_sent(conn, mh, p.t[i], None), True
-        return None, True
+            return self._only_sent(conn, mh, p.t[i])
+        return None
 
-    def _only_sent(self, conn: sqlite3.Connection, mh: int, t: float, domain: str | None) -> int | None:
+    def _only_sent(self, conn: sqlite3.Connection, mh: int, t: float) -> int | None:
         """The timeline of the only recipient of Message-Id `mh` delivered or bounced at or before `t` (a report's
         time), or None: none, or two or more. A report of its own (recipient hidden, read early) is no recipient,
         nor is one with deferrals only, nor one delivered after the report: counted, the latter made a report read
         in a backfill (every delivery already stored) a timeline of its own where, read live, it joined the one
-        recipient delivered by then. With `domain` (a report naming a redacted recipient), that recipient must be of
-        it. Two rows read at most: a mailing's Message-Id names every recipient's timeline."""
+        recipient delivered by then. Two rows read at most: a mailing's Message-Id names every recipient's timeline."""
         done = store.FLAG[D] | store.FLAG[B]
         rows = conn.execute(
-            f"SELECT id, rcpt_domain FROM corr_timelines WHERE {store.DAYS} AND mid_h=? AND rcpt_h IS NOT NULL"
+            f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? AND rcpt_h IS NOT NULL"
             f" AND flags & {done} != 0 AND t_done <= ? LIMIT 2", (mh, t)).fetchall()
-        if len(rows) != 1 or domain is not None and rows[0][1] != domain:
+        if len(rows) != 1:
             return None
         return self._find(rows[0][0])
 
