@@ -11,31 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.test_correlator_report_order import _timelines
 from tests.test_correlator_support import Harness, batch
 
 Q = 1714557600
 ACCT = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,header_Message-Id"
 DIAG = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId"
 FBL = "type,timeLogged,orig,rcpt,feedbackType,header_Message-Id"
-
-
-def _timelines(tmp: Path, reads: list[tuple[str, str, list[str], int]]) -> list[dict[str, Any]]:
-    """Every timeline (without ids) after committing `reads` one by one: (path, header, rows, first line)."""
-    tmp.mkdir(exist_ok=True)
-    h = Harness(tmp)
-    for path, head, rows, first in reads:
-        h.commit(batch(path, head + "\n" + "\n".join(rows) + "\n", first_line=first))
-
-    async def dump() -> list[dict[str, Any]]:
-        async with h.client() as c:
-            items = (await c.get("/api/v1/search", params={"since": "0", "limit": 500})).json()["items"]
-            return [(await c.get(f"/api/v1/timelines/{i['id']}")).json()["timelines"][0] for i in items]
-
-    try:
-        found = asyncio.run(dump())
-    finally:
-        h.close()
-    return found
 
 
 def _brief(tls: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
