@@ -32,10 +32,6 @@ may set to weeks, and paused queues hold mail longer; the reference's real 2014 
 queued 45 days before it was delivered. A skew of seconds stays a negative delay."""
 
 
-_EPOCH_FRACTION = re.compile(r"[0-9]+\.[0-9]+")
-"""Epoch seconds with a fraction, ASCII digits only (exporter.aggregate.pmta_epoch reads those after 9-10 digits)."""
-
-
 def _parse(value: str) -> float | None:
     """What PMTA writes only: ASCII digits (epoch, a fraction allowed), an ISO date with a time of day, or an RFC 5322
     date and time (an ARF Arrival-Date, `_rfc5322`). A time without an offset is UTC, as the API reads one: read in
@@ -49,8 +45,9 @@ def _parse(value: str) -> float | None:
     else:
         dt = _iso(s)
         if dt is None:
-            if _EPOCH_FRACTION.fullmatch(s):  # epoch with a fraction; not all float() takes (`1.7e9`, `+17...`)
-                return _in_range(float(s))
+            whole, dot, fraction = s.partition(".")
+            if dot and whole.isdigit() and fraction.isdigit():  # epoch with a fraction (ASCII: checked above), not
+                return _in_range(float(s))  # all float() takes (`1.7e9`, `+1767225610`)
             dt = _rfc5322(s)
         if dt is None:
             return None
