@@ -231,12 +231,9 @@ class Fanout:
         """Fill `ans` from one GET; the body is streamed and capped, never read whole first. A lookup by address
         (`PRIVATE_PARAMS`) is POSTed as a form, which a daemon answers as its GET (exporter.formquery): the address
         stays out of the request line a reverse proxy in front of the daemon logs."""
-        if PRIVATE_PARAMS.isdisjoint(params):
-            request = self.client.build_request("GET", ans.target.url + path, params=params,
-                                                extensions={POOL_KEY: ans.target.url})
-        else:
-            request = self.client.build_request("POST", ans.target.url + path, data=params,
-                                                extensions={POOL_KEY: ans.target.url})
+        query = {"params": params} if PRIVATE_PARAMS.isdisjoint(params) else {"data": params}
+        request = self.client.build_request("GET" if "params" in query else "POST", ans.target.url + path, **query,
+                                            extensions={POOL_KEY: ans.target.url})
         resp = await self.client.send(request, stream=True)
         try:
             ans.status = resp.status_code

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_attribution_recipients import _harness
 from tests.test_correlator_report_order import _timelines
 from tests.test_correlator_support import Harness, batch
 
@@ -141,15 +142,8 @@ def _attributed(tmp: Path, where: str, rows: list[str], rcpts: list[str]) -> lis
     from tests.test_correlator_support import vp
 
     tmp.mkdir(exist_ok=True)
-    h = Harness(tmp)
-    deliveries = [batch(f"/l/acct-{n}.csv", _ACCT_A + row) for n, row in enumerate(rows)]
+    h = _harness(tmp, where, *(batch(f"/l/acct-{n}.csv", _ACCT_A + row) for n, row in enumerate(rows)))
     try:
-        if where == "memory":
-            for b in deliveries:
-                h.sink.observe(b)
-        else:
-            h.commit(*deliveries)
-            assert len(h.sink.recent) == 0
         fbl = batch("/l/fbl.csv", _FBL_A + "".join(f"f,2024-05-01 10:20:00+0000,{_SENDER},{rcpt},,{_MID},abuse\n"
                                                    for rcpt in rcpts))
         return vp(h.sink.lookup_vmta(fbl.columns, fbl.rows))

@@ -44,6 +44,15 @@ def _write(path: Path, text: str, age: float = 0.0) -> None:
         os.utime(path, (then, then))
 
 
+def _killed_then_restarted(tmp_path: Path, new_records: int) -> tuple[Path, Path]:
+    """(old, new): an older file ending in half a line, last written a minute ago (PMTA killed mid-write), and the
+    file PMTA writes since it restarted, holding `new_records` whole records."""
+    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
+    _write(old, ACCT_HEADER + "\n" + _records(0, 3) + CUT, age=60)
+    _write(new, ACCT_HEADER + "\n" + _records(10, new_records))
+    return old, new
+
+
 def _append(path: Path, text: str) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
@@ -117,9 +126,7 @@ async def test_the_half_line_of_a_file_pmta_left_for_a_newer_one_is_read_once_as
 async def test_it_is_taken_only_once_the_file_has_been_quiet_for_the_rescan_interval(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = frozen_clock(monkeypatch)
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
-    _write(old, ACCT_HEADER + "\n" + _records(0, 3) + CUT, age=60)
-    _write(new, ACCT_HEADER + "\n" + _records(10, 2))
+    old, new = _killed_then_restarted(tmp_path, 2)
     tailer, reg = _tailer(tmp_path)
     await _poll(tailer, clock)  # its half line just read: a writer may still be at it
     assert _counts(reg) == {"records_read": 5, "lines_read": 7, "behind": len(CUT)}
@@ -177,9 +184,7 @@ async def test_the_newest_file_keeps_its_half_line_until_the_rest_comes(
 
 async def test_a_restart_neither_counts_it_again_nor_loses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = frozen_clock(monkeypatch)
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
-    _write(old, ACCT_HEADER + "\n" + _records(0, 3) + CUT, age=60)
-    _write(new, ACCT_HEADER + "\n" + _records(10, 2))
+    old, new = _killed_then_restarted(tmp_path, 2)
     # stopped before its half line was taken: the next start takes it, once
     tailer, reg = _tailer(tmp_path)
     await _poll(tailer, clock)
@@ -210,9 +215,7 @@ async def test_a_file_closed_to_keep_the_descriptor_cap_gets_its_half_line_read_
     # unread bytes a line without its newline, the last resort) and opened again the next. Read again, its half line
     # is no growth: it still becomes quiet, and is read as its last record
     clock = frozen_clock(monkeypatch)
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
-    _write(old, ACCT_HEADER + "\n" + _records(0, 3) + CUT, age=60)
-    _write(new, ACCT_HEADER + "\n" + _records(10, 1))
+    old, new = _killed_then_restarted(tmp_path, 1)
     tailer, reg = _tailer(tmp_path, max_open_files=1)
     for i in range(8):
         _append(new, _records(100 + i, 1))
