@@ -159,6 +159,25 @@ def _report_chore(task: asyncio.Task[None]) -> None:
         log.error("%s failed: %s; tried again at its next turn", task.get_name(), describe(exc))
 
 
+class PollerWatch:
+    """Says when the PMTA API poller ends other than by the daemon's stop: nothing awaits its task until shutdown,
+    so an end by a bug was silent (queue gauges frozen, /healthz ok) until the daemon restarted."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+
+    def follow(self, task: asyncio.Task[None]) -> None:
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        self.problem = (f"the PMTA API poller stopped (a bug: {describe(exc)}); queue gauges are not refreshed "
+                        "until the daemon restarts")
+        log.error("%s", self.problem)
+        log.debug("the PMTA API poller's traceback", exc_info=exc)
+
+
 class StartupError(Exception):
     """The daemon cannot start as configured (e.g. the listen address is taken); the message says why."""
 
@@ -303,6 +322,7 @@ class Daemon:
         self.started = asyncio.Event()
         self.paused = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._poller_watch = PollerWatch()
         self._chores: dict[str, asyncio.Task[None]] = {}
         """The state thread's jobs the reading loop started and does not wait for, by name (`_chore`)."""
         self._server: Any = None
@@ -417,7 +437,8 @@ class Daemon:
             self.poller = QueuePoller(self.config.pmta, self.registry, self.isp.classify,
                                       vmta_cap=self.pipeline.aggregator.vmta_cap,
                                       deferring_vmtas=self.pipeline.aggregator.take_deferring_vmtas)
-            self._tasks.append(asyncio.create_task(self.poller.run(), name="pmta-api"))
+            self._tasks.append(task := asyncio.create_task(self.poller.run(), name="pmta-api"))
+            self._poller_watch.follow(task)
         if self.owns_process:
             gcpolicy.settle()
         self.started.set()
@@ -1030,6 +1051,9 @@ class Daemon:
         follower_error = self.follower.failing if self.follower is not None else None
         if follower_error is not None:
             problems.append(f"correlator process: writes failing: {follower_error}")
+        poller_dead = self._poller_watch.problem
+        if poller_dead is not None:
+            problems.append(poller_dead)
         unreadable = tailer.unreadable() if tailer else []
         if unreadable:  # not ok=false: the daemon runs and reads the rest (WatchtowerReadErrors says it too)
             shown_paths = ", ".join(shown(p) for p in unreadable[:HEALTH_PATHS_SHOWN])
@@ -1038,7 +1062,7 @@ class Daemon:
                             f"{more} (watchtower_read_errors_total counts the failures; the log says why)")
         return {
             "ok": self.started.is_set() and self.queue.error is None and not stuck and follower_error is None
-            and not crashing,
+            and not crashing and poller_dead is None,
             "files_followed": files,
             "bytes_behind": behind,
             "last_commit": self._last_commit_ok,

@@ -328,7 +328,8 @@ class QueuePoller:
             self.failures = 0
             return interval
         self.failures += 1
-        return max(interval, min(self.config.max_backoff, interval * 2 ** (self.failures - 1)))
+        doublings = min(self.failures - 1, 32)  # capped before the power: 2.0 * 2**1024 overflows (~3.5 days at 300 s)
+        return max(interval, min(self.config.max_backoff, interval * 2**doublings))
 
     def max_age(self) -> float:
         return STALE_POLLS * (max(self.config.poll_interval, 1.0) + self.deadline)
