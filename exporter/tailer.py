@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import glob
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -67,15 +69,24 @@ def _open_size(stream: FileStream) -> int:
         return 0
 
 
-def _mtime_of(stream: FileStream) -> int | None:
-    """When the file was last written (ns), by its descriptor, else by its path while that still names it."""
-    try:
-        if stream.file is not None:
-            return os.fstat(stream.file.fileno()).st_mtime_ns
-        st = os.stat(stream.cp.path)
-    except (OSError, ValueError):
+_ROTATION_NAME = re.compile(r"(?P<base>.+?)-(?:(?P<date>\d{4}-\d{2}-\d{2})-)?(?P<number>\d{4,})(?P<ext>\..*)?", re.S)
+"""A file name PMTA's rotation gave: `<base>-YYYY-MM-DD-NNNN<ext>` (e.g. `acct-2018-03-14-0000.csv`; a new date at
+midnight, a higher NNNN within a day), also without the date part (`acct-0001.csv`). `ext` is all from the first dot
+on (`.csv`, `.json`, none)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _rotation_series(path: str) -> tuple[tuple[str, str, str, bool], tuple[str, int]] | None:
+    """The rotation series a file belongs to, and where it sorts in it, by its name: (directory, base name,
+    extension, dated?), (date, number); None for a name without such a suffix (`acct.csv`, `pmta-a.csv`, `acct-1.csv`),
+    which belongs to no series. One PMTA `<acct-file>` writes one series; two blocks (acct.csv and diag.csv, or acct.csv
+    and acct.json) or two PMTA instances (two directories) write two, all of them at once."""
+    directory, name = os.path.split(path)
+    m = _ROTATION_NAME.fullmatch(name)
+    if m is None:
         return None
-    return st.st_mtime_ns if (st.st_dev, st.st_ino) == stream.key else None
+    return ((os.path.normpath(directory), m["base"], m["ext"] or "", m["date"] is not None),
+            (m["date"] or "", int(m["number"])))
 
 
 def _kind(mode: int) -> str:
@@ -1227,9 +1238,10 @@ class Tailer:
                 if self._ends_unterminated(stream) and self._settled(stream) \
                         and (stream.gone or self._newer_file_written(stream)):
                     # quiet since before that read (a read that got bytes moved last_growth), and no longer written:
-                    # gone from the globs, or its source's writer on to a newer file (PMTA writes its newest only:
-                    # killed mid-write, then restarted). The unterminated last line is the file's last record;
-                    # read(final) takes it at once, unless bytes came meanwhile
+                    # gone from the globs, or PMTA on to a later file of its rotation series (PMTA writes a series'
+                    # newest only: killed mid-write, then restarted; never for another series' file, e.g. diag). The
+                    # unterminated last line is the file's last record; read(final) takes it at once, unless bytes
+                    # came meanwhile
                     more |= await stream.read(on_batch, 1, final=True, should_stop=should_stop)
                 if stream.superseded:  # truncated or rewritten: its old checkpoint retired, the new one known
                     self.retired.extend(stream.superseded)
@@ -1337,25 +1349,29 @@ class Tailer:
         return bool(stream.pending or stream.nul_run or (stream.skipping and not resumed))
 
     def _newer_file_written(self, stream: FileStream) -> bool:
-        """Is a newer file of the stream's source being written: another followed file of it, still in the globs,
-        last written after this one (its modification time later)? PMTA writes its newest file only, so this one is
-        complete: its unterminated last line (PMTA killed mid-write) is its last record, read as a gone file's is.
-        Never for the newest file, whose line a buffered write may have split (the rest comes later). Modification
-        times, not the order the tailer read the files in: a start reads them all in one pass, the newest last or
-        not."""
-        mtime = _mtime_of(stream)
-        if mtime is None:
+        """Has PMTA moved on from this file to a later one of its rotation series (`_rotation_series`): another
+        followed file of the stream's source, still in the globs, in the same directory, with the same base name and
+        extension, whose name sorts after this one's (a later date, else a higher NNNN)? PMTA writes the newest file
+        of a series only, so this one is complete: its unterminated last line (PMTA killed mid-write) is its last
+        record, read as a gone file's is. Never for the newest file of its series, whose line a buffered write may
+        have split (the rest comes later), nor for a file whose name shows no rotation suffix. Files of other series
+        are written at the same time (diag-*.csv beside acct-*.csv under one `*.csv`, acct-*.json beside acct-*.csv,
+        a second PMTA's directory): however recently written, they say nothing of this one. The names, not the
+        modification times (an older file touched later is no newer) nor the order the tailer read the files in."""
+        mine = _rotation_series(stream.cp.path)
+        if mine is None:
             return False
+        series, place = mine
         for other in self.streams.values():
             if other is stream or other.gone or other.refused is not None or other.cp.source != stream.cp.source:
                 continue
-            written = _mtime_of(other)
-            if written is not None and written > mtime:
+            theirs = _rotation_series(other.cp.path)
+            if theirs is not None and theirs[0] == series and theirs[1] > place:
                 return True
         return False
 
     def _settled(self, stream: FileStream) -> bool:
-        """Has a file that left the globs (or whose source's writer is on to a newer file) stopped growing? Not for
+        """Has a file that left the globs (or whose series PMTA is on to a later file of) stopped growing? Not for
         `tail.rescan_interval` since its last growth: a writer that still holds it (renamed away by an external
         rotation) gets that long to finish its writes, and then its unterminated last line, if any, is read as its
         last record (poll)."""
