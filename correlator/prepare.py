@@ -27,7 +27,7 @@ from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, RecordBatch, col
 from exporter.redact import redact as redact_local_parts
 from exporter.redact import without_addresses, without_recipient
-from exporter.timeparse import MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
+from exporter.timeparse import EARLIEST_BELIEVED, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
 REPORTS = frozenset((F, RB, RS))
@@ -39,16 +39,16 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 
 def _believed(now: float) -> list[pl.Expr]:
     """`tq` (timeQueued) and `t` (the event's time) without the times the metrics count as bad_timestamp or do not
-    believe (exporter.timeparse): more than MAX_FUTURE ahead of `now`, or a timeQueued more than MAX_QUEUE_AGE from
-    its timeLogged (a placeholder such as 0). A record without a believable timeLogged is timed by its timeQueued when
-    it had none (or none readable), and by `now`, the time it was read, when it had one too far ahead: its timeQueued,
-    from the same clock, may be ahead as well."""
+    believe (exporter.timeparse): more than MAX_FUTURE ahead of `now` or before EARLIEST_BELIEVED, or a timeQueued more
+    than MAX_QUEUE_AGE from its timeLogged (a placeholder such as 0). A record without a believable timeLogged is timed
+    by its timeQueued when it had none (or none readable), and by `now`, the time it was read, when it had one too far
+    ahead or too far back: its timeQueued, from the same clock, may be off as well."""
     logged, queued = pl.col("t_raw"), pl.col("tq")
     ahead = now + MAX_FUTURE
     near = ((logged - queued).abs() <= MAX_QUEUE_AGE).fill_null(True)
-    believed_queued = pl.when((queued <= ahead) & near).then(queued)
+    believed_queued = pl.when(queued.is_between(EARLIEST_BELIEVED, ahead) & near).then(queued)
     read_now = pl.lit(now, dtype=pl.Float64)
-    event = (pl.when(logged <= ahead).then(logged)
+    event = (pl.when(logged.is_between(EARLIEST_BELIEVED, ahead)).then(logged)
              .when(logged.is_null()).then(pl.coalesce(believed_queued, read_now))
              .otherwise(read_now))
     return [believed_queued.alias("tq"), event.alias("t")]
@@ -108,6 +108,7 @@ def batch_frame(batch: RecordBatch) -> pl.DataFrame:
         for name in _FIELDS:
             pos = getattr(c, name)
             data[name] = [r[pos] for r in rows] if pos >= 0 else [""] * len(rows)
+        data["timeLogged"] = [c.logged(r) for r in rows]  # an empty one: the record's arrivalDate (Columns.logged)
         out = pl.DataFrame(data, schema={name: pl.String for name in _FIELDS})
         lines = batch.line_numbers
         if len(lines) == len(rows):
@@ -117,7 +118,9 @@ def batch_frame(batch: RecordBatch) -> pl.DataFrame:
     exprs = []
     for name in _FIELDS:
         pos = getattr(c, name)
-        if pos >= 0 and col(pos) in have:
+        if name == "timeLogged" and pos >= 0 and col(pos) in have and col(c.arrivalDate) in have:
+            exprs.append(c.logged_expr().alias(name))  # an empty one: the record's arrivalDate (Columns.logged)
+        elif pos >= 0 and col(pos) in have:
             exprs.append(pl.col(col(pos)).fill_null("").alias(name))
         else:
             exprs.append(pl.lit("", dtype=pl.String).alias(name))

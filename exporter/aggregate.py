@@ -37,7 +37,7 @@ from exporter.metrics import (
 )
 from exporter.parser import ErrorLog
 from exporter.records import LINE, Columns, RecordBatch, col
-from exporter.timeparse import LATEST, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
+from exporter.timeparse import EARLIEST_BELIEVED, LATEST, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -69,9 +69,10 @@ SMALL_DELIVERED = 512
 one polars round, not two); above, labelled in polars and merged every few chunks (_defer_delivered)."""
 FIELDS = frozenset({
     "type", "timeLogged", "timeQueued", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat",
-    "dlvSize", "vmta", "vmtaPool", "queue", "feedbackType", "reportingMta",
+    "dlvSize", "vmta", "vmtaPool", "queue", "feedbackType", "reportingMta", "arrivalDate",
 })
-"""Every record field the aggregator reads (a metrics-only reader parses just these: FileParser.fields)."""
+"""Every record field the aggregator reads (a metrics-only reader parses just these: FileParser.fields). arrivalDate
+times a record whose timeLogged is empty (Columns.logged)."""
 SEP = "\x1f"
 PIPELINE_DEPTH = 2
 """Batches a pipelined aggregator (oneshot) holds before `apply` waits: one grouped, one folded."""
@@ -184,8 +185,9 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
         *_sizes(field(c.dlvSize) if c.dlvSize >= 0 else None, t == "d", types == {"d"}, all_failures),
     ]
     if has_times:
-        out += [field(c.timeLogged).alias("tl"), field(c.timeQueued).alias("tq"),
-                pmta_epoch(field(c.timeLogged)).alias("a"),  # every type's: the newest record time, its bad_timestamp
+        logged = c.logged_expr()  # timeLogged, or where it is empty arrivalDate: per row, as a JSON record's
+        out += [logged.alias("tl"), field(c.timeQueued).alias("tq"),
+                pmta_epoch(logged).alias("a"),  # every type's: the newest record time, its bad_timestamp
                 _when(timed, all_timed, none_timed, pmta_epoch(field(c.timeQueued)), pl.Float64).alias("b")]
     return out
 
@@ -326,7 +328,7 @@ def _group_plans(lz: pl.LazyFrame, bounds: tuple[float, ...], has_orig: bool,
             ["t", "od", "dom", "host", "st", "ck", "cat"], maintain_order=True
         ).agg(*x["s_failed"])
     if has_times:  # the newest believable time: one broken clock in the chunk must not hide the others
-        believable = pl.col("a") <= time.time() + MAX_FUTURE
+        believable = pl.col("a").is_between(EARLIEST_BELIEVED, time.time() + MAX_FUTURE)
         plans["times"] = lz.select(**x["times"], newest=pl.col("a").filter(believable).max())
     return plans
 
@@ -896,11 +898,11 @@ class RecordAggregator(Collector):
     def _newest(self, source: str, ts: float) -> None:
         """watchtower_last_record_timestamp_seconds: never backwards, never ahead of now. A record up to a day ahead
         (a PMTA host's clock off) counts as logged now: held ahead, the gauge looked fresh that long after tailing
-        stopped; one further ahead is not believed at all. What it holds once the clock stepped back behind it was
-        read while the clock was ahead: the next record replaces it (it held the gauge ahead until records passed
-        it)."""
+        stopped; one further ahead, or before EARLIEST_BELIEVED (a clock not set yet), is not believed at all. What
+        it holds once the clock stepped back behind it was read while the clock was ahead: the next record replaces it
+        (it held the gauge ahead until records passed it)."""
         now = time.time()
-        if self.self_metrics is None or ts > now + MAX_FUTURE:
+        if self.self_metrics is None or not EARLIEST_BELIEVED <= ts <= now + MAX_FUTURE:
             return
         held = self._newest_ts.get(source, -1.0)
         value = max(held if held <= now else -1.0, min(ts, now))  # a time ahead of now was read before a step back
@@ -1098,11 +1100,12 @@ class RecordAggregator(Collector):
         for k, row in enumerate(rows):
             t = row[c.type]
             if c.timeLogged >= 0:
-                logged = parse_pmta_time(row[c.timeLogged])
+                text = c.logged(row)  # timeLogged, or where it is empty arrivalDate (as `_derive_exprs`)
+                logged = parse_pmta_time(text)
                 if logged is None:
-                    if row[c.timeLogged]:
+                    if text:
                         bad_times.append(k)
-                elif newest < logged <= believable:
+                elif newest < logged <= believable and logged >= EARLIEST_BELIEVED:
                     newest = logged
             hit = found.get(id(row))
             if missing(row):
@@ -1150,7 +1153,7 @@ class RecordAggregator(Collector):
             self._newest(batch.source, newest)
         if bad_times:  # counted and logged as the d/b/t/tq rows' (`_group`): the records themselves count
             lines = _line_numbers(batch)
-            shown = [] if lines is None else [(lines[k], rows[k][c.timeLogged], None, False)
+            shown = [] if lines is None else [(lines[k], c.logged(rows[k]), None, False)
                                               for k in bad_times[:_TIME_ERRORS.burst]]
             self._bad_times(batch.source, len(bad_times), batch.path, shown)
         return asked

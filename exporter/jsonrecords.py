@@ -40,7 +40,7 @@ WIDTH = len(COLUMNS.names)
 _TIME = COLUMNS.timeLogged
 _ARRIVAL = COLUMNS.index["arrivalDate"]
 """An f record's time column is UNCERTAIN (pmta-formats.md §1.2): a record without `timeLogged` is timed by its
-`arrivalDate`, as a CSV header without `timeLogged` is (`Columns.from_header`)."""
+`arrivalDate`, as a CSV row whose timeLogged is empty (or absent from its header) is (`Columns.logged`)."""
 _EXACT = {name: i for i, name in enumerate(COLUMNS.names[:-1])}
 _FOLDED = {name.lower(): i for name, i in _EXACT.items()}
 _SLOTS: dict[str, int] = dict(_EXACT)

@@ -176,7 +176,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                ("source", "reason"), "self"),
     MetricSpec("watchtower_last_record_timestamp_seconds", "gauge",
                "timeLogged of the newest record read (Unix time), never ahead of the clock: a record up to a day "
-               "ahead counts as logged when read, one further ahead is not believed.", ("source",), "self"),
+               "ahead counts as logged when read, one further ahead, or before 2000 (a clock not set yet), is not "
+               "believed.", ("source",), "self"),
     MetricSpec("watchtower_behind_bytes", "gauge",
                "Bytes written to followed files but not yet read, kept current while reading is paused (commits "
                "failing). A file not read by design (compressed, or lines ending in a lone CR: named once in the log) "

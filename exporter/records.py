@@ -74,6 +74,10 @@ class Columns:
     timeFirstAttempt: int
     message_id: int
     """`header_Message-Id` (any case); -1 when absent."""
+    arrivalDate: int
+    """`arrivalDate` (any case); -1 when absent. An f record's time column is UNCERTAIN (pmta-formats.md §1.2): a
+    record whose timeLogged is empty is timed by its arrivalDate, per record (`logged`, `logged_expr`), as a JSON
+    record is (exporter.jsonrecords). A header without timeLogged reads arrivalDate as timeLogged too."""
     duplicates: tuple[str, ...] = ()
     """Names the header gives more than one column (any case): the first such column is the one read."""
 
@@ -88,10 +92,12 @@ class Columns:
             if lower.setdefault(name.lower(), i) != i and name:
                 duplicates.append(name)
         resolved = {f: index.get(f, lower.get(f.lower(), -1)) for f in KNOWN_FIELDS}
+        arrival = index.get("arrivalDate", lower.get("arrivaldate", -1))
         if resolved["timeLogged"] < 0:  # an f record's time column is UNCERTAIN (pmta-formats.md §1.2): `arrivalDate`
-            resolved["timeLogged"] = lower.get("arrivaldate", -1)  # without it a report had no time to match in
+            resolved["timeLogged"] = arrival  # without it a report had no time to match in
         message_id = lower.get("header_message-id", lower.get("header_message-id:", -1))
-        return cls(names=names, index=index, message_id=message_id, duplicates=tuple(duplicates), **resolved)
+        return cls(names=names, index=index, message_id=message_id, arrivalDate=arrival,
+                   duplicates=tuple(duplicates), **resolved)
 
     @classmethod
     def of_header_line(cls, header_line: str) -> Columns | None:
@@ -104,6 +110,22 @@ class Columns:
         if i is None:
             i = next((j for j, n in enumerate(self.names) if n.lower() == name.lower()), -1)
         return row[i] if 0 <= i < len(row) else ""
+
+    def logged(self, row: list[str]) -> str:
+        """The row's timeLogged; its arrivalDate where timeLogged is empty (per record, as a JSON record's:
+        `arrivalDate`). '' when the file has neither column."""
+        value = row[self.timeLogged] if self.timeLogged >= 0 else ""
+        if not value and self.arrivalDate >= 0:
+            value = row[self.arrivalDate]
+        return value
+
+    def logged_expr(self) -> pl.Expr:
+        """`logged` of every row of a batch's frame, as a String expression ('' for none). A frame holds an empty
+        field as null, or (a quoted `""`) as ''."""
+        logged = pl.col(col(self.timeLogged)).fill_null("") if self.timeLogged >= 0 else pl.lit("", pl.String)
+        if self.arrivalDate < 0 or self.arrivalDate == self.timeLogged:
+            return logged
+        return pl.when(logged == "").then(pl.col(col(self.arrivalDate)).fill_null("")).otherwise(logged)
 
     @property
     def min_fields(self) -> int:

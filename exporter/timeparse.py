@@ -22,7 +22,16 @@ takes `nan`, `inf` or `1e308`, and they broke day arithmetic downstream (the cor
 MAX_FUTURE = 86_400.0
 """A record time more than this ahead of the clock is not believed: not for the last-record gauge, not as a timeline's
 time (the correlator reads such a record as logged when it is read). A PMTA host whose clock ran ahead before NTP
-set it wrote such times; kept, a timeline first seen years ahead was never pruned and led every search."""
+set it wrote such times; kept, a timeline first seen years ahead was never pruned and led every search. A time before
+EARLIEST_BELIEVED is not believed either."""
+EARLIEST_BELIEVED = 946_684_800.0
+"""2000-01-01T00:00:00Z: a record time before it is not believed, exactly as one more than MAX_FUTURE ahead is not
+(not for the last-record gauge, not as a timeline's time: the correlator reads such a record as logged when it is
+read). No PMTA writes it: a host whose clock was not set yet (before NTP) stamps at or near 1970, and an 8-digit date
+(`20160529`) reads as an epoch in 1970. Kept, such a time became the newest record's if the file had no other, and
+timed its timeline decades back, where retention deleted it at once, silently, while the metrics counted the record.
+Such a time still parses (`parse_pmta_time`): it is no `bad_timestamp`, and a delay between it and a timeQueued from
+the same clock is observed, as for a time ahead."""
 MAX_QUEUE_AGE = 366 * 86_400.0
 """A timeQueued further than this (a year) from its timeLogged, before or after it, is no time a message spent queued
 but a placeholder such as epoch 0 or a broken clock: a `bad_timestamp`, and the record counts without a delay
