@@ -1,12 +1,15 @@
-"""The hub's cursors: every host's place in a multi-page answer (search, a Message-Id's recipients) in one token,
-small enough for the listener's 16 KiB request head with a thousand hosts.
+"""The hub's cursors: every host's place in a multi-page answer (search, a Message-Id's recipients) in one token, small
+enough for the listener's 16 KiB request head with a thousand hosts.
 
-Content: `{"f": fingerprint of the filters or Message-Id, "h": {host URL: place}, "n": the first page's clock
-(search), "z": hosts with nothing more to give}`; what a place means is search.py's and messages.py's business. A
-host done with nothing more to give (place 0: most hosts, for a Message-Id) is not named by its URL but by a 4-byte
-hash of it, in `z`. Up to PLAIN_MAX characters the token is that JSON in base64, as a daemon's cursors are;
-longer, the JSON is deflated first, each host's own cursor that is itself such a token stored as its JSON (so the
-parts the hosts' cursors share compress). A cursor longer than CURSOR_BUDGET is not handed out: the page says why.
+Content: `{"f": fingerprint of the filters or Message-Id, "h": {host URL: place}, "n": the first page's clock (search),
+"t": hosts at their top, "z": hosts with nothing more to give}`; what a place means is search.py's and messages.py's
+business. A host done with nothing more to give (place 0: most hosts, for a Message-Id) is not named by its URL but by a
+4-byte hash of it, in `z`. A host asked and still at its top (place `[null, 0]`: nothing of it handed out yet) is named
+by its URL, which it needs (it is named missing if it leaves the targets), front-coded in `t` (the URLs sorted, each as
+how many characters it shares with the one before and the rest: a few bytes a host). Up to PLAIN_MAX characters the
+token is that JSON in base64, as a daemon's cursors are; longer, the JSON is deflated first, each host's own cursor that
+is itself such a token stored as its JSON (so the parts the hosts' cursors share compress). A cursor longer than
+CURSOR_BUDGET is not handed out: the page says why.
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ MAX_INFLATED = 512 * 1024
 """A deflated cursor's JSON is at most this long: a few KiB of deflate can inflate to GiBs. Room for some 2,500 hosts
 handed out in part (a URL and a daemon's cursor each, ~200 characters): the targets are not bounded in number. What
 it inflates to is checked for a cursor's shape first (`_shaped`): reading any 512 KiB then costs ~15 ms."""
-KEYS = frozenset({"f", "h", "n", "z"})
+KEYS = frozenset({"f", "h", "n", "t", "z"})
+AT_TOP = [None, 0]
+"""The place of a host asked and at its top (nothing of it handed out): kept in `t`."""
 CURSOR_DEPTH = 4
 """The deepest a cursor nests: its mapping, `h`, a place, a host's own cursor kept as its flat list (deflated form)."""
 MAX_AWAY = 1000
@@ -95,16 +100,21 @@ def encode(fp: str, places: dict[str, Any], targets: list[Target], now: float | 
     keys = {t.url: host_key(t.url) for t in targets}
     shared = {k for k, n in Counter(keys.values()).items() if n > 1}
     named: dict[str, Any] = {}
+    top: list[str] = []
     done = set(done_elsewhere)
     for url, place in places.items():
         key = keys.get(url)
         if _is_zero(place) and key is not None and key not in shared:
             done.add(key)
+        elif place == AT_TOP:
+            top.append(url)
         else:  # a host out of the targets keeps its URL: it is named in missing_hosts
             named[url] = place
     value: dict[str, Any] = {"f": fp, "h": named}
     if now is not None:
         value["n"] = now
+    if top:
+        value["t"] = _front_coded(sorted(top))
     if done:
         value["z"] = base64.b64encode(b"".join(sorted(done))).decode()
     token = encode_token(value)
@@ -124,7 +134,7 @@ def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool
     if not _shaped(value) or first_surrogate_path(value, max_depth=CURSOR_DEPTH, aliases=False) is not None:
         raise BadRequest(400, "malformed cursor", "cursor")
     try:
-        return _decoded(value, targets, valid_place)
+        return _decoded(_with_top(value), targets, valid_place)
     except (TypeError, ValueError, KeyError, binascii.Error):
         raise BadRequest(400, "malformed cursor", "cursor") from None
 
@@ -157,6 +167,10 @@ def _shaped(value: Any) -> bool:
     now = value.get("n")
     if not isinstance(value["f"], str) or not isinstance(value["h"], dict) or not isinstance(value.get("z", ""), str) \
             or (now is not None and (isinstance(now, bool) or not isinstance(now, int | float))):
+        return False
+    top = value.get("t", [])
+    if not isinstance(top, list) or len(top) % 2 or not all(
+            type(n) is int and isinstance(rest, str) for n, rest in zip(top[::2], top[1::2], strict=True)):
         return False
     return all(_flat_place(place) for place in value["h"].values())
 
@@ -204,6 +218,42 @@ def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable
             places.setdefault(urls[0], 0)
     elsewhere = frozenset(k for k in done if k not in by_key)
     return Decoded(value["f"], places, value.get("n"), elsewhere)
+
+
+def _front_coded(urls: list[str]) -> list[Any]:
+    """`[shared, rest, ...]` per URL: how many leading characters it shares with the URL before it, and the rest."""
+    out: list[Any] = []
+    before = ""
+    for url in urls:
+        shared = 0
+        for a, b in zip(before, url, strict=False):
+            if a != b:
+                break
+            shared += 1
+        out += [shared, url[shared:]]
+        before = url
+    return out
+
+
+def _with_top(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` with the hosts of `t` among its places (at their top). ValueError on a prefix that is not one, a URL
+    twice, or more than MAX_INFLATED characters of URLs: a forged `t` of short entries sharing long prefixes would
+    spell out GiBs."""
+    coded = value.get("t")
+    if not coded:
+        return value
+    places = dict(value["h"])
+    before, spelt = "", 0
+    for shared, rest in zip(coded[::2], coded[1::2], strict=True):
+        if not 0 <= shared <= len(before):
+            raise ValueError("prefix")
+        url = before[:shared] + rest
+        spelt += len(url)
+        if spelt > MAX_INFLATED or url in places:
+            raise ValueError("hosts at their top")
+        places[url] = list(AT_TOP)
+        before = url
+    return {**value, "h": places}
 
 
 def _host_url(url: Any) -> bool:

@@ -1,21 +1,20 @@
 """Search across hosts: a k-way merge, newest first, with one cursor holding every host's position.
 
-Each host pages on its own (its own opaque cursor). The hub cursor stores, per host, the host
-cursor to go on from and how many items after it were already handed out (`[cursor, skip]`; skip is
-0 unless the host could not be asked for its cursor after the last item handed out), or `0` once the
-host is exhausted; a host not asked yet is left out (hub/cursors.py encodes it compactly). A host
-the cursor holds a place for that is not among this page's targets keeps it, and is named missing
-("not among the current targets") until it is back. An item is emitted only while every
-unexhausted host still has a buffered item to compare it with, so pages are exactly the
-newest-first merge of the hosts' own orders, whatever the page size. Ties on first_seen go to the
-host whose name sorts first.
+Each host pages on its own (its own opaque cursor). The hub cursor stores, per host, the host cursor to go on from and
+how many items after it were already handed out (`[cursor, skip]`; skip is 0 unless the host could not be asked for its
+cursor after the last item handed out), or `0` once the host is exhausted; a host never asked yet is left out
+(hub/cursors.py encodes the rest compactly). A host asked and still at its top (`[null, 0]`: none of its items handed
+out yet, each older than every one shown) keeps that place: it says the host has items to come. A host the cursor holds
+a place for that is not among this page's targets keeps it, and is named missing ("not among the current targets") until
+it is back. An item is emitted only while every unexhausted host still has a buffered item to compare it with, so pages
+are exactly the newest-first merge of the hosts' own orders, whatever the page size. Ties on first_seen go to the host
+whose name sorts first.
 
-Relative times (`since=2h`) are resolved once, on the hub's clock at the first page, and sent to
-every host as epoch seconds; the cursor carries that instant (`n`), so later pages ask the hosts for
-the very same window even when a host's first page is fetched again. A search without `until` is sent
-with `until` = that instant: timelines a live host stores while the caller pages (first seen after it) stay out
-of the paging, so a host's page asked again from its top still ends at the item handed out last (`_keyset`); a
-new search (no cursor) shows them.
+Relative times (`since=2h`) are resolved once, on the hub's clock at the first page, and sent to every host as epoch
+seconds; the cursor carries that instant (`n`), so later pages ask the hosts for the very same window even when a host's
+first page is fetched again. A search without `until` is sent with `until` = that instant: timelines a live host stores
+while the caller pages (first seen after it) stay out of the paging, so a host's page asked again from its top still
+ends at the item handed out last (`_keyset`); a new search (no cursor) shows them.
 """
 
 from __future__ import annotations
@@ -83,9 +82,17 @@ def decode_cursor(cursor: str, fp: str, targets: list[Target] | None = None) -> 
     return got
 
 
-def _lean(state: dict[str, Any], targets: list[Target]) -> dict[str, Any]:
-    """`state` without the places that say nothing: a current target not asked yet is where it starts anyway (a host
-    out of the targets keeps even that place: it is named missing until it is back)."""
+def _lean(new_state: dict[str, Any], state: dict[str, Any], pagers: list[HostPager]) -> dict[str, Any]:
+    """`new_state` without the places of hosts never asked: a host neither in the cursor it came with nor asked on
+    this page (its answer cut by the page's budget) starts at its top anyway. A host asked keeps even `[null, 0]`:
+    none of its items handed out yet, but it has some (or did not answer). Leaned out too, it was forgotten when
+    service discovery dropped it for a page: not named missing, the paging ended, its timelines never listed."""
+    asked = state.keys() | {p.target.url for p in pagers if p.fetched or p.failed is not None}
+    return {url: place for url, place in new_state.items() if place != [None, 0] or url in asked}
+
+
+def _positions(state: dict[str, Any], targets: list[Target]) -> dict[str, Any]:
+    """`state` as where each current target goes on from: one at its top (`[null, 0]`) as one not asked yet."""
     current = {t.url for t in targets}
     return {url: place for url, place in state.items() if not (url in current and place == [None, 0])}
 
@@ -170,9 +177,10 @@ async def search(
                            if p.failed is None and p.buffer and p.skip and p.last_id is not None))
     new_state = kept_out_of_targets(state, targets)
     new_state.update((p.target.url, p.state()) for p in pagers)
-    new_state = _lean(new_state, targets)
+    new_state = _lean(new_state, state, pagers)
     _refused_by_all(pagers)
-    more = unfinished(new_state, targets, _done) and not stalled(len(out), new_state, _lean(state, targets))
+    more = unfinished(new_state, targets, _done) and not stalled(
+        len(out), _positions(new_state, targets), _positions(state, targets))
     token, problem = cursors.encode(fp, new_state, targets, now, got.done_elsewhere) if more else (None, None)
     body = {"items": out, "next_cursor": token, "next_cursor_problem": problem, "limit": limit,
             "scan_limited": limited or any(p.scan_limited for p in pagers)}

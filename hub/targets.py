@@ -36,6 +36,30 @@ MAX_REMEMBERED = 10_000
 MAX_FILE_SD_BYTES = 4 * 1024**2
 """Largest file_sd file read: 10,000 targets take well under 1 MiB; /dev/zero named by mistake stops here."""
 FILE_SD_GIVE = "a Prometheus file_sd file (JSON or YAML)"
+MAX_FILE_SD_TARGETS = 50_000
+"""Most target entries one file_sd file may list (the same host:port twice counts twice): 4 MiB of short entries
+held some 250,000, each a Target, before the targets are deduplicated."""
+ALIAS_REFUSED = ("a YAML alias (*{anchor}): file_sd files are read without aliases (each is a copy of what it names: "
+                 "a few KB became a million targets); write the targets out")
+
+
+class _AliasInFile(ValueError):
+    """A YAML alias met while composing a file_sd file: `line` (from 1) and its anchor's name."""
+
+    def __init__(self, line: int, anchor: str) -> None:
+        super().__init__(f"line {line}: {ALIAS_REFUSED.format(anchor=anchor)}")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing an alias when it meets one (before anything is copied): a 36 KB file of one
+    anchored list of 1,000 targets aliased 1,000 times expanded to 1,001,000 targets."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            anchor = event.anchor if len(event.anchor) <= 40 else event.anchor[:37] + "..."  # (letters, digits, -, _)
+            raise _AliasInFile(event.start_mark.line + 1, anchor)
+        return super().compose_node(parent, index)
 
 
 @dataclass(frozen=True, order=True)
@@ -105,19 +129,28 @@ def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) ->
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: {utf8_line_problem(raw, exc)}") from None
     try:
-        data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506
     except RecursionError:  # json and PyYAML's composer recurse once per level of nesting
         raise ValueError(f"{path}: {TOO_DEEP}") from None
+    except _AliasInFile as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of target groups")
     broken = first_surrogate_path(data)  # (the first only: a path per hit of a 4 MiB file nested deep was GBs)
     if broken is not None:  # a target's name is shown in every answer: it must encode
         raise ValueError(f"{path}: {broken}: {SURROGATE_PROBLEM}")
-    out = []
+    out: list[Target] = []
+    checked: dict[str, Target] = {}  # each distinct host:port checked once
     for i, group in enumerate(data):
         if not isinstance(group, dict) or not isinstance(group.get("targets"), list):
             raise ValueError(f"{path}: group {i}: expected a mapping with a `targets` list")
+        if len(out) + len(group["targets"]) > MAX_FILE_SD_TARGETS:
+            raise ValueError(f"{path}: group {i}: more than {MAX_FILE_SD_TARGETS:,} target entries in one file_sd "
+                             "file; split the targets over several files")
         for hostport in group["targets"]:
+            if isinstance(hostport, str) and hostport in checked:
+                out.append(checked[hostport])
+                continue
             if not isinstance(hostport, str):  # a number or an aliased list: named, not written out whole
                 raise ValueError(f"{path}: group {i}: target {short_repr(hostport)} is not a host:port string")
             if "@" in hostport:  # its URL would be shown in answers and logged, password included
@@ -125,7 +158,8 @@ def read_file_sd(path: Path, scheme: str, pipe_timeout: float = PIPE_TIMEOUT) ->
                                  f"user name or password: {CREDENTIALS_HINT}")
             if problem := _hostport_problem(hostport, scheme):
                 raise ValueError(f"{path}: group {i}: target {short_repr(hostport)}{problem}")
-            out.append(Target(hostport, canonical_url(f"{scheme}://{hostport}")))
+            checked[hostport] = Target(hostport, canonical_url(f"{scheme}://{hostport}"))
+            out.append(checked[hostport])
     return out
 
 
@@ -245,6 +279,10 @@ class TargetSet:
         self._seen: dict[str, Target] = {}
         self._first: asyncio.Future[None] | None = None
         """The first refresh, which requests arriving meanwhile wait for: before it ends nothing is discovered yet."""
+        self._refreshing = False
+        """A refresh is under way: a request due for another meanwhile answers from the last lists. A refresh slower
+        than refresh_interval (a pipe waited for hub.timeout, a slow Prometheus) was started again by every request
+        due meanwhile, each holding a work thread, and one started earlier finishing last overwrote a newer list."""
         self._by_pool = True
         """Ask Prometheus for the job's scrape pool (until it shows it cannot say: `_prometheus_targets`)."""
 
@@ -253,7 +291,8 @@ class TargetSet:
         return bool(self.section.file_sd or self.section.prometheus)
 
     async def current(self) -> list[Target]:
-        if self.dynamic and (self._fresh_at is None or self.clock() - self._fresh_at >= self.section.refresh_interval):
+        if self.dynamic and not self._refreshing and (
+                self._fresh_at is None or self.clock() - self._fresh_at >= self.section.refresh_interval):
             self._fresh_at = self.clock()
             if self._first is None:  # shielded: a request cancelled meanwhile does not cancel it for the others
                 self._first = asyncio.ensure_future(self._refresh())
@@ -282,10 +321,15 @@ class TargetSet:
             del self._seen[next(iter(self._seen))]
 
     async def _refresh(self) -> None:
-        for path in self.section.file_sd:
-            await self._read_file_sd(path)
-        if self.section.prometheus is not None:
-            await self._read_prometheus(self.section.prometheus)
+        self._refreshing = True
+        try:
+            for path in self.section.file_sd:
+                await self._read_file_sd(path)
+            if self.section.prometheus is not None:
+                await self._read_prometheus(self.section.prometheus)
+        finally:
+            self._refreshing = False
+            self._fresh_at = self.clock()  # the interval counts from the lists read, not from the start of the read
 
     async def _read_prometheus(self, prom: PrometheusSource) -> None:
         key = f"prometheus {without_credentials(prom.url)} job {prom.job}"
