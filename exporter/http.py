@@ -325,10 +325,36 @@ def _openapi_without_422(app: FastAPI) -> None:
             schemas = spec.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)
+            for path, ops in spec.get("paths", {}).items():
+                if path.startswith("/api/v1/") and "get" in ops and "post" not in ops:
+                    ops["post"] = _as_form_post(ops["get"])
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _as_form_post(get: dict[str, Any]) -> dict[str, Any]:
+    """The `post` operation FormAsQuery serves beside a lookup's GET: its query parameters as an HTML form (addresses
+    out of URLs, docs/api.md), its path parameters as the GET's, the GET's answers and the form's own refusals."""
+    query = [p for p in get.get("parameters", []) if p.get("in") == "query"]
+    form: dict[str, Any] = {"type": "object", "properties": {
+        p["name"]: {**p.get("schema", {}), **({"description": p["description"]} if "description" in p else {})}
+        for p in query}}
+    if required := [p["name"] for p in query if p.get("required")]:
+        form["required"] = required
+    refusal = {"application/json": {"schema": _API_ERROR_SCHEMA}}
+    return {
+        **{k: v for k, v in get.items() if k not in ("parameters", "operationId", "summary")},
+        "summary": f"{get.get('summary', '')} (the query as a form)".strip(),
+        "operationId": f"{get.get('operationId', 'operation')}_form",
+        "parameters": [p for p in get.get("parameters", []) if p.get("in") != "query"],
+        "requestBody": {"required": True, "content": {FORM_TYPE: {"schema": form}}},
+        "responses": {**get.get("responses", {}),
+                      "408": {"description": "Form body not received in time.", "content": refusal},
+                      "413": {"description": "Form body too large.", "content": refusal},
+                      "415": {"description": f"Not a form: send {FORM_TYPE}, or use GET.", "content": refusal}},
+    }
 
 
 _API_ERROR_SCHEMA = {
