@@ -428,6 +428,12 @@ def build_pages_router(backend_for: BackendFor, grafana_url: str = "http://local
     views = Views(backend_for, grafana_url, title)
     router = APIRouter(prefix="/ui", include_in_schema=False)
 
+    @router.get("")
+    async def search_without_slash(request: Request) -> Response:
+        """`/ui` typed by hand: the search page is `/ui/` (the listener does not redirect slashes of its own)."""
+        query = request.url.query
+        return RedirectResponse(_root(request) + "/ui/" + (f"?{query}" if query else ""), status_code=308)
+
     @router.get("/")
     async def search(request: Request, message_id: Text = None, rcpt: Text = None, job_id: Text = None,
                      cursor: Text = None) -> Response:

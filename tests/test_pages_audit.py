@@ -249,3 +249,12 @@ def test_a_blank_rcpt_on_the_timeline_page_is_the_jobs_search_as_none(hostile, w
     assert_html_page(blank, 200)
     assert_html_page(missing, 200)
     assert main(blank) == main(missing)
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_ui_without_its_slash_leads_to_the_search_page(hostile, where):
+    """`/ui` typed by hand (the index names `/ui/`) was the API's JSON 404: it is the search page's address."""
+    r = httpx.get(hostile.url(where) + "/ui", timeout=10)
+    assert (r.status_code, r.headers["location"]) == (308, "/ui/")
+    assert_html_page(httpx.get(hostile.url(where) + "/ui", timeout=10, follow_redirects=True), 200)
+    assert httpx.get(hostile.url(where) + "/ui?job_id=J%201", timeout=10).headers["location"] == "/ui/?job_id=J%201"
