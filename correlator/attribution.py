@@ -28,7 +28,7 @@ import polars as pl
 from correlator import store
 from correlator.genfilter import GenerationFilters
 from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id
-from correlator.prepare import _mx_host_expr, map_distinct
+from correlator.prepare import _mx_host_expr, map_distinct, report_times
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
 from exporter.redact import without_recipient
@@ -42,8 +42,9 @@ _DONE_FLAGS = store.FLAG[store.TYPE_CODES["d"]] | store.FLAG[store.TYPE_CODES["b
 
 
 def _sent_before(before: str, t: str = "") -> str:
-    """SQL: the timeline (`t`: its table's name and a dot) is one a report of time `before` (an SQL value) may be about:
-    queued and delivered (or bounced) at or before it, as linking joins (linking._report_fits). Not a resend queued
+    """SQL: the timeline (`t`: its table's name and a dot) is one a report of cut `before` (an SQL value: its time, or
+    ARRIVAL_SLACK later when that is its arrivalDate, `Report`) may be about: queued and delivered (or bounced) at or
+    before it, as linking joins (linking._report_fits, by `Prepared.cut`). Not a resend queued
     after the report, nor a send never delivered."""
     return (f" AND {t}flags & {_DONE_FLAGS} != 0 AND {t}t_done <= {before}"
             f" AND coalesce({t}t_queued, {t}t0) <= {before}")
@@ -351,7 +352,7 @@ def _narrow(batch: RecordBatch) -> RecordBatch:
         return batch
     c = batch.columns
     keep = [col(i) for i in sorted({c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId,
-                                    c.timeLogged, c.dsnMta, c.timeQueued}) if i >= 0]
+                                    c.timeLogged, c.arrivalDate, c.dsnMta, c.timeQueued}) if i >= 0]
     return RecordBatch(batch.source, batch.path, c, frame=frame.select(keep), file_id=batch.file_id)
 
 
@@ -388,7 +389,8 @@ def _keys_by_batch(queued: list[tuple[int, RecordBatch]],
     frames: list[pl.DataFrame] = []
     for seq, batch in queued:
         if batch._rows is None:  # noqa: SLF001 - the columnar form, when it is the source
-            layouts.setdefault(_layout(batch.columns), []).append((seq, batch))
+            c = batch.columns
+            layouts.setdefault((*_layout(c), c.arrivalDate), []).append((seq, batch))
         else:
             frames.append(_rows_frame(batch, seq))
     for members in layouts.values():
@@ -402,7 +404,8 @@ def _keys_by_batch(queued: list[tuple[int, RecordBatch]],
 
 
 def _layout(c: Columns) -> tuple[int, ...]:
-    """The type column, then the column of each of `_FIELDS` (`kind`: the type again)."""
+    """The type column, then the column of each of `_FIELDS` (`kind`: the type again; `tl`: timeLogged, read as
+    `Columns.logged`, its arrivalDate where it is empty)."""
     return (c.type, c.vmta, c.vmtaPool, c.rcpt, c.orig, c.message_id, c.jobId, c.timeLogged, c.dsnMta, c.timeQueued,
             c.type)
 
@@ -411,12 +414,13 @@ def _frames_frame(members: list[tuple[int, RecordBatch]]) -> pl.DataFrame:
     """(vmta, pool, rcpt, orig, mid, job, tl, mta, seq) of the d/b/t rows of frame batches sharing one layout,
     as Strings ('' for empty or absent): read column-wise, filtered in polars, never via `rows`."""
     c = members[0][1].columns
-    used = [col(i) for i in sorted(set(_layout(c))) if i >= 0]
+    used = [col(i) for i in sorted({*_layout(c), c.arrivalDate}) if i >= 0]
     frame = pl.concat([batch._frame.select(used).with_columns(pl.lit(seq, dtype=pl.Int64).alias(_SEQ))  # noqa: SLF001
                        for seq, batch in members])
     idx = _layout(c)[1:]
     return frame.filter(pl.col(col(c.type)).is_in(list(_DELIVERY_TYPES))).select(
-        *(pl.col(col(i)).fill_null("").alias(name) if i >= 0 else pl.lit("", dtype=pl.String).alias(name)
+        *(c.logged_expr().alias(name) if name == "tl" and i >= 0
+          else pl.col(col(i)).fill_null("").alias(name) if i >= 0 else pl.lit("", dtype=pl.String).alias(name)
           for name, i in zip(_FIELDS, idx, strict=True)), _SEQ)
 
 
@@ -426,6 +430,7 @@ def _rows_frame(batch: RecordBatch, seq: int) -> pl.DataFrame:
     rows = [row for row in batch.rows if row[c.type] in _DELIVERY_TYPES]
     data: dict[str, list[Any]] = {name: [row[i] for row in rows] if i >= 0 else [""] * len(rows)
                                   for name, i in zip(_FIELDS, _layout(c)[1:], strict=True)}
+    data["tl"] = [c.logged(row) for row in rows]  # an empty timeLogged: the row's arrivalDate
     data[_SEQ] = [seq] * len(rows)
     return pl.DataFrame(data, schema={**dict.fromkeys(_FIELDS, pl.String), _SEQ: pl.Int64})
 
@@ -577,8 +582,10 @@ def _settles(hit: Hit, step: _Step) -> bool:
     return hit[4] is not None and int(hit[4] // store.DAY) > step.day
 
 
-Report = tuple[str, str, str, str, float]
-"""(rcpt, orig, Message-Id, jobId, time) of a report, normalised (`Attributor._fields`)."""
+Report = tuple[str, str, str, str, float, float]
+"""(rcpt, orig, Message-Id, jobId, time, cut) of a report, normalised (`Attributor._fields`): `cut` is the time a send
+must have been queued and delivered (or bounced) by for the report to be about it, its time or ARRIVAL_SLACK later when
+that is its arrivalDate (prepare.ARRIVAL_SLACK, `Prepared.cut`: as linking cuts)."""
 
 
 class Recent(NamedTuple):
@@ -653,7 +660,8 @@ class Attributor:
         if not resume:
             self._until = None  # the budget of a batch whose lookups failed is not carried over
         self._isp_memo.clear()
-        reports = [self._fields(columns, row) for row in rows]
+        times, cuts = report_times(columns, rows, self._clock())  # as the correlator times them (prepare)
+        reports = [self._fields(columns, row, t, cut) for row, t, cut in zip(rows, times, cuts, strict=True)]
         pairs = list(zip(reports, self._in_memory(reports), strict=True))
         try:
             with self._pool.connection() as conn:
@@ -687,16 +695,16 @@ class Attributor:
         times: list[float] = []
         keys: list[Key] = []
         spans: list[tuple[float, float]] = []
-        for rcpt, orig, mid, job, t in reports:
+        for rcpt, orig, mid, job, t, cut in reports:
             keyed += (("m", mid_key(mid), rcpt), ("j", job, rcpt))  # memory folds the domain's case (`_MID`)
-            times += (t, t)
+            times += (cut, cut)
             keys.append(("r", rcpt, orig))
-            spans.append((t - self._window, t))
+            spans.append((t - self._window, cut))
         sent = self._recent.sent(keyed, times)
         hits = self._recent.in_window(keys, spans) if self._window > 0 else [None] * len(keys)
-        alone = [i for i, (rcpt, _o, mid, _j, _t) in enumerate(reports) if mid and not rcpt]
+        alone = [i for i, (rcpt, _o, mid, _j, _t, _c) in enumerate(reports) if mid and not rcpt]
         soles = dict(zip(alone, self._recent.recipients([("m", mid_key(reports[i][2]), "") for i in alone],
-                                                        [reports[i][4] for i in alone]), strict=True))
+                                                        [reports[i][5] for i in alone]), strict=True))
         return [Recent(sent[2 * i], sent[2 * i + 1], hits[i], soles.get(i)) for i in range(len(reports))]
 
     def _slices(self, conn: sqlite3.Connection) -> Slices:
@@ -709,14 +717,17 @@ class Attributor:
             self._seen = seq
         return self._slice_list
 
-    def _fields(self, c: Columns, row: list[str]) -> Report:
-        """(rcpt, orig, Message-Id, jobId, time) of a report, normalised as `_delivery_keys` normalises deliveries (the
-        Message-Id as written: memory keys it by `mid_key`, the store as its scheme says, RcptHasher.links)."""
+    def _fields(self, c: Columns, row: list[str], t: float, cut: float) -> Report:
+        """(rcpt, orig, Message-Id, jobId, time, cut) of a report, normalised as `_delivery_keys` normalises deliveries
+        (the Message-Id as written: memory keys it by `mid_key`, the store as its scheme says, RcptHasher.links). Its
+        time and cut as the correlator's prepare has them (prepare.report_times): its timeLogged, or its arrivalDate
+        where that is empty (`Columns.logged`), unless not believed (exporter.timeparse: MAX_FUTURE,
+        EARLIEST_BELIEVED). Read from timeLogged alone, a complaint of a combined CSV file (its timeLogged empty) was
+        looked up at the time it was read, not at its arrivalDate as its JSON twin and its timeline are."""
         def val(i: int) -> str:
             return row[i].strip() if i >= 0 else ""
 
-        t = parse_pmta_time(val(c.timeLogged)) or self._clock()
-        return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t
+        return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t, cut
 
     def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, Recent]],
                      slices: Slices) -> dict[int, _First]:
@@ -728,14 +739,14 @@ class Attributor:
         out: dict[int, _First] = {}
         rows: list[int] = []
         plans: dict[int, tuple[_Step, bool]] = {}  # report -> (its first step, whether more steps follow)
-        for i, ((rcpt, _orig, mid, _job, t), recent) in enumerate(pairs):
+        for i, ((rcpt, _orig, mid, _job, _t, cut), recent) in enumerate(pairs):
             if not (mid and rcpt) or recent.mid_rcpt is not None:
                 continue
             mh, rh = self._hasher.links.message_hash(mid), self._hasher(rcpt)[0]
             steps = search_steps(slices, self._filters.ruled_out(mh, rh))
             plans[i] = (steps[0], len(steps) > 1)
             for v in steps[0].slices:
-                rows += (i, v, mh, rh, t)
+                rows += (i, v, mh, rh, cut)
             if len(rows) >= 5 * _BULK_ROWS:  # a statement per chunk of whole reports: a cut loses the rest only
                 if not self._settle(conn, rows, plans, out):
                     return out
@@ -746,7 +757,7 @@ class Attributor:
 
     def _settle(self, conn: sqlite3.Connection, rows: list[int | float], plans: dict[int, tuple[_Step, bool]],
                 out: dict[int, _First]) -> bool:
-        """One statement of `_first_steps` (rows: report, slice, mid_h, rcpt_h, report time, flat): what it found for
+        """One statement of `_first_steps` (rows: report, slice, mid_h, rcpt_h, report cut, flat): what it found for
         each of its reports into `out` (the latest send queued and delivered before the report); False when the
         budget ran out (before or inside it)."""
         if not self._room():
@@ -792,15 +803,16 @@ class Attributor:
         memory (`recent`: what `_in_memory` found of this report's keys) first, then in the store's `slices`, minus
         the generations whose filter rules the search's keys out (the Message-Id hash, the recipient hash). `first`:
         what `_first_steps` found for its Message-Id + rcpt search (None: it did not search it). By Message-Id + rcpt
-        or jobId + rcpt, only the latest send queued and delivered before the report (as linking joins it)."""
-        rcpt, orig, mid, job, t = report
+        or jobId + rcpt, only the latest send queued and delivered before the report (as linking joins it): by its
+        `cut`, as every search of the report's send (in a window from `window` before its time up to its cut)."""
+        rcpt, orig, mid, job, t, cut = report
         if first is not None and first.answer is not None:  # (only a report with both keys, not in memory, has one)
             return first.answer  # settled by the batch's statement, whatever budget is left
         rh = self._hasher(rcpt)[0] if rcpt else None
         if mid and rh is None:  # no recipient: nothing but its Message-Id names its delivery
-            return self._only_recipient(mid, recent.sole, conn, slices, t)
+            return self._only_recipient(mid, recent.sole, conn, slices, cut)
         if mid:
-            hit = self._by_mid_rcpt(mid, rh, recent.mid_rcpt, conn, slices, first, t)
+            hit = self._by_mid_rcpt(mid, rh, recent.mid_rcpt, conn, slices, first, cut)
             if hit is not None:
                 return hit
         if job and rcpt:
@@ -808,16 +820,16 @@ class Attributor:
                 return self._memory(recent.job_rcpt)
             if conn is not None:
                 hit = self._newest(conn, self._steps(slices, rh), "corr_tl_job", "job_h=? AND rcpt_h=?",
-                                   (self._hasher.links.job_hash(job), rh), before=t)
+                                   (self._hasher.links.job_hash(job), rh), before=cut)
                 if hit is not None:
                     return hit
         if rcpt and self._window > 0:  # `fallback_window: 0`: never on rcpt + orig
             lo = t - self._window
-            if recent.rcpt_orig is not None and lo <= recent.rcpt_orig[2] <= t:
+            if recent.rcpt_orig is not None and lo <= recent.rcpt_orig[2] <= cut:
                 return self._memory(recent.rcpt_orig)
             if conn is not None:
                 stored = without_recipient(orig, rcpt) if self._hasher.hashed else orig  # as prepare stores it
-                return self._latest_in_window(conn, self._steps(slices, rh), rh, lo, t, orig, stored)
+                return self._latest_in_window(conn, self._steps(slices, rh), rh, lo, cut, orig, stored)
         return None
 
     def _steps(self, slices: Slices, *keys: int | None) -> list[_Step]:
@@ -845,11 +857,11 @@ class Attributor:
     def _only_recipient(self, mid: str, sole: Sole | None, conn: sqlite3.Connection | None,
                         slices: Slices, t: float) -> Delivery | None:
         """The delivery of the one recipient of a Message-Id (a report without rcpt: an anonymised FBL) delivered or
-        bounced at or before the report's time `t`, memory's and the store's recipients counted together; None when
-        it has none, or two or more (as linking, which joins such a report to that only recipient timeline of its
-        Message-Id: a recipient with deferrals only, or delivered after the report, is not counted, so a backfill
-        and a live reading agree). Without the store (its budget spent, not readable), what memory holds; a search
-        cut by the budget counts what it found."""
+        bounced at or before the report's cut `t` (its time, ARRIVAL_SLACK later when that is its arrivalDate), memory's
+        and the store's recipients counted together; None when it has none, or two or more (as linking, which joins
+        such a report to that only recipient timeline of its Message-Id: a recipient with deferrals only, or delivered
+        after the report's cut, is not counted, so a backfill and a live reading agree). Without the store (its budget
+        spent, not readable), what memory holds; a search cut by the budget counts what it found."""
         known = {self._hasher(who)[0] for who in sole.rcpts} if sole is not None else set()
         if len(known) > 1 or conn is None:
             return self._memory(sole.newest) if sole is not None and len(known) == 1 else None

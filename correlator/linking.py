@@ -487,8 +487,10 @@ class Linker:
                     a: int | None, b: int | None) -> tuple[int | None, int | None]:
         """Report row `i`'s Message-Id key names `a` and its job key `b` (the latest send of each, or None): each kept
         only if the report may be about it (`_report_fits`), else the latest send of that key it may be about (one
-        index probe), else None: the report is then matched as one that matched no key."""
-        t, mh, rh = p.t[i], p.mh[i], p.rh[i]
+        index probe), else None: the report is then matched as one that matched no key. Cut at the report's `cut`
+        (its time; ARRIVAL_SLACK later when that is its arrivalDate, prepare.ARRIVAL_SLACK), as every search of a
+        report's send is."""
+        t, mh, rh = p.cut[i], p.mh[i], p.rh[i]  # (its time, or ARRIVAL_SLACK later when that is its arrivalDate)
         st = self._states(conn, p, tls, seg, i, {tl for tl in (a, b) if tl is not None})
         if a is not None and not _report_fits(st.get(a), t, None):
             a = self._latest_sent(conn, "mid_h", mh, rh, t, None)
@@ -535,17 +537,19 @@ class Linker:
         if seg.merges or _pending_rows_of(p, seg, len(tls), mh, rh):  # (a pending merge deletes a timeline the
             self._flush(conn, p, tls, seg)  # probes would count): they must see this batch's rows of its keys
         if rh is not None:
-            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i], p.orig_s[i])
+            return self._fallback(conn, rh, p.orig_l[i], p.t[i], mh, p.frame.get_column("jh")[i], p.orig_s[i],
+                                  p.cut[i])
         if mh is not None:
-            return self._only_sent(conn, mh, p.t[i])
+            return self._only_sent(conn, mh, p.cut[i])
         return None
 
     def _only_sent(self, conn: sqlite3.Connection, mh: int, t: float) -> int | None:
         """The timeline of the only recipient of Message-Id `mh` delivered or bounced at or before `t` (a report's
-        time), or None: none, or two or more. A report of its own (recipient hidden, read early) is no recipient,
-        nor is one with deferrals only, nor one delivered after the report: counted, the latter made a report read
-        in a backfill (every delivery already stored) a timeline of its own where, read live, it joined the one
-        recipient delivered by then. Two rows read at most: a mailing's Message-Id names every recipient's timeline."""
+        time; ARRIVAL_SLACK after it when that is its arrivalDate: `Prepared.cut`), or None: none, or two or more. A
+        report of its own (recipient hidden, read early) is no recipient, nor is one with deferrals only, nor one
+        delivered after that: counted, the latter made a report read in a backfill (every delivery already stored) a
+        timeline of its own where, read live, it joined the one recipient delivered by then. Two rows read at most: a
+        mailing's Message-Id names every recipient's timeline."""
         done = store.FLAG[D] | store.FLAG[B]
         rows = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND mid_h=? AND rcpt_h IS NOT NULL"
@@ -555,16 +559,17 @@ class Linker:
         return self._find(rows[0][0])
 
     def _fallback(self, conn: sqlite3.Connection, rh: int, orig_l: str, t: float, mh: int | None,
-                  jh: int | None, orig_s: str) -> int | None:
-        """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window.
+                  jh: int | None, orig_s: str, cut: float) -> int | None:
+        """Latest timeline of this rcpt + orig (rcpt alone if the report has no orig) begun within the window: from
+        `window` before the report's time `t` to its `cut` (`t`, or ARRIVAL_SLACK later when `t` is its arrivalDate).
 
         Not one that names another Message-Id or jobId than the report: that is another message (the fallback is
         for the keys the acct file does not log). The report's Message-Id is then stored on the timeline it joins
         (a jobId is not, where the timeline's job key is sender + timeQueued).
 
-        Only a timeline delivered or bounced before the report: a complaint or a remote bounce comes after its
-        delivery. A deferred send of another message (its delivery not read yet) is no match: joined, it took the
-        report's Message-Id and a complaint before its own delivery. `fallback_window: 0` never matches.
+        Only a timeline delivered or bounced before the report (by its `cut`): a complaint or a remote bounce comes
+        after its delivery. A deferred send of another message (its delivery not read yet) is no match: joined, it took
+        the report's Message-Id and a complaint before its own delivery. `fallback_window: 0` never matches.
         The sender is compared as stored (`orig_s`: without addresses when recipients are hashed) or as logged (a
         timeline stored before hashing was turned on)."""
         if self._window <= 0:
@@ -575,7 +580,7 @@ class Linker:
             " AND (?4 = '' OR orig = ?4 OR orig = ?7) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
             " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" AND flags & {done} != 0 AND t_done <= ?3 ORDER BY t0 DESC LIMIT 1",
-            (rh, t - self._window, t, orig_l, mh, jh, orig_s),
+            (rh, t - self._window, cut, orig_l, mh, jh, orig_s),
         ).fetchone()
         return self._find(row[0]) if row else None
 

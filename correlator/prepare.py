@@ -24,7 +24,7 @@ import polars as pl
 from correlator import store
 from correlator.keys import MID_STRIP, mid_key
 from exporter.metrics import PLACEHOLDER_NONE
-from exporter.records import LINE, RecordBatch, col
+from exporter.records import LINE, Columns, RecordBatch, col
 from exporter.redact import redact as redact_local_parts
 from exporter.redact import without_addresses, without_recipient
 from exporter.timeparse import EARLIEST_BELIEVED, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
@@ -35,6 +35,55 @@ DELIVERY = frozenset((T, D, B))
 QUEUED_KEY_TYPES = frozenset((R, T, D, B))
 _MIX = 0x9E3779B97F4A7C15
 _U64 = 0xFFFFFFFFFFFFFFFF
+ARRIVAL_SLACK = 900.0
+"""Seconds after a report's time a send may have been logged delivered (or bounced) and still count as sent before the
+report, when (and only when) that time is the report's arrivalDate (its timeLogged empty or absent: `ARRIVAL`). An
+ARF Arrival-Date is when the ISP received the message: within the SMTP transaction at whose end (end of DATA, the 250
+reply, then the log line) PMTA logs its `d` record, so usually seconds before that record's timeLogged, give or take
+the two hosts' clocks. Cut exactly there, a complaint about a message's only recipient (or about its send, by key or by
+rcpt + orig) found none and was a timeline of its own, its metrics' vmta `unknown`. A report timed by its timeLogged
+(PMTA's clock, written after the delivery it reports on) keeps the exact cut."""
+ARRIVAL = "arrival"
+"""batch_frame's Boolean column: the row's time (its `timeLogged` as read) is its arrivalDate (`arrival_timed`)."""
+
+
+def arrival_timed(c: Columns, row: list[str]) -> bool:
+    """Is the row timed by its arrivalDate: its time as read (`Columns.logged`) set and that field's value? Its
+    timeLogged empty (CSV), absent from its header (`Columns.from_header` reads arrivalDate then), or absent from a JSON
+    record (exporter.jsonrecords copies arrivalDate there)."""
+    if c.arrivalDate < 0:
+        return False
+    logged = c.logged(row)
+    return bool(logged) and logged == row[c.arrivalDate]
+
+
+def _arrival_timed_expr(c: Columns, have: set[str]) -> pl.Expr:
+    """`arrival_timed` of every row of a batch's frame (of columns `have`)."""
+    if c.arrivalDate < 0 or col(c.arrivalDate) not in have or (c.timeLogged >= 0 and col(c.timeLogged) not in have):
+        return pl.lit(False)
+    logged = c.logged_expr()
+    return (logged != "") & (logged == pl.col(col(c.arrivalDate)).fill_null(""))
+
+
+def _cut() -> pl.Expr:
+    """`cut`: the time a send must have been queued and delivered (or bounced) by for a report of the row to be about
+    it: its time `t`, ARRIVAL_SLACK later when that is its arrivalDate (read as is: believed, `_believed`)."""
+    t = pl.col("t")
+    return pl.when(pl.col(ARRIVAL) & (t == pl.col("t_raw"))).then(t + ARRIVAL_SLACK).otherwise(t).alias("cut")
+
+
+def report_times(c: Columns, rows: list[list[str]], now: float) -> tuple[list[float], list[float]]:
+    """(time, cut) of each row as the correlator's prepare reads them (`_believed`, `_cut`): attribution's, so a
+    report is looked up at the time its timeline has it."""
+    def parse(value: str) -> float | None:
+        return parse_pmta_time(value) if value else None
+
+    queued = [parse(r[c.timeQueued]) if c.timeQueued >= 0 else None for r in rows]
+    frame = pl.DataFrame([pl.Series("t_raw", [parse(c.logged(r)) for r in rows], dtype=pl.Float64),
+                          pl.Series("tq", queued, dtype=pl.Float64),
+                          pl.Series(ARRIVAL, [arrival_timed(c, r) for r in rows], dtype=pl.Boolean)])
+    frame = frame.with_columns(*_believed(now)).with_columns(_cut())
+    return frame.get_column("t").to_list(), frame.get_column("cut").to_list()
 
 
 def _believed(now: float) -> list[pl.Expr]:
@@ -95,7 +144,7 @@ _EVENT_FIELDS = ("dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "vm
 
 
 def batch_frame(batch: RecordBatch) -> pl.DataFrame:
-    """The batch as a frame with one String column per `_FIELDS` name ('' for empty or absent) plus LINE.
+    """The batch as a frame with one String column per `_FIELDS` name ('' for empty or absent), ARRIVAL, plus LINE.
 
     A frame batch is projected (no Python rows are built); a row batch (the exact fallback path)
     is converted for the fields read only. LINE may be missing when a row batch has no line numbers.
@@ -109,7 +158,8 @@ def batch_frame(batch: RecordBatch) -> pl.DataFrame:
             pos = getattr(c, name)
             data[name] = [r[pos] for r in rows] if pos >= 0 else [""] * len(rows)
         data["timeLogged"] = [c.logged(r) for r in rows]  # an empty one: the record's arrivalDate (Columns.logged)
-        out = pl.DataFrame(data, schema={name: pl.String for name in _FIELDS})
+        out = pl.DataFrame(data, schema={name: pl.String for name in _FIELDS}).with_columns(
+            pl.Series(ARRIVAL, [arrival_timed(c, r) for r in rows], dtype=pl.Boolean))
         lines = batch.line_numbers
         if len(lines) == len(rows):
             out = out.with_columns(pl.Series(LINE, lines, dtype=pl.Int64))
@@ -124,7 +174,7 @@ def batch_frame(batch: RecordBatch) -> pl.DataFrame:
             exprs.append(pl.col(col(pos)).fill_null("").alias(name))
         else:
             exprs.append(pl.lit("", dtype=pl.String).alias(name))
-    return frame.select(*exprs, pl.col(LINE).cast(pl.Int64))
+    return frame.select(*exprs, _arrival_timed_expr(c, have).alias(ARRIVAL), pl.col(LINE).cast(pl.Int64))
 
 
 def mx_host(dsn_mta: str) -> str:
@@ -164,6 +214,9 @@ class Prepared:
     queue_events: list[tuple] = field(default_factory=list)
     code: list[int] = field(default_factory=list)
     t: list[float] = field(default_factory=list)
+    cut: list[float] = field(default_factory=list)
+    """The time a send must have been queued and delivered by for the row, a report, to be about it: `t`, or
+    ARRIVAL_SLACK later when `t` is the report's arrivalDate (`_cut`)."""
     qd: list[int | None] = field(default_factory=list)
     """UTC day of the row's timeQueued (None: undated), the day of the slice a timeline it creates goes to."""
     qs: list[float | None] = field(default_factory=list)
@@ -244,7 +297,7 @@ class Preparer:
         tq = map_distinct(df.get_column("timeQueued"), lambda v: parse(v) if v else None, pl.Float64)
         tl = map_distinct(df.get_column("timeLogged"), parse, pl.Float64)
         df = df.with_columns(tq.alias("tq"), tl.alias("t_raw")).with_columns(_reception_queued()) \
-            .with_columns(*_believed(now))
+            .with_columns(*_believed(now)).with_columns(_cut())
         is_tq = pl.col("code") == TQ
         qev = df.filter(is_tq)
         queue_events: list[tuple] = []
@@ -319,7 +372,8 @@ class Preparer:
         )
         return Prepared(
             df, queue_events,
-            code=df.get_column("code").to_list(), t=df.get_column("t").to_list(), qd=df.get_column("qd").to_list(),
+            code=df.get_column("code").to_list(), t=df.get_column("t").to_list(), cut=df.get_column("cut").to_list(),
+            qd=df.get_column("qd").to_list(),
             qs=df.get_column("qs").to_list(),
             rh=df.get_column("rh").to_list(), mh=df.get_column("mh").to_list(),
             orig_l=df.get_column("orig_l").to_list(), orig_s=df.get_column("orig_s").to_list(),

@@ -89,12 +89,13 @@ def test_fallback_window(tmp_path: Path) -> None:
 type,timeLogged,orig,rcpt
 f,2024-05-20 08:00:00+0000,promo@other.example,dave@gmail.com
 """)
-    h = Harness(tmp_path)
+    read_at = 1716249600.0  # 2024-05-21: the report's time is believed (not more than a day ahead of the clock)
+    h = Harness(tmp_path, CorrelatorConfig(retention="60d"), clock=lambda: read_at)  # (dave's delivery kept)
     h.commit(ACCT_1)
     assert vp(h.sink.lookup_vmta(late.columns, late.rows)) == [None]  # 19 days > the 7-day default
     h.close()
     (tmp_path / "wide").mkdir()
-    h = Harness(tmp_path / "wide", CorrelatorConfig(fallback_window="30d"))
+    h = Harness(tmp_path / "wide", CorrelatorConfig(fallback_window="30d", retention="60d"), clock=lambda: read_at)
     h.commit(ACCT_1)
     assert vp(h.sink.lookup_vmta(late.columns, late.rows)) == [("vmta3", "")]
     h.commit(late)  # and the timeline links the same way
