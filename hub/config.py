@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -117,6 +118,22 @@ def address_problem(parts: SplitResult) -> str | None:
     return None
 
 
+def invisible_problem(text: str, offset: int = 0) -> str | None:
+    """Why a target's host:port or URL cannot be a target: a character text answers and pages show escaped (a control
+    or invisible format character: soft hyphen, zero-width space, joiners, word joiner, BOM; IDNA maps most of them to
+    nothing, so the host resolves), named with its position from 1 (plus `offset`). A hub cursor names a host by its
+    URL and refuses one that would not show as it is: every page after the first was a 400 for the whole fleet."""
+    from correlator.render import safe  # (not at import: the config is read before the rest)
+
+    at = next((i for i, c in enumerate(text) if safe(c) != c), None)
+    if at is None:
+        return None
+    char = text[at]
+    name = unicodedata.name(char, "a control character")
+    return (f"character {at + 1 + offset} is U+{ord(char):04X} ({name}), an invisible character (pasted from a web "
+            "page?): remove it")
+
+
 def _kind(value: Any) -> str:
     """What a wrong value is, without echoing it (it may hold a password)."""
     kinds = {bool: "true/false", int: "a number", float: "a number", list: "a list", type(None): "nothing"}
@@ -154,6 +171,7 @@ def url_problem(url: str) -> str | None:
     problem = address_problem(parts)
     if problem is None and (parts.query or parts.fragment):  # the routes' paths would be appended after them
         problem = "a daemon's base URL has no query or fragment"
+    problem = problem or invisible_problem(url)
     return f"{shown!r}: {problem}" if problem else None
 
 

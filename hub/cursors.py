@@ -4,12 +4,20 @@ enough for the listener's 16 KiB request head with a thousand hosts.
 Content: `{"f": fingerprint of the filters or Message-Id, "h": {host URL: place}, "n": the first page's clock (search),
 "t": hosts at their top, "z": hosts with nothing more to give}`; what a place means is search.py's and messages.py's
 business. A host done with nothing more to give (place 0: most hosts, for a Message-Id) is not named by its URL but by a
-4-byte hash of it, in `z`. A host asked and still at its top (place `[null, 0]`: nothing of it handed out yet) is named
-by its URL, which it needs (it is named missing if it leaves the targets), front-coded in `t` (the URLs sorted, each as
-how many characters it shares with the one before and the rest: a few bytes a host). Up to PLAIN_MAX characters the
-token is that JSON in base64, as a daemon's cursors are; longer, the JSON is deflated first, each host's own cursor that
-is itself such a token stored as its JSON (so the parts the hosts' cursors share compress). A cursor longer than
-CURSOR_BUDGET is not handed out: the page says why.
+4-byte hash of it, in `z`. A current target neither in `h` nor in `z` is at its top (place `[null, 0]`: asked and
+nothing of it handed out yet, or not asked yet): it needs a place only when it leaves the targets (it is then named
+missing), so `t` says which targets the cursor was made for. While the cursor stays within TOP_SPELT_MAX characters,
+`t` spells them out, front-coded (the URLs sorted, each as how many characters it shares with the one before and the
+rest): read anywhere. Longer (on the first pages of a big fleet nearly every host is at its top: 7-8 characters a host
+of unrelated names, deflated, left 2,000 hosts no second page), `t` is a keyed 8-byte digest of the target list, which
+the hub remembers (`_LISTS`, the last MAX_LISTS lists it made or read cursors for): a few characters in all. A digest
+the hub does not know (another hub behind the same address whose discovery sees another list, a restart with
+hub.cursor_key_file, or more than MAX_LISTS lists since) is read as the current targets' list: a host that left the
+targets meanwhile while at its top is then not named missing, as before hosts at their top kept a place. A host out of
+the targets is named by its URL in `h`. Up to PLAIN_MAX characters the token is that JSON in base64, as a daemon's
+cursors are; longer, the JSON is deflated first, each host's own cursor that is itself such a token stored as its JSON
+(so the parts the hosts' cursors share compress). A cursor longer than CURSOR_BUDGET is not handed out: the page says
+why; nor is one naming a host whose URL a cursor refuses (`_host_url`: the targets are checked so none does).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import binascii
 import json
 import secrets
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -28,7 +36,7 @@ from urllib.parse import urlsplit
 
 from correlator.api import BadRequest, _no_constant, decode_token, encode_token
 from correlator.render import safe
-from exporter.textrepair import first_surrogate_path
+from exporter.textrepair import first_surrogate_path, short_repr
 from hub.targets import Target
 
 CURSOR_KEY = secrets.token_bytes(32)
@@ -64,7 +72,16 @@ handed out in part (a URL and a daemon's cursor each, ~200 characters): the targ
 it inflates to is checked for a cursor's shape first (`_shaped`): reading any 512 KiB then costs ~15 ms."""
 KEYS = frozenset({"f", "h", "n", "t", "z"})
 AT_TOP = [None, 0]
-"""The place of a host asked and at its top (nothing of it handed out): kept in `t`."""
+"""The place of a host asked and at its top (nothing of it handed out): said by `t`."""
+TOP_SPELT_MAX = 2048
+"""Longest cursor whose `t` spells out the targets' URLs (readable by any hub sharing the key); longer, a digest."""
+LIST_BYTES = 8
+MAX_LISTS = 256
+"""Target lists remembered for the digests in `t` (a list is new only when discovery changes it)."""
+MAX_LISTED = 500_000
+"""Most URLs the remembered lists hold together (references to the targets' own strings: ~4 MB)."""
+_LISTS: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+_listed = 0
 CURSOR_DEPTH = 4
 """The deepest a cursor nests: its mapping, `h`, a place, a host's own cursor kept as its flat list (deflated form)."""
 MAX_AWAY = 1000
@@ -96,33 +113,65 @@ class Decoded:
 
 def encode(fp: str, places: dict[str, Any], targets: list[Target], now: float | None = None,
            done_elsewhere: frozenset[bytes] = frozenset()) -> tuple[str | None, str | None]:
-    """(cursor, None), or (None, why there is none) when it would be longer than CURSOR_BUDGET."""
+    """(cursor, None), or (None, why there is none) when it would be longer than CURSOR_BUDGET or would name a host
+    whose URL decode() refuses. A current target without a place, or at its top, is said by `t`."""
     keys = {t.url: host_key(t.url) for t in targets}
     shared = {k for k, n in Counter(keys.values()).items() if n > 1}
     named: dict[str, Any] = {}
-    top: list[str] = []
     done = set(done_elsewhere)
     for url, place in places.items():
         key = keys.get(url)
         if _is_zero(place) and key is not None and key not in shared:
             done.add(key)
-        elif place == AT_TOP:
-            top.append(url)
-        else:  # a host out of the targets keeps its URL: it is named in missing_hosts
+        elif not (place == AT_TOP and key is not None):  # one out of the targets keeps its URL: named missing
             named[url] = place
+    refused = next((url for url in named if not _host_url(url)), None)
+    if refused is not None:
+        return None, UNNAMEABLE.format(url=safe(short_repr(refused)))
     value: dict[str, Any] = {"f": fp, "h": named}
     if now is not None:
         value["n"] = now
-    if top:
-        value["t"] = _front_coded(sorted(top))
     if done:
         value["z"] = base64.b64encode(b"".join(sorted(done))).decode()
-    token = encode_token(value)
-    if len(token) > PLAIN_MAX:
-        token = _zipped(value)
+    top = sorted(url for url, key in keys.items() if url not in named and not (key in done and key not in shared))
+    token = None
+    if top:
+        if all(map(_host_url, top)):
+            token = _token({**value, "t": _front_coded(top)})
+        if token is None or len(token) > TOP_SPELT_MAX:
+            token = _token({**value, "t": base64.b64encode(_remember(tuple(sorted(keys)))).decode()})
+    else:
+        token = _token(value)
     if len(token) > CURSOR_BUDGET:
         return None, TOO_LONG.format(length=len(token), budget=CURSOR_BUDGET)
     return token, None
+
+
+UNNAMEABLE = "no next page: host {url} cannot be named in a cursor (it holds a control or invisible character)"
+
+
+def _token(value: dict[str, Any]) -> str:
+    token = encode_token(value)
+    return _zipped(value) if len(token) > PLAIN_MAX else token
+
+
+def _digest(urls: tuple[str, ...]) -> bytes:
+    """A target list's digest (keyed: it says nothing of the list to one without the key)."""
+    return blake2b("\n".join(urls).encode(), key=CURSOR_KEY, digest_size=LIST_BYTES).digest()
+
+
+def _remember(urls: tuple[str, ...]) -> bytes:
+    """The digest of a sorted target list, the list remembered under it (the most recent MAX_LISTS, MAX_LISTED)."""
+    global _listed
+    digest = _digest(urls)
+    if digest in _LISTS:
+        _LISTS.move_to_end(digest)
+        return digest
+    _LISTS[digest] = urls
+    _listed += len(urls)
+    while len(_LISTS) > MAX_LISTS or (_listed > MAX_LISTED and len(_LISTS) > 1):
+        _listed -= len(_LISTS.popitem(last=False)[1])
+    return digest
 
 
 def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
@@ -134,7 +183,7 @@ def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool
     if not _shaped(value) or first_surrogate_path(value, max_depth=CURSOR_DEPTH, aliases=False) is not None:
         raise BadRequest(400, "malformed cursor", "cursor")
     try:
-        return _decoded(_with_top(value), targets, valid_place)
+        return _decoded(_with_top(value), targets, valid_place, _made_for(value.get("t"), targets))
     except (TypeError, ValueError, KeyError, binascii.Error):
         raise BadRequest(400, "malformed cursor", "cursor") from None
 
@@ -169,6 +218,8 @@ def _shaped(value: Any) -> bool:
             or (now is not None and (isinstance(now, bool) or not isinstance(now, int | float))):
         return False
     top = value.get("t", [])
+    if isinstance(top, str):
+        return all(_flat_place(place) for place in value["h"].values())
     if not isinstance(top, list) or len(top) % 2 or not all(
             type(n) is int and isinstance(rest, str) for n, rest in zip(top[::2], top[1::2], strict=True)):
         return False
@@ -189,7 +240,22 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) or value is None
 
 
-def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
+def _made_for(top: Any, targets: list[Target]) -> tuple[str, ...]:
+    """The sorted URLs of the targets a cursor with digest `top` was made for: the current ones when it names them
+    (or when the hub no longer knows it: see the module's doc); () for a cursor that spells its hosts out."""
+    if not isinstance(top, str):
+        return ()
+    digest = base64.b64decode(top, validate=True)
+    if len(digest) != LIST_BYTES:
+        raise ValueError("targets")
+    current = tuple(sorted({t.url for t in targets}))
+    if _remember(current) == digest:
+        return current
+    return _LISTS.get(digest, current)
+
+
+def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable[[Any], bool],
+             made_for: tuple[str, ...] = ()) -> Decoded:
     current = {t.url for t in targets}
     away = [url for url in value["h"] if url not in current]
     if len(away) > MAX_AWAY:
@@ -217,6 +283,11 @@ def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable
         if len(urls) == 1:  # (two current targets of one key: neither is taken for done)
             places.setdefault(urls[0], 0)
     elsewhere = frozenset(k for k in done if k not in by_key)
+    listed = {url: host_key(url) for url in made_for}
+    shared = {k for k, n in Counter(listed.values()).items() if n > 1}
+    for url, key in listed.items():  # the targets it was made for neither in `h` nor in `z`: at their top
+        if url not in places and (key not in done or key in shared):
+            places[url] = list(AT_TOP)
     return Decoded(value["f"], places, value.get("n"), elsewhere)
 
 
@@ -236,11 +307,11 @@ def _front_coded(urls: list[str]) -> list[Any]:
 
 
 def _with_top(value: dict[str, Any]) -> dict[str, Any]:
-    """`value` with the hosts of `t` among its places (at their top). ValueError on a prefix that is not one, a URL
-    twice, or more than MAX_INFLATED characters of URLs: a forged `t` of short entries sharing long prefixes would
-    spell out GiBs."""
+    """`value` with the hosts `t` spells out among its places (at their top). ValueError on a prefix that is not
+    one, a URL twice, or more than MAX_INFLATED characters of URLs: a forged `t` of short entries sharing long
+    prefixes would spell out GiBs."""
     coded = value.get("t")
-    if not coded:
+    if not coded or isinstance(coded, str):
         return value
     places = dict(value["h"])
     before, spelt = "", 0

@@ -26,7 +26,14 @@ from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.textrepair import SURROGATE_PROBLEM, first_surrogate_path, short_repr
 from exporter.tlstrust import default_trust
 from exporter.yamlproblem import utf8_line_problem
-from hub.config import CREDENTIALS_HINT, HubSection, PrometheusSource, address_problem, without_credentials
+from hub.config import (
+    CREDENTIALS_HINT,
+    HubSection,
+    PrometheusSource,
+    address_problem,
+    invisible_problem,
+    without_credentials,
+)
 from hub.threads import off_loop
 
 log = logging.getLogger(__name__)
@@ -171,7 +178,7 @@ def _hostport_problem(hostport: str, scheme: str) -> str | None:
         return ": its host part is not a host name or IP address"
     if parts.netloc != hostport or not parts.hostname:
         return " is not a host:port (no scheme, path or query: hub.scheme gives the scheme)"
-    problem = address_problem(parts)
+    problem = address_problem(parts) or invisible_problem(hostport)
     return f": {problem}" if problem else None
 
 
@@ -196,18 +203,25 @@ def parse_prometheus_targets(body: Any, job: str, scheme: str = "http", skipped:
         named = (("labels.instance", labels.get("instance")), ("scrapeUrl", scrape_url))
         broken = next(((name, value) for name, value in named if first_surrogate_path(value) is not None), None)
         if broken is not None:
-            why = f"{where} skipped: {broken[0]} {short_repr(broken[1])} {NOT_TEXT}"
-            if skipped is None:
-                log.warning("prometheus targets: %s", why)
-            else:
-                skipped.append(why)
+            _skip(f"{where} skipped: {broken[0]} {short_repr(broken[1])} {NOT_TEXT}", skipped)
             continue
         parts = urlsplit(scrape_url)
         hostport = parts.netloc.rpartition("@")[2]  # a password Prometheus scrapes with is not shown: hub.auth
         if not hostport:
             continue
+        invisible = invisible_problem(hostport, offset=scrape_url.find(hostport, len(parts.scheme)))
+        if invisible is not None:  # (a hub cursor names a host by its URL, and refuses one that does not show as is)
+            _skip(f"{where} skipped: scrapeUrl {short_repr(scrape_url)}: {invisible}", skipped)
+            continue
         out.append(Target(labels.get("instance") or hostport, canonical_url(f"{scheme}://{hostport}")))
     return out
+
+
+def _skip(why: str, skipped: list[str] | None) -> None:
+    if skipped is None:
+        log.warning("prometheus targets: %s", why)
+    else:
+        skipped.append(why)
 
 
 NOT_TEXT = "holds a lone surrogate (\\ud800-\\udfff), which is not text"
