@@ -381,7 +381,7 @@ def _is_loopback(host: str) -> bool:
 def exposure_warning(config: Config, exposed: str = "/metrics and every stored recipient through /api/v1"
                      ) -> str | None:
     """A warning line when the listener is reachable off-host without auth or TLS, else None; `exposed` says what
-    anyone could then read (the hub serves no /metrics).
+    anyone could then read (the hub serves no /metrics), or, with auth but no TLS, what crosses the network in clear.
 
     The daemon and the hub log it at WARNING at startup. Loopback binds never warn (a local reverse proxy
     adds TLS and auth in front).
@@ -393,6 +393,10 @@ def exposure_warning(config: Config, exposed: str = "/metrics and every stored r
                                           ("TLS", web.tls_cert_file is not None)) if not present]
     if not missing:
         return None
+    if missing == ["TLS"]:  # who reaches the port is asked for a password: what is exposed is what crosses the wire
+        return (f"listening on {config.listen} (not loopback) without TLS: passwords, and {exposed}, cross the "
+                "network in clear text. Set web.tls_cert_file/tls_key_file, or bind 127.0.0.1 behind a reverse proxy "
+                "with TLS (docs/security.md).")
     return (f"listening on {config.listen} (not loopback) without {' and '.join(missing)}: anyone who can reach "
             f"this port can read {exposed}. Set web.basic_auth_users "
             "and web.tls_cert_file/tls_key_file, or bind 127.0.0.1 behind a reverse proxy (docs/security.md).")

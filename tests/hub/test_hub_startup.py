@@ -64,9 +64,9 @@ def test_an_exposed_hub_warns_of_its_listener_and_a_plain_text_password_as_the_d
     warnings = [line for line in _lines(log.read_text()) if line.startswith("WARNING")]
     assert warnings == [
         "WARNING hub.app: web.basic_auth_users.u: plain-text password; store a bcrypt hash instead",
-        f"WARNING hub.app: listening on 0.0.0.0:{port} (not loopback) without TLS: anyone who can reach this port "
-        "can read every host's stored recipients through /api/v1. Set web.basic_auth_users and "
-        "web.tls_cert_file/tls_key_file, or bind 127.0.0.1 behind a reverse proxy (docs/security.md).",
+        f"WARNING hub.app: listening on 0.0.0.0:{port} (not loopback) without TLS: passwords, and every host's stored "
+        "recipients through /api/v1, cross the network in clear text. Set web.tls_cert_file/tls_key_file, or bind "
+        "127.0.0.1 behind a reverse proxy with TLS (docs/security.md).",
     ], log.read_text()
 
 
