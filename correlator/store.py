@@ -350,10 +350,7 @@ def migrate(conn: sqlite3.Connection, rcpt_fingerprint: str, key_file: tuple[Pat
             if held and stored_hmac:  # hashing turned off over hashed timelines
                 raise hashing_turned_off(database_file(conn), row[0])
             if held:  # hashing turned on over plain timelines: documented (docs/security.md)
-                log.warning(
-                    "correlator recipients were stored as %s but are now keyed as %s: older timelines will "
-                    "not be found by recipient", row[0], rcpt_fingerprint,
-                )
+                log.warning("%s", now_keyed_warning(row[0], rcpt_fingerprint))
             conn.execute("UPDATE corr_meta SET value=? WHERE key='rcpt_mode'", (rcpt_fingerprint,))
         scheme = link_scheme(conn, current, rcpt_fingerprint, owns_scheme)
     except BaseException:
@@ -394,6 +391,13 @@ def link_scheme(conn: sqlite3.Connection, current: int, rcpt_fingerprint: str, o
     if row is None or row[0] != stored:
         conn.execute("INSERT OR REPLACE INTO corr_meta VALUES (?, ?)", (LINK_KEYS, stored))
     return stored
+
+
+def now_keyed_warning(stored: str, keyed_as: str) -> str:
+    """Said at a start with hash_recipients over a store holding timelines of plain recipients (check-config says it
+    too): let in, the older timelines keep their addresses until pruned and are no longer found by recipient."""
+    return (f"correlator recipients were stored as {stored} but are now keyed as {keyed_as}: older timelines will "
+            "not be found by recipient")
 
 
 def unkeyed_links_warning(db: str) -> str:

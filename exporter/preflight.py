@@ -734,7 +734,26 @@ def warnings(config: Config, config_path: Path | None = None) -> list[str]:
             absent = _absent_directory(pattern)
             why = f": {absent}" if absent else ""
             out.append(f"sources.{i}.paths.{j}: {pattern!r} matches no file yet{why}")
-    return out + run_warnings(config, matched, config_path) + _unkeyed_store(config)
+    return out + run_warnings(config, matched, config_path) + _plain_store_now_keyed(config) + _unkeyed_store(config)
+
+
+def _plain_store_now_keyed(config: Config) -> list[str]:
+    """With hash_recipients, a store holding timelines of plain recipients: `run` lets it in with a WARNING (its older
+    timelines keep their addresses until pruned and are no longer found by recipient, docs/security.md); said here."""
+    correlator = config.correlator
+    if not (correlator.enabled and correlator.hash_recipients):
+        return []
+    db = Path(config.state_dir).expanduser() / "watchtower.db"
+    if _correlator_meta(db).get("rcpt_mode") != "plain" or not _holds_timelines(db):
+        return []
+    from correlator.keys import RcptHasher  # (the correlator package loads polars: only over such a store)
+    from correlator.store import now_keyed_warning
+
+    try:
+        keyed_as = RcptHasher(read_regular(hmac_key_path(config), HMAC_KEY_MAX_BYTES).strip()).fingerprint()
+    except (OSError, FileProblem):  # none yet (`run` makes it), or its own check names what is wrong
+        keyed_as = "the HMAC key the next start makes"
+    return [f"correlator.hash_recipients: {now_keyed_warning('plain', keyed_as)}"]
 
 
 def _unkeyed_store(config: Config) -> list[str]:

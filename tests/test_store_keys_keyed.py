@@ -289,3 +289,32 @@ def test_check_config_says_a_store_keeps_unkeyed_keys(tmp_path: Path) -> None:
     h.close()
     (tmp_path / "fresh" / "state.db").rename(state / "watchtower.db")
     assert not [w for w in preflight.warnings(load_config(cfg)) if w.startswith("correlator.hash_recipients: ")]
+
+
+def test_check_config_says_hashing_turned_on_over_plain_timelines(tmp_path: Path) -> None:
+    """docs/security.md: `plain` store, hash_recipients on, timelines held: the start goes on with a WARNING that the
+    older timelines keep their addresses and are no longer found by recipient. `run` logged it; check-config, which an
+    operator runs first, said only `ok` (newcomer review, 2026-12-06)."""
+    from correlator.keys import RcptHasher
+    from exporter import preflight
+    from exporter.config import load_config
+    from tests.conftest import write_config
+
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=False), clock=lambda: CLOCK)
+    h.commit(DELIVERIES)
+    h.close()
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "state.db").rename(state / "watchtower.db")
+    key = tmp_path / "hmac.key"
+    key.write_text("k" * 64)
+    cfg = write_config(tmp_path, state_dir=str(state), correlator={
+        "enabled": True, "hash_recipients": True, "hmac_key_file": str(key)})
+    fingerprint = RcptHasher(b"k" * 64).fingerprint()
+    said = [w for w in preflight.warnings(load_config(cfg)) if "stored as plain" in w]
+    assert said == [f"correlator.hash_recipients: correlator recipients were stored as plain but are now keyed as "
+                    f"{fingerprint}: older timelines will not be found by recipient"]
+    key.unlink()  # no key yet: `run` makes one
+    said = [w for w in preflight.warnings(load_config(cfg)) if "stored as plain" in w]
+    assert said == ["correlator.hash_recipients: correlator recipients were stored as plain but are now keyed as the "
+                    "HMAC key the next start makes: older timelines will not be found by recipient"]
