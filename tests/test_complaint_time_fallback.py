@@ -80,8 +80,15 @@ FORMS = [("csv", "fast"), ("csv", "exact"), ("csv", "projected"), ("json", "fast
 
 
 def _metrics(batch: RecordBatch) -> dict[str, Any]:
+    return aggregated(batch, "yahoo.com")
+
+
+def aggregated(batch: RecordBatch, domain: str) -> dict[str, Any]:
+    """The batch's counters, histograms, newest record time and bad_timestamp count, `domain`'s ISP named after it
+    (tests/test_time_floor.py reads the same)."""
     reg = CollectorRegistry()
-    agg = RecordAggregator(lambda dom, mta: "yahoo" if dom == "yahoo.com" else "other",
+    isp = domain.partition(".")[0]
+    agg = RecordAggregator(lambda dom, mta: isp if dom == domain else "other",
                            lambda isp, st, diag, cat: "other", buckets=[60.0, 3600.0], self_metrics=SelfMetrics(reg))
     agg.apply(batch)
     agg.flush()

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from exporter.aggregate import RecordAggregator
-from exporter.metrics import SelfMetrics
 from exporter.parser import FileParser
 from exporter.timeparse import EARLIEST_BELIEVED, parse_pmta_time
+from tests.test_complaint_time_fallback import aggregated
 from tests.test_correlator_support import Harness
 
 HEADER = "type,timeLogged,timeQueued,orig,rcpt,vmta,jobId,dsnStatus,dsnDiag,feedbackType"
@@ -44,17 +42,7 @@ def _metrics(lines: list[str], fast: bool) -> dict[str, Any]:
     parser = FileParser("acct", "/x/acct.csv", None, fast=fast)
     batch, _ = parser.parse(("\n".join([HEADER, *lines]) + "\n").encode())
     assert batch is not None and parser.errors == {}
-    reg = CollectorRegistry()
-    agg = RecordAggregator(lambda dom, mta: "gmail" if dom == "gmail.com" else "other",
-                           lambda isp, st, diag, cat: "other", buckets=[60.0, 3600.0], self_metrics=SelfMetrics(reg))
-    agg.apply(batch)
-    agg.flush()
-    return {
-        "counters": agg.counters, "histograms": agg.histograms,
-        "newest": reg.get_sample_value("watchtower_last_record_timestamp_seconds", {"source": "acct"}),
-        "bad_timestamp": reg.get_sample_value("watchtower_parse_errors_total",
-                                              {"source": "acct", "reason": "bad_timestamp"}),
-    }
+    return aggregated(batch, "gmail.com")
 
 
 def test_the_floor_is_2000():
