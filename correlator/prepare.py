@@ -48,21 +48,24 @@ ARRIVAL = "arrival"
 
 
 def arrival_timed(c: Columns, row: list[str]) -> bool:
-    """Is the row timed by its arrivalDate: its time as read (`Columns.logged`) set and that field's value? Its
-    timeLogged empty (CSV), absent from its header (`Columns.from_header` reads arrivalDate then), or absent from a JSON
-    record (exporter.jsonrecords copies arrivalDate there)."""
-    if c.arrivalDate < 0:
+    """Is the row timed by its arrivalDate: one set, and no timeLogged of its own (the field empty, in CSV or JSON, or
+    absent from the header: `Columns.from_header` reads arrivalDate as timeLogged then)? Which column timed it, never
+    whether the two texts are equal: a report with both, equal (the simulator writes them so), keeps the exact cut."""
+    if c.arrivalDate < 0 or not row[c.arrivalDate]:
         return False
-    logged = c.logged(row)
-    return bool(logged) and logged == row[c.arrivalDate]
+    return c.timeLogged < 0 or c.timeLogged == c.arrivalDate or not row[c.timeLogged]
 
 
 def _arrival_timed_expr(c: Columns, have: set[str]) -> pl.Expr:
     """`arrival_timed` of every row of a batch's frame (of columns `have`)."""
-    if c.arrivalDate < 0 or col(c.arrivalDate) not in have or (c.timeLogged >= 0 and col(c.timeLogged) not in have):
+    if c.arrivalDate < 0 or col(c.arrivalDate) not in have:
         return pl.lit(False)
-    logged = c.logged_expr()
-    return (logged != "") & (logged == pl.col(col(c.arrivalDate)).fill_null(""))
+    arrival = pl.col(col(c.arrivalDate)).fill_null("") != ""
+    if c.timeLogged < 0 or c.timeLogged == c.arrivalDate:
+        return arrival
+    if col(c.timeLogged) not in have:
+        return pl.lit(False)
+    return arrival & (pl.col(col(c.timeLogged)).fill_null("") == "")
 
 
 def _cut() -> pl.Expr:

@@ -36,11 +36,10 @@ JSON_MARK = "{json}"
 """Last column name of a JSON file's columns (no CSV header names a field so)."""
 
 COLUMNS = Columns.from_header([*KNOWN_FIELDS, "header_Message-Id", "arrivalDate", JSON_MARK])
-WIDTH = len(COLUMNS.names)
-_TIME = COLUMNS.timeLogged
-_ARRIVAL = COLUMNS.index["arrivalDate"]
 """An f record's time column is UNCERTAIN (pmta-formats.md §1.2): a record without `timeLogged` is timed by its
-`arrivalDate`, as a CSV row whose timeLogged is empty (or absent from its header) is (`Columns.logged`)."""
+`arrivalDate`, as a CSV row whose timeLogged is empty is (`Columns.logged`: the readers take it; a record's fields are
+kept as written, so which of the two timed it stays known, correlator/prepare.py `arrival_timed`)."""
+WIDTH = len(COLUMNS.names)
 _EXACT = {name: i for i, name in enumerate(COLUMNS.names[:-1])}
 _FOLDED = {name.lower(): i for name, i in _EXACT.items()}
 _SLOTS: dict[str, int] = dict(_EXACT)
@@ -111,8 +110,6 @@ def to_row(text: str) -> list[str] | str | None:
             if row[i]:
                 continue
         row[i] = value
-    if not row[_TIME]:
-        row[_TIME] = row[_ARRIVAL]
     return row
 
 
@@ -179,9 +176,8 @@ def frame_of(data: bytes, lines: int) -> pl.DataFrame | None:
         return None
     if frame.height != lines or frame.get_column(COLUMNS.names[0]).null_count() == frame.height:
         return None  # a blank line (skipped by polars) or framing: numbering needs every line; or no typed record
-    return _timed(frame.select([pl.col(name).replace("", None).alias(col(i))
-                                for i, name in enumerate(COLUMNS.names[:-1])]
-                               + [pl.lit(None, pl.String).alias(col(WIDTH - 1))]))
+    return frame.select([pl.col(name).replace("", None).alias(col(i)) for i, name in enumerate(COLUMNS.names[:-1])]
+                        + [pl.lit(None, pl.String).alias(col(WIDTH - 1))])
 
 
 def _inferred_frame(data: bytes, lines: int) -> pl.DataFrame | None:
@@ -206,15 +202,10 @@ def _inferred_frame(data: bytes, lines: int) -> pl.DataFrame | None:
         picked[i] = name
     if 0 not in picked:
         return None  # no record names its type
-    return _timed(frame.select([
+    return frame.select([
         (pl.col(picked[i]).cast(pl.String).replace("", None) if i in picked else pl.lit(None, pl.String)).alias(col(i))
         for i in range(WIDTH)
-    ]))
-
-
-def _timed(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with each record lacking `timeLogged` timed by its `arrivalDate` (as `to_row` does)."""
-    return frame.with_columns(pl.coalesce(col(_TIME), col(_ARRIVAL)).alias(col(_TIME)))
+    ])
 
 
 def _slot(key: str) -> int:

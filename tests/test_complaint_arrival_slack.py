@@ -240,3 +240,41 @@ def test_every_parser_path_flags_an_arrival_dated_report_alike(tmp_path: Path, f
     finally:
         h.close()
     assert (memory, stored, len(timelines), timelines[0][0]) == ([("v1", "p1")], [("v1", "p1")], 1, "x@hotmail.com")
+
+
+def test_a_time_logged_equal_in_text_to_its_arrival_date_keeps_the_exact_cut(tmp_path: Path) -> None:
+    """Regression review of 77d7d1d: the flag was set by comparing the two fields' text, so a complaint with a
+    timeLogged of its own (the simulator writes both, equal) took the slack and joined a delivery logged after it."""
+    same = f"{DONE - 2},{DONE - 2}"
+    both = ("/l/fbl.csv", FBL_BOTH, [f"f,{same},n@s.com,,abuse,<m1@s>"], 2)
+    assert _brief(_timelines(tmp_path / "b", [_acct(), both])) == APART
+    head = "type,timeLogged,arrivalDate,orig,rcpt,jobId,header_Message-Id,feedbackType"
+    for where in ("memory", "store"):
+        (tmp_path / where).mkdir()
+        assert _lookup(tmp_path / where, where, head,
+                       "f,2024-05-01 10:09:58+0000,2024-05-01 10:09:58+0000,b@n.com,,,<m1@n.com>,abuse") == [None]
+
+
+@pytest.mark.parametrize("form", ["csv", "json"])
+@pytest.mark.parametrize("fast", [True, False], ids=["frame", "rows"])
+@pytest.mark.parametrize("logged", [True, False], ids=["time-logged-too", "arrival-only"])
+def test_every_parser_path_flags_only_a_report_without_its_own_time_logged(form: str, fast: bool,
+                                                                           logged: bool) -> None:
+    """The `arrival` flag says which column timed the report, never that the two texts are equal."""
+    import polars as pl
+
+    from correlator.prepare import ARRIVAL, batch_frame
+    from exporter.parser import FileParser
+
+    when = "2024-05-01 10:09:58+0000"
+    record = {"type": "f", "arrivalDate": when, "orig": "n@s.com", "header_Message-Id": "<m1@s>",
+              **({"timeLogged": when} if logged else {})}
+    header = ["type", "timeLogged", "arrivalDate", "orig", "header_Message-Id"]
+    text = (",".join(header) + "\n" + ",".join(record.get(k, "") for k in header) + "\n" if form == "csv"
+            else json.dumps(record) + "\n")
+    parsed, _n = FileParser("fbl", f"/x/fbl.{form}", None, fast=fast).parse(text.encode())
+    assert parsed is not None and len(parsed) == 1
+    frame = batch_frame(parsed)
+    assert frame.get_column(ARRIVAL).to_list() == [not logged]
+    assert frame.get_column("timeLogged").to_list() == [when]
+    assert frame.schema[ARRIVAL] == pl.Boolean

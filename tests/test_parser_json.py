@@ -191,7 +191,8 @@ def test_a_report_timed_by_arrival_date_has_its_time_on_every_path():
     """The f record's time column is UNCERTAIN (pmta-formats.md §1.2: `timeLogged` seen, `arrivalDate` not ruled out).
     A CSV header naming `arrivalDate` and no `timeLogged` reads it as the record's time; a JSON record did not: no
     `watchtower_last_record_timestamp_seconds`, its timeline event timed when read (review 2026-12-05). A record
-    with both keeps its `timeLogged`; `ArrivalDate` in another case counts too."""
+    with both keeps its `timeLogged`; `ArrivalDate` in another case counts too. Read through `Columns.logged`, as a
+    CSV row's (the row keeps its fields as written)."""
     lines = [record(type="f", arrivalDate="2026-11-25 12:00:00+0000", rcpt="a@x.com"),
              record(type="f", ArrivalDate="2026-11-25 12:01:00+0000", rcpt="b@x.com"),
              record(type="f", arrivalDate="2026-11-25 12:02:00+0000", timeLogged="2026-11-25 12:03:00+0000"),
@@ -204,9 +205,12 @@ def test_a_report_timed_by_arrival_date_has_its_time_on_every_path():
         finally:
             jsonrecords.SCHEMA_READ_MIN_BYTES = default
         assert batch is not None and (n, p.errors) == (4, {}), fast
-        assert [batch.columns.get(row, "timeLogged") for row in batch.rows] == [
+        assert [batch.columns.logged(row) for row in batch.rows] == [
             "2026-11-25 12:00:00+0000", "2026-11-25 12:01:00+0000", "2026-11-25 12:03:00+0000",
             "2026-11-25 12:04:00+0000"], (fast, schema_read_from)
+        # the fields as written (which column timed a report: correlator.prepare.arrival_timed), as a CSV row's
+        assert [batch.columns.get(row, "timeLogged") for row in batch.rows] == [
+            "", "", "2026-11-25 12:03:00+0000", "2026-11-25 12:04:00+0000"], (fast, schema_read_from)
 
 
 def test_an_ordinary_json_chunk_takes_the_polars_path(monkeypatch: pytest.MonkeyPatch):
