@@ -28,7 +28,7 @@ import json
 import secrets
 import zlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -81,6 +81,7 @@ MAX_LISTS = 256
 MAX_LISTED = 500_000
 """Most URLs the remembered lists hold together (references to the targets' own strings: ~4 MB)."""
 _LISTS: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+_UNNAMEABLE: dict[bytes, frozenset[str]] = {}
 _listed = 0
 CURSOR_DEPTH = 4
 """The deepest a cursor nests: its mapping, `h`, a place, a host's own cursor kept as its flat list (deflated form)."""
@@ -125,7 +126,17 @@ def encode(fp: str, places: dict[str, Any], targets: list[Target], now: float | 
             done.add(key)
         elif not (place == AT_TOP and key is not None):  # one out of the targets keeps its URL: named missing
             named[url] = place
-    refused = next((url for url in named if not _host_url(url)), None)
+    # the hosts it holds a place for out of the targets, as decode() counts them (a digest `t` adds none: it is of
+    # these targets, so decode() with them reads no host at its top out of them)
+    away = [url for url in named if url not in keys]
+    beyond = _beyond_away(away)
+    if beyond is not None:
+        return None, AWAY_UNISSUED[beyond].format(count=len(away), chars=sum(map(len, away)),
+                                                  most=MAX_AWAY if beyond == "hosts" else MAX_AWAY_CHARS)
+    listed = tuple(sorted(keys))
+    digest = _remember(listed)
+    unnameable = _unnameable(digest, listed)  # the targets' URLs checked once per target list, not per page
+    refused = next((url for url in named if (url in unnameable if url in keys else not _host_url(url))), None)
     if refused is not None:
         return None, UNNAMEABLE.format(url=safe(short_repr(refused)))
     value: dict[str, Any] = {"f": fp, "h": named}
@@ -136,10 +147,10 @@ def encode(fp: str, places: dict[str, Any], targets: list[Target], now: float | 
     top = sorted(url for url, key in keys.items() if url not in named and not (key in done and key not in shared))
     token = None
     if top:
-        if all(map(_host_url, top)):
-            token = _token({**value, "t": _front_coded(top)})
-        if token is None or len(token) > TOP_SPELT_MAX:
-            token = _token({**value, "t": base64.b64encode(_remember(tuple(sorted(keys)))).decode()})
+        if unnameable.isdisjoint(top):
+            token = _spelt(value, top)
+        if token is None:
+            token = _token({**value, "t": base64.b64encode(digest).decode()})
     else:
         token = _token(value)
     if len(token) > CURSOR_BUDGET:
@@ -148,6 +159,49 @@ def encode(fp: str, places: dict[str, Any], targets: list[Target], now: float | 
 
 
 UNNAMEABLE = "no next page: host {url} cannot be named in a cursor (it holds a control or invisible character)"
+AWAY_UNISSUED = {
+    "hosts": "no next page: its cursor would hold a place for {count:,} hosts that are not targets, more than the "
+             "{most:,} a cursor may hold; ask for this page again once they are among the targets again",
+    "chars": "no next page: its cursor would hold a place for hosts that are not targets in {chars:,} characters of "
+             "their URLs, more than the {most:,} a cursor may hold; ask for this page again once they are among the "
+             "targets again"}
+"""Why a page has no next cursor when that cursor would be refused (`_beyond_away`): service discovery dropped more
+hosts with a place (or at their top on the page before: each is then named missing and keeps a place) than a cursor
+may name. Its own cursor still reads: asked again once discovery lists them, the page goes on."""
+AWAY_REFUSED = {"hosts": f"cursor names more than {MAX_AWAY} hosts that are not targets",
+                "chars": f"cursor names hosts that are not targets in more than {MAX_AWAY_CHARS:,} characters"}
+
+
+def _beyond_away(away: list[str]) -> str | None:
+    """Which limit the hosts a cursor holds a place for out of the current targets pass: "hosts" (MAX_AWAY), "chars"
+    (MAX_AWAY_CHARS), or None. The one check of decode() (a 400) and encode() (no cursor, AWAY_UNISSUED)."""
+    if len(away) > MAX_AWAY:
+        return "hosts"
+    if sum(map(len, away)) > MAX_AWAY_CHARS:
+        return "chars"
+    return None
+
+
+def _spelt(value: dict[str, Any], top: list[str]) -> str | None:
+    """The cursor `value` with `t` spelling out `top` (front-coded), or None when it would be longer than
+    TOP_SPELT_MAX. Deflated as it is front-coded: the output deflate has given so far is the start of the whole, so
+    once it alone is too long the rest is not coded (its first block: some 4,500 unrelated names of 10,000)."""
+    flat = {**value, "h": {url: _unwrapped(place) for url, place in value["h"].items()}}
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = json.dumps(flat, separators=(",", ":"))[:-1] + ',"t":['  # `t` last, as in {**value, "t": ...}
+    out = len(deflate.compress(head.encode()))
+    coded: list[Any] = []
+    chunk: list[str] = []
+    for shared, rest in _fronts(top):
+        chunk.append(f'{"," if coded else ""}{shared},{json.dumps(rest)}')
+        coded += [shared, rest]
+        if len(chunk) == 64:
+            out += len(deflate.compress("".join(chunk).encode()))
+            chunk = []
+            if _b64_length(len(ZIPPED) + out) > TOP_SPELT_MAX:
+                return None
+    token = _token({**value, "t": coded})
+    return token if len(token) <= TOP_SPELT_MAX else None
 
 
 def _token(value: dict[str, Any]) -> str:
@@ -170,8 +224,23 @@ def _remember(urls: tuple[str, ...]) -> bytes:
     _LISTS[digest] = urls
     _listed += len(urls)
     while len(_LISTS) > MAX_LISTS or (_listed > MAX_LISTED and len(_LISTS) > 1):
-        _listed -= len(_LISTS.popitem(last=False)[1])
+        gone, urls = _LISTS.popitem(last=False)
+        _listed -= len(urls)
+        _UNNAMEABLE.pop(gone, None)
     return digest
+
+
+def _unnameable(digest: bytes, urls: tuple[str, ...]) -> frozenset[str]:
+    """The URLs of the remembered target list `digest` that a cursor refuses (`_host_url`: none, as the targets are
+    checked where they are read), checked once per list: per page, that was ~8 us a target on the event loop."""
+    got = _UNNAMEABLE.get(digest)
+    if got is None:
+        got = frozenset(url for url in urls if not _host_url(url))
+        if len(_UNNAMEABLE) >= MAX_LISTS:  # (kept with the lists remembered: forgotten with them)
+            for gone in [d for d in _UNNAMEABLE if d not in _LISTS]:
+                del _UNNAMEABLE[gone]
+        _UNNAMEABLE[digest] = got
+    return got
 
 
 def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool]) -> Decoded:
@@ -257,12 +326,12 @@ def _made_for(top: Any, targets: list[Target]) -> tuple[str, ...]:
 def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable[[Any], bool],
              made_for: tuple[str, ...] = ()) -> Decoded:
     current = {t.url for t in targets}
-    away = [url for url in value["h"] if url not in current]
-    if len(away) > MAX_AWAY:
-        raise BadRequest(400, f"cursor names more than {MAX_AWAY} hosts that are not targets", "cursor")
-    if sum(len(url) for url in away) > MAX_AWAY_CHARS:
-        raise BadRequest(400, f"cursor names hosts that are not targets in more than {MAX_AWAY_CHARS:,} characters",
-                         "cursor")
+    # (the hosts `made_for` adds at their top out of the targets are not counted: they come from the hub's own
+    # list, not the cursor, which cannot forge it; named missing on this page, they keep a place in its cursor, which
+    # encode() hands out only within these limits)
+    beyond = _beyond_away([url for url in value["h"] if url not in current])
+    if beyond is not None:
+        raise BadRequest(400, AWAY_REFUSED[beyond], "cursor")
     places = {}
     for url, place in value["h"].items():
         if not _host_url(url):  # named in missing_hosts when it is no longer a target: parsed for its name
@@ -293,7 +362,11 @@ def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable
 
 def _front_coded(urls: list[str]) -> list[Any]:
     """`[shared, rest, ...]` per URL: how many leading characters it shares with the URL before it, and the rest."""
-    out: list[Any] = []
+    return [part for entry in _fronts(urls) for part in entry]
+
+
+def _fronts(urls: list[str]) -> Iterator[tuple[int, str]]:
+    """(shared, rest) per URL, one at a time (`_front_coded`)."""
     before = ""
     for url in urls:
         shared = 0
@@ -301,9 +374,13 @@ def _front_coded(urls: list[str]) -> list[Any]:
             if a != b:
                 break
             shared += 1
-        out += [shared, url[shared:]]
+        yield shared, url[shared:]
         before = url
-    return out
+
+
+def _b64_length(size: int) -> int:
+    """Characters of `size` bytes in unpadded base64."""
+    return (4 * size + 2) // 3
 
 
 def _with_top(value: dict[str, Any]) -> dict[str, Any]:
