@@ -168,7 +168,7 @@ def test_an_isp_table_or_file_sd_entry_that_nested_aliases_expand_is_named_at_on
     """`str()` of an aliased entry wrote 10^8 items out before the entry was found not to be a name (the ISP table, a
     hub's file_sd file)."""
     from exporter.classify.isp import IspClassifier
-    from hub.targets import read_file_sd
+    from hub.targets import ALIAS_REFUSED, read_file_sd
 
     table = tmp_path / "isp.yaml"
     nested = "".join(f"      - &{n} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
@@ -188,5 +188,4 @@ def test_an_isp_table_or_file_sd_entry_that_nested_aliases_expand_is_named_at_on
         tracemalloc.stop()
     assert peak < 4 << 20, peak  # written out, the entry's 10^8 items take hundreds of MB
     assert "bad entry [[[[" in str(isp.value) and len(str(isp.value)) < 300, str(isp.value)[:300]
-    assert str(targets.value) == (f"{sd}: group 0: target ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'] is not "
-                                  "a host:port string")
+    assert str(targets.value) == f"{sd}: line 2: " + ALIAS_REFUSED.format(anchor="t")  # refused before expanding
