@@ -95,7 +95,8 @@ def _first_records(sim: Simulator) -> list[str]:
 
 
 SIMULATED_DAY = 86_400
-"""The window the banner's flows line reads when simulated time runs ahead (a day: 24 minutes at --speed 60)."""
+"""The window the banner's replies line reads when simulated time runs ahead (a day: 24 minutes at --speed 60; the
+most /api/v1/replies reads)."""
 
 
 def _iso(epoch: float) -> str:
@@ -108,7 +109,7 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
     metrics = f"http://{host}:{port}/metrics"
     pace = "simulated time = real time" if speed == 1 else f"{speed:g} simulated seconds per real second"
-    ahead = "" if speed == 1 else f"?since={_iso(sim.start)}&until={_iso(sim.start + SIMULATED_DAY)}"
+    ahead = "" if speed == 1 else f"&since={_iso(sim.start)}&until={_iso(sim.start + SIMULATED_DAY)}"
     desc = textwrap.fill(" ".join(sim.scenario.description.split()), width=100, initial_indent="  ",
                          subsequent_indent="  ")
     return "\n".join([
@@ -126,14 +127,17 @@ def _banner(sim: Simulator, api: str, listen: str, directory: Path, config_path:
         f"  curl -s '{api}/queues?format=json'",
         f"  curl -s '{api}/vmtas?format=xml'",
         f"  curl -s 'http://{host}:{port}/api/v1/search?outcome=deferred&limit=3&format=text'   # message timelines",
-        f"  curl -s 'http://{host}:{port}/api/v1/flows{ahead}'   # sender -> VMTA -> ISP (Grafana node graph)",
+        f"  curl -s 'http://{host}:{port}/api/v1/flows'   # sender -> VMTA -> ISP (Grafana node graph)",
+        *([f"  curl -s 'http://{host}:{port}/api/v1/replies?vmta=vmta-03{ahead}'   # a VMTA's top replies"]
+          if ahead else []),
         f"  curl -s 'http://{host}:{port}/healthz'",
         f"  pages (search, message forensics, flows): http://{host}:{port}/ui/",
         f"  {Path(sys.executable).parent / 'watchtower'} oneshot --config {config_path}   # the same files, once",
         "Timed events are minutes into the scenario; `make demo DEMO_ARGS='--speed 60'` (or `watchtower demo "
         "--speed 60`) shows them sooner. Ctrl-C stops.",
-        *([f"At --speed {speed:g} the records' times run ahead of the clock: windowed answers (/api/v1/flows, "
-           "/api/v1/replies, the flows page) need an `until` ahead, as the flows line above has."] if ahead else []),
+        *([f"At --speed {speed:g} the records' times run ahead of the clock: /api/v1/replies (and the dashboards' "
+           "top replies), whose window ends now by default, need an `until` ahead, as the replies line above has."]
+          if ahead else []),
         *([f"No {' or '.join(later)} file yet: the simulator creates one with its first such record;"
            " until then the exporter warns that the glob matches no file (yet)."] if later else []),
     ])

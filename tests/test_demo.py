@@ -104,13 +104,14 @@ def test_demo_runs_for_its_duration_with_a_stand_in_exporter(tmp_path: Path, mon
     assert f"http://127.0.0.1:{port}/ui/" in out and f"http://127.0.0.1:{port}/healthz" in out
     assert f"{Path(sys.executable).parent / 'watchtower'} oneshot --config {tmp_path / 'watchtower.yaml'}" in out
     assert "make demo DEMO_ARGS='--speed 60'" in out
-    # at --speed 60 the records run ahead of the clock: the flows line reads the simulated day, not the last hour
-    # (newcomer review: the default window, ending now, answered nothing)
-    flows = next(line for line in out.splitlines() if "/api/v1/flows" in line)
-    since, until = re.search(r"since=(\S+)&until=(\S+)'", flows).groups()
+    # at --speed 60 the records run ahead of the clock: the replies line reads the simulated day, not the hour
+    # before now (newcomer review: /api/v1/replies' default window, ending now, answered nothing); /flows has no end
+    replies = next(line for line in out.splitlines() if "/api/v1/replies" in line)
+    since, until = re.search(r"vmta=vmta-03&since=(\S+)&until=(\S+)'", replies).groups()
     start, end = (datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() for v in (since, until))
     assert end - start == 86_400 and abs(start - time.time()) < 60
-    assert "At --speed 60 the records' times run ahead of the clock" in out
+    assert "At --speed 60 the records' times run ahead of the clock: /api/v1/replies" in out
+    assert f"curl -s 'http://127.0.0.1:{port}/api/v1/flows'   #" in out
 
 
 def test_the_exporter_starts_on_files_the_simulator_already_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
