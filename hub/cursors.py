@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import secrets
 import zlib
 from collections import Counter, OrderedDict
@@ -236,10 +237,7 @@ def _unnameable(digest: bytes, urls: tuple[str, ...]) -> frozenset[str]:
     got = _UNNAMEABLE.get(digest)
     if got is None:
         got = frozenset(url for url in urls if not _host_url(url))
-        if len(_UNNAMEABLE) >= MAX_LISTS:  # (kept with the lists remembered: forgotten with them)
-            for gone in [d for d in _UNNAMEABLE if d not in _LISTS]:
-                del _UNNAMEABLE[gone]
-        _UNNAMEABLE[digest] = got
+        _UNNAMEABLE[digest] = got  # (forgotten with its list: `_remember`, which every caller runs first)
     return got
 
 
@@ -369,11 +367,7 @@ def _fronts(urls: list[str]) -> Iterator[tuple[int, str]]:
     """(shared, rest) per URL, one at a time (`_front_coded`)."""
     before = ""
     for url in urls:
-        shared = 0
-        for a, b in zip(before, url, strict=False):
-            if a != b:
-                break
-            shared += 1
+        shared = len(os.path.commonprefix((before, url)))
         yield shared, url[shared:]
         before = url
 
