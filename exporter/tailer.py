@@ -69,24 +69,24 @@ def _open_size(stream: FileStream) -> int:
         return 0
 
 
-_ROTATION_NAME = re.compile(r"(?P<base>.+?)-(?:(?P<date>\d{4}-\d{2}-\d{2})-)?(?P<number>\d{4,})(?P<ext>\..*)?", re.S)
+_ROTATION_NAME = re.compile(r"(?P<base>.+?)-(?P<date>\d{4}-\d{2}-\d{2})-(?P<number>\d{4,})(?P<ext>\..*)?", re.S)
 """A file name PMTA's rotation gave: `<base>-YYYY-MM-DD-NNNN<ext>` (e.g. `acct-2018-03-14-0000.csv`; a new date at
-midnight, a higher NNNN within a day), also without the date part (`acct-0001.csv`). `ext` is all from the first dot
-on (`.csv`, `.json`, none)."""
+midnight, a higher NNNN within a day). `ext` is all from the first dot on (`.csv`, `.json`, none). A number without
+the date part is no such name (`pmta-1001.csv` and `pmta-1002.csv` of two hosts, `acct-host-2025.csv`: written at
+the same time, the later name supersedes nothing)."""
 
 
 @functools.lru_cache(maxsize=4096)
-def _rotation_series(path: str) -> tuple[tuple[str, str, str, bool], tuple[str, int]] | None:
+def _rotation_series(path: str) -> tuple[tuple[str, str, str], tuple[str, int]] | None:
     """The rotation series a file belongs to, and where it sorts in it, by its name: (directory, base name,
-    extension, dated?), (date, number); None for a name without such a suffix (`acct.csv`, `pmta-a.csv`, `acct-1.csv`),
+    extension), (date, number); None for a name without such a suffix (`acct.csv`, `pmta-a.csv`, `acct-0001.csv`),
     which belongs to no series. One PMTA `<acct-file>` writes one series; two blocks (acct.csv and diag.csv, or acct.csv
     and acct.json) or two PMTA instances (two directories) write two, all of them at once."""
     directory, name = os.path.split(path)
     m = _ROTATION_NAME.fullmatch(name)
     if m is None:
         return None
-    return ((os.path.normpath(directory), m["base"], m["ext"] or "", m["date"] is not None),
-            (m["date"] or "", int(m["number"])))
+    return (os.path.normpath(directory), m["base"], m["ext"] or ""), (m["date"], int(m["number"]))
 
 
 def _kind(mode: int) -> str:

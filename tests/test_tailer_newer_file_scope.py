@@ -151,6 +151,10 @@ NOT_ITS_SERIES = {
     "no suffix: the other file": ("acct-2024-05-01-0000.csv", "acct.csv", ["acct*.csv"]),
     "no suffix: a word, not a number": ("acct-current.csv", "acct-next.csv", ["acct-*.csv"]),
     "no suffix: too short a number": ("acct-1.csv", "acct-2.csv", ["acct-*.csv"]),
+    # a number without PMTA's date part is no rotation suffix: such names are written at the same time
+    "no date: bare numbers": ("acct-0001.csv", "acct-0002.csv", ["acct-*.csv"]),
+    "no date: two hosts numbered": ("pmta-1001.csv", "pmta-1002.csv", ["*.csv"]),
+    "no date: a year in the name": ("acct-host-2025.csv", "acct-host-2026.csv", ["acct-host-*.csv"]),
 }
 
 
@@ -187,7 +191,6 @@ ITS_SERIES = {
     "no extension": ("acct-2024-05-01-0000", "acct-2024-05-01-0001", ["acct-*"]),
     "two extensions": ("acct-2024-05-01-0000.acct.csv", "acct-2024-05-01-0001.acct.csv", ["acct-*"]),
     "base with a dash": ("acct-tg-2024-05-01-0000.csv", "acct-tg-2024-05-01-0001.csv", ["acct-tg-*.csv"]),
-    "bare number": ("acct-0001.csv", "acct-0002.csv", ["acct-*.csv"]),
     "in a glob over two bases": ("acct-2024-05-01-0000.csv", "acct-2024-05-01-0001.csv", ["*.csv"]),
 }
 
