@@ -247,6 +247,94 @@ def test_container_config_reaches_pmta_on_the_host():
     assert host in gateway_names, (host, gateway_names)
 
 
+
+def service_lines(name: str) -> list[str]:
+    """One service's lines of docker-compose.yml as written, comments included."""
+    lines = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"  {name}:")
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r" {0,2}\S", lines[i])), len(lines))
+    return lines[start:end]
+
+
+# a short-syntax volume line, commented out or not: `- SOURCE:/etc/watchtower/...[:MODE]`
+WATCHTOWER_MOUNT = re.compile(r"\s*(?:#\s*)?-\s*([^\s:#]+):(/etc/watchtower/[^\s:#]+)(?::(\w+))?\s*(?:#.*)?")
+OPTIONAL_FILES = {"/etc/watchtower/pmta-api-key", "/etc/watchtower/tls.crt", "/etc/watchtower/tls.key"}
+
+
+def test_every_file_the_container_config_names_has_a_mount():
+    """docker/watchtower.yml suggests pmta.api_key_file and web.tls_cert_file/tls_key_file under /etc/watchtower/
+    (commented out), but compose mounted only the config there: uncommenting a key made the container exit 2 in a
+    restart loop (`pmta.api_key_file: /etc/watchtower/pmta-api-key does not exist`; review 2026-12). Each file gets a
+    read-only mount line in the `watchtower` service, commented out with its key."""
+    text = (DOCKER / "watchtower.yml").read_text(encoding="utf-8")
+    named = {p.rstrip(".") for p in re.findall(r"/etc/watchtower/[\w./-]+", text)}
+    assert OPTIONAL_FILES <= named, named
+    mounts = {m.group(2): m.group(3) for line in service_lines("watchtower") if (m := WATCHTOWER_MOUNT.fullmatch(line))}
+    for path in sorted(named - {"/etc/watchtower/watchtower.yml"}):
+        assert path in mounts, f"watchtower.yml names {path}, which the watchtower service does not mount"
+        assert mounts[path] == "ro", f"{path} is mounted {mounts[path] or 'read-write'}"
+
+
+def test_the_commented_mounts_work_when_uncommented(tmp_path: Path):
+    """Uncommenting the lines gives volumes of the `watchtower` service (not a stray list), each a read-only mount of a
+    host file outside the repository (no secret in the work tree); compose accepts the result."""
+    text = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
+    uncommented = re.sub(r"^(\s*)# (- \S+:/etc/watchtower/\S+)", r"\1\2", text, flags=re.M)
+    assert uncommented != text
+    volumes = {v.split(":")[1]: v for v in yaml.safe_load(uncommented)["services"]["watchtower"]["volumes"]}
+    for path in sorted(OPTIONAL_FILES):
+        source, _, mode = volumes[path].split(":")
+        assert mode == "ro" and source.startswith("/") and not source.startswith(str(REPO)), volumes[path]
+    cmd = compose_command()
+    if cmd is None:
+        return
+    (tmp_path / "docker-compose.yml").write_text(uncommented, encoding="utf-8")
+    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "s3cret-for-the-test"}
+    out = subprocess.run([*cmd, "--project-directory", str(DOCKER), "-f", str(tmp_path / "docker-compose.yml"),
+                          "--profile", "pmta", "config", "-q"], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+def test_readme_gives_the_container_user_the_watchtower_secrets():
+    """The mounted files keep their host owner and mode: the README and the compose comment name the image's uid."""
+    uid = next(a.split("=", 1)[1] for op, a in dockerfile() if op == "ARG" and a.startswith("WATCHTOWER_UID="))
+    readme = " ".join((DOCKER / "README.md").read_text(encoding="utf-8").split())
+    assert f"sudo install -m 0400 -o {uid} KEYFILE /etc/watchtower/pmta-api-key" in readme
+    assert "pmta.api_key_file: /etc/watchtower/pmta-api-key does not exist" in readme
+    comment = " ".join(line.strip().lstrip("#") for line in service_lines("watchtower"))
+    assert f"install -m 0400 -o {uid}" in " ".join(comment.split())
+
+
+def test_readme_names_the_grafana_url_of_the_notification_templates():
+    """alertmanager/templates/watchtower.tmpl links dashboards under https://grafana.example.invalid, and compose mounts
+    it unchanged: the README's list of what to change for notifications names that line (review 2026-12)."""
+    template = (REPO / "alertmanager" / "templates" / "watchtower.tmpl").read_text(encoding="utf-8").splitlines()
+    (line,) = [i for i, text in enumerate(template, 1) if 'define "watchtower.grafana_url"' in text]
+    readme = " ".join((DOCKER / "README.md").read_text(encoding="utf-8").split())
+    assert f"`watchtower.grafana_url`, line {line} of `alertmanager/templates/watchtower.tmpl`" in readme
+    assert "https://grafana.example.invalid" in template[line - 1] and "`https://grafana.example.invalid`" in readme
+    assert host_path(compose()["services"]["alertmanager"], "/etc/alertmanager/templates/watchtower.tmpl").is_file()
+
+
+def test_readme_makes_the_alertmanager_secrets_readable_by_its_user():
+    """prom/alertmanager runs as nobody (65534): a secret created 0600 by the operator passes `amtool check-config`
+    and the config loads, but every Slack/e-mail notification fails at send time ("open .../secrets/slack-webhook-url:
+    permission denied"; reproduced with `runuser -u nobody -- prometheus-alertmanager`, review 2026-12)."""
+    service = compose()["services"]["alertmanager"]
+    assert service["image"].startswith("prom/alertmanager:")  # USER nobody, uid and gid 65534
+    config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8"))["global"]
+    readme = " ".join((DOCKER / "README.md").read_text(encoding="utf-8").split())
+    assert "cd ../alertmanager sudo install -d -m 0750 -g 65534 secrets" in readme
+    for key in ("slack_api_url_file", "smtp_auth_password_file"):
+        secret = host_path(service, config[key]).relative_to(REPO / "alertmanager")  # secrets/NAME
+        assert re.search(rf"\| sudo install -m 0640 -g 65534 /dev/stdin {re.escape(str(secret))};", readme), secret
+    assert "sudo chgrp 65534 secrets secrets/*; sudo chmod 0750 secrets; sudo chmod 0640 secrets/*" in readme
+    # how to tell: what amtool does not check, and the log line of a failed send
+    assert "`amtool check-config` does not open these files" in readme
+    assert 'msg="Notify for alerts failed"' in readme
+    assert f"open {config['slack_api_url_file']}: permission denied" in readme
+
 def test_watchtower_containers_are_hardened():
     """The daemon needs no capability (port 9469 > 1024, files readable through its group), never gains
     privileges, and writes only its state volume and /tmp (`oneshot` and `demo` temp files)."""
