@@ -6,14 +6,18 @@ Content: `{"f": fingerprint of the filters or Message-Id, "h": {host URL: place}
 business. A host done with nothing more to give (place 0: most hosts, for a Message-Id) is not named by its URL but by a
 4-byte hash of it, in `z`. A current target neither in `h` nor in `z` is at its top (place `[null, 0]`: asked and
 nothing of it handed out yet, or not asked yet): it needs a place only when it leaves the targets (it is then named
-missing), so `t` says which targets the cursor was made for. While the cursor stays within TOP_SPELT_MAX characters,
-`t` spells them out, front-coded (the URLs sorted, each as how many characters it shares with the one before and the
-rest): read anywhere. Longer (on the first pages of a big fleet nearly every host is at its top: 7-8 characters a host
-of unrelated names, deflated, left 2,000 hosts no second page), `t` is a keyed 8-byte digest of the target list, which
-the hub remembers (`_LISTS`, the last MAX_LISTS lists it made or read cursors for): a few characters in all. A digest
-the hub does not know (another hub behind the same address whose discovery sees another list, a restart with
-hub.cursor_key_file, or more than MAX_LISTS lists since) is read as the current targets' list: a host that left the
-targets meanwhile while at its top is then not named missing, as before hosts at their top kept a place. A host out of
+missing), so `t` says which targets the cursor was made for. While the cursor stays within TOP_SPELT_MAX characters, `t`
+spells them out, front-coded (the URLs sorted, each as how many characters it shares with the one before and the rest):
+read by any hub sharing the key. Longer (on the first pages of a big fleet nearly every host is at its top: 7-8
+characters a host of unrelated names, deflated, left 2,000 hosts no second page), `t` is a keyed 8-byte digest of the
+target list, which the hub remembers (`_LISTS`, the last MAX_LISTS lists it made or read cursors for): a few characters
+in all. A digest the hub does not know (another hub behind the same address whose discovery sees another list, a restart
+with hub.cursor_key_file, or more than MAX_LISTS lists since) is read as the current targets' list: a host that left the
+targets meanwhile while at its top is then not named missing, as before hosts at their top kept a place. The two forms
+read alike: a host `t` spells out that is no longer a target is at its top (named missing) only when the hub knows it, a
+target of a list it remembers (`_KNOWN`), as a digest names only the hosts of a list it remembers; one it does not know
+is read as under a digest it does not know. Hosts at their top that `t` says are not counted against MAX_AWAY and
+MAX_AWAY_CHARS either way (they are hosts the hub had as targets, not names a cursor can make up). A host out of
 the targets is named by its URL in `h`. Up to PLAIN_MAX characters the token is that JSON in base64, as a daemon's
 cursors are; longer, the JSON is deflated first, each host's own cursor that is itself such a token stored as its JSON
 (so the parts the hosts' cursors share compress). A cursor longer than CURSOR_BUDGET is not handed out: the page says
@@ -83,6 +87,10 @@ MAX_LISTED = 500_000
 """Most URLs the remembered lists hold together (references to the targets' own strings: ~4 MB)."""
 _LISTS: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
 _UNNAMEABLE: dict[bytes, frozenset[str]] = {}
+_KNOWN: dict[str, int] = {}
+"""How many of the remembered lists hold each URL (`_remember`): a host a spelt-out `t` names that is no longer a target
+is at its top only when it is here, as a digest says only the hosts of a remembered list (one entry per distinct URL of
+those lists: ~1 MB at 10,000 hosts)."""
 _listed = 0
 CURSOR_DEPTH = 4
 """The deepest a cursor nests: its mapping, `h`, a place, a host's own cursor kept as its flat list (deflated form)."""
@@ -224,10 +232,18 @@ def _remember(urls: tuple[str, ...]) -> bytes:
         return digest
     _LISTS[digest] = urls
     _listed += len(urls)
+    for url in urls:  # (a list's URLs are distinct: the sorted URLs of a set of targets)
+        _KNOWN[url] = _KNOWN.get(url, 0) + 1
     while len(_LISTS) > MAX_LISTS or (_listed > MAX_LISTED and len(_LISTS) > 1):
         gone, urls = _LISTS.popitem(last=False)
         _listed -= len(urls)
         _UNNAMEABLE.pop(gone, None)
+        for url in urls:
+            left = _KNOWN.get(url, 0) - 1
+            if left > 0:
+                _KNOWN[url] = left
+            else:
+                _KNOWN.pop(url, None)
     return digest
 
 
@@ -250,7 +266,7 @@ def decode(cursor: str, targets: list[Target], valid_place: Callable[[Any], bool
     if not _shaped(value) or first_surrogate_path(value, max_depth=CURSOR_DEPTH, aliases=False) is not None:
         raise BadRequest(400, "malformed cursor", "cursor")
     try:
-        return _decoded(_with_top(value), targets, valid_place, _made_for(value.get("t"), targets))
+        return _decoded(value, targets, valid_place, _made_for(value.get("t"), targets), _spelt_top(value))
     except (TypeError, ValueError, KeyError, binascii.Error):
         raise BadRequest(400, "malformed cursor", "cursor") from None
 
@@ -322,11 +338,14 @@ def _made_for(top: Any, targets: list[Target]) -> tuple[str, ...]:
 
 
 def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable[[Any], bool],
-             made_for: tuple[str, ...] = ()) -> Decoded:
+             made_for: tuple[str, ...] = (), spelt: list[str] | None = None) -> Decoded:
+    """The places of a cursor of `value`'s shape: `h`'s, then the hosts at their top `t` says, as `spelt` (the URLs a
+    spelt-out `t` gives, `_spelt_top`) or as `made_for` (the list a digest `t` stands for, `_made_for`)."""
     current = {t.url for t in targets}
-    # (the hosts `made_for` adds at their top out of the targets are not counted: they come from the hub's own
-    # list, not the cursor, which cannot forge it; named missing on this page, they keep a place in its cursor, which
-    # encode() hands out only within these limits)
+    # only the hosts `h` names count: those at their top that `t` says out of the targets (`made_for`'s, or
+    # `spelt`'s that the hub knows) come from the hub's own remembered lists, not the cursor, which cannot make them
+    # up; named missing on this page, they keep a place in its cursor, which encode() hands out only within these
+    # limits. Counted, a cursor the hub handed out was a 400 once discovery dropped 1,001 hosts at their top.
     beyond = _beyond_away([url for url in value["h"] if url not in current])
     if beyond is not None:
         raise BadRequest(400, AWAY_REFUSED[beyond], "cursor")
@@ -338,6 +357,9 @@ def _decoded(value: dict[str, Any], targets: list[Target], valid_place: Callable
         if not valid_place(place):
             raise TypeError("place")
         places[url] = place
+    for url in spelt or ():  # one the hub does not know is read as under a digest it does not know: not at its top
+        if url in current or url in _KNOWN:  # (both targets' URLs, checked where read: `_host_url` not run again)
+            places[url] = list(AT_TOP)
     raw = base64.b64decode(value.get("z", ""), validate=True)
     if len(raw) % KEY_BYTES:
         raise ValueError("keys")
@@ -377,25 +399,28 @@ def _b64_length(size: int) -> int:
     return (4 * size + 2) // 3
 
 
-def _with_top(value: dict[str, Any]) -> dict[str, Any]:
-    """`value` with the hosts `t` spells out among its places (at their top). ValueError on a prefix that is not
-    one, a URL twice, or more than MAX_INFLATED characters of URLs: a forged `t` of short entries sharing long
-    prefixes would spell out GiBs."""
+def _spelt_top(value: dict[str, Any]) -> list[str]:
+    """The URLs of the hosts at their top that `t` spells out ([] for a digest). ValueError on a prefix that is not
+    one, a URL twice (or named in `h` too), or more than MAX_INFLATED characters of URLs: a forged `t` of short
+    entries sharing long prefixes would spell out GiBs."""
     coded = value.get("t")
     if not coded or isinstance(coded, str):
-        return value
-    places = dict(value["h"])
+        return []
+    named = value["h"]
+    urls: list[str] = []
+    seen: set[str] = set()
     before, spelt = "", 0
     for shared, rest in zip(coded[::2], coded[1::2], strict=True):
         if not 0 <= shared <= len(before):
             raise ValueError("prefix")
         url = before[:shared] + rest
         spelt += len(url)
-        if spelt > MAX_INFLATED or url in places:
+        if spelt > MAX_INFLATED or url in named or url in seen:
             raise ValueError("hosts at their top")
-        places[url] = list(AT_TOP)
+        seen.add(url)
+        urls.append(url)
         before = url
-    return {**value, "h": places}
+    return urls
 
 
 def _host_url(url: Any) -> bool:
