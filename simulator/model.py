@@ -327,6 +327,7 @@ class TrafficModel:
 
     def _late_record(self, kind: str, r: Recipient, extra: str, now: int) -> None:
         q = r.queue
+        self.book.traffic.handled("fbl" if kind == "f" else "bounce")  # /status bounceProcessed, feedbackLoopProcessed
         if kind == "f":
             hidden = q.provider.fbl_hidden_rcpt
             hide = bool(hidden) and self.side.random() < hidden

@@ -100,15 +100,25 @@ class Window:
             self.top = list(self.sum)
 
 
+PROCESSORS = ("bounce", "fbl")
+"""The processors /status counts per traffic window: `bounceProcessed` (rb and rs records: DSNs the bounce processor
+recognised) and `feedbackLoopProcessed` (f records: ARF reports), pmta-formats.md §1.1, pmta-http-api.md §4.3."""
+
+
 class Traffic:
-    """In/out totals since start and rolling windows, as /status reports them."""
+    """In/out totals since start and rolling windows, as /status reports them; likewise the messages the bounce and
+    feedback-loop processors handled (`processed[kind]`: total; `windows[kind]`: last minute, last hour, in
+    `sum[0]`, their highest in `top[0]`)."""
 
     def __init__(self) -> None:
         self.total_in = [0, 0, 0]
         self.total_out = [0, 0, 0]
         self.tick_in = [0, 0, 0]
         self.tick_out = [0, 0, 0]
-        self.windows = {"in": (Window(60), Window(3600)), "out": (Window(60), Window(3600))}
+        self.windows = {"in": (Window(60), Window(3600)), "out": (Window(60), Window(3600)),
+                        **{kind: (Window(60), Window(3600)) for kind in PROCESSORS}}
+        self.processed = dict.fromkeys(PROCESSORS, 0)
+        self.tick_processed = dict.fromkeys(PROCESSORS, 0)
         self.conn_in = 0
 
     def received(self, nbytes: int) -> None:
@@ -121,12 +131,21 @@ class Traffic:
         self.tick_out[1] += 1
         self.tick_out[2] += nbytes
 
+    def handled(self, kind: str) -> None:
+        """One message through a processor (`bounce`, `fbl`) this tick."""
+        self.tick_processed[kind] += 1
+
     def end_tick(self) -> None:
         for direction, tick, total in (("in", self.tick_in, self.total_in), ("out", self.tick_out, self.total_out)):
             for w in self.windows[direction]:
                 w.push(*tick)
             for i in range(3):
                 total[i] += tick[i]
+        for kind, n in self.tick_processed.items():
+            for w in self.windows[kind]:
+                w.push(n, n, 0)
+            self.processed[kind] += n
+            self.tick_processed[kind] = 0
         self.conn_in = min(200, (self.tick_in[0] + 9) // 10)
         self.tick_in = [0, 0, 0]
         self.tick_out = [0, 0, 0]
