@@ -585,6 +585,15 @@ class CorrelatorConfig(_Strict):
     grafana_url: HttpUrl = Field(
         default="http://localhost:3000", description="Grafana base URL the /ui pages link VMTA drill-downs to."
     )
+    stall_timeout: Duration = Field(
+        default=120.0,
+        description="With `worker: process`: how long the correlator process may store nothing while it is behind "
+        "(`/healthz` `commit_backlog_bytes` above 0) before the daemon calls it stalled: `/healthz` 503 with a "
+        "problem naming its pid (and the lock it waits for, if it does), `watchtower_correlator_stalled` 1 and one "
+        "ERROR; cleared, with an INFO, once it stores again. A process stopped (SIGSTOP), hung, or waiting for the "
+        "lock of a predecessor that does not exit. A slow one that advances, or an idle one, never trips it; it "
+        "is not restarted (nothing is lost: it resumes from its positions).",
+    )
 
 
 class WebConfig(_Strict):

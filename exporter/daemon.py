@@ -308,8 +308,17 @@ class Daemon:
         """Exits and failed starts since the correlator process last ran FOLLOWER_STABLE seconds."""
         self._follower_started_at = 0.0
         self._follower_logged_at = -math.inf
-        restarts = "watchtower_correlator_restarts_total"
-        self._follower_restarts = named_self_metrics(self.registry, (restarts,))[restarts] if self.follows else None
+        self._follower_signs: tuple[int, int] | None = None
+        """The correlator process's progress and failed-write counts at the last look (`_watch_progress`)."""
+        self._follower_quiet_since = 0.0
+        """Since when it has neither stored anything nor failed a write while behind (monotonic)."""
+        self._progress_looked_at = -math.inf
+        self._follower_stalled = False
+        """The progress watchdog tripped (correlator.stall_timeout): /healthz 503 until it goes on."""
+        restarts, stalled = "watchtower_correlator_restarts_total", "watchtower_correlator_stalled"
+        own = named_self_metrics(self.registry, (restarts, stalled)) if self.follows else {}
+        self._follower_restarts = own.get(restarts)
+        self._follower_stalled_gauge = own.get(stalled)
         if self.follows:  # its memory and CPU on /metrics too: process_* describe this process only
             ProcessCollector(namespace="watchtower_correlator", pid=self._follower_pid, registry=self.registry)
         self.tailer: Tailer | None = None
@@ -764,6 +773,7 @@ class Daemon:
         self.follower = handle
         self._follower_started_at = time.monotonic()
         self._follower_failures = self._follower_bytes_lost = 0
+        self._follower_signs = None  # a new process: the watchdog's clock starts again
         if self._follower_start_error is not None:
             log.warning("correlator process started after failed attempts (the last: %s)",
                         self._follower_start_error)
@@ -794,7 +804,11 @@ class Daemon:
         if proc.is_alive():
             if self._follower_in_a_row and now - self._follower_started_at >= FOLLOWER_STABLE:
                 self._follower_in_a_row = 0  # it ran: not a crash loop
+            if now - self._progress_looked_at >= FOLLOWER_GAUGE_INTERVAL:
+                self._progress_looked_at = now
+                self._watch_progress(handle, now)
             return
+        self._unstalled(None)  # its exit is said next
         if self._follower_exit is None:
             self._follower_exit = f"correlator process exited with code {proc.exitcode}"
             wait = self._follower_down()
@@ -806,6 +820,62 @@ class Daemon:
         if now >= self._follower_next_start:
             self._follower_exit = None
             self._restart_follower()
+
+    def _watch_progress(self, handle: Any, now: float) -> None:
+        """The progress watchdog: a live correlator process that neither stores anything nor fails a write (failures
+        are said on their own) for correlator.stall_timeout while it is behind is stalled (stopped, hung, waiting for
+        a lock held elsewhere): one ERROR, /healthz 503, watchtower_correlator_stalled 1, until it goes on (INFO).
+        Its progress count moves at every slice stored and every look that finds nothing to store, so a slow one
+        that advances never trips it, nor an idle one (nothing behind here either)."""
+        signs = (handle.progress.value, handle.failures.value)
+        if signs != self._follower_signs or self._sink_process_behind() == 0:
+            if self._follower_stalled:
+                went_on = "it stores again" if signs != self._follower_signs else "nothing is left for it to store"
+                self._unstalled(f"{went_on} after {now - self._follower_quiet_since:.0f}s without progress")
+            self._follower_quiet_since = now
+            self._follower_signs = signs
+            return
+        if not self._follower_stalled and now - self._follower_quiet_since >= self.config.correlator.stall_timeout:
+            self._follower_stalled = True
+            if self._follower_stalled_gauge is not None:
+                self._follower_stalled_gauge.set(1)
+            log.error("%s; it is not restarted (a stopped process goes on when continued, a lock held elsewhere is "
+                      "taken once freed); /healthz is 503 until it stores again (docs/reliability.md)",
+                      self._stall_problem(now))
+
+    def _unstalled(self, why: str | None) -> None:
+        """The watchdog clears: said (INFO) with `why`, silently for a process that exited (its exit is said)."""
+        if not self._follower_stalled:
+            return
+        self._follower_stalled = False
+        if self._follower_stalled_gauge is not None:
+            self._follower_stalled_gauge.set(0)
+        if why is not None:
+            pid = self.follower.process.pid if self.follower is not None else None
+            log.info("correlator process makes progress again (pid %s): %s", pid, why)
+
+    def _stall_problem(self, now: float) -> str:
+        """The stalled correlator process as /healthz and the log line name it (its lock's holder when it waits)."""
+        from exporter.follower import LOCK_FILE, process_state
+
+        handle = self.follower
+        pid = handle.process.pid if handle is not None else None
+        waiting = handle.lock_wait.value if handle is not None else 0
+        if waiting:  # the holder is the one stopped or hung: named, with what it is doing
+            holder = f"pid {waiting}" if waiting > 0 else "a process whose pid cannot be known here"
+            seen = process_state(waiting) if waiting > 0 else None
+            if seen is not None and seen[1] in ("T", "t"):
+                holder += f", stopped: `kill -CONT {waiting}` lets it see its daemon gone and exit"
+            why = f"waiting for {self.db_path.with_name(LOCK_FILE)}, held by {holder}"
+        else:
+            seen = process_state(pid) if pid is not None else None
+            why = {"T": f"stopped by a signal (SIGSTOP, or a debugger): `kill -CONT {pid}` lets it go on",
+                   "t": "stopped by a debugger",
+                   "D": "blocked in uninterruptible I/O (a hung disk or network file system?)"}.get(
+                       seen[1] if seen is not None else "", "hung, or blocked on a lock")
+        return (f"correlator process stalled (pid {pid}): stored nothing for {now - self._follower_quiet_since:.0f}s "
+                f"while {self._sink_process_behind()} bytes behind ({why}); timelines wait, the counters go on, "
+                "nothing is lost")
 
     def _follower_down(self) -> float:
         """One more exit or failed start in a row: when to try again (doubling waits, capped)."""
@@ -1051,6 +1121,9 @@ class Daemon:
         follower_error = self.follower.failing if self.follower is not None else None
         if follower_error is not None:
             problems.append(f"correlator process: writes failing: {follower_error}")
+        stalled = self._follower_stalled
+        if stalled:
+            problems.append(self._stall_problem(time.monotonic()))
         poller_dead = self._poller_watch.problem
         if poller_dead is not None:
             problems.append(poller_dead)
@@ -1062,7 +1135,7 @@ class Daemon:
                             f"{more} (watchtower_read_errors_total counts the failures; the log says why)")
         return {
             "ok": self.started.is_set() and self.queue.error is None and not stuck and follower_error is None
-            and not crashing and poller_dead is None,
+            and not crashing and poller_dead is None and not stalled,
             "files_followed": files,
             "bytes_behind": behind,
             "last_commit": self._last_commit_ok,

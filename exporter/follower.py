@@ -15,6 +15,7 @@ daemon restarts it if it dies.
 from __future__ import annotations
 
 import fcntl
+import functools
 import glob
 import logging
 import multiprocessing
@@ -49,6 +50,11 @@ first second goes to imports, when their default action would end it with a trac
 A terminal's ^C (SIGINT) and a `kill` of the job (SIGTERM) reach the whole process group, the daemon's reload
 forwards SIGHUP. Blocked, a SIGINT is dropped when the child ignores it (the daemon decides); a SIGTERM or SIGHUP
 is acted on then."""
+LOCK_WAIT_SAY_AFTER = 5.0
+"""Seconds a correlator process waits for its lock (a predecessor left by a killed daemon exits within IDLE_WAIT
+once it sees its parent gone) before it says so (one WARNING naming the lock file and its holder)."""
+LOCK_WAIT_SAY_EVERY = 60.0
+"""A wait for the lock that goes on is said again this often (with how long so far)."""
 FOLLOWER_CACHE_BYTES = 64 * 1024**2
 """SQLite page cache of the follower (the daemon's writer has 16 MiB): the newest generation of each key index
 (correlator/store.py) and the pages the summary updates touch stay in memory."""
@@ -60,6 +66,50 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding the flock on `path` (/proc/locks: Linux), None when it cannot be known (no /proc/locks, the
+    holder in another pid namespace, no lock held by now)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            table = f.read()
+    except OSError:
+        return None
+    here = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 08:01:56789 0 EOF"; a waiter's has "->" after "1:"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == here:
+            try:
+                pid = int(fields[4])
+            except ValueError:
+                continue
+            return pid if pid > 0 else None
+    return None
+
+
+def process_state(pid: int) -> tuple[str, str] | None:
+    """Process `pid`'s name and state letter (R, S, D, T, ...) as /proc says them; None when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split("(", 1)[1].rsplit(")", 1)[0], stat.rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _held_by(pid: int | None) -> str:
+    """The lock's holder as a log line names it, with what /proc says of it when that helps."""
+    if pid is None:
+        return "held by a process whose pid cannot be known here (no /proc/locks entry visible)"
+    seen = process_state(pid)
+    if seen is None:
+        return f"held by pid {pid}"
+    name, state = seen
+    if state in ("T", "t"):
+        return (f"held by pid {pid} ({name}), which is stopped (SIGSTOP, or a debugger): a correlator process of an "
+                f"earlier daemon exits by itself once continued (`kill -CONT {pid}`)")
+    return f"held by pid {pid} ({name})"
 
 
 def _starts_as(path: str, fingerprint: bytes) -> bool:
@@ -156,9 +206,15 @@ class Handle:
         self.bytes_lost = ctx.Value("q", 0, lock=False)
         """Bytes counted in the metrics this process could not read again (its files gone): the daemon adds them to
         watchtower_commit_backlog_lost_bytes_total, as it does its own thread's."""
+        self.progress = ctx.Value("q", 0, lock=False)
+        """Moves on each time the process stored something (its backlog shrank) or found nothing to store: the
+        daemon's progress watchdog (correlator.stall_timeout) reads it. Not while it waits for its lock, is stopped
+        or hangs."""
+        self.lock_wait = ctx.Value("q", 0, lock=False)
+        """While the process waits for its lock: the holder's pid, -1 if it cannot be known; 0 otherwise."""
         self.process = ctx.Process(target=main, name="watchtower-correlator", daemon=True,
                                    args=(config.model_dump(mode="json"), os.getpid(), self.failures, self.error, run,
-                                         self.bytes_lost))
+                                         self.bytes_lost, self.progress, self.lock_wait))
         _spawn(self.process)
 
     @property
@@ -188,7 +244,7 @@ def start(config: Any, run: str | None = None) -> Handle:
 
 
 def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: Any = None,
-         run: str | None = None, bytes_lost: Any = None) -> None:
+         run: str | None = None, bytes_lost: Any = None, progress: Any = None, lock_wait: Any = None) -> None:
     """Entry point of the child process."""
     from correlator.keys import KeyFileError
     from exporter import logsetup
@@ -199,7 +255,7 @@ def main(config_data: dict[str, Any], parent: int, failures: Any = None, error: 
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_a: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides; a terminal's ^C reaches it too
-    follower = Follower(config, parent, stop, failures, error, run, bytes_lost)
+    follower = Follower(config, parent, stop, failures, error, run, bytes_lost, progress, lock_wait)
     signal.signal(signal.SIGHUP, lambda *_a: follower.reload_requested.append(True))  # sent by the daemon's SIGHUP
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_AT_SPAWN)  # one sent since the spawn arrives now (or is dropped)
     try:
@@ -224,8 +280,14 @@ class Follower:
     """Reads what the checkpoints say the correlator lacks, slice by slice, until told to stop."""
 
     def __init__(self, config: Any, parent: int, stop: list[bool], failures: Any = None, error: Any = None,
-                 run: str | None = None, bytes_lost: Any = None) -> None:
+                 run: str | None = None, bytes_lost: Any = None, progress: Any = None, lock_wait: Any = None) -> None:
         self.bytes_lost = bytes_lost
+        self.progress = progress
+        """Shared with the daemon (Handle.progress): moved on by `_advanced`."""
+        self.lock_wait = lock_wait
+        """Shared with the daemon (Handle.lock_wait): the lock's holder while `_lock` waits."""
+        self._left = 0
+        """Rows and bytes the backlog held at the last look (`_advanced`)."""
         self.daemon_run = run
         """The daemon's run token (exporter/reconciled.py): a span whose file is not found waits for its mark."""
         self.failures = failures
@@ -285,8 +347,24 @@ class Follower:
     def _running(self) -> bool:
         return not self.stop and os.getppid() == self.parent
 
+    def _advanced(self, backlog: Any) -> None:
+        """Tell the daemon's watchdog this process goes on when `backlog` shrank since the last look (rows stored,
+        positions moved) or is empty (nothing to store)."""
+        left = backlog.rows + backlog.span_bytes if backlog else 0
+        if (left == 0 or left < self._left) and self.progress is not None:
+            self.progress.value += 1
+        self._left = left
+
+    def _going(self, backlog: Any) -> bool:
+        """`write_slices`' go_on: asked before each slice, so a backlog worked through says it advances slice by
+        slice."""
+        self._advanced(backlog)
+        return self._running()
+
     def _lock(self) -> Any:
-        """The follower lock: a follower left by a killed daemon exits within IDLE_WAIT; wait for it."""
+        """The follower lock: a follower left by a killed daemon exits within IDLE_WAIT; wait for it. A wait past
+        LOCK_WAIT_SAY_AFTER is said (the holder's pid, from /proc/locks), then every LOCK_WAIT_SAY_EVERY; the holder
+        is shared with the daemon meanwhile (its stall problem names it)."""
         from exporter.state import private_file
 
         path = self.db_path.with_name(LOCK_FILE)
@@ -296,14 +374,36 @@ class Follower:
         except PermissionError as exc:  # e.g. left by a start as root: the way out, as for the other state files
             raise LockRefused(f"{path}: cannot open the correlator's lock file: {(exc.strerror or str(exc)).lower()}: "
                               f"{way_out(path)}") from None
-        while self._running():
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return f
-            except BlockingIOError:
+        started = time.monotonic()
+        say_at = started + LOCK_WAIT_SAY_AFTER
+        said = False
+        try:
+            while self._running():
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if said:
+                        log.info("correlator process: took its lock %s after waiting %.0fs", path,
+                                 time.monotonic() - started)
+                    return f
+                except BlockingIOError:
+                    pass
+                now = time.monotonic()
+                if now >= say_at or (self.lock_wait is not None and self.lock_wait.value == 0):
+                    holder = lock_holder(path)
+                    if self.lock_wait is not None:
+                        self.lock_wait.value = holder if holder is not None else -1
+                if now >= say_at:
+                    log.warning("correlator process: waiting for its lock %s for %.0fs, %s; no timeline is stored "
+                                "until it is free (the counters go on; nothing is lost: it resumes from its "
+                                "positions)", path, now - started, _held_by(holder))
+                    said = True
+                    say_at = now + LOCK_WAIT_SAY_EVERY
                 time.sleep(IDLE_WAIT)
-        f.close()
-        return None
+            f.close()
+            return None
+        finally:
+            if self.lock_wait is not None:
+                self.lock_wait.value = 0
 
     def run(self) -> None:
         from correlator.sink import CorrelatorSink
@@ -344,9 +444,11 @@ class Follower:
                 try:
                     if not backlog:
                         backlog.add([], self._located(store.behind_spans(self.allowed)))
+                    self._advanced(backlog)  # nothing to store is no stall
                     if not backlog:
                         time.sleep(IDLE_WAIT)
-                    write_slices(store, backlog, [], sizes, BATCH_SECONDS, self._running)
+                    write_slices(store, backlog, [], sizes, BATCH_SECONDS, functools.partial(self._going, backlog))
+                    self._advanced(backlog)
                     if self.bytes_lost is not None and store.bytes_lost != self.bytes_lost.value:
                         self.bytes_lost.value = store.bytes_lost
                     if store.span_waits:  # a span's file not found yet: the daemon's reconciled commit is to come

@@ -189,6 +189,10 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_correlator_restarts_total", "counter",
                "Restarts of the correlator process (correlator.worker: process) after it exited or could not "
                "start; absent with the thread worker.", (), "self"),
+    MetricSpec("watchtower_correlator_stalled", "gauge",
+               "1 while the correlator process (correlator.worker: process) is alive but has stored nothing for "
+               "correlator.stall_timeout while behind (stopped, hung, waiting for a lock held elsewhere; /healthz is "
+               "503 meanwhile), else 0; absent with the thread worker.", (), "self"),
     MetricSpec("watchtower_commit_backlog_rows", "gauge",
                "Rows read and held in memory for the correlator, not yet committed (reading pauses at "
                "tail.max_pending_rows: the read in progress may take it past that by one read's rows).",
