@@ -274,6 +274,7 @@ def alert(**labels: str) -> dict[str, Any]:
 def test_inhibitions(alertmanager: str) -> None:
     host = {"job": "watchtower", "instance": "pmta-01:9469"}
     other = {"job": "watchtower", "instance": "pmta-02:9469"}
+    third = {"job": "watchtower", "instance": "pmta-03:9469"}
     pair = {"vmta": "vmta-05", "isp": "gmail"}  # the VMTA x ISP alerts carry no pool (rules/alerts/isp.yaml)
     sent = {
         "block": alert(alertname="PmtaIspBlock", severity="critical", **host, **pair),
@@ -293,6 +294,8 @@ def test_inhibitions(alertmanager: str) -> None:
         "skipped-down-host": alert(alertname="WatchtowerAttributionSkipped", severity="warning", **other),
         "commits-failing": alert(alertname="WatchtowerStateCommitsFailing", severity="critical", **host),
         "skipped-commits-failing": alert(alertname="WatchtowerAttributionSkipped", severity="warning", **host),
+        "stalled": alert(alertname="WatchtowerCorrelatorStalled", severity="warning", **third),
+        "skipped-stalled": alert(alertname="WatchtowerAttributionSkipped", severity="warning", **third),
         "cluster-wide": alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="yahoo"),
         "complaint-critical": alert(
             alertname="PmtaComplaintRate", severity="critical", job="watchtower", isp="microsoft"
@@ -302,7 +305,7 @@ def test_inhibitions(alertmanager: str) -> None:
         ),
     }
     expect_muted = {"throttled-blocked", "backlog-down-host", "lagging-down-host", "complaint-warning",
-                    "skipped-down-host", "skipped-commits-failing"}
+                    "skipped-down-host", "skipped-commits-failing", "skipped-stalled"}
     assert settled_muting(alertmanager, sent, lambda muted: muted == expect_muted) == expect_muted
 
 
