@@ -592,7 +592,8 @@ class CorrelatorConfig(_Strict):
         "problem naming its pid (and the lock it waits for, if it does), `watchtower_correlator_stalled` 1 and one "
         "ERROR; cleared, with an INFO, once it stores again. A process stopped (SIGSTOP), hung, or waiting for the "
         "lock of a predecessor that does not exit. A slow one that advances, or an idle one, never trips it; it "
-        "is not restarted (nothing is lost: it resumes from its positions).",
+        "is not restarted (nothing is lost: it resumes from its positions). Keep it well above the longest slice "
+        "(tens of seconds on a slow disk): a few seconds can trip on one long slice.",
     )
 
 

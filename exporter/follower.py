@@ -355,6 +355,12 @@ class Follower:
             self.progress.value += 1
         self._left = left
 
+    def _working(self) -> None:
+        """Tell the watchdog the loop goes round though the backlog did not shrink: a pruning pass done, a wait for
+        the daemon's reconciled commit (neither is a stall; with a small correlator.stall_timeout they tripped it)."""
+        if self.progress is not None:
+            self.progress.value += 1
+
     def _going(self, backlog: Any) -> bool:
         """`write_slices`' go_on: asked before each slice, so a backlog worked through says it advances slice by
         slice."""
@@ -453,9 +459,11 @@ class Follower:
                         self.bytes_lost.value = store.bytes_lost
                     if store.span_waits:  # a span's file not found yet: the daemon's reconciled commit is to come
                         store.span_waits = False
+                        self._working()  # a wait for the daemon (up to RECONCILE_WAIT), not a stall of its own
                         time.sleep(IDLE_WAIT)
                     if maintain.due():
                         maintain.ran(store._maintain())  # noqa: SLF001
+                        self._working()  # a pruning pass done: the loop goes round
                     delay = 0.5
                     self._report(None)
                     if failed:
