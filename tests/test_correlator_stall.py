@@ -87,6 +87,20 @@ def stored(state: Path) -> int:
         return int(db.execute("SELECT count(*) FROM corr_timelines").fetchone()[0])
 
 
+def settled(wt: Watchtower, tmp_path: Path, total: int) -> None:
+    """Counted and committed, and every record stored by the correlator process: it holds its lock (a process stopped
+    before, still importing on a busy machine, held none, and the next one took the lock at once)."""
+    wt.committed(timeout=60)
+
+    def all_stored() -> bool:
+        try:
+            return stored(tmp_path / "state") == total
+        except sqlite3.Error:  # (its tables not made yet)
+            return False
+
+    wait_until(all_stored, 60, f"the correlator process stored all {total} records")
+
+
 def lines(wt: Watchtower, text: str) -> list[str]:
     return [line for line in wt.log.read_text().splitlines() if text in line]
 
@@ -116,7 +130,7 @@ def test_a_stopped_correlator_is_unhealthy_said_once_and_clears_when_it_goes_on(
     writer.write(200)
     wt = watchtower_factory(config(tmp_path)).start()
     assert wt.proc is not None
-    wt.committed(timeout=60)
+    settled(wt, tmp_path, writer.total)
     # idle (nothing behind) for longer than the threshold: healthy, the gauge at 0
     time.sleep(STALL * 1.5)
     code, body = health(wt)
@@ -167,7 +181,7 @@ def test_a_slow_correlator_that_advances_never_trips_the_watchdog(
     writer.write(100)
     wt = watchtower_factory(config(tmp_path, stall=15.0)).start()  # (a slice takes far less, even on a busy machine)
     assert wt.proc is not None
-    wt.committed(timeout=60)
+    settled(wt, tmp_path, writer.total)
     pid = correlator_pid(wt.proc.pid)
     for _ in range(6):
         writer.write(5000)
@@ -204,7 +218,7 @@ def test_a_correlator_waiting_for_a_stopped_predecessors_lock_says_so_and_is_unh
     writer.write(200)
     wt = watchtower_factory(config(tmp_path)).start()
     assert wt.proc is not None
-    wt.committed(timeout=60)
+    settled(wt, tmp_path, writer.total)
     old = correlator_pid(wt.proc.pid)
     os.kill(old, signal.SIGSTOP)
     stopped.append(old)

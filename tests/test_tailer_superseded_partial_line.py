@@ -47,7 +47,7 @@ def _write(path: Path, text: str, age: float = 0.0) -> None:
 def _killed_then_restarted(tmp_path: Path, new_records: int) -> tuple[Path, Path]:
     """(old, new): an older file ending in half a line, last written a minute ago (PMTA killed mid-write), and the
     file PMTA writes since it restarted, holding `new_records` whole records."""
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
+    old, new = tmp_path / "acct-2024-05-01-0001.csv", tmp_path / "acct-2024-05-01-0002.csv"
     _write(old, ACCT_HEADER + "\n" + _records(0, 3) + CUT, age=60)
     _write(new, ACCT_HEADER + "\n" + _records(10, new_records))
     return old, new
@@ -100,7 +100,7 @@ def _offset(tailer: Tailer, path: Path) -> int:
 async def test_the_half_line_of_a_file_pmta_left_for_a_newer_one_is_read_once_as_its_last(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = frozen_clock(monkeypatch)
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
+    old, new = tmp_path / "acct-2024-05-01-0001.csv", tmp_path / "acct-2024-05-01-0002.csv"
     _write(old, ACCT_HEADER + "\n" + _records(0, 3) + CUT, age=60)  # PMTA killed mid-write a minute ago
     tailer, reg = _tailer(tmp_path, idle_close_after=3 * RESCAN)
     await _poll(tailer, clock)
@@ -140,7 +140,7 @@ async def test_a_last_record_without_its_newline_is_counted_and_its_span_reads_i
     # PMTA killed between a record and its newline: a good record, counted; the correlator reads the same range again
     # (exporter.spans.read_span) and must find the same record in it, as for a file that left the globs
     clock = frozen_clock(monkeypatch)
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
+    old, new = tmp_path / "acct-2024-05-01-0001.csv", tmp_path / "acct-2024-05-01-0002.csv"
     _write(old, ACCT_HEADER + "\n" + _records(0, 2) + d_line(2), age=60)
     _write(new, ACCT_HEADER + "\n" + _records(10, 1))
     tailer, reg = _tailer(tmp_path)
@@ -165,7 +165,7 @@ async def test_a_last_record_without_its_newline_is_counted_and_its_span_reads_i
 async def test_the_newest_file_keeps_its_half_line_until_the_rest_comes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = frozen_clock(monkeypatch)
-    old, new = tmp_path / "acct-0001.csv", tmp_path / "acct-0002.csv"
+    old, new = tmp_path / "acct-2024-05-01-0001.csv", tmp_path / "acct-2024-05-01-0002.csv"
     _write(old, ACCT_HEADER + "\n" + _records(0, 3), age=60)  # an older file of the source, whole
     line = d_line(20) + "\n"
     _write(new, ACCT_HEADER + "\n" + _records(10, 2) + line[:70])  # PMTA's buffered write split a line
@@ -196,7 +196,7 @@ async def test_a_restart_neither_counts_it_again_nor_loses_it(tmp_path: Path, mo
     await _poll(tailer, clock, RESCAN, times=3)
     assert _counts(reg) == {"lines_read": 1, "error:bad_quoting": 1, "behind": 0}
     saved = tailer.take_checkpoints()
-    assert {Path(cp.path).name: (cp.offset, cp.gone_since) for cp in saved}["acct-0001.csv"] == \
+    assert {Path(cp.path).name: (cp.offset, cp.gone_since) for cp in saved}["acct-2024-05-01-0001.csv"] == \
         (old.stat().st_size, None)
     await tailer.close()
     # stopped after: nothing of it counted again (its checkpoint at its end, inside no line of its own)
