@@ -302,7 +302,7 @@ def oneshot_nonzero(tmp_path: Path, correlator: bool, prefixes: tuple[str, ...],
 SHARED_STACKS = {"gmail_throttle": "e2e", "hostile": "ui-stack", "private": "ui-stack", "wide_hub": "ui-stack",
                  "driver": "ui-stack", "browser_cluster": "ui-stack"}
 """Session fixtures that start whole stacks (Prometheus + Alertmanager + daemon, daemons + hub, chromium) -> the group
-of tests `make check` runs on one xdist worker (`pytest -n 2`), so that each stack is started once."""
+of tests `make check` runs on one xdist worker (`pytest -n 3`), so that each stack is started once."""
 STACK_GROUPS = (("tests/e2e/", "e2e"), ("tests/browser/", "ui-stack"), ("tests/test_pages_audit.py", "ui-stack"),
                 ("tests/hub/test_hub.py", "ui-stack"))
 """Where the users of SHARED_STACKS are (tests/hub/test_hub.py's `cluster` is the browser tests' own: hub/conftest.py
