@@ -137,11 +137,13 @@ _FIELDS = (
     "bounceCat", "dlvSourceIp", "vmta", "vmtaPool", "jobId", "queue", "message_id", "feedbackType",
     "userAgent", "reportingMta",
 )
-_ADDRESS_FREE = ("dsnStatus", "dsnMta", "feedbackType", "userAgent", "reportingMta")
-"""Stored with hashed recipients without any address (exporter/redact.py): a remote bounce's status or MTA field, an
-FBL report's fields. The sender (`orig_s`), the Message-Id and the jobId lose only the recipient's address
-(`without_recipient`): they are keys that pages link by and the report fallback compares, so every other character
-stays; the reply (dsnDiag) has its own rule (linking.reply_without_addresses)."""
+_ADDRESS_FREE = ("dsnAction", "dsnStatus", "dsnMta", "bounceCat", "feedbackType", "userAgent", "reportingMta")
+"""Stored with hashed recipients without any address (exporter/redact.py): a remote bounce's action, status, MTA or
+category field (the remote DSN's text), an FBL report's fields. The sender (`orig_s`), the Message-Id and the jobId
+lose only the recipient's address (`without_recipient`): they are keys that pages link by and the report fallback
+compares, so every other character stays; the reply (dsnDiag) has its own rule (linking.reply_without_addresses)."""
+_QUEUE_ADDRESS_FREE = ("dsnAction", "dsnStatus", "dsnMta", "bounceCat")
+"""A queue event's (`tq`) fields stored without any address, besides its reply."""
 _EVENT_FIELDS = ("dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "vmta", "vmtaPool", "dlvSourceIp")
 """The corr_events columns after (id, tl, type, t), in table order."""
 
@@ -309,7 +311,7 @@ class Preparer:
                 redact = self._redact
                 qev = qev.with_columns(map_distinct(qev.get_column("dsnDiag"), lambda d: redact(d, None), pl.String),
                                        *(map_distinct(qev.get_column(n), without_addresses, pl.String)
-                                         for n in ("dsnStatus", "dsnMta")))
+                                         for n in _QUEUE_ADDRESS_FREE))
             queue_events = list(zip(
                 qev.get_column("eid").to_list(), qev.get_column("t").to_list(),
                 map_distinct(qev.get_column("queue"), str.strip, pl.String).to_list(),

@@ -327,7 +327,8 @@ class Reader:
         for eid, _tl, code, t, action, status, diag, mta, bcat, vmta, pool, src_ip, extra in rows:
             rtype = store.TYPE_NAMES[code]
             if hashed:  # a row stored raw (before hashing, or by an older version) shows no address
-                diag, status, mta = (without_addresses(v) if v else v for v in (diag, status, mta))
+                action, status, diag, mta, bcat = (without_addresses(v) if v else v
+                                                   for v in (action, status, diag, mta, bcat))
             shown_attempts += code in _ATTEMPT_CODES
             ev = _event(t, KINDS[rtype], rtype)
             ev.update(vmta=fit(vmta) or None, vmta_pool=fit(pool) or None, source_ip=fit(src_ip) or None,
@@ -378,7 +379,8 @@ class Reader:
 
         for eid, t, vmta, pool, action, status, diag, mta, bcat, src_ip in rows:
             if self.hashed:
-                diag, status, mta = (without_addresses(v) if v else v for v in (diag, status, mta))
+                action, status, diag, mta, bcat = (without_addresses(v) if v else v
+                                                   for v in (action, status, diag, mta, bcat))
             ev = _event(t, "queue_deferred", "tq")
             ev.update(queue=item["queue"], vmta=fit(vmta) or None, vmta_pool=fit(pool) or None,
                       source_ip=fit(src_ip) or None, dsn_action=fit(action) or None, dsn_status=fit(status) or None,

@@ -49,7 +49,7 @@ from exporter.metrics import SelfMetrics, named_self_metrics
 from exporter.oneshot import Exposition
 from exporter.reconciled import new_run_token
 from exporter.records import RecordBatch, shown
-from exporter.redact import redact
+from exporter.redact import redact_log_text
 from exporter.sinks import RecordSink
 from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
 from exporter.state import Commit, StateError, StateRefused, StateStore, file_replaced, private_dir
@@ -1145,7 +1145,7 @@ class Daemon:
             "reading_paused": self.paused,
             "counters_withheld": self.pipeline.aggregator.withheld,  # after an unclean stop, until read that far
             "sources_without_files": tailer.sources_without_files() if tailer else [],
-            "problems": [redact(p) for p in problems] if self.config.correlator.hash_recipients else problems,
+            "problems": [redact_log_text(p) for p in problems] if self.config.correlator.hash_recipients else problems,
         }  # (an error's text, a path: with hashed recipients /healthz shows no local part, as the log lines do)
 
 

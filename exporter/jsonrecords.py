@@ -30,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from exporter.records import KNOWN_FIELDS, Columns, col
+from exporter.redact import InContext, clip
 from exporter.textrepair import may_need_repair, repair_text
 
 JSON_MARK = "{json}"
@@ -103,7 +104,7 @@ def to_row(text: str) -> list[str] | str | None:
             continue
         if value.__class__ is not str:  # rare: PMTA writes strings (a chunk of them is polars', `frame_of`)
             if isinstance(value, dict | list):
-                return _not_a_value(key, value)
+                return _not_a_value(key, value, text)
             value = _text(value)
         if i >= WIDTH:  # another case of a name: an exact name's value, or the first other case's, is kept
             i -= WIDTH
@@ -234,10 +235,15 @@ _SHOWN_CHARS = 200
 """Of a value `_not_a_value` shows (the log line clips it to 120 characters anyway; a line can be megabytes)."""
 
 
-def _not_a_value(key: str, value: dict[str, Any] | list[Any]) -> str:
-    """`FIELD VALUE` for the log line of a record whose read member `key` holds an object or list (not a row)."""
+def _not_a_value(key: str, value: dict[str, Any] | list[Any], record: str) -> InContext:
+    """`FIELD VALUE` for the log line of a record whose read member `key` holds an object or list (not a row).
+
+    With hashing on, the log line is redacted (exporter.redact.RedactFilter) after this cut: it is made where no local
+    part is split from its `@` (`clip`), and the text carries the whole `record` (`InContext`), so a bare copy of
+    the rcpt's local part in the value (`["550 5.1.1 <alice>... User unknown"]`) is redacted as in a CSV line."""
     try:
-        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:_SHOWN_CHARS]
+        shown = clip(json.dumps(value, separators=(",", ":"), ensure_ascii=False), _SHOWN_CHARS)
     except (ValueError, RecursionError):  # as deep as json.loads would go: the name is what the reader needs
         shown = "[...]" if isinstance(value, list) else "{...}"
-    return f"{key} {repair_text(shown)[0]}"  # an escaped lone surrogate or NUL: text a log line can carry
+    # an escaped lone surrogate or NUL: text a log line can carry
+    return InContext(f"{key} {repair_text(shown)[0]}", record)

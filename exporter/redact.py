@@ -29,9 +29,12 @@ _DELIMITERS = r"\s\"<>()\[\],;:@＠﹫«»‹›“”„‟「」『』【】�
 _URL_DELIMITERS = _DELIMITERS + "=&?/#"
 _LAST_DELIMITER = re.compile(f".*[{_DELIMITERS}]", re.S)  # .match: linear, from the right end
 _LAST_URL_DELIMITER = re.compile(f".*[{_URL_DELIMITERS}]", re.S)
-# `@`, or `%40` as URLs carry it (`%2540` once more encoded, and so on).
-_AT = re.compile(r"[@\uff20\ufe6b]|%(?:25)*40")  # \uff20: the full-width ＠ of CJK input methods; \ufe6b: small ﹫
+# `@`, or `%40` as URLs carry it (`%2540` once more encoded, and so on), or `\u0040` as JSON escapes it (`\\u0040`
+# in the repr of such a text: every backslash before it belongs to the escape).
+# \uff20: the full-width ＠ of CJK input methods; \ufe6b: small ﹫
+_AT = re.compile(r"[@\uff20\ufe6b]|%(?:25)*40|(?<!\\)\\+u0040")  # a backslash run read from its start only
 _LITERAL_ATS = ("@", "\uff20", "\ufe6b")
+_JSON_AT = "\\u0040"
 _ENCODED_AT = re.compile(r"%(?:25)*40")
 # A local part is at most 64 octets; quoted, escaped or percent-encoded (twice) it can be ~1000 characters.
 _QUOTED_MAX = 1024
@@ -41,7 +44,7 @@ _OPENING = "'`/"  # a quote or URL slashes right before the name are kept: `'ali
 
 def might_hold_address(text: str) -> bool:
     """Cheap test run on every log line: does `text` hold an `@`, literal or percent-encoded?"""
-    return "@" in text or "\uff20" in text or "\ufe6b" in text or (
+    return "@" in text or "\uff20" in text or "\ufe6b" in text or _JSON_AT in text or (
         "%" in text and _ENCODED_AT.search(text) is not None)
 
 
@@ -94,8 +97,41 @@ _DOMAIN_END = "'`"  # no domain holds a quote: `'alice@x.org'` keeps its closing
 _URL_DOMAIN_END = _DOMAIN_END + "=&?#"
 
 
+def _literal(sign: str) -> bool:
+    """Is `sign` (an `_AT` match) an `@` of plain or JSON text, rather than a URL's `%40`?"""
+    return sign[0] != "%"
+
+
+def _comment_start(text: str, closing: int, floor: int) -> int | None:
+    """Where the RFC 5322 comment closed at `closing` (`alice(home)@x`: the `)` right before an `@`) opens, comments
+    nested in it included; None when its `(` is not found after `floor`, on the same line, within `_QUOTED_MAX`."""
+    stop = max(floor, closing - _QUOTED_MAX)
+    i = text.rfind("(", stop, closing)
+    if i < 0:
+        return None
+    if text.find(")", i + 1, closing) < 0:  # no comment nested in it: the usual case, two C scans
+        return i if text.find("\n", i, closing) < 0 else None
+    depth = 0
+    i = closing
+    while i >= stop:
+        c = text[i]
+        if c == ")":
+            depth += 1
+        elif c == "(":
+            depth -= 1
+            if not depth:
+                return i
+        elif c == "\n":
+            return None
+        i -= 1
+    return None
+
+
 def _local_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each local part in `text`, merged where they overlap; `end` is where its `@` is.
+
+    A comment right before the `@` (`alice(home)@x`, `<(home)@x>`) belongs to the local part: it goes with the name
+    before it (a comment is free text, and the `)` would otherwise end an empty local part).
 
     Each character is looked at a bounded number of times, so a line of `%40%40...` or `a@a@...` costs
     linear time: a literal `@` looks left up to the previous literal one (a delimiter anyway), a `%40`
@@ -107,30 +143,36 @@ def _local_spans(text: str) -> list[tuple[int, int]]:
     run: int | None = None  # where the previous `%40`'s unbroken run began
     for m in _AT.finditer(text):
         at = m.start()
-        literal = m.group() in _LITERAL_ATS
+        literal = _literal(m.group())
         last, floor = (_LAST_DELIMITER, after_at) if literal else (_LAST_URL_DELIMITER, prev_end)
-        if at > 0 and text[at - 1] == '"':
-            start = _quoted_start(text, at - 1)
+        name_end = at  # where the name ends: before a comment (`alice(home)@x`), which goes with it
+        unopened = False  # a `)` before the `@` whose `(` is not found: the name before it goes with it
+        if at > floor and text[at - 1] == ")":
+            opening = _comment_start(text, at - 1, floor)
+            unopened = opening is None
+            name_end = at - 1 if unopened else opening
+        if name_end > 0 and text[name_end - 1] == '"':
+            start = _quoted_start(text, name_end - 1)
             if start is None:  # its opening quote is not on the line: the name before the quote goes
-                end = at - 1 - _backslashes(text, at - 1)
+                end = name_end - 1 - _backslashes(text, name_end - 1)
                 d = last.match(text, floor, end)
                 start = d.end() if d else floor
                 if start >= end:
-                    start = at
+                    start = name_end
             run = None
         else:
-            d = last.match(text, floor, at)
+            d = last.match(text, floor, name_end)
             if d:
                 start = d.end()
             else:
                 start = floor if literal or run is None else run
-            while start < at and text[start] in _OPENING:
+            while start < name_end and text[start] in _OPENING:
                 start += 1
             run = None if literal else start
         prev_end = m.end()
         if literal:
             after_at = prev_end
-        if start >= at:
+        if start >= at or (unopened and start >= name_end):
             continue
         while spans and spans[-1][1] > start:  # a quoted local part holding an `@` covers the one before
             start = min(start, spans.pop()[0])
@@ -204,9 +246,13 @@ def _bare_forms(local: str) -> set[str]:
     """The lower-case forms of a local part (the text before an `@`, as `_local_spans` found it) that a message may
     quote on their own: as written, without its quotes, percent-decoded, and its last piece after a `=` or a quote
     (`rcpt=bob@x`), unless that piece reads as a domain (`_verp_domain`: in a VERP sender, `bounces+u=example.com@x`,
-    it is the recipient's domain, which a line shows anyway)."""
-    texts = [local, unquote(local)] if "%" in local else [local]
+    it is the recipient's domain, which a line shows anyway). A comment before the `@` (`alice(home)`): the name
+    before it too."""
     forms: set[str] = set()
+    if local.endswith(")") and "(" in local:  # the name before the comment, or the comment's text if none
+        name = local[: local.index("(")]
+        forms = _bare_forms(name if name.strip(_EDGES + '"') else local[1:-1])
+    texts = [local, unquote(local)] if "%" in local else [local]
     for t in texts:
         t = t.strip(_EDGES + '"').lower()
         forms.add(t)
@@ -403,7 +449,7 @@ def without_addresses(text: str, mark: str = ADDRESS) -> str:
     next `@` found."""
     if not might_hold_address(text):
         return text
-    ats = [(m.start(), m.end(), m.group() in _LITERAL_ATS) for m in _AT.finditer(text)]
+    ats = [(m.start(), m.end(), _literal(m.group())) for m in _AT.finditer(text)]
     spans = _local_spans(text)
     if not spans:
         return text
@@ -429,6 +475,35 @@ def without_addresses(text: str, mark: str = ADDRESS) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+def _without_comments(text: str) -> str:
+    """`text` without the comments right before an `@` (`alice(home)@x` -> `alice@x`). Linear: a comment is looked for
+    back to the previous `)@` at most (`_comment_start`)."""
+    out: list[str] = []
+    pos = floor = 0
+    while (i := text.find(")@", floor)) >= 0:
+        j = _comment_start(text, i, max(pos, floor))
+        if j is not None:
+            out.append(text[pos:j])
+            pos = i + 1
+        floor = i + 2
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class InContext(str):
+    """A text to log that is an excerpt of a longer one, `context` (a `bad_json` line shows the one field of a JSON
+    record that holds an array or object; the record is the context): formatted by `RedactFilter` as a `Clipped`, the
+    bare local parts of the context's addresses are redacted where the excerpt shows them, as those of a line's
+    addresses past its cut are (`Clipped.redacted`). Without the filter (hashing off), it is just the excerpt."""
+
+    context: str
+
+    def __new__(cls, text: str, context: str) -> InContext:
+        obj = super().__new__(cls, text)
+        obj.context = context
+        return obj
 
 
 class Clipped:
@@ -464,11 +539,15 @@ class Clipped:
         head = self.text[: self.limit + _CLIP_MARGIN]
         more = self.more or len(head) < len(self.text)
         red = redact_log_text(head)
-        if len(head) < len(self.text):
+        context = getattr(self.text, "context", "")  # an excerpt (InContext): the record it was taken from
+        if len(head) < len(self.text) or context:
             # An address past that part is not redacted (it is not shown), but a bare copy of its local part before
             # the cut would be (`<ivan.bare>... User unknown,` and the rcpt 6000 characters on): each word shown is
             # looked for right before an `@` in the whole text. Shown again after each change, until stable.
-            whole = _AT.sub("@", self.text.lower()).replace('\\"@', "@").replace('"@', "@")
+            whole = _AT.sub("@", f"{self.text}\n{context}".lower() if context else self.text.lower())
+            whole = whole.replace('\\"@', "@").replace('"@', "@")
+            if ")@" in whole:  # a comment before the `@` (`alice(home)@x`): the name before it is a local part
+                whole = _without_comments(whole)
             checked: set[str] = set()
             far: set[str] = set()
             while candidates := _shown_tokens(self._shown_words(red)) - checked:

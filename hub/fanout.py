@@ -35,7 +35,7 @@ from exporter.boundedfile import read_secret
 from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
-from exporter.redact import redact
+from exporter.redact import redact_log_text
 from exporter.textrepair import TooDeep, first_surrogate_path
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.encode import item_lists as _item_lists
@@ -608,10 +608,10 @@ def printable(text: str) -> str:
 
 def _short(text: str) -> str:
     """A target's error text as the hub quotes it (missing_hosts, the /ui banner): printable, addresses redacted as
-    the hub's log lines are (exporter.redact, before the cut: a local part cut from its `@` is no longer found),
-    200 characters. A failing target's answer is remote text: `backend failed for alice@gmail.com` must not be
-    copied into every answer of the hub."""
-    text = redact(printable(text[:REDACTED_HEAD]))
+    the hub's log lines are (exporter.redact's `redact_log_text`: a bare copy of an address's local part, `<alice>`,
+    goes too; before the cut: a local part cut from its `@` is no longer found), 200 characters. A failing target's
+    answer is remote text: `backend failed for alice@gmail.com` must not be copied into every answer of the hub."""
+    text = redact_log_text(printable(text[:REDACTED_HEAD]))
     return text[:200] + ("..." if len(text) > 200 else "")
 
 

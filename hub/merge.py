@@ -12,7 +12,7 @@ from typing import Any
 
 from correlator.keys import HASHED_PREFIX
 from correlator.timeline import flow_stat_fields
-from exporter.redact import redact
+from exporter.redact import redact_log_text
 from hub.config import without_credentials
 from hub.fanout import HostAnswer, printable
 from hub.targets import Target
@@ -49,8 +49,12 @@ def settle(answers: list[HostAnswer], fine: Collection[int], own: Collection[str
 
 def passed_on(body: dict[str, Any]) -> dict[str, Any]:
     """A daemon's 400 (ApiError-shaped: the fan-out checked) as the hub passes it on: its text without control
-    characters, addresses redacted as the hub's logs are (before the cut)."""
-    return {"error": redact(printable(str(body.get("error"))[:5000]))[:1000], "parameter": body.get("parameter")}
+    characters, addresses (and the bare copies of their local parts) redacted as the hub's logs are (before the cut);
+    so is a parameter's name, which the hub cannot vouch for either."""
+    parameter = body.get("parameter")
+    if isinstance(parameter, str):
+        parameter = redact_log_text(printable(parameter[:5000]))[:1000]
+    return {"error": redact_log_text(printable(str(body.get("error"))[:5000]))[:1000], "parameter": parameter}
 
 
 def first_seen_key(item: dict[str, Any]) -> float:

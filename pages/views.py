@@ -230,8 +230,9 @@ class Views:
             return self.page(request, "Search", form + error_box(*length_error(bad, MAX_CURSOR if bad == "cursor"
                                                                                 else MAX_TEXT)), 400)
         mid = (message_id or "").strip().strip("<>").strip()
-        if mid:
-            return RedirectResponse(root + "/ui/messages/" + path_segment(mid), status_code=303)
+        if mid:  # the message's page itself: a redirect to /ui/messages/ID put the Message-Id (which may embed the
+            # recipient's address) in the URL the form posts to keep it out of (browser history, a proxy's log)
+            return await self.message(request, mid, cursor, searched=True)
         params = {"rcpt": (rcpt or "").strip() or None, "job_id": (job_id or "").strip() or None,
                   "cursor": cursor, "limit": 50}
         status, body = await self.ask(request, "/api/v1/search", params)
@@ -313,7 +314,10 @@ class Views:
             "<th>VMTA</th><th>Source IP</th><th>Reply</th><th>Class</th><th>Record (file:line)</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
-    async def message(self, request: Request, message_id: str, cursor: str | None = None) -> Response:
+    async def message(self, request: Request, message_id: str, cursor: str | None = None,
+                      searched: bool = False) -> Response:
+        """A message's recipients, a page at a time. `searched`: asked through the search (`/ui/`, the form posts),
+        not by the page's URL: its next page is posted as the search was, the Message-Id never put in a URL."""
         root = _root(request)
         form = self.form(root, message_id)
         if bad := too_long(message_id=(message_id, MAX_TEXT), cursor=(cursor, MAX_CURSOR)):
@@ -328,7 +332,13 @@ class Views:
         trunc = (f'<p class="meta">{len(recips)} of {e(body.get("recipients_total"))} recipients shown'
                  + (" (a later page)" if cursor else "") + ".</p>" if body.get("truncated") else "")
         tail = ""
-        if body.get("next_cursor"):  # above the timelines and below them
+        if body.get("next_cursor") and searched:  # above the timelines and below them
+            fields = "".join(f'<input type="hidden" name="{name}" value="{attr(value)}">' for name, value in
+                             (("message_id", message_id), ("cursor", body["next_cursor"])))
+            tail = (f'<form class="next" method="post" action="{u(root + "/ui/")}">{fields}'
+                    '<button type="submit">Next recipients</button></form>')
+            trunc += tail
+        elif body.get("next_cursor"):
             href = u(root + "/ui/messages/" + path_segment(message_id), cursor=body["next_cursor"])
             tail = f'<p><a class="next" href="{href}">Next recipients</a></p>'
             trunc += tail

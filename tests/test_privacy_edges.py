@@ -1,0 +1,287 @@
+"""Privacy edges a review reproduced with `hash_recipients` on (2026-12-07): six ways a raw address still got out.
+
+1. A remote bounce's (and a queue event's) `dsnAction` and `bounceCat`, written by the remote side, were stored and
+   served raw (`"dsn_action": "failed alice@gmail.com"`).
+2. An address with an RFC 5322 comment before its `@` (`alice(home)@gmail.com`) escaped every redactor: the `)`
+   ended the local part, which was then empty.
+3. A JSON record's `bad_json` line (a field holding an array or object) shows `FIELD VALUE` only: the record's rcpt
+   was not there, so a bare `<alice>` in the value stayed; the value was also cut to 200 characters before redaction.
+4. A JSON-escaped `@` (`alice\\u0040gmail.com` in a broken JSON line, `\\\\u0040` in its repr) was no `@`.
+5. The hub quoted a target's error text through `redact`, not the log lines' `redact_log_text`: a bare
+   `<alice>` next to `[redacted]@gmail.com` stayed.
+6. A Message-Id posted to the /ui search form was answered by a 303 to `/ui/messages/<id>`: the id (which may embed
+   the recipient) went into the URL the form posts to keep out of it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.config import CorrelatorConfig
+from exporter.jsonrecords import to_row
+from exporter.redact import REDACTED, Clipped, redact, redact_log_text, without_addresses
+from hub.fanout import Fanout
+from hub.merge import passed_on
+from hub.targets import Target
+from tests.conftest import ACCT_HEADER, Watchtower, write_config
+from tests.hub.cluster import acct_row
+from tests.test_correlator_support import Harness, batch
+from tests.test_log_redaction import oneshot_over, parser_lines
+
+# --- 1. dsnAction and bounceCat ------------------------------------------------------------------------------------
+
+ACCT = batch("/l/acct-2024-05-03-0000.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
+header_Message-Id
+d,2024-05-03 10:00:01+0000,2024-05-03 10:00:00+0000,b@news.example,zz.edge.one@gmail.com,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,J1,gmail.com/vmta-01,pool-a,<c1@news.example>
+""")
+DIAG = batch("/l/diag-2024-05-03-0000.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+tq,2024-05-03 10:00:01+0000,,,,delayed zz.edge.qaction@gmail.com,4.7.1,smtp;451 later,mx.gmail.com,\
+policy zz.edge.qbcat@gmail.com,vmta-01,,gmail.com/vmta-01,pool-a
+""")
+BOUNCE = batch("/l/bounce-2024-05-03-0000.csv", """
+type,timeLogged,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,header_Message-Id
+rb,2024-05-03 10:00:09+0000,b@news.example,zz.edge.one@gmail.com,failed zz.edge.action@gmail.com,5.2.2,\
+smtp; 552 5.2.2 mailbox full,mx.gmail.com,quota-issues zz.edge.bcat@gmail.com,<c1@news.example>
+""")
+
+
+@pytest.fixture
+def hashed(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    h.commit(ACCT, DIAG, BOUNCE)
+    yield h
+    h.close()
+
+
+def _store_bytes(h: Harness) -> bytes:
+    h.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return b"".join(p.read_bytes() for p in h.db.parent.glob("state.db*")).lower()
+
+
+async def _served(h: Harness) -> tuple[list[str], list[dict]]:
+    """Every timeline's json and text answers, and the events of the json ones."""
+    ids = [r[0] for r in h.conn.execute("SELECT id FROM corr_timelines ORDER BY id")]
+    texts, events = [], []
+    async with h.client() as c:
+        for tl in ids:
+            for fmt in ("json", "text"):
+                r = await c.get(f"/api/v1/timelines/{tl}", params={"format": fmt})
+                assert r.status_code == 200, r.text
+                texts.append(r.text)
+                if fmt == "json":
+                    events += [ev for t in r.json()["timelines"] for ev in t["events"]]
+    return texts, events
+
+
+async def test_a_remote_dsn_action_and_bounce_category_are_stored_and_served_without_addresses(
+        hashed: Harness) -> None:
+    assert b"zz.edge" not in _store_bytes(hashed)
+    texts, events = await _served(hashed)
+    assert all("zz.edge" not in t for t in texts), texts
+    rb = next(ev for ev in events if ev["record_type"] == "rb")
+    assert (rb["dsn_action"], rb["bounce_category"]) == ("failed <addr>", "quota-issues <addr>")
+    tq = next(ev for ev in events if ev["record_type"] == "tq")
+    assert (tq["dsn_action"], tq["bounce_category"]) == ("delayed <addr>", "policy <addr>")
+
+
+async def test_an_action_and_category_stored_raw_before_are_served_without_addresses(hashed: Harness) -> None:
+    hashed.conn.execute("UPDATE corr_events SET action = 'failed zz.edge.raw1@gmail.com', "
+                        "bcat = 'quota zz.edge.raw2@gmail.com'")
+    hashed.conn.execute("UPDATE corr_queue_events SET action = 'delayed zz.edge.raw3@gmail.com', "
+                        "bcat = 'policy zz.edge.raw4@gmail.com'")
+    texts, events = await _served(hashed)
+    assert all("zz.edge" not in t for t in texts), texts
+    assert {(ev["dsn_action"], ev["bounce_category"]) for ev in events if ev["record_type"]} == {
+        ("failed <addr>", "quota <addr>"), ("delayed <addr>", "policy <addr>")}
+
+
+# --- 2. a comment before the `@` -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "550 5.1.1 <zzcmt(x)@outlook.com> unknown",
+    "550 <zzq2(h)@gmail.com> unknown",
+    "fwd zzcmt.person(home office)@outlook.com and more",
+    "nested zzcmt((a)b)@x.org",
+    "a comment alone <(zzcmt)@gmail.com>",
+    "url ?u=zzcmt(x)%40gmail.com",
+])
+def test_an_address_with_a_comment_before_its_at_is_redacted(text: str) -> None:
+    for fn in (redact, redact_log_text, without_addresses):
+        assert "zzcmt" not in fn(text) and "zzq2" not in fn(text), (fn.__name__, fn(text))
+
+
+def test_a_comment_address_keeps_the_rest_of_the_line() -> None:
+    assert redact("550 5.1.1 <zzcmt(x)@outlook.com> unknown") == f"550 5.1.1 <{REDACTED}@outlook.com> unknown"
+    assert without_addresses("550 <zzcmt(x)@outlook.com> unknown") == "550 <<addr>> unknown"
+    assert without_addresses("550 <(x)@outlook.com> unknown") == "550 <<addr>> unknown"
+    assert redact("(lead)alice@x.org") == f"(lead){REDACTED}@x.org"
+    assert redact("f(x) = 1 and g(y)") == "f(x) = 1 and g(y)"
+
+
+def test_the_bare_local_part_of_a_comment_address_is_redacted_in_a_log_line() -> None:
+    got = redact_log_text("550 5.1.1 <zzcmt.person(home)@gmail.com>: <zzcmt.person>... User unknown")
+    assert "zzcmt" not in got and "home" not in got, got
+
+
+# --- 3. and 4. JSON lines: a bad_json field, an escaped `@` ----------------------------------------------------------
+
+
+def _logs(tmp_path: Path) -> Path:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "acct-1.csv").write_text(
+        "type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag\n"
+        'b,2026-12-06 23:50:22+0000,,b@x.org,"550 <zzq2(h)@gmail.com> unknown" z\n', encoding="utf-8")
+    pad = "a" * 50
+    lines = [
+        '{"type":"b","timeLogged":"2026-12-06 23:50:11+0000","orig":"b@news.example","rcpt":"zz.json.bare@gmail.com",'
+        '"dsnStatus":"5.1.1","dsnDiag":["smtp;550 5.1.1 <zz.json.bare>... User unknown"],"vmta":"vmta-01"}',
+        '{"type":"b","timeLogged":"2026-12-06 23:50:12+0000","rcpt":"zzjesc\\u0040gmail.com", "dsnDiag": ',
+        '{"type":"b","rcpt":"zzj2.person@gmail.com","dsnDiag":{"text":"550 <zzj2.person>... unknown"}}',
+        # three long addresses shrink when redacted, pulling what follows into the 120 characters shown
+        '{"type":"b","dsnDiag":["' + " ".join(f"{pad}{i}@x.org" for i in range(3))
+        + ' zz.cut.person.long.name@gmail.com"]}',
+    ]
+    (logs / "acct-2.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return logs
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_oneshot_logs_no_local_part_of_json_and_comment_addresses(tmp_path: Path, fmt: str) -> None:
+    proc = oneshot_over(tmp_path, _logs(tmp_path) / "acct-*", True, fmt)
+    got = parser_lines(proc, fmt)
+    assert len(got) == 5, proc.stderr
+    for secret in ("zzq2", "zz.json.bare", "zzjesc", "zzj2.person", "zz.cut", "zz.cut.per"):
+        assert secret not in proc.stderr, (secret, proc.stderr)
+    assert "zz." not in proc.stderr and "zzj" not in proc.stderr, proc.stderr
+    joined = "\n".join(got)
+    assert "<[redacted]>... User unknown" in joined and "<[redacted]>... unknown" in joined, joined
+
+
+def test_oneshot_with_hashing_off_logs_the_json_lines_as_they_are(tmp_path: Path) -> None:
+    proc = oneshot_over(tmp_path, _logs(tmp_path) / "acct-*", False, "text")
+    assert "<zz.json.bare>... User unknown" in proc.stderr and "zzjesc" in proc.stderr, proc.stderr
+
+
+def test_a_bad_json_value_is_redacted_with_the_records_local_parts() -> None:
+    sample = to_row('{"type":"b","rcpt":"zz.json.bare@gmail.com","dsnDiag":["550 <zz.json.bare>... unknown"]}')
+    assert isinstance(sample, str) and sample.startswith("dsnDiag [")
+    assert "zz.json.bare" not in repr(Clipped(sample, 120, ",").redacted())
+    assert "zz.json.bare" in repr(Clipped(sample, 120, ","))  # hashing off: shown as it is
+
+
+def test_a_bad_json_value_is_not_cut_inside_a_local_part() -> None:
+    value = ["x" * 185 + " zz.cut.person.long.name@gmail.com"]
+    sample = to_row(json.dumps({"type": "b", "dsnDiag": value}))
+    assert isinstance(sample, str)
+    assert "zz.cut" not in redact_log_text(sample), sample
+
+
+@pytest.mark.parametrize("text", [
+    '"rcpt":"zzjesc\\u0040gmail.com"',
+    repr('"rcpt":"zzjesc\\u0040gmail.com"'),
+    '"rcpt":"zzjesc\\\\\\\\u0040gmail.com"',
+])
+def test_a_json_escaped_at_is_an_at(text: str) -> None:
+    for fn in (redact, redact_log_text, without_addresses):
+        assert "zzjesc" not in fn(text), (fn.__name__, fn(text))
+    assert "gmail.com" in redact(text) and "gmail.com" not in without_addresses(text)
+    assert "zzjesc" not in repr(Clipped(text + "," + "y" * 300, 120, ",").redacted())
+
+
+# --- 5. the hub's quotes of a target's error ------------------------------------------------------------------------
+
+HUB_ERROR = "backend failed for zz.hub.person@gmail.com: 550 5.1.1 <zz.hub.person>... User unknown"
+
+
+async def test_the_hub_quotes_a_targets_error_without_the_bare_local_part() -> None:
+    body = json.dumps({"error": HUB_ERROR, "parameter": None, "status": 503}).encode()
+    fan = Fanout(httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(503, content=body))),
+                 timeout=5)
+    ans = await fan.one(Target("h1", "http://h1.example:9469"), "/api/v1/search", {})
+    await fan.aclose()
+    assert ans.error is not None and "zz.hub" not in ans.error, ans.error
+    assert "<[redacted]>... User unknown" in ans.error
+
+
+def test_a_targets_400_passed_on_loses_the_bare_local_part_too() -> None:
+    passed = passed_on({"error": HUB_ERROR, "parameter": "rcpt", "status": 400})
+    assert "zz.hub" not in passed["error"] and passed["parameter"] == "rcpt", passed
+
+
+# --- 6. a Message-Id posted to the /ui search form ------------------------------------------------------------------
+
+MID = "zz.mid.person@gmail.com.77@news.example"  # a Message-Id embedding its recipient's address
+MANY = 103  # more than one page of the message page (pages.views.MESSAGE_PAGE recipients)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchtower]:
+    root = tmp_path_factory.mktemp("posted-mid")
+    (root / "logs").mkdir()
+    base = float(int(time.time() // 60 * 60) - 3600)
+    rows = [ACCT_HEADER + ",header_Message-Id"] + [
+        acct_row("d", base + i, base, "bounce@news.example", f"r{i:03d}@gmail.com", "vmta-x1", "J1", MID,
+                 "2.0.0 (ok)", "smtp;250 ok") for i in range(MANY)]
+    (root / "logs" / "acct-2026-01-01-0000.csv").write_text("\n".join(rows) + "\n")
+    wt = Watchtower(write_config(root, correlator={"enabled": True, "hash_recipients": True})).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            r = httpx.get(wt.url + "/api/v1/messages/" + MID, params={"limit": 1}, timeout=5)
+            if r.status_code == 200 and r.json()["recipients_total"] == MANY:
+                break
+            assert time.monotonic() < deadline, "the daemon did not store the message"
+            time.sleep(0.1)
+        yield wt
+    finally:
+        wt.stop()
+
+
+def test_a_posted_message_id_is_answered_with_the_page_not_a_redirect(daemon: Watchtower) -> None:
+    seen: list[str] = []
+    form = {"message_id": f"<{MID}>", "rcpt": "", "job_id": ""}
+    for _ in range(3):
+        r = httpx.post(daemon.url + "/ui/", data=form, timeout=10, follow_redirects=False)
+        assert r.status_code == 200, (r.status_code, r.headers.get("location"), r.text[:300])
+        assert "location" not in r.headers
+        assert r.headers["content-type"].startswith("text/html")
+        assert "no-store" in r.headers.get("cache-control", "")
+        body = r.text.split("<main>", 1)[1]
+        assert f'id="message-id">&lt;{html.escape(MID)}&gt;</span>' in body
+        assert f'name="message_id" value="{html.escape(MID)}"' in body  # the search box keeps it
+        seen += re.findall(r'<section class="rcpt"', body)
+        # the next page: posted as the search was, the Message-Id never in a URL
+        assert "/ui/messages/" not in body, re.findall(r'href="[^"]*"', body)
+        nxt = re.findall(r'<form class="next" method="post" action="/ui/">(.*?)</form>', body)
+        if not nxt:
+            break
+        assert len(set(nxt)) == 1
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', nxt[0]))
+        assert set(fields) == {"message_id", "cursor"} and html.unescape(fields["message_id"]) == MID
+        form = {k: html.unescape(v) for k, v in fields.items()}
+    assert len(seen) == MANY, len(seen)
+
+
+def test_a_message_page_opened_by_its_url_still_links_its_next_page(daemon: Watchtower) -> None:
+    r = httpx.get(daemon.url + "/ui/messages/" + MID, timeout=10)
+    assert r.status_code == 200
+    assert re.search(r'<a class="next" href="/ui/messages/[^"]+cursor=', r.text)
+
+
+def test_a_get_search_by_message_id_is_answered_with_the_page_too(daemon: Watchtower) -> None:
+    r = httpx.get(daemon.url + "/ui/", params={"message_id": MID}, timeout=10)
+    assert r.status_code == 200 and "location" not in r.headers
+    assert f'id="message-id">&lt;{html.escape(MID)}&gt;</span>' in r.text
