@@ -18,7 +18,11 @@ decided once, by its first non-blank line (`FileParser.decided`), and kept in it
 Fast path: polars parses the whole chunk with a sentinel field appended to every line, so a
 valid row has the sentinel exactly after its last column and a short row has it earlier; long
 rows and bad quoting make polars refuse the chunk, and a row count that differs from the line
-count reveals a quoted newline, and an odd number of quotes on the last line a field still open. Any such chunk takes
+count reveals a quoted newline, and an odd number of quotes on the last line a field still open. polars also reads
+some lines csv.reader refuses or reads otherwise, which a scan finds first: quoting RFC 4180 does not allow (a
+closing quote followed by anything but a comma or the line's end, `"a"b"c"`: polars reads `abc`, csv.reader counts
+`bad_quoting`; `_BAD_QUOTE`) and a CR that ends no line ending an unquoted field (polars drops it, csv.reader keeps
+it). Both paths take a header's padding to be the same characters (`records.HEADER_PADDING`). Any such chunk takes
 the exact path instead: one `csv.reader` over the chunk, and record by record where one is malformed,
 so every error is counted once against its own (first) line.
 
@@ -43,7 +47,16 @@ import polars as pl
 
 from exporter import jsonrecords
 from exporter.config import RECORD_TYPES
-from exporter.records import LINE, MAX_LINE_BYTES, Columns, RecordBatch, col, is_header, overlong_line
+from exporter.records import (
+    HEADER_PADDING,
+    LINE,
+    MAX_LINE_BYTES,
+    Columns,
+    RecordBatch,
+    col,
+    is_header,
+    overlong_line,
+)
 from exporter.redact import Clipped
 
 log = logging.getLogger("watchtower.parser")
@@ -159,6 +172,21 @@ def _lf_lines(data: bytes) -> bytes:
         return data.replace(b"\r", b"")
     return data.replace(b"\r\n", b"\n")
 
+
+_BAD_QUOTE = re.compile(rb'"(?<![^,\n]")(?:[^"]{1,65536}+|"")*+"(?![,\n])')
+"""A field opened by a quote (after a comma, a line end or at the chunk's start) whose closing quote, read as csv.reader
+(strict, RFC 4180) reads it (a quote inside doubled), is followed by something other than a comma or a line end:
+`"a"b"c"`, `""x""`, `"p,"a",q"`, `"a" `. csv.reader refuses such a line (`bad_quoting`); polars read it leniently
+(`abc`), so a chunk holding one takes the exact path. The search tries every quote after a comma or a line end as an
+opening one, the first bad one included: a quote inside a field that follows a comma may make a good chunk look bad
+(the exact path then reads it, the same), never a bad one good. One C scan, quote to quote (a quote-free chunk skips
+it), linear in the chunk's length: every repeat is possessive and its two branches start with different characters
+(a run of other characters, a doubled quote), so nothing is tried twice from one start; a start inside a field an
+earlier start read runs only to the end of its own quote run (such runs are even there) or of the next field. The
+run is bounded (longer runs are several of them) only to keep within tests/test_reply_regex_bounds.py's shapes."""
+_QUOTE = b'"'
+_CR_FIELD_END = b"\r,"
+"""A CR ending an unquoted field that is no line end: csv.reader keeps it in the field, polars drops it."""
 
 _LONE_CR_TEXT = re.compile("\r(?!\n)")
 _CR_STAND_IN = "\ue000"
@@ -555,6 +583,10 @@ class FileParser:
         n = len(columns.names)
         bad_utf8 = [i - head_lines for i in invalid_utf8_lines(data) if i >= head_lines]
         body = _lf_lines(data) if b"\r" in data else data  # memchr first: CRLF files are the rare case
+        if _QUOTE in body and _BAD_QUOTE.search(body) is not None:
+            return None  # quoting RFC 4180 does not allow: polars would read it, csv.reader counts it bad_quoting
+        if b"\r" in body and _CR_FIELD_END in body:  # a CR left (one that ends no line) ends a field: polars drops it
+            return None
         marked = body.replace(b"\n", _SENTINEL_EOL)
         nlines = (len(marked) - len(body)) // (len(_SENTINEL_EOL) - 1) - head_lines  # each newline grew: no count
         if nlines <= 0:
@@ -578,7 +610,7 @@ class FileParser:
         # One pass over two columns decides everything; the wide frame is filtered only when needed.
         header, bad, unusable, types = frame.select(
             # a header in any case or padding (records.is_header); known types are lowercase: only others are looked at
-            (t.filter(~known).str.strip_chars().str.to_lowercase() == "type").any().alias("h"),
+            (t.filter(~known).str.strip_chars(HEADER_PADDING).str.to_lowercase() == "type").any().alias("h"),
             (~blank.fill_null(False) & ~usable).any().alias("b"),
             (~usable).any().alias("u"), t.filter(usable).value_counts().implode().alias("v"),
         ).row(0)

@@ -179,9 +179,16 @@ def overlong_line(data: bytes, start: int = 0, limit: int = MAX_LINE_BYTES) -> t
     return None
 
 
+HEADER_PADDING = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+                  "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+"""What pads a header's `type` (`is_header`): Python's whitespace, exactly what `str.strip()` strips (the separators
+\\x1c-\\x1f included, which Rust's `char::is_whitespace` leaves). The fast path strips this same set
+(exporter.parser), so a padded header is a header on both paths."""
+
+
 def is_header(row: list[str]) -> bool:
     """PMTA's header always starts with the `type` column, which cannot be disabled."""
-    return bool(row) and row[0].strip().lower() == "type"
+    return bool(row) and row[0].strip(HEADER_PADDING).lower() == "type"
 
 
 def col(i: int) -> str:

@@ -54,7 +54,7 @@ PATTERNS: dict[str, dict[str, str]] = {
                         "_PIECE": SCAN},
     "exporter.textrepair": {"UNSAFE_ESCAPE": SCAN, "_UNSAFE": SCAN, "_SURROGATE": SCAN},
     "exporter.parser": {"_LONE_CR": SCAN, "_NUL_RUN": SCAN, "_LONE_CR_TEXT": SCAN, "_HEADER_LIKE": ANCHORED,
-                        "_NEXT_HEADER_LIKE": SCAN, "_NOT_BLANK": SCAN},
+                        "_NEXT_HEADER_LIKE": SCAN, "_NOT_BLANK": SCAN, "_BAD_QUOTE": SCAN},
     "exporter.jsonrecords": {"_NOT_TEXT": SCAN},
     "exporter.warmup": {"_HEADER_LINE": SCAN},
     "exporter.pmta_api": {"_NOT_IN_XML": SCAN},
