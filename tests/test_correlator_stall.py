@@ -12,9 +12,7 @@ once a minute.
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import AcctWriter, Watchtower, correlator_pid, scrape, write_config
+from tests.conftest import AcctWriter, Watchtower, correlator_pid, free_port, scrape, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,23 +33,10 @@ RESUMED_LINE = "correlator process makes progress again"
 LOCK_LINE = "waiting for its lock"
 
 
-def loopback_port() -> int:
-    """A free loopback port of 26000-26499 (this suite's share of the machine)."""
-    ports = list(range(26000, 26500))
-    random.Random(os.getpid() ^ time.monotonic_ns()).shuffle(ports)
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port in 26000-26499")
-
 
 def config(tmp_path: Path, stall: float = STALL) -> Path:
     return write_config(tmp_path, correlator={"enabled": True, "worker": "process", "stall_timeout": stall},
-                        listen=f"127.0.0.1:{loopback_port()}")
+                        listen=f"127.0.0.1:{free_port()}")
 
 
 def new_writer(tmp_path: Path) -> AcctWriter:

@@ -48,6 +48,31 @@ def timeline(**kw: Any) -> dict[str, Any]:
 
 
 @dataclass
+class ThreeItemFleet:
+    """A fleet in memory (`one` as hub.fanout's): each host has 3 items, the higher its number the newer, and the
+    message m@x with 3 recipients; a page of `limit` from `cursor` (a number)."""
+
+    timeout = 5.0
+
+    def __init__(self, targets: list[Any]) -> None:
+        self.pos = {t.url: i for i, t in enumerate(targets)}
+
+    async def one(self, t: Any, path: str, params: dict[str, Any], deadline: float | None = None) -> Any:
+        from hub.fanout import HostAnswer
+
+        i = self.pos[t.url]
+        start, lim = int(params.get("cursor", 0)), int(params["limit"])
+        nxt = str(start + lim) if start + lim < 3 else None
+        if path.startswith("/api/v1/messages/"):
+            rows = [timeline(id=k) for k in range(1, 4)]
+            return HostAnswer(t, 200, {"message_id": "m@x", "recipients_total": 3, "truncated": nxt is not None,
+                                       "next_cursor": nxt, "recipients": rows[start:start + lim]})
+        rows = [summary(id=k, first_seen=f"2026-01-01T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}."
+                                         f"{9 - k}Z") for k in range(1, 4)]
+        return HostAnswer(t, 200, {"items": rows[start:start + lim], "next_cursor": nxt, "limit": lim,
+                                   "scan_limited": False})
+
+
 class Reply:
     status: int = 200
     body: Any = None

@@ -24,7 +24,7 @@ from hub import cursors, messages
 from hub import search as S
 from hub.fanout import HostAnswer
 from hub.targets import Target
-from tests.hub.fakes import summary, timeline
+from tests.hub.fakes import ThreeItemFleet
 
 NOW = 1767225700.0
 
@@ -35,26 +35,6 @@ def _fleet(n: int) -> list[Target]:
             for i in range(n)]
 
 
-class _Fleet:
-    """Each host has 3 items (the higher its number, the newer) and the message m@x with 3 recipients."""
-
-    timeout = 5.0
-
-    def __init__(self, targets: list[Target]) -> None:
-        self.pos = {t.url: i for i, t in enumerate(targets)}
-
-    async def one(self, t: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
-        i = self.pos[t.url]
-        start, lim = int(params.get("cursor", 0)), int(params["limit"])
-        nxt = str(start + lim) if start + lim < 3 else None
-        if path.startswith("/api/v1/messages/"):
-            rows = [timeline(id=k) for k in range(1, 4)]
-            return HostAnswer(t, 200, {"message_id": "m@x", "recipients_total": 3, "truncated": nxt is not None,
-                                       "next_cursor": nxt, "recipients": rows[start:start + lim]})
-        rows = [summary(id=k, first_seen=f"2026-01-01T{i // 3600:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.{9 - k}Z")
-                for k in range(1, 4)]
-        return HostAnswer(t, 200, {"items": rows[start:start + lim], "next_cursor": nxt, "limit": lim,
-                                   "scan_limited": False})
 
 
 def _spelt(token: str) -> bool:
@@ -63,7 +43,7 @@ def _spelt(token: str) -> bool:
 
 def _search_pages(targets: list[Target], kept: list[Target]) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     """Page 1 over `targets`, page 2 with its cursor once discovery lists only `kept`."""
-    fleet = _Fleet(targets)
+    fleet = ThreeItemFleet(targets)
 
     async def pages() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
         p1, _ = await S.search(fleet, targets, {}, 50, None, {}, now=NOW)
@@ -98,7 +78,7 @@ def test_a_search_page_2_after_discovery_dropped_hosts_at_their_top_is_answered(
 def test_a_message_page_2_after_discovery_dropped_hosts_waiting_their_turn_is_answered():
     """Message-Id pages: every host but the first waits its turn at its top after page 1; 1,299 of 1,500 leave."""
     targets = _fleet(1500)
-    fleet = _Fleet(targets)
+    fleet = ThreeItemFleet(targets)
 
     async def pages() -> tuple[Any, Any, list[HostAnswer]]:
         m1, _ = await messages.message_page(fleet, targets, "/api/v1/messages/m@x", "m@x", 2, None)

@@ -19,7 +19,7 @@ from hub import cursors
 from hub import search as S
 from hub.fanout import HostAnswer
 from hub.targets import Target
-from tests.hub.fakes import summary
+from tests.hub.fakes import ThreeItemFleet
 
 NOW = 1767225700.0
 
@@ -45,29 +45,13 @@ def _decodes(token: str, targets: list[Target]) -> bool:
 # --- (1) no cursor handed out that decode refuses -----------------------------------------------------------------
 
 
-class _Fleet:
-    """Each host has 3 items, 1 a page: a search page of 50 asks every host and leaves nearly all at their top."""
-
-    timeout = 5.0
-
-    def __init__(self, targets: list[Target]) -> None:
-        self.pos = {t.url: i for i, t in enumerate(targets)}
-
-    async def one(self, t: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
-        i = self.pos[t.url]
-        rows = [summary(id=k, first_seen=f"2026-01-01T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}."
-                                         f"{9 - k}Z") for k in range(1, 4)]
-        start, lim = int(params.get("cursor", 0)), int(params["limit"])
-        nxt = str(start + lim) if start + lim < 3 else None
-        return HostAnswer(t, 200, {"items": rows[start:start + lim], "next_cursor": nxt, "limit": lim,
-                                   "scan_limited": False})
 
 
 def test_hosts_at_their_top_that_leave_past_max_away_give_no_next_cursor_but_a_reason_not_a_400_later():
     """The reviewer's away2.py: 2,000 hosts, page 1's `t` a digest; discovery then lists 900 of them."""
     targets = _random_fleet(2000)
     assert len(targets) == 2000
-    fleet = _Fleet(targets)
+    fleet = ThreeItemFleet(targets)
 
     async def pages() -> tuple[dict[str, Any], dict[str, Any], list[HostAnswer]]:
         p1, _ = await S.search(fleet, targets, {}, 50, None, {}, now=NOW)
