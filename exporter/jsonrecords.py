@@ -104,7 +104,7 @@ def to_row(text: str) -> list[str] | str | None:
             continue
         if value.__class__ is not str:  # rare: PMTA writes strings (a chunk of them is polars', `frame_of`)
             if isinstance(value, dict | list):
-                return _not_a_value(key, value, text)
+                return _not_a_value(key, value, _decoded_context(text, record))
             value = _text(value)
         if i >= WIDTH:  # another case of a name: an exact name's value, or the first other case's, is kept
             i -= WIDTH
@@ -233,6 +233,12 @@ def _text(value: str | float | bool | None) -> str:
 
 _SHOWN_CHARS = 200
 """Of a value `_not_a_value` shows (the log line clips it to 120 characters anyway; a line can be megabytes)."""
+
+
+def _decoded_context(text: str, record: dict[str, Any]) -> str:
+    """The record as written and its string values as read: an address the line JSON-escapes (`j\\u00fcrgen@x`)
+    is then found as the words a log line shows (`<jürgen>`)."""
+    return "\n".join([text, *(v for v in record.values() if v.__class__ is str)])
 
 
 def _not_a_value(key: str, value: dict[str, Any] | list[Any], record: str) -> InContext:

@@ -77,7 +77,8 @@ def _quoted_start(text: str, closing: int) -> int | None:
     """
     k = _backslashes(text, closing)
     want = ((k + 1) & -(k + 1)) - 1  # 0 raw, 1 escaped once, 3 twice...
-    floor = max(0, closing - _QUOTED_MAX, text.rfind("\n", 0, closing) + 1)
+    low = max(0, closing - _QUOTED_MAX)  # (a line end looked for back to there only: from 0, a long line of
+    floor = max(low, text.rfind("\n", low, closing) + 1)  # quoted local parts cost quadratic time, 24 s at 4 MB)
     j = closing - k
     for _ in range(32):
         j = text.rfind('"', floor, j)
@@ -249,9 +250,11 @@ def _bare_forms(local: str) -> set[str]:
     it is the recipient's domain, which a line shows anyway). A comment before the `@` (`alice(home)`): the name
     before it too."""
     forms: set[str] = set()
-    if local.endswith(")") and "(" in local:  # the name before the comment, or the comment's text if none
-        name = local[: local.index("(")]
-        forms = _bare_forms(name if name.strip(_EDGES + '"') else local[1:-1])
+    if local.endswith(")") and "(" in local:  # the name before the comment: the comment alone is no name to look for
+        name = local[: local.index("(")]  # (`MAIL (FROM)@x` had `from` redacted all over the line)
+        if not name.strip(_EDGES + '"'):
+            return set()
+        forms = _bare_forms(name)
     texts = [local, unquote(local)] if "%" in local else [local]
     for t in texts:
         t = t.strip(_EDGES + '"').lower()
@@ -504,6 +507,14 @@ class InContext(str):
         obj = super().__new__(cls, text)
         obj.context = context
         return obj
+
+    def __reduce__(self) -> tuple[type[InContext], tuple[str, str]]:
+        """Pickled and copied with its context (a log record sent to another process)."""
+        return InContext, (str(self), self.context)
+
+    def replace(self, old: str, new: str, count: int = -1) -> InContext:  # type: ignore[override]
+        """Still an excerpt of its context (the parser puts a lone CR back: `FileParser._error`)."""
+        return InContext(str.replace(self, old, new, count), self.context)
 
 
 class Clipped:

@@ -182,6 +182,33 @@ def test_a_bad_json_value_is_redacted_with_the_records_local_parts() -> None:
     assert "zz.json.bare" in repr(Clipped(sample, 120, ","))  # hashing off: shown as it is
 
 
+@pytest.mark.parametrize("rcpt", ["j\\u00fcrgen@gmx.de", "al\\u0069ce.zz@gmx.de"])
+def test_a_bad_json_value_is_redacted_with_the_records_escaped_local_parts(rcpt: str) -> None:
+    """The record JSON-escapes its rcpt (`ensure_ascii`): the words shown are checked against it as read (review
+    2026-12-07: `<jürgen>` was logged)."""
+    bare = json.loads(f'"{rcpt}"').split("@")[0]
+    sample = to_row('{"type":"b","rcpt":"' + rcpt + '","dsnDiag":["550 <' + bare + '>... User unknown"]}')
+    assert isinstance(sample, str) and bare in sample
+    assert bare not in repr(Clipped(sample, 120, ",").redacted())
+
+
+def test_a_bad_json_value_keeps_its_record_through_the_parsers_cr_mend_and_a_pickle() -> None:
+    """`FileParser._error` puts a lone CR back with `replace`, and a log record may be pickled: the excerpt stays
+    one of its record (review 2026-12-07: a plain str lost the record, and `<jurgen.k>` was logged)."""
+    import pickle
+
+    sample = to_row('{"type":"b","rcpt":"jurgen.k@gmx.de","dsnDiag":["550 <jurgen.k>... \ue000 unknown"]}')
+    assert isinstance(sample, str)
+    for kept in (sample.replace("\ue000", "\r"), pickle.loads(pickle.dumps(sample))):
+        assert "jurgen.k" not in repr(Clipped(kept, 120, ",").redacted()), kept
+
+
+def test_a_comment_alone_before_an_at_makes_no_word_of_the_line_a_local_part() -> None:
+    """`MAIL (FROM)@example.com: from mail from` lost every `from` (review 2026-12-07): the comment's text is no
+    name a line quotes on its own."""
+    assert redact_log_text("MAIL (FROM)@example.com: from mail from") == "MAIL [redacted]@example.com: from mail from"
+
+
 def test_a_bad_json_value_is_not_cut_inside_a_local_part() -> None:
     value = ["x" * 185 + " zz.cut.person.long.name@gmail.com"]
     sample = to_row(json.dumps({"type": "b", "dsnDiag": value}))
