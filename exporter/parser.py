@@ -19,11 +19,12 @@ Fast path: polars parses the whole chunk with a sentinel field appended to every
 valid row has the sentinel exactly after its last column and a short row has it earlier; long
 rows and bad quoting make polars refuse the chunk, and a row count that differs from the line
 count reveals a quoted newline, and an odd number of quotes on the last line a field still open. polars also reads
-some lines csv.reader refuses or reads otherwise, which a scan finds first: quoting RFC 4180 does not allow (a
-closing quote followed by anything but a comma or the line's end, `"a"b"c"`: polars reads `abc`, csv.reader counts
-`bad_quoting`; `_BAD_QUOTE`) and a CR that ends no line ending an unquoted field (polars drops it, csv.reader keeps
-it). Both paths take a header's padding to be the same characters (`records.HEADER_PADDING`). Any such chunk takes
-the exact path instead: one `csv.reader` over the chunk, and record by record where one is malformed,
+some lines csv.reader refuses or reads otherwise, which a scan finds first: a quote that neither opens nor closes a
+field as RFC 4180 has it (a closing quote followed by anything but a comma or the line's end, `"a"b"c"`: polars reads
+`abc`, csv.reader counts `bad_quoting`; a quote inside an unquoted field: `_QUOTED_FIELDS`) and a CR that ends no
+line ending an unquoted field (polars drops it, csv.reader keeps it). Both paths take a header's padding to be the
+same characters (`records.HEADER_PADDING`). Any such chunk takes the exact path instead: one `csv.reader` over the
+chunk, and record by record where one is malformed,
 so every error is counted once against its own (first) line.
 
 Invalid UTF-8 (remote MXs answer in latin-1: `Empf\xe4nger unbekannt`) does not cost the record:
@@ -173,17 +174,16 @@ def _lf_lines(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
-_BAD_QUOTE = re.compile(rb'"(?<![^,\n]")(?:[^"]{1,65536}+|"")*+"(?![,\n])')
-"""A field opened by a quote (after a comma, a line end or at the chunk's start) whose closing quote, read as csv.reader
-(strict, RFC 4180) reads it (a quote inside doubled), is followed by something other than a comma or a line end:
-`"a"b"c"`, `""x""`, `"p,"a",q"`, `"a" `. csv.reader refuses such a line (`bad_quoting`); polars read it leniently
-(`abc`), so a chunk holding one takes the exact path. The search tries every quote after a comma or a line end as an
-opening one, the first bad one included: a quote inside a field that follows a comma may make a good chunk look bad
-(the exact path then reads it, the same), never a bad one good. One C scan, quote to quote (a quote-free chunk skips
-it), linear in the chunk's length: every repeat is possessive and its two branches start with different characters
-(a run of other characters, a doubled quote), so nothing is tried twice from one start; a start inside a field an
-earlier start read runs only to the end of its own quote run (such runs are even there) or of the next field. The
-run is bounded (longer runs are several of them) only to keep within tests/test_reply_regex_bounds.py's shapes."""
+_QUOTED_FIELDS = re.compile(rb'(?:[^"]*+(?<![^,\n"])"[^"]*+"(?![^,\n"]))*+[^"]*+')
+"""The chunk's quotes read in order, each pair one quoted field: an opening quote at a field's start (after a comma,
+a line end or the chunk's start, or right after a closing quote: a doubled quote inside the field), its closing quote
+followed by a comma, a line end, the chunk's end or another quote. Chunks start at a record's start, outside any
+quotes, so this is how csv.reader (strict, RFC 4180) reads them, and where it matches the whole chunk polars reads
+every field alike. Where it stops short, the chunk holds a quote the two read otherwise: a closing quote followed by
+something else (`"a"b"c"`, `""x""`, `"p,"a"b2"`, `"a" `: csv.reader counts `bad_quoting`, polars read `abc`), a quote
+inside an unquoted field (` ",a,"`: a character to csv.reader, the start of a quoted stretch to polars), or a quote
+left open at the chunk's end. One C scan from the chunk's start, linear in its length: every repeat is possessive and
+each pair consumes its two quotes, so nothing is read twice."""
 _QUOTE = b'"'
 _CR_FIELD_END = b"\r,"
 """A CR ending an unquoted field that is no line end: csv.reader keeps it in the field, polars drops it."""
@@ -191,6 +191,13 @@ _CR_FIELD_END = b"\r,"
 _LONE_CR_TEXT = re.compile("\r(?!\n)")
 _CR_STAND_IN = "\ue000"
 """Stands for a CR not followed by LF while csv.reader reads a chunk (a private-use character PMTA does not write)."""
+
+
+def quoting_read_alike(body: bytes) -> bool:
+    """Whether csv.reader and polars read every quote of `body` (whole lines from a record's start, LF line ends)
+    alike: each one opens or closes a quoted field, or escapes a quote inside one (`_QUOTED_FIELDS`)."""
+    found = _QUOTED_FIELDS.match(body)
+    return found is not None and found.end() == len(body)
 
 
 def header_columns(line: bytes) -> Columns | None:
@@ -583,8 +590,8 @@ class FileParser:
         n = len(columns.names)
         bad_utf8 = [i - head_lines for i in invalid_utf8_lines(data) if i >= head_lines]
         body = _lf_lines(data) if b"\r" in data else data  # memchr first: CRLF files are the rare case
-        if _QUOTE in body and _BAD_QUOTE.search(body) is not None:
-            return None  # quoting RFC 4180 does not allow: polars would read it, csv.reader counts it bad_quoting
+        if _QUOTE in body and not quoting_read_alike(body):
+            return None  # a quote polars reads otherwise than csv.reader (e.g. one csv.reader counts bad_quoting)
         if b"\r" in body and _CR_FIELD_END in body:  # a CR left (one that ends no line) ends a field: polars drops it
             return None
         marked = body.replace(b"\n", _SENTINEL_EOL)

@@ -54,7 +54,7 @@ PATTERNS: dict[str, dict[str, str]] = {
                         "_PIECE": SCAN},
     "exporter.textrepair": {"UNSAFE_ESCAPE": SCAN, "_UNSAFE": SCAN, "_SURROGATE": SCAN},
     "exporter.parser": {"_LONE_CR": SCAN, "_NUL_RUN": SCAN, "_LONE_CR_TEXT": SCAN, "_HEADER_LIKE": ANCHORED,
-                        "_NEXT_HEADER_LIKE": SCAN, "_NOT_BLANK": SCAN, "_BAD_QUOTE": SCAN},
+                        "_NEXT_HEADER_LIKE": SCAN, "_NOT_BLANK": SCAN, "_QUOTED_FIELDS": ANCHORED},
     "exporter.jsonrecords": {"_NOT_TEXT": SCAN},
     "exporter.warmup": {"_HEADER_LINE": SCAN},
     "exporter.pmta_api": {"_NOT_IN_XML": SCAN},
@@ -117,6 +117,13 @@ def _has_unbounded(seq: Any) -> bool:
     return any(_unbounded(item) or any(_has_unbounded(c) for c in _children(item)) for item in seq)
 
 
+def _backtracks(seq: Any) -> bool:
+    """Whether `seq` holds an unbounded repeat that gives characters back (not possessive): one that can be retried
+    with fewer. Possessive repeats never are, so possessive ones nested in a possessive repeat match each place once."""
+    return any((_unbounded(item) and item[0] is not sre_c.POSSESSIVE_REPEAT)
+               or any(_backtracks(c) for c in _children(item)) for item in seq)
+
+
 class _Lint:
     """The super-linear shapes of the review, found in one compiled pattern's parse tree."""
 
@@ -145,12 +152,13 @@ class _Lint:
         return found
 
     def _walk(self, seq: Any, found: list[str], top: bool) -> None:
-        """Nested unbounded repeats (`(a+)+`), and two runs that can take the same characters with only such
-        characters between them and something after them that can fail (`[a-z0-9]*[a-z][a-z0-9]*\\.`): each split
-        of a long run is tried."""
+        """Nested unbounded repeats (`(a+)+`; not when possessive all through, `(?:a*+b)*+`: no split is tried
+        again), and two runs that can take the same characters with only such characters between them and something
+        after them that can fail (`[a-z0-9]*[a-z][a-z0-9]*\\.`): each split of a long run is tried."""
         items = list(seq)
         for item in items:
-            if _unbounded(item) and _has_unbounded(item[1][2]):
+            if _unbounded(item) and _has_unbounded(item[1][2]) and (
+                    item[0] is not sre_c.POSSESSIVE_REPEAT or _backtracks(item[1][2])):
                 found.append(f"nested unbounded repeats: {item}")
             for child in _children(item):
                 self._walk(child, found, top=False)
@@ -246,6 +254,8 @@ def test_reply_rules_run_in_re2() -> None:
     (r"\b[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+(?= - gsmtp)", SCAN),  # the former correlator _GMAIL_ID
     (r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{12,}\b", SCAN),  # the former _TOKEN_ID
     (r"(a+)+$", ANCHORED),
+    (r"(a++)+$", ANCHORED),  # possessive inside only: the outer repeat tries every split again
+    (r"(?:a+b?)*+$", ANCHORED),  # possessive outside only
     (r"\s+$", SCAN),
 ])
 def test_the_lint_finds_the_shapes_of_the_review(pattern: str, usage: str) -> None:
