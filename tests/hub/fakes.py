@@ -47,7 +47,6 @@ def timeline(**kw: Any) -> dict[str, Any]:
                                          "record_type": "d"}], "queue_events_omitted": 0}
 
 
-@dataclass
 class ThreeItemFleet:
     """A fleet in memory (`one` as hub.fanout's): each host has 3 items, the higher its number the newer, and the
     message m@x with 3 recipients; a page of `limit` from `cursor` (a number)."""
@@ -73,6 +72,7 @@ class ThreeItemFleet:
                                    "scan_limited": False})
 
 
+@dataclass
 class Reply:
     status: int = 200
     body: Any = None
