@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
@@ -39,6 +40,7 @@ from exporter.redact import redact_log_text
 from exporter.textrepair import TooDeep, first_surrogate_path
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.encode import item_lists as _item_lists
+from hub.resolver import Resolver, ResolvingBackend
 from hub.targets import Target
 from hub.threads import Threads
 
@@ -111,11 +113,14 @@ class PerHostPools(httpx.AsyncBaseTransport):
     """A connection pool per daemon (per target URL) instead of one for all: a host that hangs holds connections of
     its own pool only, so waiting for a connection never eats a healthy host's time budget. A hub request holds at
     most one connection per host at a time, so `per_host` (web.api_max_concurrency) connections never make one wait.
-    Pools of hosts left unasked for IDLE_POOL seconds (gone from the targets) are closed."""
+    Pools of hosts left unasked for IDLE_POOL seconds (gone from the targets) are closed. Host names are resolved
+    by the hub's own `Resolver` (hub.resolver), shared by the pools: never in asyncio's default executor, where one
+    name whose DNS hangs made every other name's lookup wait."""
 
     def __init__(self, verify: ssl.SSLContext | bool, per_host: int, clock: Callable[[], float] = time.monotonic,
-                 ) -> None:
+                 resolver: Resolver | None = None) -> None:
         self.verify, self.per_host, self.clock = verify, per_host, clock
+        self.backend = ResolvingBackend(resolver if resolver is not None else Resolver())
         self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
         self._used: dict[str, float] = {}
         self._swept = clock()
@@ -123,11 +128,24 @@ class PerHostPools(httpx.AsyncBaseTransport):
     def pool(self, key: str) -> httpx.AsyncHTTPTransport:
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = httpx.AsyncHTTPTransport(
-                verify=self.verify, trust_env=False,
-                limits=httpx.Limits(max_connections=self.per_host, max_keepalive_connections=KEEPALIVE_PER_HOST))
+            pool = self._pools[key] = self._transport()
         self._used[key] = self.clock()
         return pool
+
+    def _transport(self) -> httpx.AsyncHTTPTransport:
+        """httpx's transport (its request conversion and its mapping of httpcore's errors kept) over an httpcore pool
+        built here with the public `network_backend` argument, which httpx does not pass on. The one private name
+        used is the transport's `_pool` (httpx since 0.18), checked: should a release keep its pool elsewhere, the
+        hub fails at its first request rather than silently resolving in the default executor again."""
+        limits = httpx.Limits(max_connections=self.per_host, max_keepalive_connections=KEEPALIVE_PER_HOST)
+        transport = httpx.AsyncHTTPTransport(verify=self.verify, trust_env=False, limits=limits)
+        if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError("httpx.AsyncHTTPTransport keeps no httpcore pool in _pool: see hub.fanout.PerHostPools")
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=self.verify, trust_env=False),
+            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, network_backend=self.backend)
+        return transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await self._sweep()
@@ -262,7 +280,7 @@ class Fanout:
 
 DECODE_THREADS = 2
 """Threads decoding big answers: their own pool, so decodes a timeout abandoned (they run to their end) queue
-there, not in the default executor that resolves host names, nor among the hub's other work (hub.threads)."""
+there, not in asyncio's default executor nor among the hub's lookups (hub.resolver) or other work (hub.threads)."""
 DECODERS = Threads(DECODE_THREADS, "hub-decode")
 """The decode threads, made on the first big answer."""
 

@@ -1,10 +1,10 @@
 """The hub's own threads: its work off the event loop never runs in asyncio's default executor.
 
-httpx (anyio) resolves every target's host name in the default executor (6 threads on 2 CPUs): a target whose DNS
-never answers filled it, and every answer that encodes, merges or renders there waited for that resolver, though it
-never asked that target (hub review 2026-12-06). So the hub's CPU work (encoding answers, merging, rendering text,
-reading file_sd files and Prometheus answers) runs on a few threads of its own (WORK), as big answers are decoded on
-theirs (fanout.DECODE_THREADS). The pools are made on first use, and shut down when a hub ends (`shutdown`); a hub
+httpx (anyio) resolved every target's host name in the default executor (6 threads on 2 CPUs): a target whose DNS
+never answered filled it, and every answer that encoded, merged or rendered there waited for that resolver, though it
+never asked that target (hub review 2026-12-06; names are resolved on the hub's own threads now, hub.resolver).
+So the hub's CPU work (encoding answers, merging, rendering text, reading file_sd files and Prometheus answers) runs
+on a few threads of its own (WORK), as big answers are decoded on theirs (fanout.DECODE_THREADS). The pools are made on first use, and shut down when a hub ends (`shutdown`); a hub
 started after that in the same process (tests) gets new ones.
 """
 
