@@ -188,7 +188,7 @@ def test_slack_leads_with_the_headline(firing: dict[str, Any], headline: str, tm
     job = throttling_alerts()[0]["labels"]["job"]
     assert lines[1] == f"WARNING · PmtaIspThrottling · {throttling_alerts()[0]['annotations']['summary']} · job {job}"
     runbook = "https://github.com/pmta-watchtower/pmta-watchtower/blob/main/docs/runbooks.md#pmtaispthrottling"
-    dashboard = f"{GRAFANA}/d/watchtower-vmta/vmta?var-instance=pmta-01%3A9469&var-vmta=vmta-05&var-isp=gmail"
+    dashboard = f"{GRAFANA}/d/watchtower-vmta/vmta?var-job=watchtower&var-instance=pmta-01%3A9469&var-vmta=vmta-05&var-isp=gmail"
     assert lines[2].startswith(f"<{runbook}|Runbook> · <{dashboard}|Dashboard> · <http://prometheus.")
     assert text.count(headline) == 2  # warning and critical
     assert render("watchtower.slack.title_link", firing, tmp_path) == dashboard
@@ -205,7 +205,7 @@ def test_email_leads_with_the_headline(firing: dict[str, Any], headline: str, tm
     html = render("watchtower.email.html", firing, tmp_path, kind="html")
     body = html.split("<body", 1)[1].split(">", 1)[1].lstrip()
     assert body.startswith("<h2>" + escape(headline, quote=True))
-    assert 'href="https://grafana.example.invalid/d/watchtower-vmta/vmta?var-instance=pmta-01%3A9469&amp;' in html
+    assert 'href="https://grafana.example.invalid/d/watchtower-vmta/vmta?var-job=watchtower&amp;var-instance=pmta-01%3A9469&amp;' in html
 
 
 @needs_amtool
