@@ -13,6 +13,8 @@ import logging
 import numbers
 import operator
 import re
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -39,6 +41,7 @@ _ENCODED_AT = re.compile(r"%(?:25)*40")
 # A local part is at most 64 octets; quoted, escaped or percent-encoded (twice) it can be ~1000 characters.
 _QUOTED_MAX = 1024
 _CLIP_MARGIN = 4 * _QUOTED_MAX
+_HOST_MAX = 253  # a host name's length at most (RFC 1035)
 _OPENING = "'`/"  # a quote or URL slashes right before the name are kept: `'alice@x'`, `http://bob@host`
 
 
@@ -103,80 +106,242 @@ def _literal(sign: str) -> bool:
     return sign[0] != "%"
 
 
-def _comment_start(text: str, closing: int, floor: int) -> int | None:
-    """Where the RFC 5322 comment closed at `closing` (`alice(home)@x`: the `)` right before an `@`) opens, comments
-    nested in it included; None when its `(` is not found after `floor`, on the same line, within `_QUOTED_MAX`."""
-    stop = max(floor, closing - _QUOTED_MAX)
-    i = text.rfind("(", stop, closing)
-    if i < 0:
-        return None
-    if text.find(")", i + 1, closing) < 0:  # no comment nested in it: the usual case, two C scans
-        return i if text.find("\n", i, closing) < 0 else None
+class _Openings:
+    """`_comment_open`'s results, closing -> opening (-1: none found), one table per way of reading quoted pairs
+    (`_read_comment`), kept for the window before the `@` at hand only (a line of `)@)@...` would otherwise keep one
+    per `)`)."""
+
+    __slots__ = ("found", "order")
+
+    def __init__(self) -> None:
+        self.found: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self.order: deque[int] = deque()
+
+    def remember(self, closing: int, as_written: int | None, doubled: int | None) -> None:
+        """Keep the results for `closing`, and drop up to two for a `)` a window before it: no later scan, which
+        starts further right, goes back there."""
+        self.found[0][closing] = -1 if as_written is None else as_written
+        self.found[1][closing] = -1 if doubled is None else doubled
+        self.order.append(closing)
+        for _ in range(2):
+            if not self.order or self.order[0] >= closing - _QUOTED_MAX:
+                break
+            old = self.order.popleft()
+            self.found[0].pop(old, None)
+            self.found[1].pop(old, None)
+
+
+def _read_comment(text: str, closing: int, stop: int, found: dict[int, int], doubled: bool) -> int | None:
+    """Where the comment closed at `closing` opens, read leftwards: a parenthesis after an odd run of backslashes is a
+    quoted pair's (RFC 5322: text), or, `doubled`, after any run (the text escaped once more, as JSON or repr text
+    quotes a line: `alice(x\\)y)@x` is written `alice(x\\\\)y)@x`). None when not found after `stop`, on the line.
+
+    `found` holds this reading's earlier results (closing -> opening, -1 when none), of scans whose `stop` only grows:
+    a comment met inside this one is passed over whole, and one not opened ends this one too (it could only open
+    further left), so each character is read about once, not once per `@` of a line of `(((...)@)@)@` or `)@)@...`."""
     depth = 0
-    i = closing
-    while i >= stop:
-        c = text[i]
-        if c == ")":
-            depth += 1
-        elif c == "(":
-            depth -= 1
-            if not depth:
-                return i
+    j = closing
+    while j >= stop:
+        c = text[j]
+        if c == ")" or c == "(":
+            quoted = stop < j < closing and text[j - 1] == "\\"
+            if quoted and not doubled:
+                n = j - 1
+                while n > stop and text[n - 1] == "\\":
+                    n -= 1
+                quoted = (j - n) % 2 == 1
+            inner = found.get(j) if c == ")" and j < closing else None
+            if inner is not None:  # read before, from there: passed over to its `(`
+                if inner < stop:
+                    return None
+                j = inner
+                if quoted:  # this `)` is text here: its `(` is one more
+                    depth -= 1
+                    if not depth:
+                        return j
+            elif quoted:
+                pass
+            elif c == ")":
+                depth += 1
+            else:
+                depth -= 1
+                if not depth:
+                    return j
         elif c == "\n":
             return None
-        i -= 1
+        j -= 1
     return None
 
 
-def _local_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each local part in `text`, merged where they overlap; `end` is where its `@` is.
+def _comment_open(text: str, closing: int, stop: int, known: _Openings) -> int | None:
+    """Where the RFC 5322 comment closed at `closing` opens: nested comments and quoted pairs (`\\(`, `\\)`) inside
+    it honoured, an `@` in it passed over (`alice(a@b)@x`). None when its `(` is not found after `stop`, on the line.
 
-    A comment right before the `@` (`alice(home)@x`, `<(home)@x>`) belongs to the local part: it goes with the name
-    before it (a comment is free text, and the `)` would otherwise end an empty local part).
+    With a backslash about, quoted pairs are read both as written and as escaped once more (JSON or repr text), and
+    the opening further left is taken: the one reading's `\\\\(` is the other's quoted pair, and the nearer `(` would
+    show the name (`alice(x\\\\(y)@x`, `alice(x\\(y)@x` in repr). Failing both, a `\\(` right before with no `)`
+    between (`bob\\()@x`) opens it: no quoted pair outside a comment, and the name before it goes. Linear over a line:
+    see `_read_comment`."""
+    i = text.rfind("(", stop, closing)
+    if i < 0:  # (not remembered: a later comment holding this `)` finds no `(` either, and is remembered)
+        return None
+    if text.find("\\", stop, closing) < 0:  # both readings agree
+        if text.find(")", i + 1, closing) < 0 and text.find("\n", i, closing) < 0:  # one comment, nothing nested
+            opening: int | None = i
+        else:
+            opening = _read_comment(text, closing, stop, known.found[0], False)
+        known.remember(closing, opening, opening)
+        return opening
+    as_written = _read_comment(text, closing, stop, known.found[0], False)
+    doubled = _read_comment(text, closing, stop, known.found[1], True)
+    known.remember(closing, as_written, doubled)
+    if as_written is None or doubled is None:
+        opening = doubled if as_written is None else as_written
+    else:
+        opening = min(as_written, doubled)
+    if opening is None and text.find(")", i + 1, closing) < 0 and text.find("\n", i, closing) < 0:
+        return i
+    return opening
+
+
+def _comments_before(text: str, at: int, known: _Openings) -> tuple[int, int, bool]:
+    """(name_end, first, unopened) for the comments right before `at` (an `@`), which go with the name before them.
+
+    RFC 5322 allows comments and whitespace (CFWS) around a local part's atoms: `alice(a)(b)@x`, `alice (home)@x`.
+    `first` is where the first comment opens (`at` when no `)` is right before it), `name_end` where the name ends:
+    `first`, or before the whitespace ahead of it when a word is there (not a delimiter: `<alice> (x)@y` is a comment
+    alone; see `_spaced_name`). `unopened`: a `)` whose `(` is not found ends the run there (`x)@y`), and the name
+    before it goes. All within `_QUOTED_MAX` before `at`."""
+    stop = max(0, at - _QUOTED_MAX)
+    pos = at
+    ws = at
+    while pos > stop and text[pos - 1] == ")":
+        opening = _comment_open(text, pos - 1, stop, known)
+        if opening is None:
+            return pos - 1, pos - 1, True
+        pos = ws = opening
+        while ws > stop and text[ws - 1] in " \t":
+            ws -= 1
+        if ws < pos and ws > stop and text[ws - 1] == ")":  # another comment: `alice(a) (b)@x`
+            pos = ws
+    if ws < pos and ws > stop and (text[ws - 1] == '"' or _LAST_DELIMITER.match(text, ws - 1, ws) is None):
+        return ws, pos, False  # (`.match` over one character: is it a delimiter)
+    return pos, pos, False
+
+
+def _spaced_name(word: str) -> bool | None:
+    """Is `word`, parted by whitespace from the comments before an `@`, their address's name (True), or is the address
+    the comments alone (False), or is there no address (None)?
+
+    A host name or IPv4 address is written with a note after a space (PMTA's `mx.example.com (1.2.3.4)`): what
+    follows is that note, no address. A word in capitals is a protocol's (`MAIL (FROM)@x`), no name: taken as one, it
+    would be redacted all over the line. Any other word is the local part (`alice (home)@x`)."""
+    if _host_like(word):
+        return None
+    return not word.isupper()
+
+
+def _host_like(word: str) -> bool:
+    """Does `word` read as a host name or an IPv4 address (`mx.example.com`, `1.2.3.4`)? PMTA writes a host with a
+    note after a space (`mx.example.com (1.2.3.4)`): a `)@` after that is no address's comment."""
+    word = word.strip(".").lower()
+    if not word.isascii() or any(not (c.isalnum() or c in ".-") for c in word):
+        return False
+    labels = word.split(".")
+    if len(labels) == 4 and all(label.isdigit() for label in labels):
+        return True
+    return len(labels) > 1 and all(labels) and _tld_like(labels[-1])
+
+
+def _tld_like(label: str) -> bool:
+    """Is `label` a common or a two-letter country top-level domain?"""
+    return label in _COMMON_TLDS or (len(label) == 2 and label.isascii() and label.isalpha())
+
+
+def _near_delimiter(last: re.Pattern[str], text: str, floor: int, end: int) -> re.Match[str] | None:
+    """`last.match(text, floor, end)`, looked for in windows growing leftwards from `end`: it costs about the length
+    of the name before `end`, not the distance to `floor` (the names before comments holding an `@` can all lie
+    far from the `@` before them: `((((...(a@)@)@)@`)."""
+    size = 16
+    while True:
+        low = max(floor, end - size)
+        d = last.match(text, low, end)
+        if d or low == floor:
+            return d
+        size *= 4
+
+
+def _local_spans(text: str, names: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """(start, end) of each local part in `text`, merged where they overlap; `end` is where its `@` is. `names`, when
+    given, gets (start, end) of the name before each one's comments (`alice` of `alice (home)@x`), and of the local
+    parts such a local part swallowed (`bob` of `alice(bob@b)@x`): the names a line may show on their own.
+
+    The comments right before the `@` (`alice(home)@x`, `alice(a) (b)@x`, `<(home)@x>`) belong to the local part: they
+    go with the name before them (a comment is free text, and the `)` would otherwise end an empty local part), unless
+    a space parts them from a host name (`mx.example.com (1.2.3.4)@mx`: no address) or a word in capitals (`MAIL
+    (FROM)@x`: the comments alone), see `_spaced_name`.
 
     Each character is looked at a bounded number of times, so a line of `%40%40...` or `a@a@...` costs
     linear time: a literal `@` looks left up to the previous literal one (a delimiter anyway), a `%40`
-    up to the previous match, continuing the previous `%40`'s run when nothing separates them.
+    up to the previous match, continuing the previous `%40`'s run when nothing separates them; comments are looked
+    for within `_QUOTED_MAX`, each once (`_comment_open`), and a name before one holding an `@` from the `@` before it.
     """
     spans: list[tuple[int, int]] = []
     after_at = 0  # the end of the previous literal `@`
     prev_end = 0  # the end of the previous match, literal or encoded
     run: int | None = None  # where the previous `%40`'s unbroken run began
+    literal_ends: list[int] = []  # the ends of the literal `@`s so far, and of all matches: for a name before a
+    match_ends: list[int] = []  # comment that holds an `@` (`alice(a@b)@x`), the `@` before it
+    known = _Openings()
     for m in _AT.finditer(text):
         at = m.start()
         literal = _literal(m.group())
         last, floor = (_LAST_DELIMITER, after_at) if literal else (_LAST_URL_DELIMITER, prev_end)
-        name_end = at  # where the name ends: before a comment (`alice(home)@x`), which goes with it
-        unopened = False  # a `)` before the `@` whose `(` is not found: the name before it goes with it
-        if at > floor and text[at - 1] == ")":
-            opening = _comment_start(text, at - 1, floor)
-            unopened = opening is None
-            name_end = at - 1 if unopened else opening
+        name_end, first, unopened = at, at, False  # the name ends before the comments, which go with it
+        if at and text[at - 1] == ")":
+            name_end, first, unopened = _comments_before(text, at, known)
+        crossed = name_end < floor  # a comment holding an `@`: the name is looked for from the `@` before it
+        if crossed:
+            ends = literal_ends if literal else match_ends
+            k = bisect_right(ends, name_end)
+            floor = max(ends[k - 1] if k else 0, name_end - _QUOTED_MAX)
         if name_end > 0 and text[name_end - 1] == '"':
             start = _quoted_start(text, name_end - 1)
             if start is None:  # its opening quote is not on the line: the name before the quote goes
                 end = name_end - 1 - _backslashes(text, name_end - 1)
-                d = last.match(text, floor, end)
+                d = _near_delimiter(last, text, floor, end) if crossed else last.match(text, floor, end)
                 start = d.end() if d else floor
                 if start >= end:
                     start = name_end
             run = None
         else:
-            d = last.match(text, floor, name_end)
+            d = _near_delimiter(last, text, floor, name_end) if crossed else last.match(text, floor, name_end)
             if d:
                 start = d.end()
             else:
-                start = floor if literal or run is None else run
+                start = floor if literal or run is None or crossed else run
             while start < name_end and text[start] in _OPENING:
                 start += 1
             run = None if literal else start
+            if name_end < first:  # a word, whitespace, the comments: `alice (home)@x`, `MAIL (FROM)@x`
+                spaced = _spaced_name(text[start:name_end]) if start < name_end else False
+                if not spaced:
+                    start = at if spaced is None else first  # no address, or the comments alone
         prev_end = m.end()
+        match_ends.append(prev_end)
         if literal:
             after_at = prev_end
+            literal_ends.append(prev_end)
         if start >= at or (unopened and start >= name_end):
             continue
-        while spans and spans[-1][1] > start:  # a quoted local part holding an `@` covers the one before
-            start = min(start, spans.pop()[0])
+        commented = name_end < at
+        if commented and names is not None and start < name_end:
+            names.append((start, name_end))
+        while spans and spans[-1][1] > start:  # a quoted local part, or a comment, holding an `@` covers the one before
+            swallowed = spans.pop()
+            if commented and names is not None:
+                names.append(swallowed)
+            start = min(start, swallowed[0])
         spans.append((start, at))
     return spans
 
@@ -240,21 +405,19 @@ def _verp_domain(local: str, piece: str) -> bool:
     if not eq or "+" not in before:
         return False
     head, dot, tld = piece.strip(".").rpartition(".")
-    return bool(dot and head) and (tld in _COMMON_TLDS or (len(tld) == 2 and tld.isascii() and tld.isalpha()))
+    return bool(dot and head) and _tld_like(tld)
 
 
 def _bare_forms(local: str) -> set[str]:
     """The lower-case forms of a local part (the text before an `@`, as `_local_spans` found it) that a message may
     quote on their own: as written, without its quotes, percent-decoded, and its last piece after a `=` or a quote
     (`rcpt=bob@x`), unless that piece reads as a domain (`_verp_domain`: in a VERP sender, `bounces+u=example.com@x`,
-    it is the recipient's domain, which a line shows anyway). A comment before the `@` (`alice(home)`): the name
-    before it too."""
+    it is the recipient's domain, which a line shows anyway). None for one ending with a comment (`alice(home)`):
+    the name before it is looked for (`_local_spans` gives it), the comment is no name (`MAIL (FROM)@x` had `from`
+    redacted all over the line)."""
+    if local.endswith(")"):
+        return set()
     forms: set[str] = set()
-    if local.endswith(")") and "(" in local:  # the name before the comment: the comment alone is no name to look for
-        name = local[: local.index("(")]  # (`MAIL (FROM)@x` had `from` redacted all over the line)
-        if not name.strip(_EDGES + '"'):
-            return set()
-        forms = _bare_forms(name)
     texts = [local, unquote(local)] if "%" in local else [local]
     for t in texts:
         t = t.strip(_EDGES + '"').lower()
@@ -343,8 +506,9 @@ def redact_log_text(text: str, extra: Iterable[str] = ()) -> str:
     forms = set(extra)
     spans: list[tuple[int, int]] = []
     if might_hold_address(text):
-        spans = _local_spans(text)
-        for local in {text[start:end] for start, end in spans}:
+        names: list[tuple[int, int]] = []
+        spans = _local_spans(text, names)
+        for local in {text[start:end] for start, end in spans} | {text[start:end] for start, end in names}:
             forms |= _bare_forms(local)
     text = _replace_spans(text, spans)
     return _without_bare(text, forms) if forms else text
@@ -481,16 +645,32 @@ def without_addresses(text: str, mark: str = ADDRESS) -> str:
 
 
 def _without_comments(text: str) -> str:
-    """`text` without the comments right before an `@` (`alice(home)@x` -> `alice@x`). Linear: a comment is looked for
-    back to the previous `)@` at most (`_comment_start`)."""
+    """`text` without the comments right before an `@` (`alice(home)@x`, `alice (a)(b)@x` -> `alice@x`), as
+    `_local_spans` takes them (a host's note stays: `mx.example.com (1.2.3.4)@mx`). Linear: each comment is looked
+    for once, within `_QUOTED_MAX` (`_comment_open`)."""
+    cuts: list[tuple[int, int]] = []
+    known = _Openings()
+    i = 0
+    while (i := text.find(")@", i)) >= 0:
+        at = i + 1
+        name_end, first, _ = _comments_before(text, at, known)
+        i = at + 1
+        if name_end < first:
+            low = max(0, name_end - _HOST_MAX)  # (a name longer than a host's is no host's, nor a protocol word)
+            d = _LAST_DELIMITER.match(text, low, name_end)
+            spaced = _spaced_name(text[d.end() if d else low:name_end].lstrip(_OPENING))
+            if spaced is None:
+                continue
+            if not spaced:
+                name_end = first
+        while cuts and cuts[-1][1] > name_end:  # an `@` in this one's comment (`alice(a(b)@c)@x`)
+            name_end = min(name_end, cuts.pop()[0])
+        cuts.append((name_end, at))
     out: list[str] = []
-    pos = floor = 0
-    while (i := text.find(")@", floor)) >= 0:
-        j = _comment_start(text, i, max(pos, floor))
-        if j is not None:
-            out.append(text[pos:j])
-            pos = i + 1
-        floor = i + 2
+    pos = 0
+    for start, end in cuts:
+        out.append(text[pos:start])
+        pos = end
     out.append(text[pos:])
     return "".join(out)
 
@@ -555,10 +735,11 @@ class Clipped:
             # An address past that part is not redacted (it is not shown), but a bare copy of its local part before
             # the cut would be (`<ivan.bare>... User unknown,` and the rcpt 6000 characters on): each word shown is
             # looked for right before an `@` in the whole text. Shown again after each change, until stable.
-            whole = _AT.sub("@", f"{self.text}\n{context}".lower() if context else self.text.lower())
+            whole = _AT.sub("@", f"{self.text}\n{context}" if context else self.text)
             whole = whole.replace('\\"@', "@").replace('"@', "@")
-            if ")@" in whole:  # a comment before the `@` (`alice(home)@x`): the name before it is a local part
-                whole = _without_comments(whole)
+            if ")@" in whole:  # a comment before the `@` (`alice(home)@x`): the name before it is a local part (as
+                whole = _without_comments(whole)  # written: `_spaced_name` reads capitals)
+            whole = whole.lower()
             checked: set[str] = set()
             far: set[str] = set()
             while candidates := _shown_tokens(self._shown_words(red)) - checked:

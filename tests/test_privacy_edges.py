@@ -27,7 +27,7 @@ import pytest
 
 from exporter.config import CorrelatorConfig
 from exporter.jsonrecords import to_row
-from exporter.redact import REDACTED, Clipped, redact, redact_log_text, without_addresses
+from exporter.redact import REDACTED, Clipped, clip, redact, redact_log_text, without_addresses
 from hub.fanout import Fanout
 from hub.merge import passed_on
 from hub.targets import Target
@@ -312,3 +312,150 @@ def test_a_get_search_by_message_id_is_answered_with_the_page_too(daemon: Watcht
     r = httpx.get(daemon.url + "/ui/", params={"message_id": MID}, timeout=10)
     assert r.status_code == 200 and "location" not in r.headers
     assert f'id="message-id">&lt;{html.escape(MID)}&gt;</span>' in r.text
+
+
+# --- 7. comment forms a later review found leaking -------------------------------------------------------------------
+# RFC 5322 lets CFWS (comments, and whitespace between them) stand next to a local part's atoms; only the last
+# comment glued to the name was taken with it (`alice(a)(b)@x` showed `alice(a)`).
+
+COMMENT_FORMS = [
+    "alice(a)(b)",  # two comments
+    "alice(a) (b)",
+    "alice (home)",  # whitespace between the name and its comment
+    "alice\t(a) (b)",
+    "alice(x\\(y)",  # a quoted pair in the comment
+    "alice(x\\)y)",
+    "alice(a@b)",  # an `@` in the comment
+    "alice (a@b) (c\\)d)",
+]
+
+
+@pytest.mark.parametrize("form", COMMENT_FORMS)
+def test_a_local_part_with_any_comments_before_its_at_is_redacted(form: str) -> None:
+    line = f"rcpt {form}@x.org bounced; alice unknown"
+    assert redact(line) == "rcpt [redacted]@x.org bounced; alice unknown"
+    assert redact_log_text(line) == "rcpt [redacted]@x.org bounced; [redacted] unknown"
+    assert without_addresses(line) == "rcpt <addr> bounced; alice unknown"
+    assert redact_log_text(f"550 <{form}@x.org>: <alice>... User unknown") == (
+        "550 <[redacted]@x.org>: <[redacted]>... User unknown")
+
+
+@pytest.mark.parametrize(("line", "want"), [
+    # a quoted pair escaped once more, as a JSON or repr text quotes the line: the pair is still no parenthesis
+    (json.dumps({"d": "rcpt alice(x\\)y)@x.org; alice"}), '{"d": "rcpt [redacted]@x.org; [redacted]"}'),
+    (repr("rcpt alice(x\\(y)@x.org; alice"), "'rcpt [redacted]@x.org; [redacted]'"),
+    # ...and a quoted backslash before a parenthesis as written
+    ("rcpt alice(x(y\\\\)z)@x.org; alice", "rcpt [redacted]@x.org; [redacted]"),
+    ("rcpt alice\\(x)@x.org; alice", "rcpt [redacted]@x.org; [redacted]"),  # no quoted pair outside a comment
+])
+def test_quoted_pairs_in_a_comment_are_read_as_written_and_as_escaped_once_more(line: str, want: str) -> None:
+    assert redact_log_text(line) == want
+
+
+def test_an_address_inside_a_comment_keeps_its_bare_local_part_a_local_part() -> None:
+    """The address's span swallows the one in its comment: the name of that one is still looked for on its own."""
+    assert redact_log_text("rcpt alice(bob.smith@b)@x.org; bob.smith unknown") == (
+        "rcpt [redacted]@x.org; [redacted] unknown")
+
+
+@pytest.mark.parametrize("form", COMMENT_FORMS)
+def test_a_cut_does_not_show_a_commented_local_part_whose_at_is_past_it(form: str) -> None:
+    assert clip("x" * 95 + f" {form}@x.org tail", 100) == "x" * 95 + " ..."
+    assert str(Clipped("x" * 100 + f" {form}@x.org", 105).redacted()) == "x" * 100 + " [red..."
+    # the address beyond the redacted part of a long line: its bare local part shown before the cut goes
+    far = "550 <alice> unknown " + "y" * 5000 + f" rcpt {form}@x.org"
+    assert str(Clipped(far, 40, " ").redacted()) == "550 <[redacted]> unknown ..."
+
+
+@pytest.mark.parametrize("comment", ["(alice smith)", "(alice) (b)", "(alice\\(x)", "(x@alice)"])
+def test_a_cut_does_not_show_a_comment_alone_whose_at_is_past_it(comment: str) -> None:
+    assert clip("x" * 95 + f" <{comment}@x.org>", 100) == "x" * 95 + " <..."
+    assert str(Clipped("x" * 100 + f" <{comment}@x.org>", 105).redacted()) == "x" * 100 + " <[re..."
+
+
+@pytest.mark.parametrize(("line", "want"), [
+    # a host's note (PMTA's `host (ip)`), a space before it: no address, shown as it is
+    ("connection to mx.example.com (ip 1.2.3.4)@mx failed; mx.example.com: host unknown",
+     "connection to mx.example.com (ip 1.2.3.4)@mx failed; mx.example.com: host unknown"),
+    ("relay 1.2.3.4 (host mx.example.com)@mx: host unknown", "relay 1.2.3.4 (host mx.example.com)@mx: host unknown"),
+    # a comment alone is hidden, its words are no local part
+    ("550 <(host 1.2.3.4)@mx>: host unknown", "550 <[redacted]@mx>: host unknown"),
+    # any other word before the comment is a name
+    ("550 user (host 1.2.3.4)@mx: user unknown", "550 [redacted]@mx: [redacted] unknown"),
+    # glued to the host, the comment is an address's
+    ("550 mx.example.com(ip)@mx", "550 [redacted]@mx"),
+    # a word in capitals is a protocol's: the comment goes alone, the word is no name all over the line
+    ("RCPT (TO)@x.org: rcpt to", "RCPT [redacted]@x.org: rcpt to"),
+])
+def test_what_a_comment_after_a_space_goes_with(line: str, want: str) -> None:
+    assert redact_log_text(line) == want
+
+
+def test_a_far_host_note_makes_no_shown_host_a_local_part() -> None:
+    text = "connect mx.example.com " + "y" * 5000 + " connection to mx.example.com (ip 1.2.3.4)@mx"
+    assert str(Clipped(text, 40, " ").redacted()) == "connect mx.example.com ..."
+
+
+def _redact_work(text: str) -> tuple[str, int]:
+    """(redact_log_text(text), its work): the lines of exporter/redact.py run plus the characters its scanning
+    patterns are given. Counted, not timed."""
+    import sys
+    from types import FrameType
+
+    from exporter import redact as mod
+    from tests.test_privacy_hashing_on import _Scans
+
+    tally = [0]
+    saved = {name: getattr(mod, name) for name in ("_LAST_DELIMITER", "_LAST_URL_DELIMITER", "_AT")}
+    for name, rx in saved.items():
+        setattr(mod, name, _Scans(rx, tally))
+    source = mod.__file__
+
+    def lines(frame: FrameType, event: str, arg: object) -> object:
+        if event == "line":
+            tally[0] += 1
+        return lines
+
+    def calls(frame: FrameType, event: str, arg: object) -> object:
+        return lines if frame.f_code.co_filename == source else None
+
+    before = sys.gettrace()
+    sys.settrace(calls)
+    try:
+        out = mod.redact_log_text(text)
+    finally:
+        sys.settrace(before)
+        for name, rx in saved.items():
+            setattr(mod, name, rx)
+    return out, tally[0]
+
+
+@pytest.mark.parametrize(("head", "unit", "want"), [
+    ("", "alice(a)(b)@", "[redacted]@"),
+    ("", "alice (a)@", "[redacted]@"),
+    ("", "alice(x\\(y)@", "[redacted]@"),
+    ("", "alice(a@b)@", "[redacted]@"),
+    ("", "x(a@)@", "[redacted]@"),
+    ("", "(a)@", "[redacted]@"),
+    ("", ")@", ")@"),
+    ("(", ")@", ")@"),  # `()@)@)@...`: each `)` but the first unopened
+    ("(" * 3000, ")@", ")@"),  # nested comments, each holding the `@`s of those inside (to the window's end)
+    ("(", "\\)@", "[redacted]@"),  # quoted pairs: `(\)@\)@...`
+    ("((", "\\(\\)@", "[redacted]@"),
+    ("", "a(\\(b)@", "[redacted]@"),
+    ("(" * 3000, "\\)@", "[redacted]@"),
+])
+def test_comment_scanning_is_linear_on_hostile_text(head: str, unit: str, want: str) -> None:
+    work = {}
+    for n in (1_000, 2_000, 3_000):
+        out, work[n] = _redact_work(head + unit * n)
+        assert out[len(out) - len(want) * 500:] == want * 500, out[-80:]
+    # Linear: each 1,000 shapes more cost the same (a comment looked for back to a window's start at each `@`, or
+    # a name from the line's start, costs more for each shape further on)
+    assert work[3_000] - work[2_000] <= work[2_000] - work[1_000], work
+    assert work[3_000] <= 40 * len(head + unit * 3_000), work
+
+
+def test_a_megabyte_of_commented_local_parts_is_redacted() -> None:
+    n = 1_000_000 // len("alice(a)(b)@")
+    assert redact_log_text("alice(a)(b)@" * n) == "[redacted]@" * n
