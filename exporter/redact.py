@@ -229,28 +229,22 @@ def _comments_before(text: str, at: int, known: _Openings) -> tuple[int, int, bo
     return pos, pos, False
 
 
-def _spaced_name(word: str) -> bool | None:
+def _spaced_name(word: str) -> bool:
     """Is `word`, parted by whitespace from the comments before an `@`, their address's name (True), or is the address
-    the comments alone (False), or is there no address (None)?
+    the comments alone (False)?
 
-    A host name or IPv4 address is written with a note after a space (PMTA's `mx.example.com (1.2.3.4)`): what
-    follows is that note, no address. A word in capitals is a protocol's (`MAIL (FROM)@x`), no name: taken as one, it
-    would be redacted all over the line. Any other word is the local part (`alice (home)@x`)."""
-    if _host_like(word):
-        return None
-    return not word.isupper()
-
-
-def _host_like(word: str) -> bool:
-    """Does `word` read as a host name or an IPv4 address (`mx.example.com`, `1.2.3.4`)? PMTA writes a host with a
-    note after a space (`mx.example.com (1.2.3.4)`): a `)@` after that is no address's comment."""
-    word = word.strip(".").lower()
-    if not word.isascii() or any(not (c.isalnum() or c in ".-") for c in word):
+    An SMTP word (`MAIL (FROM)@x`) or an IPv4 address with a note (`1.2.3.4 (mx)@y`) is no name: taken as one, it
+    would be redacted all over the line. Any other word is the local part, however it looks (`alice (home)@x`,
+    `JOHN (x)@y`, `wei.li (Wei Li)@gmail.com`: a name shaped like a host name is a name too)."""
+    if word in _PROTOCOL_WORDS:
         return False
     labels = word.split(".")
-    if len(labels) == 4 and all(label.isdigit() for label in labels):
-        return True
-    return len(labels) > 1 and all(labels) and _tld_like(labels[-1])
+    return not (len(labels) == 4 and all(label.isascii() and label.isdigit() for label in labels))
+
+
+_PROTOCOL_WORDS = frozenset({"MAIL", "RCPT", "FROM", "TO", "HELO", "EHLO", "DATA", "VRFY", "EXPN", "AUTH", "BDAT",
+                             "NOTIFY", "ORCPT", "ENVID", "RET", "SIZE", "BODY", "XCLIENT", "XFORWARD"})
+"""SMTP commands and parameters (RFC 5321, 3461, 1870, 6152), in capitals as a session transcript writes them."""
 
 
 def _tld_like(label: str) -> bool:
@@ -278,8 +272,7 @@ def _local_spans(text: str, names: list[tuple[int, int]] | None = None) -> list[
 
     The comments right before the `@` (`alice(home)@x`, `alice(a) (b)@x`, `<(home)@x>`) belong to the local part: they
     go with the name before them (a comment is free text, and the `)` would otherwise end an empty local part), unless
-    a space parts them from a host name (`mx.example.com (1.2.3.4)@mx`: no address) or a word in capitals (`MAIL
-    (FROM)@x`: the comments alone), see `_spaced_name`.
+    a space parts them from an SMTP word or an IPv4 address (`MAIL (FROM)@x`: the comments alone), see `_spaced_name`.
 
     Each character is looked at a bounded number of times, so a line of `%40%40...` or `a@a@...` costs
     linear time: a literal `@` looks left up to the previous literal one (a delimiter anyway), a `%40`
@@ -293,6 +286,7 @@ def _local_spans(text: str, names: list[tuple[int, int]] | None = None) -> list[
     literal_ends: list[int] = []  # the ends of the literal `@`s so far, and of all matches: for a name before a
     match_ends: list[int] = []  # comment that holds an `@` (`alice(a@b)@x`), the `@` before it
     known = _Openings()
+    held: list[list[tuple[int, int]]] = []  # with each span, the unmerged local parts it holds not named yet
     for m in _AT.finditer(text):
         at = m.start()
         literal = _literal(m.group())
@@ -324,9 +318,8 @@ def _local_spans(text: str, names: list[tuple[int, int]] | None = None) -> list[
                 start += 1
             run = None if literal else start
             if name_end < first:  # a word, whitespace, the comments: `alice (home)@x`, `MAIL (FROM)@x`
-                spaced = _spaced_name(text[start:name_end]) if start < name_end else False
-                if not spaced:
-                    start = at if spaced is None else first  # no address, or the comments alone
+                if start >= name_end or not _spaced_name(text[start:name_end]):
+                    start = first  # the comments alone
         prev_end = m.end()
         match_ends.append(prev_end)
         if literal:
@@ -335,14 +328,22 @@ def _local_spans(text: str, names: list[tuple[int, int]] | None = None) -> list[
         if start >= at or (unopened and start >= name_end):
             continue
         commented = name_end < at
-        if commented and names is not None and start < name_end:
-            names.append((start, name_end))
+        if commented and names is not None and 0 < name_end - start <= _QUOTED_MAX:  # (longer: no local part, a run
+            names.append((start, name_end))  # of `)%40)%40...` carried on from the line's start)
+        own = [(start, at)] if at - start <= _QUOTED_MAX else []
         while spans and spans[-1][1] > start:  # a quoted local part, or a comment, holding an `@` covers the one before
             swallowed = spans.pop()
-            if commented and names is not None:
-                names.append(swallowed)
+            parts = held.pop()
+            if commented and names is not None:  # each unmerged one, once: the merged spans grow with a line of
+                names += parts  # `)%40)%40...`, and naming each (sliced, read) cost quadratic time and memory
+            elif len(parts) > len(own):  # carried on, the smaller list into the larger: linear
+                parts += own
+                own = parts
+            else:
+                own += parts
             start = min(start, swallowed[0])
         spans.append((start, at))
+        held.append(own)
     return spans
 
 
@@ -646,7 +647,7 @@ def without_addresses(text: str, mark: str = ADDRESS) -> str:
 
 def _without_comments(text: str) -> str:
     """`text` without the comments right before an `@` (`alice(home)@x`, `alice (a)(b)@x` -> `alice@x`), as
-    `_local_spans` takes them (a host's note stays: `mx.example.com (1.2.3.4)@mx`). Linear: each comment is looked
+    `_local_spans` takes them (an SMTP word's stays: `MAIL (FROM)@x` -> `MAIL@x`). Linear: each comment is looked
     for once, within `_QUOTED_MAX` (`_comment_open`)."""
     cuts: list[tuple[int, int]] = []
     known = _Openings()
@@ -658,10 +659,7 @@ def _without_comments(text: str) -> str:
         if name_end < first:
             low = max(0, name_end - _HOST_MAX)  # (a name longer than a host's is no host's, nor a protocol word)
             d = _LAST_DELIMITER.match(text, low, name_end)
-            spaced = _spaced_name(text[d.end() if d else low:name_end].lstrip(_OPENING))
-            if spaced is None:
-                continue
-            if not spaced:
+            if not _spaced_name(text[d.end() if d else low:name_end].lstrip(_OPENING)):
                 name_end = first
         while cuts and cuts[-1][1] > name_end:  # an `@` in this one's comment (`alice(a(b)@c)@x`)
             name_end = min(name_end, cuts.pop()[0])
@@ -736,9 +734,9 @@ class Clipped:
             # the cut would be (`<ivan.bare>... User unknown,` and the rcpt 6000 characters on): each word shown is
             # looked for right before an `@` in the whole text. Shown again after each change, until stable.
             whole = _AT.sub("@", f"{self.text}\n{context}" if context else self.text)
-            whole = whole.replace('\\"@', "@").replace('"@', "@")
             if ")@" in whole:  # a comment before the `@` (`alice(home)@x`): the name before it is a local part (as
-                whole = _without_comments(whole)  # written: `_spaced_name` reads capitals)
+                whole = _without_comments(whole)  # written: `_spaced_name` reads capitals; before the quotes go:
+            whole = whole.replace('\\"@', "@").replace('"@', "@")  # `"alice"(c)@` is then `alice@`)
             whole = whole.lower()
             checked: set[str] = set()
             far: set[str] = set()
