@@ -594,13 +594,15 @@ class FileParser:
             return None  # a quote polars reads otherwise than csv.reader (e.g. one csv.reader counts bad_quoting)
         if b"\r" in body and _CR_FIELD_END in body:  # a CR left (one that ends no line) ends a field: polars drops it
             return None
+        if _SENTINEL_BYTE in body:  # a field that is the sentinel reads as the line's end (`,\x01`: a blank line, which
+            return None  # the exact path counts unknown_type); PMTA writes no control characters
         marked = body.replace(b"\n", _SENTINEL_EOL)
         nlines = (len(marked) - len(body)) // (len(_SENTINEL_EOL) - 1) - head_lines  # each newline grew: no count
         if nlines <= 0:
             return None
         # Projected, polars ignores fields past the schema: a long row is then caught only because the
-        # sentinel is missing from its place, which holds only if no field of the chunk is the sentinel.
-        keep = self._projection(columns) if _SENTINEL_BYTE not in body else None
+        # sentinel is missing from its place, which holds as no field of the chunk is the sentinel (above).
+        keep = self._projection(columns)
         try:
             frame = self._read(marked, n, keep, bad_utf8, head_lines)
         except Exception:  # noqa: BLE001 - polars raises several types; the exact path explains
@@ -630,8 +632,6 @@ class FileParser:
             except Exception:  # noqa: BLE001 - e.g. a long row, which only the unprojected read refuses
                 return None
         if bad and (padded := self._pad_frame(frame, n, columns, known)) is not None:
-            if _SENTINEL_BYTE in body:  # a field may be the sentinel itself: only the exact path can tell
-                return None
             frame = padded
             bad, unusable, types = frame.select(
                 (~blank.fill_null(False) & ~usable).any().alias("b"), (~usable).any().alias("u"),

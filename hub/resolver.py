@@ -12,6 +12,7 @@ cancelled and runs to its end, filling the cache. `ResolvingBackend` is the http
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import threading
@@ -74,6 +75,10 @@ class Resolver:
         self._flight: dict[Key, Future[list[str]]] = {}
         self._queued: deque[Key] = deque()
         self._running = 0
+        self._waited: dict[Key, asyncio.Future[list[str]]] = {}
+        """The lookup in flight of each name as one future of the event loop, which every waiter awaits shielded: a
+        waiter that gives up takes its callback with it (one per waiter on the lookup itself kept ~730 bytes each
+        for as long as a hung lookup lasted)."""
 
     def busy(self) -> int:
         """Threads looking a name up now."""
@@ -86,10 +91,37 @@ class Resolver:
         future = self._lookup(key)
         if not future.done():
             try:
-                await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                await asyncio.wait_for(asyncio.shield(self._awaitable(key, future)), timeout)
             except TimeoutError:
                 raise LookupTimeout(self._timeout_text(key, timeout)) from None
         return future.result()
+
+    def _awaitable(self, key: Key, future: Future[list[str]]) -> asyncio.Future[list[str]]:
+        """The event loop's one future of `key`'s lookup in flight (`_waited`), made on its first waiter."""
+        loop = asyncio.get_running_loop()
+        waited = self._waited.get(key)
+        if waited is None or waited.done() or waited.get_loop() is not loop:
+            waited = self._waited[key] = asyncio.wrap_future(future, loop=loop)
+            waited.add_done_callback(functools.partial(self._settled, key))
+        return waited
+
+    def _settled(self, key: Key, waited: asyncio.Future[list[str]]) -> None:
+        """Forget a settled lookup's future; its failure counts as seen (every waiter may have given up on it)."""
+        if self._waited.get(key) is waited:
+            del self._waited[key]
+        if not waited.cancelled():
+            waited.exception()
+
+    def prefer(self, host: str, port: int, address: str) -> None:
+        """`address` first among `host`'s cached addresses: the one connected to after an earlier one failed, so the
+        next connections within TTL do not wait on the failing one first (an address dropping SYNs cost each new
+        connection its share of the timeout)."""
+        key = (host, port)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is None or isinstance(cached[1], str) or cached[1][0] == address or address not in cached[1]:
+                return
+            self._cache[key] = (cached[0], [address, *(a for a in cached[1] if a != address)])
 
     def _timeout_text(self, key: Key, timeout: float | None) -> str:
         """Why a lookup took too long: a slow resolver, or every thread held by other names (this one queued)."""
@@ -198,13 +230,14 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(str(exc)) from None
         except LookupFailed as exc:
             raise httpcore.ConnectError(str(exc)) from None
-        return await self._first_that_connects(addresses, port, deadline, local_address, socket_options)
+        return await self._first_that_connects(host, addresses, port, deadline, local_address, socket_options)
 
-    async def _first_that_connects(self, addresses: list[str], port: int, deadline: float | None,
+    async def _first_that_connects(self, host: str, addresses: list[str], port: int, deadline: float | None,
                                    local_address: str | None, socket_options: Iterable[Any] | None,
                                    ) -> httpcore.AsyncNetworkStream:
         """Each address gets an equal share of the time left (an address whose SYN goes unanswered does not eat the
-        others' time), the last one all of it; the last failure is raised."""
+        others' time), the last one all of it; the last failure is raised. One that connects after another failed
+        is tried first from then on (`Resolver.prefer`)."""
         failure: Exception = httpcore.ConnectError("no address")
         for i, address in enumerate(addresses):
             share = None
@@ -214,9 +247,13 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
                     raise httpcore.ConnectTimeout(f"timed out connecting to {address}")
                 share = left / (len(addresses) - i)
             try:
-                return await self.inner.connect_tcp(address, port, share, local_address, socket_options)
+                stream = await self.inner.connect_tcp(address, port, share, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
+                continue
+            if i:
+                self.resolver.prefer(host, port, address)
+            return stream
         raise failure
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,

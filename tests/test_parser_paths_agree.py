@@ -211,3 +211,14 @@ def test_the_quote_scan_answers_long_hostile_text_as_short(head: bytes, unit: by
 
     for n in (3, 100_000):
         assert quoting_read_alike(head + unit * n + tail) == alike
+
+
+@pytest.mark.parametrize("whole", [False, True])
+@pytest.mark.parametrize("line", [b",\x01", b"d,1,\x01,v", b"\x01,1,u@x.org,v"])
+def test_a_field_holding_the_fast_paths_sentinel_is_read_alike(line: bytes, whole: bool) -> None:
+    """The fast path marks each line's end with a field of its own (`parser.SENTINEL`, \\x01): a line holding one
+    as a field (`,\\x01`) read as a blank line there, `unknown_type` on the exact path (review)."""
+    ok = b"d,1,u@x.org,v\n"
+    got, want = both(HEAD + ok + line + b"\n" + ok, whole=whole)
+    assert got == want
+    assert want[4] == {"d": 2 + (line == b"d,1,\x01,v")}

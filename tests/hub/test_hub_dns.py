@@ -242,6 +242,41 @@ async def test_the_next_address_is_tried_when_one_refuses(dns: Dns, monkeypatch:
     assert inner.asked == ["2001:db8::1", "192.0.2.1"]
 
 
+async def test_an_address_that_connects_after_one_failed_is_tried_first_from_then_on(dns: Dns):
+    """`localhost` as ::1 then 127.0.0.1 where the daemon listens on IPv4 only and IPv6 drops SYNs: each new connection
+    waited half its timeout on ::1 (review); the address that connected goes first while the answer is cached."""
+    dns.answers["two.test"] = "192.0.2.1"
+    resolver = Resolver()
+    assert await resolver.resolve("two.test", 80, 1.0) == ["192.0.2.1"]
+    key = ("two.test", 80)
+    expires = resolver._cache[key][0]
+    resolver._cache[key] = (expires, ["2001:db8::1", "192.0.2.1", "192.0.2.2"])  # as a dual-stack name answers
+    inner = Inner(refuse=("2001:db8::1",))
+    backend = ResolvingBackend(resolver, inner)
+    await backend.connect_tcp("two.test", 80, timeout=1.0)
+    await backend.connect_tcp("two.test", 80, timeout=1.0)
+    assert inner.asked == ["2001:db8::1", "192.0.2.1", "192.0.2.1"]
+    assert resolver._cache[key] == (expires, ["192.0.2.1", "2001:db8::1", "192.0.2.2"])
+    assert dns.count("two.test") == 1
+
+
+async def test_waiters_that_give_up_on_a_hung_lookup_leave_nothing_on_it(dns: Dns):
+    """Each waiter's callback stayed on the shared lookup until it ended: a resolver that never answers (an NSS
+    module hung for good) grew the hub's memory with every request to that name (review: 20,000 requests, 20,001
+    callbacks)."""
+    resolver = Resolver()
+    for _ in range(3):
+        waits = [asyncio.create_task(resolver.resolve(HUNG, 80, 0.05)) for _ in range(200)]
+        assert {type(e) for e in await asyncio.gather(*waits, return_exceptions=True)} == {LookupTimeout}
+    lookup = resolver._flight[(HUNG, 80)]
+    assert len(lookup._done_callbacks) == 1  # the event loop's one future of it (`Resolver._waited`)
+    assert len(resolver._waited[(HUNG, 80)]._callbacks) == 2  # its chain to the lookup and its clean-up: no shield
+    dns.release.set()
+    with pytest.raises(LookupFailed):
+        await resolver.resolve(HUNG, 80, 5.0)
+    assert resolver._waited == {} and dns.count(HUNG) == 1
+
+
 class TlsStream(httpcore.AsyncMockStream):
     """A connection that answers one daemon's 200 and keeps what it was asked: TLS's server_hostname, the bytes."""
 
