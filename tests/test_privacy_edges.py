@@ -416,38 +416,12 @@ def test_the_names_a_line_may_show_alone_cost_its_length(unit: str) -> None:
     assert sizes[16_000] <= 4 * sizes[4_000] + 300 * _QUOTED_MAX, sizes
 
 
-def _redact_work(text: str) -> tuple[str, int]:
+def _redact_work(monkeypatch: pytest.MonkeyPatch, text: str) -> tuple[str, int]:
     """(redact_log_text(text), its work): the lines of exporter/redact.py run plus the characters its scanning
     patterns are given. Counted, not timed."""
-    import sys
-    from types import FrameType
+    from tests.test_privacy_hashing_on import _work
 
-    from exporter import redact as mod
-    from tests.test_privacy_hashing_on import _Scans
-
-    tally = [0]
-    saved = {name: getattr(mod, name) for name in ("_LAST_DELIMITER", "_LAST_URL_DELIMITER", "_AT")}
-    for name, rx in saved.items():
-        setattr(mod, name, _Scans(rx, tally))
-    source = mod.__file__
-
-    def lines(frame: FrameType, event: str, arg: object) -> object:
-        if event == "line":
-            tally[0] += 1
-        return lines
-
-    def calls(frame: FrameType, event: str, arg: object) -> object:
-        return lines if frame.f_code.co_filename == source else None
-
-    before = sys.gettrace()
-    sys.settrace(calls)
-    try:
-        out = mod.redact_log_text(text)
-    finally:
-        sys.settrace(before)
-        for name, rx in saved.items():
-            setattr(mod, name, rx)
-    return out, tally[0]
+    return _work(monkeypatch, text, "redact_log_text", ("_LAST_DELIMITER", "_LAST_URL_DELIMITER", "_AT"))
 
 
 @pytest.mark.parametrize(("head", "unit", "want"), [
@@ -465,10 +439,11 @@ def _redact_work(text: str) -> tuple[str, int]:
     ("", "a(\\(b)@", "[redacted]@"),
     ("(" * 3000, "\\)@", "[redacted]@"),
 ])
-def test_comment_scanning_is_linear_on_hostile_text(head: str, unit: str, want: str) -> None:
+def test_comment_scanning_is_linear_on_hostile_text(monkeypatch: pytest.MonkeyPatch, head: str, unit: str,
+                                                     want: str) -> None:
     work = {}
     for n in (1_000, 2_000, 3_000):
-        out, work[n] = _redact_work(head + unit * n)
+        out, work[n] = _redact_work(monkeypatch, head + unit * n)
         assert out[len(out) - len(want) * 500:] == want * 500, out[-80:]
     # Linear: each 1,000 shapes more cost the same (a comment looked for back to a window's start at each `@`, or
     # a name from the line's start, costs more for each shape further on)

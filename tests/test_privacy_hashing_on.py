@@ -199,13 +199,15 @@ class _Scans:
         return self.pattern.finditer(text)
 
 
-def _work(monkeypatch: pytest.MonkeyPatch, text: str) -> tuple[str, int]:
-    """(without_addresses(text), its work): the lines of exporter/redact.py it runs plus the characters its
-    regular expressions are given to scan. Counted, not timed: the count is the same on a loaded machine."""
+def _work(monkeypatch: pytest.MonkeyPatch, text: str, entry: str = "without_addresses",
+          patterns: tuple[str, ...] = ("_LAST_DELIMITER", "_LAST_URL_DELIMITER", "_AT", "_ENCODED_AT", "_HOST"),
+          ) -> tuple[str, int]:
+    """(`entry`(text), its work): the lines of exporter/redact.py it runs plus the characters its regular
+    expressions (`patterns`) are given to scan. Counted, not timed: the count is the same on a loaded machine."""
     from exporter import redact as mod
 
     tally = [0]
-    for name in ("_LAST_DELIMITER", "_LAST_URL_DELIMITER", "_AT", "_ENCODED_AT", "_HOST"):
+    for name in patterns:
         monkeypatch.setattr(mod, name, _Scans(getattr(mod, name), tally))
     source = mod.__file__
 
@@ -220,7 +222,7 @@ def _work(monkeypatch: pytest.MonkeyPatch, text: str) -> tuple[str, int]:
     before = sys.gettrace()
     sys.settrace(calls)
     try:
-        out = mod.without_addresses(text)
+        out = getattr(mod, entry)(text)
     finally:
         sys.settrace(before)
         monkeypatch.undo()

@@ -13,8 +13,10 @@ import base64
 import contextlib
 import gzip
 import json
+import socket
+import threading
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,3 +220,49 @@ def startup_problems(path: Path) -> list[str]:
     except ConfigError as exc:
         return exc.problems
     return preflight.problems(config)
+
+
+HUNG = "hung.invalid"
+"""A name whose lookup never answers (until the test's end) under `fake_dns`."""
+DEAD = "dead.invalid"
+"""A name whose lookup fails at once under `fake_dns`."""
+HUNG_FOR = 30.0
+"""Longest a lookup of HUNG holds its thread (the test's end releases it sooner)."""
+
+
+@dataclass
+class FakeDns:
+    asked: list[str] = field(default_factory=list)
+    """Every name getaddrinfo was called with, in order (any thread)."""
+    release: threading.Event = field(default_factory=threading.Event)
+    answers: dict[str, str] = field(default_factory=dict)
+    """Names answered with an address of the test's choice (no real lookup)."""
+
+    def count(self, name: str) -> int:
+        return self.asked.count(name)
+
+
+@contextlib.contextmanager
+def fake_dns(monkeypatch: Any) -> Iterator[FakeDns]:
+    """socket.getaddrinfo that never answers for HUNG (until the block's end), fails at once for DEAD, answers
+    `answers` itself and passes every other name to the real one."""
+    fake, real, lock = FakeDns(), socket.getaddrinfo, threading.Lock()
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        with lock:
+            fake.asked.append(name)
+        if name == HUNG:
+            fake.release.wait(HUNG_FOR)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if name == DEAD:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        if name in fake.answers:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (fake.answers[name], int(port or 0)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        yield fake
+    finally:
+        fake.release.set()  # no lookup thread stays blocked past the test

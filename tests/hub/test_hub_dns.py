@@ -8,63 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
 import pytest
 
 from hub.resolver import LookupFailed, LookupTimeout, Resolver, ResolvingBackend
-from tests.hub.fakes import FakeHosts, Reply, Request, running_hub, search_page, summary
+from tests.hub.fakes import (
+    DEAD,
+    HUNG,
+    HUNG_FOR,
+    FakeDns,
+    FakeHosts,
+    Reply,
+    Request,
+    running_hub,
+    search_page,
+    summary,
+)
 
-HUNG = "hung.invalid"
-DEAD = "dead.invalid"
-HUNG_FOR = 30.0
-"""Longest a lookup of HUNG holds its thread (the fixture's end releases it sooner)."""
 TIMEOUT = 1.0
 DEFAULT_THREADS = 4
 """The default executor's threads in the repro (asyncio makes min(32, CPUs + 4))."""
-
-
-@dataclass
-class Dns:
-    asked: list[str] = field(default_factory=list)
-    """Every name getaddrinfo was called with, in order (any thread)."""
-    release: threading.Event = field(default_factory=threading.Event)
-    answers: dict[str, str] = field(default_factory=dict)
-    """Names answered with an address of the test's choice (no real lookup)."""
-
-    def count(self, name: str) -> int:
-        return self.asked.count(name)
-
-
-@pytest.fixture
-def dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dns]:
-    """socket.getaddrinfo that never answers for HUNG (until the test's end), fails at once for DEAD, answers
-    `answers` itself and passes every other name to the real one."""
-    fake, real, lock = Dns(), socket.getaddrinfo, threading.Lock()
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        with lock:
-            fake.asked.append(name)
-        if name == HUNG:
-            fake.release.wait(HUNG_FOR)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        if name == DEAD:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        if name in fake.answers:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (fake.answers[name], int(port or 0)))]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    try:
-        yield fake
-    finally:
-        fake.release.set()  # no lookup thread stays blocked past the test
 
 
 def _daemon(req: Request) -> Reply:
@@ -80,7 +46,7 @@ def _missing(answer: Any) -> list[tuple[str, str]]:
     return [(m["host"], m["error"]) for m in answer.json()["missing_hosts"]]
 
 
-async def test_a_target_whose_dns_hangs_never_makes_the_targets_named_by_host_name_missing(dns: Dns):
+async def test_a_target_whose_dns_hangs_never_makes_the_targets_named_by_host_name_missing(dns: FakeDns):
     """The review's repro: one hung name among three named `localhost`, waves of six requests every 0.5 s. Each
     wave answers with the three healthy hosts and only the hung one missing; the hung name is asked once (one
     lookup in flight, shared by every request: it holds one thread)."""
@@ -102,7 +68,7 @@ async def test_a_target_whose_dns_hangs_never_makes_the_targets_named_by_host_na
     assert dns.count(HUNG) == 1
 
 
-async def test_a_name_is_asked_once_within_its_time_to_live(dns: Dns):
+async def test_a_name_is_asked_once_within_its_time_to_live(dns: FakeDns):
     """Every request opens a connection (the daemon closes it): the second lookup of `localhost` is the cache's."""
     async with FakeHosts(_daemon) as fleet, running_hub({"timeout": TIMEOUT, "targets": [_by_name(fleet, "a")]}) as hub:
         first, second = [await hub.get("/api/v1/search") for _ in range(2)]
@@ -110,7 +76,7 @@ async def test_a_name_is_asked_once_within_its_time_to_live(dns: Dns):
     assert len(fleet.requests) == 2 and dns.count("localhost") == 1
 
 
-async def test_a_name_that_does_not_resolve_is_a_missing_host_saying_so_and_is_not_asked_again_at_once(dns: Dns):
+async def test_a_name_that_does_not_resolve_is_a_missing_host_saying_so_and_is_not_asked_again_at_once(dns: FakeDns):
     async with FakeHosts(_daemon) as fleet, running_hub({"timeout": TIMEOUT, "targets": [
             {"url": fleet.url("a"), "name": "a"}, f"http://{DEAD}:9469"]}) as hub:
         answers = [await hub.get("/api/v1/search") for _ in range(2)]
@@ -119,7 +85,7 @@ async def test_a_name_that_does_not_resolve_is_a_missing_host_saying_so_and_is_n
     assert dns.count(DEAD) == 1
 
 
-async def test_a_target_addressed_by_ip_asks_no_resolver(dns: Dns):
+async def test_a_target_addressed_by_ip_asks_no_resolver(dns: FakeDns):
     async with FakeHosts(_daemon) as fleet, running_hub({"timeout": TIMEOUT, "targets": [
             {"url": fleet.url("a"), "name": "a"}, {"url": f"http://[::1]:{fleet.port}", "name": "v6"}]}) as hub:
         dns.asked.clear()  # (the hub's own listen address, checked at start)
@@ -128,7 +94,7 @@ async def test_a_target_addressed_by_ip_asks_no_resolver(dns: Dns):
     assert dns.asked == []
 
 
-async def test_the_daemon_sees_the_host_name_it_is_named_by_not_its_address(dns: Dns):
+async def test_the_daemon_sees_the_host_name_it_is_named_by_not_its_address(dns: FakeDns):
     """The resolver connects to the address; the request (its Host header, and TLS's SNI and certificate check,
     which httpcore takes from the request's URL) keeps the target's name."""
     async with FakeHosts(_daemon) as fleet, running_hub({"timeout": TIMEOUT, "targets": [_by_name(fleet, "a")]}) as hub:
@@ -144,7 +110,7 @@ class Clock:
         return self.now
 
 
-async def test_lookups_of_one_name_share_one_thread(dns: Dns):
+async def test_lookups_of_one_name_share_one_thread(dns: FakeDns):
     resolver = Resolver(threads=4)
     waits = [asyncio.create_task(resolver.resolve(HUNG, 80, 0.5)) for _ in range(10)]
     done = await asyncio.gather(*waits, return_exceptions=True)
@@ -158,7 +124,7 @@ async def test_lookups_of_one_name_share_one_thread(dns: Dns):
     assert dns.count(HUNG) == 1
 
 
-async def test_a_name_is_asked_again_once_its_answer_or_failure_expires(dns: Dns):
+async def test_a_name_is_asked_again_once_its_answer_or_failure_expires(dns: FakeDns):
     clock = Clock()
     dns.answers["one.test"] = "192.0.2.1"
     resolver = Resolver(ttl=30.0, negative_ttl=3.0, clock=clock)
@@ -176,7 +142,7 @@ async def test_a_name_is_asked_again_once_its_answer_or_failure_expires(dns: Dns
     assert dns.count("one.test") == 2
 
 
-async def test_the_cache_keeps_the_latest_names_only(dns: Dns):
+async def test_the_cache_keeps_the_latest_names_only(dns: FakeDns):
     dns.answers.update({"a.test": "192.0.2.1", "b.test": "192.0.2.2", "c.test": "192.0.2.3"})
     resolver = Resolver(size=2)
     for name in ("a.test", "b.test", "c.test", "b.test", "c.test", "a.test"):
@@ -184,7 +150,7 @@ async def test_the_cache_keeps_the_latest_names_only(dns: Dns):
     assert dns.asked == ["a.test", "b.test", "c.test", "a.test"]
 
 
-async def test_when_every_lookup_thread_is_held_a_new_name_waits_its_timeout_then_runs_when_one_frees(dns: Dns):
+async def test_when_every_lookup_thread_is_held_a_new_name_waits_its_timeout_then_runs_when_one_frees(dns: FakeDns):
     """A lookup past the threads waits for one (a burst of many targets at a hub's start resolves in milliseconds),
     never longer than its caller's timeout, saying why."""
     dns.answers["ok.test"] = "192.0.2.7"
@@ -220,13 +186,13 @@ class Inner(httpcore.AsyncNetworkBackend):
 
 @pytest.mark.parametrize(("host", "connected"), [
     ("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("[::1]", "::1"), ("[fe80::1%2]", "fe80::1%2")])
-async def test_an_ip_literal_is_connected_to_as_it_is(dns: Dns, host: str, connected: str):
+async def test_an_ip_literal_is_connected_to_as_it_is(dns: FakeDns, host: str, connected: str):
     inner = Inner()
     await ResolvingBackend(Resolver(), inner).connect_tcp(host, 80, timeout=1.0)
     assert (inner.asked, dns.asked) == ([connected], [])
 
 
-async def test_the_next_address_is_tried_when_one_refuses(dns: Dns, monkeypatch: pytest.MonkeyPatch):
+async def test_the_next_address_is_tried_when_one_refuses(dns: FakeDns, monkeypatch: pytest.MonkeyPatch):
     resolver = Resolver()
 
     async def two(host: str, port: int, timeout: float | None) -> list[str]:
@@ -242,7 +208,7 @@ async def test_the_next_address_is_tried_when_one_refuses(dns: Dns, monkeypatch:
     assert inner.asked == ["2001:db8::1", "192.0.2.1"]
 
 
-async def test_an_address_that_connects_after_one_failed_is_tried_first_from_then_on(dns: Dns):
+async def test_an_address_that_connects_after_one_failed_is_tried_first_from_then_on(dns: FakeDns):
     """`localhost` as ::1 then 127.0.0.1 where the daemon listens on IPv4 only and IPv6 drops SYNs: each new connection
     waited half its timeout on ::1 (review); the address that connected goes first while the answer is cached."""
     dns.answers["two.test"] = "192.0.2.1"
@@ -260,7 +226,7 @@ async def test_an_address_that_connects_after_one_failed_is_tried_first_from_the
     assert dns.count("two.test") == 1
 
 
-async def test_waiters_that_give_up_on_a_hung_lookup_leave_nothing_on_it(dns: Dns):
+async def test_waiters_that_give_up_on_a_hung_lookup_leave_nothing_on_it(dns: FakeDns):
     """Each waiter's callback stayed on the shared lookup until it ended: a resolver that never answers (an NSS
     module hung for good) grew the hub's memory with every request to that name (review: 20,000 requests, 20,001
     callbacks)."""
@@ -296,7 +262,7 @@ class TlsStream(httpcore.AsyncMockStream):
         return self
 
 
-async def test_tls_checks_and_names_the_target_by_its_host_name_not_its_address(dns: Dns):
+async def test_tls_checks_and_names_the_target_by_its_host_name_not_its_address(dns: FakeDns):
     """Through the hub's own pools: the connect goes to the address, TLS's SNI/certificate check and the Host
     header keep the name (httpcore takes them from the request's URL, not from connect_tcp's host)."""
     import httpx

@@ -6,47 +6,26 @@ review 2026-12-06). Fake daemons and the hub on loopback, in the test's own even
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from tests.hub.fakes import FakeHosts, Reply, Request, running_hub, search_page, summary, timeline
+from tests.hub.fakes import (
+    HUNG,
+    HUNG_FOR,
+    FakeDns,
+    FakeHosts,
+    Reply,
+    Request,
+    running_hub,
+    search_page,
+    summary,
+    timeline,
+)
 
-HUNG = "slow-dns.example"
-HUNG_FOR = 20.0
-"""How long the hung resolver holds each of its threads (the test ends it sooner)."""
 DEFAULT_THREADS = 4
 TIMEOUT = 1.0
-
-
-@dataclass
-class HungResolver:
-    asked: list[str] = field(default_factory=list)
-    """The names it was asked for HUNG."""
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-@pytest.fixture
-def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HungResolver]:
-    """socket.getaddrinfo that never answers for HUNG (until `release` is set: the test's end)."""
-    hung, real = HungResolver(), socket.getaddrinfo
-
-    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        if name.endswith(HUNG):
-            hung.asked.append(name)
-            hung.release.wait(HUNG_FOR)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    yield hung
-    hung.release.set()
 
 
 def _daemon(req: Request) -> Reply:
@@ -58,12 +37,12 @@ def _daemon(req: Request) -> Reply:
     return search_page([summary(id=1)])
 
 
-async def test_a_full_default_executor_holds_no_answer_of_the_hub(hung_resolver: HungResolver):
+async def test_a_full_default_executor_holds_no_answer_of_the_hub(dns: FakeDns):
     """Every thread of the default executor held (as a resolver that never answers held them when host names were
     resolved there; the hub resolves them on threads of its own now, hub.resolver): no answer of the hub waits."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="test-default"))
-    held = [loop.run_in_executor(None, hung_resolver.release.wait, HUNG_FOR) for _ in range(DEFAULT_THREADS)]
+    held = [loop.run_in_executor(None, dns.release.wait, HUNG_FOR) for _ in range(DEFAULT_THREADS)]
     try:
         async with FakeHosts(_daemon) as fleet, running_hub({
                 "targets": [{"url": fleet.url("good"), "name": "good"}, f"http://{HUNG}:9469"], "timeout": TIMEOUT,
@@ -79,11 +58,11 @@ async def test_a_full_default_executor_holds_no_answer_of_the_hub(hung_resolver:
                 assert r.status_code == 200, (path, r.text)
             done = await asyncio.wait_for(asyncio.gather(*hung), 8 * TIMEOUT)
     finally:
-        hung_resolver.release.set()  # before the loop's end waits for its default executor's threads
+        dns.release.set()  # before the loop's end waits for its default executor's threads
         await asyncio.gather(*held)
     assert [r.status_code for r in done] == [200] * DEFAULT_THREADS
     assert {m["host"] for r in done for m in r.json()["missing_hosts"]} == {f"{HUNG}:9469"}
-    assert hung_resolver.asked == [HUNG]  # one lookup in flight, shared by every request (tests/hub/test_hub_dns.py)
+    assert dns.asked == [HUNG]  # one lookup in flight, shared by every request (tests/hub/test_hub_dns.py)
 
 
 def test_the_hubs_work_threads_are_few_named_and_made_again_after_a_shutdown():
