@@ -4,8 +4,9 @@ httpx (anyio) resolved every target's host name in the default executor (6 threa
 never answered filled it, and every answer that encoded, merged or rendered there waited for that resolver, though it
 never asked that target (hub review 2026-12-06; names are resolved on the hub's own threads now, hub.resolver).
 So the hub's CPU work (encoding answers, merging, rendering text, reading file_sd files and Prometheus answers) runs
-on a few threads of its own (WORK), as big answers are decoded on theirs (fanout.DECODE_THREADS). The pools are made on first use, and shut down when a hub ends (`shutdown`); a hub
-started after that in the same process (tests) gets new ones.
+on a few threads of its own (WORK), as big answers are decoded on theirs (fanout.DECODE_THREADS). The pools are made
+on first use, and shut down when a hub ends (`shutdown`); a hub started after that in the same process (tests) gets
+new ones.
 """
 
 from __future__ import annotations
