@@ -16,9 +16,16 @@ import os
 import signal
 import sys
 
+_sigint_seen = False
+"""A ^C arrived since main() began (`_interrupt`): see `interrupted`."""
+
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    """SIGINT as Python's default handler treats it, under another name (see _run)."""
+    """SIGINT as Python's default handler treats it, under another name (see _run), and remembered: raised inside a C
+    extension's import it can come out as another error (`TypeError: expected a message argument` from `import ssl`,
+    seen once in the fresh-clone suite), which `interrupted` still takes for the ^C it was."""
+    global _sigint_seen
+    _sigint_seen = True
     raise KeyboardInterrupt
 
 
@@ -363,6 +370,9 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
     except (SystemExit, GeneratorExit):  # (KeyboardInterrupt: above)
         raise
     except BaseException as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
+        if isinstance(exc, Exception) and interrupted(exc):  # a ^C that came out of an import as another error
+            log.critical("watchtower oneshot interrupted: nothing printed")
+            return EXIT_FAILURE
         if not isinstance(exc, Exception):  # a Rust panic (pyo3_runtime.PanicException), e.g. out of descriptors
             said = " ".join(str(exc).split())
             if "TooManyOpenFiles" in said or "Too many open files" in said:
@@ -526,10 +536,14 @@ def main(argv: list[str] | None = None) -> int:
 
     Standard output that cannot be written is handled here, once for every subcommand: one line on stderr,
     exit 1; a reader that went away (`| head`) ends the command quietly, as Unix tools do."""
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+    global _sigint_seen
+    _sigint_seen = False
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is _interrupted_while_importing or (argv is None and handler is signal.default_int_handler):
         # From here main() catches KeyboardInterrupt; restored any earlier (at the end of this module's import), a
-        # ^C landing in the rest of the import printed a traceback (seen once, fresh-clone suite)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # ^C landing in the rest of the import printed a traceback (seen once, fresh-clone suite). The command's
+        # handler remembers a ^C (`_interrupt`); a caller's own handler (tests pass `argv`) is left alone
+        signal.signal(signal.SIGINT, _interrupt if argv is None else signal.default_int_handler)
     try:
         try:
             code = _main(argv)
@@ -553,7 +567,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def interrupted(exc: BaseException) -> bool:
     """Is `exc` a ^C in disguise? A KeyboardInterrupt raised while an import creates a class comes out of
-    `__set_name__` as Python 3.11's `RuntimeError: Error calling __set_name__ ...` (seen once, 0.46 s into `run`)."""
+    `__set_name__` as Python 3.11's `RuntimeError: Error calling __set_name__ ...` (seen once, 0.46 s into `run`), and
+    one raised in a C extension's import as whatever it was doing then (`TypeError: expected a message argument`):
+    any error once a ^C was seen (`_interrupt`) is taken for it."""
+    if _sigint_seen:
+        return True
     seen: BaseException | None = exc
     for _ in range(8):  # a short chain: causes of causes
         if seen is None:

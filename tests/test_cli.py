@@ -758,3 +758,24 @@ def test_healthcheck_timeout_is_a_deadline_for_the_whole_answer(tmp_path: Path) 
     # the whole answer's deadline fired (each header line came well within 2 s of the one before)
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr == f"unhealthy: http://{listen}/healthz: no complete answer within 2 s\n"
+
+
+def test_an_error_raised_after_a_ctrl_c_is_taken_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ^C landing in a C extension's import comes out as another error (`TypeError: expected a message argument`
+    from `import ssl`: a traceback in the fresh-clone suite's test above): once the command's handler saw a ^C, any
+    error is that interrupt: exit 130, no traceback."""
+    from exporter import cli
+
+    def ctrl_c_then_ssl(_argv: list[str] | None) -> int:
+        with contextlib.suppress(KeyboardInterrupt):
+            cli._interrupt(signal.SIGINT, None)  # the command's handler, as the signal would run it
+        raise TypeError("expected a message argument")
+
+    def ssl_alone(_argv: list[str] | None) -> int:
+        raise TypeError("expected a message argument")
+
+    monkeypatch.setattr(cli, "_main", ctrl_c_then_ssl)
+    assert cli.main(["run", "--config", "x.yml"]) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(cli, "_main", ssl_alone)  # main() forgets the last ^C: the same error is then a bug's
+    with pytest.raises(TypeError, match="^expected a message argument$"):
+        cli.main(["run", "--config", "x.yml"])
