@@ -7,8 +7,6 @@ drips bytes could otherwise hold a request far longer. The body is streamed and 
 `hub.max_answer_size` counted unzipped (a few KiB of gzip unzip to GiBs). Decoding a body already read
 cannot be interrupted: a big one is decoded on a decode thread of its own (DECODE_THREADS), whose JSON
 parse still holds the interpreter lock; near the cap a host's answer can end ~0.5 s past its budget.
-At most MAX_HOST_REQUESTS host requests are in flight in the hub at once, across all its requests (`HostSlots`): one
-that gets no slot within SLOT_WAIT of its budget is not sent, and is a missing host saying so (`not_asked`).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import logging
 import re
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +75,7 @@ class HostAnswer:
     stuck: bool = False
     """Answered, but its next_cursor is the one it was asked with: named in missing_hosts, yet it did answer."""
     cut: bool = False
-    """Timed out (or not asked for want of a slot) within what was left of the request's budget, shorter than the
-    host's own `hub.timeout`."""
+    """Timed out within what was left of the request's budget, shorter than the host's own `hub.timeout`."""
 
     @property
     def ok(self) -> bool:
@@ -223,82 +219,6 @@ PRIVATE_PARAMS = frozenset({"rcpt", "job_id", "message_id"})
 URL (docs/api.md, "Addresses out of URLs")."""
 
 
-MAX_HOST_REQUESTS = 256
-"""Host requests in flight in the hub at once, across all its requests. Each costs the hub's event loop ~1.3 ms of
-CPU (connect, request, answer): unbounded (web.api_max_concurrency x targets) 16 requests to 1,000 dead targets put
-~20-30 s of work before every answer and /healthz (review). A full set of slots is ~0.35 s of that work, below a
-hub.timeout; one hub request to up to 256 hosts never waits. A constant, not from the config: the cost it bounds is
-the hub's CPU, not the fleet's size, and a fleet past it still has its answers within hub.timeout (those not asked in
-time named as such)."""
-SLOT_WAIT = 0.5
-"""Share of its budget a host request waits for a slot: one sent has at least the rest left to be answered in (a host
-request sent as its budget ends would only time out, and hold a slot meanwhile)."""
-
-
-def not_asked(size: int, wait: float, budget: float) -> str:
-    """Why a host was not asked: no slot came in the time it could wait (HostSlots)."""
-    return (f"not asked: the hub had {size} host requests in flight (its limit) for the {wait:.3g}s this host could "
-            f"wait, {SLOT_WAIT:.0%} of its {budget:.3g}s budget")
-
-
-class HostSlots:
-    """At most `size` host requests in flight, the slots handed out first come, first served (a host of a later hub
-    request waits behind those of earlier ones, never longer than it may wait). A slot is released on every path of
-    `Fanout.one` (an answer, a timeout, an error, the hub request cancelled). Its waiters are futures of the running
-    loop, made per wait: nothing here is bound to one event loop."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self.busy = 0
-        """Slots held."""
-        self.waiting = 0
-        """Host requests waiting for one."""
-        self._queue: deque[asyncio.Future[None]] = deque()
-        """Waiters in order of arrival; one that gave up stays (done) until release() or a compaction skips it."""
-
-    async def acquire(self, timeout: float) -> bool:
-        """A slot, waiting for it at most `timeout` seconds (0: a free one or none); False when none came. A waiter
-        is handed a slot only while every slot is held (busy < size means nobody waits)."""
-        if self.busy < self.size:
-            self.busy += 1
-            return True
-        if timeout <= 0:
-            return False
-        if len(self._queue) > 2 * self.waiting + 1024:  # waiters that gave up, not yet skipped by release()
-            self._queue = deque(f for f in self._queue if not f.done())
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(fut)
-        self.waiting += 1
-        try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            self._leave(fut)
-            return False
-        except BaseException:  # cancelled (the hub request's client gone)
-            self._leave(fut)
-            raise
-        finally:
-            self.waiting -= 1
-        return True
-
-    def _leave(self, fut: asyncio.Future[None]) -> None:
-        """A waiter gives up: the slot it was handed meanwhile (its wake-up not yet run) goes to the next one."""
-        if fut.done() and not fut.cancelled():
-            self.release()
-        else:
-            fut.cancel()
-
-    def release(self) -> None:
-        """Hand the slot to the first waiter still waiting, else free it."""
-        while self._queue:
-            fut = self._queue.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.busy -= 1
-
-
 class Fanout:
     """GET one path on many targets at once."""
 
@@ -306,21 +226,13 @@ class Fanout:
         self.client = client
         self.timeout = timeout
         self.max_answer = max_answer
-        self.slots = HostSlots(MAX_HOST_REQUESTS)
-        """The hub's one bound on host requests in flight: its one Fanout's (hub.app builds one per process)."""
 
     async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
         budget = self.timeout if deadline is None else max(0.0, min(self.timeout, deadline - time.monotonic()))
         start = time.monotonic()
         ans = HostAnswer(target)
-        wait = SLOT_WAIT * budget
-        if not await self.slots.acquire(wait):  # cancelled while waiting: no slot is held
-            ans.error = not_asked(self.slots.size, wait, budget)
-            ans.cut = budget < CUT * self.timeout
-            ans.seconds = time.monotonic() - start
-            return ans
-        try:  # reading, unzipping and decoding the answer are all within the host's budget, the wait included
-            await asyncio.wait_for(self._ask(ans, path, params), max(0.0, budget - (time.monotonic() - start)))
+        try:  # reading, unzipping and decoding the answer are all within the host's budget
+            await asyncio.wait_for(self._ask(ans, path, params), budget)
         except TimeoutError:
             ans.error, ans.body = f"timed out after {budget:.3g}s", None
             ans.cut = budget < CUT * self.timeout  # (a deadline set at now + timeout is no cut)
@@ -330,8 +242,6 @@ class Fanout:
             ans.error, ans.body = _why(exc), None
             if not isinstance(exc, httpx.HTTPError | httpx.InvalidURL):
                 log.debug("asking %s failed", ans.target.url, exc_info=True)
-        finally:  # an answer, a timeout, an error, or this request cancelled (wait_for cancels _ask first)
-            self.slots.release()
         ans.seconds = time.monotonic() - start
         return ans
 
