@@ -41,7 +41,7 @@ _ENCODED_AT = re.compile(r"%(?:25)*40")
 # A local part is at most 64 octets; quoted, escaped or percent-encoded (twice) it can be ~1000 characters.
 _QUOTED_MAX = 1024
 _CLIP_MARGIN = 4 * _QUOTED_MAX
-_HOST_MAX = 253  # a host name's length at most (RFC 1035)
+_SPACED_WORD_MAX = 253  # the word before a spaced comment looked at: past it, no SMTP word or IPv4 address
 _OPENING = "'`/"  # a quote or URL slashes right before the name are kept: `'alice@x'`, `http://bob@host`
 
 
@@ -657,7 +657,7 @@ def _without_comments(text: str) -> str:
         name_end, first, _ = _comments_before(text, at, known)
         i = at + 1
         if name_end < first:
-            low = max(0, name_end - _HOST_MAX)  # (a name longer than a host's is no host's, nor a protocol word)
+            low = max(0, name_end - _SPACED_WORD_MAX)  # (`_spaced_name`: a longer word is a name anyway)
             d = _LAST_DELIMITER.match(text, low, name_end)
             if not _spaced_name(text[d.end() if d else low:name_end].lstrip(_OPENING)):
                 name_end = first
