@@ -40,7 +40,6 @@ from exporter.redact import redact_log_text
 from exporter.textrepair import TooDeep, first_surrogate_path
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.encode import item_lists as _item_lists
-from hub.hosthealth import HostHealth, ReportingBackend
 from hub.resolver import Resolver, ResolvingBackend
 from hub.targets import Target
 from hub.threads import Threads
@@ -116,14 +115,12 @@ class PerHostPools(httpx.AsyncBaseTransport):
     most one connection per host at a time, so `per_host` (web.api_max_concurrency) connections never make one wait.
     Pools of hosts left unasked for IDLE_POOL seconds (gone from the targets) are closed. Host names are resolved
     by the hub's own `Resolver` (hub.resolver), shared by the pools: never in asyncio's default executor, where one
-    name whose DNS hangs made every other name's lookup wait. Each pool tells `health` (hub.hosthealth) how its
-    connection attempts went."""
+    name whose DNS hangs made every other name's lookup wait."""
 
     def __init__(self, verify: ssl.SSLContext | bool, per_host: int, clock: Callable[[], float] = time.monotonic,
-                 resolver: Resolver | None = None, health: HostHealth | None = None) -> None:
+                 resolver: Resolver | None = None) -> None:
         self.verify, self.per_host, self.clock = verify, per_host, clock
         self.backend = ResolvingBackend(resolver if resolver is not None else Resolver())
-        self.health = health if health is not None else HostHealth()
         self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
         self._used: dict[str, float] = {}
         self._swept = clock()
@@ -131,11 +128,11 @@ class PerHostPools(httpx.AsyncBaseTransport):
     def pool(self, key: str) -> httpx.AsyncHTTPTransport:
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = self._transport(key)
+            pool = self._pools[key] = self._transport()
         self._used[key] = self.clock()
         return pool
 
-    def _transport(self, key: str) -> httpx.AsyncHTTPTransport:
+    def _transport(self) -> httpx.AsyncHTTPTransport:
         """httpx's transport (its request conversion and its mapping of httpcore's errors kept) over an httpcore pool
         built here with the public `network_backend` argument, which httpx does not pass on. The one private name
         used is the transport's `_pool` (httpx since 0.18), checked: should a release keep its pool elsewhere, the
@@ -147,7 +144,7 @@ class PerHostPools(httpx.AsyncBaseTransport):
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=self.verify, trust_env=False),
             max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=ReportingBackend(self.backend, self.health, key))
+            keepalive_expiry=limits.keepalive_expiry, network_backend=self.backend)
         return transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -162,9 +159,7 @@ class PerHostPools(httpx.AsyncBaseTransport):
         if now - self._swept < IDLE_POOL:
             return
         self._swept = now
-        idle = [k for k, used in self._used.items() if now - used >= IDLE_POOL]
-        self.health.forget(idle)
-        for key in idle:
+        for key in [k for k, used in self._used.items() if now - used >= IDLE_POOL]:
             del self._used[key]
             await self._pools.pop(key).aclose()
 
@@ -185,7 +180,7 @@ IDLE_POOL = 600.0
 
 def make_client(section: HubSection, per_host: int = HUB_API_CONCURRENCY) -> httpx.AsyncClient:
     """One client for all daemons, a connection pool per daemon, with the configured auth and TLS (secrets read
-    from files). A daemon whose connection failed is not asked again for hub.timeout (hub.hosthealth)."""
+    from files)."""
     headers = {"accept": "application/json", "accept-encoding": ACCEPT_ENCODING, "user-agent": "watchtower-hub"}
     auth: httpx.Auth | None = None
     if section.auth.bearer_token_file:
@@ -195,7 +190,7 @@ def make_client(section: HubSection, per_host: int = HUB_API_CONCURRENCY) -> htt
     t = section.timeout
     return httpx.AsyncClient(
         headers=headers, auth=auth, timeout=httpx.Timeout(t, connect=t), follow_redirects=False, trust_env=False,
-        transport=PerHostPools(_verify(section), per_host, health=HostHealth(down_for=t)))
+        transport=PerHostPools(_verify(section), per_host))
 
 
 ERROR_TEXT_BYTES = 4096
@@ -225,21 +220,19 @@ URL (docs/api.md, "Addresses out of URLs")."""
 
 
 class Fanout:
-    """GET one path on many targets at once; a target whose connection just failed is not asked (`health`)."""
+    """GET one path on many targets at once."""
 
-    def __init__(self, client: httpx.AsyncClient, timeout: float, max_answer: int = MAX_ANSWER_SIZE,
-                 health: HostHealth | None = None) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout: float, max_answer: int = MAX_ANSWER_SIZE) -> None:
         self.client = client
         self.timeout = timeout
         self.max_answer = max_answer
-        self.health = health if health is not None else _health_of(client)
 
     async def one(self, target: Target, path: str, params: dict[str, Any], deadline: float | None = None) -> HostAnswer:
         budget = self.timeout if deadline is None else max(0.0, min(self.timeout, deadline - time.monotonic()))
         start = time.monotonic()
         ans = HostAnswer(target)
-        try:  # waiting for its first connection, reading, unzipping and decoding the answer: all within the budget
-            await asyncio.wait_for(self._admitted(ans, path, params), budget)
+        try:  # reading, unzipping and decoding the answer are all within the host's budget
+            await asyncio.wait_for(self._ask(ans, path, params), budget)
         except TimeoutError:
             ans.error, ans.body = f"timed out after {budget:.3g}s", None
             ans.cut = budget < CUT * self.timeout  # (a deadline set at now + timeout is no cut)
@@ -251,26 +244,6 @@ class Fanout:
                 log.debug("asking %s failed", ans.target.url, exc_info=True)
         ans.seconds = time.monotonic() - start
         return ans
-
-    async def _admitted(self, ans: HostAnswer, path: str, params: dict[str, Any]) -> None:
-        """`_ask`, unless the target's connection just failed (then `ans` says so, nothing sent); while another
-        request tries a first connection to it, after that one's outcome."""
-        health = self.health
-        if health is None:
-            return await self._ask(ans, path, params)
-        key = ans.target.url
-        why, probe = await health.admit(key)
-        if why is not None:
-            ans.error = _short(why)
-            return None
-        try:
-            await self._ask(ans, path, params)
-            if ans.status:  # an answer came (over a kept-alive connection too): the host can be reached
-                health.connected(key)
-        finally:
-            if probe:
-                health.settled(key)
-        return None
 
     async def _ask(self, ans: HostAnswer, path: str, params: dict[str, Any]) -> None:
         """Fill `ans` from one GET; the body is streamed and capped, never read whole first. A lookup by address
@@ -303,13 +276,6 @@ class Fanout:
         self, targets: list[Target], path: str, params: dict[str, Any], deadline: float | None = None
     ) -> list[HostAnswer]:
         return list(await asyncio.gather(*(self.one(t, path, params, deadline) for t in targets)))
-
-
-def _health_of(client: httpx.AsyncClient) -> HostHealth | None:
-    """The HostHealth of a client `make_client` built (its transport, httpx's `_transport`, is a PerHostPools), else
-    None: a client over another transport (tests' mock transports) asks every target every time."""
-    transport = getattr(client, "_transport", None)
-    return transport.health if isinstance(transport, PerHostPools) else None
 
 
 DECODE_THREADS = 2

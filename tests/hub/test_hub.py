@@ -4,8 +4,6 @@ and partial answers when a host is down (host 3 is stopped, then started again).
 from __future__ import annotations
 
 import base64
-import re
-import time
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +25,6 @@ def direct(cluster: Cluster, n: int, path: str, **params: Any) -> httpx.Response
     wt = cluster.hosts[n - 1].wt
     assert wt is not None
     return httpx.get(wt.url + path, params=params, timeout=10)
-
-
-REFUSED = re.compile(r"(not asked: connecting to it failed \d+\.\ds ago \()?ConnectError: .+")
 
 
 def via_hub(cluster: Cluster, path: str, **params: Any) -> httpx.Response:
@@ -177,11 +172,7 @@ def test_zz_a_stopped_host_yields_a_partial_answer_naming_it(cluster: Cluster):
     finally:  # the cluster is shared: bring host 3 back
         host3.start()
         wait_ingested(cluster.hosts[2])
-    # a host whose connection failed is not asked again for hub.timeout (hub.hosthealth): asked within that once back
-    deadline = time.monotonic() + cluster.timeout + 1
-    while (body := via_hub(cluster, "/api/v1/messages/m1-h3@mail3.example").json())["partial"]:
-        assert time.monotonic() < deadline, body["missing_hosts"]
-        time.sleep(0.1)
+    assert via_hub(cluster, "/api/v1/messages/m1-h3@mail3.example").json()["partial"] is False
 
 
 def stopped_host_checks(cluster: Cluster) -> None:
@@ -198,9 +189,8 @@ def stopped_host_checks(cluster: Cluster) -> None:
         body = r.json()
         assert body["partial"] is True, path
         assert [m["host"] for m in body["missing_hosts"]] == [gone], path
-        # it refused at once: named for that, not waited on until its timeout (whatever the machine's load); asked
-        # again within hub.timeout, it is not (hub.hosthealth), and that says why
-        assert REFUSED.fullmatch(body["missing_hosts"][0]["error"]), (path, body["missing_hosts"])
+        # it refused at once: named for that, not waited on until its timeout (whatever the machine's load)
+        assert body["missing_hosts"][0]["error"].startswith("ConnectError: "), (path, body["missing_hosts"])
     page = via_hub(cluster, "/api/v1/search", limit=500).json()
     assert {i["host"] for i in page["items"]} == {name(cluster, 1), name(cluster, 2)}
     assert len(page["items"]) == cluster.hosts[0].timelines + cluster.hosts[1].timelines
