@@ -141,11 +141,27 @@ def test_the_pre_checks_agree_with_re2_on_forms_pythons_parser_reads_otherwise(t
 def test_keys_that_select_the_same_rules_share_one_plan():
     """A plan (the candidates indexed by literal) is built once per distinct list of candidates, not once per
     (provider, code, enhanced) key: the 250k-line bench corpus has 255 such keys and 36 lists (a oneshot built 255
-    plans, ~50 ms of its last chunk's reply classes). The answers stay those of `classify`."""
+    plans, ~50 ms of its last chunk's reply classes). Keys of different lists keep plans of their own, and the
+    answers stay those of `classify`."""
     c = _fresh()
-    items = [("other", "", f"smtp;{code} 4.4.{detail} connection timed out", "")
-             for code in ("421", "451") for detail in range(1, 9)]
-    assert c.classify_many(items) == [_fresh().classify(*item[:3]) for item in items] == ["network"] * 16
-    plans = {k: id(plan) for k, plan in c._plans.items()}
-    assert len(plans) == 16
-    assert len(set(plans.values())) == len({c._candidates[k] for k in plans}) < 16
+    items = [(isp, "", f"smtp;{code} {enhanced}.{detail} mailbox unavailable", "")
+             for isp in ("gmail", "other") for code, enhanced in (("450", "4.2"), ("550", "5.1"))
+             for detail in range(1, 5)]
+    assert c.classify_many(items) == [_fresh().classify(*item[:3]) for item in items]
+    lists = {k: c._candidates[k] for k in c._plans}
+    assert len(lists) == 16
+    assert 1 < len(set(lists.values())) < 16
+    assert len({id(plan) for plan in c._plans.values()}) == len(set(lists.values()))
+    for key, plan in c._plans.items():
+        assert plan[0] == lists[key]  # each key's plan is of its own candidates
+
+
+def test_texts_finding_the_same_literals_share_one_set_of_them():
+    """`_present` builds one set per distinct set of literal hits (a batch's replies differ mostly by ids and IPs),
+    the same literals whatever their order or repeats."""
+    c = _fresh()
+    texts = ["user unknown at 10.0.0.1", "user unknown at 10.0.0.2", "unknown user unknown user unknown",
+             "mailbox full", "nothing here"] + ["pad"] * 8  # past the one-at-a-time path (< 8 texts)
+    found = c._present([t.lower() for t in texts])
+    assert found[0] is found[1] and found[0] == found[2] and found[3] != found[0]
+    assert found[4] == frozenset() and found[0] == frozenset(k for k in LITERALS if k in texts[0])

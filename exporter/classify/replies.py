@@ -272,16 +272,16 @@ class ReplyClassifier:
             return [frozenset(k for k in literals if k in text) for text in lowered]
         implied, within = self._implied, self._within
         none: frozenset[str] = frozenset()
-        sets: dict[tuple[str, ...], frozenset[str]] = {}  # texts alike but for ids and IPs find the same literals
+        sets: dict[frozenset[str], frozenset[str]] = {}  # texts alike but for ids and IPs find the same literals
         out = []
         for hits in found:
             if not hits:
                 out.append(none)
                 continue
-            key = tuple(hits)
+            key = frozenset(hits)  # the distinct literals only: a reply repeating one 300,000 times keys by one
             present = sets.get(key)
             if present is None:
-                present = sets[key] = frozenset(x for k in hits for x in (implied.get(k) or within(k)))
+                present = sets[key] = frozenset(x for k in key for x in (implied.get(k) or within(k)))
             out.append(present)
         return out
 
