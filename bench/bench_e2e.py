@@ -18,7 +18,9 @@ Each row prints wall seconds and their ratio to the ceiling (ceiling / path: 1.0
 seconds (user+sys of the process and of the children it reaped, from os.wait4's rusage) and their ratio, and the
 peak RSS: os.wait4's ru_maxrss for the oneshots (the largest of the process and its reaped children), and for the
 daemon the sum of each process's own VmHWM (the daemon and its children: the correlator process, multiprocessing's
-resource tracker), read from /proc/PID/status while they run and just before the SIGTERM. The wall ratio depends on
+resource tracker), read from /proc/PID/status while they run and just before the SIGTERM (an upper bound of their
+joint peak: their peaks need not coincide; the footnote adds the largest sum of their VmRSS sampled together, a lower
+bound). The wall ratio depends on
 a free second core (watchtower uses two threads or processes, the ceiling one): the header prints the core count
 and the load, and the CPU ratio is the figure that does not.
 
@@ -272,22 +274,24 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _proc(pid: int) -> tuple[str, float, float]:
-    """(what the process is, VmHWM in MB, CPU seconds so far) of a live process."""
-    hwm = 0.0
+def _proc(pid: int) -> tuple[str, float, float, float]:
+    """(what the process is, VmHWM in MB, CPU seconds so far, VmRSS in MB now) of a live process."""
+    hwm = rss = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) / 1024
+        elif line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     name = ("resource tracker" if "resource_tracker" in cmdline else
             "correlator process" if "multiprocessing" in cmdline or "spawn_main" in cmdline else
             "daemon" if " exporter run" in cmdline else cmdline[:40])
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return name, hwm, cpu
+    return name, hwm, cpu, rss
 
 
-def _tree(pid: int) -> dict[int, tuple[str, float, float]]:
+def _tree(pid: int) -> dict[int, tuple[str, float, float, float]]:
     """_proc() of the daemon and each of its children alive now (one gone meanwhile left out)."""
     out = {}
     for p in [pid, *_children(pid)]:
@@ -315,8 +319,8 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=cwd, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
-    peak = 0.0
-    last: dict[int, tuple[str, float, float]] = {}
+    peak = joint = 0.0
+    last: dict[int, tuple[str, float, float, float]] = {}
     n = 0.0
     try:
         while True:
@@ -332,15 +336,17 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
                 time.sleep(0.05)
                 continue
             last = _tree(proc.pid)
-            peak = max(peak, sum(hwm for _, hwm, _ in last.values()))
+            peak = max(peak, sum(hwm for _, hwm, _, _ in last.values()))
+            joint = max(joint, sum(rss for _, _, _, rss in last.values()))
             if (n >= records and health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0
                     and health.get("bytes_behind") == 0):
                 wall = time.perf_counter() - t0
                 break
             time.sleep(0.1)
         last = _tree(proc.pid)  # the high-water marks just before the SIGTERM
-        peak = max(peak, sum(hwm for _, hwm, _ in last.values()))
-        proc_cpu = sum(cpu for _, _, cpu in last.values())
+        peak = max(peak, sum(hwm for _, hwm, _, _ in last.values()))
+        joint = max(joint, sum(rss for _, _, _, rss in last.values()))
+        proc_cpu = sum(cpu for _, _, cpu, _ in last.values())
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 120
         while True:
@@ -358,7 +364,7 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
             proc.kill()
             proc.wait()
     stored = _stored(work / "state" / "watchtower.db")
-    result = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "proc_cpu": proc_cpu, "peak": peak,
+    result = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "proc_cpu": proc_cpu, "peak": peak, "joint": joint,
               "processes": sorted(last.values(), key=lambda p: -p[1]), "counted": n, "stored": stored,
               "exit": proc.returncode}
     for p in sorted(work.rglob("*"), reverse=True):  # the store of a 250k backfill is ~200 MB: not kept
@@ -500,17 +506,20 @@ def main() -> int:
                   "(ONESHOT_REACHABLE_ONLY) and builds no timelines; the backfill row is the timeline figure.")
         if daemon:
             top = max(daemon, key=lambda d: float(d["peak"]))  # type: ignore[arg-type]
-            parts = " + ".join(f"{name} {hwm:.0f}" for name, hwm, _ in top["processes"])  # type: ignore[attr-defined]
+            parts = " + ".join(f"{name} {hwm:.0f}" for name, hwm, _, _ in top["processes"])  # type: ignore[attr-defined]
+            joint = max(float(d["joint"]) for d in daemon)  # type: ignore[arg-type]
             print(f"* watchtower run from the start of the files until every record was counted and stored (commit "
                   f"backlog 0, bytes behind 0; shutdown not timed); peak RSS = the sum of each process's own VmHWM "
                   f"(/proc/PID/status, read while it ran and just before SIGTERM; an upper bound of their joint "
-                  f"peak): {parts} MB")
+                  f"peak): {parts} MB; the largest sum of their VmRSS sampled together (every ~0.1 s: a lower bound "
+                  f"of the joint peak): {joint:.0f} MB")
             for i, d in enumerate(daemon, 1):
                 note = (f"; /proc counted {float(d['proc_cpu']):.2f} s of CPU before the SIGTERM, more than wait4's "
                         "(a child the daemon did not reap)" if float(d["proc_cpu"]) > float(d["cpu"]) + 0.1 else "")
                 exact = "exact" if d["counted"] == records and d["stored"] == records else "NOT EXACT"
                 print(f"  backfill run {i}: {float(d['wall']):.2f} s, CPU {float(d['cpu']):.2f} s, peak "
-                      f"{float(d['peak']):.0f} MB; counted {float(d['counted']):,.0f} and stored {d['stored']:,} of "
+                      f"{float(d['peak']):.0f} MB (sampled together {float(d['joint']):.0f} MB); counted "
+                      f"{float(d['counted']):,.0f} and stored {d['stored']:,} of "
                       f"{records:,} records ({exact}); exit status {d['exit']}{note}")
     return 0
 
