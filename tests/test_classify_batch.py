@@ -140,9 +140,8 @@ def test_the_pre_checks_agree_with_re2_on_forms_pythons_parser_reads_otherwise(t
 
 def test_keys_that_select_the_same_rules_share_one_plan():
     """A plan (the candidates indexed by literal) is built once per distinct list of candidates, not once per
-    (provider, code, enhanced) key: the 250k-line bench corpus has 255 such keys and 36 lists (a oneshot built 255
-    plans, ~50 ms of its last chunk's reply classes). Keys of different lists keep plans of their own, and the
-    answers stay those of `classify`."""
+    (provider, code, enhanced) key: the 250k-line bench corpus has 255 such keys and 36 lists. Keys of different lists
+    keep plans of their own, and the answers stay those of `classify`."""
     c = _fresh()
     items = [(isp, "", f"smtp;{code} {enhanced}.{detail} mailbox unavailable", "")
              for isp in ("gmail", "other") for code, enhanced in (("450", "4.2"), ("550", "5.1"))
