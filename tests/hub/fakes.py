@@ -17,6 +17,7 @@ import socket
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,16 @@ DEAD = "dead.invalid"
 """A name whose lookup fails at once under `fake_dns`."""
 HUNG_FOR = 30.0
 """Longest a lookup of HUNG holds its thread (the test's end releases it sooner)."""
+
+
+DEFAULT_THREADS = 4
+"""Threads of the small default executor (asyncio makes min(32, CPUs + 4): a 2-CPU machine's less a couple)."""
+
+
+def small_default_executor() -> None:
+    """The running loop's default executor made DEFAULT_THREADS threads: few enough for a hung resolver to fill."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="test-default"))
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpcore
@@ -25,12 +24,11 @@ from tests.hub.fakes import (
     Request,
     running_hub,
     search_page,
+    small_default_executor,
     summary,
 )
 
 TIMEOUT = 1.0
-DEFAULT_THREADS = 4
-"""The default executor's threads in the repro (asyncio makes min(32, CPUs + 4))."""
 
 
 def _daemon(req: Request) -> Reply:
@@ -55,8 +53,7 @@ async def test_a_target_whose_dns_hangs_never_makes_the_targets_named_by_host_na
     """The review's repro: one hung name among three named `localhost`, waves of six requests every 0.5 s. Each
     wave answers with the three healthy hosts and only the hung one missing; the hung name is asked once (one
     lookup in flight, shared by every request: it holds one thread)."""
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="test-default"))
+    small_default_executor()
     try:
         async with FakeHosts(_daemon) as fleet, running_hub({"timeout": REPRO_TIMEOUT, "targets": [
                 *({"url": _by_name(fleet, h), "name": h} for h in ("a", "b", "c")), f"http://{HUNG}:9469"]}) as hub:

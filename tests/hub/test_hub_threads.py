@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.hub.fakes import (
+    DEFAULT_THREADS,
     HUNG,
     HUNG_FOR,
     FakeDns,
@@ -20,11 +20,11 @@ from tests.hub.fakes import (
     Request,
     running_hub,
     search_page,
+    small_default_executor,
     summary,
     timeline,
 )
 
-DEFAULT_THREADS = 4
 TIMEOUT = 1.0
 
 
@@ -41,7 +41,7 @@ async def test_a_full_default_executor_holds_no_answer_of_the_hub(dns: FakeDns):
     """Every thread of the default executor held (as a resolver that never answers held them when host names were
     resolved there; the hub resolves them on threads of its own now, hub.resolver): no answer of the hub waits."""
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="test-default"))
+    small_default_executor()
     held = [loop.run_in_executor(None, dns.release.wait, HUNG_FOR) for _ in range(DEFAULT_THREADS)]
     try:
         async with FakeHosts(_daemon) as fleet, running_hub({
