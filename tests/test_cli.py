@@ -779,3 +779,32 @@ def test_an_error_raised_after_a_ctrl_c_is_taken_for_it(monkeypatch: pytest.Monk
     monkeypatch.setattr(cli, "_main", ssl_alone)  # main() forgets the last ^C: the same error is then a bug's
     with pytest.raises(TypeError, match="^expected a message argument$"):
         cli.main(["run", "--config", "x.yml"])
+
+
+def _plugin_site(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory holding an installed pydantic plugin (its dist-info entry point) that leaves a file when loaded."""
+    site, marker = tmp_path / "site", tmp_path / "plugin-loaded"
+    (site / "markplugin-1.0.dist-info").mkdir(parents=True)
+    (site / "markplugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: markplugin\nVersion: 1.0\n")
+    (site / "markplugin-1.0.dist-info" / "entry_points.txt").write_text("[pydantic]\nmark = markplugin:plugin\n")
+    (site / "markplugin.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('loaded')\n\n"
+        "class _Plugin:\n    def new_schema_validator(self, *args, **kwargs):\n        return None, None, None\n\n"
+        "plugin = _Plugin()\n")
+    return site, marker
+
+
+@pytest.mark.parametrize("operator_setting", [None, ""])
+def test_pydantic_plugins_are_not_looked_for_unless_the_operator_asks(tmp_path: Path,
+                                                                     operator_setting: str | None) -> None:
+    """pydantic scans every installed distribution for plugins when it builds its first model (~25 ms of each
+    start); watchtower's processes disable them, unless the operator set PYDANTIC_DISABLE_PLUGINS (here: to none)."""
+    site, marker = _plugin_site(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    if operator_setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = operator_setting
+    proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(_acct_config(tmp_path))],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists() is (operator_setting is not None), proc.stderr
