@@ -18,6 +18,7 @@ same answers as `classify` (a property test compares them), at a fraction of the
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import warnings
@@ -539,10 +540,12 @@ _READ_OTHERWISE = ("[:", "{,")
 in Python; `a{,2}` is literal text in RE2, a count in Python. A pattern holding either gets no pre-check."""
 
 
+@functools.lru_cache(maxsize=1)
 def _parse(pattern: str) -> Any:
     """The stdlib parser's tree of a case-insensitive pattern (shared by the two readers of a rule's pattern), for
     patterns it reads as RE2 does (others raise: no pre-check). Its warnings (`[[`: "possible nested set") are its
-    own business: the pattern runs in RE2."""
+    own business: the pattern runs in RE2. The last tree is kept: `_rule` asks for each pattern's twice in a row
+    (required_literals, then literal_expansions; the parse is most of a table's load). Neither reader changes it."""
     if any(form in pattern for form in _READ_OTHERWISE):
         raise ValueError("read otherwise by RE2")
     with warnings.catch_warnings():
