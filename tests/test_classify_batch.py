@@ -164,3 +164,44 @@ def test_texts_finding_the_same_literals_share_one_set_of_them():
     found = c._present([t.lower() for t in texts])
     assert found[0] is found[1] and found[0] == found[2] and found[3] != found[0]
     assert found[4] == frozenset() and found[0] == frozenset(k for k in LITERALS if k in texts[0])
+
+
+def _table(tmp_path, rules: str) -> ReplyClassifier:
+    path = tmp_path / "replies.yaml"
+    path.write_text(f"version: 1\ndate: '2026-12-07'\nrules:\n{rules}")
+    return ReplyClassifier.load(path)
+
+
+def test_texts_with_the_same_literals_still_run_their_own_regexes(tmp_path):
+    """The candidates to try are kept per set of literals present (`_order`); whether a regex then matches is each
+    text's own: `\\b5\\.7\\.1\\b` needs its literal `5.7.1` in both texts below and matches only the first. Within a
+    batch (the polars path, 8 texts or more) and in the next batch, which finds the kept order."""
+    c = _table(tmp_path, "  - {name: auth, pattern: '\\b5\\.7\\.1\\b', class: auth_failure}\n"
+                         "  - {name: full, pattern: 'mailbox full', class: mailbox_full}\n")
+    texts = ["550 rejected 5.7.1 by policy", "550 rejected 15.7.10 by policy 5.7.1x", "550 mailbox full",
+             "550 mailbox full 5.7.1", "550 nothing"]
+    want = ["auth_failure", "other", "mailbox_full", "auth_failure", "other"]
+    items = [("gmail", "", t, "") for t in texts * 2]
+    assert c.classify_many(items) == want * 2
+    again = [("yahoo", "", t, "") for t in reversed(texts * 2)]
+    assert c.classify_many(again) == list(reversed(want * 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from([r for r in _SHIPPED.rules if r.pattern is not None]),
+       text=st.text(alphabet="abcdeiklmnorstuxyzKİẞ5.7 -@:[]()0123456789ÿ\u2028", max_size=40)
+       | st.sampled_from(LITERALS).map(lambda k: f"550 {k.upper()} x"))
+def test_the_direct_match_answers_as_the_bindings_search(rule, text) -> None:
+    """`matcher` asks RE2 with the text's UTF-8 bytes, past the binding's Python wrapper: the same answer as
+    `pattern.search`, on every shipped pattern, ASCII or not."""
+    assert rule.search is not None
+    assert rule.search(text) is (rule.pattern.search(text) is not None)
+
+
+def test_a_binding_without_the_direct_interface_falls_back_to_its_search() -> None:
+    class Plain:  # a pattern object with `search` only (another binding, a later version)
+        def search(self, text: str) -> object:
+            return "m" if "x" in text else None
+
+    found = replies_module.matcher(Plain())
+    assert (found("axb"), found("ab")) == (True, False)
