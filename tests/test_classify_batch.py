@@ -205,3 +205,25 @@ def test_a_binding_without_the_direct_interface_falls_back_to_its_search() -> No
 
     found = replies_module.matcher(Plain())
     assert (found("axb"), found("ab")) == (True, False)
+
+
+def test_the_kept_orders_are_bounded_all_plans_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote server chooses which rule literals its replies hold and, by its codes, which plan they meet: the
+    orders kept per (plan, set of literals) are bounded over every plan (`_ORDER_LIMIT`), and a text holding more
+    than `_ORDER_LITERALS` literals keeps none (the review's 150 literals a text kept ~9 KB an entry, per plan up to
+    32,768: 2.4 GB). The answers stay those of `classify`."""
+    monkeypatch.setattr(replies_module, "_ORDER_LIMIT", 8)
+    c = _fresh()
+    prefixes = ["421 4.7.0 ", "450 4.2.2 ", "550 5.1.1 ", "552 5.2.2 ", "554 5.7.1 "]
+    items = [("other", "", f"{code}{LITERALS[i]} {LITERALS[(i * 7) % len(LITERALS)]} x{i}", "")
+             for code in prefixes for i in range(0, len(LITERALS), 3)]
+    for start in range(0, len(items), 40):
+        batch = items[start:start + 40]
+        assert c.classify_many(batch) == [_fresh().classify(*item) for item in batch]
+        assert len(c._tried) <= 8
+    assert len({serial for serial, _ in c._tried}) >= 1
+    c._tried.clear()
+    many = [("other", "", "550 5.1.1 " + " ".join(LITERALS[:replies_module._ORDER_LITERALS + 1]) + f" {i}", "")
+            for i in range(10)]
+    assert c.classify_many(many) == [_fresh().classify(*item) for item in many]
+    assert c._tried == {}

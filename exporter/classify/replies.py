@@ -91,9 +91,14 @@ EnhancedSpec = tuple[str | None, str | None, str | None]  # None = any; a prefix
 # (pattern.search or None, required_literals() of the pattern or None, class, rule name,
 # (..., literal_expansions() of the pattern or None)
 _Candidate = tuple[Callable[[str], Any] | None, tuple[tuple[str, ...], ...] | None, str, str, frozenset[str] | None]
-# (candidates, indexes of those without literals, literal -> indexes of those requiring it first,
-#  literals present -> the indexes to try, in order: `_order`'s, kept)
-_Plan = tuple[tuple[_Candidate, ...], frozenset[int], dict[str, frozenset[int]], dict[frozenset[str], tuple[int, ...]]]
+# (candidates, indexes of those without literals, literal -> indexes of those requiring it first, the plan's serial
+#  number: `_order`'s key, never reused)
+_Plan = tuple[tuple[_Candidate, ...], frozenset[int], dict[str, frozenset[int]], int]
+_ORDER_LIMIT = 4_096
+"""Most (plan, set of literals) -> order entries kept, all plans together (the bench corpus's 13,400 replies need 245);
+cleared when full. Each costs about its set of literals: a set of more than `_ORDER_LITERALS` is not kept (a remote
+server can make its replies hold every rule literal: 150 a text kept ~9 KB an entry)."""
+_ORDER_LITERALS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +202,9 @@ class ReplyClassifier:
         self._plan_of: dict[tuple[_Candidate, ...], _Plan] = {}
         """Plans by their candidates: the bench corpus's 255 (isp, code, enhanced) keys select only 36 distinct lists
         (with the cyclic garbage collector on, building the 255 plans cost ~50 ms; the oneshot runs without it)."""
+        self._serials = itertools.count()
+        self._tried: dict[tuple[int, frozenset[str]], tuple[int, ...]] = {}
+        """`_order`'s: (plan serial, literals present) -> the candidates to try, in order."""
         self._literals = tuple(sorted({k for r in self.rules if r.keywords for g in r.keywords for k in g}
                                       | {k for r in self.rules if r.exact for k in r.exact}))
         # literal -> every literal it contains (itself included): presence is closed under substrings. Filled as
@@ -306,10 +314,10 @@ class ReplyClassifier:
         plan = self._plans.get((isp, code, enh))
         if plan is None:
             plan = self._plan(isp, code, enh)
-        candidates, tried = plan[0], plan[3]
-        order = tried.get(present)
+        candidates = plan[0]
+        order = self._tried.get((plan[3], present))
         if order is None:
-            order = _order(plan, present)
+            order = self._order(plan, present)
         for i in order:
             search, _groups, cls, _name, exact = candidates[i]
             if search is None or (not present.isdisjoint(exact) if exact is not None and ascii_text
@@ -340,7 +348,7 @@ class ReplyClassifier:
                 else:
                     for k in groups[0]:
                         index.setdefault(k, set()).add(i)
-            plan = (candidates, frozenset(always), {k: frozenset(v) for k, v in index.items()}, {})
+            plan = (candidates, frozenset(always), {k: frozenset(v) for k, v in index.items()}, next(self._serials))
             if len(self._plan_of) >= _CACHE_LIMIT:
                 self._plan_of.clear()
             self._plan_of[candidates] = plan
@@ -348,6 +356,25 @@ class ReplyClassifier:
             self._plans.clear()
         self._plans[(isp, code, enh)] = plan
         return plan
+
+    def _order(self, plan: _Plan, present: frozenset[str]) -> tuple[int, ...]:
+        """The candidates of `plan` whose required literals are all in `present`, in rule order: what decides a text
+        with those literals (its regexes aside). Kept per plan and distinct set of literals, which texts alike but for
+        ids and addresses share (`_present`): each text then skips straight to its regexes. Bounded all plans
+        together (`_ORDER_LIMIT`, `_ORDER_LITERALS`)."""
+        candidates, always, index, serial = plan
+        picked = always
+        for k in present:
+            more = index.get(k)
+            if more is not None:
+                picked = picked | more
+        order = tuple(i for i in sorted(picked)
+                      if (groups := candidates[i][1]) is None or all(not present.isdisjoint(g) for g in groups))
+        if len(present) <= _ORDER_LITERALS:
+            if len(self._tried) >= _ORDER_LIMIT:
+                self._tried.clear()
+            self._tried[(serial, present)] = order
+        return order
 
     def explain(self, isp: str, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> tuple[str, str]:
         """(class, what decided it): a rule name, `bounceCat:<cat>`, `enhanced:<key>` or `none`.
@@ -395,24 +422,6 @@ class ReplyClassifier:
             self._candidates.clear()
         self._candidates[(isp, code, enh)] = found = tuple(picked)
         return found
-
-
-def _order(plan: _Plan, present: frozenset[str]) -> tuple[int, ...]:
-    """The candidates of `plan` whose required literals are all in `present`, in rule order: what decides a text
-    with those literals (its regexes aside). Kept in the plan per distinct set of literals, which texts alike but
-    for ids and addresses share (`_present`): each text then skips straight to its regexes."""
-    candidates, always, index, tried = plan
-    picked = always
-    for k in present:
-        more = index.get(k)
-        if more is not None:
-            picked = picked | more
-    order = tuple(i for i in sorted(picked)
-                  if (groups := candidates[i][1]) is None or all(not present.isdisjoint(g) for g in groups))
-    if len(tried) >= _CACHE_LIMIT:
-        tried.clear()
-    tried[present] = order
-    return order
 
 
 def _check_class(name: str, where: str, value: Any) -> str:
