@@ -797,7 +797,7 @@ def _plugin_site(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize("operator_setting", [None, ""])
 def test_pydantic_plugins_are_not_looked_for_unless_the_operator_asks(tmp_path: Path,
                                                                      operator_setting: str | None) -> None:
-    """pydantic scans every installed distribution for plugins when it builds its first model (~25 ms of each
+    """pydantic scans every installed distribution for plugins when it builds its first model (a few ms of each
     start); watchtower's processes disable them, unless the operator set PYDANTIC_DISABLE_PLUGINS (here: to none)."""
     site, marker = _plugin_site(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
