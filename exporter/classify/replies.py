@@ -23,7 +23,7 @@ import itertools
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ _TOP_KEYS = {"version", "date", "rules", "bounce_cat_override", "bounce_cat_fall
 
 Enhanced = tuple[str, str, str]  # (class digit, subject, detail) as strings, e.g. ("4", "7", "28")
 EnhancedSpec = tuple[str | None, str | None, str | None]  # None = any; a prefix on component boundaries
-# (pattern.search or None, required_literals() of the pattern or None, class, rule name,
+# (matcher(pattern) or None, required_literals() of the pattern or None, class, rule name,
 # (..., literal_expansions() of the pattern or None)
 _Candidate = tuple[Callable[[str], Any] | None, tuple[tuple[str, ...], ...] | None, str, str, frozenset[str] | None]
 # (candidates, indexes of those without literals, literal -> indexes of those requiring it first, the plan's serial
@@ -117,8 +117,12 @@ class Rule:
     """required_literals(pattern): a cheap pre-check before the regex, or None."""
     exact: frozenset[str] | None = None
     """literal_expansions(pattern): on an ASCII text the pattern matches iff one of these is in it, or None."""
-    search: Callable[[str], bool] | None = None
-    """matcher(pattern): whether the pattern matches a text (`searchable`); None: `pattern.search` decides."""
+    search: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    """matcher(pattern), made once per rule (plans are shared by their candidates, which hold it), or None."""
+
+    def __post_init__(self) -> None:
+        if self.search is None and self.pattern is not None:
+            object.__setattr__(self, "search", matcher(self.pattern))
 
     def selects(self, isp: str, code: str, enh: Enhanced | None) -> bool:
         """Whether the non-text conditions hold (the pattern is checked separately)."""
@@ -414,8 +418,7 @@ class ReplyClassifier:
         picked: list[_Candidate] = []
         for rule in self.rules:
             if rule.selects(isp, code, enh):
-                search = rule.search or (rule.pattern.search if rule.pattern else None)
-                picked.append((search, rule.keywords, rule.cls, rule.name, rule.exact))
+                picked.append((rule.search, rule.keywords, rule.cls, rule.name, rule.exact))
                 if rule.pattern is None:
                     break  # an unconditional match: nothing after it can be reached
         if len(self._candidates) >= _CACHE_LIMIT:
@@ -479,7 +482,7 @@ def _rule(name: str, index: int, raw: Any) -> Rule:
     exact = literal_expansions(pattern.pattern) if pattern else None
     rule = Rule(
         index, str(raw.get("name") or label), cls, frozenset(isps), tuple(codes), tuple(specs), pattern, keywords,
-        exact, matcher(pattern) if pattern else None,
+        exact,
     )
     examples = raw.get("examples") or []
     if not isinstance(examples, list):
@@ -530,7 +533,7 @@ def matcher(pattern: Any) -> Callable[[str], bool]:
 
     def search(text: str) -> bool:
         data = text.encode("utf-8")
-        return bool(match(anchor, data, 0, len(data))[0][0] >= 0)
+        return match(anchor, data, 0, len(data))[0][0] >= 0
 
     return search
 
