@@ -54,7 +54,7 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -274,8 +274,20 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _proc(pid: int) -> tuple[str, float, float, float]:
-    """(what the process is, VmHWM in MB, CPU seconds so far, VmRSS in MB now) of a live process."""
+class Proc(NamedTuple):
+    """One live process of the daemon's tree, as /proc shows it now."""
+
+    name: str
+    hwm: float
+    """VmHWM in MB."""
+    cpu: float
+    """CPU seconds so far."""
+    rss: float
+    """VmRSS in MB now."""
+
+
+def _proc(pid: int) -> Proc:
+    """What a live process is, with its memory and CPU so far."""
     hwm = rss = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -288,10 +300,10 @@ def _proc(pid: int) -> tuple[str, float, float, float]:
             "daemon" if " exporter run" in cmdline else cmdline[:40])
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return name, hwm, cpu, rss
+    return Proc(name, hwm, cpu, rss)
 
 
-def _tree(pid: int) -> dict[int, tuple[str, float, float, float]]:
+def _tree(pid: int) -> dict[int, Proc]:
     """_proc() of the daemon and each of its children alive now (one gone meanwhile left out)."""
     out = {}
     for p in [pid, *_children(pid)]:
@@ -320,7 +332,7 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=cwd, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     peak = joint = 0.0
-    last: dict[int, tuple[str, float, float, float]] = {}
+    last: dict[int, Proc] = {}
     n = 0.0
     try:
         while True:
@@ -336,17 +348,15 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
                 time.sleep(0.05)
                 continue
             last = _tree(proc.pid)
-            peak = max(peak, sum(hwm for _, hwm, _, _ in last.values()))
-            joint = max(joint, sum(rss for _, _, _, rss in last.values()))
+            peak, joint = max(peak, sum(p.hwm for p in last.values())), max(joint, sum(p.rss for p in last.values()))
             if (n >= records and health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0
                     and health.get("bytes_behind") == 0):
                 wall = time.perf_counter() - t0
                 break
             time.sleep(0.1)
         last = _tree(proc.pid)  # the high-water marks just before the SIGTERM
-        peak = max(peak, sum(hwm for _, hwm, _, _ in last.values()))
-        joint = max(joint, sum(rss for _, _, _, rss in last.values()))
-        proc_cpu = sum(cpu for _, _, cpu, _ in last.values())
+        peak, joint = max(peak, sum(p.hwm for p in last.values())), max(joint, sum(p.rss for p in last.values()))
+        proc_cpu = sum(p.cpu for p in last.values())
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 120
         while True:
@@ -365,7 +375,7 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
             proc.wait()
     stored = _stored(work / "state" / "watchtower.db")
     result = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "proc_cpu": proc_cpu, "peak": peak, "joint": joint,
-              "processes": sorted(last.values(), key=lambda p: -p[1]), "counted": n, "stored": stored,
+              "processes": sorted(last.values(), key=lambda p: -p.hwm), "counted": n, "stored": stored,
               "exit": proc.returncode}
     for p in sorted(work.rglob("*"), reverse=True):  # the store of a 250k backfill is ~200 MB: not kept
         p.rmdir() if p.is_dir() else p.unlink()
@@ -506,7 +516,7 @@ def main() -> int:
                   "(ONESHOT_REACHABLE_ONLY) and builds no timelines; the backfill row is the timeline figure.")
         if daemon:
             top = max(daemon, key=lambda d: float(d["peak"]))  # type: ignore[arg-type]
-            parts = " + ".join(f"{name} {hwm:.0f}" for name, hwm, _, _ in top["processes"])  # type: ignore[attr-defined]
+            parts = " + ".join(f"{p.name} {p.hwm:.0f}" for p in top["processes"])  # type: ignore[attr-defined]
             joint = max(float(d["joint"]) for d in daemon)  # type: ignore[arg-type]
             print(f"* watchtower run from the start of the files until every record was counted and stored (commit "
                   f"backlog 0, bytes behind 0; shutdown not timed); peak RSS = the sum of each process's own VmHWM "
