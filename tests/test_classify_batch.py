@@ -167,9 +167,9 @@ def test_texts_finding_the_same_literals_share_one_set_of_them():
 
 
 def _table(tmp_path, rules: str) -> ReplyClassifier:
-    path = tmp_path / "replies.yaml"
-    path.write_text(f"version: 1\ndate: '2026-12-07'\nrules:\n{rules}")
-    return ReplyClassifier.load(path)
+    from tests.test_classify_replies import write
+
+    return ReplyClassifier.load(write(tmp_path, f"version: 1\ndate: '2026-12-07'\nrules:\n{rules}"))
 
 
 def test_texts_with_the_same_literals_still_run_their_own_regexes(tmp_path):
