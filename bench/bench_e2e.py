@@ -20,7 +20,8 @@ peak RSS: os.wait4's ru_maxrss for the oneshots (the largest of the process and 
 daemon the sum of each process's own VmHWM (the daemon and its children: the correlator process, multiprocessing's
 resource tracker), read from /proc/PID/status while they run and just before the SIGTERM (an upper bound of their
 joint peak: their peaks need not coincide; the footnote adds the largest sum of their VmRSS sampled together, a lower
-bound). The wall ratio depends on
+bound, and the largest sum of their PSS sampled together: both RSS figures count a page the processes share, such as
+polars' library, in each of them, PSS once). The wall ratio depends on
 a free second core (watchtower uses two threads or processes, the ceiling one): the header prints the core count
 and the load, and the CPU ratio is the figure that does not.
 
@@ -284,6 +285,21 @@ class Proc(NamedTuple):
     """CPU seconds so far."""
     rss: float
     """VmRSS in MB now."""
+    pss: float
+    """Its proportional set size in MB now (/proc/PID/smaps_rollup): a page it shares with the others (the
+    interpreter, polars' library, read by both the daemon and the correlator process) counted as its share, so
+    a sum over the tree is the physical memory they hold; 0 where the kernel does not say (before Linux 4.14)."""
+
+
+def _pss(pid: int) -> float:
+    """_proc's `pss`."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _proc(pid: int) -> Proc:
@@ -300,7 +316,7 @@ def _proc(pid: int) -> Proc:
             "daemon" if " exporter run" in cmdline else cmdline[:40])
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return Proc(name, hwm, cpu, rss)
+    return Proc(name, hwm, cpu, rss, _pss(pid))
 
 
 def _tree(pid: int) -> dict[int, Proc]:
@@ -331,7 +347,7 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(cfg)], cwd=cwd, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
-    peak = joint = 0.0
+    peak = joint = physical = 0.0
     last: dict[int, Proc] = {}
     n = 0.0
     try:
@@ -349,6 +365,7 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
                 continue
             last = _tree(proc.pid)
             peak, joint = max(peak, sum(p.hwm for p in last.values())), max(joint, sum(p.rss for p in last.values()))
+            physical = max(physical, sum(p.pss for p in last.values()))
             if (n >= records and health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0
                     and health.get("bytes_behind") == 0):
                 wall = time.perf_counter() - t0
@@ -356,6 +373,7 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
             time.sleep(0.1)
         last = _tree(proc.pid)  # the high-water marks just before the SIGTERM
         peak, joint = max(peak, sum(p.hwm for p in last.values())), max(joint, sum(p.rss for p in last.values()))
+        physical = max(physical, sum(p.pss for p in last.values()))
         proc_cpu = sum(p.cpu for p in last.values())
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 120
@@ -375,8 +393,8 @@ def daemon_backfill(directory: Path, records: int, env: dict[str, str], cwd: Pat
             proc.wait()
     stored = _stored(work / "state" / "watchtower.db")
     result = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "proc_cpu": proc_cpu, "peak": peak, "joint": joint,
-              "processes": sorted(last.values(), key=lambda p: -p.hwm), "counted": n, "stored": stored,
-              "exit": proc.returncode}
+              "physical": physical, "processes": sorted(last.values(), key=lambda p: -p.hwm), "counted": n,
+              "stored": stored, "exit": proc.returncode}
     for p in sorted(work.rglob("*"), reverse=True):  # the store of a 250k backfill is ~200 MB: not kept
         p.rmdir() if p.is_dir() else p.unlink()
     work.rmdir()
@@ -518,17 +536,20 @@ def main() -> int:
             top = max(daemon, key=lambda d: float(d["peak"]))  # type: ignore[arg-type]
             parts = " + ".join(f"{p.name} {p.hwm:.0f}" for p in top["processes"])  # type: ignore[attr-defined]
             joint = max(float(d["joint"]) for d in daemon)  # type: ignore[arg-type]
+            physical = max(float(d["physical"]) for d in daemon)  # type: ignore[arg-type]
             print(f"* watchtower run from the start of the files until every record was counted and stored (commit "
                   f"backlog 0, bytes behind 0; shutdown not timed); peak RSS = the sum of each process's own VmHWM "
                   f"(/proc/PID/status, read while it ran and just before SIGTERM; an upper bound of their joint "
                   f"peak): {parts} MB; the largest sum of their VmRSS sampled together (every ~0.1 s: a lower bound "
-                  f"of the joint peak): {joint:.0f} MB")
+                  f"of the joint peak): {joint:.0f} MB; the largest sum of their PSS sampled together (pages they "
+                  f"share, such as polars' library, counted once: the physical memory they held): {physical:.0f} MB")
             for i, d in enumerate(daemon, 1):
                 note = (f"; /proc counted {float(d['proc_cpu']):.2f} s of CPU before the SIGTERM, more than wait4's "
                         "(a child the daemon did not reap)" if float(d["proc_cpu"]) > float(d["cpu"]) + 0.1 else "")
                 exact = "exact" if d["counted"] == records and d["stored"] == records else "NOT EXACT"
                 print(f"  backfill run {i}: {float(d['wall']):.2f} s, CPU {float(d['cpu']):.2f} s, peak "
-                      f"{float(d['peak']):.0f} MB (sampled together {float(d['joint']):.0f} MB); counted "
+                      f"{float(d['peak']):.0f} MB (sampled together {float(d['joint']):.0f} MB, PSS "
+                      f"{float(d['physical']):.0f} MB); counted "
                       f"{float(d['counted']):,.0f} and stored {d['stored']:,} of "
                       f"{records:,} records ({exact}); exit status {d['exit']}{note}")
     return 0
