@@ -1553,6 +1553,26 @@ def test_no_queue_gauge_is_selected_by_a_label_it_does_not_carry(path: Path):
     assert bad == []
 
 
+WEEK = 1008
+"""A week of 10-minute steps."""
+WEEK_KEPT = (25, 940)
+"""Of `week_then`'s steps, those before the first and from the second carry samples: the rules read a week-ago hour
+(steps 6-12 for an evaluation at step 1020) and the judged hour (steps 954-1020), with a margin before each."""
+
+
+def week_then(before: int, after: int | None = None) -> str:
+    """A counter sampled every 10 minutes for a week and two hours: `before` more a step for the week, then (after
+    one unchanged step) `after` more a step; `after` None: `before` throughout. The values are those of
+    `0+{before}x1008 {before * 1008}+{after}x12`, but only where the rules read them (WEEK_KEPT): promtool still
+    evaluates the recording rules at each of the week's steps, over nothing in between (~6 -> ~1 s a test)."""
+    if after is None:
+        values = [before * k for k in range(WEEK + 13)]
+    else:
+        values = [before * k for k in range(WEEK + 1)] + [before * WEEK + after * k for k in range(13)]
+    head, tail = WEEK_KEPT
+    return " ".join([*map(str, values[:head]), f"_x{tail - head}", *map(str, values[tail:])])
+
+
 @needs_promtool
 @pytest.mark.parametrize("target", [{}, {"cluster": "eu"}, {"cluster": "eu", "env": "prod"}],
                          ids=["one-site", "cluster", "cluster-and-env"])
@@ -1568,26 +1588,22 @@ def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path, targ
     With a target label beyond job and instance (a site's `cluster` external label, an `env`), the over-all-pools
     judgement divided a rule's series by a `sum by (job, instance, vmta, isp)` that dropped it: no match, no line,
     while the alert (`sum without (vmta_pool)`) fired (review 2026-12)."""
-    week = 1008  # 10-minute steps
     cells = [
-        cell("pmta_delivered_total", "vmta-01", f"0+90x{week} {90 * week}+40x12", "yahoo"),
-        cell("pmta_deferred_total", "vmta-01", f"0+10x{week} {10 * week}+60x12", "yahoo", **{"class": "throttled"}),
-        cell("pmta_delivered_total", "vmta-01", f"0+80x{week} {80 * week}+20x12", "yahoo", pool="pool-b"),
-        cell("pmta_deferred_total", "vmta-01", f"0+20x{week} {20 * week}+80x12", "yahoo", pool="pool-b",
-             **{"class": "throttled"}),
-        cell("pmta_delivered_total", "vmta-02", f"0+90x{week} {90 * week}+40x12", "gmail"),
-        cell("pmta_deferred_total", "vmta-02", f"0+10x{week} {10 * week}+60x12", "gmail", **{"class": "throttled"}),
-        cell("pmta_delivered_total", "vmta-02", f"0+32x{week} {32 * week}+30x12", "gmail", pool="pool-b"),
-        cell("pmta_deferred_total", "vmta-02", f"0+68x{week} {68 * week}+70x12", "gmail", pool="pool-b",
-             **{"class": "throttled"}),
-        cell("pmta_delivered_total", "vmta-03", f"0+45x{week} {45 * week}+20x12", "apple"),
-        cell("pmta_deferred_total", "vmta-03", f"0+5x{week} {5 * week}+30x12", "apple", **{"class": "throttled"}),
-        cell("pmta_delivered_total", "vmta-03", f"0+100x{week + 12}", "apple", pool="pool-b"),
+        cell("pmta_delivered_total", "vmta-01", week_then(90, 40), "yahoo"),
+        cell("pmta_deferred_total", "vmta-01", week_then(10, 60), "yahoo", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-01", week_then(80, 20), "yahoo", pool="pool-b"),
+        cell("pmta_deferred_total", "vmta-01", week_then(20, 80), "yahoo", pool="pool-b", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-02", week_then(90, 40), "gmail"),
+        cell("pmta_deferred_total", "vmta-02", week_then(10, 60), "gmail", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-02", week_then(32, 30), "gmail", pool="pool-b"),
+        cell("pmta_deferred_total", "vmta-02", week_then(68, 70), "gmail", pool="pool-b", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-03", week_then(45, 20), "apple"),
+        cell("pmta_deferred_total", "vmta-03", week_then(5, 30), "apple", **{"class": "throttled"}),
+        cell("pmta_delivered_total", "vmta-03", week_then(100), "apple", pool="pool-b"),
     ] + [  # vmta-04 at Microsoft: 300 attempts an hour in each of two pools, 90% -> 30%: judged over both pools only
         c for pool in ("pool-a", "pool-b") for c in (
-            cell("pmta_delivered_total", "vmta-04", f"0+45x{week} {45 * week}+15x12", "microsoft", pool=pool),
-            cell("pmta_deferred_total", "vmta-04", f"0+5x{week} {5 * week}+35x12", "microsoft", pool=pool,
-                 **{"class": "throttled"}))
+            cell("pmta_delivered_total", "vmta-04", week_then(45, 15), "microsoft", pool=pool),
+            cell("pmta_deferred_total", "vmta-04", week_then(5, 35), "microsoft", pool=pool, **{"class": "throttled"}))
     ]
     extra = "".join(f', {k}="{v}"' for k, v in target.items())
     series = {name[:-1] + extra + "}": values for name, values in cells}
@@ -1598,7 +1614,7 @@ def test_the_week_ago_panel_shows_the_drop_the_alert_judges(tmp_path: Path, targ
           {"labels": '{isp="microsoft"}', "value": 0.3333333333333333},  # 0.3 / 0.9, over both pools only
           {"labels": '{isp="gmail"}', "value": 0.4444444444444444},  # 0.4 / 0.9
           {"labels": '{isp="apple"}', "value": (120 / 150) / (145 / 150)}]),
-    ], eval_time=f"{(week + 12) * 10}m", interval="10m", every="10m")
+    ], eval_time=f"{(WEEK + 12) * 10}m", interval="10m", every="10m")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
