@@ -252,3 +252,22 @@ async def test_the_search_form_and_its_next_page_post_so_no_address_is_in_a_url(
     assert '<input type="hidden" name="cursor" value="WzEsMiwiYWIiXQ">' in r.text
     assert [a["rcpt"] for a in asked[:2]] == ["alice.private@gmail.com"] * 2 and asked[1]["cursor"] == "WzEsMiwiYWIiXQ"
     assert '<form class="search" method="post" action="/ui/"' in plain.text
+
+
+def test_a_listener_that_mounts_the_pages_imports_no_http_client_until_a_page_is_asked(tmp_path: Path) -> None:
+    """The pages ask the API through httpx's ASGI transport, imported at a page's first request: a daemon's
+    listener (the API, the pages) starts without it (~30 ms of every `watchtower run` start with the correlator)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from prometheus_client import CollectorRegistry\n"
+             "from fastapi import APIRouter\n"
+             "from exporter.http import build_app\n"
+             "from pages import with_pages\n"
+             "build_app(CollectorRegistry(), lambda: {'ok': True}, [with_pages(APIRouter())])\n"
+             "print('httpx' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parent.parent, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False"]
