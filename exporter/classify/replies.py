@@ -99,6 +99,10 @@ _ORDER_LIMIT = 4_096
 cleared when full. Each costs about its set of literals: a set of more than `_ORDER_LITERALS` is not kept (a remote
 server can make its replies hold every rule literal: 150 a text kept ~9 KB an entry)."""
 _ORDER_LITERALS = 32
+_ORDER_BUDGET = 1 << 20
+"""Most candidate indexes the kept orders hold together (~8 MiB of tuples): an order is as long as the candidates a
+text's literals allow, and each rule without a literal is always allowed, so an operator's table of 4,000 such rules
+kept 4,000 a text (the review's 111 MiB at `_ORDER_LIMIT` entries). The shipped table's longest order is short."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +121,18 @@ class Rule:
     """required_literals(pattern): a cheap pre-check before the regex, or None."""
     exact: frozenset[str] | None = None
     """literal_expansions(pattern): on an ASCII text the pattern matches iff one of these is in it, or None."""
-    search: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
-    """matcher(pattern), made once per rule (plans are shared by their candidates, which hold it), or None."""
+    search: Callable[[str], bool] | None = field(init=False, default=None, compare=False, repr=False)
+    """matcher(pattern), made once per rule (plans are shared by their candidates, which hold it), or None; always
+    derived from `pattern` (not an argument: `dataclasses.replace` with another pattern gets its own)."""
 
     def __post_init__(self) -> None:
-        if self.search is None and self.pattern is not None:
+        if self.pattern is not None:
             object.__setattr__(self, "search", matcher(self.pattern))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (and copied) without its matcher, a closure: made again from the pattern."""
+        return Rule, (self.index, self.name, self.cls, self.isps, self.codes, self.enhanced, self.pattern,
+                      self.keywords, self.exact)
 
     def selects(self, isp: str, code: str, enh: Enhanced | None) -> bool:
         """Whether the non-text conditions hold (the pattern is checked separately)."""
@@ -209,12 +219,20 @@ class ReplyClassifier:
         self._serials = itertools.count()
         self._tried: dict[tuple[int, frozenset[str]], tuple[int, ...]] = {}
         """`_order`'s: (plan serial, literals present) -> the candidates to try, in order."""
+        self._tried_size = 0
+        """Candidate indexes `_tried`'s orders hold together (`_ORDER_BUDGET`)."""
         self._literals = tuple(sorted({k for r in self.rules if r.keywords for g in r.keywords for k in g}
                                       | {k for r in self.rules if r.exact for k in r.exact}))
         # literal -> every literal it contains (itself included): presence is closed under substrings. Filled as
         # literals are found: made whole here it compared every literal with every other (a SIGHUP reload of a
         # table of 8,000 rules held the event loop 16 s)
         self._implied: dict[str, tuple[str, ...]] = {}
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (multiprocessing, a process pool) as its table: its caches and plans hold the rules' matchers,
+        closures, and are made again as it classifies."""
+        return ReplyClassifier, (list(self.rules), self._override, self._bc_fallback, self._enh_fallback, self.date,
+                                 self.source)
 
     @classmethod
     def load(cls, path: Path | None = None) -> ReplyClassifier:
@@ -365,7 +383,7 @@ class ReplyClassifier:
         """The candidates of `plan` whose required literals are all in `present`, in rule order: what decides a text
         with those literals (its regexes aside). Kept per plan and distinct set of literals, which texts alike but for
         ids and addresses share (`_present`): each text then skips straight to its regexes. Bounded all plans
-        together (`_ORDER_LIMIT`, `_ORDER_LITERALS`)."""
+        together (`_ORDER_LIMIT`, `_ORDER_LITERALS`, `_ORDER_BUDGET`)."""
         candidates, always, index, serial = plan
         picked = always
         for k in present:
@@ -375,9 +393,11 @@ class ReplyClassifier:
         order = tuple(i for i in sorted(picked)
                       if (groups := candidates[i][1]) is None or all(not present.isdisjoint(g) for g in groups))
         if len(present) <= _ORDER_LITERALS:
-            if len(self._tried) >= _ORDER_LIMIT:
+            if len(self._tried) >= _ORDER_LIMIT or self._tried_size + len(order) > _ORDER_BUDGET:
                 self._tried.clear()
+                self._tried_size = 0
             self._tried[(serial, present)] = order
+            self._tried_size += len(order)
         return order
 
     def explain(self, isp: str, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> tuple[str, str]:
@@ -525,7 +545,8 @@ def matcher(pattern: Any) -> Callable[[str], bool]:
     The binding's `search` wraps RE2's match in Python (a generator, offsets mapped back to characters, a Match
     object: ~2.7 us a call, 5x the match itself on a reply); a rule asks only whether it matches, so this asks RE2
     directly with the text's UTF-8 bytes, which is what the binding hands it. Where a binding lacks that interface,
-    its `search`."""
+    its `search`. A closure (a call costs less than an object's `__call__`): a Rule and a classifier pickle without
+    it (their `__reduce__`) and make it again."""
     match = getattr(getattr(pattern, "_regexp", None), "Match", None)
     if match is None or _UNANCHORED is None:
         return lambda text: pattern.search(text) is not None
