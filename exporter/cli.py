@@ -61,9 +61,6 @@ from typing import Any  # noqa: E402
 from exporter import allocator, fdlimit  # noqa: E402
 
 allocator.set_default()  # polars' page-return policy is read when polars loads: before any import of it
-# pydantic looks for plugins (the entry points of every installed distribution: a few ms of each process's start) the
-# first time it builds a model; watchtower's processes want none. An operator's own PYDANTIC_DISABLE_PLUGINS wins.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from exporter import __version__  # noqa: E402
 from exporter.cliargs import MAX_DURATION, MAX_SPEED, abandon_stdout, at_most  # noqa: E402

@@ -795,16 +795,36 @@ def _plugin_site(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("operator_setting", [None, ""])
-def test_pydantic_plugins_are_not_looked_for_unless_the_operator_asks(tmp_path: Path,
+@pytest.mark.parametrize("launcher", ["python -m exporter", "watchtower"])
+def test_pydantic_plugins_are_not_looked_for_unless_the_operator_asks(tmp_path: Path, launcher: str,
                                                                      operator_setting: str | None) -> None:
     """pydantic scans every installed distribution for plugins when it builds its first model (a few ms of each
-    start); watchtower's processes disable them, unless the operator set PYDANTIC_DISABLE_PLUGINS (here: to none)."""
+    start); watchtower's processes disable them, unless the operator set PYDANTIC_DISABLE_PLUGINS (here: to none),
+    however the command is started (the console script and `python -m exporter` enter through exporter.__main__)."""
     site, marker = _plugin_site(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
     if operator_setting is not None:
         env["PYDANTIC_DISABLE_PLUGINS"] = operator_setting
-    proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(_acct_config(tmp_path))],
+    command = [sys.executable, "-m", "exporter"] if launcher != "watchtower" else [
+        str(Path(sys.executable).parent / "watchtower")]
+    proc = subprocess.run([*command, "check-config", str(_acct_config(tmp_path))],
                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr
     assert marker.exists() is (operator_setting is not None), proc.stderr
+
+
+def test_a_program_importing_the_command_line_module_keeps_its_pydantic_plugins(tmp_path: Path) -> None:
+    """Importing exporter.cli (a library use: a test, a script calling `main(argv)`) set PYDANTIC_DISABLE_PLUGINS for
+    the whole process and every process it started afterwards: a program's own plugins were silently off. Only the
+    command's entry (exporter.__main__) sets it."""
+    site, marker = _plugin_site(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    probe = ("import os, exporter.cli, pydantic\n"
+             "class Model(pydantic.BaseModel):\n    x: int = 0\n"
+             "print(os.environ.get('PYDANTIC_DISABLE_PLUGINS'))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout.split(), marker.exists()) == (["None"], True)
