@@ -263,10 +263,17 @@ def test_a_classifier_pickles_after_use_and_answers_alike() -> None:
 
 
 def test_a_rule_made_again_with_another_pattern_matches_by_it() -> None:
-    """`dataclasses.replace` handed the old matcher to the new rule: it matched by the pattern it no longer had."""
+    """`dataclasses.replace` handed the old matcher to the new rule: it matched by a pattern it no longer had. Given
+    the new pattern's pre-checks too (Rule's docstring), the batch, one-at-a-time and explain paths agree."""
     import dataclasses
 
-    rule = next(r for r in _SHIPPED.rules if r.pattern is not None)
-    other = dataclasses.replace(rule, pattern=replies_module.compile_pattern("zzz"))
+    rule = next(r for r in _SHIPPED.rules if r.name == "mailbox-full-text")
+    zzz = replies_module.compile_pattern("zzz")
+    other = dataclasses.replace(rule, pattern=zzz, keywords=replies_module.required_literals(zzz.pattern),
+                                exact=replies_module.literal_expansions(zzz.pattern))
     assert other.search is not None
-    assert (other.search("a zzz b"), other.search(rule.name)) == (True, False)
+    assert (other.search("a zzz b"), other.search("mailbox full")) == (True, False)
+    texts = [("gmail", "5.0.0", "552 5.2.2 mailbox full", ""), ("gmail", "5.0.0", "552 5.2.2 zzz mailbox", "")]
+    alone = ReplyClassifier([other])
+    want = [ReplyClassifier([other]).classify(*t) for t in texts]
+    assert alone.classify_many(texts) == want == [alone.explain(*t)[0] for t in texts] == ["other", "mailbox_full"]

@@ -118,21 +118,22 @@ class Rule:
     pattern: Any
     """The compiled pattern (RE2: `compile_pattern`), or None."""
     keywords: tuple[tuple[str, ...], ...] | None = None
-    """required_literals(pattern): a cheap pre-check before the regex, or None."""
+    """required_literals(pattern): a cheap pre-check before the regex, or None (no pre-check)."""
     exact: frozenset[str] | None = None
     """literal_expansions(pattern): on an ASCII text the pattern matches iff one of these is in it, or None."""
     search: Callable[[str], bool] | None = field(init=False, default=None, compare=False, repr=False)
     """matcher(pattern), made once per rule (plans are shared by their candidates, which hold it), or None; always
-    derived from `pattern` (not an argument: `dataclasses.replace` with another pattern gets its own)."""
+    made from `pattern`. `keywords` and `exact` are given (None: no pre-check, which tests use): a rule made again
+    with another pattern (`dataclasses.replace`) is given that pattern's, or None, as `_rule` does."""
 
     def __post_init__(self) -> None:
         if self.pattern is not None:
             object.__setattr__(self, "search", matcher(self.pattern))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickled (and copied) without its matcher, a closure: made again from the pattern."""
-        return Rule, (self.index, self.name, self.cls, self.isps, self.codes, self.enhanced, self.pattern,
-                      self.keywords, self.exact)
+        """Pickled (and copied) as its fields: the matcher (a closure) is made again from the pattern."""
+        return type(self), (self.index, self.name, self.cls, self.isps, self.codes, self.enhanced, self.pattern,
+                            self.keywords, self.exact)
 
     def selects(self, isp: str, code: str, enh: Enhanced | None) -> bool:
         """Whether the non-text conditions hold (the pattern is checked separately)."""
@@ -231,7 +232,7 @@ class ReplyClassifier:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled (multiprocessing, a process pool) as its table: its caches and plans hold the rules' matchers,
         closures, and are made again as it classifies."""
-        return ReplyClassifier, (list(self.rules), self._override, self._bc_fallback, self._enh_fallback, self.date,
+        return type(self), (list(self.rules), self._override, self._bc_fallback, self._enh_fallback, self.date,
                                  self.source)
 
     @classmethod
