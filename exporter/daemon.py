@@ -264,8 +264,11 @@ class Daemon:
     """`watchtower run`: follows the sources until told to stop."""
 
     def __init__(self, config: Config, registry: CollectorRegistry | None = None, owns_process: bool = False,
-                 config_path: Path | None = None) -> None:
+                 config_path: Path | None = None, interrupted: Callable[[], bool] | None = None) -> None:
         self.config = config
+        self.interrupted = interrupted
+        """Whether the command saw a ^C before `serve` took SIGINT over (exporter.cli.ctrl_c_seen): one that landed
+        where it could not be raised (a weakref callback an import ran) stops the daemon as soon as it serves."""
         self.owns_process = owns_process
         self.config_path = config_path
         """The file `config` was loaded from: checked again on SIGHUP (`reload`) while it is a regular file (not
@@ -350,6 +353,8 @@ class Daemon:
                 loop.add_signal_handler(sig, self.should_exit.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        if self.interrupted is not None and self.interrupted():  # a ^C from before, lost where it landed: taken now
+            self.should_exit.set()
         hup = False
         try:
             loop.add_signal_handler(signal.SIGHUP, self._sighup)

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def _leave_sighup(loop: asyncio.AbstractEventLoop, taken: tuple[bool, Any] | Non
         signal.signal(signal.SIGHUP, previous)
 
 
-async def serve(config: HubConfig) -> int:
+async def serve(config: HubConfig, interrupted: Callable[[], bool] | None = None) -> int:
     """Serve until SIGTERM/SIGINT: 0; 1 when the listener cannot bind (one line naming `listen`). SIGHUP reloads
     nothing: one line says so, and to restart the hub for a changed config."""
     if problem := bind_problem(config):
@@ -200,6 +201,8 @@ async def serve(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    if interrupted is not None and interrupted():  # a ^C from before that could not be raised (exporter.cli)
+        server.should_exit = True
     hup = _take_sighup(loop)
 
     async def run() -> None:
@@ -284,9 +287,10 @@ def check_hub_config(path: Path) -> bool:
     return True
 
 
-def run_hub(path: Path) -> int:
+def run_hub(path: Path, interrupted: Callable[[], bool] | None = None) -> int:
     """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
-    listener cannot bind, 0 after SIGTERM."""
+    listener cannot bind, 0 after SIGTERM. `interrupted`: whether the command saw a ^C before the hub took SIGINT
+    over (exporter.cli.ctrl_c_seen), one lost where it landed: the hub then stops as soon as it serves."""
     hold_sighup()  # until serve() takes it (the imports before this are exporter.cli's)
     config = _checked_config(path)
     if config is None:
@@ -300,7 +304,7 @@ def run_hub(path: Path) -> int:
     log_fd_limit(raise_limit(), config)  # a connection pool per daemon: up to targets x api_max_concurrency
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fanned-out request is noise
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, interrupted))
     except OSError as exc:  # secrets or TLS files unreadable
         print(f"watchtower hub: {exc}", file=sys.stderr)
         return 2
