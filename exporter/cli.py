@@ -18,6 +18,8 @@ import sys
 
 _sigint_seen = False
 """A ^C arrived since main() began (`_interrupt`): see `interrupted`."""
+_terminated_by: int | None = None
+"""The SIGTERM, SIGHUP or SIGQUIT a oneshot pass was sent (`_on_sigterm`), raised or not: see `ctrl_c_seen`."""
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -38,9 +40,9 @@ def ctrl_c_seen() -> bool:
 
 
 def _quiet_lost_ctrl_c(unraisable: sys.UnraisableHookArgs) -> None:
-    """sys.unraisablehook while the command runs: a ^C it remembers (`_interrupt`) that could not be raised where it
-    landed is acted on by `ctrl_c_seen`'s askers, not shown as `Exception ignored in ...` with a traceback."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _sigint_seen:
+    """sys.unraisablehook while the command runs: a ^C (or a oneshot's SIGTERM) it remembers that could not be raised
+    where it landed is acted on by `ctrl_c_seen`'s askers, not shown as `Exception ignored in ...` with a traceback."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and (_sigint_seen or _terminated_by is not None):
         return
     sys.__unraisablehook__(unraisable)
 
@@ -376,9 +378,9 @@ def _oneshot(args: argparse.Namespace, exit_now: bool = False) -> int:
 
     try:
         with _sigterm_interrupts():
+            _raise_if_interrupted()  # one lost while the config loaded: not after a whole backfill
             text = run_oneshot(config)
-            if _sigint_seen:  # a ^C that could not be raised where it landed (`ctrl_c_seen`): the same as one raised
-                raise KeyboardInterrupt
+            _raise_if_interrupted()  # one lost during the pass: the same as one raised there
     except Terminated as exc:
         log.critical("watchtower oneshot interrupted by %s: nothing printed", exc.name)
         return EXIT_FAILURE
@@ -444,7 +446,17 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, _frame: object) -> None:
+    global _terminated_by
+    _terminated_by = signum  # remembered: raised where it cannot propagate, it is raised again after (`_oneshot`)
     raise Terminated(signum)
+
+
+def _raise_if_interrupted() -> None:
+    """A ^C or SIGTERM the oneshot was sent that could not be raised where it landed (`ctrl_c_seen`), raised now."""
+    if _terminated_by is not None:
+        raise Terminated(_terminated_by)
+    if _sigint_seen:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -555,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Standard output that cannot be written is handled here, once for every subcommand: one line on stderr,
     exit 1; a reader that went away (`| head`) ends the command quietly, as Unix tools do."""
-    global _sigint_seen
+    global _sigint_seen, _terminated_by
     _sigint_seen = False
+    _terminated_by = None
     handler = signal.getsignal(signal.SIGINT)
     if handler is _interrupted_while_importing or (argv is None and handler is signal.default_int_handler):
         # From here main() catches KeyboardInterrupt; restored any earlier (at the end of this module's import), a

@@ -353,8 +353,9 @@ class Daemon:
                 loop.add_signal_handler(sig, self.should_exit.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        if self.interrupted is not None and self.interrupted():  # a ^C from before, lost where it landed: taken now
-            self.should_exit.set()
+        if self.interrupted is not None and self.interrupted():  # a ^C from before, lost where it landed: as if it
+            log.info("interrupted before the start: nothing read or written")  # had been raised (nothing started)
+            return 130
         hup = False
         try:
             loop.add_signal_handler(signal.SIGHUP, self._sighup)

@@ -199,6 +199,11 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    from exporter.cli import ctrl_c_seen  # the demo runs under the command
+
+    if ctrl_c_seen():  # a ^C from before that could not be raised where it landed (exporter.cli): nothing started
+        sim.close()
+        return 130
     async with ApiServer(sim) as api:
         config_path = directory / "watchtower.yaml"
         config_path.write_text(yaml.safe_dump(demo_config(directory, listen, api.url), sort_keys=False),

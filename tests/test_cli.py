@@ -485,8 +485,8 @@ def test_oneshot_with_the_correlator_needs_no_state_dir(tmp_path: Path) -> None:
 
 _SWALLOWED_CTRL_C = """
 import importlib, os, signal, sys, weakref
-module, step = sys.argv[3:5]
-sys.argv = ["watchtower", sys.argv[1], "--config", sys.argv[2]]
+module, step = sys.argv[1:3]
+sys.argv = ["watchtower", *sys.argv[3:]]
 import exporter.cli as cli
 target = importlib.import_module(module)
 
@@ -496,7 +496,8 @@ def swallowed(*args, **kwargs):
     class Gone:
         pass
     gone = Gone()
-    ref = weakref.ref(gone, lambda _ref: [os.kill(os.getpid(), signal.SIGINT), sum(range(100_000))])
+    lost = getattr(signal, os.environ.get("LOST_SIGNAL", "SIGINT"))
+    ref = weakref.ref(gone, lambda _ref: [os.kill(os.getpid(), lost), sum(range(100_000))])
     del gone
     assert ref() is None
 
@@ -508,7 +509,10 @@ raise SystemExit(cli.main())
 
 @pytest.mark.parametrize(("command", "step"), [("run", "exporter.preflight:run_warnings"),
                                                ("oneshot", "exporter.oneshot:run_oneshot"),
-                                               ("hub", "hub.app:startup_warnings")])
+                                               ("oneshot", "exporter.oneshot:backfill_sources"),
+                                               ("oneshot SIGTERM", "exporter.oneshot:run_oneshot"),
+                                               ("hub", "hub.app:startup_warnings"),
+                                               ("demo", "exporter.logsetup:setup")])
 def test_a_ctrl_c_swallowed_where_it_could_not_be_raised_still_stops_the_command(tmp_path: Path, command: str,
                                                                                  step: str) -> None:
     """A ^C landing in a weakref callback during the start (seen in CI: importlib's `_get_module_lock.<locals>.cb`)
@@ -519,15 +523,22 @@ def test_a_ctrl_c_swallowed_where_it_could_not_be_raised_still_stops_the_command
         config = tmp_path / "hub.yml"
         config.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{free_port()}",
                                           "hub": {"targets": ["http://127.0.0.1:1"]}}))
+        args = ["hub", "--config", str(config)]
+    elif command == "demo":
+        args = ["demo", "--listen", f"127.0.0.1:{free_port()}", "--dir", str(tmp_path / "demo")]
     else:
-        config = _acct_config(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", _SWALLOWED_CTRL_C, command, str(config), *step.split(":")],
-                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        args = [command.split()[0], "--config", str(_acct_config(tmp_path))]
+    env = {**os.environ, "LOST_SIGNAL": command.split()[1] if " " in command else "SIGINT"}
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED_CTRL_C, *step.split(":"), *args], capture_output=True,
+                          text=True, timeout=30, cwd=tmp_path, env=env)
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
-    if command == "oneshot":  # as a ^C raised during the pass: nothing printed, exit 1
+    if command.startswith("oneshot"):  # as a ^C (SIGTERM) raised during the pass: nothing printed, exit 1
         assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
-        assert "watchtower oneshot interrupted: nothing printed" in proc.stderr
-    else:  # stopped cleanly by the daemon's own handler, or 130 before it
+        assert "watchtower oneshot interrupted" in proc.stderr and "nothing printed" in proc.stderr
+    elif command == "run":  # as a ^C raised before the daemon took SIGINT over: nothing started, nothing written
+        assert proc.returncode == 130, proc.stderr
+        assert "listening on" not in proc.stderr and not (tmp_path / "state" / "watchtower.db").exists()
+    else:  # stopped cleanly by its own handler, or 130 before it
         assert proc.returncode in (0, 130), proc.stderr
 
 
