@@ -271,7 +271,7 @@ def test_the_hub_logs_no_local_part_of_an_address(tmp_path, capfd, monkeypatch):
     """The hub holds no store, so its logs never need a recipient's local part: it redacts whatever its daemons do."""
     import logging
 
-    async def serve(_config: object) -> int:
+    async def serve(_config: object, _interrupted: object = None) -> int:
         logging.getLogger("watchtower.hub").warning("target said: no timeline for alice.smith@gmail.com")
         return 0
 
