@@ -639,7 +639,7 @@ def _main(argv: list[str] | None) -> int:
         from simulator.demo import run_demo
 
         logsetup.setup("info", "text")
-        return run_demo(args)
+        return run_demo(args, interrupted=ctrl_c_seen)
     if args.command == "hub":
         from hub.app import run_hub
 

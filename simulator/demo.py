@@ -19,6 +19,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,9 @@ def _unusable_dir(directory: Path) -> str | None:
     return None
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, interrupted: Callable[[], bool] | None = None) -> int:
+    """`watchtower demo`. `interrupted`: whether the command saw a ^C before the demo took SIGINT over
+    (exporter.cli.ctrl_c_seen), one lost where it landed: the demo then stops before starting anything."""
     try:
         scenario = load_scenario(args.scenario)
         demo_sim_config().for_scenario(scenario, str(args.scenario))  # its pools against the senders' pools
@@ -173,7 +176,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     directory = Path(tempfile.mkdtemp(prefix="watchtower-demo-")) if given is None else given
     try:
-        return asyncio.run(_demo(scenario, directory, args.listen, args.speed or 1.0, args.duration))
+        return asyncio.run(_demo(scenario, directory, args.listen, args.speed or 1.0, args.duration, interrupted))
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # noqa: BLE001 - one line for the user; the traceback only at debug level
@@ -185,7 +188,8 @@ def run_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-async def _demo(scenario: Any, directory: Path, listen: str, speed: float, duration: float | None) -> int:
+async def _demo(scenario: Any, directory: Path, listen: str, speed: float, duration: float | None,
+                interrupted: Callable[[], bool] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     # At real speed the simulation starts FIRST_RECORDS_WITHIN seconds in the past: the steps before the exporter
     # starts (_first_records) are history, and the run catches up with the wall clock, so no record is stamped
@@ -199,9 +203,7 @@ async def _demo(scenario: Any, directory: Path, listen: str, speed: float, durat
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    from exporter.cli import ctrl_c_seen  # the demo runs under the command
-
-    if ctrl_c_seen():  # a ^C from before that could not be raised where it landed (exporter.cli): nothing started
+    if interrupted is not None and interrupted():  # a ^C from before that could not be raised where it landed
         sim.close()
         return 130
     async with ApiServer(sim) as api:
