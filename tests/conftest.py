@@ -20,6 +20,8 @@ import yaml
 from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.client import HTTP
+
 REPO = Path(__file__).resolve().parent.parent
 settings.register_profile("watchtower", deadline=None)
 settings.load_profile("watchtower")
@@ -151,7 +153,7 @@ def write_config(tmp: Path, sources: list[dict[str, Any]] | None = None, **overr
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """All samples of a /metrics page keyed by (name, sorted labels)."""
-    text = httpx.get(url, timeout=5).text
+    text = HTTP.get(url, timeout=5).text
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -190,7 +192,7 @@ class Watchtower:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"watchtower exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                if HTTP.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
                     return self
             except httpx.HTTPError:
                 pass
@@ -234,7 +236,7 @@ class Watchtower:
         deadline = time.monotonic() + timeout
         health: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            health = httpx.get(self.url + "/healthz", timeout=5).json()
+            health = HTTP.get(self.url + "/healthz", timeout=5).json()
             if health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0:
                 return
             time.sleep(0.1)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,7 +254,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         while True:
             assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
             try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                if HTTP.get(f"{url}/-/ready", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -312,11 +313,11 @@ def test_inhibitions(alertmanager: str) -> None:
 def settled_muting(alertmanager: str, sent: dict[str, dict[str, Any]], done: Callable[[set[str]], bool]) -> set[str]:
     """Post the named alerts, then wait until Alertmanager lists them all and the names of the inhibited ones
     satisfy `done` (at most 15 s); returns those names."""
-    httpx.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
+    HTTP.post(f"{alertmanager}/api/v2/alerts", json=list(sent.values()), timeout=5).raise_for_status()
     names = {json.dumps(a["labels"], sort_keys=True): name for name, a in sent.items()}
     deadline = time.monotonic() + 15
     while True:
-        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        got = HTTP.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
         muted = {names[json.dumps(a["labels"], sort_keys=True)] for a in got if a["status"]["inhibitedBy"]}
         if len(got) == len(sent) and done(muted):
             return muted
@@ -348,7 +349,7 @@ def test_watchtower_down_mutes_every_other_alert_of_its_host(alertmanager: str) 
         sent.append(alert(alertname=name, severity=severity, **down_host, vmta="vmta-05", isp="gmail", source="acct"))
     sent.append(alert(alertname="WatchtowerFilesUnreadable", severity="warning", **other, source="acct"))
     sent.append(alert(alertname="PmtaComplaintRate", severity="warning", job="watchtower", isp="yahoo"))
-    httpx.post(f"{alertmanager}/api/v2/alerts", json=sent, timeout=5).raise_for_status()
+    HTTP.post(f"{alertmanager}/api/v2/alerts", json=sent, timeout=5).raise_for_status()
     expect_muted = {
         (a["labels"]["alertname"], a["labels"]["severity"])
         for a in sent
@@ -357,7 +358,7 @@ def test_watchtower_down_mutes_every_other_alert_of_its_host(alertmanager: str) 
     assert ("WatchtowerFilesUnreadable", "warning") in expect_muted
     deadline = time.monotonic() + 15
     while True:
-        got = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        got = HTTP.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
         muted = {
             (a["labels"]["alertname"], a["labels"]["severity"])
             for a in got
@@ -435,10 +436,10 @@ def test_two_clusters_scraped_as_a_job_each_notify_apart_and_say_which(alertmana
     were one notification whose lines ("Pool pool-x hard-bounced 3%", "... 4%") did not say which cluster."""
     eu = alert(alertname="PmtaHardBounceRate", severity="warning", job="pmta-eu", vmta_pool="pool-x")
     us = alert(alertname="PmtaHardBounceRate", severity="warning", job="pmta-us", vmta_pool="pool-x")
-    httpx.post(f"{alertmanager}/api/v2/alerts", json=[eu, us], timeout=5).raise_for_status()
+    HTTP.post(f"{alertmanager}/api/v2/alerts", json=[eu, us], timeout=5).raise_for_status()
     deadline = time.monotonic() + 15
     while True:
-        groups = [g for g in httpx.get(f"{alertmanager}/api/v2/alerts/groups", timeout=5).json()
+        groups = [g for g in HTTP.get(f"{alertmanager}/api/v2/alerts/groups", timeout=5).json()
                   if g["receiver"]["name"] == "deliverability-slack"]
         if sum(len(g["alerts"]) for g in groups) == 2 or time.monotonic() > deadline:
             break

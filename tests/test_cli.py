@@ -22,6 +22,7 @@ import yaml
 
 from exporter import __version__
 from exporter.cli import main
+from tests.client import HTTP
 from tests.conftest import REPO, free_port, write_config
 
 
@@ -58,7 +59,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         if proc.poll() is not None:
             raise AssertionError(f"exited {proc.returncode}: {log.read_text()[-2000:]}")
         try:
-            httpx.get(url, timeout=1)
+            HTTP.get(url, timeout=1)
             return
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -81,13 +82,13 @@ def test_run_with_bcrypt_auth_json_logs_and_healthcheck(tmp_path: Path):
     proc = _run_logging_to(config, log)
     try:
         _wait_http(url + "/healthz", proc, log)
-        r = httpx.get(url + "/metrics", auth=("prom", "s3cret"), timeout=5)
+        r = HTTP.get(url + "/metrics", auth=("prom", "s3cret"), timeout=5)
         assert r.status_code == 200 and "server" not in r.headers and "pmta_" in r.text
         assert "process_open_fds" in r.text and "process_max_fds" in r.text  # ProcessCollector
-        r = httpx.get(url + "/no/such/route", auth=("prom", "s3cret"), timeout=5)
+        r = HTTP.get(url + "/no/such/route", auth=("prom", "s3cret"), timeout=5)
         assert r.status_code == 404 and r.json()["status"] == 404 and "server" not in r.headers
-        assert httpx.get(url + "/docs", auth=("prom", "s3cret"), timeout=5).status_code == 404
-        assert httpx.get(url + "/healthz", timeout=5).status_code == 401
+        assert HTTP.get(url + "/docs", auth=("prom", "s3cret"), timeout=5).status_code == 404
+        assert HTTP.get(url + "/healthz", timeout=5).status_code == 401
 
         alive = _healthcheck(config)
         assert alive.returncode == 0 and alive.stdout.startswith("alive:"), alive.stdout + alive.stderr
@@ -286,7 +287,7 @@ def test_listen_on_every_ipv6_address_answers_ipv4_too(tmp_path: Path) -> None:
         _wait_listening(proc, log)
         assert f"listening on [::]:{port} " in log.read_text(), log.read_text()
         for url in (f"http://127.0.0.1:{port}/healthz", f"http://[::1]:{port}/healthz"):
-            assert httpx.get(url, timeout=5).status_code in (200, 503), url
+            assert HTTP.get(url, timeout=5).status_code in (200, 503), url
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
@@ -304,7 +305,7 @@ def test_listen_port_0_logs_the_port_bound(tmp_path: Path) -> None:
         line = next(ln for ln in log.read_text().splitlines() if "listening on" in ln)
         port = int(line.rsplit(":", 1)[1])
         assert line.endswith(f"listening on 127.0.0.1:{port}") and port != 0, line
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code in (200, 503)
+        assert HTTP.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code in (200, 503)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

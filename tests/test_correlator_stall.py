@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.client import HTTP
 from tests.conftest import AcctWriter, Watchtower, correlator_pid, free_port, scrape, write_config
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def new_writer(tmp_path: Path) -> AcctWriter:
 
 
 def health(wt: Watchtower) -> tuple[int, dict[str, Any]]:
-    r = httpx.get(wt.url + "/healthz", timeout=5)
+    r = HTTP.get(wt.url + "/healthz", timeout=5)
     return r.status_code, r.json()
 
 

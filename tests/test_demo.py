@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import config_from_dict
 from simulator import demo
+from tests.client import HTTP
 from tests.conftest import free_port
 from tests.test_simulator_scenarios import BAD_SCENARIOS, bad_scenario, run_limited
 
@@ -208,7 +209,7 @@ def test_newcomer_sees_live_metrics(tmp_path: Path) -> None:
     try:
         while time.monotonic() < deadline:
             try:
-                text = httpx.get(url, timeout=1).text
+                text = HTTP.get(url, timeout=1).text
             except httpx.HTTPError:
                 text = ""
             if not missing(text):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.client import HTTP
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "deploy" / "watchtower.service"
 
@@ -163,7 +165,7 @@ def test_the_units_daemon_keeps_its_store_private_and_hashed(tmp_path: Path):
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                if HTTP.get(base + "/healthz", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -176,7 +178,7 @@ def test_the_units_daemon_keeps_its_store_private_and_hashed(tmp_path: Path):
         (tmp_path / "logs" / "acct-2026-12-03-0000.csv").write_text(ACCT_HEADER + "\n" + b + "\n")
         deadline = time.monotonic() + 60
         while True:
-            found = httpx.get(base + "/api/v1/timeline", params={"job_id": "job-42", "rcpt": rcpt}, timeout=5)
+            found = HTTP.get(base + "/api/v1/timeline", params={"job_id": "job-42", "rcpt": rcpt}, timeout=5)
             if found.status_code == 200:
                 break
             assert time.monotonic() < deadline, (found.status_code, found.text, log.read_text()[-3000:])
@@ -184,7 +186,7 @@ def test_the_units_daemon_keeps_its_store_private_and_hashed(tmp_path: Path):
         echoed = found.json()
         assert echoed["rcpt"] == echoed["timelines"][0]["rcpt"]  # shown hashed, not as the query sent it
         assert echoed["timelines"][0]["rcpt_hashed"] is True
-        answers = [json.dumps(echoed), httpx.get(base + "/api/v1/search", params={"job_id": "job-42"}, timeout=5).text]
+        answers = [json.dumps(echoed), HTTP.get(base + "/api/v1/search", params={"job_id": "job-42"}, timeout=5).text]
         assert "job-42" in answers[1]
         for answer in answers:
             assert "alice.secret" not in answer, answer

@@ -23,10 +23,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import ACCT_HEADER, d_line, free_port, scrape, total
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,14 +179,14 @@ def test_the_image_daemon_runs_and_its_healthcheck_passes(image: Path, tmp_path:
         while total(scrape(url), "pmta_delivered_total") < 5:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-        assert httpx.get(f"http://{config['listen']}/healthz", timeout=5).json()["ok"] is True
+        assert HTTP.get(f"http://{config['listen']}/healthz", timeout=5).json()["ok"] is True
         # the routes docker/README.md points at answer
         (row,) = [ln for ln in (DOCKER / "README.md").read_text(encoding="utf-8").splitlines()
                   if ln.startswith("| Watchtower: ")]
         routes = [r for r in re.findall(r"`(/[^`]*)`", row) if "..." not in r]
         assert "/metrics" in routes
         for route in routes:
-            answer = httpx.get(f"http://{config['listen']}{route}", timeout=10)
+            answer = HTTP.get(f"http://{config['listen']}{route}", timeout=10)
             assert answer.status_code == 200, (route, answer.status_code)
     finally:
         daemon.terminate()

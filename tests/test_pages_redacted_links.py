@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
+from tests.client import HTTP
 from tests.conftest import ACCT_HEADER, Watchtower, write_config
 from tests.hub.cluster import HubProcess, acct_row
 
@@ -54,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         hub.start()
         deadline = time.monotonic() + 30
-        while len(httpx.get(daemon.url + "/api/v1/search", timeout=5).json()["items"]) < 3:
+        while len(HTTP.get(daemon.url + "/api/v1/search", timeout=5).json()["items"]) < 3:
             assert time.monotonic() < deadline, "the daemon did not store the 3 timelines"
             time.sleep(0.1)
         yield Stack(daemon, hub)
@@ -64,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _page(url: str, status: int = 200, **kw: Any) -> str:
-    r = httpx.get(url, timeout=10, **kw)
+    r = HTTP.get(url, timeout=10, **kw)
     assert r.status_code == status, (url, r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("text/html")
     return r.text.split("<main>", 1)[1]
@@ -83,14 +83,14 @@ def _row(body: str, text: str) -> str:
 @pytest.mark.parametrize("where", WHERE)
 def test_the_api_serves_the_redacted_keys_with_rcpt_hashed(stack: Stack, where: str) -> None:
     """What a client reads: the value with `<rcpt>` in the recipient's place, on a row whose `rcpt_hashed` is true."""
-    items = httpx.get(stack.url(where) + "/api/v1/search", timeout=10).json()["items"]
+    items = HTTP.get(stack.url(where) + "/api/v1/search", timeout=10).json()["items"]
     got = {(it["message_id"], it["job_id"], it["rcpt_hashed"]) for it in items}
     assert got == {(SHOWN_MID, "J1", True), ("f1@shop", SHOWN_JOB, True), (PLAIN_MID, "J2", True)}
     # the shown forms find nothing; the values as logged find their timelines
-    assert httpx.get(stack.url(where) + "/api/v1/messages/" + quote(SHOWN_MID, safe="@"), timeout=10).status_code == 404
-    assert httpx.get(stack.url(where) + "/api/v1/messages/" + MID, timeout=10).status_code == 200
-    assert httpx.get(stack.url(where) + "/api/v1/search", params={"job_id": SHOWN_JOB}, timeout=10).json()["items"] == []
-    assert len(httpx.get(stack.url(where) + "/api/v1/search", params={"job_id": JOB}, timeout=10).json()["items"]) == 1
+    assert HTTP.get(stack.url(where) + "/api/v1/messages/" + quote(SHOWN_MID, safe="@"), timeout=10).status_code == 404
+    assert HTTP.get(stack.url(where) + "/api/v1/messages/" + MID, timeout=10).status_code == 200
+    assert HTTP.get(stack.url(where) + "/api/v1/search", params={"job_id": SHOWN_JOB}, timeout=10).json()["items"] == []
+    assert len(HTTP.get(stack.url(where) + "/api/v1/search", params={"job_id": JOB}, timeout=10).json()["items"]) == 1
 
 
 @pytest.mark.parametrize("where", WHERE)

@@ -31,6 +31,7 @@ from exporter.redact import REDACTED, Clipped, clip, redact, redact_log_text, wi
 from hub.fanout import Fanout
 from hub.merge import passed_on
 from hub.targets import Target
+from tests.client import HTTP
 from tests.conftest import ACCT_HEADER, Watchtower, write_config
 from tests.hub.cluster import acct_row
 from tests.test_correlator_support import Harness, batch
@@ -267,7 +268,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchtower]:
     try:
         deadline = time.monotonic() + 30
         while True:
-            r = httpx.get(wt.url + "/api/v1/messages/" + MID, params={"limit": 1}, timeout=5)
+            r = HTTP.get(wt.url + "/api/v1/messages/" + MID, params={"limit": 1}, timeout=5)
             if r.status_code == 200 and r.json()["recipients_total"] == MANY:
                 break
             assert time.monotonic() < deadline, "the daemon did not store the message"
@@ -281,7 +282,7 @@ def test_a_posted_message_id_is_answered_with_the_page_not_a_redirect(daemon: Wa
     seen: list[str] = []
     form = {"message_id": f"<{MID}>", "rcpt": "", "job_id": ""}
     for _ in range(3):
-        r = httpx.post(daemon.url + "/ui/", data=form, timeout=10, follow_redirects=False)
+        r = HTTP.post(daemon.url + "/ui/", data=form, timeout=10, follow_redirects=False)
         assert r.status_code == 200, (r.status_code, r.headers.get("location"), r.text[:300])
         assert "location" not in r.headers
         assert r.headers["content-type"].startswith("text/html")
@@ -303,13 +304,13 @@ def test_a_posted_message_id_is_answered_with_the_page_not_a_redirect(daemon: Wa
 
 
 def test_a_message_page_opened_by_its_url_still_links_its_next_page(daemon: Watchtower) -> None:
-    r = httpx.get(daemon.url + "/ui/messages/" + MID, timeout=10)
+    r = HTTP.get(daemon.url + "/ui/messages/" + MID, timeout=10)
     assert r.status_code == 200
     assert re.search(r'<a class="next" href="/ui/messages/[^"]+cursor=', r.text)
 
 
 def test_a_get_search_by_message_id_is_answered_with_the_page_too(daemon: Watchtower) -> None:
-    r = httpx.get(daemon.url + "/ui/", params={"message_id": MID}, timeout=10)
+    r = HTTP.get(daemon.url + "/ui/", params={"message_id": MID}, timeout=10)
     assert r.status_code == 200 and "location" not in r.headers
     assert f'id="message-id">&lt;{html.escape(MID)}&gt;</span>' in r.text
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import REPO, AcctWriter
 
 
@@ -82,7 +82,7 @@ class Daemon:
         return [ln for ln in self.text().splitlines() if "SIGHUP" in ln]
 
     def answers(self) -> bool:
-        return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=10).status_code in (200, 503)
+        return HTTP.get(f"http://127.0.0.1:{self.port}/healthz", timeout=10).status_code in (200, 503)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

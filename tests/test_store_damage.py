@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from correlator import api as api_module
 from correlator import store as store_module
+from tests.client import HTTP
 from tests.test_correlator_support import Harness, batch
 
 ROUTES = [
@@ -183,7 +184,7 @@ def test_a_running_daemon_answers_the_reviewers_damage_with_the_503_logged_once(
     sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     damage(db)
     for _ in range(3):
-        r = httpx.get(wt.url + "/api/v1/search", params={"rcpt": "u3500@gmail.com"}, timeout=10)
+        r = HTTP.get(wt.url + "/api/v1/search", params={"rcpt": "u3500@gmail.com"}, timeout=10)
         assert (r.status_code, r.json()["error"]) == (503, expected(db))
     log = wt.log.read_text()
     assert log.count("correlator store damaged") == 1, log[-3000:]

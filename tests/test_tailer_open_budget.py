@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from exporter import fdlimit
+from tests.client import HTTP
 from tests.conftest import ACCT_HEADER, REPO, Watchtower, d_line, total, write_config
 from tests.test_tailer import tailer_for
 
@@ -124,7 +125,7 @@ def test_under_a_low_open_file_limit_run_reads_every_file_and_answers_scrapes(tm
         deadline = time.monotonic() + 30
         while True:  # the listener answers while 300 files wait for the tailer's 16 descriptors
             try:
-                if httpx.get(wt.url + "/healthz", timeout=2).status_code in (200, 503):
+                if HTTP.get(wt.url + "/healthz", timeout=2).status_code in (200, 503):
                     break
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, wt.log.read_text()[-2000:]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import ACCT_HEADER, REPO, Watchtower, write_config
 from tests.hub.cluster import HubProcess, acct_row
 
@@ -67,7 +68,7 @@ def _wait(url: str, want: int, auth: tuple[str, str] | None, timeout: float = 30
     seen = -1
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(url + "/api/v1/search", params={"limit": 500}, auth=auth, timeout=5)
+            r = HTTP.get(url + "/api/v1/search", params={"limit": 500}, auth=auth, timeout=5)
             if r.status_code == 200:
                 seen = len(r.json()["items"])
                 if seen == want:
@@ -91,7 +92,7 @@ def _start(proc: Watchtower | HubProcess, url: str, auth: tuple[str, str] | None
     while time.monotonic() < deadline:
         assert proc.proc.poll() is None, proc.log.read_text()[-3000:]
         try:
-            if httpx.get(url + "/healthz", auth=auth, timeout=1).status_code in (200, 503):
+            if HTTP.get(url + "/healthz", auth=auth, timeout=1).status_code in (200, 503):
                 return
         except httpx.HTTPError:
             pass

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from pages.views import VMTA_DASHBOARD_UID
 from tests.browser.conftest import SCREENS
+from tests.client import HTTP
 from tests.hub.cluster import COMPLAINED_MESSAGE, COMPLAINED_RCPT, Cluster
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -93,7 +93,7 @@ def test_forensic_page_of_a_bounced_then_complained_message_shows_its_events_in_
     assert [r.get_attribute("data-kind") for r in rows] == ["queued", "deferred", "bounced", "complaint"]
     times = [float(r.get_attribute("data-ts")) for r in rows]
     assert times == sorted(times) and len(set(times)) == 4
-    api = httpx.get(base + f"/api/v1/messages/{COMPLAINED_MESSAGE}").json()["recipients"][0]["events"]
+    api = HTTP.get(base + f"/api/v1/messages/{COMPLAINED_MESSAGE}").json()["recipients"][0]["events"]
     for row, ev in zip(rows, api, strict=True):
         cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
         assert cells[2] == ev["kind"]
@@ -116,7 +116,7 @@ def test_sankey_link_widths_match_the_flows_api(driver, browser_cluster, where):
 
     base = bases(browser_cluster)[where]
     since = str(int(browser_cluster.base) - 3600)
-    flows = httpx.get(base + "/api/v1/flows", params={"since": since}).json()
+    flows = HTTP.get(base + "/api/v1/flows", params={"since": since}).json()
     visit(driver, base + f"/ui/flows?since={since}", f"flows-{where}")
     svg = driver.find_element(By.ID, "sankey")
     px = float(svg.get_attribute("data-px-per-attempt"))

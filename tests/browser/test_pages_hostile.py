@@ -20,6 +20,7 @@ from tests.browser.hostile import (
     SPOOF_MESSAGE,
 )
 from tests.browser.test_pages import assert_clean, follow, visit
+from tests.client import HTTP
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -94,11 +95,10 @@ def test_an_oversized_value_comes_back_as_the_page_with_its_form(driver, hostile
 @pytest.mark.parametrize("where", ["daemon", "hub"])
 def test_the_page_style_is_allowed_by_its_hash_and_nothing_inline_else(driver, hostile, where):
     """style-src was 'unsafe-inline': any <style> or style= that reached a page would have applied."""
-    import httpx
     from selenium.webdriver.common.by import By
 
     url = hostile.url(where) + "/ui/"
-    csp = httpx.get(url, timeout=10).headers["content-security-policy"]
+    csp = HTTP.get(url, timeout=10).headers["content-security-policy"]
     assert "'unsafe-inline'" not in csp and "style-src 'sha256-" in csp
     visit(driver, url, f"style-{where}")
     header = driver.find_element(By.TAG_NAME, "header")

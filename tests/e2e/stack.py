@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import REPO, free_port
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -112,7 +113,7 @@ class Process:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{argv[0]} exited: {log.read_text()[-3000:]}")
             try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
+                if HTTP.get(ready_url, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -185,11 +186,11 @@ class Stack:
             workdir / "prometheus.log", self.prom_url + "/-/ready")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        r = httpx.get(self.prom_url + "/api/v1/query", params={"query": expr}, timeout=10).json()
+        r = HTTP.get(self.prom_url + "/api/v1/query", params={"query": expr}, timeout=10).json()
         return r["data"]["result"]  # type: ignore[no-any-return]
 
     def firing(self) -> list[dict[str, Any]]:
-        r = httpx.get(self.prom_url + "/api/v1/alerts", timeout=10).json()
+        r = HTTP.get(self.prom_url + "/api/v1/alerts", timeout=10).json()
         return [a for a in r["data"]["alerts"] if a["state"] == "firing"]
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import Watchtower, free_port
 from tests.e2e.conftest import SPEED, Pipeline, exporter_config, release_shared_stacks, run_sim
 from tests.e2e.stack import Stack
@@ -106,6 +107,5 @@ def test_noise_pages_nobody(pipeline: tuple[Stack, Watchtower, float]):
 
 
 def httpx_alerts(stack: Stack) -> list[dict]:
-    import httpx
 
-    return httpx.get(stack.prom_url + "/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return HTTP.get(stack.prom_url + "/api/v1/alerts", timeout=10).json()["data"]["alerts"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.client import HTTP
 from tests.conftest import RECORD_DAY, REPO, AcctWriter, Watchtower, total, write_config
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -96,7 +97,7 @@ def test_kill_9_while_the_correlator_reads_its_backlog_again_from_the_files(tmp_
         wt.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # kill while ranges wait to be read again
-            if httpx.get(wt.url + "/healthz", timeout=5).json().get("commit_backlog_bytes", 0) > 0:
+            if HTTP.get(wt.url + "/healthz", timeout=5).json().get("commit_backlog_bytes", 0) > 0:
                 behind += 1
                 break
             time.sleep(0.05)
@@ -163,24 +164,24 @@ def test_state_disk_full_then_freed_loses_and_repeats_nothing(tmp_path: Path, sm
     deadline = time.monotonic() + 60
     health: dict = {}
     while time.monotonic() < deadline:  # the 2 MiB state disk fills up
-        health = httpx.get(wt.url + "/healthz", timeout=5).json()
+        health = HTTP.get(wt.url + "/healthz", timeout=5).json()
         if health.get("problems") and "full" in " ".join(health["problems"]):
             break
         time.sleep(0.2)
     assert health.get("ok") is False, health
-    assert httpx.get(wt.url + "/healthz", timeout=5).status_code == 503
+    assert HTTP.get(wt.url + "/healthz", timeout=5).status_code == 503
     peak = 0.0
     for _ in range(20):  # keeps failing: memory flat
         peak = max(peak, rss_mb(wt.proc.pid))
         time.sleep(0.1)
     assert wt.proc.poll() is None  # alive
     assert peak < 300, f"RSS {peak:.0f} MB while the disk is full"
-    assert httpx.get(wt.url + "/healthz", timeout=5).json()["reading_paused"] is (worker == "thread")
+    assert HTTP.get(wt.url + "/healthz", timeout=5).json()["reading_paused"] is (worker == "thread")
     subprocess.run(["mount", "-o", "remount,size=256m", str(small_tmpfs)], check=True)  # space freed
     wt.wait_for(lambda s: total(s, "pmta_delivered_total") >= writer.total, timeout=120)
     assert total(wt.settle(), "pmta_delivered_total") == writer.total
     deadline = time.monotonic() + 30  # the metrics may be complete before the next commit retry succeeds
-    while not (health := httpx.get(wt.url + "/healthz", timeout=5).json())["ok"] and time.monotonic() < deadline:
+    while not (health := HTTP.get(wt.url + "/healthz", timeout=5).json())["ok"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert health["ok"] is True, health["problems"]
     assert total(wt.scrape(), "watchtower_checkpoint_errors_total") >= 1
@@ -212,7 +213,7 @@ def test_a_low_descriptor_limit_is_neither_a_crash_nor_a_rotation(tmp_path: Path
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                httpx.get(wt.url + "/healthz", timeout=1)
+                HTTP.get(wt.url + "/healthz", timeout=1)
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import RECORD_DAY, REPO, Watchtower, scrape, write_config
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -152,7 +153,7 @@ class Script:
         while time.monotonic() < deadline:
             try:
                 if family_totals(self.wt.scrape()) == want:
-                    health = httpx.get(self.wt.url + "/healthz", timeout=5).json()
+                    health = HTTP.get(self.wt.url + "/healthz", timeout=5).json()
                     if health.get("commit_backlog_rows") == 0 and health.get("commit_backlog_bytes") == 0:
                         return True
             except httpx.HTTPError:

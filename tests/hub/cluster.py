@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import ACCT_HEADER, REPO, Watchtower, free_port, write_config
 
 ACCT = ACCT_HEADER + ",header_Message-Id"
@@ -116,7 +117,7 @@ def wait_ingested(host: Host, timeout: float = 30.0) -> None:
     seen = -1
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(host.wt.url + "/api/v1/search", params={"limit": 500}, timeout=5)
+            r = HTTP.get(host.wt.url + "/api/v1/search", params={"limit": 500}, timeout=5)
             if r.status_code == 200:
                 items = r.json()["items"]
                 seen = len(items)
@@ -156,7 +157,7 @@ class HubProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hub exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if HTTP.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

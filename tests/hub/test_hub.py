@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.client import HTTP
 from tests.hub.cluster import COMPLAINED_MESSAGE, HOST2_MESSAGE, RCPTS, Cluster, wait_ingested
 
 pytestmark = pytest.mark.integration
@@ -24,12 +25,12 @@ def name(cluster: Cluster, n: int) -> str:
 def direct(cluster: Cluster, n: int, path: str, **params: Any) -> httpx.Response:
     wt = cluster.hosts[n - 1].wt
     assert wt is not None
-    return httpx.get(wt.url + path, params=params, timeout=10)
+    return HTTP.get(wt.url + path, params=params, timeout=10)
 
 
 def via_hub(cluster: Cluster, path: str, **params: Any) -> httpx.Response:
     # well past the hub's own bound (2 x its per-host timeout): the hub answers, partial, before the client gives up
-    return httpx.get(cluster.hub.url + path, params=params, timeout=4 * cluster.timeout + 10)
+    return HTTP.get(cluster.hub.url + path, params=params, timeout=4 * cluster.timeout + 10)
 
 
 def all_items(cluster: Cluster, n: int, **filters: Any) -> list[dict[str, Any]]:
@@ -159,7 +160,7 @@ def test_grafana_routes_lookup_and_replies_cover_every_host(cluster: Cluster):
     assert hub["total"] == sum(direct_totals) > 0
     assert sum(g["count"] for g in hub["replies"]) == hub["total"]
     assert {v for g in hub["replies"] for v in [g["vmta"]]} >= {"vmta-a1", "vmta-b1", "vmta-c1"}
-    r = httpx.get(cluster.hub.url + "//api/v1/flows?since=1h", follow_redirects=False)
+    r = HTTP.get(cluster.hub.url + "//api/v1/flows?since=1h", follow_redirects=False)
     assert r.status_code == 308 and r.headers["location"] == "/api/v1/flows?since=1h"
 
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -64,11 +64,11 @@ def test_a_sighup_is_one_line_saying_nothing_is_reloaded_and_the_hub_serves_on(t
         _wait_log(log, LINE, proc)
         time.sleep(0.5)
         assert proc.poll() is None, log.read_text()[-3000:]
-        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        assert HTTP.get(url + "/healthz", timeout=5).status_code == 200
         time.sleep(1.2)  # a later reload is said again
         proc.send_signal(signal.SIGHUP)
         _wait_log(log, LINE, proc, count=2)
-        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        assert HTTP.get(url + "/healthz", timeout=5).status_code == 200
     finally:
         rc = _stop(proc)
     assert rc == 0, log.read_text()[-3000:]
@@ -102,7 +102,7 @@ def test_sighups_all_through_a_stop_end_it_with_exit_0(tmp_path: Path):
             proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         assert proc.poll() is None, log.read_text()[-3000:]
-        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        assert HTTP.get(url + "/healthz", timeout=5).status_code == 200
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:

@@ -11,9 +11,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.client import HTTP
 from tests.conftest import AcctWriter, total, write_config
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def test_kill_9_with_the_correlator_keeps_every_record_exactly_once(tmp_path: Pa
     assert (events, timelines) == (writer.total, writer.total)  # one recipient, one delivery each
     wt.start()
     n = writer.n - 1  # the last record written: its timeline has exactly one delivery
-    r = httpx.get(f"{wt.url}/api/v1/timeline", params={"job_id": f"job{n % 7}", "rcpt": f"u{n}@gmail.com"})
+    r = HTTP.get(f"{wt.url}/api/v1/timeline", params={"job_id": f"job{n % 7}", "rcpt": f"u{n}@gmail.com"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert "delivered" in r.text and r.text.count("smtp;250 2.0.0 OK") == 1, body

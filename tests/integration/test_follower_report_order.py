@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from tests.client import HTTP
 from tests.conftest import RECORD_DAY, AcctWriter, correlator_pid, total, write_config
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ class Lagging:
         self.wt.committed()
         found = {}
         for n in rcpts:
-            items = httpx.get(self.wt.url + "/api/v1/search", params={"rcpt": f"u{n}@gmail.com"},
+            items = HTTP.get(self.wt.url + "/api/v1/search", params={"rcpt": f"u{n}@gmail.com"},
                               timeout=5).json()["items"]
             found[n] = sorted(item["outcome"] for item in items)
         return found

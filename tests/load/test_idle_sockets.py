@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.client import HTTP
 from tests.conftest import REPO, AcctWriter, scrape, total, write_config
 
 pytestmark = [pytest.mark.load, pytest.mark.integration]
@@ -77,9 +78,9 @@ def test_scrapes_answered_with_2000_idle_connections(tmp_path: Path):
         assert fds <= 512 + 64, fds  # web.max_connections (+ the daemon's own files), far from the 1024 limit
         acct.write(5)  # the tailer still has descriptors to read with
         for _ in range(5):
-            r = httpx.get(url + "/metrics", timeout=10)
+            r = HTTP.get(url + "/metrics", timeout=10)
             assert r.status_code == 200 and "pmta_delivered_total" in r.text
-            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+            assert HTTP.get(url + "/healthz", timeout=10).status_code == 200
         deadline = time.monotonic() + 20
         while total(scrape(url + "/metrics"), "pmta_delivered_total") != 15:
             assert time.monotonic() < deadline, log.read_text()[-2000:]
