@@ -334,19 +334,28 @@ def test_management_api_gauges_are_read_through_last_over_time() -> None:
     that uses them and resolves the firing ones; rules/tests/edge_cases_test.yaml shows the effect.
     Every use, in expressions and in annotation queries, goes through last_over_time(...[5m]); the host's queue
     of the critical PmtaDeliveryStalled through [6h]: the last one PMTA reported, which a dead PMTA stops reporting.
-    Two recording rules gate on it raw on purpose: what PMTA finished, and the recipients of its paused queues, as
-    of its last report must stop there (their other reads go through last_over_time as everywhere)."""
+    Three recording rules read it raw on purpose: the host's queue (one value per host, whatever pods served it),
+    what PMTA finished, and the recipients of its paused queues, as of its last report, must stop there (their other
+    reads go through last_over_time as everywhere); the host's queue is then read through last_over_time(...[6h]).
+    The 6h window reads that per-host value, not each pod's gauge: a replaced pod's last report stayed in it for 6h,
+    added to the new pod's (rules/tests/queue_test.yaml, review 2026-12-07)."""
     as_of_report = ("/instance:pmta_finished_at_queue_report:total",
                     "/instance:pmta_queue_paused_recipients_at_queue_report:sum")
+    host_queue = "instance:pmta_status_queue_recipients_at_queue_report:sum"
     for where, text in all_promql():
+        if where.endswith("/" + host_queue):
+            assert re.fullmatch(r"\s*max without \(pod\) \(\s*sum without \(type\) \(pmta_status_queue_recipients"
+                                r"\{[^}]*\}\)\s*\)\s*", text), text
+            continue
+        for m in re.finditer(re.escape(host_queue) + r"\b", text):
+            assert text[: m.start()].endswith("last_over_time(") and text[m.end() :].startswith("[6h]"), where
         if where.endswith(as_of_report):
             gate = re.search(r"and on \(cluster, job, instance\)\s+pmta_status_queue_recipients\s*$", text)
             assert gate, text
             text = text[: gate.start()]
         for m in re.finditer(r"(?<![:\w])pmta_(?:queue|status)_[a-z_]+", text):
             assert text[: m.start()].endswith("last_over_time("), f"{where}: {m.group(0)} read raw"
-            window = r"\[(?:5m|6h)\]" if m.group(0) == "pmta_status_queue_recipients" else r"\[5m\]"
-            assert re.match(r"(?:\{[^}]*\})?" + window, text[m.end() :]), f"{where}: {m.group(0)}: window"
+            assert re.match(r"(?:\{[^}]*\})?\[5m\]", text[m.end() :]), f"{where}: {m.group(0)}: window"
 
 
 def test_per_host_joins_and_queries_keep_sites_apart() -> None:
