@@ -4,8 +4,7 @@ A host that refuses, times out, answers 5xx or garbage becomes a `HostAnswer` wi
 the merge layer turns those into a partial answer naming the host. The bound is enforced with
 `asyncio.wait_for` around the whole request, since httpx's timeouts apply per read and a server that
 drips bytes could otherwise hold a request far longer. The body is streamed and capped at
-`hub.max_answer_size` counted unzipped (a few KiB of gzip unzip to GiBs), and one whose parse would take far more
-memory than its bytes is refused unparsed (hub.jsoncost). Decoding a body already read
+`hub.max_answer_size` counted unzipped (a few KiB of gzip unzip to GiBs). Decoding a body already read
 cannot be interrupted: a big one is decoded on a decode thread of its own (DECODE_THREADS), whose JSON
 parse still holds the interpreter lock; near the cap a host's answer can end ~0.5 s past its budget.
 """
@@ -41,7 +40,6 @@ from exporter.redact import redact_log_text
 from exporter.textrepair import TooDeep, first_surrogate_path
 from hub.config import HUB_API_CONCURRENCY, MAX_ANSWER_SIZE, HubSection
 from hub.encode import item_lists as _item_lists
-from hub.jsoncost import too_costly
 from hub.resolver import Resolver, ResolvingBackend
 from hub.targets import Target
 from hub.threads import Threads
@@ -372,12 +370,8 @@ def _decode(raw: bytes | bytearray, path: str, status: int, limit: int | None = 
     """(body, None) or (None, why not). The body is the answer as parsed, checked strictly against the daemon's model
     of the route (types exactly a daemon's: "3" is no count, as `_checker`'s numbers), every string text, and every
     list no longer than a daemon lists (`_too_long`): what the merge code and the pages then read is what a daemon
-    sends. The cheap checks come first (the memory its parse would take, counted from its bytes; a mapping, its lists'
-    lengths), then the walk for a lone surrogate, bounded by the model's nesting (`_not_text`), then the model: no
-    check costs more than the answer's size."""
-    costly = too_costly(raw)
-    if costly is not None:  # refused unparsed: its parse would hold far more memory than its bytes (hub.jsoncost)
-        return None, f"HTTP {status}: not a watchtower {path} answer ({costly})"
+    sends. The cheap checks come first (a mapping, its lists' lengths), then the walk for a lone surrogate, bounded
+    by the model's nesting (`_not_text`), then the model: no check costs more than the answer's size."""
     try:
         body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than json's recursion limit

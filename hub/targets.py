@@ -34,7 +34,6 @@ from hub.config import (
     invisible_problem,
     without_credentials,
 )
-from hub.jsoncost import too_costly
 from hub.threads import off_loop
 
 log = logging.getLogger(__name__)
@@ -255,11 +254,7 @@ def _shaped(value: Any, kind: type, where: str) -> Any:
 
 
 def _parsed_targets(raw: bytes, job: str, scheme: str, skipped: list[str]) -> list[Target]:
-    """parse_prometheus_targets of an answer's bytes (on a hub work thread: it may be MiBs of JSON); one whose parse
-    would take far more memory than its bytes is refused unparsed (hub.jsoncost)."""
-    costly = too_costly(raw)
-    if costly is not None:
-        raise NotTargets(f"not a Prometheus /api/v1/targets answer: {costly}")
+    """parse_prometheus_targets of an answer's bytes (on a hub work thread: it may be MiBs of JSON)."""
     return parse_prometheus_targets(json.loads(raw), job, scheme, skipped)
 
 

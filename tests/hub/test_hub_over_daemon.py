@@ -148,7 +148,7 @@ async def test_hub_flows_echo_the_daemons_bucket_bounds(h: Harness, clock: list[
 async def test_a_daemon_answering_deeply_nested_json_is_a_missing_host_not_a_500(h: Harness,
                                                                                 clock: list[float]) -> None:
     nested = httpx.MockTransport(lambda request: httpx.Response(
-        200, content=b"[" * 30_000 + b"]" * 30_000, headers={"content-type": "application/json"}))
+        200, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}))
     async with clients(h, lambda: clock[0], nested) as (via_hub, _):
         for path in ("/api/v1/search", "/api/v1/flows", "/api/v1/replies"):
             r = await via_hub.get(path)
