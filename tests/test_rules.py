@@ -342,13 +342,18 @@ def test_management_api_gauges_are_read_through_last_over_time() -> None:
     as_of_report = ("/instance:pmta_finished_at_queue_report:total",
                     "/instance:pmta_queue_paused_recipients_at_queue_report:sum")
     host_queue = "instance:pmta_status_queue_recipients_at_queue_report:sum"
+    # where the recorded host queue has no sample in 6h (the hours after the rules are first loaded), the raw
+    # gauges stand in for it: the only other read of a gauge through [6h]
+    stand_in = ("(last_over_time(" + host_queue + "[6h]) or sum without (pod, type) (last_over_time("
+                'pmta_status_queue_recipients{type!~"bounceProcessor|feedbackLoopProcessor|gmImprinter"}[6h])))')
     for where, text in all_promql():
         if where.endswith("/" + host_queue):
             assert re.fullmatch(r"\s*max without \(pod\) \(\s*sum without \(type\) \(pmta_status_queue_recipients"
                                 r"\{[^}]*\}\)\s*\)\s*", text), text
             continue
-        for m in re.finditer(re.escape(host_queue) + r"\b", text):
-            assert text[: m.start()].endswith("last_over_time(") and text[m.end() :].startswith("[6h]"), where
+        if host_queue in text:
+            assert text.count(host_queue) == text.count(stand_in), where
+            text = text.replace(stand_in, "HOST_QUEUE")
         if where.endswith(as_of_report):
             gate = re.search(r"and on \(cluster, job, instance\)\s+pmta_status_queue_recipients\s*$", text)
             assert gate, text
