@@ -344,11 +344,11 @@ def test_management_api_gauges_are_read_through_last_over_time() -> None:
     host_queue = "instance:pmta_status_queue_recipients_at_queue_report:sum"
     # where the recorded host queue has no sample in 6h (the hours after the rules are first loaded), the raw
     # gauges stand in for it: the only other read of a gauge through [6h]
-    stand_in = ("(last_over_time(" + host_queue + "[6h]) or sum without (pod, type) (last_over_time("
+    stand_in = ("(last_over_time(" + host_queue + "[6h]) or sum by (cluster, job, instance) (last_over_time("
                 'pmta_status_queue_recipients{type!~"bounceProcessor|feedbackLoopProcessor|gmImprinter"}[6h])))')
     for where, text in all_promql():
         if where.endswith("/" + host_queue):
-            assert re.fullmatch(r"\s*max without \(pod\) \(\s*sum without \(type\) \(pmta_status_queue_recipients"
+            assert re.fullmatch(r"\s*max by \(cluster, job, instance\) \(\s*sum without \(type\) \(pmta_status_queue_recipients"
                                 r"\{[^}]*\}\)\s*\)\s*", text), text
             continue
         if host_queue in text:
