@@ -152,8 +152,9 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_records_read_total", "counter", "Valid records read.", ("source", "type"), "self"),
     MetricSpec("watchtower_records_skipped_total", "counter",
                "Valid records of a type the source does not feed (its `records` list).", ("source", "type"), "self"),
-    MetricSpec("watchtower_parse_errors_total", "counter", "Lines that could not be used, by reason.",
-               ("source", "reason"), "self"),
+    MetricSpec("watchtower_parse_errors_total", "counter",
+               "Lines that could not be used, by reason; bad_timestamp and bad_size: a record counted without the "
+               "field named (its delay, its bytes).", ("source", "reason"), "self"),
     MetricSpec("watchtower_records_repaired_total", "counter",
                "Records used after repair: invalid UTF-8 bytes replaced by U+FFFD (reason `invalid_utf8`).",
                ("source", "reason"), "self"),

@@ -291,7 +291,8 @@ def overview() -> Json:
     g.add(timeseries("Records read per second by source", f"Valid records read from each configured source. {PER_S}",
                      [prom(sum_by("cluster, instance, source", rate("watchtower_records_read_total")),
                            "{{instance}} {{source}}")], "cps"), 12, 8)
-    g.add(timeseries("Parse errors per second", f"Lines that could not be used, by source and reason. {PER_S}",
+    g.add(timeseries("Parse errors per second", "Lines that could not be used, by source and reason "
+                     f"(bad_timestamp and bad_size: records counted without that field). {PER_S}",
                      [prom(nonzero(sum_by("cluster, instance, source, reason", rate("watchtower_parse_errors_total"))),
                            "{{instance}} {{source}} {{reason}}")], "cps"), 12, 8)
     g.add(timeseries("Bytes behind", "Bytes written to followed files but not yet read: the tailing backlog.",
@@ -790,7 +791,8 @@ def forensics() -> Json:
                           "&limit=100", "items", columns=RECIPIENT_COLUMNS)], [], [], datasource=INFINITY), 24, 10)
 
     g.row("Input quality")
-    g.add(stat("Parse error ratio", f"Lines that could not be used / lines read. {PER_S}",
+    g.add(stat("Parse error ratio", "Lines that could not be used, and records counted without a time or a "
+               f"size they held (bad_timestamp, bad_size), / lines read. {PER_S}",
                [prom(ratio(sum_by("", rate("watchtower_parse_errors_total")),
                            sum_by("", rate("watchtower_lines_read_total"))))], "percentunit",
                thresholds=steps(("green", None), ("yellow", 0.001), ("red", 0.01))), 6, 4)
