@@ -556,6 +556,14 @@ def test_slack_text_escapes_what_slack_reads_as_markup(tmp_path: Path) -> None:
     assert text.splitlines()[0] == "*Gmail &lt;throttling&gt; vmta-&lt;05&gt; &amp; co.*"
     assert text.splitlines()[1].startswith("WARNING · PmtaIspThrottling · A &lt;b&gt; &amp; c. · job ")
     assert render("watchtower.slack.title", data, tmp_path) == "Gmail &lt;throttling&gt; vmta-&lt;05&gt; &amp; co."
+    alert["labels"]["severity"] = "warn<!here>&"
+    alert["annotations"]["runbook_url"] = "https://rb.example.invalid/x?a=1&b=2|pipe>gt"
+    alert["annotations"]["dashboard_url"] = "/d/v/vmta?var-vmta=a&var-isp=b|c<d>"
+    lines = render("watchtower.slack.text", data, tmp_path).splitlines()
+    assert lines[1].startswith("WARN&lt;!HERE&gt;&amp; · PmtaIspThrottling · ")
+    assert lines[2] == ("<https://rb.example.invalid/x?a=1&b=2%7Cpipe%3Egt|Runbook> · "
+                        f"<{GRAFANA}/d/v/vmta?var-vmta=a&var-isp=b%7Cc%3Cd%3E|Dashboard> · "
+                        "<http://prometheus.example.invalid/graph?g0.expr=x|Prometheus>")
 
 
 def test_no_alert_text_holds_slack_markup() -> None:
