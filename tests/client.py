@@ -9,6 +9,25 @@ cap on requests in flight from several threads."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from pathlib import Path
+
 import httpx
 
 HTTP = httpx.Client(timeout=5.0, limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    """Poll `url` (a Prometheus or Alertmanager `/-/ready`) until it answers 200; fail at once, with the end of its
+    log, if the process exits first, and after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if HTTP.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready within {timeout:g} s"
+        time.sleep(0.1)

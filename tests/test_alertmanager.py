@@ -14,11 +14,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from tests.client import HTTP
+from tests.client import HTTP, wait_ready
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -250,16 +249,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
-            try:
-                if HTTP.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "alertmanager not ready"
-            time.sleep(0.1)
+        wait_ready(f"{url}/-/ready", proc, tmp_path / "alertmanager.log", timeout=30)
         yield url
     finally:
         proc.terminate()

@@ -12,11 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.client import HTTP
+from tests.client import HTTP, wait_ready
 from tests.conftest import REPO, free_port
 
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
@@ -69,16 +68,7 @@ def test_a_page_under_way_goes_on_when_the_rules_are_first_loaded(tmp_path: Path
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
-            try:
-                if HTTP.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready"
-            time.sleep(0.1)
+        wait_ready(f"{url}/-/ready", proc, tmp_path / "prometheus.log")
         at = {"time": str(now)}
         recorded = HTTP.get(f"{url}/api/v1/query", params={
             "query": "last_over_time(instance:pmta_status_queue_recipients_at_queue_report:sum[6h])", **at}).json()
