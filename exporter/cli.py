@@ -4,9 +4,10 @@ Parses arguments, loads the one Config object, checks it against the machine (ex
 and hands it to the daemon. A config problem is never a traceback: one line per problem naming
 the key, exit 2.
 
-Exit codes (docs/security.md, README): 0 ok; 1 runtime failure (listener could not bind, state
-database unusable, unhealthy for `healthcheck`); 2 invalid configuration or usage (1 for `healthcheck`:
-Docker reserves a health check's exit 2).
+Exit codes (docs/reliability.md, docs/security.md): 0 ok; 1 runtime failure (listener could not bind, the
+state database unusable while it runs: its disk full, its files deleted; unhealthy for `healthcheck`); 2 invalid
+configuration or usage, or a state database `run` refuses to start with (no SQLite file, damaged, another HMAC key:
+no restart mends it; 1 for `healthcheck`: Docker reserves a health check's exit 2).
 """
 
 from __future__ import annotations
