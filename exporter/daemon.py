@@ -498,7 +498,7 @@ class Daemon:
 
         routes = self.pipeline.sink.asgi_routes() if self.pipeline.sink is not None else None
         app = build_app(self.registry, self.health, [routes] if routes is not None else [],
-                        self.config.web.basic_auth_users)
+                        self.config.web.basic_auth_users, refresh=self._refresh_gauges)
         self._server = make_server(app, self.config)
         from exporter.http import exposure_warning
 
@@ -1101,6 +1101,12 @@ class Daemon:
         self.pipeline.self_metrics.last_checkpoint_ts.set(when)
 
     # --- health ----------------------------------------------------------------------------------
+    def _refresh_gauges(self) -> None:
+        """Before each /metrics snapshot: the files followed and the bytes behind from the sizes seen now, as /healthz
+        reports them (a read pass sets them only at its end: a scrape during a long pass showed 0 bytes behind)."""
+        if self.tailer is not None:
+            self.tailer.update_gauges()
+
     def health(self) -> dict[str, Any]:
         tailer = self.tailer
         files = len(tailer.streams) if tailer else 0

@@ -93,7 +93,10 @@ def build_app(
     health: Callable[[], dict[str, Any]],
     routers: list[Any] | None = None,
     basic_auth_users: dict[str, str] | None = None,
+    refresh: Callable[[], None] | None = None,
 ) -> FastAPI:
+    """The listener's app. `refresh`, if given, runs on the loop before each /metrics snapshot: gauges that say the
+    state now (the bytes behind, which /healthz reads when asked) are set then, not only when a read pass ends."""
     # No slash redirects: Starlette builds their Location from the Host header and the listener's own scheme
     # (any host a client names; the internal http:// address behind a TLS proxy). `/metrics/` is a 404.
     app = FastAPI(title="PMTA Watchtower", version=__version__, docs_url=None, redoc_url=None,
@@ -108,6 +111,8 @@ def build_app(
             return JSONResponse(error_body(400, f"at most {MAX_NAMES} name[] parameters, got {len(asked)}", "name[]"),
                                 status_code=400)
         accept_encoding = ", ".join(request.headers.getlist("accept-encoding"))  # repeated fields are one list
+        if refresh is not None:
+            refresh()
         body, headers = await render_metrics(registry, request.headers.get("accept", ""), accept_encoding,
                                              asked or None)
         return Response(body, headers=headers)

@@ -1249,7 +1249,7 @@ class Tailer:
                     self.known[key] = stream.cp
         if not cut_short:  # files this pass did not reach (a stop, a pause, a /metrics render) are not retired: a
             await self._retire_and_idle()  # gone one never opened was said lost with its bytes unread
-        self._update_gauges()
+        self.update_gauges()
         return more
 
     def _moved_identities(self, label: str) -> dict[tuple[int, int], str] | None:
@@ -1474,9 +1474,11 @@ class Tailer:
         self._last_look = now
         for stream in self.streams.values():
             stream.look()
-        self._update_gauges()
+        self.update_gauges()
 
-    def _update_gauges(self) -> None:
+    def update_gauges(self) -> None:
+        """Files followed, open, and bytes behind per source, from the sizes seen last: at the end of each read pass
+        or paused look, and before each /metrics snapshot (Daemon._refresh_gauges)."""
         if not self.metrics:
             return
         per_source: dict[str, list[int]] = {s.label: [0, 0] for s in self.sources}

@@ -245,3 +245,42 @@ async def test_a_paused_look_counts_a_file_truncated_below_its_offset_whole(tmp_
     assert await drain(t) == 5  # reading resumed: the new bytes from byte 0
     assert behind(reg) == 0
     await t.close()
+
+
+# --- at every scrape -----------------------------------------------------------------------------------------
+async def test_the_gauge_on_a_scrape_is_what_healthz_says_at_that_moment(tmp_path: Path) -> None:
+    """The gauge was set at the end of each read pass only, while /healthz reads the files' sizes when asked: a
+    scrape during a long pass (a 93 MB append, read 8 chunks a pass) showed 0 bytes behind with 55 MB unread, then
+    one pass late (review 2026-12-07). Each /metrics render now sets it from the same sizes /healthz reads. Here no
+    pass runs between the look at the file and the scrape (the next poll is a minute away)."""
+    import httpx
+
+    w = AcctWriter(tmp_path / "logs" if (tmp_path / "logs").mkdir() is None else tmp_path)
+    w.write(100)
+    port = loopback_port()
+    cfg = load_config(write_config(tmp_path, listen=f"127.0.0.1:{port}",
+                                   tail={"poll_interval": 60, "rescan_interval": 60}))
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.serve())
+    try:
+        await asyncio.wait_for(d.started.wait(), 20)
+        assert d.tailer is not None
+        deadline = time.monotonic() + 20
+        while d.registry.get_sample_value("pmta_delivered_total", {"vmta": "vmta-1", "vmta_pool": "pool-a",
+                                                                   "isp": "gmail"}) != 100:
+            assert time.monotonic() < deadline, "the first pass did not read the file"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # that pass over: the main loop waits out its minute
+        (stream,) = d.tailer.streams.values()
+        before = w.path.stat().st_size
+        w.write(50)
+        stream.look()  # its size seen (as a pass's first stat sees it), nothing read
+        appended = w.path.stat().st_size - before
+        assert d.health()["bytes_behind"] == appended
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            page = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert f'watchtower_behind_bytes{{source="acct"}} {float(appended)}' in page.splitlines()
+        assert d.health()["bytes_behind"] == appended  # nothing read meanwhile: the gauge was not set by a pass
+    finally:
+        d.should_exit.set()
+        assert await asyncio.wait_for(task, 20) == 0
