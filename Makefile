@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 PACKAGES := exporter correlator hub pages simulator
 PYTEST_WORKERS ?= 3
 # pytest-xdist workers: 3 on CI's 2 cores, as a third of a worker's time is waits (daemons starting, Prometheus
-# evaluating simulated time), which the third fills (on 2 cores: 11m42s against 14m11s with 2). A file, or the
+# evaluating simulated time), which the third fills (on 2 cores: 11m42s against 14m11s with 2; a fourth did not
+# help: 577.5 s against 562.2 s with 3, bench/README.md forty-seventh round). A file, or the
 # tests sharing one stack, run whole on one worker (tests/conftest.py run_group). PYTEST_WORKERS=0 runs the suite
 # in one process.
 
