@@ -2,8 +2,8 @@
 
 `httpx.get()` builds a client for each call, and every new client loads the CA bundle: ~25 ms of CPU a request.
 The suite sent ~3,700 such requests (polling a daemon until it answers, scraping until a count is reached): ~95 s
-of its CPU, spent in the workers beside the daemons they wait for (pytest 688.9 s -> 562.2 s on three workers). This client is built once per process and keeps
-`httpx.get()`'s behaviour otherwise: a 5 s timeout, no redirects followed, each request on a connection of its own
+of its CPU, spent in the workers beside the daemons they wait for (pytest 688.9 s -> 562.2 s on three workers).
+This client is built once per process and keeps `httpx.get()`'s behaviour otherwise: a 5 s timeout, no redirects followed, each request on a connection of its own
 that is closed after the answer (no keep-alive: a test that counts a daemon's connections sees only its own), and no
 cap on requests in flight from several threads."""
 

@@ -13,15 +13,13 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from tests.client import HTTP
+from tests.client import HTTP, wait_ready
 from tests.conftest import REPO, free_port
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -108,17 +106,7 @@ class Process:
         self.log = log
         with open(log, "ab") as f:
             self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited: {log.read_text()[-3000:]}")
-            try:
-                if HTTP.get(ready_url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{argv[0]} not ready: {log.read_text()[-3000:]}")
+        wait_ready(ready_url, self.proc, log)
 
     def stop(self) -> None:
         self.proc.terminate()
