@@ -62,6 +62,10 @@ AUDIT_EXAMPLES = [
     ("the list « anna@example.com » and（李雷@例子.中国）", "the list « [redacted]@example.com » and（[redacted]@例子.中国）"),
     ('quoted "a@b c"@example.com end', "quoted [redacted]@example.com end"),
     ("rcpt jane＠yahoo.com and 李雷＠例子.中国", "rcpt [redacted]＠yahoo.com and [redacted]＠例子.中国"),  # full-width at sign
+    # a quoted local part in a CSV field has its quotes doubled (RFC 4180): the line a parser warning quotes
+    ('b,x,"""mary ann smith""@example.com",,failed', 'b,x,"[redacted]@example.com",,failed'),
+    ('b,x,"<""john q public""@example.com>: user unknown"x,,', 'b,x,"<[redacted]@example.com>: user unknown"x,,'),
+    ('d,"a ""b\\""c""@example.com"', 'd,"a [redacted]@example.com"'),  # `\"` escapes a quote inside
 ]
 
 NOT_ADDRESSES = ["a bare @ in text", "@", "@@ and @ @", "decorator @property", "", "100% sure", "%40 alone",
@@ -267,6 +271,23 @@ def test_property_a_literal_address_never_keeps_its_local_part(prefix, before, l
     assert local not in out
     if not might_hold_address(suffix):
         assert "[redacted]@" + domain + after in out  # the domain stays readable
+    assert redact(out) == out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prefix=_surrounding, before=st.sampled_from(["", " ", "<", "smtp;550 <"]), local=_quoted, domain=_domain,
+       after=st.sampled_from(["", ">", "> user unknown", " x"]), suffix=_surrounding)
+def test_property_a_quoted_local_part_in_a_csv_field_never_keeps_its_name(prefix, before, local, domain, after,
+                                                                           suffix):
+    """A CSV field doubles every quote inside it: `"john doe"@x` in a field is written with each quote twice and
+    the field's own quotes around (privacy review 2026-12-07: the redaction took the doubled closing quote for a
+    whole, empty, quoted local part)."""
+    field = before + local + "@" + domain + after
+    text = prefix + ',"' + field.replace('"', '""') + '",' + suffix
+    out = redact(text)
+    name = local[1:-1].replace('"', '""')
+    assume(name not in prefix + suffix + domain + after + before + REDACTED)
+    assert name not in out
     assert redact(out) == out
 
 
