@@ -828,9 +828,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one)."""
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """The mapping, a key repeated among its own refused. A merge key (`<<: *anchor`) is YAML's own: the base
+    constructor merges it, the mapping's own keys overriding the merged ones as YAML says (constructed here, it
+    was refused as an unknown tag)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
         try:

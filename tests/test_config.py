@@ -397,3 +397,20 @@ def test_a_value_yaml_cannot_construct_is_a_config_error_not_a_traceback(tmp_pat
         rc, err = _check(tmp_path, text, capsys)
         assert rc == 2, err
         assert "Traceback" not in err and "not valid YAML: a value it cannot read (" in err, err
+
+
+def test_yaml_merge_keys_are_read_as_yaml_reads_them_and_a_key_repeated_beside_one_is_refused(tmp_path: Path, capsys):
+    """Operator review 2026-12-07: `<<: *anchor` (one source's settings for the next) was refused as a `!` tag."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    text = (f"sources:\n  - &acct\n    name: acct\n    paths: ['{logs}/acct-*.csv']\n"
+            f"    moved_to: ['{logs}/old/acct-*.csv']\n"
+            f"  - <<: *acct\n    name: diag\n    paths: ['{logs}/diag-*.csv']\nstate_dir: {tmp_path}/s\n")
+    f = tmp_path / "merge.yml"
+    f.write_text(text)
+    cfg = load_config(f)
+    assert [(s.name, s.paths, s.moved_to) for s in cfg.sources] == [
+        ("acct", [f"{logs}/acct-*.csv"], [f"{logs}/old/acct-*.csv"]),
+        ("diag", [f"{logs}/diag-*.csv"], [f"{logs}/old/acct-*.csv"])]
+    rc, err = _check(tmp_path, text.replace("    name: diag\n", "    name: diag\n    name: fbl\n"), capsys)
+    assert rc == 2 and "duplicate key 'name' (first on line 7, again on line 8)" in err, err
