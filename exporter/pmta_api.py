@@ -498,11 +498,13 @@ def read_api_key(config: PmtaApiConfig) -> str | None:
         return _header_safe(config.api_key, "api_key")
     if config.api_key_file is not None:
         try:  # a regular file of a few KiB, as at start: one swapped for /dev/zero or a FIFO never eats or hangs a poll
-            key = read_secret(config.api_key_file).decode("utf-8").strip() or None
+            key = read_secret(config.api_key_file).decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise PmtaApiConfigError("api_key_file", f"cannot read api_key_file {config.api_key_file}: "
                                                      f"{_why(exc)}") from exc
-        return None if key is None else _header_safe(key, "api_key_file")
+        if not key:  # emptied since the start (checked then): no poll goes out without the key it was set up with
+            raise PmtaApiConfigError("api_key_file", f"api_key_file {config.api_key_file} is empty")
+        return _header_safe(key, "api_key_file")
     return None
 
 

@@ -70,9 +70,11 @@ def secret_file_problem(key: str, path: Path | None) -> str | None:
     if problem:
         return problem
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"{key}: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    if not text.strip():  # an API key file left empty: the poller sent no key at all, and `ok` was said
+        return f"{key}: {path} is empty: it holds no secret"
     return None
 
 

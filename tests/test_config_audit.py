@@ -222,10 +222,21 @@ def test_hmac_key_file_is_checked_like_state_dir(tmp_path: Path):
 
 
 def test_pmta_files_are_read_as_run_reads_them(tmp_path: Path):
+    from exporter.config import PmtaApiConfig
+    from exporter.pmta_api import PmtaApiConfigError, read_api_key
+
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
     problems = _preflight(tmp_path, pmta={"url": "https://127.0.0.1:1", "ca_file": str(junk)})
     assert len(problems) == 1 and problems[0].startswith(f"pmta.ca_file: cannot load {junk} as a PEM CA bundle: ")
+    empty = tmp_path / "empty.key"
+    empty.write_text(" \n")  # (operator review 2026-12-07: the poller then sent no key at all, and `ok` was said)
+    for key in ("password_file", "api_key_file"):
+        extra = {"username": "u"} if key == "password_file" else {}
+        assert _preflight(tmp_path, pmta={"url": "http://127.0.0.1:1", key: str(empty), **extra}) == [
+            f"pmta.{key}: {empty} is empty: it holds no secret"]
+    with pytest.raises(PmtaApiConfigError, match="api_key_file .* is empty"):  # emptied after the start
+        read_api_key(PmtaApiConfig(url="http://127.0.0.1:1", api_key_file=empty))
     binary = tmp_path / "secret.bin"
     binary.write_bytes(b"\xff\xfesecret\n")
     for key in ("password_file", "api_key_file"):
