@@ -192,3 +192,12 @@ def test_ctrl_c_during_the_imports_exits_130_quietly(delay: float) -> None:
     # 0: the listing was done before the ^C; -SIGINT (no output): it came before the interpreter took SIGINT (a loaded
     # machine starts Python slowly), which a shell reports as 130 too
     assert proc.returncode in (0, 130) or (proc.returncode == -signal.SIGINT and err == ""), (proc.returncode, err)
+
+
+def test_python_m_simulator_is_pmta_sim() -> None:
+    """Operator review 2026-12-07: `python -m simulator` (as `python -m exporter`) said `No module named
+    simulator.__main__`."""
+    runs = [subprocess.run([sys.executable, "-m", module, "list"], cwd=REPO, capture_output=True, text=True,
+                           timeout=60) for module in ("simulator", "simulator.cli")]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert runs[0].stdout == runs[1].stdout and "baseline " in runs[0].stdout, runs[0].stdout
