@@ -23,6 +23,13 @@ GROUP_TITLES = {
     "self": "Watchtower's own health",
     "correlator": "Correlator",
 }
+GROUP_NOTES = {
+    "records": "These counters are kept across restarts, in the state database with the offsets they were counted "
+               "to: a restart neither resets them nor counts a record twice (a new state database starts them at 0).",
+    "self": "These count from 0 at each start of the daemon, as a process's own counters do (Prometheus' `rate()` "
+            "and `increase()` take the reset): the record families above are the ones kept across restarts.",
+}
+"""A paragraph under a group's title: what a reader comparing the two kinds of counters needs to know."""
 
 
 def _intro(path: Path) -> str:
@@ -40,7 +47,8 @@ def render_metrics() -> str:
         rows = [m for m in METRICS if m.group == group]
         if not rows:
             continue
-        lines += [f"## {title}", "", "| metric | type | labels | meaning |", "|---|---|---|---|"]
+        lines += [f"## {title}", ""] + ([GROUP_NOTES[group], ""] if group in GROUP_NOTES else [])
+        lines += ["| metric | type | labels | meaning |", "|---|---|---|---|"]
         for m in rows:
             labels = ", ".join(f"`{x}`" for x in m.labels) or "—"
             lines.append(f"| `{m.name}` | {m.kind} | {labels} | {_meaning(m)} |")
