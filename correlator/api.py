@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from correlator import render, store
-from correlator.keys import RcptHasher, norm_message_id
+from correlator.keys import RcptHasher, norm_message_id, norm_rcpt
 from correlator.models import (
     ApiError,
     FlowsResponse,
@@ -464,7 +464,7 @@ class Api:
     def rcpt_key(self, rcpt: str, name: str = "rcpt") -> int:
         """The recipient's index key; a 400 naming `name` for a value no address has (empty, or with a space that
         was a `+`: looked up, it answered 404 on job_id or an empty search, with no word about the `+`)."""
-        value = rcpt.strip().lower()
+        value = norm_rcpt(rcpt)
         if not value:
             raise BadRequest(400, "empty recipient", name)
         if unquoted_space(value):
@@ -476,7 +476,7 @@ class Api:
     def rcpt_shown(self, rcpt: str) -> str:
         """The recipient as an answer may show it: with hash_recipients, `hmac-sha256:<hex>` (an answer must
         not carry the address a caller sent: proxies and Grafana keep answers); plain otherwise."""
-        value = rcpt.strip().lower()
+        value = norm_rcpt(rcpt)
         if not self.hasher.hashed or self.hasher.shown_key(value) is not None:
             return value
         return self.hasher(value)[1]
@@ -485,7 +485,7 @@ class Api:
         """The recipient as an error message quotes it, so the operator sees what was looked up (`bob tag@...`),
         cut by `echoed`. With hash_recipients the local part is redacted whole and the domain kept: an error body
         is kept like any answer, and `redact` alone keeps what precedes a space (`bob [redacted]@gmail.com`)."""
-        value = rcpt.strip().lower()
+        value = norm_rcpt(rcpt)
         if not self.hasher.hashed or self.hasher.shown_key(value) is not None:
             return echoed(value)
         _local, at, domain = value.rpartition("@")

@@ -27,7 +27,7 @@ import polars as pl
 
 from correlator import store
 from correlator.genfilter import GenerationFilters
-from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id
+from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id, norm_rcpt
 from correlator.prepare import _mx_host_expr, map_distinct, report_times
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
@@ -371,7 +371,10 @@ _DONE_TYPES = ("d", "b", "delivery", "bounce")
 _NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
 """A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
 _RCPT_STRIPPED = pl.col("rcpt").str.strip_chars(PY_WHITESPACE)
-_RCPT = _RCPT_STRIPPED.str.to_lowercase()
+_RCPT_LOWER = _RCPT_STRIPPED.str.to_lowercase()
+_RCPT = pl.when(_RCPT_LOWER.str.starts_with("<") & _RCPT_LOWER.str.ends_with(">")).then(
+    _RCPT_LOWER.str.slice(1, _RCPT_LOWER.str.len_chars() - 2).str.strip_chars(PY_WHITESPACE)).otherwise(_RCPT_LOWER)
+"""keys.norm_rcpt, column-wise: a recipient in angle brackets is the bare address."""
 _MID_BARE = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
 _MID = pl.when(_MID_BARE.str.contains("@", literal=True)).then(pl.concat_str(
     _MID_BARE.str.extract(r"(?s)^(.*@)", 1), _MID_BARE.str.extract(r"@([^@]*)$", 1).str.to_lowercase())
@@ -727,7 +730,7 @@ class Attributor:
         def val(i: int) -> str:
             return row[i].strip() if i >= 0 else ""
 
-        return val(c.rcpt).lower(), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t, cut
+        return norm_rcpt(val(c.rcpt)), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t, cut
 
     def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, Recent]],
                      slices: Slices) -> dict[int, _First]:

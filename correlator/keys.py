@@ -122,6 +122,16 @@ job_hash = _UNKEYED.job_hash
 queued_hash = _UNKEYED.queued_hash
 
 
+def norm_rcpt(rcpt: str) -> str:
+    """A recipient as every key, lookup and redaction takes it: stripped, lowercase, and without the angle brackets
+    of a path (`<bob@x>`, as an SMTP command writes it): bracketed, it was another recipient than the bare address,
+    and a text never found inside the Message-Id or jobId, which then kept the address (privacy review 2026-12-07)."""
+    value = rcpt.strip().lower()
+    if value[:1] == "<" and value[-1:] == ">":
+        value = value[1:-1].strip()
+    return value
+
+
 def domain_of(address: str) -> str:
     at = address.rfind("@")
     return address[at + 1 :].strip().lower() if at >= 0 else ""

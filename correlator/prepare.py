@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from correlator import store
-from correlator.keys import MID_STRIP, mid_key
+from correlator.keys import MID_STRIP, mid_key, norm_rcpt
 from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, Columns, RecordBatch, col
 from exporter.redact import redact as redact_local_parts
@@ -256,7 +256,7 @@ class Preparer:
         plain = not hasher.hashed
         from_bytes = int.from_bytes
         for rcpt in memo:
-            rcpt_l = rcpt.strip().lower()
+            rcpt_l = norm_rcpt(rcpt)
             if not rcpt_l:
                 memo[rcpt] = (rcpt_l, None, None, "")
             elif plain:

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from correlator import store
-from correlator.keys import MID_STRIP
+from correlator.keys import MID_STRIP, norm_rcpt
 from correlator.prepare import REPORTS, batch_frame, map_distinct
 from exporter.config import RECORD_TYPES
 from exporter.parser import ErrorLog, FileParser
@@ -60,10 +60,6 @@ the usual PMTA rotation (the 250k corpus: 26 MB each), keep the faster reader.""
 READ_BYTES = 16 * 1024 * 1024
 _FIELDS = frozenset({"type", "rcpt", "message_id"})
 _ALL_TYPES = frozenset(RECORD_TYPES)
-
-
-def norm_rcpt(rcpt: str) -> str:
-    return rcpt.strip().lower()
 
 
 class Reach:
@@ -124,9 +120,9 @@ _PY_ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 def normalised_rcpts(rcpt: pl.Series) -> pl.Series:
     """norm_rcpt of every value: column-wise for ASCII values (the same result there), in Python for the rest (Python
-    and polars lowercase and strip some other characters differently)."""
+    and polars lowercase and strip some other characters differently) and for a recipient in angle brackets."""
     out = rcpt.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
-    other = rcpt.str.len_bytes() != rcpt.str.len_chars()
+    other = (rcpt.str.len_bytes() != rcpt.str.len_chars()) | (out.str.starts_with("<") & out.str.ends_with(">"))
     if other.any():
         idx = other.arg_true()
         out = out.scatter(idx, map_distinct(rcpt.gather(idx), norm_rcpt, pl.String))

@@ -41,7 +41,7 @@ from correlator.api import (
     parse_time,
     redirect_double_slash,
 )
-from correlator.keys import norm_message_id
+from correlator.keys import norm_message_id, norm_rcpt
 from correlator.models import ApiError, Timeline
 from correlator.timeline import capped_column, cut, iso
 from exporter.metrics import PLACEHOLDER_NONE
@@ -407,7 +407,7 @@ def build_lookup_router(api: Api) -> APIRouter:
     ) -> Any:
         mid = norm_message_id(message_id or "")
         job = (job_id or "").strip()
-        addr = (rcpt or "").strip().lower()
+        addr = norm_rcpt(rcpt or "")
         key = api.rcpt_key(addr) if addr else None  # a value no address has is a 400 on rcpt, whatever else is given
         body: dict[str, Any] = {"message_id": mid or None, "job_id": job or None,
                                 "rcpt": api.rcpt_shown(addr) if addr else None,

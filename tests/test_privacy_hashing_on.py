@@ -597,3 +597,38 @@ async def test_replies_cut_a_reply_made_of_a_long_status(hashed: Harness) -> Non
         r = await c.get("/api/v1/replies", params={**WINDOW, "limit": 100})
     got = [x for x in r.json()["replies"] if x["reply"].startswith("5.0.0 S")]
     assert got and all(x["reply"] == ("5.0.0 " + "S" * 6000)[:TEXT_CAP] + CUT_MARK for x in got)
+
+
+# --- 4. a recipient logged in angle brackets ---------------------------------------------------------------
+
+BRACKETED = batch("/l/acct-2024-05-03-0009.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,header_Message-Id
+d,2024-05-03 10:00:01+0000,2024-05-03 10:00:00+0000,a@shop.example,<zz.leak.canary90@Gmail.com>,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,zz.leak.canary90@gmail.com,gmail.com/vmta-01,pool-a,\
+<zz.leak.canary90@gmail.com.5@shop.example>
+""")
+
+
+async def test_a_recipient_in_angle_brackets_is_the_same_recipient_and_leaves_no_address(tmp_path: Path) -> None:
+    """Privacy review 2026-12-07: the recipient key kept the `<>`, so the bracketed text was never found inside the
+    Message-Id and jobId (both stored and served raw, the address in a page's link) and its domain read `gmail.com>`.
+    The brackets are no part of the address: the key, the domain and the lookups are those of the bare address."""
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    try:
+        h.commit(BRACKETED)
+        assert b"canary90@" not in _store_bytes(h) and b"canary90=" not in _store_bytes(h)
+        rows = h.conn.execute("SELECT rcpt_h, rcpt_domain, message_id, job_id FROM corr_timelines").fetchall()
+        assert rows == [(h.sink.hasher("zz.leak.canary90@gmail.com")[0], "gmail.com", "<rcpt>.5@shop.example",
+                         "<rcpt>")]
+        async with h.client() as c:
+            found = [await c.get("/api/v1/search", params={"rcpt": rcpt, "since": "2024-05-03T00:00:00Z"})
+                     for rcpt in ("zz.leak.canary90@gmail.com", "<ZZ.leak.canary90@gmail.com>")]
+            found.append(await c.get("/api/v1/timeline", params={"rcpt": "<zz.leak.canary90@gmail.com>",
+                                                                 "job_id": "zz.leak.canary90@gmail.com"}))
+            listed = await c.get("/api/v1/search", params={"since": "2024-05-03T00:00:00Z", "limit": 100})
+        assert [a.status_code for a in found] == [200, 200, 200]
+        assert [len(a.json()["items"]) for a in found[:2]] == [1, 1]
+        assert len(found[2].json()["timelines"]) == 1
+        assert listed.status_code == 200 and "canary90" not in listed.text, listed.text
+    finally:
+        h.close()
