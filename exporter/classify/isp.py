@@ -126,6 +126,12 @@ LONGEST_NAME = 253
 """Characters of the longest DNS name (RFC 1035): no listed domain or MX suffix is longer."""
 
 
+def bare_domain(domain: str) -> str:
+    """A recipient domain as the tables list it: lowercase, without the root's `.`, nor the `>` an address logged in
+    angle brackets leaves after its `@` (`<bob@gmail.com>`)."""
+    return domain.lower().rstrip(".>").rstrip()
+
+
 class IspClassifier:
     """Maps (recipient domain, dsnMta) to one of `VALUES`. Built once; `classify` is the hot path."""
 
@@ -174,7 +180,7 @@ class IspClassifier:
         isp = self._domains.get(domain)
         if isp is not None:
             return isp
-        dom = domain.lower().rstrip(".")
+        dom = bare_domain(domain)
         isp = self._domains.get(dom)
         if isp is not None:
             return isp
@@ -197,7 +203,7 @@ class IspClassifier:
         (a listed domain, or a non-empty dsnMta), else None; learns nothing, so any thread may ask."""
         isp = self._domains.get(domain)
         if isp is None:
-            isp = self._domains.get(domain.lower().rstrip("."))
+            isp = self._domains.get(bare_domain(domain))
         if isp is not None:
             return isp
         if not dsn_mta:
