@@ -829,12 +829,54 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_MERGED_KEYS = 10_000
+"""Keys a mapping may hold with its merges flattened: merges of merges multiply (ten aliases a level, eight levels:
+10**8 keys, which PyYAML before 6.0.2 builds)."""
+
+
+def _merged_keys(node: yaml.MappingNode, counted: dict[int, int]) -> int:
+    """How many keys `node` holds with its merges flattened, counted without building them (a merged mapping PyYAML
+    flattened already counts as it now is); a key repeated among a merged mapping's own, or `<<` twice in one mapping,
+    refused as a repeated key is (the base constructor keeps the last). Its own are those written inside it: a
+    mapping flattened by a PyYAML before 6.0.2 holds the merged pairs too, which may repeat a key."""
+    if id(node) in counted:
+        return counted[id(node)]
+    counted[id(node)] = 0  # a mapping merging itself (an alias of an ancestor) adds nothing more
+    merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+    if len(merges) > 1:
+        raise yaml.constructor.ConstructorError(None, None, "merge key `<<` repeated in one mapping (give one `<<` a "
+                                                "list of the mappings to merge)", merges[1][0].start_mark)
+    start, end = node.start_mark.index, node.end_mark.index
+    seen: dict[tuple[str, str], int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        if not start <= key_node.start_mark.index <= end:
+            continue  # merged into it by a flattening
+        ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+        if ident in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key_node.value!r} (first on line {seen[ident]}, again on line {line})",
+                key_node.start_mark)
+        seen[ident] = line
+    total = len(node.value) - len(merges)
+    for key_node, value in merges:
+        for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+            if isinstance(merged, yaml.MappingNode):
+                total += _merged_keys(merged, counted)
+            if total > MAX_MERGED_KEYS:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"merges more than {MAX_MERGED_KEYS:,} keys into one mapping", key_node.start_mark)
+    counted[id(node)] = total
+    return total
 
 
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     """The mapping, a key repeated among its own refused. A merge key (`<<: *anchor`) is YAML's own: the base
     constructor merges it, the mapping's own keys overriding the merged ones as YAML says (constructed here, it
-    was refused as an unknown tag)."""
+    was refused as an unknown tag); its merges are checked first (`_merged_keys`)."""
+    if any(k.tag == _MERGE_TAG for k, _ in node.value):
+        _merged_keys(node, {})
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG:

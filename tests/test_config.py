@@ -414,3 +414,20 @@ def test_yaml_merge_keys_are_read_as_yaml_reads_them_and_a_key_repeated_beside_o
         ("diag", [f"{logs}/diag-*.csv"], [f"{logs}/old/acct-*.csv"])]
     rc, err = _check(tmp_path, text.replace("    name: diag\n", "    name: diag\n    name: fbl\n"), capsys)
     assert rc == 2 and "duplicate key 'name' (first on line 7, again on line 8)" in err, err
+
+
+def test_merge_keys_neither_repeat_a_key_nor_expand_without_bound(tmp_path: Path, capsys):
+    """Review of the merge keys (2026-12-07): a key repeated inside a merged mapping, or `<<` twice, was taken (the
+    last value won) where a repeated key is refused; and merges of merges multiply (ten aliases a level, eight levels:
+    10**8 keys on PyYAML 6.0.1, which pyproject allows): refused, naming the line, at once."""
+    base = f"sources:\n  - paths: ['{tmp_path}/a-*.csv']\nstate_dir: {tmp_path}/s\n"
+    rc, err = _check(tmp_path, base + "tail:\n  <<: {start_position: end, start_position: beginning}\n", capsys)
+    assert rc == 2 and "line 5, column" in err and "duplicate key 'start_position' (first on line 5, again on line 5)" \
+        in err, err
+    rc, err = _check(tmp_path, base + "tail:\n  <<: {start_position: end}\n  <<: {rescan_interval: 5}\n", capsys)
+    assert rc == 2 and "line 6, column 3" in err and "merge key `<<` repeated" in err, err
+    bomb = "&a0 {" + ", ".join(f"k{i}: {i}" for i in range(10)) + "}"
+    for n in range(1, 9):  # each level's anchor first met inside the next one's merge: nothing flattened yet
+        bomb = f"&a{n} {{<<: [{bomb}, {', '.join([f'*a{n - 1}'] * 9)}]}}"
+    rc, err = _check(tmp_path, base + f"x: {bomb}\n", capsys)
+    assert rc == 2 and "merges more than 10,000 keys" in err, err
