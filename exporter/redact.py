@@ -82,7 +82,7 @@ def _quoted_start(text: str, closing: int) -> int | None:
     want = ((k + 1) & -(k + 1)) - 1  # 0 raw, 1 escaped once, 3 twice...
     low = max(0, closing - _QUOTED_MAX)  # (a line end looked for back to there only: from 0, a long line of
     floor = max(low, text.rfind("\n", low, closing) + 1)  # quoted local parts cost quadratic time, 24 s at 4 MB)
-    doubled = _doubled_start(text, closing, floor) if not want else None
+    doubled = _doubled_start(text, closing, floor) if not want else _doubled_escaped_start(text, closing, floor, want)
     j = closing - k
     for _ in range(32):
         j = text.rfind('"', floor, j)
@@ -90,10 +90,27 @@ def _quoted_start(text: str, closing: int) -> int | None:
             return doubled
         n = _backslashes(text, j)
         if want and n == want:
-            return j - n
+            return j - n if doubled is None else min(j - n, doubled)
         if not want and n % 2 == 0 and _closes_at(text, j, closing):
             return j if doubled is None else min(j, doubled)
     return doubled
+
+
+def _doubled_escaped_start(text: str, closing: int, floor: int, level: int) -> int | None:
+    """`_doubled_start` for such a field's text escaped as JSON or repr text escapes it (each quote after `level`
+    backslashes: a daemon's JSON error quoting a bad CSV line): the closing pair, then, before it, the next quote
+    ends the opening pair. Quotes escaped deeper inside the name are not looked through (None: the reading above)."""
+    unit = level + 1
+    first = closing - unit
+    if first < floor or text[first] != '"' or _backslashes(text, first) != level:
+        return None
+    q = text.rfind('"', floor, first - level)
+    if q < 0 or _backslashes(text, q) != level:
+        return None
+    opening = q - unit
+    if opening < floor or text[opening] != '"' or _backslashes(text, opening) != level:
+        return None  # a lone quote: no CSV field's text
+    return opening - level
 
 
 def _doubled_start(text: str, closing: int, floor: int) -> int | None:

@@ -64,6 +64,8 @@ AUDIT_EXAMPLES = [
     ("rcpt jane＠yahoo.com and 李雷＠例子.中国", "rcpt [redacted]＠yahoo.com and [redacted]＠例子.中国"),  # full-width at sign
     # a quoted local part in a CSV field has its quotes doubled (RFC 4180): the line a parser warning quotes
     ('b,x,"""mary ann smith""@example.com",,failed', 'b,x,"[redacted]@example.com",,failed'),
+    ('{"detail": "b,x,\\"\\"\\"mary ann smith\\"\\"@example.com\\",,failed"}',  # as a JSON error body quotes that line
+     '{"detail": "b,x,\\"[redacted]@example.com\\",,failed"}'),
     ('b,x,"<""john q public""@example.com>: user unknown"x,,', 'b,x,"<[redacted]@example.com>: user unknown"x,,'),
     ('d,"a ""b\\""c""@example.com"', 'd,"a [redacted]@example.com"'),  # `\"` escapes a quote inside
 ]
@@ -289,6 +291,12 @@ def test_property_a_quoted_local_part_in_a_csv_field_never_keeps_its_name(prefix
     assume(name not in prefix + suffix + domain + after + before + REDACTED)
     assert name not in out
     assert redact(out) == out
+    if "\\" not in local:  # the line quoted in JSON text (a daemon's error body, which the hub shows), once and
+        quoted, escaped = text, name  # twice: each quote after its backslashes (review 2026-12-07)
+        for _ in range(2):
+            quoted, escaped = json.dumps(quoted), json.dumps(escaped)[1:-1]
+            assume(escaped not in json.dumps(prefix + suffix + domain + after + before))
+            assert escaped not in redact(quoted), quoted
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
