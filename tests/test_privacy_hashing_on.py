@@ -632,3 +632,30 @@ async def test_a_recipient_in_angle_brackets_is_the_same_recipient_and_leaves_no
         assert listed.status_code == 200 and "canary90" not in listed.text, listed.text
     finally:
         h.close()
+
+
+BRACKETED_COMPLAINT = batch("/l/fbl-2024-05-03-0009.csv", """
+type,timeLogged,orig,rcpt,jobId,feedbackType,userAgent,header_Message-Id
+f,2024-05-03 11:00:10+0000,a@shop.example,<ZZ.leak.canary91@gmail.com>,,abuse,UA,<m91@shop.example>
+""")
+BARE_DELIVERY = batch("/l/acct-2024-05-03-0010.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,header_Message-Id
+d,2024-05-03 10:00:01+0000,2024-05-03 10:00:00+0000,a@shop.example,zz.leak.canary91@gmail.com,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,J91,gmail.com/vmta-01,pool-a,<m91@shop.example>
+""")
+
+
+@pytest.mark.parametrize("hashing", [False, True])
+def test_a_complaint_whose_recipient_a_header_gave_in_brackets_joins_its_delivery(tmp_path: Path, hashing: bool) -> None:
+    """PMTA's `map-header-to-field f header_X rcpt` (pmta-formats.md) gives an FBL report the recipient as a header
+    writes it, often `<addr>`: keyed with its brackets, the complaint made a timeline of its own."""
+    cfg = CorrelatorConfig(hash_recipients=hashing, hmac_key_file=tmp_path / "hmac.key")
+    h = Harness(tmp_path, cfg)
+    try:
+        h.commit(BARE_DELIVERY)
+        h.commit(BRACKETED_COMPLAINT)
+        rows = h.conn.execute("SELECT vmta, flags FROM corr_timelines").fetchall()
+        assert len(rows) == 1 and rows[0][0] == "vmta-01", rows
+        assert rows[0][1] & store.FLAG[store.TYPE_CODES["f"]] and rows[0][1] & store.FLAG[store.TYPE_CODES["d"]]
+    finally:
+        h.close()
