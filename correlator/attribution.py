@@ -28,7 +28,7 @@ import polars as pl
 from correlator import store
 from correlator.genfilter import GenerationFilters
 from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id, norm_rcpt
-from correlator.prepare import _mx_host_expr, map_distinct, report_times
+from correlator.prepare import _mx_host_expr, map_distinct, normalised_rcpts, python_lowered, report_times
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
 from exporter.redact import without_recipient
@@ -371,10 +371,6 @@ _DONE_TYPES = ("d", "b", "delivery", "bounce")
 _NAMES_VMTA = (pl.col("vmta") != "") | (pl.col("pool") != "")
 """A delivery row of `_frames_frame` that names a vmta or pool: the rows attribution can answer with."""
 _RCPT_STRIPPED = pl.col("rcpt").str.strip_chars(PY_WHITESPACE)
-_RCPT_LOWER = _RCPT_STRIPPED.str.to_lowercase()
-_RCPT = pl.when(_RCPT_LOWER.str.starts_with("<") & _RCPT_LOWER.str.ends_with(">")).then(
-    _RCPT_LOWER.str.slice(1, _RCPT_LOWER.str.len_chars() - 2).str.strip_chars(PY_WHITESPACE)).otherwise(_RCPT_LOWER)
-"""keys.norm_rcpt, column-wise: a recipient in angle brackets is the bare address."""
 _MID_BARE = pl.col("mid").str.strip_chars(PY_WHITESPACE).str.strip_chars(MID_STRIP)
 _MID = pl.when(_MID_BARE.str.contains("@", literal=True)).then(pl.concat_str(
     _MID_BARE.str.extract(r"(?s)^(.*@)", 1), _MID_BARE.str.extract(r"@([^@]*)$", 1).str.to_lowercase())
@@ -457,16 +453,17 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
         return pl.DataFrame(schema={"h": pl.UInt64, "vp": pl.UInt32, "ip": pl.UInt32, "t": pl.Float64,
                                     _WHO: pl.String, _H2: pl.UInt64, _QUEUED: pl.Float64, _DONE: pl.Boolean,
                                     _SEQ: pl.Int64}), [], []
-    rcpt, mid = _RCPT, _MID
-    orig = pl.col("orig").str.strip_chars(PY_WHITESPACE).str.to_lowercase()
+    mid = _MID
     job = pl.col("job").str.strip_chars(PY_WHITESPACE)
     pairs = df.select("vmta", "pool").unique(maintain_order=True).with_row_index("vp")
-    df = df.with_columns(_RCPT.str.extract(r"@([^@]*)$").str.strip_chars().fill_null("").alias("dom"),
+    df = df.with_columns(normalised_rcpts(df.get_column("rcpt")).alias("rcpt"),  # as `_fields` (keys.norm_rcpt)
+                         python_lowered(df.get_column("orig")).alias("orig"))
+    df = df.with_columns(pl.col("rcpt").str.extract(r"@([^@]*)$").str.strip_chars().fill_null("").alias("dom"),
                          _mx_host_expr(pl.col("mta")).alias("host"))
     places = df.select("dom", "host").unique(maintain_order=True).with_row_index("ip")
     df = df.join(pairs, on=["vmta", "pool"], how="left", maintain_order="left").join(
         places, on=["dom", "host"], how="left", maintain_order="left").with_columns(
-        rcpt.alias("rcpt"), orig.alias("orig"), mid.alias("mid"), job.alias("job"),
+        mid.alias("mid"), job.alias("job"),
         map_distinct(df.get_column("tl"), lambda v: parse_pmta_time(v) or 0.0, pl.Float64).alias("t"),
         map_distinct(df.get_column("tq"), lambda v: parse_pmta_time(v) if v.strip() else None, pl.Float64)
         .alias(_QUEUED), pl.col("kind").str.strip_chars().is_in(list(_DONE_TYPES)).alias(_DONE))

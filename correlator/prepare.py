@@ -199,6 +199,33 @@ def map_distinct(series: pl.Series, fn: Callable[[str], object], dtype: pl.DataT
     return series.replace_strict(uniq, values, return_dtype=dtype)
 
 
+_PY_ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+"""What str.strip() takes off an ASCII string (str.isspace): polars' own strip differs (no \\x1c-\\x1f)."""
+
+
+def normalised_rcpts(rcpt: pl.Series) -> pl.Series:
+    """norm_rcpt of every value: column-wise for ASCII values (the same result there), in Python for the rest (Python
+    and polars lowercase and strip some other characters differently: U+A7CB is lowercased by polars' newer Unicode
+    tables only, so a report keyed by Python missed its delivery keyed column-wise) and for a recipient in angle
+    brackets."""
+    out = rcpt.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
+    other = (rcpt.str.len_bytes() != rcpt.str.len_chars()) | (out.str.starts_with("<") & out.str.ends_with(">"))
+    if other.any():
+        idx = other.arg_true()
+        out = out.scatter(idx, map_distinct(rcpt.gather(idx), norm_rcpt, pl.String))
+    return out
+
+
+def python_lowered(values: pl.Series) -> pl.Series:
+    """`str.strip().lower()` of every value, column-wise for ASCII values and in Python for the rest (as above)."""
+    out = values.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
+    other = values.str.len_bytes() != values.str.len_chars()
+    if other.any():
+        idx = other.arg_true()
+        out = out.scatter(idx, map_distinct(values.gather(idx), lambda v: v.strip().lower(), pl.String))
+    return out
+
+
 def _mid_keys(memo: dict[str, Any], secret: bytes = b"", as_written: bool = False) -> None:
     """Fill memo[value] = (Message-Id without <> and blanks, its hash or None) for each distinct value. `secret`,
     `as_written`: the store's LinkKeys (b"": unkeyed, blake2b without a key; the id as written or by `mid_key`)."""

@@ -33,8 +33,8 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from correlator import store
-from correlator.keys import MID_STRIP, norm_rcpt
-from correlator.prepare import REPORTS, batch_frame, map_distinct
+from correlator.keys import MID_STRIP
+from correlator.prepare import _PY_ASCII_SPACE, REPORTS, batch_frame, map_distinct, normalised_rcpts
 from exporter.config import RECORD_TYPES
 from exporter.parser import ErrorLog, FileParser
 from exporter.records import MAX_LINE_BYTES, Columns, RecordBatch, col, is_header
@@ -112,21 +112,6 @@ class Reach:
 
 def _series(values: frozenset[str] | set[str]) -> pl.Series:
     return pl.Series(list(values), dtype=pl.String)
-
-
-_PY_ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
-"""What str.strip() takes off an ASCII string (str.isspace): polars' own strip differs (no \\x1c-\\x1f)."""
-
-
-def normalised_rcpts(rcpt: pl.Series) -> pl.Series:
-    """norm_rcpt of every value: column-wise for ASCII values (the same result there), in Python for the rest (Python
-    and polars lowercase and strip some other characters differently) and for a recipient in angle brackets."""
-    out = rcpt.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
-    other = (rcpt.str.len_bytes() != rcpt.str.len_chars()) | (out.str.starts_with("<") & out.str.ends_with(">"))
-    if other.any():
-        idx = other.arg_true()
-        out = out.scatter(idx, map_distinct(rcpt.gather(idx), norm_rcpt, pl.String))
-    return out
 
 
 def scan(sources: Iterable[Any]) -> Reach | None:

@@ -756,3 +756,32 @@ def test_a_file_with_both_time_columns_reads_time_logged() -> None:
     both = Columns.from_header(["type", "arrivalDate", "timeLogged", "orig"])
     only = Columns.from_header(["type", "arrivalDate", "orig"])
     assert (both.timeLogged, only.timeLogged, Columns.from_header(["type", "orig"]).timeLogged) == (2, 1, -1)
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_a_report_finds_its_delivery_whatever_the_recipient_s_case_or_brackets(tmp_path: Path, committed: bool) -> None:
+    """Reviews 2026-12-07: deliveries were keyed column-wise with polars' lowercasing, reports with Python's: they
+    differ on some letters (U+A7CB lowercases to U+0264 in polars' newer Unicode tables only), and the report missed
+    its delivery in memory; and a report's recipient given in angle brackets (a header mapped to rcpt) was another
+    recipient than its delivery's."""
+    h = Harness(tmp_path)
+    acct = batch("/l/acct-x.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool
+d,2024-05-02 07:00:01+0000,2024-05-02 07:00:00+0000,News@Shop.example,\uA7CBna@gmail.com,relayed,2.0.0,smtp;250 ok,\
+mx.gmail.com (1.2.3.4),,vmta7,J7,gmail.com/vmta7,pool-c
+d,2024-05-02 07:00:02+0000,2024-05-02 07:00:00+0000,\uA7CBnews@Shop.example,zed@gmail.com,relayed,2.0.0,smtp;250 ok,\
+mx.gmail.com (1.2.3.4),,vmta8,J8,gmail.com/vmta8,pool-c
+""")
+    if committed:
+        h.commit(acct)
+    else:
+        h.sink.observe(acct)
+    rows = batch("/l/fbl.csv", """
+type,timeLogged,orig,rcpt,jobId,header_Message-Id
+f,2024-05-02 08:00:00+0000,x@y.example,\uA7CBna@gmail.com,J7,
+f,2024-05-02 08:00:00+0000,x@y.example,< \uA7CBNA@gmail.com >,J7,
+f,2024-05-02 08:00:00+0000,\uA7CBnews@shop.example,zed@gmail.com,,
+""")
+    assert vp(h.sink.lookup_vmta(rows.columns, rows.rows)) == [("vmta7", "pool-c"), ("vmta7", "pool-c"),
+                                                                 ("vmta8", "pool-c")]
+    h.close()
