@@ -98,19 +98,32 @@ def _quoted_start(text: str, closing: int) -> int | None:
 
 def _doubled_escaped_start(text: str, closing: int, floor: int, level: int) -> int | None:
     """`_doubled_start` for such a field's text escaped as JSON or repr text escapes it (each quote after `level`
-    backslashes: a daemon's JSON error quoting a bad CSV line): the closing pair, then, before it, the next quote
-    ends the opening pair. Quotes escaped deeper inside the name are not looked through (None: the reading above)."""
+    backslashes: a daemon's JSON error quoting a bad CSV line): before the closing pair, the first pair of quotes at
+    that level opens the name. A quote escaped deeper belongs to the name (its own `\\"`, doubled: the second quote
+    of the pair at the level, the first deeper), and is looked through."""
     unit = level + 1
     first = closing - unit
     if first < floor or text[first] != '"' or _backslashes(text, first) != level:
         return None
-    q = text.rfind('"', floor, first - level)
-    if q < 0 or _backslashes(text, q) != level:
-        return None
-    opening = q - unit
-    if opening < floor or text[opening] != '"' or _backslashes(text, opening) != level:
-        return None  # a lone quote: no CSV field's text
-    return opening - level
+    end = first - level
+    for _ in range(32):
+        q = text.rfind('"', floor, end)
+        if q < 0:
+            return None
+        n = _backslashes(text, q)
+        if n != level:  # escaped deeper: inside the name
+            end = q - n
+            continue
+        before = q - unit
+        if before < floor or text[before] != '"':
+            return None  # a lone quote: no CSV field's text
+        m = _backslashes(text, before)
+        if m == level:
+            return before - level
+        if m < level:
+            return None
+        end = before - m  # the name's own escaped quote, doubled
+    return None
 
 
 def _doubled_start(text: str, closing: int, floor: int) -> int | None:
