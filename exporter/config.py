@@ -825,58 +825,88 @@ def glob_problem(pattern: str) -> str | None:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one)."""
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one), and checks a
+    document's merge keys before anything is built (`_check_merges`)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_merges(node)
+        return super().construct_document(node)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-MAX_MERGED_KEYS = 10_000
-"""Keys a mapping may hold with its merges flattened: merges of merges multiply (ten aliases a level, eight levels:
-10**8 keys, which PyYAML before 6.0.2 builds)."""
+MAX_MERGED_KEYS = 100_000
+"""Keys a config's merges may copy in all: merges of merges multiply (ten aliases a level, eight levels: 10**8 keys,
+which PyYAML before 6.0.2 builds), and mappings each merging one big anchor add up (each copies it)."""
 
 
-def _merged_keys(node: yaml.MappingNode, counted: dict[int, int]) -> int:
-    """How many keys `node` holds with its merges flattened, counted without building them (a merged mapping PyYAML
-    flattened already counts as it now is); a key repeated among a merged mapping's own, or `<<` twice in one mapping,
-    refused as a repeated key is (the base constructor keeps the last). Its own are those written inside it: a
-    mapping flattened by a PyYAML before 6.0.2 holds the merged pairs too, which may repeat a key."""
-    if id(node) in counted:
-        return counted[id(node)]
-    counted[id(node)] = 0  # a mapping merging itself (an alias of an ancestor) adds nothing more
-    merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+def _check_merges(root: yaml.Node) -> None:
+    """Every mapping's own keys (as written: PyYAML's flattening adds the merged ones to a merged mapping) repeated,
+    `<<` twice in one mapping, or merges copying more than MAX_MERGED_KEYS keys in all, refused as a repeated key is,
+    before anything is built: checked on the document as composed, each node once."""
+    mappings: list[yaml.MappingNode] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            mappings.append(node)
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    sizes: dict[int, int] = {}
+    total = 0
+    for node in sorted(mappings, key=lambda m: m.start_mark.index):  # in file order: the mapping named is the one
+        # where the copies pass the bound
+        merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+        _own_keys_once(node, merges)
+        if merges:
+            total += _flattened_size(node, sizes) - (len(node.value) - len(merges))
+            if total > MAX_MERGED_KEYS:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"merges copy more than {MAX_MERGED_KEYS:,} keys in all", merges[0][0].start_mark)
+
+
+def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.Node]]) -> None:
     if len(merges) > 1:
         raise yaml.constructor.ConstructorError(None, None, "merge key `<<` repeated in one mapping (give one `<<` a "
                                                 "list of the mappings to merge)", merges[1][0].start_mark)
-    start, end = node.start_mark.index, node.end_mark.index
-    seen: dict[tuple[str, str], int] = {}
+    lines: dict[tuple[str, str], int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
             continue
-        if not start <= key_node.start_mark.index <= end:
-            continue  # merged into it by a flattening
         ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
-        if ident in seen:
+        if ident in lines:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key_node.value!r} (first on line {seen[ident]}, again on line {line})",
+                None, None, f"duplicate key {key_node.value!r} (first on line {lines[ident]}, again on line {line})",
                 key_node.start_mark)
-        seen[ident] = line
-    total = len(node.value) - len(merges)
-    for key_node, value in merges:
+        lines[ident] = line
+
+
+def _flattened_size(node: yaml.MappingNode, sizes: dict[int, int]) -> int:
+    """The pairs `node` holds once its merges are flattened, without building them (at most MAX_MERGED_KEYS + 1: past
+    that the caller refuses). A mapping merging itself or an ancestor adds nothing more (PyYAML refuses it)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 0
+    size = 0
+    for key_node, value in node.value:
+        if key_node.tag != _MERGE_TAG:
+            size += 1
+            continue
         for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
             if isinstance(merged, yaml.MappingNode):
-                total += _merged_keys(merged, counted)
-            if total > MAX_MERGED_KEYS:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"merges more than {MAX_MERGED_KEYS:,} keys into one mapping", key_node.start_mark)
-    counted[id(node)] = total
-    return total
+                size = min(size + _flattened_size(merged, sizes), MAX_MERGED_KEYS + 1)
+    sizes[id(node)] = size
+    return size
 
 
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     """The mapping, a key repeated among its own refused. A merge key (`<<: *anchor`) is YAML's own: the base
     constructor merges it, the mapping's own keys overriding the merged ones as YAML says (constructed here, it
-    was refused as an unknown tag); its merges are checked first (`_merged_keys`)."""
-    if any(k.tag == _MERGE_TAG for k, _ in node.value):
-        _merged_keys(node, {})
+    was refused as an unknown tag); the document's merges were checked before (`_check_merges`)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG:

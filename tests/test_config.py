@@ -430,4 +430,22 @@ def test_merge_keys_neither_repeat_a_key_nor_expand_without_bound(tmp_path: Path
     for n in range(1, 9):  # each level's anchor first met inside the next one's merge: nothing flattened yet
         bomb = f"&a{n} {{<<: [{bomb}, {', '.join([f'*a{n - 1}'] * 9)}]}}"
     rc, err = _check(tmp_path, base + f"x: {bomb}\n", capsys)
-    assert rc == 2 and "merges more than 10,000 keys" in err, err
+    assert rc == 2 and "merges copy more than 100,000 keys in all" in err, err
+    # review 2026-12-07: mappings each merging one big anchor add up (1,600 of 9,999 keys: 25 s, 523 MB)
+    big = "{" + ", ".join(f"k{i}: 1" for i in range(9999)) + "}"
+    rc, err = _check(tmp_path, base + f"a: &a {big}\nx:\n" + "  - {<<: *a}\n" * 11, capsys)
+    assert rc == 2 and "line 16, column 6" in err and "merges copy more than 100,000 keys in all" in err, err
+
+
+def test_a_mapping_that_merges_and_overrides_can_be_merged_again(tmp_path: Path):
+    """Review 2026-12-07: once PyYAML had flattened a mapping with an inline merge, the merged key and the key
+    overriding it were both taken for its own: merging that mapping again was refused as a repeated key."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    f = tmp_path / "merge.yml"
+    f.write_text(f"sources:\n  - &acct\n    <<: &common {{moved_to: ['{logs}/old/*.csv'], records: [d, b]}}\n"
+                 f"    name: acct\n    paths: ['{logs}/acct-*.csv']\n    records: [d]\n"
+                 f"  - <<: *acct\n    name: diag\n    paths: ['{logs}/diag-*.csv']\nstate_dir: {tmp_path}/s\n")
+    cfg = load_config(f)
+    assert [(s.name, s.records, s.moved_to) for s in cfg.sources] == [
+        ("acct", ["d"], [f"{logs}/old/*.csv"]), ("diag", ["d"], [f"{logs}/old/*.csv"])]
