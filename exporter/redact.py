@@ -85,15 +85,21 @@ def _quoted_start(text: str, closing: int) -> int | None:
     doubled = _doubled_start(text, closing, floor) if not want else _doubled_escaped_start(text, closing, floor, want)
     j = closing - k
     for _ in range(32):
-        j = text.rfind('"', floor, j)
-        if j < 0:
-            return doubled
-        n = _backslashes(text, j)
+        found = _quote_before(text, floor, j)
+        if found is None:
+            break
+        j, n = found
         if want and n == want:
             return j - n if doubled is None else min(j - n, doubled)
         if not want and n % 2 == 0 and _closes_at(text, j, closing):
             return j if doubled is None else min(j, doubled)
     return doubled
+
+
+def _quote_before(text: str, floor: int, end: int) -> tuple[int, int] | None:
+    """The last quote in text[floor:end] and the backslashes right before it; None when there is none."""
+    q = text.rfind('"', floor, end)
+    return None if q < 0 else (q, _backslashes(text, q))
 
 
 def _doubled_escaped_start(text: str, closing: int, floor: int, level: int) -> int | None:
@@ -107,10 +113,10 @@ def _doubled_escaped_start(text: str, closing: int, floor: int, level: int) -> i
         return None
     end = first - level
     for _ in range(32):
-        q = text.rfind('"', floor, end)
-        if q < 0:
+        found = _quote_before(text, floor, end)
+        if found is None:
             return None
-        n = _backslashes(text, q)
+        q, n = found
         if n != level:  # escaped deeper: inside the name
             end = q - n
             continue
