@@ -106,12 +106,14 @@ def _doubled_escaped_start(text: str, closing: int, floor: int, level: int) -> i
     """`_doubled_start` for such a field's text escaped as JSON or repr text escapes it (each quote after `level`
     backslashes: a daemon's JSON error quoting a bad CSV line): before the closing pair, the first pair of quotes at
     that level opens the name. A quote escaped deeper belongs to the name (its own `\\"`, doubled: the second quote
-    of the pair at the level, the first deeper), and is looked through."""
+    of the pair at the level, the first deeper), and is looked through; so are the backslashes a name ends with (its
+    own `\\\\`, each escaped as the quotes are: 2 * (level + 1) before the closing pair's first quote)."""
     unit = level + 1
     first = closing - unit
-    if first < floor or text[first] != '"' or _backslashes(text, first) != level:
+    trailing = _backslashes(text, first) - level if first >= floor else -1
+    if first < floor or text[first] != '"' or trailing < 0 or trailing % (2 * unit):
         return None
-    end = first - level
+    end = first - level - trailing
     for _ in range(32):
         found = _quote_before(text, floor, end)
         if found is None:

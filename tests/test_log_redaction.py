@@ -67,6 +67,11 @@ AUDIT_EXAMPLES = [
     ('{"detail": "b,x,\\"\\"\\"mary ann smith\\"\\"@example.com\\",,failed"}',  # as a JSON error body quotes that line
      '{"detail": "b,x,\\"[redacted]@example.com\\",,failed"}'),
     ('b,x,"<""john q public""@example.com>: user unknown"x,,', 'b,x,"<[redacted]@example.com>: user unknown"x,,'),
+    # a name ending in its own escaped backslash, raw and quoted in JSON once and twice (review 2026-12-07)
+    ('d,"""john \\""doe\\"" smith\\\\""@gmail.com",relayed', 'd,"[redacted]@gmail.com",relayed'),
+    ('"d,\\"\\"\\"john \\\\\\"\\"doe\\\\\\"\\" smith\\\\\\\\\\"\\"@gmail.com\\",relayed"', '"d,\\"[redacted]@gmail.com\\",relayed"'),
+    ('"\\"d,\\\\\\"\\\\\\"\\\\\\"john \\\\\\\\\\\\\\"\\\\\\"doe\\\\\\\\\\\\\\"\\\\\\" smith\\\\\\\\\\\\\\\\\\\\\\"\\\\\\"@gmail.com\\\\\\",relayed\\""',
+     '"\\"d,\\\\\\"[redacted]@gmail.com\\\\\\",relayed\\""'),
     ('d,"a ""b\\""c""@example.com"', 'd,"a [redacted]@example.com"'),  # `\"` escapes a quote inside
 ]
 
