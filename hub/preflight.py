@@ -40,9 +40,7 @@ def _bearer_token_problem(key: str, path: Path | None) -> str | None:
     raw, problem = read_secret_file(key, path)
     if problem:
         return problem
-    token = raw.decode("utf-8").strip()
-    if not token:
-        return f"{key}: {path} is empty"
+    token = raw.decode("utf-8").strip()  # (never empty: secret_file_problem refuses a file holding nothing)
     bad = next((pos for pos, char in enumerate(token, start=1) if not "!" <= char <= "~"), None)
     if bad is not None:
         return (f"{key}: {path} holds a character an HTTP header cannot carry at position {bad} (a bearer token is "

@@ -88,7 +88,7 @@ def test_a_bearer_token_no_http_header_can_carry_is_refused_without_showing_it(t
     said = startup_problems(cfg)
     expected = (f"hub.auth.bearer_token_file: {secret} holds a character an HTTP header cannot carry at {where} "
                 "(a bearer token is visible ASCII on one line)") if where else \
-        f"hub.auth.bearer_token_file: {secret} is empty"
+        f"hub.auth.bearer_token_file: {secret} is empty: it holds no secret"
     assert said == [expected]
     assert "SECRET" not in " ".join(said)
 
