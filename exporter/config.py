@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -841,21 +841,11 @@ which PyYAML before 6.0.2 builds), and mappings each merging one big anchor add 
 
 def _check_merges(root: yaml.Node) -> None:
     """Every mapping's own keys (as written: PyYAML's flattening adds the merged ones to a merged mapping) repeated,
-    `<<` twice in one mapping, or merges copying more than MAX_MERGED_KEYS keys in all, refused as a repeated key is,
-    before anything is built: checked on the document as composed, each node once."""
-    mappings: list[yaml.MappingNode] = []
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            mappings.append(node)
-            stack.extend(n for pair in node.value for n in pair)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+    `<<` twice in one mapping, merges copying more than MAX_MERGED_KEYS keys in all, or an alias to a mapping or list
+    holding it, refused as a repeated key is, before anything is built: checked on the document as composed, each
+    node once. A config is a tree: a cycle (through a key, a value or a merge) made PyYAML walk a mapping's pairs once
+    per alias in whatever order it builds them (a 139 kB file: 21.7 s), which no count in another order bounds."""
+    mappings = _mappings_of_tree(root)
     sizes: dict[int, int] = {}
     total = 0
     for node in sorted(mappings, key=lambda m: m.start_mark.index):  # in file order: the mapping named is the one
@@ -867,6 +857,40 @@ def _check_merges(root: yaml.Node) -> None:
             if total > MAX_MERGED_KEYS:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"merges copy more than {MAX_MERGED_KEYS:,} keys in all", merges[0][0].start_mark)
+
+
+def _mappings_of_tree(root: yaml.Node) -> list[yaml.MappingNode]:
+    """Every mapping of the document, each once; an alias to a node that holds it refused (depth first, no recursion:
+    the nesting may be deep)."""
+    mappings: list[yaml.MappingNode] = []
+    done: set[int] = set()
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = []
+
+    def enter(node: yaml.Node) -> None:
+        if id(node) in open_:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to a mapping or list that holds it (a "
+                                                    "config is a tree of values)", node.start_mark)
+        if id(node) in done or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return
+        open_.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            mappings.append(node)
+            stack.append((node, (n for pair in node.value for n in pair)))
+        else:
+            stack.append((node, iter(node.value)))
+
+    enter(root)
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            open_.discard(id(node))
+            done.add(id(node))
+        else:
+            enter(child)
+    return mappings
 
 
 def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.Node]]) -> None:
