@@ -146,7 +146,10 @@ CONFIG_PREAMBLE = [
     "Sizes are bytes, or a whole number with a unit: `512KiB`, `1MiB`, `2GiB` (K, M and G are powers of 1024, "
     "with or without `i` and `B`). A section left empty (`pmta:` with its keys commented out) takes the defaults. "
     "The config file is a file of at most 1MiB, or a pipe (`--config <(envsubst < tmpl)`, `/dev/stdin`) "
-    "written to its end within 10s.",
+    "written to its end within 10s. It is YAML with anchors, aliases and merge keys (`- <<: *acct` gives a source "
+    "another's keys, its own overriding them); a key repeated in one mapping, `<<` twice in one mapping, an alias "
+    "to a mapping or list that holds it, or merges copying more than 100,000 keys in all are refused, naming the "
+    "line.",
 ]
 
 
