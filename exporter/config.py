@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_secret
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
+from exporter.yamlload import UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
@@ -824,135 +825,6 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one), and checks a
-    document's merge keys before anything is built (`_check_merges`)."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_merges(node)
-        return super().construct_document(node)
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-MAX_MERGED_KEYS = 100_000
-"""Keys a config's merges may copy in all: merges of merges multiply (ten aliases a level, eight levels: 10**8 keys,
-which PyYAML before 6.0.2 builds), and mappings each merging one big anchor add up (each copies it)."""
-
-
-def _check_merges(root: yaml.Node) -> None:
-    """Every mapping's own keys (as written: PyYAML's flattening adds the merged ones to a merged mapping) repeated,
-    `<<` twice in one mapping, merges copying more than MAX_MERGED_KEYS keys in all, or an alias to a mapping or list
-    holding it, refused as a repeated key is, before anything is built: checked on the document as composed, each
-    node once. A config is a tree: a cycle (through a key, a value or a merge) made PyYAML walk a mapping's pairs once
-    per alias in whatever order it builds them (a 139 kB file: 21.7 s), which no count in another order bounds."""
-    mappings = _mappings_of_tree(root)
-    sizes: dict[int, int] = {}
-    total = 0
-    for node in sorted(mappings, key=lambda m: m.start_mark.index):  # in file order: the mapping named is the one
-        # where the copies pass the bound
-        merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
-        _own_keys_once(node, merges)
-        if merges:
-            total += _flattened_size(node, sizes) - (len(node.value) - len(merges))
-            if total > MAX_MERGED_KEYS:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"merges copy more than {MAX_MERGED_KEYS:,} keys in all", merges[0][0].start_mark)
-
-
-def _mappings_of_tree(root: yaml.Node) -> list[yaml.MappingNode]:
-    """Every mapping of the document, each once; an alias to a node that holds it refused (depth first, no recursion:
-    the nesting may be deep)."""
-    mappings: list[yaml.MappingNode] = []
-    done: set[int] = set()
-    open_: set[int] = set()
-    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = []
-
-    def enter(node: yaml.Node) -> None:
-        if id(node) in open_:
-            raise yaml.constructor.ConstructorError(None, None, "an alias refers to a mapping or list that holds it (a "
-                                                    "config is a tree of values)", node.start_mark)
-        if id(node) in done or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-            return
-        open_.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            mappings.append(node)
-            stack.append((node, (n for pair in node.value for n in pair)))
-        else:
-            stack.append((node, iter(node.value)))
-
-    enter(root)
-    while stack:
-        node, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            open_.discard(id(node))
-            done.add(id(node))
-        else:
-            enter(child)
-    return mappings
-
-
-def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.Node]]) -> None:
-    if len(merges) > 1:
-        raise yaml.constructor.ConstructorError(None, None, "merge key `<<` repeated in one mapping (give one `<<` a "
-                                                "list of the mappings to merge)", merges[1][0].start_mark)
-    lines: dict[tuple[str, str], int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
-            continue
-        ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
-        if ident in lines:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key_node.value!r} (first on line {lines[ident]}, again on line {line})",
-                key_node.start_mark)
-        lines[ident] = line
-
-
-def _flattened_size(node: yaml.MappingNode, sizes: dict[int, int]) -> int:
-    """The pairs `node` holds once its merges are flattened, without building them (at most MAX_MERGED_KEYS + 1: past
-    that the caller refuses). A mapping merged while it is measured (itself, or one holding the merging mapping)
-    counts its own pairs."""
-    if id(node) in sizes:
-        return sizes[id(node)]
-    size = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
-    sizes[id(node)] = size  # merged again while being measured (a mapping holding one that merges it): PyYAML's
-    # flattening walks its pairs once per alias all the same (5,000 aliases of 5,000 keys counted 0: 12.6 s)
-    size = 0
-    for key_node, value in node.value:
-        if key_node.tag != _MERGE_TAG:
-            size += 1
-            continue
-        for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
-            if isinstance(merged, yaml.MappingNode):
-                size = min(size + _flattened_size(merged, sizes), MAX_MERGED_KEYS + 1)
-    sizes[id(node)] = size
-    return size
-
-
-def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    """The mapping, a key repeated among its own refused. A merge key (`<<: *anchor`) is YAML's own: the base
-    constructor merges it, the mapping's own keys overriding the merged ones (constructed here, it was refused as
-    an unknown tag; which of two merged mappings giving one key wins is PyYAML's choice); the document's merges
-    were checked before (`_check_merges`)."""
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG:
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        line = key_node.start_mark.line + 1
-        try:
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line})",
-                    key_node.start_mark)
-            seen[key] = line
-        except TypeError:  # unhashable key: let the base constructor report it
-            break
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 CONFIG_PIPE_TIMEOUT = PIPE_TIMEOUT
@@ -985,7 +857,7 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [utf8_line_problem(raw, exc)]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [yaml_problem(exc)]) from None
     except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's (an impossible date,

@@ -1,0 +1,141 @@
+"""The YAML loader of the config files (the daemon's and the hub's): PyYAML's SafeLoader, with what an operator's
+file must not do refused before anything is built, each with its line: a key repeated in one mapping (PyYAML keeps
+the last one silently), `<<` twice, an alias to a node that holds it, and merges that copy without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one), and checks a
+    document's merge keys before anything is built (`_check_merges`)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_merges(node)
+        return super().construct_document(node)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_MERGED_KEYS = 100_000
+"""Keys a config's merges may copy in all: merges of merges multiply (ten aliases a level, eight levels: 10**8 keys,
+which PyYAML before 6.0.2 builds), and mappings each merging one big anchor add up (each copies it)."""
+
+
+def _check_merges(root: yaml.Node) -> None:
+    """Every mapping's own keys (as written: PyYAML's flattening adds the merged ones to a merged mapping) repeated,
+    `<<` twice in one mapping, merges copying more than MAX_MERGED_KEYS keys in all, or an alias to a mapping or list
+    holding it, refused as a repeated key is, before anything is built: checked on the document as composed, each
+    node once. A config is a tree: a cycle (through a key, a value or a merge) made PyYAML walk a mapping's pairs once
+    per alias in whatever order it builds them (a 139 kB file: 21.7 s), which no count in another order bounds."""
+    mappings = _mappings_of_tree(root)
+    sizes: dict[int, int] = {}
+    total = 0
+    for node in sorted(mappings, key=lambda m: m.start_mark.index):  # in file order: the mapping named is the one
+        # where the copies pass the bound
+        merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+        _own_keys_once(node, merges)
+        if merges:
+            total += _flattened_size(node, sizes) - (len(node.value) - len(merges))
+            if total > MAX_MERGED_KEYS:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"merges copy more than {MAX_MERGED_KEYS:,} keys in all", merges[0][0].start_mark)
+
+
+def _mappings_of_tree(root: yaml.Node) -> list[yaml.MappingNode]:
+    """Every mapping of the document, each once; an alias to a node that holds it refused (depth first, no recursion:
+    the nesting may be deep)."""
+    mappings: list[yaml.MappingNode] = []
+    done: set[int] = set()
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = []
+
+    def enter(node: yaml.Node) -> None:
+        if id(node) in open_:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to a mapping or list that holds it (a "
+                                                    "config is a tree of values)", node.start_mark)
+        if id(node) in done or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return
+        open_.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            mappings.append(node)
+            stack.append((node, (n for pair in node.value for n in pair)))
+        else:
+            stack.append((node, iter(node.value)))
+
+    enter(root)
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            open_.discard(id(node))
+            done.add(id(node))
+        else:
+            enter(child)
+    return mappings
+
+
+def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.Node]]) -> None:
+    """A key written twice in `node`, or `<<` twice: refused (a merged mapping is never built by `_unique_mapping`)."""
+    if len(merges) > 1:
+        raise yaml.constructor.ConstructorError(None, None, "merge key `<<` repeated in one mapping (give one `<<` a "
+                                                "list of the mappings to merge)", merges[1][0].start_mark)
+    lines: dict[tuple[str, str], int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+        if ident in lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key_node.value!r} (first on line {lines[ident]}, again on line {line})",
+                key_node.start_mark)
+        lines[ident] = line
+
+
+def _flattened_size(node: yaml.MappingNode, sizes: dict[int, int]) -> int:
+    """The pairs `node` holds once its merges are flattened, without building them (at most MAX_MERGED_KEYS + 1: past
+    that the caller refuses)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)  # (no cycle gets here:
+    # `_mappings_of_tree` refused it; a guard all the same)
+    size = 0
+    for key_node, value in node.value:
+        if key_node.tag != _MERGE_TAG:
+            size += 1
+            continue
+        for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+            if isinstance(merged, yaml.MappingNode):
+                size = min(size + _flattened_size(merged, sizes), MAX_MERGED_KEYS + 1)
+    sizes[id(node)] = size
+    return size
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """The mapping, a key repeated among its own refused. A merge key (`<<: *anchor`) is YAML's own: the base
+    constructor merges it, the mapping's own keys overriding the merged ones (constructed here, it was refused as
+    an unknown tag; which of two merged mappings giving one key wins is PyYAML's choice); the document's merges
+    were checked before (`_check_merges`)."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line})",
+                    key_node.start_mark)
+            seen[key] = line
+        except TypeError:  # unhashable key: let the base constructor report it
+            break
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
