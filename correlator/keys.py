@@ -127,7 +127,7 @@ def norm_rcpt(rcpt: str) -> str:
     of a path (`<bob@x>`, as an SMTP command writes it): bracketed, it was another recipient than the bare address,
     and a text never found inside the Message-Id or jobId, which then kept the address (privacy review 2026-12-07)."""
     value = rcpt.strip().lower()
-    if value[:1] == "<" and value[-1:] == ">":
+    while value[:1] == "<" and value[-1:] == ">":  # every pair: a value normalised is its own normal form
         value = value[1:-1].strip()
     return value
 

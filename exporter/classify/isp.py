@@ -129,7 +129,7 @@ LONGEST_NAME = 253
 def bare_domain(domain: str) -> str:
     """A recipient domain as the tables list it: lowercase, without the root's `.`, nor the `>` an address logged in
     angle brackets leaves after its `@` (`<bob@gmail.com>`)."""
-    return domain.lower().rstrip(".>").rstrip()
+    return domain.lower().strip().rstrip(".>").rstrip()
 
 
 class IspClassifier:
