@@ -534,6 +534,15 @@ def problems(config: Config, uses_state_dir: bool = True, waits_for_address: boo
         _records_lost_to_overlaps(config)
 
 
+def _password_line(config: Config) -> str | None:
+    """The password is the file's first line (`PmtaApiConfig.resolved_password`): a file whose first line is blank
+    sent an empty password, though the file held text further down (read after `secret_file_problem`: readable)."""
+    path = config.pmta.password_file
+    if path is None or (config.pmta.resolved_password() or "").strip():
+        return None
+    return f"pmta.password_file: {path} holds no password on its first line (the password is the file's first line)"
+
+
 def _poller_files(config: Config) -> list[str | None]:
     """The files of PMTA's management API polls, checked only when they run (pmta.url set: exporter.daemon starts
     the poller then alone). Without it nothing reads them: a stale path left from a poller turned off must not
@@ -542,7 +551,7 @@ def _poller_files(config: Config) -> list[str | None]:
     if not pmta.url:
         return []
     return [secret_file_problem("pmta.api_key_file", pmta.api_key_file) or _api_key(config),
-            secret_file_problem("pmta.password_file", pmta.password_file),
+            secret_file_problem("pmta.password_file", pmta.password_file) or _password_line(config),
             ca_file_problem("pmta.ca_file", pmta.ca_file)]
 
 

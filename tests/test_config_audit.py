@@ -223,7 +223,7 @@ def test_hmac_key_file_is_checked_like_state_dir(tmp_path: Path):
 
 def test_pmta_files_are_read_as_run_reads_them(tmp_path: Path):
     from exporter.config import PmtaApiConfig
-    from exporter.pmta_api import PmtaApiConfigError, read_api_key
+    from exporter.pmta_api import PmtaApiConfigError, _password, read_api_key
 
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
@@ -237,6 +237,15 @@ def test_pmta_files_are_read_as_run_reads_them(tmp_path: Path):
             f"pmta.{key}: {empty} is empty: it holds no secret"]
     with pytest.raises(PmtaApiConfigError, match="api_key_file .* is empty"):  # emptied after the start
         read_api_key(PmtaApiConfig(url="http://127.0.0.1:1", api_key_file=empty))
+    with pytest.raises(PmtaApiConfigError, match="password_file .* holds no password"):  # (review: sent `mon:`)
+        _password(PmtaApiConfig(url="http://127.0.0.1:1", username="mon", password_file=empty))
+    first_blank = tmp_path / "first-blank.pw"  # the password is the file's first line
+    first_blank.write_text("\ns3cret\n")
+    assert _preflight(tmp_path, pmta={"url": "http://127.0.0.1:1", "username": "u", "password_file": str(first_blank)}) \
+        == [f"pmta.password_file: {first_blank} holds no password on its first line (the password is the file's first "
+            "line)"]
+    with pytest.raises(PmtaApiConfigError, match="password_file .* holds no password"):
+        _password(PmtaApiConfig(url="http://127.0.0.1:1", username="mon", password_file=first_blank))
     binary = tmp_path / "secret.bin"
     binary.write_bytes(b"\xff\xfesecret\n")
     for key in ("password_file", "api_key_file"):
