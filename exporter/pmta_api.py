@@ -534,8 +534,8 @@ def _password(config: PmtaApiConfig) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise PmtaApiConfigError("password_file", f"cannot read password_file {config.password_file}: "
                                                   f"{_why(exc)}") from exc
-    if config.password_file is not None and not password.strip():  # emptied since the start: no request goes out with an
-        # empty password (the review's capture server got `mon:`)
+    if config.password_file is not None and not password.strip():  # emptied since the start: no request goes out
+        # with an empty password (the review's capture server got `mon:`)
         raise PmtaApiConfigError("password_file", f"password_file {config.password_file} holds no password on its "
                                                   "first line")
     return password
