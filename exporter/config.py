@@ -30,7 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_secret
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
-from exporter.yamlload import UniqueKeyLoader
+from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
@@ -841,8 +841,6 @@ def read_config_bytes(path: str | Path) -> bytes:
         raise ConfigError(str(path), [str(exc)]) from None
 
 
-TOO_DEEP = "nested too deeply (past Python's recursion limit)"
-"""A YAML or JSON file an operator writes, nested past what a recursive parser can read: one line, no traceback."""
 
 
 _EMPTY = "the file is empty: a config is a YAML mapping of keys"

@@ -54,7 +54,7 @@ def parse_mapping(text: str | bytes, where: str, what: str, keys: str, empty: bo
     except yaml.YAMLError as exc:
         raise YamlFileError(f"{where}: {yaml_problem(exc)}") from None
     except RecursionError:  # PyYAML's composer recurses once per level of nesting
-        from exporter.config import TOO_DEEP  # the exporter's words; imported only here (exporter.config is big)
+        from exporter.yamlload import TOO_DEEP  # the exporter's words
 
         raise YamlFileError(f"{where}: not valid YAML: {TOO_DEEP}") from None
     except (ValueError, OverflowError, TypeError, AttributeError) as exc:

@@ -442,3 +442,19 @@ def test_a_recipient_domain_read_from_an_address_in_angle_brackets_is_its_domain
     assert shipped.known("gmail.com>") == "gmail"
     assert shipped.classify("shop-mail.example>", "mx.shop-mail.example (1.2.3.4)") == shipped.classify(
         "shop-mail.example", "mx.shop-mail.example (1.2.3.4)")
+
+
+def test_an_operators_table_refuses_a_repeated_key_and_unbounded_merges(tmp_path: Path) -> None:
+    """SIGHUP review 2026-12-07: an operator's table was read by plain PyYAML: a second `providers:` dropped the
+    first silently (yahoo.com read `other`), and 2,000 copies of a 9,999-key anchor held the event loop 33 s."""
+    shipped = (Path(isp_module.__file__).parent / "isps.yaml").read_text(encoding="utf-8")
+    lines = shipped.count("\n")
+    doubled = tmp_path / "doubled.yaml"
+    doubled.write_text(shipped + "providers:\n  gmail:\n    domains: [gmail.com]\n")
+    with pytest.raises(ValueError, match=f"duplicate key 'providers' \\(first on line \\d+, again on line {lines + 1}\\)"):
+        IspClassifier.load(doubled)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(shipped + "a: &a {" + ", ".join(f"k{i}: 1" for i in range(9999)) + "}\nx:\n"
+                    + "  - {<<: *a}\n" * 2000)
+    with pytest.raises(ValueError, match="merges copy more than 100,000 keys in all"):
+        IspClassifier.load(bomb)

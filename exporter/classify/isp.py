@@ -19,6 +19,7 @@ import yaml
 
 from exporter.boundedfile import read_bounded
 from exporter.textrepair import short_repr
+from exporter.yamlload import TOO_DEEP, UniqueKeyCLoader
 from exporter.yamlproblem import utf8_problem, value_problem, yaml_problem
 
 OTHER = "other"
@@ -76,11 +77,15 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
         except UnicodeDecodeError as exc:
             raise ValueError(f"{name}: {utf8_problem(raw, exc)}") from None
     try:
-        return name, yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader) if path is None else UniqueKeyCLoader  # (the shipped
+        # tables are known good: their start-up cost stays libyaml's alone)
+        return name, yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader and a subclass of it
     except yaml.YAMLError as exc:
         raise ValueError(f"{name}: {yaml_problem(exc)}") from exc
     except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's, not a YAMLError
         raise ValueError(f"{name}: {value_problem(exc)}") from None
+    except RecursionError:  # nesting (or a chain of merges) deeper than Python's recursion limit
+        raise ValueError(f"{name}: not valid YAML: {TOO_DEEP}") from None
 
 
 def check_keys(name: str, where: str, data: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
