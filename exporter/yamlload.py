@@ -14,13 +14,23 @@ TOO_DEEP = "nested too deeply (past Python's recursion limit)"
 """A YAML or JSON file an operator writes, nested past what a recursive parser can read: one line, no traceback."""
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one), and checks a
-    document's merge keys before anything is built (`_check_merges`)."""
+class _Checked:
+    """A SafeLoader's document checked before anything is built (`_check_merges`), its mappings by `_unique_mapping`."""
 
     def construct_document(self, node: yaml.Node) -> Any:
         _check_merges(node)
-        return super().construct_document(node)
+        return super().construct_document(node)  # type: ignore[misc]
+
+
+class UniqueKeyLoader(_Checked, yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one), and checks a
+    document's merge keys before anything is built."""
+
+
+class UniqueKeyCLoader(_Checked, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """UniqueKeyLoader's checks over libyaml's parser, where PyYAML has it: an operator's classification tables (up
+    to a few MiB, read again at each SIGHUP) refused a repeated key (a second `providers:` dropped the first)
+    nor bounded their merges (2,000 copies of a 9,999-key anchor held the event loop 33 s)."""
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -141,17 +151,5 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
     return loader.construct_mapping(node, deep=deep)
 
 
-UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-class UniqueKeyCLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """UniqueKeyLoader's checks over libyaml's parser, where PyYAML has it: an operator's classification tables (up
-    to a few MiB, read again at each SIGHUP) refused a repeated key (a second `providers:` dropped the first)
-    nor bounded their merges (2,000 copies of a 9,999-key anchor held the event loop 33 s)."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_merges(node)
-        return super().construct_document(node)
-
-
-UniqueKeyCLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+for _loader in (UniqueKeyLoader, UniqueKeyCLoader):
+    _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
