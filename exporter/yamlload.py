@@ -46,12 +46,14 @@ def _check_merges(root: yaml.Node) -> None:
     node once. A config is a tree: a cycle (through a key, a value or a merge) made PyYAML walk a mapping's pairs once
     per alias in whatever order it builds them (a 139 kB file: 21.7 s), which no count in another order bounds."""
     mappings = _mappings_of_tree(root)
+    merged = {id(m) for node in mappings for k, v in node.value if k.tag == _MERGE_TAG
+              for m in (v.value if isinstance(v, yaml.SequenceNode) else [v])}
     sizes: dict[int, int] = {}
     total = 0
     for node in sorted(mappings, key=lambda m: m.start_mark.index):  # in file order: the mapping named is the one
         # where the copies pass the bound
         merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
-        _own_keys_once(node, merges)
+        _own_keys_once(node, merges, id(node) in merged)
         if merges:
             total += _flattened_size(node, sizes) - (len(node.value) - len(merges))
             if total > MAX_MERGED_KEYS:
@@ -93,11 +95,14 @@ def _mappings_of_tree(root: yaml.Node) -> list[yaml.MappingNode]:
     return mappings
 
 
-def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.Node]]) -> None:
-    """A key written twice in `node`, or `<<` twice: refused (a merged mapping is never built by `_unique_mapping`)."""
+def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.Node]], is_merged: bool) -> None:
+    """`<<` twice in `node`, or, in a mapping merged into another, a key written twice: refused. A mapping built is
+    checked by `_unique_mapping`; one only merged is never built, so its keys are looked at here."""
     if len(merges) > 1:
         raise yaml.constructor.ConstructorError(None, None, "merge key `<<` repeated in one mapping (give one `<<` a "
                                                 "list of the mappings to merge)", merges[1][0].start_mark)
+    if not is_merged:
+        return
     lines: dict[tuple[str, str], int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
