@@ -203,27 +203,30 @@ _PY_ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 """What str.strip() takes off an ASCII string (str.isspace): polars' own strip differs (no \\x1c-\\x1f)."""
 
 
-def normalised_rcpts(rcpt: pl.Series) -> pl.Series:
-    """norm_rcpt of every value: column-wise for ASCII values (the same result there), in Python for the rest (Python
-    and polars lowercase and strip some other characters differently: U+A7CB is lowercased by polars' newer Unicode
-    tables only, so a report keyed by Python missed its delivery keyed column-wise) and for a recipient in angle
-    brackets."""
-    out = rcpt.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
-    other = (rcpt.str.len_bytes() != rcpt.str.len_chars()) | (out.str.starts_with("<") & out.str.ends_with(">"))
+def _as_python(values: pl.Series, fn: Callable[[str], str], also: Callable[[pl.Series], pl.Series] | None = None,
+               ) -> pl.Series:
+    """`fn` (a strip and a lowercase, as Python does them) of every value: column-wise for ASCII values, where polars
+    gives the same result, in Python for the rest (Python and polars lowercase and strip some other characters
+    differently: U+A7CB is lowercased by polars' newer Unicode tables only, so a report keyed by Python missed its
+    delivery keyed column-wise) and for the values `also` picks from the column-wise result."""
+    out = values.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
+    other = values.str.len_bytes() != values.str.len_chars()
+    if also is not None:
+        other = other | also(out)
     if other.any():
         idx = other.arg_true()
-        out = out.scatter(idx, map_distinct(rcpt.gather(idx), norm_rcpt, pl.String))
+        out = out.scatter(idx, map_distinct(values.gather(idx), fn, pl.String))
     return out
+
+
+def normalised_rcpts(rcpt: pl.Series) -> pl.Series:
+    """norm_rcpt of every value (a recipient in angle brackets taken by Python too)."""
+    return _as_python(rcpt, norm_rcpt, lambda out: out.str.starts_with("<") & out.str.ends_with(">"))
 
 
 def python_lowered(values: pl.Series) -> pl.Series:
-    """`str.strip().lower()` of every value, column-wise for ASCII values and in Python for the rest (as above)."""
-    out = values.str.strip_chars(_PY_ASCII_SPACE).str.to_lowercase()
-    other = values.str.len_bytes() != values.str.len_chars()
-    if other.any():
-        idx = other.arg_true()
-        out = out.scatter(idx, map_distinct(values.gather(idx), lambda v: v.strip().lower(), pl.String))
-    return out
+    """`str.strip().lower()` of every value."""
+    return _as_python(values, lambda v: v.strip().lower())
 
 
 def _mid_keys(memo: dict[str, Any], secret: bytes = b"", as_written: bool = False) -> None:
