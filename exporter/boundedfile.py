@@ -112,6 +112,18 @@ def read_secret_file(key: str, path: Path, limit: int = SECRET_MAX_BYTES) -> tup
         return b"", f"{key}: cannot read {path}: {exc.strerror or exc}"
 
 
+def secret_text(raw: bytes) -> str:
+    """A secret file's text, as every reader takes it: UTF-8 (UnicodeDecodeError otherwise) without the byte order
+    mark an editor may put first, which is no part of a password or a key."""
+    return raw.decode("utf-8-sig")
+
+
+def first_line(text: str) -> str:
+    """A password file's first line: it ends at a line feed (CRLF's CR dropped) only, not at the other characters
+    `str.splitlines` takes for a line's end (U+0085, U+2028, a form feed...), which may stand inside a password."""
+    return text.partition("\n")[0].removesuffix("\r")
+
+
 def read_secret(path: str | Path) -> bytes:
     """A secret file read while running (a poll's password or API key, the hub's at a SIGHUP), as `read_regular`
     checked it at start: its problem raised as the OSError of an unreadable file, which those callers report."""

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_secret
+from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, first_line, read_bounded, read_secret, secret_text
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
@@ -469,15 +469,16 @@ class PmtaApiConfig(_Strict):
         "queue gauges until a later poll reads it.",
     )
     api_key: str | None = Field(default=None, description="Sent as the X-API-Key header (PMTA 5).")
-    api_key_file: ConfigPath | None = Field(default=None, description="File holding the API key.")
+    api_key_file: ConfigPath | None = Field(default=None, description="File holding the API key (surrounding "
+                                            "whitespace and a UTF-8 byte order mark are dropped).")
     username: str | None = Field(
         default=None, description="HTTP basic auth user (a proxy in front of PMTA); no `:` (basic auth splits user "
         "and password at the first one).")
     password: str | None = Field(
         default=None, description="HTTP basic auth password (prefer password_file); needs username.")
     password_file: ConfigPath | None = Field(
-        default=None, description="File holding the basic auth password (first line; keep it 0600); needs username."
-    )
+        default=None, description="File holding the basic auth password (its first line, up to a line feed; a "
+        "UTF-8 byte order mark is dropped; keep it 0600); needs username.")
     verify_tls: bool = Field(default=True, description="Verify PMTA's certificate (PMTA 5 self-signs).")
     ca_file: ConfigPath | None = Field(default=None, description="CA bundle to verify PMTA's certificate with.")
     format: Literal["xml", "json"] = Field(default="xml", description="Response format asked of PMTA.")
@@ -532,8 +533,7 @@ class PmtaApiConfig(_Strict):
         """The basic auth password, read from password_file when that is set (raises OSError if unreadable)."""
         if self.password_file is not None:
             raw = read_secret(self.password_file)  # a FIFO never hangs a poll, /dev/zero is never read
-            lines = raw.decode("utf-8").splitlines()
-            return lines[0] if lines else ""
+            return first_line(secret_text(raw))
         return self.password
 
 

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from exporter import __version__
-from exporter.boundedfile import read_secret
+from exporter.boundedfile import read_secret, secret_text
 from exporter.config import PmtaApiConfig
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.redact import clip
@@ -498,7 +498,7 @@ def read_api_key(config: PmtaApiConfig) -> str | None:
         return _header_safe(config.api_key, "api_key")
     if config.api_key_file is not None:
         try:  # a regular file of a few KiB, as at start: one swapped for /dev/zero or a FIFO never eats or hangs a poll
-            key = read_secret(config.api_key_file).decode("utf-8").strip()
+            key = secret_text(read_secret(config.api_key_file)).strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise PmtaApiConfigError("api_key_file", f"cannot read api_key_file {config.api_key_file}: "
                                                      f"{_why(exc)}") from exc

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from exporter.boundedfile import HMAC_KEY_MAX_BYTES, FileProblem, read_regular, read_secret_file
+from exporter.boundedfile import HMAC_KEY_MAX_BYTES, FileProblem, read_regular, read_secret_file, secret_text
 from exporter.config import RECORD_TYPES, Config, CorrelatorConfig, PmtaApiConfig, SourceConfig
 
 P = ParamSpec("P")
@@ -70,7 +70,7 @@ def secret_file_problem(key: str, path: Path | None) -> str | None:
     if problem:
         return problem
     try:
-        text = raw.decode("utf-8")
+        text = secret_text(raw)
     except UnicodeDecodeError as exc:
         return f"{key}: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
     if not text.strip():  # an API key file left empty: the poller sent no key at all, and `ok` was said

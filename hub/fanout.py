@@ -32,7 +32,7 @@ from correlator.api import MAX_ID, MAX_TIME, MIN_TIME
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from correlator.timeline import MAX_TIMELINES, events_per_timeline
-from exporter.boundedfile import read_secret
+from exporter.boundedfile import read_secret, secret_text
 from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
@@ -106,7 +106,7 @@ def _verify(section: HubSection) -> ssl.SSLContext | bool:
 def _read_secret(path: Path) -> str:
     """A secret file as hub.preflight checked it at start (a regular file of at most 16 KiB): one swapped for
     /dev/zero or a FIFO before a SIGHUP never eats the hub's memory or hangs it (OSError, as an unreadable file)."""
-    return read_secret(Path(path)).decode("utf-8").strip()
+    return secret_text(read_secret(Path(path))).strip()
 
 
 class PerHostPools(httpx.AsyncBaseTransport):

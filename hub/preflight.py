@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exporter.boundedfile import secret_text
 from exporter.preflight import _listen as listen_problem  # reads listen_host/listen_port only (Listener)
 from exporter.preflight import (
     ca_file_problem,
@@ -40,7 +41,7 @@ def _bearer_token_problem(key: str, path: Path | None) -> str | None:
     raw, problem = read_secret_file(key, path)
     if problem:
         return problem
-    token = raw.decode("utf-8").strip()  # (never empty: secret_file_problem refuses a file holding nothing)
+    token = secret_text(raw).strip()  # (never empty: secret_file_problem refuses a file holding nothing)
     bad = next((pos for pos, char in enumerate(token, start=1) if not "!" <= char <= "~"), None)
     if bad is not None:
         return (f"{key}: {path} holds a character an HTTP header cannot carry at position {bad} (a bearer token is "
