@@ -402,6 +402,7 @@ class Daemon:
         # next start would resume at them, whatever `tail.start_position` says then)
         await self._wait_for_listen_address()
         loaded = await self.store.open()
+        self.pipeline.self_metrics.counters_start_ts.set(loaded.counters_start)
         aggregator = self.pipeline.aggregator
         bounds = tuple(aggregator.bounds)
         before = await self.store.keep_buckets(frozenset(aggregator.histograms), bounds)
@@ -1320,7 +1321,7 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
         ingestor.reach = reach
     pipeline = Pipeline(config, registry, sink, isp, replies)
     store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
-    await store.open()
+    pipeline.self_metrics.counters_start_ts.set((await store.open()).counters_start)
     tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
     limit = min(config.tail.max_pending_rows, ONESHOT_SLICE_ROWS)
     inflight: asyncio.Future[None] | None = None

@@ -223,6 +223,11 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "1 while the pmta_* record families are left off /metrics after an unclean stop (their restored values "
                "are lower than those last served) until the daemon has read that far again; 0 otherwise. Rules "
                "read it to tell a host catching up from one that stopped delivering.", (), "self"),
+    MetricSpec("watchtower_counters_start_timestamp_seconds", "gauge",
+               "When the pmta_* counters began (Unix time): the creation of the state database that keeps them "
+               "across restarts (0 when it cannot be told). It changes only when they begin again from zero (the "
+               "database moved aside or deleted): the critical PmtaDeliveryStalled reads it to know whether the "
+               "deliveries counted since PMTA's last queue report can be trusted.", (), "self"),
     MetricSpec("watchtower_pmta_api_up", "gauge",
                "1 if the last poll of PMTA's management API read anything (then its pmta_queue_*/pmta_status_* "
                "series are served); 0 if it read nothing or the poller is stuck (then none are).", (), "self"),
@@ -381,6 +386,7 @@ class SelfMetrics:
         self.last_record_ts = m("watchtower_last_record_timestamp_seconds")
         self.bytes_behind = m("watchtower_behind_bytes")
         self.last_checkpoint_ts = m("watchtower_last_checkpoint_timestamp_seconds")
+        self.counters_start_ts = m("watchtower_counters_start_timestamp_seconds")
         self.checkpoint_errors = m("watchtower_checkpoint_errors_total")
         self.commit_backlog_rows = m("watchtower_commit_backlog_rows")
         self.commit_backlog_bytes = m("watchtower_commit_backlog_bytes")

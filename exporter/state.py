@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sqlite3
 import stat
@@ -249,6 +250,10 @@ class Loaded:
     """The correlator is on now and was off from this time (wt_meta): what was read meanwhile has no timelines."""
     start_pending: list[tuple[str, str]] = field(default_factory=list)
     """(source, directory) pairs the first start at `end` could not list (wt_meta `start_pending`)."""
+    counters_start: float = 0.0
+    """When the database, and the counters it keeps across restarts, were created (wt_meta `created`; 0 when that
+    cannot be told): another value after a restart says the counters began again from zero (the database moved
+    aside), which the rules read (watchtower_counters_start_timestamp_seconds)."""
 
     def moved_since_for(self, labels: list[str]) -> dict[str, float] | None:
         """`moved_since` for the sources configured now (None on a first run: nothing to take up)."""
@@ -383,6 +388,15 @@ def _tables_and_meta(conn: sqlite3.Connection) -> tuple[set[str], dict[str, str]
     if "wt_meta" in tables:
         meta = dict(conn.execute("SELECT key, value FROM wt_meta").fetchall())
     return tables, meta
+
+
+def _created(stored: str | None) -> float:
+    """wt_meta `created` as a time; 0 (long before any report) for none or another build's text."""
+    try:
+        value = float(stored or 0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def marker_refusal(db: Path, tables: set[str], meta: dict[str, str]) -> str | None:
@@ -661,7 +675,8 @@ class StateStore:
         return Loaded(first_run, cps, series, behind, last_commit=last,
                       moved_since=_times_by_source(meta.get("moved_since")),
                       start_pending=_pairs(meta.get("start_pending")),
-                      correlator_off_since=self._note_correlator(conn, meta.get(CORRELATOR_OFF_SINCE)))
+                      correlator_off_since=self._note_correlator(conn, meta.get(CORRELATOR_OFF_SINCE)),
+                      counters_start=_created(meta.get("created")))
 
     def _note_correlator(self, conn: sqlite3.Connection, stored: str | None) -> float | None:
         """The daemon's store remembers since when the correlator is off (`correlator.enabled: false`): turned on
