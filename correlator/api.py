@@ -50,7 +50,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
-from exporter.redact import REDACTED, redact
+from exporter.redact import REDACTED, key_without_recipient, redact
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -481,6 +481,26 @@ class Api:
             return value
         return self.hasher(value)[1]
 
+    def key_shown(self, key: str, rcpt: str) -> str:
+        """A jobId or Message-Id the caller sent, as an answer about `rcpt` may echo it: with hash_recipients,
+        without the recipient's address (`<rcpt>`, as the store keeps it: correlator.prepare), so that no answer
+        shows the address beside its hash (review 2026-12-07: `{"job_id": "dave@x.com-J3", "rcpt": "hmac-..."}`)."""
+        value = norm_rcpt(rcpt)
+        if not key or not self.hasher.hashed or self.hasher.shown_key(value) is not None:
+            return key
+        return key_without_recipient(key, value)
+
+    def message_id_shown(self, mid: str, items: list[dict[str, Any]]) -> str:
+        """The Message-Id a caller sent, as an answer listing its recipients' timelines may echo it: with
+        hash_recipients, as a timeline of it stores it when that lost its recipient's address (its own `<rcpt>`),
+        so that the address is not shown above its hash; the caller's text otherwise."""
+        if self.hasher.hashed:
+            for item in items:
+                stored = item.get("message_id")
+                if stored and stored != mid and "<rcpt>" in stored:
+                    return str(stored)
+        return mid
+
     def rcpt_echo(self, rcpt: str) -> str:
         """The recipient as an error message quotes it, so the operator sees what was looked up (`bob tag@...`),
         cut by `echoed`. With hash_recipients the local part is redacted whole and the domain kept: an error body
@@ -557,10 +577,11 @@ def build_router(api: Api) -> APIRouter:
         if not items and not total:
             raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
         next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
-        body = {"message_id": mid, "recipients_total": total, "truncated": total > len(items),
+        shown = api.message_id_shown(mid, items)
+        body = {"message_id": shown, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
         if _want_text(request, format):
-            return PlainTextResponse(render.timelines(f"Message-Id <{mid}>", items,
+            return PlainTextResponse(render.timelines(f"Message-Id <{shown}>", items,
                                                       render.message_note(len(items), total, next_cursor)))
         return json_answer(MessageResponse, body)
 
@@ -585,15 +606,17 @@ def build_router(api: Api) -> APIRouter:
             items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
             known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
         if not items:
-            key = f"job {echoed(job)}" if job else f"Message-Id {echoed(mid)}"
+            key = f"job {echoed(api.key_shown(job, rcpt))}" if job else f"Message-Id {echoed(api.key_shown(mid, rcpt))}"
             if not known:
                 raise BadRequest(404, f"no timeline for {key}", "job_id" if job else "message_id")
             raise BadRequest(404, f"no timeline for recipient {api.rcpt_echo(rcpt)} {'in' if job else 'of'} {key}",
                              "rcpt")
         if _want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
-            return PlainTextResponse(render.timelines(f"job {job or '-'} rcpt {api.rcpt_shown(rcpt)}", items, note))
-        body = {"job_id": job or None, "message_id": mid or None, "rcpt": api.rcpt_shown(rcpt), "timelines": items,
+            return PlainTextResponse(render.timelines(f"job {api.key_shown(job, rcpt) or '-'} rcpt "
+                                                      f"{api.rcpt_shown(rcpt)}", items, note))
+        body = {"job_id": api.key_shown(job, rcpt) or None, "message_id": api.key_shown(mid, rcpt) or None,
+                "rcpt": api.rcpt_shown(rcpt), "timelines": items,
                 "timelines_omitted": older}
         return json_answer(TimelineResponse, body)
 

@@ -31,7 +31,7 @@ from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id, nor
 from correlator.prepare import _mx_host_expr, map_distinct, normalised_rcpts, python_lowered, report_times
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
-from exporter.redact import without_recipient
+from exporter.redact import key_without_recipient
 from exporter.sinks import Delivery
 from exporter.timeparse import parse_pmta_time
 
@@ -828,7 +828,7 @@ class Attributor:
             if recent.rcpt_orig is not None and lo <= recent.rcpt_orig[2] <= cut:
                 return self._memory(recent.rcpt_orig)
             if conn is not None:
-                stored = without_recipient(orig, rcpt) if self._hasher.hashed else orig  # as prepare stores it
+                stored = key_without_recipient(orig, rcpt) if self._hasher.hashed else orig  # as prepare stores it
                 return self._latest_in_window(conn, self._steps(slices, rh), rh, lo, cut, orig, stored)
         return None
 

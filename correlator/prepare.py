@@ -25,8 +25,8 @@ from correlator import store
 from correlator.keys import MID_STRIP, mid_key, norm_rcpt
 from exporter.metrics import PLACEHOLDER_NONE
 from exporter.records import LINE, Columns, RecordBatch, col
+from exporter.redact import key_without_recipient, without_addresses
 from exporter.redact import redact as redact_local_parts
-from exporter.redact import without_addresses, without_recipient
 from exporter.timeparse import EARLIEST_BELIEVED, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 R, T, D, B, RS, RB, F, TQ = (store.TYPE_CODES[k] for k in ("r", "t", "d", "b", "rs", "rb", "f", "tq"))
@@ -140,7 +140,7 @@ _FIELDS = (
 _ADDRESS_FREE = ("dsnAction", "dsnStatus", "dsnMta", "bounceCat", "feedbackType", "userAgent", "reportingMta")
 """Stored with hashed recipients without any address (exporter/redact.py): a remote bounce's action, status, MTA or
 category field (the remote DSN's text), an FBL report's fields. The sender (`orig_s`), the Message-Id and the jobId
-lose only the recipient's address (`without_recipient`): they are keys that pages link by and the report fallback
+lose only the recipient's address (`key_without_recipient`): they are keys that pages link by and the report fallback
 compares, so every other character stays; the reply (dsnDiag) has its own rule (linking.reply_without_addresses)."""
 _QUEUE_ADDRESS_FREE = ("dsnAction", "dsnStatus", "dsnMta", "bounceCat")
 """A queue event's (`tq`) fields stored without any address, besides its reply."""
@@ -446,7 +446,7 @@ class Preparer:
             def keyed(name: str, alias: str, mid: bool = False) -> pl.Series:
                 """Without the row's recipient; a row without one (an anonymised report): without any local part,
                 but a Message-Id as logged (the key pages link by)."""
-                return pl.Series(alias, [without_recipient(v, r) if r else v if mid else redact_local_parts(v)
+                return pl.Series(alias, [key_without_recipient(v, r) if r else v if mid else redact_local_parts(v)
                                          for v, r in zip(df.get_column(name).to_list(), rcpts, strict=True)],
                                  dtype=pl.String)
 

@@ -409,7 +409,8 @@ def build_lookup_router(api: Api) -> APIRouter:
         job = (job_id or "").strip()
         addr = norm_rcpt(rcpt or "")
         key = api.rcpt_key(addr) if addr else None  # a value no address has is a 400 on rcpt, whatever else is given
-        body: dict[str, Any] = {"message_id": mid or None, "job_id": job or None,
+        body: dict[str, Any] = {"message_id": api.key_shown(mid, addr) or None,
+                                "job_id": api.key_shown(job, addr) or None,
                                 "rcpt": api.rcpt_shown(addr) if addr else None,
                                 "hint": None, "timelines": []}
         if not mid and not (job and addr):
@@ -425,6 +426,7 @@ def build_lookup_router(api: Api) -> APIRouter:
             else:  # a message's recipients, in the order stored
                 items, total = reader.by_message(links.message_hash(mid), limit)
                 body["timelines"], body["timelines_omitted"] = items, total - len(items)
+                body["message_id"] = api.message_id_shown(mid, items)
         if not items:
             body["hint"] = "no timeline stored for this key (check the id, or the retention)"
         return json_answer(LookupResponse, body)

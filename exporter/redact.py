@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 REDACTED = "[redacted]"
 
@@ -644,14 +644,26 @@ def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
 
 def without_recipient(text: str, rcpt_l: str, mark: str = "<rcpt>") -> str:
     """`text` with the recipient's address (`rcpt_l`, lower case) replaced by `mark`, in any case, as written and in
-    its VERP form (`bounces+alice=gmail.com@lists.example` encodes `alice@gmail.com` as `alice=gmail.com`). What the
-    correlator keeps of a sender, a Message-Id or a jobId when recipients are hashed: their other text stays (they
-    are keys a page links by), and the same recipient gives the same text (the report fallback compares senders)."""
+    its VERP form (`bounces+alice=gmail.com@lists.example` encodes `alice@gmail.com` as `alice=gmail.com`). A reply
+    loses it so (then every other address as `<addr>`: correlator.linking)."""
     if not text or "@" not in rcpt_l:  # a recipient logged without `@` (`ab`) is no address to look for
         return text
     text = without_address(text, rcpt_l, mark)
     local, at, domain = rcpt_l.rpartition("@")
     return without_address(text, f"{local}={domain}", mark) if at and local and domain else text
+
+
+def key_without_recipient(text: str, rcpt_l: str) -> str:
+    """What the correlator keeps of a sender, a Message-Id or a jobId when recipients are hashed: `without_recipient`,
+    and the address percent-encoded too (`alice%40gmail.com`, every reserved character encoded or the `@` alone:
+    review 2026-12-07), as `<rcpt>`. Their other text stays (they are keys a page links by), and the same recipient
+    gives the same text (the report fallback compares senders; the API echoes a caller's key so)."""
+    text = without_recipient(text, rcpt_l)
+    local, at, domain = rcpt_l.rpartition("@")
+    if "%" in text and at and local and domain:  # (lowered: without_address finds `%2B` as `%2b`)
+        for encoded in dict.fromkeys((f"{local}%40{domain}", quote(rcpt_l, safe="").lower())):
+            text = without_address(text, encoded, "<rcpt>")
+    return text
 
 
 ADDRESS = "<addr>"

@@ -100,7 +100,9 @@ async def message_page(fanout: Fanout, targets: list[Target], path: str, message
         if not ans.ok or ans.status == 404 or not isinstance(ans.body, dict):
             new_state[t.url] = 0 if ans.ok and ans.status == 404 else [start, skip]
             continue
-        found, mid = True, mid or ans.body.get("message_id")
+        found, shown = True, ans.body.get("message_id")
+        if mid is None or (isinstance(shown, str) and "<rcpt>" in shown and "<rcpt>" not in mid):
+            mid = shown  # a daemon echoing it without a recipient's address (hash_recipients) is the one shown
         total += int(ans.body.get("recipients_total") or 0)
         items = (ans.body.get("recipients") or [])[skip:]
         taken = 0 if full else min(len(items), limit - len(out))

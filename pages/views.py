@@ -344,7 +344,9 @@ class Views:
             trunc += tail
         elif problem := next_problem(body):
             trunc += problem
-        head = (f'<h1>Message-Id <span class="mono" id="message-id">&lt;{e(body.get("message_id"))}&gt;</span></h1>'
+        # with hash_recipients the answer echoes the Message-Id without a recipient's address in it (`<rcpt>`)
+        shown = _key(recips[0] if recips else {}, body.get("message_id"))
+        head = (f'<h1>Message-Id <span class="mono" id="message-id">&lt;{shown}&gt;</span></h1>'
                 f'<p class="meta">{e(body.get("recipients_total"))} recipient(s)</p>')
         sections = await run_in_threadpool(  # up to MESSAGE_PAGE timelines of events: not on the event loop
             lambda: "".join(self.timeline_section(i, tl, MESSAGE_EVENTS, root) for i, tl in enumerate(recips)))

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from urllib.parse import quote
 
 import pytest
 
@@ -424,13 +425,14 @@ async def test_no_address_in_any_stored_or_served_field(fields: Harness) -> None
         answers.append(await c.get("/api/v1/flows", params={"since": "2024-05-03T00:00:00Z"}))
         answers.append(await c.get("/api/v1/timeline", params={"rcpt": "zz.leak.canary20@gmail.com",
                                                                "job_id": "job-zz.leak.canary20@Gmail.com"}))
-    # found by the Message-Id and jobId as logged (the caller's own are echoed as sent: they are no answer's data)
+    # found by the Message-Id and jobId as logged, and neither echoed with the address in it (review 2026-12-07:
+    # the caller's own, echoed as sent, put the address beside its hash in an answer proxies and Grafana keep)
     assert [a.status_code for a in answers] == [200, 200, 200, 200, 200]
     for a in answers:
-        text = a.text.replace("20240503.zz.leak.canary20=gmail.com@news.example", "").replace(
-            "job-zz.leak.canary20@Gmail.com", "")
-        assert "canary" not in text, a.text
+        assert "canary" not in a.text, a.text
     assert answers[2].json()["recipients"][0]["message_id"] == "20240503.<rcpt>@news.example"
+    assert answers[2].json()["message_id"] == "20240503.<rcpt>@news.example"
+    assert (answers[4].json()["job_id"], answers[4].json()["message_id"]) == ("job-<rcpt>", None)
     assert "canary26" not in answers[3].text and "sender:zz" not in answers[3].text  # no `@`: no sender domain
     assert {n["id"] for n in answers[3].json()["nodes"]} >= {"sender:none", "sender:news.example"}
     (shown,) = answers[0].json()["timelines"]
@@ -657,5 +659,55 @@ def test_a_complaint_whose_recipient_a_header_gave_in_brackets_joins_its_deliver
         rows = h.conn.execute("SELECT vmta, flags FROM corr_timelines").fetchall()
         assert len(rows) == 1 and rows[0][0] == "vmta-01", rows
         assert rows[0][1] & store.FLAG[store.TYPE_CODES["f"]] and rows[0][1] & store.FLAG[store.TYPE_CODES["d"]]
+    finally:
+        h.close()
+
+
+KEYS_ACCT = batch("/l/acct-2024-05-03-0003.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
+header_Message-Id
+d,2024-05-03 12:00:01+0000,2024-05-03 12:00:00+0000,b@news.example,zz.leak.canary40@x.example,relayed,2.0.0,\
+smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,zz.leak.canary40@x.example-J3,x.example/vmta-01,pool-a,\
+<zz.leak.canary40@x.example.77@shop>
+d,2024-05-03 12:00:02+0000,2024-05-03 12:00:00+0000,b@news.example,zz.leak.canary41+tag@x.example,relayed,2.0.0,\
+smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,zz.leak.canary41%2Btag%40x.example-J4,x.example/vmta-01,pool-a,\
+<zz.leak.canary41+tag%40x.example.1@shop>
+""")
+
+
+@pytest.mark.parametrize("params", [
+    {"job_id": "zz.leak.canary40@x.example-J3"}, {"message_id": "zz.leak.canary40@x.example.77@shop"},
+    {"job_id": "zz.leak.canary41%2Btag%40x.example-J4"}, {"message_id": "<zz.leak.canary41+tag%40x.example.1@shop>"},
+])
+async def test_no_answer_echoes_a_key_with_the_recipients_address_beside_its_hash(tmp_path: Path,
+                                                                                   params: dict[str, str]) -> None:
+    """Review 2026-12-07: the timeline's own job_id and message_id had lost the address, but the answer's top level
+    (JSON, the text header, a 404's wording, /lookup) repeated the caller's key with it, beside the recipient's
+    hash; and an address percent-encoded in a key (`%40`, `%2B`) was stored and served in clear."""
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    h.commit(KEYS_ACCT)
+    rcpt = "zz.leak.canary41+tag@x.example" if "41" in str(params) else "zz.leak.canary40@x.example"
+    try:
+        assert b"canary4" not in _store_bytes(h)
+        async with h.client() as c:
+            answers = [await c.get("/api/v1/timeline", params={**params, "rcpt": rcpt, "format": fmt})
+                       for fmt in ("json", "text")]
+            answers.append(await c.get("/api/v1/lookup", params={**params, "rcpt": rcpt}))
+            if "message_id" in params:
+                answers += [await c.get("/api/v1/messages/" + quote(params["message_id"].strip("<>"), safe="@+"),
+                                         params={"format": f})
+                            for f in ("json", "text")]
+                answers.append(await c.get("/api/v1/lookup", params=params))
+            missing = await c.get("/api/v1/timeline", params={**params, "rcpt": "other@x.example"})
+        assert [a.status_code for a in answers] == [200] * len(answers) and missing.status_code == 404
+        for a in answers:
+            assert "canary" not in a.text and "<rcpt>" in a.text, a.text
+            if a.headers["content-type"].startswith("application/json"):
+                body = a.json()
+                key = body.get("job_id") or body.get("message_id")
+                assert key in {"<rcpt>-J3", "<rcpt>.77@shop", "<rcpt>-J4", "<rcpt>.1@shop"}, body
+                assert len(body.get("timelines") or body.get("recipients")) == 1
+        # the 404 names a recipient it did not find: the key is echoed as sent (no hash of that address beside it)
+        assert "canary4" in missing.json()["error"] and "[redacted]@x.example" in missing.json()["error"]
     finally:
         h.close()
