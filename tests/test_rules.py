@@ -342,7 +342,8 @@ def test_management_api_gauges_are_read_through_last_over_time() -> None:
     added to the new pod's (rules/tests/queue_test.yaml, review 2026-12-07)."""
     as_of_report = ("/instance:pmta_finished_at_queue_report:total",
                     "/instance:pmta_queue_paused_recipients_at_queue_report:sum",
-                    "/instance:pmta_counters_start_at_queue_report:max")
+                    "/instance:pmta_counters_start_at_queue_report:max",
+                    "/instance:pmta_counters_start_at_queue_report:min")
     host_queue = "instance:pmta_status_queue_recipients_at_queue_report:sum"
     # where the recorded host queue has no sample in 6h (the hours after the rules are first loaded), the raw
     # gauges stand in for it: the only other read of a gauge through [6h]
