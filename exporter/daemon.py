@@ -153,6 +153,30 @@ def _say_moved_files_unread(config: Config, followed: set[str]) -> None:
                     shown(min(moved)))
 
 
+async def _load_tables(config: Config) -> tuple[IspClassifier, ReplyClassifier]:
+    """`load_classifiers` in a daemon thread of its own, awaited: a stop neither waits for a load in progress (the
+    default executor's threads are joined when the loop closes) nor is held by it."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[IspClassifier, ReplyClassifier]] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if not done.done():
+            done.set_exception(exc) if exc is not None else done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, exc = load_classifiers(config), None
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting reload, which says it
+            result, exc = None, error
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop has closed (a stop meanwhile): nobody waits for these tables
+            pass
+
+    threading.Thread(target=work, name="sighup-table-load", daemon=True).start()
+    return await done
+
+
 def _report_chore(task: asyncio.Task[None]) -> None:
     """A chore's failure is logged (it has no awaiter to raise to) and the next one is started as usual."""
     if not task.cancelled() and (exc := task.exception()) is not None:
@@ -327,6 +351,9 @@ class Daemon:
         self.tailer: Tailer | None = None
         self.should_exit = asyncio.Event()
         self._reload_due = False
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
+        """A SIGHUP's load of the tables runs one at a time (`reload`): signals during it give one more after it."""
         self._config_check = threading.Lock()
         self._config_checking = self._config_check_again = False
         """A SIGHUP's check of the config file runs in a thread of its own (`check_config_file`), one at a time: a
@@ -961,18 +988,34 @@ class Daemon:
 
     def _reload_when_due(self) -> None:
         self._reload_due = False
-        if not self.should_exit.is_set():
-            self.reload()
-
-    def reload(self) -> None:
-        """SIGHUP: load the classification tables again; on error keep the current ones and say why. The config
-        file is checked too (`check_config_file`): only the tables are reloaded, so what else changed is named."""
-        self.check_config_file()
-        try:
-            isp, replies = load_classifiers(self.config)
-        except Exception as exc:  # noqa: BLE001 - a bad table must not kill the daemon
-            log.error("SIGHUP: classification tables not reloaded (%s); keeping the current ones", table_problem(exc))
+        if self.should_exit.is_set():
             return
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True  # one more load once this one has ended (its table may be the older)
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> None:
+        """SIGHUP: load the classification tables again; on error keep the current ones and say why. The config
+        file is checked too (`check_config_file`): only the tables are reloaded, so what else changed is named.
+        The load runs in a thread (`_load_tables`): an operator's table of a few MiB took ~14 s, and on the event
+        loop /metrics, /healthz and tailing stood still for as long. The tables are swapped here, on the loop."""
+        while True:
+            self._reload_again = False
+            self.check_config_file()
+            try:
+                isp, replies = await _load_tables(self.config)
+            except Exception as exc:  # noqa: BLE001 - a bad table must not kill the daemon
+                log.error("SIGHUP: classification tables not reloaded (%s); keeping the current ones",
+                          table_problem(exc))
+            else:
+                if self.should_exit.is_set():
+                    return  # stopping: nothing to swap
+                self._swap_tables(isp, replies)
+            if not self._reload_again or self.should_exit.is_set():
+                return
+
+    def _swap_tables(self, isp: IspClassifier, replies: ReplyClassifier) -> None:
         self.isp, self.replies = isp, replies
         self.pipeline.reload_classifiers(isp, replies)
         self._signal_follower(signal.SIGHUP)  # the correlator's own process loads them too
