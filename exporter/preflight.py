@@ -20,7 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from exporter.boundedfile import HMAC_KEY_MAX_BYTES, FileProblem, read_regular, read_secret_file, secret_text
+from exporter.boundedfile import (
+    HMAC_KEY_MAX_BYTES,
+    FileProblem,
+    first_line,
+    read_regular,
+    read_secret_file,
+    secret_text,
+)
 from exporter.config import RECORD_TYPES, Config, CorrelatorConfig, PmtaApiConfig, SourceConfig
 
 P = ParamSpec("P")
@@ -534,13 +541,17 @@ def problems(config: Config, uses_state_dir: bool = True, waits_for_address: boo
         _records_lost_to_overlaps(config)
 
 
-def _password_line(config: Config) -> str | None:
-    """The password is the file's first line (`PmtaApiConfig.resolved_password`): a file whose first line is blank
-    sent an empty password, though the file held text further down (read after `secret_file_problem`: readable)."""
-    path = config.pmta.password_file
-    if path is None or (config.pmta.resolved_password() or "").strip():
-        return None
-    return f"pmta.password_file: {path} holds no password on its first line (the password is the file's first line)"
+def password_file_problem(key: str, path: Path | None) -> str | None:
+    """A basic auth password file (the PMTA poller's, the hub's): a secret file whose first line is the password
+    (`boundedfile.first_line`, as both send it). One whose first line is blank sent an empty password, though the
+    file held text further down."""
+    problem = secret_file_problem(key, path)
+    if problem or path is None:
+        return problem
+    raw, problem = read_secret_file(key, path)
+    if problem or first_line(secret_text(raw)).strip():
+        return problem
+    return f"{key}: {path} holds no password on its first line (the password is the file's first line)"
 
 
 def _poller_files(config: Config) -> list[str | None]:
@@ -551,7 +562,7 @@ def _poller_files(config: Config) -> list[str | None]:
     if not pmta.url:
         return []
     return [secret_file_problem("pmta.api_key_file", pmta.api_key_file) or _api_key(config),
-            secret_file_problem("pmta.password_file", pmta.password_file) or _password_line(config),
+            password_file_problem("pmta.password_file", pmta.password_file),
             ca_file_problem("pmta.ca_file", pmta.ca_file)]
 
 

@@ -225,7 +225,8 @@ class PrometheusSource(_Strict):
 
 class AuthConfig(_Strict):
     username: str | None = Field(default=None, description="Basic auth user sent to the daemons.")
-    password_file: ConfigPath | None = Field(default=None, description="File holding the basic auth password.")
+    password_file: ConfigPath | None = Field(default=None, description="File holding the basic auth password (its "
+                                             "first line, up to a line feed; a UTF-8 byte order mark is dropped).")
     bearer_token_file: ConfigPath | None = Field(default=None, description="File holding a bearer token (instead).")
 
     @model_validator(mode="after")

@@ -32,7 +32,7 @@ from correlator.api import MAX_ID, MAX_TIME, MIN_TIME
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from correlator.timeline import MAX_TIMELINES, events_per_timeline
-from exporter.boundedfile import read_secret, secret_text
+from exporter.boundedfile import first_line, read_secret, secret_text
 from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
@@ -107,6 +107,12 @@ def _read_secret(path: Path) -> str:
     """A secret file as hub.preflight checked it at start (a regular file of at most 16 KiB): one swapped for
     /dev/zero or a FIFO before a SIGHUP never eats the hub's memory or hangs it (OSError, as an unreadable file)."""
     return secret_text(read_secret(Path(path))).strip()
+
+
+def _read_password(path: Path) -> str:
+    """A basic auth password file as the daemon's poller reads one (`PmtaApiConfig.resolved_password`): its first
+    line, as written (a trailing space is the password's), not the whole file stripped."""
+    return first_line(secret_text(read_secret(Path(path))))
 
 
 class PerHostPools(httpx.AsyncBaseTransport):
@@ -186,7 +192,7 @@ def make_client(section: HubSection, per_host: int = HUB_API_CONCURRENCY) -> htt
     if section.auth.bearer_token_file:
         headers["authorization"] = "Bearer " + _read_secret(section.auth.bearer_token_file)
     elif section.auth.username and section.auth.password_file:
-        auth = httpx.BasicAuth(section.auth.username, _read_secret(section.auth.password_file))
+        auth = httpx.BasicAuth(section.auth.username, _read_password(section.auth.password_file))
     t = section.timeout
     return httpx.AsyncClient(
         headers=headers, auth=auth, timeout=httpx.Timeout(t, connect=t), follow_redirects=False, trust_env=False,

@@ -15,6 +15,7 @@ from exporter.preflight import (
     ca_file_problem,
     exposed_config_warning,
     exposed_file_warning,
+    password_file_problem,
     plain_text_users,
     reaching,
     read_secret_file,
@@ -102,7 +103,7 @@ def problems(config: HubConfig) -> list[str]:
     if hub.tls.cert_file is not None:
         out += tls_pair_problems("hub.tls.cert_file", "hub.tls.key_file", hub.tls.cert_file, hub.tls.key_file,
                                  purpose=ssl.Purpose.SERVER_AUTH)
-    out.append(secret_file_problem("hub.auth.password_file", hub.auth.password_file))
+    out.append(password_file_problem("hub.auth.password_file", hub.auth.password_file))
     out.append(_cursor_key_problem("hub.cursor_key_file", hub.cursor_key_file))
     out.append(_bearer_token_problem("hub.auth.bearer_token_file", hub.auth.bearer_token_file))
     return [p for p in out if p]

@@ -143,7 +143,7 @@ def test_the_timeline_and_message_pages_say_a_job_is_redacted(stack: Stack, wher
     assert JOB not in body and JOB_RCPT not in body
     body = _page(base + "/ui/messages/" + MID)  # asked by the Message-Id as logged: found, and echoed without the
     # recipient's address, which would stand beside its hash (review 2026-12-07), saying it is redacted
-    assert f'id="message-id">&lt;<span class="redacted" title="' in body
+    assert 'id="message-id">&lt;<span class="redacted" title="' in body
     assert [shown for _title, shown in TITLE.findall(body)] == ["&lt;rcpt&gt;.1234@shop"]
     assert MID_RCPT not in body.replace(f'value="{MID}"', "")  # (the search box keeps what was typed)
 

@@ -5,7 +5,6 @@ line ends at a line feed only, not at the other characters `str.splitlines` also
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from exporter.cli import main
 from exporter.config import PmtaApiConfig
 from exporter.pmta_api import read_api_key
-from hub.fanout import _read_secret
+from hub.fanout import _read_password, _read_secret
 
 BOM = "\ufeff"
 
@@ -52,8 +51,31 @@ def test_a_password_file_holding_only_a_byte_order_mark_is_refused_at_check_conf
 
 
 @pytest.mark.parametrize("content", [BOM + "s3cret\n", "s3cret\n"])
-def test_the_hubs_secret_files_drop_a_byte_order_mark(tmp_path: Path, content: str) -> None:
+def test_the_hubs_bearer_token_file_drops_a_byte_order_mark(tmp_path: Path, content: str) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(content.encode())
     assert _read_secret(secret) == "s3cret"
-    assert base64.b64decode(base64.b64encode(b"hub:" + _read_secret(secret).encode())) == b"hub:s3cret"
+
+
+@pytest.mark.parametrize(("content", "password"), [(BOM + "s3cret \n# rotated\n", "s3cret "), ("pw\r\n", "pw"),
+                                                   ("a\u2028b\n", "a\u2028b")])
+def test_the_hubs_password_is_its_files_first_line_as_the_daemons_is(tmp_path: Path, content: str,
+                                                                      password: str) -> None:
+    """Review 2026-12-07: the hub sent the whole file stripped (`s3cret \n# rotated`), the daemon's poller its
+    first line (`s3cret `), and the hub's check said nothing of the second line."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(content.encode())
+    assert _read_password(secret) == password
+    assert PmtaApiConfig(url="http://pmta", username="mon", password_file=secret).resolved_password() == password
+
+
+def test_a_hub_password_file_whose_first_line_is_blank_is_refused_at_start(tmp_path: Path) -> None:
+    from hub.config import HubConfig
+    from hub.preflight import problems
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\n s3cret\n")
+    config = HubConfig.model_validate({"hub": {"targets": ["http://127.0.0.1:9469"],
+                                               "auth": {"username": "hub", "password_file": str(secret)}}})
+    assert (f"hub.auth.password_file: {secret} holds no password on its first line (the password is the file's "
+            "first line)") in problems(config)
