@@ -50,7 +50,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
-from exporter.redact import REDACTED, key_without_recipient, redact
+from exporter.redact import REDACTED, key_without_addresses, key_without_recipient, redact
 from exporter.timeparse import LATEST
 
 log = logging.getLogger(__name__)
@@ -481,25 +481,30 @@ class Api:
             return value
         return self.hasher(value)[1]
 
-    def key_shown(self, key: str, rcpt: str) -> str:
-        """A jobId or Message-Id the caller sent, as an answer about `rcpt` may echo it: with hash_recipients,
-        without the recipient's address (`<rcpt>`, as the store keeps it: correlator.prepare), so that no answer
-        shows the address beside its hash (review 2026-12-07: `{"job_id": "dave@x.com-J3", "rcpt": "hmac-..."}`)."""
-        value = norm_rcpt(rcpt)
-        if not key or not self.hasher.hashed or self.hasher.shown_key(value) is not None:
+    def key_shown(self, key: str, rcpt: str, kind: Literal["job_id", "message_id"]) -> str:
+        """A jobId or Message-Id the caller sent, as an answer about `rcpt` may echo it: with hash_recipients, as
+        the store keeps it (exporter.redact.key_without_recipient: the recipient's address as `<rcpt>`, other
+        addresses' local parts as `[redacted]`), so that no answer shows an address beside a hash (review
+        2026-12-07: `{"job_id": "dave@x.com-J3", "rcpt": "hmac-..."}`)."""
+        if not key or not self.hasher.hashed:
             return key
-        return key_without_recipient(key, value)
+        value = norm_rcpt(rcpt)
+        if value and self.hasher.shown_key(value) is None:
+            return key_without_recipient(key, value, kind)
+        return key_without_addresses(key, kind)
 
     def message_id_shown(self, mid: str, items: list[dict[str, Any]]) -> str:
         """The Message-Id a caller sent, as an answer listing its recipients' timelines may echo it: with
         hash_recipients, as a timeline of it stores it when that lost its recipient's address (its own `<rcpt>`),
-        so that the address is not shown above its hash; the caller's text otherwise."""
-        if self.hasher.hashed:
-            for item in items:
-                stored = item.get("message_id")
-                if stored and stored != mid and "<rcpt>" in stored:
-                    return str(stored)
-        return mid
+        else without the addresses before its own `@`, so that no address is shown above a hash; the caller's
+        text otherwise."""
+        if not self.hasher.hashed:
+            return mid
+        for item in items:
+            stored = item.get("message_id")
+            if stored and "<rcpt>" in stored:
+                return str(stored)
+        return key_without_addresses(mid, "message_id")
 
     def rcpt_echo(self, rcpt: str) -> str:
         """The recipient as an error message quotes it, so the operator sees what was looked up (`bob tag@...`),
@@ -606,16 +611,18 @@ def build_router(api: Api) -> APIRouter:
             items, older = reader.by_job_rcpt(key_h, rh) if job else reader.by_message_rcpt(key_h, rh)
             known = bool(items) or key_stored(conn, "job_h" if job else "mid_h", key_h)
         if not items:
-            key = f"job {echoed(api.key_shown(job, rcpt))}" if job else f"Message-Id {echoed(api.key_shown(mid, rcpt))}"
+            key = (f"job {echoed(api.key_shown(job, rcpt, 'job_id'))}" if job
+                   else f"Message-Id {echoed(api.key_shown(mid, rcpt, 'message_id'))}")
             if not known:
                 raise BadRequest(404, f"no timeline for {key}", "job_id" if job else "message_id")
             raise BadRequest(404, f"no timeline for recipient {api.rcpt_echo(rcpt)} {'in' if job else 'of'} {key}",
                              "rcpt")
         if _want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
-            return PlainTextResponse(render.timelines(f"job {api.key_shown(job, rcpt) or '-'} rcpt "
+            return PlainTextResponse(render.timelines(f"job {api.key_shown(job, rcpt, 'job_id') or '-'} rcpt "
                                                       f"{api.rcpt_shown(rcpt)}", items, note))
-        body = {"job_id": api.key_shown(job, rcpt) or None, "message_id": api.key_shown(mid, rcpt) or None,
+        body = {"job_id": api.key_shown(job, rcpt, "job_id") or None,
+                "message_id": api.key_shown(mid, rcpt, "message_id") or None,
                 "rcpt": api.rcpt_shown(rcpt), "timelines": items,
                 "timelines_omitted": older}
         return json_answer(TimelineResponse, body)

@@ -443,16 +443,18 @@ class Preparer:
         if self._hasher.hashed:  # the keys are hashed: what is stored of the texts keeps no address of the recipient
             rcpts = df.get_column("rcpt_l").to_list()
 
-            def keyed(name: str, alias: str, mid: bool = False) -> pl.Series:
-                """Without the row's recipient; a row without one (an anonymised report): without any local part,
-                but a Message-Id as logged (the key pages link by)."""
-                return pl.Series(alias, [key_without_recipient(v, r) if r else v if mid else redact_local_parts(v)
+            def keyed(name: str, alias: str, kind: str) -> pl.Series:
+                """Without the row's recipient (exporter.redact.key_without_recipient); a row without one (an
+                anonymised report): a sender and a jobId without any local part, a Message-Id as logged (the key
+                pages link by; no recipient's hash stands beside it)."""
+                bare = redact_local_parts if kind != "message_id" else str
+                return pl.Series(alias, [key_without_recipient(v, r, kind) if r else bare(v) if v else v
                                          for v, r in zip(df.get_column(name).to_list(), rcpts, strict=True)],
                                  dtype=pl.String)
 
             df = df.with_columns(
                 *(map_distinct(df.get_column(name), without_addresses, pl.String) for name in _ADDRESS_FREE),
-                keyed("mid", "mid", mid=True), keyed("job", "job"), keyed("orig_l", "orig_s"))
+                keyed("mid", "mid", "message_id"), keyed("job", "job", "job_id"), keyed("orig_l", "orig_s", "sender"))
         else:
             df = df.with_columns(pl.col("orig_l").alias("orig_s"))
         extra = pl.Series("extra", [None] * df.height, dtype=pl.String)

@@ -409,8 +409,8 @@ def build_lookup_router(api: Api) -> APIRouter:
         job = (job_id or "").strip()
         addr = norm_rcpt(rcpt or "")
         key = api.rcpt_key(addr) if addr else None  # a value no address has is a 400 on rcpt, whatever else is given
-        body: dict[str, Any] = {"message_id": api.key_shown(mid, addr) or None,
-                                "job_id": api.key_shown(job, addr) or None,
+        body: dict[str, Any] = {"message_id": api.key_shown(mid, addr, "message_id") or None,
+                                "job_id": api.key_shown(job, addr, "job_id") or None,
                                 "rcpt": api.rcpt_shown(addr) if addr else None,
                                 "hint": None, "timelines": []}
         if not mid and not (job and addr):

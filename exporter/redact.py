@@ -9,6 +9,7 @@ percent-encoded in URLs, escaped in JSON or repr text, or cut short, and a miss 
 
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
 import operator
@@ -17,7 +18,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 
@@ -653,17 +654,44 @@ def without_recipient(text: str, rcpt_l: str, mark: str = "<rcpt>") -> str:
     return without_address(text, f"{local}={domain}", mark) if at and local and domain else text
 
 
-def key_without_recipient(text: str, rcpt_l: str) -> str:
-    """What the correlator keeps of a sender, a Message-Id or a jobId when recipients are hashed: `without_recipient`,
-    and the address percent-encoded too (`alice%40gmail.com`, every reserved character encoded or the `@` alone:
-    review 2026-12-07), as `<rcpt>`. Their other text stays (they are keys a page links by), and the same recipient
-    gives the same text (the report fallback compares senders; the API echoes a caller's key so)."""
+def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
+    """What the correlator keeps of a sender, a Message-Id or a jobId (`kind`: sender, message_id, job_id) when
+    recipients are hashed: `without_recipient`, and the address with any of its characters percent-encoded
+    (`alice%40gmail.com`, `alice%2Btag@gmail.com`: review 2026-12-07), as `<rcpt>`; then a key's other addresses
+    (`key_without_addresses`: one Message-Id sent to many recipients may hold one of theirs). The rest stays (they
+    are keys a page links by), and the same recipient gives the same text (the report fallback compares senders;
+    the API echoes a caller's key so)."""
     text = without_recipient(text, rcpt_l)
-    local, at, domain = rcpt_l.rpartition("@")
-    if "%" in text and at and local and domain:  # (lowered: without_address finds `%2B` as `%2b`)
-        for encoded in dict.fromkeys((f"{local}%40{domain}", quote(rcpt_l, safe="").lower())):
-            text = without_address(text, encoded, "<rcpt>")
+    if not text:
+        return text
+    if "%" in text and "@" in rcpt_l:
+        text = _encoded_address(rcpt_l).sub("<rcpt>", text)
+    return key_without_addresses(text, kind)
+
+
+def key_without_addresses(text: str, kind: str) -> str:
+    """A key's addresses other than its recipient's, local parts as `[redacted]`: any in a jobId, those before a
+    Message-Id's own last `@` (`alice@x.example.77@shop` is served `[redacted]@x.example.77@shop` on the timelines of
+    its other recipients, whose address the row does not know). A sender's own local part is the sender: kept."""
+    if kind == "job_id":
+        return redact(text)
+    if kind == "message_id":
+        left, at, right = text.rpartition("@")
+        if at and might_hold_address(left):
+            return redact(left) + at + right
     return text
+
+
+def _encoded_address(address_l: str) -> re.Pattern[str]:
+    """`address_l` with each character as written or percent-encoded (its UTF-8 bytes as `%XX`, either case).
+    Linear: one alternative per character, no repetition."""
+    return _encoded_cached(address_l)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_cached(address_l: str) -> re.Pattern[str]:
+    parts = [f"(?:{re.escape(c)}|{''.join(f'%{b:02x}' for b in c.encode('utf-8'))})" for c in address_l]
+    return re.compile("".join(parts), re.IGNORECASE)
 
 
 ADDRESS = "<addr>"

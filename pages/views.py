@@ -129,12 +129,13 @@ REDACTED_TITLE = ("Redacted (hash_recipients): the recipient's address in it is 
 
 def redacted(item: dict[str, Any], value: Any) -> bool:
     """Whether `value`, the Message-Id or jobId of `item` (a search row or a timeline), is shown redacted. Lookups hash
-    the value as logged, so a redacted one finds nothing: no link nor search is made of it. `<rcpt>` is the mark when
-    the row says hashing is on (`rcpt_hashed`), `[redacted]` on a row without a recipient (no `rcpt_hashed` then)."""
+    the value as logged, so a redacted one finds nothing: no link nor search is made of it. `<rcpt>` and
+    `[redacted]` are the marks when the row says hashing is on (`rcpt_hashed`), `[redacted]` on a row without a
+    recipient (no `rcpt_hashed` then)."""
     if not isinstance(value, str):
         return False
-    if item.get("rcpt_hashed") is True:
-        return REDACTION_MARKS[0] in value
+    if item.get("rcpt_hashed") is True:  # (`[redacted]`: another recipient's address in the key)
+        return any(mark in value for mark in REDACTION_MARKS)
     return item.get("rcpt") is None and REDACTION_MARKS[1] in value
 
 

@@ -707,7 +707,54 @@ async def test_no_answer_echoes_a_key_with_the_recipients_address_beside_its_has
                 key = body.get("job_id") or body.get("message_id")
                 assert key in {"<rcpt>-J3", "<rcpt>.77@shop", "<rcpt>-J4", "<rcpt>.1@shop"}, body
                 assert len(body.get("timelines") or body.get("recipients")) == 1
-        # the 404 names a recipient it did not find: the key is echoed as sent (no hash of that address beside it)
-        assert "canary4" in missing.json()["error"] and "[redacted]@x.example" in missing.json()["error"]
+        # the 404 names a recipient it did not find: the key's addresses are redacted too (an error body is kept)
+        assert "canary" not in missing.text and "[redacted]@x.example" in missing.json()["error"]
+    finally:
+        h.close()
+
+
+SHARED_ACCT = batch("/l/acct-2024-05-03-0004.csv", """
+type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
+header_Message-Id
+d,2024-05-03 12:00:01+0000,2024-05-03 12:00:00+0000,b@news.example,zz.leak.canary50@x.example,relayed,2.0.0,\
+smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,zz.leak.canary50@x.example-J5,x.example/vmta-01,pool-a,\
+<zz.leak.canary50@x.example.77@shop>
+d,2024-05-03 12:00:02+0000,2024-05-03 12:00:00+0000,b@news.example,bob@x.example,relayed,2.0.0,\
+smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,zz.leak.canary50@x.example-J5,x.example/vmta-01,pool-a,\
+<zz.leak.canary50@x.example.77@shop>
+d,2024-05-03 12:00:03+0000,2024-05-03 12:00:00+0000,b@news.example,carol@x.example,relayed,2.0.0,\
+smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,J6-zz.leak.canary51%2Bt@x.example,x.example/vmta-01,pool-a,\
+<c6@shop>
+""")
+
+
+async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_path: Path) -> None:
+    """Review 2026-12-07: a Message-Id and jobId holding alice's address, sent to alice and bob, lost it on alice's
+    timeline only (`<rcpt>`); bob's timeline kept it whole, beside alice's hash in the same answer. The other
+    addresses of a key are redacted as local parts (`[redacted]`: the row does not know whose they are), a
+    Message-Id's only before its own `@`; lookups by the key as logged still find every recipient."""
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    h.commit(SHARED_ACCT)
+    try:
+        assert b"canary5" not in _store_bytes(h)
+        async with h.client() as c:
+            answers = [await c.get("/api/v1/messages/zz.leak.canary50@x.example.77@shop", params={"format": f})
+                       for f in ("json", "text")]
+            answers.append(await c.get("/api/v1/lookup", params={"message_id": "zz.leak.canary50@x.example.77@shop"}))
+            answers.append(await c.get("/api/v1/search", params={"job_id": "zz.leak.canary50@x.example-J5"}))
+            answers += [await c.get("/api/v1/timeline", params={"job_id": "zz.leak.canary50@x.example-J5",
+                                                                "rcpt": "bob@x.example", "format": f})
+                        for f in ("json", "text")]
+            answers.append(await c.get("/api/v1/search", params={"job_id": "J6-zz.leak.canary51%2Bt@x.example"}))
+        assert [a.status_code for a in answers] == [200] * 7
+        for a in answers:
+            assert "canary" not in a.text, a.text
+        shown = {(r["rcpt"] == h.sink.hasher("bob@x.example")[1], r["message_id"], r["job_id"])
+                 for r in answers[0].json()["recipients"]}
+        assert shown == {(False, "<rcpt>.77@shop", "<rcpt>-J5"),
+                         (True, "[redacted]@x.example.77@shop", "[redacted]@x.example-J5")}
+        assert answers[4].json()["job_id"] == "[redacted]@x.example-J5"
+        assert len(answers[3].json()["items"]) == 2
+        assert [i["job_id"] for i in answers[6].json()["items"]] == ["[redacted]@x.example"]  # (`J6-` of the word)
     finally:
         h.close()
