@@ -323,8 +323,9 @@ def build_hub_router(hub: Hub) -> APIRouter:
         host: Annotated[str | None, Query(description="Only these hosts (target names, as items' `host`; a "
                                           "dashboard's instance), comma-separated; empty or All = every host.")] = None,
     ) -> Any:
+        # whole seconds, as a daemon resolves a relative window of /replies (its answer echoes it)
         params = _window(resolve_times(_params(vmta=vmta, pool=pool, isp=isp, since=since, until=until, limit=100),
-                                       hub.clock()))
+                                       float(int(hub.clock()))))
         named = filter_values("host", host)
         targets = await hub.targets.current()
         unknown: list[HostAnswer] = []

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +43,7 @@ class FakeDaemon:
     def __init__(self, prometheus_body: dict[str, Any] | None = None, tls: ssl.SSLContext | None = None,
                  refuse: int | None = None) -> None:
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +53,7 @@ class FakeDaemon:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                fake.paths.append(self.path)
                 path = self.path.split("?")[0]
                 if refuse is not None:  # e.g. 429: its auth check is busy
                     body = {"error": f"refused with {refuse}", "parameter": None, "status": refuse}
@@ -297,6 +300,17 @@ def test_the_hub_config_is_read_and_checked_as_the_daemons_is(tmp_path, capfd):
     assert main(["hub", "--config", str(cfg)]) == 2
     err = capfd.readouterr().err
     assert "hub.tls.ca_file: " in err and "certs/ca.pem" in err and "hub.timeout: " in err and "Value error" not in err
+
+
+@pytest.mark.parametrize("since", ["1d", "90m"])
+async def test_replies_ask_every_host_for_a_window_of_whole_seconds_as_a_daemon_resolves_it(fake, since):
+    """A daemon resolves `since=1d` against its clock in whole seconds and echoes `...T16:22:26Z`; the hub sent
+    its own clock's fraction, and its answer read `...T16:22:26.248862Z` for the same query (review 2026-12-07)."""
+    config = HubConfig.model_validate({"hub": {"targets": [fake.url]}})
+    await hub_get(config, "/api/v1/replies", since=since)
+    (asked,) = [p for p in fake.paths if p.startswith("/api/v1/replies?")]
+    params = dict(urllib.parse.parse_qsl(asked.split("?", 1)[1]))
+    assert float(params["since"]).is_integer() and float(params.get("until", 0)).is_integer(), params
 
 
 @pytest.mark.parametrize("refused", [429, 402, 418])
