@@ -656,17 +656,28 @@ def without_recipient(text: str, rcpt_l: str, mark: str = "<rcpt>") -> str:
 
 def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
     """What the correlator keeps of a sender, a Message-Id or a jobId (`kind`: sender, message_id, job_id) when
-    recipients are hashed: `without_recipient`, and the address with any of its characters percent-encoded
-    (`alice%40gmail.com`, `alice%2Btag@gmail.com`: review 2026-12-07), as `<rcpt>`; then a key's other addresses
-    (`key_without_addresses`: one Message-Id sent to many recipients may hold one of theirs). The rest stays (they
-    are keys a page links by), and the same recipient gives the same text (the report fallback compares senders;
-    the API echoes a caller's key so)."""
+    recipients are hashed: `without_recipient`, and the address (or its VERP form) with any of its characters
+    percent-encoded (`alice%40gmail.com`, `alice%2Btag@gmail.com`: review 2026-12-07), as `<rcpt>`; then a key's
+    other addresses (`key_without_addresses`: one Message-Id sent to many recipients may hold one of theirs). The
+    rest stays (they are keys a page links by), and the same recipient gives the same text (the report fallback
+    compares senders; the API echoes a caller's key so)."""
     text = without_recipient(text, rcpt_l)
     if not text:
         return text
     if "%" in text and "@" in rcpt_l:
-        text = _encoded_address(rcpt_l).sub("<rcpt>", text)
+        if len(rcpt_l) <= ENCODED_SEARCH_MAX:
+            local, _at, domain = rcpt_l.rpartition("@")
+            for form in (rcpt_l, f"{local}={domain}"):  # as written and VERP-encoded
+                text = _encoded_address(form).sub("<rcpt>", text)
+        else:  # no address is this long (RFC 5321: 254): the two common forms only, no pattern built of it
+            local, _at, domain = rcpt_l.rpartition("@")
+            text = without_address(text, f"{local}%40{domain}", "<rcpt>")
     return key_without_addresses(text, kind)
+
+
+ENCODED_SEARCH_MAX = 320
+"""Longest recipient whose percent-encoded forms are searched character by character (`_encoded_address`): a
+pattern of one alternative per character, built for a hostile recipient of megabytes, would cost its compile."""
 
 
 def key_without_addresses(text: str, kind: str) -> str:
