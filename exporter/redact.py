@@ -9,7 +9,6 @@ percent-encoded in URLs, escaped in JSON or repr text, or cut short, and a miss 
 
 from __future__ import annotations
 
-import functools
 import logging
 import numbers
 import operator
@@ -665,19 +664,9 @@ def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
     if not text:
         return text
     if "%" in text and "@" in rcpt_l:
-        if len(rcpt_l) <= ENCODED_SEARCH_MAX:
-            local, _at, domain = rcpt_l.rpartition("@")
-            for form in (rcpt_l, f"{local}={domain}"):  # as written and VERP-encoded
-                text = _encoded_address(form).sub("<rcpt>", text)
-        else:  # no address is this long (RFC 5321: 254): the two common forms only, no pattern built of it
-            local, _at, domain = rcpt_l.rpartition("@")
-            text = without_address(text, f"{local}%40{domain}", "<rcpt>")
+        local, _at, domain = rcpt_l.rpartition("@")
+        text = _without_encoded(text, (rcpt_l, f"{local}={domain}"))  # as written and VERP-encoded
     return key_without_addresses(text, kind)
-
-
-ENCODED_SEARCH_MAX = 320
-"""Longest recipient whose percent-encoded forms are searched character by character (`_encoded_address`): a
-pattern of one alternative per character, built for a hostile recipient of megabytes, would cost its compile."""
 
 
 def key_without_addresses(text: str, kind: str) -> str:
@@ -693,16 +682,45 @@ def key_without_addresses(text: str, kind: str) -> str:
     return text
 
 
-def _encoded_address(address_l: str) -> re.Pattern[str]:
-    """`address_l` with each character as written or percent-encoded (its UTF-8 bytes as `%XX`, either case).
-    Linear: one alternative per character, no repetition."""
-    return _encoded_cached(address_l)
+def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") -> str:
+    """`text` with each of `forms` (lower case) replaced by `mark` where it is written with any of its characters
+    percent-encoded (`alice%2Btag%40x.example`; ASCII escapes, either case). The text is decoded once, each decoded
+    character keeping where it began, and the forms are found in that: linear in the text, whatever the forms are."""
+    chars: list[str] = []
+    begins: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "%" and i + 2 < n and text[i + 1] in _HEX and text[i + 2] in _HEX and text[i + 1] < "8":
+            chars.append(chr(int(text[i + 1 : i + 3], 16)))
+            begins.append(i)
+            i += 3
+            continue
+        low = c.lower()
+        chars.append(low if len(low) == 1 else c)  # one character each: `begins` maps them back
+        begins.append(i)
+        i += 1
+    begins.append(n)
+    decoded = "".join(chars)
+    spans: list[tuple[int, int]] = []
+    for form in forms:
+        at = 0
+        while form and (k := decoded.find(form, at)) >= 0:
+            spans.append((begins[k], begins[k + len(form)]))
+            at = k + len(form)
+    if not spans:
+        return text
+    out, last = [], 0
+    for begin, end in sorted(spans):
+        if begin < last:  # (overlapping forms: the first found stands)
+            continue
+        out += (text[last:begin], mark)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
-@functools.lru_cache(maxsize=4096)
-def _encoded_cached(address_l: str) -> re.Pattern[str]:
-    parts = [f"(?:{re.escape(c)}|{''.join(f'%{b:02x}' for b in c.encode('utf-8'))})" for c in address_l]
-    return re.compile("".join(parts), re.IGNORECASE)
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 ADDRESS = "<addr>"
