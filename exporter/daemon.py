@@ -1364,7 +1364,7 @@ async def _oneshot_pass(config: Config, registry: CollectorRegistry, db_path: Pa
         ingestor.reach = reach
     pipeline = Pipeline(config, registry, sink, isp, replies)
     store = StateStore(db_path, [sink] if sink is not None else [], throwaway=True)
-    pipeline.self_metrics.counters_start_ts.set((await store.open()).counters_start)
+    await store.open()  # (watchtower_counters_start_timestamp_seconds stays 0: a oneshot's page is the same each run)
     tailer = Tailer(config.sources, config.tail, pipeline.self_metrics, first_run=True, oneshot=True)
     limit = min(config.tail.max_pending_rows, ONESHOT_SLICE_ROWS)
     inflight: asyncio.Future[None] | None = None

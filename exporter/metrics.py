@@ -225,9 +225,10 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "read it to tell a host catching up from one that stopped delivering.", (), "self"),
     MetricSpec("watchtower_counters_start_timestamp_seconds", "gauge",
                "When the pmta_* counters began (Unix time): the creation of the state database that keeps them "
-               "across restarts (0 when it cannot be told). It changes only when they begin again from zero (the "
-               "database moved aside or deleted): the critical PmtaDeliveryStalled reads it to know whether the "
-               "deliveries counted since PMTA's last queue report can be trusted.", (), "self"),
+               "across restarts (0 when it cannot be told, and in a oneshot's page). It changes only when they "
+               "begin again from zero (the database moved aside or deleted): the critical PmtaDeliveryStalled reads "
+               "it to know whether the deliveries counted since PMTA's last queue report can be trusted.", (),
+               "self"),
     MetricSpec("watchtower_pmta_api_up", "gauge",
                "1 if the last poll of PMTA's management API read anything (then its pmta_queue_*/pmta_status_* "
                "series are served); 0 if it read nothing or the poller is stuck (then none are).", (), "self"),
