@@ -9,6 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import AcctWriter, Watchtower, total, write_config
 
 NAME = "watchtower_counters_start_timestamp_seconds"
@@ -52,3 +54,13 @@ def test_a_database_that_does_not_say_when_it_was_created_reads_0(tmp_path: Path
     finally:
         if wt.proc is not None:
             wt.stop()
+
+
+@pytest.mark.parametrize(("stored", "read"), [("1796662068.25", 1796662068.25), ("inf", 0.0), ("nan", 0.0),
+                                              ("-5", 0.0), ("0", 0.0), ("", 0.0), (None, 0.0), ("1e400", 0.0)])
+def test_a_stored_creation_time_is_a_time_or_0(stored: str | None, read: float) -> None:
+    """Served as it is, `+Inf`, `NaN` or a negative time would make the rules' comparison of starts meaningless
+    (NaN equals nothing: a restart flagged at every evaluation)."""
+    from exporter.state import _created
+
+    assert _created(stored) == read

@@ -765,6 +765,8 @@ async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_pat
     ("A%7A.leak.canary61%40X.example.1@shop", "az.leak.canary61@x.example", "message_id", "<rcpt>.1@shop"),
     ("bounce+zz.leak.canary62%3Dx.example@news.example", "zz.leak.canary62@x.example", "sender",
      "bounce+<rcpt>@news.example"),  # its VERP form, the `=` encoded
+    ("bounce+zz.leak.canary63%3Dx.exampl%65", "zz.leak.canary63@x.example", "sender", "bounce+<rcpt>"),  # (an escape
+    ("J-zz.leak.canary64%40x.exampl%65", "zz.leak.canary64@x.example", "job_id", "J-<rcpt>"),  # ends the key)
 ])
 def test_an_address_with_any_of_its_characters_percent_encoded_leaves_a_key(key: str, rcpt: str, kind: str,
                                                                               want: str) -> None:
@@ -783,3 +785,16 @@ def test_a_recipient_of_a_megabyte_is_looked_for_in_an_encoded_key_as_any_other(
     assert key_without_recipient("J-" + long.replace("@", "%40") + "-" + long, long, "job_id") == "J-<rcpt>-<rcpt>"
     assert key_without_recipient("100%25 %4" + "%2", "bob@x.example", "job_id") == "100%25 %4%2"  # cut escapes kept
     assert key_without_recipient("bob%40X.EXAMPLE%2bbob%40x.example", "bob@x.example", "job_id") == "<rcpt>%2b<rcpt>"
+
+
+@pytest.mark.parametrize(("item", "value", "shown_redacted"), [
+    ({"rcpt": None}, "[redacted]@x.example-J5", True),  # a report without a recipient: its jobId's local parts
+    ({"rcpt": None}, "J5", False),
+    ({"rcpt": "hmac-sha256:ab", "rcpt_hashed": True}, "[redacted]@x.example.77@shop", True),  # another's address
+    ({"rcpt": "hmac-sha256:ab", "rcpt_hashed": True}, "<rcpt>.77@shop", True),
+    ({"rcpt": "bob@x.example", "rcpt_hashed": False}, "[redacted]-J5", False),  # hashing off: a jobId as logged
+])
+def test_the_pages_show_a_redacted_key_as_text_never_a_link(item: dict, value: str, shown_redacted: bool) -> None:
+    from pages.views import redacted
+
+    assert redacted(item, value) is shown_redacted

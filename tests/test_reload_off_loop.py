@@ -60,7 +60,11 @@ async def test_a_stop_during_a_load_neither_waits_for_it_nor_swaps(tmp_path, mon
     release = threading.Event()
     loading = threading.Event()
 
+    threads: list[threading.Thread] = []
+    swapped: list[object] = []
+
     def stuck_load(config):
+        threads.append(threading.current_thread())
         loading.set()
         release.wait(5)
         return load_classifiers(config)
@@ -69,6 +73,7 @@ async def test_a_stop_during_a_load_neither_waits_for_it_nor_swaps(tmp_path, mon
     task = asyncio.create_task(d.serve())
     await asyncio.wait_for(d.started.wait(), 10)
     monkeypatch.setattr(daemon_module, "load_classifiers", stuck_load)
+    monkeypatch.setattr(d, "_swap_tables", lambda *tables: swapped.append(tables))
     before = d.isp
     try:
         d._sighup()  # noqa: SLF001
@@ -79,6 +84,24 @@ async def test_a_stop_during_a_load_neither_waits_for_it_nor_swaps(tmp_path, mon
         assert loading.is_set()
         d.should_exit.set()
         assert await asyncio.wait_for(task, 20) == 0  # not held by the load (it is released only below)
-        assert d.isp is before
+        # a thread of its own that a closing loop does not join (the default executor's it would)
+        assert [(t.name, t.daemon) for t in threads] == [("sighup-table-load", True)]
+        release.set()
+        reloading = d._reloading  # noqa: SLF001 - the reload task, ended by the load it waited for
+        assert reloading is not None
+        await asyncio.wait_for(reloading, 10)
+        assert d.isp is before and swapped == []  # loaded after the stop began: nothing swapped, nobody signalled
     finally:
         release.set()
+
+
+async def test_a_stop_right_after_the_signal_loads_nothing(tmp_path, monkeypatch) -> None:
+    calls: list[object] = []
+    d = Daemon(load_config(write_config(tmp_path)))
+    task = asyncio.create_task(d.serve())
+    await asyncio.wait_for(d.started.wait(), 10)
+    monkeypatch.setattr(daemon_module, "load_classifiers", calls.append)
+    d._sighup()  # noqa: SLF001 - scheduled on the loop
+    d.should_exit.set()  # before the loop runs it
+    assert await asyncio.wait_for(task, 20) == 0
+    assert calls == [] and d._reloading is None  # noqa: SLF001

@@ -69,12 +69,13 @@ def test_the_hubs_password_is_its_files_first_line_as_the_daemons_is(tmp_path: P
     assert PmtaApiConfig(url="http://pmta", username="mon", password_file=secret).resolved_password() == password
 
 
-def test_a_hub_password_file_whose_first_line_is_blank_is_refused_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"\n s3cret\n", b" \t \r\ns3cret\n", b"\xef\xbb\xbf  \ns3cret\n"])
+def test_a_hub_password_file_whose_first_line_is_blank_is_refused_at_start(tmp_path: Path, content: bytes) -> None:
     from hub.config import HubConfig
     from hub.preflight import problems
 
     secret = tmp_path / "secret"
-    secret.write_bytes(b"\n s3cret\n")
+    secret.write_bytes(content)
     config = HubConfig.model_validate({"hub": {"targets": ["http://127.0.0.1:9469"],
                                                "auth": {"username": "hub", "password_file": str(secret)}}})
     assert (f"hub.auth.password_file: {secret} holds no password on its first line (the password is the file's "
