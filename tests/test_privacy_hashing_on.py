@@ -663,9 +663,9 @@ def test_a_complaint_whose_recipient_a_header_gave_in_brackets_joins_its_deliver
         h.close()
 
 
-KEYS_ACCT = batch("/l/acct-2024-05-03-0003.csv", """
-type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
-header_Message-Id
+ACCT_WITH_MID = ("type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,"
+                 "queue,vmtaPool,header_Message-Id\n")
+KEYS_ACCT = batch("/l/acct-2024-05-03-0003.csv", ACCT_WITH_MID + """\
 d,2024-05-03 12:00:01+0000,2024-05-03 12:00:00+0000,b@news.example,zz.leak.canary40@x.example,relayed,2.0.0,\
 smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,zz.leak.canary40@x.example-J3,x.example/vmta-01,pool-a,\
 <zz.leak.canary40@x.example.77@shop>
@@ -713,9 +713,7 @@ async def test_no_answer_echoes_a_key_with_the_recipients_address_beside_its_has
         h.close()
 
 
-SHARED_ACCT = batch("/l/acct-2024-05-03-0004.csv", """
-type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta,jobId,queue,vmtaPool,\
-header_Message-Id
+SHARED_ACCT = batch("/l/acct-2024-05-03-0004.csv", ACCT_WITH_MID + """\
 d,2024-05-03 12:00:01+0000,2024-05-03 12:00:00+0000,b@news.example,zz.leak.canary50@x.example,relayed,2.0.0,\
 smtp;250 ok,mx.x.example (1.2.3.4),,vmta-01,zz.leak.canary50@x.example-J5,x.example/vmta-01,pool-a,\
 <zz.leak.canary50@x.example.77@shop>
