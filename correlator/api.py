@@ -580,7 +580,8 @@ def build_router(api: Api) -> APIRouter:
             # the store's scheme (keys.LinkKeys: keyed with hash_recipients)
             items, total, nxt = api.reader(conn).message_page(api.hasher.links.message_hash(mid), limit, after)
         if not items and not total:
-            raise BadRequest(404, f"no timeline for Message-Id {echoed(mid)}", "message_id")
+            raise BadRequest(404, f"no timeline for Message-Id {echoed(api.key_shown(mid, '', 'message_id'))}",
+                             "message_id")
         next_cursor = _message_cursor_encode(nxt, fp) if nxt is not None else None
         shown = api.message_id_shown(mid, items)
         body = {"message_id": shown, "recipients_total": total, "truncated": total > len(items),

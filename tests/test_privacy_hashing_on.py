@@ -699,7 +699,10 @@ async def test_no_answer_echoes_a_key_with_the_recipients_address_beside_its_has
                             for f in ("json", "text")]
                 answers.append(await c.get("/api/v1/lookup", params=params))
             missing = await c.get("/api/v1/timeline", params={**params, "rcpt": "other@x.example"})
+            unknown = await c.get("/api/v1/messages/zz.leak.canary49@x.example.78@shop")
         assert [a.status_code for a in answers] == [200] * len(answers) and missing.status_code == 404
+        assert unknown.status_code == 404 and "canary" not in unknown.text  # as the other 404s: an error body is kept
+        assert "[redacted]@x.example.78@shop" in unknown.json()["error"]
         for a in answers:
             assert "canary" not in a.text and "<rcpt>" in a.text, a.text
             if a.headers["content-type"].startswith("application/json"):
