@@ -9,6 +9,7 @@ percent-encoded in URLs, escaped in JSON or repr text, or cut short, and a miss 
 
 from __future__ import annotations
 
+import codecs
 import logging
 import numbers
 import operator
@@ -683,29 +684,40 @@ def key_without_addresses(text: str, kind: str) -> str:
 
 
 def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") -> str:
-    """`text` with each of `forms` (lower case) replaced by `mark` where it is written with any of its characters
-    percent-encoded (`alice%2Btag%40x.example`; ASCII escapes, either case). The text is decoded once, each decoded
-    character keeping where it began, and the forms are found in that: linear in the text, whatever the forms are."""
+    """`text` with each of `forms` (lower case, as `str.lower` writes them) replaced by `mark` where it is written with
+    any of its characters percent-encoded (`alice%2Btag%40x.example`, `jos%C3%A9%40x.example`; escapes in either
+    case, letters too: `%41lice`). The text is decoded once and lowered, each resulting character keeping where its
+    source began (a run of escapes decoded as UTF-8 together), and the forms are found in that: linear in the text,
+    whatever the forms are."""
     chars: list[str] = []
     begins: list[int] = []
+
+    def put(decoded: str, begin: int) -> None:
+        for low in decoded.lower():  # (`İ` lowers to two characters, as the recipient it is compared with does)
+            chars.append(low)
+            begins.append(begin)
+
     i, n = 0, len(text)
     while i < n:
-        c = text[i]
-        if c == "%" and i + 2 < n and text[i + 1] in _HEX and text[i + 2] in _HEX and text[i + 1] < "8":
-            chars.append(chr(int(text[i + 1 : i + 3], 16)))
-            begins.append(i)
-            i += 3
+        if _escape_at(text, i, n):
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            first = i  # where the character being decoded began
+            while _escape_at(text, i, n):
+                decoded = decoder.decode(bytes((int(text[i + 1 : i + 3], 16),)))
+                i += 3
+                if decoded:
+                    put(decoded, first)
+                    first = i
+            put(decoder.decode(b"", final=True), first)  # a sequence cut short: U+FFFD, found in no address
             continue
-        low = c.lower()
-        chars.append(low if len(low) == 1 else c)  # one character each: `begins` maps them back
-        begins.append(i)
+        put(text[i], i)
         i += 1
     begins.append(n)
-    decoded = "".join(chars)
+    decoded_text = "".join(chars)
     spans: list[tuple[int, int]] = []
     for form in forms:
         at = 0
-        while form and (k := decoded.find(form, at)) >= 0:
+        while form and (k := decoded_text.find(form, at)) >= 0:
             spans.append((begins[k], begins[k + len(form)]))
             at = k + len(form)
     if not spans:
@@ -718,6 +730,11 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def _escape_at(text: str, i: int, n: int) -> bool:
+    """Is a `%XX` escape (two hex digits) at `i`?"""
+    return i + 2 < n and text[i] == "%" and text[i + 1] in _HEX and text[i + 2] in _HEX
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")

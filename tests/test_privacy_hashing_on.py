@@ -768,6 +768,14 @@ async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_pat
      "bounce+<rcpt>@news.example"),  # its VERP form, the `=` encoded
     ("bounce+zz.leak.canary63%3Dx.exampl%65", "zz.leak.canary63@x.example", "sender", "bounce+<rcpt>"),  # (an escape
     ("J-zz.leak.canary64%40x.exampl%65", "zz.leak.canary64@x.example", "job_id", "J-<rcpt>"),  # ends the key)
+    # review 2026-12-07: a letter escaped in capitals, and UTF-8 escapes (they were left whole)
+    ("bounces+%5Az.leak.canary65%3Dgmail.com@lists.example", "zz.leak.canary65@gmail.com", "sender",
+     "bounces+<rcpt>@lists.example"),
+    ("x-%5AZ.LEAK.CANARY66%40GMAIL.COM", "zz.leak.canary66@gmail.com", "sender", "x-<rcpt>"),
+    ("bounces+jos%C3%A9.canary67%3Dgmail.com@l.example", "josé.canary67@gmail.com", "sender", "bounces+<rcpt>@l.example"),
+    ("\u0130x.canary68%40gmail.com", "i\u0307x.canary68@gmail.com", "sender", "<rcpt>"),  # `İ` lowers to 2 characters
+    ("x%%7Az.canary69%40gmail.com", "zz.canary69@gmail.com", "sender", "x%<rcpt>"),
+    ("z%C3%40gmail.com", "z@gmail.com", "sender", "z%C3%40gmail.com"),  # (a byte of no character between: no address)
 ])
 def test_an_address_with_any_of_its_characters_percent_encoded_leaves_a_key(key: str, rcpt: str, kind: str,
                                                                               want: str) -> None:
