@@ -9,7 +9,6 @@ percent-encoded in URLs, escaped in JSON or repr text, or cut short, and a miss 
 
 from __future__ import annotations
 
-import codecs
 import logging
 import numbers
 import operator
@@ -686,38 +685,19 @@ def key_without_addresses(text: str, kind: str) -> str:
 def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") -> str:
     """`text` with each of `forms` (lower case, as `str.lower` writes them) replaced by `mark` where it is written with
     any of its characters percent-encoded (`alice%2Btag%40x.example`, `jos%C3%A9%40x.example`; escapes in either
-    case, letters too: `%41lice`). The text is decoded once and lowered, each resulting character keeping where its
-    source began (a run of escapes decoded as UTF-8 together), and the forms are found in that: linear in the text,
-    whatever the forms are."""
-    chars: list[str] = []
-    begins: list[int] = []
-
-    def put(decoded: str, begin: int) -> None:
-        for low in decoded.lower():  # (`İ` lowers to two characters, as the recipient it is compared with does)
-            chars.append(low)
-            begins.append(begin)
-
-    i, n = 0, len(text)
-    while i < n:
-        if _escape_at(text, i, n):
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            first = i  # where the character being decoded began
-            while _escape_at(text, i, n):
-                decoded = decoder.decode(bytes((int(text[i + 1 : i + 3], 16),)))
-                i += 3
-                if decoded:
-                    put(decoded, first)
-                    first = i
-            put(decoder.decode(b"", final=True), first)  # a sequence cut short: U+FFFD, found in no address
-            continue
-        put(text[i], i)
-        i += 1
-    begins.append(n)
-    decoded_text = "".join(chars)
+    case, letters too: `%41lice`). The text is decoded once (`_decoded`) and lowered, each resulting character
+    keeping where its source began, and the forms are found in that: linear in the text, whatever the forms are."""
+    chars, begins = _decoded(text)
+    raw = "".join(chars)
+    low = raw.lower()  # whole, as the recipient was lowered (a final sigma before `@` is `ς`)
+    if len(low) != len(raw):  # a character lowering to more (`İ`): one at a time, each part where its source began
+        pairs = [(part, begin) for char, begin in zip(chars, begins, strict=True) for part in char.lower()]
+        low, begins = "".join(part for part, _ in pairs), [begin for _, begin in pairs]
+    begins.append(len(text))
     spans: list[tuple[int, int]] = []
     for form in forms:
         at = 0
-        while form and (k := decoded_text.find(form, at)) >= 0:
+        while form and (k := low.find(form, at)) >= 0:
             spans.append((begins[k], begins[k + len(form)]))
             at = k + len(form)
     if not spans:
@@ -730,6 +710,51 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def _decoded(text: str) -> tuple[list[str], list[int]]:
+    """`text`'s characters with its `%XX` escapes decoded (a run of them as UTF-8: each character from its bytes, a
+    byte that starts none as U+FFFD, found in no address), and where each began in `text`."""
+    chars: list[str] = []
+    begins: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        if not _escape_at(text, i, n):
+            chars.append(text[i])
+            begins.append(i)
+            i += 1
+            continue
+        run: list[tuple[int, int]] = []  # (byte, where its escape began)
+        while _escape_at(text, i, n):
+            run.append((int(text[i + 1 : i + 3], 16), i))
+            i += 3
+        j = 0
+        while j < len(run):
+            size = _utf8_size(run[j][0])
+            piece = bytes(b for b, _ in run[j : j + size])
+            try:
+                char = piece.decode("utf-8") if size and len(piece) == size else None
+            except UnicodeDecodeError:
+                char = None
+            if char is None:  # not the start of a whole character: this byte alone, the next may start one
+                char, size = "\ufffd", 1
+            chars.append(char)
+            begins.append(run[j][1])
+            j += size
+    return chars, begins
+
+
+def _utf8_size(lead: int) -> int:
+    """How many bytes a UTF-8 character starting with `lead` has (0: no character starts with it)."""
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0
 
 
 def _escape_at(text: str, i: int, n: int) -> bool:

@@ -776,6 +776,13 @@ async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_pat
     ("\u0130x.canary68%40gmail.com", "i\u0307x.canary68@gmail.com", "sender", "<rcpt>"),  # `İ` lowers to 2 characters
     ("x%%7Az.canary69%40gmail.com", "zz.canary69@gmail.com", "sender", "x%<rcpt>"),
     ("z%C3%40gmail.com", "z@gmail.com", "sender", "z%C3%40gmail.com"),  # (a byte of no character between: no address)
+    # its review: the text lowered whole, as the recipient was (a final sigma), and a stray byte before the address
+    # neither eaten with it nor taking the address's first byte
+    ("\u039f\u0394\u039f\u03a3.canary70%40x.gr", "\u03bf\u03b4\u03bf\u03c3.canary70@x.gr", "sender", "<rcpt>"),
+    ("%CE%9F%CE%A3%40x.gr", "\u03bf\u03c2@x.gr", "sender", "<rcpt>"),
+    ("id.%C3%5Az.canary71%40x.com", "zz.canary71@x.com", "message_id", "id.%C3<rcpt>"),
+    ("%C3%C3%A9ve.canary72%40x.com", "\u00e9ve.canary72@x.com", "sender", "%C3<rcpt>"),
+    ("%E0%E2%84%AAate.canary73%40x.com", "kate.canary73@x.com", "sender", "%E0<rcpt>"),  # (the Kelvin sign: `k`)
 ])
 def test_an_address_with_any_of_its_characters_percent_encoded_leaves_a_key(key: str, rcpt: str, kind: str,
                                                                               want: str) -> None:
