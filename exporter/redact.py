@@ -660,12 +660,13 @@ def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
     other addresses (`key_without_addresses`: one Message-Id sent to many recipients may hold one of theirs). The
     rest stays (they are keys a page links by), and the same recipient gives the same text (the report fallback
     compares senders; the API echoes a caller's key so)."""
-    text = without_recipient(text, rcpt_l)
     if not text:
         return text
-    if "%" in text and "@" in rcpt_l:
-        local, _at, domain = rcpt_l.rpartition("@")
-        text = _without_encoded(text, (rcpt_l, f"{local}={domain}"))  # as written and VERP-encoded
+    local, at, domain = rcpt_l.rpartition("@")
+    if "%" in text and at:  # written with escapes or not (a literal pass first found one inside an escape: `%31a`)
+        text = _without_encoded(text, (rcpt_l, f"{local}={domain}") if local and domain else (rcpt_l,))
+    else:
+        text = without_recipient(text, rcpt_l)
     return key_without_addresses(text, kind)
 
 
@@ -695,17 +696,17 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
         low, begins = "".join(part for part, _ in pairs), [begin for _, begin in pairs]
     begins.append(len(text))
     spans: list[tuple[int, int]] = []
-    for form in forms:
-        at = 0
+    for form in forms:  # in order: a later form's match overlapping an earlier one's is not taken (as the literal
+        at = 0  # pass, which replaces the address before looking for its VERP form)
         while form and (k := low.find(form, at)) >= 0:
-            spans.append((begins[k], begins[k + len(form)]))
+            span = (begins[k], begins[k + len(form)])
+            if not any(b < span[1] and span[0] < e for b, e in spans):
+                spans.append(span)
             at = k + len(form)
     if not spans:
         return text
     out, last = [], 0
     for begin, end in sorted(spans):
-        if begin < last:  # (overlapping forms: the first found stands)
-            continue
         out += (text[last:begin], mark)
         last = end
     out.append(text[last:])

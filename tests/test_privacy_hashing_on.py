@@ -783,6 +783,12 @@ async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_pat
     ("id.%C3%5Az.canary71%40x.com", "zz.canary71@x.com", "message_id", "id.%C3<rcpt>"),
     ("%C3%C3%A9ve.canary72%40x.com", "\u00e9ve.canary72@x.com", "sender", "%C3<rcpt>"),
     ("%E0%E2%84%AAate.canary73%40x.com", "kate.canary73@x.com", "sender", "%E0<rcpt>"),  # (the Kelvin sign: `k`)
+    # its review: an escaped first digit (a literal pass first found the address inside the escape: `%3<rcpt>`),
+    # the address preferred to an overlapping VERP form as the literal pass does, no VERP form of half an address
+    ("<%31canary74@x.com>", "1canary74@x.com", "sender", "<<rcpt>>"),
+    ("<canary75%3Dcanary75%40x.com>", "canary75@x.com", "sender", "<canary75%3D<rcpt>>"),
+    ("<canary76=canary76@x.com>", "canary76@x.com", "sender", "<canary76=<rcpt>>"),
+    ("<a%3Dcanary77.com>", "@canary77.com", "sender", "<a%3Dcanary77.com>"),
 ])
 def test_an_address_with_any_of_its_characters_percent_encoded_leaves_a_key(key: str, rcpt: str, kind: str,
                                                                               want: str) -> None:
