@@ -624,8 +624,9 @@ def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
 
     Found in the lowered text, cut from the original: lowering can change a text's length ("İ" becomes two
     characters, and every one before the address would shift the cut, leaving the address's first letters), so
-    outside ASCII each lowered character maps back to the original one it came from."""
-    low = text.lower()
+    outside ASCII each lowered character maps back to the original one it came from. A final sigma is compared as
+    any sigma (`_sigma`): lowered, `Σ` is `ς` or `σ` by the letters around it, which differ in a text and alone."""
+    low, address_l = _sigma(text.lower()), _sigma(address_l)
     if not address_l or address_l not in low:
         return text
     origin = None
@@ -690,10 +691,11 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
     keeping where its source began, and the forms are found in that: linear in the text, whatever the forms are."""
     chars, begins = _decoded(text)
     raw = "".join(chars)
-    low = raw.lower()  # whole, as the recipient was lowered (a final sigma before `@` is `ς`)
+    low = raw.lower()
     if len(low) != len(raw):  # a character lowering to more (`İ`): one at a time, each part where its source began
         pairs = [(part, begin) for char, begin in zip(chars, begins, strict=True) for part in char.lower()]
         low, begins = "".join(part for part, _ in pairs), [begin for _, begin in pairs]
+    low, forms = _sigma(low), tuple(_sigma(form) for form in forms)
     begins.append(len(text))
     spans: list[tuple[int, int]] = []
     for form in forms:  # in order: a later form's match overlapping an earlier one's is not taken (as the literal
@@ -711,6 +713,13 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def _sigma(text: str) -> str:
+    """Lowered text with every final sigma as a sigma: `str.lower` writes `Σ` as `ς` at a word's end, and an address
+    lowered alone and in a text around it may end its words differently (`b:Σ@x.gr`). One character for one: the
+    positions stay."""
+    return text.replace("\u03c2", "\u03c3") if "\u03c2" in text else text
 
 
 def _decoded(text: str) -> tuple[list[str], list[int]]:

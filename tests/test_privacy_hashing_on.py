@@ -789,6 +789,11 @@ async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_pat
     ("<canary75%3Dcanary75%40x.com>", "canary75@x.com", "sender", "<canary75%3D<rcpt>>"),
     ("<canary76=canary76@x.com>", "canary76@x.com", "sender", "<canary76=<rcpt>>"),
     ("<a%3Dcanary77.com>", "@canary77.com", "sender", "<a%3Dcanary77.com>"),
+    # a final sigma lowered by the letters around it, which differ in the key and in the address alone
+    ("b:\u03a3.canary78@x.gr", "\u03c3.canary78@x.gr", "sender", "b:<rcpt>"),
+    ("b:%CE%A3.canary79@x.gr", "\u03c3.canary79@x.gr", "sender", "b:<rcpt>"),
+    ("canary80@X.%CE%A3'b", "canary80@x.\u03c2", "sender", "<rcpt>'b"),
+    ("\u0130 canary81%CE%91%CE%A3@x.gr", "canary81\u03b1\u03c2@x.gr", "sender", "\u0130 <rcpt>"),
 ])
 def test_an_address_with_any_of_its_characters_percent_encoded_leaves_a_key(key: str, rcpt: str, kind: str,
                                                                               want: str) -> None:
