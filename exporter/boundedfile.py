@@ -124,6 +124,11 @@ def first_line(text: str) -> str:
     return text.partition("\n")[0].removesuffix("\r")
 
 
+def read_password(path: str | Path) -> str:
+    """A basic auth password file's password, as the PMTA poller and the hub send it: its first line, as written."""
+    return first_line(secret_text(read_secret(path)))
+
+
 def read_secret(path: str | Path) -> bytes:
     """A secret file read while running (a poll's password or API key, the hub's at a SIGHUP), as `read_regular`
     checked it at start: its problem raised as the OSError of an unreadable file, which those callers report."""

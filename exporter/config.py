@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, first_line, read_bounded, read_secret, secret_text
+from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_password
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
@@ -532,8 +532,7 @@ class PmtaApiConfig(_Strict):
     def resolved_password(self) -> str | None:
         """The basic auth password, read from password_file when that is set (raises OSError if unreadable)."""
         if self.password_file is not None:
-            raw = read_secret(self.password_file)  # a FIFO never hangs a poll, /dev/zero is never read
-            return first_line(secret_text(raw))
+            return read_password(self.password_file)  # a FIFO never hangs a poll, /dev/zero is never read
         return self.password
 
 
@@ -788,7 +787,6 @@ class Config(_Strict, Listener):
         return value
 
 
-
 _SECTIONS = tuple(k for k, f in Config.model_fields.items() if isinstance(f.annotation, type)
                   and issubclass(f.annotation, BaseModel))
 
@@ -825,8 +823,6 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
-
-
 CONFIG_PIPE_TIMEOUT = PIPE_TIMEOUT
 """Longest wait for a piped config (`--config <(envsubst < tmpl)`, /dev/stdin) to be written to its end."""
 
@@ -839,8 +835,6 @@ def read_config_bytes(path: str | Path) -> bytes:
         return read_bounded(path, MAX_CONFIG_BYTES, "the YAML config file", "a config file", CONFIG_PIPE_TIMEOUT)
     except FileProblem as exc:
         raise ConfigError(str(path), [str(exc)]) from None
-
-
 
 
 _EMPTY = "the file is empty: a config is a YAML mapping of keys"

@@ -70,19 +70,25 @@ def _readable_file(key: str, path: Path | None) -> str | None:
 
 def secret_file_problem(key: str, path: Path | None) -> str | None:
     """A secret file (password, API key) that `run` reads as UTF-8 text on every poll."""
+    return _secret_file_text(key, path)[1]
+
+
+def _secret_file_text(key: str, path: Path | None) -> tuple[str, str | None]:
+    """A secret file's text as `run` reads it (`boundedfile.secret_text`), or the one line saying why it cannot be
+    used: unreadable, not UTF-8, or holding nothing (an API key file left empty: the poller sent no key at all)."""
     problem = _readable_file(key, path)
     if problem or path is None:
-        return problem
+        return "", problem
     raw, problem = read_secret_file(key, path)
     if problem:
-        return problem
+        return "", problem
     try:
         text = secret_text(raw)
     except UnicodeDecodeError as exc:
-        return f"{key}: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-    if not text.strip():  # an API key file left empty: the poller sent no key at all, and `ok` was said
-        return f"{key}: {path} is empty: it holds no secret"
-    return None
+        return "", f"{key}: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    if not text.strip():
+        return "", f"{key}: {path} is empty: it holds no secret"
+    return text, None
 
 
 def ca_file_problem(key: str, path: Path | None) -> str | None:
@@ -545,11 +551,8 @@ def password_file_problem(key: str, path: Path | None) -> str | None:
     """A basic auth password file (the PMTA poller's, the hub's): a secret file whose first line is the password
     (`boundedfile.first_line`, as both send it). One whose first line is blank sent an empty password, though the
     file held text further down."""
-    problem = secret_file_problem(key, path)
-    if problem or path is None:
-        return problem
-    raw, problem = read_secret_file(key, path)
-    if problem or first_line(secret_text(raw)).strip():
+    text, problem = _secret_file_text(key, path)
+    if problem or path is None or first_line(text).strip():
         return problem
     return f"{key}: {path} holds no password on its first line (the password is the file's first line)"
 

@@ -633,13 +633,20 @@ def without_address(text: str, address_l: str, mark: str = "<rcpt>") -> str:
     if len(low) != len(text):
         origin = [i for i, char in enumerate(text) for _ in char.lower()]
         origin.append(len(text))
-    out, start, at = [], 0, 0
+    spans, at = [], 0
     while (i := low.find(address_l, at)) >= 0:
         at = i + len(address_l)
-        begin, end = (i, at) if origin is None else (origin[i], origin[at - 1] + 1)
-        out += (text[start:begin], mark)
-        start = end
-    out.append(text[start:])
+        spans.append((i, at) if origin is None else (origin[i], origin[at - 1] + 1))
+    return _replaced(text, spans, mark)
+
+
+def _replaced(text: str, spans: list[tuple[int, int]], mark: str) -> str:
+    """`text` with each of `spans` (in order, none overlapping) replaced by `mark`."""
+    out, last = [], 0
+    for begin, end in spans:
+        out += (text[last:begin], mark)
+        last = end
+    out.append(text[last:])
     return "".join(out)
 
 
@@ -705,14 +712,7 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
             if not any(b < span[1] and span[0] < e for b, e in spans):
                 spans.append(span)
             at = k + len(form)
-    if not spans:
-        return text
-    out, last = [], 0
-    for begin, end in sorted(spans):
-        out += (text[last:begin], mark)
-        last = end
-    out.append(text[last:])
-    return "".join(out)
+    return _replaced(text, sorted(spans), mark) if spans else text
 
 
 def _sigma(text: str) -> str:

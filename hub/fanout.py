@@ -32,7 +32,7 @@ from correlator.api import MAX_ID, MAX_TIME, MIN_TIME
 from correlator.models import ApiError, FlowsResponse, MessageResponse, SearchResponse, TimelineResponse
 from correlator.replies import LookupResponse, RepliesResponse
 from correlator.timeline import MAX_TIMELINES, events_per_timeline
-from exporter.boundedfile import first_line, read_secret, secret_text
+from exporter.boundedfile import read_password, read_secret, secret_text
 from exporter.classify.isp import ISP_NAMES
 from exporter.httpbody import ACCEPT_ENCODING, BodyProblem, read_capped
 from exporter.preflight import no_passphrase
@@ -110,9 +110,9 @@ def _read_secret(path: Path) -> str:
 
 
 def _read_password(path: Path) -> str:
-    """A basic auth password file as the daemon's poller reads one (`PmtaApiConfig.resolved_password`): its first
-    line, as written (a trailing space is the password's), not the whole file stripped."""
-    return first_line(secret_text(read_secret(Path(path))))
+    """A basic auth password file as the daemon's poller reads one (`boundedfile.read_password`): its first line, as
+    written (a trailing space is the password's), not the whole file stripped."""
+    return read_password(path)
 
 
 class PerHostPools(httpx.AsyncBaseTransport):
