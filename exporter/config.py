@@ -30,6 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_password
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
+from exporter.yamllines import NO_LINES, KeyLines
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
@@ -794,9 +795,11 @@ _SECTIONS = tuple(k for k, f in Config.model_fields.items() if isinstance(f.anno
 class ConfigError(Exception):
     """Every problem found in a config file, each with its key path."""
 
-    def __init__(self, path: str, problems: list[str]):
+    def __init__(self, path: str, problems: list[str], key_lines: KeyLines = NO_LINES):
         self.path = path
         self.problems = problems
+        self.key_lines = key_lines
+        """Where each problem's key is written, when the file was read as YAML (`KeyLines.numbered`)."""
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
@@ -843,13 +846,28 @@ _NO_KEYS = "the file holds no keys (only comments or blank lines): a config is a
 
 def read_config_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML config file (the daemon's or the hub's); ConfigError naming the line."""
+    return read_config_document(path)[0]
+
+
+def _composed_and_built(text: str) -> tuple[Any, yaml.Node | None]:
+    """What `yaml.load` builds, and the node tree it built it from (which keeps each key's line)."""
+    loader = UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    finally:
+        loader.dispose()
+
+
+def read_config_document(path: str | Path) -> tuple[dict[str, Any], KeyLines]:
+    """read_config_mapping's mapping, and where each of its keys is written (for the problems found later)."""
     raw = read_config_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [utf8_line_problem(raw, exc)]) from None
     try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data, root = _composed_and_built(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [yaml_problem(exc)]) from None
     except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's (an impossible date,
@@ -863,7 +881,7 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     broken = surrogate_paths(data)
     if broken:  # a label, a log line or the state database would fail to encode it, far from here
         raise ConfigError(str(path), [f"{where}: {SURROGATE_PROBLEM}" for where in broken])
-    return data
+    return data, KeyLines(root)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -872,6 +890,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if overrides:
         data.update(overrides)
     return config_from_dict(data, source=str(path))
+
+
+def load_config_with_lines(path: str | Path) -> tuple[Config, KeyLines]:
+    """load_config, and where each key is written: for the problems the checks of the machine find after it (a
+    ConfigError carries its own, `key_lines`)."""
+    data, lines = read_config_document(path)
+    try:
+        return config_from_dict(data, source=str(path)), lines
+    except ConfigError as exc:
+        exc.key_lines = lines
+        raise
 
 
 def _short(value: Any) -> str:

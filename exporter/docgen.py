@@ -149,7 +149,11 @@ CONFIG_PREAMBLE = [
     "written to its end within 10s. It is YAML with anchors, aliases and merge keys (`- <<: *acct` gives a source "
     "another's keys, its own overriding them); a key repeated in one mapping, `<<` twice in one mapping, an alias "
     "to a mapping or list that holds it, or merges copying more than 100,000 keys in all are refused, naming the "
-    "line.",
+    "line. `check-config`, `run`, `oneshot` and `hub` list every problem of the file's keys and values on a line of "
+    "its own, with the line of the file its key is written on (`line 12: metrics.delay_buckets.1: invalid duration "
+    "'x': ...`; a key taken from another mapping by an alias or a merge: the line there; a required key missing: "
+    "none). The checks of the machine that follow, once the file is valid (a file that does not exist, a `listen` "
+    "host), name the key and the value only.",
 ]
 
 

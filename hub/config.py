@@ -24,10 +24,11 @@ from exporter.config import (
     Listener,
     WebConfig,
     check_listen,
-    read_config_mapping,
+    read_config_document,
     unchecked_problem,
     validation_problems,
 )
+from exporter.yamllines import KeyLines
 
 HUB_API_CONCURRENCY = 16
 MAX_ANSWER_SIZE = 32 * 1024**2
@@ -328,10 +329,15 @@ _SECTIONS = tuple(k for k, f in HubConfig.model_fields.items() if isinstance(f.a
 
 def load_hub_config(path: str | Path) -> HubConfig:
     """Read and validate a hub YAML file as the daemon's is read (a regular file, one-line errors naming the key)."""
-    data = read_config_mapping(path)
+    return load_hub_config_with_lines(path)[0]
+
+
+def load_hub_config_with_lines(path: str | Path) -> tuple[HubConfig, KeyLines]:
+    """load_hub_config, and where each key is written (a ConfigError carries its own, `key_lines`)."""
+    data, lines = read_config_document(path)
     try:
-        return HubConfig.model_validate(data)
+        return HubConfig.model_validate(data), lines
     except ValidationError as exc:
-        raise ConfigError(str(path), validation_problems(exc)) from exc
+        raise ConfigError(str(path), validation_problems(exc), lines) from exc
     except (ArithmeticError, TypeError) as exc:  # a check that raised what pydantic does not catch
         raise ConfigError(str(path), [unchecked_problem(exc)]) from None

@@ -87,7 +87,7 @@ def test_huge_duration_names_its_key(tmp_path: Path, value: str, command: str) -
     done = _run([command, "--config", str(config)], tmp_path)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert "  tail.poll_interval: must be at most 3650d, got " in done.stderr
+    assert "  line 3: tail.poll_interval: must be at most 3650d, got " in done.stderr
 
 
 @pytest.mark.parametrize("key", ["hub.refresh_interval", "hub.timeout", "web.header_timeout"])
@@ -101,7 +101,7 @@ def test_huge_duration_in_hub_config(tmp_path: Path, key: str) -> None:
     done = _run(["check-config", "--hub", str(path)], tmp_path)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert f"  {key}: must be at most 3650d" in done.stderr
+    assert f"  line {1 if section == 'hub' else 2}: {key}: must be at most 3650d" in done.stderr
 
 
 def test_duration_parser_never_overflows() -> None:

@@ -297,8 +297,8 @@ def test_a_value_that_starts_like_a_bcrypt_hash_is_never_taken_as_a_plain_passwo
         capsys.readouterr()
         rc, err = main([*command, str(f)]), capsys.readouterr().err
         assert rc == 2, err
-        assert err.startswith(f"{tmp_path / 'c.yml'}: invalid configuration\n  web.basic_auth_users: user 'prom': "
-                              "bcrypt cannot check this hash ("), err
+        assert err.startswith(f"{tmp_path / 'c.yml'}: invalid configuration\n  line 7: web.basic_auth_users: user "
+                              "'prom': bcrypt cannot check this hash ("), err
         assert err.endswith("): nobody could log in as it\n") and err.count("\n") == 2, err
         assert bad not in err and good[7:] not in err and good[20:40] not in err and "'ops'" not in err
 
@@ -320,8 +320,8 @@ def test_an_empty_basic_auth_password_is_a_config_error_naming_the_user(tmp_path
     rc, err = _check(tmp_path, {"sources": [{"name": "acct", "paths": [str(tmp_path / "*.csv")]}],
                                 "state_dir": str(tmp_path / "state"),
                                 "web": {"basic_auth_users": {"ops": "fine-pw", "prom": secret}}}, capsys)
-    assert (rc, err) == (2, f"{tmp_path / 'c.yml'}: invalid configuration\n  web.basic_auth_users: user 'prom': an "
-                            "empty password: anyone could log in as it; give a bcrypt hash\n")
+    assert (rc, err) == (2, f"{tmp_path / 'c.yml'}: invalid configuration\n  line 7: web.basic_auth_users: user 'prom': "
+                            "an empty password: anyone could log in as it; give a bcrypt hash\n")
 
 
 @pytest.mark.parametrize(("text", "problem"), [

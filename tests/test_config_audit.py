@@ -85,7 +85,7 @@ def test_tilde_is_expanded_once_in_the_model_for_every_path_key(tmp_path: Path):
 
 def test_check_config_rejects_relative_state_dir(tmp_path: Path, capsys):
     rc, err = _check(tmp_path, _minimal(tmp_path, state_dir=""), capsys)
-    assert rc == 2 and "  state_dir: empty path; give an absolute path such as /var/lib/watchtower\n" in err
+    assert rc == 2 and "  line 4: state_dir: empty path; give an absolute path such as /var/lib/watchtower\n" in err
 
 
 # --- 2. the config path itself ---------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_delay_buckets_are_finite_and_not_negative(tmp_path: Path):
 def test_check_config_rejects_infinite_retention(tmp_path: Path, capsys):
     rc, err = _check(tmp_path, "sources: [{paths: ['/x/a-*.csv']}]\nstate_dir: /tmp/s\ncorrelator: {retention: .inf}\n",
                      capsys)
-    assert rc == 2 and "  correlator.retention: invalid duration inf: expected a finite number" in err
+    assert rc == 2 and "  line 3: correlator.retention: invalid duration inf: expected a finite number" in err
 
 
 # --- 4. check-config checks what run reads ---------------------------------------------------------------------
@@ -489,7 +489,8 @@ def test_check_config_never_prints_an_unquoted_numeric_password(tmp_path: Path, 
     rc, err = _check(tmp_path, text, capsys)
     assert rc == 2 and str(SECRET) not in err, err
     assert [ln.strip() for ln in err.splitlines()[1:]] == [
-        f"pmta.api_key: {NUMBER}", f"pmta.password: {NUMBER}", f"web.basic_auth_users.prom: {NUMBER}"]
+        f"line 3: pmta.api_key: {NUMBER}", f"line 3: pmta.password: {NUMBER}",
+        f"line 4: web.basic_auth_users.prom: {NUMBER}"]
     hub = tmp_path / "hub.yml"
     hub.write_text(f"hub: {{targets: ['http://127.0.0.1:9469']}}\nweb: {{basic_auth_users: {{prom: {SECRET}}}}}\n")
     with pytest.raises(Refused) as refused:

@@ -49,7 +49,7 @@ def test_a_pmta_url_with_a_query_or_fragment_is_a_config_error(tmp_path: Path, u
     proc = _watchtower(command, "--config", str(_config(tmp_path, url=url)))
     assert proc.returncode == 2, proc.stderr
     problems = [ln for ln in proc.stderr.splitlines() if ln.startswith("  ")]
-    assert len(problems) == 1 and problems[0].startswith("  pmta.url: "), proc.stderr
+    assert len(problems) == 1 and problems[0].startswith("  line 6: pmta.url: "), proc.stderr
     assert "query or fragment" in problems[0] and "/status" in problems[0], problems
     assert "s3cr3t" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "state").exists()  # refused before anything was written
@@ -69,7 +69,7 @@ def test_a_pmta_username_holding_a_colon_is_a_config_error(tmp_path: Path, user:
     proc = _watchtower("check-config", "--config", str(cfg))
     assert proc.returncode == 2, proc.stderr
     problems = [ln for ln in proc.stderr.splitlines() if ln.startswith("  ")]
-    assert len(problems) == 1 and problems[0].startswith("  pmta.username: "), proc.stderr
+    assert len(problems) == 1 and problems[0].startswith("  line 8: pmta.username: "), proc.stderr
     assert "':'" in problems[0] and "first ':'" in problems[0], problems
     with pytest.raises(ConfigError):
         load_config(cfg)

@@ -82,7 +82,7 @@ def test_check_config_says_why_a_relative_path_is_refused(tmp_path: Path, capsys
                                                            "password_file": "relative/S3cret"})))
     capsys.readouterr()
     assert main(["check-config", str(cfg)]) == 2
-    assert f"  pmta.password_file: the value given {RELATIVE}" in capsys.readouterr().err.splitlines()
+    assert f"  line 2: pmta.password_file: the value given {RELATIVE}" in capsys.readouterr().err.splitlines()
 
 
 @pytest.mark.parametrize(("section", "key"), [

@@ -142,7 +142,7 @@ def test_a_config_of_nested_aliases_or_an_alias_cycle_is_checked_at_once(tmp_pat
     cycle = tmp_path / "cycle.yml"
     cycle.write_text(f"a: &a [1, *a]\nsources:\n  - name: acct\n    paths: &p [/logs/acct-*.csv, *p]\n"
                      f"state_dir: {tmp_path}/st\n")
-    for config, problems in ((deep, [f"{k}: unknown key" for k in "abcdefghijkl"]),
+    for config, problems in ((deep, [f"line {n}: {k}: unknown key" for n, k in enumerate("abcdefghijkl", 1)]),
                              (cycle, ["line 1, column 4: not valid YAML: an alias refers to a mapping or list that holds "
                                        "it (a config is a tree of values)"])):
         run = run_limited("exporter", "check-config", str(config))  # 2 GiB, a 60 s hang guard
@@ -160,7 +160,7 @@ def test_a_checked_key_given_a_value_nested_aliases_expand_is_named_at_once(tmp_
     run = run_limited("exporter", "check-config", str(config))  # 2 GiB, a 60 s hang guard
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
     first = run.stderr.splitlines()[1]
-    assert first.startswith("  sources.0.paths.0: expected a valid string, got [[[[") and len(first) < 160, first
+    assert first.startswith("  line 11: sources.0.paths.0: expected a valid string, got [[[[") and len(first) < 170, first
 
 
 def test_an_isp_table_or_file_sd_entry_that_nested_aliases_expand_is_named_at_once(tmp_path: Path):

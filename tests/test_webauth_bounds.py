@@ -76,8 +76,8 @@ def test_check_config_and_run_refuse_cost_31_naming_the_file_and_the_user(tmp_pa
     lines = proc.stderr.splitlines()
     assert f"{config}: invalid configuration" in lines
     [problem] = [ln for ln in lines if "basic_auth_users" in ln and "warning" not in ln]
-    assert problem == ("  web.basic_auth_users: user 'prom': bcrypt cost 31 is above 14, the highest accepted: each step "
-                       "doubles a login's work (~1 s at 14); hash the password again at cost 10 to 12"), problem
+    assert problem == ("  line 15: web.basic_auth_users: user 'prom': bcrypt cost 31 is above 14, the highest accepted: "
+                       "each step doubles a login's work (~1 s at 14); hash the password again at cost 10 to 12"), problem
     assert HASH[7:] not in proc.stderr  # the hash is never quoted
 
 

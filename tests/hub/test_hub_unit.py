@@ -375,11 +375,11 @@ def test_every_target_problem_is_listed_with_one_carrying_credentials(tmp_path, 
     assert main(["hub", "--config", str(cfg)]) == 2
     err = capfd.readouterr().err
     assert err.splitlines()[1:] == [
-        "  hub.targets.0: http://***@127.0.0.1:26469 carries a user name or password: give them in hub.auth (username "
+        "  line 3: hub.targets.0: http://***@127.0.0.1:26469 carries a user name or password: give them in hub.auth (username "
         "and password_file, or bearer_token_file), not in the URL",
-        "  hub.targets.1: 'http://h:0': the port must be a number from 1 to 65535, got '0'",
-        "  hub.targets.2: 'ftp://x:1' is not an http:// or https:// URL",
-        "  hub.targets.3.url: 'http://h h:1': 'h h' is not a host name or IP address"], err
+        "  line 4: hub.targets.1: 'http://h:0': the port must be a number from 1 to 65535, got '0'",
+        "  line 5: hub.targets.2: 'ftp://x:1' is not an http:// or https:// URL",
+        "  line 6: hub.targets.3.url: 'http://h h:1': 'h h' is not a host name or IP address"], err
 
 
 def test_check_config_hub_checks_a_hub_file_without_starting_it(tmp_path, capfd):
@@ -389,7 +389,8 @@ def test_check_config_hub_checks_a_hub_file_without_starting_it(tmp_path, capfd)
     cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {"targets": ["http://h:0"]}}))
     assert main(["check-config", "--hub", str(cfg)]) == 2
     assert capfd.readouterr().err == (f"{cfg}: invalid configuration\n"
-                                      "  hub.targets.0: 'http://h:0': the port must be a number from 1 to 65535, got '0'\n")
+                                      "  line 3: hub.targets.0: 'http://h:0': the port must be a number from 1 to 65535, "
+                                      "got '0'\n")
     cfg.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "hub": {"targets": ["http://127.0.0.1:9469"]},
                                    "web": {"basic_auth_users": {"u": "plainpw"}}}))
     cfg.chmod(0o600)
