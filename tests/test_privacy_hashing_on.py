@@ -761,6 +761,58 @@ async def test_a_key_holding_another_recipients_address_keeps_none_of_it(tmp_pat
         h.close()
 
 
+VERP_SHARED_ACCT = batch("/l/acct-2024-05-03-0005.csv", ACCT_WITH_MID + """\
+d,2024-05-03 12:00:01+0000,2024-05-03 12:00:00+0000,b@news.example,zz.leak.canary90@gmail.com,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,J9,gmail.com/vmta-01,pool-a,<x.zz.leak.canary90=gmail.com@shop.example>
+d,2024-05-03 12:00:02+0000,2024-05-03 12:00:00+0000,b@news.example,bob@gmail.com,relayed,2.0.0,\
+smtp;250 ok,mx.gmail.com (1.2.3.4),,vmta-01,J9,gmail.com/vmta-01,pool-a,<x.zz.leak.canary90=gmail.com@shop.example>
+""")
+
+
+async def test_a_message_id_holding_another_recipients_verp_form_keeps_none_of_it(tmp_path: Path) -> None:
+    """Review 2026-12-07 (second): a Message-Id holding alice's address in its VERP form (`x.alice=gmail.com@shop`),
+    sent to alice and bob, lost it on alice's timeline only; bob's timeline served it whole beside alice's hash (only
+    an address before the Message-Id's own `@` was looked for). A VERP form before that `@` is redacted too."""
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"))
+    h.commit(VERP_SHARED_ACCT)
+    mid = "x.zz.leak.canary90=gmail.com@shop.example"
+    try:
+        assert b"canary9" not in _store_bytes(h)
+        async with h.client() as c:
+            answers = [await c.get(f"/api/v1/messages/{mid}", params={"format": f}) for f in ("json", "text")]
+            answers += [await c.get("/api/v1/timeline", params={"message_id": mid, "rcpt": "bob@gmail.com",
+                                                                "format": f}) for f in ("json", "text")]
+            answers.append(await c.get("/api/v1/search", params={"message_id": mid}))
+            ids = [row[0] for row in h.conn.execute("SELECT id FROM corr_timelines ORDER BY id")]
+            answers += [await c.get(f"/api/v1/timelines/{tl}") for tl in ids]
+        assert [a.status_code for a in answers] == [200] * (5 + len(ids))
+        for a in answers:
+            assert "canary" not in a.text, a.text
+        shown = {(r["rcpt"] == h.sink.hasher("bob@gmail.com")[1], r["message_id"])
+                 for r in answers[0].json()["recipients"]}
+        assert shown == {(False, "x.<rcpt>@shop.example"), (True, "[redacted]=gmail.com@shop.example")}
+        assert answers[2].json()["message_id"] == "[redacted]=gmail.com@shop.example"
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize(("key", "want"), [
+    ("x.alice=gmail.com@shop.example", "[redacted]=gmail.com@shop.example"),
+    ("bounce+alice.b=Mail.Example.CO.uk@news.example", "[redacted]=Mail.Example.CO.uk@news.example"),
+    ("<a7=b\u00fccher.de@shop>", "<[redacted]=b\u00fccher.de@shop>"),  # (an IDN domain)
+    ("alice@x.example.77@shop", "[redacted]@x.example.77@shop"),  # as before
+    ("CAKz9=ABcd+efG@mail.gmail.com", "CAKz9=ABcd+efG@mail.gmail.com"),  # no domain after the `=`
+    ("id=1.2@shop.example", "id=1.2@shop.example"),  # nor a top-level domain of letters
+    ("id=x.example.77@shop", "id=x.example.77@shop"),  # a domain must end right before the `@`
+    ("a=b.com", "a=b.com"),  # no Message-Id's own `@`
+    ("=b.com@shop", "=b.com@shop"),  # no local part
+])
+def test_a_message_ids_verp_form_of_an_address_loses_its_local_part(key: str, want: str) -> None:
+    from exporter.redact import key_without_addresses
+
+    assert key_without_addresses(key, "message_id") == want
+
+
 @pytest.mark.parametrize(("key", "rcpt", "kind", "want"), [
     ("zz.leak.canary60%2Btag@x.example-J4", "zz.leak.canary60+tag@x.example", "job_id", "<rcpt>-J4"),
     ("A%7A.leak.canary61%40X.example.1@shop", "az.leak.canary61@x.example", "message_id", "<rcpt>.1@shop"),
