@@ -99,10 +99,12 @@ def test_promtool_check_rules() -> None:
 
 
 @needs_promtool
-def test_promtool_test_rules() -> None:
-    proc = run(str(PROMTOOL), "test", "rules", *(str(f.relative_to(REPO)) for f in TEST_FILES))
+@pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda f: f.stem)
+def test_promtool_test_rules(test_file: Path) -> None:
+    """One promtool run a file (success_rate_drop_test.yaml alone takes ~12 s): the workers share them."""
+    proc = run(str(PROMTOOL), "test", "rules", str(test_file.relative_to(REPO)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("SUCCESS") == len(TEST_FILES), proc.stdout
+    assert proc.stdout.count("SUCCESS") == 1, proc.stdout
 
 
 # --- rule files -------------------------------------------------------------------------------
