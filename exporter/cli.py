@@ -83,8 +83,8 @@ allocator.set_default()  # polars' page-return policy is read when polars loads:
 
 from exporter import __version__  # noqa: E402
 from exporter.cliargs import MAX_DURATION, MAX_SPEED, abandon_stdout, at_most  # noqa: E402
-from exporter.config import Config, ConfigError, load_config_with_lines, printable  # noqa: E402
-from exporter.yamllines import NO_LINES, KeyLines  # noqa: E402
+from exporter.config import Config, ConfigError, load_config_numbered, printable  # noqa: E402
+from exporter.yamllines import numbered  # noqa: E402
 
 if _GC:
     gc.enable()
@@ -179,42 +179,36 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _report(path: Path, problems: list[str], key_lines: KeyLines = NO_LINES) -> None:
+def _report(path: Path, problems: list[str], lines: list[int | None] | None = None) -> None:
     """Every problem on a line of its own, with the line of the file its key is written on when known."""
     print(f"{printable(str(path))}: invalid configuration", file=sys.stderr)
-    for problem in problems:
-        print(f"  {key_lines.numbered(problem)}", file=sys.stderr)
+    for problem in numbered(problems, lines):
+        print(f"  {problem}", file=sys.stderr)
 
 
 def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool = False) -> Config | None:
     """The validated config, or None after printing every problem (shape first, then the machine)."""
-    return _load_with_lines(path, preflight, oneshot, run)[0]
-
-
-def _load_with_lines(path: Path, preflight: bool = True, oneshot: bool = False,
-                     run: bool = False) -> tuple[Config | None, KeyLines]:
-    """_load, and where the file's keys are written (for check-config's warnings)."""
     from exporter import preflight as checks
 
     try:
-        config, key_lines = load_config_with_lines(path)
+        config = load_config_numbered(path)
     except ConfigError as exc:
-        _report(path, exc.problems, exc.key_lines)
-        return None, NO_LINES
+        _report(path, exc.problems, exc.lines)
+        return None
     except OSError as exc:
         print(f"{printable(str(path))}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return None, NO_LINES
+        return None
     if preflight:
         try:
             problems = checks.problems(config, uses_state_dir=not oneshot,  # oneshot: a temporary store, in TMPDIR
                                        waits_for_address=run)
         except OSError as exc:  # each check names its own key; this is for a stat one of them does not guard
             print(f"{printable(str(path))}: cannot check: {checks.unreachable(exc)}", file=sys.stderr)
-            return None, key_lines
+            return None
         if problems:
             _report(path, problems)
-            return None, key_lines
-    return config, key_lines
+            return None
+    return config
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -230,7 +224,7 @@ def _check_config(args: argparse.Namespace) -> int:
         if not check_hub_config(path):
             return EXIT_CONFIG
     else:
-        config, key_lines = _load_with_lines(path)
+        config = _load(path)
         if config is None:
             return EXIT_CONFIG
         for warning in preflight.warnings(config, config_path=path):

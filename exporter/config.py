@@ -30,7 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_password
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
-from exporter.yamllines import NO_LINES, KeyLines
+from exporter.yamllines import KeyLines
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
@@ -795,11 +795,11 @@ _SECTIONS = tuple(k for k, f in Config.model_fields.items() if isinstance(f.anno
 class ConfigError(Exception):
     """Every problem found in a config file, each with its key path."""
 
-    def __init__(self, path: str, problems: list[str], key_lines: KeyLines = NO_LINES):
+    def __init__(self, path: str, problems: list[str], lines: list[int | None] | None = None):
         self.path = path
         self.problems = problems
-        self.key_lines = key_lines
-        """Where each problem's key is written, when the file was read as YAML (`KeyLines.numbered`)."""
+        self.lines = lines or [None] * len(problems)
+        """The line of the file each problem's key is written on (None: not known), beside `problems`."""
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
@@ -892,15 +892,21 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     return config_from_dict(data, source=str(path))
 
 
-def load_config_with_lines(path: str | Path) -> tuple[Config, KeyLines]:
-    """load_config, and where each key is written: for the problems the checks of the machine find after it (a
-    ConfigError carries its own, `key_lines`)."""
-    data, lines = read_config_document(path)
+def load_config_numbered(path: str | Path) -> Config:
+    """load_config, a ConfigError of the file's keys and values giving the line each problem's key is written on
+    (`ConfigError.lines`)."""
+    data, key_lines = read_config_document(path)
     try:
-        return config_from_dict(data, source=str(path)), lines
+        return config_from_dict(data, source=str(path))
     except ConfigError as exc:
-        exc.key_lines = lines
+        if isinstance(exc.__cause__, ValidationError):
+            exc.lines = validation_lines(exc.__cause__, key_lines)
         raise
+
+
+def validation_lines(exc: ValidationError, key_lines: KeyLines) -> list[int | None]:
+    """The line of each of validation_problems' problems (one an error, in order), from the error's key path."""
+    return [key_lines.line_of(err["loc"]) for err in exc.errors()]
 
 
 def _short(value: Any) -> str:

@@ -151,9 +151,9 @@ CONFIG_PREAMBLE = [
     "to a mapping or list that holds it, or merges copying more than 100,000 keys in all are refused, naming the "
     "line. `check-config`, `run`, `oneshot` and `hub` list every problem of the file's keys and values on a line of "
     "its own, with the line of the file its key is written on (`line 12: metrics.delay_buckets.1: invalid duration "
-    "'x': ...`; a key taken from another mapping by an alias or a merge: the line there; a required key missing: "
-    "none). The checks of the machine that follow, once the file is valid (a file that does not exist, a `listen` "
-    "host), name the key and the value only.",
+    "'x': ...`; a key taken from another mapping by an alias or a merge: the line there; a key that is missing: the "
+    "line of the mapping it is missing from, none at the top level). The checks of the machine that follow, once "
+    "the file is valid (a file that does not exist, a `listen` host), name the key and the value only.",
 ]
 
 

@@ -22,10 +22,10 @@ from exporter import __version__
 from exporter.boundedfile import read_regular
 from exporter.config import ConfigError, printable
 from exporter.http import build_app, error_body, exposure_warning, make_server
-from exporter.yamllines import NO_LINES, KeyLines
+from exporter.yamllines import numbered
 from hub import cursors
 from hub.api import Hub, build_hub_routes
-from hub.config import HubConfig, HubSection, load_hub_config_with_lines
+from hub.config import HubConfig, HubSection, load_hub_config
 from hub.fanout import Fanout, make_client
 from hub.targets import TargetSet
 
@@ -253,9 +253,9 @@ def _checked_config(path: Path) -> HubConfig | None:
     from hub import preflight
 
     try:
-        config, key_lines = load_hub_config_with_lines(path)
+        config = load_hub_config(path)
     except ConfigError as exc:
-        _report(exc.path, exc.problems, exc.key_lines)
+        _report(exc.path, exc.problems, exc.lines)
         return None
     except OSError as exc:
         print(f"{printable(str(path))}: cannot read: {exc.strerror or exc}", file=sys.stderr)
@@ -271,11 +271,11 @@ def _checked_config(path: Path) -> HubConfig | None:
     return config
 
 
-def _report(path: str, problems: list[str], key_lines: KeyLines = NO_LINES) -> None:
+def _report(path: str, problems: list[str], lines: list[int | None] | None = None) -> None:
     """Every problem on a line of its own, with the line of the file its key is written on when known."""
     print(f"{printable(str(path))}: invalid configuration", file=sys.stderr)
-    for problem in problems:
-        print(f"  {key_lines.numbered(problem)}", file=sys.stderr)
+    for problem in numbered(problems, lines):
+        print(f"  {problem}", file=sys.stderr)
 
 
 def check_hub_config(path: Path) -> bool:

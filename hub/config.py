@@ -26,9 +26,9 @@ from exporter.config import (
     check_listen,
     read_config_document,
     unchecked_problem,
+    validation_lines,
     validation_problems,
 )
-from exporter.yamllines import KeyLines
 
 HUB_API_CONCURRENCY = 16
 MAX_ANSWER_SIZE = 32 * 1024**2
@@ -328,16 +328,12 @@ _SECTIONS = tuple(k for k, f in HubConfig.model_fields.items() if isinstance(f.a
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
-    """Read and validate a hub YAML file as the daemon's is read (a regular file, one-line errors naming the key)."""
-    return load_hub_config_with_lines(path)[0]
-
-
-def load_hub_config_with_lines(path: str | Path) -> tuple[HubConfig, KeyLines]:
-    """load_hub_config, and where each key is written (a ConfigError carries its own, `key_lines`)."""
-    data, lines = read_config_document(path)
+    """Read and validate a hub YAML file as the daemon's is read (a regular file, one-line errors naming the key, and
+    the line it is written on: `ConfigError.lines`)."""
+    data, key_lines = read_config_document(path)
     try:
-        return HubConfig.model_validate(data), lines
+        return HubConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(str(path), validation_problems(exc), lines) from exc
+        raise ConfigError(str(path), validation_problems(exc), validation_lines(exc, key_lines)) from exc
     except (ArithmeticError, TypeError) as exc:  # a check that raised what pydantic does not catch
         raise ConfigError(str(path), [unchecked_problem(exc)]) from None

@@ -116,7 +116,7 @@ def test_key_with_newline_is_one_line(tmp_path: Path) -> None:
     done = _run(["check-config", "--config", str(config)], tmp_path)
     assert done.returncode == 2
     lines = done.stderr.splitlines()
-    assert any(line.startswith("  a\\nb: ") for line in lines), done.stderr
+    assert any(line.startswith("  line 3: a\\nb: ") for line in lines), done.stderr
     assert not any(line.startswith("b:") for line in lines)
 
 
