@@ -678,41 +678,53 @@ def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
     return key_without_addresses(text, kind)
 
 
-_VERP_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,63}")
-"""The domain of an address's VERP form (`alice=gmail.com`): labels, then a top-level domain of letters."""
+_VERP_EQUALS = re.compile(r"=|%3[dD]")
+"""The `=` of a VERP form (`alice=gmail.com`), written or percent-encoded."""
+_VERP_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[^\W_](?:[\w-]*[^\W_])?)(?!\w)")
+"""The domain after a VERP form's `=`: labels, then a top-level domain of letters (or an IDN's `xn--`), whatever
+follows it that is not a letter or digit of it (`alice=gmail.com.77@`, `alice=gmail.com-1@`)."""
 _LOCAL_PUNCTUATION = frozenset(".!#$%&'*+/?^`{|}~-_")
 """What a local part holds besides letters and digits (RFC 5322 atext and `.`), `=` excepted: it ends a VERP form's
 local part."""
 
 
-def _verp_form_before_at(left: str) -> tuple[int, str] | None:
-    """Where the VERP form of an address (`alice=gmail.com`) ending `left` (what precedes a Message-Id's own `@`)
-    begins, and its domain; None when `left` does not end in one. Its local part is the whole run of local-part
-    characters before the last `=` (where a prefix such as `bounce+` ends is not known). Linear in `left`."""
-    equals = left.rfind("=")
-    domain = left[equals + 1:]
-    if equals <= 0 or _VERP_DOMAIN.fullmatch(domain) is None:
-        return None
-    begin = equals
-    while begin > 0 and (left[begin - 1].isalnum() or left[begin - 1] in _LOCAL_PUNCTUATION):
-        begin -= 1
-    return (begin, domain) if begin < equals else None
+def _without_verp_forms(text: str) -> str:
+    """`text` with the local part of every VERP form of an address in it (`alice=gmail.com`, `alice%3Dgmail.com`) as
+    `[redacted]`: the whole run of local-part characters before its `=` (where a prefix such as `bounce+` ends is not
+    known). Each `=` is looked at once, forwards to its domain's end and backwards to the run's start, neither past
+    another `=`: linear in `text`."""
+    spans: list[tuple[int, int]] = []
+    for equals in _VERP_EQUALS.finditer(text):
+        if _VERP_DOMAIN.match(text, equals.end()) is None:
+            continue
+        begin = equals.start()
+        while begin > 0 and (text[begin - 1].isalnum() or text[begin - 1] in _LOCAL_PUNCTUATION):
+            begin -= 1
+        if begin < equals.start():
+            spans.append((begin, equals.start()))
+    if not spans:
+        return text
+    out, at = [], 0
+    for begin, end in spans:
+        out += [text[at:begin], REDACTED]
+        at = end
+    return "".join(out) + text[at:]
 
 
 def key_without_addresses(text: str, kind: str) -> str:
     """A key's addresses other than its recipient's, local parts as `[redacted]`: any in a jobId, those before a
     Message-Id's own last `@` (`alice@x.example.77@shop` is served `[redacted]@x.example.77@shop` on the timelines of
-    its other recipients, whose address the row does not know), and a VERP form right before it
-    (`x.alice=gmail.com@shop` as `[redacted]=gmail.com@shop`: review 2026-12-07). A sender's own local part is the
-    sender: kept."""
+    its other recipients, whose address the row does not know), and a VERP form there (`x.alice=gmail.com.7@shop` as
+    `[redacted]=gmail.com.7@shop`: review 2026-12-07). A sender's own local part is the sender: kept."""
     if kind == "job_id":
         return redact(text)
     if kind == "message_id":
         left, at, right = text.rpartition("@")
         if at and might_hold_address(left):
-            return redact(left) + at + right
-        if at and "=" in left and (verp := _verp_form_before_at(left)) is not None:
-            return f"{left[:verp[0]]}{REDACTED}={verp[1]}{at}{right}"
+            left = redact(left)
+        if at and ("=" in left or "%3" in left):
+            left = _without_verp_forms(left)
+        return left + at + right
     return text
 
 

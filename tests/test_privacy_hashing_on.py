@@ -801,11 +801,22 @@ async def test_a_message_id_holding_another_recipients_verp_form_keeps_none_of_i
     ("bounce+alice.b=Mail.Example.CO.uk@news.example", "[redacted]=Mail.Example.CO.uk@news.example"),
     ("<a7=b\u00fccher.de@shop>", "<[redacted]=b\u00fccher.de@shop>"),  # (an IDN domain)
     ("alice@x.example.77@shop", "[redacted]@x.example.77@shop"),  # as before
-    ("CAKz9=ABcd+efG@mail.gmail.com", "CAKz9=ABcd+efG@mail.gmail.com"),  # no domain after the `=`
+    ("CAKz9=ABcd+efG_hij-KLm=NoPq@mail.gmail.com", "CAKz9=ABcd+efG_hij-KLm=NoPq@mail.gmail.com"),  # no domain after
     ("id=1.2@shop.example", "id=1.2@shop.example"),  # nor a top-level domain of letters
-    ("id=x.example.77@shop", "id=x.example.77@shop"),  # a domain must end right before the `@`
     ("a=b.com", "a=b.com"),  # no Message-Id's own `@`
     ("=b.com@shop", "=b.com@shop"),  # no local part
+    # its review: whatever follows the domain, an encoded `=`, an IDN's top-level domain, every form, and one beside
+    # an address written with `@`
+    ("x.alice=gmail.com.123@shop.example", "[redacted]=gmail.com.123@shop.example"),
+    ("x.alice=gmail.com.@shop.example", "[redacted]=gmail.com.@shop.example"),
+    ("x.alice=gmail.com-1@shop.example", "[redacted]=gmail.com-1@shop.example"),
+    ("x.alice%3Dgmail.com@shop.example", "[redacted]%3Dgmail.com@shop.example"),
+    ("x.alice=mail.xn--p1ai@shop.example", "[redacted]=mail.xn--p1ai@shop.example"),
+    ("a.alice=gmail.com.b.bob=yahoo.com@shop.example", "[redacted]=[redacted]=yahoo.com@shop.example"),  # (bob's
+    # local part is a run from the `=` before it: where alice's domain ends is not known)
+    ("bob=yahoo.com@alice=gmail.com@shop.example", "[redacted]@[redacted]=gmail.com@shop.example"),
+    ("id=x.example.77@shop", "[redacted]=x.example.77@shop"),
+    ("x.alice=gmail.community@shop", "[redacted]=gmail.community@shop"),
 ])
 def test_a_message_ids_verp_form_of_an_address_loses_its_local_part(key: str, want: str) -> None:
     from exporter.redact import key_without_addresses
