@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from exporter import gcpolicy, maintenance, warmup
 from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers, table_problem
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config_numbered
 from exporter.exposition import rendering
 from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse, way_out
@@ -55,6 +55,7 @@ from exporter.spans import Span, append_span, deliveries_first, span_at, span_of
 from exporter.state import Commit, StateError, StateRefused, StateStore, file_replaced, private_dir
 from exporter.tailer import Tailer
 from exporter.writer import CommitQueue, describe
+from exporter.yamllines import numbered
 
 if TYPE_CHECKING:
     from correlator.reach import Reach
@@ -1066,10 +1067,11 @@ class Daemon:
         from exporter import preflight
 
         try:
-            edited = load_config(path)
+            edited = load_config_numbered(path)
         except ConfigError as exc:
             log.error("SIGHUP: %s is invalid now (%s): still running as started; a restart would fail until it is "
-                      "fixed (`watchtower check-config` says the same)", path, "; ".join(exc.problems))
+                      "fixed (`watchtower check-config` says the same)", path, "; ".join(numbered(exc.problems,
+                                                                                                   exc.lines)))
             return
         except OSError as exc:
             log.error("SIGHUP: %s cannot be read now (%s): still running as started; a restart would fail until it "
