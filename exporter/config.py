@@ -906,7 +906,7 @@ def load_config_numbered(path: str | Path) -> Config:
 
 def validation_lines(exc: ValidationError, key_lines: KeyLines) -> list[int | None]:
     """The line of each of validation_problems' problems (one an error, in order), from the error's key path."""
-    return [key_lines.line_of(err["loc"]) for err in exc.errors()]
+    return [key_lines.line_of(err["loc"], err["type"] == "invalid_key") for err in exc.errors()]
 
 
 def _short(value: Any) -> str:

@@ -13,25 +13,74 @@ import yaml
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+_Entry = tuple[yaml.Node, int]
+"""A key's value node, and the line the key is written on."""
+
+
 class KeyLines:
     """The line (1-based) of each key path of one YAML document, from its root node: as composed, or as built (PyYAML
     flattens a mapping's merges while building it: the merged pairs first, its own after, the last pair of a key
-    being the value it builds)."""
+    being the value it builds). Each mapping's keys are indexed once, the first time a path goes through it: a file
+    of 100k unknown keys in one mapping is 100k look-ups, not 100k scans of it."""
 
     def __init__(self, root: yaml.Node | None):
         self._root = root
+        self._keys: dict[int, tuple[dict[str, _Entry], dict[str, _Entry], bool]] = {}
 
-    def line_of(self, loc: Sequence[str | int]) -> int | None:
+    def line_of(self, loc: Sequence[str | int], not_a_string: bool = False) -> int | None:
         """The line of the key at `loc`: of the key itself when the document has it, else of the nearest key above it
         that is written (a required key missing in `sources.0`: that source's line); None when its first key is not
-        written (a required key missing at the top level)."""
+        written (a required key missing at the top level). `not_a_string`: the last key is one YAML read as another
+        kind (`yes:`, `null:`, `0x10:`; pydantic's `invalid_key`, which names it `1`, `None`, `16`), never a string
+        key spelled so."""
         node, line = self._root, None
-        for part in loc:
-            step = _child(node, part) if node is not None else None
+        for n, part in enumerate(loc):
+            step = self._child(node, part, not_a_string and n == len(loc) - 1) if node is not None else None
             if step is None:
                 break
             node, line = step
         return line
+
+    def _child(self, node: yaml.Node, part: str | int, not_a_string: bool) -> _Entry | None:
+        """The node under `node` at `part` and the line it is written on: a list's item by index, or a mapping's key
+        (the last pair of it, as when the mapping is built)."""
+        if isinstance(node, yaml.SequenceNode):
+            index = part if isinstance(part, int) else int(part) if part.isascii() and part.isdigit() else None
+            if index is not None and 0 <= index < len(node.value):
+                item = node.value[index]
+                return item, item.start_mark.line + 1
+            return None
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        strings, others, merges = self._keys.get(id(node)) or self._index(node)
+        if merges:  # a mapping not built (composed only): its merges not flattened
+            return _merged_child(node, str(part))
+        if not_a_string:
+            return others.get(str(part))
+        return strings.get(str(part)) if isinstance(part, str) else others.get(str(part)) or strings.get(str(part))
+
+    def _index(self, node: yaml.MappingNode) -> tuple[dict[str, _Entry], dict[str, _Entry], bool]:
+        """A mapping's string keys, its other keys as pydantic names them (`True` as `1`, `None` as `None`), and
+        whether it holds a merge key (`<<`: not flattened, as composed)."""
+        strings: dict[str, _Entry] = {}
+        others: dict[str, _Entry] = {}
+        merges = False
+        builder = yaml.constructor.SafeConstructor()
+        for key, value in node.value:
+            merges = merges or key.tag == _MERGE_TAG
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            try:
+                built = builder.construct_object(key)
+            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+                continue
+            entry = value, key.start_mark.line + 1
+            if isinstance(built, str):
+                strings[built] = entry
+            else:
+                others[str(int(built)) if isinstance(built, bool) else str(built)] = entry
+        self._keys[id(node)] = strings, others, merges
+        return strings, others, merges
 
 
 def numbered(problems: list[str], lines: Sequence[int | None] | None) -> list[str]:
@@ -42,30 +91,21 @@ def numbered(problems: list[str], lines: Sequence[int | None] | None) -> list[st
             for i, problem in enumerate(problems)]
 
 
-def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node, int] | None:
-    """The node under `node` at `part` and the line it is written on: a list's item by index, or a mapping's key, the
-    last pair of it winning as when the mapping is built (own keys after merged ones); in a mapping not built yet, a
-    key it merges with `<<` when it has no own pair of it, the merged mappings taken as PyYAML flattens them."""
-    if isinstance(node, yaml.SequenceNode):
-        index = part if isinstance(part, int) else int(part) if isinstance(part, str) and part.isascii() \
-            and part.isdigit() else None
-        if index is not None and 0 <= index < len(node.value):
-            item = node.value[index]
-            return item, item.start_mark.line + 1
-        return None
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    found: tuple[yaml.Node, int] | None = None
+def _merged_child(node: yaml.MappingNode, part: str) -> _Entry | None:
+    """In a mapping as composed, the key `part` by its text: its own last pair, else the first of the mappings it
+    merges with `<<` that has it, as PyYAML flattens them."""
+    found: _Entry | None = None
     merged: list[yaml.Node] = []
     for key, value in node.value:
         if key.tag == _MERGE_TAG:
             merged[:0] = value.value if isinstance(value, yaml.SequenceNode) else [value]
-        elif isinstance(key, yaml.ScalarNode) and key.value == str(part):
+        elif isinstance(key, yaml.ScalarNode) and key.value == part:
             found = value, key.start_mark.line + 1
     if found is not None:
         return found
     for mapping in merged:
-        found = _child(mapping, part)
-        if found is not None:
-            return found
+        if isinstance(mapping, yaml.MappingNode):
+            found = _merged_child(mapping, part)
+            if found is not None:
+                return found
     return None
