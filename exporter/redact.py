@@ -680,17 +680,19 @@ def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
 
 _VERP_EQUALS = re.compile(r"=|%(?:25)*3[dD]")
 """The `=` of a VERP form (`alice=gmail.com`), written or percent-encoded (once or more: `%3D`, `%253D`)."""
-_VERP_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[^\W_](?:[\w-]*[^\W_])?)(?![^\W_])")
+_VERP_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[^\W_](?:[\w-]*[^\W_])?)(?![^\W\d_])")
 """The domain after a VERP form's `=`: labels, then a top-level domain of letters (or an IDN's `xn--`), whatever
-follows it that is not a letter or digit of it (`alice=gmail.com.77@`, `alice=gmail.com-1@`, `alice=gmail.com_1@`)."""
+follows it that is not a letter of it (`alice=gmail.com.77@`, `alice=gmail.com-1@`, `alice=gmail.com_1@`,
+`alice=gmail.com1@`)."""
 
 
 def _without_verp_forms(text: str) -> str:
     """`text` with the local part of every VERP form of an address in it (`alice=gmail.com`, `alice%3Dgmail.com`) as
     `[redacted]`: the whole run before its `=` up to a delimiter (`_DELIMITERS`: an unknown character, a combining
-    mark, `’`, belongs to the local part) or the `=` before it (where a prefix such as `bounce+` ends is not known).
-    Each `=` is looked at once, forwards to its domain's end and backwards no further than the `=` before it: linear
-    in `text` (a scan back past earlier `%3D`s was quadratic: 40 s for 100 kB)."""
+    mark, `’`, belongs to the local part) or the VERP form before it (where a prefix such as `bounce+` ends is not
+    known; an `=` of a local part, `john=doe=gmail.com`, is in the run). Each `=` is looked at once, forwards to its
+    domain's end, and each run back no further than the form before it: linear in `text` (a scan back past earlier
+    `%3D`s was quadratic: 40 s for 100 kB)."""
     spans: list[tuple[int, int]] = []
     floor = 0
     for equals in _VERP_EQUALS.finditer(text):
@@ -699,14 +701,37 @@ def _without_verp_forms(text: str) -> str:
             begin = stop.end() if stop is not None else floor
             if begin < equals.start():
                 spans.append((begin, equals.start()))
-        floor = equals.end()
+            floor = equals.end()
+    return _replaced_spans(text, spans, REDACTED)
+
+
+def _replaced_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
+    """`text` with each of `spans` (in order, not overlapping) replaced by `mark`."""
     if not spans:
         return text
     out, at = [], 0
     for begin, end in spans:
-        out += [text[at:begin], REDACTED]
+        out += [text[at:begin], mark]
         at = end
     return "".join(out) + text[at:]
+
+
+_RCPT_MARK = "<rcpt>"
+
+
+def _whole_recipient_marks(text: str) -> str:
+    """`text` (a Message-Id before its own `@`) with the run before each `<rcpt>` back to a delimiter taken into it:
+    the row's recipient found inside a longer address (`smith@gmail.com` in `x.john.smith=gmail.com`) left the rest
+    of that one (`x.john.<rcpt>`: review 2026-12-07). Linear: each run back no further than the mark before it."""
+    spans: list[tuple[int, int]] = []
+    floor = 0
+    while (mark := text.find(_RCPT_MARK, floor)) >= 0:
+        stop = _LAST_DELIMITER.match(text, floor, mark)
+        begin = stop.end() if stop is not None else floor
+        if begin < mark:
+            spans.append((begin, mark))
+        floor = mark + len(_RCPT_MARK)
+    return _replaced_spans(text, spans, "")
 
 
 def key_without_addresses(text: str, kind: str) -> str:
@@ -722,6 +747,8 @@ def key_without_addresses(text: str, kind: str) -> str:
             left = redact(left)
         if at and ("=" in left or "%" in left):
             left = _without_verp_forms(left)
+        if at and _RCPT_MARK in left:
+            left = _whole_recipient_marks(left)
         return left + at + right
     return text
 

@@ -250,6 +250,24 @@ def test_without_addresses_is_linear_on_hostile_text(monkeypatch: pytest.MonkeyP
     assert work[5_000] <= 50 * len(head + unit * 5_000 + tail), work
 
 
+@pytest.mark.parametrize(("mid", "rcpt", "want"), [
+    ("x.john.smith=gmail.com@shop.example", "smith@gmail.com", "<rcpt>@shop.example"),
+    ("x.john.smith%3Dgmail.com@shop.example", "h@gmail.com", "<rcpt>@shop.example"),
+    ("john.smith@gmail.com.77@shop.example", "smith@gmail.com", "<rcpt>.77@shop.example"),
+    ("x.zz.leak.canary90=gmail.com@shop.example", "0@gmail.com", "<rcpt>@shop.example"),
+    ("<a>b.smith@gmail.com.1@shop", "smith@gmail.com", "<a><rcpt>.1@shop"),  # (back to a delimiter only)
+    ("smith@gmail.com.1@shop", "smith@gmail.com", "<rcpt>.1@shop"),
+])
+def test_a_recipient_found_inside_a_longer_address_of_a_message_id_takes_all_of_it(mid: str, rcpt: str,
+                                                                                   want: str) -> None:
+    """Review 2026-12-07 (third): the row's recipient found as the end of another's local part (`smith@gmail.com`
+    in `john.smith=gmail.com`) became `<rcpt>` alone, and the rest of the other address stayed (`x.john.<rcpt>`),
+    beside this row's hash. In a Message-Id the mark takes the run before it back to a delimiter."""
+    from exporter.redact import key_without_recipient
+
+    assert key_without_recipient(mid, rcpt, "message_id") == want
+
+
 @pytest.mark.parametrize(("unit", "equals"), [
     ("%3Dab.cd", "%3D"),  # review 2026-12-07: each scan went back over every `%3D` before it
     ("%253Dab.cd", "%253D"),
@@ -437,7 +455,8 @@ async def test_no_address_in_any_stored_or_served_field(fields: Harness) -> None
     (tl,) = fields.conn.execute("SELECT id FROM corr_timelines WHERE rcpt_h = ?",
                                 (fields.sink.hasher("zz.leak.canary20@gmail.com")[0],)).fetchall()
     row = fields.conn.execute("SELECT orig, message_id, job_id, flags FROM corr_timelines WHERE id = ?", tl).fetchone()
-    assert row[:3] == ("bounce+<rcpt>@news.example", "20240503.<rcpt>@news.example", "job-<rcpt>")
+    assert row[:3] == ("bounce+<rcpt>@news.example", "<rcpt>@news.example", "job-<rcpt>")  # (a Message-Id's
+    # mark takes the run before it: the recipient may end a longer address there)
     assert row[3] & store.FLAG[store.TYPE_CODES["rb"]] and row[3] & store.FLAG[store.TYPE_CODES["f"]]  # joined
     async with fields.client() as c:
         answers = [await c.get(f"/api/v1/timelines/{tl[0]}", params={"format": fmt}) for fmt in ("json", "text")]
@@ -450,8 +469,8 @@ async def test_no_address_in_any_stored_or_served_field(fields: Harness) -> None
     assert [a.status_code for a in answers] == [200, 200, 200, 200, 200]
     for a in answers:
         assert "canary" not in a.text, a.text
-    assert answers[2].json()["recipients"][0]["message_id"] == "20240503.<rcpt>@news.example"
-    assert answers[2].json()["message_id"] == "20240503.<rcpt>@news.example"
+    assert answers[2].json()["recipients"][0]["message_id"] == "<rcpt>@news.example"
+    assert answers[2].json()["message_id"] == "<rcpt>@news.example"
     assert (answers[4].json()["job_id"], answers[4].json()["message_id"]) == ("job-<rcpt>", None)
     assert "canary26" not in answers[3].text and "sender:zz" not in answers[3].text  # no `@`: no sender domain
     assert {n["id"] for n in answers[3].json()["nodes"]} >= {"sender:none", "sender:news.example"}
@@ -810,7 +829,7 @@ async def test_a_message_id_holding_another_recipients_verp_form_keeps_none_of_i
             assert "canary" not in a.text, a.text
         shown = {(r["rcpt"] == h.sink.hasher("bob@gmail.com")[1], r["message_id"])
                  for r in answers[0].json()["recipients"]}
-        assert shown == {(False, "x.<rcpt>@shop.example"), (True, "[redacted]=gmail.com@shop.example")}
+        assert shown == {(False, "<rcpt>@shop.example"), (True, "[redacted]=gmail.com@shop.example")}
         assert answers[2].json()["message_id"] == "[redacted]=gmail.com@shop.example"
     finally:
         h.close()
@@ -845,6 +864,9 @@ async def test_a_message_id_holding_another_recipients_verp_form_keeps_none_of_i
     ("x.zzcanarw\u2019q=gmail.com@shop", "[redacted]=gmail.com@shop"),
     ("x.\u0930\u093e\u092e=gmail.com@shop", "[redacted]=gmail.com@shop"),
     ("id:alice=gmail.com@shop", "id:[redacted]=gmail.com@shop"),  # (a delimiter ends it)
+    # its third: a digit after the top-level domain, and an `=` in the local part (not a VERP form's)
+    ("x.alice=gmail.com1@s", "[redacted]=gmail.com1@s"),
+    ("x.john=doe=gmail.com@s", "[redacted]=gmail.com@s"),
 ])
 def test_a_message_ids_verp_form_of_an_address_loses_its_local_part(key: str, want: str) -> None:
     from exporter.redact import key_without_addresses
