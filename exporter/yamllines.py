@@ -50,8 +50,8 @@ class KeyLines:
                 item = node.value[index]
                 return item, item.start_mark.line + 1
             return None
-        if not isinstance(node, yaml.MappingNode):
-            return None
+        if not isinstance(node, yaml.MappingNode) or (isinstance(part, int) and not not_a_string):
+            return None  # an index into a mapping: a `!!set` given for a list, whose order is the hash's
         strings, others, merges = self._keys.get(id(node)) or self._index(node)
         if merges:  # a mapping not built (composed only): its merges not flattened
             return _merged_child(node, str(part))

@@ -199,3 +199,15 @@ def test_many_problems_in_one_mapping_walk_its_keys_once() -> None:
     _CountedPairs.walks = 0
     assert [lines.line_of((f"k{n}",)) for n in range(2000)] == list(range(1, 2001))
     assert _CountedPairs.walks == 1
+
+
+def test_an_index_into_a_set_given_for_a_list_is_the_lists_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 2026-12-07: a `!!set` given for `delay_buckets` is a list to pydantic in the set's order (the hash's),
+    and its index was looked up as a key of the set: `? 0` on line 7 named for the `x` of line 6, or another line
+    with another PYTHONHASHSEED. An index names no key of a mapping: the line is the list key's."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nmetrics:\n"
+                    "  delay_buckets: !!set\n    ? x\n    ? 0\n    ? 1\n")
+    assert main(["check-config", str(path)]) == 2
+    [problem] = capsys.readouterr().err.splitlines()[1:]
+    assert problem.startswith("  line 5: metrics.delay_buckets."), problem
