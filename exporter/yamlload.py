@@ -19,6 +19,7 @@ class _Checked:
 
     def construct_document(self, node: yaml.Node) -> Any:
         _check_merges(node)
+        _check_expansion(node)
         return super().construct_document(node)  # type: ignore[misc]
 
 
@@ -158,3 +159,53 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
 
 for _loader in (UniqueKeyLoader, UniqueKeyCLoader):
     _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+MAX_ALIASED_VALUES = 1_000_000
+"""Values a document's aliases may add to what it writes, in all: each `*alias` stands for all its anchor holds,
+and whatever reads the document walks it once per alias (1 MiB of `- *b`, `b` a mapping of 3,000 keys: 750 M
+values, one error each to the config's checks, which ran out of memory at 24 GB: review 2026-12-07)."""
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """A document whose aliases expand it by more than MAX_ALIASED_VALUES values refused, naming the list or mapping
+    where the repeats add up (the largest expansion whose parts are each within the bound), before anything is
+    built. Each node is counted once (`_expanded_sizes`); cycles were refused before (`_check_merges`)."""
+    sizes, written = _expanded_sizes(root)
+    if sizes[id(root)] - written <= MAX_ALIASED_VALUES:
+        return
+    node = root
+    while True:
+        children = _children(node)
+        largest = max(children, key=lambda child: sizes[id(child)], default=None)
+        if largest is None or sizes[id(largest)] - written <= MAX_ALIASED_VALUES:
+            break
+        node = largest
+    raise yaml.constructor.ConstructorError(
+        None, None, f"aliases expand this to more than {MAX_ALIASED_VALUES:,} values more than the file writes "
+        "(each `*alias` stands for all its anchor holds)", node.start_mark)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded_sizes(root: yaml.Node) -> tuple[dict[int, int], int]:
+    """Each node's size with its aliases expanded (itself and all it holds, by id), and how many nodes the document
+    writes (each once). Depth first without recursion (the nesting may be deep), each node once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if done:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes, len(sizes)
+

@@ -445,6 +445,20 @@ def test_merge_keys_neither_repeat_a_key_nor_expand_without_bound(tmp_path: Path
             err, err
 
 
+def test_aliases_that_expand_a_config_past_a_million_values_are_refused_at_once(tmp_path: Path, capsys):
+    """Review 2026-12-07: 1 MiB of `- *b`, `b` a mapping of 3,000 keys, is 750 M values to the config's checks (one
+    `unknown key` each): check-config ran out of memory at 24 GB. Aliases may add at most MAX_ALIASED_VALUES values
+    to what the file writes; past that, refused before anything is built, naming the list where they add up."""
+    big = "{" + ", ".join(f"k{i}: 1" for i in range(200)) + "}"
+    text = f"state_dir: {tmp_path}/s\nb: &b {big}\nsources:\n" + "  - *b\n" * 2_500  # 2,500 x 401 values
+    rc, err = _check(tmp_path, text, capsys)
+    assert rc == 2 and err.splitlines()[1:] == [
+        "  line 4, column 3: not valid YAML: aliases expand this to more than 1,000,000 values more than the file "
+        "writes (each `*alias` stands for all its anchor holds)"], err
+    rc, err = _check(tmp_path, text.replace("  - *b\n" * 2_500, "  - *b\n" * 2_000), capsys)  # 802k: checked
+    assert rc == 2 and "unknown key" in err and "aliases expand" not in err, err[:300]
+
+
 def test_a_mapping_that_merges_and_overrides_can_be_merged_again(tmp_path: Path):
     """Review 2026-12-07: once PyYAML had flattened a mapping with an inline merge, the merged key and the key
     overriding it were both taken for its own: merging that mapping again was refused as a repeated key."""

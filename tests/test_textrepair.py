@@ -105,6 +105,10 @@ def test_a_file_sd_nested_past_the_recursion_limit_is_a_read_error(tmp_path: Pat
         read_file_sd(sd, "http")
 
 
+EXPANDS = ("aliases expand this to more than 1,000,000 values more than the file writes (each `*alias` stands for "
+           "all its anchor holds)")
+
+
 def _aliases(levels: int, copies: int, leaf: str) -> str:
     """YAML of `levels` lists, each holding `copies` aliases of the one before: a few hundred bytes that
     expand to copies**levels strings."""
@@ -142,7 +146,8 @@ def test_a_config_of_nested_aliases_or_an_alias_cycle_is_checked_at_once(tmp_pat
     cycle = tmp_path / "cycle.yml"
     cycle.write_text(f"a: &a [1, *a]\nsources:\n  - name: acct\n    paths: &p [/logs/acct-*.csv, *p]\n"
                      f"state_dir: {tmp_path}/st\n")
-    for config, problems in ((deep, [f"line {n}: {k}: unknown key" for n, k in enumerate("abcdefghijkl", 1)]),
+    for config, problems in ((deep, [f"line 6, column 4: not valid YAML: {EXPANDS}"]),  # (where the repeats pass
+                             # the bound: refused before anything is built, review 2026-12-07)
                              (cycle, ["line 1, column 4: not valid YAML: an alias refers to a mapping or list that holds "
                                        "it (a config is a tree of values)"])):
         run = run_limited("exporter", "check-config", str(config))  # 2 GiB, a 60 s hang guard
@@ -155,12 +160,17 @@ def test_a_checked_key_given_a_value_nested_aliases_expand_is_named_at_once(tmp_
     cutting it to 80 characters: 6-7 s, 10x per extra level (12 levels here: written out, it would not fit in
     memory)."""
     config = tmp_path / "paths.yml"
-    config.write_text(_aliases(12, 10, "x") + "sources:\n  - name: acct\n    paths: *l\n"
-                      f"state_dir: {tmp_path}/st\n")
+    config.write_text(_aliases(5, 10, "x") + "sources:\n  - name: acct\n    paths: *e\n"  # 10^5 values: within
+                      f"state_dir: {tmp_path}/st\n")  # the bound of what aliases may add (MAX_ALIASED_VALUES)
     run = run_limited("exporter", "check-config", str(config))  # 2 GiB, a 60 s hang guard
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
     first = run.stderr.splitlines()[1]
-    assert first.startswith("  line 11: sources.0.paths.0: expected a valid string, got [[[[") and len(first) < 170, first
+    assert first.startswith("  line 4: sources.0.paths.0: expected a valid string, got [[[[") and len(first) < 170, first
+    config.write_text(_aliases(12, 10, "x") + "sources:\n  - name: acct\n    paths: *l\n"  # 10^12: refused
+                      f"state_dir: {tmp_path}/st\n")
+    run = run_limited("exporter", "check-config", str(config))
+    assert run.returncode == 2 and run.stderr.splitlines()[1:] == [f"  line 6, column 4: not valid YAML: {EXPANDS}"], \
+        run.stderr[-2000:]
 
 
 def test_an_isp_table_or_file_sd_entry_that_nested_aliases_expand_is_named_at_once(tmp_path: Path):
@@ -169,22 +179,27 @@ def test_an_isp_table_or_file_sd_entry_that_nested_aliases_expand_is_named_at_on
     from exporter.classify.isp import IspClassifier
     from hub.targets import ALIAS_REFUSED, read_file_sd
 
-    table = tmp_path / "isp.yaml"
-    nested = "".join(f"      - &{n} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
-                     for p, n in zip(["", *"abcdefg"], "abcdefgh", strict=True))
-    table.write_text('version: 1\ndate: "2026-01-01"\nproviders:\n  gmail:\n    note:\n' + nested + "    domains: [*h]\n")
+    table, within = tmp_path / "isp.yaml", tmp_path / "isp5.yaml"
+    for path, names in ((table, "abcdefgh"), (within, "abcde")):  # 10^8 values, and 10^5 (MAX_ALIASED_VALUES)
+        nested = "".join(f"      - &{n} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
+                         for p, n in zip(["", *names], names, strict=False))
+        path.write_text('version: 1\ndate: "2026-01-01"\nproviders:\n  gmail:\n    note:\n' + nested
+                        + f"    domains: [*{names[-1]}]\n")
     sd = tmp_path / "sd.yml"
     sd.write_text("- targets: &t [" + ", ".join(["[a, b, c, d, e, f, g, h, i, j]"] * 10) + "]\n"
                   "- targets: [*t, *t, *t, *t, *t, *t, *t, *t, *t, *t]\n")
     tracemalloc.start()
     try:
-        with pytest.raises(ValueError) as isp:
+        with pytest.raises(ValueError) as refused:
             IspClassifier.load(table)
+        with pytest.raises(ValueError) as isp:
+            IspClassifier.load(within)
         with pytest.raises(ValueError) as targets:
             read_file_sd(sd, "http")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20, peak  # written out, the entry's 10^8 items take hundreds of MB
+    assert str(refused.value) == f"{table}: line 11, column 9: not valid YAML: {EXPANDS}"  # before it is built
     assert "bad entry [[[[" in str(isp.value) and len(str(isp.value)) < 300, str(isp.value)[:300]
     assert str(targets.value) == f"{sd}: line 2: " + ALIAS_REFUSED.format(anchor="t")  # refused before expanding
