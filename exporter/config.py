@@ -201,7 +201,7 @@ def _check_glob(pattern: str) -> str:
     expanded = expand_home(pattern) if pattern.startswith("~") else pattern
     problem = glob_problem(expanded)
     if problem:
-        raise ValueError(f"{pattern!r}: {problem}")
+        raise ValueError(f"{short_repr(pattern)}: {problem}")  # (cut: a pattern far longer than a path)
     return expanded
 
 
@@ -809,6 +809,8 @@ def glob_problem(pattern: str) -> str | None:
         return "empty pattern"
     if "\x00" in pattern:
         return "contains a NUL byte"
+    if len(pattern) > MAX_SHOWN_PATH:  # (a warning per alias of it wrote it out whole: review 2026-12-07)
+        return f"{len(pattern):,} characters: longer than any path this system opens ({MAX_SHOWN_PATH:,})"
     if not pattern.startswith("/"):
         return "must be an absolute path or ~/... (the daemon's working directory is not the log directory)"
     if pattern.endswith("/"):

@@ -744,12 +744,11 @@ def key_without_addresses(text: str, kind: str) -> str:
     if kind == "message_id":
         left, at, right = text.rpartition("@")
         if at and might_hold_address(left):
-            left = redact(left)
-        if at and ("=" in left or "%" in left):
-            left = _without_verp_forms(left)
-        if at and _RCPT_MARK in left:
-            left = _whole_recipient_marks(left)
-        return left + at + right
+            text = redact(left) + at + right
+        if "=" in text or "%" in text:  # (anywhere: a Message-Id logged without `@`, or one after it)
+            text = _without_verp_forms(text)
+        if _RCPT_MARK in text:
+            text = _whole_recipient_marks(text)
     return text
 
 
@@ -768,13 +767,16 @@ def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") ->
     begins.append(len(text))
     spans: list[tuple[int, int]] = []
     for form in forms:  # in order: a later form's match overlapping an earlier one's is not taken (as the literal
-        at = 0  # pass, which replaces the address before looking for its VERP form)
-        while form and (k := low.find(form, at)) >= 0:
-            span = (begins[k], begins[k + len(form)])
-            if not any(b < span[1] and span[0] < e for b, e in spans):
-                spans.append(span)
+        at, taken, before = 0, [], 0  # pass, which replaces the address before looking for its VERP form)
+        while form and (k := low.find(form, at)) >= 0:  # matches in order: the earlier forms' spans walked once
+            begin, end = begins[k], begins[k + len(form)]  # (each was checked against all of them: quadratic)
+            while before < len(spans) and spans[before][1] <= begin:
+                before += 1
+            if before == len(spans) or spans[before][0] >= end:
+                taken.append((begin, end))
             at = k + len(form)
-    return _replaced(text, sorted(spans), mark) if spans else text
+        spans = sorted(spans + taken)
+    return _replaced(text, spans, mark) if spans else text
 
 
 def _sigma(text: str) -> str:

@@ -162,9 +162,12 @@ for _loader in (UniqueKeyLoader, UniqueKeyCLoader):
 
 
 MAX_ALIASED_VALUES = 1_000_000
-"""Values a document's aliases may add to what it writes, in all: each `*alias` stands for all its anchor holds,
-and whatever reads the document walks it once per alias (1 MiB of `- *b`, `b` a mapping of 3,000 keys: 750 M
-values, one error each to the config's checks, which ran out of memory at 24 GB: review 2026-12-07)."""
+"""Values a document's aliases may add to what it writes, in all, every 10 characters of a text counting as one
+more: each `*alias` stands for all its anchor holds, and whatever reads the document walks it once per alias (1 MiB
+of `- *b`, `b` a mapping of 3,000 keys: 750 M values, one error each to the config's checks, which ran out of memory
+at 24 GB; a 2 MiB example of a replies table aliased 690,000 times: each searched in full, hours: reviews
+2026-12-07)."""
+CHARACTERS_A_VALUE = 10
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -183,7 +186,8 @@ def _check_expansion(root: yaml.Node) -> None:
         node = largest
     raise yaml.constructor.ConstructorError(
         None, None, f"aliases expand this to more than {MAX_ALIASED_VALUES:,} values more than the file writes "
-        "(each `*alias` stands for all its anchor holds)", node.start_mark)
+        f"(each `*alias` stands for all its anchor holds; {CHARACTERS_A_VALUE} characters of a text count as one "
+        "value)", node.start_mark)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -192,10 +196,16 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
+def _weight(node: yaml.Node) -> int:
+    """One value, and one more every CHARACTERS_A_VALUE characters of a text."""
+    return 1 + len(node.value) // CHARACTERS_A_VALUE if isinstance(node, yaml.ScalarNode) else 1
+
+
 def _expanded_sizes(root: yaml.Node) -> tuple[dict[int, int], int]:
-    """Each node's size with its aliases expanded (itself and all it holds, by id), and how many nodes the document
-    writes (each once). Depth first without recursion (the nesting may be deep), each node once."""
+    """Each node's size with its aliases expanded (its weight and all it holds, by id), and what the document writes
+    (each node's weight once). Depth first without recursion (the nesting may be deep), each node once."""
     sizes: dict[int, int] = {}
+    written = 0
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
@@ -203,9 +213,11 @@ def _expanded_sizes(root: yaml.Node) -> tuple[dict[int, int], int]:
             continue
         children = _children(node)
         if done:
-            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            weight = _weight(node)
+            sizes[id(node)] = weight + sum(sizes[id(child)] for child in children)
+            written += weight
             continue
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)
-    return sizes, len(sizes)
+    return sizes, written
 

@@ -454,9 +454,19 @@ def test_aliases_that_expand_a_config_past_a_million_values_are_refused_at_once(
     rc, err = _check(tmp_path, text, capsys)
     assert rc == 2 and err.splitlines()[1:] == [
         "  line 4, column 3: not valid YAML: aliases expand this to more than 1,000,000 values more than the file "
-        "writes (each `*alias` stands for all its anchor holds)"], err
+        "writes (each `*alias` stands for all its anchor holds; 10 characters of a text count as one value)"], err
     rc, err = _check(tmp_path, text.replace("  - *b\n" * 2_500, "  - *b\n" * 2_000), capsys)  # 802k: checked
     assert rc == 2 and "unknown key" in err and "aliases expand" not in err, err[:300]
+    # its review: one long text aliased (a path of 500,000 characters 20 times: 10 MB of warnings, one a copy; a
+    # replies table's 2 MiB example 690,000 times: searched in full each time, hours): 10 characters count as one
+    long = "/tmp/" + "a" * 100_000
+    rc, err = _check(tmp_path, f"state_dir: {tmp_path}/s\nsources:\n  - paths: [&p '{long}'" + ", *p" * 101
+                     + "]\n", capsys)
+    assert rc == 2 and "line 3, column 12: not valid YAML: aliases expand this" in err and len(err) < 500, err[:300]
+    rc, err = _check(tmp_path, f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{long}']\n", capsys)
+    assert rc == 2 and err.splitlines()[1:] == [
+        f"  line 3: sources.0.paths.0: '{long[:76]}...: 100,005 characters: longer than any path this system opens "
+        "(4,096)"], err[:300]
 
 
 def test_a_mapping_that_merges_and_overrides_can_be_merged_again(tmp_path: Path):

@@ -106,7 +106,7 @@ def test_a_file_sd_nested_past_the_recursion_limit_is_a_read_error(tmp_path: Pat
 
 
 EXPANDS = ("aliases expand this to more than 1,000,000 values more than the file writes (each `*alias` stands for "
-           "all its anchor holds)")
+           "all its anchor holds; 10 characters of a text count as one value)")
 
 
 def _aliases(levels: int, copies: int, leaf: str) -> str:
