@@ -191,8 +191,8 @@ def expand_home(text: str) -> str:
     if text == "~" or text.startswith("~/"):
         home = os.environ.get("HOME")
         if home is not None and not os.path.isabs(home):
-            raise ValueError(f"{text!r}: HOME is {home!r}, not an absolute path, so ~ cannot be expanded; set HOME "
-                             "or give an absolute path")
+            raise ValueError(f"{short_repr(text)}: HOME is {short_repr(home)}, not an absolute path, so ~ cannot be "
+                             "expanded; set HOME or give an absolute path")
     return os.path.expanduser(text)
 
 

@@ -202,22 +202,26 @@ def _weight(node: yaml.Node) -> int:
 
 
 def _expanded_sizes(root: yaml.Node) -> tuple[dict[int, int], int]:
-    """Each node's size with its aliases expanded (its weight and all it holds, by id), and what the document writes
-    (each node's weight once). Depth first without recursion (the nesting may be deep), each node once."""
-    sizes: dict[int, int] = {}
-    written = 0
+    """Each node's size with its aliases expanded (its weight and all it holds, by id), capped just past the bound,
+    and what the document writes (each node's weight once). Depth first without recursion (the nesting may be deep),
+    each node once; capped, a size stays a small number (anchors each holding the one before twice made sizes of
+    2**n: 1.8 GB for a 4 MB table before the refusal, review 2026-12-07)."""
+    order: list[yaml.Node] = []  # children before the nodes that hold them
+    seen: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
-        if id(node) in sizes:
-            continue
-        children = _children(node)
         if done:
-            weight = _weight(node)
-            sizes[id(node)] = weight + sum(sizes[id(child)] for child in children)
-            written += weight
+            order.append(node)
             continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         stack.append((node, True))
-        stack.extend((child, False) for child in children if id(child) not in sizes)
+        stack.extend((child, False) for child in _children(node) if id(child) not in seen)
+    written = sum(_weight(node) for node in order)
+    cap = MAX_ALIASED_VALUES + written + 1
+    sizes: dict[int, int] = {}
+    for node in order:
+        sizes[id(node)] = min(cap, _weight(node) + sum(sizes[id(child)] for child in _children(node)))
     return sizes, written
-

@@ -469,6 +469,35 @@ def test_aliases_that_expand_a_config_past_a_million_values_are_refused_at_once(
         "(4,096)"], err[:300]
 
 
+def test_anchors_that_each_double_the_one_before_are_refused_in_bounded_memory(tmp_path: Path):
+    """Review 2026-12-07: the expanded sizes were kept exact, 2**n for the n-th of anchors each holding the one before
+    twice: 1.8 GB for a 4 MB classification table before the refusal (a MemoryError past it). Capped past the bound."""
+    import tracemalloc
+
+    from exporter.classify.isp import read_yaml
+
+    table = tmp_path / "isps.yaml"
+    table.write_text("- &0 x\n" + "".join(f"- &{i} [*{i - 1}, *{i - 1}]\n" for i in range(1, 40_000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="aliases expand this to more than 1,000,000 values"):
+            read_yaml(table, "isps.yaml")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 << 20, peak  # exact sizes: 40,000**2 / 2 bits of integers alone, 100 MB
+
+
+def test_a_glob_under_a_home_that_cannot_be_expanded_is_shown_cut(tmp_path: Path, capsys,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    """Review 2026-12-07: the HOME problem wrote the whole pattern out (20,000 characters on one line)."""
+    monkeypatch.setenv("HOME", "relhome")
+    rc, err = _check(tmp_path, f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['~/{'a' * 20_000}/acct-*.csv']\n",
+                     capsys)
+    assert rc == 2 and "HOME is 'relhome', not an absolute path" in err and max(map(len, err.splitlines())) < 300, \
+        err[:400]
+
+
 def test_a_mapping_that_merges_and_overrides_can_be_merged_again(tmp_path: Path):
     """Review 2026-12-07: once PyYAML had flattened a mapping with an inline merge, the merged key and the key
     overriding it were both taken for its own: merging that mapping again was refused as a repeated key."""
