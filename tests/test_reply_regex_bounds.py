@@ -51,7 +51,7 @@ PATTERNS: dict[str, dict[str, str]] = {
     "correlator.api": {"_DURATION": ANCHORED, "_SPACE": SCAN},
     "exporter.redact": {"_LAST_DELIMITER": ANCHORED, "_LAST_URL_DELIMITER": ANCHORED, "_AT": SCAN,
                         "_ENCODED_AT": SCAN, "_HOST": ANCHORED, "_PRECISION": SCAN, "_TOKEN": SCAN,
-                        "_PIECE": SCAN},
+                        "_PIECE": SCAN, "_VERP_EQUALS": SCAN, "_DOMAIN_RUN": ANCHORED, "_TOP_LEVEL": ANCHORED},
     "exporter.textrepair": {"UNSAFE_ESCAPE": SCAN, "_UNSAFE": SCAN, "_SURROGATE": SCAN},
     "exporter.parser": {"_LONE_CR": SCAN, "_NUL_RUN": SCAN, "_LONE_CR_TEXT": SCAN, "_HEADER_LIKE": ANCHORED,
                         "_NEXT_HEADER_LIKE": SCAN, "_NOT_BLANK": SCAN, "_QUOTED_FIELDS": ANCHORED},
