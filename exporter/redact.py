@@ -719,25 +719,14 @@ def _without_verp_forms(text: str) -> str:
             if begin < equals.start():
                 spans.append((begin, equals.start()))
             floor = equals.end()
-    return _replaced_spans(text, spans, REDACTED)
-
-
-def _replaced_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
-    """`text` with each of `spans` (in order, not overlapping) replaced by `mark`."""
-    if not spans:
-        return text
-    out, at = [], 0
-    for begin, end in spans:
-        out += [text[at:begin], mark]
-        at = end
-    return "".join(out) + text[at:]
+    return _replaced(text, spans, REDACTED) if spans else text
 
 
 _RCPT_MARK = "<rcpt>"
 
 
 def _whole_recipient_marks(text: str) -> str:
-    """`text` (a Message-Id before its own `@`) with the run before each `<rcpt>` back to a delimiter taken into it:
+    """`text` (a Message-Id) with the run before each `<rcpt>` back to a delimiter taken into it:
     the row's recipient found inside a longer address (`smith@gmail.com` in `x.john.smith=gmail.com`) left the rest
     of that one (`x.john.<rcpt>`: review 2026-12-07). Linear: each run back no further than the mark before it."""
     spans: list[tuple[int, int]] = []
@@ -748,14 +737,15 @@ def _whole_recipient_marks(text: str) -> str:
         if begin < mark:
             spans.append((begin, mark))
         floor = mark + len(_RCPT_MARK)
-    return _replaced_spans(text, spans, "")
+    return _replaced(text, spans, "") if spans else text
 
 
 def key_without_addresses(text: str, kind: str) -> str:
     """A key's addresses other than its recipient's, local parts as `[redacted]`: any in a jobId, those before a
     Message-Id's own last `@` (`alice@x.example.77@shop` is served `[redacted]@x.example.77@shop` on the timelines of
-    its other recipients, whose address the row does not know), and a VERP form there (`x.alice=gmail.com.7@shop` as
-    `[redacted]=gmail.com.7@shop`: review 2026-12-07). A sender's own local part is the sender: kept."""
+    its other recipients, whose address the row does not know), and in the whole Message-Id every VERP form
+    (`x.alice=gmail.com.7@shop` as `[redacted]=gmail.com.7@shop`) and the run before the row's `<rcpt>` (reviews
+    2026-12-07). A sender's own local part is the sender: kept."""
     if kind == "job_id":
         return redact(text)
     if kind == "message_id":
