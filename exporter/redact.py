@@ -673,6 +673,8 @@ def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
     local, at, domain = rcpt_l.rpartition("@")
     if "%" in text and at:  # written with escapes or not (a literal pass first found one inside an escape: `%31a`)
         text = _without_encoded(text, (rcpt_l, f"{local}={domain}") if local and domain else (rcpt_l,))
+        if "%" in rcpt_l:  # then as written: a `%` of the address's own (`alice%de.example@relay`, the percent
+            text = without_recipient(text, rcpt_l)  # hack) decoded as an escape no longer reads as the address
     else:
         text = without_recipient(text, rcpt_l)
     return key_without_addresses(text, kind)
@@ -696,8 +698,9 @@ def _domain_follows(text: str, pos: int) -> bool:
         return False
     labels = run.group().split(".")
     for i in range(1, len(labels)):
-        if not labels[i - 1]:
-            return False
+        before = labels[i - 1]
+        if not before or not before[0].isalnum() or not before[-1].isalnum():  # a label starts and ends with a letter
+            return False  # or digit (`=_Part_1.JavaMail.app@`, a MIME boundary's form, is no domain)
         if _TOP_LEVEL.match(labels[i]):
             return True
     return False

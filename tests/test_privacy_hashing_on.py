@@ -258,6 +258,9 @@ def test_without_addresses_is_linear_on_hostile_text(monkeypatch: pytest.MonkeyP
     ("<a>b.smith@gmail.com.1@shop", "smith@gmail.com", "<a><rcpt>.1@shop"),  # (back to a delimiter only)
     ("smith@gmail.com.1@shop", "smith@gmail.com", "<rcpt>.1@shop"),
     ("x.john.smith=gmail.com.1234", "smith@gmail.com", "<rcpt>.1234"),  # its fourth review: no `@` of its own
+    # its fifth: a `%` of the address's own (the percent hack) read as an escape hid the address as written
+    ("<alice%de.example@relay.example>", "alice%de.example@relay.example", "<<rcpt>>"),
+    ("<%BC@GMAIL.COM>", "%bc@gmail.com", "<<rcpt>>"),
 ])
 def test_a_recipient_found_inside_a_longer_address_of_a_message_id_takes_all_of_it(mid: str, rcpt: str,
                                                                                    want: str) -> None:
@@ -882,6 +885,10 @@ async def test_a_message_id_holding_another_recipients_verp_form_keeps_none_of_i
     # its third: a digit after the top-level domain, and an `=` in the local part (not a VERP form's)
     ("x.alice=gmail.com1@s", "[redacted]=gmail.com1@s"),
     ("x.john=doe=gmail.com@s", "[redacted]=gmail.com@s"),
+    # its fifth: a label starting or ending with `_` or `-` is no domain's (MIME boundaries' forms are kept)
+    ("abc123=_Part_1_99.JavaMail.app@host.example", "abc123=_Part_1_99.JavaMail.app@host.example"),
+    ("qp=_NextPart_000.01DA.mail@host", "qp=_NextPart_000.01DA.mail@host"),
+    ("CAHk-=-x.yz@mail.gmail.com", "CAHk-=-x.yz@mail.gmail.com"),
 ])
 def test_a_message_ids_verp_form_of_an_address_loses_its_local_part(key: str, want: str) -> None:
     from exporter.redact import key_without_addresses
