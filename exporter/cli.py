@@ -83,8 +83,7 @@ allocator.set_default()  # polars' page-return policy is read when polars loads:
 
 from exporter import __version__  # noqa: E402
 from exporter.cliargs import MAX_DURATION, MAX_SPEED, abandon_stdout, at_most  # noqa: E402
-from exporter.config import Config, ConfigError, load_config_numbered, printable  # noqa: E402
-from exporter.yamllines import numbered  # noqa: E402
+from exporter.config import Config, ConfigError, invalid_config_report, load_config, printable  # noqa: E402
 
 if _GC:
     gc.enable()
@@ -180,10 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(path: Path, problems: list[str], lines: list[int | None] | None = None) -> None:
-    """Every problem on a line of its own, with the line of the file its key is written on when known."""
-    print(f"{printable(str(path))}: invalid configuration", file=sys.stderr)
-    for problem in numbered(problems, lines):
-        print(f"  {problem}", file=sys.stderr)
+    sys.stderr.write(invalid_config_report(path, problems, lines))
 
 
 def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool = False) -> Config | None:
@@ -191,7 +187,7 @@ def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool =
     from exporter import preflight as checks
 
     try:
-        config = load_config_numbered(path)
+        config = load_config(path)
     except ConfigError as exc:
         _report(path, exc.problems, exc.lines)
         return None

@@ -30,7 +30,7 @@ from pydantic import (
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_password
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
-from exporter.yamllines import KeyLines
+from exporter.yamllines import KeyLines, numbered
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
 
@@ -803,6 +803,13 @@ class ConfigError(Exception):
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
+def invalid_config_report(path: str | Path, problems: list[str], lines: list[int | None] | None = None) -> str:
+    """What `check-config`, `run`, `oneshot` and `hub` print for a config they refuse: the file, then every problem
+    on a line of its own with the line of the file its key is written on when known."""
+    return "".join([f"{printable(str(path))}: invalid configuration\n",
+                    *(f"  {problem}\n" for problem in numbered(problems, lines))])
+
+
 def glob_problem(pattern: str) -> str | None:
     """Why a source glob can never match what the operator meant, or None when it is usable."""
     if not pattern.strip():
@@ -846,11 +853,6 @@ _EMPTY = "the file is empty: a config is a YAML mapping of keys"
 _NO_KEYS = "the file holds no keys (only comments or blank lines): a config is a YAML mapping of keys"
 
 
-def read_config_mapping(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config file (the daemon's or the hub's); ConfigError naming the line."""
-    return read_config_document(path)[0]
-
-
 def _composed_and_built(text: str) -> tuple[Any, yaml.Node | None]:
     """What `yaml.load` builds, and the node tree it built it from (which keeps each key's line)."""
     loader = UniqueKeyLoader(text)
@@ -862,7 +864,8 @@ def _composed_and_built(text: str) -> tuple[Any, yaml.Node | None]:
 
 
 def read_config_document(path: str | Path) -> tuple[dict[str, Any], KeyLines]:
-    """read_config_mapping's mapping, and where each of its keys is written (for the problems found later)."""
+    """The top-level mapping of a YAML config file (the daemon's or the hub's), ConfigError naming the line; and where
+    each of its keys is written (for the problems found later)."""
     raw = read_config_bytes(path)
     try:
         text = raw.decode("utf-8")
@@ -887,17 +890,12 @@ def read_config_document(path: str | Path) -> tuple[dict[str, Any], KeyLines]:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read and validate a YAML config file; raise ConfigError listing every problem."""
-    data = read_config_mapping(path)
-    if overrides:
-        data.update(overrides)
-    return config_from_dict(data, source=str(path))
-
-
-def load_config_numbered(path: str | Path) -> Config:
-    """load_config, a ConfigError of the file's keys and values giving the line each problem's key is written on
-    (`ConfigError.lines`)."""
+    """Read and validate a YAML config file; raise ConfigError listing every problem, with the line each problem's
+    key is written on (`ConfigError.lines`; none with `overrides`)."""
     data, key_lines = read_config_document(path)
+    if overrides:  # the data is no longer the file's: no line is told
+        data.update(overrides)
+        key_lines = KeyLines(None)
     try:
         return config_from_dict(data, source=str(path))
     except ConfigError as exc:

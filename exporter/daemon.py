@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from exporter import gcpolicy, maintenance, warmup
 from exporter.aggregate import FIELDS, RecordAggregator
 from exporter.classify import IspClassifier, ReplyClassifier, load_classifiers, table_problem
-from exporter.config import Config, ConfigError, load_config_numbered
+from exporter.config import Config, ConfigError, load_config
 from exporter.exposition import rendering
 from exporter.filestream import FileStream
 from exporter.instancelock import InstanceLock, StateDirInUse, way_out
@@ -1067,7 +1067,7 @@ class Daemon:
         from exporter import preflight
 
         try:
-            edited = load_config_numbered(path)
+            edited = load_config(path)
         except ConfigError as exc:
             log.error("SIGHUP: %s is invalid now (%s): still running as started; a restart would fail until it is "
                       "fixed (`watchtower check-config` says the same)", path, "; ".join(numbered(exc.problems,

@@ -706,6 +706,13 @@ def _domain_follows(text: str, pos: int) -> bool:
     return False
 
 
+def _run_start(text: str, floor: int, end: int) -> int:
+    """Where the run of local-part characters ending at `end` starts: after the last delimiter before it, or at
+    `floor` (a run goes back no further: each scan stays in its own stretch of the text, linear in all)."""
+    stop = _LAST_DELIMITER.match(text, floor, end)
+    return stop.end() if stop is not None else floor
+
+
 def _without_verp_forms(text: str) -> str:
     """`text` with the local part of every VERP form of an address in it (`alice=gmail.com`, `alice%3Dgmail.com`) as
     `[redacted]`: the whole run before its `=` up to a delimiter (`_DELIMITERS`: an unknown character, a combining
@@ -717,8 +724,7 @@ def _without_verp_forms(text: str) -> str:
     floor = 0
     for equals in _VERP_EQUALS.finditer(text):
         if _domain_follows(text, equals.end()):
-            stop = _LAST_DELIMITER.match(text, floor, equals.start())
-            begin = stop.end() if stop is not None else floor
+            begin = _run_start(text, floor, equals.start())
             if begin < equals.start():
                 spans.append((begin, equals.start()))
             floor = equals.end()
@@ -735,8 +741,7 @@ def _whole_recipient_marks(text: str) -> str:
     spans: list[tuple[int, int]] = []
     floor = 0
     while (mark := text.find(_RCPT_MARK, floor)) >= 0:
-        stop = _LAST_DELIMITER.match(text, floor, mark)
-        begin = stop.end() if stop is not None else floor
+        begin = _run_start(text, floor, mark)
         if begin < mark:
             spans.append((begin, mark))
         floor = mark + len(_RCPT_MARK)

@@ -20,9 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.boundedfile import read_regular
-from exporter.config import ConfigError, printable
+from exporter.config import ConfigError, invalid_config_report, printable
 from exporter.http import build_app, error_body, exposure_warning, make_server
-from exporter.yamllines import numbered
 from hub import cursors
 from hub.api import Hub, build_hub_routes
 from hub.config import HubConfig, HubSection, load_hub_config
@@ -272,10 +271,7 @@ def _checked_config(path: Path) -> HubConfig | None:
 
 
 def _report(path: str, problems: list[str], lines: list[int | None] | None = None) -> None:
-    """Every problem on a line of its own, with the line of the file its key is written on when known."""
-    print(f"{printable(str(path))}: invalid configuration", file=sys.stderr)
-    for problem in numbered(problems, lines):
-        print(f"  {problem}", file=sys.stderr)
+    sys.stderr.write(invalid_config_report(path, problems, lines))
 
 
 def check_hub_config(path: Path) -> bool:

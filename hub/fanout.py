@@ -109,12 +109,6 @@ def _read_secret(path: Path) -> str:
     return secret_text(read_secret(Path(path))).strip()
 
 
-def _read_password(path: Path) -> str:
-    """A basic auth password file as the daemon's poller reads one (`boundedfile.read_password`): its first line, as
-    written (a trailing space is the password's), not the whole file stripped."""
-    return read_password(path)
-
-
 class PerHostPools(httpx.AsyncBaseTransport):
     """A connection pool per daemon (per target URL) instead of one for all: a host that hangs holds connections of
     its own pool only, so waiting for a connection never eats a healthy host's time budget. A hub request holds at
@@ -192,7 +186,7 @@ def make_client(section: HubSection, per_host: int = HUB_API_CONCURRENCY) -> htt
     if section.auth.bearer_token_file:
         headers["authorization"] = "Bearer " + _read_secret(section.auth.bearer_token_file)
     elif section.auth.username and section.auth.password_file:
-        auth = httpx.BasicAuth(section.auth.username, _read_password(section.auth.password_file))
+        auth = httpx.BasicAuth(section.auth.username, read_password(section.auth.password_file))
     t = section.timeout
     return httpx.AsyncClient(
         headers=headers, auth=auth, timeout=httpx.Timeout(t, connect=t), follow_redirects=False, trust_env=False,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import ConfigError, load_config_numbered
+from exporter.config import ConfigError, load_config
 from exporter.yamllines import KeyLines, numbered
 from exporter.yamlload import UniqueKeyLoader
 
@@ -108,7 +108,7 @@ def test_the_config_error_carries_the_lines_and_keeps_its_problems(tmp_path: Pat
     path.write_text(f"state_dir: {tmp_path}/s\n\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\n    colour: red\n"
                     "tail: {poll_interval: soon}\n")
     with pytest.raises(ConfigError) as refused:
-        load_config_numbered(path)
+        load_config(path)
     assert refused.value.problems[0] == "sources.0.colour: unknown key"
     assert refused.value.lines == [5, 6]
 

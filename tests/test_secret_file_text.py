@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from exporter.boundedfile import read_password
 from exporter.cli import main
 from exporter.config import PmtaApiConfig
 from exporter.pmta_api import read_api_key
-from hub.fanout import _read_password, _read_secret
+from hub.fanout import _read_secret
 
 BOM = "\ufeff"
 
@@ -65,7 +66,7 @@ def test_the_hubs_password_is_its_files_first_line_as_the_daemons_is(tmp_path: P
     first line (`s3cret `), and the hub's check said nothing of the second line."""
     secret = tmp_path / "secret"
     secret.write_bytes(content.encode())
-    assert _read_password(secret) == password
+    assert read_password(secret) == password
     assert PmtaApiConfig(url="http://pmta", username="mon", password_file=secret).resolved_password() == password
 
 
