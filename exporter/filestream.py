@@ -233,6 +233,8 @@ class FileStream:
         sparse hole): counted into the offset as they are read, never held; one nul_padding error when it ends."""
         self.size = 0
         """Its size when the last read began (what the check for a file rewritten in place compares with)."""
+        self.mtime_ns = 0
+        """Its mtime when the last read began: a rewrite in place at the same size moves it (`_replaced_in_place`)."""
         self.seen_size = 0
         """Its size at the last look: a read's, or `look()`'s while reading is paused (what `behind` counts from; a
         file `look()` found below the read position, truncated, counts all of its size: offset + size)."""
@@ -535,13 +537,15 @@ class FileStream:
             return self.file.read(size)  # type: ignore[no-any-return]
         return await self.file.read(size)  # type: ignore[no-any-return]
 
-    def _replaced_in_place(self, f: Any, size: int) -> Replaced | None:
+    def _replaced_in_place(self, f: Any, st: os.stat_result) -> Replaced | None:
         """Why the bytes at this identity are no longer the checkpoint's file, or None while they are: shorter than
         the offset (copytruncate, `: > file`, an older copy restored over it), or first bytes that changed since the
-        size did or since it was opened (emptied and refilled past the offset between two polls, a new file that
-        took a closed file's inode: of the same size too). First bytes changed while no descriptor held it and a
-        scan found it under another name: the file was deleted and a new one took its inode."""
-        if size >= self.cp.offset and size == self.size and not self.head_unchecked:
+        size or the mtime did or since it was opened (emptied and refilled past the offset between two polls, other
+        records written over it at its size, a new file that took a closed file's inode: of the same size too).
+        First bytes changed while no descriptor held it and a scan found it under another name: the file was deleted
+        and a new one took its inode."""
+        size = st.st_size
+        if size >= self.cp.offset and size == self.size and st.st_mtime_ns == self.mtime_ns and not self.head_unchecked:
             return None
         fd = f.fileno()  # a head it cannot read: the read that follows reports it
         found = why_replaced(self.cp.offset, size, self.cp.fingerprint, lambda n: os.pread(fd, n, 0))
@@ -601,13 +605,14 @@ class FileStream:
         f = self.file
         assert f is not None
         try:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
         except OSError as exc:
             self._read_error("io", exc.strerror or str(exc))
             await self.close()
             return False
-        found = self._replaced_in_place(f, size)
-        self.head_unchecked, self.renamed_while_closed = False, None
+        size = st.st_size
+        found = self._replaced_in_place(f, st)
+        self.head_unchecked, self.renamed_while_closed, self.mtime_ns = False, None, st.st_mtime_ns
         if found is not None and found.older_copy:
             if not await self._go_on_after_copy(f, size, found.why):
                 return False

@@ -1010,9 +1010,9 @@ class Tailer:
                     # file that starts with its own header line replaces it). Each record after a copytruncate that
                     # grew back past the offset was a missing_header error.
                     how = (f"truncated to {st.st_size} bytes {when}" if st.st_size < cp.offset else
-                           f"truncated or rewritten in place {when} and grown back to {st.st_size} bytes, past where "
-                           "reading stopped, its first bytes no longer those read (or deleted, and a new file of its "
-                           "name took its inode)")
+                           f"truncated or rewritten in place {when} and grown back to {st.st_size} bytes, "
+                           f"{'past' if st.st_size > cp.offset else 'as far as'} where reading stopped, its first "
+                           "bytes no longer those read (or deleted, and a new file of its name took its inode)")
                     how += ": read from the start as a new file, its header kept until it writes one"
                     if cp.gone_since is not None or self._scanned_once:  # else said by `_replaced`
                         log.warning("%s: %s", shown(path), how)

@@ -80,9 +80,34 @@ async def test_a_copytruncate_while_down_grown_back_past_the_offset_keeps_the_he
     assert parse_errors(reg) == {}
     assert truncations(reg) == 1
     said = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
-    assert any("truncated or rewritten in place while the daemon was down and grown back" in m for m in said), said
+    assert any("truncated or rewritten in place while the daemon was down and grown back to "
+               f"{path.stat().st_size} bytes, past where reading stopped" in m for m in said), said
     gone = [cp for cp in again.take_checkpoints() if cp.file_id == old_id]
     assert len(gone) == 1 and gone[0].gone_since is not None
+    await again.close()
+
+
+async def test_a_rewrite_in_place_at_the_offset_while_down_is_said_to_reach_where_reading_stopped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Review 2026-12-07: other records written over the file at exactly its size while the daemon was down were
+    said to have grown it back "past where reading stopped"; it reached that place, no further."""
+    path = tmp_path / "acct-0001.csv"
+    tailer, saved, old_id = await read_then_stop(path, ACCT_HEADER + "\n" + records(20, 6))
+    size = path.stat().st_size
+    with path.open("r+") as f:
+        f.write(ACCT_HEADER + "\n" + records(30, 6))
+    assert path.stat().st_size == size == saved[0].offset
+    reg = CollectorRegistry()
+    again = restarted(tailer, saved, reg)
+    with caplog.at_level(logging.WARNING, logger="watchtower.tailer"):
+        rows = await drain(again)
+    assert lines_of(rows) == [2, 3, 4, 5, 6, 7] and old_id not in ids_of(rows)
+    assert truncations(reg) == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{path}: truncated or rewritten in place while the daemon was down and grown back to {size} "
+                    "bytes, as far as where reading stopped, its first bytes no longer those read (or deleted, and a "
+                    "new file of its name took its inode): read from the start as a new file, its header kept until "
+                    f"it writes one; any records after line 7 (byte {size}) were not read"], said
     await again.close()
 
 

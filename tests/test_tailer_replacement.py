@@ -186,6 +186,33 @@ async def test_a_new_file_of_the_same_size_in_an_idle_files_inode_is_read_and_no
     await tailer.close()
 
 
+async def test_a_followed_file_rewritten_in_place_at_its_size_is_read_as_a_new_file_while_running(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Review 2026-12-07: an open file overwritten in place with other records of exactly its size was looked at
+    only when its size moved: nothing was read while the daemon ran, and a restart then read the new records (the
+    running daemon and a restarted one disagreed). Its mtime moved: its first bytes are looked at then."""
+    path = tmp_path / "acct-0001.csv"
+    path.write_text(ACCT_HEADER + "\n" + records(10, 6))
+    tailer, reg = tailer_for(tmp_path)
+    (old_id,) = ids_of(await drain(tailer))
+    size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+    assert await drain(tailer) == []
+    with path.open("r+") as f:  # same inode, same size, other records
+        f.write(ACCT_HEADER + "\n" + records(20, 6))
+    os.utime(path, ns=(mtime + 1_000_000, mtime + 1_000_000))  # (a coarse clock may not have moved it)
+    assert path.stat().st_size == size
+    with caplog.at_level(logging.WARNING, logger="watchtower.tailer"):
+        rows = await drain(tailer)
+    assert lines_of(rows) == [2, 3, 4, 5, 6, 7] and old_id not in ids_of(rows)
+    assert truncations(reg) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: rewritten (its first bytes changed); reading it from the start as a new file"]
+    assert await drain(tailer) == []  # once
+    os.utime(path, ns=(mtime + 9_000_000, mtime + 9_000_000))  # touched, its bytes unchanged: nothing again
+    assert await drain(tailer) == [] and truncations(reg) == 1
+    await tailer.close()
+
+
 @pytest.mark.parametrize("seen", ["emptied, then written", "written before the next poll"])
 async def test_records_a_writer_appends_after_a_copytruncate_without_a_header_are_read(tmp_path: Path, seen: str):
     """Review 2026-12-06: logrotate's copytruncate empties the file; the writer goes on appending records, with no
