@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import yaml
 
+from exporter.yamlproblem import line_and_column
+
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -23,8 +25,10 @@ class KeyLines:
     being the value it builds). Each mapping's keys are indexed once, the first time a path goes through it: a file
     of 100k unknown keys in one mapping is 100k look-ups, not 100k scans of it."""
 
-    def __init__(self, root: yaml.Node | None):
+    def __init__(self, root: yaml.Node | None, text: str | None = None):
         self._root = root
+        self._text = text
+        """The document's text: lines are counted in it as an editor counts them (yamlproblem.line_and_column)."""
         self._keys: dict[int, tuple[dict[str, _Entry], dict[str, _Entry], bool]] = {}
 
     def line_of(self, loc: Sequence[str | int], not_a_string: bool = False) -> int | None:
@@ -48,16 +52,20 @@ class KeyLines:
             index = part if isinstance(part, int) else int(part) if part.isascii() and part.isdigit() else None
             if index is not None and 0 <= index < len(node.value):
                 item = node.value[index]
-                return item, item.start_mark.line + 1
+                return item, self._line(item.start_mark)
             return None
         if not isinstance(node, yaml.MappingNode) or (isinstance(part, int) and not not_a_string):
             return None  # an index into a mapping: a `!!set` given for a list, whose order is the hash's
         strings, others, merges = self._keys.get(id(node)) or self._index(node)
         if merges:  # a mapping not built (composed only): its merges not flattened
-            return _merged_child(node, str(part))
+            found = _merged_child(node, str(part))
+            return None if found is None else (found[0], self._line(found[1]))
         if not_a_string:
             return others.get(str(part))
         return strings.get(str(part)) if isinstance(part, str) else others.get(str(part)) or strings.get(str(part))
+
+    def _line(self, mark: yaml.Mark) -> int:
+        return line_and_column(mark, self._text)[0]
 
     def _index(self, node: yaml.MappingNode) -> tuple[dict[str, _Entry], dict[str, _Entry], bool]:
         """A mapping's string keys, its other keys as pydantic names them (`True` as `1`, `None` as `None`), and
@@ -74,33 +82,41 @@ class KeyLines:
                 built = builder.construct_object(key)
             except (yaml.YAMLError, ValueError, TypeError, OverflowError):
                 continue
-            entry = value, key.start_mark.line + 1
+            entry = value, self._line(key.start_mark)
             if isinstance(built, str):
                 strings[built] = entry
-            else:
-                others[str(int(built)) if isinstance(built, bool) else str(built)] = entry
+            else:  # (pydantic names a date key by its repr: `datetime.date(2024, 1, 1)`)
+                others[str(int(built)) if isinstance(built, bool) else repr(built)] = entry
         self._keys[id(node)] = strings, others, merges
         return strings, others, merges
 
 
+MAX_SHOWN_PROBLEMS = 100
+"""Problems of one config shown at most, then how many more: a file of a million aliases of one wrong mapping (within
+yamlload's bound) had 480k problems, a 23 MB report on stderr and one log line of it at SIGHUP."""
+
+
 def numbered(problems: list[str], lines: Sequence[int | None] | None) -> list[str]:
     """Each problem with `line N: ` before it when its key's line is known (`lines` beside `problems`; a problem
-    past its end has none)."""
-    known = list(lines or ())
-    return [problem if i >= len(known) or known[i] is None else f"line {known[i]}: {problem}"
-            for i, problem in enumerate(problems)]
+    past its end has none): the first MAX_SHOWN_PROBLEMS, then one line saying how many more there are."""
+    known = lines or ()
+    shown = [problem if i >= len(known) or known[i] is None else f"line {known[i]}: {problem}"
+             for i, problem in enumerate(problems[:MAX_SHOWN_PROBLEMS])]
+    if len(problems) > MAX_SHOWN_PROBLEMS:
+        shown.append(f"... and {len(problems) - MAX_SHOWN_PROBLEMS:,} more problems (not shown)")
+    return shown
 
 
-def _merged_child(node: yaml.MappingNode, part: str) -> _Entry | None:
+def _merged_child(node: yaml.MappingNode, part: str) -> tuple[yaml.Node, yaml.Mark] | None:
     """In a mapping as composed, the key `part` by its text: its own last pair, else the first of the mappings it
     merges with `<<` that has it, as PyYAML flattens them."""
-    found: _Entry | None = None
+    found: tuple[yaml.Node, yaml.Mark] | None = None
     merged: list[yaml.Node] = []
     for key, value in node.value:
         if key.tag == _MERGE_TAG:
             merged[:0] = value.value if isinstance(value, yaml.SequenceNode) else [value]
         elif isinstance(key, yaml.ScalarNode) and key.value == part:
-            found = value, key.start_mark.line + 1
+            found = value, key.start_mark
     if found is not None:
         return found
     for mapping in merged:

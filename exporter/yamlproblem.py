@@ -23,14 +23,30 @@ def _unnamed(text: str) -> str:
     return _NAMED.sub(r"\1", text) + f" ({_HINTS[found.group(1)]})" if found else text
 
 
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """Where (line, column) and what, in one line."""
+_OTHER_BREAKS = ("\r", "\x85", "\u2028", "\u2029")
+"""What PyYAML also counts as a line break (a lone CR, NEL, the Unicode line and paragraph separators), where an
+editor, `grep -n` and `sed -n` count only newlines."""
+
+
+def line_and_column(mark: yaml.Mark, text: str | None = None) -> tuple[int, int]:
+    """(line, column), 1-based, of `mark` in `text` as an editor counts them: by newlines alone. A `name: "a\u2028b"`
+    put every later problem one line past the one `grep -n` shows. Without `text`, or in a text of newlines alone,
+    PyYAML's own count."""
+    if text is None or not any(brk in text for brk in _OTHER_BREAKS):
+        return mark.line + 1, mark.column + 1
+    start = text.rfind("\n", 0, mark.index) + 1
+    return text.count("\n", 0, mark.index) + 1, mark.index - start + 1
+
+
+def yaml_problem(exc: yaml.YAMLError, text: str | None = None) -> str:
+    """Where (line, column) and what, in one line; lines counted in `text` (the document parsed) as an editor does."""
     mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    where = "line {}, column {}: ".format(*line_and_column(mark, text)) if mark is not None else ""
     what = _unnamed(getattr(exc, "problem", None) or str(exc).splitlines()[0])
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context:
-        what += f" ({_unnamed(context)}" + (f" started on line {context_mark.line + 1})" if context_mark else ")")
+        started = f" started on line {line_and_column(context_mark, text)[0]})" if context_mark else ")"
+        what += f" ({_unnamed(context)}" + started
     return f"{where}not valid YAML: {what}"
 
 

@@ -211,3 +211,71 @@ def test_an_index_into_a_set_given_for_a_list_is_the_lists_key(tmp_path: Path, c
     assert main(["check-config", str(path)]) == 2
     [problem] = capsys.readouterr().err.splitlines()[1:]
     assert problem.startswith("  line 5: metrics.delay_buckets."), problem
+
+
+@pytest.mark.parametrize("key", ["2024-01-01", "2024-01-01 10:00:00", "!!binary aGVsbG8=", "1.5"])
+def test_a_key_yaml_reads_as_a_date_or_bytes_has_its_own_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              key: str) -> None:
+    """Review 2026-12-07: pydantic names a date key by its repr (`datetime.date(2024, 1, 1)`), the index by its str
+    (`2024-01-01`): the problem was given its mapping's line."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nmetrics:\n"
+                    f"  delay_buckets: [1]\n  ? {key}\n  : 2\n")
+    assert main(["check-config", str(path)]) == 2
+    [problem] = capsys.readouterr().err.splitlines()[1:]
+    assert problem.startswith("  line 6: metrics."), problem
+
+
+@pytest.mark.parametrize("brk", ["\u2028", "\u2029", "\x85", "\r"])
+def test_lines_are_counted_by_newlines_as_an_editor_counts_them(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                brk: str) -> None:
+    """Review 2026-12-07: PyYAML also counts U+2028, U+2029, NEL and a lone CR as line breaks; `grep -n` and editors
+    do not: every problem after one (a key's line, a syntax error's line and column) was a line too far."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"sources:\n  - paths: ['{tmp_path}/a-*.csv']\n    name: \"acct{brk}x\"\nstate_dir: {tmp_path}/s\n"
+                    "metrics:\n  colour: 1\n", newline="")
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == ["  line 6: metrics.colour: unknown key"]
+    path.write_text(f"name: \"a{brk}b\"\nother: [1,\n  ]]\n", newline="")
+    assert main(["check-config", str(path)]) == 2
+    [problem] = capsys.readouterr().err.splitlines()[1:]
+    assert problem.startswith("  line 3, column 4: not valid YAML: "), problem
+
+
+def test_at_most_a_hundred_problems_are_shown_then_how_many_more(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 2026-12-07: a file of aliases of one wrong mapping (within yamlload's bound) had 480k problems: a 23 MB
+    report, and one log line of it at SIGHUP."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"state_dir: {tmp_path}/s\nx: &s {{paths: ['{tmp_path}/a-*.csv'], colour: 1}}\n"
+                    f"sources: [{', '.join(['*s'] * 150)}]\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 + 100 + 1
+    assert err[1:101] == [f"  line 2: sources.{n}.colour: unknown key" for n in range(100)]
+    assert err[-1] == "  ... and 51 more problems (not shown)"
+    assert numbered(["a"] * 101, [1] * 101)[-1] == "... and 1 more problems (not shown)"
+
+
+class _CountedName(str):
+    """A source name that counts its comparisons (how many times a check compared two names)."""
+
+    compared = 0
+    __hash__ = str.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        type(self).compared += 1
+        return str.__eq__(self, other)
+
+
+def test_repeated_source_names_are_found_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 2026-12-07: the check compared each name with every other (list.count per name): 190k aliases of one
+    source took 24 s to be refused. Work counted in comparisons, not time."""
+    from exporter.config import SourceConfig, config_from_dict
+
+    monkeypatch.setattr(SourceConfig, "label", property(lambda self: _CountedName(self.name or "acct")))
+    _CountedName.compared = 0
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict({"state_dir": "/tmp/s", "sources": [{"paths": ["/logs/a-*.csv"]}] * 2000})
+    assert refused.value.problems == ["sources: source names must be unique; repeated: acct"]
+    assert _CountedName.compared < 10 * 2000

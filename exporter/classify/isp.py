@@ -81,7 +81,7 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
         # tables are known good: their start-up cost stays libyaml's alone)
         return name, yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader and a subclass of it
     except yaml.YAMLError as exc:
-        raise ValueError(f"{name}: {yaml_problem(exc)}") from exc
+        raise ValueError(f"{name}: {yaml_problem(exc, text)}") from exc
     except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's, not a YAMLError
         raise ValueError(f"{name}: {value_problem(exc)}") from None
     except RecursionError:  # nesting (or a chain of merges) deeper than Python's recursion limit
