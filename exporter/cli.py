@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="tail accounting files and serve /metrics until SIGTERM")
     run.add_argument("--config", required=True, type=config_path, help="YAML config file")
+    _web_config_option(run)
     one = sub.add_parser("oneshot", help="read every matching file from byte 0, print the exposition, exit")
     one.add_argument("--config", required=True, type=config_path, help="YAML config file")
     chk = sub.add_parser("check-config", help="validate a config file against this machine; exit 2 listing "
@@ -161,9 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("file", type=config_path, nargs="?", help="YAML config file (or --config FILE)")
     chk.add_argument("--config", dest="config_opt", type=config_path, default=None, help="YAML config file")
     chk.add_argument("--hub", action="store_true", help="the file is a `watchtower hub` config (docs/scaling.md)")
+    _web_config_option(chk)
     hc = sub.add_parser("healthcheck", help="GET /healthz of the running daemon (for Docker HEALTHCHECK); "
                         "exit 0 healthy, 1 not")
     hc.add_argument("--config", required=True, type=config_path, help="YAML config file of the daemon")
+    _web_config_option(hc)
     hc.add_argument("--timeout", type=at_most(MAX_HEALTH_TIMEOUT), default=4.0,
                     help="seconds for the whole answer (the daemon is asked directly: proxy variables are ignored)")
     demo = sub.add_parser("demo", help="simulated PMTA traffic + the exporter, on loopback")
@@ -175,21 +178,29 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many real seconds")
     hub = sub.add_parser("hub", help="one /api/v1 and the /ui pages over many daemons (fan-out, docs/scaling.md)")
     hub.add_argument("--config", required=True, type=config_path, help="hub YAML config file")
+    _web_config_option(hub)
     return p
+
+
+def _web_config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--web.config.file", dest="web_config_file", type=config_path, default=None,
+                         metavar="FILE", help="TLS and basic auth of the listener from node_exporter's web config "
+                         "file (exporter-toolkit format; instead of the config's web.tls_*/basic_auth_users)")
 
 
 def _report(path: Path, problems: list[str], lines: list[int | None] | None = None) -> None:
     sys.stderr.write(invalid_config_report(path, problems, lines))
 
 
-def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool = False) -> Config | None:
+def _load(path: Path, preflight: bool = True, oneshot: bool = False, run: bool = False,
+          web_config_file: Path | None = None) -> Config | None:
     """The validated config, or None after printing every problem (shape first, then the machine)."""
     from exporter import preflight as checks
 
     try:
-        config = load_config(path)
+        config = load_config(path, web_config_file=web_config_file)
     except ConfigError as exc:
-        _report(path, exc.problems, exc.lines)
+        _report(Path(exc.path), exc.problems, exc.lines)  # (the config file, or --web.config.file)
         return None
     except OSError as exc:
         print(f"{printable(str(path))}: cannot read: {exc.strerror or exc}", file=sys.stderr)
@@ -217,10 +228,10 @@ def _check_config(args: argparse.Namespace) -> int:
     if args.hub:
         from hub.app import check_hub_config
 
-        if not check_hub_config(path):
+        if not check_hub_config(path, args.web_config_file):
             return EXIT_CONFIG
     else:
-        config = _load(path)
+        config = _load(path, web_config_file=args.web_config_file)
         if config is None:
             return EXIT_CONFIG
         for warning in preflight.warnings(config, config_path=path):
@@ -313,7 +324,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
     with them, the full status is checked."""
     import httpx
 
-    config = _load(args.config, preflight=False)
+    config = _load(args.config, preflight=False, web_config_file=args.web_config_file)
     if config is None:
         return EXIT_FAILURE  # unhealthy: Docker reserves a health check's exit 2
     host = config.listen_host
@@ -492,7 +503,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
 
     if args.command == "oneshot":
         return _oneshot(args, exit_now)
-    config = _load(args.config, run=True)
+    config = _load(args.config, run=True, web_config_file=args.web_config_file)
     if config is None:
         return EXIT_CONFIG
     logsetup.setup(config.log_level, config.log_format, redact_addresses=config.correlator.hash_recipients)
@@ -512,7 +523,7 @@ def _run(args: argparse.Namespace, exit_now: bool = False) -> int:
         from exporter.daemon import Daemon
 
         daemon = Daemon(config, owns_process=True, config_path=args.config,  # the file: checked again on SIGHUP
-                        interrupted=ctrl_c_seen)
+                        interrupted=ctrl_c_seen, web_config_path=args.web_config_file)
         serving = daemon.serve()
         return int(asyncio.run(serving) or 0)  # ^C before it took SIGINT: main()
     except Exception as exc:  # noqa: BLE001 - one line for the operator; the traceback only at debug level
@@ -642,7 +653,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "hub":
         from hub.app import run_hub
 
-        return run_hub(args.config, interrupted=ctrl_c_seen)
+        return run_hub(args.config, interrupted=ctrl_c_seen, web_config_file=args.web_config_file)
     return _run(args, exit_now=argv is None)
 
 

@@ -600,7 +600,9 @@ class CorrelatorConfig(_Strict):
 
 
 class WebConfig(_Strict):
-    tls_cert_file: ConfigPath | None = Field(default=None, description="Serve HTTPS with this certificate (PEM).")
+    tls_cert_file: ConfigPath | None = Field(default=None, description="Serve HTTPS with this certificate (PEM). "
+                                             "Or `--web.config.file`: node_exporter's web config file gives this "
+                                             "key, tls_key_file and basic_auth_users (docs/security.md).")
     tls_key_file: ConfigPath | None = Field(default=None, description="Key for tls_cert_file (PEM); both or neither.")
     basic_auth_users: dict[str, str] = Field(
         default_factory=dict,
@@ -680,21 +682,7 @@ class WebConfig(_Strict):
     @field_validator("basic_auth_users")
     @classmethod
     def _users_who_can_log_in(cls, users: dict[str, str]) -> dict[str, str]:
-        """A user nobody could ever log in as is a mistake to say at start, not a 401 for ever (the secret unsaid)."""
-        from exporter.webauth import MAX_BCRYPT_COST, bcrypt_cost, bcrypt_problem, is_bcrypt
-
-        problems = []
-        for user, secret in users.items():
-            if not user or ":" in user:
-                problems.append(f"user {user!r}: a user name cannot hold ':' or be empty (HTTP basic auth splits "
-                                "user and password at the first ':')")
-            elif not secret.strip():
-                problems.append(f"user {user!r}: an empty password: anyone could log in as it; give a bcrypt hash")
-            elif is_bcrypt(secret) and (why := bcrypt_problem(secret)) is not None:
-                if MAX_BCRYPT_COST < bcrypt_cost(secret) <= 31:  # checkable, but too slow to be let in
-                    problems.append(f"user {user!r}: bcrypt {why}")
-                else:
-                    problems.append(f"user {user!r}: bcrypt cannot check this hash ({why}): nobody could log in as it")
+        problems = users_problems(users)
         if problems:
             raise ValueError("; ".join(problems))
         return users
@@ -706,6 +694,26 @@ class WebConfig(_Strict):
         if self.tls_key_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_key_file is set but tls_cert_file is not (set both, or neither)")
         return self
+
+
+def users_problems(users: dict[str, str]) -> list[str]:
+    """Why a user of `basic_auth_users` (the config's or --web.config.file's) could never log in: a mistake to say at
+    start, not a 401 for ever (the secret unsaid)."""
+    from exporter.webauth import MAX_BCRYPT_COST, bcrypt_cost, bcrypt_problem, is_bcrypt
+
+    problems = []
+    for user, secret in users.items():
+        if not user or ":" in user:
+            problems.append(f"user {user!r}: a user name cannot hold ':' or be empty (HTTP basic auth splits "
+                            "user and password at the first ':')")
+        elif not secret.strip():
+            problems.append(f"user {user!r}: an empty password: anyone could log in as it; give a bcrypt hash")
+        elif is_bcrypt(secret) and (why := bcrypt_problem(secret)) is not None:
+            if MAX_BCRYPT_COST < bcrypt_cost(secret) <= 31:  # checkable, but too slow to be let in
+                problems.append(f"user {user!r}: bcrypt {why}")
+            else:
+                problems.append(f"user {user!r}: bcrypt cannot check this hash ({why}): nobody could log in as it")
+    return problems
 
 
 def check_listen(value: str) -> str:
@@ -864,9 +872,10 @@ def _composed_and_built(text: str) -> tuple[Any, yaml.Node | None]:
         loader.dispose()
 
 
-def read_config_document(path: str | Path) -> tuple[dict[str, Any], KeyLines]:
-    """The top-level mapping of a YAML config file (the daemon's or the hub's), ConfigError naming the line; and where
-    each of its keys is written (for the problems found later)."""
+def read_config_document(path: str | Path, empty_ok: bool = False) -> tuple[dict[str, Any], KeyLines]:
+    """The top-level mapping of a YAML config file (the daemon's, the hub's, a --web.config.file), ConfigError naming
+    the line; and where each of its keys is written (for the problems found later). `empty_ok`: a file of no keys is
+    an empty mapping (a web config file's defaults), not an error."""
     raw = read_config_bytes(path)
     try:
         text = raw.decode("utf-8")
@@ -880,6 +889,8 @@ def read_config_document(path: str | Path) -> tuple[dict[str, Any], KeyLines]:
         raise ConfigError(str(path), [value_problem(exc)]) from None  # `!!timestamp x`), not a YAMLError
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
+    if data is None and empty_ok:
+        return {}, KeyLines(None)
     if data is None:  # nothing but blanks, comments or `---` (or /dev/null)
         raise ConfigError(str(path), [_EMPTY if not text.strip() else _NO_KEYS])
     if not isinstance(data, dict):
@@ -890,19 +901,27 @@ def read_config_document(path: str | Path) -> tuple[dict[str, Any], KeyLines]:
     return data, KeyLines(root, text)
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                web_config_file: Path | None = None) -> Config:
     """Read and validate a YAML config file; raise ConfigError listing every problem, with the line each problem's
-    key is written on (`ConfigError.lines`; none with `overrides`)."""
+    key is written on (`ConfigError.lines`; none with `overrides`). `web_config_file`: `--web.config.file`, the
+    listener's TLS and users from node_exporter's web config format (exporter.webconfigfile; its own problems name
+    it: `ConfigError.path`)."""
     data, key_lines = read_config_document(path)
     if overrides:  # the data is no longer the file's: no line is told
         data.update(overrides)
         key_lines = KeyLines(None)
     try:
-        return config_from_dict(data, source=str(path))
+        config = config_from_dict(data, source=str(path))
     except ConfigError as exc:
         if isinstance(exc.__cause__, ValidationError):
             exc.lines = validation_lines(exc.__cause__, key_lines)
         raise
+    if web_config_file is None:
+        return config
+    from exporter.webconfigfile import with_web_config_file
+
+    return with_web_config_file(config, web_config_file)
 
 
 def validation_lines(exc: ValidationError, key_lines: KeyLines) -> list[int | None]:

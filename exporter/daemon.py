@@ -289,7 +289,8 @@ class Daemon:
     """`watchtower run`: follows the sources until told to stop."""
 
     def __init__(self, config: Config, registry: CollectorRegistry | None = None, owns_process: bool = False,
-                 config_path: Path | None = None, interrupted: Callable[[], bool] | None = None) -> None:
+                 config_path: Path | None = None, interrupted: Callable[[], bool] | None = None,
+                 web_config_path: Path | None = None) -> None:
         self.config = config
         self.interrupted = interrupted
         """Whether the command saw a ^C before `serve` took SIGINT over (exporter.cli.ctrl_c_seen): one that landed
@@ -298,6 +299,8 @@ class Daemon:
         self.config_path = config_path
         """The file `config` was loaded from: checked again on SIGHUP (`reload`) while it is a regular file (not
         `--config <(envsubst ...)`: a pipe, read once, nothing to read again); None when embedded."""
+        self.web_config_path = web_config_path
+        """`--web.config.file`, checked again with the config file on SIGHUP (its changes named as the config's)."""
         """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
         (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
         self.registry = registry or CollectorRegistry()
@@ -1067,11 +1070,11 @@ class Daemon:
         from exporter import preflight
 
         try:
-            edited = load_config(path)
-        except ConfigError as exc:
+            edited = load_config(path, web_config_file=self.web_config_path)
+        except ConfigError as exc:  # (exc.path: the config file, or --web.config.file)
             log.error("SIGHUP: %s is invalid now (%s): still running as started; a restart would fail until it is "
-                      "fixed (`watchtower check-config` says the same)", path, "; ".join(numbered(exc.problems,
-                                                                                                   exc.lines)))
+                      "fixed (`watchtower check-config` says the same)", exc.path, "; ".join(numbered(exc.problems,
+                                                                                                       exc.lines)))
             return
         except OSError as exc:
             log.error("SIGHUP: %s cannot be read now (%s): still running as started; a restart would fail until it "

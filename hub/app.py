@@ -244,7 +244,7 @@ def log_fd_limit(limit: int, config: HubConfig) -> None:
         log.info("open file limit %d", limit)
 
 
-def _checked_config(path: Path) -> HubConfig | None:
+def _checked_config(path: Path, web_config_file: Path | None = None) -> HubConfig | None:
     """The config, its files and URLs checked (as the daemon's check-config), or None after printing every problem.
     Only an OSError of reading `path` itself blames the config file: one of a file it names is that key's problem
     (exporter.preflight.reaching), and any other a `cannot check` line naming the file it came from."""
@@ -252,7 +252,7 @@ def _checked_config(path: Path) -> HubConfig | None:
     from hub import preflight
 
     try:
-        config = load_hub_config(path)
+        config = load_hub_config(path, web_config_file)
     except ConfigError as exc:
         _report(exc.path, exc.problems, exc.lines)
         return None
@@ -274,10 +274,10 @@ def _report(path: str, problems: list[str], lines: list[int | None] | None = Non
     sys.stderr.write(invalid_config_report(path, problems, lines))
 
 
-def check_hub_config(path: Path) -> bool:
+def check_hub_config(path: Path, web_config_file: Path | None = None) -> bool:
     """`watchtower check-config --hub`: what `watchtower hub` checks before it listens (every problem printed: False)
     and the warnings it logs at start, without starting it; the caller says `FILE: ok` (exporter.cli.emit)."""
-    config = _checked_config(path)
+    config = _checked_config(path, web_config_file)
     if config is None:
         return False
     for warning in startup_warnings(config, path):
@@ -285,12 +285,12 @@ def check_hub_config(path: Path) -> bool:
     return True
 
 
-def run_hub(path: Path, interrupted: Callable[[], bool] | None = None) -> int:
+def run_hub(path: Path, interrupted: Callable[[], bool] | None = None, web_config_file: Path | None = None) -> int:
     """CLI entry: exit 2 on a bad config (naming every problem) or unreadable secrets, 1 when the
     listener cannot bind, 0 after SIGTERM. `interrupted`: whether the command saw a ^C before the hub took SIGINT
     over (exporter.cli.ctrl_c_seen), one lost where it landed: the hub then stops as soon as it serves."""
     hold_sighup()  # until serve() takes it (the imports before this are exporter.cli's)
-    config = _checked_config(path)
+    config = _checked_config(path, web_config_file)
     if config is None:
         return 2
     from exporter import logsetup

@@ -327,13 +327,18 @@ _SECTIONS = tuple(k for k, f in HubConfig.model_fields.items() if isinstance(f.a
 """hub, web, pages: the keys whose value is a mapping of keys."""
 
 
-def load_hub_config(path: str | Path) -> HubConfig:
+def load_hub_config(path: str | Path, web_config_file: Path | None = None) -> HubConfig:
     """Read and validate a hub YAML file as the daemon's is read (a regular file, one-line errors naming the key, and
-    the line it is written on: `ConfigError.lines`)."""
+    the line it is written on: `ConfigError.lines`); `web_config_file` as the daemon's (exporter.webconfigfile)."""
     data, key_lines = read_config_document(path)
     try:
-        return HubConfig.model_validate(data)
+        config = HubConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(str(path), validation_problems(exc), validation_lines(exc, key_lines)) from exc
     except (ArithmeticError, TypeError) as exc:  # a check that raised what pydantic does not catch
         raise ConfigError(str(path), [unchecked_problem(exc)]) from None
+    if web_config_file is None:
+        return config
+    from exporter.webconfigfile import with_web_config_file
+
+    return with_web_config_file(config, web_config_file)

@@ -744,7 +744,7 @@ def test_a_timeout_the_platform_cannot_wait_for_is_one_unhealthy_line(tmp_path: 
 
     config = write_config(tmp_path)
     listen = yaml.safe_load(config.read_text())["listen"]
-    assert cli._healthcheck(argparse.Namespace(config=config, timeout=1e10)) == 1
+    assert cli._healthcheck(argparse.Namespace(config=config, timeout=1e10, web_config_file=None)) == 1
     assert capsys.readouterr() == ("", f"unhealthy: http://{listen}/healthz: timeout 1e+10 s is longer than this "
                                        "platform can wait\n")
 

@@ -21,7 +21,7 @@ from exporter.daemon import Daemon
 def _hup_check(config_path: Path, caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     """(level, message) of what the daemon's SIGHUP config check logs for `config_path` (its thread joined)."""
     daemon = object.__new__(Daemon)  # the check needs only these of a running daemon
-    daemon.config_path = config_path
+    daemon.config_path, daemon.web_config_path = config_path, None
     daemon._config_check = threading.Lock()
     daemon._config_checking = daemon._config_check_again = False
     with caplog.at_level(logging.INFO, logger="watchtower.daemon"):

@@ -1,0 +1,167 @@
+"""`--web.config.file FILE`: the listener's TLS and basic auth from node_exporter's web configuration file
+(Prometheus exporter-toolkit's format), so the web-config.yml a host's exporters already share serves watchtower too.
+
+What it can say, watchtower does: `tls_server_config.cert_file` / `key_file` (web.tls_cert_file / tls_key_file) and
+`basic_auth_users` (web.basic_auth_users), paths relative to the file's directory as exporter-toolkit reads them.
+What the listener cannot do (client certificates, TLS versions and ciphers, extra response headers) is a problem
+naming the key, never a setting silently dropped: a host that requires client certificates must not be served
+without them. The keys stand in for the config file's `web.*` ones: set in both, the start is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from exporter.config import (
+    ConfigError,
+    WebConfig,
+    expand_home,
+    read_config_document,
+    users_problems,
+    validation_lines,
+    validation_problems,
+)
+from exporter.yamllines import KeyLines
+
+UNSUPPORTED = {
+    "tls_server_config": {
+        "cert": "an inline certificate: give cert_file",
+        "key": "an inline key: give key_file",
+        "client_ca_file": "client certificates (mutual TLS) are not checked by watchtower's listener",
+        "client_ca": "client certificates (mutual TLS) are not checked by watchtower's listener",
+        "client_allowed_sans": "client certificates (mutual TLS) are not checked by watchtower's listener",
+        "min_version": "the listener takes Python's TLS defaults (TLS 1.2 and later)",
+        "max_version": "the listener takes Python's TLS defaults (TLS 1.2 and later)",
+        "cipher_suites": "the listener takes Python's TLS defaults",
+        "prefer_server_cipher_suites": "the listener takes Python's TLS defaults",
+        "curve_preferences": "the listener takes Python's TLS defaults",
+    },
+    "http_server_config": {
+        "headers": "the listener sets no extra response headers",
+    },
+}
+"""exporter-toolkit keys the listener cannot honour, and why: each is a problem naming it (terminate TLS in a reverse
+proxy for these: docs/security.md)."""
+_PROXY_HINT = "; remove it, or terminate TLS in a reverse proxy in front of watchtower (docs/security.md)"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class TlsServerConfig(_Strict):
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_auth_type: Literal["NoClientCert"] | None = Field(
+        default=None, description="Only NoClientCert (exporter-toolkit's default): client certificates are not "
+        "asked for.")
+
+    @model_validator(mode="after")
+    def _both(self) -> TlsServerConfig:
+        """exporter-toolkit refuses a tls_server_config without both files; so does the listener."""
+        missing = [key for key in ("cert_file", "key_file") if not getattr(self, key)]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} must be set (a tls_server_config serves HTTPS with both)")
+        return self
+
+
+class HttpServerConfig(_Strict):
+    http2: bool | None = Field(default=None, description="Accepted, without effect: the listener speaks HTTP/1.1.")
+
+
+class WebConfigFile(_Strict):
+    tls_server_config: TlsServerConfig | None = None
+    http_server_config: HttpServerConfig | None = None
+    basic_auth_users: dict[str, str] | None = None
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _users(cls, users: dict[str, str] | None) -> dict[str, str] | None:
+        problems = users_problems(users or {})
+        if problems:
+            raise ValueError("; ".join(problems))
+        return users
+
+
+def _unsupported(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list[int | None]]:
+    """A problem for each key UNSUPPORTED names, and its line; the keys are taken out of `data` (what stays is
+    validated: an unknown key is pydantic's `unknown key`)."""
+    problems: list[str] = []
+    where: list[int | None] = []
+    for section, keys in UNSUPPORTED.items():
+        given = data.get(section)
+        if not isinstance(given, dict):
+            continue
+        for key in [k for k in given if k in keys]:
+            problems.append(f"{section}.{key}: not supported: {keys[key]}{_PROXY_HINT}")
+            where.append(lines.line_of((section, key)))
+            del given[key]
+    auth = (data.get("tls_server_config") or {}).get("client_auth_type") if isinstance(
+        data.get("tls_server_config"), dict) else None
+    if isinstance(auth, str) and auth != "NoClientCert":
+        problems.append(f"tls_server_config.client_auth_type: {auth!r} is not supported: client certificates "
+                        f"(mutual TLS) are not checked by watchtower's listener{_PROXY_HINT}")
+        where.append(lines.line_of(("tls_server_config", "client_auth_type")))
+        del data["tls_server_config"]["client_auth_type"]
+    return problems, where
+
+
+def read_web_config_file(path: Path) -> tuple[WebConfigFile, KeyLines]:
+    """The validated file and where its keys are written; ConfigError naming `path`, every problem with its line. An
+    empty file (or one of comments only) is exporter-toolkit's empty config: no TLS, no auth."""
+    try:
+        data, lines = read_config_document(path, empty_ok=True)
+    except OSError as exc:  # (the config file's own `cannot read` would name the config file)
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    problems, where = _unsupported(data, lines)
+    try:
+        parsed = WebConfigFile.model_validate(data)
+    except ValidationError as exc:
+        problems += validation_problems(exc)
+        where += validation_lines(exc, lines)
+    if problems:
+        raise ConfigError(str(path), problems, where)
+    return parsed, lines
+
+
+def _resolved(value: str, base: Path) -> Path:
+    """A path of the file as exporter-toolkit reads it: relative to the file's directory (`~/` expanded)."""
+    expanded = Path(expand_home(value))
+    return expanded if expanded.is_absolute() else base / expanded
+
+
+Configured = TypeVar("Configured", bound=BaseModel)
+
+
+def with_web_config_file(config: Configured, path: Path) -> Configured:
+    """`config` (the daemon's or the hub's: a `web` of WebConfig) with the file's TLS files and users as its `web`
+    keys; ConfigError naming `path` when the file is invalid, or when the config file sets a key it also sets."""
+    from exporter.preflight import tls_pair_problems
+
+    given, lines = read_web_config_file(path)
+    web: WebConfig = config.web  # type: ignore[attr-defined]
+    update: dict[str, Any] = {}
+    clashes: list[str] = []
+    base = path.absolute().parent
+    if given.tls_server_config is not None:
+        tls = given.tls_server_config
+        assert tls.cert_file is not None and tls.key_file is not None  # (TlsServerConfig._both)
+        update.update(tls_cert_file=_resolved(tls.cert_file, base), tls_key_file=_resolved(tls.key_file, base))
+        clashes += [f"web.{key}" for key in ("tls_cert_file", "tls_key_file") if getattr(web, key) is not None]
+    if given.basic_auth_users:
+        update["basic_auth_users"] = given.basic_auth_users
+        clashes += ["web.basic_auth_users"] if web.basic_auth_users else []
+    if clashes:
+        raise ConfigError(str(path), [f"{', '.join(clashes)} also set in the config file: keep one of the two "
+                                      "(--web.config.file, or the config file's web section)"])
+    if "tls_cert_file" in update:
+        found = tls_pair_problems("tls_server_config.cert_file", "tls_server_config.key_file",
+                                  update["tls_cert_file"], update["tls_key_file"])
+        if found:  # each named by its key's line (`tls_server_config.key_file: ... is protected by a passphrase`)
+            keys = [("tls_server_config", "key_file" if problem.startswith("tls_server_config.key_file")
+                     else "cert_file") for problem in found]
+            raise ConfigError(str(path), found, [lines.line_of(key) for key in keys])
+    return config.model_copy(update={"web": web.model_copy(update=update)})
