@@ -672,7 +672,11 @@ def key_without_recipient(text: str, rcpt_l: str, kind: str = "sender") -> str:
         return text
     local, at, domain = rcpt_l.rpartition("@")
     if "%" in text and at:  # written with escapes or not (a literal pass first found one inside an escape: `%31a`)
-        text = _without_encoded(text, (rcpt_l, f"{local}={domain}") if local and domain else (rcpt_l,))
+        forms = (rcpt_l, f"{local}={domain}") if local and domain else (rcpt_l,)
+        for layers in range(1, ESCAPE_LAYERS + 1):  # encoded once, then again (`alice%2540gmail.com`): a layer at a
+            if layers > 1 and "%25" not in text:  # time, `%25de` being also an address's own `%de` encoded once
+                break  # (`alice%de.example@relay`)
+            text = _without_encoded(text, forms, layers=layers)
     # then as written: a `%` before the address (`x.%12345@qq.com`) or of its own (`alice%de.example@relay`, the
     # percent hack) decoded as an escape no longer reads as the address
     text = without_recipient(text, rcpt_l)
@@ -766,13 +770,21 @@ def key_without_addresses(text: str, kind: str) -> str:
     return text
 
 
-def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>") -> str:
+ESCAPE_LAYERS = 4
+"""Percent-encodings of a key's recipient undone at most, each looked at (`%40`, `%2540`, ... `%25252540`): a form
+encoded again in each URL it passed through. A bound: each layer is another pass over the key."""
+
+
+def _without_encoded(text: str, forms: tuple[str, ...], mark: str = "<rcpt>", layers: int = 1) -> str:
     """`text` with each of `forms` (lower case, as `str.lower` writes them) replaced by `mark` where it is written with
     any of its characters percent-encoded (`alice%2Btag%40x.example`, `jos%C3%A9%40x.example`; escapes in either
-    case, letters too: `%41lice`), once or again (`%2540`). The text is decoded (`_decoded`) and lowered, each resulting
-    character keeping where its source began, and the forms are found in that: linear in the text, whatever the forms
-    are."""
+    case, letters too: `%41lice`), `layers` times (`%2540` is `@` at 2). The text is decoded (`_decoded`, a layer at a
+    time) and lowered, each resulting character keeping where its source began, and the forms are found in that:
+    linear in the text, whatever the forms are."""
     chars, begins = _decoded(text)
+    for _ in range(layers - 1):
+        chars, where = _decoded("".join(chars))
+        begins = [begins[k] for k in where]
     raw = "".join(chars)
     low = raw.lower()
     if len(low) != len(raw):  # a character lowering to more (`İ`): one at a time, each part where its source began
@@ -808,16 +820,15 @@ def _decoded(text: str) -> tuple[list[str], list[int]]:
     begins: list[int] = []
     i, n = 0, len(text)
     while i < n:
-        if not (width := _escape_width(text, i, n)):
+        if not _escape_at(text, i, n):
             chars.append(text[i])
             begins.append(i)
             i += 1
             continue
         run: list[tuple[int, int]] = []  # (byte, where its escape began)
-        while width:
-            run.append((int(text[i + width - 2 : i + width], 16), i))
-            i += width
-            width = _escape_width(text, i, n)
+        while _escape_at(text, i, n):
+            run.append((int(text[i + 1 : i + 3], 16), i))
+            i += 3
         j = 0
         while j < len(run):
             size = _utf8_size(run[j][0])
@@ -847,16 +858,9 @@ def _utf8_size(lead: int) -> int:
     return 0
 
 
-def _escape_width(text: str, i: int, n: int) -> int:
-    """The length of the `%XX` escape at `i` (two hex digits), 0 when none is: encoded again, once or more, as the log
-    redaction reads them (`%2540`, `%252540`: its `%` escaped in turn, 5 and 7 characters for one byte, 0x40), so a
-    form that passed through several URLs is decoded whole, in one pass over the text."""
-    if not (i + 2 < n and text[i] == "%" and text[i + 1] in _HEX and text[i + 2] in _HEX):
-        return 0
-    j = i + 1
-    while text.startswith("25", j) and j + 3 < n and text[j + 2] in _HEX and text[j + 3] in _HEX:
-        j += 2
-    return j + 2 - i
+def _escape_at(text: str, i: int, n: int) -> bool:
+    """Is a `%XX` escape (two hex digits) at `i`?"""
+    return i + 2 < n and text[i] == "%" and text[i + 1] in _HEX and text[i + 2] in _HEX
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from exporter.yamlproblem import line_and_column
+from exporter.yamlproblem import EditorLines
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -27,8 +27,8 @@ class KeyLines:
 
     def __init__(self, root: yaml.Node | None, text: str | None = None):
         self._root = root
-        self._text = text
-        """The document's text: lines are counted in it as an editor counts them (yamlproblem.line_and_column)."""
+        self._lines = EditorLines(text)
+        """Lines counted in the document's text as an editor counts them (by newlines alone)."""
         self._keys: dict[int, tuple[dict[str, _Entry], dict[str, _Entry], bool]] = {}
 
     def line_of(self, loc: Sequence[str | int], not_a_string: bool = False) -> int | None:
@@ -65,7 +65,7 @@ class KeyLines:
         return strings.get(str(part)) if isinstance(part, str) else others.get(str(part)) or strings.get(str(part))
 
     def _line(self, mark: yaml.Mark) -> int:
-        return line_and_column(mark, self._text)[0]
+        return self._lines.of(mark)[0]
 
     def _index(self, node: yaml.MappingNode) -> tuple[dict[str, _Entry], dict[str, _Entry], bool]:
         """A mapping's string keys, its other keys as pydantic names them (`True` as `1`, `None` as `None`), and

@@ -279,3 +279,40 @@ def test_repeated_source_names_are_found_in_one_pass(monkeypatch: pytest.MonkeyP
         config_from_dict({"state_dir": "/tmp/s", "sources": [{"paths": ["/logs/a-*.csv"]}] * 2000})
     assert refused.value.problems == ["sources: source names must be unique; repeated: acct"]
     assert _CountedName.compared < 10 * 2000
+
+
+class _ScannedText(str):
+    """A document's text that counts the passes over it (each whole-text scan a look-up made)."""
+
+    scans = 0
+
+    def __contains__(self, part: object) -> bool:
+        type(self).scans += 1
+        return str.__contains__(self, part)  # type: ignore[operator]
+
+    def __iter__(self):  # noqa: ANN204 - str's own
+        type(self).scans += 1
+        return str.__iter__(self)
+
+    def count(self, *args: object) -> int:  # type: ignore[override]
+        type(self).scans += 1
+        return str.count(self, *args)  # type: ignore[arg-type]
+
+    def rfind(self, *args: object) -> int:  # type: ignore[override]
+        type(self).scans += 1
+        return str.rfind(self, *args)  # type: ignore[arg-type]
+
+
+def test_lines_counted_by_newlines_scan_the_text_once_not_once_a_key() -> None:
+    """Its review: each key's line rescanned the whole text (for U+2028 and the like, then counting the newlines
+    before it): 100k keys of a 1 MiB file with one U+2028 took 28 s. Work counted in passes over the text."""
+    text = "".join(f"k{n}: 1\n" for n in range(2000)) + "# end\u2028\n"
+    loader = UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    _ScannedText.scans = 0
+    lines = KeyLines(root, _ScannedText(text))
+    assert [lines.line_of((f"k{n}",)) for n in range(2000)] == list(range(1, 2001))
+    assert _ScannedText.scans <= 8

@@ -939,6 +939,15 @@ def test_a_message_ids_verp_form_of_an_address_loses_its_local_part(key: str, wa
     ("<x.%12345@qq.com>", "12345@qq.com", "message_id", "<<rcpt>>"),  # (the run before it taken)
     ("J-%12345@qq.com", "12345@qq.com", "job_id", "J-%<rcpt>"),
     ("100%2525 done", "bob@x.example", "job_id", "100%2525 done"),  # (no address: kept as written)
+    # its review: `%25de` read as a byte encoded twice lost the percent hack's own `%de` encoded once; each layer is
+    # looked at, one at a time
+    ("bounce+alice.c86%25de.example%40relay.example@news.example", "alice.c86%de.example@relay.example", "sender",
+     "bounce+<rcpt>@news.example"),
+    ("bounce+bob.c87%25cafe.example%3Drelay.example@n.example", "bob.c87%cafe.example@relay.example", "sender",
+     "bounce+<rcpt>@n.example"),
+    ("job-a.c88%25de.example%40relay.example", "a.c88%de.example@relay.example", "job_id", "job-<rcpt>"),
+    ("bounce+a.c89%2525de.example%2540relay.example@n.example", "a.c89%de.example@relay.example", "sender",
+     "bounce+<rcpt>@n.example"),
 ])
 def test_an_address_with_any_of_its_characters_percent_encoded_leaves_a_key(key: str, rcpt: str, kind: str,
                                                                               want: str) -> None:
