@@ -1036,11 +1036,12 @@ class Daemon:
         the file checked again when it ends."""
         if self.config_path is None:
             return
-        kind = _read_once(self.config_path)
-        if kind is not None:  # a read would wait on it; a file gone or unreadable is checked: the error a restart meets
-            log.info("SIGHUP: %s is %s, not a regular file (read once, at the start): not checked at this signal (only "
-                     "the classification tables are reloaded)", self.config_path, kind)
-            return
+        for path in (self.config_path, self.web_config_path):
+            kind = _read_once(path) if path is not None else None
+            if kind is not None:  # a read would wait on it; a file gone or unreadable is checked: the error a restart
+                log.info("SIGHUP: %s is %s, not a regular file (read once, at the start): not checked at this signal "
+                         "(only the classification tables are reloaded)", path, kind)  # meets
+                return
         with self._config_check:
             if self._config_checking:
                 self._config_check_again = True
@@ -1099,8 +1100,9 @@ class Daemon:
         if changed:
             shown_keys = ", ".join(changed[:MAX_KEYS_SAID]) + (
                 f" and {len(changed) - MAX_KEYS_SAID} more" if len(changed) > MAX_KEYS_SAID else "")
+            files = f"{path} (with {self.web_config_path})" if self.web_config_path is not None else str(path)
             log.warning("SIGHUP: %s changed %s since the start: only the classification tables' contents are "
-                        "reloaded; these settings take effect at the next restart", path, shown_keys)
+                        "reloaded; these settings take effect at the next restart", files, shown_keys)
 
     # --- commits ---------------------------------------------------------------------------------
     def _enqueue_checkpoint(self) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exporter.config import (
     ConfigError,
     WebConfig,
     expand_home,
+    printable,
     read_config_document,
     users_problems,
     validation_lines,
@@ -61,11 +62,15 @@ class TlsServerConfig(_Strict):
 
     @model_validator(mode="after")
     def _both(self) -> TlsServerConfig:
-        """exporter-toolkit refuses a tls_server_config without both files; so does the listener."""
+        """One file without the other is refused, as exporter-toolkit does; neither is plain HTTP, as there."""
         missing = [key for key in ("cert_file", "key_file") if not getattr(self, key)]
-        if missing:
-            raise ValueError(f"{' and '.join(missing)} must be set (a tls_server_config serves HTTPS with both)")
+        if len(missing) == 1:
+            raise ValueError(f"{missing[0]} must be set too (HTTPS needs both files; neither: plain HTTP)")
         return self
+
+    @property
+    def serves_tls(self) -> bool:
+        return bool(self.cert_file and self.key_file)
 
 
 class HttpServerConfig(_Strict):
@@ -76,14 +81,33 @@ class WebConfigFile(_Strict):
     tls_server_config: TlsServerConfig | None = None
     http_server_config: HttpServerConfig | None = None
     basic_auth_users: dict[str, str] | None = None
+    """Each checked by `_user_problems` before (a problem per user, at its line)."""
 
-    @field_validator("basic_auth_users")
-    @classmethod
-    def _users(cls, users: dict[str, str] | None) -> dict[str, str] | None:
-        problems = users_problems(users or {})
-        if problems:
-            raise ValueError("; ".join(problems))
-        return users
+
+def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list[int | None]]:
+    """A problem for each user of `basic_auth_users` nobody could log in as, at its line; those users are taken out
+    of `data` (a user or value of another type is left to pydantic). Only bcrypt hashes, as exporter-toolkit
+    compares every value with bcrypt: a plain password here is a mistake (node_exporter would let nobody in), and
+    this file then holds no secret in clear."""
+    from exporter.webauth import is_bcrypt
+
+    users = data.get("basic_auth_users")
+    if not isinstance(users, dict):
+        return [], []
+    problems: list[str] = []
+    where: list[int | None] = []
+    for user, secret in list(users.items()):
+        if not isinstance(user, str) or not isinstance(secret, str):
+            continue
+        found = [problem.removeprefix(f"user {user!r}: ") for problem in users_problems({user: secret})]
+        if not found and not is_bcrypt(secret):
+            found = ["not a bcrypt hash (the value is not shown): a web config file takes bcrypt hashes only, as "
+                     "exporter-toolkit does; make one with `htpasswd -nbBC 10 '' PASSWORD | cut -c2-`"]
+        problems += [f"basic_auth_users.{printable(user)}: {problem}" for problem in found]
+        where += [lines.line_of(("basic_auth_users", user))] * len(found)
+        if found:
+            del users[user]
+    return problems, where
 
 
 def _unsupported(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list[int | None]]:
@@ -117,18 +141,24 @@ def read_web_config_file(path: Path) -> tuple[WebConfigFile, KeyLines]:
     except OSError as exc:  # (the config file's own `cannot read` would name the config file)
         raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
     problems, where = _unsupported(data, lines)
+    more, more_where = _user_problems(data, lines)
+    problems, where = problems + more, where + more_where
     try:
         parsed = WebConfigFile.model_validate(data)
     except ValidationError as exc:
         problems += validation_problems(exc)
         where += validation_lines(exc, lines)
-    if problems:
-        raise ConfigError(str(path), problems, where)
+    if problems:  # in the file's order
+        order = sorted(range(len(problems)), key=lambda i: (where[i] is None, where[i] or 0))
+        raise ConfigError(str(path), [problems[i] for i in order], [where[i] for i in order])
     return parsed, lines
 
 
 def _resolved(value: str, base: Path) -> Path:
-    """A path of the file as exporter-toolkit reads it: relative to the file's directory (`~/` expanded)."""
+    """A path of the file as exporter-toolkit reads it: relative to the file's directory (`~/` expanded; ValueError
+    when it cannot be)."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL byte")
     expanded = Path(expand_home(value))
     return expanded if expanded.is_absolute() else base / expanded
 
@@ -146,10 +176,18 @@ def with_web_config_file(config: Configured, path: Path) -> Configured:
     update: dict[str, Any] = {}
     clashes: list[str] = []
     base = path.absolute().parent
-    if given.tls_server_config is not None:
-        tls = given.tls_server_config
-        assert tls.cert_file is not None and tls.key_file is not None  # (TlsServerConfig._both)
-        update.update(tls_cert_file=_resolved(tls.cert_file, base), tls_key_file=_resolved(tls.key_file, base))
+    tls = given.tls_server_config
+    if tls is not None and tls.serves_tls:
+        assert tls.cert_file is not None and tls.key_file is not None
+        unusable = []
+        for key, value in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+            try:
+                update[f"tls_{key}"] = _resolved(value, base)
+            except ValueError as exc:  # `~/x` with HOME unset or relative: the value itself not shown (a key
+                unusable.append((key, f"tls_server_config.{key}: cannot be read as a path ({exc})"))  # pasted in)
+        if unusable:
+            raise ConfigError(str(path), [problem for _, problem in unusable],
+                              [lines.line_of(("tls_server_config", key)) for key, _ in unusable])
         clashes += [f"web.{key}" for key in ("tls_cert_file", "tls_key_file") if getattr(web, key) is not None]
     if given.basic_auth_users:
         update["basic_auth_users"] = given.basic_auth_users
@@ -160,8 +198,9 @@ def with_web_config_file(config: Configured, path: Path) -> Configured:
     if "tls_cert_file" in update:
         found = tls_pair_problems("tls_server_config.cert_file", "tls_server_config.key_file",
                                   update["tls_cert_file"], update["tls_key_file"])
-        if found:  # each named by its key's line (`tls_server_config.key_file: ... is protected by a passphrase`)
+        if found:  # each named by its key's line (`tls_server_config.key_file: ... is protected by a passphrase`);
             keys = [("tls_server_config", "key_file" if problem.startswith("tls_server_config.key_file")
-                     else "cert_file") for problem in found]
-            raise ConfigError(str(path), found, [lines.line_of(key) for key in keys])
+                     else "cert_file") for problem in found]  # the key's path not shown: a key pasted in its place
+            shown = [problem.replace(str(update["tls_key_file"]), "the key_file given") for problem in found]
+            raise ConfigError(str(path), shown, [lines.line_of(key) for key in keys])
     return config.model_copy(update={"web": web.model_copy(update=update)})

@@ -79,7 +79,7 @@ def test_run_serves_https_with_the_users_of_a_node_exporter_web_config(tmp_path:
         _wait_said(log, f"SIGHUP: {web} is invalid now (line 4: tls_server_config.min_version: not supported")
         web.write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n")
         proc.send_signal(signal.SIGHUP)
-        _wait_said(log, f"SIGHUP: {config} changed web.basic_auth_users.prom since the start")
+        _wait_said(log, f"SIGHUP: {config} (with {web}) changed web.basic_auth_users.prom since the start")
         assert client.get(f"https://{listen}/metrics", auth=("prom", "s3cret"), timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -105,21 +105,29 @@ def test_an_empty_web_config_file_is_exporter_toolkits_empty_config(tmp_path: Pa
 @pytest.mark.parametrize(("text", "want"), [
     ("tls_server_config:\n  cert_file: a.pem\n  key_file: a-key.pem\n  client_auth_type: RequireAndVerifyClientCert\n"
      "  client_ca_file: ca.pem\n",
-     ["  line 5: tls_server_config.client_ca_file: not supported: client certificates (mutual TLS) are not checked "
-      "by watchtower's listener; remove it, or terminate TLS in a reverse proxy in front of watchtower "
-      "(docs/security.md)",
-      "  line 4: tls_server_config.client_auth_type: 'RequireAndVerifyClientCert' is not supported: client "
+     ["  line 4: tls_server_config.client_auth_type: 'RequireAndVerifyClientCert' is not supported: client "
       "certificates (mutual TLS) are not checked by watchtower's listener; remove it, or terminate TLS in a reverse "
-      "proxy in front of watchtower (docs/security.md)"]),
+      "proxy in front of watchtower (docs/security.md)",
+      "  line 5: tls_server_config.client_ca_file: not supported: client certificates (mutual TLS) are not checked "
+      "by watchtower's listener; remove it, or terminate TLS in a reverse proxy in front of watchtower "
+      "(docs/security.md)"]),
     ("tls_server_config:\n  cert_file: a.pem\n",
-     ["  line 1: tls_server_config: key_file must be set (a tls_server_config serves HTTPS with both)"]),
+     ["  line 1: tls_server_config: key_file must be set too (HTTPS needs both files; neither: plain HTTP)"]),
     ("basic_auth_users:\n  prom: ''\nhttp_server_config:\n  headers: {X-Frame-Options: deny}\n",
-     ["  line 4: http_server_config.headers: not supported: the listener sets no extra response headers; remove it, "
-      "or terminate TLS in a reverse proxy in front of watchtower (docs/security.md)",
-      "  line 1: basic_auth_users: user 'prom': an empty password: anyone could log in as it; give a bcrypt hash"]),
+     ["  line 2: basic_auth_users.prom: an empty password: anyone could log in as it; give a bcrypt hash",
+      "  line 4: http_server_config.headers: not supported: the listener sets no extra response headers; remove it, "
+      "or terminate TLS in a reverse proxy in front of watchtower (docs/security.md)"]),
+    # only bcrypt hashes, as exporter-toolkit compares every value with bcrypt (the value never shown)
+    ("basic_auth_users:\n  ops: hunter2-in-clear\n",
+     ["  line 2: basic_auth_users.ops: not a bcrypt hash (the value is not shown): a web config file takes bcrypt "
+      "hashes only, as exporter-toolkit does; make one with `htpasswd -nbBC 10 '' PASSWORD | cut -c2-`"]),
+    # a key pasted in place of its file's path is not repeated
+    ("tls_server_config:\n  cert_file: missing.pem\n  key_file: '-----BEGIN PRIVATE KEY----- MIIEvQIBADAN'\n",
+     ["  line 2: tls_server_config.cert_file: {dir}/missing.pem does not exist",
+      "  line 3: tls_server_config.key_file: the key_file given does not exist"]),
     ("tls_server_config:\n  cert_file: missing.pem\n  key_file: missing-key.pem\n",
      ["  line 2: tls_server_config.cert_file: {dir}/missing.pem does not exist",
-      "  line 3: tls_server_config.key_file: {dir}/missing-key.pem does not exist"]),
+      "  line 3: tls_server_config.key_file: the key_file given does not exist"]),
     ("basic_auth_user:\n  prom: x\n", ["  line 1: basic_auth_user: unknown key"]),
 ])
 def test_a_web_config_file_problem_names_that_file_its_line_and_key(tmp_path: Path,
@@ -164,3 +172,46 @@ def test_the_hub_takes_the_flag_too(tmp_path: Path, capsys: pytest.CaptureFixtur
     loaded = load_hub_config(hub, web)
     assert loaded.web.tls_cert_file == tmp_path / "hub.pem" and loaded.web.tls_key_file == tmp_path / "hub-key.pem"
     assert set(loaded.web.basic_auth_users) == {"ops"}
+
+
+def test_a_tls_server_config_without_files_is_plain_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As exporter-toolkit: neither file given is no TLS (one without the other is refused, above)."""
+    config = write_config(tmp_path)
+    web = _web_file(tmp_path, "tls_server_config: {}\nhttp_server_config: {http2: true}\n")
+    assert main(["check-config", str(config), "--web.config.file", str(web)]) == 0
+    from exporter.config import load_config
+
+    assert load_config(config, web_config_file=web).web.tls_cert_file is None
+
+
+def test_a_home_that_cannot_expand_a_path_is_a_problem_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Its review: `~/tls.crt` with HOME relative raised out of the command (a traceback, exit 1)."""
+    config = write_config(tmp_path)
+    web = _web_file(tmp_path, "tls_server_config: {cert_file: ~/tls.crt, key_file: tls.key}\n")
+    monkeypatch.setenv("HOME", "relative")
+    assert main(["check-config", str(config), "--web.config.file", str(web)]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  line 1: tls_server_config.cert_file: cannot be read as a path ('~/tls.crt': HOME is 'relative', not an "
+        "absolute path, so ~ cannot be expanded; set HOME or give an absolute path)"]
+
+
+def test_a_piped_web_config_file_is_not_read_again_at_sighup(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its review: `--web.config.file <(cat web.yml)` logged an ERROR at every SIGHUP (the pipe read again, empty), as
+    a piped `--config` does not."""
+    import logging
+    import threading
+
+    from exporter.daemon import Daemon
+
+    fifo = tmp_path / "web.fifo"
+    os.mkfifo(fifo)
+    daemon = object.__new__(Daemon)
+    daemon.config_path, daemon.web_config_path = write_config(tmp_path), fifo
+    daemon._config_check = threading.Lock()
+    daemon._config_checking = daemon._config_check_again = False
+    with caplog.at_level(logging.INFO, logger="watchtower.daemon"):
+        daemon.check_config_file()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", f"SIGHUP: {fifo} is a pipe or FIFO, not a regular file (read once, at the start): not checked at "
+                 "this signal (only the classification tables are reloaded)")]
