@@ -33,7 +33,7 @@ from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_p
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamllines import KeyLines, numbered
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
-from exporter.yamlproblem import utf8_line_problem, value_problem, yaml_problem
+from exporter.yamlproblem import CONSTRUCTOR_ERRORS, utf8_line_problem, value_problem, yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
@@ -885,7 +885,7 @@ def read_config_document(path: str | Path, empty_ok: bool = False) -> tuple[dict
         data, root = _composed_and_built(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [yaml_problem(exc, text)]) from None
-    except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's (an impossible date,
+    except CONSTRUCTOR_ERRORS as exc:  # a constructor's (an impossible date,
         raise ConfigError(str(path), [value_problem(exc)]) from None  # `!!timestamp x`), not a YAMLError
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exporter.config import (
+    MAX_SHOWN_PATH,
     ConfigError,
     WebConfig,
     expand_home,
@@ -56,16 +57,19 @@ class _Strict(BaseModel):
 class TlsServerConfig(_Strict):
     cert_file: str | None = None
     key_file: str | None = None
-    client_auth_type: Literal["NoClientCert"] | None = Field(
-        default=None, description="Only NoClientCert (exporter-toolkit's default): client certificates are not "
-        "asked for.")
+    client_auth_type: Literal["", "NoClientCert"] | None = Field(
+        default=None, description="Only NoClientCert or empty (exporter-toolkit's default): client certificates are "
+        "not asked for.")
 
     @model_validator(mode="after")
     def _both(self) -> TlsServerConfig:
-        """One file without the other is refused, as exporter-toolkit does; neither is plain HTTP, as there."""
+        """One file without the other is refused, as exporter-toolkit does; neither is plain HTTP, as there, unless a
+        client_auth_type asks for TLS (exporter-toolkit then says `missing cert_file`)."""
         missing = [key for key in ("cert_file", "key_file") if not getattr(self, key)]
         if len(missing) == 1:
             raise ValueError(f"{missing[0]} must be set too (HTTPS needs both files; neither: plain HTTP)")
+        if missing and self.client_auth_type:
+            raise ValueError("cert_file and key_file must be set (client_auth_type is a TLS setting)")
         return self
 
     @property
@@ -84,6 +88,10 @@ class WebConfigFile(_Strict):
     """Each checked by `_user_problems` before (a problem per user, at its line)."""
 
 
+_NOT_BCRYPT = ("not a bcrypt hash (the value is not shown): a web config file takes bcrypt hashes only, as "
+               "exporter-toolkit does; make one with `htpasswd -nbBC 10 '' PASSWORD | cut -c2-`")
+
+
 def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list[int | None]]:
     """A problem for each user of `basic_auth_users` nobody could log in as, at its line; those users are taken out
     of `data` (a user or value of another type is left to pydantic). Only bcrypt hashes, as exporter-toolkit
@@ -97,14 +105,17 @@ def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], li
     problems: list[str] = []
     where: list[int | None] = []
     for user, secret in list(users.items()):
-        if not isinstance(user, str) or not isinstance(secret, str):
-            continue
-        found = [problem.removeprefix(f"user {user!r}: ") for problem in users_problems({user: secret})]
-        if not found and not is_bcrypt(secret):
-            found = ["not a bcrypt hash (the value is not shown): a web config file takes bcrypt hashes only, as "
-                     "exporter-toolkit does; make one with `htpasswd -nbBC 10 '' PASSWORD | cut -c2-`"]
-        problems += [f"basic_auth_users.{printable(user)}: {problem}" for problem in found]
-        where += [lines.line_of(("basic_auth_users", user))] * len(found)
+        if not isinstance(user, str):  # (`123:`, `yes:`: pydantic named it `[key]` of the mapping's line)
+            found = ["a user name is text: quote it in the YAML"]
+        elif not isinstance(secret, str):  # `!!binary` of a plain password (pydantic would make it text), a number
+            found = [_NOT_BCRYPT]
+        else:
+            found = [problem.removeprefix(f"user {user!r}: ") for problem in users_problems({user: secret})]
+            if not found and not is_bcrypt(secret):
+                found = [_NOT_BCRYPT]
+        named = user if isinstance(user, str) else str(int(user)) if isinstance(user, bool) else repr(user)
+        problems += [f"basic_auth_users.{printable(named)}: {problem}" for problem in found]
+        where += [lines.line_of(("basic_auth_users", named), not_a_string=not isinstance(user, str))] * len(found)
         if found:
             del users[user]
     return problems, where
@@ -125,7 +136,7 @@ def _unsupported(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list
             del given[key]
     auth = (data.get("tls_server_config") or {}).get("client_auth_type") if isinstance(
         data.get("tls_server_config"), dict) else None
-    if isinstance(auth, str) and auth != "NoClientCert":
+    if isinstance(auth, str) and auth not in ("", "NoClientCert"):
         problems.append(f"tls_server_config.client_auth_type: {auth!r} is not supported: client certificates "
                         f"(mutual TLS) are not checked by watchtower's listener{_PROXY_HINT}")
         where.append(lines.line_of(("tls_server_config", "client_auth_type")))
@@ -163,6 +174,16 @@ def _resolved(value: str, base: Path) -> Path:
     return expanded if expanded.is_absolute() else base / expanded
 
 
+def _paths_hidden(problem: str, update: dict[str, Any], given: tuple[str, str]) -> str:
+    """`problem` without the key file's path (a key pasted in its place is not repeated), nor the certificate's
+    unless it reads as a path (one line of printable text, no PEM marker: a key pasted under cert_file)."""
+    problem = problem.replace(str(update["tls_key_file"]), "the key_file given")
+    cert = str(update["tls_cert_file"])
+    if not given[0].isprintable() or "-----" in given[0] or len(given[0]) > MAX_SHOWN_PATH:
+        problem = problem.replace(cert, "the cert_file given")
+    return problem
+
+
 Configured = TypeVar("Configured", bound=BaseModel)
 
 
@@ -198,9 +219,9 @@ def with_web_config_file(config: Configured, path: Path) -> Configured:
     if "tls_cert_file" in update:
         found = tls_pair_problems("tls_server_config.cert_file", "tls_server_config.key_file",
                                   update["tls_cert_file"], update["tls_key_file"])
-        if found:  # each named by its key's line (`tls_server_config.key_file: ... is protected by a passphrase`);
+        if found:  # each named by its key's line (`tls_server_config.key_file: ... is protected by a passphrase`)
             keys = [("tls_server_config", "key_file" if problem.startswith("tls_server_config.key_file")
-                     else "cert_file") for problem in found]  # the key's path not shown: a key pasted in its place
-            shown = [problem.replace(str(update["tls_key_file"]), "the key_file given") for problem in found]
+                     else "cert_file") for problem in found]
+            shown = [_paths_hidden(problem, update, (tls.cert_file, tls.key_file)) for problem in found]
             raise ConfigError(str(path), shown, [lines.line_of(key) for key in keys])
     return config.model_copy(update={"web": web.model_copy(update=update)})

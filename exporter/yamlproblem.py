@@ -60,6 +60,10 @@ def yaml_problem(exc: yaml.YAMLError, text: str | None = None) -> str:
     return f"{where}not valid YAML: {what}"
 
 
+CONSTRUCTOR_ERRORS = (ValueError, OverflowError, TypeError, AttributeError, LookupError)
+"""What PyYAML's constructors raise besides a YAMLError: `2026-02-30` (ValueError), an integer of 5,000 digits,
+`!!timestamp x` (AttributeError), `!!bool hunter2` (KeyError, naming the value: a password given a tag)."""
+
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from exporter.boundedfile import FileProblem, read_bounded
-from exporter.yamlproblem import utf8_line_problem, yaml_problem
+from exporter.yamlproblem import CONSTRUCTOR_ERRORS, utf8_line_problem, yaml_problem
 
 MAX_BYTES = 1024**2
 """Largest scenario or settings file read: they are a few KiB, so a bigger file is the wrong file (a log,
@@ -57,7 +57,7 @@ def parse_mapping(text: str | bytes, where: str, what: str, keys: str, empty: bo
         from exporter.yamlload import TOO_DEEP  # the exporter's words
 
         raise YamlFileError(f"{where}: not valid YAML: {TOO_DEEP}") from None
-    except (ValueError, OverflowError, TypeError, AttributeError) as exc:
+    except CONSTRUCTOR_ERRORS as exc:
         # PyYAML's constructors: `2026-02-30` (day is out of range), `!!timestamp x` (AttributeError), ...
         line = _unreadable_line(text)
         raise YamlFileError(f"{where}:{f' line {line}:' if line else ''} a value YAML cannot read: "

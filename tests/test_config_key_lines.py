@@ -316,3 +316,15 @@ def test_lines_counted_by_newlines_scan_the_text_once_not_once_a_key() -> None:
     lines = KeyLines(root, _ScannedText(text))
     assert [lines.line_of((f"k{n}",)) for n in range(2000)] == list(range(1, 2001))
     assert _ScannedText.scans <= 8
+
+
+def test_a_tag_a_value_cannot_take_is_one_line_without_the_value(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 2026-12-07: `!!bool hunter2` (PyYAML's KeyError, naming the value) was a traceback showing the password."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nweb:\n"
+                    "  basic_auth_users:\n    prom: !!bool hunter2\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[1:] == ["  not valid YAML: a value it cannot read (...); quote it if it is text"]
+    assert "hunter2" not in err

@@ -129,6 +129,21 @@ def test_an_empty_web_config_file_is_exporter_toolkits_empty_config(tmp_path: Pa
      ["  line 2: tls_server_config.cert_file: {dir}/missing.pem does not exist",
       "  line 3: tls_server_config.key_file: the key_file given does not exist"]),
     ("basic_auth_user:\n  prom: x\n", ["  line 1: basic_auth_user: unknown key"]),
+    # its second review: a plain password given `!!binary` (pydantic made it text: it logged in), a user YAML reads
+    # as a number (named at the mapping's line), a key pasted under cert_file, `!!bool` on a password (a traceback
+    # showing it), a client_auth_type without files (exporter-toolkit: missing cert_file)
+    ("basic_auth_users:\n  prom: !!binary aHVudGVyMg==\n  123: x\n",
+     ["  line 2: basic_auth_users.prom: not a bcrypt hash (the value is not shown): a web config file takes bcrypt "
+      "hashes only, as exporter-toolkit does; make one with `htpasswd -nbBC 10 '' PASSWORD | cut -c2-`",
+      "  line 3: basic_auth_users.123: a user name is text: quote it in the YAML"]),
+    ("tls_server_config:\n  cert_file: |\n    -----BEGIN PRIVATE KEY-----\n    MIGHAgEA\n"
+     "    -----END PRIVATE KEY-----\n  key_file: k.pem\n",
+     ["  line 2: tls_server_config.cert_file: the cert_file given does not exist",
+      "  line 6: tls_server_config.key_file: the key_file given does not exist"]),
+    ("basic_auth_users:\n  prom: !!bool hunter2\n",
+     ["  not valid YAML: a value it cannot read (...); quote it if it is text"]),
+    ("tls_server_config:\n  client_auth_type: NoClientCert\n",
+     ["  line 1: tls_server_config: cert_file and key_file must be set (client_auth_type is a TLS setting)"]),
 ])
 def test_a_web_config_file_problem_names_that_file_its_line_and_key(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str],
@@ -177,7 +192,7 @@ def test_the_hub_takes_the_flag_too(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_a_tls_server_config_without_files_is_plain_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """As exporter-toolkit: neither file given is no TLS (one without the other is refused, above)."""
     config = write_config(tmp_path)
-    web = _web_file(tmp_path, "tls_server_config: {}\nhttp_server_config: {http2: true}\n")
+    web = _web_file(tmp_path, "tls_server_config: {client_auth_type: ''}\nhttp_server_config: {http2: true}\n")
     assert main(["check-config", str(config), "--web.config.file", str(web)]) == 0
     from exporter.config import load_config
 

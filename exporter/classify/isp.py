@@ -20,7 +20,7 @@ import yaml
 from exporter.boundedfile import read_bounded
 from exporter.textrepair import short_repr
 from exporter.yamlload import TOO_DEEP, UniqueKeyCLoader
-from exporter.yamlproblem import utf8_problem, value_problem, yaml_problem
+from exporter.yamlproblem import CONSTRUCTOR_ERRORS, utf8_problem, value_problem, yaml_problem
 
 OTHER = "other"
 
@@ -82,7 +82,7 @@ def read_yaml(path: Path | None, shipped: str) -> tuple[str, Any]:
         return name, yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader and a subclass of it
     except yaml.YAMLError as exc:
         raise ValueError(f"{name}: {yaml_problem(exc, text)}") from exc
-    except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # a constructor's, not a YAMLError
+    except CONSTRUCTOR_ERRORS as exc:  # a constructor's, not a YAMLError
         raise ValueError(f"{name}: {value_problem(exc)}") from None
     except RecursionError:  # nesting (or a chain of merges) deeper than Python's recursion limit
         raise ValueError(f"{name}: not valid YAML: {TOO_DEEP}") from None
