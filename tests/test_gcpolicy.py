@@ -90,7 +90,7 @@ def test_watchtower_run_owns_its_process(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     class FakeDaemon:
         def __init__(self, config: object, owns_process: bool = False, config_path: object = None,
-                     interrupted: object = None) -> None:
+                     interrupted: object = None, web_config_path: object = None) -> None:
             seen.append(owns_process)
 
         async def serve(self) -> int:
