@@ -93,10 +93,10 @@ _NOT_BCRYPT = ("not a bcrypt hash (the value is not shown): a web config file ta
 
 
 def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list[int | None]]:
-    """A problem for each user of `basic_auth_users` nobody could log in as, at its line; those users are taken out
-    of `data` (a user or value of another type is left to pydantic). Only bcrypt hashes, as exporter-toolkit
-    compares every value with bcrypt: a plain password here is a mistake (node_exporter would let nobody in), and
-    this file then holds no secret in clear."""
+    """A problem for each user of `basic_auth_users` nobody could log in as, at its line, its value never shown; those
+    users are taken out of `data`. Only bcrypt hashes, as exporter-toolkit compares every value with bcrypt: a plain
+    password here is a mistake (node_exporter would let nobody in), and this file then holds no secret in clear; a
+    user YAML reads as another kind (`123:`) is named at its own line (pydantic named it `[key]` of the mapping's)."""
     from exporter.webauth import is_bcrypt
 
     users = data.get("basic_auth_users")
@@ -105,7 +105,7 @@ def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], li
     problems: list[str] = []
     where: list[int | None] = []
     for user, secret in list(users.items()):
-        if not isinstance(user, str):  # (`123:`, `yes:`: pydantic named it `[key]` of the mapping's line)
+        if not isinstance(user, str):
             found = ["a user name is text: quote it in the YAML"]
         elif not isinstance(secret, str):  # `!!binary` of a plain password (pydantic would make it text), a number
             found = [_NOT_BCRYPT]
@@ -204,8 +204,8 @@ def with_web_config_file(config: Configured, path: Path) -> Configured:
         for key, value in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
             try:
                 update[f"tls_{key}"] = _resolved(value, base)
-            except ValueError as exc:  # `~/x` with HOME unset or relative: the value itself not shown (a key
-                unusable.append((key, f"tls_server_config.{key}: cannot be read as a path ({exc})"))  # pasted in)
+            except ValueError as exc:  # `~/x` under a relative HOME (shown: a `~/` path), a NUL byte (not shown)
+                unusable.append((key, f"tls_server_config.{key}: cannot be read as a path ({exc})"))
         if unusable:
             raise ConfigError(str(path), [problem for _, problem in unusable],
                               [lines.line_of(("tls_server_config", key)) for key, _ in unusable])
