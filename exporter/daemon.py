@@ -296,13 +296,13 @@ class Daemon:
         """Whether the command saw a ^C before `serve` took SIGINT over (exporter.cli.ctrl_c_seen): one that landed
         where it could not be raised (a weakref callback an import ran) stops the daemon as soon as it serves."""
         self.owns_process = owns_process
+        """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
+        (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
         self.config_path = config_path
         """The file `config` was loaded from: checked again on SIGHUP (`reload`) while it is a regular file (not
         `--config <(envsubst ...)`: a pipe, read once, nothing to read again); None when embedded."""
         self.web_config_path = web_config_path
-        """`--web.config.file`, checked again with the config file on SIGHUP (its changes named as the config's)."""
-        """The process is this daemon's (`watchtower run`): once started, it sets the garbage collector's policy
-        (exporter/gcpolicy.py). False for a caller that embeds it (tests): their process keeps its own."""
+        """`--web.config.file`, checked again with the config file on SIGHUP (a pipe, as a piped config, is not)."""
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.isp, self.replies = load_classifiers(config)
