@@ -23,6 +23,7 @@ from dashlib import (
     BLOCK_BLOCKLISTED_MIN,
     BLOCK_BLOCKLISTED_SHARE,
     BLOCK_MIN_ATTEMPTS,
+    BLOCK_OTHER_MANY,
     BLOCK_OTHER_MIN,
     BLOCK_REJECT_RATIO,
     CELL,
@@ -1104,7 +1105,7 @@ HIGH < {_S[1]}, CRIT < {_S[2]}: dashboard-only levels, no alert judges the 10-mi
 as the alerts judge them, over all the VMTA's pools and in each pool on its own (≥ {MIN_ATTEMPTS} attempts
 in 10 minutes each), the worse kept; a **block**, always CRIT (`PmtaIspBlock`'s condition: a
 blocklisted responses in 15 minutes, ≥ {_pct(BLOCK_BLOCKLISTED_SHARE)} of the attempts or ≥ {BLOCK_BLOCKLISTED_MIN}
-(from `other`: ≥ {BLOCK_OTHER_MIN} and ≥ {_pct(BLOCK_BLOCKLISTED_SHARE)}), or reputation/policy
+(from `other`: ≥ {BLOCK_OTHER_MIN} and ≥ {_pct(BLOCK_BLOCKLISTED_SHARE)}, or ≥ {BLOCK_OTHER_MANY}), or reputation/policy
 bounces > {_pct(BLOCK_REJECT_RATIO)} = `PmtaIspBlock` of ≥ {BLOCK_MIN_ATTEMPTS} attempts, over all the pools or in one);
 and **queued recipients** (warn > {_Q[0]}, where a throttled cell's alert turns critical,
 HIGH > {_Q[1]} = `PmtaQueueBacklog`, CRIT > {_Q[2]} = `PmtaQueueBacklog` critical). The `worst` column

@@ -214,12 +214,13 @@ dashboards, and only for per-VMTA x ISP queues (a pool's or a host's sum is anot
 BLOCK_REJECT_RATIO = 0.05
 BLOCK_MIN_ATTEMPTS = 50
 BLOCK_OTHER_MIN = 10
+BLOCK_OTHER_MANY = 100
 BLOCK_BLOCKLISTED_SHARE = 0.01
 BLOCK_BLOCKLISTED_MIN = 10
 """PmtaIspBlock's condition (rules/alerts/isp.yaml): blocklisted responses in 15 minutes from a named provider that
 are >= BLOCK_BLOCKLISTED_SHARE of the VMTA's attempts or >= BLOCK_BLOCKLISTED_MIN (from `other`, every small domain
-together, >= BLOCK_OTHER_MIN that are also >= BLOCK_BLOCKLISTED_SHARE), or > BLOCK_REJECT_RATIO of >=
-BLOCK_MIN_ATTEMPTS attempts in 15 minutes bounced for reputation or policy."""
+together, >= BLOCK_OTHER_MIN that are also >= BLOCK_BLOCKLISTED_SHARE, or >= BLOCK_OTHER_MANY), or >
+BLOCK_REJECT_RATIO of >= BLOCK_MIN_ATTEMPTS attempts in 15 minutes bounced for reputation or policy."""
 
 
 def over_pools(matchers: tuple[str, ...]) -> tuple[str, ...]:
@@ -258,6 +259,7 @@ def blocked(*matchers: str) -> str:
     cond = (f"(({named} > 0) and ({named} / ({attempts} * 900) >= {BLOCK_BLOCKLISTED_SHARE}))"
             f" or ({named} >= {BLOCK_BLOCKLISTED_MIN})"
             f" or (({other} >= {BLOCK_OTHER_MIN}) and ({other} / ({attempts} * 900) >= {BLOCK_BLOCKLISTED_SHARE}))"
+            f" or ({other} >= {BLOCK_OTHER_MANY})"
             f" or {rejected('instance_vmta_isp', *every)} or {rejected('vmta_isp', *every)}")
     return in_pools(f"group by ({CELL}) ({cond})", *matchers)
 

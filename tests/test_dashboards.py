@@ -971,12 +971,13 @@ NONE = [{"labels": "{}", "value": 0}]
     ("yahoo", cell("pmta_deferred_total", "vmta-02", "1x30 2x10", "yahoo", **{"class": "blocklisted"}), False),
     ("yahoo", cell("pmta_deferred_total", "vmta-02", "0x30 12x10", "yahoo", **{"class": "blocklisted"}), True),
     ("other", cell("pmta_deferred_total", "vmta-02", "0x30 12x10", "other", **{"class": "blocklisted"}), False),
+    ("other", cell("pmta_deferred_total", "vmta-02", "0x30 120x10", "other", **{"class": "blocklisted"}), True),
 ], ids=["blocklisted", "policy-bounces", "other-below-10", "other-a-share", "one-among-thousands",
-        "ten-among-thousands", "other-ten-among-thousands"])
+        "ten-among-thousands", "other-ten-among-thousands", "other-a-hundred-among-thousands"])
 def test_a_block_turns_the_cell_red_wherever_the_cell_level_shows(tmp_path: Path, isp: str, trouble: tuple[str, str],
                                                                   blocked: bool):
     """PmtaIspBlock is critical on blocklisted responses that are >= 1% of the attempts or >= 10 in 15 minutes (from
-    `other`: >= 10 and >= 1%: review 2026-12-07), or > 5% of attempts bounced for reputation or policy; success stays near 95%, nothing is throttled
+    `other`: >= 10 and >= 1%, or >= 100: review 2026-12-07), or > 5% of attempts bounced for reputation or policy; success stays near 95%, nothing is throttled
     or queued. The war room, the incidents counter and the status board's level history used to stay green (audit
     2026-12); one blocklisted deferral among thousands of deliveries pages nobody and turns no cell red."""
     per_minute = 1000 if isp == "yahoo" or "0x30" in trouble[1] else 94
