@@ -205,12 +205,17 @@ def test_an_index_into_a_set_given_for_a_list_is_the_lists_key(tmp_path: Path, c
     """Review 2026-12-07: a `!!set` given for `delay_buckets` is a list to pydantic in the set's order (the hash's),
     and its index was looked up as a key of the set: `? 0` on line 7 named for the `x` of line 6, or another line
     with another PYTHONHASHSEED. An index names no key of a mapping: the line is the list key's."""
+    problem = _the_one_metrics_problem(tmp_path, capsys, "  delay_buckets: !!set\n    ? x\n    ? 0\n    ? 1\n")
+    assert problem.startswith("  line 5: metrics.delay_buckets."), problem
+
+
+def _the_one_metrics_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str], metrics: str) -> str:
+    """The one problem check-config prints for a config whose `metrics:` mapping (line 4) holds `metrics`."""
     path = tmp_path / "c.yml"
-    path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nmetrics:\n"
-                    "  delay_buckets: !!set\n    ? x\n    ? 0\n    ? 1\n")
+    path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nmetrics:\n{metrics}")
     assert main(["check-config", str(path)]) == 2
     [problem] = capsys.readouterr().err.splitlines()[1:]
-    assert problem.startswith("  line 5: metrics.delay_buckets."), problem
+    return problem
 
 
 @pytest.mark.parametrize("key", ["2024-01-01", "2024-01-01 10:00:00", "!!binary aGVsbG8=", "1.5"])
@@ -218,11 +223,7 @@ def test_a_key_yaml_reads_as_a_date_or_bytes_has_its_own_line(tmp_path: Path, ca
                                                               key: str) -> None:
     """Review 2026-12-07: pydantic names a date key by its repr (`datetime.date(2024, 1, 1)`), the index by its str
     (`2024-01-01`): the problem was given its mapping's line."""
-    path = tmp_path / "c.yml"
-    path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nmetrics:\n"
-                    f"  delay_buckets: [1]\n  ? {key}\n  : 2\n")
-    assert main(["check-config", str(path)]) == 2
-    [problem] = capsys.readouterr().err.splitlines()[1:]
+    problem = _the_one_metrics_problem(tmp_path, capsys, f"  delay_buckets: [1]\n  ? {key}\n  : 2\n")
     assert problem.startswith("  line 6: metrics."), problem
 
 
