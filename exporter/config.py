@@ -33,7 +33,7 @@ from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_p
 from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
 from exporter.yamllines import KeyLines, numbered
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
-from exporter.yamlproblem import CONSTRUCTOR_ERRORS, utf8_line_problem, value_problem, yaml_problem
+from exporter.yamlproblem import CONSTRUCTOR_ERRORS, unreadable_line, utf8_line_problem, value_problem, yaml_problem
 
 RECORD_TYPES: tuple[str, ...] = ("d", "b", "t", "tq", "f", "rb", "rs", "r")
 RECORD_ALIASES: dict[str, str] = {
@@ -696,6 +696,13 @@ class WebConfig(_Strict):
         return self
 
 
+def shown_user(user: str) -> str:
+    """A user name as a problem shows it: up to its first `:` (HTTP basic auth reads what follows as the password:
+    `admin:hunter2:` pasted as a name)."""
+    head, colon, _ = user.partition(":")
+    return head + ":..." if colon else user
+
+
 def users_problems(users: dict[str, str]) -> list[str]:
     """Why a user of `basic_auth_users` (the config's or --web.config.file's) could never log in: a mistake to say at
     start, not a 401 for ever (the secret unsaid)."""
@@ -704,8 +711,8 @@ def users_problems(users: dict[str, str]) -> list[str]:
     problems = []
     for user, secret in users.items():
         if not user or ":" in user:
-            problems.append(f"user {user!r}: a user name cannot hold ':' or be empty (HTTP basic auth splits "
-                            "user and password at the first ':')")
+            problems.append(f"user {shown_user(user)!r}: a user name cannot hold ':' or be empty (HTTP basic auth "
+                            "splits user and password at the first ':')")
         elif not secret.strip():
             problems.append(f"user {user!r}: an empty password: anyone could log in as it; give a bcrypt hash")
         elif is_bcrypt(secret) and (why := bcrypt_problem(secret)) is not None:
@@ -885,8 +892,8 @@ def read_config_document(path: str | Path, empty_ok: bool = False) -> tuple[dict
         data, root = _composed_and_built(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [yaml_problem(exc, text)]) from None
-    except CONSTRUCTOR_ERRORS as exc:  # a constructor's (an impossible date,
-        raise ConfigError(str(path), [value_problem(exc)]) from None  # `!!timestamp x`), not a YAMLError
+    except CONSTRUCTOR_ERRORS as exc:  # a constructor's (an impossible date, `!!timestamp x`), not a YAMLError
+        raise ConfigError(str(path), [value_problem(exc)], [unreadable_line(text)]) from None
     except RecursionError:  # PyYAML's pure-Python composer recurses once per level of nesting
         raise ConfigError(str(path), [f"not valid YAML: {TOO_DEEP}"]) from None
     if data is None and empty_ok:

@@ -34,7 +34,7 @@ import bcrypt
 
 log = logging.getLogger("watchtower.http")
 
-_BCRYPT = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
+_BCRYPT = re.compile(r"\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
 """A whole bcrypt hash: prefix, two-digit cost, 22 characters of salt and 31 of hash."""
 _BCRYPT_START = re.compile(r"^\$2[a-z]?\$(\d+)\$")
 """How a bcrypt hash starts (`$2b$10$`): a value that starts so is a hash, whole or not, never a plain password (one

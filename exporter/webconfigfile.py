@@ -22,6 +22,7 @@ from exporter.config import (
     expand_home,
     printable,
     read_config_document,
+    shown_user,
     users_problems,
     validation_lines,
     validation_problems,
@@ -47,6 +48,9 @@ UNSUPPORTED = {
 }
 """exporter-toolkit keys the listener cannot honour, and why: each is a problem naming it (terminate TLS in a reverse
 proxy for these: docs/security.md)."""
+UNSUPPORTED_SECTIONS = {"rate_limit": "the listener limits no request rate (its own bounds: web.max_connections, "
+                                      "web.api_max_concurrency)"}
+"""exporter-toolkit sections the listener cannot honour (newer than its first format), a problem each."""
 _PROXY_HINT = "; remove it, or terminate TLS in a reverse proxy in front of watchtower (docs/security.md)"
 
 
@@ -107,6 +111,8 @@ def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], li
     for user, secret in list(users.items()):
         if not isinstance(user, str):
             found = ["a user name is text: quote it in the YAML"]
+        elif not user or ":" in user:  # (what follows a `:` would be read as the password: not shown)
+            found = [problem.removeprefix(f"user {shown_user(user)!r}: ") for problem in users_problems({user: "x"})]
         elif not isinstance(secret, str):  # `!!binary` of a plain password (pydantic would make it text), a number
             found = [_NOT_BCRYPT]
         else:
@@ -114,7 +120,7 @@ def _user_problems(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], li
             if not found and not is_bcrypt(secret):
                 found = [_NOT_BCRYPT]
         named = user if isinstance(user, str) else str(int(user)) if isinstance(user, bool) else repr(user)
-        problems += [f"basic_auth_users.{printable(named)}: {problem}" for problem in found]
+        problems += [f"basic_auth_users.{printable(shown_user(named))}: {problem}" for problem in found]
         where += [lines.line_of(("basic_auth_users", named), not_a_string=not isinstance(user, str))] * len(found)
         if found:
             del users[user]
@@ -126,6 +132,10 @@ def _unsupported(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list
     validated: an unknown key is pydantic's `unknown key`)."""
     problems: list[str] = []
     where: list[int | None] = []
+    for key in [k for k in data if k in UNSUPPORTED_SECTIONS]:
+        problems.append(f"{key}: not supported: {UNSUPPORTED_SECTIONS[key]}{_PROXY_HINT}")
+        where.append(lines.line_of((key,)))
+        del data[key]
     for section, keys in UNSUPPORTED.items():
         given = data.get(section)
         if not isinstance(given, dict):
@@ -176,12 +186,22 @@ def _resolved(value: str, base: Path) -> Path:
 
 def _paths_hidden(problem: str, update: dict[str, Any], given: tuple[str, str]) -> str:
     """`problem` without the key file's path (a key pasted in its place is not repeated), nor the certificate's
-    unless it reads as a path (one line of printable text, no PEM marker: a key pasted under cert_file)."""
+    unless it reads as a path: printable, no PEM marker, no space, each part a file name's length at most (a key
+    pasted under cert_file: a PEM block, its bare body, or base64 on one line as a Kubernetes Secret holds it)."""
     problem = problem.replace(str(update["tls_key_file"]), "the key_file given")
-    cert = str(update["tls_cert_file"])
-    if not given[0].isprintable() or "-----" in given[0] or len(given[0]) > MAX_SHOWN_PATH:
-        problem = problem.replace(cert, "the cert_file given")
+    cert = given[0]
+    if not _reads_as_path(cert):
+        problem = problem.replace(str(update["tls_cert_file"]), "the cert_file given")
     return problem
+
+
+NAME_MAX = 255
+"""The longest file name (one part of a path) Linux file systems take."""
+
+
+def _reads_as_path(text: str) -> bool:
+    return (text.isprintable() and "-----" not in text and " " not in text and len(text) <= MAX_SHOWN_PATH
+            and all(len(part) <= NAME_MAX for part in text.split("/")))
 
 
 Configured = TypeVar("Configured", bound=BaseModel)

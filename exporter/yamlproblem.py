@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from typing import Any
 
 import yaml
 
@@ -45,6 +46,30 @@ class EditorLines:
         before = bisect.bisect_left(self._newlines, mark.index)  # newlines before the mark
         start = self._newlines[before - 1] + 1 if before else 0
         return before + 1, mark.index - start + 1
+
+
+def unreadable_line(text: str) -> int | None:
+    """The line (1-based, by newlines) of the first scalar in `text` PyYAML composes but cannot construct (`!!bool
+    hunter2`, `2026-02-30`), or None: the one-line problem of a constructor's error says where, never what (the
+    value may be a secret given a tag)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader("")
+    except Exception:  # noqa: BLE001 - only a hint for the message
+        return None
+    todo: list[Any] = [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node)
+            except Exception:  # noqa: BLE001 - the value that cannot be read
+                return EditorLines(text).of(node.start_mark)[0]
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            todo.extend(reversed([n for pair in node.value for n in pair]))
+    return None
 
 
 def yaml_problem(exc: yaml.YAMLError, text: str | None = None) -> str:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from exporter.boundedfile import FileProblem, read_bounded
-from exporter.yamlproblem import CONSTRUCTOR_ERRORS, utf8_line_problem, yaml_problem
+from exporter.yamlproblem import CONSTRUCTOR_ERRORS, unreadable_line, utf8_line_problem, yaml_problem
 
 MAX_BYTES = 1024**2
 """Largest scenario or settings file read: they are a few KiB, so a bigger file is the wrong file (a log,
@@ -59,7 +59,7 @@ def parse_mapping(text: str | bytes, where: str, what: str, keys: str, empty: bo
         raise YamlFileError(f"{where}: not valid YAML: {TOO_DEEP}") from None
     except CONSTRUCTOR_ERRORS as exc:
         # PyYAML's constructors: `2026-02-30` (day is out of range), `!!timestamp x` (AttributeError), ...
-        line = _unreadable_line(text)
+        line = unreadable_line(text)
         raise YamlFileError(f"{where}:{f' line {line}:' if line else ''} a value YAML cannot read: "
                             f"{_why(exc)}") from None
     if data is None:  # nothing but blanks, comments or `---` (or /dev/null)
@@ -105,28 +105,6 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, ValueError | OverflowError) and str(exc):
         return _one_line(str(exc))
     return "a value that does not fit its tag (e.g. `!!timestamp` on something that is not a date)"
-
-
-def _unreadable_line(text: str) -> int | None:
-    """The line (1-based) of the first scalar in `text` PyYAML composes but cannot construct, or None."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        loader = yaml.SafeLoader("")
-    except Exception:  # noqa: BLE001 - only a hint for the message
-        return None
-    todo: list[Any] = [root] if root is not None else []
-    while todo:
-        node = todo.pop()
-        if isinstance(node, yaml.ScalarNode):
-            try:
-                loader.construct_object(node)
-            except Exception:  # noqa: BLE001 - the value that cannot be read
-                return node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            todo.extend(reversed(node.value))
-        elif isinstance(node, yaml.MappingNode):
-            todo.extend(reversed([n for pair in node.value for n in pair]))
-    return None
 
 
 def _one_line(text: str) -> str:

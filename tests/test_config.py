@@ -272,7 +272,7 @@ def test_basic_auth_users_nobody_could_log_in_as_are_config_errors(tmp_path: Pat
     }))
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "web.basic_auth_users: " in err and "user 'prom:etheus': a user name cannot hold ':'" in err, err
+    assert "web.basic_auth_users: " in err and "user 'prom:...': a user name cannot hold ':'" in err, err
     assert "user 'grafana': bcrypt cannot check this hash (cost 99 is outside 04..31)" in err
     assert "'ops'" not in err and good not in err
 

@@ -327,5 +327,5 @@ def test_a_tag_a_value_cannot_take_is_one_line_without_the_value(tmp_path: Path,
                     "  basic_auth_users:\n    prom: !!bool hunter2\n")
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[1:] == ["  not valid YAML: a value it cannot read (...); quote it if it is text"]
+    assert err.splitlines()[1:] == ["  line 6: not valid YAML: a value it cannot read (...); quote it if it is text"]
     assert "hunter2" not in err

@@ -141,7 +141,24 @@ def test_an_empty_web_config_file_is_exporter_toolkits_empty_config(tmp_path: Pa
      ["  line 2: tls_server_config.cert_file: the cert_file given does not exist",
       "  line 6: tls_server_config.key_file: the key_file given does not exist"]),
     ("basic_auth_users:\n  prom: !!bool hunter2\n",
-     ["  not valid YAML: a value it cannot read (...); quote it if it is text"]),
+     ["  line 2: not valid YAML: a value it cannot read (...); quote it if it is text"]),
+    # its third review: a hash with a trailing newline (`|`) let nobody in and passed; a user name holding `:`
+    # showed what follows it (read as the password); exporter-toolkit's newer `rate_limit` called a typo; a key as
+    # one base64 line (a Kubernetes Secret's form) under cert_file shown whole
+    ("basic_auth_users:\n  prom: |\n    $2b$04$ISvlbvU.BCXJZ1reh31S4OG/7489TD.w18RnXrdAaER7RAlek0mr2\n",
+     ["  line 2: basic_auth_users.prom: bcrypt cannot check this hash (not a whole bcrypt hash: 61 characters, where "
+      "a hash is $2b$, a two-digit cost, $ and 53 characters of ./A-Za-z0-9 (60 in all); cut short or changed when "
+      "pasted?): nobody could log in as it"]),
+    ("basic_auth_users:\n  admin:hunter2:\n",
+     ["  line 2: basic_auth_users.admin:...: a user name cannot hold ':' or be empty (HTTP basic auth splits user "
+      "and password at the first ':')"]),
+    ("rate_limit:\n  interval: 1s\n  burst: 10\n",
+     ["  line 1: rate_limit: not supported: the listener limits no request rate (its own bounds: "
+      "web.max_connections, web.api_max_concurrency); remove it, or terminate TLS in a reverse proxy in front of "
+      "watchtower (docs/security.md)"]),
+    ("tls_server_config:\n  cert_file: " + "TFMwdExTMUNSVWRKVGlCUVVrbFdRVlJGSUV0RlcwdExT" * 40 + "\n  key_file: k.pem\n",
+     ["  line 2: tls_server_config.cert_file: cannot reach the cert_file given: file name too long",
+      "  line 3: tls_server_config.key_file: the key_file given does not exist"]),
     ("tls_server_config:\n  client_auth_type: NoClientCert\n",
      ["  line 1: tls_server_config: cert_file and key_file must be set (client_auth_type is a TLS setting)"]),
 ])
