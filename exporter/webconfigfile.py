@@ -10,6 +10,7 @@ without them. The keys stand in for the config file's `web.*` ones: set in both,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -188,11 +189,11 @@ def _paths_hidden(problem: str, update: dict[str, Any], given: tuple[str, str]) 
     """`problem` without the key file's path (a key pasted in its place is not repeated), nor the certificate's
     unless it reads as a path: printable, no PEM marker, no space, each part a file name's length at most (a key
     pasted under cert_file: a PEM block, its bare body, or base64 on one line as a Kubernetes Secret holds it)."""
-    problem = problem.replace(str(update["tls_key_file"]), "the key_file given")
-    cert = given[0]
-    if not _reads_as_path(cert):
-        problem = problem.replace(str(update["tls_cert_file"]), "the cert_file given")
-    return problem
+    cert = str(update["tls_cert_file"])
+    shown = {cert: cert if _reads_as_path(given[0]) else "the cert_file given"}
+    shown[str(update["tls_key_file"])] = "the key_file given"
+    either = re.compile("|".join(re.escape(path) for path in sorted(shown, key=len, reverse=True)))
+    return either.sub(lambda m: shown[m.group()], problem)  # (the longer first: `tls.key` in `tls.key.crt`)
 
 
 NAME_MAX = 255

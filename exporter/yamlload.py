@@ -111,9 +111,18 @@ def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.No
         ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
         if ident in lines:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key_node.value!r} (first on line {lines[ident]}, again on line {line})",
+                None, None, f"duplicate key {_shown_key(key_node.value)} (first on line {lines[ident]}, again on line "
+                f"{line})",
                 key_node.start_mark)
         lines[ident] = line
+
+
+def _shown_key(key: Any) -> str:
+    """A repeated key as its problem quotes it: up to its first `:` (a basic-auth user name `admin:hunter2` pasted
+    with its password: what follows the `:` is never shown)."""
+    text = key if isinstance(key, str) else repr(key)
+    head, colon, _ = text.partition(":")
+    return repr(head + ":..." if colon else text) if isinstance(key, str) else (head + ":..." if colon else text)
 
 
 def _flattened_size(node: yaml.MappingNode, sizes: dict[int, int]) -> int:
@@ -149,7 +158,7 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
         try:
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line})",
+                    None, None, f"duplicate key {_shown_key(key)} (first on line {seen[key]}, again on line {line})",
                     key_node.start_mark)
             seen[key] = line
         except TypeError:  # unhashable key: let the base constructor report it

@@ -48,6 +48,9 @@ class EditorLines:
         return before + 1, mark.index - start + 1
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def unreadable_line(text: str) -> int | None:
     """The line (1-based, by newlines) of the first scalar in `text` PyYAML composes but cannot construct (`!!bool
     hunter2`, `2026-02-30`), or None: the one-line problem of a constructor's error says where, never what (the
@@ -67,8 +70,9 @@ def unreadable_line(text: str) -> int | None:
                 return EditorLines(text).of(node.start_mark)[0]
         elif isinstance(node, yaml.SequenceNode):
             todo.extend(reversed(node.value))
-        elif isinstance(node, yaml.MappingNode):
-            todo.extend(reversed([n for pair in node.value for n in pair]))
+        elif isinstance(node, yaml.MappingNode):  # a merge key `<<` has no constructor of its own: its value only
+            todo.extend(reversed([n for key, value in node.value
+                                  for n in ((value,) if key.tag == _MERGE_TAG else (key, value))]))
     return None
 
 

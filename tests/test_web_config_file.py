@@ -156,6 +156,15 @@ def test_an_empty_web_config_file_is_exporter_toolkits_empty_config(tmp_path: Pa
      ["  line 1: rate_limit: not supported: the listener limits no request rate (its own bounds: "
       "web.max_connections, web.api_max_concurrency); remove it, or terminate TLS in a reverse proxy in front of "
       "watchtower (docs/security.md)"]),
+    # its fourth: a repeated user quoted whole, a merge key before a tagged value given that line, the key's path
+    # hidden inside the certificate's (`tls.key` in `tls.key.crt`)
+    ("basic_auth_users:\n  admin:hunter2: x\n  admin:hunter2: y\n",
+     ["  line 3, column 3: not valid YAML: duplicate key 'admin:...' (first on line 2, again on line 3)"]),
+    ("http_server_config:\n  <<: {}\nbasic_auth_users:\n  prom: !!bool hunter2\n",
+     ["  line 4: not valid YAML: a value it cannot read (...); quote it if it is text"]),
+    ("tls_server_config:\n  cert_file: tls.key.crt\n  key_file: tls.key\n",
+     ["  line 2: tls_server_config.cert_file: {dir}/tls.key.crt does not exist",
+      "  line 3: tls_server_config.key_file: the key_file given does not exist"]),
     ("tls_server_config:\n  cert_file: " + "TFMwdExTMUNSVWRKVGlCUVVrbFdRVlJGSUV0RlcwdExT" * 40 + "\n  key_file: k.pem\n",
      ["  line 2: tls_server_config.cert_file: cannot reach the cert_file given: file name too long",
       "  line 3: tls_server_config.key_file: the key_file given does not exist"]),
@@ -247,3 +256,20 @@ def test_a_piped_web_config_file_is_not_read_again_at_sighup(tmp_path: Path, cap
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", f"SIGHUP: {fifo} is a pipe or FIFO, not a regular file (read once, at the start): not checked at "
                  "this signal (only the classification tables are reloaded)")]
+
+
+@pytest.mark.parametrize("hub", [False, True], ids=["daemon", "hub"])
+def test_a_user_name_holding_a_colon_is_shown_up_to_it_in_either_config(tmp_path: Path, hub: bool,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Its fourth review: in the daemon's and the hub's own `web.basic_auth_users`, a value of another type made
+    pydantic's error name the user whole (`admin:hunter2`: basic auth reads what follows the `:` as the password)."""
+    path = tmp_path / "c.yml"
+    if hub:
+        path.write_text("hub:\n  targets: ['http://127.0.0.1:9469']\nweb:\n  basic_auth_users:\n    admin:hunter2: 123\n")
+    else:
+        path.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nweb:\n"
+                        "  basic_auth_users:\n    admin:hunter2: 123\n")
+    assert main(["check-config", *(["--hub"] if hub else []), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    assert f"  line {5 if hub else 6}: web.basic_auth_users.admin:...: a number, not a string: quote it in the YAML" in err
