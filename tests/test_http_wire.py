@@ -175,9 +175,10 @@ async def test_shutdown_does_not_wait_for_clients_that_never_read(tmp_path: Path
         server.should_exit = True  # uvicorn's graceful shutdown waits for answers these clients never take
         await asyncio.wait_for(task, 30)
         ends = [await asyncio.to_thread(read_to_end, s) for s in socks]
-        # Each connection is ended, none left open: reset when the answer it never took was still queued; on a
-        # loaded machine the kernel's send buffer can have taken the rest of the second one's, then closed (eof)
-        assert ends[0] == "reset" and ends[1] in ("reset", "eof"), ends
+        # Each connection is ended, none left open: reset when the answer it never took was still queued, or closed
+        # (eof) when the kernel's send buffer had taken the rest of it (the buffers grow with the machine's memory
+        # and load: a fresh-clone run saw both end so); the shutdown itself never waited for them (wait_for above)
+        assert set(ends) <= {"reset", "eof"}, ends
         assert server.guard.stalled == ends.count("reset")
     finally:
         for s in socks:
