@@ -1046,14 +1046,10 @@ def unchecked_problem(exc: Exception) -> str:
 
 def validation_problems(exc: ValidationError) -> list[str]:
     """One `key.path: problem` line per error, each key's control characters escaped (a key `"a\\nb"` is one
-    line, not two), a basic-auth user name up to its first `:` (`shown_user`: what follows is a password)."""
-    return [f"{printable(_key_path(err['loc'])) or '(top level)'}: {describe_error(err)}" for err in exc.errors()]
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
-    return ".".join(shown_user(part) if i and parts[i - 1] == "basic_auth_users" else part
-                    for i, part in enumerate(parts))
+    line, not two), each key up to its first `:` (`shown_user`: a basic-auth user pasted with its password, under
+    `basic_auth_users` or, indented wrong, anywhere: what follows the `:` is never shown)."""
+    return [f"{printable('.'.join(shown_user(str(p)) for p in err['loc'])) or '(top level)'}: {describe_error(err)}"
+            for err in exc.errors()]
 
 
 def printable(text: str) -> str:

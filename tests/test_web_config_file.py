@@ -273,3 +273,24 @@ def test_a_user_name_holding_a_colon_is_shown_up_to_it_in_either_config(tmp_path
     err = capsys.readouterr().err
     assert "hunter2" not in err
     assert f"  line {5 if hub else 6}: web.basic_auth_users.admin:...: a number, not a string: quote it in the YAML" in err
+
+
+@pytest.mark.parametrize("where", ["daemon", "hub", "web"])
+def test_a_user_and_password_indented_out_of_its_section_is_shown_up_to_its_colon(
+        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its fifth review: `admin:hunter2:` indented one level too far left is an unknown key of the mapping above,
+    and the key path showed it whole. No key is shown past its first `:`."""
+    body = "  basic_auth_users:\n  admin:hunter2: x\n"
+    config = tmp_path / "c.yml"
+    if where == "hub":
+        config.write_text("hub:\n  targets: ['http://127.0.0.1:9469']\nweb:\n" + body)
+        args = ["check-config", "--hub", str(config)]
+    elif where == "daemon":
+        config.write_text(f"state_dir: {tmp_path}/s\nsources:\n  - paths: ['{tmp_path}/a-*.csv']\nweb:\n" + body)
+        args = ["check-config", str(config)]
+    else:
+        args = ["check-config", str(write_config(tmp_path)), "--web.config.file",
+                str(_web_file(tmp_path, "basic_auth_users:\nadmin:hunter2: x\n"))]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "admin:...: unknown key" in err, err
