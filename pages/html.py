@@ -57,8 +57,17 @@ def e(value: Any) -> str:
 
 
 def attr(value: Any) -> str:
-    """Escaped exact text for an input value or a data- attribute (never shown as text); None and "" stay empty."""
+    """Escaped exact text for a hidden input's value or a data- attribute (never shown); None and "" stay empty."""
     return "" if value is None else html.escape(str(value), quote=True)
+
+
+def input_value(value: Any) -> str:
+    """Escaped exact text for a shown input's value, or "" when it holds a control, bidi or other invisible format
+    character: a box shows its value, and a U+202E in a Message-Id drew `id\u202eabc@x` as `idx@cba` there, where
+    the page's heading shows it made visible (`e`). The box is then left for the operator to fill."""
+    if value is None or safe(value) != str(value):
+        return ""
+    return html.escape(str(value), quote=True)
 
 
 def query(**params: Any) -> str:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from correlator.api import MAX_TIME, MIN_TIME, path_segment
 from exporter.redact import REDACTED
 from pages.backend import Backend
-from pages.html import attr, e, error_box, page, partial_banner, query, u
+from pages.html import attr, e, error_box, input_value, page, partial_banner, query, u
 from pages.sankey import attempts, sankey_svg, shares
 
 VMTA_DASHBOARD_UID = "watchtower-vmta"
@@ -188,10 +188,11 @@ class Views:
     def form(self, root: str, message_id: str = "", rcpt: str = "", job_id: str = "") -> str:
         # POSTed: the recipient typed stays out of the URL (browser history, a proxy's log); answered as the GET
         return (f'<form class="search" method="post" action="{u(root + "/ui/")}" role="search">'
-                f'<label>Message-Id<input name="message_id" value="{attr(message_id)}" '
+                f'<label>Message-Id<input name="message_id" value="{input_value(message_id)}" '
                 f'placeholder="abc@mail.example"></label>'
-                f'<label>Recipient<input name="rcpt" value="{attr(rcpt)}" placeholder="user@example.com"></label>'
-                f'<label>Job<input name="job_id" value="{attr(job_id)}" placeholder="jobId"></label>'
+                f'<label>Recipient<input name="rcpt" value="{input_value(rcpt)}" '
+                f'placeholder="user@example.com"></label>'
+                f'<label>Job<input name="job_id" value="{input_value(job_id)}" placeholder="jobId"></label>'
                 f'<button type="submit">Search</button></form>')
 
     def summary_rows(self, root: str, items: list[dict[str, Any]]) -> str:
@@ -399,8 +400,8 @@ class Views:
     async def flows(self, request: Request, since: str, until: str | None) -> Response:
         root = _root(request)
         form = (f'<form class="search" method="get" action="{u(root + "/ui/flows")}">'
-                f'<label>Since<input name="since" value="{attr(since)}" placeholder="1h, 7d, ISO 8601"></label>'
-                f'<label>Until<input name="until" value="{attr(until)}" placeholder="(now)"></label>'
+                f'<label>Since<input name="since" value="{input_value(since)}" placeholder="1h, 7d, ISO 8601"></label>'
+                f'<label>Until<input name="until" value="{input_value(until)}" placeholder="(now)"></label>'
                 '<button type="submit">Show</button></form>')
         bad = too_long(since=(since, MAX_TIME_TEXT), until=(until, MAX_TIME_TEXT))
         if bad:

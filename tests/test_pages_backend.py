@@ -271,3 +271,17 @@ def test_a_listener_that_mounts_the_pages_imports_no_http_client_until_a_page_is
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False"]
+
+
+def test_a_shown_input_is_left_empty_rather_than_drawn_reordered_by_a_bidi_control() -> None:
+    """Review 2026-12-07: a Message-Id holding U+202E filled the message page's search box raw, which Chromium drew
+    `id\u202eabc@x` as `idx@cba` (the heading shows it made visible). A shown box takes a value only without control,
+    bidi or other invisible format characters; a hidden input keeps the exact value (a cursor, the filters)."""
+    from pages.html import attr, input_value
+
+    assert input_value("abc@mail.example") == "abc@mail.example"
+    assert input_value('a"<b>') == "a&quot;&lt;b&gt;"
+    assert input_value(None) == ""
+    for odd in ("id\u202eabc@x", "job\u2066x", "a\u200bb", "x\x1b[31m", "l\u2028m"):
+        assert input_value(odd) == "", odd
+        assert attr(odd) == odd  # (hidden inputs and data- attributes: exact)

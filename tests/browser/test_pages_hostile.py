@@ -43,6 +43,22 @@ def test_a_bidi_override_in_a_job_id_does_not_reorder_the_forensic_line(driver, 
     assert driver.find_elements(By.TAG_NAME, "script") == [] and driver.find_elements(By.TAG_NAME, "img") == []
 
 
+@pytest.mark.parametrize("where", ["daemon", "hub"])
+def test_a_bidi_override_in_a_message_id_is_not_drawn_reordered_in_the_search_box(driver, hostile, where):
+    """Review 2026-12-07: the message page filled its search box with the Message-Id raw, and Chromium drew
+    `id\u202eabc@x` as `idx@cba` there; the box is left empty, the page names the id made visible."""
+    from selenium.webdriver.common.by import By
+
+    driver.get_log("browser")
+    driver.get(hostile.url(where) + "/ui/messages/" + quote("id\u202eabc@x", safe="@"))  # (no such message: a 404 page)
+    box = driver.find_element(By.CSS_SELECTOR, 'form.search input[name="message_id"]')
+    assert box.get_attribute("value") == ""
+    assert "id\\u202eabc@x" in driver.find_element(By.TAG_NAME, "main").text
+    assert [e["message"].rsplit(" - ", 1)[-1] for e in driver.get_log("browser")] == [
+        "Failed to load resource: the server responded with a status of 404 (Not Found)"]  # (the page's own)
+    assert driver.find_elements(By.TAG_NAME, "script") == []
+
+
 def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return not (a["bottom"] <= b["top"] or b["bottom"] <= a["top"] or a["right"] <= b["left"]
                 or b["right"] <= a["left"])
