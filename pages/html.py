@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.responses import HTMLResponse
 
 from correlator.render import safe
+from exporter.logsetup import BIDI_CONTROLS
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2126;background:#f6f7f9}
@@ -61,13 +63,27 @@ def attr(value: Any) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
+_UNBOXABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(map(chr, BIDI_CONTROLS)) + "]")
+"""What a shown input box must not hold: controls, line separators and bidi controls (the box draws its value raw:
+U+202E drew `id\u202eabc@x` as `idx@cba`). Other invisible characters (ZWNJ in Persian, ZWJ in emoji) stay: they
+reorder nothing, and a box is what the operator edits."""
+
+
 def input_value(value: Any) -> str:
-    """Escaped exact text for a shown input's value, or "" when it holds a control, bidi or other invisible format
-    character: a box shows its value, and a U+202E in a Message-Id drew `id\u202eabc@x` as `idx@cba` there, where
-    the page's heading shows it made visible (`e`). The box is then left for the operator to fill."""
-    if value is None or safe(value) != str(value):
+    """Escaped exact text for a shown input's value, or "" when it holds what `_UNBOXABLE` names; the page then names
+    the value escaped (`not_boxed`), and the box is left for the operator to fill."""
+    if value is None or _UNBOXABLE.search(str(value)):
         return ""
     return html.escape(str(value), quote=True)
+
+
+def not_boxed(**values: Any) -> str:
+    """A line naming, escaped (`e`), each searched value `input_value` left out of its box: the page still says what
+    it answers. "" when every value fits its box."""
+    left = [f'{name.replace("_", " ")} <span class="mono">{e(value)}</span>' for name, value in values.items()
+            if value and not input_value(value)]
+    return f'<p class="meta" id="not-boxed">Searched {", ".join(left)} (not put back in the box above: it holds a ' \
+           "control or direction character).</p>" if left else ""
 
 
 def query(**params: Any) -> str:

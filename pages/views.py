@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from correlator.api import MAX_TIME, MIN_TIME, path_segment
 from exporter.redact import REDACTED
 from pages.backend import Backend
-from pages.html import attr, e, error_box, input_value, page, partial_banner, query, u
+from pages.html import attr, e, error_box, input_value, not_boxed, page, partial_banner, query, u
 from pages.sankey import attempts, sankey_svg, shares
 
 VMTA_DASHBOARD_UID = "watchtower-vmta"
@@ -238,7 +238,8 @@ class Views:
         params = {"rcpt": (rcpt or "").strip() or None, "job_id": (job_id or "").strip() or None,
                   "cursor": cursor, "limit": 50}
         status, body = await self.ask(request, "/api/v1/search", params)
-        form = self.form(root, "", rcpt or "", job_id or "")  # in the page (not kept: no-store), never in a URL
+        form = self.form(root, "", params["rcpt"] or "", params["job_id"] or "")  # in the page (not kept: no-store),
+        form += not_boxed(recipient=params["rcpt"], job=params["job_id"])  # never in a URL
         heading = "Matching timelines" if params["rcpt"] or params["job_id"] else "Latest timelines"
         if status != 200:
             return self.page(request, "Search", form + error_box(status, body), status)
@@ -357,7 +358,8 @@ class Views:
 
     async def timeline(self, request: Request, rcpt: str, job_id: str | None, message_id: str | None) -> Response:
         root = _root(request)
-        form = self.form(root, "", rcpt, job_id or "")
+        form = self.form(root, "", rcpt.strip(), (job_id or "").strip())
+        form += not_boxed(recipient=rcpt.strip(), job=(job_id or "").strip())
         bad = too_long(rcpt=(rcpt, MAX_TEXT), job_id=(job_id, MAX_TEXT), message_id=(message_id, MAX_TEXT))
         if bad:
             status, body = length_error(bad, MAX_TEXT)
@@ -400,9 +402,11 @@ class Views:
     async def flows(self, request: Request, since: str, until: str | None) -> Response:
         root = _root(request)
         form = (f'<form class="search" method="get" action="{u(root + "/ui/flows")}">'
-                f'<label>Since<input name="since" value="{input_value(since)}" placeholder="1h, 7d, ISO 8601"></label>'
-                f'<label>Until<input name="until" value="{input_value(until)}" placeholder="(now)"></label>'
-                '<button type="submit">Show</button></form>')
+                f'<label>Since<input name="since" value="{input_value(since.strip())}" '
+                'placeholder="1h, 7d, ISO 8601"></label>'
+                f'<label>Until<input name="until" value="{input_value((until or "").strip())}" placeholder="(now)">'
+                '</label><button type="submit">Show</button></form>'
+                + not_boxed(since=since.strip(), until=(until or "").strip()))
         bad = too_long(since=(since, MAX_TIME_TEXT), until=(until, MAX_TIME_TEXT))
         if bad:
             status, body = length_error(bad, MAX_TIME_TEXT)

@@ -104,6 +104,12 @@ def test_bidi_overrides_and_terminal_escapes_are_shown_not_obeyed(hostile, where
     assert RLO not in results and "job\\u202e1" in results
     r = HTTP.get(b + "/ui/", params={"job_id": "J2"}, timeout=10)
     assert 'name="job_id" value="J2"' in main(r).split("</form>", 1)[0]
+    # its review: a search that finds nothing still names what it searched (not in the box), and a value searched
+    # as stripped (a tab pasted after it) is put back stripped, not dropped for its tab
+    r = HTTP.get(b + "/ui/", params={"job_id": f"nomatch{RLO}x"}, timeout=10)
+    assert 'id="none"' in main(r) and 'Searched job <span class="mono">nomatch\\u202ex</span>' in main(r)
+    r = HTTP.get(b + "/ui/", params={"job_id": "J2\t"}, timeout=10)
+    assert 'name="job_id" value="J2"' in main(r) and "not-boxed" not in main(r)
 
 
 def _svg_numbers(svg: str, tag: str, name: str) -> list[float]:

@@ -275,13 +275,16 @@ def test_a_listener_that_mounts_the_pages_imports_no_http_client_until_a_page_is
 
 def test_a_shown_input_is_left_empty_rather_than_drawn_reordered_by_a_bidi_control() -> None:
     """Review 2026-12-07: a Message-Id holding U+202E filled the message page's search box raw, which Chromium drew
-    `id\u202eabc@x` as `idx@cba` (the heading shows it made visible). A shown box takes a value only without control,
-    bidi or other invisible format characters; a hidden input keeps the exact value (a cursor, the filters)."""
+    `id\u202eabc@x` as `idx@cba` (the heading shows it made visible). A shown box takes a value only without controls,
+    line separators or bidi controls; a hidden input keeps the exact value (a cursor, the filters)."""
     from pages.html import attr, input_value
 
     assert input_value("abc@mail.example") == "abc@mail.example"
     assert input_value('a"<b>') == "a&quot;&lt;b&gt;"
     assert input_value(None) == ""
-    for odd in ("id\u202eabc@x", "job\u2066x", "a\u200bb", "x\x1b[31m", "l\u2028m"):
+    for odd in ("id\u202eabc@x", "job\u2066x", "a\u200eb", "x\x1b[31m", "l\u2028m", "t\tab"):
         assert input_value(odd) == "", odd
         assert attr(odd) == odd  # (hidden inputs and data- attributes: exact)
+    # its review: invisible characters that reorder nothing stay (Persian's ZWNJ, an emoji's ZWJ)
+    for fine in ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f469\u200d\U0001f4bb", "a\u200bb"):
+        assert input_value(fine) == fine, fine
