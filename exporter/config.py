@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from exporter.boundedfile import PIPE_TIMEOUT, FileProblem, read_bounded, read_password
-from exporter.textrepair import SURROGATE_PROBLEM, short_repr, surrogate_paths
+from exporter.textrepair import SURROGATE_PROBLEM, short_repr, shown_user, surrogate_paths
 from exporter.yamllines import KeyLines, numbered
 from exporter.yamlload import TOO_DEEP, UniqueKeyLoader
 from exporter.yamlproblem import CONSTRUCTOR_ERRORS, unreadable_line, utf8_line_problem, value_problem, yaml_problem
@@ -694,13 +694,6 @@ class WebConfig(_Strict):
         if self.tls_key_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_key_file is set but tls_cert_file is not (set both, or neither)")
         return self
-
-
-def shown_user(user: str) -> str:
-    """A user name as a problem shows it: up to its first `:` (HTTP basic auth reads what follows as the password:
-    `admin:hunter2:` pasted as a name)."""
-    head, colon, _ = user.partition(":")
-    return head + ":..." if colon else user
 
 
 def users_problems(users: dict[str, str]) -> list[str]:

@@ -146,3 +146,10 @@ def short_repr(value: Any, limit: int = 80) -> str:
     (seconds per level of nesting)."""
     text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown_user(user: str) -> str:
+    """A user name as a problem shows it: up to its first `:` (HTTP basic auth reads what follows as the password:
+    `admin:hunter2:` pasted as a name)."""
+    head, colon, _ = user.partition(":")
+    return head + ":..." if colon else user

@@ -23,11 +23,11 @@ from exporter.config import (
     expand_home,
     printable,
     read_config_document,
-    shown_user,
     users_problems,
     validation_lines,
     validation_problems,
 )
+from exporter.textrepair import shown_user
 from exporter.yamllines import KeyLines
 
 UNSUPPORTED = {

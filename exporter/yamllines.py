@@ -10,10 +10,8 @@ from collections.abc import Sequence
 
 import yaml
 
+from exporter.yamlload import MERGE_TAG
 from exporter.yamlproblem import EditorLines
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
 
 _Entry = tuple[yaml.Node, int]
 """A key's value node, and the line the key is written on."""
@@ -75,8 +73,8 @@ class KeyLines:
         merges = False
         builder = yaml.constructor.SafeConstructor()
         for key, value in node.value:
-            merges = merges or key.tag == _MERGE_TAG
-            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+            merges = merges or key.tag == MERGE_TAG
+            if not isinstance(key, yaml.ScalarNode) or key.tag == MERGE_TAG:
                 continue
             try:
                 built = builder.construct_object(key)
@@ -113,7 +111,7 @@ def _merged_child(node: yaml.MappingNode, part: str) -> tuple[yaml.Node, yaml.Ma
     found: tuple[yaml.Node, yaml.Mark] | None = None
     merged: list[yaml.Node] = []
     for key, value in node.value:
-        if key.tag == _MERGE_TAG:
+        if key.tag == MERGE_TAG:
             merged[:0] = value.value if isinstance(value, yaml.SequenceNode) else [value]
         elif isinstance(key, yaml.ScalarNode) and key.value == part:
             found = value, key.start_mark

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from exporter.textrepair import shown_user
+
 TOO_DEEP = "nested too deeply (past Python's recursion limit)"
 """A YAML or JSON file an operator writes, nested past what a recursive parser can read: one line, no traceback."""
 
@@ -34,7 +36,8 @@ class UniqueKeyCLoader(_Checked, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     nor bounded their merges (2,000 copies of a 9,999-key anchor held the event loop 33 s)."""
 
 
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+MERGE_TAG = "tag:yaml.org,2002:merge"
+"""The tag of a merge key (`<<: *anchor`): YAML's own, handled apart by every walk of a document's nodes."""
 MAX_MERGED_KEYS = 100_000
 """Keys a config's merges may copy in all: merges of merges multiply (ten aliases a level, eight levels: 10**8 keys,
 which PyYAML before 6.0.2 builds), and mappings each merging one big anchor add up (each copies it)."""
@@ -47,13 +50,13 @@ def _check_merges(root: yaml.Node) -> None:
     node once. A config is a tree: a cycle (through a key, a value or a merge) made PyYAML walk a mapping's pairs once
     per alias in whatever order it builds them (a 139 kB file: 21.7 s), which no count in another order bounds."""
     mappings = _mappings_of_tree(root)
-    merged = {id(m) for node in mappings for k, v in node.value if k.tag == _MERGE_TAG
+    merged = {id(m) for node in mappings for k, v in node.value if k.tag == MERGE_TAG
               for m in (v.value if isinstance(v, yaml.SequenceNode) else [v])}
     sizes: dict[int, int] = {}
     total = 0
     for node in sorted(mappings, key=lambda m: m.start_mark.index):  # in file order: the mapping named is the one
         # where the copies pass the bound
-        merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+        merges = [(k, v) for k, v in node.value if k.tag == MERGE_TAG]
         _own_keys_once(node, merges, id(node) in merged)
         if merges:
             total += _flattened_size(node, sizes) - (len(node.value) - len(merges))
@@ -106,7 +109,7 @@ def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.No
         return
     lines: dict[tuple[str, str], int] = {}
     for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+        if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
             continue
         ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
         if ident in lines:
@@ -120,9 +123,7 @@ def _own_keys_once(node: yaml.MappingNode, merges: list[tuple[yaml.Node, yaml.No
 def _shown_key(key: Any) -> str:
     """A repeated key as its problem quotes it: up to its first `:` (a basic-auth user name `admin:hunter2` pasted
     with its password: what follows the `:` is never shown)."""
-    text = key if isinstance(key, str) else repr(key)
-    head, colon, _ = text.partition(":")
-    return repr(head + ":..." if colon else text) if isinstance(key, str) else (head + ":..." if colon else text)
+    return repr(shown_user(key)) if isinstance(key, str) else shown_user(repr(key))
 
 
 def _flattened_size(node: yaml.MappingNode, sizes: dict[int, int]) -> int:
@@ -130,11 +131,11 @@ def _flattened_size(node: yaml.MappingNode, sizes: dict[int, int]) -> int:
     that the caller refuses)."""
     if id(node) in sizes:
         return sizes[id(node)]
-    sizes[id(node)] = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)  # (no cycle gets here:
+    sizes[id(node)] = sum(1 for key_node, _ in node.value if key_node.tag != MERGE_TAG)  # (no cycle gets here:
     # `_mappings_of_tree` refused it; a guard all the same)
     size = 0
     for key_node, value in node.value:
-        if key_node.tag != _MERGE_TAG:
+        if key_node.tag != MERGE_TAG:
             size += 1
             continue
         for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
@@ -151,7 +152,7 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
     were checked before (`_check_merges`)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG:
+        if key_node.tag == MERGE_TAG:
             continue
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1

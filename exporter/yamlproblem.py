@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from exporter.yamlload import MERGE_TAG
+
 _NAMED = re.compile(r"\b(alias|anchor|tag)(?: handle)? (?:'[^']*'|\"[^\"]*\")")
 """PyYAML quotes the name of an alias, anchor or tag it cannot use: an unquoted password starting with `*` or `!`
 (`password: *Hunter2`), which a log line (SIGHUP's too) must not repeat."""
@@ -38,7 +40,7 @@ class EditorLines:
 
     def __init__(self, text: str | None) -> None:
         odd = text is not None and any(brk in text for brk in _OTHER_BREAKS)
-        self._newlines = [at for at, char in enumerate(text) if char == "\n"] if odd and text is not None else None
+        self._newlines = [at for at, char in enumerate(text or "") if char == "\n"] if odd else None
 
     def of(self, mark: yaml.Mark) -> tuple[int, int]:
         if self._newlines is None:
@@ -46,9 +48,6 @@ class EditorLines:
         before = bisect.bisect_left(self._newlines, mark.index)  # newlines before the mark
         start = self._newlines[before - 1] + 1 if before else 0
         return before + 1, mark.index - start + 1
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def unreadable_line(text: str) -> int | None:
@@ -72,7 +71,7 @@ def unreadable_line(text: str) -> int | None:
             todo.extend(reversed(node.value))
         elif isinstance(node, yaml.MappingNode):  # a merge key `<<` has no constructor of its own: its value only
             todo.extend(reversed([n for key, value in node.value
-                                  for n in ((value,) if key.tag == _MERGE_TAG else (key, value))]))
+                                  for n in ((value,) if key.tag == MERGE_TAG else (key, value))]))
     return None
 
 
