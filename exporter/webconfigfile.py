@@ -14,12 +14,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from exporter.config import (
     MAX_SHOWN_PATH,
     ConfigError,
     WebConfig,
+    _Strict,
     expand_home,
     printable,
     read_config_document,
@@ -53,10 +54,6 @@ UNSUPPORTED_SECTIONS = {"rate_limit": "the listener limits no request rate (its 
                                       "web.api_max_concurrency)"}
 """exporter-toolkit sections the listener cannot honour (newer than its first format), a problem each."""
 _PROXY_HINT = "; remove it, or terminate TLS in a reverse proxy in front of watchtower (docs/security.md)"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class TlsServerConfig(_Strict):
@@ -145,13 +142,13 @@ def _unsupported(data: dict[str, Any], lines: KeyLines) -> tuple[list[str], list
             problems.append(f"{section}.{key}: not supported: {keys[key]}{_PROXY_HINT}")
             where.append(lines.line_of((section, key)))
             del given[key]
-    auth = (data.get("tls_server_config") or {}).get("client_auth_type") if isinstance(
-        data.get("tls_server_config"), dict) else None
+    tls = data.get("tls_server_config")
+    auth = tls.get("client_auth_type") if isinstance(tls, dict) else None
     if isinstance(auth, str) and auth not in ("", "NoClientCert"):
         problems.append(f"tls_server_config.client_auth_type: {auth!r} is not supported: client certificates "
                         f"(mutual TLS) are not checked by watchtower's listener{_PROXY_HINT}")
         where.append(lines.line_of(("tls_server_config", "client_auth_type")))
-        del data["tls_server_config"]["client_auth_type"]
+        del tls["client_auth_type"]
     return problems, where
 
 

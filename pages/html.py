@@ -81,7 +81,7 @@ def not_boxed(**values: Any) -> str:
     """A line naming, escaped (`e`), each searched value `input_value` left out of its box: the page still says what
     it answers. "" when every value fits its box."""
     left = [f'{name.replace("_", " ")} <span class="mono">{e(value)}</span>' for name, value in values.items()
-            if value and not input_value(value)]
+            if value and _UNBOXABLE.search(str(value))]
     return f'<p class="meta" id="not-boxed">Searched {", ".join(left)} (not put back in the box above: it holds a ' \
            "control or direction character).</p>" if left else ""
 

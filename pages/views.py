@@ -358,8 +358,8 @@ class Views:
 
     async def timeline(self, request: Request, rcpt: str, job_id: str | None, message_id: str | None) -> Response:
         root = _root(request)
-        form = self.form(root, "", rcpt.strip(), (job_id or "").strip())
-        form += not_boxed(recipient=rcpt.strip(), job=(job_id or "").strip())
+        searched_rcpt, searched_job = rcpt.strip(), (job_id or "").strip()
+        form = self.form(root, "", searched_rcpt, searched_job) + not_boxed(recipient=searched_rcpt, job=searched_job)
         bad = too_long(rcpt=(rcpt, MAX_TEXT), job_id=(job_id, MAX_TEXT), message_id=(message_id, MAX_TEXT))
         if bad:
             status, body = length_error(bad, MAX_TEXT)
@@ -401,12 +401,12 @@ class Views:
 
     async def flows(self, request: Request, since: str, until: str | None) -> Response:
         root = _root(request)
+        shown_since, shown_until = since.strip(), (until or "").strip()
         form = (f'<form class="search" method="get" action="{u(root + "/ui/flows")}">'
-                f'<label>Since<input name="since" value="{input_value(since.strip())}" '
+                f'<label>Since<input name="since" value="{input_value(shown_since)}" '
                 'placeholder="1h, 7d, ISO 8601"></label>'
-                f'<label>Until<input name="until" value="{input_value((until or "").strip())}" placeholder="(now)">'
-                '</label><button type="submit">Show</button></form>'
-                + not_boxed(since=since.strip(), until=(until or "").strip()))
+                f'<label>Until<input name="until" value="{input_value(shown_until)}" placeholder="(now)">'
+                '</label><button type="submit">Show</button></form>' + not_boxed(since=shown_since, until=shown_until))
         bad = too_long(since=(since, MAX_TIME_TEXT), until=(until, MAX_TIME_TEXT))
         if bad:
             status, body = length_error(bad, MAX_TIME_TEXT)
