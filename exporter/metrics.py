@@ -233,7 +233,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
                "1 if the last poll of PMTA's management API read anything (then its pmta_queue_*/pmta_status_* "
                "series are served); 0 if it read nothing or the poller is stuck (then none are).", (), "self"),
     MetricSpec("watchtower_pmta_api_partial", "gauge",
-               "1 if the last poll was up but a request failed or missed `pmta.poll_deadline`: the series it "
+               "1 if the last poll was up but a request failed or missed `pmta.poll_deadline`, or a listing gave a "
+               "queue no recipient count (`rcp` missing, not a number, or out of range): the series it "
                "would have given (a VMTA's pmta_queue_*, those of a label it shares with others such as `overflow`, "
                "or pmta_status_*) are absent, not stale.", (), "self"),
     MetricSpec("watchtower_pmta_api_poll_duration_seconds", "gauge",
@@ -243,7 +244,8 @@ METRICS: tuple[MetricSpec, ...] = tuple(_with_deprecated_aliases((
     MetricSpec("watchtower_pmta_api_errors_total", "counter",
                "Failed API requests, by reason; a request cut by the poll deadline is a timeout, a redirect to another "
                "server is an http_status, an answer with a DTD, past 16 MiB or of more than 1,000,000 elements is a "
-               "parse error.", ("reason",), "self"),
+               "parse error, as is (once per VMTA and poll) a queue listed without a recipient count.", ("reason",),
+               "self"),
     MetricSpec("watchtower_pmta_queue_coverage_ratio", "gauge",
                "Share of the host's queued recipients (/status, else the unfiltered list's totalRcp; absent without "
                "either) the queue gauges account for (per queue, and beyond the VMTAs' top-N listings); weighted by "

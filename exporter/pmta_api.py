@@ -105,7 +105,9 @@ def _why(exc: BaseException) -> str:
 class QueueInfo:
     name: str
     """`domain/vmta` as PMTA prints it."""
-    rcp: int
+    rcp: int | None
+    """None when PMTA gave no count (missing, `n/a`, negative, absurd): its VMTA's listing cannot be summed
+    (`QueuePoller._snapshot` serves that VMTA no gauge this poll, as when its query fails; never a 0)."""
     kb: float
     conn: int
     paused: bool
@@ -454,7 +456,7 @@ def parse_queues(body: bytes, fmt: str) -> QueueList:
         if len(queues) >= MAX_QUEUES:
             cut += 1
             continue
-        queues.append(QueueInfo(name=name, rcp=to_int(item.get("rcp")), kb=to_float(item.get("kb")),
+        queues.append(QueueInfo(name=name, rcp=_count(item.get("rcp")), kb=to_float(item.get("kb")),
                                 conn=to_int(item.get("conn")), paused=to_bool(item.get("paused")),
                                 mode=to_str(item.get("mode")) or "normal", retry_time=to_str(item.get("retryTime"))))
     return QueueList(queues, _list_field(data, holder, "queue", "totalRcp"),

@@ -441,10 +441,11 @@ class QueuePoller:
         per_vmta = poll.vmta_results()
         queues: list[QueueInfo] | None = None
         if top is not None or "vmtas" in poll.results:  # a listing was read: we know which VMTAs have mail
-            unread = {k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")}
             merged = {q.name: q for q in top.queues} if top is not None else {}
             for res in per_vmta.values():
                 merged.update((q.name, q) for q in res.queues)
+            self._uncounted(poll, failed, merged.values())
+            unread = {k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")}
             queues = [q for q in merged.values() if q.vmta not in unread]
             for q in queues:
                 if q.rcp and q.vmta in self._vmtas:
@@ -455,7 +456,7 @@ class QueuePoller:
         if queues is not None:
             queues, unread_labels = self._whole_labels(queues, unread)
             snap.queues = self._aggregate(queues)
-            listed = sum(q.rcp for q in queues)
+            listed = counted(queues)
             unlisted, undetermined = self._unlisted(per_vmta, top, poll.results.get("vmtas"), status, listed)
             snap.unlisted = {label: n for label, n in unlisted.items() if label not in unread_labels}
             seen = listed + sum(snap.unlisted.values())
@@ -468,7 +469,7 @@ class QueuePoller:
             # nor one whose listing no total says is whole, nor a queue of no VMTA (only the top list shows those)
             # unless that list is whole
             unknown = unread_labels | {v for v, rest in snap.unlisted.items() if rest} | undetermined
-            if top is None or top.total_rcp is None or top.total_rcp > sum(q.rcp for q in top.queues):
+            if top is None or top.total_rcp is None or top.total_rcp > counted(top.queues):
                 unknown.add(PLACEHOLDER_NONE)
             if not self.config.per_vmta_queries and (top is None or top.total_rcp is None or top.total_rcp > listed):
                 unknown = None  # the top-N list alone, and not all of it: no cell can be said empty
@@ -479,6 +480,21 @@ class QueuePoller:
             _zero_vanished(snap.queues, self._cells_at, lambda key: cannot_tell(key[0]), lambda: [0.0] * width)
             _zero_vanished(snap.unlisted, self._unlisted_at, cannot_tell, lambda: 0.0)
         return snap
+
+    def _uncounted(self, poll: _Poll, failed: dict[str, str], queues: Iterable[QueueInfo]) -> None:
+        """The VMTAs of queues PMTA gave no recipient count (`QueueInfo.rcp` None) are read as failed (`parse`): their
+        sums would serve such a queue as 0, an empty queue to the stall alerts. Counted once per VMTA and poll; the
+        first queue is named in the log line."""
+        vmtas: dict[str, str] = {}
+        for q in queues:
+            if q.rcp is None:
+                vmtas.setdefault(q.vmta or "{default}", q.name)
+        for vmta, name in vmtas.items():
+            failed.setdefault(f"vmta:{vmta}", "parse")
+            poll.first_error.setdefault("parse", f"GET /queues: queue {_clip(name)!r} gave no recipient count (rcp "
+                                                 "missing, not a number, or outside 0 to 1e12)")
+        if vmtas:
+            self.errors.labels("parse").inc(len(vmtas))
 
     @staticmethod
     def _summary(poll: _Poll, failed: dict[str, str]) -> str:
@@ -608,13 +624,18 @@ class QueuePoller:
             row = out.get(key)
             if row is None:
                 row = out[key] = [0.0] * len(QUEUE_METRICS)
-            row[0] += q.rcp
+            row[0] += q.rcp or 0  # none is None here: `_uncounted` made their VMTAs unread
             row[1] += _bytes(q.kb) or 0.0
             row[2] += q.conn
             row[3] += 1 if q.backoff else 0
             row[4] += 1 if q.paused else 0
-            row[5] += q.rcp if q.paused else 0  # a VMTA x ISP has many domains: only its paused queues' recipients
+            row[5] += (q.rcp or 0) if q.paused else 0  # only its paused queues' recipients (a cell has many domains)
         return out
+
+
+def counted(queues: Iterable[QueueInfo]) -> int:
+    """The recipients of `queues` that PMTA gave a count for (a queue without one is its VMTA's failed read)."""
+    return sum(q.rcp for q in queues if q.rcp is not None)
 
 
 def _unless_over(over: threading.Event, work: Callable[[], _T]) -> _T:
@@ -708,7 +729,7 @@ def unlisted_recipients(listings: dict[str, QueueList], top_total: int | None, v
     rest: dict[str, float] = {}
     for vmta, listing in listings.items():
         total = totals[vmta]
-        if total is not None and (beyond := total - sum(q.rcp for q in listing.queues)) > 0:
+        if total is not None and (beyond := total - counted(listing.queues)) > 0:
             rest[vmta] = float(beyond)
     undetermined = frozenset(vmta for vmta, total in totals.items() if total is None and listings[vmta].queues)
     return Unlisted(_capped(rest, None if host_total is None else host_total - listed), global_totals, undetermined)

@@ -381,7 +381,7 @@ async def test_whatever_pmta_answers_is_a_counted_error(fmt: str) -> None:
     assert got == (BAD_ANSWERS if fmt == "xml" else {m: r for m, r in BAD_ANSWERS.items() if m not in slow})
     assert pmta.sent["endless"] < HUGE and pmta.sent["announced"] < HUGE  # refused at the cap, not read whole
     if absurd is not None and png is not None:
-        assert [(q.rcp, q.kb) for q in absurd.queues] == [(0, 0.0), (0, 0.0)]
+        assert [(q.rcp, q.kb) for q in absurd.queues] == [(None, 0.0), (None, 0.0)]  # no count, no amount
         assert [(q.name, q.rcp) for q in png.queues] == [("gmail.com/png", 3)]
 
 
@@ -402,8 +402,8 @@ async def test_a_poll_over_every_bad_answer_keeps_the_good_vmtas_exact(monkeypat
     rcp = {(s.labels["vmta"], s.labels["isp"]): s.value
            for m in registry.collect() if m.name == "pmta_queue_recipients" for s in m.samples}
     assert rcp == {("ok-1", "gmail"): 5, ("ok-1", "yahoo"): 2, ("ok-2", "gmail"): 5, ("ok-2", "yahoo"): 2,
-                   ("png", "gmail"): 3, ("absurd", "gmail"): 0, ("absurd", "yahoo"): 0}
-    want: dict[str, float] = {"timeout": 0, "connect": 0, "http_status": 0, "parse": 0}
+                   ("png", "gmail"): 3}  # absurd's recipient counts are none: no series, never 0
+    want: dict[str, float] = {"timeout": 0, "connect": 0, "http_status": 0, "parse": 1}  # absurd's
     for reason in bad.values():
         want[reason] += 1
     assert {r: registry.get_sample_value("watchtower_pmta_api_errors_total", {"reason": r}) for r in want} == want

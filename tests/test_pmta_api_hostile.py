@@ -183,8 +183,9 @@ def test_a_total_outside_the_range_is_no_total() -> None:
 async def test_absurd_numbers_in_a_listing_cost_that_number_not_the_poll(
         fmt: str, caplog: pytest.LogCaptureFixture) -> None:
     """A huge `kb` (1e306) or `rcp` (400 digits) threw the whole poll away with an OverflowError traceback and no
-    error counted; `rcp` -500 was served as pmta_queue_recipients -500 and coverage as -50. A number that is not a
-    count in range counts as 0 for its queue, as a number PMTA did not give does."""
+    error counted; `rcp` -500 was served as pmta_queue_recipients -500 and coverage as -50. A `kb` that is not an
+    amount in range counts as 0 bytes for its queue; an `rcp` that is not a count leaves its VMTA without queue gauges
+    for the poll (a 0 would read as an empty queue to the stall alerts), a parse error each, `partial` 1."""
     rows = [("gmail.com/v1", -500, -3.0), ("yahoo.com/v2", "NaN", "inf"), ("aol.com/v3", 5, "1e306"),
             ("aol.com/v4", BIG, 2.0), ("aol.com/v5", 5, "1e308"), ("msn.com/v5", 5, "1e308")]
     if fmt == "xml":
@@ -198,15 +199,12 @@ async def test_absurd_numbers_in_a_listing_cost_that_number_not_the_poll(
     with caplog.at_level(logging.ERROR, logger="watchtower.queues"):
         await _poll({"/status": status, "/queues": listing}, fmt=fmt, registry=registry)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
-    assert _series(registry, "pmta_queue_recipients") == {
-        ("v1", "gmail"): 0.0, ("v2", "yahoo"): 0.0, ("v3", "aol"): 5.0, ("v4", "aol"): 0.0, ("v5", "aol"): 5.0,
-        ("v5", "msn"): 5.0}
-    assert _series(registry, "pmta_queue_bytes") == {
-        ("v1", "gmail"): 0.0, ("v2", "yahoo"): 0.0, ("v3", "aol"): 0.0, ("v4", "aol"): 2048.0, ("v5", "aol"): 0.0,
-        ("v5", "msn"): 0.0}
+    assert _series(registry, "pmta_queue_recipients") == {("v3", "aol"): 5.0, ("v5", "aol"): 5.0, ("v5", "msn"): 5.0}
+    assert _series(registry, "pmta_queue_bytes") == {("v3", "aol"): 0.0, ("v5", "aol"): 0.0, ("v5", "msn"): 0.0}
     assert registry.get_sample_value("watchtower_pmta_queue_coverage_ratio") == 1.0
     assert registry.get_sample_value("watchtower_pmta_api_up") == 1
-    assert _errors(registry) == NO_ERRORS
+    assert registry.get_sample_value("watchtower_pmta_api_partial") == 1
+    assert _errors(registry) == {**NO_ERRORS, "parse": 3.0}
 
 
 # --- 4. label values of any length --------------------------------------------------------------------

@@ -993,3 +993,41 @@ async def test_coverage_needs_a_host_total_to_be_measured_against() -> None:
          "/queues": _listing(("gmail.com/v1", 10))},
     ])
     assert coverage == [10 / 5000, None]
+
+
+@pytest.mark.parametrize("rcp", ["n/a", "1e400", "-3", "nan", ""])
+async def test_a_queue_whose_recipients_are_no_number_leaves_its_vmta_without_gauges_not_at_zero(
+        rcp: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A queue of v2's listing gave `<rcp>n/a</rcp>` (or an absurd, negative or empty count): it was served as
+    pmta_queue_recipients 0, an empty queue to the stall alerts, while v2 still had 70 queued a poll before. Its
+    VMTA's listing cannot be summed: v2 has no series (as when its query fails; never a 0), `partial` says so, a
+    parse error is counted (once for v2, though the top list gave the same queue) and the log names the queue; v1
+    stays exact."""
+    caplog.set_level("INFO", logger="watchtower.queues")
+    good = {"/status": _status("100"), "/vmtas": _vmtas(v1=30, v2=70),
+            "*/v1": _listing(("gmail.com/v1", 30), total=30), "*/v2": _listing(("yahoo.com/v2", 70), total=70),
+            "/queues": _listing(("yahoo.com/v2", 70), ("gmail.com/v1", 30), total=100)}
+    odd_v2 = _listing(("yahoo.com/v2", 40)).replace(b"<rcp>40</rcp>", f"<rcp>{rcp}</rcp>".encode())
+    odd_top = _listing(("yahoo.com/v2", 40), ("gmail.com/v1", 30), total=100).replace(
+        b"<rcp>40</rcp>", f"<rcp>{rcp}</rcp>".encode())
+    odd = {**good, "*/v2": odd_v2, "/queues": odd_top}
+    registry = CollectorRegistry()
+    poller = QueuePoller(PmtaApiConfig(url="http://pmta"), registry, isp_of)
+    current: list[dict[str, bytes]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        key = request.url.params.get("queue") or request.url.path
+        return httpx.Response(200, content=current[-1][key])
+
+    served = []
+    async with PmtaApiClient(poller.config, transport=httpx.MockTransport(answer)) as client:
+        for poll in (good, odd):
+            current.append(poll)
+            await poller.poll_once(client)
+            served.append({k: v[0] for k, v in gauges(registry).items()})
+    assert served == [{("v1", "gmail"): 30, ("v2", "yahoo"): 70}, {("v1", "gmail"): 30}]
+    assert value(registry, "watchtower_pmta_api_partial") == 1
+    assert value(registry, "watchtower_pmta_api_up") == 1
+    assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 1}  # one per VMTA and poll
+    said = [r.getMessage() for r in caplog.records if r.name == "watchtower.queues" and r.levelname == "WARNING"]
+    assert len(said) == 1 and "yahoo.com/v2" in said[0] and "rcp" in said[0], said
