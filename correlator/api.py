@@ -35,7 +35,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from correlator import render, store
@@ -50,6 +51,7 @@ from correlator.models import (
 )
 from correlator.store import ReadPool, StoreDamaged, StoreNotReady
 from correlator.timeline import LAST_TIME, ClassOf, MessagePosition, Reader, flow_window, iso
+from exporter.exposition import media_weights
 from exporter.redact import REDACTED, key_without_addresses, key_without_recipient, redact
 from exporter.timeparse import LATEST
 
@@ -279,11 +281,25 @@ def json_answer(model: type[BaseModel], body: dict[str, Any]) -> Response:
     return Response(model.model_validate(body).model_dump_json(), media_type="application/json")
 
 
-def _want_text(request: Request, fmt: str | None) -> bool:
+def want_text(request: Request, fmt: str | None) -> bool:
+    """`format` decides; else `Accept` by weight (RFC 9110: `text/plain;q=0` refuses text, `application/json;q=0.1,
+    text/plain` prefers it); JSON on a tie, as with no header or `*/*`. The daemon's and the hub's routes."""
     if fmt is not None:
         return fmt == "text"
-    accept = request.headers.get("accept", "")
-    return "text/plain" in accept and "application/json" not in accept
+    text, json_ = media_weights(request.headers.get("accept", ""), "text/plain", "application/json")
+    return text > json_
+
+
+def _decimal(value: Any) -> Any:
+    """A path or query integer is ASCII digits: pydantic's lax int also reads `1_0` (timeline 10), `+10`, `10.0`
+    and ` 10`, which docs/api.md calls no integer (a 400)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("int_parsing", "Input should be an integer: decimal digits only")
+    return value
+
+
+DecimalInt = Annotated[int, BeforeValidator(_decimal)]
+"""The type of every integer parameter of the daemon's and the hub's routes."""
 
 
 def encode_token(value: Any) -> str:
@@ -567,7 +583,7 @@ def build_router(api: Api) -> APIRouter:
     def get_message(
         request: Request,
         message_id: str,
-        limit: Annotated[int, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
+        limit: Annotated[DecimalInt, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
@@ -586,7 +602,7 @@ def build_router(api: Api) -> APIRouter:
         shown = api.message_id_shown(mid, items)
         body = {"message_id": shown, "recipients_total": total, "truncated": total > len(items),
                 "next_cursor": next_cursor, "recipients": items}
-        if _want_text(request, format):
+        if want_text(request, format):
             return PlainTextResponse(render.timelines(f"Message-Id <{shown}>", items,
                                                       render.message_note(len(items), total, next_cursor)))
         return json_answer(MessageResponse, body)
@@ -618,10 +634,11 @@ def build_router(api: Api) -> APIRouter:
                 raise BadRequest(404, f"no timeline for {key}", "job_id" if job else "message_id")
             raise BadRequest(404, f"no timeline for recipient {api.rcpt_echo(rcpt)} {'in' if job else 'of'} {key}",
                              "rcpt")
-        if _want_text(request, format):
+        if want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
-            return PlainTextResponse(render.timelines(f"job {api.key_shown(job, rcpt, 'job_id') or '-'} rcpt "
-                                                      f"{api.rcpt_shown(rcpt)}", items, note))
+            looked_up = (f"job {api.key_shown(job, rcpt, 'job_id')}" if job
+                         else f"message-id {api.key_shown(mid, rcpt, 'message_id')}")
+            return PlainTextResponse(render.timelines(f"{looked_up} rcpt {api.rcpt_shown(rcpt)}", items, note))
         body = {"job_id": api.key_shown(job, rcpt, "job_id") or None,
                 "message_id": api.key_shown(mid, rcpt, "message_id") or None,
                 "rcpt": api.rcpt_shown(rcpt), "timelines": items,
@@ -632,14 +649,14 @@ def build_router(api: Api) -> APIRouter:
                 summary="One timeline by the id a search returned")
     def get_timeline_by_id(
         request: Request,
-        timeline_id: Annotated[int, Path(ge=1, le=MAX_ID, description="`id` from a search or timeline.")],
+        timeline_id: Annotated[DecimalInt, Path(ge=1, le=MAX_ID, description="`id` from a search or timeline.")],
         format: FormatParam = None,
     ) -> Any:
         with api.connection() as conn:
             item = api.reader(conn).by_id(timeline_id)
         if item is None:
             raise BadRequest(404, f"no timeline {timeline_id}", "timeline_id")
-        if _want_text(request, format):
+        if want_text(request, format):
             return PlainTextResponse(render.timeline(item))
         body = {"job_id": item["job_id"], "message_id": item["message_id"], "rcpt": item["rcpt"] or "",
                 "timelines": [item]}
@@ -655,12 +672,13 @@ def build_router(api: Api) -> APIRouter:
         outcome: Annotated[Outcome | None, Query(description="Current outcome of the timeline.")] = None,
         since: Annotated[str | None, Query(description="first_seen >= this: epoch, ISO 8601 or e.g. `2h` ago.")] = None,
         until: Annotated[str | None, Query(description="first_seen < this (same forms).")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[DecimalInt, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
         rh = api.rcpt_key(rcpt) if rcpt is not None else None
         jh = api.hasher.links.job_hash(job_id.strip()) if job_id else None
+        vmta = vmta.strip() if vmta else None  # as job_id: a pasted space is no part of a VMTA's name
         # Of the recipient's key, not its text: a cursor is kept with its answer, and a digest of the address
         # alone gave the address back to a dictionary of candidates (with hash_recipients, the key needs the HMAC's).
         fp = api.hasher.keyed_digest(json.dumps([rh, jh, vmta, outcome, since, until]).encode(), 6)
@@ -673,7 +691,7 @@ def build_router(api: Api) -> APIRouter:
                 rcpt_h=rh, job_h=jh, vmta=vmta, outcome=code, since=lo, until=hi, limit=limit, after=after)
         page = {"items": items, "next_cursor": _cursor_encode(nxt, fp, now) if nxt else None, "limit": limit,
                 "scan_limited": limited}
-        if _want_text(request, format):
+        if want_text(request, format):
             return PlainTextResponse(render.search(page))
         return json_answer(SearchResponse, page)
 
@@ -699,7 +717,7 @@ def build_router(api: Api) -> APIRouter:
         with api.connection() as conn:
             data = api.reader(conn).flows(lo, hi, api.max_flow_senders)
         body = {"since": iso(lo), "until": iso(hi), **data}
-        if _want_text(request, format):
+        if want_text(request, format):
             return PlainTextResponse(render.flows(body))
         return json_answer(FlowsResponse, body)
 

@@ -257,18 +257,31 @@ def wants_openmetrics(accept: str) -> bool:
     `Accept` is read as media ranges with their weights (RFC 9110 §12.5.1): text's weight is that of its most
     specific range (`text/plain`, else `text/*`, else `*/*`), q=0 meaning not acceptable. Linear in the header,
     which the listener bounds (MAX_REQUEST_HEAD)."""
-    text: dict[str, float] = {}
     openmetrics = 0.0
     for part in accept.lower().split(","):
         media, *params = part.split(";")
-        media, q = media.strip(), _qvalue(params)
-        if media == "application/openmetrics-text":
-            if _param(params, "version") in (None, "1.0.0"):
-                openmetrics = max(openmetrics, q)
-        elif media in ("text/plain", "text/*", "*/*"):
-            text[media] = max(text.get(media, 0.0), q)
-    text_q = next((text[m] for m in ("text/plain", "text/*", "*/*") if m in text), 0.0)
-    return openmetrics > 0 and text_q == 0
+        if media.strip() == "application/openmetrics-text" and _param(params, "version") in (None, "1.0.0"):
+            openmetrics = max(openmetrics, _qvalue(params))
+    return openmetrics > 0 and bool(accept.strip()) and media_weights(accept, "text/plain")[0] == 0
+
+
+def media_weights(accept: str, *types: str) -> list[float]:
+    """The weight `Accept` gives each of `types` (lowercase `type/subtype`), RFC 9110 §12.5.1: that of the most
+    specific range naming it (`text/plain`, else `text/*`, else `*/*`; the highest if a range is repeated), 0 when
+    none does or q=0; media types are case-insensitive. No header (or a blank one) accepts every type at 1. Linear
+    in the header, which the listener bounds (MAX_REQUEST_HEAD)."""
+    if not accept.strip():
+        return [1.0] * len(types)
+    ranges: dict[str, float] = {}
+    for part in accept.lower().split(","):
+        media, *params = part.split(";")
+        media = media.strip()
+        ranges[media] = max(ranges.get(media, 0.0), _qvalue(params))
+    weights = []
+    for wanted in types:
+        family = wanted.partition("/")[0] + "/*"
+        weights.append(next((ranges[m] for m in (wanted, family, "*/*") if m in ranges), 0.0))
+    return weights
 
 
 def _param(params: list[str], wanted: str) -> str | None:

@@ -17,7 +17,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from correlator import render
-from correlator.api import BadRequest, ErrorRoute, FormatParam, echoed, path_segment, redirect_double_slash
+from correlator.api import (
+    BadRequest,
+    DecimalInt,
+    ErrorRoute,
+    FormatParam,
+    echoed,
+    path_segment,
+    redirect_double_slash,
+    want_text,
+)
 from correlator.models import ApiError, Outcome
 from correlator.replies import filter_values
 from hub import merge, threads
@@ -54,13 +63,6 @@ def _said(text: str) -> str:
     """One discovery problem as an answer quotes it: printable, one line, at most SAID_CHARS."""
     text = printable(text)
     return text[:SAID_CHARS] + ("..." if len(text) > SAID_CHARS else "")
-
-
-def _want_text(request: Request, fmt: str | None) -> bool:
-    if fmt is not None:
-        return fmt == "text"
-    accept = request.headers.get("accept", "")
-    return "text/plain" in accept and "application/json" not in accept
 
 
 def _params(**kw: Any) -> dict[str, Any]:
@@ -185,7 +187,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
                 summary="Every recipient's timeline of one Message-Id, on every host")
     async def get_message(
         request: Request, message_id: str,
-        limit: Annotated[int, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
+        limit: Annotated[DecimalInt, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
@@ -201,7 +203,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
                 return early
             return _fail(404, f"no timeline for Message-Id {echoed(message_id.strip().strip('<>'))} on any host"
                          + _missing_note(part), "message_id", part)
-        if _want_text(request, format):
+        if want_text(request, format):
             note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
             notes = (note, body["next_cursor_problem"], _missing_note(part).strip())
             return PlainTextResponse(await off_loop(
@@ -227,10 +229,12 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return _timeline_not_found(answers, part, job_id, message_id)
         oks = merge.answered(answers)
         first, older = merge.shown(oks), merge.omitted(oks)
-        if _want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
+        if want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
             note = f"{older} older sends not listed" if older else ""
+            key = (f"job {first.get('job_id') or job_id.strip()}" if job_id and job_id.strip()  # as the hosts show it
+                   else f"message-id {first.get('message_id') or (message_id or '').strip().strip('<>')}")
             return _text(await off_loop(
-                render.timelines, f"job {job_id or '-'} rcpt {first.get('rcpt') or '-'}", items, note), part)
+                render.timelines, f"{key} rcpt {first.get('rcpt') or '-'}", items, note), part)
         return await json_answer(HubTimelineResponse, {
             "job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
             "timelines": items, "timelines_omitted": older, **part})
@@ -256,7 +260,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         items = merge.tagged([ans], "timelines")
         if not items:  # an odd daemon's way of saying what a daemon says with a 404
             return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
-        if _want_text(request, format):
+        if want_text(request, format):
             return PlainTextResponse(await off_loop(render.timeline, items[0]))
         return await json_answer(HubTimelineResponse, {**ans.body, "timelines": items, **part})
 
@@ -270,7 +274,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         outcome: Annotated[Outcome | None, Query(description="Current outcome of the timeline.")] = None,
         since: Annotated[str | None, Query(description="first_seen >= this: epoch, ISO 8601 or e.g. `2h` ago.")] = None,
         until: Annotated[str | None, Query(description="first_seen < this (same forms).")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[DecimalInt, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
@@ -283,7 +287,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part = merge.partial_fields(targets, failed)
         if len([f for f in failed if not (f.away or f.stuck)]) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
-        if _want_text(request, format):
+        if want_text(request, format):
             return _text(render.search(body), part, body["next_cursor_problem"])
         return await json_answer(HubSearchResponse, {**body, **part})
 
@@ -293,7 +297,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         message_id: Annotated[str | None, Query(description="Message-Id (header), with or without <>.")] = None,
         job_id: Annotated[str | None, Query(description="PMTA jobId; needs rcpt.")] = None,
         rcpt: Annotated[str | None, Query(description="Recipient address; with job_id or message_id.")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000, description="Most timelines returned.")] = 100,
+        limit: Annotated[DecimalInt, Query(ge=1, le=1000, description="Most timelines returned.")] = 100,
     ) -> Any:
         targets, answers = await hub.ask("/api/v1/lookup", _params(message_id=message_id, job_id=job_id,
                                                                      rcpt=rcpt, limit=limit))
@@ -317,7 +321,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         isp: Annotated[str | None, Query(description="ISP label value(s), comma-separated.")] = None,
         since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago.")] = "1h",
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
-        limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
+        limit: Annotated[DecimalInt, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
         pool: Annotated[str | None, Query(description="VMTA pool(s) as in the metrics' vmta_pool, comma-separated; "
                                           "empty or All = every pool.")] = None,
         host: Annotated[str | None, Query(description="Only these hosts (target names, as items' `host`; a "
@@ -359,7 +363,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
             return early
         body = await off_loop(merge.merge_flows, answers)  # up to 10,000s of edges a host: off the loop
         body["since"] = body["since"] or since
-        if _want_text(request, format):
+        if want_text(request, format):
             return _text(await off_loop(render.flows, body), part)
         return await json_answer(HubFlowsResponse, {**body, **part})
 

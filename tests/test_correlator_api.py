@@ -533,3 +533,53 @@ async def test_every_json_answer_is_encoded_off_the_event_loop(h: Harness, monke
     async with _client(_app(h)) as c:
         assert (await c.get(path, params=params)).status_code == 200
     assert encoded_on and threading.get_ident() not in encoded_on
+
+
+@pytest.mark.parametrize(("accept", "text"), [
+    ("text/plain", True), ("application/json", False), ("", False), ("*/*", False),
+    ("text/plain;q=0, application/xml", False),  # text refused: JSON (a substring test served text)
+    ("application/json;q=0.1, text/plain", True),  # text preferred
+    ("text/plain, application/json;q=0", True),  # JSON refused
+    ("TEXT/PLAIN", True), ("Text/Plain; charset=utf-8", True),  # media types are case-insensitive
+    ("text/*", True), ("text/plain;q=0.5, application/json;q=0.5", False),  # a tie: JSON, the default
+    ("text/plain;q=bogus, application/json;q=0.2", False),  # an unreadable weight is no acceptance
+])
+async def test_accept_is_negotiated_by_weight_and_case_insensitively(h: Harness, accept: str, text: bool) -> None:
+    """`Accept` was a substring test: `text/plain;q=0` (text refused) got text, `application/json;q=0.1, text/plain`
+    (text preferred) got JSON, and `TEXT/PLAIN` got JSON. RFC 9110 §12.5.1: each type's weight is its most specific
+    range's; the daemon's and the hub's routes share the rule."""
+    async with h.client() as c:
+        r = await c.get("/api/v1/messages/m1@shop.example", headers={"Accept": accept})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain" if text else "application/json"), r.headers
+
+
+async def test_integers_are_decimal_digits_only(h: Harness) -> None:
+    """`/timelines/1_0` answered timeline 10 and `limit=1_0` read as 10 (pydantic's lax int takes `_` separators,
+    `+`, `10.0`): docs/api.md says a timeline_id that is not an integer is a 400."""
+    async with h.client() as c:
+        tid = (await c.get("/api/v1/search", params={"limit": 1})).json()["items"][0]["id"]
+        assert (await c.get(f"/api/v1/timelines/{tid}")).status_code == 200
+        assert (await c.get(f"/api/v1/timelines/0{tid}")).status_code == 200  # leading zeros are digits
+        for odd in (f"{tid}_0", f"0_{tid}", f"+{tid}", f"{tid}.0", f"%20{tid}"):
+            body = _error(await c.get(f"/api/v1/timelines/{odd}"), 400, "timeline_id")
+            assert "integer" in body["error"], body
+        for route in ("/api/v1/search", "/api/v1/messages/m1@shop.example"):
+            for odd in ("1_0", "+5", "5.0"):
+                _error(await c.get(route, params={"limit": odd}), 400, "limit")
+            assert (await c.get(route, params={"limit": "5"})).status_code == 200
+
+
+async def test_text_timeline_by_message_id_names_it_and_search_trims_vmta(h: Harness) -> None:
+    """A timeline asked by Message-Id began `job - rcpt ...` in text, never naming the Message-Id looked up; a
+    search by ` vmta1` (a pasted space) found nothing while ` J1` found J1's."""
+    _many(h, 6)
+    async with h.client() as c:
+        text = (await c.get("/api/v1/timeline", params={"message_id": "<m3@shop.example>", "rcpt": "carol@outlook.com",
+                                                        "format": "text"})).text
+        assert text.splitlines()[0] == "message-id m3@shop.example rcpt carol@outlook.com"
+        text = (await c.get("/api/v1/timeline?job_id=J1&rcpt=bob@yahoo.com&format=text")).text
+        assert text.splitlines()[0] == "job J1 rcpt bob@yahoo.com"
+        plain = (await c.get("/api/v1/search", params={"vmta": "vB", "job_id": "JP"})).json()["items"]
+        padded = (await c.get("/api/v1/search", params={"vmta": " vB\t", "job_id": " JP "})).json()["items"]
+        assert len(plain) == 2 and padded == plain

@@ -173,3 +173,30 @@ async def test_the_hub_never_echoes_the_address_asked_for_when_hosts_hash(tmp_pa
     assert own["rcpt"].startswith("hmac-sha256:") and body["rcpt"] == own["rcpt"]
     assert text.status_code == 200 and f"rcpt {own['rcpt']}" in text.text and "bob@" not in text.text.lower()
     h.close()
+
+
+async def test_the_hubs_text_timeline_names_its_key_as_the_hosts_show_it(tmp_path: Path) -> None:
+    """The hub's text timeline began `job - rcpt ...` for a lookup by Message-Id, and quoted the jobId as the caller
+    typed it: with hosts that hash, `job J-zed@gmail.com rcpt hmac-sha256:...`, the address beside its hash. Its
+    first line is now the daemon's own: the key named, as the hosts show it."""
+    from exporter.config import CorrelatorConfig
+    from tests.test_correlator_support import batch
+
+    h = Harness(tmp_path, CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "hmac.key"),
+                clock=lambda: NOW)
+    for b in CORPUS:
+        h.commit(b)
+    h.commit(batch("/l/acct-zed.csv", "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId,header_Message-Id\n"
+                   "d,1714550400,,s@shop.example,zed@gmail.com,2.0.0,vA,J-zed@gmail.com,<zed@gmail.com.77@shop>\n"))
+    firsts = []
+    async with clients(h, lambda: NOW) as (via_hub, direct):
+        for params in ({"job_id": "J-zed@gmail.com", "rcpt": "zed@gmail.com"},
+                       {"message_id": "<zed@gmail.com.77@shop>", "rcpt": "zed@gmail.com"}):
+            own = await direct.get("/api/v1/timeline", params={**params, "format": "text"})
+            hub = await via_hub.get("/api/v1/timeline", params={**params, "format": "text"})
+            assert own.status_code == hub.status_code == 200, (own.text, hub.text)
+            firsts.append((own.text.splitlines()[0], hub.text.splitlines()[0]))
+    h.close()
+    (job_own, job_hub), (mid_own, mid_hub) = firsts
+    assert job_hub == job_own and job_own.startswith("job J-<rcpt> rcpt hmac-sha256:")
+    assert mid_hub == mid_own and mid_own.startswith("message-id <rcpt>.77@shop rcpt hmac-sha256:")
