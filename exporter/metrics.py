@@ -282,7 +282,8 @@ gone before it could be opened, or a symlink to a missing file; lost: a file tha
 while no descriptor of it was open and bytes of it were unread: those records are lost (one per file)."""
 
 LABEL_VALUES: dict[str, str] = {
-    "vmta": "PMTA's VirtualMTA name as logged; `none` when empty, `unknown` on f/rb/rs records with no "
+    "vmta": "PMTA's VirtualMTA name as logged; when empty, the VirtualMTA part of the record's `queue` "
+    "(`domain/vmta`), else `none`; `unknown` on f/rb/rs records with no "
     f"correlated delivery, `overflow` past `labels.max_vmtas` or longer than {MAX_LABEL_VALUE_CHARS} characters "
     "(record series and queue gauges alike).",
     "vmta_pool": "PMTA's vmtaPool as logged; `none` when empty, `unknown` as for vmta, `overflow` past "
@@ -300,7 +301,8 @@ LABEL_VALUES: dict[str, str] = {
     "action": "dsnAction: delivered, relayed, failed, delayed, expanded; `unknown` otherwise.",
     "sender": "Sending domain (MAIL FROM) from `labels.senders`, or the first `labels.max_senders` seen (of at most "
     f"{MAX_LABEL_VALUE_CHARS} characters); else `other`. `none` for a MAIL FROM without a domain (the null sender "
-    "`<>` of bounces and DSNs) when `labels.senders` is not set.",
+    "`<>` of bounces and DSNs) when `labels.senders` is not set. A file whose header has no `orig` column adds "
+    "nothing to the pmta_sender_* series (its records are counted by the other series).",
     "source": "The `name` of a configured source.",
     "type": "Record type (d, b, t, tq, f, rb, rs, r) or, on pmta_status_*, PMTA's delivery type (smtp, pipe, "
     "discard, file, alias, bounceProcessor, feedbackLoopProcessor, gmImprinter, and the first others seen up to 32 "
