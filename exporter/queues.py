@@ -138,6 +138,9 @@ class _Poll:
 
     outcomes: dict[str, str | None] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    uncounted: dict[str, str] = field(default_factory=dict)
+    """VMTA -> the first of its queues the answers gave no recipient count (`QueuePoller._uncounted`); a VMTA whose
+    own query failed is not among them (it is unread already)."""
     first_error: dict[str, str] = field(default_factory=dict)
     """Error reason -> the message of its first request that failed so (a 403's hint, a certificate error)."""
     over: threading.Event = field(default_factory=threading.Event)
@@ -444,14 +447,14 @@ class QueuePoller:
             merged = {q.name: q for q in top.queues} if top is not None else {}
             for res in per_vmta.values():
                 merged.update((q.name, q) for q in res.queues)
-            self._uncounted(poll, failed, merged.values())
             unread = {k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")}
+            unread |= self._uncounted(poll, unread, merged.values())
             queues = [q for q in merged.values() if q.vmta not in unread]
             for q in queues:
                 if q.rcp and q.vmta in self._vmtas:
                     self._vmtas[q.vmta] = 0
         up = status is not None or queues is not None
-        snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed),
+        snap = Snapshot(time.monotonic(), up=up, partial=up and bool(failed or poll.uncounted),
                         status=None if status is None else self._capped_status(status))
         if queues is not None:
             queues, unread_labels = self._whole_labels(queues, unread)
@@ -481,32 +484,38 @@ class QueuePoller:
             _zero_vanished(snap.unlisted, self._unlisted_at, cannot_tell, lambda: 0.0)
         return snap
 
-    def _uncounted(self, poll: _Poll, failed: dict[str, str], queues: Iterable[QueueInfo]) -> None:
-        """The VMTAs of queues PMTA gave no recipient count (`QueueInfo.rcp` None) are read as failed (`parse`): their
-        sums would serve such a queue as 0, an empty queue to the stall alerts. Counted once per VMTA and poll; the
-        first queue is named in the log line."""
-        vmtas: dict[str, str] = {}
+    def _uncounted(self, poll: _Poll, unread: set[str], queues: Iterable[QueueInfo]) -> set[str]:
+        """The VMTAs of queues PMTA gave no recipient count (`QueueInfo.rcp` None), but for those `unread` already:
+        their sums would serve such a queue as 0, an empty queue to the stall alerts, so they are read as unread too.
+        Each is a `parse` error once per poll; the first queue is named in the log line (`poll.uncounted`)."""
         for q in queues:
-            if q.rcp is None:
-                vmtas.setdefault(q.vmta or "{default}", q.name)
-        for vmta, name in vmtas.items():
-            failed.setdefault(f"vmta:{vmta}", "parse")
+            vmta = q.vmta or "{default}"
+            if q.rcp is None and vmta not in unread:
+                poll.uncounted.setdefault(vmta, q.name)
+        if poll.uncounted:
+            name = next(iter(poll.uncounted.values()))
             poll.first_error.setdefault("parse", f"GET /queues: queue {_clip(name)!r} gave no recipient count (rcp "
                                                  "missing, not a number, or outside 0 to 1e12)")
-        if vmtas:
-            self.errors.labels("parse").inc(len(vmtas))
+            self.errors.labels("parse").inc(len(poll.uncounted))
+        return set(poll.uncounted)
 
     @staticmethod
     def _summary(poll: _Poll, failed: dict[str, str]) -> str:
-        if not failed:
+        if not failed and not poll.uncounted:
             return ""
         reasons: dict[str, int] = {}
         for reason in failed.values():
             reasons[reason] = reasons.get(reason, 0) + 1
-        vmtas = sorted(k.removeprefix("vmta:") for k in failed if k.startswith("vmta:"))
+        vmtas = sorted({k.removeprefix("vmta:") for k in failed if k.startswith("vmta:")} | set(poll.uncounted))
         other = sorted(k for k in failed if not k.startswith("vmta:"))
-        text = f"{len(failed)} of {len(poll.outcomes)} requests failed (" + \
-            ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) + ")"
+        parts = [f"{len(failed)} of {len(poll.outcomes)} requests failed ("
+                 + ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) + ")"] if failed else []
+        if poll.uncounted:  # answers read, but not summable: no request failed
+            shown = sorted(poll.uncounted)
+            more = f" and {len(shown) - LOG_VMTAS} more" if len(shown) > LOG_VMTAS else ""
+            parts.append("queues listed without a recipient count: " + ", ".join(_clip(v) for v in shown[:LOG_VMTAS])
+                         + more)
+        text = "; ".join(parts)
         if other:
             text += "; unread: " + ", ".join(other)
         if vmtas:

@@ -1031,3 +1031,45 @@ async def test_a_queue_whose_recipients_are_no_number_leaves_its_vmta_without_ga
     assert errors(registry) == {"timeout": 0, "connect": 0, "http_status": 0, "parse": 1}  # one per VMTA and poll
     said = [r.getMessage() for r in caplog.records if r.name == "watchtower.queues" and r.levelname == "WARNING"]
     assert len(said) == 1 and "yahoo.com/v2" in said[0] and "rcp" in said[0], said
+
+
+async def test_a_vmta_without_counts_is_counted_once_and_the_summary_counts_requests_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review of the fix above: the log said `3 of 2 requests failed` (VMTAs without counts are no requests), and a
+    VMTA whose own query failed (500) was counted again as a parse error for the top list's queue without a count."""
+    caplog.set_level("INFO", logger="watchtower.queues")
+
+    def top(*rows: tuple[str, str]) -> bytes:
+        items = "".join(f"<queue><name>{n}</name><rcp>{r}</rcp><kb>1.0</kb></queue>" for n, r in rows)
+        return f"<rsp><data>{items}</data><succ/></rsp>".encode()
+
+    said: list[str] = []
+    for per_vmta, answers, want in (
+        (False, {"/status": _status("50"),
+                 "/queues": top(("gmail.com/v1", "5"), ("yahoo.com/v2", "n/a"), ("aol.com/v3", "n/a"),
+                                ("msn.com/v4", "-1"))},
+         {"timeout": 0, "connect": 0, "http_status": 0, "parse": 3}),
+        (True, {"/status": _status("50"), "/vmtas": _vmtas(v1=5, v2=9), "*/v1": _listing(("gmail.com/v1", 5), total=5),
+                "/queues": top(("gmail.com/v1", "5"), ("yahoo.com/v2", "n/a"))},  # */v2: a 500
+         {"timeout": 0, "connect": 0, "http_status": 1, "parse": 0}),
+    ):
+        caplog.clear()
+        registry = CollectorRegistry()
+        poller = QueuePoller(PmtaApiConfig(url="http://pmta", per_vmta_queries=per_vmta), registry, isp_of)
+
+        def answer(request: httpx.Request, answers: dict[str, bytes] = answers) -> httpx.Response:
+            body = answers.get(request.url.params.get("queue") or request.url.path)
+            return httpx.Response(200, content=body) if body is not None else httpx.Response(500)
+
+        async with PmtaApiClient(poller.config, transport=httpx.MockTransport(answer)) as client:
+            await poller.poll_once(client)
+        assert {k: v[0] for k, v in gauges(registry).items()} == {("v1", "gmail"): 5}
+        assert errors(registry) == want
+        said += [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 2, said
+    assert said[0].split(": ", 1)[1].startswith("queues listed without a recipient count: v2, v3, v4; VMTAs "
+                                                "without gauges: v2, v3, v4; first parse: GET /queues: queue "
+                                                "'yahoo.com/v2' gave no recipient count"), said[0]
+    assert said[1].split(": ", 1)[1].startswith("1 of 5 requests failed (http_status: 1); VMTAs without gauges: v2; first "
+                                                "http_status: GET /queues: HTTP 500"), \
+        said[1]
