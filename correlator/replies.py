@@ -33,9 +33,9 @@ from pydantic import BaseModel, Field
 
 from correlator import store
 from correlator.api import (
+    DIGITS,
     Api,
     BadRequest,
-    DecimalInt,
     ErrorRoute,
     check_budget,
     json_answer,
@@ -353,7 +353,7 @@ def build_replies_router(api: Api, isp_of_domain: IspOfDomain | None = None) -> 
         since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago; at most 24h before "
                                     "`until` (older starts are moved up).")] = "1h",
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
-        limit: Annotated[DecimalInt, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
+        limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned."), DIGITS] = 10,
     ) -> Any:
         now = float(int(api.clock()))  # whole seconds, as every time the API gives (a relative window is echoed)
         lo = parse_time("since", since, now)
@@ -404,7 +404,7 @@ def build_lookup_router(api: Api) -> APIRouter:
         message_id: Annotated[str | None, Query(description="Message-Id (header), with or without <>.")] = None,
         job_id: Annotated[str | None, Query(description="PMTA jobId; needs rcpt.")] = None,
         rcpt: Annotated[str | None, Query(description="Recipient address; with job_id or message_id.")] = None,
-        limit: Annotated[DecimalInt, Query(ge=1, le=1000, description="Most timelines returned.")] = 100,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most timelines returned."), DIGITS] = 100,
     ) -> Any:
         mid = norm_message_id(message_id or "")
         job = (job_id or "").strip()

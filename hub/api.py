@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from correlator import render
 from correlator.api import (
+    DIGITS,
+    MAX_ID,
     BadRequest,
-    DecimalInt,
     ErrorRoute,
     FormatParam,
     echoed,
@@ -187,7 +188,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
                 summary="Every recipient's timeline of one Message-Id, on every host")
     async def get_message(
         request: Request, message_id: str,
-        limit: Annotated[DecimalInt, Query(ge=1, le=1000, description="Most recipients returned.")] = 100,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most recipients returned."), DIGITS] = 100,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
@@ -242,7 +243,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
     @router.get("/timelines/{timeline_id}", response_model=HubTimelineResponse, responses=_ERRORS,
                 summary="One timeline by the id and host a search returned")
     async def get_timeline_by_id(
-        request: Request, timeline_id: int,
+        request: Request,
+        timeline_id: Annotated[int, Path(ge=1, le=MAX_ID, description="`id` from a search item."), DIGITS],
         host: Annotated[str, Query(description="The `host` of the search item (ids are per host).")],
         format: FormatParam = None,
     ) -> Any:
@@ -274,7 +276,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         outcome: Annotated[Outcome | None, Query(description="Current outcome of the timeline.")] = None,
         since: Annotated[str | None, Query(description="first_seen >= this: epoch, ISO 8601 or e.g. `2h` ago.")] = None,
         until: Annotated[str | None, Query(description="first_seen < this (same forms).")] = None,
-        limit: Annotated[DecimalInt, Query(ge=1, le=500)] = 50,
+        limit: Annotated[int, Query(ge=1, le=500), DIGITS] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
         format: FormatParam = None,
     ) -> Any:
@@ -297,7 +299,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         message_id: Annotated[str | None, Query(description="Message-Id (header), with or without <>.")] = None,
         job_id: Annotated[str | None, Query(description="PMTA jobId; needs rcpt.")] = None,
         rcpt: Annotated[str | None, Query(description="Recipient address; with job_id or message_id.")] = None,
-        limit: Annotated[DecimalInt, Query(ge=1, le=1000, description="Most timelines returned.")] = 100,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most timelines returned."), DIGITS] = 100,
     ) -> Any:
         targets, answers = await hub.ask("/api/v1/lookup", _params(message_id=message_id, job_id=job_id,
                                                                      rcpt=rcpt, limit=limit))
@@ -321,7 +323,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         isp: Annotated[str | None, Query(description="ISP label value(s), comma-separated.")] = None,
         since: Annotated[str, Query(description="Start: epoch, ISO 8601 or e.g. `1h` ago.")] = "1h",
         until: Annotated[str | None, Query(description="End (exclusive), same forms; default now.")] = None,
-        limit: Annotated[DecimalInt, Query(ge=1, le=100, description="Most reply texts returned.")] = 10,
+        limit: Annotated[int, Query(ge=1, le=100, description="Most reply texts returned."), DIGITS] = 10,
         pool: Annotated[str | None, Query(description="VMTA pool(s) as in the metrics' vmta_pool, comma-separated; "
                                           "empty or All = every pool.")] = None,
         host: Annotated[str | None, Query(description="Only these hosts (target names, as items' `host`; a "

@@ -200,3 +200,25 @@ async def test_the_hubs_text_timeline_names_its_key_as_the_hosts_show_it(tmp_pat
     (job_own, job_hub), (mid_own, mid_hub) = firsts
     assert job_hub == job_own and job_own.startswith("job J-<rcpt> rcpt hmac-sha256:")
     assert mid_hub == mid_own and mid_own.startswith("message-id <rcpt>.77@shop rcpt hmac-sha256:")
+
+
+async def test_integer_parameters_are_digits_and_their_bounds_are_in_the_openapi_schema(h: Harness,
+                                                                                       clock: list[float]) -> None:
+    """The hub read `/api/v1/timelines/5_0` as timeline 50 and `+5`, `5.0`, ` 5` as 5 (the daemon's routes refused
+    them; the hub's id had no bounds either), and wrapping the integers for digits moved their bounds out of the
+    OpenAPI schema (`ge`/`le`, which JSON Schema does not know, for `minimum`/`maximum`), on both."""
+    async with clients(h, lambda: clock[0]) as (via_hub, direct):
+        item = (await via_hub.get("/api/v1/search", params={"limit": 1})).json()["items"][0]
+        tid, host = item["id"], item["host"]
+        assert (await via_hub.get(f"/api/v1/timelines/{tid}", params={"host": host})).status_code == 200
+        for odd in (f"{tid}_0", f"0_{tid}", f"+{tid}", f"{tid}.0", f"%20{tid}", "0", "9223372036854775808"):
+            r = await via_hub.get(f"/api/v1/timelines/{odd}", params={"host": host})
+            assert r.status_code == 400 and r.json()["parameter"] == "timeline_id", (odd, r.text)
+        for client in (via_hub, direct):
+            spec = (await client.get("/openapi.json")).json()
+            bounds = {(path, p["name"]): (p["schema"].get("minimum"), p["schema"].get("maximum"), set(p["schema"]))
+                      for path, methods in spec["paths"].items() for p in methods.get("get", {}).get("parameters", [])
+                      if p["name"] in ("limit", "timeline_id")}
+            assert bounds, spec["paths"].keys()
+            for key, (low, high, fields) in bounds.items():
+                assert low == 1 and high in (100, 500, 1000, 2**63 - 1) and not {"ge", "le"} & fields, (key, fields)
