@@ -43,6 +43,7 @@ from hub.models import (
     HubTimelineResponse,
 )
 from hub.places import NOT_AMONG_TARGETS
+from hub.privacy import PlainWithheld
 from hub.search import resolve_times
 from hub.search import search as merged_search
 from hub.targets import Target, TargetSet
@@ -130,6 +131,8 @@ class Hub:
         self.fanout = fanout
         self.clock = clock
         """Wall clock that relative times are resolved against (replaceable in tests)."""
+        self.withhold = PlainWithheld()
+        """Every answer's timelines and items pass it: no address beside a hash (hub/privacy.py)."""
 
     async def ask(self, path: str, params: dict[str, Any]) -> tuple[list[Target], list[HostAnswer]]:
         targets = await self.targets.current()
@@ -198,6 +201,8 @@ def build_hub_router(hub: Hub) -> APIRouter:
         body, answers = await message_page(hub.fanout, targets, "/api/v1/messages/" + path_segment(message_id),
                                            message_id, limit, cursor, hub.targets.named)
         part = merge.partial_fields(targets, answers)
+        if body is not None:
+            body["recipients"] = await off_loop(hub.withhold, body["recipients"])
         if body is None:
             early = none_answered(answers, part, targets)
             if early is not None:
@@ -225,7 +230,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part, early = settled(targets, answers, (200, 404))
         if early is not None:
             return early
-        items = merge.tagged(answers, "timelines")
+        items = await off_loop(hub.withhold, merge.tagged(answers, "timelines"))
         if not items:
             return _timeline_not_found(answers, part, job_id, message_id)
         oks = merge.answered(answers)
@@ -259,12 +264,14 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if ans.status != 200:
             passed = merge.passed_on(ans.body if isinstance(ans.body, dict) else {})
             return _fail(ans.status, passed["error"], passed["parameter"], part)
-        items = merge.tagged([ans], "timelines")
+        items = await off_loop(hub.withhold, merge.tagged([ans], "timelines"))
         if not items:  # an odd daemon's way of saying what a daemon says with a 404
             return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
         if want_text(request, format):
             return PlainTextResponse(await off_loop(render.timeline, items[0]))
-        return await json_answer(HubTimelineResponse, {**ans.body, "timelines": items, **part})
+        shown = items[0]  # the keys as the timeline shows them (without its recipient once a host hashes)
+        keys = {"job_id": shown.get("job_id"), "message_id": shown.get("message_id"), "rcpt": shown.get("rcpt") or ""}
+        return await json_answer(HubTimelineResponse, {**ans.body, **keys, "timelines": items, **part})
 
     @router.get("/search", response_model=HubSearchResponse, responses=_ERRORS,
                 summary="Find timelines on every host, newest first, one cursor for all hosts")
@@ -289,6 +296,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part = merge.partial_fields(targets, failed)
         if len([f for f in failed if not (f.away or f.stuck)]) == len(targets):
             return _fail(503, "no host answered" + _missing_note(part), None, part)
+        body["items"] = await off_loop(hub.withhold, body["items"])
         if want_text(request, format):
             return _text(render.search(body), part, body["next_cursor_problem"])
         return await json_answer(HubSearchResponse, {**body, **part})
@@ -307,7 +315,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if early is not None:
             return early
         oks = merge.answered(answers)
-        every = merge.tagged(answers, "timelines")
+        every = await off_loop(hub.withhold, merge.tagged(answers, "timelines"))
         items = merge.latest(every, limit) if rcpt and rcpt.strip() else every[:limit]
         first = merge.shown(oks)
         hint = None if items else next((b.get("hint") for b in oks if b.get("hint")), "nothing matched on any host")

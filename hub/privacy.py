@@ -1,0 +1,75 @@
+"""Hosts that hash recipients beside hosts that do not: no hub answer may show an address beside a hash.
+
+A host with `correlator.hash_recipients` serves `hmac-sha256:<hex>` and keeps addresses out of its keys and replies;
+a host without it serves them plain. Merged, one recipient could appear both ways in one answer (a hashing host and
+a plain one holding the same Message-Id), pairing the address with its hash for every other answer that host gives.
+The hub holds no host's key, so it cannot hash a plain host's recipient: once any host has answered hashed, the
+others' timelines are served as a hashing host would serve a row without a recipient (`rcpt` null, the recipient's
+address in keys and replies as `[redacted]` / `<rcpt>`, every other address as `<addr>` or `[redacted]`), for the
+hub's life (an answer that happens to hold plain rows only would otherwise pair with the next one)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from correlator.linking import reply_without_addresses
+from exporter.redact import REDACTED, key_without_addresses, key_without_recipient, without_addresses
+
+log = logging.getLogger("watchtower.hub")
+
+_KEYS = (("job_id", "job_id"), ("message_id", "message_id"))
+_EVENT_TEXTS = ("dsn_action", "dsn_status", "dsn_mta", "bounce_category", "feedback_type", "user_agent",
+                "reporting_mta")
+
+
+class PlainWithheld:
+    """Applied to the timelines (or search items) of every answer that carries them; remembers the hosts seen
+    hashing."""
+
+    def __init__(self) -> None:
+        self.hashing: set[str] = set()
+        self._said = False
+
+    def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.hashing.update(str(it.get("host")) for it in items if it.get("rcpt_hashed") is True)
+        if not self.hashing:
+            return items
+        plain = sorted({str(it.get("host")) for it in items if it.get("rcpt_hashed") is not True and it.get("rcpt")})
+        if plain and not self._said:
+            self._said = True
+            log.warning("hosts %s hash recipients and %s do not: the latter's timelines are served without their "
+                        "recipients (rcpt null, addresses redacted), so that no answer pairs an address with its "
+                        "hash; set correlator.hash_recipients alike on every host",
+                        ", ".join(sorted(self.hashing)[:10]), ", ".join(plain[:10]))
+        return [it if it.get("rcpt_hashed") is True else withheld(it) for it in items]
+
+
+def withheld(item: dict[str, Any]) -> dict[str, Any]:
+    """A plain host's timeline (or search item) as a hashing host serves a row without a recipient."""
+    rcpt = item.get("rcpt")
+    rcpt_l = rcpt.lower() if isinstance(rcpt, str) and "@" in rcpt else None
+    out = dict(item, rcpt=None)
+    for field, kind in _KEYS:
+        value = item.get(field)
+        if isinstance(value, str) and value:
+            if rcpt_l:
+                value = key_without_recipient(value, rcpt_l, kind).replace("<rcpt>", REDACTED)
+            out[field] = key_without_addresses(value, kind)  # `[redacted]`: the pages show it as text, not a link
+    orig = item.get("orig")
+    if isinstance(orig, str) and orig and rcpt_l:
+        out["orig"] = key_without_recipient(orig, rcpt_l, "sender")
+    events = item.get("events")
+    if isinstance(events, list):
+        out["events"] = [_event(ev, rcpt_l) if isinstance(ev, dict) else ev for ev in events]
+    return out
+
+
+def _event(ev: dict[str, Any], rcpt_l: str | None) -> dict[str, Any]:
+    out = dict(ev)
+    if isinstance(ev.get("dsn_diag"), str):
+        out["dsn_diag"] = reply_without_addresses(ev["dsn_diag"], rcpt_l)
+    for key in _EVENT_TEXTS:
+        if isinstance(ev.get(key), str):
+            out[key] = without_addresses(ev[key])
+    return out
