@@ -238,7 +238,7 @@ def test_noise_classes_never_feed_throttling_or_block_alerts() -> None:
 ISP_JUDGEMENTS = {  # alert -> thresholds written once per judgement (the VMTA over its pools, each pool)
     "PmtaIspThrottling": ("> 0.30", "* 600 >= 50"),
     "PmtaIspBlock": ("> 0.05", "* 900 >= 50"),
-    "PmtaSuccessRateDrop": ("< 0.5 * (", "* 3600 >= 500"),
+    "PmtaSuccessRateDrop": ("group_left () 0.5 * (", "* 3600 >= 500"),
 }
 
 
