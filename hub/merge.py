@@ -76,9 +76,12 @@ def latest(items: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 def shown(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """The answer whose key fields (rcpt, job_id, message_id) the hub shows: one that holds timelines, and one that
-    hashes the recipient if any host does (an answer must not carry the address a hashing host hides)."""
-    def rank(body: dict[str, Any]) -> tuple[bool, bool]:
-        return str(body.get("rcpt") or "").startswith(HASHED_PREFIX), bool(body.get("timelines"))
+    hashes the recipient if any host does, by its echo or its timelines (an answer must not carry the address a hashing
+    host hides: its echo of a Message-Id keeps no recipient's address)."""
+    def rank(body: dict[str, Any]) -> tuple[bool, bool, bool]:
+        items = body.get("timelines") or []
+        hashed = any(isinstance(t, dict) and t.get("rcpt_hashed") is True for t in items)  # a lookup by Message-Id
+        return str(body.get("rcpt") or "").startswith(HASHED_PREFIX), hashed, bool(items)
 
     return max(bodies, key=rank, default={})
 

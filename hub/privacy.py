@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from correlator.keys import HASHED_PREFIX
 from correlator.linking import reply_without_addresses
 from exporter.redact import REDACTED, key_without_addresses, key_without_recipient, without_addresses
 
@@ -31,18 +32,35 @@ class PlainWithheld:
         self.hashing: set[str] = set()
         self._said = False
 
+    def learn(self, answers: list[Any]) -> None:
+        """Hosts whose answer echoes the recipient hashed (`rcpt: hmac-sha256:...`): they hash, timelines or not."""
+        for a in answers:
+            body = getattr(a, "body", None)
+            if getattr(a, "ok", False) and isinstance(body, dict) and str(body.get("rcpt") or "").startswith(
+                    HASHED_PREFIX):
+                self.hashing.add(a.target.name)
+
     def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.hashing.update(str(it.get("host")) for it in items if it.get("rcpt_hashed") is True)
         if not self.hashing:
             return items
-        plain = sorted({str(it.get("host")) for it in items if it.get("rcpt_hashed") is not True and it.get("rcpt")})
+        out = []
+        plain: set[str] = set()
+        for it in items:
+            if it.get("rcpt_hashed") is True or it.get("host") in self.hashing:
+                out.append(it)  # a hashing host's rows, those without a recipient too, as it serves them
+            elif it.get("rcpt"):
+                plain.add(str(it.get("host")))
+                out.append(withheld(it))
+            else:  # a plain host's row without a recipient: its keys as logged (as a hashing host's), replies not
+                out.append(_replies_withheld(it, None))
         if plain and not self._said:
             self._said = True
             log.warning("hosts %s hash recipients and %s do not: the latter's timelines are served without their "
                         "recipients (rcpt null, addresses redacted), so that no answer pairs an address with its "
                         "hash; set correlator.hash_recipients alike on every host",
-                        ", ".join(sorted(self.hashing)[:10]), ", ".join(plain[:10]))
-        return [it if it.get("rcpt_hashed") is True else withheld(it) for it in items]
+                        ", ".join(sorted(self.hashing)[:10]), ", ".join(sorted(plain)[:10]))
+        return out
 
 
 def withheld(item: dict[str, Any]) -> dict[str, Any]:
@@ -59,10 +77,15 @@ def withheld(item: dict[str, Any]) -> dict[str, Any]:
     orig = item.get("orig")
     if isinstance(orig, str) and orig and rcpt_l:
         out["orig"] = key_without_recipient(orig, rcpt_l, "sender")
+    return _replies_withheld(out, rcpt_l)
+
+
+def _replies_withheld(item: dict[str, Any], rcpt_l: str | None) -> dict[str, Any]:
+    """`item` with its events' texts as a hashing host stores them (`rcpt_l`'s address as `<rcpt>`, others `<addr>`)."""
     events = item.get("events")
-    if isinstance(events, list):
-        out["events"] = [_event(ev, rcpt_l) if isinstance(ev, dict) else ev for ev in events]
-    return out
+    if not isinstance(events, list):
+        return item
+    return dict(item, events=[_event(ev, rcpt_l) if isinstance(ev, dict) else ev for ev in events])
 
 
 def _event(ev: dict[str, Any], rcpt_l: str | None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from hub.app import build_hub_app
 from hub.config import HubConfig
 from tests.test_correlator_support import CORPUS, NOW, Harness, batch
 
-PLAIN, HASHED = "http://plain:9469", "http://hashed:9469"
 SAME = ("type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,vmta,jobId,header_Message-Id\n"
         "d,2024-05-01 10:30:00+0000,2024-05-01 10:00:00+0000,news@shop.example,alice@gmail.com,relayed,2.0.0,"
         "smtp;250 2.0.0 OK <alice@gmail.com>,mx.gmail.com,vmta9,J1,<m1@shop.example>\n"
@@ -42,10 +41,13 @@ class ByHost(httpx.AsyncBaseTransport):
 
 
 @asynccontextmanager
-async def hub_over(plain: Harness, hashed: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    apps = {"plain": build_app(CollectorRegistry(), dict, routers=[plain.sink.asgi_routes()]),
-            "hashed": build_app(CollectorRegistry(), dict, routers=[hashed.sink.asgi_routes()])}
-    app, hub = build_hub_app(HubConfig.model_validate({"hub": {"targets": [PLAIN, HASHED]}}))
+async def hub_over(plain: Harness, hashed: Harness, names: tuple[str, str] = ("plain", "hashed"),
+                   ) -> AsyncIterator[httpx.AsyncClient]:
+    """A hub over `plain` and `hashed` as targets http://<name>:9469 (names in that order)."""
+    apps = {names[0]: build_app(CollectorRegistry(), dict, routers=[plain.sink.asgi_routes()]),
+            names[1]: build_app(CollectorRegistry(), dict, routers=[hashed.sink.asgi_routes()])}
+    targets = [f"http://{name}:9469" for name in names]
+    app, hub = build_hub_app(HubConfig.model_validate({"hub": {"targets": targets}}))
     await hub.fanout.client.aclose()
     hub.fanout.client = httpx.AsyncClient(transport=ByHost(apps))
     hub.clock = lambda: NOW
@@ -56,8 +58,7 @@ async def hub_over(plain: Harness, hashed: Harness) -> AsyncIterator[httpx.Async
             await hub.fanout.client.aclose()
 
 
-@pytest.fixture
-def hosts(tmp_path: Path) -> Any:
+def two_hosts(tmp_path: Path) -> tuple[Harness, Harness]:
     (tmp_path / "plain").mkdir()
     (tmp_path / "hashed").mkdir()
     plain = Harness(tmp_path / "plain", clock=lambda: NOW)
@@ -65,6 +66,12 @@ def hosts(tmp_path: Path) -> Any:
                                                            hmac_key_file=tmp_path / "hmac.key"), clock=lambda: NOW)
     for b in CORPUS:
         plain.commit(b)
+    return plain, hashed
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Any:
+    plain, hashed = two_hosts(tmp_path)
     hashed.commit(batch("/l/acct-alice.csv", SAME))
     plain.commit(batch("/l/acct-alice.csv", SAME))
     yield plain, hashed
@@ -106,3 +113,51 @@ async def test_no_merged_answer_shows_an_address_beside_its_hash(hosts: tuple[Ha
     assert said == ["hosts hashed:9469 hash recipients and plain:9469 do not: the latter's timelines are served "
                     "without their recipients (rcpt null, addresses redacted), so that no answer pairs an address "
                     "with its hash; set correlator.hash_recipients alike on every host"]
+
+
+async def test_a_lookup_echoes_the_key_as_the_hashing_host_does_whatever_the_target_order(
+        hosts: tuple[Harness, Harness]) -> None:
+    """Review of the fix above: `/lookup?message_id=alice@gmail.com.77@shop` echoed the Message-Id as the first target
+    (a plain host) did, with alice's address, beside the hashing host's `hmac-sha256:` rows."""
+    async with hub_over(*hosts, names=("aplain", "zhashed")) as hub:
+        body = (await hub.get("/api/v1/lookup", params={"message_id": "alice@gmail.com.77@shop"})).json()
+    assert {t["host"] for t in body["timelines"]} == {"aplain:9469", "zhashed:9469"}
+    assert any(str(t["rcpt"]).startswith("hmac-sha256:") for t in body["timelines"])
+    assert body["message_id"] == "<rcpt>.77@shop" and "alice@" not in str(body).lower(), body
+
+
+async def test_a_hashing_hosts_rows_without_a_recipient_are_served_as_it_serves_them(tmp_path: Path) -> None:
+    """Review of the fix above: a hashing host's row without a recipient (rcpt null, rcpt_hashed false: a complaint
+    with a Message-Id only) was taken for a plain host's and its Message-Id redacted, which the daemon keeps as logged
+    (the pages link by it): in a fleet where every host hashes, the hub must serve what the daemon serves."""
+    plain, hashed = two_hosts(tmp_path)
+    hashed.commit(batch("/l/acct-alice.csv", SAME))
+    hashed.commit(batch("/l/fbl-1.csv", "type,timeLogged,orig,rcpt,feedbackType,jobId,header_Message-Id\n"
+                                         "f,2024-05-02 09:00:00+0000,news@shop.example,,abuse,J7,"
+                                         "<bob@yahoo.com.5@shop.example>\n"))
+    async with hub_over(plain, hashed) as hub:
+        await hub.get("/api/v1/search", params={"rcpt": "alice@gmail.com"})  # the hub learns that `hashed` hashes
+        rows = (await hub.get("/api/v1/search", params={"job_id": "J7"})).json()["items"]
+    async with hashed.client() as daemon:
+        own = (await daemon.get("/api/v1/search", params={"job_id": "J7"})).json()["items"]
+    plain.close()
+    hashed.close()
+    assert own and [{k: v for k, v in r.items() if k != "host"} for r in rows] == own
+    assert own[0]["message_id"] == "bob@yahoo.com.5@shop.example" and own[0]["rcpt"] is None
+
+
+async def test_a_hashed_echo_alone_tells_the_hub_a_host_hashes(tmp_path: Path) -> None:
+    """Review of the fix above: only the plain host holds alice's timeline; the hashing host answers the lookup with
+    no timeline but echoes `rcpt` hashed, and the hub showed that echo beside alice's plain row (it learnt hashing
+    from rows only)."""
+    plain, hashed = two_hosts(tmp_path)
+    hashed.commit(batch("/l/acct-zed.csv", "type,timeLogged,timeQueued,orig,rcpt,dsnStatus,vmta,jobId\n"
+                                           "d,1714550400,,s@shop.example,zed@gmail.com,2.0.0,vA,JZ\n"))
+    async with hub_over(plain, hashed) as hub:
+        body = (await hub.get("/api/v1/lookup", params={"job_id": "J1", "rcpt": "alice@gmail.com"})).json()
+        later = (await hub.get("/api/v1/search", params={"rcpt": "alice@gmail.com"})).json()["items"]
+    plain.close()
+    hashed.close()
+    assert body["rcpt"].startswith("hmac-sha256:") and body["timelines"], body
+    assert "alice@" not in str(body).lower() and "alice@" not in str(later).lower(), (body, later)
+    assert [r["rcpt"] for r in body["timelines"]] == [None] and [r["rcpt"] for r in later] == [None]
