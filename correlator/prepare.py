@@ -512,8 +512,9 @@ def rcpt_domain(rcpt_l: str) -> str:
 def _orig_key(orig: str) -> tuple[str, str]:
     """(lowercase sender address, its domain): '' for the null sender (`<>`, logged empty), `none` for a sender
     logged without a domain, as the metrics label it (taken whole, it was shown as a flow's sender domain; as '', it
-    joined the null sender's)."""
-    orig_l = orig.strip().lower()
+    joined the null sender's). Angle brackets are dropped as from a recipient (`norm_rcpt`: `<news@s.ex>` is
+    news@s.ex, `<>` the null sender)."""
+    orig_l = norm_rcpt(orig)
     domain = rcpt_domain(orig_l)
     return orig_l, domain if domain or not orig_l else PLACEHOLDER_NONE
 
