@@ -201,7 +201,6 @@ def build_hub_router(hub: Hub) -> APIRouter:
         body, answers = await message_page(hub.fanout, targets, "/api/v1/messages/" + path_segment(message_id),
                                            message_id, limit, cursor, hub.targets.named)
         part = merge.partial_fields(targets, answers)
-        hub.withhold.learn(answers)
         if body is not None:
             body["recipients"] = await off_loop(hub.withhold, body["recipients"])
         if body is None:
@@ -231,7 +230,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         part, early = settled(targets, answers, (200, 404))
         if early is not None:
             return early
-        hub.withhold.learn(answers)
+        hub.withhold.learn(answers, rcpt)
         items = await off_loop(hub.withhold, merge.tagged(answers, "timelines"))
         if not items:
             return _timeline_not_found(answers, part, job_id, message_id)
@@ -266,7 +265,6 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if ans.status != 200:
             passed = merge.passed_on(ans.body if isinstance(ans.body, dict) else {})
             return _fail(ans.status, passed["error"], passed["parameter"], part)
-        hub.withhold.learn([ans])
         items = await off_loop(hub.withhold, merge.tagged([ans], "timelines"))
         if not items:  # an odd daemon's way of saying what a daemon says with a 404
             return _fail(404, f"no timeline {timeline_id} on host {host}", "timeline_id", part)
@@ -318,7 +316,7 @@ def build_hub_router(hub: Hub) -> APIRouter:
         if early is not None:
             return early
         oks = merge.answered(answers)
-        hub.withhold.learn(answers)
+        hub.withhold.learn(answers, rcpt)
         every = await off_loop(hub.withhold, merge.tagged(answers, "timelines"))
         items = merge.latest(every, limit) if rcpt and rcpt.strip() else every[:limit]
         first = merge.shown(oks)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from correlator.keys import HASHED_PREFIX
+from correlator.keys import HASHED_PREFIX, norm_rcpt
 from correlator.linking import reply_without_addresses
-from exporter.redact import REDACTED, key_without_addresses, key_without_recipient, without_addresses
+from exporter.redact import REDACTED, key_without_addresses, key_without_recipient, redact, without_addresses
 
 log = logging.getLogger("watchtower.hub")
 
@@ -32,8 +32,11 @@ class PlainWithheld:
         self.hashing: set[str] = set()
         self._said = False
 
-    def learn(self, answers: list[Any]) -> None:
-        """Hosts whose answer echoes the recipient hashed (`rcpt: hmac-sha256:...`): they hash, timelines or not."""
+    def learn(self, answers: list[Any], asked: str | None) -> None:
+        """Hosts that turned the recipient asked (`asked`, an address) into `hmac-sha256:...` in their echo: they hash,
+        timelines or not. An echo of a hash the caller sent proves nothing (a plain host echoes what it is asked)."""
+        if not asked or norm_rcpt(asked).startswith(HASHED_PREFIX):
+            return
         for a in answers:
             body = getattr(a, "body", None)
             if getattr(a, "ok", False) and isinstance(body, dict) and str(body.get("rcpt") or "").startswith(
@@ -52,8 +55,8 @@ class PlainWithheld:
             elif it.get("rcpt"):
                 plain.add(str(it.get("host")))
                 out.append(withheld(it))
-            else:  # a plain host's row without a recipient: its keys as logged (as a hashing host's), replies not
-                out.append(_replies_withheld(it, None))
+            else:  # a plain host's row without a recipient, as a hashing host serves one (prepare.py `keyed`)
+                out.append(_without_recipient(it))
         if plain and not self._said:
             self._said = True
             log.warning("hosts %s hash recipients and %s do not: the latter's timelines are served without their "
@@ -78,6 +81,17 @@ def withheld(item: dict[str, Any]) -> dict[str, Any]:
     if isinstance(orig, str) and orig and rcpt_l:
         out["orig"] = key_without_recipient(orig, rcpt_l, "sender")
     return _replies_withheld(out, rcpt_l)
+
+
+def _without_recipient(item: dict[str, Any]) -> dict[str, Any]:
+    """A row without a recipient (an anonymised report) as a hashing host stores it: its sender and jobId without any
+    local part, its Message-Id as logged (the key pages link by), its replies without addresses."""
+    out = dict(item)
+    for field in ("job_id", "orig"):
+        value = item.get(field)
+        if isinstance(value, str) and value:
+            out[field] = redact(value)
+    return _replies_withheld(out, None)
 
 
 def _replies_withheld(item: dict[str, Any], rcpt_l: str | None) -> dict[str, Any]:

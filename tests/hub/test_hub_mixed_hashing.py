@@ -161,3 +161,31 @@ async def test_a_hashed_echo_alone_tells_the_hub_a_host_hashes(tmp_path: Path) -
     assert body["rcpt"].startswith("hmac-sha256:") and body["timelines"], body
     assert "alice@" not in str(body).lower() and "alice@" not in str(later).lower(), (body, later)
     assert [r["rcpt"] for r in body["timelines"]] == [None] and [r["rcpt"] for r in later] == [None]
+
+
+async def test_a_hash_asked_for_does_not_make_a_plain_host_look_hashing(hosts: tuple[Harness, Harness]) -> None:
+    """Review: a plain host echoes the `rcpt` it is asked; asked with an `hmac-sha256:` copied from an answer, its
+    echo was taken for hashing, and from then on its rows passed unwithheld beside the hashing host's hashes."""
+    async with hub_over(*hosts) as hub:
+        first = (await hub.get("/api/v1/search", params={"rcpt": "alice@gmail.com"})).json()["items"]
+        digest = next(i["rcpt"] for i in first if i["rcpt"])
+        await hub.get("/api/v1/lookup", params={"job_id": "J1", "rcpt": digest})
+        await hub.get("/api/v1/timeline", params={"job_id": "J1", "rcpt": digest})
+        later = await hub.get("/api/v1/timeline", params={"rcpt": "alice@gmail.com", "message_id": "m1@shop.example"})
+    assert "hmac-sha256:" in later.text and "alice@" not in later.text.lower(), later.text[:1000]
+
+
+async def test_a_plain_hosts_row_without_a_recipient_loses_local_parts_as_a_hashing_hosts(
+        hosts: tuple[Harness, Harness]) -> None:
+    """Review: a plain host's complaint without a recipient kept `J9-alice@gmail.com` as logged, beside the hashing
+    host's `J9-<rcpt>` and alice's hash; a hashing host stores such a row's jobId and sender without local parts."""
+    plain, _hashed = hosts
+    plain.commit(batch("/l/fbl-1.csv", "type,timeLogged,orig,rcpt,feedbackType,jobId,header_Message-Id\n"
+                                       "f,2024-05-01 12:00:00+0000,news@shop.example,,abuse,J9-alice@gmail.com,"
+                                       "<n1@shop.example>\n"))
+    async with hub_over(*hosts) as hub:
+        rows = (await hub.get("/api/v1/search", params={"job_id": "J9-alice@gmail.com"})).json()["items"]
+    assert any(r["host"] == "hashed:9469" and r["rcpt"].startswith("hmac-sha256:") for r in rows), rows
+    plain_row = next(r for r in rows if r["host"] == "plain:9469" and r["message_id"] == "n1@shop.example")
+    assert (plain_row["rcpt"], plain_row["job_id"], plain_row["orig"], plain_row["message_id"]) == (
+        None, "[redacted]@gmail.com", "[redacted]@shop.example", "n1@shop.example")
