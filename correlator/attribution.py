@@ -28,7 +28,7 @@ import polars as pl
 from correlator import store
 from correlator.genfilter import GenerationFilters
 from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id, norm_rcpt
-from correlator.prepare import _mx_host_expr, map_distinct, normalised_rcpts, python_lowered, report_times
+from correlator.prepare import _mx_host_expr, map_distinct, normalised_rcpts, report_times
 from correlator.store import ReadPool, StoreNotReady
 from exporter.records import Columns, RecordBatch, col
 from exporter.redact import key_without_recipient
@@ -457,7 +457,7 @@ def _delivery_keys(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
     job = pl.col("job").str.strip_chars(PY_WHITESPACE)
     pairs = df.select("vmta", "pool").unique(maintain_order=True).with_row_index("vp")
     df = df.with_columns(normalised_rcpts(df.get_column("rcpt")).alias("rcpt"),  # as `_fields` (keys.norm_rcpt)
-                         python_lowered(df.get_column("orig")).alias("orig"))
+                         normalised_rcpts(df.get_column("orig")).alias("orig"))  # `<news@s.ex>` as news@s.ex
     df = df.with_columns(pl.col("rcpt").str.extract(r"@([^@]*)$").str.strip_chars().fill_null("").alias("dom"),
                          _mx_host_expr(pl.col("mta")).alias("host"))
     places = df.select("dom", "host").unique(maintain_order=True).with_row_index("ip")
@@ -727,7 +727,7 @@ class Attributor:
         def val(i: int) -> str:
             return row[i].strip() if i >= 0 else ""
 
-        return norm_rcpt(val(c.rcpt)), val(c.orig).lower(), norm_message_id(val(c.message_id)), val(c.jobId), t, cut
+        return norm_rcpt(val(c.rcpt)), norm_rcpt(val(c.orig)), norm_message_id(val(c.message_id)), val(c.jobId), t, cut
 
     def _first_steps(self, conn: sqlite3.Connection, pairs: list[tuple[Report, Recent]],
                      slices: Slices) -> dict[int, _First]:

@@ -571,13 +571,15 @@ class Linker:
         after its delivery. A deferred send of another message (its delivery not read yet) is no match: joined, it took
         the report's Message-Id and a complaint before its own delivery. `fallback_window: 0` never matches.
         The sender is compared as stored (`orig_s`: without addresses when recipients are hashed) or as logged (a
-        timeline stored before hashing was turned on)."""
+        timeline stored before hashing was turned on), or in angle brackets (stored so before 2026-12-08, when a
+        sender kept them)."""
         if self._window <= 0:
             return None
         done = store.FLAG[D] | store.FLAG[B]
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
-            " AND (?4 = '' OR orig = ?4 OR orig = ?7) AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
+            " AND (?4 = '' OR orig = ?4 OR orig = ?7 OR orig = '<' || ?4 || '>')"
+            " AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
             " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" AND flags & {done} != 0 AND t_done <= ?3 ORDER BY t0 DESC LIMIT 1",
             (rh, t - self._window, cut, orig_l, mh, jh, orig_s),

@@ -224,11 +224,6 @@ def normalised_rcpts(rcpt: pl.Series) -> pl.Series:
     return _as_python(rcpt, norm_rcpt, lambda out: out.str.starts_with("<") & out.str.ends_with(">"))
 
 
-def python_lowered(values: pl.Series) -> pl.Series:
-    """`str.strip().lower()` of every value."""
-    return _as_python(values, lambda v: v.strip().lower())
-
-
 def _mid_keys(memo: dict[str, Any], secret: bytes = b"", as_written: bool = False) -> None:
     """Fill memo[value] = (Message-Id without <> and blanks, its hash or None) for each distinct value. `secret`,
     `as_written`: the store's LinkKeys (b"": unkeyed, blake2b without a key; the id as written or by `mid_key`)."""
@@ -515,7 +510,7 @@ def _orig_key(orig: str) -> tuple[str, str]:
     joined the null sender's). Angle brackets are dropped as from a recipient (`norm_rcpt`: `<news@s.ex>` is
     news@s.ex, `<>` the null sender)."""
     orig_l = norm_rcpt(orig)
-    domain = rcpt_domain(orig_l)
+    domain = rcpt_domain(orig_l).rstrip("> ")  # as the metrics' sender label (`y@t.ex>`: t.ex)
     return orig_l, domain if domain or not orig_l else PLACEHOLDER_NONE
 
 
