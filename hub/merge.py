@@ -12,7 +12,7 @@ from typing import Any
 
 from correlator.keys import HASHED_PREFIX
 from correlator.timeline import flow_stat_fields
-from exporter.redact import redact_log_text
+from exporter.redact import REDACTED, redact_log_text
 from hub.config import without_credentials
 from hub.fanout import HostAnswer, printable
 from hub.targets import Target
@@ -78,10 +78,12 @@ def shown(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """The answer whose key fields (rcpt, job_id, message_id) the hub shows: one that holds timelines, and one that
     hashes the recipient if any host does, by its echo or its timelines (an answer must not carry the address a hashing
     host hides: its echo of a Message-Id keeps no recipient's address)."""
-    def rank(body: dict[str, Any]) -> tuple[bool, bool, bool]:
+    def rank(body: dict[str, Any]) -> tuple[bool, bool, bool, bool]:
         items = body.get("timelines") or []
         hashed = any(isinstance(t, dict) and t.get("rcpt_hashed") is True for t in items)  # a lookup by Message-Id
-        return str(body.get("rcpt") or "").startswith(HASHED_PREFIX), hashed, bool(items)
+        keys = f"{body.get('message_id') or ''} {body.get('job_id') or ''}"
+        redacted = "<rcpt>" in keys or REDACTED in keys  # a hashing host's echo, when both echo the hash asked
+        return str(body.get("rcpt") or "").startswith(HASHED_PREFIX), hashed, redacted, bool(items)
 
     return max(bodies, key=rank, default={})
 

@@ -50,11 +50,13 @@ class PlainWithheld:
         out = []
         plain: set[str] = set()
         for it in items:
-            if it.get("rcpt_hashed") is True or it.get("host") in self.hashing:
-                out.append(it)  # a hashing host's rows, those without a recipient too, as it serves them
-            elif it.get("rcpt"):
+            if it.get("rcpt_hashed") is True:
+                out.append(it)
+            elif it.get("rcpt"):  # a plain recipient, whatever host serves it now (a name once hashing may not be)
                 plain.add(str(it.get("host")))
                 out.append(withheld(it))
+            elif it.get("host") in self.hashing:
+                out.append(it)  # a hashing host's row without a recipient, as it serves it
             else:  # a plain host's row without a recipient, as a hashing host serves one (prepare.py `keyed`)
                 out.append(_without_recipient(it))
         if plain and not self._said:

@@ -21,6 +21,7 @@ from exporter.config import CorrelatorConfig
 from exporter.http import build_app
 from hub.app import build_hub_app
 from hub.config import HubConfig
+from hub.privacy import PlainWithheld
 from tests.test_correlator_support import CORPUS, NOW, Harness, batch
 
 SAME = ("type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,vmta,jobId,header_Message-Id\n"
@@ -189,3 +190,30 @@ async def test_a_plain_hosts_row_without_a_recipient_loses_local_parts_as_a_hash
     plain_row = next(r for r in rows if r["host"] == "plain:9469" and r["message_id"] == "n1@shop.example")
     assert (plain_row["rcpt"], plain_row["job_id"], plain_row["orig"], plain_row["message_id"]) == (
         None, "[redacted]@gmail.com", "[redacted]@shop.example", "n1@shop.example")
+
+
+async def test_a_lookup_by_a_hash_echoes_keys_as_the_hashing_host_whatever_the_target_order(
+        hosts: tuple[Harness, Harness]) -> None:
+    """Review: asked by a hash matching nothing, both hosts echo that hash and hold no timeline; the tie went to the
+    first target, a plain host echoing `alice@gmail.com.77@shop` beside the hash."""
+    async with hub_over(*hosts, names=("aplain", "zhashed")) as hub:
+        body = (await hub.get("/api/v1/lookup", params={"message_id": "alice@gmail.com.77@shop",
+                                                        "rcpt": "hmac-sha256:" + "0" * 64})).json()
+    assert body["timelines"] == [] and body["rcpt"].startswith("hmac-sha256:")
+    assert "alice@" not in str(body).lower(), body
+
+
+def test_a_plain_row_under_a_name_once_hashing_is_withheld() -> None:
+    """Review: hosts are known by name for the hub's life; a target rebuilt with hashing off (or a name now pointing
+    at another daemon) had its plain rows passed unwithheld beside the other host's hashes."""
+    withhold = PlainWithheld()
+    withhold.hashing = {"h:9469", "k:9469"}  # both answered hashed once
+    rows = withhold([
+        {"host": "h:9469", "rcpt": "alice@gmail.com", "rcpt_hashed": False, "job_id": "J9-alice@gmail.com",
+         "message_id": "m1@shop.example", "orig": "news@shop.example"},
+        {"host": "k:9469", "rcpt": "hmac-sha256:" + "1" * 64, "rcpt_hashed": True, "job_id": "J9-<rcpt>",
+         "message_id": "m1@shop.example", "orig": "news@shop.example"},
+        {"host": "h:9469", "rcpt": None, "rcpt_hashed": False, "job_id": "[redacted]@gmail.com",
+         "message_id": "n1@shop.example", "orig": "[redacted]@shop.example"}])
+    assert [(r["rcpt"], r["job_id"]) for r in rows] == [
+        (None, "J9-[redacted]"), ("hmac-sha256:" + "1" * 64, "J9-<rcpt>"), (None, "[redacted]@gmail.com")]
