@@ -30,7 +30,7 @@ from correlator.genfilter import GenerationFilters
 from correlator.keys import MID_STRIP, RcptHasher, mid_key, norm_message_id, norm_rcpt
 from correlator.prepare import _mx_host_expr, map_distinct, normalised_rcpts, report_times
 from correlator.store import ReadPool, StoreNotReady
-from exporter.records import Columns, RecordBatch, col
+from exporter.records import PY_WHITESPACE, Columns, RecordBatch, col
 from exporter.redact import key_without_recipient
 from exporter.sinks import Delivery
 from exporter.timeparse import parse_pmta_time
@@ -320,9 +320,6 @@ class RecentDeliveries:
             self._fresh.clear()
 
 
-PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-                 "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-"""The characters Python's `str.strip()` removes, so polars strips delivery fields as the lookup side does."""
 _HASH_SEED = 0x57A7
 _SEP = "\0"
 
@@ -900,16 +897,16 @@ class Attributor:
         before `t` first, as linking's fallback joins (else one deferred only: the VMTA that would deliver it): by t0,
         not by id, so every step is searched (the budget may cut it: the latest found so far, if any). The sender is
         compared as logged (`orig`) and as stored (`stored`: without the recipient's address when recipients are
-        hashed)."""
+        hashed), bare or in angle brackets (a sender kept them before 2026-12-08, `linking._fallback` alike)."""
         best: tuple[int, float, str, str, str] | None = None
         for step in self._within_budget(steps):
             marks = ",".join("?" * len(step.slices))
             row = self._fetch(conn, (
                 f"SELECT coalesce(flags & {_DONE_FLAGS} != 0 AND t_done <= ?, 0) AS sent, t0, vmta, vmta_pool, isp"
                 f" FROM corr_timelines INDEXED BY corr_tl_rcpt WHERE qday IN ({marks})"
-                f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig = ? OR orig = ?){_HAS_VMTA}"
-                " ORDER BY sent DESC, t0 DESC LIMIT 1"),
-                (t, *step.slices, rh, lo, t, orig, orig, stored))
+                f" AND rcpt_h=? AND t0 BETWEEN ? AND ? AND (? = '' OR orig IN (?, ?, '<' || ? || '>', '<' || ? || '>'))"
+                f"{_HAS_VMTA} ORDER BY sent DESC, t0 DESC LIMIT 1"),
+                (t, *step.slices, rh, lo, t, orig, orig, stored, orig, stored))
             if self._cut:
                 break
             if row is not None and (best is None or (row[0], row[1]) > (best[0], best[1])):

@@ -578,7 +578,7 @@ class Linker:
         done = store.FLAG[D] | store.FLAG[B]
         row = conn.execute(
             f"SELECT id FROM corr_timelines WHERE {store.DAYS} AND rcpt_h=?1 AND t0 BETWEEN ?2 AND ?3"
-            " AND (?4 = '' OR orig = ?4 OR orig = ?7 OR orig = '<' || ?4 || '>')"
+            " AND (?4 = '' OR orig IN (?4, ?7, '<' || ?4 || '>', '<' || ?7 || '>'))"
             " AND (?5 IS NULL OR mid_h IS NULL OR mid_h = ?5)"
             " AND (?6 IS NULL OR job_id IS NULL OR job_h = ?6)"
             f" AND flags & {done} != 0 AND t_done <= ?3 ORDER BY t0 DESC LIMIT 1",

@@ -510,7 +510,7 @@ def _orig_key(orig: str) -> tuple[str, str]:
     joined the null sender's). Angle brackets are dropped as from a recipient (`norm_rcpt`: `<news@s.ex>` is
     news@s.ex, `<>` the null sender)."""
     orig_l = norm_rcpt(orig)
-    domain = rcpt_domain(orig_l).rstrip("> ")  # as the metrics' sender label (`y@t.ex>`: t.ex)
+    domain = rcpt_domain(orig_l).strip().rstrip(">").strip()  # as the metrics' sender label (`y@t.ex>`: t.ex)
     return orig_l, domain if domain or not orig_l else PLACEHOLDER_NONE
 
 

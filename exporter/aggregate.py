@@ -36,7 +36,7 @@ from exporter.metrics import (
     sample_names,
 )
 from exporter.parser import ErrorLog
-from exporter.records import LINE, Columns, RecordBatch, col
+from exporter.records import LINE, PY_WHITESPACE, Columns, RecordBatch, col
 from exporter.timeparse import EARLIEST_BELIEVED, LATEST, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ _LATE = frozenset({"f", "rb", "rs", "r"})
 
 def _domain(address: str) -> str:
     """The domain of a sender as logged, bare or as an SMTP path writes it (`<news@s.ex>`: s.ex, not `s.ex>`)."""
-    return address[address.rfind("@") + 1 :].rstrip("> ").lower() if "@" in address else ""
+    return address[address.rfind("@") + 1 :].strip().rstrip(">").strip().lower() if "@" in address else ""
 
 
 _GSMTP_ID = r"(^| )[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+ - gsmtp$"
@@ -179,7 +179,8 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
         t.alias("t"), vraw.alias("v"), field(c.vmtaPool).alias("p"), dom.alias("dom"),
         mx_host(field(c.dsnMta)).alias("host"),
         pl.when(orig.str.contains("@", literal=True))
-        .then(orig.str.split("@").list.last().str.strip_chars_end("> ").str.to_lowercase())  # `<news@s.ex>`
+        .then(orig.str.split("@").list.last().str.strip_chars(PY_WHITESPACE).str.strip_chars_end(">")  # `<a@s.ex>`
+              .str.strip_chars(PY_WHITESPACE).str.to_lowercase())
         .otherwise(pl.lit("")).alias("od"),
         _when(failure, all_failures, no_failures, field(c.dsnStatus), pl.String).alias("st"), diag.alias("diag"),
         (pl.lit(None, dtype=pl.String) if no_failures else reply_key(diag)).alias("ck"),

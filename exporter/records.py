@@ -43,6 +43,12 @@ KNOWN_FIELDS: tuple[str, ...] = (
 )
 
 
+PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                 "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+"""The characters Python's `str.strip()` removes, so polars strips a field as Python does (its own `strip_chars()`
+leaves \x1c-\x1f)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Columns:
     """Column positions of one header line, resolved once per file (or per header change)."""

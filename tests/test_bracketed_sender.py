@@ -67,7 +67,7 @@ d,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,news@s.ex,<a2@gmail.com>,2.0
 
 @pytest.mark.parametrize(("logged", "domain"), [
     ("<News@S.ex>", "s.ex"), ("< news@s.ex >", "s.ex"), ("<news@s.ex> ", "s.ex"), ("y@t.ex>", "t.ex"),
-    ("<<x@r.ex>>", "r.ex")])
+    ("<<x@r.ex>>", "r.ex"), ("news@s.ex\t", "s.ex"), ("<w@v.ex\t>", "v.ex"), ("z@u.ex\x1c", "u.ex")])
 def test_a_senders_domain_is_the_same_in_timelines_and_in_the_metrics(tmp_path: Path, logged: str, domain: str) -> None:
     """Review: `< news@s.ex >` was `s.ex ` in the metrics' sender label and `s.ex` in timelines; `y@t.ex>` the
     other way round."""
@@ -124,3 +124,33 @@ d,{now - 3600},{now - 3700},other@o.ex,a1@gmail.com,2.0.0,ok,v8,
     page = daemon.run_oneshot(load_config(tmp_path / "c.yml"))
     assert re.findall(r"^pmta_complaints_total\{.*", page, re.M) == [
         'pmta_complaints_total{feedback_type="abuse",isp="gmail",vmta="v7",vmta_pool="none"} 1.0']
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+async def test_reports_read_after_the_upgrade_reach_a_delivery_stored_with_brackets(tmp_path: Path,
+                                                                                     hashed: bool) -> None:
+    """Review: a store written before holds the sender in brackets (`<news@s.ex>`; hashed: `<bounce-<rcpt>@s.ex>`).
+    The timelines compared the bracketed form of the bare sender only, the hashed one not at all, and the metrics'
+    attribution neither: the complaint and the remote bounce read after the upgrade were `unknown` (and, hashed,
+    the bounce a timeline of its own)."""
+    from exporter.config import CorrelatorConfig
+
+    config = CorrelatorConfig(hash_recipients=True, hmac_key_file=tmp_path / "k") if hashed else None
+    h = Harness(tmp_path, config)
+    h.commit(batch("/l/acct-1.csv", ACCT + """
+d,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,<bounce-a1=gmail.com@s.ex>,a1@gmail.com,2.0.0,ok,v7,
+d,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,<news@s.ex>,a2@gmail.com,2.0.0,ok,v7,
+"""))
+    h.conn.execute("UPDATE corr_timelines SET orig = '<' || orig || '>' WHERE orig != ''")  # as stored before
+    reports = [batch("/l/fbl-1.csv", "type,timeLogged,orig,rcpt,feedbackType\n"
+                                     "f,2024-05-02 08:00:00+0000,<news@s.ex>,a2@gmail.com,abuse\n"),
+               batch("/l/bounce-1.csv", RB + "\nrb,2024-05-02 08:00:00+0000,<bounce-a1=gmail.com@s.ex>,a1@gmail.com,"
+                                             "failed,5.2.2,smtp;552 full,\n")]
+    assert [[d.vmta for d in h.sink.lookup_vmta(b.columns, b.rows)] for b in reports] == [["v7"], ["v7"]]
+    for b in reports:
+        h.commit(b)
+    async with h.client() as c:
+        items = (await c.get("/api/v1/search", params={"limit": 50})).json()["items"]
+    h.close()
+    assert sorted((i["outcome"], i["complained"], i["remote_bounced"]) for i in items) == [
+        ("bounced", False, True), ("complained", True, False)]
