@@ -85,7 +85,7 @@ _LATE = frozenset({"f", "rb", "rs", "r"})
 
 def _domain(address: str) -> str:
     """The domain of a sender as logged, bare or as an SMTP path writes it (`<news@s.ex>`: s.ex, not `s.ex>`)."""
-    return address[address.rfind("@") + 1 :].strip().rstrip(">").strip().lower() if "@" in address else ""
+    return address[address.rfind("@") + 1 :].rstrip(PY_WHITESPACE + ">").strip().lower() if "@" in address else ""
 
 
 _GSMTP_ID = r"(^| )[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+ - gsmtp$"
@@ -179,7 +179,7 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
         t.alias("t"), vraw.alias("v"), field(c.vmtaPool).alias("p"), dom.alias("dom"),
         mx_host(field(c.dsnMta)).alias("host"),
         pl.when(orig.str.contains("@", literal=True))
-        .then(orig.str.split("@").list.last().str.strip_chars(PY_WHITESPACE).str.strip_chars_end(">")  # `<a@s.ex>`
+        .then(orig.str.split("@").list.last().str.strip_chars_end(PY_WHITESPACE + ">")  # `<a@s.ex>`, `<a@s.ex> >`
               .str.strip_chars(PY_WHITESPACE).str.to_lowercase())
         .otherwise(pl.lit("")).alias("od"),
         _when(failure, all_failures, no_failures, field(c.dsnStatus), pl.String).alias("st"), diag.alias("diag"),

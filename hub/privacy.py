@@ -55,10 +55,8 @@ class PlainWithheld:
             elif it.get("rcpt"):  # a plain recipient, whatever host serves it now (a name once hashing may not be)
                 plain.add(str(it.get("host")))
                 out.append(withheld(it))
-            elif it.get("host") in self.hashing:
-                out.append(it)  # a hashing host's row without a recipient, as it serves it
-            else:  # a plain host's row without a recipient, as a hashing host serves one (prepare.py `keyed`)
-                out.append(_without_recipient(it))
+            else:  # a row without a recipient as a hashing host serves one (prepare.py `keyed`; idempotent: a
+                out.append(_without_recipient(it))  # hashing host's own is unchanged, a name once hashing no proof)
         if plain and not self._said:
             self._said = True
             log.warning("hosts %s hash recipients and %s do not: the latter's timelines are served without their "

@@ -67,7 +67,8 @@ d,2024-05-01 10:05:00+0000,2024-05-01 10:00:00+0000,news@s.ex,<a2@gmail.com>,2.0
 
 @pytest.mark.parametrize(("logged", "domain"), [
     ("<News@S.ex>", "s.ex"), ("< news@s.ex >", "s.ex"), ("<news@s.ex> ", "s.ex"), ("y@t.ex>", "t.ex"),
-    ("<<x@r.ex>>", "r.ex"), ("news@s.ex\t", "s.ex"), ("<w@v.ex\t>", "v.ex"), ("z@u.ex\x1c", "u.ex")])
+    ("<<x@r.ex>>", "r.ex"), ("news@s.ex\t", "s.ex"), ("<w@v.ex\t>", "v.ex"), ("z@u.ex\x1c", "u.ex"),
+    ("<news@s.ex> >", "s.ex"), ("y@t.ex> >", "t.ex")])
 def test_a_senders_domain_is_the_same_in_timelines_and_in_the_metrics(tmp_path: Path, logged: str, domain: str) -> None:
     """Review: `< news@s.ex >` was `s.ex ` in the metrics' sender label and `s.ex` in timelines; `y@t.ex>` the
     other way round."""

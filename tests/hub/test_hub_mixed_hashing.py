@@ -214,6 +214,10 @@ def test_a_plain_row_under_a_name_once_hashing_is_withheld() -> None:
         {"host": "k:9469", "rcpt": "hmac-sha256:" + "1" * 64, "rcpt_hashed": True, "job_id": "J9-<rcpt>",
          "message_id": "m1@shop.example", "orig": "news@shop.example"},
         {"host": "h:9469", "rcpt": None, "rcpt_hashed": False, "job_id": "[redacted]@gmail.com",
-         "message_id": "n1@shop.example", "orig": "[redacted]@shop.example"}])
-    assert [(r["rcpt"], r["job_id"]) for r in rows] == [
-        (None, "J9-[redacted]"), ("hmac-sha256:" + "1" * 64, "J9-<rcpt>"), (None, "[redacted]@gmail.com")]
+         "message_id": "n1@shop.example", "orig": "[redacted]@shop.example"},
+        {"host": "h:9469", "rcpt": None, "rcpt_hashed": False, "job_id": "J9-alice@gmail.com",  # now plain
+         "message_id": "n2@shop.example", "orig": "bounce-alice=gmail.com@shop.example"}])
+    assert [(r["rcpt"], r["job_id"], r["orig"]) for r in rows] == [
+        (None, "J9-[redacted]", "news@shop.example"), ("hmac-sha256:" + "1" * 64, "J9-<rcpt>", "news@shop.example"),
+        (None, "[redacted]@gmail.com", "[redacted]@shop.example"),
+        (None, "[redacted]@gmail.com", "[redacted]@shop.example")]
