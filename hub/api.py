@@ -201,14 +201,13 @@ def build_hub_router(hub: Hub) -> APIRouter:
         body, answers = await message_page(hub.fanout, targets, "/api/v1/messages/" + path_segment(message_id),
                                            message_id, limit, cursor, hub.targets.named)
         part = merge.partial_fields(targets, answers)
-        if body is not None:
-            body["recipients"] = await off_loop(hub.withhold, body["recipients"])
         if body is None:
             early = none_answered(answers, part, targets)
             if early is not None:
                 return early
             return _fail(404, f"no timeline for Message-Id {echoed(message_id.strip().strip('<>'))} on any host"
                          + _missing_note(part), "message_id", part)
+        body["recipients"] = await off_loop(hub.withhold, body["recipients"])
         if want_text(request, format):
             note = render.message_note(len(body["recipients"]), body["recipients_total"], body["next_cursor"])
             notes = (note, body["next_cursor_problem"], _missing_note(part).strip())
