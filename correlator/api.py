@@ -637,9 +637,9 @@ def build_router(api: Api) -> APIRouter:
                              "rcpt")
         if want_text(request, format):
             note = f"{older} older sends not listed" if older else ""
-            looked_up = (f"job {api.key_shown(job, rcpt, 'job_id')}" if job
-                         else f"message-id {api.key_shown(mid, rcpt, 'message_id')}")
-            return PlainTextResponse(render.timelines(f"{looked_up} rcpt {api.rcpt_shown(rcpt)}", items, note))
+            title = render.lookup_title(api.key_shown(job, rcpt, "job_id"), api.key_shown(mid, rcpt, "message_id"),
+                                        api.rcpt_shown(rcpt))
+            return PlainTextResponse(render.timelines(title, items, note))
         body = {"job_id": api.key_shown(job, rcpt, "job_id") or None,
                 "message_id": api.key_shown(mid, rcpt, "message_id") or None,
                 "rcpt": api.rcpt_shown(rcpt), "timelines": items,

@@ -24,7 +24,7 @@ import polars as pl
 from correlator import store
 from correlator.keys import MID_STRIP, mid_key, norm_rcpt
 from exporter.metrics import PLACEHOLDER_NONE
-from exporter.records import LINE, PY_WHITESPACE, Columns, RecordBatch, col
+from exporter.records import LINE, Columns, RecordBatch, address_domain, col
 from exporter.redact import key_without_recipient, without_addresses
 from exporter.redact import redact as redact_local_parts
 from exporter.timeparse import EARLIEST_BELIEVED, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
@@ -510,7 +510,7 @@ def _orig_key(orig: str) -> tuple[str, str]:
     joined the null sender's). Angle brackets are dropped as from a recipient (`norm_rcpt`: `<news@s.ex>` is
     news@s.ex, `<>` the null sender)."""
     orig_l = norm_rcpt(orig)
-    domain = rcpt_domain(orig_l).rstrip(PY_WHITESPACE + ">").strip()  # as the metrics' sender label (`y@t.ex>`)
+    domain = address_domain(orig_l)  # as the metrics' sender label (`y@t.ex>`: t.ex)
     return orig_l, domain if domain or not orig_l else PLACEHOLDER_NONE
 
 

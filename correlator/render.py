@@ -72,6 +72,12 @@ def timeline(tl: dict[str, Any]) -> str:
     return "\n".join(head + lines) + "\n"
 
 
+def lookup_title(job: str, message_id: str, rcpt: str) -> str:
+    """The first line of a text timeline asked by (jobId or Message-Id, rcpt), each as the answer shows it: the
+    daemon's and the hub's alike."""
+    return f"{f'job {job}' if job else f'message-id {message_id}'} rcpt {rcpt}"
+
+
 def timelines(title: str, items: list[dict[str, Any]], note: str = "") -> str:
     blocks = [safe(title) + (f"  {safe(note)}" if note else "")]
     blocks += [timeline(tl) for tl in items]

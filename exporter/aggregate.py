@@ -36,7 +36,7 @@ from exporter.metrics import (
     sample_names,
 )
 from exporter.parser import ErrorLog
-from exporter.records import LINE, PY_WHITESPACE, Columns, RecordBatch, col
+from exporter.records import LINE, PY_WHITESPACE, Columns, RecordBatch, address_domain, col
 from exporter.timeparse import EARLIEST_BELIEVED, LATEST, MAX_FUTURE, MAX_QUEUE_AGE, parse_pmta_time
 
 if TYPE_CHECKING:
@@ -81,11 +81,6 @@ ENGINE = "in-memory"
 plan set; a poll's batch of a few hundred rows then cost ~13 ms to fold instead of ~8 (bench_ingest)."""
 _MAIN = frozenset({"d", "t", "tq", "b"})
 _LATE = frozenset({"f", "rb", "rs", "r"})
-
-
-def _domain(address: str) -> str:
-    """The domain of a sender as logged, bare or as an SMTP path writes it (`<news@s.ex>`: s.ex, not `s.ex>`)."""
-    return address[address.rfind("@") + 1 :].rstrip(PY_WHITESPACE + ">").strip().lower() if "@" in address else ""
 
 
 _GSMTP_ID = r"(^| )[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\.\d+ - gsmtp$"
@@ -179,7 +174,7 @@ def _derive_exprs(c: Columns, has_times: bool, types: frozenset[str]) -> list[pl
         t.alias("t"), vraw.alias("v"), field(c.vmtaPool).alias("p"), dom.alias("dom"),
         mx_host(field(c.dsnMta)).alias("host"),
         pl.when(orig.str.contains("@", literal=True))
-        .then(orig.str.split("@").list.last().str.strip_chars_end(PY_WHITESPACE + ">")  # `<a@s.ex>`, `<a@s.ex> >`
+        .then(orig.str.split("@").list.last().str.strip_chars_end(PY_WHITESPACE + ">")  # as records.address_domain
               .str.strip_chars(PY_WHITESPACE).str.to_lowercase())
         .otherwise(pl.lit("")).alias("od"),
         _when(failure, all_failures, no_failures, field(c.dsnStatus), pl.String).alias("st"), diag.alias("diag"),
@@ -593,7 +588,7 @@ class RecordAggregator(Collector):
         return hit
 
     def _sender(self, orig: str) -> str:
-        return self._sender_for_domain(_domain(orig))
+        return self._sender_for_domain(address_domain(orig))
 
     def _sender_for_domain(self, dom: str) -> str:
         hit = self._sender_cache.get(dom)
@@ -1166,7 +1161,7 @@ class RecordAggregator(Collector):
         or the MX a delivery taught), its dsnMta, for an FBL its reporting MTA (`dns; hotmail.com`, where Hotmail
         hid the recipient). A report's dsnMta is the host that reported (rb: the recipient's internal server), not
         the domain's MX: it comes after what deliveries taught."""
-        dom = _domain(row[c.rcpt] if c.rcpt >= 0 else "")
+        dom = address_domain(row[c.rcpt] if c.rcpt >= 0 else "")
         mta = row[c.dsnMta] if c.dsnMta >= 0 else ""
         reporter = row[c.reportingMta] if c.reportingMta >= 0 and row[c.type] == "f" else ""
         isp = self._isp(dom, "") if dom else PLACEHOLDER_OTHER

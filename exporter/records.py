@@ -49,6 +49,13 @@ PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u200
 leaves \x1c-\x1f)."""
 
 
+def address_domain(address: str) -> str:
+    """The domain of an address as logged, bare or as an SMTP path writes it (`<news@s.ex>`, `news@s.ex >`: s.ex),
+    lowercase; '' without an `@`. The metrics' sender label and the correlator's sender domain alike (the polars
+    form of it: exporter.aggregate's `od`)."""
+    return address[address.rfind("@") + 1 :].rstrip(PY_WHITESPACE + ">").strip().lower() if "@" in address else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Columns:
     """Column positions of one header line, resolved once per file (or per header change)."""

@@ -237,10 +237,10 @@ def build_hub_router(hub: Hub) -> APIRouter:
         first, older = merge.shown(oks), merge.omitted(oks)
         if want_text(request, format):  # the recipient as the hosts show it (hashed when they hash), not as asked
             note = f"{older} older sends not listed" if older else ""
-            key = (f"job {first.get('job_id') or job_id.strip()}" if job_id and job_id.strip()  # as the hosts show it
-                   else f"message-id {first.get('message_id') or (message_id or '').strip().strip('<>')}")
-            return _text(await off_loop(
-                render.timelines, f"{key} rcpt {first.get('rcpt') or '-'}", items, note), part)
+            job = (first.get("job_id") or job_id.strip()) if job_id and job_id.strip() else ""  # as the hosts show
+            title = render.lookup_title(job, first.get("message_id") or (message_id or "").strip().strip("<>"),
+                                        first.get("rcpt") or "-")
+            return _text(await off_loop(render.timelines, title, items, note), part)
         return await json_answer(HubTimelineResponse, {
             "job_id": first.get("job_id"), "message_id": first.get("message_id"), "rcpt": first.get("rcpt"),
             "timelines": items, "timelines_omitted": older, **part})

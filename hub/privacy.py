@@ -19,7 +19,8 @@ from exporter.redact import REDACTED, key_without_addresses, key_without_recipie
 
 log = logging.getLogger("watchtower.hub")
 
-_KEYS = (("job_id", "job_id"), ("message_id", "message_id"))
+_KEYS = ("job_id", "message_id")
+"""A timeline's keys; each is also the `kind` exporter.redact's key functions take."""
 _EVENT_TEXTS = ("dsn_action", "dsn_status", "dsn_mta", "bounce_category", "feedback_type", "user_agent",
                 "reporting_mta")
 
@@ -71,12 +72,12 @@ def withheld(item: dict[str, Any]) -> dict[str, Any]:
     rcpt = item.get("rcpt")
     rcpt_l = rcpt.lower() if isinstance(rcpt, str) and "@" in rcpt else None
     out = dict(item, rcpt=None)
-    for field, kind in _KEYS:
-        value = item.get(field)
+    for kind in _KEYS:
+        value = item.get(kind)
         if isinstance(value, str) and value:
             if rcpt_l:
                 value = key_without_recipient(value, rcpt_l, kind).replace("<rcpt>", REDACTED)
-            out[field] = key_without_addresses(value, kind)  # `[redacted]`: the pages show it as text, not a link
+            out[kind] = key_without_addresses(value, kind)  # `[redacted]`: the pages show it as text, not a link
     orig = item.get("orig")
     if isinstance(orig, str) and orig and rcpt_l:
         out["orig"] = key_without_recipient(orig, rcpt_l, "sender")
